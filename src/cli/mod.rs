@@ -1,0 +1,142 @@
+//! The command line: clap structs and dispatch. Thin: parse, call the
+//! library, print. `anyhow` lives here and nowhere else.
+
+mod demo;
+mod guest;
+mod mount;
+mod output;
+mod store;
+mod unify;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// unifs: share identical files of many Linux guests through hardlinks into a
+/// content-addressed store, mount each guest through a copy-on-write overlay,
+/// and start guests in their own namespaces.
+#[derive(Parser, Debug)]
+#[command(name = "unifs", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// The store: objects/, catalog.db, tmp/ and lock.
+    #[arg(
+        long,
+        global = true,
+        env = "UNIFS_STORE",
+        default_value = "/var/lib/unifs",
+        value_name = "DIR"
+    )]
+    pub store: PathBuf,
+    /// More log output (repeat for more); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Replace identical files across guests by hardlinks to store objects (vunify).
+    Unify(unify::UnifyArgs),
+    /// Inspect and maintain the store: init, verify, gc, stats.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// Build sample guests in ./unifs-demo, unify them and show what was saved.
+    Demo(demo::DemoArgs),
+    /// Mount a guest's backing directory through the copy-on-write overlay (vfs-mount).
+    Mount(mount::MountArgs),
+    /// Unmount a unifs mount.
+    Umount(mount::UmountArgs),
+    /// Run a command as a one-shot guest in new namespaces.
+    Run(guest::RunArgs),
+    /// Start, stop, enter and list named guests.
+    #[command(subcommand)]
+    Guest(guest::GuestCommand),
+}
+
+/// Entry point of the binary. Answers as `vunify` and `vfs-mount` too.
+pub fn main() -> ExitCode {
+    let args = aliased_args(std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
+    init_logging(cli.global.verbose);
+    let result = match cli.command {
+        Command::Unify(a) => unify::run(&cli.global, a),
+        Command::Store(c) => store::run(&cli.global, c),
+        Command::Demo(a) => demo::run(&cli.global, a),
+        Command::Mount(a) => mount::mount(&cli.global, a),
+        Command::Umount(a) => mount::umount(&cli.global, a),
+        Command::Run(a) => guest::run(&cli.global, a),
+        Command::Guest(c) => guest::guest(&cli.global, c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("unifs: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `vunify ARGS` is `unifs unify ARGS`; `vfs-mount ARGS` is `unifs mount ARGS`.
+fn aliased_args(mut args: Vec<OsString>) -> Vec<OsString> {
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sub = match name.as_str() {
+        "vunify" => Some("unify"),
+        "vfs-mount" => Some("mount"),
+        _ => None,
+    };
+    if let Some(sub) = sub {
+        args[0] = OsString::from("unifs");
+        args.insert(1, OsString::from(sub));
+    }
+    args
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vunify_name_means_unify() {
+        let args = aliased_args(vec!["/usr/sbin/vunify".into(), "g1".into()]);
+        assert_eq!(args, vec![OsString::from("unifs"), "unify".into(), "g1".into()]);
+        let args = aliased_args(vec!["unifs".into(), "stats".into()]);
+        assert_eq!(args, vec![OsString::from("unifs"), "stats".into()]);
+    }
+}

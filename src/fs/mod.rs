@@ -1,0 +1,1 @@
+//! The FUSE overlay (vfs-mount). Not built yet.

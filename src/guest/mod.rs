@@ -1,0 +1,1 @@
+//! Guests: namespaces, root set-up and lifecycle. Not built yet.

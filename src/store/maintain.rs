@@ -1,0 +1,1 @@
+//! verify, gc, stats.

@@ -1,0 +1,279 @@
+//! The store on disk: `objects/<2 hex>/<62 hex>[.N]`, `catalog.db`, `tmp/`,
+//! `lock`. Depends on nothing else in the crate but `sys`.
+//!
+//! Every object carries the xattr [`MARKER_XATTR`] = its hex id. The mount
+//! recognises a shared inode by it (positively, never by `nlink > 1`), and
+//! unify recovers objects the catalog missed (a run killed before commit).
+
+pub mod id;
+mod lock;
+pub mod maintain;
+pub mod object;
+
+pub use id::{ContentHash, ObjectHasher, ObjectId, ObjectMeta};
+pub use lock::WriterLock;
+
+use crate::sys;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Marks an inode as a store object; value: the 64-hex object id.
+/// `trusted.` so only root can read or set it; the mount hides it.
+pub const MARKER_XATTR: &str = "trusted.unifs.object";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the store. Each names the path it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "store {store} is busy: another unifs process{holder} is writing to it; \
+         wait for it to finish, then try again"
+    )]
+    Busy { store: PathBuf, holder: String },
+    #[error(
+        "{path} is not a unifs store (no objects/ directory); create one with \
+         `unifs --store {path} store init`"
+    )]
+    NotAStore { path: PathBuf },
+    #[error(
+        "{guest} is on another filesystem ({guest_mount}) than the store {store} \
+         ({store_mount}); hardlinks cannot cross filesystems: put the store on {guest_mount}"
+    )]
+    CrossDevice {
+        guest: PathBuf,
+        guest_mount: PathBuf,
+        store: PathBuf,
+        store_mount: PathBuf,
+    },
+}
+
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+/// An opened store directory.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    objects: OwnedFd,
+    tmp: OwnedFd,
+    dev: u64,
+}
+
+impl Store {
+    /// Creates the layout (idempotent) and opens it.
+    pub fn create(root: &Path) -> Result<Store> {
+        for dir in [root.to_path_buf(), root.join("objects"), root.join("tmp")] {
+            std::fs::create_dir_all(&dir).at(&dir)?;
+        }
+        let lock = root.join("lock");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&lock)
+            .at(&lock)?;
+        Store::open(root)
+    }
+
+    /// Opens an existing store.
+    pub fn open(root: &Path) -> Result<Store> {
+        let root = std::path::absolute(root).at(root)?;
+        let objects_path = root.join("objects");
+        let objects = match sys::open_dir(&objects_path) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(Error::NotAStore { path: root });
+            }
+            Err(e) => return Err(e).at(objects_path),
+        };
+        let tmp_path = root.join("tmp");
+        let tmp = sys::open_dir(&tmp_path).at(&tmp_path)?;
+        let dev = sys::fstat(objects.as_fd()).at(&objects_path)?.dev;
+        Ok(Store {
+            root,
+            objects,
+            tmp,
+            dev,
+        })
+    }
+
+    /// True when `root` looks like a store.
+    pub fn exists(root: &Path) -> bool {
+        root.join("objects").is_dir()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.root.join("catalog.db")
+    }
+
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    pub fn tmp_fd(&self) -> BorrowedFd<'_> {
+        self.tmp.as_fd()
+    }
+
+    /// Takes the writer lock, failing at once with [`Error::Busy`] if held.
+    pub fn lock_writer(&self) -> Result<WriterLock> {
+        WriterLock::acquire(&self.root)
+    }
+
+    /// Refuses a guest on another filesystem than the store.
+    pub fn check_same_fs(&self, guest: &Path, guest_dev: u64) -> Result<()> {
+        if guest_dev == self.dev {
+            return Ok(());
+        }
+        Err(Error::CrossDevice {
+            guest: guest.to_path_buf(),
+            guest_mount: mount_point_of(guest),
+            store: self.root.clone(),
+            store_mount: mount_point_of(&self.root),
+        })
+    }
+
+    /// `objects/ab/cdef…[.N]` relative to the store root.
+    pub fn object_rel_path(id: &ObjectId, copy: u32) -> PathBuf {
+        let (dir, name) = object_names(id, copy);
+        Path::new("objects").join(dir).join(name)
+    }
+
+    pub fn object_path(&self, id: &ObjectId, copy: u32) -> PathBuf {
+        self.root.join(Self::object_rel_path(id, copy))
+    }
+
+    /// Opens the fan-out directory of `id`, creating it if asked.
+    pub fn fanout_dir(&self, id: &ObjectId, create: bool) -> Result<OwnedFd> {
+        let (dir, _) = object_names(id, 0);
+        let path = self.root.join("objects").join(&dir);
+        match sys::open_at(
+            self.objects.as_fd(),
+            &dir,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        ) {
+            Ok(fd) => Ok(fd),
+            Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
+                match sys::mkdir_at(self.objects.as_fd(), &dir, 0o755) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(e).at(path),
+                }
+                sys::open_at(
+                    self.objects.as_fd(),
+                    &dir,
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )
+                .at(path)
+            }
+            Err(e) => Err(e).at(path),
+        }
+    }
+
+    /// Stats object copy `copy` of `id`; `None` if it does not exist.
+    pub fn stat_object(&self, id: &ObjectId, copy: u32) -> Result<Option<sys::Stat>> {
+        let dir = match self.fanout_dir(id, false) {
+            Ok(d) => d,
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let (_, name) = object_names(id, copy);
+        match sys::stat_at(dir.as_fd(), &name) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e).at(self.object_path(id, copy)),
+        }
+    }
+}
+
+/// The fan-out directory name and the file name of an object copy.
+pub fn object_names(id: &ObjectId, copy: u32) -> (OsString, OsString) {
+    let hex = id.to_hex();
+    let name = if copy == 0 {
+        hex[2..].to_string()
+    } else {
+        format!("{}.{copy}", &hex[2..])
+    };
+    (OsString::from(&hex[..2]), OsString::from(name))
+}
+
+/// Parses an object file name back into (id, copy), given its fan-out dir.
+pub fn parse_object_name(dir: &OsStr, name: &OsStr) -> Option<(ObjectId, u32)> {
+    let dir = dir.to_str()?;
+    let name = name.to_str()?;
+    let (rest, copy) = match name.split_once('.') {
+        Some((rest, copy)) => (rest, copy.parse().ok()?),
+        None => (name, 0),
+    };
+    let id: ObjectId = format!("{dir}{rest}").parse().ok()?;
+    Some((id, copy))
+}
+
+/// Reads the store marker of an open file: `Some(id)` if it is (or was made
+/// to be) a store object.
+pub fn read_marker(fd: BorrowedFd) -> io::Result<Option<ObjectId>> {
+    let value = sys::xattr::get_fd(fd, OsStr::new(MARKER_XATTR))?;
+    Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+}
+
+/// Reads the store marker of a host path without following a symlink.
+pub fn read_marker_path(path: &Path) -> io::Result<Option<ObjectId>> {
+    let value = sys::xattr::get_path(path, OsStr::new(MARKER_XATTR))?;
+    Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+}
+
+/// The mount point holding `path`, for error messages.
+pub fn mount_point_of(path: &Path) -> PathBuf {
+    let Ok(mut cur) = std::path::absolute(path) else {
+        return path.to_path_buf();
+    };
+    let Ok(dev) = sys::lstat(&cur).map(|s| s.dev) else {
+        return cur;
+    };
+    while let Some(parent) = cur.parent() {
+        match sys::lstat(parent) {
+            Ok(st) if st.dev == dev => cur = parent.to_path_buf(),
+            _ => break,
+        }
+    }
+    cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_round_trip() {
+        let id = ObjectId([0xab; 32]);
+        let (dir, name) = object_names(&id, 0);
+        assert_eq!(dir, "ab");
+        assert_eq!(name.len(), 62);
+        assert_eq!(parse_object_name(&dir, &name), Some((id, 0)));
+        let (dir, name) = object_names(&id, 3);
+        assert!(name.to_str().unwrap().ends_with(".3"));
+        assert_eq!(parse_object_name(&dir, &name), Some((id, 3)));
+        assert_eq!(parse_object_name(OsStr::new("ab"), OsStr::new("zz")), None);
+    }
+}

@@ -1,0 +1,420 @@
+//! Safe wrappers around the Linux syscalls unifs needs and std does not offer:
+//! fd-relative resolution that never follows a symlink, leases, link/rename
+//! variants, reflinks and xattrs. Every `unsafe` block of the crate's storage
+//! code lives here, each with its invariant.
+
+pub mod xattr;
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The parts of `struct stat` unifs compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timestamp {
+    pub fn as_nanos(self) -> i128 {
+        self.sec as i128 * 1_000_000_000 + self.nsec as i128
+    }
+}
+
+impl Stat {
+    fn from_raw(st: &libc::stat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            nlink: st.st_nlink,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            mtime: Timestamp {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+            ctime: Timestamp {
+                sec: st.st_ctime,
+                nsec: st.st_ctime_nsec as u32,
+            },
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// Permission bits with set-id and sticky bits, without the file type.
+    pub fn perm(&self) -> u32 {
+        self.mode & 0o7777
+    }
+
+    /// True when `other` is the same inode with the same content and metadata
+    /// as far as a stat can tell (ctime moves on any inode change).
+    pub fn unchanged(&self, other: &Stat) -> bool {
+        self.dev == other.dev
+            && self.ino == other.ino
+            && self.size == other.size
+            && self.mtime == other.mtime
+            && self.ctime == other.ctime
+    }
+}
+
+pub(crate) fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Resolution flags for paths inside a guest: stay beneath the directory, on
+/// its filesystem, and never follow a symlink (invariant 4).
+const RESOLVE_GUEST: u64 = libc::RESOLVE_BENEATH
+    | libc::RESOLVE_NO_SYMLINKS
+    | libc::RESOLVE_NO_MAGICLINKS
+    | libc::RESOLVE_NO_XDEV;
+
+/// Opens `rel` beneath `dir` with `openat2`, refusing symlinks in any component,
+/// `..` escapes and mount crossings. An empty `rel` opens `dir` itself.
+pub fn open_beneath(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let path = cstr(rel.as_os_str())?;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = RESOLVE_GUEST;
+    // SAFETY: `path` is NUL-terminated and `how` is a fully initialised open_how
+    // whose size we pass; the kernel returns a new fd we take ownership of.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a non-negative return is a new fd owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)` for one component.
+pub fn open_at(dir: BorrowedFd, name: &OsStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let name = cstr(name)?;
+    // SAFETY: `name` is NUL-terminated; a non-negative result is a new fd.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fd was just returned by openat and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens a path on the host (the store, a guest's root) as a directory,
+/// without following a symlink in its last component.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let p = cstr(path.as_os_str())?;
+    // SAFETY: `p` is NUL-terminated; a non-negative result is a new fd.
+    let fd = check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fd was just returned by open and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(Stat::from_raw(&st))
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn stat_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Stat> {
+    let name = cstr(name)?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated and `st` is a valid, writable buffer.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(Stat::from_raw(&st))
+}
+
+/// `lstat` of a host path.
+pub fn lstat(path: &Path) -> io::Result<Stat> {
+    let p = cstr(path.as_os_str())?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is NUL-terminated and `st` is a valid, writable buffer.
+    check(unsafe { libc::lstat(p.as_ptr(), &mut st) })?;
+    Ok(Stat::from_raw(&st))
+}
+
+/// `linkat(olddir, old, newdir, new, 0)`: never follows a symlink at `old`.
+pub fn link_at(olddir: BorrowedFd, old: &OsStr, newdir: BorrowedFd, new: &OsStr) -> io::Result<()> {
+    let old = cstr(old)?;
+    let new = cstr(new)?;
+    // SAFETY: both names are NUL-terminated.
+    check(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// Gives the inode open at `fd` the name `new` in `newdir` (`AT_EMPTY_PATH`;
+/// needs CAP_DAC_READ_SEARCH). Links exactly the inode that was checked.
+pub fn link_fd(fd: BorrowedFd, newdir: BorrowedFd, new: &OsStr) -> io::Result<()> {
+    let new = cstr(new)?;
+    // SAFETY: the empty old path is a valid C string; `new` is NUL-terminated.
+    check(unsafe {
+        libc::linkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+fn rename2(
+    olddir: BorrowedFd,
+    old: &OsStr,
+    newdir: BorrowedFd,
+    new: &OsStr,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    let old = cstr(old)?;
+    let new = cstr(new)?;
+    // SAFETY: both names are NUL-terminated.
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+/// Atomically swaps two names (`RENAME_EXCHANGE`): neither name is ever missing.
+pub fn rename_exchange(dir: BorrowedFd, a: &OsStr, b: &OsStr) -> io::Result<()> {
+    rename2(dir, a, dir, b, libc::RENAME_EXCHANGE)
+}
+
+/// Renames without replacing an existing name (`RENAME_NOREPLACE`).
+pub fn rename_noreplace(
+    olddir: BorrowedFd,
+    old: &OsStr,
+    newdir: BorrowedFd,
+    new: &OsStr,
+) -> io::Result<()> {
+    rename2(olddir, old, newdir, new, libc::RENAME_NOREPLACE)
+}
+
+/// Renames, replacing `new` if it exists.
+pub fn rename_at(olddir: BorrowedFd, old: &OsStr, newdir: BorrowedFd, new: &OsStr) -> io::Result<()> {
+    rename2(olddir, old, newdir, new, 0)
+}
+
+pub fn unlink_at(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
+    let name = cstr(name)?;
+    // SAFETY: `name` is NUL-terminated.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })?;
+    Ok(())
+}
+
+pub fn mkdir_at(dir: BorrowedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    let name = cstr(name)?;
+    // SAFETY: `name` is NUL-terminated.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })?;
+    Ok(())
+}
+
+/// Takes a read lease on `fd` (opened read-only). It fails with EAGAIN while
+/// any process holds the file open for writing, which proves that nobody can
+/// still write to the inode through an fd opened earlier. A writer that opens
+/// it later waits until the lease is released (or `lease-break-time`).
+pub fn take_read_lease(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: F_SETLEASE takes an int argument and touches no memory.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) })?;
+    Ok(())
+}
+
+pub fn release_lease(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) })?;
+    Ok(())
+}
+
+/// A lease break is announced with SIGIO, whose default action kills the
+/// process. Unify only needs the lease to block writers briefly; ignore it.
+pub fn ignore_sigio() {
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGIO, libc::SIG_IGN);
+    }
+}
+
+/// Shares `src`'s data blocks with `dst` (FICLONE): a copy that costs nothing
+/// on xfs and btrfs. Fails with EOPNOTSUPP/EXDEV/EINVAL where unsupported.
+pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: FICLONE takes the source fd as its integer argument.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// Copies `len` bytes from the start of `src` to the start of `dst` inside
+/// the kernel (copy_file_range), falling back to read/write.
+pub fn copy_data(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result<()> {
+    let mut off_in: libc::loff_t = 0;
+    let mut off_out: libc::loff_t = 0;
+    while (off_in as u64) < len {
+        let chunk = (len - off_in as u64).min(1 << 30) as usize;
+        // SAFETY: the offsets are valid, writable loff_t values we own.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                chunk,
+                0,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) => {
+                    copy_by_rw(src, dst, off_in as u64, len)
+                }
+                _ => Err(err),
+            };
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being copied",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn copy_by_rw(src: BorrowedFd, dst: BorrowedFd, from: u64, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let src = std::fs::File::from(src.try_clone_to_owned()?);
+    let dst = std::fs::File::from(dst.try_clone_to_owned()?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = from;
+    while off < len {
+        let want = ((len - off) as usize).min(buf.len());
+        let n = src.read_at(&mut buf[..want], off)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being copied",
+            ));
+        }
+        dst.write_all_at(&buf[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+    Ok(())
+}
+
+pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+    Ok(())
+}
+
+/// Sets atime and mtime of `fd`.
+pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+    let times = [
+        libc::timespec {
+            tv_sec: atime.sec,
+            tv_nsec: atime.nsec as i64,
+        },
+        libc::timespec {
+            tv_sec: mtime.sec,
+            tv_nsec: mtime.nsec as i64,
+        },
+    ];
+    // SAFETY: `times` is an array of two valid timespecs.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
+    Ok(())
+}
+
+/// `syncfs`: flushes the whole filesystem that `fd` is on.
+pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: plain fd argument.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// The filesystem's maximum link count for files on it, if it reports one.
+pub fn link_max(fd: BorrowedFd) -> Option<u64> {
+    // SAFETY: plain fd and name arguments.
+    let n = unsafe { libc::fpathconf(fd.as_raw_fd(), libc::_PC_LINK_MAX) };
+    (n > 0).then_some(n as u64)
+}

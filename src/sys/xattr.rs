@@ -1,0 +1,139 @@
+//! Extended attributes on open files and on host paths (never following a
+//! symlink in the last component).
+
+use super::{check, cstr};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+/// The attributes of an open file, sorted by name.
+pub fn list_fd(fd: BorrowedFd) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let names = read_growing(|buf| {
+        // SAFETY: `buf` is a valid writable buffer of the length we pass.
+        unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+    })?;
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        match get_fd(fd, name)? {
+            Some(value) => out.push((name.to_owned(), value)),
+            None => continue, // removed between list and get
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One attribute of an open file, `None` when it does not exist.
+pub fn get_fd(fd: BorrowedFd, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let cname = cstr(name)?;
+    match read_growing(|buf| {
+        // SAFETY: `cname` is NUL-terminated; `buf` is valid for its length.
+        unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }
+    }) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn set_fd(fd: BorrowedFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    let cname = cstr(name)?;
+    // SAFETY: `cname` is NUL-terminated; `value` is valid for its length.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn remove_fd(fd: BorrowedFd, name: &OsStr) -> io::Result<()> {
+    let cname = cstr(name)?;
+    // SAFETY: `cname` is NUL-terminated.
+    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), cname.as_ptr()) })?;
+    Ok(())
+}
+
+/// One attribute of a host path, not following a symlink at its end.
+pub fn get_path(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let cpath = cstr(path.as_os_str())?;
+    let cname = cstr(name)?;
+    match read_growing(|buf| {
+        // SAFETY: both strings are NUL-terminated; `buf` is valid for its length.
+        unsafe {
+            libc::lgetxattr(
+                cpath.as_ptr(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }
+    }) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The attributes of a host path (symlinks included, not followed), sorted.
+pub fn list_path(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let cpath = cstr(path.as_os_str())?;
+    let names = read_growing(|buf| {
+        // SAFETY: `cpath` is NUL-terminated; `buf` is valid for its length.
+        unsafe { libc::llistxattr(cpath.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    })?;
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        if let Some(v) = get_path(path, name)? {
+            out.push((name.to_owned(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Calls a size-probing xattr syscall until the buffer is large enough
+/// (the value can grow between the probe and the read: ERANGE → retry).
+fn read_growing(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = call(&mut buf);
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) {
+            return Err(err);
+        }
+        let need = call(&mut []);
+        if need < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf = vec![0u8; (need as usize).max(buf.len() * 2)];
+    }
+}
+
+/// Turns a name into the bytes it is hashed and stored as.
+pub fn name_bytes(name: &OsStr) -> &[u8] {
+    name.as_bytes()
+}
+
+pub fn name_from_bytes(b: Vec<u8>) -> OsString {
+    OsString::from_vec(b)
+}
