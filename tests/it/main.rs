@@ -1,0 +1,8 @@
+//! One integration-test binary: real files in temp dirs, real FUSE mounts,
+//! real namespaces. Run as root (CI does).
+
+mod common;
+mod fs;
+mod guest;
+mod store;
+mod unify;
