@@ -48,8 +48,8 @@ fi
 ROOTS=(
     "base:"
     "python:python3"
-    "perl-ssh:perl,openssh-server"
-    "web:apache2,curl"
+    "perl-ssh-git:perl,openssh-server,git"
+    "web-java:apache2,curl,default-jre-headless"
 )
 
 # Downloaded .debs are shared between the roots (outside the roots, so they
@@ -90,10 +90,10 @@ paths=()
 for entry in "${ROOTS[@]}"; do
     name=${entry%%:*}
     paths+=("$DIR/$name")
-    printf '%-10s %8s files %10s\n' "$name" \
+    printf '%-14s %8s files %10s\n' "$name" \
         "$(find "$DIR/$name" -xdev -type f | wc -l)" \
         "$(du -s --apparent-size --block-size=1M "$DIR/$name" | cut -f1) MiB"
 done
-printf '%-10s %8s files %10s\n' total \
+printf '%-14s %8s files %10s\n' total \
     "$(find "${paths[@]}" -xdev -type f | wc -l)" \
     "$(du -sc --apparent-size --block-size=1M "${paths[@]}" | tail -n1 | cut -f1) MiB"
