@@ -207,6 +207,20 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Which copy of object `id` is the inode (dev, ino), if any.
+    pub fn find_copy(&self, id: &ObjectId, dev: u64, ino: u64) -> Result<Option<u32>> {
+        for copy in 0.. {
+            match self.stat_object(id, copy)? {
+                Some(st) if st.dev == dev && st.ino == ino => return Ok(Some(copy)),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The fan-out directory name and the file name of an object copy.
 pub fn object_names(id: &ObjectId, copy: u32) -> (OsString, OsString) {
     let hex = id.to_hex();
