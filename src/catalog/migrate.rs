@@ -35,7 +35,8 @@ pub fn apply(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub fn check_not_newer(conn: &Connection, path: &Path) -> Result<()> {
+/// Returns the schema version, refusing one newer than this build knows.
+pub fn check_not_newer(conn: &Connection, path: &Path) -> Result<i64> {
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| super::sqlite(path, e))?;
@@ -46,7 +47,7 @@ pub fn check_not_newer(conn: &Connection, path: &Path) -> Result<()> {
             known: LATEST,
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -57,7 +57,12 @@ impl Catalog {
     }
 
     /// Opens an existing catalog for reading only (no migration, no writes).
+    /// A catalog not yet created (a run killed before its first commit) reads
+    /// as empty.
     pub fn open_readonly(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            return Catalog::in_memory();
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -70,7 +75,9 @@ impl Catalog {
         cat.conn
             .busy_timeout(Duration::from_secs(10))
             .map_err(|e| cat.err(e))?;
-        migrate::check_not_newer(&cat.conn, path)?;
+        if migrate::check_not_newer(&cat.conn, path)? == 0 {
+            return Catalog::in_memory();
+        }
         Ok(cat)
     }
 

@@ -63,6 +63,7 @@ pub enum Command {
 
 /// Entry point of the binary. Answers as `vunify` and `vfs-mount` too.
 pub fn main() -> ExitCode {
+    crate::sys::default_sigpipe();
     let args = aliased_args(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
     init_logging(cli.global.verbose);
