@@ -52,14 +52,14 @@ CREATE TABLE object_files (
 CREATE INDEX object_files_by_inode ON object_files(dev, ino);
 
 -- Which guest path unify linked to which object (as of the last run that saw it).
-CREATE TABLE guest_files (
+CREATE TABLE guest_links (
     guest_id  INTEGER NOT NULL REFERENCES guests(id) ON DELETE CASCADE,
     path      BLOB NOT NULL,                   -- relative to the guest dir, no leading /
     object_id TEXT NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
     run_id    INTEGER NOT NULL REFERENCES runs(id),
     PRIMARY KEY (guest_id, path)
 );
-CREATE INDEX guest_files_by_object ON guest_files(object_id);
+CREATE INDEX guest_links_by_object ON guest_links(object_id);
 
 -- Hash cache: a file whose (dev, ino, size, mtime, ctime) is unchanged is not read again.
 CREATE TABLE hash_cache (

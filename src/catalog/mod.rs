@@ -63,6 +63,24 @@ impl Catalog {
         if !path.exists() {
             return Catalog::in_memory();
         }
+        match Catalog::try_open_readonly(path) {
+            Err(Error::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            }) if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
+                // A writer was killed mid-transaction: a read-write open
+                // rolls its journal back, then reading works again.
+                let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+                conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| sqlite(path, e))?;
+                drop(conn);
+                Catalog::try_open_readonly(path)
+            }
+            other => other,
+        }
+    }
+
+    fn try_open_readonly(path: &Path) -> Result<Catalog> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -293,10 +293,10 @@ impl Catalog {
         Ok(())
     }
 
-    pub fn set_guest_file(&self, guest: i64, path: &Path, id: &ObjectId, run: i64) -> Result<()> {
+    pub fn set_guest_link(&self, guest: i64, path: &Path, id: &ObjectId, run: i64) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO guest_files(guest_id, path, object_id, run_id) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO guest_links(guest_id, path, object_id, run_id) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(guest_id, path) DO UPDATE SET object_id = excluded.object_id,
                  run_id = excluded.run_id",
                 params![guest, path_blob(path), id.to_hex(), run],
@@ -306,10 +306,10 @@ impl Catalog {
     }
 
     /// Drops rows of `guest` that the run `run` did not confirm.
-    pub fn prune_guest_files(&self, guest: i64, run: i64) -> Result<()> {
+    pub fn prune_guest_links(&self, guest: i64, run: i64) -> Result<()> {
         self.conn
             .execute(
-                "DELETE FROM guest_files WHERE guest_id = ?1 AND run_id <> ?2",
+                "DELETE FROM guest_links WHERE guest_id = ?1 AND run_id <> ?2",
                 params![guest, run],
             )
             .map_err(|e| self.err(e))?;
@@ -385,7 +385,7 @@ impl Catalog {
             .prepare(
                 "SELECT g.name, g.path, count(f.path), coalesce(sum(o.size), 0)
                  FROM guests g
-                 LEFT JOIN guest_files f ON f.guest_id = g.id
+                 LEFT JOIN guest_links f ON f.guest_id = g.id
                  LEFT JOIN objects o ON o.id = f.object_id
                  GROUP BY g.id ORDER BY g.name",
             )

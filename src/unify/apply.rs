@@ -252,7 +252,7 @@ impl<'a> Applier<'a> {
                     let rec = &self.candidates[file];
                     let guest = self.guests[rec.guest as usize].row.id;
                     self.catalog
-                        .set_guest_file(guest, &rec.rel, &group.id, self.run)
+                        .set_guest_link(guest, &rec.rel, &group.id, self.run)
                         .map_err(|e| Skip::Failed(e.to_string()))?;
                     self.consumed.push(file);
                 } else {
@@ -332,7 +332,7 @@ impl<'a> Applier<'a> {
         let rec = &self.candidates[file];
         let guest = self.guests[rec.guest as usize].row.id;
         self.catalog
-            .set_guest_file(guest, &rec.rel, &target.id, self.run)
+            .set_guest_link(guest, &rec.rel, &target.id, self.run)
             .map_err(|e| Skip::Failed(e.to_string()))?;
         self.tick().map_err(|e| Skip::Failed(format!("{e:?}")))?;
         self.consumed.push(file);

@@ -232,9 +232,16 @@ fn run(
     summary.problems.append(&mut scan.problems);
 
     // Hash what can pay.
+    // Objects a killed run linked but did not record count as existing too.
+    let recovered = scan.linked.iter().filter(|l| l.recovered);
     let object_keys: HashSet<hash::MetaKey> = objects
         .values()
         .map(|o| hash::MetaKey::of_object(o, ignore_mtime))
+        .chain(
+            recovered
+                .clone()
+                .map(|l| hash::MetaKey::of_stat(&l.stat, ignore_mtime)),
+        )
         .collect();
     let which = hash::worth_hashing(&scan.candidates, &object_keys, ignore_mtime);
     let total: u64 = which.iter().map(|&i| scan.candidates[i].stat.size).sum();
@@ -253,7 +260,11 @@ fn run(
     summary.cache_hits = hashed.hashed.len() as u64 - summary.files_hashed;
     summary.problems.extend(hashed.problems);
 
-    let existing: HashSet<ObjectId> = objects.keys().copied().collect();
+    let existing: HashSet<ObjectId> = objects
+        .keys()
+        .copied()
+        .chain(recovered.map(|l| l.id))
+        .collect();
     let groups = plan::plan(&scan.candidates, &hashed.hashed, &existing);
 
     let (Some(store), Some(run_id)) = (store, run_id) else {
@@ -275,7 +286,7 @@ fn run(
             stale::recover_object(&mut applier, l, ignore_mtime)?;
         }
         let guest = guests[l.guest as usize].row.id;
-        catalog.set_guest_file(guest, &l.rel, &l.id, run_id)?;
+        catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
         applier.tick()?;
     }
     let by_file: std::collections::HashMap<usize, &hash::Hashed> =
@@ -299,7 +310,7 @@ fn run(
         }
     }
     for g in &guests {
-        catalog.prune_guest_files(g.row.id, run_id)?;
+        catalog.prune_guest_links(g.row.id, run_id)?;
     }
     let t = applier.totals;
     summary.files_linked = t.files_linked;
