@@ -63,6 +63,7 @@ pub enum Command {
 
 /// Entry point of the binary. Answers as `vunify` and `vfs-mount` too.
 pub fn main() -> ExitCode {
+    crate::sys::default_sigpipe();
     let args = aliased_args(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
     init_logging(cli.global.verbose);
@@ -135,7 +136,10 @@ mod tests {
     #[test]
     fn vunify_name_means_unify() {
         let args = aliased_args(vec!["/usr/sbin/vunify".into(), "g1".into()]);
-        assert_eq!(args, vec![OsString::from("unifs"), "unify".into(), "g1".into()]);
+        assert_eq!(
+            args,
+            vec![OsString::from("unifs"), "unify".into(), "g1".into()]
+        );
         let args = aliased_args(vec!["unifs".into(), "stats".into()]);
         assert_eq!(args, vec![OsString::from("unifs"), "stats".into()]);
     }

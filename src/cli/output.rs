@@ -1,1 +1,82 @@
-//! Output helpers.
+//! Formatting for people: sizes, counts, problems.
+
+use crate::unify::Problem;
+
+/// `1234567` → `1.2 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Parses `4096`, `4k`, `10M`, `1G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_lowercase() {
+                'k' => 1 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                _ => return Err(format!("unknown size suffix in {s:?} (use k, M or G)")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("not a size: {s:?}"))
+}
+
+/// Prints problems, at most `limit` of them unless `all`.
+pub fn print_problems(problems: &[Problem], all: bool) {
+    let limit = if all { usize::MAX } else { 20 };
+    for p in problems.iter().take(limit) {
+        eprintln!("unifs: warning: {}: {}", p.path.display(), p.what);
+    }
+    if problems.len() > limit {
+        eprintln!(
+            "unifs: … and {} more (use -v to list all, or --json)",
+            problems.len() - limit
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_parses() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(count(12), "12");
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert!(parse_size("x").is_err());
+    }
+}

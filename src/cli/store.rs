@@ -1,6 +1,171 @@
-//! placeholder
+//! `unifs store init|verify|gc|stats`.
+
+use super::output::{bytes, count};
 use super::Global;
+use crate::catalog::Catalog;
+use crate::store::Store;
+use anyhow::Context;
 use std::process::ExitCode;
+
 #[derive(clap::Subcommand, Debug)]
-pub enum StoreCommand { Verify }
-pub fn run(_g: &Global, _a: StoreCommand) -> anyhow::Result<ExitCode> { anyhow::bail!("todo") }
+pub enum StoreCommand {
+    /// Create the store (objects/, tmp/, lock, catalog.db) if it does not exist.
+    Init {
+        /// Leave mtime out of object ids: more sharing, one common mtime per object.
+        #[arg(long)]
+        ignore_mtime: bool,
+    },
+    /// Rehash every object; report each mismatch; exit 1 if any.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove objects that no guest links any more.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Objects, bytes stored and saved, per guest.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        StoreCommand::Init { ignore_mtime } => init(g, ignore_mtime),
+        StoreCommand::Verify { json } => verify(g, json),
+        StoreCommand::Gc { dry_run, json } => gc(g, dry_run, json),
+        StoreCommand::Stats { json } => stats(g, json),
+    }
+}
+
+fn init(g: &Global, ignore_mtime: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::create(&g.store)?;
+    let _lock = store.lock_writer()?;
+    let catalog = Catalog::open(&store.catalog_path())?;
+    let effective = catalog.init_config(ignore_mtime)?;
+    if effective != ignore_mtime {
+        anyhow::bail!(
+            "store {} already exists {} --ignore-mtime",
+            store.root().display(),
+            if effective { "with" } else { "without" }
+        );
+    }
+    println!("store ready at {}", store.root().display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
+    Catalog::open_readonly(&store.catalog_path())
+        .with_context(|| format!("store {} has no readable catalog", store.root().display()))
+}
+
+fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let catalog = open_catalog(&store)?;
+    let mut report = store.verify(catalog.ignore_mtime()?)?;
+    for ((_, _), (id, copy)) in catalog.object_inodes()? {
+        if store.stat_object(&id, copy)?.is_none() {
+            report.problems.push(crate::store::maintain::Problem {
+                path: store.object_path(&id, copy),
+                what: "listed in the catalog but missing (run `unifs store gc`)".into(),
+            });
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("BAD {}: {}", p.path.display(), p.what);
+        }
+        println!(
+            "verified {} object files ({}): {} problem(s)",
+            count(report.objects),
+            bytes(report.bytes),
+            report.problems.len()
+        );
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let _lock = store.lock_writer()?;
+    let catalog = Catalog::open(&store.catalog_path())?;
+    let removed = store.gc(dry_run)?;
+    if !dry_run {
+        catalog.begin()?;
+        for (f, _) in &removed {
+            catalog.remove_object_file(&f.id, f.copy)?;
+        }
+        catalog.commit()?;
+    }
+    let freed: u64 = removed.iter().map(|(_, size)| size).sum();
+    if json {
+        let paths: Vec<_> = removed.iter().map(|(f, _)| &f.path).collect();
+        let out = serde_json::json!({
+            "dry_run": dry_run, "objects_removed": removed.len(), "bytes_freed": freed,
+            "paths": paths,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        if g.verbose > 0 || dry_run {
+            for (f, _) in &removed {
+                println!("{verb} {}", f.path.display());
+            }
+        }
+        println!(
+            "{verb} {} unused object file(s), {}",
+            count(removed.len() as u64),
+            bytes(freed)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let catalog = open_catalog(&store)?;
+    let usage = store.usage()?;
+    let guests = catalog.guest_stats()?;
+    if json {
+        let out = serde_json::json!({ "store": store.root(), "usage": usage, "guests": guests });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("store {}", store.root().display());
+    println!(
+        "  {} objects in {} files, {} stored, {} guest links, {} saved",
+        count(usage.objects),
+        count(usage.object_files),
+        bytes(usage.bytes_stored),
+        count(usage.guest_links),
+        bytes(usage.bytes_saved)
+    );
+    if usage.unused_object_files > 0 {
+        println!(
+            "  {} object files no guest links (`unifs store gc` removes them)",
+            count(usage.unused_object_files)
+        );
+    }
+    for row in guests {
+        println!(
+            "  guest {:<16} {:>10} files linked ({}) {}",
+            row.name,
+            count(row.files_linked),
+            bytes(row.bytes_linked),
+            row.path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,6 +1,171 @@
-//! placeholder
+//! `unifs unify` (vunify).
+
+use super::output::{bytes, count, parse_size, print_problems};
 use super::Global;
+use crate::unify::{self, exclude::DEFAULT_EXCLUDES, Excludes};
+use anyhow::Context;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Replace identical files across guests by hardlinks to one store object.
+///
+/// Only regular, non-empty files at least --min-size long are considered;
+/// files differing in content, mode, owner, mtime or xattrs are never
+/// linked together. A guest's own hardlinks are left alone. Every guest must
+/// be on the store's filesystem. Run as root. Re-runs are cheap: unchanged
+/// files are not read again.
 #[derive(clap::Args, Debug)]
-pub struct UnifyArgs {}
-pub fn run(_g: &Global, _a: UnifyArgs) -> anyhow::Result<ExitCode> { anyhow::bail!("todo") }
+#[command(
+    after_help = "EXCLUDES: one glob per line, matched against the path inside the \
+guest (leading /); a pattern without / matches a name at any depth; a match on a directory \
+covers everything below it; +PATTERN includes again; the first match wins. --exclude and \
+--exclude-from rules come first, then the default list (see `unifs unify --print-default-excludes`)."
+)]
+pub struct UnifyArgs {
+    /// Guest root directories.
+    #[arg(value_name = "GUEST_DIR")]
+    pub guests: Vec<PathBuf>,
+    /// Also every guest the store's catalog knows.
+    #[arg(long)]
+    pub all: bool,
+    /// Leave files smaller than this alone (e.g. 4k, 1M).
+    #[arg(long, default_value = "1", value_parser = parse_size, value_name = "SIZE")]
+    pub min_size: u64,
+    /// Leave paths matching PATTERN alone (repeatable; `+PATTERN` includes again).
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Read exclude rules from FILE (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Do not apply the built-in exclude list (/dev, /proc, /var, /etc/shadow, …).
+    #[arg(long)]
+    pub no_default_excludes: bool,
+    /// Print the built-in exclude list and exit.
+    #[arg(long)]
+    pub print_default_excludes: bool,
+    /// Change nothing; report what would be linked and saved.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Compare bytes before linking, not only hashes.
+    #[arg(long)]
+    pub paranoid: bool,
+    /// Leave mtime out of object ids (only when the store is created).
+    #[arg(long)]
+    pub ignore_mtime: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Treat an object as full at N links (for tests of link-limit handling).
+    #[arg(long, hide = true, env = "UNIFS_TEST_LINK_MAX", value_name = "N")]
+    pub link_max: Option<u64>,
+}
+
+pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
+    if a.print_default_excludes {
+        print!("{DEFAULT_EXCLUDES}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !a.dry_run && !is_root() {
+        anyhow::bail!(
+            "unify must run as root: it sets trusted.* xattrs and takes leases on guest files \
+             (try --dry-run to see what it would do)"
+        );
+    }
+    let excludes = build_excludes(&a)?;
+    let opts = unify::Options {
+        guests: a.guests,
+        all: a.all,
+        min_size: a.min_size.max(1),
+        excludes,
+        dry_run: a.dry_run,
+        paranoid: a.paranoid,
+        ignore_mtime: a.ignore_mtime.then_some(true),
+        link_max: a.link_max,
+        progress: !a.json && !a.no_progress && std::io::stderr().is_terminal(),
+    };
+    let summary = unify::unify(&g.store, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_problems(&summary.problems, g.verbose > 0);
+        print_summary(&summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_excludes(a: &UnifyArgs) -> anyhow::Result<Excludes> {
+    let mut lists: Vec<(String, String)> = Vec::new();
+    if !a.exclude.is_empty() {
+        lists.push(("--exclude".into(), a.exclude.join("\n")));
+    }
+    for f in &a.exclude_from {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read exclude list {}", f.display()))?;
+        lists.push((f.display().to_string(), text));
+    }
+    if !a.no_default_excludes {
+        lists.push(("the default list".into(), DEFAULT_EXCLUDES.to_string()));
+    }
+    Ok(Excludes::new(
+        lists.iter().map(|(o, t)| (o.clone(), t.as_str())),
+    )?)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn print_summary(s: &unify::Summary) {
+    let would = if s.dry_run { "would be " } else { "" };
+    println!(
+        "{}unify: {} guest(s) ({}), {} files scanned ({})",
+        if s.dry_run { "dry run: " } else { "" },
+        s.guests.len(),
+        s.guests.join(", "),
+        count(s.files_scanned),
+        bytes(s.bytes_scanned)
+    );
+    println!(
+        "  left alone: {} excluded, {} empty or below --min-size, {} in guest hardlink groups",
+        count(s.files_excluded),
+        count(s.files_too_small),
+        count(s.guest_hardlinks_left)
+    );
+    println!(
+        "  hashed {} files ({}), {} from cache; {} already linked",
+        count(s.files_hashed),
+        bytes(s.bytes_hashed),
+        count(s.cache_hits),
+        count(s.files_already_linked)
+    );
+    println!(
+        "  {} files {would}linked, {} new objects: {} {would}saved",
+        count(s.files_linked),
+        count(s.objects_added),
+        bytes(s.bytes_saved)
+    );
+    if s.skipped_changed + s.skipped_in_use + s.objects_copied + s.extra_copies > 0 {
+        println!(
+            "  skipped {} changed and {} in-use files; {} objects copied from files open for \
+             writing; {} extra copies for the link limit",
+            count(s.skipped_changed),
+            count(s.skipped_in_use),
+            count(s.objects_copied),
+            count(s.extra_copies)
+        );
+    }
+    if s.stale_tmp_removed > 0 {
+        println!(
+            "  removed {} temp names left by an interrupted run",
+            count(s.stale_tmp_removed)
+        );
+    }
+    match s.run {
+        Some(run) => println!("  run {run}, {:.2} s", s.seconds),
+        None => println!("  {:.2} s", s.seconds),
+    }
+}

@@ -1,1 +1,195 @@
-//! verify, gc, stats.
+//! `store verify`, `store gc` and the figures of `store stats`, read from the
+//! object files themselves (the filesystem is the truth).
+
+use super::{parse_object_name, read_marker, IoContext, ObjectId, ObjectMeta, Result, Store};
+use crate::sys;
+use rayon::prelude::*;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+/// One file under `objects/`.
+#[derive(Debug, Clone)]
+pub struct ObjectFile {
+    pub id: ObjectId,
+    pub copy: u32,
+    pub path: PathBuf,
+}
+
+/// Something wrong with an object file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub what: String,
+}
+
+impl Store {
+    /// Every object file, sorted by path. Stray names are reported as problems.
+    pub fn list_objects(&self) -> Result<(Vec<ObjectFile>, Vec<Problem>)> {
+        let objects = self.root.join("objects");
+        let mut files = Vec::new();
+        let mut stray = Vec::new();
+        for dir in std::fs::read_dir(&objects).at(&objects)? {
+            let dir = dir.at(&objects)?;
+            let dir_path = dir.path();
+            if !dir.file_type().at(&dir_path)?.is_dir() {
+                stray.push(Problem {
+                    path: dir_path,
+                    what: "not an object fan-out directory".into(),
+                });
+                continue;
+            }
+            for entry in std::fs::read_dir(&dir_path).at(&dir_path)? {
+                let entry = entry.at(&dir_path)?;
+                let path = entry.path();
+                match parse_object_name(&dir.file_name(), &entry.file_name()) {
+                    Some((id, copy)) => files.push(ObjectFile { id, copy, path }),
+                    None => stray.push(Problem {
+                        path,
+                        what: "name is not an object id".into(),
+                    }),
+                }
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((files, stray))
+    }
+
+    /// Rehashes every object with its current metadata and reports each
+    /// whose id no longer matches its name, or whose marker is wrong.
+    pub fn verify(&self, ignore_mtime: bool) -> Result<VerifyReport> {
+        let (files, mut problems) = self.list_objects()?;
+        let results: Vec<(u64, Option<Problem>)> = files
+            .par_iter()
+            .map(|f| match verify_one(f, ignore_mtime) {
+                Ok((bytes, None)) => (bytes, None),
+                Ok((bytes, Some(what))) => (
+                    bytes,
+                    Some(Problem {
+                        path: f.path.clone(),
+                        what,
+                    }),
+                ),
+                Err(e) => (
+                    0,
+                    Some(Problem {
+                        path: f.path.clone(),
+                        what: e.to_string(),
+                    }),
+                ),
+            })
+            .collect();
+        let mut bytes = 0;
+        for (b, p) in results {
+            bytes += b;
+            problems.extend(p);
+        }
+        Ok(VerifyReport {
+            objects: files.len() as u64,
+            bytes,
+            problems,
+        })
+    }
+
+    /// Removes object files that no guest links any more (`nlink == 1`).
+    /// With `dry_run`, only reports them. Also empties `tmp/` (the caller
+    /// holds the writer lock, so no unifs process is using it).
+    pub fn gc(&self, dry_run: bool) -> Result<Vec<(ObjectFile, u64)>> {
+        let (files, _) = self.list_objects()?;
+        let mut removed = Vec::new();
+        for f in files {
+            let st = sys::lstat(&f.path).at(&f.path)?;
+            if st.nlink != 1 {
+                continue;
+            }
+            if !dry_run {
+                match std::fs::remove_file(&f.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).at(&f.path),
+                }
+            }
+            removed.push((f, st.size));
+        }
+        if !dry_run {
+            let tmp = self.root.join("tmp");
+            for entry in std::fs::read_dir(&tmp).at(&tmp)? {
+                let path = entry.at(&tmp)?.path();
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Store-wide figures from the object files.
+    pub fn usage(&self) -> Result<Usage> {
+        let (files, _) = self.list_objects()?;
+        let mut u = Usage::default();
+        let mut ids = std::collections::HashSet::new();
+        for f in &files {
+            let st = sys::lstat(&f.path).at(&f.path)?;
+            ids.insert(f.id);
+            u.object_files += 1;
+            u.bytes_stored += st.size;
+            let guest_links = st.nlink.saturating_sub(1);
+            u.guest_links += guest_links;
+            // One guest link per object file would have existed anyway.
+            u.bytes_saved += st.size * guest_links.saturating_sub(1);
+            if guest_links == 0 {
+                u.unused_object_files += 1;
+            }
+        }
+        u.objects = ids.len() as u64;
+        Ok(u)
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    pub objects: u64,
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Usage {
+    pub objects: u64,
+    pub object_files: u64,
+    pub unused_object_files: u64,
+    pub guest_links: u64,
+    pub bytes_stored: u64,
+    pub bytes_saved: u64,
+}
+
+fn verify_one(f: &ObjectFile, ignore_mtime: bool) -> std::io::Result<(u64, Option<String>)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(&f.path)?;
+    let st = sys::fstat(file.as_fd())?;
+    if !st.is_file() {
+        return Ok((0, Some("not a regular file".into())));
+    }
+    let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime)?;
+    let (id, _) = match super::id::hash_reader(&meta, &file) {
+        Ok(v) => v,
+        Err(e) => return Ok((st.size, Some(e.to_string()))),
+    };
+    if id != f.id {
+        return Ok((
+            st.size,
+            Some(format!(
+                "content or metadata changed: it now hashes to {}",
+                id.short()
+            )),
+        ));
+    }
+    match read_marker(file.as_fd())? {
+        Some(m) if m == f.id => Ok((st.size, None)),
+        Some(m) => Ok((
+            st.size,
+            Some(format!("marker names another object: {}", m.short())),
+        )),
+        None => Ok((st.size, Some("marker xattr missing".into()))),
+    }
+}

@@ -75,9 +75,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Creates the layout (idempotent) and opens it.
+    /// Creates the layout (idempotent) and opens it. `objects/` comes last,
+    /// so a store that [`Store::exists`] is complete even if creation was killed.
     pub fn create(root: &Path) -> Result<Store> {
-        for dir in [root.to_path_buf(), root.join("objects"), root.join("tmp")] {
+        for dir in [root.to_path_buf(), root.join("tmp")] {
             std::fs::create_dir_all(&dir).at(&dir)?;
         }
         let lock = root.join("lock");
@@ -86,6 +87,8 @@ impl Store {
             .append(true)
             .open(&lock)
             .at(&lock)?;
+        let objects = root.join("objects");
+        std::fs::create_dir_all(&objects).at(&objects)?;
         Store::open(root)
     }
 
@@ -204,6 +207,20 @@ impl Store {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e).at(self.object_path(id, copy)),
         }
+    }
+}
+
+impl Store {
+    /// Which copy of object `id` is the inode (dev, ino), if any.
+    pub fn find_copy(&self, id: &ObjectId, dev: u64, ino: u64) -> Result<Option<u32>> {
+        for copy in 0.. {
+            match self.stat_object(id, copy)? {
+                Some(st) if st.dev == dev && st.ino == ino => return Ok(Some(copy)),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -1,1 +1,170 @@
-//! Ingest and link store objects.
+//! Putting objects into the store: by linking the checked inode itself (no
+//! data copied), or by copying it when someone may still write to it, and
+//! starting another copy of a full object (EMLINK).
+
+use super::{id, MARKER_XATTR};
+use super::{object_names, read_marker, Error, IoContext, ObjectId, ObjectMeta, Result, Store};
+use crate::sys::{self, Stat};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The outcome of putting an inode into the store.
+#[derive(Debug)]
+pub enum Ingested {
+    /// The inode is now object copy `copy`.
+    Linked { copy: u32, stat: Stat },
+    /// An object file of that id and copy already existed (a run killed
+    /// before it updated the catalog); link to it instead.
+    Exists { copy: u32 },
+}
+
+impl Store {
+    /// Makes the open inode `fd` itself object copy `copy` of `id`: marks it,
+    /// then links it into `objects/`. The caller holds a read lease on `fd`
+    /// and has re-checked it, so no one can be writing to it. The marker goes
+    /// on first: a crash in between leaves a marked file that is not an
+    /// object (harmless: the mount copies it once), never an unmarked object.
+    pub fn ingest_by_link(&self, fd: BorrowedFd, id: &ObjectId, copy: u32) -> Result<Ingested> {
+        let path = self.object_path(id, copy);
+        if read_marker(fd).at(&path)? != Some(*id) {
+            set_marker(fd, id).at(&path)?;
+        }
+        let dir = self.fanout_dir(id, true)?;
+        let (_, name) = object_names(id, copy);
+        match sys::link_fd(fd, dir.as_fd(), &name) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return Ok(Ingested::Exists { copy })
+            }
+            Err(e) => return Err(e).at(path),
+        }
+        let stat = sys::fstat(fd).at(&path)?;
+        Ok(Ingested::Linked { copy, stat })
+    }
+
+    /// Copies the open file `src` into the store as copy `copy` of `id`, for
+    /// an inode someone may still write to. The copy is hashed again and
+    /// kept only if it still has id `id` (the source may have changed while
+    /// copied); returns `Ok(None)` if it did not.
+    pub fn ingest_by_copy(
+        &self,
+        src: BorrowedFd,
+        meta: &ObjectMeta,
+        id: &ObjectId,
+        copy: u32,
+    ) -> Result<Option<Ingested>> {
+        let path = self.object_path(id, copy);
+        let (tmp_name, tmp) = self.create_tmp().at(self.root.join("tmp"))?;
+        let result = self.fill_copy(src, tmp.as_fd(), meta, id).at(&path);
+        let keep = match result {
+            Ok(keep) => keep,
+            Err(e) => {
+                let _ = sys::unlink_at(self.tmp.as_fd(), &tmp_name);
+                return Err(e);
+            }
+        };
+        if !keep {
+            let _ = sys::unlink_at(self.tmp.as_fd(), &tmp_name);
+            return Ok(None);
+        }
+        let dir = self.fanout_dir(id, true)?;
+        let (_, name) = object_names(id, copy);
+        match sys::rename_noreplace(self.tmp.as_fd(), &tmp_name, dir.as_fd(), &name) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = sys::unlink_at(self.tmp.as_fd(), &tmp_name);
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    return Ok(Some(Ingested::Exists { copy }));
+                }
+                return Err(e).at(path);
+            }
+        }
+        let _ = File::from(dir).sync_all();
+        let stat = sys::fstat(tmp.as_fd()).at(&path)?;
+        Ok(Some(Ingested::Linked { copy, stat }))
+    }
+
+    /// Starts copy `copy` of a full object from its existing copy `from`.
+    pub fn new_copy(&self, id: &ObjectId, from: u32, copy: u32) -> Result<Ingested> {
+        let src_path = self.object_path(id, from);
+        let dir = self.fanout_dir(id, false)?;
+        let (_, name) = object_names(id, from);
+        let src = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY, 0).at(&src_path)?;
+        let st = sys::fstat(src.as_fd()).at(&src_path)?;
+        let meta = ObjectMeta::of_fd(src.as_fd(), &st, false).at(&src_path)?;
+        match self.ingest_by_copy(src.as_fd(), &meta, id, copy)? {
+            Some(done) => Ok(done),
+            None => Err(Error::Io {
+                path: src_path,
+                source: io::Error::other("object changed while copied: run `unifs store verify`"),
+            }),
+        }
+    }
+
+    /// Opens object copy `copy` of `id` (its fan-out dir fd and file name),
+    /// for linking it into a guest.
+    pub fn object_link_source(&self, id: &ObjectId, copy: u32) -> Result<(OwnedFd, OsString)> {
+        let dir = self.fanout_dir(id, false)?;
+        let (_, name) = object_names(id, copy);
+        Ok((dir, name))
+    }
+
+    fn create_tmp(&self) -> io::Result<(OsString, OwnedFd)> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            let name = OsString::from(format!("obj.{}.{n}", std::process::id()));
+            match sys::open_at(
+                self.tmp.as_fd(),
+                &name,
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            ) {
+                Ok(fd) => return Ok((name, fd)),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Data, then owner, mode, xattrs, marker, times (chown clears set-id bits
+    /// and file capabilities, so it goes first), then fsync. Returns whether
+    /// the copy hashes to `id`.
+    fn fill_copy(
+        &self,
+        src: BorrowedFd,
+        dst: BorrowedFd,
+        meta: &ObjectMeta,
+        id: &ObjectId,
+    ) -> io::Result<bool> {
+        if sys::ficlone(dst, src).is_err() {
+            sys::copy_data(src, dst, meta.size)?;
+        }
+        let file = File::from(dst.try_clone_to_owned()?);
+        let (copied, _) = id::hash_reader(meta, &file)?;
+        if copied != *id {
+            return Ok(false);
+        }
+        sys::fchown(dst, meta.uid, meta.gid)?;
+        sys::fchmod(dst, meta.perm)?;
+        for (name, value) in &meta.xattrs {
+            sys::xattr::set_fd(dst, name, value)?;
+        }
+        set_marker(dst, id)?;
+        if let Some(mtime) = meta.mtime {
+            sys::futimens(dst, mtime, mtime)?;
+        } else {
+            let st = sys::fstat(src)?;
+            sys::futimens(dst, st.mtime, st.mtime)?;
+        }
+        file.sync_all()?;
+        Ok(true)
+    }
+}
+
+fn set_marker(fd: BorrowedFd, id: &ObjectId) -> io::Result<()> {
+    sys::xattr::set_fd(fd, OsStr::new(MARKER_XATTR), id.to_hex().as_bytes())
+}

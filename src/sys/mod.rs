@@ -266,7 +266,12 @@ pub fn rename_noreplace(
 }
 
 /// Renames, replacing `new` if it exists.
-pub fn rename_at(olddir: BorrowedFd, old: &OsStr, newdir: BorrowedFd, new: &OsStr) -> io::Result<()> {
+pub fn rename_at(
+    olddir: BorrowedFd,
+    old: &OsStr,
+    newdir: BorrowedFd,
+    new: &OsStr,
+) -> io::Result<()> {
     rename2(olddir, old, newdir, new, 0)
 }
 
@@ -417,4 +422,13 @@ pub fn link_max(fd: BorrowedFd) -> Option<u64> {
     // SAFETY: plain fd and name arguments.
     let n = unsafe { libc::fpathconf(fd.as_raw_fd(), libc::_PC_LINK_MAX) };
     (n > 0).then_some(n as u64)
+}
+
+/// Restores the default SIGPIPE action (Rust ignores it), so `unifs … | head`
+/// ends quietly like other command-line tools instead of failing to print.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal to SIG_DFL installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

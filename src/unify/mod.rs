@@ -1,1 +1,410 @@
-//! Unify.
+//! Unify (vunify): scan → hash → plan → apply. Identical regular files
+//! across guests become hardlinks to one store object; the first file seen
+//! for an object becomes the object, so no data is copied.
+
+pub mod apply;
+pub mod exclude;
+pub mod hash;
+pub mod plan;
+pub mod scan;
+mod stale;
+
+pub use exclude::Excludes;
+
+use crate::catalog::{self, Catalog, GuestRow, RunTotals};
+use crate::store::{self, IoContext, ObjectId, Store};
+use crate::sys;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Catalog(#[from] catalog::Error),
+    #[error("{path}: not a directory; unify takes guest root directories")]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "store {store} was created {was} --ignore-mtime; object ids cannot mix both \
+         (drop the option, or use another store)"
+    )]
+    MtimeMismatch { store: PathBuf, was: &'static str },
+    #[error("no guests given (name guest directories, or use --all)")]
+    NoGuests,
+}
+
+impl From<apply::ApplyError> for Error {
+    fn from(e: apply::ApplyError) -> Self {
+        match e {
+            apply::ApplyError::Store(e) => Error::Store(e),
+            apply::ApplyError::Catalog(e) => Error::Catalog(e),
+        }
+    }
+}
+
+/// A file unify left alone or could not handle, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub what: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<PathBuf>, what: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub guests: Vec<PathBuf>,
+    /// Also every guest the catalog knows.
+    pub all: bool,
+    pub min_size: u64,
+    pub excludes: Excludes,
+    pub dry_run: bool,
+    pub paranoid: bool,
+    /// `Some(true)`: the store's ids leave mtime out (set when it is created).
+    pub ignore_mtime: Option<bool>,
+    /// Treat an object as full at this many links (tests of EMLINK handling).
+    pub link_max: Option<u64>,
+    pub progress: bool,
+}
+
+/// A guest being unified: its catalog row and an fd on its root that every
+/// open resolves beneath.
+pub struct Guest {
+    pub row: GuestRow,
+    pub root: PathBuf,
+    pub fd: OwnedFd,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    pub run: Option<i64>,
+    pub dry_run: bool,
+    pub guests: Vec<String>,
+    pub files_scanned: u64,
+    pub bytes_scanned: u64,
+    pub files_excluded: u64,
+    pub files_too_small: u64,
+    pub guest_hardlinks_left: u64,
+    pub files_already_linked: u64,
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    pub cache_hits: u64,
+    pub files_linked: u64,
+    pub bytes_saved: u64,
+    pub objects_added: u64,
+    pub objects_copied: u64,
+    pub extra_copies: u64,
+    pub skipped_changed: u64,
+    pub skipped_in_use: u64,
+    pub stale_tmp_removed: u64,
+    pub seconds: f64,
+    pub problems: Vec<Problem>,
+}
+
+pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
+    let started = Instant::now();
+    if opts.dry_run && !Store::exists(store_path) {
+        return dry_run_without_store(store_path, opts, started);
+    }
+    let store = if opts.dry_run {
+        Store::open(store_path)?
+    } else {
+        Store::create(store_path)?
+    };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(store.lock_writer()?)
+    };
+    let catalog = if opts.dry_run {
+        Catalog::open_readonly(&store.catalog_path())?
+    } else {
+        Catalog::open(&store.catalog_path())?
+    };
+    let ignore_mtime = settle_ignore_mtime(&store, &catalog, opts)?;
+    run(Some(&store), &catalog, opts, ignore_mtime, started)
+}
+
+fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) -> Result<Summary> {
+    let catalog = Catalog::in_memory()?;
+    let ignore_mtime = opts.ignore_mtime.unwrap_or(false);
+    let existing = existing_ancestor(store_path);
+    let dev = sys::lstat(&existing).at(&existing)?.dev;
+    for g in &opts.guests {
+        let st = sys::lstat(g).at(g)?;
+        if st.dev != dev {
+            return Err(store::Error::CrossDevice {
+                guest: g.clone(),
+                guest_mount: store::mount_point_of(g),
+                store: store_path.to_path_buf(),
+                store_mount: store::mount_point_of(&existing),
+            }
+            .into());
+        }
+    }
+    run(None, &catalog, opts, ignore_mtime, started)
+}
+
+fn existing_ancestor(path: &Path) -> PathBuf {
+    let mut cur = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    while !cur.exists() {
+        match cur.parent() {
+            Some(p) => cur = p.to_path_buf(),
+            None => break,
+        }
+    }
+    cur
+}
+
+fn settle_ignore_mtime(store: &Store, catalog: &Catalog, opts: &Options) -> Result<bool> {
+    let recorded = catalog.config("ignore_mtime")?;
+    match (recorded.as_deref(), opts.ignore_mtime) {
+        (None, wanted) if !opts.dry_run => Ok(catalog.init_config(wanted.unwrap_or(false))?),
+        (None, wanted) => Ok(wanted.unwrap_or(false)),
+        (Some(v), Some(wanted)) if (v == "1") != wanted => Err(Error::MtimeMismatch {
+            store: store.root().to_path_buf(),
+            was: if v == "1" { "with" } else { "without" },
+        }),
+        (Some(v), _) => Ok(v == "1"),
+    }
+}
+
+fn run(
+    store: Option<&Store>,
+    catalog: &Catalog,
+    opts: &Options,
+    ignore_mtime: bool,
+    started: Instant,
+) -> Result<Summary> {
+    let write = !opts.dry_run;
+    let run_id = if write {
+        Some(catalog.begin_run(&format!("unify {}", describe(opts)))?)
+    } else {
+        None
+    };
+    let guests = open_guests(store, catalog, opts, run_id)?;
+    let object_inodes = catalog.object_inodes()?;
+    let objects = catalog.objects()?;
+    let cache = catalog.hash_cache()?;
+    let mut summary = Summary {
+        run: run_id,
+        dry_run: opts.dry_run,
+        guests: guests.iter().map(|g| g.row.name.clone()).collect(),
+        ..Summary::default()
+    };
+
+    // Scan every guest in parallel.
+    let ctx = scan::ScanContext {
+        store,
+        excludes: &opts.excludes,
+        min_size: opts.min_size,
+        object_inodes: &object_inodes,
+    };
+    let scans: Vec<scan::Scan> = guests
+        .par_iter()
+        .enumerate()
+        .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
+        .collect();
+    let mut scan = scan::Scan::default();
+    for s in scans {
+        scan.merge(s);
+    }
+    summary.files_scanned = scan.counts.files;
+    summary.bytes_scanned = scan.counts.bytes;
+    summary.files_excluded = scan.counts.excluded;
+    summary.files_too_small = scan.counts.too_small;
+    summary.guest_hardlinks_left = scan.counts.guest_hardlinks;
+    summary.files_already_linked = scan.linked.len() as u64;
+    summary.problems.append(&mut scan.problems);
+
+    // Hash what can pay.
+    // Objects a killed run linked but did not record count as existing too.
+    let recovered = scan.linked.iter().filter(|l| l.recovered);
+    let object_keys: HashSet<hash::MetaKey> = objects
+        .values()
+        .map(|o| hash::MetaKey::of_object(o, ignore_mtime))
+        .chain(
+            recovered
+                .clone()
+                .map(|l| hash::MetaKey::of_stat(&l.stat, ignore_mtime)),
+        )
+        .collect();
+    let which = hash::worth_hashing(&scan.candidates, &object_keys, ignore_mtime);
+    let total: u64 = which.iter().map(|&i| scan.candidates[i].stat.size).sum();
+    let progress = progress_bar(opts.progress, total, "hashing");
+    let hashed = hash::hash_files(
+        &guests,
+        &scan.candidates,
+        &which,
+        &cache,
+        ignore_mtime,
+        &progress,
+    );
+    progress.finish_and_clear();
+    summary.bytes_hashed = hashed.bytes_hashed;
+    summary.files_hashed = hashed.hashed.iter().filter(|h| h.read).count() as u64;
+    summary.cache_hits = hashed.hashed.len() as u64 - summary.files_hashed;
+    summary.problems.extend(hashed.problems);
+
+    let existing: HashSet<ObjectId> = objects
+        .keys()
+        .copied()
+        .chain(recovered.map(|l| l.id))
+        .collect();
+    let groups = plan::plan(&scan.candidates, &hashed.hashed, &existing);
+
+    let (Some(store), Some(run_id)) = (store, run_id) else {
+        summary.files_linked = groups.iter().map(|g| g.links()).sum();
+        summary.bytes_saved = groups.iter().map(|g| g.bytes_saved()).sum();
+        summary.objects_added = groups.iter().filter(|g| !g.existing).count() as u64;
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    };
+
+    catalog.begin()?;
+    let mut applier = apply::Applier::new(store, catalog, &guests, &scan.candidates, run_id);
+    applier.link_max = opts.link_max;
+    applier.paranoid = opts.paranoid;
+    summary.stale_tmp_removed =
+        stale::clean(&mut applier, &scan.stale_tmp, &existing, ignore_mtime)?;
+    for l in &scan.linked {
+        if l.recovered {
+            stale::recover_object(&mut applier, l, ignore_mtime)?;
+        }
+        let guest = guests[l.guest as usize].row.id;
+        catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
+        applier.tick()?;
+    }
+    let by_file: std::collections::HashMap<usize, &hash::Hashed> =
+        hashed.hashed.iter().map(|h| (h.file, h)).collect();
+    let progress = progress_bar(
+        opts.progress,
+        groups.iter().map(|g| g.files.len() as u64).sum(),
+        "linking",
+    );
+    for group in &groups {
+        applier.apply_group(group, by_file[&group.files[0]])?;
+        progress.inc(group.files.len() as u64);
+    }
+    progress.finish_and_clear();
+    let consumed: HashSet<usize> = applier.consumed.iter().copied().collect();
+    for h in hashed.hashed.iter().filter(|h| h.read) {
+        if !consumed.contains(&h.file) {
+            let st = &scan.candidates[h.file].stat;
+            catalog.put_hash(st.dev, st.ino, &hash::cache_row(st, h.id, h.content))?;
+            applier.tick()?;
+        }
+    }
+    for g in &guests {
+        catalog.prune_guest_links(g.row.id, run_id)?;
+    }
+    let t = applier.totals;
+    summary.files_linked = t.files_linked;
+    summary.bytes_saved = t.bytes_saved;
+    summary.objects_added = t.objects_added;
+    summary.objects_copied = t.objects_copied;
+    summary.extra_copies = t.extra_copies;
+    summary.skipped_changed = t.skipped_changed;
+    summary.skipped_in_use = t.skipped_in_use;
+    summary.problems.append(&mut applier.problems);
+    catalog.finish_run(
+        run_id,
+        &RunTotals {
+            files_scanned: summary.files_scanned,
+            bytes_hashed: summary.bytes_hashed,
+            files_linked: summary.files_linked,
+            bytes_saved: summary.bytes_saved,
+        },
+    )?;
+    // No syncfs: every link and swap is atomic, so after a crash each path
+    // names its old or its new inode, and the catalog is re-checked against
+    // the filesystem by the next run.
+    catalog.commit()?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn describe(opts: &Options) -> String {
+    opts.guests
+        .iter()
+        .map(|g| g.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Resolves, checks and registers the guests of this run.
+fn open_guests(
+    store: Option<&Store>,
+    catalog: &Catalog,
+    opts: &Options,
+    run: Option<i64>,
+) -> Result<Vec<Guest>> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for g in &opts.guests {
+        let abs = std::fs::canonicalize(g).at(g)?;
+        if !abs.is_dir() {
+            return Err(Error::NotADirectory { path: g.clone() });
+        }
+        paths.push(abs);
+    }
+    if opts.all {
+        paths.extend(catalog.guests()?.into_iter().map(|g| g.path));
+    }
+    let mut seen = HashSet::new();
+    paths.retain(|p| seen.insert(p.clone()));
+    if paths.is_empty() {
+        return Err(Error::NoGuests);
+    }
+    let mut guests = Vec::with_capacity(paths.len());
+    for (i, root) in paths.into_iter().enumerate() {
+        let fd = sys::open_dir(&root).at(&root)?;
+        let st = sys::fstat(fd.as_fd()).at(&root)?;
+        if let Some(store) = store {
+            store.check_same_fs(&root, st.dev)?;
+        }
+        let row = match run {
+            Some(run) => catalog.register_guest(&root, run)?,
+            None => catalog.guest_by_path(&root)?.unwrap_or(GuestRow {
+                id: -(i as i64) - 1,
+                name: root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: root.clone(),
+            }),
+        };
+        guests.push(Guest { row, root, fd });
+    }
+    Ok(guests)
+}
+
+fn progress_bar(show: bool, total: u64, what: &'static str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = if what == "hashing" {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} [{bar:30}] {pos}/{len} files"
+    };
+    bar.set_style(
+        ProgressStyle::with_template(style).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what);
+    bar
+}

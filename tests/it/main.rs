@@ -5,4 +5,5 @@ mod common;
 mod fs;
 mod guest;
 mod store;
+mod tree;
 mod unify;

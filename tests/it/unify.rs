@@ -1,1 +1,540 @@
-//! Tests of unify.
+//! `unifs unify` against real trees in temp dirs.
+
+use crate::common::require_root;
+use crate::tree::*;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temp dir holding `store/` and guests `g0`, `g1`, … on one filesystem.
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    fn guest(&self, i: usize) -> PathBuf {
+        let p = self.dir.path().join(format!("g{i}"));
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+/// The same small "distribution" in a guest, plus what is its own.
+fn populate(root: &Path, own: u64) {
+    for i in 0..20u64 {
+        file(
+            root,
+            &format!("usr/lib/lib{i}.so"),
+            &bytes(i, 1000 + i as usize * 997),
+            0o644,
+        );
+    }
+    file(root, "usr/bin/tool", &bytes(99, 50_000), 0o755);
+    file(
+        root,
+        "etc/hostname",
+        format!("guest{own}\n").as_bytes(),
+        0o644,
+    );
+    file(root, "usr/share/own", &bytes(1000 + own, 4096), 0o644);
+}
+
+#[test]
+fn identical_files_share_one_inode_and_different_ones_do_not() {
+    if !require_root("identical_files_share_one_inode") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b, c) = (lab.guest(0), lab.guest(1), lab.guest(2));
+    for g in [&a, &b, &c] {
+        file(g, "same", b"identical content\n", 0o644);
+    }
+    file(&a, "content", b"one\n", 0o644);
+    file(&b, "content", b"two\n", 0o644);
+    file(&a, "mode", b"mode\n", 0o644);
+    file(&b, "mode", b"mode\n", 0o600);
+    file(&a, "owner", b"owner\n", 0o644);
+    file(&b, "owner", b"owner\n", 0o644);
+    std::os::unix::fs::chown(b.join("owner"), Some(1000), Some(1000)).unwrap();
+    file_at(&a, "mtime", b"mtime\n", 0o644, MTIME);
+    file_at(&b, "mtime", b"mtime\n", 0o644, MTIME + 1);
+    file(&a, "xattr", b"xattr\n", 0o644);
+    file(&b, "xattr", b"xattr\n", 0o644);
+    set_xattr(&b.join("xattr"), "user.note", b"x");
+    file(&a, "xattr-same", b"xs\n", 0o644);
+    file(&b, "xattr-same", b"xs\n", 0o644);
+    set_xattr(&a.join("xattr-same"), "user.note", b"y");
+    set_xattr(&b.join("xattr-same"), "user.note", b"y");
+
+    let s = unify_json(&lab.store(), &[&a, &b, &c]);
+    assert_eq!(s["files_linked"], 3, "{s}");
+    assert_eq!(ino(&a.join("same")), ino(&b.join("same")));
+    assert_eq!(ino(&a.join("same")), ino(&c.join("same")));
+    assert_eq!(
+        fs::metadata(a.join("same")).unwrap().nlink(),
+        4,
+        "3 guests + the store"
+    );
+    assert_eq!(ino(&a.join("xattr-same")), ino(&b.join("xattr-same")));
+    for name in ["content", "mode", "owner", "mtime", "xattr"] {
+        assert_ne!(
+            ino(&a.join(name)),
+            ino(&b.join(name)),
+            "{name} must not be shared"
+        );
+    }
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
+fn unify_is_invisible_and_keeps_guest_hardlinks() {
+    if !require_root("unify_is_invisible") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..3).map(|i| lab.guest(i)).collect();
+    for (i, g) in guests.iter().enumerate() {
+        populate(g, i as u64);
+        // A hardlink pair the guest made itself (like perl and perl5.36).
+        file(g, "usr/bin/perl", &bytes(7, 30_000), 0o755);
+        fs::hard_link(g.join("usr/bin/perl"), g.join("usr/bin/perl5.36")).unwrap();
+        std::os::unix::fs::symlink("lib0.so", g.join("usr/lib/link.so")).unwrap();
+        file(g, "usr/lib/setuid", &bytes(8, 2000), 0o4755);
+        set_xattr(&g.join("usr/lib/lib1.so"), "user.origin", b"pkg");
+        file(g, "usr/lib/empty", b"", 0o644);
+    }
+    let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = guests.iter().map(|g| g as _).collect();
+    let s = unify_json(&lab.store(), &args);
+    assert!(s["files_linked"].as_u64().unwrap() >= 40, "{s}");
+    for (g, b) in guests.iter().zip(&before) {
+        assert_invisible(b, &snapshot(g), &g.display().to_string());
+    }
+    // The guest's own pair is still a pair of its own, not shared with the store.
+    let m = fs::metadata(guests[0].join("usr/bin/perl")).unwrap();
+    assert_eq!(m.nlink(), 2);
+    assert_ne!(
+        ino(&guests[0].join("usr/bin/perl")),
+        ino(&guests[1].join("usr/bin/perl"))
+    );
+    assert_eq!(
+        ino(&guests[0].join("usr/lib/lib1.so")),
+        ino(&guests[2].join("usr/lib/lib1.so"))
+    );
+    assert_eq!(s["guest_hardlinks_left"], 6);
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
+fn dry_run_changes_nothing_and_rerun_reads_nothing() {
+    if !require_root("dry_run_changes_nothing") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let inodes = |g: &Path| -> Vec<u64> {
+        walkdir::WalkDir::new(g)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .collect()
+    };
+    let (ia, ib) = (inodes(&a), inodes(&b));
+    let dry = unify_json(&lab.store(), &[&"--dry-run", &a, &b]);
+    assert_eq!(dry["files_linked"], 21, "{dry}");
+    assert_eq!(
+        dry["bytes_saved"],
+        50_000 + (0..20).map(|i| 1000 + i * 997).sum::<u64>()
+    );
+    assert_eq!((inodes(&a), inodes(&b)), (ia, ib), "dry run changed inodes");
+    assert!(!lab.store().exists(), "dry run created the store");
+
+    let first = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(first["files_linked"], dry["files_linked"]);
+    assert_eq!(first["bytes_saved"], dry["bytes_saved"]);
+    assert!(first["bytes_hashed"].as_u64().unwrap() > 0);
+    let again = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(again["bytes_hashed"], 0, "{again}");
+    assert_eq!(again["files_hashed"], 0);
+    assert_eq!(again["files_linked"], 0);
+    assert_eq!(again["files_already_linked"], 42);
+
+    // A third guest joins later: it links to the existing objects.
+    let c = lab.guest(2);
+    populate(&c, 2);
+    let third = unify_json(&lab.store(), &[&c]);
+    assert_eq!(third["files_linked"], 21, "{third}");
+    assert_eq!(third["objects_added"], 0);
+    assert_eq!(ino(&a.join("usr/bin/tool")), ino(&c.join("usr/bin/tool")));
+}
+
+#[test]
+fn host_files_behind_guest_symlinks_are_never_touched() {
+    if !require_root("host_files_behind_guest_symlinks") {
+        return;
+    }
+    let lab = Lab::new();
+    let host = lab.dir.path().join("host");
+    let secret = file(&host, "etc/passwd", b"host secret\n", 0o644);
+    let host_ino = ino(&secret);
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    // Both guests hold a copy identical to the host file, plus symlinks to it.
+    for g in [&a, &b] {
+        file(g, "etc/copy", b"host secret\n", 0o644);
+        fs::create_dir_all(g.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&secret, g.join("etc/x")).unwrap();
+        std::os::unix::fs::symlink(&host, g.join("hostdir")).unwrap();
+    }
+    unify_json(&lab.store(), &[&"--no-default-excludes", &a, &b]);
+    let m = fs::metadata(&secret).unwrap();
+    assert_eq!((m.ino(), m.nlink()), (host_ino, 1), "host file was linked");
+    assert!(unifs::store::read_marker_path(&secret).unwrap().is_none());
+    assert_eq!(fs::read(&secret).unwrap(), b"host secret\n");
+    assert_eq!(fs::read_link(a.join("etc/x")).unwrap(), secret);
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_during_unify_never_reaches_the_host() {
+    if !require_root("a_directory_swapped_for_a_symlink") {
+        return;
+    }
+    let lab = Lab::new();
+    let host = lab.dir.path().join("host");
+    for i in 0..50u64 {
+        file(&host, &format!("f{i}"), &bytes(i, 3000), 0o644);
+    }
+    let host_before = snapshot(&host);
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    for g in [&a, &b] {
+        for i in 0..50u64 {
+            file(g, &format!("d/f{i}"), &bytes(i, 3000), 0o644);
+        }
+    }
+    // A hostile guest keeps swapping its directory with a symlink to the host.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, a, host) = (stop.clone(), a.clone(), host.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            std::os::unix::fs::symlink(&host, a.join("evil")).unwrap();
+            let dir = unifs::sys::open_dir(&a).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Atomic swap of "d" and "evil" (a real dir and a symlink).
+                let _ = unifs::sys::rename_exchange(
+                    dir.as_fd(),
+                    std::ffi::OsStr::new("d"),
+                    std::ffi::OsStr::new("evil"),
+                );
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..5 {
+        let _ = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(swapper.join().unwrap() > 0);
+    assert_eq!(snapshot(&host), host_before, "a host file changed");
+    for i in 0..50 {
+        let m = fs::metadata(host.join(format!("f{i}"))).unwrap();
+        assert_eq!(m.nlink(), 1, "host file f{i} was linked");
+        assert!(unifs::store::read_marker_path(&host.join(format!("f{i}")))
+            .unwrap()
+            .is_none());
+    }
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
+fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
+    if !require_root("killing_unify_anywhere") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..3).map(|i| lab.guest(i)).collect();
+    for (i, g) in guests.iter().enumerate() {
+        for j in 0..600u64 {
+            file(
+                g,
+                &format!("usr/share/d{}/f{j}", j % 20),
+                &bytes(j, 2000 + (j as usize % 7) * 500),
+                0o644,
+            );
+        }
+        file(g, "own", &bytes(5000 + i as u64, 100), 0o644);
+    }
+    let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
+    let not_tmp = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".unifs-tmp-"))
+    };
+    // Kill at spread-out moments: during scan, hashing, linking.
+    let delays_ms = [5u64, 15, 30, 45, 60, 80, 110, 150, 200, 260];
+    let mut killed_mid_run = 0;
+    for delay in delays_ms {
+        let mut child = Command::new(crate::common::unifs_bin())
+            .arg("--store")
+            .arg(lab.store())
+            .arg("unify")
+            .args(&guests)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        if !finished {
+            killed_mid_run += 1;
+        }
+        for (g, b) in guests.iter().zip(&before) {
+            assert_invisible(
+                b,
+                &snapshot_with(g, not_tmp),
+                &format!("after kill at {delay} ms"),
+            );
+        }
+        if lab.store().join("objects").exists() {
+            assert_verify_clean(&lab.store());
+        }
+    }
+    assert!(
+        killed_mid_run >= 3,
+        "only {killed_mid_run} kills landed mid-run"
+    );
+    let s = unify_json(&lab.store(), &[&guests[0], &guests[1], &guests[2]]);
+    assert!(s["problems"].as_array().unwrap().is_empty(), "{s}");
+    for (g, b) in guests.iter().zip(&before) {
+        assert_invisible(b, &snapshot(g), "after the final run");
+    }
+    // Every shared file is now linked: one inode per path across guests.
+    for j in [0u64, 77, 599] {
+        let rel = format!("usr/share/d{}/f{j}", j % 20);
+        assert_eq!(ino(&guests[0].join(&rel)), ino(&guests[2].join(&rel)));
+    }
+    let again = unify_json(&lab.store(), &[&guests[0], &guests[1], &guests[2]]);
+    assert_eq!(again["files_linked"], 0);
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
+fn a_full_object_gets_another_copy() {
+    if !require_root("a_full_object_gets_another_copy") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..7).map(|i| lab.guest(i)).collect();
+    for g in &guests {
+        file(g, "shared", b"shared by seven\n", 0o644);
+    }
+    let out = Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(lab.store())
+        .args(["unify", "--json"])
+        .args(&guests)
+        .env("UNIFS_TEST_LINK_MAX", "3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files_linked"], 6);
+    assert!(s["extra_copies"].as_u64().unwrap() >= 2, "{s}");
+    let mut inodes: Vec<u64> = guests.iter().map(|g| ino(&g.join("shared"))).collect();
+    for g in &guests {
+        assert!(fs::metadata(g.join("shared")).unwrap().nlink() <= 3);
+    }
+    inodes.sort();
+    inodes.dedup();
+    assert!(inodes.len() >= 3, "expected several copies, got {inodes:?}");
+    let objects = walkdir::WalkDir::new(lab.store().join("objects"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(objects, inodes.len());
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
+fn excludes_decide_what_is_left_alone() {
+    if !require_root("excludes_decide_what_is_left_alone") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    for g in [&a, &b] {
+        for rel in [
+            "etc/shadow",
+            "var/lib/x",
+            "usr/a.pyc",
+            "usr/keep/k",
+            "usr/plain",
+            "var/keep/y",
+        ] {
+            file(g, rel, rel.as_bytes(), 0o644);
+        }
+    }
+    let list = lab.dir.path().join("excludes");
+    fs::write(&list, "# comment\n*.pyc\n").unwrap();
+    let s = unify_json(
+        &lab.store(),
+        &[
+            &"--exclude",
+            &"/usr/keep",
+            &"--exclude",
+            &"+/var/keep",
+            &"--exclude-from",
+            &list,
+            &a,
+            &b,
+        ],
+    );
+    let linked = |rel: &str| ino(&a.join(rel)) == ino(&b.join(rel));
+    assert!(linked("usr/plain"));
+    assert!(linked("var/keep/y"), "+ must include again: {s}");
+    for rel in ["etc/shadow", "var/lib/x", "usr/a.pyc", "usr/keep/k"] {
+        assert!(!linked(rel), "{rel} should be excluded");
+    }
+    let lab2 = Lab::new();
+    let (c, d) = (lab2.guest(0), lab2.guest(1));
+    for g in [&c, &d] {
+        file(g, "etc/shadow", b"x", 0o644);
+    }
+    unify_json(&lab2.store(), &[&"--no-default-excludes", &c, &d]);
+    assert_eq!(ino(&c.join("etc/shadow")), ino(&d.join("etc/shadow")));
+    let bad = unifs(
+        &lab2.store(),
+        &[&"unify", &"--exclude-from", &"/nonexistent/list", &c],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/list"));
+}
+
+#[test]
+fn a_second_writer_gets_store_is_busy_at_once() {
+    if !require_root("a_second_writer_gets_store_is_busy") {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.guest(0);
+    file(&a, "f", b"x", 0o644);
+    let store = unifs::store::Store::create(&lab.store()).unwrap();
+    let lock = store.lock_writer().unwrap();
+    let started = Instant::now();
+    let out = unifs(&lab.store(), &[&"unify", &a]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is busy"), "{err}");
+    assert!(
+        err.contains(&std::process::id().to_string()),
+        "names the holder: {err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+    drop(lock);
+    assert!(unifs(&lab.store(), &[&"unify", &a]).status.success());
+}
+
+#[test]
+fn a_file_open_for_writing_is_copied_into_the_store_not_linked() {
+    if !require_root("a_file_open_for_writing") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b, c) = (lab.guest(0), lab.guest(1), lab.guest(2));
+    for g in [&a, &b, &c] {
+        file(g, "log", &bytes(3, 10_000), 0o644);
+    }
+    let writer = fs::OpenOptions::new()
+        .append(true)
+        .open(a.join("log"))
+        .unwrap();
+    let s = unify_json(&lab.store(), &[&a, &b, &c]);
+    assert_eq!(s["objects_copied"], 1, "{s}");
+    assert_eq!(
+        fs::metadata(a.join("log")).unwrap().nlink(),
+        1,
+        "the open file became an object"
+    );
+    assert_eq!(ino(&b.join("log")), ino(&c.join("log")));
+    drop(writer);
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
+fn guests_on_another_filesystem_are_refused_naming_both() {
+    if !require_root("guests_on_another_filesystem") {
+        return;
+    }
+    let shm = Path::new("/dev/shm");
+    let lab = Lab::new();
+    if fs::metadata(shm).map(|m| m.dev()).ok() == Some(fs::metadata(lab.dir.path()).unwrap().dev())
+    {
+        eprintln!("skipping: /dev/shm is on the same filesystem as the temp dir");
+        return;
+    }
+    let other = tempfile::tempdir_in(shm).unwrap();
+    file(other.path(), "f", b"x", 0o644);
+    let out = unifs(&lab.store(), &[&"unify", &other.path()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another filesystem"), "{err}");
+    assert!(err.contains("/dev/shm"), "{err}");
+}
+
+#[test]
+fn paranoid_mode_links_identical_files() {
+    if !require_root("paranoid_mode_links_identical_files") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let s = unify_json(&lab.store(), &[&"--paranoid", &a, &b]);
+    assert_eq!(s["files_linked"], 21, "{s}");
+}
+
+#[test]
+fn the_binary_answers_as_vunify() {
+    if !require_root("the_binary_answers_as_vunify") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let vunify = lab.dir.path().join("vunify");
+    std::os::unix::fs::symlink(crate::common::unifs_bin(), &vunify).unwrap();
+    let out = Command::new(&vunify)
+        .arg("--store")
+        .arg(lab.store())
+        .arg("--json")
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files_linked"], 21);
+}

@@ -1,0 +1,406 @@
+//! Typed queries over the catalog's tables.
+
+use super::{Catalog, Error, Result};
+use crate::store::ObjectId;
+use crate::sys::Timestamp;
+use rusqlite::{params, OptionalExtension};
+use std::collections::HashMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRow {
+    pub id: i64,
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    pub id: ObjectId,
+    pub content_hash: ObjectId,
+    pub size: u64,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Timestamp,
+}
+
+/// A hash-cache entry: valid while (dev, ino, size, mtime, ctime) match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRow {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub object_id: ObjectId,
+    pub content_hash: ObjectId,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunTotals {
+    pub files_scanned: u64,
+    pub bytes_hashed: u64,
+    pub files_linked: u64,
+    pub bytes_saved: u64,
+}
+
+/// Per-guest figures for `store stats`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatsRow {
+    pub name: String,
+    pub path: PathBuf,
+    pub files_linked: u64,
+    pub bytes_linked: u64,
+}
+
+fn path_blob(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+fn blob_path(b: Vec<u8>) -> PathBuf {
+    PathBuf::from(std::ffi::OsString::from_vec(b))
+}
+
+impl Catalog {
+    fn parse_id(&self, what: &'static str, s: String) -> Result<ObjectId> {
+        s.parse().map_err(|_| Error::BadValue {
+            path: self.path.clone(),
+            what,
+            value: s,
+        })
+    }
+
+    pub fn begin_run(&self, command: &str) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO runs(command, started_at) VALUES (?1, unixepoch())",
+                [command],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run: i64, t: &RunTotals) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = unixepoch(), files_scanned = ?2,
+                 bytes_hashed = ?3, files_linked = ?4, bytes_saved = ?5 WHERE id = ?1",
+                params![
+                    run,
+                    t.files_scanned as i64,
+                    t.bytes_hashed as i64,
+                    t.files_linked as i64,
+                    t.bytes_saved as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Finds or adds the guest at absolute `path`. New guests are named after
+    /// the directory, with `-2`, `-3`… when that name is taken.
+    pub fn register_guest(&self, path: &Path, run: i64) -> Result<GuestRow> {
+        if let Some(g) = self.guest_by_path(path)? {
+            self.conn
+                .execute(
+                    "UPDATE guests SET last_run = ?2 WHERE id = ?1",
+                    params![g.id, run],
+                )
+                .map_err(|e| self.err(e))?;
+            return Ok(g);
+        }
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".to_string());
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.guest_by_name(&name)?.is_some() {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        self.conn
+            .execute(
+                "INSERT INTO guests(name, path, added_run, last_run) VALUES (?1, ?2, ?3, ?3)",
+                params![name, path_blob(path), run],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(GuestRow {
+            id: self.conn.last_insert_rowid(),
+            name,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn guest_where(&self, clause: &str, arg: &dyn rusqlite::ToSql) -> Result<Option<GuestRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT id, name, path FROM guests WHERE {clause}"),
+                [arg],
+                |r| {
+                    Ok(GuestRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        path: blob_path(r.get(2)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn guest_by_path(&self, path: &Path) -> Result<Option<GuestRow>> {
+        self.guest_where("path = ?1", &path_blob(path))
+    }
+
+    pub fn guest_by_name(&self, name: &str) -> Result<Option<GuestRow>> {
+        self.guest_where("name = ?1", &name)
+    }
+
+    pub fn guests(&self) -> Result<Vec<GuestRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, path FROM guests ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(GuestRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    path: blob_path(r.get(2)?),
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Every object, by id.
+    pub fn objects(&self) -> Result<HashMap<ObjectId, ObjectRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec FROM objects",
+            )
+            .map_err(|e| self.err(e))?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, u32>(7)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::with_capacity(raw.len());
+        for (id, ch, size, perm, uid, gid, sec, nsec) in raw {
+            let id = self.parse_id("objects.id", id)?;
+            let row = ObjectRow {
+                id,
+                content_hash: self.parse_id("objects.content_hash", ch)?,
+                size: size as u64,
+                perm,
+                uid,
+                gid,
+                mtime: Timestamp { sec, nsec },
+            };
+            out.insert(id, row);
+        }
+        Ok(out)
+    }
+
+    /// Every object file's inode: (dev, ino) → (object id, copy).
+    pub fn object_inodes(&self) -> Result<HashMap<(u64, u64), (ObjectId, u32)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT dev, ino, object_id, copy FROM object_files")
+            .map_err(|e| self.err(e))?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::with_capacity(raw.len());
+        for (dev, ino, id, copy) in raw {
+            out.insert(
+                (dev as u64, ino as u64),
+                (self.parse_id("object_files.object_id", id)?, copy),
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn insert_object(&self, o: &ObjectRow, run: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO objects(id, content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec, added_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
+                params![
+                    o.id.to_hex(),
+                    o.content_hash.to_hex(),
+                    o.size as i64,
+                    o.perm,
+                    o.uid,
+                    o.gid,
+                    o.mtime.sec,
+                    o.mtime.nsec,
+                    run
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn set_object_file(&self, id: &ObjectId, copy: u32, dev: u64, ino: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO object_files(object_id, copy, dev, ino) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(object_id, copy) DO UPDATE SET dev = excluded.dev, ino = excluded.ino",
+                params![id.to_hex(), copy, dev as i64, ino as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets an object file (gc removed it, or it vanished).
+    pub fn remove_object_file(&self, id: &ObjectId, copy: u32) -> Result<()> {
+        let hex = id.to_hex();
+        self.conn
+            .execute(
+                "DELETE FROM object_files WHERE object_id = ?1 AND copy = ?2",
+                params![hex, copy],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "DELETE FROM objects WHERE id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM object_files WHERE object_id = ?1)",
+                [hex],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn set_guest_link(&self, guest: i64, path: &Path, id: &ObjectId, run: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO guest_links(guest_id, path, object_id, run_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(guest_id, path) DO UPDATE SET object_id = excluded.object_id,
+                 run_id = excluded.run_id",
+                params![guest, path_blob(path), id.to_hex(), run],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Drops rows of `guest` that the run `run` did not confirm.
+    pub fn prune_guest_links(&self, guest: i64, run: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM guest_links WHERE guest_id = ?1 AND run_id <> ?2",
+                params![guest, run],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The whole hash cache, keyed by (dev, ino).
+    pub fn hash_cache(&self) -> Result<HashMap<(u64, u64), CacheRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, object_id, content_hash FROM hash_cache",
+            )
+            .map_err(|e| self.err(e))?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::with_capacity(raw.len());
+        for (dev, ino, size, mtime_ns, ctime_ns, id, ch) in raw {
+            out.insert(
+                (dev as u64, ino as u64),
+                CacheRow {
+                    size: size as u64,
+                    mtime_ns,
+                    ctime_ns,
+                    object_id: self.parse_id("hash_cache.object_id", id)?,
+                    content_hash: self.parse_id("hash_cache.content_hash", ch)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn put_hash(&self, dev: u64, ino: u64, row: &CacheRow) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO hash_cache(dev, ino, size, mtime_ns, ctime_ns, object_id, content_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(dev, ino) DO UPDATE SET size = excluded.size,
+                 mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
+                 object_id = excluded.object_id, content_hash = excluded.content_hash",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    dev as i64,
+                    ino as i64,
+                    row.size as i64,
+                    row.mtime_ns,
+                    row.ctime_ns,
+                    row.object_id.to_hex(),
+                    row.content_hash.to_hex()
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Per-guest figures from the last run that saw each guest.
+    pub fn guest_stats(&self) -> Result<Vec<StatsRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT g.name, g.path, count(f.path), coalesce(sum(o.size), 0)
+                 FROM guests g
+                 LEFT JOIN guest_links f ON f.guest_id = g.id
+                 LEFT JOIN objects o ON o.id = f.object_id
+                 GROUP BY g.id ORDER BY g.name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StatsRow {
+                    name: r.get(0)?,
+                    path: blob_path(r.get(1)?),
+                    files_linked: r.get::<_, i64>(2)? as u64,
+                    bytes_linked: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+}

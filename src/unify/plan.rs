@@ -1,0 +1,114 @@
+//! Plan first, act second: a pure function from hashed files to the groups
+//! to link. `--dry-run` reports the plan; `apply` carries it out.
+
+use super::hash::Hashed;
+use super::scan::FileRec;
+use crate::store::ObjectId;
+use std::collections::{BTreeMap, HashSet};
+
+/// The files of one object id that will link one store object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: ObjectId,
+    pub size: u64,
+    /// The store already has this object: every file links to it.
+    /// Otherwise the first file becomes the object.
+    pub existing: bool,
+    /// Candidate indices, in guest order then path order.
+    pub files: Vec<usize>,
+}
+
+impl Group {
+    /// Files that will become links to the object.
+    pub fn links(&self) -> u64 {
+        self.files.len() as u64 - u64::from(!self.existing)
+    }
+
+    /// Bytes the plan frees when every file is linked.
+    pub fn bytes_saved(&self) -> u64 {
+        self.links() * self.size
+    }
+}
+
+/// Groups hashed files by id. A group is kept when the store already has its
+/// object or when two or more files share it; a lone file stays private.
+pub fn plan(candidates: &[FileRec], hashed: &[Hashed], existing: &HashSet<ObjectId>) -> Vec<Group> {
+    let mut by_id: BTreeMap<ObjectId, Vec<usize>> = BTreeMap::new();
+    for h in hashed {
+        by_id.entry(h.id).or_default().push(h.file);
+    }
+    by_id
+        .into_iter()
+        .filter_map(|(id, mut files)| {
+            let existing = existing.contains(&id);
+            if files.len() < 2 && !existing {
+                return None;
+            }
+            files.sort_by(|&a, &b| {
+                let (a, b) = (&candidates[a], &candidates[b]);
+                (a.guest, &a.rel).cmp(&(b.guest, &b.rel))
+            });
+            Some(Group {
+                id,
+                size: candidates[files[0]].stat.size,
+                existing,
+                files,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{Stat, Timestamp};
+    use std::path::PathBuf;
+
+    fn rec(guest: u32, rel: &str, size: u64) -> FileRec {
+        let t = Timestamp { sec: 0, nsec: 0 };
+        FileRec {
+            guest,
+            rel: PathBuf::from(rel),
+            stat: Stat {
+                dev: 1,
+                ino: 0,
+                mode: 0o100644,
+                nlink: 1,
+                uid: 0,
+                gid: 0,
+                size,
+                mtime: t,
+                ctime: t,
+            },
+        }
+    }
+
+    fn h(file: usize, id: u8) -> Hashed {
+        Hashed {
+            file,
+            id: ObjectId([id; 32]),
+            content: ObjectId([id; 32]),
+            read: true,
+        }
+    }
+
+    #[test]
+    fn lone_files_stay_private_and_pairs_are_planned_in_guest_order() {
+        let c = vec![rec(1, "b", 10), rec(0, "z", 10), rec(0, "a", 7)];
+        let groups = plan(&c, &[h(0, 1), h(1, 1), h(2, 2)], &HashSet::new());
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].files, vec![1, 0]);
+        assert_eq!(groups[0].links(), 1);
+        assert_eq!(groups[0].bytes_saved(), 10);
+    }
+
+    #[test]
+    fn a_lone_file_links_to_an_existing_object() {
+        let c = vec![rec(0, "a", 7)];
+        let existing: HashSet<_> = [ObjectId([2; 32])].into();
+        let groups = plan(&c, &[h(0, 2)], &existing);
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].existing);
+        assert_eq!(groups[0].bytes_saved(), 7);
+    }
+}

@@ -1,0 +1,109 @@
+//! Leftovers of a killed run: `.unifs-tmp-*` names in guest directories, and
+//! objects linked into the store but not yet recorded in the catalog.
+
+use super::apply::{Applier, ApplyError};
+use super::scan::{FileRec, LinkedRec};
+use super::Problem;
+use crate::catalog::ObjectRow;
+use crate::store::{id::hash_reader, read_marker, IoContext, ObjectId, ObjectMeta};
+use crate::sys;
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// Removes temp names whose content the store holds: a link to an object (run
+/// killed before the swap) or the swapped-out original of a file that now
+/// links its object (killed before the unlink). Anything else is left and
+/// reported. Returns how many were removed.
+pub fn clean(
+    a: &mut Applier,
+    stale: &[FileRec],
+    existing: &HashSet<ObjectId>,
+    ignore_mtime: bool,
+) -> Result<u64, ApplyError> {
+    let mut removed = 0;
+    for rec in stale {
+        let guest = &a.guests[rec.guest as usize];
+        let path = guest.root.join(&rec.rel);
+        match held_by_store(a, rec, existing, ignore_mtime) {
+            Ok(true) => {
+                let parent = rec.rel.parent().unwrap_or(Path::new(""));
+                let name = rec.rel.file_name().unwrap_or_default();
+                let done =
+                    sys::open_beneath(guest.fd.as_fd(), parent, libc::O_RDONLY | libc::O_DIRECTORY)
+                        .and_then(|dir| sys::unlink_at(dir.as_fd(), name));
+                match done {
+                    Ok(()) => removed += 1,
+                    Err(e) => a
+                        .problems
+                        .push(Problem::new(path, format!("cannot remove: {e}"))),
+                }
+            }
+            Ok(false) => a.problems.push(Problem::new(
+                path,
+                "temp name left by a killed run whose content the store does not hold; \
+                 left for you to inspect",
+            )),
+            Err(e) => a.problems.push(Problem::new(path, e.to_string())),
+        }
+    }
+    Ok(removed)
+}
+
+fn held_by_store(
+    a: &Applier,
+    rec: &FileRec,
+    existing: &HashSet<ObjectId>,
+    ignore_mtime: bool,
+) -> std::io::Result<bool> {
+    let guest = &a.guests[rec.guest as usize];
+    let fd = sys::open_beneath(
+        guest.fd.as_fd(),
+        &rec.rel,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK,
+    )?;
+    let st = sys::fstat(fd.as_fd())?;
+    if !st.is_file() {
+        return Ok(false);
+    }
+    if let Some(id) = read_marker(fd.as_fd())? {
+        if st.nlink > 1
+            && a.store
+                .find_copy(&id, st.dev, st.ino)
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
+    let (id, _) = hash_reader(&meta, File::from(fd))?;
+    Ok(existing.contains(&id) || a.store.stat_object(&id, 0).ok().flatten().is_some())
+}
+
+/// Records an object found by its marker but missing from the catalog.
+pub fn recover_object(
+    a: &mut Applier,
+    l: &LinkedRec,
+    ignore_mtime: bool,
+) -> Result<(), ApplyError> {
+    let path = a.store.object_path(&l.id, l.copy);
+    let file = File::open(&path).at(&path)?;
+    let st = sys::fstat(file.as_fd()).at(&path)?;
+    let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime).at(&path)?;
+    let (_, content) = hash_reader(&meta, &file).at(&path)?;
+    let row = ObjectRow {
+        id: l.id,
+        content_hash: content,
+        size: st.size,
+        perm: st.perm(),
+        uid: st.uid,
+        gid: st.gid,
+        mtime: st.mtime,
+    };
+    a.catalog.insert_object(&row, a.run)?;
+    a.catalog.set_object_file(&l.id, l.copy, st.dev, st.ino)?;
+    a.tick()
+}
