@@ -178,7 +178,7 @@ record() {
 values() { local l; for l in ${GROUP[$2]:-}; do eval "printf '%s\n' \"\${$1[\$l]:-}\""; done | grep -v '^$' || true; }
 g_min() { values "$1" "$2" | sort -g | head -n1; }
 g_max() { values "$1" "$2" | sort -g | tail -n1; }
-g_med() { values "$1" "$2" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+g_med() { values "$1" "$2" | sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 g_last() { values "$1" "$2" | tail -n1; }
 g_notes() { values R_NOTE "$1" | sort -u | paste -sd, -; }
 
