@@ -28,6 +28,12 @@
 #   COLD         0 to skip the cold-cache runs (default 1)
 #   REPS         warm runs of each tool, alternating (default 2)
 #   COLD_REPS    cold runs of each tool (default 1)
+#   LOOPFS       e.g. 20G: run in a fresh ext4 filesystem (journal, default
+#                mount options) made in an image file of that size in the work
+#                directory and loop-mounted, instead of in BENCH_WORK's own
+#                filesystem (useful when that one is mounted with `discard` or
+#                has no journal, which makes every freed block cost a
+#                synchronous discard). Needs root and a loop device.
 #   RESULTS      also write the summary (markdown) to this file
 set -euo pipefail
 
@@ -68,13 +74,24 @@ mapfile -t NAMES < <(find "$CORPUS" -mindepth 1 -maxdepth 1 -type d ! -name '.*'
 ((${#NAMES[@]} > 0)) || die "no guest directories in $CORPUS"
 
 WORK=$(mktemp -d "${BENCH_WORK:-$(dirname "$CORPUS")}/.unify-bench.XXXXXX")
+OUTER=$WORK
 # Copies are removed only at the end: on a filesystem mounted with discard,
 # deleting a tree keeps the disk busy for a while and would slow the next run.
 cleanup() {
-    log "removing $WORK"
-    rm -rf -- "$WORK"
+    log "removing $OUTER"
+    if [[ $WORK != "$OUTER" ]] && mountpoint -q "$WORK"; then
+        umount "$WORK" || umount -l "$WORK" || true
+    fi
+    rm -rf -- "$OUTER"
 }
 trap cleanup EXIT
+if [[ -n ${LOOPFS:-} ]]; then
+    truncate -s "$LOOPFS" "$OUTER/fs.img"
+    mkfs.ext4 -q -F "$OUTER/fs.img"
+    mkdir "$OUTER/mnt"
+    mount -o loop "$OUTER/fs.img" "$OUTER/mnt" || die "cannot loop-mount an ext4 image (LOOPFS)"
+    WORK=$OUTER/mnt
+fi
 trap 'exit 130' INT TERM
 
 # --- helpers ---------------------------------------------------------------
@@ -291,6 +308,17 @@ row() { # row GROUP TOOL CACHE
         "$(rss_mib "$grp")" "$(g_notes "$grp")"
 }
 
+# fs_desc: the work filesystem: type, mount options, journal or not.
+fs_desc() {
+    local src j=""
+    src=$(findmnt -no SOURCE -T "$WORK")
+    if [[ $(findmnt -no FSTYPE -T "$WORK") == ext4 ]]; then
+        if compgen -G "/proc/fs/jbd2/$(basename "$src")-*" >/dev/null; then j=", journal"; else j=", no journal"; fi
+    fi
+    printf '%s on %s (%s%s)%s' "$(findmnt -no FSTYPE -T "$WORK")" "$src" \
+        "$(findmnt -no OPTIONS -T "$WORK")" "$j" "${LOOPFS:+, loop-mounted image of $LOOPFS (LOOPFS)}"
+}
+
 summary() {
     echo
     echo "### Unify benchmark: $(basename "$CORPUS")"
@@ -298,7 +326,7 @@ summary() {
     echo "Corpus: \`$CORPUS\`, ${#NAMES[@]} guests (${NAMES[*]}), $FILES regular files," \
         "$INODES_BEFORE inodes, $(mib "$BEFORE") MiB."
     echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM," \
-        "$(findmnt -no FSTYPE -T "$WORK") ($(findmnt -no OPTIONS -T "$WORK")), kernel $(uname -r)." \
+        "$(fs_desc), kernel $(uname -r)." \
         "CPU busy with other work just before/after the runs: $BUSY_BEFORE% / $BUSY_AFTER%."
     echo "unifs $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'), $(hardlink --version)."
     echo
