@@ -244,10 +244,10 @@ impl Catalog {
 
     pub fn insert_object(&self, o: &ObjectRow, run: i64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO objects(id, content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec, added_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING")
+            .and_then(|mut st| st.execute(params![
                     o.id.to_hex(),
                     o.content_hash.to_hex(),
                     o.size as i64,
@@ -257,19 +257,18 @@ impl Catalog {
                     o.mtime.sec,
                     o.mtime.nsec,
                     run
-                ],
-            )
+                ]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub fn set_object_file(&self, id: &ObjectId, copy: u32, dev: u64, ino: u64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO object_files(object_id, copy, dev, ino) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(object_id, copy) DO UPDATE SET dev = excluded.dev, ino = excluded.ino",
-                params![id.to_hex(), copy, dev as i64, ino as i64],
             )
+            .and_then(|mut st| st.execute(params![id.to_hex(), copy, dev as i64, ino as i64]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -295,23 +294,39 @@ impl Catalog {
 
     pub fn set_guest_link(&self, guest: i64, path: &Path, id: &ObjectId, run: i64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO guest_links(guest_id, path, object_id, run_id) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(guest_id, path) DO UPDATE SET object_id = excluded.object_id,
                  run_id = excluded.run_id",
-                params![guest, path_blob(path), id.to_hex(), run],
             )
+            .and_then(|mut st| st.execute(params![guest, path_blob(path), id.to_hex(), run]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// Drops rows of `guest` that the run `run` did not confirm.
-    pub fn prune_guest_links(&self, guest: i64, run: i64) -> Result<()> {
+    /// Every path of `guest` the catalog lists as linking an object.
+    pub fn guest_links(&self, guest: i64) -> Result<HashMap<PathBuf, ObjectId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, object_id FROM guest_links WHERE guest_id = ?1")
+            .map_err(|e| self.err(e))?;
+        let raw = stmt
+            .query_map([guest], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::with_capacity(raw.len());
+        for (path, id) in raw {
+            out.insert(blob_path(path), self.parse_id("guest_links.object_id", id)?);
+        }
+        Ok(out)
+    }
+
+    pub fn delete_guest_link(&self, guest: i64, path: &Path) -> Result<()> {
         self.conn
-            .execute(
-                "DELETE FROM guest_links WHERE guest_id = ?1 AND run_id <> ?2",
-                params![guest, run],
-            )
+            .prepare_cached("DELETE FROM guest_links WHERE guest_id = ?1 AND path = ?2")
+            .and_then(|mut st| st.execute(params![guest, path_blob(path)]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }

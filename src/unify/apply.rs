@@ -93,6 +93,7 @@ pub struct Applier<'a> {
     pub consumed: Vec<usize>,
     pending: usize,
     tmp_seq: u64,
+    closer: super::closer::Closer,
     parent: Option<(u32, PathBuf, OwnedFd)>,
 }
 
@@ -117,6 +118,7 @@ impl<'a> Applier<'a> {
             consumed: Vec::new(),
             pending: 0,
             tmp_seq: 0,
+            closer: super::closer::Closer::new(),
             parent: None,
         }
     }
@@ -328,7 +330,7 @@ impl<'a> Applier<'a> {
             }
         }
         sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
-        drop(fd);
+        self.closer.close(fd);
         let rec = &self.candidates[file];
         let guest = self.guests[rec.guest as usize].row.id;
         self.catalog

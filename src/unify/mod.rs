@@ -3,6 +3,7 @@
 //! for an object becomes the object, so no data is copied.
 
 pub mod apply;
+mod closer;
 pub mod exclude;
 pub mod hash;
 pub mod plan;
@@ -281,13 +282,20 @@ fn run(
     applier.paranoid = opts.paranoid;
     summary.stale_tmp_removed =
         stale::clean(&mut applier, &scan.stale_tmp, &existing, ignore_mtime)?;
+    // Rewrite only the guest_links rows that changed: a re-run writes little.
+    let mut old_links = guests
+        .iter()
+        .map(|g| catalog.guest_links(g.row.id))
+        .collect::<catalog::Result<Vec<_>>>()?;
     for l in &scan.linked {
         if l.recovered {
             stale::recover_object(&mut applier, l, ignore_mtime)?;
         }
-        let guest = guests[l.guest as usize].row.id;
-        catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
-        applier.tick()?;
+        if old_links[l.guest as usize].remove(&l.rel) != Some(l.id) {
+            let guest = guests[l.guest as usize].row.id;
+            catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
+            applier.tick()?;
+        }
     }
     let by_file: std::collections::HashMap<usize, &hash::Hashed> =
         hashed.hashed.iter().map(|h| (h.file, h)).collect();
@@ -309,8 +317,15 @@ fn run(
             applier.tick()?;
         }
     }
-    for g in &guests {
-        catalog.prune_guest_links(g.row.id, run_id)?;
+    for &file in &consumed {
+        let rec = &scan.candidates[file];
+        old_links[rec.guest as usize].remove(&rec.rel);
+    }
+    for (g, gone) in guests.iter().zip(&old_links) {
+        for path in gone.keys() {
+            catalog.delete_guest_link(g.row.id, path)?;
+            applier.tick()?;
+        }
     }
     let t = applier.totals;
     summary.files_linked = t.files_linked;
