@@ -419,3 +419,96 @@ impl Catalog {
         Ok(rows)
     }
 }
+
+/// An object file for `store ls`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedObject {
+    pub object_id: String,
+    pub copy: u32,
+    pub path: String,
+    pub size: u64,
+    pub added_run: i64,
+}
+
+/// A unify run for `store runs`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunRow {
+    pub run: i64,
+    pub command: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub files_linked: u64,
+    pub bytes_saved: u64,
+}
+
+impl Catalog {
+    /// Object files added by runs after `run` (all with `run` = 0).
+    pub fn objects_since(&self, run: i64) -> Result<Vec<ListedObject>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT object_id, copy, path, size, added_run FROM store_objects
+                 WHERE added_run > ?1 ORDER BY path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok(ListedObject {
+                    object_id: r.get(0)?,
+                    copy: r.get(1)?,
+                    path: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    added_run: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run, command, started_at, finished_at, files_linked, bytes_saved
+                 FROM unify_runs ORDER BY run",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RunRow {
+                    run: r.get(0)?,
+                    command: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    files_linked: r.get::<_, i64>(4)? as u64,
+                    bytes_saved: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Content hashes of every object, by id (manifests use them instead of
+    /// reading unified files).
+    pub fn content_hashes(&self) -> Result<HashMap<ObjectId, ObjectId>> {
+        Ok(self
+            .objects()?
+            .into_values()
+            .map(|o| (o.id, o.content_hash))
+            .collect())
+    }
+
+    /// A consistent copy of the catalog at `dest` (SQLite online backup),
+    /// safe while a writer is active.
+    pub fn snapshot(&self, dest: &Path) -> Result<()> {
+        let mut out = rusqlite::Connection::open(dest).map_err(|e| self.err(e))?;
+        let backup =
+            rusqlite::backup::Backup::new(&self.conn, &mut out).map_err(|e| self.err(e))?;
+        backup
+            .run_to_completion(256, std::time::Duration::from_millis(5), None)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
