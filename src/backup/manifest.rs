@@ -266,7 +266,12 @@ fn xattrs_of(path: &Path) -> io::Result<BTreeMap<String, String>> {
 
 /// The object a linked file is, when it is one: its marker names an object
 /// whose store file is this inode (or, without a store, the marker alone).
-fn object_of(path: &Path, store: Option<&Store>, dev: u64, ino: u64) -> io::Result<Option<ObjectId>> {
+fn object_of(
+    path: &Path,
+    store: Option<&Store>,
+    dev: u64,
+    ino: u64,
+) -> io::Result<Option<ObjectId>> {
     let Some(id) = crate::store::read_marker_path(path)? else {
         return Ok(None);
     };

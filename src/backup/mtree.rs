@@ -7,7 +7,11 @@ use std::os::unix::ffi::OsStrExt;
 
 pub fn write(out: &mut dyn Write, header: &Header, entries: &[Entry]) -> io::Result<()> {
     writeln!(out, "#mtree")?;
-    writeln!(out, "# unifs manifest of guest {} ({})", header.guest, header.root)?;
+    writeln!(
+        out,
+        "# unifs manifest of guest {} ({})",
+        header.guest, header.root
+    )?;
     for e in entries {
         let path = e.rel_path();
         write!(out, "./{}", escape(path.as_os_str().as_bytes()))?;

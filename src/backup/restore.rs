@@ -30,11 +30,7 @@ pub enum Error {
 }
 
 fn list(items: &[String]) -> String {
-    let mut s: String = items
-        .iter()
-        .take(50)
-        .map(|i| format!("  {i}\n"))
-        .collect();
+    let mut s: String = items.iter().take(50).map(|i| format!("  {i}\n")).collect();
     if items.len() > 50 {
         s.push_str(&format!("  … and {} more\n", items.len() - 50));
     }
@@ -72,12 +68,7 @@ pub fn restore(
     private: &Path,
     target: &Path,
 ) -> Result<Report, Error> {
-    if target.exists()
-        && fs::read_dir(target)
-            .at(target)?
-            .next()
-            .is_some()
-    {
+    if target.exists() && fs::read_dir(target).at(target)?.next().is_some() {
         return Err(Error::TargetExists(target.to_path_buf()));
     }
     let missing = preflight(entries, store, private);
@@ -98,10 +89,17 @@ pub fn restore(
         let rel = e.rel_path();
         let dest = staging.join(&rel);
         let result = match e.kind.as_str() {
-            "dir" => fs::create_dir(&dest).and_then(|_| {
-                fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
-            }),
-            "file" => restore_file(e, store, private, &staging, &dest, link_objects, &mut report),
+            "dir" => fs::create_dir(&dest)
+                .and_then(|_| fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))),
+            "file" => restore_file(
+                e,
+                store,
+                private,
+                &staging,
+                &dest,
+                link_objects,
+                &mut report,
+            ),
             "symlink" => match e.target_path() {
                 Some(t) => std::os::unix::fs::symlink(t, &dest).and_then(|_| apply_meta(e, &dest)),
                 None => Err(io::Error::other("symlink without a target")),
@@ -175,7 +173,10 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
             let src = private.join(&rel);
             match fs::symlink_metadata(&src) {
                 Ok(m) if m.is_file() => {}
-                _ => missing.push(format!("private file {} is not in the backup", src.display())),
+                _ => missing.push(format!(
+                    "private file {} is not in the backup",
+                    src.display()
+                )),
             }
         }
     }
