@@ -87,6 +87,8 @@ pub struct Applier<'a> {
     /// Treat an object as full at this many links (tests; else EMLINK decides).
     pub link_max: Option<u64>,
     pub paranoid: bool,
+    /// The store's ids leave mtime out.
+    pub ignore_mtime: bool,
     pub totals: ApplyTotals,
     pub problems: Vec<Problem>,
     /// Candidates whose inode is gone or became an object (no cache row).
@@ -113,6 +115,7 @@ impl<'a> Applier<'a> {
             run,
             link_max: None,
             paranoid: false,
+            ignore_mtime: false,
             totals: ApplyTotals::default(),
             problems: Vec::new(),
             consumed: Vec::new(),
@@ -230,7 +233,7 @@ impl<'a> Applier<'a> {
                 .ingest_by_link(fd.as_fd(), &group.id, 0)
                 .map_err(|e| Skip::Failed(e.to_string()))?
         } else {
-            let meta = ObjectMeta::of_fd(fd.as_fd(), &st, false).map_err(fail)?;
+            let meta = ObjectMeta::of_fd(fd.as_fd(), &st, self.ignore_mtime).map_err(fail)?;
             match self
                 .store
                 .ingest_by_copy(fd.as_fd(), &meta, &group.id, 0)
@@ -382,7 +385,7 @@ impl<'a> Applier<'a> {
             None => {
                 let made = self
                     .store
-                    .new_copy(&target.id, target.copy, copy)
+                    .new_copy(&target.id, target.copy, copy, self.ignore_mtime)
                     .map_err(failed)?;
                 self.totals.extra_copies += 1;
                 match made {

@@ -280,6 +280,7 @@ fn run(
     let mut applier = apply::Applier::new(store, catalog, &guests, &scan.candidates, run_id);
     applier.link_max = opts.link_max;
     applier.paranoid = opts.paranoid;
+    applier.ignore_mtime = ignore_mtime;
     summary.stale_tmp_removed =
         stale::clean(&mut applier, &scan.stale_tmp, &existing, ignore_mtime)?;
     // Rewrite only the guest_links rows that changed: a re-run writes little.
