@@ -26,13 +26,7 @@ pub type ContentHash = ObjectId;
 
 impl ObjectId {
     pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(DIGITS[(b >> 4) as usize] as char);
-            s.push(DIGITS[(b & 0xf) as usize] as char);
-        }
-        s
+        to_hex(&self.0)
     }
 
     /// The first 12 hex digits, for humans.
@@ -71,6 +65,17 @@ impl FromStr for ObjectId {
         }
         Ok(ObjectId(out))
     }
+}
+
+/// Lowercase hex of any bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
 }
 
 /// What of a file's inode an object id covers besides the content.

@@ -395,19 +395,17 @@ pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
 
 /// Sets atime and mtime of `fd`.
 pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
-    let times = [
-        libc::timespec {
-            tv_sec: atime.sec,
-            tv_nsec: atime.nsec as i64,
-        },
-        libc::timespec {
-            tv_sec: mtime.sec,
-            tv_nsec: mtime.nsec as i64,
-        },
-    ];
+    let times = timespecs(atime, mtime);
     // SAFETY: `times` is an array of two valid timespecs.
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
     Ok(())
+}
+
+fn timespecs(atime: Timestamp, mtime: Timestamp) -> [libc::timespec; 2] {
+    [atime, mtime].map(|t| libc::timespec {
+        tv_sec: t.sec,
+        tv_nsec: t.nsec as i64,
+    })
 }
 
 /// `syncfs`: flushes the whole filesystem that `fd` is on.
@@ -436,16 +434,7 @@ pub fn default_sigpipe() {
 /// Sets atime and mtime of a path without following a symlink at its end.
 pub fn lutimens(path: &Path, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
     let p = cstr(path.as_os_str())?;
-    let times = [
-        libc::timespec {
-            tv_sec: atime.sec,
-            tv_nsec: atime.nsec as i64,
-        },
-        libc::timespec {
-            tv_sec: mtime.sec,
-            tv_nsec: mtime.nsec as i64,
-        },
-    ];
+    let times = timespecs(atime, mtime);
     // SAFETY: `p` is NUL-terminated and `times` holds two valid timespecs.
     check(unsafe {
         libc::utimensat(

@@ -16,7 +16,7 @@ use super::hash::Hashed;
 use super::plan::Group;
 use super::scan::{FileRec, TMP_PREFIX};
 use super::{Guest, Problem};
-use crate::catalog::{self, Catalog, ObjectRow};
+use crate::catalog::{Catalog, ObjectRow};
 use crate::store::object::Ingested;
 use crate::store::{self, ObjectId, ObjectMeta, Store};
 use crate::sys::{self, Stat};
@@ -42,25 +42,7 @@ pub struct ApplyTotals {
     pub skipped_in_use: u64,
 }
 
-#[derive(Debug)]
-pub enum ApplyError {
-    Store(store::Error),
-    Catalog(catalog::Error),
-}
-
-impl From<store::Error> for ApplyError {
-    fn from(e: store::Error) -> Self {
-        ApplyError::Store(e)
-    }
-}
-
-impl From<catalog::Error> for ApplyError {
-    fn from(e: catalog::Error) -> Self {
-        ApplyError::Catalog(e)
-    }
-}
-
-type Result<T, E = ApplyError> = std::result::Result<T, E>;
+use super::Result;
 
 /// The object copy new links go to.
 struct Target {

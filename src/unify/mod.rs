@@ -41,15 +41,6 @@ pub enum Error {
     NoGuests,
 }
 
-impl From<apply::ApplyError> for Error {
-    fn from(e: apply::ApplyError) -> Self {
-        match e {
-            apply::ApplyError::Store(e) => Error::Store(e),
-            apply::ApplyError::Catalog(e) => Error::Catalog(e),
-        }
-    }
-}
-
 /// A file unify left alone or could not handle, and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
@@ -88,6 +79,18 @@ pub struct Guest {
     pub row: GuestRow,
     pub root: PathBuf,
     pub fd: OwnedFd,
+}
+
+impl Guest {
+    /// Opens a file of the guest read-only for hashing, never through a
+    /// symlink, without touching its atime or blocking on a FIFO.
+    pub fn open_for_reading(&self, rel: &Path) -> std::io::Result<OwnedFd> {
+        sys::open_beneath(
+            self.fd.as_fd(),
+            rel,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK,
+        )
+    }
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
