@@ -39,6 +39,13 @@ pub enum Error {
     MtimeMismatch { store: PathBuf, was: &'static str },
     #[error("no guests given (name guest directories, or use --all)")]
     NoGuests,
+    #[error(
+        "{guest} and the store {store} overlap (one is inside the other); \
+         keep the store outside every guest"
+    )]
+    StoreInGuest { guest: PathBuf, store: PathBuf },
+    #[error("guests {a} and {b} overlap (one is inside the other); name each guest root once")]
+    NestedGuests { a: PathBuf, b: PathBuf },
 }
 
 /// A file unify left alone or could not handle, and why.
@@ -121,6 +128,13 @@ pub struct Summary {
 
 pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let started = Instant::now();
+    // Before anything is created: the store must not land inside a guest.
+    let guests = opts
+        .guests
+        .iter()
+        .map(|g| std::fs::canonicalize(g).at(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_overlaps(&guests, Some(&resolved(store_path)))?;
     if opts.dry_run && !Store::exists(store_path) {
         return dry_run_without_store(store_path, opts, started);
     }
@@ -172,6 +186,19 @@ fn existing_ancestor(path: &Path) -> PathBuf {
         }
     }
     cur
+}
+
+/// `path` made absolute with every existing component's symlinks resolved.
+fn resolved(path: &Path) -> PathBuf {
+    let existing = existing_ancestor(path);
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (
+        std::fs::canonicalize(&existing),
+        abs.strip_prefix(&existing),
+    ) {
+        (Ok(base), Ok(rest)) => base.join(rest),
+        _ => abs,
+    }
 }
 
 fn settle_ignore_mtime(store: &Store, catalog: &Catalog, opts: &Options) -> Result<bool> {
@@ -388,6 +415,7 @@ fn open_guests(
     if paths.is_empty() {
         return Err(Error::NoGuests);
     }
+    check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
     let mut guests = Vec::with_capacity(paths.len());
     for (i, root) in paths.into_iter().enumerate() {
         let fd = sys::open_dir(&root).at(&root)?;
@@ -409,6 +437,31 @@ fn open_guests(
         guests.push(Guest { row, root, fd });
     }
     Ok(guests)
+}
+
+/// Refuses a guest that holds the store (or lies inside it), and guests
+/// nested in each other: their files would be unified twice, or the
+/// store's own files taken for a guest's.
+fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
+    let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    if let Some(store) = store {
+        let store = resolved(store);
+        if let Some(g) = paths.iter().find(|g| overlap(g, &store)) {
+            return Err(Error::StoreInGuest {
+                guest: g.clone(),
+                store,
+            });
+        }
+    }
+    for (i, a) in paths.iter().enumerate() {
+        if let Some(b) = paths[i + 1..].iter().find(|b| overlap(a, b)) {
+            return Err(Error::NestedGuests {
+                a: a.clone(),
+                b: b.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar(show: bool, total: u64, what: &'static str) -> ProgressBar {

@@ -592,3 +592,25 @@ fn an_ignore_mtime_store_shares_files_that_differ_only_in_mtime() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ignore-mtime"));
 }
+
+#[test]
+fn overlapping_guests_and_a_store_inside_a_guest_are_refused() {
+    if !require_root("overlapping_guests") {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.guest(0);
+    file(&a, "sub/f", b"x", 0o644);
+    let out = unifs(&lab.store(), &[&"unify", &a, &a.join("sub")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlap"));
+    let inside = a.join("var/lib/unifs");
+    let out = unifs(&inside, &[&"unify", &a]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the store") && err.contains("overlap"),
+        "{err}"
+    );
+    assert!(!inside.exists(), "the store was created inside the guest");
+}
