@@ -1,0 +1,379 @@
+//! The node table: which FUSE node each guest path is, without holding an fd
+//! per node. A node is known by its names (parent node + name) and the backing
+//! inode behind them.
+//!
+//! Node numbers (what the guest sees as st_ino):
+//! - a private backing inode (file, dir, …) is its backing inode number, so
+//!   paths the guest hardlinked itself are one node, stable across remounts;
+//! - a path that links a shared store object is a node of its own, numbered
+//!   from [`SHARED_BASE`] up, so two guest paths linking one object are two
+//!   files. When the link is broken the node keeps its number for the life of
+//!   the mount and now stands for the private copy.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+
+pub const ROOT: u64 = 1;
+/// Numbers handed out to shared paths; far above real inode numbers.
+pub const SHARED_BASE: u64 = 1 << 60;
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The backing inode currently behind the node.
+    pub backing_ino: u64,
+    /// True while the backing inode is a store object.
+    pub shared: bool,
+    /// The (parent node, name) pairs the node is known under; the first is
+    /// used to reach it. Empty once every known name is gone.
+    pub names: Vec<(u64, OsString)>,
+    /// Kernel lookup references (forget takes them back).
+    pub lookups: u64,
+    /// Open file handles; a node is kept while any is open.
+    pub opens: u64,
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    nodes: HashMap<u64, Node>,
+    /// (parent, name) → node.
+    children: HashMap<(u64, OsString), u64>,
+    /// Private backing inode → node (hardlinks of the guest join one node).
+    by_ino: HashMap<u64, u64>,
+    next_shared: u64,
+}
+
+/// What a lookup found on disk for a name.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    pub ino: u64,
+    pub shared: bool,
+}
+
+impl InodeTable {
+    pub fn new(root_ino: u64) -> InodeTable {
+        let mut t = InodeTable {
+            nodes: HashMap::new(),
+            children: HashMap::new(),
+            by_ino: HashMap::new(),
+            next_shared: SHARED_BASE,
+        };
+        t.nodes.insert(
+            ROOT,
+            Node {
+                backing_ino: root_ino,
+                shared: false,
+                names: Vec::new(),
+                lookups: 1,
+                opens: 0,
+            },
+        );
+        t.by_ino.insert(root_ino, ROOT);
+        t
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Node> {
+        self.nodes.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node's path below the root, as components; `None` if it has no
+    /// name any more (unlinked) or is unknown.
+    pub fn path(&self, id: u64) -> Option<Vec<OsString>> {
+        let mut parts = Vec::new();
+        let mut cur = id;
+        while cur != ROOT {
+            let (parent, name) = self.nodes.get(&cur)?.names.first()?;
+            parts.push(name.clone());
+            cur = *parent;
+            if parts.len() > 4096 {
+                return None; // a cycle would be a bug; never loop forever
+            }
+        }
+        parts.reverse();
+        Some(parts)
+    }
+
+    /// The node `name` in `parent` stands for, given what is on disk now;
+    /// creates or re-binds nodes as needed and takes one lookup reference.
+    pub fn lookup(&mut self, parent: u64, name: &OsStr, found: Found) -> u64 {
+        let key = (parent, name.to_owned());
+        if let Some(&id) = self.children.get(&key) {
+            let node = self.nodes.get_mut(&id).expect("child names a node");
+            if node.backing_ino == found.ino {
+                node.shared = found.shared;
+                node.lookups += 1;
+                if !found.shared {
+                    self.by_ino.entry(found.ino).or_insert(id);
+                }
+                return id;
+            }
+            if node.names.len() == 1 && !found.shared && !self.by_ino.contains_key(&found.ino)
+                || node.names.len() == 1 && found.shared
+            {
+                // The one path of this node now names another inode (unify
+                // linked it to the store, or a break by another process):
+                // keep the number the guest knows.
+                let old = node.backing_ino;
+                node.backing_ino = found.ino;
+                node.shared = found.shared;
+                node.lookups += 1;
+                if self.by_ino.get(&old) == Some(&id) {
+                    self.by_ino.remove(&old);
+                }
+                if !found.shared {
+                    self.by_ino.insert(found.ino, id);
+                }
+                return id;
+            }
+            self.detach(parent, name);
+        }
+        if !found.shared {
+            if let Some(&id) = self.by_ino.get(&found.ino) {
+                let node = self.nodes.get_mut(&id).expect("by_ino names a node");
+                node.names.push(key.clone());
+                node.lookups += 1;
+                self.children.insert(key, id);
+                return id;
+            }
+        }
+        let id = if found.shared || found.ino <= ROOT || self.nodes.contains_key(&found.ino) {
+            self.next_shared += 1;
+            self.next_shared
+        } else {
+            found.ino
+        };
+        self.nodes.insert(
+            id,
+            Node {
+                backing_ino: found.ino,
+                shared: found.shared,
+                names: vec![key.clone()],
+                lookups: 1,
+                opens: 0,
+            },
+        );
+        self.children.insert(key, id);
+        if !found.shared {
+            self.by_ino.insert(found.ino, id);
+        }
+        id
+    }
+
+    /// The node known under (parent, name), if any.
+    pub fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.children.get(&(parent, name.to_owned())).copied()
+    }
+
+    /// The node's backing inode was replaced by a private copy (a break).
+    pub fn rebind_private(&mut self, id: u64, new_ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if self.by_ino.get(&node.backing_ino) == Some(&id) {
+                self.by_ino.remove(&node.backing_ino);
+            }
+            node.backing_ino = new_ino;
+            node.shared = false;
+            self.by_ino.insert(new_ino, id);
+        }
+    }
+
+    /// Takes (parent, name) away from the node it named; the node itself
+    /// lives on while the kernel references it.
+    pub fn detach(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        let key = (parent, name.to_owned());
+        let id = self.children.remove(&key)?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.names.retain(|k| *k != key);
+        }
+        self.maybe_drop(id);
+        Some(id)
+    }
+
+    /// Gives node `id` the extra name (parent, name) (link, rename target).
+    pub fn attach(&mut self, id: u64, parent: u64, name: &OsStr) {
+        self.detach(parent, name);
+        let key = (parent, name.to_owned());
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.names.push(key.clone());
+            self.children.insert(key, id);
+        }
+    }
+
+    /// Renames (parent, name) to (newparent, newname), replacing what that
+    /// named; with `exchange` the two names swap nodes.
+    pub fn rename(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        exchange: bool,
+    ) {
+        let moved = self.detach_keep(parent, name);
+        let target = self.detach_keep(newparent, newname);
+        if let Some(id) = moved {
+            self.attach(id, newparent, newname);
+        }
+        if let Some(id) = target {
+            if exchange {
+                self.attach(id, parent, name);
+            }
+            self.maybe_drop(id);
+        }
+        if let Some(id) = moved {
+            self.maybe_drop(id);
+        }
+    }
+
+    fn detach_keep(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        let key = (parent, name.to_owned());
+        let id = self.children.remove(&key)?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.names.retain(|k| *k != key);
+        }
+        Some(id)
+    }
+
+    /// Takes every name and the inode index away from a node: it keeps
+    /// serving its open handles, and the next lookup of its path makes a
+    /// new node.
+    pub fn split_off(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let names = std::mem::take(&mut node.names);
+        let ino = node.backing_ino;
+        for key in names {
+            if self.children.get(&key) == Some(&id) {
+                self.children.remove(&key);
+            }
+        }
+        if self.by_ino.get(&ino) == Some(&id) {
+            self.by_ino.remove(&ino);
+        }
+    }
+
+    /// The kernel dropped `n` lookup references.
+    pub fn forget(&mut self, id: u64, n: u64) {
+        if id == ROOT {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        self.maybe_drop(id);
+    }
+
+    pub fn opened(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.opens += 1;
+        }
+    }
+
+    pub fn closed(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.opens = node.opens.saturating_sub(1);
+        }
+        self.maybe_drop(id);
+    }
+
+    /// Forgets a node nobody references any more.
+    fn maybe_drop(&mut self, id: u64) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if id == ROOT || node.lookups > 0 || node.opens > 0 {
+            return;
+        }
+        let node = self.nodes.remove(&id).expect("present");
+        for key in node.names {
+            if self.children.get(&key) == Some(&id) {
+                self.children.remove(&key);
+            }
+        }
+        if self.by_ino.get(&node.backing_ino) == Some(&id) {
+            self.by_ino.remove(&node.backing_ino);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn private(ino: u64) -> Found {
+        Found { ino, shared: false }
+    }
+
+    fn shared(ino: u64) -> Found {
+        Found { ino, shared: true }
+    }
+
+    #[test]
+    fn private_files_are_numbered_by_backing_inode_and_hardlinks_join() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        let b = t.lookup(ROOT, OsStr::new("b"), private(100));
+        assert_eq!(a, 100);
+        assert_eq!(a, b);
+        assert_eq!(t.get(a).unwrap().names.len(), 2);
+    }
+
+    #[test]
+    fn two_paths_of_one_object_are_two_nodes_and_keep_numbers_across_a_break() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), shared(100));
+        let b = t.lookup(ROOT, OsStr::new("b"), shared(100));
+        assert_ne!(a, b);
+        assert!(a > SHARED_BASE && b > SHARED_BASE);
+        t.rebind_private(a, 555);
+        assert_eq!(t.lookup(ROOT, OsStr::new("a"), private(555)), a);
+        // a guest hardlink of the private copy joins the node
+        assert_eq!(t.lookup(ROOT, OsStr::new("c"), private(555)), a);
+        assert_eq!(t.lookup(ROOT, OsStr::new("b"), shared(100)), b);
+    }
+
+    #[test]
+    fn a_path_unify_relinked_keeps_its_number() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        assert_eq!(t.lookup(ROOT, OsStr::new("a"), shared(900)), a);
+    }
+
+    #[test]
+    fn forget_drops_a_node_and_its_names() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert_eq!(t.child(ROOT, OsStr::new("a")), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn rename_moves_and_exchange_swaps() {
+        let mut t = InodeTable::new(2);
+        let d = t.lookup(ROOT, OsStr::new("d"), private(50));
+        let a = t.lookup(d, OsStr::new("a"), private(100));
+        let b = t.lookup(ROOT, OsStr::new("b"), private(200));
+        t.rename(d, OsStr::new("a"), ROOT, OsStr::new("b"), false);
+        assert_eq!(t.child(ROOT, OsStr::new("b")), Some(a));
+        assert_eq!(t.child(d, OsStr::new("a")), None);
+        assert!(t.get(b).unwrap().names.is_empty());
+        assert_eq!(
+            t.path(a).unwrap(),
+            vec![OsString::from("b")],
+            "path follows the rename"
+        );
+        let c = t.lookup(d, OsStr::new("c"), private(300));
+        t.rename(d, OsStr::new("c"), ROOT, OsStr::new("b"), true);
+        assert_eq!(t.child(ROOT, OsStr::new("b")), Some(c));
+        assert_eq!(t.child(d, OsStr::new("c")), Some(a));
+    }
+}
