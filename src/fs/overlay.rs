@@ -302,14 +302,17 @@ impl Overlay {
             if f.backing_ino == cur_ino && (f.writable || !want_write) {
                 return Ok(f.clone());
             }
+            if f.backing_ino != cur_ino {
+                // Handles still open on the old inode share the FUSE inode's
+                // page cache, and passthrough allows one backing file per
+                // FUSE inode: they keep the old node, the path gets a new
+                // one, and ESTALE makes the VFS look the path up again.
+                lock(&self.state).table.split_off(node);
+                return Err(errno(libc::ESTALE));
+            }
             if f.has_backing() {
-                // The kernel allows one backing file per FUSE inode: the
-                // open handles keep the old node, the path gets a new one,
-                // and ESTALE makes the VFS look the path up again.
-                if f.backing_ino != cur_ino {
-                    lock(&self.state).table.split_off(node);
-                    return Err(errno(libc::ESTALE));
-                }
+                // Same inode, but its one backing file is read-only (it was
+                // busy as a running program when opened).
                 return Err(errno(libc::ETXTBSY));
             }
         }

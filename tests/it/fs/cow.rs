@@ -1,0 +1,300 @@
+//! Link breaking: every kind of change through guest A's mount reaches A's
+//! view only; guest B, the store object and A's inode number stay as they were.
+
+use super::harness::*;
+use crate::common::require_root;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+type Change = fn(&Path);
+type Check = fn(&Look) -> bool;
+
+const CONTENT: &[u8] = b"shared content of a package file\n";
+
+fn changes() -> Vec<(&'static str, Change, Check)> {
+    vec![
+        (
+            "write",
+            |p| {
+                let f = OpenOptions::new().write(true).open(p).unwrap();
+                f.write_all_at(b"SHARED", 0).unwrap();
+            },
+            |l| l.content.starts_with(b"SHARED content"),
+        ),
+        (
+            "append",
+            |p| {
+                let mut f = OpenOptions::new().append(true).open(p).unwrap();
+                f.write_all(b"more\n").unwrap();
+            },
+            |l| l.content.ends_with(b"file\nmore\n"),
+        ),
+        (
+            "o_trunc",
+            |p| {
+                fs::write(p, b"new").unwrap();
+            },
+            |l| l.content == b"new",
+        ),
+        (
+            "truncate",
+            |p| {
+                // truncate(2) on the path, no open file
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: `c` is a NUL-terminated path.
+                assert_eq!(unsafe { libc::truncate(c.as_ptr(), 6) }, 0);
+            },
+            |l| l.content == b"shared",
+        ),
+        (
+            "chmod",
+            |p| {
+                fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
+            },
+            |l| l.mode & 0o777 == 0o600,
+        ),
+        (
+            "chown",
+            |p| {
+                std::os::unix::fs::lchown(p, Some(1234), Some(5678)).unwrap();
+            },
+            |l| l.uid == 1234 && l.gid == 5678,
+        ),
+        (
+            "utimens",
+            |p| set_mtime(p, 1_500_000_000),
+            |l| l.mtime == 1_500_000_000,
+        ),
+        (
+            "setxattr",
+            |p| set_xattr(p, "user.mine", b"yes"),
+            |l| {
+                l.xattrs
+                    .iter()
+                    .any(|(n, v)| n == "user.mine" && v == b"yes")
+            },
+        ),
+        (
+            "removexattr",
+            |p| {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: both strings are NUL-terminated.
+                assert_eq!(
+                    unsafe { libc::removexattr(c.as_ptr(), c"user.origin".as_ptr()) },
+                    0
+                );
+            },
+            |l| l.xattrs.is_empty(),
+        ),
+        (
+            "mmap_write",
+            |p| {
+                let f = OpenOptions::new().read(true).write(true).open(p).unwrap();
+                let len = f.metadata().unwrap().len() as usize;
+                // SAFETY: a fresh shared mapping of an open file we own, of its
+                // length; unmapped before returning.
+                unsafe {
+                    let m = libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        std::os::fd::AsRawFd::as_raw_fd(&f),
+                        0,
+                    );
+                    assert_ne!(m, libc::MAP_FAILED);
+                    std::ptr::copy_nonoverlapping(b"MMAP".as_ptr(), m as *mut u8, 4);
+                    assert_eq!(libc::msync(m, len, libc::MS_SYNC), 0);
+                    libc::munmap(m, len);
+                }
+            },
+            |l| l.content.starts_with(b"MMAP"),
+        ),
+        (
+            "fallocate",
+            |p| {
+                let f = OpenOptions::new().write(true).open(p).unwrap();
+                // SAFETY: plain fd and integer arguments.
+                let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, 4096) };
+                assert_eq!(r, 0);
+            },
+            |l| l.content.len() == 4096,
+        ),
+    ]
+}
+
+fn isolation(opts: &[&str], test: &str) {
+    if !require_root(test) {
+        return;
+    }
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    let kinds = changes();
+    let mut objects = Vec::new();
+    for (name, _, _) in &kinds {
+        let obj = w.shared(CONTENT, &[ga.join(name), gb.join(name)]);
+        objects.push(obj);
+    }
+    let ma = w.mount(&ga, "ma", opts);
+    let mb = w.mount(&gb, "mb", opts);
+    for ((name, change, changed), obj) in kinds.iter().zip(&objects) {
+        let a = ma.path(name);
+        let b = mb.path(name);
+        let store_before = look(obj);
+        let store_ino = ino(obj);
+        let b_before = look(&b);
+        let a_ino = ino(&a);
+        assert_eq!(
+            fs::metadata(&a).unwrap().nlink(),
+            1,
+            "{name}: shared file shows nlink 1"
+        );
+        assert!(
+            !xattrs(&a)
+                .iter()
+                .any(|(n, _)| n.to_string_lossy().starts_with("trusted.unifs.")),
+            "{name}: marker hidden"
+        );
+        change(&a);
+        let a_after = look(&a);
+        assert!(changed(&a_after), "{name}: A sees its change: {a_after:?}");
+        assert_eq!(look(&b), b_before, "{name}: guest B unchanged");
+        assert_eq!(look(obj), store_before, "{name}: store object unchanged");
+        assert_eq!(
+            ino(obj),
+            store_ino,
+            "{name}: store object is the same inode"
+        );
+        assert_eq!(
+            ino(&a),
+            a_ino,
+            "{name}: A's inode number kept across the break"
+        );
+        // The backing file is a private copy without store attributes.
+        let backing = ga.join(name);
+        assert_ne!(
+            ino(&backing),
+            store_ino,
+            "{name}: A's backing file is private"
+        );
+        assert!(
+            !xattrs(&backing)
+                .iter()
+                .any(|(n, _)| n.to_string_lossy().starts_with("trusted.unifs.")),
+            "{name}: private copy carries no store xattr"
+        );
+        assert_eq!(
+            ino(&gb.join(name)),
+            store_ino,
+            "{name}: B still links the object"
+        );
+    }
+}
+
+#[test]
+fn every_change_through_a_reaches_only_a_passthrough() {
+    isolation(&[], "every_change_through_a_reaches_only_a_passthrough");
+}
+
+#[test]
+fn every_change_through_a_reaches_only_a_without_passthrough() {
+    isolation(
+        &["nopassthrough"],
+        "every_change_through_a_reaches_only_a_without_passthrough",
+    );
+}
+
+#[test]
+fn the_copy_keeps_metadata_and_is_not_broken_twice() {
+    if !require_root("the_copy_keeps_metadata_and_is_not_broken_twice") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let obj = w.shared(CONTENT, &[g.join("f")]);
+    fs::set_permissions(&obj, fs::Permissions::from_mode(0o4751)).unwrap();
+    std::os::unix::fs::lchown(&obj, Some(42), Some(43)).unwrap();
+    set_mtime(&obj, 1_000_000_000);
+    let before = look(&obj);
+    let m = w.mount(&g, "m", &[]);
+    let f = m.path("f");
+    set_xattr(&f, "user.x", b"1"); // breaks
+    let copy = look(&g.join("f"));
+    assert_eq!(copy.content, before.content);
+    assert_eq!(copy.mode, before.mode, "mode (with set-uid) carried over");
+    assert_eq!((copy.uid, copy.gid), (42, 43));
+    assert_eq!(copy.mtime, before.mtime);
+    let copy_ino = ino(&g.join("f"));
+    let mut file = OpenOptions::new().write(true).open(&f).unwrap();
+    file.write_all(b"again").unwrap();
+    drop(file);
+    assert_eq!(
+        ino(&g.join("f")),
+        copy_ino,
+        "a private copy is never broken again"
+    );
+    assert_eq!(look(&obj), before);
+    assert_eq!(fs::read_dir(&g).unwrap().count(), 1, "no temp files left");
+}
+
+#[test]
+fn readers_open_before_the_break_keep_reading_the_old_data() {
+    if !require_root("readers_open_before_the_break_keep_reading_the_old_data") {
+        return;
+    }
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let g = w.dir("g");
+        let old: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        w.shared(&old, &[g.join("f")]);
+        let m = w.mount(&g, "m", opts);
+        let f = m.path("f");
+        let mut reader = fs::File::open(&f).unwrap();
+        let mut head = vec![0u8; 4096];
+        reader.read_exact(&mut head).unwrap();
+        assert_eq!(head, old[..4096]);
+        let new = vec![b'N'; 1 << 20];
+        fs::write(&f, &new).unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert!(
+            rest == old[4096..],
+            "{opts:?}: the old reader sees old data only"
+        );
+        reader.seek(SeekFrom::Start(0)).unwrap();
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        assert!(all == old, "{opts:?}: rereading the old fd");
+        assert!(
+            fs::read(&f).unwrap() == new,
+            "{opts:?}: new opens see the new data"
+        );
+    }
+}
+
+#[test]
+fn concurrent_writers_of_one_shared_file_break_it_once() {
+    if !require_root("concurrent_writers_of_one_shared_file_break_it_once") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let obj = w.shared(CONTENT, &[g.join("f")]);
+    let before = look(&obj);
+    let m = w.mount(&g, "m", &[]);
+    let f = m.path("f");
+    std::thread::scope(|s| {
+        for i in 0..8u8 {
+            let f = &f;
+            s.spawn(move || {
+                let file = OpenOptions::new().write(true).open(f).unwrap();
+                file.write_all_at(&[b'0' + i], i as u64).unwrap();
+            });
+        }
+    });
+    let got = fs::read(&f).unwrap();
+    assert_eq!(&got[..8], b"01234567", "every writer wrote to the one copy");
+    assert_eq!(look(&obj), before);
+}
