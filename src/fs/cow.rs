@@ -15,6 +15,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Temp names of copies being put in place; readdir hides them.
 pub const TEMP_PREFIX: &str = ".unifs-break.";
 
+/// True for a temp name of a copy being put in place (hidden from guests).
+pub fn is_temp_name(name: &OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// True for a temp name another (dead) daemon process left: ours carry our
+/// pid, and one mount serves a guest at a time.
+pub fn is_stale_temp(name: &OsStr) -> bool {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+        return false;
+    };
+    let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|p| p != std::process::id())
+}
+
 /// True for an xattr of the store, which guests never see and copies never carry.
 pub fn is_store_xattr(name: &OsStr) -> bool {
     use std::os::unix::ffi::OsStrExt;
@@ -122,4 +138,26 @@ fn temp_name() -> OsString {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     OsString::from(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_of_other_processes_are_stale() {
+        let ours = temp_name();
+        assert!(is_temp_name(&ours));
+        assert!(!is_stale_temp(&ours));
+        assert!(is_stale_temp(OsStr::new(".unifs-break.1.7")) == (std::process::id() != 1));
+        assert!(!is_temp_name(OsStr::new("unifs-break.1.7")));
+        assert!(!is_stale_temp(OsStr::new(".unifs-break.x.7")));
+    }
+
+    #[test]
+    fn store_xattrs_are_recognised_by_prefix() {
+        assert!(is_store_xattr(OsStr::new("trusted.unifs.object")));
+        assert!(!is_store_xattr(OsStr::new("trusted.overlay.opaque")));
+        assert!(!is_store_xattr(OsStr::new("user.unifs.object")));
+    }
 }

@@ -448,6 +448,10 @@ impl Filesystem for UnifsFs {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
+        let dir = match self.overlay.dir_fd(ino.0) {
+            Ok(d) => d,
+            Err(e) => return reply.error(err(e)),
+        };
         for (i, (name, _, _)) in entries.iter().enumerate().skip(offset as usize) {
             let next = (i + 1) as u64;
             if matches!(name.as_bytes(), b"." | b"..") {
@@ -460,7 +464,7 @@ impl Filesystem for UnifsFs {
                 }
                 continue;
             }
-            let e = match self.overlay.lookup(ino.0, name) {
+            let e = match self.overlay.lookup_in(&dir, ino.0, name) {
                 Ok(e) => e,
                 Err(_) => continue, // gone since opendir
             };

@@ -171,6 +171,19 @@ impl InodeTable {
         self.children.get(&(parent, name.to_owned())).copied()
     }
 
+    /// The node's backing inode turned out to be a store object (unify
+    /// linked it while the mount ran).
+    pub fn mark_shared(&mut self, id: u64, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if node.backing_ino == ino {
+                node.shared = true;
+                if self.by_ino.get(&ino) == Some(&id) {
+                    self.by_ino.remove(&ino);
+                }
+            }
+        }
+    }
+
     /// The node's backing inode was replaced by a private copy (a break).
     pub fn rebind_private(&mut self, id: u64, new_ino: u64) {
         if let Some(node) = self.nodes.get_mut(&id) {
@@ -344,6 +357,27 @@ mod tests {
         let mut t = InodeTable::new(2);
         let a = t.lookup(ROOT, OsStr::new("a"), private(100));
         assert_eq!(t.lookup(ROOT, OsStr::new("a"), shared(900)), a);
+    }
+
+    #[test]
+    fn a_private_node_unify_shared_leaves_the_inode_index() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        t.mark_shared(a, 100);
+        assert!(t.get(a).unwrap().shared);
+        // another path linking the object is not joined to it
+        assert_ne!(t.lookup(ROOT, OsStr::new("b"), shared(100)), a);
+    }
+
+    #[test]
+    fn split_off_gives_the_path_a_new_node() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), shared(100));
+        t.rebind_private(a, 200);
+        t.split_off(a);
+        let b = t.lookup(ROOT, OsStr::new("a"), private(200));
+        assert_ne!(a, b);
+        assert!(t.get(a).is_some(), "kept for its open handles");
     }
 
     #[test]

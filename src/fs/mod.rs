@@ -70,7 +70,8 @@ impl MountOptions {
             "atime" => self.atime = true,
             "noatime" => self.atime = false,
             // fstab/systemd pass these; they mean nothing to us.
-            "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" => {}
+            "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" | "users"
+            | "nonempty" | "async" | "relatime" | "norelatime" => {}
             o if o.starts_with("x-") || o.starts_with("comment=") => {}
             o => {
                 if let Some(n) = o.strip_prefix("threads=") {

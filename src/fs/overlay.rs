@@ -157,14 +157,23 @@ impl Overlay {
 
     /// Looks `name` up in `parent`; takes one kernel lookup reference.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
-        if name.len() > 255 {
-            return Err(errno(libc::ENAMETOOLONG));
-        }
         let dir = self.open_dir_node(parent)?;
         self.lookup_in(&dir, parent, name)
     }
 
-    fn lookup_in(&self, dir: &OwnedFd, parent: u64, name: &OsStr) -> Result<Entry> {
+    /// The backing directory of node `dir`, for several [`Self::lookup_in`]s.
+    pub fn dir_fd(&self, dir: u64) -> Result<OwnedFd> {
+        self.open_dir_node(dir)
+    }
+
+    /// Looks `name` up in `parent`, whose backing directory is open at `dir`.
+    pub fn lookup_in(&self, dir: &OwnedFd, parent: u64, name: &OsStr) -> Result<Entry> {
+        if name.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        if cow::is_temp_name(name) {
+            return Err(errno(libc::ENOENT));
+        }
         let st = match fsys::stat_at(dir.as_fd(), name) {
             Ok(st) => st,
             Err(e) => {
@@ -262,7 +271,13 @@ impl Overlay {
             }
             let file = self.open_inode(node, dir.as_fd(), &name, want_write)?;
             if file.writable && crate::store::read_marker(file.fd.as_fd())?.is_some() {
-                continue; // became shared under us: drop it, break, retry
+                // Unify made it shared while we opened it (the open waited
+                // for its lease): drop the fd; a retry breaks it first or
+                // opens it read-only.
+                let ino = file.backing_ino;
+                drop(file);
+                lock(&self.state).table.mark_shared(node, ino);
+                continue;
             }
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             lock(&self.state).table.opened(node);
@@ -626,13 +641,17 @@ impl Overlay {
     pub fn opendir(&self, node: u64) -> Result<u64> {
         let (dir, name) = self.entry_of(node)?;
         let fd = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        let entries = fsys::read_dir(fd.as_fd())?
-            .into_iter()
-            .filter(|(n, _, _)| {
-                use std::os::unix::ffi::OsStrExt;
-                !n.as_bytes().starts_with(cow::TEMP_PREFIX.as_bytes())
-            })
-            .collect();
+        let mut entries = fsys::read_dir(fd.as_fd())?;
+        entries.retain(|(n, _, _)| {
+            if !cow::is_temp_name(n) {
+                return true;
+            }
+            if cow::is_stale_temp(n) {
+                // Left by a daemon killed between link and rename.
+                let _ = sys::unlink_at(fd.as_fd(), n);
+            }
+            false
+        });
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs).insert(
             fh,

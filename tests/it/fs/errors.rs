@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// One operation; run in a forked child, so it only makes raw syscalls.
-enum Op {
+pub(super) enum Op {
     Open(CString, i32),
     Create(CString),
     Mkdir(CString),
@@ -23,6 +23,8 @@ enum Op {
     Truncate(CString),
     Utimes(CString, bool),
     Readlink(CString),
+    Mkfifo(CString),
+    Write(CString, &'static [u8]),
 }
 
 fn run(op: &Op) -> i32 {
@@ -74,6 +76,24 @@ fn run(op: &Op) -> i32 {
                     libc::utimensat(libc::AT_FDCWD, p.as_ptr(), t.as_ptr(), 0)
                 }
             }
+            Op::Mkfifo(p) => libc::mkfifo(p.as_ptr(), 0o644),
+            Op::Write(p, data) => {
+                let fd = libc::open(
+                    p.as_ptr(),
+                    libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
+                );
+                if fd >= 0 {
+                    let n = libc::write(fd, data.as_ptr().cast(), data.len());
+                    libc::close(fd);
+                    if n < 0 {
+                        -1
+                    } else {
+                        0
+                    }
+                } else {
+                    fd
+                }
+            }
             Op::Readlink(p) => {
                 let mut buf = [0u8; 64];
                 libc::readlink(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) as i32
@@ -103,7 +123,7 @@ fn build(base: &Path) {
     std::os::unix::fs::symlink("file", base.join("link")).unwrap();
 }
 
-fn c(base: &Path, rel: &str) -> CString {
+pub(super) fn c(base: &Path, rel: &str) -> CString {
     CString::new(base.join(rel).into_os_string().into_encoded_bytes()).unwrap()
 }
 
@@ -210,7 +230,7 @@ fn user_ops(b: &Path) -> Vec<(&'static str, Op)> {
 }
 
 /// Runs the ops in a child with the given uid/gid; returns each errno.
-fn run_as(uid: u32, ops: &[(&'static str, Op)]) -> Vec<i32> {
+pub(super) fn run_as(uid: u32, ops: &[(&'static str, Op)]) -> Vec<i32> {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` is a valid array of two ints.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);

@@ -7,4 +7,5 @@ mod cli;
 mod cow;
 mod errors;
 mod links;
+mod posix;
 mod safety;

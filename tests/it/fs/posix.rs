@@ -1,0 +1,104 @@
+//! POSIX success paths: the same operations by a non-root user on the mount
+//! and on a plain directory leave the same tree (types, modes, owners —
+//! files belong to their creator, set-group-ID directories pass their group
+//! on — sizes, link counts, contents, symlink targets).
+
+use super::errors::{c, run_as, Op};
+use super::harness::*;
+use crate::common::require_root;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+const USER: u32 = 1000;
+
+fn build(base: &Path) {
+    for (d, mode) in [("pub", 0o777), ("sg", 0o2777)] {
+        fs::create_dir(base.join(d)).unwrap();
+        fs::set_permissions(base.join(d), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::os::unix::fs::chown(base.join("sg"), None, Some(4242)).unwrap();
+}
+
+fn ops(b: &Path) -> Vec<(&'static str, Op)> {
+    vec![
+        ("create", Op::Create(c(b, "pub/f"))),
+        ("write", Op::Write(c(b, "pub/f"), b"hello\n")),
+        ("mkdir", Op::Mkdir(c(b, "pub/d"))),
+        ("symlink", Op::Symlink(c(b, "pub/s"))),
+        ("mkfifo", Op::Mkfifo(c(b, "pub/p"))),
+        ("create in setgid dir", Op::Create(c(b, "sg/f"))),
+        ("create in setgid dir", Op::Create(c(b, "sg/e"))),
+        ("mkdir in setgid dir", Op::Mkdir(c(b, "sg/d"))),
+        ("rename", Op::Rename(c(b, "pub/f"), c(b, "pub/g"), 0)),
+        ("link", Op::Link(c(b, "pub/g"), c(b, "pub/h"))),
+        (
+            "exchange",
+            Op::Rename(c(b, "pub/d"), c(b, "pub/s"), libc::RENAME_EXCHANGE),
+        ),
+        ("chmod", Op::Chmod(c(b, "pub/h"))),
+        ("utimes", Op::Utimes(c(b, "pub/g"), false)),
+        ("truncate", Op::Truncate(c(b, "sg/f"))),
+        ("rename over", Op::Rename(c(b, "pub/p"), c(b, "sg/f"), 0)),
+        ("rmdir", Op::Rmdir(c(b, "sg/d"))),
+    ]
+}
+
+/// (path, type+mode, uid, gid, size of files, nlink, content, link target)
+fn snapshot(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let extra = if m.file_type().is_file() {
+            format!("size={} {:?}", m.size(), fs::read(e.path()).unwrap())
+        } else if m.file_type().is_symlink() {
+            format!("-> {:?}", fs::read_link(e.path()).unwrap())
+        } else {
+            String::new()
+        };
+        let nlink = if m.is_dir() { 0 } else { m.nlink() };
+        out.push(format!(
+            "{rel} mode={:o} {}:{} nlink={nlink} mtime={} {extra}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            if m.file_type().is_file() && rel == "pub/g" {
+                m.mtime()
+            } else {
+                0
+            },
+        ));
+    }
+    out
+}
+
+#[test]
+fn a_users_changes_leave_the_same_tree_as_on_a_plain_directory() {
+    if !require_root("a_users_changes_leave_the_same_tree_as_on_a_plain_directory") {
+        return;
+    }
+    let w = World::new();
+    let plain = w.dir("plain");
+    let g = w.dir("g");
+    build(&plain);
+    build(&g);
+    let m = w.mount(&g, "m", &[]);
+    let want_ops = ops(&plain);
+    let got_ops = ops(&m.dir);
+    let want = run_as(USER, &want_ops);
+    let got = run_as(USER, &got_ops);
+    assert!(want.iter().all(|e| *e == 0), "plain dir: {want:?}");
+    assert_eq!(got, want, "errnos on the mount");
+    let (want, through, backing) = (snapshot(&plain), snapshot(&m.dir), snapshot(&g));
+    assert_eq!(through, want, "the guest's view");
+    assert_eq!(backing, want, "the backing tree");
+    assert!(want
+        .iter()
+        .any(|l| l.starts_with("pub/g ") && l.contains("1000:1000")));
+    assert!(want
+        .iter()
+        .any(|l| l.starts_with("sg/e ") && l.contains("1000:4242")));
+    assert!(fs::metadata(g.join("pub/g")).unwrap().uid() == USER);
+}
