@@ -298,3 +298,57 @@ fn concurrent_writers_of_one_shared_file_break_it_once() {
     assert_eq!(&got[..8], b"01234567", "every writer wrote to the one copy");
     assert_eq!(look(&obj), before);
 }
+
+#[test]
+fn a_write_open_racing_unify_breaks_the_file_unify_just_shared() {
+    if !require_root("a_write_open_racing_unify_breaks_the_file_unify_just_shared") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"private\n").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let f = m.path("f");
+    assert_eq!(fs::read(&f).unwrap(), b"private\n");
+    // Unify's side: lease, marker, link into the store, release.
+    unifs::sys::ignore_sigio();
+    let held = fs::File::open(g.join("f")).unwrap();
+    // The daemon holds the file open read-write until the kernel's release
+    // of our read arrives; the lease needs no writer.
+    let leased = wait_until(std::time::Duration::from_secs(5), || {
+        unifs::sys::take_read_lease(std::os::fd::AsFd::as_fd(&held)).is_ok()
+    });
+    assert!(leased, "read lease");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let r = OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .and_then(|mut file| file.write_all(b"guest\n"));
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let hex = format!("{:064x}", 0xfeed);
+    unifs::sys::xattr::set_fd(
+        std::os::fd::AsFd::as_fd(&held),
+        std::ffi::OsStr::new(MARKER),
+        hex.as_bytes(),
+    )
+    .unwrap();
+    let obj = w.store.join("objects").join(&hex[..2]).join(&hex[2..]);
+    fs::create_dir_all(obj.parent().unwrap()).unwrap();
+    fs::hard_link(g.join("f"), &obj).unwrap();
+    unifs::sys::release_lease(std::os::fd::AsFd::as_fd(&held)).unwrap();
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the guest's write finished");
+    writer.join().unwrap();
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        fs::read(&obj).unwrap(),
+        b"private\n",
+        "the new object is untouched"
+    );
+    assert_eq!(fs::read(g.join("f")).unwrap(), b"private\nguest\n");
+    assert_ne!(ino(&g.join("f")), ino(&obj), "the guest's path was broken");
+}
