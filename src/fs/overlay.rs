@@ -309,26 +309,31 @@ impl Overlay {
             let n = state.table.get(node).ok_or_else(|| errno(libc::ESTALE))?;
             (n.backing_ino, n.shared)
         };
-        let existing = lock(&self.state)
-            .open_inodes
-            .get(&node)
-            .and_then(Weak::upgrade);
-        if let Some(f) = &existing {
+        if let Some(f) = self.current_open_inode(node) {
             if f.backing_ino == cur_ino && (f.writable || !want_write) {
-                return Ok(f.clone());
+                return Ok(f);
             }
-            if f.backing_ino != cur_ino {
-                // Handles still open on the old inode share the FUSE inode's
-                // page cache, and passthrough allows one backing file per
-                // FUSE inode: they keep the old node, the path gets a new
-                // one, and ESTALE makes the VFS look the path up again.
-                lock(&self.state).table.split_off(node);
-                return Err(errno(libc::ESTALE));
-            }
-            if f.has_backing() {
-                // Same inode, but its one backing file is read-only (it was
-                // busy as a running program when opened).
-                return Err(errno(libc::ETXTBSY));
+            drop(f);
+            // A close sends its release to us after the fact: give releases
+            // in flight a moment before treating the old file as still open.
+            if let Some(f) = self.wait_released(node) {
+                if f.backing_ino != cur_ino {
+                    // Handles still open on the old inode share the FUSE
+                    // inode's page cache, and passthrough allows one backing
+                    // file per FUSE inode: they keep the old node, the path
+                    // gets a new one, and ESTALE makes the VFS look the path
+                    // up again.
+                    lock(&self.state).table.split_off(node);
+                    return Err(errno(libc::ESTALE));
+                }
+                if f.writable || !want_write {
+                    return Ok(f);
+                }
+                if f.has_backing() {
+                    // Same inode, but its one backing file is read-only (it
+                    // was busy as a running program when opened).
+                    return Err(errno(libc::ETXTBSY));
+                }
             }
         }
         // Private files are opened read-write when possible so that later
@@ -357,6 +362,29 @@ impl Overlay {
             .open_inodes
             .insert(node, Arc::downgrade(&file));
         Ok(file)
+    }
+
+    fn current_open_inode(&self, node: u64) -> Option<Arc<OpenInode>> {
+        lock(&self.state)
+            .open_inodes
+            .get(&node)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Waits up to 100 ms for the node's open file to be released; returns
+    /// it if it is still open then.
+    fn wait_released(&self, node: u64) -> Option<Arc<OpenInode>> {
+        for _ in 0..100 {
+            let alive = lock(&self.state)
+                .open_inodes
+                .get(&node)
+                .is_some_and(|w| w.strong_count() > 0);
+            if !alive {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.current_open_inode(node)
     }
 
     pub fn file(&self, fh: u64) -> Result<Arc<OpenInode>> {
