@@ -486,7 +486,18 @@ impl Overlay {
         mtime: Option<fsys::SetTime>,
         fh: Option<u64>,
     ) -> Result<Entry> {
-        let (dir, name) = self.entry_of(node)?;
+        let (dir, name) = match self.entry_of(node) {
+            Ok(e) => e,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // Unlinked but open (tmpfile-style): act on the open file.
+                let f = fh
+                    .and_then(|fh| self.file(fh).ok())
+                    .or_else(|| self.current_open_inode(node))
+                    .ok_or(e)?;
+                return self.setattr_open(node, &f, mode, uid, gid, size, atime, mtime);
+            }
+            Err(e) => return Err(e),
+        };
         self.make_private(node, dir.as_fd(), &name)?;
         if uid.is_some() || gid.is_some() {
             fsys::chown_at(
@@ -521,6 +532,50 @@ impl Overlay {
             )?;
         }
         self.getattr(node, None)
+    }
+
+    /// setattr on a file that has no name left, through its open fd. It
+    /// cannot be shared: a store object always has a name in the store, but
+    /// this node's names in the guest are gone, and its fd is the guest's.
+    #[allow(clippy::too_many_arguments)]
+    fn setattr_open(
+        &self,
+        node: u64,
+        f: &OpenInode,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fsys::SetTime>,
+        mtime: Option<fsys::SetTime>,
+    ) -> Result<Entry> {
+        if crate::store::read_marker(f.fd.as_fd())?.is_some() {
+            return Err(errno(libc::EPERM)); // never change a store object
+        }
+        if uid.is_some() || gid.is_some() {
+            sys::fchown(
+                f.fd.as_fd(),
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(mode) = mode {
+            sys::fchmod(f.fd.as_fd(), mode & 0o7777)?;
+        }
+        if let Some(size) = size {
+            if !f.writable {
+                return Err(errno(libc::EBADF));
+            }
+            fsys::ftruncate(f.fd.as_fd(), size)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            fsys::futimens(
+                f.fd.as_fd(),
+                atime.unwrap_or(fsys::SetTime::Keep),
+                mtime.unwrap_or(fsys::SetTime::Keep),
+            )?;
+        }
+        Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false))
     }
 
     pub fn readlink(&self, node: u64) -> Result<Vec<u8>> {

@@ -102,3 +102,36 @@ fn a_users_changes_leave_the_same_tree_as_on_a_plain_directory() {
         .any(|l| l.starts_with("sg/e ") && l.contains("1000:4242")));
     assert!(fs::metadata(g.join("pub/g")).unwrap().uid() == USER);
 }
+
+#[test]
+fn an_unlinked_open_file_keeps_working() {
+    if !require_root("an_unlinked_open_file_keeps_working") {
+        return;
+    }
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let w = World::new();
+    let g = w.dir("g");
+    let m = w.mount(&g, "m", &[]);
+    let p = m.path("tmpfile");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap();
+    fs::remove_file(&p).unwrap();
+    f.write_all(b"hello world").unwrap();
+    f.set_len(5).unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .unwrap();
+    let meta = f.metadata().unwrap();
+    assert_eq!(
+        (meta.len(), meta.mode() & 0o777, meta.nlink()),
+        (5, 0o600, 0)
+    );
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "hello");
+    assert_eq!(fs::read_dir(&g).unwrap().count(), 0);
+}
