@@ -49,7 +49,10 @@ struct Handle {
 
 #[derive(Debug)]
 struct DirHandle {
-    entries: Arc<Vec<(OsString, u64, u8)>>,
+    node: u64,
+    /// Read at the first readdir: with the kernel's directory cache most
+    /// opendirs never need it.
+    entries: Option<Arc<Vec<(OsString, u64, u8)>>>,
 }
 
 #[derive(Debug)]
@@ -723,6 +726,35 @@ impl Overlay {
 
     pub fn opendir(&self, node: u64) -> Result<u64> {
         let (dir, name) = self.entry_of(node)?;
+        drop(sys::open_at(
+            dir.as_fd(),
+            &name,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(
+            fh,
+            DirHandle {
+                node,
+                entries: None,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// The entries of an open directory, (name, backing ino, DT_* type), read
+    /// once per opendir; our temp names left out (and removed if stale).
+    pub fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
+        let node = {
+            let dirs = lock(&self.dirs);
+            let d = dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
+            if let Some(e) = &d.entries {
+                return Ok(e.clone());
+            }
+            d.node
+        };
+        let (dir, name) = self.entry_of(node)?;
         let fd = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let mut entries = fsys::read_dir(fd.as_fd())?;
         entries.retain(|(n, _, _)| {
@@ -735,22 +767,11 @@ impl Overlay {
             }
             false
         });
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs).insert(
-            fh,
-            DirHandle {
-                entries: Arc::new(entries),
-            },
-        );
-        Ok(fh)
-    }
-
-    /// The snapshot taken at opendir: (name, backing ino, DT_* type).
-    pub fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
-        lock(&self.dirs)
-            .get(&fh)
-            .map(|d| d.entries.clone())
-            .ok_or_else(|| errno(libc::EBADF))
+        let entries = Arc::new(entries);
+        if let Some(d) = lock(&self.dirs).get_mut(&fh) {
+            d.entries.get_or_insert_with(|| entries.clone());
+        }
+        Ok(entries)
     }
 
     /// The number readdir shows for an entry: its node if known.

@@ -147,20 +147,33 @@ pub fn chown_at(dir: BorrowedFd, name: &OsStr, uid: u32, gid: u32) -> io::Result
 }
 
 /// `fchmodat2(dir, name, mode, AT_SYMLINK_NOFOLLOW)` (Linux ≥ 6.6): never
-/// changes the target of a symlink.
+/// changes the target of a symlink. Older kernels: the entry is opened with
+/// O_PATH|O_NOFOLLOW and, unless it is a symlink, changed through its
+/// /proc/self/fd link (what glibc does).
 pub fn chmod_at(dir: BorrowedFd, name: &OsStr, mode: u32) -> io::Result<()> {
-    let name = cstr(name)?;
-    // SAFETY: `name` is NUL-terminated; the other arguments are integers.
+    let cname = cstr(name)?;
+    // SAFETY: `cname` is NUL-terminated; the other arguments are integers.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_fchmodat2,
             dir.as_raw_fd(),
-            name.as_ptr(),
+            cname.as_ptr(),
             mode,
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    check(ret as libc::c_int)?;
+    match check(ret as libc::c_int) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+        r => return r.map(|_| ()),
+    }
+    let fd = crate::sys::open_at(dir, name, libc::O_PATH, 0)?;
+    if fstat(std::os::fd::AsFd::as_fd(&fd))?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is NUL-terminated; it names exactly the inode open at `fd`.
+    check(unsafe { libc::chmod(path.as_ptr(), mode) })?;
     Ok(())
 }
 

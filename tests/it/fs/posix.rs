@@ -135,3 +135,31 @@ fn an_unlinked_open_file_keeps_working() {
     assert_eq!(s, "hello");
     assert_eq!(fs::read_dir(&g).unwrap().count(), 0);
 }
+
+#[test]
+fn listings_follow_changes_through_the_mount() {
+    if !require_root("listings_follow_changes_through_the_mount") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("a"), b"a").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&m.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(), ["a"]);
+    assert_eq!(names(), ["a"]);
+    fs::write(m.path("b"), b"b").unwrap();
+    assert_eq!(names(), ["a", "b"]);
+    fs::rename(m.path("a"), m.path("c")).unwrap();
+    assert_eq!(names(), ["b", "c"]);
+    fs::remove_file(m.path("b")).unwrap();
+    fs::create_dir(m.path("d")).unwrap();
+    assert_eq!(names(), ["c", "d"]);
+}
