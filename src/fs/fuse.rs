@@ -461,7 +461,7 @@ impl Filesystem for UnifsFs {
             let next = (i + 1) as u64;
             if matches!(name.as_bytes(), b"." | b"..") {
                 // The kernel takes no reference for these; any attributes do.
-                let Ok(e) = self.overlay.getattr(ino.0, None) else {
+                let Ok(e) = self.overlay.dir_attr(ino.0, &dir) else {
                     continue;
                 };
                 if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), GEN) {

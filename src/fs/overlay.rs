@@ -169,6 +169,11 @@ impl Overlay {
         self.open_dir_node(dir)
     }
 
+    /// The attributes of node `node`, whose backing directory is open at `dir`.
+    pub fn dir_attr(&self, node: u64, dir: &OwnedFd) -> Result<Entry> {
+        Ok(self.shown(node, fsys::fstat(dir.as_fd())?, false))
+    }
+
     /// Looks `name` up in `parent`, whose backing directory is open at `dir`.
     pub fn lookup_in(&self, dir: &OwnedFd, parent: u64, name: &OsStr) -> Result<Entry> {
         if name.len() > 255 {
