@@ -45,6 +45,10 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     let mountpoint = check_mountpoint(&a.mountpoint)?;
     check_dev_fuse()?;
     check_store(&g.store, &guest)?;
+    let log = match &a.log {
+        Some(p) => Some(std::path::absolute(p).with_context(|| p.display().to_string())?),
+        None => None,
+    };
 
     if a.foreground {
         let mounted = do_mount(&guest, &mountpoint, &opts)?;
@@ -70,9 +74,11 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             drop(rx);
             let mut tx = tx;
             let _ = ufs::sys::setsid();
+            // Hold no directory of the caller busy.
+            let _ = std::env::set_current_dir("/");
             match do_mount(&guest, &mountpoint, &opts) {
                 Ok(mounted) => {
-                    let _ = ufs::sys::redirect_stdio(a.log.as_deref());
+                    let _ = ufs::sys::redirect_stdio(log.as_deref());
                     let _ = tx.write_all(b"ok");
                     drop(tx);
                     serve(mounted)

@@ -9,13 +9,18 @@
 //!   from [`SHARED_BASE`] up, so two guest paths linking one object are two
 //!   files. When the link is broken the node keeps its number for the life of
 //!   the mount and now stands for the private copy.
+//!
+//! No two live nodes ever share a number: a number in use is skipped, and a
+//! private inode whose number is taken gets one from the counter.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 
 pub const ROOT: u64 = 1;
-/// Numbers handed out to shared paths; far above real inode numbers.
-pub const SHARED_BASE: u64 = 1 << 60;
+/// Numbers handed out to shared paths: above the inode numbers of all but
+/// the largest filesystems, yet below 2^32, so that 32-bit programs without
+/// large-file support can still stat them.
+pub const SHARED_BASE: u64 = 0xC000_0000;
 
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -144,8 +149,7 @@ impl InodeTable {
             }
         }
         let id = if found.shared || found.ino <= ROOT || self.nodes.contains_key(&found.ino) {
-            self.next_shared += 1;
-            self.next_shared
+            self.next_free()
         } else {
             found.ino
         };
@@ -164,6 +168,15 @@ impl InodeTable {
             self.by_ino.insert(found.ino, id);
         }
         id
+    }
+
+    fn next_free(&mut self) -> u64 {
+        loop {
+            self.next_shared = self.next_shared.checked_add(1).unwrap_or(SHARED_BASE);
+            if self.next_shared > ROOT && !self.nodes.contains_key(&self.next_shared) {
+                return self.next_shared;
+            }
+        }
     }
 
     /// The node known under (parent, name), if any.
@@ -350,6 +363,23 @@ mod tests {
         // a guest hardlink of the private copy joins the node
         assert_eq!(t.lookup(ROOT, OsStr::new("c"), private(555)), a);
         assert_eq!(t.lookup(ROOT, OsStr::new("b"), shared(100)), b);
+    }
+
+    #[test]
+    fn numbers_never_collide_between_live_nodes() {
+        let mut t = InodeTable::new(2);
+        let s = t.lookup(ROOT, OsStr::new("s"), shared(100));
+        // a private inode whose number is the shared path's
+        let p = t.lookup(ROOT, OsStr::new("p"), private(s));
+        assert_ne!(p, s);
+        // the counter skips numbers private nodes have
+        let q = t.lookup(ROOT, OsStr::new("q"), private(p + 1));
+        let s2 = t.lookup(ROOT, OsStr::new("s2"), shared(100));
+        let mut ids = vec![s, p, q, s2];
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert!(ids.iter().all(|i| *i < 1 << 32));
     }
 
     #[test]

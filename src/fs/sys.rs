@@ -461,10 +461,14 @@ pub fn redirect_stdio(log: Option<&std::path::Path>) -> io::Result<()> {
         .write(true)
         .open("/dev/null")?;
     let out = match log {
-        Some(p) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)?,
+        Some(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(p)?
+        }
         None => null.try_clone()?,
     };
     for (from, to) in [(&null, 0), (&out, 1), (&out, 2)] {
