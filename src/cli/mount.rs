@@ -199,6 +199,9 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
     if !ufs::is_mount_point(&mp) {
         bail!("{} is not mounted", mp.display());
     }
+    if !ufs::is_unifs_mount(&mp) {
+        bail!("{} is not a unifs mount; use umount(8)", mp.display());
+    }
     let r = if a.lazy {
         ufs::sys::umount(&mp, true)
     } else {

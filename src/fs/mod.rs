@@ -143,6 +143,12 @@ impl Mounted {
     pub fn serve(self) -> io::Result<()> {
         self.session.run()
     }
+
+    /// Serves requests on background threads (for a launcher that mounts a
+    /// guest's root itself); dropping the handle unmounts.
+    pub fn spawn(self) -> io::Result<fuser::BackgroundSession> {
+        self.session.spawn()
+    }
 }
 
 /// Unmounts `mountpoint`: plainly, or lazily (detached, gone when its last
@@ -158,17 +164,31 @@ pub fn unmount(mountpoint: &Path, lazy_if_busy: bool) -> io::Result<()> {
 
 /// True when `path` is a mount point (listed in /proc/self/mountinfo).
 pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(path) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == path)
-    })
+    mount_source(path).is_some()
+}
+
+/// True when `path` is a unifs mount (a FUSE mount whose source is ours).
+pub fn is_unifs_mount(path: &Path) -> bool {
+    mount_source(path)
+        .is_some_and(|(fstype, source)| fstype.starts_with("fuse") && source.starts_with("unifs:"))
+}
+
+/// (filesystem type, source) of the last mount at `path`, if any.
+fn mount_source(path: &Path) -> Option<(String, String)> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == path)
+        })
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" - ")?;
+            let mut f = rest.split(' ');
+            Some((f.next()?.to_string(), unescape_mountinfo(f.next()?)))
+        })
+        .next_back()
 }
 
 /// Mountinfo escapes space, tab, newline and backslash as octal.
