@@ -112,3 +112,26 @@ fn killing_the_daemon_mid_break_loses_no_data() {
     drop(f);
     assert_eq!(&fs::read(&obj).unwrap()[..5], &data[..5], "store untouched");
 }
+
+#[test]
+fn stale_break_temps_are_hidden_and_removed() {
+    if !require_root("stale_break_temps_are_hidden_and_removed") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"f").unwrap();
+    // pid 1 never runs a mount daemon: a leftover of a killed one.
+    fs::write(g.join(".unifs-break.1.0"), b"half a copy").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let names: Vec<_> = fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    assert_eq!(
+        errno(fs::metadata(m.path(".unifs-break.1.0"))),
+        libc::ENOENT
+    );
+    assert!(!g.join(".unifs-break.1.0").exists(), "stale temp removed");
+}
