@@ -110,21 +110,21 @@ fn copy_and_replace(
     result
 }
 
-/// Data, xattrs (minus the store's), owner, mode, times; then fsync.
+/// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
+/// owner goes before the xattrs because chown drops security.capability, and
+/// the mode after both (chown clears set-id bits).
 fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()> {
     let size = st.st_size as u64;
     if size > 0 && sys::ficlone(dst, src).is_err() {
         sys::copy_data(src, dst, size)?;
     }
+    sys::fchown(dst, st.st_uid, st.st_gid)?;
     for (attr, value) in sys::xattr::list_fd(src)? {
         if is_store_xattr(&attr) {
             continue;
         }
         sys::xattr::set_fd(dst, &attr, &value)?;
     }
-    sys::fchown(dst, st.st_uid, st.st_gid)?;
-    // After chown (which clears set-id bits) and after the xattrs (a 0400
-    // file still gets them).
     sys::fchmod(dst, st.st_mode & 0o7777)?;
     fsys::futimens(
         dst,

@@ -216,6 +216,12 @@ fn the_copy_keeps_metadata_and_is_not_broken_twice() {
     let obj = w.shared(CONTENT, &[g.join("f")]);
     fs::set_permissions(&obj, fs::Permissions::from_mode(0o4751)).unwrap();
     std::os::unix::fs::lchown(&obj, Some(42), Some(43)).unwrap();
+    // cap_net_raw+ep (vfs_cap_data revision 2): chown would drop it
+    let cap: [u8; 20] = [
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    set_xattr(&obj, "security.capability", &cap);
+    fs::set_permissions(&obj, fs::Permissions::from_mode(0o4751)).unwrap();
     set_mtime(&obj, 1_000_000_000);
     let before = look(&obj);
     let m = w.mount(&g, "m", &[]);
@@ -226,6 +232,14 @@ fn the_copy_keeps_metadata_and_is_not_broken_twice() {
     assert_eq!(copy.mode, before.mode, "mode (with set-uid) carried over");
     assert_eq!((copy.uid, copy.gid), (42, 43));
     assert_eq!(copy.mtime, before.mtime);
+    let mut want_xattrs = before.xattrs.clone();
+    want_xattrs.retain(|(n, _)| n != MARKER);
+    want_xattrs.push(("user.x".into(), b"1".to_vec()));
+    want_xattrs.sort();
+    assert_eq!(
+        copy.xattrs, want_xattrs,
+        "xattrs (capabilities too) carried over"
+    );
     let copy_ino = ino(&g.join("f"));
     let mut file = OpenOptions::new().write(true).open(&f).unwrap();
     file.write_all(b"again").unwrap();
