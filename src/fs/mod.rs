@@ -41,7 +41,8 @@ impl Default for MountOptions {
             default_permissions: true,
             passthrough: true,
             suid: true,
-            dev: true,
+            // Device nodes a guest root makes must not open host devices.
+            dev: false,
             exec: true,
             atime: true,
             threads: 4,
