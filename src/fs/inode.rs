@@ -44,6 +44,12 @@ pub struct InodeTable {
     children: HashMap<(u64, OsString), u64>,
     /// Private backing inode → node (hardlinks of the guest join one node).
     by_ino: HashMap<u64, u64>,
+    /// Numbers handed out, kept after the kernel forgets a node so that a
+    /// file looked up again gets the number it had: (parent directory's
+    /// backing inode, name) of a shared path, and the backing inode of a
+    /// private file not numbered by its inode (a broken copy).
+    shared_numbers: HashMap<(u64, OsString), u64>,
+    private_numbers: HashMap<u64, u64>,
     next_shared: u64,
 }
 
@@ -60,6 +66,8 @@ impl InodeTable {
             nodes: HashMap::new(),
             children: HashMap::new(),
             by_ino: HashMap::new(),
+            shared_numbers: HashMap::new(),
+            private_numbers: HashMap::new(),
             next_shared: SHARED_BASE,
         };
         t.nodes.insert(
@@ -148,11 +156,7 @@ impl InodeTable {
                 return id;
             }
         }
-        let id = if found.shared || found.ino <= ROOT || self.nodes.contains_key(&found.ino) {
-            self.next_free()
-        } else {
-            found.ino
-        };
+        let id = self.number_for(parent, name, found);
         self.nodes.insert(
             id,
             Node {
@@ -168,6 +172,36 @@ impl InodeTable {
             self.by_ino.insert(found.ino, id);
         }
         id
+    }
+
+    /// The number a new node for (parent, name) gets: the one it had
+    /// before if that is free, else its backing inode number (private), else
+    /// a fresh one.
+    fn number_for(&mut self, parent: u64, name: &OsStr, found: Found) -> u64 {
+        let free = |t: &Self, n: u64| n > ROOT && !t.nodes.contains_key(&n);
+        if found.shared {
+            let parent_ino = self.nodes.get(&parent).map_or(0, |p| p.backing_ino);
+            let key = (parent_ino, name.to_owned());
+            if let Some(&n) = self.shared_numbers.get(&key) {
+                if free(self, n) {
+                    return n;
+                }
+            }
+            let n = self.next_free();
+            self.shared_numbers.insert(key, n);
+            return n;
+        }
+        if let Some(&n) = self.private_numbers.get(&found.ino) {
+            if free(self, n) {
+                return n;
+            }
+        }
+        if free(self, found.ino) {
+            return found.ino;
+        }
+        let n = self.next_free();
+        self.private_numbers.insert(found.ino, n);
+        n
     }
 
     fn next_free(&mut self) -> u64 {
@@ -206,6 +240,9 @@ impl InodeTable {
             node.backing_ino = new_ino;
             node.shared = false;
             self.by_ino.insert(new_ino, id);
+            if id != new_ino {
+                self.private_numbers.insert(new_ino, id);
+            }
         }
     }
 
@@ -380,6 +417,27 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 4, "{ids:?}");
         assert!(ids.iter().all(|i| *i < 1 << 32));
+    }
+
+    #[test]
+    fn numbers_survive_the_kernel_forgetting_a_node() {
+        let mut t = InodeTable::new(2);
+        let d = t.lookup(ROOT, OsStr::new("d"), private(50));
+        let a = t.lookup(d, OsStr::new("a"), shared(100));
+        let b = t.lookup(d, OsStr::new("b"), shared(100));
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert_eq!(t.lookup(d, OsStr::new("a"), shared(100)), a);
+        t.rebind_private(b, 777);
+        t.forget(b, 1);
+        assert_eq!(t.lookup(d, OsStr::new("b"), private(777)), b, "broken copy");
+        // the directory itself was forgotten and found again
+        t.forget(a, 1);
+        t.forget(b, 1);
+        t.forget(d, 1);
+        let d2 = t.lookup(ROOT, OsStr::new("d"), private(50));
+        assert_eq!(d2, d);
+        assert_eq!(t.lookup(d2, OsStr::new("a"), shared(100)), a);
     }
 
     #[test]
