@@ -255,7 +255,21 @@ pub(super) fn run_as(uid: u32, ops: &[(&'static str, Op)]) -> Vec<i32> {
             libc::_exit(0);
         }
     }
-    // SAFETY: closing our copy of the write end; reading into our buffer.
+    // The child ends on its own unless the mount hangs: then kill it.
+    let exited = wait_until(std::time::Duration::from_secs(60), || {
+        let mut status = 0;
+        // SAFETY: polling our own child without blocking.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
+    });
+    if !exited {
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+    // SAFETY: closing our copy of the write end; reading what the exited
+    // child left in the pipe into our buffer.
     unsafe {
         libc::close(fds[1]);
         let mut got = 0usize;
@@ -269,8 +283,7 @@ pub(super) fn run_as(uid: u32, ops: &[(&'static str, Op)]) -> Vec<i32> {
             got += n as usize;
         }
         libc::close(fds[0]);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
+        assert!(exited, "the child hung on the mount");
         assert_eq!(got, want, "child reported every result");
     }
     results

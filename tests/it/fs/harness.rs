@@ -142,7 +142,13 @@ pub struct Mount {
     pub dir: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// Dropped to call off the watchdog.
+    watchdog: Option<std::sync::mpsc::Sender<()>>,
 }
+
+/// No test may hang on a stuck daemon: after this long the watchdog kills
+/// it, so every pending request on the mount fails (ENOTCONN) instead.
+const WATCHDOG: Duration = Duration::from_secs(120);
 
 impl Mount {
     pub fn start(store: &Path, guest: &Path, mp: &Path, opts: &[&str]) -> Mount {
@@ -161,10 +167,23 @@ impl Mount {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .expect("spawn unifs mount");
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+                eprintln!("watchdog: killing mount daemon {pid}");
+                // SAFETY: signalling our own child, not yet reaped (Drop
+                // reaps it only after calling the watchdog off).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        });
         let mut m = Mount {
             dir: mp.clone(),
             child: Some(child),
             log,
+            watchdog: Some(tx),
         };
         let ok = wait_until(Duration::from_secs(10), || {
             is_mounted(&mp) || m.child.as_mut().unwrap().try_wait().unwrap().is_some()
@@ -189,6 +208,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        self.watchdog.take();
         unmount_lazy(&self.dir);
         if let Some(mut child) = self.child.take() {
             if !wait_until(Duration::from_secs(5), || {
