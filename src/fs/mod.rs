@@ -155,11 +155,20 @@ impl Mounted {
 /// Unmounts `mountpoint`: plainly, or lazily (detached, gone when its last
 /// user leaves) if it is busy and `lazy_if_busy` is set.
 pub fn unmount(mountpoint: &Path, lazy_if_busy: bool) -> io::Result<()> {
-    match sys::umount(mountpoint, false) {
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) && lazy_if_busy => {
-            sys::umount(mountpoint, true)
+    // A file closed just now may still have its release in flight: retry a
+    // busy mount briefly before calling it busy.
+    let mut tries = 0;
+    loop {
+        match sys::umount(mountpoint, false) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && lazy_if_busy => {
+                return sys::umount(mountpoint, true);
+            }
+            r => return r,
         }
-        r => r,
     }
 }
 

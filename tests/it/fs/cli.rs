@@ -43,6 +43,8 @@ fn mount_daemonizes_when_ready_and_umount_unmounts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let pid = daemon_pid(&mp).expect("the daemon runs");
+    let _watchdog = watchdog(pid);
     // No waiting: the mount is ready when the command returns.
     let names: Vec<_> = fs::read_dir(&mp)
         .unwrap()

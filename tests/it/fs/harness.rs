@@ -167,23 +167,12 @@ impl Mount {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .expect("spawn unifs mount");
-        let pid = child.id() as i32;
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-                eprintln!("watchdog: killing mount daemon {pid}");
-                // SAFETY: signalling our own child, not yet reaped (Drop
-                // reaps it only after calling the watchdog off).
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        });
+        let watchdog = watchdog(child.id() as i32);
         let mut m = Mount {
             dir: mp.clone(),
             child: Some(child),
             log,
-            watchdog: Some(tx),
+            watchdog: Some(watchdog),
         };
         let ok = wait_until(Duration::from_secs(10), || {
             is_mounted(&mp) || m.child.as_mut().unwrap().try_wait().unwrap().is_some()
@@ -204,6 +193,34 @@ impl Mount {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
+}
+
+/// Kills `pid` after [`WATCHDOG`] unless the returned sender is dropped
+/// first (before the process is reaped, so the pid cannot be reused).
+pub fn watchdog(pid: i32) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+            eprintln!("watchdog: killing mount daemon {pid}");
+            // SAFETY: signalling a process of this test that is still running.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    });
+    tx
+}
+
+/// The pid of the `unifs mount` daemon serving `mp`, found in /proc.
+pub fn daemon_pid(mp: &Path) -> Option<i32> {
+    let want = mp.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let ours = args.contains(&b"mount".as_slice()) && args.last() == Some(&b"".as_slice());
+        (ours && args.contains(&want) && pid as u32 != std::process::id()).then_some(pid)
+    })
 }
 
 impl Drop for Mount {
