@@ -163,3 +163,79 @@ fn listings_follow_changes_through_the_mount() {
     fs::create_dir(m.path("d")).unwrap();
     assert_eq!(names(), ["c", "d"]);
 }
+
+#[test]
+fn file_io_calls_pass_through() {
+    if !require_root("file_io_calls_pass_through") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let w = World::new();
+    let g = w.dir("g");
+    let obj = w.shared(b"0123456789", &[g.join("shared")]);
+    let m = w.mount(&g, "m", &[]);
+    // copy_file_range from a shared file into a new one
+    let src = fs::File::open(m.path("shared")).unwrap();
+    let dst = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.path("copy"))
+        .unwrap();
+    let (mut off_in, mut off_out) = (2i64, 0i64);
+    // SAFETY: valid fds and offsets we own.
+    let n = unsafe {
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            &mut off_in,
+            dst.as_raw_fd(),
+            &mut off_out,
+            5,
+            0,
+        )
+    };
+    assert_eq!(n, 5, "{}", std::io::Error::last_os_error());
+    dst.sync_all().unwrap();
+    dst.sync_data().unwrap();
+    drop(dst);
+    assert_eq!(fs::read(m.path("copy")).unwrap(), b"23456");
+    assert_eq!(fs::read(&obj).unwrap(), b"0123456789");
+    // a sparse file: SEEK_DATA / SEEK_HOLE and punching a hole
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.path("sparse"))
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"data", 1 << 20).unwrap();
+    // SAFETY: plain fd and integer arguments.
+    let data = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
+    assert_eq!(data, 1 << 20);
+    // SAFETY: as above.
+    let hole = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    assert_eq!(hole, 0);
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            1 << 20,
+            4096,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let mut buf = [1u8; 4];
+    f.read_exact_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(buf, [0; 4]);
+    // statfs is the backing filesystem's
+    let sv = |p: &Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a zeroed statvfs is valid plain data for the kernel to fill.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: NUL-terminated path and a valid buffer.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+        (s.f_blocks, s.f_bsize, s.f_files)
+    };
+    assert_eq!(sv(&m.dir), sv(&g));
+}
