@@ -161,3 +161,24 @@ fn store_xattrs_are_hidden_and_protected() {
         fs::metadata(&obj).unwrap().ino()
     );
 }
+
+#[test]
+fn replacing_a_shared_file_by_rename_leaves_the_store_alone() {
+    if !require_root("replacing_a_shared_file_by_rename_leaves_the_store_alone") {
+        return;
+    }
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    let obj = w.shared(b"conf=1\n", &[ga.join("conf"), gb.join("conf")]);
+    let before = look(&obj);
+    let m = w.mount(&ga, "m", &[]);
+    // what `sed -i` does
+    fs::write(m.path(".conf.tmp"), b"conf=2\n").unwrap();
+    fs::rename(m.path(".conf.tmp"), m.path("conf")).unwrap();
+    assert_eq!(fs::read(m.path("conf")).unwrap(), b"conf=2\n");
+    assert_eq!(look(&obj), before);
+    assert_eq!(fs::read(gb.join("conf")).unwrap(), b"conf=1\n");
+    assert_eq!(fs::metadata(&obj).unwrap().nlink(), 2, "A's link is gone");
+    fs::remove_file(m.path("conf")).unwrap();
+    assert_eq!(look(&obj), before);
+}
