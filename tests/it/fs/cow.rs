@@ -366,3 +366,67 @@ fn a_write_open_racing_unify_breaks_the_file_unify_just_shared() {
     assert_eq!(fs::read(g.join("f")).unwrap(), b"private\nguest\n");
     assert_ne!(ino(&g.join("f")), ino(&obj), "the guest's path was broken");
 }
+
+#[test]
+fn readers_and_writers_racing_on_shared_files_never_reach_the_store() {
+    if !require_root("readers_and_writers_racing_on_shared_files_never_reach_the_store") {
+        return;
+    }
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        racing_readers_and_writers(opts);
+    }
+}
+
+fn racing_readers_and_writers(opts: &[&str]) {
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    let mut objs = Vec::new();
+    for i in 0..6 {
+        let name = format!("f{i}");
+        let content = format!("object {i}\n").repeat(1000);
+        objs.push((
+            w.shared(content.as_bytes(), &[ga.join(&name), gb.join(&name)]),
+            content,
+        ));
+    }
+    let befores: Vec<Look> = objs.iter().map(|(o, _)| look(o)).collect();
+    let ma = w.mount(&ga, "ma", opts);
+    let mb = w.mount(&gb, "mb", opts);
+    std::thread::scope(|s| {
+        for t in 0..6usize {
+            let (ma, mb, objs) = (&ma, &mb, &objs);
+            s.spawn(move || {
+                for round in 0..30usize {
+                    let i = (t + round / 3) % objs.len();
+                    let (pa, pb) = (ma.path(&format!("f{i}")), mb.path(&format!("f{i}")));
+                    match round % 3 {
+                        0 => {
+                            let mut f = OpenOptions::new().append(true).open(&pa).unwrap();
+                            f.write_all(format!("t{t}\n").as_bytes()).unwrap();
+                        }
+                        1 => {
+                            let got = fs::read(&pa).unwrap();
+                            assert!(got.starts_with(objs[i].1.as_bytes()), "A's f{i} lost data");
+                        }
+                        _ => {
+                            let mut r = fs::File::open(&pa).unwrap();
+                            let mut head = [0u8; 9];
+                            r.read_exact(&mut head).unwrap();
+                            assert_eq!(&head, format!("object {i}\n").as_bytes());
+                            assert_eq!(fs::read(&pb).unwrap(), objs[i].1.as_bytes(), "B's f{i}");
+                        }
+                    }
+                }
+            });
+        }
+    });
+    for ((obj, content), before) in objs.iter().zip(&befores) {
+        assert_eq!(&look(obj), before);
+        assert_eq!(fs::read(obj).unwrap(), content.as_bytes());
+    }
+    for (i, (_, content)) in objs.iter().enumerate() {
+        let a = fs::read_to_string(ga.join(format!("f{i}"))).unwrap();
+        assert!(a.starts_with(content.as_str()), "f{i} kept its start");
+        assert!(a.len() > content.len(), "f{i} got appends");
+    }
+}
