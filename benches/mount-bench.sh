@@ -20,12 +20,15 @@ W=$(realpath "${1:-$(mktemp -d /var/tmp/unifs-bench.XXXXXX)}")
 mkdir -p "$W"/{store/objects,store/tmp,g,m,ovl/upper,ovl/work,ovl/merged,mem,memm}
 DAEMONS=()
 
+XFS_MOUNTED=0
 cleanup() {
-    for mp in "$W/m" "$W/ovl/merged" "$W/memm"; do
+    for mp in "$W/m" "$W/ovl/merged" "$W/memm" "$W/xfs/fs/m"; do
         umount -l "$mp" 2>/dev/null || true
     done
     for p in "${DAEMONS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ "$XFS_MOUNTED" = 1 ]; then umount -l "$W/xfs/fs" 2>/dev/null || true; fi
+    rm -f "$W/xfs/img"
 }
 trap cleanup EXIT
 
@@ -121,6 +124,31 @@ if [ $HAVE_OVL = 1 ]; then
     s=$(now); printf x | dd of="$W/ovl/merged/shared" conv=notrunc status=none; T[break_ovl]=$(since "$s")
 fi
 
+# The break on a reflink filesystem: xfs on a loop device, if mkfs.xfs is there.
+T[break_xfs]=-
+if command -v mkfs.xfs >/dev/null && [ -e /dev/loop-control ]; then
+    X="$W/xfs"
+    mkdir -p "$X/fs"
+    truncate -s $((BREAK_MB * 3 + 400))M "$X/img"
+    mkfs.xfs -q -m reflink=1 "$X/img"
+    mount -o loop "$X/img" "$X/fs"
+    XFS_MOUNTED=1
+    mkdir -p "$X/fs/store/objects" "$X/fs/store/tmp" "$X/fs/g" "$X/fs/m"
+    dd if=/dev/urandom of="$X/fs/g/shared" bs=1M count="$BREAK_MB" status=none
+    hex=$(printf '%064x' 2)
+    setfattr -n trusted.unifs.object -v "$hex" "$X/fs/g/shared"
+    mkdir -p "$X/fs/store/objects/${hex:0:2}"
+    ln "$X/fs/g/shared" "$X/fs/store/objects/${hex:0:2}/${hex:2}"
+    sync
+    "$UNIFS" --store "$X/fs/store" mount -f "$X/fs/g" "$X/fs/m" 2>>"$W/daemon.log" &
+    DAEMONS+=("$!")
+    wait_mounted "$X/fs/m"
+    s=$(now); printf x | dd of="$X/fs/m/shared" conv=notrunc status=none; T[break_xfs]=$(since "$s")
+    cmp -s <(tail -c +2 "$X/fs/m/shared") <(tail -c +2 "$X/fs/store/objects/${hex:0:2}/${hex:2}") ||
+        { echo "xfs break: data differs" >&2; exit 1; }
+    umount "$X/fs/m"
+fi
+
 mount_unifs "$W/mem" "$W/memm"
 find "$W/memm" -printf '%s\n' >/dev/null
 RSS_KB=$(awk '/VmRSS/ { print $2 }' "/proc/$PID/status")
@@ -133,6 +161,7 @@ cat <<EOF
 | find + stat, ${FILES} files, first walk (s) | ${T[find_native]} | ${T[find_unifs]} | $(ratio "${T[find_unifs]}" "${T[find_native]}") time | ${T[find_ovl]:--} | ≤ 2x time |
 | find + stat, ${FILES} files, second walk (s) | ${T[find_native]} | ${T[find2_unifs]} | $(ratio "${T[find2_unifs]}" "${T[find_native]}") time | | ≤ 2x time |
 | first write to a shared ${BREAK_MB} MiB file (s) | cp ${T[cp]}, cp+fsync ${T[cp_fsync]} | ${T[break_unifs]} | $(ratio "${T[break_unifs]}" "${T[cp]}") of cp, $(ratio "${T[break_unifs]}" "${T[cp_fsync]}") of cp+fsync | ${T[break_ovl]:--} | ≤ 1.2x cp |
+| first write to a shared ${BREAK_MB} MiB file on xfs (reflink) (s) | | ${T[break_xfs]} | | | near 0 |
 | daemon RSS after walking ${MEM_FILES} files (MiB) | | $((RSS_KB / 1024)) | | | ≤ 64 MiB |
 EOF
 echo "kernel $(uname -r); backing fs $(stat -f -c %T "$W/g"); work dir $W" >&2
