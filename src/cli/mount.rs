@@ -41,6 +41,9 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             opts.apply(o).map_err(anyhow::Error::msg)?;
         }
     }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("unifs mount must run as root (it acts for every user of the guest)");
+    }
     let guest = check_guest(&a.guest_dir)?;
     let mountpoint = check_mountpoint(&a.mountpoint)?;
     check_dev_fuse()?;
