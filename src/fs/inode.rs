@@ -102,7 +102,14 @@ impl InodeTable {
         let mut parts = Vec::new();
         let mut cur = id;
         while cur != ROOT {
-            let (parent, name) = self.nodes.get(&cur)?.names.first()?;
+            // A name whose directory the kernel has forgotten is no way in
+            // (a file the guest hardlinked into two directories).
+            let (parent, name) = self
+                .nodes
+                .get(&cur)?
+                .names
+                .iter()
+                .find(|(p, _)| *p == ROOT || self.nodes.contains_key(p))?;
             parts.push(name.clone());
             cur = *parent;
             if parts.len() > 4096 {
@@ -438,6 +445,21 @@ mod tests {
         let d2 = t.lookup(ROOT, OsStr::new("d"), private(50));
         assert_eq!(d2, d);
         assert_eq!(t.lookup(d2, OsStr::new("a"), shared(100)), a);
+    }
+
+    #[test]
+    fn a_hardlinked_file_is_reached_through_a_directory_still_known() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(10));
+        let b = t.lookup(ROOT, OsStr::new("b"), private(20));
+        let f = t.lookup(a, OsStr::new("f"), private(100));
+        assert_eq!(t.lookup(b, OsStr::new("g"), private(100)), f);
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert_eq!(
+            t.path(f).unwrap(),
+            vec![OsString::from("b"), OsString::from("g")]
+        );
     }
 
     #[test]
