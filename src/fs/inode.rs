@@ -225,6 +225,27 @@ impl InodeTable {
         self.children.get(&(parent, name.to_owned())).copied()
     }
 
+    /// The node's path names backing inode `ino` now (shared or not): an
+    /// open found it so, under the table's lock.
+    pub fn set_backing(&mut self, id: u64, ino: u64, shared: bool) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if node.backing_ino == ino && node.shared == shared {
+            return;
+        }
+        if shared {
+            let node = self.nodes.get_mut(&id).expect("present");
+            if self.by_ino.get(&node.backing_ino) == Some(&id) {
+                self.by_ino.remove(&node.backing_ino);
+            }
+            node.backing_ino = ino;
+            node.shared = true;
+        } else {
+            self.rebind_private(id, ino);
+        }
+    }
+
     /// The node's backing inode turned out to be a store object (unify
     /// linked it while the mount ran).
     pub fn mark_shared(&mut self, id: u64, ino: u64) {

@@ -277,16 +277,11 @@ impl Overlay {
             if want_write {
                 self.make_private(node, dir.as_fd(), &name)?;
             }
-            let file = self.open_inode(node, dir.as_fd(), &name, want_write)?;
-            if file.writable && crate::store::read_marker(file.fd.as_fd())?.is_some() {
-                // Unify made it shared while we opened it (the open waited
-                // for its lease): drop the fd; a retry breaks it first or
-                // opens it read-only.
-                let ino = file.backing_ino;
-                drop(file);
-                lock(&self.state).table.mark_shared(node, ino);
-                continue;
-            }
+            let file = match self.open_inode(node, dir.as_fd(), &name, want_write) {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+                Err(e) => return Err(e),
+            };
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             lock(&self.state).table.opened(node);
             lock(&self.handles).insert(
@@ -312,40 +307,111 @@ impl Overlay {
         name: &OsStr,
         want_write: bool,
     ) -> Result<Arc<OpenInode>> {
-        let (cur_ino, shared) = {
-            let state = lock(&self.state);
-            let n = state.table.get(node).ok_or_else(|| errno(libc::ESTALE))?;
-            (n.backing_ino, n.shared)
-        };
-        if let Some(f) = self.current_open_inode(node) {
-            if f.backing_ino == cur_ino && (f.writable || !want_write) {
+        for attempt in 0..16 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if let Some(f) = self.usable_open_inode(node, want_write)? {
                 return Ok(f);
             }
-            drop(f);
-            // A close sends its release to us after the fact: give releases
-            // in flight a moment before treating the old file as still open.
-            if let Some(f) = self.wait_released(node) {
-                if f.backing_ino != cur_ino {
-                    // Handles still open on the old inode share the FUSE
-                    // inode's page cache, and passthrough allows one backing
-                    // file per FUSE inode: they keep the old node, the path
-                    // gets a new one, and ESTALE makes the VFS look the path
-                    // up again.
-                    lock(&self.state).table.split_off(node);
-                    return Err(errno(libc::ESTALE));
+            let shared = {
+                let state = lock(&self.state);
+                state
+                    .table
+                    .get(node)
+                    .ok_or_else(|| errno(libc::ESTALE))?
+                    .shared
+            };
+            let file = Arc::new(self.open_backing_file(node, dir, name, shared, want_write)?);
+            let marked = crate::store::read_marker(file.fd.as_fd())?.is_some();
+            if marked && file.writable {
+                // Unify made it a store object while we opened it (the open
+                // waited for its lease): never keep a writable fd on it.
+                let ino = file.backing_ino;
+                drop(file);
+                lock(&self.state).table.set_backing(node, ino, true);
+                if want_write {
+                    return Err(errno(libc::EAGAIN)); // the caller breaks it first
                 }
-                if f.writable || !want_write {
+                continue;
+            }
+            // Register it only if the path still names the inode we opened
+            // and no other open of the node got in first: the kernel takes
+            // one backing file per FUSE inode, and a second one means EIO.
+            let mut state = lock(&self.state);
+            let now = fsys::stat_at(dir, name)?;
+            if now.st_ino != file.backing_ino {
+                continue; // a break or a rename got in between
+            }
+            if let Some(f) = state.open_inodes.get(&node).and_then(Weak::upgrade) {
+                if f.backing_ino == file.backing_ino && (f.writable || !want_write) {
                     return Ok(f);
                 }
                 if f.has_backing() {
-                    // Same inode, but its one backing file is read-only (it
-                    // was busy as a running program when opened).
-                    return Err(errno(libc::ETXTBSY));
+                    continue; // sorted out by usable_open_inode
                 }
             }
+            state.table.set_backing(node, file.backing_ino, marked);
+            state.open_inodes.insert(node, Arc::downgrade(&file));
+            return Ok(file);
         }
-        // Private files are opened read-write when possible so that later
-        // write opens can share the one backing file.
+        Err(errno(libc::EBUSY))
+    }
+
+    /// The node's open backing file if an open may share it. Errors when it
+    /// cannot: ESTALE if handles still use an inode the path no longer names
+    /// (they keep the node; ESTALE makes the VFS look the path up again and
+    /// find a new one), ETXTBSY if a write needs the one read-only backing
+    /// file. `None`: open a new one.
+    fn usable_open_inode(&self, node: u64, want_write: bool) -> Result<Option<Arc<OpenInode>>> {
+        let cur_ino = |s: &Self| -> Result<u64> {
+            let state = lock(&s.state);
+            Ok(state
+                .table
+                .get(node)
+                .ok_or_else(|| errno(libc::ESTALE))?
+                .backing_ino)
+        };
+        let Some(f) = self.current_open_inode(node) else {
+            return Ok(None);
+        };
+        if f.backing_ino == cur_ino(self)? && (f.writable || !want_write) {
+            return Ok(Some(f));
+        }
+        drop(f);
+        // A close sends its release to us after the fact: give releases in
+        // flight a moment before treating the old file as still open.
+        let Some(f) = self.wait_released(node) else {
+            return Ok(None);
+        };
+        let cur = cur_ino(self)?;
+        if f.backing_ino == cur && (f.writable || !want_write) {
+            return Ok(Some(f));
+        }
+        if f.backing_ino != cur {
+            // Handles on the old inode share the FUSE inode's page cache,
+            // and passthrough allows one backing file per FUSE inode.
+            lock(&self.state).table.split_off(node);
+            return Err(errno(libc::ESTALE));
+        }
+        if f.has_backing() {
+            // Same inode, but its one backing file is read-only (it was busy
+            // as a running program when opened).
+            return Err(errno(libc::ETXTBSY));
+        }
+        Ok(None)
+    }
+
+    /// Opens the node's backing file: a shared one read-only; a private one
+    /// read-write when possible, so that later write opens can share it.
+    fn open_backing_file(
+        &self,
+        node: u64,
+        dir: BorrowedFd,
+        name: &OsStr,
+        shared: bool,
+        want_write: bool,
+    ) -> Result<OpenInode> {
         let (fd, writable) = if shared && !want_write {
             (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false)
         } else {
@@ -359,17 +425,13 @@ impl Overlay {
         if !is_reg(&st) {
             return Err(errno(libc::EINVAL));
         }
-        let file = Arc::new(OpenInode {
+        Ok(OpenInode {
             node,
             backing_ino: st.st_ino,
             fd,
             writable,
             backing: Mutex::new(None),
-        });
-        lock(&self.state)
-            .open_inodes
-            .insert(node, Arc::downgrade(&file));
-        Ok(file)
+        })
     }
 
     fn current_open_inode(&self, node: u64) -> Option<Arc<OpenInode>> {
