@@ -210,16 +210,22 @@ impl Overlay {
     /// Attributes of a node: fresh from the backing entry (sizes after
     /// passthrough writes live there), or from an open file of it.
     pub fn getattr(&self, node: u64, fh: Option<u64>) -> Result<Entry> {
-        if let Some(fh) = fh {
-            if let Some(h) = lock(&self.handles).get(&fh) {
-                if h.node == node {
-                    let st = fsys::fstat(h.file.fd.as_fd())?;
-                    let shared = lock(&self.state)
-                        .table
-                        .get(node)
-                        .is_some_and(|n| n.shared && n.backing_ino == st.st_ino);
-                    return Ok(self.shown(node, st, shared));
+        // An open file answers while it is what the node stands for (after
+        // a break through a path, the path is).
+        let open = fh.and_then(|fh| lock(&self.handles).get(&fh).map(|h| h.file.clone()));
+        if let Some(f) = open.filter(|f| f.node == node) {
+            let known = lock(&self.state)
+                .table
+                .get(node)
+                .map(|n| (n.backing_ino, n.shared, n.names.is_empty()));
+            match known {
+                Some((ino, shared, _)) if ino == f.backing_ino => {
+                    return Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, shared));
                 }
+                Some((_, _, true)) | None => {
+                    return Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false));
+                }
+                _ => {}
             }
         }
         match self.entry_of(node) {

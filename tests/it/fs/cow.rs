@@ -430,3 +430,25 @@ fn racing_readers_and_writers(opts: &[&str]) {
         assert!(a.len() > content.len(), "f{i} got appends");
     }
 }
+
+#[test]
+fn fchmod_on_a_read_only_fd_of_a_shared_file_shows_through_the_fd() {
+    if !require_root("fchmod_on_a_read_only_fd_of_a_shared_file_shows_through_the_fd") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let obj = w.shared(CONTENT, &[g.join("f")]);
+    let before = look(&obj);
+    let m = w.mount(&g, "m", &[]);
+    let f = fs::File::open(m.path("f")).unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .unwrap();
+    assert_eq!(f.metadata().unwrap().mode() & 0o777, 0o600, "fstat");
+    assert_eq!(
+        fs::metadata(m.path("f")).unwrap().mode() & 0o777,
+        0o600,
+        "stat"
+    );
+    assert_eq!(look(&obj), before);
+}
