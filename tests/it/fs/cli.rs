@@ -144,6 +144,17 @@ fn mount_errors_are_one_clear_line_and_mount_nothing() {
             "hardlinks cannot cross filesystems",
         );
     }
+    // No /dev/fuse: in a mount namespace of its own, /dev is an empty tmpfs.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /dev && exec \"$0\" --store \"$1\" mount \"$2\" \"$3\"")
+        .arg(unifs_bin())
+        .arg(&w.store)
+        .arg(&g)
+        .arg(&mp)
+        .output()
+        .expect("run unshare");
+    assert_refused(&out, &mp, "no /dev/fuse");
     // A mountpoint in use.
     let m = w.mount(&g, "m2", &[]);
     let out = unifs(&w.store, &[&"mount", &g, &m.dir]);
