@@ -28,7 +28,14 @@ pub struct UnifsFs {
     pub want_passthrough: bool,
 }
 
+/// The errno a failed operation answers with; the cause goes to the log
+/// (a missing name is routine, so only at trace level).
 fn err(e: io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => tracing::trace!("reply: {e}"),
+        Some(_) => tracing::debug!("reply: {e}"),
+        None => tracing::warn!("reply EIO for: {e}"),
+    }
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
