@@ -263,7 +263,9 @@ impl Overlay {
         if !is_reg(&st) || !cow::is_shared(dir, name, &st)? {
             return Ok(());
         }
-        let new_ino = cow::break_link(dir, name)?;
+        let new_ino = cow::break_link(dir, name).inspect_err(|e| {
+            tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
+        })?;
         tracing::debug!(node, ?name, new_ino, "broke link to shared object");
         // Open handles keep the old inode; an open that needs the new one
         // sorts out passthrough's one-backing-file rule (see open_inode).
