@@ -135,3 +135,54 @@ fn stale_break_temps_are_hidden_and_removed() {
     );
     assert!(!g.join(".unifs-break.1.0").exists(), "stale temp removed");
 }
+
+/// Unmounts a test's own tmpfs on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        unmount_lazy(&self.0);
+    }
+}
+
+#[test]
+fn a_break_that_runs_out_of_space_leaves_the_old_file() {
+    if !require_root("a_break_that_runs_out_of_space_leaves_the_old_file") {
+        return;
+    }
+    let w = World::new();
+    let small = w.dir("small");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount tmpfs");
+    assert!(status.success());
+    let _tmpfs = Tmpfs(small.clone());
+    let store = small.join("store");
+    fs::create_dir_all(store.join("objects/ab")).unwrap();
+    fs::create_dir_all(store.join("tmp")).unwrap();
+    let g = small.join("g");
+    fs::create_dir(&g).unwrap();
+    let data = vec![7u8; 1200 << 10];
+    fs::write(g.join("big"), &data).unwrap();
+    set_xattr(&g.join("big"), MARKER, format!("ab{:062x}", 1).as_bytes());
+    let obj = store.join("objects/ab").join(format!("{:062x}", 1));
+    fs::hard_link(g.join("big"), &obj).unwrap();
+    let mp = w.dir("m");
+    let m = Mount::start(&store, &g, &mp, &[]);
+    let r = OpenOptions::new().write(true).open(m.path("big"));
+    assert_eq!(errno(r), libc::ENOSPC, "the break cannot copy");
+    assert!(
+        fs::read(m.path("big")).unwrap() == data,
+        "the guest keeps its file"
+    );
+    assert_eq!(ino(&g.join("big")), ino(&obj), "still the shared file");
+    assert!(fs::read(&obj).unwrap() == data);
+    let names: Vec<_> = fs::read_dir(&g)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("big")], "no temp left");
+    drop(m);
+}
