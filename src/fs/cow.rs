@@ -5,7 +5,7 @@
 //! both complete (invariant 2).
 
 use super::sys as fsys;
-use crate::store::{self, MARKER_XATTR};
+use crate::store::MARKER_XATTR;
 use crate::sys;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -38,6 +38,13 @@ pub fn is_store_xattr(name: &OsStr) -> bool {
         .starts_with(crate::store::id::STORE_XATTR_PREFIX)
 }
 
+/// True when the open file carries the store's marker. Its presence is
+/// what counts, whatever its value: a marker we cannot parse must still
+/// never be written through.
+pub fn has_marker(fd: BorrowedFd) -> io::Result<bool> {
+    Ok(sys::xattr::get_fd(fd, OsStr::new(MARKER_XATTR))?.is_some())
+}
+
 /// True when the entry `name` in `dir` is a store object: a regular file
 /// carrying the marker (never judged by the link count alone).
 pub fn is_shared(dir: BorrowedFd, name: &OsStr, st: &libc::stat) -> io::Result<bool> {
@@ -57,8 +64,7 @@ pub fn break_link(dir: BorrowedFd, name: &OsStr) -> io::Result<u64> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG || store::read_marker(src.as_fd())?.is_none()
-        {
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || !has_marker(src.as_fd())? {
             return Ok(st.st_ino);
         }
         match copy_and_replace(dir, name, &src, &st) {

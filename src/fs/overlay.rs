@@ -331,7 +331,7 @@ impl Overlay {
                     .shared
             };
             let file = Arc::new(self.open_backing_file(node, dir, name, shared, want_write)?);
-            let marked = crate::store::read_marker(file.fd.as_fd())?.is_some();
+            let marked = cow::has_marker(file.fd.as_fd())?;
             if marked && file.writable {
                 // Unify made it a store object while we opened it (the open
                 // waited for its lease): never keep a writable fd on it.
@@ -627,7 +627,7 @@ impl Overlay {
         atime: Option<fsys::SetTime>,
         mtime: Option<fsys::SetTime>,
     ) -> Result<Entry> {
-        if crate::store::read_marker(f.fd.as_fd())?.is_some() {
+        if cow::has_marker(f.fd.as_fd())? {
             return Err(errno(libc::EPERM)); // never change a store object
         }
         if uid.is_some() || gid.is_some() {

@@ -452,3 +452,19 @@ fn fchmod_on_a_read_only_fd_of_a_shared_file_shows_through_the_fd() {
     );
     assert_eq!(look(&obj), before);
 }
+
+#[test]
+fn a_marker_of_any_value_makes_a_file_shared() {
+    if !require_root("a_marker_of_any_value_makes_a_file_shared") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let obj = w.shared(CONTENT, &[g.join("f")]);
+    set_xattr(&obj, MARKER, b"not an object id");
+    let before = look(&obj);
+    let m = w.mount(&g, "m", &[]);
+    fs::write(m.path("f"), b"mine").unwrap();
+    assert_eq!(look(&obj), before, "never written through");
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"mine");
+}
