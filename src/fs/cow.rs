@@ -46,9 +46,18 @@ pub fn has_marker(fd: BorrowedFd) -> io::Result<bool> {
 }
 
 /// True when the entry `name` in `dir` is a store object: a regular file
-/// carrying the marker (never judged by the link count alone).
-pub fn is_shared(dir: BorrowedFd, name: &OsStr, st: &libc::stat) -> io::Result<bool> {
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink < 2 {
+/// carrying the marker (never judged by the link count alone). With
+/// `linked_only`, a file with one link is taken for private without reading
+/// its xattrs (cheap, for what the guest is shown); before a change, every
+/// marked file counts, even one gc unlinked from the store, so that a stale
+/// marker never stays on a file the guest changed.
+pub fn is_shared(
+    dir: BorrowedFd,
+    name: &OsStr,
+    st: &libc::stat,
+    linked_only: bool,
+) -> io::Result<bool> {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || (linked_only && st.st_nlink < 2) {
         return Ok(false);
     }
     match fsys::get_xattr_at(dir, name, OsStr::new(MARKER_XATTR)) {

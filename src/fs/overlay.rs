@@ -191,7 +191,7 @@ impl Overlay {
                 return Err(e);
             }
         };
-        let shared = cow::is_shared(dir.as_fd(), name, &st)?;
+        let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
         let node = lock(&self.state).table.lookup(
             parent,
             name,
@@ -237,7 +237,7 @@ impl Overlay {
                     .map(|n| (n.backing_ino, n.shared));
                 let shared = match known {
                     Some((ino, shared)) if ino == st.st_ino => shared,
-                    _ => cow::is_shared(dir.as_fd(), &name, &st)?,
+                    _ => cow::is_shared(dir.as_fd(), &name, &st, true)?,
                 };
                 Ok(self.shown(node, st, shared))
             }
@@ -260,7 +260,7 @@ impl Overlay {
     fn make_private(&self, node: u64, dir: BorrowedFd, name: &OsStr) -> Result<()> {
         let _guard = lock(&self.break_lock);
         let st = fsys::stat_at(dir, name)?;
-        if !is_reg(&st) || !cow::is_shared(dir, name, &st)? {
+        if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
             return Ok(());
         }
         let new_ino = cow::break_link(dir, name).inspect_err(|e| {

@@ -468,3 +468,24 @@ fn a_marker_of_any_value_makes_a_file_shared() {
     assert_eq!(look(&obj), before, "never written through");
     assert_eq!(fs::read(m.path("f")).unwrap(), b"mine");
 }
+
+#[test]
+fn a_marked_file_gc_unlinked_from_the_store_is_copied_before_a_change() {
+    if !require_root("a_marked_file_gc_unlinked_from_the_store_is_copied_before_a_change") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let obj = w.shared(CONTENT, &[g.join("f")]);
+    fs::remove_file(&obj).unwrap(); // gc took the store's link
+    let m = w.mount(&g, "m", &[]);
+    let mut f = OpenOptions::new().append(true).open(m.path("f")).unwrap();
+    f.write_all(b"x").unwrap();
+    drop(f);
+    assert!(
+        unifs::sys::xattr::get_path(&g.join("f"), std::ffi::OsStr::new(MARKER))
+            .unwrap()
+            .is_none(),
+        "a changed file keeps no stale marker"
+    );
+}
