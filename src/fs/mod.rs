@@ -126,6 +126,7 @@ pub struct Mounted {
 /// returns, so the caller can report the mount ready before serving.
 pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
     sys::set_umask(0); // the kernel applied the caller's umask already
+    raise_fd_limit();
     let root = crate::sys::open_dir(guest)?;
     let overlay = Arc::new(overlay::Overlay::new(root)?);
     let fs = fuse::UnifsFs {
@@ -149,6 +150,19 @@ impl Mounted {
     /// guest's root itself); dropping the handle unmounts.
     pub fn spawn(self) -> io::Result<fuser::BackgroundSession> {
         self.session.spawn()
+    }
+}
+
+/// The daemon holds an fd per file a guest has open: use every fd the hard
+/// limit allows, not the usual soft 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit to {hard}: {e}");
+            }
+        }
     }
 }
 

@@ -162,3 +162,36 @@ fn mount_errors_are_one_clear_line_and_mount_nothing() {
     assert!(!out.status.success() && err.contains("in use"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_daemon_uses_the_hard_open_file_limit() {
+    if !require_root("the_daemon_uses_the_hard_open_file_limit") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    for i in 0..600 {
+        fs::write(g.join(format!("f{i}")), b"x").unwrap();
+    }
+    let mp = fs::canonicalize(w.dir("m")).unwrap();
+    let _guard = Unmount(&mp);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --store \"$1\" mount \"$2\" \"$3\"")
+        .arg(unifs_bin())
+        .arg(&w.store)
+        .arg(&g)
+        .arg(&mp)
+        .output()
+        .expect("run unifs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _watchdog = watchdog(daemon_pid(&mp).expect("the daemon runs"));
+    let open: Vec<fs::File> = (0..600)
+        .map(|i| fs::File::open(mp.join(format!("f{i}"))).expect("open through the mount"))
+        .collect();
+    assert_eq!(open.len(), 600);
+}
