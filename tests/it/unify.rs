@@ -449,7 +449,8 @@ fn a_second_writer_gets_store_is_busy_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5), "it waited");
     drop(lock);
-    assert!(unifs(&lab.store(), &[&"unify", &a]).status.success());
+    let out = unifs(&lab.store(), &[&"unify", &a]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
