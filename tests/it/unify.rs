@@ -450,7 +450,11 @@ fn a_second_writer_gets_store_is_busy_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5), "it waited");
     drop(lock);
     let out = unifs(&lab.store(), &[&"unify", &a]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

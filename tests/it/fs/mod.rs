@@ -9,3 +9,4 @@ mod errors;
 mod links;
 mod posix;
 mod safety;
+mod unified;
