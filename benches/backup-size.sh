@@ -21,7 +21,7 @@ mib() { echo "scale=1; $1/1048576" | bc; }
 size() { stat -c %s "$1"; }
 now() { date +%s.%N; }
 
-mapfile -t roots < <(find "$corpus" -mindepth 1 -maxdepth 1 -type d | sort)
+mapfile -t roots < <(find "$corpus" -mindepth 1 -maxdepth 1 -type d -not -name '.*' | sort)
 for r in "${roots[@]}"; do cp -a "$r" "$work/guests/"; done
 sync
 names=(); for r in "${roots[@]}"; do names+=("$(basename "$r")"); done
