@@ -1,1 +1,21 @@
-//! Guests: namespaces, root set-up and lifecycle. Not built yet.
+//! Guests, VServer's security contexts on stock namespaces: a process tree
+//! that sees only its own root, PIDs, hostname and IPC, with a reduced
+//! capability set, no new privileges and cgroup limits.
+//!
+//! - [`spec`]: what a guest is (root, command, network, limits, privileges).
+//! - [`sys`]: the syscall seam; all `unsafe` of the launcher.
+//! - `rootfs`: the set-up sequence inside the namespaces, pivot_root included.
+//! - [`cgroup`]: limits on cgroup v2 and v1.
+//! - [`launch`]: clone, handshake, wait.
+
+pub mod caps;
+pub mod cgroup;
+mod error;
+pub mod launch;
+mod net;
+mod rootfs;
+pub mod spec;
+pub mod sys;
+
+pub use error::{Error, Result};
+pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};

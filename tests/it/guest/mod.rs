@@ -1,0 +1,6 @@
+//! Tests of the guest launcher: real namespaces, a busybox root built per
+//! test, every wait bounded.
+
+mod harness;
+mod limits;
+mod run;
