@@ -1,10 +1,12 @@
 //! `unifs run` and `unifs guest …`: parse, call `guest`, print.
 
 use super::Global;
+use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -75,10 +77,73 @@ pub struct RunOptions {
     pub command: Vec<String>,
 }
 
+/// Where named guests' configs and runtime state live.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GuestDirs {
+    /// Folder of guest configs, one NAME.toml each.
+    #[arg(
+        long,
+        env = "UNIFS_CONFIG_DIR",
+        default_value = "/etc/unifs/guests",
+        value_name = "DIR"
+    )]
+    pub config_dir: PathBuf,
+    /// Runtime state: NAME/root (the mounted root), NAME/state.json, NAME/console.log.
+    #[arg(
+        long,
+        env = "UNIFS_RUN_DIR",
+        default_value = "/run/unifs",
+        value_name = "DIR"
+    )]
+    pub run_dir: PathBuf,
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum GuestCommand {
-    /// List named guests.
-    List,
+    /// Mount a guest's root and start its init in the background.
+    Start {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        name: String,
+    },
+    /// SIGTERM the guest's init, wait, kill what is left, unmount.
+    Stop {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        name: String,
+    },
+    /// Open the guest's shell inside the running guest.
+    Enter {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        name: String,
+    },
+    /// Run a command inside the running guest; exits with its status.
+    Exec {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        name: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List guests with their state, PID and resource use.
+    List {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one guest's state; exits 0 if running, 3 if stopped.
+    Status {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        #[arg(long)]
+        json: bool,
+        name: String,
+    },
 }
 
 pub fn run(_g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -119,9 +184,118 @@ pub fn run(_g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     spec.init = a.init;
     let code = crate::guest::launch::run(&spec)?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    exit_code(code)
 }
 
-pub fn guest(_g: &Global, _c: GuestCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`unifs guest` is not built yet")
+pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
+    let dirs = |d: GuestDirs| Dirs {
+        config_dir: d.config_dir,
+        run_dir: d.run_dir,
+        store: g.store.clone(),
+    };
+    match c {
+        GuestCommand::Start { dirs: d, name } => {
+            let st = lifecycle::start(&dirs(d), &name)?;
+            println!("guest {name} started, init pid {}", st.pid);
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Stop {
+            dirs: d,
+            timeout,
+            name,
+        } => {
+            anyhow::ensure!(
+                timeout >= 0.0 && timeout.is_finite(),
+                "--timeout must be >= 0"
+            );
+            let how = lifecycle::stop(&dirs(d), &name, Duration::from_secs_f64(timeout))?;
+            match how {
+                Stopped::Clean => println!("guest {name} stopped"),
+                Stopped::Killed => {
+                    println!("guest {name} stopped (processes killed after the timeout)")
+                }
+                Stopped::WasStale => {
+                    println!("guest {name} was not running; its stale runtime record was removed")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Enter { dirs: d, name } => exit_code(lifecycle::enter(&dirs(d), &name)?),
+        GuestCommand::Exec {
+            dirs: d,
+            name,
+            command,
+        } => exit_code(lifecycle::exec(&dirs(d), &name, command)?),
+        GuestCommand::List { dirs: d, json } => {
+            let all = lifecycle::list(&dirs(d))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<20} {:<8} {:>8} {:>10} {:>6}",
+                    "NAME", "STATE", "PID", "MEMORY", "PROCS"
+                );
+                for s in &all {
+                    println!(
+                        "{:<20} {:<8} {:>8} {:>10} {:>6}",
+                        s.name,
+                        state_word(s),
+                        s.pid.map_or("-".into(), |p| p.to_string()),
+                        s.memory_bytes.map_or("-".into(), human_bytes),
+                        s.processes.map_or("-".into(), |p| p.to_string()),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Status {
+            dirs: d,
+            json,
+            name,
+        } => {
+            let s = lifecycle::status(&dirs(d), &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("name:    {}", s.name);
+                println!("state:   {}", state_word(&s));
+                if let Some(p) = s.pid {
+                    println!("pid:     {p}");
+                }
+                if let Some(r) = &s.root {
+                    println!("root:    {}", r.display());
+                }
+                if let Some(m) = s.memory_bytes {
+                    println!("memory:  {}", human_bytes(m));
+                }
+                if let Some(p) = s.processes {
+                    println!("procs:   {p}");
+                }
+                if let Some(u) = s.uptime_secs {
+                    println!("uptime:  {u}s");
+                }
+            }
+            Ok(ExitCode::from(if s.running { 0 } else { 3 }))
+        }
+    }
+}
+
+fn state_word(s: &lifecycle::Status) -> &'static str {
+    match (s.running, s.stale) {
+        (true, _) => "running",
+        (false, true) => "stopped (stale record)",
+        (false, false) => "stopped",
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1}G", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1u64 << 20) as f64),
+        b => format!("{}K", b >> 10),
+    }
+}
+
+fn exit_code(code: i32) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

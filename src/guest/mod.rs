@@ -7,14 +7,19 @@
 //! - `rootfs`: the set-up sequence inside the namespaces, pivot_root included.
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
+//! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
+//!   runtime state under /run/unifs, start/stop/exec/status).
 
 pub mod caps;
 pub mod cgroup;
+pub mod config;
 mod error;
 pub mod launch;
+pub mod lifecycle;
 mod net;
 mod rootfs;
 pub mod spec;
+pub mod state;
 pub mod sys;
 
 pub use error::{Error, Result};

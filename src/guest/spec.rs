@@ -81,6 +81,7 @@ pub enum NetMode {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetSpec {
     pub mode: NetMode,
     /// veth: the guest's address, `ADDR/PREFIX`.

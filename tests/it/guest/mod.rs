@@ -3,4 +3,5 @@
 
 mod harness;
 mod limits;
+mod named;
 mod run;

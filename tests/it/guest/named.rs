@@ -1,0 +1,320 @@
+//! Named guests: start → exec → enter → stop, state, errors.
+//!
+//! These use `root_mount = "bind"` until `unifs mount` (the overlay) is
+//! merged; then `ROOT_MOUNT` below switches them to the FUSE overlay.
+
+use super::harness::{can_run, run_bounded, stderr, stdout, KillOnDrop, TestRoot};
+use crate::common::unifs_bin;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// Flip to "overlay" once `unifs mount` lands.
+const ROOT_MOUNT: &str = "bind";
+
+/// A guest with its own config and runtime dirs; stops and unmounts on drop.
+struct Guest {
+    name: String,
+    t: TestRoot,
+    config_dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Guest {
+    fn new(test: &str, init: &str, reaper: bool) -> Guest {
+        let t = TestRoot::new();
+        let config_dir = t.dir.path().join("config");
+        let run_dir = t.dir.path().join("run");
+        std::fs::create_dir(&config_dir).unwrap();
+        let name = format!("t{}-{test}", std::process::id());
+        let toml = format!(
+            "root = {:?}\nroot_mount = {ROOT_MOUNT:?}\nhostname = \"{test}\"\ninit = {init}\ninit_reaper = {reaper}\n\
+             [limits]\npids = 64\n",
+            t.root()
+        );
+        std::fs::write(config_dir.join(format!("{name}.toml")), toml).unwrap();
+        Guest {
+            name,
+            t,
+            config_dir,
+            run_dir,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
+        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
+        cmd.arg("guest").args(args);
+        cmd
+    }
+
+    fn unifs(&self, args: &[&str]) -> Output {
+        run_bounded(self.cmd(args), Duration::from_secs(30))
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let o = self.unifs(&["status", "--json", &self.name]);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+    }
+
+    fn mounted_root(&self) -> PathBuf {
+        self.run_dir.join(&self.name).join("root")
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
+        let root = self.mounted_root();
+        if is_mounted(&root) {
+            let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+fn ok(o: &Output) -> String {
+    super::harness::ok(o)
+}
+
+#[test]
+fn named_start_exec_enter_stop() {
+    if !can_run("named_start_exec_enter_stop") {
+        return;
+    }
+    let g = Guest::new("lifecycle", "[\"/bin/sleep\", \"1000\"]", true);
+    let out = ok(&g.unifs(&["start", &g.name]));
+    assert!(out.contains("started"), "{out}");
+    let st = g.state();
+    assert_eq!(st["running"], true, "{st}");
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    assert!(is_mounted(&g.mounted_root()));
+
+    // exec: inside its namespaces, as a sibling of init.
+    let out = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "lifecycle");
+    assert!(
+        lines[2].trim().parse::<u32>().unwrap() <= 5,
+        "only the guest's processes: {out}"
+    );
+    // Its exit status is exec's; a write lands in the guest's tree.
+    let o = g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo hello > /written; exit 5",
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(g.t.root().join("written")).unwrap(),
+        "hello\n"
+    );
+    // Same privileges as init: no mount.
+    let o = g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/mount",
+        "-t",
+        "tmpfs",
+        "x",
+        "/mnt",
+    ]);
+    assert!(!o.status.success());
+
+    // enter: the shell, reading commands from stdin.
+    let mut enter = g.cmd(&["enter", &g.name]);
+    enter
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(Some(enter.spawn().unwrap()));
+    {
+        use std::io::Write;
+        let mut stdin = child.0.as_mut().unwrap().stdin.take().unwrap();
+        stdin
+            .write_all(b"echo entered-$(hostname)\nexit 0\n")
+            .unwrap();
+    }
+    let out = super::harness::wait_bounded(child, Duration::from_secs(20));
+    assert!(
+        stdout(&out).contains("entered-lifecycle"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let out = ok(&g.unifs(&["list"]));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&g.name) && l.contains("running")),
+        "{out}"
+    );
+
+    // stop: init (under the reaper) ends on SIGTERM; nothing is left.
+    let out = ok(&g.unifs(&["stop", "--timeout", "5", &g.name]));
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!alive(pid), "init {pid} survived stop");
+    assert!(!is_mounted(&g.mounted_root()), "root still mounted");
+    assert!(!g.run_dir.join(&g.name).join("state.json").exists());
+    let o = g.unifs(&["status", &g.name]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stdout(&o).contains("stopped"));
+    for base in [
+        "/sys/fs/cgroup/pids/unifs",
+        "/sys/fs/cgroup/unified/unifs",
+        "/sys/fs/cgroup/unifs",
+    ] {
+        assert!(
+            !Path::new(base).join(&g.name).exists(),
+            "cgroup left in {base}"
+        );
+    }
+    // The backing tree is intact.
+    assert!(g.t.root().join("bin/busybox").exists());
+}
+
+#[test]
+fn named_stop_kills_an_init_that_ignores_sigterm() {
+    if !can_run("named_stop_kills_an_init_that_ignores_sigterm") {
+        return;
+    }
+    // As PID 1 without a handler, sleep ignores SIGTERM.
+    let g = Guest::new("stubborn", "[\"/bin/sleep\", \"1000\"]", false);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.state()["pid"].as_i64().unwrap();
+    // A second process in the guest must die too.
+    let mut bg = g.cmd(&["exec", &g.name, "--", "/bin/sleep", "1000"]);
+    bg.stdout(Stdio::null()).stderr(Stdio::null());
+    let _bg = KillOnDrop(Some(bg.spawn().unwrap()));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = ok(&g.unifs(&["stop", "--timeout", "0.3", &g.name]));
+    assert!(out.contains("killed"), "{out}");
+    assert!(!alive(pid));
+    assert!(!is_mounted(&g.mounted_root()));
+}
+
+#[test]
+fn named_second_start_is_refused_and_stale_records_are_cleaned() {
+    if !can_run("named_second_start_is_refused_and_stale_records_are_cleaned") {
+        return;
+    }
+    let g = Guest::new("twice", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.state()["pid"].as_i64().unwrap();
+    let o = g.unifs(&["start", &g.name]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already running"), "{}", stderr(&o));
+
+    // Init dies behind our back: the guest shows as stopped, not running.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = g.state();
+    assert_eq!(st["running"], false, "{st}");
+    assert_eq!(st["stale"], true, "{st}");
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    // A new start cleans the stale record up and runs.
+    let o = g.unifs(&["start", &g.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("stale"),
+        "says what it cleaned: {}",
+        stderr(&o)
+    );
+    assert_eq!(g.state()["running"], true);
+}
+
+#[test]
+fn named_errors_leave_nothing_behind() {
+    if !can_run("named_errors_leave_nothing_behind") {
+        return;
+    }
+    // An init the root does not have.
+    let g = Guest::new("noinit", "[\"/sbin/no-such-init\"]", false);
+    let o = g.unifs(&["start", &g.name]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/sbin/no-such-init: command not found in guest root"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mounted(&g.mounted_root()));
+    assert!(!g.run_dir.join(&g.name).join("state.json").exists());
+    assert!(!Path::new("/sys/fs/cgroup/pids/unifs")
+        .join(&g.name)
+        .exists());
+
+    let o = g.unifs(&["start", "nobody-configured-this"]);
+    assert!(
+        stderr(&o).contains("no config for guest nobody-configured-this"),
+        "{}",
+        stderr(&o)
+    );
+    let o = g.unifs(&["stop", &g.name]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    let o = g.unifs(&["start", "../etc"]);
+    assert!(stderr(&o).contains("invalid guest name"), "{}", stderr(&o));
+
+    // A backing directory that does not exist.
+    let cfg = g.config_dir.join("gone.toml");
+    std::fs::write(
+        &cfg,
+        "root = \"/nonexistent/unifs-guest\"\nroot_mount = \"bind\"\n",
+    )
+    .unwrap();
+    let o = g.unifs(&["start", "gone"]);
+    assert!(
+        stderr(&o).contains("/nonexistent/unifs-guest"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mounted(&g.run_dir.join("gone/root")));
+}
+
+#[test]
+fn named_list_json() {
+    if !can_run("named_list_json") {
+        return;
+    }
+    let g = Guest::new("listed", "[\"/bin/sleep\", \"1000\"]", true);
+    let o = g.unifs(&["list", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(all[0]["name"], g.name.as_str());
+    assert_eq!(all[0]["running"], false);
+    ok(&g.unifs(&["start", &g.name]));
+    let all: serde_json::Value =
+        serde_json::from_slice(&g.unifs(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(all[0]["running"], true);
+    assert!(all[0]["processes"].as_u64().unwrap() >= 1, "{all}");
+}
