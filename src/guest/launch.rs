@@ -42,6 +42,7 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     let status = wait_exit(spawned.pid);
     spawned.cgroup.kill_all();
     spawned.cgroup.remove();
+    net::teardown(spec);
     status
 }
 
@@ -76,6 +77,7 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, track: bool) -> Result<Spawned> {
         }
     }
     spec.limits.check()?;
+    net::check(spec)?;
     let cgroup = if spec.limits.is_empty() && !track {
         Cgroup::default()
     } else {

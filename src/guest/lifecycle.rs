@@ -248,6 +248,7 @@ fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
     }
     unmount_root(&run.root(), st.root_mount)?;
     st.cgroup.remove();
+    super::net::teardown(&st.spec);
     // Never remove_dir_all: if the unmount had failed, root/ would be the
     // guest's files.
     let _ = std::fs::remove_dir(run.root());

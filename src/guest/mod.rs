@@ -16,7 +16,7 @@ pub mod config;
 mod error;
 pub mod launch;
 pub mod lifecycle;
-mod net;
+pub mod net;
 mod rootfs;
 pub mod spec;
 pub mod state;

@@ -4,4 +4,5 @@
 mod harness;
 mod limits;
 mod named;
+mod net;
 mod run;
