@@ -151,6 +151,7 @@ fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, repor
             nix::unistd::dup2_stderr(log).map_err(|e| Error::sys("redirecting stderr", e))?;
         }
         drop(stdio);
+        sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;
         rootfs::prepare(&Linux, spec, foreground)
     });
     match result {
@@ -202,6 +203,7 @@ fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
         Err(e) => fail(&report, b'E', &format!("fork for --init: {e}")),
     };
     drop(report);
+    sys::close_fds();
     loop {
         let Ok(sig) = all.wait() else { continue };
         if sig != Signal::SIGCHLD {

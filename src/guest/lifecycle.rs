@@ -313,7 +313,10 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>) -> Result<i32> {
     match sys::fork().map_err(|e| Error::sys("fork into the guest", e))? {
         Forked::Child => {
             drop(report_r);
-            if let Err(e) = rootfs::drop_privileges(&Linux, &spec, true) {
+            let ready = sys::close_fds_on_exec()
+                .map_err(|e| Error::sys("close_range", e))
+                .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));
+            if let Err(e) = ready {
                 let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
                 sys::exit_child(127);
             }

@@ -351,6 +351,30 @@ pub fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Marks every fd above stderr close-on-exec, so no host file or directory
+/// the launcher inherited (an fd of a host directory is a way out of any
+/// root) reaches the guest's command.
+pub fn close_fds_on_exec() -> nix::Result<()> {
+    // SAFETY: close_range takes two fd numbers and flags, no pointers; with
+    // CLOSE_RANGE_CLOEXEC it closes nothing now.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Closes every fd above stderr, for the `--init` reaper, which never execs:
+/// guest root could otherwise open them through /proc/1/fd.
+pub fn close_fds() {
+    // SAFETY: as above; the caller holds no fd above 2 it still needs.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
 /// A pidfd for `pid`, for setns into all of its namespaces at once.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags, no pointers.

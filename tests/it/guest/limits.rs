@@ -45,9 +45,14 @@ fn limits_pids_caps_a_fork_bomb() {
     let out = t.sh(&["--pids", "20"], script);
     let n = stdout(&out).lines().filter(|l| *l == "started").count();
     assert!((1..20).contains(&n), "forks allowed: {n}");
-    // A real fork bomb ends too, taken down with PID 1.
-    let bomb = t.sh(&["--pids", "30"], "b() { b | b & }; b; sleep 1; echo alive");
-    assert!(stdout(&bomb).contains("alive"), "{}", stderr(&bomb));
+    // A real fork bomb hits the cap (forks fail) and ends with PID 1, within
+    // the bounded wait of `sh`; the host can still fork meanwhile.
+    let bomb = t.sh(&["--pids", "30"], "b() { b | b & }; b; sleep 1");
+    assert!(stderr(&bomb).contains("can't fork"), "{}", stderr(&bomb));
+    assert!(std::process::Command::new("true")
+        .status()
+        .unwrap()
+        .success());
 }
 
 #[test]
@@ -78,4 +83,81 @@ fn limits_group_is_removed_after_run() {
         let dir = std::path::Path::new(base).join(&group);
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
+}
+
+/// Starts `unifs run OPTS -- sleep 2` and returns the control file `file`
+/// of its group in `hierarchy`, read while it runs.
+fn control_file_while_running(
+    t: &TestRoot,
+    opts: &[&str],
+    hierarchies: &[&str],
+    file: &str,
+) -> Option<String> {
+    let mut cmd = std::process::Command::new(crate::common::unifs_bin());
+    cmd.arg("run").args(opts).arg("--root").arg(t.root());
+    cmd.args(["--", "/bin/sleep", "2"]);
+    let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+    let group = format!("unifs/run-{}", child.0.as_ref().unwrap().id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut found = None;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        found = hierarchies
+            .iter()
+            .map(|h| std::path::Path::new(h).join(&group).join(file))
+            .find_map(|p| std::fs::read_to_string(p).ok());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(child);
+    found
+}
+
+#[test]
+fn limits_cpus_sets_the_cfs_quota() {
+    if !can_run("limits_cpus_sets_the_cfs_quota") {
+        return;
+    }
+    let t = TestRoot::new();
+    let v1 = control_file_while_running(
+        &t,
+        &["--cpus", "0.5"],
+        &["/sys/fs/cgroup/cpu"],
+        "cpu.cfs_quota_us",
+    );
+    let v2 = control_file_while_running(
+        &t,
+        &["--cpus", "0.5"],
+        &["/sys/fs/cgroup", "/sys/fs/cgroup/unified"],
+        "cpu.max",
+    );
+    match (v1, v2) {
+        (Some(q), _) => assert_eq!(q.trim(), "50000"),
+        (None, Some(max)) => assert_eq!(max.trim(), "50000 100000"),
+        (None, None) => panic!("no cpu limit found in any hierarchy"),
+    }
+}
+
+#[test]
+fn limits_io_weight_is_applied_or_refused_clearly() {
+    if !can_run("limits_io_weight_is_applied_or_refused_clearly") {
+        return;
+    }
+    let t = TestRoot::new();
+    let out = t.sh(&["--io-weight", "200"], "echo ran");
+    if out.status.success() {
+        assert!(stdout(&out).contains("ran"));
+    } else {
+        // e.g. v1 blkio without BFQ: no weight file at all.
+        let err = stderr(&out);
+        assert!(err.contains("cannot apply --io-weight"), "{err}");
+        assert!(
+            !stdout(&out).contains("ran"),
+            "must not run without the limit"
+        );
+    }
+    let out = t.sh(&["--io-weight", "5"], "echo ran");
+    assert!(
+        stderr(&out).contains("must be 10..=1000"),
+        "{}",
+        stderr(&out)
+    );
 }

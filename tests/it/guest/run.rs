@@ -283,3 +283,45 @@ fn run_forwards_sigterm_to_the_guest() {
     assert_eq!(out.status.code(), Some(143));
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn run_inherited_fds_do_not_reach_the_guest() {
+    if !can_run("run_inherited_fds_do_not_reach_the_guest") {
+        return;
+    }
+    let t = TestRoot::new();
+    // fd 7 is a host directory: with it a guest could fchdir out of its root.
+    for init in [&[][..], &["--init"][..]] {
+        let script = format!(
+            "exec 7</ ; exec {} run {} --root {} -- /bin/sh -c 'ls /proc/self/fd /proc/1/fd | tr \"\\n\" \" \"'",
+            unifs_bin().display(),
+            init.join(" "),
+            t.root().display()
+        );
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", &script]);
+        let out = ok(&run_bounded(cmd, Duration::from_secs(20)));
+        assert!(
+            !out.split_whitespace().any(|f| f == "7"),
+            "fd 7 leaked ({init:?}): {out}"
+        );
+    }
+}
+
+#[test]
+fn run_needs_root_and_says_so() {
+    if !can_run("run_needs_root_and_says_so") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--", "/bin/true"]);
+    cmd.uid(65534).gid(65534);
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
+}
