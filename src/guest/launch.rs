@@ -139,6 +139,7 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
 
 /// Runs in the clone child; never returns.
 fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, report: OwnedFd) -> ! {
+    sys::set_not_dumpable();
     let mut go = [0u8; 1];
     if !matches!(std::fs::File::from(ready).read(&mut go), Ok(1)) {
         sys::exit_child(1); // The parent gave up on us.

@@ -313,6 +313,7 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>) -> Result<i32> {
     match sys::fork().map_err(|e| Error::sys("fork into the guest", e))? {
         Forked::Child => {
             drop(report_r);
+            sys::set_not_dumpable();
             let ready = sys::close_fds_on_exec()
                 .map_err(|e| Error::sys("close_range", e))
                 .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));

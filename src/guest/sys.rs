@@ -368,6 +368,13 @@ pub fn close_fds_on_exec() -> nix::Result<()> {
     Errno::result(rc).map(drop)
 }
 
+/// Makes this process non-dumpable: without CAP_SYS_PTRACE nobody can ptrace
+/// it or open its /proc/PID/{mem,fd,exe,environ}. execve resets it, so it
+/// guards the launcher's own code inside the guest (set-up, the reaper).
+pub fn set_not_dumpable() {
+    let _ = nix::sys::prctl::set_dumpable(false);
+}
+
 /// Closes every fd above stderr, for the `--init` reaper, which never execs:
 /// guest root could otherwise open them through /proc/1/fd.
 pub fn close_fds() {

@@ -153,15 +153,32 @@ fn run_no_ptrace_of_outside_processes() {
         return;
     }
     let t = TestRoot::new();
-    // The launcher's own process is outside the guest: its PID has no name
-    // inside, so it cannot be addressed, and ptrace is out of the bounding set.
-    let out = ok(&t.sh(
-        &[],
-        "ls /proc/0/ 2>&1 | head -1; grep -c . /proc/1/status >/dev/null && echo own-ok; \
-         grep NoNewPrivs /proc/self/status",
-    ));
+    // An outside process has no PID inside, so nothing can name it; the
+    // launcher's own PID 1 (--init) is not dumpable, so guest root cannot
+    // open its memory, fds or executable; and sys_ptrace is gone.
+    let mut host =
+        super::harness::KillOnDrop(Some(Command::new("sleep").arg("30").spawn().unwrap()));
+    let host_pid = host.0.as_ref().unwrap().id();
+    let script = format!(
+        "test -e /proc/{host_pid} && echo host-visible; cat /proc/1/environ >/dev/null 2>&1 && echo environ-readable; \
+         readlink /proc/1/fd/1 >/dev/null 2>&1 && echo fds-readable; readlink /proc/1/exe && echo exe-visible; \
+         grep -c . /proc/self/status >/dev/null && echo own-ok; grep -E 'NoNewPrivs|CapEff' /proc/self/status"
+    );
+    let out = ok(&t.sh(&["--init"], &script));
     assert!(out.contains("own-ok"), "{out}");
+    for bad in [
+        "host-visible",
+        "environ-readable",
+        "fds-readable",
+        "exe-visible",
+    ] {
+        assert!(!out.contains(bad), "{bad}: {out}");
+    }
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    let eff = out.lines().find(|l| l.starts_with("CapEff")).unwrap();
+    let mask = u64::from_str_radix(eff.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(mask & (1 << 19), 0, "sys_ptrace kept: {eff}");
+    assert!(host.0.as_mut().unwrap().try_wait().unwrap().is_none());
 }
 
 #[test]
