@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = RUN_EXAMPLES)]
 pub struct RunArgs {
     // Boxed: these options would make `Command` very uneven in size.
     #[command(flatten)]
@@ -76,6 +77,18 @@ pub struct RunOptions {
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
+
+const RUN_EXAMPLES: &str = "\
+The guest gets new mount, PID, UTS, IPC, cgroup and (unless --net host) network
+namespaces, a fresh /proc (/proc/sys read-only), /sys read-only, a minimal /dev
+and a tmpfs /run; it keeps a reduced capability set, with no_new_privs. The exit
+status is the command's (128+N for signal N). A limit the host cannot apply is
+an error. Needs root. More in docs/guests.md and docs/security.md.
+
+Examples:
+  unifs run --root /srv/guests/web1 -- /bin/sh
+  unifs run --root R --memory 512M --pids 200 --cpus 1 -- make -C /src
+  unifs run --root R --net veth --ip 10.0.3.2/24 --host-ip 10.0.3.1/24 --init -- /usr/sbin/sshd -D";
 
 /// Where named guests' configs and runtime state live.
 #[derive(clap::Args, Debug, Clone)]

@@ -34,6 +34,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         return Err(Error::Permission("starting a guest"));
     }
     let run = RunDir::new(&dirs.run_dir, name);
+    let _lock = run.lock()?;
     if let Some(old) = run.read()? {
         if state::alive(old.pid, old.start_time) {
             return Err(Error::AlreadyRunning {
@@ -205,12 +206,17 @@ pub enum Stopped {
 pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    let Some(st) = run.read()? else {
+    if run.read()?.is_none() {
         return Err(Error::NotRunning { name: name.into() });
-    };
+    }
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Permission("stopping a guest"));
     }
+    let _lock = run.lock()?;
+    // Re-read under the lock: a concurrent stop may have finished.
+    let Some(st) = run.read()? else {
+        return Err(Error::NotRunning { name: name.into() });
+    };
     let was_alive = state::alive(st.pid, st.start_time);
     let clean = teardown(&run, &st, timeout)?;
     Ok(match (was_alive, clean) {

@@ -50,6 +50,21 @@ impl RunDir {
         self.dir.join("console.log")
     }
 
+    /// An exclusive lock on this guest's runtime directory (creating it), so
+    /// two starts or stops of one guest cannot interleave. Released on drop.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))?;
+        let path = self.dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::sys(format!("locking {}", path.display()), e))
+    }
+
     pub fn read(&self) -> Result<Option<State>> {
         let path = self.state_file();
         match std::fs::read(&path) {

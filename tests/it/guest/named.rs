@@ -318,3 +318,43 @@ fn named_list_json() {
     assert_eq!(all[0]["running"], true);
     assert!(all[0]["processes"].as_u64().unwrap() >= 1, "{all}");
 }
+
+#[test]
+fn named_concurrent_starts_start_one_guest() {
+    if !can_run("named_concurrent_starts_start_one_guest") {
+        return;
+    }
+    let g = Guest::new("race", "[\"/bin/sleep\", \"1000\"]", true);
+    let spawn = || {
+        let mut c = g.cmd(&["start", &g.name]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        KillOnDrop(Some(c.spawn().unwrap()))
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [
+        super::harness::wait_bounded(a, Duration::from_secs(20)),
+        super::harness::wait_bounded(b, Duration::from_secs(20)),
+    ];
+    let started = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        started,
+        1,
+        "{:?}",
+        outs.iter().map(stderr).collect::<Vec<_>>()
+    );
+    let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+    assert!(
+        stderr(loser).contains("already running"),
+        "{}",
+        stderr(loser)
+    );
+    let root = g.mounted_root();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&*root.to_string_lossy()))
+        .count();
+    assert_eq!(stacked, 1, "one root mount");
+    ok(&g.unifs(&["stop", "--timeout", "2", &g.name]));
+    assert!(!is_mounted(&root));
+}
