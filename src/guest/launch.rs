@@ -145,8 +145,11 @@ fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, repor
         sys::exit_child(1); // The parent gave up on us.
     }
     let result = std::panic::catch_unwind(|| -> Result<()> {
+        // A session of its own, without a controlling terminal: the guest
+        // may use the terminal it was given, but TIOCSTI (typing into the
+        // host's shell) needs it as controlling tty or CAP_SYS_ADMIN.
+        nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
         if let Stdio::Detached { log, null } = &stdio {
-            let _ = nix::unistd::setsid();
             nix::unistd::dup2_stdin(null).map_err(|e| Error::sys("redirecting stdin", e))?;
             nix::unistd::dup2_stdout(log).map_err(|e| Error::sys("redirecting stdout", e))?;
             nix::unistd::dup2_stderr(log).map_err(|e| Error::sys("redirecting stderr", e))?;

@@ -320,6 +320,8 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>) -> Result<i32> {
         Forked::Child => {
             drop(report_r);
             sys::set_not_dumpable();
+            // As in launch: no controlling terminal, so no TIOCSTI.
+            let _ = nix::unistd::setsid();
             let ready = sys::close_fds_on_exec()
                 .map_err(|e| Error::sys("close_range", e))
                 .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));

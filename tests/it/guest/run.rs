@@ -12,6 +12,9 @@ fn run_pid_1_is_the_command() {
     }
     let t = TestRoot::new();
     assert_eq!(ok(&t.sh(&[], "echo $$")).trim(), "1");
+    // A session of its own (field 6 of stat is the session id): no
+    // controlling terminal shared with the host, so no TIOCSTI into it.
+    assert_eq!(ok(&t.sh(&[], "cut -d' ' -f6 /proc/1/stat")).trim(), "1");
     // With --init the command runs under the reaper, as PID 2.
     assert_eq!(ok(&t.sh(&["--init"], "echo $$")).trim(), "2");
 }
