@@ -216,20 +216,104 @@ impl Syscall for Linux {
         let Ok(env) = cstrings(env.iter().map(|e| e.as_bytes())) else {
             return Errno::EINVAL;
         };
-        let candidates = exec_candidates(program, &env);
-        let mut err = Errno::ENOENT;
-        for path in candidates {
-            let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
-                return Errno::EINVAL;
-            };
-            match nix::unistd::execve(&path, &args, &env) {
-                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
-                Err(e) => err = e,
-                Ok(never) => match never {},
-            }
+        let path = match find_executable(program, &env) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
+            return Errno::EINVAL;
+        };
+        if let Some(trampoline) = trampoline() {
+            // argv of the trampoline: its name, the program, the program's argv.
+            let mut targs = vec![c"unifs-exec".to_owned(), path.clone()];
+            targs.extend(args.iter().cloned());
+            // Returns only on failure (e.g. vm.memfd_noexec): exec directly.
+            let _ = nix::unistd::fexecve(&trampoline, &targs, &env);
         }
-        err
+        match nix::unistd::execve(&path, &args, &env) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        }
     }
+}
+
+/// The first executable candidate for `program`: ENOENT if there is none,
+/// or the error of the first one that exists but cannot be run.
+fn find_executable(program: &Path, env: &[CString]) -> Result<PathBuf, Errno> {
+    let mut first_err = None;
+    for path in exec_candidates(program, env) {
+        match nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if path.is_file() => return Ok(path),
+            Ok(()) => first_err = first_err.or(Some(Errno::EACCES)),
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    Err(first_err.unwrap_or(Errno::ENOENT))
+}
+
+/// x86-64 code of the exec trampoline: `execve(argv[1], &argv[2], envp)`,
+/// else `exit_group(127)`. Assembled from:
+///   mov rax,[rsp]; mov rdi,[rsp+16]; lea rsi,[rsp+24]; lea rdx,[rsp+rax*8+16]
+///   mov eax,59; syscall; mov edi,127; mov eax,231; syscall
+const TRAMPOLINE_CODE: [u8; 38] = [
+    0x48, 0x8b, 0x04, 0x24, 0x48, 0x8b, 0x7c, 0x24, 0x10, 0x48, 0x8d, 0x74, 0x24, 0x18, 0x48, 0x8d,
+    0x54, 0xc4, 0x10, 0xb8, 0x3b, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xbf, 0x7f, 0x00, 0x00, 0x00, 0xb8,
+    0xe7, 0x00, 0x00, 0x00, 0x0f, 0x05,
+];
+
+/// A minimal static ELF around [`TRAMPOLINE_CODE`]: header, one R+X load
+/// segment, code.
+fn trampoline_elf() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let len = HEADERS + TRAMPOLINE_CODE.len() as u64;
+    let mut elf = Vec::with_capacity(len as usize);
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // PF_R | PF_X
+    for word in [0, BASE, BASE, len, len, 0x1000u64] {
+        // offset, vaddr, paddr, filesz, memsz, align
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(&TRAMPOLINE_CODE);
+    elf
+}
+
+/// A sealed memfd holding the exec trampoline, or None where it cannot be
+/// had (not x86-64, no memfd). The guest's command is exec'd through it so
+/// that, at that exec, /proc/self/exe is this anonymous file and not the
+/// host's unifs binary: a guest script whose interpreter is /proc/self/exe
+/// would otherwise run, and could then overwrite, the host's binary.
+fn trampoline() -> Option<OwnedFd> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let create = |flags: libc::c_uint| {
+        // SAFETY: the name is a NUL-terminated literal; flags are plain bits.
+        let fd = unsafe { libc::memfd_create(c"unifs-exec".as_ptr(), flags) };
+        // SAFETY: a non-negative return is a new fd nothing else owns.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // MFD_EXEC (Linux 6.3+) keeps it executable under vm.memfd_noexec=1.
+    let fd = create(base | libc::MFD_EXEC).or_else(|| create(base))?;
+    nix::unistd::write(&fd, &trampoline_elf()).ok()?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: F_ADD_SEALS takes an int argument, no pointers.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    (rc == 0).then_some(fd)
 }
 
 fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<Vec<CString>, Errno> {
@@ -434,6 +518,39 @@ pub fn reset_signals() {
         }
     }
     let _ = SigSet::empty().thread_set_mask();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trampoline_elf_is_well_formed() {
+        let elf = trampoline_elf();
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(elf.len(), 64 + 56 + TRAMPOLINE_CODE.len());
+        let entry = u64::from_le_bytes(elf[24..32].try_into().unwrap());
+        assert_eq!(entry, 0x40_0000 + 120);
+        let filesz = u64::from_le_bytes(elf[64 + 32..64 + 40].try_into().unwrap());
+        assert_eq!(filesz as usize, elf.len());
+    }
+
+    #[test]
+    fn candidates_search_the_guests_path() {
+        let env = [CString::new("PATH=/a:/b").unwrap()];
+        assert_eq!(
+            exec_candidates(Path::new("sh"), &env),
+            [PathBuf::from("/a/sh"), PathBuf::from("/b/sh")]
+        );
+        assert_eq!(
+            exec_candidates(Path::new("./x"), &env),
+            [PathBuf::from("./x")]
+        );
+        assert_eq!(
+            find_executable(Path::new("/no/such"), &env),
+            Err(Errno::ENOENT)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -358,3 +358,25 @@ fn named_concurrent_starts_start_one_guest() {
     ok(&g.unifs(&["stop", "--timeout", "2", &g.name]));
     assert!(!is_mounted(&root));
 }
+
+#[test]
+fn named_exec_never_runs_the_hosts_unifs_in_the_guest() {
+    if !can_run("named_exec_never_runs_the_hosts_unifs_in_the_guest") {
+        return;
+    }
+    let g = Guest::new("selfexe", "[\"/bin/sleep\", \"1000\"]", false);
+    // `exec` runs its child from the host's unifs binary up to the exec; a
+    // script with interpreter /proc/self/exe must not get that binary.
+    let script = g.t.root().join("tmp/echo");
+    std::fs::write(&script, "#!/proc/self/exe /bin/busybox\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let out = g.unifs(&["exec", &g.name, "--", "/tmp/echo"]);
+    assert!(
+        !stderr(&out).contains("Usage: unifs"),
+        "the host's unifs ran in the guest: {}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "\n");
+}

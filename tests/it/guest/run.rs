@@ -345,3 +345,37 @@ fn run_needs_root_and_says_so() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
 }
+
+#[test]
+fn run_proc_self_exe_is_not_the_hosts_unifs() {
+    if !can_run("run_proc_self_exe_is_not_the_hosts_unifs") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A guest script whose interpreter is /proc/self/exe: if the launcher
+    // exec'd it directly, the kernel would run the host's unifs binary in
+    // the guest (and guest root could later write to it). Through the exec
+    // trampoline it runs the trampoline, which execs /bin/busybox as "echo".
+    std::fs::write(t.root().join("tmp/echo"), "#!/proc/self/exe /bin/busybox\n").unwrap();
+    std::fs::set_permissions(
+        t.root().join("tmp/echo"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for opts in [&[][..], &["--init"][..]] {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("run")
+            .args(opts)
+            .arg("--root")
+            .arg(t.root())
+            .args(["--", "/tmp/echo"]);
+        let out = run_bounded(cmd, Duration::from_secs(20));
+        assert!(
+            !stderr(&out).contains("unifs"),
+            "the host's unifs ran in the guest: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "\n");
+    }
+}
