@@ -138,6 +138,9 @@ pub enum GuestCommand {
     Exec {
         #[command(flatten)]
         dirs: GuestDirs,
+        /// Give the command a terminal of the guest's own.
+        #[arg(short, long)]
+        tty: bool,
         name: String,
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
@@ -236,9 +239,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         GuestCommand::Enter { dirs: d, name } => exit_code(lifecycle::enter(&dirs(d), &name)?),
         GuestCommand::Exec {
             dirs: d,
+            tty,
             name,
             command,
-        } => exit_code(lifecycle::exec(&dirs(d), &name, command)?),
+        } => exit_code(lifecycle::exec(&dirs(d), &name, command, tty)?),
         GuestCommand::List { dirs: d, json } => {
             let all = lifecycle::list(&dirs(d))?;
             if json {

@@ -6,7 +6,7 @@ use super::config::{GuestConfig, RootMount};
 use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
-use super::{rootfs, Error, NetMode, Result};
+use super::{console, rootfs, Error, NetMode, Result};
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -287,7 +287,8 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
 
 /// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
 /// namespaces and cgroups, with its privileges; returns CMD's exit status.
-pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>) -> Result<i32> {
+/// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
+pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<i32> {
     let st = running(dirs, name)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Permission("entering a guest"));
@@ -313,6 +314,12 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>) -> Result<i32> {
     let mut spec = st.spec.clone();
     spec.command = command;
     spec.root = PathBuf::from("/");
+    // Opened here, after setns: /dev/ptmx is now the guest's devpts.
+    let pty = if tty {
+        Some(console::open_pty()?)
+    } else {
+        None
+    };
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
     // The PID namespace applies to children only: fork into it.
@@ -322,8 +329,10 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>) -> Result<i32> {
             sys::set_not_dumpable();
             // As in launch: no controlling terminal, so no TIOCSTI.
             let _ = nix::unistd::setsid();
-            let ready = sys::close_fds_on_exec()
-                .map_err(|e| Error::sys("close_range", e))
+            let ready = pty
+                .as_ref()
+                .map_or(Ok(()), |p| console::attach_slave(&p.slave))
+                .and_then(|()| sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e)))
                 .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));
             if let Err(e) = ready {
                 let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
@@ -348,15 +357,20 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>) -> Result<i32> {
                 });
             }
             sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
-            launch::wait_exit(child)
+            match pty {
+                Some(p) => console::proxy(p.master, child),
+                None => launch::wait_exit(child),
+            }
         }
     }
 }
 
-/// `guest enter NAME`: the configured shell, interactively.
+/// `guest enter NAME`: the configured shell, on a terminal of the guest's
+/// own when we have one.
 pub fn enter(dirs: &Dirs, name: &str) -> Result<i32> {
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
-    exec(dirs, name, vec![cfg.shell])
+    let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    exec(dirs, name, vec![cfg.shell], tty)
 }
 
 /// One line of `list`, or `status`.

@@ -13,6 +13,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod config;
+pub mod console;
 mod error;
 pub mod launch;
 pub mod lifecycle;

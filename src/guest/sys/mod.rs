@@ -12,7 +12,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 use std::ffi::{CString, OsStr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -263,6 +263,19 @@ fn find_executable(program: &Path, env: &[CString]) -> Result<PathBuf, Errno> {
 /// else `exit_group(127)`. Assembled from:
 ///   mov rax,[rsp]; mov rdi,[rsp+16]; lea rsi,[rsp+24]; lea rdx,[rsp+rax*8+16]
 ///   mov eax,59; syscall; mov edi,127; mov eax,231; syscall
+/// The window size of the terminal `from`, copied to the terminal `to`.
+/// False if `from` is not a terminal.
+pub fn copy_window_size(from: BorrowedFd, to: BorrowedFd) -> bool {
+    // SAFETY: winsize is plain old data; all-zero is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which outlives the call.
+    if unsafe { libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return false;
+    }
+    // SAFETY: TIOCSWINSZ reads one winsize from `ws`.
+    unsafe { libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws) == 0 }
+}
+
 fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<Vec<CString>, Errno> {
     items
         .map(|b| CString::new(b).map_err(|_| Errno::EINVAL))

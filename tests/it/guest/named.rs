@@ -380,3 +380,43 @@ fn named_exec_never_runs_the_hosts_unifs_in_the_guest() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "\n");
 }
+
+#[test]
+fn named_enter_on_a_terminal_gets_a_pty_of_the_guests_own() {
+    if !can_run("named_enter_on_a_terminal_gets_a_pty_of_the_guests_own") {
+        return;
+    }
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let g = Guest::new("tty", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    // The user's terminal: a pty of the host, as a terminal emulator gives.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut enter = g.cmd(&["enter", &g.name]);
+    enter.stdin(Stdio::from(pty.slave.try_clone().unwrap()));
+    enter.stdout(Stdio::from(pty.slave.try_clone().unwrap()));
+    enter.stderr(Stdio::from(pty.slave));
+    let child = KillOnDrop(Some(enter.spawn().unwrap()));
+    let master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let mut read_until = |want: &str, seen: &mut String| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !seen.contains(want) && std::time::Instant::now() < deadline {
+            let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0) > 0 {
+                let mut buf = [0u8; 4096];
+                match std::io::Read::read(&mut &master, &mut buf) {
+                    Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => break,
+                }
+            }
+        }
+        assert!(seen.contains(want), "waited for {want:?}, got:\n{seen}");
+    };
+    std::io::Write::write_all(&mut &master, b"echo T=$(tty)=$(hostname)=; exit 4\n").unwrap();
+    read_until("=tty=", &mut seen);
+    // The guest's own devpts, not the host's pty.
+    assert!(seen.contains("T=/dev/pts/0=tty="), "{seen}");
+    let out = super::harness::wait_bounded(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(4));
+}
