@@ -399,7 +399,7 @@ fn named_enter_on_a_terminal_gets_a_pty_of_the_guests_own() {
     let child = KillOnDrop(Some(enter.spawn().unwrap()));
     let master = std::fs::File::from(pty.master);
     let mut seen = String::new();
-    let mut read_until = |want: &str, seen: &mut String| {
+    let read_until = |want: &str, seen: &mut String| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !seen.contains(want) && std::time::Instant::now() < deadline {
             let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
