@@ -71,6 +71,14 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
+    // No device nodes and no set-id bits from the guest's own tree: it gets
+    // its devices from our /dev only. A bind remount resets every flag it is
+    // not given, so keep the ones the root already had (ro, atime, …).
+    let kept = sys
+        .mount_flags(root)
+        .map_err(|e| Error::sys(format!("statvfs {}", root.display()), e))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(sys, None, root, None, flags | kept, None)?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let dev = target(sys, root, "/dev", MountPoint::Dir)?;
@@ -341,6 +349,12 @@ mod tests {
         assert!(
             matches!(&calls[1], Call::Mount { source: Some(s), target, flags, .. }
             if s == Path::new("/guests/t") && target == Path::new("/guests/t") && flags.contains(MsFlags::MS_BIND))
+        );
+        // Then remounted without devices and set-id bits, keeping its flags.
+        assert!(
+            matches!(&calls[2], Call::Mount { source: None, target, flags, .. }
+            if target == Path::new("/guests/t")
+                && flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME))
         );
         let proc = mounts_at(&calls, "/guests/t/proc");
         let sys_dir = mounts_at(&calls, "/guests/t/sys");

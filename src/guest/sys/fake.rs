@@ -74,6 +74,9 @@ impl Syscall for Recorder {
     fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
         self.record(Call::Umount2(target.to_path_buf(), flags))
     }
+    fn mount_flags(&self, _path: &Path) -> nix::Result<MsFlags> {
+        Ok(MsFlags::MS_RELATIME)
+    }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> nix::Result<()> {
         self.record(Call::PivotRoot(new_root.into(), put_old.into()))
     }

@@ -379,3 +379,28 @@ fn run_proc_self_exe_is_not_the_hosts_unifs() {
         assert_eq!(stdout(&out), "\n");
     }
 }
+
+#[test]
+fn run_device_nodes_in_the_guest_tree_are_dead() {
+    if !can_run("run_device_nodes_in_the_guest_tree_are_dead") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A device node the image brought along (not under /dev): the guest
+    // must not reach the device through it.
+    let node = t.root().join("tmp/mem");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let out = t.sh(&[], "echo x > /tmp/mem && echo wrote; head -c1 /tmp/mem >/dev/null && echo read; echo x > /dev/null && echo dev-ok");
+    let o = stdout(&out);
+    assert!(
+        !o.contains("wrote") && !o.contains("read"),
+        "device node usable: {o}"
+    );
+    assert!(o.contains("dev-ok"), "our /dev works: {o}");
+}
