@@ -265,6 +265,7 @@ impl Cgroup {
     /// made and says which limit could not be applied.
     pub fn create(name: &str, limits: &Limits, track: bool) -> Result<Cgroup> {
         let plan = plan(&Hierarchies::detect(), name, limits, track)?;
+        sweep_dead_runs(&plan.groups);
         let cg = Cgroup {
             groups: plan.groups.clone(),
         };
@@ -349,6 +350,26 @@ impl Cgroup {
             .iter()
             .flat_map(|g| files.iter().map(move |f| g.join(f)))
             .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+}
+
+/// Removes empty `run-PID` groups beside ours whose `unifs run` is gone
+/// (killed before it could clean up). A group still in use is not empty, so
+/// its rmdir fails and it stays.
+fn sweep_dead_runs(groups: &[PathBuf]) {
+    for parent in groups.iter().filter_map(|g| g.parent()) {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Resource limits through cgroups (v1 on these machines, v2 elsewhere).
 
-use super::harness::{can_run, stderr, stdout, TestRoot};
+use super::harness::{can_run, ok, stderr, stdout, TestRoot};
 
 #[test]
 fn limits_memory_kills_the_hog_and_spares_the_host() {
@@ -85,8 +85,8 @@ fn limits_group_is_removed_after_run() {
     }
 }
 
-/// Starts `unifs run OPTS -- sleep 2` and returns the control file `file`
-/// of its group in `hierarchy`, read while it runs.
+/// Starts `unifs run OPTS -- sleep 1` and returns the control file `file`
+/// of its group in one of `hierarchies`, read while it runs.
 fn control_file_while_running(
     t: &TestRoot,
     opts: &[&str],
@@ -95,7 +95,7 @@ fn control_file_while_running(
 ) -> Option<String> {
     let mut cmd = std::process::Command::new(crate::common::unifs_bin());
     cmd.arg("run").args(opts).arg("--root").arg(t.root());
-    cmd.args(["--", "/bin/sleep", "2"]);
+    cmd.args(["--", "/bin/sleep", "1"]);
     let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
     let group = format!("unifs/run-{}", child.0.as_ref().unwrap().id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -107,7 +107,15 @@ fn control_file_while_running(
             .find_map(|p| std::fs::read_to_string(p).ok());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    drop(child);
+    // Let it finish (and clean up its groups) rather than kill it.
+    let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(10));
+    assert!(out.status.success());
+    assert!(
+        !hierarchies
+            .iter()
+            .any(|h| std::path::Path::new(h).join(&group).exists()),
+        "group {group} left behind"
+    );
     found
 }
 
@@ -160,4 +168,34 @@ fn limits_io_weight_is_applied_or_refused_clearly() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn limits_groups_of_killed_runs_are_swept() {
+    if !can_run("limits_groups_of_killed_runs_are_swept") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A group as a SIGKILLed `unifs run` leaves it: empty, its PID gone
+    // (above the largest PID Linux hands out).
+    let parents: Vec<_> = ["/sys/fs/cgroup/pids/unifs", "/sys/fs/cgroup/unifs"]
+        .iter()
+        .map(std::path::Path::new)
+        .filter(|p| {
+            p.parent()
+                .is_some_and(|h| h.join("pids.max").exists() || h.join("cgroup.procs").exists())
+        })
+        .collect();
+    let _ = t.sh(&["--pids", "50"], "true");
+    let stale: Vec<_> = parents
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| p.join("run-4194399"))
+        .filter(|p| std::fs::create_dir(p).is_ok())
+        .collect();
+    assert!(!stale.is_empty(), "no pids hierarchy to test in");
+    ok(&t.sh(&["--pids", "50"], "true"));
+    for p in &stale {
+        assert!(!p.exists(), "{} not swept", p.display());
+    }
 }
