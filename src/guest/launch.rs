@@ -140,6 +140,11 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
 /// Runs in the clone child; never returns.
 fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, report: OwnedFd) -> ! {
     sys::set_not_dumpable();
+    if foreground {
+        // Die with `unifs run` from here on (the ready pipe covers the time
+        // before); the privilege drop sets it again after setresuid.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    }
     let mut go = [0u8; 1];
     if !matches!(std::fs::File::from(ready).read(&mut go), Ok(1)) {
         sys::exit_child(1); // The parent gave up on us.
