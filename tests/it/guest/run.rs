@@ -404,3 +404,47 @@ fn run_device_nodes_in_the_guest_tree_are_dead() {
     );
     assert!(o.contains("dev-ok"), "our /dev works: {o}");
 }
+
+#[test]
+fn run_guest_dies_with_a_killed_launcher() {
+    if !can_run("run_guest_dies_with_a_killed_launcher") {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--", "/bin/sleep", "30"]);
+    let mut launcher = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = launcher.0.as_ref().unwrap().id();
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let guest: u32 = loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(p) = text.split_whitespace().next() {
+            // Wait until the guest has exec'd its command.
+            let p: u32 = p.parse().unwrap();
+            if std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
+            {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "guest never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    launcher.0.as_mut().unwrap().kill().unwrap();
+    launcher.0.as_mut().unwrap().wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{guest}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{guest}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "guest {guest} outlived its launcher"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
