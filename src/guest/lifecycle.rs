@@ -27,12 +27,19 @@ pub struct Dirs {
     pub store: PathBuf,
 }
 
+/// Checked first, so the message is about root, not a file root may read.
+fn require_root(what: &'static str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Error::Permission(what))
+    }
+}
+
 /// `guest start NAME`: mount the root, start init in the background.
 pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
+    require_root("starting a guest")?;
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Permission("starting a guest"));
-    }
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock()?;
     if let Some(old) = run.read()? {
@@ -204,13 +211,11 @@ pub enum Stopped {
 /// `guest stop NAME`: SIGTERM to init, wait up to `timeout`, then SIGKILL
 /// everything left in the guest's PID namespace and cgroups; unmount.
 pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
+    require_root("stopping a guest")?;
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     if run.read()?.is_none() {
         return Err(Error::NotRunning { name: name.into() });
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Permission("stopping a guest"));
     }
     let _lock = run.lock()?;
     // Re-read under the lock: a concurrent stop may have finished.
@@ -289,10 +294,8 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
 /// namespaces and cgroups, with its privileges; returns CMD's exit status.
 /// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
 pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<i32> {
+    require_root("entering a guest")?;
     let st = running(dirs, name)?;
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Permission("entering a guest"));
-    }
     let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
         .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
     // Join the cgroups first: children inherit them, and the guest's

@@ -286,6 +286,23 @@ fn named_errors_leave_nothing_behind() {
     let o = g.unifs(&["start", "../etc"]);
     assert!(stderr(&o).contains("invalid guest name"), "{}", stderr(&o));
 
+    // Not root: said first, before any file is read.
+    for args in [
+        &["start", &g.name][..],
+        &["stop", &g.name][..],
+        &["exec", &g.name, "--", "/bin/true"][..],
+    ] {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = g.cmd(args);
+        cmd.uid(65534).gid(65534);
+        let o = run_bounded(cmd, Duration::from_secs(20));
+        assert!(
+            stderr(&o).contains("needs root"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+
     // A backing directory that does not exist.
     let cfg = g.config_dir.join("gone.toml");
     std::fs::write(
