@@ -437,3 +437,44 @@ fn named_enter_on_a_terminal_gets_a_pty_of_the_guests_own() {
     let out = super::harness::wait_bounded(child, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[test]
+fn named_busybox_init_boots_and_stops() {
+    if !can_run("named_busybox_init_boots_and_stops") {
+        return;
+    }
+    // A guest booted as VServer guests were: a real init reading its inittab.
+    let g = Guest::new("boot", "[\"/sbin/init\"]", false);
+    std::fs::create_dir_all(g.t.root().join("sbin")).unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", g.t.root().join("sbin/init")).unwrap();
+    std::fs::write(
+        g.t.root().join("etc/inittab"),
+        "::sysinit:/bin/touch /run/booted\n::respawn:/bin/sleep 1000\n",
+    )
+    .unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let o = g.unifs(&[
+            "exec",
+            &g.name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "test -e /run/booted && ps -o pid,args",
+        ]);
+        if o.status.success() || std::time::Instant::now() > deadline {
+            break ok(&o);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "init"]),
+        "{out}"
+    );
+    assert!(out.contains("sleep 1000"), "respawned service runs: {out}");
+    ok(&g.unifs(&["stop", "--timeout", "0.5", &g.name]));
+    assert_eq!(g.unifs(&["status", &g.name]).status.code(), Some(3));
+    assert!(!is_mounted(&g.mounted_root()));
+}
