@@ -453,7 +453,7 @@ fn named_busybox_init_boots_and_stops() {
     )
     .unwrap();
     ok(&g.unifs(&["start", &g.name]));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let out = loop {
         let o = g.unifs(&[
             "exec",
@@ -461,7 +461,7 @@ fn named_busybox_init_boots_and_stops() {
             "--",
             "/bin/sh",
             "-c",
-            "test -e /run/booted && ps -o pid,args",
+            "test -e /run/booted && ps -o pid,args | grep -q '[s]leep 1000' && ps -o pid,args",
         ]);
         if o.status.success() || std::time::Instant::now() > deadline {
             break ok(&o);
