@@ -36,6 +36,9 @@ pub struct Spawned {
 /// `unifs run`: starts the guest, waits for it, and returns the command's exit
 /// status (128 + signal if a signal ended it).
 pub fn run(spec: &GuestSpec) -> Result<i32> {
+    // Caught from before the clone, so a SIGTERM during set-up is not lost
+    // (nor kills us, leaving the guest to the parent-death signal).
+    sys::catch_signals().map_err(|e| Error::sys("installing signal handlers", e))?;
     let spawned = spawn(spec, Stdio::Inherit, false)?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;

@@ -109,20 +109,26 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// A signal that came before there was anyone to pass it to.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward_signal(sig: libc::c_int) {
-    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
     }
 }
 
-/// Passes SIGTERM, SIGINT, SIGHUP and SIGQUIT on to `pid` while we wait for it.
-pub fn forward_signals_to(pid: Pid) -> nix::Result<()> {
+/// Catches SIGTERM, SIGINT, SIGHUP and SIGQUIT from now on, to pass them to
+/// the guest once [`forward_signals_to`] names it.
+pub fn catch_signals() -> nix::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    FORWARD_TO.store(pid.as_raw(), std::sync::atomic::Ordering::Relaxed);
     let action = SigAction::new(
         SigHandler::Handler(forward_signal),
         SaFlags::SA_RESTART,
@@ -134,9 +140,22 @@ pub fn forward_signals_to(pid: Pid) -> nix::Result<()> {
         Signal::SIGHUP,
         Signal::SIGQUIT,
     ] {
-        // SAFETY: the handler only loads an atomic and calls kill, both
+        // SAFETY: the handler only touches atomics and calls kill, all
         // async-signal-safe.
         unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(())
+}
+
+/// Passes caught signals on to `pid` while we wait for it, starting with
+/// one that came while it was being set up.
+pub fn forward_signals_to(pid: Pid) -> nix::Result<()> {
+    catch_signals()?;
+    FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
+    let early = PENDING.swap(0, Ordering::SeqCst);
+    if early != 0 {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid.as_raw(), early) };
     }
     Ok(())
 }

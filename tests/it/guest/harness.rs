@@ -117,3 +117,28 @@ pub fn ok(o: &Output) -> String {
     );
     stdout(o)
 }
+
+/// Waits (up to 10 s) until a descendant of `pid` runs a program named
+/// `comm`, and returns its PID.
+pub fn wait_for_descendant(pid: u32, comm: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut todo = vec![pid];
+        while let Some(p) = todo.pop() {
+            let kids =
+                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+            for k in kids
+                .split_whitespace()
+                .filter_map(|k| k.parse::<u32>().ok())
+            {
+                let name = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
+                if name.trim() == comm {
+                    return k;
+                }
+                todo.push(k);
+            }
+        }
+        assert!(Instant::now() < deadline, "no {comm} below pid {pid}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -291,8 +291,9 @@ fn run_forwards_sigterm_to_the_guest() {
         .args(["--", "/bin/sleep", "30"]);
     cmd.stdout(std::process::Stdio::null());
     let mut child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
-    std::thread::sleep(Duration::from_millis(300));
     let pid = child.0.as_ref().unwrap().id() as i32;
+    // Signal once the command runs (under the reaper, a grandchild).
+    super::harness::wait_for_descendant(pid as u32, "sleep");
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let start = Instant::now();
@@ -418,21 +419,7 @@ fn run_guest_dies_with_a_killed_launcher() {
         .args(["--", "/bin/sleep", "30"]);
     let mut launcher = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
     let pid = launcher.0.as_ref().unwrap().id();
-    let children = format!("/proc/{pid}/task/{pid}/children");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let guest: u32 = loop {
-        let text = std::fs::read_to_string(&children).unwrap_or_default();
-        if let Some(p) = text.split_whitespace().next() {
-            // Wait until the guest has exec'd its command.
-            let p: u32 = p.parse().unwrap();
-            if std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
-            {
-                break p;
-            }
-        }
-        assert!(Instant::now() < deadline, "guest never started");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let guest = super::harness::wait_for_descendant(pid, "sleep");
     launcher.0.as_mut().unwrap().kill().unwrap();
     launcher.0.as_mut().unwrap().wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
