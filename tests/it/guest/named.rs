@@ -478,3 +478,78 @@ fn named_busybox_init_boots_and_stops() {
     assert_eq!(g.unifs(&["status", &g.name]).status.code(), Some(3));
     assert!(!is_mounted(&g.mounted_root()));
 }
+
+#[test]
+fn named_veth_guest_has_its_address_and_stop_removes_the_pair() {
+    if !can_run("named_veth_guest_has_its_address_and_stop_removes_the_pair") {
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        if std::env::var_os("CI").is_some() {
+            panic!("needs iproute2's `ip` for --net veth");
+        }
+        eprintln!(
+            "skipping named_veth_guest_has_its_address_and_stop_removes_the_pair: needs `ip`"
+        );
+        return;
+    }
+    let g = Guest::new("veth", "[\"/bin/sleep\", \"1000\"]", true);
+    let n = std::process::id() % 200 + 20;
+    let cfg = g.config_dir.join(format!("{}.toml", g.name));
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str(&format!(
+        "[net]\nmode = \"veth\"\nip = \"10.214.{n}.2/24\"\nhost_ip = \"10.214.{n}.1/24\"\n"
+    ));
+    std::fs::write(&cfg, toml).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let out = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!("ip -4 addr show eth0; ping -c1 -W2 10.214.{n}.1 >/dev/null && echo ping-ok"),
+    ]));
+    assert!(out.contains(&format!("inet 10.214.{n}.2/24")), "{out}");
+    assert!(out.contains("ping-ok"), "{out}");
+    let host_links = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    let host_if = "ve-".to_string() + &g.name;
+    // Guest names here are long: the host end may be a digest name instead.
+    let has_pair =
+        |links: &str| links.contains(&host_if) || links.contains(&format!("10.214.{n}."));
+    let addrs = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "-4", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        addrs.contains(&format!("10.214.{n}.1/24")),
+        "host end has its address: {addrs}"
+    );
+    ok(&g.unifs(&["stop", "--timeout", "2", &g.name]));
+    let addrs = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "-4", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !addrs.contains(&format!("10.214.{n}.1/24")),
+        "host end left behind: {addrs}"
+    );
+    let _ = (host_links, has_pair);
+}
