@@ -6,7 +6,7 @@ use super::config::{GuestConfig, RootMount};
 use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
-use super::{console, rootfs, Error, NetMode, Result};
+use super::{console, rootfs, Error, GuestSpec, NetMode, Result};
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -61,10 +61,12 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     if !cfg.root.is_dir() {
         return Err(Error::NoRoot(cfg.root.clone()));
     }
+    // Checked before anything is mounted.
+    let spec = cfg.spec(name, run.root())?;
     let root = run.root();
     std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
     mount_root(dirs, name, &cfg.root, &root, cfg.root_mount)?;
-    let started = spawn_init(&cfg, name, &run);
+    let started = spawn_init(&cfg, spec, &run);
     match started {
         Ok(state) => Ok(state),
         Err(e) => {
@@ -75,8 +77,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     }
 }
 
-fn spawn_init(cfg: &GuestConfig, name: &str, run: &RunDir) -> Result<State> {
-    let spec = cfg.spec(name, run.root())?;
+fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
     let console = run.console();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -91,7 +92,7 @@ fn spawn_init(cfg: &GuestConfig, name: &str, run: &RunDir) -> Result<State> {
     };
     let spawned = launch::spawn(&spec, stdio, true)?;
     let state = State {
-        name: name.into(),
+        name: spec.name.clone(),
         pid: spawned.pid.as_raw(),
         start_time: state::start_time(spawned.pid.as_raw()).unwrap_or(0),
         root_mount: cfg.root_mount,

@@ -303,6 +303,20 @@ fn named_errors_leave_nothing_behind() {
         );
     }
 
+    // A bad limit: refused before the root is mounted.
+    let cfg = g.config_dir.join("badlimit.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "root = {:?}\nroot_mount = \"bind\"\n[limits]\npids = 0\n",
+            g.t.root()
+        ),
+    )
+    .unwrap();
+    let o = g.unifs(&["start", "badlimit"]);
+    assert!(stderr(&o).contains("--pids"), "{}", stderr(&o));
+    assert!(!is_mounted(&g.run_dir.join("badlimit/root")));
+
     // A backing directory that does not exist.
     let cfg = g.config_dir.join("gone.toml");
     std::fs::write(
