@@ -153,6 +153,22 @@ fn limits_io_weight_is_applied_or_refused_clearly() {
     let out = t.sh(&["--io-weight", "200"], "echo ran");
     if out.status.success() {
         assert!(stdout(&out).contains("ran"));
+        // Applied: one of the weight files holds it while the guest runs.
+        let dirs = [
+            "/sys/fs/cgroup/blkio",
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/unified",
+        ];
+        let weight = [
+            "blkio.bfq.weight",
+            "blkio.weight",
+            "io.bfq.weight",
+            "io.weight",
+        ]
+        .iter()
+        .find_map(|f| control_file_while_running(&t, &["--io-weight", "200"], &dirs, f));
+        let weight = weight.expect("no weight file found");
+        assert!(weight.split_whitespace().any(|w| w == "200"), "{weight}");
     } else {
         // e.g. v1 blkio without BFQ: no weight file at all.
         let err = stderr(&out);
