@@ -135,10 +135,7 @@ mod tests {
     #[test]
     fn vunify_name_means_unify() {
         let args = aliased_args(vec!["/usr/sbin/vunify".into(), "g1".into()]);
-        assert_eq!(
-            args,
-            vec![OsString::from("unifs"), "unify".into(), "g1".into()]
-        );
+        assert_eq!(args, vec![OsString::from("unifs"), "unify".into(), "g1".into()]);
         let args = aliased_args(vec!["unifs".into(), "stats".into()]);
         assert_eq!(args, vec![OsString::from("unifs"), "stats".into()]);
     }

@@ -175,10 +175,7 @@ impl ObjectHasher {
 
 /// Reads `reader` to the end into a hasher for `meta`. Fails if the content
 /// length differs from `meta.size` (the file changed while read).
-pub fn hash_reader(
-    meta: &ObjectMeta,
-    mut reader: impl Read,
-) -> io::Result<(ObjectId, ContentHash)> {
+pub fn hash_reader(meta: &ObjectMeta, mut reader: impl Read) -> io::Result<(ObjectId, ContentHash)> {
     let mut hasher = ObjectHasher::new(meta);
     let mut buf = vec![0u8; 256 * 1024];
     loop {

@@ -266,12 +266,7 @@ pub fn rename_noreplace(
 }
 
 /// Renames, replacing `new` if it exists.
-pub fn rename_at(
-    olddir: BorrowedFd,
-    old: &OsStr,
-    newdir: BorrowedFd,
-    new: &OsStr,
-) -> io::Result<()> {
+pub fn rename_at(olddir: BorrowedFd, old: &OsStr, newdir: BorrowedFd, new: &OsStr) -> io::Result<()> {
     rename2(olddir, old, newdir, new, 0)
 }
 
