@@ -1,5 +1,6 @@
 //! unifs: copy-on-write hardlink unification of Linux guest trees.
 //!
+//! - [`backup`]: guest manifests and restore, for backup tools.
 //! - [`store`]: object ids, the store layout, atomic ingest, verify and gc.
 //! - [`catalog`]: the SQLite index of the store.
 //! - [`unify`]: scan → plan → apply (vunify).
@@ -8,6 +9,7 @@
 //! - [`sys`]: safe wrappers around the syscalls the rest needs.
 //! - [`cli`]: the command line; thin.
 
+pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod fs;

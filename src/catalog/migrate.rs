@@ -6,7 +6,10 @@ use super::{Error, Result};
 use rusqlite::Connection;
 use std::path::Path;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_views.sql")),
+];
 
 /// The schema version this build writes.
 pub const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -6,7 +6,7 @@
 mod migrate;
 mod rows;
 
-pub use rows::{CacheRow, GuestRow, ObjectRow, RunTotals, StatsRow};
+pub use rows::{CacheRow, GuestRow, ListedObject, ObjectRow, RunRow, RunTotals, StatsRow};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -93,10 +93,16 @@ impl Catalog {
         cat.conn
             .busy_timeout(Duration::from_secs(10))
             .map_err(|e| cat.err(e))?;
-        if migrate::check_not_newer(&cat.conn, path)? == 0 {
-            return Catalog::in_memory();
+        match migrate::check_not_newer(&cat.conn, path)? {
+            0 => Catalog::in_memory(),
+            v if v < migrate::LATEST => {
+                // An older schema: bring it up to date once, then read.
+                drop(cat);
+                drop(Catalog::open(path)?);
+                Catalog::try_open_readonly(path)
+            }
+            _ => Ok(cat),
         }
-        Ok(cat)
     }
 
     /// A throw-away catalog (dry runs against a store that does not exist yet).

@@ -244,10 +244,10 @@ impl Catalog {
 
     pub fn insert_object(&self, o: &ObjectRow, run: i64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO objects(id, content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec, added_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING")
+            .and_then(|mut st| st.execute(params![
                     o.id.to_hex(),
                     o.content_hash.to_hex(),
                     o.size as i64,
@@ -257,19 +257,18 @@ impl Catalog {
                     o.mtime.sec,
                     o.mtime.nsec,
                     run
-                ],
-            )
+                ]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub fn set_object_file(&self, id: &ObjectId, copy: u32, dev: u64, ino: u64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO object_files(object_id, copy, dev, ino) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(object_id, copy) DO UPDATE SET dev = excluded.dev, ino = excluded.ino",
-                params![id.to_hex(), copy, dev as i64, ino as i64],
             )
+            .and_then(|mut st| st.execute(params![id.to_hex(), copy, dev as i64, ino as i64]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -295,23 +294,39 @@ impl Catalog {
 
     pub fn set_guest_link(&self, guest: i64, path: &Path, id: &ObjectId, run: i64) -> Result<()> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO guest_links(guest_id, path, object_id, run_id) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(guest_id, path) DO UPDATE SET object_id = excluded.object_id,
                  run_id = excluded.run_id",
-                params![guest, path_blob(path), id.to_hex(), run],
             )
+            .and_then(|mut st| st.execute(params![guest, path_blob(path), id.to_hex(), run]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// Drops rows of `guest` that the run `run` did not confirm.
-    pub fn prune_guest_links(&self, guest: i64, run: i64) -> Result<()> {
+    /// Every path of `guest` the catalog lists as linking an object.
+    pub fn guest_links(&self, guest: i64) -> Result<HashMap<PathBuf, ObjectId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, object_id FROM guest_links WHERE guest_id = ?1")
+            .map_err(|e| self.err(e))?;
+        let raw = stmt
+            .query_map([guest], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::with_capacity(raw.len());
+        for (path, id) in raw {
+            out.insert(blob_path(path), self.parse_id("guest_links.object_id", id)?);
+        }
+        Ok(out)
+    }
+
+    pub fn delete_guest_link(&self, guest: i64, path: &Path) -> Result<()> {
         self.conn
-            .execute(
-                "DELETE FROM guest_links WHERE guest_id = ?1 AND run_id <> ?2",
-                params![guest, run],
-            )
+            .prepare_cached("DELETE FROM guest_links WHERE guest_id = ?1 AND path = ?2")
+            .and_then(|mut st| st.execute(params![guest, path_blob(path)]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -402,5 +417,98 @@ impl Catalog {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
         Ok(rows)
+    }
+}
+
+/// An object file for `store ls`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedObject {
+    pub object_id: String,
+    pub copy: u32,
+    pub path: String,
+    pub size: u64,
+    pub added_run: i64,
+}
+
+/// A unify run for `store runs`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunRow {
+    pub run: i64,
+    pub command: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub files_linked: u64,
+    pub bytes_saved: u64,
+}
+
+impl Catalog {
+    /// Object files added by runs after `run` (all with `run` = 0).
+    pub fn objects_since(&self, run: i64) -> Result<Vec<ListedObject>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT object_id, copy, path, size, added_run FROM store_objects
+                 WHERE added_run > ?1 ORDER BY path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok(ListedObject {
+                    object_id: r.get(0)?,
+                    copy: r.get(1)?,
+                    path: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    added_run: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run, command, started_at, finished_at, files_linked, bytes_saved
+                 FROM unify_runs ORDER BY run",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RunRow {
+                    run: r.get(0)?,
+                    command: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    files_linked: r.get::<_, i64>(4)? as u64,
+                    bytes_saved: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Content hashes of every object, by id (manifests use them instead of
+    /// reading unified files).
+    pub fn content_hashes(&self) -> Result<HashMap<ObjectId, ObjectId>> {
+        Ok(self
+            .objects()?
+            .into_values()
+            .map(|o| (o.id, o.content_hash))
+            .collect())
+    }
+
+    /// A consistent copy of the catalog at `dest` (SQLite online backup),
+    /// safe while a writer is active.
+    pub fn snapshot(&self, dest: &Path) -> Result<()> {
+        let mut out = rusqlite::Connection::open(dest).map_err(|e| self.err(e))?;
+        let backup =
+            rusqlite::backup::Backup::new(&self.conn, &mut out).map_err(|e| self.err(e))?;
+        backup
+            .run_to_completion(256, std::time::Duration::from_millis(5), None)
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }

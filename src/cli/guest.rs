@@ -1,25 +1,318 @@
-//! `unifs run` and `unifs guest …`. Not built yet: issue 4.
+//! `unifs run` and `unifs guest …`: parse, call `guest`, print.
 
 use super::Global;
+use crate::guest::lifecycle::{self, Dirs, Stopped};
+use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};
+use anyhow::Context;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = RUN_EXAMPLES)]
 pub struct RunArgs {
-    /// The command to run.
-    #[arg(trailing_var_arg = true)]
-    pub command: Vec<std::ffi::OsString>,
+    // Boxed: these options would make `Command` very uneven in size.
+    #[command(flatten)]
+    pub opts: Box<RunOptions>,
+}
+
+/// Options of a one-shot guest.
+#[derive(clap::Args, Debug)]
+pub struct RunOptions {
+    /// The guest's root directory.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Host name inside the guest [default: the root's directory name].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Network: host (share the host's), none (loopback only), veth (own addresses).
+    #[arg(long, value_enum, default_value_t = NetMode::None)]
+    pub net: NetMode,
+    /// With --net veth: the guest's address, ADDR/PREFIX.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub ip: Option<String>,
+    /// With --net veth: the host end's address, ADDR/PREFIX (routed).
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub host_ip: Option<String>,
+    /// With --net veth: put the host end on this bridge instead.
+    #[arg(long, value_name = "BRIDGE")]
+    pub bridge: Option<String>,
+    /// With --net veth: the guest's default gateway.
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<String>,
+    /// Bind a host path into the guest (repeatable).
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
+    pub binds: Vec<String>,
+    /// Set an environment variable in the guest (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Numeric user id the command runs as.
+    #[arg(long, default_value_t = 0)]
+    pub uid: u32,
+    /// Numeric group id the command runs as.
+    #[arg(long, default_value_t = 0)]
+    pub gid: u32,
+    /// Keep a capability beyond the default set (repeatable; `all` for all).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability of the default set (repeatable; `all` for all).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Memory limit (e.g. 256M, 2G); the kernel kills a process past it.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU time limit as a number of CPUs (e.g. 0.5).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Relative block I/O weight, 10..=1000 (needs the BFQ scheduler on v1).
+    #[arg(long, value_name = "W")]
+    pub io_weight: Option<u32>,
+    /// Run the command under a small init that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+    /// The command and its arguments, resolved inside the guest.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+const RUN_EXAMPLES: &str = "\
+The guest gets new mount, PID, UTS, IPC, cgroup and (unless --net host) network
+namespaces, a fresh /proc (/proc/sys read-only), /sys read-only, a minimal /dev
+and a tmpfs /run; it keeps a reduced capability set, with no_new_privs. The exit
+status is the command's (128+N for signal N). A limit the host cannot apply is
+an error. Needs root. More in docs/guests.md and docs/security.md.
+
+Examples:
+  unifs run --root /srv/guests/web1 -- /bin/sh
+  unifs run --root R --memory 512M --pids 200 --cpus 1 -- make -C /src
+  unifs run --root R --net veth --ip 10.0.3.2/24 --host-ip 10.0.3.1/24 --init -- /usr/sbin/sshd -D";
+
+/// Where named guests' configs and runtime state live.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GuestDirs {
+    /// Folder of guest configs, one NAME.toml each.
+    #[arg(
+        long,
+        env = "UNIFS_CONFIG_DIR",
+        default_value = "/etc/unifs/guests",
+        value_name = "DIR"
+    )]
+    pub config_dir: PathBuf,
+    /// Runtime state: NAME/root (the mounted root), NAME/state.json, NAME/console.log.
+    #[arg(
+        long,
+        env = "UNIFS_RUN_DIR",
+        default_value = "/run/unifs",
+        value_name = "DIR"
+    )]
+    pub run_dir: PathBuf,
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum GuestCommand {
-    /// List named guests.
-    List,
+    /// Mount a guest's root and start its init in the background.
+    Start {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        name: String,
+    },
+    /// SIGTERM the guest's init, wait, kill what is left, unmount.
+    Stop {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        name: String,
+    },
+    /// Open the guest's shell inside the running guest.
+    Enter {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        name: String,
+    },
+    /// Run a command inside the running guest; exits with its status.
+    Exec {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        /// Give the command a terminal of the guest's own.
+        #[arg(short, long)]
+        tty: bool,
+        name: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List guests with their state, PID and resource use.
+    List {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one guest's state; exits 0 if running, 3 if stopped.
+    Status {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        #[arg(long)]
+        json: bool,
+        name: String,
+    },
 }
 
-pub fn run(_g: &Global, _a: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`unifs run` is not built yet")
+pub fn run(_g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let a = *a.opts;
+    let root = std::fs::canonicalize(&a.root)
+        .with_context(|| format!("guest root {}", a.root.display()))?;
+    let name = format!("run-{}", std::process::id());
+    let mut spec = GuestSpec::new(&name, root.clone(), a.command.clone());
+    spec.hostname = a.hostname.clone().unwrap_or_else(|| {
+        root.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "guest".into())
+    });
+    spec.net = NetSpec {
+        mode: a.net,
+        ip: a.ip.clone(),
+        host_ip: a.host_ip.clone(),
+        bridge: a.bridge.clone(),
+        gateway: a.gateway.clone(),
+    };
+    spec.binds = a
+        .binds
+        .iter()
+        .map(|b| b.parse::<Bind>())
+        .collect::<Result<_, _>>()?;
+    spec.env = a.env.clone();
+    for e in &spec.env {
+        anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");
+    }
+    spec.uid = a.uid;
+    spec.gid = a.gid;
+    spec.caps = caps::keep_mask(&a.cap_add, &a.cap_drop)?;
+    spec.limits = Limits {
+        memory: a.memory.as_deref().map(parse_size).transpose()?,
+        cpus: a.cpus,
+        pids: a.pids,
+        io_weight: a.io_weight,
+    };
+    spec.init = a.init;
+    let code = crate::guest::launch::run(&spec)?;
+    exit_code(code)
 }
 
-pub fn guest(_g: &Global, _c: GuestCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`unifs guest` is not built yet")
+pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
+    let dirs = |d: GuestDirs| Dirs {
+        config_dir: d.config_dir,
+        run_dir: d.run_dir,
+        store: g.store.clone(),
+    };
+    match c {
+        GuestCommand::Start { dirs: d, name } => {
+            let st = lifecycle::start(&dirs(d), &name)?;
+            println!("guest {name} started, init pid {}", st.pid);
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Stop {
+            dirs: d,
+            timeout,
+            name,
+        } => {
+            anyhow::ensure!(
+                timeout >= 0.0 && timeout.is_finite(),
+                "--timeout must be >= 0"
+            );
+            let how = lifecycle::stop(&dirs(d), &name, Duration::from_secs_f64(timeout))?;
+            match how {
+                Stopped::Clean => println!("guest {name} stopped"),
+                Stopped::Killed => {
+                    println!("guest {name} stopped (processes killed after the timeout)")
+                }
+                Stopped::WasStale => {
+                    println!("guest {name} was not running; its stale runtime record was removed")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Enter { dirs: d, name } => exit_code(lifecycle::enter(&dirs(d), &name)?),
+        GuestCommand::Exec {
+            dirs: d,
+            tty,
+            name,
+            command,
+        } => exit_code(lifecycle::exec(&dirs(d), &name, command, tty)?),
+        GuestCommand::List { dirs: d, json } => {
+            let all = lifecycle::list(&dirs(d))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<20} {:<8} {:>8} {:>10} {:>6}",
+                    "NAME", "STATE", "PID", "MEMORY", "PROCS"
+                );
+                for s in &all {
+                    println!(
+                        "{:<20} {:<8} {:>8} {:>10} {:>6}",
+                        s.name,
+                        state_word(s),
+                        s.pid.map_or("-".into(), |p| p.to_string()),
+                        s.memory_bytes.map_or("-".into(), human_bytes),
+                        s.processes.map_or("-".into(), |p| p.to_string()),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Status {
+            dirs: d,
+            json,
+            name,
+        } => {
+            let s = lifecycle::status(&dirs(d), &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("name:    {}", s.name);
+                println!("state:   {}", state_word(&s));
+                if let Some(p) = s.pid {
+                    println!("pid:     {p}");
+                }
+                if let Some(r) = &s.root {
+                    println!("root:    {}", r.display());
+                }
+                if let Some(m) = s.memory_bytes {
+                    println!("memory:  {}", human_bytes(m));
+                }
+                if let Some(p) = s.processes {
+                    println!("procs:   {p}");
+                }
+                if let Some(u) = s.uptime_secs {
+                    println!("uptime:  {u}s");
+                }
+            }
+            Ok(ExitCode::from(if s.running { 0 } else { 3 }))
+        }
+    }
+}
+
+fn state_word(s: &lifecycle::Status) -> &'static str {
+    match (s.running, s.stale) {
+        (true, _) => "running",
+        (false, true) => "stopped (stale record)",
+        (false, false) => "stopped",
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1}G", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1u64 << 20) as f64),
+        b => format!("{}K", b >> 10),
+    }
+}
+
+fn exit_code(code: i32) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -1,6 +1,7 @@
 //! The command line: clap structs and dispatch. Thin: parse, call the
 //! library, print. `anyhow` lives here and nowhere else.
 
+mod backup;
 mod demo;
 mod guest;
 mod mount;
@@ -48,6 +49,10 @@ pub enum Command {
     /// Inspect and maintain the store: init, verify, gc, stats.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Describe a guest tree completely (JSON lines or BSD mtree), for backups.
+    Manifest(backup::ManifestArgs),
+    /// Rebuild a guest from its manifest, the store and its private files.
+    Restore(backup::RestoreArgs),
     /// Build sample guests in ./unifs-demo, unify them and show what was saved.
     Demo(demo::DemoArgs),
     /// Mount a guest's backing directory through the copy-on-write overlay (vfs-mount).
@@ -71,6 +76,8 @@ pub fn main() -> ExitCode {
         Command::Unify(a) => unify::run(&cli.global, a),
         Command::Store(c) => store::run(&cli.global, c),
         Command::Demo(a) => demo::run(&cli.global, a),
+        Command::Manifest(a) => backup::manifest(&cli.global, a),
+        Command::Restore(a) => backup::restore(&cli.global, a),
         Command::Mount(a) => mount::mount(&cli.global, a),
         Command::Umount(a) => mount::umount(&cli.global, a),
         Command::Run(a) => guest::run(&cli.global, a),

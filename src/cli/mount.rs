@@ -1,7 +1,11 @@
-//! `unifs mount` / `unifs umount` (vfs-mount). Not built yet: issue 3.
+//! `unifs mount` / `unifs umount` (vfs-mount): checks, daemonizing, signals.
+//! The filesystem itself is `crate::fs`.
 
 use super::Global;
-use std::path::PathBuf;
+use crate::fs::{self as ufs, MountOptions};
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -10,17 +14,208 @@ pub struct MountArgs {
     pub guest_dir: PathBuf,
     /// Where to mount it.
     pub mountpoint: PathBuf,
+    /// Stay in the foreground instead of daemonizing once the mount is ready.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated: ro, rw, nosuid, nodev, noexec, noatime,
+    /// nopassthrough, noallow_other, nodefault_permissions, threads=N.
+    #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Where the daemon writes its log (default: nowhere).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
     pub mountpoint: PathBuf,
+    /// Detach now even if busy; the mount goes when its last user leaves.
+    #[arg(short, long)]
+    pub lazy: bool,
 }
 
-pub fn mount(_g: &Global, _a: MountArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`unifs mount` is not built yet")
+pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = MountOptions::default();
+    for o in a.options.iter().flat_map(|o| o.split(',')) {
+        if !o.is_empty() {
+            opts.apply(o).map_err(anyhow::Error::msg)?;
+        }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("unifs mount must run as root (it acts for every user of the guest)");
+    }
+    let guest = check_guest(&a.guest_dir)?;
+    let mountpoint = check_mountpoint(&a.mountpoint)?;
+    check_dev_fuse()?;
+    check_store(&g.store, &guest)?;
+    let log = match &a.log {
+        Some(p) => Some(std::path::absolute(p).with_context(|| p.display().to_string())?),
+        None => None,
+    };
+
+    if a.foreground {
+        let mounted = do_mount(&guest, &mountpoint, &opts)?;
+        return serve(mounted);
+    }
+    // Daemonize: the child mounts and reports through a pipe; the parent
+    // exits once the mount is ready (or failed), so `mount && ls` works.
+    let (rx, tx) = nix::unistd::pipe().context("pipe")?;
+    let (mut rx, tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
+    match ufs::sys::fork().context("fork")? {
+        Some(_child) => {
+            drop(tx);
+            let mut msg = String::new();
+            rx.read_to_string(&mut msg)
+                .context("reading the daemon's status")?;
+            match msg.strip_prefix("ok") {
+                Some(_) => Ok(ExitCode::SUCCESS),
+                None if msg.is_empty() => bail!("the mount daemon died before the mount was ready"),
+                None => bail!("{msg}"),
+            }
+        }
+        None => {
+            drop(rx);
+            let mut tx = tx;
+            let _ = ufs::sys::setsid();
+            // Hold no directory of the caller busy.
+            let _ = std::env::set_current_dir("/");
+            match do_mount(&guest, &mountpoint, &opts) {
+                Ok(mounted) => {
+                    let _ = ufs::sys::redirect_stdio(log.as_deref());
+                    let _ = tx.write_all(b"ok");
+                    drop(tx);
+                    serve(mounted)
+                }
+                Err(e) => {
+                    let _ = write!(tx, "{e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
 }
 
-pub fn umount(_g: &Global, _a: UmountArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`unifs umount` is not built yet")
+fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<ufs::Mounted> {
+    block_signals();
+    ufs::mount(guest, mountpoint, opts).with_context(|| {
+        format!(
+            "cannot mount {} at {}",
+            guest.display(),
+            mountpoint.display()
+        )
+    })
+}
+
+/// Serves until unmounted; SIGTERM, SIGINT and SIGHUP unmount cleanly.
+fn serve(mounted: ufs::Mounted) -> anyhow::Result<ExitCode> {
+    let mp = mounted.mountpoint.clone();
+    std::thread::Builder::new()
+        .name("unifs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = termination_signals().wait() {
+                tracing::info!("{sig}: unmounting {}", mp.display());
+                if let Err(e) = ufs::unmount(&mp, true) {
+                    tracing::error!("unmounting {}: {e}", mp.display());
+                }
+            }
+        })
+        .context("signal thread")?;
+    mounted.serve().context("serving the mount")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn termination_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut s = SigSet::empty();
+    s.add(Signal::SIGTERM);
+    s.add(Signal::SIGINT);
+    s.add(Signal::SIGHUP);
+    s
+}
+
+/// Blocked in every thread, taken by the signal thread with sigwait.
+fn block_signals() {
+    let _ = termination_signals().thread_block();
+}
+
+fn check_guest(p: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("guest directory {} is not a directory", p.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("guest directory {} does not exist", p.display())
+        }
+        Err(e) => bail!("guest directory {}: {e}", p.display()),
+    }
+    std::fs::canonicalize(p).with_context(|| p.display().to_string())
+}
+
+fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("mountpoint {} is not a directory", p.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mountpoint {} does not exist", p.display())
+        }
+        Err(e) => bail!("mountpoint {}: {e}", p.display()),
+    }
+    if ufs::is_mount_point(p) {
+        bail!(
+            "mountpoint {} is in use (something is mounted there); unmount it first",
+            p.display()
+        );
+    }
+    std::fs::canonicalize(p).with_context(|| p.display().to_string())
+}
+
+fn check_dev_fuse() -> anyhow::Result<()> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no /dev/fuse: load the fuse kernel module (modprobe fuse)")
+        }
+        Err(e) => bail!("cannot open /dev/fuse: {e}"),
+    }
+}
+
+/// A store that exists must be on the guest's filesystem (hardlinks cannot
+/// cross filesystems, so the guest's shared files cannot be its objects).
+fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !crate::store::Store::exists(store) {
+        tracing::info!("no store at {}; mounting without one", store.display());
+        return Ok(());
+    }
+    let s = crate::store::Store::open(store)?;
+    let dev = std::fs::metadata(guest)?.dev();
+    s.check_same_fs(guest, dev)?;
+    Ok(())
+}
+
+pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
+    let mp = std::fs::canonicalize(&a.mountpoint)
+        .with_context(|| format!("mountpoint {}", a.mountpoint.display()))?;
+    if !ufs::is_mount_point(&mp) {
+        bail!("{} is not mounted", mp.display());
+    }
+    if !ufs::is_unifs_mount(&mp) {
+        bail!("{} is not a unifs mount; use umount(8)", mp.display());
+    }
+    let r = if a.lazy {
+        ufs::sys::umount(&mp, true)
+    } else {
+        ufs::unmount(&mp, false)
+    };
+    match r {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => bail!(
+            "{} is busy (a process uses it); stop it, or use --lazy",
+            mp.display()
+        ),
+        Err(e) => bail!("cannot unmount {}: {e}", mp.display()),
+    }
 }

@@ -33,6 +33,29 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List object files (paths relative to the store), or only those added
+    /// after unify run RUN: what an incremental backup must copy.
+    Ls {
+        /// Only objects added by runs after RUN (see `unifs store runs`).
+        #[arg(long, value_name = "RUN", default_value_t = 0)]
+        since: i64,
+        #[arg(long)]
+        json: bool,
+        /// End each path with NUL, not newline.
+        #[arg(short = '0', long)]
+        null: bool,
+    },
+    /// List unify runs, numbered.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a consistent copy of the catalog to DEST (SQLite online backup),
+    /// safe while unify or mounts are running.
+    Snapshot {
+        /// The file to write (must not exist).
+        dest: std::path::PathBuf,
+    },
 }
 
 pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
@@ -41,6 +64,9 @@ pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
         StoreCommand::Verify { json } => verify(g, json),
         StoreCommand::Gc { dry_run, json } => gc(g, dry_run, json),
         StoreCommand::Stats { json } => stats(g, json),
+        StoreCommand::Ls { since, json, null } => ls(g, since, json, null),
+        StoreCommand::Runs { json } => runs(g, json),
+        StoreCommand::Snapshot { dest } => snapshot(g, &dest),
     }
 }
 
@@ -167,5 +193,61 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             row.path.display()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls(g: &Global, since: i64, json: bool, null: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let catalog = open_catalog(&store)?;
+    let objects = catalog.objects_since(since)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&objects)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for o in &objects {
+        out.write_all(o.path.as_bytes())?;
+        out.write_all(if null { b"\0" } else { b"\n" })?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runs(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let catalog = open_catalog(&store)?;
+    let runs = catalog.runs()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in runs {
+        let state = match r.finished_at {
+            Some(_) => "done",
+            None => "unfinished",
+        };
+        println!(
+            "{:>5}  {:<10} {:>10} files linked {:>10} saved  {}",
+            r.run,
+            state,
+            count(r.files_linked),
+            bytes(r.bytes_saved),
+            r.command
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if dest.exists() {
+        anyhow::bail!("{} exists; snapshot writes a new file", dest.display());
+    }
+    let store = Store::open(&g.store)?;
+    let catalog = Catalog::open_readonly(&store.catalog_path())?;
+    catalog
+        .snapshot(dest)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    println!("catalog snapshot written to {}", dest.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,1 +1,237 @@
-//! The FUSE overlay (vfs-mount). Not built yet.
+//! The FUSE overlay (vfs-mount): a guest's backing directory seen through a
+//! filesystem that passes everything through, except that the first change to
+//! a shared store object gives the guest a private copy.
+//!
+//! - [`inode`]: node numbers and names, without an fd per node;
+//! - [`cow`]: recognising shared inodes and breaking links;
+//! - [`overlay`]: the operations on plain types;
+//! - [`fuse`]: the fuser adapter; [`sys`]: the extra syscalls.
+
+pub mod cow;
+pub mod fuse;
+pub mod inode;
+pub mod overlay;
+pub mod sys;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub read_only: bool,
+    /// `allow_other`: every uid may use the mount (a guest runs many users).
+    pub allow_other: bool,
+    /// The kernel checks permissions from the attributes we report.
+    pub default_permissions: bool,
+    pub passthrough: bool,
+    pub suid: bool,
+    pub dev: bool,
+    pub exec: bool,
+    pub atime: bool,
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            read_only: false,
+            allow_other: true,
+            default_permissions: true,
+            passthrough: true,
+            suid: true,
+            // Device nodes a guest root makes must not open host devices.
+            dev: false,
+            exec: true,
+            atime: true,
+            threads: 4,
+        }
+    }
+}
+
+impl MountOptions {
+    /// Applies one `-o` option; an unknown one is an error.
+    pub fn apply(&mut self, opt: &str) -> Result<(), String> {
+        match opt {
+            "ro" => self.read_only = true,
+            "rw" => self.read_only = false,
+            "allow_other" => self.allow_other = true,
+            "noallow_other" => self.allow_other = false,
+            "default_permissions" => self.default_permissions = true,
+            "nodefault_permissions" => self.default_permissions = false,
+            "passthrough" => self.passthrough = true,
+            "nopassthrough" => self.passthrough = false,
+            "suid" => self.suid = true,
+            "nosuid" => self.suid = false,
+            "dev" => self.dev = true,
+            "nodev" => self.dev = false,
+            "exec" => self.exec = true,
+            "noexec" => self.exec = false,
+            "atime" => self.atime = true,
+            "noatime" => self.atime = false,
+            // fstab/systemd pass these; they mean nothing to us.
+            "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" | "users"
+            | "nonempty" | "async" | "relatime" | "norelatime" => {}
+            o if o.starts_with("x-") || o.starts_with("comment=") => {}
+            o => {
+                if let Some(n) = o.strip_prefix("threads=") {
+                    self.threads = n
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| format!("bad value in -o {o}: 1 to 64 threads"))?;
+                } else {
+                    return Err(format!("unknown mount option {o:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fuser_config(&self, guest: &Path) -> fuser::Config {
+        use fuser::MountOption as O;
+        let mut c = fuser::Config::default();
+        let mut m = vec![
+            O::FSName(format!("unifs:{}", guest.display())),
+            O::Subtype("unifs".into()),
+        ];
+        if self.default_permissions {
+            m.push(O::DefaultPermissions);
+        }
+        m.push(if self.read_only { O::RO } else { O::RW });
+        m.push(if self.suid { O::Suid } else { O::NoSuid });
+        m.push(if self.dev { O::Dev } else { O::NoDev });
+        m.push(if self.exec { O::Exec } else { O::NoExec });
+        m.push(if self.atime { O::Atime } else { O::NoAtime });
+        c.mount_options = m;
+        c.acl = if self.allow_other {
+            fuser::SessionACL::All
+        } else {
+            fuser::SessionACL::Owner
+        };
+        c.n_threads = Some(self.threads);
+        c.clone_fd = true;
+        c
+    }
+}
+
+/// A mounted overlay, not yet serving.
+pub struct Mounted {
+    session: fuser::Session<fuse::UnifsFs>,
+    pub mountpoint: PathBuf,
+}
+
+/// Mounts `guest` at `mountpoint`; the kernel handshake is done when this
+/// returns, so the caller can report the mount ready before serving.
+pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
+    sys::set_umask(0); // the kernel applied the caller's umask already
+    raise_fd_limit();
+    let root = crate::sys::open_dir(guest)?;
+    let overlay = Arc::new(overlay::Overlay::new(root)?);
+    let fs = fuse::UnifsFs {
+        overlay,
+        want_passthrough: opts.passthrough,
+    };
+    let session = fuser::Session::new(fs, mountpoint, &opts.fuser_config(guest))?;
+    Ok(Mounted {
+        session,
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+impl Mounted {
+    /// Serves requests until the filesystem is unmounted.
+    pub fn serve(self) -> io::Result<()> {
+        self.session.run()
+    }
+
+    /// Serves requests on background threads (for a launcher that mounts a
+    /// guest's root itself); dropping the handle unmounts.
+    pub fn spawn(self) -> io::Result<fuser::BackgroundSession> {
+        self.session.spawn()
+    }
+}
+
+/// The daemon holds an fd per file a guest has open: use every fd the hard
+/// limit allows, not the usual soft 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit to {hard}: {e}");
+            }
+        }
+    }
+}
+
+/// Unmounts `mountpoint`: plainly, or lazily (detached, gone when its last
+/// user leaves) if it is busy and `lazy_if_busy` is set.
+pub fn unmount(mountpoint: &Path, lazy_if_busy: bool) -> io::Result<()> {
+    // A file closed just now may still have its release in flight: retry a
+    // busy mount briefly before calling it busy.
+    let mut tries = 0;
+    loop {
+        match sys::umount(mountpoint, false) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && lazy_if_busy => {
+                return sys::umount(mountpoint, true);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// True when `path` is a mount point (listed in /proc/self/mountinfo).
+pub fn is_mount_point(path: &Path) -> bool {
+    mount_source(path).is_some()
+}
+
+/// True when `path` is a unifs mount (a FUSE mount whose source is ours).
+pub fn is_unifs_mount(path: &Path) -> bool {
+    mount_source(path)
+        .is_some_and(|(fstype, source)| fstype.starts_with("fuse") && source.starts_with("unifs:"))
+}
+
+/// (filesystem type, source) of the last mount at `path`, if any.
+fn mount_source(path: &Path) -> Option<(String, String)> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == path)
+        })
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" - ")?;
+            let mut f = rest.split(' ');
+            Some((f.next()?.to_string(), unescape_mountinfo(f.next()?)))
+        })
+        .next_back()
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as octal.
+pub fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or(""), 8)
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

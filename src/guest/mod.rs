@@ -1,1 +1,27 @@
-//! Guests: namespaces, root set-up and lifecycle. Not built yet.
+//! Guests, VServer's security contexts on stock namespaces: a process tree
+//! that sees only its own root, PIDs, hostname and IPC, with a reduced
+//! capability set, no new privileges and cgroup limits.
+//!
+//! - [`spec`]: what a guest is (root, command, network, limits, privileges).
+//! - [`sys`]: the syscall seam; all `unsafe` of the launcher.
+//! - `rootfs`: the set-up sequence inside the namespaces, pivot_root included.
+//! - [`cgroup`]: limits on cgroup v2 and v1.
+//! - [`launch`]: clone, handshake, wait.
+//! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
+//!   runtime state under /run/unifs, start/stop/exec/status).
+
+pub mod caps;
+pub mod cgroup;
+pub mod config;
+pub mod console;
+mod error;
+pub mod launch;
+pub mod lifecycle;
+pub mod net;
+mod rootfs;
+pub mod spec;
+pub mod state;
+pub mod sys;
+
+pub use error::{Error, Result};
+pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};

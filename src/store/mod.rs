@@ -104,6 +104,8 @@ impl Store {
             Err(e) => return Err(e).at(objects_path),
         };
         let tmp_path = root.join("tmp");
+        // A store restored from a backup of objects/ alone has no tmp/ yet.
+        let _ = std::fs::create_dir(&tmp_path);
         let tmp = sys::open_dir(&tmp_path).at(&tmp_path)?;
         let dev = sys::fstat(objects.as_fd()).at(&objects_path)?.dev;
         Ok(Store {
@@ -129,10 +131,6 @@ impl Store {
 
     pub fn dev(&self) -> u64 {
         self.dev
-    }
-
-    pub fn tmp_fd(&self) -> BorrowedFd<'_> {
-        self.tmp.as_fd()
     }
 
     /// Takes the writer lock, failing at once with [`Error::Busy`] if held.

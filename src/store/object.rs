@@ -88,13 +88,20 @@ impl Store {
     }
 
     /// Starts copy `copy` of a full object from its existing copy `from`.
-    pub fn new_copy(&self, id: &ObjectId, from: u32, copy: u32) -> Result<Ingested> {
+    /// `ignore_mtime`: the store's ids leave mtime out.
+    pub fn new_copy(
+        &self,
+        id: &ObjectId,
+        from: u32,
+        copy: u32,
+        ignore_mtime: bool,
+    ) -> Result<Ingested> {
         let src_path = self.object_path(id, from);
         let dir = self.fanout_dir(id, false)?;
         let (_, name) = object_names(id, from);
         let src = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY, 0).at(&src_path)?;
         let st = sys::fstat(src.as_fd()).at(&src_path)?;
-        let meta = ObjectMeta::of_fd(src.as_fd(), &st, false).at(&src_path)?;
+        let meta = ObjectMeta::of_fd(src.as_fd(), &st, ignore_mtime).at(&src_path)?;
         match self.ingest_by_copy(src.as_fd(), &meta, id, copy)? {
             Some(done) => Ok(done),
             None => Err(Error::Io {

@@ -395,19 +395,17 @@ pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
 
 /// Sets atime and mtime of `fd`.
 pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
-    let times = [
-        libc::timespec {
-            tv_sec: atime.sec,
-            tv_nsec: atime.nsec as i64,
-        },
-        libc::timespec {
-            tv_sec: mtime.sec,
-            tv_nsec: mtime.nsec as i64,
-        },
-    ];
+    let times = timespecs(atime, mtime);
     // SAFETY: `times` is an array of two valid timespecs.
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
     Ok(())
+}
+
+fn timespecs(atime: Timestamp, mtime: Timestamp) -> [libc::timespec; 2] {
+    [atime, mtime].map(|t| libc::timespec {
+        tv_sec: t.sec,
+        tv_nsec: t.nsec as i64,
+    })
 }
 
 /// `syncfs`: flushes the whole filesystem that `fd` is on.
@@ -431,4 +429,28 @@ pub fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Sets atime and mtime of a path without following a symlink at its end.
+pub fn lutimens(path: &Path, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+    let p = cstr(path.as_os_str())?;
+    let times = timespecs(atime, mtime);
+    // SAFETY: `p` is NUL-terminated and `times` holds two valid timespecs.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// Creates a device node or FIFO (`mode` includes the file type bits).
+pub fn mknod(path: &Path, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+    let p = cstr(path.as_os_str())?;
+    // SAFETY: `p` is NUL-terminated; the other arguments are plain integers.
+    check(unsafe { libc::mknod(p.as_ptr(), mode, libc::makedev(major, minor)) })?;
+    Ok(())
 }

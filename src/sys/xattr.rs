@@ -5,7 +5,7 @@ use super::{check, cstr};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// The attributes of an open file, sorted by name.
@@ -129,11 +129,19 @@ fn read_growing(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>>
     }
 }
 
-/// Turns a name into the bytes it is hashed and stored as.
-pub fn name_bytes(name: &OsStr) -> &[u8] {
-    name.as_bytes()
-}
-
-pub fn name_from_bytes(b: Vec<u8>) -> OsString {
-    OsString::from_vec(b)
+/// Sets an attribute on a host path, not following a symlink at its end.
+pub fn set_path(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    let cpath = cstr(path.as_os_str())?;
+    let cname = cstr(name)?;
+    // SAFETY: both strings are NUL-terminated; `value` is valid for its length.
+    check(unsafe {
+        libc::lsetxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })?;
+    Ok(())
 }

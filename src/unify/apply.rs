@@ -16,7 +16,7 @@ use super::hash::Hashed;
 use super::plan::Group;
 use super::scan::{FileRec, TMP_PREFIX};
 use super::{Guest, Problem};
-use crate::catalog::{self, Catalog, ObjectRow};
+use crate::catalog::{Catalog, ObjectRow};
 use crate::store::object::Ingested;
 use crate::store::{self, ObjectId, ObjectMeta, Store};
 use crate::sys::{self, Stat};
@@ -42,25 +42,7 @@ pub struct ApplyTotals {
     pub skipped_in_use: u64,
 }
 
-#[derive(Debug)]
-pub enum ApplyError {
-    Store(store::Error),
-    Catalog(catalog::Error),
-}
-
-impl From<store::Error> for ApplyError {
-    fn from(e: store::Error) -> Self {
-        ApplyError::Store(e)
-    }
-}
-
-impl From<catalog::Error> for ApplyError {
-    fn from(e: catalog::Error) -> Self {
-        ApplyError::Catalog(e)
-    }
-}
-
-type Result<T, E = ApplyError> = std::result::Result<T, E>;
+use super::Result;
 
 /// The object copy new links go to.
 struct Target {
@@ -87,12 +69,15 @@ pub struct Applier<'a> {
     /// Treat an object as full at this many links (tests; else EMLINK decides).
     pub link_max: Option<u64>,
     pub paranoid: bool,
+    /// The store's ids leave mtime out.
+    pub ignore_mtime: bool,
     pub totals: ApplyTotals,
     pub problems: Vec<Problem>,
     /// Candidates whose inode is gone or became an object (no cache row).
     pub consumed: Vec<usize>,
     pending: usize,
     tmp_seq: u64,
+    closer: super::closer::Closer,
     parent: Option<(u32, PathBuf, OwnedFd)>,
 }
 
@@ -112,11 +97,13 @@ impl<'a> Applier<'a> {
             run,
             link_max: None,
             paranoid: false,
+            ignore_mtime: false,
             totals: ApplyTotals::default(),
             problems: Vec::new(),
             consumed: Vec::new(),
             pending: 0,
             tmp_seq: 0,
+            closer: super::closer::Closer::new(),
             parent: None,
         }
     }
@@ -228,7 +215,7 @@ impl<'a> Applier<'a> {
                 .ingest_by_link(fd.as_fd(), &group.id, 0)
                 .map_err(|e| Skip::Failed(e.to_string()))?
         } else {
-            let meta = ObjectMeta::of_fd(fd.as_fd(), &st, false).map_err(fail)?;
+            let meta = ObjectMeta::of_fd(fd.as_fd(), &st, self.ignore_mtime).map_err(fail)?;
             match self
                 .store
                 .ingest_by_copy(fd.as_fd(), &meta, &group.id, 0)
@@ -328,7 +315,7 @@ impl<'a> Applier<'a> {
             }
         }
         sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
-        drop(fd);
+        self.closer.close(fd);
         let rec = &self.candidates[file];
         let guest = self.guests[rec.guest as usize].row.id;
         self.catalog
@@ -380,7 +367,7 @@ impl<'a> Applier<'a> {
             None => {
                 let made = self
                     .store
-                    .new_copy(&target.id, target.copy, copy)
+                    .new_copy(&target.id, target.copy, copy, self.ignore_mtime)
                     .map_err(failed)?;
                 self.totals.extra_copies += 1;
                 match made {

@@ -163,11 +163,7 @@ fn hash_one(
     rec: &FileRec,
     ignore_mtime: bool,
 ) -> std::io::Result<(ObjectId, ContentHash)> {
-    let fd = sys::open_beneath(
-        guest.fd.as_fd(),
-        &rec.rel,
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK,
-    )?;
+    let fd = guest.open_for_reading(&rec.rel)?;
     let st = sys::fstat(fd.as_fd())?;
     if !st.unchanged(&rec.stat) {
         return Err(std::io::Error::other("changed while unify ran; skipped"));

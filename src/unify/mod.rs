@@ -3,6 +3,7 @@
 //! for an object becomes the object, so no data is copied.
 
 pub mod apply;
+mod closer;
 pub mod exclude;
 pub mod hash;
 pub mod plan;
@@ -38,15 +39,13 @@ pub enum Error {
     MtimeMismatch { store: PathBuf, was: &'static str },
     #[error("no guests given (name guest directories, or use --all)")]
     NoGuests,
-}
-
-impl From<apply::ApplyError> for Error {
-    fn from(e: apply::ApplyError) -> Self {
-        match e {
-            apply::ApplyError::Store(e) => Error::Store(e),
-            apply::ApplyError::Catalog(e) => Error::Catalog(e),
-        }
-    }
+    #[error(
+        "{guest} and the store {store} overlap (one is inside the other); \
+         keep the store outside every guest"
+    )]
+    StoreInGuest { guest: PathBuf, store: PathBuf },
+    #[error("guests {a} and {b} overlap (one is inside the other); name each guest root once")]
+    NestedGuests { a: PathBuf, b: PathBuf },
 }
 
 /// A file unify left alone or could not handle, and why.
@@ -89,6 +88,18 @@ pub struct Guest {
     pub fd: OwnedFd,
 }
 
+impl Guest {
+    /// Opens a file of the guest read-only for hashing, never through a
+    /// symlink, without touching its atime or blocking on a FIFO.
+    pub fn open_for_reading(&self, rel: &Path) -> std::io::Result<OwnedFd> {
+        sys::open_beneath(
+            self.fd.as_fd(),
+            rel,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK,
+        )
+    }
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Summary {
     pub run: Option<i64>,
@@ -117,6 +128,13 @@ pub struct Summary {
 
 pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let started = Instant::now();
+    // Before anything is created: the store must not land inside a guest.
+    let guests = opts
+        .guests
+        .iter()
+        .map(|g| std::fs::canonicalize(g).at(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_overlaps(&guests, Some(&resolved(store_path)))?;
     if opts.dry_run && !Store::exists(store_path) {
         return dry_run_without_store(store_path, opts, started);
     }
@@ -168,6 +186,19 @@ fn existing_ancestor(path: &Path) -> PathBuf {
         }
     }
     cur
+}
+
+/// `path` made absolute with every existing component's symlinks resolved.
+fn resolved(path: &Path) -> PathBuf {
+    let existing = existing_ancestor(path);
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (
+        std::fs::canonicalize(&existing),
+        abs.strip_prefix(&existing),
+    ) {
+        (Ok(base), Ok(rest)) => base.join(rest),
+        _ => abs,
+    }
 }
 
 fn settle_ignore_mtime(store: &Store, catalog: &Catalog, opts: &Options) -> Result<bool> {
@@ -279,15 +310,23 @@ fn run(
     let mut applier = apply::Applier::new(store, catalog, &guests, &scan.candidates, run_id);
     applier.link_max = opts.link_max;
     applier.paranoid = opts.paranoid;
+    applier.ignore_mtime = ignore_mtime;
     summary.stale_tmp_removed =
         stale::clean(&mut applier, &scan.stale_tmp, &existing, ignore_mtime)?;
+    // Rewrite only the guest_links rows that changed: a re-run writes little.
+    let mut old_links = guests
+        .iter()
+        .map(|g| catalog.guest_links(g.row.id))
+        .collect::<catalog::Result<Vec<_>>>()?;
     for l in &scan.linked {
         if l.recovered {
             stale::recover_object(&mut applier, l, ignore_mtime)?;
         }
-        let guest = guests[l.guest as usize].row.id;
-        catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
-        applier.tick()?;
+        if old_links[l.guest as usize].remove(&l.rel) != Some(l.id) {
+            let guest = guests[l.guest as usize].row.id;
+            catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
+            applier.tick()?;
+        }
     }
     let by_file: std::collections::HashMap<usize, &hash::Hashed> =
         hashed.hashed.iter().map(|h| (h.file, h)).collect();
@@ -309,8 +348,15 @@ fn run(
             applier.tick()?;
         }
     }
-    for g in &guests {
-        catalog.prune_guest_links(g.row.id, run_id)?;
+    for &file in &consumed {
+        let rec = &scan.candidates[file];
+        old_links[rec.guest as usize].remove(&rec.rel);
+    }
+    for (g, gone) in guests.iter().zip(&old_links) {
+        for path in gone.keys() {
+            catalog.delete_guest_link(g.row.id, path)?;
+            applier.tick()?;
+        }
     }
     let t = applier.totals;
     summary.files_linked = t.files_linked;
@@ -369,6 +415,7 @@ fn open_guests(
     if paths.is_empty() {
         return Err(Error::NoGuests);
     }
+    check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
     let mut guests = Vec::with_capacity(paths.len());
     for (i, root) in paths.into_iter().enumerate() {
         let fd = sys::open_dir(&root).at(&root)?;
@@ -390,6 +437,31 @@ fn open_guests(
         guests.push(Guest { row, root, fd });
     }
     Ok(guests)
+}
+
+/// Refuses a guest that holds the store (or lies inside it), and guests
+/// nested in each other: their files would be unified twice, or the
+/// store's own files taken for a guest's.
+fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
+    let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    if let Some(store) = store {
+        let store = resolved(store);
+        if let Some(g) = paths.iter().find(|g| overlap(g, &store)) {
+            return Err(Error::StoreInGuest {
+                guest: g.clone(),
+                store,
+            });
+        }
+    }
+    for (i, a) in paths.iter().enumerate() {
+        if let Some(b) = paths[i + 1..].iter().find(|b| overlap(a, b)) {
+            return Err(Error::NestedGuests {
+                a: a.clone(),
+                b: b.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar(show: bool, total: u64, what: &'static str) -> ProgressBar {

@@ -1,8 +1,9 @@
 //! Leftovers of a killed run: `.unifs-tmp-*` names in guest directories, and
 //! objects linked into the store but not yet recorded in the catalog.
 
-use super::apply::{Applier, ApplyError};
+use super::apply::Applier;
 use super::scan::{FileRec, LinkedRec};
+use super::Error;
 use super::Problem;
 use crate::catalog::ObjectRow;
 use crate::store::{id::hash_reader, read_marker, IoContext, ObjectId, ObjectMeta};
@@ -21,7 +22,7 @@ pub fn clean(
     stale: &[FileRec],
     existing: &HashSet<ObjectId>,
     ignore_mtime: bool,
-) -> Result<u64, ApplyError> {
+) -> Result<u64, Error> {
     let mut removed = 0;
     for rec in stale {
         let guest = &a.guests[rec.guest as usize];
@@ -58,11 +59,7 @@ fn held_by_store(
     ignore_mtime: bool,
 ) -> std::io::Result<bool> {
     let guest = &a.guests[rec.guest as usize];
-    let fd = sys::open_beneath(
-        guest.fd.as_fd(),
-        &rec.rel,
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK,
-    )?;
+    let fd = guest.open_for_reading(&rec.rel)?;
     let st = sys::fstat(fd.as_fd())?;
     if !st.is_file() {
         return Ok(false);
@@ -84,11 +81,7 @@ fn held_by_store(
 }
 
 /// Records an object found by its marker but missing from the catalog.
-pub fn recover_object(
-    a: &mut Applier,
-    l: &LinkedRec,
-    ignore_mtime: bool,
-) -> Result<(), ApplyError> {
+pub fn recover_object(a: &mut Applier, l: &LinkedRec, ignore_mtime: bool) -> Result<(), Error> {
     let path = a.store.object_path(&l.id, l.copy);
     let file = File::open(&path).at(&path)?;
     let st = sys::fstat(file.as_fd()).at(&path)?;

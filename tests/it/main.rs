@@ -1,6 +1,7 @@
 //! One integration-test binary: real files in temp dirs, real FUSE mounts,
 //! real namespaces. Run as root (CI does).
 
+mod backup;
 mod common;
 mod fs;
 mod guest;

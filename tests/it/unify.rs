@@ -449,7 +449,12 @@ fn a_second_writer_gets_store_is_busy_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5), "it waited");
     drop(lock);
-    assert!(unifs(&lab.store(), &[&"unify", &a]).status.success());
+    let out = unifs(&lab.store(), &[&"unify", &a]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -537,4 +542,80 @@ fn the_binary_answers_as_vunify() {
     );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["files_linked"], 21);
+}
+
+#[test]
+fn an_ignore_mtime_store_shares_files_that_differ_only_in_mtime() {
+    if !require_root("an_ignore_mtime_store") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..5).map(|i| lab.guest(i)).collect();
+    for (i, g) in guests.iter().enumerate() {
+        file_at(g, "f", b"same bytes\n", 0o644, MTIME + i as u64);
+    }
+    // The first file is held open for writing: it must be copied in, which
+    // rehashes the copy under the store's rules; a low link limit makes
+    // unify start extra copies, which rehash too.
+    let writer = fs::OpenOptions::new()
+        .append(true)
+        .open(guests[0].join("f"))
+        .unwrap();
+    let out = Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(lab.store())
+        .args(["unify", "--json", "--ignore-mtime"])
+        .args(&guests)
+        .env("UNIFS_TEST_LINK_MAX", "3")
+        .output()
+        .unwrap();
+    drop(writer);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["objects_copied"], 1, "{s}");
+    assert_eq!(s["files_linked"], 4, "{s}");
+    assert!(s["extra_copies"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(ino(&guests[1].join("f")), ino(&guests[2].join("f")));
+    assert_verify_clean(&lab.store());
+    // The store keeps its rule: asking for the other one is an error.
+    let c = lab.guest(9);
+    file(&c, "f", b"x", 0o644);
+    let out = unifs(&lab.store(), &[&"unify", &c]);
+    assert!(
+        out.status.success(),
+        "the recorded rule applies without the flag"
+    );
+    let lab2 = Lab::new();
+    let d = lab2.guest(0);
+    file(&d, "f", b"x", 0o644);
+    assert!(unifs(&lab2.store(), &[&"unify", &d]).status.success());
+    let out = unifs(&lab2.store(), &[&"unify", &"--ignore-mtime", &d]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ignore-mtime"));
+}
+
+#[test]
+fn overlapping_guests_and_a_store_inside_a_guest_are_refused() {
+    if !require_root("overlapping_guests") {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.guest(0);
+    file(&a, "sub/f", b"x", 0o644);
+    let out = unifs(&lab.store(), &[&"unify", &a, &a.join("sub")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlap"));
+    let inside = a.join("var/lib/unifs");
+    let out = unifs(&inside, &[&"unify", &a]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the store") && err.contains("overlap"),
+        "{err}"
+    );
+    assert!(!inside.exists(), "the store was created inside the guest");
 }

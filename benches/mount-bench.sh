@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Benchmarks of `unifs mount` next to the native backing filesystem and
+# fuse-overlayfs (if installed), in one run, on the same files.
+#
+#   sudo benches/mount-bench.sh [WORKDIR]
+#
+# Env: UNIFS (binary, default target/release/unifs), SIZE_MB (sequential read
+# file, 1024), FILES (find+stat tree, 50000), BREAK_MB (first write to a
+# shared file, 100), MEM_FILES (daemon memory guest, 30000).
+# Cold reads drop only the files' own page cache (dd iflag=nocache), never the
+# whole machine's. Prints a markdown table.
+set -euo pipefail
+
+UNIFS=$(realpath "${UNIFS:-target/release/unifs}")
+SIZE_MB=${SIZE_MB:-1024}
+FILES=${FILES:-50000}
+BREAK_MB=${BREAK_MB:-100}
+MEM_FILES=${MEM_FILES:-30000}
+W=$(realpath "${1:-$(mktemp -d /var/tmp/unifs-bench.XXXXXX)}")
+mkdir -p "$W"/{store/objects,store/tmp,g,m,ovl/upper,ovl/work,ovl/merged,mem,memm}
+DAEMONS=()
+
+XFS_MOUNTED=0
+cleanup() {
+    for mp in "$W/m" "$W/ovl/merged" "$W/memm" "$W/xfs/fs/m"; do
+        umount -l "$mp" 2>/dev/null || true
+    done
+    for p in "${DAEMONS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ "$XFS_MOUNTED" = 1 ]; then umount -l "$W/xfs/fs" 2>/dev/null || true; fi
+    rm -f "$W/xfs/img"
+}
+trap cleanup EXIT
+
+now() { echo "$EPOCHREALTIME"; }
+since() { awk -v s="$1" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.3f", e - s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+drop() { dd if="$1" iflag=nocache count=0 status=none; }
+mounted() { grep -q " $1 " /proc/self/mountinfo; }
+wait_mounted() {
+    for _ in $(seq 200); do mounted "$1" && return 0; sleep 0.05; done
+    echo "mount at $1 did not come up" >&2; exit 1
+}
+
+# Marks $1 as a store object and links it into the store, as unify does.
+share() {
+    local hex; hex=$(printf '%064x' "$2")
+    setfattr -n trusted.unifs.object -v "$hex" "$1"
+    mkdir -p "$W/store/objects/${hex:0:2}"
+    ln "$1" "$W/store/objects/${hex:0:2}/${hex:2}"
+}
+
+mount_unifs() { # guest mountpoint -> daemon pid in $PID
+    "$UNIFS" --store "$W/store" mount -f "$1" "$2" 2>>"$W/daemon.log" &
+    PID=$!
+    DAEMONS+=("$PID")
+    wait_mounted "$2"
+}
+
+mount_ovl() {
+    fuse-overlayfs -o "lowerdir=$W/g,upperdir=$W/ovl/upper,workdir=$W/ovl/work" "$W/ovl/merged"
+    wait_mounted "$W/ovl/merged"
+}
+
+echo "setting up in $W ..." >&2
+dd if=/dev/urandom of="$W/g/big" bs=1M count="$SIZE_MB" status=none
+dd if=/dev/urandom of="$W/g/shared" bs=1M count="$BREAK_MB" status=none
+share "$W/g/shared" 1
+mkdir -p "$W/g/tree"
+for ((d = 0; d < (FILES + 499) / 500; d++)); do
+    mkdir "$W/g/tree/d$d"
+    (cd "$W/g/tree/d$d" && seq -f "f%g" 0 $((FILES / ((FILES + 499) / 500) - 1)) | xargs touch)
+done
+for ((d = 0; d < (MEM_FILES + 499) / 500; d++)); do
+    mkdir "$W/mem/d$d"
+    (cd "$W/mem/d$d" && seq -f "f%g" 0 499 | xargs touch)
+done
+sync
+
+read_time() { # file, cold|warm
+    if [ "$2" = cold ]; then drop "$1"; else cat "$1" >/dev/null; fi
+    local s; s=$(now)
+    dd if="$1" of=/dev/null bs=1M status=none
+    since "$s"
+}
+find_time() {
+    local s; s=$(now)
+    find "$1" -printf '%s %i\n' >/dev/null
+    since "$s"
+}
+
+mount_unifs "$W/g" "$W/m"
+HAVE_OVL=0
+if command -v fuse-overlayfs >/dev/null; then mount_ovl && HAVE_OVL=1; fi
+
+declare -A T
+# One read first: a VM's disk may be cached by its host, which would favour
+# whichever cold read came second.
+read_time "$W/g/big" cold >/dev/null
+T[read_cold_native]=$(read_time "$W/g/big" cold)
+drop "$W/g/big"
+T[read_cold_unifs]=$(read_time "$W/m/big" cold)
+T[read_warm_native]=$(read_time "$W/g/big" warm)
+T[read_warm_unifs]=$(read_time "$W/m/big" warm)
+if [ $HAVE_OVL = 1 ]; then
+    drop "$W/g/big"
+    T[read_cold_ovl]=$(read_time "$W/ovl/merged/big" cold)
+    T[read_warm_ovl]=$(read_time "$W/ovl/merged/big" warm)
+fi
+
+find "$W/g/tree" >/dev/null # the backing fs warm for everyone
+T[find_native]=$(find_time "$W/g/tree")
+T[find_unifs]=$(find_time "$W/m/tree")
+T[find2_unifs]=$(find_time "$W/m/tree")
+if [ $HAVE_OVL = 1 ]; then
+    T[find_ovl]=$(find_time "$W/ovl/merged/tree")
+fi
+
+s=$(now); cp "$W/g/shared" "$W/cp-copy"; T[cp]=$(since "$s")
+s=$(now); dd if="$W/g/shared" of="$W/cp-sync" bs=1M conv=fsync status=none; T[cp_fsync]=$(since "$s")
+rm -f "$W/cp-copy" "$W/cp-sync"
+s=$(now); printf x | dd of="$W/m/shared" conv=notrunc status=none; T[break_unifs]=$(since "$s")
+if [ $HAVE_OVL = 1 ]; then
+    s=$(now); printf x | dd of="$W/ovl/merged/shared" conv=notrunc status=none; T[break_ovl]=$(since "$s")
+fi
+
+# The break on a reflink filesystem: xfs on a loop device, if mkfs.xfs is there.
+T[break_xfs]=-
+if command -v mkfs.xfs >/dev/null && [ -e /dev/loop-control ]; then
+    X="$W/xfs"
+    mkdir -p "$X/fs"
+    truncate -s $((BREAK_MB * 3 + 400))M "$X/img"
+    mkfs.xfs -q -m reflink=1 "$X/img"
+    mount -o loop "$X/img" "$X/fs"
+    XFS_MOUNTED=1
+    mkdir -p "$X/fs/store/objects" "$X/fs/store/tmp" "$X/fs/g" "$X/fs/m"
+    dd if=/dev/urandom of="$X/fs/g/shared" bs=1M count="$BREAK_MB" status=none
+    hex=$(printf '%064x' 2)
+    setfattr -n trusted.unifs.object -v "$hex" "$X/fs/g/shared"
+    mkdir -p "$X/fs/store/objects/${hex:0:2}"
+    ln "$X/fs/g/shared" "$X/fs/store/objects/${hex:0:2}/${hex:2}"
+    sync
+    "$UNIFS" --store "$X/fs/store" mount -f "$X/fs/g" "$X/fs/m" 2>>"$W/daemon.log" &
+    DAEMONS+=("$!")
+    wait_mounted "$X/fs/m"
+    s=$(now); printf x | dd of="$X/fs/m/shared" conv=notrunc status=none; T[break_xfs]=$(since "$s")
+    cmp -s <(tail -c +2 "$X/fs/m/shared") <(tail -c +2 "$X/fs/store/objects/${hex:0:2}/${hex:2}") ||
+        { echo "xfs break: data differs" >&2; exit 1; }
+    umount "$X/fs/m"
+fi
+
+mount_unifs "$W/mem" "$W/memm"
+find "$W/memm" -printf '%s\n' >/dev/null
+RSS_KB=$(awk '/VmRSS/ { print $2 }' "/proc/$PID/status")
+
+cat <<EOF
+| benchmark | native | unifs | ratio | fuse-overlayfs | target |
+|---|---|---|---|---|---|
+| sequential read ${SIZE_MB} MiB, cold (s) | ${T[read_cold_native]} | ${T[read_cold_unifs]} | $(ratio "${T[read_cold_native]}" "${T[read_cold_unifs]}") speed | ${T[read_cold_ovl]:--} | ≥ 0.9x speed |
+| sequential read ${SIZE_MB} MiB, warm (s) | ${T[read_warm_native]} | ${T[read_warm_unifs]} | $(ratio "${T[read_warm_native]}" "${T[read_warm_unifs]}") speed | ${T[read_warm_ovl]:--} | ≥ 0.9x speed |
+| find + stat, ${FILES} files, first walk (s) | ${T[find_native]} | ${T[find_unifs]} | $(ratio "${T[find_unifs]}" "${T[find_native]}") time | ${T[find_ovl]:--} | ≤ 2x time |
+| find + stat, ${FILES} files, second walk (s) | ${T[find_native]} | ${T[find2_unifs]} | $(ratio "${T[find2_unifs]}" "${T[find_native]}") time | | ≤ 2x time |
+| first write to a shared ${BREAK_MB} MiB file (s) | cp ${T[cp]}, cp+fsync ${T[cp_fsync]} | ${T[break_unifs]} | $(ratio "${T[break_unifs]}" "${T[cp]}") of cp, $(ratio "${T[break_unifs]}" "${T[cp_fsync]}") of cp+fsync | ${T[break_ovl]:--} | ≤ 1.2x cp |
+| first write to a shared ${BREAK_MB} MiB file on xfs (reflink) (s) | | ${T[break_xfs]} | | | near 0 |
+| daemon RSS after walking ${MEM_FILES} files (MiB) | | $((RSS_KB / 1024)) | | | ≤ 64 MiB |
+EOF
+echo "kernel $(uname -r); backing fs $(stat -f -c %T "$W/g"); work dir $W" >&2

@@ -1,0 +1,327 @@
+//! Guest manifests: a complete description of a guest tree (every path with
+//! type, mode, owner, times, xattrs, symlink target, device numbers,
+//! hardlink groups, and the object id of every unified file or a content
+//! hash of every private one), as JSON lines. docs/backup.md has the format.
+
+use crate::store::{id::STORE_XATTR_PREFIX, ObjectId, Store};
+use crate::sys::{self, Timestamp};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The first line of a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Header {
+    pub unifs_manifest: u32,
+    pub guest: String,
+    pub root: String,
+    pub created: i64,
+}
+
+/// One path of a guest. Bytes that are not UTF-8 (names, targets) are
+/// written in `*_hex` fields instead.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Entry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// file, dir, symlink, char, block, fifo, socket
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Permission bits with set-id and sticky bits (`st_mode & 07777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// "SECONDS.NANOSECONDS"
+    pub mtime: String,
+    pub atime: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// name → hex value; store xattrs (`trusted.unifs.*`) left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_hex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev_major: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev_minor: Option<u32>,
+    /// The store object this file links, if unified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// blake3 of the content (regular files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// The first path of the guest's own hardlink group this file belongs to
+    /// (absent on that first path itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Links within the guest (1 for a file that only links a store object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nlink: Option<u64>,
+}
+
+impl Entry {
+    pub fn rel_path(&self) -> PathBuf {
+        decode(&self.path, &self.path_hex)
+    }
+
+    pub fn target_path(&self) -> Option<PathBuf> {
+        (self.target.is_some() || self.target_hex.is_some())
+            .then(|| decode(&self.target, &self.target_hex))
+    }
+
+    pub fn object_id(&self) -> Option<ObjectId> {
+        self.object.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    /// True when the content must come from the guest's private backup.
+    pub fn is_private_content(&self) -> bool {
+        self.kind == "file" && self.object.is_none() && self.link.is_none()
+    }
+}
+
+fn decode(text: &Option<String>, hex: &Option<String>) -> PathBuf {
+    match (text, hex) {
+        (Some(t), _) => PathBuf::from(t),
+        (None, Some(h)) => PathBuf::from(<std::ffi::OsString as OsStringExt>::from_vec(
+            from_hex(h).unwrap_or_default(),
+        )),
+        _ => PathBuf::new(),
+    }
+}
+
+fn encode(bytes: &OsStr) -> (Option<String>, Option<String>) {
+    match bytes.to_str() {
+        Some(s) => (Some(s.to_string()), None),
+        None => (None, Some(to_hex(bytes.as_bytes()))),
+    }
+}
+
+pub use crate::store::id::to_hex;
+
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub fn time_string(t: Timestamp) -> String {
+    format!("{}.{:09}", t.sec, t.nsec)
+}
+
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    let (sec, nsec) = s.split_once('.').unwrap_or((s, "0"));
+    Some(Timestamp {
+        sec: sec.parse().ok()?,
+        nsec: nsec.parse().ok()?,
+    })
+}
+
+/// Describes the guest at `root`. Content hashes of unified files come from
+/// `content_of` (the catalog) when it knows them; everything else is read.
+pub fn describe(
+    root: &Path,
+    store: Option<&Store>,
+    content_of: &HashMap<ObjectId, ObjectId>,
+) -> io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    let mut groups: HashMap<(u64, u64), String> = HashMap::new();
+    let mut to_hash = Vec::new();
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .same_file_system(true)
+        .sort_by_file_name()
+    {
+        let e = e.map_err(io::Error::other)?;
+        if e.depth() == 0 {
+            continue;
+        }
+        let rel = e.path().strip_prefix(root).map_err(io::Error::other)?;
+        let m = e.metadata().map_err(io::Error::other)?;
+        let ft = m.file_type();
+        let (path, path_hex) = encode(rel.as_os_str());
+        let mut entry = Entry {
+            path,
+            path_hex,
+            kind: kind_of(&ft).to_string(),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: time_string(Timestamp {
+                sec: m.mtime(),
+                nsec: m.mtime_nsec() as u32,
+            }),
+            atime: time_string(Timestamp {
+                sec: m.atime(),
+                nsec: m.atime_nsec() as u32,
+            }),
+            xattrs: xattrs_of(e.path())?,
+            ..Entry::default()
+        };
+        if ft.is_symlink() {
+            let (t, th) = encode(std::fs::read_link(e.path())?.as_os_str());
+            entry.target = t;
+            entry.target_hex = th;
+        }
+        if ft.is_char_device() || ft.is_block_device() {
+            let rdev = m.rdev();
+            entry.rdev_major = Some(libc::major(rdev));
+            entry.rdev_minor = Some(libc::minor(rdev));
+        }
+        if ft.is_file() {
+            entry.size = Some(m.size());
+            let object = if m.nlink() > 1 {
+                object_of(e.path(), store, m.dev(), m.ino())?
+            } else {
+                None
+            };
+            match object {
+                Some(id) => {
+                    entry.object = Some(id.to_hex());
+                    entry.nlink = Some(1);
+                    match content_of.get(&id) {
+                        Some(c) => entry.blake3 = Some(c.to_hex()),
+                        None => to_hash.push(entries.len()),
+                    }
+                }
+                None => {
+                    entry.nlink = Some(m.nlink());
+                    let me = entry.path.clone().unwrap_or_default();
+                    match groups.get(&(m.dev(), m.ino())) {
+                        Some(first) if m.nlink() > 1 => entry.link = Some(first.clone()),
+                        _ => {
+                            if m.nlink() > 1 {
+                                groups.insert((m.dev(), m.ino()), me);
+                            }
+                            to_hash.push(entries.len());
+                        }
+                    }
+                }
+            }
+        }
+        entries.push(entry);
+    }
+    let hashes: Vec<(usize, io::Result<String>)> = to_hash
+        .par_iter()
+        .map(|&i| (i, content_hash(&root.join(entries[i].rel_path()))))
+        .collect();
+    for (i, h) in hashes {
+        entries[i].blake3 = Some(h?);
+    }
+    Ok(entries)
+}
+
+fn kind_of(ft: &std::fs::FileType) -> &'static str {
+    if ft.is_file() {
+        "file"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_char_device() {
+        "char"
+    } else if ft.is_block_device() {
+        "block"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "socket"
+    }
+}
+
+fn xattrs_of(path: &Path) -> io::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (name, value) in sys::xattr::list_path(path)? {
+        if name.as_bytes().starts_with(STORE_XATTR_PREFIX) {
+            continue;
+        }
+        out.insert(name.to_string_lossy().into_owned(), to_hex(&value));
+    }
+    Ok(out)
+}
+
+/// The object a linked file is, when it is one: its marker names an object
+/// whose store file is this inode (or, without a store, the marker alone).
+fn object_of(
+    path: &Path,
+    store: Option<&Store>,
+    dev: u64,
+    ino: u64,
+) -> io::Result<Option<ObjectId>> {
+    let Some(id) = crate::store::read_marker_path(path)? else {
+        return Ok(None);
+    };
+    match store {
+        Some(s) => Ok(s
+            .find_copy(&id, dev, ino)
+            .map_err(io::Error::other)?
+            .map(|_| id)),
+        None => Ok(Some(id)),
+    }
+}
+
+pub fn content_hash(path: &Path) -> io::Result<String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(path)?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(&file)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Writes a manifest as JSON lines.
+pub fn write_jsonl(out: &mut dyn io::Write, header: &Header, entries: &[Entry]) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, header)?;
+    out.write_all(b"\n")?;
+    for e in entries {
+        serde_json::to_writer(&mut *out, e)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Reads a JSON-lines manifest.
+pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
+    use std::io::BufRead;
+    let file = io::BufReader::new(File::open(path)?);
+    let mut lines = file.lines();
+    let first = lines
+        .next()
+        .ok_or_else(|| io::Error::other("empty manifest"))??;
+    let header: Header = serde_json::from_str(&first)
+        .map_err(|e| io::Error::other(format!("not a unifs manifest (first line: {e})")))?;
+    if header.unifs_manifest != MANIFEST_VERSION {
+        return Err(io::Error::other(format!(
+            "manifest version {} is not supported (this unifs reads {MANIFEST_VERSION})",
+            header.unifs_manifest
+        )));
+    }
+    let mut entries = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let e: Entry = serde_json::from_str(&line)
+            .map_err(|err| io::Error::other(format!("manifest line {}: {err}", n + 2)))?;
+        entries.push(e);
+    }
+    Ok((header, entries))
+}

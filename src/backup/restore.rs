@@ -1,0 +1,307 @@
+//! Rebuilding a guest from its manifest, the store's objects and a backup
+//! copy of its private files. Nothing is written until everything the
+//! manifest needs is known to be there; the tree is built in a staging
+//! directory beside the target and renamed into place only when every file
+//! verified against the manifest.
+
+use super::manifest::{self, from_hex, parse_time, Entry};
+use crate::store::{ObjectId, Store};
+use crate::sys::{self, Timestamp};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0} exists and is not empty; restore into a new directory")]
+    TargetExists(PathBuf),
+    #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
+    Missing(Vec<String>),
+    #[error(
+        "{} file(s) did not verify against the manifest; the partial tree is left in {}:\n{}",
+        .bad.len(), .staging.display(), list(.bad)
+    )]
+    Unverified { staging: PathBuf, bad: Vec<String> },
+}
+
+fn list(items: &[String]) -> String {
+    let mut s: String = items.iter().take(50).map(|i| format!("  {i}\n")).collect();
+    if items.len() > 50 {
+        s.push_str(&format!("  … and {} more\n", items.len() - 50));
+    }
+    s
+}
+
+trait At<T> {
+    fn at(self, p: &Path) -> Result<T, Error>;
+}
+
+impl<T> At<T> for io::Result<T> {
+    fn at(self, p: &Path) -> Result<T, Error> {
+        self.map_err(|source| Error::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Report {
+    pub entries: u64,
+    pub objects_linked: u64,
+    pub objects_copied: u64,
+    pub private_copied: u64,
+    pub hardlinks: u64,
+    pub bytes_copied: u64,
+    pub skipped_sockets: u64,
+}
+
+/// Restores the guest described by `entries` into `target`.
+pub fn restore(
+    entries: &[Entry],
+    store: &Store,
+    private: &Path,
+    target: &Path,
+) -> Result<Report, Error> {
+    if target.exists() && fs::read_dir(target).at(target)?.next().is_some() {
+        return Err(Error::TargetExists(target.to_path_buf()));
+    }
+    let missing = preflight(entries, store, private);
+    if !missing.is_empty() {
+        return Err(Error::Missing(missing));
+    }
+    let staging = staging_path(target);
+    if staging.exists() {
+        fs::remove_dir_all(&staging).at(&staging)?;
+    }
+    fs::create_dir_all(&staging).at(&staging)?;
+    let staging_dev = fs::metadata(&staging).at(&staging)?.dev();
+    let link_objects = staging_dev == store.dev();
+    let mut report = Report::default();
+    let mut bad = Vec::new();
+    for e in entries {
+        report.entries += 1;
+        let rel = e.rel_path();
+        let dest = staging.join(&rel);
+        let result = match e.kind.as_str() {
+            "dir" => fs::create_dir(&dest)
+                .and_then(|_| fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))),
+            "file" => restore_file(
+                e,
+                store,
+                private,
+                &staging,
+                &dest,
+                link_objects,
+                &mut report,
+            ),
+            "symlink" => match e.target_path() {
+                Some(t) => std::os::unix::fs::symlink(t, &dest).and_then(|_| apply_meta(e, &dest)),
+                None => Err(io::Error::other("symlink without a target")),
+            },
+            "char" | "block" | "fifo" => {
+                let ty = match e.kind.as_str() {
+                    "char" => libc::S_IFCHR,
+                    "block" => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                sys::mknod(
+                    &dest,
+                    ty | e.mode,
+                    e.rdev_major.unwrap_or(0),
+                    e.rdev_minor.unwrap_or(0),
+                )
+                .and_then(|_| apply_meta(e, &dest))
+            }
+            _ => {
+                // A socket belongs to a running process; nothing to restore.
+                report.skipped_sockets += 1;
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            bad.push(format!("{}: {err}", rel.display()));
+        }
+    }
+    // Directory metadata last, deepest first, so creating entries in them
+    // did not change their times and read-only modes did not get in the way.
+    for e in entries.iter().rev().filter(|e| e.kind == "dir") {
+        let dest = staging.join(e.rel_path());
+        if let Err(err) = apply_meta(e, &dest) {
+            bad.push(format!("{}: {err}", e.rel_path().display()));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Error::Unverified { staging, bad });
+    }
+    if target.exists() {
+        fs::remove_dir(target).at(target)?;
+    }
+    fs::rename(&staging, target).at(target)?;
+    Ok(report)
+}
+
+fn staging_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".unifs-restore");
+    target.with_file_name(name)
+}
+
+/// Everything the manifest needs that is not there.
+fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    for e in entries.iter().filter(|e| e.kind == "file") {
+        let rel = e.rel_path();
+        if let Some(obj) = &e.object {
+            match obj.parse::<ObjectId>() {
+                Ok(id) => match store.stat_object(&id, 0) {
+                    Ok(Some(_)) => {}
+                    _ => missing.push(format!(
+                        "object {obj} (for {}) is not in the store {}",
+                        rel.display(),
+                        store.root().display()
+                    )),
+                },
+                Err(_) => missing.push(format!("{}: bad object id {obj:?}", rel.display())),
+            }
+        } else if e.link.is_none() {
+            let src = private.join(&rel);
+            match fs::symlink_metadata(&src) {
+                Ok(m) if m.is_file() => {}
+                _ => missing.push(format!(
+                    "private file {} is not in the backup",
+                    src.display()
+                )),
+            }
+        }
+    }
+    missing
+}
+
+fn restore_file(
+    e: &Entry,
+    store: &Store,
+    private: &Path,
+    staging: &Path,
+    dest: &Path,
+    link_objects: bool,
+    report: &mut Report,
+) -> io::Result<()> {
+    if let Some(leader) = &e.link {
+        fs::hard_link(staging.join(leader), dest)?;
+        report.hardlinks += 1;
+        return Ok(());
+    }
+    if let Some(id) = e.object_id() {
+        let src = store.object_path(&id, 0);
+        check_content(e, &src)?;
+        if link_objects {
+            match fs::hard_link(&src, dest) {
+                Ok(()) => {
+                    check_meta(e, dest)?;
+                    report.objects_linked += 1;
+                    return Ok(());
+                }
+                Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        copy_with_meta(e, &src, dest)?;
+        report.objects_copied += 1;
+        report.bytes_copied += e.size.unwrap_or(0);
+        return Ok(());
+    }
+    let src = private.join(e.rel_path());
+    check_content(e, &src)?;
+    copy_with_meta(e, &src, dest)?;
+    report.private_copied += 1;
+    report.bytes_copied += e.size.unwrap_or(0);
+    Ok(())
+}
+
+/// The file's content hashes to the manifest's blake3.
+fn check_content(e: &Entry, path: &Path) -> io::Result<()> {
+    let got = manifest::content_hash(path)?;
+    match &e.blake3 {
+        Some(want) if *want == got => Ok(()),
+        Some(want) => Err(io::Error::other(format!(
+            "content of {} does not match the manifest (blake3 {} expected {})",
+            path.display(),
+            &got[..12],
+            &want[..want.len().min(12)]
+        ))),
+        None => Err(io::Error::other("the manifest has no content hash")),
+    }
+}
+
+/// A linked object shows the manifest's metadata (an object changed around
+/// the store would not).
+fn check_meta(e: &Entry, path: &Path) -> io::Result<()> {
+    let m = fs::symlink_metadata(path)?;
+    let mtime = Timestamp {
+        sec: m.mtime(),
+        nsec: m.mtime_nsec() as u32,
+    };
+    let mismatch = m.mode() & 0o7777 != e.mode
+        || m.uid() != e.uid
+        || m.gid() != e.gid
+        || Some(mtime) != parse_time(&e.mtime)
+        || Some(m.size()) != e.size
+        || manifest_xattrs_of(path)? != e.xattrs;
+    if mismatch {
+        return Err(io::Error::other(
+            "the store object's mode, owner, mtime, size or xattrs differ from the manifest",
+        ));
+    }
+    Ok(())
+}
+
+fn manifest_xattrs_of(path: &Path) -> io::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (n, v) in sys::xattr::list_path(path)? {
+        if !n.to_string_lossy().starts_with("trusted.unifs.") {
+            out.insert(n.to_string_lossy().into_owned(), manifest::to_hex(&v));
+        }
+    }
+    Ok(out)
+}
+
+fn copy_with_meta(e: &Entry, src: &Path, dest: &Path) -> io::Result<()> {
+    let from = File::open(src)?;
+    let to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)?;
+    let len = from.metadata()?.len();
+    if sys::ficlone(to.as_fd(), from.as_fd()).is_err() {
+        sys::copy_data(from.as_fd(), to.as_fd(), len)?;
+    }
+    to.sync_all()?;
+    drop(to);
+    check_content(e, dest)?;
+    apply_meta(e, dest)
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Owner, mode, xattrs, then times (chown clears set-id bits and file
+/// capabilities, so it goes first).
+fn apply_meta(e: &Entry, path: &Path) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
+    if e.kind != "symlink" {
+        fs::set_permissions(path, fs::Permissions::from_mode(e.mode))?;
+    }
+    for (name, value) in &e.xattrs {
+        let value = from_hex(value).ok_or_else(|| io::Error::other("bad xattr hex"))?;
+        sys::xattr::set_path(path, OsStr::new(name), &value)?;
+    }
+    let mtime = parse_time(&e.mtime).ok_or_else(|| io::Error::other("bad mtime"))?;
+    let atime = parse_time(&e.atime).unwrap_or(mtime);
+    sys::lutimens(path, atime, mtime)
+}

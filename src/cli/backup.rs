@@ -1,0 +1,143 @@
+//! `unifs manifest` and `unifs restore`.
+
+use super::output::{bytes, count};
+use super::Global;
+use crate::backup::{manifest, mtree, restore};
+use crate::catalog::Catalog;
+use crate::store::Store;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object a line; the first line is a header.
+    Jsonl,
+    /// BSD mtree, as libarchive's bsdtar reads it.
+    Mtree,
+    /// Only the paths (relative) of files whose content is the guest's own:
+    /// what a backup must copy besides the store.
+    PrivatePaths,
+}
+
+/// Describe a guest tree completely: every path with type, mode, owner,
+/// times, xattrs, symlink target, device numbers, hardlink groups, and the
+/// object id of every unified file (a blake3 content hash for the others).
+#[derive(clap::Args, Debug)]
+pub struct ManifestArgs {
+    /// A guest name from the catalog, or a guest directory.
+    pub guest: String,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: Format,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// With --format private-paths: end each path with NUL, not newline (tar --null -T).
+    #[arg(short = '0', long)]
+    pub null: bool,
+}
+
+/// Rebuild a guest from a manifest, the store's objects and a backup copy
+/// of its private files. Objects are hardlinked when TARGET is on the
+/// store's filesystem, copied otherwise. Every file is verified against the
+/// manifest; nothing is written if anything is missing, and the tree is
+/// only moved to TARGET when everything verified.
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// The guest's manifest (JSON lines, from `unifs manifest`).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// A directory holding the guest's private files at their guest paths.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// Where to rebuild the guest (must not exist, or be empty).
+    pub target: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::exists(&g.store)
+        .then(|| Store::open(&g.store))
+        .transpose()?;
+    let catalog = match &store {
+        Some(s) => Catalog::open_readonly(&s.catalog_path())?,
+        None => Catalog::in_memory()?,
+    };
+    let (name, root) = match catalog.guest_by_name(&a.guest)? {
+        Some(row) => (row.name, row.path),
+        None => {
+            let root = std::fs::canonicalize(&a.guest).with_context(|| {
+                format!("{}: no such guest in the catalog, nor a directory", a.guest)
+            })?;
+            let name = match catalog.guest_by_path(&root)? {
+                Some(row) => row.name,
+                None => root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            };
+            (name, root)
+        }
+    };
+    if !root.is_dir() {
+        anyhow::bail!("{}: not a directory", root.display());
+    }
+    let contents: HashMap<_, _> = catalog.content_hashes()?;
+    let entries = manifest::describe(&root, store.as_ref(), &contents)
+        .with_context(|| format!("describing {}", root.display()))?;
+    let header = manifest::Header {
+        unifs_manifest: manifest::MANIFEST_VERSION,
+        guest: name,
+        root: root.display().to_string(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match a.format {
+        Format::Jsonl => manifest::write_jsonl(&mut out, &header, &entries)?,
+        Format::Mtree => mtree::write(&mut out, &header, &entries)?,
+        Format::PrivatePaths => {
+            use std::os::unix::ffi::OsStrExt;
+            for e in entries.iter().filter(|e| e.is_private_content()) {
+                out.write_all(e.rel_path().as_os_str().as_bytes())?;
+                out.write_all(if a.null { b"\0" } else { b"\n" })?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let (header, entries) = manifest::read_jsonl(&a.manifest)
+        .with_context(|| format!("reading manifest {}", a.manifest.display()))?;
+    let report = restore::restore(&entries, &store, &a.from, &a.target)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "restored guest {} into {}: {} entries; {} files linked from the store, {} copied \
+             from it, {} private files copied ({}), {} hardlinks; every file verified",
+            header.guest,
+            a.target.display(),
+            count(report.entries),
+            count(report.objects_linked),
+            count(report.objects_copied),
+            count(report.private_copied),
+            bytes(report.bytes_copied),
+            count(report.hardlinks)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

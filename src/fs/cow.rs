@@ -1,0 +1,178 @@
+//! Link breaking: replace a guest path that links a shared store object by a
+//! private copy, so that a change never reaches the shared inode
+//! (invariant 1). The copy is complete, with its metadata and fsynced, before
+//! a rename puts it in place: the path always names the old or the new file,
+//! both complete (invariant 2).
+
+use super::sys as fsys;
+use crate::store::MARKER_XATTR;
+use crate::sys;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Temp names of copies being put in place; readdir hides them.
+pub const TEMP_PREFIX: &str = ".unifs-break.";
+
+/// True for a temp name of a copy being put in place (hidden from guests).
+pub fn is_temp_name(name: &OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// True for a temp name another (dead) daemon process left: ours carry our
+/// pid, and one mount serves a guest at a time.
+pub fn is_stale_temp(name: &OsStr) -> bool {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+        return false;
+    };
+    let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|p| p != std::process::id())
+}
+
+/// True for an xattr of the store, which guests never see and copies never carry.
+pub fn is_store_xattr(name: &OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes()
+        .starts_with(crate::store::id::STORE_XATTR_PREFIX)
+}
+
+/// True when the open file carries the store's marker. Its presence is
+/// what counts, whatever its value: a marker we cannot parse must still
+/// never be written through.
+pub fn has_marker(fd: BorrowedFd) -> io::Result<bool> {
+    Ok(sys::xattr::get_fd(fd, OsStr::new(MARKER_XATTR))?.is_some())
+}
+
+/// True when the entry `name` in `dir` is a store object: a regular file
+/// carrying the marker (never judged by the link count alone). With
+/// `linked_only`, a file with one link is taken for private without reading
+/// its xattrs (cheap, for what the guest is shown); before a change, every
+/// marked file counts, even one gc unlinked from the store, so that a stale
+/// marker never stays on a file the guest changed.
+pub fn is_shared(
+    dir: BorrowedFd,
+    name: &OsStr,
+    st: &libc::stat,
+    linked_only: bool,
+) -> io::Result<bool> {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || (linked_only && st.st_nlink < 2) {
+        return Ok(false);
+    }
+    match fsys::get_xattr_at(dir, name, OsStr::new(MARKER_XATTR)) {
+        Ok(v) => Ok(v.is_some()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the entry `name` in `dir` by a private copy if it is a store
+/// object. Returns the backing inode number the entry names afterwards.
+pub fn break_link(dir: BorrowedFd, name: &OsStr) -> io::Result<u64> {
+    for _ in 0..8 {
+        let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+        let st = fsys::fstat(src.as_fd())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || !has_marker(src.as_fd())? {
+            return Ok(st.st_ino);
+        }
+        match copy_and_replace(dir, name, &src, &st) {
+            Ok(ino) => return Ok(ino),
+            // The name changed under us (unify re-linked it): look again.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EBUSY))
+}
+
+fn copy_and_replace(
+    dir: BorrowedFd,
+    name: &OsStr,
+    src: &OwnedFd,
+    st: &libc::stat,
+) -> io::Result<u64> {
+    let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
+        Ok(fd) => (fd, None),
+        Err(_) => {
+            let n = temp_name();
+            let fd = sys::open_at(dir, &n, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+            (fd, Some(n))
+        }
+    };
+    let result = (|| {
+        fill_copy(src.as_fd(), tmp.as_fd(), st)?;
+        let n = match &tmp_name {
+            Some(n) => n.clone(),
+            None => {
+                let n = temp_name();
+                sys::link_fd(tmp.as_fd(), dir, &n)?;
+                tmp_name = Some(n.clone());
+                n
+            }
+        };
+        let now = fsys::stat_at(dir, name)?;
+        if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        sys::rename_at(dir, &n, dir, name)?;
+        tmp_name = None;
+        Ok(fsys::fstat(tmp.as_fd())?.st_ino)
+    })();
+    if let Some(n) = tmp_name {
+        let _ = sys::unlink_at(dir, &n);
+    }
+    result
+}
+
+/// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
+/// owner goes before the xattrs because chown drops security.capability, and
+/// the mode after both (chown clears set-id bits).
+fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()> {
+    let size = st.st_size as u64;
+    if size > 0 && sys::ficlone(dst, src).is_err() {
+        sys::copy_data(src, dst, size)?;
+    }
+    sys::fchown(dst, st.st_uid, st.st_gid)?;
+    for (attr, value) in sys::xattr::list_fd(src)? {
+        if is_store_xattr(&attr) {
+            continue;
+        }
+        sys::xattr::set_fd(dst, &attr, &value)?;
+    }
+    sys::fchmod(dst, st.st_mode & 0o7777)?;
+    fsys::futimens(
+        dst,
+        fsys::SetTime::At(st.st_atime, st.st_atime_nsec as u32),
+        fsys::SetTime::At(st.st_mtime, st.st_mtime_nsec as u32),
+    )?;
+    fsys::fsync(dst, false)
+}
+
+fn temp_name() -> OsString {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_of_other_processes_are_stale() {
+        let ours = temp_name();
+        assert!(is_temp_name(&ours));
+        assert!(!is_stale_temp(&ours));
+        assert!(is_stale_temp(OsStr::new(".unifs-break.1.7")) == (std::process::id() != 1));
+        assert!(!is_temp_name(OsStr::new("unifs-break.1.7")));
+        assert!(!is_stale_temp(OsStr::new(".unifs-break.x.7")));
+    }
+
+    #[test]
+    fn store_xattrs_are_recognised_by_prefix() {
+        assert!(is_store_xattr(OsStr::new("trusted.unifs.object")));
+        assert!(!is_store_xattr(OsStr::new("trusted.overlay.opaque")));
+        assert!(!is_store_xattr(OsStr::new("user.unifs.object")));
+    }
+}

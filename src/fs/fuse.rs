@@ -1,0 +1,670 @@
+//! The fuser adapter: translates FUSE requests into [`Overlay`] calls and
+//! their results into replies (each error as its real errno). Passthrough
+//! registration lives here because it needs the reply object.
+
+use super::overlay::{Entry, OpenInode, Overlay};
+use super::sys::SetTime;
+use fuser::{
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The mount is its guest's only writer, so the kernel may cache long.
+const TTL: Duration = Duration::from_secs(3600);
+const GEN: Generation = Generation(0);
+
+pub struct UnifsFs {
+    pub overlay: Arc<Overlay>,
+    /// Ask the kernel for passthrough (the `nopassthrough` option clears it).
+    pub want_passthrough: bool,
+}
+
+/// The errno a failed operation answers with; the cause goes to the log
+/// (a missing name is routine, so only at trace level).
+fn err(e: io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => tracing::trace!("reply: {e}"),
+        Some(_) => tracing::debug!("reply: {e}"),
+        None => tracing::warn!("reply EIO for: {e}"),
+    }
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn kind_of_dt(dt: u8) -> FileType {
+    match dt {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+pub fn attr(e: &Entry) -> FileAttr {
+    let st = &e.st;
+    FileAttr {
+        ino: INodeNo(e.node),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: kind_of(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                let (mut s, mut n) = (-(d.as_secs() as i64), d.subsec_nanos());
+                if n > 0 {
+                    s -= 1;
+                    n = 1_000_000_000 - n;
+                }
+                SetTime::At(s, n)
+            }
+        },
+    })
+}
+
+impl UnifsFs {
+    /// Registers the open file for passthrough (once per backing file);
+    /// `None` means serve I/O in the daemon.
+    fn passthrough<'a>(
+        &self,
+        file: &'a OpenInode,
+        register: impl FnOnce(&OpenInode) -> io::Result<BackingId>,
+    ) -> Option<std::sync::MutexGuard<'a, Option<BackingId>>> {
+        if !self.overlay.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut backing = file.backing.lock().unwrap_or_else(|p| p.into_inner());
+        if backing.is_none() {
+            match register(file) {
+                Ok(id) => *backing = Some(id),
+                Err(e) => {
+                    tracing::warn!(
+                        "FUSE passthrough unavailable ({e}); serving file I/O in the daemon"
+                    );
+                    self.overlay.passthrough.store(false, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
+        Some(backing)
+    }
+}
+
+impl Filesystem for UnifsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Without passthrough, writes come in chunks of this size.
+        let _ = config.set_max_write(1 << 20);
+        if self.want_passthrough {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if ok {
+                tracing::info!("FUSE passthrough enabled");
+            } else {
+                tracing::warn!(
+                    "the kernel offers no FUSE passthrough (Linux >= 6.9 needed); \
+                     serving file I/O in the daemon"
+                );
+            }
+            self.overlay.passthrough.store(ok, Ordering::Relaxed);
+        } else {
+            tracing::info!("passthrough off by option; serving file I/O in the daemon");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.overlay.lookup(parent.0, name) {
+            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.overlay.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.overlay.getattr(ino.0, fh.map(|f| f.0)) {
+            Ok(e) => reply.attr(&TTL, &attr(&e)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.overlay.setattr(
+            ino.0,
+            mode,
+            uid,
+            gid,
+            size,
+            set_time(atime),
+            set_time(mtime),
+            fh.map(|f| f.0),
+        ) {
+            Ok(e) => reply.attr(&TTL, &attr(&e)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.overlay.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match self
+            .overlay
+            .mknod(parent.0, name, mode, rdev, req.uid(), req.gid())
+        {
+            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self
+            .overlay
+            .mkdir(parent.0, name, mode, req.uid(), req.gid())
+        {
+            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.overlay.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.overlay.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match self.overlay.symlink(
+            parent.0,
+            link_name,
+            target.as_os_str(),
+            req.uid(),
+            req.gid(),
+        ) {
+            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self
+            .overlay
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.overlay.link(ino.0, newparent.0, newname) {
+            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let opened = match self.overlay.open(ino.0, flags.0) {
+            Ok(o) => o,
+            Err(e) => return reply.error(err(e)),
+        };
+        let fh = FileHandle(opened.fh);
+        let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));
+        match backing.as_ref().and_then(|b| b.as_ref()) {
+            Some(id) => reply.opened_passthrough(fh, FopenFlags::empty(), id),
+            None => reply.opened(fh, FopenFlags::empty()),
+        };
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.overlay.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.overlay.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.overlay.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.overlay.fsync(fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.overlay.opendir(ino.0) {
+            // The kernel may cache listings: the mount is the only writer,
+            // and its own changes invalidate them.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.overlay.dir_entries(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, (name, backing_ino, dt)) in entries.iter().enumerate().skip(offset as usize) {
+            let number = match name.as_bytes() {
+                b"." => ino.0,
+                _ => self
+                    .overlay
+                    .known_child(ino.0, name)
+                    .unwrap_or(*backing_ino),
+            };
+            if reply.add(INodeNo(number), (i + 1) as u64, kind_of_dt(*dt), name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.overlay.dir_entries(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(e)),
+        };
+        let dir = match self.overlay.dir_fd(ino.0) {
+            Ok(d) => d,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, (name, _, _)) in entries.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            if matches!(name.as_bytes(), b"." | b"..") {
+                // The kernel takes no reference for these; any attributes do.
+                let Ok(e) = self.overlay.dir_attr(ino.0, &dir) else {
+                    continue;
+                };
+                if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), GEN) {
+                    break;
+                }
+                continue;
+            }
+            let e = match self.overlay.lookup_in(&dir, ino.0, name) {
+                Ok(e) => e,
+                Err(_) => continue, // gone since opendir
+            };
+            if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), GEN) {
+                // Did not fit: the kernel did not take this reference.
+                self.overlay.forget(e.node, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.overlay.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.overlay.fsyncdir(ino.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.overlay.statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.overlay.setxattr(ino.0, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.overlay.getxattr(ino.0, name) {
+            Ok(v) => xattr_reply(reply, &v, size),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.overlay.listxattr(ino.0) {
+            Ok(v) => xattr_reply(reply, &v, size),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.overlay.removexattr(ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Only reached without default_permissions: existence is all we check.
+        match self.overlay.getattr(ino.0, None) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (entry, opened) =
+            match self
+                .overlay
+                .create(parent.0, name, mode, flags, req.uid(), req.gid())
+            {
+                Ok(r) => r,
+                Err(e) => return reply.error(err(e)),
+            };
+        let fh = FileHandle(opened.fh);
+        let a = attr(&entry);
+        let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));
+        match backing.as_ref().and_then(|b| b.as_ref()) {
+            Some(id) => reply.created_passthrough(&TTL, &a, GEN, fh, FopenFlags::empty(), id),
+            None => reply.created(&TTL, &a, GEN, fh, FopenFlags::empty()),
+        };
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.overlay.fallocate(fh.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.overlay.lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .overlay
+            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+        {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}

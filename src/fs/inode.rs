@@ -1,0 +1,544 @@
+//! The node table: which FUSE node each guest path is, without holding an fd
+//! per node. A node is known by its names (parent node + name) and the backing
+//! inode behind them.
+//!
+//! Node numbers (what the guest sees as st_ino):
+//! - a private backing inode (file, dir, …) is its backing inode number, so
+//!   paths the guest hardlinked itself are one node, stable across remounts;
+//! - a path that links a shared store object is a node of its own, numbered
+//!   from [`SHARED_BASE`] up, so two guest paths linking one object are two
+//!   files. When the link is broken the node keeps its number for the life of
+//!   the mount and now stands for the private copy.
+//!
+//! No two live nodes ever share a number: a number in use is skipped, and a
+//! private inode whose number is taken gets one from the counter.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+
+pub const ROOT: u64 = 1;
+/// Numbers handed out to shared paths: above the inode numbers of all but
+/// the largest filesystems, yet below 2^32, so that 32-bit programs without
+/// large-file support can still stat them.
+pub const SHARED_BASE: u64 = 0xC000_0000;
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The backing inode currently behind the node.
+    pub backing_ino: u64,
+    /// True while the backing inode is a store object.
+    pub shared: bool,
+    /// The (parent node, name) pairs the node is known under; the first is
+    /// used to reach it. Empty once every known name is gone.
+    pub names: Vec<(u64, OsString)>,
+    /// Kernel lookup references (forget takes them back).
+    pub lookups: u64,
+    /// Open file handles; a node is kept while any is open.
+    pub opens: u64,
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    nodes: HashMap<u64, Node>,
+    /// (parent, name) → node.
+    children: HashMap<(u64, OsString), u64>,
+    /// Private backing inode → node (hardlinks of the guest join one node).
+    by_ino: HashMap<u64, u64>,
+    /// Numbers handed out, kept after the kernel forgets a node so that a
+    /// file looked up again gets the number it had: (parent directory's
+    /// backing inode, name) of a shared path, and the backing inode of a
+    /// private file not numbered by its inode (a broken copy).
+    shared_numbers: HashMap<(u64, OsString), u64>,
+    private_numbers: HashMap<u64, u64>,
+    next_shared: u64,
+}
+
+/// What a lookup found on disk for a name.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    pub ino: u64,
+    pub shared: bool,
+}
+
+impl InodeTable {
+    pub fn new(root_ino: u64) -> InodeTable {
+        let mut t = InodeTable {
+            nodes: HashMap::new(),
+            children: HashMap::new(),
+            by_ino: HashMap::new(),
+            shared_numbers: HashMap::new(),
+            private_numbers: HashMap::new(),
+            next_shared: SHARED_BASE,
+        };
+        t.nodes.insert(
+            ROOT,
+            Node {
+                backing_ino: root_ino,
+                shared: false,
+                names: Vec::new(),
+                lookups: 1,
+                opens: 0,
+            },
+        );
+        t.by_ino.insert(root_ino, ROOT);
+        t
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Node> {
+        self.nodes.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node's path below the root, as components; `None` if it has no
+    /// name any more (unlinked) or is unknown.
+    pub fn path(&self, id: u64) -> Option<Vec<OsString>> {
+        let mut parts = Vec::new();
+        let mut cur = id;
+        while cur != ROOT {
+            // A name whose directory the kernel has forgotten is no way in
+            // (a file the guest hardlinked into two directories).
+            let (parent, name) = self
+                .nodes
+                .get(&cur)?
+                .names
+                .iter()
+                .find(|(p, _)| *p == ROOT || self.nodes.contains_key(p))?;
+            parts.push(name.clone());
+            cur = *parent;
+            if parts.len() > 4096 {
+                return None; // a cycle would be a bug; never loop forever
+            }
+        }
+        parts.reverse();
+        Some(parts)
+    }
+
+    /// The node `name` in `parent` stands for, given what is on disk now;
+    /// creates or re-binds nodes as needed and takes one lookup reference.
+    pub fn lookup(&mut self, parent: u64, name: &OsStr, found: Found) -> u64 {
+        let key = (parent, name.to_owned());
+        if let Some(&id) = self.children.get(&key) {
+            let node = self.nodes.get_mut(&id).expect("child names a node");
+            if node.backing_ino == found.ino {
+                node.shared = found.shared;
+                node.lookups += 1;
+                if !found.shared {
+                    self.by_ino.entry(found.ino).or_insert(id);
+                }
+                return id;
+            }
+            if node.names.len() == 1 && !found.shared && !self.by_ino.contains_key(&found.ino)
+                || node.names.len() == 1 && found.shared
+            {
+                // The one path of this node now names another inode (unify
+                // linked it to the store, or a break by another process):
+                // keep the number the guest knows.
+                let old = node.backing_ino;
+                node.backing_ino = found.ino;
+                node.shared = found.shared;
+                node.lookups += 1;
+                if self.by_ino.get(&old) == Some(&id) {
+                    self.by_ino.remove(&old);
+                }
+                if !found.shared {
+                    self.by_ino.insert(found.ino, id);
+                }
+                return id;
+            }
+            self.detach(parent, name);
+        }
+        if !found.shared {
+            if let Some(&id) = self.by_ino.get(&found.ino) {
+                let node = self.nodes.get_mut(&id).expect("by_ino names a node");
+                node.names.push(key.clone());
+                node.lookups += 1;
+                self.children.insert(key, id);
+                return id;
+            }
+        }
+        let id = self.number_for(parent, name, found);
+        self.nodes.insert(
+            id,
+            Node {
+                backing_ino: found.ino,
+                shared: found.shared,
+                names: vec![key.clone()],
+                lookups: 1,
+                opens: 0,
+            },
+        );
+        self.children.insert(key, id);
+        if !found.shared {
+            self.by_ino.insert(found.ino, id);
+        }
+        id
+    }
+
+    /// The number a new node for (parent, name) gets: the one it had
+    /// before if that is free, else its backing inode number (private), else
+    /// a fresh one.
+    fn number_for(&mut self, parent: u64, name: &OsStr, found: Found) -> u64 {
+        let free = |t: &Self, n: u64| n > ROOT && !t.nodes.contains_key(&n);
+        if found.shared {
+            let parent_ino = self.nodes.get(&parent).map_or(0, |p| p.backing_ino);
+            let key = (parent_ino, name.to_owned());
+            if let Some(&n) = self.shared_numbers.get(&key) {
+                if free(self, n) {
+                    return n;
+                }
+            }
+            let n = self.next_free();
+            self.shared_numbers.insert(key, n);
+            return n;
+        }
+        if let Some(&n) = self.private_numbers.get(&found.ino) {
+            if free(self, n) {
+                return n;
+            }
+        }
+        if free(self, found.ino) {
+            return found.ino;
+        }
+        let n = self.next_free();
+        self.private_numbers.insert(found.ino, n);
+        n
+    }
+
+    fn next_free(&mut self) -> u64 {
+        loop {
+            self.next_shared = self.next_shared.checked_add(1).unwrap_or(SHARED_BASE);
+            if self.next_shared > ROOT && !self.nodes.contains_key(&self.next_shared) {
+                return self.next_shared;
+            }
+        }
+    }
+
+    /// The node known under (parent, name), if any.
+    pub fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.children.get(&(parent, name.to_owned())).copied()
+    }
+
+    /// The node's path names backing inode `ino` now (shared or not): an
+    /// open found it so, under the table's lock.
+    pub fn set_backing(&mut self, id: u64, ino: u64, shared: bool) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if node.backing_ino == ino && node.shared == shared {
+            return;
+        }
+        if shared {
+            let node = self.nodes.get_mut(&id).expect("present");
+            if self.by_ino.get(&node.backing_ino) == Some(&id) {
+                self.by_ino.remove(&node.backing_ino);
+            }
+            node.backing_ino = ino;
+            node.shared = true;
+        } else {
+            self.rebind_private(id, ino);
+        }
+    }
+
+    /// The node's backing inode turned out to be a store object (unify
+    /// linked it while the mount ran).
+    pub fn mark_shared(&mut self, id: u64, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if node.backing_ino == ino {
+                node.shared = true;
+                if self.by_ino.get(&ino) == Some(&id) {
+                    self.by_ino.remove(&ino);
+                }
+            }
+        }
+    }
+
+    /// The node's backing inode was replaced by a private copy (a break).
+    pub fn rebind_private(&mut self, id: u64, new_ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if self.by_ino.get(&node.backing_ino) == Some(&id) {
+                self.by_ino.remove(&node.backing_ino);
+            }
+            node.backing_ino = new_ino;
+            node.shared = false;
+            self.by_ino.insert(new_ino, id);
+            if id != new_ino {
+                self.private_numbers.insert(new_ino, id);
+            }
+        }
+    }
+
+    /// Takes (parent, name) away from the node it named; the node itself
+    /// lives on while the kernel references it.
+    pub fn detach(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        let key = (parent, name.to_owned());
+        let id = self.children.remove(&key)?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.names.retain(|k| *k != key);
+        }
+        self.maybe_drop(id);
+        Some(id)
+    }
+
+    /// Gives node `id` the extra name (parent, name) (link, rename target).
+    pub fn attach(&mut self, id: u64, parent: u64, name: &OsStr) {
+        self.detach(parent, name);
+        let key = (parent, name.to_owned());
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.names.push(key.clone());
+            self.children.insert(key, id);
+        }
+    }
+
+    /// Renames (parent, name) to (newparent, newname), replacing what that
+    /// named; with `exchange` the two names swap nodes.
+    pub fn rename(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        exchange: bool,
+    ) {
+        let moved = self.detach_keep(parent, name);
+        let target = self.detach_keep(newparent, newname);
+        if let Some(id) = moved {
+            self.attach(id, newparent, newname);
+        }
+        if let Some(id) = target {
+            if exchange {
+                self.attach(id, parent, name);
+            }
+            self.maybe_drop(id);
+        }
+        if let Some(id) = moved {
+            self.maybe_drop(id);
+        }
+    }
+
+    fn detach_keep(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
+        let key = (parent, name.to_owned());
+        let id = self.children.remove(&key)?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.names.retain(|k| *k != key);
+        }
+        Some(id)
+    }
+
+    /// Takes every name and the inode index away from a node: it keeps
+    /// serving its open handles, and the next lookup of its path makes a
+    /// new node.
+    pub fn split_off(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let names = std::mem::take(&mut node.names);
+        let ino = node.backing_ino;
+        for key in names {
+            if self.children.get(&key) == Some(&id) {
+                self.children.remove(&key);
+            }
+        }
+        if self.by_ino.get(&ino) == Some(&id) {
+            self.by_ino.remove(&ino);
+        }
+    }
+
+    /// The kernel dropped `n` lookup references.
+    pub fn forget(&mut self, id: u64, n: u64) {
+        if id == ROOT {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        self.maybe_drop(id);
+    }
+
+    pub fn opened(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.opens += 1;
+        }
+    }
+
+    pub fn closed(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.opens = node.opens.saturating_sub(1);
+        }
+        self.maybe_drop(id);
+    }
+
+    /// Forgets a node nobody references any more.
+    fn maybe_drop(&mut self, id: u64) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if id == ROOT || node.lookups > 0 || node.opens > 0 {
+            return;
+        }
+        let node = self.nodes.remove(&id).expect("present");
+        for key in node.names {
+            if self.children.get(&key) == Some(&id) {
+                self.children.remove(&key);
+            }
+        }
+        if self.by_ino.get(&node.backing_ino) == Some(&id) {
+            self.by_ino.remove(&node.backing_ino);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn private(ino: u64) -> Found {
+        Found { ino, shared: false }
+    }
+
+    fn shared(ino: u64) -> Found {
+        Found { ino, shared: true }
+    }
+
+    #[test]
+    fn private_files_are_numbered_by_backing_inode_and_hardlinks_join() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        let b = t.lookup(ROOT, OsStr::new("b"), private(100));
+        assert_eq!(a, 100);
+        assert_eq!(a, b);
+        assert_eq!(t.get(a).unwrap().names.len(), 2);
+    }
+
+    #[test]
+    fn two_paths_of_one_object_are_two_nodes_and_keep_numbers_across_a_break() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), shared(100));
+        let b = t.lookup(ROOT, OsStr::new("b"), shared(100));
+        assert_ne!(a, b);
+        assert!(a > SHARED_BASE && b > SHARED_BASE);
+        t.rebind_private(a, 555);
+        assert_eq!(t.lookup(ROOT, OsStr::new("a"), private(555)), a);
+        // a guest hardlink of the private copy joins the node
+        assert_eq!(t.lookup(ROOT, OsStr::new("c"), private(555)), a);
+        assert_eq!(t.lookup(ROOT, OsStr::new("b"), shared(100)), b);
+    }
+
+    #[test]
+    fn numbers_never_collide_between_live_nodes() {
+        let mut t = InodeTable::new(2);
+        let s = t.lookup(ROOT, OsStr::new("s"), shared(100));
+        // a private inode whose number is the shared path's
+        let p = t.lookup(ROOT, OsStr::new("p"), private(s));
+        assert_ne!(p, s);
+        // the counter skips numbers private nodes have
+        let q = t.lookup(ROOT, OsStr::new("q"), private(p + 1));
+        let s2 = t.lookup(ROOT, OsStr::new("s2"), shared(100));
+        let mut ids = vec![s, p, q, s2];
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert!(ids.iter().all(|i| *i < 1 << 32));
+    }
+
+    #[test]
+    fn numbers_survive_the_kernel_forgetting_a_node() {
+        let mut t = InodeTable::new(2);
+        let d = t.lookup(ROOT, OsStr::new("d"), private(50));
+        let a = t.lookup(d, OsStr::new("a"), shared(100));
+        let b = t.lookup(d, OsStr::new("b"), shared(100));
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert_eq!(t.lookup(d, OsStr::new("a"), shared(100)), a);
+        t.rebind_private(b, 777);
+        t.forget(b, 1);
+        assert_eq!(t.lookup(d, OsStr::new("b"), private(777)), b, "broken copy");
+        // the directory itself was forgotten and found again
+        t.forget(a, 1);
+        t.forget(b, 1);
+        t.forget(d, 1);
+        let d2 = t.lookup(ROOT, OsStr::new("d"), private(50));
+        assert_eq!(d2, d);
+        assert_eq!(t.lookup(d2, OsStr::new("a"), shared(100)), a);
+    }
+
+    #[test]
+    fn a_hardlinked_file_is_reached_through_a_directory_still_known() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(10));
+        let b = t.lookup(ROOT, OsStr::new("b"), private(20));
+        let f = t.lookup(a, OsStr::new("f"), private(100));
+        assert_eq!(t.lookup(b, OsStr::new("g"), private(100)), f);
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert_eq!(
+            t.path(f).unwrap(),
+            vec![OsString::from("b"), OsString::from("g")]
+        );
+    }
+
+    #[test]
+    fn a_path_unify_relinked_keeps_its_number() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        assert_eq!(t.lookup(ROOT, OsStr::new("a"), shared(900)), a);
+    }
+
+    #[test]
+    fn a_private_node_unify_shared_leaves_the_inode_index() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        t.mark_shared(a, 100);
+        assert!(t.get(a).unwrap().shared);
+        // another path linking the object is not joined to it
+        assert_ne!(t.lookup(ROOT, OsStr::new("b"), shared(100)), a);
+    }
+
+    #[test]
+    fn split_off_gives_the_path_a_new_node() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), shared(100));
+        t.rebind_private(a, 200);
+        t.split_off(a);
+        let b = t.lookup(ROOT, OsStr::new("a"), private(200));
+        assert_ne!(a, b);
+        assert!(t.get(a).is_some(), "kept for its open handles");
+    }
+
+    #[test]
+    fn forget_drops_a_node_and_its_names() {
+        let mut t = InodeTable::new(2);
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert_eq!(t.child(ROOT, OsStr::new("a")), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn rename_moves_and_exchange_swaps() {
+        let mut t = InodeTable::new(2);
+        let d = t.lookup(ROOT, OsStr::new("d"), private(50));
+        let a = t.lookup(d, OsStr::new("a"), private(100));
+        let b = t.lookup(ROOT, OsStr::new("b"), private(200));
+        t.rename(d, OsStr::new("a"), ROOT, OsStr::new("b"), false);
+        assert_eq!(t.child(ROOT, OsStr::new("b")), Some(a));
+        assert_eq!(t.child(d, OsStr::new("a")), None);
+        assert!(t.get(b).unwrap().names.is_empty());
+        assert_eq!(
+            t.path(a).unwrap(),
+            vec![OsString::from("b")],
+            "path follows the rename"
+        );
+        let c = t.lookup(d, OsStr::new("c"), private(300));
+        t.rename(d, OsStr::new("c"), ROOT, OsStr::new("b"), true);
+        assert_eq!(t.child(ROOT, OsStr::new("b")), Some(c));
+        assert_eq!(t.child(d, OsStr::new("c")), Some(a));
+    }
+}

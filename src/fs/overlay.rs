@@ -1,0 +1,911 @@
+//! The overlay's operations on plain types: each resolves a node to its
+//! backing entry (beneath the root fd, never through a symlink), breaks the
+//! link first where the operation would change a shared inode, acts, and
+//! keeps the node table in step. The fuser adapter (`fuse.rs`) only
+//! translates to and from these.
+
+use super::cow;
+use super::inode::{Found, InodeTable, ROOT};
+use super::sys as fsys;
+use crate::sys;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+pub type Result<T> = io::Result<T>;
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// A backing file the guest has open, shared by every open handle of one
+/// node while it names the same backing inode (passthrough allows exactly
+/// one backing file per FUSE inode).
+#[derive(Debug)]
+pub struct OpenInode {
+    pub node: u64,
+    pub backing_ino: u64,
+    pub fd: OwnedFd,
+    pub writable: bool,
+    /// The kernel passthrough registration, set by the adapter.
+    pub backing: Mutex<Option<fuser::BackingId>>,
+}
+
+impl OpenInode {
+    pub fn has_backing(&self) -> bool {
+        lock(&self.backing).is_some()
+    }
+}
+
+#[derive(Debug)]
+struct Handle {
+    node: u64,
+    file: Arc<OpenInode>,
+}
+
+#[derive(Debug)]
+struct DirHandle {
+    node: u64,
+    /// Read at the first readdir: with the kernel's directory cache most
+    /// opendirs never need it.
+    entries: Option<Arc<Vec<(OsString, u64, u8)>>>,
+}
+
+#[derive(Debug)]
+struct State {
+    table: InodeTable,
+    /// The open backing file of each node, while any handle has it open.
+    open_inodes: HashMap<u64, Weak<OpenInode>>,
+}
+
+/// One entry as the guest sees it: node number and stat of the backing
+/// entry, with the link count of a shared file hidden.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub node: u64,
+    pub st: libc::stat,
+}
+
+/// How `open` came out.
+#[derive(Debug)]
+pub struct Opened {
+    pub fh: u64,
+    pub file: Arc<OpenInode>,
+}
+
+#[derive(Debug)]
+pub struct Overlay {
+    root: OwnedFd,
+    state: Mutex<State>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    dirs: Mutex<HashMap<u64, DirHandle>>,
+    next_fh: AtomicU64,
+    /// Breaks are rare and short next to the copy; one at a time keeps two
+    /// writers of one shared path from copying it twice.
+    break_lock: Mutex<()>,
+    pub passthrough: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn is_reg(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+impl Overlay {
+    /// An overlay over the backing directory open at `root`.
+    pub fn new(root: OwnedFd) -> Result<Overlay> {
+        let st = fsys::fstat(root.as_fd())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(errno(libc::ENOTDIR));
+        }
+        Ok(Overlay {
+            root,
+            state: Mutex::new(State {
+                table: InodeTable::new(st.st_ino),
+                open_inodes: HashMap::new(),
+            }),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            break_lock: Mutex::new(()),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn node_count(&self) -> usize {
+        lock(&self.state).table.len()
+    }
+
+    /// Opens the directory that is node `dir` (O_PATH), beneath the root.
+    fn open_dir_node(&self, dir: u64) -> Result<OwnedFd> {
+        let parts = lock(&self.state)
+            .table
+            .path(dir)
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        let rel: PathBuf = parts.iter().collect();
+        sys::open_beneath(self.root.as_fd(), &rel, libc::O_PATH | libc::O_DIRECTORY)
+    }
+
+    /// The backing entry of a node: its parent directory fd and its name
+    /// (the root is "." in itself).
+    fn entry_of(&self, node: u64) -> Result<(OwnedFd, OsString)> {
+        if node == ROOT {
+            let fd = sys::open_beneath(self.root.as_fd(), std::path::Path::new(""), libc::O_PATH)?;
+            return Ok((fd, OsString::from(".")));
+        }
+        let (parent, name) = {
+            let st = lock(&self.state);
+            let n = st.table.get(node).ok_or_else(|| errno(libc::ESTALE))?;
+            n.names
+                .first()
+                .cloned()
+                .ok_or_else(|| errno(libc::ENOENT))?
+        };
+        Ok((self.open_dir_node(parent)?, name))
+    }
+
+    fn shown(&self, node: u64, mut st: libc::stat, shared: bool) -> Entry {
+        if shared {
+            st.st_nlink = 1;
+        }
+        Entry { node, st }
+    }
+
+    /// Looks `name` up in `parent`; takes one kernel lookup reference.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        let dir = self.open_dir_node(parent)?;
+        self.lookup_in(&dir, parent, name)
+    }
+
+    /// The backing directory of node `dir`, for several [`Self::lookup_in`]s.
+    pub fn dir_fd(&self, dir: u64) -> Result<OwnedFd> {
+        self.open_dir_node(dir)
+    }
+
+    /// The attributes of node `node`, whose backing directory is open at `dir`.
+    pub fn dir_attr(&self, node: u64, dir: &OwnedFd) -> Result<Entry> {
+        Ok(self.shown(node, fsys::fstat(dir.as_fd())?, false))
+    }
+
+    /// Looks `name` up in `parent`, whose backing directory is open at `dir`.
+    pub fn lookup_in(&self, dir: &OwnedFd, parent: u64, name: &OsStr) -> Result<Entry> {
+        if name.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        if cow::is_temp_name(name) {
+            return Err(errno(libc::ENOENT));
+        }
+        let st = match fsys::stat_at(dir.as_fd(), name) {
+            Ok(st) => st,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    lock(&self.state).table.detach(parent, name);
+                }
+                return Err(e);
+            }
+        };
+        let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
+        let node = lock(&self.state).table.lookup(
+            parent,
+            name,
+            Found {
+                ino: st.st_ino,
+                shared,
+            },
+        );
+        Ok(self.shown(node, st, shared))
+    }
+
+    pub fn forget(&self, node: u64, n: u64) {
+        lock(&self.state).table.forget(node, n);
+    }
+
+    /// Attributes of a node: fresh from the backing entry (sizes after
+    /// passthrough writes live there), or from an open file of it.
+    pub fn getattr(&self, node: u64, fh: Option<u64>) -> Result<Entry> {
+        // An open file answers while it is what the node stands for (after
+        // a break through a path, the path is).
+        let open = fh.and_then(|fh| lock(&self.handles).get(&fh).map(|h| h.file.clone()));
+        if let Some(f) = open.filter(|f| f.node == node) {
+            let known = lock(&self.state)
+                .table
+                .get(node)
+                .map(|n| (n.backing_ino, n.shared, n.names.is_empty()));
+            match known {
+                Some((ino, shared, _)) if ino == f.backing_ino => {
+                    return Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, shared));
+                }
+                Some((_, _, true)) | None => {
+                    return Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false));
+                }
+                _ => {}
+            }
+        }
+        match self.entry_of(node) {
+            Ok((dir, name)) => {
+                let st = fsys::stat_at(dir.as_fd(), &name)?;
+                let known = lock(&self.state)
+                    .table
+                    .get(node)
+                    .map(|n| (n.backing_ino, n.shared));
+                let shared = match known {
+                    Some((ino, shared)) if ino == st.st_ino => shared,
+                    _ => cow::is_shared(dir.as_fd(), &name, &st, true)?,
+                };
+                Ok(self.shown(node, st, shared))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // Unlinked but maybe still open.
+                let file = lock(&self.state)
+                    .open_inodes
+                    .get(&node)
+                    .and_then(Weak::upgrade);
+                match file {
+                    Some(f) => Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false)),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes the node's backing entry private if it is a store object.
+    fn make_private(&self, node: u64, dir: BorrowedFd, name: &OsStr) -> Result<()> {
+        let _guard = lock(&self.break_lock);
+        let st = fsys::stat_at(dir, name)?;
+        if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
+            return Ok(());
+        }
+        let new_ino = cow::break_link(dir, name).inspect_err(|e| {
+            tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
+        })?;
+        tracing::debug!(node, ?name, new_ino, "broke link to shared object");
+        // Open handles keep the old inode; an open that needs the new one
+        // sorts out passthrough's one-backing-file rule (see open_inode).
+        let mut state = lock(&self.state);
+        state.table.rebind_private(node, new_ino);
+        Ok(())
+    }
+
+    /// Opens a regular file. A write access (or O_TRUNC) breaks the link
+    /// first; the marker is re-read on the opened fd because unify may have
+    /// made the file shared while the open waited for its lease.
+    pub fn open(&self, node: u64, flags: i32) -> Result<Opened> {
+        let acc = flags & libc::O_ACCMODE;
+        let want_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let (dir, name) = self.entry_of(node)?;
+        for _ in 0..4 {
+            if want_write {
+                self.make_private(node, dir.as_fd(), &name)?;
+            }
+            let file = match self.open_inode(node, dir.as_fd(), &name, want_write) {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+                Err(e) => return Err(e),
+            };
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            lock(&self.state).table.opened(node);
+            lock(&self.handles).insert(
+                fh,
+                Handle {
+                    node,
+                    file: file.clone(),
+                },
+            );
+            if want_write && flags & libc::O_TRUNC != 0 {
+                fsys::ftruncate(file.fd.as_fd(), 0)?;
+            }
+            return Ok(Opened { fh, file });
+        }
+        Err(errno(libc::EBUSY))
+    }
+
+    /// The node's open backing file, reusing the one open handles use.
+    fn open_inode(
+        &self,
+        node: u64,
+        dir: BorrowedFd,
+        name: &OsStr,
+        want_write: bool,
+    ) -> Result<Arc<OpenInode>> {
+        for attempt in 0..16 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if let Some(f) = self.usable_open_inode(node, want_write)? {
+                return Ok(f);
+            }
+            let shared = {
+                let state = lock(&self.state);
+                state
+                    .table
+                    .get(node)
+                    .ok_or_else(|| errno(libc::ESTALE))?
+                    .shared
+            };
+            let file = Arc::new(self.open_backing_file(node, dir, name, shared, want_write)?);
+            let marked = cow::has_marker(file.fd.as_fd())?;
+            if marked && file.writable {
+                // Unify made it a store object while we opened it (the open
+                // waited for its lease): never keep a writable fd on it.
+                let ino = file.backing_ino;
+                drop(file);
+                lock(&self.state).table.set_backing(node, ino, true);
+                if want_write {
+                    return Err(errno(libc::EAGAIN)); // the caller breaks it first
+                }
+                continue;
+            }
+            // Register it only if the path still names the inode we opened
+            // and no other open of the node got in first: the kernel takes
+            // one backing file per FUSE inode, and a second one means EIO.
+            let mut state = lock(&self.state);
+            let now = fsys::stat_at(dir, name)?;
+            if now.st_ino != file.backing_ino {
+                continue; // a break or a rename got in between
+            }
+            if let Some(f) = state.open_inodes.get(&node).and_then(Weak::upgrade) {
+                if f.backing_ino == file.backing_ino && (f.writable || !want_write) {
+                    return Ok(f);
+                }
+                if f.has_backing() {
+                    continue; // sorted out by usable_open_inode
+                }
+            }
+            state.table.set_backing(node, file.backing_ino, marked);
+            state.open_inodes.insert(node, Arc::downgrade(&file));
+            return Ok(file);
+        }
+        Err(errno(libc::EBUSY))
+    }
+
+    /// The node's open backing file if an open may share it. Errors when it
+    /// cannot: ESTALE if handles still use an inode the path no longer names
+    /// (they keep the node; ESTALE makes the VFS look the path up again and
+    /// find a new one), ETXTBSY if a write needs the one read-only backing
+    /// file. `None`: open a new one.
+    fn usable_open_inode(&self, node: u64, want_write: bool) -> Result<Option<Arc<OpenInode>>> {
+        let cur_ino = |s: &Self| -> Result<u64> {
+            let state = lock(&s.state);
+            Ok(state
+                .table
+                .get(node)
+                .ok_or_else(|| errno(libc::ESTALE))?
+                .backing_ino)
+        };
+        let Some(f) = self.current_open_inode(node) else {
+            return Ok(None);
+        };
+        if f.backing_ino == cur_ino(self)? && (f.writable || !want_write) {
+            return Ok(Some(f));
+        }
+        drop(f);
+        // A close sends its release to us after the fact: give releases in
+        // flight a moment before treating the old file as still open.
+        let Some(f) = self.wait_released(node) else {
+            return Ok(None);
+        };
+        let cur = cur_ino(self)?;
+        if f.backing_ino == cur && (f.writable || !want_write) {
+            return Ok(Some(f));
+        }
+        if f.backing_ino != cur {
+            // Handles on the old inode share the FUSE inode's page cache,
+            // and passthrough allows one backing file per FUSE inode.
+            lock(&self.state).table.split_off(node);
+            return Err(errno(libc::ESTALE));
+        }
+        if f.has_backing() {
+            // Same inode, but its one backing file is read-only (it was busy
+            // as a running program when opened).
+            return Err(errno(libc::ETXTBSY));
+        }
+        Ok(None)
+    }
+
+    /// Opens the node's backing file: a shared one read-only; a private one
+    /// read-write when possible, so that later write opens can share it.
+    fn open_backing_file(
+        &self,
+        node: u64,
+        dir: BorrowedFd,
+        name: &OsStr,
+        shared: bool,
+        want_write: bool,
+    ) -> Result<OpenInode> {
+        let (fd, writable) = if shared && !want_write {
+            (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false)
+        } else {
+            match sys::open_at(dir, name, libc::O_RDWR, 0) {
+                Ok(fd) => (fd, true),
+                Err(e) if want_write => return Err(e),
+                Err(_) => (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false),
+            }
+        };
+        let st = fsys::fstat(fd.as_fd())?;
+        if !is_reg(&st) {
+            return Err(errno(libc::EINVAL));
+        }
+        Ok(OpenInode {
+            node,
+            backing_ino: st.st_ino,
+            fd,
+            writable,
+            backing: Mutex::new(None),
+        })
+    }
+
+    fn current_open_inode(&self, node: u64) -> Option<Arc<OpenInode>> {
+        lock(&self.state)
+            .open_inodes
+            .get(&node)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Waits up to 100 ms for the node's open file to be released; returns
+    /// it if it is still open then.
+    fn wait_released(&self, node: u64) -> Option<Arc<OpenInode>> {
+        for _ in 0..100 {
+            let alive = lock(&self.state)
+                .open_inodes
+                .get(&node)
+                .is_some_and(|w| w.strong_count() > 0);
+            if !alive {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.current_open_inode(node)
+    }
+
+    pub fn file(&self, fh: u64) -> Result<Arc<OpenInode>> {
+        lock(&self.handles)
+            .get(&fh)
+            .map(|h| h.file.clone())
+            .ok_or_else(|| errno(libc::EBADF))
+    }
+
+    pub fn release(&self, fh: u64) {
+        let h = lock(&self.handles).remove(&fh);
+        if let Some(h) = h {
+            let node = h.node;
+            drop(h);
+            let mut state = lock(&self.state);
+            if state
+                .open_inodes
+                .get(&node)
+                .is_some_and(|w| w.strong_count() == 0)
+            {
+                state.open_inodes.remove(&node);
+            }
+            state.table.closed(node);
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file(fh)?;
+        let file = std::fs::File::from(f.fd.try_clone()?);
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file(fh)?;
+        if !f.writable {
+            return Err(errno(libc::EBADF));
+        }
+        let file = std::fs::File::from(f.fd.try_clone()?);
+        file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        fsys::fsync(self.file(fh)?.fd.as_fd(), datasync)
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let f = self.file(fh)?;
+        if !f.writable {
+            return Err(errno(libc::EBADF));
+        }
+        fsys::fallocate(f.fd.as_fd(), mode, offset, len)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        fsys::lseek(self.file(fh)?.fd.as_fd(), offset, whence)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u32> {
+        let src = self.file(fh_in)?;
+        let dst = self.file(fh_out)?;
+        if !dst.writable {
+            return Err(errno(libc::EBADF));
+        }
+        let len = len.min(u32::MAX as u64 & !0xfff);
+        let n = fsys::copy_range(src.fd.as_fd(), off_in, dst.fd.as_fd(), off_out, len)?;
+        Ok(n as u32)
+    }
+
+    /// Changes attributes; every change to a shared inode breaks it first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        node: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fsys::SetTime>,
+        mtime: Option<fsys::SetTime>,
+        fh: Option<u64>,
+    ) -> Result<Entry> {
+        let (dir, name) = match self.entry_of(node) {
+            Ok(e) => e,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // Unlinked but open (tmpfile-style): act on the open file.
+                let f = fh
+                    .and_then(|fh| self.file(fh).ok())
+                    .or_else(|| self.current_open_inode(node))
+                    .ok_or(e)?;
+                return self.setattr_open(node, &f, mode, uid, gid, size, atime, mtime);
+            }
+            Err(e) => return Err(e),
+        };
+        self.make_private(node, dir.as_fd(), &name)?;
+        if uid.is_some() || gid.is_some() {
+            fsys::chown_at(
+                dir.as_fd(),
+                &name,
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(mode) = mode {
+            fsys::chmod_at(dir.as_fd(), &name, mode & 0o7777)?;
+        }
+        if let Some(size) = size {
+            let open = fh.and_then(|fh| self.file(fh).ok());
+            let cur = lock(&self.state).table.get(node).map(|n| n.backing_ino);
+            match open {
+                Some(f) if f.writable && Some(f.backing_ino) == cur => {
+                    fsys::ftruncate(f.fd.as_fd(), size)?
+                }
+                _ => {
+                    let fd = sys::open_at(dir.as_fd(), &name, libc::O_WRONLY, 0)?;
+                    fsys::ftruncate(fd.as_fd(), size)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            fsys::utimens_at(
+                dir.as_fd(),
+                &name,
+                atime.unwrap_or(fsys::SetTime::Keep),
+                mtime.unwrap_or(fsys::SetTime::Keep),
+            )?;
+        }
+        self.getattr(node, None)
+    }
+
+    /// setattr on a file that has no name left, through its open fd. It
+    /// cannot be shared: a store object always has a name in the store, but
+    /// this node's names in the guest are gone, and its fd is the guest's.
+    #[allow(clippy::too_many_arguments)]
+    fn setattr_open(
+        &self,
+        node: u64,
+        f: &OpenInode,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fsys::SetTime>,
+        mtime: Option<fsys::SetTime>,
+    ) -> Result<Entry> {
+        if cow::has_marker(f.fd.as_fd())? {
+            return Err(errno(libc::EPERM)); // never change a store object
+        }
+        if uid.is_some() || gid.is_some() {
+            sys::fchown(
+                f.fd.as_fd(),
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(mode) = mode {
+            sys::fchmod(f.fd.as_fd(), mode & 0o7777)?;
+        }
+        if let Some(size) = size {
+            if !f.writable {
+                return Err(errno(libc::EBADF));
+            }
+            fsys::ftruncate(f.fd.as_fd(), size)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            fsys::futimens(
+                f.fd.as_fd(),
+                atime.unwrap_or(fsys::SetTime::Keep),
+                mtime.unwrap_or(fsys::SetTime::Keep),
+            )?;
+        }
+        Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false))
+    }
+
+    pub fn readlink(&self, node: u64) -> Result<Vec<u8>> {
+        let (dir, name) = self.entry_of(node)?;
+        fsys::readlink_at(dir.as_fd(), &name)
+    }
+
+    /// Gives a new entry to the calling user, as a local filesystem does; a
+    /// set-group-ID directory keeps its group, which the backing fs set.
+    fn own_new(&self, dir: BorrowedFd, name: &OsStr, uid: u32, gid: u32) -> Result<()> {
+        let parent = fsys::stat_at(dir, OsStr::new("."))?;
+        let gid = if parent.st_mode & libc::S_ISGID != 0 {
+            u32::MAX
+        } else {
+            gid
+        };
+        fsys::chown_at(dir, name, uid, gid)
+    }
+
+    fn check_name(name: &OsStr) -> Result<()> {
+        if name.len() > 255 {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
+        Ok(())
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
+        Self::check_name(name)?;
+        let dir = self.open_dir_node(parent)?;
+        fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64)?;
+        self.own_new(dir.as_fd(), name, uid, gid)?;
+        self.lookup_in(&dir, parent, name)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Entry> {
+        Self::check_name(name)?;
+        let dir = self.open_dir_node(parent)?;
+        sys::mkdir_at(dir.as_fd(), name, mode)?;
+        self.own_new(dir.as_fd(), name, uid, gid)?;
+        self.lookup_in(&dir, parent, name)
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
+        Self::check_name(name)?;
+        let dir = self.open_dir_node(parent)?;
+        fsys::symlink_at(target, dir.as_fd(), name)?;
+        self.own_new(dir.as_fd(), name, uid, gid)?;
+        self.lookup_in(&dir, parent, name)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Entry, Opened)> {
+        Self::check_name(name)?;
+        let dir = self.open_dir_node(parent)?;
+        match sys::open_at(
+            dir.as_fd(),
+            name,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            mode & 0o7777,
+        ) {
+            Ok(fd) => {
+                drop(fd);
+                self.own_new(dir.as_fd(), name, uid, gid)?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {}
+            Err(e) => return Err(e),
+        }
+        let entry = self.lookup_in(&dir, parent, name)?;
+        let opened = match self.open(entry.node, flags) {
+            Ok(o) => o,
+            Err(e) => {
+                self.forget(entry.node, 1);
+                return Err(e);
+            }
+        };
+        let entry = self.getattr(entry.node, Some(opened.fh))?;
+        Ok((entry, opened))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let dir = self.open_dir_node(parent)?;
+        sys::unlink_at(dir.as_fd(), name)?;
+        lock(&self.state).table.detach(parent, name);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let dir = self.open_dir_node(parent)?;
+        fsys::rmdir_at(dir.as_fd(), name)?;
+        lock(&self.state).table.detach(parent, name);
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        Self::check_name(newname)?;
+        let olddir = self.open_dir_node(parent)?;
+        let newdir = self.open_dir_node(newparent)?;
+        fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        lock(&self.state)
+            .table
+            .rename(parent, name, newparent, newname, exchange);
+        Ok(())
+    }
+
+    /// A hardlink the guest makes joins the private copy: break first.
+    pub fn link(&self, node: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
+        Self::check_name(newname)?;
+        let (dir, name) = self.entry_of(node)?;
+        self.make_private(node, dir.as_fd(), &name)?;
+        let newdir = self.open_dir_node(newparent)?;
+        sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname)?;
+        self.lookup_in(&newdir, newparent, newname)
+    }
+
+    pub fn opendir(&self, node: u64) -> Result<u64> {
+        let (dir, name) = self.entry_of(node)?;
+        drop(sys::open_at(
+            dir.as_fd(),
+            &name,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(
+            fh,
+            DirHandle {
+                node,
+                entries: None,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// The entries of an open directory, (name, backing ino, DT_* type), read
+    /// once per opendir; our temp names left out (and removed if stale).
+    pub fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
+        let node = {
+            let dirs = lock(&self.dirs);
+            let d = dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
+            if let Some(e) = &d.entries {
+                return Ok(e.clone());
+            }
+            d.node
+        };
+        let (dir, name) = self.entry_of(node)?;
+        let fd = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let mut entries = fsys::read_dir(fd.as_fd())?;
+        entries.retain(|(n, _, _)| {
+            if !cow::is_temp_name(n) {
+                return true;
+            }
+            if cow::is_stale_temp(n) {
+                // Left by a daemon killed between link and rename.
+                let _ = sys::unlink_at(fd.as_fd(), n);
+            }
+            false
+        });
+        let entries = Arc::new(entries);
+        if let Some(d) = lock(&self.dirs).get_mut(&fh) {
+            d.entries.get_or_insert_with(|| entries.clone());
+        }
+        Ok(entries)
+    }
+
+    /// The number readdir shows for an entry: its node if known.
+    pub fn known_child(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        lock(&self.state).table.child(parent, name)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    pub fn fsyncdir(&self, node: u64, datasync: bool) -> Result<()> {
+        let (dir, name) = self.entry_of(node)?;
+        let fd = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        fsys::fsync(fd.as_fd(), datasync)
+    }
+
+    pub fn statfs(&self) -> Result<libc::statvfs> {
+        fsys::fstatvfs(self.root.as_fd())
+    }
+
+    pub fn getxattr(&self, node: u64, attr: &OsStr) -> Result<Vec<u8>> {
+        if cow::is_store_xattr(attr) {
+            return Err(errno(libc::ENODATA));
+        }
+        let (dir, name) = self.entry_of(node)?;
+        fsys::get_xattr_at(dir.as_fd(), &name, attr)?.ok_or_else(|| errno(libc::ENODATA))
+    }
+
+    /// The xattr names, NUL-terminated, without the store's.
+    pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let (dir, name) = self.entry_of(node)?;
+        let mut out = Vec::new();
+        for attr in fsys::list_xattrs_at(dir.as_fd(), &name)? {
+            if cow::is_store_xattr(&attr) {
+                continue;
+            }
+            out.extend_from_slice(attr.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, node: u64, attr: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        if cow::is_store_xattr(attr) {
+            return Err(errno(libc::EPERM));
+        }
+        let (dir, name) = self.entry_of(node)?;
+        self.make_private(node, dir.as_fd(), &name)?;
+        fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags)
+    }
+
+    pub fn removexattr(&self, node: u64, attr: &OsStr) -> Result<()> {
+        if cow::is_store_xattr(attr) {
+            return Err(errno(libc::EPERM));
+        }
+        let (dir, name) = self.entry_of(node)?;
+        self.make_private(node, dir.as_fd(), &name)?;
+        fsys::remove_xattr_at(dir.as_fd(), &name, attr)
+    }
+}

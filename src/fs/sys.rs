@@ -1,0 +1,479 @@
+//! The extra syscalls the overlay needs beyond `crate::sys`: full stats, node
+//! creation, `*at` metadata calls that never follow a symlink, xattrs on a
+//! name inside a directory fd, and file I/O helpers. Every `unsafe` block of
+//! src/fs lives here, each with its invariant.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+fn cstr(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`, the whole `struct stat`.
+pub fn stat_at(dir: BorrowedFd, name: &OsStr) -> io::Result<libc::stat> {
+    let name = cstr(name)?;
+    // SAFETY: a zeroed stat is a valid plain-data value for the kernel to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated and `st` is a valid, writable buffer.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+/// `fstat`, the whole `struct stat`.
+pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
+    // SAFETY: a zeroed stat is a valid plain-data value for the kernel to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable buffer.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// An unnamed regular file in `dir` (`O_TMPFILE`), linkable later.
+pub fn open_tmpfile(dir: BorrowedFd, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: "." is NUL-terminated; a non-negative result is a new fd.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fd was just returned by openat and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn mknod_at(dir: BorrowedFd, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
+    let name = cstr(name)?;
+    // SAFETY: `name` is NUL-terminated.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) })?;
+    Ok(())
+}
+
+pub fn symlink_at(target: &OsStr, dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
+    let target = cstr(target)?;
+    let name = cstr(name)?;
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn readlink_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<u8>> {
+    let name = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `name` is NUL-terminated; `buf` is writable for its length.
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub fn rmdir_at(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
+    let name = cstr(name)?;
+    // SAFETY: `name` is NUL-terminated.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })?;
+    Ok(())
+}
+
+/// `renameat2` with the caller's flags (NOREPLACE, EXCHANGE).
+pub fn rename2(
+    olddir: BorrowedFd,
+    old: &OsStr,
+    newdir: BorrowedFd,
+    new: &OsStr,
+    flags: u32,
+) -> io::Result<()> {
+    let old = cstr(old)?;
+    let new = cstr(new)?;
+    // SAFETY: both names are NUL-terminated.
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`; `u32::MAX` keeps an id.
+pub fn chown_at(dir: BorrowedFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    let name = cstr(name)?;
+    // SAFETY: `name` is NUL-terminated.
+    check(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fchmodat2(dir, name, mode, AT_SYMLINK_NOFOLLOW)` (Linux ≥ 6.6): never
+/// changes the target of a symlink. Older kernels: the entry is opened with
+/// O_PATH|O_NOFOLLOW and, unless it is a symlink, changed through its
+/// /proc/self/fd link (what glibc does).
+pub fn chmod_at(dir: BorrowedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    let cname = cstr(name)?;
+    // SAFETY: `cname` is NUL-terminated; the other arguments are integers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir.as_raw_fd(),
+            cname.as_ptr(),
+            mode,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    match check(ret as libc::c_int) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+        r => return r.map(|_| ()),
+    }
+    let fd = crate::sys::open_at(dir, name, libc::O_PATH, 0)?;
+    if fstat(std::os::fd::AsFd::as_fd(&fd))?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is NUL-terminated; it names exactly the inode open at `fd`.
+    check(unsafe { libc::chmod(path.as_ptr(), mode) })?;
+    Ok(())
+}
+
+/// A time for [`utimens_at`]: keep it, set it to now, or set it.
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    Keep,
+    Now,
+    At(i64, u32),
+}
+
+impl SetTime {
+    fn timespec(self) -> libc::timespec {
+        match self {
+            SetTime::Keep => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            SetTime::Now => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+            SetTime::At(sec, nsec) => libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec as i64,
+            },
+        }
+    }
+}
+
+/// `utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW)`.
+pub fn utimens_at(dir: BorrowedFd, name: &OsStr, atime: SetTime, mtime: SetTime) -> io::Result<()> {
+    let name = cstr(name)?;
+    let times = [atime.timespec(), mtime.timespec()];
+    // SAFETY: `name` is NUL-terminated; `times` holds two valid timespecs.
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// `futimens` with [`SetTime`] values.
+pub fn futimens(fd: BorrowedFd, atime: SetTime, mtime: SetTime) -> io::Result<()> {
+    let times = [atime.timespec(), mtime.timespec()];
+    // SAFETY: `times` holds two valid timespecs.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn ftruncate(fd: BorrowedFd, size: u64) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) })?;
+    Ok(())
+}
+
+pub fn fsync(fd: BorrowedFd, datasync: bool) -> io::Result<()> {
+    // SAFETY: plain fd argument.
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })?;
+    Ok(())
+}
+
+pub fn fallocate(fd: BorrowedFd, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn lseek(fd: BorrowedFd, offset: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: plain integer arguments.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// One `copy_file_range` call between two open files at explicit offsets.
+pub fn copy_range(
+    src: BorrowedFd,
+    off_in: u64,
+    dst: BorrowedFd,
+    off_out: u64,
+    len: u64,
+) -> io::Result<usize> {
+    let mut off_in = off_in as libc::loff_t;
+    let mut off_out = off_out as libc::loff_t;
+    // SAFETY: the offsets are valid, writable loff_t values we own.
+    check_size(unsafe {
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            &mut off_in,
+            dst.as_raw_fd(),
+            &mut off_out,
+            len as usize,
+            0,
+        )
+    })
+}
+
+pub fn fstatvfs(fd: BorrowedFd) -> io::Result<libc::statvfs> {
+    // SAFETY: a zeroed statvfs is a valid plain-data value for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable buffer.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// Sets the process umask; the kernel already applied the caller's.
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask cannot fail and touches no memory.
+    unsafe {
+        libc::umask(mask);
+    }
+}
+
+/// The path `/proc/self/fd/<dir>/<name>`: the entry `name` of the directory
+/// open at `dir`. Used only with the `l*xattr` calls, which do not follow the
+/// last component, so it names exactly that entry and nothing outside.
+fn entry_path(dir: BorrowedFd, name: &OsStr) -> io::Result<CString> {
+    if name.as_bytes().contains(&b'/') || name.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name.as_bytes());
+    CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Calls a size-probing xattr syscall until the buffer is large enough.
+fn read_growing(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = call(&mut buf);
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) {
+            return Err(err);
+        }
+        let need = call(&mut []);
+        if need < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf = vec![0u8; (need as usize).max(buf.len() * 2)];
+    }
+}
+
+/// The xattr names of the entry `name` in `dir` (not following a symlink).
+pub fn list_xattrs_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<OsString>> {
+    let path = entry_path(dir, name)?;
+    let raw = read_growing(|buf| {
+        // SAFETY: `path` is NUL-terminated; `buf` is valid for its length.
+        unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    })?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| OsString::from_vec(n.to_vec()))
+        .collect())
+}
+
+/// One xattr of the entry `name` in `dir`; `None` if it has none such.
+pub fn get_xattr_at(dir: BorrowedFd, name: &OsStr, attr: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let path = entry_path(dir, name)?;
+    let cattr = cstr(attr)?;
+    match read_growing(|buf| {
+        // SAFETY: both strings are NUL-terminated; `buf` is valid for its length.
+        unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                cattr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }
+    }) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn set_xattr_at(
+    dir: BorrowedFd,
+    name: &OsStr,
+    attr: &OsStr,
+    value: &[u8],
+    flags: i32,
+) -> io::Result<()> {
+    let path = entry_path(dir, name)?;
+    let cattr = cstr(attr)?;
+    // SAFETY: both strings are NUL-terminated; `value` is valid for its length.
+    check(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            cattr.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn remove_xattr_at(dir: BorrowedFd, name: &OsStr, attr: &OsStr) -> io::Result<()> {
+    let path = entry_path(dir, name)?;
+    let cattr = cstr(attr)?;
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::lremovexattr(path.as_ptr(), cattr.as_ptr()) })?;
+    Ok(())
+}
+
+/// Reads the entries of the directory open at `dir` (a dup is consumed).
+pub fn read_dir(dir: BorrowedFd) -> io::Result<Vec<(OsString, u64, u8)>> {
+    let own = crate::sys::open_at(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut d = nix::dir::Dir::from_fd(own).map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    for entry in d.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        let kind = match entry.file_type() {
+            Some(nix::dir::Type::Directory) => libc::DT_DIR,
+            Some(nix::dir::Type::File) => libc::DT_REG,
+            Some(nix::dir::Type::Symlink) => libc::DT_LNK,
+            Some(nix::dir::Type::Fifo) => libc::DT_FIFO,
+            Some(nix::dir::Type::Socket) => libc::DT_SOCK,
+            Some(nix::dir::Type::CharacterDevice) => libc::DT_CHR,
+            Some(nix::dir::Type::BlockDevice) => libc::DT_BLK,
+            None => libc::DT_UNKNOWN,
+        };
+        out.push((name.to_owned(), entry.ino(), kind));
+    }
+    Ok(out)
+}
+
+/// Detaches the mount at `path` (`umount2`), lazily if asked.
+pub fn umount(path: &std::path::Path, lazy: bool) -> io::Result<()> {
+    let p = cstr(path.as_os_str())?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `p` is NUL-terminated.
+    check(unsafe { libc::umount2(p.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// `fork()`: `Ok(Some(pid))` in the parent, `Ok(None)` in the child. Call it
+/// only while the process has one thread (before the mount starts any).
+pub fn fork() -> io::Result<Option<i32>> {
+    // SAFETY: the caller is single-threaded, so the child inherits no lock
+    // held by another thread; fork itself has no memory preconditions.
+    let pid = check(unsafe { libc::fork() })?;
+    Ok((pid != 0).then_some(pid))
+}
+
+/// Starts a new session so the daemon leaves the caller's terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments, no memory touched.
+    check(unsafe { libc::setsid() })?;
+    Ok(())
+}
+
+/// Points stdin at /dev/null and stdout/stderr at `log` (or /dev/null), so a
+/// daemon keeps no pipe of its caller open.
+pub fn redirect_stdio(log: Option<&std::path::Path>) -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let out = match log {
+        Some(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(p)?
+        }
+        None => null.try_clone()?,
+    };
+    for (from, to) in [(&null, 0), (&out, 1), (&out, 2)] {
+        // SAFETY: both are valid fds; dup2 atomically replaces `to`.
+        check(unsafe { libc::dup2(from.as_raw_fd(), to) })?;
+    }
+    Ok(())
+}

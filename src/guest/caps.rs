@@ -1,0 +1,156 @@
+//! Capability names and the default set a guest keeps.
+
+use super::{Error, Result};
+
+/// Capability names in kernel order (capability.h); the index is the number.
+const NAMES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+/// The highest capability number unifs knows.
+pub const LAST_CAP: u32 = NAMES.len() as u32 - 1;
+
+/// What a guest keeps unless told otherwise: enough to run an init and
+/// services as root inside (own files, change ids, bind low ports, kill its
+/// own processes), nothing that reaches the shared kernel: no sys_admin
+/// (mount), mknod, sys_module, sys_ptrace, sys_rawio, net_admin, sys_time,
+/// sys_boot or syslog. Docker's default set minus mknod.
+pub const DEFAULT: &[&str] = &[
+    "chown",
+    "dac_override",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "net_bind_service",
+    "net_raw",
+    "sys_chroot",
+    "audit_write",
+    "setfcap",
+];
+
+/// The number of a capability, from `sys_admin`, `SYS_ADMIN` or `CAP_SYS_ADMIN`.
+pub fn number(name: &str) -> Result<u32> {
+    let lower = name.to_ascii_lowercase();
+    let bare = lower.strip_prefix("cap_").unwrap_or(&lower);
+    NAMES
+        .iter()
+        .position(|n| *n == bare)
+        .map(|i| i as u32)
+        .ok_or_else(|| Error::Invalid {
+            what: "capability",
+            value: name.to_string(),
+            reason: "not a Linux capability name".into(),
+        })
+}
+
+pub fn name(cap: u32) -> &'static str {
+    NAMES.get(cap as usize).copied().unwrap_or("unknown")
+}
+
+/// The kept set as a bit mask: the default, plus `add`, minus `drop`
+/// (`all` works in both).
+pub fn keep_mask(add: &[String], drop: &[String]) -> Result<u64> {
+    let mask_of = |names: &[String]| -> Result<u64> {
+        let mut mask = 0u64;
+        for n in names {
+            if n.eq_ignore_ascii_case("all") {
+                mask |= (1u64 << (LAST_CAP + 1)) - 1;
+            } else {
+                mask |= 1 << number(n)?;
+            }
+        }
+        Ok(mask)
+    };
+    let default = DEFAULT
+        .iter()
+        .map(|n| 1u64 << number(n).unwrap())
+        .sum::<u64>();
+    Ok((default | mask_of(add)?) & !mask_of(drop)?)
+}
+
+/// Names of the capabilities in `mask`, for messages and status.
+pub fn names(mask: u64) -> Vec<&'static str> {
+    (0..=LAST_CAP)
+        .filter(|c| mask & (1 << c) != 0)
+        .map(name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_all_spellings() {
+        assert_eq!(number("sys_admin").unwrap(), 21);
+        assert_eq!(number("CAP_SYS_ADMIN").unwrap(), 21);
+        assert_eq!(number("MKNOD").unwrap(), 27);
+        assert!(number("fly").is_err());
+    }
+
+    #[test]
+    fn default_keeps_nothing_that_reaches_the_kernel() {
+        let mask = keep_mask(&[], &[]).unwrap();
+        for dangerous in [
+            "sys_admin",
+            "sys_module",
+            "mknod",
+            "sys_ptrace",
+            "sys_rawio",
+        ] {
+            assert_eq!(mask & (1 << number(dangerous).unwrap()), 0, "{dangerous}");
+        }
+        assert_ne!(mask & (1 << number("chown").unwrap()), 0);
+    }
+
+    #[test]
+    fn add_and_drop() {
+        let mask = keep_mask(&["net_admin".into()], &["chown".into()]).unwrap();
+        assert!(names(mask).contains(&"net_admin"));
+        assert!(!names(mask).contains(&"chown"));
+        assert_eq!(keep_mask(&[], &["all".into()]).unwrap(), 0);
+    }
+}

@@ -1,0 +1,575 @@
+//! Resource limits through cgroups, on v2 (one unified hierarchy, limits
+//! where its controllers are enabled) and on v1 (one hierarchy per
+//! controller). Each limit goes to v2 if v2 offers its controller, else to
+//! the v1 hierarchy of that controller; if neither exists the guest is not
+//! started and the error says which limit and why.
+//!
+//! A guest's group is `unifs/NAME` below each hierarchy's root. [`plan`] is
+//! pure (unit-tested against made-up hosts); [`Cgroup::create`] applies it.
+
+use super::{Error, Limits, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The cgroup hierarchies this host has mounted.
+#[derive(Debug, Clone, Default)]
+pub struct Hierarchies {
+    pub v2: Option<V2>,
+    /// v1 controller name → its hierarchy's mount point.
+    pub v1: BTreeMap<String, PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct V2 {
+    pub mount: PathBuf,
+    /// What the root's `cgroup.controllers` offers.
+    pub controllers: Vec<String>,
+}
+
+impl Hierarchies {
+    pub fn detect() -> Hierarchies {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut h = Hierarchies::default();
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount = left.split(' ').nth(4).map(PathBuf::from);
+            let mut r = right.split(' ');
+            let (Some(fstype), Some(_src), Some(opts), Some(mount)) =
+                (r.next(), r.next(), r.next(), mount)
+            else {
+                continue;
+            };
+            match fstype {
+                "cgroup2" if h.v2.is_none() => {
+                    let controllers = std::fs::read_to_string(mount.join("cgroup.controllers"))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                    h.v2 = Some(V2 { mount, controllers });
+                }
+                "cgroup" => {
+                    for opt in opts.split(',') {
+                        if ["memory", "pids", "cpu", "blkio"].contains(&opt) {
+                            h.v1.entry(opt.to_string()).or_insert_with(|| mount.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        h
+    }
+}
+
+/// One step of creating a group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Mkdir(PathBuf),
+    /// Write `value` into the first of `files` that exists; none is an error
+    /// naming `limit`. One file means that file must take the value.
+    Write {
+        limit: &'static str,
+        files: Vec<PathBuf>,
+        value: String,
+    },
+    /// Like `Write`, but a missing file only logs a warning: a refinement
+    /// (no swap accounting) rather than the limit itself.
+    WriteIfPresent {
+        files: Vec<PathBuf>,
+        value: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// The groups the guest's processes join, one per hierarchy used.
+    pub groups: Vec<PathBuf>,
+}
+
+/// Control files and the values to write, by file name.
+type FileValues = Vec<(&'static str, String)>;
+
+/// The kernel names of what a limit needs: (v2 controller, v1 controller).
+fn controllers(limit: &str) -> (&'static str, &'static str) {
+    match limit {
+        "--memory" => ("memory", "memory"),
+        "--pids" => ("pids", "pids"),
+        "--cpus" => ("cpu", "cpu"),
+        _ => ("io", "blkio"),
+    }
+}
+
+/// Works out the groups and writes for `limits`. With `track`, the guest also
+/// gets a v2 group (for `cgroup.kill`) and v1 memory and pids groups where
+/// they exist, for `status` to report use.
+pub fn plan(h: &Hierarchies, name: &str, limits: &Limits, track: bool) -> Result<Plan> {
+    const CFS_PERIOD: u64 = 100_000;
+    let mut wanted: Vec<(&'static str, FileValues, FileValues)> = Vec::new();
+    if let Some(m) = limits.memory {
+        wanted.push((
+            "--memory",
+            vec![
+                ("memory.max", m.to_string()),
+                ("memory.swap.max?", "0".into()),
+            ],
+            vec![
+                ("memory.limit_in_bytes", m.to_string()),
+                ("memory.memsw.limit_in_bytes?", m.to_string()),
+            ],
+        ));
+    }
+    if let Some(p) = limits.pids {
+        wanted.push((
+            "--pids",
+            vec![("pids.max", p.to_string())],
+            vec![("pids.max", p.to_string())],
+        ));
+    }
+    if let Some(c) = limits.cpus {
+        let quota = ((c * CFS_PERIOD as f64).round() as u64).max(1000);
+        wanted.push((
+            "--cpus",
+            vec![("cpu.max", format!("{quota} {CFS_PERIOD}"))],
+            vec![
+                ("cpu.cfs_period_us", CFS_PERIOD.to_string()),
+                ("cpu.cfs_quota_us", quota.to_string()),
+            ],
+        ));
+    }
+    if let Some(w) = limits.io_weight {
+        wanted.push((
+            "--io-weight",
+            vec![("io.weight|io.bfq.weight", w.to_string())],
+            vec![("blkio.weight|blkio.bfq.weight", w.to_string())],
+        ));
+    }
+
+    let rel = Path::new("unifs").join(name);
+    let mut v2_controllers: Vec<&str> = Vec::new();
+    let mut v2_writes = Vec::new();
+    let mut v1_groups: BTreeMap<PathBuf, Vec<Step>> = BTreeMap::new();
+    for (limit, v2_files, v1_files) in wanted {
+        let (c2, c1) = controllers(limit);
+        if let Some(v2) =
+            h.v2.as_ref()
+                .filter(|v2| v2.controllers.iter().any(|c| c == c2))
+        {
+            v2_controllers.push(c2);
+            let dir = v2.mount.join(&rel);
+            v2_writes.extend(writes(limit, &dir, v2_files));
+        } else if let Some(mount) = h.v1.get(c1) {
+            let dir = mount.join(&rel);
+            let steps = writes(limit, &dir, v1_files);
+            v1_groups.entry(mount.clone()).or_default().extend(steps);
+        } else {
+            let v2_note = match &h.v2 {
+                Some(v2) => format!(
+                    "the cgroup v2 hierarchy at {} does not offer the {c2} controller (it offers: {})",
+                    v2.mount.display(),
+                    if v2.controllers.is_empty() { "none".to_string() } else { v2.controllers.join(" ") }
+                ),
+                None => "no cgroup v2 hierarchy is mounted".to_string(),
+            };
+            return Err(Error::Limit {
+                limit,
+                reason: format!("{v2_note}, and no cgroup v1 {c1} hierarchy is mounted"),
+            });
+        }
+    }
+    if track {
+        for c1 in ["memory", "pids"] {
+            let on_v2 =
+                h.v2.as_ref()
+                    .is_some_and(|v2| v2.controllers.iter().any(|c| c == c1));
+            if let (false, Some(mount)) = (on_v2, h.v1.get(c1)) {
+                v1_groups.entry(mount.clone()).or_default();
+            }
+        }
+    }
+
+    let mut plan = Plan {
+        steps: Vec::new(),
+        groups: Vec::new(),
+    };
+    if let Some(v2) = &h.v2 {
+        if track || !v2_controllers.is_empty() {
+            // cgroups(7) v2: a controller must be enabled in every ancestor's
+            // cgroup.subtree_control to be usable in a child.
+            let enable: String = v2_controllers.iter().map(|c| format!("+{c} ")).collect();
+            let parent = v2.mount.join("unifs");
+            plan.steps.push(Step::Mkdir(parent.clone()));
+            if !enable.is_empty() {
+                for dir in [&v2.mount, &parent] {
+                    plan.steps.push(Step::Write {
+                        limit: "cgroup set-up",
+                        files: vec![dir.join("cgroup.subtree_control")],
+                        value: enable.trim_end().to_string(),
+                    });
+                }
+            }
+            let dir = v2.mount.join(&rel);
+            plan.steps.push(Step::Mkdir(dir.clone()));
+            plan.steps.extend(v2_writes);
+            plan.groups.push(dir);
+        }
+    }
+    for (mount, steps) in v1_groups {
+        let dir = mount.join(&rel);
+        plan.steps.push(Step::Mkdir(mount.join("unifs")));
+        plan.steps.push(Step::Mkdir(dir.clone()));
+        plan.steps.extend(steps);
+        plan.groups.push(dir);
+    }
+    Ok(plan)
+}
+
+/// `name` may list alternatives (`a|b`: the first that exists) and end in `?`
+/// (optional refinement).
+fn writes(limit: &'static str, dir: &Path, files: Vec<(&'static str, String)>) -> Vec<Step> {
+    files
+        .into_iter()
+        .map(|(name, value)| {
+            let optional = name.ends_with('?');
+            let files = name
+                .trim_end_matches('?')
+                .split('|')
+                .map(|f| dir.join(f))
+                .collect();
+            if optional {
+                Step::WriteIfPresent { files, value }
+            } else {
+                Step::Write {
+                    limit,
+                    files,
+                    value,
+                }
+            }
+        })
+        .collect()
+}
+
+/// A guest's groups, once created.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Cgroup {
+    pub groups: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// Creates the groups and applies the limits; on failure removes what it
+    /// made and says which limit could not be applied.
+    pub fn create(name: &str, limits: &Limits, track: bool) -> Result<Cgroup> {
+        let plan = plan(&Hierarchies::detect(), name, limits, track)?;
+        sweep_dead_runs(&plan.groups);
+        let cg = Cgroup {
+            groups: plan.groups.clone(),
+        };
+        if let Err(e) = apply(&plan.steps) {
+            cg.remove();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Moves `pid` (and so its future children) into every group.
+    pub fn add(&self, pid: i32) -> Result<()> {
+        for g in &self.groups {
+            let procs = g.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string())
+                .map_err(|e| Error::io("joining cgroup", procs, e))?;
+        }
+        Ok(())
+    }
+
+    /// Every process in the guest's groups.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .groups
+            .iter()
+            .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
+            .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process in the groups (cgroup.kill on v2 where the
+    /// kernel has it, else one by one).
+    pub fn kill_all(&self) {
+        for g in &self.groups {
+            let _ = std::fs::write(g.join("cgroup.kill"), "1");
+        }
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// Removes the groups, waiting up to two seconds for dying processes.
+    pub fn remove(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for g in &self.groups {
+            loop {
+                match std::fs::remove_dir(g) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() > deadline => {
+                        tracing::warn!("could not remove cgroup {}: {e}", g.display());
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+
+    /// Memory in use, in bytes, from the first group that reports it.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.read_first(&["memory.current", "memory.usage_in_bytes"])
+    }
+
+    /// Processes and threads in the guest.
+    pub fn pids_current(&self) -> Option<u64> {
+        self.read_first(&["pids.current"])
+    }
+
+    fn read_first(&self, files: &[&str]) -> Option<u64> {
+        self.groups
+            .iter()
+            .flat_map(|g| files.iter().map(move |f| g.join(f)))
+            .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+}
+
+/// Removes empty `run-PID` groups beside ours whose `unifs run` is gone
+/// (killed before it could clean up). A group still in use is not empty, so
+/// its rmdir fails and it stays.
+fn sweep_dead_runs(groups: &[PathBuf]) {
+    for parent in groups.iter().filter_map(|g| g.parent()) {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+fn apply(steps: &[Step]) -> Result<()> {
+    for step in steps {
+        match step {
+            Step::Mkdir(dir) => match std::fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(Error::io("creating cgroup (needs root)", dir, e))
+                }
+                Err(e) => return Err(Error::io("creating cgroup", dir, e)),
+            },
+            Step::Write {
+                limit,
+                files,
+                value,
+            } => {
+                let Some(file) = files.iter().find(|f| f.exists()) else {
+                    let names: Vec<String> =
+                        files.iter().map(|f| f.display().to_string()).collect();
+                    return Err(Error::Limit {
+                        limit,
+                        reason: format!("the kernel offers none of {}", names.join(", ")),
+                    });
+                };
+                std::fs::write(file, value).map_err(|e| Error::Limit {
+                    limit,
+                    reason: format!("writing {value:?} to {}: {e}", file.display()),
+                })?;
+            }
+            Step::WriteIfPresent { files, value } => {
+                match files
+                    .iter()
+                    .find(|f| f.exists())
+                    .map(|f| (f, std::fs::write(f, value)))
+                {
+                    Some((_, Ok(()))) => {}
+                    Some((f, Err(e))) => {
+                        tracing::warn!("writing {value:?} to {}: {e}", f.display())
+                    }
+                    None => tracing::info!("{} not offered by this kernel", files[0].display()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_host() -> Hierarchies {
+        // These machines: v1 controllers plus an empty v2 hierarchy.
+        let mut v1 = BTreeMap::new();
+        for c in ["memory", "pids", "cpu", "blkio"] {
+            v1.insert(c.to_string(), PathBuf::from("/sys/fs/cgroup").join(c));
+        }
+        Hierarchies {
+            v2: Some(V2 {
+                mount: "/sys/fs/cgroup/unified".into(),
+                controllers: vec![],
+            }),
+            v1,
+        }
+    }
+
+    fn v2_host() -> Hierarchies {
+        Hierarchies {
+            v2: Some(V2 {
+                mount: "/sys/fs/cgroup".into(),
+                controllers: ["cpu", "io", "memory", "pids"].map(String::from).to_vec(),
+            }),
+            v1: BTreeMap::new(),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            memory: Some(64 << 20),
+            pids: Some(50),
+            cpus: Some(0.5),
+            io_weight: None,
+        }
+    }
+
+    fn writes_to(plan: &Plan) -> Vec<(String, String)> {
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Write { files, value, .. } | Step::WriteIfPresent { files, value } => {
+                    Some((files[0].display().to_string(), value.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn v2_host_enables_controllers_then_writes_limits() {
+        let plan = plan(&v2_host(), "web1", &limits(), false).unwrap();
+        assert_eq!(
+            plan.groups,
+            vec![PathBuf::from("/sys/fs/cgroup/unifs/web1")]
+        );
+        let w = writes_to(&plan);
+        assert_eq!(
+            w[0],
+            (
+                "/sys/fs/cgroup/cgroup.subtree_control".into(),
+                "+memory +pids +cpu".into()
+            )
+        );
+        assert_eq!(w[1].0, "/sys/fs/cgroup/unifs/cgroup.subtree_control");
+        assert!(w.contains(&(
+            "/sys/fs/cgroup/unifs/web1/memory.max".into(),
+            (64u64 << 20).to_string()
+        )));
+        assert!(w.contains(&("/sys/fs/cgroup/unifs/web1/pids.max".into(), "50".into())));
+        assert!(w.contains(&(
+            "/sys/fs/cgroup/unifs/web1/cpu.max".into(),
+            "50000 100000".into()
+        )));
+        let mkdir = plan
+            .steps
+            .iter()
+            .position(|s| *s == Step::Mkdir("/sys/fs/cgroup/unifs/web1".into()));
+        let limit = plan.steps.iter().position(|s| {
+            matches!(
+                s,
+                Step::Write {
+                    limit: "--memory",
+                    ..
+                }
+            )
+        });
+        assert!(mkdir < limit);
+    }
+
+    #[test]
+    fn v1_host_uses_one_hierarchy_per_controller() {
+        let plan = plan(&v1_host(), "web1", &limits(), false).unwrap();
+        let w = writes_to(&plan);
+        assert!(w.contains(&(
+            "/sys/fs/cgroup/memory/unifs/web1/memory.limit_in_bytes".into(),
+            (64u64 << 20).to_string()
+        )));
+        assert!(w.contains(&(
+            "/sys/fs/cgroup/pids/unifs/web1/pids.max".into(),
+            "50".into()
+        )));
+        assert!(w.contains(&(
+            "/sys/fs/cgroup/cpu/unifs/web1/cpu.cfs_quota_us".into(),
+            "50000".into()
+        )));
+        // The empty v2 hierarchy is not used when nothing needs it.
+        assert!(!plan
+            .groups
+            .iter()
+            .any(|g| g.starts_with("/sys/fs/cgroup/unified")));
+        assert_eq!(plan.groups.len(), 3);
+    }
+
+    #[test]
+    fn tracking_joins_v2_for_kill_and_v1_for_accounting() {
+        let plan = plan(&v1_host(), "web1", &Limits::default(), true).unwrap();
+        assert!(plan
+            .groups
+            .contains(&"/sys/fs/cgroup/unified/unifs/web1".into()));
+        assert!(plan
+            .groups
+            .contains(&"/sys/fs/cgroup/memory/unifs/web1".into()));
+        assert!(plan
+            .groups
+            .contains(&"/sys/fs/cgroup/pids/unifs/web1".into()));
+        // No controllers to enable on the empty v2 hierarchy.
+        assert!(writes_to(&plan).is_empty());
+    }
+
+    #[test]
+    fn a_limit_nobody_offers_is_an_error_not_ignored() {
+        let mut h = v1_host();
+        h.v1.remove("pids");
+        let err = plan(&h, "g", &limits(), false).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("--pids"), "{msg}");
+        assert!(msg.contains("does not offer the pids controller"), "{msg}");
+        let none = Hierarchies::default();
+        assert!(plan(&none, "g", &limits(), false).is_err());
+        assert!(plan(&none, "g", &Limits::default(), true)
+            .unwrap()
+            .groups
+            .is_empty());
+    }
+
+    #[test]
+    fn no_limits_no_groups() {
+        let plan = plan(&v2_host(), "g", &Limits::default(), false).unwrap();
+        assert!(plan.steps.is_empty() && plan.groups.is_empty());
+    }
+}

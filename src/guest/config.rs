@@ -1,0 +1,198 @@
+//! Named guests' configs: `CONFIG_DIR/NAME.toml` (default /etc/unifs/guests).
+
+use super::{caps, parse_size, Bind, Error, GuestSpec, Limits, NetSpec, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How `guest start` mounts the guest's root at /run/unifs/NAME/root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootMount {
+    /// The copy-on-write FUSE overlay (`unifs mount`): the guest's writes
+    /// break shared links instead of changing the store.
+    #[default]
+    Overlay,
+    /// A plain bind mount of the backing directory (no unification safety:
+    /// only for guests whose tree shares nothing).
+    Bind,
+}
+
+/// One guest's config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The guest's backing directory (its tree as unify sees it).
+    pub root: PathBuf,
+    #[serde(default)]
+    pub root_mount: RootMount,
+    /// Default: the guest's name.
+    pub hostname: Option<String>,
+    /// The guest's init and its arguments.
+    #[serde(default = "default_init")]
+    pub init: Vec<String>,
+    /// Run init under unifs's small reaper (forwards signals, reaps zombies);
+    /// for inits that are not real inits.
+    #[serde(default)]
+    pub init_reaper: bool,
+    /// What `guest enter` runs.
+    #[serde(default = "default_shell")]
+    pub shell: String,
+    #[serde(default)]
+    pub net: NetSpec,
+    /// `SRC:DST[:ro]`, as `--bind`.
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `256M`, `2G`, or bytes.
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
+    pub io_weight: Option<u32>,
+}
+
+fn default_init() -> Vec<String> {
+    vec!["/sbin/init".into()]
+}
+
+fn default_shell() -> String {
+    "/bin/sh".into()
+}
+
+/// Guest names become file and cgroup names: keep them plain.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && !name.starts_with("run-")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            what: "guest name",
+            value: name.into(),
+            reason: "use letters, digits, '.', '_' and '-' (not starting with '.' or 'run-')"
+                .into(),
+        })
+    }
+}
+
+impl GuestConfig {
+    pub fn load(config_dir: &Path, name: &str) -> Result<GuestConfig> {
+        check_name(name)?;
+        let path = config_dir.join(format!("{name}.toml"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoConfig {
+                    name: name.into(),
+                    path,
+                })
+            }
+            Err(e) => return Err(Error::io("reading guest config", path, e)),
+        };
+        let cfg: GuestConfig = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if cfg.init.is_empty() {
+            return Err(Error::Config {
+                path,
+                reason: "init must name a program".into(),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// The spec of this guest's init, with its root mounted at `mounted_root`.
+    pub fn spec(&self, name: &str, mounted_root: PathBuf) -> Result<GuestSpec> {
+        let mut spec = GuestSpec::new(name, mounted_root, self.init.clone());
+        spec.hostname = self.hostname.clone().unwrap_or_else(|| name.into());
+        spec.net = self.net.clone();
+        spec.binds = self
+            .binds
+            .iter()
+            .map(|b| b.parse::<Bind>())
+            .collect::<Result<_>>()?;
+        spec.env = self.env.clone();
+        spec.uid = self.uid;
+        spec.gid = self.gid;
+        spec.caps = caps::keep_mask(&self.cap_add, &self.cap_drop)?;
+        spec.limits = Limits {
+            memory: self.limits.memory.as_deref().map(parse_size).transpose()?,
+            cpus: self.limits.cpus,
+            pids: self.limits.pids,
+            io_weight: self.limits.io_weight,
+        };
+        spec.limits.check()?;
+        spec.init = self.init_reaper;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses_into_a_spec() {
+        let text = r#"
+            root = "/srv/guests/web1"
+            root_mount = "bind"
+            hostname = "www"
+            init = ["/sbin/init", "--quiet"]
+            binds = ["/srv/data:/data:ro"]
+            env = ["LANG=C"]
+            cap_add = ["net_admin"]
+            [net]
+            mode = "veth"
+            ip = "10.0.0.2/24"
+            [limits]
+            memory = "256M"
+            pids = 100
+        "#;
+        let cfg: GuestConfig = toml::from_str(text).unwrap();
+        assert_eq!(cfg.root_mount, RootMount::Bind);
+        let spec = cfg.spec("web1", "/run/unifs/web1/root".into()).unwrap();
+        assert_eq!(spec.hostname, "www");
+        assert_eq!(spec.command, ["/sbin/init", "--quiet"]);
+        assert_eq!(spec.limits.memory, Some(256 << 20));
+        assert_eq!(spec.net.ip.as_deref(), Some("10.0.0.2/24"));
+        assert!(caps::names(spec.caps).contains(&"net_admin"));
+    }
+
+    #[test]
+    fn defaults_and_typos() {
+        let cfg: GuestConfig = toml::from_str("root = \"/g\"").unwrap();
+        assert_eq!(cfg.root_mount, RootMount::Overlay);
+        assert_eq!(cfg.init, ["/sbin/init"]);
+        assert!(toml::from_str::<GuestConfig>("root = \"/g\"\nhostnam = \"x\"").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("web-1.example").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "run-1"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

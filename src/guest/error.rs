@@ -1,0 +1,64 @@
+//! The launcher's errors. Each names the path, guest or limit it is about,
+//! so the CLI can print it as is.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys { what: String, source: nix::Error },
+    /// A set-up step of the guest failed; the message comes from the child.
+    #[error("setting up the guest failed: {0}")]
+    Setup(String),
+    #[error("{command}: command not found in guest root {}", root.display())]
+    CommandNotFound { command: String, root: PathBuf },
+    #[error("cannot apply {limit}: {reason}")]
+    Limit { limit: &'static str, reason: String },
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("guest root {} is not a directory", .0.display())]
+    NoRoot(PathBuf),
+    #[error("{0} needs root (CAP_SYS_ADMIN in the initial user namespace)")]
+    Permission(&'static str),
+    #[error("no config for guest {name}: {} does not exist", path.display())]
+    NoConfig { name: String, path: PathBuf },
+    #[error("bad guest config {}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+    #[error("guest {name} is already running (init pid {pid})")]
+    AlreadyRunning { name: String, pid: i32 },
+    #[error("guest {name} is not running")]
+    NotRunning { name: String },
+    #[error("mounting the root of guest {name} failed: {reason}")]
+    RootMount { name: String, reason: String },
+    #[error("network set-up failed: {0}")]
+    Net(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sys(what: impl Into<String>, source: nix::Error) -> Self {
+        Error::Sys {
+            what: what.into(),
+            source,
+        }
+    }
+}

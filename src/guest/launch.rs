@@ -1,0 +1,236 @@
+//! Starting a guest process: cgroups, clone into new namespaces, the
+//! parent/child handshake, and waiting for it.
+//!
+//! Handshake: the child blocks on `ready` until the parent has put it into
+//! its cgroups and network; it reports a failed set-up step or exec on the
+//! close-on-exec `report` pipe, whose EOF alone means the exec worked.
+
+use super::cgroup::Cgroup;
+use super::sys::{self, Forked, Linux, Syscall};
+use super::{net, rootfs, Error, GuestSpec, NetMode, Result};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+/// Where the guest's standard streams go.
+pub enum Stdio {
+    /// Inherited: `unifs run`.
+    Inherit,
+    /// stdin from /dev/null, stdout and stderr to a log; a new session.
+    Detached { log: OwnedFd, null: OwnedFd },
+}
+
+/// A guest process that has exec'd its command.
+pub struct Spawned {
+    /// Its PID on the host.
+    pub pid: Pid,
+    pub cgroup: Cgroup,
+}
+
+/// `unifs run`: starts the guest, waits for it, and returns the command's exit
+/// status (128 + signal if a signal ended it).
+pub fn run(spec: &GuestSpec) -> Result<i32> {
+    // Caught from before the clone, so a SIGTERM during set-up is not lost
+    // (nor kills us, leaving the guest to the parent-death signal).
+    sys::catch_signals().map_err(|e| Error::sys("installing signal handlers", e))?;
+    let spawned = spawn(spec, Stdio::Inherit, false)?;
+    sys::forward_signals_to(spawned.pid)
+        .map_err(|e| Error::sys("installing signal handlers", e))?;
+    let status = wait_exit(spawned.pid);
+    spawned.cgroup.kill_all();
+    spawned.cgroup.remove();
+    net::teardown(spec);
+    status
+}
+
+/// The exit status of a child, as a shell reports it.
+pub fn wait_exit(pid: Pid) -> Result<i32> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(format!("waiting for pid {pid}"), e)),
+        }
+    }
+}
+
+/// Creates cgroups, clones the guest, lets it set itself up and exec.
+/// `track` gives it cgroups even without limits (named guests).
+pub fn spawn(spec: &GuestSpec, stdio: Stdio, track: bool) -> Result<Spawned> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::Permission("starting a guest"));
+    }
+    if !spec.root.is_dir() {
+        return Err(Error::NoRoot(spec.root.clone()));
+    }
+    for b in &spec.binds {
+        if !b.src.exists() {
+            return Err(Error::io(
+                "bind source",
+                &b.src,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+    }
+    spec.limits.check()?;
+    net::check(spec)?;
+    let cgroup = if spec.limits.is_empty() && !track {
+        Cgroup::default()
+    } else {
+        Cgroup::create(&spec.name, &spec.limits, track)?
+    };
+    let spawned = clone_guest(spec, stdio, &cgroup);
+    if spawned.is_err() {
+        cgroup.kill_all();
+        cgroup.remove();
+    }
+    spawned.map(|pid| Spawned { pid, cgroup })
+}
+
+fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e));
+    let (ready_r, ready_w) = pipe()?;
+    let (report_r, report_w) = pipe()?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if spec.net.mode != NetMode::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let foreground = matches!(stdio, Stdio::Inherit);
+    match sys::clone_into(flags) {
+        Err(Errno::EPERM) => Err(Error::Permission("creating namespaces")),
+        Err(e) => Err(Error::sys("clone3", e)),
+        Ok(Forked::Child) => {
+            drop(ready_w);
+            drop(report_r);
+            child(spec, stdio, foreground, ready_r, report_w)
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop(ready_r);
+            drop(report_w);
+            let joined = cgroup
+                .add(pid.as_raw())
+                .and_then(|()| net::setup_host_side(spec, pid));
+            if let Err(e) = joined {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+            let mut ready = std::fs::File::from(ready_w);
+            let _ = ready.write_all(b"1");
+            drop(ready);
+            let mut report = Vec::new();
+            let _ = std::fs::File::from(report_r).read_to_end(&mut report);
+            if report.is_empty() {
+                return Ok(pid);
+            }
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Err(decode_report(spec, &report))
+        }
+    }
+}
+
+/// Runs in the clone child; never returns.
+fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, report: OwnedFd) -> ! {
+    sys::set_not_dumpable();
+    if foreground {
+        // Die with `unifs run` from here on (the ready pipe covers the time
+        // before); the privilege drop sets it again after setresuid.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    }
+    let mut go = [0u8; 1];
+    if !matches!(std::fs::File::from(ready).read(&mut go), Ok(1)) {
+        sys::exit_child(1); // The parent gave up on us.
+    }
+    let result = std::panic::catch_unwind(|| -> Result<()> {
+        // A session of its own, without a controlling terminal: the guest
+        // may use the terminal it was given, but TIOCSTI (typing into the
+        // host's shell) needs it as controlling tty or CAP_SYS_ADMIN.
+        nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+        if let Stdio::Detached { log, null } = &stdio {
+            nix::unistd::dup2_stdin(null).map_err(|e| Error::sys("redirecting stdin", e))?;
+            nix::unistd::dup2_stdout(log).map_err(|e| Error::sys("redirecting stdout", e))?;
+            nix::unistd::dup2_stderr(log).map_err(|e| Error::sys("redirecting stderr", e))?;
+        }
+        drop(stdio);
+        sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;
+        rootfs::prepare(&Linux, spec, foreground)
+    });
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => fail(&report, b'E', &e.to_string()),
+        Err(_) => fail(&report, b'E', "the set-up code panicked"),
+    }
+    if spec.init {
+        reap_and_forward(spec, report)
+    }
+    exec_command(spec, &report)
+}
+
+/// Execs the guest's command; on failure reports why and exits 127.
+pub fn exec_command(spec: &GuestSpec, report: &OwnedFd) -> ! {
+    sys::reset_signals();
+    let program = Path::new(&spec.command[0]);
+    let err = Linux.exec(program, &spec.command, &spec.environment());
+    let kind = if err == Errno::ENOENT { b'N' } else { b'E' };
+    fail(report, kind, &format!("exec {}: {err}", program.display()))
+}
+
+fn fail(report: &OwnedFd, kind: u8, msg: &str) -> ! {
+    let mut out = vec![kind];
+    out.extend_from_slice(msg.as_bytes());
+    let _ = nix::unistd::write(report, &out);
+    sys::exit_child(127)
+}
+
+fn decode_report(spec: &GuestSpec, report: &[u8]) -> Error {
+    let msg = String::from_utf8_lossy(&report[1..]).into_owned();
+    match report[0] {
+        b'N' => Error::CommandNotFound {
+            command: spec.command[0].clone(),
+            root: spec.root.clone(),
+        },
+        _ => Error::Setup(msg),
+    }
+}
+
+/// `--init`: PID 1 stays ours; it forks the command, passes it every signal
+/// it gets, reaps orphans, and exits with the command's status.
+fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
+    let all = SigSet::all();
+    let _ = all.thread_block();
+    let command = match sys::fork() {
+        Ok(Forked::Child) => exec_command(spec, &report),
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => fail(&report, b'E', &format!("fork for --init: {e}")),
+    };
+    drop(report);
+    sys::close_fds();
+    loop {
+        let Ok(sig) = all.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(command, sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p == command => sys::exit_child(code),
+                Ok(WaitStatus::Signaled(p, sig, _)) if p == command => {
+                    sys::exit_child(128 + sig as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}

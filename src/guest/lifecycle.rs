@@ -1,0 +1,448 @@
+//! Named guests: start, stop, exec/enter, status. A guest runs while the init
+//! recorded in its runtime state lives; a record whose init died is stale and
+//! is cleaned up (root unmounted, cgroups removed) by the next start or stop.
+
+use super::config::{GuestConfig, RootMount};
+use super::launch::{self, Stdio};
+use super::state::{self, RunDir, State};
+use super::sys::{self, Forked, Linux};
+use super::{console, rootfs, Error, GuestSpec, NetMode, Result};
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where configs and runtime state live, and how to mount an overlay root.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub config_dir: PathBuf,
+    pub run_dir: PathBuf,
+    /// The store, passed on to `unifs mount`.
+    pub store: PathBuf,
+}
+
+/// Checked first, so the message is about root, not a file root may read.
+fn require_root(what: &'static str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Error::Permission(what))
+    }
+}
+
+/// `guest start NAME`: mount the root, start init in the background.
+pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
+    require_root("starting a guest")?;
+    let cfg = GuestConfig::load(&dirs.config_dir, name)?;
+    let run = RunDir::new(&dirs.run_dir, name);
+    let _lock = run.lock()?;
+    if let Some(old) = run.read()? {
+        if state::alive(old.pid, old.start_time) {
+            return Err(Error::AlreadyRunning {
+                name: name.into(),
+                pid: old.pid,
+            });
+        }
+        tracing::warn!(
+            "guest {name}: removing stale runtime record (init pid {} is gone)",
+            old.pid
+        );
+        teardown(&run, &old, Duration::ZERO)?;
+    } else if state::is_mounted(&run.root()) {
+        tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
+        unmount_root(&run.root(), cfg.root_mount)?;
+    }
+    if !cfg.root.is_dir() {
+        return Err(Error::NoRoot(cfg.root.clone()));
+    }
+    // Checked before anything is mounted.
+    let spec = cfg.spec(name, run.root())?;
+    let root = run.root();
+    std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
+    mount_root(dirs, name, &cfg.root, &root, cfg.root_mount)?;
+    let started = spawn_init(&cfg, spec, &run);
+    match started {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let _ = unmount_root(&root, cfg.root_mount);
+            let _ = std::fs::remove_dir(&root);
+            Err(e)
+        }
+    }
+}
+
+fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
+    let console = run.console();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&console)
+        .map_err(|e| Error::io("opening", &console, e))?;
+    let null =
+        std::fs::File::open("/dev/null").map_err(|e| Error::io("opening", "/dev/null", e))?;
+    let stdio = Stdio::Detached {
+        log: log.into(),
+        null: null.into(),
+    };
+    let spawned = launch::spawn(&spec, stdio, true)?;
+    let state = State {
+        name: spec.name.clone(),
+        pid: spawned.pid.as_raw(),
+        start_time: state::start_time(spawned.pid.as_raw()).unwrap_or(0),
+        root_mount: cfg.root_mount,
+        backing: cfg.root.clone(),
+        cgroup: spawned.cgroup.clone(),
+        spec,
+        started: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    if let Err(e) = run.write(&state) {
+        let _ = kill(spawned.pid, Signal::SIGKILL);
+        spawned.cgroup.kill_all();
+        spawned.cgroup.remove();
+        return Err(e);
+    }
+    Ok(state)
+}
+
+/// Mounts the guest's backing directory at `root`: through the overlay (a
+/// `unifs mount` that daemonizes once mounted) or as a bind mount.
+fn mount_root(dirs: &Dirs, name: &str, backing: &Path, root: &Path, how: RootMount) -> Result<()> {
+    let failed = |reason: String| Error::RootMount {
+        name: name.into(),
+        reason,
+    };
+    match how {
+        RootMount::Bind => nix::mount::mount(
+            Some(backing),
+            root,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            failed(format!(
+                "bind {} on {}: {e}",
+                backing.display(),
+                root.display()
+            ))
+        }),
+        RootMount::Overlay => {
+            let exe =
+                std::env::current_exe().map_err(|e| failed(format!("own executable: {e}")))?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("--store")
+                .arg(&dirs.store)
+                .arg("mount")
+                .arg(backing)
+                .arg(root);
+            let status = run_bounded(cmd, Duration::from_secs(60)).map_err(failed)?;
+            if !status.success() {
+                return Err(failed(format!("`unifs mount` exited with {status}")));
+            }
+            if !state::is_mounted(root) {
+                return Err(failed(format!(
+                    "`unifs mount` returned but {} is not mounted",
+                    root.display()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
+    if !state::is_mounted(root) {
+        return Ok(());
+    }
+    if how == RootMount::Overlay {
+        if let Ok(exe) = std::env::current_exe() {
+            let mut cmd = Command::new(exe);
+            cmd.arg("umount").arg(root);
+            if matches!(run_bounded(cmd, Duration::from_secs(30)), Ok(s) if s.success()) {
+                return Ok(());
+            }
+        }
+    }
+    match nix::mount::umount2(root, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        // Busy: detach it; it goes away with its last user.
+        Err(_) => nix::mount::umount2(root, MntFlags::MNT_DETACH)
+            .map_err(|e| Error::sys(format!("unmounting {}", root.display()), e)),
+    }
+}
+
+fn run_bounded(
+    mut cmd: Command,
+    limit: Duration,
+) -> std::result::Result<std::process::ExitStatus, String> {
+    let mut child = cmd.spawn().map_err(|e| format!("spawning {cmd:?}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{cmd:?} did not finish within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What `stop` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Init ended on SIGTERM within the timeout.
+    Clean,
+    /// Init or other processes had to be killed.
+    Killed,
+    /// Init had already died; the stale record was cleaned up.
+    WasStale,
+}
+
+/// `guest stop NAME`: SIGTERM to init, wait up to `timeout`, then SIGKILL
+/// everything left in the guest's PID namespace and cgroups; unmount.
+pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
+    require_root("stopping a guest")?;
+    super::config::check_name(name)?;
+    let run = RunDir::new(&dirs.run_dir, name);
+    if run.read()?.is_none() {
+        return Err(Error::NotRunning { name: name.into() });
+    }
+    let _lock = run.lock()?;
+    // Re-read under the lock: a concurrent stop may have finished.
+    let Some(st) = run.read()? else {
+        return Err(Error::NotRunning { name: name.into() });
+    };
+    let was_alive = state::alive(st.pid, st.start_time);
+    let clean = teardown(&run, &st, timeout)?;
+    Ok(match (was_alive, clean) {
+        (false, _) => Stopped::WasStale,
+        (true, true) => Stopped::Clean,
+        (true, false) => Stopped::Killed,
+    })
+}
+
+/// Ends the guest's processes, unmounts its root, removes its cgroups and
+/// runtime record. True if nothing had to be killed.
+fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
+    let pid = Pid::from_raw(st.pid);
+    let mut clean = true;
+    if state::alive(st.pid, st.start_time) {
+        let _ = kill(pid, Signal::SIGTERM);
+        clean = wait_until(timeout, || !state::alive(st.pid, st.start_time));
+    }
+    if state::alive(st.pid, st.start_time) {
+        // SIGKILL to a PID namespace's init kills the whole namespace.
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    if !st.cgroup.pids().is_empty() {
+        clean = false;
+        st.cgroup.kill_all();
+    }
+    let gone = wait_until(Duration::from_secs(5), || {
+        !state::alive(st.pid, st.start_time) && st.cgroup.pids().is_empty()
+    });
+    if !gone {
+        return Err(Error::Setup(format!(
+            "guest {}: processes survived SIGKILL (pid {})",
+            st.name, st.pid
+        )));
+    }
+    unmount_root(&run.root(), st.root_mount)?;
+    st.cgroup.remove();
+    super::net::teardown(&st.spec);
+    // Never remove_dir_all: if the unmount had failed, root/ would be the
+    // guest's files.
+    let _ = std::fs::remove_dir(run.root());
+    let _ = std::fs::remove_file(run.state_file());
+    Ok(clean)
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The running guest's record, or why there is none.
+fn running(dirs: &Dirs, name: &str) -> Result<State> {
+    super::config::check_name(name)?;
+    let run = RunDir::new(&dirs.run_dir, name);
+    match run.read()? {
+        Some(st) if state::alive(st.pid, st.start_time) => Ok(st),
+        _ => Err(Error::NotRunning { name: name.into() }),
+    }
+}
+
+/// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
+/// namespaces and cgroups, with its privileges; returns CMD's exit status.
+/// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
+pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<i32> {
+    require_root("entering a guest")?;
+    let st = running(dirs, name)?;
+    let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
+        .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
+    // Join the cgroups first: children inherit them, and the guest's
+    // limits then cover what we run.
+    st.cgroup.add(std::process::id() as i32)?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    if st.spec.net.mode != NetMode::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    // setns(2) with a pidfd joins all of them at once; joining the mount
+    // namespace moves root and working directory to the guest's root.
+    nix::sched::setns(&pidfd, flags)
+        .map_err(|e| Error::sys(format!("setns into guest {name}"), e))?;
+    nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))?;
+    let mut spec = st.spec.clone();
+    spec.command = command;
+    spec.root = PathBuf::from("/");
+    // Opened here, after setns: /dev/ptmx is now the guest's devpts.
+    let pty = if tty {
+        Some(console::open_pty()?)
+    } else {
+        None
+    };
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    // The PID namespace applies to children only: fork into it.
+    match sys::fork().map_err(|e| Error::sys("fork into the guest", e))? {
+        Forked::Child => {
+            drop(report_r);
+            sys::set_not_dumpable();
+            // As in launch: no controlling terminal, so no TIOCSTI.
+            let _ = nix::unistd::setsid();
+            let ready = pty
+                .as_ref()
+                .map_or(Ok(()), |p| console::attach_slave(&p.slave))
+                .and_then(|()| sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e)))
+                .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));
+            if let Err(e) = ready {
+                let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
+                sys::exit_child(127);
+            }
+            launch::exec_command(&spec, &report_w)
+        }
+        Forked::Parent(child) => {
+            drop(report_w);
+            let mut report = Vec::new();
+            let _ = std::fs::File::from(report_r).read_to_end(&mut report);
+            if !report.is_empty() {
+                let _ = launch::wait_exit(child);
+                let msg = String::from_utf8_lossy(&report[1..]).into_owned();
+                return Err(if report[0] == b'N' {
+                    Error::CommandNotFound {
+                        command: spec.command[0].clone(),
+                        root: st.backing.clone(),
+                    }
+                } else {
+                    Error::Setup(msg)
+                });
+            }
+            sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
+            match pty {
+                Some(p) => console::proxy(p.master, child),
+                None => launch::wait_exit(child),
+            }
+        }
+    }
+}
+
+/// `guest enter NAME`: the configured shell, on a terminal of the guest's
+/// own when we have one.
+pub fn enter(dirs: &Dirs, name: &str) -> Result<i32> {
+    let cfg = GuestConfig::load(&dirs.config_dir, name)?;
+    let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    exec(dirs, name, vec![cfg.shell], tty)
+}
+
+/// One line of `list`, or `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub running: bool,
+    pub pid: Option<i32>,
+    /// Stopped, but a runtime record is left (its init died).
+    pub stale: bool,
+    pub root: Option<PathBuf>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u64>,
+    pub uptime_secs: Option<u64>,
+}
+
+pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
+    super::config::check_name(name)?;
+    let run = RunDir::new(&dirs.run_dir, name);
+    let st = run.read()?;
+    let config = dirs.config_dir.join(format!("{name}.toml"));
+    if st.is_none() && !config.exists() {
+        return Err(Error::NoConfig {
+            name: name.into(),
+            path: config,
+        });
+    }
+    let running = st
+        .as_ref()
+        .is_some_and(|s| state::alive(s.pid, s.start_time));
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let live = st.as_ref().filter(|_| running);
+    Ok(Status {
+        name: name.into(),
+        running,
+        pid: live.map(|s| s.pid),
+        stale: st.is_some() && !running,
+        root: st.as_ref().map(|s| s.backing.clone()),
+        memory_bytes: live.and_then(|s| s.cgroup.memory_bytes()),
+        processes: live.and_then(|s| {
+            s.cgroup
+                .pids_current()
+                .or(Some(s.cgroup.pids().len() as u64))
+        }),
+        uptime_secs: live.map(|s| now.saturating_sub(s.started)),
+    })
+}
+
+/// Every guest with a config or a runtime record, by name.
+pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
+    let mut names = std::collections::BTreeSet::new();
+    for (dir, want_toml) in [(&dirs.config_dir, true), (&dirs.run_dir, false)] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let name = if want_toml {
+                file.strip_suffix(".toml").map(str::to_string)
+            } else {
+                e.path().join("state.json").exists().then_some(file)
+            };
+            if let Some(n) = name.filter(|n| super::config::check_name(n).is_ok()) {
+                names.insert(n);
+            }
+        }
+    }
+    names.iter().map(|n| status(dirs, n)).collect()
+}

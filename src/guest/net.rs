@@ -1,0 +1,171 @@
+//! Networks: `host` shares the host's, `none` is a namespace with loopback
+//! only (brought up by the child), `veth` gives the guest its own addresses
+//! as VServer did: a veth pair whose guest end (`eth0`) gets `ip`, whose host
+//! end (`ve-NAME`) gets `host_ip` or joins `bridge`. The pair is made with
+//! iproute2's `ip` while the child waits; it vanishes with the namespace.
+
+use super::{Error, GuestSpec, NetMode, Result};
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use std::process::Command;
+
+/// The host's half of the network set-up, while the child waits.
+pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<()> {
+    match spec.net.mode {
+        NetMode::Host | NetMode::None => Ok(()),
+        NetMode::Veth => setup_veth(spec, pid),
+    }
+}
+
+/// Checks a veth spec before anything is created.
+pub fn check(spec: &GuestSpec) -> Result<()> {
+    let net = &spec.net;
+    if net.mode != NetMode::Veth {
+        if net.ip.is_some()
+            || net.host_ip.is_some()
+            || net.bridge.is_some()
+            || net.gateway.is_some()
+        {
+            return Err(Error::Net(
+                "--ip, --host-ip, --bridge and --gateway need --net veth".into(),
+            ));
+        }
+        return Ok(());
+    }
+    let Some(ip) = &net.ip else {
+        return Err(Error::Net(
+            "--net veth needs --ip ADDR/PREFIX for the guest".into(),
+        ));
+    };
+    for a in [Some(ip), net.host_ip.as_ref()].into_iter().flatten() {
+        let (addr, prefix) = a
+            .split_once('/')
+            .ok_or_else(|| Error::Net(format!("{a}: expected ADDR/PREFIX")))?;
+        let ok = addr.parse::<std::net::IpAddr>().is_ok()
+            && prefix.parse::<u8>().is_ok_and(|p| p <= 128);
+        if !ok {
+            return Err(Error::Net(format!("{a}: expected ADDR/PREFIX")));
+        }
+    }
+    if net.host_ip.is_some() && net.bridge.is_some() {
+        return Err(Error::Net("give --host-ip or --bridge, not both".into()));
+    }
+    Ok(())
+}
+
+/// The host end's name: `ve-NAME`, within IFNAMSIZ (15 bytes).
+pub fn host_ifname(spec: &GuestSpec) -> String {
+    let name = format!("ve-{}", spec.name);
+    if name.len() <= 15 {
+        return name;
+    }
+    // Too long: a short stable digest of the name instead.
+    let digest = blake3::hash(spec.name.as_bytes()).to_hex();
+    format!("ve-{}", &digest[..12])
+}
+
+fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
+    let net = &spec.net;
+    let host_if = host_ifname(spec);
+    let pid_s = pid.as_raw().to_string();
+    ip(&[
+        "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
+    ])?;
+    let configured = (|| {
+        if let Some(bridge) = &net.bridge {
+            ip(&["link", "set", &host_if, "master", bridge])?;
+        }
+        if let Some(host_ip) = &net.host_ip {
+            ip(&["addr", "add", host_ip, "dev", &host_if])?;
+        }
+        ip(&["link", "set", &host_if, "up"])?;
+        in_netns(pid, || {
+            ip(&[
+                "addr",
+                "add",
+                net.ip.as_deref().unwrap_or_default(),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["link", "set", "eth0", "up"])?;
+            if let Some(gw) = &net.gateway {
+                ip(&["route", "add", "default", "via", gw])?;
+            }
+            Ok(())
+        })
+    })();
+    if configured.is_err() {
+        let _ = ip(&["link", "del", &host_if]);
+    }
+    configured
+}
+
+/// Removes the host end of a veth guest. The kernel removes it with the
+/// guest's namespace too, but asynchronously; a quick restart would find it.
+pub fn teardown(spec: &GuestSpec) {
+    if spec.net.mode == NetMode::Veth {
+        let _ = ip(&["link", "del", &host_ifname(spec)]);
+    }
+}
+
+/// Runs `f` (which spawns `ip`) inside the network namespace of `pid`, then
+/// returns to ours. Only the calling thread moves; callers are single-threaded.
+fn in_netns(pid: Pid, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let open = |p: String| std::fs::File::open(&p).map_err(|e| Error::io("opening", p, e));
+    let ours = open("/proc/self/ns/net".into())?;
+    let theirs = open(format!("/proc/{pid}/ns/net"))?;
+    nix::sched::setns(&theirs, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::sys("setns into the guest's network", e))?;
+    let result = f();
+    nix::sched::setns(&ours, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::sys("setns back to the host's network", e))?;
+    result
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        Error::Net(format!(
+            "running `ip` (iproute2, needed for --net veth): {e}"
+        ))
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Net(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn veth(ip: Option<&str>) -> GuestSpec {
+        let mut s = GuestSpec::new("web1", "/r".into(), vec!["/bin/sh".into()]);
+        s.net.mode = NetMode::Veth;
+        s.net.ip = ip.map(str::to_string);
+        s
+    }
+
+    #[test]
+    fn veth_needs_a_valid_address() {
+        assert!(check(&veth(Some("10.0.0.2/24"))).is_ok());
+        assert!(check(&veth(None)).is_err());
+        assert!(check(&veth(Some("10.0.0.2"))).is_err());
+        assert!(check(&veth(Some("ten/24"))).is_err());
+        let mut none = veth(Some("10.0.0.2/24"));
+        none.net.mode = NetMode::None;
+        assert!(check(&none).is_err(), "--ip without veth");
+    }
+
+    #[test]
+    fn host_interface_names_fit_ifnamsiz() {
+        assert_eq!(host_ifname(&veth(None)), "ve-web1");
+        let mut long = veth(None);
+        long.name = "a-very-long-guest-name".into();
+        assert!(host_ifname(&long).len() <= 15);
+    }
+}

@@ -1,0 +1,469 @@
+//! The set-up sequence inside the new namespaces: root, /proc, /sys, /dev,
+//! /run, binds, pivot_root, hostname and the privilege drop. Every call goes
+//! through [`Syscall`] so the order is unit-tested with a recorder.
+
+use super::sys::{MountPoint, Syscall};
+use super::{caps, Error, GuestSpec, NetMode, Result};
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{makedev, SFlag};
+use nix::unistd::{Gid, Uid};
+use std::path::{Path, PathBuf};
+
+/// Device nodes of the minimal /dev: name, major, minor (all mode 0666).
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Parts of /proc a guest may read but not write: they change the shared kernel.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+/// Parts of /proc that show host-wide kernel state: hidden behind /dev/null.
+const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
+
+/// Everything between entering the namespaces and exec, in order. `foreground`
+/// ties the guest to the life of the launching process.
+pub fn prepare(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -> Result<()> {
+    // The launcher put us into the guest's cgroups before letting us run, so a
+    // new cgroup namespace now makes them the guest's cgroup root.
+    call(
+        "unshare(CLONE_NEWCGROUP)",
+        sys.unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
+    call(
+        format!("sethostname {}", spec.hostname),
+        sys.sethostname(&spec.hostname),
+    )?;
+    if spec.net.mode != NetMode::Host {
+        call("bringing up loopback", sys.loopback_up())?;
+    }
+    setup_root(sys, spec)?;
+    drop_privileges(sys, spec, foreground)
+}
+
+/// Builds the guest's mount tree on its root and pivots into it.
+pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
+    let root = spec.root.as_path();
+    // mount_namespaces(7): make every mount private first, so nothing we mount
+    // or unmount propagates back to the host, and pivot_root(2) requires that
+    // neither the new root nor the old one is shared.
+    mount(
+        sys,
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    // pivot_root(2): new_root must be a mount point; a bind of the root onto
+    // itself makes it one (for an overlay root too, which already is).
+    mount(
+        sys,
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    // No device nodes and no set-id bits from the guest's own tree: it gets
+    // its devices from our /dev only. A bind remount resets every flag it is
+    // not given, so keep the ones the root already had (ro, atime, …).
+    let kept = sys
+        .mount_flags(root)
+        .map_err(|e| Error::sys(format!("statvfs {}", root.display()), e))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(sys, None, root, None, flags | kept, None)?;
+
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let dev = target(sys, root, "/dev", MountPoint::Dir)?;
+    mount(
+        sys,
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=64k"),
+    )?;
+    for (name, major, minor) in DEVICES {
+        let node = dev.join(name);
+        call(
+            format!("mknod {}", node.display()),
+            sys.mknod(&node, SFlag::S_IFCHR, 0o666, makedev(*major, *minor)),
+        )?;
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let at = dev.join(link);
+        call(
+            format!("symlink {}", at.display()),
+            sys.symlink(Path::new(to), &at),
+        )?;
+    }
+    let pts = target(sys, root, "/dev/pts", MountPoint::Dir)?;
+    mount(
+        sys,
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620"),
+    )?;
+    let shm = target(sys, root, "/dev/shm", MountPoint::Dir)?;
+    mount(
+        sys,
+        Some(Path::new("tmpfs")),
+        &shm,
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some("mode=1777"),
+    )?;
+
+    // The guest is PID 1 of a new PID namespace, so this /proc shows only it.
+    let proc = target(sys, root, "/proc", MountPoint::Dir)?;
+    mount(
+        sys,
+        Some(Path::new("proc")),
+        &proc,
+        Some("proc"),
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    for name in PROC_READ_ONLY {
+        read_only_bind(sys, &proc.join(name), &proc.join(name), true)?;
+    }
+    for name in PROC_MASKED {
+        optional(mount(
+            sys,
+            Some(&dev.join("null")),
+            &proc.join(name),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ))?;
+    }
+
+    let sys_dir = target(sys, root, "/sys", MountPoint::Dir)?;
+    mount(
+        sys,
+        Some(Path::new("sysfs")),
+        &sys_dir,
+        Some("sysfs"),
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    let run = target(sys, root, "/run", MountPoint::Dir)?;
+    mount(
+        sys,
+        Some(Path::new("tmpfs")),
+        &run,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=755"),
+    )?;
+
+    for bind in &spec.binds {
+        let kind = if bind.src.is_dir() {
+            MountPoint::Dir
+        } else {
+            MountPoint::File
+        };
+        let at = target(sys, root, &bind.dst.to_string_lossy(), kind)?;
+        if bind.read_only {
+            read_only_bind(sys, &bind.src, &at, false)?;
+        } else {
+            mount(
+                sys,
+                Some(&bind.src),
+                &at,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+        }
+    }
+
+    // pivot_root(2), "pivot_root(".", ".")": with the new root as working
+    // directory, the old root is stacked on top of it at "/"; unmounting "."
+    // with MNT_DETACH then drops the old root and every host mount under it,
+    // so no path, `..` included, leads back to the host.
+    call(format!("chdir {}", root.display()), sys.chdir(root))?;
+    call("pivot_root", sys.pivot_root(Path::new("."), Path::new(".")))?;
+    call(
+        "detaching the old root",
+        sys.umount2(Path::new("."), MntFlags::MNT_DETACH),
+    )?;
+    call("chdir /", sys.chdir(Path::new("/")))
+}
+
+/// Bounding set first (needs CAP_SETPCAP, which setuid may take away), then
+/// ids, then the process's own sets, then no_new_privs, so neither exec nor a
+/// setuid binary can give anything back.
+pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -> Result<()> {
+    for cap in 0..64u32 {
+        if spec.caps & (1 << cap) == 0 {
+            call(
+                format!("dropping capability {}", caps::name(cap)),
+                sys.drop_bounding_cap(cap),
+            )?;
+        }
+    }
+    let gid = Gid::from_raw(spec.gid);
+    call("setgroups", sys.setgroups(&[gid]))?;
+    call(format!("setresgid {}", spec.gid), sys.setresgid(gid))?;
+    call(
+        format!("setresuid {}", spec.uid),
+        sys.setresuid(Uid::from_raw(spec.uid)),
+    )?;
+    // A non-root uid lost every capability in setresuid; keep it that way.
+    let keep = if spec.uid == 0 { spec.caps } else { 0 };
+    call("setting capabilities", sys.set_caps(keep))?;
+    call("setting no_new_privs", sys.set_no_new_privs())?;
+    if foreground {
+        // Last: setresuid clears the parent-death signal.
+        call(
+            "setting the parent-death signal",
+            sys.set_parent_death_signal(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The guest path `guest_path` under `root`, made ready to mount on.
+fn target(sys: &impl Syscall, root: &Path, guest_path: &str, kind: MountPoint) -> Result<PathBuf> {
+    let at = root.join(guest_path.trim_start_matches('/'));
+    call(
+        format!("preparing mount point {}", at.display()),
+        sys.prepare_mount_point(root, &at, kind),
+    )?;
+    Ok(at)
+}
+
+fn read_only_bind(sys: &impl Syscall, src: &Path, at: &Path, optional_src: bool) -> Result<()> {
+    let bound = mount(
+        sys,
+        Some(src),
+        at,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    );
+    if optional_src {
+        if optional(bound)?.is_none() {
+            return Ok(());
+        }
+    } else {
+        bound?;
+    }
+    // A bind mount takes the read-only flag only on a remount (mount(2)).
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    mount(sys, None, at, None, flags, None)
+}
+
+fn mount(
+    sys: &impl Syscall,
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    sys.mount(source, target, fstype, flags, data).map_err(|e| {
+        let what = match (fstype, source) {
+            (Some(fs), _) => format!("mounting {fs} on {}", target.display()),
+            (None, Some(src)) => format!("binding {} on {}", src.display(), target.display()),
+            (None, None) => format!("remounting {}", target.display()),
+        };
+        Error::sys(what, e)
+    })
+}
+
+/// Paths some kernels lack (e.g. /proc/sched_debug) are skipped.
+fn optional(r: Result<()>) -> Result<Option<()>> {
+    match r {
+        Err(Error::Sys {
+            source: Errno::ENOENT,
+            ..
+        }) => Ok(None),
+        r => r.map(Some),
+    }
+}
+
+fn call(what: impl Into<String>, r: nix::Result<()>) -> Result<()> {
+    r.map_err(|e| Error::sys(what, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::sys::fake::{Call, Recorder};
+
+    fn spec() -> GuestSpec {
+        let mut s = GuestSpec::new("t", "/guests/t".into(), vec!["/bin/sh".into()]);
+        s.binds = vec!["/srv:/srv:ro".parse().unwrap()];
+        s
+    }
+
+    fn position(calls: &[Call], pred: impl Fn(&Call) -> bool) -> usize {
+        calls.iter().position(pred).expect("call not made")
+    }
+
+    fn mounts_at(calls: &[Call], at: &str) -> usize {
+        position(
+            calls,
+            |c| matches!(c, Call::Mount { target, .. } if target == Path::new(at)),
+        )
+    }
+
+    #[test]
+    fn private_then_bind_then_mounts_then_pivot_then_detach() {
+        let sys = Recorder::default();
+        setup_root(&sys, &spec()).unwrap();
+        let calls = sys.calls();
+        // First: everything private, recursively.
+        assert_eq!(
+            calls[0],
+            Call::Mount {
+                source: None,
+                target: "/".into(),
+                fstype: None,
+                flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                data: None
+            }
+        );
+        // Then the root bound onto itself.
+        assert!(
+            matches!(&calls[1], Call::Mount { source: Some(s), target, flags, .. }
+            if s == Path::new("/guests/t") && target == Path::new("/guests/t") && flags.contains(MsFlags::MS_BIND))
+        );
+        // Then remounted without devices and set-id bits, keeping its flags.
+        assert!(
+            matches!(&calls[2], Call::Mount { source: None, target, flags, .. }
+            if target == Path::new("/guests/t")
+                && flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME))
+        );
+        let proc = mounts_at(&calls, "/guests/t/proc");
+        let sys_dir = mounts_at(&calls, "/guests/t/sys");
+        let dev = mounts_at(&calls, "/guests/t/dev");
+        let bind = mounts_at(&calls, "/guests/t/srv");
+        let pivot = position(&calls, |c| matches!(c, Call::PivotRoot(..)));
+        let detach = position(&calls, |c| matches!(c, Call::Umount2(..)));
+        assert!(dev < proc && proc < sys_dir && sys_dir < bind && bind < pivot);
+        assert_eq!(calls[pivot - 1], Call::Chdir("/guests/t".into()));
+        assert_eq!(calls[pivot], Call::PivotRoot(".".into(), ".".into()));
+        assert_eq!(detach, pivot + 1);
+        assert_eq!(
+            calls[detach],
+            Call::Umount2(".".into(), MntFlags::MNT_DETACH)
+        );
+        assert_eq!(calls.last(), Some(&Call::Chdir("/".into())));
+    }
+
+    #[test]
+    fn sys_is_mounted_read_only_and_proc_sys_remounted_read_only() {
+        let sys = Recorder::default();
+        setup_root(&sys, &spec()).unwrap();
+        let calls = sys.calls();
+        let Call::Mount { flags, .. } = &calls[mounts_at(&calls, "/guests/t/sys")] else {
+            unreachable!()
+        };
+        assert!(flags.contains(MsFlags::MS_RDONLY));
+        let remounts: Vec<_> = calls
+            .iter()
+            .filter(|c| matches!(c, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)))
+            .map(|c| match c {
+                Call::Mount { target, .. } => target.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(remounts.contains(&"/guests/t/proc/sys".into()));
+        assert!(
+            remounts.contains(&"/guests/t/srv".into()),
+            "ro bind: {remounts:?}"
+        );
+    }
+
+    #[test]
+    fn minimal_dev_has_the_standard_nodes() {
+        let sys = Recorder::default();
+        setup_root(&sys, &spec()).unwrap();
+        let nodes: Vec<_> = sys
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Mknod(p, 0o666, _) => Some(p),
+                _ => None,
+            })
+            .collect();
+        for n in ["null", "zero", "full", "random", "urandom", "tty"] {
+            assert!(nodes.contains(&Path::new("/guests/t/dev").join(n)), "{n}");
+        }
+    }
+
+    #[test]
+    fn privileges_drop_in_order() {
+        let sys = Recorder::default();
+        let mut s = spec();
+        s.uid = 1000;
+        s.gid = 1000;
+        drop_privileges(&sys, &s, true).unwrap();
+        let calls = sys.calls();
+        let setuid = position(&calls, |c| *c == Call::Setresuid(1000));
+        let setgid = position(&calls, |c| *c == Call::Setresgid(1000));
+        let last_bound = calls
+            .iter()
+            .rposition(|c| matches!(c, Call::DropBoundingCap(_)))
+            .unwrap();
+        let nnp = position(&calls, |c| *c == Call::NoNewPrivs);
+        assert!(last_bound < setgid && setgid < setuid && setuid < nnp);
+        // Non-root keeps no capabilities at all.
+        assert!(calls.contains(&Call::SetCaps(0)));
+        assert!(calls.contains(&Call::DropBoundingCap(caps::number("sys_admin").unwrap())));
+        assert!(!calls.contains(&Call::DropBoundingCap(caps::number("chown").unwrap())));
+        assert_eq!(calls.last(), Some(&Call::ParentDeathSignal));
+    }
+
+    #[test]
+    fn root_keeps_its_kept_set() {
+        let sys = Recorder::default();
+        let s = spec();
+        drop_privileges(&sys, &s, false).unwrap();
+        assert!(sys.calls().contains(&Call::SetCaps(s.caps)));
+        assert!(!sys.calls().contains(&Call::ParentDeathSignal));
+    }
+
+    #[test]
+    fn cgroup_namespace_and_hostname_before_the_root() {
+        let sys = Recorder::default();
+        prepare(&sys, &spec(), true).unwrap();
+        let calls = sys.calls();
+        assert_eq!(calls[0], Call::Unshare(CloneFlags::CLONE_NEWCGROUP));
+        assert_eq!(calls[1], Call::Hostname("t".into()));
+        assert_eq!(calls[2], Call::LoopbackUp);
+    }
+
+    #[test]
+    fn a_failing_step_stops_the_sequence_and_names_itself() {
+        let sys = Recorder {
+            fail_on: Some(|c| matches!(c, Call::PivotRoot(..))),
+            ..Default::default()
+        };
+        let err = setup_root(&sys, &spec()).unwrap_err();
+        assert!(err.to_string().contains("pivot_root"), "{err}");
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::Umount2(..))));
+    }
+}

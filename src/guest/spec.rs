@@ -1,0 +1,241 @@
+//! What a guest is: its root, command, namespaces' settings, privileges
+//! and limits. Built from `unifs run` options or a guest's TOML config;
+//! stored in the runtime state so `exec` applies the same privileges.
+
+use super::{caps, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GuestSpec {
+    /// A name for cgroups and messages.
+    pub name: String,
+    /// The guest's root directory on the host (already mounted if overlay).
+    pub root: PathBuf,
+    /// Program and arguments, resolved inside the guest.
+    pub command: Vec<String>,
+    pub hostname: String,
+    pub net: NetSpec,
+    pub binds: Vec<Bind>,
+    /// `KEY=VALUE` pairs on top of the defaults (PATH, HOME, TERM, container).
+    pub env: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Capabilities kept, as a bit mask (see [`caps::keep_mask`]).
+    pub caps: u64,
+    pub limits: Limits,
+    /// Run the command under a small reaper that forwards signals.
+    pub init: bool,
+}
+
+impl GuestSpec {
+    /// A spec with the defaults: host name = name, no network, default caps.
+    pub fn new(name: &str, root: PathBuf, command: Vec<String>) -> GuestSpec {
+        GuestSpec {
+            name: name.to_string(),
+            root,
+            command,
+            hostname: name.to_string(),
+            net: NetSpec::default(),
+            binds: Vec::new(),
+            env: Vec::new(),
+            uid: 0,
+            gid: 0,
+            caps: caps::keep_mask(&[], &[]).expect("default caps are valid"),
+            limits: Limits::default(),
+            init: false,
+        }
+    }
+
+    /// The environment the command starts with.
+    pub fn environment(&self) -> Vec<String> {
+        let home = if self.uid == 0 { "/root" } else { "/" };
+        let mut env = vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            format!("HOME={home}"),
+            format!("HOSTNAME={}", self.hostname),
+            "container=unifs".to_string(),
+        ];
+        if let Ok(term) = std::env::var("TERM") {
+            env.push(format!("TERM={term}"));
+        }
+        for extra in &self.env {
+            let key = extra.split('=').next().unwrap_or_default();
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(extra.clone());
+        }
+        env
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Share the host's network.
+    Host,
+    /// A network namespace with only loopback.
+    #[default]
+    None,
+    /// Own namespace with a veth pair to the host.
+    Veth,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetSpec {
+    pub mode: NetMode,
+    /// veth: the guest's address, `ADDR/PREFIX`.
+    pub ip: Option<String>,
+    /// veth: the host end's address, `ADDR/PREFIX` (routed set-up).
+    pub host_ip: Option<String>,
+    /// veth: a bridge to put the host end on instead.
+    pub bridge: Option<String>,
+    /// veth: the guest's default gateway.
+    pub gateway: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for Bind {
+    type Err = Error;
+
+    /// `SRC:DST[:ro]` or `SRC:DST:rw`; DST must be absolute.
+    fn from_str(s: &str) -> Result<Bind> {
+        let bad = |reason: &str| Error::Invalid {
+            what: "bind",
+            value: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        let (src, dst, read_only) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, false),
+            [src, dst, "ro"] => (*src, *dst, true),
+            [src, dst, "rw"] => (*src, *dst, false),
+            _ => return Err(bad("expected SRC:DST[:ro]")),
+        };
+        if src.is_empty() || !dst.starts_with('/') {
+            return Err(bad("SRC must be given and DST must be absolute"));
+        }
+        if dst.split('/').any(|c| c == "..") {
+            return Err(bad("DST must not contain .."));
+        }
+        Ok(Bind {
+            src: src.into(),
+            dst: dst.into(),
+            read_only,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of memory (swap included where the host accounts it).
+    pub memory: Option<u64>,
+    /// CPU time as a number of CPUs (0.5 = half of one).
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    pub pids: Option<u64>,
+    /// Relative block I/O weight, 10..=1000 (default 100).
+    pub io_weight: Option<u32>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let bad = |what, value: String, reason: &str| Error::Invalid {
+            what,
+            value,
+            reason: reason.into(),
+        };
+        if let Some(c) = self.cpus {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(bad("--cpus", c.to_string(), "must be above 0"));
+            }
+        }
+        if let Some(w) = self.io_weight {
+            if !(10..=1000).contains(&w) {
+                return Err(bad("--io-weight", w.to_string(), "must be 10..=1000"));
+            }
+        }
+        if self.pids == Some(0) {
+            return Err(bad("--pids", "0".into(), "must be at least 1"));
+        }
+        if self.memory.is_some_and(|m| m < 1 << 20) {
+            return Err(bad(
+                "--memory",
+                format!("{:?}", self.memory),
+                "must be at least 1M",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `512M`, `2G`, `100k` or plain bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let bad = || Error::Invalid {
+        what: "size",
+        value: s.to_string(),
+        reason: "expected a number with an optional k, M, G or T suffix".into(),
+    };
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_lowercase() {
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                't' => 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert!(parse_size("12x").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn binds() {
+        let b: Bind = "/srv/data:/data:ro".parse().unwrap();
+        assert_eq!(b.src, PathBuf::from("/srv/data"));
+        assert_eq!(b.dst, PathBuf::from("/data"));
+        assert!(b.read_only);
+        assert!(!"/a:/b".parse::<Bind>().unwrap().read_only);
+        assert!("/a:relative".parse::<Bind>().is_err());
+        assert!("/a:/b/../../etc".parse::<Bind>().is_err());
+        assert!("/a:/b:rx".parse::<Bind>().is_err());
+    }
+
+    #[test]
+    fn extra_env_replaces_defaults() {
+        let mut spec = GuestSpec::new("g", "/r".into(), vec!["/bin/sh".into()]);
+        spec.env = vec!["PATH=/bin".into(), "A=1".into()];
+        let env = spec.environment();
+        assert!(env.contains(&"PATH=/bin".to_string()));
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+        assert!(env.contains(&"A=1".to_string()));
+    }
+}

@@ -1,0 +1,151 @@
+//! Runtime state of named guests, under RUN_DIR/NAME/ (default /run/unifs):
+//! `root/` (the mounted root), `state.json` (init pid and how to undo the
+//! start) and `console.log` (init's output).
+
+use super::cgroup::Cgroup;
+use super::config::RootMount;
+use super::{Error, GuestSpec, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub name: String,
+    /// The init's PID on the host.
+    pub pid: i32,
+    /// Its start time (clock ticks after boot), so a reused PID is not taken
+    /// for the guest.
+    pub start_time: u64,
+    pub root_mount: RootMount,
+    pub backing: PathBuf,
+    pub cgroup: Cgroup,
+    /// What init was started with; `exec` applies the same privileges.
+    pub spec: GuestSpec,
+    /// Seconds since the epoch.
+    pub started: u64,
+}
+
+/// The runtime directory of one guest.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(run_dir: &Path, name: &str) -> RunDir {
+        RunDir {
+            dir: run_dir.join(name),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    pub fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
+    /// An exclusive lock on this guest's runtime directory (creating it), so
+    /// two starts or stops of one guest cannot interleave. Released on drop.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))?;
+        let path = self.dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::sys(format!("locking {}", path.display()), e))
+    }
+
+    pub fn read(&self) -> Result<Option<State>> {
+        let path = self.state_file();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Config {
+                    path,
+                    reason: format!("unreadable runtime record: {e}"),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading runtime record", path, e)),
+        }
+    }
+
+    /// Temp file + rename, so a reader sees the old record or the new one.
+    pub fn write(&self, state: &State) -> Result<()> {
+        let path = self.state_file();
+        let tmp = self.dir.join(".state.json.tmp");
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        std::fs::write(&tmp, json).map_err(|e| Error::io("writing runtime record", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing runtime record", path, e))
+    }
+}
+
+/// State letter and start time of a process, from /proc/PID/stat.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'. Then: state (3), …, starttime (22).
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+pub fn start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// True while the process `pid` that started at `start_time` runs (a zombie
+/// has ended).
+pub fn alive(pid: i32, start_time: u64) -> bool {
+    matches!(proc_stat(pid), Some((state, t)) if t == start_time && state != 'Z' && state != 'X')
+}
+
+/// Whether `path` is a mount point, from /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape(m) == want)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = std::process::id() as i32;
+        let t = start_time(me).unwrap();
+        assert!(alive(me, t));
+        assert!(!alive(me, t + 1));
+        assert!(!alive(i32::MAX, t));
+    }
+
+    #[test]
+    fn root_is_mounted() {
+        assert!(is_mounted(Path::new("/")));
+        assert!(!is_mounted(Path::new("/no/such/mount")));
+    }
+}

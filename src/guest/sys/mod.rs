@@ -1,0 +1,379 @@
+//! The launcher's syscall seam. [`Syscall`] is every call that shapes a
+//! guest's view of the system (mounts, pivot_root, hostname, credentials,
+//! capabilities, exec); [`Linux`] makes them for real and the test-only
+//! `Recorder` writes them down, so the set-up order is unit-tested.
+//! The process plumbing (clone3, pidfd, signals) is in `process`, the exec
+//! trampoline in `trampoline`. Every `unsafe` block of the launcher lives in
+//! this module.
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+mod process;
+mod trampoline;
+
+pub use process::*;
+use trampoline::trampoline;
+
+/// What a mount point must be before something is mounted on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountPoint {
+    Dir,
+    File,
+}
+
+/// The calls that set up a guest, in the order the launcher makes them.
+pub trait Syscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()>;
+    fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()>;
+    /// The per-mount flags (ro, nosuid, nodev, noexec, atime) of the mount
+    /// holding `path`, for a bind remount that must keep them.
+    fn mount_flags(&self, path: &Path) -> nix::Result<MsFlags>;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> nix::Result<()>;
+    fn chdir(&self, path: &Path) -> nix::Result<()>;
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()>;
+    /// Makes `path` (below `root`) exist as a directory or empty file,
+    /// refusing any symlink on the way: the guest tree is untrusted and a
+    /// symlink could move a mount onto a host path.
+    fn prepare_mount_point(&self, root: &Path, path: &Path, kind: MountPoint) -> nix::Result<()>;
+    fn mknod(&self, path: &Path, kind: SFlag, perm: u32, dev: u64) -> nix::Result<()>;
+    fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()>;
+    fn sethostname(&self, name: &str) -> nix::Result<()>;
+    fn loopback_up(&self) -> nix::Result<()>;
+    fn setgroups(&self, groups: &[Gid]) -> nix::Result<()>;
+    fn setresgid(&self, gid: Gid) -> nix::Result<()>;
+    fn setresuid(&self, uid: Uid) -> nix::Result<()>;
+    /// Drops `cap` from the bounding set, so no exec can ever grant it.
+    fn drop_bounding_cap(&self, cap: u32) -> nix::Result<()>;
+    /// Sets effective and permitted to `keep`, inheritable and ambient to none.
+    fn set_caps(&self, keep: u64) -> nix::Result<()>;
+    fn set_no_new_privs(&self) -> nix::Result<()>;
+    fn set_parent_death_signal(&self) -> nix::Result<()>;
+    /// Replaces the process; returns only on failure.
+    fn exec(&self, program: &Path, args: &[String], env: &[String]) -> Errno;
+}
+
+/// The real thing.
+pub struct Linux;
+
+impl Syscall for Linux {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
+        nix::mount::umount2(target, flags)
+    }
+
+    fn mount_flags(&self, path: &Path) -> nix::Result<MsFlags> {
+        use nix::sys::statvfs::FsFlags;
+        let have = nix::sys::statvfs::statvfs(path)?.flags();
+        let pairs = [
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ];
+        Ok(pairs
+            .iter()
+            .filter(|(st, _)| have.contains(*st))
+            .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms))
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> nix::Result<()> {
+        nix::unistd::pivot_root(new_root, put_old)
+    }
+
+    fn chdir(&self, path: &Path) -> nix::Result<()> {
+        nix::unistd::chdir(path)
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
+        nix::sched::unshare(flags)
+    }
+
+    fn prepare_mount_point(&self, root: &Path, path: &Path, kind: MountPoint) -> nix::Result<()> {
+        let rel = path.strip_prefix(root).map_err(|_| Errno::EINVAL)?;
+        let mut at = root.to_path_buf();
+        let parts: Vec<_> = rel.components().collect();
+        for (i, part) in parts.iter().enumerate() {
+            let std::path::Component::Normal(name) = part else {
+                return Err(Errno::EINVAL);
+            };
+            at.push(name);
+            let last = i + 1 == parts.len();
+            match std::fs::symlink_metadata(&at) {
+                Ok(md) if md.file_type().is_symlink() => return Err(Errno::ELOOP),
+                Ok(md) if !last && !md.is_dir() => return Err(Errno::ENOTDIR),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if last && kind == MountPoint::File {
+                        nix::fcntl::open(
+                            &at,
+                            nix::fcntl::OFlag::O_CREAT
+                                | nix::fcntl::OFlag::O_EXCL
+                                | nix::fcntl::OFlag::O_CLOEXEC
+                                | nix::fcntl::OFlag::O_WRONLY,
+                            Mode::from_bits_truncate(0o644),
+                        )?;
+                    } else {
+                        nix::unistd::mkdir(&at, Mode::from_bits_truncate(0o755))?;
+                    }
+                }
+                Err(e) => return Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+            }
+        }
+        Ok(())
+    }
+
+    fn mknod(&self, path: &Path, kind: SFlag, perm: u32, dev: u64) -> nix::Result<()> {
+        nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(perm), dev)?;
+        // mknod obeys the umask; the nodes need their exact mode.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            Mode::from_bits_truncate(perm),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()> {
+        nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link)
+    }
+
+    fn sethostname(&self, name: &str) -> nix::Result<()> {
+        nix::unistd::sethostname(name)
+    }
+
+    fn loopback_up(&self) -> nix::Result<()> {
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into
+        // `req`, which lives across the call; `sock` is an open socket.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+        Errno::result(rc)?;
+        // SAFETY: the kernel just filled ifru_flags for this request.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+        Errno::result(rc).map(drop)
+    }
+
+    fn setgroups(&self, groups: &[Gid]) -> nix::Result<()> {
+        nix::unistd::setgroups(groups)
+    }
+
+    fn setresgid(&self, gid: Gid) -> nix::Result<()> {
+        nix::unistd::setresgid(gid, gid, gid)
+    }
+
+    fn setresuid(&self, uid: Uid) -> nix::Result<()> {
+        nix::unistd::setresuid(uid, uid, uid)
+    }
+
+    fn drop_bounding_cap(&self, cap: u32) -> nix::Result<()> {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        match Errno::result(rc) {
+            // A capability this kernel does not know is not in the set.
+            Err(Errno::EINVAL) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    fn set_caps(&self, keep: u64) -> nix::Result<()> {
+        // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        Errno::result(rc)?;
+        capset(keep)
+    }
+
+    fn set_no_new_privs(&self) -> nix::Result<()> {
+        nix::sys::prctl::set_no_new_privs()
+    }
+
+    fn set_parent_death_signal(&self) -> nix::Result<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    }
+
+    fn exec(&self, program: &Path, args: &[String], env: &[String]) -> Errno {
+        let Ok(args) = cstrings(args.iter().map(|a| a.as_bytes())) else {
+            return Errno::EINVAL;
+        };
+        let Ok(env) = cstrings(env.iter().map(|e| e.as_bytes())) else {
+            return Errno::EINVAL;
+        };
+        let path = match find_executable(program, &env) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
+            return Errno::EINVAL;
+        };
+        if let Some(trampoline) = trampoline() {
+            // argv of the trampoline: its name, the program, the program's argv.
+            let mut targs = vec![c"unifs-exec".to_owned(), path.clone()];
+            targs.extend(args.iter().cloned());
+            // Returns only on failure (e.g. vm.memfd_noexec): exec directly.
+            let _ = nix::unistd::fexecve(&trampoline, &targs, &env);
+        }
+        match nix::unistd::execve(&path, &args, &env) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        }
+    }
+}
+
+/// The first executable candidate for `program`: ENOENT if there is none,
+/// or the error of the first one that exists but cannot be run.
+fn find_executable(program: &Path, env: &[CString]) -> Result<PathBuf, Errno> {
+    let mut first_err = None;
+    for path in exec_candidates(program, env) {
+        match nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if path.is_file() => return Ok(path),
+            Ok(()) => first_err = first_err.or(Some(Errno::EACCES)),
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    Err(first_err.unwrap_or(Errno::ENOENT))
+}
+
+/// x86-64 code of the exec trampoline: `execve(argv[1], &argv[2], envp)`,
+/// else `exit_group(127)`. Assembled from:
+///   mov rax,[rsp]; mov rdi,[rsp+16]; lea rsi,[rsp+24]; lea rdx,[rsp+rax*8+16]
+///   mov eax,59; syscall; mov edi,127; mov eax,231; syscall
+/// The window size of the terminal `from`, copied to the terminal `to`.
+/// False if `from` is not a terminal.
+pub fn copy_window_size(from: BorrowedFd, to: BorrowedFd) -> bool {
+    // SAFETY: winsize is plain old data; all-zero is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which outlives the call.
+    if unsafe { libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return false;
+    }
+    // SAFETY: TIOCSWINSZ reads one winsize from `ws`.
+    unsafe { libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws) == 0 }
+}
+
+fn cstrings<'a>(items: impl Iterator<Item = &'a [u8]>) -> Result<Vec<CString>, Errno> {
+    items
+        .map(|b| CString::new(b).map_err(|_| Errno::EINVAL))
+        .collect()
+}
+
+/// Where to look for `program`: itself when it has a slash, else each
+/// directory of the guest's PATH (execvpe would use the host's).
+fn exec_candidates(program: &Path, env: &[CString]) -> Vec<PathBuf> {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return vec![program.to_path_buf()];
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(|&b| b == b':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(OsStr::from_bytes(d)).join(program))
+        .collect()
+}
+
+/// Kernel ABI of capset(2), version 3 (two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn capset(keep: u64) -> nix::Result<()> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let word = |w: u64| CapData {
+        effective: w as u32,
+        permitted: w as u32,
+        inheritable: 0,
+    };
+    let data = [word(keep), word(keep >> 32)];
+    // SAFETY: header and data match the v3 ABI (one header, two data
+    // words) and outlive the call; the kernel only reads them.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    Errno::result(rc).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_search_the_guests_path() {
+        let env = [CString::new("PATH=/a:/b").unwrap()];
+        assert_eq!(
+            exec_candidates(Path::new("sh"), &env),
+            [PathBuf::from("/a/sh"), PathBuf::from("/b/sh")]
+        );
+        assert_eq!(
+            exec_candidates(Path::new("./x"), &env),
+            [PathBuf::from("./x")]
+        );
+        assert_eq!(
+            find_executable(Path::new("/no/such"), &env),
+            Err(Errno::ENOENT)
+        );
+    }
+}
+
+#[cfg(test)]
+pub mod fake;

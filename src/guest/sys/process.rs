@@ -1,0 +1,174 @@
+//! Process plumbing of the launcher: clone3 into namespaces, fork, pidfd,
+//! fd hygiene and signal forwarding.
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Kernel ABI of clone3(2), CLONE_ARGS_SIZE_VER0.
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// Which side of a clone this process is.
+pub enum Forked {
+    Child,
+    Parent(Pid),
+}
+
+/// Forks into new namespaces with clone3 (a fork with `flags`). The parent
+/// must be single-threaded: the child may only run this crate's set-up code
+/// and then exec or `_exit`. With CLONE_NEWPID the child is PID 1 there.
+pub fn clone_into(flags: CloneFlags) -> nix::Result<Forked> {
+    let mut args = CloneArgs {
+        flags: flags.bits() as u64,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+    };
+    // SAFETY: with no stack and no CLONE_VM clone3 behaves like fork: the
+    // child gets a copy of the address space. `args` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match Errno::result(rc)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// A plain fork, for the `--init` reaper and for `guest exec`.
+pub fn fork() -> nix::Result<Forked> {
+    // SAFETY: callers are single-threaded; the child execs or `_exit`s.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+    }
+}
+
+/// Ends a forked child without running the parent's atexit handlers.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks every fd above stderr close-on-exec, so no host file or directory
+/// the launcher inherited (an fd of a host directory is a way out of any
+/// root) reaches the guest's command.
+pub fn close_fds_on_exec() -> nix::Result<()> {
+    // SAFETY: close_range takes two fd numbers and flags, no pointers; with
+    // CLOSE_RANGE_CLOEXEC it closes nothing now.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Makes this process non-dumpable: without CAP_SYS_PTRACE nobody can ptrace
+/// it or open its /proc/PID/{mem,fd,exe,environ}. execve resets it, so it
+/// guards the launcher's own code inside the guest (set-up, the reaper).
+pub fn set_not_dumpable() {
+    let _ = nix::sys::prctl::set_dumpable(false);
+}
+
+/// Closes every fd above stderr, for the `--init` reaper, which never execs:
+/// guest root could otherwise open them through /proc/1/fd.
+pub fn close_fds() {
+    // SAFETY: as above; the caller holds no fd above 2 it still needs.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
+/// A pidfd for `pid`, for setns into all of its namespaces at once.
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = Errno::result(fd)? as i32;
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// A signal that came before there was anyone to pass it to.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+/// Catches SIGTERM, SIGINT, SIGHUP and SIGQUIT from now on, to pass them to
+/// the guest once [`forward_signals_to`] names it.
+pub fn catch_signals() -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(forward_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        // SAFETY: the handler only touches atomics and calls kill, all
+        // async-signal-safe.
+        unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(())
+}
+
+/// Passes caught signals on to `pid` while we wait for it, starting with
+/// one that came while it was being set up.
+pub fn forward_signals_to(pid: Pid) -> nix::Result<()> {
+    catch_signals()?;
+    FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
+    let early = PENDING.swap(0, Ordering::SeqCst);
+    if early != 0 {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid.as_raw(), early) };
+    }
+    Ok(())
+}
+
+/// Restores default handling of every signal, for a child about to exec.
+pub fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: restoring the default disposition installs no handler.
+            let _ = unsafe { sigaction(sig, &default) };
+        }
+    }
+    let _ = SigSet::empty().thread_set_mask();
+}

@@ -1,0 +1,506 @@
+//! The store as a backup source: manifests, tar and restic round trips,
+//! independent object-id check, corruption, catalog snapshots.
+
+use crate::common::require_root;
+use crate::tree::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Whether an external tool is installed; outside CI a test skips without
+/// it, under CI it must be there (.ci/run installs it).
+fn have(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: {tool} is missing, and CI must not skip");
+        }
+        eprintln!("skipping {test}: {tool} is not installed");
+    }
+    found
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Three guests with a bit of everything a root tree has.
+fn build_guests(dir: &Path) -> Vec<PathBuf> {
+    let guests: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("g{i}"))).collect();
+    for (i, g) in guests.iter().enumerate() {
+        for j in 0..15u64 {
+            file(
+                g,
+                &format!("usr/lib/lib{j}.so"),
+                &bytes(j, 3000 + j as usize * 100),
+                0o644,
+            );
+        }
+        file(g, "usr/bin/su", &bytes(40, 9000), 0o4755);
+        std::os::unix::fs::chown(g.join("usr/bin/su"), Some(0), Some(0)).unwrap();
+        // chown clears set-uid: set the mode again, as a package manager does.
+        fs::set_permissions(
+            g.join("usr/bin/su"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+        )
+        .unwrap();
+        file(g, "usr/share/odd mode", &bytes(41, 500), 0o640);
+        std::os::unix::fs::chown(g.join("usr/share/odd mode"), Some(33), Some(4)).unwrap();
+        set_xattr(&g.join("usr/lib/lib2.so"), "user.pkg", b"libc6");
+        set_xattr(&g.join("usr/lib/lib3.so"), "trusted.overlay.x", b"y");
+        file(g, "usr/bin/perl", &bytes(42, 20_000), 0o755);
+        fs::hard_link(g.join("usr/bin/perl"), g.join("usr/bin/perl5.36")).unwrap();
+        std::os::unix::fs::symlink("../lib/lib1.so", g.join("usr/bin/link")).unwrap();
+        file(g, "etc/hostname", format!("g{i}\n").as_bytes(), 0o644);
+        file(g, "var/lib/data", &bytes(100 + i as u64, 7000), 0o600);
+        file(g, "usr/share/empty", b"", 0o644);
+        fs::create_dir_all(g.join("dev")).unwrap();
+        unifs::sys::mknod(&g.join("dev/null"), libc::S_IFCHR | 0o666, 1, 3).unwrap();
+        unifs::sys::mknod(&g.join("dev/fifo"), libc::S_IFIFO | 0o600, 0, 0).unwrap();
+        fs::create_dir_all(g.join("srv/ro")).unwrap();
+        fs::set_permissions(
+            g.join("srv/ro"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o555),
+        )
+        .unwrap();
+    }
+    guests
+}
+
+fn manifest(store: &Path, guest: &Path, out: &Path) {
+    let o = unifs(store, &[&"manifest", &guest, &"-o", &out]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn private_paths(store: &Path, guest: &Path) -> Vec<u8> {
+    let o = unifs(
+        store,
+        &[&"manifest", &guest, &"--format", &"private-paths", &"-0"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+#[test]
+fn tar_round_trip_restores_every_guest_exactly() {
+    if !require_root("tar_round_trip") || !have("tar", "tar_round_trip") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
+    unify_json(&store, &[&guests[0], &guests[1], &guests[2]]);
+    let backup = lab.join("backup");
+    fs::create_dir_all(&backup).unwrap();
+    for (i, g) in guests.iter().enumerate() {
+        manifest(&store, g, &backup.join(format!("g{i}.jsonl")));
+        let list = backup.join(format!("g{i}.private"));
+        fs::write(&list, private_paths(&store, g)).unwrap();
+        run(Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "--null", "-cf"])
+            .arg(backup.join(format!("g{i}.tar")))
+            .arg("-C")
+            .arg(g)
+            .arg("-T")
+            .arg(&list));
+    }
+    run(Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "-cf"])
+        .arg(backup.join("store.tar"))
+        .arg("-C")
+        .arg(lab)
+        .arg("store"));
+    for g in &guests {
+        fs::set_permissions(
+            g.join("srv/ro"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        fs::remove_dir_all(g).unwrap();
+    }
+    fs::remove_dir_all(&store).unwrap();
+
+    run(Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+        .arg(backup.join("store.tar"))
+        .arg("-C")
+        .arg(lab));
+    assert_verify_clean(&store);
+    for (i, g) in guests.iter().enumerate() {
+        let private = lab.join(format!("private{i}"));
+        fs::create_dir_all(&private).unwrap();
+        run(Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+            .arg(backup.join(format!("g{i}.tar")))
+            .arg("-C")
+            .arg(&private));
+        let m = backup.join(format!("g{i}.jsonl"));
+        let o = unifs(
+            &store,
+            &[
+                &"restore",
+                &"--json",
+                &"--manifest",
+                &m,
+                &"--from",
+                &private,
+                g,
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(report["objects_linked"].as_u64().unwrap() >= 16, "{report}");
+        assert_invisible(&before[i], &snapshot(g), &format!("restored g{i}"));
+    }
+    // Restored guests link the store again: one inode for a shared file.
+    assert_eq!(
+        ino(&guests[0].join("usr/lib/lib4.so")),
+        ino(&guests[2].join("usr/lib/lib4.so"))
+    );
+    assert_verify_clean(&store);
+}
+
+#[test]
+fn restic_round_trip_restores_a_guest() {
+    if !require_root("restic_round_trip") || !have("restic", "restic_round_trip") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    let before = snapshot(&guests[1]);
+    unify_json(&store, &[&guests[0], &guests[1], &guests[2]]);
+    let backup = lab.join("backup");
+    fs::create_dir_all(backup.join("private")).unwrap();
+    manifest(&store, &guests[1], &backup.join("g1.jsonl"));
+    // The private files, copied at their guest paths.
+    let list = private_paths(&store, &guests[1]);
+    for rel in list.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let rel = Path::new(std::str::from_utf8(rel).unwrap());
+        let dest = backup.join("private").join(rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(guests[1].join(rel))
+            .arg(&dest));
+    }
+    let repo = lab.join("repo");
+    let restic = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut c = Command::new("restic");
+        c.env("RESTIC_PASSWORD", "test")
+            .arg("-q")
+            .arg("-r")
+            .arg(&repo);
+        for a in args {
+            c.arg(a.as_ref());
+        }
+        run(&mut c);
+    };
+    restic(&[&"init"]);
+    restic(&[&"backup", &store, &backup]);
+    fs::remove_dir_all(&guests[1]).unwrap_or_else(|_| {
+        fs::set_permissions(
+            guests[1].join("srv/ro"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        fs::remove_dir_all(&guests[1]).unwrap();
+    });
+    let out = lab.join("out");
+    restic(&[&"restore", &"latest", &"--target", &out]);
+    let rstore = out.join(store.strip_prefix("/").unwrap());
+    let rbackup = out.join(backup.strip_prefix("/").unwrap());
+    assert_verify_clean(&rstore);
+    let o = unifs(
+        &rstore,
+        &[
+            &"restore",
+            &"--manifest",
+            &rbackup.join("g1.jsonl"),
+            &"--from",
+            &rbackup.join("private"),
+            &guests[1],
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_invisible(&before, &snapshot(&guests[1]), "restored from restic");
+}
+
+#[test]
+fn an_independent_script_recomputes_object_ids() {
+    if !require_root("an_independent_script_recomputes_object_ids") {
+        return;
+    }
+    let py = Command::new("python3")
+        .args(["-c", "import blake3"])
+        .status();
+    if !py.is_ok_and(|s| s.success()) {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 with the blake3 module is missing under CI");
+        }
+        eprintln!("skipping: python3 blake3 module not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests = build_guests(dir.path());
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let objects: Vec<PathBuf> = walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    assert!(objects.len() >= 17);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/object-id.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(&objects)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut checked = 0;
+    for line in text.lines() {
+        let (id, path) = line.split_once("  ").unwrap();
+        let path = Path::new(path);
+        let name = format!(
+            "{}{}",
+            path.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            path.file_name().unwrap().to_str().unwrap()
+        );
+        assert_eq!(id, name, "python disagrees for {}", path.display());
+        checked += 1;
+    }
+    assert_eq!(checked, objects.len());
+    // The odd ones are among them: set-uid, another owner, xattrs.
+    for rel in [
+        "usr/bin/su",
+        "usr/share/odd mode",
+        "usr/lib/lib2.so",
+        "usr/lib/lib3.so",
+    ] {
+        let id = unifs::store::read_marker_path(&guests[0].join(rel))
+            .unwrap()
+            .unwrap();
+        assert!(text.contains(&id.to_hex()), "{rel} not checked");
+    }
+}
+
+#[test]
+fn a_corrupted_object_fails_restore_and_verify() {
+    if !require_root("a_corrupted_object_fails_restore_and_verify") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let m = lab.join("g0.jsonl");
+    manifest(&store, &guests[0], &m);
+    let private = lab.join("private");
+    for rel in [
+        "etc/hostname",
+        "var/lib/data",
+        "usr/share/empty",
+        "usr/bin/perl",
+    ] {
+        let dest = private.join(rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(guests[0].join(rel), dest).unwrap();
+    }
+    // Someone flips a byte of a shared object around the store.
+    let victim = guests[1].join("usr/lib/lib5.so");
+    let f = fs::OpenOptions::new().write(true).open(&victim).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"\xff", 10).unwrap();
+    drop(f);
+    assert_eq!(unifs(&store, &[&"store", &"verify"]).status.code(), Some(1));
+    let target = lab.join("restored");
+    let o = unifs(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lib5.so") && err.contains("does not match"),
+        "{err}"
+    );
+    assert!(!target.exists(), "a partial tree was left at the target");
+
+    // A missing private file is reported before anything is written.
+    fs::remove_file(private.join("var/lib/data")).unwrap();
+    let o = unifs(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("var/lib/data") && err.contains("nothing was written"),
+        "{err}"
+    );
+}
+
+#[test]
+fn manifests_describe_links_devices_and_objects_and_mtree_reads_in_bsdtar() {
+    if !require_root("manifests_describe") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests = build_guests(dir.path());
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let m = dir.path().join("g0.jsonl");
+    manifest(&store, &guests[0], &m);
+    let text = fs::read_to_string(&m).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["unifs_manifest"], 1);
+    assert_eq!(lines[0]["guest"], "g0");
+    let entry = |p: &str| lines.iter().find(|l| l["path"] == p).unwrap().clone();
+    assert_eq!(entry("usr/bin/perl5.36")["link"], "usr/bin/perl");
+    assert_eq!(entry("usr/bin/link")["target"], "../lib/lib1.so");
+    assert_eq!(entry("dev/null")["type"], "char");
+    assert_eq!(entry("dev/null")["rdev_minor"], 3);
+    assert_eq!(entry("usr/bin/su")["mode"], 0o4755);
+    assert_eq!(entry("usr/lib/lib2.so")["xattrs"]["user.pkg"], "6c69626336");
+    let lib = entry("usr/lib/lib4.so");
+    let marker = unifs::store::read_marker_path(&guests[0].join("usr/lib/lib4.so")).unwrap();
+    assert_eq!(lib["object"], marker.unwrap().to_hex());
+    assert_eq!(
+        lib["blake3"],
+        blake3::hash(&fs::read(guests[0].join("usr/lib/lib4.so")).unwrap())
+            .to_hex()
+            .as_str()
+    );
+    assert!(entry("etc/hostname").get("object").is_none());
+    assert!(
+        !text.contains("trusted.unifs"),
+        "store xattrs leaked into the manifest"
+    );
+
+    if !have("bsdtar", "manifests_describe (mtree part)") {
+        return;
+    }
+    let mt = dir.path().join("g0.mtree");
+    let o = unifs(
+        &store,
+        &[&"manifest", &guests[0], &"--format", &"mtree", &"-o", &mt],
+    );
+    assert!(o.status.success());
+    let listing = Command::new("bsdtar")
+        .arg("-tvf")
+        .arg(&mt)
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("usr/share/odd mode"), "{listing}");
+    assert!(
+        listing.contains("usr/bin/link -> ../lib/lib1.so"),
+        "{listing}"
+    );
+    assert_eq!(listing.lines().count(), lines.len() - 1);
+}
+
+#[test]
+fn store_ls_since_lists_only_new_objects_and_snapshots_survive_a_running_unify() {
+    if !require_root("store_ls_since") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests = build_guests(dir.path());
+    let first = unify_json(&store, &[&guests[0], &guests[1]]);
+    let run1 = first["run"].as_i64().unwrap();
+    let extra = dir.path().join("g9");
+    for g in [&extra, &guests[2]] {
+        file(g, "opt/new", &bytes(777, 5000), 0o644);
+    }
+    unify_json(&store, &[&guests[2], &extra]);
+    let o = unifs(&store, &[&"store", &"ls", &"--since", &run1.to_string()]);
+    let new: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(store.join(new[0]).is_file());
+    let all = unifs(&store, &[&"store", &"ls"]);
+    assert!(std::str::from_utf8(&all.stdout).unwrap().lines().count() > 10);
+
+    // Snapshots while a big unify writes to the catalog.
+    let big: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("big{i}"))).collect();
+    for g in &big {
+        for j in 0..1500u64 {
+            file(
+                g,
+                &format!("d{}/f{j}", j % 30),
+                &bytes(j + 5000, 1500),
+                0o644,
+            );
+        }
+    }
+    let mut child = Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .arg("unify")
+        .args(&big)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut taken = 0;
+    let mut during = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let running = child.try_wait().unwrap().is_none();
+        let dest = dir.path().join(format!("snap{taken}.db"));
+        let o = unifs(&store, &[&"store", &"snapshot", &dest]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let conn = rusqlite::Connection::open(&dest).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM guest_files", [], |r| r.get(0))
+            .unwrap();
+        assert!(n > 0);
+        taken += 1;
+        if running {
+            during += 1;
+        } else {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "unify did not finish");
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(during >= 1, "no snapshot was taken while unify ran");
+}

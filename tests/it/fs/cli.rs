@@ -1,0 +1,197 @@
+//! `unifs mount` / `unifs umount` as a user runs them: daemonizing, options,
+//! signals, and one clear line for each error with nothing mounted.
+
+use super::harness::*;
+use crate::common::{require_root, unifs_bin};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn unifs(store: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(unifs_bin());
+    c.arg("--store").arg(store);
+    for a in args {
+        c.arg(a.as_ref());
+    }
+    c.output().expect("run unifs")
+}
+
+/// Unmounts on drop whatever the test left mounted at a path.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        unmount_lazy(self.0);
+        wait_until(Duration::from_secs(5), || !is_mounted(self.0));
+    }
+}
+
+#[test]
+fn mount_daemonizes_when_ready_and_umount_unmounts() {
+    if !require_root("mount_daemonizes_when_ready_and_umount_unmounts") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("hello"), b"hi\n").unwrap();
+    let mp = fs::canonicalize(w.dir("m")).unwrap();
+    let _guard = Unmount(&mp);
+    let out = unifs(&w.store, &[&"mount", &g, &mp]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = daemon_pid(&mp).expect("the daemon runs");
+    let _watchdog = watchdog(pid);
+    // No waiting: the mount is ready when the command returns.
+    let names: Vec<_> = fs::read_dir(&mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("hello")]);
+    let out = unifs(&w.store, &[&"umount", &mp]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&mp));
+    let out = unifs(&w.store, &[&"umount", &mp]);
+    assert!(
+        !out.status.success(),
+        "umount of something not mounted fails"
+    );
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    if !require_root("sigterm_unmounts_cleanly") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let mut m = w.mount(&g, "m", &[]);
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(m.pid() as i32, libc::SIGTERM);
+    }
+    let child = m.child.as_mut().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "daemon did not exit on SIGTERM"
+    );
+    assert!(child.try_wait().unwrap().unwrap().success());
+    assert!(!is_mounted(&m.dir), "SIGTERM left the mount behind");
+}
+
+#[test]
+fn read_only_option_refuses_writes() {
+    if !require_root("read_only_option_refuses_writes") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"x").unwrap();
+    let m = w.mount(&g, "m", &["ro"]);
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"x");
+    assert_eq!(errno(fs::write(m.path("f"), b"y")), libc::EROFS);
+    assert_eq!(errno(fs::create_dir(m.path("d"))), libc::EROFS);
+}
+
+fn assert_refused(out: &Output, mp: &Path, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: must fail");
+    assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
+    assert!(err.contains(what), "{what}: says so: {err}");
+    assert!(!is_mounted(mp), "{what}: nothing mounted");
+}
+
+#[test]
+fn mount_errors_are_one_clear_line_and_mount_nothing() {
+    if !require_root("mount_errors_are_one_clear_line_and_mount_nothing") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let mp = fs::canonicalize(w.dir("m")).unwrap();
+    let _guard = Unmount(&mp);
+    let missing = w.tmp.path().join("missing");
+    assert_refused(
+        &unifs(&w.store, &[&"mount", &missing, &mp]),
+        &mp,
+        "does not exist",
+    );
+    assert_refused(
+        &unifs(&w.store, &[&"mount", &"-o", &"bogus", &g, &mp]),
+        &mp,
+        "unknown mount option",
+    );
+    // A store on another filesystem cannot hold this guest's objects.
+    if let Ok(shm) = tempfile::Builder::new()
+        .prefix("unifs-store-")
+        .tempdir_in("/dev/shm")
+    {
+        fs::create_dir_all(shm.path().join("objects")).unwrap();
+        fs::create_dir_all(shm.path().join("tmp")).unwrap();
+        assert_refused(
+            &unifs(shm.path(), &[&"mount", &g, &mp]),
+            &mp,
+            "hardlinks cannot cross filesystems",
+        );
+    }
+    // No /dev/fuse: in a mount namespace of its own, /dev is an empty tmpfs.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /dev && exec \"$0\" --store \"$1\" mount \"$2\" \"$3\"")
+        .arg(unifs_bin())
+        .arg(&w.store)
+        .arg(&g)
+        .arg(&mp)
+        .output()
+        .expect("run unshare");
+    assert_refused(&out, &mp, "no /dev/fuse");
+    // A mountpoint in use.
+    let m = w.mount(&g, "m2", &[]);
+    let out = unifs(&w.store, &[&"mount", &g, &m.dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("in use"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_daemon_uses_the_hard_open_file_limit() {
+    if !require_root("the_daemon_uses_the_hard_open_file_limit") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    for i in 0..600 {
+        fs::write(g.join(format!("f{i}")), b"x").unwrap();
+    }
+    let mp = fs::canonicalize(w.dir("m")).unwrap();
+    let _guard = Unmount(&mp);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --store \"$1\" mount \"$2\" \"$3\"")
+        .arg(unifs_bin())
+        .arg(&w.store)
+        .arg(&g)
+        .arg(&mp)
+        .output()
+        .expect("run unifs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _watchdog = watchdog(daemon_pid(&mp).expect("the daemon runs"));
+    let open: Vec<fs::File> = (0..600)
+        .map(|i| fs::File::open(mp.join(format!("f{i}"))).expect("open through the mount"))
+        .collect();
+    assert_eq!(open.len(), 600);
+}

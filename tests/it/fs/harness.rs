@@ -1,0 +1,251 @@
+//! Fixtures for the overlay tests: a store and guests in one temp dir (one
+//! filesystem), shared files linked as unify leaves them, and mounts that are
+//! always unmounted (guard) and never waited on without a deadline.
+
+use crate::common::unifs_bin;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub const MARKER: &str = "trusted.unifs.object";
+
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub store: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let tmp = tempfile::Builder::new()
+            .prefix("unifs-fs-")
+            .tempdir()
+            .expect("temp dir");
+        // Non-root test users must reach the trees.
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let store = tmp.path().join("store");
+        fs::create_dir_all(store.join("objects")).unwrap();
+        fs::create_dir_all(store.join("tmp")).unwrap();
+        World { tmp, store }
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// Writes `content` at the first path, makes it a store object (marker,
+    /// link in objects/) and links every other path to it. Returns the
+    /// object's path in the store.
+    pub fn shared(&self, content: &[u8], paths: &[PathBuf]) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(1);
+        let hex = format!("{:064x}", N.fetch_add(1, Ordering::Relaxed) + 0xab00);
+        let first = &paths[0];
+        fs::write(first, content).unwrap();
+        fs::set_permissions(first, fs::Permissions::from_mode(0o644)).unwrap();
+        set_xattr(first, "user.origin", b"package");
+        set_xattr(first, MARKER, hex.as_bytes());
+        set_mtime(first, 1_000_000_000);
+        let dir = self.store.join("objects").join(&hex[..2]);
+        fs::create_dir_all(&dir).unwrap();
+        let obj = dir.join(&hex[2..]);
+        fs::hard_link(first, &obj).unwrap();
+        for p in &paths[1..] {
+            fs::hard_link(first, p).unwrap();
+        }
+        obj
+    }
+
+    pub fn mount(&self, guest: &Path, name: &str, opts: &[&str]) -> Mount {
+        let mp = self.dir(name);
+        Mount::start(&self.store, guest, &mp, opts)
+    }
+}
+
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let f = File::open(path).unwrap();
+    unifs::sys::xattr::set_fd(std::os::fd::AsFd::as_fd(&f), OsStr::new(name), value).unwrap();
+}
+
+pub fn xattrs(path: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    unifs::sys::xattr::list_path(path).unwrap()
+}
+
+pub fn set_mtime(path: &Path, sec: i64) {
+    let f = File::options().write(false).read(true).open(path).unwrap();
+    let t = unifs::sys::Timestamp { sec, nsec: 0 };
+    unifs::sys::futimens(std::os::fd::AsFd::as_fd(&f), t, t).unwrap();
+}
+
+/// What must not change about a file seen from elsewhere.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Look {
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub xattrs: Vec<(std::ffi::OsString, Vec<u8>)>,
+}
+
+pub fn look(path: &Path) -> Look {
+    let m = fs::symlink_metadata(path).unwrap();
+    Look {
+        content: fs::read(path).unwrap(),
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: m.mtime(),
+        xattrs: xattrs(path),
+    }
+}
+
+pub fn ino(path: &Path) -> u64 {
+    fs::symlink_metadata(path).unwrap().ino()
+}
+
+pub fn errno<T>(r: io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+/// True when `path` is listed as a mount point in /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == path))
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// A foreground `unifs mount -f` child; dropping it unmounts (lazily, so a
+/// failed test holding files open cannot block it) and reaps the daemon.
+pub struct Mount {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    /// Dropped to call off the watchdog.
+    watchdog: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// No test may hang on a stuck daemon: after this long the watchdog kills
+/// it, so every pending request on the mount fails (ENOTCONN) instead.
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+impl Mount {
+    pub fn start(store: &Path, guest: &Path, mp: &Path, opts: &[&str]) -> Mount {
+        let mp = fs::canonicalize(mp).unwrap();
+        let log = mp.with_extension("log");
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("--store").arg(store).args(["-v", "mount", "-f"]);
+        for o in opts {
+            cmd.args(["-o", o]);
+        }
+        let child = cmd
+            .arg(guest)
+            .arg(&mp)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn unifs mount");
+        let watchdog = watchdog(child.id() as i32);
+        let mut m = Mount {
+            dir: mp.clone(),
+            child: Some(child),
+            log,
+            watchdog: Some(watchdog),
+        };
+        let ok = wait_until(Duration::from_secs(10), || {
+            is_mounted(&mp) || m.child.as_mut().unwrap().try_wait().unwrap().is_some()
+        });
+        assert!(
+            ok && is_mounted(&mp),
+            "mount at {} did not come up: {}",
+            mp.display(),
+            fs::read_to_string(&m.log).unwrap_or_default()
+        );
+        m
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+/// Kills `pid` after [`WATCHDOG`] unless the returned sender is dropped
+/// first (before the process is reaped, so the pid cannot be reused).
+pub fn watchdog(pid: i32) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+            eprintln!("watchdog: killing mount daemon {pid}");
+            // SAFETY: signalling a process of this test that is still running.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    });
+    tx
+}
+
+/// The pid of the `unifs mount` daemon serving `mp`, found in /proc.
+pub fn daemon_pid(mp: &Path) -> Option<i32> {
+    let want = mp.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let ours = args.contains(&b"mount".as_slice()) && args.last() == Some(&b"".as_slice());
+        (ours && args.contains(&want) && pid as u32 != std::process::id()).then_some(pid)
+    })
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.watchdog.take();
+        unmount_lazy(&self.dir);
+        if let Some(mut child) = self.child.take() {
+            if !wait_until(Duration::from_secs(5), || {
+                child.try_wait().ok().flatten().is_some()
+            }) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        wait_until(Duration::from_secs(5), || !is_mounted(&self.dir));
+    }
+}
+
+pub fn unmount_lazy(dir: &Path) {
+    if !is_mounted(dir) {
+        return;
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path.
+    unsafe {
+        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    }
+}

@@ -1,0 +1,12 @@
+//! Tests of the FUSE overlay (`unifs mount`): real mounts over fixture guests
+//! whose shared files are built here as unify would leave them.
+
+mod harness;
+
+mod cli;
+mod cow;
+mod errors;
+mod links;
+mod posix;
+mod safety;
+mod unified;

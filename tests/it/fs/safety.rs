@@ -1,0 +1,188 @@
+//! The daemon never follows a guest's symlink out of the backing tree
+//! (invariant 4), and a daemon killed mid-break loses no data (invariant 2).
+
+use super::harness::*;
+use crate::common::require_root;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+#[test]
+fn changing_a_guest_symlink_never_touches_its_host_target() {
+    if !require_root("changing_a_guest_symlink_never_touches_its_host_target") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let host = w.dir("host");
+    fs::write(host.join("passwd"), b"root:x:0:0\n").unwrap();
+    std::os::unix::fs::symlink(host.join("passwd"), g.join("evil")).unwrap();
+    let before = look(&host.join("passwd"));
+    let m = w.mount(&g, "m", &[]);
+    let evil = m.path("evil");
+    std::os::unix::fs::lchown(&evil, Some(99), Some(99)).unwrap();
+    let c = std::ffi::CString::new(evil.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a one-byte value.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            c"trusted.evil".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    assert_eq!(look(&host.join("passwd")), before, "host file untouched");
+    assert_eq!(fs::symlink_metadata(g.join("evil")).unwrap().uid(), 99);
+    assert_eq!(fs::read_link(&evil).unwrap(), host.join("passwd"));
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_is_not_followed() {
+    if !require_root("a_directory_swapped_for_a_symlink_is_not_followed") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let host = w.dir("host");
+    fs::create_dir(g.join("etc")).unwrap();
+    fs::write(g.join("etc/shadow"), b"guest\n").unwrap();
+    fs::write(host.join("shadow"), b"host secret\n").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    assert_eq!(fs::read(m.path("etc/shadow")).unwrap(), b"guest\n");
+    // Behind the daemon's back (a racing process in the backing tree), the
+    // directory it knows becomes a symlink to the host.
+    fs::rename(g.join("etc"), g.join("etc.old")).unwrap();
+    std::os::unix::fs::symlink(&host, g.join("etc")).unwrap();
+    let read = fs::read(m.path("etc/shadow"));
+    assert!(
+        read.as_ref().map_or(true, |d| d != b"host secret\n"),
+        "read the host's file through a guest symlink: {read:?}"
+    );
+    let _ = fs::write(m.path("etc/shadow"), b"owned\n");
+    let _ = fs::write(m.path("etc/new"), b"owned\n");
+    assert_eq!(fs::read(host.join("shadow")).unwrap(), b"host secret\n");
+    assert!(!host.join("new").exists(), "created a file on the host");
+}
+
+#[test]
+fn killing_the_daemon_mid_break_loses_no_data() {
+    if !require_root("killing_the_daemon_mid_break_loses_no_data") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let data: Vec<u8> = (0..(192u32 << 20) / 4)
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
+    let obj = w.shared(&data, &[g.join("big")]);
+    let m = w.mount(&g, "m", &[]);
+    let big = m.path("big");
+    let pid = m.pid() as i32;
+    let opener = std::thread::spawn({
+        let big = big.clone();
+        move || OpenOptions::new().write(true).open(&big).map(|_| ())
+    });
+    std::thread::sleep(Duration::from_millis(60));
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let _ = opener.join();
+    drop(m);
+    assert!(
+        fs::read(g.join("big")).unwrap() == data,
+        "guest path complete"
+    );
+    assert!(fs::read(&obj).unwrap() == data, "store object complete");
+    let m = w.mount(&g, "m2", &[]);
+    let names: Vec<_> = fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("big")],
+        "no temp file shows"
+    );
+    let mut f = OpenOptions::new().write(true).open(m.path("big")).unwrap();
+    f.write_all(b"after").unwrap();
+    drop(f);
+    assert_eq!(&fs::read(&obj).unwrap()[..5], &data[..5], "store untouched");
+}
+
+#[test]
+fn stale_break_temps_are_hidden_and_removed() {
+    if !require_root("stale_break_temps_are_hidden_and_removed") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"f").unwrap();
+    // pid 1 never runs a mount daemon: a leftover of a killed one.
+    fs::write(g.join(".unifs-break.1.0"), b"half a copy").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let names: Vec<_> = fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    assert_eq!(
+        errno(fs::metadata(m.path(".unifs-break.1.0"))),
+        libc::ENOENT
+    );
+    assert!(!g.join(".unifs-break.1.0").exists(), "stale temp removed");
+}
+
+/// Unmounts a test's own tmpfs on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        unmount_lazy(&self.0);
+    }
+}
+
+#[test]
+fn a_break_that_runs_out_of_space_leaves_the_old_file() {
+    if !require_root("a_break_that_runs_out_of_space_leaves_the_old_file") {
+        return;
+    }
+    let w = World::new();
+    let small = w.dir("small");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount tmpfs");
+    assert!(status.success());
+    let _tmpfs = Tmpfs(small.clone());
+    let store = small.join("store");
+    fs::create_dir_all(store.join("objects/ab")).unwrap();
+    fs::create_dir_all(store.join("tmp")).unwrap();
+    let g = small.join("g");
+    fs::create_dir(&g).unwrap();
+    let data = vec![7u8; 1200 << 10];
+    fs::write(g.join("big"), &data).unwrap();
+    set_xattr(&g.join("big"), MARKER, format!("ab{:062x}", 1).as_bytes());
+    let obj = store.join("objects/ab").join(format!("{:062x}", 1));
+    fs::hard_link(g.join("big"), &obj).unwrap();
+    let mp = w.dir("m");
+    let m = Mount::start(&store, &g, &mp, &[]);
+    let r = OpenOptions::new().write(true).open(m.path("big"));
+    assert_eq!(errno(r), libc::ENOSPC, "the break cannot copy");
+    assert!(
+        fs::read(m.path("big")).unwrap() == data,
+        "the guest keeps its file"
+    );
+    assert_eq!(ino(&g.join("big")), ino(&obj), "still the shared file");
+    assert!(fs::read(&obj).unwrap() == data);
+    let names: Vec<_> = fs::read_dir(&g)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("big")], "no temp left");
+    drop(m);
+}

@@ -1,0 +1,144 @@
+//! A small real root from Debian's busybox-static, and bounded runs of unifs.
+
+use crate::common::unifs_bin;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// True when the test may run: root and busybox-static present. Outside CI
+/// a missing piece skips with a reason; under CI it fails.
+pub fn can_run(test: &str) -> bool {
+    if !crate::common::require_root(test) {
+        return false;
+    }
+    if !Path::new(BUSYBOX).exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: needs {BUSYBOX} (Debian busybox-static), and CI must not skip it");
+        }
+        eprintln!("skipping {test}: needs {BUSYBOX} (Debian busybox-static)");
+        return false;
+    }
+    true
+}
+
+/// A temp dir holding `root/` (the guest) and files beside it (the "host").
+pub struct TestRoot {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRoot {
+    pub fn new() -> TestRoot {
+        let dir = tempfile::Builder::new()
+            .prefix("unifs-guest-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().join("root");
+        for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "run", "mnt"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+        let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+            }
+        }
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        TestRoot { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// `unifs run --root ROOT OPTS -- sh -c SCRIPT`, killed after `limit`.
+    pub fn sh(&self, opts: &[&str], script: &str) -> Output {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("run").arg("--root").arg(self.root()).args(opts);
+        cmd.args(["--", "/bin/sh", "-c", script]);
+        run_bounded(cmd, Duration::from_secs(30))
+    }
+}
+
+/// Runs `cmd` to completion, killing it if it outlives `limit`.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    wait_bounded(child, limit)
+}
+
+/// Kills the child when a test fails before waiting for it.
+pub struct KillOnDrop(pub Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_bounded(mut child: KillOnDrop, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        let c = child.0.as_mut().unwrap();
+        if c.try_wait().unwrap().is_some() {
+            return child.0.take().unwrap().wait_with_output().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "command did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+/// Waits (up to 10 s) until a descendant of `pid` runs a program named
+/// `comm`, and returns its PID.
+pub fn wait_for_descendant(pid: u32, comm: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut todo = vec![pid];
+        while let Some(p) = todo.pop() {
+            let kids =
+                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+            for k in kids
+                .split_whitespace()
+                .filter_map(|k| k.parse::<u32>().ok())
+            {
+                let name = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
+                if name.trim() == comm {
+                    return k;
+                }
+                todo.push(k);
+            }
+        }
+        assert!(Instant::now() < deadline, "no {comm} below pid {pid}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

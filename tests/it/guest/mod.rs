@@ -1,0 +1,8 @@
+//! Tests of the guest launcher: real namespaces, a busybox root built per
+//! test, every wait bounded.
+
+mod harness;
+mod limits;
+mod named;
+mod net;
+mod run;

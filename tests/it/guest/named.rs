@@ -1,0 +1,554 @@
+//! Named guests: start → exec → enter → stop, state, errors.
+//!
+//! These use `root_mount = "bind"` until `unifs mount` (the overlay) is
+//! merged; then `ROOT_MOUNT` below switches them to the FUSE overlay.
+
+use super::harness::{can_run, run_bounded, stderr, stdout, KillOnDrop, TestRoot};
+use crate::common::unifs_bin;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// Flip to "overlay" once `unifs mount` lands.
+const ROOT_MOUNT: &str = "bind";
+
+/// A guest with its own config and runtime dirs; stops and unmounts on drop.
+struct Guest {
+    name: String,
+    t: TestRoot,
+    config_dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Guest {
+    fn new(test: &str, init: &str, reaper: bool) -> Guest {
+        let t = TestRoot::new();
+        let config_dir = t.dir.path().join("config");
+        let run_dir = t.dir.path().join("run");
+        std::fs::create_dir(&config_dir).unwrap();
+        let name = format!("t{}-{test}", std::process::id());
+        let toml = format!(
+            "root = {:?}\nroot_mount = {ROOT_MOUNT:?}\nhostname = \"{test}\"\ninit = {init}\ninit_reaper = {reaper}\n\
+             [limits]\npids = 64\n",
+            t.root()
+        );
+        std::fs::write(config_dir.join(format!("{name}.toml")), toml).unwrap();
+        Guest {
+            name,
+            t,
+            config_dir,
+            run_dir,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
+        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
+        cmd.arg("guest").args(args);
+        cmd
+    }
+
+    fn unifs(&self, args: &[&str]) -> Output {
+        run_bounded(self.cmd(args), Duration::from_secs(30))
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let o = self.unifs(&["status", "--json", &self.name]);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+    }
+
+    fn mounted_root(&self) -> PathBuf {
+        self.run_dir.join(&self.name).join("root")
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
+        let root = self.mounted_root();
+        if is_mounted(&root) {
+            let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+fn ok(o: &Output) -> String {
+    super::harness::ok(o)
+}
+
+#[test]
+fn named_start_exec_enter_stop() {
+    if !can_run("named_start_exec_enter_stop") {
+        return;
+    }
+    let g = Guest::new("lifecycle", "[\"/bin/sleep\", \"1000\"]", true);
+    let out = ok(&g.unifs(&["start", &g.name]));
+    assert!(out.contains("started"), "{out}");
+    let st = g.state();
+    assert_eq!(st["running"], true, "{st}");
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    assert!(is_mounted(&g.mounted_root()));
+
+    // exec: inside its namespaces, as a sibling of init.
+    let out = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "lifecycle");
+    assert!(
+        lines[2].trim().parse::<u32>().unwrap() <= 5,
+        "only the guest's processes: {out}"
+    );
+    // Its exit status is exec's; a write lands in the guest's tree.
+    let o = g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo hello > /written; exit 5",
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(g.t.root().join("written")).unwrap(),
+        "hello\n"
+    );
+    // Same privileges as init: no mount.
+    let o = g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/mount",
+        "-t",
+        "tmpfs",
+        "x",
+        "/mnt",
+    ]);
+    assert!(!o.status.success());
+
+    // enter: the shell, reading commands from stdin.
+    let mut enter = g.cmd(&["enter", &g.name]);
+    enter
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(Some(enter.spawn().unwrap()));
+    {
+        use std::io::Write;
+        let mut stdin = child.0.as_mut().unwrap().stdin.take().unwrap();
+        stdin
+            .write_all(b"echo entered-$(hostname)\nexit 0\n")
+            .unwrap();
+    }
+    let out = super::harness::wait_bounded(child, Duration::from_secs(20));
+    assert!(
+        stdout(&out).contains("entered-lifecycle"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let out = ok(&g.unifs(&["list"]));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&g.name) && l.contains("running")),
+        "{out}"
+    );
+
+    // stop: init (under the reaper) ends on SIGTERM; nothing is left.
+    let out = ok(&g.unifs(&["stop", "--timeout", "5", &g.name]));
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!alive(pid), "init {pid} survived stop");
+    assert!(!is_mounted(&g.mounted_root()), "root still mounted");
+    assert!(!g.run_dir.join(&g.name).join("state.json").exists());
+    let o = g.unifs(&["status", &g.name]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stdout(&o).contains("stopped"));
+    for base in [
+        "/sys/fs/cgroup/pids/unifs",
+        "/sys/fs/cgroup/unified/unifs",
+        "/sys/fs/cgroup/unifs",
+    ] {
+        assert!(
+            !Path::new(base).join(&g.name).exists(),
+            "cgroup left in {base}"
+        );
+    }
+    // The backing tree is intact.
+    assert!(g.t.root().join("bin/busybox").exists());
+}
+
+#[test]
+fn named_stop_kills_an_init_that_ignores_sigterm() {
+    if !can_run("named_stop_kills_an_init_that_ignores_sigterm") {
+        return;
+    }
+    // As PID 1 without a handler, sleep ignores SIGTERM.
+    let g = Guest::new("stubborn", "[\"/bin/sleep\", \"1000\"]", false);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.state()["pid"].as_i64().unwrap();
+    // A second process in the guest must die too.
+    let mut bg = g.cmd(&["exec", &g.name, "--", "/bin/sleep", "1000"]);
+    bg.stdout(Stdio::null()).stderr(Stdio::null());
+    let _bg = KillOnDrop(Some(bg.spawn().unwrap()));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = ok(&g.unifs(&["stop", "--timeout", "0.3", &g.name]));
+    assert!(out.contains("killed"), "{out}");
+    assert!(!alive(pid));
+    assert!(!is_mounted(&g.mounted_root()));
+}
+
+#[test]
+fn named_second_start_is_refused_and_stale_records_are_cleaned() {
+    if !can_run("named_second_start_is_refused_and_stale_records_are_cleaned") {
+        return;
+    }
+    let g = Guest::new("twice", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.state()["pid"].as_i64().unwrap();
+    let o = g.unifs(&["start", &g.name]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already running"), "{}", stderr(&o));
+
+    // Init dies behind our back: the guest shows as stopped, not running.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = g.state();
+    assert_eq!(st["running"], false, "{st}");
+    assert_eq!(st["stale"], true, "{st}");
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    // A new start cleans the stale record up and runs.
+    let o = g.unifs(&["start", &g.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("stale"),
+        "says what it cleaned: {}",
+        stderr(&o)
+    );
+    assert_eq!(g.state()["running"], true);
+}
+
+#[test]
+fn named_errors_leave_nothing_behind() {
+    if !can_run("named_errors_leave_nothing_behind") {
+        return;
+    }
+    // An init the root does not have.
+    let g = Guest::new("noinit", "[\"/sbin/no-such-init\"]", false);
+    let o = g.unifs(&["start", &g.name]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/sbin/no-such-init: command not found in guest root"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mounted(&g.mounted_root()));
+    assert!(!g.run_dir.join(&g.name).join("state.json").exists());
+    assert!(!Path::new("/sys/fs/cgroup/pids/unifs")
+        .join(&g.name)
+        .exists());
+
+    let o = g.unifs(&["start", "nobody-configured-this"]);
+    assert!(
+        stderr(&o).contains("no config for guest nobody-configured-this"),
+        "{}",
+        stderr(&o)
+    );
+    let o = g.unifs(&["stop", &g.name]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    let o = g.unifs(&["start", "../etc"]);
+    assert!(stderr(&o).contains("invalid guest name"), "{}", stderr(&o));
+
+    // Not root: said first, before any file is read.
+    for args in [
+        &["start", &g.name][..],
+        &["stop", &g.name][..],
+        &["exec", &g.name, "--", "/bin/true"][..],
+    ] {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = g.cmd(args);
+        cmd.uid(65534).gid(65534);
+        let o = run_bounded(cmd, Duration::from_secs(20));
+        assert!(
+            stderr(&o).contains("needs root"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+
+    // A bad limit: refused before the root is mounted.
+    let cfg = g.config_dir.join("badlimit.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "root = {:?}\nroot_mount = \"bind\"\n[limits]\npids = 0\n",
+            g.t.root()
+        ),
+    )
+    .unwrap();
+    let o = g.unifs(&["start", "badlimit"]);
+    assert!(stderr(&o).contains("--pids"), "{}", stderr(&o));
+    assert!(!is_mounted(&g.run_dir.join("badlimit/root")));
+
+    // A backing directory that does not exist.
+    let cfg = g.config_dir.join("gone.toml");
+    std::fs::write(
+        &cfg,
+        "root = \"/nonexistent/unifs-guest\"\nroot_mount = \"bind\"\n",
+    )
+    .unwrap();
+    let o = g.unifs(&["start", "gone"]);
+    assert!(
+        stderr(&o).contains("/nonexistent/unifs-guest"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mounted(&g.run_dir.join("gone/root")));
+}
+
+#[test]
+fn named_list_json() {
+    if !can_run("named_list_json") {
+        return;
+    }
+    let g = Guest::new("listed", "[\"/bin/sleep\", \"1000\"]", true);
+    let o = g.unifs(&["list", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(all[0]["name"], g.name.as_str());
+    assert_eq!(all[0]["running"], false);
+    ok(&g.unifs(&["start", &g.name]));
+    let all: serde_json::Value =
+        serde_json::from_slice(&g.unifs(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(all[0]["running"], true);
+    assert!(all[0]["processes"].as_u64().unwrap() >= 1, "{all}");
+}
+
+#[test]
+fn named_concurrent_starts_start_one_guest() {
+    if !can_run("named_concurrent_starts_start_one_guest") {
+        return;
+    }
+    let g = Guest::new("race", "[\"/bin/sleep\", \"1000\"]", true);
+    let spawn = || {
+        let mut c = g.cmd(&["start", &g.name]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        KillOnDrop(Some(c.spawn().unwrap()))
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [
+        super::harness::wait_bounded(a, Duration::from_secs(20)),
+        super::harness::wait_bounded(b, Duration::from_secs(20)),
+    ];
+    let started = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        started,
+        1,
+        "{:?}",
+        outs.iter().map(stderr).collect::<Vec<_>>()
+    );
+    let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+    assert!(
+        stderr(loser).contains("already running"),
+        "{}",
+        stderr(loser)
+    );
+    let root = g.mounted_root();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&*root.to_string_lossy()))
+        .count();
+    assert_eq!(stacked, 1, "one root mount");
+    ok(&g.unifs(&["stop", "--timeout", "2", &g.name]));
+    assert!(!is_mounted(&root));
+}
+
+#[test]
+fn named_exec_never_runs_the_hosts_unifs_in_the_guest() {
+    if !can_run("named_exec_never_runs_the_hosts_unifs_in_the_guest") {
+        return;
+    }
+    let g = Guest::new("selfexe", "[\"/bin/sleep\", \"1000\"]", false);
+    // `exec` runs its child from the host's unifs binary up to the exec; a
+    // script with interpreter /proc/self/exe must not get that binary.
+    let script = g.t.root().join("tmp/echo");
+    std::fs::write(&script, "#!/proc/self/exe /bin/busybox\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let out = g.unifs(&["exec", &g.name, "--", "/tmp/echo"]);
+    assert!(
+        !stderr(&out).contains("Usage: unifs"),
+        "the host's unifs ran in the guest: {}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "\n");
+}
+
+#[test]
+fn named_enter_on_a_terminal_gets_a_pty_of_the_guests_own() {
+    if !can_run("named_enter_on_a_terminal_gets_a_pty_of_the_guests_own") {
+        return;
+    }
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let g = Guest::new("tty", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    // The user's terminal: a pty of the host, as a terminal emulator gives.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut enter = g.cmd(&["enter", &g.name]);
+    enter.stdin(Stdio::from(pty.slave.try_clone().unwrap()));
+    enter.stdout(Stdio::from(pty.slave.try_clone().unwrap()));
+    enter.stderr(Stdio::from(pty.slave));
+    let child = KillOnDrop(Some(enter.spawn().unwrap()));
+    let master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let read_until = |want: &str, seen: &mut String| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !seen.contains(want) && std::time::Instant::now() < deadline {
+            let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0) > 0 {
+                let mut buf = [0u8; 4096];
+                match std::io::Read::read(&mut &master, &mut buf) {
+                    Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => break,
+                }
+            }
+        }
+        assert!(seen.contains(want), "waited for {want:?}, got:\n{seen}");
+    };
+    std::io::Write::write_all(&mut &master, b"echo T=$(tty)=$(hostname)=; exit 4\n").unwrap();
+    read_until("=tty=", &mut seen);
+    // The guest's own devpts, not the host's pty.
+    assert!(seen.contains("T=/dev/pts/0=tty="), "{seen}");
+    let out = super::harness::wait_bounded(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn named_busybox_init_boots_and_stops() {
+    if !can_run("named_busybox_init_boots_and_stops") {
+        return;
+    }
+    // A guest booted as VServer guests were: a real init reading its inittab.
+    let g = Guest::new("boot", "[\"/sbin/init\"]", false);
+    std::fs::create_dir_all(g.t.root().join("sbin")).unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", g.t.root().join("sbin/init")).unwrap();
+    std::fs::write(
+        g.t.root().join("etc/inittab"),
+        "::sysinit:/bin/touch /run/booted\n::respawn:/bin/sleep 1000\n",
+    )
+    .unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let o = g.unifs(&[
+            "exec",
+            &g.name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "test -e /run/booted && ps -o pid,args | grep -q '[s]leep 1000' && ps -o pid,args",
+        ]);
+        if o.status.success() || std::time::Instant::now() > deadline {
+            break ok(&o);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "init"]),
+        "{out}"
+    );
+    assert!(out.contains("sleep 1000"), "respawned service runs: {out}");
+    ok(&g.unifs(&["stop", "--timeout", "0.5", &g.name]));
+    assert_eq!(g.unifs(&["status", &g.name]).status.code(), Some(3));
+    assert!(!is_mounted(&g.mounted_root()));
+}
+
+#[test]
+fn named_veth_guest_has_its_address_and_stop_removes_the_pair() {
+    if !can_run("named_veth_guest_has_its_address_and_stop_removes_the_pair") {
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        if std::env::var_os("CI").is_some() {
+            panic!("needs iproute2's `ip` for --net veth");
+        }
+        eprintln!(
+            "skipping named_veth_guest_has_its_address_and_stop_removes_the_pair: needs `ip`"
+        );
+        return;
+    }
+    let g = Guest::new("veth", "[\"/bin/sleep\", \"1000\"]", true);
+    let n = std::process::id() % 200 + 20;
+    let cfg = g.config_dir.join(format!("{}.toml", g.name));
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str(&format!(
+        "[net]\nmode = \"veth\"\nip = \"10.214.{n}.2/24\"\nhost_ip = \"10.214.{n}.1/24\"\n"
+    ));
+    std::fs::write(&cfg, toml).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let out = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!("ip -4 addr show eth0; ping -c1 -W2 10.214.{n}.1 >/dev/null && echo ping-ok"),
+    ]));
+    assert!(out.contains(&format!("inet 10.214.{n}.2/24")), "{out}");
+    assert!(out.contains("ping-ok"), "{out}");
+    let addrs = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "-4", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        addrs.contains(&format!("10.214.{n}.1/24")),
+        "host end has its address: {addrs}"
+    );
+    ok(&g.unifs(&["stop", "--timeout", "2", &g.name]));
+    let addrs = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "-4", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !addrs.contains(&format!("10.214.{n}.1/24")),
+        "host end left behind: {addrs}"
+    );
+}

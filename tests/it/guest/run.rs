@@ -1,0 +1,437 @@
+//! `unifs run`: what a one-shot guest sees and cannot do.
+
+use super::harness::{can_run, ok, run_bounded, stderr, stdout, TestRoot};
+use crate::common::unifs_bin;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn run_pid_1_is_the_command() {
+    if !can_run("run_pid_1_is_the_command") {
+        return;
+    }
+    let t = TestRoot::new();
+    assert_eq!(ok(&t.sh(&[], "echo $$")).trim(), "1");
+    // A session of its own (field 6 of stat is the session id): no
+    // controlling terminal shared with the host, so no TIOCSTI into it.
+    assert_eq!(ok(&t.sh(&[], "cut -d' ' -f6 /proc/1/stat")).trim(), "1");
+    // With --init the command runs under the reaper, as PID 2.
+    assert_eq!(ok(&t.sh(&["--init"], "echo $$")).trim(), "2");
+}
+
+#[test]
+fn run_host_processes_are_invisible() {
+    if !can_run("run_host_processes_are_invisible") {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut host =
+        super::harness::KillOnDrop(Some(Command::new("sleep").arg("30").spawn().unwrap()));
+    let host_pid = host.0.as_ref().unwrap().id();
+    // Only shell builtins, so the guest has exactly one process.
+    let out = ok(&t.sh(
+        &[],
+        "for p in /proc/[0-9]*; do echo ${p#/proc/}; done; kill -0 $0 2>/dev/null; echo",
+    ));
+    let pids: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(pids, ["1"], "guest sees: {out}");
+    let script = format!("kill -0 {host_pid} && echo visible || echo gone");
+    assert_eq!(ok(&t.sh(&[], &script)).trim(), "gone");
+    assert!(
+        host.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "host sleep must live on"
+    );
+}
+
+#[test]
+fn run_hostname_is_the_guests() {
+    if !can_run("run_hostname_is_the_guests") {
+        return;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let t = TestRoot::new();
+    assert_eq!(
+        ok(&t.sh(&["--hostname", "web7"], "hostname")).trim(),
+        "web7"
+    );
+    // Default: the root directory's name. The host's stays as it was.
+    assert_eq!(ok(&t.sh(&[], "hostname")).trim(), "root");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host
+    );
+}
+
+#[test]
+fn run_root_is_the_guest_root_without_escape() {
+    if !can_run("run_root_is_the_guest_root_without_escape") {
+        return;
+    }
+    let t = TestRoot::new();
+    std::fs::write(t.root().join("marker"), "inside\n").unwrap();
+    std::fs::write(t.dir.path().join("outside"), "host\n").unwrap();
+    let out = ok(&t.sh(&[], "cat /marker; cd /; cd ../../..; pwd; cat outside 2>&1; cat /../outside 2>&1; ls -a /.. | tr '\\n' ' '"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "inside");
+    assert_eq!(lines[1], "/");
+    assert!(lines[2].contains("No such file"), "{out}");
+    assert!(lines[3].contains("No such file"), "{out}");
+    assert!(lines[4].contains("marker"), "/.. is / itself: {out}");
+    // The old root is gone: only the guest's own mounts remain.
+    let mounts = ok(&t.sh(&[], "cut -d' ' -f5 /proc/self/mountinfo"));
+    let points: Vec<&str> = mounts.lines().collect();
+    assert_eq!(points[0], "/", "{mounts}");
+    for p in &points {
+        let allowed = ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys", "/run"];
+        assert!(
+            allowed.contains(p) || p.starts_with("/proc/"),
+            "unexpected mount {p} in the guest:\n{mounts}"
+        );
+    }
+    assert!(!mounts.contains("cgroup"), "{mounts}");
+}
+
+#[test]
+fn run_proc_sys_and_sys_are_read_only() {
+    if !can_run("run_proc_sys_and_sys_are_read_only") {
+        return;
+    }
+    let t = TestRoot::new();
+    let out = t.sh(
+        &[],
+        "echo evil > /proc/sys/kernel/hostname; echo a=$?; touch /sys/x; echo b=$?; \
+         echo 1 > /proc/sys/vm/drop_caches; echo c=$?; cat /proc/sys/kernel/ostype",
+    );
+    let o = stdout(&out);
+    assert!(
+        o.contains("a=1") && o.contains("b=1") && o.contains("c=1"),
+        "{o}"
+    );
+    assert!(o.contains("Linux"), "/proc/sys stays readable: {o}");
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_mount_mknod_and_module_loading_fail() {
+    if !can_run("run_mount_mknod_and_module_loading_fail") {
+        return;
+    }
+    let t = TestRoot::new();
+    std::fs::write(t.root().join("tmp/dummy.ko"), "not a module").unwrap();
+    let out = t.sh(
+        &[],
+        "mount -t tmpfs none /mnt; echo mount=$?; mount -o remount,rw /sys; echo remount=$?; \
+         umount /proc; echo umount=$?; mknod /tmp/null c 1 3; echo mknod=$?; \
+         insmod /tmp/dummy.ko; echo insmod=$?; grep CapBnd /proc/self/status",
+    );
+    let o = stdout(&out);
+    for step in ["mount", "remount", "umount", "mknod", "insmod"] {
+        let code = o.lines().find_map(|l| l.strip_prefix(&format!("{step}=")));
+        assert!(
+            code.is_some_and(|c| c != "0"),
+            "{step} must fail:\n{o}\n{}",
+            stderr(&out)
+        );
+    }
+    assert!(!t.root().join("tmp/null").exists());
+    let bnd = o.lines().find(|l| l.starts_with("CapBnd")).unwrap();
+    let mask = u64::from_str_radix(bnd.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    // sys_module 16, sys_rawio 17, sys_ptrace 19, sys_admin 21, mknod 27.
+    for cap in [16, 17, 19, 21, 27] {
+        assert_eq!(
+            mask & (1 << cap),
+            0,
+            "capability {cap} must be out of the bounding set"
+        );
+    }
+}
+
+#[test]
+fn run_no_ptrace_of_outside_processes() {
+    if !can_run("run_no_ptrace_of_outside_processes") {
+        return;
+    }
+    let t = TestRoot::new();
+    // An outside process has no PID inside, so nothing can name it; the
+    // launcher's own PID 1 (--init) is not dumpable, so guest root cannot
+    // open its memory, fds or executable; and sys_ptrace is gone.
+    let mut host =
+        super::harness::KillOnDrop(Some(Command::new("sleep").arg("30").spawn().unwrap()));
+    let host_pid = host.0.as_ref().unwrap().id();
+    let script = format!(
+        "test -e /proc/{host_pid} && echo host-visible; cat /proc/1/environ >/dev/null 2>&1 && echo environ-readable; \
+         readlink /proc/1/fd/1 >/dev/null 2>&1 && echo fds-readable; readlink /proc/1/exe && echo exe-visible; \
+         grep -c . /proc/self/status >/dev/null && echo own-ok; grep -E 'NoNewPrivs|CapEff' /proc/self/status"
+    );
+    let out = ok(&t.sh(&["--init"], &script));
+    assert!(out.contains("own-ok"), "{out}");
+    for bad in [
+        "host-visible",
+        "environ-readable",
+        "fds-readable",
+        "exe-visible",
+    ] {
+        assert!(!out.contains(bad), "{bad}: {out}");
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    let eff = out.lines().find(|l| l.starts_with("CapEff")).unwrap();
+    let mask = u64::from_str_radix(eff.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(mask & (1 << 19), 0, "sys_ptrace kept: {eff}");
+    assert!(host.0.as_mut().unwrap().try_wait().unwrap().is_none());
+}
+
+#[test]
+fn run_setuid_binaries_do_not_regain_privileges() {
+    if !can_run("run_setuid_binaries_do_not_regain_privileges") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A setuid-root busybox told (busybox.conf) to keep root for `id`.
+    std::fs::create_dir(t.root().join("suid")).unwrap();
+    let suid = t.root().join("suid/busybox");
+    std::fs::copy("/bin/busybox", &suid).unwrap();
+    std::fs::set_permissions(&suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    std::fs::write(t.root().join("etc/busybox.conf"), "[SUID]\nid = ssx 0.0\n").unwrap();
+    std::fs::set_permissions(
+        t.root().join("etc/busybox.conf"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let out = ok(&t.sh(
+        &["--uid", "1000", "--gid", "1000"],
+        "/suid/busybox id; grep CapEff /proc/self/status",
+    ));
+    assert!(out.contains("uid=1000"), "{out}");
+    assert!(
+        !out.contains("euid=0"),
+        "setuid root must not take effect: {out}"
+    );
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+}
+
+#[test]
+fn run_exit_status_is_the_commands() {
+    if !can_run("run_exit_status_is_the_commands") {
+        return;
+    }
+    let t = TestRoot::new();
+    assert_eq!(t.sh(&[], "exit 42").status.code(), Some(42));
+    assert_eq!(t.sh(&[], "true").status.code(), Some(0));
+    // Killed by a signal: 128 + signal, as a shell reports it.
+    assert_eq!(t.sh(&["--init"], "kill -TERM $$").status.code(), Some(143));
+}
+
+#[test]
+fn run_missing_command_is_a_clear_error() {
+    if !can_run("run_missing_command_is_a_clear_error") {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--", "/bin/no-such-tool"]);
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("/bin/no-such-tool: command not found in guest root"),
+        "{err}"
+    );
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run")
+        .arg("--root")
+        .arg(t.dir.path().join("nowhere"))
+        .args(["--", "/bin/sh"]);
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_binds_env_and_uid() {
+    if !can_run("run_binds_env_and_uid") {
+        return;
+    }
+    let t = TestRoot::new();
+    let shared = t.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("f"), "from host\n").unwrap();
+    let ro = format!("{}:/data:ro", shared.display());
+    let rw = format!("{}:/rw", shared.display());
+    let out = t.sh(
+        &["--bind", &ro, "--bind", &rw, "--env", "GREETING=hi", "--uid", "0"],
+        "cat /data/f; echo x > /data/new; echo ro=$?; echo y > /rw/new; echo rw=$?; echo $GREETING; id -u",
+    );
+    let o = stdout(&out);
+    assert!(
+        o.contains("from host") && o.contains("ro=1") && o.contains("rw=0"),
+        "{o}"
+    );
+    assert!(o.contains("hi\n0\n"), "{o}");
+    assert!(shared.join("new").exists());
+}
+
+#[test]
+fn run_forwards_sigterm_to_the_guest() {
+    if !can_run("run_forwards_sigterm_to_the_guest") {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run")
+        .arg("--init")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--", "/bin/sleep", "30"]);
+    cmd.stdout(std::process::Stdio::null());
+    let mut child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = child.0.as_ref().unwrap().id() as i32;
+    // Signal once the command runs (under the reaper, a grandchild).
+    super::harness::wait_for_descendant(pid as u32, "sleep");
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = Instant::now();
+    let out = super::harness::wait_bounded(
+        super::harness::KillOnDrop(child.0.take()),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(143));
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn run_inherited_fds_do_not_reach_the_guest() {
+    if !can_run("run_inherited_fds_do_not_reach_the_guest") {
+        return;
+    }
+    let t = TestRoot::new();
+    // fd 7 is a host directory: with it a guest could fchdir out of its root.
+    for init in [&[][..], &["--init"][..]] {
+        let script = format!(
+            "exec 7</ ; exec {} run {} --root {} -- /bin/sh -c 'ls /proc/self/fd /proc/1/fd | tr \"\\n\" \" \"'",
+            unifs_bin().display(),
+            init.join(" "),
+            t.root().display()
+        );
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", &script]);
+        let out = ok(&run_bounded(cmd, Duration::from_secs(20)));
+        assert!(
+            !out.split_whitespace().any(|f| f == "7"),
+            "fd 7 leaked ({init:?}): {out}"
+        );
+    }
+}
+
+#[test]
+fn run_needs_root_and_says_so() {
+    if !can_run("run_needs_root_and_says_so") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--", "/bin/true"]);
+    cmd.uid(65534).gid(65534);
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_proc_self_exe_is_not_the_hosts_unifs() {
+    if !can_run("run_proc_self_exe_is_not_the_hosts_unifs") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A guest script whose interpreter is /proc/self/exe: if the launcher
+    // exec'd it directly, the kernel would run the host's unifs binary in
+    // the guest (and guest root could later write to it). Through the exec
+    // trampoline it runs the trampoline, which execs /bin/busybox as "echo".
+    std::fs::write(t.root().join("tmp/echo"), "#!/proc/self/exe /bin/busybox\n").unwrap();
+    std::fs::set_permissions(
+        t.root().join("tmp/echo"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for opts in [&[][..], &["--init"][..]] {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("run")
+            .args(opts)
+            .arg("--root")
+            .arg(t.root())
+            .args(["--", "/tmp/echo"]);
+        let out = run_bounded(cmd, Duration::from_secs(20));
+        assert!(
+            !stderr(&out).contains("unifs"),
+            "the host's unifs ran in the guest: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "\n");
+    }
+}
+
+#[test]
+fn run_device_nodes_in_the_guest_tree_are_dead() {
+    if !can_run("run_device_nodes_in_the_guest_tree_are_dead") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A device node the image brought along (not under /dev): the guest
+    // must not reach the device through it.
+    let node = t.root().join("tmp/mem");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let out = t.sh(&[], "echo x > /tmp/mem && echo wrote; head -c1 /tmp/mem >/dev/null && echo read; echo x > /dev/null && echo dev-ok");
+    let o = stdout(&out);
+    assert!(
+        !o.contains("wrote") && !o.contains("read"),
+        "device node usable: {o}"
+    );
+    assert!(o.contains("dev-ok"), "our /dev works: {o}");
+}
+
+#[test]
+fn run_guest_dies_with_a_killed_launcher() {
+    if !can_run("run_guest_dies_with_a_killed_launcher") {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--", "/bin/sleep", "30"]);
+    let mut launcher = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = launcher.0.as_ref().unwrap().id();
+    let guest = super::harness::wait_for_descendant(pid, "sleep");
+    launcher.0.as_mut().unwrap().kill().unwrap();
+    launcher.0.as_mut().unwrap().wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{guest}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{guest}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "guest {guest} outlived its launcher"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
