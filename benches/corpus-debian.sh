@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real benchmark corpus for `unifs unify` (issue 2, "Speed"):
 # four Debian bookworm roots made with `debootstrap --variant=minbase`, each
-# with a different --include package set. About 1 GB and ~28,000 files.
+# with a different --include package set. About 0.93 GiB and ~29,300 files.
 #
 # Usage: benches/corpus-debian.sh DIR
 #   Creates DIR/<name>/ for each root. Re-runnable: roots already built are

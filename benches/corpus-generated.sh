@@ -4,7 +4,7 @@
 #
 # Usage: benches/corpus-generated.sh DIR [SCALE]
 #   Writes DIR/g1 .. DIR/gN (N = $GUESTS, default 4). SCALE (default 1)
-#   multiplies the file count: SCALE=1 gives ~29,000 files and ~1 GB, the
+#   multiplies the file count: SCALE=1 gives ~29,500 files and ~1.2 GiB, the
 #   same order as the Debian corpus. Deterministic: same SEED, SCALE and
 #   GUESTS give the same trees (names, contents, modes, owners, mtimes,
 #   xattrs, links). DIR is replaced if it holds an earlier generated corpus;

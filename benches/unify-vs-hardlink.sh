@@ -177,6 +177,9 @@ verdict() { # verdict VALUE OP TARGET
 declare -A R_WALL R_CPU R_RSS R_SAVED R_DU R_INODES R_NOTE R_HASHED R_SCANNED R_STORE_META GROUP R_GFILES
 
 # record GROUP LABEL SAVED_BYTES DU_SAVED INODES
+# (The R_* arrays are read through the nameref in values(), which shellcheck
+# cannot follow.)
+# shellcheck disable=SC2034
 record() {
     local grp=$1 l=$2
     GROUP[$grp]="${GROUP[$grp]:-} $l"
@@ -192,7 +195,11 @@ record() {
 }
 
 # Aggregates over the runs of a group: min, median, max of a field.
-values() { local l; for l in ${GROUP[$2]:-}; do eval "printf '%s\n' \"\${$1[\$l]:-}\""; done | grep -v '^$' || true; }
+values() {
+    local -n arr=$1
+    local l
+    for l in ${GROUP[$2]:-}; do printf '%s\n' "${arr[$l]:-}"; done | grep -v '^$' || true
+}
 g_min() { values "$1" "$2" | sort -g | head -n1; }
 g_max() { values "$1" "$2" | sort -g | tail -n1; }
 g_med() { values "$1" "$2" | sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
