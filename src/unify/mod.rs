@@ -122,6 +122,10 @@ pub struct Summary {
     pub skipped_changed: u64,
     pub skipped_in_use: u64,
     pub stale_tmp_removed: u64,
+    /// Wall time of the phases: walking, hashing, linking (and catalog writes).
+    pub scan_seconds: f64,
+    pub hash_seconds: f64,
+    pub apply_seconds: f64,
     pub seconds: f64,
     pub problems: Vec<Problem>,
 }
@@ -254,6 +258,8 @@ fn run(
     for s in scans {
         scan.merge(s);
     }
+    summary.scan_seconds = started.elapsed().as_secs_f64();
+    let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;
     summary.bytes_scanned = scan.counts.bytes;
     summary.files_excluded = scan.counts.excluded;
@@ -290,6 +296,8 @@ fn run(
     summary.files_hashed = hashed.hashed.iter().filter(|h| h.read).count() as u64;
     summary.cache_hits = hashed.hashed.len() as u64 - summary.files_hashed;
     summary.problems.extend(hashed.problems);
+    summary.hash_seconds = hash_started.elapsed().as_secs_f64();
+    let apply_started = Instant::now();
 
     let existing: HashSet<ObjectId> = objects
         .keys()
@@ -380,6 +388,7 @@ fn run(
     // names its old or its new inode, and the catalog is re-checked against
     // the filesystem by the next run.
     catalog.commit()?;
+    summary.apply_seconds = apply_started.elapsed().as_secs_f64();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
