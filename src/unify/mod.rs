@@ -7,6 +7,7 @@ mod closer;
 pub mod exclude;
 pub mod hash;
 pub mod plan;
+mod record;
 pub mod scan;
 mod stale;
 
@@ -283,14 +284,16 @@ fn run(
     let which = hash::worth_hashing(&scan.candidates, &object_keys, ignore_mtime);
     let total: u64 = which.iter().map(|&i| scan.candidates[i].stat.size).sum();
     let progress = progress_bar(opts.progress, total, "hashing");
-    let hashed = hash::hash_files(
-        &guests,
-        &scan.candidates,
-        &which,
-        &cache,
-        ignore_mtime,
-        &progress,
-    );
+    let hashed = worker_pool().install(|| {
+        hash::hash_files(
+            &guests,
+            &scan.candidates,
+            &which,
+            &cache,
+            ignore_mtime,
+            &progress,
+        )
+    });
     progress.finish_and_clear();
     summary.bytes_hashed = hashed.bytes_hashed;
     summary.files_hashed = hashed.hashed.iter().filter(|h| h.read).count() as u64;
@@ -314,13 +317,14 @@ fn run(
         return Ok(summary);
     };
 
-    catalog.begin()?;
-    let mut applier = apply::Applier::new(store, catalog, &guests, &scan.candidates, run_id);
+    let mut writer = record::Writer::new(catalog, run_id)?;
+    let mut applier = apply::Applier::new(store, &guests, &scan.candidates);
     applier.link_max = opts.link_max;
     applier.paranoid = opts.paranoid;
     applier.ignore_mtime = ignore_mtime;
-    summary.stale_tmp_removed =
-        stale::clean(&mut applier, &scan.stale_tmp, &existing, ignore_mtime)?;
+    let (removed, mut problems) = stale::clean(&applier, &scan.stale_tmp, &existing, ignore_mtime);
+    summary.stale_tmp_removed = removed;
+    summary.problems.append(&mut problems);
     // Rewrite only the guest_links rows that changed: a re-run writes little.
     let mut old_links = guests
         .iter()
@@ -328,12 +332,10 @@ fn run(
         .collect::<catalog::Result<Vec<_>>>()?;
     for l in &scan.linked {
         if l.recovered {
-            stale::recover_object(&mut applier, l, ignore_mtime)?;
+            stale::recover_object(store, &mut writer, l, ignore_mtime)?;
         }
         if old_links[l.guest as usize].remove(&l.rel) != Some(l.id) {
-            let guest = guests[l.guest as usize].row.id;
-            catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
-            applier.tick()?;
+            writer.guest_link(guests[l.guest as usize].row.id, &l.rel, &l.id)?;
         }
     }
     let by_file: std::collections::HashMap<usize, &hash::Hashed> =
@@ -343,17 +345,39 @@ fn run(
         groups.iter().map(|g| g.files.len() as u64).sum(),
         "linking",
     );
-    for group in &groups {
-        applier.apply_group(group, by_file[&group.files[0]])?;
-        progress.inc(group.files.len() as u64);
+    // Groups are independent (one object each): link them on several
+    // threads, since each file waits on the filesystem more than on a CPU;
+    // the catalog records each chunk's results from this thread.
+    let pool = worker_pool();
+    let mut totals = apply::ApplyTotals::default();
+    let mut consumed = HashSet::new();
+    for chunk in groups.chunks(1024) {
+        let works: Vec<Result<apply::GroupWork>> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|group| {
+                    let work = applier.apply_group(group, by_file[&group.files[0]]);
+                    progress.inc(group.files.len() as u64);
+                    work
+                })
+                .collect()
+        });
+        for work in works {
+            let mut work = work?;
+            for op in work.ops {
+                writer.record(op, &guests, &scan.candidates)?;
+            }
+            totals.add(&work.totals);
+            summary.problems.append(&mut work.problems);
+            consumed.extend(work.consumed);
+        }
     }
     progress.finish_and_clear();
-    let consumed: HashSet<usize> = applier.consumed.iter().copied().collect();
+    drop(applier);
     for h in hashed.hashed.iter().filter(|h| h.read) {
         if !consumed.contains(&h.file) {
             let st = &scan.candidates[h.file].stat;
-            catalog.put_hash(st.dev, st.ino, &hash::cache_row(st, h.id, h.content))?;
-            applier.tick()?;
+            writer.put_hash(st, h)?;
         }
     }
     for &file in &consumed {
@@ -362,11 +386,10 @@ fn run(
     }
     for (g, gone) in guests.iter().zip(&old_links) {
         for path in gone.keys() {
-            catalog.delete_guest_link(g.row.id, path)?;
-            applier.tick()?;
+            writer.delete_guest_link(g.row.id, path)?;
         }
     }
-    let t = applier.totals;
+    let t = totals;
     summary.files_linked = t.files_linked;
     summary.bytes_saved = t.bytes_saved;
     summary.objects_added = t.objects_added;
@@ -374,7 +397,6 @@ fn run(
     summary.extra_copies = t.extra_copies;
     summary.skipped_changed = t.skipped_changed;
     summary.skipped_in_use = t.skipped_in_use;
-    summary.problems.append(&mut applier.problems);
     catalog.finish_run(
         run_id,
         &RunTotals {
@@ -471,6 +493,24 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Threads for hashing and linking: more than the cores, because a thread
+/// often waits for the disk (cold cache, journal, discard) rather than a CPU.
+/// `UNIFS_THREADS` overrides the count.
+fn worker_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::env::var("UNIFS_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| (rayon::current_num_threads() * 4).clamp(4, 16));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("unify-{i}"))
+            .build()
+            .expect("a thread pool")
+    })
 }
 
 fn progress_bar(show: bool, total: u64, what: &'static str) -> ProgressBar {
