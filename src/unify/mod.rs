@@ -250,11 +250,13 @@ fn run(
         min_size: opts.min_size,
         object_inodes: &object_inodes,
     };
-    let scans: Vec<scan::Scan> = guests
-        .par_iter()
-        .enumerate()
-        .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
-        .collect();
+    let scans: Vec<scan::Scan> = worker_pool().install(|| {
+        guests
+            .par_iter()
+            .enumerate()
+            .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
+            .collect()
+    });
     let mut scan = scan::Scan::default();
     for s in scans {
         scan.merge(s);
