@@ -15,19 +15,20 @@
 use super::hash::Hashed;
 use super::plan::Group;
 use super::scan::{FileRec, TMP_PREFIX};
+use super::Result;
 use super::{Guest, Problem};
-use crate::catalog::{Catalog, ObjectRow};
+use crate::catalog::ObjectRow;
 use crate::store::object::Ingested;
 use crate::store::{self, ObjectId, ObjectMeta, Store};
 use crate::sys::{self, Stat};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-
-/// Catalog writes between commits: bounds what a killed run must redo.
-const COMMIT_EVERY: usize = 4096;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct ApplyTotals {
@@ -42,7 +43,45 @@ pub struct ApplyTotals {
     pub skipped_in_use: u64,
 }
 
-use super::Result;
+impl ApplyTotals {
+    pub fn add(&mut self, o: &ApplyTotals) {
+        self.files_linked += o.files_linked;
+        self.bytes_saved += o.bytes_saved;
+        self.objects_added += o.objects_added;
+        self.objects_copied += o.objects_copied;
+        self.extra_copies += o.extra_copies;
+        self.skipped_changed += o.skipped_changed;
+        self.skipped_in_use += o.skipped_in_use;
+    }
+}
+
+/// A catalog write that linking a group calls for. Groups are linked in
+/// parallel; their writes are made afterwards by the one catalog writer.
+#[derive(Debug)]
+pub enum CatalogOp {
+    Object(ObjectRow),
+    ObjectFile {
+        id: ObjectId,
+        copy: u32,
+        dev: u64,
+        ino: u64,
+    },
+    /// Candidate `file` now links `id`.
+    GuestLink {
+        file: usize,
+        id: ObjectId,
+    },
+}
+
+/// What linking one group did.
+#[derive(Debug, Default)]
+pub struct GroupWork {
+    pub ops: Vec<CatalogOp>,
+    pub totals: ApplyTotals,
+    pub problems: Vec<Problem>,
+    /// Candidates whose inode is gone or became an object (no cache row).
+    pub consumed: Vec<usize>,
+}
 
 /// The object copy new links go to.
 struct Target {
@@ -60,66 +99,38 @@ enum Skip {
     Failed(String),
 }
 
+/// Links groups; shared by the threads that do it (every method takes `&self`).
 pub struct Applier<'a> {
     pub store: &'a Store,
-    pub catalog: &'a Catalog,
     pub guests: &'a [Guest],
     pub candidates: &'a [FileRec],
-    pub run: i64,
     /// Treat an object as full at this many links (tests; else EMLINK decides).
     pub link_max: Option<u64>,
     pub paranoid: bool,
     /// The store's ids leave mtime out.
     pub ignore_mtime: bool,
-    pub totals: ApplyTotals,
-    pub problems: Vec<Problem>,
-    /// Candidates whose inode is gone or became an object (no cache row).
-    pub consumed: Vec<usize>,
-    pending: usize,
-    tmp_seq: u64,
+    tmp_seq: AtomicU64,
     closer: super::closer::Closer,
-    parent: Option<(u32, PathBuf, OwnedFd)>,
+    dirs: DirCache,
 }
 
 impl<'a> Applier<'a> {
-    pub fn new(
-        store: &'a Store,
-        catalog: &'a Catalog,
-        guests: &'a [Guest],
-        candidates: &'a [FileRec],
-        run: i64,
-    ) -> Applier<'a> {
+    pub fn new(store: &'a Store, guests: &'a [Guest], candidates: &'a [FileRec]) -> Applier<'a> {
         Applier {
             store,
-            catalog,
             guests,
             candidates,
-            run,
             link_max: None,
             paranoid: false,
             ignore_mtime: false,
-            totals: ApplyTotals::default(),
-            problems: Vec::new(),
-            consumed: Vec::new(),
-            pending: 0,
-            tmp_seq: 0,
+            tmp_seq: AtomicU64::new(0),
             closer: super::closer::Closer::new(),
-            parent: None,
+            dirs: DirCache::default(),
         }
     }
 
-    /// Counts a catalog write; commits every [`COMMIT_EVERY`].
-    pub fn tick(&mut self) -> Result<()> {
-        self.pending += 1;
-        if self.pending >= COMMIT_EVERY {
-            self.catalog.commit()?;
-            self.catalog.begin()?;
-            self.pending = 0;
-        }
-        Ok(())
-    }
-
-    pub fn apply_group(&mut self, group: &Group, content: &Hashed) -> Result<()> {
+    pub fn apply_group(&self, group: &Group, content: &Hashed) -> Result<GroupWork> {
+        let mut work = GroupWork::default();
         let mut target = if group.existing {
             self.open_target(&group.id)?
         } else {
@@ -127,8 +138,8 @@ impl<'a> Applier<'a> {
         };
         for &file in &group.files {
             let outcome = match target.as_mut() {
-                Some(t) => self.replace(file, t),
-                None => match self.ingest(file, group, content) {
+                Some(t) => self.replace(file, t, &mut work),
+                None => match self.ingest(file, group, content, &mut work) {
                     Ok(t) => {
                         target = Some(t);
                         Ok(())
@@ -137,28 +148,28 @@ impl<'a> Applier<'a> {
                 },
             };
             if let Err(skip) = outcome {
-                self.note_skip(file, skip);
+                self.note_skip(file, skip, &mut work);
             }
         }
-        Ok(())
+        Ok(work)
     }
 
-    fn note_skip(&mut self, file: usize, skip: Skip) {
+    fn note_skip(&self, file: usize, skip: Skip, work: &mut GroupWork) {
         let path = self.path_of(file);
         match skip {
             Skip::Changed => {
-                self.totals.skipped_changed += 1;
-                self.problems.push(Problem::new(
+                work.totals.skipped_changed += 1;
+                work.problems.push(Problem::new(
                     path,
                     "changed while unify ran; left as it was",
                 ));
             }
             Skip::InUse => {
-                self.totals.skipped_in_use += 1;
-                self.problems
+                work.totals.skipped_in_use += 1;
+                work.problems
                     .push(Problem::new(path, "open for writing; left as it was"));
             }
-            Skip::Failed(why) => self.problems.push(Problem::new(path, why)),
+            Skip::Failed(why) => work.problems.push(Problem::new(path, why)),
         }
     }
 
@@ -167,8 +178,8 @@ impl<'a> Applier<'a> {
         self.guests[rec.guest as usize].root.join(&rec.rel)
     }
 
-    /// The highest existing copy of an object the catalog knows, if any.
-    fn open_target(&mut self, id: &ObjectId) -> Result<Option<Target>> {
+    /// The highest existing copy of an object, if any.
+    fn open_target(&self, id: &ObjectId) -> Result<Option<Target>> {
         let mut found = None;
         for copy in 0.. {
             match self.store.stat_object(id, copy)? {
@@ -192,10 +203,11 @@ impl<'a> Applier<'a> {
     /// Makes the first file of a group the object (or copies it into the
     /// store when someone holds it open for writing).
     fn ingest(
-        &mut self,
+        &self,
         file: usize,
         group: &Group,
         content: &Hashed,
+        work: &mut GroupWork,
     ) -> std::result::Result<Target, Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
         let fd = self.open_checked(file, parent.as_fd(), &name)?;
@@ -225,26 +237,25 @@ impl<'a> Applier<'a> {
                 None => return Err(Skip::Changed),
             }
         };
-        let record = |this: &mut Self, copy: u32, stat: &Stat| -> Result<()> {
-            this.catalog.insert_object(&row, this.run)?;
-            this.catalog
-                .set_object_file(&group.id, copy, stat.dev, stat.ino)?;
-            this.tick()
+        let record = |work: &mut GroupWork, copy: u32, stat: &Stat| {
+            work.ops.push(CatalogOp::Object(row.clone()));
+            work.ops.push(CatalogOp::ObjectFile {
+                id: group.id,
+                copy,
+                dev: stat.dev,
+                ino: stat.ino,
+            });
         };
         match ingested {
             Ingested::Linked { copy, stat } => {
-                record(self, copy, &stat).map_err(|e| Skip::Failed(format!("{e:?}")))?;
-                self.totals.objects_added += 1;
+                record(work, copy, &stat);
+                work.totals.objects_added += 1;
                 if leased {
-                    let rec = &self.candidates[file];
-                    let guest = self.guests[rec.guest as usize].row.id;
-                    self.catalog
-                        .set_guest_link(guest, &rec.rel, &group.id, self.run)
-                        .map_err(|e| Skip::Failed(e.to_string()))?;
-                    self.consumed.push(file);
+                    work.ops.push(CatalogOp::GuestLink { file, id: group.id });
+                    work.consumed.push(file);
                 } else {
-                    self.totals.objects_copied += 1;
-                    self.note_skip(file, Skip::InUse);
+                    work.totals.objects_copied += 1;
+                    self.note_skip(file, Skip::InUse, work);
                 }
                 let (dir, name) = self
                     .store
@@ -267,19 +278,24 @@ impl<'a> Applier<'a> {
                     .stat_object(&group.id, 0)
                     .map_err(|e| Skip::Failed(e.to_string()))?
                     .ok_or(Skip::Changed)?;
-                record(self, 0, &stat).map_err(|e| Skip::Failed(format!("{e:?}")))?;
+                record(work, 0, &stat);
                 let mut target = self
                     .open_target(&group.id)
-                    .map_err(|e| Skip::Failed(format!("{e:?}")))?
+                    .map_err(|e| Skip::Failed(e.to_string()))?
                     .ok_or(Skip::Changed)?;
-                self.replace(file, &mut target)?;
+                self.replace(file, &mut target, work)?;
                 Ok(target)
             }
         }
     }
 
     /// Replaces one file by a link to `target`.
-    fn replace(&mut self, file: usize, target: &mut Target) -> std::result::Result<(), Skip> {
+    fn replace(
+        &self,
+        file: usize,
+        target: &mut Target,
+        work: &mut GroupWork,
+    ) -> std::result::Result<(), Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
         let fd = self.open_checked(file, parent.as_fd(), &name)?;
         match sys::take_read_lease(fd.as_fd()) {
@@ -298,7 +314,7 @@ impl<'a> Applier<'a> {
                 target.id
             )));
         }
-        let tmp = self.link_to_tmp(target, parent.as_fd())?;
+        let tmp = self.link_to_tmp(target, parent.as_fd(), work)?;
         if let Err(e) = sys::rename_exchange(parent.as_fd(), &tmp, &name) {
             let _ = sys::unlink_at(parent.as_fd(), &tmp);
             return Err(fail(e));
@@ -316,42 +332,37 @@ impl<'a> Applier<'a> {
         }
         sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
         self.closer.close(fd);
-        let rec = &self.candidates[file];
-        let guest = self.guests[rec.guest as usize].row.id;
-        self.catalog
-            .set_guest_link(guest, &rec.rel, &target.id, self.run)
-            .map_err(|e| Skip::Failed(e.to_string()))?;
-        self.tick().map_err(|e| Skip::Failed(format!("{e:?}")))?;
-        self.consumed.push(file);
-        self.totals.files_linked += 1;
-        self.totals.bytes_saved += rec.stat.size;
+        work.ops.push(CatalogOp::GuestLink {
+            file,
+            id: target.id,
+        });
+        work.consumed.push(file);
+        work.totals.files_linked += 1;
+        work.totals.bytes_saved += rec.stat.size;
         Ok(())
     }
 
     /// Links the target object to a fresh temp name in `parent`, moving on
     /// to the next copy of the object when this one is full.
     fn link_to_tmp(
-        &mut self,
+        &self,
         target: &mut Target,
         parent: BorrowedFd,
+        work: &mut GroupWork,
     ) -> std::result::Result<OsString, Skip> {
         loop {
             if self.link_max.is_some_and(|max| target.nlink >= max) {
-                self.next_copy(target)?;
+                self.next_copy(target, work)?;
                 continue;
             }
-            self.tmp_seq += 1;
-            let tmp = OsString::from(format!(
-                "{TMP_PREFIX}{}-{}",
-                std::process::id(),
-                self.tmp_seq
-            ));
+            let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+            let tmp = OsString::from(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
             match sys::link_at(target.dir.as_fd(), &target.name, parent, &tmp) {
                 Ok(()) => {
                     target.nlink += 1;
                     return Ok(tmp);
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => self.next_copy(target)?,
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => self.next_copy(target, work)?,
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
                 Err(e) => return Err(fail(e)),
             }
@@ -359,7 +370,11 @@ impl<'a> Applier<'a> {
     }
 
     /// Moves `target` to the next copy of its object, creating it if needed.
-    fn next_copy(&mut self, target: &mut Target) -> std::result::Result<(), Skip> {
+    fn next_copy(
+        &self,
+        target: &mut Target,
+        work: &mut GroupWork,
+    ) -> std::result::Result<(), Skip> {
         let failed = |e: store::Error| Skip::Failed(e.to_string());
         let copy = target.copy + 1;
         let stat = match self.store.stat_object(&target.id, copy).map_err(failed)? {
@@ -369,7 +384,7 @@ impl<'a> Applier<'a> {
                     .store
                     .new_copy(&target.id, target.copy, copy, self.ignore_mtime)
                     .map_err(failed)?;
-                self.totals.extra_copies += 1;
+                work.totals.extra_copies += 1;
                 match made {
                     Ingested::Linked { stat, .. } => stat,
                     Ingested::Exists { .. } => self
@@ -380,9 +395,12 @@ impl<'a> Applier<'a> {
                 }
             }
         };
-        self.catalog
-            .set_object_file(&target.id, copy, stat.dev, stat.ino)
-            .map_err(|e| Skip::Failed(e.to_string()))?;
+        work.ops.push(CatalogOp::ObjectFile {
+            id: target.id,
+            copy,
+            dev: stat.dev,
+            ino: stat.ino,
+        });
         let (dir, name) = self
             .store
             .object_link_source(&target.id, copy)
@@ -426,27 +444,55 @@ impl<'a> Applier<'a> {
     }
 
     /// The parent directory of a candidate, opened beneath the guest root.
-    fn open_parent(&mut self, file: usize) -> io::Result<(OwnedFd, OsString)> {
+    fn open_parent(&self, file: usize) -> io::Result<(Arc<OwnedFd>, OsString)> {
         let rec = &self.candidates[file];
-        let parent_rel = rec.rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let parent_rel = rec.rel.parent().unwrap_or(Path::new(""));
         let name = rec
             .rel
             .file_name()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?
             .to_os_string();
-        if let Some((g, p, fd)) = &self.parent {
-            if *g == rec.guest && *p == parent_rel {
-                return Ok((fd.try_clone()?, name));
-            }
-        }
         let guest = &self.guests[rec.guest as usize];
-        let fd = sys::open_beneath(
-            guest.fd.as_fd(),
-            &parent_rel,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-        )?;
-        self.parent = Some((rec.guest, parent_rel, fd.try_clone()?));
+        let fd = self.dirs.get(rec.guest, parent_rel, || {
+            sys::open_beneath(
+                guest.fd.as_fd(),
+                parent_rel,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            )
+        })?;
         Ok((fd, name))
+    }
+}
+
+/// Directories opened beneath guest roots, shared by the linking threads:
+/// the files of one directory are spread over many groups. Bounded, so
+/// unify holds few fds (the open-file limit can be low).
+#[derive(Default)]
+struct DirCache {
+    map: Mutex<HashMap<(u32, PathBuf), Arc<OwnedFd>>>,
+}
+
+const DIR_CACHE_SIZE: usize = 512;
+
+impl DirCache {
+    fn get(
+        &self,
+        guest: u32,
+        rel: &Path,
+        open: impl FnOnce() -> io::Result<OwnedFd>,
+    ) -> io::Result<Arc<OwnedFd>> {
+        let key = (guest, rel.to_path_buf());
+        if let Some(fd) = self.map.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(fd);
+        }
+        let fd = Arc::new(open()?);
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= DIR_CACHE_SIZE {
+                map.clear();
+            }
+            map.insert(key, fd.clone());
+        }
+        Ok(fd)
     }
 }
 

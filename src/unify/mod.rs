@@ -7,6 +7,7 @@ mod closer;
 pub mod exclude;
 pub mod hash;
 pub mod plan;
+mod record;
 pub mod scan;
 mod stale;
 
@@ -122,6 +123,10 @@ pub struct Summary {
     pub skipped_changed: u64,
     pub skipped_in_use: u64,
     pub stale_tmp_removed: u64,
+    /// Wall time of the phases: walking, hashing, linking (and catalog writes).
+    pub scan_seconds: f64,
+    pub hash_seconds: f64,
+    pub apply_seconds: f64,
     pub seconds: f64,
     pub problems: Vec<Problem>,
 }
@@ -245,15 +250,19 @@ fn run(
         min_size: opts.min_size,
         object_inodes: &object_inodes,
     };
-    let scans: Vec<scan::Scan> = guests
-        .par_iter()
-        .enumerate()
-        .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
-        .collect();
+    let scans: Vec<scan::Scan> = worker_pool().install(|| {
+        guests
+            .par_iter()
+            .enumerate()
+            .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
+            .collect()
+    });
     let mut scan = scan::Scan::default();
     for s in scans {
         scan.merge(s);
     }
+    summary.scan_seconds = started.elapsed().as_secs_f64();
+    let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;
     summary.bytes_scanned = scan.counts.bytes;
     summary.files_excluded = scan.counts.excluded;
@@ -277,19 +286,23 @@ fn run(
     let which = hash::worth_hashing(&scan.candidates, &object_keys, ignore_mtime);
     let total: u64 = which.iter().map(|&i| scan.candidates[i].stat.size).sum();
     let progress = progress_bar(opts.progress, total, "hashing");
-    let hashed = hash::hash_files(
-        &guests,
-        &scan.candidates,
-        &which,
-        &cache,
-        ignore_mtime,
-        &progress,
-    );
+    let hashed = worker_pool().install(|| {
+        hash::hash_files(
+            &guests,
+            &scan.candidates,
+            &which,
+            &cache,
+            ignore_mtime,
+            &progress,
+        )
+    });
     progress.finish_and_clear();
     summary.bytes_hashed = hashed.bytes_hashed;
     summary.files_hashed = hashed.hashed.iter().filter(|h| h.read).count() as u64;
     summary.cache_hits = hashed.hashed.len() as u64 - summary.files_hashed;
     summary.problems.extend(hashed.problems);
+    summary.hash_seconds = hash_started.elapsed().as_secs_f64();
+    let apply_started = Instant::now();
 
     let existing: HashSet<ObjectId> = objects
         .keys()
@@ -306,13 +319,14 @@ fn run(
         return Ok(summary);
     };
 
-    catalog.begin()?;
-    let mut applier = apply::Applier::new(store, catalog, &guests, &scan.candidates, run_id);
+    let mut writer = record::Writer::new(catalog, run_id)?;
+    let mut applier = apply::Applier::new(store, &guests, &scan.candidates);
     applier.link_max = opts.link_max;
     applier.paranoid = opts.paranoid;
     applier.ignore_mtime = ignore_mtime;
-    summary.stale_tmp_removed =
-        stale::clean(&mut applier, &scan.stale_tmp, &existing, ignore_mtime)?;
+    let (removed, mut problems) = stale::clean(&applier, &scan.stale_tmp, &existing, ignore_mtime);
+    summary.stale_tmp_removed = removed;
+    summary.problems.append(&mut problems);
     // Rewrite only the guest_links rows that changed: a re-run writes little.
     let mut old_links = guests
         .iter()
@@ -320,12 +334,10 @@ fn run(
         .collect::<catalog::Result<Vec<_>>>()?;
     for l in &scan.linked {
         if l.recovered {
-            stale::recover_object(&mut applier, l, ignore_mtime)?;
+            stale::recover_object(store, &mut writer, l, ignore_mtime)?;
         }
         if old_links[l.guest as usize].remove(&l.rel) != Some(l.id) {
-            let guest = guests[l.guest as usize].row.id;
-            catalog.set_guest_link(guest, &l.rel, &l.id, run_id)?;
-            applier.tick()?;
+            writer.guest_link(guests[l.guest as usize].row.id, &l.rel, &l.id)?;
         }
     }
     let by_file: std::collections::HashMap<usize, &hash::Hashed> =
@@ -335,17 +347,39 @@ fn run(
         groups.iter().map(|g| g.files.len() as u64).sum(),
         "linking",
     );
-    for group in &groups {
-        applier.apply_group(group, by_file[&group.files[0]])?;
-        progress.inc(group.files.len() as u64);
+    // Groups are independent (one object each): link them on several
+    // threads, since each file waits on the filesystem more than on a CPU;
+    // the catalog records each chunk's results from this thread.
+    let pool = worker_pool();
+    let mut totals = apply::ApplyTotals::default();
+    let mut consumed = HashSet::new();
+    for chunk in groups.chunks(1024) {
+        let works: Vec<Result<apply::GroupWork>> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|group| {
+                    let work = applier.apply_group(group, by_file[&group.files[0]]);
+                    progress.inc(group.files.len() as u64);
+                    work
+                })
+                .collect()
+        });
+        for work in works {
+            let mut work = work?;
+            for op in work.ops {
+                writer.record(op, &guests, &scan.candidates)?;
+            }
+            totals.add(&work.totals);
+            summary.problems.append(&mut work.problems);
+            consumed.extend(work.consumed);
+        }
     }
     progress.finish_and_clear();
-    let consumed: HashSet<usize> = applier.consumed.iter().copied().collect();
+    drop(applier);
     for h in hashed.hashed.iter().filter(|h| h.read) {
         if !consumed.contains(&h.file) {
             let st = &scan.candidates[h.file].stat;
-            catalog.put_hash(st.dev, st.ino, &hash::cache_row(st, h.id, h.content))?;
-            applier.tick()?;
+            writer.put_hash(st, h)?;
         }
     }
     for &file in &consumed {
@@ -354,11 +388,10 @@ fn run(
     }
     for (g, gone) in guests.iter().zip(&old_links) {
         for path in gone.keys() {
-            catalog.delete_guest_link(g.row.id, path)?;
-            applier.tick()?;
+            writer.delete_guest_link(g.row.id, path)?;
         }
     }
-    let t = applier.totals;
+    let t = totals;
     summary.files_linked = t.files_linked;
     summary.bytes_saved = t.bytes_saved;
     summary.objects_added = t.objects_added;
@@ -366,7 +399,6 @@ fn run(
     summary.extra_copies = t.extra_copies;
     summary.skipped_changed = t.skipped_changed;
     summary.skipped_in_use = t.skipped_in_use;
-    summary.problems.append(&mut applier.problems);
     catalog.finish_run(
         run_id,
         &RunTotals {
@@ -380,6 +412,7 @@ fn run(
     // names its old or its new inode, and the catalog is re-checked against
     // the filesystem by the next run.
     catalog.commit()?;
+    summary.apply_seconds = apply_started.elapsed().as_secs_f64();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -462,6 +495,24 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Threads for hashing and linking: more than the cores, because a thread
+/// often waits for the disk (cold cache, journal, discard) rather than a CPU.
+/// `UNIFS_THREADS` overrides the count.
+fn worker_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::env::var("UNIFS_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| (rayon::current_num_threads() * 4).clamp(4, 16));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("unify-{i}"))
+            .build()
+            .expect("a thread pool")
+    })
 }
 
 fn progress_bar(show: bool, total: u64, what: &'static str) -> ProgressBar {

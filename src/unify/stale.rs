@@ -1,12 +1,13 @@
 //! Leftovers of a killed run: `.unifs-tmp-*` names in guest directories, and
 //! objects linked into the store but not yet recorded in the catalog.
 
-use super::apply::Applier;
+use super::apply::{Applier, CatalogOp};
+use super::record::Writer;
 use super::scan::{FileRec, LinkedRec};
 use super::Error;
 use super::Problem;
 use crate::catalog::ObjectRow;
-use crate::store::{id::hash_reader, read_marker, IoContext, ObjectId, ObjectMeta};
+use crate::store::{id::hash_reader, read_marker, IoContext, ObjectId, ObjectMeta, Store};
 use crate::sys;
 use std::collections::HashSet;
 use std::fs::File;
@@ -18,12 +19,13 @@ use std::path::Path;
 /// links its object (killed before the unlink). Anything else is left and
 /// reported. Returns how many were removed.
 pub fn clean(
-    a: &mut Applier,
+    a: &Applier,
     stale: &[FileRec],
     existing: &HashSet<ObjectId>,
     ignore_mtime: bool,
-) -> Result<u64, Error> {
+) -> (u64, Vec<Problem>) {
     let mut removed = 0;
+    let mut problems = Vec::new();
     for rec in stale {
         let guest = &a.guests[rec.guest as usize];
         let path = guest.root.join(&rec.rel);
@@ -36,20 +38,18 @@ pub fn clean(
                         .and_then(|dir| sys::unlink_at(dir.as_fd(), name));
                 match done {
                     Ok(()) => removed += 1,
-                    Err(e) => a
-                        .problems
-                        .push(Problem::new(path, format!("cannot remove: {e}"))),
+                    Err(e) => problems.push(Problem::new(path, format!("cannot remove: {e}"))),
                 }
             }
-            Ok(false) => a.problems.push(Problem::new(
+            Ok(false) => problems.push(Problem::new(
                 path,
                 "temp name left by a killed run whose content the store does not hold; \
                  left for you to inspect",
             )),
-            Err(e) => a.problems.push(Problem::new(path, e.to_string())),
+            Err(e) => problems.push(Problem::new(path, e.to_string())),
         }
     }
-    Ok(removed)
+    (removed, problems)
 }
 
 fn held_by_store(
@@ -81,8 +81,13 @@ fn held_by_store(
 }
 
 /// Records an object found by its marker but missing from the catalog.
-pub fn recover_object(a: &mut Applier, l: &LinkedRec, ignore_mtime: bool) -> Result<(), Error> {
-    let path = a.store.object_path(&l.id, l.copy);
+pub fn recover_object(
+    store: &Store,
+    writer: &mut Writer,
+    l: &LinkedRec,
+    ignore_mtime: bool,
+) -> Result<(), Error> {
+    let path = store.object_path(&l.id, l.copy);
     let file = File::open(&path).at(&path)?;
     let st = sys::fstat(file.as_fd()).at(&path)?;
     let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime).at(&path)?;
@@ -96,7 +101,15 @@ pub fn recover_object(a: &mut Applier, l: &LinkedRec, ignore_mtime: bool) -> Res
         gid: st.gid,
         mtime: st.mtime,
     };
-    a.catalog.insert_object(&row, a.run)?;
-    a.catalog.set_object_file(&l.id, l.copy, st.dev, st.ino)?;
-    a.tick()
+    writer.record(CatalogOp::Object(row), &[], &[])?;
+    writer.record(
+        CatalogOp::ObjectFile {
+            id: l.id,
+            copy: l.copy,
+            dev: st.dev,
+            ino: st.ino,
+        },
+        &[],
+        &[],
+    )
 }

@@ -1,7 +1,6 @@
 //! Named guests: start → exec → enter → stop, state, errors.
 //!
-//! These use `root_mount = "bind"` until `unifs mount` (the overlay) is
-//! merged; then `ROOT_MOUNT` below switches them to the FUSE overlay.
+//! They run on the FUSE overlay (`root_mount = "overlay"`).
 
 use super::harness::{can_run, run_bounded, stderr, stdout, KillOnDrop, TestRoot};
 use crate::common::unifs_bin;
@@ -9,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-/// Flip to "overlay" once `unifs mount` lands.
-const ROOT_MOUNT: &str = "bind";
+/// Named guests run on the FUSE overlay, as in production.
+const ROOT_MOUNT: &str = "overlay";
 
 /// A guest with its own config and runtime dirs; stops and unmounts on drop.
 struct Guest {
@@ -18,6 +17,8 @@ struct Guest {
     t: TestRoot,
     config_dir: PathBuf,
     run_dir: PathBuf,
+    /// `--store` for the overlay mount (default: the global default).
+    store: Option<PathBuf>,
 }
 
 impl Guest {
@@ -38,11 +39,15 @@ impl Guest {
             t,
             config_dir,
             run_dir,
+            store: None,
         }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(unifs_bin());
+        if let Some(store) = &self.store {
+            cmd.arg("--store").arg(store);
+        }
         cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
         cmd.env("UNIFS_RUN_DIR", &self.run_dir);
         cmd.arg("guest").args(args);
@@ -195,6 +200,59 @@ fn named_start_exec_enter_stop() {
     }
     // The backing tree is intact.
     assert!(g.t.root().join("bin/busybox").exists());
+}
+
+#[test]
+fn named_guest_on_a_unified_root_writes_only_its_private_copy() {
+    if !can_run("named_guest_on_a_unified_root") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut g = Guest::new("unified", "[\"/bin/sleep\", \"1000\"]", true);
+    let other = TestRoot::new();
+    let store = g.t.dir.path().join("store");
+    for root in [g.t.root(), other.root()] {
+        crate::tree::file(&root, "etc/motd", b"welcome\n", 0o644);
+        // As a package would install it: the same mtime in every guest.
+        crate::tree::set_mtime(&root.join("bin/busybox"), crate::tree::MTIME);
+    }
+    let s = crate::tree::unify_json(&store, &[&g.t.root(), &other.root()]);
+    assert!(s["files_linked"].as_u64().unwrap() >= 2, "{s}");
+    let ino = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(g.t.root().join("etc/motd")),
+        ino(other.root().join("etc/motd"))
+    );
+    g.store = Some(store.clone());
+    ok(&g.unifs(&["start", &g.name]));
+    let out = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo changed >> /etc/motd; cat /etc/motd; stat -c %h /etc/motd",
+    ]));
+    assert_eq!(out, "welcome\nchanged\n1\n");
+    ok(&g.unifs(&["stop", "--timeout", "5", &g.name]));
+    assert_eq!(
+        std::fs::read(g.t.root().join("etc/motd")).unwrap(),
+        b"welcome\nchanged\n"
+    );
+    assert_eq!(
+        std::fs::read(other.root().join("etc/motd")).unwrap(),
+        b"welcome\n"
+    );
+    assert_ne!(
+        ino(g.t.root().join("etc/motd")),
+        ino(other.root().join("etc/motd"))
+    );
+    // Untouched files stay shared: the busybox binary is still one inode.
+    assert_eq!(
+        ino(g.t.root().join("bin/busybox")),
+        ino(other.root().join("bin/busybox"))
+    );
+    crate::tree::assert_verify_clean(&store);
 }
 
 #[test]

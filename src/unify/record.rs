@@ -1,0 +1,80 @@
+//! The catalog side of a unify run: one writer, batched into transactions,
+//! fed with what the linking threads did.
+
+use super::apply::CatalogOp;
+use super::hash::{cache_row, Hashed};
+use super::scan::FileRec;
+use super::{Guest, Result};
+use crate::catalog::Catalog;
+use crate::store::ObjectId;
+use crate::sys::Stat;
+use std::path::Path;
+
+/// Catalog writes between commits: bounds what a killed run must redo (it
+/// is recovered from the store markers either way).
+const COMMIT_EVERY: usize = 4096;
+
+pub struct Writer<'a> {
+    pub catalog: &'a Catalog,
+    pub run: i64,
+    pending: usize,
+}
+
+impl<'a> Writer<'a> {
+    /// Opens the run's first transaction.
+    pub fn new(catalog: &'a Catalog, run: i64) -> Result<Writer<'a>> {
+        catalog.begin()?;
+        Ok(Writer {
+            catalog,
+            run,
+            pending: 0,
+        })
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        self.pending += 1;
+        if self.pending >= COMMIT_EVERY {
+            self.catalog.commit()?;
+            self.catalog.begin()?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    pub fn record(
+        &mut self,
+        op: CatalogOp,
+        guests: &[Guest],
+        candidates: &[FileRec],
+    ) -> Result<()> {
+        match op {
+            CatalogOp::Object(row) => self.catalog.insert_object(&row, self.run)?,
+            CatalogOp::ObjectFile { id, copy, dev, ino } => {
+                self.catalog.set_object_file(&id, copy, dev, ino)?
+            }
+            CatalogOp::GuestLink { file, id } => {
+                let rec = &candidates[file];
+                let guest = guests[rec.guest as usize].row.id;
+                self.catalog
+                    .set_guest_link(guest, &rec.rel, &id, self.run)?
+            }
+        }
+        self.tick()
+    }
+
+    pub fn guest_link(&mut self, guest: i64, rel: &Path, id: &ObjectId) -> Result<()> {
+        self.catalog.set_guest_link(guest, rel, id, self.run)?;
+        self.tick()
+    }
+
+    pub fn delete_guest_link(&mut self, guest: i64, rel: &Path) -> Result<()> {
+        self.catalog.delete_guest_link(guest, rel)?;
+        self.tick()
+    }
+
+    pub fn put_hash(&mut self, st: &Stat, h: &Hashed) -> Result<()> {
+        self.catalog
+            .put_hash(st.dev, st.ino, &cache_row(st, h.id, h.content))?;
+        self.tick()
+    }
+}
