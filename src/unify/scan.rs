@@ -1,18 +1,20 @@
 //! Walking guests: every regular file that unify may link, the files that
 //! already link a store object, and what was left out and why.
 //!
-//! The walk (walkdir) never follows symlinks and stays on the guest's
-//! filesystem. Its paths are only used as names: every later open goes
-//! through `sys::open_beneath` from the guest's root fd, so a directory
-//! swapped for a symlink mid-walk cannot lead unify out of the guest.
+//! The walk goes through directory fds, never follows symlinks and stays on
+//! the guest's filesystem. Its paths are only used as names: every later
+//! open goes through `sys::open_beneath` from the guest's root fd, so a
+//! directory swapped for a symlink mid-walk cannot lead unify out of the guest.
 
 use super::exclude::{Excludes, Mask};
 use super::{Guest, Problem};
 use crate::store::{read_marker_path, ObjectId, Store};
-use crate::sys::{Stat, Timestamp};
+use crate::sys;
+use crate::sys::Stat;
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Prefix of the temp names unify gives links while replacing a file.
@@ -84,73 +86,124 @@ pub struct ScanContext<'a> {
 
 pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     let mut scan = Scan::default();
-    let mut masks: Vec<Mask> = vec![0];
-    let mut walk = walkdir::WalkDir::new(&guest.root)
-        .follow_links(false)
-        .same_file_system(true)
-        .into_iter();
-    while let Some(entry) = walk.next() {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
-                scan.problems.push(Problem::new(path, e.to_string()));
+    let walk = guest.fd.try_clone().and_then(|fd| {
+        let dev = sys::fstat(fd.as_fd())?.dev;
+        let mut walker = Walker {
+            ctx,
+            index,
+            guest,
+            dev,
+            scan: &mut scan,
+        };
+        walker.dir(fd, PathBuf::new(), 0);
+        Ok(())
+    });
+    if let Err(e) = walk {
+        scan.problems.push(Problem::new(&guest.root, e.to_string()));
+    }
+    scan
+}
+
+/// Walks a guest through directory fds: each directory is opened relative
+/// to its parent (`O_NOFOLLOW`), each entry stat'ed relative to its
+/// directory, so no path is looked up twice and a directory swapped for a
+/// symlink mid-walk is not followed. Directories on another filesystem are
+/// not entered.
+struct Walker<'a, 'b> {
+    ctx: &'a ScanContext<'a>,
+    index: u32,
+    guest: &'a Guest,
+    dev: u64,
+    scan: &'b mut Scan,
+}
+
+impl Walker<'_, '_> {
+    fn dir(&mut self, fd: OwnedFd, rel: PathBuf, parent_mask: Mask) {
+        let dfd = match fd.try_clone() {
+            Ok(d) => d,
+            Err(e) => return self.problem(&rel, e),
+        };
+        let mut dir = match nix::dir::Dir::from_fd(fd) {
+            Ok(d) => d,
+            Err(e) => return self.problem(&rel, e.into()),
+        };
+        let mut subdirs = Vec::new();
+        for entry in dir.iter() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.problem(&rel, e.into());
+                    break;
+                }
+            };
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
                 continue;
             }
-        };
-        let depth = entry.depth();
-        if depth == 0 {
-            continue;
-        }
-        let rel = match entry.path().strip_prefix(&guest.root) {
-            Ok(r) => r.to_path_buf(),
-            Err(_) => continue,
-        };
-        masks.truncate(depth);
-        let mask = ctx
-            .excludes
-            .mask(masks[depth - 1], &Path::new("/").join(&rel));
-        let file_type = entry.file_type();
-        if file_type.is_dir() {
-            if ctx.excludes.prune(mask) {
-                walk.skip_current_dir();
+            let child = rel.join(name);
+            let mask = self
+                .ctx
+                .excludes
+                .mask(parent_mask, &Path::new("/").join(&child));
+            use nix::dir::Type;
+            match entry.file_type() {
+                Some(Type::Directory) => subdirs.push((name.to_os_string(), child, mask)),
+                Some(Type::File) | None => {
+                    let st = match sys::stat_at(dfd.as_fd(), name) {
+                        Ok(st) => st,
+                        Err(e) => {
+                            self.problem(&child, e);
+                            continue;
+                        }
+                    };
+                    if st.is_dir() {
+                        subdirs.push((name.to_os_string(), child, mask));
+                    } else if st.is_file() {
+                        self.file(name, child, st, mask);
+                    }
+                }
+                _ => {}
             }
-            masks.push(mask);
-            continue;
         }
-        if !file_type.is_file() {
-            continue;
-        }
-        let meta = match entry.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                scan.problems
-                    .push(Problem::new(entry.path(), e.to_string()));
+        drop(dir);
+        for (name, child, mask) in subdirs {
+            if self.ctx.excludes.prune(mask) {
                 continue;
             }
-        };
-        let stat = stat_of(&meta);
-        if entry
-            .file_name()
-            .as_bytes()
-            .starts_with(TMP_PREFIX.as_bytes())
-        {
+            let sub = sys::open_at(
+                dfd.as_fd(),
+                &name,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK,
+                0,
+            );
+            match sub.and_then(|fd| sys::fstat(fd.as_fd()).map(|st| (fd, st))) {
+                Ok((fd, st)) if st.dev == self.dev => self.dir(fd, child, mask),
+                Ok(_) => {} // another filesystem mounted here
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {} // swapped for a symlink
+                Err(e) => self.problem(&child, e),
+            }
+        }
+    }
+
+    fn file(&mut self, name: &OsStr, rel: PathBuf, stat: Stat, mask: Mask) {
+        let (ctx, index, scan) = (self.ctx, self.index, &mut *self.scan);
+        if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
             scan.stale_tmp.push(FileRec {
                 guest: index,
                 rel,
                 stat,
             });
-            continue;
+            return;
         }
         scan.counts.files += 1;
         scan.counts.bytes += stat.size;
         if ctx.excludes.excluded(mask) {
             scan.counts.excluded += 1;
-            continue;
+            return;
         }
         if stat.size == 0 || stat.size < ctx.min_size {
             scan.counts.too_small += 1;
-            continue;
+            return;
         }
         if let Some(&(id, copy)) = ctx.object_inodes.get(&(stat.dev, stat.ino)) {
             scan.linked.push(LinkedRec {
@@ -161,13 +214,11 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
                 stat,
                 recovered: false,
             });
-            continue;
+            return;
         }
         if stat.nlink > 1 {
-            match ctx
-                .store
-                .and_then(|s| recover_object(s, entry.path(), &stat))
-            {
+            let path = self.guest.root.join(&rel);
+            match ctx.store.and_then(|s| recover_object(s, &path, &stat)) {
                 Some((id, copy)) => scan.linked.push(LinkedRec {
                     guest: index,
                     rel,
@@ -180,7 +231,7 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
                 // its paths keep hardlink semantics (invariant 3).
                 None => scan.counts.guest_hardlinks += 1,
             }
-            continue;
+            return;
         }
         scan.candidates.push(FileRec {
             guest: index,
@@ -188,7 +239,12 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
             stat,
         });
     }
-    scan
+
+    fn problem(&mut self, rel: &Path, e: std::io::Error) {
+        self.scan
+            .problems
+            .push(Problem::new(self.guest.root.join(rel), e.to_string()));
+    }
 }
 
 /// A linked file the catalog does not know: is it an object file (its
@@ -197,24 +253,4 @@ fn recover_object(store: &Store, path: &Path, stat: &Stat) -> Option<(ObjectId, 
     let id = read_marker_path(path).ok()??;
     let copy = store.find_copy(&id, stat.dev, stat.ino).ok()??;
     Some((id, copy))
-}
-
-pub fn stat_of(m: &std::fs::Metadata) -> Stat {
-    Stat {
-        dev: m.dev(),
-        ino: m.ino(),
-        mode: m.mode(),
-        nlink: m.nlink(),
-        uid: m.uid(),
-        gid: m.gid(),
-        size: m.size(),
-        mtime: Timestamp {
-            sec: m.mtime(),
-            nsec: m.mtime_nsec() as u32,
-        },
-        ctime: Timestamp {
-            sec: m.ctime(),
-            nsec: m.ctime_nsec() as u32,
-        },
-    }
 }
