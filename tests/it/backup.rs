@@ -504,3 +504,63 @@ fn store_ls_since_lists_only_new_objects_and_snapshots_survive_a_running_unify()
     assert!(child.wait().unwrap().success());
     assert!(during >= 1, "no snapshot was taken while unify ran");
 }
+
+#[test]
+fn restore_onto_another_filesystem_copies_objects() {
+    if !require_root("restore_onto_another_filesystem") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shm = Path::new("/dev/shm");
+    use std::os::unix::fs::MetadataExt;
+    if fs::metadata(shm).map(|m| m.dev()).ok() == Some(fs::metadata(dir.path()).unwrap().dev()) {
+        eprintln!("skipping: /dev/shm is on the temp dir's filesystem");
+        return;
+    }
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    let before = snapshot(&guests[0]);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let m = lab.join("g0.jsonl");
+    manifest(&store, &guests[0], &m);
+    let private = lab.join("private");
+    for rel in [
+        "etc/hostname",
+        "var/lib/data",
+        "usr/share/empty",
+        "usr/bin/perl",
+    ] {
+        let dest = private.join(rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(guests[0].join(rel))
+            .arg(&dest));
+    }
+    let elsewhere = tempfile::tempdir_in(shm).unwrap();
+    let target = elsewhere.path().join("g0");
+    let o = unifs(
+        &store,
+        &[
+            &"restore",
+            &"--json",
+            &"--manifest",
+            &m,
+            &"--from",
+            &private,
+            &target,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["objects_linked"], 0, "{report}");
+    assert!(report["objects_copied"].as_u64().unwrap() >= 16, "{report}");
+    assert_invisible(&before, &snapshot(&target), "restored onto tmpfs");
+    assert_eq!(
+        fs::metadata(target.join("usr/lib/lib4.so"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+}
