@@ -8,17 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-fn cstr(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use crate::sys::{check, cstr};
 
 fn check_size(ret: isize) -> io::Result<usize> {
     if ret < 0 {
@@ -107,28 +97,7 @@ pub fn rmdir_at(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
     Ok(())
 }
 
-/// `renameat2` with the caller's flags (NOREPLACE, EXCHANGE).
-pub fn rename2(
-    olddir: BorrowedFd,
-    old: &OsStr,
-    newdir: BorrowedFd,
-    new: &OsStr,
-    flags: u32,
-) -> io::Result<()> {
-    let old = cstr(old)?;
-    let new = cstr(new)?;
-    // SAFETY: both names are NUL-terminated.
-    check(unsafe {
-        libc::renameat2(
-            olddir.as_raw_fd(),
-            old.as_ptr(),
-            newdir.as_raw_fd(),
-            new.as_ptr(),
-            flags,
-        )
-    })?;
-    Ok(())
-}
+pub use crate::sys::rename2;
 
 /// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`; `u32::MAX` keeps an id.
 pub fn chown_at(dir: BorrowedFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
@@ -319,26 +288,7 @@ fn entry_path(dir: BorrowedFd, name: &OsStr) -> io::Result<CString> {
     CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// Calls a size-probing xattr syscall until the buffer is large enough.
-fn read_growing(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let n = call(&mut buf);
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ERANGE) {
-            return Err(err);
-        }
-        let need = call(&mut []);
-        if need < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        buf = vec![0u8; (need as usize).max(buf.len() * 2)];
-    }
-}
+use crate::sys::xattr::read_growing;
 
 /// The xattr names of the entry `name` in `dir` (not following a symlink).
 pub fn list_xattrs_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<OsString>> {

@@ -86,7 +86,7 @@ pub(crate) fn cstr(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -228,7 +228,8 @@ pub fn link_fd(fd: BorrowedFd, newdir: BorrowedFd, new: &OsStr) -> io::Result<()
     Ok(())
 }
 
-fn rename2(
+/// `renameat2` with the caller's flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+pub fn rename2(
     olddir: BorrowedFd,
     old: &OsStr,
     newdir: BorrowedFd,

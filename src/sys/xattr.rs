@@ -109,7 +109,7 @@ pub fn list_path(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
 
 /// Calls a size-probing xattr syscall until the buffer is large enough
 /// (the value can grow between the probe and the read: ERANGE → retry).
-fn read_growing(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_growing(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     loop {
         let n = call(&mut buf);
