@@ -45,6 +45,20 @@ impl Store {
         Ok(Ingested::Linked { copy, stat })
     }
 
+    /// Undoes [`Store::ingest_by_link`] when a writer turned up before the
+    /// lease was released: the inode leaves the store and loses its marker,
+    /// so the writer's changes stay the guest's own.
+    pub fn undo_ingest(&self, fd: BorrowedFd, id: &ObjectId, copy: u32) -> Result<()> {
+        let path = self.object_path(id, copy);
+        let dir = self.fanout_dir(id, false)?;
+        let (_, name) = object_names(id, copy);
+        sys::unlink_at(dir.as_fd(), &name).at(&path)?;
+        match sys::xattr::remove_fd(fd, OsStr::new(MARKER_XATTR)) {
+            Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(e).at(path),
+            _ => Ok(()),
+        }
+    }
+
     /// Copies the open file `src` into the store as copy `copy` of `id`, for
     /// an inode someone may still write to. The copy is hashed again and
     /// kept only if it still has id `id` (the source may have changed while

@@ -300,6 +300,14 @@ pub fn take_read_lease(fd: BorrowedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// True when someone is waiting to open the leased file for writing (the
+/// kernel then reports the lease it wants us to downgrade to: `F_UNLCK`).
+pub fn lease_break_pending(fd: BorrowedFd) -> io::Result<bool> {
+    // SAFETY: F_GETLEASE takes no argument and touches no memory.
+    let kind = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLEASE) })?;
+    Ok(kind == libc::F_UNLCK)
+}
+
 pub fn release_lease(fd: BorrowedFd) -> io::Result<()> {
     // SAFETY: as above.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) })?;
@@ -307,7 +315,7 @@ pub fn release_lease(fd: BorrowedFd) -> io::Result<()> {
 }
 
 /// A lease break is announced with SIGIO, whose default action kills the
-/// process. Unify only needs the lease to block writers briefly; ignore it.
+/// process. Unify polls for breaks instead (`lease_break_pending`); ignore it.
 pub fn ignore_sigio() {
     // SAFETY: setting a signal to SIG_IGN installs no handler code.
     unsafe {

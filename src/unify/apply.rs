@@ -246,6 +246,13 @@ impl<'a> Applier<'a> {
                 ino: stat.ino,
             });
         };
+        if leased && matches!(ingested, Ingested::Linked { .. }) && break_pending(fd.as_fd()) {
+            // A writer is waiting for this inode: it must not get the object.
+            self.store
+                .undo_ingest(fd.as_fd(), &group.id, 0)
+                .map_err(|e| Skip::Failed(e.to_string()))?;
+            return Err(Skip::InUse);
+        }
         match ingested {
             Ingested::Linked { copy, stat } => {
                 record(work, copy, &stat);
@@ -321,14 +328,19 @@ impl<'a> Applier<'a> {
         }
         // The name may have been replaced after our check: only remove
         // what we swapped out if it is the inode we checked.
-        match sys::stat_at(parent.as_fd(), &tmp) {
-            Ok(out) if out.ino == st.ino && out.dev == st.dev => {}
-            _ => {
-                if sys::rename_exchange(parent.as_fd(), &tmp, &name).is_ok() {
-                    let _ = sys::unlink_at(parent.as_fd(), &tmp);
-                }
-                return Err(Skip::Changed);
+        // And a writer that opened the name before the swap is waiting on
+        // the lease for the old inode: give the name back to it.
+        let skip = match sys::stat_at(parent.as_fd(), &tmp) {
+            Ok(out) if out.ino != st.ino || out.dev != st.dev => Some(Skip::Changed),
+            Err(_) => Some(Skip::Changed),
+            Ok(_) if break_pending(fd.as_fd()) => Some(Skip::InUse),
+            Ok(_) => None,
+        };
+        if let Some(skip) = skip {
+            if sys::rename_exchange(parent.as_fd(), &tmp, &name).is_ok() {
+                let _ = sys::unlink_at(parent.as_fd(), &tmp);
             }
+            return Err(skip);
         }
         sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
         self.closer.close(fd);
@@ -506,6 +518,11 @@ pub fn object_row(id: &ObjectId, content: &Hashed, st: &Stat) -> ObjectRow {
         gid: st.gid,
         mtime: st.mtime,
     }
+}
+
+/// A writer waits on our lease (an error reading it counts as one).
+fn break_pending(fd: BorrowedFd) -> bool {
+    sys::lease_break_pending(fd).unwrap_or(true)
 }
 
 fn lease_busy(e: &io::Error) -> bool {

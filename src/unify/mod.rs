@@ -131,8 +131,11 @@ pub struct Summary {
     pub problems: Vec<Problem>,
 }
 
+/// Unifies the guests of `opts` into the store at `store_path`. Sets SIGIO
+/// to be ignored for the whole process: leases announce breaks with it.
 pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let started = Instant::now();
+    sys::ignore_sigio();
     // Before anything is created: the store must not land inside a guest.
     let guests = opts
         .guests

@@ -619,3 +619,67 @@ fn overlapping_guests_and_a_store_inside_a_guest_are_refused() {
     );
     assert!(!inside.exists(), "the store was created inside the guest");
 }
+
+#[test]
+fn writers_opening_guest_files_during_unify_neither_kill_it_nor_lose_writes() {
+    if !require_root("writers_opening_guest_files_during_unify") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..3).map(|i| lab.guest(i)).collect();
+    for g in &guests {
+        for j in 0..800u64 {
+            file(g, &format!("d{}/f{j}", j % 16), &bytes(j, 3000), 0o644);
+        }
+    }
+    // A running guest keeps opening its files for writing (a lease break for
+    // unify each time it hits a file unify holds) and appends to those of d0.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, g) = (stop.clone(), guests[0].clone());
+        std::thread::spawn(move || {
+            let mut appends: std::collections::HashMap<PathBuf, usize> = Default::default();
+            let mut j = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let k = j % 800;
+                let path = g.join(format!("d{}/f{k}", k % 16));
+                if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&path) {
+                    if k % 16 == 0 {
+                        use std::io::Write;
+                        f.write_all(b"appended").unwrap();
+                        *appends.entry(path).or_default() += 1;
+                    }
+                }
+                j += 1;
+            }
+            appends
+        })
+    };
+    let out = Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(lab.store())
+        .args(["unify", "--json"])
+        .args(&guests)
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appends = writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "unify died ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every append landed in guest 0's own file, and nowhere else.
+    assert!(!appends.is_empty());
+    for (path, n) in &appends {
+        let data = fs::read(path).unwrap();
+        let found = data.windows(8).filter(|w| w == b"appended").count();
+        assert_eq!(found, *n, "{} lost appends", path.display());
+        let rel = path.strip_prefix(&guests[0]).unwrap();
+        assert!(!fs::read(guests[1].join(rel))
+            .unwrap()
+            .ends_with(b"appended"));
+    }
+    assert_verify_clean(&lab.store());
+}
