@@ -417,20 +417,6 @@ fn timespecs(atime: Timestamp, mtime: Timestamp) -> [libc::timespec; 2] {
     })
 }
 
-/// `syncfs`: flushes the whole filesystem that `fd` is on.
-pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
-    // SAFETY: plain fd argument.
-    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
-    Ok(())
-}
-
-/// The filesystem's maximum link count for files on it, if it reports one.
-pub fn link_max(fd: BorrowedFd) -> Option<u64> {
-    // SAFETY: plain fd and name arguments.
-    let n = unsafe { libc::fpathconf(fd.as_raw_fd(), libc::_PC_LINK_MAX) };
-    (n > 0).then_some(n as u64)
-}
-
 /// Restores the default SIGPIPE action (Rust ignores it), so `unifs … | head`
 /// ends quietly like other command-line tools instead of failing to print.
 pub fn default_sigpipe() {
