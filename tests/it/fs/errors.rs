@@ -240,8 +240,15 @@ pub(super) fn run_as(uid: u32, ops: &[(&'static str, Op)]) -> Vec<i32> {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        // SAFETY: see above.
+        // SAFETY: see above. The child drops every inherited fd but the
+        // pipe first: a copy of another test's fd (a flock'ed store lock)
+        // must not outlive that test's own close of it.
         unsafe {
+            let keep = fds[1] as libc::c_uint;
+            if keep > 3 {
+                libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
             if uid != 0 {
                 libc::setgroups(0, std::ptr::null());
                 libc::setresgid(uid, uid, uid);
