@@ -110,6 +110,8 @@ pub struct Applier<'a> {
     /// The store's ids leave mtime out.
     pub ignore_mtime: bool,
     tmp_seq: AtomicU64,
+    /// This process's id, for temp names (one getpid, not one a file).
+    pid: u32,
     closer: super::closer::Closer,
     dirs: DirCache,
 }
@@ -124,6 +126,7 @@ impl<'a> Applier<'a> {
             paranoid: false,
             ignore_mtime: false,
             tmp_seq: AtomicU64::new(0),
+            pid: std::process::id(),
             closer: super::closer::Closer::new(),
             dirs: DirCache::default(),
         }
@@ -210,17 +213,8 @@ impl<'a> Applier<'a> {
         work: &mut GroupWork,
     ) -> std::result::Result<Target, Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
-        let fd = self.open_checked(file, parent.as_fd(), &name)?;
+        let (fd, st, leased) = self.open_leased(file, parent.as_fd(), &name)?;
         let rec = &self.candidates[file];
-        let leased = match sys::take_read_lease(fd.as_fd()) {
-            Ok(()) => true,
-            Err(e) if lease_busy(&e) => false,
-            Err(e) => return Err(fail(e)),
-        };
-        let st = sys::fstat(fd.as_fd()).map_err(fail)?;
-        if !st.unchanged(&rec.stat) {
-            return Err(Skip::Changed);
-        }
         let row = object_row(&group.id, content, &rec.stat);
         let ingested = if leased {
             self.store
@@ -304,17 +298,11 @@ impl<'a> Applier<'a> {
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
-        let fd = self.open_checked(file, parent.as_fd(), &name)?;
-        match sys::take_read_lease(fd.as_fd()) {
-            Ok(()) => {}
-            Err(e) if lease_busy(&e) => return Err(Skip::InUse),
-            Err(e) => return Err(fail(e)),
+        let (fd, st, leased) = self.open_leased(file, parent.as_fd(), &name)?;
+        if !leased {
+            return Err(Skip::InUse);
         }
         let rec = &self.candidates[file];
-        let st = sys::fstat(fd.as_fd()).map_err(fail)?;
-        if !st.unchanged(&rec.stat) {
-            return Err(Skip::Changed);
-        }
         if self.paranoid && !same_bytes(fd.as_fd(), target).map_err(fail)? {
             return Err(Skip::Failed(format!(
                 "--paranoid: bytes differ from object {} though the hashes match; left as it was",
@@ -368,7 +356,7 @@ impl<'a> Applier<'a> {
                 continue;
             }
             let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-            let tmp = OsString::from(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
+            let tmp = OsString::from(format!("{TMP_PREFIX}{}-{seq}", self.pid));
             match sys::link_at(target.dir.as_fd(), &target.name, parent, &tmp) {
                 Ok(()) => {
                     target.nlink += 1;
@@ -429,12 +417,16 @@ impl<'a> Applier<'a> {
 
     /// Opens the file read-only beneath its parent (no symlink followed) and
     /// checks it is the scanned inode, unchanged, with no other link.
-    fn open_checked(
+    /// Opens the file read-only beneath its parent (no symlink followed),
+    /// takes a read lease if nobody has it open for writing (the `bool`),
+    /// then checks it is the scanned inode, unchanged, with no other link.
+    /// One stat, after the lease: a write before it shows in mtime/ctime.
+    fn open_leased(
         &self,
         file: usize,
         parent: BorrowedFd,
         name: &OsStr,
-    ) -> std::result::Result<OwnedFd, Skip> {
+    ) -> std::result::Result<(OwnedFd, Stat, bool), Skip> {
         let rec = &self.candidates[file];
         let fd = match sys::open_at(
             parent,
@@ -448,11 +440,18 @@ impl<'a> Applier<'a> {
             }
             Err(e) => return Err(fail(e)),
         };
+        let leased = match sys::take_read_lease(fd.as_fd()) {
+            Ok(()) => true,
+            Err(e) if lease_busy(&e) => false,
+            // Not a regular file any more (leases need one).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(Skip::Changed),
+            Err(e) => return Err(fail(e)),
+        };
         let st = sys::fstat(fd.as_fd()).map_err(fail)?;
         if !st.is_file() || !st.unchanged(&rec.stat) || st.nlink != 1 {
             return Err(Skip::Changed);
         }
-        Ok(fd)
+        Ok((fd, st, leased))
     }
 
     /// The parent directory of a candidate, opened beneath the guest root.

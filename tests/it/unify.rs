@@ -332,6 +332,30 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
     assert_verify_clean(&lab.store());
 }
 
+/// `unifs unify --json ARGS GUESTS` with objects full at `link_max` links.
+fn unify_json_link_max(
+    store: &Path,
+    args: &[&str],
+    guests: &[PathBuf],
+    link_max: u32,
+) -> serde_json::Value {
+    let out = Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(store)
+        .args(["unify", "--json"])
+        .args(args)
+        .args(guests)
+        .env("UNIFS_TEST_LINK_MAX", link_max.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_full_object_gets_another_copy() {
     if !require_root("a_full_object_gets_another_copy") {
@@ -342,20 +366,7 @@ fn a_full_object_gets_another_copy() {
     for g in &guests {
         file(g, "shared", b"shared by seven\n", 0o644);
     }
-    let out = Command::new(crate::common::unifs_bin())
-        .arg("--store")
-        .arg(lab.store())
-        .args(["unify", "--json"])
-        .args(&guests)
-        .env("UNIFS_TEST_LINK_MAX", "3")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = unify_json_link_max(&lab.store(), &[], &guests, 3);
     assert_eq!(s["files_linked"], 6);
     assert!(s["extra_copies"].as_u64().unwrap() >= 2, "{s}");
     let mut inodes: Vec<u64> = guests.iter().map(|g| ino(&g.join("shared"))).collect();
@@ -561,21 +572,8 @@ fn an_ignore_mtime_store_shares_files_that_differ_only_in_mtime() {
         .append(true)
         .open(guests[0].join("f"))
         .unwrap();
-    let out = Command::new(crate::common::unifs_bin())
-        .arg("--store")
-        .arg(lab.store())
-        .args(["unify", "--json", "--ignore-mtime"])
-        .args(&guests)
-        .env("UNIFS_TEST_LINK_MAX", "3")
-        .output()
-        .unwrap();
+    let s = unify_json_link_max(&lab.store(), &["--ignore-mtime"], &guests, 3);
     drop(writer);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["objects_copied"], 1, "{s}");
     assert_eq!(s["files_linked"], 4, "{s}");
     assert!(s["extra_copies"].as_u64().unwrap() >= 1, "{s}");
