@@ -9,6 +9,7 @@ use std::path::Path;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_views.sql")),
+    (3, include_str!("../../migrations/0003_links_digest.sql")),
 ];
 
 /// The schema version this build writes.

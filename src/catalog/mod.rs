@@ -6,7 +6,10 @@
 mod migrate;
 mod rows;
 
-pub use rows::{CacheRow, GuestRow, ListedObject, ObjectRow, RunRow, RunTotals, StatsRow};
+pub use rows::{
+    links_digest, CacheRow, GuestRow, ListedObject, ObjectInode, ObjectRow, RunRow, RunTotals,
+    StatsRow,
+};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};

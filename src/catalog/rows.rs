@@ -26,6 +26,14 @@ pub struct ObjectRow {
     pub mtime: Timestamp,
 }
 
+/// An object file: which object, which copy of it, and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInode {
+    pub id: ObjectId,
+    pub copy: u32,
+    pub size: u64,
+}
+
 /// A hash-cache entry: valid while (dev, ino, size, mtime, ctime) match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheRow {
@@ -51,6 +59,22 @@ pub struct StatsRow {
     pub path: PathBuf,
     pub files_linked: u64,
     pub bytes_linked: u64,
+}
+
+/// An order-independent digest of a set of guest links (relative path,
+/// object id): blake3 over the entries sorted by path bytes, each as path
+/// length (u64 LE), path, id. A re-run that computes the same digest from
+/// its walk as the catalog holds need not read the guest's rows back.
+pub fn links_digest<'a>(entries: impl Iterator<Item = (&'a Path, &'a ObjectId)>) -> [u8; 32] {
+    let mut v: Vec<(&[u8], &ObjectId)> = entries.map(|(p, id)| (path_blob(p), id)).collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut h = blake3::Hasher::new();
+    for (path, id) in v {
+        h.update(&(path.len() as u64).to_le_bytes());
+        h.update(path);
+        h.update(&id.0);
+    }
+    *h.finalize().as_bytes()
 }
 
 fn path_blob(p: &Path) -> &[u8] {
@@ -216,10 +240,14 @@ impl Catalog {
     }
 
     /// Every object file's inode: (dev, ino) → (object id, copy).
-    pub fn object_inodes(&self) -> Result<HashMap<(u64, u64), (ObjectId, u32)>> {
+    /// Every object file the catalog knows, keyed by (dev, ino).
+    pub fn object_inodes(&self) -> Result<HashMap<(u64, u64), ObjectInode>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT dev, ino, object_id, copy FROM object_files")
+            .prepare(
+                "SELECT f.dev, f.ino, f.object_id, f.copy, o.size
+                 FROM object_files f JOIN objects o ON o.id = f.object_id",
+            )
             .map_err(|e| self.err(e))?;
         let raw = stmt
             .query_map([], |r| {
@@ -228,15 +256,21 @@ impl Catalog {
                     r.get::<_, i64>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, u32>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
         let mut out = HashMap::with_capacity(raw.len());
-        for (dev, ino, id, copy) in raw {
+        for (dev, ino, id, copy, size) in raw {
+            let id = self.parse_id("object_files.object_id", id)?;
             out.insert(
                 (dev as u64, ino as u64),
-                (self.parse_id("object_files.object_id", id)?, copy),
+                ObjectInode {
+                    id,
+                    copy,
+                    size: size as u64,
+                },
             );
         }
         Ok(out)
@@ -321,6 +355,26 @@ impl Catalog {
             out.insert(blob_path(path), self.parse_id("guest_links.object_id", id)?);
         }
         Ok(out)
+    }
+
+    /// The digest of the guest's links as the last run left them
+    /// ([`links_digest`]); `None` when not known.
+    pub fn links_digest(&self, guest: i64) -> Result<Option<[u8; 32]>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT links_digest FROM guests WHERE id = ?1")
+            .and_then(|mut st| st.query_row([guest], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))?
+            .flatten();
+        Ok(v.and_then(|v| v.try_into().ok()))
+    }
+
+    pub fn set_links_digest(&self, guest: i64, digest: Option<&[u8; 32]>) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE guests SET links_digest = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![guest, digest.map(|d| &d[..])]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     pub fn delete_guest_link(&self, guest: i64, path: &Path) -> Result<()> {
@@ -510,5 +564,24 @@ impl Catalog {
             .run_to_completion(256, std::time::Duration::from_millis(5), None)
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_digest_ignores_order_and_sees_every_change() {
+        let (a, b) = (ObjectId([1; 32]), ObjectId([2; 32]));
+        let d =
+            |v: &[(&str, &ObjectId)]| links_digest(v.iter().map(|(p, id)| (Path::new(*p), *id)));
+        let base = d(&[("usr/a", &a), ("usr/b", &b)]);
+        assert_eq!(base, d(&[("usr/b", &b), ("usr/a", &a)]));
+        assert_ne!(base, d(&[("usr/a", &a), ("usr/b", &a)]), "object changed");
+        assert_ne!(base, d(&[("usr/a", &a), ("usr/c", &b)]), "path changed");
+        assert_ne!(base, d(&[("usr/a", &a)]), "path gone");
+        // Length prefixes keep path boundaries apart.
+        assert_ne!(d(&[("ab", &a), ("c", &a)]), d(&[("a", &a), ("bc", &a)]));
     }
 }

@@ -95,10 +95,10 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
     let mut report = store.verify(catalog.ignore_mtime()?)?;
-    for ((_, _), (id, copy)) in catalog.object_inodes()? {
-        if store.stat_object(&id, copy)?.is_none() {
+    for f in catalog.object_inodes()?.into_values() {
+        if store.stat_object(&f.id, f.copy)?.is_none() {
             report.problems.push(crate::store::maintain::Problem {
-                path: store.object_path(&id, copy),
+                path: store.object_path(&f.id, f.copy),
                 what: "listed in the catalog but missing (run `unifs store gc`)".into(),
             });
         }

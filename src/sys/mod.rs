@@ -169,6 +169,14 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
     Ok(Stat::from_raw(&st))
 }
 
+/// The filesystem type (`f_type` of `fstatfs`) of the file `fd` refers to.
+pub fn fs_type(fd: BorrowedFd) -> io::Result<i64> {
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable statfs buffer.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.f_type as i64)
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
 pub fn stat_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Stat> {
     let name = cstr(name)?;

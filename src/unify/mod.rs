@@ -237,8 +237,6 @@ fn run(
     };
     let guests = open_guests(store, catalog, opts, run_id)?;
     let object_inodes = catalog.object_inodes()?;
-    let objects = catalog.objects()?;
-    let cache = catalog.hash_cache()?;
     let mut summary = Summary {
         run: run_id,
         dry_run: opts.dry_run,
@@ -246,20 +244,32 @@ fn run(
         ..Summary::default()
     };
 
-    // Scan every guest in parallel.
+    // Scan every guest in parallel; meanwhile this thread reads the rest of
+    // what the catalog knows (its connection stays on this thread).
     let ctx = scan::ScanContext {
         store,
         excludes: &opts.excludes,
         min_size: opts.min_size,
         object_inodes: &object_inodes,
     };
-    let scans: Vec<scan::Scan> = worker_pool().install(|| {
-        guests
-            .par_iter()
-            .enumerate()
-            .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
-            .collect()
+    let (scans, objects, cache) = std::thread::scope(|s| {
+        let scanning = s.spawn(|| {
+            worker_pool().install(|| {
+                guests
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
+                    .collect::<Vec<scan::Scan>>()
+            })
+        });
+        let objects = catalog.objects();
+        let cache = catalog.hash_cache();
+        let scans = scanning
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (scans, objects, cache)
     });
+    let (objects, cache) = (objects?, cache?);
     let mut scan = scan::Scan::default();
     for s in scans {
         scan.merge(s);
@@ -276,14 +286,15 @@ fn run(
 
     // Hash what can pay.
     // Objects a killed run linked but did not record count as existing too.
-    let recovered = scan.linked.iter().filter(|l| l.recovered);
+    let recovered = scan.linked.iter().filter(|l| l.recovered.is_some());
     let object_keys: HashSet<hash::MetaKey> = objects
         .values()
         .map(|o| hash::MetaKey::of_object(o, ignore_mtime))
         .chain(
             recovered
                 .clone()
-                .map(|l| hash::MetaKey::of_stat(&l.stat, ignore_mtime)),
+                .filter_map(|l| l.recovered.as_ref())
+                .map(|st| hash::MetaKey::of_stat(st, ignore_mtime)),
         )
         .collect();
     let which = hash::worth_hashing(&scan.candidates, &object_keys, ignore_mtime);
@@ -330,16 +341,29 @@ fn run(
     let (removed, mut problems) = stale::clean(&applier, &scan.stale_tmp, &existing, ignore_mtime);
     summary.stale_tmp_removed = removed;
     summary.problems.append(&mut problems);
-    // Rewrite only the guest_links rows that changed: a re-run writes little.
+    // Rewrite only the guest_links rows that changed: a re-run writes little,
+    // and reads none back for a guest whose links hash to what the catalog
+    // recorded at the end of the last run.
+    let mut digests = vec![[0u8; 32]; guests.len()];
+    for &(g, d) in &scan.digests {
+        digests[g as usize] = d;
+    }
     let mut old_links = guests
         .iter()
-        .map(|g| catalog.guest_links(g.row.id))
+        .zip(&digests)
+        .map(|(g, d)| match catalog.links_digest(g.row.id)? {
+            Some(stored) if stored == *d => Ok(None),
+            _ => catalog.guest_links(g.row.id).map(Some),
+        })
         .collect::<catalog::Result<Vec<_>>>()?;
     for l in &scan.linked {
-        if l.recovered {
+        if l.recovered.is_some() {
             stale::recover_object(store, &mut writer, l, ignore_mtime)?;
         }
-        if old_links[l.guest as usize].remove(&l.rel) != Some(l.id) {
+        let Some(old) = &mut old_links[l.guest as usize] else {
+            continue; // the catalog has exactly these links
+        };
+        if old.remove(&l.rel) != Some(l.id) {
             writer.guest_link(guests[l.guest as usize].row.id, &l.rel, &l.id)?;
         }
     }
@@ -387,11 +411,25 @@ fn run(
     }
     for &file in &consumed {
         let rec = &scan.candidates[file];
-        old_links[rec.guest as usize].remove(&rec.rel);
+        if let Some(old) = &mut old_links[rec.guest as usize] {
+            old.remove(&rec.rel);
+        }
     }
     for (g, gone) in guests.iter().zip(&old_links) {
-        for path in gone.keys() {
+        for path in gone.iter().flat_map(|m| m.keys()) {
             writer.delete_guest_link(g.row.id, path)?;
+        }
+    }
+    // Untouched guests' rows are exactly the links the scan found.
+    for (g, scanned) in guests.iter().zip(&digests) {
+        let digest = if writer.touched.contains(&g.row.id) {
+            let rows = catalog.guest_links(g.row.id)?;
+            catalog::links_digest(rows.iter().map(|(p, id)| (p.as_path(), id)))
+        } else {
+            *scanned
+        };
+        if catalog.links_digest(g.row.id)? != Some(digest) {
+            catalog.set_links_digest(g.row.id, Some(&digest))?;
         }
     }
     let t = totals;

@@ -8,6 +8,7 @@ use super::{Guest, Result};
 use crate::catalog::Catalog;
 use crate::store::ObjectId;
 use crate::sys::Stat;
+use std::collections::HashSet;
 use std::path::Path;
 
 /// Catalog writes between commits: bounds what a killed run must redo (it
@@ -18,6 +19,9 @@ pub struct Writer<'a> {
     pub catalog: &'a Catalog,
     pub run: i64,
     pending: usize,
+    /// Guests whose links this run changed (their digest is cleared in the
+    /// transaction of the first change, and set again at the end).
+    pub touched: HashSet<i64>,
 }
 
 impl<'a> Writer<'a> {
@@ -28,6 +32,7 @@ impl<'a> Writer<'a> {
             catalog,
             run,
             pending: 0,
+            touched: HashSet::new(),
         })
     }
 
@@ -55,6 +60,7 @@ impl<'a> Writer<'a> {
             CatalogOp::GuestLink { file, id } => {
                 let rec = &candidates[file];
                 let guest = guests[rec.guest as usize].row.id;
+                self.touch(guest)?;
                 self.catalog
                     .set_guest_link(guest, &rec.rel, &id, self.run)?
             }
@@ -62,12 +68,21 @@ impl<'a> Writer<'a> {
         self.tick()
     }
 
+    fn touch(&mut self, guest: i64) -> Result<()> {
+        if self.touched.insert(guest) {
+            self.catalog.set_links_digest(guest, None)?;
+        }
+        Ok(())
+    }
+
     pub fn guest_link(&mut self, guest: i64, rel: &Path, id: &ObjectId) -> Result<()> {
+        self.touch(guest)?;
         self.catalog.set_guest_link(guest, rel, id, self.run)?;
         self.tick()
     }
 
     pub fn delete_guest_link(&mut self, guest: i64, rel: &Path) -> Result<()> {
+        self.touch(guest)?;
         self.catalog.delete_guest_link(guest, rel)?;
         self.tick()
     }

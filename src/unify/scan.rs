@@ -8,6 +8,7 @@
 
 use super::exclude::{Excludes, Mask};
 use super::{Guest, Problem};
+use crate::catalog::{links_digest, ObjectInode};
 use crate::store::{read_marker_path, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
@@ -36,10 +37,9 @@ pub struct LinkedRec {
     pub rel: PathBuf,
     pub id: ObjectId,
     pub copy: u32,
-    pub stat: Stat,
-    /// Found by its marker, not in the catalog: a run was killed before
-    /// recording it.
-    pub recovered: bool,
+    /// Found by its marker, not in the catalog (a run was killed before
+    /// recording it): the object file's stat.
+    pub recovered: Option<Stat>,
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -59,6 +59,8 @@ pub struct Scan {
     pub stale_tmp: Vec<FileRec>,
     pub counts: ScanCounts,
     pub problems: Vec<Problem>,
+    /// Per guest: [`links_digest`] of the links found.
+    pub digests: Vec<(u32, [u8; 32])>,
 }
 
 impl Scan {
@@ -73,6 +75,7 @@ impl Scan {
         a.too_small += b.too_small;
         a.guest_hardlinks += b.guest_hardlinks;
         self.problems.extend(other.problems);
+        self.digests.extend(other.digests);
     }
 }
 
@@ -81,18 +84,25 @@ pub struct ScanContext<'a> {
     pub excludes: &'a Excludes,
     pub min_size: u64,
     /// (dev, ino) of every object file the catalog knows.
-    pub object_inodes: &'a HashMap<(u64, u64), (ObjectId, u32)>,
+    pub object_inodes: &'a HashMap<(u64, u64), ObjectInode>,
 }
+
+/// Filesystems whose directory entries carry the inode number `stat`
+/// reports (`d_ino == st_ino` for regular files): ext2/3/4, xfs, btrfs,
+/// tmpfs. On others (overlayfs may differ) every file is stat'ed.
+const TRUSTED_D_INO: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994];
 
 pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     let mut scan = Scan::default();
     let walk = guest.fd.try_clone().and_then(|fd| {
         let dev = sys::fstat(fd.as_fd())?.dev;
+        let trust_d_ino = TRUSTED_D_INO.contains(&sys::fs_type(fd.as_fd())?);
         let mut walker = Walker {
             ctx,
             index,
             guest,
             dev,
+            trust_d_ino,
             scan: &mut scan,
         };
         walker.dir(fd, PathBuf::new(), 0);
@@ -101,6 +111,8 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     if let Err(e) = walk {
         scan.problems.push(Problem::new(&guest.root, e.to_string()));
     }
+    let digest = links_digest(scan.linked.iter().map(|l| (l.rel.as_path(), &l.id)));
+    scan.digests.push((index, digest));
     scan
 }
 
@@ -114,6 +126,8 @@ struct Walker<'a, 'b> {
     index: u32,
     guest: &'a Guest,
     dev: u64,
+    /// Files whose entry names a known object inode need no stat.
+    trust_d_ino: bool,
     scan: &'b mut Scan,
 }
 
@@ -148,6 +162,10 @@ impl Walker<'_, '_> {
             use nix::dir::Type;
             match entry.file_type() {
                 Some(Type::Directory) => subdirs.push((name.to_os_string(), child, mask)),
+                Some(Type::File) if self.trust_d_ino && self.known_object(&entry, name) => {
+                    let object = self.ctx.object_inodes[&(self.dev, entry.ino())];
+                    self.linked(child, object, mask);
+                }
                 Some(Type::File) | None => {
                     let st = match sys::stat_at(dfd.as_fd(), name) {
                         Ok(st) => st,
@@ -185,6 +203,38 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// A regular file whose entry names an object file the catalog knows:
+    /// it links that object (object files never change), so its stat is
+    /// not needed. Leftover temp names still go the long way.
+    fn known_object(&self, entry: &nix::dir::Entry, name: &OsStr) -> bool {
+        !name.as_bytes().starts_with(TMP_PREFIX.as_bytes())
+            && self
+                .ctx
+                .object_inodes
+                .contains_key(&(self.dev, entry.ino()))
+    }
+
+    /// A file that links a known object: counted, then listed as linked
+    /// unless excluded or too small (then its catalog row is dropped).
+    fn linked(&mut self, rel: PathBuf, object: ObjectInode, mask: Mask) {
+        let (ctx, scan) = (self.ctx, &mut *self.scan);
+        scan.counts.files += 1;
+        scan.counts.bytes += object.size;
+        if ctx.excludes.excluded(mask) {
+            scan.counts.excluded += 1;
+        } else if object.size < ctx.min_size {
+            scan.counts.too_small += 1;
+        } else {
+            scan.linked.push(LinkedRec {
+                guest: self.index,
+                rel,
+                id: object.id,
+                copy: object.copy,
+                recovered: None,
+            });
+        }
+    }
+
     fn file(&mut self, name: &OsStr, rel: PathBuf, stat: Stat, mask: Mask) {
         let (ctx, index, scan) = (self.ctx, self.index, &mut *self.scan);
         if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
@@ -194,6 +244,9 @@ impl Walker<'_, '_> {
                 stat,
             });
             return;
+        }
+        if let Some(&object) = ctx.object_inodes.get(&(stat.dev, stat.ino)) {
+            return self.linked(rel, object, mask);
         }
         scan.counts.files += 1;
         scan.counts.bytes += stat.size;
@@ -205,17 +258,6 @@ impl Walker<'_, '_> {
             scan.counts.too_small += 1;
             return;
         }
-        if let Some(&(id, copy)) = ctx.object_inodes.get(&(stat.dev, stat.ino)) {
-            scan.linked.push(LinkedRec {
-                guest: index,
-                rel,
-                id,
-                copy,
-                stat,
-                recovered: false,
-            });
-            return;
-        }
         if stat.nlink > 1 {
             let path = self.guest.root.join(&rel);
             match ctx.store.and_then(|s| recover_object(s, &path, &stat)) {
@@ -224,8 +266,7 @@ impl Walker<'_, '_> {
                     rel,
                     id,
                     copy,
-                    stat,
-                    recovered: true,
+                    recovered: Some(stat),
                 }),
                 // A hardlink group the guest made itself: left alone, so
                 // its paths keep hardlink semantics (invariant 3).

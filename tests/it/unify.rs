@@ -181,6 +181,95 @@ fn dry_run_changes_nothing_and_rerun_reads_nothing() {
     assert_eq!(ino(&a.join("usr/bin/tool")), ino(&c.join("usr/bin/tool")));
 }
 
+/// The catalog's `guest_files` rows of one guest: (path, object id).
+fn catalog_links(store: &Path, guest: &str) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    let mut st = conn
+        .prepare("SELECT path, object_id FROM guest_files WHERE guest = ?1 ORDER BY path")
+        .unwrap();
+    st.query_map([guest], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// What the filesystem says: every file of `root` that is a store object's
+/// inode (same inode as a file under `store/objects`), with that object id.
+fn fs_links(store: &Path, root: &Path) -> Vec<(String, String)> {
+    let mut objects = std::collections::HashMap::new();
+    for e in walkdir::WalkDir::new(store.join("objects")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let id = e.path().to_string_lossy().replace('/', "");
+            let id = id[id.len() - 64..].to_string();
+            objects.insert(e.metadata().unwrap().ino(), id);
+        }
+    }
+    let mut out: Vec<(String, String)> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let id = objects.get(&e.metadata().unwrap().ino())?;
+            let rel = e.path().strip_prefix(root).unwrap();
+            Some((rel.to_string_lossy().into_owned(), id.clone()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn reruns_keep_the_catalog_equal_to_the_guests() {
+    if !require_root("reruns_keep_the_catalog_equal_to_the_guests") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let store = lab.store();
+    let first = unify_json(&store, &[&a, &b]);
+    assert_eq!(catalog_links(&store, "g0"), fs_links(&store, &a));
+    assert_eq!(catalog_links(&store, "g0").len(), 21);
+
+    // Unchanged: same counts as the first run (linked files are known by
+    // their directory entries, not stat'ed), nothing rewritten.
+    let again = unify_json(&store, &[&a, &b]);
+    for k in ["files_scanned", "bytes_scanned", "files_too_small"] {
+        assert_eq!(again[k], first[k], "{k}: {again}");
+    }
+    assert_eq!(catalog_links(&store, "g0"), fs_links(&store, &a));
+
+    // The guest changes its tree without telling unifs: a linked file
+    // removed, one renamed, one replaced by a private copy, one moved to
+    // another directory, and a new duplicate of an object added.
+    fs::remove_file(a.join("usr/lib/lib0.so")).unwrap();
+    fs::rename(a.join("usr/lib/lib1.so"), a.join("usr/lib/lib1.so.bak")).unwrap();
+    let private = fs::read(a.join("usr/lib/lib2.so")).unwrap();
+    file(&a, "usr/lib/.new", &private, 0o644);
+    fs::rename(a.join("usr/lib/.new"), a.join("usr/lib/lib2.so")).unwrap();
+    fs::create_dir_all(a.join("opt")).unwrap();
+    fs::rename(a.join("usr/lib/lib3.so"), a.join("opt/lib3.so")).unwrap();
+    file(&a, "opt/tool-copy", &bytes(99, 50_000), 0o755);
+    let third = unify_json(&store, &[&a, &b]);
+    let links = catalog_links(&store, "g0");
+    assert_eq!(links, fs_links(&store, &a), "{third}");
+    let paths: Vec<&str> = links.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(!paths.contains(&"usr/lib/lib0.so"), "{paths:?}");
+    assert!(paths.contains(&"usr/lib/lib1.so.bak"), "{paths:?}");
+    assert!(paths.contains(&"opt/lib3.so"), "{paths:?}");
+    assert!(paths.contains(&"opt/tool-copy"), "{paths:?}");
+    // lib2.so was a private copy: unify linked it again.
+    assert!(paths.contains(&"usr/lib/lib2.so"), "{paths:?}");
+    assert_eq!(catalog_links(&store, "g1"), fs_links(&store, &b));
+
+    // And once more: nothing changed since, nothing moves.
+    unify_json(&store, &[&a, &b]);
+    assert_eq!(catalog_links(&store, "g0"), links);
+    assert_verify_clean(&store);
+}
+
 #[test]
 fn host_files_behind_guest_symlinks_are_never_touched() {
     if !require_root("host_files_behind_guest_symlinks") {
