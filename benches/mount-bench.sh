@@ -6,9 +6,15 @@
 #
 # Env: UNIFS (binary, default target/release/unifs), SIZE_MB (sequential read
 # file, 1024), FILES (find+stat tree, 50000), BREAK_MB (first write to a
-# shared file, 100), MEM_FILES (daemon memory guest, 30000).
+# shared file, 100), MEM_FILES (daemon memory guest, 30000), REPS (runs of
+# the walk and the break, 5), LOOP_EXT4 (1: the break also on a journaled
+# ext4 on a loop device with direct I/O, 2 GiB image in WORKDIR; default 0).
 # Cold reads drop only the files' own page cache (dd iflag=nocache), never the
-# whole machine's. Prints a markdown table.
+# whole machine's. The walk and the break run REPS times, interleaved with
+# what they are compared to (each walk on a fresh mount, between two native
+# walks of the same, warm tree; each break of a fresh shared file after a cp
+# and a cp+fsync of it); the table gives medians and ranges. Prints a
+# markdown table.
 set -euo pipefail
 
 UNIFS=$(realpath "${UNIFS:-target/release/unifs}")
@@ -16,19 +22,26 @@ SIZE_MB=${SIZE_MB:-1024}
 FILES=${FILES:-50000}
 BREAK_MB=${BREAK_MB:-100}
 MEM_FILES=${MEM_FILES:-30000}
+REPS=${REPS:-5}
+LOOP_EXT4=${LOOP_EXT4:-0}
 W=$(realpath "${1:-$(mktemp -d /var/tmp/unifs-bench.XXXXXX)}")
-mkdir -p "$W"/{store/objects,store/tmp,g,m,ovl/upper,ovl/work,ovl/merged,mem,memm}
+mkdir -p "$W"/{store/objects,store/tmp,g,bg,m,m2,fm,ovl/upper,ovl/work,ovl/merged,mem,memm}
 DAEMONS=()
 
 XFS_MOUNTED=0
+LOOP_DEV=
 cleanup() {
-    for mp in "$W/m" "$W/ovl/merged" "$W/memm" "$W/xfs/fs/m"; do
+    for mp in "$W/m" "$W/m2" "$W/fm" "$W/ovl/merged" "$W/memm" "$W/xfs/fs/m" "$W/ext4/fs/m"; do
         umount -l "$mp" 2>/dev/null || true
     done
     for p in "${DAEMONS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ "$XFS_MOUNTED" = 1 ]; then umount -l "$W/xfs/fs" 2>/dev/null || true; fi
-    rm -f "$W/xfs/img"
+    if [ -n "$LOOP_DEV" ]; then
+        umount -l "$W/ext4/fs" 2>/dev/null || true
+        losetup -d "$LOOP_DEV" 2>/dev/null || true
+    fi
+    rm -f "$W/xfs/img" "$W/ext4/img"
 }
 trap cleanup EXIT
 
@@ -50,11 +63,48 @@ share() {
     ln "$1" "$W/store/objects/${hex:0:2}/${hex:2}"
 }
 
-mount_unifs() { # guest mountpoint -> daemon pid in $PID
-    "$UNIFS" --store "$W/store" mount -f "$1" "$2" 2>>"$W/daemon.log" &
+mount_unifs() { # guest mountpoint [store] -> daemon pid in $PID
+    "$UNIFS" --store "${3:-$W/store}" mount -f "$1" "$2" 2>>"$W/daemon.log" &
     PID=$!
     DAEMONS+=("$PID")
     wait_mounted "$2"
+}
+
+unmount_unifs() { # mountpoint; waits for its daemon ($PID)
+    umount "$1"
+    wait "$PID" 2>/dev/null || true
+}
+
+# median and range of the numbers on stdin, "median (min–max)", with $1
+# decimals (default 3)
+stats() { sort -g | awk -v d="${1:-3}" '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; f = "%." d "f"; printf f " (" f "–" f ")", m, v[1], v[NR] }'; }
+
+# REPS breaks of fresh shared BREAK_MB files in guest dir $1 (store $2, mount
+# point $3), each after a cp and a cp+fsync of the same file (page cache warm
+# for all three, writeback settled in between). Appends "cp cpfsync break"
+# lines to $4.
+break_reps() {
+    local g=$1 store=$2 mp=$3 out=$4 r hex s t_cp t_cpf t_br
+    dd if=/dev/urandom of="$g/../break-src" bs=1M count="$BREAK_MB" status=none
+    for ((r = 0; r < REPS; r++)); do
+        cp "$g/../break-src" "$g/shared$r"
+        hex=$(printf '%064x' $((1000 + r)))
+        setfattr -n trusted.unifs.object -v "$hex" "$g/shared$r"
+        mkdir -p "$store/objects/${hex:0:2}"
+        ln "$g/shared$r" "$store/objects/${hex:0:2}/${hex:2}"
+        cat "$g/shared$r" >/dev/null
+        sync
+        mount_unifs "$g" "$mp" "$store"
+        s=$(now); cp "$g/shared$r" "$g/../cp-copy"; t_cp=$(since "$s"); sync
+        s=$(now); dd if="$g/shared$r" of="$g/../cp-sync" bs=1M conv=fsync status=none; t_cpf=$(since "$s"); sync
+        s=$(now); printf x | dd of="$mp/shared$r" conv=notrunc status=none; t_br=$(since "$s"); sync
+        cmp -s <(tail -c +2 "$g/shared$r") <(tail -c +2 "$g/../break-src") ||
+            { echo "break: data differs" >&2; exit 1; }
+        unmount_unifs "$mp"
+        rm -f "$g/shared$r" "$store/objects/${hex:0:2}/${hex:2}" "$g/../cp-copy" "$g/../cp-sync"
+        echo "$t_cp $t_cpf $t_br" >>"$out"
+    done
+    rm -f "$g/../break-src"
 }
 
 mount_ovl() {
@@ -109,19 +159,53 @@ if [ $HAVE_OVL = 1 ]; then
 fi
 
 find "$W/g/tree" >/dev/null # the backing fs warm for everyone
-T[find_native]=$(find_time "$W/g/tree")
-T[find_unifs]=$(find_time "$W/m/tree")
-T[find2_unifs]=$(find_time "$W/m/tree")
+: >"$W/find.txt"
+for ((r = 0; r < REPS; r++)); do
+    mount_unifs "$W/g" "$W/fm"
+    n1=$(find_time "$W/g/tree")
+    u1=$(find_time "$W/fm/tree")
+    u2=$(find_time "$W/fm/tree")
+    n2=$(find_time "$W/g/tree")
+    unmount_unifs "$W/fm"
+    echo "$n1 $n2 $u1 $u2 $(cut -d' ' -f1 /proc/loadavg)" >>"$W/find.txt"
+done
 if [ $HAVE_OVL = 1 ]; then
     T[find_ovl]=$(find_time "$W/ovl/merged/tree")
 fi
+T[find_native]=$(awk '{ print $1; print $2 }' "$W/find.txt" | stats)
+T[find_unifs]=$(awk '{ print $3 }' "$W/find.txt" | stats)
+T[find2_unifs]=$(awk '{ print $4 }' "$W/find.txt" | stats)
+# per run: the first walk over the mean of the native walks around it
+T[find_ratio]=$(awk '{ printf "%.3f\n", $3 / (($1 + $2) / 2) }' "$W/find.txt" | stats 2)
+T[find2_ratio]=$(awk '{ printf "%.3f\n", $4 / (($1 + $2) / 2) }' "$W/find.txt" | stats 2)
 
-s=$(now); cp "$W/g/shared" "$W/cp-copy"; T[cp]=$(since "$s")
-s=$(now); dd if="$W/g/shared" of="$W/cp-sync" bs=1M conv=fsync status=none; T[cp_fsync]=$(since "$s")
-rm -f "$W/cp-copy" "$W/cp-sync"
-s=$(now); printf x | dd of="$W/m/shared" conv=notrunc status=none; T[break_unifs]=$(since "$s")
+: >"$W/break.txt"
+break_reps "$W/bg" "$W/store" "$W/m2" "$W/break.txt"
+T[cp]=$(awk '{ print $1 }' "$W/break.txt" | stats)
+T[cp_fsync]=$(awk '{ print $2 }' "$W/break.txt" | stats)
+T[break_unifs]=$(awk '{ print $3 }' "$W/break.txt" | stats)
+T[break_ratio]=$(awk '{ printf "%.3f\n", $3 / $1 }' "$W/break.txt" | stats 2)
+T[break_ratio_f]=$(awk '{ printf "%.3f\n", $3 / $2 }' "$W/break.txt" | stats 2)
 if [ $HAVE_OVL = 1 ]; then
     s=$(now); printf x | dd of="$W/ovl/merged/shared" conv=notrunc status=none; T[break_ovl]=$(since "$s")
+fi
+
+# The break on a journaled ext4 (loop device with direct I/O), if asked.
+T[break_ext4]=-
+if [ "$LOOP_EXT4" = 1 ]; then
+    E="$W/ext4"
+    mkdir -p "$E/fs"
+    truncate -s 2G "$E/img"
+    mkfs.ext4 -q "$E/img"
+    LOOP_DEV=$(losetup --direct-io=on -f --show "$E/img")
+    mount "$LOOP_DEV" "$E/fs"
+    mkdir -p "$E/fs/store/objects" "$E/fs/store/tmp" "$E/fs/g" "$E/fs/m"
+    : >"$W/break-ext4.txt"
+    break_reps "$E/fs/g" "$E/fs/store" "$E/fs/m" "$W/break-ext4.txt"
+    T[cp_ext4]=$(awk '{ print $1 }' "$W/break-ext4.txt" | stats)
+    T[cp_fsync_ext4]=$(awk '{ print $2 }' "$W/break-ext4.txt" | stats)
+    T[break_ext4]=$(awk '{ print $3 }' "$W/break-ext4.txt" | stats)
+    T[break_ext4_ratio]=$(awk '{ printf "%.3f\n", $3 / $1 }' "$W/break-ext4.txt" | stats 2)
 fi
 
 # The break on a reflink filesystem: xfs on a loop device, if mkfs.xfs is there.
@@ -158,10 +242,13 @@ cat <<EOF
 |---|---|---|---|---|---|
 | sequential read ${SIZE_MB} MiB, cold (s) | ${T[read_cold_native]} | ${T[read_cold_unifs]} | $(ratio "${T[read_cold_native]}" "${T[read_cold_unifs]}") speed | ${T[read_cold_ovl]:--} | ≥ 0.9x speed |
 | sequential read ${SIZE_MB} MiB, warm (s) | ${T[read_warm_native]} | ${T[read_warm_unifs]} | $(ratio "${T[read_warm_native]}" "${T[read_warm_unifs]}") speed | ${T[read_warm_ovl]:--} | ≥ 0.9x speed |
-| find + stat, ${FILES} files, first walk (s) | ${T[find_native]} | ${T[find_unifs]} | $(ratio "${T[find_unifs]}" "${T[find_native]}") time | ${T[find_ovl]:--} | ≤ 2x time |
-| find + stat, ${FILES} files, second walk (s) | ${T[find_native]} | ${T[find2_unifs]} | $(ratio "${T[find2_unifs]}" "${T[find_native]}") time | | ≤ 2x time |
-| first write to a shared ${BREAK_MB} MiB file (s) | cp ${T[cp]}, cp+fsync ${T[cp_fsync]} | ${T[break_unifs]} | $(ratio "${T[break_unifs]}" "${T[cp]}") of cp, $(ratio "${T[break_unifs]}" "${T[cp_fsync]}") of cp+fsync | ${T[break_ovl]:--} | ≤ 1.2x cp |
+| find + stat, ${FILES} files, first walk after mount (s) | ${T[find_native]} | ${T[find_unifs]} | ${T[find_ratio]} x time | ${T[find_ovl]:--} | ≤ 2x time |
+| find + stat, ${FILES} files, second walk (s) | ${T[find_native]} | ${T[find2_unifs]} | ${T[find2_ratio]} x time | | ≤ 2x time |
+| first write to a shared ${BREAK_MB} MiB file (s) | cp ${T[cp]}, cp+fsync ${T[cp_fsync]} | ${T[break_unifs]} | ${T[break_ratio]} x cp; ${T[break_ratio_f]} x cp+fsync | ${T[break_ovl]:--} | ≤ 1.2x cp |
+| same on journaled ext4, loop device (s) | cp ${T[cp_ext4]:--}, cp+fsync ${T[cp_fsync_ext4]:--} | ${T[break_ext4]} | ${T[break_ext4_ratio]:--} x cp | | ≤ 1.2x cp |
 | first write to a shared ${BREAK_MB} MiB file on xfs (reflink) (s) | | ${T[break_xfs]} | | | near 0 |
 | daemon RSS after walking ${MEM_FILES} files (MiB) | | $((RSS_KB / 1024)) | | | ≤ 64 MiB |
 EOF
+echo "Walk and break: median (min–max) of $REPS runs; ratios are medians of per-run ratios." >&2
+echo "load average during the walks: $(awk '{ print $5 }' "$W/find.txt" | tr '\n' ' ')" >&2
 echo "kernel $(uname -r); backing fs $(stat -f -c %T "$W/g"); work dir $W" >&2

@@ -260,6 +260,24 @@ pub fn copy_range(
     })
 }
 
+/// Starts writeback of the dirty pages of `len` bytes at `offset` of the
+/// open file (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) and returns without
+/// waiting for it. It makes nothing durable and reports no I/O error of the
+/// writeback itself: only a later fsync does (that fsync then has less left
+/// to wait for).
+pub fn start_writeback(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain integer arguments; the call touches no memory of ours.
+    check(unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn fstatvfs(fd: BorrowedFd) -> io::Result<libc::statvfs> {
     // SAFETY: a zeroed statvfs is a valid plain-data value for the kernel to fill.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };

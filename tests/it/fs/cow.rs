@@ -254,6 +254,75 @@ fn the_copy_keeps_metadata_and_is_not_broken_twice() {
 }
 
 #[test]
+fn a_break_of_a_file_larger_than_a_copy_chunk_keeps_data_and_metadata() {
+    if !require_root("a_break_of_a_file_larger_than_a_copy_chunk_keeps_data_and_metadata") {
+        return;
+    }
+    // Larger than two 8 MiB copy chunks and not a multiple of a page: the
+    // copy runs chunk by chunk, each written back as it goes.
+    let len = (17 << 20) + 12345;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let content: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let w = World::new();
+    let g = w.dir("g");
+    let obj = w.shared(&content, &[g.join("f")]);
+    fs::set_permissions(&obj, fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::lchown(&obj, Some(7), Some(8)).unwrap();
+    let t = |sec, nsec| unifs::sys::Timestamp { sec, nsec };
+    let f = fs::File::open(&obj).unwrap();
+    unifs::sys::futimens(
+        std::os::fd::AsFd::as_fd(&f),
+        t(1_100_000_000, 123_456_789),
+        t(1_200_000_000, 987_654_321),
+    )
+    .unwrap();
+    drop(f);
+    let before = look(&obj);
+    let before_meta = fs::symlink_metadata(&obj).unwrap();
+    let m = w.mount(&g, "m", &[]);
+    set_xattr(&m.path("f"), "user.y", b"2"); // breaks, data untouched
+    let copy = g.join("f");
+    assert_ne!(ino(&copy), ino(&obj), "the guest's path is a private copy");
+    // Before reading it: a read may move the atime.
+    let meta = fs::symlink_metadata(&copy).unwrap();
+    let after = look(&copy);
+    assert!(after.content == content, "every byte of every chunk copied");
+    assert_eq!(after.mode, before.mode);
+    assert_eq!((after.uid, after.gid), (7, 8));
+    assert_eq!(
+        (meta.mtime(), meta.mtime_nsec()),
+        (1_200_000_000, 987_654_321),
+        "mtime to the nanosecond"
+    );
+    assert_eq!(
+        (meta.atime(), meta.atime_nsec()),
+        (before_meta.atime(), before_meta.atime_nsec()),
+        "atime to the nanosecond"
+    );
+    let mut want_xattrs = before.xattrs.clone();
+    want_xattrs.retain(|(n, _)| n != MARKER);
+    want_xattrs.push(("user.y".into(), b"2".to_vec()));
+    want_xattrs.sort();
+    assert_eq!(after.xattrs, want_xattrs);
+    // A write into the second chunk lands in the copy only.
+    let file = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    file.write_all_at(b"CHUNK2", 9 << 20).unwrap();
+    drop(file);
+    let mut want = content.clone();
+    want[9 << 20..(9 << 20) + 6].copy_from_slice(b"CHUNK2");
+    assert!(fs::read(m.path("f")).unwrap() == want);
+    assert_eq!(look(&obj), before, "the store object is untouched");
+    assert_eq!(fs::read_dir(&g).unwrap().count(), 1, "no temp files left");
+}
+
+#[test]
 fn readers_open_before_the_break_keep_reading_the_old_data() {
     if !require_root("readers_open_before_the_break_keep_reading_the_old_data") {
         return;
