@@ -8,8 +8,6 @@ use super::{Guest, Problem};
 use crate::catalog::{CacheRow, ObjectRow};
 use crate::store::{id::hash_reader, ContentHash, ObjectId, ObjectMeta};
 use crate::sys::{self, Stat, Timestamp};
-use indicatif::ProgressBar;
-use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -46,25 +44,30 @@ impl MetaKey {
     }
 }
 
-/// Indices of the candidates that share their key with another candidate
-/// or with an object.
-pub fn worth_hashing(
+/// The candidates worth hashing, in buckets of one key each: those that
+/// share their key with another candidate or with an object. Files of one
+/// object id always fall in one bucket (the id covers the key), so each
+/// bucket can be hashed, planned and linked on its own.
+pub fn buckets(
     candidates: &[FileRec],
     object_keys: &HashSet<MetaKey>,
     ignore_mtime: bool,
-) -> Vec<usize> {
-    let mut counts: HashMap<MetaKey, u32> = HashMap::new();
-    for c in candidates {
-        *counts
+) -> Vec<Vec<usize>> {
+    let mut by_key: HashMap<MetaKey, Vec<usize>> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        by_key
             .entry(MetaKey::of_stat(&c.stat, ignore_mtime))
-            .or_default() += 1;
+            .or_default()
+            .push(i);
     }
-    (0..candidates.len())
-        .filter(|&i| {
-            let key = MetaKey::of_stat(&candidates[i].stat, ignore_mtime);
-            counts[&key] > 1 || object_keys.contains(&key)
-        })
-        .collect()
+    let mut out: Vec<Vec<usize>> = by_key
+        .into_iter()
+        .filter(|(key, files)| files.len() > 1 || object_keys.contains(key))
+        .map(|(_, files)| files)
+        .collect();
+    // Largest files first, so that the last bucket the pool takes is small.
+    out.sort_unstable_by_key(|files| std::cmp::Reverse(candidates[files[0]].stat.size));
+    out
 }
 
 /// The id of one candidate.
@@ -77,67 +80,35 @@ pub struct Hashed {
     pub read: bool,
 }
 
-pub struct HashOutcome {
-    pub hashed: Vec<Hashed>,
-    pub bytes_hashed: u64,
-    pub problems: Vec<Problem>,
-}
-
-/// Hashes candidates `which` in parallel, using the cache where it is valid.
-pub fn hash_files(
+/// Hashes candidate `i`, or takes its ids from the cache where that is valid.
+pub fn hash_cached(
     guests: &[Guest],
     candidates: &[FileRec],
-    which: &[usize],
+    i: usize,
     cache: &HashMap<(u64, u64), CacheRow>,
     ignore_mtime: bool,
-    progress: &ProgressBar,
-) -> HashOutcome {
-    let results: Vec<Result<Hashed, Problem>> = which
-        .par_iter()
-        .map(|&i| {
-            let rec = &candidates[i];
-            let st = &rec.stat;
-            if let Some(row) = cache.get(&(st.dev, st.ino)) {
-                if cache_valid(row, st) {
-                    progress.inc(st.size);
-                    return Ok(Hashed {
-                        file: i,
-                        id: row.object_id,
-                        content: row.content_hash,
-                        read: false,
-                    });
-                }
-            }
-            let guest = &guests[rec.guest as usize];
-            let out = hash_one(guest, rec, ignore_mtime)
-                .map(|(id, content)| Hashed {
-                    file: i,
-                    id,
-                    content,
-                    read: true,
-                })
-                .map_err(|e| Problem::new(guest.root.join(&rec.rel), e.to_string()));
-            progress.inc(st.size);
-            out
-        })
-        .collect();
-    let mut out = HashOutcome {
-        hashed: Vec::with_capacity(results.len()),
-        bytes_hashed: 0,
-        problems: Vec::new(),
-    };
-    for r in results {
-        match r {
-            Ok(h) => {
-                if h.read {
-                    out.bytes_hashed += candidates[h.file].stat.size;
-                }
-                out.hashed.push(h);
-            }
-            Err(p) => out.problems.push(p),
+) -> Result<Hashed, Problem> {
+    let rec = &candidates[i];
+    let st = &rec.stat;
+    if let Some(row) = cache.get(&(st.dev, st.ino)) {
+        if cache_valid(row, st) {
+            return Ok(Hashed {
+                file: i,
+                id: row.object_id,
+                content: row.content_hash,
+                read: false,
+            });
         }
     }
-    out
+    let guest = &guests[rec.guest as usize];
+    hash_one(guest, rec, ignore_mtime)
+        .map(|(id, content)| Hashed {
+            file: i,
+            id,
+            content,
+            read: true,
+        })
+        .map_err(|e| Problem::new(guest.root.join(&rec.rel), e.to_string()))
 }
 
 pub fn cache_valid(row: &CacheRow, st: &Stat) -> bool {

@@ -4,6 +4,7 @@
 
 pub mod apply;
 mod closer;
+mod pipeline;
 pub mod exclude;
 pub mod hash;
 pub mod plan;
@@ -123,8 +124,11 @@ pub struct Summary {
     pub skipped_changed: u64,
     pub skipped_in_use: u64,
     pub stale_tmp_removed: u64,
-    /// Wall time of the phases: walking, hashing, linking (and catalog writes).
+    /// Wall time of walking (with reading the catalog).
     pub scan_seconds: f64,
+    /// Hashing and linking overlap: from the end of the walk, the time
+    /// until the last file was hashed, and until the last was linked and
+    /// recorded.
     pub hash_seconds: f64,
     pub apply_seconds: f64,
     pub seconds: f64,
@@ -284,51 +288,48 @@ fn run(
     summary.files_already_linked = scan.linked.len() as u64;
     summary.problems.append(&mut scan.problems);
 
-    // Hash what can pay.
-    // Objects a killed run linked but did not record count as existing too.
-    let recovered = scan.linked.iter().filter(|l| l.recovered.is_some());
+    // Hash what can pay, bucket by bucket, and link each bucket as soon as
+    // it is hashed. Objects a killed run linked but did not record count as
+    // existing too.
+    let recovered = scan.linked.iter().filter_map(|l| Some((l, l.recovered?)));
     let object_keys: HashSet<hash::MetaKey> = objects
         .values()
         .map(|o| hash::MetaKey::of_object(o, ignore_mtime))
         .chain(
             recovered
                 .clone()
-                .filter_map(|l| l.recovered.as_ref())
-                .map(|st| hash::MetaKey::of_stat(st, ignore_mtime)),
+                .map(|(_, st)| hash::MetaKey::of_stat(&st, ignore_mtime)),
         )
         .collect();
-    let which = hash::worth_hashing(&scan.candidates, &object_keys, ignore_mtime);
-    let total: u64 = which.iter().map(|&i| scan.candidates[i].stat.size).sum();
-    let progress = progress_bar(opts.progress, total, "hashing");
-    let hashed = worker_pool().install(|| {
-        hash::hash_files(
-            &guests,
-            &scan.candidates,
-            &which,
-            &cache,
-            ignore_mtime,
-            &progress,
-        )
-    });
-    progress.finish_and_clear();
-    summary.bytes_hashed = hashed.bytes_hashed;
-    summary.files_hashed = hashed.hashed.iter().filter(|h| h.read).count() as u64;
-    summary.cache_hits = hashed.hashed.len() as u64 - summary.files_hashed;
-    summary.problems.extend(hashed.problems);
-    summary.hash_seconds = hash_started.elapsed().as_secs_f64();
-    let apply_started = Instant::now();
-
     let existing: HashSet<ObjectId> = objects
         .keys()
         .copied()
-        .chain(recovered.map(|l| l.id))
+        .chain(recovered.map(|(l, _)| l.id))
         .collect();
-    let groups = plan::plan(&scan.candidates, &hashed.hashed, &existing);
+    let buckets = hash::buckets(&scan.candidates, &object_keys, ignore_mtime);
+    let total: u64 = buckets
+        .iter()
+        .flatten()
+        .map(|&i| scan.candidates[i].stat.size)
+        .sum();
+    let progress = progress_bar(opts.progress, total, "hashing and linking");
 
     let (Some(store), Some(run_id)) = (store, run_id) else {
-        summary.files_linked = groups.iter().map(|g| g.links()).sum();
-        summary.bytes_saved = groups.iter().map(|g| g.bytes_saved()).sum();
-        summary.objects_added = groups.iter().filter(|g| !g.existing).count() as u64;
+        let inputs = pipeline::Inputs {
+            guests: &guests,
+            candidates: &scan.candidates,
+            cache: &cache,
+            existing: &existing,
+            ignore_mtime,
+            applier: None,
+            progress: &progress,
+        };
+        let out = pipeline::run(&inputs, buckets, |_| Ok(()))?;
+        progress.finish_and_clear();
+        hashed_summary(&mut summary, &out, hash_started);
+        summary.files_linked = out.planned_links;
+        summary.bytes_saved = out.planned_bytes_saved;
+        summary.objects_added = out.planned_objects;
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
     };
@@ -367,49 +368,28 @@ fn run(
             writer.guest_link(guests[l.guest as usize].row.id, &l.rel, &l.id)?;
         }
     }
-    let by_file: std::collections::HashMap<usize, &hash::Hashed> =
-        hashed.hashed.iter().map(|h| (h.file, h)).collect();
-    let progress = progress_bar(
-        opts.progress,
-        groups.iter().map(|g| g.files.len() as u64).sum(),
-        "linking",
-    );
-    // Groups are independent (one object each): link them on several
-    // threads, since each file waits on the filesystem more than on a CPU;
-    // the catalog records each chunk's results from this thread.
-    let pool = worker_pool();
-    let mut totals = apply::ApplyTotals::default();
-    let mut consumed = HashSet::new();
-    for chunk in groups.chunks(1024) {
-        let works: Vec<Result<apply::GroupWork>> = pool.install(|| {
-            chunk
-                .par_iter()
-                .map(|group| {
-                    let work = applier.apply_group(group, by_file[&group.files[0]]);
-                    progress.inc(group.files.len() as u64);
-                    work
-                })
-                .collect()
-        });
-        for work in works {
-            let mut work = work?;
-            for op in work.ops {
-                writer.record(op, &guests, &scan.candidates)?;
-            }
-            totals.add(&work.totals);
-            summary.problems.append(&mut work.problems);
-            consumed.extend(work.consumed);
-        }
-    }
+    let inputs = pipeline::Inputs {
+        guests: &guests,
+        candidates: &scan.candidates,
+        cache: &cache,
+        existing: &existing,
+        ignore_mtime,
+        applier: Some(&applier),
+        progress: &progress,
+    };
+    let out = pipeline::run(&inputs, buckets, |op| {
+        writer.record(op, &guests, &scan.candidates)
+    })?;
     progress.finish_and_clear();
     drop(applier);
-    for h in hashed.hashed.iter().filter(|h| h.read) {
-        if !consumed.contains(&h.file) {
+    hashed_summary(&mut summary, &out, hash_started);
+    for h in out.hashed.iter().filter(|h| h.read) {
+        if !out.consumed.contains(&h.file) {
             let st = &scan.candidates[h.file].stat;
             writer.put_hash(st, h)?;
         }
     }
-    for &file in &consumed {
+    for &file in &out.consumed {
         let rec = &scan.candidates[file];
         if let Some(old) = &mut old_links[rec.guest as usize] {
             old.remove(&rec.rel);
@@ -432,7 +412,7 @@ fn run(
             catalog.set_links_digest(g.row.id, Some(&digest))?;
         }
     }
-    let t = totals;
+    let t = out.totals;
     summary.files_linked = t.files_linked;
     summary.bytes_saved = t.bytes_saved;
     summary.objects_added = t.objects_added;
@@ -453,7 +433,7 @@ fn run(
     // names its old or its new inode, and the catalog is re-checked against
     // the filesystem by the next run.
     catalog.commit()?;
-    summary.apply_seconds = apply_started.elapsed().as_secs_f64();
+    summary.apply_seconds = hash_started.elapsed().as_secs_f64();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -556,12 +536,22 @@ fn worker_pool() -> &'static rayon::ThreadPool {
     })
 }
 
+/// Hashing figures of a run into its summary.
+fn hashed_summary(summary: &mut Summary, out: &pipeline::Outcome, hash_started: Instant) {
+    summary.bytes_hashed = out.bytes_hashed;
+    summary.files_hashed = out.hashed.iter().filter(|h| h.read).count() as u64;
+    summary.cache_hits = out.hashed.len() as u64 - summary.files_hashed;
+    summary.problems.extend(out.problems.iter().cloned());
+    summary.hash_seconds = out.hash_seconds;
+    summary.apply_seconds = hash_started.elapsed().as_secs_f64();
+}
+
 fn progress_bar(show: bool, total: u64, what: &'static str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    let style = if what == "hashing" {
+    let style = if what.starts_with("hashing") {
         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
     } else {
         "{msg} [{bar:30}] {pos}/{len} files"

@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// Catalog writes between commits: bounds what a killed run must redo (it
 /// is recovered from the store markers either way).
-const COMMIT_EVERY: usize = 4096;
+const COMMIT_EVERY: usize = 32768;
 
 pub struct Writer<'a> {
     pub catalog: &'a Catalog,

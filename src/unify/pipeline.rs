@@ -1,0 +1,155 @@
+//! Hashing overlapped with linking. Each bucket of candidates (one size and
+//! metadata key, so every file of an object id is in one bucket) is hashed,
+//! planned and linked on the worker pool as soon as a thread takes it. The
+//! calling thread writes the catalog as buckets finish: its connection
+//! stays on that one thread, and its writes overlap the linking.
+
+use super::apply::{Applier, ApplyTotals, CatalogOp, GroupWork};
+use super::hash::{self, Hashed};
+use super::plan;
+use super::scan::FileRec;
+use super::{worker_pool, Guest, Problem, Result};
+use crate::catalog::CacheRow;
+use crate::store::ObjectId;
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+pub struct Inputs<'a> {
+    pub guests: &'a [Guest],
+    pub candidates: &'a [FileRec],
+    pub cache: &'a HashMap<(u64, u64), CacheRow>,
+    pub existing: &'a HashSet<ObjectId>,
+    pub ignore_mtime: bool,
+    /// `None`: a dry run, which plans but links nothing.
+    pub applier: Option<&'a Applier<'a>>,
+    pub progress: &'a ProgressBar,
+}
+
+/// What the buckets came to.
+#[derive(Default)]
+pub struct Outcome {
+    pub hashed: Vec<Hashed>,
+    pub bytes_hashed: u64,
+    pub problems: Vec<Problem>,
+    /// What the plan would link (what a dry run reports).
+    pub planned_links: u64,
+    pub planned_bytes_saved: u64,
+    pub planned_objects: u64,
+    /// What linking did.
+    pub totals: ApplyTotals,
+    /// Candidates whose inode is gone or became an object.
+    pub consumed: HashSet<usize>,
+    /// Wall time until the last file was hashed.
+    pub hash_seconds: f64,
+}
+
+/// One bucket, done.
+struct Done {
+    hashed: Vec<Hashed>,
+    problems: Vec<Problem>,
+    planned: [u64; 3],
+    works: Vec<Result<GroupWork>>,
+}
+
+/// Runs every bucket; `record` gets each catalog write, in order within a
+/// group, on the calling thread. Stops taking buckets after the first error.
+pub fn run(
+    inputs: &Inputs,
+    buckets: Vec<Vec<usize>>,
+    mut record: impl FnMut(CatalogOp) -> Result<()>,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let hashed_until = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let mut out = Outcome::default();
+    let mut first_error = None;
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel::<Done>();
+        let (stop, hashed_until) = (&stop, &hashed_until);
+        s.spawn(move || {
+            worker_pool().install(|| {
+                buckets.par_iter().for_each_with(tx, |tx, files| {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let done = bucket(inputs, files, started, hashed_until);
+                    let _ = tx.send(done);
+                })
+            })
+        });
+        for done in rx {
+            for h in &done.hashed {
+                if h.read {
+                    out.bytes_hashed += inputs.candidates[h.file].stat.size;
+                }
+            }
+            out.hashed.extend(done.hashed);
+            out.problems.extend(done.problems);
+            out.planned_links += done.planned[0];
+            out.planned_bytes_saved += done.planned[1];
+            out.planned_objects += done.planned[2];
+            if first_error.is_some() {
+                continue; // drain what the pool still sends
+            }
+            for work in done.works {
+                let result = work.and_then(|work| {
+                    out.totals.add(&work.totals);
+                    out.problems.extend(work.problems);
+                    out.consumed.extend(work.consumed);
+                    work.ops.into_iter().try_for_each(&mut record)
+                });
+                if let Err(e) = result {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error = Some(e);
+                    break;
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    out.hash_seconds = hashed_until.load(Ordering::Relaxed) as f64 / 1e9;
+    Ok(out)
+}
+
+fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &AtomicU64) -> Done {
+    let mut done = Done {
+        hashed: Vec::with_capacity(files.len()),
+        problems: Vec::new(),
+        planned: [0; 3],
+        works: Vec::new(),
+    };
+    for &i in files {
+        match hash::hash_cached(
+            inputs.guests,
+            inputs.candidates,
+            i,
+            inputs.cache,
+            inputs.ignore_mtime,
+        ) {
+            Ok(h) => done.hashed.push(h),
+            Err(p) => done.problems.push(p),
+        }
+        inputs.progress.inc(inputs.candidates[i].stat.size);
+    }
+    hashed_until.fetch_max(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let groups = plan::plan(inputs.candidates, &done.hashed, inputs.existing);
+    for g in &groups {
+        done.planned[0] += g.links();
+        done.planned[1] += g.bytes_saved();
+        done.planned[2] += u64::from(!g.existing);
+    }
+    if let Some(applier) = inputs.applier {
+        for g in &groups {
+            let first = done.hashed.iter().find(|h| h.file == g.files[0]);
+            let first = first.expect("a planned file was hashed");
+            done.works.push(applier.apply_group(g, first));
+        }
+    }
+    done
+}
