@@ -1,7 +1,7 @@
 //! The store on disk: `objects/<2 hex>/<62 hex>[.N]`, `catalog.db`, `tmp/`,
 //! `lock`. Depends on nothing else in the crate but `sys`.
 //!
-//! Every object carries the xattr [`MARKER_XATTR`] = its hex id. The mount
+//! Every object carries the xattr [`MARKER_XATTR`] = its id's 32 bytes. The mount
 //! recognises a shared inode by it (positively, never by `nlink > 1`), and
 //! unify recovers objects the catalog missed (a run killed before commit).
 
@@ -249,13 +249,28 @@ pub fn parse_object_name(dir: &OsStr, name: &OsStr) -> Option<(ObjectId, u32)> {
 /// to be) a store object.
 pub fn read_marker(fd: BorrowedFd) -> io::Result<Option<ObjectId>> {
     let value = sys::xattr::get_fd(fd, OsStr::new(MARKER_XATTR))?;
-    Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+    Ok(value.as_deref().and_then(parse_marker))
+}
+
+/// The marker's value: the id's 32 bytes (small enough to stay inside an
+/// ext4 inode, where 64 hex digits would take an extra block per object),
+/// or, as stores made before 2026-11-30 have it, 64 hex digits.
+pub fn marker_value(id: &ObjectId) -> [u8; 32] {
+    id.0
+}
+
+fn parse_marker(v: &[u8]) -> Option<ObjectId> {
+    match v.len() {
+        32 => Some(ObjectId(v.try_into().ok()?)),
+        64 => std::str::from_utf8(v).ok()?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Reads the store marker of a host path without following a symlink.
 pub fn read_marker_path(path: &Path) -> io::Result<Option<ObjectId>> {
     let value = sys::xattr::get_path(path, OsStr::new(MARKER_XATTR))?;
-    Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+    Ok(value.as_deref().and_then(parse_marker))
 }
 
 /// The mount point holding `path`, for error messages.
@@ -278,6 +293,15 @@ pub fn mount_point_of(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_are_read_raw_or_as_hex() {
+        let id = ObjectId([0x5a; 32]);
+        assert_eq!(parse_marker(&marker_value(&id)), Some(id));
+        assert_eq!(parse_marker(id.to_hex().as_bytes()), Some(id));
+        assert_eq!(parse_marker(b"not an id"), None);
+        assert_eq!(parse_marker(&[0u8; 31]), None);
+    }
 
     #[test]
     fn object_names_round_trip() {

@@ -187,5 +187,5 @@ impl Store {
 }
 
 fn set_marker(fd: BorrowedFd, id: &ObjectId) -> io::Result<()> {
-    sys::xattr::set_fd(fd, OsStr::new(MARKER_XATTR), id.to_hex().as_bytes())
+    sys::xattr::set_fd(fd, OsStr::new(MARKER_XATTR), &super::marker_value(id))
 }

@@ -4,9 +4,9 @@
 
 pub mod apply;
 mod closer;
-mod pipeline;
 pub mod exclude;
 pub mod hash;
+mod pipeline;
 pub mod plan;
 mod record;
 pub mod scan;

@@ -80,3 +80,38 @@ fn count_objects(store: &std::path::Path) -> usize {
         .filter(|e| e.as_ref().unwrap().file_type().is_file())
         .count()
 }
+
+#[test]
+fn every_object_is_marked_with_its_ids_32_bytes() {
+    if !require_root("every_object_is_marked_with_its_ids_32_bytes") {
+        return;
+    }
+    let (_dir, store, _guests) = two_guests_unified();
+    let mut seen = 0;
+    for e in walkdir::WalkDir::new(store.join("objects")) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let f = fs::File::open(e.path()).unwrap();
+        let value = unifs::sys::xattr::get_fd(
+            std::os::fd::AsFd::as_fd(&f),
+            std::ffi::OsStr::new("trusted.unifs.object"),
+        )
+        .unwrap()
+        .expect("an object without its marker");
+        // objects/ab/cdef… : the name is the id in hex.
+        let parent = e.path().parent().unwrap().file_name().unwrap();
+        let hex = format!(
+            "{}{}",
+            parent.to_string_lossy(),
+            e.file_name().to_string_lossy()
+        );
+        let want: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(value, want, "{}", e.path().display());
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+}
