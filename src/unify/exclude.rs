@@ -97,11 +97,17 @@ impl Excludes {
     /// The matches of `guest_path` (absolute inside the guest, leading `/`)
     /// combined with those of its parent.
     pub fn mask(&self, parent: Mask, guest_path: &Path) -> Mask {
-        let mut mask = parent;
-        for i in self.set.matches(guest_path) {
-            mask |= 1 << i;
+        if self.set.is_empty() {
+            return parent;
         }
-        mask
+        // One list of matches per thread, not one allocation per path.
+        thread_local! {
+            static MATCHES: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        MATCHES.with_borrow_mut(|matches| {
+            self.set.matches_into(guest_path, matches);
+            matches.iter().fold(parent, |mask, &i| mask | 1 << i)
+        })
     }
 
     /// Whether a path with this mask is excluded.

@@ -13,7 +13,7 @@ use crate::store::{read_marker_path, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -95,17 +95,14 @@ const TRUSTED_D_INO: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994];
 pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     let mut scan = Scan::default();
     let walk = guest.fd.try_clone().and_then(|fd| {
-        let dev = sys::fstat(fd.as_fd())?.dev;
-        let trust_d_ino = TRUSTED_D_INO.contains(&sys::fs_type(fd.as_fd())?);
-        let mut walker = Walker {
+        let walker = Walker {
             ctx,
             index,
             guest,
-            dev,
-            trust_d_ino,
-            scan: &mut scan,
+            dev: sys::fstat(fd.as_fd())?.dev,
+            trust_d_ino: TRUSTED_D_INO.contains(&sys::fs_type(fd.as_fd())?),
         };
-        walker.dir(fd, PathBuf::new(), 0);
+        walker.dir(&mut scan, fd, PathBuf::new(), 0);
         Ok(())
     });
     if let Err(e) = walk {
@@ -121,103 +118,85 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
 /// directory, so no path is looked up twice and a directory swapped for a
 /// symlink mid-walk is not followed. Directories on another filesystem are
 /// not entered.
-struct Walker<'a, 'b> {
+struct Walker<'a> {
     ctx: &'a ScanContext<'a>,
     index: u32,
     guest: &'a Guest,
     dev: u64,
     /// Files whose entry names a known object inode need no stat.
     trust_d_ino: bool,
-    scan: &'b mut Scan,
 }
 
-impl Walker<'_, '_> {
-    fn dir(&mut self, fd: OwnedFd, rel: PathBuf, parent_mask: Mask) {
-        let dfd = match fd.try_clone() {
-            Ok(d) => d,
-            Err(e) => return self.problem(&rel, e),
-        };
-        let mut dir = match nix::dir::Dir::from_fd(fd) {
-            Ok(d) => d,
-            Err(e) => return self.problem(&rel, e.into()),
-        };
+impl Walker<'_> {
+    fn dir(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, parent_mask: Mask) {
         let mut subdirs = Vec::new();
-        for entry in dir.iter() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    self.problem(&rel, e.into());
-                    break;
-                }
-            };
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        // The absolute path in the guest that excludes match, one buffer per
+        // directory.
+        let mut abs = Path::new("/").join(&rel);
+        let read = sys::read_dir(fd.as_fd(), |entry| {
+            let name = entry.name;
             if name == "." || name == ".." {
-                continue;
+                return;
             }
             let child = rel.join(name);
-            let mask = self
-                .ctx
-                .excludes
-                .mask(parent_mask, &Path::new("/").join(&child));
-            use nix::dir::Type;
-            match entry.file_type() {
-                Some(Type::Directory) => subdirs.push((name.to_os_string(), child, mask)),
-                Some(Type::File) if self.trust_d_ino && self.known_object(&entry, name) => {
-                    let object = self.ctx.object_inodes[&(self.dev, entry.ino())];
-                    self.linked(child, object, mask);
+            abs.push(name);
+            let mask = self.ctx.excludes.mask(parent_mask, &abs);
+            abs.pop();
+            match entry.kind {
+                libc::DT_DIR => subdirs.push((name.to_os_string(), child, mask)),
+                libc::DT_REG if self.trust_d_ino && self.known_object(name, entry.ino) => {
+                    let object = self.ctx.object_inodes[&(self.dev, entry.ino)];
+                    self.linked(scan, child, object, mask);
                 }
-                Some(Type::File) | None => {
-                    let st = match sys::stat_at(dfd.as_fd(), name) {
+                libc::DT_REG | libc::DT_UNKNOWN => {
+                    let st = match sys::stat_at(fd.as_fd(), name) {
                         Ok(st) => st,
-                        Err(e) => {
-                            self.problem(&child, e);
-                            continue;
-                        }
+                        Err(e) => return self.problem(scan, &child, e),
                     };
                     if st.is_dir() {
                         subdirs.push((name.to_os_string(), child, mask));
                     } else if st.is_file() {
-                        self.file(name, child, st, mask);
+                        self.file(scan, name, child, st, mask);
                     }
                 }
                 _ => {}
             }
+        });
+        if let Err(e) = read {
+            self.problem(scan, &rel, e);
         }
-        drop(dir);
-        for (name, child, mask) in subdirs {
-            if self.ctx.excludes.prune(mask) {
-                continue;
-            }
+        subdirs.retain(|(_, _, mask)| !self.ctx.excludes.prune(*mask));
+        let enter = |scan: &mut Scan, (name, child, mask): (OsString, PathBuf, Mask)| {
             let sub = sys::open_at(
-                dfd.as_fd(),
+                fd.as_fd(),
                 &name,
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK,
                 0,
             );
             match sub.and_then(|fd| sys::fstat(fd.as_fd()).map(|st| (fd, st))) {
-                Ok((fd, st)) if st.dev == self.dev => self.dir(fd, child, mask),
+                Ok((fd, st)) if st.dev == self.dev => self.dir(scan, fd, child, mask),
                 Ok(_) => {} // another filesystem mounted here
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {} // swapped for a symlink
-                Err(e) => self.problem(&child, e),
+                Err(e) => self.problem(scan, &child, e),
             }
+        };
+        for sub in subdirs {
+            enter(scan, sub);
         }
     }
 
     /// A regular file whose entry names an object file the catalog knows:
     /// it links that object (object files never change), so its stat is
     /// not needed. Leftover temp names still go the long way.
-    fn known_object(&self, entry: &nix::dir::Entry, name: &OsStr) -> bool {
+    fn known_object(&self, name: &OsStr, ino: u64) -> bool {
         !name.as_bytes().starts_with(TMP_PREFIX.as_bytes())
-            && self
-                .ctx
-                .object_inodes
-                .contains_key(&(self.dev, entry.ino()))
+            && self.ctx.object_inodes.contains_key(&(self.dev, ino))
     }
 
     /// A file that links a known object: counted, then listed as linked
     /// unless excluded or too small (then its catalog row is dropped).
-    fn linked(&mut self, rel: PathBuf, object: ObjectInode, mask: Mask) {
-        let (ctx, scan) = (self.ctx, &mut *self.scan);
+    fn linked(&self, scan: &mut Scan, rel: PathBuf, object: ObjectInode, mask: Mask) {
+        let ctx = self.ctx;
         scan.counts.files += 1;
         scan.counts.bytes += object.size;
         if ctx.excludes.excluded(mask) {
@@ -235,8 +214,8 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn file(&mut self, name: &OsStr, rel: PathBuf, stat: Stat, mask: Mask) {
-        let (ctx, index, scan) = (self.ctx, self.index, &mut *self.scan);
+    fn file(&self, scan: &mut Scan, name: &OsStr, rel: PathBuf, stat: Stat, mask: Mask) {
+        let (ctx, index) = (self.ctx, self.index);
         if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
             scan.stale_tmp.push(FileRec {
                 guest: index,
@@ -246,7 +225,7 @@ impl Walker<'_, '_> {
             return;
         }
         if let Some(&object) = ctx.object_inodes.get(&(stat.dev, stat.ino)) {
-            return self.linked(rel, object, mask);
+            return self.linked(scan, rel, object, mask);
         }
         scan.counts.files += 1;
         scan.counts.bytes += stat.size;
@@ -281,9 +260,8 @@ impl Walker<'_, '_> {
         });
     }
 
-    fn problem(&mut self, rel: &Path, e: std::io::Error) {
-        self.scan
-            .problems
+    fn problem(&self, scan: &mut Scan, rel: &Path, e: std::io::Error) {
+        scan.problems
             .push(Problem::new(self.guest.root.join(rel), e.to_string()));
     }
 }
