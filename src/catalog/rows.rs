@@ -26,12 +26,11 @@ pub struct ObjectRow {
     pub mtime: Timestamp,
 }
 
-/// An object file: which object, which copy of it, and its size.
+/// An object file: which object, and which copy of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectInode {
     pub id: ObjectId,
     pub copy: u32,
-    pub size: u64,
 }
 
 /// A hash-cache entry: valid while (dev, ino, size, mtime, ctime) match.
@@ -244,10 +243,7 @@ impl Catalog {
     pub fn object_inodes(&self) -> Result<HashMap<(u64, u64), ObjectInode>> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT f.dev, f.ino, f.object_id, f.copy, o.size
-                 FROM object_files f JOIN objects o ON o.id = f.object_id",
-            )
+            .prepare("SELECT dev, ino, object_id, copy FROM object_files")
             .map_err(|e| self.err(e))?;
         let raw = stmt
             .query_map([], |r| {
@@ -256,22 +252,14 @@ impl Catalog {
                     r.get::<_, i64>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, u32>(3)?,
-                    r.get::<_, i64>(4)?,
                 ))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
         let mut out = HashMap::with_capacity(raw.len());
-        for (dev, ino, id, copy, size) in raw {
+        for (dev, ino, id, copy) in raw {
             let id = self.parse_id("object_files.object_id", id)?;
-            out.insert(
-                (dev as u64, ino as u64),
-                ObjectInode {
-                    id,
-                    copy,
-                    size: size as u64,
-                },
-            );
+            out.insert((dev as u64, ino as u64), ObjectInode { id, copy });
         }
         Ok(out)
     }

@@ -275,9 +275,14 @@ fn run(
     });
     let (objects, cache) = (objects?, cache?);
     let mut scan = scan::Scan::default();
+    scan.candidates
+        .reserve(scans.iter().map(|s| s.candidates.len()).sum());
+    scan.linked
+        .reserve(scans.iter().map(|s| s.linked.len()).sum());
     for s in scans {
         scan.merge(s);
     }
+    scan.size_linked(&objects, opts.min_size);
     summary.scan_seconds = started.elapsed().as_secs_f64();
     let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;
@@ -345,10 +350,7 @@ fn run(
     // Rewrite only the guest_links rows that changed: a re-run writes little,
     // and reads none back for a guest whose links hash to what the catalog
     // recorded at the end of the last run.
-    let mut digests = vec![[0u8; 32]; guests.len()];
-    for &(g, d) in &scan.digests {
-        digests[g as usize] = d;
-    }
+    let digests = worker_pool().install(|| scan.digests(guests.len()));
     let mut old_links = guests
         .iter()
         .zip(&digests)

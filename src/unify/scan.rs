@@ -8,12 +8,13 @@
 
 use super::exclude::{Excludes, Mask};
 use super::{Guest, Problem};
-use crate::catalog::{links_digest, ObjectInode};
+use crate::catalog::{links_digest, ObjectInode, ObjectRow};
 use crate::store::{read_marker_path, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
+use rayon::prelude::*;
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -59,8 +60,8 @@ pub struct Scan {
     pub stale_tmp: Vec<FileRec>,
     pub counts: ScanCounts,
     pub problems: Vec<Problem>,
-    /// Per guest: [`links_digest`] of the links found.
-    pub digests: Vec<(u32, [u8; 32])>,
+    /// Objects linked by excluded paths (their sizes count as scanned).
+    pub excluded_linked: Vec<ObjectId>,
 }
 
 impl Scan {
@@ -75,7 +76,7 @@ impl Scan {
         a.too_small += b.too_small;
         a.guest_hardlinks += b.guest_hardlinks;
         self.problems.extend(other.problems);
-        self.digests.extend(other.digests);
+        self.excluded_linked.extend(other.excluded_linked);
     }
 }
 
@@ -108,9 +109,41 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     if let Err(e) = walk {
         scan.problems.push(Problem::new(&guest.root, e.to_string()));
     }
-    let digest = links_digest(scan.linked.iter().map(|l| (l.rel.as_path(), &l.id)));
-    scan.digests.push((index, digest));
     scan
+}
+
+impl Scan {
+    /// Counts the bytes of the files found linking known objects (the walk
+    /// does not stat them) and drops those below `min_size`.
+    pub fn size_linked(&mut self, objects: &HashMap<ObjectId, ObjectRow>, min_size: u64) {
+        let size = |id: &ObjectId| objects.get(id).map_or(0, |o| o.size);
+        let counts = &mut self.counts;
+        for id in &self.excluded_linked {
+            counts.bytes += size(id);
+        }
+        self.linked.retain(|l| {
+            if l.recovered.is_some() {
+                return true; // stat'ed and counted by the walk
+            }
+            let size = size(&l.id);
+            counts.bytes += size;
+            if size < min_size {
+                counts.too_small += 1;
+            }
+            size >= min_size
+        });
+    }
+
+    /// [`links_digest`] of each guest's links, guest by guest.
+    pub fn digests(&self, guests: usize) -> Vec<[u8; 32]> {
+        (0..guests as u32)
+            .into_par_iter()
+            .map(|g| {
+                let mine = self.linked.iter().filter(|l| l.guest == g);
+                links_digest(mine.map(|l| (l.rel.as_path(), &l.id)))
+            })
+            .collect()
+    }
 }
 
 /// Walks a guest through directory fds: each directory is opened relative
@@ -166,22 +199,16 @@ impl Walker<'_> {
             self.problem(scan, &rel, e);
         }
         subdirs.retain(|(_, _, mask)| !self.ctx.excludes.prune(*mask));
-        let enter = |scan: &mut Scan, (name, child, mask): (OsString, PathBuf, Mask)| {
-            let sub = sys::open_at(
-                fd.as_fd(),
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK,
-                0,
-            );
-            match sub.and_then(|fd| sys::fstat(fd.as_fd()).map(|st| (fd, st))) {
-                Ok((fd, st)) if st.dev == self.dev => self.dir(scan, fd, child, mask),
-                Ok(_) => {} // another filesystem mounted here
-                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {} // swapped for a symlink
+        for (name, child, mask) in subdirs {
+            // Beneath, without symlinks or mount crossings: a directory
+            // swapped for a symlink, or another filesystem mounted here, is
+            // not entered.
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
+            match sys::open_beneath(fd.as_fd(), Path::new(&name), flags) {
+                Ok(sub) => self.dir(scan, sub, child, mask),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) => {}
                 Err(e) => self.problem(scan, &child, e),
             }
-        };
-        for sub in subdirs {
-            enter(scan, sub);
         }
     }
 
@@ -194,15 +221,13 @@ impl Walker<'_> {
     }
 
     /// A file that links a known object: counted, then listed as linked
-    /// unless excluded or too small (then its catalog row is dropped).
+    /// unless excluded (then its catalog row is dropped). Its size is the
+    /// object's, counted by [`Scan::size_linked`].
     fn linked(&self, scan: &mut Scan, rel: PathBuf, object: ObjectInode, mask: Mask) {
-        let ctx = self.ctx;
         scan.counts.files += 1;
-        scan.counts.bytes += object.size;
-        if ctx.excludes.excluded(mask) {
+        if self.ctx.excludes.excluded(mask) {
             scan.counts.excluded += 1;
-        } else if object.size < ctx.min_size {
-            scan.counts.too_small += 1;
+            scan.excluded_linked.push(object.id);
         } else {
             scan.linked.push(LinkedRec {
                 guest: self.index,
