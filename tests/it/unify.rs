@@ -604,6 +604,52 @@ fn guests_on_another_filesystem_are_refused_naming_both() {
     assert!(err.contains("/dev/shm"), "{err}");
 }
 
+/// Unmounts a tmpfs mounted for a test, even when the test fails.
+struct TmpfsMount(PathBuf);
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_filesystem_mounted_inside_a_guest_is_not_entered() {
+    if !require_root("a_filesystem_mounted_inside_a_guest") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let mnt = a.join("mnt/data");
+    fs::create_dir_all(&mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let _guard = TmpfsMount(mnt.clone());
+    // A duplicate of a shared file, on the mounted filesystem.
+    let inside = file(&mnt, "tool", &bytes(99, 50_000), 0o755);
+    let before = ino(&inside);
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["files_linked"], 21, "{s}");
+    assert_eq!(s["problems"].as_array().unwrap().len(), 0, "{s}");
+    assert_eq!(
+        ino(&inside),
+        before,
+        "a file on another filesystem was replaced"
+    );
+    assert_eq!(fs::metadata(&inside).unwrap().nlink(), 1);
+    // The re-run does not go there either.
+    let again = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(again["files_scanned"], s["files_scanned"], "{again}");
+}
+
 #[test]
 fn paranoid_mode_links_identical_files() {
     if !require_root("paranoid_mode_links_identical_files") {
