@@ -7,7 +7,7 @@ mod migrate;
 mod rows;
 
 pub use rows::{
-    links_digest, CacheRow, GuestRow, ListedObject, ObjectInode, ObjectRow, RunRow, RunTotals,
+    links_digest, CacheRow, GuestRow, ListedObject, Map, ObjectInode, ObjectRow, RunRow, RunTotals,
     StatsRow,
 };
 

@@ -26,6 +26,11 @@ pub struct ObjectRow {
     pub mtime: Timestamp,
 }
 
+/// The maps the catalog loads: hashed with foldhash (several lookups per
+/// guest file in a unify run), seeded per process so that names a guest
+/// picks cannot make them collide.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// An object file: which object, and which copy of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectInode {
@@ -199,7 +204,7 @@ impl Catalog {
     }
 
     /// Every object, by id.
-    pub fn objects(&self) -> Result<HashMap<ObjectId, ObjectRow>> {
+    pub fn objects(&self) -> Result<Map<ObjectId, ObjectRow>> {
         let mut stmt = self
             .conn
             .prepare(
@@ -221,7 +226,7 @@ impl Catalog {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
-        let mut out = HashMap::with_capacity(raw.len());
+        let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
         for (id, ch, size, perm, uid, gid, sec, nsec) in raw {
             let id = self.parse_id("objects.id", id)?;
             let row = ObjectRow {
@@ -240,7 +245,7 @@ impl Catalog {
 
     /// Every object file's inode: (dev, ino) → (object id, copy).
     /// Every object file the catalog knows, keyed by (dev, ino).
-    pub fn object_inodes(&self) -> Result<HashMap<(u64, u64), ObjectInode>> {
+    pub fn object_inodes(&self) -> Result<Map<(u64, u64), ObjectInode>> {
         let mut stmt = self
             .conn
             .prepare("SELECT dev, ino, object_id, copy FROM object_files")
@@ -256,7 +261,7 @@ impl Catalog {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
-        let mut out = HashMap::with_capacity(raw.len());
+        let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
         for (dev, ino, id, copy) in raw {
             let id = self.parse_id("object_files.object_id", id)?;
             out.insert((dev as u64, ino as u64), ObjectInode { id, copy });
@@ -327,7 +332,7 @@ impl Catalog {
     }
 
     /// Every path of `guest` the catalog lists as linking an object.
-    pub fn guest_links(&self, guest: i64) -> Result<HashMap<PathBuf, ObjectId>> {
+    pub fn guest_links(&self, guest: i64) -> Result<Map<PathBuf, ObjectId>> {
         let mut stmt = self
             .conn
             .prepare("SELECT path, object_id FROM guest_links WHERE guest_id = ?1")
@@ -338,7 +343,7 @@ impl Catalog {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
-        let mut out = HashMap::with_capacity(raw.len());
+        let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
         for (path, id) in raw {
             out.insert(blob_path(path), self.parse_id("guest_links.object_id", id)?);
         }
@@ -374,7 +379,7 @@ impl Catalog {
     }
 
     /// The whole hash cache, keyed by (dev, ino).
-    pub fn hash_cache(&self) -> Result<HashMap<(u64, u64), CacheRow>> {
+    pub fn hash_cache(&self) -> Result<Map<(u64, u64), CacheRow>> {
         let mut stmt = self
             .conn
             .prepare(
@@ -395,7 +400,7 @@ impl Catalog {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
-        let mut out = HashMap::with_capacity(raw.len());
+        let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
         for (dev, ino, size, mtime_ns, ctime_ns, id, ch) in raw {
             out.insert(
                 (dev as u64, ino as u64),

@@ -5,10 +5,10 @@
 
 use super::scan::FileRec;
 use super::{Guest, Problem};
-use crate::catalog::{CacheRow, ObjectRow};
+use crate::catalog::{CacheRow, Map, ObjectRow};
 use crate::store::{id::hash_reader, ContentHash, ObjectId, ObjectMeta};
 use crate::sys::{self, Stat, Timestamp};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::AsFd;
 
@@ -53,21 +53,19 @@ pub fn buckets(
     object_keys: &HashSet<MetaKey>,
     ignore_mtime: bool,
 ) -> Vec<Vec<usize>> {
-    let mut by_key: HashMap<MetaKey, Vec<usize>> = HashMap::new();
-    for (i, c) in candidates.iter().enumerate() {
-        by_key
-            .entry(MetaKey::of_stat(&c.stat, ignore_mtime))
-            .or_default()
-            .push(i);
-    }
-    let mut out: Vec<Vec<usize>> = by_key
-        .into_iter()
-        .filter(|(key, files)| files.len() > 1 || object_keys.contains(key))
-        .map(|(_, files)| files)
-        .collect();
-    // Largest files first, so that the last bucket the pool takes is small.
-    out.sort_unstable_by_key(|files| std::cmp::Reverse(candidates[files[0]].stat.size));
-    out
+    // Sorted by key (largest files first, so that the last bucket the pool
+    // takes is small), then cut into runs of one key.
+    let key = |i: usize| MetaKey::of_stat(&candidates[i].stat, ignore_mtime);
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_unstable_by_key(|&i| {
+        let k = key(i);
+        (std::cmp::Reverse(k.size), k.perm, k.uid, k.gid, k.mtime, i)
+    });
+    order
+        .chunk_by(|&a, &b| key(a) == key(b))
+        .filter(|run| run.len() > 1 || object_keys.contains(&key(run[0])))
+        .map(|run| run.to_vec())
+        .collect()
 }
 
 /// The id of one candidate.
@@ -85,7 +83,7 @@ pub fn hash_cached(
     guests: &[Guest],
     candidates: &[FileRec],
     i: usize,
-    cache: &HashMap<(u64, u64), CacheRow>,
+    cache: &Map<(u64, u64), CacheRow>,
     ignore_mtime: bool,
 ) -> Result<Hashed, Problem> {
     let rec = &candidates[i];
@@ -142,4 +140,41 @@ fn hash_one(
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
     hash_reader(&meta, &file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn rec(size: u64, uid: u32) -> FileRec {
+        let t = Timestamp { sec: 5, nsec: 0 };
+        FileRec {
+            guest: 0,
+            rel: PathBuf::from("f"),
+            stat: Stat {
+                dev: 1,
+                ino: 0,
+                mode: 0o100644,
+                nlink: 1,
+                uid,
+                gid: 0,
+                size,
+                mtime: t,
+                ctime: t,
+            },
+        }
+    }
+
+    #[test]
+    fn buckets_hold_files_of_one_key_that_something_else_shares() {
+        // 0 and 2 share a key; 1 differs only in owner; 3 is alone but an
+        // object has its key; 4 is alone.
+        let c = vec![rec(10, 0), rec(10, 1), rec(10, 0), rec(99, 0), rec(7, 0)];
+        let objects: HashSet<MetaKey> = [MetaKey::of_stat(&c[3].stat, false)].into();
+        let b = buckets(&c, &objects, false);
+        // Largest files first.
+        assert_eq!(b, vec![vec![3], vec![0, 2]]);
+        assert!(buckets(&c, &HashSet::new(), false) == vec![vec![0, 2]]);
+    }
 }

@@ -274,11 +274,10 @@ fn run(
         (scans, objects, cache)
     });
     let (objects, cache) = (objects?, cache?);
-    let mut scan = scan::Scan::default();
-    scan.candidates
-        .reserve(scans.iter().map(|s| s.candidates.len()).sum());
-    scan.linked
-        .reserve(scans.iter().map(|s| s.linked.len()).sum());
+    // Into the first guest's scan: growing its vectors in place touches
+    // less new memory than copying all of them into fresh ones.
+    let mut scans = scans.into_iter();
+    let mut scan = scans.next().unwrap_or_default();
     for s in scans {
         scan.merge(s);
     }
@@ -350,7 +349,10 @@ fn run(
     // Rewrite only the guest_links rows that changed: a re-run writes little,
     // and reads none back for a guest whose links hash to what the catalog
     // recorded at the end of the last run.
-    let digests = worker_pool().install(|| scan.digests(guests.len()));
+    let mut digests = vec![[0u8; 32]; guests.len()];
+    for &(g, d) in &scan.digests {
+        digests[g as usize] = d;
+    }
     let mut old_links = guests
         .iter()
         .zip(&digests)

@@ -9,11 +9,11 @@ use super::hash::{self, Hashed};
 use super::plan;
 use super::scan::FileRec;
 use super::{worker_pool, Guest, Problem, Result};
-use crate::catalog::CacheRow;
+use crate::catalog::{CacheRow, Map};
 use crate::store::ObjectId;
 use indicatif::ProgressBar;
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use std::time::Instant;
 pub struct Inputs<'a> {
     pub guests: &'a [Guest],
     pub candidates: &'a [FileRec],
-    pub cache: &'a HashMap<(u64, u64), CacheRow>,
+    pub cache: &'a Map<(u64, u64), CacheRow>,
     pub existing: &'a HashSet<ObjectId>,
     pub ignore_mtime: bool,
     /// `None`: a dry run, which plans but links nothing.

@@ -8,12 +8,11 @@
 
 use super::exclude::{Excludes, Mask};
 use super::{Guest, Problem};
-use crate::catalog::{links_digest, ObjectInode, ObjectRow};
+use crate::catalog::{links_digest, Map, ObjectInode, ObjectRow};
 use crate::store::{read_marker_path, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
-use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -62,6 +61,8 @@ pub struct Scan {
     pub problems: Vec<Problem>,
     /// Objects linked by excluded paths (their sizes count as scanned).
     pub excluded_linked: Vec<ObjectId>,
+    /// Per guest: [`links_digest`] of its links, computed by the walk.
+    pub digests: Vec<(u32, [u8; 32])>,
 }
 
 impl Scan {
@@ -77,6 +78,7 @@ impl Scan {
         a.guest_hardlinks += b.guest_hardlinks;
         self.problems.extend(other.problems);
         self.excluded_linked.extend(other.excluded_linked);
+        self.digests.extend(other.digests);
     }
 }
 
@@ -85,7 +87,7 @@ pub struct ScanContext<'a> {
     pub excludes: &'a Excludes,
     pub min_size: u64,
     /// (dev, ino) of every object file the catalog knows.
-    pub object_inodes: &'a HashMap<(u64, u64), ObjectInode>,
+    pub object_inodes: &'a Map<(u64, u64), ObjectInode>,
 }
 
 /// Filesystems whose directory entries carry the inode number `stat`
@@ -109,18 +111,21 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     if let Err(e) = walk {
         scan.problems.push(Problem::new(&guest.root, e.to_string()));
     }
+    let digest = links_digest(scan.linked.iter().map(|l| (l.rel.as_path(), &l.id)));
+    scan.digests.push((index, digest));
     scan
 }
 
 impl Scan {
     /// Counts the bytes of the files found linking known objects (the walk
     /// does not stat them) and drops those below `min_size`.
-    pub fn size_linked(&mut self, objects: &HashMap<ObjectId, ObjectRow>, min_size: u64) {
+    pub fn size_linked(&mut self, objects: &Map<ObjectId, ObjectRow>, min_size: u64) {
         let size = |id: &ObjectId| objects.get(id).map_or(0, |o| o.size);
         let counts = &mut self.counts;
         for id in &self.excluded_linked {
             counts.bytes += size(id);
         }
+        let mut dropped = HashSet::new();
         self.linked.retain(|l| {
             if l.recovered.is_some() {
                 return true; // stat'ed and counted by the walk
@@ -129,20 +134,17 @@ impl Scan {
             counts.bytes += size;
             if size < min_size {
                 counts.too_small += 1;
+                dropped.insert(l.guest);
             }
             size >= min_size
         });
-    }
-
-    /// [`links_digest`] of each guest's links, guest by guest.
-    pub fn digests(&self, guests: usize) -> Vec<[u8; 32]> {
-        (0..guests as u32)
-            .into_par_iter()
-            .map(|g| {
-                let mine = self.linked.iter().filter(|l| l.guest == g);
-                links_digest(mine.map(|l| (l.rel.as_path(), &l.id)))
-            })
-            .collect()
+        // The walk's digests covered the dropped links: take them again.
+        for (g, digest) in self.digests.iter_mut() {
+            if dropped.contains(g) {
+                let mine = self.linked.iter().filter(|l| l.guest == *g);
+                *digest = links_digest(mine.map(|l| (l.rel.as_path(), &l.id)));
+            }
+        }
     }
 }
 
