@@ -115,3 +115,42 @@ fn every_object_is_marked_with_its_ids_32_bytes() {
     }
     assert_eq!(seen, 2);
 }
+
+/// (object id, content hash) of every catalog object.
+fn catalog_contents(store: &std::path::Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    let mut st = conn
+        .prepare("SELECT id, content_hash FROM objects ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[test]
+fn content_hashes_are_those_of_the_objects_even_when_found_in_a_later_run() {
+    if !require_root("content_hashes_are_those_of_the_objects") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // x and y share size and metadata, not content: both get hashed, and
+    // neither becomes an object in the first run.
+    let x = bytes(7, 9000);
+    file(&a, "x", &x, 0o644);
+    file(&a, "y", &bytes(8, 9000), 0o644);
+    unify_json(&store, &[&a]);
+    assert!(catalog_contents(&store).is_empty());
+    // A second guest has x too: x becomes an object from the cache's id.
+    file(&b, "x", &x, 0o644);
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["objects_added"], 1, "{s}");
+    assert_eq!(s["bytes_hashed"], 9000, "only b/x is read: {s}");
+    let rows = catalog_contents(&store);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1, blake3::hash(&x).to_hex().to_string());
+    assert_eq!(ino(&a.join("x")), ino(&b.join("x")));
+    assert_verify_clean(&store);
+}
