@@ -71,6 +71,8 @@ pub enum CatalogOp {
         file: usize,
         id: ObjectId,
     },
+    /// Candidate `file` was hashed and stays as it is: cache its ids.
+    Hash(Hashed),
 }
 
 /// What linking one group did.

@@ -387,12 +387,6 @@ fn run(
     progress.finish_and_clear();
     drop(applier);
     hashed_summary(&mut summary, &out, hash_started);
-    for h in out.hashed.iter().filter(|h| h.read) {
-        if !out.consumed.contains(&h.file) {
-            let st = &scan.candidates[h.file].stat;
-            writer.put_hash(st, h)?;
-        }
-    }
     for &file in &out.consumed {
         let rec = &scan.candidates[file];
         if let Some(old) = &mut old_links[rec.guest as usize] {
@@ -404,16 +398,30 @@ fn run(
             writer.delete_guest_link(g.row.id, path)?;
         }
     }
-    // Untouched guests' rows are exactly the links the scan found.
-    for (g, scanned) in guests.iter().zip(&digests) {
-        let digest = if writer.touched.contains(&g.row.id) {
-            let rows = catalog.guest_links(g.row.id)?;
-            catalog::links_digest(rows.iter().map(|(p, id)| (p.as_path(), id)))
-        } else {
-            *scanned
-        };
-        if catalog.links_digest(g.row.id)? != Some(digest) {
-            catalog.set_links_digest(g.row.id, Some(&digest))?;
+    // A guest's rows are now the links the scan found (the rest were
+    // deleted) and the ones this run made.
+    let touched: Vec<u32> = (0..guests.len() as u32)
+        .filter(|&g| writer.touched.contains(&guests[g as usize].row.id))
+        .collect();
+    let digests_now: Vec<[u8; 32]> = worker_pool().install(|| {
+        touched
+            .par_iter()
+            .map(|&g| {
+                let found = scan.linked.iter().filter(|l| l.guest == g);
+                let made = out.new_links.iter().filter_map(|(file, id)| {
+                    let rec = &scan.candidates[*file];
+                    (rec.guest == g).then_some((rec.rel.as_path(), id))
+                });
+                catalog::links_digest(found.map(|l| (l.rel.as_path(), &l.id)).chain(made))
+            })
+            .collect()
+    });
+    for (&g, digest) in touched.iter().zip(&digests_now) {
+        digests[g as usize] = *digest;
+    }
+    for (g, digest) in guests.iter().zip(&digests) {
+        if catalog.links_digest(g.row.id)? != Some(*digest) {
+            catalog.set_links_digest(g.row.id, Some(digest))?;
         }
     }
     let t = out.totals;

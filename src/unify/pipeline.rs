@@ -43,6 +43,8 @@ pub struct Outcome {
     pub totals: ApplyTotals,
     /// Candidates whose inode is gone or became an object.
     pub consumed: HashSet<usize>,
+    /// Candidates linked to an object by this run.
+    pub new_links: Vec<(usize, ObjectId)>,
     /// Wall time until the last file was hashed.
     pub hash_seconds: f64,
 }
@@ -87,27 +89,17 @@ pub fn run(
                     out.bytes_hashed += inputs.candidates[h.file].stat.size;
                 }
             }
-            out.hashed.extend(done.hashed);
             out.problems.extend(done.problems);
             out.planned_links += done.planned[0];
             out.planned_bytes_saved += done.planned[1];
             out.planned_objects += done.planned[2];
-            if first_error.is_some() {
-                continue; // drain what the pool still sends
-            }
-            for work in done.works {
-                let result = work.and_then(|work| {
-                    out.totals.add(&work.totals);
-                    out.problems.extend(work.problems);
-                    out.consumed.extend(work.consumed);
-                    work.ops.into_iter().try_for_each(&mut record)
-                });
-                if let Err(e) = result {
+            if first_error.is_none() {
+                if let Err(e) = take(&mut out, done.works, &done.hashed, &mut record) {
                     stop.store(true, Ordering::Relaxed);
                     first_error = Some(e);
-                    break;
                 }
-            }
+            } // else drain what the pool still sends
+            out.hashed.extend(done.hashed);
         }
     });
     if let Some(e) = first_error {
@@ -115,6 +107,37 @@ pub fn run(
     }
     out.hash_seconds = hashed_until.load(Ordering::Relaxed) as f64 / 1e9;
     Ok(out)
+}
+
+/// Takes one bucket's linking into `out` and passes its catalog writes on:
+/// each group's, then the ids of the files read that stay as they were.
+fn take(
+    out: &mut Outcome,
+    works: Vec<Result<GroupWork>>,
+    hashed: &[Hashed],
+    record: &mut impl FnMut(CatalogOp) -> Result<()>,
+) -> Result<()> {
+    let mut consumed = HashSet::new();
+    for work in works {
+        let work = work?;
+        out.totals.add(&work.totals);
+        out.problems.extend(work.problems);
+        consumed.extend(work.consumed);
+        for op in work.ops {
+            if let CatalogOp::GuestLink { file, id } = op {
+                out.new_links.push((file, id));
+            }
+            record(op)?;
+        }
+    }
+    for h in hashed
+        .iter()
+        .filter(|h| h.read && !consumed.contains(&h.file))
+    {
+        record(CatalogOp::Hash(*h))?;
+    }
+    out.consumed.extend(consumed);
+    Ok(())
 }
 
 fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &AtomicU64) -> Done {

@@ -2,12 +2,11 @@
 //! fed with what the linking threads did.
 
 use super::apply::CatalogOp;
-use super::hash::{cache_row, Hashed};
+use super::hash::cache_row;
 use super::scan::FileRec;
 use super::{Guest, Result};
 use crate::catalog::Catalog;
 use crate::store::ObjectId;
-use crate::sys::Stat;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -64,6 +63,11 @@ impl<'a> Writer<'a> {
                 self.catalog
                     .set_guest_link(guest, &rec.rel, &id, self.run)?
             }
+            CatalogOp::Hash(h) => {
+                let st = &candidates[h.file].stat;
+                self.catalog
+                    .put_hash(st.dev, st.ino, &cache_row(st, h.id, h.content))?
+            }
         }
         self.tick()
     }
@@ -84,12 +88,6 @@ impl<'a> Writer<'a> {
     pub fn delete_guest_link(&mut self, guest: i64, rel: &Path) -> Result<()> {
         self.touch(guest)?;
         self.catalog.delete_guest_link(guest, rel)?;
-        self.tick()
-    }
-
-    pub fn put_hash(&mut self, st: &Stat, h: &Hashed) -> Result<()> {
-        self.catalog
-            .put_hash(st.dev, st.ino, &cache_row(st, h.id, h.content))?;
         self.tick()
     }
 }
