@@ -12,8 +12,9 @@ use crate::catalog::{links_digest, Map, ObjectInode, ObjectRow};
 use crate::store::{read_marker_path, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
+use rayon::prelude::*;
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -105,7 +106,7 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
             dev: sys::fstat(fd.as_fd())?.dev,
             trust_d_ino: TRUSTED_D_INO.contains(&sys::fs_type(fd.as_fd())?),
         };
-        walker.dir(&mut scan, fd, PathBuf::new(), 0);
+        walker.dir(&mut scan, fd, PathBuf::new(), 0, 0);
         Ok(())
     });
     if let Err(e) = walk {
@@ -148,6 +149,11 @@ impl Scan {
     }
 }
 
+/// Directories this close to the guest root walk their subdirectories in
+/// parallel: with cold caches the walk waits on the disk, and more
+/// directories read at once keep it busy.
+const PARALLEL_DEPTH: u32 = 3;
+
 /// Walks a guest through directory fds: each directory is opened relative
 /// to its parent (`O_NOFOLLOW`), each entry stat'ed relative to its
 /// directory, so no path is looked up twice and a directory swapped for a
@@ -163,7 +169,7 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn dir(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, parent_mask: Mask) {
+    fn dir(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, parent_mask: Mask, depth: u32) {
         let mut subdirs = Vec::new();
         // The absolute path in the guest that excludes match, one buffer per
         // directory.
@@ -201,15 +207,32 @@ impl Walker<'_> {
             self.problem(scan, &rel, e);
         }
         subdirs.retain(|(_, _, mask)| !self.ctx.excludes.prune(*mask));
-        for (name, child, mask) in subdirs {
+        let enter = |scan: &mut Scan, (name, child, mask): (OsString, PathBuf, Mask)| {
             // Beneath, without symlinks or mount crossings: a directory
             // swapped for a symlink, or another filesystem mounted here, is
             // not entered.
             let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
             match sys::open_beneath(fd.as_fd(), Path::new(&name), flags) {
-                Ok(sub) => self.dir(scan, sub, child, mask),
+                Ok(sub) => self.dir(scan, sub, child, mask, depth + 1),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) => {}
                 Err(e) => self.problem(scan, &child, e),
+            }
+        };
+        if depth < PARALLEL_DEPTH && subdirs.len() > 1 {
+            let subs: Vec<Scan> = subdirs
+                .into_par_iter()
+                .map(|sub| {
+                    let mut scan = Scan::default();
+                    enter(&mut scan, sub);
+                    scan
+                })
+                .collect();
+            for sub in subs {
+                scan.merge(sub);
+            }
+        } else {
+            for sub in subdirs {
+                enter(scan, sub);
             }
         }
     }
