@@ -8,7 +8,9 @@
 # file, 1024), FILES (find+stat tree, 50000), BREAK_MB (first write to a
 # shared file, 100), MEM_FILES (daemon memory guest, 30000), REPS (runs of
 # the walk and the break, 5), LOOP_EXT4 (1: the break also on a journaled
-# ext4 on a loop device with direct I/O, 2 GiB image in WORKDIR; default 0).
+# ext4 on a loop device with direct I/O, 2 GiB image in WORKDIR; default 0),
+# COLD_WALK (0: skip the walks with dentries and inodes dropped, which drop
+# them for the whole machine; default 1).
 # Cold reads drop only the files' own page cache (dd iflag=nocache), never the
 # whole machine's. The walk and the break run REPS times, interleaved with
 # what they are compared to (each walk on a fresh mount, between two native
@@ -24,6 +26,7 @@ BREAK_MB=${BREAK_MB:-100}
 MEM_FILES=${MEM_FILES:-30000}
 REPS=${REPS:-5}
 LOOP_EXT4=${LOOP_EXT4:-0}
+COLD_WALK=${COLD_WALK:-1}
 W=$(realpath "${1:-$(mktemp -d /var/tmp/unifs-bench.XXXXXX)}")
 mkdir -p "$W"/{store/objects,store/tmp,g,bg,m,m2,fm,ovl/upper,ovl/work,ovl/merged,mem,memm}
 DAEMONS=()
@@ -172,6 +175,26 @@ done
 if [ $HAVE_OVL = 1 ]; then
     T[find_ovl]=$(find_time "$W/ovl/merged/tree")
 fi
+# The same walk with the kernel's dentries and inodes dropped before each
+# (echo 2 > drop_caches; the page cache, and so the disk blocks, stay): a
+# native walk that must build its inodes again against the mount's first
+# walk, which must build both the backing inodes and its own.
+T[findc_native]=-; T[findc_unifs]=-; T[findc_ratio]=-
+: >"$W/findcold.txt"
+if [ "$COLD_WALK" = 1 ] && sync && { echo 2 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+    for ((r = 0; r < REPS; r++)); do
+        sync; echo 2 >/proc/sys/vm/drop_caches
+        n1=$(find_time "$W/g/tree")
+        mount_unifs "$W/g" "$W/fm"
+        sync; echo 2 >/proc/sys/vm/drop_caches
+        u1=$(find_time "$W/fm/tree")
+        unmount_unifs "$W/fm"
+        echo "$n1 $u1" >>"$W/findcold.txt"
+    done
+    T[findc_native]=$(awk '{ print $1 }' "$W/findcold.txt" | stats)
+    T[findc_unifs]=$(awk '{ print $2 }' "$W/findcold.txt" | stats)
+    T[findc_ratio]=$(awk '{ printf "%.3f\n", $2 / $1 }' "$W/findcold.txt" | stats 2)
+fi
 T[find_native]=$(awk '{ print $1; print $2 }' "$W/find.txt" | stats)
 T[find_unifs]=$(awk '{ print $3 }' "$W/find.txt" | stats)
 T[find2_unifs]=$(awk '{ print $4 }' "$W/find.txt" | stats)
@@ -243,6 +266,7 @@ cat <<EOF
 | sequential read ${SIZE_MB} MiB, cold (s) | ${T[read_cold_native]} | ${T[read_cold_unifs]} | $(ratio "${T[read_cold_native]}" "${T[read_cold_unifs]}") speed | ${T[read_cold_ovl]:--} | ≥ 0.9x speed |
 | sequential read ${SIZE_MB} MiB, warm (s) | ${T[read_warm_native]} | ${T[read_warm_unifs]} | $(ratio "${T[read_warm_native]}" "${T[read_warm_unifs]}") speed | ${T[read_warm_ovl]:--} | ≥ 0.9x speed |
 | find + stat, ${FILES} files, first walk after mount (s) | ${T[find_native]} | ${T[find_unifs]} | ${T[find_ratio]} x time | ${T[find_ovl]:--} | ≤ 2x time |
+| find + stat, ${FILES} files, dentries and inodes dropped before each: native, and first walk after mount (s) | ${T[findc_native]} | ${T[findc_unifs]} | ${T[findc_ratio]} x time | | ≤ 2x time |
 | find + stat, ${FILES} files, second walk (s) | ${T[find_native]} | ${T[find2_unifs]} | ${T[find2_ratio]} x time | | ≤ 2x time |
 | first write to a shared ${BREAK_MB} MiB file (s) | cp ${T[cp]}, cp+fsync ${T[cp_fsync]} | ${T[break_unifs]} | ${T[break_ratio]} x cp; ${T[break_ratio_f]} x cp+fsync | ${T[break_ovl]:--} | ≤ 1.2x cp |
 | same on journaled ext4, loop device (s) | cp ${T[cp_ext4]:--}, cp+fsync ${T[cp_fsync_ext4]:--} | ${T[break_ext4]} | ${T[break_ext4_ratio]:--} x cp | | ≤ 1.2x cp |
