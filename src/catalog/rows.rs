@@ -90,6 +90,24 @@ fn blob_path(b: Vec<u8>) -> PathBuf {
 }
 
 impl Catalog {
+    /// An id read straight from the row's text, without allocating; a bad
+    /// value comes back as its text for [`Catalog::parse_id`]'s error.
+    fn id_in(
+        r: &rusqlite::Row,
+        i: usize,
+    ) -> rusqlite::Result<std::result::Result<ObjectId, String>> {
+        let text = r.get_ref(i)?.as_str()?;
+        Ok(text.parse().map_err(|_| text.to_string()))
+    }
+
+    fn checked_id(
+        &self,
+        what: &'static str,
+        id: std::result::Result<ObjectId, String>,
+    ) -> Result<ObjectId> {
+        id.or_else(|value| self.parse_id(what, value))
+    }
+
     fn parse_id(&self, what: &'static str, s: String) -> Result<ObjectId> {
         s.parse().map_err(|_| Error::BadValue {
             path: self.path.clone(),
@@ -214,8 +232,8 @@ impl Catalog {
         let raw = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+                    Self::id_in(r, 0)?,
+                    Self::id_in(r, 1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, u32>(3)?,
                     r.get::<_, u32>(4)?,
@@ -228,10 +246,10 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
         for (id, ch, size, perm, uid, gid, sec, nsec) in raw {
-            let id = self.parse_id("objects.id", id)?;
+            let id = self.checked_id("objects.id", id)?;
             let row = ObjectRow {
                 id,
-                content_hash: self.parse_id("objects.content_hash", ch)?,
+                content_hash: self.checked_id("objects.content_hash", ch)?,
                 size: size as u64,
                 perm,
                 uid,
@@ -255,7 +273,7 @@ impl Catalog {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
+                    Self::id_in(r, 2)?,
                     r.get::<_, u32>(3)?,
                 ))
             })
@@ -263,7 +281,7 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
         for (dev, ino, id, copy) in raw {
-            let id = self.parse_id("object_files.object_id", id)?;
+            let id = self.checked_id("object_files.object_id", id)?;
             out.insert((dev as u64, ino as u64), ObjectInode { id, copy });
         }
         Ok(out)
