@@ -317,18 +317,18 @@ fn run(
         .map(|&i| scan.candidates[i].stat.size)
         .sum();
     let progress = progress_bar(opts.progress, total, "hashing and linking");
+    let inputs = |applier| pipeline::Inputs {
+        guests: &guests,
+        candidates: &scan.candidates,
+        cache: &cache,
+        existing: &existing,
+        ignore_mtime,
+        applier,
+        progress: &progress,
+    };
 
     let (Some(store), Some(run_id)) = (store, run_id) else {
-        let inputs = pipeline::Inputs {
-            guests: &guests,
-            candidates: &scan.candidates,
-            cache: &cache,
-            existing: &existing,
-            ignore_mtime,
-            applier: None,
-            progress: &progress,
-        };
-        let out = pipeline::run(&inputs, buckets, |_| Ok(()))?;
+        let out = pipeline::run(&inputs(None), buckets, |_| Ok(()))?;
         progress.finish_and_clear();
         hashed_summary(&mut summary, &out, hash_started);
         summary.files_linked = out.planned_links;
@@ -372,16 +372,7 @@ fn run(
             writer.guest_link(guests[l.guest as usize].row.id, &l.rel, &l.id)?;
         }
     }
-    let inputs = pipeline::Inputs {
-        guests: &guests,
-        candidates: &scan.candidates,
-        cache: &cache,
-        existing: &existing,
-        ignore_mtime,
-        applier: Some(&applier),
-        progress: &progress,
-    };
-    let out = pipeline::run(&inputs, buckets, |op| {
+    let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
     })?;
     progress.finish_and_clear();
