@@ -150,7 +150,7 @@ fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()
 }
 
 /// How much data is copied before its writeback is started.
-const WRITEBACK_CHUNK: u64 = 8 << 20;
+const WRITEBACK_CHUNK: u64 = 2 << 20;
 
 /// Copies `len` bytes with copy_file_range in chunks and starts the disk
 /// writeback of each chunk as soon as it is copied, so that the disk writes

@@ -258,7 +258,7 @@ fn a_break_of_a_file_larger_than_a_copy_chunk_keeps_data_and_metadata() {
     if !require_root("a_break_of_a_file_larger_than_a_copy_chunk_keeps_data_and_metadata") {
         return;
     }
-    // Larger than two 8 MiB copy chunks and not a multiple of a page: the
+    // Larger than several 2 MiB copy chunks and not a multiple of a page: the
     // copy runs chunk by chunk, each written back as it goes.
     let len = (17 << 20) + 12345;
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
