@@ -154,11 +154,11 @@ impl Scan {
 /// directories read at once keep it busy.
 const PARALLEL_DEPTH: u32 = 3;
 
-/// Walks a guest through directory fds: each directory is opened relative
-/// to its parent (`O_NOFOLLOW`), each entry stat'ed relative to its
-/// directory, so no path is looked up twice and a directory swapped for a
-/// symlink mid-walk is not followed. Directories on another filesystem are
-/// not entered.
+/// Walks a guest through directory fds: each directory is opened beneath
+/// its parent (`openat2`, no symlinks, no mount crossing), each entry
+/// stat'ed relative to its directory, so no path is looked up twice, a
+/// directory swapped for a symlink mid-walk is not followed and directories
+/// on another filesystem are not entered.
 struct Walker<'a> {
     ctx: &'a ScanContext<'a>,
     index: u32,
