@@ -4,7 +4,8 @@
 #
 #   sudo benches/mount-bench.sh [WORKDIR]
 #
-# Env: UNIFS (binary, default target/release/unifs), SIZE_MB (sequential read
+# WORKDIR is kept afterwards; without it a temp dir in /var/tmp is used and
+# removed. Env: UNIFS (binary, default target/release/unifs), SIZE_MB (sequential read
 # file, 1024), FILES (find+stat tree, 50000), BREAK_MB (first write to a
 # shared file, 100), MEM_FILES (daemon memory guest, 30000), REPS (runs of
 # the walk and the break, 5), LOOP_EXT4 (1: the break also on a journaled
@@ -27,6 +28,10 @@ MEM_FILES=${MEM_FILES:-30000}
 REPS=${REPS:-5}
 LOOP_EXT4=${LOOP_EXT4:-0}
 COLD_WALK=${COLD_WALK:-1}
+# A work dir of our own (no WORKDIR given) is removed at the end; a given one
+# is kept for a look.
+OWN_W=0
+if [ $# -eq 0 ]; then OWN_W=1; fi
 W=$(realpath "${1:-$(mktemp -d /var/tmp/unifs-bench.XXXXXX)}")
 mkdir -p "$W"/{store/objects,store/tmp,g,bg,m,m2,fm,ovl/upper,ovl/work,ovl/merged,mem,memm}
 DAEMONS=()
@@ -45,6 +50,7 @@ cleanup() {
         losetup -d "$LOOP_DEV" 2>/dev/null || true
     fi
     rm -f "$W/xfs/img" "$W/ext4/img"
+    if [ "$OWN_W" = 1 ] && ! grep -q " $W/" /proc/self/mountinfo; then rm -rf -- "$W"; fi
 }
 trap cleanup EXIT
 
