@@ -276,6 +276,10 @@ unifs_case() {
             if [[ $r == rerun-cold ]]; then
                 [[ $CAN_DROP == 1 ]] || continue
                 drop_caches
+            else
+                # A re-run comes later, when the first run's changes are on
+                # disk; not while the kernel still writes them back.
+                sync
             fi
             run "$label-$r" "$UNIFS" --store "$store" unify --json "$@" "${g[@]}"
             record "$grp-$r" "$label-$r" "$(json_num "$WORK/$label-$r.out" bytes_saved)" "" ""
