@@ -441,7 +441,9 @@ fn run(
     // Freeing tens of thousands of small allocations takes milliseconds that
     // whoever waits for the summary need not wait for.
     drop(writer);
-    std::thread::spawn(move || drop((scan, objects, object_inodes, cache, old_links, out)));
+    let tables = (scan, objects, object_inodes, cache, old_links, out);
+    // (If no thread can be had, the spawn error drops them here.)
+    let _ = std::thread::Builder::new().spawn(move || drop(tables));
     Ok(summary)
 }
 
