@@ -256,21 +256,24 @@ fn run(
         min_size: opts.min_size,
         object_inodes: &object_inodes,
     };
+    let scan_all = || {
+        worker_pool().install(|| {
+            guests
+                .par_iter()
+                .enumerate()
+                .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
+                .collect::<Vec<scan::Scan>>()
+        })
+    };
     let (scans, objects, cache) = std::thread::scope(|s| {
-        let scanning = s.spawn(|| {
-            worker_pool().install(|| {
-                guests
-                    .par_iter()
-                    .enumerate()
-                    .map(|(i, g)| scan::scan_guest(&ctx, i as u32, g))
-                    .collect::<Vec<scan::Scan>>()
-            })
-        });
+        // Without a thread to spare, one after the other.
+        let scanning = std::thread::Builder::new().spawn_scoped(s, scan_all).ok();
         let objects = catalog.objects();
         let cache = catalog.hash_cache();
-        let scans = scanning
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let scans = match scanning {
+            Some(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => scan_all(),
+        };
         (scans, objects, cache)
     });
     let (objects, cache) = (objects?, cache?);

@@ -71,8 +71,8 @@ pub fn run(
     let mut first_error = None;
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<Done>();
-        let (stop, hashed_until) = (&stop, &hashed_until);
-        s.spawn(move || {
+        let (stop, hashed_until, buckets) = (&stop, &hashed_until, &buckets);
+        let produce = move |tx: mpsc::Sender<Done>| {
             worker_pool().install(|| {
                 buckets.par_iter().for_each_with(tx, |tx, files| {
                     if stop.load(Ordering::Relaxed) {
@@ -82,7 +82,14 @@ pub fn run(
                     let _ = tx.send(done);
                 })
             })
-        });
+        };
+        // Without a thread to spare, all buckets first (the channel holds
+        // them), then the catalog writes.
+        let spare = tx.clone();
+        match std::thread::Builder::new().spawn_scoped(s, move || produce(tx)) {
+            Ok(_) => drop(spare),
+            Err(_) => produce(spare),
+        }
         for done in rx {
             for h in &done.hashed {
                 if h.read {
