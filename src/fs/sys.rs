@@ -373,26 +373,11 @@ pub fn remove_xattr_at(dir: BorrowedFd, name: &OsStr, attr: &OsStr) -> io::Resul
     Ok(())
 }
 
-/// Reads the entries of the directory open at `dir` (a dup is consumed).
+/// The entries of the directory `dir` (freshly opened: read from its
+/// offset), as (name, inode, `DT_*` type).
 pub fn read_dir(dir: BorrowedFd) -> io::Result<Vec<(OsString, u64, u8)>> {
-    let own = crate::sys::open_at(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let mut d = nix::dir::Dir::from_fd(own).map_err(io::Error::from)?;
     let mut out = Vec::new();
-    for entry in d.iter() {
-        let entry = entry.map_err(io::Error::from)?;
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        let kind = match entry.file_type() {
-            Some(nix::dir::Type::Directory) => libc::DT_DIR,
-            Some(nix::dir::Type::File) => libc::DT_REG,
-            Some(nix::dir::Type::Symlink) => libc::DT_LNK,
-            Some(nix::dir::Type::Fifo) => libc::DT_FIFO,
-            Some(nix::dir::Type::Socket) => libc::DT_SOCK,
-            Some(nix::dir::Type::CharacterDevice) => libc::DT_CHR,
-            Some(nix::dir::Type::BlockDevice) => libc::DT_BLK,
-            None => libc::DT_UNKNOWN,
-        };
-        out.push((name.to_owned(), entry.ino(), kind));
-    }
+    crate::sys::read_dir(dir, |e| out.push((e.name.to_owned(), e.ino, e.kind)))?;
     Ok(out)
 }
 

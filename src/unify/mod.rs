@@ -356,11 +356,15 @@ fn run(
     for &(g, d) in &scan.digests {
         digests[g as usize] = d;
     }
+    let stored = guests
+        .iter()
+        .map(|g| catalog.links_digest(g.row.id))
+        .collect::<catalog::Result<Vec<_>>>()?;
     let mut old_links = guests
         .iter()
-        .zip(&digests)
-        .map(|(g, d)| match catalog.links_digest(g.row.id)? {
-            Some(stored) if stored == *d => Ok(None),
+        .zip(digests.iter().zip(&stored))
+        .map(|(g, (d, stored))| match stored {
+            Some(stored) if stored == d => Ok(None),
             _ => catalog.guest_links(g.row.id).map(Some),
         })
         .collect::<catalog::Result<Vec<_>>>()?;
@@ -413,8 +417,9 @@ fn run(
     for (&g, digest) in touched.iter().zip(&digests_now) {
         digests[g as usize] = *digest;
     }
-    for (g, digest) in guests.iter().zip(&digests) {
-        if catalog.links_digest(g.row.id)? != Some(*digest) {
+    for ((g, digest), stored) in guests.iter().zip(&digests).zip(&stored) {
+        // A touched guest's digest was cleared in the catalog.
+        if writer.touched.contains(&g.row.id) || *stored != Some(*digest) {
             catalog.set_links_digest(g.row.id, Some(digest))?;
         }
     }
