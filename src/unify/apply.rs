@@ -89,6 +89,9 @@ pub struct GroupWork {
 struct Target {
     id: ObjectId,
     copy: u32,
+    /// The inodes of this copy and of the copies before it: a path naming
+    /// one already links the object.
+    inodes: Vec<(u64, u64)>,
     nlink: u64,
     dir: OwnedFd,
     name: OsString,
@@ -96,6 +99,9 @@ struct Target {
 
 /// Why a file was left as it was.
 enum Skip {
+    /// Not skipped: the path already names the object (a path of an inode
+    /// hardlinked across guests that became the object).
+    IsObject,
     Changed,
     InUse,
     Failed(String),
@@ -136,6 +142,7 @@ impl<'a> Applier<'a> {
 
     pub fn apply_group(&self, group: &Group, content: &Hashed) -> Result<GroupWork> {
         let mut work = GroupWork::default();
+        let mut own = OwnChanges::default();
         let mut target = if group.existing {
             self.open_target(&group.id)?
         } else {
@@ -143,8 +150,8 @@ impl<'a> Applier<'a> {
         };
         for &file in &group.files {
             let outcome = match target.as_mut() {
-                Some(t) => self.replace(file, t, &mut work),
-                None => match self.ingest(file, group, content, &mut work) {
+                Some(t) => self.replace(file, t, &mut own, &mut work),
+                None => match self.ingest(file, group, content, &mut own, &mut work) {
                     Ok(t) => {
                         target = Some(t);
                         Ok(())
@@ -162,6 +169,7 @@ impl<'a> Applier<'a> {
     fn note_skip(&self, file: usize, skip: Skip, work: &mut GroupWork) {
         let path = self.path_of(file);
         match skip {
+            Skip::IsObject => {}
             Skip::Changed => {
                 work.totals.skipped_changed += 1;
                 work.problems.push(Problem::new(
@@ -199,6 +207,7 @@ impl<'a> Applier<'a> {
         Ok(Some(Target {
             id: *id,
             copy,
+            inodes: vec![(st.dev, st.ino)],
             nlink: st.nlink,
             dir,
             name,
@@ -212,10 +221,11 @@ impl<'a> Applier<'a> {
         file: usize,
         group: &Group,
         content: &Hashed,
+        own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<Target, Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
-        let (fd, st, leased) = self.open_leased(file, parent.as_fd(), &name)?;
+        let (fd, st, leased) = self.open_leased(file, parent.as_fd(), &name, own, &[])?;
         let rec = &self.candidates[file];
         let row = object_row(&group.id, content, &rec.stat);
         let ingested = if leased {
@@ -268,6 +278,7 @@ impl<'a> Applier<'a> {
                 Ok(Target {
                     id: group.id,
                     copy,
+                    inodes: vec![(stat.dev, stat.ino)],
                     nlink: stat.nlink,
                     dir,
                     name,
@@ -286,7 +297,7 @@ impl<'a> Applier<'a> {
                     .open_target(&group.id)
                     .map_err(|e| Skip::Failed(e.to_string()))?
                     .ok_or(Skip::Changed)?;
-                self.replace(file, &mut target, work)?;
+                self.replace(file, &mut target, own, work)?;
                 Ok(target)
             }
         }
@@ -297,10 +308,22 @@ impl<'a> Applier<'a> {
         &self,
         file: usize,
         target: &mut Target,
+        own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
-        let (fd, st, leased) = self.open_leased(file, parent.as_fd(), &name)?;
+        let opened = self.open_leased(file, parent.as_fd(), &name, own, &target.inodes);
+        let (fd, st, leased) = match opened {
+            Err(Skip::IsObject) => {
+                work.ops.push(CatalogOp::GuestLink {
+                    file,
+                    id: target.id,
+                });
+                work.consumed.push(file);
+                return Ok(());
+            }
+            other => other?,
+        };
         if !leased {
             return Err(Skip::InUse);
         }
@@ -333,6 +356,11 @@ impl<'a> Applier<'a> {
             return Err(skip);
         }
         sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
+        if rec.stat.nlink > 1 {
+            // Its other paths come later in this group: they must find it
+            // as this change left it.
+            own.note(fd.as_fd());
+        }
         self.closer.close(fd);
         work.ops.push(CatalogOp::GuestLink {
             file,
@@ -407,9 +435,12 @@ impl<'a> Applier<'a> {
             .store
             .object_link_source(&target.id, copy)
             .map_err(failed)?;
+        let mut inodes = std::mem::take(&mut target.inodes);
+        inodes.push((stat.dev, stat.ino));
         *target = Target {
             id: target.id,
             copy,
+            inodes,
             nlink: stat.nlink,
             dir,
             name,
@@ -417,17 +448,19 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Opens the file read-only beneath its parent (no symlink followed) and
-    /// checks it is the scanned inode, unchanged, with no other link.
     /// Opens the file read-only beneath its parent (no symlink followed),
     /// takes a read lease if nobody has it open for writing (the `bool`),
-    /// then checks it is the scanned inode, unchanged, with no other link.
-    /// One stat, after the lease: a write before it shows in mtime/ctime.
+    /// then checks it is the scanned inode, unchanged (but for this group's
+    /// own changes), with no other link than it had. One stat, after the
+    /// lease: a write before it shows in mtime/ctime. `Skip::IsObject` when
+    /// it is one of the inodes `object`.
     fn open_leased(
         &self,
         file: usize,
         parent: BorrowedFd,
         name: &OsStr,
+        own: &OwnChanges,
+        object: &[(u64, u64)],
     ) -> std::result::Result<(OwnedFd, Stat, bool), Skip> {
         let rec = &self.candidates[file];
         let fd = match sys::open_at(
@@ -450,7 +483,11 @@ impl<'a> Applier<'a> {
             Err(e) => return Err(fail(e)),
         };
         let st = sys::fstat(fd.as_fd()).map_err(fail)?;
-        if !st.is_file() || !st.unchanged(&rec.stat) || st.nlink != 1 {
+        if object.contains(&(st.dev, st.ino)) {
+            return Err(Skip::IsObject);
+        }
+        let expected = own.expected(&rec.stat);
+        if !st.is_file() || !st.unchanged(expected) || st.nlink != expected.nlink {
             return Err(Skip::Changed);
         }
         Ok((fd, st, leased))
@@ -474,6 +511,25 @@ impl<'a> Applier<'a> {
             )
         })?;
         Ok((fd, name))
+    }
+}
+
+/// Inodes hardlinked across guests that this group swapped out of some of
+/// their paths: how that left them, for the check of their other paths.
+#[derive(Default)]
+struct OwnChanges(Vec<Stat>);
+
+impl OwnChanges {
+    fn note(&mut self, fd: BorrowedFd) {
+        if let Ok(st) = sys::fstat(fd) {
+            self.0.retain(|s| (s.dev, s.ino) != (st.dev, st.ino));
+            self.0.push(st);
+        }
+    }
+
+    fn expected<'s>(&'s self, scanned: &'s Stat) -> &'s Stat {
+        let same = |s: &&Stat| (s.dev, s.ino) == (scanned.dev, scanned.ino);
+        self.0.iter().find(same).unwrap_or(scanned)
     }
 }
 

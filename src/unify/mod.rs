@@ -3,6 +3,7 @@
 //! for an object becomes the object, so no data is copied.
 
 pub mod apply;
+mod clones;
 mod closer;
 pub mod exclude;
 pub mod hash;
@@ -285,6 +286,7 @@ fn run(
         scan.merge(s);
     }
     scan.size_linked(&objects, opts.min_size);
+    scan.sort_hardlinks(|g| guests[g as usize].root.clone());
     summary.scan_seconds = started.elapsed().as_secs_f64();
     let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;

@@ -154,7 +154,21 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
         planned: [0; 3],
         works: Vec::new(),
     };
+    // Paths of one inode (hardlinked across guests) are read once.
+    let mut by_inode: std::collections::HashMap<(u64, u64), Hashed> = Default::default();
     for &i in files {
+        let st = &inputs.candidates[i].stat;
+        if st.nlink > 1 {
+            if let Some(h) = by_inode.get(&(st.dev, st.ino)) {
+                done.hashed.push(Hashed {
+                    file: i,
+                    read: false,
+                    ..*h
+                });
+                inputs.progress.inc(st.size);
+                continue;
+            }
+        }
         match hash::hash_cached(
             inputs.guests,
             inputs.candidates,
@@ -162,7 +176,12 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             inputs.cache,
             inputs.ignore_mtime,
         ) {
-            Ok(h) => done.hashed.push(h),
+            Ok(h) => {
+                if st.nlink > 1 {
+                    by_inode.insert((st.dev, st.ino), h);
+                }
+                done.hashed.push(h)
+            }
             Err(p) => done.problems.push(p),
         }
         inputs.progress.inc(inputs.candidates[i].stat.size);

@@ -14,19 +14,27 @@ pub struct Group {
     /// The store already has this object: every file links to it.
     /// Otherwise the first file becomes the object.
     pub existing: bool,
-    /// Candidate indices, in guest order then path order.
+    /// Candidate indices: paths of an inode hardlinked across guests
+    /// first (such an inode becomes the object as it is), then in guest
+    /// order and path order.
     pub files: Vec<usize>,
+    /// Distinct inodes among the files.
+    pub inodes: u64,
+    /// Files naming the first file's inode.
+    pub first_paths: u64,
 }
 
 impl Group {
     /// Files that will become links to the object.
     pub fn links(&self) -> u64 {
-        self.files.len() as u64 - u64::from(!self.existing)
+        let object_paths = if self.existing { 0 } else { self.first_paths };
+        self.files.len() as u64 - object_paths
     }
 
-    /// Bytes the plan frees when every file is linked.
+    /// Bytes the plan frees when every file is linked: one file's size for
+    /// each inode that goes.
     pub fn bytes_saved(&self) -> u64 {
-        self.links() * self.size
+        (self.inodes - u64::from(!self.existing)) * self.size
     }
 }
 
@@ -46,12 +54,17 @@ pub fn plan(candidates: &[FileRec], hashed: &[Hashed], existing: &HashSet<Object
             }
             files.sort_by(|&a, &b| {
                 let (a, b) = (&candidates[a], &candidates[b]);
-                (a.guest, &a.rel).cmp(&(b.guest, &b.rel))
+                (a.stat.nlink == 1, a.guest, &a.rel).cmp(&(b.stat.nlink == 1, b.guest, &b.rel))
             });
+            let inode = |f: usize| (candidates[f].stat.dev, candidates[f].stat.ino);
+            let inodes: HashSet<(u64, u64)> = files.iter().map(|&f| inode(f)).collect();
+            let first = inode(files[0]);
             Some(Group {
                 id,
                 size: candidates[files[0]].stat.size,
                 existing,
+                inodes: inodes.len() as u64,
+                first_paths: files.iter().filter(|&&f| inode(f) == first).count() as u64,
                 files,
             })
         })
@@ -64,16 +77,22 @@ mod tests {
     use crate::sys::{Stat, Timestamp};
     use std::path::PathBuf;
 
+    /// A file of its own inode.
     fn rec(guest: u32, rel: &str, size: u64) -> FileRec {
+        let ino = u64::from(guest) << 32 | rel.bytes().fold(0, |a, b| a * 256 + u64::from(b));
+        linked(guest, rel, size, ino, 1)
+    }
+
+    fn linked(guest: u32, rel: &str, size: u64, ino: u64, nlink: u64) -> FileRec {
         let t = Timestamp { sec: 0, nsec: 0 };
         FileRec {
             guest,
             rel: PathBuf::from(rel),
             stat: Stat {
                 dev: 1,
-                ino: 0,
+                ino,
                 mode: 0o100644,
-                nlink: 1,
+                nlink,
                 uid: 0,
                 gid: 0,
                 size,
@@ -110,5 +129,27 @@ mod tests {
         assert_eq!(groups.len(), 1);
         assert!(groups[0].existing);
         assert_eq!(groups[0].bytes_saved(), 7);
+    }
+
+    #[test]
+    fn an_inode_linked_across_guests_comes_first_and_frees_nothing_itself() {
+        // g0/a is its own file; g1/x and g2/x are one inode (a `cp -al`).
+        let c = vec![
+            rec(0, "a", 10),
+            linked(1, "x", 10, 77, 2),
+            linked(2, "x", 10, 77, 2),
+        ];
+        let groups = plan(&c, &[h(0, 1), h(1, 1), h(2, 1)], &HashSet::new());
+        assert_eq!(groups[0].files, vec![1, 2, 0]);
+        assert_eq!(groups[0].inodes, 2);
+        assert_eq!(groups[0].first_paths, 2);
+        // g0/a becomes a link; the shared inode becomes the object.
+        assert_eq!(groups[0].links(), 1);
+        assert_eq!(groups[0].bytes_saved(), 10);
+        // With the object in the store already, both inodes go.
+        let existing: HashSet<_> = [ObjectId([1; 32])].into();
+        let groups = plan(&c, &[h(0, 1), h(1, 1), h(2, 1)], &existing);
+        assert_eq!(groups[0].links(), 3);
+        assert_eq!(groups[0].bytes_saved(), 20);
     }
 }

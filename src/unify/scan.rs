@@ -55,6 +55,10 @@ pub struct ScanCounts {
 #[derive(Debug, Default)]
 pub struct Scan {
     pub candidates: Vec<FileRec>,
+    /// Files with more than one link that link no object: a guest's own
+    /// hardlink groups, or inodes hardlinked across guests (clones made
+    /// with `cp -al`); [`Scan::sort_hardlinks`] tells them apart.
+    pub hardlinked: Vec<FileRec>,
     pub linked: Vec<LinkedRec>,
     /// `.unifs-tmp-*` names left by a killed run.
     pub stale_tmp: Vec<FileRec>,
@@ -69,6 +73,7 @@ pub struct Scan {
 impl Scan {
     pub fn merge(&mut self, other: Scan) {
         self.candidates.extend(other.candidates);
+        self.hardlinked.extend(other.hardlinked);
         self.linked.extend(other.linked);
         self.stale_tmp.extend(other.stale_tmp);
         let (a, b) = (&mut self.counts, other.counts);
@@ -297,9 +302,11 @@ impl Walker<'_> {
                     copy,
                     recovered: Some(stat),
                 }),
-                // A hardlink group the guest made itself: left alone, so
-                // its paths keep hardlink semantics (invariant 3).
-                None => scan.counts.guest_hardlinks += 1,
+                None => scan.hardlinked.push(FileRec {
+                    guest: index,
+                    rel,
+                    stat,
+                }),
             }
             return;
         }

@@ -141,3 +141,91 @@ fn unify_while_a_guest_is_mounted_never_lets_its_writes_reach_the_store() {
     assert_eq!(fs::read(a.join("etc/conf")).unwrap(), b"SAME config\n");
     assert_verify_clean(&store);
 }
+
+/// Guests cloned with `cp -al` (util-vserver's vclone, `rsync --link-dest`)
+/// share inodes with no store in between: unify makes each such inode an
+/// object in place, so that the mount breaks it on a write like any shared
+/// file. A clone's own hardlink pair, linked twice by each guest, is left
+/// and reported.
+#[test]
+fn guests_cloned_with_cp_al_are_isolated_once_unified() {
+    if !require_root("guests_cloned_with_cp_al") {
+        return;
+    }
+    let w = World::new();
+    let store = w.tmp.path().join("real-store");
+    let (a, c) = (w.dir("a"), w.dir("c"));
+    for i in 0..4u64 {
+        file(
+            &a,
+            &format!("usr/lib/f{i}"),
+            &bytes(i, 9_000 + i as usize),
+            0o644,
+        );
+    }
+    file(&a, "usr/bin/perl", &bytes(40, 7_000), 0o755);
+    fs::hard_link(a.join("usr/bin/perl"), a.join("usr/bin/perl5")).unwrap();
+    // c has its own copy of f0, made separately.
+    file(&c, "usr/lib/f0", &bytes(0, 9_000), 0o644);
+    crate::tree::set_mtime(&c.join("usr/lib/f0"), 1_000_000);
+    crate::tree::set_mtime(&a.join("usr/lib/f0"), 1_000_000);
+    let b = w.tmp.path().join("b");
+    let cp = std::process::Command::new("cp")
+        .arg("-al")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let clone_ino = crate::tree::ino(&a.join("usr/lib/f1"));
+    assert_eq!(crate::tree::ino(&b.join("usr/lib/f1")), clone_ino);
+    let before: Vec<_> = [&a, &b, &c].iter().map(|g| snapshot(g)).collect();
+
+    let s = unify_json(&store, &[&a, &b, &c]);
+    for (g, snap) in [&a, &b, &c].iter().zip(&before) {
+        assert_invisible(snap, &snapshot(g), &g.display().to_string());
+    }
+    // f1..f3: the clone's inode became the object as it was (nothing copied
+    // or freed); f0: c's copy joined it.
+    assert_eq!(crate::tree::ino(&a.join("usr/lib/f1")), clone_ino);
+    assert_eq!(
+        crate::tree::ino(&c.join("usr/lib/f0")),
+        crate::tree::ino(&a.join("usr/lib/f0"))
+    );
+    assert_eq!(s["objects_added"], 4, "{s}");
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_eq!(s["bytes_saved"], 9_000, "{s}");
+    assert_eq!(fs::metadata(a.join("usr/lib/f1")).unwrap().nlink(), 3);
+    // The pair perl/perl5, linked twice by each clone: left, and said why.
+    assert_eq!(s["guest_hardlinks_left"], 4, "{s}");
+    let problems = s["problems"].to_string();
+    assert!(problems.contains("hardlinked across guests"), "{s}");
+    assert_eq!(fs::metadata(a.join("usr/bin/perl")).unwrap().nlink(), 4);
+    assert_verify_clean(&store);
+
+    // Through b's mount every write breaks b's link; a and the store keep theirs.
+    let mb = Mount::start(&store, &b, &w.dir("mb"), &[]);
+    let seen = ino(&mb.path("usr/lib/f1"));
+    fs::OpenOptions::new()
+        .append(true)
+        .open(mb.path("usr/lib/f1"))
+        .unwrap()
+        .write_all(b"b only")
+        .unwrap();
+    fs::set_permissions(mb.path("usr/lib/f2"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(ino(&mb.path("usr/lib/f1")), seen);
+    assert_eq!(fs::metadata(mb.path("usr/lib/f1")).unwrap().nlink(), 1);
+    drop(mb);
+    assert_eq!(fs::read(a.join("usr/lib/f1")).unwrap(), bytes(1, 9_001));
+    assert_eq!(
+        fs::metadata(a.join("usr/lib/f2")).unwrap().mode() & 0o777,
+        0o644
+    );
+    assert!(fs::read(b.join("usr/lib/f1")).unwrap().ends_with(b"b only"));
+    assert_verify_clean(&store);
+
+    // A re-run reads nothing and finds everything linked.
+    let again = unify_json(&store, &[&a, &b, &c]);
+    assert_eq!(again["bytes_hashed"], 0, "{again}");
+    assert_eq!(again["files_linked"], 0, "{again}");
+}
