@@ -673,9 +673,17 @@ impl Overlay {
         fsys::chown_at(dir, name, uid, gid)
     }
 
+    /// A name the guest may create. The temp-name prefixes of the break
+    /// and of unify are reserved: a leftover temp name is removed when the
+    /// store holds its content, so a guest file by such a name could vanish.
     fn check_name(name: &OsStr) -> Result<()> {
         if name.len() > 255 {
             return Err(errno(libc::ENAMETOOLONG));
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let reserved = crate::unify::scan::TMP_PREFIX.as_bytes();
+        if cow::is_temp_name(name) || name.as_bytes().starts_with(reserved) {
+            return Err(errno(libc::EPERM));
         }
         Ok(())
     }

@@ -252,12 +252,19 @@ impl<'a> Applier<'a> {
                 ino: stat.ino,
             });
         };
-        if leased && matches!(ingested, Ingested::Linked { .. }) && break_pending(fd.as_fd()) {
-            // A writer is waiting for this inode: it must not get the object.
-            self.store
-                .undo_ingest(fd.as_fd(), &group.id, 0)
-                .map_err(|e| Skip::Failed(e.to_string()))?;
-            return Err(Skip::InUse);
+        if let (true, Ingested::Linked { stat, .. }) = (leased, &ingested) {
+            // A writer waiting for this inode must not get the object; nor
+            // may a chmod, chown, utimes or link that came after the check
+            // (the lease does not hold those off) change it for everyone.
+            let mut expected = st;
+            expected.nlink += 1;
+            let changed = !same_but_ctime(stat, &expected);
+            if changed || break_pending(fd.as_fd()) {
+                self.store
+                    .undo_ingest(fd.as_fd(), &group.id, 0)
+                    .map_err(|e| Skip::Failed(e.to_string()))?;
+                return Err(if changed { Skip::Changed } else { Skip::InUse });
+            }
         }
         match ingested {
             Ingested::Linked { copy, stat } => {
@@ -346,6 +353,9 @@ impl<'a> Applier<'a> {
         let skip = match sys::stat_at(parent.as_fd(), &tmp) {
             Ok(out) if out.ino != st.ino || out.dev != st.dev => Some(Skip::Changed),
             Err(_) => Some(Skip::Changed),
+            // A chmod, chown, utimes or link the lease does not hold off
+            // landed after the check: the guest's change must stay its own.
+            Ok(out) if !same_but_ctime(&out, &st) => Some(Skip::Changed),
             Ok(_) if break_pending(fd.as_fd()) => Some(Skip::InUse),
             Ok(_) => None,
         };
@@ -512,6 +522,13 @@ impl<'a> Applier<'a> {
         })?;
         Ok((fd, name))
     }
+}
+
+/// True when `a` and `b` agree on all a change through the mount could
+/// alter but ctime, which unify's own link, rename and marker change too.
+fn same_but_ctime(a: &Stat, b: &Stat) -> bool {
+    (a.dev, a.ino, a.mode, a.uid, a.gid, a.size, a.mtime, a.nlink)
+        == (b.dev, b.ino, b.mode, b.uid, b.gid, b.size, b.mtime, b.nlink)
 }
 
 /// Inodes hardlinked across guests that this group swapped out of some of

@@ -22,6 +22,19 @@ use std::path::{Path, PathBuf};
 /// Prefix of the temp names unify gives links while replacing a file.
 pub const TMP_PREFIX: &str = ".unifs-tmp-";
 
+/// True for a temp name exactly as unify makes them (`.unifs-tmp-PID-SEQ`).
+/// A guest's own file that merely starts with the prefix is an ordinary
+/// file: only unify's own leftovers are ever removed.
+pub fn is_tmp_name(name: &OsStr) -> bool {
+    let Some(rest) = name.as_bytes().strip_prefix(TMP_PREFIX.as_bytes()) else {
+        return false;
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let mut parts = rest.splitn(2, |&b| b == b'-');
+    let (pid, seq) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+    digits(pid) && digits(seq) && pid.len() <= 10 && seq.len() <= 20
+}
+
 /// A regular file unify may replace.
 #[derive(Debug, Clone)]
 pub struct FileRec {
@@ -159,6 +172,11 @@ impl Scan {
 /// directories read at once keep it busy.
 const PARALLEL_DEPTH: u32 = 3;
 
+/// Directories deeper than this are not entered (and reported): the walk
+/// recurses once a level on threads with 2 MiB stacks, and a guest must not
+/// be able to crash unify for every guest by nesting directories.
+const MAX_DEPTH: u32 = 1000;
+
 /// Walks a guest through directory fds: each directory is opened beneath
 /// its parent (`openat2`, no symlinks, no mount crossing), each entry
 /// stat'ed relative to its directory, so no path is looked up twice, a
@@ -216,6 +234,12 @@ impl Walker<'_> {
             // Beneath, without symlinks or mount crossings: a directory
             // swapped for a symlink, or another filesystem mounted here, is
             // not entered.
+            if depth + 1 > MAX_DEPTH {
+                let why = format!("nested deeper than {MAX_DEPTH} directories; not entered");
+                return scan
+                    .problems
+                    .push(Problem::new(self.guest.root.join(&child), why));
+            }
             let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
             match sys::open_beneath(fd.as_fd(), Path::new(&name), flags) {
                 Ok(sub) => self.dir(scan, sub, child, mask, depth + 1),
@@ -246,8 +270,7 @@ impl Walker<'_> {
     /// it links that object (object files never change), so its stat is
     /// not needed. Leftover temp names still go the long way.
     fn known_object(&self, name: &OsStr, ino: u64) -> bool {
-        !name.as_bytes().starts_with(TMP_PREFIX.as_bytes())
-            && self.ctx.object_inodes.contains_key(&(self.dev, ino))
+        !is_tmp_name(name) && self.ctx.object_inodes.contains_key(&(self.dev, ino))
     }
 
     /// A file that links a known object: counted, then listed as linked
@@ -271,7 +294,7 @@ impl Walker<'_> {
 
     fn file(&self, scan: &mut Scan, name: &OsStr, rel: PathBuf, stat: Stat, mask: Mask) {
         let (ctx, index) = (self.ctx, self.index);
-        if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+        if is_tmp_name(name) {
             scan.stale_tmp.push(FileRec {
                 guest: index,
                 rel,
@@ -329,4 +352,26 @@ fn recover_object(store: &Store, path: &Path, stat: &Stat) -> Option<(ObjectId, 
     let id = read_marker_path(path).ok()??;
     let copy = store.find_copy(&id, stat.dev, stat.ino).ok()??;
     Some((id, copy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unifys_own_temp_names_count_as_leftovers() {
+        assert!(is_tmp_name(OsStr::new(".unifs-tmp-1234-0")));
+        assert!(is_tmp_name(OsStr::new(".unifs-tmp-7-123456")));
+        for guest_name in [
+            ".unifs-tmp-notes",
+            ".unifs-tmp-",
+            ".unifs-tmp-12-",
+            ".unifs-tmp--3",
+            ".unifs-tmp-1-2-3",
+            ".unifs-tmp-1-2.bak",
+            "unifs-tmp-1-2",
+        ] {
+            assert!(!is_tmp_name(OsStr::new(guest_name)), "{guest_name}");
+        }
+    }
 }

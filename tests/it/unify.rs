@@ -3,7 +3,7 @@
 use crate::common::require_root;
 use crate::tree::*;
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -815,4 +815,71 @@ fn writers_opening_guest_files_during_unify_neither_kill_it_nor_lose_writes() {
             .ends_with(b"appended"));
     }
     assert_verify_clean(&lab.store());
+}
+
+/// A guest file that only looks like one of unify's temp names is the
+/// guest's own: unified like any file, never removed as a leftover.
+#[test]
+fn a_guest_file_named_like_a_temp_name_is_kept() {
+    if !require_root("a_guest_file_named_like_a_temp_name_is_kept") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let data = bytes(5, 5_000);
+    file_at(&a, "usr/tool", &data, 0o755, 1_000_000);
+    file_at(&b, "usr/tool", &data, 0o755, 1_000_000);
+    file_at(&b, "usr/.unifs-tmp-notes", &data, 0o755, 1_000_000);
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["stale_tmp_removed"], 0, "{s}");
+    assert_eq!(fs::read(b.join("usr/.unifs-tmp-notes")).unwrap(), data);
+    assert_eq!(
+        ino(&b.join("usr/.unifs-tmp-notes")),
+        ino(&a.join("usr/tool"))
+    );
+    assert_verify_clean(&lab.store());
+}
+
+/// A guest nesting directories very deep cannot crash unify (the walk
+/// recurses a level at a time): the depth is capped and reported.
+#[test]
+fn very_deep_directories_are_reported_not_a_crash() {
+    if !require_root("very_deep_directories_are_reported_not_a_crash") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let data = bytes(6, 3_000);
+    file(&a, "top", &data, 0o644);
+    file(&b, "top", &data, 0o644);
+    // 3000 levels, made a level at a time from an fd (the path is too long
+    // for one call).
+    let mut dir = fs::File::open(&b).unwrap();
+    for _ in 0..3000 {
+        let c = c"d";
+        // SAFETY: a valid directory fd and NUL-terminated names.
+        unsafe {
+            assert_eq!(libc::mkdirat(dir.as_fd().as_raw_fd(), c.as_ptr(), 0o755), 0);
+            let fd = libc::openat(
+                dir.as_fd().as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            );
+            assert!(fd >= 0);
+            dir = fs::File::from_raw_fd(fd);
+        }
+    }
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert!(
+        s["problems"].to_string().contains("nested deeper than"),
+        "{s}"
+    );
+    // The deep tree itself is for the guest to remove; rm -rf copes.
+    let rm = Command::new("rm")
+        .arg("-rf")
+        .arg(b.join("d"))
+        .status()
+        .unwrap();
+    assert!(rm.success());
 }

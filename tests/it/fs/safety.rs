@@ -136,6 +136,40 @@ fn stale_break_temps_are_hidden_and_removed() {
     assert!(!g.join(".unifs-break.1.0").exists(), "stale temp removed");
 }
 
+/// The temp names of the break and of unify are reserved: a guest cannot
+/// create or rename a file to one (it would be hidden, and removed as a
+/// leftover), so no guest file is ever lost that way.
+#[test]
+fn guests_cannot_take_the_temp_names() {
+    if !require_root("guests_cannot_take_the_temp_names") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("data"), b"precious").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    for name in [".unifs-break.1.7", ".unifs-tmp-1-2", ".unifs-tmp-notes"] {
+        assert_eq!(errno(fs::write(m.path(name), b"x")), libc::EPERM, "{name}");
+        assert_eq!(errno(fs::create_dir(m.path(name))), libc::EPERM, "{name}");
+        assert_eq!(
+            errno(fs::rename(m.path("data"), m.path(name))),
+            libc::EPERM,
+            "{name}"
+        );
+        assert_eq!(
+            errno(fs::hard_link(m.path("data"), m.path(name))),
+            libc::EPERM,
+            "{name}"
+        );
+        assert_eq!(
+            errno(std::os::unix::fs::symlink("data", m.path(name))),
+            libc::EPERM,
+            "{name}"
+        );
+    }
+    assert_eq!(fs::read(m.path("data")).unwrap(), b"precious");
+}
+
 /// Unmounts a test's own tmpfs on drop.
 struct Tmpfs(std::path::PathBuf);
 
