@@ -95,10 +95,11 @@ fn control_file_while_running(
 ) -> Option<String> {
     let mut cmd = std::process::Command::new(crate::common::unifs_bin());
     cmd.arg("run").args(opts).arg("--root").arg(t.root());
-    cmd.args(["--", "/bin/sleep", "1"]);
+    // Long enough to be seen on a loaded machine; waited for, not killed.
+    cmd.args(["--", "/bin/sleep", "3"]);
     let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
     let group = format!("unifs/run-{}", child.0.as_ref().unwrap().id());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut found = None;
     while found.is_none() && std::time::Instant::now() < deadline {
         found = hierarchies
