@@ -576,40 +576,91 @@ impl Overlay {
             }
             Err(e) => return Err(e),
         };
-        self.make_private(node, dir.as_fd(), &name)?;
-        if uid.is_some() || gid.is_some() {
-            fsys::chown_at(
-                dir.as_fd(),
-                &name,
-                uid.unwrap_or(u32::MAX),
-                gid.unwrap_or(u32::MAX),
-            )?;
+        // A regular file is changed through a write fd held from the check
+        // on: unify cannot lease, and so cannot link or replace, an inode
+        // open for writing, so the change cannot land on a store object
+        // unify made of the name after the check. Other types are never
+        // shared; neither is a file that cannot be opened for writing
+        // (immutable, running), and those the kernel refuses to change
+        // by name alike.
+        let held = self.private_write_fd(node, dir.as_fd(), &name)?;
+        let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+        let times = (atime.is_some() || mtime.is_some()).then(|| {
+            (
+                atime.unwrap_or(fsys::SetTime::Keep),
+                mtime.unwrap_or(fsys::SetTime::Keep),
+            )
+        });
+        if uid != u32::MAX || gid != u32::MAX {
+            match &held {
+                Some(fd) => sys::fchown(fd.as_fd(), uid, gid)?,
+                None => fsys::chown_at(dir.as_fd(), &name, uid, gid)?,
+            }
         }
         if let Some(mode) = mode {
-            fsys::chmod_at(dir.as_fd(), &name, mode & 0o7777)?;
+            match &held {
+                Some(fd) => sys::fchmod(fd.as_fd(), mode & 0o7777)?,
+                None => fsys::chmod_at(dir.as_fd(), &name, mode & 0o7777)?,
+            }
         }
         if let Some(size) = size {
             let open = fh.and_then(|fh| self.file(fh).ok());
             let cur = lock(&self.state).table.get(node).map(|n| n.backing_ino);
-            match open {
-                Some(f) if f.writable && Some(f.backing_ino) == cur => {
+            match (open, &held) {
+                (Some(f), _) if f.writable && Some(f.backing_ino) == cur => {
                     fsys::ftruncate(f.fd.as_fd(), size)?
                 }
-                _ => {
+                (_, Some(fd)) => fsys::ftruncate(fd.as_fd(), size)?,
+                (_, None) => {
                     let fd = sys::open_at(dir.as_fd(), &name, libc::O_WRONLY, 0)?;
                     fsys::ftruncate(fd.as_fd(), size)?;
                 }
             }
         }
-        if atime.is_some() || mtime.is_some() {
-            fsys::utimens_at(
-                dir.as_fd(),
-                &name,
-                atime.unwrap_or(fsys::SetTime::Keep),
-                mtime.unwrap_or(fsys::SetTime::Keep),
-            )?;
+        if let Some((atime, mtime)) = times {
+            match &held {
+                Some(fd) => fsys::futimens(fd.as_fd(), atime, mtime)?,
+                None => fsys::utimens_at(dir.as_fd(), &name, atime, mtime)?,
+            }
         }
         self.getattr(node, None)
+    }
+
+    /// Breaks the entry's link if it is shared and returns a write fd on
+    /// the private regular file it then names, checked unmarked on that fd;
+    /// `None` for anything else, or a file that cannot be opened for writing.
+    fn private_write_fd(
+        &self,
+        node: u64,
+        dir: BorrowedFd,
+        name: &OsStr,
+    ) -> Result<Option<OwnedFd>> {
+        for _ in 0..4 {
+            self.make_private(node, dir, name)?;
+            if !is_reg(&fsys::stat_at(dir, name)?) {
+                return Ok(None);
+            }
+            // No O_NONBLOCK: a lease unify holds is waited out (it lets go
+            // at once when a writer comes).
+            let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            let fd = match sys::open_at(dir, name, flags, 0) {
+                Ok(fd) => fd,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPERM | libc::EACCES | libc::ETXTBSY | libc::EROFS)
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            if !cow::has_marker(fd.as_fd())? {
+                return Ok(Some(fd));
+            }
+            // Unify made it an object since the check: break that too.
+        }
+        Err(errno(libc::EBUSY))
     }
 
     /// setattr on a file that has no name left, through its open fd. It
@@ -904,8 +955,11 @@ impl Overlay {
             return Err(errno(libc::EPERM));
         }
         let (dir, name) = self.entry_of(node)?;
-        self.make_private(node, dir.as_fd(), &name)?;
-        fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags)
+        // Through a held write fd, as in setattr.
+        match self.private_write_fd(node, dir.as_fd(), &name)? {
+            Some(fd) => fsys::set_xattr_fd(fd.as_fd(), attr, value, flags),
+            None => fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags),
+        }
     }
 
     pub fn removexattr(&self, node: u64, attr: &OsStr) -> Result<()> {
@@ -913,7 +967,9 @@ impl Overlay {
             return Err(errno(libc::EPERM));
         }
         let (dir, name) = self.entry_of(node)?;
-        self.make_private(node, dir.as_fd(), &name)?;
-        fsys::remove_xattr_at(dir.as_fd(), &name, attr)
+        match self.private_write_fd(node, dir.as_fd(), &name)? {
+            Some(fd) => fsys::remove_xattr_fd(fd.as_fd(), attr),
+            None => fsys::remove_xattr_at(dir.as_fd(), &name, attr),
+        }
     }
 }

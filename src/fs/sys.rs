@@ -365,6 +365,30 @@ pub fn set_xattr_at(
     Ok(())
 }
 
+/// `fsetxattr(fd, attr, value, flags)`.
+pub fn set_xattr_fd(fd: BorrowedFd, attr: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let cattr = cstr(attr)?;
+    // SAFETY: `cattr` is NUL-terminated; `value` is valid for its length.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            cattr.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fremovexattr(fd, attr)`.
+pub fn remove_xattr_fd(fd: BorrowedFd, attr: &OsStr) -> io::Result<()> {
+    let cattr = cstr(attr)?;
+    // SAFETY: `cattr` is NUL-terminated.
+    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), cattr.as_ptr()) })?;
+    Ok(())
+}
+
 pub fn remove_xattr_at(dir: BorrowedFd, name: &OsStr, attr: &OsStr) -> io::Result<()> {
     let path = entry_path(dir, name)?;
     let cattr = cstr(attr)?;
