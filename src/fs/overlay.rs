@@ -290,6 +290,11 @@ impl Overlay {
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
                 Err(e) => return Err(e),
             };
+            // Truncate before the handle exists: an error after it would
+            // leave a handle the kernel never releases.
+            if want_write && flags & libc::O_TRUNC != 0 {
+                fsys::ftruncate(file.fd.as_fd(), 0)?;
+            }
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             lock(&self.state).table.opened(node);
             lock(&self.handles).insert(
@@ -299,9 +304,6 @@ impl Overlay {
                     file: file.clone(),
                 },
             );
-            if want_write && flags & libc::O_TRUNC != 0 {
-                fsys::ftruncate(file.fd.as_fd(), 0)?;
-            }
             return Ok(Opened { fh, file });
         }
         Err(errno(libc::EBUSY))
@@ -811,8 +813,15 @@ impl Overlay {
                 return Err(e);
             }
         };
-        let entry = self.getattr(entry.node, Some(opened.fh))?;
-        Ok((entry, opened))
+        match self.getattr(entry.node, Some(opened.fh)) {
+            Ok(entry) => Ok((entry, opened)),
+            Err(e) => {
+                // The kernel never sees this handle: release it here.
+                self.release(opened.fh);
+                self.forget(entry.node, 1);
+                Err(e)
+            }
+        }
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {

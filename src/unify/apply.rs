@@ -360,10 +360,26 @@ impl<'a> Applier<'a> {
             Ok(_) => None,
         };
         if let Some(skip) = skip {
-            if sys::rename_exchange(parent.as_fd(), &tmp, &name).is_ok() {
-                let _ = sys::unlink_at(parent.as_fd(), &tmp);
+            // Give the name back what it had; if that fails, the guest's
+            // inode is under the temp name: say where, never drop it.
+            let mut back = sys::rename_exchange(parent.as_fd(), &tmp, &name);
+            for _ in 0..2 {
+                if back.is_ok() {
+                    break;
+                }
+                back = sys::rename_exchange(parent.as_fd(), &tmp, &name);
             }
-            return Err(skip);
+            return match back.err() {
+                None => {
+                    let _ = sys::unlink_at(parent.as_fd(), &tmp);
+                    Err(skip)
+                }
+                Some(e) => Err(Skip::Failed(format!(
+                    "could not swap back after a change during the swap ({e}); \
+                     the file as it was is at {}",
+                    tmp.to_string_lossy()
+                ))),
+            };
         }
         sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
         if rec.stat.nlink > 1 {
