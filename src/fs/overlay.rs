@@ -151,9 +151,15 @@ impl Overlay {
         Ok((self.open_dir_node(parent)?, name))
     }
 
+    /// What the guest is shown. A shared file's link count, ctime and atime
+    /// are the store object's, moved by every guest that links, reads or
+    /// breaks it: the guest sees one link, and its times as of the last
+    /// change to the content (invariant 5; like a noatime mount).
     fn shown(&self, node: u64, mut st: libc::stat, shared: bool) -> Entry {
         if shared {
             st.st_nlink = 1;
+            (st.st_ctime, st.st_ctime_nsec) = (st.st_mtime, st.st_mtime_nsec);
+            (st.st_atime, st.st_atime_nsec) = (st.st_mtime, st.st_mtime_nsec);
         }
         Entry { node, st }
     }

@@ -229,3 +229,44 @@ fn guests_cloned_with_cp_al_are_isolated_once_unified() {
     assert_eq!(again["bytes_hashed"], 0, "{again}");
     assert_eq!(again["files_linked"], 0, "{again}");
 }
+
+/// Invariant 5 for times: what another guest does to a shared file (its
+/// break changes the object's link count, so its ctime; its reads may move
+/// the atime) does not show in this guest's view of its own path.
+#[test]
+fn another_guests_break_does_not_show_in_this_guests_times() {
+    if !require_root("another_guests_break_does_not_show") {
+        return;
+    }
+    let w = World::new();
+    let store = w.tmp.path().join("real-store");
+    let (a, b) = (w.dir("a"), w.dir("b"));
+    for g in [&a, &b] {
+        file(g, "usr/lib/f", &bytes(3, 20_000), 0o644);
+        crate::tree::set_mtime(&g.join("usr/lib/f"), 1_500_000_000);
+    }
+    unify_json(&store, &[&a, &b]);
+    let seen = |m: &Mount| {
+        let md = fs::metadata(m.path("usr/lib/f")).unwrap();
+        (md.ctime(), md.ctime_nsec(), md.atime(), md.nlink())
+    };
+    let ma = Mount::start(&store, &a, &w.dir("ma"), &[]);
+    let before = seen(&ma);
+    drop(ma);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mb = Mount::start(&store, &b, &w.dir("mb"), &[]);
+    fs::read(mb.path("usr/lib/f")).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(mb.path("usr/lib/f"))
+        .unwrap()
+        .write_all(b"b")
+        .unwrap();
+    drop(mb);
+    let ma = Mount::start(&store, &a, &w.dir("ma"), &[]);
+    assert_eq!(seen(&ma), before);
+    assert_eq!(
+        before.0, 1_500_000_000,
+        "a shared file shows its mtime as ctime"
+    );
+}
