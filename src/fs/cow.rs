@@ -152,41 +152,18 @@ fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()
 /// How much data is copied before its writeback is started.
 const WRITEBACK_CHUNK: u64 = 2 << 20;
 
-/// Copies `len` bytes with copy_file_range in chunks and starts the disk
-/// writeback of each chunk as soon as it is copied, so that the disk writes
-/// while the next chunk is copied and the final fsync has little left to
-/// wait for (a break of a large file then costs about the longer of the copy
-/// and the writeback instead of their sum). Where copy_file_range cannot
-/// copy between these files, the whole copy starts over with
-/// [`sys::copy_data`]'s fallbacks: the destination is our own temp file.
+/// Copies `len` bytes, data segments only (holes stay holes: a sparse file
+/// must not become a fully allocated one, see [`sys::copy_sparse`]), in
+/// chunks, and starts the disk writeback of each chunk as soon as it is
+/// copied, so that the disk writes while the next chunk is copied and the
+/// final fsync has little left to wait for (a break of a large file then
+/// costs about the longer of the copy and the writeback instead of their
+/// sum).
 fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result<()> {
-    let mut off = 0;
-    while off < len {
-        let want = (len - off).min(WRITEBACK_CHUNK);
-        let n = match fsys::copy_range(src, off, dst, off, want) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being copied",
-                ))
-            }
-            Ok(n) => n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
-                ) =>
-            {
-                return sys::copy_data(src, dst, len);
-            }
-            Err(e) => return Err(e),
-        };
+    sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |off, n| {
         // Only a head start for the fsync, which reports any write error.
         let _ = fsys::start_writeback(dst, off, n);
-        off += n;
-    }
-    Ok(())
+    })
 }
 
 fn temp_name() -> OsString {

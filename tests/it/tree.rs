@@ -56,6 +56,32 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A sparse file of `len` bytes at `path`: 64 KiB of data at its start,
+/// in its middle and at its end, holes between.
+pub fn sparse_file(path: &Path, len: u64) {
+    use std::os::unix::fs::FileExt;
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+    for (i, at) in [0, len / 2 + 12288, len - 65536].into_iter().enumerate() {
+        f.write_all_at(&bytes(i as u64 + 1, 65536), at).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// The blake3 hash of a file's bytes, read in a stream (sparse files here
+/// are far larger than what one would read into memory).
+pub fn hash_file(path: &Path) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(fs::File::open(path).unwrap()).unwrap();
+    h.finalize()
+}
+
+/// Bytes allocated on disk for a file (`st_blocks`).
+pub fn allocated(path: &Path) -> u64 {
+    fs::symlink_metadata(path).unwrap().blocks() * 512
+}
+
 pub fn ino(path: &Path) -> u64 {
     fs::symlink_metadata(path).unwrap().ino()
 }

@@ -584,6 +584,40 @@ fn a_file_open_for_writing_is_copied_into_the_store_not_linked() {
 }
 
 #[test]
+fn a_sparse_file_open_for_writing_is_copied_into_the_store_with_its_holes() {
+    if !require_root("a_sparse_file_open_for_writing_is_copied") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let len = 1 << 30;
+    for g in [&a, &b] {
+        sparse_file(&g.join("var-lib/disk.img"), len);
+        set_mtime(&g.join("var-lib/disk.img"), MTIME);
+    }
+    let want = hash_file(&a.join("var-lib/disk.img"));
+    let writer = fs::OpenOptions::new()
+        .append(true)
+        .open(a.join("var-lib/disk.img"))
+        .unwrap();
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["objects_copied"], 1, "{s}");
+    drop(writer);
+    // B now links the copy the store made of A's file.
+    let linked = b.join("var-lib/disk.img");
+    assert_eq!(fs::metadata(&linked).unwrap().nlink(), 2, "{s}");
+    assert_eq!(fs::metadata(a.join("var-lib/disk.img")).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(&linked).unwrap().len(), len);
+    assert!(
+        allocated(&linked) < 4 << 20,
+        "the store's copy allocated {} bytes",
+        allocated(&linked)
+    );
+    assert_eq!(hash_file(&linked), want);
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
 fn guests_on_another_filesystem_are_refused_naming_both() {
     if !require_root("guests_on_another_filesystem") {
         return;

@@ -558,3 +558,56 @@ fn a_marked_file_gc_unlinked_from_the_store_is_copied_before_a_change() {
         "a changed file keeps no stale marker"
     );
 }
+
+#[test]
+fn a_break_of_a_sparse_file_keeps_its_holes() {
+    if !require_root("a_break_of_a_sparse_file_keeps_its_holes") {
+        return;
+    }
+    use crate::tree::{allocated, hash_file, sparse_file};
+    let len = 1 << 30;
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    fs::create_dir_all(gb.join("usr")).unwrap();
+    for name in ["chmod", "write"] {
+        sparse_file(&ga.join("usr").join(name), len);
+        w.share(&[ga.join("usr").join(name), gb.join("usr").join(name)]);
+    }
+    let want = hash_file(&ga.join("usr/chmod"));
+    let small = 4 << 20;
+    assert!(allocated(&ga.join("usr/chmod")) < small);
+    let m = w.mount(&ga, "ma", &[]);
+    fs::set_permissions(m.path("usr/chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+    // A write into a hole allocates that block only.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(m.path("usr/write"))
+        .unwrap();
+    f.write_all_at(b"in a hole", 3 << 28).unwrap();
+    drop(f);
+    for name in ["chmod", "write"] {
+        let backing = ga.join("usr").join(name);
+        assert_eq!(fs::metadata(&backing).unwrap().nlink(), 1, "{name}: broken");
+        assert_eq!(fs::metadata(&backing).unwrap().len(), len);
+        assert!(
+            allocated(&backing) < small,
+            "{name}: the private copy allocated {} bytes",
+            allocated(&backing)
+        );
+        assert_eq!(hash_file(&gb.join("usr").join(name)), want, "{name}: B");
+    }
+    assert_eq!(hash_file(&m.path("usr/chmod")), want, "content kept");
+    assert_eq!(hash_file(&ga.join("usr/chmod")), want);
+    let f = fs::File::open(m.path("usr/write")).unwrap();
+    let mut got = [0u8; 9];
+    f.read_exact_at(&mut got, 3 << 28).unwrap();
+    assert_eq!(&got, b"in a hole");
+    let mut edges = vec![0u8; 65536];
+    f.read_exact_at(&mut edges, len - 65536).unwrap();
+    assert!(edges == crate::tree::bytes(3, 65536), "the last data block");
+    f.read_exact_at(&mut edges, 0).unwrap();
+    assert!(
+        edges == crate::tree::bytes(1, 65536),
+        "the first data block"
+    );
+}
