@@ -92,11 +92,25 @@ fn copy_and_replace(
     src: &OwnedFd,
     st: &libc::stat,
 ) -> io::Result<u64> {
+    let mut mtime = DirMtime::new(dir);
+    let result = copy_and_rename(dir, name, src, st, &mut mtime);
+    mtime.restore();
+    result
+}
+
+fn copy_and_rename(
+    dir: BorrowedFd,
+    name: &OsStr,
+    src: &OwnedFd,
+    st: &libc::stat,
+    mtime: &mut DirMtime,
+) -> io::Result<u64> {
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
         Ok(fd) => (fd, None),
         Err(_) => {
             let n = temp_name();
             let fd = sys::open_at(dir, &n, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+            mtime.changed();
             (fd, Some(n))
         }
     };
@@ -107,6 +121,7 @@ fn copy_and_replace(
             None => {
                 let n = temp_name();
                 sys::link_fd(tmp.as_fd(), dir, &n)?;
+                mtime.changed();
                 tmp_name = Some(n.clone());
                 n
             }
@@ -115,12 +130,17 @@ fn copy_and_replace(
         if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
+        mtime.check();
         sys::rename_at(dir, &n, dir, name)?;
+        mtime.changed();
         tmp_name = None;
         Ok(fsys::fstat(tmp.as_fd())?.st_ino)
     })();
     if let Some(n) = tmp_name {
-        let _ = sys::unlink_at(dir, &n);
+        mtime.check();
+        if sys::unlink_at(dir, &n).is_ok() {
+            mtime.changed();
+        }
     }
     result
 }
@@ -164,6 +184,60 @@ fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result
         // Only a head start for the fsync, which reports any write error.
         let _ = fsys::start_writeback(dst, off, n);
     })
+}
+
+/// The mtime of the directory a break works in, put back afterwards. On a
+/// local filesystem a write to a file (or its chmod, …) never changes its
+/// directory's mtime; the break's temp name and rename are the daemon's
+/// doing, not the guest's. It is put back only if the directory's mtime is
+/// still the one our own last change left: a change somebody else made in
+/// between (another thread of the daemon creating a file there) keeps its
+/// newer mtime. The ctime cannot be put back.
+struct DirMtime<'a> {
+    dir: BorrowedFd<'a>,
+    before: Option<sys::Timestamp>,
+    /// The mtime our last change of the directory left.
+    ours: Option<sys::Timestamp>,
+    foreign: bool,
+}
+
+impl<'a> DirMtime<'a> {
+    /// Before our first change of `dir`.
+    fn new(dir: BorrowedFd<'a>) -> DirMtime<'a> {
+        DirMtime {
+            dir,
+            before: Self::now(dir),
+            ours: None,
+            foreign: false,
+        }
+    }
+
+    fn now(dir: BorrowedFd) -> Option<sys::Timestamp> {
+        sys::fstat(dir).ok().map(|st| st.mtime)
+    }
+
+    /// Before another change of ours: a different mtime than our last
+    /// change left means someone else changed the directory meanwhile.
+    fn check(&mut self) {
+        if self.ours.is_some() && Self::now(self.dir) != self.ours {
+            self.foreign = true;
+        }
+    }
+
+    /// After a change of ours.
+    fn changed(&mut self) {
+        self.ours = Self::now(self.dir);
+    }
+
+    fn restore(self) {
+        if let (Some(before), Some(ours), false) = (self.before, self.ours, self.foreign) {
+            if before != ours && Self::now(self.dir) == Some(ours) {
+                if let Err(e) = sys::set_mtime(self.dir, before) {
+                    tracing::debug!("could not put a directory's mtime back: {e}");
+                }
+            }
+        }
+    }
 }
 
 fn temp_name() -> OsString {

@@ -588,6 +588,34 @@ pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Resul
     Ok(())
 }
 
+/// Sets the mtime of the file open at `fd` (an `O_PATH` fd too) and leaves
+/// its atime as it is (`UTIME_OMIT`).
+pub fn set_mtime(fd: BorrowedFd, mtime: Timestamp) -> io::Result<()> {
+    let mut times = timespecs(mtime, mtime);
+    times[0].tv_nsec = libc::UTIME_OMIT;
+    // SAFETY: the empty path is NUL-terminated; `times` holds two valid
+    // timespecs. AT_EMPTY_PATH makes it act on `fd` itself.
+    let r = check(unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    });
+    match r {
+        // Kernels before 5.8 know no AT_EMPTY_PATH here (no O_PATH fds then).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // SAFETY: `times` holds two valid timespecs.
+            check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
+        }
+        r => {
+            r?;
+        }
+    }
+    Ok(())
+}
+
 fn timespecs(atime: Timestamp, mtime: Timestamp) -> [libc::timespec; 2] {
     [atime, mtime].map(|t| libc::timespec {
         tv_sec: t.sec,
@@ -720,6 +748,25 @@ mod tests {
             let m = to.metadata().unwrap();
             assert_eq!((m.len(), m.blocks()), (len, 0));
         }
+    }
+
+    #[test]
+    fn set_mtime_works_on_an_o_path_fd_and_keeps_atime() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("d");
+        std::fs::create_dir(&sub).unwrap();
+        let t = |sec| Timestamp { sec, nsec: 5 };
+        futimens(open_dir(&sub).unwrap().as_fd(), t(1000), t(2000)).unwrap();
+        let fd = open_beneath(
+            open_dir(dir.path()).unwrap().as_fd(),
+            Path::new("d"),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .unwrap();
+        set_mtime(fd.as_fd(), t(3000)).unwrap();
+        let m = std::fs::metadata(&sub).unwrap();
+        assert_eq!((m.atime(), m.atime_nsec()), (1000, 5));
+        assert_eq!((m.mtime(), m.mtime_nsec()), (3000, 5));
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub struct Applier<'a> {
     pid: u32,
     closer: super::closer::Closer,
     dirs: DirCache,
+    /// Mtimes of the directories linking changed, put back at the end.
+    pub(super) dir_times: super::dirtimes::DirTimes,
 }
 
 impl<'a> Applier<'a> {
@@ -131,6 +133,7 @@ impl<'a> Applier<'a> {
             pid: std::process::id(),
             closer: super::closer::Closer::new(),
             dirs: DirCache::default(),
+            dir_times: Default::default(),
         }
     }
 
@@ -311,28 +314,13 @@ impl<'a> Applier<'a> {
                 target.id
             )));
         }
-        let tmp = self.link_to_tmp(target, parent.as_fd(), work)?;
-        if let Err(e) = sys::rename_exchange(parent.as_fd(), &tmp, &name) {
-            let _ = sys::unlink_at(parent.as_fd(), &tmp);
-            return Err(fail(e));
-        }
-        // The name may have been replaced after our check: only remove
-        // what we swapped out if it is the inode we checked.
-        // And a writer that opened the name before the swap is waiting on
-        // the lease for the old inode: give the name back to it.
-        let skip = match sys::stat_at(parent.as_fd(), &tmp) {
-            Ok(out) if out.ino != st.ino || out.dev != st.dev => Some(Skip::Changed),
-            Err(_) => Some(Skip::Changed),
-            Ok(_) if break_pending(fd.as_fd()) => Some(Skip::InUse),
-            Ok(_) => None,
-        };
-        if let Some(skip) = skip {
-            if sys::rename_exchange(parent.as_fd(), &tmp, &name).is_ok() {
-                let _ = sys::unlink_at(parent.as_fd(), &tmp);
-            }
-            return Err(skip);
-        }
-        sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
+        // The swap changes the directory's mtime: put back at the end.
+        let dir_rel = rec.rel.parent().unwrap_or(Path::new(""));
+        self.dir_times
+            .before_change(rec.guest, dir_rel, parent.as_fd());
+        let swapped = self.swap(target, parent.as_fd(), &name, fd.as_fd(), &st, work);
+        self.dir_times.after_change(parent.as_fd());
+        swapped?;
         self.closer.close(fd);
         work.ops.push(CatalogOp::GuestLink {
             file,
@@ -342,6 +330,41 @@ impl<'a> Applier<'a> {
         work.totals.files_linked += 1;
         work.totals.bytes_saved += rec.stat.size;
         Ok(())
+    }
+
+    /// Links the object to a temp name next to `name`, swaps the two and
+    /// removes the temp name, which then names the file `fd` (checked: `st`).
+    fn swap(
+        &self,
+        target: &mut Target,
+        parent: BorrowedFd,
+        name: &OsStr,
+        fd: BorrowedFd,
+        st: &Stat,
+        work: &mut GroupWork,
+    ) -> std::result::Result<(), Skip> {
+        let tmp = self.link_to_tmp(target, parent, work)?;
+        if let Err(e) = sys::rename_exchange(parent, &tmp, name) {
+            let _ = sys::unlink_at(parent, &tmp);
+            return Err(fail(e));
+        }
+        // The name may have been replaced after our check: only remove
+        // what we swapped out if it is the inode we checked.
+        // And a writer that opened the name before the swap is waiting on
+        // the lease for the old inode: give the name back to it.
+        let skip = match sys::stat_at(parent, &tmp) {
+            Ok(out) if out.ino != st.ino || out.dev != st.dev => Some(Skip::Changed),
+            Err(_) => Some(Skip::Changed),
+            Ok(_) if break_pending(fd) => Some(Skip::InUse),
+            Ok(_) => None,
+        };
+        if let Some(skip) = skip {
+            if sys::rename_exchange(parent, &tmp, name).is_ok() {
+                let _ = sys::unlink_at(parent, &tmp);
+            }
+            return Err(skip);
+        }
+        sys::unlink_at(parent, &tmp).map_err(fail)
     }
 
     /// Links the target object to a fresh temp name in `parent`, moving on

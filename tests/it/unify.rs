@@ -113,6 +113,8 @@ fn unify_is_invisible_and_keeps_guest_hardlinks() {
         file(g, "usr/lib/setuid", &bytes(8, 2000), 0o4755);
         set_xattr(&g.join("usr/lib/lib1.so"), "user.origin", b"pkg");
         file(g, "usr/lib/empty", b"", 0o644);
+        // Every directory an old mtime, so that any change of one shows.
+        set_dir_mtimes(g, MTIME);
     }
     let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
     let args: Vec<&dyn AsRef<std::ffi::OsStr>> = guests.iter().map(|g| g as _).collect();
@@ -365,8 +367,15 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
             );
         }
         file(g, "own", &bytes(5000 + i as u64, 100), 0o644);
+        set_dir_mtimes(g, MTIME);
     }
-    let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
+    // A killed run leaves its mark on the mtimes of the directories it was
+    // changing; the next run cannot know what they were before.
+    let before: Vec<Snapshot> = guests
+        .iter()
+        .map(|g| snapshot(g).without_dir_mtimes())
+        .collect();
+    let mut after_kills = Vec::new();
     let not_tmp = |p: &Path| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".unifs-tmp-"))
@@ -391,10 +400,11 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
         if !finished {
             killed_mid_run += 1;
         }
-        for (g, b) in guests.iter().zip(&before) {
+        after_kills = guests.iter().map(|g| snapshot_with(g, not_tmp)).collect();
+        for (after, b) in after_kills.iter().zip(&before) {
             assert_invisible(
                 b,
-                &snapshot_with(g, not_tmp),
+                &after.clone().without_dir_mtimes(),
                 &format!("after kill at {delay} ms"),
             );
         }
@@ -408,8 +418,12 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
     );
     let s = unify_json(&lab.store(), &[&guests[0], &guests[1], &guests[2]]);
     assert!(s["problems"].as_array().unwrap().is_empty(), "{s}");
-    for (g, b) in guests.iter().zip(&before) {
-        assert_invisible(b, &snapshot(g), "after the final run");
+    for ((g, b), after_kill) in guests.iter().zip(&before).zip(&after_kills) {
+        let now = snapshot(g);
+        assert_invisible(b, &now.clone().without_dir_mtimes(), "after the final run");
+        // The final run (removing leftover temp names, linking the rest)
+        // leaves every directory's mtime as the last killed run left it.
+        assert_invisible(after_kill, &now, "directories after the final run");
     }
     // Every shared file is now linked: one inode per path across guests.
     for j in [0u64, 77, 599] {
