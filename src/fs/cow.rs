@@ -92,11 +92,25 @@ fn copy_and_replace(
     src: &OwnedFd,
     st: &libc::stat,
 ) -> io::Result<u64> {
+    let mut mtime = DirMtime::new(dir);
+    let result = copy_and_rename(dir, name, src, st, &mut mtime);
+    mtime.restore();
+    result
+}
+
+fn copy_and_rename(
+    dir: BorrowedFd,
+    name: &OsStr,
+    src: &OwnedFd,
+    st: &libc::stat,
+    mtime: &mut DirMtime,
+) -> io::Result<u64> {
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
         Ok(fd) => (fd, None),
         Err(_) => {
             let n = temp_name();
             let fd = sys::open_at(dir, &n, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+            mtime.changed();
             (fd, Some(n))
         }
     };
@@ -107,6 +121,7 @@ fn copy_and_replace(
             None => {
                 let n = temp_name();
                 sys::link_fd(tmp.as_fd(), dir, &n)?;
+                mtime.changed();
                 tmp_name = Some(n.clone());
                 n
             }
@@ -115,12 +130,17 @@ fn copy_and_replace(
         if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
+        mtime.check();
         sys::rename_at(dir, &n, dir, name)?;
+        mtime.changed();
         tmp_name = None;
         Ok(fsys::fstat(tmp.as_fd())?.st_ino)
     })();
     if let Some(n) = tmp_name {
-        let _ = sys::unlink_at(dir, &n);
+        mtime.check();
+        if sys::unlink_at(dir, &n).is_ok() {
+            mtime.changed();
+        }
     }
     result
 }
@@ -152,41 +172,72 @@ fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()
 /// How much data is copied before its writeback is started.
 const WRITEBACK_CHUNK: u64 = 2 << 20;
 
-/// Copies `len` bytes with copy_file_range in chunks and starts the disk
-/// writeback of each chunk as soon as it is copied, so that the disk writes
-/// while the next chunk is copied and the final fsync has little left to
-/// wait for (a break of a large file then costs about the longer of the copy
-/// and the writeback instead of their sum). Where copy_file_range cannot
-/// copy between these files, the whole copy starts over with
-/// [`sys::copy_data`]'s fallbacks: the destination is our own temp file.
+/// Copies `len` bytes, data segments only (holes stay holes: a sparse file
+/// must not become a fully allocated one, see [`sys::copy_sparse`]), in
+/// chunks, and starts the disk writeback of each chunk as soon as it is
+/// copied, so that the disk writes while the next chunk is copied and the
+/// final fsync has little left to wait for (a break of a large file then
+/// costs about the longer of the copy and the writeback instead of their
+/// sum).
 fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result<()> {
-    let mut off = 0;
-    while off < len {
-        let want = (len - off).min(WRITEBACK_CHUNK);
-        let n = match fsys::copy_range(src, off, dst, off, want) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being copied",
-                ))
-            }
-            Ok(n) => n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
-                ) =>
-            {
-                return sys::copy_data(src, dst, len);
-            }
-            Err(e) => return Err(e),
-        };
+    sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |off, n| {
         // Only a head start for the fsync, which reports any write error.
         let _ = fsys::start_writeback(dst, off, n);
-        off += n;
+    })
+}
+
+/// The mtime of the directory a break works in, put back afterwards. On a
+/// local filesystem a write to a file (or its chmod, …) never changes its
+/// directory's mtime; the break's temp name and rename are the daemon's
+/// doing, not the guest's. It is put back only if the directory's mtime is
+/// still the one our own last change left: a change somebody else made in
+/// between (another thread of the daemon creating a file there) keeps its
+/// newer mtime. The ctime cannot be put back.
+struct DirMtime<'a> {
+    dir: BorrowedFd<'a>,
+    before: Option<sys::Timestamp>,
+    /// The mtime our last change of the directory left.
+    ours: Option<sys::Timestamp>,
+    foreign: bool,
+}
+
+impl<'a> DirMtime<'a> {
+    /// Before our first change of `dir`.
+    fn new(dir: BorrowedFd<'a>) -> DirMtime<'a> {
+        DirMtime {
+            dir,
+            before: Self::now(dir),
+            ours: None,
+            foreign: false,
+        }
     }
-    Ok(())
+
+    fn now(dir: BorrowedFd) -> Option<sys::Timestamp> {
+        sys::fstat(dir).ok().map(|st| st.mtime)
+    }
+
+    /// Before another change of ours: a different mtime than our last
+    /// change left means someone else changed the directory meanwhile.
+    fn check(&mut self) {
+        if self.ours.is_some() && Self::now(self.dir) != self.ours {
+            self.foreign = true;
+        }
+    }
+
+    /// After a change of ours.
+    fn changed(&mut self) {
+        self.ours = Self::now(self.dir);
+    }
+
+    fn restore(self) {
+        if let (Some(before), Some(ours), false) = (self.before, self.ours, self.foreign) {
+            if before != ours && Self::now(self.dir) == Some(ours) {
+                if let Err(e) = sys::set_mtime(self.dir, before) {
+                    tracing::debug!("could not put a directory's mtime back: {e}");
+                }
+            }
+        }
+    }
 }
 
 fn temp_name() -> OsString {

@@ -397,62 +397,175 @@ pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Copies `len` bytes from the start of `src` to the start of `dst` inside
-/// the kernel (copy_file_range), falling back to read/write.
+/// Copies the first `len` bytes of `src` into `dst`, a new empty file of the
+/// caller's, without filling holes: see [`copy_sparse`].
 pub fn copy_data(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result<()> {
-    let mut off_in: libc::loff_t = 0;
-    let mut off_out: libc::loff_t = 0;
-    while (off_in as u64) < len {
-        let chunk = (len - off_in as u64).min(1 << 30) as usize;
-        // SAFETY: the offsets are valid, writable loff_t values we own.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off_in,
-                dst.as_raw_fd(),
-                &mut off_out,
-                chunk,
-                0,
-            )
+    copy_sparse(src, dst, len, 1 << 30, |_, _| {})
+}
+
+/// Copies the first `len` bytes of `src` into `dst`, a new empty file of the
+/// caller's, and keeps holes holes: only the data segments `SEEK_DATA` and
+/// `SEEK_HOLE` find are copied (copy_file_range, which on a filesystem
+/// without reflinks writes out the zeros of a hole; read/write where it
+/// cannot copy between the two files), at their offsets, and the size is set
+/// with ftruncate at the end. A filesystem without `SEEK_DATA` (EINVAL) gets
+/// the whole rest copied as data. Data is copied in pieces of at most
+/// `chunk` bytes; `copied(offset, n)` is called after each (to start its
+/// writeback, say). Fails with `UnexpectedEof` if `src` is shorter than
+/// `len` by the end.
+pub fn copy_sparse(
+    src: BorrowedFd,
+    dst: BorrowedFd,
+    len: u64,
+    chunk: u64,
+    mut copied: impl FnMut(u64, u64),
+) -> io::Result<()> {
+    let mut by_rw = false;
+    let mut off = 0;
+    while off < len {
+        let (data, end) = match next_data(src, off)? {
+            Some((d, e)) => (d, e.min(len)),
+            None => break,
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) => {
-                    copy_by_rw(src, dst, off_in as u64, len)
+        if data >= len {
+            break;
+        }
+        let mut at = data;
+        while at < end {
+            let want = (end - at).min(chunk.max(1));
+            let n = if by_rw {
+                copy_by_rw(src, dst, at, want)?
+            } else {
+                match copy_range_once(src, dst, at, want) {
+                    Ok(n) => n,
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+                        ) =>
+                    {
+                        by_rw = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
-                _ => Err(err),
             };
+            if n == 0 {
+                return Err(shrank());
+            }
+            copied(at, n);
+            at += n;
         }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being copied",
-            ));
-        }
+        off = end;
     }
+    // A source that shrank shows as a hole at its end (SEEK_DATA: ENXIO).
+    if fstat(src)?.size < len {
+        return Err(shrank());
+    }
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::ftruncate(dst.as_raw_fd(), len as libc::off_t) })?;
     Ok(())
 }
 
-fn copy_by_rw(src: BorrowedFd, dst: BorrowedFd, from: u64, len: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let src = std::fs::File::from(src.try_clone_to_owned()?);
-    let dst = std::fs::File::from(dst.try_clone_to_owned()?);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = from;
-    while off < len {
-        let want = ((len - off) as usize).min(buf.len());
-        let n = src.read_at(&mut buf[..want], off)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being copied",
-            ));
+/// The next data segment of `fd` at or after `off`: its start and end (the
+/// next hole, which may lie past the size the caller copies). `None` when
+/// only a hole (or the end of the file) follows. Without `SEEK_DATA`
+/// support, everything from `off` on counts as data.
+fn next_data(fd: BorrowedFd, off: u64) -> io::Result<Option<(u64, u64)>> {
+    let seek = |at: u64, whence: i32| {
+        // SAFETY: plain integer arguments.
+        let r = unsafe { libc::lseek(fd.as_raw_fd(), at as libc::off_t, whence) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as u64)
         }
-        dst.write_all_at(&buf[..n], off)?;
-        off += n as u64;
+    };
+    let data = match seek(off, libc::SEEK_DATA) {
+        Ok(d) => d,
+        // No data at or after `off`: the rest is a hole (or past the end).
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Some((off, u64::MAX))),
+        Err(e) => return Err(e),
+    };
+    let hole = match seek(data, libc::SEEK_HOLE) {
+        Ok(h) => h,
+        // The file shrank between the two calls: the caller notices.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => data,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => u64::MAX,
+        Err(e) => return Err(e),
+    };
+    Ok(Some((data, hole.max(data))))
+}
+
+/// One copy_file_range call of at most `len` bytes at `off` in both files.
+fn copy_range_once(src: BorrowedFd, dst: BorrowedFd, off: u64, len: u64) -> io::Result<u64> {
+    let mut off_in = off as libc::loff_t;
+    let mut off_out = off as libc::loff_t;
+    // SAFETY: the offsets are valid, writable loff_t values we own.
+    let n = unsafe {
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            &mut off_in,
+            dst.as_raw_fd(),
+            &mut off_out,
+            len.min(1 << 30) as usize,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(n as u64)
+}
+
+fn shrank() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "file shrank while being copied",
+    )
+}
+
+/// Copies up to `len` bytes at `off` by pread/pwrite; returns how many (0 at
+/// the end of `src`).
+fn copy_by_rw(src: BorrowedFd, dst: BorrowedFd, off: u64, len: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; len.min(1 << 20) as usize];
+    let n = loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe {
+            libc::pread(
+                src.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off as libc::off_t,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => break n,
+            Err(_) if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(io::Error::last_os_error()),
+        }
+    };
+    let mut done = 0;
+    while done < n {
+        // SAFETY: `buf[done..n]` is initialised and readable.
+        let w = unsafe {
+            libc::pwrite(
+                dst.as_raw_fd(),
+                buf[done..n].as_ptr().cast(),
+                n - done,
+                (off + done as u64) as libc::off_t,
+            )
+        };
+        match usize::try_from(w) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(w) => done += w,
+            Err(_) if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(io::Error::last_os_error()),
+        }
+    }
+    Ok(n as u64)
 }
 
 pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
@@ -472,6 +585,34 @@ pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Resul
     let times = timespecs(atime, mtime);
     // SAFETY: `times` is an array of two valid timespecs.
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
+    Ok(())
+}
+
+/// Sets the mtime of the file open at `fd` (an `O_PATH` fd too) and leaves
+/// its atime as it is (`UTIME_OMIT`).
+pub fn set_mtime(fd: BorrowedFd, mtime: Timestamp) -> io::Result<()> {
+    let mut times = timespecs(mtime, mtime);
+    times[0].tv_nsec = libc::UTIME_OMIT;
+    // SAFETY: the empty path is NUL-terminated; `times` holds two valid
+    // timespecs. AT_EMPTY_PATH makes it act on `fd` itself.
+    let r = check(unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    });
+    match r {
+        // Kernels before 5.8 know no AT_EMPTY_PATH here (no O_PATH fds then).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // SAFETY: `times` holds two valid timespecs.
+            check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
+        }
+        r => {
+            r?;
+        }
+    }
     Ok(())
 }
 
@@ -520,6 +661,113 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
+
+    /// A 64 MiB file with 64 KiB of data at its start, middle and end.
+    fn sparse_file(path: &Path) -> Vec<(u64, Vec<u8>)> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(path).unwrap();
+        let len = 64 << 20;
+        f.set_len(len).unwrap();
+        let parts: Vec<(u64, Vec<u8>)> = [0, len / 2 + 4096, len - 65536]
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| (at, vec![b'a' + i as u8; 65536]))
+            .collect();
+        for (at, data) in &parts {
+            f.write_all_at(data, *at).unwrap();
+        }
+        f.sync_all().unwrap();
+        parts
+    }
+
+    fn copy_keeps_holes(src: &Path, dst: &Path) {
+        let parts = sparse_file(src);
+        let from = std::fs::File::open(src).unwrap();
+        let to = std::fs::File::create(dst).unwrap();
+        let len = from.metadata().unwrap().len();
+        let mut pieces = 0;
+        copy_sparse(from.as_fd(), to.as_fd(), len, 16384, |_, n| {
+            assert!(n <= 16384);
+            pieces += 1;
+        })
+        .unwrap();
+        assert!(pieces >= 12, "{pieces} pieces of 16 KiB for 192 KiB");
+        to.sync_all().unwrap();
+        let m = std::fs::metadata(dst).unwrap();
+        assert_eq!(m.len(), len);
+        assert!(
+            m.blocks() * 512 < 4 << 20,
+            "the copy allocated {} bytes",
+            m.blocks() * 512
+        );
+        assert!(std::fs::read(src).unwrap() == std::fs::read(dst).unwrap());
+        let copy = std::fs::read(dst).unwrap();
+        for (at, data) in parts {
+            assert_eq!(&copy[at as usize..at as usize + data.len()], &data[..]);
+        }
+    }
+
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn copy_data_keeps_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_keeps_holes(&dir.path().join("src"), &dir.path().join("dst"));
+    }
+
+    #[test]
+    fn copy_between_filesystems_reads_and_writes_only_the_data() {
+        // tmpfs to the temp dir's filesystem: copy_file_range says EXDEV.
+        let shm = Path::new("/dev/shm");
+        let dir = tempfile::tempdir().unwrap();
+        if !shm.is_dir()
+            || fstat(open_dir(shm).unwrap().as_fd()).unwrap().dev
+                == fstat(open_dir(dir.path()).unwrap().as_fd()).unwrap().dev
+        {
+            eprintln!("skipping: no /dev/shm on another filesystem");
+            return;
+        }
+        let src = tempfile::Builder::new().tempdir_in(shm).unwrap();
+        copy_keeps_holes(&src.path().join("src"), &dir.path().join("dst"));
+    }
+
+    #[test]
+    fn copy_data_of_a_file_that_is_shorter_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("src"), vec![1u8; 10000]).unwrap();
+        let from = std::fs::File::open(dir.path().join("src")).unwrap();
+        let to = std::fs::File::create(dir.path().join("dst")).unwrap();
+        let e = copy_data(from.as_fd(), to.as_fd(), 20000).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // An empty file, and a file that is one hole.
+        for len in [0, 1 << 20] {
+            let f = std::fs::File::create(dir.path().join("hole")).unwrap();
+            f.set_len(len).unwrap();
+            let to = std::fs::File::create(dir.path().join("dst")).unwrap();
+            copy_data(f.as_fd(), to.as_fd(), len).unwrap();
+            let m = to.metadata().unwrap();
+            assert_eq!((m.len(), m.blocks()), (len, 0));
+        }
+    }
+
+    #[test]
+    fn set_mtime_works_on_an_o_path_fd_and_keeps_atime() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("d");
+        std::fs::create_dir(&sub).unwrap();
+        let t = |sec| Timestamp { sec, nsec: 5 };
+        futimens(open_dir(&sub).unwrap().as_fd(), t(1000), t(2000)).unwrap();
+        let fd = open_beneath(
+            open_dir(dir.path()).unwrap().as_fd(),
+            Path::new("d"),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .unwrap();
+        set_mtime(fd.as_fd(), t(3000)).unwrap();
+        let m = std::fs::metadata(&sub).unwrap();
+        assert_eq!((m.atime(), m.atime_nsec()), (1000, 5));
+        assert_eq!((m.mtime(), m.mtime_nsec()), (3000, 5));
+    }
 
     #[test]
     fn read_dir_lists_every_entry_with_its_inode_and_type() {

@@ -122,6 +122,8 @@ pub struct Applier<'a> {
     pid: u32,
     closer: super::closer::Closer,
     dirs: DirCache,
+    /// Mtimes of the directories linking changed, put back at the end.
+    pub(super) dir_times: super::dirtimes::DirTimes,
 }
 
 impl<'a> Applier<'a> {
@@ -137,6 +139,7 @@ impl<'a> Applier<'a> {
             pid: std::process::id(),
             closer: super::closer::Closer::new(),
             dirs: DirCache::default(),
+            dir_times: Default::default(),
         }
     }
 
@@ -341,47 +344,13 @@ impl<'a> Applier<'a> {
                 target.id
             )));
         }
-        let tmp = self.link_to_tmp(target, parent.as_fd(), work)?;
-        if let Err(e) = sys::rename_exchange(parent.as_fd(), &tmp, &name) {
-            let _ = sys::unlink_at(parent.as_fd(), &tmp);
-            return Err(fail(e));
-        }
-        // The name may have been replaced after our check: only remove
-        // what we swapped out if it is the inode we checked.
-        // And a writer that opened the name before the swap is waiting on
-        // the lease for the old inode: give the name back to it.
-        let skip = match sys::stat_at(parent.as_fd(), &tmp) {
-            Ok(out) if out.ino != st.ino || out.dev != st.dev => Some(Skip::Changed),
-            Err(_) => Some(Skip::Changed),
-            // A chmod, chown, utimes or link the lease does not hold off
-            // landed after the check: the guest's change must stay its own.
-            Ok(out) if !same_but_ctime(&out, &st) => Some(Skip::Changed),
-            Ok(_) if break_pending(fd.as_fd()) => Some(Skip::InUse),
-            Ok(_) => None,
-        };
-        if let Some(skip) = skip {
-            // Give the name back what it had; if that fails, the guest's
-            // inode is under the temp name: say where, never drop it.
-            let mut back = sys::rename_exchange(parent.as_fd(), &tmp, &name);
-            for _ in 0..2 {
-                if back.is_ok() {
-                    break;
-                }
-                back = sys::rename_exchange(parent.as_fd(), &tmp, &name);
-            }
-            return match back.err() {
-                None => {
-                    let _ = sys::unlink_at(parent.as_fd(), &tmp);
-                    Err(skip)
-                }
-                Some(e) => Err(Skip::Failed(format!(
-                    "could not swap back after a change during the swap ({e}); \
-                     the file as it was is at {}",
-                    tmp.to_string_lossy()
-                ))),
-            };
-        }
-        sys::unlink_at(parent.as_fd(), &tmp).map_err(fail)?;
+        // The swap changes the directory's mtime: put back at the end.
+        let dir_rel = rec.rel.parent().unwrap_or(Path::new(""));
+        self.dir_times
+            .before_change(rec.guest, dir_rel, parent.as_fd());
+        let swapped = self.swap(target, parent.as_fd(), &name, fd.as_fd(), &st, work);
+        self.dir_times.after_change(parent.as_fd());
+        swapped?;
         if rec.stat.nlink > 1 {
             // Its other paths come later in this group: they must find it
             // as this change left it.
@@ -396,6 +365,60 @@ impl<'a> Applier<'a> {
         work.totals.files_linked += 1;
         work.totals.bytes_saved += rec.stat.size;
         Ok(())
+    }
+
+    /// Links the object to a temp name next to `name`, swaps the two and
+    /// removes the temp name, which then names the file `fd` (checked: `st`).
+    fn swap(
+        &self,
+        target: &mut Target,
+        parent: BorrowedFd,
+        name: &OsStr,
+        fd: BorrowedFd,
+        st: &Stat,
+        work: &mut GroupWork,
+    ) -> std::result::Result<(), Skip> {
+        let tmp = self.link_to_tmp(target, parent, work)?;
+        if let Err(e) = sys::rename_exchange(parent, &tmp, name) {
+            let _ = sys::unlink_at(parent, &tmp);
+            return Err(fail(e));
+        }
+        // The name may have been replaced after our check: only remove
+        // what we swapped out if it is the inode we checked.
+        // And a writer that opened the name before the swap is waiting on
+        // the lease for the old inode: give the name back to it.
+        let skip = match sys::stat_at(parent, &tmp) {
+            Ok(out) if out.ino != st.ino || out.dev != st.dev => Some(Skip::Changed),
+            Err(_) => Some(Skip::Changed),
+            // A chmod, chown, utimes or link the lease does not hold off
+            // landed after the check: the guest's change must stay its own.
+            Ok(out) if !same_but_ctime(&out, st) => Some(Skip::Changed),
+            Ok(_) if break_pending(fd) => Some(Skip::InUse),
+            Ok(_) => None,
+        };
+        if let Some(skip) = skip {
+            // Give the name back what it had; if that fails, the guest's
+            // inode is under the temp name: say where, never drop it.
+            let mut back = sys::rename_exchange(parent, &tmp, name);
+            for _ in 0..2 {
+                if back.is_ok() {
+                    break;
+                }
+                back = sys::rename_exchange(parent, &tmp, name);
+            }
+            return match back.err() {
+                None => {
+                    let _ = sys::unlink_at(parent, &tmp);
+                    Err(skip)
+                }
+                Some(e) => Err(Skip::Failed(format!(
+                    "could not swap back after a change during the swap ({e}); \
+                     the file as it was is at {}",
+                    tmp.to_string_lossy()
+                ))),
+            };
+        }
+        sys::unlink_at(parent, &tmp).map_err(fail)
     }
 
     /// Links the target object to a fresh temp name in `parent`, moving on

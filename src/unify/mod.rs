@@ -5,6 +5,7 @@
 pub mod apply;
 mod clones;
 mod closer;
+mod dirtimes;
 pub mod exclude;
 pub mod hash;
 mod pipeline;
@@ -383,7 +384,11 @@ fn run(
     }
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
-    })?;
+    });
+    summary
+        .problems
+        .append(&mut applier.dir_times.restore(&guests));
+    let out = out?;
     progress.finish_and_clear();
     drop(applier);
     hashed_summary(&mut summary, &out, hash_started);

@@ -35,7 +35,12 @@ pub fn clean(
                 let name = rec.rel.file_name().unwrap_or_default();
                 let done =
                     sys::open_beneath(guest.fd.as_fd(), parent, libc::O_RDONLY | libc::O_DIRECTORY)
-                        .and_then(|dir| sys::unlink_at(dir.as_fd(), name));
+                        .and_then(|dir| {
+                            a.dir_times.before_change(rec.guest, parent, dir.as_fd());
+                            let r = sys::unlink_at(dir.as_fd(), name);
+                            a.dir_times.after_change(dir.as_fd());
+                            r
+                        });
                 match done {
                     Ok(()) => removed += 1,
                     Err(e) => problems.push(Problem::new(path, format!("cannot remove: {e}"))),

@@ -101,7 +101,7 @@ fn tar_round_trip_restores_every_guest_exactly() {
     let lab = dir.path();
     let store = lab.join("store");
     let guests = build_guests(lab);
-    let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
+    let before: Vec<Snapshot> = guests.iter().map(|g| snapshot_for_restore(g)).collect();
     unify_json(&store, &[&guests[0], &guests[1], &guests[2]]);
     let backup = lab.join("backup");
     fs::create_dir_all(&backup).unwrap();
@@ -163,7 +163,11 @@ fn tar_round_trip_restores_every_guest_exactly() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(report["objects_linked"].as_u64().unwrap() >= 16, "{report}");
-        assert_invisible(&before[i], &snapshot(g), &format!("restored g{i}"));
+        assert_invisible(
+            &before[i],
+            &snapshot_for_restore(g),
+            &format!("restored g{i}"),
+        );
     }
     // Restored guests link the store again: one inode for a shared file.
     assert_eq!(
@@ -182,7 +186,7 @@ fn restic_round_trip_restores_a_guest() {
     let lab = dir.path();
     let store = lab.join("store");
     let guests = build_guests(lab);
-    let before = snapshot(&guests[1]);
+    let before = snapshot_for_restore(&guests[1]);
     unify_json(&store, &[&guests[0], &guests[1], &guests[2]]);
     let backup = lab.join("backup");
     fs::create_dir_all(backup.join("private")).unwrap();
@@ -237,7 +241,11 @@ fn restic_round_trip_restores_a_guest() {
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_invisible(&before, &snapshot(&guests[1]), "restored from restic");
+    assert_invisible(
+        &before,
+        &snapshot_for_restore(&guests[1]),
+        "restored from restic",
+    );
 }
 
 #[test]
@@ -520,7 +528,7 @@ fn restore_onto_another_filesystem_copies_objects() {
     let lab = dir.path();
     let store = lab.join("store");
     let guests = build_guests(lab);
-    let before = snapshot(&guests[0]);
+    let before = snapshot_for_restore(&guests[0]);
     unify_json(&store, &[&guests[0], &guests[1]]);
     let m = lab.join("g0.jsonl");
     manifest(&store, &guests[0], &m);
@@ -556,7 +564,11 @@ fn restore_onto_another_filesystem_copies_objects() {
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["objects_linked"], 0, "{report}");
     assert!(report["objects_copied"].as_u64().unwrap() >= 16, "{report}");
-    assert_invisible(&before, &snapshot(&target), "restored onto tmpfs");
+    assert_invisible(
+        &before,
+        &snapshot_for_restore(&target),
+        "restored onto tmpfs",
+    );
     assert_eq!(
         fs::metadata(target.join("usr/lib/lib4.so"))
             .unwrap()

@@ -56,6 +56,32 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A sparse file of `len` bytes at `path`: 64 KiB of data at its start,
+/// in its middle and at its end, holes between.
+pub fn sparse_file(path: &Path, len: u64) {
+    use std::os::unix::fs::FileExt;
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+    for (i, at) in [0, len / 2 + 12288, len - 65536].into_iter().enumerate() {
+        f.write_all_at(&bytes(i as u64 + 1, 65536), at).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// The blake3 hash of a file's bytes, read in a stream (sparse files here
+/// are far larger than what one would read into memory).
+pub fn hash_file(path: &Path) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(fs::File::open(path).unwrap()).unwrap();
+    h.finalize()
+}
+
+/// Bytes allocated on disk for a file (`st_blocks`).
+pub fn allocated(path: &Path) -> u64 {
+    fs::symlink_metadata(path).unwrap().blocks() * 512
+}
+
 pub fn ino(path: &Path) -> u64 {
     fs::symlink_metadata(path).unwrap().ino()
 }
@@ -122,11 +148,7 @@ pub fn snapshot_with(root: &Path, skip: impl Fn(&Path) -> bool) -> Snapshot {
         if ft.is_file() {
             by_ino.entry(m.ino()).or_default().insert(rel.clone());
         }
-        let mtime = if ft.is_dir() {
-            (0, 0) // directories change as unify swaps names in them
-        } else {
-            (m.mtime(), m.mtime_nsec())
-        };
+        let mtime = (m.mtime(), m.mtime_nsec());
         entries.insert(
             rel,
             Entry {
@@ -148,6 +170,44 @@ pub fn snapshot_with(root: &Path, skip: impl Fn(&Path) -> bool) -> Snapshot {
 
 pub fn snapshot(root: &Path) -> Snapshot {
     snapshot_with(root, |_| false)
+}
+
+impl Snapshot {
+    /// The snapshot without directory mtimes, for trees whose directories
+    /// change on purpose (a killed unify leaves its temp names' mark on them).
+    pub fn without_dir_mtimes(mut self) -> Snapshot {
+        for e in self.entries.values_mut() {
+            if e.kind == "dir" {
+                e.mtime = (0, 0);
+            }
+        }
+        self
+    }
+}
+
+/// A snapshot to compare with a restored tree, whose root directory has the
+/// restore's mtime (restore puts back those of the directories below it).
+pub fn snapshot_for_restore(root: &Path) -> Snapshot {
+    let mut s = snapshot(root);
+    if let Some(e) = s.entries.get_mut(Path::new("")) {
+        e.mtime = (0, 0);
+    }
+    s
+}
+
+/// Sets the mtime of every directory of the tree at `root` (its root too) to
+/// `mtime`, so that a change of any of them shows.
+pub fn set_dir_mtimes(root: &Path, mtime: u64) {
+    let t = unifs::sys::Timestamp {
+        sec: mtime as i64,
+        nsec: 0,
+    };
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            unifs::sys::lutimens(e.path(), t, t).unwrap();
+        }
+    }
 }
 
 /// Asserts `after` reads exactly as `before`, and that every hardlink group

@@ -113,6 +113,8 @@ fn unify_is_invisible_and_keeps_guest_hardlinks() {
         file(g, "usr/lib/setuid", &bytes(8, 2000), 0o4755);
         set_xattr(&g.join("usr/lib/lib1.so"), "user.origin", b"pkg");
         file(g, "usr/lib/empty", b"", 0o644);
+        // Every directory an old mtime, so that any change of one shows.
+        set_dir_mtimes(g, MTIME);
     }
     let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
     let args: Vec<&dyn AsRef<std::ffi::OsStr>> = guests.iter().map(|g| g as _).collect();
@@ -365,8 +367,15 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
             );
         }
         file(g, "own", &bytes(5000 + i as u64, 100), 0o644);
+        set_dir_mtimes(g, MTIME);
     }
-    let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
+    // A killed run leaves its mark on the mtimes of the directories it was
+    // changing; the next run cannot know what they were before.
+    let before: Vec<Snapshot> = guests
+        .iter()
+        .map(|g| snapshot(g).without_dir_mtimes())
+        .collect();
+    let mut after_kills = Vec::new();
     let not_tmp = |p: &Path| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".unifs-tmp-"))
@@ -391,10 +400,11 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
         if !finished {
             killed_mid_run += 1;
         }
-        for (g, b) in guests.iter().zip(&before) {
+        after_kills = guests.iter().map(|g| snapshot_with(g, not_tmp)).collect();
+        for (after, b) in after_kills.iter().zip(&before) {
             assert_invisible(
                 b,
-                &snapshot_with(g, not_tmp),
+                &after.clone().without_dir_mtimes(),
                 &format!("after kill at {delay} ms"),
             );
         }
@@ -408,8 +418,12 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
     );
     let s = unify_json(&lab.store(), &[&guests[0], &guests[1], &guests[2]]);
     assert!(s["problems"].as_array().unwrap().is_empty(), "{s}");
-    for (g, b) in guests.iter().zip(&before) {
-        assert_invisible(b, &snapshot(g), "after the final run");
+    for ((g, b), after_kill) in guests.iter().zip(&before).zip(&after_kills) {
+        let now = snapshot(g);
+        assert_invisible(b, &now.clone().without_dir_mtimes(), "after the final run");
+        // The final run (removing leftover temp names, linking the rest)
+        // leaves every directory's mtime as the last killed run left it.
+        assert_invisible(after_kill, &now, "directories after the final run");
     }
     // Every shared file is now linked: one inode per path across guests.
     for j in [0u64, 77, 599] {
@@ -580,6 +594,40 @@ fn a_file_open_for_writing_is_copied_into_the_store_not_linked() {
     );
     assert_eq!(ino(&b.join("log")), ino(&c.join("log")));
     drop(writer);
+    assert_verify_clean(&lab.store());
+}
+
+#[test]
+fn a_sparse_file_open_for_writing_is_copied_into_the_store_with_its_holes() {
+    if !require_root("a_sparse_file_open_for_writing_is_copied") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let len = 1 << 30;
+    for g in [&a, &b] {
+        sparse_file(&g.join("var-lib/disk.img"), len);
+        set_mtime(&g.join("var-lib/disk.img"), MTIME);
+    }
+    let want = hash_file(&a.join("var-lib/disk.img"));
+    let writer = fs::OpenOptions::new()
+        .append(true)
+        .open(a.join("var-lib/disk.img"))
+        .unwrap();
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["objects_copied"], 1, "{s}");
+    drop(writer);
+    // B now links the copy the store made of A's file.
+    let linked = b.join("var-lib/disk.img");
+    assert_eq!(fs::metadata(&linked).unwrap().nlink(), 2, "{s}");
+    assert_eq!(fs::metadata(a.join("var-lib/disk.img")).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(&linked).unwrap().len(), len);
+    assert!(
+        allocated(&linked) < 4 << 20,
+        "the store's copy allocated {} bytes",
+        allocated(&linked)
+    );
+    assert_eq!(hash_file(&linked), want);
     assert_verify_clean(&lab.store());
 }
 

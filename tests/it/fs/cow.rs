@@ -146,6 +146,7 @@ fn isolation(opts: &[&str], test: &str) {
         let store_ino = ino(obj);
         let b_before = look(&b);
         let a_ino = ino(&a);
+        let dir_mtime = mtime_ns(&ga);
         assert_eq!(
             fs::metadata(&a).unwrap().nlink(),
             1,
@@ -160,6 +161,11 @@ fn isolation(opts: &[&str], test: &str) {
         change(&a);
         let a_after = look(&a);
         assert!(changed(&a_after), "{name}: A sees its change: {a_after:?}");
+        assert_eq!(
+            mtime_ns(&ga),
+            dir_mtime,
+            "{name}: the directory's mtime is kept"
+        );
         assert_eq!(look(&b), b_before, "{name}: guest B unchanged");
         assert_eq!(look(obj), store_before, "{name}: store object unchanged");
         assert_eq!(
@@ -557,4 +563,117 @@ fn a_marked_file_gc_unlinked_from_the_store_is_copied_before_a_change() {
             .is_none(),
         "a changed file keeps no stale marker"
     );
+}
+
+#[test]
+fn a_break_of_a_sparse_file_keeps_its_holes() {
+    if !require_root("a_break_of_a_sparse_file_keeps_its_holes") {
+        return;
+    }
+    use crate::tree::{allocated, hash_file, sparse_file};
+    let len = 1 << 30;
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    fs::create_dir_all(gb.join("usr")).unwrap();
+    for name in ["chmod", "write"] {
+        sparse_file(&ga.join("usr").join(name), len);
+        w.share(&[ga.join("usr").join(name), gb.join("usr").join(name)]);
+    }
+    let want = hash_file(&ga.join("usr/chmod"));
+    let small = 4 << 20;
+    assert!(allocated(&ga.join("usr/chmod")) < small);
+    let m = w.mount(&ga, "ma", &[]);
+    fs::set_permissions(m.path("usr/chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+    // A write into a hole allocates that block only.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(m.path("usr/write"))
+        .unwrap();
+    f.write_all_at(b"in a hole", 3 << 28).unwrap();
+    drop(f);
+    for name in ["chmod", "write"] {
+        let backing = ga.join("usr").join(name);
+        assert_eq!(fs::metadata(&backing).unwrap().nlink(), 1, "{name}: broken");
+        assert_eq!(fs::metadata(&backing).unwrap().len(), len);
+        assert!(
+            allocated(&backing) < small,
+            "{name}: the private copy allocated {} bytes",
+            allocated(&backing)
+        );
+        assert_eq!(hash_file(&gb.join("usr").join(name)), want, "{name}: B");
+    }
+    assert_eq!(hash_file(&m.path("usr/chmod")), want, "content kept");
+    assert_eq!(hash_file(&ga.join("usr/chmod")), want);
+    let f = fs::File::open(m.path("usr/write")).unwrap();
+    let mut got = [0u8; 9];
+    f.read_exact_at(&mut got, 3 << 28).unwrap();
+    assert_eq!(&got, b"in a hole");
+    let mut edges = vec![0u8; 65536];
+    f.read_exact_at(&mut edges, len - 65536).unwrap();
+    assert!(edges == crate::tree::bytes(3, 65536), "the last data block");
+    f.read_exact_at(&mut edges, 0).unwrap();
+    assert!(
+        edges == crate::tree::bytes(1, 65536),
+        "the first data block"
+    );
+}
+
+/// The mtime of a path, to the nanosecond.
+fn mtime_ns(path: &Path) -> (i64, i64) {
+    let m = fs::symlink_metadata(path).unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+#[test]
+fn a_write_to_a_shared_file_leaves_its_directory_mtime_alone() {
+    if !require_root("a_write_to_a_shared_file_leaves_its_directory_mtime_alone") {
+        return;
+    }
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    for g in [&ga, &gb] {
+        fs::create_dir_all(g.join("etc")).unwrap();
+    }
+    for name in ["write", "chmod", "trunc"] {
+        w.shared(
+            CONTENT,
+            &[ga.join("etc").join(name), gb.join("etc").join(name)],
+        );
+    }
+    let old = (1_300_000_000, 123_456_789);
+    let t = unifs::sys::Timestamp {
+        sec: old.0,
+        nsec: old.1 as u32,
+    };
+    unifs::sys::lutimens(&ga.join("etc"), t, t).unwrap();
+    {
+        let m = w.mount(&ga, "ma", &[]);
+        assert_eq!(mtime_ns(&m.path("etc")), old);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(m.path("etc/write"))
+            .unwrap();
+        f.write_all_at(b"mine", 0).unwrap();
+        drop(f);
+        fs::set_permissions(m.path("etc/chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(m.path("etc/trunc"), b"rewritten").unwrap();
+        assert_eq!(fs::read(m.path("etc/write")).unwrap()[..4], *b"mine");
+        for name in ["write", "chmod", "trunc"] {
+            assert_eq!(
+                fs::metadata(ga.join("etc").join(name)).unwrap().nlink(),
+                1,
+                "{name} was broken"
+            );
+        }
+        assert_eq!(mtime_ns(&m.path("etc")), old, "through the mount");
+        assert_eq!(mtime_ns(&ga.join("etc")), old, "on the backing tree");
+        let names: Vec<_> = fs::read_dir(ga.join("etc")).unwrap().collect();
+        assert_eq!(names.len(), 3, "no temp name left");
+    }
+    // A fresh mount has no attributes cached: it reads the backing directory.
+    let m = w.mount(&ga, "ma2", &[]);
+    assert_eq!(mtime_ns(&m.path("etc")), old, "through a fresh mount");
+    // A change of the directory itself still shows.
+    fs::write(m.path("etc/new"), b"new").unwrap();
+    assert_ne!(mtime_ns(&m.path("etc")), old, "a create changes the mtime");
 }

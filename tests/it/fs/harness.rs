@@ -44,10 +44,15 @@ impl World {
     /// link in objects/) and links every other path to it. Returns the
     /// object's path in the store.
     pub fn shared(&self, content: &[u8], paths: &[PathBuf]) -> PathBuf {
+        fs::write(&paths[0], content).unwrap();
+        self.share(paths)
+    }
+
+    /// [`World::shared`] for a first path that is written already.
+    pub fn share(&self, paths: &[PathBuf]) -> PathBuf {
         static N: AtomicU64 = AtomicU64::new(1);
         let hex = format!("{:064x}", N.fetch_add(1, Ordering::Relaxed) + 0xab00);
         let first = &paths[0];
-        fs::write(first, content).unwrap();
         fs::set_permissions(first, fs::Permissions::from_mode(0o644)).unwrap();
         set_xattr(first, "user.origin", b"package");
         set_xattr(first, MARKER, hex.as_bytes());

@@ -1,0 +1,210 @@
+//! Directory mtimes across a run. Invariant 3 says every guest tree reads as
+//! before unify, mtimes included, but replacing a file links a temp name next
+//! to it, swaps the two and unlinks the temp name: three changes of its
+//! directory, each setting the directory's mtime to now. So the first time a
+//! directory is about to change its mtime is noted, after each change the
+//! mtime that change left, and at the end of the apply phase every directory
+//! gets its first mtime back (its atime is left alone: unify never lists a
+//! directory while linking; its ctime cannot be put back).
+//!
+//! Replacements in one directory run on several threads and in many buckets,
+//! so the notes live in a small sharded map keyed by the directory's (device,
+//! inode). At the end each directory is opened again beneath its guest root
+//! (never through a symlink) and must still be the same inode.
+//!
+//! A directory gets its mtime back only if it still has the one our own last
+//! change left. The guest may be running: if it changed the directory after
+//! our last change, the mtime it set is the true one and stays. (A change it
+//! made between two of ours, or in the same clock tick as our last, cannot be
+//! told from ours and loses its mtime; that needs a guest writing into a
+//! directory at the microsecond unify replaces a file in it.)
+
+use super::{worker_pool, Guest, Problem};
+use crate::sys::{self, Timestamp};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+const SHARDS: usize = 16;
+
+type Key = (u64, u64);
+
+/// What is known of one directory unify changed.
+struct Seen {
+    guest: u32,
+    rel: PathBuf,
+    /// Its mtime before our first change.
+    before: Timestamp,
+    /// The latest mtime one of our changes left.
+    ours: Timestamp,
+}
+
+#[derive(Default)]
+pub struct DirTimes {
+    shards: [Mutex<HashMap<Key, Seen>>; SHARDS],
+}
+
+impl DirTimes {
+    fn shard(&self, key: Key) -> MutexGuard<'_, HashMap<Key, Seen>> {
+        let i = (key.0 ^ key.1) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Before a change of the entries of `dir`, which is `rel` beneath the
+    /// root of guest `guest`. Only the first call for a directory counts:
+    /// any later one of another thread comes after that first note (notes
+    /// are taken before the change), so it never sees a changed mtime first.
+    pub fn before_change(&self, guest: u32, rel: &Path, dir: BorrowedFd) {
+        let Ok(st) = sys::fstat(dir) else { return };
+        self.shard((st.dev, st.ino))
+            .entry((st.dev, st.ino))
+            .or_insert_with(|| Seen {
+                guest,
+                rel: rel.to_path_buf(),
+                before: st.mtime,
+                ours: st.mtime,
+            });
+    }
+
+    /// After a change of `dir`'s entries, whatever came of it.
+    pub fn after_change(&self, dir: BorrowedFd) {
+        let Ok(st) = sys::fstat(dir) else { return };
+        if let Some(seen) = self.shard((st.dev, st.ino)).get_mut(&(st.dev, st.ino)) {
+            seen.ours = seen.ours.max(st.mtime);
+        }
+    }
+
+    /// Puts back the mtime of every directory noted (and forgets them).
+    /// Returns the directories where that failed.
+    pub fn restore(&self, guests: &[Guest]) -> Vec<Problem> {
+        let seen: Vec<(Key, Seen)> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut *s)
+            })
+            .collect();
+        worker_pool().install(|| {
+            seen.par_iter()
+                .filter_map(|(key, s)| {
+                    let guest = &guests[s.guest as usize];
+                    restore_one(guest, *key, s).err().map(|e| {
+                        Problem::new(
+                            guest.root.join(&s.rel),
+                            format!("cannot put the directory's mtime back: {e}"),
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<()> {
+    let dir = match sys::open_beneath(
+        guest.fd.as_fd(),
+        &seen.rel,
+        libc::O_RDONLY | libc::O_DIRECTORY,
+    ) {
+        Ok(fd) => fd,
+        // Gone, or now a symlink or on another mount: nothing of ours there.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV)
+            ) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
+    let st = sys::fstat(dir.as_fd())?;
+    // Only over an mtime of ours (so, one from this run): writing the old
+    // mtime over a newer change of the guest's would hide that change from
+    // whatever trusts a directory's mtime (make, caches of listings).
+    if (st.dev, st.ino) != key || st.mtime != seen.ours || st.mtime == seen.before {
+        return Ok(());
+    }
+    sys::set_mtime(dir.as_fd(), seen.before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::GuestRow;
+    use std::os::unix::fs::MetadataExt;
+
+    fn guest(root: &Path) -> Guest {
+        Guest {
+            row: GuestRow {
+                id: 1,
+                name: "g".into(),
+                path: root.to_path_buf(),
+            },
+            root: root.to_path_buf(),
+            fd: sys::open_dir(root).unwrap(),
+        }
+    }
+
+    fn mtime(path: &Path) -> (i64, i64) {
+        let m = std::fs::symlink_metadata(path).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    }
+
+    /// Notes `rel` of `g`, creates and removes a name in it (as a swap
+    /// does), notes the change.
+    fn change(times: &DirTimes, g: &Guest, rel: &str) {
+        let dir = sys::open_beneath(g.fd.as_fd(), Path::new(rel), libc::O_RDONLY).unwrap();
+        times.before_change(0, Path::new(rel), dir.as_fd());
+        std::fs::write(g.root.join(rel).join("tmp"), b"x").unwrap();
+        std::fs::remove_file(g.root.join(rel).join("tmp")).unwrap();
+        times.after_change(dir.as_fd());
+    }
+
+    fn set_old(path: &Path) {
+        let t = Timestamp { sec: 1000, nsec: 7 };
+        sys::lutimens(path, t, t).unwrap();
+    }
+
+    #[test]
+    fn mtimes_go_back_unless_someone_else_changed_the_directory_since() {
+        let root = tempfile::tempdir().unwrap();
+        for d in ["a", "b", "c", "d"] {
+            std::fs::create_dir(root.path().join(d)).unwrap();
+            set_old(&root.path().join(d));
+        }
+        set_old(root.path());
+        let g = guest(root.path());
+        let times = DirTimes::default();
+        for rel in ["", "a", "b", "c", "d", "a"] {
+            change(&times, &g, rel);
+        }
+        // b: the guest creates a file after our last change (a newer
+        // mtime, whatever the clock granularity).
+        let t = Timestamp { sec: 2000, nsec: 0 };
+        let b = root.path().join("b");
+        std::fs::write(b.join("guest's"), b"").unwrap();
+        sys::lutimens(&b, t, t).unwrap();
+        // c: replaced by a symlink to d (never followed); d renamed away.
+        std::fs::rename(root.path().join("c"), root.path().join("c.old")).unwrap();
+        std::os::unix::fs::symlink("d", root.path().join("c")).unwrap();
+        std::fs::rename(root.path().join("d"), root.path().join("d.old")).unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        let d_new = mtime(&root.path().join("d"));
+        let problems = times.restore(std::slice::from_ref(&g));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(mtime(&root.path().join("a")), (1000, 7));
+        assert_eq!(mtime(&b), (2000, 0), "the guest's later change stays");
+        assert_ne!(mtime(&root.path().join("c.old")), (1000, 7));
+        assert_ne!(mtime(&root.path().join("d.old")), (1000, 7));
+        assert_eq!(mtime(&root.path().join("d")), d_new, "another inode");
+        // The root changed after our changes too (the renames above).
+        assert_ne!(mtime(root.path()), (1000, 7));
+        // Nothing is left to restore a second time.
+        assert!(times.restore(std::slice::from_ref(&g)).is_empty());
+    }
+}
