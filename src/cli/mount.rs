@@ -192,7 +192,7 @@ fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| p.display().to_string())
 }
 
-fn check_dev_fuse() -> anyhow::Result<()> {
+pub(super) fn check_dev_fuse() -> anyhow::Result<()> {
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -208,7 +208,7 @@ fn check_dev_fuse() -> anyhow::Result<()> {
 
 /// A store that exists must be on the guest's filesystem (hardlinks cannot
 /// cross filesystems, so the guest's shared files cannot be its objects).
-fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
+pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !crate::store::Store::exists(store) {
         tracing::info!("no store at {}; mounting without one", store.display());
