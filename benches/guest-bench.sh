@@ -1,5 +1,6 @@
 #!/bin/bash
-# Guest start-up, side by side: `unifs run --root R -- /bin/true` against
+# Guest start-up, side by side: `unifs run --root R -- /bin/true` (root
+# through the overlay, the default, and with --root-mount bind) against
 # `bwrap --unshare-all --bind R / --proc /proc --dev /dev /bin/true` on the
 # same busybox root, and `unifs guest start` to init running. Root needed;
 # bwrap from Debian's bubblewrap, the root from busybox-static.
@@ -26,15 +27,17 @@ us() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); echo $(
 median() { sort -n | awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.2f\n", m / 1000 }'; }
 
 echo "runs per case: $runs; kernel $(uname -r); $(nproc) CPUs"
-: >"$work/u"; : >"$work/b"; : >"$work/h"
+: >"$work/u"; : >"$work/d"; : >"$work/b"; : >"$work/h"
 for ((i = 0; i < runs; i++)); do
     us "$unifs" run --root "$root" -- /bin/true >>"$work/u"
+    us "$unifs" run --root-mount bind --root "$root" -- /bin/true >>"$work/d"
     us bwrap --unshare-all --bind "$root" / --proc /proc --dev /dev /bin/true >>"$work/b"
-    us "$unifs" run --net host --root "$root" -- /bin/true >>"$work/h"
+    us "$unifs" run --net host --root-mount bind --root "$root" -- /bin/true >>"$work/h"
 done
-echo "unifs run (net none)             median $(median <"$work/u") ms"
+echo "unifs run (net none, overlay)    median $(median <"$work/u") ms"
+echo "unifs run --root-mount bind      median $(median <"$work/d") ms"
 echo "bwrap --unshare-all              median $(median <"$work/b") ms"
-echo "unifs run --net host             median $(median <"$work/h") ms"
+echo "unifs run --net host (bind)      median $(median <"$work/h") ms"
 
 # guest start: config with a bind root, so the time is ours, not the mount's.
 mkdir -p "$work/cfg"

@@ -1,7 +1,9 @@
 //! `unifs run` and `unifs guest …`: parse, call `guest`, print.
 
 use super::Global;
+use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
+use crate::guest::overlay::OverlayRoot;
 use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -22,6 +24,12 @@ pub struct RunOptions {
     /// The guest's root directory.
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
+    /// How the root is served: overlay (the copy-on-write unifs mount, so a
+    /// write to a file shared through the store gives the guest a private
+    /// copy) or bind (the directory itself; only for a root that shares no
+    /// file with a store).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = RootMount::Overlay)]
+    pub root_mount: RootMount,
     /// Host name inside the guest [default: the root's directory name].
     #[arg(long)]
     pub hostname: Option<String>,
@@ -79,6 +87,9 @@ pub struct RunOptions {
 }
 
 const RUN_EXAMPLES: &str = "\
+The root is served through the copy-on-write overlay (as `unifs mount` serves
+it) for the life of the run, so files the root shares with other guests through
+the store stay unchanged for them; --root-mount bind uses the directory itself.
 The guest gets new mount, PID, UTS, IPC, cgroup and (unless --net host) network
 namespaces, a fresh /proc (/proc/sys read-only), /sys read-only, a minimal /dev
 and a tmpfs /run; it keeps a reduced capability set, with no_new_privs. The exit
@@ -162,7 +173,7 @@ pub enum GuestCommand {
     },
 }
 
-pub fn run(_g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let a = *a.opts;
     let root = std::fs::canonicalize(&a.root)
         .with_context(|| format!("guest root {}", a.root.display()))?;
@@ -199,8 +210,34 @@ pub fn run(_g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         io_weight: a.io_weight,
     };
     spec.init = a.init;
-    let code = crate::guest::launch::run(&spec)?;
-    exit_code(code)
+    spec.limits.check()?;
+    // Mounted for the whole run; dropped (unmounted) after the guest is gone,
+    // on an error too.
+    let overlay = match a.root_mount {
+        RootMount::Overlay => Some(overlay_root(g, &root)?),
+        RootMount::Bind => None,
+    };
+    let code = crate::guest::launch::run(&spec);
+    drop(overlay);
+    exit_code(code?)
+}
+
+/// The checks `unifs mount` makes, then the overlay over `root`.
+fn overlay_root(g: &Global, root: &std::path::Path) -> anyhow::Result<OverlayRoot> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(crate::guest::Error::Permission("starting a guest").into());
+    }
+    anyhow::ensure!(
+        root.is_dir(),
+        crate::guest::Error::NoRoot(root.to_path_buf())
+    );
+    super::mount::check_not_store(&g.store, root)?;
+    super::mount::check_dev_fuse()?;
+    super::mount::check_store(&g.store, root)?;
+    Ok(OverlayRoot::mount(
+        root,
+        &crate::fs::MountOptions::default(),
+    )?)
 }
 
 pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {

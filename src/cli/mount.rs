@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
-    /// The guest's backing directory.
+    /// The guest's backing directory. Refused if it is a unifs store, lies in
+    /// one, or holds the store (--store).
     pub guest_dir: PathBuf,
     /// Where to mount it.
     pub mountpoint: PathBuf,
@@ -45,6 +46,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         bail!("unifs mount must run as root (it acts for every user of the guest)");
     }
     let guest = check_guest(&a.guest_dir)?;
+    check_not_store(&g.store, &guest)?;
     let mountpoint = check_mountpoint(&a.mountpoint)?;
     check_dev_fuse()?;
     check_store(&g.store, &guest)?;
@@ -150,6 +152,28 @@ fn check_guest(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| p.display().to_string())
 }
 
+/// A guest directory must hold no store and be in none: not the `--store`,
+/// not inside it, not around it (unify's own check), and no other unifs
+/// store either. Writes through the mount would change store objects in place.
+pub(super) fn check_not_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
+    if let Some(s) = crate::store::Store::enclosing_store(guest) {
+        if s == guest {
+            bail!(
+                "guest directory {} is a unifs store (it holds objects/ and catalog.db), \
+                 not a guest; name a guest's own directory",
+                guest.display()
+            );
+        }
+        bail!(
+            "guest directory {} is inside the unifs store {}; name a guest's own directory",
+            guest.display(),
+            s.display()
+        );
+    }
+    crate::unify::check_guest_outside_store(guest, store)?;
+    Ok(())
+}
+
 fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => {}
@@ -168,7 +192,7 @@ fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| p.display().to_string())
 }
 
-fn check_dev_fuse() -> anyhow::Result<()> {
+pub(super) fn check_dev_fuse() -> anyhow::Result<()> {
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -184,7 +208,7 @@ fn check_dev_fuse() -> anyhow::Result<()> {
 
 /// A store that exists must be on the guest's filesystem (hardlinks cannot
 /// cross filesystems, so the guest's shared files cannot be its objects).
-fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
+pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !crate::store::Store::exists(store) {
         tracing::info!("no store at {}; mounting without one", store.display());

@@ -4,8 +4,9 @@ use super::{caps, parse_size, Bind, Error, GuestSpec, Limits, NetSpec, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// How `guest start` mounts the guest's root at /run/unifs/NAME/root.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How `guest start` mounts the guest's root at /run/unifs/NAME/root, and
+/// how `unifs run --root-mount` serves its root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RootMount {
     /// The copy-on-write FUSE overlay (`unifs mount`): the guest's writes

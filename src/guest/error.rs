@@ -40,6 +40,8 @@ pub enum Error {
     NotRunning { name: String },
     #[error("mounting the root of guest {name} failed: {reason}")]
     RootMount { name: String, reason: String },
+    #[error("cannot serve guest root {} through the overlay: {reason}", root.display())]
+    OverlayRoot { root: PathBuf, reason: String },
     #[error("network set-up failed: {0}")]
     Net(String),
 }

@@ -7,6 +7,7 @@
 //! - `rootfs`: the set-up sequence inside the namespaces, pivot_root included.
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
+//! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
 //! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
 //!   runtime state under /run/unifs, start/stop/exec/status).
 
@@ -18,6 +19,7 @@ mod error;
 pub mod launch;
 pub mod lifecycle;
 pub mod net;
+pub mod overlay;
 mod rootfs;
 pub mod spec;
 pub mod state;

@@ -121,6 +121,21 @@ impl Store {
         root.join("objects").is_dir()
     }
 
+    /// True when `dir` looks like a unifs store: it holds `objects/` and
+    /// `catalog.db`. (A guest root never does: unify refuses guests that
+    /// overlap its store.)
+    pub fn looks_like_store(dir: &Path) -> bool {
+        dir.join("objects").is_dir() && dir.join("catalog.db").is_file()
+    }
+
+    /// The nearest of `dir` and its ancestors that [looks like a
+    /// store](Store::looks_like_store), if any.
+    pub fn enclosing_store(dir: &Path) -> Option<PathBuf> {
+        dir.ancestors()
+            .find(|d| Store::looks_like_store(d))
+            .map(Path::to_path_buf)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -517,6 +517,13 @@ fn open_guests(
     Ok(guests)
 }
 
+/// Refuses a guest root (canonical) that is the store at `store`, lies inside
+/// it or holds it: the check unify makes, for `unifs mount` and `unifs run`,
+/// whose writes through such a root would reach store objects.
+pub fn check_guest_outside_store(guest: &Path, store: &Path) -> Result<()> {
+    check_overlaps(&[guest.to_path_buf()], Some(store))
+}
+
 /// Refuses a guest that holds the store (or lies inside it), and guests
 /// nested in each other: their files would be unified twice, or the
 /// store's own files taken for a guest's.

@@ -195,3 +195,69 @@ fn the_daemon_uses_the_hard_open_file_limit() {
         .collect();
     assert_eq!(open.len(), 600);
 }
+
+#[test]
+fn mount_refuses_a_store_and_anything_overlapping_it() {
+    if !require_root("mount_refuses_a_store_and_anything_overlapping_it") {
+        return;
+    }
+    let w = World::new();
+    let mp = fs::canonicalize(w.dir("m")).unwrap();
+    let _guard = Unmount(&mp);
+    // A real store (catalog.db and objects/) with an object in it.
+    let g = w.dir("g");
+    crate::tree::file(&g, "usr/f", b"object\n", 0o644);
+    crate::tree::file(&w.dir("g2"), "usr/f", b"object\n", 0o644);
+    let store = w.tmp.path().join("real-store");
+    crate::tree::unify_json(&store, &[&g, &w.tmp.path().join("g2")]);
+    let fanout = fs::read_dir(store.join("objects"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let link = w.tmp.path().join("link-to-store");
+    std::os::unix::fs::symlink(&store, &link).unwrap();
+    let objects_before = crate::tree::snapshot(&store.join("objects"));
+    for (guest, what) in [
+        (&store, "is a unifs store"),
+        (&link, "is a unifs store"),
+        (&store.join("objects"), "is inside the unifs store"),
+        (&fanout, "is inside the unifs store"),
+        // Around the store: the guest would hold its objects.
+        (
+            &w.tmp.path().to_path_buf(),
+            "overlap (one is inside the other)",
+        ),
+    ] {
+        let out = unifs(&store, &[&"mount", guest, &mp]);
+        assert_refused(&out, &mp, what);
+    }
+    // The store passed through the environment, as `unifs mount` is used
+    // from fstab.
+    let out = Command::new(unifs_bin())
+        .env("UNIFS_STORE", &store)
+        .arg("mount")
+        .arg(&store)
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert_refused(&out, &mp, "is a unifs store");
+    // A store other than --store is refused too.
+    let out = unifs(&w.store, &[&"mount", &store, &mp]);
+    assert_refused(&out, &mp, "is a unifs store");
+    // The configured store, even without a catalog yet (World's fixture
+    // store has objects/ and tmp/ only), and what lies in or around it.
+    for guest in [&w.store, &w.store.join("objects")] {
+        let out = unifs(&w.store, &[&"mount", guest, &mp]);
+        assert_refused(&out, &mp, "overlap (one is inside the other)");
+    }
+    assert!(
+        crate::tree::snapshot(&store.join("objects")) == objects_before,
+        "store objects changed"
+    );
+    crate::tree::assert_verify_clean(&store);
+    // A guest beside the store still mounts.
+    let m = Mount::start(&store, &g, &w.dir("m2"), &[]);
+    assert_eq!(fs::read(m.path("usr/f")).unwrap(), b"object\n");
+}

@@ -6,3 +6,4 @@ mod limits;
 mod named;
 mod net;
 mod run;
+mod run_overlay;

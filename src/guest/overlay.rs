@@ -1,0 +1,227 @@
+//! `unifs run`'s root served through the copy-on-write overlay, for the life
+//! of the run, as `guest start` serves a named guest's root.
+//!
+//! The overlay is mounted over the root directory itself, in a mount
+//! namespace of `unifs run`'s own (private, so nothing propagates to the
+//! host): the host never sees the mount, the guest's namespace is a copy of
+//! ours and so starts on it, and when `unifs run` ends (even by SIGKILL) the
+//! namespaces and with them the mount go away. No temporary mount point is
+//! left anywhere.
+//!
+//! The FUSE daemon is a forked child, not threads of `unifs run`: the
+//! launcher must stay single-threaded, because its clone3 child runs Rust
+//! code (which allocates) before it execs. The daemon dies with `unifs run`
+//! (parent-death signal), leaves the caller's terminal (own session) so a
+//! Ctrl-C meant for the guest does not end it, and ends by itself once its
+//! filesystem is unmounted.
+
+use super::sys::{self, Forked};
+use super::{Error, Result};
+use crate::fs::MountOptions;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long the daemon may take to end after the unmount before it is killed.
+const DAEMON_EXIT: Duration = Duration::from_secs(5);
+
+/// The root directory with the overlay mounted over it (in this process's
+/// mount namespace only). Dropping it unmounts and reaps the daemon.
+#[derive(Debug)]
+pub struct OverlayRoot {
+    root: PathBuf,
+    daemon: Pid,
+}
+
+impl OverlayRoot {
+    /// Mounts the overlay of `root` over `root` itself, in a new private
+    /// mount namespace of this process. Call it while the process is
+    /// single-threaded and before the guest is cloned (which then inherits
+    /// the mount). Returns once the mount is ready.
+    pub fn mount(root: &Path, opts: &MountOptions) -> Result<OverlayRoot> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Permission("starting a guest"));
+        }
+        if !root.is_dir() {
+            return Err(Error::NoRoot(root.to_path_buf()));
+        }
+        let failed = |reason: String| Error::OverlayRoot {
+            root: root.to_path_buf(),
+            reason,
+        };
+        match nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
+            Err(Errno::EPERM) => return Err(Error::Permission("creating namespaces")),
+            r => r.map_err(|e| Error::sys("unshare(CLONE_NEWNS)", e))?,
+        }
+        // mount_namespaces(7): the copies are still peers of the host's
+        // mounts; make them private so the overlay never reaches the host.
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys("making the mounts of `unifs run` private", e))?;
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+        let parent = nix::unistd::getpid();
+        match sys::fork().map_err(|e| Error::sys("fork for the overlay daemon", e))? {
+            Forked::Child => {
+                drop(rx);
+                daemon(root, opts, parent, tx)
+            }
+            Forked::Parent(pid) => {
+                drop(tx);
+                let msg = read_report(rx);
+                if msg == "ok" {
+                    return Ok(OverlayRoot {
+                        root: root.to_path_buf(),
+                        daemon: pid,
+                    });
+                }
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                Err(failed(if msg.is_empty() {
+                    "the overlay daemon died before the mount was ready".into()
+                } else {
+                    msg
+                }))
+            }
+        }
+    }
+
+    /// The mounted root (the directory itself, with the overlay over it).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// The daemon's report: `ok` as soon as it comes (the daemon keeps serving),
+/// else everything up to EOF (an error message, or nothing if it died).
+fn read_report(rx: OwnedFd) -> String {
+    let mut rx = std::fs::File::from(rx);
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match rx.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => msg.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        if msg == b"ok" {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&msg).into_owned()
+}
+
+/// The forked daemon: mounts, reports, serves until unmounted. Never returns.
+fn daemon(root: &Path, opts: &MountOptions, parent: Pid, tx: OwnedFd) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
+        sys::exit_child(1); // `unifs run` died before the line above.
+    }
+    let _ = nix::unistd::setsid();
+    let _ = nix::unistd::chdir("/");
+    // Blocked in every thread the mount starts: the guest gets the signals
+    // (`unifs run` forwards them); the daemon ends with the unmount.
+    let mut blocked = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        blocked.add(sig);
+    }
+    let _ = blocked.thread_block();
+    let mut tx = std::fs::File::from(tx);
+    // Before the mount: nothing of the caller's kept open, and nothing
+    // opened later that could lie below the mount (served by ourselves).
+    if let Err(e) = crate::fs::sys::redirect_stdio(None) {
+        let _ = write!(tx, "redirecting the daemon's output: {e}");
+        sys::exit_child(1);
+    }
+    pin_mmap_threshold();
+    match crate::fs::mount(root, root, opts) {
+        Ok(mounted) => {
+            let _ = tx.write_all(b"ok");
+            drop(tx);
+            let code = match mounted.serve() {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            sys::exit_child(code)
+        }
+        Err(e) => {
+            let _ = write!(tx, "{e}");
+            sys::exit_child(1)
+        }
+    }
+}
+
+/// Each FUSE thread allocates a zeroed 16 MiB request buffer. glibc's
+/// malloc raises its mmap threshold when a large mapped block is freed, and a
+/// buffer then taken from an arena heap is cleared by hand: 4,096 page faults
+/// and several ms of CPU per thread at every `unifs run`, where a fresh
+/// mapping is zero already and only touched as requests fill it. A fixed
+/// threshold keeps every block of 8 MiB and more a fresh mapping.
+fn pin_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes the allocator; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
+    }
+}
+
+impl Drop for OverlayRoot {
+    /// Unmounts (the guest's copy went with its namespace) and waits for the
+    /// daemon, which ends once its filesystem is gone; kills it after
+    /// [`DAEMON_EXIT`].
+    fn drop(&mut self) {
+        if let Err(e) = crate::fs::unmount(&self.root, true) {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                tracing::warn!("unmounting the overlay at {}: {e}", self.root.display());
+            }
+        }
+        // A pidfd turns readable when the daemon ends: no polling delay.
+        let pidfd = sys::pidfd_open(self.daemon).ok();
+        let deadline = Instant::now() + DAEMON_EXIT;
+        loop {
+            match waitpid(self.daemon, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let ms = u16::try_from(left.as_millis().clamp(1, 100)).unwrap_or(100);
+                    match &pidfd {
+                        Some(fd) => {
+                            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                            let _ = poll(&mut fds, PollTimeout::from(ms));
+                        }
+                        None => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+                Ok(WaitStatus::StillAlive) => {
+                    tracing::warn!(
+                        "the overlay daemon (pid {}) did not end after the unmount; killing it",
+                        self.daemon
+                    );
+                    let _ = kill(self.daemon, Signal::SIGKILL);
+                    let _ = waitpid(self.daemon, None);
+                    return;
+                }
+                Err(Errno::EINTR) => continue,
+                Ok(_) | Err(_) => return,
+            }
+        }
+    }
+}
