@@ -14,6 +14,7 @@ pub mod overlay;
 pub mod sys;
 
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -128,6 +129,7 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     sys::set_umask(0); // the kernel applied the caller's umask already
     raise_fd_limit();
     let root = crate::sys::open_dir(guest)?;
+    claim_guest(&root, guest)?;
     let overlay = Arc::new(overlay::Overlay::new(root)?);
     let fs = fuse::UnifsFs {
         overlay,
@@ -151,6 +153,28 @@ impl Mounted {
     pub fn spawn(self) -> io::Result<fuser::BackgroundSession> {
         self.session.spawn()
     }
+}
+
+/// One daemon per guest: it must be the guest's only writer (its node table
+/// and the break rely on it). The claim is a flock on the guest root, held
+/// through the overlay's root fd for the daemon's life, so it also covers
+/// mounts in other namespaces (`unifs run`, `guest start`). A daemon that
+/// is just exiting (an unmount a moment ago) is waited for, briefly.
+fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<()> {
+    for _ in 0..200 {
+        if sys::try_flock_exclusive(root.as_fd())? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        format!(
+            "{} is already served by another unifs mount (`unifs mount`, `guest start` \
+             or `run` of it); a guest has one mount at a time: unmount that one first",
+            guest.display()
+        ),
+    ))
 }
 
 /// The daemon holds an fd per file a guest has open: use every fd the hard

@@ -10,6 +10,16 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::sys::{check, cstr};
 
+/// `flock(fd, LOCK_EX | LOCK_NB)`: false when another open file holds it.
+pub fn try_flock_exclusive(fd: BorrowedFd) -> io::Result<bool> {
+    // SAFETY: plain integer arguments.
+    match check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn check_size(ret: isize) -> io::Result<usize> {
     if ret < 0 {
         Err(io::Error::last_os_error())

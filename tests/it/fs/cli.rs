@@ -261,3 +261,32 @@ fn mount_refuses_a_store_and_anything_overlapping_it() {
     let m = Mount::start(&store, &g, &w.dir("m2"), &[]);
     assert_eq!(fs::read(m.path("usr/f")).unwrap(), b"object\n");
 }
+
+/// One mount per guest: its daemon must be the guest's only writer. A second
+/// mount of the same guest, anywhere, is refused in one line; once the first
+/// is gone the guest mounts again at once.
+#[test]
+fn a_guest_is_mounted_once_at_a_time() {
+    if !require_root("a_guest_is_mounted_once_at_a_time") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"x").unwrap();
+    let first = w.mount(&g, "m1", &[]);
+    let mp2 = fs::canonicalize(w.dir("m2")).unwrap();
+    let _guard = Unmount(&mp2);
+    let out = unifs(&w.store, &[&"mount", &g, &mp2]);
+    assert_refused(&out, &mp2, "is already served by another unifs mount");
+    assert_eq!(fs::read(first.path("f")).unwrap(), b"x");
+    drop(first);
+    let out = unifs(&w.store, &[&"mount", &g, &mp2]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(mp2.join("f")).unwrap(), b"x");
+    let out = unifs(&w.store, &[&"umount", &mp2]);
+    assert!(out.status.success());
+}
