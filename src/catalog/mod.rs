@@ -52,8 +52,13 @@ const IGNORE_MTIME: &str = "ignore_mtime";
 
 impl Catalog {
     /// Opens (creating and migrating as needed) the catalog at `path`.
+    /// A catalog of a newer schema than this build knows is refused before
+    /// anything is written to it.
     pub fn open(path: &Path) -> Result<Catalog> {
         let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| sqlite(path, e))?;
+        migrate::check_not_newer(&conn, path)?;
         let cat = Catalog::setup(conn, path)?;
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok(cat)
