@@ -116,3 +116,125 @@ fn a_catalog_of_a_newer_schema_is_refused_by_every_command_before_any_change() {
         "a file of guest c was linked"
     );
 }
+
+/// A small tmpfs mounted for a test, unmounted even when the test fails.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64m"),
+        )
+        .unwrap();
+        Tmpfs(at.to_path_buf())
+    }
+    fn remount(&self, ro: bool) {
+        let mut flags = nix::mount::MsFlags::MS_REMOUNT;
+        if ro {
+            flags |= nix::mount::MsFlags::MS_RDONLY;
+        }
+        // EBUSY while a process another test starts holds a file open that
+        // it inherited between fork and exec: it goes away with the exec.
+        for _ in 0..50 {
+            match nix::mount::mount(None::<&str>, &self.0, None::<&str>, flags, None::<&str>) {
+                Err(nix::errno::Errno::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                r => return r.unwrap(),
+            }
+        }
+        panic!("{}: still busy, cannot remount", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn every_reading_command_works_on_a_read_only_store() {
+    if !require_root("every_reading_command_works_on_a_read_only_store") {
+        return;
+    }
+    let lab = Lab::new();
+    let fs_root = lab.path("ro");
+    let tmpfs = Tmpfs::mount(&fs_root);
+    let store = fs_root.join("store");
+    let (a, b) = (fs_root.join("a"), fs_root.join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/a", &bytes(1, 5000), 0o644);
+        file(g, "usr/b", &bytes(2, 7000), 0o755);
+    }
+    unify_json(&store, &[&a, &b]);
+    assert!(!store.join("catalog.db-shm").exists());
+    tmpfs.remount(true);
+    let ok = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let out = unifs(&store, args);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ok(&[&"store", &"verify"]).contains("2 object files"));
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&[&"store", &"stats", &"--json"])).unwrap();
+    assert_eq!(stats["usage"]["objects"], 2, "{stats}");
+    assert_eq!(stats["guests"].as_array().unwrap().len(), 2, "{stats}");
+    assert!(ok(&[&"store", &"runs"]).contains("done"));
+    assert_eq!(ok(&[&"store", &"ls"]).lines().count(), 2);
+    let manifest = ok(&[&"manifest", &"a"]);
+    assert!(manifest.contains("usr/b"), "{manifest}");
+    let snap = lab.path("snap.db");
+    ok(&[&"store", &"snapshot", &snap]);
+    let n: i64 = rusqlite::Connection::open(&snap)
+        .unwrap()
+        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    let dry = ok(&[&"unify", &"--dry-run", &"--json", &a, &b]);
+    assert!(dry.contains("\"files_already_linked\": 4"), "{dry}");
+    // Nothing can be written there: a writer says so and why.
+    let out = unifs(&store, &[&"store", &"gc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!store.join("catalog.db-shm").exists());
+
+    // A write-ahead log that only a catalog.db-shm could make readable:
+    // not readable, and the error says why.
+    // (Made on another filesystem: SQLite sets FD_CLOEXEC only after its
+    // open, so a unifs process that another test starts meanwhile could
+    // keep a file of the tmpfs open for writing, and the remount fail.)
+    let copy = lab.path("copy.db");
+    fs::copy(store.join("catalog.db"), &copy).unwrap();
+    let wal = {
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; UPDATE runs SET command = 'x'")
+            .unwrap();
+        fs::read(lab.path("copy.db-wal")).unwrap()
+    };
+    assert!(!wal.is_empty());
+    tmpfs.remount(false);
+    fs::write(store.join("catalog.db-wal"), &wal).unwrap();
+    tmpfs.remount(true);
+    let out = unifs(&store, &[&"store", &"runs"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("catalog.db is not readable") && err.contains("write-ahead log"),
+        "{err}"
+    );
+}
