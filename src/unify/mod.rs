@@ -140,15 +140,26 @@ pub struct Summary {
 pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let started = Instant::now();
     sys::ignore_sigio();
-    // Before anything is created: the store must not land inside a guest.
+    // Before anything is created or recorded: the guests named must be
+    // directories, the store must not land inside one, nor (a new store)
+    // on another filesystem.
+    if opts.guests.is_empty() && !opts.all {
+        return Err(Error::NoGuests);
+    }
     let guests = opts
         .guests
         .iter()
-        .map(|g| std::fs::canonicalize(g).at(g))
+        .map(|g| guest_dir(g))
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
-    if opts.dry_run && !Store::exists(store_path) {
-        return dry_run_without_store(store_path, opts, started);
+    if !Store::exists(store_path) {
+        if guests.is_empty() {
+            return Err(Error::NoGuests); // --all: a new store knows none
+        }
+        check_same_fs_as_new_store(store_path, &opts.guests)?;
+        if opts.dry_run {
+            return dry_run_without_store(opts, started);
+        }
     }
     let store = if opts.dry_run {
         Store::open(store_path)?
@@ -169,12 +180,30 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     run(Some(&store), &catalog, opts, ignore_mtime, started)
 }
 
-fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) -> Result<Summary> {
+fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
     let catalog = Catalog::in_memory()?;
     let ignore_mtime = opts.ignore_mtime.unwrap_or(false);
+    run(None, &catalog, opts, ignore_mtime, started)
+}
+
+/// A guest directory named on the command line, resolved; refused unless
+/// it is a directory.
+fn guest_dir(g: &Path) -> Result<PathBuf> {
+    let abs = std::fs::canonicalize(g).at(g)?;
+    if !abs.is_dir() {
+        return Err(Error::NotADirectory {
+            path: g.to_path_buf(),
+        });
+    }
+    Ok(abs)
+}
+
+/// Refuses guests on another filesystem than the one a new store would be
+/// made on, before it is made.
+fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<()> {
     let existing = existing_ancestor(store_path);
     let dev = sys::lstat(&existing).at(&existing)?.dev;
-    for g in &opts.guests {
+    for g in guests {
         let st = sys::lstat(g).at(g)?;
         if st.dev != dev {
             return Err(store::Error::CrossDevice {
@@ -186,7 +215,7 @@ fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) ->
             .into());
         }
     }
-    run(None, &catalog, opts, ignore_mtime, started)
+    Ok(())
 }
 
 fn existing_ancestor(path: &Path) -> PathBuf {
@@ -233,13 +262,18 @@ fn run(
     ignore_mtime: bool,
     started: Instant,
 ) -> Result<Summary> {
-    let write = !opts.dry_run;
-    let run_id = if write {
-        Some(catalog.begin_run(&format!("unify {}", describe(opts)))?)
-    } else {
+    // Every guest is checked before the run is recorded: a command that
+    // fails here leaves no unfinished run behind.
+    let mut guests = open_guests(store, catalog, opts)?;
+    let run_id = if opts.dry_run {
         None
+    } else {
+        let run = catalog.begin_run(&describe(opts, &guests))?;
+        for g in &mut guests {
+            g.row = catalog.register_guest(&g.root, run)?;
+        }
+        Some(run)
     };
-    let guests = open_guests(store, catalog, opts, run_id)?;
     let object_inodes = catalog.object_inodes()?;
     let mut summary = Summary {
         run: run_id,
@@ -455,28 +489,27 @@ fn run(
     Ok(summary)
 }
 
-fn describe(opts: &Options) -> String {
-    opts.guests
-        .iter()
-        .map(|g| g.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The run's command as recorded: `unify [--all] ROOT...`, every guest
+/// root the run works on.
+fn describe(opts: &Options, guests: &[Guest]) -> String {
+    let mut s = String::from("unify");
+    if opts.all {
+        s.push_str(" --all");
+    }
+    for g in guests {
+        s.push(' ');
+        s.push_str(&g.root.display().to_string());
+    }
+    s
 }
 
-/// Resolves, checks and registers the guests of this run.
-fn open_guests(
-    store: Option<&Store>,
-    catalog: &Catalog,
-    opts: &Options,
-    run: Option<i64>,
-) -> Result<Vec<Guest>> {
+/// Resolves and checks the guests of this run, with their catalog rows
+/// where the catalog knows them (placeholders with negative ids where not:
+/// a run registers them).
+fn open_guests(store: Option<&Store>, catalog: &Catalog, opts: &Options) -> Result<Vec<Guest>> {
     let mut paths: Vec<PathBuf> = Vec::new();
     for g in &opts.guests {
-        let abs = std::fs::canonicalize(g).at(g)?;
-        if !abs.is_dir() {
-            return Err(Error::NotADirectory { path: g.clone() });
-        }
-        paths.push(abs);
+        paths.push(guest_dir(g)?);
     }
     if opts.all {
         paths.extend(catalog.guests()?.into_iter().map(|g| g.path));
@@ -494,17 +527,14 @@ fn open_guests(
         if let Some(store) = store {
             store.check_same_fs(&root, st.dev)?;
         }
-        let row = match run {
-            Some(run) => catalog.register_guest(&root, run)?,
-            None => catalog.guest_by_path(&root)?.unwrap_or(GuestRow {
-                id: -(i as i64) - 1,
-                name: root
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path: root.clone(),
-            }),
-        };
+        let row = catalog.guest_by_path(&root)?.unwrap_or(GuestRow {
+            id: -(i as i64) - 1,
+            name: root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: root.clone(),
+        });
         guests.push(Guest { row, root, fd });
     }
     Ok(guests)

@@ -238,3 +238,61 @@ fn every_reading_command_works_on_a_read_only_store() {
         "{err}"
     );
 }
+
+#[test]
+fn commands_that_fail_record_no_run_and_all_runs_name_their_guests() {
+    if !require_root("commands_that_fail_record_no_run") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let store = lab.store();
+    // A new store is not even made for a command that fails.
+    let not_a_dir = a.join("usr/a");
+    let other = Tmpfs::mount(&lab.path("other"));
+    file(&other.0, "g/usr/a", &bytes(1, 5000), 0o644);
+    let (elsewhere, missing) = (other.0.join("g"), lab.path("nonexistent"));
+    let failing: Vec<Vec<&dyn AsRef<std::ffi::OsStr>>> = vec![
+        vec![&"unify", &not_a_dir],
+        vec![&"unify", &a, &not_a_dir],
+        vec![&"unify"],
+        vec![&"unify", &a, &elsewhere],
+        vec![&"unify", &missing, &a],
+    ];
+    for args in &failing {
+        let out = unifs(&store, args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(!store.exists(), "{}: the store was made", stderr(&out));
+    }
+    let out = unifs(&store, &[&"unify", &"--all"]);
+    assert!(stderr(&out).contains("no guests"), "{}", stderr(&out));
+    assert!(!store.exists(), "{}: the store was made", stderr(&out));
+    unify_json(&store, &[&a, &b]);
+    let recorded = runs_recorded(&store);
+    for args in &failing {
+        let out = unifs(&store, args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    }
+    // --all guests that overlap a guest named: refused, after reading them.
+    let out = unifs(&store, &[&"unify", &"--all", &a.join("usr")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("overlap"), "{}", stderr(&out));
+    assert_eq!(
+        runs_recorded(&store),
+        recorded,
+        "a failed command recorded a run"
+    );
+    let unfinished: i64 = sql(
+        &store,
+        "SELECT count(*) FROM runs WHERE finished_at IS NULL",
+    );
+    assert_eq!(unfinished, 0);
+    // An --all run records the guests it worked on.
+    unify_json(&store, &[&"--all"]);
+    let command: String = sql(&store, "SELECT command FROM runs ORDER BY id DESC LIMIT 1");
+    let (a, b) = (fs::canonicalize(&a).unwrap(), fs::canonicalize(&b).unwrap());
+    assert_eq!(
+        command,
+        format!("unify --all {} {}", a.display(), b.display())
+    );
+}
