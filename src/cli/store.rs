@@ -10,10 +10,16 @@ use std::process::ExitCode;
 #[derive(clap::Subcommand, Debug)]
 pub enum StoreCommand {
     /// Create the store (objects/, tmp/, lock, catalog.db) if it does not exist.
+    ///
+    /// A store is created only in a new or empty directory.
     Init {
         /// Leave mtime out of object ids: more sharing, one common mtime per object.
         #[arg(long)]
         ignore_mtime: bool,
+        /// Start an empty catalog in a store whose catalog.db was lost (prefer
+        /// restoring a `store snapshot`); unify every guest again afterwards.
+        #[arg(long)]
+        new_catalog: bool,
     },
     /// Rehash every object; report each mismatch; exit 1 if any.
     Verify {
@@ -60,7 +66,10 @@ pub enum StoreCommand {
 
 pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
     match c {
-        StoreCommand::Init { ignore_mtime } => init(g, ignore_mtime),
+        StoreCommand::Init {
+            ignore_mtime,
+            new_catalog,
+        } => init(g, ignore_mtime, new_catalog),
         StoreCommand::Verify { json } => verify(g, json),
         StoreCommand::Gc { dry_run, json } => gc(g, dry_run, json),
         StoreCommand::Stats { json } => stats(g, json),
@@ -70,9 +79,18 @@ pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init(g: &Global, ignore_mtime: bool) -> anyhow::Result<ExitCode> {
+fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<ExitCode> {
     let store = Store::create(&g.store)?;
     let _lock = store.lock_writer()?;
+    if !new_catalog {
+        store.check_catalog()?;
+    } else if std::fs::metadata(store.catalog_path()).is_ok_and(|m| m.len() > 0) {
+        anyhow::bail!(
+            "store {} has a catalog ({}); --new-catalog only replaces one that was lost",
+            store.root().display(),
+            store.catalog_path().display()
+        );
+    }
     let catalog = Catalog::open(&store.catalog_path())?;
     let effective = catalog.init_config(ignore_mtime)?;
     if effective != ignore_mtime {
@@ -87,6 +105,7 @@ fn init(g: &Global, ignore_mtime: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
+    store.check_catalog()?;
     Catalog::open_readonly(&store.catalog_path())
         .with_context(|| format!("store {} has no readable catalog", store.root().display()))
 }
@@ -126,6 +145,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
 fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let _lock = store.lock_writer()?;
+    store.check_catalog()?;
     let catalog = Catalog::open(&store.catalog_path())?;
     let removed = store.gc(dry_run)?;
     if !dry_run {
@@ -244,7 +264,7 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{} exists; snapshot writes a new file", dest.display());
     }
     let store = Store::open(&g.store)?;
-    let catalog = Catalog::open_readonly(&store.catalog_path())?;
+    let catalog = open_catalog(&store)?;
     catalog
         .snapshot(dest)
         .with_context(|| format!("writing {}", dest.display()))?;

@@ -157,6 +157,7 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
             return Err(Error::NoGuests); // --all: a new store knows none
         }
         check_same_fs_as_new_store(store_path, &opts.guests)?;
+        Store::check_new(store_path)?;
         if opts.dry_run {
             return dry_run_without_store(opts, started);
         }
@@ -166,6 +167,7 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     } else {
         Store::create(store_path)?
     };
+    store.check_catalog()?;
     let _lock = if opts.dry_run {
         None
     } else {

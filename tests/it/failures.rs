@@ -296,3 +296,116 @@ fn commands_that_fail_record_no_run_and_all_runs_name_their_guests() {
         format!("unify --all {} {}", a.display(), b.display())
     );
 }
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_store_is_made_only_in_a_new_or_empty_directory() {
+    if !require_root("a_store_is_made_only_in_a_new_or_empty_directory") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let data = lab.path("data");
+    file(&data, "report.txt", b"mine", 0o644);
+    for args in [
+        vec![&"unify" as &dyn AsRef<std::ffi::OsStr>, &a, &b],
+        vec![&"unify", &"--dry-run", &a, &b],
+        vec![&"store", &"init"],
+    ] {
+        let out = unifs(&data, &args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("store {}", data.display())) && err.contains("not empty"),
+            "{err}"
+        );
+        assert_eq!(listing(&data), ["report.txt"]);
+    }
+    let not_dir = data.join("report.txt");
+    let out = unifs(&not_dir, &[&"unify", &a, &b]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(&not_dir).unwrap(), b"mine");
+    // An empty directory, and one a killed `store init` left, are fine.
+    let empty = lab.path("empty");
+    fs::create_dir(&empty).unwrap();
+    unify_json(&empty, &[&a, &b]);
+    let half = lab.path("half");
+    fs::create_dir_all(half.join("tmp")).unwrap();
+    fs::write(half.join("lock"), b"").unwrap();
+    let out = unifs(&half, &[&"store", &"init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_lost_catalog_is_refused_never_made_anew_in_silence() {
+    if !require_root("a_lost_catalog_is_refused") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let store = lab.store();
+    unify_json(&store, &[&a, &b]);
+    let snap = lab.path("snap.db");
+    assert!(unifs(&store, &[&"store", &"snapshot", &snap])
+        .status
+        .success());
+    let catalog = store.join("catalog.db");
+    for state in ["missing", "empty"] {
+        match state {
+            "missing" => fs::remove_file(&catalog).unwrap(),
+            _ => fs::write(&catalog, b"").unwrap(),
+        }
+        for args in [
+            vec![&"unify" as &dyn AsRef<std::ffi::OsStr>, &a, &b],
+            vec![&"unify", &"--dry-run", &a, &b],
+            vec![&"store", &"init"],
+            vec![&"store", &"gc"],
+            vec![&"store", &"verify"],
+            vec![&"store", &"stats"],
+            vec![&"store", &"runs"],
+            vec![&"manifest", &a],
+        ] {
+            let out = unifs(&store, &args);
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            let err = stderr(&out);
+            assert!(
+                err.contains(&format!("catalog {} is {state}", catalog.display()))
+                    && err.contains("store snapshot"),
+                "{err}"
+            );
+            match state {
+                "missing" => assert!(!catalog.exists(), "the catalog was made anew"),
+                _ => assert_eq!(fs::metadata(&catalog).unwrap().len(), 0),
+            }
+        }
+    }
+    // Restored from the snapshot, all is well again.
+    fs::copy(&snap, &catalog).unwrap();
+    assert_verify_clean(&store);
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["files_already_linked"], 4, "{s}");
+    // Without one, an empty catalog can be asked for; unify finds the
+    // objects the guests link by their markers.
+    fs::remove_file(&catalog).unwrap();
+    let out = unifs(&store, &[&"store", &"init", &"--new-catalog"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["objects_added"], 0, "{s}");
+    assert_eq!(s["files_already_linked"], 4, "{s}");
+    assert_verify_clean(&store);
+    let out = unifs(&store, &[&"store", &"init", &"--new-catalog"]);
+    assert_eq!(out.status.code(), Some(1), "a catalog was replaced");
+}
