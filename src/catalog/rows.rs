@@ -195,6 +195,26 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Removes a guest and its link rows (`store forget`); returns how many
+    /// links it had. Objects stay: `store gc` removes those nobody links.
+    pub fn forget_guest(&self, guest: i64) -> Result<u64> {
+        let links: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM guest_links WHERE guest_id = ?1",
+                [guest],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute("DELETE FROM guest_links WHERE guest_id = ?1", [guest])
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute("DELETE FROM guests WHERE id = ?1", [guest])
+            .map_err(|e| self.err(e))?;
+        Ok(links as u64)
+    }
+
     pub fn guest_by_path(&self, path: &Path) -> Result<Option<GuestRow>> {
         self.guest_where("path = ?1", &path_blob(path))
     }

@@ -46,7 +46,7 @@ pub struct Global {
 pub enum Command {
     /// Replace identical files across guests by hardlinks to store objects (vunify).
     Unify(unify::UnifyArgs),
-    /// Inspect and maintain the store: init, verify, gc, stats, ls, runs, snapshot.
+    /// Inspect and maintain the store: init, verify, gc, forget, stats, ls, runs, snapshot.
     #[command(subcommand)]
     Store(store::StoreCommand),
     /// Describe a guest tree completely (JSON lines or BSD mtree), for backups.

@@ -1,4 +1,4 @@
-//! `unifs store init|verify|gc|stats`.
+//! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
 use super::output::{bytes, count};
 use super::Global;
@@ -33,6 +33,14 @@ pub enum StoreCommand {
         dry_run: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Drop guests from the catalog: their rows and links go, so `unify --all`
+    /// no longer visits them. A guest directory that no longer exists can be
+    /// named too. Files are not touched; objects stay until `store gc`.
+    Forget {
+        /// The guests' root directories (or names, as `store stats` lists them).
+        #[arg(value_name = "GUEST_DIR", required = true)]
+        guests: Vec<std::path::PathBuf>,
     },
     /// Objects, bytes stored and saved, per guest.
     Stats {
@@ -72,6 +80,7 @@ pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
         } => init(g, ignore_mtime, new_catalog),
         StoreCommand::Verify { json } => verify(g, json),
         StoreCommand::Gc { dry_run, json } => gc(g, dry_run, json),
+        StoreCommand::Forget { guests } => forget(g, &guests),
         StoreCommand::Stats { json } => stats(g, json),
         StoreCommand::Ls { since, json, null } => ls(g, since, json, null),
         StoreCommand::Runs { json } => runs(g, json),
@@ -177,6 +186,74 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let _lock = store.lock_writer()?;
+    store.check_catalog()?;
+    let catalog = Catalog::open(&store.catalog_path())?;
+    let mut rows = Vec::with_capacity(args.len());
+    for arg in args {
+        match find_guest(&catalog, arg)? {
+            Some(row) => rows.push(row),
+            None => anyhow::bail!(
+                "{}: not a guest of the store {} (`unifs store stats` lists them); \
+                 nothing was forgotten",
+                arg.display(),
+                store.root().display()
+            ),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    rows.retain(|r| seen.insert(r.id));
+    catalog.begin()?;
+    let mut forgotten = Vec::with_capacity(rows.len());
+    for row in rows {
+        let links = catalog.forget_guest(row.id)?;
+        forgotten.push((row, links));
+    }
+    catalog.commit()?;
+    for (row, links) in forgotten {
+        println!(
+            "forgot guest {} ({}): {} link(s)",
+            row.name,
+            row.path.display(),
+            count(links)
+        );
+    }
+    println!("objects no guest links any more stay until `unifs store gc`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The catalog's guest for a GUEST_DIR argument: its resolved path, or,
+/// for a directory that is gone, its path made absolute (the parent
+/// resolved where it still exists), or else a guest name.
+fn find_guest(
+    catalog: &Catalog,
+    arg: &std::path::Path,
+) -> anyhow::Result<Option<crate::catalog::GuestRow>> {
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::fs::canonicalize(arg) {
+        candidates.push(p);
+    }
+    if let Ok(abs) = std::path::absolute(arg) {
+        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+            if let Ok(parent) = std::fs::canonicalize(parent) {
+                candidates.push(parent.join(name));
+            }
+        }
+        candidates.push(abs);
+    }
+    for p in candidates {
+        if let Some(row) = catalog.guest_by_path(&p)? {
+            return Ok(Some(row));
+        }
+    }
+    match arg.to_str() {
+        Some(name) if !name.contains('/') => Ok(catalog.guest_by_name(name)?),
+        _ => Ok(None),
+    }
 }
 
 fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {

@@ -42,6 +42,11 @@ pub enum Error {
     #[error("no guests given (name guest directories, or use --all)")]
     NoGuests,
     #[error(
+        "every guest the catalog knows is missing ({list}); `unifs store forget GUEST_DIR...` \
+         drops a guest that was removed"
+    )]
+    AllGuestsMissing { list: String },
+    #[error(
         "{guest} and the store {store} overlap (one is inside the other); \
          keep the store outside every guest"
     )]
@@ -266,7 +271,7 @@ fn run(
 ) -> Result<Summary> {
     // Every guest is checked before the run is recorded: a command that
     // fails here leaves no unfinished run behind.
-    let mut guests = open_guests(store, catalog, opts)?;
+    let (mut guests, missing) = open_guests(store, catalog, opts)?;
     let run_id = if opts.dry_run {
         None
     } else {
@@ -281,6 +286,7 @@ fn run(
         run: run_id,
         dry_run: opts.dry_run,
         guests: guests.iter().map(|g| g.row.name.clone()).collect(),
+        problems: missing,
         ..Summary::default()
     };
 
@@ -507,12 +513,18 @@ fn describe(opts: &Options, guests: &[Guest]) -> String {
 
 /// Resolves and checks the guests of this run, with their catalog rows
 /// where the catalog knows them (placeholders with negative ids where not:
-/// a run registers them).
-fn open_guests(store: Option<&Store>, catalog: &Catalog, opts: &Options) -> Result<Vec<Guest>> {
+/// a run registers them). A guest that `--all` adds but whose directory is
+/// gone is skipped, and reported as a problem with the way to forget it.
+fn open_guests(
+    store: Option<&Store>,
+    catalog: &Catalog,
+    opts: &Options,
+) -> Result<(Vec<Guest>, Vec<Problem>)> {
     let mut paths: Vec<PathBuf> = Vec::new();
     for g in &opts.guests {
         paths.push(guest_dir(g)?);
     }
+    let named = paths.len();
     if opts.all {
         paths.extend(catalog.guests()?.into_iter().map(|g| g.path));
     }
@@ -523,8 +535,25 @@ fn open_guests(store: Option<&Store>, catalog: &Catalog, opts: &Options) -> Resu
     }
     check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
     let mut guests = Vec::with_capacity(paths.len());
+    let mut missing = Vec::new();
     for (i, root) in paths.into_iter().enumerate() {
-        let fd = sys::open_dir(&root).at(&root)?;
+        let fd = match sys::open_dir(&root) {
+            Ok(fd) => fd,
+            Err(e)
+                if i >= named && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+            {
+                missing.push(Problem::new(
+                    &root,
+                    format!(
+                        "guest directory of the catalog is gone ({e}); skipped: \
+                         `unifs store forget {}` drops it",
+                        root.display()
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => Err(e).at(&root)?,
+        };
         let st = sys::fstat(fd.as_fd()).at(&root)?;
         if let Some(store) = store {
             store.check_same_fs(&root, st.dev)?;
@@ -539,7 +568,13 @@ fn open_guests(store: Option<&Store>, catalog: &Catalog, opts: &Options) -> Resu
         });
         guests.push(Guest { row, root, fd });
     }
-    Ok(guests)
+    if guests.is_empty() {
+        let list = missing.iter().map(|p| p.path.display().to_string());
+        return Err(Error::AllGuestsMissing {
+            list: list.collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok((guests, missing))
 }
 
 /// Refuses a guest that holds the store (or lies inside it), and guests

@@ -88,6 +88,7 @@ fn a_catalog_of_a_newer_schema_is_refused_by_every_command_before_any_change() {
         vec![&"store", &"gc"],
         vec![&"store", &"gc", &"--dry-run"],
         vec![&"store", &"init"],
+        vec![&"store", &"forget", &a],
         vec![&"store", &"verify"],
         vec![&"store", &"stats"],
         vec![&"store", &"runs"],
@@ -408,4 +409,111 @@ fn a_lost_catalog_is_refused_never_made_anew_in_silence() {
     assert_verify_clean(&store);
     let out = unifs(&store, &[&"store", &"init", &"--new-catalog"]);
     assert_eq!(out.status.code(), Some(1), "a catalog was replaced");
+}
+
+fn stats_json(store: &Path) -> serde_json::Value {
+    let out = unifs(store, &[&"store", &"stats", &"--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The per-guest link counts of `store stats`, summed.
+fn guest_links_listed(stats: &serde_json::Value) -> u64 {
+    stats["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["files_linked"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_deleted_guest_is_skipped_by_unify_all_until_store_forget_drops_it() {
+    if !require_root("a_deleted_guest_is_skipped_by_unify_all") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b, c) = (lab.guest(0), lab.guest(1), lab.guest(2));
+    // An object only c links.
+    file(&c, "opt/x", &bytes(9, 4000), 0o644);
+    file(&c, "opt/y", &bytes(9, 4000), 0o644);
+    let store = lab.store();
+    unify_json(&store, &[&a, &b, &c]);
+    let stats = stats_json(&store);
+    assert_eq!(guest_links_listed(&stats), stats["usage"]["guest_links"]);
+    fs::remove_dir_all(&c).unwrap();
+
+    // --all goes on with the others and says how to forget c.
+    let out = unifs(&store, &[&"unify", &"--all", &"--json"]);
+    assert_ne!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["guests"], serde_json::json!(["g0", "g1"]), "{s}");
+    let problems = s["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{s}");
+    assert_eq!(problems[0]["path"], c.to_str().unwrap());
+    let what = problems[0]["what"].as_str().unwrap();
+    assert!(
+        what.contains(&format!("unifs store forget {}", c.display())),
+        "{what}"
+    );
+    let out = unifs(&store, &[&"unify", &"--all"]);
+    assert!(stderr(&out).contains("store forget"), "{}", stderr(&out));
+
+    // Unknown guests are refused, and nothing is forgotten then.
+    for args in [
+        vec![
+            &"store" as &dyn AsRef<std::ffi::OsStr>,
+            &"forget",
+            &lab.path("nope"),
+        ],
+        vec![&"store", &"forget", &c, &lab.path("nope")],
+        vec![&"store", &"forget", &"nope"],
+    ] {
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("not a guest"), "{}", stderr(&out));
+    }
+    assert_eq!(stats_json(&store)["guests"].as_array().unwrap().len(), 3);
+    // Named by the directory that is gone, relative to where it was.
+    let out = std::process::Command::new(crate::common::unifs_bin())
+        .current_dir(lab.dir.path())
+        .args(["store", "forget", "g2"])
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("forgot guest g2"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = unifs(&store, &[&"store", &"forget", &c]);
+    assert_eq!(out.status.code(), Some(1), "forgotten twice");
+
+    let stats = stats_json(&store);
+    assert_eq!(stats["guests"].as_array().unwrap().len(), 2);
+    assert_eq!(guest_links_listed(&stats), stats["usage"]["guest_links"]);
+    let s = unify_json(&store, &[&"--all"]);
+    assert_eq!(s["problems"].as_array().unwrap().len(), 0, "{s}");
+    // c's own object goes with gc; the catalog agrees with the files.
+    let gc: serde_json::Value =
+        serde_json::from_slice(&unifs(&store, &[&"store", &"gc", &"--json"]).stdout).unwrap();
+    assert_eq!(gc["objects_removed"], 1, "{gc}");
+    assert_verify_clean(&store);
+    let stats = stats_json(&store);
+    assert_eq!(stats["usage"]["objects"], 2);
+    assert_eq!(guest_links_listed(&stats), stats["usage"]["guest_links"]);
+    // With every guest gone, there is nothing to do: an error, no run.
+    fs::remove_dir_all(&a).unwrap();
+    fs::remove_dir_all(&b).unwrap();
+    let runs = runs_recorded(&store);
+    let out = unifs(&store, &[&"unify", &"--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("every guest the catalog knows is missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(runs_recorded(&store), runs);
 }
