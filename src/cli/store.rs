@@ -26,7 +26,9 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove objects that no guest links any more.
+    /// Remove objects that no guest links any more; repair object files
+    /// the catalog lists but that are gone (restored from a guest that still
+    /// links the inode, or else dropped from the catalog with their links).
     Gc {
         /// Only list what would be removed.
         #[arg(short = 'n', long)]
@@ -127,7 +129,9 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         if store.stat_object(&f.id, f.copy)?.is_none() {
             report.problems.push(crate::store::maintain::Problem {
                 path: store.object_path(&f.id, f.copy),
-                what: "listed in the catalog but missing (run `unifs store gc`)".into(),
+                what: "listed in the catalog but missing: `unifs store gc` gives it its name \
+                       back from a guest that still links it, or drops it from the catalog"
+                    .into(),
             });
         }
     }
@@ -164,12 +168,15 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         }
         catalog.commit()?;
     }
+    let missing = repair_missing(&store, &catalog, dry_run)?;
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();
     if json {
         let paths: Vec<_> = removed.iter().map(|(f, _)| &f.path).collect();
         let out = serde_json::json!({
             "dry_run": dry_run, "objects_removed": removed.len(), "bytes_freed": freed,
             "paths": paths,
+            "missing_restored": missing.restored, "missing_dropped": missing.dropped,
+            "links_dropped": missing.links_dropped, "missing_left": missing.left,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -184,8 +191,102 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             count(removed.len() as u64),
             bytes(freed)
         );
+        let (restore, drop) = if dry_run {
+            ("would restore", "would drop")
+        } else {
+            ("restored", "dropped")
+        };
+        for p in &missing.restored {
+            println!(
+                "{restore} missing {} from a guest that links it",
+                p.display()
+            );
+        }
+        for p in &missing.dropped {
+            println!("{drop} missing {} from the catalog", p.display());
+        }
+        if !missing.dropped.is_empty() {
+            println!(
+                "{drop} {} guest link(s) to missing objects: unify treats those files as \
+                 ordinary files again",
+                count(missing.links_dropped)
+            );
+        }
+    }
+    if !missing.left.is_empty() {
+        eprintln!(
+            "unifs: {} object file(s) listed in the catalog are missing and were left as they \
+             are: repairing them needs root (to read the store's trusted.* markers)",
+            missing.left.len()
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `store gc` did about object files the catalog lists but that are gone.
+#[derive(Default)]
+struct Missing {
+    /// Given their name back from a guest path that still links the inode.
+    restored: Vec<std::path::PathBuf>,
+    /// Forgotten by the catalog (with the guest links naming them).
+    dropped: Vec<std::path::PathBuf>,
+    links_dropped: u64,
+    /// Left alone (not root: the markers cannot be read).
+    left: Vec<std::path::PathBuf>,
+}
+
+/// Object files the catalog lists but that are gone (deleted by hand, or
+/// lost): each gets its name back from a guest path that still links its
+/// inode (checked by marker and hash), or else its rows go, with the guest
+/// links naming it, so that verify is clean and unify sees those guest
+/// files as ordinary files again.
+fn repair_missing(store: &Store, catalog: &Catalog, dry_run: bool) -> anyhow::Result<Missing> {
+    let mut out = Missing::default();
+    let mut gone: Vec<_> = catalog
+        .object_inodes()?
+        .into_iter()
+        .map(|(inode, f)| (f, inode))
+        .collect();
+    gone.sort_by_key(|(f, _)| (f.id, f.copy));
+    gone.retain(|(f, _)| matches!(store.stat_object(&f.id, f.copy), Ok(None)));
+    if gone.is_empty() {
+        return Ok(out);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        out.left = gone
+            .iter()
+            .map(|(f, _)| store.object_path(&f.id, f.copy))
+            .collect();
+        return Ok(out);
+    }
+    let ignore_mtime = catalog.ignore_mtime()?;
+    if !dry_run {
+        catalog.begin()?;
+    }
+    for (f, inode) in gone {
+        let path = store.object_path(&f.id, f.copy);
+        let links = catalog.links_to(&f.id)?;
+        let restored = links.iter().any(|(root, rel)| {
+            store
+                .relink_missing(&f.id, f.copy, inode, (root, rel), ignore_mtime, dry_run)
+                .unwrap_or(false)
+        });
+        if restored {
+            out.restored.push(path);
+            continue;
+        }
+        out.links_dropped += if dry_run {
+            links.len() as u64
+        } else {
+            catalog.drop_missing_object_file(&f.id, f.copy)?
+        };
+        out.dropped.push(path);
+    }
+    if !dry_run {
+        catalog.commit()?;
+    }
+    Ok(out)
 }
 
 fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {

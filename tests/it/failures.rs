@@ -517,3 +517,89 @@ fn a_deleted_guest_is_skipped_by_unify_all_until_store_forget_drops_it() {
     );
     assert_eq!(runs_recorded(&store), runs);
 }
+
+fn gc_json(store: &Path, dry_run: bool) -> serde_json::Value {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"store", &"gc", &"--json"];
+    if dry_run {
+        args.push(&"--dry-run");
+    }
+    let out = unifs(store, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn gc_repairs_object_files_that_were_deleted() {
+    if !require_root("gc_repairs_object_files_that_were_deleted") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let store = lab.store();
+    unify_json(&store, &[&a, &b]);
+    let objects = object_files(&store);
+    assert_eq!(objects.len(), 2);
+    let inodes: Vec<u64> = objects.iter().map(|p| ino(p)).collect();
+    for p in &objects {
+        fs::remove_file(p).unwrap();
+    }
+    let out = unifs(&store, &[&"store", &"verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("missing: `unifs store gc` gives it its name back"),
+        "{text}"
+    );
+    let dry = gc_json(&store, true);
+    assert_eq!(
+        dry["missing_restored"].as_array().unwrap().len(),
+        2,
+        "{dry}"
+    );
+    assert!(object_files(&store).is_empty(), "a dry run restored");
+    // Both guests still link the objects' inodes: gc names them again.
+    let gc = gc_json(&store, false);
+    assert_eq!(gc["missing_restored"].as_array().unwrap().len(), 2, "{gc}");
+    assert_eq!(gc["missing_dropped"].as_array().unwrap().len(), 0, "{gc}");
+    assert_eq!(object_files(&store), objects);
+    let again: Vec<u64> = objects.iter().map(|p| ino(p)).collect();
+    assert_eq!(again, inodes);
+    assert_verify_clean(&store);
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["files_already_linked"], 4, "{s}");
+    assert_eq!(s["files_linked"], 0, "{s}");
+
+    // No guest links usr/a's inode any more (each has a copy of its own)
+    // and its object file is gone: gc drops it and its links.
+    let a_object = objects
+        .iter()
+        .find(|p| ino(p) == ino(&a.join("usr/a")))
+        .unwrap()
+        .clone();
+    for g in [&a, &b] {
+        let data = fs::read(g.join("usr/a")).unwrap();
+        fs::remove_file(g.join("usr/a")).unwrap();
+        file(g, "usr/a", &data, 0o644);
+    }
+    fs::remove_file(&a_object).unwrap();
+    assert_eq!(unifs(&store, &[&"store", &"verify"]).status.code(), Some(1));
+    let gc = gc_json(&store, false);
+    assert_eq!(gc["missing_restored"].as_array().unwrap().len(), 0, "{gc}");
+    assert_eq!(
+        gc["missing_dropped"],
+        serde_json::json!([a_object.to_str().unwrap()]),
+        "{gc}"
+    );
+    assert_eq!(gc["links_dropped"], 2, "{gc}");
+    assert_verify_clean(&store);
+    let links: i64 = sql(&store, "SELECT count(*) FROM guest_links");
+    assert_eq!(links, 2);
+    let stats = stats_json(&store);
+    assert_eq!(guest_links_listed(&stats), stats["usage"]["guest_links"]);
+    // The next unify takes those files for what they are: ordinary files.
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_eq!(s["objects_added"], 1, "{s}");
+    assert_eq!(ino(&a.join("usr/a")), ino(&b.join("usr/a")));
+    assert_verify_clean(&store);
+}
