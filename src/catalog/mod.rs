@@ -19,10 +19,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("catalog {path}: {source}")]
+    /// (The SQLite error is part of the message, not a `source()`: rusqlite's
+    /// own chain would repeat it twice more.)
+    #[error("catalog {path}: {error}{}", damaged_hint(error, path))]
     Sqlite {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error(
         "catalog {path} has schema version {found}, newer than this unifs knows ({known}); \
@@ -81,7 +83,7 @@ impl Catalog {
         }
         match Catalog::try_open_readonly(path, false) {
             Err(Error::Sqlite {
-                source: rusqlite::Error::SqliteFailure(e, _),
+                error: rusqlite::Error::SqliteFailure(e, _),
                 ..
             }) if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
                 // A writer was killed mid-transaction: a read-write open
@@ -92,8 +94,8 @@ impl Catalog {
                 drop(conn);
                 Catalog::try_open_readonly(path, false)
             }
-            Err(Error::Sqlite { source, .. }) if cannot_open(&source) && !dir_writable(path) => {
-                Catalog::open_immutable(path, source)
+            Err(Error::Sqlite { error, .. }) if cannot_open(&error) && !dir_writable(path) => {
+                Catalog::open_immutable(path, error)
             }
             other => other,
         }
@@ -118,10 +120,10 @@ impl Catalog {
             });
         }
         Catalog::try_open_readonly(path, true).map_err(|e| match e {
-            Error::Sqlite { source, .. } => Error::Unreadable {
+            Error::Sqlite { error, .. } => Error::Unreadable {
                 path: path.to_path_buf(),
                 why: format!(
-                    "{first} (its directory is not writable), and opened immutable: {source}"
+                    "{first} (its directory is not writable), and opened immutable: {error}"
                 ),
             },
             e => e,
@@ -296,10 +298,22 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
-fn sqlite(path: &Path, source: rusqlite::Error) -> Error {
+fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
     Error::Sqlite {
         path: path.to_path_buf(),
-        source,
+        error,
+    }
+}
+
+/// What to do about a catalog SQLite finds damaged.
+fn damaged_hint(e: &rusqlite::Error, path: &Path) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => format!(
+            "; the catalog is damaged: copy your last `unifs store snapshot` to {} \
+             (see docs/store-format.md)",
+            path.display()
+        ),
+        _ => String::new(),
     }
 }
 

@@ -117,8 +117,7 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
 
 fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
     store.check_catalog()?;
-    Catalog::open_readonly(&store.catalog_path())
-        .with_context(|| format!("store {} has no readable catalog", store.root().display()))
+    Ok(Catalog::open_readonly(&store.catalog_path())?)
 }
 
 fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {

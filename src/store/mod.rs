@@ -41,6 +41,22 @@ pub enum Error {
     )]
     NotAStore { path: PathBuf },
     #[error(
+        "store {store}: cannot open its writer lock {path}: {error}; every command that \
+         writes needs it (a store that cannot be written can still be read: store verify, \
+         stats, ls, runs, snapshot, unify --dry-run)"
+    )]
+    Lock {
+        store: PathBuf,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error("store {store}: cannot create {path}: {error}")]
+    Create {
+        store: PathBuf,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error(
         "store {path} is not a directory; --store (or UNIFS_STORE) names the store's directory"
     )]
     NotADirectory { path: PathBuf },
@@ -102,17 +118,21 @@ impl Store {
     /// so a store that [`Store::exists`] is complete even if creation was killed.
     pub fn create(root: &Path) -> Result<Store> {
         Store::check_new(root)?;
+        let at = |path: &Path| {
+            let (store, path) = (root.to_path_buf(), path.to_path_buf());
+            move |error| Error::Create { store, path, error }
+        };
         for dir in [root.to_path_buf(), root.join("tmp")] {
-            std::fs::create_dir_all(&dir).at(&dir)?;
+            std::fs::create_dir_all(&dir).map_err(at(&dir))?;
         }
         let lock = root.join("lock");
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&lock)
-            .at(&lock)?;
+            .map_err(at(&lock))?;
         let objects = root.join("objects");
-        std::fs::create_dir_all(&objects).at(&objects)?;
+        std::fs::create_dir_all(&objects).map_err(at(&objects))?;
         Store::open(root)
     }
 

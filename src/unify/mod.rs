@@ -34,6 +34,11 @@ pub enum Error {
     Catalog(#[from] catalog::Error),
     #[error("{path}: not a directory; unify takes guest root directories")]
     NotADirectory { path: PathBuf },
+    #[error("guest directory {path}: {error}")]
+    Guest {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(
         "store {store} was created {was} --ignore-mtime; object ids cannot mix both \
          (drop the option, or use another store)"
@@ -196,7 +201,7 @@ fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
 /// A guest directory named on the command line, resolved; refused unless
 /// it is a directory.
 fn guest_dir(g: &Path) -> Result<PathBuf> {
-    let abs = std::fs::canonicalize(g).at(g)?;
+    let abs = std::fs::canonicalize(g).map_err(guest_err(g))?;
     if !abs.is_dir() {
         return Err(Error::NotADirectory {
             path: g.to_path_buf(),
@@ -205,13 +210,18 @@ fn guest_dir(g: &Path) -> Result<PathBuf> {
     Ok(abs)
 }
 
+fn guest_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |error| Error::Guest { path, error }
+}
+
 /// Refuses guests on another filesystem than the one a new store would be
 /// made on, before it is made.
 fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<()> {
     let existing = existing_ancestor(store_path);
     let dev = sys::lstat(&existing).at(&existing)?.dev;
     for g in guests {
-        let st = sys::lstat(g).at(g)?;
+        let st = sys::lstat(g).map_err(guest_err(g))?;
         if st.dev != dev {
             return Err(store::Error::CrossDevice {
                 guest: g.clone(),
@@ -552,9 +562,9 @@ fn open_guests(
                 ));
                 continue;
             }
-            Err(e) => Err(e).at(&root)?,
+            Err(e) => return Err(guest_err(&root)(e)),
         };
-        let st = sys::fstat(fd.as_fd()).at(&root)?;
+        let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
         if let Some(store) = store {
             store.check_same_fs(&root, st.dev)?;
         }

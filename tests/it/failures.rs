@@ -205,13 +205,16 @@ fn every_reading_command_works_on_a_read_only_store() {
     let dry = ok(&[&"unify", &"--dry-run", &"--json", &a, &b]);
     assert!(dry.contains("\"files_already_linked\": 4"), "{dry}");
     // Nothing can be written there: a writer says so and why.
-    let out = unifs(&store, &[&"store", &"gc"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("Read-only file system"),
-        "{}",
-        stderr(&out)
-    );
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"gc"],
+        vec![&"unify", &a, &b],
+    ] {
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert_eq!(err.matches("Read-only file system").count(), 1, "{err}");
+        assert!(err.contains(&format!("store {}", store.display())), "{err}");
+    }
     assert!(!store.join("catalog.db-shm").exists());
 
     // A write-ahead log that only a catalog.db-shm could make readable:
@@ -602,4 +605,55 @@ fn gc_repairs_object_files_that_were_deleted() {
     assert_eq!(s["objects_added"], 1, "{s}");
     assert_eq!(ino(&a.join("usr/a")), ino(&b.join("usr/a")));
     assert_verify_clean(&store);
+}
+
+#[test]
+fn errors_say_what_the_path_is_and_each_cause_once() {
+    if !require_root("errors_say_what_the_path_is") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let store = lab.store();
+    let missing = lab.path("nonexist");
+    let out = unifs(&store, &[&"unify", &missing, &a]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "unifs: guest directory {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    let not_dir = file(lab.dir.path(), "a-file", b"data", 0o644);
+    let out = unifs(&not_dir, &[&"unify", &a, &b]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "unifs: store {} is not a directory; --store (or UNIFS_STORE) names the store's \
+             directory\n",
+            not_dir.display()
+        )
+    );
+    // A damaged catalog: said once, with what to do.
+    unify_json(&store, &[&a, &b]);
+    fs::write(store.join("catalog.db"), vec![b'x'; 8192]).unwrap();
+    for args in [
+        vec![&"unify" as &dyn AsRef<std::ffi::OsStr>, &a, &b],
+        vec![&"unify", &"--dry-run", &a, &b],
+        vec![&"store", &"stats"],
+        vec![&"store", &"gc"],
+        vec![&"store", &"verify"],
+    ] {
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(err.matches("file is not a database").count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("catalog {}", store.join("catalog.db").display()))
+                && err.contains("unifs store snapshot"),
+            "{err}"
+        );
+    }
 }
