@@ -448,7 +448,7 @@ fn a_deleted_guest_is_skipped_by_unify_all_until_store_forget_drops_it() {
 
     // --all goes on with the others and says how to forget c.
     let out = unifs(&store, &[&"unify", &"--all", &"--json"]);
-    assert_ne!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["guests"], serde_json::json!(["g0", "g1"]), "{s}");
     let problems = s["problems"].as_array().unwrap();
@@ -656,4 +656,89 @@ fn errors_say_what_the_path_is_and_each_cause_once() {
             "{err}"
         );
     }
+}
+
+/// Directories made immutable (`chattr +i`) for a test, made mutable again
+/// even when it fails.
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    /// `None` where the filesystem has no immutable flag.
+    fn set(dirs: Vec<PathBuf>) -> Option<Immutable> {
+        let mut guard = Immutable(Vec::new());
+        for d in dirs {
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&d)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+            guard.0.push(d);
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(d)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn unify_that_could_not_process_files_exits_23_with_them_listed() {
+    if !require_root("unify_that_could_not_process_files_exits_23") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let store = lab.store();
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["problems"].as_array().unwrap().len(), 0);
+    for g in [&a, &b] {
+        for i in 0..8 {
+            file(g, &format!("new/f{i}"), &bytes(50 + i, 6000), 0o644);
+        }
+    }
+    // No object can be added: objects/ and its fan-out directories are
+    // immutable.
+    let mut dirs = vec![store.join("objects")];
+    dirs.extend(
+        fs::read_dir(store.join("objects"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    let Some(guard) = Immutable::set(dirs) else {
+        eprintln!("skipping: no chattr +i here");
+        return;
+    };
+    let out = unifs(&store, &[&"unify", &a, &b]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(err.contains("exit status 23"), "{err}");
+    let out = unifs(&store, &[&"unify", &"--json", &a, &b]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files_linked"], 0, "{s}");
+    assert!(s["problems"].as_array().unwrap().len() >= 8, "{s}");
+    assert!(s["run"].as_i64().is_some(), "{s}");
+    let unfinished: i64 = sql(
+        &store,
+        "SELECT count(*) FROM runs WHERE finished_at IS NULL",
+    );
+    assert_eq!(unfinished, 0, "the run finished");
+    drop(guard);
+    // Once it can, a run links them and exits 0.
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["files_linked"], 8, "{s}");
+    let out = unifs(&store, &[&"unify", &a, &b]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
