@@ -19,10 +19,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("catalog {path}: {source}")]
+    /// (The SQLite error is part of the message, not a `source()`: rusqlite's
+    /// own chain would repeat it twice more.)
+    #[error("catalog {path}: {error}{}", damaged_hint(error, path))]
     Sqlite {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error(
         "catalog {path} has schema version {found}, newer than this unifs knows ({known}); \
@@ -33,6 +35,8 @@ pub enum Error {
         found: i64,
         known: i64,
     },
+    #[error("catalog {path} is not readable: {why}")]
+    Unreadable { path: PathBuf, why: String },
     #[error("catalog {path}: bad value in {what}: {value:?}")]
     BadValue {
         path: PathBuf,
@@ -52,23 +56,34 @@ const IGNORE_MTIME: &str = "ignore_mtime";
 
 impl Catalog {
     /// Opens (creating and migrating as needed) the catalog at `path`.
+    /// A catalog of a newer schema than this build knows is refused before
+    /// anything is written to it.
     pub fn open(path: &Path) -> Result<Catalog> {
         let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| sqlite(path, e))?;
+        migrate::check_not_newer(&conn, path)?;
         let cat = Catalog::setup(conn, path)?;
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok(cat)
     }
 
-    /// Opens an existing catalog for reading only (no migration, no writes).
-    /// A catalog not yet created (a run killed before its first commit) reads
-    /// as empty.
+    /// Opens an existing catalog for reading only (no writes; an older
+    /// schema is migrated in place, or in a copy in memory where the
+    /// directory is not writable). A catalog not yet created (a run killed
+    /// before its first commit) reads as empty.
+    ///
+    /// In WAL mode even a reader needs `catalog.db-shm`; where it cannot be
+    /// created (a read-only filesystem or directory) the catalog is opened
+    /// immutable (`file:…?immutable=1`), which is safe because nobody can be
+    /// writing it there.
     pub fn open_readonly(path: &Path) -> Result<Catalog> {
         if !path.exists() {
             return Catalog::in_memory();
         }
-        match Catalog::try_open_readonly(path) {
+        match Catalog::try_open_readonly(path, false) {
             Err(Error::Sqlite {
-                source: rusqlite::Error::SqliteFailure(e, _),
+                error: rusqlite::Error::SqliteFailure(e, _),
                 ..
             }) if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK => {
                 // A writer was killed mid-transaction: a read-write open
@@ -77,17 +92,51 @@ impl Catalog {
                 conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
                     .map_err(|e| sqlite(path, e))?;
                 drop(conn);
-                Catalog::try_open_readonly(path)
+                Catalog::try_open_readonly(path, false)
+            }
+            Err(Error::Sqlite { error, .. }) if cannot_open(&error) && !dir_writable(path) => {
+                Catalog::open_immutable(path, error)
             }
             other => other,
         }
     }
 
-    fn try_open_readonly(path: &Path) -> Result<Catalog> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+    /// The fallback of [`Catalog::open_readonly`] in a directory nobody can
+    /// write to; `first` is why the ordinary read-only open failed.
+    fn open_immutable(path: &Path, first: rusqlite::Error) -> Result<Catalog> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            return Err(Error::Unreadable {
+                path: path.to_path_buf(),
+                why: format!(
+                    "{first}: its directory is not writable, and its write-ahead log {} holds \
+                     changes SQLite can read only with a catalog.db-shm it cannot create there; \
+                     make the directory writable once (any unifs store command then works), or \
+                     copy catalog.db and catalog.db-wal to a writable place",
+                    wal.display()
+                ),
+            });
+        }
+        Catalog::try_open_readonly(path, true).map_err(|e| match e {
+            Error::Sqlite { error, .. } => Error::Unreadable {
+                path: path.to_path_buf(),
+                why: format!(
+                    "{first} (its directory is not writable), and opened immutable: {error}"
+                ),
+            },
+            e => e,
+        })
+    }
+
+    fn try_open_readonly(path: &Path, immutable: bool) -> Result<Catalog> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if immutable {
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
         .map_err(|e| sqlite(path, e))?;
         let cat = Catalog {
             conn,
@@ -98,14 +147,30 @@ impl Catalog {
             .map_err(|e| cat.err(e))?;
         match migrate::check_not_newer(&cat.conn, path)? {
             0 => Catalog::in_memory(),
+            v if v < migrate::LATEST && (immutable || !dir_writable(path)) => cat.migrated_copy(),
             v if v < migrate::LATEST => {
                 // An older schema: bring it up to date once, then read.
                 drop(cat);
                 drop(Catalog::open(path)?);
-                Catalog::try_open_readonly(path)
+                Catalog::try_open_readonly(path, false)
             }
             _ => Ok(cat),
         }
+    }
+
+    /// A copy in memory, migrated to the latest schema (an older catalog
+    /// that cannot be migrated where it is).
+    fn migrated_copy(&self) -> Result<Catalog> {
+        let mut conn =
+            Connection::open_in_memory().map_err(|e| sqlite(Path::new(":memory:"), e))?;
+        rusqlite::backup::Backup::new(&self.conn, &mut conn)
+            .and_then(|b| b.run_to_completion(256, Duration::ZERO, None))
+            .map_err(|e| self.err(e))?;
+        migrate::apply(&conn).map_err(|e| self.err(e))?;
+        Ok(Catalog {
+            conn,
+            path: self.path.clone(),
+        })
     }
 
     /// A throw-away catalog (dry runs against a store that does not exist yet).
@@ -202,9 +267,69 @@ impl Catalog {
     }
 }
 
-fn sqlite(path: &Path, source: rusqlite::Error) -> Error {
+/// SQLite could not open the file, or not read-only (not: it is no database).
+fn cannot_open(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly))
+}
+
+/// Whether the directory holding `path` can be written (SQLite must create
+/// `catalog.db-shm` there to read a WAL database the ordinary way).
+fn dir_writable(path: &Path) -> bool {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// `file:PATH?immutable=1`, PATH percent-encoded.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
     Error::Sqlite {
         path: path.to_path_buf(),
-        source,
+        error,
+    }
+}
+
+/// What to do about a catalog SQLite finds damaged.
+fn damaged_hint(e: &rusqlite::Error, path: &Path) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => format!(
+            "; the catalog is damaged: copy your last `unifs store snapshot` to {} \
+             (see docs/store-format.md)",
+            path.display()
+        ),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn immutable_uris_escape_what_a_uri_would_read() {
+        assert_eq!(
+            immutable_uri(Path::new("/var/lib/unifs/catalog.db")),
+            "file:/var/lib/unifs/catalog.db?immutable=1"
+        );
+        assert_eq!(
+            immutable_uri(Path::new("/a b/%?#/c.db")),
+            "file:/a%20b/%25%3F%23/c.db?immutable=1"
+        );
     }
 }

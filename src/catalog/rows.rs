@@ -195,6 +195,26 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Removes a guest and its link rows (`store forget`); returns how many
+    /// links it had. Objects stay: `store gc` removes those nobody links.
+    pub fn forget_guest(&self, guest: i64) -> Result<u64> {
+        let links: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM guest_links WHERE guest_id = ?1",
+                [guest],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute("DELETE FROM guest_links WHERE guest_id = ?1", [guest])
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute("DELETE FROM guests WHERE id = ?1", [guest])
+            .map_err(|e| self.err(e))?;
+        Ok(links as u64)
+    }
+
     pub fn guest_by_path(&self, path: &Path) -> Result<Option<GuestRow>> {
         self.guest_where("path = ?1", &path_blob(path))
     }
@@ -335,6 +355,56 @@ impl Catalog {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// The guest paths (guest root, relative path) the catalog lists as
+    /// linking object `id`.
+    pub fn links_to(&self, id: &ObjectId) -> Result<Vec<(PathBuf, PathBuf)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT g.path, l.path FROM guest_links l JOIN guests g ON g.id = l.guest_id
+                 WHERE l.object_id = ?1 ORDER BY g.name, l.path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([id.to_hex()], |r| {
+                Ok((blob_path(r.get(0)?), blob_path(r.get(1)?)))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Forgets an object file that is gone. When it was the object's last
+    /// file, the object and the guest links naming it go too (those guests'
+    /// link digests are cleared). Returns how many guest links went.
+    pub fn drop_missing_object_file(&self, id: &ObjectId, copy: u32) -> Result<u64> {
+        let hex = id.to_hex();
+        let others: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM object_files WHERE object_id = ?1 AND copy != ?2",
+                params![hex, copy],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let mut links = 0;
+        if others == 0 {
+            self.conn
+                .execute(
+                    "UPDATE guests SET links_digest = NULL
+                     WHERE id IN (SELECT guest_id FROM guest_links WHERE object_id = ?1)",
+                    [&hex],
+                )
+                .map_err(|e| self.err(e))?;
+            links = self
+                .conn
+                .execute("DELETE FROM guest_links WHERE object_id = ?1", [&hex])
+                .map_err(|e| self.err(e))? as u64;
+        }
+        self.remove_object_file(id, copy)?;
+        Ok(links)
     }
 
     pub fn set_guest_link(&self, guest: i64, path: &Path, id: &ObjectId, run: i64) -> Result<()> {

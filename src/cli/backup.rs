@@ -63,7 +63,10 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         .then(|| Store::open(&g.store))
         .transpose()?;
     let catalog = match &store {
-        Some(s) => Catalog::open_readonly(&s.catalog_path())?,
+        Some(s) => {
+            s.check_catalog()?;
+            Catalog::open_readonly(&s.catalog_path())?
+        }
         None => Catalog::in_memory()?,
     };
     let (name, root) = match catalog.guest_by_name(&a.guest)? {

@@ -46,7 +46,7 @@ pub struct Global {
 pub enum Command {
     /// Replace identical files across guests by hardlinks to store objects (vunify).
     Unify(unify::UnifyArgs),
-    /// Inspect and maintain the store: init, verify, gc, stats, ls, runs, snapshot.
+    /// Inspect and maintain the store: init, verify, gc, forget, stats, ls, runs, snapshot.
     #[command(subcommand)]
     Store(store::StoreCommand),
     /// Describe a guest tree completely (JSON lines or BSD mtree), for backups.
@@ -89,7 +89,7 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("unifs: {err:#}");
+            eprintln!("unifs: {}", render(&err));
             ExitCode::FAILURE
         }
     }
@@ -129,6 +129,26 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// An error and its causes on one line, `outer: inner: …`, leaving out a
+/// cause whose text an outer message already includes. (Most error types
+/// here and in the crates below print their source in their own message
+/// and also return it as `source()`; printed naively, the chain says every
+/// OS error two or three times.)
+pub(crate) fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
@@ -139,6 +159,22 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_print_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let store = crate::store::Error::Io {
+            path: "g/c".into(),
+            source: io,
+        };
+        let err = anyhow::Error::from(store).context("unify");
+        assert_eq!(
+            render(&err),
+            "unify: g/c: No such file or directory (os error 2)"
+        );
+        let plain = anyhow::anyhow!("outer").context("context");
+        assert_eq!(render(&plain), "context: outer");
+    }
 
     #[test]
     fn vunify_name_means_unify() {

@@ -89,7 +89,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
                     serve(mounted)
                 }
                 Err(e) => {
-                    let _ = write!(tx, "{e:#}");
+                    let _ = write!(tx, "{}", super::render(&e));
                     Ok(ExitCode::FAILURE)
                 }
             }

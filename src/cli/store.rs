@@ -1,4 +1,4 @@
-//! `unifs store init|verify|gc|stats`.
+//! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
 use super::output::{bytes, count};
 use super::Global;
@@ -10,23 +10,39 @@ use std::process::ExitCode;
 #[derive(clap::Subcommand, Debug)]
 pub enum StoreCommand {
     /// Create the store (objects/, tmp/, lock, catalog.db) if it does not exist.
+    ///
+    /// A store is created only in a new or empty directory.
     Init {
         /// Leave mtime out of object ids: more sharing, one common mtime per object.
         #[arg(long)]
         ignore_mtime: bool,
+        /// Start an empty catalog in a store whose catalog.db was lost (prefer
+        /// restoring a `store snapshot`); unify every guest again afterwards.
+        #[arg(long)]
+        new_catalog: bool,
     },
     /// Rehash every object; report each mismatch; exit 1 if any.
     Verify {
         #[arg(long)]
         json: bool,
     },
-    /// Remove objects that no guest links any more.
+    /// Remove objects that no guest links any more; repair object files
+    /// the catalog lists but that are gone (restored from a guest that still
+    /// links the inode, or else dropped from the catalog with their links).
     Gc {
         /// Only list what would be removed.
         #[arg(short = 'n', long)]
         dry_run: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Drop guests from the catalog: their rows and links go, so `unify --all`
+    /// no longer visits them. A guest directory that no longer exists can be
+    /// named too. Files are not touched; objects stay until `store gc`.
+    Forget {
+        /// The guests' root directories (or names, as `store stats` lists them).
+        #[arg(value_name = "GUEST_DIR", required = true)]
+        guests: Vec<std::path::PathBuf>,
     },
     /// Objects, bytes stored and saved, per guest.
     Stats {
@@ -60,9 +76,13 @@ pub enum StoreCommand {
 
 pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
     match c {
-        StoreCommand::Init { ignore_mtime } => init(g, ignore_mtime),
+        StoreCommand::Init {
+            ignore_mtime,
+            new_catalog,
+        } => init(g, ignore_mtime, new_catalog),
         StoreCommand::Verify { json } => verify(g, json),
         StoreCommand::Gc { dry_run, json } => gc(g, dry_run, json),
+        StoreCommand::Forget { guests } => forget(g, &guests),
         StoreCommand::Stats { json } => stats(g, json),
         StoreCommand::Ls { since, json, null } => ls(g, since, json, null),
         StoreCommand::Runs { json } => runs(g, json),
@@ -70,9 +90,18 @@ pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init(g: &Global, ignore_mtime: bool) -> anyhow::Result<ExitCode> {
+fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<ExitCode> {
     let store = Store::create(&g.store)?;
     let _lock = store.lock_writer()?;
+    if !new_catalog {
+        store.check_catalog()?;
+    } else if std::fs::metadata(store.catalog_path()).is_ok_and(|m| m.len() > 0) {
+        anyhow::bail!(
+            "store {} has a catalog ({}); --new-catalog only replaces one that was lost",
+            store.root().display(),
+            store.catalog_path().display()
+        );
+    }
     let catalog = Catalog::open(&store.catalog_path())?;
     let effective = catalog.init_config(ignore_mtime)?;
     if effective != ignore_mtime {
@@ -87,8 +116,8 @@ fn init(g: &Global, ignore_mtime: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
-    Catalog::open_readonly(&store.catalog_path())
-        .with_context(|| format!("store {} has no readable catalog", store.root().display()))
+    store.check_catalog()?;
+    Ok(Catalog::open_readonly(&store.catalog_path())?)
 }
 
 fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
@@ -99,7 +128,9 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         if store.stat_object(&f.id, f.copy)?.is_none() {
             report.problems.push(crate::store::maintain::Problem {
                 path: store.object_path(&f.id, f.copy),
-                what: "listed in the catalog but missing (run `unifs store gc`)".into(),
+                what: "listed in the catalog but missing: `unifs store gc` gives it its name \
+                       back from a guest that still links it, or drops it from the catalog"
+                    .into(),
             });
         }
     }
@@ -126,6 +157,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
 fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let _lock = store.lock_writer()?;
+    store.check_catalog()?;
     let catalog = Catalog::open(&store.catalog_path())?;
     let removed = store.gc(dry_run)?;
     if !dry_run {
@@ -135,12 +167,15 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         }
         catalog.commit()?;
     }
+    let missing = repair_missing(&store, &catalog, dry_run)?;
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();
     if json {
         let paths: Vec<_> = removed.iter().map(|(f, _)| &f.path).collect();
         let out = serde_json::json!({
             "dry_run": dry_run, "objects_removed": removed.len(), "bytes_freed": freed,
             "paths": paths,
+            "missing_restored": missing.restored, "missing_dropped": missing.dropped,
+            "links_dropped": missing.links_dropped, "missing_left": missing.left,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -155,8 +190,170 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             count(removed.len() as u64),
             bytes(freed)
         );
+        let (restore, drop) = if dry_run {
+            ("would restore", "would drop")
+        } else {
+            ("restored", "dropped")
+        };
+        for p in &missing.restored {
+            println!(
+                "{restore} missing {} from a guest that links it",
+                p.display()
+            );
+        }
+        for p in &missing.dropped {
+            println!("{drop} missing {} from the catalog", p.display());
+        }
+        if !missing.dropped.is_empty() {
+            println!(
+                "{drop} {} guest link(s) to missing objects: unify treats those files as \
+                 ordinary files again",
+                count(missing.links_dropped)
+            );
+        }
+    }
+    if !missing.left.is_empty() {
+        eprintln!(
+            "unifs: {} object file(s) listed in the catalog are missing and were left as they \
+             are: repairing them needs root (to read the store's trusted.* markers)",
+            missing.left.len()
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `store gc` did about object files the catalog lists but that are gone.
+#[derive(Default)]
+struct Missing {
+    /// Given their name back from a guest path that still links the inode.
+    restored: Vec<std::path::PathBuf>,
+    /// Forgotten by the catalog (with the guest links naming them).
+    dropped: Vec<std::path::PathBuf>,
+    links_dropped: u64,
+    /// Left alone (not root: the markers cannot be read).
+    left: Vec<std::path::PathBuf>,
+}
+
+/// Object files the catalog lists but that are gone (deleted by hand, or
+/// lost): each gets its name back from a guest path that still links its
+/// inode (checked by marker and hash), or else its rows go, with the guest
+/// links naming it, so that verify is clean and unify sees those guest
+/// files as ordinary files again.
+fn repair_missing(store: &Store, catalog: &Catalog, dry_run: bool) -> anyhow::Result<Missing> {
+    let mut out = Missing::default();
+    let mut gone: Vec<_> = catalog
+        .object_inodes()?
+        .into_iter()
+        .map(|(inode, f)| (f, inode))
+        .collect();
+    gone.sort_by_key(|(f, _)| (f.id, f.copy));
+    gone.retain(|(f, _)| matches!(store.stat_object(&f.id, f.copy), Ok(None)));
+    if gone.is_empty() {
+        return Ok(out);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        out.left = gone
+            .iter()
+            .map(|(f, _)| store.object_path(&f.id, f.copy))
+            .collect();
+        return Ok(out);
+    }
+    let ignore_mtime = catalog.ignore_mtime()?;
+    if !dry_run {
+        catalog.begin()?;
+    }
+    for (f, inode) in gone {
+        let path = store.object_path(&f.id, f.copy);
+        let links = catalog.links_to(&f.id)?;
+        let restored = links.iter().any(|(root, rel)| {
+            store
+                .relink_missing(&f.id, f.copy, inode, (root, rel), ignore_mtime, dry_run)
+                .unwrap_or(false)
+        });
+        if restored {
+            out.restored.push(path);
+            continue;
+        }
+        out.links_dropped += if dry_run {
+            links.len() as u64
+        } else {
+            catalog.drop_missing_object_file(&f.id, f.copy)?
+        };
+        out.dropped.push(path);
+    }
+    if !dry_run {
+        catalog.commit()?;
+    }
+    Ok(out)
+}
+
+fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&g.store)?;
+    let _lock = store.lock_writer()?;
+    store.check_catalog()?;
+    let catalog = Catalog::open(&store.catalog_path())?;
+    let mut rows = Vec::with_capacity(args.len());
+    for arg in args {
+        match find_guest(&catalog, arg)? {
+            Some(row) => rows.push(row),
+            None => anyhow::bail!(
+                "{}: not a guest of the store {} (`unifs store stats` lists them); \
+                 nothing was forgotten",
+                arg.display(),
+                store.root().display()
+            ),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    rows.retain(|r| seen.insert(r.id));
+    catalog.begin()?;
+    let mut forgotten = Vec::with_capacity(rows.len());
+    for row in rows {
+        let links = catalog.forget_guest(row.id)?;
+        forgotten.push((row, links));
+    }
+    catalog.commit()?;
+    for (row, links) in forgotten {
+        println!(
+            "forgot guest {} ({}): {} link(s)",
+            row.name,
+            row.path.display(),
+            count(links)
+        );
+    }
+    println!("objects no guest links any more stay until `unifs store gc`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The catalog's guest for a GUEST_DIR argument: its resolved path, or,
+/// for a directory that is gone, its path made absolute (the parent
+/// resolved where it still exists), or else a guest name.
+fn find_guest(
+    catalog: &Catalog,
+    arg: &std::path::Path,
+) -> anyhow::Result<Option<crate::catalog::GuestRow>> {
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::fs::canonicalize(arg) {
+        candidates.push(p);
+    }
+    if let Ok(abs) = std::path::absolute(arg) {
+        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+            if let Ok(parent) = std::fs::canonicalize(parent) {
+                candidates.push(parent.join(name));
+            }
+        }
+        candidates.push(abs);
+    }
+    for p in candidates {
+        if let Some(row) = catalog.guest_by_path(&p)? {
+            return Ok(Some(row));
+        }
+    }
+    match arg.to_str() {
+        Some(name) if !name.contains('/') => Ok(catalog.guest_by_name(name)?),
+        _ => Ok(None),
+    }
 }
 
 fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
@@ -244,7 +441,7 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{} exists; snapshot writes a new file", dest.display());
     }
     let store = Store::open(&g.store)?;
-    let catalog = Catalog::open_readonly(&store.catalog_path())?;
+    let catalog = open_catalog(&store)?;
     catalog
         .snapshot(dest)
         .with_context(|| format!("writing {}", dest.display()))?;

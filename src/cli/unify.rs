@@ -20,7 +20,13 @@ use std::process::ExitCode;
     after_help = "EXCLUDES: one glob per line, matched against the path inside the \
 guest (leading /); a pattern without / matches a name at any depth; a match on a directory \
 covers everything below it; +PATTERN includes again; the first match wins. --exclude and \
---exclude-from rules come first, then the default list (see `unifs unify --print-default-excludes`)."
+--exclude-from rules come first, then the default list (see `unifs unify --print-default-excludes`).
+
+EXIT STATUS: 0 done, nothing to report; 1 failed (refused before it changed anything, or \
+stopped: see the error); 23 finished, but left files or guests as they were that it should \
+have handled: files that changed or were open for writing while unify ran, files it could not \
+read or link, guests of --all whose directory is gone (listed as warnings, and in --json's \
+problems)."
 )]
 pub struct UnifyArgs {
     /// Guest root directories.
@@ -94,8 +100,25 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
         print_problems(&summary.problems, g.verbose > 0);
         print_summary(&summary);
     }
-    Ok(ExitCode::SUCCESS)
+    if summary.problems.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "unifs: unify finished, but left {} file(s) or guest(s) as they were (listed {}); \
+         exit status {EXIT_PROBLEMS}",
+        count(summary.problems.len() as u64),
+        if a.json {
+            "in the JSON output's problems"
+        } else {
+            "above"
+        }
+    );
+    Ok(ExitCode::from(EXIT_PROBLEMS))
 }
+
+/// Exit status of a run that finished but lists problems: files or guests
+/// it had to leave as they were (rsync's "partial transfer due to error").
+pub const EXIT_PROBLEMS: u8 = 23;
 
 fn build_excludes(a: &UnifyArgs) -> anyhow::Result<Excludes> {
     let mut lists: Vec<(String, String)> = Vec::new();

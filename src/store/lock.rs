@@ -23,7 +23,11 @@ impl WriterLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .at(&path)?;
+            .map_err(|error| Error::Lock {
+                store: store.to_path_buf(),
+                path: path.clone(),
+                error,
+            })?;
         // SAFETY: flock on an fd we own; no memory is passed.
         let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if ret != 0 {

@@ -6,7 +6,7 @@ use crate::sys;
 use rayon::prelude::*;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One file under `objects/`.
 #[derive(Debug, Clone)]
@@ -119,6 +119,49 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Gives a missing object file (copy `copy` of `id`, whose inode the
+    /// catalog recorded as `inode`) its name back from the guest path
+    /// (`guest_root`, `rel`), if that path still links the very inode, is
+    /// marked as this object and still hashes to its id. Returns whether it
+    /// did (with `dry_run`: whether it would). The path is opened beneath
+    /// the guest root, never through a symlink, and the inode linked is the
+    /// one checked (by its fd), whatever the guest does meanwhile.
+    pub fn relink_missing(
+        &self,
+        id: &ObjectId,
+        copy: u32,
+        inode: (u64, u64),
+        (guest_root, rel): (&Path, &Path),
+        ignore_mtime: bool,
+        dry_run: bool,
+    ) -> std::io::Result<bool> {
+        let root = sys::open_dir(guest_root)?;
+        let fd = sys::open_beneath(
+            root.as_fd(),
+            rel,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK,
+        )?;
+        let st = sys::fstat(fd.as_fd())?;
+        if !st.is_file() || (st.dev, st.ino) != inode || read_marker(fd.as_fd())? != Some(*id) {
+            return Ok(false);
+        }
+        let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
+        let file = std::fs::File::from(fd);
+        if super::id::hash_reader(&meta, &file)?.0 != *id {
+            return Ok(false);
+        }
+        if dry_run {
+            return Ok(true);
+        }
+        let dir = self.fanout_dir(id, true).map_err(|e| match e {
+            super::Error::Io { source, .. } => source,
+            e => std::io::Error::other(e.to_string()),
+        })?;
+        let (_, name) = super::object_names(id, copy);
+        sys::link_fd(file.as_fd(), dir.as_fd(), &name)?;
+        Ok(true)
     }
 
     /// Store-wide figures from the object files.

@@ -41,6 +41,45 @@ pub enum Error {
     )]
     NotAStore { path: PathBuf },
     #[error(
+        "store {store}: cannot open its writer lock {path}: {error}; every command that \
+         writes needs it (a store that cannot be written can still be read: store verify, \
+         stats, ls, runs, snapshot, unify --dry-run)"
+    )]
+    Lock {
+        store: PathBuf,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error("store {store}: cannot create {path}: {error}")]
+    Create {
+        store: PathBuf,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error(
+        "store {path} is not a directory; --store (or UNIFS_STORE) names the store's directory"
+    )]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "store {path}: the directory is not empty and is not a unifs store (no objects/ \
+         directory); a store is created only in a new or empty directory: name another \
+         --store (or UNIFS_STORE)"
+    )]
+    NotEmpty { path: PathBuf },
+    #[error(
+        "store {store} holds objects but its catalog {catalog} is {state}: the catalog was \
+         lost, and unifs will not start an empty one next to the objects. Copy your last \
+         catalog snapshot (`unifs store snapshot`, see docs/backup.md) to {catalog}; unify \
+         then finds objects added since by their markers. Without a snapshot, start an empty \
+         catalog with `unifs --store {store} store init --new-catalog` (add --ignore-mtime if \
+         the store was made with it) and unify every guest again"
+    )]
+    CatalogLost {
+        store: PathBuf,
+        catalog: PathBuf,
+        state: &'static str,
+    },
+    #[error(
         "{guest} is on another filesystem ({guest_mount}) than the store {store} \
          ({store_mount}); hardlinks cannot cross filesystems: put the store on {guest_mount}"
     )]
@@ -78,18 +117,73 @@ impl Store {
     /// Creates the layout (idempotent) and opens it. `objects/` comes last,
     /// so a store that [`Store::exists`] is complete even if creation was killed.
     pub fn create(root: &Path) -> Result<Store> {
+        Store::check_new(root)?;
+        let at = |path: &Path| {
+            let (store, path) = (root.to_path_buf(), path.to_path_buf());
+            move |error| Error::Create { store, path, error }
+        };
         for dir in [root.to_path_buf(), root.join("tmp")] {
-            std::fs::create_dir_all(&dir).at(&dir)?;
+            std::fs::create_dir_all(&dir).map_err(at(&dir))?;
         }
         let lock = root.join("lock");
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&lock)
-            .at(&lock)?;
+            .map_err(at(&lock))?;
         let objects = root.join("objects");
-        std::fs::create_dir_all(&objects).at(&objects)?;
+        std::fs::create_dir_all(&objects).map_err(at(&objects))?;
         Store::open(root)
+    }
+
+    /// Refuses to make a store at `root` unless it is one already, or
+    /// `root` is missing, empty, or holds only what a [`Store::create`]
+    /// killed early left (`tmp/`, `lock`): never a directory with other data.
+    pub fn check_new(root: &Path) -> Result<()> {
+        let entries = match std::fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(Error::NotADirectory {
+                    path: root.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(e).at(root),
+        };
+        if Store::exists(root) {
+            return Ok(());
+        }
+        for entry in entries {
+            let name = entry.at(root)?.file_name();
+            if name != "tmp" && name != "lock" {
+                return Err(Error::NotEmpty {
+                    path: root.to_path_buf(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a store whose catalog was lost: `catalog.db` missing or
+    /// empty while `objects/` holds something. (A new store has an empty
+    /// objects/ until its catalog exists.)
+    pub fn check_catalog(&self) -> Result<()> {
+        let catalog = self.catalog_path();
+        let state = match std::fs::metadata(&catalog) {
+            Ok(m) if m.len() > 0 => return Ok(()),
+            Ok(_) => "empty",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "missing",
+            Err(e) => return Err(e).at(catalog),
+        };
+        let objects = self.root.join("objects");
+        if std::fs::read_dir(&objects).at(&objects)?.next().is_none() {
+            return Ok(());
+        }
+        Err(Error::CatalogLost {
+            store: self.root.clone(),
+            catalog,
+            state,
+        })
     }
 
     /// Opens an existing store.
@@ -100,6 +194,9 @@ impl Store {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(Error::NotAStore { path: root });
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && !root.is_dir() => {
+                return Err(Error::NotADirectory { path: root });
             }
             Err(e) => return Err(e).at(objects_path),
         };

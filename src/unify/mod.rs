@@ -36,6 +36,11 @@ pub enum Error {
     Catalog(#[from] catalog::Error),
     #[error("{path}: not a directory; unify takes guest root directories")]
     NotADirectory { path: PathBuf },
+    #[error("guest directory {path}: {error}")]
+    Guest {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(
         "store {store} was created {was} --ignore-mtime; object ids cannot mix both \
          (drop the option, or use another store)"
@@ -43,6 +48,11 @@ pub enum Error {
     MtimeMismatch { store: PathBuf, was: &'static str },
     #[error("no guests given (name guest directories, or use --all)")]
     NoGuests,
+    #[error(
+        "every guest the catalog knows is missing ({list}); `unifs store forget GUEST_DIR...` \
+         drops a guest that was removed"
+    )]
+    AllGuestsMissing { list: String },
     #[error(
         "{guest} and the store {store} overlap (one is inside the other); \
          keep the store outside every guest"
@@ -142,21 +152,34 @@ pub struct Summary {
 pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let started = Instant::now();
     sys::ignore_sigio();
-    // Before anything is created: the store must not land inside a guest.
+    // Before anything is created or recorded: the guests named must be
+    // directories, the store must not land inside one, nor (a new store)
+    // on another filesystem.
+    if opts.guests.is_empty() && !opts.all {
+        return Err(Error::NoGuests);
+    }
     let guests = opts
         .guests
         .iter()
-        .map(|g| std::fs::canonicalize(g).at(g))
+        .map(|g| guest_dir(g))
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
-    if opts.dry_run && !Store::exists(store_path) {
-        return dry_run_without_store(store_path, opts, started);
+    if !Store::exists(store_path) {
+        if guests.is_empty() {
+            return Err(Error::NoGuests); // --all: a new store knows none
+        }
+        check_same_fs_as_new_store(store_path, &opts.guests)?;
+        Store::check_new(store_path)?;
+        if opts.dry_run {
+            return dry_run_without_store(opts, started);
+        }
     }
     let store = if opts.dry_run {
         Store::open(store_path)?
     } else {
         Store::create(store_path)?
     };
+    store.check_catalog()?;
     let _lock = if opts.dry_run {
         None
     } else {
@@ -171,13 +194,36 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     run(Some(&store), &catalog, opts, ignore_mtime, started)
 }
 
-fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) -> Result<Summary> {
+fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
     let catalog = Catalog::in_memory()?;
     let ignore_mtime = opts.ignore_mtime.unwrap_or(false);
+    run(None, &catalog, opts, ignore_mtime, started)
+}
+
+/// A guest directory named on the command line, resolved; refused unless
+/// it is a directory.
+fn guest_dir(g: &Path) -> Result<PathBuf> {
+    let abs = std::fs::canonicalize(g).map_err(guest_err(g))?;
+    if !abs.is_dir() {
+        return Err(Error::NotADirectory {
+            path: g.to_path_buf(),
+        });
+    }
+    Ok(abs)
+}
+
+fn guest_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |error| Error::Guest { path, error }
+}
+
+/// Refuses guests on another filesystem than the one a new store would be
+/// made on, before it is made.
+fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<()> {
     let existing = existing_ancestor(store_path);
     let dev = sys::lstat(&existing).at(&existing)?.dev;
-    for g in &opts.guests {
-        let st = sys::lstat(g).at(g)?;
+    for g in guests {
+        let st = sys::lstat(g).map_err(guest_err(g))?;
         if st.dev != dev {
             return Err(store::Error::CrossDevice {
                 guest: g.clone(),
@@ -188,7 +234,7 @@ fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) ->
             .into());
         }
     }
-    run(None, &catalog, opts, ignore_mtime, started)
+    Ok(())
 }
 
 fn existing_ancestor(path: &Path) -> PathBuf {
@@ -235,18 +281,24 @@ fn run(
     ignore_mtime: bool,
     started: Instant,
 ) -> Result<Summary> {
-    let write = !opts.dry_run;
-    let run_id = if write {
-        Some(catalog.begin_run(&format!("unify {}", describe(opts)))?)
-    } else {
+    // Every guest is checked before the run is recorded: a command that
+    // fails here leaves no unfinished run behind.
+    let (mut guests, missing) = open_guests(store, catalog, opts)?;
+    let run_id = if opts.dry_run {
         None
+    } else {
+        let run = catalog.begin_run(&describe(opts, &guests))?;
+        for g in &mut guests {
+            g.row = catalog.register_guest(&g.root, run)?;
+        }
+        Some(run)
     };
-    let guests = open_guests(store, catalog, opts, run_id)?;
     let object_inodes = catalog.object_inodes()?;
     let mut summary = Summary {
         run: run_id,
         dry_run: opts.dry_run,
         guests: guests.iter().map(|g| g.row.name.clone()).collect(),
+        problems: missing,
         ..Summary::default()
     };
 
@@ -462,29 +514,34 @@ fn run(
     Ok(summary)
 }
 
-fn describe(opts: &Options) -> String {
-    opts.guests
-        .iter()
-        .map(|g| g.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The run's command as recorded: `unify [--all] ROOT...`, every guest
+/// root the run works on.
+fn describe(opts: &Options, guests: &[Guest]) -> String {
+    let mut s = String::from("unify");
+    if opts.all {
+        s.push_str(" --all");
+    }
+    for g in guests {
+        s.push(' ');
+        s.push_str(&g.root.display().to_string());
+    }
+    s
 }
 
-/// Resolves, checks and registers the guests of this run.
+/// Resolves and checks the guests of this run, with their catalog rows
+/// where the catalog knows them (placeholders with negative ids where not:
+/// a run registers them). A guest that `--all` adds but whose directory is
+/// gone is skipped, and reported as a problem with the way to forget it.
 fn open_guests(
     store: Option<&Store>,
     catalog: &Catalog,
     opts: &Options,
-    run: Option<i64>,
-) -> Result<Vec<Guest>> {
+) -> Result<(Vec<Guest>, Vec<Problem>)> {
     let mut paths: Vec<PathBuf> = Vec::new();
     for g in &opts.guests {
-        let abs = std::fs::canonicalize(g).at(g)?;
-        if !abs.is_dir() {
-            return Err(Error::NotADirectory { path: g.clone() });
-        }
-        paths.push(abs);
+        paths.push(guest_dir(g)?);
     }
+    let named = paths.len();
     if opts.all {
         paths.extend(catalog.guests()?.into_iter().map(|g| g.path));
     }
@@ -495,26 +552,46 @@ fn open_guests(
     }
     check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
     let mut guests = Vec::with_capacity(paths.len());
+    let mut missing = Vec::new();
     for (i, root) in paths.into_iter().enumerate() {
-        let fd = sys::open_dir(&root).at(&root)?;
-        let st = sys::fstat(fd.as_fd()).at(&root)?;
+        let fd = match sys::open_dir(&root) {
+            Ok(fd) => fd,
+            Err(e)
+                if i >= named && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+            {
+                missing.push(Problem::new(
+                    &root,
+                    format!(
+                        "guest directory of the catalog is gone ({e}); skipped: \
+                         `unifs store forget {}` drops it",
+                        root.display()
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => return Err(guest_err(&root)(e)),
+        };
+        let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
         if let Some(store) = store {
             store.check_same_fs(&root, st.dev)?;
         }
-        let row = match run {
-            Some(run) => catalog.register_guest(&root, run)?,
-            None => catalog.guest_by_path(&root)?.unwrap_or(GuestRow {
-                id: -(i as i64) - 1,
-                name: root
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path: root.clone(),
-            }),
-        };
+        let row = catalog.guest_by_path(&root)?.unwrap_or(GuestRow {
+            id: -(i as i64) - 1,
+            name: root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: root.clone(),
+        });
         guests.push(Guest { row, root, fd });
     }
-    Ok(guests)
+    if guests.is_empty() {
+        let list = missing.iter().map(|p| p.path.display().to_string());
+        return Err(Error::AllGuestsMissing {
+            list: list.collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok((guests, missing))
 }
 
 /// Refuses a guest root (canonical) that is the store at `store`, lies inside

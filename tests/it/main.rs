@@ -3,6 +3,7 @@
 
 mod backup;
 mod common;
+mod failures;
 mod fs;
 mod guest;
 mod store;

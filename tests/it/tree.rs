@@ -243,18 +243,30 @@ pub fn unifs(store: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
     cmd.output().unwrap()
 }
 
-/// Runs `unifs unify --json …`, asserts success, returns the summary.
+/// Runs `unifs unify --json …`, asserts it finished, returns the summary.
 pub fn unify_json(store: &Path, args: &[&dyn AsRef<OsStr>]) -> serde_json::Value {
     let mut all: Vec<&dyn AsRef<OsStr>> = vec![&"unify", &"--json"];
     all.extend_from_slice(args);
-    let out = unifs(store, &all);
-    assert!(
-        out.status.success(),
-        "unify failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    unify_summary(&unifs(store, &all))
+}
+
+/// The summary of a `unify --json` that finished: exit status 0 with no
+/// problems listed, 23 with some.
+pub fn unify_summary(out: &Output) -> serde_json::Value {
+    let text = || {
+        format!(
+            "{:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    };
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("unify failed ({e}): {}", text()));
+    let problems = s["problems"].as_array().map_or(0, |p| p.len());
+    let want = if problems == 0 { 0 } else { 23 };
+    assert_eq!(out.status.code(), Some(want), "{}", text());
+    s
 }
 
 /// `store verify` passes.

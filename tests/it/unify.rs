@@ -451,12 +451,7 @@ fn unify_json_link_max(
         .env("UNIFS_TEST_LINK_MAX", link_max.to_string())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    unify_summary(&out)
 }
 
 #[test]
@@ -592,6 +587,10 @@ fn a_file_open_for_writing_is_copied_into_the_store_not_linked() {
         1,
         "the open file became an object"
     );
+    // It is listed, so the run ends with status 23 (unify_json checks it).
+    let problems = s["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{s}");
+    assert_eq!(problems[0]["path"], a.join("log").to_str().unwrap());
     assert_eq!(ino(&b.join("log")), ino(&c.join("log")));
     drop(writer);
     assert_verify_clean(&lab.store());
@@ -845,12 +844,8 @@ fn writers_opening_guest_files_during_unify_neither_kill_it_nor_lose_writes() {
         .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let appends = writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "unify died ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Finished (status 0, or 23 with the files it left listed), not died.
+    unify_summary(&out);
     // Every append landed in guest 0's own file, and nowhere else.
     assert!(!appends.is_empty());
     for (path, n) in &appends {
