@@ -159,13 +159,15 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let _lock = store.lock_writer()?;
     store.check_catalog()?;
     let catalog = Catalog::open(&store.catalog_path())?;
-    let removed = store.gc(dry_run)?;
+    let removed = store.gc_candidates()?;
     if !dry_run {
+        // Rows first, files second: see Store::gc_remove.
         catalog.begin()?;
         for (f, _) in &removed {
             catalog.remove_object_file(&f.id, f.copy)?;
         }
         catalog.commit()?;
+        store.gc_remove(&removed)?;
     }
     let missing = repair_missing(&store, &catalog, dry_run)?;
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();

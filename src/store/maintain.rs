@@ -91,34 +91,39 @@ impl Store {
         })
     }
 
-    /// Removes object files that no guest links any more (`nlink == 1`).
-    /// With `dry_run`, only reports them. Also empties `tmp/` (the caller
-    /// holds the writer lock, so no unifs process is using it).
-    pub fn gc(&self, dry_run: bool) -> Result<Vec<(ObjectFile, u64)>> {
+    /// Object files that no guest links any more (`nlink == 1`), with their
+    /// sizes: what gc removes. The caller holds the writer lock, so nothing
+    /// links them meanwhile.
+    pub fn gc_candidates(&self) -> Result<Vec<(ObjectFile, u64)>> {
         let (files, _) = self.list_objects()?;
-        let mut removed = Vec::new();
+        let mut found = Vec::new();
         for f in files {
             let st = sys::lstat(&f.path).at(&f.path)?;
-            if st.nlink != 1 {
-                continue;
-            }
-            if !dry_run {
-                match std::fs::remove_file(&f.path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e).at(&f.path),
-                }
-            }
-            removed.push((f, st.size));
-        }
-        if !dry_run {
-            let tmp = self.root.join("tmp");
-            for entry in std::fs::read_dir(&tmp).at(&tmp)? {
-                let path = entry.at(&tmp)?.path();
-                let _ = std::fs::remove_file(&path);
+            if st.nlink == 1 {
+                found.push((f, st.size));
             }
         }
-        Ok(removed)
+        Ok(found)
+    }
+
+    /// Unlinks the object files [`Store::gc_candidates`] found, once the
+    /// catalog no longer lists them (a gc killed in between leaves files
+    /// no row names, which the next gc finds again; never rows naming
+    /// inode numbers that are free to be reused), and empties `tmp/`.
+    pub fn gc_remove(&self, files: &[(ObjectFile, u64)]) -> Result<()> {
+        for (f, _) in files {
+            match std::fs::remove_file(&f.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&f.path),
+            }
+        }
+        let tmp = self.root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).at(&tmp)? {
+            let path = entry.at(&tmp)?.path();
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(())
     }
 
     /// Gives a missing object file (copy `copy` of `id`, whose inode the
