@@ -645,13 +645,21 @@ impl Overlay {
     ) -> Result<Option<OwnedFd>> {
         for _ in 0..4 {
             self.make_private(node, dir, name)?;
-            if !is_reg(&fsys::stat_at(dir, name)?) {
+            // An O_PATH probe: no side effect on a fifo or device, and the
+            // write open below reopens this very inode, whatever the name
+            // names by then.
+            let probe = sys::open_at(
+                dir,
+                name,
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0,
+            )?;
+            if !is_reg(&fsys::fstat(probe.as_fd())?) {
                 return Ok(None);
             }
-            // No O_NONBLOCK: a lease unify holds is waited out (it lets go
-            // at once when a writer comes).
-            let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            let fd = match sys::open_at(dir, name, flags, 0) {
+            // Blocking: a lease unify holds is waited out (it lets go at
+            // once when a writer comes).
+            let fd = match fsys::reopen(probe.as_fd(), libc::O_WRONLY | libc::O_CLOEXEC) {
                 Ok(fd) => fd,
                 Err(e)
                     if matches!(
@@ -663,6 +671,13 @@ impl Overlay {
                 }
                 Err(e) => return Err(e),
             };
+            // While we waited, unify may have swapped the inode out of the
+            // name (it then has no link left) or made it an object: look again.
+            let st = fsys::fstat(fd.as_fd())?;
+            let now = fsys::stat_at(dir, name)?;
+            if st.st_nlink == 0 || (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                continue;
+            }
             if !cow::has_marker(fd.as_fd())? {
                 return Ok(Some(fd));
             }

@@ -304,6 +304,17 @@ pub fn set_umask(mask: u32) {
     }
 }
 
+/// Opens the inode `fd` refers to (an O_PATH fd) anew with `flags`,
+/// through its /proc/self/fd link: the same inode, never a path lookup.
+pub fn reopen(fd: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
+    let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is NUL-terminated; the result is checked below.
+    let raw = check(unsafe { libc::open(path.as_ptr(), flags) })?;
+    // SAFETY: `raw` is a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// The path `/proc/self/fd/<dir>/<name>`: the entry `name` of the directory
 /// open at `dir`. Used only with the `l*xattr` calls, which do not follow the
 /// last component, so it names exactly that entry and nothing outside.

@@ -4,60 +4,113 @@
 //! (invariant 1). Unify makes it a store object, so that the mount breaks
 //! the link on a write like any other shared file — when it can tell that
 //! doing so keeps every guest's view: each guest links the inode once, and
-//! every link of the inode is in one of the guests of this run.
+//! every link of the inode is in one of the guests of this run. Those it
+//! cannot make objects are reported, a line per kind.
 
 use super::scan::{FileRec, Scan};
 use super::Problem;
 use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Why an inode shared across guests is left as it is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Left {
+    ExcludedOrSmall,
+    TwiceInOneGuest,
+    LinksOutside,
+}
+
+impl Left {
+    fn why(self) -> &'static str {
+        match self {
+            Left::ExcludedOrSmall => "are excluded, empty or below --min-size, so never objects",
+            Left::TwiceInOneGuest => "are linked more than once by one guest",
+            Left::LinksOutside => "have links outside the guests given",
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            Left::LinksOutside => {
+                "unify every guest that shares them in one run, or give each guest its own copy"
+            }
+            _ => "give each guest its own copy of them (`cp -a`, not `cp -al`)",
+        }
+    }
+}
 
 impl Scan {
     /// Sorts [`Scan::hardlinked`]: inodes linked once by each of several
     /// guests, with no link elsewhere, join the candidates; a guest's own
-    /// hardlink groups are left alone (invariant 3) and counted; an inode
-    /// shared across guests that cannot become an object (a guest links it
-    /// twice, or a link is outside the guests given) is left and reported.
-    pub fn sort_hardlinks(&mut self, guest_root: impl Fn(u32) -> std::path::PathBuf) {
-        let mut by_inode: HashMap<(u64, u64), Vec<FileRec>> = HashMap::new();
+    /// hardlink groups are left alone (invariant 3) and counted. Inodes
+    /// unify cannot make objects that other guests (or unknown places) also
+    /// link are left and reported.
+    pub fn sort_hardlinks(&mut self, guest_root: impl Fn(u32) -> PathBuf) {
+        // (dev, ino) -> (paths unify may link, paths it may not).
+        let mut by_inode: HashMap<(u64, u64), (Vec<FileRec>, Vec<FileRec>)> = HashMap::new();
         for rec in std::mem::take(&mut self.hardlinked) {
-            by_inode
-                .entry((rec.stat.dev, rec.stat.ino))
-                .or_default()
-                .push(rec);
+            let key = (rec.stat.dev, rec.stat.ino);
+            by_inode.entry(key).or_default().0.push(rec);
         }
-        let mut inodes: Vec<Vec<FileRec>> = by_inode.into_values().collect();
+        for rec in std::mem::take(&mut self.hardlinked_left) {
+            let key = (rec.stat.dev, rec.stat.ino);
+            by_inode.entry(key).or_default().1.push(rec);
+        }
+        let mut inodes: Vec<_> = by_inode.into_values().collect();
+        for (ok, left) in &mut inodes {
+            ok.sort_by(|a, b| (a.guest, &a.rel).cmp(&(b.guest, &b.rel)));
+            left.sort_by(|a, b| (a.guest, &a.rel).cmp(&(b.guest, &b.rel)));
+        }
         // One order whatever the walk's: candidates are indexed.
-        inodes.sort_by(|a, b| (a[0].guest, &a[0].rel).cmp(&(b[0].guest, &b[0].rel)));
-        for mut recs in inodes {
-            recs.sort_by(|a, b| (a.guest, &a.rel).cmp(&(b.guest, &b.rel)));
-            let one_guest = recs.iter().all(|r| r.guest == recs[0].guest);
-            let once_each = recs.windows(2).all(|w| w[0].guest != w[1].guest);
-            let all_found = recs.len() as u64 == recs[0].stat.nlink;
-            if one_guest {
-                self.counts.guest_hardlinks += recs.len() as u64;
-            } else if once_each && all_found {
-                self.candidates.append(&mut recs);
+        let first = |(ok, left): &(Vec<FileRec>, Vec<FileRec>)| {
+            let r = ok.first().or(left.first()).expect("an inode has a path");
+            (r.guest, r.rel.clone())
+        };
+        inodes.sort_by_key(first);
+        let mut reported: HashMap<Left, (u64, PathBuf)> = HashMap::new();
+        for (mut ok, left) in inodes {
+            let all: Vec<&FileRec> = ok.iter().chain(&left).collect();
+            let nlink = all[0].stat.nlink;
+            let mut guests: Vec<u32> = all.iter().map(|r| r.guest).collect();
+            guests.sort_unstable();
+            let once_each = guests.windows(2).all(|w| w[0] != w[1]);
+            guests.dedup();
+            let all_found = all.len() as u64 == nlink;
+            let verdict = if !all_found {
+                Some(Left::LinksOutside)
+            } else if guests.len() == 1 {
+                None // the guest's own group
+            } else if !left.is_empty() {
+                Some(Left::ExcludedOrSmall)
+            } else if !once_each {
+                Some(Left::TwiceInOneGuest)
             } else {
-                self.counts.guest_hardlinks += recs.len() as u64;
-                let first = &recs[0];
-                let why = if once_each {
-                    format!(
-                        "{} of its {} links are outside the guests given",
-                        first.stat.nlink - recs.len() as u64,
-                        first.stat.nlink
-                    )
-                } else {
-                    "a guest links it more than once".to_string()
-                };
-                self.problems.push(Problem::new(
-                    guest_root(first.guest).join(&first.rel),
-                    format!(
-                        "hardlinked across guests and {why}: left alone, so a write \
-                         through one guest's mount shows in the others; unify every \
-                         guest that links it in one run, or give each guest its own \
-                         copy (`cp -a`, not `cp -al`)"
-                    ),
-                ));
+                self.candidates.append(&mut ok);
+                continue;
+            };
+            // Excluded and small paths were counted as such by the walk.
+            self.counts.guest_hardlinks += ok.len() as u64;
+            if let Some(kind) = verdict {
+                let example = all[0];
+                reported
+                    .entry(kind)
+                    .or_insert_with(|| (0, guest_root(example.guest).join(&example.rel)))
+                    .0 += all.len() as u64;
             }
+        }
+        let mut kinds: Vec<_> = reported.into_iter().collect();
+        kinds.sort_by_key(|(kind, _)| *kind);
+        for (kind, (count, example)) in kinds {
+            self.problems.push(Problem::new(
+                example,
+                format!(
+                    "{count} paths (this one first) are hardlinked across guests or to \
+                     places outside them (a `cp -al` clone?) and {}: left shared, so a \
+                     write through one guest's mount shows in the others; {}",
+                    kind.why(),
+                    kind.fix()
+                ),
+            ));
         }
     }
 }

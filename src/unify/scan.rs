@@ -72,6 +72,8 @@ pub struct Scan {
     /// hardlink groups, or inodes hardlinked across guests (clones made
     /// with `cp -al`); [`Scan::sort_hardlinks`] tells them apart.
     pub hardlinked: Vec<FileRec>,
+    /// Files with more than one link that are excluded or too small.
+    pub hardlinked_left: Vec<FileRec>,
     pub linked: Vec<LinkedRec>,
     /// `.unifs-tmp-*` names left by a killed run.
     pub stale_tmp: Vec<FileRec>,
@@ -87,6 +89,7 @@ impl Scan {
     pub fn merge(&mut self, other: Scan) {
         self.candidates.extend(other.candidates);
         self.hardlinked.extend(other.hardlinked);
+        self.hardlinked_left.extend(other.hardlinked_left);
         self.linked.extend(other.linked);
         self.stale_tmp.extend(other.stale_tmp);
         let (a, b) = (&mut self.counts, other.counts);
@@ -307,12 +310,21 @@ impl Walker<'_> {
         }
         scan.counts.files += 1;
         scan.counts.bytes += stat.size;
-        if ctx.excludes.excluded(mask) {
-            scan.counts.excluded += 1;
-            return;
-        }
-        if stat.size == 0 || stat.size < ctx.min_size {
-            scan.counts.too_small += 1;
+        let excluded = ctx.excludes.excluded(mask);
+        if excluded || stat.size == 0 || stat.size < ctx.min_size {
+            if excluded {
+                scan.counts.excluded += 1;
+            } else {
+                scan.counts.too_small += 1;
+            }
+            if stat.nlink > 1 {
+                // Never an object, but it may be shared with another guest.
+                scan.hardlinked_left.push(FileRec {
+                    guest: index,
+                    rel,
+                    stat,
+                });
+            }
             return;
         }
         if stat.nlink > 1 {

@@ -926,3 +926,57 @@ fn very_deep_directories_are_reported_not_a_crash() {
         .unwrap();
     assert!(rm.success());
 }
+
+/// Clone files unify cannot make objects stay shared between the guests:
+/// each kind is reported (one line, with a count and an example), never
+/// passed over in silence, and the run says so in its exit status.
+#[test]
+fn clone_files_unify_cannot_share_are_reported() {
+    if !require_root("clone_files_unify_cannot_share_are_reported") {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.guest(0);
+    file(&a, "usr/a", &bytes(1, 5_000), 0o644);
+    file(&a, "usr/empty", b"", 0o644);
+    file(&a, "var/log/x", b"log\n", 0o644);
+    file(&a, "etc/own", &bytes(2, 100), 0o644);
+    fs::hard_link(a.join("etc/own"), a.join("etc/own2")).unwrap();
+    let b = lab.dir.path().join("g1");
+    let cp = Command::new("cp")
+        .arg("-al")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+
+    // One guest alone: its files' other links are elsewhere.
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a]);
+    assert_eq!(out.status.code(), Some(23));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = s["problems"].to_string();
+    assert!(
+        problems.contains("have links outside the guests given"),
+        "{s}"
+    );
+    assert_eq!(fs::metadata(a.join("usr/a")).unwrap().nlink(), 2);
+
+    // Both: usr/a becomes an object; the excluded and the empty file
+    // cannot, and are reported; the guests' own pair is left.
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    assert_eq!(out.status.code(), Some(23));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = s["problems"].to_string();
+    assert!(
+        problems.contains("4 paths (this one first) are hardlinked across guests")
+            && problems.contains("are excluded, empty or below --min-size"),
+        "{s}"
+    );
+    assert!(
+        problems.contains("linked more than once by one guest"),
+        "{s}"
+    );
+    assert_eq!(fs::metadata(a.join("usr/a")).unwrap().nlink(), 3, "object");
+    assert_verify_clean(&lab.store());
+}

@@ -199,7 +199,11 @@ fn guests_cloned_with_cp_al_are_isolated_once_unified() {
     // The pair perl/perl5, linked twice by each clone: left, and said why.
     assert_eq!(s["guest_hardlinks_left"], 4, "{s}");
     let problems = s["problems"].to_string();
-    assert!(problems.contains("hardlinked across guests"), "{s}");
+    assert!(
+        problems.contains("4 paths (this one first) are hardlinked across guests")
+            && problems.contains("linked more than once by one guest"),
+        "{s}"
+    );
     assert_eq!(fs::metadata(a.join("usr/bin/perl")).unwrap().nlink(), 4);
     assert_verify_clean(&store);
 
