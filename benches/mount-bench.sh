@@ -167,6 +167,10 @@ if [ $HAVE_OVL = 1 ]; then
     T[read_warm_ovl]=$(read_time "$W/ovl/merged/big" warm)
 fi
 
+# One mount per guest at a time (unifs refuses a second): the reads' mount
+# goes before the walks mount the guest afresh.
+unmount_unifs "$W/m"
+
 find "$W/g/tree" >/dev/null # the backing fs warm for everyone
 : >"$W/find.txt"
 for ((r = 0; r < REPS; r++)); do
