@@ -181,6 +181,13 @@ fn print_summary(s: &unify::Summary) {
             count(s.extra_copies)
         );
     }
+    if s.clone_paths_split > 0 {
+        println!(
+            "  {} paths hardlinked across guests (a `cp -al` clone) {}given copies of their own",
+            count(s.clone_paths_split),
+            would
+        );
+    }
     if s.stale_tmp_removed > 0 {
         println!(
             "  removed {} temp names left by an interrupted run",

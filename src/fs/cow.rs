@@ -148,7 +148,7 @@ fn copy_and_rename(
 /// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
 /// owner goes before the xattrs because chown drops security.capability, and
 /// the mode after both (chown clears set-id bits).
-fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()> {
+pub(crate) fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()> {
     let size = st.st_size as u64;
     if size > 0 && sys::ficlone(dst, src).is_err() {
         copy_with_writeback(src, dst, size)?;

@@ -634,11 +634,11 @@ pub fn object_row(id: &ObjectId, content: &Hashed, st: &Stat) -> ObjectRow {
 }
 
 /// A writer waits on our lease (an error reading it counts as one).
-fn break_pending(fd: BorrowedFd) -> bool {
+pub(super) fn break_pending(fd: BorrowedFd) -> bool {
     sys::lease_break_pending(fd).unwrap_or(true)
 }
 
-fn lease_busy(e: &io::Error) -> bool {
+pub(super) fn lease_busy(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY))
 }
 

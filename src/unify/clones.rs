@@ -4,8 +4,10 @@
 //! (invariant 1). Unify makes it a store object, so that the mount breaks
 //! the link on a write like any other shared file — when it can tell that
 //! doing so keeps every guest's view: each guest links the inode once, and
-//! every link of the inode is in one of the guests of this run. Those it
-//! cannot make objects are reported, a line per kind.
+//! every link of the inode is in one of the guests of this run. Those that
+//! can never be objects (excluded, small, linked twice by one guest) are
+//! split: guests get copies of their own (`split.rs`). Those with links
+//! outside the run are reported.
 
 use super::scan::{FileRec, Scan};
 use super::Problem;
@@ -15,16 +17,12 @@ use std::path::PathBuf;
 /// Why an inode shared across guests is left as it is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Left {
-    ExcludedOrSmall,
-    TwiceInOneGuest,
     LinksOutside,
 }
 
 impl Left {
     fn why(self) -> &'static str {
         match self {
-            Left::ExcludedOrSmall => "are excluded, empty or below --min-size, so never objects",
-            Left::TwiceInOneGuest => "are linked more than once by one guest",
             Left::LinksOutside => "have links outside the guests given",
         }
     }
@@ -34,7 +32,6 @@ impl Left {
             Left::LinksOutside => {
                 "unify every guest that shares them in one run, or give each guest its own copy"
             }
-            _ => "give each guest its own copy of them (`cp -a`, not `cp -al`)",
         }
     }
 }
@@ -45,7 +42,7 @@ impl Scan {
     /// hardlink groups are left alone (invariant 3) and counted. Inodes
     /// unify cannot make objects that other guests (or unknown places) also
     /// link are left and reported.
-    pub fn sort_hardlinks(&mut self, guest_root: impl Fn(u32) -> PathBuf) {
+    pub fn sort_hardlinks(&mut self, first_run: &[bool], guest_root: impl Fn(u32) -> PathBuf) {
         // (dev, ino) -> (paths unify may link, paths it may not).
         let mut by_inode: HashMap<(u64, u64), (Vec<FileRec>, Vec<FileRec>)> = HashMap::new();
         for rec in std::mem::take(&mut self.hardlinked) {
@@ -76,16 +73,32 @@ impl Scan {
             let once_each = guests.windows(2).all(|w| w[0] != w[1]);
             guests.dedup();
             let all_found = all.len() as u64 == nlink;
+            let new_guest = |g: u32| first_run.get(g as usize) == Some(&true);
             let verdict = if !all_found {
-                Some(Left::LinksOutside)
+                // Links the walk did not see: only a guest's first run looks
+                // into its excluded trees, so only then is that telling.
+                if !guests.iter().any(|&g| new_guest(g)) {
+                    None
+                } else if !left.is_empty() {
+                    // Never an object: the new guests get copies of their own.
+                    let recs = ok.into_iter().chain(left).filter(|r| new_guest(r.guest));
+                    let mut recs: Vec<FileRec> = recs.collect();
+                    recs.sort_by(|a, b| (a.guest, &a.rel).cmp(&(b.guest, &b.rel)));
+                    self.to_split.push((false, recs));
+                    continue;
+                } else {
+                    Some(Left::LinksOutside)
+                }
             } else if guests.len() == 1 {
                 None // the guest's own group
-            } else if !left.is_empty() {
-                Some(Left::ExcludedOrSmall)
-            } else if !once_each {
-                Some(Left::TwiceInOneGuest)
-            } else {
+            } else if left.is_empty() && once_each {
                 self.candidates.append(&mut ok);
+                continue;
+            } else {
+                // Never an object, yet shared: each guest gets its own.
+                let mut recs: Vec<FileRec> = ok.into_iter().chain(left).collect();
+                recs.sort_by(|a, b| (a.guest, &a.rel).cmp(&(b.guest, &b.rel)));
+                self.to_split.push((true, recs));
                 continue;
             };
             // Excluded and small paths were counted as such by the walk.

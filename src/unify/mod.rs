@@ -12,6 +12,7 @@ mod pipeline;
 pub mod plan;
 mod record;
 pub mod scan;
+mod split;
 mod stale;
 
 pub use exclude::Excludes;
@@ -124,6 +125,9 @@ pub struct Summary {
     pub files_excluded: u64,
     pub files_too_small: u64,
     pub guest_hardlinks_left: u64,
+    /// Paths of inodes a clone (`cp -al`) shared across guests that got a
+    /// copy of their own (inodes unify cannot make objects).
+    pub clone_paths_split: u64,
     pub files_already_linked: u64,
     pub files_hashed: u64,
     pub bytes_hashed: u64,
@@ -304,11 +308,18 @@ fn run(
 
     // Scan every guest in parallel; meanwhile this thread reads the rest of
     // what the catalog knows (its connection stays on this thread).
+    // A guest's first run (never recorded, or killed before its links were)
+    // also looks into its excluded trees for files a clone shares.
+    let look_in_excluded = guests
+        .iter()
+        .map(|g| Ok(g.row.id < 0 || catalog.links_digest(g.row.id)?.is_none()))
+        .collect::<catalog::Result<Vec<bool>>>()?;
     let ctx = scan::ScanContext {
         store,
         excludes: &opts.excludes,
         min_size: opts.min_size,
         object_inodes: &object_inodes,
+        look_in_excluded: &look_in_excluded,
     };
     let scan_all = || {
         worker_pool().install(|| {
@@ -339,7 +350,7 @@ fn run(
         scan.merge(s);
     }
     scan.size_linked(&objects, opts.min_size);
-    scan.sort_hardlinks(|g| guests[g as usize].root.clone());
+    scan.sort_hardlinks(&look_in_excluded, |g| guests[g as usize].root.clone());
     summary.scan_seconds = started.elapsed().as_secs_f64();
     let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;
@@ -349,6 +360,21 @@ fn run(
     summary.guest_hardlinks_left = scan.counts.guest_hardlinks;
     summary.files_already_linked = scan.linked.len() as u64;
     summary.problems.append(&mut scan.problems);
+    use scan::FileRec;
+    if opts.dry_run {
+        summary.clone_paths_split = scan
+            .to_split
+            .iter()
+            .map(|(keep_first, recs)| {
+                let kept = |r: &&FileRec| *keep_first && r.guest == recs[0].guest;
+                recs.iter().filter(|r| !kept(r)).count() as u64
+            })
+            .sum();
+    } else {
+        let (split, mut problems) = split::split_all(&guests, &scan.to_split);
+        summary.clone_paths_split = split;
+        summary.problems.append(&mut problems);
+    }
 
     // Hash what can pay, bucket by bucket, and link each bucket as soon as
     // it is hashed. Objects a killed run linked but did not record count as

@@ -74,6 +74,10 @@ pub struct Scan {
     pub hardlinked: Vec<FileRec>,
     /// Files with more than one link that are excluded or too small.
     pub hardlinked_left: Vec<FileRec>,
+    /// Inodes shared across guests that unify gives guests copies of (see
+    /// `split.rs`): whether the first guest keeps the inode, and the paths,
+    /// sorted by guest.
+    pub to_split: Vec<(bool, Vec<FileRec>)>,
     pub linked: Vec<LinkedRec>,
     /// `.unifs-tmp-*` names left by a killed run.
     pub stale_tmp: Vec<FileRec>,
@@ -110,6 +114,9 @@ pub struct ScanContext<'a> {
     pub min_size: u64,
     /// (dev, ino) of every object file the catalog knows.
     pub object_inodes: &'a Map<(u64, u64), ObjectInode>,
+    /// Per guest: walk its excluded trees too, for files hardlinked outside
+    /// the guest (a `cp -al` clone's /var): true on a guest's first run.
+    pub look_in_excluded: &'a [bool],
 }
 
 /// Filesystems whose directory entries carry the inode number `stat`
@@ -232,7 +239,17 @@ impl Walker<'_> {
         if let Err(e) = read {
             self.problem(scan, &rel, e);
         }
-        subdirs.retain(|(_, _, mask)| !self.ctx.excludes.prune(*mask));
+        let look = self.ctx.look_in_excluded.get(self.index as usize) == Some(&true);
+        subdirs.retain(|(name, child, mask)| {
+            let pruned = self.ctx.excludes.prune(*mask);
+            if pruned && look {
+                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
+                if let Ok(sub) = sys::open_beneath(fd.as_fd(), Path::new(name), flags) {
+                    self.excluded_tree(scan, sub, child.clone(), depth + 1);
+                }
+            }
+            !pruned
+        });
         let enter = |scan: &mut Scan, (name, child, mask): (OsString, PathBuf, Mask)| {
             // Beneath, without symlinks or mount crossings: a directory
             // swapped for a symlink, or another filesystem mounted here, is
@@ -265,6 +282,48 @@ impl Walker<'_> {
         } else {
             for sub in subdirs {
                 enter(scan, sub);
+            }
+        }
+    }
+
+    /// An excluded tree, walked only for files with links elsewhere (see
+    /// [`ScanContext::look_in_excluded`]); nothing in it is counted.
+    fn excluded_tree(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, depth: u32) {
+        let mut subdirs = Vec::new();
+        let _ = sys::read_dir(fd.as_fd(), |entry| {
+            let name = entry.name;
+            if name == "." || name == ".." || is_tmp_name(name) {
+                return;
+            }
+            match entry.kind {
+                libc::DT_DIR => subdirs.push(name.to_os_string()),
+                libc::DT_REG | libc::DT_UNKNOWN => {
+                    let Ok(stat) = sys::stat_at(fd.as_fd(), name) else {
+                        return;
+                    };
+                    if stat.is_dir() {
+                        subdirs.push(name.to_os_string());
+                    } else if stat.is_file()
+                        && stat.nlink > 1
+                        && !self.ctx.object_inodes.contains_key(&(stat.dev, stat.ino))
+                    {
+                        scan.hardlinked_left.push(FileRec {
+                            guest: self.index,
+                            rel: rel.join(name),
+                            stat,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        });
+        if depth >= MAX_DEPTH {
+            return;
+        }
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
+        for name in subdirs {
+            if let Ok(sub) = sys::open_beneath(fd.as_fd(), Path::new(&name), flags) {
+                self.excluded_tree(scan, sub, rel.join(&name), depth + 1);
             }
         }
     }

@@ -927,19 +927,20 @@ fn very_deep_directories_are_reported_not_a_crash() {
     assert!(rm.success());
 }
 
-/// Clone files unify cannot make objects stay shared between the guests:
-/// each kind is reported (one line, with a count and an example), never
-/// passed over in silence, and the run says so in its exit status.
+/// Clone files unify cannot make objects (excluded, empty, a pair one guest
+/// links twice) are given to every guest but the first as copies of their
+/// own, pairs kept; a clone unified without its source is reported.
 #[test]
-fn clone_files_unify_cannot_share_are_reported() {
-    if !require_root("clone_files_unify_cannot_share_are_reported") {
+fn clone_files_unify_cannot_share_get_copies_of_their_own() {
+    if !require_root("clone_files_unify_cannot_share_get_copies") {
         return;
     }
     let lab = Lab::new();
     let a = lab.guest(0);
     file(&a, "usr/a", &bytes(1, 5_000), 0o644);
     file(&a, "usr/empty", b"", 0o644);
-    file(&a, "var/log/x", b"log\n", 0o644);
+    file(&a, "var/log/x", b"log\n", 0o640);
+    set_xattr(&a.join("var/log/x"), "user.k", b"v");
     file(&a, "etc/own", &bytes(2, 100), 0o644);
     fs::hard_link(a.join("etc/own"), a.join("etc/own2")).unwrap();
     let b = lab.dir.path().join("g1");
@@ -950,33 +951,44 @@ fn clone_files_unify_cannot_share_are_reported() {
         .status()
         .unwrap();
     assert!(cp.success());
+    let before = [snapshot(&a), snapshot(&b)];
 
-    // One guest alone: its files' other links are elsewhere.
+    // One guest alone, on its first run: the files it could share are
+    // reported (their other links are elsewhere); those it never shares
+    // (in /var, empty) get copies of its own at once.
     let out = unifs(&lab.store(), &[&"unify", &"--json", &a]);
     assert_eq!(out.status.code(), Some(23));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let problems = s["problems"].to_string();
     assert!(
-        problems.contains("have links outside the guests given"),
+        s["problems"]
+            .to_string()
+            .contains("have links outside the guests given"),
         "{s}"
     );
+    assert_eq!(s["clone_paths_split"], 2, "{s}");
+    assert_ne!(ino(&a.join("var/log/x")), ino(&b.join("var/log/x")));
+    assert_ne!(ino(&a.join("usr/empty")), ino(&b.join("usr/empty")));
     assert_eq!(fs::metadata(a.join("usr/a")).unwrap().nlink(), 2);
 
-    // Both: usr/a becomes an object; the excluded and the empty file
-    // cannot, and are reported; the guests' own pair is left.
-    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
-    assert_eq!(out.status.code(), Some(23));
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let problems = s["problems"].to_string();
-    assert!(
-        problems.contains("4 paths (this one first) are hardlinked across guests")
-            && problems.contains("are excluded, empty or below --min-size"),
-        "{s}"
-    );
-    assert!(
-        problems.contains("linked more than once by one guest"),
-        "{s}"
-    );
+    // A dry run says what it would do and does nothing.
+    let s = unify_json(&lab.store(), &[&"--dry-run", &a, &b]);
+    assert_eq!(s["clone_paths_split"], 2, "{s}");
+    assert_eq!(fs::metadata(b.join("etc/own")).unwrap().nlink(), 4);
+
+    // Both: usr/a becomes an object; b gets its own etc/own pair.
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["clone_paths_split"], 2, "{s}");
+    assert_eq!(s["problems"].as_array().unwrap().len(), 0, "{s}");
+    for rel in ["var/log/x", "usr/empty", "etc/own"] {
+        assert_ne!(ino(&a.join(rel)), ino(&b.join(rel)), "{rel}");
+    }
+    assert_eq!(ino(&b.join("etc/own")), ino(&b.join("etc/own2")));
+    assert_eq!(fs::metadata(a.join("etc/own")).unwrap().nlink(), 2);
     assert_eq!(fs::metadata(a.join("usr/a")).unwrap().nlink(), 3, "object");
+    assert_invisible(&before[0], &snapshot(&a), "a");
+    assert_invisible(&before[1], &snapshot(&b), "b");
     assert_verify_clean(&lab.store());
+    // Nothing left to do.
+    let again = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(again["clone_paths_split"], 0, "{again}");
 }

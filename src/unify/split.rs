@@ -1,0 +1,144 @@
+//! Giving guests their own copies of an inode a clone (`cp -al`) shares
+//! but unify cannot make an object: excluded, empty or small files, or an
+//! inode one guest links twice (a cloned hardlink pair). The first guest
+//! keeps the inode; every other guest gets one private copy, linked to all
+//! of its paths, so its hardlink pairs stay pairs and no write through its
+//! mount reaches another guest (invariant 1).
+//!
+//! Each path is replaced as unify replaces files: under a read lease on
+//! the shared inode (a writer anywhere makes us stop and give the name
+//! back), by a swap (`RENAME_EXCHANGE`) checked afterwards. The copy is
+//! complete and fsync'ed before any path names it (invariant 2).
+
+use super::apply::{break_pending, lease_busy};
+use super::scan::{FileRec, TMP_PREFIX};
+use super::{Guest, Problem};
+use crate::fs::{cow, sys as fsys};
+use crate::sys;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Splits every inode in `inodes` (each: whether its first guest keeps it,
+/// and its paths, sorted by guest). Returns how many paths got a copy of
+/// their own, and what could not be done.
+pub fn split_all(guests: &[Guest], inodes: &[(bool, Vec<FileRec>)]) -> (u64, Vec<Problem>) {
+    let mut done = 0;
+    let mut problems = Vec::new();
+    for (keep_first, recs) in inodes {
+        let skip = usize::from(*keep_first);
+        for chunk in recs.chunk_by(|a, b| a.guest == b.guest).skip(skip) {
+            let guest = &guests[chunk[0].guest as usize];
+            match split_guest(guest, chunk) {
+                Ok(n) => done += n,
+                Err(e) => problems.push(Problem::new(
+                    guest.root.join(&chunk[0].rel),
+                    format!(
+                        "shared with another guest (a `cp -al` clone?) and could not be given \
+                         a copy of its own ({e}); still shared: a write through one guest's \
+                         mount shows in the others"
+                    ),
+                )),
+            }
+        }
+    }
+    (done, problems)
+}
+
+/// The entry `rel` beneath the guest root: its directory and name.
+fn open_parent(guest: &Guest, rel: &Path) -> io::Result<(OwnedFd, OsString)> {
+    let name = rel
+        .file_name()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    Ok((
+        sys::open_beneath(guest.fd.as_fd(), parent, flags)?,
+        name.to_os_string(),
+    ))
+}
+
+fn changed() -> io::Error {
+    io::Error::other("it changed while unify ran")
+}
+
+/// One guest's paths of the inode: a private copy for all of them.
+fn split_guest(guest: &Guest, recs: &[FileRec]) -> io::Result<u64> {
+    let scanned = &recs[0].stat;
+    let (dir, name) = open_parent(guest, &recs[0].rel)?;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
+    let shared = sys::open_at(dir.as_fd(), &name, flags, 0)?;
+    match sys::take_read_lease(shared.as_fd()) {
+        Ok(()) => {}
+        Err(e) if lease_busy(&e) => return Err(io::Error::other("it is open for writing")),
+        Err(e) => return Err(e),
+    }
+    let st = fsys::fstat(shared.as_fd())?;
+    let now = sys::fstat(shared.as_fd())?;
+    // ctime moves as other guests' paths leave the inode; the rest may not.
+    let same = (now.dev, now.ino, now.size, now.mode, now.mtime)
+        == (
+            scanned.dev,
+            scanned.ino,
+            scanned.size,
+            scanned.mode,
+            scanned.mtime,
+        );
+    if !same {
+        return Err(changed());
+    }
+    let copy = fsys::open_tmpfile(dir.as_fd(), 0o600)?;
+    cow::fill_copy(shared.as_fd(), copy.as_fd(), &st)?;
+    if break_pending(shared.as_fd()) {
+        return Err(io::Error::other("it was opened for writing while copied"));
+    }
+    let mut done = 0;
+    for rec in recs {
+        let (dir, name) = open_parent(guest, &rec.rel)?;
+        swap_in(dir.as_fd(), &name, copy.as_fd(), shared.as_fd(), &st)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Puts `copy` at `name` in `dir` in place of the shared inode (`shared`,
+/// `st`), checked after the swap; the directory keeps its mtime.
+fn swap_in(
+    dir: BorrowedFd,
+    name: &OsString,
+    copy: BorrowedFd,
+    shared: BorrowedFd,
+    st: &libc::stat,
+) -> io::Result<()> {
+    // Unify's own temp-name form (a leftover is found and reported by the
+    // next run), numbered far from the linking threads' sequence.
+    static SEQ: AtomicU64 = AtomicU64::new(1 << 40);
+    let mtime = sys::fstat(dir)?.mtime;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = OsString::from(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
+    sys::link_fd(copy, dir, &tmp)?;
+    if let Err(e) = sys::rename_exchange(dir, &tmp, name) {
+        let _ = sys::unlink_at(dir, &tmp);
+        return Err(e);
+    }
+    let out = sys::stat_at(dir, &tmp);
+    let ours = out.is_ok_and(|o| (o.dev, o.ino) == (st.st_dev, st.st_ino));
+    if !ours || break_pending(shared) {
+        if sys::rename_exchange(dir, &tmp, name).is_ok() {
+            let _ = sys::unlink_at(dir, &tmp);
+        }
+        return Err(if ours {
+            io::Error::other("it was opened for writing")
+        } else {
+            changed()
+        });
+    }
+    sys::unlink_at(dir, &tmp)?;
+    // Unify's own change: the directory reads as before (invariant 3).
+    if sys::fstat(dir)?.mtime != mtime {
+        let _ = sys::set_mtime(dir, mtime);
+    }
+    Ok(())
+}
