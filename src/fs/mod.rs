@@ -171,7 +171,8 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<()> {
         io::ErrorKind::WouldBlock,
         format!(
             "{} is already served by another unifs mount (`unifs mount`, `guest start` \
-             or `run` of it); a guest has one mount at a time: unmount that one first",
+             or `unifs run` of it, which mounts it where only the guest sees it); a guest \
+             has one mount at a time: stop or unmount that one first",
             guest.display()
         ),
     ))

@@ -74,8 +74,11 @@ pub struct Hashed {
     pub file: usize,
     pub id: ObjectId,
     pub content: ContentHash,
-    /// False when it came from the cache.
+    /// False when it came from the cache (or from another path of its
+    /// inode, see `from_cache`).
     pub read: bool,
+    /// True when the hash cache gave it.
+    pub from_cache: bool,
 }
 
 /// Hashes candidate `i`, or takes its ids from the cache where that is valid.
@@ -95,6 +98,7 @@ pub fn hash_cached(
                 id: row.object_id,
                 content: row.content_hash,
                 read: false,
+                from_cache: true,
             });
         }
     }
@@ -105,6 +109,7 @@ pub fn hash_cached(
             id,
             content,
             read: true,
+            from_cache: false,
         })
         .map_err(|e| Problem::new(guest.root.join(&rec.rel), e.to_string()))
 }

@@ -674,7 +674,7 @@ fn worker_pool() -> &'static rayon::ThreadPool {
 fn hashed_summary(summary: &mut Summary, out: &pipeline::Outcome, hash_started: Instant) {
     summary.bytes_hashed = out.bytes_hashed;
     summary.files_hashed = out.hashed.iter().filter(|h| h.read).count() as u64;
-    summary.cache_hits = out.hashed.len() as u64 - summary.files_hashed;
+    summary.cache_hits = out.hashed.iter().filter(|h| h.from_cache).count() as u64;
     summary.problems.extend(out.problems.iter().cloned());
     summary.hash_seconds = out.hash_seconds;
     summary.apply_seconds = hash_started.elapsed().as_secs_f64();

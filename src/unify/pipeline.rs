@@ -163,6 +163,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
                 done.hashed.push(Hashed {
                     file: i,
                     read: false,
+                    from_cache: false,
                     ..*h
                 });
                 inputs.progress.inc(st.size);

@@ -108,6 +108,7 @@ mod tests {
             id: ObjectId([id; 32]),
             content: ObjectId([id; 32]),
             read: true,
+            from_cache: false,
         }
     }
 

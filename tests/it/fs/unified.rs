@@ -193,6 +193,9 @@ fn guests_cloned_with_cp_al_are_isolated_once_unified() {
         crate::tree::ino(&a.join("usr/lib/f0"))
     );
     assert_eq!(s["objects_added"], 4, "{s}");
+    // Each shared inode is read once, and nothing came from a cache.
+    assert_eq!(s["cache_hits"], 0, "{s}");
+    assert_eq!(s["files_hashed"], 5, "{s}");
     assert_eq!(s["files_linked"], 1, "{s}");
     assert_eq!(s["bytes_saved"], 9_000, "{s}");
     assert_eq!(fs::metadata(a.join("usr/lib/f1")).unwrap().nlink(), 3);
