@@ -26,6 +26,9 @@ pub struct UnifsFs {
     pub overlay: Arc<Overlay>,
     /// Ask the kernel for passthrough (the `nopassthrough` option clears it).
     pub want_passthrough: bool,
+    /// The guest's ancestor directories, share-locked while we serve (see
+    /// `claim_guest` in mod.rs).
+    pub claims: Vec<std::os::fd::OwnedFd>,
 }
 
 /// The errno a failed operation answers with; the cause goes to the log

@@ -129,11 +129,12 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     sys::set_umask(0); // the kernel applied the caller's umask already
     raise_fd_limit();
     let root = crate::sys::open_dir(guest)?;
-    claim_guest(&root, guest)?;
+    let claims = claim_guest(&root, guest)?;
     let overlay = Arc::new(overlay::Overlay::new(root)?);
     let fs = fuse::UnifsFs {
         overlay,
         want_passthrough: opts.passthrough,
+        claims,
     };
     let session = fuser::Session::new(fs, mountpoint, &opts.fuser_config(guest))?;
     Ok(Mounted {
@@ -155,24 +156,43 @@ impl Mounted {
     }
 }
 
-/// One daemon per guest: it must be the guest's only writer (its node table
-/// and the break rely on it). The claim is a flock on the guest root, held
-/// through the overlay's root fd for the daemon's life, so it also covers
-/// mounts in other namespaces (`unifs run`, `guest start`). A daemon that
-/// is just exiting (an unmount a moment ago) is waited for, briefly.
-fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<()> {
+/// One daemon per guest, and none for a directory inside or around a
+/// served guest: the daemon must be its tree's only writer (its node table
+/// and the break rely on it). The claim is an exclusive flock on the guest
+/// root, held through the overlay's root fd, and a shared one on each
+/// directory above it, held through the returned fds, for the daemon's
+/// life: a mount of a directory above then cannot take its exclusive lock,
+/// nor one below its shared ones. flocks reach across mount namespaces
+/// (`unifs run`, `guest start`). A daemon that is just exiting (an unmount
+/// a moment ago) is waited for, briefly.
+fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    let canonical = std::fs::canonicalize(guest)?;
+    let mut above = Vec::new();
+    for dir in canonical.ancestors().skip(1) {
+        above.push(crate::sys::open_dir(dir)?);
+    }
     for _ in 0..200 {
-        if sys::try_flock_exclusive(root.as_fd())? {
-            return Ok(());
+        if sys::try_flock(root.as_fd(), true)? {
+            let mut all = true;
+            for fd in &above {
+                all = all && sys::try_flock(fd.as_fd(), false)?;
+            }
+            if all {
+                return Ok(above);
+            }
+            // Let go of all and try again: no lock held while waiting.
+            for fd in above.iter().chain(std::iter::once(root)) {
+                sys::unlock(fd.as_fd());
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Err(io::Error::new(
         io::ErrorKind::WouldBlock,
         format!(
-            "{} is already served by another unifs mount (`unifs mount`, `guest start` \
-             or `unifs run` of it, which mounts it where only the guest sees it); a guest \
-             has one mount at a time: stop or unmount that one first",
+            "{} is already served by another unifs mount, or a directory around it is \
+             (`unifs mount`, `guest start` or `unifs run` of it, which mounts it where only \
+             the guest sees it); a guest has one mount at a time: stop or unmount that one first",
             guest.display()
         ),
     ))

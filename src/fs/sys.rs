@@ -10,14 +10,26 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::sys::{check, cstr};
 
-/// `flock(fd, LOCK_EX | LOCK_NB)`: false when another open file holds it.
-pub fn try_flock_exclusive(fd: BorrowedFd) -> io::Result<bool> {
+/// `flock(fd, LOCK_EX or LOCK_SH, LOCK_NB)`: false when another open file
+/// holds a conflicting lock.
+pub fn try_flock(fd: BorrowedFd, exclusive: bool) -> io::Result<bool> {
+    let how = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     // SAFETY: plain integer arguments.
-    match check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+    match check(unsafe { libc::flock(fd.as_raw_fd(), how | libc::LOCK_NB) }) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// `flock(fd, LOCK_UN)`; nothing to report if it was not locked.
+pub fn unlock(fd: BorrowedFd) {
+    // SAFETY: plain integer arguments.
+    unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
 }
 
 fn check_size(ret: isize) -> io::Result<usize> {

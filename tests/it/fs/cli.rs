@@ -271,12 +271,20 @@ fn a_guest_is_mounted_once_at_a_time() {
         return;
     }
     let w = World::new();
-    let g = w.dir("g");
+    let outer = w.dir("outer");
+    let g = outer.join("g");
+    fs::create_dir(&g).unwrap();
     fs::write(g.join("f"), b"x").unwrap();
     let first = w.mount(&g, "m1", &[]);
     let mp2 = fs::canonicalize(w.dir("m2")).unwrap();
     let _guard = Unmount(&mp2);
     let out = unifs(&w.store, &[&"mount", &g, &mp2]);
+    assert_refused(&out, &mp2, "is already served by another unifs mount");
+    // Nor a directory inside it, nor one around it.
+    fs::create_dir(g.join("sub")).unwrap();
+    let out = unifs(&w.store, &[&"mount", &g.join("sub"), &mp2]);
+    assert_refused(&out, &mp2, "is already served by another unifs mount");
+    let out = unifs(&w.store, &[&"mount", &outer, &mp2]);
     assert_refused(&out, &mp2, "is already served by another unifs mount");
     assert_eq!(fs::read(first.path("f")).unwrap(), b"x");
     drop(first);
