@@ -189,10 +189,27 @@ impl Drop for OverlayRoot {
     /// daemon, which ends once its filesystem is gone; kills it after
     /// [`DAEMON_EXIT`].
     fn drop(&mut self) {
+        // A daemon that ended before its guest left it without files
+        // ("Transport endpoint is not connected"): say so.
+        let early = match waitpid(self.daemon, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(format!("exit status {code}")),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(format!("killed by {sig}")),
+            _ => None,
+        };
+        if let Some(how) = &early {
+            tracing::warn!(
+                "the overlay daemon serving {} ended while the guest ran ({how}); the guest's \
+                 files were unreachable from then on",
+                self.root.display()
+            );
+        }
         if let Err(e) = crate::fs::unmount(&self.root, true) {
             if e.raw_os_error() != Some(libc::EINVAL) {
                 tracing::warn!("unmounting the overlay at {}: {e}", self.root.display());
             }
+        }
+        if early.is_some() {
+            return; // reaped
         }
         // A pidfd turns readable when the daemon ends: no polling delay.
         let pidfd = sys::pidfd_open(self.daemon).ok();

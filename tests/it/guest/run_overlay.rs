@@ -288,3 +288,35 @@ fn run_refuses_a_store_as_root() {
     }
     assert_verify_clean(&u.store);
 }
+
+/// A run whose overlay daemon dies says so (the guest then sees
+/// "Transport endpoint is not connected"), and leaves nothing behind.
+#[test]
+fn run_reports_an_overlay_daemon_that_died() {
+    if !can_run("run_reports_an_overlay_daemon_that_died") {
+        return;
+    }
+    let u = Unified::new();
+    let r1 = u.r1.root();
+    let _cleanup = Cleanup(r1.clone());
+    let mut cmd = run_cmd(&u.store, &r1, &[], &["/bin/sleep", "2"]);
+    cmd.stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::piped());
+    let mut launcher = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = launcher.0.as_ref().unwrap().id() as i32;
+    wait_for_descendant(pid as u32, "sleep");
+    let daemons: Vec<i32> = run_processes(&r1)
+        .into_iter()
+        .filter(|&p| p != pid)
+        .collect();
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(daemons[0], libc::SIGKILL) };
+    let out = wait_bounded(KillOnDrop(launcher.0.take()), Duration::from_secs(20));
+    assert!(
+        stderr(&out).contains("ended while the guest ran (killed by SIGKILL)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_run_left(&r1, "after the daemon died");
+}
