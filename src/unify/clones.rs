@@ -37,11 +37,13 @@ impl Left {
 }
 
 impl Scan {
-    /// Sorts [`Scan::hardlinked`]: inodes linked once by each of several
-    /// guests, with no link elsewhere, join the candidates; a guest's own
-    /// hardlink groups are left alone (invariant 3) and counted. Inodes
-    /// unify cannot make objects that other guests (or unknown places) also
-    /// link are left and reported.
+    /// Sorts [`Scan::hardlinked`] and [`Scan::hardlinked_left`]: inodes
+    /// linked once by each of several guests, with no link elsewhere, join
+    /// the candidates; a guest's own hardlink groups are left alone
+    /// (invariant 3) and counted; inodes shared across guests that can
+    /// never be objects go to [`Scan::to_split`]; inodes with links outside
+    /// the run are reported when a guest on its first run (`first_run`,
+    /// whose excluded trees were walked too) links them, else left.
     pub fn sort_hardlinks(&mut self, first_run: &[bool], guest_root: impl Fn(u32) -> PathBuf) {
         // (dev, ino) -> (paths unify may link, paths it may not).
         let mut by_inode: HashMap<(u64, u64), (Vec<FileRec>, Vec<FileRec>)> = HashMap::new();
