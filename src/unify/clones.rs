@@ -77,18 +77,14 @@ impl Scan {
             let all_found = all.len() as u64 == nlink;
             let new_guest = |g: u32| first_run.get(g as usize) == Some(&true);
             let verdict = if !all_found {
-                // Links the walk did not see: only a guest's first run looks
-                // into its excluded trees, so only then is that telling.
+                // Links the walk did not see: telling only when excluded
+                // trees were walked too. Not copied unasked (they may be a
+                // snapshot's): reported, and the guests stay unsettled, so
+                // the next run looks again.
                 if !guests.iter().any(|&g| new_guest(g)) {
                     None
-                } else if !left.is_empty() {
-                    // Never an object: the new guests get copies of their own.
-                    let recs = ok.into_iter().chain(left).filter(|r| new_guest(r.guest));
-                    let mut recs: Vec<FileRec> = recs.collect();
-                    recs.sort_by(|a, b| (a.guest, &a.rel).cmp(&(b.guest, &b.rel)));
-                    self.to_split.push((false, recs));
-                    continue;
                 } else {
+                    self.unsettled.extend(&guests);
                     Some(Left::LinksOutside)
                 }
             } else if guests.len() == 1 {

@@ -310,10 +310,13 @@ fn run(
     // what the catalog knows (its connection stays on this thread).
     // A guest's first run (never recorded, or killed before its links were)
     // also looks into its excluded trees for files a clone shares.
-    let look_in_excluded = guests
-        .iter()
-        .map(|g| Ok(g.row.id < 0 || catalog.links_digest(g.row.id)?.is_none()))
-        .collect::<catalog::Result<Vec<bool>>>()?;
+    // When one guest does, all do: the links a new guest shares may be in
+    // another guest's excluded trees.
+    let mut any_new = false;
+    for g in &guests {
+        any_new = any_new || g.row.id < 0 || catalog.links_digest(g.row.id)?.is_none();
+    }
+    let look_in_excluded = vec![any_new; guests.len()];
     let ctx = scan::ScanContext {
         store,
         excludes: &opts.excludes,
@@ -371,9 +374,10 @@ fn run(
             })
             .sum();
     } else {
-        let (split, mut problems) = split::split_all(&guests, &scan.to_split);
+        let (split, mut problems, failed) = split::split_all(&guests, &scan.to_split);
         summary.clone_paths_split = split;
         summary.problems.append(&mut problems);
+        scan.unsettled.extend(failed);
     }
 
     // Hash what can pay, bucket by bucket, and link each bucket as soon as
@@ -502,9 +506,12 @@ fn run(
     for (&g, digest) in touched.iter().zip(&digests_now) {
         digests[g as usize] = *digest;
     }
-    for ((g, digest), stored) in guests.iter().zip(&digests).zip(&stored) {
-        // A touched guest's digest was cleared in the catalog.
-        if writer.touched.contains(&g.row.id) || *stored != Some(*digest) {
+    for (i, (g, digest)) in guests.iter().zip(&digests).enumerate() {
+        if scan.unsettled.contains(&(i as u32)) {
+            // No digest: its next run counts as a first one again.
+            catalog.set_links_digest(g.row.id, None)?;
+        } else if writer.touched.contains(&g.row.id) || stored[i] != Some(*digest) {
+            // A touched guest's digest was cleared in the catalog.
             catalog.set_links_digest(g.row.id, Some(digest))?;
         }
     }

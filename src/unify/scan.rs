@@ -78,6 +78,9 @@ pub struct Scan {
     /// `split.rs`): whether the first guest keeps the inode, and the paths,
     /// sorted by guest.
     pub to_split: Vec<(bool, Vec<FileRec>)>,
+    /// Guests whose sharing with places outside the run was reported (or
+    /// whose split failed): their next run looks into excluded trees again.
+    pub unsettled: Vec<u32>,
     pub linked: Vec<LinkedRec>,
     /// `.unifs-tmp-*` names left by a killed run.
     pub stale_tmp: Vec<FileRec>,
@@ -292,7 +295,7 @@ impl Walker<'_> {
         let mut subdirs = Vec::new();
         let _ = sys::read_dir(fd.as_fd(), |entry| {
             let name = entry.name;
-            if name == "." || name == ".." || is_tmp_name(name) {
+            if name == "." || name == ".." {
                 return;
             }
             match entry.kind {
@@ -301,7 +304,15 @@ impl Walker<'_> {
                     let Ok(stat) = sys::stat_at(fd.as_fd(), name) else {
                         return;
                     };
-                    if stat.is_dir() {
+                    if stat.is_file() && is_tmp_name(name) {
+                        // A killed run's leftover: found and reported.
+                        let rel = rel.join(name);
+                        scan.stale_tmp.push(FileRec {
+                            guest: self.index,
+                            rel,
+                            stat,
+                        });
+                    } else if stat.is_dir() {
                         subdirs.push(name.to_os_string());
                     } else if stat.is_file()
                         && stat.nlink > 1

@@ -24,27 +24,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Splits every inode in `inodes` (each: whether its first guest keeps it,
 /// and its paths, sorted by guest). Returns how many paths got a copy of
 /// their own, and what could not be done.
-pub fn split_all(guests: &[Guest], inodes: &[(bool, Vec<FileRec>)]) -> (u64, Vec<Problem>) {
+pub fn split_all(
+    guests: &[Guest],
+    inodes: &[(bool, Vec<FileRec>)],
+) -> (u64, Vec<Problem>, Vec<u32>) {
     let mut done = 0;
     let mut problems = Vec::new();
+    let mut failed = Vec::new();
     for (keep_first, recs) in inodes {
         let skip = usize::from(*keep_first);
         for chunk in recs.chunk_by(|a, b| a.guest == b.guest).skip(skip) {
             let guest = &guests[chunk[0].guest as usize];
             match split_guest(guest, chunk) {
                 Ok(n) => done += n,
-                Err(e) => problems.push(Problem::new(
-                    guest.root.join(&chunk[0].rel),
-                    format!(
-                        "shared with another guest (a `cp -al` clone?) and could not be given \
+                Err(e) => {
+                    failed.push(chunk[0].guest);
+                    problems.push(Problem::new(
+                        guest.root.join(&chunk[0].rel),
+                        format!(
+                            "shared with another guest (a `cp -al` clone?) and could not be given \
                          a copy of its own ({e}); still shared: a write through one guest's \
-                         mount shows in the others"
-                    ),
-                )),
+                         mount shows in the others; the next run tries again"
+                        ),
+                    ))
+                }
             }
         }
     }
-    (done, problems)
+    (done, problems, failed)
 }
 
 /// The entry `rel` beneath the guest root: its directory and name.
@@ -126,9 +133,13 @@ fn swap_in(
     let out = sys::stat_at(dir, &tmp);
     let ours = out.is_ok_and(|o| (o.dev, o.ino) == (st.st_dev, st.st_ino));
     if !ours || break_pending(shared) {
-        if sys::rename_exchange(dir, &tmp, name).is_ok() {
-            let _ = sys::unlink_at(dir, &tmp);
+        if let Err(e) = sys::rename_exchange(dir, &tmp, name) {
+            return Err(io::Error::other(format!(
+                "could not swap back ({e}); what the name held is at {}",
+                tmp.to_string_lossy()
+            )));
         }
+        let _ = sys::unlink_at(dir, &tmp);
         return Err(if ours {
             io::Error::other("it was opened for writing")
         } else {
