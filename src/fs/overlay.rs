@@ -987,7 +987,7 @@ impl Overlay {
         let (dir, name) = self.entry_of(node)?;
         // Through a held write fd, as in setattr.
         match self.private_write_fd(node, dir.as_fd(), &name)? {
-            Some(fd) => fsys::set_xattr_fd(fd.as_fd(), attr, value, flags),
+            Some(fd) => sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags),
             None => fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags),
         }
     }
@@ -998,7 +998,7 @@ impl Overlay {
         }
         let (dir, name) = self.entry_of(node)?;
         match self.private_write_fd(node, dir.as_fd(), &name)? {
-            Some(fd) => fsys::remove_xattr_fd(fd.as_fd(), attr),
+            Some(fd) => sys::xattr::remove_fd(fd.as_fd(), attr),
             None => fsys::remove_xattr_at(dir.as_fd(), &name, attr),
         }
     }

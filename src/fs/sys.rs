@@ -259,28 +259,7 @@ pub fn lseek(fd: BorrowedFd, offset: i64, whence: i32) -> io::Result<i64> {
     Ok(r)
 }
 
-/// One `copy_file_range` call between two open files at explicit offsets.
-pub fn copy_range(
-    src: BorrowedFd,
-    off_in: u64,
-    dst: BorrowedFd,
-    off_out: u64,
-    len: u64,
-) -> io::Result<usize> {
-    let mut off_in = off_in as libc::loff_t;
-    let mut off_out = off_out as libc::loff_t;
-    // SAFETY: the offsets are valid, writable loff_t values we own.
-    check_size(unsafe {
-        libc::copy_file_range(
-            src.as_raw_fd(),
-            &mut off_in,
-            dst.as_raw_fd(),
-            &mut off_out,
-            len as usize,
-            0,
-        )
-    })
-}
+pub use crate::sys::copy_range;
 
 /// Starts writeback of the dirty pages of `len` bytes at `offset` of the
 /// open file (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) and returns without
@@ -395,30 +374,6 @@ pub fn set_xattr_at(
             flags,
         )
     })?;
-    Ok(())
-}
-
-/// `fsetxattr(fd, attr, value, flags)`.
-pub fn set_xattr_fd(fd: BorrowedFd, attr: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
-    let cattr = cstr(attr)?;
-    // SAFETY: `cattr` is NUL-terminated; `value` is valid for its length.
-    check(unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            cattr.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    })?;
-    Ok(())
-}
-
-/// `fremovexattr(fd, attr)`.
-pub fn remove_xattr_fd(fd: BorrowedFd, attr: &OsStr) -> io::Result<()> {
-    let cattr = cstr(attr)?;
-    // SAFETY: `cattr` is NUL-terminated.
-    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), cattr.as_ptr()) })?;
     Ok(())
 }
 

@@ -499,10 +499,16 @@ fn next_data(fd: BorrowedFd, off: u64) -> io::Result<Option<(u64, u64)>> {
     Ok(Some((data, hole.max(data))))
 }
 
-/// One copy_file_range call of at most `len` bytes at `off` in both files.
-fn copy_range_once(src: BorrowedFd, dst: BorrowedFd, off: u64, len: u64) -> io::Result<u64> {
-    let mut off_in = off as libc::loff_t;
-    let mut off_out = off as libc::loff_t;
+/// One `copy_file_range` call between two open files at explicit offsets.
+pub fn copy_range(
+    src: BorrowedFd,
+    off_in: u64,
+    dst: BorrowedFd,
+    off_out: u64,
+    len: u64,
+) -> io::Result<usize> {
+    let mut off_in = off_in as libc::loff_t;
+    let mut off_out = off_out as libc::loff_t;
     // SAFETY: the offsets are valid, writable loff_t values we own.
     let n = unsafe {
         libc::copy_file_range(
@@ -510,14 +516,19 @@ fn copy_range_once(src: BorrowedFd, dst: BorrowedFd, off: u64, len: u64) -> io::
             &mut off_in,
             dst.as_raw_fd(),
             &mut off_out,
-            len.min(1 << 30) as usize,
+            len as usize,
             0,
         )
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(n as u64)
+    Ok(n as usize)
+}
+
+/// One copy_file_range call of at most `len` bytes at `off` in both files.
+fn copy_range_once(src: BorrowedFd, dst: BorrowedFd, off: u64, len: u64) -> io::Result<u64> {
+    copy_range(src, off, dst, off, len.min(1 << 30)).map(|n| n as u64)
 }
 
 fn shrank() -> io::Error {

@@ -47,6 +47,11 @@ pub fn get_fd(fd: BorrowedFd, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
 }
 
 pub fn set_fd(fd: BorrowedFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    set_fd_flags(fd, name, value, 0)
+}
+
+/// `fsetxattr` with `XATTR_CREATE` / `XATTR_REPLACE` as `flags`.
+pub fn set_fd_flags(fd: BorrowedFd, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
     let cname = cstr(name)?;
     // SAFETY: `cname` is NUL-terminated; `value` is valid for its length.
     check(unsafe {
@@ -55,7 +60,7 @@ pub fn set_fd(fd: BorrowedFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
             cname.as_ptr(),
             value.as_ptr().cast(),
             value.len(),
-            0,
+            flags,
         )
     })?;
     Ok(())

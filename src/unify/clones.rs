@@ -42,9 +42,9 @@ impl Scan {
     /// the candidates; a guest's own hardlink groups are left alone
     /// (invariant 3) and counted; inodes shared across guests that can
     /// never be objects go to [`Scan::to_split`]; inodes with links outside
-    /// the run are reported when a guest on its first run (`first_run`,
-    /// whose excluded trees were walked too) links them, else left.
-    pub fn sort_hardlinks(&mut self, first_run: &[bool], guest_root: impl Fn(u32) -> PathBuf) {
+    /// the run are reported when the walk `looked` into excluded trees too
+    /// (only then are unseen links telling), else left.
+    pub fn sort_hardlinks(&mut self, looked: bool, guest_root: impl Fn(u32) -> PathBuf) {
         // (dev, ino) -> (paths unify may link, paths it may not).
         let mut by_inode: HashMap<(u64, u64), (Vec<FileRec>, Vec<FileRec>)> = HashMap::new();
         for rec in std::mem::take(&mut self.hardlinked) {
@@ -75,13 +75,12 @@ impl Scan {
             let once_each = guests.windows(2).all(|w| w[0] != w[1]);
             guests.dedup();
             let all_found = all.len() as u64 == nlink;
-            let new_guest = |g: u32| first_run.get(g as usize) == Some(&true);
             let verdict = if !all_found {
                 // Links the walk did not see: telling only when excluded
                 // trees were walked too. Not copied unasked (they may be a
                 // snapshot's): reported, and the guests stay unsettled, so
                 // the next run looks again.
-                if !guests.iter().any(|&g| new_guest(g)) {
+                if !looked {
                     None
                 } else {
                     self.unsettled.extend(&guests);

@@ -316,13 +316,13 @@ fn run(
     for g in &guests {
         any_new = any_new || g.row.id < 0 || catalog.links_digest(g.row.id)?.is_none();
     }
-    let look_in_excluded = vec![any_new; guests.len()];
+    let look_in_excluded = any_new;
     let ctx = scan::ScanContext {
         store,
         excludes: &opts.excludes,
         min_size: opts.min_size,
         object_inodes: &object_inodes,
-        look_in_excluded: &look_in_excluded,
+        look_in_excluded,
     };
     let scan_all = || {
         worker_pool().install(|| {
@@ -353,7 +353,7 @@ fn run(
         scan.merge(s);
     }
     scan.size_linked(&objects, opts.min_size);
-    scan.sort_hardlinks(&look_in_excluded, |g| guests[g as usize].root.clone());
+    scan.sort_hardlinks(look_in_excluded, |g| guests[g as usize].root.clone());
     summary.scan_seconds = started.elapsed().as_secs_f64();
     let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;

@@ -117,9 +117,9 @@ pub struct ScanContext<'a> {
     pub min_size: u64,
     /// (dev, ino) of every object file the catalog knows.
     pub object_inodes: &'a Map<(u64, u64), ObjectInode>,
-    /// Per guest: walk its excluded trees too, for files hardlinked outside
-    /// the guest (a `cp -al` clone's /var): true on a guest's first run.
-    pub look_in_excluded: &'a [bool],
+    /// Walk excluded trees too, for files hardlinked across guests (a
+    /// `cp -al` clone's /var): when some guest is new or unsettled.
+    pub look_in_excluded: bool,
 }
 
 /// Filesystems whose directory entries carry the inode number `stat`
@@ -242,7 +242,7 @@ impl Walker<'_> {
         if let Err(e) = read {
             self.problem(scan, &rel, e);
         }
-        let look = self.ctx.look_in_excluded.get(self.index as usize) == Some(&true);
+        let look = self.ctx.look_in_excluded;
         subdirs.retain(|(name, child, mask)| {
             let pruned = self.ctx.excludes.prune(*mask);
             if pruned && look {

@@ -83,16 +83,10 @@ fn split_guest(guest: &Guest, recs: &[FileRec]) -> io::Result<u64> {
         Err(e) => return Err(e),
     }
     let st = fsys::fstat(shared.as_fd())?;
-    let now = sys::fstat(shared.as_fd())?;
     // ctime moves as other guests' paths leave the inode; the rest may not.
-    let same = (now.dev, now.ino, now.size, now.mode, now.mtime)
-        == (
-            scanned.dev,
-            scanned.ino,
-            scanned.size,
-            scanned.mode,
-            scanned.mtime,
-        );
+    let same = (st.st_dev, st.st_ino, st.st_size as u64, st.st_mode)
+        == (scanned.dev, scanned.ino, scanned.size, scanned.mode)
+        && (st.st_mtime, st.st_mtime_nsec) == (scanned.mtime.sec, i64::from(scanned.mtime.nsec));
     if !same {
         return Err(changed());
     }
