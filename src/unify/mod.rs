@@ -345,13 +345,7 @@ fn run(
         (scans, objects, cache)
     });
     let (objects, cache) = (objects?, cache?);
-    // Into the first guest's scan: growing its vectors in place touches
-    // less new memory than copying all of them into fresh ones.
-    let mut scans = scans.into_iter();
-    let mut scan = scans.next().unwrap_or_default();
-    for s in scans {
-        scan.merge(s);
-    }
+    let mut scan = scan::Scan::flatten(scans);
     scan.size_linked(&objects, opts.min_size);
     scan.sort_hardlinks(look_in_excluded, |g| guests[g as usize].root.clone());
     summary.scan_seconds = started.elapsed().as_secs_f64();
@@ -383,7 +377,10 @@ fn run(
     // Hash what can pay, bucket by bucket, and link each bucket as soon as
     // it is hashed. Objects a killed run linked but did not record count as
     // existing too.
-    let recovered = scan.linked.iter().filter_map(|l| Some((l, l.recovered?)));
+    let recovered = scan
+        .linked
+        .iter()
+        .filter_map(|l| Some((l, *l.recovered.as_deref()?)));
     let object_keys: HashSet<hash::MetaKey> = objects
         .values()
         .map(|o| hash::MetaKey::of_object(o, ignore_mtime))

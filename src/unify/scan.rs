@@ -53,7 +53,7 @@ pub struct LinkedRec {
     pub copy: u32,
     /// Found by its marker, not in the catalog (a run was killed before
     /// recording it): the object file's stat.
-    pub recovered: Option<Stat>,
+    pub recovered: Option<Box<Stat>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -90,24 +90,64 @@ pub struct Scan {
     pub excluded_linked: Vec<ObjectId>,
     /// Per guest: [`links_digest`] of its links, computed by the walk.
     pub digests: Vec<(u32, [u8; 32])>,
+    /// Scans of subtrees walked in parallel, in walk order, not yet merged
+    /// (see [`Scan::flatten`]).
+    parts: Vec<Scan>,
 }
 
 impl Scan {
-    pub fn merge(&mut self, other: Scan) {
-        self.candidates.extend(other.candidates);
-        self.hardlinked.extend(other.hardlinked);
-        self.hardlinked_left.extend(other.hardlinked_left);
-        self.linked.extend(other.linked);
-        self.stale_tmp.extend(other.stale_tmp);
-        let (a, b) = (&mut self.counts, other.counts);
-        a.files += b.files;
-        a.bytes += b.bytes;
-        a.excluded += b.excluded;
-        a.too_small += b.too_small;
-        a.guest_hardlinks += b.guest_hardlinks;
-        self.problems.extend(other.problems);
-        self.excluded_linked.extend(other.excluded_linked);
-        self.digests.extend(other.digests);
+    /// Calls `f` with every link found, this scan's and its parts'.
+    fn each_linked<'a>(&'a self, f: &mut impl FnMut(&'a LinkedRec)) {
+        self.linked.iter().for_each(&mut *f);
+        for p in &self.parts {
+            p.each_linked(f);
+        }
+    }
+
+    /// One scan of all of `scans` and their parts, in order. Each record is
+    /// moved once, into vectors sized once: merging level by level moved
+    /// them again at each level and was a good part of a re-run's time.
+    pub fn flatten(scans: Vec<Scan>) -> Scan {
+        fn gather(s: Scan, all: &mut Vec<Scan>) {
+            let mut s = s;
+            let parts = std::mem::take(&mut s.parts);
+            all.push(s);
+            for p in parts {
+                gather(p, all);
+            }
+        }
+        let mut all = Vec::new();
+        for s in scans {
+            gather(s, &mut all);
+        }
+        let mut out = Scan::default();
+        macro_rules! join {
+            ($($field:ident),*) => {$(
+                out.$field.reserve_exact(all.iter().map(|s| s.$field.len()).sum());
+            )*
+            for s in all {
+                $(out.$field.extend(s.$field);)*
+                let (a, b) = (&mut out.counts, s.counts);
+                a.files += b.files;
+                a.bytes += b.bytes;
+                a.excluded += b.excluded;
+                a.too_small += b.too_small;
+                a.guest_hardlinks += b.guest_hardlinks;
+            }};
+        }
+        join!(
+            candidates,
+            hardlinked,
+            hardlinked_left,
+            to_split,
+            unsettled,
+            linked,
+            stale_tmp,
+            problems,
+            excluded_linked,
+            digests
+        );
+        out
     }
 }
 
@@ -143,7 +183,9 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     if let Err(e) = walk {
         scan.problems.push(Problem::new(&guest.root, e.to_string()));
     }
-    let digest = links_digest(scan.linked.iter().map(|l| (l.rel.as_path(), &l.id)));
+    let mut linked = Vec::new();
+    scan.each_linked(&mut |l| linked.push(l));
+    let digest = links_digest(linked.into_iter().map(|l| (l.rel.as_path(), &l.id)));
     scan.digests.push((index, digest));
     scan
 }
@@ -279,9 +321,7 @@ impl Walker<'_> {
                     scan
                 })
                 .collect();
-            for sub in subs {
-                scan.merge(sub);
-            }
+            scan.parts.extend(subs);
         } else {
             for sub in subdirs {
                 enter(scan, sub);
@@ -405,7 +445,7 @@ impl Walker<'_> {
                     rel,
                     id,
                     copy,
-                    recovered: Some(stat),
+                    recovered: Some(Box::new(stat)),
                 }),
                 None => scan.hardlinked.push(FileRec {
                     guest: index,
