@@ -317,6 +317,10 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     }
     catalog.commit()?;
     for (row, links) in forgotten {
+        // Its kept directory listings too (a cache; if this fails, a guest
+        // given the same id later would only find listings that match no
+        // directory of its own).
+        let _ = std::fs::remove_file(crate::unify::listings::cache_path(&store, row.id));
         println!(
             "forgot guest {} ({}): {} link(s)",
             row.name,

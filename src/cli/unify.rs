@@ -53,7 +53,8 @@ pub struct UnifyArgs {
     /// Change nothing; report what would be linked and saved.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Compare bytes before linking, not only hashes.
+    /// Compare bytes before linking, not only hashes; and read every
+    /// directory, not trusting the listings kept from the last run.
     #[arg(long)]
     pub paranoid: bool,
     /// Leave mtime out of object ids (only when the store is created).

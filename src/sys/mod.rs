@@ -180,20 +180,29 @@ pub struct DirEntry<'a> {
 /// Calls `each` for every entry of the directory `dir` (`.` and `..`
 /// included), read with `getdents64` straight into one buffer: no `DIR`
 /// stream, so no extra `fstat`, `fcntl` or `lseek` per directory.
-pub fn read_dir(dir: BorrowedFd, mut each: impl FnMut(DirEntry)) -> io::Result<()> {
-    // u64 elements keep the records 8-byte aligned, as the kernel writes
-    // them; left uninitialised (only what the kernel wrote is read), since
-    // zeroing it for every directory of a large tree costs more than the walk.
-    let mut buf: Vec<u64> = Vec::with_capacity(4096);
-    let bytes = buf.capacity() * 8;
+pub fn read_dir(dir: BorrowedFd, each: impl FnMut(DirEntry)) -> io::Result<()> {
+    let mut raw = Vec::new();
+    read_dir_raw(dir, &mut raw)?;
+    parse_dirents(&raw, each)
+}
+
+/// Appends every record of the directory `dir` to `out`, as `getdents64`
+/// gives them (`struct linux_dirent64`), for [`parse_dirents`].
+pub fn read_dir_raw(dir: BorrowedFd, out: &mut Vec<u8>) -> io::Result<()> {
     loop {
-        // SAFETY: the kernel writes at most `bytes` bytes, the buffer's capacity.
+        // Room for more than most directories at once. Left uninitialised:
+        // only what the kernel wrote is kept, and zeroing it for every
+        // directory of a large tree costs more than the walk.
+        out.reserve(32 * 1024);
+        let room = out.capacity() - out.len();
+        // SAFETY: the kernel writes at most `room` bytes, into the spare
+        // capacity after `out`'s initialised bytes.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
                 dir.as_raw_fd(),
-                buf.as_mut_ptr(),
-                bytes,
+                out.as_mut_ptr().add(out.len()),
+                room,
             )
         };
         if n < 0 {
@@ -202,28 +211,37 @@ pub fn read_dir(dir: BorrowedFd, mut each: impl FnMut(DirEntry)) -> io::Result<(
         if n == 0 {
             return Ok(());
         }
-        // SAFETY: the kernel initialised the first `n` bytes of the buffer.
-        let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
-        let mut at = 0;
-        // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8,
-        // then the NUL-terminated name, padded to d_reclen.
-        while at + 19 < data.len() {
-            let rec = &data[at..];
-            let ino = u64::from_ne_bytes(rec[0..8].try_into().expect("8 bytes"));
-            let reclen = u16::from_ne_bytes([rec[16], rec[17]]) as usize;
-            if reclen < 20 || reclen > rec.len() {
-                return Err(io::Error::from_raw_os_error(libc::EIO));
-            }
-            let name = &rec[19..reclen];
-            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            each(DirEntry {
-                name: OsStr::from_bytes(&name[..len]),
-                ino,
-                kind: rec[18],
-            });
-            at += reclen;
-        }
+        // SAFETY: the kernel initialised the `n` bytes after the old length.
+        unsafe { out.set_len(out.len() + n as usize) };
     }
+}
+
+/// Calls `each` for every `linux_dirent64` record in `data` (a buffer
+/// [`read_dir_raw`] filled, or a copy of one). Records need no alignment.
+pub fn parse_dirents(data: &[u8], mut each: impl FnMut(DirEntry)) -> io::Result<()> {
+    let mut at = 0;
+    // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8,
+    // then the NUL-terminated name, padded to d_reclen.
+    while at < data.len() {
+        let rec = &data[at..];
+        if rec.len() < 20 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let ino = u64::from_ne_bytes(rec[0..8].try_into().expect("8 bytes"));
+        let reclen = u16::from_ne_bytes([rec[16], rec[17]]) as usize;
+        if reclen < 20 || reclen > rec.len() {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let name = &rec[19..reclen];
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        each(DirEntry {
+            name: OsStr::from_bytes(&name[..len]),
+            ino,
+            kind: rec[18],
+        });
+        at += reclen;
+    }
+    Ok(())
 }
 
 /// The filesystem type (`f_type` of `fstatfs`) of the file `fd` refers to.

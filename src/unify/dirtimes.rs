@@ -19,6 +19,7 @@
 //! told from ours and loses its mtime; that needs a guest writing into a
 //! directory at the microsecond unify replaces a file in it.)
 
+use super::listings::{DirKey, Listing};
 use super::{worker_pool, Guest, Problem};
 use crate::sys::{self, Timestamp};
 use rayon::prelude::*;
@@ -78,8 +79,10 @@ impl DirTimes {
     }
 
     /// Puts back the mtime of every directory noted (and forgets them).
-    /// Returns the directories where that failed.
-    pub fn restore(&self, guests: &[Guest]) -> Vec<Problem> {
+    /// Returns the directories where that failed, and the listings of those
+    /// still there, read afresh for the next run (see `listings.rs`): the
+    /// walk's are out of date.
+    pub fn restore(&self, guests: &[Guest]) -> (Vec<Problem>, Vec<Listing>) {
         let seen: Vec<(Key, Seen)> = self
             .shards
             .iter()
@@ -90,21 +93,38 @@ impl DirTimes {
             .collect();
         worker_pool().install(|| {
             seen.par_iter()
-                .filter_map(|(key, s)| {
+                .map(|(key, s)| {
                     let guest = &guests[s.guest as usize];
-                    restore_one(guest, *key, s).err().map(|e| {
+                    restore_one(guest, *key, s).map_err(|e| {
                         Problem::new(
                             guest.root.join(&s.rel),
                             format!("cannot put the directory's mtime back: {e}"),
                         )
                     })
                 })
-                .collect()
+                .fold(
+                    || (Vec::new(), Vec::new()),
+                    |(mut problems, mut listings), r| {
+                        match r {
+                            Ok(l) => listings.extend(l),
+                            Err(p) => problems.push(p),
+                        }
+                        (problems, listings)
+                    },
+                )
+                .reduce(
+                    || (Vec::new(), Vec::new()),
+                    |(mut p, mut l), (p2, l2)| {
+                        p.extend(p2);
+                        l.extend(l2);
+                        (p, l)
+                    },
+                )
         })
     }
 }
 
-fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<()> {
+fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listing>> {
     let dir = match sys::open_beneath(
         guest.fd.as_fd(),
         &seen.rel,
@@ -118,18 +138,30 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<()> {
                 Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV)
             ) =>
         {
-            return Ok(())
+            return Ok(None)
         }
         Err(e) => return Err(e),
     };
     let st = sys::fstat(dir.as_fd())?;
+    if (st.dev, st.ino) != key {
+        return Ok(None);
+    }
     // Only over an mtime of ours (so, one from this run): writing the old
     // mtime over a newer change of the guest's would hide that change from
     // whatever trusts a directory's mtime (make, caches of listings).
-    if (st.dev, st.ino) != key || st.mtime != seen.ours || st.mtime == seen.before {
-        return Ok(());
+    if st.mtime == seen.ours && st.mtime != seen.before {
+        sys::set_mtime(dir.as_fd(), seen.before)?;
     }
-    sys::set_mtime(dir.as_fd(), seen.before)
+    // Stat before reading, as the walk does.
+    let key = DirKey::of(&sys::fstat(dir.as_fd())?);
+    let mut records = Vec::new();
+    sys::read_dir_raw(dir.as_fd(), &mut records)?;
+    Ok(Some(Listing {
+        guest: seen.guest,
+        rel: seen.rel.clone(),
+        key,
+        records: Some(records),
+    }))
 }
 
 #[cfg(test)]
@@ -195,8 +227,24 @@ mod tests {
         std::fs::rename(root.path().join("d"), root.path().join("d.old")).unwrap();
         std::fs::create_dir(root.path().join("d")).unwrap();
         let d_new = mtime(&root.path().join("d"));
-        let problems = times.restore(std::slice::from_ref(&g));
+        let (problems, listings) = times.restore(std::slice::from_ref(&g));
         assert!(problems.is_empty(), "{problems:?}");
+        // Read again: the root, a and b (c and d are other inodes now).
+        let mut relisted: Vec<_> = listings.iter().map(|l| l.rel.clone()).collect();
+        relisted.sort();
+        assert_eq!(relisted, ["", "a", "b"].map(PathBuf::from));
+        let b_names = |l: &&Listing| {
+            let mut names = Vec::new();
+            sys::parse_dirents(l.records.as_deref().unwrap(), |e| {
+                names.push(e.name.to_os_string())
+            })
+            .unwrap();
+            names.contains(&"guest's".into())
+        };
+        assert!(listings
+            .iter()
+            .filter(|l| l.rel == Path::new("b"))
+            .all(|l| b_names(&l)));
         assert_eq!(mtime(&root.path().join("a")), (1000, 7));
         assert_eq!(mtime(&b), (2000, 0), "the guest's later change stays");
         assert_ne!(mtime(&root.path().join("c.old")), (1000, 7));
@@ -205,6 +253,6 @@ mod tests {
         // The root changed after our changes too (the renames above).
         assert_ne!(mtime(root.path()), (1000, 7));
         // Nothing is left to restore a second time.
-        assert!(times.restore(std::slice::from_ref(&g)).is_empty());
+        assert!(times.restore(std::slice::from_ref(&g)).0.is_empty());
     }
 }

@@ -8,6 +8,7 @@ mod closer;
 mod dirtimes;
 pub mod exclude;
 pub mod hash;
+pub mod listings;
 mod pipeline;
 pub mod plan;
 mod record;
@@ -140,6 +141,10 @@ pub struct Summary {
     pub skipped_changed: u64,
     pub skipped_in_use: u64,
     pub stale_tmp_removed: u64,
+    /// Directories the walk read, and directories whose listing kept from
+    /// the last run still matched (see `listings.rs`).
+    pub dirs_read: u64,
+    pub dirs_from_cache: u64,
     /// Wall time of walking (with reading the catalog).
     pub scan_seconds: f64,
     /// Hashing and linking overlap: from the end of the walk, the time
@@ -322,6 +327,7 @@ fn run(
         excludes: &opts.excludes,
         min_size: opts.min_size,
         object_inodes: &object_inodes,
+        use_listings: !opts.paranoid,
         look_in_excluded,
     };
     let scan_all = || {
@@ -355,6 +361,8 @@ fn run(
     summary.files_excluded = scan.counts.excluded;
     summary.files_too_small = scan.counts.too_small;
     summary.guest_hardlinks_left = scan.counts.guest_hardlinks;
+    summary.dirs_read = scan.counts.dirs_read;
+    summary.dirs_from_cache = scan.counts.dirs_cached;
     summary.files_already_linked = scan.linked.len() as u64;
     summary.problems.append(&mut scan.problems);
     use scan::FileRec;
@@ -464,9 +472,8 @@ fn run(
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
     });
-    summary
-        .problems
-        .append(&mut applier.dir_times.restore(&guests));
+    let (mut problems, relisted) = applier.dir_times.restore(&guests);
+    summary.problems.append(&mut problems);
     let out = out?;
     progress.finish_and_clear();
     drop(applier);
@@ -533,6 +540,13 @@ fn run(
     // names its old or its new inode, and the catalog is re-checked against
     // the filesystem by the next run.
     catalog.commit()?;
+    listings::keep(
+        store,
+        &guests,
+        &scan.kept,
+        std::mem::take(&mut scan.listings),
+        relisted,
+    );
     summary.apply_seconds = hash_started.elapsed().as_secs_f64();
     summary.seconds = started.elapsed().as_secs_f64();
     // Freeing tens of thousands of small allocations takes milliseconds that

@@ -7,6 +7,7 @@
 //! directory swapped for a symlink mid-walk cannot lead unify out of the guest.
 
 use super::exclude::{Excludes, Mask};
+use super::listings::{self, DirKey, Listing, Listings};
 use super::{Guest, Problem};
 use crate::catalog::{links_digest, Map, ObjectInode, ObjectRow};
 use crate::store::{read_marker_path, ObjectId, Store};
@@ -15,7 +16,8 @@ use crate::sys::Stat;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,9 @@ pub struct ScanCounts {
     pub excluded: u64,
     pub too_small: u64,
     pub guest_hardlinks: u64,
+    /// Directories read, and directories whose kept listing stood in.
+    pub dirs_read: u64,
+    pub dirs_cached: u64,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +95,11 @@ pub struct Scan {
     pub excluded_linked: Vec<ObjectId>,
     /// Per guest: [`links_digest`] of its links, computed by the walk.
     pub digests: Vec<(u32, [u8; 32])>,
+    /// The listing of every directory walked, to keep for the next run
+    /// (none where listings are not kept).
+    pub listings: Vec<Listing>,
+    /// Per guest: the listings kept from its last run.
+    pub kept: Vec<(u32, Listings)>,
     /// Scans of subtrees walked in parallel, in walk order, not yet merged
     /// (see [`Scan::flatten`]).
     parts: Vec<Scan>,
@@ -133,6 +143,8 @@ impl Scan {
                 a.excluded += b.excluded;
                 a.too_small += b.too_small;
                 a.guest_hardlinks += b.guest_hardlinks;
+                a.dirs_read += b.dirs_read;
+                a.dirs_cached += b.dirs_cached;
             }};
         }
         join!(
@@ -145,7 +157,9 @@ impl Scan {
             stale_tmp,
             problems,
             excluded_linked,
-            digests
+            digests,
+            listings,
+            kept
         );
         out
     }
@@ -157,6 +171,9 @@ pub struct ScanContext<'a> {
     pub min_size: u64,
     /// (dev, ino) of every object file the catalog knows.
     pub object_inodes: &'a Map<(u64, u64), ObjectInode>,
+    /// Take the listings kept from the last run where they still match
+    /// (not with `--paranoid`).
+    pub use_listings: bool,
     /// Walk excluded trees too, for files hardlinked across guests (a
     /// `cp -al` clone's /var): when some guest is new or unsettled.
     pub look_in_excluded: bool,
@@ -176,8 +193,21 @@ pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
             guest,
             dev: sys::fstat(fd.as_fd())?.dev,
             trust_d_ino: TRUSTED_D_INO.contains(&sys::fs_type(fd.as_fd())?),
+            kept: None,
+        };
+        let walker = Walker {
+            kept: match ctx.store {
+                Some(store) if ctx.use_listings && walker.trust_d_ino && guest.row.id >= 0 => {
+                    Some(Listings::load(&listings::cache_path(store, guest.row.id)))
+                }
+                _ => None,
+            },
+            ..walker
         };
         walker.dir(&mut scan, fd, PathBuf::new(), 0, 0);
+        if let Some(kept) = walker.kept {
+            scan.kept.push((index, kept));
+        }
         Ok(())
     });
     if let Err(e) = walk {
@@ -237,52 +267,111 @@ const MAX_DEPTH: u32 = 1000;
 /// stat'ed relative to its directory, so no path is looked up twice, a
 /// directory swapped for a symlink mid-walk is not followed and directories
 /// on another filesystem are not entered.
+/// A directory's `getdents64` records: kept from the last run, or read.
+enum Records<'a> {
+    Kept(&'a [u8]),
+    Read(Vec<u8>),
+}
+
+impl Records<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Records::Kept(b) => b,
+            Records::Read(v) => v,
+        }
+    }
+}
+
 struct Walker<'a> {
     ctx: &'a ScanContext<'a>,
     index: u32,
     guest: &'a Guest,
     dev: u64,
-    /// Files whose entry names a known object inode need no stat.
+    /// Files whose entry names a known object inode need no stat. Also:
+    /// directory listings are kept (ctime is trusted too).
     trust_d_ino: bool,
+    /// The listings kept from the last run.
+    kept: Option<Listings>,
 }
 
 impl Walker<'_> {
+    /// The entries of directory `fd` (`rel`), as `getdents64` records: the
+    /// listing kept from the last run if the directory's stat still matches
+    /// it, else read. With the key to keep them under, and whether they were
+    /// read, where listings are kept.
+    fn list(
+        &self,
+        scan: &mut Scan,
+        fd: BorrowedFd,
+        rel: &Path,
+    ) -> io::Result<(Records<'_>, Option<DirKey>)> {
+        // Stat before reading: a change while reading leaves a newer ctime.
+        let key = match self.trust_d_ino {
+            true => Some(DirKey::of(&sys::fstat(fd)?)),
+            false => None,
+        };
+        if let (Some(key), Some(kept)) = (key, &self.kept) {
+            if let Some(records) = kept.get(rel, &key) {
+                scan.counts.dirs_cached += 1;
+                return Ok((Records::Kept(records), Some(key)));
+            }
+        }
+        let mut records = Vec::new();
+        sys::read_dir_raw(fd, &mut records)?;
+        scan.counts.dirs_read += 1;
+        Ok((Records::Read(records), key))
+    }
+
     fn dir(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, parent_mask: Mask, depth: u32) {
         let mut subdirs = Vec::new();
         // The absolute path in the guest that excludes match, one buffer per
         // directory.
         let mut abs = Path::new("/").join(&rel);
-        let read = sys::read_dir(fd.as_fd(), |entry| {
-            let name = entry.name;
-            if name == "." || name == ".." {
-                return;
-            }
-            let child = rel.join(name);
-            abs.push(name);
-            let mask = self.ctx.excludes.mask(parent_mask, &abs);
-            abs.pop();
-            match entry.kind {
-                libc::DT_DIR => subdirs.push((name.to_os_string(), child, mask)),
-                libc::DT_REG if self.trust_d_ino && self.known_object(name, entry.ino) => {
-                    let object = self.ctx.object_inodes[&(self.dev, entry.ino)];
-                    self.linked(scan, child, object, mask);
+        let listed = self.list(scan, fd.as_fd(), &rel);
+        let read = listed.and_then(|(records, keep)| {
+            sys::parse_dirents(records.bytes(), |entry| {
+                let name = entry.name;
+                if name == "." || name == ".." {
+                    return;
                 }
-                libc::DT_REG | libc::DT_UNKNOWN => {
-                    let st = match sys::stat_at(fd.as_fd(), name) {
-                        Ok(st) => st,
-                        Err(e) => return self.problem(scan, &child, e),
-                    };
-                    if st.is_dir() {
-                        subdirs.push((name.to_os_string(), child, mask));
-                    } else if st.is_file() {
-                        self.file(scan, name, child, st, mask);
+                let child = rel.join(name);
+                abs.push(name);
+                let mask = self.ctx.excludes.mask(parent_mask, &abs);
+                abs.pop();
+                match entry.kind {
+                    libc::DT_DIR => subdirs.push((name.to_os_string(), child, mask)),
+                    libc::DT_REG if self.trust_d_ino && self.known_object(name, entry.ino) => {
+                        let object = self.ctx.object_inodes[&(self.dev, entry.ino)];
+                        self.linked(scan, child, object, mask);
                     }
+                    libc::DT_REG | libc::DT_UNKNOWN => {
+                        let st = match sys::stat_at(fd.as_fd(), name) {
+                            Ok(st) => st,
+                            Err(e) => return self.problem(scan, &child, e),
+                        };
+                        if st.is_dir() {
+                            subdirs.push((name.to_os_string(), child, mask));
+                        } else if st.is_file() {
+                            self.file(scan, name, child, st, mask);
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            }
+            })?;
+            Ok((records, keep))
         });
-        if let Err(e) = read {
-            self.problem(scan, &rel, e);
+        match read {
+            Ok((records, Some(key))) => scan.listings.push(Listing {
+                guest: self.index,
+                rel: rel.clone(),
+                key,
+                records: match records {
+                    Records::Read(r) => Some(r),
+                    Records::Kept(_) => None,
+                },
+            }),
+            Ok(_) => {}
+            Err(e) => self.problem(scan, &rel, e),
         }
         let look = self.ctx.look_in_excluded;
         subdirs.retain(|(name, child, mask)| {

@@ -445,6 +445,8 @@ fn a_deleted_guest_is_skipped_by_unify_all_until_store_forget_drops_it() {
     let stats = stats_json(&store);
     assert_eq!(guest_links_listed(&stats), stats["usage"]["guest_links"]);
     fs::remove_dir_all(&c).unwrap();
+    let kept_listings = || fs::read_dir(store.join("cache")).unwrap().count();
+    assert_eq!(kept_listings(), 3);
 
     // --all goes on with the others and says how to forget c.
     let out = unifs(&store, &[&"unify", &"--all", &"--json"]);
@@ -486,6 +488,7 @@ fn a_deleted_guest_is_skipped_by_unify_all_until_store_forget_drops_it() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(kept_listings(), 2, "c's kept listings go with it");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("forgot guest g2"),
         "{}",

@@ -272,6 +272,82 @@ fn reruns_keep_the_catalog_equal_to_the_guests() {
     assert_verify_clean(&store);
 }
 
+/// Directories under `root`, itself included.
+fn dir_count(root: &Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_dir())
+        .count() as u64
+}
+
+#[test]
+fn reruns_read_only_the_directories_that_changed() {
+    if !require_root("reruns_read_only_the_directories_that_changed") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let store = lab.store();
+    let dirs = dir_count(&a) + dir_count(&b);
+    let reads = |s: &serde_json::Value| (s["dirs_read"].as_u64(), s["dirs_from_cache"].as_u64());
+    let first = unify_json(&store, &[&a, &b]);
+    assert_eq!(reads(&first), (Some(dirs), Some(0)), "{first}");
+    // The directories the first run changed were listed again after it:
+    // the next run reads none.
+    let again = unify_json(&store, &[&a, &b]);
+    assert_eq!(reads(&again), (Some(0), Some(dirs)), "{again}");
+    assert_eq!(again["files_already_linked"], 42);
+
+    // A new duplicate in one directory: that directory is read, the file
+    // linked; then nothing is read again.
+    file(&a, "usr/share/tool-copy", &bytes(99, 50_000), 0o755);
+    let dry = unify_json(&store, &[&"--dry-run", &a, &b]);
+    assert_eq!(reads(&dry), (Some(1), Some(dirs - 1)), "{dry}");
+    let changed = unify_json(&store, &[&a, &b]);
+    assert_eq!(
+        reads(&changed),
+        (Some(1), Some(dirs - 1)),
+        "the dry run kept nothing: {changed}"
+    );
+    assert_eq!(changed["files_linked"], 1, "{changed}");
+    assert_eq!(
+        ino(&a.join("usr/share/tool-copy")),
+        ino(&b.join("usr/bin/tool"))
+    );
+    assert_eq!(reads(&unify_json(&store, &[&a, &b])), (Some(0), Some(dirs)));
+    assert_eq!(catalog_links(&store, "g0"), fs_links(&store, &a));
+
+    // --paranoid reads every directory.
+    let paranoid = unify_json(&store, &[&"--paranoid", &a, &b]);
+    assert_eq!(reads(&paranoid), (Some(dirs), Some(0)), "{paranoid}");
+
+    // A kept listing never stands in for another directory: each guest
+    // gets the other's file (valid, but of other inodes), then a torn one.
+    let cache: Vec<PathBuf> = fs::read_dir(store.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cache.len(), 2, "{cache:?}");
+    let (ca, cb) = (fs::read(&cache[0]).unwrap(), fs::read(&cache[1]).unwrap());
+    fs::write(&cache[0], &cb).unwrap();
+    fs::write(&cache[1], &ca).unwrap();
+    let swapped = unify_json(&store, &[&a, &b]);
+    assert_eq!(reads(&swapped), (Some(dirs), Some(0)), "{swapped}");
+    assert_eq!(swapped["files_already_linked"], 43);
+    for c in &cache {
+        let data = fs::read(c).unwrap();
+        fs::write(c, &data[..data.len() / 2]).unwrap();
+    }
+    let torn = unify_json(&store, &[&a, &b]);
+    assert_eq!(reads(&torn), (Some(dirs), Some(0)), "{torn}");
+    assert_eq!(torn["files_already_linked"], 43);
+    assert_eq!(reads(&unify_json(&store, &[&a, &b])), (Some(0), Some(dirs)));
+    assert_eq!(catalog_links(&store, "g0"), fs_links(&store, &a));
+    assert_eq!(catalog_links(&store, "g1"), fs_links(&store, &b));
+}
+
 #[test]
 fn host_files_behind_guest_symlinks_are_never_touched() {
     if !require_root("host_files_behind_guest_symlinks") {
