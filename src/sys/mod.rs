@@ -209,6 +209,8 @@ pub fn read_dir_raw(dir: BorrowedFd, out: &mut Vec<u8>) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         if n == 0 {
+            // Listings are kept for a whole walk: not with 32 KiB each.
+            out.shrink_to_fit();
             return Ok(());
         }
         // SAFETY: the kernel initialised the `n` bytes after the old length.
