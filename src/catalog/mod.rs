@@ -319,6 +319,16 @@ fn damaged_hint(e: &rusqlite::Error, path: &Path) -> String {
     }
 }
 
+/// Asks the kernel to read the whole file `path` ahead, in large requests:
+/// with a cold cache, SQLite's page-by-page reads of a table scan otherwise
+/// wait on one small read at a time. Only a hint: errors are ignored.
+fn prefetch(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        // SAFETY: fadvise on an open fd, with no pointers.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,15 +343,5 @@ mod tests {
             immutable_uri(Path::new("/a b/%?#/c.db")),
             "file:/a%20b/%25%3F%23/c.db?immutable=1"
         );
-    }
-}
-
-/// Asks the kernel to read the whole file `path` ahead, in large requests:
-/// with a cold cache, SQLite's page-by-page reads of a table scan otherwise
-/// wait on one small read at a time. Only a hint: errors are ignored.
-fn prefetch(path: &Path) {
-    if let Ok(f) = std::fs::File::open(path) {
-        // SAFETY: fadvise on an open fd, with no pointers.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
     }
 }
