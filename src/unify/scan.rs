@@ -70,6 +70,18 @@ pub struct ScanCounts {
     pub dirs_cached: u64,
 }
 
+impl ScanCounts {
+    fn add(&mut self, o: &ScanCounts) {
+        self.files += o.files;
+        self.bytes += o.bytes;
+        self.excluded += o.excluded;
+        self.too_small += o.too_small;
+        self.guest_hardlinks += o.guest_hardlinks;
+        self.dirs_read += o.dirs_read;
+        self.dirs_cached += o.dirs_cached;
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Scan {
     pub candidates: Vec<FileRec>,
@@ -136,15 +148,10 @@ impl Scan {
                 out.$field.reserve_exact(all.iter().map(|s| s.$field.len()).sum());
             )*
             for s in all {
-                $(out.$field.extend(s.$field);)*
-                let (a, b) = (&mut out.counts, s.counts);
-                a.files += b.files;
-                a.bytes += b.bytes;
-                a.excluded += b.excluded;
-                a.too_small += b.too_small;
-                a.guest_hardlinks += b.guest_hardlinks;
-                a.dirs_read += b.dirs_read;
-                a.dirs_cached += b.dirs_cached;
+                // Every field named: a field added to Scan must be added here.
+                let Scan { $($field,)* counts, parts: _ } = s;
+                $(out.$field.extend($field);)*
+                out.counts.add(&counts);
             }};
         }
         join!(
