@@ -169,6 +169,40 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
     Ok(Stat::from_raw(&st))
 }
 
+/// `fstat` of a directory, and whether it is encrypted (fscrypt), from one
+/// `statx`.
+pub fn fstat_dir(fd: BorrowedFd) -> io::Result<(Stat, bool)> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH stats `fd`
+    // itself; `stx` is a valid, writable statx buffer.
+    check(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    })?;
+    let time = |t: libc::statx_timestamp| Timestamp {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    };
+    let st = Stat {
+        dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        ino: stx.stx_ino,
+        mode: stx.stx_mode as u32,
+        nlink: stx.stx_nlink as u64,
+        uid: stx.stx_uid,
+        gid: stx.stx_gid,
+        size: stx.stx_size,
+        mtime: time(stx.stx_mtime),
+        ctime: time(stx.stx_ctime),
+    };
+    let encrypted = stx.stx_attributes & libc::STATX_ATTR_ENCRYPTED as u64 != 0;
+    Ok((st, encrypted))
+}
+
 /// One entry of a directory as `getdents64` gives it.
 pub struct DirEntry<'a> {
     pub name: &'a OsStr,

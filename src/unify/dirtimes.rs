@@ -152,16 +152,25 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listin
     if st.mtime == seen.ours && st.mtime != seen.before {
         sys::set_mtime(dir.as_fd(), seen.before)?;
     }
-    // Stat before reading, as the walk does.
-    let key = DirKey::of(&sys::fstat(dir.as_fd())?);
+    Ok(relist(dir.as_fd(), seen))
+}
+
+/// The listing of a directory the run changed, for the next run; none if
+/// it cannot be had (a cache: the next run reads the directory then).
+fn relist(dir: BorrowedFd, seen: &Seen) -> Option<Listing> {
+    // Stat before reading, as the walk does; never an encrypted directory.
+    let (st, encrypted) = sys::fstat_dir(dir).ok()?;
+    if encrypted || !super::listings::keepable(&st) {
+        return None;
+    }
     let mut records = Vec::new();
-    sys::read_dir_raw(dir.as_fd(), &mut records)?;
-    Ok(Some(Listing {
+    sys::read_dir_raw(dir, &mut records).ok()?;
+    Some(Listing {
         guest: seen.guest,
         rel: seen.rel.clone(),
-        key,
+        key: DirKey::of(&st),
         records: Some(records),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -79,6 +79,38 @@ struct Kept {
     records: Range<usize>,
 }
 
+/// Whether a listing read after `st` (the directory's stat) can be kept.
+/// Kernels before 6.13 stamp ctime from a coarse clock, so a change in the
+/// same tick as that stat would leave the same ctime: there, a directory
+/// changed within the last 20 ms (more than a tick at any HZ) is not kept.
+/// From 6.13, ext4, xfs, btrfs and tmpfs give a change after a stat a ctime
+/// of its own (multigrain timestamps).
+pub fn keepable(st: &Stat) -> bool {
+    static COARSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let coarse = *COARSE.get_or_init(|| kernel_before(6, 13));
+    if !coarse {
+        return true;
+    }
+    let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
+        return false;
+    };
+    let ctime = st.ctime.as_nanos();
+    ctime < now.as_nanos() as i128 - 20_000_000
+}
+
+/// Whether the running kernel is older than `major.minor` (unknown: yes).
+fn kernel_before(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    match (v.next().flatten(), v.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => true,
+    }
+}
+
 fn path_hash(rel: &Path) -> u64 {
     foldhash::quality::FixedState::default().hash_one(rel.as_os_str().as_bytes())
 }
@@ -268,6 +300,15 @@ mod tests {
                 nsec: n as u32,
             },
         }
+    }
+
+    #[test]
+    fn this_kernel_version_is_read() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let major: u32 = release.split('.').next().unwrap().parse().unwrap();
+        assert!(kernel_before(major + 1, 0));
+        assert!(!kernel_before(major, 0));
+        assert!(!kernel_before(2, 6));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Prefix of the temp names unify gives links while replacing a file.
 pub const TMP_PREFIX: &str = ".unifs-tmp-";
@@ -143,18 +144,43 @@ impl Scan {
             gather(s, &mut all);
         }
         let mut out = Scan::default();
-        macro_rules! join {
-            ($($field:ident),*) => {$(
-                out.$field.reserve_exact(all.iter().map(|s| s.$field.len()).sum());
-            )*
-            for s in all {
-                // Every field named: a field added to Scan must be added here.
-                let Scan { $($field,)* counts, parts: _ } = s;
-                $(out.$field.extend($field);)*
-                out.counts.add(&counts);
-            }};
+        let total = |len: fn(&Scan) -> usize| all.iter().map(len).sum::<usize>();
+        let lens = [
+            total(|s| s.candidates.len()),
+            total(|s| s.hardlinked.len()),
+            total(|s| s.hardlinked_left.len()),
+            total(|s| s.to_split.len()),
+            total(|s| s.unsettled.len()),
+            total(|s| s.linked.len()),
+            total(|s| s.stale_tmp.len()),
+            total(|s| s.problems.len()),
+            total(|s| s.excluded_linked.len()),
+            total(|s| s.digests.len()),
+            total(|s| s.listings.len()),
+            total(|s| s.kept.len()),
+        ];
+        out.candidates.reserve_exact(lens[0]);
+        out.hardlinked.reserve_exact(lens[1]);
+        out.hardlinked_left.reserve_exact(lens[2]);
+        out.to_split.reserve_exact(lens[3]);
+        out.unsettled.reserve_exact(lens[4]);
+        out.linked.reserve_exact(lens[5]);
+        out.stale_tmp.reserve_exact(lens[6]);
+        out.problems.reserve_exact(lens[7]);
+        out.excluded_linked.reserve_exact(lens[8]);
+        out.digests.reserve_exact(lens[9]);
+        out.listings.reserve_exact(lens[10]);
+        out.kept.reserve_exact(lens[11]);
+        for s in all {
+            out.absorb(s);
         }
-        join!(
+        out
+    }
+
+    /// Appends everything of `other` to this scan (its parts to ours).
+    fn absorb(&mut self, other: Scan) {
+        // Every field named: a field added to Scan must be added here.
+        let Scan {
             candidates,
             hardlinked,
             hardlinked_left,
@@ -162,14 +188,65 @@ impl Scan {
             unsettled,
             linked,
             stale_tmp,
+            counts,
             problems,
             excluded_linked,
             digests,
             listings,
-            kept
-        );
-        out
+            kept,
+            parts,
+        } = other;
+        self.candidates.extend(candidates);
+        self.hardlinked.extend(hardlinked);
+        self.hardlinked_left.extend(hardlinked_left);
+        self.to_split.extend(to_split);
+        self.unsettled.extend(unsettled);
+        self.linked.extend(linked);
+        self.stale_tmp.extend(stale_tmp);
+        self.counts.add(&counts);
+        self.problems.extend(problems);
+        self.excluded_linked.extend(excluded_linked);
+        self.digests.extend(digests);
+        self.listings.extend(listings);
+        self.kept.extend(kept);
+        self.parts.extend(parts);
     }
+
+    /// Where the records one directory adds start, for [`Scan::rollback`].
+    fn mark(&self) -> Mark {
+        Mark {
+            lens: [
+                self.candidates.len(),
+                self.hardlinked.len(),
+                self.hardlinked_left.len(),
+                self.linked.len(),
+                self.stale_tmp.len(),
+                self.problems.len(),
+                self.excluded_linked.len(),
+            ],
+            counts: self.counts,
+        }
+    }
+
+    /// Drops what was added since `mark` by one directory's entries (the
+    /// fields [`Walker::entries`] adds to).
+    fn rollback(&mut self, mark: Mark) {
+        let [a, b, c, d, e, f, g] = mark.lens;
+        self.candidates.truncate(a);
+        self.hardlinked.truncate(b);
+        self.hardlinked_left.truncate(c);
+        self.linked.truncate(d);
+        self.stale_tmp.truncate(e);
+        self.problems.truncate(f);
+        self.excluded_linked.truncate(g);
+        self.counts = mark.counts;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Mark {
+    lens: [usize; 7],
+    counts: ScanCounts,
 }
 
 pub struct ScanContext<'a> {
@@ -274,21 +351,6 @@ const MAX_DEPTH: u32 = 1000;
 /// stat'ed relative to its directory, so no path is looked up twice, a
 /// directory swapped for a symlink mid-walk is not followed and directories
 /// on another filesystem are not entered.
-/// A directory's `getdents64` records: kept from the last run, or read.
-enum Records<'a> {
-    Kept(&'a [u8]),
-    Read(Vec<u8>),
-}
-
-impl Records<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Records::Kept(b) => b,
-            Records::Read(v) => v,
-        }
-    }
-}
-
 struct Walker<'a> {
     ctx: &'a ScanContext<'a>,
     index: u32,
@@ -302,83 +364,112 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// The entries of directory `fd` (`rel`), as `getdents64` records: the
-    /// listing kept from the last run if the directory's stat still matches
-    /// it, else read. With the key to keep them under, and whether they were
-    /// read, where listings are kept.
-    fn list(
+    /// Takes the entries of directory `fd` (`rel`) from `records`: files
+    /// into `scan`, subdirectories into `subdirs`. With `kept` (the listing
+    /// is from the last run), stops at a name that is gone and returns false.
+    #[allow(clippy::too_many_arguments)]
+    fn entries(
         &self,
         scan: &mut Scan,
         fd: BorrowedFd,
         rel: &Path,
-    ) -> io::Result<(Records<'_>, Option<DirKey>)> {
-        // Stat before reading: a change while reading leaves a newer ctime.
-        let key = match self.trust_d_ino {
-            true => Some(DirKey::of(&sys::fstat(fd)?)),
-            false => None,
-        };
-        if let (Some(key), Some(kept)) = (key, &self.kept) {
-            if let Some(records) = kept.get(rel, &key) {
-                scan.counts.dirs_cached += 1;
-                return Ok((Records::Kept(records), Some(key)));
+        records: &[u8],
+        parent_mask: Mask,
+        subdirs: &mut Vec<(OsString, PathBuf, Mask)>,
+        kept: bool,
+    ) -> io::Result<bool> {
+        // The absolute path in the guest that excludes match, one buffer per
+        // directory.
+        let mut abs = Path::new("/").join(rel);
+        let mut all_there = true;
+        sys::parse_dirents(records, |entry| {
+            let name = entry.name;
+            if name == "." || name == ".." || !all_there {
+                return;
             }
-        }
-        let mut records = Vec::new();
-        sys::read_dir_raw(fd, &mut records)?;
-        scan.counts.dirs_read += 1;
-        Ok((Records::Read(records), key))
+            let child = rel.join(name);
+            abs.push(name);
+            let mask = self.ctx.excludes.mask(parent_mask, &abs);
+            abs.pop();
+            match entry.kind {
+                libc::DT_DIR => subdirs.push((name.to_os_string(), child, mask)),
+                libc::DT_REG if self.trust_d_ino && self.known_object(name, entry.ino) => {
+                    let object = self.ctx.object_inodes[&(self.dev, entry.ino)];
+                    self.linked(scan, child, object, mask);
+                }
+                libc::DT_REG | libc::DT_UNKNOWN => {
+                    let st = match sys::stat_at(fd, name) {
+                        Ok(st) => st,
+                        Err(e) if kept && e.raw_os_error() == Some(libc::ENOENT) => {
+                            all_there = false;
+                            return;
+                        }
+                        Err(e) => return self.problem(scan, &child, e),
+                    };
+                    if st.is_dir() {
+                        subdirs.push((name.to_os_string(), child, mask));
+                    } else if st.is_file() {
+                        self.file(scan, name, child, st, mask);
+                    }
+                }
+                _ => {}
+            }
+        })?;
+        Ok(all_there)
     }
 
     fn dir(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, parent_mask: Mask, depth: u32) {
+        // Where listings are kept: the directory's stat, taken before it is
+        // read (a change while reading leaves a newer ctime than the kept).
+        let mut key = None;
+        if self.trust_d_ino {
+            match sys::fstat_dir(fd.as_fd()) {
+                // Another filesystem though no mount (a btrfs subvolume,
+                // whose inode numbers are not the store's): not entered, as
+                // a mount is not.
+                Ok((st, _)) if st.dev != self.dev => return,
+                // fscrypt: the names change with the key, the ctime does not.
+                Ok((st, encrypted)) => {
+                    key = (!encrypted && listings::keepable(&st)).then(|| DirKey::of(&st))
+                }
+                Err(e) => return self.problem(scan, &rel, e),
+            }
+        }
         let mut subdirs = Vec::new();
-        // The absolute path in the guest that excludes match, one buffer per
-        // directory.
-        let mut abs = Path::new("/").join(&rel);
-        let listed = self.list(scan, fd.as_fd(), &rel);
-        let read = listed.and_then(|(records, keep)| {
-            sys::parse_dirents(records.bytes(), |entry| {
-                let name = entry.name;
-                if name == "." || name == ".." {
-                    return;
+        let kept = key.and_then(|k| self.kept.as_ref()?.get(&rel, &k));
+        let mut from_kept = false;
+        if let Some(records) = kept {
+            let mark = scan.mark();
+            let fd = fd.as_fd();
+            match self.entries(scan, fd, &rel, records, parent_mask, &mut subdirs, true) {
+                Ok(true) => from_kept = true,
+                // A name of the kept listing is gone though the stat
+                // matched: not to be trusted; read the directory instead.
+                Ok(false) | Err(_) => {
+                    scan.rollback(mark);
+                    subdirs.clear();
                 }
-                let child = rel.join(name);
-                abs.push(name);
-                let mask = self.ctx.excludes.mask(parent_mask, &abs);
-                abs.pop();
-                match entry.kind {
-                    libc::DT_DIR => subdirs.push((name.to_os_string(), child, mask)),
-                    libc::DT_REG if self.trust_d_ino && self.known_object(name, entry.ino) => {
-                        let object = self.ctx.object_inodes[&(self.dev, entry.ino)];
-                        self.linked(scan, child, object, mask);
-                    }
-                    libc::DT_REG | libc::DT_UNKNOWN => {
-                        let st = match sys::stat_at(fd.as_fd(), name) {
-                            Ok(st) => st,
-                            Err(e) => return self.problem(scan, &child, e),
-                        };
-                        if st.is_dir() {
-                            subdirs.push((name.to_os_string(), child, mask));
-                        } else if st.is_file() {
-                            self.file(scan, name, child, st, mask);
-                        }
-                    }
-                    _ => {}
+            }
+        }
+        let mut records = None;
+        if from_kept {
+            scan.counts.dirs_cached += 1;
+        } else {
+            let mut raw = Vec::new();
+            let fd = fd.as_fd();
+            let read = sys::read_dir_raw(fd, &mut raw).and_then(|()| {
+                self.entries(scan, fd, &rel, &raw, parent_mask, &mut subdirs, false)
+            });
+            match read {
+                Ok(_) => {
+                    scan.counts.dirs_read += 1;
+                    records = Some(raw);
                 }
-            })?;
-            Ok((records, keep))
-        });
-        match read {
-            Ok((records, Some(key))) => scan.listings.push(Listing {
-                guest: self.index,
-                rel: rel.clone(),
-                key,
-                records: match records {
-                    Records::Read(r) => Some(r),
-                    Records::Kept(_) => None,
-                },
-            }),
-            Ok(_) => {}
-            Err(e) => self.problem(scan, &rel, e),
+                Err(e) => {
+                    key = None;
+                    self.problem(scan, &rel, e);
+                }
+            }
         }
         let look = self.ctx.look_in_excluded;
         subdirs.retain(|(name, child, mask)| {
@@ -391,6 +482,9 @@ impl Walker<'_> {
             }
             !pruned
         });
+        // A subdirectory of a kept listing that is gone: the listing is not
+        // kept again.
+        let stale = AtomicBool::new(false);
         let enter = |scan: &mut Scan, (name, child, mask): (OsString, PathBuf, Mask)| {
             // Beneath, without symlinks or mount crossings: a directory
             // swapped for a symlink, or another filesystem mounted here, is
@@ -405,7 +499,12 @@ impl Walker<'_> {
             match sys::open_beneath(fd.as_fd(), Path::new(&name), flags) {
                 Ok(sub) => self.dir(scan, sub, child, mask, depth + 1),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) => {}
-                Err(e) => self.problem(scan, &child, e),
+                Err(e) => {
+                    if from_kept && e.raw_os_error() == Some(libc::ENOENT) {
+                        stale.store(true, Ordering::Relaxed);
+                    }
+                    self.problem(scan, &child, e)
+                }
             }
         };
         if depth < PARALLEL_DEPTH && subdirs.len() > 1 {
@@ -417,11 +516,27 @@ impl Walker<'_> {
                     scan
                 })
                 .collect();
-            scan.parts.extend(subs);
+            for sub in subs {
+                // Small ones now (a part costs a Scan and its vectors for as
+                // long as the walk), large ones once, at the end.
+                if sub.parts.is_empty() {
+                    scan.absorb(sub);
+                } else {
+                    scan.parts.push(sub);
+                }
+            }
         } else {
             for sub in subdirs {
                 enter(scan, sub);
             }
+        }
+        if let (Some(key), false) = (key, stale.into_inner()) {
+            scan.listings.push(Listing {
+                guest: self.index,
+                rel,
+                key,
+                records,
+            });
         }
     }
 
