@@ -349,6 +349,133 @@ fn reruns_read_only_the_directories_that_changed() {
 }
 
 #[test]
+fn a_kept_listing_naming_a_file_that_is_gone_is_not_trusted() {
+    if !require_root("a_kept_listing_naming_a_file_that_is_gone") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let store = lab.store();
+    let first = unify_json(&store, &[&a, &b]);
+    // Forge what a stale listing would be: etc/ of one guest names
+    // "hostnamf" (its directory's stat still matching), not "hostname".
+    let mut forged = 0;
+    for e in fs::read_dir(store.join("cache")).unwrap() {
+        let path = e.unwrap().path();
+        let mut data = fs::read(&path).unwrap();
+        let body = data.len() - 32;
+        let Some(at) = data.windows(9).position(|w| w == b"hostname\0") else {
+            continue;
+        };
+        data[at + 7] = b'f';
+        let hash = blake3::hash(&data[..body]);
+        data[body..].copy_from_slice(hash.as_bytes());
+        fs::write(&path, &data).unwrap();
+        forged += 1;
+    }
+    assert_eq!(forged, 2);
+    // The name is gone: both etc/ are read after all, and every file is
+    // found as before, with no problem.
+    let again = unify_json(&store, &[&a, &b]);
+    assert_eq!(again["dirs_read"], 2, "{again}");
+    for k in ["files_scanned", "bytes_scanned", "files_too_small"] {
+        assert_eq!(again[k], first[k], "{k}: {again}");
+    }
+    assert_eq!(again["problems"].as_array().unwrap().len(), 0);
+    // And kept again, right this time.
+    assert_eq!(unify_json(&store, &[&a, &b])["dirs_read"], 0);
+}
+
+/// A btrfs filesystem in an image file, loop-mounted for a test; unmounted
+/// (and so its loop device freed) even when the test fails.
+struct Btrfs {
+    dir: tempfile::TempDir,
+}
+
+impl Btrfs {
+    fn new() -> Btrfs {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let img = dir.path().join("img");
+        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        let mkfs = Command::new("mkfs.btrfs").arg("-q").arg(&img).output();
+        let mkfs = mkfs.expect("mkfs.btrfs (Debian package btrfs-progs)");
+        assert!(
+            mkfs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&mkfs.stderr)
+        );
+        fs::create_dir(dir.path().join("fs")).unwrap();
+        let mount = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(dir.path().join("fs"))
+            .output()
+            .unwrap();
+        assert!(
+            mount.status.success(),
+            "{}",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        Btrfs { dir }
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("fs")
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_btrfs_subvolume_inside_a_guest_is_not_entered() {
+    if !require_root("a_btrfs_subvolume_inside_a_guest_is_not_entered") {
+        return;
+    }
+    let fs_ = Btrfs::new();
+    let (store, a, b) = (
+        fs_.path().join("store"),
+        fs_.path().join("g0"),
+        fs_.path().join("g1"),
+    );
+    // The subvolume first: its inode numbers start where the guests' do,
+    // so they are those of store objects too.
+    fs::create_dir(&a).unwrap();
+    let made = Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(a.join("opt"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for i in 0..40u64 {
+        file(&a, &format!("opt/p{i}"), &bytes(5000 + i, 3000), 0o644);
+    }
+    populate(&a, 0);
+    populate(&b, 1);
+    let first = unify_json(&store, &[&a, &b]);
+    let again = unify_json(&store, &[&a, &b]);
+    for s in [&first, &again] {
+        // 23 files each, none of opt/.
+        assert_eq!(s["files_scanned"], 46, "{s}");
+    }
+    let links = catalog_links(&store, "g0");
+    assert_eq!(links.len(), 21, "{links:?}");
+    assert!(
+        links.iter().all(|(p, _)| !p.starts_with("opt/")),
+        "{links:?}"
+    );
+    assert_verify_clean(&store);
+}
+
+#[test]
 fn host_files_behind_guest_symlinks_are_never_touched() {
     if !require_root("host_files_behind_guest_symlinks") {
         return;
