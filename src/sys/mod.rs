@@ -243,13 +243,30 @@ pub fn read_dir_raw(dir: BorrowedFd, out: &mut Vec<u8>) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         if n == 0 {
-            // Listings are kept for a whole walk: not with 32 KiB each.
-            out.shrink_to_fit();
             return Ok(());
         }
         // SAFETY: the kernel initialised the `n` bytes after the old length.
         unsafe { out.set_len(out.len() + n as usize) };
     }
+}
+
+/// The records of directory `dir` ([`read_dir_raw`]) in a vector of their
+/// own size: read into a buffer each thread keeps, for listings kept long
+/// (32 KiB of room each, shrunk, left the heap in holes).
+pub fn read_dir_records(dir: BorrowedFd) -> io::Result<Vec<u8>> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        read_dir_raw(dir, &mut buf)?;
+        let records = buf.to_vec();
+        // A huge directory's room is not kept for the rest of the walk.
+        buf.clear();
+        buf.shrink_to(64 * 1024);
+        Ok(records)
+    })
 }
 
 /// Calls `each` for every `linux_dirent64` record in `data` (a buffer

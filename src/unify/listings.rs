@@ -53,15 +53,42 @@ impl DirKey {
     }
 }
 
-/// One directory's entries, as `getdents64` records.
+/// One directory's listing, for the next run.
 #[derive(Debug)]
-pub struct Listing {
+pub enum Listing {
+    /// Read this run (boxed: most listings of a re-run are `Kept`).
+    Read(Box<ReadListing>),
+    /// The guest's kept listing number `index` stood in (and stands).
+    Kept { guest: u32, index: u32 },
+}
+
+/// A listing read this run: its `getdents64` records and the stat taken
+/// before them.
+#[derive(Debug)]
+pub struct ReadListing {
     /// The guest's index in the run.
     pub guest: u32,
     pub rel: PathBuf,
     pub key: DirKey,
-    /// Read this run; `None`: the guest's kept listing stood in.
-    pub records: Option<Vec<u8>>,
+    pub records: Vec<u8>,
+}
+
+impl Listing {
+    pub fn read(guest: u32, rel: PathBuf, key: DirKey, records: Vec<u8>) -> Listing {
+        Listing::Read(Box::new(ReadListing {
+            guest,
+            rel,
+            key,
+            records,
+        }))
+    }
+
+    fn guest(&self) -> usize {
+        match self {
+            Listing::Read(r) => r.guest as usize,
+            Listing::Kept { guest, .. } => *guest as usize,
+        }
+    }
 }
 
 /// The listings kept for one guest: the file's bytes, and where in them
@@ -69,14 +96,21 @@ pub struct Listing {
 #[derive(Default, Debug)]
 pub struct Listings {
     data: Vec<u8>,
-    dirs: Map<u64, Kept>,
+    /// Where each directory's listing starts in `data`.
+    dirs: Vec<u32>,
+    /// `dirs` by the hash of their paths.
+    by_path: Map<u64, u32>,
 }
 
-#[derive(Debug)]
-struct Kept {
-    key: DirKey,
-    rel: Range<usize>,
-    records: Range<usize>,
+pub fn cache_path(store: &Store, guest_id: i64) -> PathBuf {
+    store
+        .root()
+        .join("cache")
+        .join(format!("listings-{guest_id}"))
+}
+
+fn path_hash(rel: &[u8]) -> u64 {
+    foldhash::quality::FixedState::default().hash_one(rel)
 }
 
 /// Whether a listing read after `st` (the directory's stat) can be kept.
@@ -111,16 +145,8 @@ fn kernel_before(major: u32, minor: u32) -> bool {
     }
 }
 
-fn path_hash(rel: &Path) -> u64 {
-    foldhash::quality::FixedState::default().hash_one(rel.as_os_str().as_bytes())
-}
-
-pub fn cache_path(store: &Store, guest_id: i64) -> PathBuf {
-    store
-        .root()
-        .join("cache")
-        .join(format!("listings-{guest_id}"))
-}
+/// One listing as saved: path, key, records.
+type Entry<'a> = (&'a [u8], DirKey, &'a [u8]);
 
 impl Listings {
     /// The listings in `path`; none if it is missing, torn or not ours.
@@ -140,65 +166,97 @@ impl Listings {
             data: body,
             at: MAGIC.len(),
         };
-        let mut dirs = Map::default();
+        let (mut dirs, mut by_path) = (Vec::new(), Map::default());
         while r.at < body.len() {
-            let rel = r.bytes()?;
-            let key = DirKey {
-                dev: r.u64()?,
-                ino: r.u64()?,
-                size: r.u64()?,
-                mtime: r.time()?,
-                ctime: r.time()?,
-            };
-            let records = r.bytes()?;
-            let hash = path_hash(Path::new(std::ffi::OsStr::from_bytes(&body[rel.clone()])));
-            dirs.insert(hash, Kept { key, rel, records });
+            let at = u32::try_from(r.at).ok()?;
+            let (rel, _, _) = r.listing()?;
+            by_path.insert(path_hash(&body[rel]), dirs.len() as u32);
+            dirs.push(at);
         }
-        Some(Listings { data, dirs })
+        Some(Listings {
+            data,
+            dirs,
+            by_path,
+        })
     }
 
-    /// The kept records of directory `rel`, if it still has stat `key`.
-    pub fn get(&self, rel: &Path, key: &DirKey) -> Option<&[u8]> {
-        let kept = self.dirs.get(&path_hash(rel))?;
-        let same_path = self.data[kept.rel.clone()] == *rel.as_os_str().as_bytes();
-        (same_path && kept.key == *key).then(|| &self.data[kept.records.clone()])
+    /// The kept listing of directory `rel`, if it still has stat `key`: its
+    /// number and records.
+    pub fn get(&self, rel: &Path, key: &DirKey) -> Option<(u32, &[u8])> {
+        let rel = rel.as_os_str().as_bytes();
+        let index = *self.by_path.get(&path_hash(rel))?;
+        let (path, k, records) = self.entry(index)?;
+        (path == rel && k == *key).then_some((index, records))
+    }
+
+    fn entry(&self, index: u32) -> Option<Entry<'_>> {
+        let at = *self.dirs.get(index as usize)? as usize;
+        let mut r = Reader {
+            data: &self.data,
+            at,
+        };
+        let (rel, key, records) = r.listing()?;
+        Some((&self.data[rel], key, &self.data[records]))
     }
 
     /// Keeps `listings` at `path`, replacing what was there: written to a
     /// temp name in `tmp` and renamed over (no fsync: a cache, and a torn
-    /// file fails its hash).
+    /// file fails its hash). Streamed: never the whole file in memory.
     fn save<'a>(
         path: &Path,
         tmp: &Path,
-        listings: impl Iterator<Item = (&'a Listing, &'a [u8])>,
+        listings: impl Iterator<Item = Entry<'a>>,
     ) -> io::Result<()> {
-        let mut out = MAGIC.to_vec();
-        for (l, records) in listings {
-            put_bytes(&mut out, l.rel.as_os_str().as_bytes());
-            for v in [l.key.dev, l.key.ino, l.key.size] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            for t in [l.key.mtime, l.key.ctime] {
-                out.extend_from_slice(&t.sec.to_le_bytes());
-                out.extend_from_slice(&t.nsec.to_le_bytes());
-            }
-            put_bytes(&mut out, records);
-        }
-        let hash = blake3::hash(&out);
-        out.extend_from_slice(hash.as_bytes());
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = tmp.join(format!("{name}.{}", std::process::id()));
-        let written = std::fs::File::create(&temp).and_then(|mut f| f.write_all(&out));
-        match written.and_then(|()| std::fs::rename(&temp, path)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                Err(e)
+        let write = || -> io::Result<()> {
+            let file = std::fs::File::create(&temp)?;
+            let mut out = HashingWriter {
+                w: io::BufWriter::with_capacity(256 * 1024, file),
+                h: blake3::Hasher::new(),
+            };
+            out.put(MAGIC)?;
+            for (rel, key, records) in listings {
+                out.put_bytes(rel)?;
+                for v in [key.dev, key.ino, key.size] {
+                    out.put(&v.to_le_bytes())?;
+                }
+                for t in [key.mtime, key.ctime] {
+                    out.put(&t.sec.to_le_bytes())?;
+                    out.put(&t.nsec.to_le_bytes())?;
+                }
+                out.put_bytes(records)?;
             }
-        }
+            let hash = out.h.finalize();
+            out.w.write_all(hash.as_bytes())?;
+            out.w.flush()?;
+            std::fs::rename(&temp, path)
+        };
+        write().inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
+    }
+}
+
+/// Writes the cache file and hashes what it writes.
+struct HashingWriter {
+    w: io::BufWriter<std::fs::File>,
+    h: blake3::Hasher,
+}
+
+impl HashingWriter {
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.h.update(b);
+        self.w.write_all(b)
+    }
+
+    /// A length-prefixed field.
+    fn put_bytes(&mut self, b: &[u8]) -> io::Result<()> {
+        self.put(&(b.len() as u32).to_le_bytes())?;
+        self.put(b)
     }
 }
 
@@ -214,39 +272,52 @@ pub fn keep(
     walked: Vec<Listing>,
     relisted: Vec<Listing>,
 ) {
-    let mut again: Vec<HashMap<PathBuf, Listing>> = guests.iter().map(|_| HashMap::new()).collect();
-    for l in relisted {
-        again[l.guest as usize].insert(l.rel.clone(), l);
-    }
-    let mut by_guest: Vec<Vec<Listing>> = guests.iter().map(|_| Vec::new()).collect();
+    let none = Listings::default();
+    let old = |g: usize| {
+        kept.iter()
+            .find(|(i, _)| *i as usize == g)
+            .map_or(&none, |(_, k)| k)
+    };
     let mut changed = vec![false; guests.len()];
-    for l in walked {
-        let g = l.guest as usize;
-        let l = again[g].remove(l.rel.as_path()).unwrap_or(l);
-        changed[g] |= l.records.is_some();
-        by_guest[g].push(l);
+    let mut again: Vec<HashMap<PathBuf, Box<ReadListing>>> =
+        guests.iter().map(|_| HashMap::new()).collect();
+    for l in relisted {
+        if let Listing::Read(r) = l {
+            let g = r.guest as usize;
+            changed[g] = true;
+            again[g].insert(r.rel.clone(), r);
+        }
+    }
+    for l in &walked {
+        if let Listing::Read(r) = l {
+            changed[r.guest as usize] = true;
+        }
     }
     let tmp = store.root().join("tmp");
-    for (g, (guest, listings)) in guests.iter().zip(&by_guest).enumerate() {
+    for (g, guest) in guests.iter().enumerate() {
         if !changed[g] || guest.row.id < 0 {
             continue;
         }
-        let old = kept.iter().find(|(i, _)| *i == g as u32).map(|(_, k)| k);
-        let all = listings.iter().filter_map(|l| {
-            let records = match (&l.records, old) {
-                (Some(r), _) => r.as_slice(),
-                (None, Some(old)) => old.get(&l.rel, &l.key)?,
-                (None, None) => return None,
+        let all = walked.iter().filter(|l| l.guest() == g).filter_map(|l| {
+            let (rel, key, records) = match l {
+                Listing::Read(r) => r.entry(),
+                Listing::Kept { index, .. } => old(g).entry(*index)?,
             };
-            Some((l, records))
+            let path = Path::new(std::ffi::OsStr::from_bytes(rel));
+            Some(
+                again[g]
+                    .get(path)
+                    .map_or((rel, key, records), |r| r.entry()),
+            )
         });
         let _ = Listings::save(&cache_path(store, guest.row.id), &tmp, all);
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
+impl ReadListing {
+    fn entry(&self) -> Entry<'_> {
+        (self.rel.as_os_str().as_bytes(), self.key, &self.records)
+    }
 }
 
 struct Reader<'a> {
@@ -275,6 +346,19 @@ impl<'a> Reader<'a> {
         let sec = i64::from_le_bytes(self.array()?);
         let nsec = u32::from_le_bytes(self.array()?);
         Some(Timestamp { sec, nsec })
+    }
+
+    /// One directory's listing: where its path and records are, and its key.
+    fn listing(&mut self) -> Option<(Range<usize>, DirKey, Range<usize>)> {
+        let rel = self.bytes()?;
+        let key = DirKey {
+            dev: self.u64()?,
+            ino: self.u64()?,
+            size: self.u64()?,
+            mtime: self.time()?,
+            ctime: self.time()?,
+        };
+        Some((rel, key, self.bytes()?))
     }
 
     /// A length-prefixed field: where its bytes are.
@@ -315,20 +399,15 @@ mod tests {
     fn kept_listings_come_back_only_for_the_same_stat_and_never_from_a_torn_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache/listings-3");
-        let listing = |rel: &str, n: u64| Listing {
-            guest: 0,
-            rel: rel.into(),
-            key: key(n),
-            records: Some(vec![n as u8; n as usize]),
-        };
-        let kept = [listing("", 5), listing("usr/lib", 300)];
-        let all = kept.iter().map(|l| (l, l.records.as_deref().unwrap()));
-        Listings::save(&path, dir.path(), all).unwrap();
+        let (k5, k300) = (key(5), key(300));
+        let kept: [Entry; 2] = [(b"", k5, &[5u8; 5]), (b"usr/lib", k300, &[44u8; 300])];
+        Listings::save(&path, dir.path(), kept.into_iter()).unwrap();
         let back = Listings::load(&path);
-        assert_eq!(back.get(Path::new(""), &key(5)), Some(&[5u8; 5][..]));
+        assert_eq!(back.get(Path::new(""), &key(5)), Some((0, &[5u8; 5][..])));
         assert_eq!(
-            back.get(Path::new("usr/lib"), &key(300)).map(<[u8]>::len),
-            Some(300)
+            back.get(Path::new("usr/lib"), &key(300))
+                .map(|(i, r)| (i, r.len())),
+            Some((1, 300))
         );
         assert_eq!(
             back.get(Path::new("usr/lib"), &key(301)),

@@ -438,7 +438,7 @@ impl Walker<'_> {
         let mut subdirs = Vec::new();
         let kept = key.and_then(|k| self.kept.as_ref()?.get(&rel, &k));
         let mut from_kept = false;
-        if let Some(records) = kept {
+        if let Some((_, records)) = kept {
             let mark = scan.mark();
             let fd = fd.as_fd();
             match self.entries(scan, fd, &rel, records, parent_mask, &mut subdirs, true) {
@@ -455,13 +455,13 @@ impl Walker<'_> {
         if from_kept {
             scan.counts.dirs_cached += 1;
         } else {
-            let mut raw = Vec::new();
             let fd = fd.as_fd();
-            let read = sys::read_dir_raw(fd, &mut raw).and_then(|()| {
-                self.entries(scan, fd, &rel, &raw, parent_mask, &mut subdirs, false)
+            let read = sys::read_dir_records(fd).and_then(|raw| {
+                self.entries(scan, fd, &rel, &raw, parent_mask, &mut subdirs, false)?;
+                Ok(raw)
             });
             match read {
-                Ok(_) => {
+                Ok(raw) => {
                     scan.counts.dirs_read += 1;
                     records = Some(raw);
                 }
@@ -530,13 +530,15 @@ impl Walker<'_> {
                 enter(scan, sub);
             }
         }
-        if let (Some(key), false) = (key, stale.into_inner()) {
-            scan.listings.push(Listing {
-                guest: self.index,
-                rel,
-                key,
-                records,
-            });
+        let guest = self.index;
+        match (key, stale.into_inner(), records, kept) {
+            (Some(key), false, Some(records), _) => {
+                scan.listings.push(Listing::read(guest, rel, key, records))
+            }
+            (Some(_), false, None, Some((index, _))) => {
+                scan.listings.push(Listing::Kept { guest, index })
+            }
+            _ => {}
         }
     }
 
