@@ -281,16 +281,20 @@ pub fn keep(
     let mut changed = vec![false; guests.len()];
     let mut again: Vec<HashMap<PathBuf, Box<ReadListing>>> =
         guests.iter().map(|_| HashMap::new()).collect();
+    let mut walked_any = vec![false; guests.len()];
+    for l in &walked {
+        walked_any[l.guest()] = true;
+        if let Listing::Read(r) = l {
+            changed[r.guest as usize] = true;
+        }
+    }
+    // (Only for guests whose listings are kept: on other filesystems the
+    // walk keeps none.)
     for l in relisted {
         if let Listing::Read(r) = l {
             let g = r.guest as usize;
-            changed[g] = true;
+            changed[g] |= walked_any[g];
             again[g].insert(r.rel.clone(), r);
-        }
-    }
-    for l in &walked {
-        if let Listing::Read(r) = l {
-            changed[r.guest as usize] = true;
         }
     }
     let tmp = store.root().join("tmp");
