@@ -154,6 +154,11 @@ fn print_summary(s: &unify::Summary) {
         bytes(s.bytes_scanned)
     );
     println!(
+        "  directories: {} read, {} unchanged since the last run (its listings used)",
+        count(s.dirs_read),
+        count(s.dirs_from_cache)
+    );
+    println!(
         "  left alone: {} excluded, {} empty or below --min-size, {} in guest hardlink groups",
         count(s.files_excluded),
         count(s.files_too_small),
