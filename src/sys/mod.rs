@@ -260,12 +260,11 @@ pub fn read_dir_records(dir: BorrowedFd) -> io::Result<Vec<u8>> {
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
-        read_dir_raw(dir, &mut buf)?;
-        let records = buf.to_vec();
+        let records = read_dir_raw(dir, &mut buf).map(|()| buf.to_vec());
         // A huge directory's room is not kept for the rest of the walk.
         buf.clear();
         buf.shrink_to(64 * 1024);
-        Ok(records)
+        records
     })
 }
 

@@ -60,6 +60,9 @@ pub enum Listing {
     Read(Box<ReadListing>),
     /// The guest's kept listing number `index` stood in (and stands).
     Kept { guest: u32, index: u32 },
+    /// A kept listing of the guest turned out stale (a subdirectory it
+    /// names is gone): the guest's file is written again, without it.
+    Dropped { guest: u32 },
 }
 
 /// A listing read this run: its `getdents64` records and the stat taken
@@ -86,7 +89,7 @@ impl Listing {
     fn guest(&self) -> usize {
         match self {
             Listing::Read(r) => r.guest as usize,
-            Listing::Kept { guest, .. } => *guest as usize,
+            Listing::Kept { guest, .. } | Listing::Dropped { guest } => *guest as usize,
         }
     }
 }
@@ -119,17 +122,25 @@ fn path_hash(rel: &[u8]) -> u64 {
 /// changed within the last 20 ms (more than a tick at any HZ) is not kept.
 /// From 6.13, ext4, xfs, btrfs and tmpfs give a change after a stat a ctime
 /// of its own (multigrain timestamps).
-pub fn keepable(st: &Stat) -> bool {
-    static COARSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let coarse = *COARSE.get_or_init(|| kernel_before(6, 13));
-    if !coarse {
-        return true;
+/// `before` is [`clock`] read before that stat: read after it, a delay in
+/// between would widen the window.
+pub fn keepable(st: &Stat, before: Option<i128>) -> bool {
+    match before {
+        None => true,
+        Some(before) => st.ctime.as_nanos() < before - 20_000_000,
     }
-    let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
-        return false;
-    };
-    let ctime = st.ctime.as_nanos();
-    ctime < now.as_nanos() as i128 - 20_000_000
+}
+
+/// The time, in ns since the epoch, to pass to [`keepable`]; `None` where
+/// ctime is fine-grained and it is not needed. Read it before the stat.
+pub fn clock() -> Option<i128> {
+    static COARSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*COARSE.get_or_init(|| kernel_before(6, 13)) {
+        return None;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    // A clock before 1970: nothing is keepable.
+    Some(now.map_or(i128::MIN + 20_000_000, |d| d.as_nanos() as i128))
 }
 
 /// Whether the running kernel is older than `major.minor` (unknown: yes).
@@ -284,8 +295,8 @@ pub fn keep(
     let mut walked_any = vec![false; guests.len()];
     for l in &walked {
         walked_any[l.guest()] = true;
-        if let Listing::Read(r) = l {
-            changed[r.guest as usize] = true;
+        if let Listing::Read(_) | Listing::Dropped { .. } = l {
+            changed[l.guest()] = true;
         }
     }
     // (Only for guests whose listings are kept: on other filesystems the
@@ -306,6 +317,7 @@ pub fn keep(
             let (rel, key, records) = match l {
                 Listing::Read(r) => r.entry(),
                 Listing::Kept { index, .. } => old(g).entry(*index)?,
+                Listing::Dropped { .. } => return None,
             };
             let path = Path::new(std::ffi::OsStr::from_bytes(rel));
             Some(
@@ -388,6 +400,29 @@ mod tests {
                 nsec: n as u32,
             },
         }
+    }
+
+    #[test]
+    fn on_a_coarse_clock_only_directories_older_than_20_ms_are_kept() {
+        let at = |ns: i128| Stat {
+            dev: 1,
+            ino: 2,
+            mode: 0o40755,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            size: 4096,
+            mtime: Timestamp { sec: 0, nsec: 0 },
+            ctime: Timestamp {
+                sec: (ns / 1_000_000_000) as i64,
+                nsec: (ns % 1_000_000_000) as u32,
+            },
+        };
+        let before = 1_000_000_000_000i128;
+        assert!(keepable(&at(before - 25_000_000), Some(before)));
+        assert!(!keepable(&at(before - 15_000_000), Some(before)));
+        assert!(!keepable(&at(before), Some(before)));
+        assert!(keepable(&at(before), None), "fine-grained ctime");
     }
 
     #[test]

@@ -423,6 +423,7 @@ impl Walker<'_> {
         // read (a change while reading leaves a newer ctime than the kept).
         let mut key = None;
         if self.trust_d_ino {
+            let before = listings::clock();
             match sys::fstat_dir(fd.as_fd()) {
                 // Another filesystem though no mount (a btrfs subvolume,
                 // whose inode numbers are not the store's): not entered, as
@@ -430,7 +431,7 @@ impl Walker<'_> {
                 Ok((st, _)) if st.dev != self.dev => return,
                 // fscrypt: the names change with the key, the ctime does not.
                 Ok((st, encrypted)) => {
-                    key = (!encrypted && listings::keepable(&st)).then(|| DirKey::of(&st))
+                    key = (!encrypted && listings::keepable(&st, before)).then(|| DirKey::of(&st))
                 }
                 Err(e) => return self.problem(scan, &rel, e),
             }
@@ -482,8 +483,8 @@ impl Walker<'_> {
             }
             !pruned
         });
-        // A subdirectory of a kept listing that is gone: the listing is not
-        // kept again.
+        // A subdirectory of a kept listing that is gone, or no directory any
+        // more: the listing was stale, and is not kept again.
         let stale = AtomicBool::new(false);
         let enter = |scan: &mut Scan, (name, child, mask): (OsString, PathBuf, Mask)| {
             // Beneath, without symlinks or mount crossings: a directory
@@ -496,15 +497,20 @@ impl Walker<'_> {
                     .push(Problem::new(self.guest.root.join(&child), why));
             }
             let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
+            let gone = |e: &io::Error| {
+                matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                )
+            };
             match sys::open_beneath(fd.as_fd(), Path::new(&name), flags) {
                 Ok(sub) => self.dir(scan, sub, child, mask, depth + 1),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) => {}
-                Err(e) => {
-                    if from_kept && e.raw_os_error() == Some(libc::ENOENT) {
-                        stale.store(true, Ordering::Relaxed);
-                    }
+                Err(e) if from_kept && gone(&e) => {
+                    stale.store(true, Ordering::Relaxed);
                     self.problem(scan, &child, e)
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) => {}
+                Err(e) => self.problem(scan, &child, e),
             }
         };
         if depth < PARALLEL_DEPTH && subdirs.len() > 1 {
@@ -531,7 +537,11 @@ impl Walker<'_> {
             }
         }
         let guest = self.index;
-        match (key, stale.into_inner(), records, kept) {
+        let stale = stale.into_inner();
+        if stale {
+            scan.listings.push(Listing::Dropped { guest });
+        }
+        match (key, stale, records, kept) {
             (Some(key), false, Some(records), _) => {
                 scan.listings.push(Listing::read(guest, rel, key, records))
             }

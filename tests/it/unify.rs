@@ -361,21 +361,7 @@ fn a_kept_listing_naming_a_file_that_is_gone_is_not_trusted() {
     let first = unify_json(&store, &[&a, &b]);
     // Forge what a stale listing would be: etc/ of one guest names
     // "hostnamf" (its directory's stat still matching), not "hostname".
-    let mut forged = 0;
-    for e in fs::read_dir(store.join("cache")).unwrap() {
-        let path = e.unwrap().path();
-        let mut data = fs::read(&path).unwrap();
-        let body = data.len() - 32;
-        let Some(at) = data.windows(9).position(|w| w == b"hostname\0") else {
-            continue;
-        };
-        data[at + 7] = b'f';
-        let hash = blake3::hash(&data[..body]);
-        data[body..].copy_from_slice(hash.as_bytes());
-        fs::write(&path, &data).unwrap();
-        forged += 1;
-    }
-    assert_eq!(forged, 2);
+    assert_eq!(forge_listings(&store, b"hostname\0", b"hostnamf\0"), 2);
     // The name is gone: both etc/ are read after all, and every file is
     // found as before, with no problem.
     let again = unify_json(&store, &[&a, &b]);
@@ -385,6 +371,56 @@ fn a_kept_listing_naming_a_file_that_is_gone_is_not_trusted() {
     }
     assert_eq!(again["problems"].as_array().unwrap().len(), 0);
     // And kept again, right this time.
+    assert_eq!(unify_json(&store, &[&a, &b])["dirs_read"], 0);
+}
+
+/// Replaces `from` by `to` (same length) wherever it occurs in the store's
+/// kept listings, with their hashes made right again, as a stale listing
+/// would be. Returns how many files had it.
+fn forge_listings(store: &Path, from: &[u8], to: &[u8]) -> usize {
+    let mut forged = 0;
+    for e in fs::read_dir(store.join("cache")).unwrap() {
+        let path = e.unwrap().path();
+        let mut data = fs::read(&path).unwrap();
+        let body = data.len() - 32;
+        let Some(at) = data.windows(from.len()).position(|w| w == from) else {
+            continue;
+        };
+        data[at..at + to.len()].copy_from_slice(to);
+        let hash = blake3::hash(&data[..body]);
+        data[body..].copy_from_slice(hash.as_bytes());
+        fs::write(&path, &data).unwrap();
+        forged += 1;
+    }
+    forged
+}
+
+#[test]
+fn a_kept_listing_naming_a_subdirectory_that_is_gone_is_dropped() {
+    if !require_root("a_kept_listing_naming_a_subdirectory_that_is_gone") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let store = lab.store();
+    let first = unify_json(&store, &[&a, &b]);
+    // usr/'s kept listings name a directory "shard" (DT_DIR), not "share".
+    assert_eq!(forge_listings(&store, b"\x04share\0", b"\x04shard\0"), 2);
+    // This run trusts them (their stat matches), finds "shard" gone and
+    // says so; it does not keep them again...
+    let stale = unify_json(&store, &[&a, &b]);
+    assert_eq!(stale["problems"].as_array().unwrap().len(), 2, "{stale}");
+    // ...so the next run reads both usr/ afresh (and usr/share, which the
+    // stale run did not walk) and finds all again.
+    let again = unify_json(&store, &[&a, &b]);
+    assert_eq!(again["dirs_read"], 4, "{again}");
+    assert_eq!(again["problems"].as_array().unwrap().len(), 0, "{again}");
+    for k in ["files_scanned", "bytes_scanned", "files_too_small"] {
+        assert_eq!(again[k], first[k], "{k}: {again}");
+    }
+    assert_eq!(catalog_links(&store, "g0"), fs_links(&store, &a));
     assert_eq!(unify_json(&store, &[&a, &b])["dirs_read"], 0);
 }
 
