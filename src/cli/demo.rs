@@ -87,8 +87,11 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     println!(
-        "a second run read {} and took {:.3} s (unchanged files are not read again)",
+        "a second run read {} and {} of {} directories, and took {:.3} s (unchanged files \
+         and directories are not read again)",
         bytes(again.bytes_hashed),
+        count(again.dirs_read),
+        count(again.dirs_read + again.dirs_from_cache),
         again.seconds
     );
     println!(
