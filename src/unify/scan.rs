@@ -143,34 +143,15 @@ impl Scan {
         for s in scans {
             gather(s, &mut all);
         }
+        // Sized once where it counts: a file's records and a directory's
+        // listing (the other vectors stay small).
         let mut out = Scan::default();
-        let total = |len: fn(&Scan) -> usize| all.iter().map(len).sum::<usize>();
-        let lens = [
-            total(|s| s.candidates.len()),
-            total(|s| s.hardlinked.len()),
-            total(|s| s.hardlinked_left.len()),
-            total(|s| s.to_split.len()),
-            total(|s| s.unsettled.len()),
-            total(|s| s.linked.len()),
-            total(|s| s.stale_tmp.len()),
-            total(|s| s.problems.len()),
-            total(|s| s.excluded_linked.len()),
-            total(|s| s.digests.len()),
-            total(|s| s.listings.len()),
-            total(|s| s.kept.len()),
-        ];
-        out.candidates.reserve_exact(lens[0]);
-        out.hardlinked.reserve_exact(lens[1]);
-        out.hardlinked_left.reserve_exact(lens[2]);
-        out.to_split.reserve_exact(lens[3]);
-        out.unsettled.reserve_exact(lens[4]);
-        out.linked.reserve_exact(lens[5]);
-        out.stale_tmp.reserve_exact(lens[6]);
-        out.problems.reserve_exact(lens[7]);
-        out.excluded_linked.reserve_exact(lens[8]);
-        out.digests.reserve_exact(lens[9]);
-        out.listings.reserve_exact(lens[10]);
-        out.kept.reserve_exact(lens[11]);
+        out.candidates
+            .reserve_exact(all.iter().map(|s| s.candidates.len()).sum());
+        out.linked
+            .reserve_exact(all.iter().map(|s| s.linked.len()).sum());
+        out.listings
+            .reserve_exact(all.iter().map(|s| s.listings.len()).sum());
         for s in all {
             out.absorb(s);
         }
