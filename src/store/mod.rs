@@ -18,6 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// Marks an inode as a store object; value: the 64-hex object id.
 /// `trusted.` so only root can read or set it; the mount hides it.
@@ -111,6 +112,10 @@ pub struct Store {
     objects: OwnedFd,
     tmp: OwnedFd,
     dev: u64,
+    /// Fan-out directories opened so far, by the id's first byte: unify
+    /// links into them thousands of times. Nothing removes one, so an open
+    /// one stays the store's.
+    fanouts: Box<[OnceLock<Arc<OwnedFd>>]>,
 }
 
 impl Store {
@@ -210,6 +215,7 @@ impl Store {
             objects,
             tmp,
             dev,
+            fanouts: (0..256).map(|_| OnceLock::new()).collect(),
         })
     }
 
@@ -273,8 +279,18 @@ impl Store {
         self.root.join(Self::object_rel_path(id, copy))
     }
 
-    /// Opens the fan-out directory of `id`, creating it if asked.
-    pub fn fanout_dir(&self, id: &ObjectId, create: bool) -> Result<OwnedFd> {
+    /// The fan-out directory of `id`, opened once, created if asked.
+    pub fn fanout_dir(&self, id: &ObjectId, create: bool) -> Result<Arc<OwnedFd>> {
+        let slot = &self.fanouts[usize::from(id.0[0])];
+        if let Some(fd) = slot.get() {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(self.open_fanout(id, create)?);
+        // Another thread may have opened it meanwhile: either fd will do.
+        Ok(slot.get_or_init(|| fd).clone())
+    }
+
+    fn open_fanout(&self, id: &ObjectId, create: bool) -> Result<OwnedFd> {
         let (dir, _) = object_names(id, 0);
         let path = self.root.join("objects").join(&dir);
         match sys::open_at(

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The outcome of putting an inode into the store.
 #[derive(Debug)]
@@ -96,7 +97,7 @@ impl Store {
                 return Err(e).at(path);
             }
         }
-        let _ = File::from(dir).sync_all();
+        let _ = sys::fsync(dir.as_fd());
         let stat = sys::fstat(tmp.as_fd()).at(&path)?;
         Ok(Some(Ingested::Linked { copy, stat }))
     }
@@ -127,7 +128,7 @@ impl Store {
 
     /// Opens object copy `copy` of `id` (its fan-out dir fd and file name),
     /// for linking it into a guest.
-    pub fn object_link_source(&self, id: &ObjectId, copy: u32) -> Result<(OwnedFd, OsString)> {
+    pub fn object_link_source(&self, id: &ObjectId, copy: u32) -> Result<(Arc<OwnedFd>, OsString)> {
         let dir = self.fanout_dir(id, false)?;
         let (_, name) = object_names(id, copy);
         Ok((dir, name))

@@ -661,6 +661,13 @@ pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Flushes `fd` (a directory too) to disk.
+pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: plain integer argument.
+    check(unsafe { libc::fsync(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
 /// Sets atime and mtime of `fd`.
 pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
     let times = timespecs(atime, mtime);

@@ -24,8 +24,9 @@ use crate::sys::{self, Stat};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,7 +94,7 @@ struct Target {
     /// one already links the object.
     inodes: Vec<(u64, u64)>,
     nlink: u64,
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     name: OsString,
 }
 
@@ -143,7 +144,14 @@ impl<'a> Applier<'a> {
         }
     }
 
-    pub fn apply_group(&self, group: &Group, content: &Hashed) -> Result<GroupWork> {
+    /// Links the files of `group`. `fds` holds files opened for hashing:
+    /// each one the group uses is taken instead of opening it again.
+    pub fn apply_group(
+        &self,
+        group: &Group,
+        content: &Hashed,
+        fds: &mut HashMap<usize, OwnedFd>,
+    ) -> Result<GroupWork> {
         let mut work = GroupWork::default();
         let mut own = OwnChanges::default();
         let mut target = if group.existing {
@@ -152,9 +160,10 @@ impl<'a> Applier<'a> {
             None
         };
         for &file in &group.files {
+            let opened = fds.remove(&file);
             let outcome = match target.as_mut() {
-                Some(t) => self.replace(file, t, &mut own, &mut work),
-                None => match self.ingest(file, group, content, &mut own, &mut work) {
+                Some(t) => self.replace(file, opened, t, &mut own, &mut work),
+                None => match self.ingest(file, opened, group, content, &mut own, &mut work) {
                     Ok(t) => {
                         target = Some(t);
                         Ok(())
@@ -222,13 +231,14 @@ impl<'a> Applier<'a> {
     fn ingest(
         &self,
         file: usize,
+        opened: Option<OwnedFd>,
         group: &Group,
         content: &Hashed,
         own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<Target, Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
-        let (fd, st, leased) = self.open_leased(file, parent.as_fd(), &name, own, &[])?;
+        let (fd, st, leased) = self.open_leased(file, opened, parent.as_fd(), &name, own, &[])?;
         let rec = &self.candidates[file];
         let row = object_row(&group.id, content, &rec.stat);
         let ingested = if leased {
@@ -307,7 +317,7 @@ impl<'a> Applier<'a> {
                     .open_target(&group.id)
                     .map_err(|e| Skip::Failed(e.to_string()))?
                     .ok_or(Skip::Changed)?;
-                self.replace(file, &mut target, own, work)?;
+                self.replace(file, None, &mut target, own, work)?;
                 Ok(target)
             }
         }
@@ -317,23 +327,25 @@ impl<'a> Applier<'a> {
     fn replace(
         &self,
         file: usize,
+        opened: Option<OwnedFd>,
         target: &mut Target,
         own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
-        let opened = self.open_leased(file, parent.as_fd(), &name, own, &target.inodes);
-        let (fd, st, leased) = match opened {
-            Err(Skip::IsObject) => {
-                work.ops.push(CatalogOp::GuestLink {
-                    file,
-                    id: target.id,
-                });
-                work.consumed.push(file);
-                return Ok(());
-            }
-            other => other?,
-        };
+        let inodes = &target.inodes;
+        let (fd, st, leased) =
+            match self.open_leased(file, opened, parent.as_fd(), &name, own, inodes) {
+                Err(Skip::IsObject) => {
+                    work.ops.push(CatalogOp::GuestLink {
+                        file,
+                        id: target.id,
+                    });
+                    work.consumed.push(file);
+                    return Ok(());
+                }
+                other => other?,
+            };
         if !leased {
             return Err(Skip::InUse);
         }
@@ -346,10 +358,11 @@ impl<'a> Applier<'a> {
         }
         // The swap changes the directory's mtime: put back at the end.
         let dir_rel = rec.rel.parent().unwrap_or(Path::new(""));
+        let dir = parent.as_fd();
         self.dir_times
-            .before_change(rec.guest, dir_rel, parent.as_fd());
-        let swapped = self.swap(target, parent.as_fd(), &name, fd.as_fd(), &st, work);
-        self.dir_times.after_change(parent.as_fd());
+            .before_change(rec.guest, dir_rel, dir, Some(parent.key));
+        let swapped = self.swap(target, dir, &name, fd.as_fd(), &st, work);
+        self.dir_times.after_change(dir);
         swapped?;
         if rec.stat.nlink > 1 {
             // Its other paths come later in this group: they must find it
@@ -498,25 +511,34 @@ impl<'a> Applier<'a> {
     }
 
     /// Opens the file read-only beneath its parent (no symlink followed),
-    /// takes a read lease if nobody has it open for writing (the `bool`),
+    /// unless `opened` has it (opened for hashing), takes a read lease if nobody has it open for writing (the `bool`),
     /// then checks it is the scanned inode, unchanged (but for this group's
     /// own changes), with no other link than it had. One stat, after the
     /// lease: a write before it shows in mtime/ctime. `Skip::IsObject` when
     /// it is one of the inodes `object`.
+    #[allow(clippy::too_many_arguments)]
     fn open_leased(
         &self,
         file: usize,
+        opened: Option<OwnedFd>,
         parent: BorrowedFd,
         name: &OsStr,
         own: &OwnChanges,
         object: &[(u64, u64)],
     ) -> std::result::Result<(OwnedFd, Stat, bool), Skip> {
         let rec = &self.candidates[file];
-        let fd = match sys::open_at(
-            parent,
-            name,
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME,
-            0,
+        // An fd kept from hashing is that inode, wherever it is now: the
+        // swap's check of what it swapped out finds it if it moved.
+        let fd = match opened.map_or_else(
+            || {
+                sys::open_at(
+                    parent,
+                    name,
+                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME,
+                    0,
+                )
+            },
+            Ok,
         ) {
             Ok(fd) => fd,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
@@ -543,7 +565,7 @@ impl<'a> Applier<'a> {
     }
 
     /// The parent directory of a candidate, opened beneath the guest root.
-    fn open_parent(&self, file: usize) -> io::Result<(Arc<OwnedFd>, OsString)> {
+    fn open_parent(&self, file: usize) -> io::Result<(Arc<ParentDir>, OsString)> {
         let rec = &self.candidates[file];
         let parent_rel = rec.rel.parent().unwrap_or(Path::new(""));
         let name = rec
@@ -590,14 +612,33 @@ impl OwnChanges {
 }
 
 /// Directories opened beneath guest roots, shared by the linking threads:
-/// the files of one directory are spread over many groups. Bounded, so
-/// unify holds few fds (the open-file limit can be low).
-#[derive(Default)]
+/// the files of one directory are spread over many groups. Bounded by the
+/// open-file limit, which can be low.
 struct DirCache {
-    map: Mutex<HashMap<(u32, PathBuf), Arc<OwnedFd>>>,
+    map: Mutex<HashMap<(u32, PathBuf), Arc<ParentDir>>>,
+    capacity: usize,
 }
 
-const DIR_CACHE_SIZE: usize = 512;
+/// An open directory and its (device, inode).
+pub(super) struct ParentDir {
+    pub fd: OwnedFd,
+    pub key: (u64, u64),
+}
+
+impl AsFd for ParentDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Default for DirCache {
+    fn default() -> Self {
+        DirCache {
+            map: Mutex::default(),
+            capacity: (super::fd_limit() / 4).clamp(32, 4096),
+        }
+    }
+}
 
 impl DirCache {
     fn get(
@@ -605,19 +646,30 @@ impl DirCache {
         guest: u32,
         rel: &Path,
         open: impl FnOnce() -> io::Result<OwnedFd>,
-    ) -> io::Result<Arc<OwnedFd>> {
+    ) -> io::Result<Arc<ParentDir>> {
         let key = (guest, rel.to_path_buf());
-        if let Some(fd) = self.map.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(fd);
+        if let Some(dir) = self.map.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(dir);
         }
-        let fd = Arc::new(open()?);
+        let fd = open()?;
+        let st = sys::fstat(fd.as_fd())?;
+        let dir = Arc::new(ParentDir {
+            fd,
+            key: (st.dev, st.ino),
+        });
         if let Ok(mut map) = self.map.lock() {
-            if map.len() >= DIR_CACHE_SIZE {
-                map.clear();
+            if map.len() >= self.capacity {
+                // Half of them, as the hash order falls: cheap, and no
+                // pattern of use keeps missing.
+                let mut n = 0u32;
+                map.retain(|_, _| {
+                    n += 1;
+                    n % 2 == 0
+                });
             }
-            map.insert(key, fd.clone());
+            map.insert(key, dir.clone());
         }
-        Ok(fd)
+        Ok(dir)
     }
 }
 
@@ -646,29 +698,32 @@ fn fail(e: io::Error) -> Skip {
     Skip::Failed(e.to_string())
 }
 
-/// `--paranoid`: compares the file's bytes with the object's.
+/// `--paranoid`: compares the file's bytes with the object's. By offset:
+/// `fd` may be the one hashing read to its end.
 fn same_bytes(fd: BorrowedFd, target: &Target) -> io::Result<bool> {
     let obj = sys::open_at(target.dir.as_fd(), &target.name, libc::O_RDONLY, 0)?;
-    let mut a = File::from(fd.try_clone_to_owned()?);
-    let mut b = File::from(obj);
+    let a = File::from(fd.try_clone_to_owned()?);
+    let b = File::from(obj);
     let mut buf_a = vec![0u8; 1 << 16];
     let mut buf_b = vec![0u8; 1 << 16];
+    let mut at = 0;
     loop {
-        let n = read_full(&mut a, &mut buf_a)?;
-        let m = read_full(&mut b, &mut buf_b)?;
+        let n = read_full(&a, &mut buf_a, at)?;
+        let m = read_full(&b, &mut buf_b, at)?;
         if n != m || buf_a[..n] != buf_b[..m] {
             return Ok(false);
         }
         if n == 0 {
             return Ok(true);
         }
+        at += n as u64;
     }
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match f.read(&mut buf[filled..]) {
+        match f.read_at(&mut buf[filled..], at + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

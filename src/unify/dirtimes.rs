@@ -54,11 +54,15 @@ impl DirTimes {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Before a change of the entries of `dir`, which is `rel` beneath the
-    /// root of guest `guest`. Only the first call for a directory counts:
-    /// any later one of another thread comes after that first note (notes
-    /// are taken before the change), so it never sees a changed mtime first.
-    pub fn before_change(&self, guest: u32, rel: &Path, dir: BorrowedFd) {
+    /// Before a change of the entries of `dir` (device and inode `key`, if
+    /// known), which is `rel` beneath the root of guest `guest`. Only the first call
+    /// for a directory counts: any later one of another thread comes after
+    /// that first note (notes are taken before the change), so it never
+    /// sees a changed mtime first.
+    pub fn before_change(&self, guest: u32, rel: &Path, dir: BorrowedFd, key: Option<Key>) {
+        if key.is_some_and(|k| self.shard(k).contains_key(&k)) {
+            return; // noted already: no stat needed
+        }
         let Ok(st) = sys::fstat(dir) else { return };
         self.shard((st.dev, st.ino))
             .entry((st.dev, st.ino))
@@ -200,7 +204,7 @@ mod tests {
     /// does), notes the change.
     fn change(times: &DirTimes, g: &Guest, rel: &str) {
         let dir = sys::open_beneath(g.fd.as_fd(), Path::new(rel), libc::O_RDONLY).unwrap();
-        times.before_change(0, Path::new(rel), dir.as_fd());
+        times.before_change(0, Path::new(rel), dir.as_fd(), None);
         std::fs::write(g.root.join(rel).join("tmp"), b"x").unwrap();
         std::fs::remove_file(g.root.join(rel).join("tmp")).unwrap();
         times.after_change(dir.as_fd());

@@ -10,7 +10,7 @@ use crate::store::{id::hash_reader, ContentHash, ObjectId, ObjectMeta};
 use crate::sys::{self, Stat, Timestamp};
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 /// What two files must share before their contents are worth comparing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,34 +82,39 @@ pub struct Hashed {
 }
 
 /// Hashes candidate `i`, or takes its ids from the cache where that is valid.
+/// A file read comes with the fd it was read through (linking may use it).
 pub fn hash_cached(
     guests: &[Guest],
     candidates: &[FileRec],
     i: usize,
     cache: &Map<(u64, u64), CacheRow>,
     ignore_mtime: bool,
-) -> Result<Hashed, Problem> {
+) -> Result<(Hashed, Option<OwnedFd>), Problem> {
     let rec = &candidates[i];
     let st = &rec.stat;
     if let Some(row) = cache.get(&(st.dev, st.ino)) {
         if cache_valid(row, st) {
-            return Ok(Hashed {
+            let hashed = Hashed {
                 file: i,
                 id: row.object_id,
                 content: row.content_hash,
                 read: false,
                 from_cache: true,
-            });
+            };
+            return Ok((hashed, None));
         }
     }
     let guest = &guests[rec.guest as usize];
     hash_one(guest, rec, ignore_mtime)
-        .map(|(id, content)| Hashed {
-            file: i,
-            id,
-            content,
-            read: true,
-            from_cache: false,
+        .map(|(id, content, fd)| {
+            let hashed = Hashed {
+                file: i,
+                id,
+                content,
+                read: true,
+                from_cache: false,
+            };
+            (hashed, Some(fd))
         })
         .map_err(|e| Problem::new(guest.root.join(&rec.rel), e.to_string()))
 }
@@ -136,7 +141,7 @@ fn hash_one(
     guest: &Guest,
     rec: &FileRec,
     ignore_mtime: bool,
-) -> std::io::Result<(ObjectId, ContentHash)> {
+) -> std::io::Result<(ObjectId, ContentHash, OwnedFd)> {
     let fd = guest.open_for_reading(&rec.rel)?;
     let st = sys::fstat(fd.as_fd())?;
     if !st.unchanged(&rec.stat) {
@@ -144,7 +149,8 @@ fn hash_one(
     }
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
-    hash_reader(&meta, &file)
+    let (id, content) = hash_reader(&meta, &file)?;
+    Ok((id, content, file.into()))
 }
 
 #[cfg(test)]

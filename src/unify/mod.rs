@@ -670,6 +670,15 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The open-file limit (soft), which bounds the fds unify keeps open.
+fn fd_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        use nix::sys::resource::{getrlimit, Resource};
+        getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft.min(1 << 20) as usize)
+    })
+}
+
 /// Threads for hashing and linking: more than the cores, because a thread
 /// often waits for the disk (cold cache, journal, discard) rather than a CPU.
 /// `UNIFS_THREADS` overrides the count.

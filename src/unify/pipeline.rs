@@ -13,7 +13,7 @@ use crate::catalog::{CacheRow, Map};
 use crate::store::ObjectId;
 use indicatif::ProgressBar;
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -154,8 +154,17 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
         planned: [0; 3],
         works: Vec::new(),
     };
+    // The fds files were read through, for linking to take over (saves
+    // opening them again); only single-link files, and a few per bucket
+    // (the open-file limit can be low).
+    let keep_max = if inputs.applier.is_some() {
+        super::fd_limit() / 256
+    } else {
+        0
+    };
+    let mut fds = HashMap::new();
     // Paths of one inode (hardlinked across guests) are read once.
-    let mut by_inode: std::collections::HashMap<(u64, u64), Hashed> = Default::default();
+    let mut by_inode: HashMap<(u64, u64), Hashed> = HashMap::new();
     for &i in files {
         let st = &inputs.candidates[i].stat;
         if st.nlink > 1 {
@@ -177,9 +186,11 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             inputs.cache,
             inputs.ignore_mtime,
         ) {
-            Ok(h) => {
+            Ok((h, fd)) => {
                 if st.nlink > 1 {
                     by_inode.insert((st.dev, st.ino), h);
+                } else if let Some(fd) = fd.filter(|_| fds.len() < keep_max.min(64)) {
+                    fds.insert(i, fd);
                 }
                 done.hashed.push(h)
             }
@@ -198,7 +209,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
         for g in &groups {
             let first = done.hashed.iter().find(|h| h.file == g.files[0]);
             let first = first.expect("a planned file was hashed");
-            done.works.push(applier.apply_group(g, first));
+            done.works.push(applier.apply_group(g, first, &mut fds));
         }
     }
     done
