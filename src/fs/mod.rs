@@ -127,7 +127,10 @@ pub struct Mounted {
 /// returns, so the caller can report the mount ready before serving.
 pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
     sys::set_umask(0); // the kernel applied the caller's umask already
-    raise_fd_limit();
+                       // It holds an fd per file a guest has open.
+    if let Err(e) = crate::sys::raise_fd_limit() {
+        tracing::warn!("{e}");
+    }
     let root = crate::sys::open_dir(guest)?;
     let claims = claim_guest(&root, guest)?;
     let overlay = Arc::new(overlay::Overlay::new(root)?);
@@ -196,19 +199,6 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
             guest.display()
         ),
     ))
-}
-
-/// The daemon holds an fd per file a guest has open: use every fd the hard
-/// limit allows, not the usual soft 1024.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!("cannot raise the open-file limit to {hard}: {e}");
-            }
-        }
-    }
 }
 
 /// Unmounts `mountpoint`: plainly, or lazily (detached, gone when its last

@@ -661,6 +661,21 @@ pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-file limit to the hard one (the usual soft 1024 is
+/// for programs that use `select`) and returns it.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| {
+            io::Error::other(format!(
+                "cannot raise the open-file limit from {soft} to {hard}: {e}"
+            ))
+        })?;
+    }
+    Ok(hard)
+}
+
 /// Flushes `fd` (a directory too) to disk.
 pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
     // SAFETY: plain integer argument.

@@ -472,53 +472,15 @@ fn run(
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
     });
-    let (mut problems, relisted) = applier.dir_times.restore(&guests);
-    summary.problems.append(&mut problems);
-    let out = out?;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = applier.dir_times.restore(&guests);
+            return Err(e);
+        }
+    };
     progress.finish_and_clear();
-    drop(applier);
     hashed_summary(&mut summary, &out, hash_started);
-    for &file in &out.consumed {
-        let rec = &scan.candidates[file];
-        if let Some(old) = &mut old_links[rec.guest as usize] {
-            old.remove(&rec.rel);
-        }
-    }
-    for (g, gone) in guests.iter().zip(&old_links) {
-        for path in gone.iter().flat_map(|m| m.keys()) {
-            writer.delete_guest_link(g.row.id, path)?;
-        }
-    }
-    // A guest's rows are now the links the scan found (the rest were
-    // deleted) and the ones this run made.
-    let touched: Vec<u32> = (0..guests.len() as u32)
-        .filter(|&g| writer.touched.contains(&guests[g as usize].row.id))
-        .collect();
-    let digests_now: Vec<[u8; 32]> = worker_pool().install(|| {
-        touched
-            .par_iter()
-            .map(|&g| {
-                let found = scan.linked.iter().filter(|l| l.guest == g);
-                let made = out.new_links.iter().filter_map(|(file, id)| {
-                    let rec = &scan.candidates[*file];
-                    (rec.guest == g).then_some((rec.rel.as_path(), id))
-                });
-                catalog::links_digest(found.map(|l| (l.rel.as_path(), &l.id)).chain(made))
-            })
-            .collect()
-    });
-    for (&g, digest) in touched.iter().zip(&digests_now) {
-        digests[g as usize] = *digest;
-    }
-    for (i, (g, digest)) in guests.iter().zip(&digests).enumerate() {
-        if scan.unsettled.contains(&(i as u32)) {
-            // No digest: its next run counts as a first one again.
-            catalog.set_links_digest(g.row.id, None)?;
-        } else if writer.touched.contains(&g.row.id) || stored[i] != Some(*digest) {
-            // A touched guest's digest was cleared in the catalog.
-            catalog.set_links_digest(g.row.id, Some(digest))?;
-        }
-    }
     let t = out.totals;
     summary.files_linked = t.files_linked;
     summary.bytes_saved = t.bytes_saved;
@@ -527,19 +489,79 @@ fn run(
     summary.extra_copies = t.extra_copies;
     summary.skipped_changed = t.skipped_changed;
     summary.skipped_in_use = t.skipped_in_use;
-    catalog.finish_run(
-        run_id,
-        &RunTotals {
-            files_scanned: summary.files_scanned,
-            bytes_hashed: summary.bytes_hashed,
-            files_linked: summary.files_linked,
-            bytes_saved: summary.bytes_saved,
-        },
-    )?;
-    // No syncfs: every link and swap is atomic, so after a crash each path
-    // names its old or its new inode, and the catalog is re-checked against
-    // the filesystem by the next run.
-    catalog.commit()?;
+    let totals = RunTotals {
+        files_scanned: summary.files_scanned,
+        bytes_hashed: summary.bytes_hashed,
+        files_linked: summary.files_linked,
+        bytes_saved: summary.bytes_saved,
+    };
+    // This thread finishes the catalog while another puts the directories'
+    // mtimes back: neither needs the other.
+    let mut finish = || -> Result<()> {
+        for &file in &out.consumed {
+            let rec = &scan.candidates[file];
+            if let Some(old) = &mut old_links[rec.guest as usize] {
+                old.remove(&rec.rel);
+            }
+        }
+        for (g, gone) in guests.iter().zip(&old_links) {
+            for path in gone.iter().flat_map(|m| m.keys()) {
+                writer.delete_guest_link(g.row.id, path)?;
+            }
+        }
+        // A guest's rows are now the links the scan found (the rest were
+        // deleted) and the ones this run made.
+        let touched: Vec<u32> = (0..guests.len() as u32)
+            .filter(|&g| writer.touched.contains(&guests[g as usize].row.id))
+            .collect();
+        let digests_now: Vec<[u8; 32]> = worker_pool().install(|| {
+            touched
+                .par_iter()
+                .map(|&g| {
+                    let found = scan.linked.iter().filter(|l| l.guest == g);
+                    let made = out.new_links.iter().filter_map(|(file, id)| {
+                        let rec = &scan.candidates[*file];
+                        (rec.guest == g).then_some((rec.rel.as_path(), id))
+                    });
+                    catalog::links_digest(found.map(|l| (l.rel.as_path(), &l.id)).chain(made))
+                })
+                .collect()
+        });
+        for (&g, digest) in touched.iter().zip(&digests_now) {
+            digests[g as usize] = *digest;
+        }
+        for (i, (g, digest)) in guests.iter().zip(&digests).enumerate() {
+            if scan.unsettled.contains(&(i as u32)) {
+                // No digest: its next run counts as a first one again.
+                catalog.set_links_digest(g.row.id, None)?;
+            } else if writer.touched.contains(&g.row.id) || stored[i] != Some(*digest) {
+                // A touched guest's digest was cleared in the catalog.
+                catalog.set_links_digest(g.row.id, Some(digest))?;
+            }
+        }
+        catalog.finish_run(run_id, &totals)?;
+        // No syncfs: every link and swap is atomic, so after a crash each
+        // path names its old or its new inode, and the catalog is checked
+        // against the filesystem again by the next run.
+        catalog.commit()?;
+        Ok(())
+    };
+    let dir_times = &applier.dir_times;
+    let (restored, finished) = std::thread::scope(|s| {
+        let restoring = std::thread::Builder::new()
+            .spawn_scoped(s, || dir_times.restore(&guests))
+            .ok();
+        let finished = finish();
+        let restored = match restoring {
+            Some(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => dir_times.restore(&guests),
+        };
+        (restored, finished)
+    });
+    drop(applier);
+    let (mut problems, relisted) = restored;
+    summary.problems.append(&mut problems);
+    finished?;
     listings::keep(
         store,
         &guests,
@@ -670,12 +692,16 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The open-file limit (soft), which bounds the fds unify keeps open.
+/// The open-file limit, raised to the hard one the first time: it bounds
+/// the fds unify keeps open to save opening them again.
 fn fd_limit() -> usize {
     static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {
         use nix::sys::resource::{getrlimit, Resource};
-        getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft.min(1 << 20) as usize)
+        let limit = sys::raise_fd_limit()
+            .or_else(|_| getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft))
+            .unwrap_or(1024);
+        limit.min(1 << 20) as usize
     })
 }
 
