@@ -323,9 +323,6 @@ fn damaged_hint(e: &rusqlite::Error, path: &Path) -> String {
 /// with a cold cache, SQLite's page-by-page reads of a table scan otherwise
 /// wait on one small read at a time. Only a hint: errors are ignored.
 fn prefetch(path: &Path) {
-    if std::env::var_os("XNOPF").is_some() {
-        return;
-    }
     if let Ok(f) = std::fs::File::open(path) {
         // SAFETY: fadvise on an open fd, with no pointers.
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };

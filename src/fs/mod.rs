@@ -127,7 +127,8 @@ pub struct Mounted {
 /// returns, so the caller can report the mount ready before serving.
 pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
     sys::set_umask(0); // the kernel applied the caller's umask already
-                       // It holds an fd per file a guest has open.
+
+    // The daemon holds an fd per file a guest has open.
     if let Err(e) = crate::sys::raise_fd_limit() {
         tracing::warn!("{e}");
     }

@@ -1,6 +1,8 @@
 //! Carrying out a plan, one file at a time, race-free:
 //!
-//! 1. open the file beneath its guest root (no symlinks), read-only;
+//! 1. open the file beneath its guest root (no symlinks), read-only (or
+//!    take the fd hashing read it through, and check its name still names
+//!    it);
 //! 2. re-check it is the inode that was scanned and hashed, unchanged, with
 //!    no other link, and take a read lease (fails while anyone has it open
 //!    for writing; a later writer waits for us);
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 thread_local! {
-    /// See [`Applier::tmp_seq`].
+    /// This thread's temp-name number: see [`Applier::tmp_seq`] (the method).
     static TMP_SEQ: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
@@ -128,12 +130,19 @@ pub struct Applier<'a> {
     pid: u32,
     closer: super::closer::Closer,
     dirs: DirCache,
+    /// How many of a bucket's files may keep the fd hashing read them
+    /// through, for linking to take over.
+    pub(super) keep_fds: usize,
     /// Mtimes of the directories linking changed, put back at the end.
     pub(super) dir_times: super::dirtimes::DirTimes,
 }
 
 impl<'a> Applier<'a> {
     pub fn new(store: &'a Store, guests: &'a [Guest], candidates: &'a [FileRec]) -> Applier<'a> {
+        // Half the spare fds for directories, a quarter for files hashed
+        // and not yet linked (`keep_fds` per bucket, a bucket per thread).
+        let spare = super::spare_fds(guests.len());
+        let threads = super::worker_pool().current_num_threads().max(1);
         Applier {
             store,
             guests,
@@ -144,7 +153,11 @@ impl<'a> Applier<'a> {
             tmp_seq: AtomicU64::new(0),
             pid: std::process::id(),
             closer: super::closer::Closer::new(),
-            dirs: DirCache::default(),
+            dirs: DirCache {
+                map: Mutex::default(),
+                capacity: (spare / 2).min(4096),
+            },
+            keep_fds: (spare / 4 / threads).min(64),
             dir_times: Default::default(),
         }
     }
@@ -536,11 +549,12 @@ impl<'a> Applier<'a> {
     }
 
     /// Opens the file read-only beneath its parent (no symlink followed),
-    /// unless `opened` has it (opened for hashing), takes a read lease if nobody has it open for writing (the `bool`),
-    /// then checks it is the scanned inode, unchanged (but for this group's
-    /// own changes), with no other link than it had. One stat, after the
-    /// lease: a write before it shows in mtime/ctime. `Skip::IsObject` when
-    /// it is one of the inodes `object`.
+    /// or takes `opened` (the fd hashing read it through), takes a read
+    /// lease if nobody has it open for writing (the `bool`), then checks it
+    /// is the scanned inode, unchanged (but for this group's own changes),
+    /// with no other link than it had. One stat, after the lease: a write
+    /// before it shows in mtime/ctime. `Skip::IsObject` when it is one of
+    /// the inodes `object`.
     #[allow(clippy::too_many_arguments)]
     fn open_leased(
         &self,
@@ -552,8 +566,9 @@ impl<'a> Applier<'a> {
         object: &[(u64, u64)],
     ) -> std::result::Result<(OwnedFd, Stat, bool), Skip> {
         let rec = &self.candidates[file];
+        let kept = opened.is_some();
         // An fd kept from hashing is that inode, wherever it is now: the
-        // swap's check of what it swapped out finds it if it moved.
+        // name is checked below, after the lease.
         let fd = match opened.map_or_else(
             || {
                 sys::open_at(
@@ -579,6 +594,17 @@ impl<'a> Applier<'a> {
             Err(e) => return Err(fail(e)),
         };
         let st = sys::fstat(fd.as_fd()).map_err(fail)?;
+        if kept {
+            // The name must still be that inode: the guest may have moved
+            // it, or swapped a directory above it, since it was hashed.
+            match sys::stat_at(parent, name) {
+                Ok(now) if (now.dev, now.ino) == (st.dev, st.ino) => {}
+                Ok(now) if object.contains(&(now.dev, now.ino)) => return Err(Skip::IsObject),
+                Ok(_) => return Err(Skip::Changed),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(Skip::Changed),
+                Err(e) => return Err(fail(e)),
+            }
+        }
         if object.contains(&(st.dev, st.ino)) {
             return Err(Skip::IsObject);
         }
@@ -656,15 +682,6 @@ impl AsFd for ParentDir {
     }
 }
 
-impl Default for DirCache {
-    fn default() -> Self {
-        DirCache {
-            map: Mutex::default(),
-            capacity: (super::fd_limit() / 4).clamp(32, 4096),
-        }
-    }
-}
-
 impl DirCache {
     fn get(
         &self,
@@ -682,6 +699,9 @@ impl DirCache {
             fd,
             key: (st.dev, st.ino),
         });
+        if self.capacity == 0 {
+            return Ok(dir); // no fds to spare
+        }
         if let Ok(mut map) = self.map.lock() {
             if map.len() >= self.capacity {
                 // Half of them, as the hash order falls: cheap, and no
@@ -756,4 +776,108 @@ fn read_full(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{GuestRow, Map};
+    use crate::sys::Timestamp;
+    use std::collections::HashSet;
+
+    fn guest(root: &Path, id: i64) -> Guest {
+        Guest {
+            row: GuestRow {
+                id,
+                name: format!("g{id}"),
+                path: root.to_path_buf(),
+            },
+            root: root.to_path_buf(),
+            fd: sys::open_dir(root).unwrap(),
+        }
+    }
+
+    /// Between hashing and linking, guest 1 swaps a directory for a new one
+    /// (`mv d d.old; mkdir d; write d/f`), as package managers and deploy
+    /// tools do. The inode hashed is untouched (same ctime, one link), but
+    /// `d/f` now names a file the guest made during the run: linking must
+    /// leave that file and its directory alone, as it did when it opened
+    /// the path again (it saw another inode and skipped, touching nothing).
+    #[test]
+    fn a_path_the_guest_replaced_after_hashing_is_not_touched() {
+        replaced_after_hashing(true);
+    }
+
+    /// The same, with linking opening the path again (as before 67ad9c9).
+    #[test]
+    fn a_path_the_guest_replaced_after_hashing_is_not_touched_when_reopened() {
+        replaced_after_hashing(false);
+    }
+
+    fn replaced_after_hashing(keep_fds: bool) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create(&tmp.path().join("store")).unwrap();
+        let t = Timestamp {
+            sec: 1_000_000,
+            nsec: 0,
+        };
+        let roots: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("g{i}"))).collect();
+        for r in &roots {
+            std::fs::create_dir_all(r.join("d")).unwrap();
+            std::fs::write(r.join("d/f"), b"one package's file").unwrap();
+            sys::lutimens(&r.join("d/f"), t, t).unwrap();
+        }
+        let guests: Vec<Guest> = roots.iter().zip(1..).map(|(r, i)| guest(r, i)).collect();
+        let candidates: Vec<FileRec> = (0..2)
+            .map(|g| FileRec {
+                guest: g,
+                rel: PathBuf::from("d/f"),
+                stat: sys::lstat(&roots[g as usize].join("d/f")).unwrap(),
+            })
+            .collect();
+        let cache = Map::default();
+        let mut hashed = Vec::new();
+        let mut fds = HashMap::new();
+        for i in 0..2 {
+            let (h, fd) =
+                super::super::hash::hash_cached(&guests, &candidates, i, &cache, false).unwrap();
+            hashed.push(h);
+            fds.insert(i, fd.expect("read, not cached"));
+        }
+        let groups = super::super::plan::plan(&candidates, &hashed, &HashSet::new());
+        assert_eq!(groups.len(), 1);
+
+        // The guest's directory swap, after hashing.
+        let g1 = &roots[1];
+        std::fs::rename(g1.join("d"), g1.join("d.old")).unwrap();
+        std::fs::create_dir(g1.join("d")).unwrap();
+        std::fs::write(g1.join("d/f"), b"the guest's new file").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let dir_before = sys::lstat(&g1.join("d")).unwrap();
+        let file_before = sys::lstat(&g1.join("d/f")).unwrap();
+
+        if !keep_fds {
+            fds.clear();
+        }
+        let applier = Applier::new(&store, &guests, &candidates);
+        let work = applier
+            .apply_group(&groups[0], &hashed[0], &mut fds)
+            .unwrap();
+        assert_eq!(work.totals.files_linked, 0, "{:?}", work.problems);
+
+        assert_eq!(
+            std::fs::read(g1.join("d/f")).unwrap(),
+            b"the guest's new file"
+        );
+        let dir_after = sys::lstat(&g1.join("d")).unwrap();
+        let file_after = sys::lstat(&g1.join("d/f")).unwrap();
+        assert_eq!(
+            file_after.ctime, file_before.ctime,
+            "the guest's new file was renamed (swapped out and back)"
+        );
+        assert_eq!(
+            dir_after.ctime, dir_before.ctime,
+            "unify linked into and swapped in the guest's new directory"
+        );
+    }
 }

@@ -12,6 +12,9 @@ use std::thread::JoinHandle;
 const QUEUE: usize = 256;
 const THREADS: usize = 8;
 
+/// The most fds a `Closer` holds at once.
+pub const IN_FLIGHT: usize = QUEUE + THREADS;
+
 pub struct Closer {
     tx: Option<SyncSender<OwnedFd>>,
     threads: Vec<JoinHandle<()>>,

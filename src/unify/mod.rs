@@ -436,9 +436,6 @@ fn run(
     applier.link_max = opts.link_max;
     applier.paranoid = opts.paranoid;
     applier.ignore_mtime = ignore_mtime;
-    let (removed, mut problems) = stale::clean(&applier, &scan.stale_tmp, &existing, ignore_mtime);
-    summary.stale_tmp_removed = removed;
-    summary.problems.append(&mut problems);
     // Rewrite only the guest_links rows that changed: a re-run writes little,
     // and reads none back for a guest whose links hash to what the catalog
     // recorded at the end of the last run.
@@ -469,6 +466,12 @@ fn run(
             writer.guest_link(guests[l.guest as usize].row.id, &l.rel, &l.id)?;
         }
     }
+    // From the first change of a guest directory on (removing a killed
+    // run's temp names is one), nothing may return before their mtimes are
+    // put back.
+    let (removed, mut problems) = stale::clean(&applier, &scan.stale_tmp, &existing, ignore_mtime);
+    summary.stale_tmp_removed = removed;
+    summary.problems.append(&mut problems);
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
     });
@@ -692,8 +695,17 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The open-file limit, raised to the hard one the first time: it bounds
-/// the fds unify keeps open to save opening them again.
+/// The fds a run with `guests` guests may keep open to save opening them
+/// again: the open-file limit (raised to the hard one) less what the run
+/// holds anyway — a root fd per guest, the store's 256 fan-out directories,
+/// the files being closed, a file per linking thread, and a reserve for
+/// SQLite, the cache files and the like.
+fn spare_fds(guests: usize) -> usize {
+    let threads = worker_pool().current_num_threads();
+    fd_limit().saturating_sub(guests + 256 + closer::IN_FLIGHT + 2 * threads + 64)
+}
+
+/// The open-file limit, raised to the hard one the first time.
 fn fd_limit() -> usize {
     static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {

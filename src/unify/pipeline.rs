@@ -157,11 +157,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
     // The fds files were read through, for linking to take over (saves
     // opening them again); only single-link files, and a few per bucket
     // (the open-file limit can be low).
-    let keep_max = if inputs.applier.is_some() {
-        super::fd_limit() / 256
-    } else {
-        0
-    };
+    let keep_max = inputs.applier.map_or(0, |a| a.keep_fds);
     let mut fds = HashMap::new();
     // Paths of one inode (hardlinked across guests) are read once.
     let mut by_inode: HashMap<(u64, u64), Hashed> = HashMap::new();
@@ -189,7 +185,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             Ok((h, fd)) => {
                 if st.nlink > 1 {
                     by_inode.insert((st.dev, st.ino), h);
-                } else if let Some(fd) = fd.filter(|_| fds.len() < keep_max.min(64)) {
+                } else if let Some(fd) = fd.filter(|_| fds.len() < keep_max) {
                     fds.insert(i, fd);
                 }
                 done.hashed.push(h)
