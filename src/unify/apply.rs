@@ -33,11 +33,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-thread_local! {
-    /// This thread's temp-name number: see [`Applier::tmp_seq`] (the method).
-    static TMP_SEQ: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
-}
-
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct ApplyTotals {
     pub files_linked: u64,
@@ -465,38 +460,18 @@ impl<'a> Applier<'a> {
                 self.next_copy(target, work)?;
                 continue;
             }
-            let tmp = OsString::from(format!("{TMP_PREFIX}{}-{}", self.pid, self.tmp_seq()));
+            let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+            let tmp = OsString::from(format!("{TMP_PREFIX}{}-{seq}", self.pid));
             match sys::link_at(target.dir.as_fd(), &target.name, parent, &tmp) {
                 Ok(()) => {
                     target.nlink += 1;
                     return Ok(tmp);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EMLINK) => self.next_copy(target, work)?,
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.next_tmp_seq(),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
                 Err(e) => return Err(fail(e)),
             }
         }
-    }
-
-    /// This thread's temp-name number. A thread keeps its name from file to
-    /// file: after the unlink, the kernel keeps the name's negative dentry,
-    /// so the next link to it in that directory need not search the
-    /// directory for it (a fresh name each time showed in profiles).
-    fn tmp_seq(&self) -> u64 {
-        TMP_SEQ.with(|seq| match seq.get() {
-            Some(n) => n,
-            None => {
-                let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-                seq.set(Some(n));
-                n
-            }
-        })
-    }
-
-    /// Gives this thread another temp-name number (its name was taken).
-    fn next_tmp_seq(&self) {
-        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        TMP_SEQ.with(|seq| seq.set(Some(n)));
     }
 
     /// Moves `target` to the next copy of its object, creating it if needed.
