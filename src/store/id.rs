@@ -160,28 +160,39 @@ impl ObjectMeta {
     }
 }
 
-/// Hashes header + content into an id and content alone into a content hash,
-/// in one pass over the data.
+/// Hashes header + content into an id and, unless made with
+/// [`ObjectHasher::id_only`], content alone into a content hash, in one pass
+/// over the data.
 pub struct ObjectHasher {
     id: blake3::Hasher,
-    content: blake3::Hasher,
+    content: Option<blake3::Hasher>,
     len: u64,
 }
 
 impl ObjectHasher {
     pub fn new(meta: &ObjectMeta) -> ObjectHasher {
+        let mut h = ObjectHasher::id_only(meta);
+        h.content = Some(blake3::Hasher::new());
+        h
+    }
+
+    /// A hasher of the id alone: half the work, for whoever needs no
+    /// content hash.
+    pub fn id_only(meta: &ObjectMeta) -> ObjectHasher {
         let mut id = blake3::Hasher::new();
         id.update(&meta.header());
         ObjectHasher {
             id,
-            content: blake3::Hasher::new(),
+            content: None,
             len: 0,
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
         self.id.update(data);
-        self.content.update(data);
+        if let Some(content) = &mut self.content {
+            content.update(data);
+        }
         self.len += data.len() as u64;
     }
 
@@ -194,26 +205,54 @@ impl ObjectHasher {
         self.len == 0
     }
 
-    pub fn finish(&self) -> (ObjectId, ContentHash) {
+    /// The id, and the content hash unless made `id_only`.
+    pub fn finish(&self) -> (ObjectId, Option<ContentHash>) {
         (
             ObjectId(*self.id.finalize().as_bytes()),
-            ObjectId(*self.content.finalize().as_bytes()),
+            self.content
+                .as_ref()
+                .map(|c| ObjectId(*c.finalize().as_bytes())),
         )
     }
 }
 
-/// Reads `reader` to the end into a hasher for `meta`. Fails if the content
-/// length differs from `meta.size` (the file changed while read).
-pub fn hash_reader(
+/// Reads `reader` to the end into a hasher for `meta`: the id and the
+/// content hash. Fails if the content length differs from `meta.size` (the
+/// file changed while read).
+pub fn hash_reader(meta: &ObjectMeta, reader: impl Read) -> io::Result<(ObjectId, ContentHash)> {
+    let (id, content) = hash_into(ObjectHasher::new(meta), meta, reader)?;
+    Ok((id, content.expect("a hasher of both")))
+}
+
+/// [`hash_reader`] for the id alone.
+pub fn hash_id(meta: &ObjectMeta, reader: impl Read) -> io::Result<ObjectId> {
+    Ok(hash_into(ObjectHasher::id_only(meta), meta, reader)?.0)
+}
+
+/// [`hash_reader`] with the content hash only if `content`.
+pub fn hash_maybe(
+    meta: &ObjectMeta,
+    reader: impl Read,
+    content: bool,
+) -> io::Result<(ObjectId, Option<ContentHash>)> {
+    let hasher = if content {
+        ObjectHasher::new(meta)
+    } else {
+        ObjectHasher::id_only(meta)
+    };
+    hash_into(hasher, meta, reader)
+}
+
+fn hash_into(
+    mut hasher: ObjectHasher,
     meta: &ObjectMeta,
     mut reader: impl Read,
-) -> io::Result<(ObjectId, ContentHash)> {
+) -> io::Result<(ObjectId, Option<ContentHash>)> {
     thread_local! {
         // One read buffer per thread: allocating and zeroing it per file
         // showed in profiles of unify.
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
     }
-    let mut hasher = ObjectHasher::new(meta);
     BUF.with_borrow_mut(|buf| -> io::Result<()> {
         loop {
             let n = match reader.read(buf) {
@@ -248,6 +287,20 @@ mod tests {
             xattrs: vec![],
             size: 5,
         }
+    }
+
+    #[test]
+    fn the_id_alone_is_the_id_of_both() {
+        let (id, content) = hash_reader(&meta(0o644), &b"hello"[..]).unwrap();
+        assert_eq!(hash_id(&meta(0o644), &b"hello"[..]).unwrap(), id);
+        assert_eq!(
+            hash_maybe(&meta(0o644), &b"hello"[..], false).unwrap(),
+            (id, None)
+        );
+        let both = hash_maybe(&meta(0o644), &b"hello"[..], true).unwrap();
+        assert_eq!(both, (id, Some(content)));
+        assert_ne!(id, content, "the id covers the header too");
+        assert!(hash_id(&meta(0o644), &b"hell"[..]).is_err());
     }
 
     #[test]

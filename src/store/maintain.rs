@@ -154,7 +154,7 @@ impl Store {
         }
         let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
         let file = std::fs::File::from(fd);
-        if super::id::hash_reader(&meta, &file)?.0 != *id {
+        if super::id::hash_id(&meta, &file)? != *id {
             return Ok(false);
         }
         if dry_run {
@@ -219,7 +219,7 @@ fn verify_one(f: &ObjectFile, ignore_mtime: bool) -> std::io::Result<(u64, Optio
         return Ok((0, Some("not a regular file".into())));
     }
     let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime)?;
-    let (id, _) = match super::id::hash_reader(&meta, &file) {
+    let id = match super::id::hash_id(&meta, &file) {
         Ok(v) => v,
         Err(e) => return Ok((st.size, Some(e.to_string()))),
     };

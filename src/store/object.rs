@@ -166,7 +166,7 @@ impl Store {
             sys::copy_data(src, dst, meta.size)?;
         }
         let file = File::from(dst.try_clone_to_owned()?);
-        let (copied, _) = id::hash_reader(meta, &file)?;
+        let copied = id::hash_id(meta, &file)?;
         if copied != *id {
             return Ok(false);
         }

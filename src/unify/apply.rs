@@ -21,7 +21,7 @@ use super::Result;
 use super::{Guest, Problem};
 use crate::catalog::ObjectRow;
 use crate::store::object::Ingested;
-use crate::store::{self, ObjectId, ObjectMeta, Store};
+use crate::store::{self, ContentHash, ObjectId, ObjectMeta, Store};
 use crate::sys::{self, Stat};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -253,6 +253,15 @@ impl<'a> Applier<'a> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
         let (fd, st, leased) = self.open_leased(file, opened, parent.as_fd(), &name, own, &[])?;
         let rec = &self.candidates[file];
+        let content = match content.content {
+            Some(c) => c,
+            // Hashed for its id alone: read again for the object's row.
+            None => match super::hash::both_of_fd(&fd, &st, self.ignore_mtime) {
+                Ok((id, c)) if id == group.id => c,
+                Ok(_) => return Err(Skip::Changed),
+                Err(e) => return Err(fail(e)),
+            },
+        };
         let row = object_row(&group.id, content, &rec.stat);
         let ingested = if leased {
             self.store
@@ -693,10 +702,10 @@ impl DirCache {
     }
 }
 
-pub fn object_row(id: &ObjectId, content: &Hashed, st: &Stat) -> ObjectRow {
+pub fn object_row(id: &ObjectId, content: ContentHash, st: &Stat) -> ObjectRow {
     ObjectRow {
         id: *id,
-        content_hash: content.content,
+        content_hash: content,
         size: st.size,
         perm: st.perm(),
         uid: st.uid,
@@ -815,7 +824,8 @@ mod tests {
         let mut fds = HashMap::new();
         for i in 0..2 {
             let (h, fd) =
-                super::super::hash::hash_cached(&guests, &candidates, i, &cache, false).unwrap();
+                super::super::hash::hash_cached(&guests, &candidates, i, &cache, false, i == 0)
+                    .unwrap();
             hashed.push(h);
             fds.insert(i, fd.expect("read, not cached"));
         }

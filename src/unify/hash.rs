@@ -6,11 +6,13 @@
 use super::scan::FileRec;
 use super::{Guest, Problem};
 use crate::catalog::{CacheRow, Map, ObjectRow};
-use crate::store::{id::hash_reader, ContentHash, ObjectId, ObjectMeta};
+use crate::store::id::{hash_maybe, hash_reader};
+use crate::store::{ContentHash, ObjectId, ObjectMeta};
 use crate::sys::{self, Stat, Timestamp};
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 
 /// What two files must share before their contents are worth comparing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,7 +75,8 @@ pub fn buckets(
 pub struct Hashed {
     pub file: usize,
     pub id: ObjectId,
-    pub content: ContentHash,
+    /// Only some files are read for it (see [`hash_cached`]).
+    pub content: Option<ContentHash>,
     /// False when it came from the cache (or from another path of its
     /// inode, see `from_cache`).
     pub read: bool,
@@ -83,12 +86,15 @@ pub struct Hashed {
 
 /// Hashes candidate `i`, or takes its ids from the cache where that is valid.
 /// A file read comes with the fd it was read through (linking may use it).
+/// Its content hash is computed only if `content`: most files read become
+/// links to an object, which needs it once (half the hashing work).
 pub fn hash_cached(
     guests: &[Guest],
     candidates: &[FileRec],
     i: usize,
     cache: &Map<(u64, u64), CacheRow>,
     ignore_mtime: bool,
+    content: bool,
 ) -> Result<(Hashed, Option<OwnedFd>), Problem> {
     let rec = &candidates[i];
     let st = &rec.stat;
@@ -97,7 +103,7 @@ pub fn hash_cached(
             let hashed = Hashed {
                 file: i,
                 id: row.object_id,
-                content: row.content_hash,
+                content: Some(row.content_hash),
                 read: false,
                 from_cache: true,
             };
@@ -105,7 +111,7 @@ pub fn hash_cached(
         }
     }
     let guest = &guests[rec.guest as usize];
-    hash_one(guest, rec, ignore_mtime)
+    hash_one(guest, rec, ignore_mtime, content)
         .map(|(id, content, fd)| {
             let hashed = Hashed {
                 file: i,
@@ -141,7 +147,8 @@ fn hash_one(
     guest: &Guest,
     rec: &FileRec,
     ignore_mtime: bool,
-) -> std::io::Result<(ObjectId, ContentHash, OwnedFd)> {
+    content: bool,
+) -> std::io::Result<(ObjectId, Option<ContentHash>, OwnedFd)> {
     let fd = guest.open_for_reading(&rec.rel)?;
     let st = sys::fstat(fd.as_fd())?;
     if !st.unchanged(&rec.stat) {
@@ -149,8 +156,58 @@ fn hash_one(
     }
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
-    let (id, content) = hash_reader(&meta, &file)?;
+    let (id, content) = hash_maybe(&meta, &file, content)?;
     Ok((id, content, file.into()))
+}
+
+/// Both digests of the file open at `fd` (`st` its stat), read from its
+/// start whatever its offset: for a file hashed without its content hash.
+pub fn both_of_fd(
+    fd: &OwnedFd,
+    st: &Stat,
+    ignore_mtime: bool,
+) -> std::io::Result<(ObjectId, ContentHash)> {
+    let meta = ObjectMeta::of_fd(fd.as_fd(), st, ignore_mtime)?;
+    let file = File::from(fd.try_clone()?);
+    hash_reader(&meta, ReadAt { file: &file, at: 0 })
+}
+
+/// Both digests of candidate `rec`, for one hashed without its content
+/// hash: through `fd` if it was kept, else opened again and checked as
+/// hashing checks it.
+pub fn both_of(
+    guest: &Guest,
+    rec: &FileRec,
+    fd: Option<&OwnedFd>,
+    ignore_mtime: bool,
+) -> std::io::Result<(ObjectId, ContentHash)> {
+    let opened;
+    let fd = match fd {
+        Some(fd) => fd,
+        None => {
+            opened = guest.open_for_reading(&rec.rel)?;
+            &opened
+        }
+    };
+    let st = sys::fstat(fd.as_fd())?;
+    if !st.unchanged(&rec.stat) {
+        return Err(std::io::Error::other("changed while unify ran; skipped"));
+    }
+    both_of_fd(fd, &st, ignore_mtime)
+}
+
+/// Reads a file from `at` on, by offset.
+struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

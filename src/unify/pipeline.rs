@@ -10,7 +10,7 @@ use super::plan;
 use super::scan::FileRec;
 use super::{worker_pool, Guest, Problem, Result};
 use crate::catalog::{CacheRow, Map};
-use crate::store::ObjectId;
+use crate::store::{ContentHash, ObjectId};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -137,9 +137,11 @@ fn take(
             record(op)?;
         }
     }
+    // (A file whose content hash could not be had gets no cache row: it
+    // changed, and is read again next time.)
     for h in hashed
         .iter()
-        .filter(|h| h.read && !consumed.contains(&h.file))
+        .filter(|h| h.read && h.content.is_some() && !consumed.contains(&h.file))
     {
         record(CatalogOp::Hash(*h))?;
     }
@@ -161,6 +163,11 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
     let mut fds = HashMap::new();
     // Paths of one inode (hardlinked across guests) are read once.
     let mut by_inode: HashMap<(u64, u64), Hashed> = HashMap::new();
+    // Content hashes, needed once an id (for its object, made from one of
+    // its files) and for each file left as it was (its cache row): in a
+    // bucket most files share one id, so only the first file read gets both
+    // digests; the few that need one later are read again.
+    let mut content = inputs.applier.is_some();
     for &i in files {
         let st = &inputs.candidates[i].stat;
         if st.nlink > 1 {
@@ -181,8 +188,10 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             i,
             inputs.cache,
             inputs.ignore_mtime,
+            content,
         ) {
             Ok((h, fd)) => {
+                content &= !h.read;
                 if st.nlink > 1 {
                     by_inode.insert((st.dev, st.ino), h);
                 } else if let Some(fd) = fd.filter(|_| fds.len() < keep_max) {
@@ -195,6 +204,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
         inputs.progress.inc(inputs.candidates[i].stat.size);
     }
     hashed_until.fetch_max(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    share_contents(&mut done.hashed);
     let groups = plan::plan(inputs.candidates, &done.hashed, inputs.existing);
     for g in &groups {
         done.planned[0] += g.links();
@@ -207,6 +217,40 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             let first = first.expect("a planned file was hashed");
             done.works.push(applier.apply_group(g, first, &mut fds));
         }
+        // The files left as they were need their content hash for their
+        // cache rows.
+        let consumed: HashSet<usize> = done
+            .works
+            .iter()
+            .flatten()
+            .flat_map(|w| w.consumed.iter().copied())
+            .collect();
+        for k in 0..done.hashed.len() {
+            let h = done.hashed[k];
+            if !h.read || h.content.is_some() || consumed.contains(&h.file) {
+                continue;
+            }
+            let rec = &inputs.candidates[h.file];
+            let guest = &inputs.guests[rec.guest as usize];
+            let fd = fds.get(&h.file);
+            if let Ok((id, c)) = hash::both_of(guest, rec, fd, inputs.ignore_mtime) {
+                if id == h.id {
+                    done.hashed[k].content = Some(c);
+                    share_contents(&mut done.hashed);
+                }
+            }
+        }
     }
     done
+}
+
+/// Gives every file of an id the content hash one of them has.
+fn share_contents(hashed: &mut [Hashed]) {
+    let known: HashMap<ObjectId, ContentHash> = hashed
+        .iter()
+        .filter_map(|h| Some((h.id, h.content?)))
+        .collect();
+    for h in hashed.iter_mut().filter(|h| h.content.is_none()) {
+        h.content = known.get(&h.id).copied();
+    }
 }

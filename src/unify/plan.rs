@@ -106,7 +106,7 @@ mod tests {
         Hashed {
             file,
             id: ObjectId([id; 32]),
-            content: ObjectId([id; 32]),
+            content: Some(ObjectId([id; 32])),
             read: true,
             from_cache: false,
         }

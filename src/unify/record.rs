@@ -64,9 +64,11 @@ impl<'a> Writer<'a> {
                     .set_guest_link(guest, &rec.rel, &id, self.run)?
             }
             CatalogOp::Hash(h) => {
-                let st = &candidates[h.file].stat;
-                self.catalog
-                    .put_hash(st.dev, st.ino, &cache_row(st, h.id, h.content))?
+                if let Some(content) = h.content {
+                    let st = &candidates[h.file].stat;
+                    self.catalog
+                        .put_hash(st.dev, st.ino, &cache_row(st, h.id, content))?
+                }
             }
         }
         self.tick()

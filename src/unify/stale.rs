@@ -7,7 +7,9 @@ use super::scan::{FileRec, LinkedRec};
 use super::Error;
 use super::Problem;
 use crate::catalog::ObjectRow;
-use crate::store::{id::hash_reader, read_marker, IoContext, ObjectId, ObjectMeta, Store};
+use crate::store::{
+    id::hash_id, id::hash_reader, read_marker, IoContext, ObjectId, ObjectMeta, Store,
+};
 use crate::sys;
 use std::collections::HashSet;
 use std::fs::File;
@@ -82,7 +84,7 @@ fn held_by_store(
         }
     }
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
-    let (id, _) = hash_reader(&meta, File::from(fd))?;
+    let id = hash_id(&meta, File::from(fd))?;
     Ok(existing.contains(&id) || a.store.stat_object(&id, 0).ok().flatten().is_some())
 }
 
