@@ -259,6 +259,8 @@ impl<'a> Applier<'a> {
             None => match super::hash::both_of_fd(&fd, &st, self.ignore_mtime) {
                 Ok((id, c)) if id == group.id => c,
                 Ok(_) => return Err(Skip::Changed),
+                // Another length than its stat's: written to meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::Other => return Err(Skip::Changed),
                 Err(e) => return Err(fail(e)),
             },
         };

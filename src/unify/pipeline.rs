@@ -14,6 +14,7 @@ use crate::store::{ContentHash, ObjectId};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -164,10 +165,13 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
     // Paths of one inode (hardlinked across guests) are read once.
     let mut by_inode: HashMap<(u64, u64), Hashed> = HashMap::new();
     // Content hashes, needed once an id (for its object, made from one of
-    // its files) and for each file left as it was (its cache row): in a
-    // bucket most files share one id, so only the first file read gets both
-    // digests; the few that need one later are read again.
-    let mut content = inputs.applier.is_some();
+    // its files) and for each file left as it was (its cache row). In most
+    // buckets all files share one id: only the first file read gets both
+    // digests. Once a bucket shows a second id, every file does (a bucket
+    // of lone files would otherwise read each twice); the few files that
+    // still lack one are read again.
+    let wants = inputs.applier.is_some();
+    let mut ids = HashSet::new();
     for &i in files {
         let st = &inputs.candidates[i].stat;
         if st.nlink > 1 {
@@ -188,10 +192,10 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             i,
             inputs.cache,
             inputs.ignore_mtime,
-            content,
+            wants && ids.len() != 1,
         ) {
             Ok((h, fd)) => {
-                content &= !h.read;
+                ids.insert(h.id);
                 if st.nlink > 1 {
                     by_inode.insert((st.dev, st.ino), h);
                 } else if let Some(fd) = fd.filter(|_| fds.len() < keep_max) {
@@ -212,6 +216,20 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
         done.planned[2] += u64::from(!g.existing);
     }
     if let Some(applier) = inputs.applier {
+        // A new object needs its content hash: read one of its files again
+        // now (not while linking holds its lease, which a writer waits on).
+        let mut known: HashMap<ObjectId, ContentHash> = HashMap::new();
+        for g in groups.iter().filter(|g| !g.existing) {
+            let first = done.hashed.iter().find(|h| h.file == g.files[0]);
+            if first.is_some_and(|h| h.content.is_none()) {
+                if let Some(c) = read_content(inputs, &fds, g.files[0], &g.id) {
+                    known.insert(g.id, c);
+                }
+            }
+        }
+        for h in done.hashed.iter_mut().filter(|h| h.content.is_none()) {
+            h.content = known.get(&h.id).copied();
+        }
         for g in &groups {
             let first = done.hashed.iter().find(|h| h.file == g.files[0]);
             let first = first.expect("a planned file was hashed");
@@ -230,18 +248,31 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             if !h.read || h.content.is_some() || consumed.contains(&h.file) {
                 continue;
             }
-            let rec = &inputs.candidates[h.file];
-            let guest = &inputs.guests[rec.guest as usize];
-            let fd = fds.get(&h.file);
-            if let Ok((id, c)) = hash::both_of(guest, rec, fd, inputs.ignore_mtime) {
-                if id == h.id {
-                    done.hashed[k].content = Some(c);
-                    share_contents(&mut done.hashed);
-                }
+            let c = match known.get(&h.id) {
+                Some(&c) => Some(c),
+                None => read_content(inputs, &fds, h.file, &h.id),
+            };
+            if let Some(c) = c {
+                done.hashed[k].content = Some(c);
+                known.insert(h.id, c);
             }
         }
     }
     done
+}
+
+/// The content hash of candidate `file`, read again (through its kept fd if
+/// any); `None` if it cannot be had or the file no longer has id `id`.
+fn read_content(
+    inputs: &Inputs,
+    fds: &HashMap<usize, OwnedFd>,
+    file: usize,
+    id: &ObjectId,
+) -> Option<ContentHash> {
+    let rec = &inputs.candidates[file];
+    let guest = &inputs.guests[rec.guest as usize];
+    let (read, c) = hash::both_of(guest, rec, fds.get(&file), inputs.ignore_mtime).ok()?;
+    (read == *id).then_some(c)
 }
 
 /// Gives every file of an id the content hash one of them has.
