@@ -729,6 +729,9 @@ fn worker_pool() -> &'static rayon::ThreadPool {
             .unwrap_or_else(|| (rayon::current_num_threads() * 4).clamp(4, 16));
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
+            // The walk recurses once a directory level, up to MAX_DEPTH
+            // (scan.rs); 2 MiB is not enough for that in a debug build.
+            .stack_size(16 << 20)
             .thread_name(|i| format!("unify-{i}"))
             .build()
             .expect("a thread pool")
