@@ -150,10 +150,7 @@ fn hash_one(
     content: bool,
 ) -> std::io::Result<(ObjectId, Option<ContentHash>, OwnedFd)> {
     let fd = guest.open_for_reading(&rec.rel)?;
-    let st = sys::fstat(fd.as_fd())?;
-    if !st.unchanged(&rec.stat) {
-        return Err(std::io::Error::other("changed while unify ran; skipped"));
-    }
+    let st = stat_unchanged(&fd, rec)?;
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
     let (id, content) = hash_maybe(&meta, &file, content)?;
@@ -189,11 +186,17 @@ pub fn both_of(
             &opened
         }
     };
+    let st = stat_unchanged(fd, rec)?;
+    both_of_fd(fd, &st, ignore_mtime)
+}
+
+/// The stat of `fd`, which must be `rec`'s inode as scanned.
+fn stat_unchanged(fd: &OwnedFd, rec: &FileRec) -> std::io::Result<Stat> {
     let st = sys::fstat(fd.as_fd())?;
     if !st.unchanged(&rec.stat) {
         return Err(std::io::Error::other("changed while unify ran; skipped"));
     }
-    both_of_fd(fd, &st, ignore_mtime)
+    Ok(st)
 }
 
 /// Reads a file from `at` on, by offset.

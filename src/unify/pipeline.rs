@@ -208,7 +208,12 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
         inputs.progress.inc(inputs.candidates[i].stat.size);
     }
     hashed_until.fetch_max(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    share_contents(&mut done.hashed);
+    let mut known = HashMap::new();
+    share_contents(&mut done.hashed, &mut known);
+    // Where each file's hash is in `done.hashed` (a lookup per group).
+    let at: HashMap<usize, usize> = (done.hashed.iter().enumerate())
+        .map(|(k, h)| (h.file, k))
+        .collect();
     let groups = plan::plan(inputs.candidates, &done.hashed, inputs.existing);
     for g in &groups {
         done.planned[0] += g.links();
@@ -218,21 +223,16 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
     if let Some(applier) = inputs.applier {
         // A new object needs its content hash: read one of its files again
         // now (not while linking holds its lease, which a writer waits on).
-        let mut known: HashMap<ObjectId, ContentHash> = HashMap::new();
         for g in groups.iter().filter(|g| !g.existing) {
-            let first = done.hashed.iter().find(|h| h.file == g.files[0]);
-            if first.is_some_and(|h| h.content.is_none()) {
+            if let std::collections::hash_map::Entry::Vacant(e) = known.entry(g.id) {
                 if let Some(c) = read_content(inputs, &fds, g.files[0], &g.id) {
-                    known.insert(g.id, c);
+                    e.insert(c);
                 }
             }
         }
-        for h in done.hashed.iter_mut().filter(|h| h.content.is_none()) {
-            h.content = known.get(&h.id).copied();
-        }
+        share_contents(&mut done.hashed, &mut known);
         for g in &groups {
-            let first = done.hashed.iter().find(|h| h.file == g.files[0]);
-            let first = first.expect("a planned file was hashed");
+            let first = &done.hashed[at[&g.files[0]]];
             done.works.push(applier.apply_group(g, first, &mut fds));
         }
         // The files left as they were need their content hash for their
@@ -275,12 +275,10 @@ fn read_content(
     (read == *id).then_some(c)
 }
 
-/// Gives every file of an id the content hash one of them has.
-fn share_contents(hashed: &mut [Hashed]) {
-    let known: HashMap<ObjectId, ContentHash> = hashed
-        .iter()
-        .filter_map(|h| Some((h.id, h.content?)))
-        .collect();
+/// Gives every file of an id the content hash one of them has, or `known`
+/// has (which learns those of `hashed`).
+fn share_contents(hashed: &mut [Hashed], known: &mut HashMap<ObjectId, ContentHash>) {
+    known.extend(hashed.iter().filter_map(|h| Some((h.id, h.content?))));
     for h in hashed.iter_mut().filter(|h| h.content.is_none()) {
         h.content = known.get(&h.id).copied();
     }
