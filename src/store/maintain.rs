@@ -5,6 +5,7 @@ use super::{parse_object_name, read_marker, IoContext, ObjectId, ObjectMeta, Res
 use crate::sys;
 use rayon::prelude::*;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -120,8 +121,17 @@ impl Store {
         }
         let tmp = self.root.join("tmp");
         for entry in std::fs::read_dir(&tmp).at(&tmp)? {
-            let path = entry.at(&tmp)?.path();
-            let _ = std::fs::remove_file(&path);
+            let entry = entry.at(&tmp)?;
+            // A killed unify's record of the directory mtimes it changed:
+            // for the next unify to put them back.
+            if entry
+                .file_name()
+                .as_bytes()
+                .starts_with(super::DIR_TIMES_PREFIX.as_bytes())
+            {
+                continue;
+            }
+            let _ = std::fs::remove_file(entry.path());
         }
         Ok(())
     }

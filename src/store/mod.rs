@@ -24,6 +24,10 @@ use std::sync::{Arc, OnceLock};
 /// `trusted.` so only root can read or set it; the mount hides it.
 pub const MARKER_XATTR: &str = "trusted.unifs.object";
 
+/// Files in `tmp/` named this and a pid hold the directory mtimes a unify
+/// run is to put back (for the next run, if it was killed); gc leaves them.
+pub const DIR_TIMES_PREFIX: &str = "dirtimes-";
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors of the store. Each names the path it is about.
@@ -241,6 +245,12 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `tmp/`, where new objects are staged (and unify keeps its record of
+    /// directory mtimes to put back, [`DIR_TIMES_PREFIX`]).
+    pub fn tmp_dir(&self) -> BorrowedFd<'_> {
+        self.tmp.as_fd()
     }
 
     pub fn catalog_path(&self) -> PathBuf {

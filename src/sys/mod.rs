@@ -3,7 +3,10 @@
 //! variants, reflinks and xattrs. Every `unsafe` block of the crate's storage
 //! code lives here, each with its invariant.
 
+mod shared_map;
 pub mod xattr;
+
+pub use shared_map::SharedMap;
 
 use std::ffi::{CString, OsStr};
 use std::io;

@@ -19,6 +19,7 @@
 //! told from ours and loses its mtime; that needs a guest writing into a
 //! directory at the microsecond unify replaces a file in it.)
 
+use super::dirjournal::{Journal, Slot};
 use super::listings::{DirKey, Listing};
 use super::{worker_pool, Guest, Problem};
 use crate::sys::{self, Timestamp};
@@ -41,11 +42,14 @@ struct Seen {
     before: Timestamp,
     /// The latest mtime one of our changes left.
     ours: Timestamp,
+    /// Its record on disk, for the next run if this one is killed.
+    slot: Option<Slot>,
 }
 
 #[derive(Default)]
 pub struct DirTimes {
     shards: [Mutex<HashMap<Key, Seen>>; SHARDS],
+    journal: Option<Journal>,
 }
 
 impl DirTimes {
@@ -60,18 +64,24 @@ impl DirTimes {
     /// that first note (notes are taken before the change), so it never
     /// sees a changed mtime first.
     pub fn before_change(&self, guest: u32, rel: &Path, dir: BorrowedFd, key: Option<Key>) {
-        if key.is_some_and(|k| self.shard(k).contains_key(&k)) {
-            return; // noted already: no stat needed
+        if let Some(k) = key {
+            if let Some(seen) = self.shard(k).get(&k) {
+                // Noted already: no stat needed.
+                seen.slot.iter().for_each(Slot::begin);
+                return;
+            }
         }
         let Ok(st) = sys::fstat(dir) else { return };
-        self.shard((st.dev, st.ino))
-            .entry((st.dev, st.ino))
-            .or_insert_with(|| Seen {
-                guest,
-                rel: rel.to_path_buf(),
-                before: st.mtime,
-                ours: st.mtime,
-            });
+        let key = (st.dev, st.ino);
+        let mut shard = self.shard(key);
+        let seen = shard.entry(key).or_insert_with(|| Seen {
+            guest,
+            rel: rel.to_path_buf(),
+            before: st.mtime,
+            ours: st.mtime,
+            slot: (self.journal.as_ref()).and_then(|j| j.note(key.0, key.1, st.mtime, guest, rel)),
+        });
+        seen.slot.iter().for_each(Slot::begin);
     }
 
     /// After a change of `dir`'s entries, whatever came of it.
@@ -79,13 +89,21 @@ impl DirTimes {
         let Ok(st) = sys::fstat(dir) else { return };
         if let Some(seen) = self.shard((st.dev, st.ino)).get_mut(&(st.dev, st.ino)) {
             seen.ours = seen.ours.max(st.mtime);
+            if let Some(slot) = &seen.slot {
+                slot.end(seen.ours);
+            }
         }
     }
 
-    /// Puts back the mtime of every directory noted (and forgets them).
-    /// Returns the directories where that failed, and the listings of those
-    /// still there, read afresh for the next run (see `listings.rs`): the
-    /// walk's are out of date.
+    /// Keeps the notes on disk too (see `dirjournal.rs`).
+    pub fn keep_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    /// Puts back the mtime of every directory noted (and forgets them, and
+    /// their record on disk). Returns the directories where that failed,
+    /// and the listings of those still there, read afresh for the next run
+    /// (see `listings.rs`): the walk's are out of date.
     pub fn restore(&self, guests: &[Guest]) -> (Vec<Problem>, Vec<Listing>) {
         let seen: Vec<(Key, Seen)> = self
             .shards
@@ -95,7 +113,7 @@ impl DirTimes {
                 std::mem::take(&mut *s)
             })
             .collect();
-        worker_pool().install(|| {
+        let done = worker_pool().install(|| {
             seen.par_iter()
                 .map(|(key, s)| {
                     let guest = &guests[s.guest as usize];
@@ -124,7 +142,11 @@ impl DirTimes {
                         (p, l)
                     },
                 )
-        })
+        });
+        if let Some(j) = &self.journal {
+            j.remove();
+        }
+        done
     }
 }
 

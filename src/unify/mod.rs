@@ -5,6 +5,7 @@
 pub mod apply;
 mod clones;
 mod closer;
+mod dirjournal;
 mod dirtimes;
 pub mod exclude;
 pub mod hash;
@@ -310,6 +311,12 @@ fn run(
         problems: missing,
         ..Summary::default()
     };
+    if let (Some(store), Some(_)) = (store, run_id) {
+        // A killed run's directory mtimes, before anything reads them.
+        let tmp = store.root().join("tmp");
+        let (_, mut problems) = dirjournal::recover(store.tmp_dir(), &tmp);
+        summary.problems.append(&mut problems);
+    }
 
     // Scan every guest in parallel; meanwhile this thread reads the rest of
     // what the catalog knows (its connection stays on this thread).
@@ -468,7 +475,19 @@ fn run(
     }
     // From the first change of a guest directory on (removing a killed
     // run's temp names is one), nothing may return before their mtimes are
-    // put back.
+    // put back. They are kept on disk as well, for the next run if this one
+    // is killed (dirjournal.rs).
+    let roots: Vec<&Path> = guests.iter().map(|g| g.root.as_path()).collect();
+    match dirjournal::Journal::create(store.tmp_dir(), &roots) {
+        Ok(j) => applier.dir_times.keep_journal(j),
+        Err(e) => summary.problems.push(Problem::new(
+            store.root().join("tmp"),
+            format!(
+                "cannot keep a record of the directory mtimes to put back ({e}); \
+                 if this run is killed, the directories it changed keep new mtimes"
+            ),
+        )),
+    }
     let (removed, mut problems) = stale::clean(&applier, &scan.stale_tmp, &existing, ignore_mtime);
     summary.stale_tmp_removed = removed;
     summary.problems.append(&mut problems);

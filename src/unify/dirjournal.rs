@@ -1,0 +1,461 @@
+//! The directory mtimes a run is to put back, kept on disk as well
+//! (`STORE/tmp/dirtimes-PID`), so that when the run is killed before it can
+//! put them back, the next run does (invariant 3; `dirtimes.rs` has the
+//! rules).
+//!
+//! A directory's record is written before the run's first change of it;
+//! then, around each change, a count of changes under way and the mtime
+//! the last one left. The records live in pages of the file mapped shared,
+//! so each update is a store to memory, not a syscall, and is in the page
+//! cache (for the next process to read) the moment it is made.
+//!
+//! The next run (under the store lock, so the writer of the file is gone)
+//! puts a directory's mtime back if it is still the one our last change
+//! left, or, with a change under way when the run died, any later one (that
+//! change's own mtime was never recorded; a guest that changed the same
+//! directory after the kill loses its mtime, a window of one directory per
+//! linking thread). It never follows a symlink (the directory is opened
+//! beneath its guest's root) and only touches the very inode recorded.
+//!
+//! The file is this machine's byte order and not part of the store format;
+//! deleting it only loses that repair.
+
+use super::Problem;
+use crate::store::DIR_TIMES_PREFIX as PREFIX;
+use crate::sys::{self, SharedMap, Timestamp};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+const FILE_MAGIC: u64 = u64::from_ne_bytes(*b"unifsdt1");
+/// A record's first word: this in its low half, the path's length in the
+/// high half. Stored last, so a record cut short by a kill has none.
+const RECORD_MAGIC: u64 = 0x3154_4d44;
+/// Words of a record before its path: magic and length, dev, ino, the
+/// mtime before (seconds; nanoseconds and guest), ours (nanoseconds, or
+/// `BEFORE`), changes under way.
+const HEAD: usize = 7;
+const OURS: usize = 5;
+const BUSY: usize = 6;
+/// `ours` when the last mtime is the one before (an mtime outside what
+/// 64-bit nanoseconds hold, too).
+const BEFORE: i64 = i64::MIN;
+/// The file grows, and is mapped, in chunks of this many words (1 MiB).
+const CHUNK: usize = 1 << 17;
+const PAGE: u64 = 4096;
+
+pub struct Journal {
+    dir: OwnedFd,
+    name: OsString,
+    file: File,
+    /// Where the records start in the file (after the guests' roots).
+    records_at: u64,
+    chunks: Mutex<Chunks>,
+}
+
+#[derive(Default)]
+struct Chunks {
+    maps: Vec<Arc<SharedMap>>,
+    /// The next free word of the last chunk.
+    next: usize,
+}
+
+/// One directory's record.
+pub struct Slot {
+    map: Arc<SharedMap>,
+    at: usize,
+}
+
+impl Slot {
+    /// Before a change of the directory.
+    pub fn begin(&self) {
+        self.map.word(self.at + BUSY).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// After it: `ours` is the latest mtime our changes left.
+    pub fn end(&self, ours: Timestamp) {
+        let ns = nanos(ours).unwrap_or(BEFORE);
+        self.map
+            .word(self.at + OURS)
+            .store(ns as u64, Ordering::SeqCst);
+        self.map.word(self.at + BUSY).fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Journal {
+    /// Starts this process's file in the store's `tmp` (`dir`), naming the
+    /// guests' roots.
+    pub fn create(dir: BorrowedFd, roots: &[&Path]) -> io::Result<Journal> {
+        let name = OsString::from(format!("{PREFIX}{}", std::process::id()));
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC;
+        let mut file = File::from(sys::open_at(dir, &name, flags, 0o600)?);
+        let mut head = Vec::new();
+        head.extend(FILE_MAGIC.to_ne_bytes());
+        head.extend((roots.len() as u64).to_ne_bytes());
+        for root in roots {
+            let bytes = root.as_os_str().as_bytes();
+            head.extend((bytes.len() as u64).to_ne_bytes());
+            head.extend(bytes);
+            head.resize(head.len().next_multiple_of(8), 0);
+        }
+        let records_at = (head.len() as u64).next_multiple_of(PAGE);
+        file.write_all(&head)?;
+        Ok(Journal {
+            dir: dir.try_clone_to_owned()?,
+            name,
+            file,
+            records_at,
+            chunks: Mutex::default(),
+        })
+    }
+
+    /// Records directory (`dev`, `ino`), `rel` beneath the root of guest
+    /// `guest`, whose mtime is `before`. `None` if it cannot be recorded (a
+    /// killed run then leaves its mtime changed, as without a journal).
+    pub fn note(
+        &self,
+        dev: u64,
+        ino: u64,
+        before: Timestamp,
+        guest: u32,
+        rel: &Path,
+    ) -> Option<Slot> {
+        let path = rel.as_os_str().as_bytes();
+        let need = HEAD + path.len().div_ceil(8);
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if chunks.maps.is_empty() || chunks.next + need > CHUNK {
+            let n = chunks.maps.len() as u64;
+            let at = self.records_at + n * CHUNK as u64 * 8;
+            self.file.set_len(at + CHUNK as u64 * 8).ok()?;
+            let map = SharedMap::new(self.file.as_fd(), at, CHUNK).ok()?;
+            chunks.maps.push(Arc::new(map));
+            chunks.next = 0;
+        }
+        let at = chunks.next;
+        let map = chunks.maps.last()?.clone();
+        let words = [
+            dev,
+            ino,
+            before.sec as u64,
+            u64::from(before.nsec) | u64::from(guest) << 32,
+            BEFORE as u64,
+            0,
+        ];
+        for (i, w) in words.into_iter().enumerate() {
+            map.word(at + 1 + i).store(w, Ordering::Relaxed);
+        }
+        for (i, part) in path.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..part.len()].copy_from_slice(part);
+            map.word(at + HEAD + i)
+                .store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        }
+        let magic = RECORD_MAGIC | (path.len() as u64) << 32;
+        map.word(at).store(magic, Ordering::SeqCst);
+        chunks.next = at + need;
+        Some(Slot { map, at })
+    }
+
+    /// The run put the mtimes back itself: the file goes.
+    pub fn remove(&self) {
+        let _ = sys::unlink_at(self.dir.as_fd(), &self.name);
+    }
+}
+
+/// What a killed run's file asks for.
+struct Record {
+    dev: u64,
+    ino: u64,
+    before: Timestamp,
+    guest: usize,
+    ours: i64,
+    busy: u64,
+    rel: PathBuf,
+}
+
+/// Puts back the mtimes killed runs left changed, from every file of theirs
+/// in `dir` (the store's `tmp`, at `dir_path`), and removes the files.
+/// Returns how many directories got theirs back, and what went wrong.
+pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, Vec<Problem>) {
+    let mut names = Vec::new();
+    let listed = sys::read_dir(dir, |e| {
+        let digits = e.name.as_bytes().strip_prefix(PREFIX.as_bytes());
+        if digits.is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit)) {
+            names.push(e.name.to_os_string());
+        }
+    });
+    let mut problems = Vec::new();
+    if let Err(e) = listed {
+        problems.push(Problem::new(dir_path, format!("cannot list: {e}")));
+    }
+    let mut restored = 0;
+    for name in names {
+        let path = dir_path.join(&name);
+        match read(dir, &name) {
+            Ok((roots, records)) => {
+                let (n, mut p) = restore(&roots, &records);
+                restored += n;
+                problems.append(&mut p);
+            }
+            Err(e) => problems.push(Problem::new(
+                &path,
+                format!("a killed run's record of directory mtimes cannot be read ({e}); removed"),
+            )),
+        }
+        if let Err(e) = sys::unlink_at(dir, &name) {
+            problems.push(Problem::new(&path, format!("cannot remove: {e}")));
+        }
+    }
+    (restored, problems)
+}
+
+fn read(dir: BorrowedFd, name: &OsStr) -> io::Result<(Vec<PathBuf>, Vec<Record>)> {
+    let mut bytes = Vec::new();
+    File::from(sys::open_at(dir, name, libc::O_RDONLY, 0)?).read_to_end(&mut bytes)?;
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a record of directory mtimes",
+        )
+    };
+    let word = |i: usize| -> Option<u64> {
+        let b = bytes.get(i * 8..i * 8 + 8)?;
+        Some(u64::from_ne_bytes(b.try_into().ok()?))
+    };
+    if word(0) != Some(FILE_MAGIC) {
+        return Err(bad());
+    }
+    let count = word(1).ok_or_else(bad)?;
+    let mut roots = Vec::new();
+    let mut i = 2;
+    for _ in 0..count {
+        let len = word(i).ok_or_else(bad)? as usize;
+        let b = bytes.get((i + 1) * 8..(i + 1) * 8 + len).ok_or_else(bad)?;
+        roots.push(PathBuf::from(OsStr::from_bytes(b)));
+        i += 1 + len.div_ceil(8);
+    }
+    let records_at = ((i * 8) as u64).next_multiple_of(PAGE) as usize / 8;
+    let mut records = Vec::new();
+    let mut chunk = records_at;
+    'chunks: while word(chunk).is_some() {
+        let mut at = chunk;
+        while at + HEAD <= chunk + CHUNK {
+            let Some(magic) = word(at) else { break 'chunks };
+            if magic & 0xffff_ffff != RECORD_MAGIC {
+                break; // the rest of this chunk is unused
+            }
+            let len = (magic >> 32) as usize;
+            let b = bytes
+                .get((at + HEAD) * 8..(at + HEAD) * 8 + len)
+                .ok_or_else(bad)?;
+            let w = |k: usize| word(at + k).ok_or_else(bad);
+            let nsec_guest = w(4)?;
+            records.push(Record {
+                dev: w(1)?,
+                ino: w(2)?,
+                before: Timestamp {
+                    sec: w(3)? as i64,
+                    nsec: nsec_guest as u32,
+                },
+                guest: (nsec_guest >> 32) as usize,
+                ours: w(OURS)? as i64,
+                busy: w(BUSY)?,
+                rel: PathBuf::from(OsStr::from_bytes(b)),
+            });
+            at += HEAD + len.div_ceil(8);
+        }
+        chunk += CHUNK;
+    }
+    Ok((roots, records))
+}
+
+fn restore(roots: &[PathBuf], records: &[Record]) -> (u64, Vec<Problem>) {
+    let mut opened: Vec<Option<io::Result<OwnedFd>>> = roots.iter().map(|_| None).collect();
+    let mut restored = 0;
+    let mut problems = Vec::new();
+    for r in records {
+        let Some(root) = roots.get(r.guest) else {
+            continue;
+        };
+        let root_fd = opened[r.guest].get_or_insert_with(|| sys::open_dir(root));
+        let Ok(root_fd) = root_fd else { continue }; // the guest is gone
+        match restore_one(root_fd.as_fd(), r) {
+            Ok(done) => restored += u64::from(done),
+            Err(e) => problems.push(Problem::new(
+                root.join(&r.rel),
+                format!("cannot put back the mtime a killed run changed: {e}"),
+            )),
+        }
+    }
+    (restored, problems)
+}
+
+fn restore_one(root: BorrowedFd, r: &Record) -> io::Result<bool> {
+    let dir = match sys::open_beneath(root, &r.rel, libc::O_RDONLY | libc::O_DIRECTORY) {
+        Ok(fd) => fd,
+        // Gone, or now a symlink or on another mount: nothing of ours there.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV)
+            ) =>
+        {
+            return Ok(false)
+        }
+        Err(e) => return Err(e),
+    };
+    let st = sys::fstat(dir.as_fd())?;
+    if (st.dev, st.ino) != (r.dev, r.ino) || st.mtime == r.before {
+        return Ok(false);
+    }
+    let ours = match r.ours {
+        BEFORE => r.before.as_nanos(),
+        ns => i128::from(ns),
+    };
+    let now = st.mtime.as_nanos();
+    if now == ours || (r.busy > 0 && now >= ours) {
+        sys::set_mtime(dir.as_fd(), r.before)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn nanos(t: Timestamp) -> Option<i64> {
+    i64::try_from(t.as_nanos()).ok().filter(|&n| n != BEFORE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn mtime(path: &Path) -> Timestamp {
+        let m = std::fs::symlink_metadata(path).unwrap();
+        Timestamp {
+            sec: m.mtime(),
+            nsec: m.mtime_nsec() as u32,
+        }
+    }
+
+    const OLD: Timestamp = Timestamp { sec: 1000, nsec: 7 };
+
+    /// A directory `rel` of `root` with an old mtime, noted in `j`.
+    fn noted(j: &Journal, root: &Path, rel: &str) -> Slot {
+        let p = root.join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        sys::lutimens(&p, OLD, OLD).unwrap();
+        let st = sys::lstat(&p).unwrap();
+        j.note(st.dev, st.ino, st.mtime, 0, Path::new(rel)).unwrap()
+    }
+
+    /// A change of `rel`, as a swap makes one, between `begin` and `end`.
+    fn change(slot: &Slot, root: &Path, rel: &str, finish: bool) {
+        slot.begin();
+        std::fs::write(root.join(rel).join("x"), b"").unwrap();
+        std::fs::remove_file(root.join(rel).join("x")).unwrap();
+        if finish {
+            slot.end(mtime(&root.join(rel)));
+        }
+    }
+
+    #[test]
+    fn the_next_run_puts_back_what_a_killed_run_changed() {
+        let store_tmp = tempfile::tempdir().unwrap();
+        let tmp = sys::open_dir(store_tmp.path()).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let root = guest.path();
+        let j = Journal::create(tmp.as_fd(), &[root]).unwrap();
+        // Changed and recorded; changed twice; killed mid-change; changed
+        // by the guest after our last change; replaced by another inode;
+        // a long path.
+        let long = format!("deep/{}", "d".repeat(200));
+        for rel in ["a", "b", "c", "d", "e", long.as_str()] {
+            let slot = noted(&j, root, rel);
+            change(&slot, root, rel, rel != "c");
+            if rel == "b" {
+                change(&slot, root, rel, true);
+            }
+        }
+        let later = Timestamp { sec: 5000, nsec: 0 };
+        sys::lutimens(&root.join("d"), later, later).unwrap();
+        std::fs::rename(root.join("e"), root.join("e.old")).unwrap();
+        std::fs::create_dir(root.join("e")).unwrap();
+        let e_new = mtime(&root.join("e"));
+        drop(j); // killed: nothing put back, the file stays
+        assert_ne!(mtime(&root.join("a")), OLD);
+
+        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(restored, 4);
+        for rel in ["a", "b", "c", long.as_str()] {
+            assert_eq!(mtime(&root.join(rel)), OLD, "{rel}");
+        }
+        assert_eq!(
+            mtime(&root.join("d")),
+            later,
+            "the guest's later change stays"
+        );
+        assert_eq!(mtime(&root.join("e")), e_new, "another inode is left alone");
+        assert_ne!(
+            mtime(&root.join("e.old")),
+            OLD,
+            "not followed to its new name"
+        );
+        assert_eq!(std::fs::read_dir(store_tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn records_fill_several_chunks_and_a_cut_record_is_ignored() {
+        let store_tmp = tempfile::tempdir().unwrap();
+        let tmp = sys::open_dir(store_tmp.path()).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let root = guest.path();
+        let j = Journal::create(tmp.as_fd(), &[root]).unwrap();
+        // 600 records of about 480 words: three chunks.
+        let deep = vec!["n".repeat(250); 15].join("/");
+        let mut slots = Vec::new();
+        for k in 0..600 {
+            let rel = format!("{k}/{deep}");
+            slots.push((rel.clone(), noted(&j, root, &rel)));
+        }
+        for (rel, slot) in &slots {
+            change(slot, root, rel, true);
+        }
+        // A record cut short by the kill: no magic yet.
+        let last = j.note(1, 2, OLD, 0, Path::new("cut")).unwrap();
+        last.map.word(last.at).store(0, Ordering::SeqCst);
+        assert_eq!(j.chunks.lock().unwrap().maps.len(), 3);
+        drop(j);
+        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(restored, 600);
+        for (rel, _) in &slots {
+            assert_eq!(mtime(&root.join(rel)), OLD, "{rel}");
+        }
+    }
+
+    #[test]
+    fn a_run_that_put_them_back_leaves_no_file() {
+        let store_tmp = tempfile::tempdir().unwrap();
+        let tmp = sys::open_dir(store_tmp.path()).unwrap();
+        let j = Journal::create(tmp.as_fd(), &[Path::new("/nonexistent")]).unwrap();
+        assert!(j.note(1, 2, OLD, 0, Path::new("x")).is_some());
+        j.remove();
+        assert_eq!(std::fs::read_dir(store_tmp.path()).unwrap().count(), 0);
+        // Files of other names in tmp/ are not ours; one of ours that is
+        // not a record is reported, and goes.
+        std::fs::write(store_tmp.path().join("dirtimes-x"), b"").unwrap();
+        std::fs::write(store_tmp.path().join("dirtimes-7"), b"garbage").unwrap();
+        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        assert_eq!(restored, 0);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].what.contains("cannot be read"), "{problems:?}");
+        assert!(store_tmp.path().join("dirtimes-x").exists());
+        assert!(!store_tmp.path().join("dirtimes-7").exists());
+    }
+}
