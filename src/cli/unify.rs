@@ -200,6 +200,12 @@ fn print_summary(s: &unify::Summary) {
             count(s.stale_tmp_removed)
         );
     }
+    if s.dir_mtimes_recovered > 0 {
+        println!(
+            "  put back the mtimes of {} directories an interrupted run changed",
+            count(s.dir_mtimes_recovered)
+        );
+    }
     match s.run {
         Some(run) => println!("  run {run}, {:.2} s", s.seconds),
         None => println!("  {:.2} s", s.seconds),

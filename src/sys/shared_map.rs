@@ -20,13 +20,19 @@ unsafe impl Sync for SharedMap {}
 
 impl SharedMap {
     /// Maps `words` 64-bit words of the file `fd` from byte `offset` (a
-    /// multiple of the page size). The file must already be that long: a
-    /// word past its end faults (SIGBUS) when touched.
+    /// multiple of the page size), which must already be that long. (A file
+    /// someone else truncates later faults when the words past its new end
+    /// are touched: SIGBUS.)
     pub fn new(fd: BorrowedFd, offset: u64, words: usize) -> io::Result<SharedMap> {
+        let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
         let len = words
             .checked_mul(8)
             .filter(|&l| l > 0)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+            .ok_or_else(invalid)?;
+        let end = offset.checked_add(len as u64).ok_or_else(invalid)?;
+        if super::fstat(fd)?.size < end {
+            return Err(invalid());
+        }
         // SAFETY: a fresh mapping chosen by the kernel (no fixed address), of
         // a file we hold open; the result is checked before use.
         let p = unsafe {
@@ -88,6 +94,14 @@ mod tests {
         assert_eq!(bytes[8..16], 0x0102_0304_0506_0708u64.to_le_bytes());
         assert_eq!(bytes[4088..], [0xff; 8]);
         assert!(bytes[..8].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_file_too_short_is_not_mapped() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(4096).unwrap();
+        let e = SharedMap::new(f.as_fd(), 0, 513).err().unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]

@@ -383,10 +383,11 @@ impl<'a> Applier<'a> {
         // The swap changes the directory's mtime: put back at the end.
         let dir_rel = rec.rel.parent().unwrap_or(Path::new(""));
         let dir = parent.as_fd();
-        self.dir_times
+        let noted = self
+            .dir_times
             .before_change(rec.guest, dir_rel, dir, Some(parent.key));
         let swapped = self.swap(target, dir, &name, fd.as_fd(), &st, work);
-        self.dir_times.after_change(dir);
+        self.dir_times.after_change(dir, noted);
         swapped?;
         if rec.stat.nlink > 1 {
             // Its other paths come later in this group: they must find it

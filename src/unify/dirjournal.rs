@@ -38,16 +38,15 @@ const FILE_MAGIC: u64 = u64::from_ne_bytes(*b"unifsdt1");
 const RECORD_MAGIC: u64 = 0x3154_4d44;
 /// Words of a record before its path: magic and length, dev, ino, the
 /// mtime before (seconds; nanoseconds and guest), ours (nanoseconds, or
-/// `BEFORE`), changes under way.
+/// `UNSET`), changes under way.
 const HEAD: usize = 7;
 const OURS: usize = 5;
 const BUSY: usize = 6;
-/// `ours` when the last mtime is the one before (an mtime outside what
-/// 64-bit nanoseconds hold, too).
-const BEFORE: i64 = i64::MIN;
-/// The file grows, and is mapped, in chunks of this many words (1 MiB).
+/// `ours` before our first change is done.
+const UNSET: i64 = i64::MIN;
+/// The file grows, and is mapped, in chunks of this many words (1 MiB, a
+/// multiple of any page size).
 const CHUNK: usize = 1 << 17;
-const PAGE: u64 = 4096;
 
 pub struct Journal {
     dir: OwnedFd,
@@ -79,7 +78,7 @@ impl Slot {
 
     /// After it: `ours` is the latest mtime our changes left.
     pub fn end(&self, ours: Timestamp) {
-        let ns = nanos(ours).unwrap_or(BEFORE);
+        let ns = nanos(ours).unwrap_or(UNSET);
         self.map
             .word(self.at + OURS)
             .store(ns as u64, Ordering::SeqCst);
@@ -96,6 +95,7 @@ impl Journal {
         let mut file = File::from(sys::open_at(dir, &name, flags, 0o600)?);
         let mut head = Vec::new();
         head.extend(FILE_MAGIC.to_ne_bytes());
+        head.extend(0u64.to_ne_bytes()); // where the records start: below
         head.extend((roots.len() as u64).to_ne_bytes());
         for root in roots {
             let bytes = root.as_os_str().as_bytes();
@@ -103,7 +103,10 @@ impl Journal {
             head.extend(bytes);
             head.resize(head.len().next_multiple_of(8), 0);
         }
-        let records_at = (head.len() as u64).next_multiple_of(PAGE);
+        // SAFETY: sysconf takes and returns plain integers.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        let records_at = (head.len() as u64).next_multiple_of(page);
+        head[8..16].copy_from_slice(&records_at.to_ne_bytes());
         file.write_all(&head)?;
         Ok(Journal {
             dir: dir.try_clone_to_owned()?,
@@ -127,6 +130,9 @@ impl Journal {
     ) -> Option<Slot> {
         let path = rel.as_os_str().as_bytes();
         let need = HEAD + path.len().div_ceil(8);
+        if need > CHUNK {
+            return None;
+        }
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if chunks.maps.is_empty() || chunks.next + need > CHUNK {
             let n = chunks.maps.len() as u64;
@@ -143,7 +149,7 @@ impl Journal {
             ino,
             before.sec as u64,
             u64::from(before.nsec) | u64::from(guest) << 32,
-            BEFORE as u64,
+            UNSET as u64,
             0,
         ];
         for (i, w) in words.into_iter().enumerate() {
@@ -227,47 +233,57 @@ fn read(dir: BorrowedFd, name: &OsStr) -> io::Result<(Vec<PathBuf>, Vec<Record>)
         let b = bytes.get(i * 8..i * 8 + 8)?;
         Some(u64::from_ne_bytes(b.try_into().ok()?))
     };
+    // `len` bytes from word `at`.
+    let text = |at: usize, len: usize| -> Option<&[u8]> {
+        let start = at.checked_mul(8)?;
+        bytes.get(start..start.checked_add(len)?)
+    };
     if word(0) != Some(FILE_MAGIC) {
         return Err(bad());
     }
-    let count = word(1).ok_or_else(bad)?;
+    let records_at = word(1).ok_or_else(bad)? as usize;
+    let count = word(2).ok_or_else(bad)?;
     let mut roots = Vec::new();
-    let mut i = 2;
+    let mut i = 3;
     for _ in 0..count {
         let len = word(i).ok_or_else(bad)? as usize;
-        let b = bytes.get((i + 1) * 8..(i + 1) * 8 + len).ok_or_else(bad)?;
+        let b = text(i + 1, len).ok_or_else(bad)?;
         roots.push(PathBuf::from(OsStr::from_bytes(b)));
         i += 1 + len.div_ceil(8);
     }
-    let records_at = ((i * 8) as u64).next_multiple_of(PAGE) as usize / 8;
+    if records_at % 8 != 0 || records_at < i * 8 {
+        return Err(bad());
+    }
+    // Records up to the first that is cut short or not one (the rest of
+    // its chunk is unused, or the file was damaged).
     let mut records = Vec::new();
-    let mut chunk = records_at;
+    let mut chunk = records_at / 8;
     'chunks: while word(chunk).is_some() {
         let mut at = chunk;
         while at + HEAD <= chunk + CHUNK {
             let Some(magic) = word(at) else { break 'chunks };
-            if magic & 0xffff_ffff != RECORD_MAGIC {
-                break; // the rest of this chunk is unused
-            }
             let len = (magic >> 32) as usize;
-            let b = bytes
-                .get((at + HEAD) * 8..(at + HEAD) * 8 + len)
-                .ok_or_else(bad)?;
-            let w = |k: usize| word(at + k).ok_or_else(bad);
-            let nsec_guest = w(4)?;
+            let words = HEAD + len.div_ceil(8);
+            if magic & 0xffff_ffff != RECORD_MAGIC || at + words > chunk + CHUNK {
+                break;
+            }
+            let Some(b) = text(at + HEAD, len) else {
+                break 'chunks;
+            };
+            let w = |k: usize| word(at + k).unwrap_or_default();
             records.push(Record {
-                dev: w(1)?,
-                ino: w(2)?,
+                dev: w(1),
+                ino: w(2),
                 before: Timestamp {
-                    sec: w(3)? as i64,
-                    nsec: nsec_guest as u32,
+                    sec: w(3) as i64,
+                    nsec: w(4) as u32,
                 },
-                guest: (nsec_guest >> 32) as usize,
-                ours: w(OURS)? as i64,
-                busy: w(BUSY)?,
+                guest: (w(4) >> 32) as usize,
+                ours: w(OURS) as i64,
+                busy: w(BUSY),
                 rel: PathBuf::from(OsStr::from_bytes(b)),
             });
-            at += HEAD + len.div_ceil(8);
+            at += words;
         }
         chunk += CHUNK;
     }
@@ -282,8 +298,19 @@ fn restore(roots: &[PathBuf], records: &[Record]) -> (u64, Vec<Problem>) {
         let Some(root) = roots.get(r.guest) else {
             continue;
         };
-        let root_fd = opened[r.guest].get_or_insert_with(|| sys::open_dir(root));
-        let Ok(root_fd) = root_fd else { continue }; // the guest is gone
+        let root_fd = match opened[r.guest].get_or_insert_with(|| sys::open_dir(root)) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if !problems.iter().any(|p: &Problem| p.path == *root) {
+                    let what = format!(
+                        "a killed run changed directory mtimes beneath this guest root, \
+                         which cannot be opened now ({e}); they were not put back"
+                    );
+                    problems.push(Problem::new(root, what));
+                }
+                continue;
+            }
+        };
         match restore_one(root_fd.as_fd(), r) {
             Ok(done) => restored += u64::from(done),
             Err(e) => problems.push(Problem::new(
@@ -313,8 +340,10 @@ fn restore_one(root: BorrowedFd, r: &Record) -> io::Result<bool> {
     if (st.dev, st.ino) != (r.dev, r.ino) || st.mtime == r.before {
         return Ok(false);
     }
+    // No change done yet: any mtime but the one before is that of the
+    // change under way, if there is one.
     let ours = match r.ours {
-        BEFORE => r.before.as_nanos(),
+        UNSET => i128::MIN,
         ns => i128::from(ns),
     };
     let now = st.mtime.as_nanos();
@@ -326,7 +355,7 @@ fn restore_one(root: BorrowedFd, r: &Record) -> io::Result<bool> {
 }
 
 fn nanos(t: Timestamp) -> Option<i64> {
-    i64::try_from(t.as_nanos()).ok().filter(|&n| n != BEFORE)
+    i64::try_from(t.as_nanos()).ok().filter(|&n| n != UNSET)
 }
 
 #[cfg(test)]
@@ -406,6 +435,53 @@ mod tests {
             OLD,
             "not followed to its new name"
         );
+        assert_eq!(std::fs::read_dir(store_tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_directory_with_a_future_mtime_gets_it_back() {
+        // An mtime later than now (clock skew, a tarball's): our change
+        // leaves an earlier one, which must still count as ours.
+        let store_tmp = tempfile::tempdir().unwrap();
+        let tmp = sys::open_dir(store_tmp.path()).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let root = guest.path();
+        let future = Timestamp {
+            sec: 4_000_000_000,
+            nsec: 0,
+        }; // 2096
+        let j = Journal::create(tmp.as_fd(), &[root]).unwrap();
+        std::fs::create_dir(root.join("f")).unwrap();
+        sys::lutimens(&root.join("f"), future, future).unwrap();
+        let st = sys::lstat(&root.join("f")).unwrap();
+        let slot = j.note(st.dev, st.ino, st.mtime, 0, Path::new("f")).unwrap();
+        // As DirTimes does: ours is what the change left.
+        slot.begin();
+        std::fs::write(root.join("f/x"), b"").unwrap();
+        slot.end(mtime(&root.join("f")));
+        drop(j);
+        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(mtime(&root.join("f")), future, "restored {restored}");
+    }
+
+    #[test]
+    fn a_damaged_file_is_reported_not_trusted() {
+        let store_tmp = tempfile::tempdir().unwrap();
+        let tmp = sys::open_dir(store_tmp.path()).unwrap();
+        let words = |ws: &[u64]| ws.iter().flat_map(|w| w.to_ne_bytes()).collect::<Vec<u8>>();
+        // A root "length" past the end of everything; a start of records
+        // inside the roots.
+        let bad = [
+            words(&[FILE_MAGIC, 4096, 1, u64::MAX]),
+            words(&[FILE_MAGIC, 8, 1, 1, 0x2f]),
+        ];
+        for (k, bytes) in bad.iter().enumerate() {
+            std::fs::write(store_tmp.path().join(format!("dirtimes-{k}")), bytes).unwrap();
+        }
+        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        assert_eq!(restored, 0);
+        assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(std::fs::read_dir(store_tmp.path()).unwrap().count(), 0);
     }
 

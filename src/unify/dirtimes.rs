@@ -40,8 +40,9 @@ struct Seen {
     rel: PathBuf,
     /// Its mtime before our first change.
     before: Timestamp,
-    /// The latest mtime one of our changes left.
-    ours: Timestamp,
+    /// The latest mtime one of our changes left (none yet: the mtime before
+    /// may be later than any of ours, a date in the future).
+    ours: Option<Timestamp>,
     /// Its record on disk, for the next run if this one is killed.
     slot: Option<Slot>,
 }
@@ -62,35 +63,50 @@ impl DirTimes {
     /// known), which is `rel` beneath the root of guest `guest`. Only the first call
     /// for a directory counts: any later one of another thread comes after
     /// that first note (notes are taken before the change), so it never
-    /// sees a changed mtime first.
-    pub fn before_change(&self, guest: u32, rel: &Path, dir: BorrowedFd, key: Option<Key>) {
+    /// sees a changed mtime first. Returns what [`Self::after_change`] takes.
+    #[must_use]
+    pub fn before_change(
+        &self,
+        guest: u32,
+        rel: &Path,
+        dir: BorrowedFd,
+        key: Option<Key>,
+    ) -> Option<Key> {
         if let Some(k) = key {
             if let Some(seen) = self.shard(k).get(&k) {
                 // Noted already: no stat needed.
                 seen.slot.iter().for_each(Slot::begin);
-                return;
+                return Some(k);
             }
         }
-        let Ok(st) = sys::fstat(dir) else { return };
+        let st = sys::fstat(dir).ok()?;
         let key = (st.dev, st.ino);
         let mut shard = self.shard(key);
         let seen = shard.entry(key).or_insert_with(|| Seen {
             guest,
             rel: rel.to_path_buf(),
             before: st.mtime,
-            ours: st.mtime,
+            ours: None,
             slot: (self.journal.as_ref()).and_then(|j| j.note(key.0, key.1, st.mtime, guest, rel)),
         });
         seen.slot.iter().for_each(Slot::begin);
+        Some(key)
     }
 
-    /// After a change of `dir`'s entries, whatever came of it.
-    pub fn after_change(&self, dir: BorrowedFd) {
+    /// After a change of `dir`'s entries, whatever came of it; `noted` is
+    /// what `before_change` returned. (If the mtime cannot be had, the
+    /// record keeps the change as under way: see `dirjournal.rs`.)
+    pub fn after_change(&self, dir: BorrowedFd, noted: Option<Key>) {
+        let Some(key) = noted else { return };
         let Ok(st) = sys::fstat(dir) else { return };
-        if let Some(seen) = self.shard((st.dev, st.ino)).get_mut(&(st.dev, st.ino)) {
-            seen.ours = seen.ours.max(st.mtime);
+        if (st.dev, st.ino) != key {
+            return;
+        }
+        if let Some(seen) = self.shard(key).get_mut(&key) {
+            let ours = seen.ours.map_or(st.mtime, |o| o.max(st.mtime));
+            seen.ours = Some(ours);
             if let Some(slot) = &seen.slot {
-                slot.end(seen.ours);
+                slot.end(ours);
             }
         }
     }
@@ -175,7 +191,7 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listin
     // Only over an mtime of ours (so, one from this run): writing the old
     // mtime over a newer change of the guest's would hide that change from
     // whatever trusts a directory's mtime (make, caches of listings).
-    if st.mtime == seen.ours && st.mtime != seen.before {
+    if Some(st.mtime) == seen.ours && st.mtime != seen.before {
         sys::set_mtime(dir.as_fd(), seen.before)?;
     }
     Ok(relist(dir.as_fd(), seen))
@@ -226,15 +242,32 @@ mod tests {
     /// does), notes the change.
     fn change(times: &DirTimes, g: &Guest, rel: &str) {
         let dir = sys::open_beneath(g.fd.as_fd(), Path::new(rel), libc::O_RDONLY).unwrap();
-        times.before_change(0, Path::new(rel), dir.as_fd(), None);
+        let noted = times.before_change(0, Path::new(rel), dir.as_fd(), None);
         std::fs::write(g.root.join(rel).join("tmp"), b"x").unwrap();
         std::fs::remove_file(g.root.join(rel).join("tmp")).unwrap();
-        times.after_change(dir.as_fd());
+        times.after_change(dir.as_fd(), noted);
     }
 
     fn set_old(path: &Path) {
         let t = Timestamp { sec: 1000, nsec: 7 };
         sys::lutimens(path, t, t).unwrap();
+    }
+
+    #[test]
+    fn a_future_mtime_goes_back_too() {
+        let root = tempfile::tempdir().unwrap();
+        let future = Timestamp {
+            sec: 4_000_000_000,
+            nsec: 0,
+        }; // 2096
+        std::fs::create_dir(root.path().join("f")).unwrap();
+        sys::lutimens(&root.path().join("f"), future, future).unwrap();
+        let g = guest(root.path());
+        let times = DirTimes::default();
+        change(&times, &g, "f");
+        let (problems, _) = times.restore(std::slice::from_ref(&g));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(mtime(&root.path().join("f")), (4_000_000_000, 0));
     }
 
     #[test]

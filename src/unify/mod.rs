@@ -142,6 +142,8 @@ pub struct Summary {
     pub skipped_changed: u64,
     pub skipped_in_use: u64,
     pub stale_tmp_removed: u64,
+    /// Directories whose mtime a killed run had changed, put back.
+    pub dir_mtimes_recovered: u64,
     /// Directories the walk read, and directories whose listing kept from
     /// the last run still matched (see `listings.rs`).
     pub dirs_read: u64,
@@ -314,7 +316,8 @@ fn run(
     if let (Some(store), Some(_)) = (store, run_id) {
         // A killed run's directory mtimes, before anything reads them.
         let tmp = store.root().join("tmp");
-        let (_, mut problems) = dirjournal::recover(store.tmp_dir(), &tmp);
+        let (recovered, mut problems) = dirjournal::recover(store.tmp_dir(), &tmp);
+        summary.dir_mtimes_recovered = recovered;
         summary.problems.append(&mut problems);
     }
 

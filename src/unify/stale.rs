@@ -38,10 +38,11 @@ pub fn clean(
                 let done =
                     sys::open_beneath(guest.fd.as_fd(), parent, libc::O_RDONLY | libc::O_DIRECTORY)
                         .and_then(|dir| {
-                            a.dir_times
-                                .before_change(rec.guest, parent, dir.as_fd(), None);
+                            let noted =
+                                a.dir_times
+                                    .before_change(rec.guest, parent, dir.as_fd(), None);
                             let r = sys::unlink_at(dir.as_fd(), name);
-                            a.dir_times.after_change(dir.as_fd());
+                            a.dir_times.after_change(dir.as_fd(), noted);
                             r
                         });
                 match done {
