@@ -42,6 +42,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             opts.apply(o).map_err(anyhow::Error::msg)?;
         }
     }
+    opts.check().map_err(anyhow::Error::msg)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("unifs mount must run as root (it acts for every user of the guest)");
     }

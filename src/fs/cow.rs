@@ -115,7 +115,7 @@ fn copy_and_rename(
         }
     };
     let result = (|| {
-        fill_copy(src.as_fd(), tmp.as_fd(), st)?;
+        fill_copy(src.as_fd(), tmp.as_fd(), st, Atime::Mtime)?;
         let n = match &tmp_name {
             Some(n) => n.clone(),
             None => {
@@ -145,10 +145,24 @@ fn copy_and_rename(
     result
 }
 
+/// The atime a copy gets.
+pub(crate) enum Atime {
+    /// The source's.
+    Own,
+    /// Its mtime: what the mount shows as a store object's atime (the
+    /// object's own moves whenever any guest reads it: invariant 5).
+    Mtime,
+}
+
 /// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
 /// owner goes before the xattrs because chown drops security.capability, and
 /// the mode after both (chown clears set-id bits).
-pub(crate) fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io::Result<()> {
+pub(crate) fn fill_copy(
+    src: BorrowedFd,
+    dst: BorrowedFd,
+    st: &libc::stat,
+    atime: Atime,
+) -> io::Result<()> {
     let size = st.st_size as u64;
     if size > 0 && sys::ficlone(dst, src).is_err() {
         copy_with_writeback(src, dst, size)?;
@@ -161,11 +175,12 @@ pub(crate) fn fill_copy(src: BorrowedFd, dst: BorrowedFd, st: &libc::stat) -> io
         sys::xattr::set_fd(dst, &attr, &value)?;
     }
     sys::fchmod(dst, st.st_mode & 0o7777)?;
-    fsys::futimens(
-        dst,
-        fsys::SetTime::At(st.st_atime, st.st_atime_nsec as u32),
-        fsys::SetTime::At(st.st_mtime, st.st_mtime_nsec as u32),
-    )?;
+    let mtime = fsys::SetTime::At(st.st_mtime, st.st_mtime_nsec as u32);
+    let atime = match atime {
+        Atime::Own => fsys::SetTime::At(st.st_atime, st.st_atime_nsec as u32),
+        Atime::Mtime => mtime,
+    };
+    fsys::futimens(dst, atime, mtime)?;
     fsys::fsync(dst, false)
 }
 

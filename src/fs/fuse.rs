@@ -145,6 +145,9 @@ impl Filesystem for UnifsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // O_TRUNC comes with the open, so an O_RDONLY|O_TRUNC open of a
+        // shared file breaks it before the file is opened, not after.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Without passthrough, writes come in chunks of this size.
         let _ = config.set_max_write(1 << 20);
         if self.want_passthrough {
@@ -441,6 +444,7 @@ impl Filesystem for UnifsFs {
         for (i, (name, backing_ino, dt)) in entries.iter().enumerate().skip(offset as usize) {
             let number = match name.as_bytes() {
                 b"." => ino.0,
+                b".." => self.overlay.parent_of(ino.0),
                 _ => self
                     .overlay
                     .known_child(ino.0, name)
@@ -476,7 +480,12 @@ impl Filesystem for UnifsFs {
                 let Ok(e) = self.overlay.dir_attr(ino.0, &dir) else {
                     continue;
                 };
-                if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), GEN) {
+                // (fuser takes the entry's number from its attributes.)
+                let mut a = attr(&e);
+                if name.as_bytes() == b".." {
+                    a.ino = INodeNo(self.overlay.parent_of(ino.0));
+                }
+                if reply.add(a.ino, next, name, &TTL, &a, GEN) {
                     break;
                 }
                 continue;

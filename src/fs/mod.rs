@@ -90,6 +90,20 @@ impl MountOptions {
         Ok(())
     }
 
+    /// Refuses combinations that are unsafe: the daemon checks no
+    /// permissions itself (it acts as root), so without the kernel's checks
+    /// every user of an `allow_other` mount could read and change every file.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.default_permissions && self.allow_other {
+            return Err(
+                "-o nodefault_permissions needs -o noallow_other: the daemon checks \
+                 no permissions, so every user could read and change every file"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     fn fuser_config(&self, guest: &Path) -> fuser::Config {
         use fuser::MountOption as O;
         let mut c = fuser::Config::default();

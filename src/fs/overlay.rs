@@ -175,6 +175,14 @@ impl Overlay {
         self.open_dir_node(dir)
     }
 
+    /// The node of directory `node`'s parent, as `..` in its listing shows
+    /// it (the root's is the root).
+    pub fn parent_of(&self, node: u64) -> u64 {
+        let st = lock(&self.state);
+        let parent = st.table.get(node).and_then(|n| n.names.first());
+        parent.map_or(ROOT, |(p, _)| *p)
+    }
+
     /// The attributes of node `node`, whose backing directory is open at `dir`.
     pub fn dir_attr(&self, node: u64, dir: &OwnedFd) -> Result<Entry> {
         Ok(self.shown(node, fsys::fstat(dir.as_fd())?, false))

@@ -94,6 +94,12 @@ pub enum Error {
         store: PathBuf,
         store_mount: PathBuf,
     },
+    #[error(
+        "guest {guest} is reached through another mount than the store {store}, though \
+         of the same filesystem (a bind mount?); hardlinks cannot cross mounts: name \
+         the guest by a path on the store's mount"
+    )]
+    CrossMount { guest: PathBuf, store: PathBuf },
 }
 
 pub(crate) trait IoContext<T> {
@@ -264,6 +270,18 @@ impl Store {
     /// Takes the writer lock, failing at once with [`Error::Busy`] if held.
     pub fn lock_writer(&self) -> Result<WriterLock> {
         WriterLock::acquire(&self.root)
+    }
+
+    /// Refuses a guest reached through another mount than the store's
+    /// objects (a bind mount of the same filesystem): unify links across.
+    pub fn check_same_mount(&self, guest: &Path, guest_fd: BorrowedFd) -> Result<()> {
+        match (sys::mount_id(guest_fd), sys::mount_id(self.objects.as_fd())) {
+            (Some(g), Some(s)) if g != s => Err(Error::CrossMount {
+                guest: guest.to_path_buf(),
+                store: self.root.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses a guest on another filesystem than the store.

@@ -28,19 +28,36 @@ impl Store {
     /// and has re-checked it, so no one can be writing to it. The marker goes
     /// on first: a crash in between leaves a marked file that is not an
     /// object (harmless: the mount copies it once), never an unmarked object.
+    /// If it does not become the object (the name exists, or the link
+    /// fails), a marker set here is taken off again: a marked file that is
+    /// no object would be taken for a shared one by the mount.
     pub fn ingest_by_link(&self, fd: BorrowedFd, id: &ObjectId, copy: u32) -> Result<Ingested> {
         let path = self.object_path(id, copy);
-        if read_marker(fd).at(&path)? != Some(*id) {
+        let marked_here = read_marker(fd).at(&path)? != Some(*id);
+        if marked_here {
             set_marker(fd, id).at(&path)?;
         }
-        let dir = self.fanout_dir(id, true)?;
-        let (_, name) = object_names(id, copy);
-        match sys::link_fd(fd, dir.as_fd(), &name) {
+        let unmark = || match sys::xattr::remove_fd(fd, OsStr::new(MARKER_XATTR)) {
+            Err(e) if marked_here && e.raw_os_error() != Some(libc::ENODATA) => Err(e).at(&path),
+            _ => Ok(()),
+        };
+        let linked = self
+            .fanout_dir(id, true)
+            .and_then(|dir| sys::link_fd(fd, dir.as_fd(), &object_names(id, copy).1).at(&path));
+        match linked {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                return Ok(Ingested::Exists { copy })
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
+                if marked_here {
+                    unmark()?;
+                }
+                return Ok(Ingested::Exists { copy });
             }
-            Err(e) => return Err(e).at(path),
+            Err(e) => {
+                if marked_here {
+                    unmark()?;
+                }
+                return Err(e);
+            }
         }
         let stat = sys::fstat(fd).at(&path)?;
         Ok(Ingested::Linked { copy, stat })

@@ -175,14 +175,47 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
 /// `fstat` of a directory, and whether it is encrypted (fscrypt), from one
 /// `statx`.
 pub fn fstat_dir(fd: BorrowedFd) -> io::Result<(Stat, bool)> {
+    let (st, attributes) = statx(fd, c"", libc::AT_EMPTY_PATH)?;
+    Ok((st, attributes & libc::STATX_ATTR_ENCRYPTED as u64 != 0))
+}
+
+/// The id of the mount `fd` is on (`None` where the kernel does not say):
+/// links cannot cross mounts, even of one filesystem.
+pub fn mount_id(fd: BorrowedFd) -> Option<u64> {
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH stats `fd`
     // itself; `stx` is a valid, writable statx buffer.
-    check(unsafe {
+    let r = unsafe {
         libc::statx(
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+/// `stat_at`, and whether the entry is the root of a mount (a file or
+/// directory bind-mounted there), from one `statx`.
+pub fn stat_entry(dir: BorrowedFd, name: &OsStr) -> io::Result<(Stat, bool)> {
+    let name = cstr(name)?;
+    let (st, attributes) = statx(dir, &name, 0)?;
+    Ok((st, attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0))
+}
+
+/// `statx(dir, name, flags | AT_SYMLINK_NOFOLLOW)`: the basic stats and
+/// the attribute bits the kernel supports.
+fn statx(dir: BorrowedFd, name: &std::ffi::CStr, flags: i32) -> io::Result<(Stat, u64)> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated (empty with AT_EMPTY_PATH: `dir`
+    // itself); `stx` is a valid, writable statx buffer.
+    check(unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::AT_SYMLINK_NOFOLLOW,
             libc::STATX_BASIC_STATS,
             &mut stx,
         )
@@ -202,8 +235,7 @@ pub fn fstat_dir(fd: BorrowedFd) -> io::Result<(Stat, bool)> {
         mtime: time(stx.stx_mtime),
         ctime: time(stx.stx_ctime),
     };
-    let encrypted = stx.stx_attributes & libc::STATX_ATTR_ENCRYPTED as u64 != 0;
-    Ok((st, encrypted))
+    Ok((st, stx.stx_attributes & stx.stx_attributes_mask))
 }
 
 /// One entry of a directory as `getdents64` gives it.

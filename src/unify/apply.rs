@@ -330,6 +330,8 @@ impl<'a> Applier<'a> {
             }
             Ingested::Exists { .. } => {
                 // The store had it though the catalog did not: link to it.
+                // (Marking and unmarking the file moved its ctime: ours.)
+                own.note(fd.as_fd());
                 drop(fd);
                 let stat = self
                     .store

@@ -68,8 +68,15 @@ pub enum Error {
 /// A file unify left alone or could not handle, and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
+    /// In JSON as text, bytes that are not UTF-8 replaced (U+FFFD): a
+    /// guest's file names need not be UTF-8, and the summary must come out.
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub what: String,
+}
+
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
 }
 
 impl Problem {
@@ -665,6 +672,7 @@ fn open_guests(
         let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
         if let Some(store) = store {
             store.check_same_fs(&root, st.dev)?;
+            store.check_same_mount(&root, fd.as_fd())?;
         }
         let row = catalog.guest_by_path(&root)?.unwrap_or(GuestRow {
             id: -(i as i64) - 1,

@@ -379,8 +379,12 @@ impl Walker<'_> {
                     self.linked(scan, child, object, mask);
                 }
                 libc::DT_REG | libc::DT_UNKNOWN => {
-                    let st = match sys::stat_at(fd, name) {
-                        Ok(st) => st,
+                    let st = match sys::stat_entry(fd, name) {
+                        // A file bind-mounted into the guest is not the
+                        // guest's (the walk does not enter mounted
+                        // directories either).
+                        Ok((_, true)) => return,
+                        Ok((st, false)) => st,
                         Err(e) if kept && e.raw_os_error() == Some(libc::ENOENT) => {
                             all_there = false;
                             return;
@@ -545,7 +549,7 @@ impl Walker<'_> {
             match entry.kind {
                 libc::DT_DIR => subdirs.push(name.to_os_string()),
                 libc::DT_REG | libc::DT_UNKNOWN => {
-                    let Ok(stat) = sys::stat_at(fd.as_fd(), name) else {
+                    let Ok((stat, false)) = sys::stat_entry(fd.as_fd(), name) else {
                         return;
                     };
                     if stat.is_file() && is_tmp_name(name) {

@@ -91,7 +91,7 @@ fn split_guest(guest: &Guest, recs: &[FileRec]) -> io::Result<u64> {
         return Err(changed());
     }
     let copy = fsys::open_tmpfile(dir.as_fd(), 0o600)?;
-    cow::fill_copy(shared.as_fd(), copy.as_fd(), &st)?;
+    cow::fill_copy(shared.as_fd(), copy.as_fd(), &st, cow::Atime::Own)?;
     if break_pending(shared.as_fd()) {
         return Err(io::Error::other("it was opened for writing while copied"));
     }

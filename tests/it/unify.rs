@@ -1273,3 +1273,246 @@ fn a_bucket_of_many_lone_ids_is_not_quadratic() {
     let again = unify_json(&lab.store(), &[&g]);
     assert_eq!(again["bytes_hashed"], 0, "{again}");
 }
+
+// ---- review: bugs found ----
+
+/// Every regular file under `root` with a single link (a guest's private
+/// file, never a store object) must not carry the store marker: the mount
+/// takes a marked file for shared and breaks it on the first change.
+fn marked_private_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let m = e.path().symlink_metadata().unwrap();
+        if m.nlink() == 1 && unifs::store::read_marker_path(e.path()).unwrap().is_some() {
+            out.push(e.path().to_path_buf());
+        }
+    }
+    out
+}
+
+/// Guests reached through a bind mount of the store's filesystem have the
+/// store's st_dev, so the same-filesystem check passes, but link(2) cannot
+/// cross mounts (EXDEV). Unify then marks the first file of every group as
+/// a store object (`ingest_by_link` sets the marker before it links) and
+/// leaves the marker there when the link fails: every such private file is
+/// taken for shared by the mount afterwards. Unify should refuse up front
+/// (naming both mount points, as for another filesystem), and must never
+/// leave a marker on a file that did not become an object.
+#[test]
+fn review_guests_behind_a_bind_mount_are_refused_and_never_marked() {
+    if !require_root("review_guests_behind_a_bind_mount") {
+        return;
+    }
+    let lab = Lab::new();
+    let real = lab.dir.path().join("real");
+    for i in 0..2u64 {
+        populate(&real.join(format!("g{i}")), i);
+    }
+    let mnt = lab.dir.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    nix::mount::mount(
+        Some(&real),
+        &mnt,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let _guard = TmpfsMount(mnt.clone());
+    let (a, b) = (mnt.join("g0"), mnt.join("g1"));
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    let marked = marked_private_files(&real);
+    assert!(
+        marked.is_empty(),
+        "{} private files left marked as store objects, e.g. {:?}; exit {:?}, {}",
+        marked.len(),
+        marked.first(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .take(600)
+            .collect::<String>()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "not refused up front: {}",
+        String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .take(600)
+            .collect::<String>()
+    );
+}
+
+/// The documented catalog restore (`store snapshot`, then copy it back): an
+/// object added after the snapshot whose guest paths were since replaced
+/// (a package reinstalled: same bytes, mode, owner, mtime) is in the store
+/// but unknown to catalog and scan. The next run's `ingest` marks the first
+/// file, finds the object name taken (`Ingested::Exists`) and calls
+/// `replace`, whose check sees the ctime the marker just changed: the file
+/// is reported as "changed while unify ran", keeps the marker though it is
+/// private, and nothing is linked (exit 23).
+#[test]
+fn review_an_object_the_catalog_lost_is_linked_not_reported_and_marked() {
+    if !require_root("review_an_object_the_catalog_lost") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    file(&a, "own", b"a\n", 0o644);
+    file(&b, "own", b"b\n", 0o644);
+    unify_json(&lab.store(), &[&a, &b]);
+    let snap = lab.dir.path().join("snap.db");
+    let out = unifs(&lab.store(), &[&"store", &"snapshot", &snap]);
+    assert!(out.status.success());
+    let data = bytes(42, 20_000);
+    for g in [&a, &b] {
+        file(g, "usr/f", &data, 0o644);
+    }
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    // The catalog is lost and restored from the snapshot.
+    for ext in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(lab.store().join(format!("catalog.db{ext}")));
+    }
+    fs::copy(&snap, lab.store().join("catalog.db")).unwrap();
+    // Both guests reinstall the package: new inodes, same everything.
+    for g in [&a, &b] {
+        file(g, "usr/.f.new", &data, 0o644);
+        fs::rename(g.join("usr/.f.new"), g.join("usr/f")).unwrap();
+    }
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let marked: Vec<_> = [&a, &b]
+        .iter()
+        .flat_map(|g| marked_private_files(g))
+        .collect();
+    assert!(
+        marked.is_empty(),
+        "private files left marked: {marked:?}; {text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(ino(&a.join("usr/f")), ino(&b.join("usr/f")), "{text}");
+}
+
+/// A host file bind-mounted into guests (a shared config file, as container
+/// set-ups do with resolv.conf and the like) is a filesystem mounted inside a guest, which unify is to
+/// leave alone without a word, as it does a mounted directory
+/// (`a_filesystem_mounted_inside_a_guest_is_not_entered`). The walk's
+/// `fstatat` crosses the mount and takes the host file for a candidate of
+/// each guest; hashing then fails with EXDEV and every run lists the paths
+/// as problems and exits 23.
+#[test]
+fn review_a_file_bind_mounted_into_guests_is_left_alone_quietly() {
+    if !require_root("review_a_file_bind_mounted_into_guests") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    populate(&a, 0);
+    populate(&b, 1);
+    let host = file(lab.dir.path(), "host/shared.conf", b"shared = yes\n", 0o644);
+    let host_ino = ino(&host);
+    let mut guards = Vec::new();
+    for g in [&a, &b] {
+        let target = file(g, "usr/share/shared.conf", b"", 0o644);
+        nix::mount::mount(
+            Some(&host),
+            &target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        guards.push(TmpfsMount(target));
+    }
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(ino(&host), host_ino);
+    assert_eq!(fs::metadata(&host).unwrap().nlink(), 1);
+    let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(s["files_linked"], 21, "{text}");
+    assert_eq!(s["problems"].as_array().unwrap().len(), 0, "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
+/// The inode flags of `path` as `lsattr` prints them.
+fn lsattr(path: &Path) -> String {
+    let out = Command::new("lsattr").arg("-d").arg(path).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A hardlink shares all inode metadata, so files that differ in any of it
+/// must not share an inode (DESIGN.md, "Object id"). The inode flags
+/// (`chattr`: nodump, noatime, sync, …) are inode metadata the object id
+/// leaves out: a guest's nodump+noatime file is replaced by a link to
+/// another guest's plain object, and its flags are gone (`lsattr` inside
+/// the guest shows the change; backups now dump the file).
+#[test]
+#[ignore = "known bug, being fixed"]
+fn review_inode_flags_are_kept_by_unify() {
+    if !require_root("review_inode_flags_are_kept_by_unify") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let data = bytes(77, 9_000);
+    file(&a, "usr/f", &data, 0o644);
+    file(&b, "usr/f", &data, 0o644);
+    let st = Command::new("chattr")
+        .arg("+dA")
+        .arg(b.join("usr/f"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let before = [lsattr(&a.join("usr/f")), lsattr(&b.join("usr/f"))];
+    assert!(before[1].contains('d'), "{before:?}");
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    let after = [lsattr(&a.join("usr/f")), lsattr(&b.join("usr/f"))];
+    assert_eq!(before, after, "inode flags changed; {s}");
+}
+
+/// Guest names need not be UTF-8 (invariant 3 covers every path). A
+/// problem about such a path (here: a file open for writing) must not stop
+/// `unify --json` from printing its summary, which it promises "whatever
+/// the exit status" (docs/unify.md): serde refuses a non-UTF-8 PathBuf.
+#[test]
+fn review_json_summary_survives_a_non_utf8_problem_path() {
+    if !require_root("review_json_summary_survives_a_non_utf8_problem_path") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let name = std::ffi::OsStr::from_bytes(b"usr/caf\xe9.log");
+    let data = bytes(12, 7_000);
+    for g in [&a, &b] {
+        fs::create_dir_all(g.join("usr")).unwrap();
+        fs::write(g.join(name), &data).unwrap();
+        set_mtime(&g.join(name), MTIME);
+    }
+    let writer = fs::OpenOptions::new()
+        .append(true)
+        .open(a.join(name))
+        .unwrap();
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    drop(writer);
+    let s: Result<serde_json::Value, _> = serde_json::from_slice(&out.stdout);
+    assert!(
+        s.is_ok(),
+        "no JSON summary (exit {:?}): stdout {:?} stderr {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(23));
+}

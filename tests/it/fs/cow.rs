@@ -307,10 +307,13 @@ fn a_break_of_a_file_larger_than_a_copy_chunk_keeps_data_and_metadata() {
         (1_200_000_000, 987_654_321),
         "mtime to the nanosecond"
     );
+    // The atime the guest was shown: a shared file's is its mtime (the
+    // object's own moves with every guest's reads).
+    assert_ne!(before_meta.atime(), meta.mtime());
     assert_eq!(
         (meta.atime(), meta.atime_nsec()),
-        (before_meta.atime(), before_meta.atime_nsec()),
-        "atime to the nanosecond"
+        (1_200_000_000, 987_654_321),
+        "atime as the guest saw it, to the nanosecond"
     );
     let mut want_xattrs = before.xattrs.clone();
     want_xattrs.retain(|(n, _)| n != MARKER);
@@ -676,4 +679,27 @@ fn a_write_to_a_shared_file_leaves_its_directory_mtime_alone() {
     // A change of the directory itself still shows.
     fs::write(m.path("etc/new"), b"new").unwrap();
     assert_ne!(mtime_ns(&m.path("etc")), old, "a create changes the mtime");
+}
+
+#[test]
+fn a_break_does_not_show_when_other_guests_read_the_object() {
+    if !require_root("a_break_does_not_show_when_other_guests_read_the_object") {
+        return;
+    }
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    w.shared(CONTENT, &[ga.join("f"), gb.join("f")]);
+    let ma = w.mount(&ga, "ma", &[]);
+    let mb = w.mount(&gb, "mb", &[]);
+    let before = fs::metadata(ma.path("f")).unwrap();
+    // Guest B reads its file (the object's atime moves, relatime).
+    fs::read(mb.path("f")).unwrap();
+    // Guest A changes only the mode of its file.
+    fs::set_permissions(ma.path("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    let after = fs::metadata(ma.path("f")).unwrap();
+    assert_eq!(
+        (after.atime(), after.atime_nsec()),
+        (before.atime(), before.atime_nsec()),
+        "a chmod does not move A's atime to when guest B last read the object"
+    );
 }

@@ -338,3 +338,45 @@ fn error_paths_match_a_plain_directory_as_another_user() {
         "error_paths_match_a_plain_directory_as_another_user",
     );
 }
+
+#[test]
+fn nodefault_permissions_never_lets_other_users_past_the_checks() {
+    if !require_root("nodefault_permissions_never_lets_other_users_past_the_checks") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("secret"), b"s").unwrap();
+    fs::set_permissions(g.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    // The daemon checks no permissions: with every user let in, refused.
+    let mp = fs::canonicalize(w.dir("m0")).unwrap();
+    let out = crate::tree::unifs(
+        &w.store,
+        &[&"mount", &"-o", &"nodefault_permissions", &g, &mp],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs -o noallow_other"), "{err}");
+    assert!(!super::harness::is_mounted(&mp));
+    // For the mounting user alone, it mounts, and other users get nowhere.
+    let m = w.mount(&g, "m", &["nodefault_permissions", "noallow_other"]);
+    let b = m.dir.clone();
+    let ops = vec![
+        (
+            "read a root 0600 file",
+            Op::Open(c(&b, "secret"), libc::O_RDONLY),
+        ),
+        (
+            "append to a root 0600 file",
+            Op::Write(c(&b, "secret"), b"x"),
+        ),
+        ("chmod a root file", Op::Chmod(c(&b, "secret"))),
+    ];
+    let got = run_as(1000, &ops);
+    assert_eq!(got, vec![libc::EACCES; 3], "uid 1000 through the mount");
+    assert_eq!(fs::read(g.join("secret")).unwrap(), b"s");
+    assert_eq!(
+        fs::metadata(g.join("secret")).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+}
