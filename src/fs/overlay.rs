@@ -164,6 +164,17 @@ impl Overlay {
         Entry { node, st }
     }
 
+    /// What the guest is shown of a file it unlinked but holds open: a
+    /// store object's other links are not its own (invariant 5).
+    fn shown_unlinked(&self, node: u64, f: &OpenInode) -> Result<Entry> {
+        let shared = cow::has_marker(f.fd.as_fd())?;
+        let mut e = self.shown(node, fsys::fstat(f.fd.as_fd())?, shared);
+        if shared {
+            e.st.st_nlink = 0;
+        }
+        Ok(e)
+    }
+
     /// Looks `name` up in `parent`; takes one kernel lookup reference.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         let dir = self.open_dir_node(parent)?;
@@ -236,9 +247,7 @@ impl Overlay {
                 Some((ino, shared, _)) if ino == f.backing_ino => {
                     return Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, shared));
                 }
-                Some((_, _, true)) | None => {
-                    return Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false));
-                }
+                Some((_, _, true)) | None => return self.shown_unlinked(node, &f),
                 _ => {}
             }
         }
@@ -262,7 +271,7 @@ impl Overlay {
                     .get(&node)
                     .and_then(Weak::upgrade);
                 match file {
-                    Some(f) => Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false)),
+                    Some(f) => self.shown_unlinked(node, &f),
                     None => Err(e),
                 }
             }
@@ -745,14 +754,33 @@ impl Overlay {
 
     /// Gives a new entry to the calling user, as a local filesystem does; a
     /// set-group-ID directory keeps its group, which the backing fs set.
-    fn own_new(&self, dir: BorrowedFd, name: &OsStr, uid: u32, gid: u32) -> Result<()> {
+    /// `mode`: a new file's mode, whose set-ID bits the chown took off and
+    /// which go back on as the kernel would have kept them for the caller:
+    /// set-group-ID only if the file's group is the caller's (or root's
+    /// doing). (The VFS holds the directory locked while we create in it,
+    /// so the name is still the new entry.)
+    fn own_new(
+        &self,
+        dir: BorrowedFd,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+    ) -> Result<()> {
         let parent = fsys::stat_at(dir, OsStr::new("."))?;
-        let gid = if parent.st_mode & libc::S_ISGID != 0 {
-            u32::MAX
-        } else {
-            gid
+        let setgid_dir = parent.st_mode & libc::S_ISGID != 0;
+        fsys::chown_at(dir, name, uid, if setgid_dir { u32::MAX } else { gid })?;
+        let Some(mut mode) = mode.map(|m| m & 0o7777) else {
+            return Ok(());
         };
-        fsys::chown_at(dir, name, uid, gid)
+        if mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+            return Ok(());
+        }
+        let group_exec = libc::S_ISGID | libc::S_IXGRP;
+        if setgid_dir && mode & group_exec == group_exec && uid != 0 && gid != parent.st_gid {
+            mode &= !libc::S_ISGID;
+        }
+        fsys::chmod_at(dir, name, mode)
     }
 
     /// A name the guest may create. The temp-name prefixes of the break
@@ -782,7 +810,7 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64)?;
-        self.own_new(dir.as_fd(), name, uid, gid)?;
+        self.own_new(dir.as_fd(), name, uid, gid, Some(mode))?;
         self.lookup_in(&dir, parent, name)
     }
 
@@ -790,7 +818,7 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         sys::mkdir_at(dir.as_fd(), name, mode)?;
-        self.own_new(dir.as_fd(), name, uid, gid)?;
+        self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
 
@@ -805,7 +833,7 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         fsys::symlink_at(target, dir.as_fd(), name)?;
-        self.own_new(dir.as_fd(), name, uid, gid)?;
+        self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
 
@@ -829,7 +857,7 @@ impl Overlay {
         ) {
             Ok(fd) => {
                 drop(fd);
-                self.own_new(dir.as_fd(), name, uid, gid)?;
+                self.own_new(dir.as_fd(), name, uid, gid, Some(mode))?;
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {}
             Err(e) => return Err(e),

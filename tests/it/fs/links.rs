@@ -221,7 +221,6 @@ fn a_hardlink_pair_stays_reachable_when_a_reader_holds_the_old_inode() {
 }
 
 #[test]
-#[ignore = "known bug, being fixed"]
 fn an_unlinked_open_shared_file_shows_no_links_of_the_store() {
     if !require_root("an_unlinked_open_shared_file_shows_no_links_of_the_store") {
         return;

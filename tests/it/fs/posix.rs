@@ -241,7 +241,6 @@ fn file_io_calls_pass_through() {
 }
 
 #[test]
-#[ignore = "known bug, being fixed"]
 fn files_created_set_id_keep_their_mode() {
     if !require_root("files_created_set_id_keep_their_mode") {
         return;
