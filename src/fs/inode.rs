@@ -36,6 +36,9 @@ pub struct Node {
     /// The (parent node, name) pairs the node is known under; the first is
     /// used to reach it. Empty once every known name is gone.
     pub names: Vec<(u64, OsString)>,
+    /// Split off its path ([`InodeTable::split_off`]): its names now lead
+    /// to another node, which the kernel finds by looking them up again.
+    pub split: bool,
     /// Kernel lookup references (forget takes them back).
     pub lookups: u64,
     /// Open file handles; a node is kept while any is open.
@@ -81,6 +84,7 @@ impl InodeTable {
                 backing_ino: root_ino,
                 shared: false,
                 names: Vec::new(),
+                split: false,
                 lookups: 1,
                 opens: 0,
             },
@@ -175,6 +179,7 @@ impl InodeTable {
                 backing_ino: found.ino,
                 shared: found.shared,
                 names: vec![key.clone()],
+                split: false,
                 lookups: 1,
                 opens: 0,
             },
@@ -274,7 +279,10 @@ impl InodeTable {
             node.shared = false;
             self.by_ino.insert(new_ino, id);
             if id != new_ino {
+                // The number is the private copy's now, and no longer its
+                // path's: a shared file later at that path gets another.
                 self.private_numbers.insert(new_ino, id);
+                self.shared_numbers.retain(|_, n| *n != id);
             }
         }
     }
@@ -298,6 +306,13 @@ impl InodeTable {
         if let Some(node) = self.nodes.get_mut(&id) {
             node.names.push(key.clone());
             self.children.insert(key, id);
+            if node.shared {
+                // Its number goes with it (a shared file has one name).
+                let parent_ino = self.nodes.get(&parent).map_or(0, |p| p.backing_ino);
+                self.shared_numbers.retain(|_, n| *n != id);
+                self.shared_numbers
+                    .insert((parent_ino, name.to_owned()), id);
+            }
         }
     }
 
@@ -344,6 +359,7 @@ impl InodeTable {
             return;
         };
         let names = std::mem::take(&mut node.names);
+        node.split = true;
         let ino = node.backing_ino;
         for key in names {
             if self.children.get(&key) == Some(&id) {

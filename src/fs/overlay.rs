@@ -143,10 +143,11 @@ impl Overlay {
         let (parent, name) = {
             let st = lock(&self.state);
             let n = st.table.get(node).ok_or_else(|| errno(libc::ESTALE))?;
-            n.names
-                .first()
-                .cloned()
-                .ok_or_else(|| errno(libc::ENOENT))?
+            // A node split off its path still has kernel dentries (other
+            // names of a hardlinked file): ESTALE makes the kernel look
+            // those names up again, which finds the new node.
+            let gone = if n.split { libc::ESTALE } else { libc::ENOENT };
+            n.names.first().cloned().ok_or_else(|| errno(gone))?
         };
         Ok((self.open_dir_node(parent)?, name))
     }

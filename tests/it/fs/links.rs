@@ -184,7 +184,6 @@ fn replacing_a_shared_file_by_rename_leaves_the_store_alone() {
 }
 
 #[test]
-#[ignore = "known bug, being fixed"]
 fn a_hardlink_pair_stays_reachable_when_a_reader_holds_the_old_inode() {
     if !require_root("a_hardlink_pair_stays_reachable_when_a_reader_holds_the_old_inode") {
         return;
@@ -244,7 +243,6 @@ fn an_unlinked_open_shared_file_shows_no_links_of_the_store() {
 }
 
 #[test]
-#[ignore = "known bug, being fixed"]
 fn a_broken_copy_keeps_its_number_when_the_kernel_forgets_it() {
     if !require_root("a_broken_copy_keeps_its_number_when_the_kernel_forgets_it") {
         return;
