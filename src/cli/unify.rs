@@ -164,6 +164,12 @@ fn print_summary(s: &unify::Summary) {
         count(s.files_too_small),
         count(s.guest_hardlinks_left)
     );
+    if s.files_with_inode_flags > 0 {
+        println!(
+            "  left alone: {} with inode flags (chattr), which a hardlink would share",
+            count(s.files_with_inode_flags)
+        );
+    }
     println!(
         "  hashed {} files ({}), {} from cache; {} already linked",
         count(s.files_hashed),

@@ -493,6 +493,27 @@ pub fn ignore_sigio() {
     }
 }
 
+/// The inode flags of the file open at `fd` (`chattr`'s, FS_IOC_GETFLAGS);
+/// 0 where the filesystem keeps none.
+pub fn inode_flags(fd: BorrowedFd) -> io::Result<u32> {
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes the flags to the long we pass (the
+    // kernel writes an int into it; the rest stays 0).
+    match check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) }) {
+        Ok(_) => Ok(flags as u32),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Shares `src`'s data blocks with `dst` (FICLONE): a copy that costs nothing
 /// on xfs and btrfs. Fails with EOPNOTSUPP/EXDEV/EINVAL where unsupported.
 pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {

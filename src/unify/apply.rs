@@ -830,7 +830,8 @@ mod tests {
         for i in 0..2 {
             let (h, fd) =
                 super::super::hash::hash_cached(&guests, &candidates, i, &cache, false, i == 0)
-                    .unwrap();
+                    .unwrap()
+                    .expect("no inode flags");
             hashed.push(h);
             fds.insert(i, fd.expect("read, not cached"));
         }

@@ -88,6 +88,7 @@ pub struct Hashed {
 /// A file read comes with the fd it was read through (linking may use it).
 /// Its content hash is computed only if `content`: most files read become
 /// links to an object, which needs it once (half the hashing work).
+/// `None`: a file with inode flags, left alone.
 pub fn hash_cached(
     guests: &[Guest],
     candidates: &[FileRec],
@@ -95,7 +96,7 @@ pub fn hash_cached(
     cache: &Map<(u64, u64), CacheRow>,
     ignore_mtime: bool,
     content: bool,
-) -> Result<(Hashed, Option<OwnedFd>), Problem> {
+) -> Result<Option<(Hashed, Option<OwnedFd>)>, Problem> {
     let rec = &candidates[i];
     let st = &rec.stat;
     if let Some(row) = cache.get(&(st.dev, st.ino)) {
@@ -107,22 +108,22 @@ pub fn hash_cached(
                 read: false,
                 from_cache: true,
             };
-            return Ok((hashed, None));
+            return Ok(Some((hashed, None)));
         }
     }
     let guest = &guests[rec.guest as usize];
-    hash_one(guest, rec, ignore_mtime, content)
-        .map(|(id, content, fd)| {
-            let hashed = Hashed {
-                file: i,
-                id,
-                content,
-                read: true,
-                from_cache: false,
-            };
-            (hashed, Some(fd))
-        })
-        .map_err(|e| Problem::new(guest.root.join(&rec.rel), e.to_string()))
+    let read = hash_one(guest, rec, ignore_mtime, content)
+        .map_err(|e| Problem::new(guest.root.join(&rec.rel), e.to_string()))?;
+    Ok(read.map(|(id, content, fd)| {
+        let hashed = Hashed {
+            file: i,
+            id,
+            content,
+            read: true,
+            from_cache: false,
+        };
+        (hashed, Some(fd))
+    }))
 }
 
 pub fn cache_valid(row: &CacheRow, st: &Stat) -> bool {
@@ -141,20 +142,41 @@ pub fn cache_row(st: &Stat, id: ObjectId, content: ContentHash) -> CacheRow {
     }
 }
 
+/// Inode flags (`chattr`) a file with any of is left alone: a hardlink
+/// shares them, and the object id does not cover them (s u c S i a d A m j
+/// t C x; not the filesystem's own, like e for extents).
+const INODE_FLAGS: u32 = 0x1
+    | 0x2
+    | 0x4
+    | 0x8
+    | 0x10
+    | 0x20
+    | 0x40
+    | 0x80
+    | 0x400
+    | 0x4000
+    | 0x8000
+    | 0x80_0000
+    | 0x200_0000;
+
 /// Opens the file beneath its guest root (never through a symlink), checks
-/// it is the inode that was scanned, unchanged, and hashes it.
+/// it is the inode that was scanned, unchanged, and hashes it. `None`: it
+/// has inode flags, and is left alone.
 fn hash_one(
     guest: &Guest,
     rec: &FileRec,
     ignore_mtime: bool,
     content: bool,
-) -> std::io::Result<(ObjectId, Option<ContentHash>, OwnedFd)> {
+) -> std::io::Result<Option<(ObjectId, Option<ContentHash>, OwnedFd)>> {
     let fd = guest.open_for_reading(&rec.rel)?;
     let st = stat_unchanged(&fd, rec)?;
+    if sys::inode_flags(fd.as_fd())? & INODE_FLAGS != 0 {
+        return Ok(None);
+    }
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
     let (id, content) = hash_maybe(&meta, &file, content)?;
-    Ok((id, content, file.into()))
+    Ok(Some((id, content, file.into())))
 }
 
 /// Both digests of the file open at `fd` (`st` its stat), read from its

@@ -134,6 +134,9 @@ pub struct Summary {
     pub files_excluded: u64,
     pub files_too_small: u64,
     pub guest_hardlinks_left: u64,
+    /// Files with inode flags (`chattr`), left alone: a hardlink would
+    /// share them.
+    pub files_with_inode_flags: u64,
     /// Paths of inodes a clone (`cp -al`) shared across guests that got a
     /// copy of their own (inodes unify cannot make objects).
     pub clone_paths_split: u64,
@@ -771,6 +774,7 @@ fn worker_pool() -> &'static rayon::ThreadPool {
 /// Hashing figures of a run into its summary.
 fn hashed_summary(summary: &mut Summary, out: &pipeline::Outcome, hash_started: Instant) {
     summary.bytes_hashed = out.bytes_hashed;
+    summary.files_with_inode_flags = out.flagged;
     summary.files_hashed = out.hashed.iter().filter(|h| h.read).count() as u64;
     summary.cache_hits = out.hashed.iter().filter(|h| h.from_cache).count() as u64;
     summary.problems.extend(out.problems.iter().cloned());

@@ -35,6 +35,8 @@ pub struct Inputs<'a> {
 pub struct Outcome {
     pub hashed: Vec<Hashed>,
     pub bytes_hashed: u64,
+    /// Files left alone for their inode flags (`chattr`).
+    pub flagged: u64,
     pub problems: Vec<Problem>,
     /// What the plan would link (what a dry run reports).
     pub planned_links: u64,
@@ -53,6 +55,8 @@ pub struct Outcome {
 /// One bucket, done.
 struct Done {
     hashed: Vec<Hashed>,
+    /// Files left alone for their inode flags.
+    flagged: u64,
     problems: Vec<Problem>,
     planned: [u64; 3],
     works: Vec<Result<GroupWork>>,
@@ -98,6 +102,7 @@ pub fn run(
                 }
             }
             out.problems.extend(done.problems);
+            out.flagged += done.flagged;
             out.planned_links += done.planned[0];
             out.planned_bytes_saved += done.planned[1];
             out.planned_objects += done.planned[2];
@@ -153,6 +158,7 @@ fn take(
 fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &AtomicU64) -> Done {
     let mut done = Done {
         hashed: Vec::with_capacity(files.len()),
+        flagged: 0,
         problems: Vec::new(),
         planned: [0; 3],
         works: Vec::new(),
@@ -194,7 +200,8 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             inputs.ignore_mtime,
             wants && ids.len() != 1,
         ) {
-            Ok((h, fd)) => {
+            Ok(None) => done.flagged += 1,
+            Ok(Some((h, fd))) => {
                 ids.insert(h.id);
                 if st.nlink > 1 {
                     by_inode.insert((st.dev, st.ino), h);

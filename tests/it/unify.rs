@@ -1458,7 +1458,6 @@ fn lsattr(path: &Path) -> String {
 /// another guest's plain object, and its flags are gone (`lsattr` inside
 /// the guest shows the change; backups now dump the file).
 #[test]
-#[ignore = "known bug, being fixed"]
 fn review_inode_flags_are_kept_by_unify() {
     if !require_root("review_inode_flags_are_kept_by_unify") {
         return;
@@ -1479,6 +1478,8 @@ fn review_inode_flags_are_kept_by_unify() {
     let s = unify_json(&lab.store(), &[&a, &b]);
     let after = [lsattr(&a.join("usr/f")), lsattr(&b.join("usr/f"))];
     assert_eq!(before, after, "inode flags changed; {s}");
+    assert_eq!(s["files_with_inode_flags"], 1, "{s}");
+    assert_ne!(ino(&a.join("usr/f")), ino(&b.join("usr/f")));
 }
 
 /// Guest names need not be UTF-8 (invariant 3 covers every path). A
