@@ -10,7 +10,7 @@ use super::exclude::{Excludes, Mask};
 use super::listings::{self, DirKey, Listing, Listings};
 use super::{Guest, Problem};
 use crate::catalog::{links_digest, Map, ObjectInode, ObjectRow};
-use crate::store::{read_marker_path, ObjectId, Store};
+use crate::store::{read_marker, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
 use rayon::prelude::*;
@@ -394,7 +394,7 @@ impl Walker<'_> {
                     if st.is_dir() {
                         subdirs.push((name.to_os_string(), child, mask));
                     } else if st.is_file() {
-                        self.file(scan, name, child, st, mask);
+                        self.file(scan, fd, name, child, st, mask);
                     }
                 }
                 _ => {}
@@ -613,7 +613,15 @@ impl Walker<'_> {
         }
     }
 
-    fn file(&self, scan: &mut Scan, name: &OsStr, rel: PathBuf, stat: Stat, mask: Mask) {
+    fn file(
+        &self,
+        scan: &mut Scan,
+        dir: BorrowedFd,
+        name: &OsStr,
+        rel: PathBuf,
+        stat: Stat,
+        mask: Mask,
+    ) {
         let (ctx, index) = (self.ctx, self.index);
         if is_tmp_name(name) {
             scan.stale_tmp.push(FileRec {
@@ -646,8 +654,7 @@ impl Walker<'_> {
             return;
         }
         if stat.nlink > 1 {
-            let path = self.guest.root.join(&rel);
-            match ctx.store.and_then(|s| recover_object(s, &path, &stat)) {
+            match ctx.store.and_then(|s| recover_object(s, dir, name, &stat)) {
                 Some((id, copy)) => scan.linked.push(LinkedRec {
                     guest: index,
                     rel,
@@ -676,10 +683,22 @@ impl Walker<'_> {
     }
 }
 
-/// A linked file the catalog does not know: is it an object file (its
-/// marker names an object whose file is this very inode)?
-fn recover_object(store: &Store, path: &Path, stat: &Stat) -> Option<(ObjectId, u32)> {
-    let id = read_marker_path(path).ok()??;
+/// A linked file the catalog does not know (`name` in `dir`, never through
+/// a symlink): is it an object file (its marker names an object whose file
+/// is this very inode)?
+fn recover_object(
+    store: &Store,
+    dir: BorrowedFd,
+    name: &OsStr,
+    stat: &Stat,
+) -> Option<(ObjectId, u32)> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
+    let fd = sys::open_at(dir, name, flags, 0).ok()?;
+    let st = sys::fstat(fd.as_fd()).ok()?;
+    if (st.dev, st.ino) != (stat.dev, stat.ino) {
+        return None;
+    }
+    let id = read_marker(fd.as_fd()).ok()??;
     let copy = store.find_copy(&id, stat.dev, stat.ino).ok()??;
     Some((id, copy))
 }
