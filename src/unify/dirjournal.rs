@@ -323,21 +323,10 @@ fn restore(roots: &[PathBuf], records: &[Record]) -> (u64, Vec<Problem>) {
 }
 
 fn restore_one(root: BorrowedFd, r: &Record) -> io::Result<bool> {
-    let dir = match sys::open_beneath(root, &r.rel, libc::O_RDONLY | libc::O_DIRECTORY) {
-        Ok(fd) => fd,
-        // Gone, or now a symlink or on another mount: nothing of ours there.
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV)
-            ) =>
-        {
-            return Ok(false)
-        }
-        Err(e) => return Err(e),
+    let Some((dir, st)) = super::dirtimes::open_noted(root, &r.rel, (r.dev, r.ino))? else {
+        return Ok(false);
     };
-    let st = sys::fstat(dir.as_fd())?;
-    if (st.dev, st.ino) != (r.dev, r.ino) || st.mtime == r.before {
+    if st.mtime == r.before {
         return Ok(false);
     }
     // No change done yet: any mtime but the one before is that of the

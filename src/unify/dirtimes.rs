@@ -26,7 +26,7 @@ use crate::sys::{self, Timestamp};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -167,13 +167,28 @@ impl DirTimes {
 }
 
 fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listing>> {
-    let dir = match sys::open_beneath(
-        guest.fd.as_fd(),
-        &seen.rel,
-        libc::O_RDONLY | libc::O_DIRECTORY,
-    ) {
+    let Some((dir, st)) = open_noted(guest.fd.as_fd(), &seen.rel, key)? else {
+        return Ok(None);
+    };
+    // Only over an mtime of ours (so, one from this run): writing the old
+    // mtime over a newer change of the guest's would hide that change from
+    // whatever trusts a directory's mtime (make, caches of listings).
+    if Some(st.mtime) == seen.ours && st.mtime != seen.before {
+        sys::set_mtime(dir.as_fd(), seen.before)?;
+    }
+    Ok(relist(dir.as_fd(), seen))
+}
+
+/// Directory `rel` beneath `root` (never through a symlink or into another
+/// mount) and its stat, if it is still inode `key`: `None` if it is gone or
+/// another, so nothing of ours is there.
+pub(super) fn open_noted(
+    root: BorrowedFd,
+    rel: &Path,
+    key: Key,
+) -> io::Result<Option<(OwnedFd, sys::Stat)>> {
+    let dir = match sys::open_beneath(root, rel, libc::O_RDONLY | libc::O_DIRECTORY) {
         Ok(fd) => fd,
-        // Gone, or now a symlink or on another mount: nothing of ours there.
         Err(e)
             if matches!(
                 e.raw_os_error(),
@@ -185,16 +200,7 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listin
         Err(e) => return Err(e),
     };
     let st = sys::fstat(dir.as_fd())?;
-    if (st.dev, st.ino) != key {
-        return Ok(None);
-    }
-    // Only over an mtime of ours (so, one from this run): writing the old
-    // mtime over a newer change of the guest's would hide that change from
-    // whatever trusts a directory's mtime (make, caches of listings).
-    if Some(st.mtime) == seen.ours && st.mtime != seen.before {
-        sys::set_mtime(dir.as_fd(), seen.before)?;
-    }
-    Ok(relist(dir.as_fd(), seen))
+    Ok(((st.dev, st.ino) == key).then_some((dir, st)))
 }
 
 /// The listing of a directory the run changed, for the next run; none if
