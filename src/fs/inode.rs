@@ -213,11 +213,18 @@ impl InodeTable {
                 return n;
             }
         }
-        if free(self, found.ino) {
-            return found.ino;
+        // The number it gets now is the one it keeps: a node split off this
+        // inode's path (still open) may hold the old one for a while.
+        let n = if free(self, found.ino) {
+            found.ino
+        } else {
+            self.next_free()
+        };
+        if n == found.ino {
+            self.private_numbers.remove(&found.ino);
+        } else {
+            self.private_numbers.insert(found.ino, n);
         }
-        let n = self.next_free();
-        self.private_numbers.insert(found.ino, n);
         n
     }
 

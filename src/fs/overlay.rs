@@ -45,7 +45,12 @@ impl OpenInode {
 struct Handle {
     node: u64,
     file: Arc<OpenInode>,
+    /// Opened to run the file (exec): it must not be truncated meanwhile.
+    exec: bool,
 }
+
+/// The kernel's `__FMODE_EXEC` in the open flags of an exec.
+const FMODE_EXEC: i32 = 0x20;
 
 #[derive(Debug)]
 struct DirHandle {
@@ -265,8 +270,9 @@ impl Overlay {
                 };
                 Ok(self.shown(node, st, shared))
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                // Unlinked but maybe still open.
+            // Unlinked, or split off its path (below), but maybe still open:
+            // a program's fstat reaches us without its handle.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
                 let file = lock(&self.state)
                     .open_inodes
                     .get(&node)
@@ -304,6 +310,15 @@ impl Overlay {
     pub fn open(&self, node: u64, flags: i32) -> Result<Opened> {
         let acc = flags & libc::O_ACCMODE;
         let want_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        // The open does the truncation (ATOMIC_O_TRUNC), and for a read-only
+        // open before the kernel checks that the file is not running.
+        if flags & libc::O_TRUNC != 0
+            && lock(&self.handles)
+                .values()
+                .any(|h| h.node == node && h.exec)
+        {
+            return Err(errno(libc::ETXTBSY));
+        }
         let (dir, name) = self.entry_of(node)?;
         for _ in 0..4 {
             if want_write {
@@ -326,6 +341,7 @@ impl Overlay {
                 Handle {
                     node,
                     file: file.clone(),
+                    exec: flags & FMODE_EXEC != 0,
                 },
             );
             return Ok(Opened { fh, file });
@@ -592,8 +608,13 @@ impl Overlay {
     ) -> Result<Entry> {
         let (dir, name) = match self.entry_of(node) {
             Ok(e) => e,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                // Unlinked but open (tmpfile-style): act on the open file.
+            // Unlinked but open (tmpfile-style): act on the open file. (A
+            // node split off its path answers ESTALE to a change by name,
+            // so that the kernel finds the path's new node.)
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOENT)
+                    || (e.raw_os_error() == Some(libc::ESTALE) && fh.is_some()) =>
+            {
                 let f = fh
                     .and_then(|fh| self.file(fh).ok())
                     .or_else(|| self.current_open_inode(node))
@@ -756,10 +777,10 @@ impl Overlay {
     /// Gives a new entry to the calling user, as a local filesystem does; a
     /// set-group-ID directory keeps its group, which the backing fs set.
     /// `mode`: a new file's mode, whose set-ID bits the chown took off and
-    /// which go back on as the kernel would have kept them for the caller:
-    /// set-group-ID only if the file's group is the caller's (or root's
-    /// doing). (The VFS holds the directory locked while we create in it,
-    /// so the name is still the new entry.)
+    /// which go back on (the kernel already took set-group-ID off for a
+    /// caller outside a set-group-ID directory's group: `mode_strip_sgid`).
+    /// (The VFS holds the directory locked while we create in it, so the
+    /// name is still the new entry.)
     fn own_new(
         &self,
         dir: BorrowedFd,
@@ -771,15 +792,11 @@ impl Overlay {
         let parent = fsys::stat_at(dir, OsStr::new("."))?;
         let setgid_dir = parent.st_mode & libc::S_ISGID != 0;
         fsys::chown_at(dir, name, uid, if setgid_dir { u32::MAX } else { gid })?;
-        let Some(mut mode) = mode.map(|m| m & 0o7777) else {
+        let Some(mode) = mode.map(|m| m & 0o7777) else {
             return Ok(());
         };
         if mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
             return Ok(());
-        }
-        let group_exec = libc::S_ISGID | libc::S_IXGRP;
-        if setgid_dir && mode & group_exec == group_exec && uid != 0 && gid != parent.st_gid {
-            mode &= !libc::S_ISGID;
         }
         fsys::chmod_at(dir, name, mode)
     }
@@ -998,16 +1015,35 @@ impl Overlay {
         if cow::is_store_xattr(attr) {
             return Err(errno(libc::ENODATA));
         }
-        let (dir, name) = self.entry_of(node)?;
-        fsys::get_xattr_at(dir.as_fd(), &name, attr)?.ok_or_else(|| errno(libc::ENODATA))
+        let value = match self.entry_of(node) {
+            Ok((dir, name)) => fsys::get_xattr_at(dir.as_fd(), &name, attr)?,
+            Err(e) => sys::xattr::get_fd(self.still_open(node, e)?.fd.as_fd(), attr)?,
+        };
+        value.ok_or_else(|| errno(libc::ENODATA))
+    }
+
+    /// The file of a node that has no path (unlinked, or split off it: the
+    /// error `e` of looking for one) but is still open: a program's
+    /// f*xattr calls reach us without its handle.
+    fn still_open(&self, node: u64, e: io::Error) -> Result<Arc<OpenInode>> {
+        if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) {
+            return Err(e);
+        }
+        self.current_open_inode(node).ok_or(e)
     }
 
     /// The xattr names, NUL-terminated, without the store's.
     pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
         use std::os::unix::ffi::OsStrExt;
-        let (dir, name) = self.entry_of(node)?;
+        let attrs = match self.entry_of(node) {
+            Ok((dir, name)) => fsys::list_xattrs_at(dir.as_fd(), &name)?,
+            Err(e) => sys::xattr::list_fd(self.still_open(node, e)?.fd.as_fd())?
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect(),
+        };
         let mut out = Vec::new();
-        for attr in fsys::list_xattrs_at(dir.as_fd(), &name)? {
+        for attr in attrs {
             if cow::is_store_xattr(&attr) {
                 continue;
             }

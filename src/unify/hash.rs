@@ -142,9 +142,10 @@ pub fn cache_row(st: &Stat, id: ObjectId, content: ContentHash) -> CacheRow {
     }
 }
 
-/// Inode flags (`chattr`) a file with any of is left alone: a hardlink
-/// shares them, and the object id does not cover them (s u c S i a d A m j
-/// t C x; not the filesystem's own, like e for extents).
+/// Inode flags a file with any of is left alone: a hardlink shares them,
+/// and the object id does not cover them: `chattr`'s s u c S i a d A m j t C
+/// x, and E (encrypted: another guest could not read the object) and V
+/// (fs-verity); not the filesystem's own, like e for extents.
 const INODE_FLAGS: u32 = 0x1
     | 0x2
     | 0x4
@@ -154,8 +155,10 @@ const INODE_FLAGS: u32 = 0x1
     | 0x40
     | 0x80
     | 0x400
+    | 0x800
     | 0x4000
     | 0x8000
+    | 0x10_0000
     | 0x80_0000
     | 0x200_0000;
 
@@ -269,5 +272,18 @@ mod tests {
         // Largest files first.
         assert_eq!(b, vec![vec![3], vec![0, 2]]);
         assert!(buckets(&c, &HashSet::new(), false) == vec![vec![0, 2]]);
+    }
+
+    #[test]
+    fn fs_verity_counts_as_an_inode_flag_and_exts_own_do_not() {
+        // FS_VERITY_FL ('V' in lsattr): a hardlink shares it (the object
+        // would become read-only and verity-checked for every guest, or a
+        // guest's verity file a link to a plain object), the id covers it not.
+        const FS_VERITY_FL: u32 = 0x0010_0000;
+        assert_ne!(super::INODE_FLAGS & FS_VERITY_FL, 0);
+        // ext4's own flags must not count.
+        const FS_EXTENT_FL: u32 = 0x0008_0000;
+        const FS_INLINE_DATA_FL: u32 = 0x1000_0000;
+        assert_eq!(super::INODE_FLAGS & (FS_EXTENT_FL | FS_INLINE_DATA_FL), 0);
     }
 }

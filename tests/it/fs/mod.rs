@@ -8,5 +8,6 @@ mod cow;
 mod errors;
 mod links;
 mod posix;
+mod regressions;
 mod safety;
 mod unified;

@@ -1,0 +1,162 @@
+//! Cases the fixes of 2026-11-30 got wrong at first: fds still open on a
+//! split-off inode, truncating a running program, numbers after a split,
+//! set-group-ID for members of a directory group by a supplementary group.
+
+use super::harness::*;
+use crate::common::require_root;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+
+/// fstat through the kernel, forcing it to ask the daemon (as it does when
+/// its cached attributes were invalidated, e.g. by a read moving atime).
+fn fstat_sync(f: &fs::File) -> Result<libc::statx, i32> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty path with AT_EMPTY_PATH stats the fd; stx is writable.
+    let r = unsafe {
+        libc::statx(
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    if r == 0 {
+        Ok(stx)
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    }
+}
+
+#[test]
+fn a_reader_on_the_old_inode_can_still_fstat_after_a_break() {
+    if !require_root("review_s6_a_reader_on_the_old_inode_can_still_fstat") {
+        return;
+    }
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+        w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
+        let m = w.mount(&ga, "m", opts);
+        let f = m.path("f");
+        // A long-lived reader (a daemon that read its config).
+        let mut reader = fs::File::open(&f).unwrap();
+        let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
+        w1.write_all(b"more\n").unwrap();
+        drop(w1);
+        // The reader reads again (the kernel drops its cached atime) and
+        // checks its file, as `tail -f` or a config reloader does.
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(
+            reader.metadata().map(|_| ()).map_err(|e| e.raw_os_error()),
+            Ok(()),
+            "{opts:?}: fstat after a read on the old inode"
+        );
+        assert_eq!(
+            fstat_sync(&reader).map(|_| ()),
+            Ok(()),
+            "{opts:?}: statx(fd, AT_STATX_FORCE_SYNC) on the old inode"
+        );
+    }
+}
+
+#[test]
+fn o_rdonly_o_trunc_of_a_running_program_leaves_it_whole() {
+    if !require_root("review_s6_o_rdonly_o_trunc_of_a_running_program") {
+        return;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let g = w.dir("g");
+        fs::copy("/bin/sleep", g.join("prog")).unwrap();
+        let size = fs::metadata(g.join("prog")).unwrap().len();
+        let m = w.mount(&g, "m", opts);
+        let mut child = std::process::Command::new(m.path("prog"))
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // ext4: the kernel refuses to truncate a running program (ETXTBSY)
+        // and leaves it as it was.
+        let r = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_TRUNC)
+            .open(m.path("prog"));
+        let after = fs::metadata(g.join("prog")).unwrap().len();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(errno(r), libc::ETXTBSY, "{opts:?}");
+        assert_eq!(after, size, "{opts:?}: the running program was truncated");
+    }
+}
+
+#[test]
+fn a_file_split_off_a_reader_keeps_its_number_when_forgotten() {
+    if !require_root("review_s6_a_file_split_off_a_reader_keeps_its_number") {
+        return;
+    }
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
+    let m = w.mount(&ga, "m", &[]);
+    let f = m.path("f");
+    let reader = fs::File::open(&f).unwrap();
+    let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
+    w1.write_all(b"more\n").unwrap();
+    drop(w1);
+    drop(reader);
+    let before = fs::metadata(&f).unwrap().ino();
+    // The kernel forgets unused inodes (memory pressure); numbers are kept
+    // for the life of the mount.
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let after = fs::metadata(&f).unwrap().ino();
+    assert_eq!(after, before, "the file's number changed with no break");
+}
+
+#[test]
+fn setgid_kept_for_a_member_of_the_directorys_group_by_supplementary_group() {
+    if !require_root("review_s6_setgid_kept_for_a_supplementary_member") {
+        return;
+    }
+    use std::os::unix::fs::{chown, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    for d in [&plain, &g] {
+        fs::create_dir(d.join("shared")).unwrap();
+        chown(d.join("shared"), Some(0), Some(2345)).unwrap();
+        fs::set_permissions(d.join("shared"), fs::Permissions::from_mode(0o2777)).unwrap();
+    }
+    let m = w.mount(&g, "m", &[]);
+    let modes: Vec<u32> = [plain.join("shared/f"), m.path("shared/f")]
+        .iter()
+        .map(|p| {
+            let script = format!(
+                "import os; os.umask(0); os.close(os.open({:?}, os.O_CREAT|os.O_WRONLY|os.O_EXCL, 0o2755))",
+                p.to_str().unwrap()
+            );
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-c", &script]);
+            // uid 1234, primary group 1234, also in the directory's group.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let groups = [2345 as libc::gid_t];
+                    if libc::setgroups(1, groups.as_ptr()) != 0
+                        || libc::setgid(1234) != 0
+                        || libc::setuid(1234) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            assert!(cmd.status().unwrap().success());
+            fs::metadata(p).unwrap().mode() & 0o7777
+        })
+        .collect();
+    assert_eq!(modes[1], modes[0], "mount vs plain directory");
+}
