@@ -361,21 +361,23 @@ impl InodeTable {
     /// Takes every name and the inode index away from a node: it keeps
     /// serving its open handles, and the next lookup of its path makes a
     /// new node.
-    pub fn split_off(&mut self, id: u64) {
+    /// Returns the names it had.
+    pub fn split_off(&mut self, id: u64) -> Vec<(u64, OsString)> {
         let Some(node) = self.nodes.get_mut(&id) else {
-            return;
+            return Vec::new();
         };
         let names = std::mem::take(&mut node.names);
         node.split = true;
         let ino = node.backing_ino;
-        for key in names {
-            if self.children.get(&key) == Some(&id) {
-                self.children.remove(&key);
+        for key in &names {
+            if self.children.get(key) == Some(&id) {
+                self.children.remove(key);
             }
         }
         if self.by_ino.get(&ino) == Some(&id) {
             self.by_ino.remove(&ino);
         }
+        names
     }
 
     /// The kernel dropped `n` lookup references.

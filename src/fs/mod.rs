@@ -154,7 +154,9 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
         want_passthrough: opts.passthrough,
         claims,
     };
+    let overlay = fs.overlay.clone();
     let session = fuser::Session::new(fs, mountpoint, &opts.fuser_config(guest))?;
+    let _ = overlay.notifier.set(session.notifier());
     Ok(Mounted {
         session,
         mountpoint: mountpoint.to_path_buf(),

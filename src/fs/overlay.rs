@@ -93,6 +93,8 @@ pub struct Overlay {
     /// writers of one shared path from copying it twice.
     break_lock: Mutex<()>,
     pub passthrough: std::sync::atomic::AtomicBool,
+    /// For telling the kernel to forget names (set once mounted).
+    pub notifier: std::sync::OnceLock<fuser::Notifier>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,6 +123,7 @@ impl Overlay {
             next_fh: AtomicU64::new(1),
             break_lock: Mutex::new(()),
             passthrough: std::sync::atomic::AtomicBool::new(false),
+            notifier: std::sync::OnceLock::new(),
         })
     }
 
@@ -312,11 +315,8 @@ impl Overlay {
         let want_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         // The open does the truncation (ATOMIC_O_TRUNC), and for a read-only
         // open before the kernel checks that the file is not running.
-        if flags & libc::O_TRUNC != 0
-            && lock(&self.handles)
-                .values()
-                .any(|h| h.node == node && h.exec)
-        {
+        // (For a write open the kernel checks itself, before asking us.)
+        if acc == libc::O_RDONLY && flags & libc::O_TRUNC != 0 && self.running(node) {
             return Err(errno(libc::ETXTBSY));
         }
         let (dir, name) = self.entry_of(node)?;
@@ -347,6 +347,22 @@ impl Overlay {
             return Ok(Opened { fh, file });
         }
         Err(errno(libc::EBUSY))
+    }
+
+    /// Whether a handle opened to run node `node` is open. A program that
+    /// exited sends its release after the fact: releases in flight get up
+    /// to 100 ms.
+    fn running(&self, node: u64) -> bool {
+        for _ in 0..100 {
+            if !lock(&self.handles)
+                .values()
+                .any(|h| h.node == node && h.exec)
+            {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
     }
 
     /// The node's open backing file, reusing the one open handles use.
@@ -441,7 +457,8 @@ impl Overlay {
         if f.backing_ino != cur {
             // Handles on the old inode share the FUSE inode's page cache,
             // and passthrough allows one backing file per FUSE inode.
-            lock(&self.state).table.split_off(node);
+            let names = lock(&self.state).table.split_off(node);
+            self.forget_names(names);
             return Err(errno(libc::ESTALE));
         }
         if f.has_backing() {
@@ -482,6 +499,29 @@ impl Overlay {
             writable,
             backing: Mutex::new(None),
         })
+    }
+
+    /// Has the kernel forget the dentries of `names` (a node split off its
+    /// path: its other hardlink names must lead to the path's new node, for
+    /// a stat by name too). From another thread: the kernel takes each
+    /// directory's lock, which the request being served may hold.
+    fn forget_names(&self, names: Vec<(u64, OsString)>) {
+        let Some(notifier) = self.notifier.get().cloned() else {
+            return;
+        };
+        if names.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("unifs-inval".into())
+            .spawn(move || {
+                for (parent, name) in names {
+                    let _ = notifier.inval_entry(fuser::INodeNo(parent), &name);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot invalidate names of a split file: {e}");
+        }
     }
 
     fn current_open_inode(&self, node: u64) -> Option<Arc<OpenInode>> {
