@@ -9,25 +9,34 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
-/// fstat through the kernel, forcing it to ask the daemon (as it does when
-/// its cached attributes were invalidated, e.g. by a read moving atime).
-fn fstat_sync(f: &fs::File) -> Result<libc::statx, i32> {
+/// statx through the kernel, forcing it to ask the daemon (as it does when
+/// its cached attributes were invalidated, e.g. by a read moving atime):
+/// of `path` relative to `dir` (empty: `dir` itself).
+fn statx_sync(dir: i32, path: &std::ffi::CStr) -> Result<libc::statx, i32> {
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: an empty path with AT_EMPTY_PATH stats the fd; stx is writable.
-    let r = unsafe {
-        libc::statx(
-            f.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_FORCE_SYNC,
-            libc::STATX_BASIC_STATS,
-            &mut stx,
-        )
-    };
+    let flags = libc::AT_STATX_FORCE_SYNC
+        | if path.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: `path` is NUL-terminated; stx is writable.
+    let r = unsafe { libc::statx(dir, path.as_ptr(), flags, libc::STATX_BASIC_STATS, &mut stx) };
     if r == 0 {
         Ok(stx)
     } else {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap())
     }
+}
+
+fn fstat_sync(f: &fs::File) -> Result<libc::statx, i32> {
+    statx_sync(f.as_raw_fd(), c"")
+}
+
+fn statx_path_sync(p: &std::path::Path) -> Result<libc::statx, i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    statx_sync(libc::AT_FDCWD, &c)
 }
 
 #[test]
@@ -159,28 +168,6 @@ fn setgid_kept_for_a_member_of_the_directorys_group_by_supplementary_group() {
         })
         .collect();
     assert_eq!(modes[1], modes[0], "mount vs plain directory");
-}
-
-/// statx by path, forcing the kernel to ask the daemon.
-fn statx_path_sync(p: &std::path::Path) -> Result<libc::statx, i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid path; stx is writable.
-    let r = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_STATX_FORCE_SYNC,
-            libc::STATX_BASIC_STATS,
-            &mut stx,
-        )
-    };
-    if r == 0 {
-        Ok(stx)
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
-    }
 }
 
 #[test]
