@@ -97,6 +97,11 @@ pub struct Overlay {
     pub notifier: std::sync::OnceLock<fuser::Notifier>,
 }
 
+thread_local! {
+    /// This thread serves a create, whose directory the kernel holds locked.
+    static IN_CREATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -503,8 +508,10 @@ impl Overlay {
 
     /// Has the kernel forget the dentries of `names` (a node split off its
     /// path: its other hardlink names must lead to the path's new node, for
-    /// a stat by name too). From another thread: the kernel takes each
-    /// directory's lock, which the request being served may hold.
+    /// a stat by name too). On another thread, since the kernel takes each
+    /// directory's lock, which someone waiting for this daemon may hold (a
+    /// create we are serving does); the open that split the node waits for
+    /// it up to 50 ms, so that a stat right after it finds the new node.
     fn forget_names(&self, names: Vec<(u64, OsString)>) {
         let Some(notifier) = self.notifier.get().cloned() else {
             return;
@@ -512,15 +519,21 @@ impl Overlay {
         if names.is_empty() {
             return;
         }
+        let (done, wait) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("unifs-inval".into())
             .spawn(move || {
                 for (parent, name) in names {
                     let _ = notifier.inval_entry(fuser::INodeNo(parent), &name);
                 }
+                let _ = done.send(());
             });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot invalidate names of a split file: {e}");
+        match spawned {
+            Ok(_) if !IN_CREATE.with(|c| c.get()) => {
+                let _ = wait.recv_timeout(std::time::Duration::from_millis(50));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot invalidate names of a split file: {e}"),
         }
     }
 
@@ -648,13 +661,11 @@ impl Overlay {
     ) -> Result<Entry> {
         let (dir, name) = match self.entry_of(node) {
             Ok(e) => e,
-            // Unlinked but open (tmpfile-style): act on the open file. (A
-            // node split off its path answers ESTALE to a change by name,
-            // so that the kernel finds the path's new node.)
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENOENT)
-                    || (e.raw_os_error() == Some(libc::ESTALE) && fh.is_some()) =>
-            {
+            // Unlinked but open (tmpfile-style), or split off its path (the
+            // kernel was told to forget its names, so only a program's
+            // fchmod, futimens, ... on an fd still open on it gets here): act
+            // on the open file (never on a store object: EPERM).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
                 let f = fh
                     .and_then(|fh| self.file(fh).ok())
                     .or_else(|| self.current_open_inode(node))
@@ -921,7 +932,10 @@ impl Overlay {
             Err(e) => return Err(e),
         }
         let entry = self.lookup_in(&dir, parent, name)?;
-        let opened = match self.open(entry.node, flags) {
+        IN_CREATE.with(|c| c.set(true));
+        let opened = self.open(entry.node, flags);
+        IN_CREATE.with(|c| c.set(false));
+        let opened = match opened {
             Ok(o) => o,
             Err(e) => {
                 self.forget(entry.node, 1);

@@ -242,3 +242,30 @@ fn o_trunc_works_right_after_the_program_exits() {
         assert_eq!(busy, 0, "{opts:?}: ETXTBSY for a program that had exited");
     }
 }
+
+#[test]
+fn a_change_through_an_fd_on_a_split_off_inode_never_reaches_the_store() {
+    if !require_root("a_change_through_an_fd_on_a_split_off_inode") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    let obj = w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
+    let mode = fs::metadata(&obj).unwrap().permissions().mode();
+    let m = w.mount(&ga, "m", &[]);
+    let f = m.path("f");
+    let reader = fs::File::open(&f).unwrap();
+    let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
+    w1.write_all(b"more\n").unwrap();
+    drop(w1);
+    // The reader's fd is on the old, shared inode: a change through it must
+    // not reach the store (EPERM, as for a shared file unlinked while open),
+    // and must not be a stray ESTALE.
+    let e = reader
+        .set_permissions(fs::Permissions::from_mode(0o600))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    assert_eq!(fs::metadata(&obj).unwrap().permissions().mode(), mode);
+    assert_eq!(fs::read(&f).unwrap(), b"conf\nmore\n");
+}
