@@ -39,22 +39,52 @@ fn statx_path_sync(p: &std::path::Path) -> Result<libc::statx, i32> {
     statx_sync(libc::AT_FDCWD, &c)
 }
 
+/// Guests `ga` (mounted with `opts`) and `gb` share `f` ("conf\n"); a
+/// reader opens `f` (a long-lived one: a daemon that read its config),
+/// `also` names gets hardlinked to it, then an append through the mount
+/// breaks it while the reader holds the old, shared inode. (Bind every
+/// field but `obj` when taking it apart: one left out is dropped at once,
+/// and the mount or its directories with it.)
+struct SplitUnderReader {
+    reader: fs::File,
+    m: Mount,
+    obj: std::path::PathBuf,
+    _w: World,
+}
+
+fn split_under_reader(opts: &[&str], also: &[&str]) -> SplitUnderReader {
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    let obj = w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
+    let m = w.mount(&ga, "m", opts);
+    let f = m.path("f");
+    let reader = fs::File::open(&f).unwrap();
+    for name in also {
+        fs::hard_link(&f, m.path(name)).unwrap();
+    }
+    let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
+    w1.write_all(b"more\n").unwrap();
+    drop(w1);
+    SplitUnderReader {
+        reader,
+        m,
+        obj,
+        _w: w,
+    }
+}
+
 #[test]
 fn a_reader_on_the_old_inode_can_still_fstat_after_a_break() {
     if !require_root("review_s6_a_reader_on_the_old_inode_can_still_fstat") {
         return;
     }
     for opts in [&[][..], &["nopassthrough"][..]] {
-        let w = World::new();
-        let (ga, gb) = (w.dir("ga"), w.dir("gb"));
-        w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
-        let m = w.mount(&ga, "m", opts);
-        let f = m.path("f");
-        // A long-lived reader (a daemon that read its config).
-        let mut reader = fs::File::open(&f).unwrap();
-        let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
-        w1.write_all(b"more\n").unwrap();
-        drop(w1);
+        let SplitUnderReader {
+            mut reader,
+            m: _m,
+            _w,
+            ..
+        } = split_under_reader(opts, &[]);
         // The reader reads again (the kernel drops its cached atime) and
         // checks its file, as `tail -f` or a config reloader does.
         let mut got = Vec::new();
@@ -108,15 +138,8 @@ fn a_file_split_off_a_reader_keeps_its_number_when_forgotten() {
     if !require_root("review_s6_a_file_split_off_a_reader_keeps_its_number") {
         return;
     }
-    let w = World::new();
-    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
-    w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
-    let m = w.mount(&ga, "m", &[]);
+    let SplitUnderReader { reader, m, _w, .. } = split_under_reader(&[], &[]);
     let f = m.path("f");
-    let reader = fs::File::open(&f).unwrap();
-    let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
-    w1.write_all(b"more\n").unwrap();
-    drop(w1);
     drop(reader);
     let before = fs::metadata(&f).unwrap().ino();
     // The kernel forgets unused inodes (memory pressure); numbers are kept
@@ -176,16 +199,10 @@ fn stat_of_a_second_name_after_a_split_shows_the_new_file() {
         return;
     }
     for opts in [&[][..], &["nopassthrough"][..]] {
-        let w = World::new();
-        let (ga, gb) = (w.dir("ga"), w.dir("gb"));
-        w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
-        let m = w.mount(&ga, "m", opts);
+        let SplitUnderReader {
+            mut reader, m, _w, ..
+        } = split_under_reader(opts, &["f2"]);
         let (f, f2) = (m.path("f"), m.path("f2"));
-        let mut reader = fs::File::open(&f).unwrap();
-        fs::hard_link(&f, &f2).unwrap();
-        let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
-        w1.write_all(b"more\n").unwrap();
-        drop(w1);
         // The reader reads (the kernel drops its cached atime), then someone
         // runs `ls -l f2` before anything opens f2.
         let mut got = Vec::new();
@@ -249,16 +266,10 @@ fn a_change_through_an_fd_on_a_split_off_inode_never_reaches_the_store() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    let w = World::new();
-    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
-    let obj = w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
-    let mode = fs::metadata(&obj).unwrap().permissions().mode();
-    let m = w.mount(&ga, "m", &[]);
+    let SplitUnderReader { reader, m, obj, _w } = split_under_reader(&[], &[]);
     let f = m.path("f");
-    let reader = fs::File::open(&f).unwrap();
-    let mut w1 = OpenOptions::new().append(true).open(&f).unwrap();
-    w1.write_all(b"more\n").unwrap();
-    drop(w1);
+    // The shared file's mode, which the break left the object.
+    let mode = fs::metadata(&obj).unwrap().permissions().mode();
     // The reader's fd is on the old, shared inode: a change through it must
     // not reach the store (EPERM, as for a shared file unlinked while open),
     // and must not be a stray ESTALE.
