@@ -37,27 +37,21 @@ impl Store {
         if marked_here {
             set_marker(fd, id).at(&path)?;
         }
-        let unmark = || match sys::xattr::remove_fd(fd, OsStr::new(MARKER_XATTR)) {
-            Err(e) if marked_here && e.raw_os_error() != Some(libc::ENODATA) => Err(e).at(&path),
-            _ => Ok(()),
-        };
         let linked = self
             .fanout_dir(id, true)
             .and_then(|dir| sys::link_fd(fd, dir.as_fd(), &object_names(id, copy).1).at(&path));
+        if linked.is_err() && marked_here {
+            match sys::xattr::remove_fd(fd, OsStr::new(MARKER_XATTR)) {
+                Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(e).at(&path),
+                _ => {}
+            }
+        }
         match linked {
             Ok(()) => {}
             Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
-                if marked_here {
-                    unmark()?;
-                }
-                return Ok(Ingested::Exists { copy });
+                return Ok(Ingested::Exists { copy })
             }
-            Err(e) => {
-                if marked_here {
-                    unmark()?;
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
         let stat = sys::fstat(fd).at(&path)?;
         Ok(Ingested::Linked { copy, stat })
