@@ -168,11 +168,24 @@ pub(crate) fn fill_copy(
         copy_with_writeback(src, dst, size)?;
     }
     sys::fchown(dst, st.st_uid, st.st_gid)?;
-    for (attr, value) in sys::xattr::list_fd(src)? {
-        if is_store_xattr(&attr) {
+    let attrs = sys::xattr::list_fd(src)?;
+    for (attr, value) in &attrs {
+        if is_store_xattr(attr) {
             continue;
         }
-        sys::xattr::set_fd(dst, &attr, &value)?;
+        sys::xattr::set_fd(dst, attr, value)?;
+    }
+    // A copy made in a directory with a default ACL got an access ACL from
+    // it: a file that had none must not gain one (it would change who may
+    // read or write the file).
+    let acl = OsStr::new("system.posix_acl_access");
+    if !attrs.iter().any(|(a, _)| a == acl) {
+        match sys::xattr::remove_fd(dst, acl) {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => {
+                return Err(e)
+            }
+            _ => {}
+        }
     }
     sys::fchmod(dst, st.st_mode & 0o7777)?;
     let mtime = fsys::SetTime::At(st.st_mtime, st.st_mtime_nsec as u32);

@@ -26,6 +26,8 @@ pub struct UnifsFs {
     pub overlay: Arc<Overlay>,
     /// Ask the kernel for passthrough (the `nopassthrough` option clears it).
     pub want_passthrough: bool,
+    /// Ask the kernel to check POSIX ACLs too (with `default_permissions`).
+    pub want_acl: bool,
     /// The guest's ancestor directories, share-locked while we serve (see
     /// `claim_guest` in mod.rs).
     pub claims: Vec<std::os::fd::OwnedFd>,
@@ -148,6 +150,13 @@ impl Filesystem for UnifsFs {
         // O_TRUNC comes with the open, so an O_RDONLY|O_TRUNC open of a
         // shared file breaks it before the file is opened, not after.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // The kernel's permission checks honour POSIX ACLs (it reads them as
+        // system.posix_acl_* xattrs), as a local filesystem's do; else a
+        // file's ACL entries would neither grant nor deny. It then leaves the
+        // umask of a create to us (see Overlay::new_mode).
+        if self.want_acl && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            tracing::warn!("the kernel offers no FUSE POSIX ACLs: ACL entries are not checked");
+        }
         // Without passthrough, writes come in chunks of this size.
         let _ = config.set_max_write(1 << 20);
         if self.want_passthrough {
@@ -232,13 +241,13 @@ impl Filesystem for UnifsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         match self
             .overlay
-            .mknod(parent.0, name, mode, rdev, req.uid(), req.gid())
+            .mknod(parent.0, name, mode, umask, rdev, req.uid(), req.gid())
         {
             Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
             Err(e) => reply.error(err(e)),
@@ -251,12 +260,12 @@ impl Filesystem for UnifsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         match self
             .overlay
-            .mkdir(parent.0, name, mode, req.uid(), req.gid())
+            .mkdir(parent.0, name, mode, umask, req.uid(), req.gid())
         {
             Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
             Err(e) => reply.error(err(e)),
@@ -437,7 +446,7 @@ impl Filesystem for UnifsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.overlay.dir_entries(fh.0) {
+        let entries = match self.overlay.dir_entries(fh.0, offset == 0) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
@@ -465,7 +474,7 @@ impl Filesystem for UnifsFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.overlay.dir_entries(fh.0) {
+        let entries = match self.overlay.dir_entries(fh.0, offset == 0) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
@@ -596,14 +605,14 @@ impl Filesystem for UnifsFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let (entry, opened) =
             match self
                 .overlay
-                .create(parent.0, name, mode, flags, req.uid(), req.gid())
+                .create(parent.0, name, mode, umask, flags, req.uid(), req.gid())
             {
                 Ok(r) => r,
                 Err(e) => return reply.error(err(e)),

@@ -140,7 +140,7 @@ pub struct Mounted {
 /// Mounts `guest` at `mountpoint`; the kernel handshake is done when this
 /// returns, so the caller can report the mount ready before serving.
 pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
-    sys::set_umask(0); // the kernel applied the caller's umask already
+    sys::set_umask(0); // the caller's umask is applied per request
 
     // The daemon holds an fd per file a guest has open.
     if let Err(e) = crate::sys::raise_fd_limit() {
@@ -152,6 +152,7 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     let fs = fuse::UnifsFs {
         overlay,
         want_passthrough: opts.passthrough,
+        want_acl: opts.default_permissions,
         claims,
     };
     let overlay = fs.overlay.clone();

@@ -846,10 +846,25 @@ impl Overlay {
         let Some(mode) = mode.map(|m| m & 0o7777) else {
             return Ok(());
         };
-        if mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+        let setid = mode & (libc::S_ISUID | libc::S_ISGID);
+        if setid == 0 {
             return Ok(());
         }
-        fsys::chmod_at(dir, name, mode)
+        // On the permission bits it got (a default ACL may have set them).
+        let st = fsys::stat_at(dir, name)?;
+        fsys::chmod_at(dir, name, (st.st_mode & 0o1777) | setid)
+    }
+
+    /// The mode a new entry is made with: with POSIX ACLs on, the kernel
+    /// leaves the caller's umask to us. It applies unless the directory has
+    /// a default ACL, which the backing filesystem then applies instead (our
+    /// own umask is 0), as on a local filesystem.
+    fn new_mode(dir: BorrowedFd, mode: u32, umask: u32) -> u32 {
+        let default_acl = OsStr::new("system.posix_acl_default");
+        match fsys::get_xattr_at(dir, OsStr::new("."), default_acl) {
+            Ok(Some(_)) => mode,
+            _ => mode & !(umask & 0o777),
+        }
     }
 
     /// A name the guest may create. The temp-name prefixes of the break
@@ -867,26 +882,37 @@ impl Overlay {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn mknod(
         &self,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         rdev: u32,
         uid: u32,
         gid: u32,
     ) -> Result<Entry> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
+        let mode = Self::new_mode(dir.as_fd(), mode, umask);
         fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64)?;
         self.own_new(dir.as_fd(), name, uid, gid, Some(mode))?;
         self.lookup_in(&dir, parent, name)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Entry> {
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
-        sys::mkdir_at(dir.as_fd(), name, mode)?;
+        sys::mkdir_at(dir.as_fd(), name, Self::new_mode(dir.as_fd(), mode, umask))?;
         self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
@@ -907,17 +933,20 @@ impl Overlay {
     }
 
     /// Creates and opens a regular file.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &self,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        umask: u32,
         flags: i32,
         uid: u32,
         gid: u32,
     ) -> Result<(Entry, Opened)> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
+        let mode = Self::new_mode(dir.as_fd(), mode, umask);
         match sys::open_at(
             dir.as_fd(),
             name,
@@ -980,6 +1009,18 @@ impl Overlay {
         let newdir = self.open_dir_node(newparent)?;
         fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if !exchange {
+            // Between two names of one inode a rename does nothing at all.
+            // The kernel never sends that for one node, so these are two
+            // files to the guest (two paths of one store object): the old
+            // name goes, as the guest's rename takes it away.
+            if let Ok(old) = fsys::stat_at(olddir.as_fd(), name) {
+                let new = fsys::stat_at(newdir.as_fd(), newname)?;
+                if (old.st_dev, old.st_ino) == (new.st_dev, new.st_ino) {
+                    sys::unlink_at(olddir.as_fd(), name)?;
+                }
+            }
+        }
         lock(&self.state)
             .table
             .rename(parent, name, newparent, newname, exchange);
@@ -1017,14 +1058,16 @@ impl Overlay {
 
     /// The entries of an open directory, (name, backing ino, DT_* type), read
     /// once per opendir; our temp names left out (and removed if stale).
-    pub fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
+    /// `rewind`: a read from offset 0 (the first, or after rewinddir)
+    /// lists the directory as it is now, as on a local filesystem.
+    pub fn dir_entries(&self, fh: u64, rewind: bool) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
         let node = {
             let dirs = lock(&self.dirs);
             let d = dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
-            if let Some(e) = &d.entries {
-                return Ok(e.clone());
+            match &d.entries {
+                Some(e) if !rewind => return Ok(e.clone()),
+                _ => d.node,
             }
-            d.node
         };
         let (dir, name) = self.entry_of(node)?;
         let fd = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
@@ -1041,7 +1084,7 @@ impl Overlay {
         });
         let entries = Arc::new(entries);
         if let Some(d) = lock(&self.dirs).get_mut(&fh) {
-            d.entries.get_or_insert_with(|| entries.clone());
+            d.entries = Some(entries.clone());
         }
         Ok(entries)
     }

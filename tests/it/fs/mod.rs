@@ -9,5 +9,6 @@ mod errors;
 mod links;
 mod posix;
 mod regressions;
+mod review_s7;
 mod safety;
 mod unified;
