@@ -149,9 +149,14 @@ impl Overlay {
     /// The backing entry of a node: its parent directory fd and its name
     /// (the root is "." in itself).
     fn entry_of(&self, node: u64) -> Result<(OwnedFd, OsString)> {
+        self.named_entry(node).map(|(_, dir, name)| (dir, name))
+    }
+
+    /// [`Self::entry_of`] with the parent node the name is in.
+    fn named_entry(&self, node: u64) -> Result<(u64, OwnedFd, OsString)> {
         if node == ROOT {
             let fd = sys::open_beneath(self.root.as_fd(), std::path::Path::new(""), libc::O_PATH)?;
-            return Ok((fd, OsString::from(".")));
+            return Ok((ROOT, fd, OsString::from(".")));
         }
         let (parent, name) = {
             let st = lock(&self.state);
@@ -162,7 +167,14 @@ impl Overlay {
             let gone = if n.split { libc::ESTALE } else { libc::ENOENT };
             n.names.first().cloned().ok_or_else(|| errno(gone))?
         };
-        Ok((self.open_dir_node(parent)?, name))
+        Ok((parent, self.open_dir_node(parent)?, name))
+    }
+
+    /// Whether (parent, name) still names node `node` in the table: an
+    /// open holds no lock on the directory, so a rename through the mount
+    /// may have put another file there since the open found its entry.
+    fn still_named(state: &State, node: u64, parent: u64, name: &OsStr) -> bool {
+        node == ROOT || state.table.child(parent, name) == Some(node)
     }
 
     /// What the guest is shown. A shared file's link count, ctime and atime
@@ -295,7 +307,16 @@ impl Overlay {
     }
 
     /// Makes the node's backing entry private if it is a store object.
-    fn make_private(&self, node: u64, dir: BorrowedFd, name: &OsStr) -> Result<()> {
+    /// With `parent`, the name must still be the node's when the break is
+    /// done (ESTALE if a rename put another file there meanwhile: the
+    /// kernel then looks the path up again).
+    fn make_private(
+        &self,
+        node: u64,
+        parent: Option<u64>,
+        dir: BorrowedFd,
+        name: &OsStr,
+    ) -> Result<()> {
         let _guard = lock(&self.break_lock);
         let st = fsys::stat_at(dir, name)?;
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
@@ -308,6 +329,9 @@ impl Overlay {
         // Open handles keep the old inode; an open that needs the new one
         // sorts out passthrough's one-backing-file rule (see open_inode).
         let mut state = lock(&self.state);
+        if parent.is_some_and(|p| !Self::still_named(&state, node, p, name)) {
+            return Err(errno(libc::ESTALE));
+        }
         state.table.rebind_private(node, new_ino);
         Ok(())
     }
@@ -324,12 +348,12 @@ impl Overlay {
         if acc == libc::O_RDONLY && flags & libc::O_TRUNC != 0 && self.running(node) {
             return Err(errno(libc::ETXTBSY));
         }
-        let (dir, name) = self.entry_of(node)?;
+        let (parent, dir, name) = self.named_entry(node)?;
         for _ in 0..4 {
             if want_write {
-                self.make_private(node, dir.as_fd(), &name)?;
+                self.make_private(node, Some(parent), dir.as_fd(), &name)?;
             }
-            let file = match self.open_inode(node, dir.as_fd(), &name, want_write) {
+            let file = match self.open_inode(node, parent, dir.as_fd(), &name, want_write) {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
                 Err(e) => return Err(e),
@@ -374,6 +398,7 @@ impl Overlay {
     fn open_inode(
         &self,
         node: u64,
+        parent: u64,
         dir: BorrowedFd,
         name: &OsStr,
         want_write: bool,
@@ -400,7 +425,12 @@ impl Overlay {
                 // waited for its lease): never keep a writable fd on it.
                 let ino = file.backing_ino;
                 drop(file);
-                lock(&self.state).table.set_backing(node, ino, true);
+                let mut state = lock(&self.state);
+                if !Self::still_named(&state, node, parent, name) {
+                    return Err(errno(libc::ESTALE));
+                }
+                state.table.set_backing(node, ino, true);
+                drop(state);
                 if want_write {
                     return Err(errno(libc::EAGAIN)); // the caller breaks it first
                 }
@@ -410,6 +440,11 @@ impl Overlay {
             // and no other open of the node got in first: the kernel takes
             // one backing file per FUSE inode, and a second one means EIO.
             let mut state = lock(&self.state);
+            if !Self::still_named(&state, node, parent, name) {
+                // A rename put another file at the name: it is not this
+                // node's (the kernel looks the path up again on ESTALE).
+                return Err(errno(libc::ESTALE));
+            }
             let now = fsys::stat_at(dir, name)?;
             if now.st_ino != file.backing_ino {
                 continue; // a break or a rename got in between
@@ -734,7 +769,7 @@ impl Overlay {
         name: &OsStr,
     ) -> Result<Option<OwnedFd>> {
         for _ in 0..4 {
-            self.make_private(node, dir, name)?;
+            self.make_private(node, None, dir, name)?;
             // An O_PATH probe: no side effect on a fifo or device, and the
             // write open below reopens this very inode, whatever the name
             // names by then.
@@ -1031,7 +1066,7 @@ impl Overlay {
     pub fn link(&self, node: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
         Self::check_name(newname)?;
         let (dir, name) = self.entry_of(node)?;
-        self.make_private(node, dir.as_fd(), &name)?;
+        self.make_private(node, None, dir.as_fd(), &name)?;
         let newdir = self.open_dir_node(newparent)?;
         sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname)?;
         self.lookup_in(&newdir, newparent, newname)

@@ -211,3 +211,48 @@ fn posix_acls_are_enforced_as_on_a_local_filesystem() {
 }
 
 use std::os::unix::fs::PermissionsExt;
+
+/// A write open of a large shared file takes a while (the break copies
+/// it); a rename of another file over that path meanwhile must not make
+/// the open land on the file renamed in. On ext4 the open that found the
+/// old file writes to the old file (unlinked by the rename): the new one is
+/// never written through an fd that is not its own.
+#[test]
+fn a_write_open_racing_a_rename_over_its_path_never_writes_the_new_file() {
+    if !require_root("review_s7_a_write_open_racing_a_rename_over_its_path") {
+        return;
+    }
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    let big: Vec<u8> = (0..96u32 << 20).map(|i| (i % 251) as u8).collect();
+    w.shared(&big, &[ga.join("a"), gb.join("a")]);
+    drop(big);
+    fs::write(ga.join("c"), b"the new config\n").unwrap();
+    let m = w.mount(&ga, "m", &[]);
+    let (a, c) = (m.path("a"), m.path("c"));
+    let a_ino = ino(&a);
+    let c_ino = ino(&c);
+    let opener = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            let mut f = OpenOptions::new().append(true).open(&a).unwrap();
+            f.write_all(b"appended\n").unwrap();
+            f.metadata().unwrap().ino()
+        })
+    };
+    // While the break copies 96 MiB (the open reached the daemon by now).
+    std::thread::sleep(std::time::Duration::from_millis(15));
+    fs::rename(&c, &a).unwrap();
+    let fd_ino = opener.join().unwrap();
+    let now = fs::read(&a).unwrap();
+    assert_eq!(ino(&a), c_ino, "the path is the file renamed in");
+    if fd_ino != c_ino {
+        assert_eq!(fd_ino, a_ino, "the open's file is the old one");
+        assert_eq!(
+            String::from_utf8_lossy(&now),
+            "the new config\n",
+            "the file renamed in was written through the old file's fd"
+        );
+    }
+    assert_eq!(fs::read(gb.join("a")).unwrap().len(), 96 << 20);
+}
