@@ -1164,8 +1164,10 @@ impl Overlay {
         self.current_open_inode(node).ok_or(e)
     }
 
-    /// The xattr names, NUL-terminated, without the store's.
-    pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
+    /// The xattr names, NUL-terminated, without the store's; without any
+    /// `trusted.` name for a caller that is not root (a local filesystem
+    /// lists those only to CAP_SYS_ADMIN, and FUSE does not filter them).
+    pub fn listxattr(&self, node: u64, hide_trusted: bool) -> Result<Vec<u8>> {
         use std::os::unix::ffi::OsStrExt;
         let attrs = match self.entry_of(node) {
             Ok((dir, name)) => fsys::list_xattrs_at(dir.as_fd(), &name)?,
@@ -1176,7 +1178,9 @@ impl Overlay {
         };
         let mut out = Vec::new();
         for attr in attrs {
-            if cow::is_store_xattr(&attr) {
+            if cow::is_store_xattr(&attr)
+                || hide_trusted && attr.as_bytes().starts_with(b"trusted.")
+            {
                 continue;
             }
             out.extend_from_slice(attr.as_bytes());

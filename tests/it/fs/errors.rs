@@ -25,6 +25,8 @@ pub(super) enum Op {
     Readlink(CString),
     Mkfifo(CString),
     Write(CString, &'static [u8]),
+    /// listxattr: the length of the name list (not an errno).
+    ListxattrLen(CString),
 }
 
 fn run(op: &Op) -> i32 {
@@ -93,6 +95,14 @@ fn run(op: &Op) -> i32 {
                 } else {
                     fd
                 }
+            }
+            Op::ListxattrLen(p) => {
+                let mut buf = [0u8; 256];
+                let n = libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+                if n >= 0 {
+                    return n as i32;
+                }
+                -1
             }
             Op::Readlink(p) => {
                 let mut buf = [0u8; 64];

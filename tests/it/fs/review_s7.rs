@@ -1,7 +1,8 @@
 //! Cases an adversarial review of the mount (session 7) found wrong: a
 //! rename between two paths of one store object, a listing rewound after a
 //! change, a break in a directory with a default ACL, POSIX ACLs ignored by
-//! the permission checks.
+//! the permission checks, an open racing a rename over its path, `trusted.`
+//! xattr names listed to every user.
 
 use super::errors::{c, run_as, Op};
 use super::harness::*;
@@ -255,4 +256,30 @@ fn a_write_open_racing_a_rename_over_its_path_never_writes_the_new_file() {
         );
     }
     assert_eq!(fs::read(gb.join("a")).unwrap().len(), 96 << 20);
+}
+
+/// listxattr by a user without CAP_SYS_ADMIN leaves out `trusted.` names on
+/// a local filesystem (they are root's); through the mount as well.
+#[test]
+fn trusted_xattr_names_are_not_listed_to_other_users() {
+    if !require_root("review_s7_trusted_xattr_names_are_not_listed") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    for base in [&plain, &g] {
+        fs::write(base.join("f"), b"f").unwrap();
+        set_xattr(&base.join("f"), "trusted.secret", b"x");
+        set_xattr(&base.join("f"), "user.tag", b"y");
+    }
+    let m = w.mount(&g, "m", &[]);
+    let want = run_as(65534, &[("list", Op::ListxattrLen(c(&plain, "f")))]);
+    let got = run_as(65534, &[("list", Op::ListxattrLen(c(&m.dir, "f")))]);
+    assert_eq!(want, vec!["user.tag\0".len() as i32]);
+    assert_eq!(got, want, "length of the listed names");
+    let root = run_as(0, &[("list", Op::ListxattrLen(c(&m.dir, "f")))]);
+    assert_eq!(
+        root,
+        run_as(0, &[("list", Op::ListxattrLen(c(&plain, "f")))])
+    );
 }
