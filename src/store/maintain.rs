@@ -242,6 +242,18 @@ fn verify_one(f: &ObjectFile, ignore_mtime: bool) -> std::io::Result<(u64, Optio
             )),
         ));
     }
+    // Flags (`chattr`) the id does not cover, yet every guest linking the
+    // inode shows (and unify would pass on to every file it links to it).
+    let flags = sys::inode_flags(file.as_fd())? & super::INODE_FLAGS;
+    if flags != 0 {
+        return Ok((
+            st.size,
+            Some(format!(
+                "has inode flags (lsattr, {flags:#x}) that no object may have: \
+                 every guest path linking it shows them; `chattr` them off"
+            )),
+        ));
+    }
     match read_marker(file.as_fd())? {
         Some(m) if m == f.id => Ok((st.size, None)),
         Some(m) => Ok((

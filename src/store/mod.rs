@@ -28,6 +28,27 @@ pub const MARKER_XATTR: &str = "trusted.unifs.object";
 /// run is to put back (for the next run, if it was killed); gc leaves them.
 pub const DIR_TIMES_PREFIX: &str = "dirtimes-";
 
+/// Inode flags a file with any of is left alone by unify, and an object
+/// file must not have (`store verify` reports one): a hardlink shares
+/// them, and the object id does not cover them: `chattr`'s s u c S i a d A m j t C
+/// x, and E (encrypted: another guest could not read the object) and V
+/// (fs-verity); not the filesystem's own, like e for extents.
+pub const INODE_FLAGS: u32 = 0x1
+    | 0x2
+    | 0x4
+    | 0x8
+    | 0x10
+    | 0x20
+    | 0x40
+    | 0x80
+    | 0x400
+    | 0x800
+    | 0x4000
+    | 0x8000
+    | 0x10_0000
+    | 0x80_0000
+    | 0x200_0000;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors of the store. Each names the path it is about.

@@ -172,6 +172,13 @@ impl<'a> Applier<'a> {
         } else {
             None
         };
+        if let Some(why) = target.as_ref().and_then(flagged) {
+            // Linked to, each file would get the flags (invariant 3).
+            for &file in &group.files {
+                self.note_skip(file, Skip::Failed(why.clone()), &mut work);
+            }
+            return Ok(work);
+        }
         for &file in &group.files {
             let opened = fds.remove(&file);
             let outcome = match target.as_mut() {
@@ -343,6 +350,9 @@ impl<'a> Applier<'a> {
                     .open_target(&group.id)
                     .map_err(|e| Skip::Failed(e.to_string()))?
                     .ok_or(Skip::Changed)?;
+                if let Some(why) = flagged(&target) {
+                    return Err(Skip::Failed(why));
+                }
                 self.replace(file, None, &mut target, own, work)?;
                 Ok(target)
             }
@@ -623,6 +633,21 @@ impl<'a> Applier<'a> {
         })?;
         Ok((fd, name))
     }
+}
+
+/// Why `target` must not be linked to, if it has inode flags (`chattr`,
+/// set on it by hand): the id does not cover them, and a link shares them.
+fn flagged(target: &Target) -> Option<String> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
+    let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0).ok()?;
+    let found = sys::inode_flags(fd.as_fd()).ok()? & store::INODE_FLAGS;
+    (found != 0).then(|| {
+        format!(
+            "object {} has inode flags (lsattr, {found:#x}) that a link would pass on; \
+             not linked to it (see `unifs store verify`)",
+            target.id
+        )
+    })
 }
 
 /// True when `a` and `b` agree on all a change through the mount could

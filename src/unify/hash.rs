@@ -7,7 +7,7 @@ use super::scan::FileRec;
 use super::{Guest, Problem};
 use crate::catalog::{CacheRow, Map, ObjectRow};
 use crate::store::id::{hash_maybe, hash_reader};
-use crate::store::{ContentHash, ObjectId, ObjectMeta};
+use crate::store::{ContentHash, ObjectId, ObjectMeta, INODE_FLAGS};
 use crate::sys::{self, Stat, Timestamp};
 use std::collections::HashSet;
 use std::fs::File;
@@ -142,25 +142,6 @@ pub fn cache_row(st: &Stat, id: ObjectId, content: ContentHash) -> CacheRow {
     }
 }
 
-/// Inode flags a file with any of is left alone: a hardlink shares them,
-/// and the object id does not cover them: `chattr`'s s u c S i a d A m j t C
-/// x, and E (encrypted: another guest could not read the object) and V
-/// (fs-verity); not the filesystem's own, like e for extents.
-const INODE_FLAGS: u32 = 0x1
-    | 0x2
-    | 0x4
-    | 0x8
-    | 0x10
-    | 0x20
-    | 0x40
-    | 0x80
-    | 0x400
-    | 0x800
-    | 0x4000
-    | 0x8000
-    | 0x10_0000
-    | 0x80_0000
-    | 0x200_0000;
 
 /// Opens the file beneath its guest root (never through a symlink), checks
 /// it is the inode that was scanned, unchanged, and hashes it. `None`: it
@@ -280,10 +261,10 @@ mod tests {
         // would become read-only and verity-checked for every guest, or a
         // guest's verity file a link to a plain object), the id covers it not.
         const FS_VERITY_FL: u32 = 0x0010_0000;
-        assert_ne!(super::INODE_FLAGS & FS_VERITY_FL, 0);
+        assert_ne!(INODE_FLAGS & FS_VERITY_FL, 0);
         // ext4's own flags must not count.
         const FS_EXTENT_FL: u32 = 0x0008_0000;
         const FS_INLINE_DATA_FL: u32 = 0x1000_0000;
-        assert_eq!(super::INODE_FLAGS & (FS_EXTENT_FL | FS_INLINE_DATA_FL), 0);
+        assert_eq!(INODE_FLAGS & (FS_EXTENT_FL | FS_INLINE_DATA_FL), 0);
     }
 }

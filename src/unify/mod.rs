@@ -190,7 +190,8 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         if guests.is_empty() {
             return Err(Error::NoGuests); // --all: a new store knows none
         }
-        check_same_fs_as_new_store(store_path, &opts.guests)?;
+        // The resolved roots: a guest named by a symlink is where it leads.
+        check_same_fs_as_new_store(store_path, &guests)?;
         Store::check_new(store_path)?;
         if opts.dry_run {
             return dry_run_without_store(opts, started);
@@ -239,10 +240,11 @@ fn guest_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |error| Error::Guest { path, error }
 }
 
-/// Refuses guests on another filesystem than the one a new store would be
-/// made on, before it is made.
+/// Refuses guests (resolved roots) on another filesystem than the one a new
+/// store would be made on, before it is made. Both are stat'ed where their
+/// symlinks lead: that is where the store and the guests' files are.
 fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<()> {
-    let existing = existing_ancestor(store_path);
+    let existing = existing_ancestor(&resolved(store_path));
     let dev = sys::lstat(&existing).at(&existing)?.dev;
     for g in guests {
         let st = sys::lstat(g).map_err(guest_err(g))?;

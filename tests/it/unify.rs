@@ -1517,3 +1517,90 @@ fn review_json_summary_survives_a_non_utf8_problem_path() {
     );
     assert_eq!(out.status.code(), Some(23));
 }
+
+/// A guest named by a symlink: a new store is checked against the
+/// directory the guest really is, not the filesystem the symlink lies on.
+/// (Before, `check_same_fs_as_new_store` took the `lstat` of the name as
+/// given: a guest on the store's filesystem named through a symlink on
+/// another was refused as "on another filesystem", and a guest on another
+/// filesystem named through a symlink on the store's got a store and a
+/// catalog made before it was refused, which a refused command must not.)
+#[test]
+fn review2_a_guest_named_by_a_symlink_is_checked_where_it_really_is() {
+    if !require_root("review2_a_guest_named_by_a_symlink") {
+        return;
+    }
+    let shm = Path::new("/dev/shm");
+    let lab = Lab::new();
+    if fs::metadata(shm).map(|m| m.dev()).ok() == Some(fs::metadata(lab.dir.path()).unwrap().dev())
+    {
+        eprintln!("skipping: /dev/shm is on the same filesystem as the temp dir");
+        return;
+    }
+    // A guest on the store's filesystem, named through a symlink on another.
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let data = bytes(5, 6_000);
+    file(&a, "usr/f", &data, 0o644);
+    file(&b, "usr/f", &data, 0o644);
+    let links = tempfile::tempdir_in(shm).unwrap();
+    let via = links.path().join("g0");
+    std::os::unix::fs::symlink(&a, &via).unwrap();
+    let s = unify_json(&lab.store(), &[&via, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_eq!(ino(&a.join("usr/f")), ino(&b.join("usr/f")));
+
+    // A guest on another filesystem, named through a symlink on the
+    // store's: refused, and no store is made.
+    let other = tempfile::tempdir_in(shm).unwrap();
+    file(other.path(), "f", b"x", 0o644);
+    let link = lab.dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(other.path(), &link).unwrap();
+    let store2 = lab.dir.path().join("store2");
+    let out = unifs(&store2, &[&"unify", &link]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another filesystem"), "{err}");
+    assert!(!store2.exists(), "a refused command made a store: {err}");
+}
+
+/// `lsattr` flags of an object can be changed by the host (a `chattr` on a
+/// guest path of the backing tree, which is the object's inode): a flag the
+/// object id does not cover. `store verify` must report it, and unify must
+/// not link more guest files to it (they would get the flag: invariant 3).
+#[test]
+fn review2_an_object_with_inode_flags_is_reported_and_not_linked_to() {
+    if !require_root("review2_an_object_with_inode_flags") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b, c) = (lab.guest(0), lab.guest(1), lab.guest(2));
+    let data = bytes(78, 9_000);
+    for g in [&a, &b, &c] {
+        file(g, "usr/f", &data, 0o644);
+    }
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    // The host marks one guest's file "no dump": the object's inode.
+    let st = Command::new("chattr")
+        .arg("+d")
+        .arg(a.join("usr/f"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = unifs(&lab.store(), &[&"store", &"verify"]);
+    assert!(
+        !out.status.success(),
+        "verify missed an object with inode flags: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let before = lsattr(&c.join("usr/f"));
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b, &c]);
+    let after = lsattr(&c.join("usr/f"));
+    assert_eq!(
+        before,
+        after,
+        "a guest file got the object's flags: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_ne!(ino(&a.join("usr/f")), ino(&c.join("usr/f")));
+}
