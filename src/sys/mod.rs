@@ -749,6 +749,61 @@ pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Resul
 
 /// Sets the mtime of the file open at `fd` (an `O_PATH` fd too) and leaves
 /// its atime as it is (`UTIME_OMIT`).
+/// A file handle (`name_to_handle_at`) of the file open at `fd`: its
+/// identity on its filesystem, wherever it is renamed to, for
+/// [`open_by_handle`]. `None` where the filesystem gives none.
+pub fn file_handle(fd: BorrowedFd) -> Option<Box<[u8]>> {
+    const MAX_HANDLE_SZ: usize = 128;
+    // struct file_handle: u32 handle_bytes, i32 handle_type, then the bytes;
+    // u32 words, so the buffer is aligned for it.
+    let mut buf = [0u32; 2 + MAX_HANDLE_SZ / 4];
+    buf[0] = MAX_HANDLE_SZ as u32;
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` is a file_handle with room for MAX_HANDLE_SZ bytes, as
+    // its handle_bytes says; the empty path is NUL-terminated and
+    // AT_EMPTY_PATH makes the call act on `fd` itself.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let len = 8 + (buf[0] as usize).min(MAX_HANDLE_SZ);
+    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).take(len).collect();
+    Some(bytes.into_boxed_slice())
+}
+
+/// Opens, read-only, the file of `handle` (from [`file_handle`]) on the
+/// filesystem mounted where `mount_fd` is (needs CAP_DAC_READ_SEARCH).
+pub fn open_by_handle(mount_fd: BorrowedFd, handle: &[u8], flags: i32) -> io::Result<OwnedFd> {
+    let mut buf = vec![0u32; handle.len().div_ceil(4)];
+    for (w, chunk) in buf.iter_mut().zip(handle.chunks(4)) {
+        let mut b = [0u8; 4];
+        b[..chunk.len()].copy_from_slice(chunk);
+        *w = u32::from_ne_bytes(b);
+    }
+    if handle.len() < 8 || buf[0] as usize != handle.len() - 8 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `buf` holds a file_handle whose handle_bytes matches the bytes
+    // that follow it; a non-negative result is a new fd.
+    let fd = check(unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::file_handle>(),
+            flags | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fd was just returned by open_by_handle_at and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 pub fn set_mtime(fd: BorrowedFd, mtime: Timestamp) -> io::Result<()> {
     let mut times = timespecs(mtime, mtime);
     times[0].tv_nsec = libc::UTIME_OMIT;

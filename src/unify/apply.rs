@@ -828,6 +828,83 @@ mod tests {
         replaced_after_hashing(false);
     }
 
+    /// The guest renames a directory (`mv d d.old`) while unify links in
+    /// it: a file linked after the rename, through the directory unify
+    /// already had open, is linked where the directory is now. That is the
+    /// guest's file still, and linking it is invisible, but the directory's
+    /// mtime, moved by the swap, must come back at the end like any other
+    /// (invariant 3), though its path now names another directory or none.
+    #[test]
+    fn a_directory_the_guest_renamed_during_the_run_gets_its_mtime_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create(&tmp.path().join("store")).unwrap();
+        let t = Timestamp {
+            sec: 1_000_000,
+            nsec: 0,
+        };
+        let old = Timestamp { sec: 2000, nsec: 5 };
+        let roots: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("g{i}"))).collect();
+        for r in &roots {
+            std::fs::create_dir_all(r.join("d")).unwrap();
+            std::fs::write(r.join("d/a"), b"a file of one package").unwrap();
+            std::fs::write(r.join("d/f"), b"another file of it, longer").unwrap();
+            for f in ["d/a", "d/f"] {
+                sys::lutimens(&r.join(f), t, t).unwrap();
+            }
+            sys::lutimens(&r.join("d"), old, old).unwrap();
+        }
+        let guests: Vec<Guest> = roots.iter().zip(1..).map(|(r, i)| guest(r, i)).collect();
+        let candidates: Vec<FileRec> = (0..4)
+            .map(|i| {
+                let rel = PathBuf::from(if i < 2 { "d/a" } else { "d/f" });
+                let stat = sys::lstat(&roots[i % 2].join(&rel)).unwrap();
+                FileRec {
+                    guest: (i % 2) as u32,
+                    rel,
+                    stat,
+                }
+            })
+            .collect();
+        let cache = Map::default();
+        let hashed: Vec<_> = (0..4)
+            .map(|i| {
+                super::super::hash::hash_cached(&guests, &candidates, i, &cache, false, true)
+                    .unwrap()
+                    .expect("no inode flags")
+                    .0
+            })
+            .collect();
+        let groups = super::super::plan::plan(&candidates, &hashed, &HashSet::new());
+        assert_eq!(groups.len(), 2);
+        let first = |g: &Group| hashed.iter().find(|h| h.file == g.files[0]).unwrap();
+        let applier = Applier::new(&store, &guests, &candidates);
+        let (ga, gf): (Vec<&Group>, Vec<&Group>) = groups
+            .iter()
+            .partition(|g| candidates[g.files[0]].rel == Path::new("d/a"));
+        let work = applier
+            .apply_group(ga[0], first(ga[0]), &mut HashMap::new())
+            .unwrap();
+        assert_eq!(work.totals.files_linked, 1, "{:?}", work.problems);
+
+        // The guest moves d away, and makes a new d.
+        let g1 = &roots[1];
+        std::fs::rename(g1.join("d"), g1.join("d.old")).unwrap();
+        std::fs::create_dir(g1.join("d")).unwrap();
+
+        let work = applier
+            .apply_group(gf[0], first(gf[0]), &mut HashMap::new())
+            .unwrap();
+        let (problems, _) = applier.dir_times.restore(&guests);
+        assert!(problems.is_empty(), "{problems:?}");
+        // Whatever was linked where, d.old reads as the guest left it.
+        let m = sys::lstat(&g1.join("d.old")).unwrap().mtime;
+        assert_eq!(
+            m, old,
+            "the renamed directory kept the mtime of unify's swap ({} linked)",
+            work.totals.files_linked
+        );
+    }
+
     fn replaced_after_hashing(keep_fds: bool) {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::create(&tmp.path().join("store")).unwrap();

@@ -45,6 +45,9 @@ struct Seen {
     ours: Option<Timestamp>,
     /// Its record on disk, for the next run if this one is killed.
     slot: Option<Slot>,
+    /// Its file handle: the directory wherever the guest renames it to
+    /// before the end of the run (its path then names another or none).
+    handle: Option<Box<[u8]>>,
 }
 
 #[derive(Default)]
@@ -88,6 +91,7 @@ impl DirTimes {
             before: st.mtime,
             ours: None,
             slot: (self.journal.as_ref()).and_then(|j| j.note(key.0, key.1, st.mtime, guest, rel)),
+            handle: sys::file_handle(dir),
         });
         seen.slot.iter().for_each(Slot::begin);
         Some(key)
@@ -167,8 +171,15 @@ impl DirTimes {
 }
 
 fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listing>> {
-    let Some((dir, st)) = open_noted(guest.fd.as_fd(), &seen.rel, key)? else {
-        return Ok(None);
+    let (dir, st, at_rel) = match open_noted(guest.fd.as_fd(), &seen.rel, key)? {
+        Some((dir, st)) => (dir, st, true),
+        // Renamed by the guest since (`mv d d.old`): the same directory,
+        // found by its handle, still reads as before. (Its path, another
+        // directory or none, gets no listing.)
+        None => match by_handle(guest, key, seen) {
+            Some((dir, st)) => (dir, st, false),
+            None => return Ok(None),
+        },
     };
     // Only over an mtime of ours (so, one from this run): writing the old
     // mtime over a newer change of the guest's would hide that change from
@@ -176,7 +187,17 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listin
     if Some(st.mtime) == seen.ours && st.mtime != seen.before {
         sys::set_mtime(dir.as_fd(), seen.before)?;
     }
-    Ok(relist(dir.as_fd(), seen))
+    Ok(if at_rel { relist(dir.as_fd(), seen) } else { None })
+}
+
+/// The noted directory by its file handle, if it is still inode `key` (and
+/// a directory: a handle names one inode, and inode numbers are reused).
+fn by_handle(guest: &Guest, key: Key, seen: &Seen) -> Option<(OwnedFd, sys::Stat)> {
+    let handle = seen.handle.as_deref()?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    let dir = sys::open_by_handle(guest.fd.as_fd(), handle, flags).ok()?;
+    let st = sys::fstat(dir.as_fd()).ok()?;
+    (st.is_dir() && (st.dev, st.ino) == key).then_some((dir, st))
 }
 
 /// Directory `rel` beneath `root` (never through a symlink or into another
@@ -295,7 +316,8 @@ mod tests {
         let b = root.path().join("b");
         std::fs::write(b.join("guest's"), b"").unwrap();
         sys::lutimens(&b, t, t).unwrap();
-        // c: replaced by a symlink to d (never followed); d renamed away.
+        // c: renamed, its name now a symlink to d (never followed); d
+        // renamed away.
         std::fs::rename(root.path().join("c"), root.path().join("c.old")).unwrap();
         std::os::unix::fs::symlink("d", root.path().join("c")).unwrap();
         std::fs::rename(root.path().join("d"), root.path().join("d.old")).unwrap();
@@ -322,8 +344,10 @@ mod tests {
         assert!(b_has_guests_file);
         assert_eq!(mtime(&root.path().join("a")), (1000, 7));
         assert_eq!(mtime(&b), (2000, 0), "the guest's later change stays");
-        assert_ne!(mtime(&root.path().join("c.old")), (1000, 7));
-        assert_ne!(mtime(&root.path().join("d.old")), (1000, 7));
+        // c and d were renamed, with the mtime our change left: the same
+        // directories, found by their handles, not through the symlink c.
+        assert_eq!(mtime(&root.path().join("c.old")), (1000, 7));
+        assert_eq!(mtime(&root.path().join("d.old")), (1000, 7));
         assert_eq!(mtime(&root.path().join("d")), d_new, "another inode");
         // The root changed after our changes too (the renames above).
         assert_ne!(mtime(root.path()), (1000, 7));
