@@ -141,7 +141,9 @@ impl<T> IoContext<T> for io::Result<T> {
 pub struct Store {
     root: PathBuf,
     objects: OwnedFd,
-    tmp: OwnedFd,
+    /// `None` in a store that has none and where none can be made (a
+    /// read-only backup copy): only writers need it.
+    tmp: Option<OwnedFd>,
     dev: u64,
     /// Fan-out directories opened so far, by the id's first byte: unify
     /// links into them thousands of times. Nothing removes one, so an open
@@ -239,7 +241,11 @@ impl Store {
         let tmp_path = root.join("tmp");
         // A store restored from a backup of objects/ alone has no tmp/ yet.
         let _ = std::fs::create_dir(&tmp_path);
-        let tmp = sys::open_dir(&tmp_path).at(&tmp_path)?;
+        let tmp = match sys::open_dir(&tmp_path) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(e).at(tmp_path),
+        };
         let dev = sys::fstat(objects.as_fd()).at(&objects_path)?.dev;
         Ok(Store {
             root,
@@ -276,8 +282,11 @@ impl Store {
 
     /// `tmp/`, where new objects are staged (and unify keeps its record of
     /// directory mtimes to put back, [`DIR_TIMES_PREFIX`]).
-    pub fn tmp_dir(&self) -> BorrowedFd<'_> {
-        self.tmp.as_fd()
+    pub fn tmp_dir(&self) -> Result<BorrowedFd<'_>> {
+        match &self.tmp {
+            Some(fd) => Ok(fd.as_fd()),
+            None => Err(io::Error::from_raw_os_error(libc::ENOENT)).at(self.root.join("tmp")),
+        }
     }
 
     pub fn catalog_path(&self) -> PathBuf {

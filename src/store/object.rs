@@ -83,25 +83,26 @@ impl Store {
         copy: u32,
     ) -> Result<Option<Ingested>> {
         let path = self.object_path(id, copy);
-        let (tmp_name, tmp) = self.create_tmp().at(self.root.join("tmp"))?;
+        let tmp_dir = self.tmp_dir()?;
+        let (tmp_name, tmp) = self.create_tmp(tmp_dir).at(self.root.join("tmp"))?;
         let result = self.fill_copy(src, tmp.as_fd(), meta, id).at(&path);
         let keep = match result {
             Ok(keep) => keep,
             Err(e) => {
-                let _ = sys::unlink_at(self.tmp.as_fd(), &tmp_name);
+                let _ = sys::unlink_at(tmp_dir, &tmp_name);
                 return Err(e);
             }
         };
         if !keep {
-            let _ = sys::unlink_at(self.tmp.as_fd(), &tmp_name);
+            let _ = sys::unlink_at(tmp_dir, &tmp_name);
             return Ok(None);
         }
         let dir = self.fanout_dir(id, true)?;
         let (_, name) = object_names(id, copy);
-        match sys::rename_noreplace(self.tmp.as_fd(), &tmp_name, dir.as_fd(), &name) {
+        match sys::rename_noreplace(tmp_dir, &tmp_name, dir.as_fd(), &name) {
             Ok(()) => {}
             Err(e) => {
-                let _ = sys::unlink_at(self.tmp.as_fd(), &tmp_name);
+                let _ = sys::unlink_at(tmp_dir, &tmp_name);
                 if e.raw_os_error() == Some(libc::EEXIST) {
                     return Ok(Some(Ingested::Exists { copy }));
                 }
@@ -145,13 +146,13 @@ impl Store {
         Ok((dir, name))
     }
 
-    fn create_tmp(&self) -> io::Result<(OsString, OwnedFd)> {
+    fn create_tmp(&self, tmp_dir: BorrowedFd) -> io::Result<(OsString, OwnedFd)> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         loop {
             let n = SEQ.fetch_add(1, Ordering::Relaxed);
             let name = OsString::from(format!("obj.{}.{n}", std::process::id()));
             match sys::open_at(
-                self.tmp.as_fd(),
+                tmp_dir,
                 &name,
                 libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
                 0o600,

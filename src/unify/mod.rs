@@ -328,7 +328,7 @@ fn run(
     if let (Some(store), Some(_)) = (store, run_id) {
         // A killed run's directory mtimes, before anything reads them.
         let tmp = store.root().join("tmp");
-        let (recovered, mut problems) = dirjournal::recover(store.tmp_dir(), &tmp);
+        let (recovered, mut problems) = dirjournal::recover(store.tmp_dir()?, &tmp);
         summary.dir_mtimes_recovered = recovered;
         summary.problems.append(&mut problems);
     }
@@ -493,7 +493,11 @@ fn run(
     // put back. They are kept on disk as well, for the next run if this one
     // is killed (dirjournal.rs).
     let roots: Vec<&Path> = guests.iter().map(|g| g.root.as_path()).collect();
-    match dirjournal::Journal::create(store.tmp_dir(), &roots) {
+    match store
+        .tmp_dir()
+        .map_err(std::io::Error::other)
+        .and_then(|tmp| dirjournal::Journal::create(tmp, &roots))
+    {
         Ok(j) => applier.dir_times.keep_journal(j),
         Err(e) => summary.problems.push(Problem::new(
             store.root().join("tmp"),

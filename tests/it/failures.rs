@@ -745,3 +745,43 @@ fn unify_that_could_not_process_files_exits_23_with_them_listed() {
     let out = unifs(&store, &[&"unify", &a, &b]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A backup copy of a store as docs/backup.md makes one holds `objects/`
+/// and `catalog.db` (a snapshot), no `tmp/`. Read-only (a mounted backup
+/// medium), every reading command must still work on it: before, opening
+/// the store tried to make `tmp/`, and failed the command when it could not.
+#[test]
+fn review2_a_read_only_store_without_tmp_can_be_read() {
+    if !require_root("review2_a_read_only_store_without_tmp_can_be_read") {
+        return;
+    }
+    let lab = Lab::new();
+    let fs_root = lab.path("ro");
+    let tmpfs = Tmpfs::mount(&fs_root);
+    let store = fs_root.join("store");
+    let (a, b) = (fs_root.join("a"), fs_root.join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/a", &bytes(3, 5000), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    for name in ["tmp", "cache"] {
+        let _ = fs::remove_dir_all(store.join(name));
+    }
+    fs::remove_file(store.join("lock")).unwrap();
+    tmpfs.remount(true);
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"verify"],
+        vec![&"store", &"stats"],
+        vec![&"store", &"ls"],
+        vec![&"unify", &"--dry-run", &a, &b],
+    ] {
+        let out = unifs(&store, &args);
+        assert!(
+            out.status.success(),
+            "{:?}: {}{}",
+            args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+}
