@@ -124,15 +124,25 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
     let mut report = store.verify(catalog.ignore_mtime()?)?;
-    for f in catalog.object_inodes()?.into_values() {
-        if store.stat_object(&f.id, f.copy)?.is_none() {
-            report.problems.push(crate::store::maintain::Problem {
-                path: store.object_path(&f.id, f.copy),
-                what: "listed in the catalog but missing: `unifs store gc` gives it its name \
-                       back from a guest that still links it, or drops it from the catalog"
-                    .into(),
-            });
-        }
+    for ((dev, ino), f) in catalog.object_inodes()? {
+        let what = match store.stat_object(&f.id, f.copy)? {
+            None => "listed in the catalog but missing: `unifs store gc` gives it its name \
+                     back from a guest that still links it, or drops it from the catalog"
+                .to_string(),
+            // Unify knows object files by these numbers: a guest path
+            // linking the old inode would count as linked to the store.
+            Some(st) if (st.dev, st.ino) != (dev, ino) => format!(
+                "another inode ({}) than the catalog lists ({ino}): the file was replaced \
+                 (restored?); guest paths linking the old one link no store object. \
+                 `unifs store gc` updates the catalog, and the next unify links them again",
+                st.ino
+            ),
+            Some(_) => continue,
+        };
+        report.problems.push(crate::store::maintain::Problem {
+            path: store.object_path(&f.id, f.copy),
+            what,
+        });
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -159,6 +169,7 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let _lock = store.lock_writer()?;
     store.check_catalog()?;
     let catalog = Catalog::open(&store.catalog_path())?;
+    let renumbered = renumber_replaced(&store, &catalog, dry_run)?;
     let removed = store.gc_candidates()?;
     if !dry_run {
         // Rows first, files second: see Store::gc_remove.
@@ -178,6 +189,7 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             "paths": paths,
             "missing_restored": missing.restored, "missing_dropped": missing.dropped,
             "links_dropped": missing.links_dropped, "missing_left": missing.left,
+            "replaced_renumbered": renumbered,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -192,6 +204,13 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             count(removed.len() as u64),
             bytes(freed)
         );
+        for p in &renumbered {
+            let verb = if dry_run { "would update" } else { "updated" };
+            println!(
+                "{verb} the catalog's inode of {} (the file was replaced)",
+                p.display()
+            );
+        }
         let (restore, drop) = if dry_run {
             ("would restore", "would drop")
         } else {
@@ -223,6 +242,38 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Object files whose inode is not the one the catalog lists (replaced by
+/// a copy, restored from a backup): the catalog gets the file's inode, so
+/// unify no longer takes paths linking the old one for links to the store
+/// (it finds them by their markers and links them to the store again).
+fn renumber_replaced(
+    store: &Store,
+    catalog: &Catalog,
+    dry_run: bool,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut moved = Vec::new();
+    for ((dev, ino), f) in catalog.object_inodes()? {
+        if let Some(st) = store.stat_object(&f.id, f.copy)? {
+            if (st.dev, st.ino) != (dev, ino) {
+                moved.push((f, st));
+            }
+        }
+    }
+    moved.sort_by_key(|(f, _)| (f.id, f.copy));
+    if !dry_run && !moved.is_empty() {
+        catalog.begin()?;
+        for (f, st) in &moved {
+            catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
+        }
+        catalog.commit()?;
+    }
+    for (f, _) in moved {
+        out.push(store.object_path(&f.id, f.copy));
+    }
+    Ok(out)
 }
 
 /// What `store gc` did about object files the catalog lists but that are gone.

@@ -189,3 +189,60 @@ fn content_hashes_are_right_for_every_group_of_a_size() {
     assert_eq!(got, want);
     assert_verify_clean(&store);
 }
+
+/// An object file replaced by a copy of itself (restored from a backup,
+/// `cp -a` and `mv` by hand): same name, content, metadata and marker, but
+/// another inode than the catalog lists, and than the guests link. The
+/// guests then link no store object at all, yet unify, which knows object
+/// files by the catalog's inode numbers, counts them as linked and never
+/// looks at them again. `store verify` must report it; `store gc` repairs
+/// the catalog, and the next unify links the guests to the store again.
+#[test]
+fn review2_an_object_file_replaced_by_another_inode_is_reported_and_repaired() {
+    if !require_root("review2_an_object_file_replaced_by_another_inode") {
+        return;
+    }
+    let (_dir, store, guests) = two_guests_unified();
+    assert_verify_clean(&store);
+    let object = {
+        let ino = fs::metadata(guests[0].join("usr/a")).unwrap().ino();
+        let mut found = None;
+        for dir in fs::read_dir(store.join("objects")).unwrap() {
+            for f in fs::read_dir(dir.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                if fs::metadata(&p).unwrap().ino() == ino {
+                    found = Some(p);
+                }
+            }
+        }
+        found.expect("the object file of usr/a")
+    };
+    let copy = object.with_extension("restored");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&object)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::rename(&copy, &object).unwrap();
+    assert_ne!(
+        fs::metadata(&object).unwrap().ino(),
+        fs::metadata(guests[0].join("usr/a")).unwrap().ino()
+    );
+    let out = unifs(&store, &[&"store", &"verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "verify missed it: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = unifs(&store, &[&"store", &"gc"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    assert_verify_clean(&store);
+    let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
+    let a = ino(&guests[0].join("usr/a"));
+    assert_eq!(a, ino(&guests[1].join("usr/a")));
+    assert_eq!(fs::metadata(guests[0].join("usr/a")).unwrap().nlink(), 3);
+}
