@@ -1604,3 +1604,41 @@ fn review2_an_object_with_inode_flags_is_reported_and_not_linked_to() {
     );
     assert_ne!(ino(&a.join("usr/f")), ino(&c.join("usr/f")));
 }
+
+/// unify tells a user who is not root to `--dry-run` instead. Such a dry
+/// run must read the files it may read: before, every file of another
+/// owner failed with "Operation not permitted" (O_NOATIME is for the
+/// file's owner or root only), and the dry run reported nothing to save.
+#[test]
+fn review2_a_dry_run_by_another_user_reads_what_it_may() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !require_root("review2_a_dry_run_by_another_user") {
+        return;
+    }
+    let lab = Lab::new();
+    fs::set_permissions(lab.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let data = bytes(31, 8_000);
+    for g in [&a, &b] {
+        file(g, "usr/f", &data, 0o644);
+    }
+    let before = [snapshot(&a), snapshot(&b)];
+    let out = Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(lab.store())
+        .args(["unify", "--dry-run", "--json"])
+        .arg(&a)
+        .arg(&b)
+        .uid(65534)
+        .gid(65534)
+        .env_remove("UNIFS_TEST_LINK_MAX")
+        .output()
+        .unwrap();
+    let s = unify_summary(&out);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_eq!(s["problems"].as_array().map(Vec::len), Some(0), "{s}");
+    assert_invisible(&before[0], &snapshot(&a), "g0");
+    assert_invisible(&before[1], &snapshot(&b), "g1");
+    assert!(!lab.store().exists());
+}
