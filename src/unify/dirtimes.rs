@@ -187,7 +187,11 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listin
     if Some(st.mtime) == seen.ours && st.mtime != seen.before {
         sys::set_mtime(dir.as_fd(), seen.before)?;
     }
-    Ok(if at_rel { relist(dir.as_fd(), seen) } else { None })
+    Ok(if at_rel {
+        relist(dir.as_fd(), seen)
+    } else {
+        None
+    })
 }
 
 /// The noted directory by its file handle, if it is still inode `key` (and

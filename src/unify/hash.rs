@@ -142,7 +142,6 @@ pub fn cache_row(st: &Stat, id: ObjectId, content: ContentHash) -> CacheRow {
     }
 }
 
-
 /// Opens the file beneath its guest root (never through a symlink), checks
 /// it is the inode that was scanned, unchanged, and hashes it. `None`: it
 /// has inode flags, and is left alone.

@@ -238,7 +238,11 @@ fn review2_an_object_file_replaced_by_another_inode_is_reported_and_repaired() {
         String::from_utf8_lossy(&out.stdout)
     );
     let out = unifs(&store, &[&"store", &"gc"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     unify_json(&store, &[&guests[0], &guests[1]]);
     assert_verify_clean(&store);
     let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
