@@ -145,6 +145,9 @@ pub struct Store {
     /// read-only backup copy): only writers need it.
     tmp: Option<OwnedFd>,
     dev: u64,
+    /// The inode of `objects/`: another one than the catalog recorded means
+    /// the store was restored (every object file is another inode).
+    objects_ino: u64,
     /// Fan-out directories opened so far, by the id's first byte: unify
     /// links into them thousands of times. Nothing removes one, so an open
     /// one stays the store's.
@@ -246,12 +249,14 @@ impl Store {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => return Err(e).at(tmp_path),
         };
-        let dev = sys::fstat(objects.as_fd()).at(&objects_path)?.dev;
+        let objects_st = sys::fstat(objects.as_fd()).at(&objects_path)?;
+        let (dev, objects_ino) = (objects_st.dev, objects_st.ino);
         Ok(Store {
             root,
             objects,
             tmp,
             dev,
+            objects_ino,
             fanouts: (0..256).map(|_| OnceLock::new()).collect(),
         })
     }
@@ -295,6 +300,11 @@ impl Store {
 
     pub fn dev(&self) -> u64 {
         self.dev
+    }
+
+    /// `objects/` as (device, inode), as text for the catalog's config.
+    pub fn objects_identity(&self) -> String {
+        format!("{}:{}", self.dev, self.objects_ino)
     }
 
     /// Takes the writer lock, failing at once with [`Error::Busy`] if held.

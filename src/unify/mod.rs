@@ -321,6 +321,9 @@ fn run(
         }
         Some(run)
     };
+    if let (Some(store), Some(_)) = (store, run_id) {
+        renumber_if_restored(store, catalog)?;
+    }
     let object_inodes = catalog.object_inodes()?;
     let mut summary = Summary {
         run: run_id,
@@ -623,6 +626,32 @@ fn run(
     // (If no thread can be had, the spawn error drops them here.)
     let _ = std::thread::Builder::new().spawn(move || drop(tables));
     Ok(summary)
+}
+
+/// Object files are known by the inode numbers the catalog lists: a guest
+/// path whose directory entry names one is taken to link that object
+/// without a stat. A store restored from a backup (objects and catalog) has
+/// every object file at another inode, and the old numbers name other files
+/// (guest files, other objects). So when `objects/` is not the directory
+/// the catalog last saw, every object file's inode is looked up again first.
+fn renumber_if_restored(store: &Store, catalog: &Catalog) -> Result<()> {
+    const KEY: &str = "objects_dir";
+    let now = store.objects_identity();
+    if catalog.config(KEY)?.as_deref() == Some(now.as_str()) {
+        return Ok(());
+    }
+    catalog.begin()?;
+    for ((dev, ino), f) in catalog.object_inodes()? {
+        // (A file that is gone is gc's to repair: it checks guest paths.)
+        if let Some(st) = store.stat_object(&f.id, f.copy)? {
+            if (st.dev, st.ino) != (dev, ino) {
+                catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
+            }
+        }
+    }
+    catalog.set_config(KEY, &now)?;
+    catalog.commit()?;
+    Ok(())
 }
 
 /// The run's command as recorded: `unify [--all] ROOT...`, every guest

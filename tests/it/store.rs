@@ -190,20 +190,59 @@ fn content_hashes_are_right_for_every_group_of_a_size() {
     assert_verify_clean(&store);
 }
 
-/// An object file replaced by a copy of itself (restored from a backup,
-/// `cp -a` and `mv` by hand): same name, content, metadata and marker, but
-/// another inode than the catalog lists, and than the guests link. The
-/// guests then link no store object at all, yet unify, which knows object
-/// files by the catalog's inode numbers, counts them as linked and never
-/// looks at them again. `store verify` must report it; `store gc` repairs
-/// the catalog, and the next unify links the guests to the store again.
+/// A store restored from a backup (objects and catalog, as docs/backup.md
+/// makes one with tar) has every object file at another inode than the
+/// catalog lists, and those numbers may now be other files'. Unify knows
+/// object files by the catalog's numbers (a path whose entry names one is
+/// not even stat'ed): before, it went on taking guest files of the old
+/// inodes for links to the store, and never looked at them again. It must
+/// look the objects up again, and link the guests to the store.
 #[test]
-fn review2_an_object_file_replaced_by_another_inode_is_reported_and_repaired() {
+fn review2_a_store_restored_from_a_backup_is_linked_to_again() {
+    if !require_root("review2_a_store_restored_from_a_backup") {
+        return;
+    }
+    let (dir, store, guests) = two_guests_unified();
+    let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
+    let old = ino(&guests[0].join("usr/a"));
+    // The store, copied away and back (new inodes for everything).
+    let copy = dir.path().join("store.restored");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&store)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::remove_dir_all(&store).unwrap();
+    fs::rename(&copy, &store).unwrap();
+    assert_verify_clean(&store);
+    let s = unify_json(&store, &[&guests[0], &guests[1]]);
+    assert_verify_clean(&store);
+    for f in ["usr/a", "usr/b"] {
+        let a = ino(&guests[0].join(f));
+        assert_eq!(a, ino(&guests[1].join(f)), "{s}");
+        assert_eq!(
+            fs::metadata(guests[0].join(f)).unwrap().nlink(),
+            3,
+            "{f} links no store object: {s}"
+        );
+    }
+    assert_ne!(ino(&guests[0].join("usr/a")), old);
+    // A second run finds them linked.
+    let s = unify_json(&store, &[&guests[0], &guests[1]]);
+    assert_eq!(s["files_already_linked"], 4, "{s}");
+}
+
+/// One object file replaced by a copy of itself by hand (`cp -a`, `mv`):
+/// `store gc` gives the catalog its inode, and the next unify links the
+/// guests to the store again.
+#[test]
+fn review2_an_object_file_replaced_by_another_inode_is_repaired_by_gc() {
     if !require_root("review2_an_object_file_replaced_by_another_inode") {
         return;
     }
     let (_dir, store, guests) = two_guests_unified();
-    assert_verify_clean(&store);
     let object = {
         let ino = fs::metadata(guests[0].join("usr/a")).unwrap().ino();
         let mut found = None;
@@ -226,22 +265,16 @@ fn review2_an_object_file_replaced_by_another_inode_is_reported_and_repaired() {
         .unwrap();
     assert!(st.success());
     fs::rename(&copy, &object).unwrap();
-    assert_ne!(
-        fs::metadata(&object).unwrap().ino(),
-        fs::metadata(guests[0].join("usr/a")).unwrap().ino()
-    );
-    let out = unifs(&store, &[&"store", &"verify"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "verify missed it: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
     let out = unifs(&store, &[&"store", &"gc"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("updated the catalog's inode"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     unify_json(&store, &[&guests[0], &guests[1]]);
     assert_verify_clean(&store);
