@@ -71,9 +71,9 @@ impl Catalog {
     }
 
     /// Opens an existing catalog for reading only (no writes; an older
-    /// schema is migrated in place, or in a copy in memory where the
-    /// directory is not writable). A catalog not yet created (a run killed
-    /// before its first commit) reads as empty.
+    /// schema is read through a copy in memory, migrated there). A catalog
+    /// not yet created (a run killed before its first commit) reads as
+    /// empty.
     ///
     /// In WAL mode even a reader needs `catalog.db-shm`; where it cannot be
     /// created (a read-only filesystem or directory) the catalog is opened
@@ -149,13 +149,10 @@ impl Catalog {
             .map_err(|e| cat.err(e))?;
         match migrate::check_not_newer(&cat.conn, path)? {
             0 => Catalog::in_memory(),
-            v if v < migrate::LATEST && (immutable || !dir_writable(path)) => cat.migrated_copy(),
-            v if v < migrate::LATEST => {
-                // An older schema: bring it up to date once, then read.
-                drop(cat);
-                drop(Catalog::open(path)?);
-                Catalog::try_open_readonly(path, false)
-            }
+            // An older schema: read a migrated copy. Upgrading the file
+            // would be a change (a dry run makes none), and an older unifs,
+            // perhaps running now, could no longer open it.
+            v if v < migrate::LATEST => cat.migrated_copy(),
             _ => Ok(cat),
         }
     }

@@ -118,6 +118,41 @@ fn a_catalog_of_a_newer_schema_is_refused_by_every_command_before_any_change() {
     );
 }
 
+/// A catalog of an older schema (a store made by an earlier unifs) is read
+/// by read-only commands and dry runs through a migrated copy: they change
+/// nothing, so an older unifs can still open it. The next writer upgrades it.
+#[test]
+fn an_older_catalog_is_read_without_being_upgraded() {
+    if !require_root("an_older_catalog_is_read_without_being_upgraded") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    unify_json(&lab.store(), &[&a, &b]);
+    {
+        // Back to schema 2: before migration 3 added links_digest.
+        let conn = rusqlite::Connection::open(lab.store().join("catalog.db")).unwrap();
+        conn.execute_batch("ALTER TABLE guests DROP COLUMN links_digest; PRAGMA user_version = 2")
+            .unwrap();
+    }
+    let c = lab.guest(2);
+    let dry = unify_json(&lab.store(), &[&"--dry-run", &a, &b, &c]);
+    assert_eq!(dry["files_linked"], 2, "{dry}");
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"stats"],
+        vec![&"store", &"verify"],
+        vec![&"store", &"runs"],
+    ] {
+        let out = unifs(&lab.store(), &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(sql::<i64>(&lab.store(), "PRAGMA user_version"), 2);
+    assert_eq!(runs_recorded(&lab.store()), 1);
+    let real = unify_json(&lab.store(), &[&a, &b, &c]);
+    assert_eq!(real["files_linked"], 2, "{real}");
+    assert_eq!(sql::<i64>(&lab.store(), "PRAGMA user_version"), 3);
+}
+
 /// A small tmpfs mounted for a test, unmounted even when the test fails.
 struct Tmpfs(PathBuf);
 
