@@ -95,6 +95,8 @@ pub struct Overlay {
     pub passthrough: std::sync::atomic::AtomicBool,
     /// For telling the kernel to forget names (set once mounted).
     pub notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Mounted `ro`: the daemon changes nothing in the backing tree either.
+    read_only: bool,
 }
 
 thread_local! {
@@ -112,7 +114,7 @@ fn is_reg(st: &libc::stat) -> bool {
 
 impl Overlay {
     /// An overlay over the backing directory open at `root`.
-    pub fn new(root: OwnedFd) -> Result<Overlay> {
+    pub fn new(root: OwnedFd, read_only: bool) -> Result<Overlay> {
         let st = fsys::fstat(root.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(errno(libc::ENOTDIR));
@@ -129,6 +131,7 @@ impl Overlay {
             break_lock: Mutex::new(()),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             notifier: std::sync::OnceLock::new(),
+            read_only,
         })
     }
 
@@ -1111,7 +1114,7 @@ impl Overlay {
             if !cow::is_temp_name(n) {
                 return true;
             }
-            if cow::is_stale_temp(n) {
+            if !self.read_only && cow::is_stale_temp(n) {
                 // Left by a daemon killed between link and rename.
                 let _ = sys::unlink_at(fd.as_fd(), n);
             }

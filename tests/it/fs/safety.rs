@@ -136,6 +136,29 @@ fn stale_break_temps_are_hidden_and_removed() {
     assert!(!g.join(".unifs-break.1.0").exists(), "stale temp removed");
 }
 
+/// A read-only mount changes nothing in the backing tree, not even to tidy
+/// up: the stale temp stays hidden, and stays.
+#[test]
+fn a_read_only_mount_leaves_stale_break_temps_in_place() {
+    if !require_root("a_read_only_mount_leaves_stale_break_temps_in_place") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"f").unwrap();
+    fs::write(g.join(".unifs-break.1.0"), b"half a copy").unwrap();
+    let m = w.mount(&g, "m", &["ro"]);
+    let names: Vec<_> = fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    assert!(
+        g.join(".unifs-break.1.0").exists(),
+        "a read-only mount removed a file"
+    );
+}
+
 /// The temp names of the break and of unify are reserved: a guest cannot
 /// create or rename a file to one (it would be hidden, and removed as a
 /// leftover), so no guest file is ever lost that way.
