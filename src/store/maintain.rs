@@ -95,13 +95,23 @@ impl Store {
     /// Object files that no guest links any more (`nlink == 1`), with their
     /// sizes: what gc removes. The caller holds the writer lock, so nothing
     /// links them meanwhile.
+    /// A copy goes only with every higher copy of its object: unify finds
+    /// copies by counting up from 0 and stops at the first gap, so a copy
+    /// past a gap would never be linked to again.
     pub fn gc_candidates(&self) -> Result<Vec<(ObjectFile, u64)>> {
-        let (files, _) = self.list_objects()?;
+        let (mut files, _) = self.list_objects()?;
+        files.sort_by(|a, b| (a.id, b.copy).cmp(&(b.id, a.copy)));
         let mut found = Vec::new();
+        let mut kept: Option<ObjectId> = None; // an object with a linked copy above
         for f in files {
+            if kept == Some(f.id) {
+                continue;
+            }
             let st = sys::lstat(&f.path).at(&f.path)?;
             if st.nlink == 1 {
                 found.push((f, st.size));
+            } else {
+                kept = Some(f.id);
             }
         }
         Ok(found)

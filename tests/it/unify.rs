@@ -731,6 +731,43 @@ fn a_full_object_gets_another_copy() {
     assert_verify_clean(&lab.store());
 }
 
+/// gc leaves a copy no guest links while a higher copy of its object is
+/// linked: unify counts copies up from 0, and a gap would hide the higher
+/// one (new guests would get a new copy instead of linking it).
+#[test]
+fn gc_keeps_the_copies_below_a_linked_one() {
+    if !require_root("gc_keeps_the_copies_below_a_linked_one") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..5).map(|i| lab.guest(i)).collect();
+    for g in &guests {
+        file(g, "shared", b"shared by five\n", 0o644);
+    }
+    // Copy 0: the store's name and g0-g2; copy 1: the store's name and g3.
+    unify_json_link_max(&lab.store(), &[], &guests[..4], 4);
+    let (first, last) = (
+        ino(&guests[0].join("shared")),
+        ino(&guests[3].join("shared")),
+    );
+    assert_ne!(first, last, "two copies");
+    for g in &guests[..3] {
+        fs::remove_file(g.join("shared")).unwrap();
+    }
+    let out = unifs(&lab.store(), &[&"store", &"gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // g4 links copy 1, which has room, not a new copy.
+    let s = unify_json_link_max(&lab.store(), &[], &guests[3..], 4);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_eq!(s["objects_added"], 0, "{s}");
+    assert_eq!(ino(&guests[4].join("shared")), last);
+    assert_verify_clean(&lab.store());
+}
+
 #[test]
 fn excludes_decide_what_is_left_alone() {
     if !require_root("excludes_decide_what_is_left_alone") {
