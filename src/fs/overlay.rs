@@ -31,6 +31,9 @@ pub struct OpenInode {
     pub backing_ino: u64,
     pub fd: OwnedFd,
     pub writable: bool,
+    /// Append-only (`chattr +a`): `fd` has O_APPEND, the only way such a
+    /// file opens for writing; opens without O_APPEND get EPERM, as on ext4.
+    pub append_only: bool,
     /// The kernel passthrough registration, set by the adapter.
     pub backing: Mutex<Option<fuser::BackingId>>,
 }
@@ -361,6 +364,12 @@ impl Overlay {
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
                 Err(e) => return Err(e),
             };
+            if want_write
+                && file.append_only
+                && (flags & libc::O_APPEND == 0 || flags & libc::O_TRUNC != 0)
+            {
+                return Err(errno(libc::EPERM));
+            }
             // Truncate before the handle exists: an error after it would
             // leave a handle the kernel never releases.
             if want_write && flags & libc::O_TRUNC != 0 {
@@ -522,13 +531,17 @@ impl Overlay {
         shared: bool,
         want_write: bool,
     ) -> Result<OpenInode> {
-        let (fd, writable) = if shared && !want_write {
-            (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false)
+        let (fd, writable, append_only) = if shared && !want_write {
+            (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false, false)
         } else {
-            match sys::open_at(dir, name, libc::O_RDWR, 0) {
-                Ok(fd) => (fd, true),
-                Err(e) if want_write => return Err(e),
-                Err(_) => (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false),
+            let rdwr = |append| sys::open_at(dir, name, libc::O_RDWR | append, 0);
+            match rdwr(0) {
+                Ok(fd) => (fd, true, false),
+                Err(e) => match (e.raw_os_error(), want_write) {
+                    (Some(libc::EPERM), _) if let Ok(fd) = rdwr(libc::O_APPEND) => (fd, true, true),
+                    (_, true) => return Err(e),
+                    (_, false) => (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false, false),
+                },
             }
         };
         let st = fsys::fstat(fd.as_fd())?;
@@ -540,6 +553,7 @@ impl Overlay {
             backing_ino: st.st_ino,
             fd,
             writable,
+            append_only,
             backing: Mutex::new(None),
         })
     }

@@ -390,3 +390,71 @@ fn nodefault_permissions_never_lets_other_users_past_the_checks() {
         0o600
     );
 }
+
+/// Takes the append-only flag off the files again, even when the test
+/// fails: the temp dir could not be removed with it on.
+struct AppendOnly(Vec<std::path::PathBuf>);
+
+impl AppendOnly {
+    fn set(paths: &[&Path]) -> AppendOnly {
+        let guard = AppendOnly(paths.iter().map(|p| p.to_path_buf()).collect());
+        for p in paths {
+            let ok = std::process::Command::new("chattr")
+                .arg("+a")
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chattr +a {}", p.display());
+        }
+        guard
+    }
+}
+
+impl Drop for AppendOnly {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-a")
+                .arg(p)
+                .status();
+        }
+    }
+}
+
+/// An append-only file (`chattr +a`, a log) is appended to through the
+/// mount as on ext4, and every other write open is refused as there.
+#[test]
+fn append_only_files_take_appends_and_nothing_else() {
+    if !require_root("append_only_files_take_appends_and_nothing_else") {
+        return;
+    }
+    let w = World::new();
+    let plain = w.dir("plain");
+    let g = w.dir("g");
+    for d in [&plain, &g] {
+        fs::write(d.join("log"), b"one\n").unwrap();
+    }
+    let _flags = AppendOnly::set(&[&plain.join("log"), &g.join("log")]);
+    let m = w.mount(&g, "m", &[]);
+    let ops = |b: &Path| {
+        vec![
+            ("append", Op::Write(c(b, "log"), b"two\n")),
+            ("open for writing", Op::Open(c(b, "log"), libc::O_WRONLY)),
+            (
+                "open for appending, truncated",
+                Op::Open(c(b, "log"), libc::O_WRONLY | libc::O_APPEND | libc::O_TRUNC),
+            ),
+            ("open for reading", Op::Open(c(b, "log"), libc::O_RDONLY)),
+            ("truncate", Op::Truncate(c(b, "log"))),
+            ("chmod", Op::Chmod(c(b, "log"))),
+        ]
+    };
+    let want = run_as(0, &ops(&plain));
+    assert_eq!(
+        want,
+        vec![0, libc::EPERM, libc::EPERM, 0, libc::EPERM, libc::EPERM]
+    );
+    assert_eq!(run_as(0, &ops(&m.dir)), want);
+    assert_eq!(fs::read(m.path("log")).unwrap(), b"one\ntwo\n");
+    assert_eq!(fs::read(g.join("log")).unwrap(), b"one\ntwo\n");
+}
