@@ -153,9 +153,19 @@ impl Filesystem for UnifsFs {
         // The kernel's permission checks honour POSIX ACLs (it reads them as
         // system.posix_acl_* xattrs), as a local filesystem's do; else a
         // file's ACL entries would neither grant nor deny. It then leaves the
-        // umask of a create to us (see Overlay::new_mode).
-        if self.want_acl && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
-            tracing::warn!("the kernel offers no FUSE POSIX ACLs: ACL entries are not checked");
+        // umask of a create to us (see Overlay::new_mode), but only with
+        // FUSE_DONT_MASK: without it, FUSE applies the umask itself even in
+        // a directory with a default ACL, where a local filesystem ignores
+        // it (a new file's ACL mask would lose what the umask takes away).
+        if self.want_acl {
+            if config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+                tracing::warn!("the kernel offers no FUSE POSIX ACLs: ACL entries are not checked");
+            } else if config.add_capabilities(InitFlags::FUSE_DONT_MASK).is_err() {
+                tracing::warn!(
+                    "the kernel offers no FUSE_DONT_MASK: new files in a directory \
+                     with a default ACL get the caller's umask too"
+                );
+            }
         }
         // Without passthrough, writes come in chunks of this size.
         let _ = config.set_max_write(1 << 20);

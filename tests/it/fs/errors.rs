@@ -27,6 +27,12 @@ pub(super) enum Op {
     Write(CString, &'static [u8]),
     /// listxattr: the length of the name list (not an errno).
     ListxattrLen(CString),
+    /// umask(2) for the ops after it (always 0).
+    Umask(u32),
+    /// open(O_CREAT|O_EXCL), mkdir, mkfifo with the given mode.
+    CreateMode(CString, u32),
+    MkdirMode(CString, u32),
+    MkfifoMode(CString, u32),
 }
 
 fn run(op: &Op) -> i32 {
@@ -79,6 +85,23 @@ fn run(op: &Op) -> i32 {
                 }
             }
             Op::Mkfifo(p) => libc::mkfifo(p.as_ptr(), 0o644),
+            Op::Umask(m) => {
+                libc::umask(*m);
+                0
+            }
+            Op::CreateMode(p, mode) => {
+                let fd = libc::open(
+                    p.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                    *mode,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            }
+            Op::MkdirMode(p, mode) => libc::mkdir(p.as_ptr(), *mode),
+            Op::MkfifoMode(p, mode) => libc::mkfifo(p.as_ptr(), *mode),
             Op::Write(p, data) => {
                 let fd = libc::open(
                     p.as_ptr(),

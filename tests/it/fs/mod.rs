@@ -10,5 +10,6 @@ mod links;
 mod posix;
 mod regressions;
 mod review_s7;
+mod review_s7_today;
 mod safety;
 mod unified;
