@@ -234,6 +234,51 @@ fn review2_a_store_restored_from_a_backup_is_linked_to_again() {
     assert_eq!(s["files_already_linked"], 4, "{s}");
 }
 
+/// The objects restored as docs/backup.md says, by extracting objects.tar
+/// into the store: tar replaces every object file by a new inode, but
+/// `objects/` itself stays the directory it was. Unify must still look the
+/// object files up again, and link the guests to them.
+#[test]
+fn review_s7_today_objects_extracted_into_the_store_are_linked_to_again() {
+    if !require_root("review_s7_today_objects_extracted_into_the_store") {
+        return;
+    }
+    let (dir, store, guests) = two_guests_unified();
+    let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
+    let old = ino(&guests[0].join("usr/a"));
+    let objects_ino = ino(&store.join("objects"));
+    let tar = dir.path().join("objects.tar");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-C"])
+            .arg(&store)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar {args:?}");
+    };
+    run(&["-cf".as_ref(), tar.as_os_str(), "objects".as_ref()]);
+    run(&["-xpf".as_ref(), tar.as_os_str()]);
+    assert_eq!(ino(&store.join("objects")), objects_ino);
+    assert_eq!(
+        fs::metadata(guests[0].join("usr/a")).unwrap().nlink(),
+        2,
+        "tar gave the object file a new inode"
+    );
+    assert_verify_clean(&store);
+    let s = unify_json(&store, &[&guests[0], &guests[1]]);
+    assert_verify_clean(&store);
+    for f in ["usr/a", "usr/b"] {
+        assert_eq!(ino(&guests[0].join(f)), ino(&guests[1].join(f)), "{s}");
+        assert_eq!(
+            fs::metadata(guests[0].join(f)).unwrap().nlink(),
+            3,
+            "{f} links no store object: {s}"
+        );
+    }
+    assert_ne!(ino(&guests[0].join("usr/a")), old);
+}
+
 /// One object file replaced by a copy of itself by hand (`cp -a`, `mv`):
 /// `store gc` gives the catalog its inode, and the next unify links the
 /// guests to the store again.
