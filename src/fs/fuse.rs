@@ -566,7 +566,7 @@ impl Filesystem for UnifsFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -574,7 +574,12 @@ impl Filesystem for UnifsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.overlay.setxattr(ino.0, name, value, flags) {
+        let caller = super::overlay::Caller {
+            pid: req.pid(),
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        match self.overlay.setxattr(ino.0, name, value, flags, caller) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }

@@ -111,6 +111,42 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Who made a request, for the few checks the kernel leaves to us.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    /// Whether the caller is in group `gid` (primary or supplementary) or
+    /// may act as if (root, CAP_FSETID), as the kernel's
+    /// `in_group_or_capable` asks. FUSE passes no supplementary groups nor
+    /// capabilities: they come from /proc; if that cannot be read, yes.
+    fn in_group_or_capable(&self, gid: u32) -> bool {
+        if self.uid == 0 || self.gid == gid {
+            return true;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return true;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+        };
+        let in_group = field("Groups:")
+            .is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)));
+        const CAP_FSETID: u32 = 4;
+        let capable = field("CapEff:")
+            .and_then(|c| u64::from_str_radix(c, 16).ok())
+            .is_some_and(|c| c & (1 << CAP_FSETID) != 0);
+        in_group || capable
+    }
+}
+
 fn is_reg(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
@@ -1206,15 +1242,42 @@ impl Overlay {
         Ok(out)
     }
 
-    pub fn setxattr(&self, node: u64, attr: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+    pub fn setxattr(
+        &self,
+        node: u64,
+        attr: &OsStr,
+        value: &[u8],
+        flags: i32,
+        caller: Caller,
+    ) -> Result<()> {
         if cow::is_store_xattr(attr) {
             return Err(errno(libc::EPERM));
         }
         let (dir, name) = self.entry_of(node)?;
         // Through a held write fd, as in setattr.
-        match self.private_write_fd(node, dir.as_fd(), &name)? {
-            Some(fd) => sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags),
-            None => fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags),
+        let fd = self.private_write_fd(node, dir.as_fd(), &name)?;
+        match &fd {
+            Some(fd) => sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags)?,
+            None => fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags)?,
+        }
+        if attr != OsStr::new("system.posix_acl_access") {
+            return Ok(());
+        }
+        // Setting an access ACL takes set-group-ID off a file whose group
+        // the caller is not in (without CAP_FSETID), as chmod does: the
+        // backing filesystem sees us, root, and keeps it. (The kernel tells
+        // only FUSE_SETXATTR_EXT daemons, a request format fuser lacks.)
+        let st = match &fd {
+            Some(fd) => fsys::fstat(fd.as_fd())?,
+            None => fsys::stat_at(dir.as_fd(), &name)?,
+        };
+        if st.st_mode & libc::S_ISGID == 0 || caller.in_group_or_capable(st.st_gid) {
+            return Ok(());
+        }
+        let mode = st.st_mode & 0o7777 & !libc::S_ISGID;
+        match &fd {
+            Some(fd) => sys::fchmod(fd.as_fd(), mode),
+            None => fsys::chmod_at(dir.as_fd(), &name, mode),
         }
     }
 

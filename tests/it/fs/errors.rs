@@ -33,6 +33,8 @@ pub(super) enum Op {
     CreateMode(CString, u32),
     MkdirMode(CString, u32),
     MkfifoMode(CString, u32),
+    /// setxattr(path, name, value, 0).
+    SetXattr(CString, CString, Vec<u8>),
 }
 
 fn run(op: &Op) -> i32 {
@@ -102,6 +104,13 @@ fn run(op: &Op) -> i32 {
             }
             Op::MkdirMode(p, mode) => libc::mkdir(p.as_ptr(), *mode),
             Op::MkfifoMode(p, mode) => libc::mkfifo(p.as_ptr(), *mode),
+            Op::SetXattr(p, name, value) => libc::setxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            ),
             Op::Write(p, data) => {
                 let fd = libc::open(
                     p.as_ptr(),

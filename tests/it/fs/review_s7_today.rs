@@ -1,6 +1,7 @@
 //! Cases a review of the session-7 fixes found wrong: new entries in a
 //! directory with a default ACL got the caller's umask as well (FUSE applies
-//! it unless told not to).
+//! it unless told not to); setting an ACL kept a set-group-ID bit a local
+//! filesystem takes off.
 
 use super::errors::{c, run_as, Op};
 use super::harness::*;
@@ -93,4 +94,69 @@ fn new_entries_get_the_modes_and_acls_of_a_local_filesystem() {
         assert_eq!(described(&m.path(rel)), got, "{rel} through the mount");
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// An access ACL in the xattr format: user::rwx, user:1:r--, group::rwx,
+/// mask::rwx, other::r-x.
+fn acl_bytes() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 7u16, u32::MAX),
+        (0x02, 4, 1),
+        (0x04, 7, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// The owner of a set-group-ID file whose group it is not in sets an ACL on
+/// it: a local filesystem takes the set-group-ID bit off (as a chmod by that
+/// user would), through the mount as well, on a private and a shared file
+/// (whose store object keeps its mode).
+#[test]
+fn setting_an_acl_takes_set_group_id_off_as_on_a_local_filesystem() {
+    if !require_root("review_s7_today_setting_an_acl_takes_set_group_id_off") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g, other) = (w.dir("plain"), w.dir("g"), w.dir("other"));
+    for base in [&plain, &g] {
+        fs::write(base.join("private"), b"p").unwrap();
+    }
+    fs::write(plain.join("shared"), b"s").unwrap();
+    let obj = w.shared(b"s", &[g.join("shared"), other.join("shared")]);
+    for base in [&plain, &g] {
+        for f in ["private", "shared"] {
+            std::os::unix::fs::chown(base.join(f), Some(65534), Some(0)).unwrap();
+            fs::set_permissions(base.join(f), fs::Permissions::from_mode(0o2775)).unwrap();
+        }
+    }
+    let m = w.mount(&g, "m", &[]);
+    let name = std::ffi::CString::new("system.posix_acl_access").unwrap();
+    let ops = |b: &Path| -> Vec<(&'static str, Op)> {
+        ["private", "shared"]
+            .iter()
+            .map(|f| ("setfacl", Op::SetXattr(c(b, f), name.clone(), acl_bytes())))
+            .collect()
+    };
+    let want = run_as(65534, &ops(&plain));
+    assert_eq!(want, vec![0, 0]);
+    assert_eq!(run_as(65534, &ops(&m.dir)), want);
+    for f in ["private", "shared"] {
+        assert_eq!(
+            described(&m.path(f)),
+            described(&plain.join(f)),
+            "{f} through the mount"
+        );
+    }
+    let o = fs::metadata(&obj).unwrap();
+    assert_eq!((o.mode() & 0o7777, o.nlink()), (0o2775, 2), "the object");
+    assert!(xattrs(&other.join("shared"))
+        .iter()
+        .all(|(n, _)| !n.to_string_lossy().starts_with("system.posix_acl")));
 }
