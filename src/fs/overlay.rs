@@ -137,8 +137,8 @@ impl Caller {
                 .find_map(|l| l.strip_prefix(key))
                 .map(str::trim)
         };
-        let in_group = field("Groups:")
-            .is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)));
+        let in_group =
+            field("Groups:").is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)));
         const CAP_FSETID: u32 = 4;
         let capable = field("CapEff:")
             .and_then(|c| u64::from_str_radix(c, 16).ok())

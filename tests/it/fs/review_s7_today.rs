@@ -28,7 +28,11 @@ fn described(path: &Path) -> String {
         .arg(path)
         .output()
         .unwrap();
-    assert!(acls.status.success(), "getfacl {}: {acls:?}", path.display());
+    assert!(
+        acls.status.success(),
+        "getfacl {}: {acls:?}",
+        path.display()
+    );
     let acls = String::from_utf8_lossy(&acls.stdout).replace('\n', " ");
     format!("{:o} {}:{} {acls}", m.mode(), m.uid(), m.gid())
 }
@@ -56,7 +60,10 @@ fn new_entries_get_the_modes_and_acls_of_a_local_filesystem() {
         );
         std::os::unix::fs::chown(base.join("sgacldir"), None, Some(65534)).unwrap();
         fs::set_permissions(base.join("sgacldir"), fs::Permissions::from_mode(0o2777)).unwrap();
-        setfacl(&["-d", "-m", "u::rwx,g::r-x,o::---"], &base.join("sgacldir"));
+        setfacl(
+            &["-d", "-m", "u::rwx,g::r-x,o::---"],
+            &base.join("sgacldir"),
+        );
     }
     let m = w.mount(&g, "m", &[]);
     let mut rels = Vec::new();
