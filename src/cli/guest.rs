@@ -257,11 +257,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             timeout,
             name,
         } => {
-            anyhow::ensure!(
-                timeout >= 0.0 && timeout.is_finite(),
-                "--timeout must be >= 0"
-            );
-            let how = lifecycle::stop(&dirs(d), &name, Duration::from_secs_f64(timeout))?;
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .map_err(|_| anyhow::anyhow!("--timeout {timeout}: expected seconds, >= 0"))?;
+            let how = lifecycle::stop(&dirs(d), &name, timeout)?;
             match how {
                 Stopped::Clean => println!("guest {name} stopped"),
                 Stopped::Killed => {

@@ -280,6 +280,16 @@ impl Cgroup {
         self.groups.is_empty()
     }
 
+    /// The groups a named guest `name` always gets (see [`plan`] with
+    /// `track`), without creating anything: where its processes are found
+    /// when no runtime record names them.
+    pub fn tracked(name: &str) -> Cgroup {
+        let groups = plan(&Hierarchies::detect(), name, &Limits::default(), true)
+            .map(|p| p.groups)
+            .unwrap_or_default();
+        Cgroup { groups }
+    }
+
     /// Moves `pid` (and so its future children) into every group.
     pub fn add(&self, pid: i32) -> Result<()> {
         for g in &self.groups {

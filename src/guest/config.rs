@@ -134,6 +134,13 @@ impl GuestConfig {
             .iter()
             .map(|b| b.parse::<Bind>())
             .collect::<Result<_>>()?;
+        if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
+            return Err(Error::Invalid {
+                what: "env entry",
+                value: bad.clone(),
+                reason: "expected KEY=VALUE".into(),
+            });
+        }
         spec.env = self.env.clone();
         spec.uid = self.uid;
         spec.gid = self.gid;
@@ -187,6 +194,13 @@ mod tests {
         assert_eq!(cfg.root_mount, RootMount::Overlay);
         assert_eq!(cfg.init, ["/sbin/init"]);
         assert!(toml::from_str::<GuestConfig>("root = \"/g\"\nhostnam = \"x\"").is_err());
+    }
+
+    #[test]
+    fn env_entries_need_a_value() {
+        let cfg: GuestConfig = toml::from_str("root = \"/g\"\nenv = [\"LANG\"]").unwrap();
+        let err = cfg.spec("g", "/r".into()).unwrap_err().to_string();
+        assert!(err.contains("LANG") && err.contains("KEY=VALUE"), "{err}");
     }
 
     #[test]

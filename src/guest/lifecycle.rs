@@ -54,9 +54,12 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
             old.pid
         );
         teardown(&run, &old, Duration::ZERO)?;
-    } else if state::is_mounted(&run.root()) {
-        tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
-        unmount_root(&run.root(), cfg.root_mount)?;
+    } else {
+        kill_unrecorded(name, &cfg)?;
+        if state::is_mounted(&run.root()) {
+            tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
+            unmount_root(&run.root(), cfg.root_mount)?;
+        }
     }
     if !cfg.root.is_dir() {
         return Err(Error::NoRoot(cfg.root.clone()));
@@ -75,6 +78,33 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
             Err(e)
         }
     }
+}
+
+/// Kills processes of this guest that no runtime record names: a `start`
+/// killed after its init was running but before the record was written leaves
+/// a live guest nobody knows of, which would run beside the new one (and
+/// hold its veth name).
+fn kill_unrecorded(name: &str, cfg: &GuestConfig) -> Result<()> {
+    let cgroup = super::cgroup::Cgroup::tracked(name);
+    let left = cgroup.pids();
+    if left.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "guest {name}: killing {} process(es) left from an unfinished start (pids {left:?})",
+        left.len()
+    );
+    cgroup.kill_all();
+    if !wait_until(Duration::from_secs(5), || cgroup.pids().is_empty()) {
+        return Err(Error::Setup(format!(
+            "guest {name}: processes of an unfinished start survived SIGKILL (pids {:?})",
+            cgroup.pids()
+        )));
+    }
+    if let Ok(spec) = cfg.spec(name, PathBuf::new()) {
+        super::net::teardown(&spec);
+    }
+    Ok(())
 }
 
 fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {

@@ -79,6 +79,13 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
         .map_err(|e| Error::sys(format!("statvfs {}", root.display()), e))?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(sys, None, root, None, flags | kept, None)?;
+    // The same for every mount the recursive bind brought along (a root
+    // with its own /home or /var filesystem): before our /dev, which needs
+    // its devices.
+    call(
+        format!("making the mounts below {} nosuid,nodev", root.display()),
+        sys.lock_tree(root, false),
+    )?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let dev = target(sys, root, "/dev", MountPoint::Dir)?;
@@ -271,7 +278,13 @@ fn read_only_bind(sys: &impl Syscall, src: &Path, at: &Path, optional_src: bool)
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV;
-    mount(sys, None, at, None, flags, None)
+    mount(sys, None, at, None, flags, None)?;
+    // The remount changes the top mount only: a host directory with a
+    // filesystem mounted below it would stay writable there.
+    call(
+        format!("making the mounts below {} read-only", at.display()),
+        sys.lock_tree(at, true),
+    )
 }
 
 fn mount(
@@ -371,6 +384,22 @@ mod tests {
             Call::Umount2(".".into(), MntFlags::MNT_DETACH)
         );
         assert_eq!(calls.last(), Some(&Call::Chdir("/".into())));
+    }
+
+    #[test]
+    fn submounts_of_the_root_and_of_read_only_binds_are_locked_too() {
+        let sys = Recorder::default();
+        setup_root(&sys, &spec()).unwrap();
+        let calls = sys.calls();
+        let root = position(&calls, |c| *c == Call::LockTree("/guests/t".into(), false));
+        // After the root's own remount, before /dev gets its devices.
+        assert_eq!(root, 3);
+        assert!(root < mounts_at(&calls, "/guests/t/dev"));
+        let bind = position(&calls, |c| {
+            *c == Call::LockTree("/guests/t/srv".into(), true)
+        });
+        assert!(bind > mounts_at(&calls, "/guests/t/srv"));
+        assert!(calls.contains(&Call::LockTree("/guests/t/proc/sys".into(), true)));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub enum Call {
         data: Option<String>,
     },
     Umount2(PathBuf, MntFlags),
+    LockTree(PathBuf, bool),
     PivotRoot(PathBuf, PathBuf),
     Chdir(PathBuf),
     Unshare(CloneFlags),
@@ -73,6 +74,9 @@ impl Syscall for Recorder {
     }
     fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
         self.record(Call::Umount2(target.to_path_buf(), flags))
+    }
+    fn lock_tree(&self, path: &Path, read_only: bool) -> nix::Result<()> {
+        self.record(Call::LockTree(path.into(), read_only))
     }
     fn mount_flags(&self, _path: &Path) -> nix::Result<MsFlags> {
         Ok(MsFlags::MS_RELATIME)

@@ -40,6 +40,11 @@ pub trait Syscall {
         data: Option<&str>,
     ) -> nix::Result<()>;
     fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()>;
+    /// Makes the mount at `path` and every mount below it `nosuid,nodev`
+    /// (and read-only with `read_only`), keeping their other flags: a
+    /// remount of `path` alone leaves the submounts a recursive bind brought
+    /// along as they were on the host.
+    fn lock_tree(&self, path: &Path, read_only: bool) -> nix::Result<()>;
     /// The per-mount flags (ro, nosuid, nodev, noexec, atime) of the mount
     /// holding `path`, for a bind remount that must keep them.
     fn mount_flags(&self, path: &Path) -> nix::Result<MsFlags>;
@@ -84,6 +89,32 @@ impl Syscall for Linux {
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
         nix::mount::umount2(target, flags)
+    }
+
+    fn lock_tree(&self, path: &Path, read_only: bool) -> nix::Result<()> {
+        let mut attr = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if read_only {
+            attr |= MOUNT_ATTR_RDONLY;
+        }
+        match mount_setattr_recursive(path, attr) {
+            // Before Linux 5.12: each mount below `path`, one by one.
+            Err(Errno::ENOSYS) => {}
+            r => return r,
+        }
+        let mut extra = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if read_only {
+            extra |= MsFlags::MS_RDONLY;
+        }
+        for at in mounts_below(path) {
+            let kept = self.mount_flags(&at)?;
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | kept | extra;
+            match nix::mount::mount(None::<&str>, &at, None::<&str>, flags, None::<&str>) {
+                // Covered by a later mount: not reachable, nothing to do.
+                Err(Errno::EINVAL) => {}
+                r => r?,
+            }
+        }
+        Ok(())
     }
 
     fn mount_flags(&self, path: &Path) -> nix::Result<MsFlags> {
@@ -265,6 +296,62 @@ impl Syscall for Linux {
     }
 }
 
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// Kernel ABI of mount_setattr(2), MOUNT_ATTR_SIZE_VER0.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(AT_FDCWD, path, AT_RECURSIVE, {attr_set: attr}): sets
+/// `attr` on the whole mount tree at `path`, leaving every other flag alone.
+fn mount_setattr_recursive(path: &Path, attr: u64) -> nix::Result<()> {
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let mut args = MountAttr {
+        attr_set: attr,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `args` matches the VER0 ABI; both
+    // outlive the call, which only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+            &mut args as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Mount points strictly below `path`, from /proc/self/mountinfo, parents
+/// first.
+fn mounts_below(path: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| {
+            PathBuf::from(
+                m.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .filter(|m| m != path && m.starts_with(path))
+        .collect()
+}
+
 /// The first executable candidate for `program`: ENOENT if there is none,
 /// or the error of the first one that exists but cannot be run.
 fn find_executable(program: &Path, env: &[CString]) -> Result<PathBuf, Errno> {
@@ -372,6 +459,14 @@ mod tests {
             find_executable(Path::new("/no/such"), &env),
             Err(Errno::ENOENT)
         );
+    }
+
+    #[test]
+    fn mounts_below_lists_submounts_only() {
+        let below = mounts_below(Path::new("/"));
+        assert!(below.contains(&PathBuf::from("/proc")), "{below:?}");
+        assert!(!below.contains(&PathBuf::from("/")));
+        assert!(mounts_below(Path::new("/proc/self/no-such")).is_empty());
     }
 }
 

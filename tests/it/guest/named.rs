@@ -610,3 +610,67 @@ fn named_veth_guest_has_its_address_and_stop_removes_the_pair() {
         "host end left behind: {addrs}"
     );
 }
+
+#[test]
+fn named_start_kills_a_guest_left_by_an_interrupted_start() {
+    if !can_run("named_start_kills_a_guest_left_by_an_interrupted_start") {
+        return;
+    }
+    let g = Guest::new("orphan", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    let old = g.state()["pid"].as_i64().unwrap();
+    // What a `start` killed between its init's exec and the write of the
+    // runtime record leaves: a live guest, its root mounted, no record.
+    std::fs::remove_file(g.run_dir.join(&g.name).join("state.json")).unwrap();
+    let o = g.unifs(&["start", &g.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unfinished start"),
+        "says what it cleaned: {}",
+        stderr(&o)
+    );
+    let new = g.state()["pid"].as_i64().unwrap();
+    assert_ne!(new, old);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(old) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unrecorded guest (init {old}) runs beside the new one"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(alive(new));
+    ok(&g.unifs(&["stop", "--timeout", "2", &g.name]));
+    assert!(!is_mounted(&g.mounted_root()));
+}
+
+#[test]
+fn named_bad_input_is_refused_with_a_message() {
+    if !can_run("named_bad_input_is_refused_with_a_message") {
+        return;
+    }
+    let g = Guest::new("badinput", "[\"/bin/sleep\", \"1000\"]", true);
+    // An env entry without a value is refused, as `run --env` refuses it,
+    // rather than silently dropped.
+    let cfg = g.config_dir.join("noval.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "root = {:?}\nroot_mount = \"bind\"\nenv = [\"LANG\"]\n",
+            g.t.root()
+        ),
+    )
+    .unwrap();
+    let o = g.unifs(&["start", "noval"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("KEY=VALUE"), "{}", stderr(&o));
+    assert!(!is_mounted(&g.run_dir.join("noval/root")));
+    // A timeout too large for a Duration is an error, not a panic.
+    ok(&g.unifs(&["start", &g.name]));
+    for t in ["1e300", "-1", "NaN"] {
+        let o = g.unifs(&["stop", &format!("--timeout={t}"), &g.name]);
+        assert_eq!(o.status.code(), Some(1), "{t}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--timeout"), "{t}: {}", stderr(&o));
+    }
+    assert_eq!(g.state()["running"], true);
+}

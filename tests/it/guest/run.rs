@@ -435,3 +435,63 @@ fn run_guest_dies_with_a_killed_launcher() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A tmpfs mounted on the host for a test; unmounted on drop.
+struct HostMount(std::path::PathBuf);
+
+impl HostMount {
+    fn tmpfs(at: &std::path::Path) -> HostMount {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        HostMount(at.to_path_buf())
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn run_submounts_of_the_root_and_of_read_only_binds_are_locked_too() {
+    if !can_run("run_submounts_of_the_root_and_of_read_only_binds_are_locked_too") {
+        return;
+    }
+    let t = TestRoot::new();
+    // The root has a filesystem of its own below it (as a separate /var or
+    // /home), holding a device node the image brought along.
+    let sub = HostMount::tmpfs(&t.root().join("mnt/sub"));
+    nix::sys::stat::mknod(
+        &sub.0.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    // A host directory bound read-only with a filesystem mounted below it.
+    let shared = t.dir.path().join("shared");
+    let shared_sub = HostMount::tmpfs(&shared.join("sub"));
+    let ro = format!("{}:/data:ro", shared.display());
+    let out = t.sh(
+        &["--root-mount", "bind", "--bind", &ro],
+        "echo x > /mnt/sub/null && echo dev-usable; \
+         touch /data/top && echo top-writable; \
+         touch /data/sub/f && echo sub-writable; echo done",
+    );
+    let o = stdout(&out);
+    assert!(o.contains("done"), "{o}{}", stderr(&out));
+    assert!(!o.contains("dev-usable"), "nodev lost on a submount: {o}");
+    assert!(!o.contains("top-writable"), "{o}");
+    assert!(
+        !o.contains("sub-writable") && !shared_sub.0.join("f").exists(),
+        "a read-only bind's submount was writable: {o}"
+    );
+}
