@@ -321,10 +321,12 @@ fn run(
         }
         Some(run)
     };
+    let mut object_inodes = catalog.object_inodes()?;
     if let (Some(store), Some(_)) = (store, run_id) {
-        renumber_if_restored(store, catalog)?;
+        if renumber_if_restored(store, catalog, &object_inodes)? {
+            object_inodes = catalog.object_inodes()?;
+        }
     }
-    let object_inodes = catalog.object_inodes()?;
     let mut summary = Summary {
         run: run_id,
         dry_run: opts.dry_run,
@@ -636,13 +638,17 @@ fn run(
 /// the catalog last saw, or a few object files looked at are other inodes
 /// than listed (objects.tar extracted into the store, as docs/backup.md
 /// says: tar replaces every file, but `objects/` stays the directory it
-/// was), every object file's inode is looked up again first.
-fn renumber_if_restored(store: &Store, catalog: &Catalog) -> Result<()> {
+/// was), every object file's inode is looked up again first (`true`).
+fn renumber_if_restored(
+    store: &Store,
+    catalog: &Catalog,
+    inodes: &crate::catalog::Map<(u64, u64), crate::catalog::ObjectInode>,
+) -> Result<bool> {
     const KEY: &str = "objects_dir";
-    /// Object files looked at when `objects/` is the same directory.
-    const SAMPLE: usize = 16;
+    /// Object files looked at when `objects/` is the same directory (each
+    /// costs a directory and an inode read with a cold cache).
+    const SAMPLE: usize = 4;
     let now = store.objects_identity();
-    let inodes = catalog.object_inodes()?;
     let moved = |(dev, ino): (u64, u64), f: &crate::catalog::ObjectInode| -> Result<_> {
         // (A file that is gone is gc's to repair: it checks guest paths.)
         Ok(store
@@ -658,18 +664,18 @@ fn renumber_if_restored(store: &Store, catalog: &Catalog) -> Result<()> {
             }
         }
         if !any {
-            return Ok(());
+            return Ok(false);
         }
     }
     catalog.begin()?;
-    for (&key, f) in &inodes {
+    for (&key, f) in inodes {
         if let Some(st) = moved(key, f)? {
             catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
         }
     }
     catalog.set_config(KEY, &now)?;
     catalog.commit()?;
-    Ok(())
+    Ok(true)
 }
 
 /// The run's command as recorded: `unify [--all] ROOT...`, every guest
