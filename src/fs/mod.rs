@@ -148,7 +148,7 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     }
     let root = crate::sys::open_dir(guest)?;
     let claims = claim_guest(&root, guest)?;
-    let overlay = Arc::new(overlay::Overlay::new(root, opts.read_only)?);
+    let overlay = Arc::new(overlay::Overlay::new(root, opts.read_only, !opts.atime)?);
     let fs = fuse::UnifsFs {
         overlay,
         want_passthrough: opts.passthrough,

@@ -30,10 +30,10 @@ pub struct OpenInode {
     pub node: u64,
     pub backing_ino: u64,
     pub fd: OwnedFd,
+    /// Read-write; with O_APPEND where the file was append-only (`chattr
+    /// +a`) when opened, the only way such a file opens for writing (see
+    /// [`Overlay::check_append`]).
     pub writable: bool,
-    /// Append-only (`chattr +a`): `fd` has O_APPEND, the only way such a
-    /// file opens for writing; opens without O_APPEND get EPERM, as on ext4.
-    pub append_only: bool,
     /// The kernel passthrough registration, set by the adapter.
     pub backing: Mutex<Option<fuser::BackingId>>,
 }
@@ -100,6 +100,10 @@ pub struct Overlay {
     pub notifier: std::sync::OnceLock<fuser::Notifier>,
     /// Mounted `ro`: the daemon changes nothing in the backing tree either.
     read_only: bool,
+    /// Mounted `ro` or `noatime`: files and directories are read through
+    /// O_NOATIME fds, so that reads (passthrough's too: they go through our
+    /// backing fd) leave the backing access times alone.
+    no_atime: bool,
 }
 
 thread_local! {
@@ -121,11 +125,12 @@ pub struct Caller {
 
 impl Caller {
     /// Whether the caller is in group `gid` (primary or supplementary) or
-    /// may act as if (root, CAP_FSETID), as the kernel's
-    /// `in_group_or_capable` asks. FUSE passes no supplementary groups nor
-    /// capabilities: they come from /proc; if that cannot be read, yes.
+    /// may act as if (CAP_FSETID: uid 0 alone is not enough, a guest's root
+    /// may lack it), as the kernel's `in_group_or_capable` asks. FUSE
+    /// passes no supplementary groups nor capabilities: they come from
+    /// /proc; if that cannot be read, yes.
     fn in_group_or_capable(&self, gid: u32) -> bool {
-        if self.uid == 0 || self.gid == gid {
+        if self.gid == gid {
             return true;
         }
         let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
@@ -153,7 +158,7 @@ fn is_reg(st: &libc::stat) -> bool {
 
 impl Overlay {
     /// An overlay over the backing directory open at `root`.
-    pub fn new(root: OwnedFd, read_only: bool) -> Result<Overlay> {
+    pub fn new(root: OwnedFd, read_only: bool, no_atime: bool) -> Result<Overlay> {
         let st = fsys::fstat(root.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(errno(libc::ENOTDIR));
@@ -171,6 +176,7 @@ impl Overlay {
             passthrough: std::sync::atomic::AtomicBool::new(false),
             notifier: std::sync::OnceLock::new(),
             read_only,
+            no_atime: read_only || no_atime,
         })
     }
 
@@ -400,11 +406,8 @@ impl Overlay {
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
                 Err(e) => return Err(e),
             };
-            if want_write
-                && file.append_only
-                && (flags & libc::O_APPEND == 0 || flags & libc::O_TRUNC != 0)
-            {
-                return Err(errno(libc::EPERM));
+            if want_write {
+                Self::check_append(&file, flags)?;
             }
             // Truncate before the handle exists: an error after it would
             // leave a handle the kernel never releases.
@@ -424,6 +427,31 @@ impl Overlay {
             return Ok(Opened { fh, file });
         }
         Err(errno(libc::EBUSY))
+    }
+
+    /// A write open of an append-only file (`chattr +a`) needs O_APPEND
+    /// and no O_TRUNC (EPERM), as on ext4, judged by the flag the inode has
+    /// now: the backing fd may be older than a `chattr` on the host. One
+    /// opened O_APPEND while the file was append-only loses O_APPEND once
+    /// it is not, so that the writes of a handle without O_APPEND land
+    /// where they are made (a handle with O_APPEND still appends: its
+    /// writes carry the flag through passthrough, and the kernel gives the
+    /// daemon the end of the file as their offset).
+    fn check_append(file: &OpenInode, flags: i32) -> Result<()> {
+        const FS_APPEND_FL: u32 = 0x20;
+        let fd = file.fd.as_fd();
+        if sys::inode_flags(fd)? & FS_APPEND_FL != 0 {
+            if flags & libc::O_APPEND == 0 || flags & libc::O_TRUNC != 0 {
+                return Err(errno(libc::EPERM));
+            }
+            return Ok(());
+        }
+        let fl = fsys::fcntl_getfl(fd)?;
+        if fl & libc::O_APPEND != 0 {
+            // EPERM if the flag came back meanwhile.
+            fsys::fcntl_setfl(fd, fl & !libc::O_APPEND)?;
+        }
+        Ok(())
     }
 
     /// Whether a handle opened to run node `node` is open. A program that
@@ -567,16 +595,16 @@ impl Overlay {
         shared: bool,
         want_write: bool,
     ) -> Result<OpenInode> {
-        let (fd, writable, append_only) = if shared && !want_write {
-            (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false, false)
+        let (fd, writable) = if shared && !want_write {
+            (self.open_for_reading(dir, name, libc::O_RDONLY)?, false)
         } else {
-            let rdwr = |append| sys::open_at(dir, name, libc::O_RDWR | append, 0);
+            let rdwr = |append| self.open_for_reading(dir, name, libc::O_RDWR | append);
             match rdwr(0) {
-                Ok(fd) => (fd, true, false),
+                Ok(fd) => (fd, true),
                 Err(e) => match (e.raw_os_error(), want_write) {
-                    (Some(libc::EPERM), _) if let Ok(fd) = rdwr(libc::O_APPEND) => (fd, true, true),
+                    (Some(libc::EPERM), _) if let Ok(fd) = rdwr(libc::O_APPEND) => (fd, true),
                     (_, true) => return Err(e),
-                    (_, false) => (sys::open_at(dir, name, libc::O_RDONLY, 0)?, false, false),
+                    (_, false) => (self.open_for_reading(dir, name, libc::O_RDONLY)?, false),
                 },
             }
         };
@@ -589,9 +617,21 @@ impl Overlay {
             backing_ino: st.st_ino,
             fd,
             writable,
-            append_only,
             backing: Mutex::new(None),
         })
+    }
+
+    /// `open_at` for a backing fd that reads (or lists) the entry: with
+    /// O_NOATIME on a `ro` or `noatime` mount, where the owner or
+    /// CAP_FOWNER allows it.
+    fn open_for_reading(&self, dir: BorrowedFd, name: &OsStr, flags: i32) -> Result<OwnedFd> {
+        if self.no_atime {
+            match sys::open_at(dir, name, flags | libc::O_NOATIME, 0) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                r => return r,
+            }
+        }
+        sys::open_at(dir, name, flags, 0)
     }
 
     /// Has the kernel forget the dentries of `names` (a node split off its
@@ -1158,7 +1198,7 @@ impl Overlay {
             }
         };
         let (dir, name) = self.entry_of(node)?;
-        let fd = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let fd = self.open_for_reading(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY)?;
         let mut entries = fsys::read_dir(fd.as_fd())?;
         entries.retain(|(n, _, _)| {
             if !cow::is_temp_name(n) {

@@ -66,6 +66,19 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// The file status flags of an open fd (`F_GETFL`).
+pub fn fcntl_getfl(fd: BorrowedFd) -> io::Result<i32> {
+    // SAFETY: F_GETFL takes no argument and touches no memory.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
+}
+
+/// Sets the file status flags of an open fd (`F_SETFL`: O_APPEND,
+/// O_NOATIME, O_NONBLOCK, …).
+pub fn fcntl_setfl(fd: BorrowedFd, flags: i32) -> io::Result<()> {
+    // SAFETY: F_SETFL takes an int and touches no memory.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) }).map(drop)
+}
+
 /// An unnamed regular file in `dir` (`O_TMPFILE`), linkable later.
 pub fn open_tmpfile(dir: BorrowedFd, mode: u32) -> io::Result<OwnedFd> {
     // SAFETY: "." is NUL-terminated; a non-negative result is a new fd.

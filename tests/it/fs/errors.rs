@@ -425,10 +425,10 @@ fn nodefault_permissions_never_lets_other_users_past_the_checks() {
 
 /// Takes the append-only flag off the files again, even when the test
 /// fails: the temp dir could not be removed with it on.
-struct AppendOnly(Vec<std::path::PathBuf>);
+pub(super) struct AppendOnly(Vec<std::path::PathBuf>);
 
 impl AppendOnly {
-    fn set(paths: &[&Path]) -> AppendOnly {
+    pub(super) fn set(paths: &[&Path]) -> AppendOnly {
         let guard = AppendOnly(paths.iter().map(|p| p.to_path_buf()).collect());
         for p in paths {
             let ok = std::process::Command::new("chattr")
