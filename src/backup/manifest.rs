@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub const MANIFEST_VERSION: u32 = 1;
 
+/// The path of the guest root's own entry (the first after the header).
+pub const ROOT: &str = ".";
+
 /// The first line of a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Header {
@@ -67,6 +70,9 @@ pub struct Entry {
     /// (absent on that first path itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// `link` when that path is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_hex: Option<String>,
     /// Links within the guest (1 for a file that only links a store object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nlink: Option<u64>,
@@ -82,13 +88,18 @@ impl Entry {
             .then(|| decode(&self.target, &self.target_hex))
     }
 
+    /// The first path of the hardlink group this file belongs to, if any.
+    pub fn link_path(&self) -> Option<PathBuf> {
+        (self.link.is_some() || self.link_hex.is_some()).then(|| decode(&self.link, &self.link_hex))
+    }
+
     pub fn object_id(&self) -> Option<ObjectId> {
         self.object.as_deref().and_then(|s| s.parse().ok())
     }
 
     /// True when the content must come from the guest's private backup.
     pub fn is_private_content(&self) -> bool {
-        self.kind == "file" && self.object.is_none() && self.link.is_none()
+        self.kind == "file" && self.object.is_none() && self.link_path().is_none()
     }
 }
 
@@ -141,7 +152,7 @@ pub fn describe(
     content_of: &HashMap<ObjectId, ObjectId>,
 ) -> io::Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    let mut groups: HashMap<(u64, u64), String> = HashMap::new();
+    let mut groups: HashMap<(u64, u64), (Option<String>, Option<String>)> = HashMap::new();
     let mut to_hash = Vec::new();
     for e in walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -149,10 +160,12 @@ pub fn describe(
         .sort_by_file_name()
     {
         let e = e.map_err(io::Error::other)?;
-        if e.depth() == 0 {
-            continue;
-        }
-        let rel = e.path().strip_prefix(root).map_err(io::Error::other)?;
+        // The root itself is the entry ".": its mode, owner, times and
+        // xattrs are the guest's too.
+        let rel = match e.path().strip_prefix(root).map_err(io::Error::other)? {
+            r if r.as_os_str().is_empty() => Path::new(ROOT),
+            r => r,
+        };
         let m = e.metadata().map_err(io::Error::other)?;
         let ft = m.file_type();
         let (path, path_hex) = encode(rel.as_os_str());
@@ -202,11 +215,14 @@ pub fn describe(
                 }
                 None => {
                     entry.nlink = Some(m.nlink());
-                    let me = entry.path.clone().unwrap_or_default();
                     match groups.get(&(m.dev(), m.ino())) {
-                        Some(first) if m.nlink() > 1 => entry.link = Some(first.clone()),
+                        Some((first, first_hex)) if m.nlink() > 1 => {
+                            entry.link = first.clone();
+                            entry.link_hex = first_hex.clone();
+                        }
                         _ => {
                             if m.nlink() > 1 {
+                                let me = (entry.path.clone(), entry.path_hex.clone());
                                 groups.insert((m.dev(), m.ino()), me);
                             }
                             to_hash.push(entries.len());

@@ -14,7 +14,11 @@ pub fn write(out: &mut dyn Write, header: &Header, entries: &[Entry]) -> io::Res
     )?;
     for e in entries {
         let path = e.rel_path();
-        write!(out, "./{}", escape(path.as_os_str().as_bytes()))?;
+        if path.as_os_str() == super::manifest::ROOT {
+            write!(out, ".")?;
+        } else {
+            write!(out, "./{}", escape(path.as_os_str().as_bytes()))?;
+        }
         let kind = match e.kind.as_str() {
             "symlink" => "link",
             k => k,

@@ -4,15 +4,16 @@
 //! directory beside the target and renamed into place only when every file
 //! verified against the manifest.
 
-use super::manifest::{self, from_hex, parse_time, Entry};
+use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
 use crate::store::{ObjectId, Store};
 use crate::sys::{self, Timestamp};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,6 +21,8 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("{0} exists and is not empty; restore into a new directory")]
     TargetExists(PathBuf),
+    #[error("the manifest is damaged ({} problem(s)); nothing was written:\n{}", .0.len(), list(.0))]
+    Damaged(Vec<String>),
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
     Missing(Vec<String>),
     #[error(
@@ -71,6 +74,10 @@ pub fn restore(
     if target.exists() && fs::read_dir(target).at(target)?.next().is_some() {
         return Err(Error::TargetExists(target.to_path_buf()));
     }
+    let damaged = check_paths(entries);
+    if !damaged.is_empty() {
+        return Err(Error::Damaged(damaged));
+    }
     let missing = preflight(entries, store, private);
     if !missing.is_empty() {
         return Err(Error::Missing(missing));
@@ -89,6 +96,7 @@ pub fn restore(
         let rel = e.rel_path();
         let dest = staging.join(&rel);
         let result = match e.kind.as_str() {
+            "dir" if rel == Path::new(ROOT) => Ok(()),
             "dir" => fs::create_dir(&dest)
                 .and_then(|_| fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))),
             "file" => restore_file(
@@ -152,6 +160,72 @@ fn staging_path(target: &Path) -> PathBuf {
     target.with_file_name(name)
 }
 
+/// What makes a manifest impossible or unsafe to follow: a path that is not
+/// plain and relative (`..`, absolute), one whose parent is not a directory
+/// the manifest restores before it (a symlink, say: nothing may be written
+/// through one), a path twice, an unknown type, a hardlink to anything but
+/// an earlier file of the guest's own. `unifs manifest` writes none of these.
+fn check_paths(entries: &[Entry]) -> Vec<String> {
+    let mut dirs: HashSet<PathBuf> = HashSet::from([PathBuf::new()]);
+    let mut seen = HashSet::new();
+    let mut leaders = HashSet::new();
+    let mut bad = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let rel = e.rel_path();
+        let shown = rel.display();
+        if !["file", "dir", "symlink", "char", "block", "fifo", "socket"].contains(&e.kind.as_str())
+        {
+            bad.push(format!("{shown}: unknown type {:?}", e.kind));
+            continue;
+        }
+        if rel == Path::new(ROOT) {
+            if i != 0 || e.kind != "dir" {
+                bad.push(format!(
+                    "{shown}: the root's entry must be the first, a dir"
+                ));
+            }
+            continue;
+        }
+        let plain = !rel.as_os_str().is_empty()
+            && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            bad.push(format!("{shown}: not a relative path inside the guest"));
+            continue;
+        }
+        let rel: PathBuf = rel.components().collect();
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        if !dirs.contains(parent) {
+            bad.push(format!(
+                "{shown}: its parent is not a directory the manifest restores before it"
+            ));
+            continue;
+        }
+        if !seen.insert(rel.clone()) {
+            bad.push(format!("{shown}: listed twice"));
+            continue;
+        }
+        match e.kind.as_str() {
+            "dir" => {
+                dirs.insert(rel);
+            }
+            "file" => match e.link_path() {
+                Some(l) if !leaders.contains(&l.components().collect::<PathBuf>()) => {
+                    bad.push(format!(
+                        "{shown}: its hardlink {} is not an earlier file of the guest",
+                        l.display()
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    leaders.insert(rel);
+                }
+            },
+            _ => {}
+        }
+    }
+    bad
+}
+
 /// Everything the manifest needs that is not there.
 fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
     let mut missing = Vec::new();
@@ -169,7 +243,7 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
                 },
                 Err(_) => missing.push(format!("{}: bad object id {obj:?}", rel.display())),
             }
-        } else if e.link.is_none() {
+        } else if e.link_path().is_none() {
             let src = private.join(&rel);
             match fs::symlink_metadata(&src) {
                 Ok(m) if m.is_file() => {}
@@ -192,7 +266,7 @@ fn restore_file(
     link_objects: bool,
     report: &mut Report,
 ) -> io::Result<()> {
-    if let Some(leader) = &e.link {
+    if let Some(leader) = e.link_path() {
         fs::hard_link(staging.join(leader), dest)?;
         report.hardlinks += 1;
         return Ok(());

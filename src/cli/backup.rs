@@ -37,6 +37,13 @@ pub struct ManifestArgs {
     /// With --format private-paths: end each path with NUL, not newline (tar --null -T).
     #[arg(short = '0', long)]
     pub null: bool,
+    /// Also write the private paths of the same walk to FILE, each ended by
+    /// NUL (what `--format private-paths -0` prints). A second `unifs
+    /// manifest` run can disagree with the first when unify or the guest
+    /// changes the tree in between (a file unified since is no longer
+    /// listed, and the backup would miss it); one walk cannot.
+    #[arg(long, value_name = "FILE")]
+    pub private_list: Option<PathBuf>,
 }
 
 /// Rebuild a guest from a manifest, the store's objects and a backup copy
@@ -106,6 +113,15 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
+    if let Some(p) = &a.private_list {
+        use std::os::unix::ffi::OsStrExt;
+        let mut list = Vec::new();
+        for e in entries.iter().filter(|e| e.is_private_content()) {
+            list.extend_from_slice(e.rel_path().as_os_str().as_bytes());
+            list.push(0);
+        }
+        std::fs::write(p, list).with_context(|| format!("writing {}", p.display()))?;
+    }
     match a.format {
         Format::Jsonl => manifest::write_jsonl(&mut out, &header, &entries)?,
         Format::Mtree => mtree::write(&mut out, &header, &entries)?,

@@ -52,7 +52,8 @@ pub enum StoreCommand {
     /// List object files (paths relative to the store), or only those added
     /// after unify run RUN: what an incremental backup must copy.
     Ls {
-        /// Only objects added by runs after RUN (see `unifs store runs`).
+        /// Only objects added by runs after RUN (see `unifs store runs`), and
+        /// every extra copy (`.1`, …) of an object at the link limit.
         #[arg(long, value_name = "RUN", default_value_t = 0)]
         since: i64,
         #[arg(long)]

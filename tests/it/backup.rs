@@ -576,3 +576,399 @@ fn restore_onto_another_filesystem_copies_objects() {
         1
     );
 }
+
+/// The `sh` code blocks of docs/backup.md, in order, with its example paths
+/// moved into `lab` (store, backups, guests, scratch) and `unifs` first on
+/// PATH. `set -e` and the store and backup variables come first, so that a
+/// block can be run on its own as the page shows it.
+fn doc_blocks(lab: &Path) -> Vec<String> {
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/backup.md")).unwrap();
+    let l = lab.display();
+    let subst = [
+        ("/srv/unifs", format!("{l}/store")),
+        ("/backup/$(date +%F)", format!("{l}/backup")),
+        ("/backup/restic", format!("{l}/restic")),
+        ("/backup/", format!("{l}/marks/")),
+        ("/root/.restic-pass", format!("{l}/restic-pass")),
+        ("/var/tmp/unifs-backup", format!("{l}/S")),
+        ("/var/tmp/r", format!("{l}/r")),
+        ("/tmp/web1.private", format!("{l}/web1.private")),
+        ("/vservers/", format!("{l}/vservers/")),
+    ];
+    let mut blocks = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(start) = rest.find("```sh\n") {
+        let body = &rest[start + 6..];
+        let end = body.find("```").unwrap();
+        let mut text = body[..end].to_string();
+        for (from, to) in &subst {
+            text = text.replace(from, to);
+        }
+        blocks.push(format!(
+            "set -e\nexport PATH={}:$PATH\nexport UNIFS_STORE={l}/store\nB={l}/backup\n{text}",
+            crate::common::unifs_bin().parent().unwrap().display()
+        ));
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
+fn doc_block<'a>(blocks: &'a [String], containing: &str) -> &'a str {
+    let found: Vec<_> = blocks.iter().filter(|b| b.contains(containing)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "docs/backup.md: one block with {containing:?}"
+    );
+    found[0]
+}
+
+fn sh(script: &str) {
+    run(Command::new("bash").arg("-c").arg(script));
+}
+
+/// Guests web1, web2 and db1 under `lab/vservers`, unified into
+/// `lab/store`; each has a file whose name is a cp option at its root.
+fn named_guests(lab: &Path) -> Vec<PathBuf> {
+    let built = build_guests(lab);
+    fs::create_dir_all(lab.join("vservers")).unwrap();
+    let guests: Vec<PathBuf> = ["web1", "web2", "db1"]
+        .iter()
+        .zip(built)
+        .map(|(name, g)| {
+            let to = lab.join("vservers").join(name);
+            fs::rename(&g, &to).unwrap();
+            file(
+                &to,
+                "--attributes-only",
+                b"a guest chose this name\n",
+                0o644,
+            );
+            to
+        })
+        .collect();
+    unify_json(&lab.join("store"), &[&guests[0], &guests[1], &guests[2]]);
+    guests
+}
+
+fn remove_guest(g: &Path) {
+    fs::set_permissions(
+        g.join("srv/ro"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::remove_dir_all(g).unwrap();
+}
+
+/// web2's shared files are still the store's inodes.
+fn assert_still_unified(store: &Path, guest: &Path) {
+    let id = unifs::store::read_marker_path(&guest.join("usr/lib/lib4.so"))
+        .unwrap()
+        .unwrap()
+        .to_hex();
+    let object = store.join("objects").join(&id[..2]).join(&id[2..]);
+    assert_eq!(
+        ino(&object),
+        ino(&guest.join("usr/lib/lib4.so")),
+        "restoring another guest replaced the object file web2 links"
+    );
+}
+
+#[test]
+fn documented_tar_backup_restores_one_guest_into_the_live_store() {
+    if !require_root("documented_tar_backup") || !have("tar", "documented_tar_backup") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = named_guests(lab);
+    let before = snapshot(&guests[0]);
+    let blocks = doc_blocks(lab);
+    sh(doc_block(&blocks, "-cf $B/objects.tar objects"));
+    remove_guest(&guests[0]);
+    sh(doc_block(&blocks, "--skip-old-files"));
+    sh(doc_block(&blocks, "unifs restore"));
+    assert_invisible(&before, &snapshot(&guests[0]), "web1 restored by the docs");
+    assert_still_unified(&store, &guests[1]);
+    assert_eq!(
+        ino(&guests[0].join("usr/lib/lib4.so")),
+        ino(&guests[1].join("usr/lib/lib4.so"))
+    );
+    assert_verify_clean(&store);
+}
+
+#[test]
+fn documented_restic_backup_keeps_private_files_whatever_their_names() {
+    if !require_root("documented_restic_backup") || !have("restic", "documented_restic_backup") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = named_guests(lab);
+    let before = snapshot(&guests[0]);
+    fs::write(lab.join("restic-pass"), "test\n").unwrap();
+    let repo = lab.join("restic");
+    let restic = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut c = Command::new("restic");
+        c.env("RESTIC_PASSWORD", "test")
+            .arg("-q")
+            .arg("-r")
+            .arg(&repo);
+        for a in args {
+            c.arg(a.as_ref());
+        }
+        run(&mut c);
+    };
+    restic(&[&"init"]);
+    let blocks = doc_blocks(lab);
+    sh(doc_block(&blocks, "restic backup"));
+    remove_guest(&guests[0]);
+    let scratch_restore = doc_block(&blocks, "restic restore");
+    sh(&format!(
+        "export RESTIC_REPOSITORY={} RESTIC_PASSWORD=test\n{scratch_restore}",
+        repo.display()
+    ));
+    assert_still_unified(&store, &guests[1]);
+    // The manifests and private files, from the same snapshot.
+    let out = lab.join("out");
+    restic(&[
+        &"restore",
+        &"latest",
+        &"--target",
+        &out,
+        &"--include",
+        &lab.join("S"),
+    ]);
+    let s = out.join(lab.join("S").strip_prefix("/").unwrap());
+    let o = unifs(
+        &store,
+        &[
+            &"restore",
+            &"--manifest",
+            &s.join("web1.jsonl"),
+            &"--from",
+            &s.join("private/web1"),
+            &guests[0],
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_invisible(&before, &snapshot(&guests[0]), "web1 restored from restic");
+    assert_verify_clean(&store);
+}
+
+#[test]
+fn the_private_list_is_the_manifests_own_while_unify_runs() {
+    if !require_root("the_private_list_is_the_manifests_own") || !have("tar", "private_list") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    file_at(&guests[0], "opt/own", &bytes(555, 6000), 0o644, 1_000_000);
+    let before = snapshot(&guests[0]);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    // A file of g0's own, until a unify (running during the backup) finds
+    // its twin in g2.
+    let m = lab.join("g0.jsonl");
+    let list = lab.join("g0.private-list");
+    let o = unifs(
+        &store,
+        &[&"manifest", &guests[0], &"-o", &m, &"--private-list", &list],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed = fs::read(&list).unwrap();
+    assert!(
+        listed.split(|b| *b == 0).any(|p| p == b"opt/own"),
+        "{listed:?}"
+    );
+    file_at(&guests[2], "opt/own", &bytes(555, 6000), 0o644, 1_000_000);
+    unify_json(&store, &[&guests[0], &guests[2]]);
+    assert!(
+        !private_paths(&store, &guests[0])
+            .split(|b| *b == 0)
+            .any(|p| p == b"opt/own"),
+        "the test needs opt/own unified now"
+    );
+    let tar = lab.join("g0.tar");
+    run(Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--null", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&guests[0])
+        .arg("-T")
+        .arg(&list));
+    let private = lab.join("private");
+    fs::create_dir_all(&private).unwrap();
+    run(Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&private));
+    let target = lab.join("restored");
+    let o = unifs(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_invisible(&before, &snapshot(&target), "g0 restored");
+}
+
+#[test]
+fn restore_keeps_the_root_and_non_utf8_hardlinks() {
+    if !require_root("restore_keeps_the_root_and_non_utf8_hardlinks") {
+        return;
+    }
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    let g = &guests[0];
+    let odd = g.join("usr").join(OsStr::from_bytes(b"caf\xe9"));
+    fs::write(&odd, b"latin-1 name\n").unwrap();
+    fs::hard_link(&odd, g.join("usr/second")).unwrap();
+    fs::set_permissions(g, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(g, Some(0), Some(4)).unwrap();
+    set_xattr(g, "user.root", b"kept");
+    set_dir_mtimes(g, 1_000_000);
+    let before = snapshot(g);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let m = lab.join("g0.jsonl");
+    let list = lab.join("g0.list");
+    let o = unifs(
+        &store,
+        &[&"manifest", g, &"-o", &m, &"--private-list", &list],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let private = lab.join("private");
+    for rel in fs::read(&list)
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+    {
+        let dest = private.join(OsStr::from_bytes(rel));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(g.join(OsStr::from_bytes(rel)))
+            .arg(&dest));
+    }
+    let target = lab.join("restored");
+    let o = unifs(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_invisible(&before, &snapshot(&target), "g0 restored");
+}
+
+#[test]
+fn restore_refuses_a_manifest_that_leads_out_of_the_target() {
+    if !require_root("restore_refuses_a_manifest_that_leads_out") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let outside = lab.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret"), b"host file\n").unwrap();
+    let hash = blake3::hash(b"host file\n").to_hex();
+    let o = |p: &str, rest: &str| {
+        format!(r#"{{"path":"{p}","mode":420,"uid":0,"gid":0,"mtime":"1.0","atime":"1.0",{rest}}}"#)
+    };
+    let head = r#"{"unifs_manifest":1,"guest":"x","root":"/x","created":1}"#;
+    let cases = [
+        o("../escaped", r#""type":"dir""#),
+        o(
+            &format!("{}/escaped", outside.display()),
+            r#""type":"fifo""#,
+        ),
+        format!(
+            "{}\n{}",
+            o(
+                "lnk",
+                &format!(r#""type":"symlink","target":"{}""#, outside.display())
+            ),
+            o("lnk/escaped", r#""type":"fifo""#)
+        ),
+        // A hardlink to a host file (same filesystem).
+        o(
+            "stolen",
+            &format!(
+                r#""type":"file","size":10,"blake3":"{hash}","link":"{}""#,
+                outside.join("secret").display()
+            ),
+        ),
+        o("x", r#""type":"fiel""#),
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        let m = lab.join(format!("bad{i}.jsonl"));
+        fs::write(&m, format!("{head}\n{body}\n")).unwrap();
+        let target = lab.join(format!("t{i}"));
+        let out = unifs(
+            &store,
+            &[&"restore", &"--manifest", &m, &"--from", &lab, &target],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} restored");
+        assert!(
+            err.contains("damaged") && err.contains("nothing was written"),
+            "case {i}: {err}"
+        );
+        assert!(!target.exists(), "case {i}");
+        let mut staging = target.into_os_string();
+        staging.push(".unifs-restore");
+        assert!(!Path::new(&staging).exists(), "case {i}");
+    }
+    assert!(!lab.join("escaped").exists());
+    let left: Vec<_> = fs::read_dir(&outside).unwrap().collect();
+    assert_eq!(left.len(), 1, "something was written outside the target");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(outside.join("secret")).unwrap().nlink(), 1);
+}
+
+#[test]
+fn store_ls_since_lists_extra_copies_added_later() {
+    if !require_root("store_ls_since_lists_extra_copies") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests: Vec<PathBuf> = (0..4).map(|i| lab.join(format!("h{i}"))).collect();
+    for g in &guests {
+        file_at(g, "usr/f", &bytes(9, 4000), 0o644, 1_000_000);
+    }
+    let unify_limited = |gs: &[&PathBuf]| {
+        let mut c = Command::new(crate::common::unifs_bin());
+        c.arg("--store").arg(&store).args(["unify", "--json"]);
+        c.args(gs).env("UNIFS_TEST_LINK_MAX", "3");
+        unify_summary(&c.output().unwrap())
+    };
+    let run1 = unify_limited(&[&guests[0], &guests[1]])["run"]
+        .as_i64()
+        .unwrap();
+    unify_limited(&[&guests[2], &guests[3]]);
+    let copies: Vec<_> = walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some())
+        .map(|e| e.path().strip_prefix(&store).unwrap().to_path_buf())
+        .collect();
+    assert_eq!(copies.len(), 1, "the test needs a copy .1 from run 2");
+    let o = unifs(&store, &[&"store", &"ls", &"--since", &run1.to_string()]);
+    let listed = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        listed.lines().any(|l| Path::new(l) == copies[0]),
+        "an incremental backup after run {run1} misses {}: {listed:?}",
+        copies[0].display()
+    );
+}
