@@ -27,6 +27,10 @@ pub struct Header {
     pub guest: String,
     pub root: String,
     pub created: i64,
+    /// How many entry lines follow, so that a manifest cut short at a line
+    /// boundary is refused (absent in manifests written before 2026-11-30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
 }
 
 /// One path of a guest. Bytes that are not UTF-8 (names, targets) are
@@ -338,6 +342,15 @@ pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
         let e: Entry = serde_json::from_str(&line)
             .map_err(|err| io::Error::other(format!("manifest line {}: {err}", n + 2)))?;
         entries.push(e);
+    }
+    if let Some(want) = header.entries {
+        if want != entries.len() as u64 {
+            return Err(io::Error::other(format!(
+                "the manifest is cut short or damaged: its header says {want} entries, \
+                 it holds {}; take the manifest from another backup",
+                entries.len()
+            )));
+        }
     }
     Ok((header, entries))
 }

@@ -8,7 +8,7 @@ use crate::store::Store;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,25 +106,31 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
+        entries: Some(entries.len() as u64),
     };
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    // Files are written under a temp name and renamed into place when
+    // complete: a killed run leaves no partial manifest under the name.
+    let mut file_out = a.output.as_deref().map(Replacement::create).transpose()?;
     if let Some(p) = &a.private_list {
         use std::os::unix::ffi::OsStrExt;
-        let mut list = Vec::new();
+        let mut list = Replacement::create(p)?;
         for e in entries.iter().filter(|e| e.is_private_content()) {
-            list.extend_from_slice(e.rel_path().as_os_str().as_bytes());
-            list.push(0);
+            list.out.write_all(e.rel_path().as_os_str().as_bytes())?;
+            list.out.write_all(b"\0")?;
         }
-        std::fs::write(p, list).with_context(|| format!("writing {}", p.display()))?;
+        list.commit()?;
     }
+    let mut stdout;
+    let out: &mut dyn Write = match &mut file_out {
+        Some(f) => &mut f.out,
+        None => {
+            stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            &mut stdout
+        }
+    };
     match a.format {
-        Format::Jsonl => manifest::write_jsonl(&mut out, &header, &entries)?,
-        Format::Mtree => mtree::write(&mut out, &header, &entries)?,
+        Format::Jsonl => manifest::write_jsonl(out, &header, &entries)?,
+        Format::Mtree => mtree::write(out, &header, &entries)?,
         Format::PrivatePaths => {
             use std::os::unix::ffi::OsStrExt;
             for e in entries.iter().filter(|e| e.is_private_content()) {
@@ -134,7 +140,57 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
+    if let Some(f) = file_out {
+        f.commit()?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A file written under a temp name beside `path` and renamed over it once
+/// complete and synced; removed if dropped before that.
+struct Replacement {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    done: bool,
+}
+
+impl Replacement {
+    fn create(path: &Path) -> anyhow::Result<Replacement> {
+        let mut name = path
+            .file_name()
+            .with_context(|| format!("{}: not a file name", path.display()))?
+            .to_owned();
+        name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Replacement {
+            path: path.to_path_buf(),
+            tmp,
+            out: std::io::BufWriter::new(file),
+            done: false,
+        })
+    }
+
+    fn commit(mut self) -> anyhow::Result<()> {
+        let what = || format!("writing {}", self.tmp.display());
+        self.out.flush().with_context(what)?;
+        self.out.get_ref().sync_all().with_context(what)?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.path.display())
+        })?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {

@@ -972,3 +972,64 @@ fn store_ls_since_lists_extra_copies_added_later() {
         copies[0].display()
     );
 }
+
+/// A manifest cut short at a line boundary (a copy interrupted, a disk
+/// full) is refused, not restored as a partial guest: its header counts
+/// the entries. `-o` writes it whole or not at all (no temp file stays).
+#[test]
+fn a_manifest_cut_short_is_refused() {
+    if !require_root("a_manifest_cut_short_is_refused") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let m = lab.join("m.jsonl");
+    manifest(&store, &guests[0], &m);
+    let names: Vec<_> = fs::read_dir(lab)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("m.jsonl"))
+        .collect();
+    assert_eq!(names, vec!["m.jsonl"], "a temp file was left");
+    let text = fs::read_to_string(&m).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 4, "{text}");
+    let cut = lab.join("cut.jsonl");
+    fs::write(&cut, format!("{}\n", lines[..3].join("\n"))).unwrap();
+    let target = lab.join("restored");
+    let out = unifs(
+        &store,
+        &[
+            &"restore",
+            &"--manifest",
+            &cut,
+            &"--from",
+            &guests[0],
+            &target,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a cut manifest restored");
+    assert!(err.contains("cut short"), "{err}");
+    assert!(!target.exists());
+    // The whole one restores.
+    let out = unifs(
+        &store,
+        &[
+            &"restore",
+            &"--manifest",
+            &m,
+            &"--from",
+            &guests[0],
+            &target,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
