@@ -147,16 +147,41 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A file written under a temp name beside `path` and renamed over it once
-/// complete and synced; removed if dropped before that.
+/// complete and synced; removed if dropped before that. A `path` that is
+/// not a regular file (a pipe, `/dev/stdout`, a shell's `>(…)`) is written
+/// in place: renaming over it would replace the device or pipe (as root,
+/// `/dev/stdout` itself) and the reader would get nothing. A symlink to a
+/// regular file has its target replaced, not the link.
 struct Replacement {
     path: PathBuf,
-    tmp: PathBuf,
+    tmp: Option<PathBuf>,
     out: std::io::BufWriter<std::fs::File>,
     done: bool,
 }
 
 impl Replacement {
     fn create(path: &Path) -> anyhow::Result<Replacement> {
+        let mut path = path.to_path_buf();
+        match std::fs::metadata(&path) {
+            Ok(m) if !m.is_file() && !m.is_dir() => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                return Ok(Replacement {
+                    path,
+                    tmp: None,
+                    out: std::io::BufWriter::new(file),
+                    done: true,
+                });
+            }
+            Ok(m) if m.is_file() && path.symlink_metadata()?.file_type().is_symlink() => {
+                path = std::fs::canonicalize(&path)
+                    .with_context(|| format!("resolving {}", path.display()))?;
+            }
+            _ => {}
+        }
+        let path = path.as_path();
         let mut name = path
             .file_name()
             .with_context(|| format!("{}: not a file name", path.display()))?
@@ -167,28 +192,35 @@ impl Replacement {
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         Ok(Replacement {
             path: path.to_path_buf(),
-            tmp,
+            tmp: Some(tmp),
             out: std::io::BufWriter::new(file),
             done: false,
         })
     }
 
     fn commit(mut self) -> anyhow::Result<()> {
-        let what = || format!("writing {}", self.tmp.display());
+        let Some(tmp) = self.tmp.take() else {
+            let what = || format!("writing {}", self.path.display());
+            return self.out.flush().with_context(what);
+        };
+        let what = || format!("writing {}", tmp.display());
         self.out.flush().with_context(what)?;
         self.out.get_ref().sync_all().with_context(what)?;
-        std::fs::rename(&self.tmp, &self.path).with_context(|| {
-            format!("renaming {} to {}", self.tmp.display(), self.path.display())
-        })?;
-        self.done = true;
-        Ok(())
+        let renamed = std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), self.path.display()));
+        if renamed.is_ok() {
+            self.done = true;
+        } else {
+            self.tmp = Some(tmp);
+        }
+        renamed
     }
 }
 
 impl Drop for Replacement {
     fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
+        if let (false, Some(tmp)) = (self.done, &self.tmp) {
+            let _ = std::fs::remove_file(tmp);
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::common::require_root;
 use crate::tree::*;
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -1032,4 +1033,73 @@ fn a_manifest_cut_short_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `-o` and `--private-list` into a pipe (a shell's `>(…)`, a FIFO) or a
+/// symlink: the temp-and-rename of complete files must not replace the
+/// pipe (the reader got nothing; `>(…)`'s /dev/fd/N cannot have a file
+/// beside it, and `/dev/stdout` would be replaced on the host), nor a
+/// symlink by a file.
+#[test]
+fn manifest_output_into_a_pipe_or_through_a_symlink() {
+    if !require_root("manifest_output_into_a_pipe") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let want_m = lab.join("want.jsonl");
+    manifest(&store, &guests[0], &want_m);
+    let want_lines = fs::read_to_string(&want_m).unwrap().lines().count();
+    // The shell's process substitution, for both files.
+    let script = format!(
+        "set -e; {bin} --store {s} manifest {g} -o >(wc -l > {l}/m.count) \
+         --private-list >(tr '\\0' '\\n' | wc -l > {l}/p.count); sleep 0.5",
+        bin = crate::common::unifs_bin().display(),
+        s = store.display(),
+        g = guests[0].display(),
+        l = lab.display()
+    );
+    sh(&script);
+    let count = |f: &str| {
+        fs::read_to_string(lab.join(f))
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert_eq!(count("m.count"), want_lines);
+    let private = private_paths(&store, &guests[0]);
+    assert_eq!(
+        count("p.count"),
+        private.iter().filter(|b| **b == 0).count()
+    );
+    // A FIFO stays a FIFO and its reader gets the manifest.
+    let fifo = lab.join("fifo");
+    nix_mkfifo(&fifo);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read_to_string(fifo).unwrap())
+    };
+    let o = unifs(&store, &[&"manifest", &guests[0], &"-o", &fifo]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(reader.join().unwrap().lines().count(), want_lines);
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    // A symlink to a file: the file is replaced, the link stays.
+    let real = lab.join("real.jsonl");
+    fs::write(&real, "old\n").unwrap();
+    let link = lab.join("link.jsonl");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    manifest(&store, &guests[0], &link);
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(
+        fs::read_to_string(&real).unwrap().lines().count(),
+        want_lines
+    );
+}
+
+fn nix_mkfifo(p: &Path) {
+    unifs::sys::mknod(p, libc::S_IFIFO | 0o600, 0, 0).unwrap();
 }
