@@ -1103,3 +1103,41 @@ fn manifest_output_into_a_pipe_or_through_a_symlink() {
 fn nix_mkfifo(p: &Path) {
     unifs::sys::mknod(p, libc::S_IFIFO | 0o600, 0, 0).unwrap();
 }
+
+/// The documented incremental backup, run as written after a full one:
+/// it archives exactly the objects a later unify added, and moves its mark.
+#[test]
+fn documented_incremental_backup_takes_the_new_objects() {
+    if !require_root("documented_incremental_backup") || !have("tar", "documented_incremental") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = named_guests(lab);
+    fs::create_dir_all(lab.join("marks")).unwrap();
+    let blocks = doc_blocks(lab);
+    sh(doc_block(&blocks, "-cf $B/objects.tar objects"));
+    sh(doc_block(&blocks, "objects-new.tar"));
+    let mark = || fs::read_to_string(lab.join("marks/last-run")).unwrap();
+    assert_eq!(mark().trim(), "1", "the mark after the first run");
+    // A new object, in a second run.
+    for g in &guests[..2] {
+        file(g, "usr/new", b"added after the full backup\n", 0o644);
+    }
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    sh(doc_block(&blocks, "objects-new.tar"));
+    assert_eq!(mark().trim(), "2");
+    let listed = Command::new("tar")
+        .arg("-tf")
+        .arg(lab.join("backup/objects-new.tar"))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    let id = unifs::store::read_marker_path(&guests[0].join("usr/new"))
+        .unwrap()
+        .unwrap()
+        .to_hex();
+    let want = format!("objects/{}/{}", &id[..2], &id[2..]);
+    assert_eq!(names.trim(), want, "the incremental archive");
+}
