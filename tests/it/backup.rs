@@ -84,6 +84,14 @@ fn manifest(store: &Path, guest: &Path, out: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// `unifs restore --manifest M --from FROM TARGET`.
+fn restore(store: &Path, m: &Path, from: &Path, target: &Path) -> std::process::Output {
+    unifs(
+        store,
+        &[&"restore", &"--manifest", &m, &"--from", &from, &target],
+    )
+}
+
 fn private_paths(store: &Path, guest: &Path) -> Vec<u8> {
     let o = unifs(
         store,
@@ -349,10 +357,7 @@ fn a_corrupted_object_fails_restore_and_verify() {
     drop(f);
     assert_eq!(unifs(&store, &[&"store", &"verify"]).status.code(), Some(1));
     let target = lab.join("restored");
-    let o = unifs(
-        &store,
-        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
-    );
+    let o = restore(&store, &m, &private, &target);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -363,10 +368,7 @@ fn a_corrupted_object_fails_restore_and_verify() {
 
     // A missing private file is reported before anything is written.
     fs::remove_file(private.join("var/lib/data")).unwrap();
-    let o = unifs(
-        &store,
-        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
-    );
+    let o = restore(&store, &m, &private, &target);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
@@ -810,10 +812,7 @@ fn the_private_list_is_the_manifests_own_while_unify_runs() {
         .arg("-C")
         .arg(&private));
     let target = lab.join("restored");
-    let o = unifs(
-        &store,
-        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
-    );
+    let o = restore(&store, &m, &private, &target);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_invisible(&before, &snapshot(&target), "g0 restored");
 }
@@ -860,10 +859,7 @@ fn restore_keeps_the_root_and_non_utf8_hardlinks() {
             .arg(&dest));
     }
     let target = lab.join("restored");
-    let o = unifs(
-        &store,
-        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
-    );
+    let o = restore(&store, &m, &private, &target);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_invisible(&before, &snapshot(&target), "g0 restored");
 }
@@ -914,10 +910,7 @@ fn restore_refuses_a_manifest_that_leads_out_of_the_target() {
         let m = lab.join(format!("bad{i}.jsonl"));
         fs::write(&m, format!("{head}\n{body}\n")).unwrap();
         let target = lab.join(format!("t{i}"));
-        let out = unifs(
-            &store,
-            &[&"restore", &"--manifest", &m, &"--from", &lab, &target],
-        );
+        let out = restore(&store, &m, lab, &target);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} restored");
         assert!(
