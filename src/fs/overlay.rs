@@ -95,6 +95,14 @@ pub struct Overlay {
     /// Breaks are rare and short next to the copy; one at a time keeps two
     /// writers of one shared path from copying it twice.
     break_lock: Mutex<()>,
+    /// Taken for writing by a rename or unlink from its backing change
+    /// until the node table shows it, and for reading by what reaches a
+    /// node by its name in the table and acts on what that name is on disk
+    /// (getattr, getxattr, listxattr): else, in between, the name is gone
+    /// (an fstat of an open file failed with ENOENT) or names another file
+    /// (whose attributes the node got). The kernel keeps lookups and
+    /// setattr out by its own locks, but not these.
+    names: std::sync::RwLock<()>,
     pub passthrough: std::sync::atomic::AtomicBool,
     /// For telling the kernel to forget names (set once mounted).
     pub notifier: std::sync::OnceLock<fuser::Notifier>,
@@ -113,6 +121,14 @@ thread_local! {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_lock(m: &std::sync::RwLock<()>) -> std::sync::RwLockReadGuard<'_, ()> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock(m: &std::sync::RwLock<()>) -> std::sync::RwLockWriteGuard<'_, ()> {
+    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Who made a request, for the few checks the kernel leaves to us.
@@ -173,6 +189,7 @@ impl Overlay {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             break_lock: Mutex::new(()),
+            names: std::sync::RwLock::new(()),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             notifier: std::sync::OnceLock::new(),
             read_only,
@@ -325,9 +342,17 @@ impl Overlay {
                 _ => {}
             }
         }
+        let names = read_lock(&self.names);
         match self.entry_of(node) {
             Ok((dir, name)) => {
-                let st = fsys::stat_at(dir.as_fd(), &name)?;
+                let st = match fsys::stat_at(dir.as_fd(), &name) {
+                    Ok(st) => st,
+                    // Gone behind the mount's back, but maybe still open.
+                    Err(e) => {
+                        drop(names);
+                        return self.unnamed_attr(node, e);
+                    }
+                };
                 let known = lock(&self.state)
                     .table
                     .get(node)
@@ -338,19 +363,27 @@ impl Overlay {
                 };
                 Ok(self.shown(node, st, shared))
             }
-            // Unlinked, or split off its path (below), but maybe still open:
-            // a program's fstat reaches us without its handle.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
-                let file = lock(&self.state)
-                    .open_inodes
-                    .get(&node)
-                    .and_then(Weak::upgrade);
-                match file {
-                    Some(f) => self.shown_unlinked(node, &f),
-                    None => Err(e),
-                }
+            Err(e) => {
+                drop(names);
+                self.unnamed_attr(node, e)
             }
-            Err(e) => Err(e),
+        }
+    }
+
+    /// Attributes of a node whose name led nowhere (`e`): unlinked, or
+    /// split off its path (below), but maybe still open: a program's fstat
+    /// reaches us without its handle.
+    fn unnamed_attr(&self, node: u64, e: io::Error) -> Result<Entry> {
+        if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) {
+            return Err(e);
+        }
+        let file = lock(&self.state)
+            .open_inodes
+            .get(&node)
+            .and_then(Weak::upgrade);
+        match file {
+            Some(f) => self.shown_unlinked(node, &f),
+            None => Err(e),
         }
     }
 
@@ -1112,6 +1145,7 @@ impl Overlay {
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         let dir = self.open_dir_node(parent)?;
+        let _names = write_lock(&self.names);
         sys::unlink_at(dir.as_fd(), name)?;
         lock(&self.state).table.detach(parent, name);
         Ok(())
@@ -1119,6 +1153,7 @@ impl Overlay {
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         let dir = self.open_dir_node(parent)?;
+        let _names = write_lock(&self.names);
         fsys::rmdir_at(dir.as_fd(), name)?;
         lock(&self.state).table.detach(parent, name);
         Ok(())
@@ -1135,6 +1170,7 @@ impl Overlay {
         Self::check_name(newname)?;
         let olddir = self.open_dir_node(parent)?;
         let newdir = self.open_dir_node(newparent)?;
+        let _names = write_lock(&self.names);
         fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if !exchange {
@@ -1240,9 +1276,13 @@ impl Overlay {
         if cow::is_store_xattr(attr) {
             return Err(errno(libc::ENODATA));
         }
+        let names = read_lock(&self.names);
         let value = match self.entry_of(node) {
             Ok((dir, name)) => fsys::get_xattr_at(dir.as_fd(), &name, attr)?,
-            Err(e) => sys::xattr::get_fd(self.still_open(node, e)?.fd.as_fd(), attr)?,
+            Err(e) => {
+                drop(names);
+                sys::xattr::get_fd(self.still_open(node, e)?.fd.as_fd(), attr)?
+            }
         };
         value.ok_or_else(|| errno(libc::ENODATA))
     }
@@ -1262,12 +1302,16 @@ impl Overlay {
     /// lists those only to CAP_SYS_ADMIN, and FUSE does not filter them).
     pub fn listxattr(&self, node: u64, hide_trusted: bool) -> Result<Vec<u8>> {
         use std::os::unix::ffi::OsStrExt;
+        let names = read_lock(&self.names);
         let attrs = match self.entry_of(node) {
             Ok((dir, name)) => fsys::list_xattrs_at(dir.as_fd(), &name)?,
-            Err(e) => sys::xattr::list_fd(self.still_open(node, e)?.fd.as_fd())?
-                .into_iter()
-                .map(|(name, _)| name)
-                .collect(),
+            Err(e) => {
+                drop(names);
+                sys::xattr::list_fd(self.still_open(node, e)?.fd.as_fd())?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect()
+            }
         };
         let mut out = Vec::new();
         for attr in attrs {

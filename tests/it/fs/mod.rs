@@ -13,4 +13,5 @@ mod review_s7;
 mod review_s7_r2;
 mod review_s7_today;
 mod safety;
+mod stress;
 mod unified;
