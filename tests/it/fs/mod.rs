@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod acl;
 mod cli;
 mod cow;
 mod errors;
@@ -11,7 +12,6 @@ mod posix;
 mod regressions;
 mod review_s7;
 mod review_s7_r2;
-mod review_s7_today;
 mod safety;
 mod stress;
 mod unified;

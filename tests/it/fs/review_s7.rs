@@ -4,6 +4,7 @@
 //! the permission checks, an open racing a rename over its path, `trusted.`
 //! xattr names listed to every user.
 
+use super::acl::setfacl;
 use super::errors::{c, run_as, Op};
 use super::harness::*;
 use crate::common::require_root;
@@ -14,7 +15,6 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
 /// rename(a, b) where a and b are two guest paths of one store object: the
 /// guest sees two files, so `a` must be gone afterwards, as on ext4. (The
@@ -104,15 +104,6 @@ fn a_rewound_listing_shows_what_changed_since() {
         .collect();
     let want: BTreeSet<Vec<u8>> = [&b"old"[..], b"new"].iter().map(|n| n.to_vec()).collect();
     assert_eq!(fresh, want, "a new listing after that");
-}
-
-fn setfacl(args: &[&str], path: &Path) {
-    let out = Command::new("setfacl")
-        .args(args)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "setfacl {args:?}: {out:?}");
 }
 
 fn xattr_names(path: &Path) -> Vec<OsString> {

@@ -1,7 +1,7 @@
-//! Cases a review of the session-7 fixes found wrong: new entries in a
-//! directory with a default ACL got the caller's umask as well (FUSE applies
-//! it unless told not to); setting an ACL kept a set-group-ID bit a local
-//! filesystem takes off.
+//! POSIX ACLs through the mount, against a plain directory: new entries in
+//! a directory with a default ACL got the caller's umask as well (FUSE
+//! applies it unless told not to); setting an ACL kept a set-group-ID bit a
+//! local filesystem takes off.
 
 use super::errors::{c, run_as, Op};
 use super::harness::*;
@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-fn setfacl(args: &[&str], path: &Path) {
+pub(super) fn setfacl(args: &[&str], path: &Path) {
     let out = Command::new("setfacl")
         .args(args)
         .arg(path)
