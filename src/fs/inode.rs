@@ -306,6 +306,18 @@ impl InodeTable {
         Some(id)
     }
 
+    /// The backing file of node `id` lost its last link (unlink, rmdir, a
+    /// rename over it): once nothing holds it open, the filesystem may give
+    /// its inode number to a new file, which must not join this node (the
+    /// kernel may still hold it, unlinked).
+    pub fn last_link_gone(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get(&id) {
+            if self.by_ino.get(&node.backing_ino) == Some(&id) {
+                self.by_ino.remove(&node.backing_ino);
+            }
+        }
+    }
+
     /// Gives node `id` the extra name (parent, name) (link, rename target).
     pub fn attach(&mut self, id: u64, parent: u64, name: &OsStr) {
         self.detach(parent, name);
@@ -539,6 +551,19 @@ mod tests {
         let b = t.lookup(ROOT, OsStr::new("a"), private(200));
         assert_ne!(a, b);
         assert!(t.get(a).is_some(), "kept for its open handles");
+    }
+
+    #[test]
+    fn a_reused_inode_number_never_joins_an_unlinked_node() {
+        let mut t = InodeTable::new(1);
+        let f = t.lookup(ROOT, OsStr::new("f"), private(100));
+        t.detach(ROOT, OsStr::new("f"));
+        t.last_link_gone(f);
+        // The kernel still holds f; the filesystem gave 100 to a new file.
+        assert!(t.get(f).is_some());
+        let g = t.lookup(ROOT, OsStr::new("g"), private(100));
+        assert_ne!(g, f, "a new file joined the unlinked one's node");
+        assert_eq!(t.get(g).unwrap().names.len(), 1);
     }
 
     #[test]

@@ -1146,16 +1146,31 @@ impl Overlay {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         let dir = self.open_dir_node(parent)?;
         let _names = write_lock(&self.names);
+        let last = Self::last_link(dir.as_fd(), name);
         sys::unlink_at(dir.as_fd(), name)?;
-        lock(&self.state).table.detach(parent, name);
+        let mut state = lock(&self.state);
+        let id = state.table.detach(parent, name);
+        if let (true, Some(id)) = (last, id) {
+            state.table.last_link_gone(id);
+        }
         Ok(())
+    }
+
+    /// Whether `name` is the last link of its file (so that removing it
+    /// frees the inode, and its number, once nothing holds it open).
+    fn last_link(dir: BorrowedFd, name: &OsStr) -> bool {
+        fsys::stat_at(dir, name)
+            .is_ok_and(|st| st.st_nlink <= 1 || st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         let dir = self.open_dir_node(parent)?;
         let _names = write_lock(&self.names);
         fsys::rmdir_at(dir.as_fd(), name)?;
-        lock(&self.state).table.detach(parent, name);
+        let mut state = lock(&self.state);
+        if let Some(id) = state.table.detach(parent, name) {
+            state.table.last_link_gone(id);
+        }
         Ok(())
     }
 
@@ -1171,8 +1186,9 @@ impl Overlay {
         let olddir = self.open_dir_node(parent)?;
         let newdir = self.open_dir_node(newparent)?;
         let _names = write_lock(&self.names);
-        fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let replaced_last = !exchange && Self::last_link(newdir.as_fd(), newname);
+        fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
         if !exchange {
             // Between two names of one inode a rename does nothing at all.
             // The kernel never sends that for one node, so these are two
@@ -1185,9 +1201,14 @@ impl Overlay {
                 }
             }
         }
-        lock(&self.state)
+        let mut state = lock(&self.state);
+        let replaced = state.table.child(newparent, newname);
+        state
             .table
             .rename(parent, name, newparent, newname, exchange);
+        if let (true, Some(id)) = (replaced_last, replaced) {
+            state.table.last_link_gone(id);
+        }
         Ok(())
     }
 
