@@ -119,6 +119,9 @@ thread_local! {
     static IN_CREATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// [`Overlay::moved`]'s errno; no operation of ours returns it otherwise.
+const MOVED: i32 = libc::ERESTART;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -240,6 +243,14 @@ impl Overlay {
     /// may have put another file there since the open found its entry.
     fn still_named(state: &State, node: u64, parent: u64, name: &OsStr) -> bool {
         node == ROOT || state.table.child(parent, name) == Some(node)
+    }
+
+    /// The error of a step of `open` that found the node's name moved (see
+    /// [`Self::still_named`]): `open` tries again at the node's new name, as
+    /// ext4 opens the file the path led to wherever it went. Internal: it
+    /// never reaches the kernel.
+    fn moved() -> io::Error {
+        errno(MOVED)
     }
 
     /// What the guest is shown. A shared file's link count, ctime and atime
@@ -411,7 +422,7 @@ impl Overlay {
         // sorts out passthrough's one-backing-file rule (see open_inode).
         let mut state = lock(&self.state);
         if parent.is_some_and(|p| !Self::still_named(&state, node, p, name)) {
-            return Err(errno(libc::ESTALE));
+            return Err(Self::moved());
         }
         state.table.rebind_private(node, new_ino);
         Ok(())
@@ -429,14 +440,32 @@ impl Overlay {
         if acc == libc::O_RDONLY && flags & libc::O_TRUNC != 0 && self.running(node) {
             return Err(errno(libc::ETXTBSY));
         }
-        let (parent, dir, name) = self.named_entry(node)?;
-        for _ in 0..4 {
-            if want_write {
-                self.make_private(node, Some(parent), dir.as_fd(), &name)?;
-            }
-            let file = match self.open_inode(node, parent, dir.as_fd(), &name, want_write) {
+        let (mut parent, mut dir, mut name) = self.named_entry(node)?;
+        let mut moves = 0;
+        for _ in 0..16 {
+            let step = if want_write {
+                self.make_private(node, Some(parent), dir.as_fd(), &name)
+            } else {
+                Ok(())
+            };
+            let step =
+                step.and_then(|()| self.open_inode(node, parent, dir.as_fd(), &name, want_write));
+            let file = match step {
                 Ok(f) => f,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+                Err(e) if e.raw_os_error() == Some(MOVED) => {
+                    // Renamed meanwhile: after a few moves, let the kernel
+                    // look the path up again (ESTALE) rather than chase it.
+                    moves += 1;
+                    if moves > 8 {
+                        return Err(errno(libc::ESTALE));
+                    }
+                    // A node left without a name (replaced by the rename):
+                    // the kernel looks the path up again.
+                    (parent, dir, name) =
+                        self.named_entry(node).map_err(|_| errno(libc::ESTALE))?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             if want_write {
@@ -536,7 +565,7 @@ impl Overlay {
                 drop(file);
                 let mut state = lock(&self.state);
                 if !Self::still_named(&state, node, parent, name) {
-                    return Err(errno(libc::ESTALE));
+                    return Err(Self::moved());
                 }
                 state.table.set_backing(node, ino, true);
                 drop(state);
@@ -551,8 +580,8 @@ impl Overlay {
             let mut state = lock(&self.state);
             if !Self::still_named(&state, node, parent, name) {
                 // A rename put another file at the name: it is not this
-                // node's (the kernel looks the path up again on ESTALE).
-                return Err(errno(libc::ESTALE));
+                // node's.
+                return Err(Self::moved());
             }
             let now = fsys::stat_at(dir, name)?;
             if now.st_ino != file.backing_ino {
