@@ -1185,6 +1185,14 @@ impl Overlay {
         Ok(())
     }
 
+    /// Whether two names are links of one inode.
+    fn one_inode(dir: BorrowedFd, name: &OsStr, newdir: BorrowedFd, newname: &OsStr) -> bool {
+        match (fsys::stat_at(dir, name), fsys::stat_at(newdir, newname)) {
+            (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+            _ => false,
+        }
+    }
+
     /// Whether `name` is the last link of its file (so that removing it
     /// frees the inode, and its number, once nothing holds it open).
     fn last_link(dir: BorrowedFd, name: &OsStr) -> bool {
@@ -1217,18 +1225,16 @@ impl Overlay {
         let _names = write_lock(&self.names);
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let replaced_last = !exchange && Self::last_link(newdir.as_fd(), newname);
-        fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
-        if !exchange {
+        if flags == 0 && Self::one_inode(olddir.as_fd(), name, newdir.as_fd(), newname) {
             // Between two names of one inode a rename does nothing at all.
             // The kernel never sends that for one node, so these are two
             // files to the guest (two paths of one store object): the old
-            // name goes, as the guest's rename takes it away.
-            if let Ok(old) = fsys::stat_at(olddir.as_fd(), name) {
-                let new = fsys::stat_at(newdir.as_fd(), newname)?;
-                if (old.st_dev, old.st_ino) == (new.st_dev, new.st_ino) {
-                    sys::unlink_at(olddir.as_fd(), name)?;
-                }
-            }
+            // name goes, as the guest's rename takes it away. (Decided
+            // before, not after: a break of either name in between would
+            // make them two inodes, and the old name would stay.)
+            sys::unlink_at(olddir.as_fd(), name)?;
+        } else {
+            fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
         }
         let mut state = lock(&self.state);
         let replaced = state.table.child(newparent, newname);
