@@ -1185,19 +1185,14 @@ impl Overlay {
         Ok(())
     }
 
-    /// Whether two names are links of one inode.
-    fn one_inode(dir: BorrowedFd, name: &OsStr, newdir: BorrowedFd, newname: &OsStr) -> bool {
-        match (fsys::stat_at(dir, name), fsys::stat_at(newdir, newname)) {
-            (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
-            _ => false,
-        }
-    }
-
     /// Whether `name` is the last link of its file (so that removing it
     /// frees the inode, and its number, once nothing holds it open).
     fn last_link(dir: BorrowedFd, name: &OsStr) -> bool {
-        fsys::stat_at(dir, name)
-            .is_ok_and(|st| st.st_nlink <= 1 || st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        fsys::stat_at(dir, name).is_ok_and(|st| Self::is_last_link(&st))
+    }
+
+    fn is_last_link(st: &libc::stat) -> bool {
+        st.st_nlink <= 1 || st.st_mode & libc::S_IFMT == libc::S_IFDIR
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
@@ -1224,8 +1219,16 @@ impl Overlay {
         let newdir = self.open_dir_node(newparent)?;
         let _names = write_lock(&self.names);
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        let replaced_last = !exchange && Self::last_link(newdir.as_fd(), newname);
-        if flags == 0 && Self::one_inode(olddir.as_fd(), name, newdir.as_fd(), newname) {
+        // The target, stat'ed once: whether it loses its last link, and
+        // whether it is the source's inode.
+        let target = fsys::stat_at(newdir.as_fd(), newname).ok();
+        let replaced_last = !exchange && target.as_ref().is_some_and(Self::is_last_link);
+        let one_inode = flags == 0
+            && target.is_some_and(|t| {
+                fsys::stat_at(olddir.as_fd(), name)
+                    .is_ok_and(|o| (o.st_dev, o.st_ino) == (t.st_dev, t.st_ino))
+            });
+        if one_inode {
             // Between two names of one inode a rename does nothing at all.
             // The kernel never sends that for one node, so these are two
             // files to the guest (two paths of one store object): the old
