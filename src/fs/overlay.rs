@@ -1198,12 +1198,38 @@ impl Overlay {
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         let dir = self.open_dir_node(parent)?;
         let _names = write_lock(&self.names);
-        fsys::rmdir_at(dir.as_fd(), name)?;
+        match fsys::rmdir_at(dir.as_fd(), name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !self.read_only => {
+                // Empty to the guest, which never sees our temp names: a
+                // dead daemon's stale break temps go, then the rmdir again.
+                if !self.remove_stale_temps(dir.as_fd(), name)? {
+                    return Err(e);
+                }
+                fsys::rmdir_at(dir.as_fd(), name)?;
+            }
+            r => r?,
+        }
         let mut state = lock(&self.state);
         if let Some(id) = state.table.detach(parent, name) {
             state.table.last_link_gone(id);
         }
         Ok(())
+    }
+
+    /// Removes the stale break temps in `dir/name` when they are all it
+    /// holds; false (nothing removed) when it holds anything else.
+    fn remove_stale_temps(&self, dir: BorrowedFd, name: &OsStr) -> Result<bool> {
+        let sub = sys::open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let entries = fsys::read_dir(sub.as_fd())?;
+        let names = || entries.iter().map(|(n, _, _)| n.as_os_str());
+        let dots = |n: &OsStr| n == "." || n == "..";
+        if !names().all(|n| dots(n) || cow::is_stale_temp(n)) {
+            return Ok(false);
+        }
+        for n in names().filter(|n| !dots(n)) {
+            sys::unlink_at(sub.as_fd(), n)?;
+        }
+        Ok(true)
     }
 
     pub fn rename(

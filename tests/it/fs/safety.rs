@@ -136,6 +136,29 @@ fn stale_break_temps_are_hidden_and_removed() {
     assert!(!g.join(".unifs-break.1.0").exists(), "stale temp removed");
 }
 
+/// A directory that holds only a dead daemon's break temp is empty to the
+/// guest: rmdir removes it without the guest having to list it first, and
+/// a directory with anything else in it stays, temp and all.
+#[test]
+fn rmdir_removes_a_directory_holding_only_stale_break_temps() {
+    if !require_root("rmdir_removes_a_directory_holding_only_stale_break_temps") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::create_dir_all(g.join("d")).unwrap();
+    fs::write(g.join("d/.unifs-break.1.0"), b"half a copy").unwrap();
+    fs::create_dir_all(g.join("e")).unwrap();
+    fs::write(g.join("e/.unifs-break.1.0"), b"half a copy").unwrap();
+    fs::write(g.join("e/kept"), b"kept").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    fs::remove_dir(m.path("d")).unwrap();
+    assert!(!g.join("d").exists(), "backing directory removed");
+    assert_eq!(errno(fs::remove_dir(m.path("e"))), libc::ENOTEMPTY);
+    assert!(g.join("e/.unifs-break.1.0").exists(), "nothing removed");
+    assert_eq!(fs::read(m.path("e/kept")).unwrap(), b"kept");
+}
+
 /// A read-only mount changes nothing in the backing tree, not even to tidy
 /// up: the stale temp stays hidden, and stays.
 #[test]
