@@ -309,11 +309,22 @@ impl Overlay {
         if cow::is_temp_name(name) {
             return Err(errno(libc::ENOENT));
         }
+        // The kernel revalidates a cached name with a lookup that holds no
+        // lock on its directory, so a rename, unlink or create through the
+        // mount can run meanwhile: what this stat found must not reach the
+        // table after their updates. Renames and unlinks are kept out by
+        // `names`; a create is seen by stat'ing again under the table's lock.
+        let _names = read_lock(&self.names);
         let st = match fsys::stat_at(dir.as_fd(), name) {
             Ok(st) => st,
             Err(e) => {
                 if e.raw_os_error() == Some(libc::ENOENT) {
-                    lock(&self.state).table.detach(parent, name);
+                    let mut state = lock(&self.state);
+                    if fsys::stat_at(dir.as_fd(), name)
+                        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
+                    {
+                        state.table.detach(parent, name);
+                    }
                 }
                 return Err(e);
             }
