@@ -25,7 +25,25 @@ const DEVICES: &[(&str, u64, u64)] = &[
 const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 /// Parts of /proc that show host-wide kernel state: hidden behind /dev/null.
-const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
+const PROC_MASKED: &[&str] = &[
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "timer_stats",
+];
+
+/// Directories of host hardware and firmware state (ACPI tables, SCSI and
+/// sound devices, power meters: a side channel): an empty read-only tmpfs
+/// over them, as docker and nspawn do.
+const MASKED_DIRS: &[&str] = &[
+    "proc/acpi",
+    "proc/scsi",
+    "proc/asound",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
 
 /// Everything between entering the namespaces and exec, in order. `foreground`
 /// ties the guest to the life of the launching process.
@@ -169,6 +187,18 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         None,
     )?;
+    // Kernel paths (procfs and sysfs, mounted above), not the guest's tree;
+    // those this kernel lacks are skipped.
+    for dir in MASKED_DIRS {
+        optional(mount(
+            sys,
+            Some(Path::new("tmpfs")),
+            &root.join(dir),
+            Some("tmpfs"),
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            Some("mode=555"),
+        ))?;
+    }
     let run = target(sys, root, "/run", MountPoint::Dir)?;
     mount(
         sys,

@@ -84,7 +84,7 @@ fn run_root_is_the_guest_root_without_escape() {
     for p in &points {
         let allowed = ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys", "/run"];
         assert!(
-            allowed.contains(p) || p.starts_with("/proc/"),
+            allowed.contains(p) || p.starts_with("/proc/") || p.starts_with("/sys/"),
             "unexpected mount {p} in the guest:\n{mounts}"
         );
     }
@@ -494,4 +494,54 @@ fn run_submounts_of_the_root_and_of_read_only_binds_are_locked_too() {
         !o.contains("sub-writable") && !shared_sub.0.join("f").exists(),
         "a read-only bind's submount was writable: {o}"
     );
+}
+
+#[test]
+fn run_kernel_interfaces_are_masked() {
+    if !can_run("run_kernel_interfaces_are_masked") {
+        return;
+    }
+    let t = TestRoot::new();
+    // What docker, nspawn and bwrap hide: host-wide kernel state and
+    // firmware. Files read empty (/dev/null over them), directories are
+    // empty and read-only.
+    let files = [
+        "kcore",
+        "keys",
+        "timer_list",
+        "sched_debug",
+        "latency_stats",
+        "timer_stats",
+    ];
+    let dirs = [
+        "/proc/acpi",
+        "/proc/scsi",
+        "/proc/asound",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ];
+    let mut script = String::new();
+    for f in files {
+        script += &format!("[ -e /proc/{f} ] && echo {f}=$(head -c 64 /proc/{f} | wc -c); ");
+    }
+    for d in dirs {
+        script += &format!("[ -d {d} ] && echo {d}=$(ls -A {d} | wc -l); touch {d}/x 2>/dev/null && echo {d}-writable; ");
+    }
+    script += "echo done";
+    let out = t.sh(&[], &script);
+    let o = stdout(&out);
+    assert!(o.contains("done"), "{o}{}", stderr(&out));
+    for line in o.lines().filter(|l| l.contains('=')) {
+        assert!(line.ends_with("=0"), "not masked: {line}\n{o}");
+    }
+    assert!(!o.contains("-writable"), "{o}");
+    // Where the host has them, the guest saw them (masked), not nothing.
+    for d in dirs {
+        if std::path::Path::new(d).is_dir() {
+            assert!(
+                o.contains(&format!("{d}=")),
+                "{d} missing in the guest: {o}"
+            );
+        }
+    }
 }
