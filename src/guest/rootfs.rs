@@ -302,12 +302,18 @@ fn read_only_bind(sys: &impl Syscall, src: &Path, at: &Path, optional_src: bool)
     } else {
         bound?;
     }
-    // A bind mount takes the read-only flag only on a remount (mount(2)).
+    // A bind mount takes the read-only flag only on a remount (mount(2)),
+    // which resets every flag it is not given: keep the source's (noexec,
+    // atime), so the bind is never more permissive than its source.
+    let kept = sys
+        .mount_flags(at)
+        .map_err(|e| Error::sys(format!("statvfs {}", at.display()), e))?;
     let flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV;
+        | MsFlags::MS_NODEV
+        | kept;
     mount(sys, None, at, None, flags, None)?;
     // The remount changes the top mount only: a host directory with a
     // filesystem mounted below it would stay writable there.

@@ -545,3 +545,57 @@ fn run_kernel_interfaces_are_masked() {
         }
     }
 }
+
+#[test]
+fn run_read_only_bind_keeps_the_sources_noexec() {
+    if !can_run("run_read_only_bind_keeps_the_sources_noexec") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A host filesystem mounted noexec (as /tmp or /home often are), with a
+    // program on it: a bind must never be more permissive than its source.
+    let shared = t.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &shared,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOEXEC | nix::mount::MsFlags::MS_NOATIME,
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _host = HostMount(shared.clone());
+    std::fs::write(shared.join("prog"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(
+        shared.join("prog"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let ro = format!("{}:/data:ro", shared.display());
+    let rw = format!("{}:/rw", shared.display());
+    let out = t.sh(
+        &["--bind", &ro, "--bind", &rw],
+        "/data/prog && echo ro-exec; /rw/prog && echo rw-exec; \
+         grep -E ' /(data|rw) ' /proc/self/mountinfo; echo done",
+    );
+    let o = stdout(&out);
+    assert!(o.contains("done"), "{o}{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(o.matches(" - tmpfs ").count(), 2, "{o}");
+    assert!(
+        !o.contains("ro-exec"),
+        "noexec lost on a read-only bind: {o}"
+    );
+    assert!(!o.contains("rw-exec"), "noexec lost on a bind: {o}");
+    for line in o
+        .lines()
+        .filter(|l| l.contains(" /data ") || l.contains(" /rw "))
+    {
+        let opts = line.split(' ').nth(5).unwrap();
+        assert!(opts.contains("noatime"), "noatime lost: {line}");
+    }
+}
