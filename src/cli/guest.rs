@@ -116,7 +116,7 @@ pub struct GuestDirs {
     #[arg(
         long,
         env = "UNIFS_RUN_DIR",
-        default_value = "/run/unifs",
+        default_value = crate::guest::state::DEFAULT_RUN_DIR,
         value_name = "DIR"
     )]
     pub run_dir: PathBuf,

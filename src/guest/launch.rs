@@ -39,7 +39,7 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     // Caught from before the clone, so a SIGTERM during set-up is not lost
     // (nor kills us, leaving the guest to the parent-death signal).
     sys::catch_signals().map_err(|e| Error::sys("installing signal handlers", e))?;
-    let spawned = spawn(spec, Stdio::Inherit, false)?;
+    let spawned = spawn(spec, Stdio::Inherit, &spec.name, false)?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
     let status = wait_exit(spawned.pid);
@@ -61,9 +61,9 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
     }
 }
 
-/// Creates cgroups, clones the guest, lets it set itself up and exec.
-/// `track` gives it cgroups even without limits (named guests).
-pub fn spawn(spec: &GuestSpec, stdio: Stdio, track: bool) -> Result<Spawned> {
+/// Creates cgroups (`unifs/GROUP`), clones the guest, lets it set itself up
+/// and exec. `track` gives it cgroups even without limits (named guests).
+pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str, track: bool) -> Result<Spawned> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Permission("starting a guest"));
     }
@@ -84,7 +84,7 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, track: bool) -> Result<Spawned> {
     let cgroup = if spec.limits.is_empty() && !track {
         Cgroup::default()
     } else {
-        Cgroup::create(&spec.name, &spec.limits, track)?
+        Cgroup::create(group, &spec.limits, track)?
     };
     let spawned = clone_guest(spec, stdio, &cgroup);
     if spawned.is_err() {

@@ -55,7 +55,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         );
         teardown(&run, &old, Duration::ZERO)?;
     } else {
-        kill_unrecorded(name, &cfg)?;
+        kill_unrecorded(name, &run, &cfg)?;
         if state::is_mounted(&run.root()) {
             tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
             unmount_root(&run.root(), cfg.root_mount)?;
@@ -84,8 +84,8 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
 /// killed after its init was running but before the record was written leaves
 /// a live guest nobody knows of, which would run beside the new one (and
 /// hold its veth name).
-fn kill_unrecorded(name: &str, cfg: &GuestConfig) -> Result<()> {
-    let cgroup = super::cgroup::Cgroup::tracked(name);
+fn kill_unrecorded(name: &str, run: &RunDir, cfg: &GuestConfig) -> Result<()> {
+    let cgroup = super::cgroup::Cgroup::tracked(&run.cgroup_name());
     let left = cgroup.pids();
     if left.is_empty() {
         return Ok(());
@@ -120,7 +120,7 @@ fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
         log: log.into(),
         null: null.into(),
     };
-    let spawned = launch::spawn(&spec, stdio, true)?;
+    let spawned = launch::spawn(&spec, stdio, &run.cgroup_name(), true)?;
     let state = State {
         name: spec.name.clone(),
         pid: spawned.pid.as_raw(),

@@ -8,6 +8,9 @@ use super::{Error, GuestSpec, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Where runtime state lives unless `--run-dir` says otherwise.
+pub const DEFAULT_RUN_DIR: &str = "/run/unifs";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub name: String,
@@ -36,6 +39,25 @@ impl RunDir {
         RunDir {
             dir: run_dir.join(name),
         }
+    }
+
+    /// The guest's cgroup name (below `unifs/`): its own name in the default
+    /// run dir, else the name and a digest of the run dir, so guests of one
+    /// name in two run dirs never share a group (whose clean-up kills
+    /// everything in it).
+    pub fn cgroup_name(&self) -> String {
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        if dir == Path::new(DEFAULT_RUN_DIR).join(&name) {
+            return name;
+        }
+        // '@' is not allowed in guest names: no other guest has this group.
+        let digest = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+        format!("{name}@{}", &digest[..12])
     }
 
     pub fn root(&self) -> PathBuf {

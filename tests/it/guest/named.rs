@@ -674,3 +674,38 @@ fn named_bad_input_is_refused_with_a_message() {
     }
     assert_eq!(g.state()["running"], true);
 }
+
+/// The guest's runtime record as written (`status` does not show cgroups).
+fn record(g: &Guest) -> serde_json::Value {
+    let path = g.run_dir.join(&g.name).join("state.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn groups(rec: &serde_json::Value) -> Vec<PathBuf> {
+    rec["cgroup"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| PathBuf::from(g.as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn named_guests_of_one_name_in_two_run_dirs_have_their_own_cgroups() {
+    if !can_run("named_guests_of_one_name_in_two_run_dirs_have_their_own_cgroups") {
+        return;
+    }
+    let a = Guest::new("twin", "[\"/bin/sleep\", \"1000\"]", false);
+    let b = Guest::new("twin", "[\"/bin/sleep\", \"1000\"]", false);
+    assert_eq!(a.name, b.name);
+    ok(&a.unifs(&["start", &a.name]));
+    let a_pid = a.state()["pid"].as_i64().unwrap();
+    ok(&b.unifs(&["start", &b.name]));
+    assert!(alive(a_pid), "starting b killed a (init {a_pid})");
+    let (ga, gb) = (groups(&record(&a)), groups(&record(&b)));
+    assert!(ga.iter().all(|g| !gb.contains(g)), "{ga:?} {gb:?}");
+    ok(&b.unifs(&["stop", "--timeout", "0", &b.name]));
+    assert!(alive(a_pid), "stopping b killed a (init {a_pid})");
+    assert_eq!(a.state()["running"], true);
+    ok(&a.unifs(&["stop", "--timeout", "0", &a.name]));
+}
