@@ -300,11 +300,13 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Every process in the guest's groups.
+    /// Every process in the guest's groups, and in groups below them (a
+    /// guest with its own cgroup mount may move processes there).
     pub fn pids(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = self
             .groups
             .iter()
+            .flat_map(|g| subtree(g))
             .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
             .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
             .collect();
@@ -327,12 +329,17 @@ impl Cgroup {
         }
     }
 
-    /// Removes the groups, waiting up to two seconds for dying processes.
+    /// Removes the groups (those below them first: a group with children
+    /// cannot go), waiting up to two seconds for dying processes.
     pub fn remove(&self) {
         let deadline = Instant::now() + Duration::from_secs(2);
-        for g in &self.groups {
+        for g in self
+            .groups
+            .iter()
+            .flat_map(|g| subtree(g).into_iter().rev())
+        {
             loop {
-                match std::fs::remove_dir(g) {
+                match std::fs::remove_dir(&g) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                     Err(e) if Instant::now() > deadline => {
@@ -361,6 +368,23 @@ impl Cgroup {
             .flat_map(|g| files.iter().map(move |f| g.join(f)))
             .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
     }
+}
+
+/// `dir` and every group below it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < all.len() {
+        if let Ok(entries) = std::fs::read_dir(&all[i]) {
+            let below = entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path());
+            all.extend(below.collect::<Vec<_>>());
+        }
+        i += 1;
+    }
+    all
 }
 
 /// Removes empty `run-PID` groups beside ours whose `unifs run` is gone

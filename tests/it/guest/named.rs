@@ -709,3 +709,66 @@ fn named_guests_of_one_name_in_two_run_dirs_have_their_own_cgroups() {
     assert_eq!(a.state()["running"], true);
     ok(&a.unifs(&["stop", "--timeout", "0", &a.name]));
 }
+
+/// SIGKILLs a guest process a failing test would otherwise leave running.
+struct KillPid(i64);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Waits up to 5 s for `pid` to be gone.
+fn gone(pid: i64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn named_clean_up_finds_processes_in_sub_cgroups() {
+    if !can_run("named_clean_up_finds_processes_in_sub_cgroups") {
+        return;
+    }
+    let g = Guest::new("subcg", "[\"/bin/sleep\", \"1000\"]", false);
+    // A guest with a cgroup mount of its own (cap_add = ["sys_admin"], as
+    // systemd needs) moves its processes into groups below its group.
+    let move_below = |rec: &serde_json::Value| {
+        let pid = rec["pid"].as_i64().unwrap();
+        for group in groups(rec) {
+            let sub = group.join("sub/deeper");
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+        pid
+    };
+    ok(&g.unifs(&["start", &g.name]));
+    let first = record(&g);
+    let old = move_below(&first);
+    let _guard = KillPid(old);
+    // The record lost (a killed start): the next start must find and kill it.
+    std::fs::remove_file(g.run_dir.join(&g.name).join("state.json")).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    assert!(
+        gone(old),
+        "the unrecorded guest (init {old}) runs beside the new one"
+    );
+    // And stop removes every group, those below included.
+    let second = record(&g);
+    let new = move_below(&second);
+    let _guard2 = KillPid(new);
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    assert!(gone(new));
+    for group in groups(&second) {
+        assert!(!group.exists(), "cgroup {} left behind", group.display());
+    }
+}
