@@ -268,6 +268,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 Stopped::WasStale => {
                     println!("guest {name} was not running; its stale runtime record was removed")
                 }
+                Stopped::Unrecorded => println!(
+                    "guest {name} stopped (it ran without a runtime record, left by an interrupted start)"
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -334,6 +337,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
 
 fn state_word(s: &lifecycle::Status) -> &'static str {
     match (s.running, s.stale) {
+        (true, _) if s.unrecorded => "running (unrecorded)",
         (true, _) => "running",
         (false, true) => "stopped (stale record)",
         (false, false) => "stopped",

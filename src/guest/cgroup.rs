@@ -284,7 +284,13 @@ impl Cgroup {
     /// `track`), without creating anything: where its processes are found
     /// when no runtime record names them.
     pub fn tracked(name: &str) -> Cgroup {
-        let groups = plan(&Hierarchies::detect(), name, &Limits::default(), true)
+        Cgroup::planned(name, &Limits::default())
+    }
+
+    /// The groups a named guest `name` with `limits` gets, without creating
+    /// anything.
+    pub fn planned(name: &str, limits: &Limits) -> Cgroup {
+        let groups = plan(&Hierarchies::detect(), name, limits, true)
             .map(|p| p.groups)
             .unwrap_or_default();
         Cgroup { groups }

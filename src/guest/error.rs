@@ -38,6 +38,8 @@ pub enum Error {
     AlreadyRunning { name: String, pid: i32 },
     #[error("guest {name} is not running")]
     NotRunning { name: String },
+    #[error("guest {name} runs without a runtime record (its start was interrupted); `unifs guest stop {name}` ends it")]
+    Unrecorded { name: String },
     #[error("mounting the root of guest {name} failed: {reason}")]
     RootMount { name: String, reason: String },
     #[error("cannot serve guest root {} through the overlay: {reason}", root.display())]

@@ -2,7 +2,8 @@
 //! recorded in its runtime state lives; a record whose init died is stale and
 //! is cleaned up (root unmounted, cgroups removed) by the next start or stop.
 
-use super::config::{GuestConfig, RootMount};
+use super::cgroup::Cgroup;
+use super::config::{check_name, GuestConfig, RootMount};
 use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
@@ -55,7 +56,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         );
         teardown(&run, &old, Duration::ZERO)?;
     } else {
-        kill_unrecorded(name, &run, &cfg)?;
+        kill_unrecorded(name, &run, Some(&cfg))?;
         if state::is_mounted(&run.root()) {
             tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
             unmount_root(&run.root(), cfg.root_mount)?;
@@ -84,8 +85,8 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
 /// killed after its init was running but before the record was written leaves
 /// a live guest nobody knows of, which would run beside the new one (and
 /// hold its veth name).
-fn kill_unrecorded(name: &str, run: &RunDir, cfg: &GuestConfig) -> Result<()> {
-    let cgroup = super::cgroup::Cgroup::tracked(&run.cgroup_name());
+fn kill_unrecorded(name: &str, run: &RunDir, cfg: Option<&GuestConfig>) -> Result<()> {
+    let cgroup = Cgroup::tracked(&run.cgroup_name());
     let left = cgroup.pids();
     if left.is_empty() {
         return Ok(());
@@ -101,10 +102,36 @@ fn kill_unrecorded(name: &str, run: &RunDir, cfg: &GuestConfig) -> Result<()> {
             cgroup.pids()
         )));
     }
-    if let Ok(spec) = cfg.spec(name, PathBuf::new()) {
+    if let Some(Ok(spec)) = cfg.map(|c| c.spec(name, PathBuf::new())) {
         super::net::teardown(&spec);
     }
     Ok(())
+}
+
+/// Whether a guest without a runtime record has processes or a mounted root.
+fn unrecorded(run: &RunDir) -> bool {
+    !Cgroup::tracked(&run.cgroup_name()).pids().is_empty() || state::is_mounted(&run.root())
+}
+
+/// `stop` of a guest a killed `start` left without a record: kills what is in
+/// its cgroups, unmounts its root, removes its groups. False if there is
+/// nothing of it.
+fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
+    if !unrecorded(run) {
+        return Ok(false);
+    }
+    // For the veth name and the root's kind; the config may be gone.
+    let cfg = GuestConfig::load(&dirs.config_dir, name).ok();
+    kill_unrecorded(name, run, cfg.as_ref())?;
+    let how = cfg.as_ref().map_or(RootMount::Overlay, |c| c.root_mount);
+    unmount_root(&run.root(), how)?;
+    let limits = cfg
+        .and_then(|c| c.spec(name, PathBuf::new()).ok())
+        .map(|s| s.limits)
+        .unwrap_or_default();
+    Cgroup::planned(&run.cgroup_name(), &limits).remove();
+    let _ = std::fs::remove_dir(run.root());
+    Ok(true)
 }
 
 fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
@@ -237,6 +264,9 @@ pub enum Stopped {
     Killed,
     /// Init had already died; the stale record was cleaned up.
     WasStale,
+    /// A `start` killed before writing the record had left the guest
+    /// running unrecorded; what was in its cgroups was killed.
+    Unrecorded,
 }
 
 /// `guest stop NAME`: SIGTERM to init, wait up to `timeout`, then SIGKILL
@@ -245,13 +275,16 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
     require_root("stopping a guest")?;
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    if run.read()?.is_none() {
+    if run.read()?.is_none() && !unrecorded(&run) {
         return Err(Error::NotRunning { name: name.into() });
     }
     let _lock = run.lock()?;
     // Re-read under the lock: a concurrent stop may have finished.
     let Some(st) = run.read()? else {
-        return Err(Error::NotRunning { name: name.into() });
+        return match stop_unrecorded(dirs, name, &run)? {
+            true => Ok(Stopped::Unrecorded),
+            false => Err(Error::NotRunning { name: name.into() }),
+        };
     };
     let was_alive = state::alive(st.pid, st.start_time);
     let clean = teardown(&run, &st, timeout)?;
@@ -317,6 +350,7 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
     let run = RunDir::new(&dirs.run_dir, name);
     match run.read()? {
         Some(st) if state::alive(st.pid, st.start_time) => Ok(st),
+        None if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
         _ => Err(Error::NotRunning { name: name.into() }),
     }
 }
@@ -415,6 +449,9 @@ pub struct Status {
     pub pid: Option<i32>,
     /// Stopped, but a runtime record is left (its init died).
     pub stale: bool,
+    /// Running without a runtime record (its `start` was killed before
+    /// writing it): `stop` ends it, `exec` cannot enter it.
+    pub unrecorded: bool,
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
     pub processes: Option<u64>,
@@ -425,8 +462,13 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let st = run.read()?;
+    // No record: a killed `start` may have left the guest running.
+    let unrecorded = st
+        .is_none()
+        .then(|| Cgroup::tracked(&run.cgroup_name()))
+        .filter(|c| !c.pids().is_empty());
     let config = dirs.config_dir.join(format!("{name}.toml"));
-    if st.is_none() && !config.exists() {
+    if st.is_none() && unrecorded.is_none() && !config.exists() {
         return Err(Error::NoConfig {
             name: name.into(),
             path: config,
@@ -439,18 +481,16 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let live = st.as_ref().filter(|_| running);
+    let cgroup = live.map(|s| &s.cgroup).or(unrecorded.as_ref());
     Ok(Status {
         name: name.into(),
-        running,
+        running: running || unrecorded.is_some(),
         pid: live.map(|s| s.pid),
         stale: st.is_some() && !running,
+        unrecorded: unrecorded.is_some(),
         root: st.as_ref().map(|s| s.backing.clone()),
-        memory_bytes: live.and_then(|s| s.cgroup.memory_bytes()),
-        processes: live.and_then(|s| {
-            s.cgroup
-                .pids_current()
-                .or(Some(s.cgroup.pids().len() as u64))
-        }),
+        memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
+        processes: cgroup.and_then(|c| c.pids_current().or(Some(c.pids().len() as u64))),
         uptime_secs: live.map(|s| now.saturating_sub(s.started)),
     })
 }
@@ -467,9 +507,11 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
             let name = if want_toml {
                 file.strip_suffix(".toml").map(str::to_string)
             } else {
-                e.path().join("state.json").exists().then_some(file)
+                let known = e.path().join("state.json").exists()
+                    || (check_name(&file).is_ok() && unrecorded(&RunDir::new(dir, &file)));
+                known.then_some(file)
             };
-            if let Some(n) = name.filter(|n| super::config::check_name(n).is_ok()) {
+            if let Some(n) = name.filter(|n| check_name(n).is_ok()) {
                 names.insert(n);
             }
         }

@@ -772,3 +772,42 @@ fn named_clean_up_finds_processes_in_sub_cgroups() {
         assert!(!group.exists(), "cgroup {} left behind", group.display());
     }
 }
+
+#[test]
+fn named_stop_list_and_status_see_a_guest_left_by_an_interrupted_start() {
+    if !can_run("named_stop_list_and_status_see_a_guest_left_by_an_interrupted_start") {
+        return;
+    }
+    let g = Guest::new("unrec", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    let old = g.state()["pid"].as_i64().unwrap();
+    let _guard = KillPid(old);
+    // What a `start` killed between its init's exec and the write of the
+    // runtime record leaves: a live guest, its root mounted, no record.
+    std::fs::remove_file(g.run_dir.join(&g.name).join("state.json")).unwrap();
+    let st = g.state();
+    assert_eq!(st["running"], true, "status hides a running guest: {st}");
+    let o = g.unifs(&["list", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let me = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == g.name.as_str())
+        .unwrap_or_else(|| panic!("not listed: {all}"));
+    assert_eq!(me["running"], true, "{all}");
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert!(
+        stderr(&o).contains("without a runtime record"),
+        "{}",
+        stderr(&o)
+    );
+    let o = g.unifs(&["stop", "--timeout", "1", &g.name]);
+    assert!(o.status.success(), "stop: {}", stderr(&o));
+    assert!(
+        gone(old),
+        "stop left the unrecorded guest (init {old}) running"
+    );
+    assert!(!is_mounted(&g.mounted_root()));
+    assert_eq!(g.state()["running"], false);
+}
