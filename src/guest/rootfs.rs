@@ -227,6 +227,13 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
+            // Guest root keeps dac_override: a device node in a host
+            // directory (or one made with `--cap-add mknod`) would open the
+            // host's device. As bwrap's --bind: nodev, and nosuid.
+            call(
+                format!("making {} nosuid,nodev", at.display()),
+                sys.lock_tree(&at, false),
+            )?;
         }
     }
 

@@ -599,3 +599,34 @@ fn run_read_only_bind_keeps_the_sources_noexec() {
         assert!(opts.contains("noatime"), "noatime lost: {line}");
     }
 }
+
+#[test]
+fn run_device_nodes_in_a_writable_bind_are_dead() {
+    if !can_run("run_device_nodes_in_a_writable_bind_are_dead") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A host directory holding a device node (a chroot or image tree, a
+    // backup of /dev), bound writable: guest root (dac_override) must not
+    // reach the device through it, nor through one it makes itself.
+    let shared = t.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    nix::sys::stat::mknod(
+        &shared.join("mem"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let rw = format!("{}:/rw", shared.display());
+    let out = t.sh(
+        &["--bind", &rw, "--cap-add", "mknod"],
+        "echo x > /rw/mem && echo old-usable; mknod /rw/new c 1 3 && echo made; \
+         echo x > /rw/new && echo new-usable; echo y > /rw/file && echo done",
+    );
+    let o = stdout(&out);
+    assert!(o.contains("done"), "{o}{}", stderr(&out));
+    assert!(o.contains("made"), "{o}{}", stderr(&out));
+    assert!(!o.contains("old-usable"), "device node usable: {o}");
+    assert!(!o.contains("new-usable"), "device node usable: {o}");
+}
