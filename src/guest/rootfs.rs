@@ -272,6 +272,8 @@ pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -
     // A non-root uid lost every capability in setresuid; keep it that way.
     let keep = if spec.uid == 0 { spec.caps } else { 0 };
     call("setting capabilities", sys.set_caps(keep))?;
+    // After setresuid, so the keyring belongs to the guest's uid.
+    call("joining a new session keyring", sys.new_session_keyring())?;
     call("setting no_new_privs", sys.set_no_new_privs())?;
     if foreground {
         // Last: setresuid clears the parent-death signal.
@@ -501,7 +503,9 @@ mod tests {
             .rposition(|c| matches!(c, Call::DropBoundingCap(_)))
             .unwrap();
         let nnp = position(&calls, |c| *c == Call::NoNewPrivs);
+        let keyring = position(&calls, |c| *c == Call::NewSessionKeyring);
         assert!(last_bound < setgid && setgid < setuid && setuid < nnp);
+        assert!(setuid < keyring);
         // Non-root keeps no capabilities at all.
         assert!(calls.contains(&Call::SetCaps(0)));
         assert!(calls.contains(&Call::DropBoundingCap(caps::number("sys_admin").unwrap())));

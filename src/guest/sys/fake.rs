@@ -27,6 +27,7 @@ pub enum Call {
     Setresuid(u32),
     DropBoundingCap(u32),
     SetCaps(u64),
+    NewSessionKeyring,
     NoNewPrivs,
     ParentDeathSignal,
     Exec(PathBuf, Vec<String>, Vec<String>),
@@ -119,6 +120,9 @@ impl Syscall for Recorder {
     }
     fn set_caps(&self, keep: u64) -> nix::Result<()> {
         self.record(Call::SetCaps(keep))
+    }
+    fn new_session_keyring(&self) -> nix::Result<()> {
+        self.record(Call::NewSessionKeyring)
     }
     fn set_no_new_privs(&self) -> nix::Result<()> {
         self.record(Call::NoNewPrivs)

@@ -66,6 +66,9 @@ pub trait Syscall {
     fn drop_bounding_cap(&self, cap: u32) -> nix::Result<()>;
     /// Sets effective and permitted to `keep`, inheritable and ambient to none.
     fn set_caps(&self, keep: u64) -> nix::Result<()>;
+    /// Joins a new anonymous session keyring, so the guest does not share
+    /// the launching session's keys.
+    fn new_session_keyring(&self) -> nix::Result<()>;
     fn set_no_new_privs(&self) -> nix::Result<()>;
     fn set_parent_death_signal(&self) -> nix::Result<()>;
     /// Replaces the process; returns only on failure.
@@ -258,6 +261,24 @@ impl Syscall for Linux {
         };
         Errno::result(rc)?;
         capset(keep)
+    }
+
+    fn new_session_keyring(&self) -> nix::Result<()> {
+        const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+        // SAFETY: a null name asks for a new anonymous keyring; no other
+        // pointer is passed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<libc::c_char>(),
+            )
+        };
+        match Errno::result(rc) {
+            // A kernel without keys has no keyring to share.
+            Err(Errno::ENOSYS) => Ok(()),
+            r => r.map(drop),
+        }
     }
 
     fn set_no_new_privs(&self) -> nix::Result<()> {

@@ -630,3 +630,60 @@ fn run_device_nodes_in_a_writable_bind_are_dead() {
     assert!(!o.contains("old-usable"), "device node usable: {o}");
     assert!(!o.contains("new-usable"), "device node usable: {o}");
 }
+
+#[test]
+fn run_guest_does_not_share_the_launchers_session_keyring() {
+    if !can_run("run_guest_does_not_share_the_launchers_session_keyring") {
+        return;
+    }
+    let python = std::path::Path::new("/usr/bin/python3");
+    if !python.exists() {
+        eprintln!("skipping: needs {}", python.display());
+        return;
+    }
+    // The host's /usr bound in, for python's keyctl call (busybox has none).
+    let t = TestRoot::new();
+    for l in ["lib", "lib64"] {
+        std::os::unix::fs::symlink(format!("usr/{l}"), t.root().join(l)).unwrap();
+    }
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--root-mount", "bind", "--bind", "/usr:/usr:ro", "--"]);
+    cmd.args([
+        "/usr/bin/python3",
+        "-c",
+        "import ctypes\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         # keyctl(KEYCTL_SEARCH, KEY_SPEC_SESSION_KEYRING, type, description, 0)\n\
+         r = libc.syscall(250, 10, -3, b'user', b'unifs-test-secret', 0)\n\
+         print('found' if r > 0 else 'absent')\n",
+    ]);
+    // A login's session keyring holding a secret (as pam_keyinit makes one).
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let name = c"unifs-test-session";
+            if libc::syscall(libc::SYS_keyctl, 1, name.as_ptr()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let rc = libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"unifs-test-secret".as_ptr(),
+                c"x".as_ptr(),
+                1usize,
+                -3i32,
+            );
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(
+        ok(&out).trim(),
+        "absent",
+        "the guest reads the host session's keys"
+    );
+}
