@@ -369,6 +369,13 @@ impl<'a> Applier<'a> {
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
         let (parent, name) = self.open_parent(file).map_err(fail)?;
+        if let Some(why) = parent.locked {
+            // The temp name could be linked there but neither swapped nor
+            // removed again, and the mtime not put back.
+            return Err(Skip::Failed(format!(
+                "its directory is {why} (chattr); left as it was"
+            )));
+        }
         let inodes = &target.inodes;
         let (fd, st, leased) =
             match self.open_leased(file, opened, parent.as_fd(), &name, own, inodes) {
@@ -684,10 +691,12 @@ struct DirCache {
     capacity: usize,
 }
 
-/// An open directory and its (device, inode).
+/// An open directory, its (device, inode), and whether inode flags keep
+/// unify from changing its entries (and what they are, for a report).
 pub(super) struct ParentDir {
     pub fd: OwnedFd,
     pub key: (u64, u64),
+    pub locked: Option<&'static str>,
 }
 
 impl AsFd for ParentDir {
@@ -709,9 +718,11 @@ impl DirCache {
         }
         let fd = open()?;
         let st = sys::fstat(fd.as_fd())?;
+        let locked = locked_dir(fd.as_fd())?;
         let dir = Arc::new(ParentDir {
             fd,
             key: (st.dev, st.ino),
+            locked,
         });
         if self.capacity == 0 {
             return Ok(dir); // no fds to spare
@@ -730,6 +741,22 @@ impl DirCache {
         }
         Ok(dir)
     }
+}
+
+/// Whether inode flags (`chattr +i`, `+a`) let no entry of the directory
+/// at `fd` be renamed or removed, and which: a link swapped in there could
+/// leave a temp name behind for good.
+pub(super) fn locked_dir(fd: BorrowedFd) -> io::Result<Option<&'static str>> {
+    const FS_IMMUTABLE_FL: u32 = 0x10;
+    const FS_APPEND_FL: u32 = 0x20;
+    let flags = sys::inode_flags(fd)?;
+    Ok(if flags & FS_IMMUTABLE_FL != 0 {
+        Some("immutable")
+    } else if flags & FS_APPEND_FL != 0 {
+        Some("append-only")
+    } else {
+        None
+    })
 }
 
 pub fn object_row(id: &ObjectId, content: ContentHash, st: &Stat) -> ObjectRow {

@@ -10,7 +10,7 @@
 //! back), by a swap (`RENAME_EXCHANGE`) checked afterwards. The copy is
 //! complete and fsync'ed before any path names it (invariant 2).
 
-use super::apply::{break_pending, lease_busy};
+use super::apply::{break_pending, lease_busy, locked_dir};
 use super::scan::{FileRec, TMP_PREFIX};
 use super::{Guest, Problem};
 use crate::fs::{cow, sys as fsys};
@@ -89,6 +89,13 @@ fn split_guest(guest: &Guest, recs: &[FileRec]) -> io::Result<u64> {
         && (st.st_mtime, st.st_mtime_nsec) == (scanned.mtime.sec, i64::from(scanned.mtime.nsec));
     if !same {
         return Err(changed());
+    }
+    // All paths or none: a name that can be neither swapped nor removed
+    // would leave a temp name behind, or the guest's pair split.
+    for rec in recs {
+        if let Some(why) = locked_dir(open_parent(guest, &rec.rel)?.0.as_fd())? {
+            return Err(io::Error::other(format!("its directory is {why} (chattr)")));
+        }
     }
     let copy = fsys::open_tmpfile(dir.as_fd(), 0o600)?;
     cow::fill_copy(shared.as_fd(), copy.as_fd(), &st, cow::Atime::Own)?;

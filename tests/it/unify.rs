@@ -1679,3 +1679,98 @@ fn review2_a_dry_run_by_another_user_reads_what_it_may() {
     assert_invisible(&before[1], &snapshot(&b), "g1");
     assert!(!lab.store().exists());
 }
+
+/// Runs `chattr ARGS path`.
+fn chattr(args: &str, path: &Path) {
+    let st = Command::new("chattr").arg(args).arg(path).status().unwrap();
+    assert!(st.success(), "chattr {args} {}", path.display());
+}
+
+/// Takes `chattr -ai` off the paths when dropped, so the temp dir can go
+/// whatever the test did.
+struct Unflag(Vec<PathBuf>);
+
+impl Drop for Unflag {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-ai").arg(p).status();
+        }
+    }
+}
+
+/// A guest directory that is append-only (`chattr +a`: names can be added,
+/// none removed or renamed) or immutable. Linking a file in it swaps a
+/// temp name with the file and removes the temp name: in an append-only
+/// directory the link succeeds but the swap and the removal fail, which
+/// left a `.unifs-tmp-*` link to the object in the guest for good (the
+/// guest cannot remove it either) and the directory with a new mtime that
+/// cannot be put back (invariant 3). Such a directory's files are left as
+/// they are, and no temp name is ever made in it.
+#[test]
+fn review_s8_files_in_an_append_only_or_immutable_directory_are_left_alone() {
+    if !require_root("review_s8_files_in_an_append_only_or_immutable_directory_are_left_alone") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let data = bytes(81, 7_000);
+    for g in [&a, &b] {
+        for d in ["usr/app", "usr/imm"] {
+            file(g, &format!("{d}/f"), &data, 0o644);
+        }
+    }
+    let _unflag = Unflag(vec![b.join("usr/app"), b.join("usr/imm")]);
+    chattr("+a", &b.join("usr/app"));
+    chattr("+i", &b.join("usr/imm"));
+    set_dir_mtimes(&a, MTIME);
+    let before = snapshot(&b);
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    let s = unify_summary(&out);
+    assert_invisible(&before, &snapshot(&b), "append-only/immutable directories");
+    for d in ["usr/app", "usr/imm"] {
+        assert_ne!(ino(&a.join(d).join("f")), ino(&b.join(d).join("f")), "{d}");
+    }
+    let problems = s["problems"].to_string();
+    assert!(
+        problems.contains("append-only") && problems.contains("immutable"),
+        "{s}"
+    );
+    assert_verify_clean(&lab.store());
+}
+
+/// The same for a clone's pair that unify gives a copy of its own (see
+/// clone_files_unify_cannot_share_get_copies_of_their_own), one of its
+/// names in an append-only directory: the copy went to the first name,
+/// the second could not be swapped, so the guest's pair was split and a
+/// temp name was left. All of the pair's names are checked before any is
+/// swapped: the pair stays shared, and is reported.
+#[test]
+fn review_s8_a_clone_pair_with_a_name_in_an_append_only_directory_stays_whole() {
+    if !require_root("review_s8_a_clone_pair_with_a_name_in_an_append_only_directory") {
+        return;
+    }
+    let lab = Lab::new();
+    let a = lab.guest(0);
+    file(&a, "etc/own", &bytes(3, 100), 0o644);
+    fs::create_dir_all(a.join("lib")).unwrap();
+    fs::hard_link(a.join("etc/own"), a.join("lib/own2")).unwrap();
+    let b = lab.dir.path().join("g1");
+    let cp = Command::new("cp")
+        .arg("-al")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let _unflag = Unflag(vec![b.join("lib")]);
+    chattr("+a", &b.join("lib"));
+    let before = snapshot(&b);
+    let out = unifs(&lab.store(), &[&"unify", &"--json", &a, &b]);
+    let s = unify_summary(&out);
+    assert_invisible(
+        &before,
+        &snapshot(&b),
+        "clone with an append-only directory",
+    );
+    assert!(s["problems"].to_string().contains("append-only"), "{s}");
+}
