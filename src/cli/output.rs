@@ -47,8 +47,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 1),
     };
     num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("not a size: {s:?}"))
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size (at most 16 EiB - 1): {s:?}"))
 }
 
 /// Prints problems, at most `limit` of them unless `all`.
@@ -78,5 +79,9 @@ mod tests {
         assert_eq!(parse_size("4k"), Ok(4096));
         assert_eq!(parse_size("2M"), Ok(2 << 20));
         assert!(parse_size("x").is_err());
+        assert!(
+            parse_size("17179869184G").is_err(),
+            "2^64 does not wrap to 0"
+        );
     }
 }
