@@ -10,7 +10,7 @@ pub use shared_map::SharedMap;
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -107,6 +107,31 @@ const RESOLVE_GUEST: u64 = libc::RESOLVE_BENEATH
 /// Opens `rel` beneath `dir` with `openat2`, refusing symlinks in any component,
 /// `..` escapes and mount crossings. An empty `rel` opens `dir` itself.
 pub fn open_beneath(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
+    // A guest path can be longer than one call takes (PATH_MAX, 4096 bytes,
+    // ENAMETOOLONG) though the walk reaches it: then its leading part is
+    // opened first, and the rest beneath that.
+    const PART: usize = 3072;
+    if rel.as_os_str().len() >= PART {
+        let mut head = std::path::PathBuf::new();
+        let mut rest = rel.components();
+        while let Some(c) = rest.clone().next() {
+            let len = head.as_os_str().len() + 1 + c.as_os_str().len();
+            if len > PART && !head.as_os_str().is_empty() {
+                break;
+            }
+            head.push(c);
+            rest.next();
+        }
+        if !rest.as_path().as_os_str().is_empty() {
+            let part = open_beneath_once(dir, &head, libc::O_PATH | libc::O_DIRECTORY)?;
+            return open_beneath(part.as_fd(), rest.as_path(), flags);
+        }
+    }
+    open_beneath_once(dir, rel, flags)
+}
+
+/// [`open_beneath`] in one `openat2` call.
+fn open_beneath_once(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {

@@ -1795,3 +1795,82 @@ fn review_s8_a_min_size_too_large_is_refused_not_wrapped() {
     assert!(err.contains("--min-size"), "{err}");
     assert_ne!(ino(&a.join("usr/f")), ino(&b.join("usr/f")));
 }
+
+/// Opens `names` one at a time from `root` (the path is too long for one
+/// call), creating the directories if `make`.
+fn open_deep(root: &Path, names: &[String], make: bool) -> fs::File {
+    let mut dir = fs::File::open(root).unwrap();
+    for n in names {
+        let c = std::ffi::CString::new(n.as_str()).unwrap();
+        // SAFETY: a valid directory fd and a NUL-terminated name.
+        unsafe {
+            if make {
+                assert_eq!(libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755), 0);
+            }
+            let fd = libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            );
+            assert!(fd >= 0);
+            dir = fs::File::from_raw_fd(fd);
+        }
+    }
+    dir
+}
+
+/// The file `name` in the open directory `dir`: (inode, links, bytes).
+fn file_in(dir: &fs::File, name: &str) -> (u64, u64, Vec<u8>) {
+    let f = fs::File::open(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd())).unwrap();
+    let m = f.metadata().unwrap();
+    (
+        m.ino(),
+        m.nlink(),
+        fs::read(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap(),
+    )
+}
+
+/// Guest paths longer than PATH_MAX (4096 bytes: 25 directories of 200-byte
+/// names, as deep node_modules or generated trees reach) are walked, but
+/// hashing and linking opened a file by its whole path from the guest root
+/// in one call: ENAMETOOLONG, so such files were never shared and every
+/// run exited 23 with "File name too long". They are opened a part of the
+/// path at a time, and linked like any other.
+#[test]
+fn review_s8_files_below_a_path_longer_than_path_max_are_linked() {
+    if !require_root("review_s8_files_below_a_path_longer_than_path_max_are_linked") {
+        return;
+    }
+    let lab = Lab::new();
+    let (a, b) = (lab.guest(0), lab.guest(1));
+    let names: Vec<String> = (0..25)
+        .map(|i| format!("{i:02}{}", "d".repeat(198)))
+        .collect();
+    let data = bytes(9, 6_000);
+    for g in [&a, &b] {
+        let dir = open_deep(g, &names, true);
+        let path = format!("/proc/self/fd/{}/f", dir.as_raw_fd());
+        fs::write(&path, &data).unwrap();
+        set_mtime(Path::new(&path), MTIME);
+        let t = libc::timespec {
+            tv_sec: MTIME as i64,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid fd and two initialised timespecs.
+        assert_eq!(
+            unsafe { libc::futimens(dir.as_raw_fd(), [t, t].as_ptr()) },
+            0
+        );
+    }
+    let s = unify_json(&lab.store(), &[&a, &b]);
+    assert_eq!(s["problems"].as_array().unwrap().len(), 0, "{s}");
+    assert_eq!(s["files_linked"], 1, "{s}");
+    let (da, db) = (open_deep(&a, &names, false), open_deep(&b, &names, false));
+    let (fa, fb) = (file_in(&da, "f"), file_in(&db, "f"));
+    assert_eq!(fa.0, fb.0, "not linked");
+    assert_eq!((fa.1, &fb.2), (3, &data));
+    for d in [da, db] {
+        assert_eq!(d.metadata().unwrap().mtime() as u64, MTIME, "dir mtime");
+    }
+    assert_verify_clean(&lab.store());
+}
