@@ -184,10 +184,16 @@ struct Record {
     rel: PathBuf,
 }
 
+/// The directories killed runs noted before changing them, as (the run's
+/// pid, dev, ino): a temp name `.unifs-tmp-PID-SEQ` is a leftover of run
+/// PID only in one of these (else it is a file of the guest's own).
+pub type KilledDirs = std::collections::HashSet<(u32, u64, u64)>;
+
 /// Puts back the mtimes killed runs left changed, from every file of theirs
 /// in `dir` (the store's `tmp`, at `dir_path`), and removes the files.
-/// Returns how many directories got theirs back, and what went wrong.
-pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, Vec<Problem>) {
+/// Returns how many directories got theirs back, the directories the runs
+/// changed, and what went wrong.
+pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Problem>) {
     let mut names = Vec::new();
     let listed = sys::read_dir(dir, |e| {
         let digits = e.name.as_bytes().strip_prefix(PREFIX.as_bytes());
@@ -200,10 +206,19 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, Vec<Problem>) {
         problems.push(Problem::new(dir_path, format!("cannot list: {e}")));
     }
     let mut restored = 0;
+    let mut killed = KilledDirs::new();
     for name in names {
         let path = dir_path.join(&name);
+        let pid = name.as_bytes()[PREFIX.len()..]
+            .iter()
+            .try_fold(0u32, |n, d| {
+                n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+            });
         match read(dir, &name) {
             Ok((roots, records)) => {
+                if let Some(pid) = pid {
+                    killed.extend(records.iter().map(|r| (pid, r.dev, r.ino)));
+                }
                 let (n, mut p) = restore(&roots, &records);
                 restored += n;
                 problems.append(&mut p);
@@ -217,7 +232,7 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, Vec<Problem>) {
             problems.push(Problem::new(&path, format!("cannot remove: {e}")));
         }
     }
-    (restored, problems)
+    (restored, killed, problems)
 }
 
 fn read(dir: BorrowedFd, name: &OsStr) -> io::Result<(Vec<PathBuf>, Vec<Record>)> {
@@ -407,9 +422,12 @@ mod tests {
         drop(j); // killed: nothing put back, the file stays
         assert_ne!(mtime(&root.join("a")), OLD);
 
-        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        let a_dir = sys::lstat(&root.join("a")).unwrap();
+        let (restored, killed, problems) = recover(tmp.as_fd(), store_tmp.path());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(restored, 4);
+        assert_eq!(killed.len(), 6, "{killed:?}");
+        assert!(killed.contains(&(std::process::id(), a_dir.dev, a_dir.ino)));
         for rel in ["a", "b", "c", long.as_str()] {
             assert_eq!(mtime(&root.join(rel)), OLD, "{rel}");
         }
@@ -449,7 +467,7 @@ mod tests {
         std::fs::write(root.join("f/x"), b"").unwrap();
         slot.end(mtime(&root.join("f")));
         drop(j);
-        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        let (restored, _, problems) = recover(tmp.as_fd(), store_tmp.path());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(mtime(&root.join("f")), future, "restored {restored}");
     }
@@ -468,7 +486,7 @@ mod tests {
         for (k, bytes) in bad.iter().enumerate() {
             std::fs::write(store_tmp.path().join(format!("dirtimes-{k}")), bytes).unwrap();
         }
-        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        let (restored, _, problems) = recover(tmp.as_fd(), store_tmp.path());
         assert_eq!(restored, 0);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(std::fs::read_dir(store_tmp.path()).unwrap().count(), 0);
@@ -496,7 +514,7 @@ mod tests {
         last.map.word(last.at).store(0, Ordering::SeqCst);
         assert_eq!(j.chunks.lock().unwrap().maps.len(), 3);
         drop(j);
-        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        let (restored, _, problems) = recover(tmp.as_fd(), store_tmp.path());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(restored, 600);
         for (rel, _) in &slots {
@@ -516,7 +534,7 @@ mod tests {
         // not a record is reported, and goes.
         std::fs::write(store_tmp.path().join("dirtimes-x"), b"").unwrap();
         std::fs::write(store_tmp.path().join("dirtimes-7"), b"garbage").unwrap();
-        let (restored, problems) = recover(tmp.as_fd(), store_tmp.path());
+        let (restored, _, problems) = recover(tmp.as_fd(), store_tmp.path());
         assert_eq!(restored, 0);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].what.contains("cannot be read"), "{problems:?}");

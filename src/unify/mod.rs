@@ -334,10 +334,12 @@ fn run(
         problems: missing,
         ..Summary::default()
     };
+    let mut killed_dirs = dirjournal::KilledDirs::new();
     if let (Some(store), Some(_)) = (store, run_id) {
         // A killed run's directory mtimes, before anything reads them.
         let tmp = store.root().join("tmp");
-        let (recovered, mut problems) = dirjournal::recover(store.tmp_dir()?, &tmp);
+        let (recovered, dirs, mut problems) = dirjournal::recover(store.tmp_dir()?, &tmp);
+        killed_dirs = dirs;
         summary.dir_mtimes_recovered = recovered;
         summary.problems.append(&mut problems);
     }
@@ -516,7 +518,13 @@ fn run(
             ),
         )),
     }
-    let (removed, mut problems) = stale::clean(&applier, &scan.stale_tmp, &existing, ignore_mtime);
+    let (removed, mut problems) = stale::clean(
+        &applier,
+        &scan.stale_tmp,
+        &killed_dirs,
+        &existing,
+        ignore_mtime,
+    );
     summary.stale_tmp_removed = removed;
     summary.problems.append(&mut problems);
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {

@@ -2,8 +2,9 @@
 //! objects linked into the store but not yet recorded in the catalog.
 
 use super::apply::{Applier, CatalogOp};
+use super::dirjournal::KilledDirs;
 use super::record::Writer;
-use super::scan::{FileRec, LinkedRec};
+use super::scan::{FileRec, LinkedRec, TMP_PREFIX};
 use super::Error;
 use super::Problem;
 use crate::catalog::ObjectRow;
@@ -18,11 +19,14 @@ use std::path::Path;
 
 /// Removes temp names whose content the store holds: a link to an object (run
 /// killed before the swap) or the swapped-out original of a file that now
-/// links its object (killed before the unlink). Anything else is left and
+/// links its object (killed before the unlink), but only in a directory the
+/// run of the name's pid noted before changing it (`killed`): a guest's own
+/// file of that name is not ours to remove. Anything else is left and
 /// reported. Returns how many were removed.
 pub fn clean(
     a: &Applier,
     stale: &[FileRec],
+    killed: &KilledDirs,
     existing: &HashSet<ObjectId>,
     ignore_mtime: bool,
 ) -> (u64, Vec<Problem>) {
@@ -31,20 +35,37 @@ pub fn clean(
     for rec in stale {
         let guest = &a.guests[rec.guest as usize];
         let path = guest.root.join(&rec.rel);
+        let parent = rec.rel.parent().unwrap_or(Path::new(""));
+        let name = rec.rel.file_name().unwrap_or_default();
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        let dir = match sys::open_beneath(guest.fd.as_fd(), parent, flags) {
+            Ok(dir) => dir,
+            Err(e) => {
+                problems.push(Problem::new(
+                    path,
+                    format!("cannot open its directory: {e}"),
+                ));
+                continue;
+            }
+        };
+        let ours = sys::fstat(dir.as_fd()).is_ok_and(|st| {
+            pid_of(name).is_some_and(|pid| killed.contains(&(pid, st.dev, st.ino)))
+        });
+        if !ours {
+            problems.push(Problem::new(
+                path,
+                "named like a temp name of unify, but no killed run recorded changing its \
+                 directory: left alone (rename it if it is yours)",
+            ));
+            continue;
+        }
         match held_by_store(a, rec, existing, ignore_mtime) {
             Ok(true) => {
-                let parent = rec.rel.parent().unwrap_or(Path::new(""));
-                let name = rec.rel.file_name().unwrap_or_default();
-                let done =
-                    sys::open_beneath(guest.fd.as_fd(), parent, libc::O_RDONLY | libc::O_DIRECTORY)
-                        .and_then(|dir| {
-                            let noted =
-                                a.dir_times
-                                    .before_change(rec.guest, parent, dir.as_fd(), None);
-                            let r = sys::unlink_at(dir.as_fd(), name);
-                            a.dir_times.after_change(dir.as_fd(), noted);
-                            r
-                        });
+                let noted = a
+                    .dir_times
+                    .before_change(rec.guest, parent, dir.as_fd(), None);
+                let done = sys::unlink_at(dir.as_fd(), name);
+                a.dir_times.after_change(dir.as_fd(), noted);
                 match done {
                     Ok(()) => removed += 1,
                     Err(e) => problems.push(Problem::new(path, format!("cannot remove: {e}"))),
@@ -59,6 +80,14 @@ pub fn clean(
         }
     }
     (removed, problems)
+}
+
+/// The pid in a temp name `.unifs-tmp-PID-SEQ`.
+fn pid_of(name: &std::ffi::OsStr) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let rest = name.as_bytes().strip_prefix(TMP_PREFIX.as_bytes())?;
+    let pid = rest.split(|&b| b == b'-').next()?;
+    std::str::from_utf8(pid).ok()?.parse().ok()
 }
 
 fn held_by_store(

@@ -1875,14 +1875,13 @@ fn review_s8_files_below_a_path_longer_than_path_max_are_linked() {
     assert_verify_clean(&lab.store());
 }
 
-/// Known bug, not fixed yet: a guest's own file named exactly as unify
-/// names its temp links (`.unifs-tmp-PID-SEQ`), with the content and
-/// metadata of an object, is taken for a killed run's leftover and removed
-/// (the path is gone from the guest: invariant 3). A plain file left by a
-/// killed run (the original swapped out, not yet unlinked) looks the same;
-/// telling them apart needs the killed run's own record of its temp names.
+/// A guest's own file named exactly as unify names its temp links
+/// (`.unifs-tmp-PID-SEQ`), with the content and metadata of an object, was
+/// taken for a killed run's leftover and removed (the path was gone from
+/// the guest). A plain file a killed run left (the original swapped out,
+/// not yet unlinked) looks the same: only a directory the killed run of
+/// that pid recorded changing holds leftovers.
 #[test]
-#[ignore = "known bug: a guest file named like a temp name and equal to an object is removed"]
 fn review_s8_a_guest_file_named_exactly_like_a_temp_name_is_kept() {
     if !require_root("review_s8_a_guest_file_named_exactly_like_a_temp_name_is_kept") {
         return;
