@@ -2,7 +2,7 @@
 //! their results into replies (each error as its real errno). Passthrough
 //! registration lives here because it needs the reply object.
 
-use super::overlay::{Entry, OpenInode, Overlay};
+use super::overlay::{Caller, Entry, OpenInode, Overlay};
 use super::sys::SetTime;
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
@@ -94,6 +94,14 @@ pub fn attr(e: &Entry) -> FileAttr {
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize as u32,
         flags: 0,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: req.pid(),
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -349,8 +357,8 @@ impl Filesystem for UnifsFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let opened = match self.overlay.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let opened = match self.overlay.open(ino.0, flags.0, caller(req)) {
             Ok(o) => o,
             Err(e) => return reply.error(err(e)),
         };
@@ -574,12 +582,10 @@ impl Filesystem for UnifsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let caller = super::overlay::Caller {
-            pid: req.pid(),
-            uid: req.uid(),
-            gid: req.gid(),
-        };
-        match self.overlay.setxattr(ino.0, name, value, flags, caller) {
+        match self
+            .overlay
+            .setxattr(ino.0, name, value, flags, caller(req))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
@@ -627,7 +633,7 @@ impl Filesystem for UnifsFs {
         let (entry, opened) =
             match self
                 .overlay
-                .create(parent.0, name, mode, umask, flags, req.uid(), req.gid())
+                .create(parent.0, name, mode, umask, flags, caller(req))
             {
                 Ok(r) => r,
                 Err(e) => return reply.error(err(e)),

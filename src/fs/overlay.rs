@@ -155,20 +155,53 @@ impl Caller {
         let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
             return true;
         };
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
-        };
-        let in_group =
-            field("Groups:").is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)));
-        const CAP_FSETID: u32 = 4;
-        let capable = field("CapEff:")
-            .and_then(|c| u64::from_str_radix(c, 16).ok())
-            .is_some_and(|c| c & (1 << CAP_FSETID) != 0);
-        in_group || capable
+        let in_group = status_field(&status, "Groups:")
+            .is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)));
+        in_group || has_fsetid(&status)
     }
+
+    /// The set-ID bits a truncation by the caller takes off a regular file,
+    /// as the kernel's `setattr_should_drop_suidgid` decides: set-user-ID,
+    /// and set-group-ID if group-executable or of a group the caller is not
+    /// in; none if the caller has CAP_FSETID. If /proc cannot tell, uid 0
+    /// counts as having it.
+    fn set_id_bits_to_drop(&self, st: &libc::stat) -> u32 {
+        let mode = st.st_mode;
+        let mut drop = mode & libc::S_ISUID;
+        if mode & libc::S_ISGID != 0
+            && (mode & libc::S_IXGRP != 0 || !self.in_group_or_capable(st.st_gid))
+        {
+            drop |= libc::S_ISGID;
+        }
+        if drop == 0 {
+            return 0;
+        }
+        let capable = match std::fs::read_to_string(format!("/proc/{}/status", self.pid)) {
+            Ok(status) => has_fsetid(&status),
+            Err(_) => self.uid == 0,
+        };
+        if capable {
+            0
+        } else {
+            drop
+        }
+    }
+}
+
+/// The value of a `/proc/PID/status` line.
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
+/// Whether a `/proc/PID/status` shows CAP_FSETID in effect.
+fn has_fsetid(status: &str) -> bool {
+    const CAP_FSETID: u32 = 4;
+    status_field(status, "CapEff:")
+        .and_then(|c| u64::from_str_radix(c, 16).ok())
+        .is_some_and(|c| c & (1 << CAP_FSETID) != 0)
 }
 
 fn is_reg(st: &libc::stat) -> bool {
@@ -442,7 +475,7 @@ impl Overlay {
     /// Opens a regular file. A write access (or O_TRUNC) breaks the link
     /// first; the marker is re-read on the opened fd because unify may have
     /// made the file shared while the open waited for its lease.
-    pub fn open(&self, node: u64, flags: i32) -> Result<Opened> {
+    pub fn open(&self, node: u64, flags: i32, caller: Caller) -> Result<Opened> {
         let acc = flags & libc::O_ACCMODE;
         let want_write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         // The open does the truncation (ATOMIC_O_TRUNC), and for a read-only
@@ -486,6 +519,14 @@ impl Overlay {
             // leave a handle the kernel never releases.
             if want_write && flags & libc::O_TRUNC != 0 {
                 fsys::ftruncate(file.fd.as_fd(), 0)?;
+                // The kernel takes set-ID bits off for a truncate(2), but
+                // leaves it to us for the open that truncates; we are root,
+                // so the backing filesystem kept them.
+                let st = fsys::fstat(file.fd.as_fd())?;
+                let drop = caller.set_id_bits_to_drop(&st);
+                if drop != 0 {
+                    sys::fchmod(file.fd.as_fd(), st.st_mode & 0o7777 & !drop)?;
+                }
             }
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             lock(&self.state).table.opened(node);
@@ -1142,12 +1183,12 @@ impl Overlay {
         mode: u32,
         umask: u32,
         flags: i32,
-        uid: u32,
-        gid: u32,
+        caller: Caller,
     ) -> Result<(Entry, Opened)> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
+        let mut flags = flags;
         match sys::open_at(
             dir.as_fd(),
             name,
@@ -1156,14 +1197,17 @@ impl Overlay {
         ) {
             Ok(fd) => {
                 drop(fd);
-                self.own_new(dir.as_fd(), name, uid, gid, Some(mode))?;
+                self.own_new(dir.as_fd(), name, caller.uid, caller.gid, Some(mode))?;
+                // A file the open made is not truncated (as in the kernel):
+                // that would take the set-ID bits it was made with.
+                flags &= !libc::O_TRUNC;
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {}
             Err(e) => return Err(e),
         }
         let entry = self.lookup_in(&dir, parent, name)?;
         IN_CREATE.with(|c| c.set(true));
-        let opened = self.open(entry.node, flags);
+        let opened = self.open(entry.node, flags, caller);
         IN_CREATE.with(|c| c.set(false));
         let opened = match opened {
             Ok(o) => o,

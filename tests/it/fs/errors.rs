@@ -33,6 +33,8 @@ pub(super) enum Op {
     CreateMode(CString, u32),
     MkdirMode(CString, u32),
     MkfifoMode(CString, u32),
+    /// open(path, flags, mode).
+    OpenMode(CString, i32, u32),
     /// setxattr(path, name, value, 0).
     SetXattr(CString, CString, Vec<u8>),
 }
@@ -97,6 +99,13 @@ fn run(op: &Op) -> i32 {
                     libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
                     *mode,
                 );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            }
+            Op::OpenMode(p, flags, mode) => {
+                let fd = libc::open(p.as_ptr(), *flags | libc::O_CLOEXEC, *mode);
                 if fd >= 0 {
                     libc::close(fd);
                 }

@@ -1,0 +1,84 @@
+//! POSIX cases a review of the mount for non-root callers found different
+//! from ext4: an `O_TRUNC` open by another user kept a file's set-id bits.
+
+use super::errors::{c, run_as, Op};
+use super::harness::*;
+use crate::common::require_root;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// An `O_TRUNC` open truncates like truncate(2), and so takes set-user-ID
+/// (and a group-executable set-group-ID, or one of a group the caller is
+/// not in) off a file when the caller lacks CAP_FSETID, as on ext4. The
+/// kernel leaves that to the daemon when the open truncates
+/// (FUSE_ATOMIC_O_TRUNC); the daemon, root, truncated and kept the bits.
+#[test]
+fn an_o_trunc_open_by_another_user_takes_set_id_bits_off() {
+    if !require_root("review_s8_posix_o_trunc_takes_set_id_bits_off") {
+        return;
+    }
+    let files: [(&str, u32, u32); 4] = [
+        ("suid", 0, 0o6777),
+        ("sgid_x", 4321, 0o2777),
+        ("sgid_nox", 4321, 0o2767),
+        ("root_keeps", 0, 0o6777),
+    ];
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let (plain, g) = (w.dir("plain"), w.dir("g"));
+        for d in [&plain, &g] {
+            for (name, gid, mode) in files {
+                fs::write(d.join(name), b"content").unwrap();
+                std::os::unix::fs::chown(d.join(name), Some(0), Some(gid)).unwrap();
+                fs::set_permissions(d.join(name), fs::Permissions::from_mode(mode)).unwrap();
+            }
+            fs::create_dir(d.join("tmp")).unwrap();
+            fs::set_permissions(d.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        }
+        let m = w.mount(&g, "m", opts);
+        let user_ops = |b: &Path| -> Vec<(&'static str, Op)> {
+            let t = libc::O_WRONLY | libc::O_TRUNC;
+            vec![
+                ("suid", Op::Open(c(b, "suid"), t)),
+                (
+                    "sgid_x",
+                    Op::Open(c(b, "sgid_x"), libc::O_RDWR | libc::O_TRUNC),
+                ),
+                ("sgid_nox", Op::Open(c(b, "sgid_nox"), t)),
+                ("umask", Op::Umask(0)),
+                // A file the open creates is not truncated: it keeps them.
+                (
+                    "new",
+                    Op::OpenMode(c(b, "tmp/new"), t | libc::O_CREAT, 0o6755),
+                ),
+            ]
+        };
+        let root_ops = |b: &Path| {
+            vec![(
+                "root",
+                Op::Open(c(b, "root_keeps"), libc::O_WRONLY | libc::O_TRUNC),
+            )]
+        };
+        assert_eq!(run_as(65534, &user_ops(&plain)), vec![0; 5]);
+        assert_eq!(run_as(65534, &user_ops(&m.dir)), vec![0; 5], "{opts:?}");
+        assert_eq!(run_as(0, &root_ops(&plain)), vec![0]);
+        assert_eq!(run_as(0, &root_ops(&m.dir)), vec![0], "{opts:?}");
+        let modes = |d: &Path| -> Vec<(u32, u64)> {
+            files
+                .iter()
+                .map(|(name, _, _)| {
+                    let md = fs::metadata(d.join(name)).unwrap();
+                    (md.mode() & 0o7777, md.len())
+                })
+                .collect()
+        };
+        let want = modes(&plain);
+        assert_eq!(want, vec![(0o777, 0), (0o777, 0), (0o767, 0), (0o6777, 0)]);
+        assert_eq!(modes(&m.dir), want, "through the mount {opts:?}");
+        assert_eq!(modes(&g), want, "backing files {opts:?}");
+        let new = |d: &Path| fs::metadata(d.join("tmp/new")).unwrap().mode() & 0o7777;
+        assert_eq!(new(&plain), 0o6755);
+        assert_eq!(new(&m.dir), 0o6755, "a new file {opts:?}");
+    }
+}
