@@ -444,8 +444,8 @@ impl Filesystem for UnifsFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.overlay.opendir(ino.0) {
+    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.overlay.opendir(ino.0, flags.0) {
             // The kernel may cache listings: the mount is the only writer,
             // and its own changes invalidate them.
             Ok(fh) => reply.opened(

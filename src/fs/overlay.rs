@@ -50,6 +50,9 @@ struct Handle {
     file: Arc<OpenInode>,
     /// Opened to run the file (exec): it must not be truncated meanwhile.
     exec: bool,
+    /// Opened `O_NOATIME`: reads we serve go through this fd of the same
+    /// file, with the flag, which the shared backing fd lacks.
+    no_atime: Option<OwnedFd>,
 }
 
 /// The kernel's `__FMODE_EXEC` in the open flags of an exec.
@@ -61,6 +64,8 @@ struct DirHandle {
     /// Read at the first readdir: with the kernel's directory cache most
     /// opendirs never need it.
     entries: Option<Arc<Vec<(OsString, u64, u8)>>>,
+    /// Opened `O_NOATIME`: listed through an fd with the flag.
+    no_atime: bool,
 }
 
 #[derive(Debug)]
@@ -528,6 +533,14 @@ impl Overlay {
                     sys::fchmod(file.fd.as_fd(), st.st_mode & 0o7777 & !drop)?;
                 }
             }
+            // (Passthrough opens its own backing file with the caller's
+            // flags; this one serves reads that do not go through it.)
+            let no_atime = (flags & libc::O_NOATIME != 0 && !self.no_atime)
+                .then(|| {
+                    let flags = libc::O_RDONLY | libc::O_NOATIME | libc::O_CLOEXEC;
+                    fsys::reopen(file.fd.as_fd(), flags).ok()
+                })
+                .flatten();
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             lock(&self.state).table.opened(node);
             lock(&self.handles).insert(
@@ -536,6 +549,7 @@ impl Overlay {
                     node,
                     file: file.clone(),
                     exec: flags & FMODE_EXEC != 0,
+                    no_atime,
                 },
             );
             return Ok(Opened { fh, file });
@@ -739,7 +753,18 @@ impl Overlay {
     /// O_NOATIME on a `ro` or `noatime` mount, where the owner or
     /// CAP_FOWNER allows it.
     fn open_for_reading(&self, dir: BorrowedFd, name: &OsStr, flags: i32) -> Result<OwnedFd> {
-        if self.no_atime {
+        self.open_reading(dir, name, flags, self.no_atime)
+    }
+
+    /// [`Self::open_for_reading`], with O_NOATIME if `no_atime`.
+    fn open_reading(
+        &self,
+        dir: BorrowedFd,
+        name: &OsStr,
+        flags: i32,
+        no_atime: bool,
+    ) -> Result<OwnedFd> {
+        if no_atime {
             match sys::open_at(dir, name, flags | libc::O_NOATIME, 0) {
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
                 r => return r,
@@ -828,8 +853,12 @@ impl Overlay {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let f = self.file(fh)?;
-        let file = std::fs::File::from(f.fd.try_clone()?);
+        let fd = {
+            let handles = lock(&self.handles);
+            let h = handles.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
+            h.no_atime.as_ref().unwrap_or(&h.file.fd).try_clone()?
+        };
+        let file = std::fs::File::from(fd);
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -1341,7 +1370,7 @@ impl Overlay {
         self.lookup_in(&newdir, newparent, newname)
     }
 
-    pub fn opendir(&self, node: u64) -> Result<u64> {
+    pub fn opendir(&self, node: u64, flags: i32) -> Result<u64> {
         let (dir, name) = self.entry_of(node)?;
         drop(sys::open_at(
             dir.as_fd(),
@@ -1355,6 +1384,7 @@ impl Overlay {
             DirHandle {
                 node,
                 entries: None,
+                no_atime: flags & libc::O_NOATIME != 0,
             },
         );
         Ok(fh)
@@ -1365,16 +1395,17 @@ impl Overlay {
     /// `rewind`: a read from offset 0 (the first, or after rewinddir)
     /// lists the directory as it is now, as on a local filesystem.
     pub fn dir_entries(&self, fh: u64, rewind: bool) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
-        let node = {
+        let (node, no_atime) = {
             let dirs = lock(&self.dirs);
             let d = dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
             match &d.entries {
                 Some(e) if !rewind => return Ok(e.clone()),
-                _ => d.node,
+                _ => (d.node, d.no_atime),
             }
         };
         let (dir, name) = self.entry_of(node)?;
-        let fd = self.open_for_reading(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        let fd = self.open_reading(dir.as_fd(), &name, flags, self.no_atime || no_atime)?;
         let mut entries = fsys::read_dir(fd.as_fd())?;
         entries.retain(|(n, _, _)| {
             if !cow::is_temp_name(n) {

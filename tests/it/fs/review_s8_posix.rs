@@ -1,6 +1,7 @@
 //! POSIX cases a review of the mount for non-root callers found different
 //! from ext4: an `O_TRUNC` open by another user kept a file's set-id bits;
-//! docs/mount.md said a passthrough write kept them, which it does not.
+//! docs/mount.md said a passthrough write kept them, which it does not; an
+//! `O_NOATIME` open still moved the atime of what the daemon read or listed.
 
 use super::errors::{c, run_as, Op};
 use super::harness::*;
@@ -122,5 +123,68 @@ fn a_write_by_another_user_takes_set_id_bits_off() {
         assert_eq!(modes(&m.dir), modes(&plain), "{opts:?}");
         assert_eq!(modes(&g), modes(&plain), "{opts:?}");
         assert_eq!(fs::read(g.join("suid")).unwrap(), b"contentmore");
+    }
+}
+
+/// A read through an `O_NOATIME` open (`tar --atime-preserve=system`, a
+/// backup) leaves the access time alone, as on ext4: of a file whose reads
+/// the daemon serves (no passthrough), and of a directory it lists. The
+/// daemon's own fds lacked the flag, so the backing file's atime moved.
+#[test]
+fn o_noatime_reads_and_listings_leave_the_access_time_alone() {
+    if !require_root("review_s8_posix_o_noatime_reads") {
+        return;
+    }
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let (plain, g) = (w.dir("plain"), w.dir("g"));
+        // atime before mtime: relatime would update it on a read.
+        let old = |p: &Path| {
+            let f = fs::File::open(p).unwrap();
+            let t = |sec| unifs::sys::Timestamp { sec, nsec: 0 };
+            unifs::sys::futimens(std::os::fd::AsFd::as_fd(&f), t(1_000_000), t(2_000_000)).unwrap();
+        };
+        for d in [&plain, &g] {
+            fs::create_dir(d.join("dir")).unwrap();
+            fs::write(d.join("dir/f"), b"content").unwrap();
+            old(&d.join("dir/f"));
+            old(&d.join("dir"));
+        }
+        let m = w.mount(&g, "m", opts);
+        let read_all = |b: &Path| {
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(b.join("dir/f"))
+                .unwrap();
+            let mut s = Vec::new();
+            f.read_to_end(&mut s).unwrap();
+            assert_eq!(s, b"content");
+            let d = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME | libc::O_DIRECTORY)
+                .open(b.join("dir"))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            // SAFETY: `buf` is writable for its length; `d` is an open directory.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    d.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            assert!(n > 0, "getdents64");
+        };
+        read_all(&plain);
+        read_all(&m.dir);
+        let atimes =
+            |d: &Path| [d.join("dir/f"), d.join("dir")].map(|p| fs::metadata(p).unwrap().atime());
+        assert_eq!(atimes(&plain), [1_000_000; 2]);
+        assert_eq!(atimes(&g), [1_000_000; 2], "backing {opts:?}");
     }
 }
