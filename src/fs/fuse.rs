@@ -326,7 +326,7 @@ impl Filesystem for UnifsFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -334,10 +334,15 @@ impl Filesystem for UnifsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
-            .overlay
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
+        match self.overlay.rename(
+            parent.0,
+            name,
+            newparent.0,
+            newname,
+            flags.bits(),
+            req.uid(),
+            req.gid(),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }

@@ -1316,6 +1316,7 @@ impl Overlay {
         Ok(true)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn rename(
         &self,
         parent: u64,
@@ -1323,6 +1324,8 @@ impl Overlay {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
+        uid: u32,
+        gid: u32,
     ) -> Result<()> {
         Self::check_name(newname)?;
         let olddir = self.open_dir_node(parent)?;
@@ -1356,6 +1359,15 @@ impl Overlay {
             .rename(parent, name, newparent, newname, exchange);
         if let (true, Some(id)) = (replaced_last, replaced) {
             state.table.last_link_gone(id);
+        }
+        drop(state);
+        if flags & libc::RENAME_WHITEOUT != 0 {
+            // The whiteout left at the old name is the caller's new entry,
+            // not ours (the VFS holds the directory locked). The rename is
+            // done: a failure here must not undo it in the kernel's eyes.
+            if let Err(e) = self.own_new(olddir.as_fd(), name, uid, gid, None) {
+                tracing::warn!(?name, "could not give a whiteout to its user: {e}");
+            }
         }
         Ok(())
     }

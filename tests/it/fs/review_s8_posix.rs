@@ -1,7 +1,8 @@
 //! POSIX cases a review of the mount for non-root callers found different
 //! from ext4: an `O_TRUNC` open by another user kept a file's set-id bits;
 //! docs/mount.md said a passthrough write kept them, which it does not; an
-//! `O_NOATIME` open still moved the atime of what the daemon read or listed.
+//! `O_NOATIME` open still moved the atime of what the daemon read or listed;
+//! the whiteout of a `RENAME_WHITEOUT` was root's, not the caller's.
 
 use super::errors::{c, run_as, Op};
 use super::harness::*;
@@ -187,4 +188,52 @@ fn o_noatime_reads_and_listings_leave_the_access_time_alone() {
         assert_eq!(atimes(&plain), [1_000_000; 2]);
         assert_eq!(atimes(&g), [1_000_000; 2], "backing {opts:?}");
     }
+}
+
+/// The whiteout a `RENAME_WHITEOUT` leaves belongs to the caller, as on
+/// ext4 (a set-group-ID directory passes its group on), so that a user can
+/// remove it again in a sticky directory; the daemon made it root's.
+#[test]
+fn a_whiteout_belongs_to_the_user_whose_rename_left_it() {
+    if !require_root("review_s8_posix_whiteout_owner") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    for d in [&plain, &g] {
+        for (dir, gid, mode) in [("tmp", 0, 0o1777), ("sgid", 4321, 0o2777)] {
+            fs::create_dir(d.join(dir)).unwrap();
+            std::os::unix::fs::chown(d.join(dir), Some(0), Some(gid)).unwrap();
+            fs::set_permissions(d.join(dir), fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    let m = w.mount(&g, "m", &[]);
+    let ops = |b: &Path| {
+        let wo = libc::RENAME_WHITEOUT;
+        vec![
+            ("create", Op::Create(c(b, "tmp/f"))),
+            ("rename", Op::Rename(c(b, "tmp/f"), c(b, "tmp/g"), wo)),
+            ("create in sgid", Op::Create(c(b, "sgid/f"))),
+            (
+                "rename in sgid",
+                Op::Rename(c(b, "sgid/f"), c(b, "sgid/g"), wo),
+            ),
+        ]
+    };
+    assert_eq!(run_as(65534, &ops(&plain)), vec![0; 4]);
+    assert_eq!(run_as(65534, &ops(&m.dir)), vec![0; 4]);
+    let owners = |b: &Path| {
+        ["tmp/f", "sgid/f"].map(|n| {
+            let md = fs::symlink_metadata(b.join(n)).unwrap();
+            (md.mode(), md.uid(), md.gid())
+        })
+    };
+    let want = owners(&plain);
+    assert_eq!(want[0].1, 65534);
+    assert_eq!(want[1].2, 4321);
+    assert_eq!(owners(&m.dir), want);
+    // Its owner removes it from the sticky directory.
+    let rm = |b: &Path| vec![("unlink", Op::Unlink(c(b, "tmp/f")))];
+    assert_eq!(run_as(65534, &rm(&plain)), vec![0]);
+    assert_eq!(run_as(65534, &rm(&m.dir)), vec![0]);
 }
