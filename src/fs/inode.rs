@@ -318,6 +318,20 @@ impl InodeTable {
         }
     }
 
+    /// The node private backing inode `ino` is indexed under, with its names.
+    pub fn indexed(&self, ino: u64) -> Option<(u64, &[(u64, OsString)])> {
+        let id = *self.by_ino.get(&ino)?;
+        Some((id, &self.nodes.get(&id)?.names))
+    }
+
+    /// Takes `ino` out of the index if node `id` is indexed under it: none
+    /// of the node's names names that inode any more.
+    pub fn unindex(&mut self, ino: u64, id: u64) {
+        if self.by_ino.get(&ino) == Some(&id) {
+            self.by_ino.remove(&ino);
+        }
+    }
+
     /// Gives node `id` the extra name (parent, name) (link, rename target).
     pub fn attach(&mut self, id: u64, parent: u64, name: &OsStr) {
         self.detach(parent, name);

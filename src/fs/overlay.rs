@@ -368,6 +368,9 @@ impl Overlay {
             }
         };
         let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
+        if !shared {
+            self.drop_stale_index(parent, name, st.st_ino);
+        }
         let node = lock(&self.state).table.lookup(
             parent,
             name,
@@ -377,6 +380,40 @@ impl Overlay {
             },
         );
         Ok(self.shown(node, st, shared))
+    }
+
+    /// Before a private inode found at (parent, name) joins the node the
+    /// table has it indexed under (a hardlink of the guest): that node's
+    /// names must still name it. Unify replaces files behind the mount's
+    /// back and frees their inodes, whose numbers the filesystem gives to
+    /// new files; such a file joining the replaced one's node had its opens
+    /// land on the replaced one's path. A name that cannot be checked (its
+    /// directory unreachable) counts as naming it.
+    fn drop_stale_index(&self, parent: u64, name: &OsStr, ino: u64) {
+        let (id, names) = {
+            let state = lock(&self.state);
+            match state.table.indexed(ino) {
+                Some((id, names))
+                    if !names.is_empty()
+                        && !names.iter().any(|(p, n)| *p == parent && n == name) =>
+                {
+                    (id, names.to_vec())
+                }
+                _ => return,
+            }
+        };
+        let gone = names.iter().all(|(p, n)| {
+            let Ok(dir) = self.open_dir_node(*p) else {
+                return false;
+            };
+            match fsys::stat_at(dir.as_fd(), n) {
+                Ok(st) => st.st_ino != ino,
+                Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+            }
+        });
+        if gone {
+            lock(&self.state).table.unindex(ino, id);
+        }
     }
 
     pub fn forget(&self, node: u64, n: u64) {

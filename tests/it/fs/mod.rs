@@ -12,6 +12,7 @@ mod posix;
 mod regressions;
 mod review_s7;
 mod review_s7_r2;
+mod review_s8_live;
 mod review_s8_posix;
 mod safety;
 mod stress;

@@ -1,0 +1,121 @@
+//! Review s8-live: `unifs unify`, `unifs mount` and the store on guests that
+//! are in use (mounted, with processes writing through the mount).
+
+use super::harness::{ino, Mount};
+use crate::common::require_root;
+use crate::tree::{assert_verify_clean, file, unify_json};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A small ext4 filesystem in an image file, loop-mounted for a test: the
+/// next file created in a directory gets the lowest free inode number of
+/// its block group, which is one just freed. Many small groups, so that
+/// each directory made at its top (the store, each guest) has a group of
+/// its own. Unmounted (and its loop device freed) even when the test fails.
+struct Ext4 {
+    dir: tempfile::TempDir,
+}
+
+impl Ext4 {
+    fn new() -> Ext4 {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let img = dir.path().join("img");
+        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-g", "4096"])
+            .arg(&img)
+            .output();
+        let mkfs = mkfs.expect("mkfs.ext4 (Debian package e2fsprogs)");
+        assert!(
+            mkfs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&mkfs.stderr)
+        );
+        fs::create_dir(dir.path().join("fs")).unwrap();
+        let mount = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(dir.path().join("fs"))
+            .output()
+            .unwrap();
+        assert!(
+            mount.status.success(),
+            "{}",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        Ext4 { dir }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join("fs").join(name);
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(
+            &self.dir.path().join("fs"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+    }
+}
+
+/// Unify replaces a mounted guest's file by a link to another guest's copy
+/// behind the daemon's back and frees the file's inode; the filesystem gives
+/// that inode number to the next file the guest creates. That new file must
+/// be a file of its own, not join the replaced one's node: its O_TRUNC and
+/// its writes then went to the replaced file's path, so the guest's config
+/// got the new file's content and the new file stayed empty.
+#[test]
+fn a_new_file_given_the_number_of_an_inode_unify_freed_is_its_own() {
+    if !require_root("review_s8_live_new_file_given_a_freed_inode_number") {
+        return;
+    }
+    let ext4 = Ext4::new();
+    let store = ext4.dir("store");
+    let (a, b, x) = (ext4.dir("a"), ext4.dir("b"), ext4.dir("x"));
+    // The store's own files (catalog, cache) exist before the run that matters.
+    file(&x, "f", b"made the store\n", 0o644);
+    unify_json(&store, &[&"--no-default-excludes", &x]);
+    file(&b, "etc/conf", b"same config\n", 0o644);
+    file(&a, "etc/conf", b"same config\n", 0o644);
+    let ma = Mount::start(&store, &a, &ext4.dir("ma"), &[]);
+    // The daemon knows the file (the kernel keeps its node).
+    let freed = crate::tree::ino(&a.join("etc/conf"));
+    assert_eq!(ino(&ma.path("etc/conf")), freed);
+    assert_eq!(fs::read(ma.path("etc/conf")).unwrap(), b"same config\n");
+    // b's file becomes the object; a's is replaced and its inode freed.
+    let s = unify_json(&store, &[&"--no-default-excludes", &b, &a]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_ne!(crate::tree::ino(&a.join("etc/conf")), freed);
+    // New files through the mount until one gets the freed number.
+    let mut reused = None;
+    for i in 0..16 {
+        let name = format!("etc/new{i}");
+        fs::write(ma.path(&name), format!("new file {i}\n")).unwrap();
+        if crate::tree::ino(&a.join(&name)) == freed {
+            reused = Some((i, name));
+            break;
+        }
+    }
+    let Some((i, name)) = reused else {
+        eprintln!("the filesystem gave no new file the freed inode number; nothing to check");
+        return;
+    };
+    let want = format!("new file {i}\n");
+    assert_eq!(fs::read(a.join("etc/conf")).unwrap(), b"same config\n");
+    assert_eq!(fs::read(a.join(&name)).unwrap(), want.as_bytes());
+    assert_eq!(fs::read(ma.path("etc/conf")).unwrap(), b"same config\n");
+    assert_eq!(fs::read(ma.path(&name)).unwrap(), want.as_bytes());
+    assert_ne!(ino(&ma.path(&name)), ino(&ma.path("etc/conf")));
+    assert_eq!(fs::metadata(ma.path(&name)).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(ma.path("etc/conf")).unwrap().nlink(), 1);
+    drop(ma);
+    assert_eq!(fs::read(b.join("etc/conf")).unwrap(), b"same config\n");
+    assert_verify_clean(&store);
+}
