@@ -63,6 +63,12 @@ pub enum Error {
     StoreInGuest { guest: PathBuf, store: PathBuf },
     #[error("guests {a} and {b} overlap (one is inside the other); name each guest root once")]
     NestedGuests { a: PathBuf, b: PathBuf },
+    #[error(
+        "guest directory {path} has a unifs mount over it, which hides the guest's own files \
+         from unify; unmount it (`unifs umount {path}`), and mount guests elsewhere \
+         (e.g. /run/unifs/NAME)"
+    )]
+    Overmounted { path: PathBuf },
 }
 
 /// A file unify left alone or could not handle, and why.
@@ -236,7 +242,20 @@ fn guest_dir(g: &Path) -> Result<PathBuf> {
             path: g.to_path_buf(),
         });
     }
+    check_not_overmounted(&abs)?;
     Ok(abs)
+}
+
+/// Refuses a guest root with a unifs mount over it (`unifs mount G G`):
+/// unify would see the mount, a filesystem of its own, instead of the
+/// guest's files, and must never link through it.
+fn check_not_overmounted(root: &Path) -> Result<()> {
+    if crate::fs::is_unifs_mount(root) {
+        return Err(Error::Overmounted {
+            path: root.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 fn guest_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -744,6 +763,7 @@ fn open_guests(
             Err(e) => return Err(guest_err(&root)(e)),
         };
         let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
+        check_not_overmounted(&root)?; // --all adds guests
         if let Some(store) = store {
             store.check_same_fs(&root, st.dev)?;
             store.check_same_mount(&root, fd.as_fd())?;

@@ -1,9 +1,9 @@
 //! Review s8-live: `unifs unify`, `unifs mount` and the store on guests that
 //! are in use (mounted, with processes writing through the mount).
 
-use super::harness::{ino, Mount};
+use super::harness::{ino, Mount, World};
 use crate::common::require_root;
-use crate::tree::{assert_verify_clean, file, unify_json};
+use crate::tree::{assert_verify_clean, bytes, file, unifs, unify_json};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -118,4 +118,34 @@ fn a_new_file_given_the_number_of_an_inode_unify_freed_is_its_own() {
     drop(ma);
     assert_eq!(fs::read(b.join("etc/conf")).unwrap(), b"same config\n");
     assert_verify_clean(&store);
+}
+
+/// A guest mounted over its own directory (`unifs mount G G`) hides its
+/// files from unify, which sees the FUSE mount instead. Unify refuses it,
+/// saying so; it said the guest was on another filesystem than the store
+/// and to "put the store on" the guest's directory.
+#[test]
+fn unify_of_a_guest_mounted_over_itself_says_so() {
+    if !require_root("review_s8_live_unify_of_a_guest_mounted_over_itself") {
+        return;
+    }
+    let w = World::new();
+    let store = w.tmp.path().join("real-store");
+    let (a, b) = (w.dir("a"), w.dir("b"));
+    for g in [&a, &b] {
+        file(g, "usr/lib/f", &bytes(1, 5_000), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    let before = fs::read_dir(store.join("objects")).unwrap().count();
+    let _over = Mount::start(&store, &a, &a, &[]);
+    let named: [&dyn AsRef<std::ffi::OsStr>; 3] = [&"unify", &a, &b];
+    let all: [&dyn AsRef<std::ffi::OsStr>; 2] = [&"unify", &"--all"];
+    for args in [&named[..], &all[..]] {
+        let out = unifs(&store, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("has a unifs mount over it"), "{err}");
+        assert!(!err.contains("put the store on"), "{err}");
+    }
+    assert_eq!(fs::read_dir(store.join("objects")).unwrap().count(), before);
 }
