@@ -211,8 +211,11 @@ impl<'a> Applier<'a> {
             }
             Skip::InUse => {
                 work.totals.skipped_in_use += 1;
-                work.problems
-                    .push(Problem::new(path, "open for writing; left as it was"));
+                work.problems.push(Problem::new(
+                    path,
+                    "open for writing (or open at all through a unifs mount, whose daemon \
+                     holds files read-write); left as it was",
+                ));
             }
             Skip::Failed(why) => work.problems.push(Problem::new(path, why)),
         }

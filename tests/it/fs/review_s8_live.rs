@@ -149,3 +149,42 @@ fn unify_of_a_guest_mounted_over_itself_says_so() {
     }
     assert_eq!(fs::read_dir(store.join("objects")).unwrap().count(), before);
 }
+
+/// A file a mounted guest only reads is held read-write by the daemon (one
+/// backing file per open inode, for passthrough): unify finds it open for
+/// writing and leaves it. Its warning says why (it said "open for writing"
+/// of a file nobody wrote), and a run after the guest closed it links it.
+#[test]
+fn a_file_a_mounted_guest_only_reads_is_unified_once_closed() {
+    if !require_root("review_s8_live_a_file_a_mounted_guest_only_reads") {
+        return;
+    }
+    let w = World::new();
+    let store = w.tmp.path().join("real-store");
+    let (a, b) = (w.dir("a"), w.dir("b"));
+    for g in [&b, &a] {
+        file(g, "usr/lib/libc.so", &bytes(7, 20_000), 0o644);
+    }
+    let ma = Mount::start(&store, &a, &w.dir("ma"), &[]);
+    let reader = fs::File::open(ma.path("usr/lib/libc.so")).unwrap();
+    let s = unify_json(&store, &[&b, &a]);
+    assert_eq!(s["files_linked"], 0, "{s}");
+    let what = s["problems"][0]["what"].as_str().unwrap_or_default();
+    assert!(what.contains("through a unifs mount"), "{s}");
+    drop(reader);
+    // The release reaches the daemon after the close.
+    let linked = super::harness::wait_until(std::time::Duration::from_secs(5), || {
+        unify_json(&store, &[&b, &a])["files_linked"] == 1
+    });
+    assert!(linked, "not linked once closed");
+    assert_eq!(
+        crate::tree::ino(&a.join("usr/lib/libc.so")),
+        crate::tree::ino(&b.join("usr/lib/libc.so"))
+    );
+    assert_eq!(
+        fs::read(ma.path("usr/lib/libc.so")).unwrap(),
+        bytes(7, 20_000)
+    );
+    drop(ma);
+    assert_verify_clean(&store);
+}
