@@ -49,6 +49,15 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     let guest = check_guest(&a.guest_dir)?;
     check_not_store(&g.store, &guest)?;
     let mountpoint = check_mountpoint(&a.mountpoint)?;
+    if mountpoint != guest && mountpoint.starts_with(&guest) {
+        // The daemon would reach the backing entry of that directory
+        // through its own mount, and wait on itself.
+        bail!(
+            "mountpoint {} is inside the guest directory {}; mount the guest outside it",
+            mountpoint.display(),
+            guest.display()
+        );
+    }
     check_dev_fuse()?;
     check_store(&g.store, &guest)?;
     let log = match &a.log {

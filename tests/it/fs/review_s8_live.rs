@@ -188,3 +188,30 @@ fn a_file_a_mounted_guest_only_reads_is_unified_once_closed() {
     drop(ma);
     assert_verify_clean(&store);
 }
+
+/// A mountpoint inside the guest's own directory is refused: the daemon,
+/// reaching the backing entry of that directory, went through its own
+/// mount and waited on itself (`ls -la` of the mount hung for good with
+/// one thread).
+#[test]
+fn a_mountpoint_inside_its_own_guest_is_refused() {
+    if !require_root("review_s8_live_a_mountpoint_inside_its_own_guest") {
+        return;
+    }
+    let w = World::new();
+    let a = w.dir("a");
+    file(&a, "f", b"x\n", 0o644);
+    let inside = w.dir("a/mnt");
+    let out = unifs(&w.store, &[&"mount", &"-o", &"threads=1", &a, &inside]);
+    let unmount = || {
+        if super::harness::is_mounted(&inside) {
+            super::harness::unmount_lazy(&inside);
+        }
+    };
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mounted = super::harness::is_mounted(&inside);
+    unmount();
+    assert!(!mounted, "mounted inside its own guest");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is inside the guest directory"), "{err}");
+}
