@@ -179,13 +179,18 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let missing = repair_missing(&store, &catalog, dry_run)?;
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();
     if json {
-        let paths: Vec<_> = removed.iter().map(|(f, _)| &f.path).collect();
+        // Paths as text (lossy): json! panics on a path that is not UTF-8.
+        let lossy = |v: &[std::path::PathBuf]| -> Vec<String> {
+            v.iter().map(|p| p.to_string_lossy().into_owned()).collect()
+        };
+        let paths: Vec<_> = removed.iter().map(|(f, _)| f.path.clone()).collect();
         let out = serde_json::json!({
             "dry_run": dry_run, "objects_removed": removed.len(), "bytes_freed": freed,
-            "paths": paths,
-            "missing_restored": missing.restored, "missing_dropped": missing.dropped,
-            "links_dropped": missing.links_dropped, "missing_left": missing.left,
-            "replaced_renumbered": renumbered,
+            "paths": lossy(&paths),
+            "missing_restored": lossy(&missing.restored),
+            "missing_dropped": lossy(&missing.dropped),
+            "links_dropped": missing.links_dropped, "missing_left": lossy(&missing.left),
+            "replaced_renumbered": lossy(&renumbered),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -415,7 +420,9 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let usage = store.usage()?;
     let guests = catalog.guest_stats()?;
     if json {
-        let out = serde_json::json!({ "store": store.root(), "usage": usage, "guests": guests });
+        let out = serde_json::json!({
+            "store": store.root().to_string_lossy(), "usage": usage, "guests": guests
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }

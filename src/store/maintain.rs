@@ -20,6 +20,7 @@ pub struct ObjectFile {
 /// Something wrong with an object file.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
+    #[serde(serialize_with = "crate::sys::lossy_path")]
     pub path: PathBuf,
     pub what: String,
 }

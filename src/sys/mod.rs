@@ -14,6 +14,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// Serializes a path as text, bytes that are not UTF-8 replaced (U+FFFD):
+/// paths need not be UTF-8, and a `--json` report must still come out.
+pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
 /// The parts of `struct stat` unifs compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {

@@ -76,13 +76,9 @@ pub enum Error {
 pub struct Problem {
     /// In JSON as text, bytes that are not UTF-8 replaced (U+FFFD): a
     /// guest's file names need not be UTF-8, and the summary must come out.
-    #[serde(serialize_with = "lossy_path")]
+    #[serde(serialize_with = "sys::lossy_path")]
     pub path: PathBuf,
     pub what: String,
-}
-
-fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&p.to_string_lossy())
 }
 
 impl Problem {

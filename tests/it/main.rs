@@ -6,6 +6,7 @@ mod common;
 mod failures;
 mod fs;
 mod guest;
+mod review_s8_cli;
 mod store;
 mod tree;
 mod unify;

@@ -1,0 +1,75 @@
+//! What a user sees at the command line: bad input is refused in one line
+//! that names the path and what to do, and `--json` is always JSON.
+
+use crate::common::require_root;
+use crate::tree::*;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Guest `name` under `dir` with one file every such guest shares.
+fn guest(dir: &Path, name: &OsStr) -> PathBuf {
+    let g = dir.join(name);
+    file(&g, "usr/a", &bytes(1, 5000), 0o644);
+    file(&g, "etc/own", name.as_bytes(), 0o644);
+    g
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn json_reports_name_guests_and_stores_whose_paths_are_not_utf8() {
+    if !require_root("json_reports_name_guests_and_stores_whose_paths_are_not_utf8") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(OsStr::from_bytes(b"st\xff"));
+    let a = guest(dir.path(), OsStr::from_bytes(b"n\xff"));
+    let b = guest(dir.path(), OsStr::new("b"));
+    unify_json(&store, &[&a, &b]);
+    let stats = json(&unifs(&store, &[&"store", &"stats", &"--json"]));
+    let paths: Vec<&str> = stats["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&&*a.to_string_lossy()), "{stats}");
+    assert_eq!(stats["store"], *store.to_string_lossy(), "{stats}");
+    json(&unifs(&store, &[&"store", &"verify", &"--json"]));
+    // An object file the catalog lists but that is gone: named in gc's JSON.
+    let obj = walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    fs::remove_file(&obj).unwrap();
+    let v = json(&unifs(&store, &[&"store", &"verify", &"--json"]).with_code(1));
+    assert_eq!(v["problems"][0]["path"], *obj.to_string_lossy(), "{v}");
+    let gc = json(&unifs(&store, &[&"store", &"gc", &"--dry-run", &"--json"]));
+    assert_eq!(gc["missing_restored"][0], *obj.to_string_lossy(), "{gc}");
+}
+
+/// Lets a command that must fail with `code` pass `json`'s success check.
+trait WithCode {
+    fn with_code(self, code: i32) -> Output;
+}
+
+impl WithCode for Output {
+    fn with_code(mut self, code: i32) -> Output {
+        assert_eq!(self.status.code(), Some(code), "{}", stderr(&self));
+        self.status = Command::new("true").status().unwrap();
+        self
+    }
+}
