@@ -25,7 +25,11 @@ pub const ROOT: &str = ".";
 pub struct Header {
     pub unifs_manifest: u32,
     pub guest: String,
+    /// The guest root; bytes that are not UTF-8 replaced (U+FFFD), and
+    /// then given exactly in `root_hex`.
     pub root: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hex: Option<String>,
     pub created: i64,
     /// How many entry lines follow, so that a manifest cut short at a line
     /// boundary is refused (absent in manifests written before 2026-11-30).
@@ -117,7 +121,7 @@ fn decode(text: &Option<String>, hex: &Option<String>) -> PathBuf {
     }
 }
 
-fn encode(bytes: &OsStr) -> (Option<String>, Option<String>) {
+pub fn encode(bytes: &OsStr) -> (Option<String>, Option<String>) {
     match bytes.to_str() {
         Some(s) => (Some(s.to_string()), None),
         None => (None, Some(to_hex(bytes.as_bytes()))),

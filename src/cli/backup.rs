@@ -28,7 +28,7 @@ pub enum Format {
 #[derive(clap::Args, Debug)]
 pub struct ManifestArgs {
     /// A guest name from the catalog, or a guest directory.
-    pub guest: String,
+    pub guest: PathBuf,
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
     /// Write to FILE instead of stdout.
@@ -76,11 +76,19 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         }
         None => Catalog::in_memory()?,
     };
-    let (name, root) = match catalog.guest_by_name(&a.guest)? {
+    // A path, not a String: a guest directory's name need not be UTF-8.
+    let by_name = match a.guest.to_str() {
+        Some(name) => catalog.guest_by_name(name)?,
+        None => None,
+    };
+    let (name, root) = match by_name {
         Some(row) => (row.name, row.path),
         None => {
             let root = std::fs::canonicalize(&a.guest).with_context(|| {
-                format!("{}: no such guest in the catalog, nor a directory", a.guest)
+                format!(
+                    "{}: no such guest in the catalog, nor a directory",
+                    a.guest.display()
+                )
             })?;
             let name = match catalog.guest_by_path(&root)? {
                 Some(row) => row.name,
@@ -101,7 +109,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     let header = manifest::Header {
         unifs_manifest: manifest::MANIFEST_VERSION,
         guest: name,
-        root: root.display().to_string(),
+        root: root.to_string_lossy().into_owned(),
+        root_hex: manifest::encode(root.as_os_str()).1,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

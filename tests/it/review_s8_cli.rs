@@ -73,3 +73,39 @@ impl WithCode for Output {
         self
     }
 }
+
+#[test]
+fn manifest_takes_a_guest_directory_whose_name_is_not_utf8() {
+    if !require_root("manifest_takes_a_guest_directory_whose_name_is_not_utf8") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = guest(dir.path(), OsStr::from_bytes(b"n\xff"));
+    let out = unifs(&store, &[&"manifest", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let header: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&c| c == b'\n').next().unwrap()).unwrap();
+    // The header names the root exactly, as entries name their paths.
+    let hex: String = a
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(header["root_hex"], hex, "{header}");
+    // A manifest that names it so is still read by restore.
+    let m = dir.path().join("m.jsonl");
+    fs::write(&m, &out.stdout).unwrap();
+    let private = dir.path().join("private");
+    file(&private, "usr/a", &bytes(1, 5000), 0o644);
+    fs::create_dir_all(private.join("etc")).unwrap();
+    fs::copy(a.join("etc/own"), private.join("etc/own")).unwrap();
+    let target = dir.path().join("restored");
+    assert!(unifs(&store, &[&"store", &"init"]).status.success());
+    let out = unifs(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
