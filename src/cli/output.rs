@@ -46,10 +46,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("not a size (at most 16 EiB - 1): {s:?}"))
+    let n = num
+        .parse::<u64>()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    // Checked: wrapped around, a huge size became a small one.
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large (at most 16 EiB)"))
 }
 
 /// Prints problems, at most `limit` of them unless `all`.

@@ -109,3 +109,26 @@ fn manifest_takes_a_guest_directory_whose_name_is_not_utf8() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_min_size_too_large_is_refused_not_wrapped_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let b = guest(dir.path(), OsStr::new("b"));
+    let store = dir.path().join("store");
+    // 2^34 GiB is 2^64 bytes: wrapped around, it was 0, so every file.
+    let out = unifs(
+        &store,
+        &[
+            &"unify",
+            &"--dry-run",
+            &"--min-size",
+            &"17179869184G",
+            &a,
+            &b,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("17179869184G"), "{}", stderr(&out));
+    assert!(!store.exists());
+}
