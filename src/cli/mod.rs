@@ -9,6 +9,7 @@ mod output;
 mod store;
 mod unify;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -34,7 +35,11 @@ pub struct Global {
         global = true,
         env = "UNIFS_STORE",
         default_value = "/var/lib/unifs",
-        value_name = "DIR"
+        value_name = "DIR",
+        // Empty accepted here (clap's PathBuf parser would say "a value is
+        // required for --store" when it is UNIFS_STORE that is empty), and
+        // refused in main with a message naming both.
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
     )]
     pub store: PathBuf,
     /// More log output (repeat for more); RUST_LOG also works.
@@ -72,6 +77,13 @@ pub fn main() -> ExitCode {
     let args = aliased_args(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
     init_logging(cli.global.verbose);
+    if cli.global.store.as_os_str().is_empty() {
+        eprintln!(
+            "unifs: the store path is empty (UNIFS_STORE set to an empty string, or --store \"\"): \
+             name the store's directory, or unset UNIFS_STORE for the default /var/lib/unifs"
+        );
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Unify(a) => unify::run(&cli.global, a),
         Command::Store(c) => store::run(&cli.global, c),

@@ -132,3 +132,29 @@ fn a_min_size_too_large_is_refused_not_wrapped_around() {
     assert!(stderr(&out).contains("17179869184G"), "{}", stderr(&out));
     assert!(!store.exists());
 }
+
+#[test]
+fn an_empty_unifs_store_is_named_as_the_empty_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let a = a.to_str().unwrap();
+    for args in [vec!["unify", "--dry-run", a], vec!["store", "stats"]] {
+        let out = Command::new(crate::common::unifs_bin())
+            .args(&args)
+            .env("UNIFS_STORE", "")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        let err = stderr(&out);
+        assert!(err.contains("UNIFS_STORE"), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    // --store on the command line wins over an empty UNIFS_STORE.
+    let out = Command::new(crate::common::unifs_bin())
+        .args(["--store", "st", "unify", "--print-default-excludes"])
+        .env("UNIFS_STORE", "")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
