@@ -109,7 +109,8 @@ pub struct GuestDirs {
         long,
         env = "UNIFS_CONFIG_DIR",
         default_value = "/etc/unifs/guests",
-        value_name = "DIR"
+        value_name = "DIR",
+        value_parser = any_path()
     )]
     pub config_dir: PathBuf,
     /// Runtime state: NAME/root (the mounted root), NAME/state.json, NAME/console.log.
@@ -117,9 +118,17 @@ pub struct GuestDirs {
         long,
         env = "UNIFS_RUN_DIR",
         default_value = crate::guest::state::DEFAULT_RUN_DIR,
-        value_name = "DIR"
+        value_name = "DIR",
+        value_parser = any_path()
     )]
     pub run_dir: PathBuf,
+}
+
+/// A path, empty too: clap's own parser says "a value is required for
+/// --run-dir" when it is UNIFS_RUN_DIR that is empty; `guest` says which.
+fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -241,6 +250,24 @@ fn overlay_root(g: &Global, root: &std::path::Path) -> anyhow::Result<OverlayRoo
 }
 
 pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
+    let d = match &c {
+        GuestCommand::Start { dirs, .. }
+        | GuestCommand::Stop { dirs, .. }
+        | GuestCommand::Enter { dirs, .. }
+        | GuestCommand::Exec { dirs, .. }
+        | GuestCommand::List { dirs, .. }
+        | GuestCommand::Status { dirs, .. } => dirs,
+    };
+    for (dir, option, env) in [
+        (&d.config_dir, "--config-dir", "UNIFS_CONFIG_DIR"),
+        (&d.run_dir, "--run-dir", "UNIFS_RUN_DIR"),
+    ] {
+        anyhow::ensure!(
+            !dir.as_os_str().is_empty(),
+            "the {option} path is empty ({env} set to an empty string, or {option} \"\"): \
+             name a directory, or unset {env} for the default"
+        );
+    }
     let dirs = |d: GuestDirs| Dirs {
         config_dir: d.config_dir,
         run_dir: d.run_dir,

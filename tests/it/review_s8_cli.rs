@@ -158,3 +158,18 @@ fn an_empty_unifs_store_is_named_as_the_empty_setting() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn an_empty_unifs_run_dir_or_config_dir_is_named_as_the_empty_setting() {
+    for env in ["UNIFS_RUN_DIR", "UNIFS_CONFIG_DIR"] {
+        let out = Command::new(crate::common::unifs_bin())
+            .args(["guest", "list"])
+            .env(env, "")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(env), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
