@@ -123,6 +123,17 @@ pub const EXIT_PROBLEMS: u8 = 23;
 
 fn build_excludes(a: &UnifyArgs) -> anyhow::Result<Excludes> {
     let mut lists: Vec<(String, String)> = Vec::new();
+    // In a list file such lines are skipped; an option given one excluded
+    // nothing without a word (`--exclude "$UNSET"`).
+    if let Some(p) = a.exclude.iter().find(|p| {
+        let p = p.trim();
+        p.is_empty() || p.starts_with('#')
+    }) {
+        anyhow::bail!(
+            "--exclude {p:?} is no rule (empty, or a # comment): give a glob such as \
+             /var/cache (a name starting with # is written \\#…)"
+        );
+    }
     if !a.exclude.is_empty() {
         lists.push(("--exclude".into(), a.exclude.join("\n")));
     }

@@ -173,3 +173,22 @@ fn an_empty_unifs_run_dir_or_config_dir_is_named_as_the_empty_setting() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn an_exclude_that_is_no_rule_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let b = guest(dir.path(), OsStr::new("b"));
+    let store = dir.path().join("store");
+    for pattern in ["", "  ", "#usr"] {
+        let out = unifs(
+            &store,
+            &[&"unify", &"--dry-run", &"--exclude", &pattern, &a, &b],
+        );
+        assert_eq!(out.status.code(), Some(1), "{pattern:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("--exclude"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!store.exists());
+}
