@@ -63,6 +63,8 @@ pub enum Error {
     StoreInGuest { guest: PathBuf, store: PathBuf },
     #[error("guests {a} and {b} overlap (one is inside the other); name each guest root once")]
     NestedGuests { a: PathBuf, b: PathBuf },
+    #[error("guest {path} is named twice; name each guest root once")]
+    GuestTwice { path: PathBuf },
     #[error(
         "guest directory {path} has a unifs mount over it, which hides the guest's own files \
          from unify; unmount it (`unifs umount {path}`), and mount guests elsewhere \
@@ -806,6 +808,9 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
     }
     for (i, a) in paths.iter().enumerate() {
         if let Some(b) = paths[i + 1..].iter().find(|b| overlap(a, b)) {
+            if a == b {
+                return Err(Error::GuestTwice { path: a.clone() });
+            }
             return Err(Error::NestedGuests {
                 a: a.clone(),
                 b: b.clone(),

@@ -192,3 +192,22 @@ fn an_exclude_that_is_no_rule_is_refused() {
     }
     assert!(!store.exists());
 }
+
+#[test]
+fn the_same_guest_named_twice_is_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let store = dir.path().join("store");
+    let mut slash = a.clone().into_os_string();
+    slash.push("/");
+    let out = unifs(&store, &[&"unify", &"--dry-run", &a, &slash]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err,
+        format!(
+            "unifs: guest {} is named twice; name each guest root once\n",
+            fs::canonicalize(&a).unwrap().display()
+        )
+    );
+}
