@@ -301,6 +301,8 @@ fn resolved(path: &Path) -> PathBuf {
         std::fs::canonicalize(&existing),
         abs.strip_prefix(&existing),
     ) {
+        // join("") would add a trailing slash, shown in messages.
+        (Ok(base), Ok(rest)) if rest.as_os_str().is_empty() => base,
         (Ok(base), Ok(rest)) => base.join(rest),
         _ => abs,
     }

@@ -211,3 +211,21 @@ fn the_same_guest_named_twice_is_said_so() {
         )
     );
 }
+
+#[test]
+fn a_store_around_a_guest_is_named_as_given_without_a_trailing_slash() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let store = fs::canonicalize(dir.path()).unwrap();
+    let out = unifs(&store, &[&"unify", &"--dry-run", &a]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "unifs: {} and the store {} overlap (one is inside the other); keep the store \
+             outside every guest\n",
+            fs::canonicalize(&a).unwrap().display(),
+            store.display()
+        )
+    );
+}
