@@ -500,6 +500,17 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     if dest.exists() {
         anyhow::bail!("{} exists; snapshot writes a new file", dest.display());
     }
+    // SQLite would only say "unable to open database file", under the
+    // catalog's name.
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {}: directory {} does not exist",
+                dest.display(),
+                dir.display()
+            );
+        }
+    }
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
     catalog

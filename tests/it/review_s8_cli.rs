@@ -229,3 +229,25 @@ fn a_store_around_a_guest_is_named_as_given_without_a_trailing_slash() {
         )
     );
 }
+
+#[test]
+fn a_snapshot_into_a_missing_directory_names_that_directory() {
+    if !require_root("a_snapshot_into_a_missing_directory_names_that_directory") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let store = dir.path().join("store");
+    unify_json(&store, &[&a]);
+    let dest = dir.path().join("nodir/catalog.db");
+    let out = unifs(&store, &[&"store", &"snapshot", &dest]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "unifs: cannot write {}: directory {} does not exist\n",
+            dest.display(),
+            dest.parent().unwrap().display()
+        )
+    );
+}
