@@ -29,6 +29,7 @@ pub enum Format {
 pub struct ManifestArgs {
     /// A guest name from the catalog, or a guest directory.
     pub guest: PathBuf,
+    /// What to write.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
     /// Write to FILE instead of stdout.
@@ -61,6 +62,7 @@ pub struct RestoreArgs {
     pub from: PathBuf,
     /// Where to rebuild the guest (must not exist, or be empty).
     pub target: PathBuf,
+    /// Print the result as JSON (fields: docs/store-format.md).
     #[arg(long)]
     pub json: bool,
 }

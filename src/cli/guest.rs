@@ -137,6 +137,7 @@ pub enum GuestCommand {
     Start {
         #[command(flatten)]
         dirs: GuestDirs,
+        /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
     /// SIGTERM the guest's init, wait, kill what is left, unmount.
@@ -146,12 +147,14 @@ pub enum GuestCommand {
         /// Seconds to wait after SIGTERM before SIGKILL.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
     /// Open the guest's shell inside the running guest.
     Enter {
         #[command(flatten)]
         dirs: GuestDirs,
+        /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
     /// Run a command inside the running guest; exits with its status.
@@ -161,7 +164,9 @@ pub enum GuestCommand {
         /// Give the command a terminal of the guest's own.
         #[arg(short, long)]
         tty: bool,
+        /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
+        /// The command and its arguments, resolved inside the guest.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
@@ -169,6 +174,7 @@ pub enum GuestCommand {
     List {
         #[command(flatten)]
         dirs: GuestDirs,
+        /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
         json: bool,
     },
@@ -176,8 +182,10 @@ pub enum GuestCommand {
     Status {
         #[command(flatten)]
         dirs: GuestDirs,
+        /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
         json: bool,
+        /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
 }

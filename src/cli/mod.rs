@@ -188,6 +188,28 @@ mod tests {
         assert_eq!(render(&plain), "context: outer");
     }
 
+    /// Every argument of every command says in `--help` what it is.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.is_hide_set() || arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "unifs", &mut missing);
+        assert!(missing.is_empty(), "no help: {missing:?}");
+    }
+
     #[test]
     fn vunify_name_means_unify() {
         let args = aliased_args(vec!["/usr/sbin/vunify".into(), "g1".into()]);

@@ -29,6 +29,7 @@ pub struct MountArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
+    /// Where a unifs mount is (others are refused: use umount(8)).
     pub mountpoint: PathBuf,
     /// Detach now even if busy; the mount goes when its last user leaves.
     #[arg(short, long)]

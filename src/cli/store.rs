@@ -23,6 +23,7 @@ pub enum StoreCommand {
     },
     /// Rehash every object; report each mismatch; exit 1 if any.
     Verify {
+        /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
         json: bool,
     },
@@ -33,6 +34,7 @@ pub enum StoreCommand {
         /// Only list what would be removed.
         #[arg(short = 'n', long)]
         dry_run: bool,
+        /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
         json: bool,
     },
@@ -46,6 +48,7 @@ pub enum StoreCommand {
     },
     /// Objects, bytes stored and saved, per guest.
     Stats {
+        /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
         json: bool,
     },
@@ -56,6 +59,7 @@ pub enum StoreCommand {
         /// every extra copy (`.1`, …) of an object at the link limit.
         #[arg(long, value_name = "RUN", default_value_t = 0)]
         since: i64,
+        /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
         json: bool,
         /// End each path with NUL, not newline.
@@ -64,6 +68,7 @@ pub enum StoreCommand {
     },
     /// List unify runs, numbered.
     Runs {
+        /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
         json: bool,
     },
