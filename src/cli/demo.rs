@@ -12,11 +12,17 @@ use std::time::{Duration, SystemTime};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Where to build the sample guests and the store (replaced if it holds an earlier demo).
+    /// Where to build the sample guests and the store, DIR/store (--store
+    /// is not used); replaced if it holds an earlier demo.
     #[arg(long, default_value = "unifs-demo", value_name = "DIR")]
     pub dir: PathBuf,
-    /// Number of sample guests.
-    #[arg(long, default_value_t = 4)]
+    /// Number of sample guests, 2 to 6.
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(2..=GUEST_NAMES.len() as i64)
+    )]
     pub guests: u32,
 }
 
@@ -27,7 +33,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("the demo runs unify, which must run as root: try `sudo unifs demo`");
     }
-    let n = a.guests.clamp(2, GUEST_NAMES.len() as u32) as usize;
+    let n = a.guests as usize;
     prepare_dir(&a.dir)?;
     let guests_dir = a.dir.join("guests");
     let mut roots = Vec::new();

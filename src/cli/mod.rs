@@ -211,6 +211,14 @@ mod tests {
     }
 
     #[test]
+    fn demo_refuses_a_number_of_guests_it_cannot_build() {
+        for n in ["1", "7"] {
+            assert!(Cli::try_parse_from(["unifs", "demo", "--guests", n]).is_err());
+        }
+        assert!(Cli::try_parse_from(["unifs", "demo", "--guests", "6"]).is_ok());
+    }
+
+    #[test]
     fn vunify_name_means_unify() {
         let args = aliased_args(vec!["/usr/sbin/vunify".into(), "g1".into()]);
         assert_eq!(
