@@ -238,6 +238,9 @@ impl Drop for Replacement {
 
 pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
+    // A tree rebuilt in the store would be strays among its objects (store
+    // verify fails) and a guest unify refuses.
+    crate::unify::check_guest_outside_store(&crate::unify::resolved(&a.target), store.root())?;
     let (header, entries) = manifest::read_jsonl(&a.manifest)
         .with_context(|| format!("reading manifest {}", a.manifest.display()))?;
     let report = restore::restore(&entries, &store, &a.from, &a.target)?;

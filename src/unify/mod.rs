@@ -294,7 +294,7 @@ fn existing_ancestor(path: &Path) -> PathBuf {
 }
 
 /// `path` made absolute with every existing component's symlinks resolved.
-fn resolved(path: &Path) -> PathBuf {
+pub(crate) fn resolved(path: &Path) -> PathBuf {
     let existing = existing_ancestor(path);
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     match (

@@ -251,3 +251,35 @@ fn a_snapshot_into_a_missing_directory_names_that_directory() {
         )
     );
 }
+
+#[test]
+fn restore_refuses_a_target_inside_the_store() {
+    if !require_root("restore_refuses_a_target_inside_the_store") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let b = guest(dir.path(), OsStr::new("b"));
+    let store = dir.path().join("store");
+    unify_json(&store, &[&a, &b]);
+    let m = dir.path().join("a.jsonl");
+    let list = dir.path().join("a.private");
+    let out = unifs(
+        &store,
+        &[&"manifest", &a, &"-o", &m, &"--private-list", &list],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let private = dir.path().join("private");
+    file(&private, "etc/own", b"a", 0o644);
+    for target in [store.join("objects/a"), store.join("a")] {
+        let out = unifs(
+            &store,
+            &[&"restore", &"--manifest", &m, &"--from", &private, &target],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("overlap"), "{err}");
+        assert!(!target.exists(), "{err}");
+        assert_verify_clean(&store);
+    }
+}
