@@ -174,6 +174,11 @@ impl Replacement {
     fn create(path: &Path) -> anyhow::Result<Replacement> {
         let mut path = path.to_path_buf();
         match std::fs::metadata(&path) {
+            // Else the whole walk is done before the rename over it fails.
+            Ok(m) if m.is_dir() => anyhow::bail!(
+                "{} is a directory; name a file to write (it is replaced when complete)",
+                path.display()
+            ),
             Ok(m) if !m.is_file() && !m.is_dir() => {
                 let file = std::fs::OpenOptions::new()
                     .write(true)

@@ -283,3 +283,27 @@ fn restore_refuses_a_target_inside_the_store() {
         assert_verify_clean(&store);
     }
 }
+
+#[test]
+fn manifest_output_that_is_a_directory_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = guest(dir.path(), OsStr::new("a"));
+    let store = dir.path().join("store");
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    for args in [
+        vec![&"manifest" as &dyn AsRef<OsStr>, &a, &"-o", &out_dir],
+        vec![&"manifest", &a, &"--private-list", &out_dir],
+    ] {
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "unifs: {} is a directory; name a file to write (it is replaced when complete)\n",
+                out_dir.display()
+            )
+        );
+    }
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+}
