@@ -75,7 +75,18 @@ pub enum Command {
 pub fn main() -> ExitCode {
     crate::sys::default_sigpipe();
     let args = aliased_args(std::env::args_os().collect());
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap's own exit is 2 for a usage error; the documented status
+            // of a refused command is 1 (--help and --version: 0).
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::FAILURE,
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     init_logging(cli.global.verbose);
     if cli.global.store.as_os_str().is_empty() {
         eprintln!(

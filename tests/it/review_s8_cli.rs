@@ -128,7 +128,7 @@ fn a_min_size_too_large_is_refused_not_wrapped_around() {
             &b,
         ],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("17179869184G"), "{}", stderr(&out));
     assert!(!store.exists());
 }
@@ -306,4 +306,30 @@ fn manifest_output_that_is_a_directory_is_refused_at_once() {
         );
     }
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn usage_errors_exit_1_as_documented_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for args in [
+        vec!["unify", "--min-size", "4x", "g"],
+        vec!["unify", "--no-such-option"],
+        vec!["store", "ls", "--since", "abc"],
+        vec!["run", "--root", "r", "--cpus", "x", "--", "true"],
+        vec!["mount", "g"],
+        vec!["no-such-command"],
+    ] {
+        let args: Vec<&dyn AsRef<OsStr>> = args.iter().map(|a| a as _).collect();
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    }
+    for args in [["unify", "--help"], ["store", "--version"]] {
+        let args: Vec<&dyn AsRef<OsStr>> = args.iter().map(|a| a as _).collect();
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(!out.stdout.is_empty());
+    }
+    assert!(!store.exists());
 }
