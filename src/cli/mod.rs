@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// The store: objects/, catalog.db, tmp/ and lock.
+    /// The store: objects/, catalog.db, tmp/, cache/ and lock.
     #[arg(
         long,
         global = true,
