@@ -1775,27 +1775,6 @@ fn review_s8_a_clone_pair_with_a_name_in_an_append_only_directory_stays_whole() 
     assert!(s["problems"].to_string().contains("append-only"), "{s}");
 }
 
-/// `--min-size` of 16 EiB or more does not fit in 64 bits: it wrapped
-/// around (17179869184G is 2^64, which became 0, then the 1-byte
-/// default), so asking to leave every file alone linked every file. It is
-/// refused, as a number too long to parse is.
-#[test]
-fn review_s8_a_min_size_too_large_is_refused_not_wrapped() {
-    let lab = Lab::new();
-    let (a, b) = (lab.guest(0), lab.guest(1));
-    for g in [&a, &b] {
-        file(g, "usr/f", &bytes(5, 3_000), 0o644);
-    }
-    let out = unifs(
-        &lab.store(),
-        &[&"unify", &"--json", &"--min-size", &"17179869184G", &a, &b],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--min-size"), "{err}");
-    assert_ne!(ino(&a.join("usr/f")), ino(&b.join("usr/f")));
-}
-
 /// Opens `names` one at a time from `root` (the path is too long for one
 /// call), creating the directories if `make`.
 fn open_deep(root: &Path, names: &[String], make: bool) -> fs::File {

@@ -197,7 +197,14 @@ impl Work<'_> {
                         Err(std::io::Error::last_os_error())
                     }
                 });
-                self.note("truncate", name, r2, enoent);
+                // ESTALE for a pool name: a truncate by path racing the
+                // split of its node, twice (the kernel retries once); seen
+                // once in ~200 runs under heavy load (docs/mount.md).
+                let mut ok = enoent.to_vec();
+                if !ok.is_empty() {
+                    ok.push(libc::ESTALE);
+                }
+                self.note("truncate", name, r2, &ok);
             }
             4 => {
                 let r = setxattr(&p, &tag.to_le_bytes());
@@ -271,10 +278,9 @@ impl Work<'_> {
                     .mode(0o644)
                     .open(&pa)
                     .and_then(|f| f.write_all_at(&record(tag), 0));
-                // ENOENT: seen once in about 25 runs and not explained
-                // yet (ext4 gives none); tolerated here so that the rest of
-                // the stress stays a stable test.
-                self.note("create", a, r, &[libc::EEXIST, libc::ENOENT]);
+                // (ENOENT, once in ~30 runs, was a revalidating lookup
+                // undoing the create's table entry: fixed, none in 200.)
+                self.note("create", a, r, &[libc::EEXIST]);
             }
         }
     }
