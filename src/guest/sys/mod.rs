@@ -121,20 +121,33 @@ impl Syscall for Linux {
     }
 
     fn mount_flags(&self, path: &Path) -> nix::Result<MsFlags> {
-        use nix::sys::statvfs::FsFlags;
-        let have = nix::sys::statvfs::statvfs(path)?.flags();
+        // statvfs(2) f_flag; nix's FsFlags drops ST_NOSYMFOLLOW (Linux 5.10),
+        // which a remount would otherwise reset too.
+        const ST_NOSYMFOLLOW: libc::c_ulong = 0x2000;
+        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is NUL-terminated and `st` is a statvfs-sized
+        // buffer; both outlive the call.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+        Errno::result(rc)?;
+        // SAFETY: statvfs succeeded, so it filled `st`.
+        let have = unsafe { st.assume_init() }.f_flag;
         let pairs = [
-            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
-            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+            (libc::ST_RDONLY, MsFlags::MS_RDONLY),
+            (libc::ST_NOSUID, MsFlags::MS_NOSUID),
+            (libc::ST_NODEV, MsFlags::MS_NODEV),
+            (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (libc::ST_NOATIME, MsFlags::MS_NOATIME),
+            (libc::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (libc::ST_RELATIME, MsFlags::MS_RELATIME),
+            (
+                ST_NOSYMFOLLOW,
+                MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW),
+            ),
         ];
         Ok(pairs
             .iter()
-            .filter(|(st, _)| have.contains(*st))
+            .filter(|(st, _)| have & *st != 0)
             .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms))
     }
 

@@ -687,3 +687,51 @@ fn run_guest_does_not_share_the_launchers_session_keyring() {
         "the guest reads the host session's keys"
     );
 }
+
+#[test]
+fn run_read_only_bind_keeps_the_sources_nosymfollow() {
+    if !can_run("run_read_only_bind_keeps_the_sources_nosymfollow") {
+        return;
+    }
+    let t = TestRoot::new();
+    // A host filesystem mounted nosymfollow (an upload area whose symlinks
+    // must not be followed): a read-only bind of it must not follow them
+    // either.
+    let shared = t.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &shared,
+        Some("tmpfs"),
+        nix::mount::MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _host = HostMount(shared.clone());
+    std::fs::write(shared.join("file"), "secret\n").unwrap();
+    std::os::unix::fs::symlink("file", shared.join("link")).unwrap();
+    let ro = format!("{}:/data:ro", shared.display());
+    let rw = format!("{}:/rw", shared.display());
+    let out = t.sh(
+        &["--bind", &ro, "--bind", &rw],
+        "cat /data/link && echo ro-followed; cat /rw/link && echo rw-followed; \
+         grep -E ' /(data|rw) ' /proc/self/mountinfo; echo done",
+    );
+    let o = stdout(&out);
+    assert!(o.contains("done"), "{o}{}", stderr(&out));
+    assert!(
+        !o.contains("ro-followed"),
+        "nosymfollow lost on a read-only bind: {o}"
+    );
+    assert!(
+        !o.contains("rw-followed"),
+        "nosymfollow lost on a bind: {o}"
+    );
+    for line in o
+        .lines()
+        .filter(|l| l.contains(" /data ") || l.contains(" /rw "))
+    {
+        let opts = line.split(' ').nth(5).unwrap();
+        assert!(opts.contains("nosymfollow"), "nosymfollow lost: {line}");
+    }
+}
