@@ -138,6 +138,15 @@ pub fn is_mounted(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
+    // mountinfo has the resolved path, and `path` may be relative or go
+    // through a symlink (a run dir under /var/run). Its parent only: a FUSE
+    // mount whose daemon died fails stat.
+    let path = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    };
     let want = path.to_string_lossy();
     text.lines()
         .filter_map(|l| l.split(' ').nth(4))

@@ -811,3 +811,28 @@ fn named_stop_list_and_status_see_a_guest_left_by_an_interrupted_start() {
     assert!(!is_mounted(&g.mounted_root()));
     assert_eq!(g.state()["running"], false);
 }
+
+#[test]
+fn named_guest_in_a_run_dir_named_through_a_symlink_starts_and_stops() {
+    if !can_run("named_guest_in_a_run_dir_named_through_a_symlink_starts_and_stops") {
+        return;
+    }
+    let g = Guest::new("linkrun", "[\"/bin/sleep\", \"1000\"]", false);
+    // As /var/run is a symlink to /run on most distributions.
+    std::fs::create_dir_all(&g.run_dir).unwrap();
+    let link = g.t.dir.path().join("var-run");
+    std::os::unix::fs::symlink(&g.run_dir, &link).unwrap();
+    let via_link = |args: &[&str]| {
+        let mut cmd = g.cmd(args);
+        cmd.env("UNIFS_RUN_DIR", &link);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+    ok(&via_link(&["start", &g.name]));
+    assert!(is_mounted(&g.mounted_root()));
+    let pid = g.state()["pid"].as_i64().unwrap();
+    let _kill = KillPid(pid);
+    assert!(ok(&via_link(&["status", &g.name])).contains("running"));
+    ok(&via_link(&["stop", "--timeout", "0", &g.name]));
+    assert!(gone(pid), "stop left init {pid} running");
+    assert!(!is_mounted(&g.mounted_root()), "stop left the root mounted");
+}
