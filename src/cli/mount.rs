@@ -59,6 +59,22 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             guest.display()
         );
     }
+    if let (Some((gdev, gat)), Some((mdev, mat))) =
+        (ufs::fs_location(&guest), ufs::fs_location(&mountpoint))
+    {
+        // The same inside another mount of the guest's filesystem (a bind
+        // mount of it): with shared propagation (systemd's default) the
+        // mount appears inside the guest directory too.
+        if gdev == mdev && mat != gat && mat.starts_with(&gat) {
+            bail!(
+                "mountpoint {} is inside the guest directory {} (it is {} there, \
+                 reached through a bind mount); mount the guest outside it",
+                mountpoint.display(),
+                guest.display(),
+                guest.join(mat.strip_prefix(&gat).unwrap_or(&mat)).display()
+            );
+        }
+    }
     check_dev_fuse()?;
     check_store(&g.store, &guest)?;
     let log = match &a.log {

@@ -268,6 +268,32 @@ fn mount_source(path: &Path) -> Option<(String, String)> {
         .next_back()
 }
 
+/// Where the canonical `path` lies in its filesystem: the device
+/// (major:minor) and the path from that filesystem's root, whichever mount
+/// reaches it (a bind mount of a directory above it too).
+pub fn fs_location(path: &Path) -> Option<(String, PathBuf)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, String, PathBuf)> = None;
+    for l in info.lines() {
+        let mut f = l.split(' ').skip(2);
+        let (Some(dev), Some(root), Some(mp)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let mp = PathBuf::from(unescape_mountinfo(mp));
+        let Ok(rest) = path.strip_prefix(&mp) else {
+            continue;
+        };
+        // The deepest mount point holds it; of mounts stacked on one point,
+        // the last is on top.
+        let depth = mp.components().count();
+        if best.as_ref().is_none_or(|(d, _, _)| depth >= *d) {
+            let at = Path::new(&unescape_mountinfo(root)).join(rest);
+            best = Some((depth, dev.to_string(), at));
+        }
+    }
+    best.map(|(_, dev, at)| (dev, at))
+}
+
 /// Mountinfo escapes space, tab, newline and backslash as octal.
 pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();

@@ -14,6 +14,7 @@ mod review_s7;
 mod review_s7_r2;
 mod review_s8_live;
 mod review_s8_posix;
+mod review_s8b_mount;
 mod safety;
 mod stress;
 mod unified;
