@@ -888,14 +888,16 @@ impl Overlay {
         }
     }
 
+    /// An fd the handle's reads go through: its `O_NOATIME` one if it has one.
+    fn read_fd(&self, fh: u64) -> Result<OwnedFd> {
+        let handles = lock(&self.handles);
+        let h = handles.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
+        h.no_atime.as_ref().unwrap_or(&h.file.fd).try_clone()
+    }
+
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let fd = {
-            let handles = lock(&self.handles);
-            let h = handles.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
-            h.no_atime.as_ref().unwrap_or(&h.file.fd).try_clone()?
-        };
-        let file = std::fs::File::from(fd);
+        let file = std::fs::File::from(self.read_fd(fh)?);
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -944,13 +946,14 @@ impl Overlay {
         off_out: u64,
         len: u64,
     ) -> Result<u32> {
-        let src = self.file(fh_in)?;
+        // The source is read as `read` reads it (O_NOATIME kept).
+        let src = self.read_fd(fh_in)?;
         let dst = self.file(fh_out)?;
         if !dst.writable {
             return Err(errno(libc::EBADF));
         }
         let len = len.min(u32::MAX as u64 & !0xfff);
-        let n = fsys::copy_range(src.fd.as_fd(), off_in, dst.fd.as_fd(), off_out, len)?;
+        let n = fsys::copy_range(src.as_fd(), off_in, dst.fd.as_fd(), off_out, len)?;
         Ok(n as u32)
     }
 

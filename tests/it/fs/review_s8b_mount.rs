@@ -82,3 +82,54 @@ fn a_mountpoint_inside_a_bind_mount_of_its_guest_is_refused() {
     assert!(mounted, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(listed.unwrap(), "x\n");
 }
+
+/// copy_file_range(2) from a file opened `O_NOATIME` leaves its access
+/// time alone, as on ext4 (cp copies with it); the daemon copied from the
+/// handle's shared backing fd, which lacks the flag, so the atime moved.
+#[test]
+fn copy_file_range_from_an_o_noatime_open_leaves_the_access_time_alone() {
+    if !require_root("review_s8b_mount_copy_file_range_o_noatime") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let (plain, g) = (w.dir("plain"), w.dir("g"));
+        for d in [&plain, &g] {
+            std::fs::write(d.join("f"), b"content").unwrap();
+            let f = std::fs::File::open(d.join("f")).unwrap();
+            let t = |sec| unifs::sys::Timestamp { sec, nsec: 0 };
+            // atime before mtime: relatime would update it on a read.
+            unifs::sys::futimens(std::os::fd::AsFd::as_fd(&f), t(1_000_000), t(2_000_000)).unwrap();
+        }
+        let m = super::harness::Mount::start(&w.store, &g, &w.dir("m"), opts);
+        let copy = |b: &Path| {
+            let src = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(b.join("f"))
+                .unwrap();
+            let dst = std::fs::File::create(b.join("copy")).unwrap();
+            // SAFETY: two open fds; null offsets use the files' own.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    dst.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    7,
+                    0,
+                )
+            };
+            assert_eq!(n, 7, "{:?}", std::io::Error::last_os_error());
+            drop(dst);
+            assert_eq!(std::fs::read(b.join("copy")).unwrap(), b"content");
+        };
+        copy(&plain);
+        copy(&m.dir);
+        let atime = |d: &Path| std::fs::metadata(d.join("f")).unwrap().atime();
+        assert_eq!(atime(&plain), 1_000_000);
+        assert_eq!(atime(&g), 1_000_000, "backing {opts:?}");
+    }
+}
