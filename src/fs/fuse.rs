@@ -215,7 +215,7 @@ impl Filesystem for UnifsFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -240,6 +240,7 @@ impl Filesystem for UnifsFs {
             set_time(atime),
             set_time(mtime),
             fh.map(|f| f.0),
+            caller(req),
         ) {
             Ok(e) => reply.attr(&TTL, &attr(&e)),
             Err(e) => reply.error(err(e)),

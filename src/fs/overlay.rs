@@ -969,6 +969,7 @@ impl Overlay {
         atime: Option<fsys::SetTime>,
         mtime: Option<fsys::SetTime>,
         fh: Option<u64>,
+        caller: Caller,
     ) -> Result<Entry> {
         let (dir, name) = match self.entry_of(node) {
             Ok(e) => e,
@@ -1023,6 +1024,26 @@ impl Overlay {
                 (_, None) => {
                     let fd = sys::open_at(dir.as_fd(), &name, libc::O_WRONLY, 0)?;
                     fsys::ftruncate(fd.as_fd(), size)?;
+                }
+            }
+            // FUSE sends the set-ID bits a truncate takes off as a mode
+            // change, by the old rule: a set-group-ID file without group
+            // execute keeps its bit even for a caller outside its group,
+            // where ext4 takes it off (the kernel's current rule).
+            let st = match &held {
+                Some(fd) => fsys::fstat(fd.as_fd())?,
+                None => fsys::stat_at(dir.as_fd(), &name)?,
+            };
+            let drop = if is_reg(&st) {
+                caller.set_id_bits_to_drop(&st)
+            } else {
+                0
+            };
+            if drop != 0 {
+                let mode = st.st_mode & 0o7777 & !drop;
+                match &held {
+                    Some(fd) => sys::fchmod(fd.as_fd(), mode)?,
+                    None => fsys::chmod_at(dir.as_fd(), &name, mode)?,
                 }
             }
         }

@@ -237,3 +237,52 @@ fn a_whiteout_belongs_to_the_user_whose_rename_left_it() {
     assert_eq!(run_as(65534, &rm(&plain)), vec![0]);
     assert_eq!(run_as(65534, &rm(&m.dir)), vec![0]);
 }
+
+/// truncate(2) by a user outside a set-group-ID file's group takes the bit
+/// off even without group execute, as on ext4 (the kernel's current rule);
+/// FUSE passes the old rule on (only with group execute), so the daemon
+/// applies the current one itself. Set-user-ID goes as before.
+#[test]
+fn a_truncate_by_a_user_outside_the_group_takes_set_group_id_off() {
+    if !require_root("review_s8_truncate_takes_set_group_id_off") {
+        return;
+    }
+    let files: [(&str, u32, u32); 3] = [
+        ("suid", 0, 0o6777),
+        ("sgid_x", 4321, 0o2777),
+        ("sgid_nox", 4321, 0o2767),
+    ];
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let (plain, g) = (w.dir("plain"), w.dir("g"));
+        for d in [&plain, &g] {
+            for (name, gid, mode) in files {
+                fs::write(d.join(name), b"content").unwrap();
+                std::os::unix::fs::chown(d.join(name), Some(0), Some(gid)).unwrap();
+                fs::set_permissions(d.join(name), fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        let m = w.mount(&g, "m", opts);
+        let ops = |b: &Path| -> Vec<(&'static str, Op)> {
+            files
+                .iter()
+                .map(|(name, _, _)| (*name, Op::Truncate(c(b, name))))
+                .collect()
+        };
+        assert_eq!(run_as(65534, &ops(&plain)), vec![0; 3]);
+        assert_eq!(run_as(65534, &ops(&m.dir)), vec![0; 3], "{opts:?}");
+        let modes = |d: &Path| -> Vec<(u32, u64)> {
+            files
+                .iter()
+                .map(|(name, _, _)| {
+                    let md = fs::metadata(d.join(name)).unwrap();
+                    (md.mode() & 0o7777, md.len())
+                })
+                .collect()
+        };
+        let want = modes(&plain);
+        assert_eq!(want, vec![(0o777, 1), (0o777, 1), (0o767, 1)]);
+        assert_eq!(modes(&m.dir), want, "through the mount {opts:?}");
+        assert_eq!(modes(&g), want, "backing files {opts:?}");
+    }
+}
