@@ -185,14 +185,22 @@ struct Record {
 }
 
 /// The directories killed runs noted before changing them, as (the run's
-/// pid, dev, ino): a temp name `.unifs-tmp-PID-SEQ` is a leftover of run
-/// PID only in one of these (else it is a file of the guest's own).
-pub type KilledDirs = std::collections::HashSet<(u32, u64, u64)>;
+/// pid, dev, ino), each with its guest's root: a temp name
+/// `.unifs-tmp-PID-SEQ` is a leftover of run PID only in one of these (else
+/// it is a file of the guest's own).
+pub type KilledDirs = std::collections::HashMap<(u32, u64, u64), PathBuf>;
+
+/// `PREFIX` and this: the file that keeps [`KilledDirs`] until a run has
+/// removed their leftovers. A killed run's own file goes once its mtimes are
+/// back, before the run looks for leftovers: a run killed in between, or one
+/// not given every guest, must not make the next forget them.
+const LEFT: &str = "left";
+const LEFT_MAGIC: u64 = u64::from_ne_bytes(*b"unifsdl1");
 
 /// Puts back the mtimes killed runs left changed, from every file of theirs
 /// in `dir` (the store's `tmp`, at `dir_path`), and removes the files.
 /// Returns how many directories got theirs back, the directories the runs
-/// changed, and what went wrong.
+/// changed (with those kept from before), and what went wrong.
 pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Problem>) {
     let mut names = Vec::new();
     let listed = sys::read_dir(dir, |e| {
@@ -206,7 +214,20 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
         problems.push(Problem::new(dir_path, format!("cannot list: {e}")));
     }
     let mut restored = 0;
-    let mut killed = KilledDirs::new();
+    let left = OsString::from(format!("{PREFIX}{LEFT}"));
+    let mut killed = match read_left(dir, &left) {
+        Ok(killed) => killed,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => KilledDirs::new(),
+        Err(e) => {
+            let what = format!(
+                "the directories killed runs changed cannot be read ({e}); \
+                 temp names they left there are reported, not removed"
+            );
+            problems.push(Problem::new(dir_path.join(&left), what));
+            KilledDirs::new()
+        }
+    };
+    let mut done = Vec::new();
     for name in names {
         let path = dir_path.join(&name);
         let pid = name.as_bytes()[PREFIX.len()..]
@@ -217,7 +238,11 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
         match read(dir, &name) {
             Ok((roots, records)) => {
                 if let Some(pid) = pid {
-                    killed.extend(records.iter().map(|r| (pid, r.dev, r.ino)));
+                    killed.extend(
+                        records.iter().filter_map(|r| {
+                            Some(((pid, r.dev, r.ino), roots.get(r.guest)?.clone()))
+                        }),
+                    );
                 }
                 let (n, mut p) = restore(&roots, &records);
                 restored += n;
@@ -228,11 +253,78 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
                 format!("a killed run's record of directory mtimes cannot be read ({e}); removed"),
             )),
         }
+        done.push((name, path));
+    }
+    if !done.is_empty() {
+        if let Err(e) = keep_killed(dir, &killed) {
+            let what = format!(
+                "cannot keep the directories killed runs changed ({e}); \
+                 temp names they left there are reported, not removed"
+            );
+            problems.push(Problem::new(dir_path.join(&left), what));
+        }
+    }
+    for (name, path) in done {
         if let Err(e) = sys::unlink_at(dir, &name) {
             problems.push(Problem::new(&path, format!("cannot remove: {e}")));
         }
     }
     (restored, killed, problems)
+}
+
+/// Keeps `killed` in `dir` (the store's `tmp`) for the next run, in place
+/// of what was kept; none: nothing is kept.
+pub fn keep_killed(dir: BorrowedFd, killed: &KilledDirs) -> io::Result<()> {
+    let left = OsString::from(format!("{PREFIX}{LEFT}"));
+    if killed.is_empty() {
+        return match sys::unlink_at(dir, &left) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let mut bytes = Vec::new();
+    bytes.extend(LEFT_MAGIC.to_ne_bytes());
+    for (&(pid, dev, ino), root) in killed {
+        let root = root.as_os_str().as_bytes();
+        for w in [u64::from(pid), dev, ino, root.len() as u64] {
+            bytes.extend(w.to_ne_bytes());
+        }
+        bytes.extend(root);
+        bytes.resize(bytes.len().next_multiple_of(8), 0);
+    }
+    // Whole or not at all: a kill while writing leaves the old file.
+    let new = OsString::from(format!("{PREFIX}{LEFT}.new"));
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+    File::from(sys::open_at(dir, &new, flags, 0o600)?).write_all(&bytes)?;
+    sys::rename_at(dir, &new, dir, &left)
+}
+
+fn read_left(dir: BorrowedFd, name: &OsStr) -> io::Result<KilledDirs> {
+    let mut bytes = Vec::new();
+    File::from(sys::open_at(dir, name, libc::O_RDONLY, 0)?).read_to_end(&mut bytes)?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not a list of directories");
+    let word = |i: usize| -> Option<u64> {
+        let b = bytes.get(i * 8..i * 8 + 8)?;
+        Some(u64::from_ne_bytes(b.try_into().ok()?))
+    };
+    if word(0) != Some(LEFT_MAGIC) {
+        return Err(bad());
+    }
+    let mut killed = KilledDirs::new();
+    let mut i = 1;
+    while i * 8 < bytes.len() {
+        let (pid, dev, ino, len) =
+            (|| Some((word(i)?, word(i + 1)?, word(i + 2)?, word(i + 3)?)))().ok_or_else(bad)?;
+        let start = (i + 4) * 8;
+        let root = usize::try_from(len)
+            .ok()
+            .and_then(|len| bytes.get(start..start.checked_add(len)?))
+            .ok_or_else(bad)?;
+        let pid = u32::try_from(pid).map_err(|_| bad())?;
+        killed.insert((pid, dev, ino), PathBuf::from(OsStr::from_bytes(root)));
+        i += 4 + (len as usize).div_ceil(8);
+    }
+    Ok(killed)
 }
 
 fn read(dir: BorrowedFd, name: &OsStr) -> io::Result<(Vec<PathBuf>, Vec<Record>)> {
@@ -427,7 +519,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(restored, 4);
         assert_eq!(killed.len(), 6, "{killed:?}");
-        assert!(killed.contains(&(std::process::id(), a_dir.dev, a_dir.ino)));
+        assert!(killed.contains_key(&(std::process::id(), a_dir.dev, a_dir.ino)));
         for rel in ["a", "b", "c", long.as_str()] {
             assert_eq!(mtime(&root.join(rel)), OLD, "{rel}");
         }
@@ -442,6 +534,16 @@ mod tests {
             OLD,
             "not followed to its new name"
         );
+        // The run's file is gone; the directories it changed are kept
+        // until a run removed the temp names it left there.
+        let names: Vec<_> = std::fs::read_dir(store_tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [OsString::from("dirtimes-left")]);
+        let (_, kept, _) = recover(tmp.as_fd(), store_tmp.path());
+        assert_eq!(kept, killed);
+        keep_killed(tmp.as_fd(), &KilledDirs::new()).unwrap();
         assert_eq!(std::fs::read_dir(store_tmp.path()).unwrap().count(), 0);
     }
 

@@ -537,7 +537,7 @@ fn run(
             ),
         )),
     }
-    let (removed, mut problems) = stale::clean(
+    let (removed, left, mut problems) = stale::clean(
         &applier,
         &scan.stale_tmp,
         &killed_dirs,
@@ -546,6 +546,21 @@ fn run(
     );
     summary.stale_tmp_removed = removed;
     summary.problems.append(&mut problems);
+    // Directories of guests not in this run may still hold leftovers.
+    let kept = killed_dirs.len();
+    killed_dirs.retain(|key, root| left.contains(key) || !roots.contains(&root.as_path()));
+    if killed_dirs.len() != kept {
+        if let Err(e) = store
+            .tmp_dir()
+            .map_err(std::io::Error::other)
+            .and_then(|tmp| dirjournal::keep_killed(tmp, &killed_dirs))
+        {
+            summary.problems.push(Problem::new(
+                store.root().join("tmp"),
+                format!("cannot update the directories killed runs changed: {e}"),
+            ));
+        }
+    }
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
     });

@@ -22,15 +22,17 @@ use std::path::Path;
 /// links its object (killed before the unlink), but only in a directory the
 /// run of the name's pid noted before changing it (`killed`): a guest's own
 /// file of that name is not ours to remove. Anything else is left and
-/// reported. Returns how many were removed.
+/// reported. Returns how many were removed, and the entries of `killed`
+/// whose directories still hold a leftover of theirs.
 pub fn clean(
     a: &Applier,
     stale: &[FileRec],
     killed: &KilledDirs,
     existing: &HashSet<ObjectId>,
     ignore_mtime: bool,
-) -> (u64, Vec<Problem>) {
+) -> (u64, HashSet<(u32, u64, u64)>, Vec<Problem>) {
     let mut removed = 0;
+    let mut left = HashSet::new();
     let mut problems = Vec::new();
     for rec in stale {
         let guest = &a.guests[rec.guest as usize];
@@ -48,17 +50,20 @@ pub fn clean(
                 continue;
             }
         };
-        let ours = sys::fstat(dir.as_fd()).is_ok_and(|st| {
-            pid_of(name).is_some_and(|pid| killed.contains(&(pid, st.dev, st.ino)))
-        });
-        if !ours {
+        let key = sys::fstat(dir.as_fd())
+            .ok()
+            .and_then(|st| Some((pid_of(name)?, st.dev, st.ino)))
+            .filter(|key| killed.contains_key(key));
+        let Some(key) = key else {
             problems.push(Problem::new(
                 path,
                 "named like a temp name of unify, but no killed run recorded changing its \
                  directory: left alone (rename it if it is yours)",
             ));
             continue;
-        }
+        };
+        // Until removed, it stays known as a leftover.
+        left.insert(key);
         match held_by_store(a, rec, existing, ignore_mtime) {
             Ok(true) => {
                 let noted = a
@@ -67,7 +72,10 @@ pub fn clean(
                 let done = sys::unlink_at(dir.as_fd(), name);
                 a.dir_times.after_change(dir.as_fd(), noted);
                 match done {
-                    Ok(()) => removed += 1,
+                    Ok(()) => {
+                        removed += 1;
+                        left.remove(&key);
+                    }
                     Err(e) => problems.push(Problem::new(path, format!("cannot remove: {e}"))),
                 }
             }
@@ -79,7 +87,7 @@ pub fn clean(
             Err(e) => problems.push(Problem::new(path, e.to_string())),
         }
     }
-    (removed, problems)
+    (removed, left, problems)
 }
 
 /// The pid in a temp name `.unifs-tmp-PID-SEQ`.
