@@ -62,9 +62,9 @@ pub fn clean(
             ));
             continue;
         };
-        // Until removed, it stays known as a leftover.
-        left.insert(key);
-        match held_by_store(a, rec, existing, ignore_mtime) {
+        // Until removed, it stays known as a leftover (its directory may
+        // hold others that go, so the key is kept for any that stays).
+        let stays = match held_by_store(a, rec, existing, ignore_mtime) {
             Ok(true) => {
                 let noted = a
                     .dir_times
@@ -74,17 +74,29 @@ pub fn clean(
                 match done {
                     Ok(()) => {
                         removed += 1;
-                        left.remove(&key);
+                        false
                     }
-                    Err(e) => problems.push(Problem::new(path, format!("cannot remove: {e}"))),
+                    Err(e) => {
+                        problems.push(Problem::new(path, format!("cannot remove: {e}")));
+                        true
+                    }
                 }
             }
-            Ok(false) => problems.push(Problem::new(
-                path,
-                "temp name left by a killed run whose content the store does not hold; \
-                 left for you to inspect",
-            )),
-            Err(e) => problems.push(Problem::new(path, e.to_string())),
+            Ok(false) => {
+                problems.push(Problem::new(
+                    path,
+                    "temp name left by a killed run whose content the store does not hold; \
+                     left for you to inspect",
+                ));
+                true
+            }
+            Err(e) => {
+                problems.push(Problem::new(path, e.to_string()));
+                true
+            }
+        };
+        if stays {
+            left.insert(key);
         }
     }
     (removed, left, problems)
