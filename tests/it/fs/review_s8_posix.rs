@@ -31,11 +31,7 @@ fn an_o_trunc_open_by_another_user_takes_set_id_bits_off() {
         let w = World::new();
         let (plain, g) = (w.dir("plain"), w.dir("g"));
         for d in [&plain, &g] {
-            for (name, gid, mode) in files {
-                fs::write(d.join(name), b"content").unwrap();
-                std::os::unix::fs::chown(d.join(name), Some(0), Some(gid)).unwrap();
-                fs::set_permissions(d.join(name), fs::Permissions::from_mode(mode)).unwrap();
-            }
+            set_id_files(d, &files);
             fs::create_dir(d.join("tmp")).unwrap();
             fs::set_permissions(d.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
         }
@@ -67,15 +63,7 @@ fn an_o_trunc_open_by_another_user_takes_set_id_bits_off() {
         assert_eq!(run_as(65534, &user_ops(&m.dir)), vec![0; 5], "{opts:?}");
         assert_eq!(run_as(0, &root_ops(&plain)), vec![0]);
         assert_eq!(run_as(0, &root_ops(&m.dir)), vec![0], "{opts:?}");
-        let modes = |d: &Path| -> Vec<(u32, u64)> {
-            files
-                .iter()
-                .map(|(name, _, _)| {
-                    let md = fs::metadata(d.join(name)).unwrap();
-                    (md.mode() & 0o7777, md.len())
-                })
-                .collect()
-        };
+        let modes = |d: &Path| modes_and_sizes(d, &files);
         let want = modes(&plain);
         assert_eq!(want, vec![(0o777, 0), (0o777, 0), (0o767, 0), (0o6777, 0)]);
         assert_eq!(modes(&m.dir), want, "through the mount {opts:?}");
@@ -256,11 +244,7 @@ fn a_truncate_by_a_user_outside_the_group_takes_set_group_id_off() {
         let w = World::new();
         let (plain, g) = (w.dir("plain"), w.dir("g"));
         for d in [&plain, &g] {
-            for (name, gid, mode) in files {
-                fs::write(d.join(name), b"content").unwrap();
-                std::os::unix::fs::chown(d.join(name), Some(0), Some(gid)).unwrap();
-                fs::set_permissions(d.join(name), fs::Permissions::from_mode(mode)).unwrap();
-            }
+            set_id_files(d, &files);
         }
         let m = w.mount(&g, "m", opts);
         let ops = |b: &Path| -> Vec<(&'static str, Op)> {
@@ -271,18 +255,30 @@ fn a_truncate_by_a_user_outside_the_group_takes_set_group_id_off() {
         };
         assert_eq!(run_as(65534, &ops(&plain)), vec![0; 3]);
         assert_eq!(run_as(65534, &ops(&m.dir)), vec![0; 3], "{opts:?}");
-        let modes = |d: &Path| -> Vec<(u32, u64)> {
-            files
-                .iter()
-                .map(|(name, _, _)| {
-                    let md = fs::metadata(d.join(name)).unwrap();
-                    (md.mode() & 0o7777, md.len())
-                })
-                .collect()
-        };
+        let modes = |d: &Path| modes_and_sizes(d, &files);
         let want = modes(&plain);
         assert_eq!(want, vec![(0o777, 1), (0o777, 1), (0o767, 1)]);
         assert_eq!(modes(&m.dir), want, "through the mount {opts:?}");
         assert_eq!(modes(&g), want, "backing files {opts:?}");
     }
+}
+
+/// Root-owned files `(name, gid, mode)` in `d`, each holding "content".
+fn set_id_files(d: &Path, files: &[(&str, u32, u32)]) {
+    for (name, gid, mode) in files {
+        fs::write(d.join(name), b"content").unwrap();
+        std::os::unix::fs::chown(d.join(name), Some(0), Some(*gid)).unwrap();
+        fs::set_permissions(d.join(name), fs::Permissions::from_mode(*mode)).unwrap();
+    }
+}
+
+/// (permission bits, size) of each of `files` in `d`.
+fn modes_and_sizes(d: &Path, files: &[(&str, u32, u32)]) -> Vec<(u32, u64)> {
+    files
+        .iter()
+        .map(|(name, _, _)| {
+            let md = fs::metadata(d.join(name)).unwrap();
+            (md.mode() & 0o7777, md.len())
+        })
+        .collect()
 }
