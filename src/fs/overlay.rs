@@ -506,9 +506,16 @@ impl Overlay {
         tracing::debug!(node, ?name, new_ino, "broke link to shared object");
         // Open handles keep the old inode; an open that needs the new one
         // sorts out passthrough's one-backing-file rule (see open_inode).
+        // An open holds no lock on the name, so a rename through the mount
+        // may have put another file there since the break; `names` keeps
+        // its table update from landing between this check and ours.
+        let _names = parent.map(|_| read_lock(&self.names));
         let mut state = lock(&self.state);
-        if parent.is_some_and(|p| !Self::still_named(&state, node, p, name)) {
-            return Err(Self::moved());
+        if let Some(p) = parent {
+            let here = fsys::stat_at(dir, name).map(|st| st.st_ino);
+            if !Self::still_named(&state, node, p, name) || here.ok() != Some(new_ino) {
+                return Err(Self::moved());
+            }
         }
         state.table.rebind_private(node, new_ino);
         Ok(())
@@ -666,6 +673,7 @@ impl Overlay {
                 // waited for its lease): never keep a writable fd on it.
                 let ino = file.backing_ino;
                 drop(file);
+                let _names = read_lock(&self.names);
                 let mut state = lock(&self.state);
                 if !Self::still_named(&state, node, parent, name) {
                     return Err(Self::moved());
@@ -680,6 +688,11 @@ impl Overlay {
             // Register it only if the path still names the inode we opened
             // and no other open of the node got in first: the kernel takes
             // one backing file per FUSE inode, and a second one means EIO.
+            // `names` keeps a rename's backing change and its table update
+            // together as seen from here: in between, the name names the
+            // rename's source, and the node would be bound to that file
+            // (the open landing on it; two numbers for its hardlinks).
+            let _names = read_lock(&self.names);
             let mut state = lock(&self.state);
             if !Self::still_named(&state, node, parent, name) {
                 // A rename put another file at the name: it is not this

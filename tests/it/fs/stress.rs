@@ -578,3 +578,51 @@ fn fstat_of_an_open_file_never_fails_while_renames_move_its_name() {
     });
     assert!(failures.is_empty(), "fstat failed: {failures:?}");
 }
+
+/// A write open of `b` whose registration fell between a rename over `b`
+/// on disk and the rename's table update bound b's old node to the
+/// rename's source: the source's hardlinks then got another number than
+/// `b` (the stress test's rare "link count against the names of number").
+/// Bounded (2 s); the window is microseconds wide, so a run catches the old
+/// bug only sometimes.
+#[test]
+fn write_opens_racing_renames_over_their_name_leave_one_number_per_file() {
+    if !require_root("write_opens_racing_renames_over_their_name_leave_one_number_per_file") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("b"), b"first").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let (a, b, c) = (m.path("a"), m.path("b"), m.path("c"));
+    let end = Instant::now() + Duration::from_secs(2);
+    let (rounds, split) = std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                while Instant::now() < end {
+                    let _ = fs::OpenOptions::new().write(true).open(&b);
+                }
+            });
+        }
+        let mut split = Vec::new();
+        let mut rounds = 0u64;
+        while Instant::now() < end && split.len() < 5 {
+            rounds += 1;
+            fs::write(&a, b"next").unwrap();
+            rename2(&a, &b, 0).unwrap();
+            fs::hard_link(&b, &c).unwrap();
+            let (nb, nc) = (ino_of(&b), ino_of(&c));
+            if nb != nc {
+                split.push((rounds, nb, nc));
+            }
+            fs::remove_file(&c).unwrap();
+        }
+        (rounds, split)
+    });
+    eprintln!("{rounds} renames");
+    assert!(split.is_empty(), "b and its hardlink c numbered apart: {split:?}");
+}
+
+fn ino_of(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().ino()
+}
