@@ -73,6 +73,32 @@ impl World {
     }
 }
 
+/// A test that drops its world before its mounts (a struct pattern binds
+/// left to right and drops right to left) would have the temp dir removed
+/// through a live mount, and stop halfway: mounts below go first.
+impl Drop for World {
+    fn drop(&mut self) {
+        let below = || mounts_below(self.tmp.path());
+        for mp in below() {
+            unmount_lazy(&mp);
+        }
+        wait_until(Duration::from_secs(5), || below().is_empty());
+    }
+}
+
+/// Mount points below `dir` (its canonical path), from /proc/self/mountinfo.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(&dir) && *m != dir)
+        .collect()
+}
+
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     let f = File::open(path).unwrap();
     unifs::sys::xattr::set_fd(std::os::fd::AsFd::as_fd(&f), OsStr::new(name), value).unwrap();

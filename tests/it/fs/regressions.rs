@@ -45,6 +45,8 @@ fn statx_path_sync(p: &std::path::Path) -> Result<libc::statx, i32> {
 /// breaks it while the reader holds the old, shared inode. (Bind every
 /// field but `obj` when taking it apart: one left out is dropped at once,
 /// and the mount or its directories with it.)
+/// Bind `_w` first where it is taken apart: bindings drop last to first,
+/// and the world must outlive the mount and the reader.
 struct SplitUnderReader {
     reader: fs::File,
     m: Mount,
@@ -80,9 +82,9 @@ fn a_reader_on_the_old_inode_can_still_fstat_after_a_break() {
     }
     for opts in [&[][..], &["nopassthrough"][..]] {
         let SplitUnderReader {
-            mut reader,
-            m: _m,
             _w,
+            m: _m,
+            mut reader,
             ..
         } = split_under_reader(opts, &[]);
         // The reader reads again (the kernel drops its cached atime) and
@@ -138,7 +140,7 @@ fn a_file_split_off_a_reader_keeps_its_number_when_forgotten() {
     if !require_root("review_s6_a_file_split_off_a_reader_keeps_its_number") {
         return;
     }
-    let SplitUnderReader { reader, m, _w, .. } = split_under_reader(&[], &[]);
+    let SplitUnderReader { _w, m, reader, .. } = split_under_reader(&[], &[]);
     let f = m.path("f");
     drop(reader);
     let before = fs::metadata(&f).unwrap().ino();
@@ -200,7 +202,7 @@ fn stat_of_a_second_name_after_a_split_shows_the_new_file() {
     }
     for opts in [&[][..], &["nopassthrough"][..]] {
         let SplitUnderReader {
-            mut reader, m, _w, ..
+            _w, m, mut reader, ..
         } = split_under_reader(opts, &["f2"]);
         let (f, f2) = (m.path("f"), m.path("f2"));
         // The reader reads (the kernel drops its cached atime), then someone
@@ -266,7 +268,7 @@ fn a_change_through_an_fd_on_a_split_off_inode_never_reaches_the_store() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    let SplitUnderReader { reader, m, obj, _w } = split_under_reader(&[], &[]);
+    let SplitUnderReader { _w, m, obj, reader } = split_under_reader(&[], &[]);
     let f = m.path("f");
     // The shared file's mode, which the break left the object.
     let mode = fs::metadata(&obj).unwrap().permissions().mode();

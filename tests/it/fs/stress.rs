@@ -620,7 +620,10 @@ fn write_opens_racing_renames_over_their_name_leave_one_number_per_file() {
         (rounds, split)
     });
     eprintln!("{rounds} renames");
-    assert!(split.is_empty(), "b and its hardlink c numbered apart: {split:?}");
+    assert!(
+        split.is_empty(),
+        "b and its hardlink c numbered apart: {split:?}"
+    );
 }
 
 fn ino_of(p: &Path) -> u64 {
