@@ -52,8 +52,8 @@ pub enum Error {
     #[error("no guests given (name guest directories, or use --all)")]
     NoGuests,
     #[error(
-        "every guest the catalog knows is missing ({list}); `unifs store forget GUEST_DIR...` \
-         drops a guest that was removed"
+        "every guest the catalog knows was skipped ({list}); `unifs store forget GUEST_DIR...` \
+         drops a guest that was removed, `unifs umount DIR` a mount over a guest"
     )]
     AllGuestsMissing { list: String },
     #[error(
@@ -759,7 +759,23 @@ fn open_guests(
     check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
     let mut guests = Vec::with_capacity(paths.len());
     let mut missing = Vec::new();
+    // (path, why) of each skipped guest, for the error when all are.
+    let mut skipped = Vec::new();
     for (i, root) in paths.into_iter().enumerate() {
+        // Checked before the open, which would reach the mount's daemon.
+        if i >= named && crate::fs::is_unifs_mount(&root) {
+            missing.push(Problem::new(
+                &root,
+                format!(
+                    "guest directory of the catalog has a unifs mount over it, which hides \
+                     the guest's own files; skipped: unmount it (`unifs umount {}`) and mount \
+                     guests elsewhere (e.g. /run/unifs/NAME)",
+                    root.display()
+                ),
+            ));
+            skipped.push(format!("{}: a unifs mount over it", root.display()));
+            continue;
+        }
         let fd = match sys::open_dir(&root) {
             Ok(fd) => fd,
             Err(e)
@@ -773,12 +789,13 @@ fn open_guests(
                         root.display()
                     ),
                 ));
+                skipped.push(format!("{}: gone", root.display()));
                 continue;
             }
             Err(e) => return Err(guest_err(&root)(e)),
         };
         let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
-        check_not_overmounted(&root)?; // --all adds guests
+        check_not_overmounted(&root)?; // mounted since it was checked
         if let Some(store) = store {
             store.check_same_fs(&root, st.dev)?;
             store.check_same_mount(&root, fd.as_fd())?;
@@ -794,9 +811,8 @@ fn open_guests(
         guests.push(Guest { row, root, fd });
     }
     if guests.is_empty() {
-        let list = missing.iter().map(|p| p.path.display().to_string());
         return Err(Error::AllGuestsMissing {
-            list: list.collect::<Vec<_>>().join(", "),
+            list: skipped.join(", "),
         });
     }
     Ok((guests, missing))

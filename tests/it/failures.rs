@@ -552,7 +552,7 @@ fn a_deleted_guest_is_skipped_by_unify_all_until_store_forget_drops_it() {
     let out = unifs(&store, &[&"unify", &"--all"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("every guest the catalog knows is missing"),
+        stderr(&out).contains("every guest the catalog knows was skipped"),
         "{}",
         stderr(&out)
     );
