@@ -986,15 +986,21 @@ impl Overlay {
     ) -> Result<Entry> {
         let (dir, name) = match self.entry_of(node) {
             Ok(e) => e,
-            // Unlinked but open (tmpfile-style), or split off its path (the
-            // kernel was told to forget its names, so only a program's
-            // fchmod, futimens, ... on an fd still open on it gets here): act
-            // on the open file (never on a store object: EPERM).
+            // Unlinked but open (tmpfile-style), or split off its path: act
+            // on the open file (never on a store object: EPERM). The file a
+            // reader kept when a break split its path off is the store's,
+            // and a change by path that raced the split gets here too:
+            // ESTALE, as NFS answers for a file replaced meanwhile, so that
+            // the kernel looks the path up again and changes its new file
+            // (one through the old fd fails).
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
                 let f = fh
                     .and_then(|fh| self.file(fh).ok())
                     .or_else(|| self.current_open_inode(node))
-                    .ok_or(e)?;
+                    .ok_or_else(|| errno(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+                if e.raw_os_error() == Some(libc::ESTALE) && cow::has_marker(f.fd.as_fd())? {
+                    return Err(e);
+                }
                 return self.setattr_open(node, &f, mode, uid, gid, size, atime, mtime);
             }
             Err(e) => return Err(e),
