@@ -7,6 +7,7 @@
 use super::{Error, GuestSpec, NetMode, Result};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
+use std::path::Path;
 use std::process::Command;
 
 /// The host's half of the network set-up, while the child waits.
@@ -67,6 +68,17 @@ pub fn host_ifname(spec: &GuestSpec) -> String {
 fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     let net = &spec.net;
     let host_if = host_ifname(spec);
+    // `ip` would say only "File exists". Never removed here: it may be
+    // another guest's (one name in two run dirs, or `--net veth` guests
+    // whose long names share a digest prefix).
+    if Path::new("/sys/class/net").join(&host_if).exists() {
+        return Err(Error::Net(format!(
+            "host interface {host_if} (for guest {}) exists already: a guest of that name \
+             runs with --net veth (perhaps from another run dir), or it was left behind \
+             (`ip link del {host_if}` removes it)",
+            spec.name
+        )));
+    }
     let pid_s = pid.as_raw().to_string();
     ip(&[
         "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,

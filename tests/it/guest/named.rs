@@ -836,3 +836,54 @@ fn named_guest_in_a_run_dir_named_through_a_symlink_starts_and_stops() {
     assert!(gone(pid), "stop left init {pid} running");
     assert!(!is_mounted(&g.mounted_root()), "stop left the root mounted");
 }
+
+/// The host end of a `--net veth` guest is `ve-NAME`, one name for guests
+/// of one name in every run dir. A start that finds it taken says whose it
+/// may be and how to remove a leftover (`ip` said only "File exists"), and
+/// leaves it alone; once it is gone the guest starts, and stop removes it.
+#[test]
+fn named_veth_guest_whose_host_interface_is_taken_says_so() {
+    if !can_run("named_veth_guest_whose_host_interface_is_taken_says_so") {
+        return;
+    }
+    let g = Guest::new("vethbusy", "[\"/bin/sleep\", \"1000\"]", true);
+    let n = std::process::id() % 200 + 20;
+    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        "[net]\nmode = \"veth\"\nip = \"10.214.{n}.2/24\"\nhost_ip = \"10.214.{n}.1/24\"\n"
+    ));
+    std::fs::write(&config, toml).unwrap();
+    let spec = unifs::guest::GuestSpec::new(&g.name, PathBuf::from("/"), Vec::new());
+    let ifname = unifs::guest::net::host_ifname(&spec);
+    let ip = |args: &[&str]| {
+        let mut cmd = Command::new("ip");
+        cmd.args(args);
+        run_bounded(cmd, Duration::from_secs(10))
+    };
+    let exists = || Path::new("/sys/class/net").join(&ifname).exists();
+    assert!(!exists(), "{ifname} is in use on this host");
+    let peer = format!("vbusy{n}");
+    ok(&ip(&["link", "add", &ifname, "type", "veth", "peer", "name", &peer]));
+    struct Del<'a>(&'a str);
+    impl Drop for Del<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", self.0]).status();
+        }
+    }
+    let _del = Del(&ifname);
+
+    let out = g.unifs(&["start", &g.name]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("host interface {ifname}")), "{err}");
+    assert!(err.contains("exists already"), "{err}");
+    assert!(exists(), "the start removed the interface it did not make");
+    assert!(!is_mounted(&g.mounted_root()));
+
+    ok(&ip(&["link", "del", &ifname]));
+    ok(&g.unifs(&["start", &g.name]));
+    assert!(exists());
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    assert!(!exists());
+}
