@@ -605,7 +605,7 @@ impl Filesystem for UnifsFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.overlay.listxattr(ino.0, req.uid() != 0) {
+        match self.overlay.listxattr(ino.0, caller(req)) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(err(e)),
         }

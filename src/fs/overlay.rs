@@ -191,6 +191,24 @@ impl Caller {
             drop
         }
     }
+
+    /// Whether the caller may see `trusted.` xattrs: CAP_SYS_ADMIN in the
+    /// initial user namespace, which a local filesystem asks for (uid 0
+    /// alone is not enough: a guest's root lacks it). Read from /proc: the
+    /// capability in effect, in our own user namespace; if /proc cannot
+    /// tell, uid 0 counts as having it.
+    fn sees_trusted(&self) -> bool {
+        const CAP_SYS_ADMIN: u32 = 21;
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return self.uid == 0;
+        };
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+        let same_ns = match (ns(&self.pid.to_string()), ns("self")) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.uid == 0,
+        };
+        same_ns && has_cap(&status, CAP_SYS_ADMIN)
+    }
 }
 
 /// The value of a `/proc/PID/status` line.
@@ -204,9 +222,14 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 /// Whether a `/proc/PID/status` shows CAP_FSETID in effect.
 fn has_fsetid(status: &str) -> bool {
     const CAP_FSETID: u32 = 4;
+    has_cap(status, CAP_FSETID)
+}
+
+/// Whether a `/proc/PID/status` shows capability `cap` in effect.
+fn has_cap(status: &str, cap: u32) -> bool {
     status_field(status, "CapEff:")
         .and_then(|c| u64::from_str_radix(c, 16).ok())
-        .is_some_and(|c| c & (1 << CAP_FSETID) != 0)
+        .is_some_and(|c| c & (1 << cap) != 0)
 }
 
 fn is_reg(st: &libc::stat) -> bool {
@@ -1561,9 +1584,9 @@ impl Overlay {
     }
 
     /// The xattr names, NUL-terminated, without the store's; without any
-    /// `trusted.` name for a caller that is not root (a local filesystem
-    /// lists those only to CAP_SYS_ADMIN, and FUSE does not filter them).
-    pub fn listxattr(&self, node: u64, hide_trusted: bool) -> Result<Vec<u8>> {
+    /// `trusted.` name for a caller without CAP_SYS_ADMIN (a local
+    /// filesystem lists those only to it, and FUSE does not filter them).
+    pub fn listxattr(&self, node: u64, caller: Caller) -> Result<Vec<u8>> {
         use std::os::unix::ffi::OsStrExt;
         let names = read_lock(&self.names);
         let attrs = match self.entry_of(node) {
@@ -1577,9 +1600,12 @@ impl Overlay {
             }
         };
         let mut out = Vec::new();
+        // Asked of /proc only for a file that has such a name.
+        let mut hide_trusted = None;
         for attr in attrs {
+            let trusted = attr.as_bytes().starts_with(b"trusted.");
             if cow::is_store_xattr(&attr)
-                || hide_trusted && attr.as_bytes().starts_with(b"trusted.")
+                || trusted && *hide_trusted.get_or_insert_with(|| !caller.sees_trusted())
             {
                 continue;
             }

@@ -15,6 +15,7 @@ mod review_s7_r2;
 mod review_s8_live;
 mod review_s8_posix;
 mod review_s8b_mount;
+mod review_s9_fidelity;
 mod safety;
 mod stress;
 mod unified;
