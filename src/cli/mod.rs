@@ -148,6 +148,9 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A failed write is reported with eprintln!, which panics when
+        // stderr itself fails: a mount daemon whose log's disk is full died.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
 }

@@ -183,6 +183,18 @@ const WATCHDOG: Duration = Duration::from_secs(120);
 
 impl Mount {
     pub fn start(store: &Path, guest: &Path, mp: &Path, opts: &[&str]) -> Mount {
+        let log = fs::canonicalize(mp).unwrap().with_extension("log");
+        Mount::start_logging_to(store, guest, mp, opts, File::create(&log).unwrap())
+    }
+
+    /// [`Mount::start`] with the daemon's log (stderr) going to `stderr`.
+    pub fn start_logging_to(
+        store: &Path,
+        guest: &Path,
+        mp: &Path,
+        opts: &[&str],
+        stderr: File,
+    ) -> Mount {
         let mp = fs::canonicalize(mp).unwrap();
         let log = mp.with_extension("log");
         let mut cmd = Command::new(unifs_bin());
@@ -195,7 +207,7 @@ impl Mount {
             .arg(&mp)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
+            .stderr(stderr)
             .spawn()
             .expect("spawn unifs mount");
         let watchdog = watchdog(child.id() as i32);

@@ -47,3 +47,59 @@ fn trusted_xattr_names_are_not_listed_to_root_without_cap_sys_admin() {
     let all = xattrs(&m.path("f"));
     assert_eq!(all.len(), 2, "{all:?}");
 }
+
+/// A daemon whose log could not be written (its disk full, or /dev/full)
+/// panicked at its first message (tracing-subscriber reports a failed
+/// write with eprintln!, which panics when stderr, the log itself, fails):
+/// the mount died, every guest process got ENOTCONN. A full disk does just
+/// that: a break that cannot copy logs a warning.
+#[test]
+fn a_mount_whose_log_cannot_be_written_keeps_serving() {
+    if !require_root("review_s9_a_mount_whose_log_cannot_be_written_keeps_serving") {
+        return;
+    }
+    let w = World::new();
+    let small = w.dir("small");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount tmpfs");
+    assert!(status.success());
+    let _tmpfs = Unmount(small.clone());
+    let store = small.join("store");
+    fs::create_dir_all(store.join("objects")).unwrap();
+    let g = small.join("g");
+    fs::create_dir(&g).unwrap();
+    let data = vec![7u8; 1200 << 10];
+    fs::write(g.join("big"), &data).unwrap();
+    let id = format!("{:064x}", 0x59);
+    set_xattr(&g.join("big"), MARKER, id.as_bytes());
+    fs::create_dir(store.join("objects").join(&id[..2])).unwrap();
+    fs::hard_link(
+        g.join("big"),
+        store.join("objects").join(&id[..2]).join(&id[2..]),
+    )
+    .unwrap();
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let m = Mount::start_logging_to(&store, &g, &w.dir("m"), &[], full);
+    // The break cannot copy (no space): an error, and a warning logged.
+    let r = fs::OpenOptions::new().write(true).open(m.path("big"));
+    assert_eq!(errno(r), libc::ENOSPC);
+    let names = fs::read_dir(&m.dir).map(|d| d.count());
+    assert_eq!(names.ok(), Some(1), "the mount still serves");
+    assert!(fs::read(m.path("big")).unwrap() == data);
+    drop(m);
+}
+
+/// Unmounts a filesystem the test mounted, on drop.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        unmount_lazy(&self.0);
+    }
+}
