@@ -68,15 +68,18 @@ pub fn is_shared(
 }
 
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
-/// object. Returns the backing inode number the entry names afterwards.
-pub fn break_link(dir: BorrowedFd, name: &OsStr) -> io::Result<u64> {
+/// object, of its first `keep` bytes only (for a truncation). Returns the
+/// backing inode number the entry names afterwards.
+pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<u64> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || !has_marker(src.as_fd())? {
             return Ok(st.st_ino);
         }
-        match copy_and_replace(dir, name, &src, &st) {
+        let mut want = st;
+        want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
+        match copy_and_replace(dir, name, &src, &st, &want) {
             Ok(ino) => return Ok(ino),
             // The name changed under us (unify re-linked it): look again.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
@@ -86,14 +89,16 @@ pub fn break_link(dir: BorrowedFd, name: &OsStr) -> io::Result<u64> {
     Err(io::Error::from_raw_os_error(libc::EBUSY))
 }
 
+/// `st`: the source's stat; `want`: the copy's (its size may be less).
 fn copy_and_replace(
     dir: BorrowedFd,
     name: &OsStr,
     src: &OwnedFd,
     st: &libc::stat,
+    want: &libc::stat,
 ) -> io::Result<u64> {
     let mut mtime = DirMtime::new(dir);
-    let result = copy_and_rename(dir, name, src, st, &mut mtime);
+    let result = copy_and_rename(dir, name, src, st, want, &mut mtime);
     mtime.restore();
     result
 }
@@ -103,6 +108,7 @@ fn copy_and_rename(
     name: &OsStr,
     src: &OwnedFd,
     st: &libc::stat,
+    want: &libc::stat,
     mtime: &mut DirMtime,
 ) -> io::Result<u64> {
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
@@ -115,7 +121,7 @@ fn copy_and_rename(
         }
     };
     let result = (|| {
-        fill_copy(src.as_fd(), tmp.as_fd(), st, Atime::Mtime)?;
+        fill_copy(src.as_fd(), tmp.as_fd(), want, Atime::Mtime)?;
         let n = match &tmp_name {
             Some(n) => n.clone(),
             None => {
@@ -164,8 +170,13 @@ pub(crate) fn fill_copy(
     atime: Atime,
 ) -> io::Result<()> {
     let size = st.st_size as u64;
-    if size > 0 && sys::ficlone(dst, src).is_err() {
-        copy_with_writeback(src, dst, size)?;
+    if size > 0 {
+        if sys::ficlone(dst, src).is_ok() {
+            // A clone is of the whole file; `st` may ask for its start only.
+            fsys::ftruncate(dst, size)?;
+        } else {
+            copy_with_writeback(src, dst, size)?;
+        }
     }
     sys::fchown(dst, st.st_uid, st.st_gid)?;
     let attrs = sys::xattr::list_fd(src)?;

@@ -510,29 +510,44 @@ impl Overlay {
     /// Makes the node's backing entry private if it is a store object.
     /// With `parent`, the name must still be the node's when the break is
     /// done (ESTALE if a rename put another file there meanwhile: the
-    /// kernel then looks the path up again).
+    /// kernel then looks the path up again). `truncate`: (parent, size) of
+    /// a truncation the break is for; the copy then holds only the data
+    /// the truncation keeps (an O_TRUNC open of a large file needs no
+    /// space nor time for a copy of it).
     fn make_private(
         &self,
         node: u64,
         parent: Option<u64>,
         dir: BorrowedFd,
         name: &OsStr,
+        truncate: Option<(u64, u64)>,
     ) -> Result<()> {
         let _guard = lock(&self.break_lock);
+        // An open holds no lock on the name, so a rename through the mount
+        // may put another file there meanwhile. A short copy (O_TRUNC) is
+        // made only while renames and unlinks wait, else it could cut
+        // another file's data; a full one is checked after the break, and
+        // `names` keeps a rename's table update from landing between that
+        // check and ours. (setattr and link hold the inode locked in the
+        // kernel, which keeps renames of its names out.) Taken once: a
+        // second read lock of one thread waits behind a waiting writer.
+        let early = parent.is_some() && truncate.is_some();
+        let _early = early.then(|| read_lock(&self.names));
         let st = fsys::stat_at(dir, name)?;
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
             return Ok(());
         }
-        let new_ino = cow::break_link(dir, name).inspect_err(|e| {
+        let keep = match truncate {
+            Some((p, size)) if Self::still_named(&lock(&self.state), node, p, name) => size,
+            _ => u64::MAX,
+        };
+        let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
             tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
         })?;
         tracing::debug!(node, ?name, new_ino, "broke link to shared object");
         // Open handles keep the old inode; an open that needs the new one
         // sorts out passthrough's one-backing-file rule (see open_inode).
-        // An open holds no lock on the name, so a rename through the mount
-        // may have put another file there since the break; `names` keeps
-        // its table update from landing between this check and ours.
-        let _names = parent.map(|_| read_lock(&self.names));
+        let _late = (parent.is_some() && !early).then(|| read_lock(&self.names));
         let mut state = lock(&self.state);
         if let Some(p) = parent {
             let here = fsys::stat_at(dir, name).map(|st| st.st_ino);
@@ -560,7 +575,8 @@ impl Overlay {
         let mut moves = 0;
         for _ in 0..16 {
             let step = if want_write {
-                self.make_private(node, Some(parent), dir.as_fd(), &name)
+                let truncate = (flags & libc::O_TRUNC != 0).then_some((parent, 0));
+                self.make_private(node, Some(parent), dir.as_fd(), &name, truncate)
             } else {
                 Ok(())
             };
@@ -1007,7 +1023,7 @@ impl Overlay {
         fh: Option<u64>,
         caller: Caller,
     ) -> Result<Entry> {
-        let (dir, name) = match self.entry_of(node) {
+        let (parent, dir, name) = match self.named_entry(node) {
             Ok(e) => e,
             // Unlinked but open (tmpfile-style), or split off its path: act
             // on the open file (never on a store object: EPERM). The file a
@@ -1035,7 +1051,8 @@ impl Overlay {
         // shared; neither is a file that cannot be opened for writing
         // (immutable, running), and those the kernel refuses to change
         // by name alike.
-        let held = self.private_write_fd(node, dir.as_fd(), &name)?;
+        let truncate = size.map(|size| (parent, size));
+        let held = self.private_write_fd(node, dir.as_fd(), &name, truncate)?;
         let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
         let times = (atime.is_some() || mtime.is_some()).then(|| {
             (
@@ -1101,14 +1118,16 @@ impl Overlay {
     /// Breaks the entry's link if it is shared and returns a write fd on
     /// the private regular file it then names, checked unmarked on that fd;
     /// `None` for anything else, or a file that cannot be opened for writing.
+    /// `truncate`: as for [`Self::make_private`].
     fn private_write_fd(
         &self,
         node: u64,
         dir: BorrowedFd,
         name: &OsStr,
+        truncate: Option<(u64, u64)>,
     ) -> Result<Option<OwnedFd>> {
         for _ in 0..4 {
-            self.make_private(node, None, dir, name)?;
+            self.make_private(node, None, dir, name, truncate)?;
             // An O_PATH probe: no side effect on a fifo or device, and the
             // write open below reopens this very inode, whatever the name
             // names by then.
@@ -1479,7 +1498,7 @@ impl Overlay {
     pub fn link(&self, node: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
         Self::check_name(newname)?;
         let (dir, name) = self.entry_of(node)?;
-        self.make_private(node, None, dir.as_fd(), &name)?;
+        self.make_private(node, None, dir.as_fd(), &name, None)?;
         let newdir = self.open_dir_node(newparent)?;
         sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname)?;
         self.lookup_in(&newdir, newparent, newname)
@@ -1628,7 +1647,7 @@ impl Overlay {
         }
         let (dir, name) = self.entry_of(node)?;
         // Through a held write fd, as in setattr.
-        let fd = self.private_write_fd(node, dir.as_fd(), &name)?;
+        let fd = self.private_write_fd(node, dir.as_fd(), &name, None)?;
         match &fd {
             Some(fd) => sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags)?,
             None => fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags)?,
@@ -1659,7 +1678,7 @@ impl Overlay {
             return Err(errno(libc::EPERM));
         }
         let (dir, name) = self.entry_of(node)?;
-        match self.private_write_fd(node, dir.as_fd(), &name)? {
+        match self.private_write_fd(node, dir.as_fd(), &name, None)? {
             Some(fd) => sys::xattr::remove_fd(fd.as_fd(), attr),
             None => fsys::remove_xattr_at(dir.as_fd(), &name, attr),
         }

@@ -95,6 +95,67 @@ fn a_mount_whose_log_cannot_be_written_keeps_serving() {
     drop(m);
 }
 
+/// A truncation of a shared file (an O_TRUNC open, truncate(2)) first
+/// copied all of its data, then cut it: with less free space than the file
+/// it failed with ENOSPC where a local filesystem needs no space at all
+/// (`: > file` of a large shared log), and a large file cost a full copy.
+/// The break now copies only the data the truncation keeps.
+#[test]
+fn truncating_a_shared_file_needs_no_room_for_a_copy_of_it() {
+    if !require_root("review_s9_truncating_a_shared_file_needs_no_room_for_a_copy") {
+        return;
+    }
+    let w = World::new();
+    let small = w.dir("small");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount tmpfs");
+    assert!(status.success());
+    let _tmpfs = Unmount(small.clone());
+    let store = small.join("store");
+    let g = small.join("g");
+    fs::create_dir_all(&g).unwrap();
+    let data: Vec<u8> = (0..1200u32 << 10).map(|i| (i % 251) as u8).collect();
+    fs::write(g.join("a"), &data).unwrap();
+    let id = format!("{:064x}", 0x5a);
+    set_xattr(&g.join("a"), MARKER, id.as_bytes());
+    set_mtime(&g.join("a"), 1_000_000_000);
+    let obj = store.join("objects").join(&id[..2]).join(&id[2..]);
+    fs::create_dir_all(obj.parent().unwrap()).unwrap();
+    fs::hard_link(g.join("a"), &obj).unwrap();
+    fs::hard_link(g.join("a"), g.join("b")).unwrap();
+    let m = Mount::start(&store, &g, &w.dir("m"), &[]);
+    // Shell redirection: open(O_WRONLY|O_CREAT|O_TRUNC).
+    let r = fs::File::create(m.path("a"));
+    assert_eq!(errno(r), 0, "O_TRUNC open of a shared file");
+    let path = std::ffi::CString::new(m.path("b").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: `path` is a NUL-terminated path.
+    let r = unsafe { libc::truncate(path.as_ptr(), 1000) };
+    assert_eq!(
+        errno(if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }),
+        0,
+        "truncate(2)"
+    );
+    assert_eq!(fs::read(m.path("a")).unwrap(), b"");
+    assert!(fs::read(m.path("b")).unwrap() == data[..1000]);
+    for p in ["a", "b"] {
+        let mtime = fs::metadata(m.path(p)).unwrap().modified().unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        assert!(mtime > old, "{p}: a truncation sets the mtime");
+    }
+    assert!(
+        fs::read(&obj).unwrap() == data,
+        "the store keeps its object"
+    );
+    drop(m);
+}
+
 /// Unmounts a filesystem the test mounted, on drop.
 struct Unmount(std::path::PathBuf);
 

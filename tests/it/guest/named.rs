@@ -864,7 +864,9 @@ fn named_veth_guest_whose_host_interface_is_taken_says_so() {
     let exists = || Path::new("/sys/class/net").join(&ifname).exists();
     assert!(!exists(), "{ifname} is in use on this host");
     let peer = format!("vbusy{n}");
-    ok(&ip(&["link", "add", &ifname, "type", "veth", "peer", "name", &peer]));
+    ok(&ip(&[
+        "link", "add", &ifname, "type", "veth", "peer", "name", &peer,
+    ]));
     struct Del<'a>(&'a str);
     impl Drop for Del<'_> {
         fn drop(&mut self) {
