@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// Where the guest's standard streams go.
@@ -135,7 +135,7 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
             }
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
-            Err(decode_report(spec, &report))
+            Err(decode_report(&spec.command[0], &spec.root, &report))
         }
     }
 }
@@ -181,7 +181,7 @@ fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, repor
 pub fn exec_command(spec: &GuestSpec, report: &OwnedFd) -> ! {
     sys::reset_signals();
     let program = Path::new(&spec.command[0]);
-    let err = Linux.exec(program, &spec.command, &spec.environment());
+    let err = Linux.exec(program, &spec.command, &spec.environment(), report.as_fd());
     let kind = if err == Errno::ENOENT { b'N' } else { b'E' };
     fail(report, kind, &format!("exec {}: {err}", program.display()))
 }
@@ -193,13 +193,32 @@ fn fail(report: &OwnedFd, kind: u8, msg: &str) -> ! {
     sys::exit_child(127)
 }
 
-fn decode_report(spec: &GuestSpec, report: &[u8]) -> Error {
+/// The error a child reported on the report pipe; `root` is named if the
+/// command is not there.
+pub fn decode_report(command: &str, root: &Path, report: &[u8]) -> Error {
     let msg = String::from_utf8_lossy(&report[1..]).into_owned();
     match report[0] {
         b'N' => Error::CommandNotFound {
-            command: spec.command[0].clone(),
-            root: spec.root.clone(),
+            command: command.to_string(),
+            root: root.to_path_buf(),
         },
+        // From the exec trampoline: its exec failed, errno in 4 bytes.
+        b'X' => {
+            let errno = report
+                .get(1..5)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i32::from_le_bytes);
+            let err = Errno::from_raw(errno);
+            // The program itself was found before the exec.
+            let why = match err {
+                Errno::ENOENT => {
+                    " (its interpreter is missing: the program on its #! line, \
+                     or the ELF loader it was linked for)"
+                }
+                _ => "",
+            };
+            Error::Setup(format!("exec {command}: {err}{why}"))
+        }
         _ => Error::Setup(msg),
     }
 }

@@ -414,15 +414,11 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
             let _ = std::fs::File::from(report_r).read_to_end(&mut report);
             if !report.is_empty() {
                 let _ = launch::wait_exit(child);
-                let msg = String::from_utf8_lossy(&report[1..]).into_owned();
-                return Err(if report[0] == b'N' {
-                    Error::CommandNotFound {
-                        command: spec.command[0].clone(),
-                        root: st.backing.clone(),
-                    }
-                } else {
-                    Error::Setup(msg)
-                });
+                return Err(launch::decode_report(
+                    &spec.command[0],
+                    &st.backing,
+                    &report,
+                ));
             }
             sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
             match pty {

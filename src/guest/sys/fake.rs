@@ -130,7 +130,7 @@ impl Syscall for Recorder {
     fn set_parent_death_signal(&self) -> nix::Result<()> {
         self.record(Call::ParentDeathSignal)
     }
-    fn exec(&self, program: &Path, args: &[String], env: &[String]) -> Errno {
+    fn exec(&self, program: &Path, args: &[String], env: &[String], _: BorrowedFd) -> Errno {
         let _ = self.record(Call::Exec(program.into(), args.to_vec(), env.to_vec()));
         Errno::UnknownErrno
     }

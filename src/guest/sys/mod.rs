@@ -7,6 +7,7 @@
 //! this module.
 
 use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
@@ -71,8 +72,9 @@ pub trait Syscall {
     fn new_session_keyring(&self) -> nix::Result<()>;
     fn set_no_new_privs(&self) -> nix::Result<()>;
     fn set_parent_death_signal(&self) -> nix::Result<()>;
-    /// Replaces the process; returns only on failure.
-    fn exec(&self, program: &Path, args: &[String], env: &[String]) -> Errno;
+    /// Replaces the process; returns only on failure. A failure after the
+    /// launcher's code is gone (see `trampoline`) is written to `report`.
+    fn exec(&self, program: &Path, args: &[String], env: &[String], report: BorrowedFd) -> Errno;
 }
 
 /// The real thing.
@@ -302,7 +304,7 @@ impl Syscall for Linux {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
     }
 
-    fn exec(&self, program: &Path, args: &[String], env: &[String]) -> Errno {
+    fn exec(&self, program: &Path, args: &[String], env: &[String], report: BorrowedFd) -> Errno {
         let Ok(args) = cstrings(args.iter().map(|a| a.as_bytes())) else {
             return Errno::EINVAL;
         };
@@ -316,7 +318,15 @@ impl Syscall for Linux {
         let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
             return Errno::EINVAL;
         };
-        if let Some(trampoline) = trampoline() {
+        // The trampoline gets a copy of `report` that survives the exec into
+        // it; dropped before a direct exec, which must not pass it on.
+        let report = report
+            .try_clone_to_owned()
+            .ok()
+            .filter(|r| fcntl(r, FcntlArg::F_SETFD(FdFlag::empty())).is_ok());
+        if let Some((_report, trampoline)) =
+            report.and_then(|r| trampoline(r.as_raw_fd()).map(|t| (r, t)))
+        {
             // argv of the trampoline: its name, the program, the program's argv.
             let mut targs = vec![c"unifs-exec".to_owned(), path.clone()];
             targs.extend(args.iter().cloned());
@@ -401,10 +411,6 @@ fn find_executable(program: &Path, env: &[CString]) -> Result<PathBuf, Errno> {
     Err(first_err.unwrap_or(Errno::ENOENT))
 }
 
-/// x86-64 code of the exec trampoline: `execve(argv[1], &argv[2], envp)`,
-/// else `exit_group(127)`. Assembled from:
-///   mov rax,[rsp]; mov rdi,[rsp+16]; lea rsi,[rsp+24]; lea rdx,[rsp+rax*8+16]
-///   mov eax,59; syscall; mov edi,127; mov eax,231; syscall
 /// The window size of the terminal `from`, copied to the terminal `to`.
 /// False if `from` is not a terminal.
 pub fn copy_window_size(from: BorrowedFd, to: BorrowedFd) -> bool {

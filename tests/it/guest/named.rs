@@ -392,6 +392,30 @@ fn named_errors_leave_nothing_behind() {
 }
 
 #[test]
+fn named_start_of_an_init_that_cannot_be_executed_fails() {
+    if !can_run("named_start_of_an_init_that_cannot_be_executed_fails") {
+        return;
+    }
+    // An init whose #! interpreter the guest lacks: the exec fails in the
+    // trampoline. start said "started" and left a dead guest behind.
+    use std::os::unix::fs::PermissionsExt;
+    let g = Guest::new("badinit", "[\"/bin/broken-init\"]", false);
+    let init = g.t.root().join("bin/broken-init");
+    std::fs::write(&init, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = g.unifs(&["start", &g.name]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("exec /bin/broken-init: ENOENT")
+            && stderr(&o).contains("interpreter is missing"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mounted(&g.mounted_root()));
+    assert!(!g.run_dir.join(&g.name).join("state.json").exists());
+}
+
+#[test]
 fn named_list_json() {
     if !can_run("named_list_json") {
         return;

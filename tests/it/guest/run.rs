@@ -254,6 +254,42 @@ fn run_missing_command_is_a_clear_error() {
 }
 
 #[test]
+fn run_command_that_cannot_be_executed_is_a_clear_error() {
+    if !can_run("run_command_that_cannot_be_executed_is_a_clear_error") {
+        return;
+    }
+    // A guest with a broken /bin/sh: the program is there, but the kernel
+    // cannot run it. That exec happens in the trampoline, after the
+    // launcher let go; it was a silent exit 127, as if the command had run.
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestRoot::new();
+    let bin = t.root().join("bin");
+    std::fs::write(bin.join("broken"), "#!/no/such/interpreter\necho hi\n").unwrap();
+    std::fs::write(bin.join("garbage"), b"\x00\x01\x02 no program").unwrap();
+    for f in ["broken", "garbage"] {
+        std::fs::set_permissions(bin.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (program, why) in [
+        ("/bin/broken", "ENOENT"),
+        ("/bin/broken", "interpreter is missing"),
+        ("/bin/garbage", "ENOEXEC"),
+    ] {
+        for opts in [&[][..], &["--init"][..]] {
+            let mut cmd = Command::new(unifs_bin());
+            cmd.arg("run").arg("--root").arg(t.root()).args(opts);
+            cmd.args(["--", program]);
+            let out = run_bounded(cmd, Duration::from_secs(20));
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{program} {opts:?}: {err}");
+            assert!(
+                err.contains(&format!("exec {program}")) && err.contains(why),
+                "{program} {opts:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn run_binds_env_and_uid() {
     if !can_run("run_binds_env_and_uid") {
         return;
