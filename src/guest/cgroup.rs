@@ -306,6 +306,32 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Each group's `cgroup.procs`, open for writing, for [`Cgroup::join`]
+    /// by a process that will no longer see them (`guest exec`'s command).
+    pub fn open_procs(&self) -> Result<Vec<std::fs::File>> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let procs = g.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&procs)
+                    .map_err(|e| Error::io("opening cgroup", procs, e))
+            })
+            .collect()
+    }
+
+    /// Moves the calling process into the groups opened by
+    /// [`Cgroup::open_procs`] (`0` names the writer).
+    pub fn join(procs: Vec<std::fs::File>) -> Result<()> {
+        use std::io::Write;
+        for mut f in procs {
+            f.write_all(b"0")
+                .map_err(|e| Error::Setup(format!("joining the guest's cgroups: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Every process in the guest's groups, and in groups below them (a
     /// guest with its own cgroup mount may move processes there).
     pub fn pids(&self) -> Vec<i32> {

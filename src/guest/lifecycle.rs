@@ -363,14 +363,14 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
     let st = running(dirs, name)?;
     let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
         .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
-    // Join the cgroups first: children inherit them, and the guest's
-    // limits then cover what we run.
-    st.cgroup.add(std::process::id() as i32)?;
+    // The command joins the guest's cgroups, not this process: it stays on
+    // the host (proxying `enter`'s terminal) until the command has ended,
+    // and `stop` kills what it finds in them. Opened before setns hides them.
+    let procs = st.cgroup.open_procs()?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWIPC;
     if st.spec.net.mode != NetMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -397,9 +397,16 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
             sys::set_not_dumpable();
             // As in launch: no controlling terminal, so no TIOCSTI.
             let _ = nix::unistd::setsid();
-            let ready = pty
-                .as_ref()
-                .map_or(Ok(()), |p| console::attach_slave(&p.slave))
+            // Into the guest's cgroups, then the cgroup namespace rooted there.
+            let ready = Cgroup::join(procs)
+                .and_then(|()| {
+                    nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWCGROUP)
+                        .map_err(|e| Error::sys("setns into the guest's cgroup namespace", e))
+                })
+                .and_then(|()| {
+                    pty.as_ref()
+                        .map_or(Ok(()), |p| console::attach_slave(&p.slave))
+                })
                 .and_then(|()| sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e)))
                 .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));
             if let Err(e) = ready {

@@ -276,6 +276,63 @@ fn named_stop_kills_an_init_that_ignores_sigterm() {
 }
 
 #[test]
+fn named_stop_leaves_exec_sessions_to_end_on_their_own() {
+    if !can_run("named_stop_leaves_exec_sessions_to_end_on_their_own") {
+        return;
+    }
+    // `guest exec` sessions open in a guest whose init ends on SIGTERM at
+    // once. Their host-side processes (the terminal proxy of `enter`) had
+    // joined the guest's cgroups, so stop SIGKILLed those it found there a
+    // moment after init had gone, before they could exit (an `enter` left
+    // the user's terminal raw), and said "killed after the timeout". Only
+    // the command joins the guest's cgroups.
+    use std::os::unix::process::ExitStatusExt;
+    let init = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"]"#;
+    let g = Guest::new("execstop", init, false);
+    ok(&g.unifs(&["start", &g.name]));
+    let groups = groups(&record(&g));
+    let in_group = |pid: u32| {
+        groups.iter().all(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap()
+                .lines()
+                .any(|l| l == pid.to_string())
+        })
+    };
+    let sessions: Vec<KillOnDrop> = (0..3)
+        .map(|_| {
+            let mut c = g.cmd(&["exec", &g.name, "--", "/bin/sleep", "1000"]);
+            c.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            KillOnDrop(Some(c.spawn().unwrap()))
+        })
+        .collect();
+    for s in &sessions {
+        let helper = s.0.as_ref().unwrap().id();
+        let command = super::harness::wait_for_descendant(helper, "sleep");
+        assert!(in_group(command), "the command is in the guest's groups");
+        assert!(
+            !groups
+                .iter()
+                .any(|d| std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap()
+                    .lines()
+                    .any(|l| l == helper.to_string())),
+            "the host-side session process is in the guest's groups"
+        );
+    }
+    let out = ok(&g.unifs(&["stop", &g.name]));
+    assert_eq!(out.trim(), format!("guest {} stopped", g.name));
+    for s in sessions {
+        let o = super::harness::wait_bounded(s, Duration::from_secs(10));
+        // Ended by itself: its command was killed with the guest (137).
+        assert_eq!(o.status.signal(), None, "{}", stderr(&o));
+        assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    }
+}
+
+#[test]
 fn named_second_start_is_refused_and_stale_records_are_cleaned() {
     if !can_run("named_second_start_is_refused_and_stale_records_are_cleaned") {
         return;
