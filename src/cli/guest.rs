@@ -4,6 +4,7 @@ use super::Global;
 use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
+use crate::guest::spec::{check_hostname, HOST_NAME_MAX};
 use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -197,10 +198,17 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let name = format!("run-{}", std::process::id());
     let mut spec = GuestSpec::new(&name, root.clone(), a.command.clone());
     spec.hostname = a.hostname.clone().unwrap_or_else(|| {
-        root.file_name()
+        let mut name = root
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "guest".into())
+            .unwrap_or_else(|| "guest".into());
+        // A directory name may be longer than the kernel takes.
+        while name.len() > HOST_NAME_MAX {
+            name.pop();
+        }
+        name
     });
+    check_hostname(&spec.hostname)?;
     spec.net = NetSpec {
         mode: a.net,
         ip: a.ip.clone(),

@@ -128,6 +128,7 @@ impl GuestConfig {
     pub fn spec(&self, name: &str, mounted_root: PathBuf) -> Result<GuestSpec> {
         let mut spec = GuestSpec::new(name, mounted_root, self.init.clone());
         spec.hostname = self.hostname.clone().unwrap_or_else(|| name.into());
+        super::spec::check_hostname(&spec.hostname)?;
         spec.net = self.net.clone();
         spec.binds = self
             .binds
@@ -201,6 +202,15 @@ mod tests {
         let cfg: GuestConfig = toml::from_str("root = \"/g\"\nenv = [\"LANG\"]").unwrap();
         let err = cfg.spec("g", "/r".into()).unwrap_err().to_string();
         assert!(err.contains("LANG") && err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn a_hostname_the_kernel_refuses_is_refused_first() {
+        let long = "h".repeat(65);
+        let cfg: GuestConfig =
+            toml::from_str(&format!("root = \"/g\"\nhostname = \"{long}\"")).unwrap();
+        let err = cfg.spec("g", "/r".into()).unwrap_err().to_string();
+        assert!(err.contains("64 bytes"), "{err}");
     }
 
     #[test]

@@ -68,6 +68,21 @@ impl GuestSpec {
     }
 }
 
+/// HOST_NAME_MAX: sethostname(2) refuses a longer name.
+pub const HOST_NAME_MAX: usize = 64;
+
+/// Refuses a host name the kernel would not take, before anything is set up.
+pub fn check_hostname(name: &str) -> Result<()> {
+    if name.len() > HOST_NAME_MAX {
+        return Err(Error::Invalid {
+            what: "host name",
+            value: name.to_string(),
+            reason: format!("at most {HOST_NAME_MAX} bytes (the kernel's limit)"),
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NetMode {

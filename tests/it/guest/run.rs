@@ -63,6 +63,39 @@ fn run_hostname_is_the_guests() {
 }
 
 #[test]
+fn run_hostname_longer_than_the_kernel_takes() {
+    if !can_run("run_hostname_longer_than_the_kernel_takes") {
+        return;
+    }
+    // sethostname(2) takes at most 64 bytes. A root directory with a longer
+    // name could not be run without --hostname ("setting up the guest
+    // failed: sethostname …: EINVAL"); its default is cut to 64 bytes now,
+    // and a --hostname that long is refused up front, saying why.
+    let t = TestRoot::new();
+    let long = t.dir.path().join("h".repeat(70));
+    std::fs::rename(t.root(), &long).unwrap();
+    let run = |opts: &[&str]| {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("run").arg("--root").arg(&long).args(opts);
+        cmd.args(["--", "/bin/hostname"]);
+        run_bounded(cmd, Duration::from_secs(20))
+    };
+    assert_eq!(ok(&run(&[])).trim(), "h".repeat(64));
+    let too_long = "z".repeat(65);
+    let out = run(&["--hostname", &too_long]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid host name") && stderr(&out).contains("64 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        ok(&run(&["--hostname", &too_long[..64]])).trim(),
+        &too_long[..64]
+    );
+}
+
+#[test]
 fn run_root_is_the_guest_root_without_escape() {
     if !can_run("run_root_is_the_guest_root_without_escape") {
         return;
