@@ -126,7 +126,8 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 }
 
 /// Catches SIGTERM, SIGINT, SIGHUP and SIGQUIT from now on, to pass them to
-/// the guest once [`forward_signals_to`] names it.
+/// the guest once [`forward_signals_to`] names it; ignores SIGTSTP, SIGTTIN
+/// and SIGTTOU.
 pub fn catch_signals() -> nix::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
@@ -143,6 +144,15 @@ pub fn catch_signals() -> nix::Result<()> {
         // SAFETY: the handler only touches atomics and calls kill, all
         // async-signal-safe.
         unsafe { sigaction(sig, &action) }?;
+    }
+    // The terminal's stop signals (Ctrl-Z) are ignored: stopped, we would
+    // hand the terminal back to the host's shell while the guest, a session
+    // of its own they do not reach, goes on reading it and takes what is
+    // typed to that shell.
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU] {
+        // SAFETY: ignoring a signal installs no handler.
+        unsafe { sigaction(sig, &ignore) }?;
     }
     Ok(())
 }

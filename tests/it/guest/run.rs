@@ -375,6 +375,35 @@ fn run_forwards_sigterm_to_the_guest() {
 }
 
 #[test]
+fn run_ctrl_z_does_not_leave_the_guest_reading_the_terminal() {
+    if !can_run("run_ctrl_z_does_not_leave_the_guest_reading_the_terminal") {
+        return;
+    }
+    // Ctrl-Z stopped `unifs run` alone: the host's shell took the terminal
+    // back while the guest, a session of its own that the signal does not
+    // reach, went on reading it and got what was typed to the shell next.
+    // The launcher ignores the terminal's stop signals.
+    let t = TestRoot::new();
+    for opts in [&[][..], &["--init"][..]] {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("run").arg("--root").arg(t.root()).args(opts);
+        cmd.args(["--", "/bin/sleep", "30"]);
+        cmd.stdout(std::process::Stdio::null());
+        let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+        let pid = child.0.as_ref().unwrap().id();
+        super::harness::wait_for_descendant(pid, "sleep");
+        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
+        assert_ne!(state, Some('T'), "{opts:?}: unifs run was stopped");
+    }
+}
+
+#[test]
 fn run_inherited_fds_do_not_reach_the_guest() {
     if !can_run("run_inherited_fds_do_not_reach_the_guest") {
         return;
