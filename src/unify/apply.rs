@@ -98,6 +98,10 @@ struct Target {
     nlink: u64,
     dir: Arc<OwnedFd>,
     name: OsString,
+    /// The object file's metadata, read at its first link: an object
+    /// changed around the store (a host chmod, touch or setfattr on a guest
+    /// path) no longer matches its id, and a link would pass that on.
+    meta: Option<ObjectMeta>,
 }
 
 /// Why a file was left as it was.
@@ -246,6 +250,7 @@ impl<'a> Applier<'a> {
             nlink: st.nlink,
             dir,
             name,
+            meta: None,
         }))
     }
 
@@ -336,6 +341,7 @@ impl<'a> Applier<'a> {
                     nlink: stat.nlink,
                     dir,
                     name,
+                    meta: None,
                 })
             }
             Ingested::Exists { .. } => {
@@ -399,6 +405,19 @@ impl<'a> Applier<'a> {
         if self.paranoid && !same_bytes(fd.as_fd(), target).map_err(fail)? {
             return Err(Skip::Failed(format!(
                 "--paranoid: bytes differ from object {} though the hashes match; left as it was",
+                target.id
+            )));
+        }
+        if target.meta.is_none() {
+            target.meta = Some(object_meta(target, self.ignore_mtime).map_err(fail)?);
+        }
+        if target.meta.as_ref()
+            != Some(&ObjectMeta::of_fd(fd.as_fd(), &st, self.ignore_mtime).map_err(fail)?)
+        {
+            return Err(Skip::Failed(format!(
+                "object {} no longer has the mode, owner, mtime, size or xattrs its id stands \
+                 for (changed around the store: see `unifs store verify`); not linked to it, \
+                 left as it was",
                 target.id
             )));
         }
@@ -553,6 +572,7 @@ impl<'a> Applier<'a> {
             nlink: stat.nlink,
             dir,
             name,
+            meta: None,
         };
         Ok(())
     }
@@ -658,6 +678,14 @@ fn flagged(target: &Target) -> Option<String> {
             target.id
         )
     })
+}
+
+/// The metadata of the object file `target` names, as its id covers it.
+fn object_meta(target: &Target, ignore_mtime: bool) -> io::Result<ObjectMeta> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME | libc::O_NOFOLLOW;
+    let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0)?;
+    let st = sys::fstat(fd.as_fd())?;
+    ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)
 }
 
 /// True when `a` and `b` agree on all a change through the mount could

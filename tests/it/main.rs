@@ -8,6 +8,7 @@ mod fs;
 mod guest;
 mod review_s8_cli;
 mod review_s8b_unify;
+mod review_s9_backup;
 mod store;
 mod tree;
 mod unify;
