@@ -171,6 +171,17 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     store.check_catalog()?;
     let catalog = Catalog::open(&store.catalog_path())?;
     let renumbered = renumber_replaced(&store, &catalog, dry_run)?;
+    // Objects copied without xattrs (`rsync -aH`) lost their markers: a
+    // mount would write into them for every guest. (Not root: trusted.*
+    // cannot be read.)
+    let mut marked = Vec::new();
+    if nix::unistd::geteuid().is_root() {
+        for f in store.list_objects()?.0 {
+            if store.restore_marker(&f.id, f.copy, dry_run)? {
+                marked.push(f.path);
+            }
+        }
+    }
     let removed = store.gc_candidates()?;
     if !dry_run {
         // Rows first, files second: see Store::gc_remove.
@@ -196,6 +207,7 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             "missing_dropped": lossy(&missing.dropped),
             "links_dropped": missing.links_dropped, "missing_left": lossy(&missing.left),
             "replaced_renumbered": lossy(&renumbered),
+            "markers_restored": lossy(&marked),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -214,6 +226,17 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             let verb = if dry_run { "would update" } else { "updated" };
             println!(
                 "{verb} the catalog's inode of {} (the file was replaced)",
+                p.display()
+            );
+        }
+        for p in &marked {
+            let verb = if dry_run {
+                "would put back"
+            } else {
+                "put back"
+            };
+            println!(
+                "{verb} the missing store marker of {} (copied without xattrs?)",
                 p.display()
             );
         }

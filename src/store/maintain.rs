@@ -271,6 +271,14 @@ fn verify_one(f: &ObjectFile, ignore_mtime: bool) -> std::io::Result<(u64, Optio
             st.size,
             Some(format!("marker names another object: {}", m.short())),
         )),
-        None => Ok((st.size, Some("marker xattr missing".into()))),
+        None => Ok((
+            st.size,
+            Some(
+                "marker xattr missing (copied without xattrs?): mounts take the inode for a \
+                 guest's own file and write into it for every guest linking it; \
+                 `unifs store gc` puts it back"
+                    .into(),
+            ),
+        )),
     }
 }

@@ -405,6 +405,26 @@ impl Store {
 }
 
 impl Store {
+    /// Puts back the marker of copy `copy` of `id` where it is missing (the
+    /// store copied without xattrs: `rsync -aH`, tar without `--xattrs`).
+    /// Without it a mount takes the inode for a guest's own file and writes
+    /// into it, for every guest linking it. Returns whether it did (with
+    /// `dry_run`: whether it would).
+    pub fn restore_marker(&self, id: &ObjectId, copy: u32, dry_run: bool) -> Result<bool> {
+        let path = self.object_path(id, copy);
+        let dir = self.fanout_dir(id, false)?;
+        let (_, name) = object_names(id, copy);
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
+        let fd = sys::open_at(dir.as_fd(), &name, flags, 0).at(&path)?;
+        let st = sys::fstat(fd.as_fd()).at(&path)?;
+        let marker = sys::xattr::get_fd(fd.as_fd(), OsStr::new(MARKER_XATTR)).at(&path)?;
+        if !st.is_file() || marker.is_some() || dry_run {
+            return Ok(st.is_file() && marker.is_none());
+        }
+        sys::xattr::set_fd(fd.as_fd(), OsStr::new(MARKER_XATTR), &marker_value(id)).at(&path)?;
+        Ok(true)
+    }
+
     /// Which copy of object `id` is the inode (dev, ino), if any.
     pub fn find_copy(&self, id: &ObjectId, dev: u64, ino: u64) -> Result<Option<u32>> {
         for copy in 0.. {

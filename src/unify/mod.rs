@@ -713,6 +713,8 @@ fn renumber_if_restored(
     for (&key, f) in inodes {
         if let Some(st) = moved(key, f)? {
             catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
+            // A copy made without xattrs lost the markers the mount needs.
+            store.restore_marker(&f.id, f.copy, false)?;
         }
     }
     catalog.set_config(KEY, &now)?;

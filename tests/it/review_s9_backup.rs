@@ -4,6 +4,7 @@ use crate::common::require_root;
 use crate::tree::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 /// A host `chmod`, `chown`, `touch` or `setfattr` on a guest path (not
 /// through a mount) changes the store object every guest links. A later
@@ -53,4 +54,92 @@ fn unify_does_not_link_files_to_an_object_changed_around_the_store() {
         assert!(problems.contains(rel), "{rel} not reported: {problems}");
     }
     assert!(problems.contains("store verify"), "{problems}");
+}
+
+fn has_marker(path: &Path) -> bool {
+    unifs::store::read_marker_path(path).unwrap().is_some()
+}
+
+/// Every object file below `store`.
+fn object_files(store: &Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// A store and its guests copied without xattrs (`rsync -aH`, or tar
+/// without `--xattrs`, as root) keep their hardlinks but lose the objects'
+/// `trusted.unifs.object` markers, by which a mount knows a shared inode:
+/// it then writes into the inode every guest links. Unify after such a
+/// restore (it looks every object file up again) puts the markers back,
+/// as does `store gc` (for a store whose markers went any other way).
+#[test]
+fn markers_lost_in_a_copy_without_xattrs_are_put_back() {
+    if !require_root("markers_lost_in_a_copy_without_xattrs_are_put_back") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("lab");
+    let store = lab.join("store");
+    let (a, b) = (lab.join("a"), lab.join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/one", &bytes(1, 5000), 0o644);
+        file(g, "usr/two", &bytes(2, 7000), 0o755);
+    }
+    unify_json(&store, &[&a, &b]);
+    // tar keeps hardlinks; without --xattrs it keeps no xattrs.
+    let copy = dir.path().join("copy");
+    fs::create_dir(&copy).unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -cf - . | tar -C {} -xpf -",
+            lab.display(),
+            copy.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cstore = copy.join("store");
+    let objects = object_files(&cstore);
+    assert_eq!(objects.len(), 2);
+    assert!(objects.iter().all(|o| !has_marker(o)), "tar kept markers");
+    assert_eq!(fs::metadata(copy.join("b/usr/one")).unwrap().nlink(), 3);
+    let out = unifs(&cstore, &[&"store", &"verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("store gc` puts it back"));
+    // Unify of the copy's guests finds the objects restored: markers back.
+    unify_json(&cstore, &[&copy.join("a"), &copy.join("b")]);
+    for o in &objects {
+        assert!(has_marker(o), "{} has no marker after unify", o.display());
+    }
+    assert_verify_clean(&cstore);
+    // Markers removed in place (not a restore: unify does not look): gc.
+    for o in &objects {
+        let f = fs::File::open(o).unwrap();
+        unifs::sys::xattr::remove_fd(
+            std::os::fd::AsFd::as_fd(&f),
+            std::ffi::OsStr::new("trusted.unifs.object"),
+        )
+        .unwrap();
+    }
+    let dry = unifs(&cstore, &[&"store", &"gc", &"--dry-run", &"--json"]);
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        dry["markers_restored"].as_array().unwrap().len(),
+        2,
+        "{dry}"
+    );
+    assert!(objects.iter().all(|o| !has_marker(o)), "dry run changed");
+    let out = unifs(&cstore, &[&"store", &"gc", &"--json"]);
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        out["markers_restored"].as_array().unwrap().len(),
+        2,
+        "{out}"
+    );
+    assert_verify_clean(&cstore);
 }
