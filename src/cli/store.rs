@@ -130,7 +130,23 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
     let mut report = store.verify(catalog.ignore_mtime()?)?;
-    for f in catalog.object_inodes()?.into_values() {
+    // Which guests a bad object hurts: those with a path that still links
+    // its inode (the catalog's links, checked by stat).
+    let mut inodes = std::collections::HashMap::new();
+    for p in &report.problems {
+        if let (Some(dir), Some(name)) = (
+            p.path.parent().and_then(|d| d.file_name()),
+            p.path.file_name(),
+        ) {
+            if let (Some((id, _)), Ok(st)) = (
+                crate::store::parse_object_name(dir, name),
+                crate::sys::lstat(&p.path),
+            ) {
+                inodes.insert(p.path.clone(), (id, (st.dev, st.ino)));
+            }
+        }
+    }
+    for ((dev, ino), f) in catalog.object_inodes()? {
         let what = match store.stat_object(&f.id, f.copy)? {
             None => "listed in the catalog but missing: `unifs store gc` gives it its name \
                      back from a guest that still links it, or drops it from the catalog"
@@ -140,16 +156,53 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             // catalog's numbers are updated by the next unify or gc.
             Some(_) => continue,
         };
+        let path = store.object_path(&f.id, f.copy);
+        inodes.insert(path.clone(), (f.id, (dev, ino)));
         report.problems.push(crate::store::maintain::Problem {
-            path: store.object_path(&f.id, f.copy),
+            path,
             what,
+            guests: Vec::new(),
         });
+    }
+    let names: std::collections::HashMap<_, _> = catalog
+        .guests()?
+        .into_iter()
+        .map(|r| (r.path, r.name))
+        .collect();
+    let mut linking = Vec::new();
+    for p in &mut report.problems {
+        let Some((id, inode)) = inodes.get(&p.path) else {
+            linking.push(Vec::new());
+            continue;
+        };
+        let mut paths = Vec::new();
+        for (root, rel) in catalog.links_to(id)? {
+            let path = root.join(&rel);
+            if crate::sys::lstat(&path).is_ok_and(|st| (st.dev, st.ino) == *inode) {
+                let name = names.get(&root).cloned().unwrap_or_default();
+                if !p.guests.contains(&name) {
+                    p.guests.push(name);
+                }
+                paths.push(path);
+            }
+        }
+        linking.push(paths);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for p in &report.problems {
+        for (p, paths) in report.problems.iter().zip(&linking) {
             println!("BAD {}: {}", p.path.display(), p.what);
+            if !p.guests.is_empty() {
+                println!(
+                    "    linked by guest(s) {}: {} path(s)",
+                    p.guests.join(", "),
+                    paths.len()
+                );
+                for path in paths.iter().take(10) {
+                    println!("      {}", path.display());
+                }
+            }
         }
         println!(
             "verified {} object files ({}): {} problem(s)",

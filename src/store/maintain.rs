@@ -23,6 +23,9 @@ pub struct Problem {
     #[serde(serialize_with = "crate::sys::lossy_path")]
     pub path: PathBuf,
     pub what: String,
+    /// For an object: the guests with a path that links it (`store
+    /// verify` fills it in from the catalog).
+    pub guests: Vec<String>,
 }
 
 impl Store {
@@ -38,6 +41,7 @@ impl Store {
                 stray.push(Problem {
                     path: dir_path,
                     what: "not an object fan-out directory".into(),
+                    guests: Vec::new(),
                 });
                 continue;
             }
@@ -49,6 +53,7 @@ impl Store {
                     None => stray.push(Problem {
                         path,
                         what: "name is not an object id".into(),
+                        guests: Vec::new(),
                     }),
                 }
             }
@@ -70,6 +75,7 @@ impl Store {
                     Some(Problem {
                         path: f.path.clone(),
                         what,
+                        guests: Vec::new(),
                     }),
                 ),
                 Err(e) => (
@@ -77,6 +83,7 @@ impl Store {
                     Some(Problem {
                         path: f.path.clone(),
                         what: e.to_string(),
+                        guests: Vec::new(),
                     }),
                 ),
             })

@@ -143,3 +143,60 @@ fn markers_lost_in_a_copy_without_xattrs_are_put_back() {
     );
     assert_verify_clean(&cstore);
 }
+
+/// `store verify` on an object changed around the store (or lost) must say
+/// which guests it hurts: every guest path linking it reads the damage.
+#[test]
+fn verify_names_the_guests_a_bad_object_hurts() {
+    if !require_root("verify_names_the_guests_a_bad_object_hurts") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+    let [a, b, c] = [&guests[0], &guests[1], &guests[2]];
+    for g in [a, b, c] {
+        file(g, "usr/lib/shared", &bytes(1, 5000), 0o644);
+    }
+    for g in [a, b] {
+        file(g, "usr/bin/tool", &bytes(2, 6000), 0o755);
+    }
+    unify_json(&store, &[a, b, c]);
+    // c drops its link to the first object: it is no longer hurt by it.
+    fs::remove_file(c.join("usr/lib/shared")).unwrap();
+    file(c, "usr/lib/shared", &bytes(9, 5000), 0o644);
+    // Someone writes into the shared inode on the host.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(a.join("usr/lib/shared"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"oops", 10).unwrap();
+    set_mtime(&a.join("usr/lib/shared"), MTIME);
+    // And the other object's file is deleted by hand.
+    let tool = unifs::store::read_marker_path(&a.join("usr/bin/tool"))
+        .unwrap()
+        .unwrap()
+        .to_hex();
+    fs::remove_file(store.join("objects").join(&tool[..2]).join(&tool[2..])).unwrap();
+    let out = unifs(&store, &[&"store", &"verify", &"--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{report}");
+    let guests_of = |needle: &str| {
+        let p = problems
+            .iter()
+            .find(|p| p["what"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no problem with {needle}: {report}"));
+        p["guests"].clone()
+    };
+    assert_eq!(guests_of("changed"), serde_json::json!(["a", "b"]));
+    assert_eq!(guests_of("missing"), serde_json::json!(["a", "b"]));
+    let text = unifs(&store, &[&"store", &"verify"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&b.join("usr/lib/shared").display().to_string())
+            && !text.contains(&c.display().to_string()),
+        "{text}"
+    );
+}
