@@ -36,6 +36,15 @@ pub enum Error {
         found: i64,
         known: i64,
     },
+    #[error(
+        "catalog {path}: the store is of format {found}, which this unifs does not know \
+         (it knows format {known}); upgrade unifs"
+    )]
+    UnknownFormat {
+        path: PathBuf,
+        found: String,
+        known: u8,
+    },
     #[error("catalog {path} is not readable: {why}")]
     Unreadable { path: PathBuf, why: String },
     #[error("catalog {path}: bad value in {what}: {value:?}")]
@@ -64,10 +73,29 @@ impl Catalog {
         let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| sqlite(path, e))?;
-        migrate::check_not_newer(&conn, path)?;
-        let cat = Catalog::setup(conn, path)?;
+        let version = migrate::check_not_newer(&conn, path)?;
+        let mut cat = Catalog::setup(conn, path)?;
+        if version > 0 {
+            // Before a migration writes to it.
+            cat = cat.check_format()?;
+        }
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok(cat)
+    }
+
+    /// Refuses a store whose object ids are of a format this build does
+    /// not compute (`config.format_version`): every id would differ.
+    fn check_format(self) -> Result<Catalog> {
+        match self.config("format_version")? {
+            Some(v) if v != crate::store::id::FORMAT_VERSION.to_string() => {
+                Err(Error::UnknownFormat {
+                    path: self.path.clone(),
+                    found: v,
+                    known: crate::store::id::FORMAT_VERSION,
+                })
+            }
+            _ => Ok(self),
+        }
     }
 
     /// Opens an existing catalog for reading only (no writes; an older
@@ -152,8 +180,8 @@ impl Catalog {
             // An older schema: read a migrated copy. Upgrading the file
             // would be a change (a dry run makes none), and an older unifs,
             // perhaps running now, could no longer open it.
-            v if v < migrate::LATEST => cat.migrated_copy(),
-            _ => Ok(cat),
+            v if v < migrate::LATEST => cat.migrated_copy()?.check_format(),
+            _ => cat.check_format(),
         }
     }
 
