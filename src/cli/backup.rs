@@ -83,6 +83,25 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         Some(name) => catalog.guest_by_name(name)?,
         None => None,
     };
+    // A bare word that is also a directory here, of another guest: which
+    // one is meant cannot be told, and the wrong tree would be backed up.
+    if let Some(row) = &by_name {
+        if let Ok(dir) = std::fs::canonicalize(&a.guest) {
+            if dir.is_dir() && dir != row.path {
+                let other = match catalog.guest_by_path(&dir)? {
+                    Some(r) => format!("guest {}", r.name),
+                    None => "not a guest of the store".to_string(),
+                };
+                anyhow::bail!(
+                    "{0} is both the guest named {0} ({1}) and the directory ./{0} ({2}, {other}); \
+                     give ./{0} for the directory, or run from elsewhere for the name",
+                    a.guest.display(),
+                    row.path.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
     let (name, root) = match by_name {
         Some(row) => (row.name, row.path),
         None => {

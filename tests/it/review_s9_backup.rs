@@ -249,3 +249,53 @@ fn a_store_of_a_newer_format_is_refused() {
     assert_eq!(fs::metadata(b.join("usr/one")).unwrap().nlink(), 1);
     assert_invisible(&before, &snapshot(&b), "refused unify");
 }
+
+/// `unifs manifest GUEST` takes a guest name or a directory. Two guests
+/// whose directories share a name are named `web` and `web-2`; from the
+/// second one's parent, `unifs manifest web` meant the directory `./web`
+/// but silently described the other guest, and the backup held the wrong
+/// tree. A word that is both a name and another guest's directory is
+/// refused, naming both.
+#[test]
+fn manifest_refuses_a_word_that_is_a_name_and_another_directory() {
+    if !require_root("manifest_refuses_a_word_that_is_a_name_and_another_directory") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (one, two) = (dir.path().join("a/web"), dir.path().join("b/web"));
+    file(&one, "etc/hostname", b"one\n", 0o644);
+    file(&two, "etc/hostname", b"two\n", 0o644);
+    unify_json(&store, &[&one, &two]);
+    let run = |cwd: &Path, guest: &str| {
+        std::process::Command::new(crate::common::unifs_bin())
+            .arg("--store")
+            .arg(&store)
+            .args(["manifest", guest])
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    let out = run(&dir.path().join("b"), "web");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "described: {text}");
+    assert!(err.contains("./web") && err.contains("web-2"), "{err}");
+    // Unambiguous ways still work: the name alone, a path, the other name.
+    for (cwd, guest, root) in [
+        (dir.path().join("a"), "web", &one),
+        (dir.path().join("b"), "./web", &two),
+        (dir.path().join("b"), "web-2", &two),
+        (dir.path().to_path_buf(), "web", &one),
+    ] {
+        let out = run(&cwd, guest);
+        assert!(
+            out.status.success(),
+            "{guest}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let header: serde_json::Value =
+            serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(header["root"], root.to_str().unwrap(), "{guest} in {cwd:?}");
+    }
+}
