@@ -22,10 +22,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// (The SQLite error is part of the message, not a `source()`: rusqlite's
     /// own chain would repeat it twice more.)
-    #[error("catalog {path}: {error}{}", damaged_hint(error, path))]
+    #[error("catalog {path}: {error}{}{}", damaged_hint(error, path), full_hint(*full))]
     Sqlite {
         path: PathBuf,
         error: rusqlite::Error,
+        /// Its filesystem had no space (or no inodes) left when it failed.
+        full: bool,
     },
     #[error(
         "catalog {path} has schema version {found}, newer than this unifs knows ({known}); \
@@ -325,10 +327,40 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
-fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
+pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
+    // SQLite reports a full disk as "database or disk is full", or, where
+    // it grows catalog.db-shm (a first open, even a reader's), as "disk I/O
+    // error", which reads like a failing disk.
+    let full = matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::DiskFull)
+    ) && fs_full(path);
     Error::Sqlite {
         path: path.to_path_buf(),
         error,
+        full,
+    }
+}
+
+/// Whether the filesystem holding `path` is (nearly) out of space or inodes:
+/// less than SQLite needs to map catalog.db-shm and grow its log.
+fn fs_full(path: &Path) -> bool {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    nix::sys::statvfs::statvfs(dir).is_ok_and(|st| {
+        st.blocks_available().saturating_mul(st.fragment_size()) < 1 << 20
+            || st.files_available() == 0
+    })
+}
+
+fn full_hint(full: bool) -> &'static str {
+    if full {
+        "; the filesystem holding it is full (no space or no inodes left): free some space \
+         there and run the command again"
+    } else {
+        ""
     }
 }
 

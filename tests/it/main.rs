@@ -9,6 +9,7 @@ mod guest;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
+mod review_s9_exhaust;
 mod store;
 mod tree;
 mod unify;

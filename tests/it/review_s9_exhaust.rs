@@ -1,0 +1,128 @@
+//! Review s9-exhaust: running out of things (space, inodes) on small
+//! loop-mounted filesystems: unifs loses nothing, says which path and why,
+//! and the next run recovers.
+
+use crate::common::require_root;
+use crate::tree::{assert_verify_clean, bytes, file, unifs, unify_json};
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// A small ext4 filesystem (no blocks reserved for root, so root fills it
+/// too) in an image file, loop-mounted for a test; unmounted (and its loop
+/// device freed) even when the test fails.
+struct Ext4 {
+    dir: tempfile::TempDir,
+}
+
+impl Ext4 {
+    fn new(size: u64) -> Ext4 {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let img = dir.path().join("img");
+        fs::File::create(&img).unwrap().set_len(size).unwrap();
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-m", "0"])
+            .arg(&img)
+            .output()
+            .expect("mkfs.ext4 (Debian package e2fsprogs)");
+        assert!(mkfs.status.success(), "{}", stderr(&mkfs));
+        fs::create_dir(dir.path().join("fs")).unwrap();
+        let mount = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(dir.path().join("fs"))
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "{}", stderr(&mount));
+        Ext4 { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join("fs").join(rel)
+    }
+
+    /// Fills the filesystem with `filler` until writes fail (ENOSPC), then
+    /// gives back `leave` bytes.
+    fn fill(&self, leave: u64) {
+        let path = self.path("filler");
+        let mut f = fs::File::create(&path).unwrap();
+        for chunk in [1 << 16, 1024] {
+            while f.write_all(&vec![0u8; chunk]).is_ok() {}
+        }
+        let _ = f.sync_all();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(leave)).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    fn unfill(&self) {
+        fs::remove_file(self.path("filler")).unwrap();
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(
+            &self.dir.path().join("fs"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// On a full filesystem SQLite cannot map catalog.db-shm (the first open
+/// of the catalog, a reader's too, grows it) and says "disk I/O error",
+/// which reads like a failing disk: every command, `store gc` (the one that
+/// frees space) and the backup commands as well, failed so, with no word of
+/// space. The error now says the filesystem is full.
+#[test]
+fn catalog_errors_on_a_full_filesystem_say_it_is_full() {
+    if !require_root("review_s9_catalog_errors_on_a_full_filesystem") {
+        return;
+    }
+    let ext4 = Ext4::new(32 << 20);
+    let store = ext4.path("store");
+    let (a, b) = (ext4.path("a"), ext4.path("b"));
+    for g in [&a, &b] {
+        file(g, "usr/x", &bytes(1, 300_000), 0o644);
+        file(g, "usr/y", &bytes(2, 200_000), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    // An object no guest links (gc's to remove), a new file to link.
+    fs::remove_file(a.join("usr/y")).unwrap();
+    fs::remove_file(b.join("usr/y")).unwrap();
+    file(&a, "usr/z", &bytes(3, 100_000), 0o644);
+    file(&b, "usr/z", &bytes(3, 100_000), 0o644);
+    ext4.fill(0);
+    let catalog = store.join("catalog.db");
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"stats"],
+        vec![&"store", &"gc"],
+        vec![&"store", &"verify"],
+        vec![&"manifest", &a],
+        vec![&"unify", &a, &b],
+    ] {
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("catalog {}", catalog.display()))
+                && err.contains("the filesystem holding it is full"),
+            "{err}"
+        );
+    }
+    // With space again, all is well, and the work is done.
+    ext4.unfill();
+    assert_verify_clean(&store);
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    let out = unifs(&store, &[&"store", &"gc", &"--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(gc["objects_removed"], 1, "{gc}");
+    assert_verify_clean(&store);
+}
