@@ -642,13 +642,14 @@ impl Catalog {
 
     /// A consistent copy of the catalog at `dest` (SQLite online backup),
     /// safe while a writer is active.
+    /// Errors name `dest`: the catalog is only read.
     pub fn snapshot(&self, dest: &Path) -> Result<()> {
-        let mut out = rusqlite::Connection::open(dest).map_err(|e| self.err(e))?;
-        let backup =
-            rusqlite::backup::Backup::new(&self.conn, &mut out).map_err(|e| self.err(e))?;
+        let err = |e| super::sqlite(dest, e);
+        let mut out = rusqlite::Connection::open(dest).map_err(err)?;
+        let backup = rusqlite::backup::Backup::new(&self.conn, &mut out).map_err(err)?;
         backup
             .run_to_completion(256, std::time::Duration::from_millis(5), None)
-            .map_err(|e| self.err(e))?;
+            .map_err(err)?;
         Ok(())
     }
 }

@@ -594,9 +594,30 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
-    catalog
-        .snapshot(dest)
-        .with_context(|| format!("writing {}", dest.display()))?;
+    // Written under a temp name and renamed when complete: one that fails
+    // (a full disk) or is killed leaves no partial DEST to be taken for a
+    // snapshot, nor one that makes the next try refuse.
+    let mut name = dest
+        .file_name()
+        .with_context(|| format!("{}: not a file name", dest.display()))?
+        .to_owned();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dest.with_file_name(name);
+    let written = catalog
+        .snapshot(&tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            std::fs::rename(&tmp, dest)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
+        });
+    if let Err(e) = written {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut p = tmp.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e.context(format!("writing {}", dest.display())));
+    }
     println!("catalog snapshot written to {}", dest.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -126,3 +126,63 @@ fn catalog_errors_on_a_full_filesystem_say_it_is_full() {
     assert_eq!(gc["objects_removed"], 1, "{gc}");
     assert_verify_clean(&store);
 }
+
+/// `store snapshot` onto a filesystem without room for it failed halfway
+/// and left the partial DEST (with its journal) behind: taking the space,
+/// looking like a snapshot to whoever did not check the exit status (and
+/// SQLite rolls it back to an empty database on the next open), and making
+/// the next try refuse "DEST exists". The error blamed the store's catalog.
+/// It is now written under a temp name, renamed into place when complete,
+/// and removed when it fails.
+#[test]
+fn a_snapshot_that_runs_out_of_space_leaves_nothing_behind() {
+    if !require_root("review_s9_a_snapshot_that_runs_out_of_space") {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let store = lab.path().join("store");
+    let (a, b) = (lab.path().join("a"), lab.path().join("b"));
+    for g in [&a, &b] {
+        for i in 0..300 {
+            file(g, &format!("usr/f{i}"), &bytes(i, 100), 0o644);
+        }
+    }
+    unify_json(&store, &[&a, &b]);
+    let size = fs::metadata(store.join("catalog.db")).unwrap().len();
+    let ext4 = Ext4::new(8 << 20);
+    ext4.fill(size / 4);
+    let dest = ext4.path("snap.db");
+    let listing = || {
+        let mut v: Vec<_> = fs::read_dir(ext4.path(""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    let out = unifs(&store, &[&"store", &"snapshot", &dest]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("writing {}", dest.display()))
+            && err.contains("the filesystem holding it is full")
+            && !err.contains(&store.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(listing(), before, "a partial snapshot was left");
+    ext4.unfill();
+    let out = unifs(&store, &[&"store", &"snapshot", &dest]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conn = rusqlite::Connection::open(&dest).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 300);
+    drop(conn);
+    let left: Vec<_> = listing()
+        .into_iter()
+        .filter(|n| n.starts_with("snap.db."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
