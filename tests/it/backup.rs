@@ -1134,3 +1134,52 @@ fn documented_incremental_backup_takes_the_new_objects() {
     let want = format!("objects/{}/{}", &id[..2], &id[2..]);
     assert_eq!(names.trim(), want, "the incremental archive");
 }
+
+/// A run killed or stopped by an error (a full disk) after it began stays
+/// unfinished in `store runs` for good. The documented mark stopped at the
+/// first run not done, so it never moved past such a run again: every later
+/// "incremental" backup took every object added since. Runs hold the store's
+/// lock one at a time, so a run not done that a later run followed is over;
+/// the mark now goes up to the last run that is done.
+#[test]
+fn review_s9_documented_incremental_backup_moves_past_a_stopped_run() {
+    if !require_root("review_s9_incremental_backup_moves_past_a_stopped_run")
+        || !have("tar", "review_s9_incremental_backup")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = named_guests(lab);
+    fs::create_dir_all(lab.join("marks")).unwrap();
+    let blocks = doc_blocks(lab);
+    sh(doc_block(&blocks, "-cf $B/objects.tar objects"));
+    sh(doc_block(&blocks, "objects-new.tar"));
+    let mark = || fs::read_to_string(lab.join("marks/last-run")).unwrap();
+    assert_eq!(mark().trim(), "1");
+    // What a run killed (or stopped by an error) after it began leaves: its
+    // row, as `Catalog::begin_run` writes it, never finished.
+    rusqlite::Connection::open(store.join("catalog.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO runs(command, started_at) VALUES ('unify x', unixepoch())",
+            [],
+        )
+        .unwrap();
+    for g in &guests[..2] {
+        file(g, "usr/new", b"added after the stopped run\n", 0o644);
+    }
+    let s = unify_json(&store, &[&guests[0], &guests[1]]);
+    assert_eq!(s["run"], 3, "{s}");
+    sh(doc_block(&blocks, "objects-new.tar"));
+    assert_eq!(mark().trim(), "3", "the mark stayed before the stopped run");
+    // The next incremental backup takes only what is new since then.
+    sh(doc_block(&blocks, "objects-new.tar"));
+    let listed = Command::new("tar")
+        .arg("-tf")
+        .arg(lab.join("backup/objects-new.tar"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+}
