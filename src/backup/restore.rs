@@ -26,7 +26,8 @@ pub enum Error {
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
     Missing(Vec<String>),
     #[error(
-        "{} file(s) did not verify against the manifest; the partial tree is left in {}:\n{}",
+        "{} path(s) could not be restored (not written, or not as the manifest says); the \
+         partial tree is left in {} (the next restore starts it over):\n{}",
         .bad.len(), .staging.display(), list(.bad)
     )]
     Unverified { staging: PathBuf, bad: Vec<String> },
