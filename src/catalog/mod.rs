@@ -330,10 +330,15 @@ fn immutable_uri(path: &Path) -> String {
 pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
     // SQLite reports a full disk as "database or disk is full", or, where
     // it grows catalog.db-shm (a first open, even a reader's), as "disk I/O
-    // error", which reads like a failing disk.
+    // error", which reads like a failing disk; with no inode left for the
+    // shm (or a journal), as "unable to open database file".
     let full = matches!(
         error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::DiskFull)
+        Some(
+            rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::CannotOpen
+        )
     ) && fs_full(path);
     Error::Sqlite {
         path: path.to_path_buf(),
@@ -349,9 +354,11 @@ fn fs_full(path: &Path) -> bool {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    // (Free space would not help on a read-only filesystem.)
+    use nix::sys::statvfs::FsFlags;
     nix::sys::statvfs::statvfs(dir).is_ok_and(|st| {
-        st.blocks_available().saturating_mul(st.fragment_size()) < 1 << 20
-            || st.files_available() == 0
+        let space = st.blocks_available().saturating_mul(st.fragment_size());
+        !st.flags().contains(FsFlags::ST_RDONLY) && (space < 1 << 20 || st.files_available() == 0)
     })
 }
 

@@ -18,11 +18,17 @@ struct Ext4 {
 
 impl Ext4 {
     fn new(size: u64) -> Ext4 {
+        Ext4::with(size, &[])
+    }
+
+    /// With more `mkfs.ext4` arguments.
+    fn with(size: u64, mkfs_args: &[&str]) -> Ext4 {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let img = dir.path().join("img");
         fs::File::create(&img).unwrap().set_len(size).unwrap();
         let mkfs = Command::new("mkfs.ext4")
             .args(["-q", "-m", "0"])
+            .args(mkfs_args)
             .arg(&img)
             .output()
             .expect("mkfs.ext4 (Debian package e2fsprogs)");
@@ -237,4 +243,42 @@ fn a_restore_that_runs_out_of_space_does_not_blame_the_backup() {
             fs::read(a.join(&p)).unwrap()
         );
     }
+}
+
+/// With no inode left, SQLite cannot create catalog.db-shm and says only
+/// "unable to open database file", which suggests a missing or unreadable
+/// catalog; the error now says the filesystem is full.
+#[test]
+fn catalog_errors_with_no_inodes_left_say_the_filesystem_is_full() {
+    if !require_root("review_s9_catalog_errors_with_no_inodes_left") {
+        return;
+    }
+    let ext4 = Ext4::with(16 << 20, &["-N", "128"]);
+    let store = ext4.path("store");
+    let (a, b) = (ext4.path("a"), ext4.path("b"));
+    for g in [&a, &b] {
+        file(g, "usr/x", &bytes(1, 5000), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    file(&a, "usr/z", &bytes(3, 5000), 0o644);
+    file(&b, "usr/z", &bytes(3, 5000), 0o644);
+    let fill = ext4.path("fill");
+    fs::create_dir(&fill).unwrap();
+    let mut n = 0;
+    while fs::File::create(fill.join(n.to_string())).is_ok() {
+        n += 1;
+    }
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"stats"],
+        vec![&"unify", &a, &b],
+    ] {
+        let out = unifs(&store, &args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("the filesystem holding it is full"), "{err}");
+    }
+    fs::remove_dir_all(&fill).unwrap();
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_verify_clean(&store);
 }
