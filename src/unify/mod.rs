@@ -353,6 +353,23 @@ fn run(
         problems: missing,
         ..Summary::default()
     };
+    if let Some(store) = store.filter(|_| !opts.dry_run) {
+        // Said first, once: else only "Too many open files", file by file.
+        if spare_fds(guests.len()) == 0 {
+            summary.problems.insert(
+                0,
+                Problem::new(
+                    store.root(),
+                    format!(
+                    "the open-file limit ({}) is below what unify needs (about 600 fds plus one \
+                     per guest): files it cannot open are left as they were; raise the hard \
+                     limit (ulimit -Hn, systemd LimitNOFILE=)",
+                    fd_limit()
+                ),
+                ),
+            );
+        }
+    }
     let mut killed_dirs = dirjournal::KilledDirs::new();
     if let (Some(store), Some(_)) = (store, run_id) {
         // A killed run's directory mtimes, before anything reads them.

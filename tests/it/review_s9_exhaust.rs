@@ -282,3 +282,58 @@ fn catalog_errors_with_no_inodes_left_say_the_filesystem_is_full() {
     assert_eq!(s["files_linked"], 1, "{s}");
     assert_verify_clean(&store);
 }
+
+/// Below the open-file limit unify needs (docs/unify.md: about 600 fds),
+/// a run left files as they were with only "Too many open files" for each,
+/// hundreds of lines, without a word of the limit. The run now says first
+/// what the limit is and how to raise it; with it raised, a run finishes.
+#[test]
+fn unify_below_the_open_file_limit_it_needs_says_so_first() {
+    if !require_root("review_s9_unify_below_the_open_file_limit") {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let store = lab.path().join("store");
+    let guests: Vec<PathBuf> = (0..3).map(|i| lab.path().join(format!("g{i}"))).collect();
+    for g in &guests {
+        for i in 0..600 {
+            file(
+                g,
+                &format!("usr/d{}/e{}/f{i}", i % 60, i % 7),
+                &bytes(i, 64),
+                0o644,
+            );
+        }
+    }
+    let out = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unify", "--json"])
+        .args(&guests)
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(
+        matches!(out.status.code(), Some(0 | 23)),
+        "{}",
+        stderr(&out)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let what = s["problems"][0]["what"].as_str().unwrap_or_default();
+    assert!(
+        what.contains("the open-file limit (256)") && what.contains("ulimit -Hn"),
+        "{s}"
+    );
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = guests.iter().map(|g| g as _).collect();
+    let s = unify_json(&store, &args);
+    assert_eq!(s["problems"].as_array().unwrap().len(), 0, "{s}");
+    assert_verify_clean(&store);
+    for i in 0..600 {
+        let rel = format!("usr/d{}/e{}/f{i}", i % 60, i % 7);
+        assert_eq!(
+            crate::tree::ino(&guests[0].join(&rel)),
+            crate::tree::ino(&guests[2].join(&rel))
+        );
+    }
+}
