@@ -141,35 +141,51 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     // Files are written under a temp name and renamed into place when
     // complete: a killed run leaves no partial manifest under the name.
     let mut file_out = a.output.as_deref().map(Replacement::create).transpose()?;
+    // The list is put in place only with the manifest: one without the
+    // other (a full disk) would pair with an older one of the same name.
+    let mut list = None;
     if let Some(p) = &a.private_list {
         use std::os::unix::ffi::OsStrExt;
-        let mut list = Replacement::create(p)?;
-        for e in entries.iter().filter(|e| e.is_private_content()) {
-            list.out.write_all(e.rel_path().as_os_str().as_bytes())?;
-            list.out.write_all(b"\0")?;
-        }
-        list.commit()?;
+        let mut l = Replacement::create(p)?;
+        let written = (|| -> std::io::Result<()> {
+            for e in entries.iter().filter(|e| e.is_private_content()) {
+                l.out.write_all(e.rel_path().as_os_str().as_bytes())?;
+                l.out.write_all(b"\0")?;
+            }
+            l.out.flush()
+        })();
+        written.with_context(|| format!("writing {}", p.display()))?;
+        list = Some(l);
     }
     let mut stdout;
-    let out: &mut dyn Write = match &mut file_out {
-        Some(f) => &mut f.out,
+    let (out, shown): (&mut dyn Write, _) = match &mut file_out {
+        Some(f) => (&mut f.out, f.path.display().to_string()),
         None => {
             stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            &mut stdout
+            (&mut stdout, "standard output".to_string())
         }
     };
-    match a.format {
-        Format::Jsonl => manifest::write_jsonl(out, &header, &entries)?,
-        Format::Mtree => mtree::write(out, &header, &entries)?,
-        Format::PrivatePaths => {
-            use std::os::unix::ffi::OsStrExt;
-            for e in entries.iter().filter(|e| e.is_private_content()) {
-                out.write_all(e.rel_path().as_os_str().as_bytes())?;
-                out.write_all(if a.null { b"\0" } else { b"\n" })?;
+    let written = (|| -> anyhow::Result<()> {
+        match a.format {
+            Format::Jsonl => manifest::write_jsonl(&mut *out, &header, &entries)?,
+            Format::Mtree => mtree::write(&mut *out, &header, &entries)?,
+            Format::PrivatePaths => {
+                use std::os::unix::ffi::OsStrExt;
+                for e in entries.iter().filter(|e| e.is_private_content()) {
+                    out.write_all(e.rel_path().as_os_str().as_bytes())?;
+                    out.write_all(if a.null { b"\0" } else { b"\n" })?;
+                }
             }
         }
+        Ok(out.flush()?)
+    })();
+    written.with_context(|| format!("writing {shown}"))?;
+    if let Some(f) = &mut file_out {
+        f.sync()?;
     }
-    out.flush()?;
+    if let Some(l) = list {
+        l.commit()?;
+    }
     if let Some(f) = file_out {
         f.commit()?;
     }
@@ -231,6 +247,16 @@ impl Replacement {
             out: std::io::BufWriter::new(file),
             done: false,
         })
+    }
+
+    /// Flushes and syncs the temp file, where the disk may yet be full.
+    fn sync(&mut self) -> anyhow::Result<()> {
+        let Some(tmp) = &self.tmp else {
+            return Ok(());
+        };
+        let what = || format!("writing {}", tmp.display());
+        self.out.flush().with_context(what)?;
+        self.out.get_ref().sync_all().with_context(what)
     }
 
     fn commit(mut self) -> anyhow::Result<()> {

@@ -337,3 +337,52 @@ fn unify_below_the_open_file_limit_it_needs_says_so_first() {
         );
     }
 }
+
+/// `manifest -o FILE --private-list LIST` onto a full filesystem said only
+/// "No space left on device", naming no file, and had already put LIST in
+/// place: a new private list beside an older manifest of the same name
+/// (a backup folder used again, as the restic steps of docs/backup.md do).
+/// The error now names the file, and neither is put in place.
+#[test]
+fn a_manifest_that_runs_out_of_space_names_its_file_and_keeps_the_old_pair() {
+    if !require_root("review_s9_a_manifest_that_runs_out_of_space") {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let store = lab.path().join("store");
+    let (a, b) = (lab.path().join("a"), lab.path().join("b"));
+    for i in 0..400 {
+        file(&a, &format!("usr/shared{i}"), &bytes(i, 100), 0o644);
+        file(&b, &format!("usr/shared{i}"), &bytes(i, 100), 0o644);
+        file(&a, &format!("etc/own{i}"), &bytes(1000 + i, 100), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    let ext4 = Ext4::new(8 << 20);
+    let (m, list) = (ext4.path("a.jsonl"), ext4.path("a.private-list"));
+    fs::write(&m, b"older manifest\n").unwrap();
+    fs::write(&list, b"older list\0").unwrap();
+    ext4.fill(16 << 10);
+    let args: [&dyn AsRef<std::ffi::OsStr>; 6] =
+        [&"manifest", &a, &"-o", &m, &"--private-list", &list];
+    let out = unifs(&store, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("writing {}", m.display())) && err.contains("No space left"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&m).unwrap(), b"older manifest\n");
+    assert_eq!(fs::read(&list).unwrap(), b"older list\0");
+    let mut names: Vec<_> = fs::read_dir(ext4.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.jsonl", "a.private-list", "filler", "lost+found"]);
+    ext4.unfill();
+    let out = unifs(&store, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = fs::read(&list).unwrap();
+    assert_eq!(listed.iter().filter(|&&c| c == 0).count(), 400);
+    assert!(fs::read_to_string(&m).unwrap().contains("etc/own399"));
+}
