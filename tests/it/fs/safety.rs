@@ -266,3 +266,65 @@ fn a_break_that_runs_out_of_space_leaves_the_old_file() {
     assert_eq!(names, vec![std::ffi::OsString::from("big")], "no temp left");
     drop(m);
 }
+
+/// With no room for a whole private copy, an open with O_TRUNC and a
+/// truncate(2) of a shared file failed with ENOSPC, though they drop the
+/// data a copy would need room for (ext4 needs none to truncate): `: > log`
+/// or a program rewriting its file could not run on a nearly full disk.
+/// The break then copies only what the truncation keeps.
+#[test]
+fn review_s9_a_truncation_of_a_shared_file_needs_no_room_for_a_copy() {
+    if !require_root("review_s9_a_truncation_of_a_shared_file_needs_no_room") {
+        return;
+    }
+    let w = World::new();
+    let small = w.dir("small");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount tmpfs");
+    assert!(status.success());
+    let _tmpfs = Tmpfs(small.clone());
+    let store = small.join("store");
+    fs::create_dir_all(store.join("objects/ab")).unwrap();
+    fs::create_dir_all(store.join("tmp")).unwrap();
+    let g = small.join("g");
+    fs::create_dir(&g).unwrap();
+    let data: Vec<u8> = (0..1800u32 << 10).map(|i| (i % 251) as u8).collect();
+    let obj = store.join("objects/ab").join(format!("{:062x}", 1));
+    fs::write(&obj, &data).unwrap();
+    set_xattr(&obj, MARKER, format!("ab{:062x}", 1).as_bytes());
+    for name in ["log", "cut"] {
+        fs::hard_link(&obj, g.join(name)).unwrap();
+    }
+    let m = Mount::start(&store, &g, &w.dir("m"), &[]);
+    // No room for a whole copy: a write open without O_TRUNC still fails.
+    let r = OpenOptions::new().append(true).open(m.path("log"));
+    assert_eq!(errno(r), libc::ENOSPC);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("log"))
+        .expect("an O_TRUNC open needs no room for the data it drops");
+    f.write_all(b"new\n").unwrap();
+    drop(f);
+    assert_eq!(fs::read(m.path("log")).unwrap(), b"new\n");
+    let c = std::ffi::CString::new(m.path("cut").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    let r = unsafe { libc::truncate(c.as_ptr(), 1000) };
+    assert_eq!(r, 0, "truncate: {}", std::io::Error::last_os_error());
+    assert_eq!(fs::read(m.path("cut")).unwrap(), &data[..1000]);
+    assert_eq!(fs::metadata(m.path("cut")).unwrap().len(), 1000);
+    drop(m);
+    // The object and its other links are untouched; no temp left.
+    assert!(fs::read(&obj).unwrap() == data);
+    assert_eq!(fs::metadata(&obj).unwrap().nlink(), 1);
+    assert_ne!(ino(&g.join("log")), ino(&obj));
+    let mut names: Vec<_> = fs::read_dir(&g)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cut", "log"]);
+}
