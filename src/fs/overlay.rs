@@ -1026,19 +1026,20 @@ impl Overlay {
         let (parent, dir, name) = match self.named_entry(node) {
             Ok(e) => e,
             // Unlinked but open (tmpfile-style), or split off its path: act
-            // on the open file (never on a store object: EPERM). The file a
-            // reader kept when a break split its path off is the store's,
-            // and a change by path that raced the split gets here too:
-            // ESTALE, as NFS answers for a file replaced meanwhile, so that
-            // the kernel looks the path up again and changes its new file
-            // (one through the old fd fails).
+            // on the open file, but never on a store object. That is the
+            // file a reader kept when a break split its path off, or when a
+            // rename replaced a shared file, and a change by path that raced
+            // the split or the rename gets here too: ESTALE, as NFS answers
+            // for a file replaced meanwhile, so that the kernel looks the
+            // path up again and changes what it names now, as if the change
+            // came after the rename (one through the old fd fails).
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
                 let f = fh
                     .and_then(|fh| self.file(fh).ok())
                     .or_else(|| self.current_open_inode(node))
                     .ok_or_else(|| errno(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
-                if e.raw_os_error() == Some(libc::ESTALE) && cow::has_marker(f.fd.as_fd())? {
-                    return Err(e);
+                if cow::has_marker(f.fd.as_fd())? {
+                    return Err(errno(libc::ESTALE));
                 }
                 return self.setattr_open(node, &f, mode, uid, gid, size, atime, mtime);
             }

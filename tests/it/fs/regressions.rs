@@ -284,3 +284,34 @@ fn a_change_through_an_fd_on_a_split_off_inode_never_reaches_the_store() {
     assert_eq!(fs::metadata(&obj).unwrap().permissions().mode(), mode);
     assert_eq!(fs::read(&f).unwrap(), b"conf\nmore\n");
 }
+
+/// A chmod by path that resolved a shared file just before a rename through
+/// the mount replaced it reached the replaced node, nameless now, whose open
+/// file (a reader's) is the store's: EPERM as root (the stress test's "chmod
+/// r2: EPERM"). It gets ESTALE, so the kernel looks the path up again and
+/// changes the file there now; through the reader's fd (what reaches that
+/// node here for sure) it fails with ESTALE, and the store is untouched.
+#[test]
+fn a_change_to_a_shared_file_a_rename_replaced_under_a_reader_is_estale() {
+    if !require_root("a_change_to_a_shared_file_a_rename_replaced_under_a_reader") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let (ga, gb) = (w.dir("ga"), w.dir("gb"));
+    let obj = w.shared(b"conf\n", &[ga.join("f"), gb.join("f")]);
+    fs::write(ga.join("x"), b"other\n").unwrap();
+    let m = w.mount(&ga, "m", &[]);
+    let reader = fs::File::open(m.path("f")).unwrap();
+    fs::rename(m.path("x"), m.path("f")).unwrap();
+    let mode = fs::metadata(&obj).unwrap().permissions().mode();
+    let e = reader
+        .set_permissions(fs::Permissions::from_mode(0o600))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}");
+    assert_eq!(fs::metadata(&obj).unwrap().permissions().mode(), mode);
+    fs::set_permissions(m.path("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"other\n");
+    assert_eq!(fs::metadata(&obj).unwrap().permissions().mode(), mode);
+    drop(reader);
+}
