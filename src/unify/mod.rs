@@ -235,12 +235,14 @@ fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
 /// it is a directory.
 fn guest_dir(g: &Path) -> Result<PathBuf> {
     let abs = std::fs::canonicalize(g).map_err(guest_err(g))?;
+    // First: a mount whose daemon is gone cannot be stat'ed (ENOTCONN),
+    // and would be called not a directory.
+    check_not_overmounted(&abs)?;
     if !abs.is_dir() {
         return Err(Error::NotADirectory {
             path: g.to_path_buf(),
         });
     }
-    check_not_overmounted(&abs)?;
     Ok(abs)
 }
 

@@ -16,6 +16,7 @@ mod review_s8_live;
 mod review_s8_posix;
 mod review_s8b_mount;
 mod review_s9_fidelity;
+mod review_s9r2_store;
 mod safety;
 mod stress;
 mod unified;
