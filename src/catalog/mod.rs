@@ -358,7 +358,11 @@ fn fs_full(path: &Path) -> bool {
     use nix::sys::statvfs::FsFlags;
     nix::sys::statvfs::statvfs(dir).is_ok_and(|st| {
         let space = st.blocks_available().saturating_mul(st.fragment_size());
-        !st.flags().contains(FsFlags::ST_RDONLY) && (space < 1 << 20 || st.files_available() == 0)
+        // A count of 0 in all is none reported (btrfs inodes, a tmpfs
+        // without size= or nr_inodes=), not none left.
+        let no_space = st.blocks() > 0 && space < 1 << 20;
+        let no_inodes = st.files() > 0 && st.files_available() == 0;
+        !st.flags().contains(FsFlags::ST_RDONLY) && (no_space || no_inodes)
     })
 }
 

@@ -53,3 +53,76 @@ fn unify_of_a_guest_whose_mount_over_it_lost_its_daemon_says_so() {
     drop(over);
 }
 
+/// A tmpfs mounted for a test, unmounted even when the test fails.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn new(opts: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs");
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A catalog error on a filesystem that reports no space or inode counts
+/// (btrfs reports no inode counts; a tmpfs without size= or nr_inodes=
+/// neither) said "the filesystem holding it is full ... free some space",
+/// whatever the error was: the zero counts were taken for none left.
+#[test]
+fn a_catalog_error_on_a_filesystem_without_counts_does_not_say_it_is_full() {
+    if !require_root("review_s9r2_catalog_error_without_counts") {
+        return;
+    }
+    let t = Tmpfs::new("size=0,nr_inodes=0");
+    let st = nix::sys::statvfs::statvfs(t.path()).unwrap();
+    assert_eq!((st.blocks(), st.files()), (0, 0), "tmpfs reports counts");
+    let store = t.path().join("store");
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/f", &bytes(1, 5_000), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    // A directory the snapshot cannot be written in (EPERM, even for root).
+    let locked = t.path().join("locked");
+    fs::create_dir(&locked).unwrap();
+    let ok = Command::new("chattr")
+        .arg("+i")
+        .arg(&locked)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chattr +i on tmpfs");
+    let out = unifs(&store, &[&"store", &"snapshot", &locked.join("catalog.db")]);
+    Command::new("chattr")
+        .arg("-i")
+        .arg(&locked)
+        .status()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unable to open database file"), "{err}");
+    assert!(!err.contains("full"), "{err}");
+    assert_verify_clean(&store);
+}
+
