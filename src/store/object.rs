@@ -9,6 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -186,6 +187,15 @@ impl Store {
         sys::fchmod(dst, meta.perm)?;
         for (name, value) in &meta.xattrs {
             sys::xattr::set_fd(dst, name, value)?;
+        }
+        // A new file may have xattrs of its own: the access ACL a default
+        // ACL on the store's directories gives it. The id does not cover
+        // them, and every guest linking the copy would get them.
+        for (name, _) in sys::xattr::list_fd(dst)? {
+            let ours = name.as_bytes().starts_with(id::STORE_XATTR_PREFIX);
+            if !ours && !meta.xattrs.iter().any(|(n, _)| *n == name) {
+                sys::xattr::remove_fd(dst, &name)?;
+            }
         }
         set_marker(dst, id)?;
         if let Some(mtime) = meta.mtime {

@@ -126,3 +126,69 @@ fn a_catalog_error_on_a_filesystem_without_counts_does_not_say_it_is_full() {
     assert_verify_clean(&store);
 }
 
+/// A store in a directory with a default ACL (`setfacl -d`, common on
+/// shared admin trees) gave every object file unifs created by copy (an
+/// extra copy after the link limit, a first file open for writing) the
+/// inherited access ACL: the copy no longer matched its id (`store verify`:
+/// BAD), the guest files linked to it took an ACL they never had, and unify
+/// then refused to link any more files to it. A copy has the source's
+/// xattrs and no others.
+#[test]
+fn objects_copied_into_a_store_under_a_default_acl_keep_their_own_xattrs() {
+    if !require_root("review_s9r2_objects_copied_under_a_default_acl") {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let acl_dir = lab.path().join("srv");
+    fs::create_dir(&acl_dir).unwrap();
+    let ok = Command::new("setfacl")
+        .args(["-d", "-m", "g:adm:rwx"])
+        .arg(&acl_dir)
+        .status()
+        .expect("setfacl (acl)")
+        .success();
+    assert!(ok, "setfacl -d");
+    let store = acl_dir.join("store");
+    let guests: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|g| lab.path().join(g))
+        .collect();
+    for g in &guests {
+        file(g, "usr/lib/f", &bytes(1, 5_000), 0o644);
+        file(g, "usr/lib/w", &bytes(2, 5_000), 0o644);
+    }
+    // usr/lib/w of a is open for writing: its object is made by copy.
+    let writer = fs::OpenOptions::new()
+        .append(true)
+        .open(guests[0].join("usr/lib/w"))
+        .unwrap();
+    let mut cmd = Command::new(crate::common::unifs_bin());
+    cmd.arg("--store").arg(&store).args(["unify", "--json"]);
+    cmd.args(&guests).env("UNIFS_TEST_LINK_MAX", "2");
+    let s = crate::tree::unify_summary(&cmd.output().unwrap());
+    drop(writer);
+    assert!(s["extra_copies"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["objects_copied"], 1, "{s}");
+    let problems = s["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["what"].as_str().unwrap().contains("open for writing")),
+        "{s}"
+    );
+    assert_verify_clean(&store);
+    for g in &guests[1..] {
+        for rel in ["usr/lib/f", "usr/lib/w"] {
+            let path = g.join(rel);
+            let names = unifs::sys::xattr::list_path(&path).unwrap();
+            assert!(
+                names
+                    .iter()
+                    .all(|(n, _)| n.to_str() != Some("system.posix_acl_access")),
+                "{} took the store's ACL",
+                path.display()
+            );
+        }
+    }
+}
+
