@@ -376,6 +376,17 @@ fn apply_meta(e: &Entry, path: &Path) -> io::Result<()> {
         let value = from_hex(value).ok_or_else(|| io::Error::other("bad xattr hex"))?;
         sys::xattr::set_path(path, OsStr::new(name), &value)?;
     }
+    // A default ACL above the target gives every new file and directory an
+    // ACL the guest did not have (a 0640 file readable by its group): the
+    // manifest's xattrs, and no others.
+    if e.kind != "symlink" {
+        for (name, _) in sys::xattr::list_path(path)? {
+            let n = name.to_string_lossy();
+            if !n.starts_with("trusted.unifs.") && !e.xattrs.contains_key(n.as_ref()) {
+                sys::xattr::remove_path(path, &name)?;
+            }
+        }
+    }
     let mtime = parse_time(&e.mtime).ok_or_else(|| io::Error::other("bad mtime"))?;
     let atime = parse_time(&e.atime).unwrap_or(mtime);
     sys::lutimens(path, atime, mtime)

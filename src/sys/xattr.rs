@@ -112,6 +112,15 @@ pub fn list_path(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Removes an attribute of a host path, not following a symlink at its end.
+pub fn remove_path(path: &Path, name: &OsStr) -> io::Result<()> {
+    let cpath = cstr(path.as_os_str())?;
+    let cname = cstr(name)?;
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::lremovexattr(cpath.as_ptr(), cname.as_ptr()) })?;
+    Ok(())
+}
+
 /// Calls a size-probing xattr syscall until the buffer is large enough
 /// (the value can grow between the probe and the read: ERANGE → retry).
 pub(crate) fn read_growing(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {

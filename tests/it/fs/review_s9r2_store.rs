@@ -192,3 +192,88 @@ fn objects_copied_into_a_store_under_a_default_acl_keep_their_own_xattrs() {
     }
 }
 
+/// A restore into a directory with a default ACL (`setfacl -d` on
+/// /var/lib/machines or the like) gave every directory and private file it
+/// made the inherited ACL, which the guest never had: a 0640 file became
+/// readable by the ACL's group, and a manifest of the restored guest no
+/// longer matched the backup's. The restored tree now has the manifest's
+/// xattrs and no others.
+#[test]
+fn a_restore_under_a_default_acl_gives_files_no_acl_of_their_own() {
+    if !require_root("review_s9r2_a_restore_under_a_default_acl") {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let store = lab.path().join("store");
+    let (a, b) = (lab.path().join("a"), lab.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/f", &bytes(1, 5_000), 0o644);
+    }
+    file(&a, "etc/shadow", b"root:x:1::::::\n", 0o640);
+    unify_json(&store, &[&a, &b]);
+    let (m, list) = (lab.path().join("a.jsonl"), lab.path().join("a.list"));
+    let out = unifs(
+        &store,
+        &[&"manifest", &a, &"-o", &m, &"--private-list", &list],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let private = lab.path().join("private");
+    fs::create_dir(&private).unwrap();
+    let tar = format!(
+        "tar --xattrs --xattrs-include='*' --null -C {} -T {} -cf - | tar --xattrs \
+         --xattrs-include='*' -C {} -xf -",
+        a.display(),
+        list.display(),
+        private.display()
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &tar])
+        .status()
+        .unwrap()
+        .success());
+    let machines = lab.path().join("machines");
+    fs::create_dir(&machines).unwrap();
+    let ok = Command::new("setfacl")
+        .args(["-d", "-m", "g:adm:rwx"])
+        .arg(&machines)
+        .status()
+        .expect("setfacl (acl)")
+        .success();
+    assert!(ok, "setfacl -d");
+    let target = machines.join("a");
+    let out = unifs(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for rel in [".", "etc", "etc/shadow", "usr"] {
+        let path = target.join(rel);
+        let names = unifs::sys::xattr::list_path(&path).unwrap();
+        assert!(
+            names
+                .iter()
+                .all(|(n, _)| !n.to_string_lossy().contains("posix_acl")),
+            "{} has an ACL: {names:?}",
+            path.display()
+        );
+    }
+    let again = lab.path().join("again.jsonl");
+    let out = unifs(&store, &[&"manifest", &target, &"-o", &again]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = |p: &Path| {
+        let text = fs::read_to_string(p).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines
+            .into_iter()
+            .map(|mut v| {
+                v.as_object_mut().unwrap().remove("atime");
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries(&m), entries(&again));
+}
