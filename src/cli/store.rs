@@ -601,7 +601,13 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
         .file_name()
         .with_context(|| format!("{}: not a file name", dest.display()))?
         .to_owned();
-    name.push(format!(".tmp-{}", std::process::id()));
+    let suffix = format!(".tmp-{}", std::process::id());
+    name.push(&suffix);
+    // A long DEST name leaves no room for the suffix and SQLite's
+    // "-journal" (NAME_MAX, 255 bytes).
+    if name.len() + "-journal".len() > 255 {
+        name = format!(".unifs-snapshot{suffix}").into();
+    }
     let tmp = dest.with_file_name(name);
     let written = catalog
         .snapshot(&tmp)

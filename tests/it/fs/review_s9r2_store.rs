@@ -277,3 +277,37 @@ fn a_restore_under_a_default_acl_gives_files_no_acl_of_their_own() {
     };
     assert_eq!(entries(&m), entries(&again));
 }
+
+/// `store snapshot DEST` writes DEST.tmp-PID and renames it: a DEST name
+/// of 238 to 247 bytes (one SQLite can open: DEST-journal fits in 255)
+/// left no room for the suffix and the temp's journal, and the snapshot
+/// failed with "unable to open database file" under a name the user never
+/// gave.
+#[test]
+fn a_snapshot_to_a_long_file_name_is_written() {
+    if !require_root("review_s9r2_a_snapshot_to_a_long_file_name") {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let store = lab.path().join("store");
+    let (a, b) = (lab.path().join("a"), lab.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/f", &bytes(1, 5_000), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    let out_dir = lab.path().join("backup");
+    fs::create_dir(&out_dir).unwrap();
+    let dest = out_dir.join(format!("{}.db", "c".repeat(244)));
+    let out = unifs(&store, &[&"store", &"snapshot", &dest]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names, vec![dest.clone()]);
+    let db = rusqlite::Connection::open(&dest).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
