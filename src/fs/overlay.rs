@@ -1646,7 +1646,26 @@ impl Overlay {
         if cow::is_store_xattr(attr) {
             return Err(errno(libc::EPERM));
         }
-        let (dir, name) = self.entry_of(node)?;
+        let (dir, name) = match self.entry_of(node) {
+            Ok(e) => e,
+            // Unlinked but open, or split off its path: as in setattr.
+            Err(e) => {
+                let f = self.still_open(node, e)?;
+                if cow::has_marker(f.fd.as_fd())? {
+                    return Err(errno(libc::ESTALE));
+                }
+                sys::xattr::set_fd_flags(f.fd.as_fd(), attr, value, flags)?;
+                // As below for an access ACL.
+                let st = fsys::fstat(f.fd.as_fd())?;
+                if attr == OsStr::new("system.posix_acl_access")
+                    && st.st_mode & libc::S_ISGID != 0
+                    && !caller.in_group_or_capable(st.st_gid)
+                {
+                    sys::fchmod(f.fd.as_fd(), st.st_mode & 0o7777 & !libc::S_ISGID)?;
+                }
+                return Ok(());
+            }
+        };
         // Through a held write fd, as in setattr.
         let fd = self.private_write_fd(node, dir.as_fd(), &name, None)?;
         match &fd {
@@ -1678,7 +1697,17 @@ impl Overlay {
         if cow::is_store_xattr(attr) {
             return Err(errno(libc::EPERM));
         }
-        let (dir, name) = self.entry_of(node)?;
+        let (dir, name) = match self.entry_of(node) {
+            Ok(e) => e,
+            // Unlinked but open, or split off its path: as in setattr.
+            Err(e) => {
+                let f = self.still_open(node, e)?;
+                if cow::has_marker(f.fd.as_fd())? {
+                    return Err(errno(libc::ESTALE));
+                }
+                return sys::xattr::remove_fd(f.fd.as_fd(), attr);
+            }
+        };
         match self.private_write_fd(node, dir.as_fd(), &name, None)? {
             Some(fd) => sys::xattr::remove_fd(fd.as_fd(), attr),
             None => fsys::remove_xattr_at(dir.as_fd(), &name, attr),

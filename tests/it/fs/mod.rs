@@ -17,6 +17,7 @@ mod review_s8_posix;
 mod review_s8b_mount;
 mod review_s9_fidelity;
 mod review_s9r2_store;
+mod review_s9r2_fs;
 mod safety;
 mod stress;
 mod unified;
