@@ -1034,10 +1034,13 @@ impl Overlay {
             // path up again and changes what it names now, as if the change
             // came after the rename (one through the old fd fails).
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
+                // None open: a path resolved just before an unlink or a
+                // rename took its name; ESTALE has the kernel look it up
+                // again (ENOENT would fail a change by a path that exists).
                 let f = fh
                     .and_then(|fh| self.file(fh).ok())
                     .or_else(|| self.current_open_inode(node))
-                    .ok_or_else(|| errno(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+                    .ok_or_else(|| errno(libc::ESTALE))?;
                 if cow::has_marker(f.fd.as_fd())? {
                     return Err(errno(libc::ESTALE));
                 }
@@ -1600,7 +1603,10 @@ impl Overlay {
         if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) {
             return Err(e);
         }
-        self.current_open_inode(node).ok_or(e)
+        // None open: a path resolved just before an unlink or a rename
+        // took its name (see setattr).
+        self.current_open_inode(node)
+            .ok_or_else(|| errno(libc::ESTALE))
     }
 
     /// The xattr names, NUL-terminated, without the store's; without any

@@ -46,3 +46,54 @@ fn xattrs_of_an_unlinked_open_file_can_be_changed() {
     let got = xattr_round_trip(&open_and_unlink(&m.path("f")));
     assert_eq!(got, want);
 }
+
+/// A chmod by path of a file that a rename through the mount keeps
+/// replacing (as `sed -i` or a package manager does): the name always
+/// exists, and ext4 never fails. The chmod that resolved the old file just
+/// before the rename reached its node with no name left and, unless some
+/// reader held it open, got ENOENT (hundreds in 3 s), which the kernel
+/// does not retry; ESTALE has it look the path up again.
+#[test]
+fn a_chmod_racing_a_rename_over_its_path_never_says_enoent() {
+    if !require_root("review_s9r2_a_chmod_racing_a_rename_over_its_path_never_says_enoent") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("x"), b"x").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let (x, t) = (m.path("x"), m.path("t"));
+    let stop = AtomicBool::new(false);
+    let failures = std::thread::scope(|s| {
+        s.spawn(|| {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while std::time::Instant::now() < end {
+                fs::write(&t, b"y").unwrap();
+                fs::rename(&t, &x).unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let mut failures = Vec::new();
+        let mut mode = 0o600;
+        while !stop.load(Ordering::Relaxed) {
+            mode ^= 0o044;
+            match fs::set_permissions(&x, fs::Permissions::from_mode(mode)) {
+                // The kernel looks the path up again once; twice in a row
+                // is the known limit (docs/mount.md).
+                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {}
+                Err(e) => failures.push(e.raw_os_error()),
+                Ok(()) => {}
+            }
+        }
+        failures
+    });
+    let mut errnos = failures.clone();
+    errnos.dedup();
+    assert!(
+        failures.is_empty(),
+        "{} chmods of a path that always exists failed: {errnos:?}",
+        failures.len()
+    );
+}
