@@ -160,11 +160,10 @@ impl Work<'_> {
         } else {
             &[libc::ENOENT]
         };
-        // ESTALE for a pool name: an open whose file a rename replaced (or
-        // a break split off) before the open was done, twice in a row (the
-        // kernel looks the path up again once); seen about once in 100-200
-        // runs on a heavily loaded machine, for write and read opens alike
-        // (docs/mount.md).
+        // ESTALE for a pool name: an open or a change by path whose file a
+        // rename replaced (or a break split off) before it was done, twice
+        // in a row (the kernel looks the path up again once); seen about
+        // once in 100-200 runs on a heavily loaded machine (docs/mount.md).
         let stale: &[i32] = if STABLE.contains(&name) {
             &[]
         } else {
@@ -189,7 +188,7 @@ impl Work<'_> {
             2 => {
                 let mode = if rng.below(2) == 0 { 0o644 } else { 0o600 };
                 let r = fs::set_permissions(&p, fs::Permissions::from_mode(mode));
-                self.note("chmod", name, r, enoent);
+                self.note("chmod", name, r, stale);
             }
             3 => {
                 let len = if rng.below(4) == 0 { 0 } else { LEN as u64 };
@@ -213,7 +212,7 @@ impl Work<'_> {
             }
             4 => {
                 let r = setxattr(&p, &tag.to_le_bytes());
-                self.note("setxattr", name, r, enoent);
+                self.note("setxattr", name, r, stale);
             }
             5 => {
                 // A name of the guest's own for the file, gone again soon.
