@@ -97,7 +97,9 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str, track: bool) -> Result
 fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e));
     let (ready_r, ready_w) = pipe()?;
-    let (report_r, report_w) = pipe()?;
+    // A socket, not a pipe: the trampoline holds it across an exec that
+    // leaves it dumpable, and /proc/PID/fd cannot open a socket.
+    let (report_r, report_w) = report_channel()?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -138,6 +140,18 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
             Err(decode_report(&spec.command[0], &spec.root, &report))
         }
     }
+}
+
+/// The report channel (read end, write end), both close-on-exec.
+pub fn report_channel() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("socketpair", e))
 }
 
 /// Runs in the clone child; never returns.

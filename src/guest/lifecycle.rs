@@ -8,7 +8,6 @@ use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
 use super::{console, rootfs, Error, GuestSpec, NetMode, Result};
-use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
@@ -388,8 +387,7 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
     } else {
         None
     };
-    let (report_r, report_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+    let (report_r, report_w) = launch::report_channel()?;
     // The PID namespace applies to children only: fork into it.
     match sys::fork().map_err(|e| Error::sys("fork into the guest", e))? {
         Forked::Child => {

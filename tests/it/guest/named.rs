@@ -970,3 +970,79 @@ fn named_veth_guest_whose_host_interface_is_taken_says_so() {
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
     assert!(!exists());
 }
+
+/// A static C program: grabs, through /proc/PID/fd, any pipe above stderr of
+/// another process of the guest, writes a forged report into it and holds it.
+const REPORT_THIEF: &str = r#"
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(void) {
+    for (;;) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            int pid = atoi(e->d_name);
+            if (pid <= 1 || pid == getpid()) continue;
+            for (int fd = 3; fd < 8; fd++) {
+                char p[64];
+                snprintf(p, sizeof p, "/proc/%d/fd/%d", pid, fd);
+                int f = open(p, O_WRONLY | O_NONBLOCK);
+                struct stat st;
+                if (f >= 0 && fstat(f, &st) == 0 && S_ISFIFO(st.st_mode)) {
+                    if (write(f, "Eforged by the guest", 20) < 0) {}
+                    sleep(5);
+                    _exit(0);
+                }
+                if (f >= 0) close(f);
+            }
+        }
+        closedir(d);
+    }
+}
+"#;
+
+#[test]
+fn named_exec_report_pipe_is_not_reachable_from_the_guest() {
+    if !can_run("named_exec_report_pipe_is_not_reachable_from_the_guest") {
+        return;
+    }
+    // The exec trampoline keeps a copy of the host's report pipe across its
+    // exec, and runs dumpable: any guest process could open it through
+    // /proc/PID/fd, hold it (`guest exec` waited for its EOF) and write
+    // errors the host printed as its own.
+    let g = Guest::new(
+        "thief",
+        "[\"/bin/sh\", \"-c\", \"/bin/thief & /bin/thief & exec /bin/sleep 1000\"]",
+        false,
+    );
+    let src = g.t.dir.path().join("thief.c");
+    std::fs::write(&src, REPORT_THIEF).unwrap();
+    let cc = Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(g.t.root().join("bin/thief"))
+        .arg(&src)
+        .status();
+    if !cc.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "skipping named_exec_report_pipe_is_not_reachable_from_the_guest: needs cc -static"
+        );
+        return;
+    }
+    ok(&g.unifs(&["start", &g.name]));
+    for i in 0..300 {
+        let out = run_bounded(
+            g.cmd(&["exec", &g.name, "--", "/bin/true"]),
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "exec {i}: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+    }
+}
