@@ -928,11 +928,12 @@ fn named_veth_guest_whose_host_interface_is_taken_says_so() {
         return;
     }
     let g = Guest::new("vethbusy", "[\"/bin/sleep\", \"1000\"]", true);
+    // Not the other veth test's subnet: they run at the same time.
     let n = std::process::id() % 200 + 20;
     let config = g.config_dir.join(format!("{}.toml", g.name));
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(&format!(
-        "[net]\nmode = \"veth\"\nip = \"10.214.{n}.2/24\"\nhost_ip = \"10.214.{n}.1/24\"\n"
+        "[net]\nmode = \"veth\"\nip = \"10.215.{n}.2/24\"\nhost_ip = \"10.215.{n}.1/24\"\n"
     ));
     std::fs::write(&config, toml).unwrap();
     let spec = unifs::guest::GuestSpec::new(&g.name, PathBuf::from("/"), Vec::new());
