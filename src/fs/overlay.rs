@@ -1026,24 +1026,13 @@ impl Overlay {
         let (parent, dir, name) = match self.named_entry(node) {
             Ok(e) => e,
             // Unlinked but open (tmpfile-style), or split off its path: act
-            // on the open file, but never on a store object. That is the
-            // file a reader kept when a break split its path off, or when a
-            // rename replaced a shared file, and a change by path that raced
-            // the split or the rename gets here too: ESTALE, as NFS answers
-            // for a file replaced meanwhile, so that the kernel looks the
-            // path up again and changes what it names now, as if the change
-            // came after the rename (one through the old fd fails).
+            // on the open file (the handle's if the kernel sent one), never
+            // on a store object.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
-                // None open: a path resolved just before an unlink or a
-                // rename took its name; ESTALE has the kernel look it up
-                // again (ENOENT would fail a change by a path that exists).
-                let f = fh
-                    .and_then(|fh| self.file(fh).ok())
-                    .or_else(|| self.current_open_inode(node))
-                    .ok_or_else(|| errno(libc::ESTALE))?;
-                if cow::has_marker(f.fd.as_fd())? {
-                    return Err(errno(libc::ESTALE));
-                }
+                let f = match fh.and_then(|fh| self.file(fh).ok()) {
+                    Some(f) => Self::private_or_stale(f)?,
+                    None => self.still_open_private(node, e)?,
+                };
                 return self.setattr_open(node, &f, mode, uid, gid, size, atime, mtime);
             }
             Err(e) => return Err(e),
@@ -1173,9 +1162,8 @@ impl Overlay {
         Err(errno(libc::EBUSY))
     }
 
-    /// setattr on a file that has no name left, through its open fd. It
-    /// cannot be shared: a store object always has a name in the store, but
-    /// this node's names in the guest are gone, and its fd is the guest's.
+    /// setattr on a file that has no name left, through its open fd, which
+    /// the caller found not to be a store object ([`Self::private_or_stale`]).
     #[allow(clippy::too_many_arguments)]
     fn setattr_open(
         &self,
@@ -1188,9 +1176,6 @@ impl Overlay {
         atime: Option<fsys::SetTime>,
         mtime: Option<fsys::SetTime>,
     ) -> Result<Entry> {
-        if cow::has_marker(f.fd.as_fd())? {
-            return Err(errno(libc::EPERM)); // never change a store object
-        }
         if uid.is_some() || gid.is_some() {
             sys::fchown(
                 f.fd.as_fd(),
@@ -1609,6 +1594,25 @@ impl Overlay {
             .ok_or_else(|| errno(libc::ESTALE))
     }
 
+    /// [`Self::still_open`] for a change: never a store object (see
+    /// [`Self::private_or_stale`]).
+    fn still_open_private(&self, node: u64, e: io::Error) -> Result<Arc<OpenInode>> {
+        Self::private_or_stale(self.still_open(node, e)?)
+    }
+
+    /// `f` if it is not a store object, else ESTALE: the file a reader kept
+    /// when a break split its path off, or when a rename replaced a shared
+    /// file, is the store's; a change by path that raced the split or the
+    /// rename reaches it too, and ESTALE (as NFS answers for a file replaced
+    /// meanwhile) has the kernel look the path up again and change what it
+    /// names now. A change through the old fd fails.
+    fn private_or_stale(f: Arc<OpenInode>) -> Result<Arc<OpenInode>> {
+        if cow::has_marker(f.fd.as_fd())? {
+            return Err(errno(libc::ESTALE));
+        }
+        Ok(f)
+    }
+
     /// The xattr names, NUL-terminated, without the store's; without any
     /// `trusted.` name for a caller without CAP_SYS_ADMIN (a local
     /// filesystem lists those only to it, and FUSE does not filter them).
@@ -1656,10 +1660,7 @@ impl Overlay {
             Ok(e) => e,
             // Unlinked but open, or split off its path: as in setattr.
             Err(e) => {
-                let f = self.still_open(node, e)?;
-                if cow::has_marker(f.fd.as_fd())? {
-                    return Err(errno(libc::ESTALE));
-                }
+                let f = self.still_open_private(node, e)?;
                 sys::xattr::set_fd_flags(f.fd.as_fd(), attr, value, flags)?;
                 // As below for an access ACL.
                 let st = fsys::fstat(f.fd.as_fd())?;
@@ -1707,10 +1708,7 @@ impl Overlay {
             Ok(e) => e,
             // Unlinked but open, or split off its path: as in setattr.
             Err(e) => {
-                let f = self.still_open(node, e)?;
-                if cow::has_marker(f.fd.as_fd())? {
-                    return Err(errno(libc::ESTALE));
-                }
+                let f = self.still_open_private(node, e)?;
                 return sys::xattr::remove_fd(f.fd.as_fd(), attr);
             }
         };
