@@ -117,10 +117,7 @@ pub struct ObjectMeta {
 impl ObjectMeta {
     /// Reads the metadata of an open file.
     pub fn of_fd(fd: BorrowedFd, st: &Stat, ignore_mtime: bool) -> io::Result<ObjectMeta> {
-        let xattrs = sys::xattr::list_fd(fd)?
-            .into_iter()
-            .filter(|(name, _)| !name.as_bytes().starts_with(STORE_XATTR_PREFIX))
-            .collect();
+        let xattrs = sys::xattr::list_fd_where(fd, |name| !name.starts_with(STORE_XATTR_PREFIX))?;
         Ok(ObjectMeta {
             perm: st.perm(),
             uid: st.uid,

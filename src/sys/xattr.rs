@@ -10,12 +10,24 @@ use std::path::Path;
 
 /// The attributes of an open file, sorted by name.
 pub fn list_fd(fd: BorrowedFd) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    list_fd_where(fd, |_| true)
+}
+
+/// The attributes of an open file whose names `keep` accepts, sorted by
+/// name; the others' values are never read (a syscall each).
+pub fn list_fd_where(
+    fd: BorrowedFd,
+    keep: impl Fn(&[u8]) -> bool,
+) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     let names = read_growing(|buf| {
         // SAFETY: `buf` is a valid writable buffer of the length we pass.
         unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
     })?;
     let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+    for name in names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty() && keep(n))
+    {
         let name = OsStr::from_bytes(name);
         match get_fd(fd, name)? {
             Some(value) => out.push((name.to_owned(), value)),

@@ -333,6 +333,11 @@ impl<'a> Applier<'a> {
                     .store
                     .object_link_source(&group.id, copy)
                     .map_err(|e| Skip::Failed(e.to_string()))?;
+                // Linked, `fd` is the object: read its metadata here rather
+                // than open it again by name for the group's other files.
+                let meta = leased
+                    .then(|| ObjectMeta::of_fd(fd.as_fd(), &stat, self.ignore_mtime).ok())
+                    .flatten();
                 drop(fd);
                 Ok(Target {
                     id: group.id,
@@ -341,7 +346,7 @@ impl<'a> Applier<'a> {
                     nlink: stat.nlink,
                     dir,
                     name,
-                    meta: None,
+                    meta,
                 })
             }
             Ingested::Exists { .. } => {
@@ -622,18 +627,21 @@ impl<'a> Applier<'a> {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(Skip::Changed),
             Err(e) => return Err(fail(e)),
         };
-        let st = sys::fstat(fd.as_fd()).map_err(fail)?;
-        if kept {
+        let st = if kept {
             // The name must still be that inode: the guest may have moved
             // it, or swapped a directory above it, since it was hashed.
+            // Hashing checked that the fd is the scanned inode, so when the
+            // name is that inode its stat is the fd's (one syscall less).
             match sys::stat_at(parent, name) {
-                Ok(now) if (now.dev, now.ino) == (st.dev, st.ino) => {}
+                Ok(now) if (now.dev, now.ino) == (rec.stat.dev, rec.stat.ino) => now,
                 Ok(now) if object.contains(&(now.dev, now.ino)) => return Err(Skip::IsObject),
                 Ok(_) => return Err(Skip::Changed),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(Skip::Changed),
                 Err(e) => return Err(fail(e)),
             }
-        }
+        } else {
+            sys::fstat(fd.as_fd()).map_err(fail)?
+        };
         if object.contains(&(st.dev, st.ino)) {
             return Err(Skip::IsObject);
         }
