@@ -152,6 +152,9 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
     })
 }
 
+/// A path as entries give it: (`path`, `path_hex`).
+type EntryPath = (Option<String>, Option<String>);
+
 /// Describes the guest at `root`. Content hashes of unified files come from
 /// `content_of` (the catalog) when it knows them; everything else is read.
 pub fn describe(
@@ -160,95 +163,168 @@ pub fn describe(
     content_of: &HashMap<ObjectId, ObjectId>,
 ) -> io::Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    let mut groups: HashMap<(u64, u64), (Option<String>, Option<String>)> = HashMap::new();
+    let mut groups: HashMap<(u64, u64), EntryPath> = HashMap::new();
     let mut to_hash = Vec::new();
     for e in walkdir::WalkDir::new(root)
         .follow_links(false)
         .same_file_system(true)
         .sort_by_file_name()
     {
-        let e = e.map_err(io::Error::other)?;
-        // The root itself is the entry ".": its mode, owner, times and
-        // xattrs are the guest's too.
-        let rel = match e.path().strip_prefix(root).map_err(io::Error::other)? {
-            r if r.as_os_str().is_empty() => Path::new(ROOT),
-            r => r,
-        };
-        let m = e.metadata().map_err(io::Error::other)?;
-        let ft = m.file_type();
-        let (path, path_hex) = encode(rel.as_os_str());
-        let mut entry = Entry {
-            path,
-            path_hex,
-            kind: kind_of(&ft).to_string(),
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            mtime: time_string(Timestamp {
-                sec: m.mtime(),
-                nsec: m.mtime_nsec() as u32,
-            }),
-            atime: time_string(Timestamp {
-                sec: m.atime(),
-                nsec: m.atime_nsec() as u32,
-            }),
-            xattrs: xattrs_of(e.path())?,
-            ..Entry::default()
-        };
-        if ft.is_symlink() {
-            let (t, th) = encode(std::fs::read_link(e.path())?.as_os_str());
-            entry.target = t;
-            entry.target_hex = th;
-        }
-        if ft.is_char_device() || ft.is_block_device() {
-            let rdev = m.rdev();
-            entry.rdev_major = Some(libc::major(rdev));
-            entry.rdev_minor = Some(libc::minor(rdev));
-        }
-        if ft.is_file() {
-            entry.size = Some(m.size());
-            let object = if m.nlink() > 1 {
-                object_of(e.path(), store, m.dev(), m.ino())?
-            } else {
-                None
-            };
-            match object {
-                Some(id) => {
-                    entry.object = Some(id.to_hex());
-                    entry.nlink = Some(1);
-                    match content_of.get(&id) {
-                        Some(c) => entry.blake3 = Some(c.to_hex()),
-                        None => to_hash.push(entries.len()),
-                    }
-                }
-                None => {
-                    entry.nlink = Some(m.nlink());
-                    match groups.get(&(m.dev(), m.ino())) {
-                        Some((first, first_hex)) if m.nlink() > 1 => {
-                            entry.link = first.clone();
-                            entry.link_hex = first_hex.clone();
-                        }
-                        _ => {
-                            if m.nlink() > 1 {
-                                let me = (entry.path.clone(), entry.path_hex.clone());
-                                groups.insert((m.dev(), m.ino()), me);
-                            }
-                            to_hash.push(entries.len());
-                        }
-                    }
-                }
+        let e = match e {
+            Ok(e) => e,
+            // A directory a running guest removed after it was listed.
+            Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
+                continue
             }
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        let next = entries.len();
+        match describe_one(&e, root, store, content_of, &mut groups, &mut to_hash, next) {
+            Ok(entry) => entries.push(entry),
+            // Removed since it was listed (a running guest's temp file):
+            // it is no longer part of the tree.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        entries.push(entry);
     }
     let hashes: Vec<(usize, io::Result<String>)> = to_hash
         .par_iter()
         .map(|&i| (i, content_hash(&root.join(entries[i].rel_path()))))
         .collect();
+    let mut gone = std::collections::HashSet::new();
     for (i, h) in hashes {
-        entries[i].blake3 = Some(h?);
+        match h {
+            Ok(h) => entries[i].blake3 = Some(h),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                gone.insert(i);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(entries)
+    // A hardlink group whose first path went: the next path still there
+    // takes its place, so that no `link` names a path the manifest lacks.
+    let mut heads: HashMap<EntryPath, Option<usize>> = gone
+        .iter()
+        .map(|&i| ((entries[i].path.clone(), entries[i].path_hex.clone()), None))
+        .collect();
+    for i in 0..entries.len() {
+        let key = (entries[i].link.clone(), entries[i].link_hex.clone());
+        let Some(head) = heads.get(&key).copied() else {
+            continue;
+        };
+        match head {
+            Some(h) => {
+                entries[i].link = entries[h].path.clone();
+                entries[i].link_hex = entries[h].path_hex.clone();
+            }
+            None => match content_hash(&root.join(entries[i].rel_path())) {
+                Ok(h) => {
+                    entries[i].blake3 = Some(h);
+                    entries[i].link = None;
+                    entries[i].link_hex = None;
+                    heads.insert(key, Some(i));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    gone.insert(i);
+                }
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(entries
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !gone.contains(i))
+        .map(|(_, e)| e)
+        .collect())
+}
+
+/// The entry of one path of the walk, to be entry number `next`; files to
+/// hash go to `to_hash`.
+fn describe_one(
+    e: &walkdir::DirEntry,
+    root: &Path,
+    store: Option<&Store>,
+    content_of: &HashMap<ObjectId, ObjectId>,
+    groups: &mut HashMap<(u64, u64), EntryPath>,
+    to_hash: &mut Vec<usize>,
+    next: usize,
+) -> io::Result<Entry> {
+    // The root itself is the entry ".": its mode, owner, times and
+    // xattrs are the guest's too.
+    let rel = match e.path().strip_prefix(root).map_err(io::Error::other)? {
+        r if r.as_os_str().is_empty() => Path::new(ROOT),
+        r => r,
+    };
+    let m = e.metadata().map_err(|e| match e.into_io_error() {
+        Some(io) => io,
+        None => io::Error::other("metadata of a walk entry"),
+    })?;
+    let ft = m.file_type();
+    let (path, path_hex) = encode(rel.as_os_str());
+    let mut entry = Entry {
+        path,
+        path_hex,
+        kind: kind_of(&ft).to_string(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: time_string(Timestamp {
+            sec: m.mtime(),
+            nsec: m.mtime_nsec() as u32,
+        }),
+        atime: time_string(Timestamp {
+            sec: m.atime(),
+            nsec: m.atime_nsec() as u32,
+        }),
+        xattrs: xattrs_of(e.path())?,
+        ..Entry::default()
+    };
+    if ft.is_symlink() {
+        let (t, th) = encode(std::fs::read_link(e.path())?.as_os_str());
+        entry.target = t;
+        entry.target_hex = th;
+    }
+    if ft.is_char_device() || ft.is_block_device() {
+        let rdev = m.rdev();
+        entry.rdev_major = Some(libc::major(rdev));
+        entry.rdev_minor = Some(libc::minor(rdev));
+    }
+    if ft.is_file() {
+        entry.size = Some(m.size());
+        let object = if m.nlink() > 1 {
+            object_of(e.path(), store, m.dev(), m.ino())?
+        } else {
+            None
+        };
+        match object {
+            Some(id) => {
+                entry.object = Some(id.to_hex());
+                entry.nlink = Some(1);
+                match content_of.get(&id) {
+                    Some(c) => entry.blake3 = Some(c.to_hex()),
+                    None => to_hash.push(next),
+                }
+            }
+            None => {
+                entry.nlink = Some(m.nlink());
+                match groups.get(&(m.dev(), m.ino())) {
+                    Some((first, first_hex)) if m.nlink() > 1 => {
+                        entry.link = first.clone();
+                        entry.link_hex = first_hex.clone();
+                    }
+                    _ => {
+                        if m.nlink() > 1 {
+                            let me = (entry.path.clone(), entry.path_hex.clone());
+                            groups.insert((m.dev(), m.ino()), me);
+                        }
+                        to_hash.push(next);
+                    }
+                }
+            }
+        }
+    }
+    Ok(entry)
 }
 
 fn kind_of(ft: &std::fs::FileType) -> &'static str {
