@@ -647,8 +647,12 @@ impl Catalog {
         let err = |e| super::sqlite(dest, e);
         let mut out = rusqlite::Connection::open(dest).map_err(err)?;
         let backup = rusqlite::backup::Backup::new(&self.conn, &mut out).map_err(err)?;
+        // All pages in one step, under one read transaction: SQLite starts
+        // a backup taken in steps over whenever another connection commits
+        // between two, so beside a busy writer it never finished. (In WAL
+        // mode the reader holds no writer up.)
         backup
-            .run_to_completion(256, std::time::Duration::from_millis(5), None)
+            .run_to_completion(i32::MAX, std::time::Duration::from_millis(5), None)
             .map_err(err)?;
         Ok(())
     }

@@ -96,3 +96,94 @@ fn a_manifest_of_a_guest_removing_files_meanwhile_succeeds() {
     );
 }
 
+/// docs/backup.md: `store snapshot` is "safe while unify runs". It copied
+/// 256 pages at a time with a pause between, and SQLite starts an online
+/// backup over whenever another connection commits in between: beside a
+/// writer committing more often than the whole copy takes (a big catalog,
+/// a long unify) the snapshot never finished until the writer stopped.
+#[test]
+fn a_snapshot_of_a_big_catalog_finishes_while_a_writer_commits() {
+    if !require_root("a_snapshot_of_a_big_catalog_finishes_while_a_writer_commits") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let o = unifs(&store, &[&"store", &"init"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let db = store.join("catalog.db");
+    // About 8 MB of hash cache rows, as a store of some 50,000 files has.
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let t = conn.transaction().unwrap();
+    for i in 0..50_000i64 {
+        let h = blake3::hash(&i.to_le_bytes()).to_hex().to_string();
+        t.execute(
+            "INSERT INTO hash_cache VALUES (1, ?1, 4096, ?1, ?1, ?2, ?2)",
+            rusqlite::params![i, h],
+        )
+        .unwrap();
+    }
+    t.commit().unwrap();
+    let stop = AtomicBool::new(false);
+    let dest = dir.path().join("snap.db");
+    let took = std::thread::scope(|s| {
+        let stop = &stop;
+        // The writer: one small transaction every 2 ms, for at most 8 s.
+        let writer = s.spawn(move || {
+            let end = Instant::now() + Duration::from_secs(8);
+            let mut i = 1_000_000i64;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                conn.execute(
+                    "INSERT OR REPLACE INTO hash_cache VALUES (2, ?1, 1, 1, 1, 'x', 'x')",
+                    [i % 50],
+                )
+                .unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        let mut child = std::process::Command::new(crate::common::unifs_bin())
+            .arg("--store")
+            .arg(&store)
+            .args(["store", "snapshot"])
+            .arg(&dest)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() > Duration::from_secs(6) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        let status = status.unwrap_or_else(|| {
+            panic!("the snapshot had not finished after {took:?} beside the writer")
+        });
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "snapshot failed: {err}");
+        took
+    });
+    let snap = rusqlite::Connection::open(&dest).unwrap();
+    let check: String = snap
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let n: i64 = snap
+        .query_row("SELECT count(*) FROM hash_cache WHERE dev = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 50_000, "snapshot after {took:?}");
+}
+
