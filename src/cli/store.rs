@@ -146,16 +146,29 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let mut missing = Vec::new();
     for ((dev, ino), f) in catalog.object_inodes()? {
-        let what = match store.stat_object(&f.id, f.copy)? {
-            None => "listed in the catalog but missing: `unifs store gc` gives it its name \
-                     back from a guest that still links it, or drops it from the catalog"
-                .to_string(),
-            // Another inode than listed (the store restored from a backup,
-            // or the file replaced by a copy): the object is sound; the
-            // catalog's numbers are updated by the next unify or gc.
-            Some(_) => continue,
-        };
+        // Only a missing file: another inode than listed (the store
+        // restored from a backup, or the file replaced by a copy) is sound; the catalog's
+        // numbers are updated by the next unify or gc.
+        if store.stat_object(&f.id, f.copy)?.is_none() {
+            missing.push(((dev, ino), f));
+        }
+    }
+    // A store gc beside us drops rows first, then removes the files: a
+    // file missing whose row went too was removed meanwhile.
+    if !missing.is_empty() {
+        let now: std::collections::HashSet<_> = catalog
+            .object_inodes()?
+            .into_values()
+            .map(|f| (f.id, f.copy))
+            .collect();
+        missing.retain(|(_, f)| now.contains(&(f.id, f.copy)));
+    }
+    for ((dev, ino), f) in missing {
+        let what = "listed in the catalog but missing: `unifs store gc` gives it its name \
+                    back from a guest that still links it, or drops it from the catalog"
+            .to_string();
         let path = store.object_path(&f.id, f.copy);
         inodes.insert(path.clone(), (f.id, (dev, ino)));
         report.problems.push(crate::store::maintain::Problem {

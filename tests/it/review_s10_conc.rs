@@ -187,3 +187,72 @@ fn a_snapshot_of_a_big_catalog_finishes_while_a_writer_commits() {
     assert_eq!(n, 50_000, "snapshot after {took:?}");
 }
 
+/// `store verify` is a reader ("check the store any time"), and `store gc`
+/// removes the objects guests stopped linking (a guest's mount breaks its
+/// links as it writes). Verify beside gc reported every object gc removed
+/// after verify listed it as BAD ("No such file or directory") and failed:
+/// a clean store looked damaged.
+#[test]
+fn store_verify_beside_gc_reports_no_object_gc_removed() {
+    if !require_root("store_verify_beside_gc_reports_no_object_gc_removed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // Objects that stay, to give verify something to read meanwhile.
+    // (96 MiB: verify reads for about 0.1 s, gc takes about half that.)
+    let (k1, k2) = (dir.path().join("k1"), dir.path().join("k2"));
+    for j in 0..12u64 {
+        let f = file(&k1, &format!("big{j}"), &bytes(j, 8 << 20), 0o644);
+        fs::create_dir_all(&k2).unwrap();
+        assert!(std::process::Command::new("cp")
+            .arg("-p")
+            .arg(&f)
+            .arg(k2.join(format!("big{j}")))
+            .status()
+            .unwrap()
+            .success());
+    }
+    unify_json(&store, &[&k1, &k2]);
+    let deadline = Instant::now() + Duration::from_secs(7);
+    let mut bad = Vec::new();
+    let mut rounds = 0;
+    while rounds < 12 && Instant::now() < deadline && bad.is_empty() {
+        // Objects no guest links any more: a guest unified, then removed.
+        let g = dir.path().join(format!("gone{rounds}"));
+        for j in 0..150u64 {
+            let data = bytes(1000 * (rounds + 1) + j, 3000);
+            file(&g, &format!("a/f{j}"), &data, 0o644);
+            file(&g, &format!("b/f{j}"), &data, 0o644);
+        }
+        unify_json(&store, &[&g]);
+        fs::remove_dir_all(&g).unwrap();
+        let verify = std::process::Command::new(crate::common::unifs_bin())
+            .arg("--store")
+            .arg(&store)
+            .args(["store", "verify"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // gc's removal at another moment of verify's reading each round.
+        std::thread::sleep(Duration::from_millis(rounds % 6 * 4));
+        let gc = unifs(&store, &[&"store", &"gc"]);
+        assert!(
+            gc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gc.stderr)
+        );
+        let v = verify.wait_with_output().unwrap();
+        if !v.status.success() {
+            bad.push(format!(
+                "{}{}",
+                String::from_utf8_lossy(&v.stdout),
+                String::from_utf8_lossy(&v.stderr)
+            ));
+        }
+        rounds += 1;
+    }
+    assert!(bad.is_empty(), "verify beside gc: {bad:#?}");
+    assert_verify_clean(&store);
+}
