@@ -210,7 +210,12 @@ impl Store {
         let mut u = Usage::default();
         let mut ids = std::collections::HashSet::new();
         for f in &files {
-            let st = sys::lstat(&f.path).at(&f.path)?;
+            let st = match sys::lstat(&f.path) {
+                Ok(st) => st,
+                // Removed since the listing (a store gc beside us).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&f.path),
+            };
             ids.insert(f.id);
             u.object_files += 1;
             u.bytes_stored += st.size;

@@ -256,3 +256,45 @@ fn store_verify_beside_gc_reports_no_object_gc_removed() {
     assert!(bad.is_empty(), "verify beside gc: {bad:#?}");
     assert_verify_clean(&store);
 }
+
+/// `store stats` reads the object files for its figures, and failed
+/// outright ("…/objects/…: No such file or directory") when a store gc
+/// beside it removed an object it had listed.
+#[test]
+fn store_stats_beside_gc_does_not_fail() {
+    if !require_root("store_stats_beside_gc_does_not_fail") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let deadline = Instant::now() + Duration::from_secs(7);
+    let mut failed = Vec::new();
+    let mut rounds = 0;
+    while rounds < 3 && Instant::now() < deadline && failed.is_empty() {
+        // Objects no guest links any more: a guest unified, then removed.
+        let g = dir.path().join(format!("gone{rounds}"));
+        for j in 0..1000u64 {
+            let data = bytes(1000 * (rounds + 1) + j, 100);
+            file(&g, &format!("a/f{j}"), &data, 0o644);
+            file(&g, &format!("b/f{j}"), &data, 0o644);
+        }
+        unify_json(&store, &[&g]);
+        fs::remove_dir_all(&g).unwrap();
+        let mut gc = std::process::Command::new(crate::common::unifs_bin())
+            .arg("--store")
+            .arg(&store)
+            .args(["store", "gc"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while gc.try_wait().unwrap().is_none() {
+            let o = unifs(&store, &[&"store", &"stats"]);
+            if !o.status.success() {
+                failed.push(String::from_utf8_lossy(&o.stderr).into_owned());
+            }
+        }
+        assert!(gc.wait().unwrap().success());
+        rounds += 1;
+    }
+    assert!(failed.is_empty(), "stats beside gc: {failed:#?}");
+}
