@@ -55,12 +55,26 @@ struct Handle {
     no_atime: Option<OwnedFd>,
 }
 
+/// What a setattr changes: mode, uid, gid, size, atime, mtime.
+type Changes = (
+    Option<u32>,
+    Option<u32>,
+    Option<u32>,
+    Option<u64>,
+    Option<fsys::SetTime>,
+    Option<fsys::SetTime>,
+);
+
 /// The kernel's `__FMODE_EXEC` in the open flags of an exec.
 const FMODE_EXEC: i32 = 0x20;
 
 #[derive(Debug)]
 struct DirHandle {
     node: u64,
+    /// The directory itself, held so that an fd of a directory removed
+    /// meanwhile still reaches it, as on a local filesystem (it has no
+    /// name left to reach it by).
+    fd: OwnedFd,
     /// Read at the first readdir: with the kernel's directory cache most
     /// opendirs never need it.
     entries: Option<Arc<Vec<(OsString, u64, u8)>>>,
@@ -503,8 +517,20 @@ impl Overlay {
             .and_then(Weak::upgrade);
         match file {
             Some(f) => self.shown_unlinked(node, &f),
-            None => Err(e),
+            None => match self.removed_dir(node) {
+                Some(fd) => Ok(self.shown(node, fsys::fstat(fd.as_fd())?, false)),
+                None => Err(e),
+            },
         }
+    }
+
+    /// An fd of directory node `node` that has no name left (removed) but
+    /// is open: a program's fstat, fchmod and f*xattr reach us without
+    /// its handle.
+    fn removed_dir(&self, node: u64) -> Option<OwnedFd> {
+        let dirs = lock(&self.dirs);
+        let d = dirs.values().find(|d| d.node == node)?;
+        d.fd.try_clone().ok()
     }
 
     /// Makes the node's backing entry private if it is a store object.
@@ -1031,9 +1057,16 @@ impl Overlay {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {
                 let f = match fh.and_then(|fh| self.file(fh).ok()) {
                     Some(f) => Self::private_or_stale(f)?,
-                    None => self.still_open_private(node, e)?,
+                    None => match self.removed_dir(node) {
+                        Some(fd) => {
+                            let changes = (mode, uid, gid, size, atime, mtime);
+                            return self.setattr_open(node, fd.as_fd(), false, changes);
+                        }
+                        None => self.still_open_private(node, e)?,
+                    },
                 };
-                return self.setattr_open(node, &f, mode, uid, gid, size, atime, mtime);
+                let changes = (mode, uid, gid, size, atime, mtime);
+                return self.setattr_open(node, f.fd.as_fd(), f.writable, changes);
             }
             Err(e) => return Err(e),
         };
@@ -1163,43 +1196,35 @@ impl Overlay {
     }
 
     /// setattr on a file that has no name left, through its open fd, which
-    /// the caller found not to be a store object ([`Self::private_or_stale`]).
-    #[allow(clippy::too_many_arguments)]
+    /// the caller found not to be a store object ([`Self::private_or_stale`]),
+    /// or a removed directory's ([`Self::removed_dir`]).
     fn setattr_open(
         &self,
         node: u64,
-        f: &OpenInode,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<fsys::SetTime>,
-        mtime: Option<fsys::SetTime>,
+        fd: BorrowedFd,
+        writable: bool,
+        (mode, uid, gid, size, atime, mtime): Changes,
     ) -> Result<Entry> {
         if uid.is_some() || gid.is_some() {
-            sys::fchown(
-                f.fd.as_fd(),
-                uid.unwrap_or(u32::MAX),
-                gid.unwrap_or(u32::MAX),
-            )?;
+            sys::fchown(fd, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
         }
         if let Some(mode) = mode {
-            sys::fchmod(f.fd.as_fd(), mode & 0o7777)?;
+            sys::fchmod(fd, mode & 0o7777)?;
         }
         if let Some(size) = size {
-            if !f.writable {
+            if !writable {
                 return Err(errno(libc::EBADF));
             }
-            fsys::ftruncate(f.fd.as_fd(), size)?;
+            fsys::ftruncate(fd, size)?;
         }
         if atime.is_some() || mtime.is_some() {
             fsys::futimens(
-                f.fd.as_fd(),
+                fd,
                 atime.unwrap_or(fsys::SetTime::Keep),
                 mtime.unwrap_or(fsys::SetTime::Keep),
             )?;
         }
-        Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, false))
+        Ok(self.shown(node, fsys::fstat(fd)?, false))
     }
 
     pub fn readlink(&self, node: u64) -> Result<Vec<u8>> {
@@ -1495,17 +1520,18 @@ impl Overlay {
 
     pub fn opendir(&self, node: u64, flags: i32) -> Result<u64> {
         let (dir, name) = self.entry_of(node)?;
-        drop(sys::open_at(
+        let fd = sys::open_at(
             dir.as_fd(),
             &name,
-            libc::O_RDONLY | libc::O_DIRECTORY,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             0,
-        )?);
+        )?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs).insert(
             fh,
             DirHandle {
                 node,
+                fd,
                 entries: None,
                 no_atime: flags & libc::O_NOATIME != 0,
             },
@@ -1575,7 +1601,10 @@ impl Overlay {
             Ok((dir, name)) => fsys::get_xattr_at(dir.as_fd(), &name, attr)?,
             Err(e) => {
                 drop(names);
-                sys::xattr::get_fd(self.still_open(node, e)?.fd.as_fd(), attr)?
+                match self.removed_dir(node) {
+                    Some(fd) => sys::xattr::get_fd(fd.as_fd(), attr)?,
+                    None => sys::xattr::get_fd(self.still_open(node, e)?.fd.as_fd(), attr)?,
+                }
             }
         };
         value.ok_or_else(|| errno(libc::ENODATA))
@@ -1623,10 +1652,11 @@ impl Overlay {
             Ok((dir, name)) => fsys::list_xattrs_at(dir.as_fd(), &name)?,
             Err(e) => {
                 drop(names);
-                sys::xattr::list_fd(self.still_open(node, e)?.fd.as_fd())?
-                    .into_iter()
-                    .map(|(name, _)| name)
-                    .collect()
+                let list = match self.removed_dir(node) {
+                    Some(fd) => sys::xattr::list_fd(fd.as_fd())?,
+                    None => sys::xattr::list_fd(self.still_open(node, e)?.fd.as_fd())?,
+                };
+                list.into_iter().map(|(name, _)| name).collect()
             }
         };
         let mut out = Vec::new();
@@ -1660,15 +1690,18 @@ impl Overlay {
             Ok(e) => e,
             // Unlinked but open, or split off its path: as in setattr.
             Err(e) => {
-                let f = self.still_open_private(node, e)?;
-                sys::xattr::set_fd_flags(f.fd.as_fd(), attr, value, flags)?;
+                let fd = match self.removed_dir(node) {
+                    Some(fd) => fd,
+                    None => self.still_open_private(node, e)?.fd.try_clone()?,
+                };
+                sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags)?;
                 // As below for an access ACL.
-                let st = fsys::fstat(f.fd.as_fd())?;
+                let st = fsys::fstat(fd.as_fd())?;
                 if attr == OsStr::new("system.posix_acl_access")
                     && st.st_mode & libc::S_ISGID != 0
                     && !caller.in_group_or_capable(st.st_gid)
                 {
-                    sys::fchmod(f.fd.as_fd(), st.st_mode & 0o7777 & !libc::S_ISGID)?;
+                    sys::fchmod(fd.as_fd(), st.st_mode & 0o7777 & !libc::S_ISGID)?;
                 }
                 return Ok(());
             }
@@ -1708,6 +1741,9 @@ impl Overlay {
             Ok(e) => e,
             // Unlinked but open, or split off its path: as in setattr.
             Err(e) => {
+                if let Some(fd) = self.removed_dir(node) {
+                    return sys::xattr::remove_fd(fd.as_fd(), attr);
+                }
                 let f = self.still_open_private(node, e)?;
                 return sys::xattr::remove_fd(f.fd.as_fd(), attr);
             }

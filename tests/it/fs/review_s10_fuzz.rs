@@ -1105,3 +1105,57 @@ fn fuzz_the_mount_against_ext4_without_passthrough() {
         fuzz(seed, 1000, ops(), &["nopassthrough"]);
     }
 }
+
+/// A directory removed while a process holds it open (`rm -rf` by another
+/// process under a shell's cwd, fts walks) is still a directory to that
+/// fd on ext4: fstat shows it with no links, it lists empty, and chmod,
+/// utimes and xattrs through the fd work. The daemon knew open directories
+/// by name alone, so fstat failed with ENOENT (glibc's fdopendir, `ls` of
+/// the cwd, `pwd -P` fail on it) and the rest with ENOENT or ESTALE.
+#[test]
+fn an_open_directory_removed_keeps_answering_through_its_fd() {
+    if !require_root("review_s10_open_directory_removed") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    let m = w.mount(&g, "m", &[]);
+    let run = |base: &Path| -> Vec<String> {
+        let dir = base.join("x");
+        fs::create_dir(&dir).unwrap();
+        let c = cs(base, "x");
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        assert!(fd >= 0);
+        fs::remove_dir(&dir).unwrap();
+        let mut out = Vec::new();
+        for op in [
+            Op::Fstat(0),
+            Op::Fchmod(0, 0o700),
+            Op::Fchown(0, 1000, 1000),
+            Op::Futimens(0, [Time::At(1000, 0), Time::At(2000, 0)]),
+            Op::Fsetxattr(0, "user.a", 7, 0),
+            Op::Fgetxattr(0, "user.a"),
+            Op::Fstat(0),
+        ] {
+            out.push(format!("{op:?}: {}", exec(base, &op, fd, -1).0));
+        }
+        // SAFETY: getdents64 into a buffer of the length given.
+        let n = unsafe {
+            let mut buf = [0u8; 4096];
+            libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len())
+        };
+        out.push(format!("getdents: {}", ret(n)));
+        // SAFETY: closing the fd opened above.
+        unsafe { libc::close(fd) };
+        out
+    };
+    let want = run(&plain);
+    assert!(want[0].contains("nlink 0"), "{want:?}");
+    assert_eq!(run(&m.dir), want);
+}
