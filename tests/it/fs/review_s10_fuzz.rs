@@ -1,7 +1,8 @@
 //! Differential fuzzing of the mount against ext4: one seeded sequence of
 //! operations runs on a plain directory and on a mount of the same tree, a
 //! guest unified with a copy of itself first, so that most of its files are
-//! shared store objects that break somewhere in the sequence. Each
+//! shared store objects that break somewhere in the sequence (and that
+//! `unifs unify` links again now and then, behind the mount's back). Each
 //! operation's result (value, errno, data read, attributes) must be the
 //! same on both, and after each one the whole trees must be (seen as root).
 //! The operations run in a thread of their own, as root or with the
@@ -10,7 +11,8 @@
 //!
 //! `UNIFS_FUZZ_OPS=N` makes each sequence N operations long (default 150),
 //! `UNIFS_FUZZ_SEEDS=a,b,…` runs other seeds. For a failure:
-//! `UNIFS_FUZZ_LOG=FILE` writes every operation run to FILE, and
+//! `UNIFS_FUZZ_LOG=FILE` writes every operation run to FILE (of the last
+//! sequence), and
 //! `UNIFS_FUZZ_KEEP=i,j,…` runs only those steps of the seed's sequence (to
 //! shrink it to the few that matter).
 
@@ -102,6 +104,9 @@ enum Op {
     /// openat(2) relative to the slot's fd (closed at once), unlinkat.
     OpenAt(usize, &'static str, i32),
     UnlinkAt(usize, &'static str, i32),
+    /// `unifs unify` of the guest and its copy, behind the mount's back
+    /// (the plain tree is left as it is: the guest must see no change).
+    Unify,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -166,7 +171,7 @@ fn gen(rng: &mut Rng) -> Op {
     let slot = rng.below(SLOTS as u64) as usize;
     let off =
         |rng: &mut Rng| rng.pick(&[0, 1, 4095, 4096, 70_000, 200_000]) as i64 + rng.below(3) as i64;
-    match rng.below(50) {
+    match rng.below(51) {
         0..=7 => {
             let mut flags = rng.pick(&[libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR]);
             for f in [
@@ -283,6 +288,7 @@ fn gen(rng: &mut Rng) -> Op {
             off(rng),
         ),
         47 => Op::Getdents(slot),
+        50 => Op::Unify,
         48 => {
             let flags = rng.pick(&[
                 libc::O_RDONLY,
@@ -631,6 +637,7 @@ fn exec(base: &Path, op: &Op, fd: i32, other: i32) -> (String, i32) {
                 let c = CString::new(*leaf).unwrap();
                 ret(libc::unlinkat(fd, c.as_ptr(), *flags) as i64)
             }
+            Op::Unify => String::new(),
             Op::Readdir(p) => match fs::read_dir(base.join(p)) {
                 Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
                 Ok(rd) => {
@@ -939,6 +946,10 @@ fn fuzz(seed: u64, uid: u32, ops: usize, opts: &[&str]) {
                 Op::CopyRange(_, from, ..) => (slots[from].plain, slots[from].mount),
                 _ => (-1, -1),
             };
+            if matches!(op, Op::Unify) {
+                let s = unify_json(&store, &[&g, &g2]);
+                log.push(format!("{step}: unify: {} linked", s["files_linked"]));
+            }
             let (want, pfd) = actor.run(plain.clone(), op.clone(), pfd, pother);
             let (got, mfd) = actor.run(m.dir.clone(), op.clone(), mfd, mother);
             log.push(format!("{step}: {op:?} -> {want}"));
@@ -1051,10 +1062,11 @@ fn fuzz(seed: u64, uid: u32, ops: usize, opts: &[&str]) {
     }
     drop(actor);
     drop(m);
+    if let Ok(p) = std::env::var("UNIFS_FUZZ_LOG") {
+        let f = fail.as_deref().unwrap_or("no difference");
+        fs::write(p, format!("{f}\n{}", log.join("\n"))).unwrap();
+    }
     if let Some(f) = fail {
-        if let Ok(p) = std::env::var("UNIFS_FUZZ_LOG") {
-            fs::write(p, format!("{f}\n{}", log.join("\n"))).unwrap();
-        }
         let from = log.len().saturating_sub(40);
         panic!(
             "seed {seed} as uid {uid} {opts:?}: {f}\nthe operations before:\n{}",
