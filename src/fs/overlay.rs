@@ -1583,8 +1583,13 @@ impl Overlay {
     }
 
     pub fn fsyncdir(&self, node: u64, datasync: bool) -> Result<()> {
-        let (dir, name) = self.entry_of(node)?;
-        let fd = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let fd = match self.entry_of(node) {
+            Ok((dir, name)) => {
+                sys::open_at(dir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?
+            }
+            // Removed while open: ext4 syncs it all the same.
+            Err(e) => self.removed_dir(node).ok_or(e)?,
+        };
         fsys::fsync(fd.as_fd(), datasync)
     }
 

@@ -1121,7 +1121,7 @@ fn fuzz_the_mount_against_ext4_without_passthrough() {
 /// A directory removed while a process holds it open (`rm -rf` by another
 /// process under a shell's cwd, fts walks) is still a directory to that
 /// fd on ext4: fstat shows it with no links, it lists empty, and chmod,
-/// utimes and xattrs through the fd work. The daemon knew open directories
+/// utimes, xattrs and fsync through the fd work. The daemon knew open directories
 /// by name alone, so fstat failed with ENOENT (glibc's fdopendir, `ls` of
 /// the cwd, `pwd -P` fail on it) and the rest with ENOENT or ESTALE.
 #[test]
@@ -1153,6 +1153,7 @@ fn an_open_directory_removed_keeps_answering_through_its_fd() {
             Op::Futimens(0, [Time::At(1000, 0), Time::At(2000, 0)]),
             Op::Fsetxattr(0, "user.a", 7, 0),
             Op::Fgetxattr(0, "user.a"),
+            Op::Fsync(0),
             Op::Fstat(0),
         ] {
             out.push(format!("{op:?}: {}", exec(base, &op, fd, -1).0));
