@@ -5,14 +5,13 @@
 //! `unifs unify` links again now and then, behind the mount's back). Each
 //! operation's result (value, errno, data read, attributes) must be the
 //! same on both, and after each one the whole trees must be (seen as root).
-//! The operations run in a thread of their own, as root or with the
-//! credentials of uid 1000 (thread-local: raw setresuid), over files of
+//! The operations run in a thread of their own, as root or as uid 1000 in
+//! group 1001 too (thread-local credentials: raw setresuid), over files of
 //! several owners and modes.
 //!
 //! `UNIFS_FUZZ_OPS=N` makes each sequence N operations long (default 150),
 //! `UNIFS_FUZZ_SEEDS=a,b,…` runs other seeds. For a failure:
-//! `UNIFS_FUZZ_LOG=FILE` writes every operation run to FILE (of the last
-//! sequence), and
+//! `UNIFS_FUZZ_LOG=FILE` writes the last sequence's operations to FILE, and
 //! `UNIFS_FUZZ_KEEP=i,j,…` runs only those steps of the seed's sequence (to
 //! shrink it to the few that matter).
 
@@ -688,8 +687,9 @@ impl Actor {
                 assert_eq!(libc::unshare(libc::CLONE_FS), 0);
                 libc::umask(0o022);
                 if uid != 0 {
-                    let none: *const libc::gid_t = std::ptr::null();
-                    assert_eq!(libc::syscall(libc::SYS_setgroups, 0, none), 0);
+                    // In group 1001 too: files of that group, chgrp to it.
+                    let groups: [libc::gid_t; 1] = [1001];
+                    assert_eq!(libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()), 0);
                     assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
                     assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
                 }
