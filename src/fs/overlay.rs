@@ -838,16 +838,25 @@ impl Overlay {
         shared: bool,
         want_write: bool,
     ) -> Result<OpenInode> {
+        // An O_PATH probe first: the guest may have renamed a FIFO (or a
+        // device its tree brought) to the name since its lookup, and a
+        // real open of that would wait for a writer for good (or act on
+        // the device). The opens below reopen this very inode.
+        let probe = sys::open_at(dir, name, libc::O_PATH, 0)?;
+        if !is_reg(&fsys::fstat(probe.as_fd())?) {
+            return Err(errno(libc::EINVAL));
+        }
+        let reopen = |flags| self.reopen_for_reading(probe.as_fd(), flags);
         let (fd, writable) = if shared && !want_write {
-            (self.open_for_reading(dir, name, libc::O_RDONLY)?, false)
+            (reopen(libc::O_RDONLY)?, false)
         } else {
-            let rdwr = |append| self.open_for_reading(dir, name, libc::O_RDWR | append);
+            let rdwr = |append| reopen(libc::O_RDWR | append);
             match rdwr(0) {
                 Ok(fd) => (fd, true),
                 Err(e) => match (e.raw_os_error(), want_write) {
                     (Some(libc::EPERM), _) if let Ok(fd) = rdwr(libc::O_APPEND) => (fd, true),
                     (_, true) => return Err(e),
-                    (_, false) => (self.open_for_reading(dir, name, libc::O_RDONLY)?, false),
+                    (_, false) => (reopen(libc::O_RDONLY)?, false),
                 },
             }
         };
@@ -864,14 +873,22 @@ impl Overlay {
         })
     }
 
-    /// `open_at` for a backing fd that reads (or lists) the entry: with
-    /// O_NOATIME on a `ro` or `noatime` mount, where the owner or
-    /// CAP_FOWNER allows it.
-    fn open_for_reading(&self, dir: BorrowedFd, name: &OsStr, flags: i32) -> Result<OwnedFd> {
-        self.open_reading(dir, name, flags, self.no_atime)
+    /// Reopens the inode open at `probe` (O_PATH) for a backing fd that
+    /// reads it: with O_NOATIME on a `ro` or `noatime` mount, where the
+    /// owner or CAP_FOWNER allows it.
+    fn reopen_for_reading(&self, probe: BorrowedFd, flags: i32) -> Result<OwnedFd> {
+        let flags = flags | libc::O_CLOEXEC;
+        if self.no_atime {
+            match fsys::reopen(probe, flags | libc::O_NOATIME) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                r => return r,
+            }
+        }
+        fsys::reopen(probe, flags)
     }
 
-    /// [`Self::open_for_reading`], with O_NOATIME if `no_atime`.
+    /// `open_at` for a backing fd that reads (or lists) the entry, with
+    /// O_NOATIME if `no_atime` (see [`Self::reopen_for_reading`]).
     fn open_reading(
         &self,
         dir: BorrowedFd,
@@ -1107,7 +1124,13 @@ impl Overlay {
                 }
                 (_, Some(fd)) => fsys::ftruncate(fd.as_fd(), size)?,
                 (_, None) => {
-                    let fd = sys::open_at(dir.as_fd(), &name, libc::O_WRONLY, 0)?;
+                    // As in open_backing_file: never a blocking open of
+                    // what a rename may have put at the name meanwhile.
+                    let probe = sys::open_at(dir.as_fd(), &name, libc::O_PATH, 0)?;
+                    if !is_reg(&fsys::fstat(probe.as_fd())?) {
+                        return Err(errno(libc::EINVAL));
+                    }
+                    let fd = fsys::reopen(probe.as_fd(), libc::O_WRONLY | libc::O_CLOEXEC)?;
                     fsys::ftruncate(fd.as_fd(), size)?;
                 }
             }

@@ -1,6 +1,7 @@
 //! Tests of the guest launcher: real namespaces, a busybox root built per
 //! test, every wait bounded.
 
+mod escape;
 mod harness;
 mod limits;
 mod named;

@@ -1,0 +1,152 @@
+//! Guest isolation, tested as an attacker: guest root (with the default
+//! capabilities) trying to reach the host or hang host-side code.
+
+use super::harness::{can_run, ok, stderr, KillOnDrop, TestRoot};
+use crate::common::unifs_bin;
+use crate::tree::{ino, unify_json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Builds `src` (C) static into the guest at `/bin/NAME`; false if this
+/// host cannot (no cc, no static libc), and the test is skipped.
+fn cc_into(t: &TestRoot, name: &str, src: &str) -> bool {
+    let file = t.dir.path().join(format!("{name}.c"));
+    std::fs::write(&file, src).unwrap();
+    let built = Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(t.root().join("bin").join(name))
+        .arg(&file)
+        .status();
+    built.is_ok_and(|s| s.success())
+}
+
+/// Threads of the processes whose command line names `root` (a run's
+/// launcher and its overlay daemon) blocked opening a FIFO.
+fn threads_opening_a_fifo(root: &Path) -> Vec<String> {
+    let want = root.as_os_str().as_encoded_bytes();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if !cmd.split(|b| *b == 0).any(|a| a == want) {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(e.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let wchan = std::fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
+            if wchan.contains("wait_for_partner") || wchan.contains("fifo_open") {
+                found.push(format!("{} ({wchan})", t.path().display()));
+            }
+        }
+    }
+    found
+}
+
+/// Opens every FIFO directly in `dir` for writing, which lets a reader
+/// blocked in open(2) go on.
+fn release_fifo_readers(dir: &Path) {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_fifo()) {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(e.path());
+        }
+    }
+}
+
+/// `racer DIR NAME SECONDS`: in DIR, swaps a FIFO with the file NAME
+/// (RENAME_EXCHANGE) while another process opens NAME read-only, for
+/// SECONDS.
+const FIFO_SWAPPER: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc != 4 || chdir(argv[1])) return 2;
+    const char *name = argv[2];
+    unlink("fifo");
+    if (mkfifo("fifo", 0644)) return 2;
+    pid_t opener = fork();
+    if (opener == 0)
+        for (;;) {
+            int fd = open(name, O_RDONLY | O_NONBLOCK);
+            if (fd >= 0) close(fd);
+        }
+    pid_t swapper = fork();
+    if (swapper == 0)
+        for (;;) renameat2(AT_FDCWD, "fifo", AT_FDCWD, name, RENAME_EXCHANGE);
+    sleep(atoi(argv[3]));
+    kill(swapper, SIGKILL);
+    kill(opener, SIGKILL);
+    waitpid(swapper, NULL, 0);
+    waitpid(opener, NULL, 0);
+    printf("done\n");
+    return 0;
+}
+"#;
+
+#[test]
+fn escape_guest_cannot_make_the_overlay_daemon_open_a_fifo() {
+    let test = "escape_guest_cannot_make_the_overlay_daemon_open_a_fifo";
+    if !can_run(test) {
+        return;
+    }
+    // The daemon opened a shared file's backing name with a blocking open
+    // and checked the type afterwards: a guest that swapped a FIFO in at
+    // that name (a rename racing the open) left a daemon thread waiting
+    // for a writer for good, and its own process unkillable in D state.
+    let (t, other) = (TestRoot::new(), TestRoot::new());
+    for r in [&t, &other] {
+        crate::tree::file(&r.root(), "data", b"shared\n", 0o644);
+    }
+    let store = t.dir.path().join("store");
+    unify_json(&store, &[&t.root(), &other.root()]);
+    assert_eq!(ino(&t.root().join("data")), ino(&other.root().join("data")));
+    if !cc_into(&t, "racer", FIFO_SWAPPER) {
+        eprintln!("skipping {test}: needs cc -static");
+        return;
+    }
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("--store").arg(&store).arg("run").arg("--root");
+    cmd.arg(t.root())
+        .args(["--", "/bin/racer", "/", "data", "5"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let root: PathBuf = t.root();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut hung = Vec::new();
+    loop {
+        let stuck = threads_opening_a_fifo(&root);
+        if !stuck.is_empty() {
+            hung.extend(stuck);
+            // Let the daemon go on, so the run can end.
+            release_fifo_readers(&root);
+        }
+        if run.0.as_mut().unwrap().try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run.0.take().unwrap().wait_with_output().unwrap();
+    hung.sort();
+    hung.dedup();
+    assert!(
+        hung.is_empty(),
+        "host-side threads blocked opening the guest's FIFO: {hung:?}"
+    );
+    assert!(ok(&out).contains("done"), "{}", stderr(&out));
+}
