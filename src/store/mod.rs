@@ -154,6 +154,17 @@ pub struct Store {
     fanouts: Box<[OnceLock<Arc<OwnedFd>>]>,
 }
 
+/// Makes `dir` (if missing) for root alone: objects keep the guests' set-uid
+/// bits and file capabilities, and a host user who could enter the store
+/// would run a guest's set-uid root program as root.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        r => r,
+    }
+}
+
 impl Store {
     /// Creates the layout (idempotent) and opens it. `objects/` comes last,
     /// so a store that [`Store::exists`] is complete even if creation was killed.
@@ -163,9 +174,9 @@ impl Store {
             let (store, path) = (root.to_path_buf(), path.to_path_buf());
             move |error| Error::Create { store, path, error }
         };
-        for dir in [root.to_path_buf(), root.join("tmp")] {
-            std::fs::create_dir_all(&dir).map_err(at(&dir))?;
-        }
+        std::fs::create_dir_all(root).map_err(at(root))?;
+        let tmp = root.join("tmp");
+        private_dir(&tmp).map_err(at(&tmp))?;
         let lock = root.join("lock");
         std::fs::OpenOptions::new()
             .create(true)
@@ -173,7 +184,7 @@ impl Store {
             .open(&lock)
             .map_err(at(&lock))?;
         let objects = root.join("objects");
-        std::fs::create_dir_all(&objects).map_err(at(&objects))?;
+        private_dir(&objects).map_err(at(&objects))?;
         Store::open(root)
     }
 
@@ -243,7 +254,7 @@ impl Store {
         };
         let tmp_path = root.join("tmp");
         // A store restored from a backup of objects/ alone has no tmp/ yet.
-        let _ = std::fs::create_dir(&tmp_path);
+        let _ = private_dir(&tmp_path);
         let tmp = match sys::open_dir(&tmp_path) {
             Ok(fd) => Some(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,

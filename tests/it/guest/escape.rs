@@ -150,3 +150,58 @@ fn escape_guest_cannot_make_the_overlay_daemon_open_a_fifo() {
     );
     assert!(ok(&out).contains("done"), "{}", stderr(&out));
 }
+
+#[test]
+fn escape_a_guests_set_uid_program_is_not_reachable_by_host_users_in_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let test = "escape_a_guests_set_uid_program_is_not_reachable_by_host_users_in_the_store";
+    if !can_run(test) {
+        return;
+    }
+    // Guest root may make any program set-uid root in its own tree (as a
+    // guest's package manager does); unify links it into the store, whose
+    // objects/ any host user could enter: running it there made a host
+    // user root (and the object stays after the guest removes its file).
+    let (t, other) = (TestRoot::new(), TestRoot::new());
+    std::fs::set_permissions(t.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for r in [&t, &other] {
+        let prog = r.root().join("bin/rootshell");
+        std::fs::copy(r.root().join("bin/busybox"), &prog).unwrap();
+        crate::tree::set_mtime(&prog, crate::tree::MTIME);
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    }
+    let store = t.dir.path().join("store");
+    unify_json(&store, &[&t.root(), &other.root()]);
+    let prog = t.root().join("bin/rootshell");
+    assert_eq!(ino(&prog), ino(&other.root().join("bin/rootshell")));
+    let object = walk_files(&store.join("objects"))
+        .into_iter()
+        .find(|p| ino(p) == ino(&prog))
+        .expect("the program's object");
+    // busybox runs the applet its argv[0] names.
+    let ran = Command::new(&object)
+        .arg0("true")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let err = ran.then(|| object.display().to_string());
+    assert!(
+        err.is_none(),
+        "uid 65534 ran the guest's set-uid root program from the store: {err:?}"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
