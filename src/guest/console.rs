@@ -13,7 +13,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// The master side, opened in the guest's mount namespace (/dev/ptmx there
 /// is its own devpts instance), and the slave's path inside the guest.
@@ -144,4 +144,150 @@ fn drain(mut master: PtyMaster, code: i32) -> Result<i32> {
     }
     let _ = stdout.flush();
     Ok(code)
+}
+
+/// `exec` without a terminal of the guest's own: each of stdin, stdout and
+/// stderr that is a terminal reaches the command as a pipe we copy, never
+/// the terminal itself. A guest process could keep a terminal fd (its own
+/// background job, or guest root through /proc/PID/fd) and read what the
+/// user types to the host's shell after the command ended; a pipe leads
+/// nowhere once we stop copying.
+pub struct Piped {
+    /// (our end, the command's end) of fds 0, 1 and 2.
+    ends: [Option<(std::fs::File, OwnedFd)>; 3],
+}
+
+impl Piped {
+    pub fn open() -> Result<Piped> {
+        let mut ends: [Option<(std::fs::File, OwnedFd)>; 3] = [None, None, None];
+        for (fd, end) in ends.iter_mut().enumerate() {
+            // SAFETY: fds 0 to 2 stay open for the life of the process.
+            let at = unsafe { BorrowedFd::borrow_raw(fd as i32) };
+            if !nix::unistd::isatty(at).unwrap_or(false) {
+                continue;
+            }
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|e| Error::sys("pipe2 for the guest's stdio", e))?;
+            if fd == 0 {
+                // Never blocked on a command that stops reading.
+                nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                    .map_err(|e| Error::sys("fcntl of a stdio pipe", e))?;
+            }
+            *end = Some(if fd == 0 {
+                (w.into(), r)
+            } else {
+                (r.into(), w)
+            });
+        }
+        Ok(Piped { ends })
+    }
+
+    /// In the child: the command's ends become its stdin, stdout, stderr.
+    pub fn attach(&self) -> Result<()> {
+        let dups = [
+            nix::unistd::dup2_stdin::<&OwnedFd>,
+            nix::unistd::dup2_stdout::<&OwnedFd>,
+            nix::unistd::dup2_stderr::<&OwnedFd>,
+        ];
+        for (end, dup) in self.ends.iter().zip(dups) {
+            if let Some((_, theirs)) = end {
+                dup(theirs).map_err(|e| Error::sys("dup2 of a stdio pipe", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies between our stdio and the pipes until `child` exits (then
+    /// what it wrote just before); returns its exit status. Nothing is
+    /// read from our stdin that the command's pipe cannot take.
+    pub fn proxy(self, child: Pid) -> Result<i32> {
+        let [stdin, stdout, stderr] = self.ends.map(|e| e.map(|(ours, _)| ours));
+        let mut to_guest = stdin;
+        let mut outs: Vec<(std::fs::File, i32)> = [(stdout, 1), (stderr, 2)]
+            .into_iter()
+            .filter_map(|(f, fd)| f.map(|f| (f, fd)))
+            .collect();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: fd 0 stays open for the life of the process.
+            let our_stdin = unsafe { BorrowedFd::borrow_raw(0) };
+            let mut fds = Vec::new();
+            if let Some(w) = &to_guest {
+                fds.push(match pending.is_empty() {
+                    true => PollFd::new(our_stdin, PollFlags::POLLIN),
+                    false => PollFd::new(w.as_fd(), PollFlags::POLLOUT),
+                });
+            }
+            for (r, _) in &outs {
+                fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+            }
+            let _ = poll(&mut fds, PollTimeout::from(100u16));
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            let mut next = 0;
+            if let Some(w) = to_guest.as_mut() {
+                if ready[0] && pending.is_empty() {
+                    match std::io::stdin().lock().read(&mut buf) {
+                        Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                        // End of input: the command reads an end of file.
+                        _ => to_guest = None,
+                    }
+                } else if ready[0] {
+                    match w.write(&pending) {
+                        Ok(n) => drop(pending.drain(..n)),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // The command closed its stdin.
+                        Err(_) => to_guest = None,
+                    }
+                }
+                next = 1;
+            }
+            let mut closed = Vec::new();
+            for (i, (r, fd)) in outs.iter_mut().enumerate() {
+                if ready[next + i] && !copy_out(r, *fd, &mut buf) {
+                    closed.push(i);
+                }
+            }
+            for i in closed.into_iter().rev() {
+                outs.remove(i);
+            }
+            let code = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+                _ => continue,
+            };
+            // What it wrote just before it ended; not what processes it
+            // left behind write later.
+            for (r, fd) in &mut outs {
+                loop {
+                    let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+                    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0
+                        || !copy_out(r, *fd, &mut buf)
+                    {
+                        break;
+                    }
+                }
+            }
+            return Ok(code);
+        }
+    }
+}
+
+/// One read from a command's output pipe, written to our fd `fd`; false
+/// at its end.
+fn copy_out(r: &mut std::fs::File, fd: i32, buf: &mut [u8]) -> bool {
+    match r.read(buf) {
+        Ok(n) if n > 0 => {
+            let _ = match fd {
+                1 => std::io::stdout().lock().write_all(&buf[..n]),
+                _ => std::io::stderr().lock().write_all(&buf[..n]),
+            };
+            true
+        }
+        _ => false,
+    }
 }

@@ -387,6 +387,10 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
     } else {
         None
     };
+    let piped = match tty {
+        true => None,
+        false => Some(console::Piped::open()?),
+    };
     let (report_r, report_w) = launch::report_channel()?;
     // The PID namespace applies to children only: fork into it.
     match sys::fork().map_err(|e| Error::sys("fork into the guest", e))? {
@@ -405,6 +409,7 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
                     pty.as_ref()
                         .map_or(Ok(()), |p| console::attach_slave(&p.slave))
                 })
+                .and_then(|()| piped.as_ref().map_or(Ok(()), console::Piped::attach))
                 .and_then(|()| sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e)))
                 .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));
             if let Err(e) = ready {
@@ -426,9 +431,10 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
                 ));
             }
             sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
-            match pty {
-                Some(p) => console::proxy(p.master, child),
-                None => launch::wait_exit(child),
+            match (pty, piped) {
+                (Some(p), _) => console::proxy(p.master, child),
+                (None, Some(p)) => p.proxy(child),
+                (None, None) => launch::wait_exit(child),
             }
         }
     }

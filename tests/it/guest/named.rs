@@ -1047,3 +1047,37 @@ fn named_exec_report_pipe_is_not_reachable_from_the_guest() {
         );
     }
 }
+
+#[test]
+fn named_exec_without_tty_does_not_leave_the_hosts_terminal_to_the_guest() {
+    use std::io::Write;
+    if !can_run("named_exec_without_tty_does_not_leave_the_hosts_terminal_to_the_guest") {
+        return;
+    }
+    // `guest exec` without --tty handed the user's terminal itself to the
+    // command: a guest process that kept the fd (a background job, or
+    // guest root through /proc/PID/fd/0) read what the user typed to the
+    // host's shell after exec had returned (a sudo password).
+    let g = Guest::new("ttykeep", "[\"/bin/sleep\", \"1000\"]", false);
+    ok(&g.unifs(&["start", &g.name]));
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let script = "exec 5<&0; cat <&5 > /tmp/stolen & sleep 0.3";
+    let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
+    let slave = || Stdio::from(std::fs::File::from(pty.slave.try_clone().unwrap()));
+    cmd.stdin(slave()).stdout(slave()).stderr(slave());
+    let exec = super::harness::wait_bounded(
+        KillOnDrop(Some(cmd.spawn().unwrap())),
+        Duration::from_secs(20),
+    );
+    assert!(exec.status.success(), "{exec:?}");
+    // What the user then types to the host's shell.
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(b"typed-at-the-host\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stolen = g.unifs(&["exec", &g.name, "--", "/bin/cat", "/tmp/stolen"]);
+    assert!(
+        !stdout(&stolen).contains("typed-at-the-host"),
+        "a guest process read the host's terminal after exec: {}",
+        stdout(&stolen)
+    );
+}
