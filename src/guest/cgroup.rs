@@ -254,6 +254,12 @@ fn writes(limit: &'static str, dir: &Path, files: Vec<(&'static str, String)>) -
         .collect()
 }
 
+/// The group below each of a guest's groups that its processes join, and
+/// where its cgroup namespace is rooted: the limits, on the group itself,
+/// lie outside what the guest sees. Guest root can mount cgroupfs in a user
+/// namespace of its own, and would write them at its namespace's root.
+const LEAF: &str = "guest";
+
 /// A guest's groups, once created.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Cgroup {
@@ -296,10 +302,18 @@ impl Cgroup {
         Cgroup { groups }
     }
 
-    /// Moves `pid` (and so its future children) into every group.
+    /// Moves `pid` (and so its future children) into every group, in
+    /// fact into the [`LEAF`] below it.
     pub fn add(&self, pid: i32) -> Result<()> {
         for g in &self.groups {
-            let procs = g.join("cgroup.procs");
+            let leaf = g.join(LEAF);
+            match std::fs::create_dir(&leaf) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io("creating cgroup", leaf, e))
+                }
+                _ => {}
+            }
+            let procs = leaf.join("cgroup.procs");
             std::fs::write(&procs, pid.to_string())
                 .map_err(|e| Error::io("joining cgroup", procs, e))?;
         }
@@ -312,7 +326,7 @@ impl Cgroup {
         self.groups
             .iter()
             .map(|g| {
-                let procs = g.join("cgroup.procs");
+                let procs = g.join(LEAF).join("cgroup.procs");
                 std::fs::OpenOptions::new()
                     .write(true)
                     .open(&procs)

@@ -205,3 +205,74 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `lifter`: in a user, mount and cgroup namespace of its own, mounts the
+/// cgroup2 and the v1 pids hierarchy (where the host has them) and writes
+/// `max` to pids.max at the root of each, then waits a little.
+const LIMIT_LIFTER: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
+static void put(const char *path, const char *s) {
+    int fd = open(path, O_WRONLY);
+    if (fd >= 0) { if (write(fd, s, strlen(s)) > 0) printf("wrote %s\n", path); close(fd); }
+}
+int main(void) {
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWCGROUP)) { perror("unshare"); return 0; }
+    put("/proc/self/setgroups", "deny");
+    put("/proc/self/uid_map", "0 0 1");
+    put("/proc/self/gid_map", "0 0 1");
+    if (mount("none", "/mnt", "cgroup2", 0, NULL) == 0) { put("/mnt/pids.max", "max"); umount2("/mnt", MNT_DETACH); }
+    if (mount("none", "/mnt", "cgroup", 0, "pids") == 0) { put("/mnt/pids.max", "max"); umount2("/mnt", MNT_DETACH); }
+    fflush(stdout);
+    sleep(2);
+    return 0;
+}
+"#;
+
+#[test]
+fn escape_guest_root_cannot_lift_its_own_cgroup_limits() {
+    let test = "escape_guest_root_cannot_lift_its_own_cgroup_limits";
+    if !can_run(test) {
+        return;
+    }
+    // The guest's cgroup namespace was rooted at the group holding its
+    // limits: guest root, in a user namespace of its own (no seccomp
+    // filter), could mount that group and write pids.max (or memory.max).
+    let t = TestRoot::new();
+    if !cc_into(&t, "lifter", LIMIT_LIFTER) {
+        eprintln!("skipping {test}: needs cc -static");
+        return;
+    }
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--pids", "50", "--", "/bin/lifter"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let group = format!("unifs/run-{}", run.0.as_ref().unwrap().id());
+    let files: Vec<PathBuf> = [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+    ]
+    .iter()
+    .map(|h| Path::new(h).join(&group).join("pids.max"))
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while run.0.as_mut().unwrap().try_wait().unwrap().is_none() {
+        seen.extend(files.iter().filter_map(|f| std::fs::read_to_string(f).ok()));
+        assert!(Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run.0.take().unwrap().wait_with_output().unwrap();
+    assert!(!seen.is_empty(), "no pids.max of {group} found");
+    seen.dedup();
+    assert_eq!(seen, ["50\n"], "the guest changed its limit: {}", ok(&out));
+}

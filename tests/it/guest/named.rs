@@ -291,13 +291,15 @@ fn named_stop_leaves_exec_sessions_to_end_on_their_own() {
     let g = Guest::new("execstop", init, false);
     ok(&g.unifs(&["start", &g.name]));
     let groups = groups(&record(&g));
+    // A group's processes, and those of `guest` below it, where they go.
+    let procs = |d: &PathBuf| {
+        let own = std::fs::read_to_string(d.join("cgroup.procs")).unwrap();
+        own + &std::fs::read_to_string(d.join("guest/cgroup.procs")).unwrap_or_default()
+    };
     let in_group = |pid: u32| {
-        groups.iter().all(|d| {
-            std::fs::read_to_string(d.join("cgroup.procs"))
-                .unwrap()
-                .lines()
-                .any(|l| l == pid.to_string())
-        })
+        groups
+            .iter()
+            .all(|d| procs(d).lines().any(|l| l == pid.to_string()))
     };
     let sessions: Vec<KillOnDrop> = (0..3)
         .map(|_| {
@@ -315,10 +317,7 @@ fn named_stop_leaves_exec_sessions_to_end_on_their_own() {
         assert!(
             !groups
                 .iter()
-                .any(|d| std::fs::read_to_string(d.join("cgroup.procs"))
-                    .unwrap()
-                    .lines()
-                    .any(|l| l == helper.to_string())),
+                .any(|d| procs(d).lines().any(|l| l == helper.to_string())),
             "the host-side session process is in the guest's groups"
         );
     }
