@@ -75,7 +75,14 @@ impl RunDir {
     /// An exclusive lock on this guest's runtime directory (creating it), so
     /// two starts or stops of one guest cannot interleave. Released on drop.
     pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating", &self.dir, e))?;
+        // Root's alone where we make it: the guest's root is mounted here
+        // (suid, allow_other), with any set-uid program guest root made.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| Error::io("creating", &self.dir, e))?;
         let path = self.dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -1080,3 +1080,36 @@ fn named_exec_without_tty_does_not_leave_the_hosts_terminal_to_the_guest() {
         stdout(&stolen)
     );
 }
+
+#[test]
+fn named_guests_set_uid_programs_are_not_reachable_by_host_users_in_the_run_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let test = "named_guests_set_uid_programs_are_not_reachable_by_host_users_in_the_run_dir";
+    if !can_run(test) {
+        return;
+    }
+    // The guest's root is mounted (suid, allow_other) below the run dir,
+    // which start made 0755 where missing (/run/unifs on a fresh boot):
+    // any host user ran a set-uid root program guest root had made, as root.
+    let g = Guest::new("suidrun", "[\"/bin/sleep\", \"1000\"]", false);
+    std::fs::set_permissions(g.t.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let prog = g.t.root().join("bin/rootshell");
+    std::fs::copy(g.t.root().join("bin/busybox"), &prog).unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let through = g.mounted_root().join("bin/rootshell");
+    assert!(through.exists(), "{} not mounted", through.display());
+    // busybox runs the applet its argv[0] names.
+    let ran = Command::new(&through)
+        .arg0("true")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        !ran,
+        "uid 65534 ran the guest's set-uid root program at {}",
+        through.display()
+    );
+}
