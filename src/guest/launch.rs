@@ -178,7 +178,19 @@ fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, repor
         }
         drop(stdio);
         sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;
-        rootfs::prepare(&Linux, spec, foreground)
+        rootfs::prepare(&Linux, spec, foreground)?;
+        if !foreground {
+            // Guest root could chmod or chown the host's /dev/null through
+            // /proc/self/fd/0: the guest's own instead, now that it has one.
+            let null = nix::fcntl::open(
+                "/dev/null",
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| Error::sys("opening the guest's /dev/null", e))?;
+            nix::unistd::dup2_stdin(null).map_err(|e| Error::sys("redirecting stdin", e))?;
+        }
+        Ok(())
     });
     match result {
         Ok(Ok(())) => {}

@@ -1113,3 +1113,33 @@ fn named_guests_set_uid_programs_are_not_reachable_by_host_users_in_the_run_dir(
         through.display()
     );
 }
+
+#[test]
+fn named_init_does_not_hold_the_hosts_dev_null() {
+    use std::os::unix::fs::MetadataExt;
+    if !can_run("named_init_does_not_hold_the_hosts_dev_null") {
+        return;
+    }
+    // start gave init the host's /dev/null as stdin: guest root could
+    // chmod or chown it through /proc/self/fd/0 (chmod 600 broke every
+    // host user's /dev/null). Checked by identity, not by changing it.
+    let init = r#"["/bin/sh", "-c", "stat -L -c 'stdin %d %i' /proc/self/fd/0; exec sleep 1000"]"#;
+    let g = Guest::new("devnull", init, false);
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.starts_with("stdin ")) {
+            break l.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no stat in {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let host = std::fs::metadata("/dev/null").unwrap();
+    assert_ne!(
+        line,
+        format!("stdin {} {}", host.dev(), host.ino()),
+        "init's stdin is the host's /dev/null"
+    );
+}
