@@ -1143,3 +1143,30 @@ fn named_init_does_not_hold_the_hosts_dev_null() {
         "init's stdin is the host's /dev/null"
     );
 }
+
+#[test]
+fn named_exec_output_file_cannot_be_changed_by_the_guest() {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_run("named_exec_output_file_cannot_be_changed_by_the_guest") {
+        return;
+    }
+    // A file `guest exec` wrote its output to was the command's stdout
+    // itself: guest root could chmod it through /proc/self/fd/1 and, once
+    // filled with a program, make it set-uid root on the host.
+    let g = Guest::new("outfile", "[\"/bin/sleep\", \"1000\"]", false);
+    ok(&g.unifs(&["start", &g.name]));
+    let out = g.t.dir.path().join("report.txt");
+    let file = std::fs::File::create(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let script = "echo report; chmod 4755 /proc/self/fd/1";
+    let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
+    cmd.stdin(Stdio::null()).stdout(file).stderr(Stdio::piped());
+    let exec = super::harness::wait_bounded(
+        KillOnDrop(Some(cmd.spawn().unwrap())),
+        Duration::from_secs(20),
+    );
+    assert!(exec.status.success(), "{exec:?}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "report\n");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o644, "the guest changed the host file's mode");
+}
