@@ -52,6 +52,11 @@ pub enum Error {
     #[error("no guests given (name guest directories, or use --all)")]
     NoGuests,
     #[error(
+        "--all: the store {store} {why}; name guest directories to unify (or check --store \
+         and UNIFS_STORE)"
+    )]
+    NoKnownGuests { store: PathBuf, why: &'static str },
+    #[error(
         "every guest the catalog knows was skipped ({list}); `unifs store forget GUEST_DIR...` \
          drops a guest that was removed, `unifs umount DIR` a mount over a guest"
     )]
@@ -196,7 +201,11 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     check_overlaps(&guests, Some(&resolved(store_path)))?;
     if !Store::exists(store_path) {
         if guests.is_empty() {
-            return Err(Error::NoGuests); // --all: a new store knows none
+            // --all: a new store knows none; most likely the wrong --store.
+            return Err(Error::NoKnownGuests {
+                store: store_path.to_path_buf(),
+                why: "does not exist, so it knows no guests",
+            });
         }
         // The resolved roots: a guest named by a symlink is where it leads.
         check_same_fs_as_new_store(store_path, &guests)?;
@@ -775,7 +784,13 @@ fn open_guests(
     let mut seen = HashSet::new();
     paths.retain(|p| seen.insert(p.clone()));
     if paths.is_empty() {
-        return Err(Error::NoGuests);
+        return Err(match store {
+            Some(s) if opts.all => Error::NoKnownGuests {
+                store: s.root().to_path_buf(),
+                why: "knows no guests yet",
+            },
+            _ => Error::NoGuests,
+        });
     }
     check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
     let mut guests = Vec::with_capacity(paths.len());

@@ -7,6 +7,7 @@ mod failures;
 mod fs;
 mod guest;
 mod review_s10_conc;
+mod review_s10_docs;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
