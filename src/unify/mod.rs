@@ -68,6 +68,16 @@ pub enum Error {
     StoreInGuest { guest: PathBuf, store: PathBuf },
     #[error("guests {a} and {b} overlap (one is inside the other); name each guest root once")]
     NestedGuests { a: PathBuf, b: PathBuf },
+    #[error(
+        "guest {guest} and the guest {name} the store knows ({known}) overlap (one is inside \
+         the other), and a file can belong to one guest only: name guest roots only; `unifs \
+         store forget DIR` drops a guest the catalog recorded by mistake"
+    )]
+    NestedInKnownGuest {
+        guest: PathBuf,
+        name: String,
+        known: PathBuf,
+    },
     #[error("guest {path} is named twice; name each guest root once")]
     GuestTwice { path: PathBuf },
     #[error(
@@ -778,8 +788,26 @@ fn open_guests(
         paths.push(guest_dir(g)?);
     }
     let named = paths.len();
+    // A guest inside (or around) one the catalog knows would make its files
+    // two guests' files, and every later `--all` fail on the overlap.
+    let known = catalog.guests()?;
+    let mut check: Vec<&PathBuf> = paths.iter().collect();
     if opts.all {
-        paths.extend(catalog.guests()?.into_iter().map(|g| g.path));
+        check.extend(known.iter().map(|k| &k.path));
+    }
+    for g in check {
+        let inside =
+            |k: &&GuestRow| k.path != *g && (g.starts_with(&k.path) || k.path.starts_with(g));
+        if let Some(k) = known.iter().find(inside) {
+            return Err(Error::NestedInKnownGuest {
+                guest: g.clone(),
+                name: k.name.clone(),
+                known: k.path.clone(),
+            });
+        }
+    }
+    if opts.all {
+        paths.extend(known.into_iter().map(|g| g.path));
     }
     let mut seen = HashSet::new();
     paths.retain(|p| seen.insert(p.clone()));

@@ -2,11 +2,20 @@
 //! docs and `--help` sees when running the commands they show.
 
 use crate::common::require_root;
-use crate::tree::unifs;
+use crate::tree::*;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn guest(dir: &Path, name: &str) -> PathBuf {
+    let g = dir.join(name);
+    file(&g, "usr/a", &bytes(1, 5000), 0o644);
+    file(&g, "etc/own", name.as_bytes(), 0o644);
+    g
 }
 
 #[test]
@@ -37,4 +46,36 @@ fn unify_all_with_a_missing_or_empty_store_says_so_not_to_use_all() {
     // Without --all, the old message is right.
     let err = stderr(&unifs(&store, &[&"unify"]));
     assert!(err.contains("or use --all"), "{err}");
+}
+
+#[test]
+fn a_guest_inside_a_guest_the_store_knows_is_refused() {
+    if !require_root("a_guest_inside_a_guest_the_store_knows_is_refused") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let v = dir.path().join("v");
+    let a = guest(&v, "a");
+    let b = guest(&v, "b");
+    unify_json(&store, &[&a, &b]);
+    // A subdirectory of a known guest (a typo, a shell glob one level too
+    // deep) was unified as a guest of its own: its files were then two
+    // guests' files, and every later `unify --all` failed on the overlap.
+    let inner = a.join("usr");
+    let out = unifs(&store, &[&"unify", &inner]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&*a.to_string_lossy()), "{err}");
+    assert!(err.contains("store forget"), "{err}");
+    // The other way round: a directory around known guests.
+    let out = unifs(&store, &[&"unify", &v]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("store forget"), "{}", stderr(&out));
+    let stats = unifs(&store, &[&"store", &"stats", &"--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["guests"].as_array().unwrap().len(), 2, "{stats}");
+    let out = unifs(&store, &[&"unify", &"--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read(inner.join("a")).unwrap(), bytes(1, 5000));
 }
