@@ -75,7 +75,15 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         Err(e) => {
             let _ = unmount_root(&root, cfg.root_mount);
             let _ = std::fs::remove_dir(&root);
-            Err(e)
+            // The mount point is gone with the failed start: name the
+            // directory the init must be put in.
+            Err(match e {
+                Error::CommandNotFound { command, .. } => Error::CommandNotFound {
+                    command,
+                    root: cfg.root.clone(),
+                },
+                e => e,
+            })
         }
     }
 }

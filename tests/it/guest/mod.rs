@@ -6,5 +6,6 @@ mod harness;
 mod limits;
 mod named;
 mod net;
+mod review_s10_docs;
 mod run;
 mod run_overlay;

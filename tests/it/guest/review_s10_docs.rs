@@ -1,0 +1,48 @@
+//! Named guests as docs/guests.md describes them to an operator: errors that
+//! name the path to fix.
+
+use super::harness::{can_run, run_bounded, stderr, TestRoot};
+use crate::common::unifs_bin;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn guest(t: &TestRoot, cwd: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("--store").arg(t.dir.path().join("store"));
+    cmd.env("UNIFS_CONFIG_DIR", t.dir.path().join("config"));
+    cmd.env("UNIFS_RUN_DIR", t.dir.path().join("run"));
+    cmd.current_dir(cwd);
+    cmd.arg("guest").args(args);
+    run_bounded(cmd, Duration::from_secs(30))
+}
+
+#[test]
+fn a_start_whose_init_is_missing_names_the_guest_directory() {
+    if !can_run("a_start_whose_init_is_missing_names_the_guest_directory") {
+        return;
+    }
+    let t = TestRoot::new();
+    let config = t.dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    for how in ["bind", "overlay"] {
+        let name = format!("noinit-{how}");
+        std::fs::write(
+            config.join(format!("{name}.toml")),
+            format!(
+                "root = {:?}\nroot_mount = {how:?}\ninit = [\"/sbin/no-such-init\"]\n",
+                t.root()
+            ),
+        )
+        .unwrap();
+        let o = guest(&t, t.dir.path(), &["start", &name]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        // It named RUN_DIR/NAME/root, the mount point the failed start
+        // had just removed, not where the init must be put.
+        let want = format!(
+            "/sbin/no-such-init: command not found in guest root {}",
+            t.root().display()
+        );
+        assert!(stderr(&o).contains(&want), "{how}: {}", stderr(&o));
+    }
+}
