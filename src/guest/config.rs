@@ -121,6 +121,17 @@ impl GuestConfig {
                 reason: "init must name a program".into(),
             });
         }
+        // Relative, it would be taken from the directory of whoever runs
+        // the command: another tree, or none, from a unit or another shell.
+        if !cfg.root.is_absolute() {
+            return Err(Error::Config {
+                path,
+                reason: format!(
+                    "root {:?} is not an absolute path; give the guest directory's full path",
+                    cfg.root
+                ),
+            });
+        }
         Ok(cfg)
     }
 

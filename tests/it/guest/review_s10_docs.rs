@@ -1,5 +1,5 @@
 //! Named guests as docs/guests.md describes them to an operator: errors that
-//! name the path to fix.
+//! name the path to fix, configs that mean the same from any directory.
 
 use super::harness::{can_run, run_bounded, stderr, TestRoot};
 use crate::common::unifs_bin;
@@ -44,5 +44,42 @@ fn a_start_whose_init_is_missing_names_the_guest_directory() {
             t.root().display()
         );
         assert!(stderr(&o).contains(&want), "{how}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_relative_root_in_a_guest_config_is_refused() {
+    if !can_run("a_relative_root_in_a_guest_config_is_refused") {
+        return;
+    }
+    let t = TestRoot::new();
+    let config = t.dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(
+        config.join("rel.toml"),
+        "root = \"root\"\nroot_mount = \"bind\"\ninit = [\"/bin/sleep\", \"100\"]\n",
+    )
+    .unwrap();
+    // From the config's parent, "root" is the guest; from anywhere else
+    // (a systemd unit runs in /) another directory, or none: it was taken
+    // from the directory the command ran in.
+    let o = guest(&t, t.dir.path(), &["start", "rel"]);
+    let _stop = Stop(&t);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("rel.toml"), "{err}");
+    assert!(err.contains("absolute"), "{err}");
+}
+
+/// Stops the guest `rel` if a failing test started it.
+struct Stop<'a>(&'a TestRoot);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let _ = guest(
+            self.0,
+            self.0.dir.path(),
+            &["stop", "--timeout", "0", "rel"],
+        );
     }
 }
