@@ -81,9 +81,22 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Some(std::path::absolute(p).with_context(|| p.display().to_string())?),
         None => None,
     };
+    if let Some(p) = &log {
+        // Opened here, where an error can still be seen: the daemon has
+        // no stderr left to say that its log goes nowhere.
+        open_log(p).with_context(|| {
+            format!(
+                "cannot open the log file {} (--log); name a file in an existing, writable directory",
+                p.display()
+            )
+        })?;
+    }
 
     if a.foreground {
         let mounted = do_mount(&guest, &mountpoint, &opts)?;
+        if log.is_some() {
+            ufs::sys::redirect_stdio(log.as_deref()).context("redirecting output to --log")?;
+        }
         return serve(mounted);
     }
     // Daemonize: the child mounts and reports through a pipe; the parent
@@ -122,6 +135,16 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// The daemon's log file, as `redirect_stdio` opens it.
+fn open_log(p: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(p)
 }
 
 fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<ufs::Mounted> {

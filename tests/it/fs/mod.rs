@@ -10,6 +10,7 @@ mod errors;
 mod links;
 mod posix;
 mod regressions;
+mod review_s10_docs;
 mod review_s10_fuzz;
 mod review_s10_live;
 mod review_s7;
