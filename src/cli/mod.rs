@@ -87,7 +87,12 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.global.verbose);
+    // Colour codes only for a terminal: not in a log file or the journal.
+    let log_file = matches!(&cli.command, Command::Mount(m) if m.log.is_some());
+    init_logging(
+        cli.global.verbose,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()) && !log_file,
+    );
     if cli.global.store.as_os_str().is_empty() {
         eprintln!(
             "unifs: the store path is empty (UNIFS_STORE set to an empty string, or --store \"\"): \
@@ -137,7 +142,7 @@ fn aliased_args(mut args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, ansi: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn",
@@ -148,6 +153,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         // A failed write is reported with eprintln!, which panics when
         // stderr itself fails: a mount daemon whose log's disk is full died.
         .log_internal_errors(false)

@@ -69,7 +69,7 @@ fn mount_log_is_written_where_asked_or_refused() {
     assert!(err.contains(&*bad.to_string_lossy()), "{err}");
     assert!(!is_mounted(&mp));
 
-    // Daemonized, -v: the log is there.
+    // Daemonized, -v: the log is plain text (it had terminal colour codes).
     let log = w.tmp.path().join("daemon.log");
     let out = unifs(&w.store, &[&"-v", &"mount", &"--log", &log, &g, &mp]);
     assert!(
@@ -84,6 +84,8 @@ fn mount_log_is_written_where_asked_or_refused() {
     assert!(wait_until(Duration::from_secs(5), || {
         fs::read_to_string(&log).is_ok_and(|t| t.contains("Unmounting"))
     }));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\x1b'), "{text:?}");
 
     // In the foreground, --log was ignored: the log went to stderr.
     let log = w.tmp.path().join("fg.log");
