@@ -83,6 +83,10 @@ impl RunDir {
             .mode(0o700)
             .create(&self.dir)
             .map_err(|e| Error::io("creating", &self.dir, e))?;
+        // And kept so: an older unifs made it 0755.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("restricting", &self.dir, e))?;
         let path = self.dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)

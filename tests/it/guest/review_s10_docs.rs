@@ -64,22 +64,74 @@ fn a_relative_root_in_a_guest_config_is_refused() {
     // (a systemd unit runs in /) another directory, or none: it was taken
     // from the directory the command ran in.
     let o = guest(&t, t.dir.path(), &["start", "rel"]);
-    let _stop = Stop(&t);
+    let _stop = Stop(&t, "rel");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("rel.toml"), "{err}");
     assert!(err.contains("absolute"), "{err}");
 }
 
-/// Stops the guest `rel` if a failing test started it.
-struct Stop<'a>(&'a TestRoot);
+/// Stops a guest the test started (or, failing, may have started).
+struct Stop<'a>(&'a TestRoot, &'a str);
 
 impl Drop for Stop<'_> {
     fn drop(&mut self) {
         let _ = guest(
             self.0,
             self.0.dir.path(),
-            &["stop", "--timeout", "0", "rel"],
+            &["stop", "--timeout", "0", self.1],
         );
     }
+}
+
+#[test]
+fn a_started_guests_root_is_out_of_reach_of_host_users() {
+    if !can_run("a_started_guests_root_is_out_of_reach_of_host_users") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let t = TestRoot::new();
+    // A host whose path to the run dir any user may walk, as /run is.
+    std::fs::set_permissions(t.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = t.dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(
+        config.join("reach.toml"),
+        format!("root = {:?}\ninit = [\"/bin/sleep\", \"1000\"]\n", t.root()),
+    )
+    .unwrap();
+    let o = guest(&t, t.dir.path(), &["start", "reach"]);
+    let _stop = Stop(&t, "reach");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Guest root can make a set-uid-root program; the mount (suid, as a
+    // guest needs) is at RUN_DIR/NAME/root, and unifs made RUN_DIR and
+    // RUN_DIR/NAME 0755: any host user could run it there, as host root.
+    let o = guest(
+        &t,
+        t.dir.path(),
+        &[
+            "exec",
+            "reach",
+            "--",
+            "/bin/sh",
+            "-c",
+            "cp /bin/busybox /tmp/su && chmod 4755 /tmp/su",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let su = t.dir.path().join("run/reach/root/tmp/su");
+    assert!(su.exists());
+    let mut cmd = Command::new("/bin/busybox");
+    cmd.args(["stat", "-c", "%a"])
+        .arg(&su)
+        .uid(65534)
+        .gid(65534);
+    let o = run_bounded(cmd, Duration::from_secs(10));
+    assert!(
+        !o.status.success(),
+        "a host user reaches {}: {}",
+        su.display(),
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
