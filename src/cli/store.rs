@@ -550,6 +550,18 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
 fn ls(g: &Global, since: i64, json: bool, null: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
+    // A mark past the last run cannot come from this catalog: listing
+    // nothing would make an incremental backup skip what it must copy.
+    let last = catalog.runs()?.iter().map(|r| r.run).max().unwrap_or(0);
+    if since > last {
+        anyhow::bail!(
+            "--since {since} is past the last unify run of store {} (run {last}): the mark \
+             comes from another store, or the catalog was restored from an older snapshot (run \
+             numbers then go on from the snapshot's); list every object (--since 0) for a full \
+             backup, and take the mark from this store's `unifs store runs`",
+            store.root().display()
+        );
+    }
     let objects = catalog.objects_since(since)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&objects)?);

@@ -79,3 +79,40 @@ fn a_guest_inside_a_guest_the_store_knows_is_refused() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(fs::read(inner.join("a")).unwrap(), bytes(1, 5000));
 }
+
+#[test]
+fn store_ls_since_a_mark_past_the_last_run_is_refused() {
+    if !require_root("store_ls_since_a_mark_past_the_last_run_is_refused") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let v = dir.path().join("v");
+    let a = guest(&v, "a");
+    let b = guest(&v, "b");
+    unify_json(&store, &[&a, &b]);
+    let snap = dir.path().join("catalog.db");
+    assert!(unifs(&store, &[&"store", &"snapshot", &snap])
+        .status
+        .success());
+    for g in [&a, &b] {
+        file(g, "opt/new", &bytes(2, 5000), 0o644);
+    }
+    let mark = unify_json(&store, &[&a, &b])["run"].as_i64().unwrap();
+    // docs/backup.md B: the catalog comes back from the snapshot, so run
+    // numbers go on from 1 while the backup's saved mark says `mark`.
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = fs::remove_file(store.join(f));
+    }
+    fs::copy(&snap, store.join("catalog.db")).unwrap();
+    // It listed nothing, exit 0: the incremental backup took no object,
+    // and the runs after the restore reuse the numbers up to the mark.
+    let out = unifs(&store, &[&"store", &"ls", &"--since", &mark.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("--since {mark}")), "{err}");
+    assert!(err.contains("--since 0"), "{err}");
+    // A mark this catalog gave still works.
+    let out = unifs(&store, &[&"store", &"ls", &"--since", &"1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
