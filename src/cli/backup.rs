@@ -237,10 +237,19 @@ impl Replacement {
             .file_name()
             .with_context(|| format!("{}: not a file name", path.display()))?
             .to_owned();
-        name.push(format!(".tmp-{}", std::process::id()));
+        let suffix = format!(".tmp-{}", std::process::id());
+        name.push(&suffix);
+        // A long FILE name leaves no room for the suffix (NAME_MAX, 255
+        // bytes); numbered, as the manifest and its private list may both be.
+        if name.len() > 255 {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            name = format!(".unifs-manifest{suffix}-{n}").into();
+        }
         let tmp = path.with_file_name(name);
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let file = std::fs::File::create(&tmp).with_context(|| {
+            format!("creating {} (written as {})", path.display(), tmp.display())
+        })?;
         Ok(Replacement {
             path: path.to_path_buf(),
             tmp: Some(tmp),

@@ -116,3 +116,32 @@ fn store_ls_since_a_mark_past_the_last_run_is_refused() {
     let out = unifs(&store, &[&"store", &"ls", &"--since", &"1"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn manifest_output_with_a_long_name_is_written() {
+    if !require_root("manifest_output_with_a_long_name_is_written") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = guest(&dir.path().join("v"), "a");
+    // A valid name of 250 bytes: it was written as NAME.tmp-PID, over
+    // NAME_MAX, and failed with "File name too long" for a name never given.
+    let long = format!("{}.jsonl", "m".repeat(244));
+    let out_file = dir.path().join(&long);
+    let list = dir.path().join(format!("{}.list", "p".repeat(245)));
+    let out = unifs(
+        &store,
+        &[&"manifest", &a, &"-o", &out_file, &"--private-list", &list],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fs::read_to_string(&out_file)
+        .unwrap()
+        .starts_with("{\"unifs_manifest\""));
+    assert!(fs::read(&list).unwrap().ends_with(b"\0"));
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}"); // v, the manifest, the list
+}
