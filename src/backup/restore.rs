@@ -230,6 +230,7 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
 /// Everything the manifest needs that is not there.
 fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
     let mut missing = Vec::new();
+    let mut private_missing = 0;
     for e in entries.iter().filter(|e| e.kind == "file") {
         let rel = e.rel_path();
         if let Some(obj) = &e.object {
@@ -248,12 +249,28 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
             let src = private.join(&rel);
             match fs::symlink_metadata(&src) {
                 Ok(m) if m.is_file() => {}
-                _ => missing.push(format!(
-                    "private file {} is not in the backup",
-                    src.display()
-                )),
+                _ => {
+                    private_missing += 1;
+                    missing.push(format!(
+                        "private file {} is not in the backup",
+                        src.display()
+                    ))
+                }
             }
         }
+    }
+    // A mistyped --from: say that once, not once for each file.
+    if private_missing > 0 && !private.is_dir() {
+        missing.retain(|m| !m.starts_with("private file "));
+        missing.insert(
+            0,
+            format!(
+                "--from {} is not a directory: the {private_missing} private file(s) the \
+                 manifest needs are looked for there; name the directory the guest's private \
+                 files were extracted to",
+                private.display()
+            ),
+        );
     }
     missing
 }

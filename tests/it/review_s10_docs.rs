@@ -145,3 +145,37 @@ fn manifest_output_with_a_long_name_is_written() {
         .collect();
     assert_eq!(names.len(), 3, "{names:?}"); // v, the manifest, the list
 }
+
+#[test]
+fn restore_from_a_directory_that_does_not_exist_says_so_once() {
+    if !require_root("restore_from_a_directory_that_does_not_exist_says_so_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = guest(&dir.path().join("v"), "a");
+    for i in 0..60 {
+        file(&a, &format!("etc/own{i}"), &bytes(100 + i, 10), 0o644);
+    }
+    unify_json(&store, &[&a]);
+    let m = dir.path().join("a.jsonl");
+    assert!(unifs(&store, &[&"manifest", &a, &"-o", &m])
+        .status
+        .success());
+    // A typo in --from gave one line per private file (the first 50, then
+    // "… and 11 more"), none saying that the directory itself is missing.
+    let from = dir.path().join("a-privte");
+    let target = dir.path().join("restored");
+    let out = unifs(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &from, &target],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("--from {} is not a directory", from.display())),
+        "{err}"
+    );
+    assert!(err.lines().count() <= 3, "{err}");
+    assert!(!target.exists());
+}
