@@ -144,9 +144,11 @@ fn aliased_args(mut args: Vec<OsString>) -> Vec<OsString> {
 
 fn init_logging(verbose: u8, ansi: bool) {
     use tracing_subscriber::EnvFilter;
+    // fuser warns "Failed to umount filesystem" on every clean unmount
+    // (the mount is gone already when its session ends): not for the log.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,fuser::session=error",
+        1 => "info,fuser::session=error",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

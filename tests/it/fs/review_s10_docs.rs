@@ -112,3 +112,30 @@ fn mount_log_is_written_where_asked_or_refused() {
     let text = fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("Unmounting"), "{text:?}");
 }
+
+#[test]
+fn a_clean_unmount_leaves_no_warning_in_the_log() {
+    if !require_root("a_clean_unmount_leaves_no_warning_in_the_log") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let mp = fs::canonicalize(w.dir("m")).unwrap();
+    let _guard = Unmount(&mp);
+    // The default level logs warnings only: after a plain mount and umount
+    // the log held "WARN Failed to umount filesystem: Invalid argument".
+    let log = w.tmp.path().join("daemon.log");
+    let out = unifs(&w.store, &[&"mount", &"--log", &log, &g, &mp]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = daemon_pid(&mp).expect("the daemon runs");
+    let _watchdog = watchdog(pid);
+    assert!(unifs(&w.store, &[&"umount", &mp]).status.success());
+    let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(wait_until(Duration::from_secs(5), gone));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.is_empty(), "{text}");
+}
