@@ -1734,6 +1734,7 @@ impl Overlay {
                 return Ok(());
             }
         };
+        Self::xattr_change_fails(dir.as_fd(), &name, attr, Some(flags))?;
         // Through a held write fd, as in setattr.
         let fd = self.private_write_fd(node, dir.as_fd(), &name, None)?;
         match &fd {
@@ -1776,9 +1777,39 @@ impl Overlay {
                 return sys::xattr::remove_fd(f.fd.as_fd(), attr);
             }
         };
+        Self::xattr_change_fails(dir.as_fd(), &name, attr, None)?;
         match self.private_write_fd(node, dir.as_fd(), &name, None)? {
             Some(fd) => sys::xattr::remove_fd(fd.as_fd(), attr),
             None => fsys::remove_xattr_at(dir.as_fd(), &name, attr),
+        }
+    }
+
+    /// The error of a set (`flags`) or remove (`None`) of `attr` that the
+    /// attribute's presence or absence dooms, found before the change: it
+    /// must not break a shared file's link first, as ext4 changes nothing
+    /// then. (Other errors, e.g. EOPNOTSUPP, are the change's own.)
+    /// `system.` names (ACLs) are left to the change: their handlers
+    /// ignore these rules (removing a missing ACL succeeds).
+    fn xattr_change_fails(
+        dir: BorrowedFd,
+        name: &OsStr,
+        attr: &OsStr,
+        flags: Option<i32>,
+    ) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        if attr.as_bytes().starts_with(b"system.") {
+            return Ok(());
+        }
+        let exists = fsys::get_xattr_at(dir, name, attr)?.is_some();
+        let fails = match flags {
+            None => !exists,
+            Some(f) if f & libc::XATTR_REPLACE != 0 => !exists,
+            Some(f) => f & libc::XATTR_CREATE != 0 && exists,
+        };
+        match (fails, exists) {
+            (false, _) => Ok(()),
+            (true, true) => Err(errno(libc::EEXIST)),
+            (true, false) => Err(errno(libc::ENODATA)),
         }
     }
 }
