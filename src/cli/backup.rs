@@ -68,6 +68,21 @@ pub struct RestoreArgs {
 }
 
 pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
+    if a.null && !matches!(a.format, Format::PrivatePaths) {
+        // A usage error, as clap reports one: a script that meant
+        // `--format private-paths -0` must not get a manifest to feed tar.
+        use clap::CommandFactory;
+        let mut cmd = super::Cli::command();
+        let sub = cmd.find_subcommand_mut("manifest").map(|c| c.clone());
+        sub.unwrap_or(cmd)
+            .bin_name("unifs manifest")
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "-0/--null goes with --format private-paths only (the other formats have their own \
+                 line ends)",
+            )
+            .exit();
+    }
     let store = Store::exists(&g.store)
         .then(|| Store::open(&g.store))
         .transpose()?;

@@ -179,3 +179,28 @@ fn restore_from_a_directory_that_does_not_exist_says_so_once() {
     assert!(err.lines().count() <= 3, "{err}");
     assert!(!target.exists());
 }
+
+/// `manifest -0` says "with --format private-paths"; given with another
+/// format it was ignored: a script meaning `--format private-paths -0` that
+/// forgot the format got a JSON manifest it then fed to `tar --null -T`.
+#[test]
+fn manifest_null_without_private_paths_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(dir.path(), "g");
+    let store = dir.path().join("store");
+    for format in ["jsonl", "mtree"] {
+        let out = unifs(&store, &[&"manifest", &g, &"--format", &format, &"-0"]);
+        assert_eq!(out.status.code(), Some(2), "{format}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("private-paths"), "{err}");
+        assert!(out.stdout.is_empty(), "{format}: wrote a manifest");
+    }
+    let out = unifs(&store, &[&"manifest", &g, &"-0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = unifs(
+        &store,
+        &[&"manifest", &g, &"--format", &"private-paths", &"-0"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.ends_with(b"\0"));
+}
