@@ -283,6 +283,14 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     if run.read()?.is_none() && !unrecorded(&run) {
+        // A name no config knows either is more likely a typo.
+        let path = dirs.config_dir.join(format!("{name}.toml"));
+        if !path.exists() {
+            return Err(Error::NoConfig {
+                name: name.into(),
+                path,
+            });
+        }
         return Err(Error::NotRunning { name: name.into() });
     }
     let _lock = run.lock()?;

@@ -204,3 +204,42 @@ fn manifest_null_without_private_paths_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout.ends_with(b"\0"));
 }
+
+/// `guest stop` of a name that is neither running nor configured (a typo)
+/// said only "guest NAME is not running", as for a known guest stopped.
+#[test]
+fn stopping_an_unknown_guest_names_its_missing_config() {
+    if !require_root("stopping_an_unknown_guest_names_its_missing_config") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    fs::create_dir(&config).unwrap();
+    fs::write(config.join("known.toml"), "root = \"/nonexistent\"\n").unwrap();
+    let stop = |name: &str| {
+        unifs(
+            &dir.path().join("store"),
+            &[
+                &"guest",
+                &"stop",
+                &"--config-dir",
+                &config,
+                &"--run-dir",
+                &dir.path().join("run"),
+                &name,
+            ],
+        )
+    };
+    let out = stop("typo");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("no config for guest typo"), "{err}");
+    assert!(err.contains("typo.toml"), "{err}");
+    let out = stop("known");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("guest known is not running"),
+        "{}",
+        stderr(&out)
+    );
+}
