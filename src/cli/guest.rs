@@ -325,7 +325,17 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             command,
         } => exit_code(lifecycle::exec(&dirs(d), &name, command, tty)?),
         GuestCommand::List { dirs: d, json } => {
-            let all = lifecycle::list(&dirs(d))?;
+            let dirs = dirs(d);
+            let all = lifecycle::list(&dirs)?;
+            // A stopped guest whose config would fail its start is listed
+            // as any stopped guest: say so now, not at the next boot.
+            for s in all.iter().filter(|s| !s.running) {
+                use crate::guest::{config::GuestConfig, Error};
+                match GuestConfig::load(&dirs.config_dir, &s.name) {
+                    Ok(_) | Err(Error::NoConfig { .. }) => {}
+                    Err(e) => eprintln!("warning: {e} (`unifs guest start {}` would fail)", s.name),
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {

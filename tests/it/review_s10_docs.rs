@@ -243,3 +243,41 @@ fn stopping_an_unknown_guest_names_its_missing_config() {
         stderr(&out)
     );
 }
+
+/// `guest list` showed a guest whose config its start would refuse (a
+/// misspelt key) as any stopped guest, without a word.
+#[test]
+fn guest_list_warns_of_a_config_start_would_refuse() {
+    if !require_root("guest_list_warns_of_a_config_start_would_refuse") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    fs::create_dir(&config).unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let good = format!("root = {:?}\ninit = [\"/bin/sh\"]\n", root);
+    fs::write(config.join("good.toml"), &good).unwrap();
+    fs::write(config.join("bad.toml"), format!("{good}hostnam = \"x\"\n")).unwrap();
+    let out = unifs(
+        &dir.path().join("store"),
+        &[
+            &"guest",
+            &"list",
+            &"--config-dir",
+            &config,
+            &"--run-dir",
+            &dir.path().join("run"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("bad") && listed.contains("good"),
+        "{listed}"
+    );
+    let err = stderr(&out);
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    assert!(err.contains("bad.toml") && err.contains("hostnam"), "{err}");
+    assert!(!err.contains("good.toml"), "{err}");
+}
