@@ -195,6 +195,12 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let a = *a.opts;
     let root = std::fs::canonicalize(&a.root)
         .with_context(|| format!("guest root {}", a.root.display()))?;
+    anyhow::ensure!(
+        root != std::path::Path::new("/"),
+        "guest root {} is {}",
+        a.root.display(),
+        crate::guest::config::HOST_ROOT
+    );
     let name = format!("run-{}", std::process::id());
     let mut spec = GuestSpec::new(&name, root.clone(), a.command.clone());
     spec.hostname = a.hostname.clone().unwrap_or_else(|| {

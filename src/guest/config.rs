@@ -97,6 +97,11 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Why the host's `/` cannot be a guest root (said for `run --root` too).
+pub const HOST_ROOT: &str = "the host's own root: a guest cannot have it (pivot_root \
+     refuses it, and the guest would share every host file); name a directory holding a \
+     guest tree";
+
 impl GuestConfig {
     pub fn load(config_dir: &Path, name: &str) -> Result<GuestConfig> {
         check_name(name)?;
@@ -130,6 +135,12 @@ impl GuestConfig {
                     "root {:?} is not an absolute path; give the guest directory's full path",
                     cfg.root
                 ),
+            });
+        }
+        if std::fs::canonicalize(&cfg.root).is_ok_and(|r| r == Path::new("/")) {
+            return Err(Error::Config {
+                path,
+                reason: format!("root {:?} is {HOST_ROOT}", cfg.root),
             });
         }
         Ok(cfg)

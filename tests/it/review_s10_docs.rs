@@ -281,3 +281,57 @@ fn guest_list_warns_of_a_config_start_would_refuse() {
     assert!(err.contains("bad.toml") && err.contains("hostnam"), "{err}");
     assert!(!err.contains("good.toml"), "{err}");
 }
+
+/// The host's `/` as a guest root (`run --root /`, a config's `root = "/"`,
+/// or a path that resolves to it) failed late with a bare "pivot_root:
+/// EBUSY" (bind) or went on to serve the host's root.
+#[test]
+fn the_hosts_root_is_refused_as_a_guest_root() {
+    if !require_root("the_hosts_root_is_refused_as_a_guest_root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for root in ["/", "/usr/.."] {
+        let out = unifs(
+            &store,
+            &[
+                &"run",
+                &"--root",
+                &root,
+                &"--root-mount",
+                &"bind",
+                &"--",
+                &"/bin/true",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{root}: {}", stderr(&out));
+        assert!(stderr(&out).contains("host's own root"), "{}", stderr(&out));
+    }
+    let config = dir.path().join("config");
+    fs::create_dir(&config).unwrap();
+    fs::write(
+        config.join("host.toml"),
+        "root = \"/\"\ninit = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let out = unifs(
+        &store,
+        &[
+            &"guest",
+            &"start",
+            &"--config-dir",
+            &config,
+            &"--run-dir",
+            &dir.path().join("run"),
+            &"host",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("host.toml") && err.contains("host's own root"),
+        "{err}"
+    );
+    assert!(!dir.path().join("run/host/root").exists());
+}
