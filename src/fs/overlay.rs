@@ -843,7 +843,8 @@ impl Overlay {
         // real open of that would wait for a writer for good (or act on
         // the device). The opens below reopen this very inode.
         let probe = sys::open_at(dir, name, libc::O_PATH, 0)?;
-        if !is_reg(&fsys::fstat(probe.as_fd())?) {
+        let st = fsys::fstat(probe.as_fd())?;
+        if !is_reg(&st) {
             return Err(errno(libc::EINVAL));
         }
         let reopen = |flags| self.reopen_for_reading(probe.as_fd(), flags);
@@ -860,10 +861,7 @@ impl Overlay {
                 },
             }
         };
-        let st = fsys::fstat(fd.as_fd())?;
-        if !is_reg(&st) {
-            return Err(errno(libc::EINVAL));
-        }
+        // The reopened fd is the probe's inode: its stat stands.
         Ok(OpenInode {
             node,
             backing_ino: st.st_ino,

@@ -17,16 +17,6 @@ fn unifs(store: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     c.output().expect("run unifs")
 }
 
-/// Unmounts on drop whatever the test left mounted at a path.
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        unmount_lazy(self.0);
-        wait_until(Duration::from_secs(5), || !is_mounted(self.0));
-    }
-}
-
 #[test]
 fn mount_daemonizes_when_ready_and_umount_unmounts() {
     if !require_root("mount_daemonizes_when_ready_and_umount_unmounts") {
@@ -36,7 +26,7 @@ fn mount_daemonizes_when_ready_and_umount_unmounts() {
     let g = w.dir("g");
     fs::write(g.join("hello"), b"hi\n").unwrap();
     let mp = fs::canonicalize(w.dir("m")).unwrap();
-    let _guard = Unmount(&mp);
+    let _guard = UnmountAt(&mp);
     let out = unifs(&w.store, &[&"mount", &g, &mp]);
     assert!(
         out.status.success(),
@@ -119,7 +109,7 @@ fn mount_errors_are_one_clear_line_and_mount_nothing() {
     let w = World::new();
     let g = w.dir("g");
     let mp = fs::canonicalize(w.dir("m")).unwrap();
-    let _guard = Unmount(&mp);
+    let _guard = UnmountAt(&mp);
     let missing = w.tmp.path().join("missing");
     assert_refused(
         &unifs(&w.store, &[&"mount", &missing, &mp]),
@@ -174,7 +164,7 @@ fn the_daemon_uses_the_hard_open_file_limit() {
         fs::write(g.join(format!("f{i}")), b"x").unwrap();
     }
     let mp = fs::canonicalize(w.dir("m")).unwrap();
-    let _guard = Unmount(&mp);
+    let _guard = UnmountAt(&mp);
     let out = Command::new("sh")
         .arg("-c")
         .arg("ulimit -Sn 256 && exec \"$0\" --store \"$1\" mount \"$2\" \"$3\"")
@@ -203,7 +193,7 @@ fn mount_refuses_a_store_and_anything_overlapping_it() {
     }
     let w = World::new();
     let mp = fs::canonicalize(w.dir("m")).unwrap();
-    let _guard = Unmount(&mp);
+    let _guard = UnmountAt(&mp);
     // A real store (catalog.db and objects/) with an object in it.
     let g = w.dir("g");
     crate::tree::file(&g, "usr/f", b"object\n", 0o644);
@@ -277,7 +267,7 @@ fn a_guest_is_mounted_once_at_a_time() {
     fs::write(g.join("f"), b"x").unwrap();
     let first = w.mount(&g, "m1", &[]);
     let mp2 = fs::canonicalize(w.dir("m2")).unwrap();
-    let _guard = Unmount(&mp2);
+    let _guard = UnmountAt(&mp2);
     let out = unifs(&w.store, &[&"mount", &g, &mp2]);
     assert_refused(&out, &mp2, "is already served by another unifs mount");
     // Nor a directory inside it, nor one around it.

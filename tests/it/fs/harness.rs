@@ -282,6 +282,16 @@ impl Drop for Mount {
     }
 }
 
+/// Unmounts on drop whatever the test left mounted at a path.
+pub struct UnmountAt<'a>(pub &'a Path);
+
+impl Drop for UnmountAt<'_> {
+    fn drop(&mut self) {
+        unmount_lazy(self.0);
+        wait_until(Duration::from_secs(5), || !is_mounted(self.0));
+    }
+}
+
 pub fn unmount_lazy(dir: &Path) {
     if !is_mounted(dir) {
         return;

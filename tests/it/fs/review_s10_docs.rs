@@ -38,16 +38,6 @@ fn unifs(store: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     }
 }
 
-/// Unmounts on drop whatever the test left mounted at a path.
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        unmount_lazy(self.0);
-        wait_until(Duration::from_secs(5), || !is_mounted(self.0));
-    }
-}
-
 #[test]
 fn mount_log_is_written_where_asked_or_refused() {
     if !require_root("mount_log_is_written_where_asked_or_refused") {
@@ -57,7 +47,7 @@ fn mount_log_is_written_where_asked_or_refused() {
     let g = w.dir("g");
     fs::write(g.join("hello"), b"hi\n").unwrap();
     let mp = fs::canonicalize(w.dir("m")).unwrap();
-    let _guard = Unmount(&mp);
+    let _guard = UnmountAt(&mp);
 
     // A log in a directory that does not exist: the mount came up and the
     // daemon logged nowhere, without a word (and kept the caller's stderr,
@@ -121,7 +111,7 @@ fn a_clean_unmount_leaves_no_warning_in_the_log() {
     let w = World::new();
     let g = w.dir("g");
     let mp = fs::canonicalize(w.dir("m")).unwrap();
-    let _guard = Unmount(&mp);
+    let _guard = UnmountAt(&mp);
     // The default level logs warnings only: after a plain mount and umount
     // the log held "WARN Failed to umount filesystem: Invalid argument".
     let log = w.tmp.path().join("daemon.log");
