@@ -863,6 +863,19 @@ impl Slot {
     };
 }
 
+/// Whether `path` (in the backing tree, followed as the open followed it)
+/// is a store object: it carries the store's marker.
+fn backing_is_object(path: &Path) -> bool {
+    let (Ok(p), Ok(name)) = (
+        CString::new(path.as_os_str().as_encoded_bytes()),
+        CString::new("trusted.unifs.object"),
+    ) else {
+        return false;
+    };
+    // SAFETY: NUL-terminated strings; a size query (no buffer).
+    unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}
+
 /// The documented exception (docs/mount.md): a change through an fd of a
 /// shared file the guest unlinked (or whose path a break split off) fails
 /// with ESTALE: the file is the store's, and no guest path leads to a copy.
@@ -959,7 +972,13 @@ fn fuzz(seed: u64, uid: u32, ops: usize, opts: &[&str]) {
                     // SAFETY: fstat of an fd this test holds into a zeroed stat.
                     let mut st: libc::stat = unsafe { std::mem::zeroed() };
                     unsafe { libc::fstat(mfd, &mut st) };
-                    shared = (st.st_ino >= SHARED_INO).then_some(st.st_ino);
+                    // A number from the shared range, or a private file's
+                    // number the mount kept after unify linked its path
+                    // behind the mount's back (then only its backing file
+                    // tells).
+                    let Op::Open(p, ..) = &op else { unreachable!() };
+                    let linked = st.st_ino >= SHARED_INO || backing_is_object(&g.join(p));
+                    shared = linked.then_some(st.st_ino);
                 }
                 slots[s] = Slot {
                     plain: pfd,
@@ -1020,7 +1039,7 @@ fn fuzz(seed: u64, uid: u32, ops: usize, opts: &[&str]) {
                 let held = slots.iter().position(|s| s.shared == Some(*old));
                 if *old != mino && split.contains(old) {
                     // Another name of a file split just now.
-                } else if *old != mino && *old >= SHARED_INO && held.is_some() {
+                } else if *old != mino && held.is_some() {
                     split.push(*old);
                     let s = &mut slots[held.unwrap()];
                     // SAFETY: closing fds this test opened.
