@@ -34,6 +34,10 @@ pub enum Error {
     NoConfig { name: String, path: PathBuf },
     #[error("bad guest config {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
+    /// `RUN_DIR/NAME/state.json` exists but does not parse (cut short by a
+    /// crash, edited by hand).
+    #[error("unreadable runtime record {}: {reason}", path.display())]
+    Record { path: PathBuf, reason: String },
     #[error("guest {name} is already running (init pid {pid})")]
     AlreadyRunning { name: String, pid: i32 },
     #[error("guest {name} is not running")]

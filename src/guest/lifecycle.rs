@@ -42,7 +42,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock()?;
-    if let Some(old) = run.read()? {
+    if let (Some(old), _) = read_locked(&run, name)? {
         if state::alive(old.pid, old.start_time) {
             return Err(Error::AlreadyRunning {
                 name: name.into(),
@@ -85,6 +85,42 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
                 e => e,
             })
         }
+    }
+}
+
+/// The runtime record, an unreadable one taken as none (a warning names
+/// it), and whether there was such a one: one bad file must neither hide
+/// every guest from `list` nor keep `stop` from ending its guest.
+fn read_lenient(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
+    match run.read() {
+        Err(Error::Record { path, reason }) => {
+            tracing::warn!(
+                "guest {name}: ignoring its unreadable runtime record {} ({reason}); \
+                 `unifs guest stop {name}` ends what is left of the guest",
+                path.display()
+            );
+            Ok((None, true))
+        }
+        r => r.map(|st| (st, false)),
+    }
+}
+
+/// As [`read_lenient`], under the guest's lock: an unreadable record is
+/// moved aside, and start or stop goes on as for a guest without a record
+/// (what is in its cgroups is its).
+fn read_locked(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
+    match run.read() {
+        Err(Error::Record { path, reason }) => {
+            let kept = run.set_aside()?;
+            tracing::warn!(
+                "guest {name}: its runtime record {} is unreadable ({reason}); moved to {}, \
+                 going on as for a guest without one",
+                path.display(),
+                kept.display()
+            );
+            Ok((None, true))
+        }
+        r => r.map(|st| (st, false)),
     }
 }
 
@@ -282,7 +318,8 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
     require_root("stopping a guest")?;
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    if run.read()?.is_none() && !unrecorded(&run) {
+    let (record, bad) = read_lenient(&run, name)?;
+    if record.is_none() && !bad && !unrecorded(&run) {
         // A name no config knows either is more likely a typo.
         let path = dirs.config_dir.join(format!("{name}.toml"));
         if !path.exists() {
@@ -295,9 +332,12 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
     }
     let _lock = run.lock()?;
     // Re-read under the lock: a concurrent stop may have finished.
-    let Some(st) = run.read()? else {
+    let (record, bad) = read_locked(&run, name)?;
+    let Some(st) = record else {
         return match stop_unrecorded(dirs, name, &run)? {
             true => Ok(Stopped::Unrecorded),
+            // Only the unreadable record was left of it.
+            false if bad => Ok(Stopped::WasStale),
             false => Err(Error::NotRunning { name: name.into() }),
         };
     };
@@ -363,7 +403,7 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 fn running(dirs: &Dirs, name: &str) -> Result<State> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    match run.read()? {
+    match read_lenient(&run, name)?.0 {
         Some(st) if state::alive(st.pid, st.start_time) => Ok(st),
         None if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
         _ => Err(Error::NotRunning { name: name.into() }),
@@ -470,7 +510,8 @@ pub struct Status {
     pub name: String,
     pub running: bool,
     pub pid: Option<i32>,
-    /// Stopped, but a runtime record is left (its init died).
+    /// Stopped, but a runtime record is left (its init died, or the record
+    /// is unreadable).
     pub stale: bool,
     /// Running without a runtime record (its `start` was killed before
     /// writing it): `stop` ends it, `exec` cannot enter it.
@@ -484,14 +525,14 @@ pub struct Status {
 pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    let st = run.read()?;
+    let (st, bad) = read_lenient(&run, name)?;
     // No record: a killed `start` may have left the guest running.
     let unrecorded = st
         .is_none()
         .then(|| Cgroup::tracked(&run.cgroup_name()))
         .filter(|c| !c.pids().is_empty());
     let config = dirs.config_dir.join(format!("{name}.toml"));
-    if st.is_none() && unrecorded.is_none() && !config.exists() {
+    if st.is_none() && !bad && unrecorded.is_none() && !config.exists() {
         return Err(Error::NoConfig {
             name: name.into(),
             path: config,
@@ -509,7 +550,8 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         name: name.into(),
         running: running || unrecorded.is_some(),
         pid: live.map(|s| s.pid),
-        stale: st.is_some() && !running,
+        // An unreadable record names no live init either.
+        stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
         unrecorded: unrecorded.is_some(),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),

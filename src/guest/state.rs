@@ -103,22 +103,39 @@ impl RunDir {
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| Error::Config {
+                .map_err(|e| Error::Record {
                     path,
-                    reason: format!("unreadable runtime record: {e}"),
+                    reason: e.to_string(),
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("reading runtime record", path, e)),
         }
     }
 
-    /// Temp file + rename, so a reader sees the old record or the new one.
+    /// Temp file + fsync + rename, so a reader sees the old record or the
+    /// new one, after a crash too: a run dir on a disk (not /run's tmpfs)
+    /// could otherwise come back from a power loss with an empty record.
     pub fn write(&self, state: &State) -> Result<()> {
+        use std::io::Write;
         let path = self.state_file();
         let tmp = self.dir.join(".state.json.tmp");
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        std::fs::write(&tmp, json).map_err(|e| Error::io("writing runtime record", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing runtime record", path, e))
+        let failed = |e| Error::io("writing runtime record", &tmp, e);
+        let mut file = std::fs::File::create(&tmp).map_err(failed)?;
+        file.write_all(&json).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing runtime record", &path, e))?;
+        let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+        Ok(())
+    }
+
+    /// Moves an unreadable record aside (kept for a look, never read again)
+    /// so that start and stop can go on as for a guest without a record.
+    pub fn set_aside(&self) -> Result<PathBuf> {
+        let from = self.state_file();
+        let to = self.dir.join("state.json.unreadable");
+        std::fs::rename(&from, &to).map_err(|e| Error::io("moving aside", &from, e))?;
+        Ok(to)
     }
 }
 

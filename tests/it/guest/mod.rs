@@ -7,5 +7,6 @@ mod limits;
 mod named;
 mod net;
 mod review_s10_docs;
+mod review_s11_life;
 mod run;
 mod run_overlay;

@@ -1,0 +1,220 @@
+//! Review s11: named guests' lifecycle as an operator meets it over months:
+//! damaged runtime state, failed stops and starts, what is left behind.
+//!
+//! Every guest has its own temp config and run dirs; a guard stops it and
+//! unmounts its root when a test fails half-way.
+
+use super::harness::{can_run, run_bounded, stderr, stdout, TestRoot};
+use crate::common::unifs_bin;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A named guest on the overlay, in a temp dir of its own.
+struct Guest {
+    name: String,
+    t: TestRoot,
+    config_dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Guest {
+    fn new(test: &str, init: &str) -> Guest {
+        let t = TestRoot::new();
+        let config_dir = t.dir.path().join("config");
+        let run_dir = t.dir.path().join("run");
+        std::fs::create_dir(&config_dir).unwrap();
+        let g = Guest {
+            name: format!("s11-{}-{test}", std::process::id()),
+            t,
+            config_dir,
+            run_dir,
+        };
+        g.configure(&g.name.clone(), &g.t.root(), init);
+        g
+    }
+
+    /// Writes CONFIG_DIR/NAME.toml for a guest of `root`.
+    fn configure(&self, name: &str, root: &Path, init: &str) {
+        let toml = format!("root = {root:?}\ninit = {init}\n[limits]\npids = 64\n");
+        std::fs::write(self.config_dir.join(format!("{name}.toml")), toml).unwrap();
+    }
+
+    fn unifs(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
+        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
+        // No store: the overlay mounts without one.
+        cmd.env("UNIFS_STORE", self.t.dir.path().join("no-store"));
+        cmd.arg("guest").args(args);
+        run_bounded(cmd, Duration::from_secs(30))
+    }
+
+    fn run(&self, name: &str) -> PathBuf {
+        self.run_dir.join(name)
+    }
+
+    fn record(&self, name: &str) -> serde_json::Value {
+        let text = std::fs::read(self.run(name).join("state.json")).unwrap();
+        serde_json::from_slice(&text).unwrap()
+    }
+
+    fn list(&self) -> (serde_json::Value, Output) {
+        let o = self.unifs(&["list", "--json"]);
+        let all = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("list --json: {e}\n{}\n{}", stdout(&o), stderr(&o)));
+        (all, o)
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.run_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // A record this review damaged would keep an old unifs from
+            // stopping the guest: the SIGKILLs below end it then.
+            let _ = self.unifs(&["stop", "--timeout", "0", &name]);
+            for pid in group_pids(&name, &self.run_dir) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let root = e.path().join("root");
+            if is_mounted(&root) {
+                let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// The processes in a guest's v2 group (and the `guest` group below it), as
+/// a test's last resort.
+fn group_pids(name: &str, run_dir: &Path) -> Vec<i32> {
+    let dir = std::fs::canonicalize(run_dir.join(name)).unwrap_or_default();
+    let digest = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+    let group = format!("{name}@{}", &digest[..12]);
+    let mut pids = Vec::new();
+    for base in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/pids",
+    ] {
+        let g = Path::new(base).join("unifs").join(&group);
+        for sub in [g.clone(), g.join("guest")] {
+            let text = std::fs::read_to_string(sub.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
+        }
+    }
+    pids
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Waits up to 5 s for `pid` to be gone.
+fn gone(pid: i64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+fn ok(o: &Output) -> String {
+    super::harness::ok(o)
+}
+
+fn entry<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {all}"))
+}
+
+const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
+
+#[test]
+fn s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start() {
+    if !can_run("s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start") {
+        return;
+    }
+    // A run dir on a disk (`--run-dir /var/lib/…`) can come back from a
+    // power loss with an empty state.json (it was written without fsync).
+    // One such file made `guest list` fail for every guest ("bad guest
+    // config …state.json"), and `status`, `stop` and `start` of its guest
+    // fail the same way for ever: the running guest could not be stopped.
+    let g = Guest::new("badrec", SLEEP);
+    let other = format!("{}-other", g.name);
+    g.configure(&other, &g.t.root(), SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.record(&g.name)["pid"].as_i64().unwrap();
+    let state = g.run(&g.name).join("state.json");
+    std::fs::write(&state, "").unwrap();
+
+    let (all, o) = g.list();
+    assert!(o.status.success(), "list: {}", stderr(&o));
+    assert_eq!(entry(&all, &other)["running"], false, "{all}");
+    let me = entry(&all, &g.name);
+    assert_eq!(me["running"], true, "its init still runs: {all}");
+    assert!(
+        stderr(&o).contains("state.json") && stderr(&o).contains("unreadable"),
+        "the warning names the bad record: {}",
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("bad guest config"),
+        "a runtime record is no config: {}",
+        stderr(&o)
+    );
+    let o = g.unifs(&["status", &g.name]);
+    assert_eq!(o.status.code(), Some(0), "status: {}", stderr(&o));
+
+    let o = g.unifs(&["stop", "--timeout", "1", &g.name]);
+    assert!(o.status.success(), "stop: {}", stderr(&o));
+    assert!(gone(pid), "stop left init {pid} running");
+    assert!(!is_mounted(&g.run(&g.name).join("root")));
+    assert!(!state.exists(), "the bad record is still read");
+    assert!(
+        g.run(&g.name).join("state.json.unreadable").exists(),
+        "kept for a look"
+    );
+
+    // A start over an unreadable record of a dead guest (left mounted).
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.record(&g.name)["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(gone(pid));
+    std::fs::write(&state, "{\"name\": \"cut").unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&g.unifs(&["status", "--json", &g.name]).stdout).unwrap();
+    assert_eq!(st["running"], false, "{st}");
+    assert_eq!(st["stale"], true, "{st}");
+    let o = g.unifs(&["start", &g.name]);
+    assert!(o.status.success(), "start: {}", stderr(&o));
+    assert!(stderr(&o).contains("unreadable"), "{}", stderr(&o));
+    let new = g.record(&g.name)["pid"].as_i64().unwrap();
+    assert!(alive(new));
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    assert!(!is_mounted(&g.run(&g.name).join("root")));
+}
