@@ -368,6 +368,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             name,
         } => {
             let s = lifecycle::status(&dirs(d), &name)?;
+            if s.root_lost {
+                let lost = crate::guest::Error::RootLost { name: name.clone() };
+                eprintln!("warning: {lost}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -397,6 +401,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
 fn state_word(s: &lifecycle::Status) -> &'static str {
     match (s.running, s.stale) {
         (true, _) if s.unrecorded => "running (unrecorded)",
+        (true, _) if s.root_lost => "running (root lost)",
         (true, _) => "running",
         (false, true) => "stopped (stale record)",
         (false, false) => "stopped",

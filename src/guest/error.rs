@@ -44,6 +44,11 @@ pub enum Error {
     NotRunning { name: String },
     #[error("guest {name} runs without a runtime record (its start was interrupted); `unifs guest stop {name}` ends it")]
     Unrecorded { name: String },
+    #[error(
+        "the root of guest {name} is unreachable: its overlay daemon (`unifs mount`) has died or does not answer; \
+         `unifs guest stop {name}` and `unifs guest start {name}` bring the guest back"
+    )]
+    RootLost { name: String },
     #[error("mounting the root of guest {name} failed: {reason}")]
     RootMount { name: String, reason: String },
     #[error("cannot serve guest root {} through the overlay: {reason}", root.display())]

@@ -416,6 +416,13 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
 pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<i32> {
     require_root("entering a guest")?;
     let st = running(dirs, name)?;
+    // Else the command's exec fails with a bare ENOTCONN.
+    if st.root_mount == RootMount::Overlay
+        && nix::sys::statfs::statfs(&RunDir::new(&dirs.run_dir, name).root()).err()
+            == Some(nix::errno::Errno::ENOTCONN)
+    {
+        return Err(Error::RootLost { name: name.into() });
+    }
     let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
         .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
     // The command joins the guest's cgroups, not this process: it stays on
@@ -516,6 +523,9 @@ pub struct Status {
     /// Running without a runtime record (its `start` was killed before
     /// writing it): `stop` ends it, `exec` cannot enter it.
     pub unrecorded: bool,
+    /// Running, but its overlay root does not answer: its daemon died (or
+    /// hangs), and the guest's files are unreachable until a stop and start.
+    pub root_lost: bool,
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
     pub processes: Option<u64>,
@@ -546,6 +556,10 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         .map_or(0, |d| d.as_secs());
     let live = st.as_ref().filter(|_| running);
     let cgroup = live.map(|s| &s.cgroup).or(unrecorded.as_ref());
+    let root_lost = live.is_some_and(|s| {
+        s.root_mount == RootMount::Overlay
+            && state::root_health(&run.root(), Duration::from_secs(1)) != state::RootHealth::Answers
+    });
     Ok(Status {
         name: name.into(),
         running: running || unrecorded.is_some(),
@@ -553,6 +567,7 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         // An unreadable record names no live init either.
         stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
         unrecorded: unrecorded.is_some(),
+        root_lost,
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         processes: cgroup.and_then(|c| c.pids_current().or(Some(c.pids().len() as u64))),

@@ -161,6 +161,39 @@ pub fn alive(pid: i32, start_time: u64) -> bool {
     matches!(proc_stat(pid), Some((state, t)) if t == start_time && state != 'Z' && state != 'X')
 }
 
+/// Whether a guest's overlay root still serves its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootHealth {
+    Answers,
+    /// Its daemon is gone: the mount stays, and every access fails with
+    /// ENOTCONN ("Transport endpoint is not connected").
+    Lost,
+    /// Its daemon did not answer in time (stopped, or hung).
+    NoAnswer,
+}
+
+/// Asks the filesystem at `root` for its statistics: statfs is never served
+/// from a cache, so it reaches the FUSE daemon of an overlay root, and a
+/// guest whose daemon died (killed, OOM) is told from a running one. From a
+/// thread, so a hung daemon costs `limit`, not a hung `status`.
+pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = root.to_path_buf();
+    let asked = std::thread::Builder::new()
+        .name("root-health".into())
+        .spawn(move || {
+            let _ = tx.send(nix::sys::statfs::statfs(&path).map(drop));
+        });
+    if asked.is_err() {
+        return RootHealth::Answers; // Cannot tell: say nothing.
+    }
+    match rx.recv_timeout(limit) {
+        Ok(Err(nix::errno::Errno::ENOTCONN)) => RootHealth::Lost,
+        Ok(_) => RootHealth::Answers,
+        Err(_) => RootHealth::NoAnswer,
+    }
+}
+
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {

@@ -218,3 +218,70 @@ fn s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start(
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
     assert!(!is_mounted(&g.run(&g.name).join("root")));
 }
+
+/// The `unifs mount` daemon serving `mountpoint`, by its command line.
+fn mount_daemon(mountpoint: &Path) -> i32 {
+    let want = mountpoint.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "mount") && args.last() == Some(&want) {
+            return pid;
+        }
+    }
+    panic!("no daemon serves {want}");
+}
+
+#[test]
+fn s11_a_guest_whose_mount_daemon_died_is_not_shown_as_plainly_running() {
+    if !can_run("s11_a_guest_whose_mount_daemon_died_is_not_shown_as_plainly_running") {
+        return;
+    }
+    // The overlay daemon of a running guest SIGKILLed (an OOM kill, an
+    // operator's `pkill unifs`): the guest runs on, but every access to its
+    // files fails with ENOTCONN. `list` and `status` said plainly "running"
+    // (exit 0), and `exec` failed with a bare "exec /bin/true: ENOTCONN".
+    let g = Guest::new("daemon", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let root = g.run(&g.name).join("root");
+    let daemon = mount_daemon(&root);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(gone(daemon as i64));
+
+    let (all, _) = g.list();
+    let me = entry(&all, &g.name);
+    assert_eq!(me["running"], true, "{all}");
+    assert_eq!(me["root_lost"], true, "{all}");
+    let o = g.unifs(&["list"]);
+    assert!(stdout(&o).contains("root lost"), "{}", stdout(&o));
+    let o = g.unifs(&["status", &g.name]);
+    assert!(stdout(&o).contains("running (root lost)"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("overlay daemon"), "{}", stderr(&o));
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("overlay daemon") && stderr(&o).contains("guest stop"),
+        "exec says why and what to do: {}",
+        stderr(&o)
+    );
+
+    // Stop and start bring it back, and a healthy guest is not "lost".
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    assert!(!is_mounted(&root));
+    ok(&g.unifs(&["start", &g.name]));
+    let (all, _) = g.list();
+    assert_eq!(entry(&all, &g.name)["root_lost"], false, "{all}");
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+}
