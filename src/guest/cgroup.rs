@@ -54,7 +54,7 @@ impl Hierarchies {
                 }
                 "cgroup" => {
                     for opt in opts.split(',') {
-                        if ["memory", "pids", "cpu", "blkio"].contains(&opt) {
+                        if ["memory", "pids", "cpu", "blkio", "freezer"].contains(&opt) {
                             h.v1.entry(opt.to_string()).or_insert_with(|| mount.clone());
                         }
                     }
@@ -414,6 +414,25 @@ impl Cgroup {
             .flat_map(|g| files.iter().map(move |f| g.join(f)))
             .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
     }
+}
+
+/// The cgroup v1 freezer group holding `pid`, if that group is frozen: a
+/// process there does not end on SIGKILL until the group is thawed (on v2
+/// it does). Guests' own groups have no freezer; an operator may have put
+/// a guest's processes in one (a paused guest).
+pub fn frozen_v1_group(pid: i32) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "freezer")
+            .then(|| path.trim_start_matches('/').to_string())
+    })?;
+    let dir = Hierarchies::detect().v1.get("freezer")?.join(rel);
+    let state = std::fs::read_to_string(dir.join("freezer.state")).ok()?;
+    (state.trim() != "THAWED").then_some(dir)
 }
 
 /// `dir` and every group below it, parents before children.

@@ -40,6 +40,9 @@ pub enum Error {
     Record { path: PathBuf, reason: String },
     #[error("guest {name} is already running (init pid {pid})")]
     AlreadyRunning { name: String, pid: i32 },
+    /// Processes of the guest that could not be ended.
+    #[error("stopping guest {name} failed: {reason}")]
+    Stop { name: String, reason: String },
     #[error("guest {name} is not running")]
     NotRunning { name: String },
     #[error("guest {name} runs without a runtime record (its start was interrupted); `unifs guest stop {name}` ends it")]

@@ -140,10 +140,7 @@ fn kill_unrecorded(name: &str, run: &RunDir, cfg: Option<&GuestConfig>) -> Resul
     );
     cgroup.kill_all();
     if !wait_until(Duration::from_secs(5), || cgroup.pids().is_empty()) {
-        return Err(Error::Setup(format!(
-            "guest {name}: processes of an unfinished start survived SIGKILL (pids {:?})",
-            cgroup.pids()
-        )));
+        return Err(survived(name, cgroup.pids()));
     }
     if let Some(Ok(spec)) = cfg.map(|c| c.spec(name, PathBuf::new())) {
         super::net::teardown(&spec);
@@ -371,10 +368,11 @@ fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
         !state::alive(st.pid, st.start_time) && st.cgroup.pids().is_empty()
     });
     if !gone {
-        return Err(Error::Setup(format!(
-            "guest {}: processes survived SIGKILL (pid {})",
-            st.name, st.pid
-        )));
+        let mut left = st.cgroup.pids();
+        if state::alive(st.pid, st.start_time) && !left.contains(&st.pid) {
+            left.insert(0, st.pid);
+        }
+        return Err(survived(&st.name, left));
     }
     unmount_root(&run.root(), st.root_mount)?;
     st.cgroup.remove();
@@ -384,6 +382,23 @@ fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
     let _ = std::fs::remove_dir(run.root());
     let _ = std::fs::remove_file(run.state_file());
     Ok(clean)
+}
+
+/// Why a guest could not be ended: which processes outlived SIGKILL, and
+/// why where that is known.
+fn survived(name: &str, pids: Vec<i32>) -> Error {
+    let frozen = pids.iter().find_map(|&p| super::cgroup::frozen_v1_group(p));
+    let why = frozen.map_or(String::new(), |dir| {
+        format!(
+            "; they are frozen in the cgroup v1 freezer group {0}: thaw it \
+             (`echo THAWED > {0}/freezer.state`) and stop the guest again",
+            dir.display()
+        )
+    });
+    Error::Stop {
+        name: name.into(),
+        reason: format!("processes survived SIGKILL (pids {pids:?}){why}"),
+    }
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {

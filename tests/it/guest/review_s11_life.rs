@@ -285,3 +285,75 @@ fn s11_a_guest_whose_mount_daemon_died_is_not_shown_as_plainly_running() {
     ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
+
+/// A cgroup v1 freezer group of the test's own; thawed and removed on drop.
+struct Freezer(PathBuf);
+
+impl Freezer {
+    fn state(&self, want: &str) {
+        std::fs::write(self.0.join("freezer.state"), want).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(self.0.join("freezer.state"))
+            .unwrap()
+            .trim()
+            != want
+        {
+            assert!(Instant::now() < deadline, "freezer never got {want}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn s11_stop_of_a_frozen_guest_says_why_it_failed() {
+    if !can_run("s11_stop_of_a_frozen_guest_says_why_it_failed") {
+        return;
+    }
+    let v1 = Path::new("/sys/fs/cgroup/freezer");
+    if !v1.join("freezer.state").exists() && !v1.join("cgroup.procs").exists() {
+        eprintln!(
+            "skipping: no cgroup v1 freezer hierarchy at {}",
+            v1.display()
+        );
+        return;
+    }
+    // A guest paused with the v1 freezer (as lxc-freeze or a v1 `docker
+    // pause` do) does not die on SIGKILL. `stop` failed after 5 s with
+    // "setting up the guest failed: guest NAME: processes survived SIGKILL
+    // (pid N)": no set-up was going on, and nothing said why or what to do.
+    let g = Guest::new("frozen", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.record(&g.name)["pid"].as_i64().unwrap();
+    let freezer = Freezer(v1.join(format!("unifs-s11-{}", std::process::id())));
+    std::fs::create_dir(&freezer.0).unwrap();
+    for p in group_pids(&g.name, &g.run_dir) {
+        std::fs::write(freezer.0.join("cgroup.procs"), p.to_string()).unwrap();
+    }
+    freezer.state("FROZEN");
+
+    let o = g.unifs(&["stop", "--timeout", "0", &g.name]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("setting up"), "{err}");
+    assert!(err.contains(&format!("stopping guest {}", g.name)), "{err}");
+    assert!(err.contains(&pid.to_string()), "names the pids: {err}");
+    assert!(
+        err.contains(&freezer.0.display().to_string()) && err.contains("THAWED"),
+        "says what holds them: {err}"
+    );
+    // Thawed, the SIGKILLs land and the next stop finishes.
+    freezer.state("THAWED");
+    assert!(gone(pid));
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    assert!(!is_mounted(&g.run(&g.name).join("root")));
+}
