@@ -195,6 +195,7 @@ fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
         root_mount: cfg.root_mount,
         backing: cfg.root.clone(),
         cgroup: spawned.cgroup.clone(),
+        host_ifindex: super::net::host_ifindex(&spec),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -376,7 +377,7 @@ fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
     }
     unmount_root(&run.root(), st.root_mount)?;
     st.cgroup.remove();
-    super::net::teardown(&st.spec);
+    super::net::teardown_recorded(&st.spec, st.host_ifindex);
     // Never remove_dir_all: if the unmount had failed, root/ would be the
     // guest's files.
     let _ = std::fs::remove_dir(run.root());

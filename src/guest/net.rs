@@ -120,6 +120,31 @@ pub fn teardown(spec: &GuestSpec) {
     }
 }
 
+/// The interface index of a veth guest's host end, while it exists: kept in
+/// a named guest's record, so its clean-up removes its own interface only.
+pub fn host_ifindex(spec: &GuestSpec) -> Option<u32> {
+    if spec.net.mode != NetMode::Veth {
+        return None;
+    }
+    let path = Path::new("/sys/class/net")
+        .join(host_ifname(spec))
+        .join("ifindex");
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// [`teardown`] for a named guest's record: only if the host end is still
+/// the interface the guest got (`ifindex`; indexes are not reused soon).
+/// By the time a stale record is cleaned up, its guest's pair went with its
+/// namespace long ago, and `ve-NAME` may be another run dir's guest of that
+/// name, which would lose its network. A record without the index (an older
+/// unifs) is cleaned up by name, as before.
+pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
+    match ifindex {
+        Some(i) if host_ifindex(spec) != Some(i) => {}
+        _ => teardown(spec),
+    }
+}
+
 /// Runs `f` (which spawns `ip`) inside the network namespace of `pid`, then
 /// returns to ours. Only the calling thread moves; callers are single-threaded.
 fn in_netns(pid: Pid, f: impl FnOnce() -> Result<()>) -> Result<()> {

@@ -26,6 +26,10 @@ pub struct State {
     pub spec: GuestSpec,
     /// Seconds since the epoch.
     pub started: u64,
+    /// The index of a veth guest's host interface, which stop removes only
+    /// while it is that one.
+    #[serde(default)]
+    pub host_ifindex: Option<u32>,
 }
 
 /// The runtime directory of one guest.

@@ -357,3 +357,77 @@ fn s11_stop_of_a_frozen_guest_says_why_it_failed() {
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
     assert!(!is_mounted(&g.run(&g.name).join("root")));
 }
+
+/// `ve-NAME`, or `ve-` and a digest for a long NAME (docs/guests.md).
+fn host_if(name: &str) -> PathBuf {
+    let short = format!("ve-{name}");
+    let ifname = if short.len() <= 15 {
+        short
+    } else {
+        format!("ve-{}", &blake3::hash(name.as_bytes()).to_hex()[..12])
+    };
+    Path::new("/sys/class/net").join(ifname)
+}
+
+/// Waits up to 5 s for `done`.
+fn within_5s(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn s11_cleaning_up_a_stale_veth_guest_leaves_another_run_dirs_interface_alone() {
+    if !can_run("s11_cleaning_up_a_stale_veth_guest_leaves_another_run_dirs_interface_alone") {
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "needs iproute2's `ip`");
+        eprintln!("skipping: needs iproute2's `ip`");
+        return;
+    }
+    // Guests of one name in two run dirs share the host interface name
+    // (docs/guests.md). Cleaning up one's stale record (its init had died,
+    // and its pair with it) ran `ip link del ve-NAME`: the other guest,
+    // running, lost its network.
+    let a = Guest::new("vtwin", SLEEP);
+    let b = Guest::new("vtwin", SLEEP);
+    assert_eq!(a.name, b.name);
+    let n = std::process::id() % 200 + 20;
+    for g in [&a, &b] {
+        let cfg = g.config_dir.join(format!("{}.toml", g.name));
+        let mut toml = std::fs::read_to_string(&cfg).unwrap();
+        toml.push_str(&format!(
+            "[net]\nmode = \"veth\"\nip = \"10.216.{n}.2/24\"\n"
+        ));
+        std::fs::write(&cfg, toml).unwrap();
+    }
+    let iface = host_if(&a.name);
+    ok(&a.unifs(&["start", &a.name]));
+    let pid = a.record(&a.name)["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(gone(pid));
+    assert!(within_5s(|| !iface.exists()), "a's pair outlived its guest");
+
+    ok(&b.unifs(&["start", &b.name]));
+    let index = std::fs::read_to_string(iface.join("ifindex")).unwrap();
+    let out = ok(&a.unifs(&["stop", &a.name]));
+    assert!(out.contains("stale"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(iface.join("ifindex")).ok(),
+        Some(index),
+        "cleaning up a's record removed b's interface"
+    );
+    // b's own stop still removes it.
+    ok(&b.unifs(&["stop", "--timeout", "0", &b.name]));
+    assert!(within_5s(|| !iface.exists()), "b's stop left its interface");
+}
