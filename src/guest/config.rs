@@ -78,8 +78,15 @@ fn default_shell() -> String {
 
 /// Guest names become file and cgroup names: keep them plain.
 pub fn check_name(name: &str) -> Result<()> {
+    // Said apart: a name of plain letters would be told to use letters.
+    if name.len() > 64 {
+        return Err(Error::Invalid {
+            what: "guest name",
+            value: name.into(),
+            reason: format!("at most 64 bytes (this one has {})", name.len()),
+        });
+    }
     let ok = !name.is_empty()
-        && name.len() <= 64
         && !name.starts_with('.')
         && !name.starts_with("run-")
         && name

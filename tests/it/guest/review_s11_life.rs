@@ -431,3 +431,26 @@ fn s11_cleaning_up_a_stale_veth_guest_leaves_another_run_dirs_interface_alone() 
     ok(&b.unifs(&["stop", "--timeout", "0", &b.name]));
     assert!(within_5s(|| !iface.exists()), "b's stop left its interface");
 }
+
+#[test]
+fn s11_a_too_long_guest_name_is_refused_for_its_length() {
+    if !can_run("s11_a_too_long_guest_name_is_refused_for_its_length") {
+        return;
+    }
+    // A 65-letter name was refused with "use letters, digits, '.', '_' and
+    // '-' (not starting with '.' or 'run-')": all true of it, so the
+    // operator could not tell what was wrong.
+    let g = Guest::new("long", SLEEP);
+    let name = "a".repeat(65);
+    g.configure(&name, &g.t.root(), SLEEP);
+    for args in [vec!["start", &name], vec!["status", &name]] {
+        let o = g.unifs(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("at most 64") && stderr(&o).contains("65"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!g.run(&name).exists());
+}
