@@ -601,7 +601,19 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
         for e in entries.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();
             let name = if want_toml {
-                file.strip_suffix(".toml").map(str::to_string)
+                let name = file.strip_suffix(".toml").map(str::to_string);
+                // Hidden files (an editor's lock) are not meant as configs.
+                if let Some(Err(err)) = name
+                    .as_deref()
+                    .filter(|_| !file.starts_with('.'))
+                    .map(check_name)
+                {
+                    tracing::warn!(
+                        "{} is not listed and cannot be started: {err}",
+                        dir.join(&file).display()
+                    );
+                }
+                name
             } else {
                 let known = e.path().join("state.json").exists()
                     || (check_name(&file).is_ok() && unrecorded(&RunDir::new(dir, &file)));

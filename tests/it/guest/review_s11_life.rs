@@ -454,3 +454,28 @@ fn s11_a_too_long_guest_name_is_refused_for_its_length() {
     }
     assert!(!g.run(&name).exists());
 }
+
+#[test]
+fn s11_list_warns_of_configs_no_guest_name_can_start() {
+    if !can_run("s11_list_warns_of_configs_no_guest_name_can_start") {
+        return;
+    }
+    // A config whose file name is no valid guest name ("web 1.toml",
+    // "run-web.toml") was left out of `list` without a word, though `list`
+    // warns of a config with a misspelt key: the operator saw no guest and
+    // no reason.
+    let g = Guest::new("badname", SLEEP);
+    for bad in ["web 1", "run-web"] {
+        g.configure(bad, &g.t.root(), SLEEP);
+    }
+    // An editor's lock file is no config: no warning.
+    std::fs::write(g.config_dir.join(".#web.toml"), "").unwrap();
+    let (all, o) = g.list();
+    assert!(o.status.success());
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    let err = stderr(&o);
+    for bad in ["web 1.toml", "run-web.toml"] {
+        assert!(err.contains(bad), "no warning for {bad}: {err}");
+    }
+    assert!(!err.contains(".#web"), "{err}");
+}
