@@ -263,7 +263,11 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
     if how == RootMount::Overlay {
         if let Ok(exe) = std::env::current_exe() {
             let mut cmd = Command::new(exe);
-            cmd.arg("umount").arg(root);
+            // Its "busy …, or use --lazy" names an option `guest` has not:
+            // what happens then is said below.
+            cmd.arg("umount")
+                .arg(root)
+                .stderr(std::process::Stdio::null());
             if matches!(run_bounded(cmd, Duration::from_secs(30)), Ok(s) if s.success()) {
                 return Ok(());
             }
@@ -271,9 +275,54 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
     }
     match nix::mount::umount2(root, MntFlags::empty()) {
         Ok(()) => Ok(()),
-        // Busy: detach it; it goes away with its last user.
-        Err(_) => nix::mount::umount2(root, MntFlags::MNT_DETACH)
-            .map_err(|e| Error::sys(format!("unmounting {}", root.display()), e)),
+        Err(e) => {
+            if e == nix::errno::Errno::EBUSY {
+                // Detached, the mount lives on for them, and with it the
+                // daemon's claim on the backing dir: `start` fails till then.
+                tracing::warn!(
+                    "the guest's root {} is busy (used by host processes: {}); detached it: it \
+                     stays served to them, and the guest cannot start again, until they let go",
+                    root.display(),
+                    users_of(root)
+                );
+            }
+            nix::mount::umount2(root, MntFlags::MNT_DETACH)
+                .map_err(|e| Error::sys(format!("unmounting {}", root.display()), e))
+        }
+    }
+}
+
+/// Processes whose working directory, root or an open file lies below
+/// `mount` ("PID (COMM)", a few), for the operator to end. Read from /proc
+/// links, which name paths without asking the filesystem.
+fn users_of(mount: &Path) -> String {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return "unknown".into();
+    };
+    let under = |link: PathBuf| std::fs::read_link(link).is_ok_and(|p| p.starts_with(mount));
+    let mut users = Vec::new();
+    for p in procs.flatten() {
+        let dir = p.path();
+        if p.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let fds = std::fs::read_dir(dir.join("fd")).into_iter().flatten();
+        let uses = under(dir.join("cwd"))
+            || under(dir.join("root"))
+            || fds.flatten().any(|fd| under(fd.path()));
+        if uses {
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            users.push(format!(
+                "{} ({})",
+                p.file_name().to_string_lossy(),
+                comm.trim()
+            ));
+        }
+    }
+    match users.len() {
+        0 => "none found".into(),
+        n if n > 8 => format!("{}, and {} more", users[..8].join(", "), n - 8),
+        _ => users.join(", "),
     }
 }
 

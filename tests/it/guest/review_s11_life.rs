@@ -479,3 +479,36 @@ fn s11_list_warns_of_configs_no_guest_name_can_start() {
     }
     assert!(!err.contains(".#web"), "{err}");
 }
+
+#[test]
+fn s11_stop_of_a_guest_whose_root_a_host_process_uses_says_what_it_did() {
+    if !can_run("s11_stop_of_a_guest_whose_root_a_host_process_uses_says_what_it_did") {
+        return;
+    }
+    // An operator's shell left in RUN_DIR/NAME/root: `stop` passed on
+    // `unifs umount`'s "… is busy (a process uses it); stop it, or use
+    // --lazy" (no such option of `guest stop`), then detached the root
+    // without a word and said "stopped". The next `start` failed with
+    // "already served by another unifs mount", a mount nobody could see.
+    let g = Guest::new("busy", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let root = g.run(&g.name).join("root");
+    let mut sleeper = Command::new("/bin/busybox");
+    sleeper.args(["sleep", "30"]).current_dir(root.join("tmp"));
+    let sleeper = super::harness::KillOnDrop(Some(sleeper.spawn().unwrap()));
+    let user = sleeper.0.as_ref().unwrap().id();
+
+    let o = g.unifs(&["stop", "--timeout", "0", &g.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("--lazy"), "{err}");
+    assert!(
+        err.contains("busy") && err.contains(&format!("{user} (")),
+        "names who holds it: {err}"
+    );
+    assert!(!is_mounted(&root));
+    // Once it lets go, the guest starts again.
+    drop(sleeper);
+    ok(&g.unifs(&["start", &g.name]));
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+}
