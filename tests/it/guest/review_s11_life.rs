@@ -87,23 +87,39 @@ impl Drop for Guest {
             if is_mounted(&root) {
                 let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
             }
+            for g in groups(&name, &self.run_dir) {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while g.exists() && Instant::now() < deadline {
+                    let _ = std::fs::remove_dir(g.join("guest"));
+                    let _ = std::fs::remove_dir(&g);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
     }
+}
+
+/// A guest's groups in every hierarchy where unifs makes them.
+fn groups(name: &str, run_dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(run_dir.join(name)).unwrap_or_default();
+    let digest = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+    let group = format!("{name}@{}", &digest[..12]);
+    [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+    ]
+    .iter()
+    .map(|base| Path::new(base).join("unifs").join(&group))
+    .collect()
 }
 
 /// The processes in a guest's v2 group (and the `guest` group below it), as
 /// a test's last resort.
 fn group_pids(name: &str, run_dir: &Path) -> Vec<i32> {
-    let dir = std::fs::canonicalize(run_dir.join(name)).unwrap_or_default();
-    let digest = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
-    let group = format!("{name}@{}", &digest[..12]);
     let mut pids = Vec::new();
-    for base in [
-        "/sys/fs/cgroup",
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup/pids",
-    ] {
-        let g = Path::new(base).join("unifs").join(&group);
+    for g in groups(name, run_dir) {
         for sub in [g.clone(), g.join("guest")] {
             let text = std::fs::read_to_string(sub.join("cgroup.procs")).unwrap_or_default();
             pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
