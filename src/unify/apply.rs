@@ -134,6 +134,10 @@ pub struct Applier<'a> {
     pub(super) keep_fds: usize,
     /// Mtimes of the directories linking changed, put back at the end.
     pub(super) dir_times: super::dirtimes::DirTimes,
+    /// Directories where a temp name of this run could not be removed: kept
+    /// for the next run as a killed run's are, so that it removes them (a
+    /// `.unifs-tmp-*` name in a directory no run recorded is the guest's).
+    left_behind: Mutex<super::dirjournal::KilledDirs>,
 }
 
 impl<'a> Applier<'a> {
@@ -158,7 +162,13 @@ impl<'a> Applier<'a> {
             },
             keep_fds: (spare / 4 / threads).min(64),
             dir_times: Default::default(),
+            left_behind: Mutex::default(),
         }
+    }
+
+    /// The directories holding temp names this run could not remove.
+    pub(super) fn take_left_behind(&self) -> super::dirjournal::KilledDirs {
+        std::mem::take(&mut *self.left_behind.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Links the files of `group`. `fds` holds files opened for hashing:
@@ -432,7 +442,7 @@ impl<'a> Applier<'a> {
         let noted = self
             .dir_times
             .before_change(rec.guest, dir_rel, dir, Some(parent.key));
-        let swapped = self.swap(target, dir, &name, fd.as_fd(), &st, work);
+        let swapped = self.swap(target, file, &parent, &name, fd.as_fd(), &st, work);
         self.dir_times.after_change(dir, noted);
         swapped?;
         if rec.stat.nlink > 1 {
@@ -453,18 +463,21 @@ impl<'a> Applier<'a> {
 
     /// Links the object to a temp name next to `name`, swaps the two and
     /// removes the temp name, which then names the file `fd` (checked: `st`).
+    #[allow(clippy::too_many_arguments)]
     fn swap(
         &self,
         target: &mut Target,
-        parent: BorrowedFd,
+        file: usize,
+        dir: &ParentDir,
         name: &OsStr,
         fd: BorrowedFd,
         st: &Stat,
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
+        let parent = dir.as_fd();
         let tmp = self.link_to_tmp(target, parent, work)?;
         if let Err(e) = sys::rename_exchange(parent, &tmp, name) {
-            let _ = sys::unlink_at(parent, &tmp);
+            let _ = self.remove_tmp(file, dir, &tmp);
             return Err(fail(e));
         }
         // The name may have been replaced after our check: only remove
@@ -492,7 +505,7 @@ impl<'a> Applier<'a> {
             }
             return match back.err() {
                 None => {
-                    let _ = sys::unlink_at(parent, &tmp);
+                    let _ = self.remove_tmp(file, dir, &tmp);
                     Err(skip)
                 }
                 Some(e) => Err(Skip::Failed(format!(
@@ -502,7 +515,39 @@ impl<'a> Applier<'a> {
                 ))),
             };
         }
-        sys::unlink_at(parent, &tmp).map_err(fail)
+        if let Err(e) = self.remove_tmp(file, dir, &tmp) {
+            // The swap is done: the name links the object, and only the
+            // guest's old copy stays, under the temp name. Failing the file
+            // here would leave the catalog without its link.
+            work.problems.push(Problem::new(
+                self.path_of(file).with_file_name(&tmp),
+                format!(
+                    "the old copy of {}, which now links its object, could not be \
+                     removed ({e}); the next unify removes it",
+                    name.to_string_lossy()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes temp name `tmp` in `dir`, the directory of candidate `file`.
+    /// If it cannot, the directory is kept for the next run, which then
+    /// takes the name for this run's leftover (as it does a killed run's)
+    /// and removes it, rather than leave it in the guest for good.
+    fn remove_tmp(&self, file: usize, dir: &ParentDir, tmp: &OsStr) -> io::Result<()> {
+        let removed = sys::unlink_at(dir.as_fd(), tmp);
+        if removed.is_err() {
+            let root = self.guests[self.candidates[file].guest as usize]
+                .root
+                .clone();
+            let (dev, ino) = dir.key;
+            self.left_behind
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((self.pid, dev, ino), root);
+        }
+        removed
     }
 
     /// Links the target object to a fresh temp name in `parent`, moving on

@@ -602,6 +602,21 @@ fn run(
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
     });
+    // Temp names the run could not remove: the next run removes them.
+    let left_behind = applier.take_left_behind();
+    if !left_behind.is_empty() {
+        killed_dirs.extend(left_behind);
+        if let Err(e) = store
+            .tmp_dir()
+            .map_err(std::io::Error::other)
+            .and_then(|tmp| dirjournal::keep_killed(tmp, &killed_dirs))
+        {
+            summary.problems.push(Problem::new(
+                store.root().join("tmp"),
+                format!("cannot keep the directories of temp names left behind: {e}"),
+            ));
+        }
+    }
     let out = match out {
         Ok(out) => out,
         Err(e) => {

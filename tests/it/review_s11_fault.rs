@@ -1,0 +1,106 @@
+//! Syscall fault injection into `unifs unify` with strace's `--inject`
+//! (man strace, "Tampering"): the Nth call of a syscall fails with an errno,
+//! deterministically. One linking thread (`UNIFS_THREADS=1`) makes "the Nth
+//! call" the same call every run.
+
+use crate::common::{require_root, unifs_bin};
+use crate::tree::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Whether strace is there (.ci/run installs it); outside CI a test without
+/// it skips with a reason, under CI it fails.
+fn require_strace(test: &str) -> bool {
+    if Command::new("strace").arg("-V").output().is_ok() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs strace, and CI must not skip it");
+    }
+    eprintln!("skipping {test}: needs strace");
+    false
+}
+
+/// `unifs unify --json GUESTS` with `inject` (e.g. `unlinkat:error=EIO:when=1`)
+/// applied by strace, with one linking thread.
+fn unify_injected(store: &Path, guests: &[&PathBuf], inject: &str) -> Output {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null"])
+        .arg(format!("--inject={inject}"))
+        .arg(unifs_bin())
+        .args(["--store".as_ref(), store.as_os_str()])
+        .args(["unify", "--json", "--no-progress"])
+        .args(guests)
+        .env("UNIFS_THREADS", "1")
+        .env_remove("UNIFS_TEST_LINK_MAX");
+    cmd.output().unwrap()
+}
+
+/// Every path below `root` whose name is unify's temp-name form.
+fn temp_names(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".unifs-tmp-"))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn problems(summary: &serde_json::Value) -> Vec<String> {
+    summary["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}: {}", p["path"].as_str().unwrap(), p["what"]))
+        .collect()
+}
+
+/// The unlink of the swapped-out original failed (EIO): the file was
+/// replaced, but its old copy stayed under a `.unifs-tmp-PID-N` name in
+/// the guest. The run finished normally, so it kept no record of the
+/// directory, and every later run took the name for the guest's own:
+/// "left alone", exit 23, for good, and the guest kept seeing the name.
+#[test]
+fn a_temp_name_unify_could_not_remove_is_removed_by_the_next_run() {
+    let test = "a_temp_name_unify_could_not_remove_is_removed_by_the_next_run";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
+    }
+    let before = snapshot(&b);
+    // The first unlinkat of a fresh store's run removes the swapped-out
+    // original of b's file.
+    let out = unify_injected(&store, &[&a, &b], "unlinkat:error=EIO:when=1");
+    let first = unify_summary(&out);
+    let left = temp_names(&b);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let p = problems(&first);
+    assert!(
+        p.len() == 1 && p[0].contains(".unifs-tmp-") && p[0].contains("Input/output error"),
+        "the problem names the temp name and the errno: {p:?}"
+    );
+    // The file itself was replaced: it reads as before.
+    let mut now = snapshot_with(&b, |rel| rel.to_string_lossy().contains(".unifs-tmp-"));
+    now = now.without_dir_mtimes();
+    assert_invisible(
+        &before.clone().without_dir_mtimes(),
+        &now,
+        "after the failed unlink",
+    );
+
+    let second = unify_json(&store, &[&a, &b]);
+    assert_eq!(problems(&second), Vec::<String>::new());
+    assert_eq!(second["stale_tmp_removed"], 1, "{second}");
+    assert_eq!(temp_names(&b), Vec::<PathBuf>::new());
+    assert_invisible(&before, &snapshot(&b), "after the next run");
+    assert_eq!(
+        ino(&a.join("usr/lib/libx.so")),
+        ino(&b.join("usr/lib/libx.so"))
+    );
+    assert_verify_clean(&store);
+}
