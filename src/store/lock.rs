@@ -29,9 +29,10 @@ impl WriterLock {
                 error,
             })?;
         // SAFETY: flock on an fd we own; no memory is passed.
-        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if ret != 0 {
-            let err = std::io::Error::last_os_error();
+        let ret = crate::sys::retry(|| unsafe {
+            libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
+        });
+        if let Err(err) = ret {
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);

@@ -103,6 +103,19 @@ pub(crate) fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// [`check`] of `call`, made again while it fails with EINTR. A call that
+/// fails so did nothing, and the signal (a lease break's SIGIO, a stop and
+/// continue) is no fault of the file: an open, link, rename or unlink must
+/// not be reported as failed, nor a file left as it was, for it.
+pub(crate) fn retry(mut call: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match check(call()) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            done => return done,
+        }
+    }
+}
+
 /// Resolution flags for paths inside a guest: stay beneath the directory, on
 /// its filesystem, and never follow a symlink (invariant 4).
 const RESOLVE_GUEST: u64 = libc::RESOLVE_BENEATH
@@ -149,27 +162,24 @@ fn open_beneath_once(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<Owne
     how.resolve = RESOLVE_GUEST;
     // SAFETY: `path` is NUL-terminated and `how` is a fully initialised open_how
     // whose size we pass; the kernel returns a new fd we take ownership of.
-    let fd = unsafe {
+    let fd = retry(|| unsafe {
         libc::syscall(
             libc::SYS_openat2,
             dir.as_raw_fd(),
             path.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+        ) as libc::c_int
+    })?;
     // SAFETY: a non-negative return is a new fd owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)` for one component.
 pub fn open_at(dir: BorrowedFd, name: &OsStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let name = cstr(name)?;
     // SAFETY: `name` is NUL-terminated; a non-negative result is a new fd.
-    let fd = check(unsafe {
+    let fd = retry(|| unsafe {
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
@@ -186,7 +196,7 @@ pub fn open_at(dir: BorrowedFd, name: &OsStr, flags: i32, mode: u32) -> io::Resu
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let p = cstr(path.as_os_str())?;
     // SAFETY: `p` is NUL-terminated; a non-negative result is a new fd.
-    let fd = check(unsafe {
+    let fd = retry(|| unsafe {
         libc::open(
             p.as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
@@ -400,7 +410,7 @@ pub fn link_at(olddir: BorrowedFd, old: &OsStr, newdir: BorrowedFd, new: &OsStr)
     let old = cstr(old)?;
     let new = cstr(new)?;
     // SAFETY: both names are NUL-terminated.
-    check(unsafe {
+    retry(|| unsafe {
         libc::linkat(
             olddir.as_raw_fd(),
             old.as_ptr(),
@@ -417,7 +427,7 @@ pub fn link_at(olddir: BorrowedFd, old: &OsStr, newdir: BorrowedFd, new: &OsStr)
 pub fn link_fd(fd: BorrowedFd, newdir: BorrowedFd, new: &OsStr) -> io::Result<()> {
     let new = cstr(new)?;
     // SAFETY: the empty old path is a valid C string; `new` is NUL-terminated.
-    check(unsafe {
+    retry(|| unsafe {
         libc::linkat(
             fd.as_raw_fd(),
             c"".as_ptr(),
@@ -440,7 +450,7 @@ pub fn rename2(
     let old = cstr(old)?;
     let new = cstr(new)?;
     // SAFETY: both names are NUL-terminated.
-    check(unsafe {
+    retry(|| unsafe {
         libc::renameat2(
             olddir.as_raw_fd(),
             old.as_ptr(),
@@ -480,14 +490,14 @@ pub fn rename_at(
 pub fn unlink_at(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
     let name = cstr(name)?;
     // SAFETY: `name` is NUL-terminated.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })?;
+    retry(|| unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })?;
     Ok(())
 }
 
 pub fn mkdir_at(dir: BorrowedFd, name: &OsStr, mode: u32) -> io::Result<()> {
     let name = cstr(name)?;
     // SAFETY: `name` is NUL-terminated.
-    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })?;
+    retry(|| unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })?;
     Ok(())
 }
 
@@ -497,7 +507,7 @@ pub fn mkdir_at(dir: BorrowedFd, name: &OsStr, mode: u32) -> io::Result<()> {
 /// it later waits until the lease is released (or `lease-break-time`).
 pub fn take_read_lease(fd: BorrowedFd) -> io::Result<()> {
     // SAFETY: F_SETLEASE takes an int argument and touches no memory.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) })?;
+    retry(|| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) })?;
     Ok(())
 }
 
@@ -738,13 +748,13 @@ fn copy_by_rw(src: BorrowedFd, dst: BorrowedFd, off: u64, len: u64) -> io::Resul
 
 pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: plain integer arguments.
-    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+    retry(|| unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
     Ok(())
 }
 
 pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
     // SAFETY: plain integer arguments.
-    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+    retry(|| unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
     Ok(())
 }
 
@@ -766,7 +776,7 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// Flushes `fd` (a directory too) to disk.
 pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
     // SAFETY: plain integer argument.
-    check(unsafe { libc::fsync(fd.as_raw_fd()) })?;
+    retry(|| unsafe { libc::fsync(fd.as_raw_fd()) })?;
     Ok(())
 }
 

@@ -66,7 +66,7 @@ pub fn set_fd(fd: BorrowedFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
 pub fn set_fd_flags(fd: BorrowedFd, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
     let cname = cstr(name)?;
     // SAFETY: `cname` is NUL-terminated; `value` is valid for its length.
-    check(unsafe {
+    super::retry(|| unsafe {
         libc::fsetxattr(
             fd.as_raw_fd(),
             cname.as_ptr(),
@@ -81,7 +81,7 @@ pub fn set_fd_flags(fd: BorrowedFd, name: &OsStr, value: &[u8], flags: i32) -> i
 pub fn remove_fd(fd: BorrowedFd, name: &OsStr) -> io::Result<()> {
     let cname = cstr(name)?;
     // SAFETY: `cname` is NUL-terminated.
-    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), cname.as_ptr()) })?;
+    super::retry(|| unsafe { libc::fremovexattr(fd.as_raw_fd(), cname.as_ptr()) })?;
     Ok(())
 }
 

@@ -104,3 +104,44 @@ fn a_temp_name_unify_could_not_remove_is_removed_by_the_next_run() {
     );
     assert_verify_clean(&store);
 }
+
+/// An interrupted call (EINTR: a signal arrived, such as the SIGIO of a
+/// lease break) did nothing and is made again; it failed the file instead
+/// ("Interrupted system call", exit 23, the file left unlinked), and at
+/// the store's flock the whole run.
+#[test]
+fn an_interrupted_syscall_is_made_again_not_reported() {
+    let test = "an_interrupted_syscall_is_made_again_not_reported";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    for inject in [
+        "linkat:error=EINTR:when=2",
+        "renameat2:error=EINTR:when=1",
+        "unlinkat:error=EINTR:when=1",
+        "fsetxattr:error=EINTR:when=1",
+        "openat:error=EINTR:when=11",
+        "flock:error=EINTR:when=1",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for g in [&a, &b] {
+            file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
+            file(g, "usr/bin/tool", &bytes(2, 5000), 0o755);
+        }
+        let before = snapshot(&b);
+        let out = unify_injected(&store, &[&a, &b], inject);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{inject}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let s = unify_summary(&out);
+        assert_eq!(s["files_linked"], 2, "{inject}: {s}");
+        assert_eq!(temp_names(dir.path()), Vec::<PathBuf>::new(), "{inject}");
+        assert_invisible(&before, &snapshot(&b), inject);
+    }
+}
