@@ -345,6 +345,11 @@ fn read(dir: BorrowedFd, name: &OsStr) -> io::Result<(Vec<PathBuf>, Vec<Record>)
         let start = at.checked_mul(8)?;
         bytes.get(start..start.checked_add(len)?)
     };
+    if bytes.is_empty() {
+        // Killed between creating the file and writing its head (one
+        // write, before any directory is changed): nothing to put back.
+        return Ok((Vec::new(), Vec::new()));
+    }
     if word(0) != Some(FILE_MAGIC) {
         return Err(bad());
     }

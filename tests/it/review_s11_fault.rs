@@ -145,3 +145,41 @@ fn an_interrupted_syscall_is_made_again_not_reported() {
         assert_invisible(&before, &snapshot(&b), inject);
     }
 }
+
+/// A run killed right after creating its record of directory mtimes
+/// (`strace --inject=write:signal=SIGKILL:when=2`: before the one write of
+/// its head, before any change) leaves the record empty. The next run
+/// reported it as "cannot be read (not a record of directory mtimes)" and
+/// exited 23, though nothing was lost.
+#[test]
+fn an_empty_record_of_a_run_killed_at_its_start_is_no_problem() {
+    let test = "an_empty_record_of_a_run_killed_at_its_start_is_no_problem";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
+    }
+    let before = snapshot(&b);
+    let out = unify_injected(&store, &[&a, &b], "write:signal=SIGKILL:when=2");
+    assert_eq!(out.status.code(), None, "killed");
+    let records: Vec<_> = std::fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dirtimes-")
+        })
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(std::fs::metadata(&records[0]).unwrap().len(), 0);
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(problems(&s), Vec::<String>::new());
+    assert!(!records[0].exists(), "the empty record goes");
+    assert_invisible(&before, &snapshot(&b), "after the next run");
+}
