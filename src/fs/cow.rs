@@ -21,14 +21,27 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
 }
 
-/// True for a temp name another (dead) daemon process left: ours carry our
-/// pid, and one mount serves a guest at a time.
+/// True for a temp name no break uses any more: one another (dead) daemon
+/// process left (ours carry our pid, and one mount serves a guest at a
+/// time), or one of ours that a failed break could not remove.
 pub fn is_stale_temp(name: &OsStr) -> bool {
     let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
         return false;
     };
     let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
-    pid.is_some_and(|p| p != std::process::id())
+    pid.is_some_and(|p| p != std::process::id()) || left_behind().contains(name)
+}
+
+/// Temp names of this process that a failed break could not remove (its
+/// rename failed, then its unlink). Hidden like any temp name, they would
+/// keep the guest from removing a directory it sees empty (ENOTEMPTY) for
+/// the daemon's life; as stale ones, they go when it does. Names are
+/// unique in a process, so the name alone tells them apart.
+fn left_behind() -> std::sync::MutexGuard<'static, std::collections::HashSet<OsString>> {
+    static LEFT: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<OsString>>> =
+        std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(Default::default);
+    left.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// True for an xattr of the store, which guests never see and copies never carry.
@@ -146,6 +159,8 @@ fn copy_and_rename(
         mtime.check();
         if sys::unlink_at(dir, &n).is_ok() {
             mtime.changed();
+        } else {
+            left_behind().insert(n);
         }
     }
     result

@@ -1582,7 +1582,8 @@ impl Overlay {
                 return true;
             }
             if !self.read_only && cow::is_stale_temp(n) {
-                // Left by a daemon killed between link and rename.
+                // Left by a daemon killed between link and rename, or by
+                // a failed break that could not remove it.
                 let _ = sys::unlink_at(fd.as_fd(), n);
             }
             false

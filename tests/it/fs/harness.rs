@@ -195,9 +195,29 @@ impl Mount {
         opts: &[&str],
         stderr: File,
     ) -> Mount {
+        Mount::start_under(&[], store, guest, mp, opts, stderr)
+    }
+
+    /// [`Mount::start_logging_to`] with the daemon run by `wrapper` (a
+    /// program and its arguments, e.g. strace injecting faults), if any.
+    pub fn start_under(
+        wrapper: &[&str],
+        store: &Path,
+        guest: &Path,
+        mp: &Path,
+        opts: &[&str],
+        stderr: File,
+    ) -> Mount {
         let mp = fs::canonicalize(mp).unwrap();
         let log = mp.with_extension("log");
-        let mut cmd = Command::new(unifs_bin());
+        let mut cmd = match wrapper {
+            [] => Command::new(unifs_bin()),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(unifs_bin());
+                cmd
+            }
+        };
         cmd.arg("--store").arg(store).args(["-v", "mount", "-f"]);
         for o in opts {
             cmd.args(["-o", o]);

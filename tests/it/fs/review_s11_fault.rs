@@ -1,0 +1,79 @@
+//! Syscall fault injection into the mount daemon's link break, with
+//! strace's `--inject` (man strace, "Tampering"): the Nth call of a syscall
+//! fails with an errno. One FUSE thread (`-o threads=1`) keeps the count
+//! to the thread that breaks the link.
+
+use super::harness::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn require_strace(test: &str) -> bool {
+    if Command::new("strace").arg("-V").output().is_ok() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs strace, and CI must not skip it");
+    }
+    eprintln!("skipping {test}: needs strace");
+    false
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut n: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+/// A break whose rename failed (EIO) and whose temp name could not be
+/// removed either left `.unifs-break.PID.N` in the backing directory. Hidden
+/// from the guest, it made the directory the guest sees empty impossible to
+/// remove (`rmdir`: ENOTEMPTY) for the daemon's life: only another daemon's
+/// temp names counted as stale.
+#[test]
+fn a_directory_holding_only_a_failed_breaks_temp_name_can_be_removed() {
+    let test = "a_directory_holding_only_a_failed_breaks_temp_name_can_be_removed";
+    if !require_strace(test) {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    fs::create_dir(g.join("lib")).unwrap();
+    w.shared(
+        &vec![7u8; 20_000],
+        &[g.join("lib/data"), other.join("data")],
+    );
+    let mp = w.dir("m");
+    let log = fs::File::create(mp.with_extension("log")).unwrap();
+    // glibc's rename(2) of the break is the renameat syscall; the first
+    // unlinkat is the removal of the break's temp name.
+    let strace = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "--inject=renameat:error=EIO:when=1",
+        "--inject=unlinkat:error=EIO:when=1",
+    ];
+    let m = Mount::start_under(&strace, &w.store, &g, &mp, &["threads=1"], log);
+    let err = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("lib/data"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(fs::read(m.path("lib/data")).unwrap(), vec![7u8; 20_000]);
+    let backing = names(&g.join("lib"));
+    assert!(
+        backing.len() == 2 && backing[0].starts_with(".unifs-break."),
+        "the fault left the temp name behind: {backing:?}"
+    );
+    fs::remove_file(m.path("lib/data")).unwrap();
+    assert_eq!(names(&m.path("lib")), Vec::<String>::new());
+    fs::remove_dir(m.path("lib")).expect("rmdir of a directory the guest sees empty");
+    assert!(!g.join("lib").exists());
+    assert_eq!(fs::read(other.join("data")).unwrap(), vec![7u8; 20_000]);
+}
