@@ -147,10 +147,24 @@ fn swap_in(
             changed()
         });
     }
-    sys::unlink_at(dir, &tmp)?;
+    let removed = sys::unlink_at(dir, &tmp);
+    if let Err(e) = &removed {
+        // The temp name holds the shared inode now: a name in this guest
+        // that other guests' paths link, which a write through its mount
+        // would reach (invariant 1), and that no later run removes (its
+        // content is no object). The name gets it back; the copy goes.
+        if let Err(back) = sys::rename_exchange(dir, &tmp, name) {
+            return Err(io::Error::other(format!(
+                "could not remove the temp name ({e}) nor swap back ({back}); \
+                 the shared inode is still linked at {}",
+                tmp.to_string_lossy()
+            )));
+        }
+        let _ = sys::unlink_at(dir, &tmp);
+    }
     // Unify's own change: the directory reads as before (invariant 3).
     if sys::fstat(dir)?.mtime != mtime {
         let _ = sys::set_mtime(dir, mtime);
     }
-    Ok(())
+    removed
 }

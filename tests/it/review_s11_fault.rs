@@ -183,3 +183,56 @@ fn an_empty_record_of_a_run_killed_at_its_start_is_no_problem() {
     assert!(!records[0].exists(), "the empty record goes");
     assert_invisible(&before, &snapshot(&b), "after the next run");
 }
+
+/// Splitting an inode a `cp -al` clone shares: when the temp name could
+/// not be removed after the swap (EIO), it stayed in the clone holding the
+/// *shared* inode (a name of this guest linking the other guest's file,
+/// which a write through the clone's mount reaches: invariant 1), while the
+/// run said the path was "still shared"; no later run removed it (its
+/// content is no object) and each exited 23 for good.
+#[test]
+fn a_split_whose_temp_name_cannot_be_removed_leaves_no_shared_name_behind() {
+    let test = "a_split_whose_temp_name_cannot_be_removed_leaves_no_shared_name_behind";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // /var is excluded: a file there shared by the clone is split, not linked.
+    file(&a, "var/log/syslog", &bytes(3, 5000), 0o644);
+    file(&a, "usr/bin/tool", &bytes(4, 6000), 0o755);
+    let cp = Command::new("cp")
+        .arg("-al")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let before = snapshot(&b);
+    // The first unlinkat removes the swapped-out (shared) inode's temp name.
+    let out = unify_injected(&store, &[&a, &b], "unlinkat:error=EIO:when=1");
+    let first = unify_summary(&out);
+    let p = problems(&first);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("var/log/syslog") && p.contains("Input/output error")),
+        "{p:?}"
+    );
+    assert_eq!(
+        temp_names(&b),
+        Vec::<PathBuf>::new(),
+        "no name of b links a's file"
+    );
+    assert_invisible(&before, &snapshot(&b), "after the failed split");
+
+    let second = unify_json(&store, &[&a, &b]);
+    assert_eq!(problems(&second), Vec::<String>::new());
+    assert_eq!(temp_names(dir.path()), Vec::<PathBuf>::new());
+    assert_ne!(
+        ino(&a.join("var/log/syslog")),
+        ino(&b.join("var/log/syslog"))
+    );
+    assert_invisible(&before, &snapshot(&b), "after the next run");
+    assert_verify_clean(&store);
+}
