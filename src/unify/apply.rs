@@ -864,8 +864,10 @@ pub(super) fn lease_busy(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY))
 }
 
+/// A syscall of the replacement failed: the report says what was tried,
+/// and that the file is as it was (a bare errno said neither).
 fn fail(e: io::Error) -> Skip {
-    Skip::Failed(e.to_string())
+    Skip::Failed(format!("cannot link it ({e}); left as it was"))
 }
 
 /// `--paranoid`: compares the file's bytes with the object's. By offset:

@@ -112,8 +112,10 @@ pub fn hash_cached(
         }
     }
     let guest = &guests[rec.guest as usize];
-    let read = hash_one(guest, rec, ignore_mtime, content)
-        .map_err(|e| Problem::new(guest.root.join(&rec.rel), e.to_string()))?;
+    let read = hash_one(guest, rec, ignore_mtime, content).map_err(|e| {
+        let what = format!("cannot read it to hash it ({e}); left as it was");
+        Problem::new(guest.root.join(&rec.rel), what)
+    })?;
     Ok(read.map(|(id, content, fd)| {
         let hashed = Hashed {
             file: i,

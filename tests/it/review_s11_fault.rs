@@ -236,3 +236,46 @@ fn a_split_whose_temp_name_cannot_be_removed_leaves_no_shared_name_behind() {
     assert_invisible(&before, &snapshot(&b), "after the next run");
     assert_verify_clean(&store);
 }
+
+/// An I/O error reading a file to hash it, or linking it, was reported as
+/// the bare errno ("…/libx.so: Input/output error (os error 5)"): not what
+/// failed, nor whether the file was touched.
+#[test]
+fn an_io_error_is_reported_with_what_failed_and_that_the_file_is_as_it_was() {
+    let test = "an_io_error_is_reported_with_what_failed_and_that_the_file_is_as_it_was";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    // linkat 2: b's temp link to the object (1 made a's file the object);
+    // read 4: a hashing read (found by trying; the dynamic loader makes the
+    // first three).
+    for (inject, what) in [
+        (
+            "linkat:error=EIO:when=2",
+            "cannot link it (Input/output error",
+        ),
+        (
+            "read:error=EIO:when=4",
+            "cannot read it to hash it (Input/output error",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for g in [&a, &b] {
+            file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
+        }
+        let before = snapshot(&b);
+        let s = unify_summary(&unify_injected(&store, &[&a, &b], inject));
+        let p = problems(&s);
+        assert!(
+            p.len() == 1 && p[0].contains(what) && p[0].contains("left as it was"),
+            "{inject}: {p:?}"
+        );
+        assert_invisible(&before, &snapshot(&b), inject);
+        assert_eq!(
+            problems(&unify_json(&store, &[&a, &b])),
+            Vec::<String>::new()
+        );
+    }
+}
