@@ -25,8 +25,8 @@ pub fn apply(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch("COMMIT")?;
             continue;
         }
-        let result = conn
-            .execute_batch(sql)
+        let result = prepare(conn, *version)
+            .and_then(|_| conn.execute_batch(sql))
             .and_then(|_| conn.execute_batch(&format!("PRAGMA user_version = {version}")));
         match result {
             Ok(()) => conn.execute_batch("COMMIT")?,
@@ -37,6 +37,32 @@ pub fn apply(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What migration `version` needs done first in a catalog an older build
+/// wrote differently from today's `0001_init.sql`.
+fn prepare(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    // The first builds (store format 1 as docs/store-format.md described it
+    // then) named the links table `guest_files`, which migration 2 gives
+    // its view: such a catalog failed every command with 'table guest_files
+    // already exists'. It gets today's names.
+    if version == 2 && is_table(conn, "guest_files")? && !is_table(conn, "guest_links")? {
+        conn.execute_batch(
+            "ALTER TABLE guest_files RENAME TO guest_links;
+             DROP INDEX IF EXISTS guest_files_by_object;
+             CREATE INDEX guest_links_by_object ON guest_links(object_id);",
+        )?;
+    }
+    Ok(())
+}
+
+fn is_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 /// Returns the schema version, refusing one newer than this build knows.

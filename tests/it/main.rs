@@ -8,6 +8,7 @@ mod fs;
 mod guest;
 mod review_s10_conc;
 mod review_s10_docs;
+mod review_s11_compat;
 mod review_s11_fault;
 mod review_s8_cli;
 mod review_s8b_unify;

@@ -1,0 +1,139 @@
+//! Review s11-compat: a new unifs over stores older builds made. Old stores
+//! are crafted here from a store this build made (a test cannot build old
+//! commits): the catalog taken back to an older schema by raw SQL, markers
+//! in their old form. The new binary must read them (migrating the catalog
+//! where it writes), lose nothing and take old objects for objects.
+
+use crate::common::require_root;
+use crate::tree::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Two guests sharing files (one with an xattr, one a guest hardlink
+/// pair's content elsewhere), unified by this build. Returns the temp dir,
+/// the store and the guests.
+fn old_store_base() -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests: Vec<_> = (1..=2).map(|i| dir.path().join(format!("g{i}"))).collect();
+    for g in &guests {
+        file(g, "usr/bin/a", &bytes(1, 5000), 0o755);
+        file(g, "usr/lib/b", &bytes(2, 7000), 0o644);
+        let x = file(g, "usr/lib/x", &bytes(3, 3000), 0o644);
+        set_xattr(&x, "user.tag", b"hello");
+        file(g, "etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644);
+    }
+    file(&guests[0], "usr/lib/own", &bytes(4, 2000), 0o644);
+    let s = unify_json(&store, &[&guests[0], &guests[1]]);
+    assert_eq!(s["objects_added"], 3, "{s}");
+    (dir, store, guests)
+}
+
+/// Object files of the store.
+fn object_files(store: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Gives every object the marker of stores made before 2026-11-30: the
+/// id's 64 hex digits (the file name), not its 32 bytes.
+fn hex_markers(store: &Path) {
+    for path in object_files(store) {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let fan = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let hex = format!("{fan}{}", name.split('.').next().unwrap());
+        set_xattr(&path, "trusted.unifs.object", hex.as_bytes());
+    }
+}
+
+fn sql(store: &Path, batch: &str) {
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    conn.execute_batch(batch).unwrap();
+}
+
+fn user_version(store: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Schema 1 as the first builds (28b0301, store format 1 as documented in
+/// 6c91a6e) made it: the links table was `guest_files`, later renamed in
+/// 0001_init.sql itself. Migration 2 then failed on every command with
+/// 'table guest_files already exists' (and the whole migration's SQL).
+#[test]
+fn a_schema_1_catalog_of_the_first_builds_is_migrated() {
+    if !require_root("a_schema_1_catalog_of_the_first_builds_is_migrated") {
+        return;
+    }
+    let (_dir, store, guests) = old_store_base();
+    let links: i64 = rusqlite::Connection::open(store.join("catalog.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM guest_links", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(links, 6);
+    sql(
+        &store,
+        "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs;
+         ALTER TABLE guests DROP COLUMN links_digest;
+         ALTER TABLE guest_links RENAME TO guest_files;
+         DROP INDEX guest_links_by_object;
+         CREATE INDEX guest_files_by_object ON guest_files(object_id);
+         DELETE FROM config WHERE key = 'objects_dir';
+         PRAGMA user_version = 1;",
+    );
+    fs::remove_dir_all(store.join("cache")).unwrap();
+    hex_markers(&store);
+    let before: Vec<_> = guests.iter().map(|g| snapshot(g)).collect();
+
+    // Read-only commands read it, and leave it at schema 1.
+    let stats = ok(&unifs(&store, &[&"store", &"stats", &"--json"]));
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["usage"]["guest_links"], 6, "{stats}");
+    assert_eq!(user_version(&store), 1);
+
+    // A writer migrates it; every file is known as linked, nothing new.
+    let s = unify_json(&store, &[&"--all"]);
+    assert_eq!(s["files_already_linked"], 6, "{s}");
+    assert_eq!(s["objects_added"], 0, "{s}");
+    assert_eq!(s["files_linked"], 0, "{s}");
+    assert_eq!(user_version(&store), 3);
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    let (view, rows): (String, i64) = conn
+        .query_row(
+            "SELECT (SELECT type FROM sqlite_master WHERE name = 'guest_files'),
+                    (SELECT count(*) FROM guest_files)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((view.as_str(), rows), ("view", 6));
+    assert_eq!(object_files(&store).len(), 3);
+    assert_verify_clean(&store);
+    for (g, b) in guests.iter().zip(&before) {
+        assert_invisible(b, &snapshot(g), "unify over a schema-1 store");
+    }
+}
