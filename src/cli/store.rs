@@ -235,7 +235,13 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let _lock = store.lock_writer()?;
     store.check_catalog()?;
-    let catalog = Catalog::open(&store.catalog_path())?;
+    // A dry run changes nothing, not even the schema of an older catalog:
+    // an older unifs must still open it afterwards.
+    let catalog = if dry_run {
+        Catalog::open_readonly(&store.catalog_path())?
+    } else {
+        Catalog::open(&store.catalog_path())?
+    };
     let renumbered = renumber_replaced(&store, &catalog, dry_run)?;
     // Objects copied without xattrs (`rsync -aH`) lost their markers: a
     // mount would write into them for every guest. (Not root: trusted.*
