@@ -235,7 +235,7 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
         let rel = e.rel_path();
         if let Some(obj) = &e.object {
             match obj.parse::<ObjectId>() {
-                Ok(id) => match store.stat_object(&id, 0) {
+                Ok(id) => match store.first_copy(&id) {
                     Ok(Some(_)) => {}
                     _ => missing.push(format!(
                         "object {obj} (for {}) is not in the store {}",
@@ -290,7 +290,8 @@ fn restore_file(
         return Ok(());
     }
     if let Some(id) = e.object_id() {
-        let src = store.object_path(&id, 0);
+        let copy = store.first_copy(&id).map_err(io::Error::other)?;
+        let src = store.object_path(&id, copy.unwrap_or(0));
         check_content(e, &src)?;
         if link_objects {
             match fs::hard_link(&src, dest) {
