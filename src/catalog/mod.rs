@@ -61,6 +61,9 @@ pub enum Error {
 pub struct Catalog {
     conn: Connection,
     path: PathBuf,
+    /// The file's own connection where `conn` is a migrated copy of an
+    /// older catalog: a snapshot is of the file as it is.
+    file: Option<Connection>,
 }
 
 /// The config key recording that object ids leave mtime out.
@@ -173,6 +176,7 @@ impl Catalog {
         let cat = Catalog {
             conn,
             path: path.to_path_buf(),
+            file: None,
         };
         cat.conn
             .busy_timeout(Duration::from_secs(10))
@@ -189,7 +193,7 @@ impl Catalog {
 
     /// A copy in memory, migrated to the latest schema (an older catalog
     /// that cannot be migrated where it is).
-    fn migrated_copy(&self) -> Result<Catalog> {
+    fn migrated_copy(self) -> Result<Catalog> {
         let mut conn =
             Connection::open_in_memory().map_err(|e| sqlite(Path::new(":memory:"), e))?;
         rusqlite::backup::Backup::new(&self.conn, &mut conn)
@@ -198,7 +202,8 @@ impl Catalog {
         migrate::apply(&conn).map_err(|e| self.err(e))?;
         Ok(Catalog {
             conn,
-            path: self.path.clone(),
+            path: self.path,
+            file: Some(self.conn),
         })
     }
 
@@ -208,6 +213,7 @@ impl Catalog {
         let cat = Catalog {
             conn,
             path: PathBuf::from(":memory:"),
+            file: None,
         };
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok(cat)
@@ -217,6 +223,7 @@ impl Catalog {
         let cat = Catalog {
             conn,
             path: path.to_path_buf(),
+            file: None,
         };
         cat.conn
             .busy_timeout(Duration::from_secs(10))

@@ -641,12 +641,15 @@ impl Catalog {
     }
 
     /// A consistent copy of the catalog at `dest` (SQLite online backup),
-    /// safe while a writer is active.
+    /// safe while a writer is active. Of the file as it is: an older schema
+    /// stays that schema (not the copy read commands migrate in memory), so
+    /// the unifs that wrote it can open the copy, as it can the file.
     /// Errors name `dest`: the catalog is only read.
     pub fn snapshot(&self, dest: &Path) -> Result<()> {
         let err = |e| super::sqlite(dest, e);
         let mut out = rusqlite::Connection::open(dest).map_err(err)?;
-        let backup = rusqlite::backup::Backup::new(&self.conn, &mut out).map_err(err)?;
+        let source = self.file.as_ref().unwrap_or(&self.conn);
+        let backup = rusqlite::backup::Backup::new(source, &mut out).map_err(err)?;
         // All pages in one step, under one read transaction: SQLite starts
         // a backup taken in steps over whenever another connection commits
         // between two, so beside a busy writer it never finished. (In WAL
