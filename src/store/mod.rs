@@ -153,7 +153,7 @@ pub struct Store {
     /// one stays the store's.
     fanouts: Box<[OnceLock<Arc<OwnedFd>>]>,
     /// Copies 1, 2, … of every object, listed once when first asked for
-    /// (see [`Store::listed_copies`]).
+    /// (see [`Store::copies_past_gaps`]).
     higher_copies: OnceLock<std::collections::HashMap<ObjectId, Vec<u32>>>,
 }
 
@@ -441,13 +441,13 @@ impl Store {
     }
 
     /// The lowest copy of object `id` there is, if any: copy 0, but in a
-    /// store with a gap (see [`Store::listed_copies`]) a higher copy may be
+    /// store with a gap (see [`Store::copies_past_gaps`]) a higher copy may be
     /// the only one (any copy will do: same content and metadata).
     pub fn first_copy(&self, id: &ObjectId) -> Result<Option<u32>> {
         if self.stat_object(id, 0)?.is_some() {
             return Ok(Some(0));
         }
-        Ok(self.listed_copies(id)?.into_iter().min())
+        Ok(self.copies_past_gaps(id)?.into_iter().min())
     }
 
     /// The copies above 0 of object `id` there are. Copies are found by
@@ -458,7 +458,7 @@ impl Store {
     /// with a copy number are kept: few): never once per file, as a
     /// restored store's guest files, each marked but another inode than
     /// the object, would ask.
-    fn listed_copies(&self, id: &ObjectId) -> Result<Vec<u32>> {
+    pub fn copies_past_gaps(&self, id: &ObjectId) -> Result<Vec<u32>> {
         if self.higher_copies.get().is_none() {
             let mut map = std::collections::HashMap::<ObjectId, Vec<u32>>::new();
             for f in self.list_objects()?.0.into_iter().filter(|f| f.copy > 0) {
@@ -488,7 +488,11 @@ impl Store {
             }
         }
         // Past a gap an older gc left (rare: the marker said it is one).
-        for copy in self.listed_copies(id)?.into_iter().filter(|&c| c > counted) {
+        for copy in self
+            .copies_past_gaps(id)?
+            .into_iter()
+            .filter(|&c| c > counted)
+        {
             if let Some(st) = self.stat_object(id, copy)? {
                 if (st.dev, st.ino) == (dev, ino) {
                     return Ok(Some(copy));

@@ -249,6 +249,13 @@ impl<'a> Applier<'a> {
                 None => break,
             }
         }
+        if found.is_none() {
+            // No copy 0: a gap an older gc left (or a lost file). A copy
+            // past it is linked, not a new copy 0 made beside it.
+            if let Some(copy) = self.store.copies_past_gaps(id)?.into_iter().max() {
+                found = self.store.stat_object(id, copy)?.map(|st| (copy, st));
+            }
+        }
         let Some((copy, st)) = found else {
             return Ok(None);
         };

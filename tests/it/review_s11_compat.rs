@@ -301,3 +301,21 @@ fn a_snapshot_of_an_older_catalog_keeps_its_schema() {
     assert!(digest.is_err(), "a column schema 2 has not");
     assert_eq!(user_version(&store), 2);
 }
+
+/// Unify counted copies up from 0 too: over such a gap a new guest's file
+/// became a new copy 0 beside copy 1, which had room (one more inode of the
+/// same object, for good).
+#[test]
+fn unify_links_the_copy_past_a_gap_an_old_gc_left() {
+    if !require_root("unify_links_the_copy_past_a_gap_an_old_gc_left") {
+        return;
+    }
+    let (_dir, store, guests) = store_with_a_gap();
+    let last = ino(&guests[3].join("shared"));
+    let s = unify_link_max(&store, &guests[3..], 4);
+    assert_eq!(s["objects_added"], 0, "{s}");
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_eq!(ino(&guests[4].join("shared")), last, "linked to copy 1");
+    assert_eq!(object_files(&store).len(), 1);
+    assert_verify_clean(&store);
+}
