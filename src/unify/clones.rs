@@ -66,10 +66,19 @@ impl Scan {
             (r.guest, r.rel.clone())
         };
         inodes.sort_by_key(first);
+        // A killed run's temp names (removed later in this run) are links
+        // of ours, not outside ones: a split killed before its unlink left
+        // the shared inode at one.
+        let mut temp_links: HashMap<(u64, u64), u64> = HashMap::new();
+        for rec in &self.stale_tmp {
+            *temp_links.entry((rec.stat.dev, rec.stat.ino)).or_default() += 1;
+        }
         let mut reported: HashMap<Left, (u64, PathBuf)> = HashMap::new();
         for (mut ok, left) in inodes {
             let all: Vec<&FileRec> = ok.iter().chain(&left).collect();
-            let nlink = all[0].stat.nlink;
+            let key = (all[0].stat.dev, all[0].stat.ino);
+            let nlink =
+                (all[0].stat.nlink).saturating_sub(temp_links.get(&key).copied().unwrap_or(0));
             let mut guests: Vec<u32> = all.iter().map(|r| r.guest).collect();
             guests.sort_unstable();
             let once_each = guests.windows(2).all(|w| w[0] != w[1]);

@@ -465,11 +465,6 @@ fn run(
                 recs.iter().filter(|r| !kept(r)).count() as u64
             })
             .sum();
-    } else {
-        let (split, mut problems, failed) = split::split_all(&guests, &scan.to_split);
-        summary.clone_paths_split = split;
-        summary.problems.append(&mut problems);
-        scan.unsettled.extend(failed);
     }
 
     // Hash what can pay, bucket by bucket, and link each bucket as soon as
@@ -599,6 +594,13 @@ fn run(
             ));
         }
     }
+    // Clones' shared inodes get split once the directories it changes are
+    // noted on disk: a killed split's temp names are then known as ours.
+    let (split, mut problems, failed) =
+        split::split_all(&guests, &scan.to_split, &applier.dir_times);
+    summary.clone_paths_split = split;
+    summary.problems.append(&mut problems);
+    scan.unsettled.extend(failed);
     let out = pipeline::run(&inputs(Some(&applier)), buckets, |op| {
         writer.record(op, &guests, &scan.candidates)
     });

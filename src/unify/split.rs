@@ -11,6 +11,7 @@
 //! complete and fsync'ed before any path names it (invariant 2).
 
 use super::apply::{break_pending, lease_busy, locked_dir};
+use super::dirtimes::DirTimes;
 use super::scan::{FileRec, TMP_PREFIX};
 use super::{Guest, Problem};
 use crate::fs::{cow, sys as fsys};
@@ -24,9 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Splits every inode in `inodes` (each: whether its first guest keeps it,
 /// and its paths, sorted by guest). Returns how many paths got a copy of
 /// their own, and what could not be done.
+/// Each directory is noted in `dir_times` before its first change, so that
+/// its mtime is put back and, if the run is killed, the next run knows the
+/// temp names there are ours (stale.rs).
 pub fn split_all(
     guests: &[Guest],
     inodes: &[(bool, Vec<FileRec>)],
+    dir_times: &DirTimes,
 ) -> (u64, Vec<Problem>, Vec<u32>) {
     let mut done = 0;
     let mut problems = Vec::new();
@@ -35,7 +40,7 @@ pub fn split_all(
         let skip = usize::from(*keep_first);
         for chunk in recs.chunk_by(|a, b| a.guest == b.guest).skip(skip) {
             let guest = &guests[chunk[0].guest as usize];
-            match split_guest(guest, chunk) {
+            match split_guest(guest, chunk, dir_times) {
                 Ok(n) => done += n,
                 Err(e) => {
                     failed.push(chunk[0].guest);
@@ -72,7 +77,7 @@ fn changed() -> io::Error {
 }
 
 /// One guest's paths of the inode: a private copy for all of them.
-fn split_guest(guest: &Guest, recs: &[FileRec]) -> io::Result<u64> {
+fn split_guest(guest: &Guest, recs: &[FileRec], dir_times: &DirTimes) -> io::Result<u64> {
     let scanned = &recs[0].stat;
     let (dir, name) = open_parent(guest, &recs[0].rel)?;
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
@@ -105,14 +110,38 @@ fn split_guest(guest: &Guest, recs: &[FileRec]) -> io::Result<u64> {
     let mut done = 0;
     for rec in recs {
         let (dir, name) = open_parent(guest, &rec.rel)?;
-        swap_in(dir.as_fd(), &name, copy.as_fd(), shared.as_fd(), &st)?;
+        let dir_rel = rec.rel.parent().unwrap_or(Path::new(""));
+        // Unify's own change: the directory reads as before at the end
+        // (invariant 3).
+        let noted = dir_times.before_change(rec.guest, dir_rel, dir.as_fd(), None);
+        let swapped = swap_in(dir.as_fd(), &name, copy.as_fd(), shared.as_fd(), &st);
+        dir_times.after_change(dir.as_fd(), noted);
+        swapped?;
         done += 1;
     }
     Ok(done)
 }
 
+/// Temp names of splits are numbered from here, far from the linking
+/// threads' sequence, so that a killed run's leftover is known as one.
+const SPLIT_SEQ: u64 = 1 << 40;
+
+/// Whether `name` is a split's temp name (`.unifs-tmp-PID-SEQ`, SEQ from
+/// [`SPLIT_SEQ`]).
+pub fn is_split_temp(name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(rest) = name.as_bytes().strip_prefix(TMP_PREFIX.as_bytes()) else {
+        return false;
+    };
+    let seq = rest.rsplit(|&b| b == b'-').next().unwrap_or_default();
+    std::str::from_utf8(seq)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|n| n >= SPLIT_SEQ)
+}
+
 /// Puts `copy` at `name` in `dir` in place of the shared inode (`shared`,
-/// `st`), checked after the swap; the directory keeps its mtime.
+/// `st`), checked after the swap.
 fn swap_in(
     dir: BorrowedFd,
     name: &OsString,
@@ -120,10 +149,8 @@ fn swap_in(
     shared: BorrowedFd,
     st: &libc::stat,
 ) -> io::Result<()> {
-    // Unify's own temp-name form (a leftover is found and reported by the
-    // next run), numbered far from the linking threads' sequence.
-    static SEQ: AtomicU64 = AtomicU64::new(1 << 40);
-    let mtime = sys::fstat(dir)?.mtime;
+    // Unify's own temp-name form: a leftover is found by the next run.
+    static SEQ: AtomicU64 = AtomicU64::new(SPLIT_SEQ);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = OsString::from(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
     sys::link_fd(copy, dir, &tmp)?;
@@ -161,10 +188,6 @@ fn swap_in(
             )));
         }
         let _ = sys::unlink_at(dir, &tmp);
-    }
-    // Unify's own change: the directory reads as before (invariant 3).
-    if sys::fstat(dir)?.mtime != mtime {
-        let _ = sys::set_mtime(dir, mtime);
     }
     removed
 }

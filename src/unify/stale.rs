@@ -5,6 +5,7 @@ use super::apply::{Applier, CatalogOp};
 use super::dirjournal::KilledDirs;
 use super::record::Writer;
 use super::scan::{FileRec, LinkedRec, TMP_PREFIX};
+use super::split::is_split_temp;
 use super::Error;
 use super::Problem;
 use crate::catalog::ObjectRow;
@@ -19,7 +20,9 @@ use std::path::Path;
 
 /// Removes temp names whose content the store holds: a link to an object (run
 /// killed before the swap) or the swapped-out original of a file that now
-/// links its object (killed before the unlink), but only in a directory the
+/// links its object (killed before the unlink); or a clone split's temp name
+/// that still links the inode other guests share (killed before the
+/// unlink), but only in a directory the
 /// run of the name's pid noted before changing it (`killed`): a guest's own
 /// file of that name is not ours to remove. Anything else is left and
 /// reported. Returns how many were removed, and the entries of `killed`
@@ -121,6 +124,14 @@ fn held_by_store(
     let st = sys::fstat(fd.as_fd())?;
     if !st.is_file() {
         return Ok(false);
+    }
+    // A clone split killed between its swap and the unlink left the inode
+    // other guests link at its temp name: the guest's own name holds the
+    // complete copy, and the inode lives on in the others. Kept, the name
+    // would let a write through this guest's mount reach them (invariant 1).
+    let name = rec.rel.file_name().unwrap_or_default();
+    if is_split_temp(name) && st.nlink > 1 {
+        return Ok(true);
     }
     if let Some(id) = read_marker(fd.as_fd())? {
         if st.nlink > 1

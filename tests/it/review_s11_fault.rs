@@ -279,3 +279,52 @@ fn an_io_error_is_reported_with_what_failed_and_that_the_file_is_as_it_was() {
         );
     }
 }
+
+/// Splitting an inode a `cp -al` clone shares, killed between the swap and
+/// the unlink of the temp name: the temp name kept the *shared* inode in
+/// the clone (a write through the clone's mount would reach the other
+/// guest: invariant 1). The split ran before the run noted its directories
+/// on disk, so every later run took the name for the guest's own ("no
+/// killed run recorded changing its directory"), exit 23, for good.
+#[test]
+fn a_split_killed_before_removing_its_temp_name_is_finished_by_the_next_run() {
+    let test = "a_split_killed_before_removing_its_temp_name_is_finished_by_the_next_run";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // /var is excluded: a file there shared by the clone is split, not linked.
+    file(&a, "var/log/syslog", &bytes(3, 5000), 0o644);
+    file(&a, "usr/bin/tool", &bytes(4, 6000), 0o755);
+    let cp = Command::new("cp")
+        .arg("-al")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let before = snapshot(&b);
+    // The first unlinkat removes the swapped-out (shared) inode's temp name.
+    let out = unify_injected(&store, &[&a, &b], "unlinkat:signal=SIGKILL:when=1");
+    assert!(!out.status.success(), "killed: {out:?}");
+    let left = temp_names(&b);
+    assert_eq!(
+        left.len(),
+        1,
+        "the kill left the split's temp name: {left:?}"
+    );
+    assert_eq!(ino(&left[0]), ino(&a.join("var/log/syslog")));
+
+    let second = unify_json(&store, &[&a, &b]);
+    assert_eq!(problems(&second), Vec::<String>::new());
+    assert_eq!(second["stale_tmp_removed"], 1, "{second}");
+    assert_eq!(temp_names(dir.path()), Vec::<PathBuf>::new());
+    assert_ne!(
+        ino(&a.join("var/log/syslog")),
+        ino(&b.join("var/log/syslog"))
+    );
+    assert_invisible(&before, &snapshot(&b), "after the next run");
+    assert_verify_clean(&store);
+}
