@@ -345,13 +345,17 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
+                // Columns as wide as their longest cell ("stopped (stale
+                // record)", 64-byte names).
+                let name_w = all.iter().map(|s| s.name.len()).fold(20, usize::max);
+                let state_w = all.iter().map(|s| state_word(s).len()).fold(8, usize::max);
                 println!(
-                    "{:<20} {:<8} {:>8} {:>10} {:>6}",
+                    "{:<name_w$} {:<state_w$} {:>8} {:>10} {:>6}",
                     "NAME", "STATE", "PID", "MEMORY", "PROCS"
                 );
                 for s in &all {
                     println!(
-                        "{:<20} {:<8} {:>8} {:>10} {:>6}",
+                        "{:<name_w$} {:<state_w$} {:>8} {:>10} {:>6}",
                         s.name,
                         state_word(s),
                         s.pid.map_or("-".into(), |p| p.to_string()),

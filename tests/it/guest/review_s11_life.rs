@@ -528,3 +528,30 @@ fn s11_stop_of_a_guest_whose_root_a_host_process_uses_says_what_it_did() {
     ok(&g.unifs(&["start", &g.name]));
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
+
+#[test]
+fn s11_list_columns_line_up_for_long_names_and_states() {
+    if !can_run("s11_list_columns_line_up_for_long_names_and_states") {
+        return;
+    }
+    // Columns were 20 and 8 wide whatever their cells: a longer name or a
+    // state like "stopped (stale record)" pushed the rest of its row out
+    // from under the header.
+    let g = Guest::new("cols", SLEEP);
+    let long = "a-guest-name-of-forty-bytes-for-columns";
+    g.configure(long, &g.t.root(), SLEEP);
+    let o = g.unifs(&["list"]);
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let column = |line: &str, word: &str| line.find(word).unwrap_or(usize::MAX);
+    let state_at = column(lines[0], "STATE");
+    let pid_end = column(lines[0], "PID") + "PID".len();
+    for line in &lines[1..] {
+        assert_eq!(column(line, "stopped"), state_at, "{text}");
+        // PID is right-aligned: its "-" ends where the header's word does.
+        let dash = line[state_at..].find('-').map(|i| i + state_at + 1);
+        assert_eq!(dash, Some(pid_end), "{text}");
+    }
+}
