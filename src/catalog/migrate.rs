@@ -6,10 +6,22 @@ use super::{Error, Result};
 use rusqlite::Connection;
 use std::path::Path;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/0001_init.sql")),
-    (2, include_str!("../../migrations/0002_views.sql")),
-    (3, include_str!("../../migrations/0003_links_digest.sql")),
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init.sql",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_views.sql",
+        include_str!("../../migrations/0002_views.sql"),
+    ),
+    (
+        3,
+        "0003_links_digest.sql",
+        include_str!("../../migrations/0003_links_digest.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -17,7 +29,7 @@ pub const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 pub fn apply(conn: &Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (version, file, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > current) {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         // Re-read under the write lock: another process may have migrated.
         let now: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -32,11 +44,32 @@ pub fn apply(conn: &Connection) -> rusqlite::Result<()> {
             Ok(()) => conn.execute_batch("COMMIT")?,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
-                return Err(e);
+                return Err(failed(e, *version, file));
             }
         }
     }
     Ok(())
+}
+
+/// A failed migration's error: which one, that the catalog stays as it was,
+/// and SQLite's message without the migration's whole SQL (which rusqlite
+/// puts in an input error's text).
+fn failed(e: rusqlite::Error, version: i64, file: &str) -> rusqlite::Error {
+    let (code, msg) = match e {
+        rusqlite::Error::SqlInputError { error, msg, .. } => (error, msg),
+        rusqlite::Error::SqliteFailure(error, msg) => {
+            (error, msg.unwrap_or_else(|| error.to_string()))
+        }
+        other => return other,
+    };
+    rusqlite::Error::SqliteFailure(
+        code,
+        Some(format!(
+            "upgrading the catalog to schema {version} (migrations/{file}) failed: {msg}; \
+             rolled back: the catalog stays at schema {}",
+            version - 1
+        )),
+    )
 }
 
 /// What migration `version` needs done first in a catalog an older build
