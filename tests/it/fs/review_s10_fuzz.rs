@@ -1036,19 +1036,24 @@ fn fuzz(seed: u64, uid: u32, ops: usize, opts: &[&str]) {
                 // an fd is open on the shared file moves the path to a new
                 // number; the old fd keeps the store's file, so its reads,
                 // fstat and changes differ from then on: close it.
-                let held = slots.iter().position(|s| s.shared == Some(*old));
+                // Every fd on it: they all keep the store's file.
+                let held: Vec<usize> = (0..slots.len())
+                    .filter(|&i| slots[i].shared == Some(*old))
+                    .collect();
                 if *old != mino && split.contains(old) {
                     // Another name of a file split just now.
-                } else if *old != mino && held.is_some() {
+                } else if *old != mino && !held.is_empty() {
                     split.push(*old);
-                    let s = &mut slots[held.unwrap()];
-                    // SAFETY: closing fds this test opened.
-                    unsafe {
-                        libc::close(s.plain);
-                        libc::close(s.mount);
+                    for i in held {
+                        let s = &mut slots[i];
+                        // SAFETY: closing fds this test opened.
+                        unsafe {
+                            libc::close(s.plain);
+                            libc::close(s.mount);
+                        }
+                        *s = Slot::NONE;
                     }
-                    *s = Slot::NONE;
-                    log.push(format!("   {p:?} split off an open fd: closed"));
+                    log.push(format!("   {p:?} split off its open fds: closed"));
                 } else if *old != mino {
                     let _ = writeln!(bad, "  {p:?}: number {mino:#x}, was {old:#x}");
                 }
