@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Splits every inode in `inodes` (each: whether its first guest keeps it,
 /// and its paths, sorted by guest). Returns how many paths got a copy of
 /// their own, and what could not be done.
+///
 /// Each directory is noted in `dir_times` before its first change, so that
 /// its mtime is put back and, if the run is killed, the next run knows the
 /// temp names there are ours (stale.rs).

@@ -22,8 +22,8 @@ use std::path::Path;
 /// killed before the swap) or the swapped-out original of a file that now
 /// links its object (killed before the unlink); or a clone split's temp name
 /// that still links the inode other guests share (killed before the
-/// unlink), but only in a directory the
-/// run of the name's pid noted before changing it (`killed`): a guest's own
+/// unlink). Only in a directory the run of the name's pid noted before
+/// changing it (`killed`): a guest's own
 /// file of that name is not ours to remove. Anything else is left and
 /// reported. Returns how many were removed, and the entries of `killed`
 /// whose directories still hold a leftover of theirs.
