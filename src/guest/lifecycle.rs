@@ -88,12 +88,15 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     }
 }
 
-/// The runtime record, an unreadable one taken as none (a warning names
-/// it), and whether there was such a one: one bad file must neither hide
-/// every guest from `list` nor keep `stop` from ending its guest.
-fn read_lenient(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
+/// The runtime record, an unreadable one taken as none, and whether there
+/// was such a one: one bad file must neither hide every guest from `list`
+/// nor keep `stop` from ending its guest. Read without the guest's lock
+/// (`lenient`), a warning names it; under the lock (start, stop) it is
+/// also moved aside, and they go on as for a guest without a record (what
+/// is in its cgroups is its).
+fn read_record(run: &RunDir, name: &str, lenient: bool) -> Result<(Option<State>, bool)> {
     match run.read() {
-        Err(Error::Record { path, reason }) => {
+        Err(Error::Record { path, reason }) if lenient => {
             tracing::warn!(
                 "guest {name}: ignoring its unreadable runtime record {} ({reason}); \
                  `unifs guest stop {name}` ends what is left of the guest",
@@ -101,15 +104,6 @@ fn read_lenient(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
             );
             Ok((None, true))
         }
-        r => r.map(|st| (st, false)),
-    }
-}
-
-/// As [`read_lenient`], under the guest's lock: an unreadable record is
-/// moved aside, and start or stop goes on as for a guest without a record
-/// (what is in its cgroups is its).
-fn read_locked(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
-    match run.read() {
         Err(Error::Record { path, reason }) => {
             let kept = run.set_aside()?;
             tracing::warn!(
@@ -122,6 +116,14 @@ fn read_locked(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
         }
         r => r.map(|st| (st, false)),
     }
+}
+
+fn read_lenient(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
+    read_record(run, name, true)
+}
+
+fn read_locked(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
+    read_record(run, name, false)
 }
 
 /// Kills processes of this guest that no runtime record names: a `start`
@@ -482,9 +484,9 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
     require_root("entering a guest")?;
     let st = running(dirs, name)?;
     // Else the command's exec fails with a bare ENOTCONN.
+    let root = RunDir::new(&dirs.run_dir, name).root();
     if st.root_mount == RootMount::Overlay
-        && nix::sys::statfs::statfs(&RunDir::new(&dirs.run_dir, name).root()).err()
-            == Some(nix::errno::Errno::ENOTCONN)
+        && state::root_health(&root, Duration::from_secs(1)) == state::RootHealth::Lost
     {
         return Err(Error::RootLost { name: name.into() });
     }

@@ -583,16 +583,10 @@ fn run(
     let kept = killed_dirs.len();
     killed_dirs.retain(|key, root| left.contains(key) || !roots.contains(&root.as_path()));
     if killed_dirs.len() != kept {
-        if let Err(e) = store
-            .tmp_dir()
-            .map_err(std::io::Error::other)
-            .and_then(|tmp| dirjournal::keep_killed(tmp, &killed_dirs))
-        {
-            summary.problems.push(Problem::new(
-                store.root().join("tmp"),
-                format!("cannot update the directories killed runs changed: {e}"),
-            ));
-        }
+        let why = "cannot update the directories killed runs changed";
+        summary
+            .problems
+            .extend(keep_killed(store, &killed_dirs, why));
     }
     // Clones' shared inodes get split once the directories it changes are
     // noted on disk: a killed split's temp names are then known as ours.
@@ -608,16 +602,10 @@ fn run(
     let left_behind = applier.take_left_behind();
     if !left_behind.is_empty() {
         killed_dirs.extend(left_behind);
-        if let Err(e) = store
-            .tmp_dir()
-            .map_err(std::io::Error::other)
-            .and_then(|tmp| dirjournal::keep_killed(tmp, &killed_dirs))
-        {
-            summary.problems.push(Problem::new(
-                store.root().join("tmp"),
-                format!("cannot keep the directories of temp names left behind: {e}"),
-            ));
-        }
+        let why = "cannot keep the directories of temp names left behind";
+        summary
+            .problems
+            .extend(keep_killed(store, &killed_dirs, why));
     }
     let out = match out {
         Ok(out) => out,
@@ -736,6 +724,20 @@ fn run(
 /// than listed (objects.tar extracted into the store, as docs/backup.md
 /// says: tar replaces every file, but `objects/` stays the directory it
 /// was), every object file's inode is looked up again first (`true`).
+/// Writes the directories that still hold killed runs' temp names to the
+/// store's `tmp/`; a failure is a problem saying `why`.
+fn keep_killed(store: &Store, killed: &dirjournal::KilledDirs, why: &str) -> Option<Problem> {
+    let kept = store
+        .tmp_dir()
+        .map_err(std::io::Error::other)
+        .and_then(|tmp| dirjournal::keep_killed(tmp, killed));
+    let e = kept.err()?;
+    Some(Problem::new(
+        store.root().join("tmp"),
+        format!("{why}: {e}"),
+    ))
+}
+
 fn renumber_if_restored(
     store: &Store,
     catalog: &Catalog,

@@ -20,3 +20,21 @@ pub fn require_root(test: &str) -> bool {
     eprintln!("skipping {test}: needs root");
     false
 }
+
+/// Whether strace is there (.ci/run installs it, for the fault-injection
+/// tests); outside CI a test without it skips with a reason, under CI it
+/// fails.
+pub fn require_strace(test: &str) -> bool {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs strace, and CI must not skip it");
+    }
+    eprintln!("skipping {test}: needs strace");
+    false
+}

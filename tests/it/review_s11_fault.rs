@@ -3,23 +3,10 @@
 //! deterministically. One linking thread (`UNIFS_THREADS=1`) makes "the Nth
 //! call" the same call every run.
 
-use crate::common::{require_root, unifs_bin};
+use crate::common::{require_root, require_strace, unifs_bin};
 use crate::tree::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// Whether strace is there (.ci/run installs it); outside CI a test without
-/// it skips with a reason, under CI it fails.
-fn require_strace(test: &str) -> bool {
-    if Command::new("strace").arg("-V").output().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs strace, and CI must not skip it");
-    }
-    eprintln!("skipping {test}: needs strace");
-    false
-}
 
 /// `unifs unify --json GUESTS` with `inject` (e.g. `unlinkat:error=EIO:when=1`)
 /// applied by strace, with one linking thread.
@@ -184,6 +171,25 @@ fn an_empty_record_of_a_run_killed_at_its_start_is_no_problem() {
     assert_invisible(&before, &snapshot(&b), "after the next run");
 }
 
+/// A guest `a` and its `cp -al` clone `b` (in the returned temp dir, with
+/// the store's path), sharing a file unify splits (in excluded /var) and
+/// one it links.
+fn guest_and_clone() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    file(&a, "var/log/syslog", &bytes(3, 5000), 0o644);
+    file(&a, "usr/bin/tool", &bytes(4, 6000), 0o755);
+    let cp = Command::new("cp")
+        .arg("-al")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    (dir, store, a, b)
+}
+
 /// Splitting an inode a `cp -al` clone shares: when the temp name could
 /// not be removed after the swap (EIO), it stayed in the clone holding the
 /// *shared* inode (a name of this guest linking the other guest's file,
@@ -196,19 +202,7 @@ fn a_split_whose_temp_name_cannot_be_removed_leaves_no_shared_name_behind() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    // /var is excluded: a file there shared by the clone is split, not linked.
-    file(&a, "var/log/syslog", &bytes(3, 5000), 0o644);
-    file(&a, "usr/bin/tool", &bytes(4, 6000), 0o755);
-    let cp = Command::new("cp")
-        .arg("-al")
-        .arg(&a)
-        .arg(&b)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    let (dir, store, a, b) = guest_and_clone();
     let before = snapshot(&b);
     // The first unlinkat removes the swapped-out (shared) inode's temp name.
     let out = unify_injected(&store, &[&a, &b], "unlinkat:error=EIO:when=1");
@@ -292,19 +286,7 @@ fn a_split_killed_before_removing_its_temp_name_is_finished_by_the_next_run() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    // /var is excluded: a file there shared by the clone is split, not linked.
-    file(&a, "var/log/syslog", &bytes(3, 5000), 0o644);
-    file(&a, "usr/bin/tool", &bytes(4, 6000), 0o755);
-    let cp = Command::new("cp")
-        .arg("-al")
-        .arg(&a)
-        .arg(&b)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    let (dir, store, a, b) = guest_and_clone();
     let before = snapshot(&b);
     // The first unlinkat removes the swapped-out (shared) inode's temp name.
     let out = unify_injected(&store, &[&a, &b], "unlinkat:signal=SIGKILL:when=1");

@@ -4,20 +4,9 @@
 //! to the thread that breaks the link.
 
 use super::harness::*;
+use crate::common::require_strace;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
-
-fn require_strace(test: &str) -> bool {
-    if Command::new("strace").arg("-V").output().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs strace, and CI must not skip it");
-    }
-    eprintln!("skipping {test}: needs strace");
-    false
-}
 
 fn names(dir: &Path) -> Vec<String> {
     let mut n: Vec<String> = fs::read_dir(dir)
