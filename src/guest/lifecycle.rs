@@ -68,13 +68,26 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     let spec = cfg.spec(name, run.root())?;
     let root = run.root();
     std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
-    mount_root(dirs, name, &cfg.root, &root, cfg.root_mount)?;
+    // A failed start leaves nothing: no mount point, no log it made.
+    let had_log = run.console().exists();
+    let undo = || {
+        let _ = unmount_root(&root, cfg.root_mount);
+        // Never remove_dir_all: a root still mounted would be the guest's files.
+        let _ = std::fs::remove_dir(&root);
+        if !had_log && std::fs::metadata(run.console()).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(run.console());
+        }
+    };
+    if let Err(e) = mount_root(dirs, name, &cfg.root, &root, cfg.root_mount) {
+        // A `unifs mount` that timed out may still have mounted it.
+        undo();
+        return Err(e);
+    }
     let started = spawn_init(&cfg, spec, &run);
     match started {
         Ok(state) => Ok(state),
         Err(e) => {
-            let _ = unmount_root(&root, cfg.root_mount);
-            let _ = std::fs::remove_dir(&root);
+            undo();
             // The mount point is gone with the failed start: name the
             // directory the init must be put in.
             Err(match e {
