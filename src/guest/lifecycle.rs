@@ -211,6 +211,7 @@ fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
         backing: cfg.root.clone(),
         cgroup: spawned.cgroup.clone(),
         host_ifindex: super::net::host_ifindex(&spec),
+        shell: Some(cfg.shell.clone()),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -496,6 +497,13 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
 pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<i32> {
     require_root("entering a guest")?;
     let st = running(dirs, name)?;
+    exec_in(dirs, name, st, command, tty)
+}
+
+/// [`exec`] in the guest `st` records. All it needs comes from the record,
+/// never from the config, which may have been edited or removed since the
+/// guest started (as `nsenter` needs no unit file).
+fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) -> Result<i32> {
     // Else the command's exec fails with a bare ENOTCONN.
     let root = RunDir::new(&dirs.run_dir, name).root();
     if st.root_mount == RootMount::Overlay
@@ -586,9 +594,15 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<
 /// `guest enter NAME`: the configured shell, on a terminal of the guest's
 /// own when we have one.
 pub fn enter(dirs: &Dirs, name: &str) -> Result<i32> {
-    let cfg = GuestConfig::load(&dirs.config_dir, name)?;
+    require_root("entering a guest")?;
+    let mut st = running(dirs, name)?;
+    // The shell it was started with; a record of an older unifs has none.
+    let shell = match st.shell.take() {
+        Some(shell) => shell,
+        None => GuestConfig::load(&dirs.config_dir, name)?.shell,
+    };
     let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    exec(dirs, name, vec![cfg.shell], tty)
+    exec_in(dirs, name, st, vec![shell], tty)
 }
 
 /// One line of `list`, or `status`.

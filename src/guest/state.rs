@@ -30,6 +30,11 @@ pub struct State {
     /// while it is that one.
     #[serde(default)]
     pub host_ifindex: Option<u32>,
+    /// What `enter` runs: the config's shell when the guest started, so a
+    /// config edited or removed since changes nothing for the running guest
+    /// (None in a record of an older unifs: the config's, then).
+    #[serde(default)]
+    pub shell: Option<String>,
 }
 
 /// The runtime directory of one guest.

@@ -5,10 +5,11 @@
 //! Every guest has its own temp config and run dirs; a guard stops it and
 //! unmounts its root when a test fails half-way.
 
-use super::harness::{can_run, run_bounded, stderr, stdout, TestRoot};
+use super::harness::{can_run, run_bounded, stderr, stdout, KillOnDrop, TestRoot};
 use crate::common::unifs_bin;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A named guest on the overlay, in a temp dir of its own.
@@ -135,6 +136,10 @@ fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
 }
 
+fn ok(o: &Output) -> String {
+    super::harness::ok(o)
+}
+
 const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
 
 #[test]
@@ -193,4 +198,56 @@ fn s12_a_start_whose_init_fails_leaves_no_new_console_log() {
     assert!(!is_mounted(&g.run().join("root")));
     assert!(!g.run().join("root").exists());
     assert!(!g.run().join("console.log").exists(), "an empty log stayed");
+}
+
+/// `guest enter NAME` with its shell's input from `script`.
+fn enter(g: &Guest, script: &str) -> Output {
+    let mut cmd = g.cmd(&["enter", &g.name]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    child
+        .0
+        .as_mut()
+        .unwrap()
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    super::harness::wait_bounded(child, Duration::from_secs(20))
+}
+
+#[test]
+fn s12_enter_and_exec_of_a_running_guest_need_no_config() {
+    if !can_run("s12_enter_and_exec_of_a_running_guest_need_no_config") {
+        return;
+    }
+    // `enter` read the guest's config for its shell: with NAME.toml removed
+    // while the guest runs it failed with "no config for guest NAME", and
+    // with NAME.toml edited it ran the new file's shell in the old guest
+    // (which may not even have it). What a running guest is entered with
+    // comes from its runtime record, as `machinectl shell` and `nsenter`
+    // need no unit file.
+    let g = Guest::new("noconf", SLEEP);
+    g.configure("shell = \"/bin/sh\"", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+
+    // Edited: another shell, which this guest lacks.
+    g.configure("shell = \"/bin/no-such-shell\"", SLEEP);
+    let o = enter(&g, "echo in-$(hostname)\nexit 0\n");
+    assert!(o.status.success(), "edited config: {}", stderr(&o));
+    assert!(stdout(&o).contains("in-"), "{}", stdout(&o));
+
+    // Removed.
+    std::fs::remove_file(g.config()).unwrap();
+    let o = enter(&g, "echo still-in\nexit 4\n");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stdout(&o).contains("still-in"), "{}", stdout(&o));
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", "echo exec-ok"]);
+    assert_eq!(ok(&o).trim(), "exec-ok");
+    let (st, _) = g.status();
+    assert_eq!(st["running"], true, "{st}");
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
