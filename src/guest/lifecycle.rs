@@ -55,7 +55,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         );
         teardown(&run, &old, Duration::ZERO)?;
     } else {
-        kill_unrecorded(name, &run, Some(&cfg))?;
+        kill_unrecorded(name, &run)?;
         if state::is_mounted(&run.root()) {
             tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
             unmount_root(&run.root(), cfg.root_mount)?;
@@ -143,12 +143,15 @@ fn read_locked(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
 /// killed after its init was running but before the record was written leaves
 /// a live guest nobody knows of, which would run beside the new one (and
 /// hold its veth name).
-fn kill_unrecorded(name: &str, run: &RunDir, cfg: Option<&GuestConfig>) -> Result<()> {
+fn kill_unrecorded(name: &str, run: &RunDir) -> Result<()> {
     let cgroup = Cgroup::tracked(&run.cgroup_name());
     let left = cgroup.pids();
     if left.is_empty() {
         return Ok(());
     }
+    // Found before the kill, while the proof (its peer in their namespace)
+    // lives: `ve-NAME` may be a guest's of that name from another run dir.
+    let own_if = super::net::host_ifindex_owned_by(name, &left);
     tracing::warn!(
         "guest {name}: killing {} process(es) left from an unfinished start (pids {left:?})",
         left.len()
@@ -157,8 +160,10 @@ fn kill_unrecorded(name: &str, run: &RunDir, cfg: Option<&GuestConfig>) -> Resul
     if !wait_until(Duration::from_secs(5), || cgroup.pids().is_empty()) {
         return Err(survived(name, cgroup.pids()));
     }
-    if let Some(Ok(spec)) = cfg.map(|c| c.spec(name, PathBuf::new())) {
-        super::net::teardown(&spec);
+    // It goes with their namespace, but asynchronously: a start right after
+    // would find it taken.
+    if let Some(index) = own_if {
+        super::net::remove_host_if(name, index);
     }
     Ok(())
 }
@@ -175,9 +180,9 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
     if !unrecorded(run) {
         return Ok(false);
     }
-    // For the veth name and the root's kind; the config may be gone.
+    // For the root's kind and the limits; the config may be gone.
     let cfg = GuestConfig::load(&dirs.config_dir, name).ok();
-    kill_unrecorded(name, run, cfg.as_ref())?;
+    kill_unrecorded(name, run)?;
     let how = cfg.as_ref().map_or(RootMount::Overlay, |c| c.root_mount);
     unmount_root(&run.root(), how)?;
     let limits = cfg

@@ -56,12 +56,16 @@ pub fn check(spec: &GuestSpec) -> Result<()> {
 
 /// The host end's name: `ve-NAME`, within IFNAMSIZ (15 bytes).
 pub fn host_ifname(spec: &GuestSpec) -> String {
-    let name = format!("ve-{}", spec.name);
+    ifname_of(&spec.name)
+}
+
+fn ifname_of(guest: &str) -> String {
+    let name = format!("ve-{guest}");
     if name.len() <= 15 {
         return name;
     }
     // Too long: a short stable digest of the name instead.
-    let digest = blake3::hash(spec.name.as_bytes()).to_hex();
+    let digest = blake3::hash(guest.as_bytes()).to_hex();
     format!("ve-{}", &digest[..12])
 }
 
@@ -145,6 +149,62 @@ pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
     }
 }
 
+/// The index of `ve-NAME` if its peer lies in the network namespace of one
+/// of `pids` (the processes of a guest without a record, before they are
+/// killed): only then is it provably theirs. Neither the config (edited
+/// since, or gone) nor the name can tell: a guest of that name from another
+/// run dir may hold it. Checked both ways: the host end's peer index is an
+/// interface there whose peer index is the host end.
+pub fn host_ifindex_owned_by(guest: &str, pids: &[i32]) -> Option<u32> {
+    let dir = Path::new("/sys/class/net").join(ifname_of(guest));
+    let read = |f: &str| -> Option<u32> {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (index, peer) = (read("ifindex")?, read("iflink")?);
+    let netns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok();
+    let ours = netns("self")?;
+    let mut seen = std::collections::HashSet::new();
+    use std::os::unix::fs::MetadataExt;
+    for &pid in pids {
+        let Some(ns) = netns(&pid.to_string()) else {
+            continue;
+        };
+        if ns.ino() == ours.ino() || !seen.insert(ns.ino()) {
+            continue;
+        }
+        let mut links = String::new();
+        let listed = in_netns(Pid::from_raw(pid), || {
+            links = ip_output(&["-o", "link", "show"])?;
+            Ok(())
+        });
+        if listed.is_ok() && links.lines().any(|l| veth_link(l) == Some((peer, index))) {
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// A line of `ip -o link show`, "IDX: NAME@ifPEER: …": (IDX, PEER).
+fn veth_link(line: &str) -> Option<(u32, u32)> {
+    let (index, rest) = line.split_once(": ")?;
+    let name = rest.split(':').next()?;
+    let (_, peer) = name.rsplit_once("@if")?;
+    Some((index.trim().parse().ok()?, peer.parse().ok()?))
+}
+
+/// Removes `ve-NAME` of guest `guest` if it is still interface `index`.
+pub fn remove_host_if(guest: &str, index: u32) {
+    let name = ifname_of(guest);
+    let now = std::fs::read_to_string(Path::new("/sys/class/net").join(&name).join("ifindex"));
+    if now.is_ok_and(|i| i.trim().parse() == Ok(index)) {
+        let _ = ip(&["link", "del", &name]);
+    }
+}
+
 /// Runs `f` (which spawns `ip`) inside the network namespace of `pid`, then
 /// returns to ours. Only the calling thread moves; callers are single-threaded.
 fn in_netns(pid: Pid, f: impl FnOnce() -> Result<()>) -> Result<()> {
@@ -160,13 +220,18 @@ fn in_netns(pid: Pid, f: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
+    ip_output(args).map(drop)
+}
+
+/// `ip ARGS`' standard output.
+fn ip_output(args: &[&str]) -> Result<String> {
     let out = Command::new("ip").args(args).output().map_err(|e| {
         Error::Net(format!(
             "running `ip` (iproute2, needed for --net veth): {e}"
         ))
     })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(Error::Net(format!(
             "`ip {}` failed: {}",
@@ -196,6 +261,13 @@ mod tests {
         let mut none = veth(Some("10.0.0.2/24"));
         none.net.mode = NetMode::None;
         assert!(check(&none).is_err(), "--ip without veth");
+    }
+
+    #[test]
+    fn veth_links_are_read_from_ip_output() {
+        let line = "7: eth0@if12: <BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue";
+        assert_eq!(veth_link(line), Some((7, 12)));
+        assert_eq!(veth_link("1: lo: <LOOPBACK,UP> mtu 65536"), None);
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl Guest {
         self.run_dir.join(&self.name)
     }
 
+    fn record(&self) -> serde_json::Value {
+        let text = std::fs::read(self.run().join("state.json")).unwrap();
+        serde_json::from_slice(&text).unwrap()
+    }
+
     fn status(&self) -> (serde_json::Value, Output) {
         let o = self.unifs(&["status", "--json", &self.name]);
         let st = serde_json::from_slice(&o.stdout)
@@ -134,6 +139,24 @@ fn is_mounted(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     text.lines()
         .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Waits up to 5 s for `done`.
+fn within_5s(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 fn ok(o: &Output) -> String {
@@ -249,5 +272,96 @@ fn s12_enter_and_exec_of_a_running_guest_need_no_config() {
     assert_eq!(ok(&o).trim(), "exec-ok");
     let (st, _) = g.status();
     assert_eq!(st["running"], true, "{st}");
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+}
+
+/// `ve-NAME`, or `ve-` and a digest for a long NAME (docs/guests.md).
+fn host_if(name: &str) -> PathBuf {
+    let short = format!("ve-{name}");
+    let ifname = if short.len() <= 15 {
+        short
+    } else {
+        format!("ve-{}", &blake3::hash(name.as_bytes()).to_hex()[..12])
+    };
+    Path::new("/sys/class/net").join(ifname)
+}
+
+fn has_ip(test: &str) -> bool {
+    if Command::new("ip").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs iproute2's `ip`"
+    );
+    eprintln!("skipping {test}: needs iproute2's `ip`");
+    false
+}
+
+/// A veth network for a guest's config.
+fn veth(n: u32) -> String {
+    format!("[net]\nmode = \"veth\"\nip = \"10.217.{n}.2/24\"\n")
+}
+
+#[test]
+fn s12_killing_an_unrecorded_guest_leaves_another_run_dirs_interface_alone() {
+    let test = "s12_killing_an_unrecorded_guest_leaves_another_run_dirs_interface_alone";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    // Guest a (run dir 1) runs without a record (its start was killed
+    // before writing it) and without a veth (its config said none then);
+    // its config now says veth, as does that of guest b of the same name
+    // in run dir 2, which runs and holds ve-NAME. `stop a` (and `start a`)
+    // killed a's processes and then ran `ip link del ve-NAME` by the
+    // config: b lost its network.
+    let a = Guest::new("uvtwin", SLEEP);
+    let b = Guest::new("uvtwin", SLEEP);
+    assert_eq!(a.name, b.name);
+    let n = std::process::id() % 200 + 20;
+    ok(&a.unifs(&["start", &a.name]));
+    let a_pid = a.record()["pid"].as_i64().unwrap();
+    std::fs::remove_file(a.run().join("state.json")).unwrap();
+    a.configure(&veth(n), SLEEP);
+    b.configure(&veth(n), SLEEP);
+    ok(&b.unifs(&["start", &b.name]));
+    let iface = host_if(&b.name);
+    let index = std::fs::read_to_string(iface.join("ifindex")).unwrap();
+
+    let o = a.unifs(&["stop", "--timeout", "0", &a.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(within_5s(|| !alive(a_pid)), "a's init {a_pid} survived");
+    assert_eq!(
+        std::fs::read_to_string(iface.join("ifindex")).ok(),
+        Some(index),
+        "stopping unrecorded a removed b's interface"
+    );
+    ok(&b.unifs(&["exec", &b.name, "--", "/bin/true"]));
+    ok(&b.unifs(&["stop", "--timeout", "0", &b.name]));
+    assert!(within_5s(|| !iface.exists()), "b's stop left its interface");
+}
+
+#[test]
+fn s12_killing_an_unrecorded_veth_guest_removes_its_own_interface() {
+    let test = "s12_killing_an_unrecorded_veth_guest_removes_its_own_interface";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    // The other side: an unrecorded guest's own ve-NAME (its peer is in the
+    // guest's namespace) is removed at once, so a start right after the
+    // clean-up does not find it taken.
+    let g = Guest::new("uvown", SLEEP);
+    let n = std::process::id() % 200 + 20;
+    g.configure(&veth(n), SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let old = g.record()["pid"].as_i64().unwrap();
+    std::fs::remove_file(g.run().join("state.json")).unwrap();
+    let o = g.unifs(&["start", &g.name]);
+    assert!(o.status.success(), "restart: {}", stderr(&o));
+    assert!(stderr(&o).contains("unfinished start"), "{}", stderr(&o));
+    assert!(!alive(old) || within_5s(|| !alive(old)));
+    let new = g.record()["pid"].as_i64().unwrap();
+    assert!(alive(new));
+    assert!(host_if(&g.name).exists());
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
