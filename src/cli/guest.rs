@@ -396,19 +396,29 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(u) = s.uptime_secs {
                     println!("uptime:  {u}s");
                 }
+                if let Some(e) = &s.last_exit {
+                    println!("exit:    {} (init pid {})", e.describe(), e.pid);
+                }
             }
             Ok(ExitCode::from(if s.running { 0 } else { 3 }))
         }
     }
 }
 
-fn state_word(s: &lifecycle::Status) -> &'static str {
-    match (s.running, s.stale) {
-        (true, _) if s.unrecorded => "running (unrecorded)",
-        (true, _) if s.root_lost => "running (root lost)",
-        (true, _) => "running",
-        (false, true) => "stopped (stale record)",
-        (false, false) => "stopped",
+fn state_word(s: &lifecycle::Status) -> String {
+    let mut why = Vec::new();
+    if s.stale {
+        why.push("stale record".to_string());
+    }
+    if let Some(e) = &s.last_exit {
+        why.push(e.short());
+    }
+    match s.running {
+        true if s.unrecorded => "running (unrecorded)".into(),
+        true if s.root_lost => "running (root lost)".into(),
+        true => "running".into(),
+        false if why.is_empty() => "stopped".into(),
+        false => format!("stopped ({})", why.join(", ")),
     }
 }
 

@@ -58,6 +58,10 @@ pub enum Error {
     OverlayRoot { root: PathBuf, reason: String },
     #[error("network set-up failed: {0}")]
     Net(String),
+    /// An error of the guest's keeper (the process that starts init and
+    /// waits for it), as it said it.
+    #[error("{0}")]
+    Keeper(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

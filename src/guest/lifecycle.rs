@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -194,7 +195,96 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
     Ok(true)
 }
 
+/// Starts init through a keeper: a process of its own session that stays
+/// init's parent until init ends, then records how it ended (`exit.json`).
+/// `start` returns at once, and after that nobody else could see init's
+/// exit status: the host's PID 1 would reap it. Forked twice, so the keeper
+/// is no zombie of a caller that lives on.
 fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
+    // A new start: the last init's end no longer describes the guest.
+    let _ = std::fs::remove_file(run.exit_file());
+    let (report_r, report_w) = launch::report_channel()?;
+    match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
+        Forked::Child => {
+            drop(report_r);
+            match sys::fork() {
+                Ok(Forked::Child) => keep(cfg, spec, run, report_w),
+                // A failed fork: the report's EOF says so.
+                _ => sys::exit_child(0),
+            }
+        }
+        Forked::Parent(first) => {
+            drop(report_w);
+            let _ = launch::wait_exit(first);
+            let mut report = Vec::new();
+            let _ = std::fs::File::from(report_r).read_to_end(&mut report);
+            let said = |msg: &[u8]| String::from_utf8_lossy(msg).into_owned();
+            match report.split_first() {
+                Some((b'K', _)) => run.read()?.ok_or_else(|| {
+                    Error::Keeper("the guest's keeper started init but left no record".into())
+                }),
+                Some((b'N', command)) => Err(Error::CommandNotFound {
+                    command: said(command),
+                    root: cfg.root.clone(),
+                }),
+                Some((_, msg)) => Err(Error::Keeper(said(msg))),
+                None => Err(Error::Keeper(
+                    "the guest's keeper process ended before it started init".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// The keeper ([`spawn_init`]): starts init and records it, lets go of all
+/// `start` had open (its terminal or pipes, which whoever ran `start` waits
+/// on; the guest's lock), tells `start`, then waits for init.
+fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! {
+    // Not the starter's terminal's: its Ctrl-C and hang-up are not for us.
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_name(c"unifs-keeper");
+    let st = match start_init(cfg, spec, run) {
+        Ok(st) => st,
+        Err(e) => {
+            let said = match e {
+                Error::CommandNotFound { command, .. } => format!("N{command}"),
+                e => format!("E{e}"),
+            };
+            let _ = nix::unistd::write(&report, said.as_bytes());
+            sys::exit_child(1)
+        }
+    };
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    // As a daemon: its working directory would keep the filesystem `start`
+    // ran in busy for the guest's life.
+    let _ = nix::unistd::chdir("/");
+    let _ = nix::unistd::write(&report, b"K");
+    // The report (its EOF lets `start` return) and the lock among them.
+    sys::close_fds();
+    let pid = Pid::from_raw(st.pid);
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(status) => {
+                if let Some(exit) = state::Exit::from_wait(status, st.start_time) {
+                    let _ = run.write_exit(&exit);
+                    sys::exit_child(0)
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => sys::exit_child(1),
+        }
+    }
+}
+
+fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
     let console = run.console();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -629,6 +719,9 @@ pub struct Status {
     pub memory_bytes: Option<u64>,
     pub processes: Option<u64>,
     pub uptime_secs: Option<u64>,
+    /// How the last init ended, while stopped (until the next start): seen
+    /// by its keeper; None if unknown (an older unifs, a killed keeper).
+    pub last_exit: Option<state::Exit>,
 }
 
 pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
@@ -671,6 +764,14 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         processes: cgroup.and_then(|c| c.pids_current().or(Some(c.pids().len() as u64))),
         uptime_secs: live.map(|s| now.saturating_sub(s.started)),
+        last_exit: (!running && unrecorded.is_none())
+            .then(|| run.read_exit())
+            .flatten()
+            // A late keeper of an earlier init says nothing of this one.
+            .filter(|e| {
+                st.as_ref()
+                    .is_none_or(|s| (s.pid, s.start_time) == (e.pid, e.start_time))
+            }),
     })
 }
 

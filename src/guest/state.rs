@@ -1,6 +1,7 @@
 //! Runtime state of named guests, under RUN_DIR/NAME/ (default /run/unifs):
 //! `root/` (the mounted root), `state.json` (init pid and how to undo the
-//! start) and `console.log` (init's output).
+//! start), `console.log` (init's output) and `exit.json` (how the last init
+//! ended).
 
 use super::cgroup::Cgroup;
 use super::config::RootMount;
@@ -35,6 +36,65 @@ pub struct State {
     /// (None in a record of an older unifs: the config's, then).
     #[serde(default)]
     pub shell: Option<String>,
+}
+
+/// How a guest's init ended, as its keeper (its parent, see
+/// `lifecycle::spawn_init`) saw it: `RUN_DIR/NAME/exit.json`, kept until the
+/// next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The init's host PID and start time, as in its [`State`].
+    pub pid: i32,
+    pub start_time: u64,
+    /// Its exit status, if it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it ("KILL", "TERM", …), if one did.
+    pub signal: Option<String>,
+    pub core_dumped: bool,
+    /// Seconds since the epoch.
+    pub ended: u64,
+}
+
+impl Exit {
+    /// From a wait status; None for one that is no end (stopped, continued).
+    pub fn from_wait(status: nix::sys::wait::WaitStatus, start_time: u64) -> Option<Exit> {
+        use nix::sys::wait::WaitStatus;
+        let (pid, code, signal, core_dumped) = match status {
+            WaitStatus::Exited(pid, code) => (pid, Some(code), None, false),
+            WaitStatus::Signaled(pid, sig, core) => {
+                let name = sig.as_str().trim_start_matches("SIG").to_string();
+                (pid, None, Some(name), core)
+            }
+            _ => return None,
+        };
+        Some(Exit {
+            pid: pid.as_raw(),
+            start_time,
+            code,
+            signal,
+            core_dumped,
+            ended: std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+    }
+
+    /// As systemd says it: "code=exited, status=3", "code=killed, signal=KILL".
+    pub fn describe(&self) -> String {
+        match (&self.signal, self.code) {
+            (Some(sig), _) if self.core_dumped => format!("code=dumped, signal={sig}"),
+            (Some(sig), _) => format!("code=killed, signal={sig}"),
+            (None, code) => format!("code=exited, status={}", code.unwrap_or_default()),
+        }
+    }
+
+    /// Short, for `list`: "exited 3", "killed by SIGKILL".
+    pub fn short(&self) -> String {
+        match (&self.signal, self.code) {
+            (Some(sig), _) => format!("killed by SIG{sig}"),
+            (None, code) => format!("exited {}", code.unwrap_or_default()),
+        }
+    }
 }
 
 /// The runtime directory of one guest.
@@ -79,6 +139,28 @@ impl RunDir {
 
     pub fn console(&self) -> PathBuf {
         self.dir.join("console.log")
+    }
+
+    /// How the last init ended ([`Exit`]).
+    pub fn exit_file(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+
+    /// The last init's end, if recorded and readable (it only informs).
+    pub fn read_exit(&self) -> Option<Exit> {
+        serde_json::from_slice(&std::fs::read(self.exit_file()).ok()?).ok()
+    }
+
+    /// Written by the keeper, which holds no lock: temp file of its own,
+    /// then rename, so a reader sees a whole one.
+    pub fn write_exit(&self, exit: &Exit) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.dir.join(format!(".exit.json.{}", std::process::id()));
+        let json = serde_json::to_vec_pretty(exit).expect("exit serializes");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, self.exit_file())
     }
 
     /// An exclusive lock on this guest's runtime directory (creating it), so

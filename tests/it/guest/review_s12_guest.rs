@@ -365,3 +365,84 @@ fn s12_killing_an_unrecorded_veth_guest_removes_its_own_interface() {
     assert!(host_if(&g.name).exists());
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
+
+/// Waits up to 5 s for the guest to be stopped with its init's end
+/// recorded (its keeper writes it a moment after init is gone), and returns
+/// its status.
+fn ended(g: &Guest) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let stopped = within_5s(|| {
+        last = g.status().0;
+        last["running"] == false && !last["last_exit"].is_null()
+    });
+    assert!(stopped, "init never ended: {last}");
+    last
+}
+
+#[test]
+fn s12_status_and_list_say_how_a_guests_init_ended() {
+    if !can_run("s12_status_and_list_say_how_a_guests_init_ended") {
+        return;
+    }
+    // An init that exited by itself (exit 0, exit 3) or was killed left
+    // `status` and `list` saying "stopped (stale record)" and nothing more:
+    // nobody kept its exit status (init's parent, `guest start`, was gone;
+    // the host's PID 1 reaped it). systemctl says "code=exited, status=3".
+    let g = Guest::new("exit", "[\"/bin/sh\", \"-c\", \"sleep 0.2; exit 3\"]");
+    ok(&g.unifs(&["start", &g.name]));
+    let st = ended(&g);
+    assert_eq!(st["last_exit"]["code"], 3, "{st}");
+    assert_eq!(st["last_exit"]["signal"], serde_json::Value::Null, "{st}");
+    let o = g.unifs(&["status", &g.name]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stdout(&o).contains("code=exited, status=3"),
+        "{}",
+        stdout(&o)
+    );
+    let o = g.unifs(&["list"]);
+    assert!(stdout(&o).contains("exited 3"), "{}", stdout(&o));
+    let all: serde_json::Value =
+        serde_json::from_slice(&g.unifs(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(all[0]["last_exit"]["code"], 3, "{all}");
+
+    // A clean exit, after the stale record's clean-up too.
+    g.configure("", "[\"/bin/sh\", \"-c\", \"sleep 0.2\"]");
+    ok(&g.unifs(&["start", &g.name]));
+    let st = g.status().0;
+    assert_eq!(
+        st["last_exit"],
+        serde_json::Value::Null,
+        "a start clears it: {st}"
+    );
+    let st = ended(&g);
+    assert_eq!(st["last_exit"]["code"], 0, "{st}");
+    ok(&g.unifs(&["stop", &g.name]));
+    let o = g.unifs(&["status", &g.name]);
+    assert!(
+        stdout(&o).contains("code=exited, status=0"),
+        "kept after the record's clean-up: {}",
+        stdout(&o)
+    );
+
+    // Killed.
+    g.configure("", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.record()["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let st = ended(&g);
+    assert_eq!(st["last_exit"]["signal"], "KILL", "{st}");
+    assert_eq!(st["last_exit"]["code"], serde_json::Value::Null, "{st}");
+    let o = g.unifs(&["status", &g.name]);
+    assert!(
+        stdout(&o).contains("code=killed, signal=KILL"),
+        "{}",
+        stdout(&o)
+    );
+    let o = g.unifs(&["list"]);
+    assert!(stdout(&o).contains("killed by SIGKILL"), "{}", stdout(&o));
+}
