@@ -44,7 +44,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock()?;
     if let (Some(old), _) = read_locked(&run, name)? {
-        if state::alive(old.pid, old.start_time) {
+        if old.init_alive() {
             return Err(Error::AlreadyRunning {
                 name: name.into(),
                 pid: old.pid,
@@ -307,6 +307,7 @@ fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
         cgroup: spawned.cgroup.clone(),
         host_ifindex: super::net::host_ifindex(&spec),
         shell: Some(cfg.shell.clone()),
+        boot_id: state::boot_id(),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -499,7 +500,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
             false => Err(Error::NotRunning { name: name.into() }),
         };
     };
-    let was_alive = state::alive(st.pid, st.start_time);
+    let was_alive = st.init_alive();
     let clean = teardown(&run, &st, timeout)?;
     Ok(match (was_alive, clean) {
         (false, _) => Stopped::WasStale,
@@ -513,11 +514,11 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
 fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
     let pid = Pid::from_raw(st.pid);
     let mut clean = true;
-    if state::alive(st.pid, st.start_time) {
+    if st.init_alive() {
         let _ = kill(pid, Signal::SIGTERM);
-        clean = wait_until(timeout, || !state::alive(st.pid, st.start_time));
+        clean = wait_until(timeout, || !st.init_alive());
     }
-    if state::alive(st.pid, st.start_time) {
+    if st.init_alive() {
         // SIGKILL to a PID namespace's init kills the whole namespace.
         let _ = kill(pid, Signal::SIGKILL);
     }
@@ -526,18 +527,21 @@ fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
         st.cgroup.kill_all();
     }
     let gone = wait_until(Duration::from_secs(5), || {
-        !state::alive(st.pid, st.start_time) && st.cgroup.pids().is_empty()
+        !st.init_alive() && st.cgroup.pids().is_empty()
     });
     if !gone {
         let mut left = st.cgroup.pids();
-        if state::alive(st.pid, st.start_time) && !left.contains(&st.pid) {
+        if st.init_alive() && !left.contains(&st.pid) {
             left.insert(0, st.pid);
         }
         return Err(survived(&st.name, left));
     }
     unmount_root(&run.root(), st.root_mount)?;
     st.cgroup.remove();
-    super::net::teardown_recorded(&st.spec, st.host_ifindex);
+    // An index of another boot may be any interface now.
+    if st.this_boot() {
+        super::net::teardown_recorded(&st.spec, st.host_ifindex);
+    }
     // Never remove_dir_all: if the unmount had failed, root/ would be the
     // guest's files.
     let _ = std::fs::remove_dir(run.root());
@@ -580,7 +584,7 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     match read_lenient(&run, name)?.0 {
-        Some(st) if state::alive(st.pid, st.start_time) => Ok(st),
+        Some(st) if st.init_alive() => Ok(st),
         None if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
         _ => Err(Error::NotRunning { name: name.into() }),
     }
@@ -740,9 +744,7 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
             path: config,
         });
     }
-    let running = st
-        .as_ref()
-        .is_some_and(|s| state::alive(s.pid, s.start_time));
+    let running = st.as_ref().is_some_and(State::init_alive);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

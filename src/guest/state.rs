@@ -36,6 +36,31 @@ pub struct State {
     /// (None in a record of an older unifs: the config's, then).
     #[serde(default)]
     pub shell: Option<String>,
+    /// The kernel's boot id when it started. PIDs, start times and interface
+    /// indexes start over at boot, and a run dir on a disk keeps its records
+    /// across one: a record of another boot names nothing of this one (None
+    /// in a record of an older unifs: taken as this boot's).
+    #[serde(default)]
+    pub boot_id: Option<String>,
+}
+
+impl State {
+    /// Whether this boot's process and interface numbers can be its.
+    pub fn this_boot(&self) -> bool {
+        self.boot_id.is_none() || self.boot_id == boot_id()
+    }
+
+    /// True while the recorded init runs: [`alive`], in this boot.
+    pub fn init_alive(&self) -> bool {
+        self.this_boot() && alive(self.pid, self.start_time)
+    }
+}
+
+/// This boot's id (/proc/sys/kernel/random/boot_id).
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// How a guest's init ended, as its keeper (its parent, see

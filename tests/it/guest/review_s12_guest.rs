@@ -446,3 +446,63 @@ fn s12_status_and_list_say_how_a_guests_init_ended() {
     let o = g.unifs(&["list"]);
     assert!(stdout(&o).contains("killed by SIGKILL"), "{}", stdout(&o));
 }
+
+/// Field 22 of /proc/PID/stat: the start time in clock ticks after boot.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+#[test]
+fn s12_a_record_from_before_a_reboot_never_names_a_host_process() {
+    if !can_run("s12_a_record_from_before_a_reboot_never_names_a_host_process") {
+        return;
+    }
+    // A run dir on a disk (`--run-dir /var/lib/…`) keeps state.json across
+    // a crash or reboot. PIDs and start times (clock ticks after boot) start
+    // over at boot, and a boot runs the same services in the same order: a
+    // host process may get the recorded PID *and* start time. The record
+    // then named it as the guest's init: `status` said running, `start`
+    // refused ("already running"), and `stop` SIGTERMed and SIGKILLed it.
+    // Made here by pointing a record of another boot at a host process.
+    let g = Guest::new("reboot", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let mut rec = g.record();
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    let mut host = Command::new("/bin/busybox");
+    host.args(["sleep", "30"]);
+    let host = KillOnDrop(Some(host.spawn().unwrap()));
+    let pid = host.0.as_ref().unwrap().id();
+    rec["pid"] = pid.into();
+    rec["start_time"] = start_time(pid).into();
+    rec["boot_id"] = "00000000-0000-4000-8000-000000000000".into();
+    std::fs::write(
+        g.run().join("state.json"),
+        serde_json::to_vec(&rec).unwrap(),
+    )
+    .unwrap();
+
+    let (st, _) = g.status();
+    assert_eq!(st["running"], false, "a host process taken for init: {st}");
+    assert_eq!(st["stale"], true, "{st}");
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    let o = g.unifs(&["stop", "--timeout", "0", &g.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("stale"), "{}", stdout(&o));
+    assert!(alive(pid as i64), "stop killed host process {pid}");
+    assert!(!g.run().join("state.json").exists());
+
+    // And a start over such a record starts the guest.
+    std::fs::write(
+        g.run().join("state.json"),
+        serde_json::to_vec(&rec).unwrap(),
+    )
+    .unwrap();
+    let o = g.unifs(&["start", &g.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(alive(pid as i64), "start killed host process {pid}");
+    assert_ne!(g.record()["pid"], rec["pid"]);
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+}
