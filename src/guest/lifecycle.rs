@@ -264,7 +264,10 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
         let _ = nix::unistd::dup2_stderr(&null);
     }
     // As a daemon: its working directory would keep the filesystem `start`
-    // ran in busy for the guest's life.
+    // ran in busy for the guest's life. A relative run dir is resolved first.
+    let run = RunDir {
+        dir: std::fs::canonicalize(&run.dir).unwrap_or_else(|_| run.dir.clone()),
+    };
     let _ = nix::unistd::chdir("/");
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.

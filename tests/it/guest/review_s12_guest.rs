@@ -506,3 +506,22 @@ fn s12_a_record_from_before_a_reboot_never_names_a_host_process() {
     assert_ne!(g.record()["pid"], rec["pid"]);
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
+
+#[test]
+fn s12_an_inits_end_is_recorded_with_a_relative_run_dir() {
+    if !can_run("s12_an_inits_end_is_recorded_with_a_relative_run_dir") {
+        return;
+    }
+    // The keeper leaves the directory `start` ran in (it would keep its
+    // filesystem busy): a relative --run-dir must still name the same place.
+    let g = Guest::new("relexit", "[\"/bin/sh\", \"-c\", \"sleep 0.2; exit 5\"]");
+    let rel = |args: &[&str]| {
+        let mut cmd = g.cmd(args);
+        cmd.current_dir(g.t.dir.path()).env("UNIFS_RUN_DIR", "run");
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+    ok(&rel(&["start", &g.name]));
+    let st = ended(&g);
+    assert_eq!(st["last_exit"]["code"], 5, "{st}");
+    assert!(!Path::new("/run").join(&g.name).exists());
+}
