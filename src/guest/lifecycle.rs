@@ -586,9 +586,15 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 fn running(dirs: &Dirs, name: &str) -> Result<State> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    match read_lenient(&run, name)?.0 {
-        Some(st) if st.init_alive() => Ok(st),
-        None if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
+    let config = dirs.config_dir.join(format!("{name}.toml"));
+    match read_lenient(&run, name)? {
+        (Some(st), _) if st.init_alive() => Ok(st),
+        (None, _) if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
+        // Nothing of it, and no config either: more likely a typo (as `stop`).
+        (None, false) if !config.exists() => Err(Error::NoConfig {
+            name: name.into(),
+            path: config,
+        }),
         _ => Err(Error::NotRunning { name: name.into() }),
     }
 }

@@ -525,3 +525,27 @@ fn s12_an_inits_end_is_recorded_with_a_relative_run_dir() {
     assert_eq!(st["last_exit"]["code"], 5, "{st}");
     assert!(!Path::new("/run").join(&g.name).exists());
 }
+
+#[test]
+fn s12_exec_and_enter_of_an_unknown_guest_name_its_missing_config() {
+    if !can_run("s12_exec_and_enter_of_an_unknown_guest_name_its_missing_config") {
+        return;
+    }
+    // `enter` of a typo said "no config for guest typo: …/typo.toml does not
+    // exist" while it read the config first; taking what it needs from the
+    // record, it said "guest typo is not running", as `exec` always had,
+    // while `stop` names the missing config.
+    let g = Guest::new("typo", SLEEP);
+    for args in [&["exec", "typo", "--", "/bin/true"][..], &["enter", "typo"]] {
+        let o = g.unifs(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("no config for guest typo") && stderr(&o).contains("typo.toml"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    // A configured guest, stopped, is "not running".
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+}
