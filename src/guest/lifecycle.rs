@@ -141,9 +141,9 @@ fn read_locked(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
 }
 
 /// Kills processes of this guest that no runtime record names: a `start`
-/// killed after its init was running but before the record was written leaves
-/// a live guest nobody knows of, which would run beside the new one (and
-/// hold its veth name).
+/// (or its keeper) killed after its init was running but before the record
+/// was written leaves a live guest nobody knows of, which would run beside
+/// the new one (and hold its veth name).
 fn kill_unrecorded(name: &str, run: &RunDir) -> Result<()> {
     let cgroup = Cgroup::tracked(&run.cgroup_name());
     let left = cgroup.pids();
