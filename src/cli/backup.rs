@@ -317,6 +317,9 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     crate::unify::check_guest_outside_store(&crate::unify::resolved(&a.target), store.root())?;
     let (header, entries) = manifest::read_jsonl(&a.manifest)
         .with_context(|| format!("reading manifest {}", a.manifest.display()))?;
+    // From the check that every object is there until the last is linked:
+    // a gc meanwhile would remove one only the lost guest linked.
+    let _lock = store.lock_shared()?;
     let report = restore::restore(&entries, &store, &a.from, &a.target)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

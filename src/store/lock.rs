@@ -1,14 +1,18 @@
 //! One writer at a time: an exclusive `flock` on `STORE/lock`, taken without
 //! waiting. The holder writes its pid into the file for the "busy" message.
+//! `restore`, which links objects out of the store, holds it shared: gc
+//! must not remove an object it is about to link (one only the lost guest
+//! linked has no other link), but restores may run side by side.
 
 use super::{Error, IoContext, Result};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// Held while a process writes to the store; released on drop (and by the
-/// kernel when the process dies, so a killed run never leaves it stuck).
+/// Held while a process writes to the store (or, shared, restores from
+/// it); released on drop (and by the kernel when the process dies, so a
+/// killed run never leaves it stuck).
 #[derive(Debug)]
 pub struct WriterLock {
     _file: File,
@@ -16,40 +20,74 @@ pub struct WriterLock {
 
 impl WriterLock {
     pub fn acquire(store: &Path) -> Result<WriterLock> {
-        let path = store.join("lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|error| Error::Lock {
-                store: store.to_path_buf(),
-                path: path.clone(),
-                error,
-            })?;
-        // SAFETY: flock on an fd we own; no memory is passed.
-        let ret = crate::sys::retry(|| unsafe {
-            libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
-        });
-        if let Err(err) = ret {
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let holder = match pid.trim() {
-                    "" => String::new(),
-                    p => format!(" (pid {p})"),
-                };
-                return Err(Error::Busy {
-                    store: PathBuf::from(store),
-                    holder,
-                });
-            }
-            return Err(err).at(&path);
-        }
-        file.set_len(0).at(&path)?;
-        file.rewind().at(&path)?;
-        write!(file, "{}", std::process::id()).at(&path)?;
-        Ok(WriterLock { _file: file })
+        let file = open(store, true).map_err(|error| lock_error(store, error))?;
+        take(store, file, libc::LOCK_EX)
     }
+
+    /// The lock shared, for a process that only needs the store's objects
+    /// to stay: it keeps writers (gc) out, not other sharers. `None` where
+    /// the store cannot be written (a read-only copy without a lock file):
+    /// nobody can be writing there.
+    pub fn acquire_shared(store: &Path) -> Result<Option<WriterLock>> {
+        let file = match open(store, true) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => match open(store, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(lock_error(store, e)),
+            },
+            Err(e) => return Err(lock_error(store, e)),
+        };
+        take(store, file, libc::LOCK_SH).map(Some)
+    }
+}
+
+fn open(store: &Path, write: bool) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(write)
+        .truncate(false)
+        .open(store.join("lock"))
+}
+
+fn lock_error(store: &Path, error: io::Error) -> Error {
+    Error::Lock {
+        store: store.to_path_buf(),
+        path: store.join("lock"),
+        error,
+    }
+}
+
+/// Takes `op` on the open lock file without waiting, then writes our pid
+/// (where the file is writable) for whoever finds the store busy.
+fn take(store: &Path, mut file: File, op: libc::c_int) -> Result<WriterLock> {
+    let path = store.join("lock");
+    // SAFETY: flock on an fd we own; no memory is passed.
+    let ret = crate::sys::retry(|| unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) });
+    if let Err(err) = ret {
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => String::new(),
+                p => format!(" (pid {p})"),
+            };
+            return Err(Error::Busy {
+                store: PathBuf::from(store),
+                holder,
+            });
+        }
+        return Err(err).at(&path);
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()));
+    // A sharer that opened it read-only (a read-only store) cannot; no
+    // writer is there to read it.
+    if op == libc::LOCK_EX {
+        written.at(&path)?;
+    }
+    Ok(WriterLock { _file: file })
 }

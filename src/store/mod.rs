@@ -57,8 +57,8 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
-        "store {store} is busy: another unifs process{holder} is writing to it; \
-         wait for it to finish, then try again"
+        "store {store} is busy: another unifs process{holder} is writing to it (or \
+         restoring a guest from it); wait for it to finish, then try again"
     )]
     Busy { store: PathBuf, holder: String },
     #[error(
@@ -68,8 +68,9 @@ pub enum Error {
     NotAStore { path: PathBuf },
     #[error(
         "store {store}: cannot open its writer lock {path}: {error}; every command that \
-         writes needs it (a store that cannot be written can still be read: store verify, \
-         stats, ls, runs, snapshot, unify --dry-run)"
+         writes needs it, and restore (a store that cannot be written can still be read: \
+         store verify, stats, ls, runs, snapshot, unify --dry-run, and restore from a \
+         read-only filesystem)"
     )]
     Lock {
         store: PathBuf,
@@ -325,6 +326,12 @@ impl Store {
     /// Takes the writer lock, failing at once with [`Error::Busy`] if held.
     pub fn lock_writer(&self) -> Result<WriterLock> {
         WriterLock::acquire(&self.root)
+    }
+
+    /// Takes the lock shared (see [`WriterLock::acquire_shared`]), failing
+    /// at once with [`Error::Busy`] while a writer holds it.
+    pub fn lock_shared(&self) -> Result<Option<WriterLock>> {
+        WriterLock::acquire_shared(&self.root)
     }
 
     /// Refuses a guest reached through another mount than the store's

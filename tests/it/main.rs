@@ -10,6 +10,7 @@ mod review_s10_conc;
 mod review_s10_docs;
 mod review_s11_compat;
 mod review_s11_fault;
+mod review_s12_store;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
