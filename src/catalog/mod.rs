@@ -66,6 +66,24 @@ pub struct Catalog {
     file: Option<Connection>,
 }
 
+/// Creates the catalog file (empty: SQLite takes it for a new database)
+/// readable by root alone, if it is not there. It names every guest path it
+/// links, with size, owner and content hash, including those in directories
+/// a guest keeps from other users; SQLite would make it (and its -wal and
+/// -shm, which take its mode) as the umask says, 0644.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        r => r.map(drop),
+    }
+}
+
 /// The config key recording that object ids leave mtime out.
 const IGNORE_MTIME: &str = "ignore_mtime";
 
@@ -75,6 +93,8 @@ impl Catalog {
     /// anything is written to it.
     pub fn open(path: &Path) -> Result<Catalog> {
         prefetch(path);
+        // (Where it cannot be made, SQLite's open below says why.)
+        let _ = create_private(path);
         let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| sqlite(path, e))?;

@@ -647,6 +647,8 @@ impl Catalog {
     /// Errors name `dest`: the catalog is only read.
     pub fn snapshot(&self, dest: &Path) -> Result<()> {
         let err = |e| super::sqlite(dest, e);
+        // The catalog's copy: root's alone as the catalog is.
+        let _ = super::create_private(dest);
         let mut out = rusqlite::Connection::open(dest).map_err(err)?;
         let source = self.file.as_ref().unwrap_or(&self.conn);
         let backup = rusqlite::backup::Backup::new(source, &mut out).map_err(err)?;

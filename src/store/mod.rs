@@ -179,6 +179,14 @@ impl Store {
             move |error| Error::Create { store, path, error }
         };
         std::fs::create_dir_all(root).map_err(at(root))?;
+        if !Store::exists(root) {
+            // A new store is root's alone: its catalog and listings name
+            // every guest path, its objects are guest files. (An existing
+            // one keeps the mode its owner gave it.)
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .map_err(at(root))?;
+        }
         let tmp = root.join("tmp");
         private_dir(&tmp).map_err(at(&tmp))?;
         let lock = root.join("lock");

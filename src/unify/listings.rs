@@ -218,13 +218,24 @@ impl Listings {
         tmp: &Path,
         listings: impl Iterator<Item = Entry<'a>>,
     ) -> io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        // Root's alone: the listings name what is in guest directories
+        // other users cannot list.
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = tmp.join(format!("{name}.{}", std::process::id()));
         let write = || -> io::Result<()> {
-            let file = std::fs::File::create(&temp)?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)?;
             let mut out = HashingWriter {
                 w: io::BufWriter::with_capacity(256 * 1024, file),
                 h: blake3::Hasher::new(),

@@ -148,3 +148,71 @@ fn restores_share_the_lock_and_keep_gc_out() {
         .collect();
     assert!(objects.is_empty(), "{objects:?}");
 }
+
+/// Runs `cat PATH` as user nobody; returns whether it could read it and
+/// what it printed.
+fn cat_as_nobody(path: &Path) -> (bool, Vec<u8>) {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("cat")
+        .arg(path)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    (out.status.success(), out.stdout)
+}
+
+/// The catalog was made 0644 and `cache/` 0755 with its listings 0644, in
+/// a store root made 0755: any host user could read the path of every
+/// unified guest file (with owner, size and content hash) and every
+/// directory listing unify kept, though the guests lie in a directory only
+/// root can enter (as docs/store-format.md asks) and the files in
+/// directories of the guest's own that hide them. Found by reading them as
+/// nobody. A new store's root is now 0700, the catalog 0600 (SQLite gives
+/// its -wal and -shm its mode) and `cache/` 0700, its files 0600: even a
+/// store whose root an admin opened again hides them.
+#[test]
+fn a_host_user_cannot_read_guest_paths_in_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("a_host_user_cannot_read_guest_paths_in_the_store") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let guests = dir.path().join("guests");
+    let store = dir.path().join("store");
+    let roots: Vec<PathBuf> = (1..=2).map(|i| guests.join(format!("g{i}"))).collect();
+    for g in &roots {
+        file(g, "opt/hidden/alice-plans.txt", &bytes(5, 4000), 0o600);
+        fs::set_permissions(g.join("opt/hidden"), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    fs::set_permissions(&guests, fs::Permissions::from_mode(0o700)).unwrap();
+    let s = unify_json(&store, &[&roots[0], &roots[1]]);
+    assert_eq!(s["objects_added"], 1, "{s}");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store), 0o700, "a new store's root");
+    // The guests' own files are out of reach (the check reads as nobody).
+    assert!(!cat_as_nobody(&roots[0].join("opt/hidden/alice-plans.txt")).0);
+    // An older store, or one whose root its admin opened: what is in it
+    // must still be root's.
+    fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut readable = Vec::new();
+    for e in walkdir::WalkDir::new(&store).min_depth(1) {
+        let e = e.unwrap();
+        if !e.file_type().is_file()
+            || e.path().parent() == Some(store.as_path()) && e.file_name() == "lock"
+        {
+            continue;
+        }
+        let (read, text) = cat_as_nobody(e.path());
+        if read {
+            let leaks = text.windows(11).any(|w| w == b"alice-plans");
+            readable.push(format!("{} (names the path: {leaks})", e.path().display()));
+        }
+    }
+    assert!(readable.is_empty(), "readable by nobody: {readable:#?}");
+    // Its snapshot (docs/backup.md) is the catalog's copy.
+    let snap = dir.path().join("catalog-snapshot.db");
+    ok(&unifs(&store, &[&"store", &"snapshot", &snap]));
+    assert_eq!(mode(&snap), 0o600, "the snapshot");
+}
