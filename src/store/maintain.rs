@@ -135,7 +135,8 @@ impl Store {
     /// Unlinks the object files [`Store::gc_candidates`] found, once the
     /// catalog no longer lists them (a gc killed in between leaves files
     /// no row names, which the next gc finds again; never rows naming
-    /// inode numbers that are free to be reused), and empties `tmp/`.
+    /// inode numbers that are free to be reused), and empties `tmp/`
+    /// ([`Store::empty_tmp`]).
     pub fn gc_remove(&self, files: &[(ObjectFile, u64)]) -> Result<()> {
         for (f, _) in files {
             match std::fs::remove_file(&f.path) {
@@ -144,6 +145,15 @@ impl Store {
                 Err(e) => return Err(e).at(&f.path),
             }
         }
+        self.empty_tmp()
+    }
+
+    /// Removes what killed runs left in `tmp/` (a copy being staged as an
+    /// object, a cache file being written: whole files' worth of space),
+    /// but for their records of directory mtimes. The caller holds the
+    /// writer lock: every process that stages there holds it too, so
+    /// nothing in `tmp/` is in use.
+    pub fn empty_tmp(&self) -> Result<()> {
         let tmp = self.root.join("tmp");
         for entry in std::fs::read_dir(&tmp).at(&tmp)? {
             let entry = entry.at(&tmp)?;

@@ -238,7 +238,13 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let catalog = if opts.dry_run {
         Catalog::open_readonly(&store.catalog_path())?
     } else {
-        Catalog::open(&store.catalog_path())?
+        let catalog = Catalog::open(&store.catalog_path())?;
+        // A killed run's staged copy would keep its space until a gc.
+        // (Only now: a store of a newer unifs, refused above, is left as
+        // it is. A tmp/ that cannot be read is for the run to report
+        // where it needs it.)
+        let _ = store.empty_tmp();
+        catalog
     };
     let ignore_mtime = settle_ignore_mtime(&store, &catalog, opts)?;
     run(Some(&store), &catalog, opts, ignore_mtime, started)

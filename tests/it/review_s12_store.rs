@@ -1,7 +1,7 @@
 //! Review s12-store: the store's locks, modes and leftovers, and what
 //! unify costs on a large store.
 
-use crate::common::require_root;
+use crate::common::{require_root, require_strace, unifs_bin};
 use crate::tree::*;
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -215,4 +215,69 @@ fn a_host_user_cannot_read_guest_paths_in_the_store() {
     let snap = dir.path().join("catalog-snapshot.db");
     ok(&unifs(&store, &[&"store", &"snapshot", &snap]));
     assert_eq!(mode(&snap), 0o600, "the snapshot");
+}
+
+/// Names in the store's `tmp/` that are not records of directory mtimes.
+fn tmp_leftovers(store: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<_> = fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .filter(|(n, _)| !n.starts_with("dirtimes-"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A unify killed while it staged a copy of a file open for writing
+/// (strace kills it at the copy's fchmod, after the data) left the whole
+/// copy in `tmp/obj.PID.N`; no later unify removed it (docs/unify.md: the
+/// next run "finishes the work"), only a `store gc`: a big file that a
+/// cron job's timeout kills unify over leaks its size each time. Unify
+/// now empties `tmp/` of such leftovers once it holds the writer lock.
+#[test]
+fn unify_removes_the_staged_copy_a_killed_run_left() {
+    if !require_root("unify_removes_the_staged_copy_a_killed_run_left")
+        || !require_strace("unify_removes_the_staged_copy_a_killed_run_left")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (g1, g2) = (dir.path().join("g1"), dir.path().join("g2"));
+    let data = bytes(9, 1 << 20);
+    file(&g1, "usr/lib/big", &data, 0o644);
+    file(&g2, "usr/lib/big", &data, 0o644);
+    // Open for writing: unify copies it into the store instead of linking.
+    let writer = fs::OpenOptions::new()
+        .append(true)
+        .open(g1.join("usr/lib/big"))
+        .unwrap();
+    let killed = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .arg("--inject=fchmod:signal=SIGKILL:when=1")
+        .arg(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unify", "--json", "--no-progress"])
+        .args([&g1, &g2])
+        .env("UNIFS_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "not killed");
+    let left = tmp_leftovers(&store);
+    assert!(
+        left.len() == 1 && left[0].0.starts_with("obj.") && left[0].1 == 1 << 20,
+        "the killed run's staged copy: {left:?}"
+    );
+    let s = unify_json(&store, &[&g1, &g2]);
+    assert_eq!(s["objects_copied"], 1, "{s}");
+    assert_eq!(tmp_leftovers(&store), [], "left in tmp/");
+    drop(writer);
+    assert_verify_clean(&store);
 }
