@@ -262,9 +262,19 @@ impl Replacement {
             name = format!(".unifs-manifest{suffix}-{n}").into();
         }
         let tmp = path.with_file_name(name);
-        let file = std::fs::File::create(&tmp).with_context(|| {
-            format!("creating {} (written as {})", path.display(), tmp.display())
-        })?;
+        // Root's alone, as the catalog is: a manifest names every path of
+        // the guest, with owners, xattrs and content hashes, also where the
+        // guest's own modes hide them from other users.
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| {
+                format!("creating {} (written as {})", path.display(), tmp.display())
+            })?;
         Ok(Replacement {
             path: path.to_path_buf(),
             tmp: Some(tmp),

@@ -217,6 +217,34 @@ fn a_host_user_cannot_read_guest_paths_in_the_store() {
     assert_eq!(mode(&snap), 0o600, "the snapshot");
 }
 
+/// `unifs manifest -o FILE --private-list LIST` wrote both 0644 (the
+/// umask's), renaming a new file over FILE each time: the paths of every
+/// file of the guest, with owners, xattrs and content hashes, readable by
+/// any host user, and an admin's `chmod 600` of the last backup's files
+/// lost at the next. They are now made 0600, as the catalog is.
+#[test]
+fn a_manifest_is_written_for_root_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("a_manifest_is_written_for_root_alone") {
+        return;
+    }
+    let (dir, store, manifest, _private) = lost_guest();
+    let g = dir.path().join("g3");
+    file(&g, "opt/hidden/alice-plans.txt", b"plans\n", 0o600);
+    let list = dir.path().join("g3.private");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&manifest), 0o600, "a new manifest");
+    ok(&unifs(
+        &store,
+        &[&"manifest", &g, &"-o", &manifest, &"--private-list", &list],
+    ));
+    assert!(fs::read_to_string(&manifest)
+        .unwrap()
+        .contains("alice-plans"));
+    assert_eq!(mode(&manifest), 0o600, "a manifest written over");
+    assert_eq!(mode(&list), 0o600, "the private list");
+}
+
 /// Names in the store's `tmp/` that are not records of directory mtimes.
 fn tmp_leftovers(store: &Path) -> Vec<(String, u64)> {
     let mut out: Vec<_> = fs::read_dir(store.join("tmp"))
