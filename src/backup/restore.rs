@@ -300,7 +300,10 @@ fn restore_file(
                     report.objects_linked += 1;
                     return Ok(());
                 }
-                Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {}
+                // A full object, or a store reached through another mount
+                // of the target's filesystem (a bind mount): link() cannot
+                // cross mounts. Copied instead, as onto another filesystem.
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EMLINK | libc::EXDEV)) => {}
                 Err(err) => return Err(err),
             }
         }

@@ -49,7 +49,7 @@ pub struct ManifestArgs {
 
 /// Rebuild a guest from a manifest, the store's objects and a backup copy
 /// of its private files. Objects are hardlinked when TARGET is on the
-/// store's filesystem, copied otherwise. Every file is verified against the
+/// store's filesystem and mount, copied otherwise. Every file is verified against the
 /// manifest; nothing is written if anything is missing, and the tree is
 /// only moved to TARGET when everything verified.
 #[derive(clap::Args, Debug)]

@@ -309,3 +309,60 @@ fn unify_removes_the_staged_copy_a_killed_run_left() {
     drop(writer);
     assert_verify_clean(&store);
 }
+
+/// A read-only bind mount of a directory of this test's; detached on drop.
+struct RoBind(PathBuf);
+
+impl RoBind {
+    fn new(src: &Path, dst: &Path) -> RoBind {
+        use nix::mount::{mount, MsFlags};
+        fs::create_dir(dst).unwrap();
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        let guard = RoBind(dst.to_path_buf());
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).unwrap();
+        guard
+    }
+}
+
+impl Drop for RoBind {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Restore from a store reached through another mount of its filesystem
+/// (here a read-only bind mount, as of a store kept read-only for
+/// backups): the target is on the store's device, so restore links
+/// objects, and link() across mounts fails with EXDEV, which restore took
+/// for a failure ("Invalid cross-device link", the partial tree left)
+/// where a full object (EMLINK) is copied instead. It copies them now.
+/// (And the shared lock on a read-only store: its lock file is opened
+/// read-only.)
+#[test]
+fn restore_from_a_store_through_another_mount_copies_objects() {
+    if !require_root("restore_from_a_store_through_another_mount_copies_objects") {
+        return;
+    }
+    let (dir, store, manifest, private) = lost_guest();
+    let ro = RoBind::new(&store, &dir.path().join("ro-store"));
+    let target = dir.path().join("g1r");
+    let out = unifs(
+        &ro.0,
+        &[
+            &"restore",
+            &"--manifest",
+            &manifest,
+            &"--from",
+            &private,
+            &"--json",
+            &target,
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["objects_copied"], 1, "{report}");
+    assert_eq!(
+        fs::read(target.join("usr/bin/tool")).unwrap(),
+        bytes(7, 6000)
+    );
+}
