@@ -366,3 +366,54 @@ fn restore_from_a_store_through_another_mount_copies_objects() {
         bytes(7, 6000)
     );
 }
+
+/// Lead 1 of this review, checked: unify lists all of `objects/` (to find
+/// copies past a gap an old gc left) only for an object the catalog has
+/// rows for and whose copy 0 is gone, not for every new object (which has
+/// no copy 0 either): a run adding objects to a large store must not read
+/// every fan-out directory. Counted by the fan-out directories opened by
+/// path, as the listing opens them (unify's own lookups open them below
+/// the open `objects/`).
+#[test]
+fn adding_objects_does_not_list_the_store() {
+    if !require_root("adding_objects_does_not_list_the_store")
+        || !require_strace("adding_objects_does_not_list_the_store")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests: Vec<PathBuf> = (1..=4).map(|i| dir.path().join(format!("g{i}"))).collect();
+    for i in 0..40 {
+        for g in &guests[..2] {
+            file(g, &format!("usr/lib/old{i}"), &bytes(100 + i, 3000), 0o644);
+        }
+    }
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    for i in 0..5 {
+        for g in &guests[2..] {
+            file(g, &format!("usr/lib/new{i}"), &bytes(200 + i, 3000), 0o644);
+        }
+    }
+    let trace = dir.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat", "-o"])
+        .arg(&trace)
+        .arg(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unify", "--json", "--no-progress"])
+        .args(&guests[2..])
+        .output()
+        .unwrap();
+    let s = unify_summary(&out);
+    assert_eq!(s["objects_added"], 5, "{s}");
+    let fanout = format!("\"{}/objects/", store.display());
+    let listed: Vec<String> = fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&fanout))
+        .map(str::to_string)
+        .collect();
+    assert!(listed.is_empty(), "fan-out directories listed: {listed:#?}");
+}
