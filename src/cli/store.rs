@@ -235,6 +235,11 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let _lock = store.lock_writer()?;
     store.check_catalog()?;
+    if !dry_run {
+        // Before the catalog: on a full disk a killed unify's staged copy
+        // may be what keeps it from opening, and gc is what frees space.
+        let _ = store.empty_tmp();
+    }
     // A dry run changes nothing, not even the schema of an older catalog:
     // an older unifs must still open it afterwards.
     let catalog = if dry_run {

@@ -233,18 +233,19 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(store.lock_writer()?)
+        let lock = store.lock_writer()?;
+        // A killed run's staged copy would keep its space until a gc. First
+        // thing: on a full disk it may be what keeps the catalog from
+        // opening. (tmp/ is any unifs's to empty under the lock, a newer
+        // one's too: store-format.md. A tmp/ that cannot be read is for
+        // the run to report where it needs it.)
+        let _ = store.empty_tmp();
+        Some(lock)
     };
     let catalog = if opts.dry_run {
         Catalog::open_readonly(&store.catalog_path())?
     } else {
-        let catalog = Catalog::open(&store.catalog_path())?;
-        // A killed run's staged copy would keep its space until a gc.
-        // (Only now: a store of a newer unifs, refused above, is left as
-        // it is. A tmp/ that cannot be read is for the run to report
-        // where it needs it.)
-        let _ = store.empty_tmp();
-        catalog
+        Catalog::open(&store.catalog_path())?
     };
     let ignore_mtime = settle_ignore_mtime(&store, &catalog, opts)?;
     run(Some(&store), &catalog, opts, ignore_mtime, started)

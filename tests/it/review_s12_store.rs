@@ -417,3 +417,81 @@ fn adding_objects_does_not_list_the_store() {
         .collect();
     assert!(listed.is_empty(), "fan-out directories listed: {listed:#?}");
 }
+
+/// A small ext4 (no blocks reserved for root) loop-mounted in a temp dir
+/// under /var/tmp; detached (and its loop device freed) on drop.
+struct SmallExt4(tempfile::TempDir);
+
+impl SmallExt4 {
+    fn new(size: u64) -> SmallExt4 {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let img = dir.path().join("img");
+        fs::File::create(&img).unwrap().set_len(size).unwrap();
+        let mkfs = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-m", "0"])
+            .arg(&img)
+            .output()
+            .expect("mkfs.ext4 (Debian package e2fsprogs)");
+        assert!(mkfs.status.success(), "{mkfs:?}");
+        fs::create_dir(dir.path().join("fs")).unwrap();
+        let fs = SmallExt4(dir);
+        let mount = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(fs.path(""))
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "{mount:?}");
+        fs
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0.path().join("fs").join(rel)
+    }
+}
+
+impl Drop for SmallExt4 {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path(""), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Writes `path` until the filesystem is full (bounded by its size).
+fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut f = fs::File::create(path).unwrap();
+    for chunk in [1 << 16, 1024] {
+        while f.write_all(&vec![0u8; chunk]).is_ok() {}
+    }
+    let _ = f.sync_all();
+}
+
+/// A disk filled by what a killed unify was staging in `tmp/`: `store gc`
+/// (the command that frees space) and unify failed at the catalog ("the
+/// filesystem holding it is full") before they got to tmp/, and so did
+/// every command after, until the admin found the file by hand. Both now
+/// empty tmp/ first, once they hold the writer lock.
+#[test]
+fn a_disk_filled_by_a_killed_runs_staged_copy_is_freed_by_gc() {
+    if !require_root("a_disk_filled_by_a_killed_runs_staged_copy_is_freed_by_gc") {
+        return;
+    }
+    let ext4 = SmallExt4::new(32 << 20);
+    let store = ext4.path("store");
+    let (a, b) = (ext4.path("a"), ext4.path("b"));
+    for g in [&a, &b] {
+        file(g, "usr/x", &bytes(1, 100_000), 0o644);
+    }
+    unify_json(&store, &[&a, &b]);
+    // As a unify killed while it copied a big file in leaves it.
+    fill_up(&store.join("tmp/obj.4194999.0"));
+    ok(&unifs(&store, &[&"store", &"gc"]));
+    assert_eq!(tmp_leftovers(&store), [], "left in tmp/");
+    // And unify, where no gc ran first.
+    file(&a, "usr/y", &bytes(2, 50_000), 0o644);
+    file(&b, "usr/y", &bytes(2, 50_000), 0o644);
+    fill_up(&store.join("tmp/obj.4194999.1"));
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["objects_added"], 1, "{s}");
+    assert_eq!(tmp_leftovers(&store), [], "left in tmp/");
+}
