@@ -293,19 +293,10 @@ fn restore_file(
         let copy = store.first_copy(&id).map_err(io::Error::other)?;
         let src = store.object_path(&id, copy.unwrap_or(0));
         check_content(e, &src)?;
-        if link_objects {
-            match fs::hard_link(&src, dest) {
-                Ok(()) => {
-                    check_meta(e, dest)?;
-                    report.objects_linked += 1;
-                    return Ok(());
-                }
-                // A full object, or a store reached through another mount
-                // of the target's filesystem (a bind mount): link() cannot
-                // cross mounts. Copied instead, as onto another filesystem.
-                Err(err) if matches!(err.raw_os_error(), Some(libc::EMLINK | libc::EXDEV)) => {}
-                Err(err) => return Err(err),
-            }
+        if link_objects && link_object(store, &id, copy.unwrap_or(0), dest)? {
+            check_meta(e, dest)?;
+            report.objects_linked += 1;
+            return Ok(());
         }
         copy_with_meta(e, &src, dest)?;
         report.objects_copied += 1;
@@ -318,6 +309,33 @@ fn restore_file(
     report.private_copied += 1;
     report.bytes_copied += e.size.unwrap_or(0);
     Ok(())
+}
+
+/// Links `dest` to object `id`: to copy `copy`, or, where that one is full
+/// (EMLINK), to the next copy the store started for that reason, as unify
+/// would. `Ok(false)` when every copy is full, or the store is reached
+/// through another mount of the target's filesystem (a bind mount: link()
+/// cannot cross mounts, EXDEV): the object is copied then, as onto another
+/// filesystem.
+fn link_object(store: &Store, id: &ObjectId, copy: u32, dest: &Path) -> io::Result<bool> {
+    let mut copy = copy;
+    loop {
+        match fs::hard_link(store.object_path(id, copy), dest) {
+            Ok(()) => return Ok(true),
+            Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {
+                copy += 1;
+                if store
+                    .stat_object(id, copy)
+                    .map_err(io::Error::other)?
+                    .is_none()
+                {
+                    return Ok(false);
+                }
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => return Ok(false),
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// The file's content hashes to the manifest's blake3.

@@ -495,3 +495,75 @@ fn a_disk_filled_by_a_killed_runs_staged_copy_is_freed_by_gc() {
     assert_eq!(s["objects_added"], 1, "{s}");
     assert_eq!(tmp_leftovers(&store), [], "left in tmp/");
 }
+
+/// An object whose copy 0 reached the filesystem's link limit (ext4:
+/// 65,000; a LICENSE file many packages of many guests carry) has a copy 1
+/// with room, which unify links new paths to. Restore tried copy 0 alone
+/// and, on EMLINK, copied the object: the restored guest got a private
+/// copy of every such file (docs/backup.md: "the restored guest is unified
+/// at once"). It now links the next copy, as unify does.
+#[test]
+fn restore_links_the_next_copy_of_a_full_object() {
+    if !require_root("restore_links_the_next_copy_of_a_full_object") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("g{i}"))).collect();
+    for g in &guests {
+        file(g, "usr/share/LICENSE", &bytes(11, 5000), 0o644);
+    }
+    // Copies 0 (g0-g2) and 1 (g3), as a link limit of 4 makes them.
+    let out = std::process::Command::new(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unify", "--json"])
+        .args(&guests)
+        .env("UNIFS_TEST_LINK_MAX", "4")
+        .output()
+        .unwrap();
+    assert_eq!(unify_summary(&out)["extra_copies"], 1);
+    let manifest = dir.path().join("g0.jsonl");
+    ok(&unifs(&store, &[&"manifest", &guests[0], &"-o", &manifest]));
+    fs::remove_dir_all(&guests[0]).unwrap();
+    // Copy 0 filled up to the filesystem's own limit.
+    let copy0 = guests[1].join("usr/share/LICENSE");
+    let fill = dir.path().join("fill");
+    fs::create_dir(&fill).unwrap();
+    let mut n = 0;
+    loop {
+        match fs::hard_link(&copy0, fill.join(n.to_string())) {
+            Ok(()) => n += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(n < 1 << 20, "no link limit here");
+    }
+    let private = dir.path().join("private");
+    fs::create_dir(&private).unwrap();
+    let target = dir.path().join("g0r");
+    let out = unifs(
+        &store,
+        &[
+            &"restore",
+            &"--manifest",
+            &manifest,
+            &"--from",
+            &private,
+            &"--json",
+            &target,
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(
+        (&report["objects_linked"], &report["objects_copied"]),
+        (&1.into(), &0.into()),
+        "{report}"
+    );
+    assert_eq!(
+        ino(&target.join("usr/share/LICENSE")),
+        ino(&guests[3].join("usr/share/LICENSE")),
+        "linked to copy 1"
+    );
+    fs::remove_dir_all(&fill).unwrap();
+}
