@@ -39,7 +39,7 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     // Caught from before the clone, so a SIGTERM during set-up is not lost
     // (nor kills us, leaving the guest to the parent-death signal).
     sys::catch_signals().map_err(|e| Error::sys("installing signal handlers", e))?;
-    let spawned = spawn(spec, Stdio::Inherit, &spec.name, false)?;
+    let spawned = spawn(spec, Stdio::Inherit, &spec.name)?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
     let status = wait_exit(spawned.pid);
@@ -62,8 +62,12 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
 }
 
 /// Creates cgroups (`unifs/GROUP`), clones the guest, lets it set itself up
-/// and exec. `track` gives it cgroups even without limits (named guests).
-pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str, track: bool) -> Result<Spawned> {
+/// and exec. The guest always gets groups of its own, limits or not: it
+/// roots its cgroup namespace where it is, and guest root (in a user
+/// namespace of its own, no seccomp filter) can mount cgroupfs there; left
+/// in the launcher's group it would hold the host's (cgroup.kill,
+/// cgroup.freeze and the limits of a login session or service).
+pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str) -> Result<Spawned> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Permission("starting a guest"));
     }
@@ -81,11 +85,7 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str, track: bool) -> Result
     }
     spec.limits.check()?;
     net::check(spec)?;
-    let cgroup = if spec.limits.is_empty() && !track {
-        Cgroup::default()
-    } else {
-        Cgroup::create(group, &spec.limits, track)?
-    };
+    let cgroup = Cgroup::create(group, &spec.limits, true)?;
     let spawned = clone_guest(spec, stdio, &cgroup);
     if spawned.is_err() {
         cgroup.kill_all();

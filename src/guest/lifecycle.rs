@@ -300,7 +300,7 @@ fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
         log: log.into(),
         null: null.into(),
     };
-    let spawned = launch::spawn(&spec, stdio, &run.cgroup_name(), true)?;
+    let spawned = launch::spawn(&spec, stdio, &run.cgroup_name())?;
     let state = State {
         name: spec.name.clone(),
         pid: spawned.pid.as_raw(),

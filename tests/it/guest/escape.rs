@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Builds `src` (C) static into the guest at `/bin/NAME`; false if this
 /// host cannot (no cc, no static libc), and the test is skipped.
-fn cc_into(t: &TestRoot, name: &str, src: &str) -> bool {
+pub(super) fn cc_into(t: &TestRoot, name: &str, src: &str) -> bool {
     let file = t.dir.path().join(format!("{name}.c"));
     std::fs::write(&file, src).unwrap();
     let built = Command::new("cc")

@@ -8,6 +8,7 @@ mod named;
 mod net;
 mod review_s10_docs;
 mod review_s11_life;
+mod review_s12_escape;
 mod review_s12_guest;
 mod run;
 mod run_overlay;
