@@ -19,6 +19,12 @@ pub struct Hierarchies {
     pub v2: Option<V2>,
     /// v1 controller name → its hierarchy's mount point.
     pub v1: BTreeMap<String, PathBuf>,
+    /// Every v1 hierarchy's mount point, named ones (`name=systemd`) and
+    /// those of controllers unifs sets no limit in included: a guest gets a
+    /// group in each (see [`plan`] with `track`).
+    pub v1_all: Vec<PathBuf>,
+    /// The v1 cpuset hierarchy: a new group there has no CPUs until given some.
+    pub cpuset: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +59,12 @@ impl Hierarchies {
                     h.v2 = Some(V2 { mount, controllers });
                 }
                 "cgroup" => {
+                    if !h.v1_all.contains(&mount) {
+                        h.v1_all.push(mount.clone());
+                    }
+                    if opts.split(',').any(|o| o == "cpuset") {
+                        h.cpuset = Some(mount.clone());
+                    }
                     for opt in opts.split(',') {
                         if ["memory", "pids", "cpu", "blkio", "freezer"].contains(&opt) {
                             h.v1.entry(opt.to_string()).or_insert_with(|| mount.clone());
@@ -83,6 +95,12 @@ pub enum Step {
         files: Vec<PathBuf>,
         value: String,
     },
+    /// Writes what `from` holds into `to` (a v1 cpuset group's CPUs and
+    /// memory nodes, from its parent); a missing `from` is skipped.
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,8 +124,12 @@ fn controllers(limit: &str) -> (&'static str, &'static str) {
 }
 
 /// Works out the groups and writes for `limits`. With `track`, the guest also
-/// gets a v2 group (for `cgroup.kill`) and v1 memory and pids groups where
-/// they exist, for `status` to report use.
+/// gets a v2 group (for `cgroup.kill`) and a group in every v1 hierarchy (v1
+/// memory and pids for `status` to report use): a guest roots its cgroup
+/// namespace where it is, so in any hierarchy where it stayed in the
+/// launcher's group, guest root (in a user namespace of its own) could mount
+/// that hierarchy and write the host group's files (v1 has no namespace
+/// delegation check: freezer.state, cpu and cpuset settings).
 pub fn plan(h: &Hierarchies, name: &str, limits: &Limits, track: bool) -> Result<Plan> {
     const CFS_PERIOD: u64 = 100_000;
     let mut wanted: Vec<(&'static str, FileValues, FileValues)> = Vec::new();
@@ -183,13 +205,8 @@ pub fn plan(h: &Hierarchies, name: &str, limits: &Limits, track: bool) -> Result
         }
     }
     if track {
-        for c1 in ["memory", "pids"] {
-            let on_v2 =
-                h.v2.as_ref()
-                    .is_some_and(|v2| v2.controllers.iter().any(|c| c == c1));
-            if let (false, Some(mount)) = (on_v2, h.v1.get(c1)) {
-                v1_groups.entry(mount.clone()).or_default();
-            }
+        for mount in &h.v1_all {
+            v1_groups.entry(mount.clone()).or_default();
         }
     }
 
@@ -221,12 +238,35 @@ pub fn plan(h: &Hierarchies, name: &str, limits: &Limits, track: bool) -> Result
     }
     for (mount, steps) in v1_groups {
         let dir = mount.join(&rel);
-        plan.steps.push(Step::Mkdir(mount.join("unifs")));
+        let parent = mount.join("unifs");
+        plan.steps.push(Step::Mkdir(parent.clone()));
+        if h.cpuset.as_ref() == Some(&mount) {
+            plan.steps.extend(cpuset_init(&mount, &parent));
+        }
         plan.steps.push(Step::Mkdir(dir.clone()));
         plan.steps.extend(steps);
         plan.groups.push(dir);
     }
     Ok(plan)
+}
+
+/// cgroups(7) v1 cpuset: a new group has no CPUs or memory nodes, and no
+/// process can join it. `unifs/` gets the root's; with clone_children set,
+/// the groups made below it (each guest's, and its leaf) copy their parent's.
+fn cpuset_init(mount: &Path, parent: &Path) -> Vec<Step> {
+    let mut steps: Vec<Step> = ["cpuset.cpus", "cpuset.mems"]
+        .iter()
+        .map(|f| Step::Copy {
+            from: mount.join(f),
+            to: parent.join(f),
+        })
+        .collect();
+    steps.push(Step::Write {
+        limit: "cgroup set-up",
+        files: vec![parent.join("cgroup.clone_children")],
+        value: "1".into(),
+    });
+    steps
 }
 
 /// `name` may list alternatives (`a|b`: the first that exists) and end in `?`
@@ -514,6 +554,15 @@ fn apply(steps: &[Step]) -> Result<()> {
                     None => tracing::info!("{} not offered by this kernel", files[0].display()),
                 }
             }
+            Step::Copy { from, to } => {
+                let Ok(value) = std::fs::read_to_string(from) else {
+                    continue;
+                };
+                std::fs::write(to, value.trim()).map_err(|e| Error::Limit {
+                    limit: "cgroup set-up",
+                    reason: format!("copying {} to {}: {e}", from.display(), to.display()),
+                })?;
+            }
         }
     }
     Ok(())
@@ -529,12 +578,18 @@ mod tests {
         for c in ["memory", "pids", "cpu", "blkio"] {
             v1.insert(c.to_string(), PathBuf::from("/sys/fs/cgroup").join(c));
         }
+        let mut v1_all: Vec<PathBuf> = v1.values().cloned().collect();
+        for other in ["cpuset", "devices", "systemd"] {
+            v1_all.push(PathBuf::from("/sys/fs/cgroup").join(other));
+        }
         Hierarchies {
             v2: Some(V2 {
                 mount: "/sys/fs/cgroup/unified".into(),
                 controllers: vec![],
             }),
             v1,
+            v1_all,
+            cpuset: Some("/sys/fs/cgroup/cpuset".into()),
         }
     }
 
@@ -544,7 +599,7 @@ mod tests {
                 mount: "/sys/fs/cgroup".into(),
                 controllers: ["cpu", "io", "memory", "pids"].map(String::from).to_vec(),
             }),
-            v1: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
@@ -647,7 +702,35 @@ mod tests {
             .groups
             .contains(&"/sys/fs/cgroup/pids/unifs/web1".into()));
         // No controllers to enable on the empty v2 hierarchy.
-        assert!(writes_to(&plan).is_empty());
+        assert!(!writes_to(&plan)
+            .iter()
+            .any(|(f, _)| f.ends_with("subtree_control")));
+    }
+
+    #[test]
+    fn tracking_joins_every_v1_hierarchy_and_gives_cpuset_groups_cpus() {
+        // Left in the launcher's group of any hierarchy, the guest would root
+        // its cgroup namespace there (and guest root could write it).
+        let plan = plan(&v1_host(), "web1", &Limits::default(), true).unwrap();
+        for h in [
+            "memory", "pids", "cpu", "blkio", "cpuset", "devices", "systemd",
+        ] {
+            let g = PathBuf::from("/sys/fs/cgroup").join(h).join("unifs/web1");
+            assert!(plan.groups.contains(&g), "{h}: {:?}", plan.groups);
+        }
+        let at = |step: &Step| plan.steps.iter().position(|s| s == step).unwrap();
+        let copy = at(&Step::Copy {
+            from: "/sys/fs/cgroup/cpuset/cpuset.cpus".into(),
+            to: "/sys/fs/cgroup/cpuset/unifs/cpuset.cpus".into(),
+        });
+        let clone = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::Write { files, .. } if files[0] == Path::new("/sys/fs/cgroup/cpuset/unifs/cgroup.clone_children")))
+            .unwrap();
+        let mkdir = at(&Step::Mkdir("/sys/fs/cgroup/cpuset/unifs/web1".into()));
+        assert!(at(&Step::Mkdir("/sys/fs/cgroup/cpuset/unifs".into())) < copy);
+        assert!(copy < clone && clone < mkdir);
     }
 
     #[test]

@@ -184,3 +184,156 @@ fn escape_run_guest_cannot_kill_the_launchers_cgroup() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `cg1write OPTS…`: in a user, mount and cgroup namespace of its own,
+/// mounts each cgroup v1 hierarchy OPTS names (`freezer`, `cpu,cpuacct`,
+/// `name=systemd`) on /mnt, its namespace's root there (the group it is
+/// in), and writes 1 to that group's notify_on_release (a file every v1
+/// group has; freezer.state or cpuset.cpus are as writable).
+const CGROUP_V1_WRITER: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
+static void put(const char *path, const char *s) {
+    int fd = open(path, O_WRONLY);
+    if (fd >= 0) { if (write(fd, s, strlen(s)) > 0) printf("wrote %s\n", path); close(fd); }
+}
+int main(int argc, char **argv) {
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWCGROUP)) { perror("unshare"); return 0; }
+    put("/proc/self/setgroups", "deny");
+    put("/proc/self/uid_map", "0 0 1");
+    put("/proc/self/gid_map", "0 0 1");
+    for (int i = 1; i < argc; i++) {
+        if (mount("none", "/mnt", "cgroup", 0, argv[i])) { perror(argv[i]); continue; }
+        printf("%s: ", argv[i]);
+        put("/mnt/notify_on_release", "1");
+        umount2("/mnt", MNT_DETACH);
+    }
+    fflush(stdout);
+    return 0;
+}
+"#;
+
+/// Every cgroup v1 hierarchy: its mount point and the options that name it.
+fn cgroup_v1_hierarchies() -> Vec<(PathBuf, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<(PathBuf, String)> = Vec::new();
+    for l in text.lines() {
+        let Some((left, right)) = l.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        let (Some("cgroup"), Some(_), Some(opts)) = (r.next(), r.next(), r.next()) else {
+            continue;
+        };
+        let Some(mount) = left.split(' ').nth(4).map(PathBuf::from) else {
+            continue;
+        };
+        let opts: Vec<&str> = opts
+            .split(',')
+            .filter(|o| !["rw", "ro", "xattr", "noprefix", "clone_children"].contains(o))
+            .filter(|o| !o.starts_with("release_agent="))
+            .collect();
+        if !found.iter().any(|(m, _)| *m == mount) {
+            found.push((mount, opts.join(",")));
+        }
+    }
+    found
+}
+
+/// Groups of the test's own in v1 hierarchies, removed on drop.
+struct HostGroupsV1(Vec<PathBuf>);
+
+impl Drop for HostGroupsV1 {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for g in &self.0 {
+            loop {
+                let procs = std::fs::read_to_string(g.join("cgroup.procs")).unwrap_or_default();
+                for p in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                if std::fs::remove_dir(g).is_ok() || !g.exists() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+#[test]
+fn escape_run_guest_cannot_write_the_launchers_v1_cgroups() {
+    let test = "escape_run_guest_cannot_write_the_launchers_v1_cgroups";
+    if !can_run(test) {
+        return;
+    }
+    // On a host with cgroup v1 hierarchies, the guest got groups only where
+    // a limit (or a named guest's tracking: memory, pids) put it; in every
+    // other hierarchy (freezer, cpuset, cpu, devices, name=systemd, …) it
+    // stayed in the launcher's group and rooted its cgroup namespace there:
+    // guest root could write that host group's freezer.state, cpuset.cpus,
+    // cpu.shares (v1 knows no namespace delegation).
+    let hierarchies = cgroup_v1_hierarchies();
+    if hierarchies.is_empty() {
+        eprintln!("skipping {test}: no cgroup v1 hierarchy");
+        return;
+    }
+    let t = TestRoot::new();
+    if !helper(&t, test, "cg1write", CGROUP_V1_WRITER) {
+        return;
+    }
+    let name = format!("unifs-s12-v1-{}", std::process::id());
+    let mut groups = HostGroupsV1(Vec::new());
+    for (mount, _) in &hierarchies {
+        let g = mount.join(&name);
+        std::fs::create_dir(&g).unwrap();
+        groups.0.push(g.clone());
+        // A new cpuset group has no CPUs: the root's.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = std::fs::read_to_string(mount.join(f)) {
+                std::fs::write(g.join(f), v.trim()).unwrap();
+            }
+        }
+    }
+    let joins: String = groups
+        .0
+        .iter()
+        .map(|g| format!("echo $$ > '{}/cgroup.procs' && ", g.display()))
+        .collect();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(format!("{joins}exec \"$@\"")).arg("sh");
+    cmd.arg(unifs_bin())
+        .args(["run", "--root-mount", "bind", "--root"])
+        .arg(t.root())
+        .args(["--", "/bin/cg1write"])
+        .args(hierarchies.iter().map(|(_, o)| o));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_bounded(
+        KillOnDrop(Some(cmd.spawn().unwrap())),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written: Vec<String> = groups
+        .0
+        .iter()
+        .filter(|g| {
+            std::fs::read_to_string(g.join("notify_on_release")).is_ok_and(|v| v.trim() != "0")
+        })
+        .map(|g| g.display().to_string())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "guest root wrote the launcher's host groups {written:?}\n{}",
+        stdout(&out)
+    );
+}
