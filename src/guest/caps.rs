@@ -90,8 +90,10 @@ pub fn name(cap: u32) -> &'static str {
     NAMES.get(cap as usize).copied().unwrap_or("unknown")
 }
 
-/// The kept set as a bit mask: the default, plus `add`, minus `drop`
-/// (`all` works in both).
+/// The kept set as a bit mask, as Docker and Podman read `--cap-add` and
+/// `--cap-drop`: the default minus `drop`, then plus `add`, so
+/// `drop = ["all"], add = ["net_bind_service"]` keeps exactly that one (the
+/// least-privilege idiom); with `add = ["all"]`, everything minus `drop`.
 pub fn keep_mask(add: &[String], drop: &[String]) -> Result<u64> {
     let mask_of = |names: &[String]| -> Result<u64> {
         let mut mask = 0u64;
@@ -108,7 +110,12 @@ pub fn keep_mask(add: &[String], drop: &[String]) -> Result<u64> {
         .iter()
         .map(|n| 1u64 << number(n).unwrap())
         .sum::<u64>();
-    Ok((default | mask_of(add)?) & !mask_of(drop)?)
+    let all = (1u64 << (LAST_CAP + 1)) - 1;
+    let (add, drop) = (mask_of(add)?, mask_of(drop)?);
+    if add == all {
+        return Ok(all & !drop);
+    }
+    Ok((default & !drop) | add)
 }
 
 /// Names of the capabilities in `mask`, for messages and status.
@@ -152,5 +159,17 @@ mod tests {
         assert!(names(mask).contains(&"net_admin"));
         assert!(!names(mask).contains(&"chown"));
         assert_eq!(keep_mask(&[], &["all".into()]).unwrap(), 0);
+    }
+
+    #[test]
+    fn drop_all_then_add_keeps_what_is_added() {
+        let only = keep_mask(&["net_bind_service".into()], &["all".into()]).unwrap();
+        assert_eq!(names(only), ["net_bind_service"]);
+        // Added after the drop, as Docker does.
+        let both = keep_mask(&["chown".into()], &["chown".into()]).unwrap();
+        assert!(names(both).contains(&"chown"));
+        let all_but = keep_mask(&["all".into()], &["sys_admin".into()]).unwrap();
+        assert!(!names(all_but).contains(&"sys_admin"));
+        assert!(names(all_but).contains(&"sys_module"));
     }
 }

@@ -337,3 +337,32 @@ fn escape_run_guest_cannot_write_the_launchers_v1_cgroups() {
         stdout(&out)
     );
 }
+
+#[test]
+fn run_cap_drop_all_then_cap_add_keeps_the_added_capability() {
+    let test = "run_cap_drop_all_then_cap_add_keeps_the_added_capability";
+    if !can_run(test) {
+        return;
+    }
+    // Docker's and Kubernetes' least-privilege idiom (drop ALL, add
+    // NET_BIND_SERVICE) kept nothing at all: the drop was applied after the
+    // add, so a root service in the guest could not bind its port.
+    let t = TestRoot::new();
+    let out = t.sh(
+        &[
+            "--root-mount",
+            "bind",
+            "--cap-drop",
+            "all",
+            "--cap-add",
+            "net_bind_service",
+        ],
+        "grep -E '^Cap(Bnd|Eff)' /proc/self/status",
+    );
+    let caps = super::harness::ok(&out);
+    // net_bind_service is capability 10.
+    assert!(
+        caps.contains("CapBnd:\t0000000000000400") && caps.contains("CapEff:\t0000000000000400"),
+        "{caps}"
+    );
+}
