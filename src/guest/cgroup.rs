@@ -402,7 +402,10 @@ impl Cgroup {
     }
 
     /// SIGKILLs every process in the groups (cgroup.kill on v2 where the
-    /// kernel has it, else one by one).
+    /// kernel has it, else one by one), then thaws any v1 freezer group
+    /// among them and below them: a frozen process does not end on SIGKILL
+    /// until thawed, and guest root can freeze its own (a freezer mount in
+    /// a user namespace of its own) to outlive `stop`.
     pub fn kill_all(&self) {
         for g in &self.groups {
             let _ = std::fs::write(g.join("cgroup.kill"), "1");
@@ -412,6 +415,12 @@ impl Cgroup {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+        for g in self.groups.iter().flat_map(|g| subtree(g)) {
+            let state = g.join("freezer.state");
+            if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() != "THAWED") {
+                let _ = std::fs::write(&state, "THAWED");
+            }
         }
     }
 
@@ -458,8 +467,9 @@ impl Cgroup {
 
 /// The cgroup v1 freezer group holding `pid`, if that group is frozen: a
 /// process there does not end on SIGKILL until the group is thawed (on v2
-/// it does). Guests' own groups have no freezer; an operator may have put
-/// a guest's processes in one (a paused guest).
+/// it does). [`Cgroup::kill_all`] thaws the guest's own freezer groups; an
+/// operator may have put a guest's processes in another one (a paused
+/// guest).
 pub fn frozen_v1_group(pid: i32) -> Option<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let rel = text.lines().find_map(|l| {

@@ -366,3 +366,159 @@ fn run_cap_drop_all_then_cap_add_keeps_the_added_capability() {
         "{caps}"
     );
 }
+
+/// `icebox`: in a user, mount and cgroup namespace of its own, mounts the
+/// cgroup v1 freezer hierarchy (its namespace's root there: its own
+/// group), moves itself into a new group `ice` below it and freezes that:
+/// a frozen process does not end on SIGKILL until thawed (on v1).
+const SELF_FREEZER: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static int put(const char *path, const char *s) {
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return -1;
+    int ok = write(fd, s, strlen(s)) > 0;
+    close(fd);
+    return ok ? 0 : -1;
+}
+int main(void) {
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWCGROUP)) { perror("unshare"); return 1; }
+    put("/proc/self/setgroups", "deny");
+    put("/proc/self/uid_map", "0 0 1");
+    put("/proc/self/gid_map", "0 0 1");
+    if (mount("none", "/mnt", "cgroup", 0, "freezer")) { perror("mount freezer"); return 1; }
+    mkdir("/mnt/ice", 0755);
+    if (put("/mnt/ice/cgroup.procs", "0")) { perror("join ice"); return 1; }
+    printf("freezing\n");
+    fflush(stdout);
+    put("/mnt/ice/freezer.state", "FROZEN");
+    for (;;) pause();
+}
+"#;
+
+/// The cgroup v1 freezer group of `pid`, from /proc/PID/cgroup.
+fn freezer_group(pid: i64) -> Option<PathBuf> {
+    let mount = cgroup_v1_hierarchies()
+        .into_iter()
+        .find(|(_, o)| o.split(',').any(|c| c == "freezer"))?
+        .0;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, c, path) = (f.next()?, f.next()?, f.next()?);
+        c.split(',')
+            .any(|c| c == "freezer")
+            .then(|| path.trim_start_matches('/').to_string())
+    })?;
+    Some(mount.join(rel))
+}
+
+/// Thaws a freezer group on drop, so a failing test leaves nothing frozen.
+struct Thaw(Option<PathBuf>);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            let _ = std::fs::write(g.join("freezer.state"), "THAWED");
+        }
+    }
+}
+
+#[test]
+fn escape_named_guest_cannot_freeze_itself_beyond_stop() {
+    let test = "escape_named_guest_cannot_freeze_itself_beyond_stop";
+    if !can_run(test) {
+        return;
+    }
+    // Guest root froze its own processes with the cgroup v1 freezer (in a
+    // group it made below its own): on v1 they then ignore SIGKILL, so
+    // `guest stop` failed ("processes survived SIGKILL") and left the guest
+    // running, its root mounted, until the operator thawed it by hand. The
+    // frozen groups lie in the guest's own groups: stop thaws them.
+    if !cgroup_v1_hierarchies()
+        .iter()
+        .any(|(_, o)| o.split(',').any(|c| c == "freezer"))
+    {
+        eprintln!("skipping {test}: no cgroup v1 freezer hierarchy");
+        return;
+    }
+    let t = TestRoot::new();
+    if !helper(&t, test, "icebox", SELF_FREEZER) {
+        return;
+    }
+    let config = t.dir.path().join("config");
+    let run_dir = t.dir.path().join("run");
+    std::fs::create_dir(&config).unwrap();
+    let name = format!("s12ice{}", std::process::id());
+    std::fs::write(
+        config.join(format!("{name}.toml")),
+        format!(
+            "root = {:?}\nroot_mount = \"bind\"\ninit = [\"/bin/icebox\"]\n",
+            t.root()
+        ),
+    )
+    .unwrap();
+    let guest = |args: &[&str]| {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", &config)
+            .env("UNIFS_RUN_DIR", &run_dir)
+            .arg("guest")
+            .args(args);
+        super::harness::run_bounded(cmd, Duration::from_secs(30))
+    };
+    let started = guest(&["start", &name]);
+    // Whatever happens below: thawed, then stopped (Drop order: last first).
+    struct Stop<'a>(&'a dyn Fn(&[&str]) -> std::process::Output, &'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["stop", "--timeout", "0", self.1]);
+        }
+    }
+    let _stop = Stop(&guest, &name);
+    super::harness::ok(&started);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join(&name).join("state.json")).unwrap())
+            .unwrap();
+    let pid = state["pid"].as_i64().unwrap();
+    // Wait until init sits in its frozen group.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ice = loop {
+        let g = freezer_group(pid).filter(|g| g.ends_with("ice"));
+        let frozen = g.as_ref().is_some_and(|g| {
+            std::fs::read_to_string(g.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        });
+        if frozen {
+            break g.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guest did not freeze itself: {}",
+            std::fs::read_to_string(run_dir.join(&name).join("console.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _thaw = Thaw(Some(ice));
+    let stopped = guest(&["stop", "--timeout", "0", &name]);
+    assert!(
+        stopped.status.success(),
+        "stop left a self-frozen guest running: {}",
+        stderr(&stopped)
+    );
+    // Gone, or a zombie its host parent has yet to reap.
+    let dead = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dead() {
+        assert!(Instant::now() < deadline, "init {pid} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
