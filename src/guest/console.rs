@@ -47,6 +47,34 @@ pub fn attach_slave(slave: &str) -> Result<()> {
     Ok(())
 }
 
+/// Which of stdin, stdout and stderr are terminals.
+pub fn terminals() -> Vec<i32> {
+    (0..=2)
+        .filter(|&fd| {
+            // SAFETY: fds 0 to 2 stay open for the life of the process.
+            nix::unistd::isatty(unsafe { BorrowedFd::borrow_raw(fd) }).unwrap_or(false)
+        })
+        .collect()
+}
+
+/// In `unifs run`'s child, after setsid: the slave becomes the controlling
+/// terminal and replaces each of stdin, stdout and stderr that is a
+/// terminal (the others, a pipe or a file, stay as they are).
+pub fn attach_slave_to_terminals(slave: &str) -> Result<()> {
+    let which = terminals();
+    let fd = nix::fcntl::open(slave, OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys(format!("opening {slave}"), e))?;
+    let dups = [
+        nix::unistd::dup2_stdin::<&OwnedFd>,
+        nix::unistd::dup2_stdout::<&OwnedFd>,
+        nix::unistd::dup2_stderr::<&OwnedFd>,
+    ];
+    for t in which {
+        dups[t as usize](&fd).map_err(|e| Error::sys("dup2 of the run's pty", e))?;
+    }
+    Ok(())
+}
+
 /// Restores the user's terminal mode when dropped.
 struct RawMode {
     saved: Option<Termios>,
@@ -75,18 +103,43 @@ impl Drop for RawMode {
 
 /// Copies between the user's terminal and the guest's pty until `child`
 /// exits; returns its exit status.
-pub fn proxy(mut master: PtyMaster, child: Pid) -> Result<i32> {
-    let _raw = RawMode::enter();
+pub fn proxy(master: PtyMaster, child: Pid) -> Result<i32> {
     let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
+    proxy_between(master, child, Some(stdin.as_fd()), &mut std::io::stdout())
+}
+
+/// `unifs run`'s proxy (see [`attach_slave_to_terminals`]): input from
+/// stdin if it is a terminal (else the guest reads stdin itself), output
+/// to the first of stdout and stderr that is one.
+pub fn proxy_terminals(master: PtyMaster, child: Pid) -> Result<i32> {
+    let ttys = terminals();
+    let stdin = std::io::stdin();
+    let input = ttys.contains(&0).then(|| stdin.as_fd());
+    if ttys.contains(&1) || !ttys.contains(&2) {
+        proxy_between(master, child, input, &mut std::io::stdout())
+    } else {
+        proxy_between(master, child, input, &mut std::io::stderr())
+    }
+}
+
+/// The proxy: `input` (a terminal, put in raw mode) to the pty, the pty to
+/// `out` (a terminal too, whose window size the pty gets).
+fn proxy_between<W: Write + AsFd>(
+    mut master: PtyMaster,
+    child: Pid,
+    input: Option<BorrowedFd>,
+    out: &mut W,
+) -> Result<i32> {
+    let _raw = input.map(|_| RawMode::enter());
     let mut buf = [0u8; 8192];
-    let mut stdin_open = true;
+    let mut stdin_open = input.is_some();
     loop {
-        sys::copy_window_size(stdin.as_fd(), master.as_fd());
+        let size_from = input.unwrap_or(out.as_fd());
+        sys::copy_window_size(size_from, master.as_fd());
         let master_fd: BorrowedFd = master.as_fd();
         let mut fds = vec![PollFd::new(master_fd, PollFlags::POLLIN)];
-        if stdin_open {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        if let (true, Some(i)) = (stdin_open, input) {
+            fds.push(PollFd::new(i, PollFlags::POLLIN));
         }
         let _ = poll(&mut fds, PollTimeout::from(100u16));
         let master_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
@@ -98,15 +151,15 @@ pub fn proxy(mut master: PtyMaster, child: Pid) -> Result<i32> {
         if master_ready {
             match master.read(&mut buf) {
                 Ok(n) if n > 0 => {
-                    let _ = stdout.write_all(&buf[..n]);
-                    let _ = stdout.flush();
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
                 }
                 // EIO: no slave is open any more.
                 _ => {}
             }
         }
-        if stdin_ready {
-            match std::io::stdin().lock().read(&mut buf) {
+        if let (true, Some(i)) = (stdin_ready, input) {
+            match nix::unistd::read(i, &mut buf) {
                 Ok(n) if n > 0 => {
                     let _ = master.write_all(&buf[..n]);
                 }
@@ -118,17 +171,16 @@ pub fn proxy(mut master: PtyMaster, child: Pid) -> Result<i32> {
             }
         }
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return drain(master, code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return drain(master, 128 + sig as i32),
+            Ok(WaitStatus::Exited(_, code)) => return drain(master, out, code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return drain(master, out, 128 + sig as i32),
             _ => {}
         }
     }
 }
 
 /// Prints what the command wrote just before it ended.
-fn drain(mut master: PtyMaster, code: i32) -> Result<i32> {
+fn drain(mut master: PtyMaster, stdout: &mut impl Write, code: i32) -> Result<i32> {
     let mut buf = [0u8; 8192];
-    let mut stdout = std::io::stdout();
     loop {
         let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
         let ready = poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0;

@@ -7,7 +7,7 @@
 
 use super::cgroup::Cgroup;
 use super::sys::{self, Forked, Linux, Syscall};
-use super::{net, rootfs, Error, GuestSpec, NetMode, Result};
+use super::{console, net, rootfs, Error, GuestSpec, NetMode, Result};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -20,8 +20,15 @@ use std::path::Path;
 
 /// Where the guest's standard streams go.
 pub enum Stdio {
-    /// Inherited: `unifs run`.
+    /// Inherited: `unifs run` without a terminal.
     Inherit,
+    /// `unifs run` on a terminal: those of stdin, stdout and stderr that
+    /// are terminals become the slave of a pty we proxy (`slave`, its path),
+    /// which is also the guest's controlling terminal. Guest root keeps
+    /// chown and fowner: given the user's own terminal, it could hand it to
+    /// a host user (`chown` through /proc/self/fd/0), who could then read
+    /// what is typed to the host's shell.
+    Terminal { slave: String },
     /// stdin from /dev/null, stdout and stderr to a log; a new session.
     Detached { log: OwnedFd, null: OwnedFd },
 }
@@ -39,10 +46,23 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     // Caught from before the clone, so a SIGTERM during set-up is not lost
     // (nor kills us, leaving the guest to the parent-death signal).
     sys::catch_signals().map_err(|e| Error::sys("installing signal handlers", e))?;
-    let spawned = spawn(spec, Stdio::Inherit, &spec.name)?;
+    let pty = match console::terminals().is_empty() {
+        true => None,
+        false => Some(console::open_pty()?),
+    };
+    let stdio = match &pty {
+        Some(p) => Stdio::Terminal {
+            slave: p.slave.clone(),
+        },
+        None => Stdio::Inherit,
+    };
+    let spawned = spawn(spec, stdio, &spec.name)?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
-    let status = wait_exit(spawned.pid);
+    let status = match pty {
+        Some(p) => console::proxy_terminals(p.master, spawned.pid),
+        None => wait_exit(spawned.pid),
+    };
     spawned.cgroup.kill_all();
     spawned.cgroup.remove();
     net::teardown(spec);
@@ -107,7 +127,7 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
     if spec.net.mode != NetMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    let foreground = matches!(stdio, Stdio::Inherit);
+    let foreground = !matches!(stdio, Stdio::Detached { .. });
     match sys::clone_into(flags) {
         Err(Errno::EPERM) => Err(Error::Permission("creating namespaces")),
         Err(e) => Err(Error::sys("clone3", e)),
@@ -175,6 +195,9 @@ fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, repor
             nix::unistd::dup2_stdin(null).map_err(|e| Error::sys("redirecting stdin", e))?;
             nix::unistd::dup2_stdout(log).map_err(|e| Error::sys("redirecting stdout", e))?;
             nix::unistd::dup2_stderr(log).map_err(|e| Error::sys("redirecting stderr", e))?;
+        }
+        if let Stdio::Terminal { slave } = &stdio {
+            console::attach_slave_to_terminals(slave)?;
         }
         drop(stdio);
         sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;
@@ -257,7 +280,16 @@ fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
     let all = SigSet::all();
     let _ = all.thread_block();
     let command = match sys::fork() {
-        Ok(Forked::Child) => exec_command(spec, &report),
+        Ok(Forked::Child) => {
+            // A process group of its own, in the terminal's foreground
+            // where there is one (`unifs run` on a terminal: the pty's):
+            // Ctrl-C on it reaches the command once, not also us, who would
+            // pass it on a second time. (Signals are still blocked here, so
+            // tcsetpgrp from the background raises no SIGTTOU.)
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
+            exec_command(spec, &report)
+        }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => fail(&report, b'E', &format!("fork for --init: {e}")),
     };

@@ -522,3 +522,87 @@ fn escape_named_guest_cannot_freeze_itself_beyond_stop() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn escape_run_guest_cannot_hand_the_operators_terminal_to_a_host_user() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "escape_run_guest_cannot_hand_the_operators_terminal_to_a_host_user";
+    if !can_run(test) {
+        return;
+    }
+    // `unifs run` on a terminal gave the guest that terminal itself: guest
+    // root (chown, fowner) made the operator's /dev/pts/N on the host
+    // owned by host user 1000 and mode 0666, who could then open it and
+    // read what was typed to the host's shell after the guest ended. Now
+    // the guest gets a pty of its own, proxied (as nspawn, docker -t).
+    let t = TestRoot::new();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave_path = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+    ))
+    .unwrap();
+    let before = std::fs::metadata(&slave_path).unwrap();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.args(["run", "--root-mount", "bind", "--root"])
+        .arg(t.root())
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "chmod 666 /proc/self/fd/0 /proc/self/fd/1; chown 1000 /proc/self/fd/0 /proc/self/fd/1; \
+             read line; echo \"got $line\"; exit 3",
+        ]);
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    cmd.stdin(slave()).stdout(slave()).stderr(slave());
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    // Only the run holds the slave now: the master reads EIO once it ends.
+    drop(cmd);
+    drop(pty.slave);
+    // What the guest reads, typed on the operator's terminal.
+    let mut master = std::fs::File::from(pty.master);
+    // Keeps the slave's node in /dev/pts after the reader is done.
+    let _keep = master.try_clone().unwrap();
+    std::io::Write::write_all(&mut master, b"hello\r").unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once every slave is closed; bounded in case one stays open.
+        let deadline = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < deadline {
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&master),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)).unwrap_or(0) == 0 {
+                continue;
+            }
+            match std::io::Read::read(&mut master, &mut buf) {
+                Ok(n) if n > 0 => all.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.0.as_mut().unwrap().try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "unifs run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.0 = None;
+    let after = std::fs::metadata(&slave_path).unwrap();
+    let shown = reader.join().unwrap();
+    assert_eq!(
+        (after.uid(), after.mode() & 0o7777),
+        (before.uid(), before.mode() & 0o7777),
+        "guest root changed the operator's terminal {}",
+        slave_path.display()
+    );
+    // Still a terminal session: input reaches the guest, its output and
+    // exit status come back.
+    assert!(shown.contains("got hello"), "{shown:?}");
+    assert_eq!(status.code(), Some(3), "{shown:?}");
+}
