@@ -502,9 +502,9 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     all
 }
 
-/// Removes empty `run-PID` groups beside ours whose `unifs run` is gone
-/// (killed before it could clean up). A group still in use is not empty, so
-/// its rmdir fails and it stays.
+/// Removes empty `run-PID` groups (and the groups below them) beside ours
+/// whose `unifs run` is gone (killed before it could clean up). A group
+/// still in use is not empty, so its rmdir fails and it stays.
 fn sweep_dead_runs(groups: &[PathBuf]) {
     for parent in groups.iter().filter_map(|g| g.parent()) {
         let Ok(entries) = std::fs::read_dir(parent) else {
@@ -516,7 +516,11 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
                 continue;
             };
             if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir(e.path());
+                // Its leaf (`guest`, where the processes were) first: a
+                // group with children cannot go.
+                for g in subtree(&e.path()).into_iter().rev() {
+                    let _ = std::fs::remove_dir(g);
+                }
             }
         }
     }
