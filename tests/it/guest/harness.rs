@@ -142,3 +142,69 @@ pub fn wait_for_descendant(pid: u32, comm: &str) -> u32 {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A named guest's groups (`unifs/NAME@DIGEST`) in every hierarchy mounted
+/// under /sys/fs/cgroup (a guest gets one in each), as unifs names them.
+pub fn groups(name: &str, run_dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(run_dir.join(name)).unwrap_or_default();
+    let digest = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+    let group = format!("{name}@{}", &digest[..12]);
+    let base = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![base.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(base) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
+    hierarchies
+        .iter()
+        .map(|h| h.join("unifs").join(&group))
+        .collect()
+}
+
+/// The processes in a guest's groups (and the `guest` groups below them),
+/// as a test's last resort.
+pub fn group_pids(name: &str, run_dir: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for g in groups(name, run_dir) {
+        for sub in [g.clone(), g.join("guest")] {
+            let text = std::fs::read_to_string(sub.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
+        }
+    }
+    pids
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+/// Whether `pid` runs (a zombie does not).
+pub fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Waits up to 5 s for `done`.
+pub fn within_5s(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// `ve-NAME`, or `ve-` and a digest for a long NAME (docs/guests.md).
+pub fn host_if(name: &str) -> PathBuf {
+    let short = format!("ve-{name}");
+    let ifname = if short.len() <= 15 {
+        short
+    } else {
+        format!("ve-{}", &blake3::hash(name.as_bytes()).to_hex()[..12])
+    };
+    Path::new("/sys/class/net").join(ifname)
+}

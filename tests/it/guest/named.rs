@@ -2,7 +2,9 @@
 //!
 //! They run on the FUSE overlay (`root_mount = "overlay"`).
 
-use super::harness::{can_run, run_bounded, stderr, stdout, KillOnDrop, TestRoot};
+use super::harness::{
+    alive, can_run, is_mounted, ok, run_bounded, stderr, stdout, KillOnDrop, TestRoot,
+};
 use crate::common::unifs_bin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -76,22 +78,6 @@ impl Drop for Guest {
             let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
         }
     }
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
-}
-
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        .unwrap_or(false)
-}
-
-fn ok(o: &Output) -> String {
-    super::harness::ok(o)
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! Every guest has its own temp config and run dirs; a guard stops it and
 //! unmounts its root when a test fails half-way.
 
-use super::harness::{can_run, run_bounded, stderr, stdout, TestRoot};
+use super::harness::{
+    alive, can_run, group_pids, groups, host_if, is_mounted, ok, run_bounded, stderr, stdout,
+    within_5s, TestRoot,
+};
 use crate::common::unifs_bin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -99,47 +102,6 @@ impl Drop for Guest {
     }
 }
 
-/// A guest's groups in every hierarchy where unifs makes them.
-fn groups(name: &str, run_dir: &Path) -> Vec<PathBuf> {
-    let dir = std::fs::canonicalize(run_dir.join(name)).unwrap_or_default();
-    let digest = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
-    let group = format!("{name}@{}", &digest[..12]);
-    [
-        "/sys/fs/cgroup",
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup/pids",
-        "/sys/fs/cgroup/memory",
-    ]
-    .iter()
-    .map(|base| Path::new(base).join("unifs").join(&group))
-    .collect()
-}
-
-/// The processes in a guest's v2 group (and the `guest` group below it), as
-/// a test's last resort.
-fn group_pids(name: &str, run_dir: &Path) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for g in groups(name, run_dir) {
-        for sub in [g.clone(), g.join("guest")] {
-            let text = std::fs::read_to_string(sub.join("cgroup.procs")).unwrap_or_default();
-            pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
-        }
-    }
-    pids
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
-}
-
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        .unwrap_or(false)
-}
-
 /// Waits up to 5 s for `pid` to be gone.
 fn gone(pid: i64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -150,10 +112,6 @@ fn gone(pid: i64) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
-}
-
-fn ok(o: &Output) -> String {
-    super::harness::ok(o)
 }
 
 fn entry<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -372,29 +330,6 @@ fn s11_stop_of_a_frozen_guest_says_why_it_failed() {
     assert!(gone(pid));
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
     assert!(!is_mounted(&g.run(&g.name).join("root")));
-}
-
-/// `ve-NAME`, or `ve-` and a digest for a long NAME (docs/guests.md).
-fn host_if(name: &str) -> PathBuf {
-    let short = format!("ve-{name}");
-    let ifname = if short.len() <= 15 {
-        short
-    } else {
-        format!("ve-{}", &blake3::hash(name.as_bytes()).to_hex()[..12])
-    };
-    Path::new("/sys/class/net").join(ifname)
-}
-
-/// Waits up to 5 s for `done`.
-fn within_5s(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
 }
 
 #[test]
