@@ -621,6 +621,12 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
     }
     let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
         .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
+    // Init may have died since `running` checked it, and its pid gone to
+    // another process, whose namespaces the pidfd would join: checked again
+    // now that the pidfd pins whichever process it is.
+    if !state::alive(st.pid, st.start_time) {
+        return Err(Error::NotRunning { name: name.into() });
+    }
     // The command joins the guest's cgroups, not this process: it stays on
     // the host (proxying `enter`'s terminal) until the command has ended,
     // and `stop` kills what it finds in them. Opened before setns hides them.
