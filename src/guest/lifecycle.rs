@@ -201,8 +201,6 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
 /// exit status: the host's PID 1 would reap it. Forked twice, so the keeper
 /// is no zombie of a caller that lives on.
 fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
-    // A new start: the last init's end no longer describes the guest.
-    let _ = std::fs::remove_file(run.exit_file());
     let (report_r, report_w) = launch::report_channel()?;
     match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
         Forked::Child => {
@@ -254,6 +252,10 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
             sys::exit_child(1)
         }
     };
+    // A new init runs: the last one's end no longer describes the guest. (A
+    // start that failed keeps it: that start's own error was said to whoever
+    // ran it.) Init's end is written only after we reap it, below.
+    let _ = std::fs::remove_file(run.exit_file());
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -381,6 +381,18 @@ fn s12_status_and_list_say_how_a_guests_init_ended() {
     );
     let o = g.unifs(&["list"]);
     assert!(stdout(&o).contains("killed by SIGKILL"), "{}", stdout(&o));
+
+    // A start that fails (no such init) says why itself, and keeps what is
+    // known of the last init's end.
+    g.configure("", "[\"/bin/no-such-init\"]");
+    let o = g.unifs(&["start", &g.name]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let o = g.unifs(&["status", &g.name]);
+    assert!(
+        stdout(&o).contains("code=killed, signal=KILL"),
+        "kept after a failed start: {}",
+        stdout(&o)
+    );
 }
 
 /// Field 22 of /proc/PID/stat: the start time in clock ticks after boot.
