@@ -238,7 +238,8 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     if !dry_run {
         // Before the catalog: on a full disk a killed unify's staged copy
         // may be what keeps it from opening, and gc is what frees space.
-        let _ = store.empty_tmp();
+        // (Once: nothing stages there while gc holds the lock.)
+        store.empty_tmp()?;
     }
     // A dry run changes nothing, not even the schema of an older catalog:
     // an older unifs must still open it afterwards.

@@ -135,8 +135,8 @@ impl Store {
     /// Unlinks the object files [`Store::gc_candidates`] found, once the
     /// catalog no longer lists them (a gc killed in between leaves files
     /// no row names, which the next gc finds again; never rows naming
-    /// inode numbers that are free to be reused), and empties `tmp/`
-    /// ([`Store::empty_tmp`]).
+    /// inode numbers that are free to be reused). (`tmp/` was emptied
+    /// before, [`Store::empty_tmp`].)
     pub fn gc_remove(&self, files: &[(ObjectFile, u64)]) -> Result<()> {
         for (f, _) in files {
             match std::fs::remove_file(&f.path) {
@@ -145,7 +145,7 @@ impl Store {
                 Err(e) => return Err(e).at(&f.path),
             }
         }
-        self.empty_tmp()
+        Ok(())
     }
 
     /// Removes what killed runs left in `tmp/` (a copy being staged as an

@@ -3,9 +3,11 @@
 
 use crate::common::{require_root, require_strace, unifs_bin};
 use crate::tree::*;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -79,6 +81,36 @@ fn lost_guest() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     (dir, store, manifest, private)
 }
 
+/// `unifs restore --manifest MANIFEST --from PRIVATE TARGET` from `store`.
+fn restore(store: &Path, manifest: &Path, private: &Path, target: &Path) -> Output {
+    let args: [&dyn AsRef<OsStr>; 6] = [
+        &"restore",
+        &"--manifest",
+        &manifest,
+        &"--from",
+        &private,
+        &target,
+    ];
+    unifs(store, &args)
+}
+
+/// [`restore`] with `--json`, which must succeed: its report.
+fn restore_json(store: &Path, manifest: &Path, private: &Path, target: &Path) -> serde_json::Value {
+    let out = unifs(
+        store,
+        &[
+            &"restore",
+            &"--manifest",
+            &manifest,
+            &"--from",
+            &private,
+            &"--json",
+            &target,
+        ],
+    );
+    serde_json::from_str(&ok(&out)).unwrap()
+}
+
 /// Restore took no lock: a `store gc` running meanwhile could remove the
 /// objects it had checked and was linking (after the loss nobody links
 /// them: gc's very candidates), and docs/backup.md could only ask not to
@@ -91,19 +123,7 @@ fn restore_refuses_a_store_a_writer_holds() {
     }
     let (dir, store, manifest, private) = lost_guest();
     let target = dir.path().join("g1r");
-    let restore = || {
-        unifs(
-            &store,
-            &[
-                &"restore",
-                &"--manifest",
-                &manifest,
-                &"--from",
-                &private,
-                &target,
-            ],
-        )
-    };
+    let restore = || restore(&store, &manifest, &private, &target);
     let gc = hold_lock(&store, libc::LOCK_EX);
     let started = std::time::Instant::now();
     let err = failed(&restore());
@@ -125,17 +145,7 @@ fn restores_share_the_lock_and_keep_gc_out() {
     let (dir, store, manifest, private) = lost_guest();
     let other_restore = hold_lock(&store, libc::LOCK_SH);
     let target = dir.path().join("g1r");
-    ok(&unifs(
-        &store,
-        &[
-            &"restore",
-            &"--manifest",
-            &manifest,
-            &"--from",
-            &private,
-            &target,
-        ],
-    ));
+    ok(&restore(&store, &manifest, &private, &target));
     fs::remove_dir_all(&target).unwrap();
     let err = failed(&unifs(&store, &[&"store", &"gc"]));
     assert!(err.contains("is busy"), "{err}");
@@ -347,19 +357,7 @@ fn restore_from_a_store_through_another_mount_copies_objects() {
     let (dir, store, manifest, private) = lost_guest();
     let ro = RoBind::new(&store, &dir.path().join("ro-store"));
     let target = dir.path().join("g1r");
-    let out = unifs(
-        &ro.0,
-        &[
-            &"restore",
-            &"--manifest",
-            &manifest,
-            &"--from",
-            &private,
-            &"--json",
-            &target,
-        ],
-    );
-    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let report = restore_json(&ro.0, &manifest, &private, &target);
     assert_eq!(report["objects_copied"], 1, "{report}");
     assert_eq!(
         fs::read(target.join("usr/bin/tool")).unwrap(),
@@ -542,19 +540,7 @@ fn restore_links_the_next_copy_of_a_full_object() {
     let private = dir.path().join("private");
     fs::create_dir(&private).unwrap();
     let target = dir.path().join("g0r");
-    let out = unifs(
-        &store,
-        &[
-            &"restore",
-            &"--manifest",
-            &manifest,
-            &"--from",
-            &private,
-            &"--json",
-            &target,
-        ],
-    );
-    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let report = restore_json(&store, &manifest, &private, &target);
     assert_eq!(
         (&report["objects_linked"], &report["objects_copied"]),
         (&1.into(), &0.into()),

@@ -208,3 +208,27 @@ pub fn host_if(name: &str) -> PathBuf {
     };
     Path::new("/sys/class/net").join(ifname)
 }
+
+/// A test's last resort after `guest stop` of guest `name` (run dir
+/// `run_dir`): kills what is left in its groups, detaches its root, removes
+/// its groups, so a failed test leaves nothing behind.
+pub fn force_clean(name: &str, run_dir: &Path) {
+    for pid in group_pids(name, run_dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let root = run_dir.join(name).join("root");
+    if is_mounted(&root) {
+        let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
+    }
+    for g in groups(name, run_dir) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while g.exists() && Instant::now() < deadline {
+            let _ = std::fs::remove_dir(g.join("guest"));
+            let _ = std::fs::remove_dir(&g);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! unmounts its root when a test fails half-way.
 
 use super::harness::{
-    alive, can_run, group_pids, groups, host_if, is_mounted, ok, run_bounded, stderr, stdout,
+    alive, can_run, force_clean, group_pids, host_if, is_mounted, ok, run_bounded, stderr, stdout,
     within_5s, TestRoot,
 };
 use crate::common::unifs_bin;
@@ -78,26 +78,9 @@ impl Drop for Guest {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             // A record this review damaged would keep an old unifs from
-            // stopping the guest: the SIGKILLs below end it then.
+            // stopping the guest: force_clean's SIGKILLs end it then.
             let _ = self.unifs(&["stop", "--timeout", "0", &name]);
-            for pid in group_pids(&name, &self.run_dir) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let root = e.path().join("root");
-            if is_mounted(&root) {
-                let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
-            }
-            for g in groups(&name, &self.run_dir) {
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while g.exists() && Instant::now() < deadline {
-                    let _ = std::fs::remove_dir(g.join("guest"));
-                    let _ = std::fs::remove_dir(&g);
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
+            force_clean(&name, &self.run_dir);
         }
     }
 }

@@ -6,14 +6,14 @@
 //! unmounts its root when a test fails half-way.
 
 use super::harness::{
-    alive, can_run, group_pids, groups, host_if, is_mounted, ok, run_bounded, stderr, stdout,
+    alive, can_run, force_clean, group_pids, host_if, is_mounted, ok, run_bounded, stderr, stdout,
     within_5s, KillOnDrop, TestRoot,
 };
 use crate::common::unifs_bin;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A named guest on the overlay, in a temp dir of its own.
 struct Guest {
@@ -89,24 +89,7 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
-        for pid in group_pids(&self.name, &self.run_dir) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let root = self.run().join("root");
-        if is_mounted(&root) {
-            let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
-        }
-        for g in groups(&self.name, &self.run_dir) {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while g.exists() && Instant::now() < deadline {
-                let _ = std::fs::remove_dir(g.join("guest"));
-                let _ = std::fs::remove_dir(&g);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        force_clean(&self.name, &self.run_dir);
     }
 }
 
