@@ -179,13 +179,9 @@ impl RunDir {
     /// Written by the keeper, which holds no lock: temp file of its own,
     /// then rename, so a reader sees a whole one.
     pub fn write_exit(&self, exit: &Exit) -> std::io::Result<()> {
-        use std::io::Write;
         let tmp = self.dir.join(format!(".exit.json.{}", std::process::id()));
         let json = serde_json::to_vec_pretty(exit).expect("exit serializes");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, self.exit_file())
+        replace(&tmp, &self.exit_file(), &json).map_err(|(_, e)| e)
     }
 
     /// An exclusive lock on this guest's runtime directory (creating it), so
@@ -232,15 +228,10 @@ impl RunDir {
     /// new one, after a crash too: a run dir on a disk (not /run's tmpfs)
     /// could otherwise come back from a power loss with an empty record.
     pub fn write(&self, state: &State) -> Result<()> {
-        use std::io::Write;
-        let path = self.state_file();
         let tmp = self.dir.join(".state.json.tmp");
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        let failed = |e| Error::io("writing runtime record", &tmp, e);
-        let mut file = std::fs::File::create(&tmp).map_err(failed)?;
-        file.write_all(&json).map_err(failed)?;
-        file.sync_all().map_err(failed)?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("writing runtime record", &path, e))?;
+        replace(&tmp, &self.state_file(), &json)
+            .map_err(|(at, e)| Error::io("writing runtime record", at, e))?;
         let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
         Ok(())
     }
@@ -253,6 +244,18 @@ impl RunDir {
         std::fs::rename(&from, &to).map_err(|e| Error::io("moving aside", &from, e))?;
         Ok(to)
     }
+}
+
+/// Writes `bytes` to `tmp`, flushes it to disk and renames it over `path`:
+/// a reader, or the disk after a crash, has the old file or the whole new
+/// one. The error comes with the file it concerns.
+fn replace(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    use std::io::Write;
+    let at_tmp = |e| (tmp.to_path_buf(), e);
+    let mut file = std::fs::File::create(tmp).map_err(at_tmp)?;
+    file.write_all(bytes).map_err(at_tmp)?;
+    file.sync_all().map_err(at_tmp)?;
+    std::fs::rename(tmp, path).map_err(|e| (path.to_path_buf(), e))
 }
 
 /// State letter and start time of a process, from /proc/PID/stat.
