@@ -42,6 +42,18 @@ fn problems(summary: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// A temp dir with guests `a` and `b` holding one identical file
+/// (`usr/lib/libx.so`) and a store path: (dir, store, a, b).
+fn two_guests() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
+    }
+    (dir, store, a, b)
+}
+
 /// The unlink of the swapped-out original failed (EIO): the file was
 /// replaced, but its old copy stayed under a `.unifs-tmp-PID-N` name in
 /// the guest. The run finished normally, so it kept no record of the
@@ -53,12 +65,7 @@ fn a_temp_name_unify_could_not_remove_is_removed_by_the_next_run() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    for g in [&a, &b] {
-        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
-    }
+    let (_dir, store, a, b) = two_guests();
     let before = snapshot(&b);
     // The first unlinkat of a fresh store's run removes the swapped-out
     // original of b's file.
@@ -110,11 +117,8 @@ fn an_interrupted_syscall_is_made_again_not_reported() {
         "openat:error=EINTR:when=11",
         "flock:error=EINTR:when=1",
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let (dir, store, a, b) = two_guests();
         for g in [&a, &b] {
-            file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
             file(g, "usr/bin/tool", &bytes(2, 5000), 0o755);
         }
         let before = snapshot(&b);
@@ -144,12 +148,7 @@ fn an_empty_record_of_a_run_killed_at_its_start_is_no_problem() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    for g in [&a, &b] {
-        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
-    }
+    let (_dir, store, a, b) = two_guests();
     let before = snapshot(&b);
     let out = unify_injected(&store, &[&a, &b], "write:signal=SIGKILL:when=2");
     assert_eq!(out.status.code(), None, "killed");
@@ -253,12 +252,7 @@ fn an_io_error_is_reported_with_what_failed_and_that_the_file_is_as_it_was() {
             "cannot read it to hash it (Input/output error",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        for g in [&a, &b] {
-            file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
-        }
+        let (_dir, store, a, b) = two_guests();
         let before = snapshot(&b);
         let s = unify_summary(&unify_injected(&store, &[&a, &b], inject));
         let p = problems(&s);
