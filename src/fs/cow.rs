@@ -4,6 +4,7 @@
 //! a rename puts it in place: the path always names the old or the new file,
 //! both complete (invariant 2).
 
+use super::durability::Durability;
 use super::sys as fsys;
 use crate::store::MARKER_XATTR;
 use crate::sys;
@@ -83,7 +84,12 @@ pub fn is_shared(
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the
 /// backing inode number the entry names afterwards.
-pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<u64> {
+pub fn break_link(
+    dir: BorrowedFd,
+    name: &OsStr,
+    keep: u64,
+    durability: Durability,
+) -> io::Result<u64> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
@@ -92,7 +98,7 @@ pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<u64> {
         }
         let mut want = st;
         want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
-        match copy_and_replace(dir, name, &src, &st, &want) {
+        match copy_and_replace(dir, name, &src, &st, &want, durability) {
             Ok(ino) => return Ok(ino),
             // The name changed under us (unify re-linked it): look again.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
@@ -109,9 +115,10 @@ fn copy_and_replace(
     src: &OwnedFd,
     st: &libc::stat,
     want: &libc::stat,
+    durability: Durability,
 ) -> io::Result<u64> {
     let mut mtime = DirMtime::new(dir);
-    let result = copy_and_rename(dir, name, src, st, want, &mut mtime);
+    let result = copy_and_rename(dir, name, src, st, want, durability, &mut mtime);
     mtime.restore();
     result
 }
@@ -122,6 +129,7 @@ fn copy_and_rename(
     src: &OwnedFd,
     st: &libc::stat,
     want: &libc::stat,
+    durability: Durability,
     mtime: &mut DirMtime,
 ) -> io::Result<u64> {
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
@@ -134,7 +142,7 @@ fn copy_and_rename(
         }
     };
     let result = (|| {
-        fill_copy(src.as_fd(), tmp.as_fd(), want, Atime::Mtime)?;
+        fill_copy(src.as_fd(), tmp.as_fd(), want, Atime::Mtime, durability)?;
         let n = match &tmp_name {
             Some(n) => n.clone(),
             None => {
@@ -175,7 +183,8 @@ pub(crate) enum Atime {
     Mtime,
 }
 
-/// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
+/// Data, owner, xattrs (minus the store's), mode, times; then fsync, unless
+/// the filesystem orders the data before the rename that follows. The
 /// owner goes before the xattrs because chown drops security.capability, and
 /// the mode after both (chown clears set-id bits).
 pub(crate) fn fill_copy(
@@ -183,6 +192,7 @@ pub(crate) fn fill_copy(
     dst: BorrowedFd,
     st: &libc::stat,
     atime: Atime,
+    durability: Durability,
 ) -> io::Result<()> {
     let size = st.st_size as u64;
     if size > 0 {
@@ -220,7 +230,10 @@ pub(crate) fn fill_copy(
         Atime::Mtime => mtime,
     };
     fsys::futimens(dst, atime, mtime)?;
-    fsys::fsync(dst, false)
+    match durability {
+        Durability::Fsync => fsys::fsync(dst, false),
+        Durability::OrderedRename => Ok(()),
+    }
 }
 
 /// How much data is copied before its writeback is started.
@@ -228,15 +241,33 @@ const WRITEBACK_CHUNK: u64 = 2 << 20;
 
 /// Copies `len` bytes, data segments only (holes stay holes: a sparse file
 /// must not become a fully allocated one, see [`sys::copy_sparse`]), in
-/// chunks, and starts the disk writeback of each chunk as soon as it is
-/// copied, so that the disk writes while the next chunk is copied and the
-/// final fsync has little left to wait for (a break of a large file then
-/// costs about the longer of the copy and the writeback instead of their
-/// sum).
+/// chunks. A second thread starts the disk writeback of each chunk as soon
+/// as it is copied, so that neither the fsync nor ext4's flush at the
+/// rename (see [`Durability`]) has much left to do, and the copy itself
+/// never waits for a submission: a break of a large file costs about the
+/// longer of the copy and the writeback instead of their sum.
 fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result<()> {
-    sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |off, n| {
-        // Only a head start for the fsync, which reports any write error.
-        let _ = fsys::start_writeback(dst, off, n);
+    if len <= WRITEBACK_CHUNK {
+        return sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |_, _| {});
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("unifs-writeback".into())
+            .spawn_scoped(s, move || {
+                for (off, n) in rx {
+                    // Only a head start: the fsync, or the journal, reports
+                    // any write error.
+                    let _ = fsys::start_writeback(dst, off, n);
+                }
+            });
+        let result = sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |off, n| {
+            if helper.is_err() || tx.send((off, n)).is_err() {
+                let _ = fsys::start_writeback(dst, off, n);
+            }
+        });
+        drop(tx);
+        result
     })
 }
 

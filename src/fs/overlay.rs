@@ -5,10 +5,11 @@
 //! translates to and from these.
 
 use super::cow;
+use super::durability::Durability;
 use super::inode::{Found, InodeTable, ROOT};
 use super::sys as fsys;
 use crate::sys;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -131,6 +132,13 @@ pub struct Overlay {
     /// O_NOATIME fds, so that reads (passthrough's too: they go through our
     /// backing fd) leave the backing access times alone.
     no_atime: bool,
+    /// How a break makes its copy safe against a power cut.
+    durability: Durability,
+    /// Nodes broken since their directory was last synced: the break's
+    /// rename may not be on disk yet, and a guest's fsync or fdatasync must
+    /// make it so, or a power cut would put the old file back under the
+    /// name, without the data the guest had synced.
+    unsynced_breaks: Mutex<HashSet<u64>>,
 }
 
 thread_local! {
@@ -252,7 +260,12 @@ fn is_reg(st: &libc::stat) -> bool {
 
 impl Overlay {
     /// An overlay over the backing directory open at `root`.
-    pub fn new(root: OwnedFd, read_only: bool, no_atime: bool) -> Result<Overlay> {
+    pub fn new(
+        root: OwnedFd,
+        read_only: bool,
+        no_atime: bool,
+        durability: Durability,
+    ) -> Result<Overlay> {
         let st = fsys::fstat(root.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(errno(libc::ENOTDIR));
@@ -272,6 +285,8 @@ impl Overlay {
             notifier: std::sync::OnceLock::new(),
             read_only,
             no_atime: read_only || no_atime,
+            durability,
+            unsynced_breaks: Mutex::new(HashSet::new()),
         })
     }
 
@@ -567,7 +582,7 @@ impl Overlay {
             Some((p, size)) if Self::still_named(&lock(&self.state), node, p, name) => size,
             _ => u64::MAX,
         };
-        let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
+        let new_ino = cow::break_link(dir, name, keep, self.durability).inspect_err(|e| {
             tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
         })?;
         tracing::debug!(node, ?name, new_ino, "broke link to shared object");
@@ -582,6 +597,7 @@ impl Overlay {
             }
         }
         state.table.rebind_private(node, new_ino);
+        lock(&self.unsynced_breaks).insert(node);
         Ok(())
     }
 
@@ -1015,8 +1031,30 @@ impl Overlay {
         Ok(data.len() as u32)
     }
 
+    /// Syncs the file and, the first time after a break, its directory:
+    /// the break's rename is what puts the synced data under the name.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        fsys::fsync(self.file(fh)?.fd.as_fd(), datasync)
+        let f = self.file(fh)?;
+        fsys::fsync(f.fd.as_fd(), datasync)?;
+        if !lock(&self.unsynced_breaks).contains(&f.node) {
+            return Ok(());
+        }
+        match self.named_entry(f.node) {
+            Ok((_, dir, _)) => {
+                let dir = sys::open_at(
+                    dir.as_fd(),
+                    OsStr::new("."),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )?;
+                fsys::fsync(dir.as_fd(), false)?;
+            }
+            // No name left: there is no rename to keep.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        lock(&self.unsynced_breaks).remove(&f.node);
+        Ok(())
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {

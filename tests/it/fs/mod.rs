@@ -9,6 +9,7 @@ mod cow;
 mod errors;
 mod links;
 mod posix;
+mod power;
 mod regressions;
 mod review_s10_docs;
 mod review_s10_fuzz;

@@ -1,69 +1,11 @@
 //! Review s8-live: `unifs unify`, `unifs mount` and the store on guests that
 //! are in use (mounted, with processes writing through the mount).
 
-use super::harness::{ino, Mount, World};
+use super::harness::{ino, Ext4, Mount, World};
 use crate::common::require_root;
 use crate::tree::{assert_verify_clean, bytes, file, unifs, unify_json};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
-use std::process::Command;
-
-/// A small ext4 filesystem in an image file, loop-mounted for a test: the
-/// next file created in a directory gets the lowest free inode number of
-/// its block group, which is one just freed. Many small groups, so that
-/// each directory made at its top (the store, each guest) has a group of
-/// its own. Unmounted (and its loop device freed) even when the test fails.
-struct Ext4 {
-    dir: tempfile::TempDir,
-}
-
-impl Ext4 {
-    fn new() -> Ext4 {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let img = dir.path().join("img");
-        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-g", "4096"])
-            .arg(&img)
-            .output();
-        let mkfs = mkfs.expect("mkfs.ext4 (Debian package e2fsprogs)");
-        assert!(
-            mkfs.status.success(),
-            "{}",
-            String::from_utf8_lossy(&mkfs.stderr)
-        );
-        fs::create_dir(dir.path().join("fs")).unwrap();
-        let mount = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(dir.path().join("fs"))
-            .output()
-            .unwrap();
-        assert!(
-            mount.status.success(),
-            "{}",
-            String::from_utf8_lossy(&mount.stderr)
-        );
-        Ext4 { dir }
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        let p = self.dir.path().join("fs").join(name);
-        fs::create_dir_all(&p).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    }
-}
-
-impl Drop for Ext4 {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(
-            &self.dir.path().join("fs"),
-            nix::mount::MntFlags::MNT_DETACH,
-        );
-    }
-}
+use std::os::unix::fs::MetadataExt;
 
 /// Unify replaces a mounted guest's file by a link to another guest's copy
 /// behind the daemon's back and frees the file's inode; the filesystem gives
@@ -76,7 +18,9 @@ fn a_new_file_given_the_number_of_an_inode_unify_freed_is_its_own() {
     if !require_root("review_s8_live_new_file_given_a_freed_inode_number") {
         return;
     }
-    let ext4 = Ext4::new();
+    // Many small groups, so that each directory made at its top (the
+    // store, each guest) has a group of its own.
+    let ext4 = Ext4::new(&["-g", "4096"], &[]);
     let store = ext4.dir("store");
     let (a, b, x) = (ext4.dir("a"), ext4.dir("b"), ext4.dir("x"));
     // The store's own files (catalog, cache) exist before the run that matters.
