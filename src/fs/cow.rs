@@ -200,7 +200,7 @@ pub(crate) fn fill_copy(
             // A clone is of the whole file; `st` may ask for its start only.
             fsys::ftruncate(dst, size)?;
         } else {
-            copy_with_writeback(src, dst, size)?;
+            copy_with_writeback(src, dst, size, durability)?;
         }
     }
     sys::fchown(dst, st.st_uid, st.st_gid)?;
@@ -236,19 +236,41 @@ pub(crate) fn fill_copy(
     }
 }
 
-/// How much data is copied before its writeback is started.
-const WRITEBACK_CHUNK: u64 = 2 << 20;
+/// How much data one copy_file_range copies.
+const COPY_CHUNK: u64 = 2 << 20;
+
+/// How much copied data the writeback thread is handed at a time, where
+/// nothing waits for the writeback: fewer, larger submissions disturb the
+/// copy less (8 MiB: 31-34 ms for a 100 MiB break on a journaled loop
+/// device, against 33-35 ms at 2 MiB, 33-37 ms with no second thread).
+const WRITEBACK_BATCH: u64 = 8 << 20;
 
 /// Copies `len` bytes, data segments only (holes stay holes: a sparse file
 /// must not become a fully allocated one, see [`sys::copy_sparse`]), in
-/// chunks. A second thread starts the disk writeback of each chunk as soon
-/// as it is copied, so that neither the fsync nor ext4's flush at the
-/// rename (see [`Durability`]) has much left to do, and the copy itself
-/// never waits for a submission: a break of a large file costs about the
-/// longer of the copy and the writeback instead of their sum.
-fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result<()> {
-    if len <= WRITEBACK_CHUNK {
-        return sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |_, _| {});
+/// chunks, and starts the disk writeback of the data as it is copied, so
+/// that the fsync (or ext4's flush at the rename, see [`Durability`]) finds
+/// little left to do: a break of a large file then costs about the longer
+/// of the copy and the writeback instead of their sum.
+///
+/// Before an fsync, the writeback of each chunk starts as soon as it is
+/// copied, on this thread: the fsync waits for the disk, which must start
+/// early. Without one, only the rename's flush waits, and only for the
+/// submission; a second thread submits in larger batches beside the copy,
+/// which then never waits.
+fn copy_with_writeback(
+    src: BorrowedFd,
+    dst: BorrowedFd,
+    len: u64,
+    durability: Durability,
+) -> io::Result<()> {
+    if durability == Durability::Fsync {
+        return sys::copy_sparse(src, dst, len, COPY_CHUNK, |off, n| {
+            // Only a head start for the fsync, which reports any write error.
+            let _ = fsys::start_writeback(dst, off, n);
+        });
+    }
+    if len <= WRITEBACK_BATCH {
+        return sys::copy_sparse(src, dst, len, COPY_CHUNK, |_, _| {});
     }
     let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
     std::thread::scope(|s| {
@@ -256,16 +278,35 @@ fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result
             .name("unifs-writeback".into())
             .spawn_scoped(s, move || {
                 for (off, n) in rx {
-                    // Only a head start: the fsync, or the journal, reports
-                    // any write error.
+                    // Only a head start: the journal's commit writes the
+                    // data all the same.
                     let _ = fsys::start_writeback(dst, off, n);
                 }
             });
-        let result = sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |off, n| {
-            if helper.is_err() || tx.send((off, n)).is_err() {
-                let _ = fsys::start_writeback(dst, off, n);
+        // Copied, not yet handed over: (offset, length).
+        let mut pending: Option<(u64, u64)> = None;
+        let hand_over = |range: (u64, u64)| {
+            if helper.is_err() || tx.send(range).is_err() {
+                let _ = fsys::start_writeback(dst, range.0, range.1);
+            }
+        };
+        let result = sys::copy_sparse(src, dst, len, COPY_CHUNK, |off, n| {
+            let range = match pending {
+                Some((start, l)) if start + l == off => (start, l + n),
+                Some(earlier) => {
+                    hand_over(earlier);
+                    (off, n)
+                }
+                None => (off, n),
+            };
+            pending = (range.1 < WRITEBACK_BATCH).then_some(range);
+            if pending.is_none() {
+                hand_over(range);
             }
         });
+        if let Some(rest) = pending {
+            hand_over(rest);
+        }
         drop(tx);
         result
     })
