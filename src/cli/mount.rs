@@ -19,8 +19,7 @@ pub struct MountArgs {
     #[arg(short, long)]
     pub foreground: bool,
     /// Mount options, comma-separated: ro, rw, nosuid, nodev, noexec, noatime,
-    /// nopassthrough, noallow_other, nodefault_permissions, threads=N,
-    /// break_fsync (fsync each link break's copy even on journaled ext4).
+    /// nopassthrough, noallow_other, nodefault_permissions, threads=N.
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
     /// Where the daemon writes its log (default: nowhere).

@@ -4,7 +4,6 @@
 //! a rename puts it in place: the path always names the old or the new file,
 //! both complete (invariant 2).
 
-use super::durability::Durability;
 use super::sys as fsys;
 use crate::store::MARKER_XATTR;
 use crate::sys;
@@ -84,12 +83,7 @@ pub fn is_shared(
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the
 /// backing inode number the entry names afterwards.
-pub fn break_link(
-    dir: BorrowedFd,
-    name: &OsStr,
-    keep: u64,
-    durability: Durability,
-) -> io::Result<u64> {
+pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<u64> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
@@ -98,7 +92,7 @@ pub fn break_link(
         }
         let mut want = st;
         want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
-        match copy_and_replace(dir, name, &src, &st, &want, durability) {
+        match copy_and_replace(dir, name, &src, &st, &want) {
             Ok(ino) => return Ok(ino),
             // The name changed under us (unify re-linked it): look again.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
@@ -115,10 +109,9 @@ fn copy_and_replace(
     src: &OwnedFd,
     st: &libc::stat,
     want: &libc::stat,
-    durability: Durability,
 ) -> io::Result<u64> {
     let mut mtime = DirMtime::new(dir);
-    let result = copy_and_rename(dir, name, src, st, want, durability, &mut mtime);
+    let result = copy_and_rename(dir, name, src, st, want, &mut mtime);
     mtime.restore();
     result
 }
@@ -129,7 +122,6 @@ fn copy_and_rename(
     src: &OwnedFd,
     st: &libc::stat,
     want: &libc::stat,
-    durability: Durability,
     mtime: &mut DirMtime,
 ) -> io::Result<u64> {
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
@@ -142,7 +134,7 @@ fn copy_and_rename(
         }
     };
     let result = (|| {
-        fill_copy(src.as_fd(), tmp.as_fd(), want, Atime::Mtime, durability)?;
+        fill_copy(src.as_fd(), tmp.as_fd(), want, Atime::Mtime)?;
         let n = match &tmp_name {
             Some(n) => n.clone(),
             None => {
@@ -183,8 +175,7 @@ pub(crate) enum Atime {
     Mtime,
 }
 
-/// Data, owner, xattrs (minus the store's), mode, times; then fsync, unless
-/// the filesystem orders the data before the rename that follows. The
+/// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
 /// owner goes before the xattrs because chown drops security.capability, and
 /// the mode after both (chown clears set-id bits).
 pub(crate) fn fill_copy(
@@ -192,7 +183,6 @@ pub(crate) fn fill_copy(
     dst: BorrowedFd,
     st: &libc::stat,
     atime: Atime,
-    durability: Durability,
 ) -> io::Result<()> {
     let size = st.st_size as u64;
     if size > 0 {
@@ -200,7 +190,7 @@ pub(crate) fn fill_copy(
             // A clone is of the whole file; `st` may ask for its start only.
             fsys::ftruncate(dst, size)?;
         } else {
-            copy_with_writeback(src, dst, size, durability)?;
+            copy_with_writeback(src, dst, size)?;
         }
     }
     sys::fchown(dst, st.st_uid, st.st_gid)?;
@@ -230,85 +220,23 @@ pub(crate) fn fill_copy(
         Atime::Mtime => mtime,
     };
     fsys::futimens(dst, atime, mtime)?;
-    match durability {
-        Durability::Fsync => fsys::fsync(dst, false),
-        Durability::OrderedRename => Ok(()),
-    }
+    fsys::fsync(dst, false)
 }
 
-/// How much data one copy_file_range copies.
-const COPY_CHUNK: u64 = 2 << 20;
-
-/// How much copied data the writeback thread is handed at a time, where
-/// nothing waits for the writeback: fewer, larger submissions disturb the
-/// copy less (8 MiB: 31-34 ms for a 100 MiB break on a journaled loop
-/// device, against 33-35 ms at 2 MiB, 33-37 ms with no second thread).
-const WRITEBACK_BATCH: u64 = 8 << 20;
+/// How much data is copied before its writeback is started.
+const WRITEBACK_CHUNK: u64 = 2 << 20;
 
 /// Copies `len` bytes, data segments only (holes stay holes: a sparse file
 /// must not become a fully allocated one, see [`sys::copy_sparse`]), in
-/// chunks, and starts the disk writeback of the data as it is copied, so
-/// that the fsync (or ext4's flush at the rename, see [`Durability`]) finds
-/// little left to do: a break of a large file then costs about the longer
-/// of the copy and the writeback instead of their sum.
-///
-/// Before an fsync, the writeback of each chunk starts as soon as it is
-/// copied, on this thread: the fsync waits for the disk, which must start
-/// early. Without one, only the rename's flush waits, and only for the
-/// submission; a second thread submits in larger batches beside the copy,
-/// which then never waits.
-fn copy_with_writeback(
-    src: BorrowedFd,
-    dst: BorrowedFd,
-    len: u64,
-    durability: Durability,
-) -> io::Result<()> {
-    if durability == Durability::Fsync {
-        return sys::copy_sparse(src, dst, len, COPY_CHUNK, |off, n| {
-            // Only a head start for the fsync, which reports any write error.
-            let _ = fsys::start_writeback(dst, off, n);
-        });
-    }
-    if len <= WRITEBACK_BATCH {
-        return sys::copy_sparse(src, dst, len, COPY_CHUNK, |_, _| {});
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
-    std::thread::scope(|s| {
-        let helper = std::thread::Builder::new()
-            .name("unifs-writeback".into())
-            .spawn_scoped(s, move || {
-                for (off, n) in rx {
-                    // Only a head start: the journal's commit writes the
-                    // data all the same.
-                    let _ = fsys::start_writeback(dst, off, n);
-                }
-            });
-        // Copied, not yet handed over: (offset, length).
-        let mut pending: Option<(u64, u64)> = None;
-        let hand_over = |range: (u64, u64)| {
-            if helper.is_err() || tx.send(range).is_err() {
-                let _ = fsys::start_writeback(dst, range.0, range.1);
-            }
-        };
-        let result = sys::copy_sparse(src, dst, len, COPY_CHUNK, |off, n| {
-            let range = match pending {
-                Some((start, l)) if start + l == off => (start, l + n),
-                Some(earlier) => {
-                    hand_over(earlier);
-                    (off, n)
-                }
-                None => (off, n),
-            };
-            pending = (range.1 < WRITEBACK_BATCH).then_some(range);
-            if pending.is_none() {
-                hand_over(range);
-            }
-        });
-        if let Some(rest) = pending {
-            hand_over(rest);
-        }
-        drop(tx);
-        result
+/// chunks, and starts the disk writeback of each chunk as soon as it is
+/// copied, so that the disk writes while the next chunk is copied and the
+/// final fsync has little left to wait for (a break of a large file then
+/// costs about the longer of the copy and the writeback instead of their
+/// sum).
+fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result<()> {
+    sys::copy_sparse(src, dst, len, WRITEBACK_CHUNK, |off, n| {
+        // Only a head start for the fsync, which reports any write error.
+        let _ = fsys::start_writeback(dst, off, n);
     })
 }
 

@@ -4,12 +4,10 @@
 //!
 //! - [`inode`]: node numbers and names, without an fd per node;
 //! - [`cow`]: recognising shared inodes and breaking links;
-//! - [`durability`]: whether a break's copy needs an fsync;
 //! - [`overlay`]: the operations on plain types;
 //! - [`fuse`]: the fuser adapter; [`sys`]: the extra syscalls.
 
 pub mod cow;
-pub mod durability;
 pub mod fuse;
 pub mod inode;
 pub mod overlay;
@@ -34,9 +32,6 @@ pub struct MountOptions {
     pub exec: bool,
     pub atime: bool,
     pub threads: usize,
-    /// fsync every break's copy, even where the filesystem orders a
-    /// renamed file's data itself (see [`durability::Durability`]).
-    pub break_fsync: bool,
 }
 
 impl Default for MountOptions {
@@ -52,7 +47,6 @@ impl Default for MountOptions {
             exec: true,
             atime: true,
             threads: 4,
-            break_fsync: false,
         }
     }
 }
@@ -77,8 +71,6 @@ impl MountOptions {
             "noexec" => self.exec = false,
             "atime" => self.atime = true,
             "noatime" => self.atime = false,
-            "break_fsync" => self.break_fsync = true,
-            "nobreak_fsync" => self.break_fsync = false,
             // fstab/systemd pass these; they mean nothing to us.
             "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" | "users"
             | "nonempty" | "async" | "relatime" | "norelatime" => {}
@@ -156,20 +148,7 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     }
     let root = crate::sys::open_dir(guest)?;
     let claims = claim_guest(&root, guest)?;
-    let durability = if opts.break_fsync {
-        durability::Durability::Fsync
-    } else {
-        durability::Durability::of(root.as_fd())
-    };
-    if !opts.read_only {
-        tracing::info!("{}", durability.describe());
-    }
-    let overlay = Arc::new(overlay::Overlay::new(
-        root,
-        opts.read_only,
-        !opts.atime,
-        durability,
-    )?);
+    let overlay = Arc::new(overlay::Overlay::new(root, opts.read_only, !opts.atime)?);
     let fs = fuse::UnifsFs {
         overlay,
         want_passthrough: opts.passthrough,

@@ -5,7 +5,6 @@
 //! translates to and from these.
 
 use super::cow;
-use super::durability::Durability;
 use super::inode::{Found, InodeTable, ROOT};
 use super::sys as fsys;
 use crate::sys;
@@ -132,8 +131,6 @@ pub struct Overlay {
     /// O_NOATIME fds, so that reads (passthrough's too: they go through our
     /// backing fd) leave the backing access times alone.
     no_atime: bool,
-    /// How a break makes its copy safe against a power cut.
-    durability: Durability,
     /// Nodes broken since their directory was last synced: the break's
     /// rename may not be on disk yet, and a guest's fsync or fdatasync must
     /// make it so, or a power cut would put the old file back under the
@@ -260,12 +257,7 @@ fn is_reg(st: &libc::stat) -> bool {
 
 impl Overlay {
     /// An overlay over the backing directory open at `root`.
-    pub fn new(
-        root: OwnedFd,
-        read_only: bool,
-        no_atime: bool,
-        durability: Durability,
-    ) -> Result<Overlay> {
+    pub fn new(root: OwnedFd, read_only: bool, no_atime: bool) -> Result<Overlay> {
         let st = fsys::fstat(root.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(errno(libc::ENOTDIR));
@@ -285,7 +277,6 @@ impl Overlay {
             notifier: std::sync::OnceLock::new(),
             read_only,
             no_atime: read_only || no_atime,
-            durability,
             unsynced_breaks: Mutex::new(HashSet::new()),
         })
     }
@@ -582,7 +573,7 @@ impl Overlay {
             Some((p, size)) if Self::still_named(&lock(&self.state), node, p, name) => size,
             _ => u64::MAX,
         };
-        let new_ino = cow::break_link(dir, name, keep, self.durability).inspect_err(|e| {
+        let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
             tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
         })?;
         tracing::debug!(node, ?name, new_ino, "broke link to shared object");

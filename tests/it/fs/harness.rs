@@ -358,6 +358,28 @@ impl Ext4 {
         self.dir.path().join("fs")
     }
 
+    /// Switches the loop device to direct I/O: a write is then in flight
+    /// until the disk under the image has it, as on a real disk, instead of
+    /// done once in the image's page cache.
+    pub fn direct_io(&self) {
+        let dev = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(self.root())
+            .output()
+            .unwrap();
+        let dev = String::from_utf8(dev.stdout).unwrap();
+        let out = Command::new("losetup")
+            .arg("--direct-io=on")
+            .arg(dev.trim())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn dir(&self, name: &str) -> PathBuf {
         let p = self.root().join(name);
         fs::create_dir_all(&p).unwrap();
