@@ -298,6 +298,12 @@ impl<'a> Applier<'a> {
         };
         let row = object_row(&group.id, content, &rec.stat);
         let ingested = if leased {
+            // The guest may have written the file a moment ago: its data
+            // must be on disk before other guests' paths, on disk for long,
+            // are swapped for links to it, or a power cut leaves them empty
+            // (invariant 2). The lease keeps writers out from here on. (A
+            // copy into the store is fsynced.)
+            sys::write_data_out(fd.as_fd()).map_err(fail)?;
             self.store
                 .ingest_by_link(fd.as_fd(), &group.id, 0)
                 .map_err(|e| Skip::Failed(e.to_string()))?

@@ -1,4 +1,5 @@
-//! Power cuts during and after a link break (invariant 2), simulated: the
+//! Power cuts after unify and during and after a link break (invariant 2:
+//! every guest path names a complete file, whatever is cut when), simulated: the
 //! image of a loop-mounted ext4 is copied while nothing is synced, which is
 //! what its disk held at that moment (see [`Ext4::power_cut`]). Journal
 //! commits are 300 s apart, so that only what the daemon or the test syncs
@@ -176,4 +177,45 @@ impl Drop for Throttle {
         }
         let _ = fs::remove_dir(&self.dir);
     }
+}
+
+/// Unify makes a guest's file the object and relinks another guest's path
+/// to it. That file may have been written a moment ago, its data still only
+/// in the page cache: the other guest's file, on disk for long, then named
+/// an inode with no data on disk, and a power cut after the next journal
+/// commit left it empty. An object's data is on disk before any other path
+/// links it.
+#[test]
+fn a_path_unify_relinks_names_data_that_is_on_disk() {
+    if !require_root("power_unify_relinks_to_data_on_disk") {
+        return;
+    }
+    let ext4 = Ext4::new(&[], &["commit=300"]);
+    let (store, a, b) = (ext4.dir("store"), ext4.dir("a"), ext4.dir("b"));
+    let content = bytes(11, 1 << 20);
+    file(&b, "etc/f", &content, 0o644);
+    file(&ext4.root(), "x/g", b"gives the store its files\n", 0o644);
+    unify_json(&store, &[&"--no-default-excludes", &ext4.root().join("x")]);
+    nix::unistd::sync();
+    // Written just now: in the page cache only.
+    file(&a, "etc/f", &content, 0o644);
+    let s = unify_json(&store, &[&"--no-default-excludes", &a, &b]);
+    assert_eq!(s["files_linked"], 1, "{s}");
+    assert_eq!(
+        crate::tree::ino(&b.join("etc/f")),
+        crate::tree::ino(&a.join("etc/f")),
+        "a's file was to become the object, and b's path its link"
+    );
+    // Commits the journal, with unify's renames.
+    let other = ext4.root().join("other");
+    fs::write(&other, b"x").unwrap();
+    fs::File::open(&other).unwrap().sync_all().unwrap();
+    let cut = ext4.power_cut();
+    let got = fs::read(cut.root().join("b/etc/f")).unwrap();
+    assert!(
+        got == content,
+        "b's file, on disk before unify, is {} bytes after a power cut ({} of them zeros)",
+        got.len(),
+        got.iter().filter(|&&x| x == 0).count()
+    );
 }
