@@ -391,6 +391,16 @@ impl Ext4 {
     /// of the image taken without syncing anything, its journal replayed
     /// by fsck (which must find the filesystem sound), mounted read-only.
     pub fn power_cut(&self) -> PowerCut {
+        self.power_cut_mounted("loop,ro")
+    }
+
+    /// [`Ext4::power_cut`], mounted read-write (the copy is the test's own):
+    /// for what runs after the power came back.
+    pub fn power_cut_writable(&self) -> PowerCut {
+        self.power_cut_mounted("loop")
+    }
+
+    fn power_cut_mounted(&self, opts: &str) -> PowerCut {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let img = dir.path().join("img");
         let cp = Command::new("cp")
@@ -414,7 +424,7 @@ impl Ext4 {
         );
         fs::create_dir(dir.path().join("fs")).unwrap();
         let cut = PowerCut { dir };
-        loop_mount(&img, &cut.root(), "loop,ro");
+        loop_mount(&img, &cut.root(), opts);
         cut
     }
 }
