@@ -134,14 +134,20 @@ pub struct Overlay {
     /// Nodes broken since their directory was last synced: the break's
     /// rename may not be on disk yet, and a guest's fsync or fdatasync must
     /// make it so, or a power cut would put the old file back under the
-    /// name, without the data the guest had synced.
+    /// name, without the data the guest had synced. At most
+    /// [`UNSYNCED_BREAKS_MAX`]: then a syncfs makes them all durable.
     unsynced_breaks: Mutex<HashSet<u64>>,
+    unsynced_breaks_max: usize,
 }
 
 thread_local! {
     /// This thread serves a create, whose directory the kernel holds locked.
     static IN_CREATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
+
+/// How many broken files may wait for a guest's fsync to sync their
+/// directory (see `Overlay::unsynced_breaks`).
+const UNSYNCED_BREAKS_MAX: usize = 10_000;
 
 /// [`Overlay::moved`]'s errno; no operation of ours returns it otherwise.
 const MOVED: i32 = libc::ERESTART;
@@ -278,6 +284,10 @@ impl Overlay {
             read_only,
             no_atime: read_only || no_atime,
             unsynced_breaks: Mutex::new(HashSet::new()),
+            unsynced_breaks_max: std::env::var("UNIFS_TEST_UNSYNCED_BREAKS_MAX")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(UNSYNCED_BREAKS_MAX),
         })
     }
 
@@ -588,8 +598,24 @@ impl Overlay {
             }
         }
         state.table.rebind_private(node, new_ino);
-        lock(&self.unsynced_breaks).insert(node);
+        drop((state, _late, _early, _guard));
+        self.note_unsynced_break(node);
         Ok(())
+    }
+
+    /// Notes a break whose rename a guest's fsync must make durable. A guest
+    /// that breaks many files and never syncs gets one syncfs instead, which
+    /// bounds the set; its lock is held meanwhile, so that an fsync of one
+    /// of those files cannot return before the syncfs did.
+    fn note_unsynced_break(&self, node: u64) {
+        let mut unsynced = lock(&self.unsynced_breaks);
+        unsynced.insert(node);
+        if unsynced.len() >= self.unsynced_breaks_max {
+            match fsys::syncfs(self.root.as_fd()) {
+                Ok(()) => unsynced.clear(),
+                Err(e) => tracing::warn!("syncfs of the backing filesystem: {e}"),
+            }
+        }
     }
 
     /// Opens a regular file. A write access (or O_TRUNC) breaks the link

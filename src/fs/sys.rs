@@ -292,6 +292,13 @@ pub fn start_writeback(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> 
     Ok(())
 }
 
+/// Writes out everything of the filesystem `fd` is on (`syncfs`).
+pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: plain fd argument.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
 pub fn fstatvfs(fd: BorrowedFd) -> io::Result<libc::statvfs> {
     // SAFETY: a zeroed statvfs is a valid plain-data value for the kernel to fill.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };

@@ -317,3 +317,45 @@ fn a_power_cut_anywhere_in_unify_loses_nothing_and_the_next_run_finishes() {
         "only {cut_mid_run} of 8 cuts landed mid-run"
     );
 }
+
+/// A guest that breaks many files and never syncs: the daemon notes each
+/// break for the guest's fsync (above) up to a bound (here 3), then syncs
+/// the backing filesystem once, which makes every rename so far durable,
+/// and forgets them: the notes cannot grow without end.
+#[test]
+fn many_unsynced_breaks_are_made_durable_by_one_syncfs() {
+    if !require_root("power_many_unsynced_breaks") {
+        return;
+    }
+    let ext4 = Ext4::new(&[], &["commit=300"]);
+    let (store, a, b) = (ext4.dir("store"), ext4.dir("a"), ext4.dir("b"));
+    let old: Vec<Vec<u8>> = (0..3).map(|i| bytes(20 + i, 100_000)).collect();
+    for g in [&a, &b] {
+        for (i, data) in old.iter().enumerate() {
+            file(g, &format!("etc/f{i}"), data, 0o644);
+        }
+    }
+    let s = unify_json(&store, &[&"--no-default-excludes", &a, &b]);
+    assert_eq!(s["files_linked"], 3, "{s}");
+    nix::unistd::sync();
+    let log = fs::File::create(ext4.root().join("ma.log")).unwrap();
+    let env = ["env", "UNIFS_TEST_UNSYNCED_BREAKS_MAX=3"];
+    let mount = Mount::start_under(&env, &store, &a, &ext4.dir("ma"), &[], log);
+    let patch = b"changed, never synced\n";
+    for i in 0..3 {
+        write_through(&mount.path(&format!("etc/f{i}")), patch, false);
+    }
+    let cut = ext4.power_cut();
+    for (i, data) in old.iter().enumerate() {
+        let rel = format!("etc/f{i}");
+        assert_ne!(
+            crate::tree::ino(&cut.root().join("a").join(&rel)),
+            crate::tree::ino(&cut.root().join("b").join(&rel)),
+            "{rel}: the break's rename is not on disk"
+        );
+        let got = fs::read(cut.root().join("a").join(&rel)).unwrap();
+        // The third break's syncfs came before the guest's write to it.
+        let want = patched(data, patch);
+        assert!(got == want || (i == 2 && got == *data), "{rel}");
+    }
+}
