@@ -233,7 +233,13 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
 
 fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
-    let _lock = store.lock_writer()?;
+    // A dry run only reads: it shares the lock with restores (and works on
+    // a read-only copy of a store); a writer still keeps it out.
+    let _lock = if dry_run {
+        store.lock_shared()?
+    } else {
+        Some(store.lock_writer()?)
+    };
     store.check_catalog()?;
     if !dry_run {
         // Before the catalog: on a full disk a killed unify's staged copy

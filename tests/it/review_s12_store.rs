@@ -135,8 +135,8 @@ fn restore_refuses_a_store_a_writer_holds() {
     assert_eq!(fs::read(target.join("etc/own")).unwrap(), b"g1's own\n");
 }
 
-/// Restores share the lock with one another; a writer (gc) finds it busy
-/// while one runs.
+/// Restores share the lock with one another and with `gc --dry-run`; a
+/// writer (gc) finds it busy while one runs.
 #[test]
 fn restores_share_the_lock_and_keep_gc_out() {
     if !require_root("restores_share_the_lock_and_keep_gc_out") {
@@ -149,6 +149,10 @@ fn restores_share_the_lock_and_keep_gc_out() {
     fs::remove_dir_all(&target).unwrap();
     let err = failed(&unifs(&store, &[&"store", &"gc"]));
     assert!(err.contains("is busy"), "{err}");
+    // A dry run changes nothing: it shares the lock too (it was busy).
+    let dry = ok(&unifs(&store, &[&"store", &"gc", &"--dry-run", &"--json"]));
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert!(dry["objects_removed"].as_u64().unwrap() >= 1, "{dry}");
     drop(other_restore);
     // With no restore, gc removes the lost guest's object.
     ok(&when_free(|| unifs(&store, &[&"store", &"gc"])));
