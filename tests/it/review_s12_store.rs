@@ -163,6 +163,42 @@ fn restores_share_the_lock_and_keep_gc_out() {
     assert!(objects.is_empty(), "{objects:?}");
 }
 
+/// `store gc --dry-run` reads a store it cannot write (a read-only bind
+/// mount here, a backup copy in use): it took the lock for writing, which
+/// failed with EROFS.
+#[test]
+fn gc_dry_run_reads_a_read_only_store() {
+    if !require_root("gc_dry_run_reads_a_read_only_store") {
+        return;
+    }
+    let (dir, store, _, _) = lost_guest();
+    let ro = dir.path().join("store-ro");
+    fs::create_dir(&ro).unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some(&store),
+        &ro,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let _unmount = Unmount(&ro);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, &ro, None::<&str>, flags, None::<&str>).unwrap();
+    let dry = ok(&unifs(&ro, &[&"store", &"gc", &"--dry-run", &"--json"]));
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert!(dry["objects_removed"].as_u64().unwrap() >= 1, "{dry}");
+    let err = failed(&unifs(&ro, &[&"store", &"gc"]));
+    assert!(err.contains("lock"), "{err}");
+}
+
 /// Runs `cat PATH` as user nobody; returns whether it could read it and
 /// what it printed.
 fn cat_as_nobody(path: &Path) -> (bool, Vec<u8>) {
