@@ -1066,8 +1066,9 @@ impl Overlay {
                 )?;
                 fsys::fsync(dir.as_fd(), false)?;
             }
-            // No name left: there is no rename to keep.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            // No name left, or the name is another file's now (ESTALE: the
+            // node was split off it): no rename of this file to keep.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {}
             Err(e) => return Err(e),
         }
         lock(&self.unsynced_breaks).remove(&f.node);

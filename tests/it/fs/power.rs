@@ -5,7 +5,7 @@
 //! commits are 300 s apart, so that only what the daemon or the test syncs
 //! reaches the journal meanwhile.
 
-use super::harness::{Ext4, Mount};
+use super::harness::{Ext4, Mount, World};
 use crate::common::require_root;
 use crate::tree::{
     assert_invisible, assert_verify_clean, bytes, file, set_dir_mtimes, snapshot, snapshot_with,
@@ -358,4 +358,38 @@ fn many_unsynced_breaks_are_made_durable_by_one_syncfs() {
         let want = patched(data, patch);
         assert!(got == want || (i == 2 && got == *data), "{rel}");
     }
+}
+
+/// The directory sync that follows a guest's fsync after a break has no
+/// name to go by when the guest removed the file meanwhile, or renamed
+/// another over it: its fsync still succeeds, as on a local filesystem.
+#[test]
+fn fsync_of_a_broken_file_whose_name_is_gone_succeeds() {
+    if !require_root("power_fsync_of_a_broken_file_whose_name_is_gone") {
+        return;
+    }
+    let w = World::new();
+    let (a, b) = (w.dir("a"), w.dir("b"));
+    w.shared(b"shared\n", &[a.join("gone"), b.join("gone")]);
+    w.shared(b"shared too\n", &[a.join("over"), b.join("over")]);
+    let m = w.mount(&a, "ma", &[]);
+    let gone = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("gone"))
+        .unwrap();
+    fs::remove_file(m.path("gone")).unwrap();
+    gone.write_all_at(b"still written\n", 0).unwrap();
+    gone.sync_all().unwrap();
+    gone.sync_data().unwrap();
+    let over = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("over"))
+        .unwrap();
+    fs::write(m.path("other"), b"other\n").unwrap();
+    fs::rename(m.path("other"), m.path("over")).unwrap();
+    over.write_all_at(b"still written\n", 0).unwrap();
+    over.sync_data().unwrap();
+    assert_eq!(fs::read(m.path("over")).unwrap(), b"other\n");
+    assert_eq!(fs::read(b.join("gone")).unwrap(), b"shared\n");
+    assert_eq!(fs::read(b.join("over")).unwrap(), b"shared too\n");
 }
