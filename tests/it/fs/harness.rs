@@ -337,17 +337,7 @@ impl Ext4 {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let img = dir.path().join("img");
         fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-        let out = Command::new("mkfs.ext4")
-            .arg("-q")
-            .args(mkfs)
-            .arg(&img)
-            .output()
-            .expect("mkfs.ext4 (Debian package e2fsprogs)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run(Command::new("mkfs.ext4").arg("-q").args(mkfs).arg(&img));
         fs::create_dir(dir.path().join("fs")).unwrap();
         let ext4 = Ext4 { dir };
         loop_mount(&img, &ext4.root(), &[&["loop"], opts].concat().join(","));
@@ -362,22 +352,13 @@ impl Ext4 {
     /// until the disk under the image has it, as on a real disk, instead of
     /// done once in the image's page cache.
     pub fn direct_io(&self) {
-        let dev = Command::new("findmnt")
+        let dev = run(Command::new("findmnt")
             .args(["-n", "-o", "SOURCE"])
-            .arg(self.root())
-            .output()
-            .unwrap();
+            .arg(self.root()));
         let dev = String::from_utf8(dev.stdout).unwrap();
-        let out = Command::new("losetup")
+        run(Command::new("losetup")
             .arg("--direct-io=on")
-            .arg(dev.trim())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(dev.trim()));
     }
 
     pub fn dir(&self, name: &str) -> PathBuf {
@@ -403,13 +384,11 @@ impl Ext4 {
     fn power_cut_mounted(&self, opts: &str) -> PowerCut {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let img = dir.path().join("img");
-        let cp = Command::new("cp")
+        let image = self.dir.path().join("img");
+        run(Command::new("cp")
             .arg("--sparse=always")
-            .arg(self.dir.path().join("img"))
-            .arg(&img)
-            .status()
-            .unwrap();
-        assert!(cp.success());
+            .arg(image)
+            .arg(&img));
         let fsck = Command::new("e2fsck")
             .arg("-fy")
             .arg(&img)
@@ -435,7 +414,7 @@ impl Drop for Ext4 {
     }
 }
 
-/// A power cut's disk, mounted read-only; unmounted when dropped.
+/// A power cut's disk, mounted; unmounted when dropped.
 pub struct PowerCut {
     dir: tempfile::TempDir,
 }
@@ -453,15 +432,19 @@ impl Drop for PowerCut {
 }
 
 fn loop_mount(img: &Path, at: &Path, opts: &str) {
-    let out = Command::new("mount")
-        .args(["-o", opts])
-        .arg(img)
-        .arg(at)
+    run(Command::new("mount").args(["-o", opts]).arg(img).arg(at));
+}
+
+/// Runs `cmd`, which must succeed (its stderr says why not).
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.get_program()));
     assert!(
         out.status.success(),
-        "{}",
+        "{:?}: {}",
+        cmd.get_program(),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
