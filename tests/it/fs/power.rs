@@ -2,8 +2,8 @@
 //! every guest path names a complete file, whatever is cut when), simulated: the
 //! image of a loop-mounted ext4 is copied while nothing is synced, which is
 //! what its disk held at that moment (see [`Ext4::power_cut`]). Journal
-//! commits are 300 s apart, so that only what the daemon or the test syncs
-//! reaches the journal meanwhile.
+//! commits are 300 s apart ([`slow_commits`]), so that only what the daemon
+//! or the test syncs reaches the journal meanwhile.
 
 use super::harness::{Ext4, Mount, World};
 use crate::common::require_root;
@@ -14,6 +14,12 @@ use crate::tree::{
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+/// A journaled ext4 whose journal commits only when something syncs (or
+/// after 300 s): what reaches the disk is what was synced.
+fn slow_commits() -> Ext4 {
+    Ext4::new(&[], &["commit=300"])
+}
 
 /// Guests a and b share `etc/big` (`size` bytes) and `etc/small` in a store
 /// on `ext4`; a is mounted.
@@ -73,7 +79,7 @@ fn a_guests_fdatasync_after_a_break_survives_a_power_cut() {
     if !require_root("power_fdatasync_after_a_break") {
         return;
     }
-    let ext4 = Ext4::new(&[], &["commit=300"]);
+    let ext4 = slow_commits();
     let s = shared(&ext4, 3 << 20);
     let patch = b"synced by the guest\n";
     // In this order: a break fsyncs its copy, which commits the journal
@@ -120,7 +126,7 @@ fn a_breaks_copy_is_on_disk_before_its_rename() {
     if !require_root("power_break_on_disk_before_rename") {
         return;
     }
-    let ext4 = Ext4::new(&[], &["commit=300"]);
+    let ext4 = slow_commits();
     ext4.direct_io();
     let s = shared(&ext4, 8 << 20);
     let _slow = Throttle::new(&ext4.root(), 8 << 20, s.mount.pid());
@@ -193,7 +199,7 @@ fn a_path_unify_relinks_names_data_that_is_on_disk() {
     if !require_root("power_unify_relinks_to_data_on_disk") {
         return;
     }
-    let ext4 = Ext4::new(&[], &["commit=300"]);
+    let ext4 = slow_commits();
     let (store, a, b) = (ext4.dir("store"), ext4.dir("a"), ext4.dir("b"));
     let content = bytes(11, 1 << 20);
     file(&b, "etc/f", &content, 0o644);
@@ -234,7 +240,7 @@ fn a_power_cut_anywhere_in_unify_loses_nothing_and_the_next_run_finishes() {
     if !require_root("power_cut_anywhere_in_unify") {
         return;
     }
-    let ext4 = Ext4::new(&[], &["commit=300"]);
+    let ext4 = slow_commits();
     let store = ext4.dir("store");
     let names = ["g0", "g1", "g2"];
     let guests: Vec<PathBuf> = names.iter().map(|n| ext4.dir(n)).collect();
@@ -327,7 +333,7 @@ fn many_unsynced_breaks_are_made_durable_by_one_syncfs() {
     if !require_root("power_many_unsynced_breaks") {
         return;
     }
-    let ext4 = Ext4::new(&[], &["commit=300"]);
+    let ext4 = slow_commits();
     let (store, a, b) = (ext4.dir("store"), ext4.dir("a"), ext4.dir("b"));
     let old: Vec<Vec<u8>> = (0..3).map(|i| bytes(20 + i, 100_000)).collect();
     for g in [&a, &b] {
