@@ -399,3 +399,115 @@ fn fsync_of_a_broken_file_whose_name_is_gone_succeeds() {
     assert_eq!(fs::read(b.join("gone")).unwrap(), b"shared\n");
     assert_eq!(fs::read(b.join("over")).unwrap(), b"shared too\n");
 }
+
+/// The power cut in the middle of a break, at spread-out moments: while the
+/// copy is made (an unnamed file), fsynced (writes throttled, so that this
+/// takes a while), named, renamed over the guest's path, and after. The
+/// daemon is stopped and the disk taken as it is. After the power came
+/// back the guest's path holds the old file or the new one, whole; the
+/// other guest's file is untouched; and a mount of the recovered guest
+/// hides and removes what a cut break left behind.
+#[test]
+fn a_power_cut_anywhere_in_a_break_leaves_the_old_or_the_new_file_whole() {
+    if !require_root("power_cut_anywhere_in_a_break") {
+        return;
+    }
+    let ext4 = slow_commits();
+    ext4.direct_io();
+    let (store, a, b) = (ext4.dir("store"), ext4.dir("a"), ext4.dir("b"));
+    let delays_ms = [0u64, 20, 60, 150, 300, 500, 800, 1500];
+    let old: Vec<Vec<u8>> = (0..delays_ms.len() as u64)
+        .map(|i| bytes(40 + i, 8 << 20))
+        .collect();
+    for g in [&a, &b] {
+        for (i, data) in old.iter().enumerate() {
+            file(g, &format!("etc/f{i}"), data, 0o644);
+        }
+    }
+    let s = unify_json(&store, &[&"--no-default-excludes", &a, &b]);
+    assert_eq!(s["files_linked"], delays_ms.len(), "{s}");
+    nix::unistd::sync();
+    let mount = Mount::start(&store, &a, &ext4.dir("ma"), &[]);
+    let _slow = Throttle::new(&ext4.root(), 16 << 20, mount.pid());
+    let daemon = nix::unistd::Pid::from_raw(mount.pid() as i32);
+    let patch = b"changed by the guest\n";
+    // Other work on the filesystem commits its journal every few ms, so
+    // that each step of a break can be on disk when the power goes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committer = {
+        let (stop, other) = (stop.clone(), ext4.root().join("other"));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = fs::File::create(&other).unwrap();
+                f.sync_all().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+        })
+    };
+    let (mut cuts_before_the_rename, mut cuts_after_the_rename) = (0, 0);
+    for (i, delay) in delays_ms.into_iter().enumerate() {
+        let rel = format!("etc/f{i}");
+        let path = mount.path(&rel);
+        let writer = std::thread::spawn(move || write_through(&path, patch, false));
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let cut = ext4.power_cut_writable();
+        nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGCONT).unwrap();
+        writer.join().unwrap();
+        let what = format!("{rel}, power cut at {delay} ms");
+        let got = fs::read(cut.root().join("a").join(&rel)).unwrap();
+        assert!(
+            got == old[i] || got == patched(&old[i], patch),
+            "{what}: {} bytes, {} of them zeros",
+            got.len(),
+            got.iter().filter(|&&x| x == 0).count()
+        );
+        assert_eq!(
+            fs::read(cut.root().join("b").join(&rel)).unwrap(),
+            old[i],
+            "{what}"
+        );
+        let a_ino = crate::tree::ino(&cut.root().join("a").join(&rel));
+        if a_ino == crate::tree::ino(&cut.root().join("b").join(&rel)) {
+            cuts_before_the_rename += 1;
+        } else {
+            cuts_after_the_rename += 1;
+        }
+        // Back on the recovered disk: what the cut break left is hidden,
+        // and removed once the directory is listed.
+        let etc = cut.root().join("a/etc");
+        let mount_cut = Mount::start(
+            &cut.root().join("store"),
+            &cut.root().join("a"),
+            &ext4_dir(&cut),
+            &[],
+        );
+        let seen: Vec<String> = fs::read_dir(mount_cut.path("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(seen.iter().all(|n| n.starts_with('f')), "{what}: {seen:?}");
+        assert_eq!(fs::read(mount_cut.path(&rel)).unwrap(), got, "{what}");
+        drop(mount_cut);
+        let left: Vec<String> = fs::read_dir(&etc)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('f'))
+            .collect();
+        assert!(left.is_empty(), "{what}: left in the guest: {left:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    committer.join().unwrap();
+    assert!(
+        cuts_before_the_rename > 0 && cuts_after_the_rename > 0,
+        "cuts before the rename was on disk: {cuts_before_the_rename}, after: \
+         {cuts_after_the_rename}"
+    );
+}
+
+/// A mount point on a power cut's disk.
+fn ext4_dir(cut: &super::harness::PowerCut) -> PathBuf {
+    let p = cut.root().join("ma");
+    fs::create_dir_all(&p).unwrap();
+    p
+}
