@@ -284,9 +284,11 @@ impl Overlay {
             read_only,
             no_atime: read_only || no_atime,
             unsynced_breaks: Mutex::new(HashSet::new()),
+            // A lower bound for tests (tests/it/fs/power.rs).
             unsynced_breaks_max: std::env::var("UNIFS_TEST_UNSYNCED_BREAKS_MAX")
                 .ok()
                 .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
                 .unwrap_or(UNSYNCED_BREAKS_MAX),
         })
     }
