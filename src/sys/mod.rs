@@ -798,6 +798,13 @@ pub fn write_data_out(fd: BorrowedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// When this boot began, in seconds since the epoch (`btime` of /proc/stat).
+pub fn boot_time() -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("btime "))?;
+    line["btime ".len()..].trim().parse().ok()
+}
+
 /// Sets atime and mtime of `fd`.
 pub fn futimens(fd: BorrowedFd, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
     let times = timespecs(atime, mtime);

@@ -187,8 +187,15 @@ struct Record {
 /// The directories killed runs noted before changing them, as (the run's
 /// pid, dev, ino), each with its guest's root: a temp name
 /// `.unifs-tmp-PID-SEQ` is a leftover of run PID only in one of these (else
-/// it is a file of the guest's own).
+/// it is a file of the guest's own). A run whose record a power cut (or a
+/// crash of the machine) took, as far as it noted anything, has the entry
+/// (pid, [`ANY_DIR`], [`ANY_DIR`]) with no root: its temp names are
+/// leftovers in any directory.
 pub type KilledDirs = std::collections::HashMap<(u32, u64, u64), PathBuf>;
+
+/// Dev and ino of a [`KilledDirs`] entry for every directory (no directory
+/// has both 0: device 0:0 is never a filesystem's).
+pub const ANY_DIR: u64 = 0;
 
 /// `PREFIX` and this: the file that keeps [`KilledDirs`] until a run has
 /// removed their leftovers. A killed run's own file goes once its mtimes are
@@ -235,7 +242,19 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
             .try_fold(0u32, |n, d| {
                 n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
             });
-        match read(dir, &name) {
+        // The records live in mapped pages the kernel writes back in its
+        // own time: after a power cut they may be cut short or gone, so a
+        // record of an earlier boot, or one that cannot be read, says only
+        // that its run may have left temp names anywhere.
+        let earlier_boot = match (sys::stat_at(dir, &name), sys::boot_time()) {
+            (Ok(st), Some(boot)) => st.mtime.sec < boot,
+            _ => false,
+        };
+        let read = read(dir, &name);
+        if let (Some(pid), true) = (pid, earlier_boot || read.is_err()) {
+            killed.insert((pid, ANY_DIR, ANY_DIR), PathBuf::new());
+        }
+        match read {
             Ok((roots, records)) => {
                 if let Some(pid) = pid {
                     killed.extend(
@@ -250,7 +269,10 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
             }
             Err(e) => problems.push(Problem::new(
                 &path,
-                format!("a killed run's record of directory mtimes cannot be read ({e}); removed"),
+                format!(
+                    "a killed run's record of directory mtimes cannot be read ({e}); removed \
+                     (its temp names are recognised by its pid, its directories keep new mtimes)"
+                ),
             )),
         }
         done.push((name, path));
@@ -593,10 +615,20 @@ mod tests {
         for (k, bytes) in bad.iter().enumerate() {
             std::fs::write(store_tmp.path().join(format!("dirtimes-{k}")), bytes).unwrap();
         }
-        let (restored, _, problems) = recover(tmp.as_fd(), store_tmp.path());
+        let (restored, killed, problems) = recover(tmp.as_fd(), store_tmp.path());
         assert_eq!(restored, 0);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(std::fs::read_dir(store_tmp.path()).unwrap().count(), 0);
+        // Their runs' temp names are known by pid alone, kept for the run
+        // that looks for them.
+        let mut keys: Vec<_> = killed.keys().copied().collect();
+        keys.sort();
+        assert_eq!(keys, [(0, ANY_DIR, ANY_DIR), (1, ANY_DIR, ANY_DIR)]);
+        let left: Vec<_> = std::fs::read_dir(store_tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [OsString::from(format!("{PREFIX}{LEFT}"))]);
+        assert_eq!(read_left(tmp.as_fd(), &left[0]).unwrap(), killed);
     }
 
     #[test]

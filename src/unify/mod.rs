@@ -588,7 +588,11 @@ fn run(
     summary.problems.append(&mut problems);
     // Directories of guests not in this run may still hold leftovers.
     let kept = killed_dirs.len();
-    killed_dirs.retain(|key, root| left.contains(key) || !roots.contains(&root.as_path()));
+    // A run known by its pid alone is done with once this run found no
+    // leftover of it (in the guests it was given).
+    killed_dirs.retain(|key, root| {
+        left.contains(key) || key.1 != dirjournal::ANY_DIR && !roots.contains(&root.as_path())
+    });
     if killed_dirs.len() != kept {
         let why = "cannot update the directories killed runs changed";
         summary

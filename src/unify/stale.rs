@@ -2,7 +2,7 @@
 //! objects linked into the store but not yet recorded in the catalog.
 
 use super::apply::{Applier, CatalogOp};
-use super::dirjournal::KilledDirs;
+use super::dirjournal::{KilledDirs, ANY_DIR};
 use super::record::Writer;
 use super::scan::{FileRec, LinkedRec, TMP_PREFIX};
 use super::split::is_split_temp;
@@ -23,7 +23,8 @@ use std::path::Path;
 /// links its object (killed before the unlink); or a clone split's temp name
 /// that still links the inode other guests share (killed before the
 /// unlink). Only in a directory the run of the name's pid noted before
-/// changing it (`killed`): a guest's own
+/// changing it (`killed`; any directory for a run whose record a power cut
+/// took): a guest's own
 /// file of that name is not ours to remove. Anything else is left and
 /// reported. Returns how many were removed, and the entries of `killed`
 /// whose directories still hold a leftover of theirs.
@@ -53,10 +54,14 @@ pub fn clean(
                 continue;
             }
         };
+        let any_dir = |pid: u32| (pid, ANY_DIR, ANY_DIR);
         let key = sys::fstat(dir.as_fd())
             .ok()
             .and_then(|st| Some((pid_of(name)?, st.dev, st.ino)))
-            .filter(|key| killed.contains_key(key));
+            .and_then(|key| match killed.contains_key(&key) {
+                true => Some(key),
+                false => Some(any_dir(key.0)).filter(|k| killed.contains_key(k)),
+            });
         let Some(key) = key else {
             problems.push(Problem::new(
                 path,

@@ -254,6 +254,8 @@ fn a_power_cut_anywhere_in_unify_loses_nothing_and_the_next_run_finishes() {
     }
     nix::unistd::sync();
     let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
+    // Each step of the run can be on disk when the power goes.
+    let _commits = Committer::start(&ext4);
     let temp = |p: &Path| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".unifs-tmp-"))
@@ -303,6 +305,16 @@ fn a_power_cut_anywhere_in_unify_loses_nothing_and_the_next_run_finishes() {
         );
         assert!(s["files_scanned"].as_u64().unwrap() >= 1803, "{what}: {s}");
         for (g, b) in cut_guests.iter().zip(&before) {
+            let temps: Vec<_> = walkdir::WalkDir::new(g)
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .filter(|e| temp(e.path()))
+                .map(|e| e.path().to_path_buf())
+                .collect();
+            assert!(
+                temps.is_empty(),
+                "{what}: the run after it left {temps:?}: {s}"
+            );
             let after = snapshot_with(g, temp);
             assert_invisible(
                 &b.clone().without_dir_mtimes(),
@@ -431,19 +443,8 @@ fn a_power_cut_anywhere_in_a_break_leaves_the_old_or_the_new_file_whole() {
     let _slow = Throttle::new(&ext4.root(), 16 << 20, mount.pid());
     let daemon = nix::unistd::Pid::from_raw(mount.pid() as i32);
     let patch = b"changed by the guest\n";
-    // Other work on the filesystem commits its journal every few ms, so
-    // that each step of a break can be on disk when the power goes.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let committer = {
-        let (stop, other) = (stop.clone(), ext4.root().join("other"));
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let f = fs::File::create(&other).unwrap();
-                f.sync_all().unwrap();
-                std::thread::sleep(std::time::Duration::from_millis(3));
-            }
-        })
-    };
+    // Each step of a break can be on disk when the power goes.
+    let _commits = Committer::start(&ext4);
     let (mut cuts_before_the_rename, mut cuts_after_the_rename) = (0, 0);
     for (i, delay) in delays_ms.into_iter().enumerate() {
         let rel = format!("etc/f{i}");
@@ -496,8 +497,6 @@ fn a_power_cut_anywhere_in_a_break_leaves_the_old_or_the_new_file_whole() {
             .collect();
         assert!(left.is_empty(), "{what}: left in the guest: {left:?}");
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    committer.join().unwrap();
     assert!(
         cuts_before_the_rename > 0 && cuts_after_the_rename > 0,
         "cuts before the rename was on disk: {cuts_before_the_rename}, after: \
@@ -533,4 +532,84 @@ fn a_plain_sync_makes_what_a_guest_wrote_durable() {
     let big = fs::read(cut.root().join("a/etc/big")).unwrap();
     assert!(big == patched(&s.old_big, b"changed"));
     assert_eq!(fs::read(cut.root().join("b/etc/big")).unwrap(), s.old_big);
+}
+
+/// Other work on the filesystem, committing its journal every few ms (an
+/// fsync of a file of its own), until dropped.
+struct Committer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start(ext4: &Ext4) -> Committer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, other) = (stop.clone(), ext4.root().join("other"));
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = fs::File::create(&other).unwrap();
+                f.sync_all().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+        });
+        Committer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a unify run cut by a power cut leaves: temp names (links to
+/// objects) in guest directories, and a record of the directories it changed
+/// whose mapped pages never reached the disk (all zeros, or empty). The next
+/// run reported the temp names as a guest's own and left them, for the
+/// guest to see; now a record of an earlier boot, or one it cannot read,
+/// makes its run's temp names known by their pid in any directory.
+#[test]
+fn temp_names_of_a_run_a_power_cut_took_are_removed() {
+    if !require_root("power_temp_names_of_a_run_a_power_cut_took") {
+        return;
+    }
+    for (case, record) in [("zero-filled", vec![0u8; 8192]), ("empty", Vec::new())] {
+        let w = World::new();
+        let store = w.tmp.path().join("real-store");
+        let (a, b) = (w.dir("a"), w.dir("b"));
+        for g in [&a, &b] {
+            file(g, "usr/lib/f", &bytes(3, 5000), 0o644);
+        }
+        unify_json(&store, &[&a, &b]);
+        let pid = 4_000_001u32;
+        let temp = a.join(format!("usr/lib/.unifs-tmp-{pid}-7"));
+        fs::hard_link(a.join("usr/lib/f"), &temp).unwrap();
+        let rec = store.join(format!("tmp/dirtimes-{pid}"));
+        fs::write(&rec, &record).unwrap();
+        // Written before this boot.
+        let stat = fs::read_to_string("/proc/stat").unwrap();
+        let btime: i64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        crate::tree::set_mtime(&rec, (btime - 3600) as u64);
+        let s = unify_json(&store, &[&a, &b]);
+        assert!(!temp.exists(), "{case}: the temp name is still there: {s}");
+        assert_eq!(s["stale_tmp_removed"], 1, "{case}: {s}");
+        assert!(!rec.exists(), "{case}");
+        assert_eq!(fs::read(a.join("usr/lib/f")).unwrap(), bytes(3, 5000));
+        assert_verify_clean(&store);
+        // Done with: the next run keeps nothing of that run.
+        let left = store.join("tmp/dirtimes-left");
+        assert!(!left.exists(), "{case}: {:?}", fs::read(&left));
+    }
 }
