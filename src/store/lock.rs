@@ -1,5 +1,6 @@
 //! One writer at a time: an exclusive `flock` on `STORE/lock`, taken without
-//! waiting. The holder writes its pid into the file for the "busy" message.
+//! waiting. The "busy" message names the holders /proc/locks lists (else the
+//! pid the last taker wrote into the file).
 //! `restore`, which links objects out of the store, holds it shared: gc
 //! must not remove an object it is about to link (one only the lost guest
 //! linked has no other link), but restores may run side by side.
@@ -67,11 +68,18 @@ fn take(store: &Path, mut file: File, op: libc::c_int) -> Result<WriterLock> {
     let ret = crate::sys::retry(|| unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) });
     if let Err(err) = ret {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let holder = match pid.trim() {
-                "" => String::new(),
-                p => format!(" (pid {p})"),
+            // The kernel knows who holds it; the file only who took it last
+            // (a sharer that is gone, while another holds it still).
+            let holder = match holders(&file) {
+                Some(pids) if !pids.is_empty() => format!(" (pid {})", pids.join(", ")),
+                _ => {
+                    let mut pid = String::new();
+                    let _ = file.read_to_string(&mut pid);
+                    match pid.trim() {
+                        "" => String::new(),
+                        p => format!(" (pid {p})"),
+                    }
+                }
             };
             return Err(Error::Busy {
                 store: PathBuf::from(store),
@@ -90,4 +98,32 @@ fn take(store: &Path, mut file: File, op: libc::c_int) -> Result<WriterLock> {
         written.at(&path)?;
     }
     Ok(WriterLock { _file: file })
+}
+
+/// The pids holding a flock on `file`, from /proc/locks (lines like
+/// `1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0 EOF`, the device as hex
+/// major:minor and the inode in decimal). `None` where it cannot be read.
+fn holders(file: &File) -> Option<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata().ok()?;
+    let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let mut pids: Vec<String> = locks
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // A blocked waiter's line starts with "->": not a holder.
+            if f.get(1) != Some(&"FLOCK") {
+                return None;
+            }
+            let mut id = f.get(5)?.split(':');
+            let maj = u32::from_str_radix(id.next()?, 16).ok()?;
+            let min = u32::from_str_radix(id.next()?, 16).ok()?;
+            let ino: u64 = id.next()?.parse().ok()?;
+            (maj == major && min == minor && ino == md.ino()).then(|| f[4].to_string())
+        })
+        .collect();
+    pids.sort();
+    pids.dedup();
+    Some(pids)
 }

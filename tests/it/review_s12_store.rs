@@ -163,6 +163,26 @@ fn restores_share_the_lock_and_keep_gc_out() {
     assert!(objects.is_empty(), "{objects:?}");
 }
 
+/// The busy message named the pid written into the lock file by whoever
+/// took it last: with restores sharing it, often one that had exited while
+/// another still held it. It now names the processes the kernel says hold
+/// it (/proc/locks).
+#[test]
+fn the_busy_message_names_the_processes_that_hold_the_lock() {
+    if !require_root("the_busy_message_names_the_processes_that_hold_the_lock") {
+        return;
+    }
+    let (_dir, store, _, _) = lost_guest();
+    // Left by a sharer that is gone.
+    fs::write(store.join("lock"), "999999").unwrap();
+    let sharer = hold_lock(&store, libc::LOCK_SH);
+    let err = failed(&unifs(&store, &[&"store", &"gc"]));
+    assert!(err.contains("is busy"), "{err}");
+    let me = format!("pid {}", std::process::id());
+    assert!(err.contains(&me) && !err.contains("999999"), "{err}");
+    drop(sharer);
+}
+
 /// `store gc --dry-run` reads a store it cannot write (a read-only bind
 /// mount here, a backup copy in use): it took the lock for writing, which
 /// failed with EROFS.
