@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where the guest's standard streams go.
 pub enum Stdio {
@@ -59,10 +60,27 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     let spawned = spawn(spec, stdio, &spec.name)?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
-    let status = match pty {
-        Some(p) => console::proxy_terminals(p.master, spawned.pid),
-        None => wait_exit(spawned.pid),
-    };
+    let waited = AtomicBool::new(false);
+    let status = std::thread::scope(|s| {
+        // A guest that a signal does not end (a PID 1 without a handler for
+        // it, or one frozen in its freezer group) would keep `unifs run`
+        // waiting: the second signal ends it outright.
+        let _ = std::thread::Builder::new().spawn_scoped(s, || {
+            while !waited.load(Ordering::SeqCst) {
+                if sys::signals_caught() >= 2 {
+                    spawned.cgroup.kill_all();
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        let status = match pty {
+            Some(p) => console::proxy_terminals(p.master, spawned.pid),
+            None => wait_exit(spawned.pid),
+        };
+        waited.store(true, Ordering::SeqCst);
+        status
+    });
     spawned.cgroup.kill_all();
     spawned.cgroup.remove();
     net::teardown(spec);

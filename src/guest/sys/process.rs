@@ -114,8 +114,16 @@ use std::sync::atomic::{AtomicI32, Ordering};
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 /// A signal that came before there was anyone to pass it to.
 static PENDING: AtomicI32 = AtomicI32::new(0);
+/// How many signals were caught.
+static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+/// How many of the signals [`catch_signals`] catches came so far.
+pub fn signals_caught() -> i32 {
+    CAUGHT.load(Ordering::SeqCst)
+}
 
 extern "C" fn forward_signal(sig: libc::c_int) {
+    CAUGHT.fetch_add(1, Ordering::SeqCst);
     let pid = FORWARD_TO.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.

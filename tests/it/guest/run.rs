@@ -374,6 +374,63 @@ fn run_forwards_sigterm_to_the_guest() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
+/// A guest that a signal does not end kept `unifs run` waiting, whatever
+/// the operator sent it: a PID 1 without a handler ignores SIGTERM, and a
+/// process frozen in its v1 freezer group (guest root can freeze its own)
+/// ends on nothing. The second signal now ends the guest outright.
+#[test]
+fn run_a_second_signal_ends_a_guest_the_first_did_not() {
+    if !can_run("run_a_second_signal_ends_a_guest_the_first_did_not") {
+        return;
+    }
+    let t = TestRoot::new();
+    for freeze in [false, true] {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("run").arg("--root").arg(t.root());
+        cmd.args(["--", "/bin/sleep", "30"]);
+        cmd.stdout(std::process::Stdio::null());
+        let mut child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+        let pid = child.0.as_ref().unwrap().id();
+        let sleep = super::harness::wait_for_descendant(pid, "sleep");
+        let freezer = std::fs::read_to_string(format!("/proc/{sleep}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| Some(l.split_once(":freezer:")?.1.to_string()));
+        let state = freezer.map(|g| format!("/sys/fs/cgroup/freezer{g}/freezer.state"));
+        if freeze {
+            let Some(state) = &state else {
+                eprintln!("no v1 freezer here: the frozen case is not checked");
+                continue;
+            };
+            std::fs::write(state, "FROZEN").unwrap();
+        }
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(300));
+        let waiting = child.0.as_mut().unwrap().try_wait().unwrap().is_none();
+        assert!(waiting, "freeze {freeze}: the first SIGTERM ended it");
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        let out = super::harness::wait_bounded(
+            super::harness::KillOnDrop(child.0.take()),
+            Duration::from_secs(10),
+        );
+        assert_eq!(out.status.code(), Some(137), "freeze {freeze}");
+        assert!(start.elapsed() < Duration::from_secs(5), "freeze {freeze}");
+        assert!(
+            !super::harness::alive(sleep as i64),
+            "freeze {freeze}: the guest lives"
+        );
+        if let Some(state) = state {
+            assert!(
+                !std::path::Path::new(&state).exists(),
+                "freeze {freeze}: its group stays"
+            );
+        }
+    }
+}
+
 #[test]
 fn run_ctrl_z_does_not_leave_the_guest_reading_the_terminal() {
     if !can_run("run_ctrl_z_does_not_leave_the_guest_reading_the_terminal") {
