@@ -250,11 +250,11 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
             (Ok(st), Some(boot)) => st.mtime.sec < boot,
             _ => false,
         };
-        let read = read(dir, &name);
-        if let (Some(pid), true) = (pid, earlier_boot || read.is_err()) {
+        let parsed = read(dir, &name);
+        if let (Some(pid), true) = (pid, earlier_boot || parsed.is_err()) {
             killed.insert((pid, ANY_DIR, ANY_DIR), PathBuf::new());
         }
-        match read {
+        match parsed {
             Ok((roots, records)) => {
                 if let Some(pid) = pid {
                     killed.extend(
