@@ -588,10 +588,17 @@ fn run(
     summary.problems.append(&mut problems);
     // Directories of guests not in this run may still hold leftovers.
     let kept = killed_dirs.len();
-    // A run known by its pid alone is done with once this run found no
-    // leftover of it (in the guests it was given).
+    // A run known by its pid alone is done with once a run given every
+    // guest of the store found no leftover of it.
+    let every_guest = catalog
+        .guests()
+        .is_ok_and(|all| all.iter().all(|g| roots.contains(&g.path.as_path())));
     killed_dirs.retain(|key, root| {
-        left.contains(key) || key.1 != dirjournal::ANY_DIR && !roots.contains(&root.as_path())
+        left.contains(key)
+            || match key.1 == dirjournal::ANY_DIR {
+                true => !every_guest,
+                false => !roots.contains(&root.as_path()),
+            }
     });
     if killed_dirs.len() != kept {
         let why = "cannot update the directories killed runs changed";

@@ -573,7 +573,8 @@ impl Drop for Committer {
 /// whose mapped pages never reached the disk (all zeros, or empty). The next
 /// run reported the temp names as a guest's own and left them, for the
 /// guest to see; now a record of an earlier boot, or one it cannot read,
-/// makes its run's temp names known by their pid in any directory.
+/// makes its run's temp names known by their pid in any directory, until a
+/// run given every guest of the store found none left.
 #[test]
 fn temp_names_of_a_run_a_power_cut_took_are_removed() {
     if !require_root("power_temp_names_of_a_run_a_power_cut_took") {
@@ -582,14 +583,18 @@ fn temp_names_of_a_run_a_power_cut_took_are_removed() {
     for (case, record) in [("zero-filled", vec![0u8; 8192]), ("empty", Vec::new())] {
         let w = World::new();
         let store = w.tmp.path().join("real-store");
-        let (a, b) = (w.dir("a"), w.dir("b"));
-        for g in [&a, &b] {
+        let (a, b, c) = (w.dir("a"), w.dir("b"), w.dir("c"));
+        for g in [&a, &b, &c] {
             file(g, "usr/lib/f", &bytes(3, 5000), 0o644);
         }
-        unify_json(&store, &[&a, &b]);
+        unify_json(&store, &[&a, &b, &c]);
         let pid = 4_000_001u32;
-        let temp = a.join(format!("usr/lib/.unifs-tmp-{pid}-7"));
-        fs::hard_link(a.join("usr/lib/f"), &temp).unwrap();
+        let temp = |g: &Path| {
+            let t = g.join(format!("usr/lib/.unifs-tmp-{pid}-7"));
+            fs::hard_link(g.join("usr/lib/f"), &t).unwrap();
+            t
+        };
+        let (temp_a, temp_c) = (temp(&a), temp(&c));
         let rec = store.join(format!("tmp/dirtimes-{pid}"));
         fs::write(&rec, &record).unwrap();
         // Written before this boot.
@@ -602,14 +607,24 @@ fn temp_names_of_a_run_a_power_cut_took_are_removed() {
             .parse()
             .unwrap();
         crate::tree::set_mtime(&rec, (btime - 3600) as u64);
+        let left = store.join("tmp/dirtimes-left");
         let s = unify_json(&store, &[&a, &b]);
-        assert!(!temp.exists(), "{case}: the temp name is still there: {s}");
+        assert!(
+            !temp_a.exists(),
+            "{case}: the temp name is still there: {s}"
+        );
         assert_eq!(s["stale_tmp_removed"], 1, "{case}: {s}");
         assert!(!rec.exists(), "{case}");
+        assert!(left.exists(), "{case}: c, not in that run, was forgotten");
+        let s = unify_json(&store, &[&c]);
+        assert!(
+            !temp_c.exists(),
+            "{case}: c's temp name is still there: {s}"
+        );
         assert_eq!(fs::read(a.join("usr/lib/f")).unwrap(), bytes(3, 5000));
         assert_verify_clean(&store);
-        // Done with: the next run keeps nothing of that run.
-        let left = store.join("tmp/dirtimes-left");
+        // A run given every guest finds nothing of it: done with.
+        unify_json(&store, &[&a, &b, &c]);
         assert!(!left.exists(), "{case}: {:?}", fs::read(&left));
     }
 }
