@@ -235,6 +235,7 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
         }
     };
     let mut done = Vec::new();
+    let boot = sys::boot_time();
     for name in names {
         let path = dir_path.join(&name);
         let pid = name.as_bytes()[PREFIX.len()..]
@@ -246,7 +247,7 @@ pub fn recover(dir: BorrowedFd, dir_path: &Path) -> (u64, KilledDirs, Vec<Proble
         // own time: after a power cut they may be cut short or gone, so a
         // record of an earlier boot, or one that cannot be read, says only
         // that its run may have left temp names anywhere.
-        let earlier_boot = match (sys::stat_at(dir, &name), sys::boot_time()) {
+        let earlier_boot = match (sys::stat_at(dir, &name), boot) {
             (Ok(st), Some(boot)) => st.mtime.sec < boot,
             _ => false,
         };

@@ -84,14 +84,6 @@ fn manifest(store: &Path, guest: &Path, out: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `unifs restore --manifest M --from FROM TARGET`.
-fn restore(store: &Path, m: &Path, from: &Path, target: &Path) -> std::process::Output {
-    unifs(
-        store,
-        &[&"restore", &"--manifest", &m, &"--from", &from, &target],
-    )
-}
-
 fn private_paths(store: &Path, guest: &Path) -> Vec<u8> {
     let o = unifs(
         store,

@@ -249,17 +249,7 @@ fn manifest_and_restore_find_an_object_past_a_gap_an_old_gc_left() {
     let private = dir.path().join("private");
     fs::create_dir(&private).unwrap();
     let target = dir.path().join("g3r");
-    let out = unifs(
-        &store,
-        &[
-            &"restore",
-            &"--manifest",
-            &manifest,
-            &"--from",
-            &private,
-            &target,
-        ],
-    );
+    let out = restore(&store, &manifest, &private, &target);
     ok(&out);
     assert_eq!(
         ino(&target.join("shared")),

@@ -3,11 +3,9 @@
 
 use crate::common::{require_root, require_strace, unifs_bin};
 use crate::tree::*;
-use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -79,19 +77,6 @@ fn lost_guest() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     fs::remove_dir_all(&g1).unwrap();
     fs::remove_dir_all(&g2).unwrap();
     (dir, store, manifest, private)
-}
-
-/// `unifs restore --manifest MANIFEST --from PRIVATE TARGET` from `store`.
-fn restore(store: &Path, manifest: &Path, private: &Path, target: &Path) -> Output {
-    let args: [&dyn AsRef<OsStr>; 6] = [
-        &"restore",
-        &"--manifest",
-        &manifest,
-        &"--from",
-        &private,
-        &target,
-    ];
-    unifs(store, &args)
 }
 
 /// [`restore`] with `--json`, which must succeed: its report.

@@ -103,10 +103,7 @@ fn manifest_takes_a_guest_directory_whose_name_is_not_utf8() {
     fs::copy(a.join("etc/own"), private.join("etc/own")).unwrap();
     let target = dir.path().join("restored");
     assert!(unifs(&store, &[&"store", &"init"]).status.success());
-    let out = unifs(
-        &store,
-        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
-    );
+    let out = crate::tree::restore(&store, &m, &private, &target);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 

@@ -219,12 +219,7 @@ fn a_restore_that_runs_out_of_space_does_not_blame_the_backup() {
     ext4.fill(1 << 20);
     let target = ext4.path("web1");
     // The guest itself holds its private files at their paths.
-    let restore = || {
-        unifs(
-            &store,
-            &[&"restore", &"--manifest", &manifest, &"--from", &a, &target],
-        )
-    };
+    let restore = || crate::tree::restore(&store, &manifest, &a, &target);
     let out = restore();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);

@@ -243,6 +243,14 @@ pub fn unifs(store: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `unifs restore --manifest M --from FROM TARGET` from `store`.
+pub fn restore(store: &Path, m: &Path, from: &Path, target: &Path) -> Output {
+    unifs(
+        store,
+        &[&"restore", &"--manifest", &m, &"--from", &from, &target],
+    )
+}
+
 /// Runs `unifs unify --json …`, asserts it finished, returns the summary.
 pub fn unify_json(store: &Path, args: &[&dyn AsRef<OsStr>]) -> serde_json::Value {
     let mut all: Vec<&dyn AsRef<OsStr>> = vec![&"unify", &"--json"];

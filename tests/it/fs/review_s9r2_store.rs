@@ -241,10 +241,7 @@ fn a_restore_under_a_default_acl_gives_files_no_acl_of_their_own() {
         .success();
     assert!(ok, "setfacl -d");
     let target = machines.join("a");
-    let out = unifs(
-        &store,
-        &[&"restore", &"--manifest", &m, &"--from", &private, &target],
-    );
+    let out = crate::tree::restore(&store, &m, &private, &target);
     assert!(out.status.success(), "{}", stderr(&out));
     for rel in [".", "etc", "etc/shadow", "usr"] {
         let path = target.join(rel);
