@@ -5,7 +5,7 @@ use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
 use crate::guest::spec::{check_hostname, HOST_NAME_MAX};
-use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};
+use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +82,9 @@ pub struct RunOptions {
     /// Run the command under a small init that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
+    /// The syscall filter the guest runs under (docs/security.md).
+    #[arg(long, value_enum, value_name = "FILTER", default_value_t = SyscallFilter::Default)]
+    pub syscall_filter: SyscallFilter,
     /// The command and its arguments, resolved inside the guest.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -93,9 +96,10 @@ it) for the life of the run, so files the root shares with other guests through
 the store stay unchanged for them; --root-mount bind uses the directory itself.
 The guest gets new mount, PID, UTS, IPC, cgroup and (unless --net host) network
 namespaces, a fresh /proc (/proc/sys read-only), /sys read-only, a minimal /dev
-and a tmpfs /run; it keeps a reduced capability set, with no_new_privs. The exit
-status is the command's (128+N for signal N). SIGTERM, SIGINT, SIGHUP and
-SIGQUIT are passed on to the guest; a second one kills it outright (exit 137).
+and a tmpfs /run; it keeps a reduced capability set, with no_new_privs and a
+syscall filter (--syscall-filter). The exit status is the command's (128+N for
+signal N). SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to the guest; a
+second one kills it outright (exit 137).
 A limit the host cannot apply is an error. Needs root. More in docs/guests.md
 and docs/security.md.
 
@@ -243,6 +247,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         io_weight: a.io_weight,
     };
     spec.init = a.init;
+    spec.syscall_filter = a.syscall_filter;
     spec.limits.check()?;
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
     // on an error too.

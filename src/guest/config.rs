@@ -1,6 +1,6 @@
 //! Named guests' configs: `CONFIG_DIR/NAME.toml` (default /etc/unifs/guests).
 
-use super::{caps, parse_size, Bind, Error, GuestSpec, Limits, NetSpec, Result};
+use super::{caps, parse_size, Bind, Error, GuestSpec, Limits, NetSpec, Result, SyscallFilter};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -56,6 +56,9 @@ pub struct GuestConfig {
     pub cap_drop: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `default`, `allow-userns` or `off`, as `unifs run --syscall-filter`.
+    #[serde(default)]
+    pub syscall_filter: SyscallFilter,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -183,6 +186,7 @@ impl GuestConfig {
         };
         spec.limits.check()?;
         spec.init = self.init_reaper;
+        spec.syscall_filter = self.syscall_filter;
         Ok(spec)
     }
 }
@@ -201,6 +205,7 @@ mod tests {
             binds = ["/srv/data:/data:ro"]
             env = ["LANG=C"]
             cap_add = ["net_admin"]
+            syscall_filter = "allow-userns"
             [net]
             mode = "veth"
             ip = "10.0.0.2/24"
@@ -216,6 +221,7 @@ mod tests {
         assert_eq!(spec.limits.memory, Some(256 << 20));
         assert_eq!(spec.net.ip.as_deref(), Some("10.0.0.2/24"));
         assert!(caps::names(spec.caps).contains(&"net_admin"));
+        assert_eq!(spec.syscall_filter, SyscallFilter::AllowUserns);
     }
 
     #[test]
@@ -223,7 +229,12 @@ mod tests {
         let cfg: GuestConfig = toml::from_str("root = \"/g\"").unwrap();
         assert_eq!(cfg.root_mount, RootMount::Overlay);
         assert_eq!(cfg.init, ["/sbin/init"]);
+        assert_eq!(cfg.syscall_filter, SyscallFilter::Default);
         assert!(toml::from_str::<GuestConfig>("root = \"/g\"\nhostnam = \"x\"").is_err());
+        let err = toml::from_str::<GuestConfig>("root = \"/g\"\nsyscall_filter = \"strict\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow-userns"), "names the values: {err}");
     }
 
     #[test]

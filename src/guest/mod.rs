@@ -5,6 +5,7 @@
 //! - [`spec`]: what a guest is (root, command, network, limits, privileges).
 //! - [`sys`]: the syscall seam; all `unsafe` of the launcher.
 //! - `rootfs`: the set-up sequence inside the namespaces, pivot_root included.
+//! - [`seccomp`]: the syscall filter the guest runs under.
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
@@ -21,9 +22,10 @@ pub mod lifecycle;
 pub mod net;
 pub mod overlay;
 mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;
 
 pub use error::{Error, Result};
-pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec};
+pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};

@@ -275,6 +275,17 @@ pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -
     // After setresuid, so the keyring belongs to the guest's uid.
     call("joining a new session keyring", sys.new_session_keyring())?;
     call("setting no_new_privs", sys.set_no_new_privs())?;
+    // After everything the set-up needs (the keyring above); the command,
+    // and `--init`'s reaper, run under it.
+    let filtered = sys.set_syscall_filter(spec.syscall_filter);
+    let what = match filtered {
+        Err(Errno::ENOSYS) => {
+            "installing the syscall filter (none is built for this architecture; \
+             --syscall-filter off starts the guest without one)"
+        }
+        _ => "installing the syscall filter",
+    };
+    call(what, filtered)?;
     if foreground {
         // Last: setresuid clears the parent-death signal.
         call(
@@ -504,8 +515,13 @@ mod tests {
             .unwrap();
         let nnp = position(&calls, |c| *c == Call::NoNewPrivs);
         let keyring = position(&calls, |c| *c == Call::NewSessionKeyring);
+        let filter = position(&calls, |c| {
+            *c == Call::SyscallFilter(crate::guest::SyscallFilter::Default)
+        });
         assert!(last_bound < setgid && setgid < setuid && setuid < nnp);
         assert!(setuid < keyring);
+        // The filter needs no_new_privs, and would refuse the keyring call.
+        assert!(nnp < filter && keyring < filter);
         // Non-root keeps no capabilities at all.
         assert!(calls.contains(&Call::SetCaps(0)));
         assert!(calls.contains(&Call::DropBoundingCap(caps::number("sys_admin").unwrap())));

@@ -26,6 +26,9 @@ pub struct GuestSpec {
     pub limits: Limits,
     /// Run the command under a small reaper that forwards signals.
     pub init: bool,
+    /// (Absent from the state of a guest started before there was one.)
+    #[serde(default)]
+    pub syscall_filter: SyscallFilter,
 }
 
 impl GuestSpec {
@@ -44,6 +47,7 @@ impl GuestSpec {
             caps: caps::keep_mask(&[], &[]).expect("default caps are valid"),
             limits: Limits::default(),
             init: false,
+            syscall_filter: SyscallFilter::default(),
         }
     }
 
@@ -81,6 +85,21 @@ pub fn check_hostname(name: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Which syscall filter the guest runs under (docs/security.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyscallFilter {
+    /// Refuse the kernel keyring, io_uring, userfaultfd, bpf, perf_event_open,
+    /// syslog, open_by_handle_at and user namespaces.
+    #[default]
+    Default,
+    /// The same, but allow user namespaces (nested sandboxes: bwrap,
+    /// podman, browsers, systemd's PrivateUsers=).
+    AllowUserns,
+    /// No filter: every syscall the capabilities allow.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

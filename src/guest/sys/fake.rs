@@ -29,6 +29,7 @@ pub enum Call {
     SetCaps(u64),
     NewSessionKeyring,
     NoNewPrivs,
+    SyscallFilter(SyscallFilter),
     ParentDeathSignal,
     Exec(PathBuf, Vec<String>, Vec<String>),
 }
@@ -126,6 +127,9 @@ impl Syscall for Recorder {
     }
     fn set_no_new_privs(&self) -> nix::Result<()> {
         self.record(Call::NoNewPrivs)
+    }
+    fn set_syscall_filter(&self, mode: SyscallFilter) -> nix::Result<()> {
+        self.record(Call::SyscallFilter(mode))
     }
     fn set_parent_death_signal(&self) -> nix::Result<()> {
         self.record(Call::ParentDeathSignal)

@@ -6,6 +6,8 @@
 //! trampoline in `trampoline`. Every `unsafe` block of the launcher lives in
 //! this module.
 
+use super::seccomp;
+use super::SyscallFilter;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::mount::{MntFlags, MsFlags};
@@ -71,6 +73,8 @@ pub trait Syscall {
     /// the launching session's keys.
     fn new_session_keyring(&self) -> nix::Result<()>;
     fn set_no_new_privs(&self) -> nix::Result<()>;
+    /// Installs the syscall filter for `mode` (none for off).
+    fn set_syscall_filter(&self, mode: SyscallFilter) -> nix::Result<()>;
     fn set_parent_death_signal(&self) -> nix::Result<()>;
     /// Replaces the process; returns only on failure. A failure after the
     /// launcher's code is gone (see `trampoline`) is written to `report`.
@@ -300,6 +304,16 @@ impl Syscall for Linux {
         nix::sys::prctl::set_no_new_privs()
     }
 
+    fn set_syscall_filter(&self, mode: SyscallFilter) -> nix::Result<()> {
+        match seccomp::program(mode) {
+            Some(p) => install_filter(&p),
+            None if mode == SyscallFilter::Off => Ok(()),
+            // No filter for this architecture: refuse rather than start a
+            // guest without the one asked for.
+            None => Err(Errno::ENOSYS),
+        }
+    }
+
     fn set_parent_death_signal(&self) -> nix::Result<()> {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
     }
@@ -508,6 +522,26 @@ mod tests {
         assert!(!below.contains(&PathBuf::from("/")));
         assert!(mounts_below(Path::new("/proc/self/no-such")).is_empty());
     }
+}
+
+/// Installs `program` on the calling thread; what it execs keeps it. Needs
+/// `no_new_privs` (or CAP_SYS_ADMIN).
+fn install_filter(program: &[seccomp::Insn]) -> nix::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?,
+        filter: program.as_ptr() as *mut seccomp::Insn,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the
+    // kernel copies the filter and keeps no pointer to it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    Errno::result(rc).map(drop)
 }
 
 #[cfg(test)]

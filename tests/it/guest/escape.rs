@@ -241,8 +241,9 @@ fn escape_guest_root_cannot_lift_its_own_cgroup_limits() {
         return;
     }
     // The guest's cgroup namespace was rooted at the group holding its
-    // limits: guest root, in a user namespace of its own (no seccomp
-    // filter), could mount that group and write pids.max (or memory.max).
+    // limits: guest root, in a user namespace of its own (which the
+    // default syscall filter now refuses), could mount that group and write
+    // pids.max (or memory.max).
     let t = TestRoot::new();
     if !cc_into(&t, "lifter", LIMIT_LIFTER) {
         eprintln!("skipping {test}: needs cc -static");
@@ -250,6 +251,7 @@ fn escape_guest_root_cannot_lift_its_own_cgroup_limits() {
     }
     let mut cmd = Command::new(unifs_bin());
     cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--syscall-filter", "allow-userns"]);
     cmd.args(["--pids", "50", "--", "/bin/lifter"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -12,3 +12,4 @@ mod review_s12_escape;
 mod review_s12_guest;
 mod run;
 mod run_overlay;
+mod seccomp;

@@ -262,6 +262,44 @@ fn named_stop_kills_an_init_that_ignores_sigterm() {
 }
 
 #[test]
+fn named_init_and_exec_run_under_the_configured_syscall_filter() {
+    let test = "named_init_and_exec_run_under_the_configured_syscall_filter";
+    if !can_run(test) {
+        return;
+    }
+    // Init and `guest exec` alike: the config's filter (default when the
+    // key is absent), `off` when it says so.
+    let init = "[\"/bin/sh\", \"-c\", \"/bin/probe > /init.out; exec sleep 1000\"]";
+    for (key, keyctl, unshare) in [("", "EPERM", "EPERM"), ("off", "ok", "ok")] {
+        let g = Guest::new("filter", init, false);
+        if !super::seccomp::probe_into(&g.t, test) {
+            return;
+        }
+        if !key.is_empty() {
+            let config = g.config_dir.join(format!("{}.toml", g.name));
+            let mut toml = std::fs::read_to_string(&config).unwrap();
+            toml = toml.replace("[limits]", &format!("syscall_filter = {key:?}\n[limits]"));
+            std::fs::write(&config, toml).unwrap();
+        }
+        ok(&g.unifs(&["start", &g.name]));
+        let out = ok(&g.unifs(&["exec", &g.name, "--", "/bin/probe"]));
+        let exec = super::seccomp::results(&out);
+        assert_eq!(exec["keyctl"], keyctl, "exec, {key:?}: {exec:?}");
+        assert_eq!(exec["unshare_user"], unshare, "exec, {key:?}: {exec:?}");
+        let written = g.t.root().join("init.out");
+        assert!(
+            super::harness::within_5s(
+                || std::fs::read_to_string(&written).is_ok_and(|s| s.contains("unshare_user="))
+            ),
+            "init wrote no results"
+        );
+        let init = super::seccomp::results(&std::fs::read_to_string(&written).unwrap());
+        assert_eq!(init["keyctl"], keyctl, "init, {key:?}: {init:?}");
+        assert_eq!(init["unshare_user"], unshare, "init, {key:?}: {init:?}");
+    }
+}
+
+#[test]
 fn named_stop_leaves_exec_sessions_to_end_on_their_own() {
     if !can_run("named_stop_leaves_exec_sessions_to_end_on_their_own") {
         return;

@@ -1,7 +1,8 @@
 //! Review s12: guest isolation, tested as an attacker inside a guest (root
 //! with the default capabilities) reaching for host state: here the host's
-//! cgroups, through a cgroup mount in a user namespace of its own (there
-//! is no seccomp filter: docs/security.md).
+//! cgroups, through a cgroup mount in a user namespace of its own. The
+//! default syscall filter refuses user namespaces; these guests run with
+//! `allow-userns`, so the fences beneath the filter are what is tested.
 
 use super::escape::cc_into;
 use super::harness::{can_run, stderr, stdout, wait_bounded, KillOnDrop, TestRoot};
@@ -157,6 +158,8 @@ fn escape_run_guest_cannot_kill_the_launchers_cgroup() {
     let mut run = group.command(&[
         bin.to_str().unwrap(),
         "run",
+        "--syscall-filter",
+        "allow-userns",
         "--root-mount",
         "bind",
         "--root",
@@ -311,7 +314,8 @@ fn escape_run_guest_cannot_write_the_launchers_v1_cgroups() {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(format!("{joins}exec \"$@\"")).arg("sh");
     cmd.arg(unifs_bin())
-        .args(["run", "--root-mount", "bind", "--root"])
+        .args(["run", "--syscall-filter", "allow-userns"])
+        .args(["--root-mount", "bind", "--root"])
         .arg(t.root())
         .args(["--", "/bin/cg1write"])
         .args(hierarchies.iter().map(|(_, o)| o));
@@ -459,7 +463,8 @@ fn escape_named_guest_cannot_freeze_itself_beyond_stop() {
     std::fs::write(
         config.join(format!("{name}.toml")),
         format!(
-            "root = {:?}\nroot_mount = \"bind\"\ninit = [\"/bin/icebox\"]\n",
+            "root = {:?}\nroot_mount = \"bind\"\ninit = [\"/bin/icebox\"]\n\
+             syscall_filter = \"allow-userns\"\n",
             t.root()
         ),
     )
