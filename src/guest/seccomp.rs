@@ -14,6 +14,9 @@
 //! - `syslog`: the host's kernel log, unless the host set dmesg_restrict;
 //! - `open_by_handle_at`: opens any file of a filesystem by handle, past
 //!   the guest's root, given `CAP_DAC_READ_SEARCH` (Docker's "shocker");
+//! - `kexec_load`, `kexec_file_load`: `CAP_SYS_BOOT` also lets a process
+//!   boot the host into another kernel; refused, `cap_add = ["sys_boot"]`
+//!   gives a guest `reboot(2)` alone, which ends only its PID namespace;
 //! - unless [`SyscallFilter::AllowUserns`]: `unshare` and `clone` with
 //!   `CLONE_NEWUSER`, where guest root would get every capability back over
 //!   namespaces of its own. `clone3` gets ENOSYS (its flags are in memory a
@@ -42,10 +45,13 @@ struct Abi {
 
 /// keyctl, add_key, request_key, io_uring_setup, io_uring_enter,
 /// io_uring_register, userfaultfd, bpf, perf_event_open, syslog,
-/// open_by_handle_at: in that order, per ABI.
+/// open_by_handle_at, kexec_load, kexec_file_load (not on i386): in that
+/// order, per ABI.
 const X86_64: Abi = Abi {
     arch: AUDIT_ARCH_X86_64,
-    denied: &[250, 248, 249, 425, 426, 427, 323, 321, 298, 103, 304],
+    denied: &[
+        250, 248, 249, 425, 426, 427, 323, 321, 298, 103, 304, 246, 320,
+    ],
     clone: 56,
     clone3: 435,
     unshare: 272,
@@ -54,7 +60,7 @@ const X86_64: Abi = Abi {
 
 const I386: Abi = Abi {
     arch: AUDIT_ARCH_I386,
-    denied: &[288, 286, 287, 425, 426, 427, 374, 357, 336, 103, 342],
+    denied: &[288, 286, 287, 425, 426, 427, 374, 357, 336, 103, 342, 283],
     clone: 120,
     clone3: 435,
     unshare: 310,
@@ -217,6 +223,8 @@ mod tests {
             libc::SYS_perf_event_open,
             libc::SYS_syslog,
             libc::SYS_open_by_handle_at,
+            libc::SYS_kexec_load,
+            libc::SYS_kexec_file_load,
         ];
         let have: Vec<libc::c_long> = X86_64.denied.iter().map(|&n| n.into()).collect();
         assert_eq!(have, want);

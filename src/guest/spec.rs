@@ -92,7 +92,7 @@ pub fn check_hostname(name: &str) -> Result<()> {
 #[serde(rename_all = "kebab-case")]
 pub enum SyscallFilter {
     /// Refuse the kernel keyring, io_uring, userfaultfd, bpf, perf_event_open,
-    /// syslog, open_by_handle_at and user namespaces.
+    /// syslog, open_by_handle_at, kexec and user namespaces.
     #[default]
     Default,
     /// The same, but allow user namespaces (nested sandboxes: bwrap,

@@ -37,6 +37,8 @@ int main(void) {
     say("perf_event_open", syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0));
     say("syslog", syscall(SYS_syslog, 10 /* SIZE_BUFFER */, NULL, 0));
     say("open_by_handle_at", syscall(SYS_open_by_handle_at, -100, NULL, 0));
+    /* 17 segments, one past the most: EINVAL once permitted, never a load. */
+    say("kexec_load", syscall(SYS_kexec_load, 0, 17, NULL, 0));
     struct clone_args ca;
     memset(&ca, 0, sizeof ca);
     ca.exit_signal = SIGCHLD;
@@ -79,7 +81,8 @@ pub(super) fn results(out: &str) -> BTreeMap<String, String> {
 fn run_probe(t: &TestRoot, filter: Option<&str>, program: &str) -> String {
     let mut cmd = Command::new(unifs_bin());
     cmd.arg("run").arg("--root").arg(t.root());
-    cmd.args(["--root-mount", "bind"]);
+    // sys_boot: kexec_load is then refused by the filter alone.
+    cmd.args(["--root-mount", "bind", "--cap-add", "sys_boot"]);
     if let Some(f) = filter {
         cmd.args(["--syscall-filter", f]);
     }
@@ -107,6 +110,7 @@ fn seccomp_default_filter_refuses_its_list_and_user_namespaces() {
         "perf_event_open",
         "syslog",
         "open_by_handle_at",
+        "kexec_load",
         "unshare_user",
     ];
     // No option: the default filter.
@@ -134,6 +138,11 @@ fn seccomp_default_filter_refuses_its_list_and_user_namespaces() {
         assert_eq!(off[name], "ok", "{name}: {off:?}");
     }
     assert_eq!(off["perf_event_open"], "EFAULT", "{off:?}");
+    // EINVAL, or ENOSYS from a kernel built without kexec.
+    assert!(
+        ["EINVAL", "ENOSYS"].contains(&off["kexec_load"].as_str()),
+        "{off:?}"
+    );
 }
 
 /// `keys DESCRIPTION`: searches uid 0's user keyring for a user key.
