@@ -4,7 +4,7 @@ use super::Global;
 use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
-use crate::guest::spec::{check_hostname, HOST_NAME_MAX};
+use crate::guest::spec::{check_hostname, parse_signal, HOST_NAME_MAX};
 use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -147,13 +147,18 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
-    /// SIGTERM the guest's init, wait, kill what is left, unmount.
+    /// Send init its stop signal (the config's stop_signal, default SIGTERM),
+    /// wait, kill what is left, unmount.
     Stop {
         #[command(flatten)]
         dirs: GuestDirs,
-        /// Seconds to wait after SIGTERM before SIGKILL.
+        /// Seconds to wait after the stop signal before SIGKILL.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        /// The signal init gets first [default: the stop_signal its config
+        /// had at start, else SIGTERM]: SIGRTMIN+3 ends systemd, SIGINT sysvinit.
+        #[arg(long, value_name = "SIG")]
+        signal: Option<String>,
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
@@ -311,11 +316,17 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         GuestCommand::Stop {
             dirs: d,
             timeout,
+            signal,
             name,
         } => {
             let timeout = Duration::try_from_secs_f64(timeout)
                 .map_err(|_| anyhow::anyhow!("--timeout {timeout}: expected seconds, >= 0"))?;
-            let how = lifecycle::stop(&dirs(d), &name, timeout)?;
+            let signal = signal
+                .as_deref()
+                .map(parse_signal)
+                .transpose()
+                .context("--signal")?;
+            let how = lifecycle::stop(&dirs(d), &name, timeout, signal)?;
             match how {
                 Stopped::Clean => println!("guest {name} stopped"),
                 Stopped::Killed => {

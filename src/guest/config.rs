@@ -59,6 +59,9 @@ pub struct GuestConfig {
     /// `default`, `allow-userns` or `off`, as `unifs run --syscall-filter`.
     #[serde(default)]
     pub syscall_filter: SyscallFilter,
+    /// What `stop` sends init first (default SIGTERM): `SIGRTMIN+3` for
+    /// systemd, `SIGINT` for sysvinit (docs/guests.md).
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -187,6 +190,9 @@ impl GuestConfig {
         spec.limits.check()?;
         spec.init = self.init_reaper;
         spec.syscall_filter = self.syscall_filter;
+        if let Some(sig) = &self.stop_signal {
+            spec.stop_signal = super::spec::parse_signal(sig)?;
+        }
         Ok(spec)
     }
 }
@@ -206,6 +212,7 @@ mod tests {
             env = ["LANG=C"]
             cap_add = ["net_admin"]
             syscall_filter = "allow-userns"
+            stop_signal = "SIGRTMIN+3"
             [net]
             mode = "veth"
             ip = "10.0.0.2/24"
@@ -222,6 +229,7 @@ mod tests {
         assert_eq!(spec.net.ip.as_deref(), Some("10.0.0.2/24"));
         assert!(caps::names(spec.caps).contains(&"net_admin"));
         assert_eq!(spec.syscall_filter, SyscallFilter::AllowUserns);
+        assert_eq!(spec.stop_signal, libc::SIGRTMIN() + 3);
     }
 
     #[test]
@@ -230,6 +238,13 @@ mod tests {
         assert_eq!(cfg.root_mount, RootMount::Overlay);
         assert_eq!(cfg.init, ["/sbin/init"]);
         assert_eq!(cfg.syscall_filter, SyscallFilter::Default);
+        assert_eq!(
+            cfg.spec("g", "/r".into()).unwrap().stop_signal,
+            libc::SIGTERM
+        );
+        let cfg: GuestConfig = toml::from_str("root = \"/g\"\nstop_signal = \"SIGFOO\"").unwrap();
+        let err = cfg.spec("g", "/r".into()).unwrap_err().to_string();
+        assert!(err.contains("SIGFOO"), "{err}");
         assert!(toml::from_str::<GuestConfig>("root = \"/g\"\nhostnam = \"x\"").is_err());
         let err = toml::from_str::<GuestConfig>("root = \"/g\"\nsyscall_filter = \"strict\"")
             .unwrap_err()

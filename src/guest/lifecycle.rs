@@ -54,7 +54,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
             "guest {name}: removing stale runtime record (init pid {} is gone)",
             old.pid
         );
-        teardown(&run, &old, Duration::ZERO)?;
+        teardown(&run, &old, libc::SIGTERM, Duration::ZERO)?;
     } else {
         kill_unrecorded(name, &run)?;
         if state::is_mounted(&run.root()) {
@@ -465,7 +465,7 @@ fn run_bounded(
 /// What `stop` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
-    /// Init ended on SIGTERM within the timeout.
+    /// Init ended on the stop signal within the timeout.
     Clean,
     /// Init or other processes had to be killed.
     Killed,
@@ -476,9 +476,10 @@ pub enum Stopped {
     Unrecorded,
 }
 
-/// `guest stop NAME`: SIGTERM to init, wait up to `timeout`, then SIGKILL
-/// everything left in the guest's PID namespace and cgroups; unmount.
-pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
+/// `guest stop NAME`: `signal` (default: the guest's stop signal) to init,
+/// wait up to `timeout`, then SIGKILL everything left in the guest's PID
+/// namespace and cgroups; unmount.
+pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> Result<Stopped> {
     require_root("stopping a guest")?;
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
@@ -506,7 +507,8 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
         };
     };
     let was_alive = st.init_alive();
-    let clean = teardown(&run, &st, timeout)?;
+    let signal = signal.unwrap_or(st.spec.stop_signal);
+    let clean = teardown(&run, &st, signal, timeout)?;
     Ok(match (was_alive, clean) {
         (false, _) => Stopped::WasStale,
         (true, true) => Stopped::Clean,
@@ -516,11 +518,11 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration) -> Result<Stopped> {
 
 /// Ends the guest's processes, unmounts its root, removes its cgroups and
 /// runtime record. True if nothing had to be killed.
-fn teardown(run: &RunDir, st: &State, timeout: Duration) -> Result<bool> {
+fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<bool> {
     let pid = Pid::from_raw(st.pid);
     let mut clean = true;
     if st.init_alive() {
-        let _ = kill(pid, Signal::SIGTERM);
+        let _ = sys::send_signal(pid, signal);
         clean = wait_until(timeout, || !st.init_alive());
     }
     if st.init_alive() {

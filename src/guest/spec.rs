@@ -29,6 +29,13 @@ pub struct GuestSpec {
     /// (Absent from the state of a guest started before there was one.)
     #[serde(default)]
     pub syscall_filter: SyscallFilter,
+    /// What `guest stop` sends init first (a signal number).
+    #[serde(default = "sigterm")]
+    pub stop_signal: i32,
+}
+
+fn sigterm() -> i32 {
+    libc::SIGTERM
 }
 
 impl GuestSpec {
@@ -48,6 +55,7 @@ impl GuestSpec {
             limits: Limits::default(),
             init: false,
             syscall_filter: SyscallFilter::default(),
+            stop_signal: libc::SIGTERM,
         }
     }
 
@@ -213,6 +221,61 @@ impl Limits {
     }
 }
 
+/// Parses a signal as `kill -s` takes it: `SIGTERM`, `TERM`, `SIGRTMIN+3`
+/// (the C library's SIGRTMIN, as systemd counts), `RTMAX-1`, or a number.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    let bad = |reason: &str| Error::Invalid {
+        what: "signal",
+        value: s.to_string(),
+        reason: reason.into(),
+    };
+    let t = s.trim();
+    let n = if let Ok(n) = t.parse::<i32>() {
+        n
+    } else {
+        let name = t.to_ascii_uppercase();
+        let name = name.strip_prefix("SIG").unwrap_or(&name);
+        let realtime = |base: i32, rest: &str| -> Option<i32> {
+            match rest.split_at_checked(1) {
+                None => Some(base),
+                Some(("+", k)) => Some(base + k.parse::<i32>().ok()?),
+                Some(("-", k)) => Some(base - k.parse::<i32>().ok()?),
+                _ => None,
+            }
+        };
+        let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+            realtime(libc::SIGRTMIN(), rest)
+        } else if let Some(rest) = name.strip_prefix("RTMAX") {
+            realtime(libc::SIGRTMAX(), rest)
+        } else {
+            format!("SIG{name}")
+                .parse::<nix::sys::signal::Signal>()
+                .ok()
+                .map(|sig| sig as i32)
+        };
+        n.ok_or_else(|| bad("expected a name like SIGTERM or SIGRTMIN+3, or a number"))?
+    };
+    if !(1..=libc::SIGRTMAX()).contains(&n) {
+        return Err(bad(&format!("signals are 1 to {}", libc::SIGRTMAX())));
+    }
+    Ok(n)
+}
+
+/// The name of signal `n` as [`parse_signal`] reads it.
+pub fn signal_name(n: i32) -> String {
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(n) {
+        return sig.as_str().to_string();
+    }
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    match n {
+        n if n == min => "SIGRTMIN".into(),
+        n if n > min && n <= (min + max) / 2 => format!("SIGRTMIN+{}", n - min),
+        n if n > min && n < max => format!("SIGRTMAX-{}", max - n),
+        n if n == max => "SIGRTMAX".into(),
+        n => format!("signal {n}"),
+    }
+}
+
 /// Parses `512M`, `2G`, `100k` or plain bytes (binary units).
 pub fn parse_size(s: &str) -> Result<u64> {
     let bad = || Error::Invalid {
@@ -241,6 +304,28 @@ pub fn parse_size(s: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        for (text, n) in [
+            ("SIGTERM", libc::SIGTERM),
+            ("term", libc::SIGTERM),
+            ("PWR", libc::SIGPWR),
+            ("SIGINT", libc::SIGINT),
+            ("9", 9),
+            ("SIGRTMIN+3", libc::SIGRTMIN() + 3),
+            ("RTMIN", libc::SIGRTMIN()),
+            ("SIGRTMAX-1", libc::SIGRTMAX() - 1),
+        ] {
+            assert_eq!(parse_signal(text).unwrap(), n, "{text}");
+            assert_eq!(parse_signal(&signal_name(n)).unwrap(), n, "{text}");
+        }
+        assert_eq!(signal_name(libc::SIGRTMIN() + 4), "SIGRTMIN+4");
+        for bad in ["", "SIGFOO", "0", "-1", "SIGRTMIN+99", "RTMIN+x", "999"] {
+            let err = parse_signal(bad).unwrap_err().to_string();
+            assert!(err.contains("signal"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn sizes() {

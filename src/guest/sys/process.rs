@@ -100,6 +100,13 @@ pub fn close_fds() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
 
+/// Sends signal number `sig` to `pid`; unlike nix's `kill`, any number,
+/// realtime signals (SIGRTMIN+3, which ends systemd) included.
+pub fn send_signal(pid: Pid, sig: i32) -> nix::Result<()> {
+    // SAFETY: kill(2) takes no pointers; a bad number is EINVAL.
+    Errno::result(unsafe { libc::kill(pid.as_raw(), sig) }).map(drop)
+}
+
 /// A pidfd for `pid`, for setns into all of its namespaces at once.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags, no pointers.

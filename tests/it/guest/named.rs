@@ -300,6 +300,65 @@ fn named_init_and_exec_run_under_the_configured_syscall_filter() {
 }
 
 #[test]
+fn named_stop_sends_the_configured_stop_signal() {
+    if !can_run("named_stop_sends_the_configured_stop_signal") {
+        return;
+    }
+    // systemd takes SIGTERM for "re-execute yourself" and sysvinit ignores
+    // it: each such guest was SIGKILLed after the timeout, its services
+    // never stopped. An init that ends on SIGRTMIN+3 only (as systemd halts
+    // on it); `trap` by number, as busybox sh knows no RTMIN names.
+    let rtmin3 = libc::SIGRTMIN() + 3;
+    let init = format!(
+        "[\"/bin/sh\", \"-c\", \"trap 'echo $1 > /stopped; exit 0' {rtmin3}; \
+         while :; do sleep 0.05; done\", \"sh\", \"halted\"]"
+    );
+    let stop = |g: &Guest, extra: &[&str]| {
+        let mut args = vec!["stop", "--timeout", "3"];
+        args.extend(extra);
+        args.push(&g.name);
+        let started = std::time::Instant::now();
+        let out = ok(&g.unifs(&args));
+        (out, started.elapsed())
+    };
+    let stopped = |g: &Guest| std::fs::read_to_string(g.t.root().join("stopped")).ok();
+
+    // Default SIGTERM: ignored, killed after the timeout.
+    let g = Guest::new("sigterm", &init, false);
+    ok(&g.unifs(&["start", &g.name]));
+    let (out, took) = stop(&g, &[]);
+    assert!(out.contains("killed after the timeout"), "{out}");
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert_eq!(stopped(&g), None);
+
+    // The config's stop_signal.
+    let g = Guest::new("sigrtmin", &init, false);
+    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml.replace("[limits]", "stop_signal = \"SIGRTMIN+3\"\n[limits]");
+    std::fs::write(&config, toml).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let (out, took) = stop(&g, &[]);
+    assert_eq!(out.trim(), format!("guest {} stopped", g.name));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(stopped(&g).as_deref(), Some("halted\n"));
+
+    // `--signal` over the config's default; a bad one is refused first.
+    let g = Guest::new("sigflag", &init, false);
+    ok(&g.unifs(&["start", &g.name]));
+    let o = g.unifs(&["stop", "--signal", "SIGFOO", &g.name]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("SIGFOO"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(g.state()["running"], true);
+    let (out, _) = stop(&g, &["--signal", &rtmin3.to_string()]);
+    assert_eq!(out.trim(), format!("guest {} stopped", g.name));
+    assert_eq!(stopped(&g).as_deref(), Some("halted\n"));
+}
+
+#[test]
 fn named_stop_leaves_exec_sessions_to_end_on_their_own() {
     if !can_run("named_stop_leaves_exec_sessions_to_end_on_their_own") {
         return;
