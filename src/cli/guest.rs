@@ -95,11 +95,12 @@ The root is served through the copy-on-write overlay (as `unifs mount` serves
 it) for the life of the run, so files the root shares with other guests through
 the store stay unchanged for them; --root-mount bind uses the directory itself.
 The guest gets new mount, PID, UTS, IPC, cgroup and (unless --net host) network
-namespaces, a fresh /proc (/proc/sys read-only), /sys read-only, a minimal /dev
-and a tmpfs /run; it keeps a reduced capability set, with no_new_privs and a
-syscall filter (--syscall-filter). The exit status is the command's (128+N for
-signal N). SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to the guest; a
-second one kills it outright (exit 137).
+namespaces, a fresh /proc (/proc/sys read-only), /sys read-only with its own
+cgroup v2 group writable at /sys/fs/cgroup, a minimal /dev and a tmpfs /run; it
+keeps a reduced capability set, with no_new_privs and a syscall filter
+(--syscall-filter). The exit status is the command's (128+N for signal N).
+SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to the guest; a second one
+kills it outright (exit 137).
 A limit the host cannot apply is an error. Needs root. More in docs/guests.md
 and docs/security.md.
 

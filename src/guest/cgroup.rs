@@ -326,6 +326,16 @@ impl Cgroup {
         self.groups.is_empty()
     }
 
+    /// True when one of the groups is in a cgroup v2 hierarchy: the guest's
+    /// cgroup namespace then has a v2 root of its own, which can be mounted
+    /// for it without showing any group of the host.
+    pub fn has_v2_group(&self) -> bool {
+        self.groups.iter().any(|g| {
+            nix::sys::statfs::statfs(g)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        })
+    }
+
     /// The groups a named guest `name` always gets (see [`plan`] with
     /// `track`), without creating anything: where its processes are found
     /// when no runtime record names them.

@@ -146,13 +146,14 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     let foreground = !matches!(stdio, Stdio::Detached { .. });
+    let cgroup2 = cgroup.has_v2_group();
     match sys::clone_into(flags) {
         Err(Errno::EPERM) => Err(Error::Permission("creating namespaces")),
         Err(e) => Err(Error::sys("clone3", e)),
         Ok(Forked::Child) => {
             drop(ready_w);
             drop(report_r);
-            child(spec, stdio, foreground, ready_r, report_w)
+            child(spec, stdio, foreground, cgroup2, ready_r, report_w)
         }
         Ok(Forked::Parent(pid)) => {
             drop(ready_r);
@@ -193,7 +194,16 @@ pub fn report_channel() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Runs in the clone child; never returns.
-fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, report: OwnedFd) -> ! {
+/// `cgroup2`: the guest has a cgroup v2 group of its own, to mount at
+/// /sys/fs/cgroup.
+fn child(
+    spec: &GuestSpec,
+    stdio: Stdio,
+    foreground: bool,
+    cgroup2: bool,
+    ready: OwnedFd,
+    report: OwnedFd,
+) -> ! {
     sys::set_not_dumpable();
     if foreground {
         // Die with `unifs run` from here on (the ready pipe covers the time
@@ -219,7 +229,7 @@ fn child(spec: &GuestSpec, stdio: Stdio, foreground: bool, ready: OwnedFd, repor
         }
         drop(stdio);
         sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;
-        rootfs::prepare(&Linux, spec, foreground)?;
+        rootfs::prepare(&Linux, spec, foreground, cgroup2)?;
         if !foreground {
             // Guest root could chmod or chown the host's /dev/null through
             // /proc/self/fd/0: the guest's own instead, now that it has one.

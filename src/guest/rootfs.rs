@@ -46,8 +46,14 @@ const MASKED_DIRS: &[&str] = &[
 ];
 
 /// Everything between entering the namespaces and exec, in order. `foreground`
-/// ties the guest to the life of the launching process.
-pub fn prepare(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -> Result<()> {
+/// ties the guest to the life of the launching process; `cgroup2`: it has a
+/// cgroup v2 group of its own (see [`setup_root`]).
+pub fn prepare(
+    sys: &impl Syscall,
+    spec: &GuestSpec,
+    foreground: bool,
+    cgroup2: bool,
+) -> Result<()> {
     // The launcher put us into the guest's cgroups before letting us run, so a
     // new cgroup namespace now makes them the guest's cgroup root.
     call(
@@ -61,12 +67,17 @@ pub fn prepare(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -> Result
     if spec.net.mode != NetMode::Host {
         call("bringing up loopback", sys.loopback_up())?;
     }
-    setup_root(sys, spec)?;
+    setup_root(sys, spec, cgroup2)?;
     drop_privileges(sys, spec, foreground)
 }
 
-/// Builds the guest's mount tree on its root and pivots into it.
-pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
+/// Builds the guest's mount tree on its root and pivots into it. With
+/// `cgroup2` (the guest's cgroup namespace is rooted in a v2 group of its
+/// own), that group is mounted writable at /sys/fs/cgroup, as nspawn does:
+/// systemd needs one to run services in, and mounts it itself only with
+/// CAP_SYS_ADMIN. The guest sees and changes only groups below the one its
+/// limits are on.
+pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result<()> {
     let root = spec.root.as_path();
     // mount_namespaces(7): make every mount private first, so nothing we mount
     // or unmount propagates back to the host, and pivot_root(2) requires that
@@ -199,6 +210,17 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
             Some("mode=555"),
         ))?;
     }
+    if cgroup2 {
+        let at = target(sys, root, "/sys/fs/cgroup", MountPoint::Dir)?;
+        mount(
+            sys,
+            Some(Path::new("cgroup2")),
+            &at,
+            Some("cgroup2"),
+            nosuid_nodev_noexec,
+            None,
+        )?;
+    }
     let run = target(sys, root, "/run", MountPoint::Dir)?;
     mount(
         sys,
@@ -207,6 +229,17 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec) -> Result<()> {
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=755"),
+    )?;
+    // systemd insists on a tmpfs of its own there, and needs CAP_SYS_ADMIN
+    // to mount it.
+    let lock = target(sys, root, "/run/lock", MountPoint::Dir)?;
+    mount(
+        sys,
+        Some(Path::new("tmpfs")),
+        &lock,
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=5m"),
     )?;
 
     for bind in &spec.binds {
@@ -401,7 +434,7 @@ mod tests {
     #[test]
     fn private_then_bind_then_mounts_then_pivot_then_detach() {
         let sys = Recorder::default();
-        setup_root(&sys, &spec()).unwrap();
+        setup_root(&sys, &spec(), false).unwrap();
         let calls = sys.calls();
         // First: everything private, recursively.
         assert_eq!(
@@ -443,9 +476,33 @@ mod tests {
     }
 
     #[test]
+    fn the_guests_own_cgroup2_group_is_mounted_writable_and_only_then() {
+        let is_cgroup2 =
+            |c: &Call| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "cgroup2");
+        let sys = Recorder::default();
+        setup_root(&sys, &spec(), true).unwrap();
+        let calls = sys.calls();
+        let at = mounts_at(&calls, "/guests/t/sys/fs/cgroup");
+        assert!(is_cgroup2(&calls[at]), "{:?}", calls[at]);
+        assert!(
+            matches!(&calls[at], Call::Mount { flags, .. } if !flags.contains(MsFlags::MS_RDONLY))
+        );
+        // After the read-only sysfs it is mounted on.
+        assert!(mounts_at(&calls, "/guests/t/sys") < at);
+        let sys = Recorder::default();
+        setup_root(&sys, &spec(), false).unwrap();
+        assert!(!sys.calls().iter().any(is_cgroup2));
+        // /run/lock, a tmpfs of its own either way (systemd needs one).
+        assert!(
+            mounts_at(&sys.calls(), "/guests/t/run")
+                < mounts_at(&sys.calls(), "/guests/t/run/lock")
+        );
+    }
+
+    #[test]
     fn submounts_of_the_root_and_of_read_only_binds_are_locked_too() {
         let sys = Recorder::default();
-        setup_root(&sys, &spec()).unwrap();
+        setup_root(&sys, &spec(), false).unwrap();
         let calls = sys.calls();
         let root = position(&calls, |c| *c == Call::LockTree("/guests/t".into(), false));
         // After the root's own remount, before /dev gets its devices.
@@ -461,7 +518,7 @@ mod tests {
     #[test]
     fn sys_is_mounted_read_only_and_proc_sys_remounted_read_only() {
         let sys = Recorder::default();
-        setup_root(&sys, &spec()).unwrap();
+        setup_root(&sys, &spec(), false).unwrap();
         let calls = sys.calls();
         let Call::Mount { flags, .. } = &calls[mounts_at(&calls, "/guests/t/sys")] else {
             unreachable!()
@@ -485,7 +542,7 @@ mod tests {
     #[test]
     fn minimal_dev_has_the_standard_nodes() {
         let sys = Recorder::default();
-        setup_root(&sys, &spec()).unwrap();
+        setup_root(&sys, &spec(), false).unwrap();
         let nodes: Vec<_> = sys
             .calls()
             .into_iter()
@@ -541,7 +598,7 @@ mod tests {
     #[test]
     fn cgroup_namespace_and_hostname_before_the_root() {
         let sys = Recorder::default();
-        prepare(&sys, &spec(), true).unwrap();
+        prepare(&sys, &spec(), true, false).unwrap();
         let calls = sys.calls();
         assert_eq!(calls[0], Call::Unshare(CloneFlags::CLONE_NEWCGROUP));
         assert_eq!(calls[1], Call::Hostname("t".into()));
@@ -554,7 +611,7 @@ mod tests {
             fail_on: Some(|c| matches!(c, Call::PivotRoot(..))),
             ..Default::default()
         };
-        let err = setup_root(&sys, &spec()).unwrap_err();
+        let err = setup_root(&sys, &spec(), false).unwrap_err();
         assert!(err.to_string().contains("pivot_root"), "{err}");
         assert!(!sys.calls().iter().any(|c| matches!(c, Call::Umount2(..))));
     }

@@ -611,3 +611,68 @@ fn escape_run_guest_cannot_hand_the_operators_terminal_to_a_host_user() {
     assert!(shown.contains("got hello"), "{shown:?}");
     assert_eq!(status.code(), Some(3), "{shown:?}");
 }
+
+#[test]
+fn escape_run_guest_cannot_kill_the_launchers_group_through_its_cgroup_mount() {
+    let test = "escape_run_guest_cannot_kill_the_launchers_group_through_its_cgroup_mount";
+    if !can_run(test) {
+        return;
+    }
+    // A guest with a v2 group of its own gets it mounted writable at
+    // /sys/fs/cgroup (systemd needs one): cgroup.kill there must end the
+    // guest alone, not the host group `unifs run` was started in.
+    let Some(v2) = cgroup2_mount() else {
+        eprintln!("skipping {test}: no cgroup v2 hierarchy");
+        return;
+    };
+    let t = TestRoot::new();
+    let group = HostGroup::new(&v2, "s14-kill");
+    if !group.0.join("cgroup.kill").exists() {
+        eprintln!("skipping {test}: no cgroup.kill (Linux < 5.14)");
+        return;
+    }
+    let mut neighbour = group.command(&["sleep", "30"]);
+    neighbour.stdin(Stdio::null()).stdout(Stdio::null());
+    let mut neighbour = KillOnDrop(Some(neighbour.spawn().unwrap()));
+    let pid = neighbour.0.as_ref().unwrap().id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !group.procs().lines().any(|l| l == pid) {
+        assert!(Instant::now() < deadline, "the neighbour did not join");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let root = t.root();
+    let bin = unifs_bin();
+    let mut run = group.command(&[
+        bin.to_str().unwrap(),
+        "run",
+        "--root-mount",
+        "bind",
+        "--root",
+        root.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "grep -q ' /sys/fs/cgroup cgroup2 rw' /proc/mounts || exit 3; \
+         echo 1 > /sys/fs/cgroup/cgroup.kill || exit 5; sleep 1; exit 4",
+    ]);
+    run.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_bounded(
+        KillOnDrop(Some(run.spawn().unwrap())),
+        Duration::from_secs(30),
+    );
+    // The write is taken. It kills the guest's processes, but not its PID 1
+    // (init is immune to a SIGKILL sent from inside its PID namespace): 4.
+    assert!(
+        matches!(out.status.code(), Some(4 | 137)),
+        "{:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    let alive = neighbour.0.as_mut().unwrap().try_wait().unwrap().is_none();
+    assert!(
+        alive,
+        "the guest killed the host's processes in the launcher's group"
+    );
+}

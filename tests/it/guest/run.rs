@@ -115,13 +115,25 @@ fn run_root_is_the_guest_root_without_escape() {
     let points: Vec<&str> = mounts.lines().collect();
     assert_eq!(points[0], "/", "{mounts}");
     for p in &points {
-        let allowed = ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys", "/run"];
+        let allowed = [
+            "/",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/proc",
+            "/sys",
+            "/run",
+            "/run/lock",
+        ];
         assert!(
             allowed.contains(p) || p.starts_with("/proc/") || p.starts_with("/sys/"),
             "unexpected mount {p} in the guest:\n{mounts}"
         );
     }
-    assert!(!mounts.contains("cgroup"), "{mounts}");
+    // No host cgroup hierarchy: only the guest's own v2 group, at one place.
+    let cgroups: Vec<&&str> = points.iter().filter(|p| p.contains("cgroup")).collect();
+    assert!(cgroups.len() <= 1, "{mounts}");
+    assert!(cgroups.iter().all(|p| **p == "/sys/fs/cgroup"), "{mounts}");
 }
 
 #[test]
@@ -892,4 +904,44 @@ fn run_read_only_bind_keeps_the_sources_nosymfollow() {
         let opts = line.split(' ').nth(5).unwrap();
         assert!(opts.contains("nosymfollow"), "nosymfollow lost: {line}");
     }
+}
+
+#[test]
+fn run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup() {
+    if !can_run("run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup") {
+        return;
+    }
+    let v2_here = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        });
+    if !v2_here {
+        eprintln!("skipping: the host mounts no cgroup v2 hierarchy");
+        return;
+    }
+    // What systemd needs to run services: a writable v2 group of the
+    // guest's own, where it can make groups and move processes. The guest
+    // sees its own processes there and nothing above its group.
+    let t = TestRoot::new();
+    let out = t.sh(
+        &["--root-mount", "bind"],
+        "cat /sys/fs/cgroup/cgroup.procs | wc -l; \
+         mkdir /sys/fs/cgroup/svc && echo $$ > /sys/fs/cgroup/svc/cgroup.procs && \
+         cat /proc/self/cgroup | grep '^0::'; \
+         ls /sys/fs/cgroup/.. | grep -c unifs; \
+         rmdir /sys/fs/cgroup/svc 2>/dev/null; echo done",
+    );
+    let text = ok(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // sh and cat (and wc): the guest's processes only.
+    let n: usize = lines[0].trim().parse().unwrap();
+    assert!((1..=3).contains(&n), "{text}");
+    assert_eq!(lines[1], "0::/svc", "{text}");
+    // `..` of the namespace's root is itself: no host group in sight.
+    assert_eq!(lines[2], "0", "{text}");
+    assert_eq!(lines[3], "done");
 }
