@@ -324,9 +324,13 @@ fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
     drop(report);
     sys::close_fds();
     loop {
-        let Ok(sig) = all.wait() else { continue };
-        if sig != Signal::SIGCHLD {
-            let _ = kill(command, sig);
+        // By number: realtime signals too (SIGRTMIN+3, a systemd-style stop
+        // signal), which nix's `SigSet::wait` panics on.
+        let Ok(sig) = sys::wait_blocked_signal() else {
+            continue;
+        };
+        if sig != libc::SIGCHLD {
+            let _ = sys::send_signal(command, sig);
             continue;
         }
         loop {

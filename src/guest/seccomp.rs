@@ -97,8 +97,11 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
 
 /// The filter for `mode`; `None` when there is none to install (off, or an
 /// architecture without a filter yet).
+/// Whether this build has a filter for its architecture.
+pub const BUILT: bool = cfg!(target_arch = "x86_64");
+
 pub fn program(mode: SyscallFilter) -> Option<Vec<Insn>> {
-    if mode == SyscallFilter::Off || !cfg!(target_arch = "x86_64") {
+    if mode == SyscallFilter::Off || !BUILT {
         return None;
     }
     let userns = mode == SyscallFilter::AllowUserns;

@@ -235,13 +235,17 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     } else {
         let name = t.to_ascii_uppercase();
         let name = name.strip_prefix("SIG").unwrap_or(&name);
+        // RTMIN+K and RTMAX-K name realtime signals only.
         let realtime = |base: i32, rest: &str| -> Option<i32> {
-            match rest.split_at_checked(1) {
+            let n = match rest.split_at_checked(1) {
                 None => Some(base),
-                Some(("+", k)) => Some(base + k.parse::<i32>().ok()?),
-                Some(("-", k)) => Some(base - k.parse::<i32>().ok()?),
+                Some(("+", k)) => base.checked_add(k.parse::<u16>().ok()?.into()),
+                Some(("-", k)) => base.checked_sub(k.parse::<u16>().ok()?.into()),
                 _ => None,
-            }
+            }?;
+            (libc::SIGRTMIN()..=libc::SIGRTMAX())
+                .contains(&n)
+                .then_some(n)
         };
         let n = if let Some(rest) = name.strip_prefix("RTMIN") {
             realtime(libc::SIGRTMIN(), rest)
@@ -321,7 +325,20 @@ mod tests {
             assert_eq!(parse_signal(&signal_name(n)).unwrap(), n, "{text}");
         }
         assert_eq!(signal_name(libc::SIGRTMIN() + 4), "SIGRTMIN+4");
-        for bad in ["", "SIGFOO", "0", "-1", "SIGRTMIN+99", "RTMIN+x", "999"] {
+        for bad in [
+            "",
+            "SIGFOO",
+            "0",
+            "-1",
+            "SIGRTMIN+99",
+            "RTMIN+x",
+            "999",
+            "RTMIN+-3",
+            "SIGRTMIN-1",
+            "RTMAX-40",
+            "RTMAX+1",
+            "RTMIN+2147483647",
+        ] {
             let err = parse_signal(bad).unwrap_err().to_string();
             assert!(err.contains("signal"), "{bad}: {err}");
         }

@@ -309,7 +309,7 @@ impl Syscall for Linux {
             Some(p) => install_filter(&p),
             None if mode == SyscallFilter::Off => Ok(()),
             // No filter for this architecture: refuse rather than start a
-            // guest without the one asked for.
+            // guest without the one asked for (rootfs says why).
             None => Err(Errno::ENOSYS),
         }
     }

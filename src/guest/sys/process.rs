@@ -100,6 +100,23 @@ pub fn close_fds() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
 
+/// Waits for any signal (all must be blocked) and returns its number,
+/// realtime signals included.
+pub fn wait_blocked_signal() -> nix::Result<i32> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut sig = 0;
+    // SAFETY: sigfillset initialises the set it is given; sigwait reads
+    // that set and writes one int through a valid pointer.
+    let rc = unsafe {
+        libc::sigfillset(set.as_mut_ptr());
+        libc::sigwait(set.as_ptr(), &mut sig)
+    };
+    match rc {
+        0 => Ok(sig),
+        e => Err(Errno::from_raw(e)),
+    }
+}
+
 /// Sends signal number `sig` to `pid`; unlike nix's `kill`, any number,
 /// realtime signals (SIGRTMIN+3, which ends systemd) included.
 pub fn send_signal(pid: Pid, sig: i32) -> nix::Result<()> {

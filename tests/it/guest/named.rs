@@ -356,6 +356,23 @@ fn named_stop_sends_the_configured_stop_signal() {
     let (out, _) = stop(&g, &["--signal", &rtmin3.to_string()]);
     assert_eq!(out.trim(), format!("guest {} stopped", g.name));
     assert_eq!(stopped(&g).as_deref(), Some("halted\n"));
+
+    // Under the `--init` reaper, which passes the realtime signal on (it
+    // panicked on one, and its guest died at once, SIGKILLed).
+    let g = Guest::new("sigreaper", &init, true);
+    ok(&g.unifs(&["start", &g.name]));
+    let (out, _) = stop(&g, &["--signal", "SIGRTMIN+3"]);
+    assert_eq!(out.trim(), format!("guest {} stopped", g.name));
+    assert_eq!(stopped(&g).as_deref(), Some("halted\n"));
+    // Its keeper records the end a moment after.
+    let mut st = serde_json::Value::Null;
+    let recorded = super::harness::within_5s(|| {
+        st = g.state();
+        !st["last_exit"].is_null()
+    });
+    assert!(recorded, "{st}");
+    assert_eq!(st["last_exit"]["code"], 0, "{st}");
+    assert_eq!(st["last_exit"]["signal"], serde_json::Value::Null, "{st}");
 }
 
 #[test]
