@@ -59,8 +59,8 @@ pub struct GuestConfig {
     /// `default`, `allow-userns` or `off`, as `unifs run --syscall-filter`.
     #[serde(default)]
     pub syscall_filter: SyscallFilter,
-    /// What `stop` sends init first (default SIGTERM): `SIGRTMIN+3` for
-    /// systemd, `SIGINT` for sysvinit (docs/guests.md).
+    /// What `stop` sends init first (default: SIGRTMIN+3 for systemd,
+    /// SIGTERM for others; `SIGINT` for sysvinit: docs/guests.md).
     pub stop_signal: Option<String>,
 }
 
@@ -72,6 +72,15 @@ pub struct LimitsConfig {
     pub cpus: Option<f64>,
     pub pids: Option<u64>,
     pub io_weight: Option<u32>,
+}
+
+/// Whether the guest's init, looked up in its tree, is systemd (directly or
+/// through a link such as Debian's /sbin/init): it ends on SIGRTMIN+3 and
+/// re-executes itself on SIGTERM. nspawn and podman pick that signal for it
+/// too.
+fn init_is_systemd(root: &Path, init: &str) -> bool {
+    crate::sys::resolve_in_root(root, Path::new(init))
+        .is_ok_and(|p| p.file_name().is_some_and(|n| n == "systemd"))
 }
 
 fn default_init() -> Vec<String> {
@@ -190,9 +199,13 @@ impl GuestConfig {
         spec.limits.check()?;
         spec.init = self.init_reaper;
         spec.syscall_filter = self.syscall_filter;
-        if let Some(sig) = &self.stop_signal {
-            spec.stop_signal = super::spec::parse_signal(sig)?;
-        }
+        spec.stop_signal = match &self.stop_signal {
+            Some(sig) => super::spec::parse_signal(sig)?,
+            None if (self.init.first()).is_some_and(|i| init_is_systemd(&self.root, i)) => {
+                libc::SIGRTMIN() + 3
+            }
+            None => libc::SIGTERM,
+        };
         Ok(spec)
     }
 }
@@ -250,6 +263,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("allow-userns"), "names the values: {err}");
+    }
+
+    #[test]
+    fn a_systemd_init_gets_sigrtmin_3_unless_the_config_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["sbin", "lib/systemd", "bin"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("lib/systemd/systemd"), "").unwrap();
+        std::fs::write(root.join("bin/busybox"), "").unwrap();
+        // Absolute links, resolved inside the guest's tree.
+        std::os::unix::fs::symlink("/lib/systemd/systemd", root.join("sbin/init")).unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", root.join("sbin/bbinit")).unwrap();
+        // A link out of the tree leads nowhere on the host.
+        std::os::unix::fs::symlink("../../../../../lib/systemd/systemd", root.join("sbin/up"))
+            .unwrap();
+        let signal = |extra: &str| {
+            let text = format!("root = {root:?}\n{extra}");
+            let cfg: GuestConfig = toml::from_str(&text).unwrap();
+            cfg.spec("g", "/r".into()).unwrap().stop_signal
+        };
+        let rtmin3 = libc::SIGRTMIN() + 3;
+        assert_eq!(signal(""), rtmin3, "the default init, /sbin/init");
+        assert_eq!(signal("init = [\"/lib/systemd/systemd\"]"), rtmin3);
+        assert_eq!(signal("init = [\"/sbin/bbinit\"]"), libc::SIGTERM);
+        // `..` stays in the tree: /lib/systemd/systemd of the guest.
+        assert_eq!(signal("init = [\"/sbin/up\"]"), rtmin3);
+        assert_eq!(signal("init = [\"/sbin/missing\"]"), libc::SIGTERM);
+        assert_eq!(signal("stop_signal = \"SIGINT\""), libc::SIGINT);
+        std::fs::remove_file(root.join("lib/systemd/systemd")).unwrap();
+        assert_eq!(signal(""), libc::SIGTERM, "a dangling link");
     }
 
     #[test]

@@ -149,8 +149,29 @@ pub fn open_beneath(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<Owned
     open_beneath_once(dir, rel, flags)
 }
 
+/// Where `path` leads inside the tree at `root`, resolved as if `root` were
+/// `/`: absolute symlinks and `..` stay inside it. A path relative to
+/// `root` (on the host: the file's own), for a look at what a guest's
+/// program is (its init a link to systemd?), never for writing.
+pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<std::path::PathBuf> {
+    let dir = std::fs::File::open(root)?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let fd = openat2(
+        dir.as_fd(),
+        rel,
+        libc::O_PATH,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )?;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// [`open_beneath`] in one `openat2` call.
 fn open_beneath_once(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
+    openat2(dir, rel, flags, RESOLVE_GUEST)
+}
+
+/// `openat2(dir, rel, flags | O_CLOEXEC)` with `resolve` flags.
+fn openat2(dir: BorrowedFd, rel: &Path, flags: i32, resolve: u64) -> io::Result<OwnedFd> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -159,7 +180,7 @@ fn open_beneath_once(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<Owne
     let path = cstr(rel.as_os_str())?;
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = RESOLVE_GUEST;
+    how.resolve = resolve;
     // SAFETY: `path` is NUL-terminated and `how` is a fully initialised open_how
     // whose size we pass; the kernel returns a new fd we take ownership of.
     let fd = retry(|| unsafe {
