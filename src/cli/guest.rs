@@ -4,7 +4,7 @@ use super::Global;
 use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
-use crate::guest::spec::{check_hostname, parse_signal, HOST_NAME_MAX};
+use crate::guest::spec::{check_hostname, default_stop_signal, parse_signal, HOST_NAME_MAX};
 use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -82,6 +82,10 @@ pub struct RunOptions {
     /// Run the command under a small init that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
+    /// What a SIGTERM to `unifs run` is passed on as [default: SIGRTMIN+3
+    /// if the command is systemd, which ends on it, else SIGTERM itself].
+    #[arg(long, value_name = "SIG")]
+    pub stop_signal: Option<String>,
     /// The syscall filter the guest runs under (docs/security.md).
     #[arg(long, value_enum, value_name = "FILTER", default_value_t = SyscallFilter::Default)]
     pub syscall_filter: SyscallFilter,
@@ -99,8 +103,8 @@ namespaces, a fresh /proc (/proc/sys read-only), /sys read-only with its own
 cgroup v2 group writable at /sys/fs/cgroup, a minimal /dev and a tmpfs /run; it
 keeps a reduced capability set, with no_new_privs and a syscall filter
 (--syscall-filter). The exit status is the command's (128+N for signal N).
-SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to the guest; a second one
-kills it outright (exit 137).
+SIGTERM (as --stop-signal: SIGRTMIN+3 for systemd), SIGINT, SIGHUP and SIGQUIT
+are passed on to the guest; a second one kills it outright (exit 137).
 A limit the host cannot apply is an error. Needs root. More in docs/guests.md
 and docs/security.md.
 
@@ -255,6 +259,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     spec.init = a.init;
     spec.syscall_filter = a.syscall_filter;
+    spec.stop_signal = match &a.stop_signal {
+        Some(sig) => parse_signal(sig).context("--stop-signal")?,
+        None => default_stop_signal(&root, &a.command[0]),
+    };
     spec.limits.check()?;
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
     // on an error too.

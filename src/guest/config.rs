@@ -74,15 +74,6 @@ pub struct LimitsConfig {
     pub io_weight: Option<u32>,
 }
 
-/// Whether the guest's init, looked up in its tree, is systemd (directly or
-/// through a link such as Debian's /sbin/init): it ends on SIGRTMIN+3 and
-/// re-executes itself on SIGTERM. nspawn and podman pick that signal for it
-/// too.
-fn init_is_systemd(root: &Path, init: &str) -> bool {
-    crate::sys::resolve_in_root(root, Path::new(init))
-        .is_ok_and(|p| p.file_name().is_some_and(|n| n == "systemd"))
-}
-
 fn default_init() -> Vec<String> {
     vec!["/sbin/init".into()]
 }
@@ -201,10 +192,10 @@ impl GuestConfig {
         spec.syscall_filter = self.syscall_filter;
         spec.stop_signal = match &self.stop_signal {
             Some(sig) => super::spec::parse_signal(sig)?,
-            None if (self.init.first()).is_some_and(|i| init_is_systemd(&self.root, i)) => {
-                libc::SIGRTMIN() + 3
-            }
-            None => libc::SIGTERM,
+            None => match self.init.first() {
+                Some(init) => super::spec::default_stop_signal(&self.root, init),
+                None => libc::SIGTERM,
+            },
         };
         Ok(spec)
     }

@@ -46,6 +46,7 @@ pub struct Spawned {
 pub fn run(spec: &GuestSpec) -> Result<i32> {
     // Caught from before the clone, so a SIGTERM during set-up is not lost
     // (nor kills us, leaving the guest to the parent-death signal).
+    sys::pass_sigterm_as(spec.stop_signal);
     sys::catch_signals().map_err(|e| Error::sys("installing signal handlers", e))?;
     let pty = match console::terminals().is_empty() {
         true => None,

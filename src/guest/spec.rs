@@ -221,6 +221,19 @@ impl Limits {
     }
 }
 
+/// The stop signal of a guest whose init is `init`, looked up in its tree
+/// at `root`: SIGRTMIN+3 for systemd (directly or through a link such as
+/// Debian's /sbin/init), which ends on it and re-executes itself on SIGTERM
+/// (nspawn and podman pick it too); else SIGTERM.
+pub fn default_stop_signal(root: &std::path::Path, init: &str) -> i32 {
+    let systemd = crate::sys::resolve_in_root(root, std::path::Path::new(init))
+        .is_ok_and(|p| p.file_name().is_some_and(|n| n == "systemd"));
+    match systemd {
+        true => libc::SIGRTMIN() + 3,
+        false => libc::SIGTERM,
+    }
+}
+
 /// Parses a signal as `kill -s` takes it: `SIGTERM`, `TERM`, `SIGRTMIN+3`
 /// (the C library's SIGRTMIN, as systemd counts), `RTMAX-1`, or a number.
 pub fn parse_signal(s: &str) -> Result<i32> {

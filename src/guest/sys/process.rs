@@ -140,6 +140,14 @@ static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 static PENDING: AtomicI32 = AtomicI32::new(0);
 /// How many signals were caught.
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
+/// What a caught SIGTERM is passed on as (0: itself).
+static SIGTERM_AS: AtomicI32 = AtomicI32::new(0);
+
+/// From now on, a SIGTERM [`catch_signals`] catches is passed on as `sig`
+/// (the guest's stop signal: SIGRTMIN+3 for systemd).
+pub fn pass_sigterm_as(sig: i32) {
+    SIGTERM_AS.store(sig, Ordering::SeqCst);
+}
 
 /// How many of the signals [`catch_signals`] catches came so far.
 pub fn signals_caught() -> i32 {
@@ -148,6 +156,10 @@ pub fn signals_caught() -> i32 {
 
 extern "C" fn forward_signal(sig: libc::c_int) {
     CAUGHT.fetch_add(1, Ordering::SeqCst);
+    let sig = match SIGTERM_AS.load(Ordering::SeqCst) {
+        stop if sig == libc::SIGTERM && stop > 0 => stop,
+        _ => sig,
+    };
     let pid = FORWARD_TO.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.

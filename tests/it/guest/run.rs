@@ -386,6 +386,30 @@ fn run_forwards_sigterm_to_the_guest() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
+#[test]
+fn run_passes_sigterm_on_as_the_stop_signal() {
+    if !can_run("run_passes_sigterm_on_as_the_stop_signal") {
+        return;
+    }
+    // A systemd guest takes SIGTERM for "re-execute yourself": `unifs run`
+    // passes the operator's SIGTERM on as --stop-signal (SIGRTMIN+3 for a
+    // systemd command by default). Here: an init that ends on SIGUSR1 only.
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--stop-signal", "SIGUSR1", "--", "/bin/sh", "-c"]);
+    cmd.arg("trap 'echo stopped; exit 7' USR1; while :; do sleep 0.05; done");
+    cmd.stdout(std::process::Stdio::piped());
+    let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = child.0.as_ref().unwrap().id();
+    super::harness::wait_for_descendant(pid, "sleep");
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let out = super::harness::wait_bounded(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "stopped\n");
+}
+
 /// A guest that a signal does not end kept `unifs run` waiting, whatever
 /// the operator sent it: a PID 1 without a handler ignores SIGTERM, and a
 /// process frozen in its v1 freezer group (guest root can freeze its own)
