@@ -969,3 +969,69 @@ fn run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup() {
     assert_eq!(lines[2], "0", "{text}");
     assert_eq!(lines[3], "done");
 }
+
+#[test]
+fn run_boots_systemd_and_stops_it_on_sigterm() {
+    let test = "run_boots_systemd_and_stops_it_on_sigterm";
+    if !can_run(test) {
+        return;
+    }
+    let systemd = std::path::Path::new("/usr/lib/systemd/systemd");
+    if !systemd.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: needs the host's systemd package (.ci/run installs it)"
+        );
+        eprintln!("skipping {test}: needs {}", systemd.display());
+        return;
+    }
+    let v2_here = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        });
+    if !v2_here {
+        eprintln!("skipping {test}: the host mounts no cgroup v2 hierarchy");
+        return;
+    }
+    // systemd as the guest's init, from the host's /usr: it exited 255 at
+    // once without a cgroup hierarchy of its own and a /run/lock tmpfs,
+    // and it ends on SIGRTMIN+3 (it re-executes itself on SIGTERM). The
+    // command is in a bind, not in the root, so it is named explicitly.
+    let t = TestRoot::new();
+    for (link, to) in [
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/sbin"),
+    ] {
+        std::os::unix::fs::symlink(to, t.root().join(link)).unwrap();
+    }
+    std::fs::create_dir(t.root().join("var")).unwrap();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--root-mount", "bind", "--bind", "/usr:/usr:ro"]);
+    cmd.args(["--stop-signal", "SIGRTMIN+3", "--"]);
+    cmd.arg(systemd).arg("--unit=multi-user.target");
+    cmd.stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::piped());
+    let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = child.0.as_ref().unwrap().id();
+    // Booted: it started its journal (comm is cut to 15 bytes).
+    super::harness::wait_for_descendant(pid, "systemd-journal");
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let out = super::harness::wait_bounded(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let group = format!("unifs/run-{pid}");
+    for h in [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/pids",
+    ] {
+        let g = std::path::Path::new(h).join(&group);
+        assert!(!g.exists(), "{} left behind", g.display());
+    }
+}
