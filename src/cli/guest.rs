@@ -161,8 +161,8 @@ pub enum GuestCommand {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
         /// The signal init gets first [default: the stop_signal its config
-        /// had at start, else SIGRTMIN+3 for systemd, SIGTERM for others];
-        /// SIGINT ends sysvinit.
+        /// had at start, else SIGRTMIN+3 for systemd, SIGINT for sysvinit,
+        /// SIGTERM for others].
         #[arg(long, value_name = "SIG")]
         signal: Option<String>,
         /// The guest: CONFIG_DIR/NAME.toml.

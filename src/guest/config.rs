@@ -60,7 +60,7 @@ pub struct GuestConfig {
     #[serde(default)]
     pub syscall_filter: SyscallFilter,
     /// What `stop` sends init first (default: SIGRTMIN+3 for systemd,
-    /// SIGTERM for others; `SIGINT` for sysvinit: docs/guests.md).
+    /// SIGINT for sysvinit, SIGTERM for others: docs/guests.md).
     pub stop_signal: Option<String>,
 }
 
@@ -284,6 +284,31 @@ mod tests {
         assert_eq!(signal("init = [\"/sbin/up\"]"), rtmin3);
         assert_eq!(signal("init = [\"/sbin/missing\"]"), libc::SIGTERM);
         assert_eq!(signal("stop_signal = \"SIGINT\""), libc::SIGINT);
+        // sysvinit: a program named init beside an inittab with ctrlaltdel.
+        std::fs::write(root.join("sbin/sysv"), "").unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        std::os::unix::fs::symlink("/sbin/sysv", root.join("x/init")).unwrap();
+        let sysv = "init = [\"/x/init\"]";
+        assert_eq!(signal(sysv), libc::SIGTERM, "no inittab");
+        let inittab = root.join("etc/inittab");
+        std::fs::write(&inittab, "#ca:12345:ctrlaltdel:/sbin/shutdown -r now\n").unwrap();
+        assert_eq!(signal(sysv), libc::SIGTERM, "commented out");
+        std::fs::write(
+            &inittab,
+            "id:2:initdefault:\nca:12345:ctrlaltdel:/sbin/shutdown -t1 -a -r now\n",
+        )
+        .unwrap();
+        // The link's target is named sysv: the program's own name counts.
+        assert_eq!(signal(sysv), libc::SIGTERM);
+        std::fs::rename(root.join("sbin/sysv"), root.join("sbin/init2")).unwrap();
+        std::fs::create_dir_all(root.join("s")).unwrap();
+        std::fs::write(root.join("s/init"), "").unwrap();
+        assert_eq!(signal("init = [\"/s/init\"]"), libc::SIGINT);
+        // An inittab that is a FIFO is not waited on.
+        std::fs::remove_file(&inittab).unwrap();
+        nix::unistd::mkfifo(&inittab, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert_eq!(signal("init = [\"/s/init\"]"), libc::SIGTERM);
         std::fs::remove_file(root.join("lib/systemd/systemd")).unwrap();
         assert_eq!(signal(""), libc::SIGTERM, "a dangling link");
     }

@@ -222,16 +222,46 @@ impl Limits {
 }
 
 /// The stop signal of a guest whose init is `init`, looked up in its tree
-/// at `root`: SIGRTMIN+3 for systemd (directly or through a link such as
-/// Debian's /sbin/init), which ends on it and re-executes itself on SIGTERM
-/// (nspawn and podman pick it too); else SIGTERM.
+/// at `root`:
+/// - SIGRTMIN+3 for systemd (directly or through a link such as Debian's
+///   /sbin/init), which halts on it and re-executes itself on SIGTERM
+///   (nspawn and podman pick it too);
+/// - SIGINT for sysvinit (a program named `init` beside an /etc/inittab
+///   with a `ctrlaltdel` action), which ignores SIGTERM and on SIGINT runs
+///   that action: Debian's shuts the services down;
+/// - else SIGTERM.
 pub fn default_stop_signal(root: &std::path::Path, init: &str) -> i32 {
-    let systemd = crate::sys::resolve_in_root(root, std::path::Path::new(init))
-        .is_ok_and(|p| p.file_name().is_some_and(|n| n == "systemd"));
-    match systemd {
-        true => libc::SIGRTMIN() + 3,
-        false => libc::SIGTERM,
+    use std::path::Path;
+    let name = crate::sys::resolve_in_root(root, Path::new(init))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_owned()));
+    match name.as_ref().and_then(|n| n.to_str()) {
+        Some("systemd") => libc::SIGRTMIN() + 3,
+        Some("init") if inittab_has_ctrlaltdel(root) => libc::SIGINT,
+        _ => libc::SIGTERM,
     }
+}
+
+/// Whether the guest's /etc/inittab has an active `ctrlaltdel` line. Read
+/// from the guest's tree without blocking on what is not a regular file.
+fn inittab_has_ctrlaltdel(root: &std::path::Path) -> bool {
+    use std::io::Read;
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let Ok(fd) = crate::sys::open_in_root(root, std::path::Path::new("/etc/inittab"), flags) else {
+        return false;
+    };
+    let file = std::fs::File::from(fd);
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut text = String::new();
+    if file.take(64 << 10).read_to_string(&mut text).is_err() {
+        return false;
+    }
+    // id:runlevels:action:process
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .any(|l| l.split(':').nth(2) == Some("ctrlaltdel"))
 }
 
 /// Parses a signal as `kill -s` takes it: `SIGTERM`, `TERM`, `SIGRTMIN+3`

@@ -154,15 +154,21 @@ pub fn open_beneath(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<Owned
 /// `root` (on the host: the file's own), for a look at what a guest's
 /// program is (its init a link to systemd?), never for writing.
 pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<std::path::PathBuf> {
+    let fd = open_in_root(root, path, libc::O_PATH)?;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Opens `path` inside the tree at `root` as [`resolve_in_root`] resolves
+/// it.
+pub fn open_in_root(root: &Path, path: &Path, flags: i32) -> io::Result<OwnedFd> {
     let dir = std::fs::File::open(root)?;
     let rel = path.strip_prefix("/").unwrap_or(path);
-    let fd = openat2(
+    openat2(
         dir.as_fd(),
         rel,
-        libc::O_PATH,
+        flags,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    )?;
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    )
 }
 
 /// [`open_beneath`] in one `openat2` call.
