@@ -232,3 +232,13 @@ pub fn force_clean(name: &str, run_dir: &Path) {
         }
     }
 }
+
+/// The cgroup v2 hierarchy's mount point, if the host has one.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mount = left.split(' ').nth(4)?;
+        (right.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(mount))
+    })
+}

@@ -5,7 +5,7 @@
 //! `allow-userns`, so the fences beneath the filter are what is tested.
 
 use super::escape::cc_into;
-use super::harness::{can_run, stderr, stdout, wait_bounded, KillOnDrop, TestRoot};
+use super::harness::{can_run, cgroup2_mount, stderr, stdout, wait_bounded, KillOnDrop, TestRoot};
 use crate::common::unifs_bin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -56,22 +56,27 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// The cgroup v2 hierarchy's mount point, if the host has one.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let mount = left.split(' ').nth(4)?;
-        (right.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(mount))
-    })
-}
-
 /// A v2 group of the test's own, standing for the host's group `unifs run`
 /// is started in (an operator's login session, a service): killed and
 /// removed (with any group below it) on drop.
 struct HostGroup(PathBuf);
 
 impl HostGroup {
+    /// A group with cgroup.kill (Linux 5.14+), or `None` after saying why
+    /// `test` is skipped.
+    fn with_kill(test: &str, name: &str) -> Option<HostGroup> {
+        let Some(v2) = cgroup2_mount() else {
+            eprintln!("skipping {test}: no cgroup v2 hierarchy");
+            return None;
+        };
+        let group = HostGroup::new(&v2, name);
+        if !group.0.join("cgroup.kill").exists() {
+            eprintln!("skipping {test}: no cgroup.kill (Linux < 5.14)");
+            return None;
+        }
+        Some(group)
+    }
+
     fn new(v2: &Path, test: &str) -> HostGroup {
         let dir = v2.join(format!("unifs-{test}-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
@@ -91,6 +96,37 @@ impl HostGroup {
 
     fn procs(&self) -> String {
         std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default()
+    }
+
+    /// A host process in the group (the operator's shell), once it is in.
+    fn neighbour(&self) -> KillOnDrop {
+        let mut cmd = self.command(&["sleep", "30"]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        let neighbour = KillOnDrop(Some(cmd.spawn().unwrap()));
+        let pid = neighbour.0.as_ref().unwrap().id().to_string();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.procs().lines().any(|l| l == pid) {
+            assert!(Instant::now() < deadline, "the neighbour did not join");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        neighbour
+    }
+
+    /// `unifs run --root-mount bind --root ROOT ARGS…` started from the
+    /// group, to its end (30 s at most).
+    fn run_guest(&self, root: &Path, args: &[&str]) -> std::process::Output {
+        let bin = unifs_bin();
+        let mut argv = vec![bin.to_str().unwrap(), "run", "--root-mount", "bind"];
+        argv.extend(["--root", root.to_str().unwrap()]);
+        argv.extend(args);
+        let mut run = self.command(&argv);
+        run.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        wait_bounded(
+            KillOnDrop(Some(run.spawn().unwrap())),
+            Duration::from_secs(30),
+        )
     }
 }
 
@@ -130,51 +166,25 @@ fn escape_run_guest_cannot_kill_the_launchers_cgroup() {
     // there. Guest root, in a user namespace of its own, mounted cgroup2
     // and so held the host's group: cgroup.kill killed every host process
     // in it (an operator's whole login session), cgroup.freeze froze them.
-    let Some(v2) = cgroup2_mount() else {
-        eprintln!("skipping {test}: no cgroup v2 hierarchy");
+    let Some(group) = HostGroup::with_kill(test, "s12-kill") else {
         return;
     };
     let t = TestRoot::new();
     if !helper(&t, test, "cgwrite", CGROUP_WRITER) {
         return;
     }
-    let group = HostGroup::new(&v2, "s12-kill");
-    if !group.0.join("cgroup.kill").exists() {
-        eprintln!("skipping {test}: no cgroup.kill (Linux < 5.14)");
-        return;
-    }
     // A host process in the launcher's group: the operator's shell.
-    let mut neighbour = group.command(&["sleep", "30"]);
-    neighbour.stdin(Stdio::null()).stdout(Stdio::null());
-    let mut neighbour = KillOnDrop(Some(neighbour.spawn().unwrap()));
-    let pid = neighbour.0.as_ref().unwrap().id().to_string();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !group.procs().lines().any(|l| l == pid) {
-        assert!(Instant::now() < deadline, "the neighbour did not join");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let root = t.root();
-    let bin = unifs_bin();
-    let mut run = group.command(&[
-        bin.to_str().unwrap(),
-        "run",
-        "--syscall-filter",
-        "allow-userns",
-        "--root-mount",
-        "bind",
-        "--root",
-        root.to_str().unwrap(),
-        "--",
-        "/bin/cgwrite",
-        "cgroup.kill",
-        "1",
-    ]);
-    run.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = wait_bounded(
-        KillOnDrop(Some(run.spawn().unwrap())),
-        Duration::from_secs(30),
+    let mut neighbour = group.neighbour();
+    let out = group.run_guest(
+        &t.root(),
+        &[
+            "--syscall-filter",
+            "allow-userns",
+            "--",
+            "/bin/cgwrite",
+            "cgroup.kill",
+            "1",
+        ],
     );
     let alive = neighbour.0.as_mut().unwrap().try_wait().unwrap().is_none();
     assert!(
@@ -621,46 +631,20 @@ fn escape_run_guest_cannot_kill_the_launchers_group_through_its_cgroup_mount() {
     // A guest with a v2 group of its own gets it mounted writable at
     // /sys/fs/cgroup (systemd needs one): cgroup.kill there must end the
     // guest alone, not the host group `unifs run` was started in.
-    let Some(v2) = cgroup2_mount() else {
-        eprintln!("skipping {test}: no cgroup v2 hierarchy");
+    let Some(group) = HostGroup::with_kill(test, "s14-kill") else {
         return;
     };
     let t = TestRoot::new();
-    let group = HostGroup::new(&v2, "s14-kill");
-    if !group.0.join("cgroup.kill").exists() {
-        eprintln!("skipping {test}: no cgroup.kill (Linux < 5.14)");
-        return;
-    }
-    let mut neighbour = group.command(&["sleep", "30"]);
-    neighbour.stdin(Stdio::null()).stdout(Stdio::null());
-    let mut neighbour = KillOnDrop(Some(neighbour.spawn().unwrap()));
-    let pid = neighbour.0.as_ref().unwrap().id().to_string();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !group.procs().lines().any(|l| l == pid) {
-        assert!(Instant::now() < deadline, "the neighbour did not join");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let root = t.root();
-    let bin = unifs_bin();
-    let mut run = group.command(&[
-        bin.to_str().unwrap(),
-        "run",
-        "--root-mount",
-        "bind",
-        "--root",
-        root.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "grep -q ' /sys/fs/cgroup cgroup2 rw' /proc/mounts || exit 3; \
-         echo 1 > /sys/fs/cgroup/cgroup.kill || exit 5; sleep 1; exit 4",
-    ]);
-    run.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = wait_bounded(
-        KillOnDrop(Some(run.spawn().unwrap())),
-        Duration::from_secs(30),
+    let mut neighbour = group.neighbour();
+    let out = group.run_guest(
+        &t.root(),
+        &[
+            "--",
+            "/bin/sh",
+            "-c",
+            "grep -q ' /sys/fs/cgroup cgroup2 rw' /proc/mounts || exit 3; \
+             echo 1 > /sys/fs/cgroup/cgroup.kill || exit 5; sleep 1; exit 4",
+        ],
     );
     // The write is taken. It kills the guest's processes, but not its PID 1
     // (init is immune to a SIGKILL sent from inside its PID namespace): 4.

@@ -935,15 +935,7 @@ fn run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup() {
     if !can_run("run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup") {
         return;
     }
-    let v2_here = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("cgroup2 "))
-        });
-    if !v2_here {
+    if super::harness::cgroup2_mount().is_none() {
         eprintln!("skipping: the host mounts no cgroup v2 hierarchy");
         return;
     }
@@ -985,15 +977,7 @@ fn run_boots_systemd_and_stops_it_on_sigterm() {
         eprintln!("skipping {test}: needs {}", systemd.display());
         return;
     }
-    let v2_here = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("cgroup2 "))
-        });
-    if !v2_here {
+    if super::harness::cgroup2_mount().is_none() {
         eprintln!("skipping {test}: the host mounts no cgroup v2 hierarchy");
         return;
     }
