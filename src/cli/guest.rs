@@ -82,8 +82,9 @@ pub struct RunOptions {
     /// Run the command under a small init that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
-    /// What a SIGTERM to `unifs run` is passed on as [default: SIGRTMIN+3
-    /// if the command is systemd, which ends on it, else SIGTERM itself].
+    /// What a SIGTERM to `unifs run` is passed on as [default, by the
+    /// command (an absolute path in the root): SIGRTMIN+3 for systemd,
+    /// SIGINT for sysvinit, else SIGTERM itself].
     #[arg(long, value_name = "SIG")]
     pub stop_signal: Option<String>,
     /// The syscall filter the guest runs under (docs/security.md).
@@ -152,8 +153,9 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
-    /// Send init its stop signal (the config's stop_signal, default SIGTERM),
-    /// wait, kill what is left, unmount.
+    /// Send init its stop signal (stop_signal; by default SIGRTMIN+3 for
+    /// systemd, SIGINT for sysvinit, else SIGTERM), wait, kill what is left,
+    /// unmount.
     Stop {
         #[command(flatten)]
         dirs: GuestDirs,

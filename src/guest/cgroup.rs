@@ -123,6 +123,11 @@ fn controllers(limit: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// How many groups a guest may have in its v2 group, its own included
+/// (systemd makes one per unit and slice), and how many levels deep.
+pub const V2_MAX_DESCENDANTS: u32 = 2048;
+pub const V2_MAX_DEPTH: u32 = 12;
+
 /// Works out the groups and writes for `limits`. With `track`, the guest also
 /// gets a v2 group (for `cgroup.kill`) and a group in every v1 hierarchy (v1
 /// memory and pids for `status` to report use): a guest roots its cgroup
@@ -233,6 +238,20 @@ pub fn plan(h: &Hierarchies, name: &str, limits: &Limits, track: bool) -> Result
             let dir = v2.mount.join(&rel);
             plan.steps.push(Step::Mkdir(dir.clone()));
             plan.steps.extend(v2_writes);
+            // The guest gets its group below this one mounted writable (for
+            // systemd): bound how many groups it makes (each costs kernel
+            // memory no v1 limit counts) and how deep (paths past PATH_MAX
+            // could not be removed by name).
+            for (file, max) in [
+                ("cgroup.max.descendants", V2_MAX_DESCENDANTS),
+                ("cgroup.max.depth", V2_MAX_DEPTH),
+            ] {
+                plan.steps.push(Step::Write {
+                    limit: "cgroup set-up",
+                    files: vec![dir.join(file)],
+                    value: max.to_string(),
+                });
+            }
             plan.groups.push(dir);
         }
     }

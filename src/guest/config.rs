@@ -305,9 +305,21 @@ mod tests {
         std::fs::create_dir_all(root.join("s")).unwrap();
         std::fs::write(root.join("s/init"), "").unwrap();
         assert_eq!(signal("init = [\"/s/init\"]"), libc::SIGINT);
-        // An inittab that is a FIFO is not waited on.
+        // An inittab that is a FIFO is not waited on, nor a device opened.
         std::fs::remove_file(&inittab).unwrap();
         nix::unistd::mkfifo(&inittab, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert_eq!(signal("init = [\"/s/init\"]"), libc::SIGTERM);
+        std::fs::remove_file(&inittab).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &inittab).unwrap();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        // (Root only; the link then leads nowhere, which is refused too.)
+        let _ = mknod(
+            &root.join("dev/zero"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o644),
+            makedev(1, 5),
+        );
         assert_eq!(signal("init = [\"/s/init\"]"), libc::SIGTERM);
         std::fs::remove_file(root.join("lib/systemd/systemd")).unwrap();
         assert_eq!(signal(""), libc::SIGTERM, "a dangling link");

@@ -242,18 +242,24 @@ pub fn default_stop_signal(root: &std::path::Path, init: &str) -> i32 {
     }
 }
 
-/// Whether the guest's /etc/inittab has an active `ctrlaltdel` line. Read
-/// from the guest's tree without blocking on what is not a regular file.
+/// Whether the guest's /etc/inittab has an active `ctrlaltdel` line. Only
+/// a regular file is opened for reading: a device node there (a watchdog,
+/// a tape) is never opened, a FIFO never waited on.
 fn inittab_has_ctrlaltdel(root: &std::path::Path) -> bool {
     use std::io::Read;
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
-    let Ok(fd) = crate::sys::open_in_root(root, std::path::Path::new("/etc/inittab"), flags) else {
+    use std::os::fd::AsRawFd;
+    let path = std::path::Path::new("/etc/inittab");
+    let Ok(found) = crate::sys::open_in_root(root, path, libc::O_PATH) else {
         return false;
     };
-    let file = std::fs::File::from(fd);
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
+    let found = std::fs::File::from(found);
+    if !found.metadata().is_ok_and(|m| m.is_file()) {
         return false;
     }
+    // The same inode, now for reading.
+    let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{}", found.as_raw_fd())) else {
+        return false;
+    };
     let mut text = String::new();
     if file.take(64 << 10).read_to_string(&mut text).is_err() {
         return false;

@@ -155,6 +155,13 @@ pub fn signals_caught() -> i32 {
 }
 
 extern "C" fn forward_signal(sig: libc::c_int) {
+    // kill may set errno under the code this interrupted.
+    let errno = nix::errno::Errno::last_raw();
+    forward(sig);
+    nix::errno::Errno::set_raw(errno);
+}
+
+fn forward(sig: libc::c_int) {
     CAUGHT.fetch_add(1, Ordering::SeqCst);
     let sig = match SIGTERM_AS.load(Ordering::SeqCst) {
         stop if sig == libc::SIGTERM && stop > 0 => stop,

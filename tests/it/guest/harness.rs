@@ -242,3 +242,17 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
         (right.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(mount))
     })
 }
+
+/// Whether the host has a cgroup v2 hierarchy; without one, `test` is
+/// skipped, but not under CI, whose machines have one.
+pub fn has_cgroup2(test: &str) -> bool {
+    if cgroup2_mount().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: no cgroup v2 hierarchy, and CI must not skip it"
+    );
+    eprintln!("skipping {test}: no cgroup v2 hierarchy");
+    false
+}

@@ -932,34 +932,39 @@ fn run_read_only_bind_keeps_the_sources_nosymfollow() {
 
 #[test]
 fn run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup() {
-    if !can_run("run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup") {
-        return;
-    }
-    if super::harness::cgroup2_mount().is_none() {
-        eprintln!("skipping: the host mounts no cgroup v2 hierarchy");
+    let test = "run_guest_gets_its_own_cgroup_subtree_at_sys_fs_cgroup";
+    if !can_run(test) || !super::harness::has_cgroup2(test) {
         return;
     }
     // What systemd needs to run services: a writable v2 group of the
     // guest's own, where it can make groups and move processes. The guest
-    // sees its own processes there and nothing above its group.
+    // is at the root of what it sees, sees its own processes only, and
+    // makes groups only so deep.
     let t = TestRoot::new();
     let out = t.sh(
         &["--root-mount", "bind"],
-        "cat /sys/fs/cgroup/cgroup.procs | wc -l; \
+        "grep '^0::' /proc/self/cgroup; \
+         cat /sys/fs/cgroup/cgroup.procs | wc -l; \
          mkdir /sys/fs/cgroup/svc && echo $$ > /sys/fs/cgroup/svc/cgroup.procs && \
-         cat /proc/self/cgroup | grep '^0::'; \
-         ls /sys/fs/cgroup/.. | grep -c unifs; \
-         rmdir /sys/fs/cgroup/svc 2>/dev/null; echo done",
+         grep '^0::' /proc/self/cgroup; \
+         echo $$ > /sys/fs/cgroup/cgroup.procs && rmdir /sys/fs/cgroup/svc && echo moved back; \
+         cd /sys/fs/cgroup && n=0 && while mkdir d 2>/dev/null && cd d; do n=$((n+1)); done; \
+         echo $n",
     );
     let text = ok(&out);
     let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "0::/", "{text}");
     // sh and cat (and wc): the guest's processes only.
-    let n: usize = lines[0].trim().parse().unwrap();
+    let n: usize = lines[1].trim().parse().unwrap();
     assert!((1..=3).contains(&n), "{text}");
-    assert_eq!(lines[1], "0::/svc", "{text}");
-    // `..` of the namespace's root is itself: no host group in sight.
-    assert_eq!(lines[2], "0", "{text}");
-    assert_eq!(lines[3], "done");
+    assert_eq!(lines[2], "0::/svc", "{text}");
+    assert_eq!(lines[3], "moved back", "{text}");
+    // cgroup.max.depth on the group above the guest's (which is level 1).
+    assert_eq!(
+        lines[4],
+        (unifs::guest::cgroup::V2_MAX_DEPTH - 1).to_string(),
+        "{text}"
+    );
 }
 
 #[test]
@@ -977,15 +982,19 @@ fn run_boots_systemd_and_stops_it_on_sigterm() {
         eprintln!("skipping {test}: needs {}", systemd.display());
         return;
     }
-    if super::harness::cgroup2_mount().is_none() {
-        eprintln!("skipping {test}: the host mounts no cgroup v2 hierarchy");
+    if !super::harness::has_cgroup2(test) {
         return;
     }
     // systemd as the guest's init, from the host's /usr: it exited 255 at
-    // once without a cgroup hierarchy of its own and a /run/lock tmpfs,
-    // and it ends on SIGRTMIN+3 (it re-executes itself on SIGTERM). The
-    // command is in a bind, not in the root, so it is named explicitly.
+    // once without a cgroup hierarchy of its own and a /run/lock tmpfs.
+    // It ends on SIGRTMIN+3 (it re-executes itself on SIGTERM), which
+    // `unifs run` picks when the command in the root is systemd: the root
+    // holds it, as a real one would; at run time the bind of the host's
+    // /usr (with the libraries it needs) lies over it.
     let t = TestRoot::new();
+    let own = t.root().join("usr/lib/systemd");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(systemd, own.join("systemd")).unwrap();
     for (link, to) in [
         ("lib", "usr/lib"),
         ("lib64", "usr/lib64"),
@@ -997,7 +1006,7 @@ fn run_boots_systemd_and_stops_it_on_sigterm() {
     let mut cmd = Command::new(unifs_bin());
     cmd.arg("run").arg("--root").arg(t.root());
     cmd.args(["--root-mount", "bind", "--bind", "/usr:/usr:ro"]);
-    cmd.args(["--stop-signal", "SIGRTMIN+3", "--"]);
+    cmd.arg("--");
     cmd.arg(systemd).arg("--unit=multi-user.target");
     cmd.stdout(std::process::Stdio::null());
     cmd.stderr(std::process::Stdio::piped());
