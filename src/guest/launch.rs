@@ -302,8 +302,10 @@ pub fn decode_report(command: &str, root: &Path, report: &[u8]) -> Error {
 }
 
 /// `--init`: PID 1 stays ours; it forks the command, passes it every signal
-/// it gets, reaps orphans, and exits with the command's status.
-fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
+/// it gets, reaps orphans, and exits with the command's status. Also the
+/// relay of `guest exec`, outside the guest's PID namespace (and so with no
+/// orphans to reap).
+pub(super) fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
     // Signals the launcher ignores would never be pending here to pass on.
     sys::reset_signals();
     let all = SigSet::all();

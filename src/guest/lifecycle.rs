@@ -635,10 +635,10 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
     // the host (proxying `enter`'s terminal) until the command has ended,
     // and `stop` kills what it finds in them. Opened before setns hides them.
     let procs = st.cgroup.open_procs()?;
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+    // Not the PID namespace yet: the helper below is forked outside it, so
+    // no guest process can see it, let alone ptrace it (guest root may have
+    // CAP_SYS_PTRACE), while it holds every capability.
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if st.spec.net.mode != NetMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -661,18 +661,25 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
         false => Some(console::Piped::open()?),
     };
     let (report_r, report_w) = launch::report_channel()?;
-    // The PID namespace applies to children only: fork into it.
-    match sys::fork().map_err(|e| Error::sys("fork into the guest", e))? {
+    // A helper outside the guest's PID namespace sets up and drops every
+    // privilege; only then does it fork the command into the namespace
+    // (which applies to children only), and relays signals and its status.
+    match sys::fork().map_err(|e| Error::sys("fork for the guest", e))? {
         Forked::Child => {
             drop(report_r);
             sys::set_not_dumpable();
             // As in launch: no controlling terminal, so no TIOCSTI.
             let _ = nix::unistd::setsid();
-            // Into the guest's cgroups, then the cgroup namespace rooted there.
+            // Into the guest's cgroups, then the cgroup namespace rooted
+            // there, and the PID namespace for the command.
             let ready = Cgroup::join(procs)
                 .and_then(|()| {
                     nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWCGROUP)
                         .map_err(|e| Error::sys("setns into the guest's cgroup namespace", e))
+                })
+                .and_then(|()| {
+                    nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWPID)
+                        .map_err(|e| Error::sys("setns into the guest's PID namespace", e))
                 })
                 .and_then(|()| {
                     pty.as_ref()
@@ -685,7 +692,7 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
                 let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
                 sys::exit_child(127);
             }
-            launch::exec_command(&spec, &report_w)
+            launch::reap_and_forward(&spec, report_w)
         }
         Forked::Parent(child) => {
             drop(report_w);

@@ -375,6 +375,74 @@ fn named_stop_sends_the_configured_stop_signal() {
     assert_eq!(st["last_exit"]["signal"], serde_json::Value::Null, "{st}");
 }
 
+/// `watch SECONDS`: scans /proc for a process whose effective capabilities
+/// include CAP_SYS_ADMIN; prints "found PID" or "none".
+const CAP_WATCH: &str = r#"
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+int main(int argc, char **argv) {
+    time_t end = time(NULL) + atoi(argv[1]);
+    char path[64], line[256];
+    while (time(NULL) < end) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+            snprintf(path, sizeof path, "/proc/%s/status", e->d_name);
+            FILE *f = fopen(path, "r");
+            if (!f) continue;
+            while (fgets(line, sizeof line, f))
+                if (strncmp(line, "CapEff:", 7) == 0
+                    && (strtoull(line + 7, NULL, 16) & (1ULL << 21))) {
+                    printf("found %s\n", e->d_name);
+                    return 0;
+                }
+            fclose(f);
+        }
+        if (d) closedir(d);
+    }
+    printf("none\n");
+    return 0;
+}
+"#;
+
+#[test]
+fn named_exec_never_shows_the_guest_a_privileged_process() {
+    let test = "named_exec_never_shows_the_guest_a_privileged_process";
+    if !can_run(test) {
+        return;
+    }
+    // `guest exec` forked its helper into the guest's PID namespace and
+    // dropped its capabilities there: for a moment every guest process saw
+    // a process with all of them, which guest root given sys_ptrace could
+    // attach to. It now drops them outside, then forks the command in. A
+    // guest process watches /proc while execs run.
+    let init = "[\"/bin/sh\", \"-c\", \"/bin/watch 3 > /watch.out; exec sleep 1000\"]";
+    let g = Guest::new("capwatch", init, false);
+    if !super::escape::cc_into(&g.t, "watch", CAP_WATCH) {
+        assert!(std::env::var_os("CI").is_none(), "{test}: needs cc -static");
+        eprintln!("skipping {test}: needs cc -static");
+        return;
+    }
+    ok(&g.unifs(&["start", &g.name]));
+    let out = g.t.root().join("watch.out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut execs = 0;
+    while !std::fs::read_to_string(&out).is_ok_and(|s| s.ends_with('\n')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never reported"
+        );
+        ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
+        execs += 1;
+    }
+    assert!(execs >= 10, "only {execs} execs while it watched");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "none\n");
+}
+
 #[test]
 fn named_stop_leaves_exec_sessions_to_end_on_their_own() {
     if !can_run("named_stop_leaves_exec_sessions_to_end_on_their_own") {
