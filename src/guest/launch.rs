@@ -250,7 +250,7 @@ fn child(
         Err(_) => fail(&report, b'E', "the set-up code panicked"),
     }
     if spec.init {
-        reap_and_forward(spec, report)
+        reap_and_forward(spec, report, || Ok(()))
     }
     exec_command(spec, &report)
 }
@@ -304,8 +304,12 @@ pub fn decode_report(command: &str, root: &Path, report: &[u8]) -> Error {
 /// `--init`: PID 1 stays ours; it forks the command, passes it every signal
 /// it gets, reaps orphans, and exits with the command's status. Also the
 /// relay of `guest exec`, outside the guest's PID namespace (and so with no
-/// orphans to reap).
-pub(super) fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
+/// orphans to reap). `before_exec` runs in the command's process.
+pub(super) fn reap_and_forward(
+    spec: &GuestSpec,
+    report: OwnedFd,
+    before_exec: impl FnOnce() -> Result<()>,
+) -> ! {
     // Signals the launcher ignores would never be pending here to pass on.
     sys::reset_signals();
     let all = SigSet::all();
@@ -319,6 +323,9 @@ pub(super) fn reap_and_forward(spec: &GuestSpec, report: OwnedFd) -> ! {
             // tcsetpgrp from the background raises no SIGTTOU.)
             let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
+            if let Err(e) = before_exec() {
+                fail(&report, b'E', &e.to_string())
+            }
             exec_command(spec, &report)
         }
         Ok(Forked::Parent(pid)) => pid,

@@ -670,13 +670,12 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
             sys::set_not_dumpable();
             // As in launch: no controlling terminal, so no TIOCSTI.
             let _ = nix::unistd::setsid();
-            // Into the guest's cgroups, then the cgroup namespace rooted
-            // there, and the PID namespace for the command.
-            let ready = Cgroup::join(procs)
-                .and_then(|()| {
-                    nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWCGROUP)
-                        .map_err(|e| Error::sys("setns into the guest's cgroup namespace", e))
-                })
+            // The cgroup namespace rooted in the guest's groups, and the PID
+            // namespace for the command. Only the command joins the groups
+            // (`stop` must not find this helper there): through the files
+            // opened above, whose opener's rights the kernel checks.
+            let ready = nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| Error::sys("setns into the guest's cgroup namespace", e))
                 .and_then(|()| {
                     nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWPID)
                         .map_err(|e| Error::sys("setns into the guest's PID namespace", e))
@@ -692,7 +691,7 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
                 let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
                 sys::exit_child(127);
             }
-            launch::reap_and_forward(&spec, report_w)
+            launch::reap_and_forward(&spec, report_w, move || Cgroup::join(procs))
         }
         Forked::Parent(child) => {
             drop(report_w);
