@@ -159,6 +159,18 @@ impl GuestConfig {
         Ok(cfg)
     }
 
+    /// The limits the config asks for, checked.
+    pub fn limits(&self) -> Result<Limits> {
+        let limits = Limits {
+            memory: self.limits.memory.as_deref().map(parse_size).transpose()?,
+            cpus: self.limits.cpus,
+            pids: self.limits.pids,
+            io_weight: self.limits.io_weight,
+        };
+        limits.check()?;
+        Ok(limits)
+    }
+
     /// The spec of this guest's init, with its root mounted at `mounted_root`.
     pub fn spec(&self, name: &str, mounted_root: PathBuf) -> Result<GuestSpec> {
         let mut spec = GuestSpec::new(name, mounted_root, self.init.clone());
@@ -181,13 +193,7 @@ impl GuestConfig {
         spec.uid = self.uid;
         spec.gid = self.gid;
         spec.caps = caps::keep_mask(&self.cap_add, &self.cap_drop)?;
-        spec.limits = Limits {
-            memory: self.limits.memory.as_deref().map(parse_size).transpose()?,
-            cpus: self.limits.cpus,
-            pids: self.limits.pids,
-            io_weight: self.limits.io_weight,
-        };
-        spec.limits.check()?;
+        spec.limits = self.limits()?;
         spec.init = self.init_reaper;
         spec.syscall_filter = self.syscall_filter;
         spec.stop_signal = match &self.stop_signal {

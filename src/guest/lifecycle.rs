@@ -186,10 +186,8 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
     kill_unrecorded(name, run)?;
     let how = cfg.as_ref().map_or(RootMount::Overlay, |c| c.root_mount);
     unmount_root(&run.root(), how)?;
-    let limits = cfg
-        .and_then(|c| c.spec(name, PathBuf::new()).ok())
-        .map(|s| s.limits)
-        .unwrap_or_default();
+    // (Not the whole spec: that looks into the guest's tree for its init.)
+    let limits = cfg.and_then(|c| c.limits().ok()).unwrap_or_default();
     Cgroup::planned(&run.cgroup_name(), &limits).remove();
     let _ = std::fs::remove_dir(run.root());
     Ok(true)

@@ -4,25 +4,12 @@
 //! default syscall filter refuses user namespaces; these guests run with
 //! `allow-userns`, so the fences beneath the filter are what is tested.
 
-use super::escape::cc_into;
+use super::escape::cc_or_skip;
 use super::harness::{can_run, cgroup2_mount, stderr, stdout, wait_bounded, KillOnDrop, TestRoot};
 use crate::common::unifs_bin;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Builds a static helper into the guest; under CI a missing compiler is a
-/// failure (.ci/run installs gcc and libc6-dev), elsewhere a skip.
-fn helper(t: &TestRoot, test: &str, name: &str, src: &str) -> bool {
-    if cc_into(t, name, src) {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs cc -static (gcc, libc6-dev), and CI must not skip it");
-    }
-    eprintln!("skipping {test}: needs cc -static");
-    false
-}
 
 /// `cgwrite FILE VALUE`: in a user, mount and cgroup namespace of its own,
 /// mounts cgroup2 on /mnt (the root of its cgroup namespace: the group it
@@ -173,7 +160,7 @@ fn escape_run_guest_cannot_kill_the_launchers_cgroup() {
         return;
     };
     let t = TestRoot::new();
-    if !helper(&t, test, "cgwrite", CGROUP_WRITER) {
+    if !cc_or_skip(&t, test, "cgwrite", CGROUP_WRITER) {
         return;
     }
     // A host process in the launcher's group: the operator's shell.
@@ -303,7 +290,7 @@ fn escape_run_guest_cannot_write_the_launchers_v1_cgroups() {
         return;
     }
     let t = TestRoot::new();
-    if !helper(&t, test, "cg1write", CGROUP_V1_WRITER) {
+    if !cc_or_skip(&t, test, "cg1write", CGROUP_V1_WRITER) {
         return;
     }
     let name = format!("unifs-s12-v1-{}", std::process::id());
@@ -466,7 +453,7 @@ fn escape_named_guest_cannot_freeze_itself_beyond_stop() {
         return;
     }
     let t = TestRoot::new();
-    if !helper(&t, test, "icebox", SELF_FREEZER) {
+    if !cc_or_skip(&t, test, "icebox", SELF_FREEZER) {
         return;
     }
     let config = t.dir.path().join("config");
