@@ -8,6 +8,7 @@ mod cli;
 mod cow;
 mod errors;
 mod links;
+mod pjdfstest;
 mod posix;
 mod power;
 mod regressions;
