@@ -4,7 +4,9 @@ use super::Global;
 use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
-use crate::guest::spec::{check_hostname, default_stop_signal, parse_signal, HOST_NAME_MAX};
+use crate::guest::spec::{
+    check_hostname, check_workdir, default_stop_signal, parse_signal, HOST_NAME_MAX,
+};
 use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -61,6 +63,15 @@ pub struct RunOptions {
     /// Numeric group id the command runs as.
     #[arg(long, default_value_t = 0)]
     pub gid: u32,
+    /// The user the command runs as, USER or USER:GROUP (names or numbers),
+    /// looked up in the guest's own /etc/passwd and /etc/group: its uid,
+    /// group, supplementary groups, HOME, USER and LOGNAME.
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]", conflicts_with_all = ["uid", "gid"])]
+    pub user: Option<String>,
+    /// The command's working directory in the guest [default: the --user's
+    /// home if it can be entered, else /].
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub chdir: Option<String>,
     /// Keep a capability beyond the default set (repeatable; `all` for all).
     #[arg(long = "cap-add", value_name = "CAP")]
     pub cap_add: Vec<String>,
@@ -137,6 +148,32 @@ pub struct GuestDirs {
     pub run_dir: PathBuf,
 }
 
+/// Who `guest exec`/`enter` runs the command as, and where.
+#[derive(clap::Args, Debug)]
+pub struct ExecUser {
+    /// Run as this user of the guest, USER or USER:GROUP (names or numbers,
+    /// looked up in the running guest's /etc/passwd and /etc/group)
+    /// [default: the user init runs as].
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// The working directory in the guest [default: the user's home if it
+    /// can be entered, else /].
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub chdir: Option<String>,
+}
+
+impl ExecUser {
+    fn into_lifecycle(self) -> anyhow::Result<lifecycle::ExecAs> {
+        if let Some(dir) = &self.chdir {
+            check_workdir(dir)?;
+        }
+        Ok(lifecycle::ExecAs {
+            user: self.user,
+            workdir: self.chdir,
+        })
+    }
+}
+
 /// A path, empty too: clap's own parser says "a value is required for
 /// --run-dir" when it is UNIFS_RUN_DIR that is empty; `guest` says which.
 fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
@@ -174,6 +211,8 @@ pub enum GuestCommand {
     Enter {
         #[command(flatten)]
         dirs: GuestDirs,
+        #[command(flatten)]
+        who: ExecUser,
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
@@ -184,6 +223,8 @@ pub enum GuestCommand {
         /// Give the command a terminal of the guest's own.
         #[arg(short, long)]
         tty: bool,
+        #[command(flatten)]
+        who: ExecUser,
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
         /// The command and its arguments, resolved inside the guest.
@@ -252,6 +293,13 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     spec.uid = a.uid;
     spec.gid = a.gid;
+    if let Some(user) = &a.user {
+        spec.set_user(crate::guest::user::resolve(&root, user)?);
+    }
+    if let Some(dir) = &a.chdir {
+        check_workdir(dir)?;
+        spec.workdir = Some(dir.clone());
+    }
     spec.caps = caps::keep_mask(&a.cap_add, &a.cap_drop)?;
     spec.limits = Limits {
         memory: a.memory.as_deref().map(parse_size).transpose()?,
@@ -353,13 +401,22 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        GuestCommand::Enter { dirs: d, name } => exit_code(lifecycle::enter(&dirs(d), &name)?),
+        GuestCommand::Enter { dirs: d, who, name } => {
+            exit_code(lifecycle::enter(&dirs(d), &name, who.into_lifecycle()?)?)
+        }
         GuestCommand::Exec {
             dirs: d,
             tty,
+            who,
             name,
             command,
-        } => exit_code(lifecycle::exec(&dirs(d), &name, command, tty)?),
+        } => exit_code(lifecycle::exec(
+            &dirs(d),
+            &name,
+            command,
+            tty,
+            who.into_lifecycle()?,
+        )?),
         GuestCommand::List { dirs: d, json } => {
             let dirs = dirs(d);
             let all = lifecycle::list(&dirs)?;

@@ -50,6 +50,11 @@ pub struct GuestConfig {
     pub uid: u32,
     #[serde(default)]
     pub gid: u32,
+    /// `USER[:GROUP]` of the guest's /etc/passwd and /etc/group, instead
+    /// of `uid` and `gid` (as `unifs run --user`).
+    pub user: Option<String>,
+    /// Init's working directory in the guest (as `unifs run --chdir`).
+    pub chdir: Option<String>,
     #[serde(default)]
     pub cap_add: Vec<String>,
     #[serde(default)]
@@ -192,6 +197,20 @@ impl GuestConfig {
         spec.env = self.env.clone();
         spec.uid = self.uid;
         spec.gid = self.gid;
+        if let Some(user) = &self.user {
+            if self.uid != 0 || self.gid != 0 {
+                return Err(Error::Invalid {
+                    what: "user",
+                    value: user.clone(),
+                    reason: "give either user or uid and gid, not both".into(),
+                });
+            }
+            spec.set_user(super::user::resolve(&self.root, user)?);
+        }
+        if let Some(dir) = &self.chdir {
+            super::spec::check_workdir(dir)?;
+            spec.workdir = Some(dir.clone());
+        }
         spec.caps = caps::keep_mask(&self.cap_add, &self.cap_drop)?;
         spec.limits = self.limits()?;
         spec.init = self.init_reaper;

@@ -258,6 +258,23 @@ fn child(
 /// Execs the guest's command; on failure reports why and exits 127.
 pub fn exec_command(spec: &GuestSpec, report: &OwnedFd) -> ! {
     sys::reset_signals();
+    // As the command's user, after the privilege drop: it must be allowed
+    // into the directory. A home that is not there is no error (login).
+    match (&spec.workdir, &spec.home) {
+        (Some(dir), _) => {
+            if let Err(e) = nix::unistd::chdir(Path::new(dir)) {
+                fail(
+                    report,
+                    b'E',
+                    &format!("working directory {dir} in the guest: {e}"),
+                )
+            }
+        }
+        (None, Some(home)) => {
+            let _ = nix::unistd::chdir(Path::new(home));
+        }
+        (None, None) => {}
+    }
     let program = Path::new(&spec.command[0]);
     let err = Linux.exec(program, &spec.command, &spec.environment(), report.as_fd());
     let kind = if err == Errno::ENOENT { b'N' } else { b'E' };

@@ -604,16 +604,32 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
 /// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
 /// namespaces and cgroups, with its privileges; returns CMD's exit status.
 /// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
-pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool) -> Result<i32> {
+/// Who `exec` and `enter` run the command as, and where; by default as
+/// init runs.
+#[derive(Debug, Default)]
+pub struct ExecAs {
+    /// `USER[:GROUP]` of the guest's /etc/passwd and /etc/group.
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+}
+
+pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecAs) -> Result<i32> {
     require_root("entering a guest")?;
     let st = running(dirs, name)?;
-    exec_in(dirs, name, st, command, tty)
+    exec_in(dirs, name, st, command, tty, who)
 }
 
 /// [`exec`] in the guest `st` records. All it needs comes from the record,
 /// never from the config, which may have been edited or removed since the
 /// guest started (as `nsenter` needs no unit file).
-fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) -> Result<i32> {
+fn exec_in(
+    dirs: &Dirs,
+    name: &str,
+    st: State,
+    command: Vec<String>,
+    tty: bool,
+    who: ExecAs,
+) -> Result<i32> {
     // Else the command's exec fails with a bare ENOTCONN.
     let root = RunDir::new(&dirs.run_dir, name).root();
     if st.root_mount == RootMount::Overlay
@@ -648,6 +664,14 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
     let mut spec = st.spec.clone();
     spec.command = command;
     spec.root = PathBuf::from("/");
+    // The guest's user database as the guest sees it now (binds included),
+    // read from inside its mount namespace, links kept inside its root.
+    if let Some(user) = &who.user {
+        spec.set_user(super::user::resolve(Path::new("/"), user)?);
+    }
+    if who.workdir.is_some() {
+        spec.workdir = who.workdir;
+    }
     // Opened here, after setns: /dev/ptmx is now the guest's devpts.
     let pty = if tty {
         Some(console::open_pty()?)
@@ -715,7 +739,7 @@ fn exec_in(dirs: &Dirs, name: &str, st: State, command: Vec<String>, tty: bool) 
 
 /// `guest enter NAME`: the configured shell, on a terminal of the guest's
 /// own when we have one.
-pub fn enter(dirs: &Dirs, name: &str) -> Result<i32> {
+pub fn enter(dirs: &Dirs, name: &str, who: ExecAs) -> Result<i32> {
     require_root("entering a guest")?;
     let mut st = running(dirs, name)?;
     // The shell it was started with; a record of an older unifs has none.
@@ -724,7 +748,7 @@ pub fn enter(dirs: &Dirs, name: &str) -> Result<i32> {
         None => GuestConfig::load(&dirs.config_dir, name)?.shell,
     };
     let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    exec_in(dirs, name, st, vec![shell], tty)
+    exec_in(dirs, name, st, vec![shell], tty, who)
 }
 
 /// One line of `list`, or `status`.

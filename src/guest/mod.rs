@@ -9,6 +9,7 @@
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
+//! - [`user`]: `--user NAME`, looked up in the guest's own /etc/passwd.
 //! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
 //!   runtime state under /run/unifs, start/stop/exec/status).
 
@@ -26,6 +27,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod user;
 
 pub use error::{Error, Result};
 pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};

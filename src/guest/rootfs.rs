@@ -296,7 +296,8 @@ pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -
         }
     }
     let gid = Gid::from_raw(spec.gid);
-    call("setgroups", sys.setgroups(&[gid]))?;
+    let groups: Vec<Gid> = spec.all_groups().into_iter().map(Gid::from_raw).collect();
+    call("setgroups", sys.setgroups(&groups))?;
     call(format!("setresgid {}", spec.gid), sys.setresgid(gid))?;
     call(
         format!("setresuid {}", spec.uid),

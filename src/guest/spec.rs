@@ -21,6 +21,19 @@ pub struct GuestSpec {
     pub env: Vec<String>,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (`--user`: the user's groups in the guest's
+    /// /etc/group); empty: `gid` alone.
+    #[serde(default)]
+    pub groups: Vec<u32>,
+    /// `--user`'s name and home in the guest (USER, LOGNAME, HOME).
+    #[serde(default)]
+    pub user_name: Option<String>,
+    #[serde(default)]
+    pub home: Option<String>,
+    /// The command's working directory in the guest (default: `home` if
+    /// it can be entered, else `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
     /// Capabilities kept, as a bit mask (see [`caps::keep_mask`]).
     pub caps: u64,
     pub limits: Limits,
@@ -51,6 +64,10 @@ impl GuestSpec {
             env: Vec::new(),
             uid: 0,
             gid: 0,
+            groups: Vec::new(),
+            user_name: None,
+            home: None,
+            workdir: None,
             caps: caps::keep_mask(&[], &[]).expect("default caps are valid"),
             limits: Limits::default(),
             init: false,
@@ -59,15 +76,39 @@ impl GuestSpec {
         }
     }
 
+    /// `--user`: runs as `account` (ids, groups, name and home).
+    pub fn set_user(&mut self, account: super::user::Account) {
+        self.uid = account.uid;
+        self.gid = account.gid;
+        self.groups = account.groups;
+        self.user_name = account.name;
+        self.home = account.home;
+    }
+
+    /// The groups the command runs with: its gid and the supplementary ones.
+    pub fn all_groups(&self) -> Vec<u32> {
+        let mut all = vec![self.gid];
+        all.extend(self.groups.iter().filter(|g| **g != self.gid));
+        all
+    }
+
     /// The environment the command starts with.
     pub fn environment(&self) -> Vec<String> {
-        let home = if self.uid == 0 { "/root" } else { "/" };
+        let home = match &self.home {
+            Some(home) => home,
+            None if self.uid == 0 => "/root",
+            None => "/",
+        };
         let mut env = vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
             format!("HOME={home}"),
             format!("HOSTNAME={}", self.hostname),
             "container=unifs".to_string(),
         ];
+        if let Some(name) = &self.user_name {
+            env.push(format!("USER={name}"));
+            env.push(format!("LOGNAME={name}"));
+        }
         if let Ok(term) = std::env::var("TERM") {
             env.push(format!("TERM={term}"));
         }
@@ -78,6 +119,19 @@ impl GuestSpec {
         }
         env
     }
+}
+
+/// Refuses a working directory that is not absolute: relative to what, in
+/// the guest?
+pub fn check_workdir(dir: &str) -> Result<()> {
+    if !dir.starts_with('/') || dir.contains('\0') {
+        return Err(Error::Invalid {
+            what: "working directory",
+            value: dir.to_string(),
+            reason: "expected an absolute path inside the guest".into(),
+        });
+    }
+    Ok(())
 }
 
 /// HOST_NAME_MAX: sethostname(2) refuses a longer name.

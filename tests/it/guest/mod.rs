@@ -13,3 +13,4 @@ mod review_s12_guest;
 mod run;
 mod run_overlay;
 mod seccomp;
+mod user;

@@ -1336,3 +1336,52 @@ fn named_exec_output_file_cannot_be_changed_by_the_guest() {
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o644, "the guest changed the host file's mode");
 }
+
+#[test]
+fn named_init_runs_as_its_configured_user_and_exec_can_pick_another() {
+    if !can_run("named_init_runs_as_its_configured_user_and_exec_can_pick_another") {
+        return;
+    }
+    let g = Guest::new(
+        "user",
+        "[\"/bin/sh\", \"-c\", \"id -u > ./init.out; pwd >> ./init.out; exec sleep 1000\"]",
+        true,
+    );
+    super::user::add_users(&g.t.root());
+    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    // Top-level keys go before the [limits] table.
+    toml = toml.replace("[limits]", "user = \"alice\"\nchdir = \"/srv\"\n[limits]");
+    std::fs::write(&config, toml).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let init_out = g.t.root().join("srv/init.out");
+    assert!(
+        super::harness::within_5s(
+            || std::fs::read_to_string(&init_out).is_ok_and(|s| s.lines().count() == 2)
+        ),
+        "init wrote nothing"
+    );
+    assert_eq!(std::fs::read_to_string(&init_out).unwrap(), "1000\n/srv\n");
+    // exec: as init by default (user and directory), or as asked.
+    let script = "id -u; id -G; pwd";
+    let out = ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", script]));
+    assert_eq!(out.lines().next(), Some("1000"), "{out}");
+    assert_eq!(out.lines().nth(2), Some("/srv"), "{out}");
+    let out = ok(&g.unifs(&[
+        "exec", &g.name, "-u", "root", "-w", "/private", "--", "/bin/sh", "-c", script,
+    ]));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["0", "0", "/private"],
+        "{out}"
+    );
+    let o = g.unifs(&["exec", &g.name, "--user", "bob", "--", "/bin/true"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("no such user"), "{}", stderr(&o));
+    let o = g.unifs(&["exec", &g.name, "-w", "/private", "--", "/bin/true"]);
+    assert!(
+        stderr(&o).contains("EACCES"),
+        "alice may not: {}",
+        stderr(&o)
+    );
+}

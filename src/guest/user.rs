@@ -1,0 +1,274 @@
+//! `--user USER[:GROUP]`: a user of the guest, looked up in the guest's own
+//! /etc/passwd and /etc/group (as nspawn's `--user` and Docker's `-u` do),
+//! never the host's.
+
+use super::{Error, Result};
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+/// What the command runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: every group of /etc/group that lists the user
+    /// by name (initgroups(3)), the primary one too.
+    pub groups: Vec<u32>,
+    /// From /etc/passwd, if the user has an entry there.
+    pub name: Option<String>,
+    pub home: Option<String>,
+}
+
+/// Password and group files are small; a bigger one is not what it seems.
+const MAX_FILE: u64 = 16 << 20;
+
+/// Resolves `user` (`NAME`, `UID`, `NAME:GROUP`, `UID:GID`, …) in the tree
+/// at `root` (the guest's `/`).
+pub fn resolve(root: &Path, user: &str) -> Result<Account> {
+    let bad = |reason: String| Error::Invalid {
+        what: "user",
+        value: user.to_string(),
+        reason,
+    };
+    let (who, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    if who.is_empty() || group == Some("") {
+        return Err(bad(
+            "expected USER or USER:GROUP (a name or a number each)".into()
+        ));
+    }
+    let passwd = read_table(root, "etc/passwd").map_err(&bad)?;
+    let entry = passwd.as_deref().and_then(|t| find_user(t, who));
+    let (uid, passwd_gid, name, home) = match (entry, who.parse::<u32>()) {
+        (Some(e), _) => (e.uid, Some(e.gid), Some(e.name), Some(e.home)),
+        (None, Ok(uid)) => (uid, None, None, None),
+        (None, Err(_)) => {
+            return Err(bad(format!(
+                "no such user in {} (the guest's own user database)",
+                root.join("etc/passwd").display()
+            )))
+        }
+    };
+    let groups_file = match (&name, group) {
+        (None, None) => None,
+        _ => read_table(root, "etc/group").map_err(&bad)?,
+    };
+    let gid = match group {
+        Some(g) => match groups_file.as_deref().and_then(|t| find_group(t, g)) {
+            Some(gid) => gid,
+            None => g.parse::<u32>().map_err(|_| {
+                bad(format!(
+                    "no such group in {}",
+                    root.join("etc/group").display()
+                ))
+            })?,
+        },
+        None => passwd_gid.ok_or_else(|| {
+            bad(format!(
+                "uid {uid} has no entry in {}, so its group is unknown: \
+                 name it too (--user {uid}:GID) or use --uid and --gid",
+                root.join("etc/passwd").display()
+            ))
+        })?,
+    };
+    let mut groups = vec![gid];
+    if let (Some(name), Some(table)) = (&name, &groups_file) {
+        for gid in member_of(table, name) {
+            if !groups.contains(&gid) {
+                groups.push(gid);
+            }
+        }
+    }
+    Ok(Account {
+        uid,
+        gid,
+        groups,
+        name,
+        home,
+    })
+}
+
+/// The file at `rel` in the tree at `root`, if there is one. Links are
+/// followed inside the tree only; anything but a regular file (a FIFO a
+/// guest put there would block the open) is refused.
+fn read_table(root: &Path, rel: &str) -> std::result::Result<Option<String>, String> {
+    let path = root.join(rel);
+    let fd = match crate::sys::open_in_root(
+        root,
+        Path::new(rel),
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let kind = meta.file_type();
+    if !kind.is_file() || kind.is_fifo() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(Some(text))
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+/// The first entry named `who`, or else the first with uid `who`, as
+/// getpwnam(3)/getpwuid(3) read the files.
+fn find_user(table: &str, who: &str) -> Option<PasswdEntry> {
+    let entries = || {
+        table.lines().filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 || f[0].is_empty() || f[0].starts_with(['+', '-', '#']) {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+            })
+        })
+    };
+    entries().find(|e| e.name == who).or_else(|| {
+        let uid: u32 = who.parse().ok()?;
+        entries().find(|e| e.uid == uid)
+    })
+}
+
+/// (name, gid, members) of each well-formed line of /etc/group.
+fn group_lines(table: &str) -> impl Iterator<Item = (&str, u32, &str)> {
+    table.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 || f[0].is_empty() || f[0].starts_with(['+', '-', '#']) {
+            return None;
+        }
+        Some((f[0], f[2].parse().ok()?, f[3]))
+    })
+}
+
+fn find_group(table: &str, group: &str) -> Option<u32> {
+    group_lines(table)
+        .find(|(name, _, _)| *name == group)
+        .map(|(_, gid, _)| gid)
+}
+
+fn member_of<'a>(table: &'a str, user: &'a str) -> impl Iterator<Item = u32> + 'a {
+    group_lines(table)
+        .filter(move |(_, _, members)| members.split(',').any(|m| m.trim() == user))
+        .map(|(_, gid, _)| gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(passwd: &str, group: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/passwd"), passwd).unwrap();
+        std::fs::write(d.path().join("etc/group"), group).unwrap();
+        d
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+        www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n\
+        alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash\n";
+    const GROUP: &str = "root:x:0:\nwww-data:x:33:\nadm:x:4:syslog,alice\n\
+        alice:x:1000:\nstaff:x:50:bob, alice\nbroken line\n";
+
+    #[test]
+    fn a_name_gets_its_ids_home_and_groups() {
+        let d = root(PASSWD, GROUP);
+        let a = resolve(d.path(), "alice").unwrap();
+        assert_eq!((a.uid, a.gid), (1000, 1000));
+        assert_eq!(a.groups, [1000, 4, 50]);
+        assert_eq!(a.home.as_deref(), Some("/home/alice"));
+        assert_eq!(a.name.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_group_given_replaces_the_primary_one() {
+        let d = root(PASSWD, GROUP);
+        let a = resolve(d.path(), "alice:www-data").unwrap();
+        assert_eq!((a.uid, a.gid), (1000, 33));
+        assert_eq!(a.groups, [33, 4, 50]);
+        let a = resolve(d.path(), "www-data:7").unwrap();
+        assert_eq!((a.uid, a.gid, a.groups), (33, 7, vec![7]));
+    }
+
+    #[test]
+    fn numbers_find_their_entry_or_need_a_group() {
+        let d = root(PASSWD, GROUP);
+        let a = resolve(d.path(), "33").unwrap();
+        assert_eq!(
+            (a.uid, a.gid, a.name.as_deref()),
+            (33, 33, Some("www-data"))
+        );
+        let a = resolve(d.path(), "4242:4242").unwrap();
+        assert_eq!(
+            (a.uid, a.gid, a.groups, a.home),
+            (4242, 4242, vec![4242], None)
+        );
+        let e = resolve(d.path(), "4242").unwrap_err().to_string();
+        assert!(e.contains("--user 4242:GID"), "{e}");
+    }
+
+    #[test]
+    fn unknown_names_and_bad_forms_are_refused_naming_the_file() {
+        let d = root(PASSWD, GROUP);
+        let e = resolve(d.path(), "mallory").unwrap_err().to_string();
+        assert!(
+            e.contains("no such user") && e.contains("etc/passwd"),
+            "{e}"
+        );
+        let e = resolve(d.path(), "alice:nogroup").unwrap_err().to_string();
+        assert!(
+            e.contains("no such group") && e.contains("etc/group"),
+            "{e}"
+        );
+        for bad in ["", ":", "alice:", ":0"] {
+            assert!(resolve(d.path(), bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_hosts_files_are_never_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        // An absolute link resolves inside the guest's tree: to nothing
+        // here, so the host file it names is not read.
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("passwd"), PASSWD).unwrap();
+        let link = d.path().join("etc/passwd");
+        std::os::unix::fs::symlink(host.path().join("passwd"), &link).unwrap();
+        let e = resolve(d.path(), "root").unwrap_err().to_string();
+        assert!(e.contains("no such user"), "{e}");
+        // A link to itself is a loop there, not the host's file.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        let e = resolve(d.path(), "root").unwrap_err().to_string();
+        assert!(
+            e.contains("etc/passwd") && e.contains("symbolic links"),
+            "{e}"
+        );
+        std::fs::remove_file(&link).unwrap();
+        nix::unistd::mkfifo(&d.path().join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = resolve(d.path(), "root").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}

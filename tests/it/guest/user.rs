@@ -1,0 +1,117 @@
+//! `--user NAME[:GROUP]` and `--chdir DIR` of `unifs run`: the user comes
+//! from the guest's own /etc/passwd and /etc/group, never the host's.
+
+use super::harness::{can_run, ok, stderr, TestRoot};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// alice (1000, home /home/alice, in adm and staff), a private /private.
+pub(super) fn add_users(root: &Path) {
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nadm:x:4:syslog,alice\nalice:x:1000:\nstaff:x:50:bob,alice\n",
+    )
+    .unwrap();
+    for (dir, owner, mode) in [
+        ("home/alice", 1000, 0o700),
+        ("srv", 1000, 0o755),
+        ("private", 0, 0o700),
+    ] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+        std::os::unix::fs::chown(root.join(dir), Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(root.join(dir), fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn run_as_a_named_user_gets_its_ids_groups_home_and_environment() {
+    if !can_run("run_as_a_named_user_gets_its_ids_groups_home_and_environment") {
+        return;
+    }
+    let t = TestRoot::new();
+    add_users(&t.root());
+    let out = ok(&t.sh(
+        &["--user", "alice"],
+        "id -u; id -g; id -G; pwd; echo $HOME $USER $LOGNAME",
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["1000", "1000"], "{out}");
+    let mut groups: Vec<&str> = lines[2].split(' ').collect();
+    groups.sort();
+    assert_eq!(groups, ["1000", "4", "50"], "{out}");
+    assert_eq!(lines[3], "/home/alice", "the home, as a login: {out}");
+    assert_eq!(lines[4], "/home/alice alice alice", "{out}");
+
+    // A group given replaces the primary one; numbers work too.
+    let out = ok(&t.sh(&["--user", "alice:staff"], "id -u; id -g"));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["1000", "50"], "{out}");
+    let out = ok(&t.sh(&["-u", "4242:4243"], "id -u; id -G; pwd; echo $HOME"));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["4242", "4243", "/", "/"],
+        "{out}"
+    );
+}
+
+#[test]
+fn run_chdir_is_entered_as_the_user_and_refused_when_it_cannot_be() {
+    if !can_run("run_chdir_is_entered_as_the_user_and_refused_when_it_cannot_be") {
+        return;
+    }
+    let t = TestRoot::new();
+    add_users(&t.root());
+    assert_eq!(ok(&t.sh(&["--chdir", "/srv"], "pwd")), "/srv\n");
+    assert_eq!(ok(&t.sh(&["-u", "alice", "-w", "/srv"], "pwd")), "/srv\n");
+    // Root may enter /private; alice may not, and the run says so.
+    assert_eq!(ok(&t.sh(&["-w", "/private"], "pwd")), "/private\n");
+    for (opts, errno) in [
+        (&["-u", "alice", "-w", "/private"][..], "EACCES"),
+        (&["-w", "/nowhere"][..], "ENOENT"),
+    ] {
+        let o = t.sh(opts, "echo ran");
+        assert_ne!(o.status.code(), Some(0), "{opts:?}");
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("ran"),
+            "{opts:?}"
+        );
+        let e = stderr(&o);
+        assert!(
+            e.contains("working directory") && e.contains(errno),
+            "{opts:?}: {e}"
+        );
+    }
+    let o = t.sh(&["-w", "srv"], "true");
+    assert!(stderr(&o).contains("absolute path"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_user_is_looked_up_in_the_guest_only() {
+    if !can_run("run_user_is_looked_up_in_the_guest_only") {
+        return;
+    }
+    let t = TestRoot::new();
+    add_users(&t.root());
+    // The host has `daemon`; the guest has not.
+    let o = t.sh(&["--user", "daemon"], "true");
+    assert_ne!(o.status.code(), Some(0));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no such user") && e.contains("etc/passwd"),
+        "{e}"
+    );
+    // A link out of the tree resolves inside it: /etc/passwd -> /host/passwd
+    // is the guest's /host/passwd, not a host file of that name.
+    let host = t.dir.path().join("host-passwd");
+    fs::write(&host, "eve:x:666:666::/:/bin/sh\n").unwrap();
+    fs::remove_file(t.root().join("etc/passwd")).unwrap();
+    std::os::unix::fs::symlink(&host, t.root().join("etc/passwd")).unwrap();
+    let e = stderr(&t.sh(&["--user", "eve"], "true"));
+    assert!(e.contains("no such user"), "{e}");
+    assert!(stderr(&t.sh(&["--user", "alice", "--uid", "3"], "true")).contains("cannot be used"));
+}
