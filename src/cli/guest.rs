@@ -7,7 +7,9 @@ use crate::guest::overlay::OverlayRoot;
 use crate::guest::spec::{
     check_hostname, check_workdir, default_stop_signal, parse_signal, HOST_NAME_MAX,
 };
-use crate::guest::{caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
+use crate::guest::{
+    caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter, Tmpfs,
+};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,14 @@ pub struct RunOptions {
     /// Bind a host path into the guest (repeatable).
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     pub binds: Vec<String>,
+    /// Mount a fresh tmpfs at DIR in the guest (repeatable), SIZE bytes at
+    /// most (256M, 1G) [default: half of RAM, counted in --memory].
+    #[arg(long = "tmpfs", value_name = "DIR[:SIZE]")]
+    pub tmpfs: Vec<String>,
+    /// Make the guest's tree read-only (its root and the filesystems below
+    /// it); /dev, /proc, /run, --tmpfs and --bind mounts are as ever.
+    #[arg(long)]
+    pub read_only: bool,
     /// Set an environment variable in the guest (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -287,6 +297,12 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|b| b.parse::<Bind>())
         .collect::<Result<_, _>>()?;
+    spec.tmpfs = a
+        .tmpfs
+        .iter()
+        .map(|t| t.parse::<Tmpfs>())
+        .collect::<Result<_, _>>()?;
+    spec.read_only = a.read_only;
     spec.env = a.env.clone();
     for e in &spec.env {
         anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");

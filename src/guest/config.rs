@@ -43,6 +43,12 @@ pub struct GuestConfig {
     /// `SRC:DST[:ro]`, as `--bind`.
     #[serde(default)]
     pub binds: Vec<String>,
+    /// `DIR[:SIZE]`, as `--tmpfs`.
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+    /// The guest's tree read-only, as `--read-only`.
+    #[serde(default)]
+    pub read_only: bool,
     /// `KEY=VALUE`.
     #[serde(default)]
     pub env: Vec<String>,
@@ -187,6 +193,12 @@ impl GuestConfig {
             .iter()
             .map(|b| b.parse::<Bind>())
             .collect::<Result<_>>()?;
+        spec.tmpfs = self
+            .tmpfs
+            .iter()
+            .map(|t| t.parse::<super::Tmpfs>())
+            .collect::<Result<_>>()?;
+        spec.read_only = self.read_only;
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
             return Err(Error::Invalid {
                 what: "env entry",
@@ -229,6 +241,40 @@ impl GuestConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_directory_tmpfs_and_read_only_reach_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "web:x:33:34::/var/www:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "www:x:34:\nlog:x:4:web\n").unwrap();
+        let text = format!(
+            "root = {:?}\nuser = \"web\"\nchdir = \"/srv\"\nread_only = true\n\
+             tmpfs = [\"/tmp:16M\", \"/var/tmp\"]\n",
+            dir.path()
+        );
+        let cfg: GuestConfig = toml::from_str(&text).unwrap();
+        let spec = cfg.spec("web", "/run/unifs/web/root".into()).unwrap();
+        assert_eq!(
+            (spec.uid, spec.gid, spec.groups.clone()),
+            (33, 34, vec![34, 4])
+        );
+        assert_eq!(spec.home.as_deref(), Some("/var/www"));
+        assert_eq!(spec.workdir.as_deref(), Some("/srv"));
+        assert!(spec.read_only);
+        assert_eq!(spec.tmpfs[0].size, Some(16 << 20));
+        assert_eq!(spec.tmpfs[1].dst, Path::new("/var/tmp"));
+        // Both ways of naming the user at once: which one?
+        let both: GuestConfig = toml::from_str(&format!("{text}uid = 5\n")).unwrap();
+        let e = both.spec("web", "/r".into()).unwrap_err().to_string();
+        assert!(e.contains("either user or uid"), "{e}");
+        let relative: GuestConfig = toml::from_str(&text.replace("\"/srv\"", "\"srv\"")).unwrap();
+        assert!(relative.spec("web", "/r".into()).is_err());
+    }
 
     #[test]
     fn a_full_config_parses_into_a_spec() {

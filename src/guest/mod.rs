@@ -30,4 +30,4 @@ pub mod sys;
 pub mod user;
 
 pub use error::{Error, Result};
-pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
+pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter, Tmpfs};

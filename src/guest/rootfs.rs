@@ -115,6 +115,27 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
         format!("making the mounts below {} nosuid,nodev", root.display()),
         sys.lock_tree(root, false),
     )?;
+    if spec.read_only {
+        // The mount points in the guest's tree first, while it is writable;
+        // ours (/dev, /proc, /run, …) are mounted on top afterwards, and
+        // stay writable.
+        for dir in ["/dev", "/proc", "/sys", "/run"] {
+            target(sys, root, dir, MountPoint::Dir)?;
+        }
+        for t in spec.tmpfs.iter().filter(|t| !on_our_mounts(&t.dst)) {
+            target(sys, root, &t.dst.to_string_lossy(), MountPoint::Dir)?;
+        }
+        for bind in spec.binds.iter().filter(|b| !on_our_mounts(&b.dst)) {
+            target(sys, root, &bind.dst.to_string_lossy(), bind_kind(bind))?;
+        }
+        call(
+            format!(
+                "making {} and the mounts below it read-only",
+                root.display()
+            ),
+            sys.lock_tree(root, true),
+        )?;
+    }
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let dev = target(sys, root, "/dev", MountPoint::Dir)?;
@@ -242,13 +263,24 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
         Some("mode=1777,size=5m"),
     )?;
 
-    for bind in &spec.binds {
-        let kind = if bind.src.is_dir() {
-            MountPoint::Dir
-        } else {
-            MountPoint::File
+    // Before the binds, so a bind may go into one.
+    for t in &spec.tmpfs {
+        let at = target(sys, root, &t.dst.to_string_lossy(), MountPoint::Dir)?;
+        let opts = match t.size {
+            Some(size) => format!("mode=1777,size={size}"),
+            None => "mode=1777".to_string(),
         };
-        let at = target(sys, root, &bind.dst.to_string_lossy(), kind)?;
+        mount(
+            sys,
+            Some(Path::new("tmpfs")),
+            &at,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&opts),
+        )?;
+    }
+    for bind in &spec.binds {
+        let at = target(sys, root, &bind.dst.to_string_lossy(), bind_kind(bind))?;
         if bind.read_only {
             read_only_bind(sys, &bind.src, &at, false)?;
         } else {
@@ -328,6 +360,21 @@ pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -
         )?;
     }
     Ok(())
+}
+
+fn bind_kind(bind: &super::Bind) -> MountPoint {
+    if bind.src.is_dir() {
+        MountPoint::Dir
+    } else {
+        MountPoint::File
+    }
+}
+
+/// A guest path on the filesystems unifs mounts (not the guest's tree).
+fn on_our_mounts(guest_path: &Path) -> bool {
+    ["/dev", "/proc", "/sys", "/run"]
+        .iter()
+        .any(|m| guest_path.starts_with(m))
 }
 
 /// The guest path `guest_path` under `root`, made ready to mount on.
@@ -538,6 +585,45 @@ mod tests {
             remounts.contains(&"/guests/t/srv".into()),
             "ro bind: {remounts:?}"
         );
+    }
+
+    #[test]
+    fn read_only_locks_the_tree_after_its_mount_points_and_before_ours() {
+        let sys = Recorder::default();
+        let mut s = spec();
+        s.read_only = true;
+        s.binds.push("/host/log:/run/log".parse().unwrap());
+        s.tmpfs = vec!["/tmp:1M".parse().unwrap()];
+        setup_root(&sys, &s, false).unwrap();
+        let calls = sys.calls();
+        let root = Path::new("/guests/t");
+        let lock = position(&calls, |c| *c == Call::LockTree(root.into(), true));
+        for at in ["dev", "proc", "sys", "run", "tmp", "srv"] {
+            let point = position(
+                &calls,
+                |c| matches!(c, Call::MountPoint(p, _) if *p == root.join(at)),
+            );
+            assert!(point < lock, "{at}: its mount point first");
+        }
+        // /run/log is on our /run tmpfs: never made in the guest's tree.
+        let made = |at: &str| {
+            calls
+                .iter()
+                .position(|c| matches!(c, Call::MountPoint(p, _) if *p == root.join(at)))
+        };
+        assert!(made("run/log").unwrap() > mounts_at(&calls, "/guests/t/run"));
+        for at in ["dev", "proc", "run", "tmp", "srv"] {
+            assert!(mounts_at(&calls, &format!("/guests/t/{at}")) > lock, "{at}");
+        }
+        let tmp = &calls[mounts_at(&calls, "/guests/t/tmp")];
+        assert!(
+            matches!(tmp, Call::Mount { data: Some(d), .. } if d == "mode=1777,size=1048576"),
+            "{tmp:?}"
+        );
+        // Without --read-only the tree is never locked read-only.
+        let sys = Recorder::default();
+        setup_root(&sys, &spec(), false).unwrap();
+        assert!(!sys.calls().contains(&Call::LockTree(root.into(), true)));
     }
 
     #[test]

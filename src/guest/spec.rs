@@ -4,7 +4,7 @@
 
 use super::{caps, Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GuestSpec {
@@ -34,6 +34,13 @@ pub struct GuestSpec {
     /// it can be entered, else `/`).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// The guest's tree (its root and the mounts below it) read-only;
+    /// /dev, /proc, /run and the binds as ever.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Fresh tmpfs mounts in the guest (on top of its tree).
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
     /// Capabilities kept, as a bit mask (see [`caps::keep_mask`]).
     pub caps: u64,
     pub limits: Limits,
@@ -68,6 +75,8 @@ impl GuestSpec {
             user_name: None,
             home: None,
             workdir: None,
+            read_only: false,
+            tmpfs: Vec::new(),
             caps: caps::keep_mask(&[], &[]).expect("default caps are valid"),
             limits: Limits::default(),
             init: false,
@@ -224,6 +233,51 @@ impl std::str::FromStr for Bind {
             src: src.into(),
             dst: dst.into(),
             read_only,
+        })
+    }
+}
+
+/// `--tmpfs DIR[:SIZE]`: a fresh tmpfs at DIR in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tmpfs {
+    pub dst: PathBuf,
+    /// Bytes; None: the kernel's default (half of RAM), bounded by the
+    /// guest's memory limit, which its pages count against.
+    pub size: Option<u64>,
+}
+
+impl std::str::FromStr for Tmpfs {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Tmpfs> {
+        let (dst, size) = match s.split_once(':') {
+            Some((dst, size)) => (dst, Some(parse_size(size)?)),
+            None => (s, None),
+        };
+        let on_proc_or_sys = ["/proc", "/sys"]
+            .iter()
+            .any(|m| Path::new(dst).starts_with(m));
+        if !dst.starts_with('/')
+            || dst == "/"
+            || dst.split('/').any(|c| c == "..")
+            || on_proc_or_sys
+        {
+            return Err(Error::Invalid {
+                what: "tmpfs",
+                value: s.to_string(),
+                reason: "expected DIR[:SIZE], DIR absolute, not / and not in /proc or /sys".into(),
+            });
+        }
+        if size == Some(0) {
+            return Err(Error::Invalid {
+                what: "tmpfs",
+                value: s.to_string(),
+                reason: "a size of 0 means no limit to tmpfs; leave it out for that".into(),
+            });
+        }
+        Ok(Tmpfs {
+            dst: dst.into(),
+            size,
         })
     }
 }

@@ -115,3 +115,47 @@ fn run_user_is_looked_up_in_the_guest_only() {
     assert!(e.contains("no such user"), "{e}");
     assert!(stderr(&t.sh(&["--user", "alice", "--uid", "3"], "true")).contains("cannot be used"));
 }
+
+#[test]
+fn run_read_only_keeps_the_tree_unchanged_with_tmpfs_and_binds_writable() {
+    if !can_run("run_read_only_keeps_the_tree_unchanged_with_tmpfs_and_binds_writable") {
+        return;
+    }
+    let t = TestRoot::new();
+    let data = t.dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let bind = format!("{}:/data", data.display());
+    for how in ["overlay", "bind"] {
+        let out = ok(&t.sh(
+            &[
+                "--root-mount", how, "--read-only", "--tmpfs", "/tmp:64k", "--tmpfs", "/scratch",
+                "--bind", &bind,
+            ],
+            "touch /x 2>&1; mkdir /etc/y 2>&1; echo > /tmp/a && echo tmp; echo > /scratch/a && echo scratch; \
+             echo > /run/a && echo run; echo > /data/a && echo data; \
+             dd if=/dev/zero of=/tmp/big bs=1k count=100 2>/dev/null || echo tmp full",
+        ));
+        assert_eq!(
+            out.matches("Read-only file system").count(),
+            2,
+            "{how}: {out}"
+        );
+        for line in ["tmp", "scratch", "run", "data", "tmp full"] {
+            assert!(out.lines().any(|l| l == line), "{how}: {line}: {out}");
+        }
+        for gone in ["x", "etc/y", "tmp/a"] {
+            assert!(!t.root().join(gone).exists(), "{how}: {gone} in the tree");
+        }
+        assert!(data.join("a").exists());
+        // The mount point was made while the tree was still writable.
+        assert!(t.root().join("scratch").is_dir());
+    }
+    // Without it, the tree is writable.
+    ok(&t.sh(&[], "touch /x"));
+    assert!(t.root().join("x").exists());
+    for bad in ["tmp", "/", "/proc/x", "/tmp:0", "/tmp:lots"] {
+        let o = t.sh(&["--tmpfs", bad], "true");
+        assert_ne!(o.status.code(), Some(0), "{bad}");
+        assert!(stderr(&o).contains("invalid"), "{bad}: {}", stderr(&o));
+    }
+}
