@@ -8,7 +8,7 @@ use crate::guest::spec::{
     check_hostname, check_workdir, default_stop_signal, parse_signal, HOST_NAME_MAX,
 };
 use crate::guest::{
-    caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter, Tmpfs,
+    caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, Rlimit, SyscallFilter, Tmpfs,
 };
 use anyhow::Context;
 use std::path::PathBuf;
@@ -100,6 +100,13 @@ pub struct RunOptions {
     /// Relative block I/O weight, 10..=1000 (needs the BFQ scheduler on v1).
     #[arg(long, value_name = "W")]
     pub io_weight: Option<u32>,
+    /// A resource limit, NAME=SOFT[:HARD] (nofile=1024:4096, core=0,
+    /// nproc=infinity; names as in `ulimit`/setrlimit(2): as, core, cpu,
+    /// data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss,
+    /// rtprio, rttime, sigpending, stack); repeatable [default: the
+    /// launcher's].
+    #[arg(long = "rlimit", value_name = "NAME=SOFT[:HARD]")]
+    pub rlimits: Vec<String>,
     /// Run the command under a small init that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
@@ -303,6 +310,11 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|t| t.parse::<Tmpfs>())
         .collect::<Result<_, _>>()?;
     spec.read_only = a.read_only;
+    spec.rlimits = a
+        .rlimits
+        .iter()
+        .map(|r| r.parse::<Rlimit>())
+        .collect::<Result<_, _>>()?;
     spec.env = a.env.clone();
     for e in &spec.env {
         anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");

@@ -49,6 +49,9 @@ pub struct GuestConfig {
     /// The guest's tree read-only, as `--read-only`.
     #[serde(default)]
     pub read_only: bool,
+    /// `NAME=SOFT[:HARD]`, as `--rlimit`.
+    #[serde(default)]
+    pub rlimits: Vec<String>,
     /// `KEY=VALUE`.
     #[serde(default)]
     pub env: Vec<String>,
@@ -199,6 +202,11 @@ impl GuestConfig {
             .map(|t| t.parse::<super::Tmpfs>())
             .collect::<Result<_>>()?;
         spec.read_only = self.read_only;
+        spec.rlimits = self
+            .rlimits
+            .iter()
+            .map(|r| r.parse::<super::Rlimit>())
+            .collect::<Result<_>>()?;
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
             return Err(Error::Invalid {
                 what: "env entry",

@@ -30,4 +30,6 @@ pub mod sys;
 pub mod user;
 
 pub use error::{Error, Result};
-pub use spec::{parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter, Tmpfs};
+pub use spec::{
+    parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, Rlimit, SyscallFilter, Tmpfs,
+};

@@ -319,6 +319,26 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
 /// ids, then the process's own sets, then no_new_privs, so neither exec nor a
 /// setuid binary can give anything back.
 pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -> Result<()> {
+    // First: raising a hard limit needs CAP_SYS_RESOURCE.
+    for r in &spec.rlimits {
+        let shown = |v: u64| match v {
+            libc::RLIM_INFINITY => "infinity".to_string(),
+            v => v.to_string(),
+        };
+        let why = match r.resource == libc::RLIMIT_NOFILE {
+            true => " (at most the kernel's fs.nr_open)",
+            false => "",
+        };
+        call(
+            format!(
+                "setting rlimit {} to {}:{}{why}",
+                r.name(),
+                shown(r.soft),
+                shown(r.hard)
+            ),
+            sys.setrlimit(r.resource, r.soft, r.hard),
+        )?;
+    }
     for cap in 0..64u32 {
         if spec.caps & (1 << cap) == 0 {
             call(

@@ -41,6 +41,10 @@ pub struct GuestSpec {
     /// Fresh tmpfs mounts in the guest (on top of its tree).
     #[serde(default)]
     pub tmpfs: Vec<Tmpfs>,
+    /// Resource limits set before the privilege drop; the others are
+    /// inherited from the launcher.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
     /// Capabilities kept, as a bit mask (see [`caps::keep_mask`]).
     pub caps: u64,
     pub limits: Limits,
@@ -77,6 +81,7 @@ impl GuestSpec {
             workdir: None,
             read_only: false,
             tmpfs: Vec::new(),
+            rlimits: Vec::new(),
             caps: caps::keep_mask(&[], &[]).expect("default caps are valid"),
             limits: Limits::default(),
             init: false,
@@ -233,6 +238,92 @@ impl std::str::FromStr for Bind {
             src: src.into(),
             dst: dst.into(),
             read_only,
+        })
+    }
+}
+
+/// `--rlimit NAME=SOFT[:HARD]`: a resource limit the guest starts with
+/// (util-vserver's per-guest rlimits, nspawn's `--rlimit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The resource's number (`RLIMIT_NOFILE`, …), from [`RLIMITS`].
+    pub resource: u32,
+    /// `RLIM_INFINITY` for unlimited.
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The resources `--rlimit` takes, by their names in setrlimit(2) and
+/// `ulimit`'s manual.
+pub const RLIMITS: &[(&str, u32)] = &[
+    ("as", libc::RLIMIT_AS),
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("locks", libc::RLIMIT_LOCKS),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE),
+    ("nice", libc::RLIMIT_NICE),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("rss", libc::RLIMIT_RSS),
+    ("rtprio", libc::RLIMIT_RTPRIO),
+    ("rttime", libc::RLIMIT_RTTIME),
+    ("sigpending", libc::RLIMIT_SIGPENDING),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+impl Rlimit {
+    /// The resource's name, as `--rlimit` takes it.
+    pub fn name(&self) -> &'static str {
+        RLIMITS
+            .iter()
+            .find(|(_, r)| *r == self.resource)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+impl std::str::FromStr for Rlimit {
+    type Err = Error;
+
+    /// `NAME=SOFT[:HARD]`: `nofile=1024:4096`, `core=0`, `RLIMIT_AS=infinity`.
+    fn from_str(s: &str) -> Result<Rlimit> {
+        let bad = |reason: String| Error::Invalid {
+            what: "rlimit",
+            value: s.to_string(),
+            reason,
+        };
+        let (name, values) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=SOFT[:HARD]".into()))?;
+        let lower = name.to_ascii_lowercase();
+        let key = lower.strip_prefix("rlimit_").unwrap_or(&lower);
+        let resource = RLIMITS
+            .iter()
+            .find(|(n, _)| *n == key)
+            .map(|(_, r)| *r)
+            .ok_or_else(|| {
+                let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
+                bad(format!("unknown resource; one of {}", names.join(", ")))
+            })?;
+        let value = |v: &str| match v {
+            "infinity" | "unlimited" => Ok(libc::RLIM_INFINITY),
+            v => v
+                .parse::<u64>()
+                .map_err(|_| bad(format!("{v:?} is not a number, `infinity` or `unlimited`"))),
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((soft, hard)) => (value(soft)?, value(hard)?),
+            None => (value(values)?, value(values)?),
+        };
+        if soft > hard {
+            return Err(bad("the soft limit is above the hard one".into()));
+        }
+        Ok(Rlimit {
+            resource,
+            soft,
+            hard,
         })
     }
 }
@@ -465,6 +556,31 @@ pub fn parse_size(s: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rlimits_parse_by_name_with_one_or_two_values() {
+        let r: Rlimit = "nofile=1024:4096".parse().unwrap();
+        assert_eq!(
+            (r.resource, r.soft, r.hard),
+            (libc::RLIMIT_NOFILE, 1024, 4096)
+        );
+        assert_eq!(r.name(), "nofile");
+        let r: Rlimit = "RLIMIT_CORE=0".parse().unwrap();
+        assert_eq!((r.resource, r.soft, r.hard), (libc::RLIMIT_CORE, 0, 0));
+        let r: Rlimit = "stack=8388608:unlimited".parse().unwrap();
+        assert_eq!(r.hard, libc::RLIM_INFINITY);
+        for bad in [
+            "nofile",
+            "files=1",
+            "nofile=x",
+            "nofile=5:4",
+            "nofile=1:2:3",
+            "=1",
+        ] {
+            let e = bad.parse::<Rlimit>().unwrap_err().to_string();
+            assert!(e.contains("rlimit"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn signals_by_name_and_number() {

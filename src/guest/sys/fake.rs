@@ -23,6 +23,7 @@ pub enum Call {
     Hostname(String),
     LoopbackUp,
     Setgroups(Vec<u32>),
+    Setrlimit(u32, u64, u64),
     Setresgid(u32),
     Setresuid(u32),
     DropBoundingCap(u32),
@@ -109,6 +110,9 @@ impl Syscall for Recorder {
     }
     fn setgroups(&self, groups: &[Gid]) -> nix::Result<()> {
         self.record(Call::Setgroups(groups.iter().map(|g| g.as_raw()).collect()))
+    }
+    fn setrlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()> {
+        self.record(Call::Setrlimit(resource, soft, hard))
     }
     fn setresgid(&self, gid: Gid) -> nix::Result<()> {
         self.record(Call::Setresgid(gid.as_raw()))

@@ -63,6 +63,7 @@ pub trait Syscall {
     fn sethostname(&self, name: &str) -> nix::Result<()>;
     fn loopback_up(&self) -> nix::Result<()>;
     fn setgroups(&self, groups: &[Gid]) -> nix::Result<()>;
+    fn setrlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()>;
     fn setresgid(&self, gid: Gid) -> nix::Result<()>;
     fn setresuid(&self, uid: Uid) -> nix::Result<()>;
     /// Drops `cap` from the bounding set, so no exec can ever grant it.
@@ -247,6 +248,16 @@ impl Syscall for Linux {
 
     fn setgroups(&self, groups: &[Gid]) -> nix::Result<()> {
         nix::unistd::setgroups(groups)
+    }
+
+    fn setrlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()> {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `limit` is a valid rlimit the call only reads; a resource
+        // number the kernel does not know is EINVAL.
+        Errno::result(unsafe { libc::setrlimit(resource as _, &limit) }).map(drop)
     }
 
     fn setresgid(&self, gid: Gid) -> nix::Result<()> {

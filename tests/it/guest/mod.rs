@@ -11,6 +11,6 @@ mod review_s11_life;
 mod review_s12_escape;
 mod review_s12_guest;
 mod run;
+mod run_options;
 mod run_overlay;
 mod seccomp;
-mod user;

@@ -1347,11 +1347,14 @@ fn named_init_runs_as_its_configured_user_and_exec_can_pick_another() {
         "[\"/bin/sh\", \"-c\", \"id -u > ./init.out; pwd >> ./init.out; exec sleep 1000\"]",
         true,
     );
-    super::user::add_users(&g.t.root());
+    super::run_options::add_users(&g.t.root());
     let config = g.config_dir.join(format!("{}.toml", g.name));
     let mut toml = std::fs::read_to_string(&config).unwrap();
     // Top-level keys go before the [limits] table.
-    toml = toml.replace("[limits]", "user = \"alice\"\nchdir = \"/srv\"\n[limits]");
+    toml = toml.replace(
+        "[limits]",
+        "user = \"alice\"\nchdir = \"/srv\"\nrlimits = [\"nofile=300:400\"]\n[limits]",
+    );
     std::fs::write(&config, toml).unwrap();
     ok(&g.unifs(&["start", &g.name]));
     let init_out = g.t.root().join("srv/init.out");
@@ -1362,11 +1365,20 @@ fn named_init_runs_as_its_configured_user_and_exec_can_pick_another() {
         "init wrote nothing"
     );
     assert_eq!(std::fs::read_to_string(&init_out).unwrap(), "1000\n/srv\n");
-    // exec: as init by default (user and directory), or as asked.
+    // exec: as init by default (user, directory, rlimits), or as asked.
     let script = "id -u; id -G; pwd";
     let out = ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", script]));
     assert_eq!(out.lines().next(), Some("1000"), "{out}");
     assert_eq!(out.lines().nth(2), Some("/srv"), "{out}");
+    let out = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "ulimit -Sn; ulimit -Hn",
+    ]));
+    assert_eq!(out, "300\n400\n");
     let out = ok(&g.unifs(&[
         "exec", &g.name, "-u", "root", "-w", "/private", "--", "/bin/sh", "-c", script,
     ]));

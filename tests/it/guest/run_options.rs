@@ -1,5 +1,6 @@
-//! `--user NAME[:GROUP]` and `--chdir DIR` of `unifs run`: the user comes
-//! from the guest's own /etc/passwd and /etc/group, never the host's.
+//! Options of `unifs run` for how the command runs: `--user NAME[:GROUP]`
+//! (from the guest's own /etc/passwd and /etc/group, never the host's),
+//! `--chdir`, `--read-only`, `--tmpfs` and `--rlimit`.
 
 use super::harness::{can_run, ok, stderr, TestRoot};
 use std::fs;
@@ -158,4 +159,35 @@ fn run_read_only_keeps_the_tree_unchanged_with_tmpfs_and_binds_writable() {
         assert_ne!(o.status.code(), Some(0), "{bad}");
         assert!(stderr(&o).contains("invalid"), "{bad}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn run_rlimits_are_the_guests_and_one_the_kernel_refuses_is_an_error() {
+    if !can_run("run_rlimits_are_the_guests_and_one_the_kernel_refuses_is_an_error") {
+        return;
+    }
+    let t = TestRoot::new();
+    let out = ok(&t.sh(
+        &["--rlimit", "nofile=100:200", "--rlimit", "core=0", "--init"],
+        "ulimit -Sn; ulimit -Hn; ulimit -c",
+    ));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["100", "200", "0"],
+        "{out}"
+    );
+    // Above fs.nr_open: no process may have it, root included.
+    let nr_open: u64 = fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let too_many = format!("nofile={}", nr_open + 1);
+    let o = t.sh(&["--rlimit", &too_many], "echo ran");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("ran"));
+    let e = stderr(&o);
+    assert!(e.contains("rlimit nofile") && e.contains("EPERM"), "{e}");
+    let e = stderr(&t.sh(&["--rlimit", "files=1"], "true"));
+    assert!(e.contains("unknown resource"), "{e}");
 }
