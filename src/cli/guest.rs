@@ -140,6 +140,7 @@ and docs/security.md.
 Examples:
   unifs run --root /srv/guests/web1 -- /bin/sh
   unifs run --root R --memory 512M --pids 200 --cpus 1 -- make -C /src
+  unifs run --root R --user builder --chdir /src --read-only --tmpfs /tmp:1G -- make
   unifs run --root R --net veth --ip 10.0.3.2/24 --host-ip 10.0.3.1/24 --init -- /usr/sbin/sshd -D";
 
 /// Where named guests' configs and runtime state live.
