@@ -68,10 +68,10 @@ pub struct RunOptions {
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Numeric user id the command runs as.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = id_parser())]
     pub uid: u32,
     /// Numeric group id the command runs as.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = id_parser())]
     pub gid: u32,
     /// The user the command runs as, USER or USER:GROUP (names or numbers),
     /// looked up in the guest's own /etc/passwd and /etc/group: its uid,
@@ -166,6 +166,12 @@ pub struct GuestDirs {
     pub run_dir: PathBuf,
 }
 
+/// A uid or gid: 4294967295 is -1, which setresuid(2) takes for
+/// "unchanged", i.e. root.
+fn id_parser() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(..i64::from(u32::MAX))
+}
+
 /// Who `guest exec`/`enter` runs the command as, and where.
 #[derive(clap::Args, Debug)]
 pub struct ExecUser {
@@ -174,8 +180,8 @@ pub struct ExecUser {
     /// [default: the user init runs as].
     #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
     pub user: Option<String>,
-    /// The working directory in the guest [default: the user's home if it
-    /// can be entered, else /].
+    /// The working directory in the guest [default: with --user, that
+    /// user's home if it can be entered, else /; without, init's].
     #[arg(long, short = 'w', value_name = "DIR")]
     pub chdir: Option<String>,
 }

@@ -55,10 +55,9 @@ pub struct GuestConfig {
     /// `KEY=VALUE`.
     #[serde(default)]
     pub env: Vec<String>,
-    #[serde(default)]
-    pub uid: u32,
-    #[serde(default)]
-    pub gid: u32,
+    /// Default 0 (root of the guest).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     /// `USER[:GROUP]` of the guest's /etc/passwd and /etc/group, instead
     /// of `uid` and `gid` (as `unifs run --user`).
     pub user: Option<String>,
@@ -215,10 +214,19 @@ impl GuestConfig {
             });
         }
         spec.env = self.env.clone();
-        spec.uid = self.uid;
-        spec.gid = self.gid;
+        spec.uid = self.uid.unwrap_or(0);
+        spec.gid = self.gid.unwrap_or(0);
+        for (what, id) in [("uid", self.uid), ("gid", self.gid)] {
+            if id == Some(u32::MAX) {
+                return Err(Error::Invalid {
+                    what,
+                    value: u32::MAX.to_string(),
+                    reason: "-1 is no id (the kernel would leave root's)".into(),
+                });
+            }
+        }
         if let Some(user) = &self.user {
-            if self.uid != 0 || self.gid != 0 {
+            if self.uid.is_some() || self.gid.is_some() {
                 return Err(Error::Invalid {
                     what: "user",
                     value: user.clone(),
@@ -277,7 +285,7 @@ mod tests {
         assert_eq!(spec.tmpfs[0].size, Some(16 << 20));
         assert_eq!(spec.tmpfs[1].dst, Path::new("/var/tmp"));
         // Both ways of naming the user at once: which one?
-        let both: GuestConfig = toml::from_str(&format!("{text}uid = 5\n")).unwrap();
+        let both: GuestConfig = toml::from_str(&format!("{text}uid = 0\n")).unwrap();
         let e = both.spec("web", "/r".into()).unwrap_err().to_string();
         assert!(e.contains("either user or uid"), "{e}");
         let relative: GuestConfig = toml::from_str(&text.replace("\"/srv\"", "\"srv\"")).unwrap();

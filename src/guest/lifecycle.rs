@@ -645,6 +645,17 @@ fn exec_in(
     if !state::alive(st.pid, st.start_time) {
         return Err(Error::NotRunning { name: name.into() });
     }
+    // The guest's user database as the guest sees it now (its mounts and
+    // binds included), through init's root, links kept inside it. Before
+    // setns: the check in `user` reopens the file through this process's
+    // /proc/self, which the guest's /proc does not show.
+    let account = match &who.user {
+        Some(user) => {
+            let root = PathBuf::from(format!("/proc/{}/root", st.pid));
+            Some(super::user::resolve(&root, user)?)
+        }
+        None => None,
+    };
     // The command joins the guest's cgroups, not this process: it stays on
     // the host (proxying `enter`'s terminal) until the command has ended,
     // and `stop` kills what it finds in them. Opened before setns hides them.
@@ -664,10 +675,10 @@ fn exec_in(
     let mut spec = st.spec.clone();
     spec.command = command;
     spec.root = PathBuf::from("/");
-    // The guest's user database as the guest sees it now (binds included),
-    // read from inside its mount namespace, links kept inside its root.
-    if let Some(user) = &who.user {
-        spec.set_user(super::user::resolve(Path::new("/"), user)?);
+    if let Some(account) = account {
+        spec.set_user(account);
+        // The user's home, not init's directory, unless one is named.
+        spec.workdir = None;
     }
     if who.workdir.is_some() {
         spec.workdir = who.workdir;

@@ -122,10 +122,10 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
         for dir in ["/dev", "/proc", "/sys", "/run"] {
             target(sys, root, dir, MountPoint::Dir)?;
         }
-        for t in spec.tmpfs.iter().filter(|t| !on_our_mounts(&t.dst)) {
+        for t in spec.tmpfs.iter().filter(|t| !on_our_mounts(spec, &t.dst)) {
             target(sys, root, &t.dst.to_string_lossy(), MountPoint::Dir)?;
         }
-        for bind in spec.binds.iter().filter(|b| !on_our_mounts(&b.dst)) {
+        for bind in spec.binds.iter().filter(|b| !on_our_mounts(spec, &b.dst)) {
             target(sys, root, &bind.dst.to_string_lossy(), bind_kind(bind))?;
         }
         call(
@@ -347,6 +347,15 @@ pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -
             )?;
         }
     }
+    // -1 to setresuid(2)/setresgid(2) is "unchanged": the command would run
+    // as root.
+    if spec.uid == u32::MAX || spec.all_groups().contains(&u32::MAX) {
+        return Err(Error::Invalid {
+            what: "user or group id",
+            value: "4294967295".into(),
+            reason: "-1 is no id (the kernel would leave root's)".into(),
+        });
+    }
     let gid = Gid::from_raw(spec.gid);
     let groups: Vec<Gid> = spec.all_groups().into_iter().map(Gid::from_raw).collect();
     call("setgroups", sys.setgroups(&groups))?;
@@ -390,11 +399,15 @@ fn bind_kind(bind: &super::Bind) -> MountPoint {
     }
 }
 
-/// A guest path on the filesystems unifs mounts (not the guest's tree).
-fn on_our_mounts(guest_path: &Path) -> bool {
+/// A guest path on the filesystems unifs mounts (/dev, /run, a --tmpfs
+/// other than itself, …), not in the guest's tree.
+fn on_our_mounts(spec: &GuestSpec, guest_path: &Path) -> bool {
+    let tmpfs = spec.tmpfs.iter().map(|t| t.dst.as_path());
     ["/dev", "/proc", "/sys", "/run"]
-        .iter()
-        .any(|m| guest_path.starts_with(m))
+        .into_iter()
+        .map(Path::new)
+        .chain(tmpfs)
+        .any(|m| guest_path != m && guest_path.starts_with(m))
 }
 
 /// The guest path `guest_path` under `root`, made ready to mount on.
@@ -613,6 +626,7 @@ mod tests {
         let mut s = spec();
         s.read_only = true;
         s.binds.push("/host/log:/run/log".parse().unwrap());
+        s.binds.push("/host/cache:/tmp/cache".parse().unwrap());
         s.tmpfs = vec!["/tmp:1M".parse().unwrap()];
         setup_root(&sys, &s, false).unwrap();
         let calls = sys.calls();
@@ -632,6 +646,8 @@ mod tests {
                 .position(|c| matches!(c, Call::MountPoint(p, _) if *p == root.join(at)))
         };
         assert!(made("run/log").unwrap() > mounts_at(&calls, "/guests/t/run"));
+        // Nor is one on a --tmpfs.
+        assert!(made("tmp/cache").unwrap() > mounts_at(&calls, "/guests/t/tmp"));
         for at in ["dev", "proc", "run", "tmp", "srv"] {
             assert!(mounts_at(&calls, &format!("/guests/t/{at}")) > lock, "{at}");
         }
@@ -691,6 +707,25 @@ mod tests {
         assert!(calls.contains(&Call::DropBoundingCap(caps::number("sys_admin").unwrap())));
         assert!(!calls.contains(&Call::DropBoundingCap(caps::number("chown").unwrap())));
         assert_eq!(calls.last(), Some(&Call::ParentDeathSignal));
+    }
+
+    #[test]
+    fn minus_one_is_refused_before_any_id_changes() {
+        for (uid, gid, groups) in [
+            (u32::MAX, 0, vec![]),
+            (5, u32::MAX, vec![]),
+            (5, 5, vec![u32::MAX]),
+        ] {
+            let sys = Recorder::default();
+            let mut s = spec();
+            (s.uid, s.gid, s.groups) = (uid, gid, groups);
+            let e = drop_privileges(&sys, &s, false).unwrap_err().to_string();
+            assert!(e.contains("no id"), "{e}");
+            assert!(!sys.calls().iter().any(|c| matches!(
+                c,
+                Call::Setresuid(_) | Call::Setresgid(_) | Call::Setgroups(_)
+            )));
+        }
     }
 
     #[test]

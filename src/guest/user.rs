@@ -4,7 +4,8 @@
 
 use super::{Error, Result};
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// What the command runs as.
@@ -74,6 +75,11 @@ pub fn resolve(root: &Path, user: &str) -> Result<Account> {
             ))
         })?,
     };
+    if uid == u32::MAX || gid == u32::MAX {
+        // To setresuid(2) and setresgid(2), -1 means "leave it as it is":
+        // root.
+        return Err(bad("uid and gid 4294967295 (-1) are no ids".into()));
+    }
     let mut groups = vec![gid];
     if let (Some(name), Some(table)) = (&name, &groups_file) {
         for gid in member_of(table, name) {
@@ -92,33 +98,68 @@ pub fn resolve(root: &Path, user: &str) -> Result<Account> {
 }
 
 /// The file at `rel` in the tree at `root`, if there is one. Links are
-/// followed inside the tree only; anything but a regular file (a FIFO a
-/// guest put there would block the open) is refused.
+/// followed inside the tree only. The launcher reads it with every
+/// privilege, so the file is first looked at without opening it (`O_PATH`)
+/// and read only if it is a regular file on a real filesystem: a guest can
+/// link /etc/passwd to a device node (opening a watchdog arms it) or to its
+/// /proc/kmsg (reading it drains the host's kernel log).
 fn read_table(root: &Path, rel: &str) -> std::result::Result<Option<String>, String> {
     let path = root.join(rel);
-    let fd = match crate::sys::open_in_root(
-        root,
-        Path::new(rel),
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-    ) {
+    let fail = |e: std::io::Error| format!("reading {}: {e}", path.display());
+    let fd = match crate::sys::open_in_root(root, Path::new(rel), libc::O_PATH) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        Err(e) => return Err(fail(e)),
     };
-    let file = std::fs::File::from(fd);
-    let meta = file
+    let meta = std::fs::File::from(fd.try_clone().map_err(fail)?)
         .metadata()
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let kind = meta.file_type();
-    if !kind.is_file() || kind.is_fifo() {
-        return Err(format!("{} is not a regular file", path.display()));
+        .map_err(fail)?;
+    let fs = crate::sys::fs_type(fd.as_fd()).map_err(fail)?;
+    if !meta.file_type().is_file() || PSEUDO_FS.contains(&fs) {
+        return Err(format!(
+            "{} is not a regular file of the guest's tree",
+            path.display()
+        ));
     }
-    let mut text = String::new();
-    file.take(MAX_FILE)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    Ok(Some(text))
+    // Reopened through the checked fd, not by name again, which the guest
+    // could change in between.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(fail)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!(
+            "{} is over {} MiB: not a user database",
+            path.display(),
+            MAX_FILE >> 20
+        ));
+    }
+    // Only names and numbers are compared; a GECOS field in Latin-1 must
+    // not make every other line unreadable.
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
+
+/// Kernel filesystems whose regular files act when read: procfs, sysfs,
+/// debugfs, tracefs, securityfs, cgroup, bpf, configfs, efivarfs, pstore.
+const PSTOREFS_MAGIC: i64 = 0x6165_676C;
+const PSEUDO_FS: &[i64] = &[
+    libc::PROC_SUPER_MAGIC,
+    libc::SYSFS_MAGIC,
+    libc::DEBUGFS_MAGIC,
+    libc::TRACEFS_MAGIC,
+    libc::SECURITYFS_MAGIC,
+    libc::CGROUP_SUPER_MAGIC,
+    libc::CGROUP2_SUPER_MAGIC,
+    libc::BPF_FS_MAGIC,
+    0x6265_6570, // configfs
+    0xde5e_81e4, // efivarfs
+    PSTOREFS_MAGIC,
+];
 
 struct PasswdEntry {
     name: String,
@@ -247,6 +288,28 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_is_not_utf8_spoils_only_itself() {
+        let mut passwd = PASSWD.as_bytes().to_vec();
+        passwd.extend_from_slice(b"bob:x:1001:1001:Jos\xe9:/home/bob:/bin/sh\n");
+        let d = root("", GROUP);
+        std::fs::write(d.path().join("etc/passwd"), passwd).unwrap();
+        assert_eq!(resolve(d.path(), "alice").unwrap().uid, 1000);
+        assert_eq!(resolve(d.path(), "bob").unwrap().uid, 1001);
+    }
+
+    #[test]
+    fn minus_one_is_no_id() {
+        let d = root(
+            "svc:x:4294967295:0::/:/bin/sh\nsvg:x:5:4294967295::/:/bin/sh\n",
+            GROUP,
+        );
+        for user in ["svc", "svg", "7:4294967295", "4294967295:0"] {
+            let e = resolve(d.path(), user).unwrap_err().to_string();
+            assert!(e.contains("no ids"), "{user}: {e}");
+        }
+    }
+
+    #[test]
     fn the_hosts_files_are_never_read() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("etc")).unwrap();
@@ -268,6 +331,18 @@ mod tests {
         );
         std::fs::remove_file(&link).unwrap();
         nix::unistd::mkfifo(&d.path().join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = resolve(d.path(), "root").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // A kernel file is not opened at all: /dev/tty would fail to open
+        // without a terminal ("No such device"), before any type check.
+        std::fs::remove_file(&link).unwrap();
+        nix::sys::stat::mknod(
+            &link,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::S_IRUSR,
+            nix::sys::stat::makedev(5, 0),
+        )
+        .unwrap();
         let e = resolve(d.path(), "root").unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }

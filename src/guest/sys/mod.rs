@@ -115,7 +115,9 @@ impl Syscall for Linux {
         if read_only {
             extra |= MsFlags::MS_RDONLY;
         }
-        for at in mounts_below(path) {
+        // The mount at `path` too, as mount_setattr's AT_RECURSIVE does.
+        let all = std::iter::once(path.to_path_buf()).chain(mounts_below(path));
+        for at in all {
             let kept = self.mount_flags(&at)?;
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | kept | extra;
             match nix::mount::mount(None::<&str>, &at, None::<&str>, flags, None::<&str>) {

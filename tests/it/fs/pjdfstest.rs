@@ -1,7 +1,7 @@
 //! pjdfstest (the POSIX filesystem test suite, Rust rewrite from crates.io)
 //! on the mount and on a plain directory of the host filesystem: every case
 //! that passes natively passes on the mount, with and without passthrough.
-//! .ci/run installs it and names it in `PJDFSTEST`.
+//! .ci/run installs it in target/pjdfstest; `PJDFSTEST` names another.
 
 use super::harness::*;
 use crate::common::require_root;

@@ -1387,6 +1387,10 @@ fn named_init_runs_as_its_configured_user_and_exec_can_pick_another() {
         ["0", "0", "/private"],
         "{out}"
     );
+    // -u without -w: the user's home (root's is not there: /), not init's
+    // directory, which that user may not be allowed into.
+    let out = ok(&g.unifs(&["exec", &g.name, "-u", "root", "--", "/bin/pwd"]));
+    assert_eq!(out, "/\n");
     let o = g.unifs(&["exec", &g.name, "--user", "bob", "--", "/bin/true"]);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("no such user"), "{}", stderr(&o));
@@ -1395,5 +1399,36 @@ fn named_init_runs_as_its_configured_user_and_exec_can_pick_another() {
         stderr(&o).contains("EACCES"),
         "alice may not: {}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn named_exec_user_never_reads_a_kernel_file_the_guest_links_in() {
+    let test = "named_exec_user_never_reads_a_kernel_file_the_guest_links_in";
+    if !can_run(test) {
+        return;
+    }
+    let g = Guest::new("kmsg", "[\"/bin/sleep\", \"1000\"]", true);
+    super::run_options::add_users(&g.t.root());
+    ok(&g.unifs(&["start", &g.name]));
+    // Guest root may not read /proc/kmsg (no CAP_SYSLOG), but the launcher
+    // looking up `-u` has every privilege: reading it there would drain the
+    // host's kernel log.
+    let link = "ln -sf /proc/kmsg /etc/passwd && ln -sf /proc/sys/kernel/hostname /etc/group";
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", link]));
+    let o = g.unifs(&["exec", &g.name, "-u", "alice", "--", "/bin/true"]);
+    assert_ne!(o.status.code(), Some(0));
+    let e = stderr(&o);
+    assert!(
+        e.contains("/etc/passwd is not a regular file of the guest's tree"),
+        "{e}"
+    );
+    let fix = "rm /etc/passwd && echo 'alice:x:1000:1000::/:/bin/sh' > /etc/passwd";
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", fix]));
+    let o = g.unifs(&["exec", &g.name, "-u", "alice", "--", "/bin/true"]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("/etc/group is not a regular file of the guest's tree"),
+        "{e}"
     );
 }

@@ -2,7 +2,8 @@
 //! (from the guest's own /etc/passwd and /etc/group, never the host's),
 //! `--chdir`, `--read-only`, `--tmpfs` and `--rlimit`.
 
-use super::harness::{can_run, ok, stderr, TestRoot};
+use super::harness::{can_run, ok, run_bounded, stderr, TestRoot};
+use crate::common::{require_strace, unifs_bin};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -190,4 +191,38 @@ fn run_rlimits_are_the_guests_and_one_the_kernel_refuses_is_an_error() {
     assert!(e.contains("rlimit nofile") && e.contains("EPERM"), "{e}");
     let e = stderr(&t.sh(&["--rlimit", "files=1"], "true"));
     assert!(e.contains("unknown resource"), "{e}");
+}
+
+#[test]
+fn run_read_only_holds_without_mount_setattr() {
+    let test = "run_read_only_holds_without_mount_setattr";
+    if !can_run(test) || !require_strace(test) {
+        return;
+    }
+    // Before Linux 5.12 there is no mount_setattr(2): each mount is
+    // remounted instead, the guest's root among them.
+    let t = TestRoot::new();
+    for how in ["bind", "overlay"] {
+        let mut cmd = std::process::Command::new("strace");
+        cmd.args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=mount_setattr:error=ENOSYS",
+        ]);
+        cmd.arg(unifs_bin())
+            .args(["run", "--root-mount", how, "--read-only", "--root"]);
+        cmd.arg(t.root()).args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "touch /x 2>&1; grep ' / ' /proc/self/mounts",
+        ]);
+        let out = ok(&run_bounded(cmd, std::time::Duration::from_secs(60)));
+        assert!(out.contains("Read-only file system"), "{how}: {out}");
+        assert!(out.contains(" ro,"), "{how}: {out}");
+        assert!(!t.root().join("x").exists(), "{how}");
+    }
 }
