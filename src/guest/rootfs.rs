@@ -413,10 +413,23 @@ fn on_our_mounts(spec: &GuestSpec, guest_path: &Path) -> bool {
 /// The guest path `guest_path` under `root`, made ready to mount on.
 fn target(sys: &impl Syscall, root: &Path, guest_path: &str, kind: MountPoint) -> Result<PathBuf> {
     let at = root.join(guest_path.trim_start_matches('/'));
-    call(
-        format!("preparing mount point {}", at.display()),
-        sys.prepare_mount_point(root, &at, kind),
-    )?;
+    let made = sys.prepare_mount_point(root, &at, kind);
+    let what = match made {
+        Ok(()) => return Ok(at),
+        // A link could lead the mount out of the tree, so none is followed.
+        Err(Errno::ELOOP) => format!(
+            "preparing mount point {} (a symlink on the way, which a mount \
+             point never follows: name the directory it leads to)",
+            at.display()
+        ),
+        Err(Errno::EROFS) => format!(
+            "preparing mount point {} (missing, on a read-only filesystem: \
+             make it in the guest's tree)",
+            at.display()
+        ),
+        Err(_) => format!("preparing mount point {}", at.display()),
+    };
+    call(what, made)?;
     Ok(at)
 }
 

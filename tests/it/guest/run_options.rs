@@ -155,6 +155,14 @@ fn run_read_only_keeps_the_tree_unchanged_with_tmpfs_and_binds_writable() {
     // Without it, the tree is writable.
     ok(&t.sh(&[], "touch /x"));
     assert!(t.root().join("x").exists());
+    // Debian's /var/run -> /run: a mount point never follows a link.
+    fs::create_dir_all(t.root().join("var")).unwrap();
+    std::os::unix::fs::symlink("/run", t.root().join("var/run")).unwrap();
+    let e = stderr(&t.sh(&["--tmpfs", "/var/run"], "true"));
+    assert!(
+        e.contains("var/run (a symlink on the way") && e.contains("leads to"),
+        "{e}"
+    );
     for bad in ["tmp", "/", "/proc/x", "/tmp:0", "/tmp:lots"] {
         let o = t.sh(&["--tmpfs", bad], "true");
         assert_ne!(o.status.code(), Some(0), "{bad}");
