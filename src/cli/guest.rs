@@ -255,6 +255,26 @@ pub enum GuestCommand {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Change the limits of a running guest in place (its config is left
+    /// as it is: the next start applies the config's)
+    Update {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        /// Memory limit (e.g. 256M, 2G).
+        #[arg(long, value_name = "SIZE")]
+        memory: Option<String>,
+        /// CPU time limit as a number of CPUs (e.g. 0.5).
+        #[arg(long, value_name = "N")]
+        cpus: Option<f64>,
+        /// Maximum number of processes and threads.
+        #[arg(long, value_name = "N")]
+        pids: Option<u64>,
+        /// Relative block I/O weight, 10..=1000.
+        #[arg(long, value_name = "W")]
+        io_weight: Option<u32>,
+        /// The guest: CONFIG_DIR/NAME.toml.
+        name: String,
+    },
     /// List guests with their state, PID and resource use.
     List {
         #[command(flatten)]
@@ -384,6 +404,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         | GuestCommand::Stop { dirs, .. }
         | GuestCommand::Enter { dirs, .. }
         | GuestCommand::Exec { dirs, .. }
+        | GuestCommand::Update { dirs, .. }
         | GuestCommand::List { dirs, .. }
         | GuestCommand::Status { dirs, .. } => dirs,
     };
@@ -452,6 +473,31 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             tty,
             who.into_lifecycle()?,
         )?),
+        GuestCommand::Update {
+            dirs: d,
+            memory,
+            cpus,
+            pids,
+            io_weight,
+            name,
+        } => {
+            let changes = Limits {
+                memory: memory.as_deref().map(parse_size).transpose()?,
+                cpus,
+                pids,
+                io_weight,
+            };
+            anyhow::ensure!(
+                !changes.is_empty(),
+                "nothing to change: give --memory, --cpus, --pids or --io-weight"
+            );
+            let now = lifecycle::update(&dirs(d), &name, &changes)?;
+            println!(
+                "guest {name} updated; its limits now: {} (its config is unchanged)",
+                describe_limits(&now)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         GuestCommand::List { dirs: d, json } => {
             let dirs = dirs(d);
             let all = lifecycle::list(&dirs)?;
@@ -518,6 +564,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(u) = s.uptime_secs {
                     println!("uptime:  {u}s");
                 }
+                if let Some(l) = &s.limits {
+                    println!("limits:  {}", describe_limits(l));
+                }
                 if let Some(e) = &s.last_exit {
                     println!("exit:    {} (init pid {})", e.describe(), e.pid);
                 }
@@ -541,6 +590,26 @@ fn state_word(s: &lifecycle::Status) -> String {
         true => "running".into(),
         false if why.is_empty() => "stopped".into(),
         false => format!("stopped ({})", why.join(", ")),
+    }
+}
+
+fn describe_limits(l: &Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = l.memory {
+        parts.push(format!("memory {}", human_bytes(m)));
+    }
+    if let Some(c) = l.cpus {
+        parts.push(format!("cpus {c}"));
+    }
+    if let Some(p) = l.pids {
+        parts.push(format!("pids {p}"));
+    }
+    if let Some(w) = l.io_weight {
+        parts.push(format!("io-weight {w}"));
+    }
+    match parts.is_empty() {
+        true => "none".into(),
+        false => parts.join(", "),
     }
 }
 

@@ -288,6 +288,31 @@ fn cpuset_init(mount: &Path, parent: &Path) -> Vec<Step> {
     steps
 }
 
+/// cgroups v1 memory: the memory+swap limit may never be below the memory
+/// limit, so a raise writes it first (a new group's is unlimited, so
+/// `create` writes the memory limit first).
+fn memsw_first_when_raising(steps: &mut [Step]) {
+    for i in 1..steps.len() {
+        let (before, after) = steps.split_at(i);
+        let (Step::Write { files, value, .. }, Step::WriteIfPresent { files: sw, .. }) =
+            (&before[i - 1], &after[0])
+        else {
+            continue;
+        };
+        let is = |f: &[PathBuf], name: &str| f.len() == 1 && f[0].ends_with(name);
+        if !is(files, "memory.limit_in_bytes") || !is(sw, "memory.memsw.limit_in_bytes") {
+            continue;
+        }
+        let now: Option<u64> = std::fs::read_to_string(&files[0])
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        let new: Option<u64> = value.parse().ok();
+        if matches!((now, new), (Some(now), Some(new)) if new > now) {
+            steps.swap(i - 1, i);
+        }
+    }
+}
+
 /// `name` may list alternatives (`a|b`: the first that exists) and end in `?`
 /// (optional refinement).
 fn writes(limit: &'static str, dir: &Path, files: Vec<(&'static str, String)>) -> Vec<Step> {
@@ -413,6 +438,27 @@ impl Cgroup {
                 .map_err(|e| Error::Setup(format!("joining the guest's cgroups: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Changes the limits of a running guest (`guest update`): the writes
+    /// [`Cgroup::create`] makes for `limits`, into the groups the guest
+    /// has. A limit needing a group it was started without (its processes
+    /// are not there) is an error.
+    pub fn update(&self, name: &str, limits: &Limits) -> Result<()> {
+        let plan = plan(&Hierarchies::detect(), name, limits, true)?;
+        if let Some(missing) = plan.groups.iter().find(|g| !self.groups.contains(g)) {
+            return Err(Error::Limit {
+                limit: "the new limits",
+                reason: format!(
+                    "they need the group {}, which the running guest has none of: \
+                     change its config and restart it",
+                    missing.display()
+                ),
+            });
+        }
+        let mut steps = plan.steps;
+        memsw_first_when_raising(&mut steps);
+        apply(&steps)
     }
 
     /// Every process in the guest's groups, and in groups below them (a

@@ -7,7 +7,7 @@ use super::config::{check_name, GuestConfig, RootMount};
 use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
-use super::{console, rootfs, Error, GuestSpec, NetMode, Result};
+use super::{console, rootfs, Error, GuestSpec, Limits, NetMode, Result};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
@@ -601,9 +601,32 @@ fn running(dirs: &Dirs, name: &str) -> Result<State> {
     }
 }
 
-/// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
-/// namespaces and cgroups, with its privileges; returns CMD's exit status.
-/// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
+/// `guest update NAME --memory …`: changes the limits of a running guest
+/// in place (its cgroups and its runtime record; the config is left as
+/// it is). Returns the limits it has now.
+pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
+    require_root("changing a guest's limits")?;
+    super::config::check_name(name)?;
+    let run = RunDir::new(&dirs.run_dir, name);
+    // Against a concurrent stop, which removes the groups and the record.
+    let _lock = run.lock()?;
+    let mut st = match read_locked(&run, name)? {
+        (Some(st), _) if st.init_alive() => st,
+        (None, _) if unrecorded(&run) => return Err(Error::Unrecorded { name: name.into() }),
+        _ => return Err(Error::NotRunning { name: name.into() }),
+    };
+    let mut limits = st.spec.limits.clone();
+    limits.memory = changes.memory.or(limits.memory);
+    limits.cpus = changes.cpus.or(limits.cpus);
+    limits.pids = changes.pids.or(limits.pids);
+    limits.io_weight = changes.io_weight.or(limits.io_weight);
+    limits.check()?;
+    st.cgroup.update(&run.cgroup_name(), changes)?;
+    st.spec.limits = limits.clone();
+    run.write(&st)?;
+    Ok(limits)
+}
+
 /// Who `exec` and `enter` run the command as, and where; by default as
 /// init runs.
 #[derive(Debug, Default)]
@@ -612,6 +635,10 @@ pub struct ExecAs {
     pub user: Option<String>,
     pub workdir: Option<String>,
 }
+
+/// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
+/// namespaces and cgroups, with its privileges; returns CMD's exit status.
+/// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
 
 pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecAs) -> Result<i32> {
     require_root("entering a guest")?;
@@ -781,6 +808,8 @@ pub struct Status {
     pub memory_bytes: Option<u64>,
     pub processes: Option<u64>,
     pub uptime_secs: Option<u64>,
+    /// The limits it runs under (as started, or as `update` changed them).
+    pub limits: Option<Limits>,
     /// How the last init ended, while stopped (until the next start): seen
     /// by its keeper; None if unknown (an older unifs, a killed keeper).
     pub last_exit: Option<state::Exit>,
@@ -824,6 +853,7 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         processes: cgroup.and_then(|c| c.pids_current().or(Some(c.pids().len() as u64))),
         uptime_secs: live.map(|s| now.saturating_sub(s.started)),
+        limits: live.map(|s| s.spec.limits.clone()),
         last_exit: (!running && unrecorded.is_none())
             .then(|| run.read_exit())
             .flatten()

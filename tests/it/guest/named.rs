@@ -1432,3 +1432,66 @@ fn named_exec_user_never_reads_a_kernel_file_the_guest_links_in() {
         "{e}"
     );
 }
+
+/// The value of cgroup control file `file` in whichever of the running
+/// guest's groups has it.
+fn cgroup_value(g: &Guest, file: &str) -> Option<String> {
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(g.run_dir.join(&g.name).join("state.json")).unwrap())
+            .unwrap();
+    rec["cgroup"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| Path::new(d.as_str().unwrap()).join(file))
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .map(|v| v.trim().to_string())
+}
+
+#[test]
+fn named_update_changes_a_running_guests_limits_in_place() {
+    if !can_run("named_update_changes_a_running_guests_limits_in_place") {
+        return;
+    }
+    let g = Guest::new("update", "[\"/bin/sleep\", \"1000\"]", true);
+    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let before_config = std::fs::read_to_string(&config).unwrap();
+    let o = g.unifs(&["update", "--pids", "100", &g.name]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.state()["pid"].as_i64().unwrap();
+    assert_eq!(cgroup_value(&g, "pids.max").as_deref(), Some("64"));
+
+    let out = ok(&g.unifs(&["update", "--pids", "100", "--memory", "64M", &g.name]));
+    assert!(
+        out.contains("pids 100") && out.contains("memory 64.0M"),
+        "{out}"
+    );
+    assert_eq!(cgroup_value(&g, "pids.max").as_deref(), Some("100"));
+    let memory = |g: &Guest| {
+        cgroup_value(g, "memory.max").or_else(|| cgroup_value(g, "memory.limit_in_bytes"))
+    };
+    assert_eq!(memory(&g), Some((64u64 << 20).to_string()));
+    // Up (v1 wants memory+swap raised first) and down again.
+    ok(&g.unifs(&["update", "--memory", "256M", &g.name]));
+    assert_eq!(memory(&g), Some((256u64 << 20).to_string()));
+    if let Some(sw) = cgroup_value(&g, "memory.memsw.limit_in_bytes") {
+        assert_eq!(sw, (256u64 << 20).to_string());
+    }
+    ok(&g.unifs(&["update", "--memory", "32M", &g.name]));
+    assert_eq!(memory(&g), Some((32u64 << 20).to_string()));
+
+    // status shows them; the guest ran on untouched; its config is as it was.
+    let st = g.state();
+    assert_eq!(st["limits"]["pids"], 100, "{st}");
+    assert_eq!(st["limits"]["memory"], 32u64 << 20, "{st}");
+    assert_eq!(st["pid"].as_i64(), Some(pid));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before_config);
+    assert!(ok(&g.unifs(&["status", &g.name])).contains("limits:  memory 32.0M, pids 100"));
+
+    let o = g.unifs(&["update", &g.name]);
+    assert!(stderr(&o).contains("nothing to change"), "{}", stderr(&o));
+    let o = g.unifs(&["update", "--cpus", "0", &g.name]);
+    assert!(stderr(&o).contains("invalid"), "{}", stderr(&o));
+    assert_eq!(cgroup_value(&g, "pids.max").as_deref(), Some("100"));
+}
