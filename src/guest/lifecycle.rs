@@ -639,7 +639,6 @@ pub struct ExecAs {
 /// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
 /// namespaces and cgroups, with its privileges; returns CMD's exit status.
 /// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
-
 pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecAs) -> Result<i32> {
     require_root("entering a guest")?;
     let st = running(dirs, name)?;
