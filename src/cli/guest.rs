@@ -275,6 +275,17 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
+    /// List a running guest's processes, seen from the host (its own PIDs
+    /// too, as `vps` shows them): init first, `exec` sessions included
+    Ps {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        /// Print the result as JSON (fields: docs/store-format.md).
+        #[arg(long)]
+        json: bool,
+        /// The guest: CONFIG_DIR/NAME.toml.
+        name: String,
+    },
     /// List guests with their state, PID and resource use.
     List {
         #[command(flatten)]
@@ -405,6 +416,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         | GuestCommand::Enter { dirs, .. }
         | GuestCommand::Exec { dirs, .. }
         | GuestCommand::Update { dirs, .. }
+        | GuestCommand::Ps { dirs, .. }
         | GuestCommand::List { dirs, .. }
         | GuestCommand::Status { dirs, .. } => dirs,
     };
@@ -496,6 +508,39 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 "guest {name} updated; its limits now: {} (its config is unchanged)",
                 describe_limits(&now)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Ps {
+            dirs: d,
+            json,
+            name,
+        } => {
+            let all = lifecycle::processes(&dirs(d), &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:>8} {:>9} {:>6} {:>8} {:>8} S COMMAND",
+                "PID", "GUEST-PID", "UID", "RSS", "TIME"
+            );
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            for p in &all {
+                let time = p.cpu_secs.map(|t| {
+                    let t = t as u64;
+                    format!("{}:{:02}", t / 60, t % 60)
+                });
+                println!(
+                    "{:>8} {:>9} {:>6} {:>8} {:>8} {} {}",
+                    p.pid,
+                    or_dash(p.guest_pid.map(|g| g.to_string())),
+                    or_dash(p.uid.map(|u| u.to_string())),
+                    or_dash(p.rss_bytes.map(human_bytes)),
+                    or_dash(time),
+                    p.state.unwrap_or('?'),
+                    p.command
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::List { dirs: d, json } => {

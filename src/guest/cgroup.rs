@@ -159,6 +159,7 @@ pub fn plan(h: &Hierarchies, name: &str, limits: &Limits, track: bool) -> Result
         ));
     }
     if let Some(c) = limits.cpus {
+        // Limits::check keeps it in the kernel's range (1 ms and up).
         let quota = ((c * CFS_PERIOD as f64).round() as u64).max(1000);
         wanted.push((
             "--cpus",
@@ -286,6 +287,78 @@ fn cpuset_init(mount: &Path, parent: &Path) -> Vec<Step> {
         value: "1".into(),
     });
     steps
+}
+
+/// The kernel's refusal of a limit, with what to do about it.
+fn refused(limit: &'static str, file: &Path, value: &str, e: std::io::Error) -> Error {
+    let dir = file.parent().unwrap_or(file);
+    let used = [
+        "memory.current",
+        "memory.usage_in_bytes",
+        "memory.memsw.usage_in_bytes",
+    ]
+    .iter()
+    .find_map(|f| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    let hint = match (limit, e.raw_os_error(), used) {
+        ("--memory", Some(libc::EBUSY), Some(used)) => format!(
+            " (the guest uses {used} bytes and the kernel could not reclaim enough: free \
+             memory in it, or choose a higher limit; no limit was changed)"
+        ),
+        _ => " (no limit was changed)".to_string(),
+    };
+    Error::Limit {
+        limit,
+        reason: format!("writing {value:?} to {}: {e}{hint}", file.display()),
+    }
+}
+
+/// cgroups v1 cpu: no group may have a larger share than the one above it,
+/// and the guest may have set its own groups' quotas (a cgroup mount in a
+/// user namespace of its own). Before the quota in `file` goes down to
+/// `value`, every group below it is brought under it, deepest first; each
+/// change goes into `done` (file, old value).
+fn clamp_v1_quotas_below(
+    file: &Path,
+    value: &str,
+    done: &mut Vec<(PathBuf, String)>,
+) -> Result<()> {
+    let Some(dir) = file.parent() else {
+        return Ok(());
+    };
+    let read = |d: &Path, f: &str| -> Option<i64> {
+        std::fs::read_to_string(d.join(f)).ok()?.trim().parse().ok()
+    };
+    let (Ok(quota), Some(period)) = (value.parse::<i64>(), read(dir, "cpu.cfs_period_us")) else {
+        return Ok(());
+    };
+    if quota <= 0 {
+        return Ok(());
+    }
+    for below in subtree(dir).into_iter().skip(1).rev() {
+        let (Some(q), Some(p)) = (
+            read(&below, "cpu.cfs_quota_us"),
+            read(&below, "cpu.cfs_period_us"),
+        ) else {
+            continue;
+        };
+        // Shares compared as quota/period, as the kernel does.
+        if q > 0 && q as i128 * period as i128 > quota as i128 * p as i128 {
+            let clamped = ((quota as i128 * p as i128) / period as i128).max(1000) as i64;
+            let at = below.join("cpu.cfs_quota_us");
+            std::fs::write(&at, clamped.to_string()).map_err(|e| Error::Limit {
+                limit: "--cpus",
+                reason: format!("lowering {} to {clamped} first: {e}", at.display()),
+            })?;
+            done.push((at, q.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// cgroups v1 memory: the memory+swap limit may never be below the memory
@@ -442,8 +515,9 @@ impl Cgroup {
 
     /// Changes the limits of a running guest (`guest update`): the writes
     /// [`Cgroup::create`] makes for `limits`, into the groups the guest
-    /// has. A limit needing a group it was started without (its processes
-    /// are not there) is an error.
+    /// has, all or none: a write the kernel refuses (memory the guest uses
+    /// and cannot give back) puts back those made before it. A limit
+    /// needing a group it was started without is an error.
     pub fn update(&self, name: &str, limits: &Limits) -> Result<()> {
         let plan = plan(&Hierarchies::detect(), name, limits, true)?;
         if let Some(missing) = plan.groups.iter().find(|g| !self.groups.contains(g)) {
@@ -456,9 +530,45 @@ impl Cgroup {
                 ),
             });
         }
-        let mut steps = plan.steps;
-        memsw_first_when_raising(&mut steps);
-        apply(&steps)
+        let (set_up, mut writes): (Vec<Step>, Vec<Step>) = plan.steps.into_iter().partition(|s| {
+            !matches!(s, Step::Write { limit, .. } if !limit.starts_with("cgroup"))
+                && !matches!(s, Step::WriteIfPresent { .. })
+        });
+        apply(&set_up)?;
+        memsw_first_when_raising(&mut writes);
+        let mut done: Vec<(PathBuf, String)> = Vec::new();
+        let result = writes.iter().try_for_each(|step| {
+            let (limit, files, value, required) = match step {
+                Step::Write {
+                    limit,
+                    files,
+                    value,
+                } => (*limit, files, value, true),
+                Step::WriteIfPresent { files, value } => ("--memory", files, value, false),
+                _ => return Ok(()),
+            };
+            let Some(file) = files.iter().find(|f| f.exists()) else {
+                return match required {
+                    true => apply(std::slice::from_ref(step)),
+                    false => Ok(()),
+                };
+            };
+            let old = std::fs::read_to_string(file).unwrap_or_default();
+            if file.ends_with("cpu.cfs_quota_us") {
+                clamp_v1_quotas_below(file, value, &mut done)?;
+            }
+            std::fs::write(file, value).map_err(|e| refused(limit, file, value, e))?;
+            done.push((file.clone(), old.trim().to_string()));
+            Ok(())
+        });
+        if result.is_err() {
+            for (file, old) in done.iter().rev() {
+                if let Err(e) = std::fs::write(file, old) {
+                    tracing::warn!("putting {old:?} back into {}: {e}", file.display());
+                }
+            }
+        }
+        result
     }
 
     /// Every process in the guest's groups, and in groups below them (a

@@ -627,6 +627,15 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     Ok(limits)
 }
 
+/// `guest ps NAME`: the processes in the running guest's cgroups (those of
+/// `exec` sessions too), init first.
+pub fn processes(dirs: &Dirs, name: &str) -> Result<Vec<super::ps::Process>> {
+    let st = running(dirs, name)?;
+    let mut all = super::ps::processes(&st.cgroup.pids());
+    all.sort_by_key(|p| (p.pid != st.pid, p.guest_pid, p.pid));
+    Ok(all)
+}
+
 /// Who `exec` and `enter` run the command as, and where; by default as
 /// init runs.
 #[derive(Debug, Default)]
@@ -678,7 +687,13 @@ fn exec_in(
     let account = match &who.user {
         Some(user) => {
             let root = PathBuf::from(format!("/proc/{}/root", st.pid));
-            Some(super::user::resolve(&root, user)?)
+            let dir = std::fs::File::open(&root).map_err(|e| Error::io("opening", &root, e))?;
+            // Init's root only while init still runs: its PID cannot have
+            // gone to another process before this check.
+            if !state::alive(st.pid, st.start_time) {
+                return Err(Error::NotRunning { name: name.into() });
+            }
+            Some(super::user::resolve_in(&dir, &root, user)?)
         }
         None => None,
     };

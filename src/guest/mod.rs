@@ -9,6 +9,7 @@
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
+//! - [`ps`]: a running guest's processes, seen from the host.
 //! - [`user`]: `--user NAME`, looked up in the guest's own /etc/passwd.
 //! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
 //!   runtime state under /run/unifs, start/stop/exec/status).
@@ -22,6 +23,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod net;
 pub mod overlay;
+pub mod ps;
 mod rootfs;
 pub mod seccomp;
 pub mod spec;

@@ -418,8 +418,9 @@ fn target(sys: &impl Syscall, root: &Path, guest_path: &str, kind: MountPoint) -
         Ok(()) => return Ok(at),
         // A link could lead the mount out of the tree, so none is followed.
         Err(Errno::ELOOP) => format!(
-            "preparing mount point {} (a symlink on the way, which a mount \
-             point never follows: name the directory it leads to)",
+            "preparing mount point {} (a symlink there or on the way, which a \
+             mount point never follows: make it a real directory in the \
+             guest's tree, or mount on the one it leads to)",
             at.display()
         ),
         Err(Errno::EROFS) => format!(

@@ -391,14 +391,17 @@ impl Limits {
     }
 
     pub fn check(&self) -> Result<()> {
+        const MAX_CPUS: f64 = 1_000_000.0;
+        const PID_MAX_LIMIT: u64 = 4 << 20;
         let bad = |what, value: String, reason: &str| Error::Invalid {
             what,
             value,
             reason: reason.into(),
         };
         if let Some(c) = self.cpus {
-            if !(c > 0.0 && c.is_finite()) {
-                return Err(bad("--cpus", c.to_string(), "must be above 0"));
+            // The kernel's quota is 1 ms to about 17,592 s per 100 ms.
+            if !(0.01..=MAX_CPUS).contains(&c) {
+                return Err(bad("--cpus", c.to_string(), "must be 0.01..=1000000"));
             }
         }
         if let Some(w) = self.io_weight {
@@ -406,8 +409,12 @@ impl Limits {
                 return Err(bad("--io-weight", w.to_string(), "must be 10..=1000"));
             }
         }
-        if self.pids == Some(0) {
-            return Err(bad("--pids", "0".into(), "must be at least 1"));
+        if let Some(p) = self.pids.filter(|p| !(1..=PID_MAX_LIMIT).contains(p)) {
+            return Err(bad(
+                "--pids",
+                p.to_string(),
+                "must be 1..=4194304 (the kernel's most PIDs)",
+            ));
         }
         if self.memory.is_some_and(|m| m < 1 << 20) {
             return Err(bad(

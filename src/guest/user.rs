@@ -27,6 +27,12 @@ const MAX_FILE: u64 = 16 << 20;
 /// Resolves `user` (`NAME`, `UID`, `NAME:GROUP`, `UID:GID`, …) in the tree
 /// at `root` (the guest's `/`).
 pub fn resolve(root: &Path, user: &str) -> Result<Account> {
+    let dir = std::fs::File::open(root).map_err(|e| Error::io("opening", root, e))?;
+    resolve_in(&dir, root, user)
+}
+
+/// [`resolve`] in the tree open as `dir`, named `root` in messages.
+pub fn resolve_in(dir: &std::fs::File, root: &Path, user: &str) -> Result<Account> {
     let bad = |reason: String| Error::Invalid {
         what: "user",
         value: user.to_string(),
@@ -41,7 +47,7 @@ pub fn resolve(root: &Path, user: &str) -> Result<Account> {
             "expected USER or USER:GROUP (a name or a number each)".into()
         ));
     }
-    let passwd = read_table(root, "etc/passwd").map_err(&bad)?;
+    let passwd = read_table(dir, root, "etc/passwd").map_err(&bad)?;
     let entry = passwd.as_deref().and_then(|t| find_user(t, who));
     let (uid, passwd_gid, name, home) = match (entry, who.parse::<u32>()) {
         (Some(e), _) => (e.uid, Some(e.gid), Some(e.name), Some(e.home)),
@@ -55,7 +61,7 @@ pub fn resolve(root: &Path, user: &str) -> Result<Account> {
     };
     let groups_file = match (&name, group) {
         (None, None) => None,
-        _ => read_table(root, "etc/group").map_err(&bad)?,
+        _ => read_table(dir, root, "etc/group").map_err(&bad)?,
     };
     let gid = match group {
         Some(g) => match groups_file.as_deref().and_then(|t| find_group(t, g)) {
@@ -103,10 +109,14 @@ pub fn resolve(root: &Path, user: &str) -> Result<Account> {
 /// and read only if it is a regular file on a real filesystem: a guest can
 /// link /etc/passwd to a device node (opening a watchdog arms it) or to its
 /// /proc/kmsg (reading it drains the host's kernel log).
-fn read_table(root: &Path, rel: &str) -> std::result::Result<Option<String>, String> {
+fn read_table(
+    dir: &std::fs::File,
+    root: &Path,
+    rel: &str,
+) -> std::result::Result<Option<String>, String> {
     let path = root.join(rel);
     let fail = |e: std::io::Error| format!("reading {}: {e}", path.display());
-    let fd = match crate::sys::open_in_root(root, Path::new(rel), libc::O_PATH) {
+    let fd = match crate::sys::open_in_root_fd(dir.as_fd(), Path::new(rel), libc::O_PATH) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(e)),

@@ -161,10 +161,14 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<std::path::PathBu
 /// Opens `path` inside the tree at `root` as [`resolve_in_root`] resolves
 /// it.
 pub fn open_in_root(root: &Path, path: &Path, flags: i32) -> io::Result<OwnedFd> {
-    let dir = std::fs::File::open(root)?;
+    open_in_root_fd(std::fs::File::open(root)?.as_fd(), path, flags)
+}
+
+/// [`open_in_root`] for a root already open as `root`.
+pub fn open_in_root_fd(root: BorrowedFd, path: &Path, flags: i32) -> io::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     openat2(
-        dir.as_fd(),
+        root,
         rel,
         flags,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,

@@ -1495,3 +1495,91 @@ fn named_update_changes_a_running_guests_limits_in_place() {
     assert!(stderr(&o).contains("invalid"), "{}", stderr(&o));
     assert_eq!(cgroup_value(&g, "pids.max").as_deref(), Some("100"));
 }
+
+/// The guest's group in the hierarchy whose groups have `file`.
+fn group_with(g: &Guest, file: &str) -> Option<PathBuf> {
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(g.run_dir.join(&g.name).join("state.json")).unwrap())
+            .unwrap();
+    rec["cgroup"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| PathBuf::from(d.as_str().unwrap()))
+        .find(|d| d.join(file).exists())
+}
+
+#[test]
+fn named_update_is_all_or_nothing_and_brings_the_guests_own_groups_under_it() {
+    let test = "named_update_is_all_or_nothing_and_brings_the_guests_own_groups_under_it";
+    if !can_run(test) {
+        return;
+    }
+    let g = Guest::new("update2", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    ok(&g.unifs(&["update", "--memory", "256M", "--cpus", "1", &g.name]));
+    let before = (cgroup_value(&g, "pids.max"), g.state()["limits"].clone());
+
+    // v1 refuses a memory limit under what the guest cannot give back
+    // (tmpfs pages, no swap); v2 would take it and OOM-kill instead.
+    let v1_memory = group_with(&g, "memory.limit_in_bytes");
+    let no_swap = std::fs::read_to_string("/proc/swaps")
+        .unwrap()
+        .lines()
+        .count()
+        <= 1;
+    if v1_memory.is_some() && no_swap {
+        let fill = "head -c 40000000 /dev/zero > /run/fill";
+        ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", fill]));
+        let o = g.unifs(&[
+            "update", "--pids", "10", "--cpus", "0.5", "--memory", "8M", &g.name,
+        ]);
+        assert_ne!(o.status.code(), Some(0));
+        let e = stderr(&o);
+        assert!(
+            e.contains("free memory in it") && e.contains("no limit was changed"),
+            "{e}"
+        );
+        assert_eq!(
+            (cgroup_value(&g, "pids.max"), g.state()["limits"].clone()),
+            before
+        );
+        let cpu = group_with(&g, "cpu.cfs_quota_us");
+        if let Some(cpu) = cpu {
+            let quota = std::fs::read_to_string(cpu.join("cpu.cfs_quota_us")).unwrap();
+            assert_eq!(quota.trim(), "100000", "--cpus put back");
+        }
+        assert_eq!(memory_limit(&g), Some((256u64 << 20).to_string()));
+    } else {
+        eprintln!("{test}: no v1 memory controller without swap here; the refusal is not tried");
+    }
+
+    // A v1 cpu group of the guest's own (it may make them in a cgroup
+    // mount of its own) with a larger share would block a lower quota.
+    if let Some(cpu) = group_with(&g, "cpu.cfs_quota_us") {
+        let own = cpu.join("guest/own");
+        std::fs::create_dir(&own).unwrap();
+        std::fs::write(own.join("cpu.cfs_quota_us"), "90000").unwrap();
+        ok(&g.unifs(&["update", "--cpus", "0.5", &g.name]));
+        let read = |d: &Path| std::fs::read_to_string(d.join("cpu.cfs_quota_us")).unwrap();
+        assert_eq!(read(&cpu).trim(), "50000");
+        assert_eq!(read(&own).trim(), "50000", "brought under the new quota");
+        let _ = std::fs::remove_dir(&own);
+    }
+    for (opt, value) in [
+        ("--cpus", "0.001"),
+        ("--cpus", "1e9"),
+        ("--pids", "99999999"),
+    ] {
+        let o = g.unifs(&["update", opt, value, &g.name]);
+        assert!(
+            stderr(&o).contains("must be"),
+            "{opt} {value}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+fn memory_limit(g: &Guest) -> Option<String> {
+    cgroup_value(g, "memory.max").or_else(|| cgroup_value(g, "memory.limit_in_bytes"))
+}

@@ -160,7 +160,7 @@ fn run_read_only_keeps_the_tree_unchanged_with_tmpfs_and_binds_writable() {
     std::os::unix::fs::symlink("/run", t.root().join("var/run")).unwrap();
     let e = stderr(&t.sh(&["--tmpfs", "/var/run"], "true"));
     assert!(
-        e.contains("var/run (a symlink on the way") && e.contains("leads to"),
+        e.contains("var/run (a symlink there") && e.contains("leads to"),
         "{e}"
     );
     for bad in ["tmp", "/", "/proc/x", "/tmp:0", "/tmp:lots"] {
