@@ -1583,3 +1583,50 @@ fn named_update_is_all_or_nothing_and_brings_the_guests_own_groups_under_it() {
 fn memory_limit(g: &Guest) -> Option<String> {
     cgroup_value(g, "memory.max").or_else(|| cgroup_value(g, "memory.limit_in_bytes"))
 }
+
+#[test]
+fn named_ps_lists_the_guests_processes_with_their_own_pids() {
+    if !can_run("named_ps_lists_the_guests_processes_with_their_own_pids") {
+        return;
+    }
+    let g = Guest::new("ps", "[\"/bin/sleep\", \"1000\"]", false);
+    let o = g.unifs(&["ps", &g.name]);
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    ok(&g.unifs(&["start", &g.name]));
+    let init = g.state()["pid"].as_i64().unwrap();
+    // A process that outlives its exec session, as a daemon the guest runs.
+    let daemon = "/bin/sleep 999 </dev/null >/dev/null 2>&1 &";
+    ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "-u",
+        "4242:4242",
+        "--",
+        "/bin/sh",
+        "-c",
+        daemon,
+    ]));
+    let listed = || -> serde_json::Value {
+        serde_json::from_str(&ok(&g.unifs(&["ps", "--json", &g.name]))).unwrap()
+    };
+    let two = super::harness::within_5s(|| listed().as_array().unwrap().len() == 2);
+    assert!(two, "{}", listed());
+    let all = listed();
+    let (first, worker) = (&all[0], &all[1]);
+    assert_eq!(first["pid"].as_i64(), Some(init), "init first: {all}");
+    assert_eq!(first["guest_pid"], 1, "{all}");
+    assert_eq!(first["command"], "/bin/sleep 1000", "{all}");
+    assert_eq!(worker["uid"], 4242, "{all}");
+    assert_eq!(worker["command"], "/bin/sleep 999", "{all}");
+    let (host, own) = (
+        worker["pid"].as_i64().unwrap(),
+        worker["guest_pid"].as_i64().unwrap(),
+    );
+    assert!(alive(host) && own > 1 && own != host, "{all}");
+    let text = ok(&g.unifs(&["ps", &g.name]));
+    assert!(text.starts_with("     PID GUEST-PID"), "{text}");
+    assert!(
+        text.contains(&format!("{host} ")) && text.contains("/bin/sleep 999"),
+        "{text}"
+    );
+}
