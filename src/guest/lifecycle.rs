@@ -287,8 +287,18 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
     }
 }
 
+/// A console log over this is set aside as `console.log.1` (replacing the
+/// one before) when the guest starts: the log is appended to across
+/// starts, and RUN_DIR is usually a tmpfs, whose pages outlive the
+/// guest's memory limit once it stops.
+pub const CONSOLE_ROTATE_BYTES: u64 = 4 << 20;
+
 fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
     let console = run.console();
+    if std::fs::metadata(&console).is_ok_and(|m| m.len() > CONSOLE_ROTATE_BYTES) {
+        let old = console.with_extension("log.1");
+        std::fs::rename(&console, &old).map_err(|e| Error::io("setting aside", &console, e))?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

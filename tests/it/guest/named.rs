@@ -1630,3 +1630,31 @@ fn named_ps_lists_the_guests_processes_with_their_own_pids() {
         "{text}"
     );
 }
+
+#[test]
+fn named_start_sets_a_long_console_log_aside() {
+    if !can_run("named_start_sets_a_long_console_log_aside") {
+        return;
+    }
+    let g = Guest::new(
+        "console",
+        "[\"/bin/sh\", \"-c\", \"echo booted; exec sleep 1000\"]",
+        false,
+    );
+    let dir = g.run_dir.join(&g.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("console.log");
+    let big = vec![b'x'; 5 << 20];
+    std::fs::write(&log, &big).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    assert!(super::harness::within_5s(
+        || std::fs::read(&log).is_ok_and(|l| l == b"booted\n")
+    ));
+    assert_eq!(std::fs::read(dir.join("console.log.1")).unwrap(), big);
+    // A short one is appended to, as ever.
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    ok(&g.unifs(&["start", &g.name]));
+    assert!(super::harness::within_5s(
+        || std::fs::read(&log).is_ok_and(|l| l == b"booted\nbooted\n")
+    ));
+}
