@@ -5,11 +5,9 @@ use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
 use crate::guest::spec::{
-    check_hostname, check_workdir, default_stop_signal, parse_signal, HOST_NAME_MAX,
+    check_hostname, check_workdir, default_stop_signal, parse_all, parse_signal, HOST_NAME_MAX,
 };
-use crate::guest::{
-    caps, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, Rlimit, SyscallFilter, Tmpfs,
-};
+use crate::guest::{caps, parse_size, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -337,22 +335,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         bridge: a.bridge.clone(),
         gateway: a.gateway.clone(),
     };
-    spec.binds = a
-        .binds
-        .iter()
-        .map(|b| b.parse::<Bind>())
-        .collect::<Result<_, _>>()?;
-    spec.tmpfs = a
-        .tmpfs
-        .iter()
-        .map(|t| t.parse::<Tmpfs>())
-        .collect::<Result<_, _>>()?;
+    spec.binds = parse_all(&a.binds)?;
+    spec.tmpfs = parse_all(&a.tmpfs)?;
     spec.read_only = a.read_only;
-    spec.rlimits = a
-        .rlimits
-        .iter()
-        .map(|r| r.parse::<Rlimit>())
-        .collect::<Result<_, _>>()?;
+    spec.rlimits = parse_all(&a.rlimits)?;
     spec.env = a.env.clone();
     for e in &spec.env {
         anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");

@@ -1,6 +1,6 @@
 //! Named guests' configs: `CONFIG_DIR/NAME.toml` (default /etc/unifs/guests).
 
-use super::{caps, parse_size, Bind, Error, GuestSpec, Limits, NetSpec, Result, SyscallFilter};
+use super::{caps, parse_size, Error, GuestSpec, Limits, NetSpec, Result, SyscallFilter};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -190,22 +190,10 @@ impl GuestConfig {
         spec.hostname = self.hostname.clone().unwrap_or_else(|| name.into());
         super::spec::check_hostname(&spec.hostname)?;
         spec.net = self.net.clone();
-        spec.binds = self
-            .binds
-            .iter()
-            .map(|b| b.parse::<Bind>())
-            .collect::<Result<_>>()?;
-        spec.tmpfs = self
-            .tmpfs
-            .iter()
-            .map(|t| t.parse::<super::Tmpfs>())
-            .collect::<Result<_>>()?;
+        spec.binds = super::spec::parse_all(&self.binds)?;
+        spec.tmpfs = super::spec::parse_all(&self.tmpfs)?;
         spec.read_only = self.read_only;
-        spec.rlimits = self
-            .rlimits
-            .iter()
-            .map(|r| r.parse::<super::Rlimit>())
-            .collect::<Result<_>>()?;
+        spec.rlimits = super::spec::parse_all(&self.rlimits)?;
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
             return Err(Error::Invalid {
                 what: "env entry",

@@ -148,6 +148,12 @@ pub fn check_workdir(dir: &str) -> Result<()> {
     Ok(())
 }
 
+/// Each of `items` parsed (`--bind`, `--tmpfs`, `--rlimit` values); the
+/// first that does not parse is the error.
+pub fn parse_all<T: std::str::FromStr<Err = Error>>(items: &[String]) -> Result<Vec<T>> {
+    items.iter().map(|i| i.parse()).collect()
+}
+
 /// HOST_NAME_MAX: sethostname(2) refuses a longer name.
 pub const HOST_NAME_MAX: usize = 64;
 

@@ -1436,16 +1436,13 @@ fn named_exec_user_never_reads_a_kernel_file_the_guest_links_in() {
 /// The value of cgroup control file `file` in whichever of the running
 /// guest's groups has it.
 fn cgroup_value(g: &Guest, file: &str) -> Option<String> {
-    let rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(g.run_dir.join(&g.name).join("state.json")).unwrap())
-            .unwrap();
-    rec["cgroup"]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| Path::new(d.as_str().unwrap()).join(file))
-        .find_map(|f| std::fs::read_to_string(f).ok())
-        .map(|v| v.trim().to_string())
+    let dir = group_with(g, file)?;
+    Some(
+        std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .to_string(),
+    )
 }
 
 #[test]
@@ -1468,9 +1465,7 @@ fn named_update_changes_a_running_guests_limits_in_place() {
         "{out}"
     );
     assert_eq!(cgroup_value(&g, "pids.max").as_deref(), Some("100"));
-    let memory = |g: &Guest| {
-        cgroup_value(g, "memory.max").or_else(|| cgroup_value(g, "memory.limit_in_bytes"))
-    };
+    let memory = memory_limit;
     assert_eq!(memory(&g), Some((64u64 << 20).to_string()));
     // Up (v1 wants memory+swap raised first) and down again.
     ok(&g.unifs(&["update", "--memory", "256M", &g.name]));
