@@ -524,7 +524,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     or_dash(p.rss_bytes.map(human_bytes)),
                     or_dash(time),
                     p.state.unwrap_or('?'),
-                    p.command
+                    crate::guest::ps::printable(&p.command)
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -349,7 +349,10 @@ fn clamp_v1_quotas_below(
         };
         // Shares compared as quota/period, as the kernel does.
         if q > 0 && q as i128 * period as i128 > quota as i128 * p as i128 {
-            let clamped = ((quota as i128 * p as i128) / period as i128).max(1000) as i64;
+            // Under the kernel's 1 ms floor for this group's period: no
+            // quota of its own (-1), the group above bounds it.
+            let scaled = (quota as i128 * p as i128) / period as i128;
+            let clamped = if scaled < 1000 { -1 } else { scaled as i64 };
             let at = below.join("cpu.cfs_quota_us");
             std::fs::write(&at, clamped.to_string()).map_err(|e| Error::Limit {
                 limit: "--cpus",
@@ -535,6 +538,24 @@ impl Cgroup {
                 && !matches!(s, Step::WriteIfPresent { .. })
         });
         apply(&set_up)?;
+        // Every file there before anything is written; memory last: on v2 a
+        // lower memory.max is taken at once, by OOM-killing the guest's
+        // processes if need be, which no later rollback could undo.
+        if let Some(Step::Write { limit, files, .. }) = writes
+            .iter()
+            .find(|s| matches!(s, Step::Write { files, .. } if !files.iter().any(|f| f.exists())))
+        {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            return Err(Error::Limit {
+                limit,
+                reason: format!("the kernel offers none of {}", names.join(", ")),
+            });
+        }
+        let is_memory = |s: &Step| match s {
+            Step::Write { limit, .. } => *limit == "--memory",
+            _ => matches!(s, Step::WriteIfPresent { .. }),
+        };
+        writes.sort_by_key(is_memory);
         memsw_first_when_raising(&mut writes);
         let mut done: Vec<(PathBuf, String)> = Vec::new();
         let result = writes.iter().try_for_each(|step| {
@@ -553,7 +574,10 @@ impl Cgroup {
                     false => Ok(()),
                 };
             };
+            // The first line: io.weight lists per-device weights after its
+            // "default N", which it takes back alone.
             let old = std::fs::read_to_string(file).unwrap_or_default();
+            let old = old.lines().next().unwrap_or_default();
             if file.ends_with("cpu.cfs_quota_us") {
                 clamp_v1_quotas_below(file, value, &mut done)?;
             }

@@ -174,9 +174,20 @@ impl GuestConfig {
 
     /// The limits the config asks for, checked.
     pub fn limits(&self) -> Result<Limits> {
+        // Configs that started before the range was checked: a quota under
+        // the kernel's 1 ms was then raised to it, silently.
+        let cpus = match self.limits.cpus {
+            Some(c) if c > 0.0 && c < 0.01 => {
+                tracing::warn!(
+                    "limits.cpus = {c} is below 0.01, the least the kernel takes: 0.01 is used"
+                );
+                Some(0.01)
+            }
+            c => c,
+        };
         let limits = Limits {
             memory: self.limits.memory.as_deref().map(parse_size).transpose()?,
-            cpus: self.limits.cpus,
+            cpus,
             pids: self.limits.pids,
             io_weight: self.limits.io_weight,
         };
@@ -278,6 +289,14 @@ mod tests {
         assert!(e.contains("either user or uid"), "{e}");
         let relative: GuestConfig = toml::from_str(&text.replace("\"/srv\"", "\"srv\"")).unwrap();
         assert!(relative.spec("web", "/r".into()).is_err());
+    }
+
+    #[test]
+    fn a_config_cpus_under_the_kernels_least_is_raised_to_it() {
+        let cfg: GuestConfig = toml::from_str("root = \"/r\"\n[limits]\ncpus = 0.005\n").unwrap();
+        assert_eq!(cfg.limits().unwrap().cpus, Some(0.01));
+        let cfg: GuestConfig = toml::from_str("root = \"/r\"\n[limits]\ncpus = 0\n").unwrap();
+        assert!(cfg.limits().is_err());
     }
 
     #[test]

@@ -641,7 +641,8 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
 /// `exec` sessions too), init first.
 pub fn processes(dirs: &Dirs, name: &str) -> Result<Vec<super::ps::Process>> {
     let st = running(dirs, name)?;
-    let mut all = super::ps::processes(&st.cgroup.pids());
+    let group = format!("unifs/{}", RunDir::new(&dirs.run_dir, name).cgroup_name());
+    let mut all = super::ps::processes(&st.cgroup.pids(), st.pid, &group);
     all.sort_by_key(|p| (p.pid != st.pid, p.guest_pid, p.pid));
     Ok(all)
 }

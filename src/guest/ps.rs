@@ -22,28 +22,76 @@ pub struct Process {
     pub command: String,
 }
 
-/// The processes among `pids` still there, by host PID. A process that
-/// ends while it is read is left out.
-pub fn processes(pids: &[i32]) -> Vec<Process> {
-    pids.iter().filter_map(|&pid| read(pid)).collect()
+/// The processes among `pids` (listed from the guest's cgroups) that are
+/// still there and still the guest's: each is read through one open
+/// /proc/PID, checked to be in a group whose path holds `group` (as
+/// `unifs/NAME`): a PID that ended and went to a host process since the
+/// listing is left out. `init` is the guest's init, whose PID namespace
+/// the guest PIDs are given in.
+pub fn processes(pids: &[i32], init: i32, group: &str) -> Vec<Process> {
+    // Init's depth among the PID namespaces: a process in a namespace the
+    // guest made below its own has more entries in NSpid.
+    let depth = read(init, group, usize::MAX)
+        .and(nspid(init))
+        .map(|n| n.len());
+    let Some(depth) = depth else {
+        return Vec::new();
+    };
+    pids.iter()
+        .filter_map(|&pid| read(pid, group, depth))
+        .collect()
 }
 
-fn read(pid: i32) -> Option<Process> {
+fn nspid(pid: i32) -> Option<Vec<i32>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
+fn read(pid: i32, group: &str, depth: usize) -> Option<Process> {
+    use std::os::fd::AsFd;
+    // Reads through this fd fail once the process is gone, PID reused or not.
+    let dir = crate::sys::open_beneath(
+        std::fs::File::open("/proc").ok()?.as_fd(),
+        std::path::Path::new(&pid.to_string()),
+        libc::O_DIRECTORY | libc::O_RDONLY,
+    )
+    .ok()?;
+    let file = |name: &str| -> Option<Vec<u8>> {
+        let fd = crate::sys::open_beneath(dir.as_fd(), std::path::Path::new(name), libc::O_RDONLY)
+            .ok()?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).ok()?;
+        Some(bytes)
+    };
+    let cgroups = String::from_utf8(file("cgroup")?).ok()?;
+    let ours = cgroups.lines().any(|l| {
+        let path = l.splitn(3, ':').nth(2).unwrap_or_default();
+        path == format!("/{group}") || path.starts_with(&format!("/{group}/"))
+    });
+    if !ours {
+        return None;
+    }
+    let status = String::from_utf8_lossy(&file("status")?).into_owned();
     let field = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .map(str::trim)
     };
-    // NSpid: the PID in each namespace from the host's down; the last is
-    // the guest's own.
-    let guest_pid = field("NSpid").and_then(|v| v.split_whitespace().last()?.parse().ok());
+    // NSpid: the PID in each namespace from the host's down; the guest's
+    // is at init's depth.
+    let guest_pid = field("NSpid").and_then(|v| {
+        v.split_whitespace()
+            .nth(depth.checked_sub(1)?)?
+            .parse()
+            .ok()
+    });
     let uid = field("Uid").and_then(|v| v.split_whitespace().next()?.parse().ok());
     let rss_bytes = field("VmRSS")
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kib| kib * 1024);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = String::from_utf8_lossy(&file("stat")?).into_owned();
     // Fields after the command name, which may hold spaces and ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split(' ').collect();
@@ -56,7 +104,7 @@ fn read(pid: i32) -> Option<Process> {
         }
         _ => None,
     };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = file("cmdline").unwrap_or_default();
     let command = match cmdline.is_empty() {
         true => format!("[{}]", field("Name").unwrap_or("?")),
         false => cmdline
@@ -77,14 +125,48 @@ fn read(pid: i32) -> Option<Process> {
     })
 }
 
+/// `command` for a terminal: the guest chose those bytes, and a newline
+/// or an escape sequence in them would forge lines of the listing or
+/// drive the operator's terminal. Control characters are shown as `?`, as
+/// procps does.
+pub fn printable(command: &str) -> String {
+    command
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn control_characters_are_not_printed() {
+        assert_eq!(
+            printable("sh -c x\n  1 1 0 S sshd\u{1b}[31m"),
+            "sh -c x?  1 1 0 S sshd?[31m"
+        );
+    }
+
+    #[test]
     fn reads_this_process() {
         let me = std::process::id() as i32;
-        let p = processes(&[me, i32::MAX]);
+        assert!(
+            processes(&[me], me, "no/such/group").is_empty(),
+            "not in that group"
+        );
+        let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let group = mine
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .map(|p| p.trim_start_matches('/'))
+            .find(|p| !p.is_empty());
+        let Some(group) = group else {
+            // In every hierarchy's root: the guest test (named_ps_…) covers it.
+            eprintln!("reads_this_process: in no group of its own");
+            return;
+        };
+        let p = processes(&[me, i32::MAX], me, group);
         assert_eq!(p.len(), 1, "a PID that is not there is left out");
         let p = &p[0];
         assert_eq!(p.pid, me);

@@ -85,17 +85,50 @@ impl Drop for KillOnDrop {
 
 pub fn wait_bounded(mut child: KillOnDrop, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
-    loop {
+    // Read beside the wait: a process the command left behind (a guest's
+    // background job) may hold its pipes open after it exits, and a read
+    // to their end would never return.
+    let c = child.0.as_mut().unwrap();
+    let out = c.stdout.take().map(read_in_background);
+    let err = c.stderr.take().map(read_in_background);
+    let status = loop {
         let c = child.0.as_mut().unwrap();
-        if c.try_wait().unwrap().is_some() {
-            return child.0.take().unwrap().wait_with_output().unwrap();
+        if let Some(status) = c.try_wait().unwrap() {
+            child.0.take();
+            break status;
         }
         assert!(
             Instant::now() < deadline,
             "command did not finish within {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(5));
+    };
+    let collect = |rx: Option<std::sync::mpsc::Receiver<Vec<u8>>>, what: &str| {
+        let Some(rx) = rx else { return Vec::new() };
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("the command exited, but its {what} stayed open (a process it left holds it)")
+        })
+    };
+    Output {
+        status,
+        stdout: collect(out, "stdout"),
+        stderr: collect(err, "stderr"),
     }
+}
+
+fn read_in_background(
+    mut r: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -1559,6 +1559,13 @@ fn named_update_is_all_or_nothing_and_brings_the_guests_own_groups_under_it() {
         let read = |d: &Path| std::fs::read_to_string(d.join("cpu.cfs_quota_us")).unwrap();
         assert_eq!(read(&cpu).trim(), "50000");
         assert_eq!(read(&own).trim(), "50000", "brought under the new quota");
+        // A short period would need less than the kernel's 1 ms: no quota
+        // of its own then, the one above bounds it.
+        std::fs::write(own.join("cpu.cfs_quota_us"), "5000").unwrap();
+        std::fs::write(own.join("cpu.cfs_period_us"), "10000").unwrap();
+        ok(&g.unifs(&["update", "--cpus", "0.04", &g.name]));
+        assert_eq!(read(&cpu).trim(), "4000");
+        assert_eq!(read(&own).trim(), "-1");
         let _ = std::fs::remove_dir(&own);
     }
     for (opt, value) in [
@@ -1585,6 +1592,11 @@ fn named_ps_lists_the_guests_processes_with_their_own_pids() {
         return;
     }
     let g = Guest::new("ps", "[\"/bin/sleep\", \"1000\"]", false);
+    // For a PID namespace of the guest's own, below: as bwrap would make.
+    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml.replace("[limits]", "syscall_filter = \"allow-userns\"\n[limits]");
+    std::fs::write(&config, toml).unwrap();
     let o = g.unifs(&["ps", &g.name]);
     assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
     ok(&g.unifs(&["start", &g.name]));
@@ -1618,8 +1630,49 @@ fn named_ps_lists_the_guests_processes_with_their_own_pids() {
         worker["guest_pid"].as_i64().unwrap(),
     );
     assert!(alive(host) && own > 1 && own != host, "{all}");
+    // Only processes still in the guest's groups: a PID listed from them
+    // that went to another process (this test's, here) is left out.
+    let group = group_with(&g, "cgroup.procs").unwrap();
+    let group = group.to_str().unwrap();
+    let group = &group[group.find("unifs/").unwrap()..];
+    let me = std::process::id() as i32;
+    let found = unifs::guest::ps::processes(&[me, host as i32, init as i32], init as i32, group);
+    let pids: Vec<i32> = found.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [host as i32, init as i32]);
+    // Its command line is the guest's to choose: never a raw control byte
+    // on the operator's terminal (a newline would forge a row).
+    let forged = "/bin/sh -c 'sleep 998; :' \"$(printf 'x\\n 1 1 0 S /usr/sbin/sshd\\033[31m')\" \
+                  </dev/null >/dev/null 2>&1 &";
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", forged]));
+    // The forging shell and its sleep.
+    let four = || listed().as_array().unwrap().len() == 4;
+    assert!(super::harness::within_5s(four), "{}", listed());
     let text = ok(&g.unifs(&["ps", &g.name]));
+    assert_eq!(text.lines().count(), 5, "a header and a row each: {text}");
+    assert!(
+        !text.contains('\u{1b}') && text.contains("x? 1 1 0 S /usr/sbin/sshd?[31m"),
+        "{text}"
+    );
     assert!(text.starts_with("     PID GUEST-PID"), "{text}");
+    // A process in a PID namespace below the guest's is shown with its PID
+    // in the guest's, not its own 1.
+    let nested = "unshare -r -p -f /bin/sleep 997 </dev/null >/dev/null 2>&1 &";
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", nested]));
+    let sleeper = || {
+        listed()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["command"] == "/bin/sleep 997")
+            .cloned()
+    };
+    assert!(
+        super::harness::within_5s(|| sleeper().is_some()),
+        "{}",
+        listed()
+    );
+    let guest_pid = sleeper().unwrap()["guest_pid"].as_i64().unwrap();
+    assert!(guest_pid > 1, "{}", listed());
     assert!(
         text.contains(&format!("{host} ")) && text.contains("/bin/sleep 999"),
         "{text}"
