@@ -192,6 +192,7 @@ impl ExecUser {
         Ok(lifecycle::ExecAs {
             user: self.user,
             workdir: self.chdir,
+            login_shell: false,
         })
     }
 }

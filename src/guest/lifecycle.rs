@@ -654,6 +654,9 @@ pub struct ExecAs {
     /// `USER[:GROUP]` of the guest's /etc/passwd and /etc/group.
     pub user: Option<String>,
     pub workdir: Option<String>,
+    /// `enter`: the user's login shell instead of the command, if its
+    /// passwd entry names one.
+    pub login_shell: bool,
 }
 
 /// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
@@ -728,6 +731,9 @@ fn exec_in(
     spec.command = command;
     spec.root = PathBuf::from("/");
     if let Some(account) = account {
+        if let Some(shell) = account.shell.as_ref().filter(|_| who.login_shell) {
+            spec.command = vec![shell.clone()];
+        }
         spec.set_user(account);
         // The user's home, not init's directory, unless one is named.
         spec.workdir = None;
@@ -811,6 +817,10 @@ pub fn enter(dirs: &Dirs, name: &str, who: ExecAs) -> Result<i32> {
         None => GuestConfig::load(&dirs.config_dir, name)?.shell,
     };
     let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let who = ExecAs {
+        login_shell: true,
+        ..who
+    };
     exec_in(dirs, name, st, vec![shell], tty, who)
 }
 

@@ -19,6 +19,8 @@ pub struct Account {
     /// From /etc/passwd, if the user has an entry there.
     pub name: Option<String>,
     pub home: Option<String>,
+    /// Its login shell (the passwd entry's last field), if it names one.
+    pub shell: Option<String>,
 }
 
 /// Password and group files are small; a bigger one is not what it seems.
@@ -49,9 +51,9 @@ pub fn resolve_in(dir: &std::fs::File, root: &Path, user: &str) -> Result<Accoun
     }
     let passwd = read_table(dir, root, "etc/passwd").map_err(&bad)?;
     let entry = passwd.as_deref().and_then(|t| find_user(t, who));
-    let (uid, passwd_gid, name, home) = match (entry, who.parse::<u32>()) {
-        (Some(e), _) => (e.uid, Some(e.gid), Some(e.name), Some(e.home)),
-        (None, Ok(uid)) => (uid, None, None, None),
+    let (uid, passwd_gid, name, home, shell) = match (entry, who.parse::<u32>()) {
+        (Some(e), _) => (e.uid, Some(e.gid), Some(e.name), Some(e.home), e.shell),
+        (None, Ok(uid)) => (uid, None, None, None, None),
         (None, Err(_)) => {
             return Err(bad(format!(
                 "no such user in {} (the guest's own user database)",
@@ -100,6 +102,7 @@ pub fn resolve_in(dir: &std::fs::File, root: &Path, user: &str) -> Result<Accoun
         groups,
         name,
         home,
+        shell,
     })
 }
 
@@ -176,6 +179,7 @@ struct PasswdEntry {
     uid: u32,
     gid: u32,
     home: String,
+    shell: Option<String>,
 }
 
 /// The first entry named `who`, or else the first with uid `who`, as
@@ -192,6 +196,9 @@ fn find_user(table: &str, who: &str) -> Option<PasswdEntry> {
                 uid: f[2].parse().ok()?,
                 gid: f[3].parse().ok()?,
                 home: f[5].to_string(),
+                shell: Some(f[6].trim())
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
             })
         })
     };
@@ -250,6 +257,7 @@ mod tests {
         assert_eq!(a.groups, [1000, 4, 50]);
         assert_eq!(a.home.as_deref(), Some("/home/alice"));
         assert_eq!(a.name.as_deref(), Some("alice"));
+        assert_eq!(a.shell.as_deref(), Some("/bin/bash"));
     }
 
     #[test]

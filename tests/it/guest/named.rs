@@ -1387,6 +1387,21 @@ fn named_init_runs_as_its_configured_user_and_exec_can_pick_another() {
         ["0", "0", "/private"],
         "{out}"
     );
+    // enter -u: that user's login shell (from stdin without a terminal).
+    let mut enter = g.cmd(&["enter", "-u", "alice", &g.name]);
+    enter
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(Some(enter.spawn().unwrap()));
+    let mut stdin = child.0.as_mut().unwrap().stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"echo $0; id -u\n").unwrap();
+    drop(stdin);
+    let out = ok(&super::harness::wait_bounded(
+        child,
+        Duration::from_secs(30),
+    ));
+    assert_eq!(out, "/bin/ash\n1000\n");
     // -u without -w: the user's home (root's is not there: /), not init's
     // directory, which that user may not be allowed into.
     let out = ok(&g.unifs(&["exec", &g.name, "-u", "root", "--", "/bin/pwd"]));

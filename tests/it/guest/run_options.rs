@@ -8,11 +8,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// alice (1000, home /home/alice, in adm and staff), a private /private.
+/// alice (1000, home /home/alice, shell /bin/ash, in adm and staff), a
+/// private /private.
 pub(super) fn add_users(root: &Path) {
     fs::write(
         root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n",
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/ash\n",
     )
     .unwrap();
     fs::write(
