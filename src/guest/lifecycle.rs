@@ -625,12 +625,14 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
         (None, _) if unrecorded(&run) => return Err(Error::Unrecorded { name: name.into() }),
         _ => return Err(Error::NotRunning { name: name.into() }),
     };
+    // The new values only: the others were taken at start, perhaps by an
+    // earlier unifs with other ranges.
+    changes.check()?;
     let mut limits = st.spec.limits.clone();
     limits.memory = changes.memory.or(limits.memory);
     limits.cpus = changes.cpus.or(limits.cpus);
     limits.pids = changes.pids.or(limits.pids);
     limits.io_weight = changes.io_weight.or(limits.io_weight);
-    limits.check()?;
     st.cgroup.update(&run.cgroup_name(), changes)?;
     st.spec.limits = limits.clone();
     run.write(&st)?;
