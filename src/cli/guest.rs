@@ -174,8 +174,8 @@ fn id_parser() -> clap::builder::RangedI64ValueParser<u32> {
 #[derive(clap::Args, Debug)]
 pub struct ExecUser {
     /// Run as this user of the guest, USER or USER:GROUP (names or numbers,
-    /// looked up in the running guest's /etc/passwd and /etc/group)
-    /// [default: the user init runs as].
+    /// looked up in the running guest's /etc/passwd and /etc/group; `enter`
+    /// runs its login shell) [default: the user init runs as].
     #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
     pub user: Option<String>,
     /// The working directory in the guest [default: with --user, that
@@ -230,7 +230,8 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
-    /// Open the guest's shell inside the running guest.
+    /// Open the guest's shell inside the running guest (with -u, that
+    /// user's login shell from the guest's passwd).
     Enter {
         #[command(flatten)]
         dirs: GuestDirs,

@@ -295,15 +295,43 @@ pub const CONSOLE_ROTATE_BYTES: u64 = 4 << 20;
 
 fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
     let console = run.console();
-    if std::fs::metadata(&console).is_ok_and(|m| m.len() > CONSOLE_ROTATE_BYTES) {
-        let old = console.with_extension("log.1");
-        std::fs::rename(&console, &old).map_err(|e| Error::io("setting aside", &console, e))?;
-    }
+    // A long log is set aside only once init runs (a failed start changes
+    // nothing): init writes to a new file meanwhile, renamed in after.
+    let rotate = std::fs::metadata(&console).is_ok_and(|m| m.len() > CONSOLE_ROTATE_BYTES);
+    let fresh = console.with_extension("log.new");
+    let opened = if rotate { &fresh } else { &console };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&console)
-        .map_err(|e| Error::io("opening", &console, e))?;
+        .truncate(false)
+        .open(opened)
+        .map_err(|e| Error::io("opening", opened, e))?;
+    let state = launch_recorded(cfg, spec, run, log);
+    match (&state, rotate) {
+        (Ok(_), true) => {
+            let old = console.with_extension("log.1");
+            // Init runs whatever becomes of the names: it holds its file.
+            if let Err(e) =
+                std::fs::rename(&console, &old).and_then(|()| std::fs::rename(&fresh, &console))
+            {
+                tracing::warn!("setting {} aside: {e}", console.display());
+            }
+        }
+        (Err(_), true) => {
+            let _ = std::fs::remove_file(&fresh);
+        }
+        (_, false) => {}
+    }
+    state
+}
+
+/// Starts init with its output going to `log`, and records it.
+fn launch_recorded(
+    cfg: &GuestConfig,
+    spec: GuestSpec,
+    run: &RunDir,
+    log: std::fs::File,
+) -> Result<State> {
     let null =
         std::fs::File::open("/dev/null").map_err(|e| Error::io("opening", "/dev/null", e))?;
     let stdio = Stdio::Detached {

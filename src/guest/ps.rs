@@ -18,7 +18,7 @@ pub struct Process {
     pub cpu_secs: Option<f64>,
     /// `R`, `S`, `D`, `Z`, … as in /proc/PID/stat.
     pub state: Option<char>,
-    /// Its arguments, or its name in brackets if it has none (a zombie).
+    /// Its arguments, or its name in brackets if it has none.
     pub command: String,
 }
 
@@ -65,11 +65,7 @@ fn read(pid: i32, group: &str, depth: usize) -> Option<Process> {
         Some(bytes)
     };
     let cgroups = String::from_utf8(file("cgroup")?).ok()?;
-    let ours = cgroups.lines().any(|l| {
-        let path = l.splitn(3, ':').nth(2).unwrap_or_default();
-        path == format!("/{group}") || path.starts_with(&format!("/{group}/"))
-    });
-    if !ours {
+    if !in_group(&cgroups, group) {
         return None;
     }
     let status = String::from_utf8_lossy(&file("status")?).into_owned();
@@ -125,6 +121,17 @@ fn read(pid: i32, group: &str, depth: usize) -> Option<Process> {
     })
 }
 
+/// Whether /proc/PID/cgroup text `cgroups` puts the process in `group` or
+/// below it. Paths start at the hierarchy's true root, which need not be
+/// where it is mounted here (a host in a container mounts a subgroup as
+/// its hierarchy): the guest's group anywhere along the path.
+fn in_group(cgroups: &str, group: &str) -> bool {
+    cgroups.lines().any(|l| {
+        let path = l.splitn(3, ':').nth(2).unwrap_or_default();
+        path.ends_with(&format!("/{group}")) || path.contains(&format!("/{group}/"))
+    })
+}
+
 /// `command` for a terminal: the guest chose those bytes, and a newline
 /// or an escape sequence in them would forge lines of the listing or
 /// drive the operator's terminal. Control characters are shown as `?`, as
@@ -139,6 +146,17 @@ pub fn printable(command: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_is_found_wherever_its_hierarchy_is_mounted_from() {
+        let g = "unifs/web1";
+        assert!(in_group("4:memory:/unifs/web1/guest\n", g));
+        assert!(in_group("0::/unifs/web1\n", g));
+        assert!(in_group("4:memory:/docker/ab12/unifs/web1/guest/x\n", g));
+        assert!(!in_group("4:memory:/unifs/web10/guest\n0::/\n", g));
+        assert!(!in_group("4:memory:/unifs/web1x\n", g));
+        assert!(!in_group("1:name=systemd:/user.slice\n", g));
+    }
 
     #[test]
     fn control_characters_are_not_printed() {

@@ -325,9 +325,16 @@ pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -
             libc::RLIM_INFINITY => "infinity".to_string(),
             v => v.to_string(),
         };
-        let why = match r.resource == libc::RLIMIT_NOFILE {
-            true => " (at most the kernel's fs.nr_open)",
-            false => "",
+        let set = sys.setrlimit(r.resource, r.soft, r.hard);
+        let why = match (set, r.resource == libc::RLIMIT_NOFILE) {
+            (Err(Errno::EPERM), true) => {
+                " (raising a hard limit needs CAP_SYS_RESOURCE on the host; nofile is at \
+                 most fs.nr_open)"
+            }
+            (Err(Errno::EPERM), false) => {
+                " (raising a hard limit needs CAP_SYS_RESOURCE on the host)"
+            }
+            _ => "",
         };
         call(
             format!(
@@ -336,7 +343,7 @@ pub fn drop_privileges(sys: &impl Syscall, spec: &GuestSpec, foreground: bool) -
                 shown(r.soft),
                 shown(r.hard)
             ),
-            sys.setrlimit(r.resource, r.soft, r.hard),
+            set,
         )?;
     }
     for cap in 0..64u32 {

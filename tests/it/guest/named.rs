@@ -1709,6 +1709,16 @@ fn named_start_sets_a_long_console_log_aside() {
     let log = dir.join("console.log");
     let big = vec![b'x'; 5 << 20];
     std::fs::write(&log, &big).unwrap();
+    // A start that fails changes nothing of it.
+    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let good = std::fs::read_to_string(&config).unwrap();
+    let init = "init = [\"/bin/sh\", \"-c\", \"echo booted; exec sleep 1000\"]";
+    assert!(good.contains(init), "{good}");
+    std::fs::write(&config, good.replace(init, "init = [\"/bin/nonexistent\"]")).unwrap();
+    assert!(!g.unifs(&["start", &g.name]).status.success());
+    assert_eq!(std::fs::read(&log).unwrap(), big);
+    assert!(!dir.join("console.log.1").exists() && !dir.join("console.log.new").exists());
+    std::fs::write(&config, good).unwrap();
     ok(&g.unifs(&["start", &g.name]));
     assert!(super::harness::within_5s(
         || std::fs::read(&log).is_ok_and(|l| l == b"booted\n")
