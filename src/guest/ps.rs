@@ -29,30 +29,33 @@ pub struct Process {
 /// listing is left out. `init` is the guest's init, whose PID namespace
 /// the guest PIDs are given in.
 pub fn processes(pids: &[i32], init: i32, group: &str) -> Vec<Process> {
-    // Init's depth among the PID namespaces: a process in a namespace the
-    // guest made below its own has more entries in NSpid.
-    let depth = read(init, group, usize::MAX)
-        .and(nspid(init))
-        .map(|n| n.len());
-    let Some(depth) = depth else {
+    let Ok(proc) = std::fs::File::open("/proc") else {
         return Vec::new();
     };
-    pids.iter()
-        .filter_map(|&pid| read(pid, group, depth))
-        .collect()
+    let read = |pid| read(&proc, pid, group);
+    let mut read_all: Vec<(Process, Vec<i32>)> = pids.iter().filter_map(|&p| read(p)).collect();
+    // Init's depth among the PID namespaces: a process in a namespace the
+    // guest made below its own has more entries in NSpid.
+    let depth = match read_all.iter().find(|(p, _)| p.pid == init) {
+        Some((_, nspid)) => nspid.len(),
+        None => match read(init) {
+            Some((_, nspid)) => nspid.len(),
+            None => return Vec::new(),
+        },
+    };
+    for (p, nspid) in &mut read_all {
+        p.guest_pid = depth.checked_sub(1).and_then(|i| nspid.get(i).copied());
+    }
+    read_all.into_iter().map(|(p, _)| p).collect()
 }
 
-fn nspid(pid: i32) -> Option<Vec<i32>> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    line.split_whitespace().map(|p| p.parse().ok()).collect()
-}
-
-fn read(pid: i32, group: &str, depth: usize) -> Option<Process> {
+/// The process `pid` if it is in `group`, with its NSpid (its PID in each
+/// namespace from the host's down); `guest_pid` is left for the caller.
+fn read(proc: &std::fs::File, pid: i32, group: &str) -> Option<(Process, Vec<i32>)> {
     use std::os::fd::AsFd;
     // Reads through this fd fail once the process is gone, PID reused or not.
     let dir = crate::sys::open_beneath(
-        std::fs::File::open("/proc").ok()?.as_fd(),
+        proc.as_fd(),
         std::path::Path::new(&pid.to_string()),
         libc::O_DIRECTORY | libc::O_RDONLY,
     )
@@ -75,22 +78,16 @@ fn read(pid: i32, group: &str, depth: usize) -> Option<Process> {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .map(str::trim)
     };
-    // NSpid: the PID in each namespace from the host's down; the guest's
-    // is at init's depth.
-    let guest_pid = field("NSpid").and_then(|v| {
-        v.split_whitespace()
-            .nth(depth.checked_sub(1)?)?
-            .parse()
-            .ok()
-    });
+    let nspid: Vec<i32> = field("NSpid")?
+        .split_whitespace()
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     let uid = field("Uid").and_then(|v| v.split_whitespace().next()?.parse().ok());
     let rss_bytes = field("VmRSS")
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kib| kib * 1024);
     let stat = String::from_utf8_lossy(&file("stat")?).into_owned();
-    // Fields after the command name, which may hold spaces and ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let f: Vec<&str> = rest.split(' ').collect();
+    let f = super::state::stat_fields(&stat)?;
     let state = f.first().and_then(|s| s.chars().next());
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -110,15 +107,16 @@ fn read(pid: i32, group: &str, depth: usize) -> Option<Process> {
             .collect::<Vec<_>>()
             .join(" "),
     };
-    Some(Process {
+    let process = Process {
         pid,
-        guest_pid,
+        guest_pid: None,
         uid,
         rss_bytes,
         cpu_secs,
         state,
         command,
-    })
+    };
+    Some((process, nspid))
 }
 
 /// Whether /proc/PID/cgroup text `cgroups` puts the process in `group` or

@@ -454,30 +454,21 @@ pub fn default_stop_signal(root: &std::path::Path, init: &str) -> i32 {
     }
 }
 
-/// Whether the guest's /etc/inittab has an active `ctrlaltdel` line. Only
-/// a regular file is opened for reading: a device node there (a watchdog,
-/// a tape) is never opened, a FIFO never waited on.
+/// Whether the guest's /etc/inittab has an active `ctrlaltdel` line, read
+/// as [`crate::sys::read_regular_in_root`] allows (a device node there, a
+/// watchdog or a tape, is never opened; a FIFO never waited on).
 fn inittab_has_ctrlaltdel(root: &std::path::Path) -> bool {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
+    let Ok(dir) = std::fs::File::open(root) else {
+        return false;
+    };
     let path = std::path::Path::new("/etc/inittab");
-    let Ok(found) = crate::sys::open_in_root(root, path, libc::O_PATH) else {
+    let Ok(Some(text)) = crate::sys::read_regular_in_root(dir.as_fd(), path, 1 << 20) else {
         return false;
     };
-    let found = std::fs::File::from(found);
-    if !found.metadata().is_ok_and(|m| m.is_file()) {
-        return false;
-    }
-    // The same inode, now for reading.
-    let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{}", found.as_raw_fd())) else {
-        return false;
-    };
-    let mut text = String::new();
-    if file.take(64 << 10).read_to_string(&mut text).is_err() {
-        return false;
-    }
     // id:runlevels:action:process
-    text.lines()
+    String::from_utf8_lossy(&text)
+        .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .any(|l| l.split(':').nth(2) == Some("ctrlaltdel"))
 }

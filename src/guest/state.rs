@@ -258,13 +258,18 @@ fn replace(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::i
     std::fs::rename(tmp, path).map_err(|e| (path.to_path_buf(), e))
 }
 
+/// The fields of /proc/PID/stat text from the state (3) on: the command
+/// name before them may hold spaces and parentheses, so they start after
+/// the last ')'.
+pub fn stat_fields(text: &str) -> Option<Vec<&str>> {
+    Some(text.get(text.rfind(')')? + 2..)?.split(' ').collect())
+}
+
 /// State letter and start time of a process, from /proc/PID/stat.
 fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after
-    // the last ')'. Then: state (3), …, starttime (22).
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
+    // state (3), …, starttime (22).
+    let fields = stat_fields(&text)?;
     let state = fields.first()?.chars().next()?;
     let start = fields.get(19)?.parse().ok()?;
     Some((state, start))

@@ -3,9 +3,7 @@
 //! never the host's.
 
 use super::{Error, Result};
-use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 /// What the command runs as.
@@ -106,73 +104,25 @@ pub fn resolve_in(dir: &std::fs::File, root: &Path, user: &str) -> Result<Accoun
     })
 }
 
-/// The file at `rel` in the tree at `root`, if there is one. Links are
-/// followed inside the tree only. The launcher reads it with every
-/// privilege, so the file is first looked at without opening it (`O_PATH`)
-/// and read only if it is a regular file on a real filesystem: a guest can
-/// link /etc/passwd to a device node (opening a watchdog arms it) or to its
-/// /proc/kmsg (reading it drains the host's kernel log).
+/// The file at `rel` in the tree open as `dir` (named `root` in
+/// messages), if there is one: read as [`crate::sys::read_regular_in_root`]
+/// allows a privileged process to.
 fn read_table(
     dir: &std::fs::File,
     root: &Path,
     rel: &str,
 ) -> std::result::Result<Option<String>, String> {
     let path = root.join(rel);
-    let fail = |e: std::io::Error| format!("reading {}: {e}", path.display());
-    let fd = match crate::sys::open_in_root_fd(dir.as_fd(), Path::new(rel), libc::O_PATH) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(fail(e)),
-    };
-    let meta = std::fs::File::from(fd.try_clone().map_err(fail)?)
-        .metadata()
-        .map_err(fail)?;
-    let fs = crate::sys::fs_type(fd.as_fd()).map_err(fail)?;
-    if !meta.file_type().is_file() || PSEUDO_FS.contains(&fs) {
-        return Err(format!(
-            "{} is not a regular file of the guest's tree",
-            path.display()
-        ));
+    match crate::sys::read_regular_in_root(dir.as_fd(), Path::new(rel), MAX_FILE) {
+        // Only names and numbers are compared; a GECOS field in Latin-1
+        // must not make every other line unreadable.
+        Ok(bytes) => Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(format!("{} is {e}", path.display()))
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
-    // Reopened through the checked fd, not by name again, which the guest
-    // could change in between.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(fail)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(fail)?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(format!(
-            "{} is over {} MiB: not a user database",
-            path.display(),
-            MAX_FILE >> 20
-        ));
-    }
-    // Only names and numbers are compared; a GECOS field in Latin-1 must
-    // not make every other line unreadable.
-    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
-
-/// Kernel filesystems whose regular files act when read: procfs, sysfs,
-/// debugfs, tracefs, securityfs, cgroup, bpf, configfs, efivarfs, pstore.
-const PSTOREFS_MAGIC: i64 = 0x6165_676C;
-const PSEUDO_FS: &[i64] = &[
-    libc::PROC_SUPER_MAGIC,
-    libc::SYSFS_MAGIC,
-    libc::DEBUGFS_MAGIC,
-    libc::TRACEFS_MAGIC,
-    libc::SECURITYFS_MAGIC,
-    libc::CGROUP_SUPER_MAGIC,
-    libc::CGROUP2_SUPER_MAGIC,
-    libc::BPF_FS_MAGIC,
-    0x6265_6570, // configfs
-    0xde5e_81e4, // efivarfs
-    PSTOREFS_MAGIC,
-];
 
 struct PasswdEntry {
     name: String,

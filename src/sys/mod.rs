@@ -175,6 +175,65 @@ pub fn open_in_root_fd(root: BorrowedFd, path: &Path, flags: i32) -> io::Result<
     )
 }
 
+/// Reads the file at `path` inside the tree open as `root` (links followed
+/// inside it only), for a privileged process looking into a guest's tree:
+/// the file is looked at without being opened (`O_PATH`) and read only if
+/// it is a regular file of a real filesystem. A guest could link it to a
+/// device node (opening a watchdog arms it), a FIFO (never written), or a
+/// kernel file of its /proc (reading /proc/kmsg drains the host's kernel
+/// log). `None` if there is no such file; `InvalidData` if it is not such a
+/// file or is longer than `max` bytes.
+pub fn read_regular_in_root(
+    root: BorrowedFd,
+    path: &Path,
+    max: u64,
+) -> io::Result<Option<Vec<u8>>> {
+    let fd = match open_in_root_fd(root, path, libc::O_PATH) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let regular = fstat(fd.as_fd())?.mode & libc::S_IFMT == libc::S_IFREG;
+    if !regular || PSEUDO_FS.contains(&fs_type(fd.as_fd())?) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file of the guest's tree",
+        ));
+    }
+    // Reopened through the checked fd, not by name again, which the guest
+    // could change in between.
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, max + 1), &mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {max} bytes"),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// Kernel filesystems whose regular files act when read: procfs, sysfs,
+/// debugfs, tracefs, securityfs, cgroup, bpf, configfs, efivarfs, pstore.
+const PSEUDO_FS: &[i64] = &[
+    libc::PROC_SUPER_MAGIC,
+    libc::SYSFS_MAGIC,
+    libc::DEBUGFS_MAGIC,
+    libc::TRACEFS_MAGIC,
+    libc::SECURITYFS_MAGIC,
+    libc::CGROUP_SUPER_MAGIC,
+    libc::CGROUP2_SUPER_MAGIC,
+    libc::BPF_FS_MAGIC,
+    0x6265_6570, // configfs
+    0xde5e_81e4, // efivarfs
+    0x6165_676C, // pstore
+];
+
 /// [`open_beneath`] in one `openat2` call.
 fn open_beneath_once(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
     openat2(dir, rel, flags, RESOLVE_GUEST)
