@@ -122,11 +122,22 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
         for dir in ["/dev", "/proc", "/sys", "/run"] {
             target(sys, root, dir, MountPoint::Dir)?;
         }
-        for t in spec.tmpfs.iter().filter(|t| !on_our_mounts(spec, &t.dst)) {
-            target(sys, root, &t.dst.to_string_lossy(), MountPoint::Dir)?;
+        let ours = |dst: &Path| -> Result<Option<PathBuf>> {
+            if on_our_mounts(spec, dst) {
+                return Ok(None);
+            }
+            let at = resolve_in_root(root, dst)?;
+            Ok((!on_our_mounts(spec, &at)).then_some(at))
+        };
+        for t in &spec.tmpfs {
+            if let Some(at) = ours(&t.dst)? {
+                target(sys, root, &at.to_string_lossy(), MountPoint::Dir)?;
+            }
         }
-        for bind in spec.binds.iter().filter(|b| !on_our_mounts(spec, &b.dst)) {
-            target(sys, root, &bind.dst.to_string_lossy(), bind_kind(bind))?;
+        for bind in &spec.binds {
+            if let Some(at) = ours(&bind.dst)? {
+                target(sys, root, &at.to_string_lossy(), bind_kind(bind))?;
+            }
         }
         call(
             format!(
@@ -265,7 +276,7 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
 
     // Before the binds, so a bind may go into one.
     for t in &spec.tmpfs {
-        let at = target(sys, root, &t.dst.to_string_lossy(), MountPoint::Dir)?;
+        let at = user_target(sys, root, &t.dst, MountPoint::Dir)?;
         let opts = match t.size {
             Some(size) => format!("mode=1777,size={size}"),
             None => "mode=1777".to_string(),
@@ -280,7 +291,7 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
         )?;
     }
     for bind in &spec.binds {
-        let at = target(sys, root, &bind.dst.to_string_lossy(), bind_kind(bind))?;
+        let at = user_target(sys, root, &bind.dst, bind_kind(bind))?;
         if bind.read_only {
             read_only_bind(sys, &bind.src, &at, false)?;
         } else {
@@ -415,6 +426,100 @@ fn on_our_mounts(spec: &GuestSpec, guest_path: &Path) -> bool {
         .map(Path::new)
         .chain(tmpfs)
         .any(|m| guest_path != m && guest_path.starts_with(m))
+}
+
+/// Where a `--bind` or `--tmpfs` destination `dst` is in the guest, made
+/// ready to mount on: [`resolve_in_root`], then [`target`].
+fn user_target(sys: &impl Syscall, root: &Path, dst: &Path, kind: MountPoint) -> Result<PathBuf> {
+    let at = resolve_in_root(root, dst)?;
+    if at != dst {
+        tracing::info!(
+            "{}: through the guest's symlinks, {}",
+            dst.display(),
+            at.display()
+        );
+    }
+    target(sys, root, &at.to_string_lossy(), kind)
+}
+
+/// The path in the guest that `dst` (absolute) leads to: its symlinks
+/// followed as the guest would follow them, but inside `root` (a link to an
+/// absolute path starts again at the guest's `/`, and `..` stops there), as
+/// Docker and nspawn resolve mount destinations; so `/var/run/x` in a Debian
+/// guest is `/run/x`. Where a part does not exist yet, the rest is taken as
+/// it is (made later). Never, through a link, into `/proc` or `/sys`: what a
+/// guest's links lead to there is the kernel's, not its tree. The result
+/// has no link left on its way unless the tree changes meanwhile (then
+/// [`target`] refuses it).
+fn resolve_in_root(root: &Path, dst: &Path) -> Result<PathBuf> {
+    use std::ffi::OsString;
+    use std::path::Component;
+    // The kernel's MAXSYMLINKS.
+    const MAX_LINKS: u32 = 40;
+    let parts = |p: &Path| -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut pending: Vec<OsString> = parts(dst);
+    pending.reverse();
+    let mut at: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        at.push(part);
+        if links > 0 && matches!(at[0].to_str(), Some("proc" | "sys")) {
+            return Err(Error::Setup(format!(
+                "mount destination {} leads through a symlink in the guest's tree to /{}, \
+                 which is the kernel's, not the guest's: mount elsewhere",
+                dst.display(),
+                at.iter()
+                    .map(|p| p.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            )));
+        }
+        let here: PathBuf = root.join(at.iter().collect::<PathBuf>());
+        let Ok(md) = std::fs::symlink_metadata(&here) else {
+            continue; // not there (yet): made later
+        };
+        if !md.file_type().is_symlink() {
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            let what = format!(
+                "following the symlinks to mount destination {} in the guest \
+                 (more than {MAX_LINKS}: a loop?)",
+                dst.display()
+            );
+            return Err(Error::sys(what, Errno::ELOOP));
+        }
+        let to = std::fs::read_link(&here).map_err(|source| Error::Io {
+            what: "reading the symlink",
+            path: here.clone(),
+            source,
+        })?;
+        at.pop();
+        if to.is_absolute() {
+            at.clear();
+        }
+        pending.extend(parts(&to).into_iter().rev());
+    }
+    if at.is_empty() {
+        return Err(Error::Setup(format!(
+            "mount destination {} leads to the guest's / itself: mount elsewhere",
+            dst.display()
+        )));
+    }
+    Ok(Path::new("/").join(at.iter().collect::<PathBuf>()))
 }
 
 /// The guest path `guest_path` under `root`, made ready to mount on.
@@ -777,5 +882,59 @@ mod tests {
         let err = setup_root(&sys, &spec(), false).unwrap_err();
         assert!(err.to_string().contains("pivot_root"), "{err}");
         assert!(!sys.calls().iter().any(|c| matches!(c, Call::Umount2(..))));
+    }
+
+    #[test]
+    fn mount_destinations_follow_the_guests_links_inside_its_root() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["var", "run", "srv", "proc"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        for (link, to) in [
+            ("var/run", "/run"),
+            ("srv/data", "../data2"),
+            ("out", "../../../../../etc"),
+            ("gone", "/not/yet"),
+            ("l1", "l2"),
+            ("l2", "/l1"),
+            ("kernel", "/proc/sys"),
+            ("sneaky", "srv/../proc"),
+            ("top", "var/.."),
+        ] {
+            symlink(to, root.join(link)).unwrap();
+        }
+        let resolve = |dst: &str| resolve_in_root(root, Path::new(dst));
+        for (dst, want) in [
+            ("/var/run/x", "/run/x"),
+            ("/srv/data/y", "/data2/y"),
+            ("/out", "/etc"),
+            ("/out/../../z", "/z"),
+            ("/gone/deeper", "/not/yet/deeper"),
+            ("/plain/dir", "/plain/dir"),
+            ("/var/./run", "/run"),
+            // No link followed: as given (a bind over /proc/cpuinfo, as
+            // LXCFS does, is the operator's to ask for).
+            ("/proc/cpuinfo", "/proc/cpuinfo"),
+        ] {
+            assert_eq!(resolve(dst).unwrap(), Path::new(want), "{dst}");
+        }
+        let err = resolve("/l1/x").unwrap_err().to_string();
+        assert!(
+            err.contains("/l1/x") && err.contains("more than 40"),
+            "{err}"
+        );
+        for dst in ["/kernel/x", "/sneaky"] {
+            let err = resolve(dst).unwrap_err().to_string();
+            assert!(err.contains(dst) && err.contains("kernel's"), "{err}");
+        }
+        for dst in ["/top", "/out/../.."] {
+            let err = resolve(dst).unwrap_err().to_string();
+            assert!(
+                err.contains(dst) && err.contains("guest's / itself"),
+                "{err}"
+            );
+        }
     }
 }

@@ -156,19 +156,82 @@ fn run_read_only_keeps_the_tree_unchanged_with_tmpfs_and_binds_writable() {
     // Without it, the tree is writable.
     ok(&t.sh(&[], "touch /x"));
     assert!(t.root().join("x").exists());
-    // Debian's /var/run -> /run: a mount point never follows a link.
-    fs::create_dir_all(t.root().join("var")).unwrap();
-    std::os::unix::fs::symlink("/run", t.root().join("var/run")).unwrap();
-    let e = stderr(&t.sh(&["--tmpfs", "/var/run"], "true"));
-    assert!(
-        e.contains("var/run (a symlink there") && e.contains("leads to"),
-        "{e}"
-    );
     for bad in ["tmp", "/", "/proc/x", "/tmp:0", "/tmp:lots"] {
         let o = t.sh(&["--tmpfs", bad], "true");
         assert_ne!(o.status.code(), Some(0), "{bad}");
         assert!(stderr(&o).contains("invalid"), "{bad}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn run_bind_and_tmpfs_destinations_follow_the_guests_links_inside_its_root() {
+    if !can_run("run_bind_and_tmpfs_destinations_follow_the_guests_links_inside_its_root") {
+        return;
+    }
+    let t = TestRoot::new();
+    let data = t.dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(data.join("hello"), "hi\n").unwrap();
+    // Debian's /var/run -> /run.
+    fs::create_dir_all(t.root().join("var")).unwrap();
+    std::os::unix::fs::symlink("/run", t.root().join("var/run")).unwrap();
+    // A link that, followed on the host, leads out of the tree to a host
+    // directory; in the guest it leads to the same path inside its root.
+    let host = t.dir.path().join("host-only");
+    let away = format!("{}{}", "../".repeat(12), host.display());
+    std::os::unix::fs::symlink(&away, t.root().join("away")).unwrap();
+    let inside = t.root().join(host.strip_prefix("/").unwrap());
+    let bind = format!("{}:/var/run/data:ro", data.display());
+    for how in ["overlay", "bind"] {
+        let out = ok(&t.sh(
+            &[
+                "--root-mount",
+                how,
+                "--bind",
+                &bind,
+                "--tmpfs",
+                "/away/scratch:1m",
+            ],
+            "cat /run/data/hello; echo > /away/scratch/f && echo written; \
+             awk '$2 ~ /scratch$/ {print $3}' /proc/mounts",
+        ));
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["hi", "written", "tmpfs"],
+            "{how}: {out}"
+        );
+        assert!(!host.exists(), "{how}: a host directory was made");
+        assert!(
+            inside.join("scratch").is_dir(),
+            "{how}: not made in the tree"
+        );
+        assert!(
+            !inside.join("scratch/f").exists(),
+            "{how}: not on the tmpfs"
+        );
+    }
+    // With --read-only too: the mount point is made before the tree is.
+    fs::remove_dir_all(
+        t.root()
+            .join(host.strip_prefix("/").unwrap().iter().next().unwrap()),
+    )
+    .unwrap();
+    let out = ok(&t.sh(
+        &["--read-only", "--tmpfs", "/away/scratch"],
+        "echo > /away/scratch/f && echo written",
+    ));
+    assert_eq!(out.trim(), "written");
+    assert!(inside.join("scratch").is_dir());
+    // Never through a link into the kernel's filesystems.
+    std::os::unix::fs::symlink("/proc/sys", t.root().join("kernel")).unwrap();
+    let o = t.sh(
+        &["--bind", &format!("{}:/kernel/x", data.display())],
+        "echo ran",
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("ran"));
+    let e = stderr(&o);
+    assert!(e.contains("/kernel/x") && e.contains("kernel's"), "{e}");
 }
 
 #[test]
