@@ -230,6 +230,34 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
+    /// Stop the guest if it runs (as `stop`), then start it again
+    Restart {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        /// Seconds to wait after the stop signal before SIGKILL.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// The signal init gets first (as for `stop`).
+        #[arg(long, value_name = "SIG")]
+        signal: Option<String>,
+        /// The guest: CONFIG_DIR/NAME.toml.
+        name: String,
+    },
+    /// Show what the guest's init wrote (RUN_DIR/NAME/console.log; the
+    /// start before last's is console.log.1); control characters are shown
+    /// as ^X on a terminal
+    Logs {
+        #[command(flatten)]
+        dirs: GuestDirs,
+        /// Only the last N lines.
+        #[arg(short = 'n', long, value_name = "N")]
+        lines: Option<u64>,
+        /// Then print what it writes while it runs, until it stops.
+        #[arg(short, long)]
+        follow: bool,
+        /// The guest: CONFIG_DIR/NAME.toml.
+        name: String,
+    },
     /// Open the guest's shell inside the running guest (with -u, that
     /// user's login shell from the guest's passwd).
     Enter {
@@ -401,6 +429,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
     let d = match &c {
         GuestCommand::Start { dirs, .. }
         | GuestCommand::Stop { dirs, .. }
+        | GuestCommand::Restart { dirs, .. }
+        | GuestCommand::Logs { dirs, .. }
         | GuestCommand::Enter { dirs, .. }
         | GuestCommand::Exec { dirs, .. }
         | GuestCommand::Update { dirs, .. }
@@ -435,26 +465,42 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             signal,
             name,
         } => {
-            let timeout = Duration::try_from_secs_f64(timeout)
-                .map_err(|_| anyhow::anyhow!("--timeout {timeout}: expected seconds, >= 0"))?;
-            let signal = signal
-                .as_deref()
-                .map(parse_signal)
-                .transpose()
-                .context("--signal")?;
+            let (timeout, signal) = stop_options(timeout, signal)?;
             let how = lifecycle::stop(&dirs(d), &name, timeout, signal)?;
-            match how {
-                Stopped::Clean => println!("guest {name} stopped"),
-                Stopped::Killed => {
-                    println!("guest {name} stopped (processes killed after the timeout)")
-                }
-                Stopped::WasStale => {
-                    println!("guest {name} was not running; its stale runtime record was removed")
-                }
-                Stopped::Unrecorded => println!(
-                    "guest {name} stopped (it ran without a runtime record, left by an interrupted start)"
-                ),
+            print_stopped(&name, how);
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Restart {
+            dirs: d,
+            timeout,
+            signal,
+            name,
+        } => {
+            let (timeout, signal) = stop_options(timeout, signal)?;
+            let (how, st) = lifecycle::restart(&dirs(d), &name, timeout, signal)?;
+            if let Some(how) = how {
+                print_stopped(&name, how);
             }
+            println!("guest {name} started, init pid {}", st.pid);
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Logs {
+            dirs: d,
+            lines,
+            follow,
+            name,
+        } => {
+            use std::io::{IsTerminal, Write};
+            let mut stdout = std::io::stdout().lock();
+            let terminal = stdout.is_terminal();
+            let mut out = |data: &[u8]| -> std::io::Result<()> {
+                match terminal {
+                    true => stdout.write_all(&caret_escaped(data))?,
+                    false => stdout.write_all(data)?,
+                }
+                stdout.flush()
+            };
+            crate::guest::logs::logs(&dirs(d), &name, lines, follow, &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::Enter { dirs: d, who, name } => {
@@ -656,4 +702,67 @@ fn human_bytes(b: u64) -> String {
 
 fn exit_code(code: i32) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// `stop`'s and `restart`'s `--timeout` and `--signal`.
+fn stop_options(timeout: f64, signal: Option<String>) -> anyhow::Result<(Duration, Option<i32>)> {
+    let timeout = Duration::try_from_secs_f64(timeout)
+        .map_err(|_| anyhow::anyhow!("--timeout {timeout}: expected seconds, >= 0"))?;
+    let signal = signal
+        .as_deref()
+        .map(parse_signal)
+        .transpose()
+        .context("--signal")?;
+    Ok((timeout, signal))
+}
+
+fn print_stopped(name: &str, how: Stopped) {
+    match how {
+        Stopped::Clean => println!("guest {name} stopped"),
+        Stopped::Killed => println!("guest {name} stopped (processes killed after the timeout)"),
+        Stopped::WasStale => {
+            println!("guest {name} was not running; its stale runtime record was removed")
+        }
+        Stopped::Unrecorded => println!(
+            "guest {name} stopped (it ran without a runtime record, left by an interrupted start)"
+        ),
+    }
+}
+
+/// `data` with its control characters (but newline and tab) shown as `cat
+/// -v` shows them (`^[`, `^M`, `^?`), and the C1 ones (U+0080 to U+009F)
+/// and bytes that are no UTF-8 as `?`: a guest's output must not drive the
+/// host's terminal. (A character cut in two by the end of `data` shows as
+/// `?` too.)
+fn caret_escaped(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in data.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' | '\t' => out.push(c as u8),
+                '\0'..='\x1f' | '\x7f' => out.extend_from_slice(&[b'^', c as u8 ^ 0x40]),
+                '\u{80}'..='\u{9f}' => out.push(b'?'),
+                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        out.extend(std::iter::repeat_n(b'?', chunk.invalid().len()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caret_escaped;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(caret_escaped(b"ok\tline\n"), b"ok\tline\n");
+        assert_eq!(caret_escaped(b"\x1b[2J\r\x7f"), b"^[[2J^M^?");
+        assert_eq!(caret_escaped("\u{9b}2J é".as_bytes()), "?2J é".as_bytes());
+        assert_eq!(caret_escaped(b"\x9b"), b"?");
+        assert_eq!(
+            caret_escaped("“quoted” ✓".as_bytes()),
+            "“quoted” ✓".as_bytes()
+        );
+    }
 }

@@ -62,6 +62,8 @@ pub enum Error {
     /// waits for it), as it said it.
     #[error("{0}")]
     Keeper(String),
+    #[error("guest {name} has no console log ({}): it was never started with this run dir", path.display())]
+    NoLog { name: String, path: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -552,6 +552,23 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     })
 }
 
+/// `guest restart NAME`: `stop` if it runs (or left anything to clean up),
+/// then `start`, as `vserver NAME restart` and `docker restart` do. Returns
+/// how it stopped (None: it was not running) and the new state.
+pub fn restart(
+    dirs: &Dirs,
+    name: &str,
+    timeout: Duration,
+    signal: Option<i32>,
+) -> Result<(Option<Stopped>, State)> {
+    let stopped = match stop(dirs, name, timeout, signal) {
+        Ok(how) => Some(how),
+        Err(Error::NotRunning { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    Ok((stopped, start(dirs, name)?))
+}
+
 /// Ends the guest's processes, unmounts its root, removes its cgroups and
 /// runtime record. True if nothing had to be killed.
 fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<bool> {

@@ -10,6 +10,7 @@
 //! - [`launch`]: clone, handshake, wait.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
 //! - [`ps`]: a running guest's processes, seen from the host.
+//! - [`logs`]: a named guest's console log.
 //! - [`user`]: `--user NAME`, looked up in the guest's own /etc/passwd.
 //! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
 //!   runtime state under /run/unifs, start/stop/exec/status).
@@ -21,6 +22,7 @@ pub mod console;
 mod error;
 pub mod launch;
 pub mod lifecycle;
+pub mod logs;
 pub mod net;
 pub mod overlay;
 pub mod ps;

@@ -1731,3 +1731,63 @@ fn named_start_sets_a_long_console_log_aside() {
         || std::fs::read(&log).is_ok_and(|l| l == b"booted\nbooted\n")
     ));
 }
+
+#[test]
+fn named_logs_show_the_console_follow_it_and_restart_appends_to_it() {
+    if !can_run("named_logs_show_the_console_follow_it_and_restart_appends_to_it") {
+        return;
+    }
+    let g = Guest::new("logs", "[\"/bin/sh\", \"/start.sh\"]", false);
+    std::fs::write(
+        g.t.root().join("start.sh"),
+        "printf 'one\\ntwo\\nthree\\n'\n\
+         while [ ! -e /go ]; do sleep 0.05; done\n\
+         echo tick; sleep 0.3; echo tock; exec sleep 1000\n",
+    )
+    .unwrap();
+    let o = g.unifs(&["logs", &g.name]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no console log") && e.contains("console.log"),
+        "{e}"
+    );
+    let o = g.unifs(&["logs", "nosuchguest"]);
+    assert!(stderr(&o).contains("no config"), "{}", stderr(&o));
+
+    let first = ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let wrote = |s: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(s));
+    assert!(super::harness::within_5s(|| wrote("three")));
+    assert_eq!(ok(&g.unifs(&["logs", &g.name])), "one\ntwo\nthree\n");
+    assert_eq!(ok(&g.unifs(&["logs", "-n", "2", &g.name])), "two\nthree\n");
+    assert_eq!(ok(&g.unifs(&["logs", "-n", "0", &g.name])), "");
+
+    // Followed: what comes while it runs, until it stops.
+    let mut cmd = g.cmd(&["logs", "-f", "-n", "1", &g.name]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let follower = KillOnDrop(Some(cmd.spawn().unwrap()));
+    std::fs::write(g.mounted_root().join("go"), "").unwrap();
+    assert!(super::harness::within_5s(|| wrote("tock")));
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    let out = super::harness::wait_bounded(follower, Duration::from_secs(10));
+    assert_eq!(ok(&out), "three\ntick\ntock\n");
+
+    // Restart: a stopped guest is started; a running one stopped first.
+    std::fs::remove_file(g.t.root().join("go")).unwrap();
+    let o = ok(&g.unifs(&["restart", &g.name]));
+    assert!(
+        !o.contains("stopped") && o.contains("started, init pid"),
+        "{o}"
+    );
+    let pid = |o: &str| o.trim().rsplit(' ').next().unwrap().to_string();
+    let second = pid(&o);
+    assert_ne!(second, pid(&first));
+    assert!(super::harness::within_5s(|| {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.matches("three").count() == 2)
+    }));
+    let o = ok(&g.unifs(&["restart", "--timeout", "0", &g.name]));
+    assert!(o.contains(&format!("guest {} stopped", g.name)), "{o}");
+    assert_ne!(pid(&o), second);
+    assert!(!alive(second.parse().unwrap()));
+}
