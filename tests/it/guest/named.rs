@@ -311,9 +311,13 @@ fn named_stop_sends_the_configured_stop_signal() {
     let rtmin3 = libc::SIGRTMIN() + 3;
     let init = format!(
         "[\"/bin/sh\", \"-c\", \"trap 'echo $1 > /stopped; exit 0' {rtmin3}; \
-         while :; do sleep 0.05; done\", \"sh\", \"halted\"]"
+         echo > /trapped; while :; do sleep 0.05; done\", \"sh\", \"halted\"]"
     );
     let stop = |g: &Guest, extra: &[&str]| {
+        // Not before the trap is set (a loaded machine starts sh slowly):
+        // until then the signal's default action ends it.
+        let trapped = g.t.root().join("trapped");
+        assert!(super::harness::within_5s(|| trapped.exists()));
         let mut args = vec!["stop", "--timeout", "3"];
         args.extend(extra);
         args.push(&g.name);
