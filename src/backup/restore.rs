@@ -34,7 +34,9 @@ pub enum Error {
 }
 
 fn list(items: &[String]) -> String {
-    let mut s: String = items.iter().take(50).map(|i| format!("  {i}\n")).collect();
+    // One line each, whatever the names in them (a guest's to choose).
+    let line = |i: &String| format!("  {}\n", i.replace('\n', "\\n"));
+    let mut s: String = items.iter().take(50).map(line).collect();
     if items.len() > 50 {
         s.push_str(&format!("  … and {} more\n", items.len() - 50));
     }

@@ -117,7 +117,10 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("unifs: {}", render(&err));
+            // Some errors list paths a line each (restore's).
+            let text = render(&err);
+            let lines: Vec<_> = text.split('\n').map(output::clean).collect();
+            eprintln!("unifs: {}", lines.join("\n"));
             ExitCode::FAILURE
         }
     }

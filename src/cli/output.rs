@@ -54,11 +54,37 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large (at most 16 EiB)"))
 }
 
+/// `text` for a terminal or a log: control characters escaped (`\n`,
+/// `\x1b`, …). File names are a guest's to choose; printed as they are, a
+/// newline in one forges a line of our output and an escape sequence drives
+/// the operator's terminal. (JSON output escapes them itself.)
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// A path as [`clean`] shows it.
+pub fn path(p: &std::path::Path) -> String {
+    clean(&p.to_string_lossy()).into_owned()
+}
+
 /// Prints problems, at most `limit` of them unless `all`.
 pub fn print_problems(problems: &[Problem], all: bool) {
     let limit = if all { usize::MAX } else { 20 };
     for p in problems.iter().take(limit) {
-        eprintln!("unifs: warning: {}: {}", p.path.display(), p.what);
+        eprintln!("unifs: warning: {}: {}", path(&p.path), clean(&p.what));
     }
     if problems.len() > limit {
         eprintln!(
@@ -71,6 +97,16 @@ pub fn print_problems(problems: &[Problem], all: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("plain/name é"), "plain/name é");
+        assert_eq!(
+            clean("evil\nunifs: fine\x1b[31m\u{9b}\t"),
+            "evil\\nunifs: fine\\x1b[31m\\x9b\\t"
+        );
+        assert!(!path(std::path::Path::new("a\nb")).contains('\n'));
+    }
 
     #[test]
     fn formats_and_parses() {

@@ -1,6 +1,6 @@
 //! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
-use super::output::{bytes, count};
+use super::output::{bytes, clean, count, path};
 use super::Global;
 use crate::catalog::Catalog;
 use crate::store::Store;
@@ -205,15 +205,15 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for (p, paths) in report.problems.iter().zip(&linking) {
-            println!("BAD {}: {}", p.path.display(), p.what);
+            println!("BAD {}: {}", path(&p.path), clean(&p.what));
             if !p.guests.is_empty() {
                 println!(
                     "    linked by guest(s) {}: {} path(s)",
                     p.guests.join(", "),
                     paths.len()
                 );
-                for path in paths.iter().take(10) {
-                    println!("      {}", path.display());
+                for p in paths.iter().take(10) {
+                    println!("      {}", path(p));
                 }
             }
         }

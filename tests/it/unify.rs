@@ -4,7 +4,7 @@ use crate::common::require_root;
 use crate::tree::*;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1880,4 +1880,50 @@ fn review_s8_a_guest_file_named_exactly_like_a_temp_name_is_kept() {
         &snapshot(&b),
         "a guest file named like a temp name",
     );
+}
+
+#[test]
+fn a_guests_file_names_never_reach_the_terminal_raw() {
+    if !require_root("a_guests_file_names_never_reach_the_terminal_raw") {
+        return;
+    }
+    // A name that forges a line of output and turns the terminal red.
+    let lab = Lab::new();
+    let name = "evil\nunifs: all good\x1b[31mRED";
+    let guests = [lab.guest(0), lab.guest(1)];
+    for g in &guests {
+        fs::create_dir(g.join("d")).unwrap();
+        fs::write(g.join("d").join(name), b"same content\n").unwrap();
+    }
+    let raw = |text: &str| text.contains('\x1b') || text.contains("\nunifs: all good");
+    // unify's warning: an append-only directory is left alone.
+    let chattr = |flag: &str| {
+        for g in &guests {
+            let ok = Command::new("chattr").arg(flag).arg(g.join("d")).status();
+            assert!(ok.unwrap().success(), "chattr {flag}");
+        }
+    };
+    chattr("+a");
+    let o = unifs(&lab.store(), &[&"unify", &guests[0], &guests[1]]);
+    chattr("-a");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("append-only"), "{err}");
+    assert!(!raw(&err), "{err}");
+    assert!(err.contains("evil\\nunifs: all good\\x1b[31mRED"), "{err}");
+    // store verify names the paths that link a damaged object.
+    let o = unifs(&lab.store(), &[&"unify", &guests[0], &guests[1]]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let object = fs::read_dir(lab.store().join("objects"))
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    // Through the guest's path: the object file itself is read-only.
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o600)).unwrap();
+    let o = unifs(&lab.store(), &[&"store", &"verify"]);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("BAD") && out.contains("evil\\n"), "{out}");
+    assert!(!raw(&out), "{out}");
 }
