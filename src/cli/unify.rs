@@ -204,6 +204,12 @@ fn print_summary(s: &unify::Summary) {
             count(s.extra_copies)
         );
     }
+    if s.files_gone > 0 {
+        println!(
+            "  {} files went away while unify ran (deleted or moved by a running guest)",
+            count(s.files_gone)
+        );
+    }
     if s.clone_paths_split > 0 {
         println!(
             "  {} paths hardlinked across guests (a `cp -al` clone) {}given copies of their own",

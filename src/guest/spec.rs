@@ -234,11 +234,17 @@ impl std::str::FromStr for Bind {
             [src, dst, "rw"] => (*src, *dst, false),
             _ => return Err(bad("expected SRC:DST[:ro]")),
         };
-        if src.is_empty() || !dst.starts_with('/') {
-            return Err(bad("SRC must be given and DST must be absolute"));
+        // A relative SRC would depend on the directory the command runs in
+        // (a service manager's is /: "etc" would be the host's /etc).
+        if !src.starts_with('/') || !dst.starts_with('/') {
+            return Err(bad("SRC and DST must be absolute paths"));
         }
         if dst.split('/').any(|c| c == "..") {
             return Err(bad("DST must not contain .."));
+        }
+        // Over the guest's root: no overlay, no /proc, /dev or /sys.
+        if dst.split('/').all(|c| c.is_empty() || c == ".") {
+            return Err(bad("DST must not be / (the guest's root is its own tree)"));
         }
         Ok(Bind {
             src: src.into(),
@@ -355,7 +361,7 @@ impl std::str::FromStr for Tmpfs {
             .iter()
             .any(|m| Path::new(dst).starts_with(m));
         if !dst.starts_with('/')
-            || dst == "/"
+            || dst.split('/').all(|c| c.is_empty() || c == ".")
             || dst.split('/').any(|c| c == "..")
             || on_proc_or_sys
         {
@@ -422,12 +428,8 @@ impl Limits {
                 "must be 1..=4194304 (the kernel's most PIDs)",
             ));
         }
-        if self.memory.is_some_and(|m| m < 1 << 20) {
-            return Err(bad(
-                "--memory",
-                format!("{:?}", self.memory),
-                "must be at least 1M",
-            ));
+        if let Some(m) = self.memory.filter(|&m| m < 1 << 20) {
+            return Err(bad("--memory", format!("{m} bytes"), "must be at least 1M"));
         }
         Ok(())
     }
@@ -562,6 +564,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn limits_out_of_range_are_named_with_their_value() {
+        let memory = |m| Limits {
+            memory: Some(m),
+            ..Limits::default()
+        };
+        let e = memory(1023 << 10).check().unwrap_err().to_string();
+        assert_eq!(e, "invalid --memory \"1047552 bytes\": must be at least 1M");
+        assert!(memory(1 << 20).check().is_ok());
+    }
+
+    #[test]
     fn rlimits_parse_by_name_with_one_or_two_values() {
         let r: Rlimit = "nofile=1024:4096".parse().unwrap();
         assert_eq!(
@@ -640,6 +653,16 @@ mod tests {
         assert!("/a:relative".parse::<Bind>().is_err());
         assert!("/a:/b/../../etc".parse::<Bind>().is_err());
         assert!("/a:/b:rx".parse::<Bind>().is_err());
+        for bad in ["etc:/mnt", "./x:/mnt", "/a:/", "/a://", "/a:/./"] {
+            let e = bad.parse::<Bind>().unwrap_err().to_string();
+            assert!(
+                e.contains("absolute") || e.contains("not be /"),
+                "{bad}: {e}"
+            );
+        }
+        for bad in ["//", "/./", "/.:1m"] {
+            assert!(bad.parse::<Tmpfs>().is_err(), "{bad}");
+        }
     }
 
     #[test]

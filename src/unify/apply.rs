@@ -44,6 +44,8 @@ pub struct ApplyTotals {
     pub extra_copies: u64,
     pub skipped_changed: u64,
     pub skipped_in_use: u64,
+    /// Files whose name went away before it could be linked.
+    pub gone: u64,
 }
 
 impl ApplyTotals {
@@ -55,6 +57,7 @@ impl ApplyTotals {
         self.extra_copies += o.extra_copies;
         self.skipped_changed += o.skipped_changed;
         self.skipped_in_use += o.skipped_in_use;
+        self.gone += o.gone;
     }
 }
 
@@ -110,6 +113,9 @@ enum Skip {
     /// hardlinked across guests that became the object).
     IsObject,
     Changed,
+    /// The name (or a directory on its way) is gone: deleted or moved by a
+    /// running guest. Nothing to do, as for a file made after the walk.
+    Gone,
     InUse,
     Failed(String),
 }
@@ -216,6 +222,7 @@ impl<'a> Applier<'a> {
         let path = self.path_of(file);
         match skip {
             Skip::IsObject => {}
+            Skip::Gone => work.totals.gone += 1,
             Skip::Changed => {
                 work.totals.skipped_changed += 1;
                 work.problems.push(Problem::new(
@@ -282,7 +289,7 @@ impl<'a> Applier<'a> {
         own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<Target, Skip> {
-        let (parent, name) = self.open_parent(file).map_err(fail)?;
+        let (parent, name) = self.open_parent(file).map_err(gone_or_fail)?;
         let (fd, st, leased) = self.open_leased(file, opened, parent.as_fd(), &name, own, &[])?;
         let rec = &self.candidates[file];
         let content = match content.content {
@@ -405,7 +412,7 @@ impl<'a> Applier<'a> {
         own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
-        let (parent, name) = self.open_parent(file).map_err(fail)?;
+        let (parent, name) = self.open_parent(file).map_err(gone_or_fail)?;
         if let Some(why) = parent.locked {
             // The temp name could be linked there but neither swapped nor
             // removed again, and the mtime not put back.
@@ -673,9 +680,8 @@ impl<'a> Applier<'a> {
             Ok,
         ) {
             Ok(fd) => fd,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
-                return Err(Skip::Changed)
-            }
+            Err(e) if super::hash::gone(&e) => return Err(Skip::Gone),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Skip::Changed),
             Err(e) => return Err(fail(e)),
         };
         let leased = match sys::take_read_lease(fd.as_fd()) {
@@ -694,7 +700,7 @@ impl<'a> Applier<'a> {
                 Ok(now) if (now.dev, now.ino) == (rec.stat.dev, rec.stat.ino) => now,
                 Ok(now) if object.contains(&(now.dev, now.ino)) => return Err(Skip::IsObject),
                 Ok(_) => return Err(Skip::Changed),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(Skip::Changed),
+                Err(e) if super::hash::gone(&e) => return Err(Skip::Gone),
                 Err(e) => return Err(fail(e)),
             }
         } else {
@@ -883,6 +889,14 @@ fn fail(e: io::Error) -> Skip {
     Skip::Failed(format!("cannot link it ({e}); left as it was"))
 }
 
+/// [`fail`], but [`Skip::Gone`] for a guest path that is gone.
+fn gone_or_fail(e: io::Error) -> Skip {
+    match super::hash::gone(&e) {
+        true => Skip::Gone,
+        false => fail(e),
+    }
+}
+
 /// `--paranoid`: compares the file's bytes with the object's. By offset:
 /// `fd` may be the one hashing read to its end.
 fn same_bytes(fd: BorrowedFd, target: &Target) -> io::Result<bool> {
@@ -994,10 +1008,11 @@ mod tests {
         let cache = Map::default();
         let hashed: Vec<_> = (0..4)
             .map(|i| {
-                super::super::hash::hash_cached(&guests, &candidates, i, &cache, false, true)
-                    .unwrap()
-                    .expect("no inode flags")
-                    .0
+                match super::super::hash::hash_cached(&guests, &candidates, i, &cache, false, true)
+                {
+                    Ok(super::super::hash::Read::Hashed(h, _)) => h,
+                    _ => panic!("not hashed"),
+                }
             })
             .collect();
         let groups = super::super::plan::plan(&candidates, &hashed, &HashSet::new());
@@ -1056,10 +1071,11 @@ mod tests {
         let mut hashed = Vec::new();
         let mut fds = HashMap::new();
         for i in 0..2 {
-            let (h, fd) =
-                super::super::hash::hash_cached(&guests, &candidates, i, &cache, false, i == 0)
-                    .unwrap()
-                    .expect("no inode flags");
+            let read =
+                super::super::hash::hash_cached(&guests, &candidates, i, &cache, false, i == 0);
+            let Ok(super::super::hash::Read::Hashed(h, fd)) = read else {
+                panic!("not hashed")
+            };
             hashed.push(h);
             fds.insert(i, fd.expect("read, not cached"));
         }

@@ -88,7 +88,6 @@ pub struct Hashed {
 /// A file read comes with the fd it was read through (linking may use it).
 /// Its content hash is computed only if `content`: most files read become
 /// links to an object, which needs it once (half the hashing work).
-/// `None`: a file with inode flags, left alone.
 pub fn hash_cached(
     guests: &[Guest],
     candidates: &[FileRec],
@@ -96,7 +95,7 @@ pub fn hash_cached(
     cache: &Map<(u64, u64), CacheRow>,
     ignore_mtime: bool,
     content: bool,
-) -> Result<Option<(Hashed, Option<OwnedFd>)>, Problem> {
+) -> Result<Read, Problem> {
     let rec = &candidates[i];
     let st = &rec.stat;
     if let Some(row) = cache.get(&(st.dev, st.ino)) {
@@ -108,24 +107,47 @@ pub fn hash_cached(
                 read: false,
                 from_cache: true,
             };
-            return Ok(Some((hashed, None)));
+            return Ok(Read::Hashed(hashed, None));
         }
     }
     let guest = &guests[rec.guest as usize];
-    let read = hash_one(guest, rec, ignore_mtime, content).map_err(|e| {
-        let what = format!("cannot read it to hash it ({e}); left as it was");
-        Problem::new(guest.root.join(&rec.rel), what)
-    })?;
-    Ok(read.map(|(id, content, fd)| {
-        let hashed = Hashed {
-            file: i,
-            id,
-            content,
-            read: true,
-            from_cache: false,
-        };
-        (hashed, Some(fd))
-    }))
+    let read = match hash_one(guest, rec, ignore_mtime, content) {
+        Ok(read) => read,
+        Err(e) if gone(&e) => return Ok(Read::Gone),
+        Err(e) => {
+            let what = format!("cannot read it to hash it ({e}); left as it was");
+            return Err(Problem::new(guest.root.join(&rec.rel), what));
+        }
+    };
+    Ok(match read {
+        Some((id, content, fd)) => {
+            let hashed = Hashed {
+                file: i,
+                id,
+                content,
+                read: true,
+                from_cache: false,
+            };
+            Read::Hashed(hashed, Some(fd))
+        }
+        None => Read::Flagged,
+    })
+}
+
+/// What [`hash_cached`] made of a candidate.
+pub enum Read {
+    /// Its ids, and the fd it was read through (none from the cache).
+    Hashed(Hashed, Option<OwnedFd>),
+    /// It has inode flags (`chattr`): left alone.
+    Flagged,
+    /// Its name is gone (deleted or moved by a running guest since the
+    /// walk): nothing to do, as for a file made after the walk.
+    Gone,
+}
+
+/// True when `e` says the name (or a directory on its way) is gone.
+pub fn gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
 }
 
 pub fn cache_valid(row: &CacheRow, st: &Stat) -> bool {

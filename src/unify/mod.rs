@@ -173,6 +173,9 @@ pub struct Summary {
     pub objects_copied: u64,
     pub extra_copies: u64,
     pub skipped_changed: u64,
+    /// Files whose name went away while unify ran (deleted or moved by a
+    /// running guest): nothing to do, and no problem.
+    pub files_gone: u64,
     pub skipped_in_use: u64,
     pub stale_tmp_removed: u64,
     /// Directories whose mtime a killed run had changed, put back.
@@ -641,6 +644,7 @@ fn run(
     summary.objects_copied = t.objects_copied;
     summary.extra_copies = t.extra_copies;
     summary.skipped_changed = t.skipped_changed;
+    summary.files_gone += t.gone;
     summary.skipped_in_use = t.skipped_in_use;
     let totals = RunTotals {
         files_scanned: summary.files_scanned,
@@ -1001,6 +1005,7 @@ fn worker_pool() -> &'static rayon::ThreadPool {
 fn hashed_summary(summary: &mut Summary, out: &pipeline::Outcome, hash_started: Instant) {
     summary.bytes_hashed = out.bytes_hashed;
     summary.files_with_inode_flags = out.flagged;
+    summary.files_gone = out.gone;
     summary.files_hashed = out.hashed.iter().filter(|h| h.read).count() as u64;
     summary.cache_hits = out.hashed.iter().filter(|h| h.from_cache).count() as u64;
     summary.problems.extend(out.problems.iter().cloned());

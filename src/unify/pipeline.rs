@@ -37,6 +37,8 @@ pub struct Outcome {
     pub bytes_hashed: u64,
     /// Files left alone for their inode flags (`chattr`).
     pub flagged: u64,
+    /// Files whose name went away while unify ran.
+    pub gone: u64,
     pub problems: Vec<Problem>,
     /// What the plan would link (what a dry run reports).
     pub planned_links: u64,
@@ -57,6 +59,7 @@ struct Done {
     hashed: Vec<Hashed>,
     /// Files left alone for their inode flags.
     flagged: u64,
+    gone: u64,
     problems: Vec<Problem>,
     planned: [u64; 3],
     works: Vec<Result<GroupWork>>,
@@ -103,6 +106,7 @@ pub fn run(
             }
             out.problems.extend(done.problems);
             out.flagged += done.flagged;
+            out.gone += done.gone;
             out.planned_links += done.planned[0];
             out.planned_bytes_saved += done.planned[1];
             out.planned_objects += done.planned[2];
@@ -159,6 +163,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
     let mut done = Done {
         hashed: Vec::with_capacity(files.len()),
         flagged: 0,
+        gone: 0,
         problems: Vec::new(),
         planned: [0; 3],
         works: Vec::new(),
@@ -200,8 +205,9 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             inputs.ignore_mtime,
             wants && ids.len() != 1,
         ) {
-            Ok(None) => done.flagged += 1,
-            Ok(Some((h, fd))) => {
+            Ok(hash::Read::Flagged) => done.flagged += 1,
+            Ok(hash::Read::Gone) => done.gone += 1,
+            Ok(hash::Read::Hashed(h, fd)) => {
                 ids.insert(h.id);
                 if st.nlink > 1 {
                     by_inode.insert((st.dev, st.ino), h);

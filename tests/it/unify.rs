@@ -1927,3 +1927,69 @@ fn a_guests_file_names_never_reach_the_terminal_raw() {
     assert!(out.contains("BAD") && out.contains("evil\\n"), "{out}");
     assert!(!raw(&out), "{out}");
 }
+
+#[test]
+fn a_file_a_running_guest_deletes_during_unify_is_no_problem() {
+    if !require_root("a_file_a_running_guest_deletes_during_unify_is_no_problem") {
+        return;
+    }
+    // Two identical files: hashing one takes a while; when unify opens the
+    // first of them, the "guest" deletes the other, which unify then finds
+    // gone (when it hashes it, or when it links it).
+    let lab = Lab::new();
+    let g = lab.guest(0);
+    let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    let files = [g.join("a"), g.join("b")];
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for f in &files {
+        fs::write(f, &data).unwrap();
+        // One mtime: files that differ in it never share an object, and
+        // are not even hashed.
+        fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+    // SAFETY: plain syscalls on an fd this test owns.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(fd >= 0);
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let wds: Vec<i32> = files
+        .iter()
+        .map(|f| {
+            let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: `c` is NUL-terminated; `fd` is an inotify fd.
+            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_OPEN) }
+        })
+        .collect();
+    assert!(wds.iter().all(|&w| w >= 0));
+    let deleter = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 16 {
+                let wd = i32::from_ne_bytes(buf[..4].try_into().unwrap());
+                let other = if wd == wds[0] { &files[1] } else { &files[0] };
+                fs::remove_file(other).unwrap();
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    });
+    let o = unifs(&lab.store(), &[&"unify", &"--json", &g]);
+    assert!(deleter.join().unwrap(), "unify never opened either file");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["files_gone"], 1, "{s}");
+    assert_eq!(s["problems"], serde_json::json!([]), "{s}");
+}
