@@ -666,6 +666,7 @@ fn state_word(s: &lifecycle::Status) -> String {
     match s.running {
         true if s.unrecorded => "running (unrecorded)".into(),
         true if s.root_lost => "running (root lost)".into(),
+        true if s.frozen => "running (frozen)".into(),
         true => "running".into(),
         false if why.is_empty() => "stopped".into(),
         false => format!("stopped ({})", why.join(", ")),

@@ -656,6 +656,25 @@ impl Cgroup {
         }
     }
 
+    /// The first of the guest's groups that is frozen (v1 `freezer.state`
+    /// not THAWED, its parents' freezing included; v2 `cgroup.events`
+    /// saying `frozen 1`), with how to thaw it: a process that joins it
+    /// stops there at once (an operator's pause, as `docker pause`).
+    pub fn frozen(&self) -> Option<(PathBuf, &'static str)> {
+        self.groups.iter().find_map(|g| {
+            let v1 = std::fs::read_to_string(g.join("freezer.state"));
+            if v1.is_ok_and(|s| s.trim() != "THAWED") {
+                return Some((g.join("freezer.state"), "THAWED"));
+            }
+            // Asked for (it may still be freezing), or frozen by a parent.
+            let asked = std::fs::read_to_string(g.join("cgroup.freeze"));
+            let events = std::fs::read_to_string(g.join("cgroup.events"));
+            (asked.is_ok_and(|s| s.trim() == "1")
+                || events.is_ok_and(|s| s.lines().any(|l| l == "frozen 1")))
+            .then(|| (g.join("cgroup.freeze"), "0"))
+        })
+    }
+
     /// Memory in use, in bytes, from the first group that reports it.
     pub fn memory_bytes(&self) -> Option<u64> {
         self.read_first(&["memory.current", "memory.usage_in_bytes"])

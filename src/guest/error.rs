@@ -52,6 +52,15 @@ pub enum Error {
          `unifs guest stop {name}` and `unifs guest start {name}` bring the guest back"
     )]
     RootLost { name: String },
+    #[error(
+        "guest {name} is frozen ({} says so): a command would freeze with it; thaw it first \
+         (`echo {thaw} > {}`)", file.display(), file.display()
+    )]
+    Frozen {
+        name: String,
+        file: PathBuf,
+        thaw: &'static str,
+    },
     #[error("mounting the root of guest {name} failed: {reason}")]
     RootMount { name: String, reason: String },
     #[error("cannot serve guest root {} through the overlay: {reason}", root.display())]

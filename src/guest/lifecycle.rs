@@ -728,10 +728,19 @@ fn exec_in(
 ) -> Result<i32> {
     // Else the command's exec fails with a bare ENOTCONN.
     let root = RunDir::new(&dirs.run_dir, name).root();
+    // A daemon that does not answer (stopped, hung) would leave the
+    // command waiting on the root for good.
     if st.root_mount == RootMount::Overlay
-        && state::root_health(&root, Duration::from_secs(1)) == state::RootHealth::Lost
+        && state::root_health(&root, Duration::from_secs(1)) != state::RootHealth::Answers
     {
         return Err(Error::RootLost { name: name.into() });
+    }
+    if let Some((file, thaw)) = st.cgroup.frozen() {
+        return Err(Error::Frozen {
+            name: name.into(),
+            file,
+            thaw,
+        });
     }
     let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
         .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
@@ -886,6 +895,9 @@ pub struct Status {
     /// Running, but its overlay root does not answer: its daemon died (or
     /// hangs), and the guest's files are unreachable until a stop and start.
     pub root_lost: bool,
+    /// Running, but frozen (paused) in one of its cgroups: its processes
+    /// do not run, and `exec`/`enter` refuse it.
+    pub frozen: bool,
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
     pub processes: Option<u64>,
@@ -931,6 +943,7 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
         unrecorded: unrecorded.is_some(),
         root_lost,
+        frozen: cgroup.is_some_and(|c| c.frozen().is_some()),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         processes: cgroup.and_then(|c| c.pids_current().or(Some(c.pids().len() as u64))),

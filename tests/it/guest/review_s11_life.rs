@@ -473,3 +473,74 @@ fn s11_list_columns_line_up_for_long_names_and_states() {
         assert_eq!(dash, Some(pid_end), "{text}");
     }
 }
+
+/// SIGCONTs a process on drop (a test's SIGSTOPped daemon, whatever fails).
+struct Continue(i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+#[test]
+fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
+    if !can_run("exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen") {
+        return;
+    }
+    // Both hung `guest exec` for good: a stopped daemon (the command waited
+    // on the root), a frozen group (the command froze on joining it).
+    let g = Guest::new("hang", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let daemon = mount_daemon(&g.run(&g.name).join("root"));
+    let stopped = Continue(daemon);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not answer"), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(stopped);
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
+
+    // Frozen in its own freezer group (v1), or its v2 group.
+    let groups: Vec<PathBuf> = g.record(&g.name)["cgroup"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect();
+    let (file, freeze, thaw) = match groups.iter().find(|p| p.join("freezer.state").exists()) {
+        Some(v1) => (v1.join("freezer.state"), "FROZEN", "THAWED"),
+        None => {
+            let v2 = groups.iter().find(|p| p.join("cgroup.freeze").exists());
+            (
+                v2.expect("a group to freeze").join("cgroup.freeze"),
+                "1",
+                "0",
+            )
+        }
+    };
+    std::fs::write(&file, freeze).unwrap();
+    let o = g.unifs(&["status", &g.name]);
+    let thawed = || std::fs::write(&file, thaw).unwrap();
+    let out = stdout(&o);
+    let e = stderr(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
+    thawed();
+    assert!(out.contains("running (frozen)"), "{out}");
+    assert!(
+        e.contains("is frozen") && e.contains(&file.display().to_string()),
+        "{e}"
+    );
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
+    let (all, _) = g.list();
+    assert_eq!(entry(&all, &g.name)["frozen"], false, "{all}");
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+}
