@@ -231,6 +231,13 @@ fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("mountpoint {} does not exist", p.display())
         }
+        // A FUSE mount whose daemon is gone.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mountpoint {} is in use by a mount whose daemon is gone (killed?); \
+             unmount it first (`unifs umount {}`)",
+            p.display(),
+            p.display()
+        ),
         Err(e) => bail!("mountpoint {}: {e}", p.display()),
     }
     if ufs::is_mount_point(p) {

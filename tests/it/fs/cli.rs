@@ -80,6 +80,63 @@ fn sigterm_unmounts_cleanly() {
 }
 
 #[test]
+fn a_mount_whose_daemon_was_killed_is_named_as_such() {
+    if !require_root("a_mount_whose_daemon_was_killed_is_named_as_such") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let mut m = w.mount(&g, "m", &[]);
+    let child = m.child.as_mut().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = unifs(&w.store, &[&"mount", &g, &m.dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("whose daemon is gone") && err.contains("unifs umount"),
+        "{err}"
+    );
+    let out = unifs(&w.store, &[&"umount", &m.dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&m.dir));
+}
+
+#[test]
+fn a_terminal_ioctl_on_a_file_is_enotty_and_not_logged() {
+    if !require_root("a_terminal_ioctl_on_a_file_is_enotty_and_not_logged") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"x").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let f = fs::File::open(m.path("f")).unwrap();
+    // isatty(3), as every stdio open of a file does.
+    let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: TCGETS writes a termios into `t`, valid for writes.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::TCGETS,
+            t.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    drop(f);
+    let log = fs::read_to_string(&m.log).unwrap_or_default();
+    assert!(!log.contains("ioctl"), "{log}");
+}
+
+#[test]
 fn read_only_option_refuses_writes() {
     if !require_root("read_only_option_refuses_writes") {
         return;
