@@ -267,6 +267,12 @@ pub(super) fn check_dev_fuse() -> anyhow::Result<()> {
 /// cross filesystems, so the guest's shared files cannot be its objects).
 pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
+    // A guest's view through another mount: served again, it would show
+    // the view, and its links could never be the store's.
+    if let Some(backing) = ufs::unifs_view_backing(guest) {
+        let path = guest.to_path_buf();
+        return Err(crate::store::Error::InUnifsView { path, backing }.into());
+    }
     if !crate::store::Store::exists(store) {
         tracing::info!("no store at {}; mounting without one", store.display());
         return Ok(());

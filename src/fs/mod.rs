@@ -250,6 +250,43 @@ pub fn is_unifs_mount(path: &Path) -> bool {
         .is_some_and(|(fstype, source)| fstype.starts_with("fuse") && source.starts_with("unifs:"))
 }
 
+/// Where `path` is in its guest's backing directory, when it lies in a
+/// unifs mount (the view `unifs mount` serves a guest, e.g. a running
+/// guest's root): the path an operator meant to give unify or `run`.
+pub fn unifs_view_backing(path: &Path) -> Option<PathBuf> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The deepest mount point holding `path` (the last of those stacked
+    // there): only if that one is ours.
+    let mut best: Option<(usize, bool, PathBuf)> = None;
+    for l in info.lines() {
+        let (Some(mp), Some((_, rest))) = (l.split(' ').nth(4), l.split_once(" - ")) else {
+            continue;
+        };
+        let mp = PathBuf::from(unescape_mountinfo(mp));
+        let Ok(below) = path.strip_prefix(&mp) else {
+            continue;
+        };
+        let mut f = rest.split(' ');
+        let (fstype, source) = (
+            f.next().unwrap_or(""),
+            unescape_mountinfo(f.next().unwrap_or("")),
+        );
+        let backing = source
+            .strip_prefix("unifs:")
+            .filter(|_| fstype.starts_with("fuse"))
+            .map(|b| match below.as_os_str().is_empty() {
+                true => PathBuf::from(b),
+                false => Path::new(b).join(below),
+            });
+        let depth = mp.components().count();
+        if best.as_ref().is_none_or(|(d, _, _)| depth >= *d) {
+            best = Some((depth, backing.is_some(), backing.unwrap_or_default()));
+        }
+    }
+    best.filter(|(_, ours, _)| *ours).map(|(_, _, b)| b)
+}
+
 /// (filesystem type, source) of the last mount at `path`, if any.
 fn mount_source(path: &Path) -> Option<(String, String)> {
     let path = std::fs::canonicalize(path).ok()?;

@@ -107,6 +107,12 @@ pub enum Error {
         state: &'static str,
     },
     #[error(
+        "{} is in a unifs mount, the copy-on-write view that `unifs mount` serves a guest, \
+         not a guest's directory: name the guest's backing directory instead ({})",
+        path.display(), backing.display()
+    )]
+    InUnifsView { path: PathBuf, backing: PathBuf },
+    #[error(
         "{guest} is on another filesystem ({guest_mount}) than the store {store} \
          ({store_mount}); hardlinks cannot cross filesystems: put the store on {guest_mount}"
     )]
@@ -358,6 +364,12 @@ impl Store {
     pub fn check_same_fs(&self, guest: &Path, guest_dev: u64) -> Result<()> {
         if guest_dev == self.dev {
             return Ok(());
+        }
+        if let Some(backing) = crate::fs::unifs_view_backing(guest) {
+            return Err(Error::InUnifsView {
+                path: guest.to_path_buf(),
+                backing,
+            });
         }
         Err(Error::CrossDevice {
             guest: guest.to_path_buf(),

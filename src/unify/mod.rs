@@ -280,6 +280,11 @@ fn guest_dir(g: &Path) -> Result<PathBuf> {
 /// guest's files, and must never link through it.
 fn check_not_overmounted(root: &Path) -> Result<()> {
     if crate::fs::is_unifs_mount(root) {
+        // A guest's view, mounted elsewhere (a running guest's root).
+        if let Some(backing) = crate::fs::unifs_view_backing(root).filter(|b| b != root) {
+            let path = root.to_path_buf();
+            return Err(store::Error::InUnifsView { path, backing }.into());
+        }
         return Err(Error::Overmounted {
             path: root.to_path_buf(),
         });
@@ -301,6 +306,10 @@ fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<(
     for g in guests {
         let st = sys::lstat(g).map_err(guest_err(g))?;
         if st.dev != dev {
+            if let Some(backing) = crate::fs::unifs_view_backing(g) {
+                let path = g.clone();
+                return Err(store::Error::InUnifsView { path, backing }.into());
+            }
             return Err(store::Error::CrossDevice {
                 guest: g.clone(),
                 guest_mount: store::mount_point_of(g),

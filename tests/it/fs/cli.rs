@@ -137,6 +137,44 @@ fn a_terminal_ioctl_on_a_file_is_enotty_and_not_logged() {
 }
 
 #[test]
+fn a_guests_view_given_for_its_directory_is_refused_naming_the_directory() {
+    if !require_root("a_guests_view_given_for_its_directory_is_refused_naming_the_directory") {
+        return;
+    }
+    // A running guest's root (its view) given where its backing directory
+    // was meant: unify said to unmount it, or to put the store on it.
+    let w = World::new();
+    let g = w.dir("g");
+    fs::create_dir(g.join("sub")).unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let other = w.dir("m2");
+    let fresh = w.store.with_extension("new");
+    let sub = m.path("sub");
+    let cases: [(&Path, Vec<&dyn AsRef<std::ffi::OsStr>>, std::path::PathBuf); 4] = [
+        (&w.store, vec![&"unify", &m.dir], g.clone()),
+        (&fresh, vec![&"unify", &sub], g.join("sub")),
+        (&w.store, vec![&"mount", &sub, &other], g.join("sub")),
+        (
+            &w.store,
+            vec![&"run", &"--root", &m.dir, &"--", &"/bin/true"],
+            g.clone(),
+        ),
+    ];
+    for (store, args, backing) in cases {
+        let out = unifs(store, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        let want = format!(
+            "name the guest's backing directory instead ({})",
+            backing.display()
+        );
+        assert!(err.contains(&want), "{err}");
+    }
+    assert!(!fresh.exists());
+    assert!(!is_mounted(&other));
+}
+
+#[test]
 fn read_only_option_refuses_writes() {
     if !require_root("read_only_option_refuses_writes") {
         return;
