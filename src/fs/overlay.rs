@@ -445,30 +445,38 @@ impl Overlay {
     /// land on the replaced one's path. A name that cannot be checked (its
     /// directory unreachable) counts as naming it.
     fn drop_stale_index(&self, parent: u64, name: &OsStr, ino: u64) {
-        let (id, names) = {
+        let id = {
             let state = lock(&self.state);
             match state.table.indexed(ino) {
                 Some((id, names))
-                    if !names.is_empty()
-                        && !names.iter().any(|(p, n)| *p == parent && n == name) =>
+                    if !names.is_empty() && state.table.child(parent, name) != Some(id) =>
                 {
-                    (id, names.to_vec())
+                    id
                 }
                 _ => return,
             }
         };
-        let gone = names.iter().all(|(p, n)| {
-            let Ok(dir) = self.open_dir_node(*p) else {
-                return false;
+        // One name at a time, stopping at the first that still names it:
+        // a file the guest linked many times (thousands of names) must not
+        // cost a copy of them all on each new link.
+        for i in 0.. {
+            let Some((p, n)) = lock(&self.state)
+                .table
+                .get(id)
+                .and_then(|node| node.names.get(i).cloned())
+            else {
+                break;
             };
-            match fsys::stat_at(dir.as_fd(), n) {
-                Ok(st) => st.st_ino != ino,
-                Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+            let Ok(dir) = self.open_dir_node(p) else {
+                return;
+            };
+            match fsys::stat_at(dir.as_fd(), &n) {
+                Ok(st) if st.st_ino != ino => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                _ => return,
             }
-        });
-        if gone {
-            lock(&self.state).table.unindex(ino, id);
         }
+        lock(&self.state).table.unindex(ino, id);
     }
 
     pub fn forget(&self, node: u64, n: u64) {
