@@ -12,24 +12,35 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Temp names of copies being put in place; readdir hides them.
+/// Temp names of copies being put in place.
 pub const TEMP_PREFIX: &str = ".unifs-break.";
 
-/// True for a temp name of a copy being put in place (hidden from guests).
-pub fn is_temp_name(name: &OsStr) -> bool {
+/// Carried by a copy while it has a temp name, taken off before the rename
+/// puts it in place: what tells a break's temp file from a guest's file
+/// that merely has such a name (a guest cannot set `trusted.unifs.*`
+/// through the mount). Only marked files are hidden, and only marked ones
+/// are ever removed.
+pub const TEMP_XATTR: &str = "trusted.unifs.break";
+
+/// True when `name` in `dir` is a break's temp file: the prefix, and the
+/// mark on a regular file (hidden from guests).
+pub fn is_temp(dir: BorrowedFd, name: &OsStr) -> bool {
     use std::os::unix::ffi::OsStrExt;
     name.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+        && fsys::get_xattr_at(dir, name, OsStr::new(TEMP_XATTR)).is_ok_and(|v| v.is_some())
 }
 
-/// True for a temp name no break uses any more: one another (dead) daemon
-/// process left (ours carry our pid, and one mount serves a guest at a
-/// time), or one of ours that a failed break could not remove.
-pub fn is_stale_temp(name: &OsStr) -> bool {
+/// True for a break's temp file in `dir` that no break uses any more: one
+/// another (dead) daemon process left (ours carry our pid, and one mount
+/// serves a guest at a time), or one of ours that a failed break could not
+/// remove.
+pub fn is_stale_temp(dir: BorrowedFd, name: &OsStr) -> bool {
     let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
         return false;
     };
     let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
-    pid.is_some_and(|p| p != std::process::id()) || left_behind().contains(name)
+    let unused = pid.is_some_and(|p| p != std::process::id()) || left_behind().contains(name);
+    unused && is_temp(dir, name)
 }
 
 /// Temp names of this process that a failed break could not remove (its
@@ -124,12 +135,20 @@ fn copy_and_rename(
     want: &libc::stat,
     mtime: &mut DirMtime,
 ) -> io::Result<u64> {
+    let mark = |fd: BorrowedFd| sys::xattr::set_fd(fd, OsStr::new(TEMP_XATTR), b"");
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
-        Ok(fd) => (fd, None),
+        Ok(fd) => {
+            mark(fd.as_fd())?;
+            (fd, None)
+        }
         Err(_) => {
-            let n = temp_name();
-            let fd = sys::open_at(dir, &n, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+            let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+            let (fd, n) = with_temp_name(|n| sys::open_at(dir, n, flags, 0o600))?;
             mtime.changed();
+            if let Err(e) = mark(fd.as_fd()) {
+                let _ = sys::unlink_at(dir, &n);
+                return Err(e);
+            }
             (fd, Some(n))
         }
     };
@@ -138,8 +157,7 @@ fn copy_and_rename(
         let n = match &tmp_name {
             Some(n) => n.clone(),
             None => {
-                let n = temp_name();
-                sys::link_fd(tmp.as_fd(), dir, &n)?;
+                let ((), n) = with_temp_name(|n| sys::link_fd(tmp.as_fd(), dir, n))?;
                 mtime.changed();
                 tmp_name = Some(n.clone());
                 n
@@ -149,6 +167,9 @@ fn copy_and_rename(
         if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
+        // In place, it is the guest's file. (Killed right here, the copy
+        // stays under its temp name, unmarked: a file the guest sees.)
+        sys::xattr::remove_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR))?;
         mtime.check();
         sys::rename_at(dir, &n, dir, name)?;
         mtime.changed();
@@ -156,6 +177,9 @@ fn copy_and_rename(
         Ok(fsys::fstat(tmp.as_fd())?.st_ino)
     })();
     if let Some(n) = tmp_name {
+        // Marked again (the failure may have come after the mark went), so
+        // that a name left behind is known for ours and removed later.
+        let _ = sys::xattr::set_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR), b"");
         mtime.check();
         if sys::unlink_at(dir, &n).is_ok() {
             mtime.changed();
@@ -300,18 +324,57 @@ fn temp_name() -> OsString {
     OsString::from(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
 }
 
+/// `make` with a fresh temp name, and the next on EEXIST: a guest may have
+/// a file of its own by that name.
+fn with_temp_name<T>(mut make: impl FnMut(&OsStr) -> io::Result<T>) -> io::Result<(T, OsString)> {
+    let mut tries = 0;
+    loop {
+        let n = temp_name();
+        match make(&n) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < 100 => tries += 1,
+            r => return r.map(|t| (t, n)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn temp_names_of_other_processes_are_stale() {
+    fn only_marked_temp_files_of_other_processes_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        let d = d.as_fd();
+        let other = OsStr::new(".unifs-break.1.7");
         let ours = temp_name();
-        assert!(is_temp_name(&ours));
-        assert!(!is_stale_temp(&ours));
-        assert!(is_stale_temp(OsStr::new(".unifs-break.1.7")) == (std::process::id() != 1));
-        assert!(!is_temp_name(OsStr::new("unifs-break.1.7")));
-        assert!(!is_stale_temp(OsStr::new(".unifs-break.x.7")));
+        for n in [
+            other,
+            &ours,
+            OsStr::new(".unifs-break.x.7"),
+            OsStr::new("unifs-break.1.7"),
+        ] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        // A guest's own files by such names: never taken for ours.
+        assert!(!is_temp(d, other) && !is_stale_temp(d, other));
+        for n in [
+            other,
+            &ours,
+            OsStr::new(".unifs-break.x.7"),
+            OsStr::new("unifs-break.1.7"),
+        ] {
+            let f = std::fs::File::open(dir.path().join(n)).unwrap();
+            // trusted.* needs root; without it this test proves less.
+            if sys::xattr::set_fd(f.as_fd(), OsStr::new(TEMP_XATTR), b"").is_err() {
+                return;
+            }
+        }
+        assert!(is_temp(d, other) && is_temp(d, &ours));
+        assert!(is_stale_temp(d, other) == (std::process::id() != 1));
+        assert!(!is_stale_temp(d, &ours));
+        assert!(!is_stale_temp(d, OsStr::new(".unifs-break.x.7")));
+        assert!(!is_temp(d, OsStr::new("unifs-break.1.7")));
     }
 
     #[test]

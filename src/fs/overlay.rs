@@ -399,7 +399,7 @@ impl Overlay {
         if name.len() > 255 {
             return Err(errno(libc::ENAMETOOLONG));
         }
-        if cow::is_temp_name(name) {
+        if cow::is_temp(dir.as_fd(), name) {
             return Err(errno(libc::ENOENT));
         }
         // The kernel revalidates a cached name with a lookup that holds no
@@ -1361,16 +1361,17 @@ impl Overlay {
         }
     }
 
-    /// A name the guest may create. The temp-name prefixes of the break
-    /// and of unify are reserved: a leftover temp name is removed when the
-    /// store holds its content, so a guest file by such a name could vanish.
+    /// A name the guest may create. Unify's temp-name prefix is reserved: a
+    /// leftover temp name is removed when the store holds its content, so a
+    /// guest file by such a name could vanish. (The break's temp files are
+    /// told by a mark a guest cannot set, not by their names.)
     fn check_name(name: &OsStr) -> Result<()> {
         if name.len() > 255 {
             return Err(errno(libc::ENAMETOOLONG));
         }
         use std::os::unix::ffi::OsStrExt;
         let reserved = crate::unify::scan::TMP_PREFIX.as_bytes();
-        if cow::is_temp_name(name) || name.as_bytes().starts_with(reserved) {
+        if name.as_bytes().starts_with(reserved) {
             return Err(errno(libc::EPERM));
         }
         Ok(())
@@ -1530,7 +1531,7 @@ impl Overlay {
         let entries = fsys::read_dir(sub.as_fd())?;
         let names = || entries.iter().map(|(n, _, _)| n.as_os_str());
         let dots = |n: &OsStr| n == "." || n == "..";
-        if !names().all(|n| dots(n) || cow::is_stale_temp(n)) {
+        if !names().all(|n| dots(n) || cow::is_stale_temp(sub.as_fd(), n)) {
             return Ok(false);
         }
         for n in names().filter(|n| !dots(n)) {
@@ -1644,10 +1645,10 @@ impl Overlay {
         let fd = self.open_reading(dir.as_fd(), &name, flags, self.no_atime || no_atime)?;
         let mut entries = fsys::read_dir(fd.as_fd())?;
         entries.retain(|(n, _, _)| {
-            if !cow::is_temp_name(n) {
+            if !cow::is_temp(fd.as_fd(), n) {
                 return true;
             }
-            if !self.read_only && cow::is_stale_temp(n) {
+            if !self.read_only && cow::is_stale_temp(fd.as_fd(), n) {
                 // Left by a daemon killed between link and rename, or by
                 // a failed break that could not remove it.
                 let _ = sys::unlink_at(fd.as_fd(), n);

@@ -122,18 +122,30 @@ fn stale_break_temps_are_hidden_and_removed() {
     let g = w.dir("g");
     fs::write(g.join("f"), b"f").unwrap();
     // pid 1 never runs a mount daemon: a leftover of a killed one.
-    fs::write(g.join(".unifs-break.1.0"), b"half a copy").unwrap();
+    leftover(&g.join(".unifs-break.1.0"));
+    // A guest's own files by such names, which no break marked: its own.
+    fs::write(g.join(".unifs-break.2.0"), b"precious").unwrap();
+    fs::create_dir(g.join(".unifs-break.3.4")).unwrap();
     let m = w.mount(&g, "m", &[]);
-    let names: Vec<_> = fs::read_dir(&m.dir)
+    let mut names: Vec<_> = fs::read_dir(&m.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    names.sort();
+    assert_eq!(names, [".unifs-break.2.0", ".unifs-break.3.4", "f"]);
     assert_eq!(
         errno(fs::metadata(m.path(".unifs-break.1.0"))),
         libc::ENOENT
     );
     assert!(!g.join(".unifs-break.1.0").exists(), "stale temp removed");
+    assert_eq!(fs::read(m.path(".unifs-break.2.0")).unwrap(), b"precious");
+    assert_eq!(fs::read(g.join(".unifs-break.2.0")).unwrap(), b"precious");
+}
+
+/// A break's temp file as a killed daemon leaves it: named and marked.
+fn leftover(path: &std::path::Path) {
+    fs::write(path, b"half a copy").unwrap();
+    set_xattr(path, "trusted.unifs.break", b"");
 }
 
 /// A directory that holds only a dead daemon's break temp is empty to the
@@ -147,9 +159,9 @@ fn rmdir_removes_a_directory_holding_only_stale_break_temps() {
     let w = World::new();
     let g = w.dir("g");
     fs::create_dir_all(g.join("d")).unwrap();
-    fs::write(g.join("d/.unifs-break.1.0"), b"half a copy").unwrap();
+    leftover(&g.join("d/.unifs-break.1.0"));
     fs::create_dir_all(g.join("e")).unwrap();
-    fs::write(g.join("e/.unifs-break.1.0"), b"half a copy").unwrap();
+    leftover(&g.join("e/.unifs-break.1.0"));
     fs::write(g.join("e/kept"), b"kept").unwrap();
     let m = w.mount(&g, "m", &[]);
     fs::remove_dir(m.path("d")).unwrap();
@@ -169,7 +181,7 @@ fn a_read_only_mount_leaves_stale_break_temps_in_place() {
     let w = World::new();
     let g = w.dir("g");
     fs::write(g.join("f"), b"f").unwrap();
-    fs::write(g.join(".unifs-break.1.0"), b"half a copy").unwrap();
+    leftover(&g.join(".unifs-break.1.0"));
     let m = w.mount(&g, "m", &["ro"]);
     let names: Vec<_> = fs::read_dir(&m.dir)
         .unwrap()
@@ -182,19 +194,21 @@ fn a_read_only_mount_leaves_stale_break_temps_in_place() {
     );
 }
 
-/// The temp names of the break and of unify are reserved: a guest cannot
-/// create or rename a file to one (it would be hidden, and removed as a
-/// leftover), so no guest file is ever lost that way.
+/// Unify's temp names are reserved: a guest cannot create or rename a
+/// file to one (it would be removed as a leftover when the store holds its
+/// content), so no guest file is ever lost that way. The break's temp
+/// names are not: its files are told by a mark, and a guest's own file by
+/// such a name is an ordinary file.
 #[test]
-fn guests_cannot_take_the_temp_names() {
-    if !require_root("guests_cannot_take_the_temp_names") {
+fn guests_cannot_take_unifys_temp_names() {
+    if !require_root("guests_cannot_take_unifys_temp_names") {
         return;
     }
     let w = World::new();
     let g = w.dir("g");
     fs::write(g.join("data"), b"precious").unwrap();
     let m = w.mount(&g, "m", &[]);
-    for name in [".unifs-break.1.7", ".unifs-tmp-1-2", ".unifs-tmp-notes"] {
+    for name in [".unifs-tmp-1-2", ".unifs-tmp-notes"] {
         assert_eq!(errno(fs::write(m.path(name), b"x")), libc::EPERM, "{name}");
         assert_eq!(errno(fs::create_dir(m.path(name))), libc::EPERM, "{name}");
         assert_eq!(
@@ -214,6 +228,16 @@ fn guests_cannot_take_the_temp_names() {
         );
     }
     assert_eq!(fs::read(m.path("data")).unwrap(), b"precious");
+    let name = ".unifs-break.1.7";
+    fs::write(m.path(name), b"mine").unwrap();
+    fs::rename(m.path(name), m.path(".unifs-break.1.8")).unwrap();
+    fs::hard_link(m.path(".unifs-break.1.8"), m.path(name)).unwrap();
+    let listed: Vec<_> = fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(fs::read(g.join(name)).unwrap(), b"mine");
 }
 
 /// Unmounts a test's own tmpfs on drop.
@@ -327,4 +351,31 @@ fn review_s9_a_truncation_of_a_shared_file_needs_no_room_for_a_copy() {
         .collect();
     names.sort();
     assert_eq!(names, ["cut", "log"]);
+}
+
+#[test]
+fn a_broken_file_in_place_carries_no_mark_of_the_break() {
+    if !require_root("a_broken_file_in_place_carries_no_mark_of_the_break") {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    w.shared(b"shared data", &[g.join("f"), other.join("f")]);
+    let m = w.mount(&g, "m", &[]);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("f"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
+    assert_eq!(fs::read(g.join("f")).unwrap(), b"shared data+");
+    let names: Vec<_> = xattrs(&g.join("f")).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("trusted.unifs.")),
+        "{names:?}"
+    );
+    // Nothing but the file in its directory.
+    assert_eq!(fs::read_dir(&g).unwrap().count(), 1);
 }
