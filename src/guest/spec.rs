@@ -157,14 +157,22 @@ pub fn parse_all<T: std::str::FromStr<Err = Error>>(items: &[String]) -> Result<
 /// HOST_NAME_MAX: sethostname(2) refuses a longer name.
 pub const HOST_NAME_MAX: usize = 64;
 
-/// Refuses a host name the kernel would not take, before anything is set up.
+/// Refuses a host name the kernel would not take, before anything is set
+/// up, and an empty one (the kernel takes it; nothing in the guest can
+/// name itself then).
 pub fn check_hostname(name: &str) -> Result<()> {
+    let bad = |reason: String| Error::Invalid {
+        what: "host name",
+        value: name.to_string(),
+        reason,
+    };
     if name.len() > HOST_NAME_MAX {
-        return Err(Error::Invalid {
-            what: "host name",
-            value: name.to_string(),
-            reason: format!("at most {HOST_NAME_MAX} bytes (the kernel's limit)"),
-        });
+        return Err(bad(format!(
+            "at most {HOST_NAME_MAX} bytes (the kernel's limit)"
+        )));
+    }
+    if name.is_empty() {
+        return Err(bad("empty; leave it out for the default".into()));
     }
     Ok(())
 }
@@ -539,7 +547,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
     let bad = || Error::Invalid {
         what: "size",
         value: s.to_string(),
-        reason: "expected a number with an optional k, M, G or T suffix".into(),
+        reason: "expected a number (1.5 too) with an optional k, M, G or T suffix".into(),
     };
     let t = s.trim();
     let (digits, shift) = match t.char_indices().last() {
@@ -555,8 +563,19 @@ pub fn parse_size(s: &str) -> Result<u64> {
         }
         _ => (t, 0),
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    n.checked_mul(1 << shift).ok_or_else(bad)
+    if let Ok(n) = digits.parse::<u64>() {
+        return n.checked_mul(1 << shift).ok_or_else(bad);
+    }
+    // A fraction (`1.5G`, as Docker takes it), to whole bytes.
+    let f: f64 = match digits.parse() {
+        Ok(f) if digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') => f,
+        _ => return Err(bad()),
+    };
+    let bytes = (f * (1u64 << shift) as f64).round();
+    match bytes < u64::MAX as f64 {
+        true => Ok(bytes as u64),
+        false => Err(bad()),
+    }
 }
 
 #[cfg(test)]
@@ -641,6 +660,13 @@ mod tests {
         assert_eq!(parse_size("2g").unwrap(), 2 << 30);
         assert!(parse_size("12x").is_err());
         assert!(parse_size("M").is_err());
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("0.5k").unwrap(), 512);
+        for bad in [".", "1.2.3M", "-1.5G", "1e3M", "nan", "inf", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(check_hostname("").is_err());
+        assert!(check_hostname("web1").is_ok());
     }
 
     #[test]
