@@ -437,6 +437,40 @@ fn manifests_describe_links_devices_and_objects_and_mtree_reads_in_bsdtar() {
     assert_eq!(listing.lines().count(), lines.len() - 1);
 }
 
+/// mtree has no socket type: bsdtar warned "Unrecognized file type socket".
+#[test]
+fn mtree_leaves_sockets_out_as_comments() {
+    if !require_root("mtree_leaves_sockets_out") || !have("bsdtar", "mtree_leaves_sockets_out") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let g = dir.path().join("g");
+    file(&g, "etc/motd", b"hello\n", 0o644);
+    fs::create_dir_all(g.join("run")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(g.join("run/my sock")).unwrap();
+    unify_json(&store, &[&g]);
+    let mt = dir.path().join("g.mtree");
+    let o = unifs(
+        &store,
+        &[&"manifest", &g, &"--format", &"mtree", &"-o", &mt],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = fs::read_to_string(&mt).unwrap();
+    assert!(!text.contains("type=socket"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "# socket left out: ./run/my\\040sock"),
+        "{text}"
+    );
+    let listing = Command::new("bsdtar").arg("-tf").arg(&mt).output().unwrap();
+    assert!(listing.status.success());
+    assert_eq!(String::from_utf8_lossy(&listing.stderr), "");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("etc/motd"), "{listing}");
+    assert!(!listing.contains("sock"), "{listing}");
+}
+
 #[test]
 fn store_ls_since_lists_only_new_objects_and_snapshots_survive_a_running_unify() {
     if !require_root("store_ls_since") {
