@@ -21,6 +21,11 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("{0} exists and is not empty; restore into a new directory")]
     TargetExists(PathBuf),
+    #[error(
+        "another restore into {} is running (it holds {}); nothing was written",
+        .target.display(), .lock.display()
+    )]
+    Busy { target: PathBuf, lock: PathBuf },
     #[error("the manifest is damaged ({} problem(s)); nothing was written:\n{}", .0.len(), list(.0))]
     Damaged(Vec<String>),
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
@@ -74,6 +79,8 @@ pub fn restore(
     private: &Path,
     target: &Path,
 ) -> Result<Report, Error> {
+    // Two restores into one target would empty each other's staging tree.
+    let _lock = TargetLock::take(target)?;
     if target.exists() && fs::read_dir(target).at(target)?.next().is_some() {
         return Err(Error::TargetExists(target.to_path_buf()));
     }
@@ -158,9 +165,68 @@ pub fn restore(
 }
 
 fn staging_path(target: &Path) -> PathBuf {
+    beside(target, ".unifs-restore")
+}
+
+fn beside(target: &Path, suffix: &str) -> PathBuf {
     let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(".unifs-restore");
+    name.push(suffix);
     target.with_file_name(name)
+}
+
+/// An exclusive flock on `TARGET.unifs-restore.lock`, taken without
+/// waiting; the file is removed while still locked, on drop (and the
+/// kernel releases the lock of a killed restore).
+struct TargetLock {
+    path: PathBuf,
+    _file: nix::fcntl::Flock<File>,
+}
+
+impl TargetLock {
+    fn take(target: &Path) -> Result<TargetLock, Error> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = beside(target, ".unifs-restore.lock");
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        loop {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .at(&path)?;
+            let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(f) => f,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(Error::Busy {
+                        target: target.to_path_buf(),
+                        lock: path,
+                    })
+                }
+                Err((_, e)) => return Err(io::Error::from(e)).at(&path),
+            };
+            // The holder before us removed the file as it ended: ours
+            // counts only if it is still the one at `path`.
+            let ours = file.metadata().at(&path)?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+                    return Ok(TargetLock { path, _file: file })
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&path),
+            }
+        }
+    }
+}
+
+impl Drop for TargetLock {
+    fn drop(&mut self) {
+        // Before the flock goes with `_file`: see `take`.
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// What makes a manifest impossible or unsafe to follow: a path that is not
