@@ -437,6 +437,29 @@ fn manifests_describe_links_devices_and_objects_and_mtree_reads_in_bsdtar() {
     assert_eq!(listing.lines().count(), lines.len() - 1);
 }
 
+/// A mistyped store path gave a manifest (exit 0) with every shared file
+/// private.
+#[test]
+fn manifest_without_the_store_is_an_error() {
+    if !require_root("manifest_without_the_store") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let guests = build_guests(dir.path());
+    unify_json(&dir.path().join("store"), &[&guests[0], &guests[1]]);
+    let typo = dir.path().join("stroe");
+    let m = dir.path().join("g0.jsonl");
+    let o = unifs(&typo, &[&"manifest", &guests[0], &"-o", &m]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("no store at {}", typo.display())),
+        "{err}"
+    );
+    assert!(!m.exists());
+    assert!(!typo.exists());
+}
+
 /// mtree has no socket type: bsdtar warned "Unrecognized file type socket".
 #[test]
 fn mtree_leaves_sockets_out_as_comments() {
