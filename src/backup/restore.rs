@@ -4,6 +4,7 @@
 //! directory beside the target and renamed into place only when every file
 //! verified against the manifest.
 
+use super::flags;
 use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
 use crate::store::{ObjectId, Store};
 use crate::sys::{self, Timestamp};
@@ -154,6 +155,31 @@ pub fn restore(
             bad.push(format!("{}: {err}", e.rel_path().display()));
         }
     }
+    // Inode flags last, entries before their directory: nothing can be
+    // written into an immutable or append-only one (nor linked to an
+    // immutable file). The root's after the rename: such a directory
+    // cannot be renamed.
+    let flagged: Vec<(&Entry, u32)> = entries
+        .iter()
+        .rev()
+        .filter_map(|e| wanted_flags(e).map(|f| (e, f)))
+        .collect();
+    if bad.is_empty() {
+        for (e, bits) in flagged
+            .iter()
+            .filter(|(e, _)| e.rel_path() != Path::new(ROOT))
+        {
+            if let Err(err) = flags::apply(&staging.join(e.rel_path()), *bits) {
+                bad.push(format!("{}: inode flags: {err}", e.rel_path().display()));
+            }
+        }
+        if !bad.is_empty() {
+            // So that the next restore can remove the partial tree.
+            for (e, _) in &flagged {
+                let _ = flags::apply(&staging.join(e.rel_path()), 0);
+            }
+        }
+    }
     if !bad.is_empty() {
         return Err(Error::Unverified { staging, bad });
     }
@@ -161,7 +187,21 @@ pub fn restore(
         fs::remove_dir(target).at(target)?;
     }
     fs::rename(&staging, target).at(target)?;
+    if let Some((_, bits)) = flagged
+        .iter()
+        .find(|(e, _)| e.rel_path() == Path::new(ROOT))
+    {
+        flags::apply(target, *bits).at(target)?;
+    }
     Ok(report)
+}
+
+/// The inode flags to give the path of `e`: a file's own or a directory's
+/// (a guest hardlink shares its first path's).
+fn wanted_flags(e: &Entry) -> Option<u32> {
+    let bits = flags::from_letters(e.flags.as_deref()?)?;
+    let own = e.kind == "dir" || (e.kind == "file" && e.link_path().is_none());
+    (own && bits != 0).then_some(bits)
 }
 
 fn staging_path(target: &Path) -> PathBuf {
@@ -246,6 +286,12 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
         {
             bad.push(format!("{shown}: unknown type {:?}", e.kind));
             continue;
+        }
+        if let Some(f) = &e.flags {
+            if flags::from_letters(f).is_none() || !["file", "dir"].contains(&e.kind.as_str()) {
+                bad.push(format!("{shown}: inode flags {f:?} on a {}", e.kind));
+                continue;
+            }
         }
         if rel == Path::new(ROOT) {
             if i != 0 || e.kind != "dir" {
@@ -361,7 +407,9 @@ fn restore_file(
         let copy = store.first_copy(&id).map_err(io::Error::other)?;
         let src = store.object_path(&id, copy.unwrap_or(0));
         check_content(e, &src)?;
-        if link_objects && link_object(store, &id, copy.unwrap_or(0), dest)? {
+        // Flags on a store object would be every guest's: copy it.
+        let link = link_objects && e.flags.is_none();
+        if link && link_object(store, &id, copy.unwrap_or(0), dest)? {
             check_meta(e, dest)?;
             report.objects_linked += 1;
             return Ok(());

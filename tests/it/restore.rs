@@ -121,3 +121,101 @@ fn two_restores_into_one_target_at_once() {
     assert!(!with_suffix(&target, ".unifs-restore").exists());
     assert!(!with_suffix(&target, ".unifs-restore.lock").exists());
 }
+
+/// Clears the inode flags of every file and directory below `root` on
+/// drop, so that the temp dir can be removed.
+struct Unflag(Vec<PathBuf>);
+
+impl Drop for Unflag {
+    fn drop(&mut self) {
+        for root in &self.0 {
+            for e in walkdir::WalkDir::new(root).into_iter().flatten() {
+                if e.file_type().is_file() || e.file_type().is_dir() {
+                    let _ = unifs::backup::flags::apply(e.path(), 0);
+                }
+            }
+        }
+    }
+}
+
+fn chattr(flags: &str, path: &Path) {
+    let out = Command::new("chattr")
+        .arg(flags)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chattr {flags}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn flags_of(path: &Path) -> Option<String> {
+    unifs::backup::flags::to_letters(unifs::backup::flags::read(path).unwrap())
+}
+
+/// manifest and restore dropped inode flags (chattr +i, +a, +d …).
+#[test]
+fn inode_flags_survive_manifest_and_restore() {
+    if !require_root("inode_flags_survive_manifest_and_restore") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (g, h) = (lab.join("g"), lab.join("h"));
+    let target = lab.join("restored");
+    let _unflag = Unflag(vec![g.clone(), target.clone()]);
+    for x in [&g, &h] {
+        file_at(x, "usr/lib/libc.so", &bytes(1, 5000), 0o644, 1_000_000);
+        file_at(x, "usr/bin/tool", &bytes(2, 5000), 0o755, 1_000_000);
+    }
+    file(&g, "var/log/app.log", b"line\n", 0o640);
+    file(&g, "etc/locked/conf", b"k=v\n", 0o644);
+    fs::hard_link(g.join("usr/bin/tool"), g.join("usr/bin/tool2")).unwrap();
+    let wanted = [
+        ("usr/bin/tool", "+i", "i"),
+        ("var/log/app.log", "+a", "a"),
+        ("usr/lib/libc.so", "+dA", "dA"),
+        ("etc/locked", "+i", "i"),
+        (".", "+d", "d"),
+    ];
+    for (rel, set, _) in wanted {
+        chattr(set, &g.join(rel));
+    }
+    unify_json(&store, &[&g, &h]);
+    let m = lab.join("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = fs::read_to_string(&m).unwrap();
+    assert!(text.contains(r#""flags":"i""#), "{text}");
+    let o = restore(&store, &m, &g, &target);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (rel, _, letters) in wanted {
+        assert_eq!(
+            flags_of(&target.join(rel)).as_deref(),
+            Some(letters),
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        flags_of(&target.join("usr/bin/tool2")).as_deref(),
+        Some("i")
+    );
+    assert_eq!(flags_of(&target.join("etc/locked/conf")), None);
+    assert_eq!(
+        fs::read(target.join("etc/locked/conf")).unwrap(),
+        b"k=v\n",
+        "written before its directory became immutable"
+    );
+    // No flag reached the store's inodes.
+    for e in walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .flatten()
+    {
+        if e.file_type().is_file() {
+            assert_eq!(flags_of(e.path()), None, "{}", e.path().display());
+        }
+    }
+}
