@@ -84,6 +84,10 @@ pub struct Entry {
     /// Links within the guest (1 for a file that only links a store object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nlink: Option<u64>,
+    /// Inode flags, as chattr's letters (files and directories; absent
+    /// when none, and in manifests written before 2026-12-01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<String>,
 }
 
 impl Entry {
@@ -280,6 +284,9 @@ fn describe_one(
         xattrs: xattrs_of(e.path())?,
         ..Entry::default()
     };
+    if ft.is_file() || ft.is_dir() {
+        entry.flags = super::flags::to_letters(super::flags::read(e.path())?);
+    }
     if ft.is_symlink() {
         let (t, th) = encode(std::fs::read_link(e.path())?.as_os_str());
         entry.target = t;

@@ -4,6 +4,7 @@
 //! directory beside the target and renamed into place only when every file
 //! verified against the manifest.
 
+use super::flags;
 use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
 use crate::store::{ObjectId, Store};
 use crate::sys::{self, Timestamp};
@@ -21,6 +22,11 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("{0} exists and is not empty; restore into a new directory")]
     TargetExists(PathBuf),
+    #[error(
+        "another restore into {} is running (it holds {}); nothing was written",
+        .target.display(), .lock.display()
+    )]
+    Busy { target: PathBuf, lock: PathBuf },
     #[error("the manifest is damaged ({} problem(s)); nothing was written:\n{}", .0.len(), list(.0))]
     Damaged(Vec<String>),
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
@@ -74,6 +80,8 @@ pub fn restore(
     private: &Path,
     target: &Path,
 ) -> Result<Report, Error> {
+    // Two restores into one target would empty each other's staging tree.
+    let _lock = TargetLock::take(target)?;
     if target.exists() && fs::read_dir(target).at(target)?.next().is_some() {
         return Err(Error::TargetExists(target.to_path_buf()));
     }
@@ -147,6 +155,31 @@ pub fn restore(
             bad.push(format!("{}: {err}", e.rel_path().display()));
         }
     }
+    // Inode flags last, entries before their directory: nothing can be
+    // written into an immutable or append-only one (nor linked to an
+    // immutable file). The root's after the rename: such a directory
+    // cannot be renamed.
+    let flagged: Vec<(&Entry, u32)> = entries
+        .iter()
+        .rev()
+        .filter_map(|e| wanted_flags(e).map(|f| (e, f)))
+        .collect();
+    if bad.is_empty() {
+        for (e, bits) in flagged
+            .iter()
+            .filter(|(e, _)| e.rel_path() != Path::new(ROOT))
+        {
+            if let Err(err) = flags::apply(&staging.join(e.rel_path()), *bits) {
+                bad.push(format!("{}: inode flags: {err}", e.rel_path().display()));
+            }
+        }
+        if !bad.is_empty() {
+            // So that the next restore can remove the partial tree.
+            for (e, _) in &flagged {
+                let _ = flags::apply(&staging.join(e.rel_path()), 0);
+            }
+        }
+    }
     if !bad.is_empty() {
         return Err(Error::Unverified { staging, bad });
     }
@@ -154,13 +187,86 @@ pub fn restore(
         fs::remove_dir(target).at(target)?;
     }
     fs::rename(&staging, target).at(target)?;
+    if let Some((_, bits)) = flagged
+        .iter()
+        .find(|(e, _)| e.rel_path() == Path::new(ROOT))
+    {
+        flags::apply(target, *bits).at(target)?;
+    }
     Ok(report)
 }
 
+/// The inode flags to give the path of `e`: a file's own or a directory's
+/// (a guest hardlink shares its first path's).
+fn wanted_flags(e: &Entry) -> Option<u32> {
+    let bits = flags::from_letters(e.flags.as_deref()?)?;
+    let own = e.kind == "dir" || (e.kind == "file" && e.link_path().is_none());
+    (own && bits != 0).then_some(bits)
+}
+
 fn staging_path(target: &Path) -> PathBuf {
+    beside(target, ".unifs-restore")
+}
+
+fn beside(target: &Path, suffix: &str) -> PathBuf {
     let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(".unifs-restore");
+    name.push(suffix);
     target.with_file_name(name)
+}
+
+/// An exclusive flock on `TARGET.unifs-restore.lock`, taken without
+/// waiting; the file is removed while still locked, on drop (and the
+/// kernel releases the lock of a killed restore).
+struct TargetLock {
+    path: PathBuf,
+    _file: nix::fcntl::Flock<File>,
+}
+
+impl TargetLock {
+    fn take(target: &Path) -> Result<TargetLock, Error> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = beside(target, ".unifs-restore.lock");
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        loop {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .at(&path)?;
+            let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(f) => f,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(Error::Busy {
+                        target: target.to_path_buf(),
+                        lock: path,
+                    })
+                }
+                Err((_, e)) => return Err(io::Error::from(e)).at(&path),
+            };
+            // The holder before us removed the file as it ended: ours
+            // counts only if it is still the one at `path`.
+            let ours = file.metadata().at(&path)?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+                    return Ok(TargetLock { path, _file: file })
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&path),
+            }
+        }
+    }
+}
+
+impl Drop for TargetLock {
+    fn drop(&mut self) {
+        // Before the flock goes with `_file`: see `take`.
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// What makes a manifest impossible or unsafe to follow: a path that is not
@@ -180,6 +286,12 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
         {
             bad.push(format!("{shown}: unknown type {:?}", e.kind));
             continue;
+        }
+        if let Some(f) = &e.flags {
+            if flags::from_letters(f).is_none() || !["file", "dir"].contains(&e.kind.as_str()) {
+                bad.push(format!("{shown}: inode flags {f:?} on a {}", e.kind));
+                continue;
+            }
         }
         if rel == Path::new(ROOT) {
             if i != 0 || e.kind != "dir" {
@@ -295,7 +407,9 @@ fn restore_file(
         let copy = store.first_copy(&id).map_err(io::Error::other)?;
         let src = store.object_path(&id, copy.unwrap_or(0));
         check_content(e, &src)?;
-        if link_objects && link_object(store, &id, copy.unwrap_or(0), dest)? {
+        // Flags on a store object would be every guest's: copy it.
+        let link = link_objects && e.flags.is_none();
+        if link && link_object(store, &id, copy.unwrap_or(0), dest)? {
             check_meta(e, dest)?;
             report.objects_linked += 1;
             return Ok(());

@@ -64,6 +64,8 @@ pub struct StatsRow {
     pub path: PathBuf,
     pub files_linked: u64,
     pub bytes_linked: u64,
+    /// The unify run the figures are from (links broken since still count).
+    pub last_run: Option<i64>,
 }
 
 /// An order-independent digest of a set of guest links (relative path,
@@ -534,7 +536,7 @@ impl Catalog {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT g.name, g.path, count(f.path), coalesce(sum(o.size), 0)
+                "SELECT g.name, g.path, count(f.path), coalesce(sum(o.size), 0), g.last_run
                  FROM guests g
                  LEFT JOIN guest_links f ON f.guest_id = g.id
                  LEFT JOIN objects o ON o.id = f.object_id
@@ -548,6 +550,7 @@ impl Catalog {
                     path: blob_path(r.get(1)?),
                     files_linked: r.get::<_, i64>(2)? as u64,
                     bytes_linked: r.get::<_, i64>(3)? as u64,
+                    last_run: r.get(4)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())

@@ -83,16 +83,19 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             )
             .exit();
     }
-    let store = Store::exists(&g.store)
-        .then(|| Store::open(&g.store))
-        .transpose()?;
-    let catalog = match &store {
-        Some(s) => {
-            s.check_catalog()?;
-            Catalog::open_readonly(&s.catalog_path())?
-        }
-        None => Catalog::in_memory()?,
-    };
+    // Without the store every shared file would pass for private: a
+    // mistyped UNIFS_STORE would give a full, undeduplicated backup.
+    if !Store::exists(&g.store) {
+        anyhow::bail!(
+            "no store at {0} (--store or UNIFS_STORE): a manifest tells the guest's shared \
+             files from its own by the store it was unified into; check the path (for a \
+             guest never unified, create the store first: `unifs --store {0} store init`)",
+            g.store.display()
+        );
+    }
+    let store = Store::open(&g.store)?;
+    store.check_catalog()?;
+    let catalog = Catalog::open_readonly(&store.catalog_path())?;
     // A path, not a String: a guest directory's name need not be UTF-8.
     let by_name = match a.guest.to_str() {
         Some(name) => catalog.guest_by_name(name)?,
@@ -140,7 +143,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: not a directory", root.display());
     }
     let contents: HashMap<_, _> = catalog.content_hashes()?;
-    let entries = manifest::describe(&root, store.as_ref(), &contents)
+    let entries = manifest::describe(&root, Some(&store), &contents)
         .with_context(|| format!("describing {}", root.display()))?;
     let header = manifest::Header {
         unifs_manifest: manifest::MANIFEST_VERSION,

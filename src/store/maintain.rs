@@ -216,7 +216,10 @@ impl Store {
 
     /// Store-wide figures from the object files.
     pub fn usage(&self) -> Result<Usage> {
-        let (files, _) = self.list_objects()?;
+        let (mut files, _) = self.list_objects()?;
+        // Highest copy first, as gc_candidates decides what stays.
+        files.sort_by(|a, b| (a.id, b.copy).cmp(&(b.id, a.copy)));
+        let mut kept: Option<ObjectId> = None; // an object with a linked copy above
         let mut u = Usage::default();
         let mut ids = std::collections::HashSet::new();
         for f in &files {
@@ -233,7 +236,11 @@ impl Store {
             u.guest_links += guest_links;
             // One guest link per object file would have existed anyway.
             u.bytes_saved += st.size * guest_links.saturating_sub(1);
-            if guest_links == 0 {
+            if guest_links > 0 {
+                kept = Some(f.id);
+            } else if kept == Some(f.id) {
+                u.unused_kept_object_files += 1;
+            } else {
                 u.unused_object_files += 1;
             }
         }
@@ -253,7 +260,11 @@ pub struct VerifyReport {
 pub struct Usage {
     pub objects: u64,
     pub object_files: u64,
+    /// No guest links them, and `store gc` removes them.
     pub unused_object_files: u64,
+    /// No guest links them, but a higher copy of the object is linked:
+    /// `store gc` keeps them (the link-limit copies).
+    pub unused_kept_object_files: u64,
     pub guest_links: u64,
     pub bytes_stored: u64,
     pub bytes_saved: u64,

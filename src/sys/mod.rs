@@ -624,6 +624,15 @@ pub fn ignore_sigio() {
     }
 }
 
+/// Sets the inode flags of the file open at `fd` (FS_IOC_SETFLAGS).
+pub fn set_inode_flags(fd: BorrowedFd, flags: u32) -> io::Result<()> {
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    let flags = flags as libc::c_long;
+    // SAFETY: FS_IOC_SETFLAGS reads an int from the long we pass, which
+    // lives through the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_SETFLAGS, &flags) }).map(|_| ())
+}
+
 /// The inode flags of the file open at `fd` (`chattr`'s, FS_IOC_GETFLAGS);
 /// 0 where the filesystem keeps none.
 pub fn inode_flags(fd: BorrowedFd) -> io::Result<u32> {

@@ -172,6 +172,16 @@ mod tests {
     }
 
     #[test]
+    fn spaces_around_a_rule_are_trimmed_and_inner_ones_kept() {
+        let e = ex("  /opt  \n\t+ /srv/keep \r\n/srv\n/usr/my dir\n");
+        assert!(e.is_excluded(Path::new("/opt/x")));
+        assert!(!e.is_excluded(Path::new("/srv/keep/a")));
+        assert!(e.is_excluded(Path::new("/srv/other")));
+        assert!(e.is_excluded(Path::new("/usr/my dir/f")));
+        assert!(!e.is_excluded(Path::new("/usr/my")));
+    }
+
+    #[test]
     fn defaults_compile_and_cover_private_files() {
         let e = Excludes::new([("default".to_string(), DEFAULT_EXCLUDES)]).unwrap();
         assert!(e.is_excluded(Path::new("/etc/shadow")));

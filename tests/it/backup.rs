@@ -437,6 +437,63 @@ fn manifests_describe_links_devices_and_objects_and_mtree_reads_in_bsdtar() {
     assert_eq!(listing.lines().count(), lines.len() - 1);
 }
 
+/// A mistyped store path gave a manifest (exit 0) with every shared file
+/// private.
+#[test]
+fn manifest_without_the_store_is_an_error() {
+    if !require_root("manifest_without_the_store") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let guests = build_guests(dir.path());
+    unify_json(&dir.path().join("store"), &[&guests[0], &guests[1]]);
+    let typo = dir.path().join("stroe");
+    let m = dir.path().join("g0.jsonl");
+    let o = unifs(&typo, &[&"manifest", &guests[0], &"-o", &m]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("no store at {}", typo.display())),
+        "{err}"
+    );
+    assert!(!m.exists());
+    assert!(!typo.exists());
+}
+
+/// mtree has no socket type: bsdtar warned "Unrecognized file type socket".
+#[test]
+fn mtree_leaves_sockets_out_as_comments() {
+    if !require_root("mtree_leaves_sockets_out") || !have("bsdtar", "mtree_leaves_sockets_out") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let g = dir.path().join("g");
+    file(&g, "etc/motd", b"hello\n", 0o644);
+    fs::create_dir_all(g.join("run")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(g.join("run/my sock")).unwrap();
+    unify_json(&store, &[&g]);
+    let mt = dir.path().join("g.mtree");
+    let o = unifs(
+        &store,
+        &[&"manifest", &g, &"--format", &"mtree", &"-o", &mt],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = fs::read_to_string(&mt).unwrap();
+    assert!(!text.contains("type=socket"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "# socket left out: ./run/my\\040sock"),
+        "{text}"
+    );
+    let listing = Command::new("bsdtar").arg("-tf").arg(&mt).output().unwrap();
+    assert!(listing.status.success());
+    assert_eq!(String::from_utf8_lossy(&listing.stderr), "");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("etc/motd"), "{listing}");
+    assert!(!listing.contains("sock"), "{listing}");
+}
+
 #[test]
 fn store_ls_since_lists_only_new_objects_and_snapshots_survive_a_running_unify() {
     if !require_root("store_ls_since") {
@@ -625,8 +682,22 @@ fn sh(script: &str) {
 
 /// Guests web1, web2 and db1 under `lab/vservers`, unified into
 /// `lab/store`; each has a file whose name is a cp option at its root.
+/// web1 and db1 share a sparse file (`SPARSE_SHARED`, an object), and
+/// web1 has one of its own (`SPARSE_PRIVATE`).
 fn named_guests(lab: &Path) -> Vec<PathBuf> {
     let built = build_guests(lab);
+    for g in [&built[0], &built[2]] {
+        sparse_file(&g.join(SPARSE_SHARED), SPARSE_LEN);
+        set_mtime(&g.join(SPARSE_SHARED), 1_700_000_000);
+    }
+    let own = built[0].join(SPARSE_PRIVATE);
+    sparse_file(&own, SPARSE_LEN);
+    std::os::unix::fs::FileExt::write_all_at(
+        &fs::OpenOptions::new().write(true).open(&own).unwrap(),
+        b"web1's own",
+        4096,
+    )
+    .unwrap();
     fs::create_dir_all(lab.join("vservers")).unwrap();
     let guests: Vec<PathBuf> = ["web1", "web2", "db1"]
         .iter()
@@ -645,6 +716,20 @@ fn named_guests(lab: &Path) -> Vec<PathBuf> {
         .collect();
     unify_json(&lab.join("store"), &[&guests[0], &guests[1], &guests[2]]);
     guests
+}
+
+const SPARSE_SHARED: &str = "usr/share/disk.img";
+const SPARSE_PRIVATE: &str = "var/lib/sparse.db";
+const SPARSE_LEN: u64 = 64 << 20;
+
+/// The file takes no more room than its data (192 KiB), not its size.
+fn assert_sparse(path: &Path) {
+    let used = allocated(path);
+    assert!(
+        used < 1 << 20,
+        "{} lost its holes: {used} bytes allocated",
+        path.display()
+    );
 }
 
 fn remove_guest(g: &Path) {
@@ -682,10 +767,15 @@ fn documented_tar_backup_restores_one_guest_into_the_live_store() {
     let before = snapshot(&guests[0]);
     let blocks = doc_blocks(lab);
     sh(doc_block(&blocks, "-cf $B/objects.tar objects"));
+    for tar in ["objects.tar", "web1.private.tar"] {
+        let len = fs::metadata(lab.join("backup").join(tar)).unwrap().len();
+        assert!(len < 8 << 20, "{tar} holds the holes: {len} bytes");
+    }
     remove_guest(&guests[0]);
     sh(doc_block(&blocks, "--skip-old-files"));
     sh(doc_block(&blocks, "unifs restore"));
     assert_invisible(&before, &snapshot(&guests[0]), "web1 restored by the docs");
+    assert_sparse(&guests[0].join(SPARSE_PRIVATE));
     assert_still_unified(&store, &guests[1]);
     assert_eq!(
         ino(&guests[0].join("usr/lib/lib4.so")),
@@ -721,6 +811,14 @@ fn documented_restic_backup_keeps_private_files_whatever_their_names() {
     let blocks = doc_blocks(lab);
     sh(doc_block(&blocks, "restic backup"));
     remove_guest(&guests[0]);
+    // The object only web1 and db1 linked goes, to come back from restic.
+    fs::remove_file(guests[2].join(SPARSE_SHARED)).unwrap();
+    let gc = unifs(&store, &[&"store", &"gc"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
     let scratch_restore = doc_block(&blocks, "restic restore");
     sh(&format!(
         "export RESTIC_REPOSITORY={} RESTIC_PASSWORD=test\n{scratch_restore}",
@@ -738,6 +836,14 @@ fn documented_restic_backup_keeps_private_files_whatever_their_names() {
         &lab.join("S"),
     ]);
     let s = out.join(lab.join("S").strip_prefix("/").unwrap());
+    // restic (0.14) writes holes out: copied as the page says, they are
+    // holes again.
+    let private = lab.join("web1.private");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg("--sparse=always")
+        .arg(s.join("private/web1"))
+        .arg(&private));
     let o = unifs(
         &store,
         &[
@@ -745,12 +851,14 @@ fn documented_restic_backup_keeps_private_files_whatever_their_names() {
             &"--manifest",
             &s.join("web1.jsonl"),
             &"--from",
-            &s.join("private/web1"),
+            &private,
             &guests[0],
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_invisible(&before, &snapshot(&guests[0]), "web1 restored from restic");
+    assert_sparse(&guests[0].join(SPARSE_SHARED));
+    assert_sparse(&guests[0].join(SPARSE_PRIVATE));
     assert_verify_clean(&store);
 }
 

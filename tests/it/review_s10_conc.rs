@@ -48,6 +48,7 @@ fn a_manifest_of_a_guest_removing_files_meanwhile_succeeds() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    init_store(&store);
     let g = dir.path().join("g");
     for j in 0..400u64 {
         file(&g, &format!("usr/lib/f{j}"), &bytes(j, 2000), 0o644);

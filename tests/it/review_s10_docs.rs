@@ -124,6 +124,7 @@ fn manifest_output_with_a_long_name_is_written() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    init_store(&store);
     let a = guest(&dir.path().join("v"), "a");
     // A valid name of 250 bytes: it was written as NAME.tmp-PID, over
     // NAME_MAX, and failed with "File name too long" for a name never given.
@@ -143,7 +144,7 @@ fn manifest_output_with_a_long_name_is_written() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names.len(), 3, "{names:?}"); // v, the manifest, the list
+    assert_eq!(names.len(), 4, "{names:?}"); // v, the store, the manifest, the list
 }
 
 #[test]
@@ -188,6 +189,7 @@ fn manifest_null_without_private_paths_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let g = guest(dir.path(), "g");
     let store = dir.path().join("store");
+    init_store(&store);
     for format in ["jsonl", "mtree"] {
         let out = unifs(&store, &[&"manifest", &g, &"--format", &format, &"-0"]);
         assert_eq!(out.status.code(), Some(2), "{format}: {}", stderr(&out));

@@ -81,6 +81,7 @@ fn manifest_takes_a_guest_directory_whose_name_is_not_utf8() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    init_store(&store);
     let a = guest(dir.path(), OsStr::from_bytes(b"n\xff"));
     let out = unifs(&store, &[&"manifest", &a]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -286,6 +287,7 @@ fn manifest_output_that_is_a_directory_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let a = guest(dir.path(), OsStr::new("a"));
     let store = dir.path().join("store");
+    init_store(&store);
     let out_dir = dir.path().join("out");
     fs::create_dir(&out_dir).unwrap();
     for args in [
@@ -302,7 +304,8 @@ fn manifest_output_that_is_a_directory_is_refused_at_once() {
             )
         );
     }
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    // a, out and the store
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
 }
 
 #[test]

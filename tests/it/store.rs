@@ -328,3 +328,69 @@ fn review2_an_object_file_replaced_by_another_inode_is_repaired_by_gc() {
     assert_eq!(a, ino(&guests[1].join("usr/a")));
     assert_eq!(fs::metadata(guests[0].join("usr/a")).unwrap().nlink(), 3);
 }
+
+/// `store stats` said gc removes a link-limit copy no guest links while a
+/// higher copy is linked, which gc keeps; and its per-guest rows (the
+/// catalog's) did not say they are as of the last unify run.
+#[test]
+fn store_stats_counts_only_what_gc_removes() {
+    if !require_root("store_stats_counts_only_what_gc_removes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests: Vec<_> = (0..3).map(|i| dir.path().join(format!("h{i}"))).collect();
+    for g in &guests {
+        file_at(g, "usr/f", &bytes(9, 4000), 0o644, 1_000_000);
+    }
+    // One guest link per copy: copies 0, 1 and 2.
+    let out = std::process::Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unify", "--json", "--link-max", "2"])
+        .args(&guests)
+        .output()
+        .unwrap();
+    let run = unify_summary(&out)["run"].as_i64().unwrap();
+    let id = unifs::store::read_marker_path(&guests[0].join("usr/f"))
+        .unwrap()
+        .unwrap()
+        .to_hex();
+    let object = store.join("objects").join(&id[..2]).join(&id[2..]);
+    let copy = |n: u32| match n {
+        0 => object.clone(),
+        n => object.with_extension(n.to_string()),
+    };
+    // Copy 0 unlinked below a linked copy 1 (kept), copy 2 unlinked (removed).
+    for n in [0, 2] {
+        let g = guests
+            .iter()
+            .find(|g| g.join("usr/f").exists() && ino(&g.join("usr/f")) == ino(&copy(n)))
+            .unwrap();
+        fs::remove_file(g.join("usr/f")).unwrap();
+    }
+    let stats = unifs(&store, &[&"store", &"stats", &"--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["usage"]["unused_object_files"], 1, "{stats}");
+    assert_eq!(stats["usage"]["unused_kept_object_files"], 1, "{stats}");
+    for g in stats["guests"].as_array().unwrap() {
+        assert_eq!(g["last_run"], run, "{stats}");
+    }
+    let gc = unifs(&store, &[&"store", &"gc", &"--dry-run", &"--json"]);
+    let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(gc["objects_removed"], 1, "{gc}");
+    let text = unifs(&store, &[&"store", &"stats"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("1 object files no guest links (`unifs store gc` removes them)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 object files no guest links, kept by `unifs store gc`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("per guest, as of its last unify run"),
+        "{text}"
+    );
+}

@@ -243,6 +243,16 @@ pub fn unifs(store: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `unifs store init` at `store` (`manifest` needs a store).
+pub fn init_store(store: &Path) {
+    let out = unifs(store, &[&"store", &"init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `unifs restore --manifest M --from FROM TARGET` from `store`.
 pub fn restore(store: &Path, m: &Path, from: &Path, target: &Path) -> Output {
     unifs(

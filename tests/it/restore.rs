@@ -1,0 +1,221 @@
+//! `unifs restore` beside other restores: one target, one restore at a time.
+
+use crate::common::require_root;
+use crate::tree::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Two guests unified into `lab/store`; g0 has a large private file, so
+/// that its restore takes a while. Returns g0 and its manifest.
+fn guest_with_manifest(lab: &Path) -> (PathBuf, PathBuf) {
+    let guests: Vec<PathBuf> = (0..2).map(|i| lab.join(format!("g{i}"))).collect();
+    for g in &guests {
+        file_at(g, "usr/lib/libc.so", &bytes(1, 50_000), 0o644, 1_000_000);
+    }
+    file(&guests[0], "var/big", &bytes(2, 64 << 20), 0o600);
+    unify_json(&lab.join("store"), &[&guests[0], &guests[1]]);
+    let m = lab.join("g0.jsonl");
+    let o = unifs(&lab.join("store"), &[&"manifest", &guests[0], &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (guests[0].clone(), m)
+}
+
+fn spawn_restore(store: &Path, m: &Path, from: &Path, target: &Path) -> Child {
+    Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(store)
+        .args(["restore", "--manifest"])
+        .arg(m)
+        .arg("--from")
+        .arg(from)
+        .arg(target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits at most a minute for `child`.
+fn wait_bounded(mut child: Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a restore did not end within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[test]
+fn a_restore_into_a_target_another_restore_holds_writes_nothing() {
+    if !require_root("a_restore_into_a_target_another_restore_holds") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (g, m) = guest_with_manifest(lab);
+    let target = lab.join("restored");
+    let lock_path = with_suffix(&target, ".unifs-restore.lock");
+    // Another restore's lock, as it holds it.
+    let held = nix::fcntl::Flock::lock(
+        fs::File::create(&lock_path).unwrap(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .unwrap();
+    let o = restore(&store, &m, &g, &target);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "another restore into {} is running",
+            target.display()
+        )),
+        "{err}"
+    );
+    assert!(!target.exists());
+    assert!(!with_suffix(&target, ".unifs-restore").exists());
+    drop(held);
+    let o = restore(&store, &m, &g, &target);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!lock_path.exists(), "the lock file stayed");
+}
+
+/// Before the lock the second emptied the first's staging tree: both
+/// failed, or the second listed every path as "No such file or directory".
+#[test]
+fn two_restores_into_one_target_at_once() {
+    if !require_root("two_restores_into_one_target_at_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (g, m) = guest_with_manifest(lab);
+    let before = snapshot(&g);
+    let target = lab.join("restored");
+    let first = spawn_restore(&store, &m, &g, &target);
+    let second = spawn_restore(&store, &m, &g, &target);
+    let outs = [wait_bounded(first), wait_bounded(second)];
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        // Started after the first ended, it finds the target full.
+        assert!(
+            err.contains("another restore into") || err.contains("exists and is not empty"),
+            "{err}"
+        );
+    }
+    assert_invisible(&before, &snapshot(&target), "g0 restored");
+    assert!(!with_suffix(&target, ".unifs-restore").exists());
+    assert!(!with_suffix(&target, ".unifs-restore.lock").exists());
+}
+
+/// Clears the inode flags of every file and directory below `root` on
+/// drop, so that the temp dir can be removed.
+struct Unflag(Vec<PathBuf>);
+
+impl Drop for Unflag {
+    fn drop(&mut self) {
+        for root in &self.0 {
+            for e in walkdir::WalkDir::new(root).into_iter().flatten() {
+                if e.file_type().is_file() || e.file_type().is_dir() {
+                    let _ = unifs::backup::flags::apply(e.path(), 0);
+                }
+            }
+        }
+    }
+}
+
+fn chattr(flags: &str, path: &Path) {
+    let out = Command::new("chattr")
+        .arg(flags)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chattr {flags}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn flags_of(path: &Path) -> Option<String> {
+    unifs::backup::flags::to_letters(unifs::backup::flags::read(path).unwrap())
+}
+
+/// manifest and restore dropped inode flags (chattr +i, +a, +d …).
+#[test]
+fn inode_flags_survive_manifest_and_restore() {
+    if !require_root("inode_flags_survive_manifest_and_restore") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (g, h) = (lab.join("g"), lab.join("h"));
+    let target = lab.join("restored");
+    let _unflag = Unflag(vec![g.clone(), target.clone()]);
+    for x in [&g, &h] {
+        file_at(x, "usr/lib/libc.so", &bytes(1, 5000), 0o644, 1_000_000);
+        file_at(x, "usr/bin/tool", &bytes(2, 5000), 0o755, 1_000_000);
+    }
+    file(&g, "var/log/app.log", b"line\n", 0o640);
+    file(&g, "etc/locked/conf", b"k=v\n", 0o644);
+    fs::hard_link(g.join("usr/bin/tool"), g.join("usr/bin/tool2")).unwrap();
+    let wanted = [
+        ("usr/bin/tool", "+i", "i"),
+        ("var/log/app.log", "+a", "a"),
+        ("usr/lib/libc.so", "+dA", "dA"),
+        ("etc/locked", "+i", "i"),
+        (".", "+d", "d"),
+    ];
+    for (rel, set, _) in wanted {
+        chattr(set, &g.join(rel));
+    }
+    unify_json(&store, &[&g, &h]);
+    let m = lab.join("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = fs::read_to_string(&m).unwrap();
+    assert!(text.contains(r#""flags":"i""#), "{text}");
+    let o = restore(&store, &m, &g, &target);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (rel, _, letters) in wanted {
+        assert_eq!(
+            flags_of(&target.join(rel)).as_deref(),
+            Some(letters),
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        flags_of(&target.join("usr/bin/tool2")).as_deref(),
+        Some("i")
+    );
+    assert_eq!(flags_of(&target.join("etc/locked/conf")), None);
+    assert_eq!(
+        fs::read(target.join("etc/locked/conf")).unwrap(),
+        b"k=v\n",
+        "written before its directory became immutable"
+    );
+    // No flag reached the store's inodes.
+    for e in walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .flatten()
+    {
+        if e.file_type().is_file() {
+            assert_eq!(flags_of(e.path()), None, "{}", e.path().display());
+        }
+    }
+}
