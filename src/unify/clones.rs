@@ -40,11 +40,20 @@ impl Scan {
     /// Sorts [`Scan::hardlinked`] and [`Scan::hardlinked_left`]: inodes
     /// linked once by each of several guests, with no link elsewhere, join
     /// the candidates; a guest's own hardlink groups are left alone
-    /// (invariant 3) and counted; inodes shared across guests that can
+    /// (invariant 3) and counted, but for an inode that carries a store
+    /// marker without being a store object (`marked`: a copy of a unified
+    /// guest made with `cp -a` or `rsync -H`, which keep xattrs and links):
+    /// the mount shows each of its paths as a file of its own, never as
+    /// links of one, so each joins the candidates, to link the object; inodes shared across guests that can
     /// never be objects go to [`Scan::to_split`]; inodes with links outside
     /// the run are reported when the walk `looked` into excluded trees too
     /// (only then are unseen links telling), else left.
-    pub fn sort_hardlinks(&mut self, looked: bool, guest_root: impl Fn(u32) -> PathBuf) {
+    pub fn sort_hardlinks(
+        &mut self,
+        looked: bool,
+        guest_root: impl Fn(u32) -> PathBuf,
+        marked: impl Fn(&FileRec) -> bool,
+    ) {
         // (dev, ino) -> (paths unify may link, paths it may not).
         let mut by_inode: HashMap<(u64, u64), (Vec<FileRec>, Vec<FileRec>)> = HashMap::new();
         for rec in std::mem::take(&mut self.hardlinked) {
@@ -96,6 +105,10 @@ impl Scan {
                     Some(Left::LinksOutside)
                 }
             } else if guests.len() == 1 {
+                if left.is_empty() && marked(&ok[0]) {
+                    self.candidates.append(&mut ok);
+                    continue;
+                }
                 None // the guest's own group
             } else if left.is_empty() && once_each {
                 self.candidates.append(&mut ok);

@@ -292,6 +292,16 @@ fn check_not_overmounted(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// True when the guest file `rec` (still the inode scanned) carries a
+/// store marker.
+fn carries_marker(guest: &Guest, rec: &scan::FileRec) -> bool {
+    let Ok(fd) = guest.open_for_reading(&rec.rel) else {
+        return false;
+    };
+    let same = sys::fstat(fd.as_fd()).is_ok_and(|st| (st.dev, st.ino) == (rec.stat.dev, rec.stat.ino));
+    same && crate::store::read_marker(fd.as_fd()).is_ok_and(|m| m.is_some())
+}
+
 fn guest_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
     move |error| Error::Guest { path, error }
@@ -462,7 +472,11 @@ fn run(
     let (objects, cache) = (objects?, cache?);
     let mut scan = scan::Scan::flatten(scans);
     scan.size_linked(&objects, opts.min_size);
-    scan.sort_hardlinks(look_in_excluded, |g| guests[g as usize].root.clone());
+    scan.sort_hardlinks(
+        look_in_excluded,
+        |g| guests[g as usize].root.clone(),
+        |rec| carries_marker(&guests[rec.guest as usize], rec),
+    );
     summary.scan_seconds = started.elapsed().as_secs_f64();
     let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;

@@ -1993,3 +1993,39 @@ fn a_file_a_running_guest_deletes_during_unify_is_no_problem() {
     assert_eq!(s["files_gone"], 1, "{s}");
     assert_eq!(s["problems"], serde_json::json!([]), "{s}");
 }
+
+#[test]
+fn a_cp_a_copy_of_a_unified_guest_gets_its_files_linked_to_the_objects() {
+    if !require_root("a_cp_a_copy_of_a_unified_guest_gets_its_files_linked_to_the_objects") {
+        return;
+    }
+    // `cp -a` of a unified guest keeps the links among its paths and the
+    // store marker: two paths of one object became one inode of the copy,
+    // marked but no object. Unify left them as a "guest hardlink group"
+    // for good; the mount (rightly) shows them as two files.
+    let lab = Lab::new();
+    let (g0, g1) = (lab.guest(0), lab.guest(1));
+    let data = vec![7u8; 50_000];
+    for p in [g0.join("a"), g0.join("b"), g1.join("a")] {
+        fs::write(&p, &data).unwrap();
+        let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        fs::File::options().write(true).open(&p).unwrap().set_modified(mtime).unwrap();
+    }
+    unify_json(&lab.store(), &[&g0, &g1]);
+    let copy = lab.dir.path().join("g2");
+    let ok = Command::new("cp").arg("-a").arg(&g0).arg(&copy).status().unwrap();
+    assert!(ok.success());
+    assert_eq!(ino(&copy.join("a")), ino(&copy.join("b")));
+    assert_ne!(ino(&copy.join("a")), ino(&g0.join("a")));
+    let before = snapshot(&copy);
+    let s = unify_json(&lab.store(), &[&g0, &g1, &copy]);
+    assert_eq!(s["guest_hardlinks_left"], 0, "{s}");
+    assert_eq!(s["files_linked"], 2, "{s}");
+    assert_eq!(s["objects_added"], 0, "{s}");
+    for p in ["a", "b"] {
+        assert_eq!(ino(&copy.join(p)), ino(&g0.join("a")), "{p}");
+    }
+    assert_eq!(snapshot(&copy), before);
+    let o = unifs(&lab.store(), &[&"store", &"verify"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
