@@ -260,9 +260,14 @@ pub fn unifs_view_backing(path: &Path) -> Option<PathBuf> {
     // there): only if that one is ours.
     let mut best: Option<(usize, bool, PathBuf)> = None;
     for l in info.lines() {
-        let (Some(mp), Some((_, rest))) = (l.split(' ').nth(4), l.split_once(" - ")) else {
+        let mut f = l.split(' ').skip(3);
+        let (Some(root), Some(mp), Some((_, rest))) = (f.next(), f.next(), l.split_once(" - "))
+        else {
             continue;
         };
+        // A bind mount of a directory of the view shows that directory.
+        let root = PathBuf::from(unescape_mountinfo(root));
+        let below_root = root.strip_prefix("/").unwrap_or(&root).to_path_buf();
         let mp = PathBuf::from(unescape_mountinfo(mp));
         let Ok(below) = path.strip_prefix(&mp) else {
             continue;
@@ -275,9 +280,15 @@ pub fn unifs_view_backing(path: &Path) -> Option<PathBuf> {
         let backing = source
             .strip_prefix("unifs:")
             .filter(|_| fstype.starts_with("fuse"))
-            .map(|b| match below.as_os_str().is_empty() {
-                true => PathBuf::from(b),
-                false => Path::new(b).join(below),
+            .map(|b| {
+                let at = match below.as_os_str().is_empty() {
+                    true => below_root.clone(),
+                    false => below_root.join(below),
+                };
+                match at.as_os_str().is_empty() {
+                    true => PathBuf::from(b),
+                    false => Path::new(b).join(at),
+                }
             });
         let depth = mp.components().count();
         if best.as_ref().is_none_or(|(d, _, _)| depth >= *d) {

@@ -91,6 +91,8 @@ pub fn logs(
             }
         }
         if !running(&run) {
+            // What it wrote last, between the read above and its end.
+            drain(&mut file, at, out);
             return Ok(());
         }
         std::thread::sleep(POLL);

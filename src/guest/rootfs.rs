@@ -433,11 +433,8 @@ fn on_our_mounts(spec: &GuestSpec, guest_path: &Path) -> bool {
 fn user_target(sys: &impl Syscall, root: &Path, dst: &Path, kind: MountPoint) -> Result<PathBuf> {
     let at = resolve_in_root(root, dst)?;
     if at != dst {
-        tracing::info!(
-            "{}: through the guest's symlinks, {}",
-            dst.display(),
-            at.display()
-        );
+        // Debug: the guest's names, newlines and all, escaped.
+        tracing::info!("{dst:?}: through the guest's symlinks, {at:?}");
     }
     target(sys, root, &at.to_string_lossy(), kind)
 }
@@ -476,15 +473,18 @@ fn resolve_in_root(root: &Path, dst: &Path) -> Result<PathBuf> {
         }
         at.push(part);
         if links > 0 && matches!(at[0].to_str(), Some("proc" | "sys")) {
-            return Err(Error::Setup(format!(
-                "mount destination {} leads through a symlink in the guest's tree to /{}, \
-                 which is the kernel's, not the guest's: mount elsewhere",
-                dst.display(),
-                at.iter()
-                    .map(|p| p.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            )));
+            return Err(Error::Invalid {
+                what: "mount destination",
+                value: dst.display().to_string(),
+                reason: format!(
+                    "it leads through a symlink in the guest's tree to /{}, which is the \
+                     kernel's, not the guest's: mount elsewhere",
+                    at.iter()
+                        .map(|p| p.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ),
+            });
         }
         let here: PathBuf = root.join(at.iter().collect::<PathBuf>());
         let Ok(md) = std::fs::symlink_metadata(&here) else {
@@ -514,10 +514,11 @@ fn resolve_in_root(root: &Path, dst: &Path) -> Result<PathBuf> {
         pending.extend(parts(&to).into_iter().rev());
     }
     if at.is_empty() {
-        return Err(Error::Setup(format!(
-            "mount destination {} leads to the guest's / itself: mount elsewhere",
-            dst.display()
-        )));
+        return Err(Error::Invalid {
+            what: "mount destination",
+            value: dst.display().to_string(),
+            reason: "it leads to the guest's / itself: mount elsewhere".into(),
+        });
     }
     Ok(Path::new("/").join(at.iter().collect::<PathBuf>()))
 }

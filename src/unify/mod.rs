@@ -298,7 +298,8 @@ fn carries_marker(guest: &Guest, rec: &scan::FileRec) -> bool {
     let Ok(fd) = guest.open_for_reading(&rec.rel) else {
         return false;
     };
-    let same = sys::fstat(fd.as_fd()).is_ok_and(|st| (st.dev, st.ino) == (rec.stat.dev, rec.stat.ino));
+    let same =
+        sys::fstat(fd.as_fd()).is_ok_and(|st| (st.dev, st.ino) == (rec.stat.dev, rec.stat.ino));
     same && crate::store::read_marker(fd.as_fd()).is_ok_and(|m| m.is_some())
 }
 

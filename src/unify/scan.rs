@@ -634,6 +634,17 @@ impl Walker<'_> {
         if let Some(&object) = ctx.object_inodes.get(&(stat.dev, stat.ino)) {
             return self.linked(scan, rel, object, mask);
         }
+        // A mount's copy in progress (or a killed one's): the mount hides
+        // and removes it by its mark, which a link to an object would
+        // spread to every guest (an object's id leaves the store's xattrs
+        // out) or take away. Left alone, as a guest's own file by such a
+        // name is, uncounted.
+        if name
+            .as_bytes()
+            .starts_with(crate::fs::cow::TEMP_PREFIX.as_bytes())
+        {
+            return;
+        }
         scan.counts.files += 1;
         scan.counts.bytes += stat.size;
         let excluded = ctx.excludes.excluded(mask);

@@ -2009,11 +2009,21 @@ fn a_cp_a_copy_of_a_unified_guest_gets_its_files_linked_to_the_objects() {
     for p in [g0.join("a"), g0.join("b"), g1.join("a")] {
         fs::write(&p, &data).unwrap();
         let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        fs::File::options().write(true).open(&p).unwrap().set_modified(mtime).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
     }
     unify_json(&lab.store(), &[&g0, &g1]);
     let copy = lab.dir.path().join("g2");
-    let ok = Command::new("cp").arg("-a").arg(&g0).arg(&copy).status().unwrap();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(&g0)
+        .arg(&copy)
+        .status()
+        .unwrap();
     assert!(ok.success());
     assert_eq!(ino(&copy.join("a")), ino(&copy.join("b")));
     assert_ne!(ino(&copy.join("a")), ino(&g0.join("a")));
@@ -2028,4 +2038,45 @@ fn a_cp_a_copy_of_a_unified_guest_gets_its_files_linked_to_the_objects() {
     assert_eq!(snapshot(&copy), before);
     let o = unifs(&lab.store(), &[&"store", &"verify"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn a_mounts_break_temp_files_are_left_alone() {
+    if !require_root("a_mounts_break_temp_files_are_left_alone") {
+        return;
+    }
+    // A killed daemon's copy in progress carries the mount's mark; made an
+    // object, it spread the mark to another guest's file of the same
+    // content, which that guest's mount then took for its own leftover
+    // and removed.
+    let lab = Lab::new();
+    let (g0, g1) = (lab.guest(0), lab.guest(1));
+    let data = vec![9u8; 30_000];
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let leftover = g0.join(".unifs-break.999999.3");
+    let own = g1.join(".unifs-break.1.1");
+    for p in [&leftover, &own, &g1.join("plain")] {
+        fs::write(p, &data).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+    set_xattr(&leftover, "trusted.unifs.break", b"");
+    let inos = [ino(&leftover), ino(&own)];
+    unify_json(&lab.store(), &[&g0, &g1]);
+    assert_eq!([ino(&leftover), ino(&own)], inos);
+    let c = std::ffi::CString::new(own.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is NUL-terminated; a size of 0 asks for the length only.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.unifs.break".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(n, -1, "the mark reached another guest's file");
 }

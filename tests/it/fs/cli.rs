@@ -160,6 +160,20 @@ fn a_guests_view_given_for_its_directory_is_refused_naming_the_directory() {
             g.clone(),
         ),
     ];
+    // A bind mount of a directory of the view shows that directory.
+    let bound = w.dir("bound");
+    let ok = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&sub)
+        .arg(&bound)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _unbind = UnmountAt(&bound);
+    let out = unifs(&fresh, &[&"unify", &bound]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("instead ({})", g.join("sub").display());
+    assert!(err.contains(&want), "{err}");
     for (store, args, backing) in cases {
         let out = unifs(store, &args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -1795,3 +1795,35 @@ fn named_logs_show_the_console_follow_it_and_restart_appends_to_it() {
     assert_ne!(pid(&o), second);
     assert!(!alive(second.parse().unwrap()));
 }
+
+#[test]
+fn named_logs_follow_prints_what_init_wrote_just_before_it_ended() {
+    let test = "named_logs_follow_prints_what_init_wrote_just_before_it_ended";
+    if !can_run(test) || !crate::common::require_strace(test) {
+        return;
+    }
+    // `logs -f` read to the end, then found the guest stopped and ended:
+    // what init wrote in between (its last words) was never shown. Each
+    // look at the record is held back 1.5 s here, so that init writes and
+    // ends during one.
+    let g = Guest::new(
+        "lastlog",
+        "[\"/bin/sh\", \"-c\", \"echo first; sleep 1; echo LAST-LINE\"]",
+        false,
+    );
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    assert!(super::harness::within_5s(|| {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("first"))
+    }));
+    let state = g.run_dir.join(&g.name).join("state.json");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=openat"]);
+    cmd.args(["-e", "inject=openat:delay_exit=1500000:when=1+", "-P"]);
+    cmd.arg(&state);
+    cmd.arg(unifs_bin()).args(["guest", "logs", "-f", &g.name]);
+    cmd.env("UNIFS_CONFIG_DIR", &g.config_dir);
+    cmd.env("UNIFS_RUN_DIR", &g.run_dir);
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(ok(&out), "first\nLAST-LINE\n");
+}

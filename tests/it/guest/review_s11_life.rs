@@ -517,15 +517,17 @@ fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
         .iter()
         .map(|p| PathBuf::from(p.as_str().unwrap()))
         .collect();
+    // The leaf its processes are in (what /proc/PID/cgroup names), if any.
+    let leaf = |g: &PathBuf| match g.join("guest").is_dir() {
+        true => g.join("guest"),
+        false => g.clone(),
+    };
     let (file, freeze, thaw) = match groups.iter().find(|p| p.join("freezer.state").exists()) {
-        Some(v1) => (v1.join("freezer.state"), "FROZEN", "THAWED"),
+        Some(v1) => (leaf(v1).join("freezer.state"), "FROZEN", "THAWED"),
         None => {
             let v2 = groups.iter().find(|p| p.join("cgroup.freeze").exists());
-            (
-                v2.expect("a group to freeze").join("cgroup.freeze"),
-                "1",
-                "0",
-            )
+            let v2 = leaf(v2.expect("a group to freeze"));
+            (v2.join("cgroup.freeze"), "1", "0")
         }
     };
     std::fs::write(&file, freeze).unwrap();

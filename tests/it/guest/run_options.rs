@@ -232,6 +232,7 @@ fn run_bind_and_tmpfs_destinations_follow_the_guests_links_inside_its_root() {
     assert!(!String::from_utf8_lossy(&o.stdout).contains("ran"));
     let e = stderr(&o);
     assert!(e.contains("/kernel/x") && e.contains("kernel's"), "{e}");
+    assert_eq!(e.matches("setting up the guest failed").count(), 1, "{e}");
 }
 
 #[test]
