@@ -95,6 +95,8 @@ pub fn restore(
     }
     let staging = staging_path(target);
     if staging.exists() {
+        // A killed restore may have left immutable or append-only entries.
+        clear_flags_below(&staging);
         fs::remove_dir_all(&staging).at(&staging)?;
     }
     fs::create_dir_all(&staging).at(&staging)?;
@@ -158,11 +160,12 @@ pub fn restore(
     // Inode flags last, entries before their directory: nothing can be
     // written into an immutable or append-only one (nor linked to an
     // immutable file). The root's after the rename: such a directory
-    // cannot be renamed.
+    // cannot be renamed. Exactly the manifest's: none where it names none
+    // (a new file takes some from its directory on ext4: `d`, `A`, …).
     let flagged: Vec<(&Entry, u32)> = entries
         .iter()
         .rev()
-        .filter_map(|e| wanted_flags(e).map(|f| (e, f)))
+        .filter_map(|e| wanted_flags(e, link_objects).map(|f| (e, f)))
         .collect();
     if bad.is_empty() {
         for (e, bits) in flagged
@@ -197,11 +200,27 @@ pub fn restore(
 }
 
 /// The inode flags to give the path of `e`: a file's own or a directory's
-/// (a guest hardlink shares its first path's).
-fn wanted_flags(e: &Entry) -> Option<u32> {
-    let bits = flags::from_letters(e.flags.as_deref()?)?;
+/// (a guest hardlink shares its first path's); none for a store object
+/// linked in, which is every guest's and has none.
+fn wanted_flags(e: &Entry, link_objects: bool) -> Option<u32> {
     let own = e.kind == "dir" || (e.kind == "file" && e.link_path().is_none());
-    (own && bits != 0).then_some(bits)
+    let bits = match e.flags.as_deref() {
+        Some(letters) => flags::from_letters(letters)?,
+        None if link_objects && e.object.is_some() => return None,
+        None => 0,
+    };
+    own.then_some(bits)
+}
+
+/// Takes the kept inode flags off everything in `dir` (not following
+/// symlinks), so that it can be removed.
+fn clear_flags_below(dir: &Path) {
+    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        let t = entry.file_type();
+        if t.is_dir() || t.is_file() {
+            let _ = flags::apply(entry.path(), 0);
+        }
+    }
 }
 
 fn staging_path(target: &Path) -> PathBuf {
@@ -230,13 +249,20 @@ impl TargetLock {
             fs::create_dir_all(parent).at(parent)?;
         }
         loop {
+            // Not through a symlink planted there: it would make the file
+            // elsewhere, and never be the one at `path`.
             let file = fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(&path)
                 .at(&path)?;
+            if !file.metadata().at(&path)?.is_file() {
+                let e = io::Error::other("not a regular file; remove it");
+                return Err(e).at(&path);
+            }
             let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(f) => f,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {

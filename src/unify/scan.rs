@@ -637,12 +637,9 @@ impl Walker<'_> {
         // A mount's copy in progress (or a killed one's): the mount hides
         // and removes it by its mark, which a link to an object would
         // spread to every guest (an object's id leaves the store's xattrs
-        // out) or take away. Left alone, as a guest's own file by such a
-        // name is, uncounted.
-        if name
-            .as_bytes()
-            .starts_with(crate::fs::cow::TEMP_PREFIX.as_bytes())
-        {
+        // out) or take away. Left alone, uncounted. (A guest's own file by
+        // such a name has no mark: an ordinary file.)
+        if crate::fs::cow::is_temp(dir, name) {
             return;
         }
         scan.counts.files += 1;

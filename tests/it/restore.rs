@@ -219,3 +219,54 @@ fn inode_flags_survive_manifest_and_restore() {
         }
     }
 }
+
+/// A restore whose target's parent hands flags down (ext4 gives new
+/// entries a directory's `d`, `A`, …), a killed restore's staging tree left
+/// immutable, a symlink planted at the lock's name: the restored tree has
+/// exactly the manifest's flags, the old staging tree goes, and the link
+/// is refused without anything made where it leads.
+#[test]
+fn restore_flags_are_the_manifests_and_its_leftovers_are_no_obstacle() {
+    if !require_root("restore_flags_are_the_manifests_and_its_leftovers_are_no_obstacle") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (g, h) = (lab.join("g"), lab.join("h"));
+    for x in [&g, &h] {
+        file_at(x, "usr/lib/libc.so", &bytes(1, 5000), 0o644, 1_000_000);
+    }
+    file(&g, "etc/conf", b"k=v\n", 0o644);
+    unify_json(&store, &[&g, &h]);
+    let m = lab.join("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let parent = lab.join("restores");
+    fs::create_dir(&parent).unwrap();
+    let target = parent.join("g");
+    let staging = with_suffix(&target, ".unifs-restore");
+    let _unflag = Unflag(vec![parent.clone()]);
+
+    // The lock's name taken by a symlink.
+    let elsewhere = lab.join("elsewhere");
+    std::os::unix::fs::symlink(&elsewhere, with_suffix(&target, ".unifs-restore.lock")).unwrap();
+    let o = wait_bounded(spawn_restore(&store, &m, &g, &target));
+    assert!(!o.status.success());
+    assert!(!elsewhere.exists(), "made a file through the link");
+    fs::remove_file(with_suffix(&target, ".unifs-restore.lock")).unwrap();
+
+    // A killed restore's staging tree, immutable in part.
+    fs::create_dir_all(staging.join("etc")).unwrap();
+    fs::write(staging.join("etc/conf"), b"half").unwrap();
+    chattr("+i", &staging.join("etc/conf"));
+    chattr("+i", &staging.join("etc"));
+    chattr("+dA", &parent);
+    let o = wait_bounded(spawn_restore(&store, &m, &g, &target));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!staging.exists());
+    for rel in [".", "etc", "etc/conf", "usr", "usr/lib"] {
+        assert_eq!(flags_of(&target.join(rel)), None, "{rel}");
+    }
+    assert_eq!(fs::read(target.join("etc/conf")).unwrap(), b"k=v\n");
+}

@@ -2065,9 +2065,22 @@ fn a_mounts_break_temp_files_are_left_alone() {
             .unwrap();
     }
     set_xattr(&leftover, "trusted.unifs.break", b"");
-    let inos = [ino(&leftover), ino(&own)];
-    unify_json(&lab.store(), &[&g0, &g1]);
-    assert_eq!([ino(&leftover), ino(&own)], inos);
+    // A guest's own hardlink by such a name (the mount allows it): its
+    // group, as any other, not a link "outside the guests".
+    fs::write(g1.join("conf"), b"conf").unwrap();
+    fs::hard_link(g1.join("conf"), g1.join(".unifs-break.9.9")).unwrap();
+    let before = ino(&leftover);
+    let s = unify_json(&lab.store(), &[&g0, &g1]);
+    assert_eq!(s["problems"], serde_json::json!([]), "{s}");
+    assert_eq!(s["guest_hardlinks_left"], 2, "{s}");
+    assert_eq!(ino(&leftover), before);
+    assert_eq!(
+        fs::metadata(&leftover).unwrap().nlink(),
+        1,
+        "made an object"
+    );
+    // The unmarked one is an ordinary file: unified with its twin.
+    assert_eq!(ino(&own), ino(&g1.join("plain")));
     let c = std::ffi::CString::new(own.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `c` is NUL-terminated; a size of 0 asks for the length only.
     let n = unsafe {
