@@ -73,6 +73,10 @@ pub enum Command {
 
 /// Entry point of the binary. Answers as `vunify` and `vfs-mount` too.
 pub fn main() -> ExitCode {
+    if let Some(path) = std::env::var_os(crate::guest::state::PROBE_ENV) {
+        let code = crate::guest::state::probe_statfs(std::path::Path::new(&path));
+        return ExitCode::from(code as u8);
+    }
     crate::sys::default_sigpipe();
     let args = aliased_args(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(args) {

@@ -296,25 +296,59 @@ pub enum RootHealth {
     NoAnswer,
 }
 
+/// The variable that makes `unifs` a [`root_health`] probe: statfs of its
+/// value, answered by the exit status ([`probe_statfs`]).
+pub const PROBE_ENV: &str = "UNIFS_STATFS_PROBE";
+
 /// Asks the filesystem at `root` for its statistics: statfs is never served
 /// from a cache, so it reaches the FUSE daemon of an overlay root, and a
-/// guest whose daemon died (killed, OOM) is told from a running one. From a
-/// thread, so a hung daemon costs `limit`, not a hung `status`.
+/// guest whose daemon died (killed, OOM) is told from a running one. In a
+/// process of its own (this program again, with [`PROBE_ENV`]), left to
+/// itself after `limit`: a request the daemon read but does not answer (it
+/// was stopped) waits uninterruptibly for its answer, and as a thread of
+/// ours it would keep this process from ending, and whoever waits for it.
 pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let path = root.to_path_buf();
-    let asked = std::thread::Builder::new()
-        .name("root-health".into())
-        .spawn(move || {
-            let _ = tx.send(nix::sys::statfs::statfs(&path).map(drop));
-        });
-    if asked.is_err() {
+    use std::process::{Command, Stdio};
+    let Ok(exe) = std::env::current_exe() else {
         return RootHealth::Answers; // Cannot tell: say nothing.
+    };
+    let probe = Command::new(exe)
+        .env(PROBE_ENV, root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut probe) = probe else {
+        return RootHealth::Answers;
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match probe.try_wait() {
+            Ok(Some(status)) if status.code() == Some(PROBE_LOST) => return RootHealth::Lost,
+            Ok(Some(_)) => return RootHealth::Answers,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            // Not waited for: it ends when the daemon answers or goes.
+            _ => {
+                let _ = probe.kill();
+                return RootHealth::NoAnswer;
+            }
+        }
     }
-    match rx.recv_timeout(limit) {
-        Ok(Err(nix::errno::Errno::ENOTCONN)) => RootHealth::Lost,
-        Ok(_) => RootHealth::Answers,
-        Err(_) => RootHealth::NoAnswer,
+}
+
+/// [`probe_statfs`]'s exit status for ENOTCONN (a daemon gone).
+const PROBE_LOST: i32 = 3;
+
+/// The probe's whole work, run by `main` when [`PROBE_ENV`] is set: exit
+/// status 0 when `path` answers statfs, [`PROBE_LOST`] for ENOTCONN, 1
+/// otherwise.
+pub fn probe_statfs(path: &Path) -> i32 {
+    match nix::sys::statfs::statfs(path) {
+        Ok(_) => 0,
+        Err(nix::errno::Errno::ENOTCONN) => PROBE_LOST,
+        Err(_) => 1,
     }
 }
 

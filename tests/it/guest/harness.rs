@@ -78,7 +78,12 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(c) = self.0.as_mut() {
             let _ = c.kill();
-            let _ = c.wait();
+            // Bounded: a process with a thread asleep in a FUSE request
+            // that is never answered does not end on SIGKILL.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }

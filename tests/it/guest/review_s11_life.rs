@@ -510,6 +510,27 @@ fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
     drop(stopped);
     ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
 
+    // A daemon that took the request and does not answer (it was stopped
+    // after reading it; here its statfs is held back 20 s): the probe,
+    // asleep in the request, kept `exec` itself from ending.
+    if crate::common::require_strace("exec_refuses_a_guest_whose_daemon_does_not_answer") {
+        let mut strace = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fstatfs"])
+            .args(["-e", "inject=fstatfs:delay_enter=20000000", "-p"])
+            .arg(daemon.to_string())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+        let took = started.elapsed();
+        let _ = strace.kill();
+        let _ = strace.wait();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("does not answer"), "{}", stderr(&o));
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
     // Frozen in its own freezer group (v1), or its v2 group.
     let groups: Vec<PathBuf> = g.record(&g.name)["cgroup"]["groups"]
         .as_array()
