@@ -204,6 +204,19 @@ fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
     clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
+/// How `stop` and `restart` stop a guest.
+#[derive(clap::Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// The signal init gets first [default: the stop_signal its config
+    /// had at start, else SIGRTMIN+3 for systemd, SIGINT for sysvinit,
+    /// SIGTERM for others].
+    #[arg(long, value_name = "SIG")]
+    signal: Option<String>,
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum GuestCommand {
     /// Mount a guest's root and start its init in the background.
@@ -219,14 +232,8 @@ pub enum GuestCommand {
     Stop {
         #[command(flatten)]
         dirs: GuestDirs,
-        /// Seconds to wait after the stop signal before SIGKILL.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
-        /// The signal init gets first [default: the stop_signal its config
-        /// had at start, else SIGRTMIN+3 for systemd, SIGINT for sysvinit,
-        /// SIGTERM for others].
-        #[arg(long, value_name = "SIG")]
-        signal: Option<String>,
+        #[command(flatten)]
+        how: StopArgs,
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
@@ -234,12 +241,8 @@ pub enum GuestCommand {
     Restart {
         #[command(flatten)]
         dirs: GuestDirs,
-        /// Seconds to wait after the stop signal before SIGKILL.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
-        /// The signal init gets first (as for `stop`).
-        #[arg(long, value_name = "SIG")]
-        signal: Option<String>,
+        #[command(flatten)]
+        how: StopArgs,
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
@@ -459,24 +462,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             println!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }
-        GuestCommand::Stop {
-            dirs: d,
-            timeout,
-            signal,
-            name,
-        } => {
-            let (timeout, signal) = stop_options(timeout, signal)?;
+        GuestCommand::Stop { dirs: d, how, name } => {
+            let (timeout, signal) = how.parse()?;
             let how = lifecycle::stop(&dirs(d), &name, timeout, signal)?;
             print_stopped(&name, how);
             Ok(ExitCode::SUCCESS)
         }
-        GuestCommand::Restart {
-            dirs: d,
-            timeout,
-            signal,
-            name,
-        } => {
-            let (timeout, signal) = stop_options(timeout, signal)?;
+        GuestCommand::Restart { dirs: d, how, name } => {
+            let (timeout, signal) = how.parse()?;
             let (how, st) = lifecycle::restart(&dirs(d), &name, timeout, signal)?;
             if let Some(how) = how {
                 print_stopped(&name, how);
@@ -705,16 +698,19 @@ fn exit_code(code: i32) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-/// `stop`'s and `restart`'s `--timeout` and `--signal`.
-fn stop_options(timeout: f64, signal: Option<String>) -> anyhow::Result<(Duration, Option<i32>)> {
-    let timeout = Duration::try_from_secs_f64(timeout)
-        .map_err(|_| anyhow::anyhow!("--timeout {timeout}: expected seconds, >= 0"))?;
-    let signal = signal
-        .as_deref()
-        .map(parse_signal)
-        .transpose()
-        .context("--signal")?;
-    Ok((timeout, signal))
+impl StopArgs {
+    /// `--timeout` and `--signal`, checked.
+    fn parse(&self) -> anyhow::Result<(Duration, Option<i32>)> {
+        let timeout = Duration::try_from_secs_f64(self.timeout)
+            .map_err(|_| anyhow::anyhow!("--timeout {}: expected seconds, >= 0", self.timeout))?;
+        let signal = self
+            .signal
+            .as_deref()
+            .map(parse_signal)
+            .transpose()
+            .context("--signal")?;
+        Ok((timeout, signal))
+    }
 }
 
 fn print_stopped(name: &str, how: Stopped) {

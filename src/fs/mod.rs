@@ -255,47 +255,58 @@ pub fn is_unifs_mount(path: &Path) -> bool {
 /// guest's root): the path an operator meant to give unify or `run`.
 pub fn unifs_view_backing(path: &Path) -> Option<PathBuf> {
     let path = std::fs::canonicalize(path).ok()?;
+    let (m, rest) = holding_mount(&path)?;
+    let backing = m.source.strip_prefix("unifs:")?;
+    if !m.fstype.starts_with("fuse") {
+        return None;
+    }
+    // A bind mount of a directory of the view shows that directory.
+    let mut at = PathBuf::from(backing);
+    for part in m.root.components().skip(1).chain(rest.components()) {
+        at.push(part);
+    }
+    Some(at)
+}
+
+/// One line of /proc/self/mountinfo, the fields used here unescaped.
+struct MountLine {
+    dev: String,
+    /// The directory of its filesystem the mount shows.
+    root: PathBuf,
+    fstype: String,
+    source: String,
+}
+
+/// The mount that holds the canonical `path` (the deepest mount point
+/// above it; of mounts stacked on one point, the last, on top), and where
+/// `path` is below that mount point.
+fn holding_mount(path: &Path) -> Option<(MountLine, PathBuf)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // The deepest mount point holding `path` (the last of those stacked
-    // there): only if that one is ours.
-    let mut best: Option<(usize, bool, PathBuf)> = None;
+    let mut best: Option<(usize, MountLine, PathBuf)> = None;
     for l in info.lines() {
-        let mut f = l.split(' ').skip(3);
-        let (Some(root), Some(mp), Some((_, rest))) = (f.next(), f.next(), l.split_once(" - "))
+        let mut f = l.split(' ').skip(2);
+        let (Some(dev), Some(root), Some(mp), Some((_, fs))) =
+            (f.next(), f.next(), f.next(), l.split_once(" - "))
         else {
             continue;
         };
-        // A bind mount of a directory of the view shows that directory.
-        let root = PathBuf::from(unescape_mountinfo(root));
-        let below_root = root.strip_prefix("/").unwrap_or(&root).to_path_buf();
         let mp = PathBuf::from(unescape_mountinfo(mp));
-        let Ok(below) = path.strip_prefix(&mp) else {
+        let Ok(rest) = path.strip_prefix(&mp) else {
             continue;
         };
-        let mut f = rest.split(' ');
-        let (fstype, source) = (
-            f.next().unwrap_or(""),
-            unescape_mountinfo(f.next().unwrap_or("")),
-        );
-        let backing = source
-            .strip_prefix("unifs:")
-            .filter(|_| fstype.starts_with("fuse"))
-            .map(|b| {
-                let at = match below.as_os_str().is_empty() {
-                    true => below_root.clone(),
-                    false => below_root.join(below),
-                };
-                match at.as_os_str().is_empty() {
-                    true => PathBuf::from(b),
-                    false => Path::new(b).join(at),
-                }
-            });
         let depth = mp.components().count();
         if best.as_ref().is_none_or(|(d, _, _)| depth >= *d) {
-            best = Some((depth, backing.is_some(), backing.unwrap_or_default()));
+            let mut fs = fs.split(' ');
+            let line = MountLine {
+                dev: dev.to_string(),
+                root: PathBuf::from(unescape_mountinfo(root)),
+                fstype: fs.next().unwrap_or("").to_string(),
+                source: unescape_mountinfo(fs.next().unwrap_or("")),
+            };
+            best = Some((depth, line, rest.to_path_buf()));
         }
     }
-    best.filter(|(_, ours, _)| *ours).map(|(_, _, b)| b)
+    best.map(|(_, line, rest)| (line, rest))
 }
 
 /// (filesystem type, source) of the last mount at `path`, if any.
@@ -320,26 +331,8 @@ fn mount_source(path: &Path) -> Option<(String, String)> {
 /// (major:minor) and the path from that filesystem's root, whichever mount
 /// reaches it (a bind mount of a directory above it too).
 pub fn fs_location(path: &Path) -> Option<(String, PathBuf)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(usize, String, PathBuf)> = None;
-    for l in info.lines() {
-        let mut f = l.split(' ').skip(2);
-        let (Some(dev), Some(root), Some(mp)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape_mountinfo(mp));
-        let Ok(rest) = path.strip_prefix(&mp) else {
-            continue;
-        };
-        // The deepest mount point holds it; of mounts stacked on one point,
-        // the last is on top.
-        let depth = mp.components().count();
-        if best.as_ref().is_none_or(|(d, _, _)| depth >= *d) {
-            let at = Path::new(&unescape_mountinfo(root)).join(rest);
-            best = Some((depth, dev.to_string(), at));
-        }
-    }
-    best.map(|(_, dev, at)| (dev, at))
+    let (m, rest) = holding_mount(path)?;
+    Some((m.dev, m.root.join(rest)))
 }
 
 /// Mountinfo escapes space, tab, newline and backslash as octal.

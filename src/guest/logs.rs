@@ -7,7 +7,7 @@ use super::lifecycle::Dirs;
 use super::state::RunDir;
 use super::{Error, Result};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::Duration;
 
@@ -61,6 +61,9 @@ pub fn logs(
             .len(),
     };
     let mut buf = vec![0u8; 64 << 10];
+    // Once drained, what comes next: read once more to the end first, for
+    // what was written since that last read.
+    let mut then = Next::Wait;
     loop {
         let want = buf
             .len()
@@ -75,37 +78,40 @@ pub fn logs(
             }
             continue;
         }
-        if !follow {
-            return Ok(());
+        match std::mem::replace(&mut then, Next::Wait) {
+            Next::Stop => return Ok(()),
+            Next::Open(now) => {
+                (file, at) = (now, 0);
+                continue;
+            }
+            Next::Wait if !follow => return Ok(()),
+            Next::Wait => {}
         }
-        // Drained: a new start may have set this log aside for a new one.
+        // A new start may have set this log aside for a new one.
         if let Ok(now) = File::open(&path) {
             let (old, new) = (file.metadata(), now.metadata());
             if let (Ok(old), Ok(new)) = (old, new) {
                 if (old.dev(), old.ino()) != (new.dev(), new.ino()) {
-                    // What the old one got since the last read first.
-                    drain(&mut file, at, out);
-                    (file, at) = (now, 0);
+                    then = Next::Open(now);
                     continue;
                 }
             }
         }
         if !running(&run) {
-            // What it wrote last, between the read above and its end.
-            drain(&mut file, at, out);
-            return Ok(());
+            then = Next::Stop;
+            continue;
         }
         std::thread::sleep(POLL);
     }
 }
 
-/// The rest of `file` from `at`, written out as it is.
-fn drain(file: &mut File, at: u64, out: &mut dyn FnMut(&[u8]) -> io::Result<()>) {
-    use std::io::{Seek, SeekFrom};
-    let mut rest = Vec::new();
-    if file.seek(SeekFrom::Start(at)).is_ok() && file.read_to_end(&mut rest).is_ok() {
-        let _ = out(&rest);
-    }
+/// What follows a log read to its end once it is read to its end again.
+enum Next {
+    Wait,
+    /// The log a new start put in its place.
+    Open(File),
+    /// The guest stopped.
+    Stop,
 }
 
 /// True while the guest's recorded init lives (no warning for a record

@@ -65,6 +65,11 @@ impl Guest {
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
     }
 
+    /// CONFIG_DIR/NAME.toml.
+    fn config(&self) -> PathBuf {
+        self.config_dir.join(format!("{}.toml", self.name))
+    }
+
     fn mounted_root(&self) -> PathBuf {
         self.run_dir.join(&self.name).join("root")
     }
@@ -276,7 +281,7 @@ fn named_init_and_exec_run_under_the_configured_syscall_filter() {
             return;
         }
         if !key.is_empty() {
-            let config = g.config_dir.join(format!("{}.toml", g.name));
+            let config = g.config();
             let mut toml = std::fs::read_to_string(&config).unwrap();
             toml = toml.replace("[limits]", &format!("syscall_filter = {key:?}\n[limits]"));
             std::fs::write(&config, toml).unwrap();
@@ -337,7 +342,7 @@ fn named_stop_sends_the_configured_stop_signal() {
 
     // The config's stop_signal.
     let g = Guest::new("sigrtmin", &init, false);
-    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let config = g.config();
     let toml = std::fs::read_to_string(&config).unwrap();
     let toml = toml.replace("[limits]", "stop_signal = \"SIGRTMIN+3\"\n[limits]");
     std::fs::write(&config, toml).unwrap();
@@ -817,7 +822,7 @@ fn named_veth_guest_has_its_address_and_stop_removes_the_pair() {
     }
     let g = Guest::new("veth", "[\"/bin/sleep\", \"1000\"]", true);
     let n = std::process::id() % 200 + 20;
-    let cfg = g.config_dir.join(format!("{}.toml", g.name));
+    let cfg = g.config();
     let mut toml = std::fs::read_to_string(&cfg).unwrap();
     toml.push_str(&format!(
         "[net]\nmode = \"veth\"\nip = \"10.214.{n}.2/24\"\nhost_ip = \"10.214.{n}.1/24\"\n"
@@ -1099,7 +1104,7 @@ fn named_veth_guest_whose_host_interface_is_taken_says_so() {
     let g = Guest::new("vethbusy", "[\"/bin/sleep\", \"1000\"]", true);
     // Not the other veth test's subnet: they run at the same time.
     let n = std::process::id() % 200 + 20;
-    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let config = g.config();
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(&format!(
         "[net]\nmode = \"veth\"\nip = \"10.215.{n}.2/24\"\nhost_ip = \"10.215.{n}.1/24\"\n"
@@ -1352,7 +1357,7 @@ fn named_init_runs_as_its_configured_user_and_exec_can_pick_another() {
         true,
     );
     super::run_options::add_users(&g.t.root());
-    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let config = g.config();
     let mut toml = std::fs::read_to_string(&config).unwrap();
     // Top-level keys go before the [limits] table.
     toml = toml.replace(
@@ -1470,7 +1475,7 @@ fn named_update_changes_a_running_guests_limits_in_place() {
         return;
     }
     let g = Guest::new("update", "[\"/bin/sleep\", \"1000\"]", true);
-    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let config = g.config();
     let before_config = std::fs::read_to_string(&config).unwrap();
     let o = g.unifs(&["update", "--pids", "100", &g.name]);
     assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
@@ -1612,7 +1617,7 @@ fn named_ps_lists_the_guests_processes_with_their_own_pids() {
     }
     let g = Guest::new("ps", "[\"/bin/sleep\", \"1000\"]", false);
     // For a PID namespace of the guest's own, below: as bwrap would make.
-    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let config = g.config();
     let toml = std::fs::read_to_string(&config).unwrap();
     let toml = toml.replace("[limits]", "syscall_filter = \"allow-userns\"\n[limits]");
     std::fs::write(&config, toml).unwrap();
@@ -1714,7 +1719,7 @@ fn named_start_sets_a_long_console_log_aside() {
     let big = vec![b'x'; 5 << 20];
     std::fs::write(&log, &big).unwrap();
     // A start that fails changes nothing of it.
-    let config = g.config_dir.join(format!("{}.toml", g.name));
+    let config = g.config();
     let good = std::fs::read_to_string(&config).unwrap();
     let init = "init = [\"/bin/sh\", \"-c\", \"echo booted; exec sleep 1000\"]";
     assert!(good.contains(init), "{good}");
