@@ -53,6 +53,38 @@ impl Guest {
         run_bounded(cmd, Duration::from_secs(30))
     }
 
+    /// Runs `guest status` with the write end of a pipe inherited (not
+    /// close-on-exec, as a shell passes `3>file`), then tells whether
+    /// anything still holds that end 2 s after `status` ended.
+    fn status_leaves_an_inherited_fd_open(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let mut cmd = Command::new(unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
+        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
+        cmd.env("UNIFS_STORE", self.t.dir.path().join("no-store"));
+        cmd.args(["guest", "status", &self.name]);
+        let fd = write.as_raw_fd();
+        // SAFETY: fcntl on an fd number in the forked child only; no
+        // allocation, no lock.
+        unsafe {
+            cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        let o = run_bounded(cmd, Duration::from_secs(30));
+        assert!(o.status.code().is_some(), "{o:?}");
+        drop(write);
+        let mut poll = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&read),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        // Readable (POLLHUP) once no writer is left; 0: still held.
+        nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(2000u16)).unwrap() == 0
+    }
+
     fn run(&self, name: &str) -> PathBuf {
         self.run_dir.join(name)
     }
@@ -524,11 +556,15 @@ fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
         let started = Instant::now();
         let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
         let took = started.elapsed();
+        // The probe, still asleep, held every fd it inherited: a caller's
+        // `flock` fd or pipe stayed open after `status` had ended.
+        let inherited_open = g.status_leaves_an_inherited_fd_open();
         let _ = strace.kill();
         let _ = strace.wait();
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("does not answer"), "{}", stderr(&o));
         assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(!inherited_open, "the probe kept the caller's fd open");
     }
 
     // Frozen in its own freezer group (v1), or its v2 group.
