@@ -40,14 +40,15 @@ impl Scan {
     /// Sorts [`Scan::hardlinked`] and [`Scan::hardlinked_left`]: inodes
     /// linked once by each of several guests, with no link elsewhere, join
     /// the candidates; a guest's own hardlink groups are left alone
-    /// (invariant 3) and counted, but for an inode that carries a store
-    /// marker without being a store object (`marked`: a copy of a unified
-    /// guest made with `cp -a` or `rsync -H`, which keep xattrs and links):
-    /// the mount shows each of its paths as a file of its own, never as
-    /// links of one, so each joins the candidates, to link the object; inodes shared across guests that can
+    /// (invariant 3) and counted; inodes shared across guests that can
     /// never be objects go to [`Scan::to_split`]; inodes with links outside
     /// the run are reported when the walk `looked` into excluded trees too
-    /// (only then are unseen links telling), else left.
+    /// (only then are unseen links telling), else left. An inode that
+    /// carries a store marker without being an object of this store
+    /// (`marked`: guests copied with `cp -a`, tar or `rsync -H`, which keep
+    /// xattrs and links, or unified into another store) is none of these:
+    /// the mount shows each of its paths as a file of its own, so each
+    /// joins the candidates, to link this store's object.
     pub fn sort_hardlinks(
         &mut self,
         looked: bool,
@@ -93,6 +94,16 @@ impl Scan {
             let once_each = guests.windows(2).all(|w| w[0] != w[1]);
             guests.dedup();
             let all_found = all.len() as u64 == nlink;
+            // A store marker (this store's or another's) on an inode that
+            // is no object here: the mount shows each of its paths as a
+            // file of its own, never as links of one, in whichever guests
+            // and however many: each joins the candidates, to link an
+            // object of this store. Its paths that can never be objects
+            // stay on it, still shown as files of their own.
+            if marked(all[0]) {
+                self.candidates.append(&mut ok);
+                continue;
+            }
             let verdict = if !all_found {
                 // Links the walk did not see: telling only when excluded
                 // trees were walked too. Not copied unasked (they may be a
@@ -105,10 +116,6 @@ impl Scan {
                     Some(Left::LinksOutside)
                 }
             } else if guests.len() == 1 {
-                if left.is_empty() && marked(&ok[0]) {
-                    self.candidates.append(&mut ok);
-                    continue;
-                }
                 None // the guest's own group
             } else if left.is_empty() && once_each {
                 self.candidates.append(&mut ok);

@@ -2041,6 +2041,79 @@ fn a_cp_a_copy_of_a_unified_guest_gets_its_files_linked_to_the_objects() {
 }
 
 #[test]
+fn guests_copied_together_or_unified_into_another_store_get_no_hardlinks_of_their_own() {
+    if !require_root("guests_copied_together_or_unified_into_another_store") {
+        return;
+    }
+    // `cp -a` of several unified guests in one go keeps every link among
+    // them: one marked inode per object, linked twice by each guest. Unify
+    // took it for a cloned hardlink pair and gave each guest a copy linked
+    // to both paths: `/etc/motd` and `/usr/share/base-files/motd` became
+    // one file (a write to one showed in the other), where the mount had
+    // shown two. The same guests unified into a second store were told
+    // their files had links outside the run (store A's), exit 23 for good.
+    let lab = Lab::new();
+    let data = vec![9u8; 40_000];
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let originals = [lab.guest(0), lab.guest(1)];
+    for g in &originals {
+        for p in [g.join("motd"), g.join("base-motd")] {
+            fs::write(&p, &data).unwrap();
+            let f = fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(mtime).unwrap();
+        }
+    }
+    unify_json(&lab.store(), &[&originals[0], &originals[1]]);
+    let object = ino(&originals[0].join("motd"));
+    let copies = lab.dir.path().join("copies");
+    fs::create_dir(&copies).unwrap();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .args(&originals)
+        .arg(&copies)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let copied = [copies.join("g0"), copies.join("g1")];
+    assert_eq!(
+        ino(&copied[0].join("motd")),
+        ino(&copied[1].join("base-motd"))
+    );
+    let s = unify_json(&lab.store(), &[&copied[0], &copied[1]]);
+    assert_eq!(s["clone_paths_split"], 0, "{s}");
+    assert_eq!(s["files_linked"], 4, "{s}");
+    for g in &copied {
+        for p in ["motd", "base-motd"] {
+            assert_eq!(ino(&g.join(p)), object, "{}", g.join(p).display());
+        }
+    }
+
+    // Into another store: store 1's objects/ link is outside the run. The
+    // inode (its marker is its id, no store's) is the second store's
+    // object too.
+    let other = lab.dir.path().join("store2");
+    let s = unify_json(&other, &[&originals[0], &originals[1]]);
+    assert_eq!(s["problems"], serde_json::json!([]), "{s}");
+    assert_eq!(s["objects_added"], 1, "{s}");
+    let objects: Vec<_> = walkdir::WalkDir::new(other.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .collect();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(ino(objects[0].path()), object);
+    for g in &originals {
+        for p in ["motd", "base-motd"] {
+            assert_eq!(ino(&g.join(p)), object, "{}", g.join(p).display());
+        }
+    }
+    for store in [lab.store(), other] {
+        let o = unifs(&store, &[&"store", &"verify"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+}
+
+#[test]
 fn a_mounts_break_temp_files_are_left_alone() {
     if !require_root("a_mounts_break_temp_files_are_left_alone") {
         return;
