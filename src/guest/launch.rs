@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -286,6 +286,25 @@ fn fail(report: &OwnedFd, kind: u8, msg: &str) -> ! {
     out.extend_from_slice(msg.as_bytes());
     let _ = nix::unistd::write(report, &out);
     sys::exit_child(127)
+}
+
+/// What is in the report socket now, at most 4 KiB of it, without waiting
+/// for its end (a guest process may hold the other end).
+pub fn read_report_now(report: OwnedFd) -> Vec<u8> {
+    let mut out = vec![0u8; 4096];
+    let mut len = 0;
+    while len < out.len() {
+        match nix::sys::socket::recv(
+            report.as_raw_fd(),
+            &mut out[len..],
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    out.truncate(len);
+    out
 }
 
 /// The error a child reported on the report pipe; `root` is named if the

@@ -17,6 +17,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Where configs and runtime state live, and how to mount an overlay root.
@@ -711,6 +712,18 @@ pub struct ExecAs {
 /// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
 pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecAs) -> Result<i32> {
     require_root("entering a guest")?;
+    // A pty's end of input is a ^D that a line editor may take before it
+    // reads the pipe's last line, or not as an end at all: the command
+    // never ended (as `docker exec -t` refuses it).
+    if tty && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        return Err(Error::Invalid {
+            what: "option",
+            value: "--tty".into(),
+            reason: "stdin is not a terminal: without --tty the command reads \
+                     the pipe or file itself, to its end"
+                .into(),
+        });
+    }
     let st = running(dirs, name)?;
     exec_in(dirs, name, st, command, tty, who)
 }
@@ -842,21 +855,43 @@ fn exec_in(
         }
         Forked::Parent(child) => {
             drop(report_w);
-            let mut report = Vec::new();
-            let _ = std::fs::File::from(report_r).read_to_end(&mut report);
-            if !report.is_empty() {
-                let _ = launch::wait_exit(child);
-                return Err(launch::decode_report(
+            sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
+            // Guest root can take the report socket from the trampoline
+            // (pidfd_getfd on a process of its own uid) and hold it, or fill
+            // it: so no wait for its end, and only a little of it is read,
+            // once the helper is gone, and only for the helper's failure
+            // status (a guest's text then claims no more than the
+            // command's own stderr could).
+            let ended = AtomicBool::new(false);
+            let status = std::thread::scope(|s| {
+                // A command that signals do not end (stopped by the guest,
+                // or ignoring them): the second signal ends `exec`, and the
+                // command is left to the guest.
+                let _ = std::thread::Builder::new().spawn_scoped(s, || {
+                    while !ended.load(Ordering::SeqCst) {
+                        if sys::signals_caught() >= 2 {
+                            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                });
+                let status = match (pty, piped) {
+                    (Some(p), _) => console::proxy(p.master, child),
+                    (None, Some(p)) => p.proxy(child),
+                    (None, None) => launch::wait_exit(child),
+                };
+                ended.store(true, Ordering::SeqCst);
+                status
+            })?;
+            let report = launch::read_report_now(report_r);
+            match (status, report.is_empty()) {
+                (127, false) => Err(launch::decode_report(
                     &spec.command[0],
                     &st.backing,
                     &report,
-                ));
-            }
-            sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
-            match (pty, piped) {
-                (Some(p), _) => console::proxy(p.master, child),
-                (None, Some(p)) => p.proxy(child),
-                (None, None) => launch::wait_exit(child),
+                )),
+                _ => Ok(status),
             }
         }
     }

@@ -1222,6 +1222,162 @@ fn named_exec_report_pipe_is_not_reachable_from_the_guest() {
     }
 }
 
+/// Takes the report socket of each new process of the guest with
+/// pidfd_getfd (no /proc/PID/fd needed: the trampoline runs as guest root,
+/// dumpable), writes a forged report and 1 MiB into it, holds it for good,
+/// and counts its catches in /tmp/caught.
+const REPORT_GRABBER: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static int last_pid(void) {
+    char b[32];
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_RDONLY);
+    int r = read(fd, b, 31);
+    close(fd);
+    b[r > 0 ? r : 0] = 0;
+    return atoi(b);
+}
+int main(void) {
+    static char junk[1 << 20];
+    memset(junk, 'A', sizeof junk);
+    int caught = 0, seen = last_pid();
+    mkdir("/tmp", 01777);
+    for (;;) {
+        int now = last_pid();
+        if (now == seen) continue;
+        seen = now;
+        int pfd = syscall(SYS_pidfd_open, now, 0);
+        if (pfd < 0) continue;
+        for (long i = 0; i < 2000000; i++) {
+            int fd = syscall(SYS_pidfd_getfd, pfd, 3 + i % 8, 0);
+            if (fd < 0) {
+                if (errno == ESRCH) break;
+                continue;
+            }
+            struct stat st;
+            if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+                fcntl(fd, F_SETFL, O_NONBLOCK);
+                if (write(fd, "Eforged by the guest\nunifs: second line", 40) < 0) {}
+                if (write(fd, junk, sizeof junk) < 0) {}
+                char n[16];
+                int f = open("/tmp/caught", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                if (write(f, n, snprintf(n, sizeof n, "%d", ++caught)) < 0) {}
+                close(f);
+                break; /* held for good */
+            }
+            close(fd);
+        }
+        close(pfd);
+    }
+}
+"#;
+
+#[test]
+fn named_exec_ends_with_its_command_when_the_guest_holds_the_report_socket() {
+    let test = "named_exec_ends_with_its_command_when_the_guest_holds_the_report_socket";
+    if !can_run(test) {
+        return;
+    }
+    // Guest root took the report socket from the exec trampoline with
+    // pidfd_getfd and held it: `guest exec` waited for its end for good,
+    // printed the guest's text as its own error, and read all the guest
+    // wrote into memory (1 GiB: 3 GiB of RSS outside any guest limit).
+    let g = Guest::new(
+        "grab",
+        "[\"/bin/sh\", \"-c\", \"/bin/grab & exec /bin/sleep 1000\"]",
+        false,
+    );
+    if !super::escape::cc_or_skip(&g.t, test, "grab", REPORT_GRABBER) {
+        return;
+    }
+    ok(&g.unifs(&["start", &g.name]));
+    let caught = || std::fs::read_to_string(g.t.root().join("tmp/caught")).unwrap_or_default();
+    for i in 0..60 {
+        let out = run_bounded(
+            g.cmd(&["exec", &g.name, "--", "/bin/echo", "hi"]),
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success() && stdout(&out) == "hi\n" && out.stderr.is_empty(),
+            "exec {i} (caught so far: {}): {:?} {}",
+            caught(),
+            out.status,
+            stderr(&out)
+        );
+        if !caught().is_empty() {
+            break;
+        }
+    }
+    assert!(!caught().is_empty(), "the grabber never caught a socket");
+    // A command that fails as a missing one does still says why.
+    let out = g.unifs(&["exec", &g.name, "--", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/no/such/program: command not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn named_exec_tty_wants_a_terminal_and_a_second_signal_ends_exec() {
+    if !can_run("named_exec_tty_wants_a_terminal_and_a_second_signal_ends_exec") {
+        return;
+    }
+    let g = Guest::new("ttysig", "[\"/bin/sleep\", \"1000\"]", false);
+    ok(&g.unifs(&["start", &g.name]));
+    // --tty with stdin from a pipe: the pty's end of input (a ^D) did not
+    // reach an interactive shell, which then never ended.
+    let o = g.unifs(&["exec", "--tty", &g.name, "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--tty") && stderr(&o).contains("stdin is not a terminal"),
+        "{}",
+        stderr(&o)
+    );
+    // On a terminal it runs, output through the guest's pty.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = || Stdio::from(std::fs::File::from(pty.slave.try_clone().unwrap()));
+    let mut cmd = g.cmd(&["exec", "--tty", &g.name, "--", "/bin/echo", "on-a-pty"]);
+    cmd.stdin(slave()).stdout(slave()).stderr(slave());
+    let out = super::harness::wait_bounded(
+        KillOnDrop(Some(cmd.spawn().unwrap())),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut seen = vec![0u8; 4096];
+    let n = nix::unistd::read(&pty.master, &mut seen).unwrap();
+    assert!(
+        String::from_utf8_lossy(&seen[..n]).contains("on-a-pty"),
+        "{:?}",
+        String::from_utf8_lossy(&seen[..n])
+    );
+
+    // A command the guest stopped: signals are passed on and wait with it;
+    // the second ends `exec`.
+    let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", "kill -STOP $$"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut exec = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = nix::unistd::Pid::from_raw(exec.0.as_ref().unwrap().id() as i32);
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let child = exec.0.as_mut().unwrap();
+    assert!(matches!(child.try_wait(), Ok(None)), "ended on one signal");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = super::harness::wait_bounded(exec, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+}
+
 #[test]
 fn named_exec_without_tty_does_not_leave_the_hosts_terminal_to_the_guest() {
     use std::io::Write;
