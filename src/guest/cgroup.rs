@@ -656,14 +656,17 @@ impl Cgroup {
         }
     }
 
-    /// The first of the guest's groups, or of those below them (the leaf
-    /// its processes are in), that is frozen (v1 `freezer.state` not
+    /// The first of the guest's groups, or of their leaves (where its
+    /// processes are, and an exec goes), that is frozen (v1 `freezer.state` not
     /// THAWED, its parents' freezing included; v2 `cgroup.freeze` 1, or
     /// `cgroup.events` saying `frozen 1`), with how to thaw it: a process
     /// that joins it stops there at once (an operator's pause, as `docker
     /// pause`).
     pub fn frozen(&self) -> Option<(PathBuf, &'static str)> {
-        self.groups.iter().flat_map(|g| subtree(g)).find_map(|g| {
+        // Not the groups below the leaf: the guest's own (a systemd
+        // `freeze` of one unit), where no exec goes.
+        let joined = self.groups.iter().flat_map(|g| [g.clone(), g.join(LEAF)]);
+        joined.into_iter().find_map(|g| {
             let v1 = std::fs::read_to_string(g.join("freezer.state"));
             if v1.is_ok_and(|s| s.trim() != "THAWED") {
                 return Some((g.join("freezer.state"), "THAWED"));

@@ -601,5 +601,16 @@ fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
     ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
     let (all, _) = g.list();
     assert_eq!(entry(&all, &g.name)["frozen"], false, "{all}");
+
+    // A group the guest made below its own and froze (systemd's `systemctl
+    // freeze UNIT`) is no pause of the guest: exec joins the guest's group,
+    // not that one. It was refused, with advice to thaw the guest's group.
+    if groups.iter().any(|p| p.join("cgroup.freeze").exists()) {
+        let freeze = "mkdir /sys/fs/cgroup/sub && echo 1 > /sys/fs/cgroup/sub/cgroup.freeze";
+        ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", freeze]));
+        let out = stdout(&g.unifs(&["status", &g.name]));
+        assert!(!out.contains("frozen"), "{out}");
+        ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
+    }
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
