@@ -640,7 +640,15 @@ impl Overlay {
         if acc == libc::O_RDONLY && flags & libc::O_TRUNC != 0 && self.running(node) {
             return Err(errno(libc::ETXTBSY));
         }
-        let (mut parent, mut dir, mut name) = self.named_entry(node)?;
+        // A node with no name left was replaced by a rename after the
+        // kernel looked its path up: ESTALE has it look the path up again
+        // and open the file there now, as ext4 opens one or the other (an
+        // unlink ends in ENOENT from that lookup).
+        let (mut parent, mut dir, mut name) =
+            self.named_entry(node).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => errno(libc::ESTALE),
+                _ => e,
+            })?;
         let mut moves = 0;
         for _ in 0..16 {
             let step = if want_write {
