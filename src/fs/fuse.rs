@@ -39,10 +39,40 @@ pub struct UnifsFs {
 fn err(e: io::Error) -> Errno {
     match e.raw_os_error() {
         Some(libc::ENOENT) => tracing::trace!("reply: {e}"),
+        Some(libc::EMFILE) => fd_limit_reached(),
         Some(_) => tracing::debug!("reply: {e}"),
         None => tracing::warn!("reply EIO for: {e}"),
     }
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Says so, at most once a minute: every guest user of the mount then gets
+/// EMFILE, whoever holds the files, and nothing else would tell the
+/// operator why.
+fn fd_limit_reached() {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if (last == 0 || now >= last + 60)
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(0, |(soft, _)| soft);
+        tracing::warn!(
+            "the daemon is at its open-file limit ({limit}): it holds a file for each file \
+             and directory guests have open, and every guest process now gets EMFILE until \
+             some are closed (a higher hard limit, `ulimit -Hn`, before the mount, raises it)"
+        );
+    }
 }
 
 fn time(sec: i64, nsec: i64) -> SystemTime {

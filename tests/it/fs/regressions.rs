@@ -362,3 +362,44 @@ fn an_open_racing_a_replace_by_rename_never_says_the_path_is_gone() {
     // Twice in a row (retried once by the kernel): rare, not never.
     assert!(stale * 20 < opens, "{stale} of {opens} opens got ESTALE");
 }
+
+#[test]
+fn the_daemon_says_when_it_reaches_its_open_file_limit() {
+    if !require_root("the_daemon_says_when_it_reaches_its_open_file_limit") {
+        return;
+    }
+    // One user holding files open can use up the daemon's fds, and every
+    // user of the guest then got EMFILE with an empty daemon log.
+    let w = World::new();
+    let g = w.dir("g");
+    for i in 0..100 {
+        fs::write(g.join(format!("f{i}")), b"x").unwrap();
+    }
+    let mp = w.dir("m");
+    let log = mp.with_extension("log");
+    let wrapper = ["prlimit", "--nofile=64:64", "--"];
+    let m = Mount::start_under(
+        &wrapper,
+        &w.store,
+        &g,
+        &mp,
+        &[],
+        fs::File::create(&log).unwrap(),
+    );
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..100 {
+        match fs::File::open(m.path(&format!("f{i}"))) {
+            Ok(f) => held.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => refused += 1,
+            Err(e) => panic!("open f{i}: {e}"),
+        }
+    }
+    assert!(refused > 0, "the daemon's limit of 64 was never reached");
+    drop(held);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("open-file limit (64)"), "{text}");
+    assert_eq!(text.matches("open-file limit").count(), 1, "{text}");
+    // Once files are closed, it serves again.
+    fs::File::open(m.path("f99")).unwrap();
+}
