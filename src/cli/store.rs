@@ -42,7 +42,9 @@ pub enum StoreCommand {
     /// no longer visits them. A guest directory that no longer exists can be
     /// named too. Files are not touched; objects stay until `store gc`.
     Forget {
-        /// The guests' root directories (or names, as `store stats` lists them).
+        /// The guests' root directories (or names, as `store stats` lists them);
+        /// a symlink at the end of one is not followed: it names the entry
+        /// recorded at that path (a guest moved away), not its target.
         #[arg(value_name = "GUEST_DIR", required = true)]
         guests: Vec<std::path::PathBuf>,
     },
@@ -464,10 +466,11 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
         match find_guest(&catalog, arg)? {
             Some(row) => rows.push(row),
             None => anyhow::bail!(
-                "{}: not a guest of the store {} (`unifs store stats` lists them); \
+                "{}: not a guest of the store {}{} (`unifs store stats` lists them); \
                  nothing was forgotten",
-                arg.display(),
-                store.root().display()
+                path(arg),
+                store.root().display(),
+                symlink_hint(&catalog, arg)?
             ),
         }
     }
@@ -496,34 +499,73 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The catalog's guest for a GUEST_DIR argument: its resolved path, or,
-/// for a directory that is gone, its path made absolute (the parent
-/// resolved where it still exists), or else a guest name.
+/// The catalog's guest for a GUEST_DIR argument ([`as_recorded`]), or else
+/// a guest name.
 fn find_guest(
     catalog: &Catalog,
     arg: &std::path::Path,
 ) -> anyhow::Result<Option<crate::catalog::GuestRow>> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::fs::canonicalize(arg) {
-        candidates.push(p);
-    }
-    if let Ok(abs) = std::path::absolute(arg) {
-        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
-            if let Ok(parent) = std::fs::canonicalize(parent) {
-                candidates.push(parent.join(name));
-            }
-        }
-        candidates.push(abs);
-    }
-    for p in candidates {
-        if let Some(row) = catalog.guest_by_path(&p)? {
-            return Ok(Some(row));
-        }
+    if let Some(row) = catalog.guest_by_path(&as_recorded(arg))? {
+        return Ok(Some(row));
     }
     match arg.to_str() {
         Some(name) if !name.contains('/') => Ok(catalog.guest_by_name(name)?),
         _ => Ok(None),
     }
+}
+
+/// GUEST_DIR as the catalog would have recorded that directory: absolute,
+/// `.` and `..` taken lexically, the parent's symlinks resolved (unify
+/// records guests resolved), but not a symlink at the last component. A
+/// guest moved with a symlink left at its old path (`mv web1 web1-new; ln -s
+/// web1-new web1`) still has its old entry under `web1`, and `forget web1`,
+/// the command `unify --all` prints for it, must forget that entry, not the
+/// guest the symlink leads to.
+fn as_recorded(arg: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(arg).unwrap_or_else(|_| arg.to_path_buf());
+    let mut normal = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::CurDir => {}
+            c => normal.push(c),
+        }
+    }
+    match (normal.parent(), normal.file_name()) {
+        (Some(parent), Some(name)) => crate::unify::resolved(parent).join(name),
+        _ => normal,
+    }
+}
+
+/// Why GUEST_DIR `arg` is no guest, when it is a symlink to one: forget
+/// never follows it (see [`as_recorded`]).
+fn symlink_hint(catalog: &Catalog, arg: &std::path::Path) -> anyhow::Result<String> {
+    let dir = as_recorded(arg);
+    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_symlink()) {
+        return Ok(String::new());
+    }
+    let Ok(target) = std::fs::canonicalize(&dir) else {
+        return Ok(String::new());
+    };
+    Ok(match catalog.guest_by_path(&target)? {
+        Some(row) => format!(
+            " ({} is a symlink to {}, the directory of guest {}: forget does not follow a \
+             symlink at the end of GUEST_DIR; name {} to forget that guest)",
+            path(&dir),
+            path(&target),
+            clean(&row.name),
+            path(&target)
+        ),
+        None => format!(
+            " ({} is a symlink to {}; forget does not follow a symlink at the end of \
+             GUEST_DIR)",
+            path(&dir),
+            path(&target)
+        ),
+    })
 }
 
 fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {

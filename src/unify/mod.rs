@@ -910,10 +910,16 @@ fn open_guests(
             Err(e)
                 if i >= named && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
             {
+                // A symlink left where the guest was (it moved): forget
+                // drops this entry, not the guest it leads to.
+                let why = match std::fs::symlink_metadata(&root) {
+                    Ok(m) if m.is_symlink() => "a symlink now, not the guest's directory".into(),
+                    _ => e.to_string(),
+                };
                 missing.push(Problem::new(
                     &root,
                     format!(
-                        "guest directory of the catalog is gone ({e}); skipped: \
+                        "guest directory of the catalog is gone ({why}); skipped: \
                          `unifs store forget {}` drops it",
                         root.display()
                     ),

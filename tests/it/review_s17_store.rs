@@ -1,0 +1,118 @@
+//! Review s17-store: store maintenance as a tester found it (forget through
+//! a symlink, what verify says of a changed object, the id mode of a new
+//! catalog, the way out of a damaged catalog, `--all` and a guest on
+//! another filesystem).
+
+use crate::common::require_root;
+use crate::tree::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        out.status,
+        stderr(out),
+        stdout(out)
+    );
+    stdout(out)
+}
+
+/// Guests `names` under `dir`, each with the same file `usr/f` (and `usr/g`).
+fn guests(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+    names
+        .iter()
+        .map(|n| {
+            let g = dir.join(n);
+            file(&g, "usr/f", &bytes(1, 5000), 0o644);
+            file(&g, "usr/g", &bytes(2, 3000), 0o755);
+            g
+        })
+        .collect()
+}
+
+fn guest_names(store: &Path) -> Vec<String> {
+    let out = unifs(store, &[&"store", &"stats", &"--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = stats["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A guest moved with a symlink left at its old path (`mv web1 web1-new; ln
+/// -s web1-new web1`): `unify --all` prints `unifs store forget …/web1` for
+/// the stale entry, and that very command must forget the stale entry, not
+/// the guest the symlink leads to. (It resolved the whole path, symlink
+/// and all, and forgot web1-new.)
+#[test]
+fn forget_drops_the_entry_it_was_printed_for_not_a_symlinks_target() {
+    if !require_root("forget_drops_the_entry_it_was_printed_for") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let v = dir.path().join("v");
+    let g = guests(&v, &["web1", "web2"]);
+    unify_json(&store, &[&g[0], &g[1]]);
+    let moved = v.join("web1-new");
+    fs::rename(&g[0], &moved).unwrap();
+    std::os::unix::fs::symlink("web1-new", &g[0]).unwrap();
+    unify_json(&store, &[&moved]);
+
+    let out = unifs(&store, &[&"unify", &"--all", &"--json"]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = s["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{s}");
+    let what = problems[0]["what"].as_str().unwrap();
+    let printed = format!("unifs store forget {}", g[0].display());
+    assert!(what.contains(&printed), "{what}");
+
+    // Exactly the command printed.
+    let out = unifs(&store, &[&"store", &"forget", &g[0]]);
+    let text = ok(&out);
+    assert!(text.contains("forgot guest web1 ("), "{text}");
+    assert!(!text.contains("web1-new"), "{text}");
+    assert_eq!(guest_names(&store), ["web1-new", "web2"]);
+    assert_eq!(
+        unify_json(&store, &[&"--all"])["problems"],
+        serde_json::json!([])
+    );
+
+    // Named again (with the slash a shell's completion adds), the symlink
+    // is no guest: refused, saying where it leads, and nothing forgotten.
+    let mut slash = g[0].clone().into_os_string();
+    slash.push("/");
+    let out = unifs(&store, &[&"store", &"forget", &slash]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not a guest"), "{err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert!(err.contains(&*moved.to_string_lossy()), "{err}");
+    assert_eq!(guest_names(&store), ["web1-new", "web2"]);
+    // The guest's own directory still forgets it, through a symlinked
+    // parent too.
+    let via = dir.path().join("vlink");
+    std::os::unix::fs::symlink(&v, &via).unwrap();
+    let text = ok(&unifs(
+        &store,
+        &[&"store", &"forget", &via.join("web1-new")],
+    ));
+    assert!(text.contains("forgot guest web1-new ("), "{text}");
+    assert_eq!(guest_names(&store), ["web2"]);
+}
