@@ -3,6 +3,7 @@
 use super::output::{bytes, clean, count, path};
 use super::Global;
 use crate::catalog::Catalog;
+use crate::store::maintain::{describe_change, Recorded};
 use crate::store::Store;
 use anyhow::Context;
 use std::process::ExitCode;
@@ -21,7 +22,8 @@ pub enum StoreCommand {
         #[arg(long)]
         new_catalog: bool,
     },
-    /// Rehash every object; report each mismatch; exit 1 if any.
+    /// Rehash every object; report each mismatch (for an object changed
+    /// around the store: what changed, and how to put it back); exit 1 if any.
     Verify {
         /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
@@ -131,7 +133,24 @@ fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
 fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
-    let mut report = store.verify(catalog.ignore_mtime()?)?;
+    let ignore_mtime = catalog.ignore_mtime()?;
+    let mut report = store.verify(ignore_mtime)?;
+    // What changed in an object that no longer hashes to its id, from what
+    // the catalog recorded when it was made (a file read once more: few).
+    for p in &mut report.problems {
+        let Some(id) = p.changed else { continue };
+        let recorded = catalog.object(&id)?.map(|r| Recorded {
+            perm: r.perm,
+            uid: r.uid,
+            gid: r.gid,
+            mtime: r.mtime,
+            size: r.size,
+            content_hash: r.content_hash,
+        });
+        if let Ok(what) = describe_change(&p.path, &id, recorded.as_ref(), ignore_mtime) {
+            p.what = what;
+        }
+    }
     // Which guests a bad object hurts: those with a path that still links
     // its inode (the catalog's links, checked by stat).
     let mut inodes = std::collections::HashMap::new();
@@ -177,6 +196,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             path,
             what,
             guests: Vec::new(),
+            changed: None,
         });
     }
     let names: std::collections::HashMap<_, _> = catalog

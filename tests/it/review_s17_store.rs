@@ -6,6 +6,7 @@
 use crate::common::require_root;
 use crate::tree::*;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -115,4 +116,97 @@ fn forget_drops_the_entry_it_was_printed_for_not_a_symlinks_target() {
     ));
     assert!(text.contains("forgot guest web1-new ("), "{text}");
     assert_eq!(guest_names(&store), ["web2"]);
+}
+
+/// `store verify` of objects someone changed on the host (a chmod, chown,
+/// touch, setfattr or write on a guest path, which is the object's inode):
+/// it said only "content or metadata changed: it now hashes to X". It must
+/// say what changed, as far as the catalog's record tells, and how to put
+/// it back.
+#[test]
+fn verify_says_what_changed_in_an_object_and_how_to_put_it_back() {
+    if !require_root("verify_says_what_changed_in_an_object") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let g = guests(dir.path(), &["g0", "g1"]);
+    file(&g[0], "usr/h", &bytes(3, 4000), 0o644);
+    file(&g[1], "usr/h", &bytes(3, 4000), 0o644);
+    unify_json(&store, &[&g[0], &g[1]]);
+    assert_verify_clean(&store);
+    // usr/f: mode, owner, group and mtime; usr/g: an xattr; usr/h: a byte.
+    let f = g[0].join("usr/f");
+    std::os::unix::fs::chown(&f, Some(1), Some(2)).unwrap();
+    fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    set_mtime(&f, MTIME + 100);
+    set_xattr(&g[0].join("usr/g"), "user.note", b"x");
+    let h = g[0].join("usr/h");
+    let mut data = fs::read(&h).unwrap();
+    data[10] ^= 1;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&h)
+        .and_then(|w| std::os::unix::fs::FileExt::write_all_at(&w, &data[10..11], 10))
+        .unwrap();
+
+    let out = unifs(&store, &[&"store", &"verify", &"--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 3, "{report}");
+    let what_of = |ino: u64| -> String {
+        problems
+            .iter()
+            .find(|p| fs::metadata(p["path"].as_str().unwrap()).unwrap().ino() == ino)
+            .unwrap_or_else(|| panic!("no problem for inode {ino}: {report}"))["what"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let f_what = what_of(ino(&f));
+    for part in ["mode 0644 → 0600", "owner 0 → 1", "group 0 → 2", "mtime"] {
+        assert!(f_what.contains(part), "{part}: {f_what}");
+    }
+    assert!(f_what.contains("content and xattrs as made"), "{f_what}");
+    let g_what = what_of(ino(&g[0].join("usr/g")));
+    assert!(g_what.contains("): xattrs;"), "{g_what}");
+    assert!(g_what.contains("xattrs back"), "{g_what}");
+    let h_what = what_of(ino(&h));
+    assert!(h_what.contains(" content;"), "{h_what}");
+    assert!(h_what.contains("content cannot be put back"), "{h_what}");
+    for what in [&f_what, &g_what, &h_what] {
+        assert!(what.contains("`unifs store gc`"), "{what}");
+    }
+
+    // The command it gives for usr/f puts the object back as it was.
+    let text = stdout(&unifs(&store, &[&"store", &"verify"]));
+    let fix = text
+        .split('`')
+        .find(|c| c.starts_with("chown "))
+        .unwrap_or_else(|| panic!("no command to put it back: {text}"));
+    let st = std::process::Command::new("sh")
+        .args(["-c", fix])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{fix}");
+    let out = unifs(&store, &[&"store", &"verify", &"--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["problems"].as_array().unwrap().len(),
+        2,
+        "{fix}: {report}"
+    );
+    let m = fs::metadata(&f).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 0, 0));
+    assert_eq!(m.mtime(), MTIME as i64);
+    // The way to keep a change, for the other two: rm, gc, unify.
+    for p in report["problems"].as_array().unwrap() {
+        fs::remove_file(p["path"].as_str().unwrap()).unwrap();
+    }
+    ok(&unifs(&store, &[&"store", &"gc"]));
+    unify_json(&store, &[&g[0], &g[1]]);
+    assert_verify_clean(&store);
+    assert_eq!(ino(&h), ino(&g[1].join("usr/h")));
+    assert_eq!(fs::read(&h).unwrap(), data);
 }
