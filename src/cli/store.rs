@@ -19,6 +19,8 @@ pub enum StoreCommand {
         ignore_mtime: bool,
         /// Start an empty catalog in a store whose catalog.db was lost (prefer
         /// restoring a `store snapshot`); unify every guest again afterwards.
+        /// Give --ignore-mtime as the store was made: the objects tell, and
+        /// init refuses the other mode.
         #[arg(long)]
         new_catalog: bool,
     },
@@ -112,6 +114,36 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
             store.catalog_path().display()
         );
     }
+    if new_catalog {
+        // The objects' ids say which mode they were made in; a catalog in
+        // the other would call every object changed, and unify would add
+        // its own beside them. Refused rather than taken silently: the
+        // option given is then wrong, and the store's other settings are
+        // the operator's to check too.
+        match store.objects_id_mode(16)? {
+            Some((made_ignoring, object)) if made_ignoring != ignore_mtime => anyhow::bail!(
+                "store {}: its objects were made {} --ignore-mtime ({} hashes to its name only \
+                 {} its mtime), and a catalog in the other mode would take every object for \
+                 changed; nothing was done: run `unifs --store {} store init --new-catalog{}`",
+                store.root().display(),
+                if made_ignoring { "with" } else { "without" },
+                object.display(),
+                if made_ignoring { "without" } else { "with" },
+                store.root().display(),
+                if made_ignoring { " --ignore-mtime" } else { "" },
+            ),
+            Some(_) => {}
+            None if !objects_empty(&store)? => eprintln!(
+                "unifs: warning: store {}: none of the objects read hashes to its name with or \
+                 without its mtime (changed around the store?), so whether the store was made \
+                 with --ignore-mtime could not be told from them; the catalog takes it as given \
+                 ({}); `unifs store verify` checks every object",
+                store.root().display(),
+                if ignore_mtime { "with" } else { "without" },
+            ),
+            None => {}
+        }
+    }
     let catalog = Catalog::open(&store.catalog_path())?;
     let effective = catalog.init_config(ignore_mtime)?;
     if effective != ignore_mtime {
@@ -123,6 +155,12 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
     }
     println!("store ready at {}", store.root().display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// True when the store's `objects/` holds no fan-out directory with an
+/// object in it.
+fn objects_empty(store: &Store) -> anyhow::Result<bool> {
+    Ok(store.list_objects()?.0.is_empty())
 }
 
 fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {

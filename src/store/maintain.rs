@@ -388,21 +388,7 @@ pub fn describe_change(
     }
     let mut other_h = super::ObjectHasher::id_only(&other);
     let mut made_h = super::ObjectHasher::new(&as_made);
-    let mut reader = &file;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match std::io::Read::read(&mut reader, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        other_h.update(&buf[..n]);
-        made_h.update(&buf[..n]);
-    }
-    if made_h.len() != st.size {
-        return Err(std::io::Error::other("file changed while hashed"));
-    }
+    hash_both(&file, st.size, &mut other_h, &mut made_h)?;
     let keep = format!(
         "to keep the change instead, `rm {p}`: `unifs store gc` then drops the object \
          from the catalog, and the next unify makes the inode an object of what it is now",
@@ -497,6 +483,96 @@ pub fn describe_change(
     }
     what.push_str(&keep);
     Ok(what)
+}
+
+/// Feeds the content of `file` (`size` bytes) to both hashers, in one read.
+fn hash_both(
+    mut file: &std::fs::File,
+    size: u64,
+    a: &mut super::ObjectHasher,
+    b: &mut super::ObjectHasher,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        a.update(&buf[..n]);
+        b.update(&buf[..n]);
+    }
+    if a.len() != size {
+        return Err(std::io::Error::other("file changed while hashed"));
+    }
+    Ok(())
+}
+
+/// Whether object file `path` of object `id` hashes to its id with the
+/// mtime left out (`Some(true)`), with it (`Some(false)`), or neither
+/// (changed around the store).
+fn id_mode_of(path: &Path, id: &ObjectId) -> std::io::Result<Option<bool>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(path)?;
+    let st = sys::fstat(file.as_fd())?;
+    if !st.is_file() {
+        return Ok(None);
+    }
+    let with = ObjectMeta::of_fd(file.as_fd(), &st, false)?;
+    let without = ObjectMeta {
+        mtime: None,
+        ..with.clone()
+    };
+    let mut with_h = super::ObjectHasher::id_only(&with);
+    let mut without_h = super::ObjectHasher::id_only(&without);
+    hash_both(&file, st.size, &mut with_h, &mut without_h)?;
+    Ok(if without_h.finish().0 == *id {
+        Some(true)
+    } else if with_h.finish().0 == *id {
+        Some(false)
+    } else {
+        None
+    })
+}
+
+impl Store {
+    /// The id mode the store's objects were made in (`Some(true)`: mtime
+    /// left out, `--ignore-mtime`), told by the first object that hashes to
+    /// its name one way or the other, with that object's path. Up to
+    /// `tries` objects are read (one may have been changed around the
+    /// store); `None` when none of them tells, or the store has none.
+    pub fn objects_id_mode(&self, tries: usize) -> Result<Option<(bool, PathBuf)>> {
+        let objects = self.root.join("objects");
+        let mut tried = 0;
+        for dir in std::fs::read_dir(&objects).at(&objects)? {
+            let dir = dir.at(&objects)?;
+            let dir_path = dir.path();
+            if !dir.file_type().at(&dir_path)?.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(&dir_path).at(&dir_path)? {
+                let entry = entry.at(&dir_path)?;
+                let Some((id, _)) = parse_object_name(&dir.file_name(), &entry.file_name()) else {
+                    continue;
+                };
+                if tried == tries {
+                    return Ok(None);
+                }
+                tried += 1;
+                let path = entry.path();
+                match id_mode_of(&path, &id) {
+                    Ok(Some(mode)) => return Ok(Some((mode, path))),
+                    Ok(None) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).at(path),
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// A time as `touch -d` takes it: `@SECONDS[.NANOSECONDS]`.

@@ -210,3 +210,61 @@ fn verify_says_what_changed_in_an_object_and_how_to_put_it_back() {
     assert_eq!(ino(&h), ino(&g[1].join("usr/h")));
     assert_eq!(fs::read(&h).unwrap(), data);
 }
+
+fn remove_catalog(store: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(store.join(format!("catalog.db{suffix}")));
+    }
+}
+
+/// `store init --new-catalog` must start the catalog in the id mode the
+/// store's objects were made in (with or without `--ignore-mtime`): given
+/// the other one, it was accepted, and verify then called every object
+/// changed and unify added duplicates in the other mode.
+#[test]
+fn a_new_catalog_in_the_other_id_mode_than_the_objects_is_refused() {
+    if !require_root("a_new_catalog_in_the_other_id_mode") {
+        return;
+    }
+    for made_with in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let init = |ignore_mtime: bool| {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+                vec![&"store", &"init", &"--new-catalog"];
+            if ignore_mtime {
+                args.push(&"--ignore-mtime");
+            }
+            unifs(&store, &args)
+        };
+        if made_with {
+            ok(&unifs(&store, &[&"store", &"init", &"--ignore-mtime"]));
+        } else {
+            ok(&unifs(&store, &[&"store", &"init"]));
+        }
+        let g = guests(dir.path(), &["g0", "g1"]);
+        unify_json(&store, &[&g[0], &g[1]]);
+        remove_catalog(&store);
+
+        let out = init(!made_with);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "made_with {made_with}: {}",
+            stdout(&out)
+        );
+        let err = stderr(&out);
+        assert!(err.contains("--ignore-mtime"), "{err}");
+        assert!(err.contains("store init --new-catalog"), "{err}");
+        assert!(
+            !store.join("catalog.db").exists()
+                || fs::metadata(store.join("catalog.db")).unwrap().len() == 0,
+            "a refused init left a catalog"
+        );
+        ok(&init(made_with));
+        assert_verify_clean(&store);
+        let s = unify_json(&store, &[&g[0], &g[1]]);
+        assert_eq!(s["objects_added"], 0, "{s}");
+        assert_verify_clean(&store);
+    }
+}
