@@ -109,9 +109,12 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
         store.check_catalog()?;
     } else if std::fs::metadata(store.catalog_path()).is_ok_and(|m| m.len() > 0) {
         anyhow::bail!(
-            "store {} has a catalog ({}); --new-catalog only replaces one that was lost",
-            store.root().display(),
-            store.catalog_path().display()
+            "store {s} has a catalog ({}); --new-catalog only starts one where there is none. \
+             If it is damaged and you have no snapshot to copy there, move it aside first, with \
+             its catalog.db-wal and catalog.db-shm, those there are (`mv {s}/catalog.db* \
+             DIR/`), then run this again",
+            store.catalog_path().display(),
+            s = store.root().display(),
         );
     }
     if new_catalog {

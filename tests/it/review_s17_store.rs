@@ -268,3 +268,57 @@ fn a_new_catalog_in_the_other_id_mode_than_the_objects_is_refused() {
         assert_verify_clean(&store);
     }
 }
+
+/// A damaged catalog and no snapshot: the messages must give the way out
+/// (move the damaged files aside, then `store init --new-catalog`), and
+/// that way must work.
+#[test]
+fn a_damaged_catalog_without_a_snapshot_has_a_way_out() {
+    if !require_root("a_damaged_catalog_without_a_snapshot") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let g = guests(dir.path(), &["g0", "g1"]);
+    unify_json(&store, &[&g[0], &g[1]]);
+    let catalog = store.join("catalog.db");
+    let len = fs::metadata(&catalog).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&catalog)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let out = unifs(&store, &[&"store", &"stats"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("snapshot"), "{err}");
+    for part in [
+        "catalog.db-wal",
+        "catalog.db-shm",
+        "store init --new-catalog",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    let out = unifs(&store, &[&"store", &"init", &"--new-catalog"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    for part in ["aside", "catalog.db-wal", "catalog.db-shm"] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+
+    // The way out, as said.
+    let aside = dir.path().join("damaged");
+    fs::create_dir(&aside).unwrap();
+    for name in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        if store.join(name).exists() {
+            fs::rename(store.join(name), aside.join(name)).unwrap();
+        }
+    }
+    ok(&unifs(&store, &[&"store", &"init", &"--new-catalog"]));
+    let s = unify_json(&store, &[&g[0], &g[1]]);
+    assert_eq!(s["objects_added"], 0, "{s}");
+    assert_verify_clean(&store);
+    assert_eq!(guest_names(&store), ["g0", "g1"]);
+}
