@@ -322,3 +322,57 @@ fn a_damaged_catalog_without_a_snapshot_has_a_way_out() {
     assert_verify_clean(&store);
     assert_eq!(guest_names(&store), ["g0", "g1"]);
 }
+
+/// Unmounts what a test mounted, even when it fails.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A guest of the catalog whose directory is now another filesystem's (a
+/// disk mounted there): `unify --all` failed for every guest, advising to
+/// "put the store on" that mount. Like a gone guest, it is skipped and
+/// reported with `store forget`, and the others are unified.
+#[test]
+fn unify_all_skips_a_catalog_guest_now_on_another_filesystem() {
+    if !require_root("unify_all_skips_a_catalog_guest_now_on_another_filesystem") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let g = guests(dir.path(), &["g0", "g1", "g2"]);
+    unify_json(&store, &[&g[0], &g[1], &g[2]]);
+    nix::mount::mount(
+        Some("tmpfs"),
+        &g[2],
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let _mounted = Unmount(g[2].clone());
+    file(&g[0], "usr/new", &bytes(7, 2000), 0o644);
+    file(&g[1], "usr/new", &bytes(7, 2000), 0o644);
+
+    let out = unifs(&store, &[&"unify", &"--all", &"--json"]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["guests"], serde_json::json!(["g0", "g1"]), "{s}");
+    assert_eq!(s["files_linked"], 1, "{s}");
+    let problems = s["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{s}");
+    assert_eq!(problems[0]["path"], g[2].to_str().unwrap());
+    let what = problems[0]["what"].as_str().unwrap();
+    assert!(what.contains("another filesystem"), "{what}");
+    assert!(
+        what.contains(&format!("unifs store forget {}", g[2].display())),
+        "{what}"
+    );
+    // Named, it is still an error (nothing was done).
+    let out = unifs(&store, &[&"unify", &g[0], &g[2]]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("store forget"), "{}", stderr(&out));
+}
