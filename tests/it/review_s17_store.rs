@@ -376,3 +376,37 @@ fn unify_all_skips_a_catalog_guest_now_on_another_filesystem() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stderr(&out).contains("store forget"), "{}", stderr(&out));
 }
+
+/// A store already given a catalog in the other id mode (before init
+/// refused it): verify says so of each object, not just "changed".
+#[test]
+fn verify_names_objects_made_in_the_other_id_mode() {
+    if !require_root("verify_names_objects_made_in_the_other_id_mode") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(&unifs(&store, &[&"store", &"init", &"--ignore-mtime"]));
+    let g = guests(dir.path(), &["g0", "g1"]);
+    unify_json(&store, &[&g[0], &g[1]]);
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    conn.execute(
+        "UPDATE config SET value = '0' WHERE key = 'ignore_mtime'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = unifs(&store, &[&"store", &"verify", &"--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{report}");
+    for p in problems {
+        let what = p["what"].as_str().unwrap();
+        assert!(what.contains("only with the mtime left out"), "{what}");
+        assert!(
+            what.contains("made in a store with --ignore-mtime"),
+            "{what}"
+        );
+    }
+}
