@@ -405,11 +405,23 @@ fn full_hint(full: bool) -> &'static str {
 /// What to do about a catalog SQLite finds damaged.
 fn damaged_hint(e: &rusqlite::Error, path: &Path) -> String {
     match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => format!(
-            "; the catalog is damaged: copy your last `unifs store snapshot` to {} \
-             (see docs/store-format.md)",
-            path.display()
-        ),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            // The -wal and -shm go too: SQLite would replay the damaged
+            // one's log onto a snapshot copied in.
+            let store = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            format!(
+                "; the catalog is damaged: move it out of the store with its catalog.db-wal and \
+                 catalog.db-shm, those there are (`mv {s}/catalog.db* DIR/`), then copy your \
+                 last `unifs store snapshot` to {c}, or, with no snapshot, start an empty \
+                 catalog with `unifs --store {s} store init --new-catalog` and unify every guest \
+                 again (see docs/store-format.md)",
+                s = store.display(),
+                c = path.display()
+            )
+        }
         _ => String::new(),
     }
 }

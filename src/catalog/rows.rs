@@ -284,6 +284,42 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The row of object `id`, if the catalog has one.
+    pub fn object(&self, id: &ObjectId) -> Result<Option<ObjectRow>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec FROM objects
+                 WHERE id = ?1",
+                [id.to_hex()],
+                |r| {
+                    Ok((
+                        Self::id_in(r, 0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, u32>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, u32>(6)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((ch, size, perm, uid, gid, sec, nsec)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(ObjectRow {
+            id: *id,
+            content_hash: self.checked_id("objects.content_hash", ch)?,
+            size: size as u64,
+            perm,
+            uid,
+            gid,
+            mtime: Timestamp { sec, nsec },
+        }))
+    }
+
     /// Every object file's inode: (dev, ino) → (object id, copy).
     /// Every object file the catalog knows, keyed by (dev, ino).
     pub fn object_inodes(&self) -> Result<Map<(u64, u64), ObjectInode>> {

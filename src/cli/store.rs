@@ -3,6 +3,7 @@
 use super::output::{bytes, clean, count, path};
 use super::Global;
 use crate::catalog::Catalog;
+use crate::store::maintain::{describe_change, Recorded};
 use crate::store::Store;
 use anyhow::Context;
 use std::process::ExitCode;
@@ -18,10 +19,13 @@ pub enum StoreCommand {
         ignore_mtime: bool,
         /// Start an empty catalog in a store whose catalog.db was lost (prefer
         /// restoring a `store snapshot`); unify every guest again afterwards.
+        /// Give --ignore-mtime as the store was made: the objects tell, and
+        /// init refuses the other mode.
         #[arg(long)]
         new_catalog: bool,
     },
-    /// Rehash every object; report each mismatch; exit 1 if any.
+    /// Rehash every object; report each mismatch (for an object changed
+    /// around the store: what changed, and how to put it back); exit 1 if any.
     Verify {
         /// Print the result as JSON (fields: docs/store-format.md).
         #[arg(long)]
@@ -42,7 +46,9 @@ pub enum StoreCommand {
     /// no longer visits them. A guest directory that no longer exists can be
     /// named too. Files are not touched; objects stay until `store gc`.
     Forget {
-        /// The guests' root directories (or names, as `store stats` lists them).
+        /// The guests' root directories (or names, as `store stats` lists them);
+        /// a symlink at the end of one is not followed: it names the entry
+        /// recorded at that path (a guest moved away), not its target.
         #[arg(value_name = "GUEST_DIR", required = true)]
         guests: Vec<std::path::PathBuf>,
     },
@@ -103,10 +109,43 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
         store.check_catalog()?;
     } else if std::fs::metadata(store.catalog_path()).is_ok_and(|m| m.len() > 0) {
         anyhow::bail!(
-            "store {} has a catalog ({}); --new-catalog only replaces one that was lost",
-            store.root().display(),
-            store.catalog_path().display()
+            "store {s} has a catalog ({}); --new-catalog only starts one where there is none. \
+             If it is damaged and you have no snapshot to copy there, move it aside first, with \
+             its catalog.db-wal and catalog.db-shm, those there are (`mv {s}/catalog.db* \
+             DIR/`), then run this again",
+            store.catalog_path().display(),
+            s = store.root().display(),
         );
+    }
+    if new_catalog {
+        // The objects' ids say which mode they were made in; a catalog in
+        // the other would call every object changed, and unify would add
+        // its own beside them. Refused rather than taken silently: the
+        // option given is then wrong, and the store's other settings are
+        // the operator's to check too.
+        match store.objects_id_mode(16)? {
+            Some((made_ignoring, object)) if made_ignoring != ignore_mtime => anyhow::bail!(
+                "store {}: its objects were made {} --ignore-mtime ({} hashes to its name only \
+                 {} its mtime), and a catalog in the other mode would take every object for \
+                 changed; nothing was done: run `unifs --store {} store init --new-catalog{}`",
+                store.root().display(),
+                if made_ignoring { "with" } else { "without" },
+                object.display(),
+                if made_ignoring { "without" } else { "with" },
+                store.root().display(),
+                if made_ignoring { " --ignore-mtime" } else { "" },
+            ),
+            Some(_) => {}
+            None if !objects_empty(&store)? => eprintln!(
+                "unifs: warning: store {}: none of the objects read hashes to its name with or \
+                 without its mtime (changed around the store?), so whether the store was made \
+                 with --ignore-mtime could not be told from them; the catalog takes it as given \
+                 ({}); `unifs store verify` checks every object",
+                store.root().display(),
+                if ignore_mtime { "with" } else { "without" },
+            ),
+            None => {}
+        }
     }
     let catalog = Catalog::open(&store.catalog_path())?;
     let effective = catalog.init_config(ignore_mtime)?;
@@ -121,6 +160,12 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// True when the store's `objects/` holds no fan-out directory with an
+/// object in it.
+fn objects_empty(store: &Store) -> anyhow::Result<bool> {
+    Ok(store.list_objects()?.0.is_empty())
+}
+
 fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
     store.check_catalog()?;
     Ok(Catalog::open_readonly(&store.catalog_path())?)
@@ -129,7 +174,24 @@ fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
 fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
-    let mut report = store.verify(catalog.ignore_mtime()?)?;
+    let ignore_mtime = catalog.ignore_mtime()?;
+    let mut report = store.verify(ignore_mtime)?;
+    // What changed in an object that no longer hashes to its id, from what
+    // the catalog recorded when it was made (a file read once more: few).
+    for p in &mut report.problems {
+        let Some(id) = p.changed else { continue };
+        let recorded = catalog.object(&id)?.map(|r| Recorded {
+            perm: r.perm,
+            uid: r.uid,
+            gid: r.gid,
+            mtime: r.mtime,
+            size: r.size,
+            content_hash: r.content_hash,
+        });
+        if let Ok(what) = describe_change(&p.path, &id, recorded.as_ref(), ignore_mtime) {
+            p.what = what;
+        }
+    }
     // Which guests a bad object hurts: those with a path that still links
     // its inode (the catalog's links, checked by stat).
     let mut inodes = std::collections::HashMap::new();
@@ -175,6 +237,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             path,
             what,
             guests: Vec::new(),
+            changed: None,
         });
     }
     let names: std::collections::HashMap<_, _> = catalog
@@ -464,10 +527,11 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
         match find_guest(&catalog, arg)? {
             Some(row) => rows.push(row),
             None => anyhow::bail!(
-                "{}: not a guest of the store {} (`unifs store stats` lists them); \
+                "{}: not a guest of the store {}{} (`unifs store stats` lists them); \
                  nothing was forgotten",
-                arg.display(),
-                store.root().display()
+                path(arg),
+                store.root().display(),
+                symlink_hint(&catalog, arg)?
             ),
         }
     }
@@ -496,34 +560,73 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The catalog's guest for a GUEST_DIR argument: its resolved path, or,
-/// for a directory that is gone, its path made absolute (the parent
-/// resolved where it still exists), or else a guest name.
+/// The catalog's guest for a GUEST_DIR argument ([`as_recorded`]), or else
+/// a guest name.
 fn find_guest(
     catalog: &Catalog,
     arg: &std::path::Path,
 ) -> anyhow::Result<Option<crate::catalog::GuestRow>> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::fs::canonicalize(arg) {
-        candidates.push(p);
-    }
-    if let Ok(abs) = std::path::absolute(arg) {
-        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
-            if let Ok(parent) = std::fs::canonicalize(parent) {
-                candidates.push(parent.join(name));
-            }
-        }
-        candidates.push(abs);
-    }
-    for p in candidates {
-        if let Some(row) = catalog.guest_by_path(&p)? {
-            return Ok(Some(row));
-        }
+    if let Some(row) = catalog.guest_by_path(&as_recorded(arg))? {
+        return Ok(Some(row));
     }
     match arg.to_str() {
         Some(name) if !name.contains('/') => Ok(catalog.guest_by_name(name)?),
         _ => Ok(None),
     }
+}
+
+/// GUEST_DIR as the catalog would have recorded that directory: absolute,
+/// `.` and `..` taken lexically, the parent's symlinks resolved (unify
+/// records guests resolved), but not a symlink at the last component. A
+/// guest moved with a symlink left at its old path (`mv web1 web1-new; ln -s
+/// web1-new web1`) still has its old entry under `web1`, and `forget web1`,
+/// the command `unify --all` prints for it, must forget that entry, not the
+/// guest the symlink leads to.
+fn as_recorded(arg: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(arg).unwrap_or_else(|_| arg.to_path_buf());
+    let mut normal = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::CurDir => {}
+            c => normal.push(c),
+        }
+    }
+    match (normal.parent(), normal.file_name()) {
+        (Some(parent), Some(name)) => crate::unify::resolved(parent).join(name),
+        _ => normal,
+    }
+}
+
+/// Why GUEST_DIR `arg` is no guest, when it is a symlink to one: forget
+/// never follows it (see [`as_recorded`]).
+fn symlink_hint(catalog: &Catalog, arg: &std::path::Path) -> anyhow::Result<String> {
+    let dir = as_recorded(arg);
+    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_symlink()) {
+        return Ok(String::new());
+    }
+    let Ok(target) = std::fs::canonicalize(&dir) else {
+        return Ok(String::new());
+    };
+    Ok(match catalog.guest_by_path(&target)? {
+        Some(row) => format!(
+            " ({} is a symlink to {}, the directory of guest {}: forget does not follow a \
+             symlink at the end of GUEST_DIR; name {} to forget that guest)",
+            path(&dir),
+            path(&target),
+            clean(&row.name),
+            path(&target)
+        ),
+        None => format!(
+            " ({} is a symlink to {}; forget does not follow a symlink at the end of \
+             GUEST_DIR)",
+            path(&dir),
+            path(&target)
+        ),
+    })
 }
 
 fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {

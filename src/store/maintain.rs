@@ -26,6 +26,10 @@ pub struct Problem {
     /// For an object: the guests with a path that links it (`store
     /// verify` fills it in from the catalog).
     pub guests: Vec<String>,
+    /// The object's id, when the file no longer hashes to it: what changed
+    /// is for [`describe_change`] to tell, from the catalog's record.
+    #[serde(skip)]
+    pub changed: Option<ObjectId>,
 }
 
 impl Store {
@@ -42,6 +46,7 @@ impl Store {
                     path: dir_path,
                     what: "not an object fan-out directory".into(),
                     guests: Vec::new(),
+                    changed: None,
                 });
                 continue;
             }
@@ -54,6 +59,7 @@ impl Store {
                         path,
                         what: "name is not an object id".into(),
                         guests: Vec::new(),
+                        changed: None,
                     }),
                 }
             }
@@ -70,12 +76,13 @@ impl Store {
             .par_iter()
             .map(|f| match verify_one(f, ignore_mtime) {
                 Ok((bytes, None)) => Some((bytes, None)),
-                Ok((bytes, Some(what))) => Some((
+                Ok((bytes, Some((what, changed)))) => Some((
                     bytes,
                     Some(Problem {
                         path: f.path.clone(),
                         what,
                         guests: Vec::new(),
+                        changed: changed.then_some(f.id),
                     }),
                 )),
                 // Removed since the listing (a store gc beside us, or a
@@ -89,6 +96,7 @@ impl Store {
                         path: f.path.clone(),
                         what: e.to_string(),
                         guests: Vec::new(),
+                        changed: None,
                     }),
                 )),
             })
@@ -270,26 +278,34 @@ pub struct Usage {
     pub bytes_saved: u64,
 }
 
-fn verify_one(f: &ObjectFile, ignore_mtime: bool) -> std::io::Result<(u64, Option<String>)> {
+/// Checks one object file: its size, and what is wrong with it, if
+/// anything (with `true` when it no longer hashes to its id).
+fn verify_one(
+    f: &ObjectFile,
+    ignore_mtime: bool,
+) -> std::io::Result<(u64, Option<(String, bool)>)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
         .open(&f.path)?;
     let st = sys::fstat(file.as_fd())?;
     if !st.is_file() {
-        return Ok((0, Some("not a regular file".into())));
+        return Ok((0, Some(("not a regular file".into(), false))));
     }
     let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime)?;
     let id = match super::id::hash_id(&meta, &file) {
         Ok(v) => v,
-        Err(e) => return Ok((st.size, Some(e.to_string()))),
+        Err(e) => return Ok((st.size, Some((e.to_string(), false)))),
     };
     if id != f.id {
         return Ok((
             st.size,
-            Some(format!(
-                "content or metadata changed: it now hashes to {}",
-                id.short()
+            Some((
+                format!(
+                    "content or metadata changed: it now hashes to {}",
+                    id.short()
+                ),
+                true,
             )),
         ));
     }
@@ -299,9 +315,12 @@ fn verify_one(f: &ObjectFile, ignore_mtime: bool) -> std::io::Result<(u64, Optio
     if flags != 0 {
         return Ok((
             st.size,
-            Some(format!(
-                "has inode flags (lsattr, {flags:#x}) that no object may have: \
-                 every guest path linking it shows them; `chattr` them off"
+            Some((
+                format!(
+                    "has inode flags (lsattr, {flags:#x}) that no object may have: \
+                     every guest path linking it shows them; `chattr` them off"
+                ),
+                false,
             )),
         ));
     }
@@ -309,16 +328,268 @@ fn verify_one(f: &ObjectFile, ignore_mtime: bool) -> std::io::Result<(u64, Optio
         Some(m) if m == f.id => Ok((st.size, None)),
         Some(m) => Ok((
             st.size,
-            Some(format!("marker names another object: {}", m.short())),
+            Some((format!("marker names another object: {}", m.short()), false)),
         )),
         None => Ok((
             st.size,
-            Some(
+            Some((
                 "marker xattr missing (copied without xattrs?): mounts take the inode for a \
                  guest's own file and write into it for every guest linking it; \
                  `unifs store gc` puts it back"
                     .into(),
-            ),
+                false,
+            )),
         )),
     }
+}
+
+/// What the catalog recorded of an object when it was made (its row in
+/// `objects`): what [`describe_change`] compares the file with.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: sys::Timestamp,
+    pub size: u64,
+    pub content_hash: super::ContentHash,
+}
+
+/// Says what changed in the object file `path` of object `id`, which no
+/// longer hashes to its id, and what to do: the fields of `recorded` that
+/// differ, and (reading the file once) whether its content or its xattrs
+/// did, as far as the record tells (it keeps no xattrs: they changed when
+/// the file with the recorded metadata hashes to another id over the
+/// recorded content). Without a record it can only say that it changed.
+pub fn describe_change(
+    path: &Path,
+    id: &ObjectId,
+    recorded: Option<&Recorded>,
+    ignore_mtime: bool,
+) -> std::io::Result<String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(path)?;
+    let st = sys::fstat(file.as_fd())?;
+    let now = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime)?;
+    // The id in the other id mode: a catalog started in the wrong one
+    // makes every object read as changed.
+    let other = ObjectMeta {
+        mtime: ignore_mtime.then_some(st.mtime),
+        ..now.clone()
+    };
+    let mut as_made = now.clone();
+    if let Some(r) = recorded {
+        (as_made.perm, as_made.uid, as_made.gid) = (r.perm, r.uid, r.gid);
+        if !ignore_mtime {
+            as_made.mtime = Some(r.mtime);
+        }
+    }
+    let mut other_h = super::ObjectHasher::id_only(&other);
+    let mut made_h = super::ObjectHasher::new(&as_made);
+    hash_both(&file, st.size, &mut other_h, &mut made_h)?;
+    let keep = format!(
+        "to keep the change instead, `rm {p}`: `unifs store gc` then drops the object \
+         from the catalog, and the next unify makes the inode an object of what it is now",
+        p = shell_word(path)
+    );
+    if other_h.finish().0 == *id {
+        return Ok(format!(
+            "hashes to its id only with the mtime {}: the object was made in a store {} \
+             --ignore-mtime, but the catalog says the other (a catalog started with `unifs \
+             store init --new-catalog` in the other mode?), so unify adds objects in the \
+             catalog's mode beside it; see docs/store-format.md on a lost catalog",
+            if ignore_mtime { "included" } else { "left out" },
+            if ignore_mtime { "without" } else { "with" },
+        ));
+    }
+    let (made_id, content) = made_h.finish();
+    let Some(r) = recorded else {
+        return Ok(format!(
+            "content or metadata changed: it now hashes to {} (the catalog has no record of \
+             the object to tell what changed); {keep}",
+            made_id.short()
+        ));
+    };
+    let mut changed = Vec::new();
+    if now.perm != r.perm {
+        changed.push(format!("mode {:04o} → {:04o}", r.perm, now.perm));
+    }
+    if now.uid != r.uid {
+        changed.push(format!("owner {} → {}", r.uid, now.uid));
+    }
+    if now.gid != r.gid {
+        changed.push(format!("group {} → {}", r.gid, now.gid));
+    }
+    if !ignore_mtime && st.mtime != r.mtime {
+        changed.push(format!(
+            "mtime {} → {}",
+            touch_time(r.mtime),
+            touch_time(st.mtime)
+        ));
+    }
+    if st.size != r.size {
+        changed.push(format!("size {} → {}", r.size, st.size));
+    }
+    let content_changed = st.size != r.size || content != Some(r.content_hash);
+    // With the recorded metadata over the recorded content, only the
+    // xattrs are left to make another id.
+    let xattrs_changed = !content_changed && made_id != *id;
+    if content_changed {
+        changed.push("content".into());
+    } else if xattrs_changed {
+        changed.push("xattrs".into());
+    }
+    let mut what = format!(
+        "changed around the store since it was made (as the catalog recorded it): {}{}; every \
+         guest path linking it shows this, and unify links no more files to it. ",
+        changed.join(", "),
+        if content_changed || xattrs_changed {
+            ""
+        } else {
+            " (content and xattrs as made)"
+        },
+    );
+    // chown clears set-id bits: chmod after it.
+    let p = shell_word(path);
+    let mut undo = Vec::new();
+    if (now.uid, now.gid) != (r.uid, r.gid) {
+        undo.push(format!("chown {}:{} {p}", r.uid, r.gid));
+    }
+    if now.perm != r.perm || !undo.is_empty() {
+        undo.push(format!("chmod {:04o} {p}", r.perm));
+    }
+    if !ignore_mtime && st.mtime != r.mtime {
+        undo.push(format!("touch -m -d {} {p}", touch_time(r.mtime)));
+    }
+    if content_changed {
+        what.push_str(
+            "Its content cannot be put back from the store: restore the guests' files that \
+             link it from a backup (docs/backup.md); ",
+        );
+    } else {
+        if xattrs_changed {
+            what.push_str(&format!(
+                "Put its xattrs back as they were (`getfattr -d -m - {p}` lists them now){}; ",
+                if undo.is_empty() { "" } else { ", then" }
+            ));
+        } else {
+            what.push_str("Put it back: ");
+        }
+        if !undo.is_empty() {
+            what.push_str(&format!("`{}`; ", undo.join(" && ")));
+        }
+    }
+    what.push_str(&keep);
+    Ok(what)
+}
+
+/// Feeds the content of `file` (`size` bytes) to both hashers, in one read.
+fn hash_both(
+    mut file: &std::fs::File,
+    size: u64,
+    a: &mut super::ObjectHasher,
+    b: &mut super::ObjectHasher,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        a.update(&buf[..n]);
+        b.update(&buf[..n]);
+    }
+    if a.len() != size {
+        return Err(std::io::Error::other("file changed while hashed"));
+    }
+    Ok(())
+}
+
+/// Whether object file `path` of object `id` hashes to its id with the
+/// mtime left out (`Some(true)`), with it (`Some(false)`), or neither
+/// (changed around the store).
+fn id_mode_of(path: &Path, id: &ObjectId) -> std::io::Result<Option<bool>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(path)?;
+    let st = sys::fstat(file.as_fd())?;
+    if !st.is_file() {
+        return Ok(None);
+    }
+    let with = ObjectMeta::of_fd(file.as_fd(), &st, false)?;
+    let without = ObjectMeta {
+        mtime: None,
+        ..with.clone()
+    };
+    let mut with_h = super::ObjectHasher::id_only(&with);
+    let mut without_h = super::ObjectHasher::id_only(&without);
+    hash_both(&file, st.size, &mut with_h, &mut without_h)?;
+    Ok(if without_h.finish().0 == *id {
+        Some(true)
+    } else if with_h.finish().0 == *id {
+        Some(false)
+    } else {
+        None
+    })
+}
+
+impl Store {
+    /// The id mode the store's objects were made in (`Some(true)`: mtime
+    /// left out, `--ignore-mtime`), told by the first object that hashes to
+    /// its name one way or the other, with that object's path. Up to
+    /// `tries` objects are read (one may have been changed around the
+    /// store); `None` when none of them tells, or the store has none.
+    pub fn objects_id_mode(&self, tries: usize) -> Result<Option<(bool, PathBuf)>> {
+        let objects = self.root.join("objects");
+        let mut tried = 0;
+        for dir in std::fs::read_dir(&objects).at(&objects)? {
+            let dir = dir.at(&objects)?;
+            let dir_path = dir.path();
+            if !dir.file_type().at(&dir_path)?.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(&dir_path).at(&dir_path)? {
+                let entry = entry.at(&dir_path)?;
+                let Some((id, _)) = parse_object_name(&dir.file_name(), &entry.file_name()) else {
+                    continue;
+                };
+                if tried == tries {
+                    return Ok(None);
+                }
+                tried += 1;
+                let path = entry.path();
+                match id_mode_of(&path, &id) {
+                    Ok(Some(mode)) => return Ok(Some((mode, path))),
+                    Ok(None) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).at(path),
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A time as `touch -d` takes it: `@SECONDS[.NANOSECONDS]`.
+fn touch_time(t: sys::Timestamp) -> String {
+    match t.nsec {
+        0 => format!("@{}", t.sec),
+        n => format!("@{}.{n:09}", t.sec),
+    }
+}
+
+/// `path` as one shell word, quoted where it needs it: the commands verify
+/// prints are to be pasted.
+fn shell_word(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.into_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

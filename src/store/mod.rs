@@ -99,7 +99,8 @@ pub enum Error {
          catalog snapshot (`unifs store snapshot`, see docs/backup.md) to {catalog}; unify \
          then finds objects added since by their markers. Without a snapshot, start an empty \
          catalog with `unifs --store {store} store init --new-catalog` (add --ignore-mtime if \
-         the store was made with it) and unify every guest again"
+         the store was made with it: init tells from the objects and refuses the other mode) \
+         and unify every guest again"
     )]
     CatalogLost {
         store: PathBuf,

@@ -58,7 +58,8 @@ pub enum Error {
     NoKnownGuests { store: PathBuf, why: &'static str },
     #[error(
         "every guest the catalog knows was skipped ({list}); `unifs store forget GUEST_DIR...` \
-         drops a guest that was removed, `unifs umount DIR` a mount over a guest"
+         drops a guest that was removed or moved to another filesystem, `unifs umount DIR` a \
+         mount over a guest"
     )]
     AllGuestsMissing { list: String },
     #[error(
@@ -78,6 +79,11 @@ pub enum Error {
         name: String,
         known: PathBuf,
     },
+    #[error(
+        "guest {guest} of the catalog {why}: `unifs store forget {guest}` drops it from the \
+         catalog if it moved there for good; nothing was done"
+    )]
+    KnownGuestElsewhere { guest: PathBuf, why: String },
     #[error("guest {path} is named twice; name each guest root once")]
     GuestTwice { path: PathBuf },
     #[error(
@@ -910,10 +916,16 @@ fn open_guests(
             Err(e)
                 if i >= named && matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
             {
+                // A symlink left where the guest was (it moved): forget
+                // drops this entry, not the guest it leads to.
+                let why = match std::fs::symlink_metadata(&root) {
+                    Ok(m) if m.is_symlink() => "a symlink now, not the guest's directory".into(),
+                    _ => e.to_string(),
+                };
                 missing.push(Problem::new(
                     &root,
                     format!(
-                        "guest directory of the catalog is gone ({e}); skipped: \
+                        "guest directory of the catalog is gone ({why}); skipped: \
                          `unifs store forget {}` drops it",
                         root.display()
                     ),
@@ -925,11 +937,35 @@ fn open_guests(
         };
         let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
         check_not_overmounted(&root)?; // mounted since it was checked
+        let known = catalog.guest_by_path(&root)?;
         if let Some(store) = store {
-            store.check_same_fs(&root, st.dev)?;
-            store.check_same_mount(&root, fd.as_fd())?;
+            let reachable = store
+                .check_same_fs(&root, st.dev)
+                .and_then(|()| store.check_same_mount(&root, fd.as_fd()));
+            // A guest of the catalog that now sits on another filesystem
+            // (a disk mounted over it, or moved to one) is, for --all, like
+            // one that is gone: one guest must not stop the others.
+            if let Err(e) = reachable {
+                let why = match elsewhere(&e) {
+                    Some(why) if known.is_some() => why,
+                    _ => return Err(e.into()),
+                };
+                if i < named {
+                    return Err(Error::KnownGuestElsewhere { guest: root, why });
+                }
+                missing.push(Problem::new(
+                    &root,
+                    format!(
+                        "guest directory of the catalog {why}; skipped: `unifs store forget {}` \
+                         drops it from the catalog if it moved there for good",
+                        root.display()
+                    ),
+                ));
+                skipped.push(format!("{}: on another filesystem", root.display()));
+                continue;
+            }
         }
-        let row = catalog.guest_by_path(&root)?.unwrap_or(GuestRow {
+        let row = known.unwrap_or(GuestRow {
             id: -(i as i64) - 1,
             name: root
                 .file_name()
@@ -945,6 +981,31 @@ fn open_guests(
         });
     }
     Ok((guests, missing))
+}
+
+/// Why a guest of the catalog can no longer be linked to the store, when
+/// `e` says it is on another filesystem or mount than the store.
+fn elsewhere(e: &store::Error) -> Option<String> {
+    match e {
+        store::Error::CrossDevice {
+            guest_mount,
+            store,
+            store_mount,
+            ..
+        } => Some(format!(
+            "is now on another filesystem ({}) than the store {} ({}), and hardlinks cannot \
+             cross filesystems",
+            guest_mount.display(),
+            store.display(),
+            store_mount.display()
+        )),
+        store::Error::CrossMount { store, .. } => Some(format!(
+            "is now reached through another mount than the store {} (a bind mount?), and \
+             hardlinks cannot cross mounts",
+            store.display()
+        )),
+        _ => None,
+    }
 }
 
 /// Refuses a guest root (canonical) that is the store at `store`, lies inside

@@ -12,6 +12,7 @@ mod review_s10_docs;
 mod review_s11_compat;
 mod review_s11_fault;
 mod review_s12_store;
+mod review_s17_store;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
