@@ -480,11 +480,20 @@ fn link_object(store: &Store, id: &ObjectId, copy: u32, dest: &Path) -> io::Resu
     }
 }
 
-/// The file's content hashes to the manifest's blake3.
+/// The file's content hashes to the manifest's blake3 and is as long as
+/// its size says (a manifest whose two disagree was not written from one
+/// file: the content is not what the guest had there).
 fn check_content(e: &Entry, path: &Path) -> io::Result<()> {
-    let got = manifest::content_hash(path)?;
+    let (got, len) = manifest::content_hash(path)?;
     match &e.blake3 {
-        Some(want) if *want == got => Ok(()),
+        Some(want) if *want == got => match e.size {
+            Some(size) if size != len => Err(io::Error::other(format!(
+                "{} holds {len} bytes, the manifest says {size}: its content and size were not \
+                 read from one file (a backup of a running guest?); take it from another backup",
+                path.display()
+            ))),
+            _ => Ok(()),
+        },
         Some(want) => Err(io::Error::other(format!(
             "content of {} does not match the manifest (blake3 {} expected {})",
             path.display(),

@@ -142,6 +142,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     if !root.is_dir() {
         anyhow::bail!("{}: not a directory", root.display());
     }
+    // One fd a level: a deep tree (a guest can nest thousands) needs many.
+    let _ = crate::sys::raise_fd_limit();
     let contents: HashMap<_, _> = catalog.content_hashes()?;
     let entries = manifest::describe(&root, Some(&store), &contents)
         .with_context(|| format!("describing {}", root.display()))?;
