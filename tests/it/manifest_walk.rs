@@ -8,6 +8,7 @@ use crate::tree::*;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -241,4 +242,83 @@ fn a_tree_deeper_than_path_max_is_described() {
     );
     assert_eq!(bottom.size, Some(14));
     assert_eq!(entries.len(), 1 + 24 + 1);
+}
+
+/// A private path with a newline printed one a line is two lines: a guest
+/// directory "q\n" holding etc/shadow listed "/etc/shadow", and `tar -C
+/// GUEST -T LIST` archived the host's. GNU tar also reads backslash escapes
+/// in such a list (`x\057..` is `x/..`). Refused, naming the path; the
+/// NUL-separated list still holds them.
+#[test]
+fn private_paths_one_a_line_refuses_names_a_reader_would_split_or_unquote() {
+    if !require_root("private_paths_one_a_line_refuses") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    init_store(&store);
+    for (g, name) in [("g1", &b"q\n"[..]), ("g2", &b"x\\057..\\057etc"[..])] {
+        let g = lab.join(g);
+        let d = g.join(OsStr::from_bytes(name));
+        file(&d, "etc/shadow", b"guest\n", 0o600);
+        file(&g, "etc/hostname", b"g\n", 0o644);
+        let out = lab.join("list");
+        let o = unifs(
+            &store,
+            &[&"manifest", &g, &"--format", &"private-paths", &"-o", &out],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name:?}: {err}");
+        assert!(err.contains("-0") && err.contains("etc/shadow"), "{err}");
+        // The name escaped: one line of error, whatever the guest named.
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(!out.exists(), "nothing is written");
+        let o = unifs(&store, &[&"manifest", &g, &"--format", &"private-paths"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(o.stdout.is_empty());
+        let o = unifs(
+            &store,
+            &[&"manifest", &g, &"--format", &"private-paths", &"-0"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut want = name.to_vec();
+        want.extend_from_slice(b"/etc/shadow\0");
+        assert!(o.stdout.windows(want.len()).any(|w| w == want));
+    }
+    // Names without either are listed as before.
+    let o = unifs(
+        &store,
+        &[
+            &"manifest",
+            &lab.join("g1/etc"),
+            &"--format",
+            &"private-paths",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"hostname\n");
+}
+
+/// A guest of the catalog whose directory is gone: "…: not a directory"
+/// said nothing of what was wrong or what to do.
+#[test]
+fn manifest_of_a_guest_whose_directory_is_gone_says_so() {
+    if !require_root("manifest_of_a_guest_whose_directory_is_gone") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let g = lab.join("web1");
+    file(&g, "etc/hostname", b"web1\n", 0o644);
+    unify_json(&store, &[&g]);
+    fs::remove_dir_all(&g).unwrap();
+    let o = unifs(&store, &[&"manifest", &"web1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("web1") && err.contains("does not exist") && err.contains("store forget"),
+        "{err}"
+    );
 }
