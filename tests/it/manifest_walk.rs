@@ -194,20 +194,11 @@ fn a_guest_swapping_a_file_for_a_fifo_does_not_hang_the_manifest() {
     assert!(runs >= 3, "only {runs} manifest runs");
 }
 
-/// A guest can nest directories deeper than PATH_MAX (4096 bytes) through
-/// its mount; manifest stopped with "File name too long (os error 36)".
-#[test]
-fn a_tree_deeper_than_path_max_is_described() {
-    if !require_root("a_tree_deeper_than_path_max_is_described") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let lab = dir.path();
-    let store = lab.join("store");
-    init_store(&store);
+/// A guest `lab/g` with a file `deep` 24 levels of 250-byte names down:
+/// over 6000 bytes of path, made one level at a time from the parent's fd.
+fn deep_guest(lab: &Path) -> std::path::PathBuf {
     let g = lab.join("g");
     fs::create_dir(&g).unwrap();
-    // 24 levels of 250-byte names: over 6000 bytes of path.
     let name = "n".repeat(250);
     let mut fd = unifs::sys::open_dir(&g).unwrap();
     for _ in 0..24 {
@@ -222,6 +213,21 @@ fn a_tree_deeper_than_path_max_is_described() {
     )
     .unwrap();
     std::io::Write::write_all(&mut fs::File::from(deep), b"at the bottom\n").unwrap();
+    g
+}
+
+/// A guest can nest directories deeper than PATH_MAX (4096 bytes) through
+/// its mount; manifest stopped with "File name too long (os error 36)".
+#[test]
+fn a_tree_deeper_than_path_max_is_described() {
+    if !require_root("a_tree_deeper_than_path_max_is_described") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    init_store(&store);
+    let g = deep_guest(lab);
     let m = lab.join("g.jsonl");
     let o = unifs_bounded(
         &store,
@@ -242,6 +248,35 @@ fn a_tree_deeper_than_path_max_is_described() {
     );
     assert_eq!(bottom.size, Some(14));
     assert_eq!(entries.len(), 1 + 24 + 1);
+}
+
+/// Restore rebuilds a tree by path: a path of PATH_MAX bytes or more
+/// cannot be made. It said the private file was "not in the backup"; it
+/// says what is wrong now, before writing anything.
+#[test]
+fn restore_of_a_tree_deeper_than_path_max_is_refused_saying_so() {
+    if !require_root("restore_of_a_tree_deeper_than_path_max_is_refused") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    init_store(&store);
+    let g = deep_guest(lab);
+    let m = lab.join("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let target = lab.join("restored");
+    let o = unifs_bounded(
+        &store,
+        &[&"restore", &"--manifest", &m, &"--from", &g, &target],
+        Duration::from_secs(60),
+    )
+    .expect("restore ended");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("too long to restore"), "{err}");
+    assert!(!target.exists());
 }
 
 /// A private path with a newline printed one a line is two lines: a guest
