@@ -170,7 +170,7 @@ const HASH_BATCH: usize = 64;
 /// is opened from its directory's fd, one component at a time, never
 /// following a symlink (a directory swapped for a symlink to the host's
 /// /etc is described as that symlink, not entered), and no directory on
-/// another filesystem is entered. Metadata, xattrs, flags and content of an
+/// another filesystem or mount is entered. Metadata, xattrs, flags and content of an
 /// entry are all read through the one fd opened for it. A name gone by the
 /// time it is opened is left out: it is no longer part of the tree.
 pub fn describe(
@@ -181,6 +181,7 @@ pub fn describe(
     let root_dir = File::from(sys::open_dir(root)?);
     let meta = root_dir.metadata()?;
     let dev = meta.dev();
+    let mount = sys::mount_id(root_dir.as_fd());
     let xattrs = sys::xattr::list_fd_where(root_dir.as_fd(), kept_xattr)?;
     let mut walk = Walk {
         store,
@@ -210,7 +211,9 @@ pub fn describe(
         };
         let same_fs = node.meta.dev() == dev;
         if let Some(dir) = walk.add(&rel, node)? {
-            if same_fs {
+            // Not into another mount, not even a bind mount of the guest's
+            // own filesystem (as unify's scan, RESOLVE_NO_XDEV).
+            if same_fs && sys::mount_id(dir.as_fd()) == mount {
                 stack.push(Level::list(dir, rel)?);
             }
         }

@@ -357,3 +357,46 @@ fn manifest_of_a_guest_whose_directory_is_gone_says_so() {
         "{err}"
     );
 }
+
+/// Unmounts (lazily) on drop.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A directory mounted inside a guest is described but not entered, as
+/// unify's scan does not cross mounts: a bind mount of the host's own
+/// filesystem (same device) was walked, and its files taken for the
+/// guest's.
+#[test]
+fn a_bind_mount_inside_the_guest_is_not_entered() {
+    if !require_root("a_bind_mount_inside_the_guest_is_not_entered") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    init_store(&store);
+    file(&lab.join("host"), "host-only", b"host\n", 0o600);
+    let g = lab.join("g");
+    file(&g, "etc/hostname", b"g\n", 0o644);
+    fs::create_dir_all(g.join("mnt")).unwrap();
+    let ok = Command::new("mount")
+        .arg("--bind")
+        .arg(lab.join("host"))
+        .arg(g.join("mnt"))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount --bind");
+    let _unmount = Unmount(g.join("mnt"));
+    let m = lab.join("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, entries) = unifs::backup::manifest::read_jsonl(&m).unwrap();
+    let paths: Vec<_> = entries.iter().map(|e| e.rel_path()).collect();
+    assert!(paths.contains(&"mnt".into()), "{paths:?}");
+    assert!(!paths.contains(&"mnt/host-only".into()), "{paths:?}");
+}
