@@ -62,7 +62,12 @@ fn open(path: &Path) -> io::Result<File> {
 
 /// The kept flags of the file or directory at `path`.
 pub fn read(path: &Path) -> io::Result<u32> {
-    Ok(sys::inode_flags(open(path)?.as_fd())? & MASK)
+    read_fd(open(path)?.as_fd())
+}
+
+/// The kept flags of the file or directory open at `fd`.
+pub fn read_fd(fd: std::os::fd::BorrowedFd) -> io::Result<u32> {
+    Ok(sys::inode_flags(fd)? & MASK)
 }
 
 /// Gives the file or directory at `path` exactly the kept flags `want`,

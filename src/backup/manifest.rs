@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -159,179 +160,310 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
 /// A path as entries give it: (`path`, `path_hex`).
 type EntryPath = (Option<String>, Option<String>);
 
+/// Files held open for hashing at once, hashed in parallel.
+const HASH_BATCH: usize = 64;
+
 /// Describes the guest at `root`. Content hashes of unified files come from
 /// `content_of` (the catalog) when it knows them; everything else is read.
+///
+/// The guest may be running and may rename anything meanwhile. So each name
+/// is opened from its directory's fd, one component at a time, never
+/// following a symlink (a directory swapped for a symlink to the host's
+/// /etc is described as that symlink, not entered), and no directory on
+/// another filesystem or mount is entered. Metadata, xattrs, flags and content of an
+/// entry are all read through the one fd opened for it. A name gone by the
+/// time it is opened is left out: it is no longer part of the tree.
 pub fn describe(
     root: &Path,
     store: Option<&Store>,
     content_of: &HashMap<ObjectId, ObjectId>,
 ) -> io::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    let mut groups: HashMap<(u64, u64), EntryPath> = HashMap::new();
-    let mut to_hash = Vec::new();
-    for e in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .same_file_system(true)
-        .sort_by_file_name()
-    {
-        let e = match e {
-            Ok(e) => e,
-            // A directory a running guest removed after it was listed.
-            Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
-                continue
-            }
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        let next = entries.len();
-        match describe_one(&e, root, store, content_of, &mut groups, &mut to_hash, next) {
-            Ok(entry) => entries.push(entry),
-            // Removed since it was listed (a running guest's temp file):
-            // it is no longer part of the tree.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    let root_dir = File::from(sys::open_dir(root)?);
+    let meta = root_dir.metadata()?;
+    let dev = meta.dev();
+    let mount = sys::mount_id(root_dir.as_fd());
+    let xattrs = sys::xattr::list_fd_where(root_dir.as_fd(), kept_xattr)?;
+    let mut walk = Walk {
+        store,
+        content_of,
+        entries: Vec::new(),
+        groups: HashMap::new(),
+        to_hash: Vec::new(),
+    };
+    let root_node = Node {
+        file: root_dir,
+        meta,
+        readable: true,
+        xattrs,
+    };
+    let mut stack = Vec::new();
+    if let Some(dir) = walk.add(Path::new(ROOT), root_node)? {
+        stack.push(Level::list(dir, PathBuf::new())?);
     }
-    let hashes: Vec<(usize, io::Result<String>)> = to_hash
-        .par_iter()
-        .map(|&i| (i, content_hash(&root.join(entries[i].rel_path()))))
-        .collect();
-    let mut gone = std::collections::HashSet::new();
-    for (i, h) in hashes {
-        match h {
-            Ok(h) => entries[i].blake3 = Some(h),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                gone.insert(i);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    // A hardlink group whose first path went: the next path still there
-    // takes its place, so that no `link` names a path the manifest lacks.
-    let mut heads: HashMap<EntryPath, Option<usize>> = gone
-        .iter()
-        .map(|&i| ((entries[i].path.clone(), entries[i].path_hex.clone()), None))
-        .collect();
-    for i in 0..entries.len() {
-        let key = (entries[i].link.clone(), entries[i].link_hex.clone());
-        let Some(head) = heads.get(&key).copied() else {
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.next() else {
+            stack.pop();
             continue;
         };
-        match head {
-            Some(h) => {
-                entries[i].link = entries[h].path.clone();
-                entries[i].link_hex = entries[h].path_hex.clone();
+        let rel = top.rel.join(&name);
+        let Some(node) = open_node(top.dir.as_fd(), &name)? else {
+            continue;
+        };
+        let same_fs = node.meta.dev() == dev;
+        if let Some(dir) = walk.add(&rel, node)? {
+            // Not into another mount, not even a bind mount of the guest's
+            // own filesystem (as unify's scan, RESOLVE_NO_XDEV).
+            if same_fs && sys::mount_id(dir.as_fd()) == mount {
+                stack.push(Level::list(dir, rel)?);
             }
-            None => match content_hash(&root.join(entries[i].rel_path())) {
-                Ok(h) => {
-                    entries[i].blake3 = Some(h);
-                    entries[i].link = None;
-                    entries[i].link_hex = None;
-                    heads.insert(key, Some(i));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    gone.insert(i);
-                }
-                Err(e) => return Err(e),
-            },
         }
     }
-    Ok(entries
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !gone.contains(i))
-        .map(|(_, e)| e)
-        .collect())
+    walk.hash_pending()?;
+    Ok(walk.entries)
 }
 
-/// The entry of one path of the walk, to be entry number `next`; files to
-/// hash go to `to_hash`.
-fn describe_one(
-    e: &walkdir::DirEntry,
-    root: &Path,
-    store: Option<&Store>,
-    content_of: &HashMap<ObjectId, ObjectId>,
-    groups: &mut HashMap<(u64, u64), EntryPath>,
-    to_hash: &mut Vec<usize>,
-    next: usize,
-) -> io::Result<Entry> {
-    // The root itself is the entry ".": its mode, owner, times and
-    // xattrs are the guest's too.
-    let rel = match e.path().strip_prefix(root).map_err(io::Error::other)? {
-        r if r.as_os_str().is_empty() => Path::new(ROOT),
-        r => r,
-    };
-    let m = e.metadata().map_err(|e| match e.into_io_error() {
-        Some(io) => io,
-        None => io::Error::other("metadata of a walk entry"),
-    })?;
-    let ft = m.file_type();
-    let (path, path_hex) = encode(rel.as_os_str());
-    let mut entry = Entry {
-        path,
-        path_hex,
-        kind: kind_of(&ft).to_string(),
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime: time_string(Timestamp {
-            sec: m.mtime(),
-            nsec: m.mtime_nsec() as u32,
-        }),
-        atime: time_string(Timestamp {
-            sec: m.atime(),
-            nsec: m.atime_nsec() as u32,
-        }),
-        xattrs: xattrs_of(e.path())?,
-        ..Entry::default()
-    };
-    if ft.is_file() || ft.is_dir() {
-        entry.flags = super::flags::to_letters(super::flags::read(e.path())?);
-    }
-    if ft.is_symlink() {
-        let (t, th) = encode(std::fs::read_link(e.path())?.as_os_str());
-        entry.target = t;
-        entry.target_hex = th;
-    }
-    if ft.is_char_device() || ft.is_block_device() {
-        let rdev = m.rdev();
-        entry.rdev_major = Some(libc::major(rdev));
-        entry.rdev_minor = Some(libc::minor(rdev));
-    }
-    if ft.is_file() {
-        entry.size = Some(m.size());
-        let object = if m.nlink() > 1 {
-            object_of(e.path(), store, m.dev(), m.ino())?
-        } else {
-            None
-        };
-        match object {
-            Some(id) => {
-                entry.object = Some(id.to_hex());
-                entry.nlink = Some(1);
-                match content_of.get(&id) {
-                    Some(c) => entry.blake3 = Some(c.to_hex()),
-                    None => to_hash.push(next),
-                }
+/// A directory of the walk: its fd and the names in it still to visit.
+struct Level {
+    dir: File,
+    rel: PathBuf,
+    names: std::vec::IntoIter<std::ffi::OsString>,
+}
+
+impl Level {
+    /// The names in `dir`, sorted (parents before children, as walkdir's
+    /// sorted walk gave them).
+    fn list(dir: File, rel: PathBuf) -> io::Result<Level> {
+        let mut names = Vec::new();
+        let listed = sys::read_dir(dir.as_fd(), |e| {
+            if e.name != "." && e.name != ".." {
+                names.push(e.name.to_owned());
             }
-            None => {
-                entry.nlink = Some(m.nlink());
-                match groups.get(&(m.dev(), m.ino())) {
-                    Some((first, first_hex)) if m.nlink() > 1 => {
-                        entry.link = first.clone();
-                        entry.link_hex = first_hex.clone();
+        });
+        match listed {
+            Ok(()) => {}
+            // Removed since it was opened: nothing is in it any more.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => names.clear(),
+            Err(e) => return Err(e),
+        }
+        names.sort();
+        Ok(Level {
+            dir,
+            rel,
+            names: names.into_iter(),
+        })
+    }
+}
+
+/// One path of the walk, open. `file` is readable for a directory or a
+/// regular file; for anything else it is an `O_PATH` fd, never opened for
+/// reading (a FIFO's open waits for a writer, a device's acts).
+struct Node {
+    file: File,
+    meta: std::fs::Metadata,
+    readable: bool,
+    /// Its xattrs, the store's left out.
+    xattrs: Vec<(std::ffi::OsString, Vec<u8>)>,
+}
+
+/// Opens the entry `name` of the directory `dir` without following it;
+/// `None` when it is gone, or was swapped for another inode between the
+/// look at its type and the read of its xattrs.
+fn open_node(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<Node>> {
+    let gone = |r: io::Result<OwnedFd>| match r {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    // O_PATH: nothing of the file is opened, whatever it is.
+    let Some(path_fd) = gone(sys::open_at(dir, name, libc::O_PATH, 0))? else {
+        return Ok(None);
+    };
+    let meta = path_fd.metadata()?;
+    let ft = meta.file_type();
+    if !ft.is_dir() && !ft.is_file() {
+        // Not openable for its xattrs: read by name, then checked to be
+        // still the inode looked at.
+        let xattrs = match sys::xattr::list_at(dir, name) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match sys::stat_at(dir, name) {
+            Ok(st) if (st.dev, st.ino) == (meta.dev(), meta.ino()) => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let xattrs = xattrs
+            .into_iter()
+            .filter(|(n, _)| kept_xattr(n.as_bytes()))
+            .collect();
+        return Ok(Some(Node {
+            file: path_fd,
+            meta,
+            readable: false,
+            xattrs,
+        }));
+    }
+    // The very inode looked at, opened for reading: a regular file or a
+    // directory, so the open cannot wait (as a FIFO's would).
+    let flags = libc::O_NOCTTY | if ft.is_dir() { libc::O_DIRECTORY } else { 0 };
+    let fd = match sys::reopen(path_fd.as_fd(), flags | libc::O_NOATIME) {
+        // O_NOATIME is for the file's owner (or CAP_FOWNER) only.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => sys::reopen(path_fd.as_fd(), flags),
+        r => r,
+    }?;
+    let file = File::from(fd);
+    let now = file.metadata()?;
+    if (now.dev(), now.ino(), now.file_type()) != (meta.dev(), meta.ino(), ft) {
+        return Ok(None);
+    }
+    let xattrs = sys::xattr::list_fd_where(file.as_fd(), kept_xattr)?;
+    Ok(Some(Node {
+        file,
+        meta: now,
+        readable: true,
+        xattrs,
+    }))
+}
+
+/// Every xattr but the store's own (`trusted.unifs.*`).
+fn kept_xattr(name: &[u8]) -> bool {
+    !name.starts_with(STORE_XATTR_PREFIX)
+}
+
+/// The walk's state: the entries so far, hardlink groups by inode, and the
+/// files still to hash.
+struct Walk<'a> {
+    store: Option<&'a Store>,
+    content_of: &'a HashMap<ObjectId, ObjectId>,
+    entries: Vec<Entry>,
+    groups: HashMap<(u64, u64), EntryPath>,
+    to_hash: Vec<(usize, File)>,
+}
+
+impl Walk<'_> {
+    /// Adds the entry of `node` at `rel`; returns its fd when it is a
+    /// directory, for the walk to enter.
+    fn add(&mut self, rel: &Path, node: Node) -> io::Result<Option<File>> {
+        let m = &node.meta;
+        let ft = m.file_type();
+        let (path, path_hex) = encode(rel.as_os_str());
+        let mut entry = Entry {
+            path,
+            path_hex,
+            kind: kind_of(&ft).to_string(),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: time_string(Timestamp {
+                sec: m.mtime(),
+                nsec: m.mtime_nsec() as u32,
+            }),
+            atime: time_string(Timestamp {
+                sec: m.atime(),
+                nsec: m.atime_nsec() as u32,
+            }),
+            xattrs: node
+                .xattrs
+                .iter()
+                .map(|(n, v)| (n.to_string_lossy().into_owned(), to_hex(v)))
+                .collect(),
+            ..Entry::default()
+        };
+        if node.readable {
+            entry.flags = super::flags::to_letters(super::flags::read_fd(node.file.as_fd())?);
+        }
+        if ft.is_symlink() {
+            let (t, th) = encode(&sys::read_link_fd(node.file.as_fd())?);
+            entry.target = t;
+            entry.target_hex = th;
+        }
+        if ft.is_char_device() || ft.is_block_device() {
+            let rdev = m.rdev();
+            entry.rdev_major = Some(libc::major(rdev));
+            entry.rdev_minor = Some(libc::minor(rdev));
+        }
+        let next = self.entries.len();
+        let mut hash = false;
+        if ft.is_file() {
+            entry.size = Some(m.size());
+            let object = if m.nlink() > 1 {
+                self.object_of(&node)?
+            } else {
+                None
+            };
+            match object {
+                Some(id) => {
+                    entry.object = Some(id.to_hex());
+                    entry.nlink = Some(1);
+                    match self.content_of.get(&id) {
+                        Some(c) => entry.blake3 = Some(c.to_hex()),
+                        None => hash = true,
                     }
-                    _ => {
-                        if m.nlink() > 1 {
-                            let me = (entry.path.clone(), entry.path_hex.clone());
-                            groups.insert((m.dev(), m.ino()), me);
+                }
+                None => {
+                    entry.nlink = Some(m.nlink());
+                    match self.groups.get(&(m.dev(), m.ino())) {
+                        Some((first, first_hex)) if m.nlink() > 1 => {
+                            entry.link = first.clone();
+                            entry.link_hex = first_hex.clone();
                         }
-                        to_hash.push(next);
+                        _ => {
+                            if m.nlink() > 1 {
+                                let me = (entry.path.clone(), entry.path_hex.clone());
+                                self.groups.insert((m.dev(), m.ino()), me);
+                            }
+                            hash = true;
+                        }
                     }
                 }
             }
         }
+        self.entries.push(entry);
+        if hash {
+            self.to_hash.push((next, node.file));
+            if self.to_hash.len() >= HASH_BATCH {
+                self.hash_pending()?;
+            }
+            return Ok(None);
+        }
+        Ok(ft.is_dir().then_some(node.file))
     }
-    Ok(entry)
+
+    /// The object a linked file is, when it is one: its marker names an
+    /// object whose store file is this inode (or, without a store, the
+    /// marker alone).
+    fn object_of(&self, node: &Node) -> io::Result<Option<ObjectId>> {
+        let Some(id) = crate::store::read_marker(node.file.as_fd())? else {
+            return Ok(None);
+        };
+        match self.store {
+            Some(s) => Ok(s
+                .find_copy(&id, node.meta.dev(), node.meta.ino())
+                .map_err(io::Error::other)?
+                .map(|_| id)),
+            None => Ok(Some(id)),
+        }
+    }
+
+    /// Hashes the files waiting, in parallel, and closes them.
+    fn hash_pending(&mut self) -> io::Result<()> {
+        let batch = std::mem::take(&mut self.to_hash);
+        let hashed: Vec<(usize, io::Result<(String, u64)>)> = batch
+            .into_par_iter()
+            .map(|(i, file)| (i, hash_file(&file)))
+            .collect();
+        for (i, h) in hashed {
+            let (h, len) = h?;
+            let e = &mut self.entries[i];
+            e.blake3 = Some(h);
+            // Written to since its stat (a running guest's log): the size
+            // of the content hashed, so that the entry agrees with itself.
+            e.size = Some(len);
+        }
+        Ok(())
+    }
 }
 
 fn kind_of(ft: &std::fs::FileType) -> &'static str {
@@ -352,45 +484,38 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
-fn xattrs_of(path: &Path) -> io::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for (name, value) in sys::xattr::list_path(path)? {
-        if name.as_bytes().starts_with(STORE_XATTR_PREFIX) {
-            continue;
+/// The blake3 of everything `file` holds from where it is, and how many
+/// bytes that was.
+pub fn hash_file(mut file: &File) -> io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                len += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        out.insert(name.to_string_lossy().into_owned(), to_hex(&value));
     }
-    Ok(out)
+    Ok((h.finalize().to_hex().to_string(), len))
 }
 
-/// The object a linked file is, when it is one: its marker names an object
-/// whose store file is this inode (or, without a store, the marker alone).
-fn object_of(
-    path: &Path,
-    store: Option<&Store>,
-    dev: u64,
-    ino: u64,
-) -> io::Result<Option<ObjectId>> {
-    let Some(id) = crate::store::read_marker_path(path)? else {
-        return Ok(None);
-    };
-    match store {
-        Some(s) => Ok(s
-            .find_copy(&id, dev, ino)
-            .map_err(io::Error::other)?
-            .map(|_| id)),
-        None => Ok(Some(id)),
-    }
-}
-
-pub fn content_hash(path: &Path) -> io::Result<String> {
+/// The blake3 and length of the regular file at the host path `path` (not
+/// followed if a symlink; anything but a regular file is refused unread).
+pub fn content_hash(path: &Path) -> io::Result<(String, u64)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOATIME)
         .open(path)?;
-    let mut h = blake3::Hasher::new();
-    h.update_reader(&file)?;
-    Ok(h.finalize().to_hex().to_string())
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    hash_file(&file)
 }
 
 /// Writes a manifest as JSON lines.

@@ -32,6 +32,13 @@ pub enum Error {
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
     Missing(Vec<String>),
     #[error(
+        "{count} path(s) of the manifest are too long to restore, such as {}: restore \
+         rebuilds the tree by path, and a path (TARGET's or --from's in front) must be \
+         under {} bytes; nothing was written",
+        list(std::slice::from_ref(.first)).trim(), libc::PATH_MAX
+    )]
+    TooLong { count: usize, first: String },
+    #[error(
         "{} path(s) could not be restored (not written, or not as the manifest says); the \
          partial tree is left in {} (the next restore starts it over):\n{}",
         .bad.len(), .staging.display(), list(.bad)
@@ -89,11 +96,14 @@ pub fn restore(
     if !damaged.is_empty() {
         return Err(Error::Damaged(damaged));
     }
+    let staging = staging_path(target);
+    if let Some((count, first)) = too_long(entries, &[&staging, private]) {
+        return Err(Error::TooLong { count, first });
+    }
     let missing = preflight(entries, store, private);
     if !missing.is_empty() {
         return Err(Error::Missing(missing));
     }
-    let staging = staging_path(target);
     if staging.exists() {
         // A killed restore may have left immutable or append-only entries.
         clear_flags_below(&staging);
@@ -367,6 +377,24 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
     bad
 }
 
+/// How many of the manifest's paths are too long to reach under one of
+/// `bases` (PATH_MAX: a guest can nest deeper through its mount, and
+/// manifest walks it), and the first; `None` when none is.
+fn too_long(entries: &[Entry], bases: &[&Path]) -> Option<(usize, String)> {
+    let base = bases
+        .iter()
+        .map(|b| std::path::absolute(b).unwrap_or(b.to_path_buf()))
+        .map(|b| b.as_os_str().len())
+        .max()
+        .unwrap_or(0);
+    let mut long = entries
+        .iter()
+        .map(|e| e.rel_path())
+        .filter(|r| base + 1 + r.as_os_str().len() >= libc::PATH_MAX as usize);
+    let first = long.next()?.display().to_string();
+    Some((1 + long.count(), first))
+}
+
 /// Everything the manifest needs that is not there.
 fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
     let mut missing = Vec::new();
@@ -480,11 +508,20 @@ fn link_object(store: &Store, id: &ObjectId, copy: u32, dest: &Path) -> io::Resu
     }
 }
 
-/// The file's content hashes to the manifest's blake3.
+/// The file's content hashes to the manifest's blake3 and is as long as
+/// its size says (a manifest whose two disagree was not written from one
+/// file: the content is not what the guest had there).
 fn check_content(e: &Entry, path: &Path) -> io::Result<()> {
-    let got = manifest::content_hash(path)?;
+    let (got, len) = manifest::content_hash(path)?;
     match &e.blake3 {
-        Some(want) if *want == got => Ok(()),
+        Some(want) if *want == got => match e.size {
+            Some(size) if size != len => Err(io::Error::other(format!(
+                "{} holds {len} bytes, the manifest says {size}: its content and size were not \
+                 read from one file (a backup of a running guest?); take it from another backup",
+                path.display()
+            ))),
+            _ => Ok(()),
+        },
         Some(want) => Err(io::Error::other(format!(
             "content of {} does not match the manifest (blake3 {} expected {})",
             path.display(),

@@ -1,6 +1,6 @@
 //! `unifs manifest` and `unifs restore`.
 
-use super::output::{bytes, count};
+use super::output::{bytes, count, path};
 use super::Global;
 use crate::backup::{manifest, mtree, restore};
 use crate::catalog::Catalog;
@@ -18,7 +18,9 @@ pub enum Format {
     /// BSD mtree, as libarchive's bsdtar reads it.
     Mtree,
     /// Only the paths (relative) of files whose content is the guest's own:
-    /// what a backup must copy besides the store.
+    /// what a backup must copy besides the store. One a line unless -0; a
+    /// name with a newline or a backslash is refused then (tar -T would
+    /// read another path): use -0.
     PrivatePaths,
 }
 
@@ -139,12 +141,26 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             (name, root)
         }
     };
-    if !root.is_dir() {
-        anyhow::bail!("{}: not a directory", root.display());
+    match std::fs::symlink_metadata(&root) {
+        Ok(m) if m.is_dir() => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "the directory of guest {}, {}, does not exist: restore the guest there \
+             (`unifs restore`, docs/backup.md), or drop it from the catalog (`unifs store \
+             forget {}`)",
+            super::output::clean(&name),
+            path(&root),
+            path(&root)
+        ),
+        _ => anyhow::bail!("{}: not a directory", path(&root)),
     }
+    // One fd a level: a deep tree (a guest can nest thousands) needs many.
+    let _ = crate::sys::raise_fd_limit();
     let contents: HashMap<_, _> = catalog.content_hashes()?;
     let entries = manifest::describe(&root, Some(&store), &contents)
-        .with_context(|| format!("describing {}", root.display()))?;
+        .with_context(|| format!("describing {}", path(&root)))?;
+    if a.format == Format::PrivatePaths && !a.null {
+        refuse_unsafe_lines(&entries)?;
+    }
     let header = manifest::Header {
         unifs_manifest: manifest::MANIFEST_VERSION,
         guest: name,
@@ -208,6 +224,33 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         f.commit()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a newline-separated list of private paths that a reader would
+/// take for other paths: a name with a newline is two lines (`q\n` holding
+/// `etc/shadow` lists `/etc/shadow`), and GNU tar's `-T` turns a backslash
+/// escape into the byte it names (a name `x\057..\057etc` is `x/../etc`).
+/// Either can lead a `tar -C GUEST -T LIST` out of the guest. The
+/// NUL-separated list (`-0`, `--private-list`) holds every name as it is.
+fn refuse_unsafe_lines(entries: &[manifest::Entry]) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bad: Vec<_> = entries
+        .iter()
+        .filter(|e| e.is_private_content())
+        .map(|e| e.rel_path())
+        .filter(|p| p.as_os_str().as_bytes().iter().any(|b| b"\n\\".contains(b)))
+        .collect();
+    let Some(first) = bad.first() else {
+        return Ok(());
+    };
+    anyhow::bail!(
+        "{} private path(s) of the guest have a newline or a backslash in their names, such \
+         as {}: a newline-separated list would name other paths to tar -T (up to files \
+         outside the guest); nothing was written. Use the NUL-separated list: \
+         `--format private-paths -0` (with `tar --null -T`), or `--private-list FILE`",
+        bad.len(),
+        path(first)
+    )
 }
 
 /// A file written under a temp name beside `path` and renamed over it once

@@ -281,6 +281,47 @@ pub fn open_at(dir: BorrowedFd, name: &OsStr, flags: i32, mode: u32) -> io::Resu
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens the inode `fd` refers to (an `O_PATH` fd, say) afresh with
+/// `flags`, through `/proc/self/fd`: the same inode whatever its name is now
+/// (a name can be swapped for another file between a look and an open).
+pub fn reopen(fd: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags & !libc::O_ACCMODE)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    Ok(file.into())
+}
+
+/// The target of the symlink open at `fd` (`O_PATH | O_NOFOLLOW`).
+pub fn read_link_fd(fd: BorrowedFd) -> io::Result<std::ffi::OsString> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: an empty NUL-terminated path makes readlinkat read the
+        // link `fd` itself is; `buf` is valid for its length.
+        let n = unsafe {
+            libc::readlinkat(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if (n as usize) < buf.len() {
+            buf.truncate(n as usize);
+            return Ok(std::os::unix::ffi::OsStringExt::from_vec(buf));
+        }
+        // Perhaps cut short: PATH_MAX is the most a target can be.
+        if buf.len() > libc::PATH_MAX as usize {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+}
+
 /// Opens a path on the host (the store, a guest's root) as a directory,
 /// without following a symlink in its last component.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {

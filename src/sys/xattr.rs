@@ -124,6 +124,19 @@ pub fn list_path(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     Ok(out)
 }
 
+/// The attributes of the entry `name` of the directory open at `dir`, not
+/// followed if a symlink: for entries that cannot be opened to read them
+/// (symlinks, device nodes, FIFOs). `name` is one component; the path
+/// goes through `dir`'s own fd, so nothing above it is looked up by name.
+pub fn list_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    if name.as_bytes().contains(&b'/') {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut path = std::ffi::OsString::from(format!("/proc/self/fd/{}/", dir.as_raw_fd()));
+    path.push(name);
+    list_path(Path::new(&path))
+}
+
 /// Removes an attribute of a host path, not following a symlink at its end.
 pub fn remove_path(path: &Path, name: &OsStr) -> io::Result<()> {
     let cpath = cstr(path.as_os_str())?;

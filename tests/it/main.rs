@@ -6,6 +6,7 @@ mod common;
 mod failures;
 mod fs;
 mod guest;
+mod manifest_walk;
 mod restore;
 mod review_s10_conc;
 mod review_s10_docs;

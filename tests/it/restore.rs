@@ -270,3 +270,55 @@ fn restore_flags_are_the_manifests_and_its_leftovers_are_no_obstacle() {
     }
     assert_eq!(fs::read(target.join("etc/conf")).unwrap(), b"k=v\n");
 }
+
+/// The s17 finding: a manifest of a running guest that swapped a directory
+/// for a symlink held the host's /etc/shadow's hash with the guest file's
+/// size (10 bytes, the content 631), and restore put the 631 bytes into
+/// the guest without noticing. A file whose length is not the manifest's
+/// size is refused now, naming it.
+#[test]
+fn restore_refuses_a_file_whose_length_is_not_the_manifests_size() {
+    if !require_root("restore_refuses_a_file_whose_length_is_not_the_manifests_size") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    init_store(&store);
+    let g = lab.join("g");
+    file(
+        &g,
+        "etc/shadow",
+        b"the host's shadow, 44 bytes long, say......\n",
+        0o600,
+    );
+    file(&g, "etc/hostname", b"g\n", 0o644);
+    let m = lab.join("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The entry as the racing walk wrote it: the content's hash, another
+    // file's size.
+    let text = fs::read_to_string(&m).unwrap();
+    let forged: String = text
+        .lines()
+        .map(|l| {
+            if l.contains("\"path\":\"etc/shadow\"") {
+                assert!(l.contains("\"size\":44"), "{l}");
+                l.replace("\"size\":44", "\"size\":10")
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    fs::write(&m, forged).unwrap();
+    let target = lab.join("restored");
+    let o = wait_bounded(spawn_restore(&store, &m, &g, &target));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "restored: {err}");
+    assert!(
+        err.contains("etc/shadow") && err.contains("44 bytes") && err.contains("says 10"),
+        "{err}"
+    );
+    assert!(!target.join("etc/shadow").exists());
+}
