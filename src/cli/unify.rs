@@ -175,6 +175,12 @@ fn print_summary(s: &unify::Summary) {
         count(s.files_too_small),
         count(s.guest_hardlinks_left)
     );
+    if s.files_sparse > 0 {
+        println!(
+            "  left alone: {} with holes (sparse), not read",
+            count(s.files_sparse)
+        );
+    }
     if s.files_with_inode_flags > 0 {
         println!(
             "  left alone: {} with inode flags (chattr), which a hardlink would share",

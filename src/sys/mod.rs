@@ -913,6 +913,24 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(hard)
 }
 
+/// Whether the file at `fd` (`size` bytes long) has a hole before its end
+/// (`SEEK_HOLE`; false where the filesystem cannot tell). Leaves the file
+/// offset at 0.
+pub fn has_hole(fd: BorrowedFd, size: u64) -> io::Result<bool> {
+    // SAFETY: plain integer arguments.
+    let hole = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    let err = (hole < 0).then(io::Error::last_os_error);
+    // SAFETY: as above.
+    if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match err {
+        None => Ok((hole as u64) < size),
+        Some(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENXIO)) => Ok(false),
+        Some(e) => Err(e),
+    }
+}
+
 /// Flushes `fd` (a directory too) to disk.
 pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
     // SAFETY: plain integer argument.

@@ -120,7 +120,7 @@ pub fn hash_cached(
         }
     };
     Ok(match read {
-        Some((id, content, fd)) => {
+        HashOne::Done(id, content, fd) => {
             let hashed = Hashed {
                 file: i,
                 id,
@@ -130,7 +130,8 @@ pub fn hash_cached(
             };
             Read::Hashed(hashed, Some(fd))
         }
-        None => Read::Flagged,
+        HashOne::Flagged => Read::Flagged,
+        HashOne::Sparse => Read::Sparse,
     })
 }
 
@@ -140,6 +141,8 @@ pub enum Read {
     Hashed(Hashed, Option<OwnedFd>),
     /// It has inode flags (`chattr`): left alone.
     Flagged,
+    /// It has holes (`SEEK_HOLE` before its end): left alone, unread.
+    Sparse,
     /// Its name is gone (deleted or moved by a running guest since the
     /// walk): nothing to do, as for a file made after the walk.
     Gone,
@@ -166,24 +169,36 @@ pub fn cache_row(st: &Stat, id: ObjectId, content: ContentHash) -> CacheRow {
     }
 }
 
+/// What [`hash_one`] made of a file.
+enum HashOne {
+    Done(ObjectId, Option<ContentHash>, OwnedFd),
+    Flagged,
+    Sparse,
+}
+
 /// Opens the file beneath its guest root (never through a symlink), checks
-/// it is the inode that was scanned, unchanged, and hashes it. `None`: it
-/// has inode flags, and is left alone.
+/// it is the inode that was scanned, unchanged, and hashes it, unless it
+/// has inode flags or holes: those are left alone.
 fn hash_one(
     guest: &Guest,
     rec: &FileRec,
     ignore_mtime: bool,
     content: bool,
-) -> std::io::Result<Option<(ObjectId, Option<ContentHash>, OwnedFd)>> {
+) -> std::io::Result<HashOne> {
     let fd = guest.open_for_reading(&rec.rel)?;
     let st = stat_unchanged(&fd, rec)?;
     if sys::inode_flags(fd.as_fd())? & INODE_FLAGS != 0 {
-        return Ok(None);
+        return Ok(HashOne::Flagged);
+    }
+    // Holes read as zeros: a guest's `truncate -s 16T` (free to make) would
+    // cost every run hours of reading and hashing, and save no disk.
+    if sys::has_hole(fd.as_fd(), st.size)? {
+        return Ok(HashOne::Sparse);
     }
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
     let (id, content) = hash_maybe(&meta, &file, content)?;
-    Ok(Some((id, content, file.into())))
+    Ok(HashOne::Done(id, content, file.into()))
 }
 
 /// Both digests of the file open at `fd` (`st` its stat), read from its

@@ -166,6 +166,8 @@ pub struct Summary {
     /// Files with inode flags (`chattr`), left alone: a hardlink would
     /// share them.
     pub files_with_inode_flags: u64,
+    /// Files with holes, left alone unread.
+    pub files_sparse: u64,
     /// Paths of inodes a clone (`cp -al`) shared across guests that got a
     /// copy of their own (inodes unify cannot make objects).
     pub clone_paths_split: u64,
@@ -1090,6 +1092,7 @@ fn worker_pool() -> &'static rayon::ThreadPool {
 fn hashed_summary(summary: &mut Summary, out: &pipeline::Outcome, hash_started: Instant) {
     summary.bytes_hashed = out.bytes_hashed;
     summary.files_with_inode_flags = out.flagged;
+    summary.files_sparse = out.sparse;
     summary.files_gone = out.gone;
     summary.files_hashed = out.hashed.iter().filter(|h| h.read).count() as u64;
     summary.cache_hits = out.hashed.iter().filter(|h| h.from_cache).count() as u64;

@@ -37,6 +37,8 @@ pub struct Outcome {
     pub bytes_hashed: u64,
     /// Files left alone for their inode flags (`chattr`).
     pub flagged: u64,
+    /// Files left alone for their holes.
+    pub sparse: u64,
     /// Files whose name went away while unify ran.
     pub gone: u64,
     pub problems: Vec<Problem>,
@@ -59,6 +61,7 @@ struct Done {
     hashed: Vec<Hashed>,
     /// Files left alone for their inode flags.
     flagged: u64,
+    sparse: u64,
     gone: u64,
     problems: Vec<Problem>,
     planned: [u64; 3],
@@ -106,6 +109,7 @@ pub fn run(
             }
             out.problems.extend(done.problems);
             out.flagged += done.flagged;
+            out.sparse += done.sparse;
             out.gone += done.gone;
             out.planned_links += done.planned[0];
             out.planned_bytes_saved += done.planned[1];
@@ -163,6 +167,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
     let mut done = Done {
         hashed: Vec::with_capacity(files.len()),
         flagged: 0,
+        sparse: 0,
         gone: 0,
         problems: Vec::new(),
         planned: [0; 3],
@@ -206,6 +211,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             wants && ids.len() != 1,
         ) {
             Ok(hash::Read::Flagged) => done.flagged += 1,
+            Ok(hash::Read::Sparse) => done.sparse += 1,
             Ok(hash::Read::Gone) => done.gone += 1,
             Ok(hash::Read::Hashed(h, fd)) => {
                 ids.insert(h.id);
