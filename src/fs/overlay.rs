@@ -71,16 +71,27 @@ const FMODE_EXEC: i32 = 0x20;
 #[derive(Debug)]
 struct DirHandle {
     node: u64,
-    /// The directory itself, held so that an fd of a directory removed
-    /// meanwhile still reaches it, as on a local filesystem (it has no
-    /// name left to reach it by).
-    fd: OwnedFd,
-    /// Read at the first readdir: with the kernel's directory cache most
-    /// opendirs never need it.
-    entries: Option<Arc<Vec<(OsString, u64, u8)>>>,
-    /// Opened `O_NOATIME`: listed through an fd with the flag.
-    no_atime: bool,
+    dir: Arc<OpenDir>,
 }
+
+/// The backing directory of an open directory handle. Listed through its
+/// fd from the offset each readdir asks for (the backing filesystem's own
+/// `d_off`s), as a local filesystem lists: a handle costs one fd and no
+/// copy of the listing, whatever the directory's size. Also held so that
+/// an fd of a directory removed meanwhile still reaches it, as on a local
+/// filesystem (it has no name left to reach it by).
+#[derive(Debug)]
+struct OpenDir {
+    fd: OwnedFd,
+    /// Held while a listing sets and reads the fd's offset.
+    reading: Mutex<()>,
+}
+
+/// The first `getdents` buffer of a listing; each next one is twice the
+/// last, up to [`LIST_CHUNK_MAX`]: a reply that takes few entries (a small
+/// reader's buffer) reads little more than it sends.
+const LIST_CHUNK_MIN: usize = 4096;
+const LIST_CHUNK_MAX: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct State {
@@ -556,7 +567,7 @@ impl Overlay {
     fn removed_dir(&self, node: u64) -> Option<OwnedFd> {
         let dirs = lock(&self.dirs);
         let d = dirs.values().find(|d| d.node == node)?;
-        d.fd.try_clone().ok()
+        d.dir.fd.try_clone().ok()
     }
 
     /// Makes the node's backing entry private if it is a store object.
@@ -1608,58 +1619,72 @@ impl Overlay {
 
     pub fn opendir(&self, node: u64, flags: i32) -> Result<u64> {
         let (dir, name) = self.entry_of(node)?;
-        let fd = sys::open_at(
-            dir.as_fd(),
-            &name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            0,
-        )?;
+        let no_atime = self.no_atime || flags & libc::O_NOATIME != 0;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let fd = self.open_reading(dir.as_fd(), &name, flags, no_atime)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs).insert(
-            fh,
-            DirHandle {
-                node,
-                fd,
-                entries: None,
-                no_atime: flags & libc::O_NOATIME != 0,
-            },
-        );
+        let dir = Arc::new(OpenDir {
+            fd,
+            reading: Mutex::new(()),
+        });
+        lock(&self.dirs).insert(fh, DirHandle { node, dir });
         Ok(fh)
     }
 
-    /// The entries of an open directory, (name, backing ino, DT_* type), read
-    /// once per opendir; our temp names left out (and removed if stale).
-    /// `rewind`: a read from offset 0 (the first, or after rewinddir)
-    /// lists the directory as it is now, as on a local filesystem.
-    pub fn dir_entries(&self, fh: u64, rewind: bool) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
-        let (node, no_atime) = {
+    /// Lists open directory `fh` from `offset`: 0 for its start (the
+    /// directory as it is now, as after rewinddir), else the offset a
+    /// listing gave an entry. Calls `each(dir, name, backing ino, DT_*
+    /// type, offset of the next entry)` for each entry until it answers
+    /// true (the reply is full: that entry was not taken). Our temp names
+    /// are left out (and removed if stale).
+    pub fn list_dir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut each: impl FnMut(&OwnedFd, &OsStr, u64, u8, u64) -> bool,
+    ) -> Result<()> {
+        let dir = {
             let dirs = lock(&self.dirs);
-            let d = dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
-            match &d.entries {
-                Some(e) if !rewind => return Ok(e.clone()),
-                _ => (d.node, d.no_atime),
-            }
+            dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?.dir.clone()
         };
-        let (dir, name) = self.entry_of(node)?;
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
-        let fd = self.open_reading(dir.as_fd(), &name, flags, self.no_atime || no_atime)?;
-        let mut entries = fsys::read_dir(fd.as_fd())?;
-        entries.retain(|(n, _, _)| {
-            if !cow::is_temp(fd.as_fd(), n) {
-                return true;
+        let _reading = lock(&dir.reading);
+        let fd = dir.fd.as_fd();
+        // The kernel's offsets are the d_offs we gave it, so they stay
+        // valid across changes as the backing filesystem keeps them.
+        fsys::lseek(fd, offset as i64, libc::SEEK_SET)?;
+        let mut buf = Vec::new();
+        let mut chunk = LIST_CHUNK_MIN;
+        loop {
+            buf.clear();
+            if sys::getdents(fd, &mut buf, chunk)? == 0 {
+                return Ok(());
             }
-            if !self.read_only && cow::is_stale_temp(fd.as_fd(), n) {
-                // Left by a daemon killed between link and rename, or by
-                // a failed break that could not remove it.
-                let _ = sys::unlink_at(fd.as_fd(), n);
+            chunk = (chunk * 2).min(LIST_CHUNK_MAX);
+            let mut full = false;
+            sys::parse_dirents(&buf, |e| {
+                if full || self.hidden(fd, e.name) {
+                    return;
+                }
+                full = each(&dir.fd, e.name, e.ino, e.kind, e.off as u64);
+            })?;
+            if full {
+                return Ok(());
             }
-            false
-        });
-        let entries = Arc::new(entries);
-        if let Some(d) = lock(&self.dirs).get_mut(&fh) {
-            d.entries = Some(entries.clone());
         }
-        Ok(entries)
+    }
+
+    /// Whether `name` in the directory open at `dir` is one of our temp
+    /// names, which a listing leaves out: stale ones (left by a daemon
+    /// killed between link and rename, or by a failed break that could not
+    /// remove it) are removed.
+    fn hidden(&self, dir: BorrowedFd, name: &OsStr) -> bool {
+        if !cow::is_temp(dir, name) {
+            return false;
+        }
+        if !self.read_only && cow::is_stale_temp(dir, name) {
+            let _ = sys::unlink_at(dir, name);
+        }
+        true
     }
 
     /// The number readdir shows for an entry: its node if known.
