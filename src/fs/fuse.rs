@@ -369,6 +369,7 @@ impl Filesystem for UnifsFs {
             Ok(o) => o,
             Err(e) => return reply.error(err(e)),
         };
+        self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
         let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));
         match backing.as_ref().and_then(|b| b.as_ref()) {
@@ -649,6 +650,7 @@ impl Filesystem for UnifsFs {
                 Ok(r) => r,
                 Err(e) => return reply.error(err(e)),
             };
+        self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
         let a = attr(&entry);
         let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));

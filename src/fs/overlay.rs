@@ -149,6 +149,58 @@ pub struct Overlay {
     /// [`UNSYNCED_BREAKS_MAX`]: then a syncfs makes them all durable.
     unsynced_breaks: Mutex<HashSet<u64>>,
     unsynced_breaks_max: usize,
+    /// The pid that opened each file handle, where FUSE gave one (see
+    /// [`Self::held_after_releases`]).
+    openers: Mutex<HashMap<u64, u32>>,
+    /// Releases so far, and their signal, for waiting on one.
+    releases: Mutex<u64>,
+    released: std::sync::Condvar,
+    /// A thread waits for releases ([`Self::held_after_releases`]).
+    release_waiter: std::sync::atomic::AtomicBool,
+}
+
+/// How long a release that may be on its way is waited for.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What holds a node's file (or program) up: nothing, handles whose openers
+/// all still run, or handles that may be released any moment (these).
+enum Hold {
+    Free,
+    Held,
+    Releasing(Vec<u64>),
+}
+
+/// The one thread waiting for releases, while it lives.
+struct ReleaseWaiter<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> ReleaseWaiter<'a> {
+    fn take(flag: &'a std::sync::atomic::AtomicBool) -> Option<Self> {
+        let free = flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed);
+        free.is_ok().then_some(ReleaseWaiter(flag))
+    }
+}
+
+impl Drop for ReleaseWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Whether process (or thread) `pid` still runs: not gone, not a zombie.
+/// A task that exited closed its files before it became a zombie. Unknown
+/// (0: outside our pid namespace) counts as exited.
+fn process_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X' | 'x') | None)
 }
 
 thread_local! {
@@ -301,6 +353,10 @@ impl Overlay {
                 .and_then(|v| v.parse().ok())
                 .filter(|&n| n > 0)
                 .unwrap_or(UNSYNCED_BREAKS_MAX),
+            openers: Mutex::new(HashMap::new()),
+            releases: Mutex::new(0),
+            released: std::sync::Condvar::new(),
+            release_waiter: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -745,20 +801,84 @@ impl Overlay {
         Ok(())
     }
 
-    /// Whether a handle opened to run node `node` is open. A program that
-    /// exited sends its release after the fact: releases in flight get up
-    /// to 100 ms.
+    /// Whether a handle opened to run node `node` is open: at once if its
+    /// program still runs; if its process has exited, its release may be
+    /// on its way (a close's comes after the fact), which gets a moment
+    /// (see [`Self::held_after_releases`]).
     fn running(&self, node: u64) -> bool {
-        for _ in 0..100 {
-            if !lock(&self.handles)
-                .values()
-                .any(|h| h.node == node && h.exec)
-            {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        self.held_after_releases(|| {
+            let handles = lock(&self.handles);
+            let exec = handles.iter().filter(|(_, h)| h.node == node && h.exec);
+            self.hold(exec.map(|(fh, _)| *fh).collect())
+        })
+    }
+
+    /// Whether the handles `fhs` hold something up, and which of them may
+    /// be released any moment (their openers have exited).
+    fn hold(&self, fhs: Vec<u64>) -> Hold {
+        if fhs.is_empty() {
+            return Hold::Free;
         }
-        true
+        let releasing: Vec<u64> = {
+            let openers = lock(&self.openers);
+            let opener = |fh| openers.get(fh).copied();
+            fhs.iter()
+                .filter(|fh| opener(fh).is_some_and(|pid| !process_alive(pid)))
+                .copied()
+                .collect()
+        };
+        if releasing.is_empty() {
+            Hold::Held
+        } else {
+            Hold::Releasing(releasing)
+        }
+    }
+
+    /// Whether `hold()` still finds something held, after waiting up to
+    /// [`RELEASE_WAIT`] for releases that may be on their way: a process
+    /// that exited (or closed its fd) has the kernel send our release
+    /// after the fact. Without such a release in sight, at once. One
+    /// thread waits at a time, and a handle waited for in vain is not
+    /// waited for again (a child of its opener may hold it): FUSE workers
+    /// are few, and no user may keep them waiting.
+    fn held_after_releases(&self, hold: impl Fn() -> Hold) -> bool {
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        let mut waiter = None;
+        loop {
+            let seen = *lock(&self.releases);
+            let releasing = match hold() {
+                Hold::Free => return false,
+                Hold::Held => return true,
+                Hold::Releasing(fhs) => fhs,
+            };
+            if waiter.is_none() {
+                match ReleaseWaiter::take(&self.release_waiter) {
+                    Some(w) => waiter = Some(w),
+                    None => return true,
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                let mut openers = lock(&self.openers);
+                for fh in releasing {
+                    openers.remove(&fh);
+                }
+                return true;
+            }
+            let count = lock(&self.releases);
+            if *count == seen {
+                let wait = self.released.wait_timeout(count, deadline - now);
+                drop(wait.unwrap_or_else(|p| p.into_inner()));
+            }
+        }
+    }
+
+    /// Notes who opened handle `fh` (the pid FUSE gave; 0 if unknown): if
+    /// it exits, the handle's release may be on its way.
+    pub fn note_opener(&self, fh: u64, pid: u32) {
+        if lock(&self.handles).contains_key(&fh) {
+            lock(&self.openers).insert(fh, pid);
+        }
     }
 
     /// The node's open backing file, reusing the one open handles use.
@@ -995,20 +1115,31 @@ impl Overlay {
             .and_then(Weak::upgrade)
     }
 
-    /// Waits up to 100 ms for the node's open file to be released; returns
-    /// it if it is still open then.
+    /// The node's open file if it is still open once the releases that may
+    /// be on their way came (see [`Self::held_after_releases`]).
     fn wait_released(&self, node: u64) -> Option<Arc<OpenInode>> {
-        for _ in 0..100 {
+        let held = self.held_after_releases(|| {
             let alive = lock(&self.state)
                 .open_inodes
                 .get(&node)
                 .is_some_and(|w| w.strong_count() > 0);
             if !alive {
-                return None;
+                return Hold::Free;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        self.current_open_inode(node)
+            let handles = lock(&self.handles);
+            let fhs: Vec<u64> = handles
+                .iter()
+                .filter(|(_, h)| h.node == node)
+                .map(|(fh, _)| *fh)
+                .collect();
+            drop(handles);
+            match self.hold(fhs) {
+                // Open, but by no handle: a release under way right now.
+                Hold::Free => Hold::Releasing(Vec::new()),
+                hold => hold,
+            }
+        });
+        held.then(|| self.current_open_inode(node)).flatten()
     }
 
     pub fn file(&self, fh: u64) -> Result<Arc<OpenInode>> {
@@ -1020,6 +1151,7 @@ impl Overlay {
 
     pub fn release(&self, fh: u64) {
         let h = lock(&self.handles).remove(&fh);
+        lock(&self.openers).remove(&fh);
         if let Some(h) = h {
             let node = h.node;
             drop(h);
@@ -1032,6 +1164,9 @@ impl Overlay {
                 state.open_inodes.remove(&node);
             }
             state.table.closed(node);
+            drop(state);
+            *lock(&self.releases) += 1;
+            self.released.notify_all();
         }
     }
 
