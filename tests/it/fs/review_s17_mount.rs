@@ -7,7 +7,7 @@ use super::harness::*;
 use crate::common::require_root;
 use std::ffi::{CString, OsString};
 use std::fs::{self, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -239,4 +239,117 @@ fn truncating_a_program_right_after_it_exited_works() {
         assert_eq!(errno(r), 0, "run {i}: truncating open after the exit");
         assert_eq!(fs::metadata(&prog).unwrap().len(), 0);
     }
+}
+
+/// mkdirat relative to `dir`, then the new directory opened (O_PATH).
+fn mkdir_in(dir: &OwnedFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated name relative to an open directory.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    open_in(dir, name)
+}
+
+fn open_in(dir: &OwnedFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated name relative to an open directory.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_dir(p: &Path) -> OwnedFd {
+    OwnedFd::from(fs::File::open(p).unwrap())
+}
+
+/// A tree deeper than 4096 levels (ext4 has no limit) is reached, listed
+/// by find, grown and removed through the mount as in a plain directory:
+/// the node table gave up on paths of more than 4096 components.
+#[test]
+fn a_tree_deeper_than_4096_levels_works_through_the_mount() {
+    if !require_root("review_s17_a_tree_deeper_than_4096_levels") {
+        return;
+    }
+    const DEPTH: usize = 4200;
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    for d in [&plain, &g] {
+        let mut fd = open_dir(d);
+        for _ in 0..DEPTH {
+            fd = mkdir_in(&fd, c"a").unwrap();
+        }
+        // SAFETY: a NUL-terminated name relative to an open directory.
+        let leaf = unsafe {
+            libc::openat(
+                fd.as_raw_fd(),
+                c"leaf".as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            )
+        };
+        assert!(leaf >= 0);
+        // SAFETY: the fd just opened, closed once.
+        unsafe { libc::close(leaf) };
+    }
+    let m = w.mount(&g, "m", &[]);
+    let find = |dir: &Path, args: &[&str]| {
+        let out = Command::new("find").arg(dir).args(args).output().unwrap();
+        let errors = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            String::from_utf8_lossy(&out.stdout).len(),
+            out.status.success(),
+            errors,
+        )
+    };
+    for dir in [&plain, &m.dir] {
+        // Walked down one level at a time, as a program without long paths does.
+        let mut fd = open_dir(dir);
+        for depth in 1..=DEPTH {
+            fd = open_in(&fd, c"a")
+                .unwrap_or_else(|e| panic!("{}: depth {depth}: {e}", dir.display()));
+        }
+        let made = mkdir_in(&fd, c"b");
+        assert!(
+            made.is_ok(),
+            "{}: mkdir at depth {}: {made:?}",
+            dir.display(),
+            DEPTH + 1
+        );
+        let leaves = find(dir, &["-name", "leaf", "-printf", "x"]);
+        assert_eq!(
+            (leaves.0, leaves.1),
+            (1, true),
+            "{}: find: {}",
+            dir.display(),
+            leaves.2
+        );
+        let dirs = find(dir, &["-type", "d", "-printf", "x"]);
+        assert_eq!(
+            (dirs.0, dirs.1),
+            (DEPTH + 2, true),
+            "{}: find: {}",
+            dir.display(),
+            dirs.2
+        );
+        let rm = Command::new("rm")
+            .arg("-rf")
+            .arg(dir.join("a"))
+            .output()
+            .unwrap();
+        assert!(
+            rm.status.success(),
+            "{}: rm -rf: {}",
+            dir.display(),
+            String::from_utf8_lossy(&rm.stderr)
+        );
+        assert_eq!(errno(fs::symlink_metadata(dir.join("a"))), libc::ENOENT);
+    }
+    assert_eq!(
+        errno(fs::symlink_metadata(g.join("a"))),
+        libc::ENOENT,
+        "backing tree removed"
+    );
 }
