@@ -443,11 +443,6 @@ impl Overlay {
         self.lookup_in(&dir, parent, name)
     }
 
-    /// The backing directory of node `dir`, for several [`Self::lookup_in`]s.
-    pub fn dir_fd(&self, dir: u64) -> Result<OwnedFd> {
-        self.open_dir_node(dir)
-    }
-
     /// The node of directory `node`'s parent, as `..` in its listing shows
     /// it (the root's is the root).
     pub fn parent_of(&self, node: u64) -> u64 {
