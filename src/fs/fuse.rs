@@ -399,6 +399,7 @@ impl Filesystem for UnifsFs {
             Ok(o) => o,
             Err(e) => return reply.error(err(e)),
         };
+        self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
         let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));
         match backing.as_ref().and_then(|b| b.as_ref()) {
@@ -501,24 +502,20 @@ impl Filesystem for UnifsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.overlay.dir_entries(fh.0, offset == 0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(err(e)),
-        };
-        for (i, (name, backing_ino, dt)) in entries.iter().enumerate().skip(offset as usize) {
-            let number = match name.as_bytes() {
-                b"." => ino.0,
-                b".." => self.overlay.parent_of(ino.0),
-                _ => self
-                    .overlay
-                    .known_child(ino.0, name)
-                    .unwrap_or(*backing_ino),
-            };
-            if reply.add(INodeNo(number), (i + 1) as u64, kind_of_dt(*dt), name) {
-                break;
-            }
+        let listed = self
+            .overlay
+            .list_dir(fh.0, offset, |_, name, backing_ino, dt, next| {
+                let number = match name.as_bytes() {
+                    b"." => ino.0,
+                    b".." => self.overlay.parent_of(ino.0),
+                    _ => self.overlay.known_child(ino.0, name).unwrap_or(backing_ino),
+                };
+                reply.add(INodeNo(number), next, kind_of_dt(dt), name)
+            });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -529,42 +526,50 @@ impl Filesystem for UnifsFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.overlay.dir_entries(fh.0, offset == 0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(err(e)),
-        };
-        let dir = match self.overlay.dir_fd(ino.0) {
-            Ok(d) => d,
-            Err(e) => return reply.error(err(e)),
-        };
-        for (i, (name, _, _)) in entries.iter().enumerate().skip(offset as usize) {
-            let next = (i + 1) as u64;
-            if matches!(name.as_bytes(), b"." | b"..") {
-                // The kernel takes no reference for these; any attributes do.
-                let Ok(e) = self.overlay.dir_attr(ino.0, &dir) else {
-                    continue;
+        // Entries added take kernel references: an error after some were
+        // added replies with those (the next readdir meets it again).
+        let mut added = false;
+        let mut failed = None;
+        let listed = self
+            .overlay
+            .list_dir(fh.0, offset, |dir, name, _, _, next| {
+                if matches!(name.as_bytes(), b"." | b"..") {
+                    // The kernel takes no reference for these; any attributes do.
+                    let Ok(e) = self.overlay.dir_attr(ino.0, dir) else {
+                        return false;
+                    };
+                    // (fuser takes the entry's number from its attributes.)
+                    let mut a = attr(&e);
+                    if name.as_bytes() == b".." {
+                        a.ino = INodeNo(self.overlay.parent_of(ino.0));
+                    }
+                    return reply.add(a.ino, next, name, &TTL, &a, GEN);
+                }
+                let e = match self.overlay.lookup_in(dir, ino.0, name) {
+                    Ok(e) => e,
+                    // Gone since it was listed.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return false,
+                    Err(e) => {
+                        failed = Some(e);
+                        return true;
+                    }
                 };
-                // (fuser takes the entry's number from its attributes.)
-                let mut a = attr(&e);
-                if name.as_bytes() == b".." {
-                    a.ino = INodeNo(self.overlay.parent_of(ino.0));
+                if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), GEN) {
+                    // Did not fit: the kernel did not take this reference.
+                    self.overlay.forget(e.node, 1);
+                    return true;
                 }
-                if reply.add(a.ino, next, name, &TTL, &a, GEN) {
-                    break;
-                }
-                continue;
+                added = true;
+                false
+            });
+        match listed.err().or(failed) {
+            Some(e) if !added => reply.error(err(e)),
+            Some(e) => {
+                tracing::debug!("readdirplus stops short: {e}");
+                reply.ok();
             }
-            let e = match self.overlay.lookup_in(&dir, ino.0, name) {
-                Ok(e) => e,
-                Err(_) => continue, // gone since opendir
-            };
-            if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), GEN) {
-                // Did not fit: the kernel did not take this reference.
-                self.overlay.forget(e.node, 1);
-                break;
-            }
+            None => reply.ok(),
         }
-        reply.ok();
     }
 
     fn releasedir(
@@ -675,6 +680,7 @@ impl Filesystem for UnifsFs {
                 Ok(r) => r,
                 Err(e) => return reply.error(err(e)),
             };
+        self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
         let a = attr(&entry);
         let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));

@@ -121,8 +121,11 @@ impl InodeTable {
                 .find(|(p, _)| *p == ROOT || self.nodes.contains_key(p))?;
             parts.push(name.clone());
             cur = *parent;
-            if parts.len() > 4096 {
-                return None; // a cycle would be a bug; never loop forever
+            // A path without a cycle visits each node at most once; one
+            // longer would be a bug (never loop forever). Guest trees have
+            // no depth limit of their own, as on ext4.
+            if parts.len() > self.nodes.len() {
+                return None;
             }
         }
         parts.reverse();
@@ -537,6 +540,16 @@ mod tests {
             t.path(f).unwrap(),
             vec![OsString::from("b"), OsString::from("g")]
         );
+    }
+
+    #[test]
+    fn a_path_has_no_depth_limit() {
+        let mut t = InodeTable::new(2);
+        let mut dir = ROOT;
+        for i in 0..5000 {
+            dir = t.lookup(dir, OsStr::new("a"), private(100 + i));
+        }
+        assert_eq!(t.path(dir).map(|p| p.len()), Some(5000));
     }
 
     #[test]

@@ -71,16 +71,27 @@ const FMODE_EXEC: i32 = 0x20;
 #[derive(Debug)]
 struct DirHandle {
     node: u64,
-    /// The directory itself, held so that an fd of a directory removed
-    /// meanwhile still reaches it, as on a local filesystem (it has no
-    /// name left to reach it by).
-    fd: OwnedFd,
-    /// Read at the first readdir: with the kernel's directory cache most
-    /// opendirs never need it.
-    entries: Option<Arc<Vec<(OsString, u64, u8)>>>,
-    /// Opened `O_NOATIME`: listed through an fd with the flag.
-    no_atime: bool,
+    dir: Arc<OpenDir>,
 }
+
+/// The backing directory of an open directory handle. Listed through its
+/// fd from the offset each readdir asks for (the backing filesystem's own
+/// `d_off`s), as a local filesystem lists: a handle costs one fd and no
+/// copy of the listing, whatever the directory's size. Also held so that
+/// an fd of a directory removed meanwhile still reaches it, as on a local
+/// filesystem (it has no name left to reach it by).
+#[derive(Debug)]
+struct OpenDir {
+    fd: OwnedFd,
+    /// Held while a listing sets and reads the fd's offset.
+    reading: Mutex<()>,
+}
+
+/// The first `getdents` buffer of a listing; each next one is twice the
+/// last, up to [`LIST_CHUNK_MAX`]: a reply that takes few entries (a small
+/// reader's buffer) reads little more than it sends.
+const LIST_CHUNK_MIN: usize = 4096;
+const LIST_CHUNK_MAX: usize = 64 * 1024;
 
 #[derive(Debug)]
 struct State {
@@ -138,6 +149,58 @@ pub struct Overlay {
     /// [`UNSYNCED_BREAKS_MAX`]: then a syncfs makes them all durable.
     unsynced_breaks: Mutex<HashSet<u64>>,
     unsynced_breaks_max: usize,
+    /// The pid that opened each file handle, where FUSE gave one (see
+    /// [`Self::held_after_releases`]).
+    openers: Mutex<HashMap<u64, u32>>,
+    /// Releases so far, and their signal, for waiting on one.
+    releases: Mutex<u64>,
+    released: std::sync::Condvar,
+    /// A thread waits for releases ([`Self::held_after_releases`]).
+    release_waiter: std::sync::atomic::AtomicBool,
+}
+
+/// How long a release that may be on its way is waited for.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What holds a node's file (or program) up: nothing, handles whose openers
+/// all still run, or handles that may be released any moment (these).
+enum Hold {
+    Free,
+    Held,
+    Releasing(Vec<u64>),
+}
+
+/// The one thread waiting for releases, while it lives.
+struct ReleaseWaiter<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> ReleaseWaiter<'a> {
+    fn take(flag: &'a std::sync::atomic::AtomicBool) -> Option<Self> {
+        let free = flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed);
+        free.is_ok().then_some(ReleaseWaiter(flag))
+    }
+}
+
+impl Drop for ReleaseWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Whether process (or thread) `pid` still runs: not gone, not a zombie.
+/// A task that exited closed its files before it became a zombie. Unknown
+/// (0: outside our pid namespace) counts as exited.
+fn process_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X' | 'x') | None)
 }
 
 thread_local! {
@@ -290,6 +353,10 @@ impl Overlay {
                 .and_then(|v| v.parse().ok())
                 .filter(|&n| n > 0)
                 .unwrap_or(UNSYNCED_BREAKS_MAX),
+            openers: Mutex::new(HashMap::new()),
+            releases: Mutex::new(0),
+            released: std::sync::Condvar::new(),
+            release_waiter: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -374,11 +441,6 @@ impl Overlay {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         let dir = self.open_dir_node(parent)?;
         self.lookup_in(&dir, parent, name)
-    }
-
-    /// The backing directory of node `dir`, for several [`Self::lookup_in`]s.
-    pub fn dir_fd(&self, dir: u64) -> Result<OwnedFd> {
-        self.open_dir_node(dir)
     }
 
     /// The node of directory `node`'s parent, as `..` in its listing shows
@@ -556,7 +618,7 @@ impl Overlay {
     fn removed_dir(&self, node: u64) -> Option<OwnedFd> {
         let dirs = lock(&self.dirs);
         let d = dirs.values().find(|d| d.node == node)?;
-        d.fd.try_clone().ok()
+        d.dir.fd.try_clone().ok()
     }
 
     /// Makes the node's backing entry private if it is a store object.
@@ -742,20 +804,84 @@ impl Overlay {
         Ok(())
     }
 
-    /// Whether a handle opened to run node `node` is open. A program that
-    /// exited sends its release after the fact: releases in flight get up
-    /// to 100 ms.
+    /// Whether a handle opened to run node `node` is open: at once if its
+    /// program still runs; if its process has exited, its release may be
+    /// on its way (a close's comes after the fact), which gets a moment
+    /// (see [`Self::held_after_releases`]).
     fn running(&self, node: u64) -> bool {
-        for _ in 0..100 {
-            if !lock(&self.handles)
-                .values()
-                .any(|h| h.node == node && h.exec)
-            {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        self.held_after_releases(|| {
+            let handles = lock(&self.handles);
+            let exec = handles.iter().filter(|(_, h)| h.node == node && h.exec);
+            self.hold(exec.map(|(fh, _)| *fh).collect())
+        })
+    }
+
+    /// Whether the handles `fhs` hold something up, and which of them may
+    /// be released any moment (their openers have exited).
+    fn hold(&self, fhs: Vec<u64>) -> Hold {
+        if fhs.is_empty() {
+            return Hold::Free;
         }
-        true
+        let releasing: Vec<u64> = {
+            let openers = lock(&self.openers);
+            let opener = |fh| openers.get(fh).copied();
+            fhs.iter()
+                .filter(|fh| opener(fh).is_some_and(|pid| !process_alive(pid)))
+                .copied()
+                .collect()
+        };
+        if releasing.is_empty() {
+            Hold::Held
+        } else {
+            Hold::Releasing(releasing)
+        }
+    }
+
+    /// Whether `hold()` still finds something held, after waiting up to
+    /// [`RELEASE_WAIT`] for releases that may be on their way: a process
+    /// that exited (or closed its fd) has the kernel send our release
+    /// after the fact. Without such a release in sight, at once. One
+    /// thread waits at a time, and a handle waited for in vain is not
+    /// waited for again (a child of its opener may hold it): FUSE workers
+    /// are few, and no user may keep them waiting.
+    fn held_after_releases(&self, hold: impl Fn() -> Hold) -> bool {
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        let mut waiter = None;
+        loop {
+            let seen = *lock(&self.releases);
+            let releasing = match hold() {
+                Hold::Free => return false,
+                Hold::Held => return true,
+                Hold::Releasing(fhs) => fhs,
+            };
+            if waiter.is_none() {
+                match ReleaseWaiter::take(&self.release_waiter) {
+                    Some(w) => waiter = Some(w),
+                    None => return true,
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                let mut openers = lock(&self.openers);
+                for fh in releasing {
+                    openers.remove(&fh);
+                }
+                return true;
+            }
+            let count = lock(&self.releases);
+            if *count == seen {
+                let wait = self.released.wait_timeout(count, deadline - now);
+                drop(wait.unwrap_or_else(|p| p.into_inner()));
+            }
+        }
+    }
+
+    /// Notes who opened handle `fh` (the pid FUSE gave; 0 if unknown): if
+    /// it exits, the handle's release may be on its way.
+    pub fn note_opener(&self, fh: u64, pid: u32) {
+        if lock(&self.handles).contains_key(&fh) {
+            lock(&self.openers).insert(fh, pid);
+        }
     }
 
     /// The node's open backing file, reusing the one open handles use.
@@ -992,20 +1118,31 @@ impl Overlay {
             .and_then(Weak::upgrade)
     }
 
-    /// Waits up to 100 ms for the node's open file to be released; returns
-    /// it if it is still open then.
+    /// The node's open file if it is still open once the releases that may
+    /// be on their way came (see [`Self::held_after_releases`]).
     fn wait_released(&self, node: u64) -> Option<Arc<OpenInode>> {
-        for _ in 0..100 {
+        let held = self.held_after_releases(|| {
             let alive = lock(&self.state)
                 .open_inodes
                 .get(&node)
                 .is_some_and(|w| w.strong_count() > 0);
             if !alive {
-                return None;
+                return Hold::Free;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        self.current_open_inode(node)
+            let handles = lock(&self.handles);
+            let fhs: Vec<u64> = handles
+                .iter()
+                .filter(|(_, h)| h.node == node)
+                .map(|(fh, _)| *fh)
+                .collect();
+            drop(handles);
+            match self.hold(fhs) {
+                // Open, but by no handle: a release under way right now.
+                Hold::Free => Hold::Releasing(Vec::new()),
+                hold => hold,
+            }
+        });
+        held.then(|| self.current_open_inode(node)).flatten()
     }
 
     pub fn file(&self, fh: u64) -> Result<Arc<OpenInode>> {
@@ -1017,6 +1154,7 @@ impl Overlay {
 
     pub fn release(&self, fh: u64) {
         let h = lock(&self.handles).remove(&fh);
+        lock(&self.openers).remove(&fh);
         if let Some(h) = h {
             let node = h.node;
             drop(h);
@@ -1029,6 +1167,9 @@ impl Overlay {
                 state.open_inodes.remove(&node);
             }
             state.table.closed(node);
+            drop(state);
+            *lock(&self.releases) += 1;
+            self.released.notify_all();
         }
     }
 
@@ -1616,58 +1757,72 @@ impl Overlay {
 
     pub fn opendir(&self, node: u64, flags: i32) -> Result<u64> {
         let (dir, name) = self.entry_of(node)?;
-        let fd = sys::open_at(
-            dir.as_fd(),
-            &name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            0,
-        )?;
+        let no_atime = self.no_atime || flags & libc::O_NOATIME != 0;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let fd = self.open_reading(dir.as_fd(), &name, flags, no_atime)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs).insert(
-            fh,
-            DirHandle {
-                node,
-                fd,
-                entries: None,
-                no_atime: flags & libc::O_NOATIME != 0,
-            },
-        );
+        let dir = Arc::new(OpenDir {
+            fd,
+            reading: Mutex::new(()),
+        });
+        lock(&self.dirs).insert(fh, DirHandle { node, dir });
         Ok(fh)
     }
 
-    /// The entries of an open directory, (name, backing ino, DT_* type), read
-    /// once per opendir; our temp names left out (and removed if stale).
-    /// `rewind`: a read from offset 0 (the first, or after rewinddir)
-    /// lists the directory as it is now, as on a local filesystem.
-    pub fn dir_entries(&self, fh: u64, rewind: bool) -> Result<Arc<Vec<(OsString, u64, u8)>>> {
-        let (node, no_atime) = {
+    /// Lists open directory `fh` from `offset`: 0 for its start (the
+    /// directory as it is now, as after rewinddir), else the offset a
+    /// listing gave an entry. Calls `each(dir, name, backing ino, DT_*
+    /// type, offset of the next entry)` for each entry until it answers
+    /// true (the reply is full: that entry was not taken). Our temp names
+    /// are left out (and removed if stale).
+    pub fn list_dir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut each: impl FnMut(&OwnedFd, &OsStr, u64, u8, u64) -> bool,
+    ) -> Result<()> {
+        let dir = {
             let dirs = lock(&self.dirs);
-            let d = dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
-            match &d.entries {
-                Some(e) if !rewind => return Ok(e.clone()),
-                _ => (d.node, d.no_atime),
-            }
+            dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?.dir.clone()
         };
-        let (dir, name) = self.entry_of(node)?;
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
-        let fd = self.open_reading(dir.as_fd(), &name, flags, self.no_atime || no_atime)?;
-        let mut entries = fsys::read_dir(fd.as_fd())?;
-        entries.retain(|(n, _, _)| {
-            if !cow::is_temp(fd.as_fd(), n) {
-                return true;
+        let _reading = lock(&dir.reading);
+        let fd = dir.fd.as_fd();
+        // The kernel's offsets are the d_offs we gave it, so they stay
+        // valid across changes as the backing filesystem keeps them.
+        fsys::lseek(fd, offset as i64, libc::SEEK_SET)?;
+        let mut buf = Vec::new();
+        let mut chunk = LIST_CHUNK_MIN;
+        loop {
+            buf.clear();
+            if sys::getdents(fd, &mut buf, chunk)? == 0 {
+                return Ok(());
             }
-            if !self.read_only && cow::is_stale_temp(fd.as_fd(), n) {
-                // Left by a daemon killed between link and rename, or by
-                // a failed break that could not remove it.
-                let _ = sys::unlink_at(fd.as_fd(), n);
+            chunk = (chunk * 2).min(LIST_CHUNK_MAX);
+            let mut full = false;
+            sys::parse_dirents(&buf, |e| {
+                if full || self.hidden(fd, e.name) {
+                    return;
+                }
+                full = each(&dir.fd, e.name, e.ino, e.kind, e.off as u64);
+            })?;
+            if full {
+                return Ok(());
             }
-            false
-        });
-        let entries = Arc::new(entries);
-        if let Some(d) = lock(&self.dirs).get_mut(&fh) {
-            d.entries = Some(entries.clone());
         }
-        Ok(entries)
+    }
+
+    /// Whether `name` in the directory open at `dir` is one of our temp
+    /// names, which a listing leaves out: stale ones (left by a daemon
+    /// killed between link and rename, or by a failed break that could not
+    /// remove it) are removed.
+    fn hidden(&self, dir: BorrowedFd, name: &OsStr) -> bool {
+        if !cow::is_temp(dir, name) {
+            return false;
+        }
+        if !self.read_only && cow::is_stale_temp(dir, name) {
+            let _ = sys::unlink_at(dir, name);
+        }
+        true
     }
 
     /// The number readdir shows for an entry: its node if known.

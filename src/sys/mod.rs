@@ -416,6 +416,9 @@ pub struct DirEntry<'a> {
     pub ino: u64,
     /// `DT_*`; `DT_UNKNOWN` where the filesystem does not say.
     pub kind: u8,
+    /// `d_off`: the directory offset just after this entry, for `lseek`
+    /// (a cookie on filesystems that hash names, e.g. ext4).
+    pub off: i64,
 }
 
 /// Calls `each` for every entry of the directory `dir` (`.` and `..`
@@ -430,31 +433,34 @@ pub fn read_dir(dir: BorrowedFd, each: impl FnMut(DirEntry)) -> io::Result<()> {
 /// Appends every record of the directory `dir` to `out`, as `getdents64`
 /// gives them (`struct linux_dirent64`), for [`parse_dirents`].
 pub fn read_dir_raw(dir: BorrowedFd, out: &mut Vec<u8>) -> io::Result<()> {
-    loop {
-        // Room for more than most directories at once. Left uninitialised:
-        // only what the kernel wrote is kept, and zeroing it for every
-        // directory of a large tree costs more than the walk.
-        out.reserve(32 * 1024);
-        let room = out.capacity() - out.len();
-        // SAFETY: the kernel writes at most `room` bytes, into the spare
-        // capacity after `out`'s initialised bytes.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                dir.as_raw_fd(),
-                out.as_mut_ptr().add(out.len()),
-                room,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        // SAFETY: the kernel initialised the `n` bytes after the old length.
-        unsafe { out.set_len(out.len() + n as usize) };
+    // Room for more than most directories at once.
+    while getdents(dir, out, 32 * 1024)? > 0 {}
+    Ok(())
+}
+
+/// One `getdents64` call on `dir` from its current offset, appending at
+/// most `room` bytes of records to `out`; 0 at the end of the directory.
+pub fn getdents(dir: BorrowedFd, out: &mut Vec<u8>, room: usize) -> io::Result<usize> {
+    // Left uninitialised: only what the kernel wrote is kept, and zeroing
+    // it for every directory of a large tree costs more than the walk.
+    out.reserve(room);
+    let room = out.capacity() - out.len();
+    // SAFETY: the kernel writes at most `room` bytes, into the spare
+    // capacity after `out`'s initialised bytes.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            out.as_mut_ptr().add(out.len()),
+            room,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: the kernel initialised the `n` bytes after the old length.
+    unsafe { out.set_len(out.len() + n as usize) };
+    Ok(n as usize)
 }
 
 /// The records of directory `dir` ([`read_dir_raw`]) in a vector of their
@@ -487,6 +493,7 @@ pub fn parse_dirents(data: &[u8], mut each: impl FnMut(DirEntry)) -> io::Result<
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         let ino = u64::from_ne_bytes(rec[0..8].try_into().expect("8 bytes"));
+        let off = i64::from_ne_bytes(rec[8..16].try_into().expect("8 bytes"));
         let reclen = u16::from_ne_bytes([rec[16], rec[17]]) as usize;
         if reclen < 20 || reclen > rec.len() {
             return Err(io::Error::from_raw_os_error(libc::EIO));
@@ -497,6 +504,7 @@ pub fn parse_dirents(data: &[u8], mut each: impl FnMut(DirEntry)) -> io::Result<
             name: OsStr::from_bytes(&name[..len]),
             ino,
             kind: rec[18],
+            off,
         });
         at += reclen;
     }
