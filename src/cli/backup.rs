@@ -76,14 +76,24 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         use clap::CommandFactory;
         let mut cmd = super::Cli::command();
         let sub = cmd.find_subcommand_mut("manifest").map(|c| c.clone());
-        sub.unwrap_or(cmd)
-            .bin_name("unifs manifest")
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "-0/--null goes with --format private-paths only (the other formats have their own \
-                 line ends)",
-            )
-            .exit();
+        let err = sub.unwrap_or(cmd).bin_name("unifs manifest").error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "-0/--null goes with --format private-paths only (the other formats have their own \
+             line ends)",
+        );
+        // Exit status 1, as every refused command (clap's own is 2).
+        let _ = err.print();
+        return Ok(ExitCode::from(1));
+    }
+    // Not readable (not root) is no missing store.
+    if let Err(e) = std::fs::metadata(g.store.join("objects")) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            anyhow::bail!(
+                "cannot read the store at {}: {e}; a manifest reads the store's catalog and \
+                 objects: run it as root",
+                g.store.display()
+            );
+        }
     }
     // Without the store every shared file would pass for private: a
     // mistyped UNIFS_STORE would give a full, undeduplicated backup.

@@ -470,10 +470,13 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         }
         GuestCommand::Restart { dirs: d, how, name } => {
             let (timeout, signal) = how.parse()?;
-            let (how, st) = lifecycle::restart(&dirs(d), &name, timeout, signal)?;
-            if let Some(how) = how {
-                print_stopped(&name, how);
-            }
+            // Said before the start, which may fail.
+            let said = |how: Option<_>| {
+                if let Some(how) = how {
+                    print_stopped(&name, how);
+                }
+            };
+            let st = lifecycle::restart(&dirs(d), &name, timeout, signal, said)?;
             println!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }

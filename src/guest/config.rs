@@ -73,8 +73,24 @@ pub struct GuestConfig {
     #[serde(default)]
     pub syscall_filter: SyscallFilter,
     /// What `stop` sends init first (default: SIGRTMIN+3 for systemd,
-    /// SIGINT for sysvinit, SIGTERM for others: docs/guests.md).
+    /// SIGINT for sysvinit, SIGTERM for others: docs/guests.md). A name,
+    /// or a number (`15` as well as `"15"`).
+    #[serde(default, deserialize_with = "name_or_number")]
     pub stop_signal: Option<String>,
+}
+
+/// A signal given by name (a string) or number (an integer or a string).
+fn name_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Signal {
+        Number(i64),
+        Name(String),
+    }
+    Ok(Some(match Signal::deserialize(d)? {
+        Signal::Number(n) => n.to_string(),
+        Signal::Name(s) => s,
+    }))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -378,6 +394,8 @@ mod tests {
         assert_eq!(signal("init = [\"/sbin/up\"]"), rtmin3);
         assert_eq!(signal("init = [\"/sbin/missing\"]"), libc::SIGTERM);
         assert_eq!(signal("stop_signal = \"SIGINT\""), libc::SIGINT);
+        assert_eq!(signal("stop_signal = 15"), libc::SIGTERM);
+        assert_eq!(signal("stop_signal = \"15\""), libc::SIGTERM);
         // sysvinit: a program named init beside an inittab with ctrlaltdel.
         std::fs::write(root.join("sbin/sysv"), "").unwrap();
         std::fs::create_dir_all(root.join("etc")).unwrap();

@@ -67,7 +67,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         return Err(Error::NoRoot(cfg.root.clone()));
     }
     // Checked before anything is mounted.
-    let spec = cfg.spec(name, run.root())?;
+    let spec = spec_of(&cfg, dirs, name)?;
     let root = run.root();
     std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
     // A failed start leaves nothing: no mount point, no log it made.
@@ -561,13 +561,34 @@ pub fn restart(
     name: &str,
     timeout: Duration,
     signal: Option<i32>,
-) -> Result<(Option<Stopped>, State)> {
-    let stopped = match stop(dirs, name, timeout, signal) {
-        Ok(how) => Some(how),
-        Err(Error::NotRunning { .. }) => None,
+    stopped: impl FnOnce(Option<Stopped>),
+) -> Result<State> {
+    // A config that cannot start it (a typo in a key, a root gone) leaves
+    // the guest running, rather than stopped with only that error shown.
+    let cfg = GuestConfig::load(&dirs.config_dir, name)?;
+    if !cfg.root.is_dir() {
+        return Err(Error::NoRoot(cfg.root.clone()));
+    }
+    spec_of(&cfg, dirs, name)?;
+    match stop(dirs, name, timeout, signal) {
+        Ok(how) => stopped(Some(how)),
+        Err(Error::NotRunning { .. }) => stopped(None),
         Err(e) => return Err(e),
-    };
-    Ok((stopped, start(dirs, name)?))
+    }
+    start(dirs, name)
+}
+
+/// The guest's spec from its config; an error names the config file (the
+/// checks are the command line's, and name its options).
+fn spec_of(cfg: &GuestConfig, dirs: &Dirs, name: &str) -> Result<GuestSpec> {
+    cfg.spec(name, RunDir::new(&dirs.run_dir, name).root())
+        .map_err(|e| match e {
+            Error::Config { .. } => e,
+            e => Error::Config {
+                path: dirs.config_dir.join(format!("{name}.toml")),
+                reason: e.to_string(),
+            },
+        })
 }
 
 /// Ends the guest's processes, unmounts its root, removes its cgroups and
@@ -999,8 +1020,15 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
 pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     let mut names = std::collections::BTreeSet::new();
     for (dir, want_toml) in [(&dirs.config_dir, true), (&dirs.run_dir, false)] {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            // A mistyped --config-dir listed nothing, as if no guest were
+            // configured. (A run dir appears with the first start.)
+            Err(e) if want_toml => {
+                tracing::warn!("no guest configs read from {}: {e}", dir.display());
+                continue;
+            }
+            Err(_) => continue,
         };
         for e in entries.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();

@@ -76,7 +76,7 @@ pub fn resolve_in(dir: &std::fs::File, root: &Path, user: &str) -> Result<Accoun
         None => passwd_gid.ok_or_else(|| {
             bad(format!(
                 "uid {uid} has no entry in {}, so its group is unknown: \
-                 name it too (--user {uid}:GID) or use --uid and --gid",
+                 name it too (--user {uid}:GID)",
                 root.join("etc/passwd").display()
             ))
         })?,

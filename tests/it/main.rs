@@ -13,6 +13,7 @@ mod review_s10_docs;
 mod review_s11_compat;
 mod review_s11_fault;
 mod review_s12_store;
+mod review_s17_cli;
 mod review_s17_store;
 mod review_s8_cli;
 mod review_s8b_unify;

@@ -1953,8 +1953,18 @@ fn named_logs_show_the_console_follow_it_and_restart_appends_to_it() {
     }));
     let o = ok(&g.unifs(&["restart", "--timeout", "0", &g.name]));
     assert!(o.contains(&format!("guest {} stopped", g.name)), "{o}");
-    assert_ne!(pid(&o), second);
+    let third = pid(&o);
+    assert_ne!(third, second);
     assert!(!alive(second.parse().unwrap()));
+
+    // A config the start would refuse leaves the guest running: restart
+    // stopped it first, then failed, saying nothing of the stop.
+    let config = std::fs::read_to_string(g.config()).unwrap();
+    std::fs::write(g.config(), format!("{config}hostnme = \"x\"\n")).unwrap();
+    let o = g.unifs(&["restart", "--timeout", "0", &g.name]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hostnme"), "{}", stderr(&o));
+    assert!(alive(third.parse().unwrap()), "restart stopped the guest");
 }
 
 #[test]
