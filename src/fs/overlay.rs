@@ -636,6 +636,14 @@ impl Overlay {
         name: &OsStr,
         truncate: Option<(u64, u64)>,
     ) -> Result<()> {
+        // Most changes are to private files: they do not wait for another
+        // file's break (a 1 GiB copy and its fsync) to check. Not shared
+        // now is not shared after the lock either (a break does not make a
+        // file shared; unify's marking is caught after the open).
+        let st = fsys::stat_at(dir, name)?;
+        if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
+            return Ok(());
+        }
         let _guard = lock(&self.break_lock);
         // An open holds no lock on the name, so a rename through the mount
         // may put another file there meanwhile. A short copy (O_TRUNC) is
