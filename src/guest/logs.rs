@@ -8,6 +8,7 @@ use super::state::RunDir;
 use super::{Error, Result};
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::Duration;
 
@@ -65,6 +66,7 @@ pub fn logs(
     // what was written since that last read.
     let mut then = Next::Wait;
     loop {
+        at = past_hole(&file, at).min(end.max(at));
         let want = buf
             .len()
             .min(end.saturating_sub(at).try_into().unwrap_or(usize::MAX));
@@ -120,6 +122,39 @@ fn running(run: &RunDir) -> bool {
     matches!(run.read(), Ok(Some(st)) if st.init_alive())
 }
 
+/// `at`, or the start of the data after it if `at` is in a hole. Guest root
+/// can `ftruncate` its console (init's stdout) to terabytes of holes, free
+/// to make: they hold no line, and are neither scanned nor printed.
+fn past_hole(file: &File, at: u64) -> u64 {
+    match crate::sys::next_data(file.as_fd(), at) {
+        Ok(Some((data, _))) => data.max(at),
+        // Only a hole follows, to the end of the file (or `at` is past it).
+        Ok(None) => file.metadata().map_or(at, |m| m.len().max(at)),
+        Err(_) => at,
+    }
+}
+
+/// The end of the last data before `before` (0 if none): a binary search
+/// over `SEEK_DATA`, which only looks forward.
+fn data_end_before(file: &File, before: u64) -> u64 {
+    let data_in = |from: u64| {
+        crate::sys::next_data(file.as_fd(), from).is_ok_and(|d| d.is_some_and(|(d, _)| d < before))
+    };
+    if before == 0 || !data_in(0) {
+        return 0;
+    }
+    // data_in(lo) holds, data_in(hi) does not: lo ends as the last data byte.
+    let (mut lo, mut hi) = (0u64, before);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match data_in(mid) {
+            true => lo = mid,
+            false => hi = mid,
+        }
+    }
+    lo + 1
+}
+
 /// Where the last `lines` lines of `file` start (a last line without its
 /// newline is one too).
 fn tail_start(file: &File, lines: u64) -> io::Result<u64> {
@@ -131,6 +166,11 @@ fn tail_start(file: &File, lines: u64) -> io::Result<u64> {
     let (mut end, mut seen) = (len, 0u64);
     while end > 0 {
         let start = end.saturating_sub(buf.len() as u64);
+        // A stretch that is all hole holds no newline.
+        if past_hole(file, start) >= end {
+            end = data_end_before(file, start);
+            continue;
+        }
         let chunk = &mut buf[..(end - start) as usize];
         file.read_exact_at(chunk, start)?;
         for (i, &b) in chunk.iter().enumerate().rev() {
@@ -185,5 +225,32 @@ mod tests {
         let f = File::open(&path).unwrap();
         let at = tail_start(&f, 30_000).unwrap() as usize;
         assert!(long[at..].starts_with(b"20000\n"));
+    }
+
+    #[test]
+    fn holes_are_neither_scanned_nor_printed() {
+        // Guest root can ftruncate its console to terabytes of holes: each
+        // was read, backwards for `-n` and forwards to print.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let f = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        f.write_all_at(b"one\ntwo\n", 0).unwrap();
+        f.write_all_at(b"three\n", 1 << 40).unwrap();
+        f.set_len(2 << 40).unwrap();
+        // The NULs after "three" are a last line without its newline.
+        assert_eq!(tail_start(&f, 2).unwrap(), 8);
+        assert_eq!(tail_start(&f, 3).unwrap(), 4);
+        // Holes are whole blocks: the data's blocks are read as they are.
+        assert_eq!(past_hole(&f, 2), 2);
+        assert_eq!(past_hole(&f, 64 << 10), 1 << 40);
+        assert_eq!(past_hole(&f, (1 << 40) + (64 << 10)), 2 << 40);
+        let block = data_end_before(&f, 1 << 40);
+        assert!((8..=64 << 10).contains(&block), "{block}");
     }
 }

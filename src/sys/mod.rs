@@ -787,7 +787,7 @@ pub fn copy_sparse(
 /// next hole, which may lie past the size the caller copies). `None` when
 /// only a hole (or the end of the file) follows. Without `SEEK_DATA`
 /// support, everything from `off` on counts as data.
-fn next_data(fd: BorrowedFd, off: u64) -> io::Result<Option<(u64, u64)>> {
+pub fn next_data(fd: BorrowedFd, off: u64) -> io::Result<Option<(u64, u64)>> {
     let seek = |at: u64, whence: i32| {
         // SAFETY: plain integer arguments.
         let r = unsafe { libc::lseek(fd.as_raw_fd(), at as libc::off_t, whence) };
