@@ -385,7 +385,11 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         check_workdir(dir)?;
         spec.workdir = Some(dir.clone());
     }
-    spec.caps = caps::keep_mask(&a.cap_add, &a.cap_drop)?;
+    spec.caps = caps::within_held(
+        &a.cap_add,
+        caps::keep_mask(&a.cap_add, &a.cap_drop)?,
+        caps::held(),
+    )?;
     spec.limits = Limits {
         memory: a.memory.as_deref().map(parse_size).transpose()?,
         cpus: a.cpus,

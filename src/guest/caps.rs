@@ -118,6 +118,36 @@ pub fn keep_mask(add: &[String], drop: &[String]) -> Result<u64> {
     Ok((default & !drop) | add)
 }
 
+/// The capabilities this process may give on (`CapPrm` in
+/// /proc/self/status); all if that cannot be read (the kernel then says).
+pub fn held() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// `mask` cut to what the launcher `held` (`all` and the defaults mean what
+/// this host's root has: a container's root, or one whose bounding set lost
+/// `sys_resource`, lacks some); a capability named in `add` that it does
+/// not hold is an error naming it (capset(2) would only say EPERM).
+pub fn within_held(add: &[String], mask: u64, held: u64) -> Result<u64> {
+    for n in add.iter().filter(|n| !n.eq_ignore_ascii_case("all")) {
+        if held & (1 << number(n)?) == 0 {
+            return Err(Error::Invalid {
+                what: "capability",
+                value: n.clone(),
+                reason: "unifs itself does not hold it (this host's root lacks it: \
+                         see CapPrm in /proc/self/status), so it cannot give it to a guest"
+                    .into(),
+            });
+        }
+    }
+    Ok(mask & held)
+}
+
 /// Names of the capabilities in `mask`, for messages and status.
 pub fn names(mask: u64) -> Vec<&'static str> {
     (0..=LAST_CAP)
@@ -159,6 +189,17 @@ mod tests {
         assert!(names(mask).contains(&"net_admin"));
         assert!(!names(mask).contains(&"chown"));
         assert_eq!(keep_mask(&[], &["all".into()]).unwrap(), 0);
+    }
+
+    #[test]
+    fn only_what_the_launcher_holds_is_given() {
+        let held = keep_mask(&["all".into()], &["sys_resource".into()]).unwrap();
+        let all = keep_mask(&["all".into()], &[]).unwrap();
+        assert_eq!(within_held(&["all".into()], all, held).unwrap(), held);
+        let err = within_held(&["sys_resource".into()], all, held).unwrap_err();
+        assert!(err.to_string().contains("sys_resource"), "{err}");
+        let default = keep_mask(&[], &[]).unwrap();
+        assert_eq!(within_held(&[], default, held).unwrap(), default);
     }
 
     #[test]

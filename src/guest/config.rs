@@ -254,7 +254,11 @@ impl GuestConfig {
             super::spec::check_workdir(dir)?;
             spec.workdir = Some(dir.clone());
         }
-        spec.caps = caps::keep_mask(&self.cap_add, &self.cap_drop)?;
+        spec.caps = caps::within_held(
+            &self.cap_add,
+            caps::keep_mask(&self.cap_add, &self.cap_drop)?,
+            caps::held(),
+        )?;
         spec.limits = self.limits()?;
         spec.init = self.init_reaper;
         spec.syscall_filter = self.syscall_filter;

@@ -371,6 +371,39 @@ fn run_cap_drop_all_then_cap_add_keeps_the_added_capability() {
     );
 }
 
+#[test]
+fn cap_add_all_means_what_the_host_holds_and_a_missing_one_is_named() {
+    let test = "cap_add_all_means_what_the_host_holds_and_a_missing_one_is_named";
+    if !can_run(test) {
+        return;
+    }
+    // Where the host's root lacks a capability (this machine's bounding set
+    // has no sys_resource), `--cap-add all` failed with a bare "setting
+    // capabilities: EPERM", and so did naming the missing one.
+    let t = TestRoot::new();
+    let out = t.sh(
+        &["--root-mount", "bind", "--cap-add", "all"],
+        "grep '^CapEff' /proc/self/status",
+    );
+    let eff = super::harness::ok(&out);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let held = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .unwrap();
+    assert_eq!(eff.trim().trim_start_matches("CapEff:").trim(), held.trim());
+    // sys_resource (24) or sys_nice (23), where this host's root lacks one.
+    let held = u64::from_str_radix(held.trim(), 16).unwrap();
+    let missing = [(24, "sys_resource"), (23, "sys_nice")]
+        .into_iter()
+        .find(|(cap, _)| held & (1 << cap) == 0);
+    if let Some((_, name)) = missing {
+        let out = t.sh(&["--root-mount", "bind", "--cap-add", name], "true");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(name), "{}", stderr(&out));
+    }
+}
+
 /// `icebox`: in a user, mount and cgroup namespace of its own, mounts the
 /// cgroup v1 freezer hierarchy (its namespace's root there: its own
 /// group), moves itself into a new group `ice` below it and freezes that:
