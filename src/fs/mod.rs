@@ -208,15 +208,37 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    let holder = match lock_holder(root.as_fd()) {
+        Some(pid) => format!(
+            " (its daemon: pid {pid}; one unmounted with `--lazy` still serves the processes \
+             that have files open in it, until they close them or that pid ends)"
+        ),
+        None => String::new(),
+    };
     Err(io::Error::new(
         io::ErrorKind::WouldBlock,
         format!(
             "{} is already served by another unifs mount, or a directory around it is \
              (`unifs mount`, `guest start` or `unifs run` of it, which mounts it where only \
-             the guest sees it); a guest has one mount at a time: stop or unmount that one first",
+             the guest sees it){holder}; a guest has one mount at a time: stop or unmount that \
+             one first",
             guest.display()
         ),
     ))
+}
+
+/// The pid holding a flock on `fd`'s inode, from /proc/locks.
+fn lock_holder(fd: std::os::fd::BorrowedFd) -> Option<i32> {
+    let st = sys::fstat(fd).ok()?;
+    let (major, minor) = (libc::major(st.st_dev), libc::minor(st.st_dev));
+    let want = format!("{major:02x}:{minor:02x}:{}", st.st_ino);
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// Unmounts `mountpoint`: plainly, or lazily (detached, gone when its last

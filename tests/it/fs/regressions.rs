@@ -403,3 +403,36 @@ fn the_daemon_says_when_it_reaches_its_open_file_limit() {
     // Once files are closed, it serves again.
     fs::File::open(m.path("f99")).unwrap();
 }
+
+#[test]
+fn a_second_mount_of_a_guest_names_the_daemon_still_serving_it() {
+    if !require_root("a_second_mount_of_a_guest_names_the_daemon_still_serving_it") {
+        return;
+    }
+    // After `umount --lazy` with a file still open there, no mount is left
+    // to find, yet the daemon serves on: a new mount was refused with
+    // "stop or unmount that one first", and nothing said which.
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"x").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let held = fs::File::open(m.path("f")).unwrap();
+    unmount_lazy(&m.dir);
+    let mp2 = w.dir("m2");
+    let out = std::process::Command::new(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(&w.store)
+        .arg("mount")
+        .arg(&g)
+        .arg(&mp2)
+        .output()
+        .unwrap();
+    let _unmount = UnmountAt(&mp2);
+    drop(held);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mounted twice");
+    assert!(
+        err.contains(&format!("pid {}", m.pid())) && err.contains("--lazy"),
+        "{err}"
+    );
+}
