@@ -377,6 +377,15 @@ impl Drop for Replacement {
 }
 
 pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    // A new, empty store would hold none of the guest's shared files.
+    if !g.store.join("objects").exists() {
+        anyhow::bail!(
+            "no store at {} (--store or UNIFS_STORE): restore takes the guest's shared files \
+             from the store the manifest was made with; name that store, or put it back first \
+             (its objects and a catalog snapshot: docs/backup.md, \"The store is lost too\")",
+            g.store.display()
+        );
+    }
     let store = Store::open(&g.store)?;
     // A tree rebuilt in the store would be strays among its objects (store
     // verify fails) and a guest unify refuses.

@@ -425,7 +425,16 @@ fn overlay_root(g: &Global, root: &std::path::Path) -> anyhow::Result<OverlayRoo
     );
     super::mount::check_not_store(&g.store, root)?;
     super::mount::check_dev_fuse()?;
-    super::mount::check_store(&g.store, root)?;
+    super::mount::check_store(&g.store, root).map_err(|e| {
+        match e.downcast_ref::<crate::store::Error>() {
+            // `run`'s other ways out: its store may be any, or none.
+            Some(crate::store::Error::CrossDevice { .. }) => anyhow::anyhow!(
+                "{e}, or name a store there (--store or UNIFS_STORE); a root that shares no \
+                 file with a store can run without the overlay (--root-mount bind)"
+            ),
+            _ => e,
+        }
+    })?;
     Ok(OverlayRoot::mount(
         root,
         &crate::fs::MountOptions::default(),

@@ -65,3 +65,28 @@ fn guest_list_says_when_its_config_dir_cannot_be_read() {
         stderr(&o)
     );
 }
+
+#[test]
+fn restore_without_its_store_says_to_put_it_back_not_to_make_one() {
+    // It said to create a store (`store init`): an empty one holds none of
+    // the guest's shared files; backup.md says to put the old one back.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("lost-store");
+    let o = unifs(
+        &store,
+        &[
+            &"restore",
+            &"--manifest",
+            &dir.path().join("m.jsonl"),
+            &"--from",
+            &dir.path().join("private"),
+            &dir.path().join("target"),
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("put it back first") && !err.contains("store init"),
+        "{err}"
+    );
+}

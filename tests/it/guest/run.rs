@@ -1028,3 +1028,34 @@ fn run_boots_systemd_and_stops_it_on_sigterm() {
         assert!(!g.exists(), "{} left behind", g.display());
     }
 }
+
+#[test]
+fn run_of_a_root_on_another_filesystem_than_the_store_says_both_ways_out() {
+    if !can_run("run_of_a_root_on_another_filesystem_than_the_store_says_both_ways_out") {
+        return;
+    }
+    // It said only "put the store on" the root's filesystem: `run` may
+    // name any store, or go without the overlay.
+    let t = TestRoot::new();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let store = shm.path().join("store");
+    let init = Command::new(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["store", "init"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("--store").arg(&store);
+    cmd.args(["run", "--root"])
+        .arg(t.root())
+        .args(["--", "/bin/true"]);
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot cross filesystems") && err.contains("--root-mount bind"),
+        "{err}"
+    );
+}
