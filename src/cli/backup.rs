@@ -19,8 +19,8 @@ pub enum Format {
     Mtree,
     /// Only the paths (relative) of files whose content is the guest's own:
     /// what a backup must copy besides the store. One a line unless -0; a
-    /// name with a newline or a backslash is refused then (tar -T would
-    /// read another path): use -0.
+    /// name with a newline or a backslash, or starting with `-`, is refused
+    /// then (tar -T would read another path, or an option): use -0.
     PrivatePaths,
 }
 
@@ -239,8 +239,9 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
 /// Refuses a newline-separated list of private paths that a reader would
 /// take for other paths: a name with a newline is two lines (`q\n` holding
 /// `etc/shadow` lists `/etc/shadow`), and GNU tar's `-T` turns a backslash
-/// escape into the byte it names (a name `x\057..\057etc` is `x/../etc`).
-/// Either can lead a `tar -C GUEST -T LIST` out of the guest. The
+/// escape into the byte it names (a name `x\057..\057etc` is `x/../etc`)
+/// and a line starting with `-` into an option (`--directory=..`).
+/// Each can lead a `tar -C GUEST -T LIST` out of the guest. The
 /// NUL-separated list (`-0`, `--private-list`) holds every name as it is.
 fn refuse_unsafe_lines(entries: &[manifest::Entry]) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
@@ -248,16 +249,22 @@ fn refuse_unsafe_lines(entries: &[manifest::Entry]) -> anyhow::Result<()> {
         .iter()
         .filter(|e| e.is_private_content())
         .map(|e| e.rel_path())
-        .filter(|p| p.as_os_str().as_bytes().iter().any(|b| b"\n\\".contains(b)))
+        // GNU tar -T also takes a line that starts with `-` for an option
+        // (`--directory=..` moves it out of the guest).
+        .filter(|p| {
+            let b = p.as_os_str().as_bytes();
+            b.starts_with(b"-") || b.iter().any(|b| b"\n\\".contains(b))
+        })
         .collect();
     let Some(first) = bad.first() else {
         return Ok(());
     };
     anyhow::bail!(
-        "{} private path(s) of the guest have a newline or a backslash in their names, such \
-         as {}: a newline-separated list would name other paths to tar -T (up to files \
-         outside the guest); nothing was written. Use the NUL-separated list: \
-         `--format private-paths -0` (with `tar --null -T`), or `--private-list FILE`",
+        "{} private path(s) of the guest have a newline or a backslash in their names, or \
+         start with `-`, such as {}: a newline-separated list would name other paths to tar -T, \
+         or options (up to files outside the guest); nothing was written. Use the \
+         NUL-separated list: `--format private-paths -0` (with `tar --null -T`), or \
+         `--private-list FILE`",
         bad.len(),
         path(first)
     )

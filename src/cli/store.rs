@@ -585,19 +585,11 @@ fn find_guest(
 fn as_recorded(arg: &std::path::Path) -> std::path::PathBuf {
     use std::path::Component;
     let abs = std::path::absolute(arg).unwrap_or_else(|_| arg.to_path_buf());
-    let mut normal = std::path::PathBuf::new();
-    for c in abs.components() {
-        match c {
-            Component::ParentDir => {
-                normal.pop();
-            }
-            Component::CurDir => {}
-            c => normal.push(c),
-        }
-    }
-    match (normal.parent(), normal.file_name()) {
-        (Some(parent), Some(name)) => crate::unify::resolved(parent).join(name),
-        _ => normal,
+    // The parent as the kernel resolves it (`link/..` is where the link
+    // leads, up one: `..` is not taken off as text).
+    match (abs.parent(), abs.components().next_back()) {
+        (Some(parent), Some(Component::Normal(name))) => crate::unify::resolved(parent).join(name),
+        _ => crate::unify::resolved(&abs),
     }
 }
 

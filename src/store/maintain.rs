@@ -469,16 +469,16 @@ pub fn describe_change(
              link it from a backup (docs/backup.md); ",
         );
     } else {
+        // The xattrs last: a chown takes `security.capability` off.
+        if !undo.is_empty() {
+            what.push_str(&format!("Put it back: `{}`; ", undo.join(" && ")));
+        }
         if xattrs_changed {
             what.push_str(&format!(
-                "Put its xattrs back as they were (`getfattr -d -m - {p}` lists them now){}; ",
-                if undo.is_empty() { "" } else { ", then" }
+                "{} its xattrs back as they were (`getfattr -d -m - {p}` lists them now; a \
+                 chown takes security.capability off, so after it); ",
+                if undo.is_empty() { "Put" } else { "then put" }
             ));
-        } else {
-            what.push_str("Put it back: ");
-        }
-        if !undo.is_empty() {
-            what.push_str(&format!("`{}`; ", undo.join(" && ")));
         }
     }
     what.push_str(&keep);
@@ -579,6 +579,9 @@ impl Store {
 fn touch_time(t: sys::Timestamp) -> String {
     match t.nsec {
         0 => format!("@{}", t.sec),
+        // Before 1970: the seconds are rounded down, the fraction added
+        // (-1.5 s is -2 and 0.5); touch reads `@-1.5` as minus all of it.
+        n if t.sec < 0 => format!("@-{}.{:09}", -(t.sec + 1), 1_000_000_000 - n),
         n => format!("@{}.{n:09}", t.sec),
     }
 }
@@ -592,4 +595,19 @@ fn shell_word(path: &Path) -> String {
         return text.into_owned();
     }
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_times_read_back_as_the_time_they_stand_for() {
+        let t = |sec, nsec| touch_time(sys::Timestamp { sec, nsec });
+        assert_eq!(t(5, 0), "@5");
+        assert_eq!(t(1, 250_000_000), "@1.250000000");
+        // -1.5 s: stored as -2 s and 0.5.
+        assert_eq!(t(-2, 500_000_000), "@-1.500000000");
+        assert_eq!(t(-1, 999_999_999), "@-0.000000001");
+    }
 }

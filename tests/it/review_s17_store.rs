@@ -410,3 +410,55 @@ fn verify_names_objects_made_in_the_other_id_mode() {
         );
     }
 }
+
+#[test]
+fn forget_resolves_dot_dot_as_the_kernel_does() {
+    if !require_root("forget_resolves_dot_dot_as_the_kernel_does") {
+        return;
+    }
+    // `..` was taken off as text before the parent was resolved:
+    // `srv/link/../web1`, with `link` leading to `data/x`, is `data/web1` to
+    // the kernel, but forget dropped `srv/web1`, another guest.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (srv, data) = (dir.path().join("srv"), dir.path().join("data"));
+    let a = guests(&srv, &["web1"]).remove(0);
+    let b = guests(&data, &["web1"]).remove(0);
+    fs::create_dir(data.join("x")).unwrap();
+    std::os::unix::fs::symlink(data.join("x"), srv.join("link")).unwrap();
+    unify_json(&store, &[&a, &b]);
+    let via = srv.join("link/../web1");
+    ok(&unifs(&store, &[&"store", &"forget", &via]));
+    let out = unifs(&store, &[&"store", &"stats", &"--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let left: Vec<&str> = stats["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["path"].as_str().unwrap())
+        .collect();
+    let a = fs::canonicalize(&a).unwrap();
+    assert_eq!(left, [a.to_str().unwrap()], "{stats}");
+}
+
+#[test]
+fn verify_puts_xattrs_back_after_the_owner() {
+    if !require_root("verify_puts_xattrs_back_after_the_owner") {
+        return;
+    }
+    // It said to put the xattrs back first, then chown: the chown took a
+    // restored security.capability off again (ping lost cap_net_raw).
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let g = guests(dir.path(), &["g0", "g1"]);
+    unify_json(&store, &[&g[0], &g[1]]);
+    let f = g[0].join("usr/f");
+    std::os::unix::fs::chown(&f, Some(1), Some(1)).unwrap();
+    set_xattr(&f, "user.note", b"x");
+    let text = stdout(&unifs(&store, &[&"store", &"verify"]));
+    let (chown, xattrs) = (text.find("chown 0:0"), text.find("xattrs back"));
+    assert!(
+        chown.is_some() && xattrs.is_some() && chown < xattrs,
+        "{text}"
+    );
+}
