@@ -83,9 +83,18 @@ struct DirHandle {
 #[derive(Debug)]
 struct OpenDir {
     fd: OwnedFd,
-    /// Held while a listing sets and reads the fd's offset.
-    reading: Mutex<()>,
+    /// Held while a listing sets and reads the fd's offset. The offsets the
+    /// guest is given: entry `i` is the backing `d_off` of offset `i + 1`.
+    /// ext4's own are 64-bit hashes, which a 32-bit program's `readdir`
+    /// takes for an overflow (EOVERFLOW) and its `telldir` cuts; these are
+    /// small. Emptied at a rewind (offset 0), which ends what earlier
+    /// `telldir` values mean (POSIX).
+    reading: Mutex<Vec<u64>>,
 }
+
+/// The most offsets a directory handle hands out between rewinds (8 bytes
+/// each): a listing asked to go on past it gets EOVERFLOW.
+const LIST_OFFSETS_MAX: usize = 1 << 24;
 
 /// The first `getdents` buffer of a listing; each next one is twice the
 /// last, up to [`LIST_CHUNK_MAX`]: a reply that takes few entries (a small
@@ -1771,7 +1780,7 @@ impl Overlay {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let dir = Arc::new(OpenDir {
             fd,
-            reading: Mutex::new(()),
+            reading: Mutex::new(Vec::new()),
         });
         lock(&self.dirs).insert(fh, DirHandle { node, dir });
         Ok(fh)
@@ -1793,11 +1802,24 @@ impl Overlay {
             let dirs = lock(&self.dirs);
             dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?.dir.clone()
         };
-        let _reading = lock(&dir.reading);
+        let mut offsets = lock(&dir.reading);
         let fd = dir.fd.as_fd();
-        // The kernel's offsets are the d_offs we gave it, so they stay
-        // valid across changes as the backing filesystem keeps them.
-        fsys::lseek(fd, offset as i64, libc::SEEK_SET)?;
+        // The kernel's offsets are ours, standing for the d_offs the backing
+        // filesystem gave (valid across changes, as it keeps them).
+        let backing = match offset {
+            0 => {
+                offsets.clear();
+                0
+            }
+            n => *usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| offsets.get(i))
+                .ok_or_else(|| errno(libc::EINVAL))?,
+        };
+        fsys::lseek(fd, backing as i64, libc::SEEK_SET)?;
+        // Where the listing is, as ours: a re-read (after a seekdir) gives
+        // the entries it meets again the offsets they had.
+        let mut at = offset as usize;
         let mut buf = Vec::new();
         let mut chunk = LIST_CHUNK_MIN;
         loop {
@@ -1807,12 +1829,29 @@ impl Overlay {
             }
             chunk = (chunk * 2).min(LIST_CHUNK_MAX);
             let mut full = false;
+            let mut overflow = false;
             sys::parse_dirents(&buf, |e| {
-                if full || self.hidden(fd, e.name) {
+                if full || overflow || self.hidden(fd, e.name) {
                     return;
                 }
-                full = each(&dir.fd, e.name, e.ino, e.kind, e.off as u64);
+                let next = e.off as u64;
+                let known = offsets.get(at) == Some(&next);
+                let ours = if known { at + 1 } else { offsets.len() + 1 };
+                if !known && offsets.len() >= LIST_OFFSETS_MAX {
+                    overflow = true;
+                    return;
+                }
+                full = each(&dir.fd, e.name, e.ino, e.kind, ours as u64);
+                if !full {
+                    if !known {
+                        offsets.push(next);
+                    }
+                    at = ours;
+                }
             })?;
+            if overflow {
+                return Err(errno(libc::EOVERFLOW));
+            }
             if full {
                 return Ok(());
             }

@@ -353,3 +353,50 @@ fn a_tree_deeper_than_4096_levels_works_through_the_mount() {
         "backing tree removed"
     );
 }
+
+#[test]
+fn listing_offsets_fit_a_32_bit_programs_readdir() {
+    if !require_root("review_s17_listing_offsets_fit_32_bits") {
+        return;
+    }
+    // Streamed from the backing fd, listings gave the guest ext4's own
+    // 64-bit hash offsets: a 32-bit program's readdir fails on those with
+    // EOVERFLOW (ext4 itself gives such a caller 32-bit ones).
+    let w = World::new();
+    let g = w.dir("g");
+    for i in 0..500 {
+        fs::write(g.join(format!("file-{i}")), b"").unwrap();
+    }
+    let m = w.mount(&g, "m", &[]);
+    let dir = fs::File::open(m.path("")).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let mut offsets = Vec::new();
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        assert!(n >= 0, "{}", std::io::Error::last_os_error());
+        if n == 0 {
+            break;
+        }
+        let mut at = 0usize;
+        while at < n as usize {
+            let off = i64::from_ne_bytes(buf[at + 8..at + 16].try_into().unwrap());
+            let len = u16::from_ne_bytes(buf[at + 16..at + 18].try_into().unwrap());
+            offsets.push(off);
+            at += len as usize;
+        }
+    }
+    assert_eq!(offsets.len(), 502, "every entry and . and ..");
+    assert!(
+        offsets.iter().all(|&o| (0..1 << 31).contains(&o)),
+        "{:x?}",
+        &offsets[..5]
+    );
+}
