@@ -1806,15 +1806,36 @@ impl Overlay {
         let fd = dir.fd.as_fd();
         // The kernel's offsets are ours, standing for the d_offs the backing
         // filesystem gave (valid across changes, as it keeps them).
-        let backing = match offset {
-            0 => {
-                offsets.clear();
-                0
+        if offset == 0 {
+            offsets.clear();
+        }
+        let wanted = usize::try_from(offset).map_err(|_| errno(libc::EINVAL))?;
+        if wanted > LIST_OFFSETS_MAX {
+            return Err(errno(libc::EINVAL));
+        }
+        // An offset this handle did not hand out: another handle of the
+        // directory did, and the kernel's cached listing gave it to this
+        // one. Numbered the same way (visible entries in the backing
+        // order), so counted up to here.
+        if wanted > offsets.len() {
+            let from = offsets.last().copied().unwrap_or(0);
+            fsys::lseek(fd, from as i64, libc::SEEK_SET)?;
+            let mut buf = Vec::new();
+            while offsets.len() < wanted {
+                buf.clear();
+                if sys::getdents(fd, &mut buf, LIST_CHUNK_MAX)? == 0 {
+                    return Ok(()); // past the end
+                }
+                sys::parse_dirents(&buf, |e| {
+                    if offsets.len() < wanted && !self.hidden(fd, e.name) {
+                        offsets.push(e.off as u64);
+                    }
+                })?;
             }
-            n => *usize::try_from(n - 1)
-                .ok()
-                .and_then(|i| offsets.get(i))
-                .ok_or_else(|| errno(libc::EINVAL))?,
+        }
+        let backing = match wanted {
+            0 => 0,
+            n => offsets[n - 1],
         };
         fsys::lseek(fd, backing as i64, libc::SEEK_SET)?;
         // Where the listing is, as ours: a re-read (after a seekdir) gives

@@ -400,3 +400,39 @@ fn listing_offsets_fit_a_32_bit_programs_readdir() {
         &offsets[..5]
     );
 }
+
+#[test]
+fn a_second_handle_goes_on_where_the_kernels_cached_listing_ends() {
+    if !require_root("review_s17_second_handle_after_cached_listing") {
+        return;
+    }
+    // The kernel keeps a directory's listing (FOPEN_CACHE_DIR): a second
+    // opendir gets the part one handle read from that cache, then asks the
+    // daemon to go on, through the second handle, at an offset the first
+    // one handed out.
+    let w = World::new();
+    let g = w.dir("g");
+    for i in 0..400 {
+        fs::write(g.join(format!("file-{i}")), b"").unwrap();
+    }
+    let m = w.mount(&g, "m", &[]);
+    // The whole listing, cached by the kernel.
+    assert_eq!(fs::read_dir(m.path("")).unwrap().count(), 400);
+    // A second handle reads part of it from that cache; a change then
+    // drops the cache, and the rest comes from the daemon.
+    let second = fs::File::open(m.path("")).unwrap();
+    let mut seen = getdents(second.as_raw_fd(), 2048);
+    assert!(!seen.is_empty() && seen.len() < 100, "{}", seen.len());
+    fs::write(m.path("new"), b"").unwrap();
+    loop {
+        let more = getdents(second.as_raw_fd(), 8192);
+        if more.is_empty() {
+            break;
+        }
+        seen.extend(more);
+    }
+    seen.sort();
+    seen.dedup();
+    // Every old entry once (the new one maybe), `.` and `..` too.
+    assert!((402..=403).contains(&seen.len()), "{}", seen.len());
+}
