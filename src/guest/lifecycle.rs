@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -884,6 +884,9 @@ fn exec_in(
             // status (a guest's text then claims no more than the
             // command's own stderr could).
             let ended = AtomicBool::new(false);
+            // Not yet waited for: the pidfd is the helper's, whatever
+            // takes its pid once it is reaped.
+            let helper = sys::pidfd_open(child).ok();
             let status = std::thread::scope(|s| {
                 // A command that signals do not end (stopped by the guest,
                 // or ignoring them): the second signal ends `exec`, and the
@@ -891,7 +894,9 @@ fn exec_in(
                 let _ = std::thread::Builder::new().spawn_scoped(s, || {
                     while !ended.load(Ordering::SeqCst) {
                         if sys::signals_caught() >= 2 {
-                            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                            if let Some(fd) = &helper {
+                                let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
+                            }
                             return;
                         }
                         std::thread::sleep(Duration::from_millis(20));

@@ -4,7 +4,7 @@
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Kernel ABI of clone3(2), CLONE_ARGS_SIZE_VER0.
 #[repr(C)]
@@ -131,6 +131,22 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     let fd = Errno::result(fd)? as i32;
     // SAFETY: the kernel just returned this fd and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `sig` to the process `pidfd` refers to: never to another that got
+/// its pid after it was reaped.
+pub fn pidfd_kill(pidfd: BorrowedFd, sig: i32) -> nix::Result<()> {
+    // SAFETY: an fd, a signal number, a null siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(rc).map(drop)
 }
 
 use std::sync::atomic::{AtomicI32, Ordering};
