@@ -92,6 +92,35 @@ fn blob_path(b: Vec<u8>) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(b))
 }
 
+/// The columns of an object's row after its id, as [`RawObject::at`] reads them.
+const OBJECT_FIELDS: &str = "content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec";
+
+/// An `objects` row as read, its content hash not yet checked.
+struct RawObject {
+    content_hash: std::result::Result<ObjectId, String>,
+    size: i64,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    mtime_sec: i64,
+    mtime_nsec: u32,
+}
+
+impl RawObject {
+    /// [`OBJECT_FIELDS`] from column `at` on.
+    fn at(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RawObject> {
+        Ok(RawObject {
+            content_hash: Catalog::id_in(r, at)?,
+            size: r.get(at + 1)?,
+            perm: r.get(at + 2)?,
+            uid: r.get(at + 3)?,
+            gid: r.get(at + 4)?,
+            mtime_sec: r.get(at + 5)?,
+            mtime_nsec: r.get(at + 6)?,
+        })
+    }
+}
+
 impl Catalog {
     /// An id read straight from the row's text, without allocating; a bad
     /// value comes back as its text for [`Catalog::parse_id`]'s error.
@@ -248,76 +277,47 @@ impl Catalog {
     pub fn objects(&self) -> Result<Map<ObjectId, ObjectRow>> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec FROM objects",
-            )
+            .prepare(&format!("SELECT id, {OBJECT_FIELDS} FROM objects"))
             .map_err(|e| self.err(e))?;
         let raw = stmt
-            .query_map([], |r| {
-                Ok((
-                    Self::id_in(r, 0)?,
-                    Self::id_in(r, 1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u32>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, u32>(7)?,
-                ))
-            })
+            .query_map([], |r| Ok((Self::id_in(r, 0)?, RawObject::at(r, 1)?)))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
         let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
-        for (id, ch, size, perm, uid, gid, sec, nsec) in raw {
+        for (id, raw) in raw {
             let id = self.checked_id("objects.id", id)?;
-            let row = ObjectRow {
-                id,
-                content_hash: self.checked_id("objects.content_hash", ch)?,
-                size: size as u64,
-                perm,
-                uid,
-                gid,
-                mtime: Timestamp { sec, nsec },
-            };
-            out.insert(id, row);
+            out.insert(id, self.object_row(id, raw)?);
         }
         Ok(out)
     }
 
     /// The row of object `id`, if the catalog has one.
     pub fn object(&self, id: &ObjectId) -> Result<Option<ObjectRow>> {
-        let row = self
+        let raw = self
             .conn
             .query_row(
-                "SELECT content_hash, size, mode, uid, gid, mtime_sec, mtime_nsec FROM objects
-                 WHERE id = ?1",
+                &format!("SELECT {OBJECT_FIELDS} FROM objects WHERE id = ?1"),
                 [id.to_hex()],
-                |r| {
-                    Ok((
-                        Self::id_in(r, 0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, u32>(2)?,
-                        r.get::<_, u32>(3)?,
-                        r.get::<_, u32>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, u32>(6)?,
-                    ))
-                },
+                |r| RawObject::at(r, 0),
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((ch, size, perm, uid, gid, sec, nsec)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(ObjectRow {
-            id: *id,
-            content_hash: self.checked_id("objects.content_hash", ch)?,
-            size: size as u64,
-            perm,
-            uid,
-            gid,
-            mtime: Timestamp { sec, nsec },
-        }))
+        raw.map(|raw| self.object_row(*id, raw)).transpose()
+    }
+
+    fn object_row(&self, id: ObjectId, raw: RawObject) -> Result<ObjectRow> {
+        Ok(ObjectRow {
+            id,
+            content_hash: self.checked_id("objects.content_hash", raw.content_hash)?,
+            size: raw.size as u64,
+            perm: raw.perm,
+            uid: raw.uid,
+            gid: raw.gid,
+            mtime: Timestamp {
+                sec: raw.mtime_sec,
+                nsec: raw.mtime_nsec,
+            },
+        })
     }
 
     /// Every object file's inode: (dev, ino) → (object id, copy).
