@@ -719,15 +719,21 @@ impl Overlay {
         if acc == libc::O_RDONLY && flags & libc::O_TRUNC != 0 && self.running(node) {
             return Err(errno(libc::ETXTBSY));
         }
-        // A node with no name left was replaced by a rename after the
-        // kernel looked its path up: ESTALE has it look the path up again
-        // and open the file there now, as ext4 opens one or the other (an
-        // unlink ends in ENOENT from that lookup).
-        let (mut parent, mut dir, mut name) =
-            self.named_entry(node).map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT) => errno(libc::ESTALE),
-                _ => e,
-            })?;
+        // A node with no name left: still open (unlinked, reopened through
+        // /proc/PID/fd; or replaced by a rename after the kernel looked its
+        // path up), its open file serves, as ext4 opens the inode the
+        // lookup found. Else ESTALE has the kernel look the path up again
+        // and open the file there now (an unlink ends in ENOENT there).
+        let (mut parent, mut dir, mut name) = match self.named_entry(node) {
+            Ok(entry) => entry,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return match self.usable_open_inode(node, want_write)? {
+                    Some(file) => self.finish_open(node, file, flags, caller, want_write),
+                    None => Err(errno(libc::ESTALE)),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let mut moves = 0;
         for _ in 0..16 {
             let step = if want_write {
@@ -756,44 +762,57 @@ impl Overlay {
                 }
                 Err(e) => return Err(e),
             };
-            if want_write {
-                Self::check_append(&file, flags)?;
-            }
-            // Truncate before the handle exists: an error after it would
-            // leave a handle the kernel never releases.
-            if want_write && flags & libc::O_TRUNC != 0 {
-                fsys::ftruncate(file.fd.as_fd(), 0)?;
-                // The kernel takes set-ID bits off for a truncate(2), but
-                // leaves it to us for the open that truncates; we are root,
-                // so the backing filesystem kept them.
-                let st = fsys::fstat(file.fd.as_fd())?;
-                let drop = caller.set_id_bits_to_drop(&st);
-                if drop != 0 {
-                    sys::fchmod(file.fd.as_fd(), st.st_mode & 0o7777 & !drop)?;
-                }
-            }
-            // (Passthrough opens its own backing file with the caller's
-            // flags; this one serves reads that do not go through it.)
-            let no_atime = (flags & libc::O_NOATIME != 0 && !self.no_atime)
-                .then(|| {
-                    let flags = libc::O_RDONLY | libc::O_NOATIME | libc::O_CLOEXEC;
-                    fsys::reopen(file.fd.as_fd(), flags).ok()
-                })
-                .flatten();
-            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-            lock(&self.state).table.opened(node);
-            lock(&self.handles).insert(
-                fh,
-                Handle {
-                    node,
-                    file: file.clone(),
-                    exec: flags & FMODE_EXEC != 0,
-                    no_atime,
-                },
-            );
-            return Ok(Opened { fh, file });
+            return self.finish_open(node, file, flags, caller, want_write);
         }
         Err(errno(libc::EBUSY))
+    }
+
+    /// The rest of [`Self::open`], once it has the node's open file: the
+    /// append-only check, the truncation, and the handle.
+    fn finish_open(
+        &self,
+        node: u64,
+        file: Arc<OpenInode>,
+        flags: i32,
+        caller: Caller,
+        want_write: bool,
+    ) -> Result<Opened> {
+        if want_write {
+            Self::check_append(&file, flags)?;
+        }
+        // Truncate before the handle exists: an error after it would
+        // leave a handle the kernel never releases.
+        if want_write && flags & libc::O_TRUNC != 0 {
+            fsys::ftruncate(file.fd.as_fd(), 0)?;
+            // The kernel takes set-ID bits off for a truncate(2), but
+            // leaves it to us for the open that truncates; we are root,
+            // so the backing filesystem kept them.
+            let st = fsys::fstat(file.fd.as_fd())?;
+            let drop = caller.set_id_bits_to_drop(&st);
+            if drop != 0 {
+                sys::fchmod(file.fd.as_fd(), st.st_mode & 0o7777 & !drop)?;
+            }
+        }
+        // (Passthrough opens its own backing file with the caller's
+        // flags; this one serves reads that do not go through it.)
+        let no_atime = (flags & libc::O_NOATIME != 0 && !self.no_atime)
+            .then(|| {
+                let flags = libc::O_RDONLY | libc::O_NOATIME | libc::O_CLOEXEC;
+                fsys::reopen(file.fd.as_fd(), flags).ok()
+            })
+            .flatten();
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.state).table.opened(node);
+        lock(&self.handles).insert(
+            fh,
+            Handle {
+                node,
+                file: file.clone(),
+                exec: flags & FMODE_EXEC != 0,
+                no_atime,
+            },
+        );
+        Ok(Opened { fh, file })
     }
 
     /// A write open of an append-only file (`chattr +a`) needs O_APPEND

@@ -436,3 +436,28 @@ fn a_second_mount_of_a_guest_names_the_daemon_still_serving_it() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unlinked_file_reopens_through_proc_self_fd_as_on_ext4() {
+    if !require_root("an_unlinked_file_reopens_through_proc_self_fd_as_on_ext4") {
+        return;
+    }
+    // `exec 3<>f; rm f; cat /proc/self/fd/3`: ext4 reopens the inode, the
+    // mount said ENOENT (then ESTALE): the daemon opens by name.
+    let w = World::new();
+    let g = w.dir("g");
+    let m = w.mount(&g, "m", &[]);
+    fs::write(m.path("f"), b"data").unwrap();
+    let held = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    fs::remove_file(m.path("f")).unwrap();
+    let proc = format!("/proc/self/fd/{}", held.as_raw_fd());
+    assert_eq!(fs::read(&proc).unwrap(), b"data");
+    let mut again = OpenOptions::new().append(true).open(&proc).unwrap();
+    again.write_all(b"+more").unwrap();
+    drop(again);
+    assert_eq!(fs::read(&proc).unwrap(), b"data+more");
+}
