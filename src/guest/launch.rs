@@ -61,31 +61,41 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     let spawned = spawn(spec, stdio, &spec.name)?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
+    // A guest that a signal does not end (a PID 1 without a handler for
+    // it, or one frozen in its freezer group) would keep `unifs run`
+    // waiting: the second signal ends it outright.
+    let status = on_second_signal(
+        || spawned.cgroup.kill_all(),
+        || match pty {
+            Some(p) => console::proxy_terminals(p.master, spawned.pid),
+            None => wait_exit(spawned.pid),
+        },
+    );
+    spawned.cgroup.kill_all();
+    spawned.cgroup.remove();
+    net::teardown(spec);
+    status
+}
+
+/// Runs `wait` (a wait for what signals were passed on to); if a second
+/// signal comes meanwhile, calls `end` once: what they were passed to did
+/// not end on the first.
+pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() -> T) -> T {
     let waited = AtomicBool::new(false);
-    let status = std::thread::scope(|s| {
-        // A guest that a signal does not end (a PID 1 without a handler for
-        // it, or one frozen in its freezer group) would keep `unifs run`
-        // waiting: the second signal ends it outright.
+    std::thread::scope(|s| {
         let _ = std::thread::Builder::new().spawn_scoped(s, || {
             while !waited.load(Ordering::SeqCst) {
                 if sys::signals_caught() >= 2 {
-                    spawned.cgroup.kill_all();
+                    end();
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         });
-        let status = match pty {
-            Some(p) => console::proxy_terminals(p.master, spawned.pid),
-            None => wait_exit(spawned.pid),
-        };
+        let out = wait();
         waited.store(true, Ordering::SeqCst);
-        status
-    });
-    spawned.cgroup.kill_all();
-    spawned.cgroup.remove();
-    net::teardown(spec);
-    status
+        out
+    })
 }
 
 /// The exit status of a child, as a shell reports it.

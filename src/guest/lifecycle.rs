@@ -17,7 +17,6 @@ use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Where configs and runtime state live, and how to mount an overlay root.
@@ -883,32 +882,21 @@ fn exec_in(
             // once the helper is gone, and only for the helper's failure
             // status (a guest's text then claims no more than the
             // command's own stderr could).
-            let ended = AtomicBool::new(false);
             // Not yet waited for: the pidfd is the helper's, whatever
             // takes its pid once it is reaped.
             let helper = sys::pidfd_open(child).ok();
-            let status = std::thread::scope(|s| {
-                // A command that signals do not end (stopped by the guest,
-                // or ignoring them): the second signal ends `exec`, and the
-                // command is left to the guest.
-                let _ = std::thread::Builder::new().spawn_scoped(s, || {
-                    while !ended.load(Ordering::SeqCst) {
-                        if sys::signals_caught() >= 2 {
-                            if let Some(fd) = &helper {
-                                let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
-                            }
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                });
-                let status = match (pty, piped) {
-                    (Some(p), _) => console::proxy(p.master, child),
-                    (None, Some(p)) => p.proxy(child),
-                    (None, None) => launch::wait_exit(child),
-                };
-                ended.store(true, Ordering::SeqCst);
-                status
+            // A command that signals do not end (stopped by the guest, or
+            // ignoring them): the second signal ends `exec`, and the
+            // command is left to the guest.
+            let end = || {
+                if let Some(fd) = &helper {
+                    let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
+                }
+            };
+            let status = launch::on_second_signal(end, || match (pty, piped) {
+                (Some(p), _) => console::proxy(p.master, child),
+                (None, Some(p)) => p.proxy(child),
+                (None, None) => launch::wait_exit(child),
             })?;
             let report = launch::read_report_now(report_r);
             match (status, report.is_empty()) {

@@ -17,6 +17,16 @@ fn names(dir: &Path) -> Vec<String> {
     n
 }
 
+/// Mounts `g` at `w`'s `m` with the daemon run under strace, its `injects`
+/// (`--inject=…`) applied.
+fn mount_under_strace(w: &World, g: &Path, injects: &[&str], opts: &[&str]) -> Mount {
+    let mp = w.dir("m");
+    let log = fs::File::create(mp.with_extension("log")).unwrap();
+    let mut strace = vec!["strace", "-f", "-qq", "-o", "/dev/null"];
+    strace.extend_from_slice(injects);
+    Mount::start_under(&strace, &w.store, g, &mp, opts, log)
+}
+
 /// A break whose rename failed (EIO) and whose temp name could not be
 /// removed either left `.unifs-break.PID.N` in the backing directory. Hidden
 /// from the guest, it made the directory the guest sees empty impossible to
@@ -35,20 +45,13 @@ fn a_directory_holding_only_a_failed_breaks_temp_name_can_be_removed() {
         &vec![7u8; 20_000],
         &[g.join("lib/data"), other.join("data")],
     );
-    let mp = w.dir("m");
-    let log = fs::File::create(mp.with_extension("log")).unwrap();
     // glibc's rename(2) of the break is the renameat syscall; the first
     // unlinkat is the removal of the break's temp name.
-    let strace = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
+    let injects = [
         "--inject=renameat:error=EIO:when=1",
         "--inject=unlinkat:error=EIO:when=1",
     ];
-    let m = Mount::start_under(&strace, &w.store, &g, &mp, &["threads=1"], log);
+    let m = mount_under_strace(&w, &g, &injects, &["threads=1"]);
     let err = fs::OpenOptions::new()
         .write(true)
         .open(m.path("lib/data"))
@@ -80,17 +83,8 @@ fn a_change_to_a_private_file_does_not_wait_for_another_files_break() {
     let (g, other) = (w.dir("g"), w.dir("other"));
     w.shared(&vec![7u8; 1 << 20], &[g.join("big"), other.join("big")]);
     fs::write(g.join("own"), b"mine").unwrap();
-    let mp = w.dir("m");
-    let log = fs::File::create(mp.with_extension("log")).unwrap();
-    let strace = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "--inject=copy_file_range:delay_enter=3000000:when=1",
-    ];
-    let m = Mount::start_under(&strace, &w.store, &g, &mp, &[], log);
+    let injects = ["--inject=copy_file_range:delay_enter=3000000:when=1"];
+    let m = mount_under_strace(&w, &g, &injects, &[]);
     let big = m.path("big");
     std::thread::scope(|s| {
         let breaker = s.spawn(|| fs::OpenOptions::new().write(true).open(&big).map(drop));
