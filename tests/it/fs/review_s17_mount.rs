@@ -22,21 +22,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// One getdents64 call on `fd`: the names it gave (empty at the end).
 fn getdents(fd: i32, size: usize) -> Vec<OsString> {
-    let mut buf = vec![0u8; size];
-    // SAFETY: `buf` is writable for its length.
-    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
-    assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
-    let mut names = Vec::new();
-    let mut at = 0;
-    while at < n as usize {
-        // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name.
-        let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-        let name = &buf[at + 19..at + reclen];
-        let len = name.iter().position(|&b| b == 0).unwrap();
-        names.push(OsString::from_vec(name[..len].to_vec()));
-        at += reclen;
-    }
-    names
+    dirents(fd, size)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// A user holding many fds of a large directory, each read a little and
@@ -435,4 +424,70 @@ fn a_second_handle_goes_on_where_the_kernels_cached_listing_ends() {
     seen.dedup();
     // Every old entry once (the new one maybe), `.` and `..` too.
     assert!((402..=403).contains(&seen.len()), "{}", seen.len());
+}
+
+/// One getdents64 call on `fd` with a buffer of `size`: (name, d_off) of
+/// each entry it gave (none at the end).
+fn dirents(fd: i32, size: usize) -> Vec<(OsString, i64)> {
+    let mut buf = vec![0u8; size];
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+    assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < n as usize {
+        let off = i64::from_ne_bytes(buf[at + 8..at + 16].try_into().unwrap());
+        let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+        let name = &buf[at + 19..at + reclen];
+        let len = name.iter().position(|&b| b == 0).unwrap();
+        out.push((OsString::from_vec(name[..len].to_vec()), off));
+        at += reclen;
+    }
+    out
+}
+
+#[test]
+fn an_offset_one_handle_gave_works_on_another() {
+    if !require_root("review_s18_offset_of_another_handle") {
+        return;
+    }
+    // A program that seeks one fd of a directory to an offset another fd
+    // of it gave (as on ext4, where offsets are the directory's own). The
+    // first fd reads only the start, so the kernel's cache of the listing
+    // is not complete and the seek reaches the daemon, through a handle
+    // that never handed out an offset: the daemon counts its way there.
+    let w = World::new();
+    let g = w.dir("g");
+    for i in 0..300 {
+        fs::write(g.join(format!("file-{i}")), b"").unwrap();
+    }
+    let m = w.mount(&g, "m", &[]);
+    let first = fs::File::open(m.path("")).unwrap();
+    let start = dirents(first.as_raw_fd(), 2048);
+    assert!(start.len() > 10 && start.len() < 100, "{}", start.len());
+    let second = fs::File::open(m.path("")).unwrap();
+    let k = start.len() - 3;
+    // SAFETY: a valid fd; lseek takes plain integers.
+    let at = unsafe { libc::lseek(second.as_raw_fd(), start[k].1, libc::SEEK_SET) };
+    assert_eq!(at, start[k].1, "{}", std::io::Error::last_os_error());
+    let mut rest = Vec::new();
+    loop {
+        let more = dirents(second.as_raw_fd(), 8192);
+        if more.is_empty() {
+            break;
+        }
+        rest.extend(more.into_iter().map(|(n, _)| n));
+    }
+    // What the first fd lists from there.
+    let mut all = start.clone();
+    loop {
+        let more = dirents(first.as_raw_fd(), 8192);
+        if more.is_empty() {
+            break;
+        }
+        all.extend(more);
+    }
+    assert_eq!(all.len(), 302);
+    let want: Vec<OsString> = all[k + 1..].iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(rest, want);
 }
