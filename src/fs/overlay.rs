@@ -151,11 +151,13 @@ pub struct Overlay {
     /// O_NOATIME fds, so that reads (passthrough's too: they go through our
     /// backing fd) leave the backing access times alone.
     no_atime: bool,
-    /// Nodes broken since their directory was last synced: the break's
-    /// rename may not be on disk yet, and a guest's fsync or fdatasync must
-    /// make it so, or a power cut would put the old file back under the
-    /// name, without the data the guest had synced. At most
-    /// [`UNSYNCED_BREAKS_MAX`]: then a syncfs makes them all durable.
+    /// Private copies (by backing inode number) made since their
+    /// directory was last synced: the break's rename may not be on disk
+    /// yet, and a guest's fsync or fdatasync must make it so, or a power
+    /// cut would put the old file back under the name, without the data the
+    /// guest had synced. Known by inode, not node: a split gives the path a
+    /// new node. At most [`UNSYNCED_BREAKS_MAX`]: then a syncfs makes them
+    /// all durable.
     unsynced_breaks: Mutex<HashSet<u64>>,
     unsynced_breaks_max: usize,
     /// The pid that opened each file handle, where FUSE gave one (see
@@ -688,7 +690,7 @@ impl Overlay {
         }
         state.table.rebind_private(node, new_ino);
         drop((state, _late, _early, _guard));
-        self.note_unsynced_break(node);
+        self.note_unsynced_break(new_ino);
         Ok(())
     }
 
@@ -696,9 +698,9 @@ impl Overlay {
     /// that breaks many files and never syncs gets one syncfs instead, which
     /// bounds the set; its lock is held meanwhile, so that an fsync of one
     /// of those files cannot return before the syncfs did.
-    fn note_unsynced_break(&self, node: u64) {
+    fn note_unsynced_break(&self, copy_ino: u64) {
         let mut unsynced = lock(&self.unsynced_breaks);
-        unsynced.insert(node);
+        unsynced.insert(copy_ino);
         if unsynced.len() >= self.unsynced_breaks_max {
             match fsys::syncfs(self.root.as_fd()) {
                 Ok(()) => unsynced.clear(),
@@ -779,6 +781,12 @@ impl Overlay {
     ) -> Result<Opened> {
         if want_write {
             Self::check_append(&file, flags)?;
+            // Synced writes through passthrough never reach us as an
+            // fsync: the rename that put this copy under the name must be
+            // durable before the first of them is.
+            if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
+                self.sync_break(&file)?;
+            }
         }
         // Truncate before the handle exists: an error after it would
         // leave a handle the kernel never releases.
@@ -1248,7 +1256,12 @@ impl Overlay {
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
         let f = self.file(fh)?;
         fsys::fsync(f.fd.as_fd(), datasync)?;
-        if !lock(&self.unsynced_breaks).contains(&f.node) {
+        self.sync_break(&f)
+    }
+
+    /// Makes the rename of the break that made `f` durable, if not yet.
+    fn sync_break(&self, f: &OpenInode) -> Result<()> {
+        if !lock(&self.unsynced_breaks).contains(&f.backing_ino) {
             return Ok(());
         }
         match self.named_entry(f.node) {
@@ -1266,7 +1279,7 @@ impl Overlay {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {}
             Err(e) => return Err(e),
         }
-        lock(&self.unsynced_breaks).remove(&f.node);
+        lock(&self.unsynced_breaks).remove(&f.backing_ino);
         Ok(())
     }
 

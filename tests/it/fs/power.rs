@@ -111,6 +111,63 @@ fn a_guests_fdatasync_after_a_break_survives_a_power_cut() {
     assert_verify_clean(&s.store);
 }
 
+/// The same fdatasync while another process holds the shared file open:
+/// the write open splits the path off the reader's node, and the note that
+/// the break's rename still needed its directory synced stayed with the old
+/// node, so the fdatasync (on the path's new node) did not sync it and the
+/// power cut put the old file back.
+#[test]
+fn a_guests_fdatasync_survives_a_power_cut_while_a_reader_holds_the_file() {
+    if !require_root("power_fdatasync_with_a_reader") {
+        return;
+    }
+    let ext4 = slow_commits();
+    let s = shared(&ext4, 3 << 20);
+    let reader = fs::File::open(s.mount.path("etc/big")).unwrap();
+    let patch = b"synced by the guest\n";
+    write_through(&s.mount.path("etc/big"), patch, true);
+    let cut = ext4.power_cut();
+    let big = fs::read(cut.root().join("a/etc/big")).unwrap();
+    assert!(
+        big == patched(&s.old_big, patch),
+        "the synced write is lost after a power cut (first bytes {:?})",
+        String::from_utf8_lossy(&big[..20])
+    );
+    drop(reader);
+    drop(s.mount);
+    assert_verify_clean(&s.store);
+}
+
+/// A write through an O_DSYNC open is synced when it returns, but through
+/// passthrough it never reaches the daemon as an fsync: the break's rename
+/// must be durable by the time the open returns.
+#[test]
+fn a_write_through_an_o_dsync_open_survives_a_power_cut() {
+    if !require_root("power_o_dsync_write") {
+        return;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let ext4 = slow_commits();
+    let s = shared(&ext4, 3 << 20);
+    let patch = b"written O_DSYNC\n";
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .open(s.mount.path("etc/big"))
+        .unwrap();
+    f.write_all_at(patch, 0).unwrap();
+    let cut = ext4.power_cut();
+    let big = fs::read(cut.root().join("a/etc/big")).unwrap();
+    assert!(
+        big == patched(&s.old_big, patch),
+        "the O_DSYNC write is lost after a power cut (first bytes {:?})",
+        String::from_utf8_lossy(&big[..20])
+    );
+    drop(f);
+    drop(s.mount);
+    assert_verify_clean(&s.store);
+}
+
 /// A break's copy is on disk before its rename can be: ext4 itself does
 /// not order them. With `dioread_nolock` (its default) a file renamed over
 /// another is written to unwritten extents that become data only once the
