@@ -1,11 +1,10 @@
 //! Second review of unify, the store and the CLI (review s8b).
 
-use crate::common::require_root;
+use crate::common::{require_root, require_strace};
 use crate::tree::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Guests `a` and `b` with the same 3000 files in 60 directories.
 fn two_guests(dir: &Path) -> (PathBuf, PathBuf) {
@@ -35,40 +34,40 @@ fn temp_names(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn spawn_unify(store: &Path, guests: &[&Path]) -> std::process::Child {
-    Command::new(crate::common::unifs_bin())
+/// A fresh store and guests in which a `unify a b` killed while linking
+/// left a temp name in `b`: strace kills it as it enters its 40th
+/// `renameat2` (one linking thread: the exchange of a linked temp name with
+/// a guest file of `b`), so the temp name is left, and its record of
+/// directory mtimes too. (Killing it after a random wait needed up to 200
+/// tries of 6,000 files each, over 20 minutes on a loaded machine.)
+fn killed_with_temp_names() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = two_guests(dir.path());
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .arg("--inject=renameat2:signal=SIGKILL:when=40")
+        .arg(crate::common::unifs_bin())
         .arg("--store")
-        .arg(store)
-        .arg("unify")
-        .args(guests)
+        .arg(&store)
+        .args(["unify", "--no-progress"])
+        .args([&a, &b])
+        .env("UNIFS_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), None, "killed");
+    assert!(!temp_names(&b).is_empty(), "no temp name left in b");
+    let records = fs::read_dir(store.join("tmp"))
         .unwrap()
-}
-
-/// A fresh store and guests in which a `unify a b` killed while linking
-/// left temp names in `b`.
-fn killed_with_temp_names() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
-    for attempt in 0..200u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let (a, b) = two_guests(dir.path());
-        let mut child = spawn_unify(&store, &[&a, &b]);
-        // Its record of directory mtimes is made just before it links.
-        let record = store.join("tmp").join(format!("dirtimes-{}", child.id()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !record.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        std::thread::sleep(Duration::from_millis(attempt % 25 * 8));
-        let _ = child.kill();
-        let _ = child.wait();
-        if !temp_names(&b).is_empty() && record.exists() {
-            return (dir, store, a, b);
-        }
-    }
-    panic!("no killed run left a temp name in 200 attempts");
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("dirtimes-")
+        })
+        .count();
+    assert_eq!(records, 1, "the killed run's record");
+    (dir, store, a, b)
 }
 
 /// A killed run's temp names are removed only in the directories its record
@@ -79,7 +78,9 @@ fn killed_with_temp_names() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
 /// names as the guest's own, for good, and never removed them.
 #[test]
 fn review_s8b_temp_names_of_a_killed_run_outlive_the_next_runs_record() {
-    if !require_root("review_s8b_temp_names_of_a_killed_run_outlive_the_next_runs_record") {
+    if !require_root("review_s8b_temp_names_of_a_killed_run_outlive_the_next_runs_record")
+        || !require_strace("review_s8b_temp_names_of_a_killed_run_outlive_the_next_runs_record")
+    {
         return;
     }
     // The next run is given only the guest without temp names.
@@ -113,7 +114,9 @@ fn assert_no_records(store: &Path) {
 /// sound.
 #[test]
 fn review_s8b_temp_names_whose_record_is_lost_are_reported_not_removed() {
-    if !require_root("review_s8b_temp_names_whose_record_is_lost_are_reported_not_removed") {
+    if !require_root("review_s8b_temp_names_whose_record_is_lost_are_reported_not_removed")
+        || !require_strace("review_s8b_temp_names_whose_record_is_lost_are_reported_not_removed")
+    {
         return;
     }
     let (_dir, store, a, b) = killed_with_temp_names();
