@@ -4,6 +4,7 @@
 //! a rename puts it in place: the path always names the old or the new file,
 //! both complete (invariant 2).
 
+use super::inode::BackingIno;
 use super::sys as fsys;
 use crate::store::MARKER_XATTR;
 use crate::sys;
@@ -93,13 +94,13 @@ pub fn is_shared(
 
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the
-/// backing inode number the entry names afterwards.
-pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<u64> {
+/// backing inode the entry names afterwards.
+pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<BackingIno> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || !has_marker(src.as_fd())? {
-            return Ok(st.st_ino);
+            return Ok(BackingIno::of(&st));
         }
         let mut want = st;
         want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
@@ -120,7 +121,7 @@ fn copy_and_replace(
     src: &OwnedFd,
     st: &libc::stat,
     want: &libc::stat,
-) -> io::Result<u64> {
+) -> io::Result<BackingIno> {
     let mut mtime = DirMtime::new(dir);
     let result = copy_and_rename(dir, name, src, st, want, &mut mtime);
     mtime.restore();
@@ -134,7 +135,7 @@ fn copy_and_rename(
     st: &libc::stat,
     want: &libc::stat,
     mtime: &mut DirMtime,
-) -> io::Result<u64> {
+) -> io::Result<BackingIno> {
     let mark = |fd: BorrowedFd| sys::xattr::set_fd(fd, OsStr::new(TEMP_XATTR), b"");
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
         Ok(fd) => {
@@ -174,7 +175,7 @@ fn copy_and_rename(
         sys::rename_at(dir, &n, dir, name)?;
         mtime.changed();
         tmp_name = None;
-        Ok(fsys::fstat(tmp.as_fd())?.st_ino)
+        Ok(BackingIno::of(&fsys::fstat(tmp.as_fd())?))
     })();
     if let Some(n) = tmp_name {
         // Marked again (the failure may have come after the mark went), so

@@ -1,0 +1,215 @@
+//! Defects a tester found in the mount (session 18): files of a btrfs
+//! subvolume inside a guest were taken for the files outside it that have
+//! the same inode number.
+
+use super::harness::*;
+use crate::common::require_root;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Runs `program args`, which must succeed; its stdout.
+fn run(program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A btrfs filesystem in an image file on its own loop device, mounted for
+/// a test. Dropping it unmounts it and detaches the loop device, also when
+/// the test fails (declare it before the mounts over it: they go first).
+struct Btrfs {
+    dir: tempfile::TempDir,
+    dev: String,
+}
+
+impl Btrfs {
+    fn new() -> Btrfs {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let img = dir.path().join("img");
+        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        run("mkfs.btrfs", &["-q".as_ref(), img.as_os_str()]);
+        let dev = run(
+            "losetup",
+            &["--find".as_ref(), "--show".as_ref(), img.as_os_str()],
+        );
+        let b = Btrfs {
+            dir,
+            dev: dev.trim().to_owned(),
+        };
+        fs::create_dir(b.root()).unwrap();
+        run("mount", &[b.dev.as_ref(), b.root().as_os_str()]);
+        b
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("fs")
+    }
+
+    fn subvolume(&self, path: &Path) {
+        run(
+            "btrfs",
+            &["subvolume".as_ref(), "create".as_ref(), path.as_os_str()],
+        );
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        let root = self.root();
+        let umount = |flags| {
+            let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: `c` is a NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), flags) == 0 }
+        };
+        if is_mounted(&root) && !umount(0) {
+            umount(libc::MNT_DETACH);
+        }
+        wait_until(Duration::from_secs(5), || !is_mounted(&root));
+        // A device still busy (lazily unmounted) is detached when freed.
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).output();
+    }
+}
+
+fn dev_ino(p: &Path) -> (u64, u64) {
+    let m = fs::symlink_metadata(p).unwrap();
+    (m.dev(), m.ino())
+}
+
+/// Creates `dir/n0`, `dir/n1` … until one has inode number `ino`; its path.
+fn file_numbered(dir: &Path, ino: u64, content: &str) -> PathBuf {
+    for i in 0..1000 {
+        let p = dir.join(format!("n{i}"));
+        fs::write(&p, format!("{content} {i}\n")).unwrap();
+        if ino_of(&p) == ino {
+            return p;
+        }
+    }
+    panic!("no file in {} got inode number {ino}", dir.display());
+}
+
+fn ino_of(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// A btrfs subvolume numbers its inodes from 256, as every other does: a
+/// file in G/srv/sub1 with the number of G/etc/hostname was the same FUSE
+/// node, so reading it gave the other file's data and an append landed in
+/// G/etc/hostname; the roots of two subvolumes (both 256) were one
+/// directory, and a file created in one landed in the other. Each guest
+/// path is its own file now (keyed by device and number), with a number of
+/// its own.
+#[test]
+fn files_of_btrfs_subvolumes_are_never_taken_for_others_of_the_same_number() {
+    if !require_root("review_s18_btrfs_subvolume_inode_numbers") {
+        return;
+    }
+    let b = Btrfs::new();
+    let store = b.root().join("store");
+    fs::create_dir_all(store.join("objects")).unwrap();
+    let g = b.root().join("g");
+    fs::create_dir_all(g.join("etc")).unwrap();
+    fs::create_dir_all(g.join("srv")).unwrap();
+    fs::write(g.join("etc/hostname"), "web1\n").unwrap();
+    b.subvolume(&g.join("srv/sub1"));
+    b.subvolume(&g.join("srv/sub2"));
+    let host_ino = ino_of(&g.join("etc/hostname"));
+    let in1 = file_numbered(&g.join("srv/sub1"), host_ino, "sub1");
+    let in2 = file_numbered(&g.join("srv/sub2"), host_ino, "sub2");
+    fs::write(g.join("srv/sub1/only-in-1"), "1").unwrap();
+    fs::write(g.join("srv/sub2/only-in-2"), "2").unwrap();
+    assert_eq!(ino_of(&g.join("srv/sub1")), ino_of(&g.join("srv/sub2")));
+    assert_ne!(dev_ino(&in1), dev_ino(&in2));
+    let name1 = in1.file_name().unwrap().to_str().unwrap().to_owned();
+    let name2 = in2.file_name().unwrap().to_str().unwrap().to_owned();
+    let (want1, want2) = (
+        fs::read_to_string(&in1).unwrap(),
+        fs::read_to_string(&in2).unwrap(),
+    );
+
+    let mp = b.dir.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let m = Mount::start(&store, &g, &mp, &[]);
+    // The file outside first: the ones inside would join its node.
+    let host = m.path("etc/hostname");
+    assert_eq!(fs::read_to_string(&host).unwrap(), "web1\n");
+    let (p1, p2) = (
+        m.path(&format!("srv/sub1/{name1}")),
+        m.path(&format!("srv/sub2/{name2}")),
+    );
+    assert_eq!(fs::read_to_string(&p1).unwrap(), want1);
+    assert_eq!(fs::read_to_string(&p2).unwrap(), want2);
+
+    // Listings: each subvolume's own.
+    let list = |rel: &str| {
+        let mut names: Vec<String> = fs::read_dir(m.path(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(list("srv/sub1").contains(&"only-in-1".to_owned()));
+    assert!(!list("srv/sub1").contains(&"only-in-2".to_owned()));
+    assert!(list("srv/sub2").contains(&"only-in-2".to_owned()));
+
+    // Writes and creates land where the guest put them.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&p1)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"X\n"))
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(g.join("etc/hostname")).unwrap(),
+        "web1\n"
+    );
+    assert_eq!(fs::read_to_string(&in1).unwrap(), format!("{want1}X\n"));
+    fs::write(m.path("srv/sub2/new"), "made in 2").unwrap();
+    assert_eq!(
+        fs::read_to_string(g.join("srv/sub2/new")).unwrap(),
+        "made in 2"
+    );
+    assert!(!g.join("srv/sub1/new").exists());
+    assert!(!g.join("srv/new").exists());
+
+    // A hardlink within a subvolume is still one file.
+    fs::hard_link(&p2, m.path("srv/sub2/link")).unwrap();
+    let (a, l) = (
+        fs::metadata(&p2).unwrap(),
+        fs::metadata(m.path("srv/sub2/link")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (l.ino(), 2));
+
+    // Every path above is a file of its own to the guest: distinct
+    // numbers, each below 2^32.
+    let mut seen = std::collections::HashMap::new();
+    for rel in [
+        ".".to_owned(),
+        "etc".to_owned(),
+        "etc/hostname".to_owned(),
+        "srv".to_owned(),
+        "srv/sub1".to_owned(),
+        "srv/sub2".to_owned(),
+        format!("srv/sub1/{name1}"),
+        format!("srv/sub2/{name2}"),
+        "srv/sub1/only-in-1".to_owned(),
+        "srv/sub2/only-in-2".to_owned(),
+        "srv/sub2/new".to_owned(),
+    ] {
+        let n = ino_of(&m.path(&rel));
+        assert!(n < 1 << 32, "{rel}: {n:#x}");
+        if let Some(other) = seen.insert(n, rel.clone()) {
+            panic!("{rel} and {other} have one inode number, {n}");
+        }
+    }
+    drop(m);
+}
