@@ -200,15 +200,17 @@ pub(crate) enum Atime {
     Mtime,
 }
 
-/// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
-/// owner goes before the xattrs because chown drops security.capability, and
-/// the mode after both (chown clears set-id bits).
+/// Inode flags, data, owner, xattrs (minus the store's), mode, times; then
+/// fsync. The owner goes before the xattrs because chown drops
+/// security.capability, and the mode after both (chown clears set-id bits).
 pub(crate) fn fill_copy(
     src: BorrowedFd,
     dst: BorrowedFd,
     st: &libc::stat,
     atime: Atime,
 ) -> io::Result<()> {
+    // First: btrfs changes NOCOW only while a file is empty.
+    match_inode_flags(src, dst);
     let size = st.st_size as u64;
     if size > 0 {
         if sys::ficlone(dst, src).is_ok() {
@@ -246,6 +248,39 @@ pub(crate) fn fill_copy(
     };
     fsys::futimens(dst, atime, mtime)?;
     fsys::fsync(dst, false)
+}
+
+/// Inode flags (`chattr`) a new file takes from its directory, which a copy
+/// must have only if its source has them: s u c S d A m j t C x. A
+/// directory hands them down on ext4 (+d, +S, +A, +j …) and btrfs (+C, +c,
+/// +m); a copy that gained one would show it to the guest, and unify would
+/// never share the file again. Not i and a (the copy is renamed and
+/// changed after; a source with them cannot be replaced anyway), nor E and
+/// V, which SETFLAGS does not change.
+const COPIED_FLAGS: u32 =
+    0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x80_0000 | 0x200_0000;
+
+/// Gives `dst` the inode flags of `src` among [`COPIED_FLAGS`]: normally
+/// it clears what the directory handed down. Where the filesystem refuses,
+/// the copy keeps them (logged): the guest's change still goes ahead.
+fn match_inode_flags(src: BorrowedFd, dst: BorrowedFd) {
+    let flags = |fd| sys::inode_flags(fd).map(|f| f & COPIED_FLAGS);
+    let (want, have) = match (flags(src), sys::inode_flags(dst)) {
+        (Ok(want), Ok(have)) => (want, have),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot read the inode flags of a copy or its source: {e}");
+            return;
+        }
+    };
+    if have & COPIED_FLAGS == want {
+        return;
+    }
+    if let Err(e) = sys::set_inode_flags(dst, (have & !COPIED_FLAGS) | want) {
+        tracing::warn!(
+            "a copy keeps the inode flags {:#x} its directory gave it (its source has {want:#x}): {e}",
+            have & COPIED_FLAGS
+        );
+    }
 }
 
 /// How much data is copied before its writeback is started.

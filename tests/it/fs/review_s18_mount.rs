@@ -1,6 +1,7 @@
 //! Defects a tester found in the mount (session 18): files of a btrfs
 //! subvolume inside a guest were taken for the files outside it that have
-//! the same inode number.
+//! the same inode number; a break's private copy took the inode flags its
+//! directory hands down.
 
 use super::harness::*;
 use crate::common::require_root;
@@ -53,6 +54,14 @@ impl Btrfs {
 
     fn root(&self) -> PathBuf {
         self.dir.path().join("fs")
+    }
+
+    /// A [`World`] (store and guests) on this filesystem.
+    fn world(&self) -> World {
+        let tmp = tempfile::tempdir_in(self.root()).unwrap();
+        let store = tmp.path().join("store");
+        fs::create_dir_all(store.join("objects")).unwrap();
+        World { tmp, store }
     }
 
     fn subvolume(&self, path: &Path) {
@@ -212,4 +221,90 @@ fn files_of_btrfs_subvolumes_are_never_taken_for_others_of_the_same_number() {
         }
     }
     drop(m);
+}
+
+/// `chattr` on `path`.
+fn chattr(flags: &str, path: &Path) {
+    run("chattr", &[flags.as_ref(), path.as_os_str()]);
+}
+
+fn inode_flags(path: &Path) -> u32 {
+    let f = fs::File::open(path).unwrap();
+    unifs::sys::inode_flags(std::os::fd::AsFd::as_fd(&f)).unwrap()
+}
+
+/// Appends a line through the mount: the first change of a shared file.
+fn append(path: &Path, line: &str) {
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+}
+
+/// A break's copy is made in the file's directory, and took the flags an
+/// ext4 directory hands down (`chattr +d +S` here): after a write through
+/// the mount, `lsattr` showed the file with flags it never had (and unify
+/// would never share it again). The copy has its source's flags now.
+#[test]
+fn a_break_copy_takes_no_inode_flags_from_an_ext4_directory() {
+    if !require_root("review_s18_break_copy_takes_no_ext4_dir_flags") {
+        return;
+    }
+    const FS_SYNC_FL: u32 = 0x8;
+    const FS_NODUMP_FL: u32 = 0x40;
+    let w = World::new();
+    let g = w.dir("g");
+    fs::create_dir(g.join("etc")).unwrap();
+    let conf = g.join("etc/conf");
+    w.shared(b"shared\n", std::slice::from_ref(&conf));
+    chattr("+dS", &g.join("etc"));
+    // What the directory hands down, on this filesystem.
+    fs::write(g.join("etc/probe"), b"").unwrap();
+    let handed = inode_flags(&g.join("etc/probe")) & (FS_SYNC_FL | FS_NODUMP_FL);
+    assert_eq!(handed, FS_SYNC_FL | FS_NODUMP_FL, "not ext4? {handed:#x}");
+    assert_eq!(inode_flags(&conf) & handed, 0);
+    let old = ino(&conf);
+    let m = w.mount(&g, "m", &[]);
+    append(&m.path("etc/conf"), "mine\n");
+    drop(m);
+    chattr("-dS", &g.join("etc"));
+    assert_ne!(ino(&conf), old, "no break");
+    assert_eq!(fs::read(&conf).unwrap(), b"shared\nmine\n");
+    assert_eq!(inode_flags(&conf) & handed, 0, "{:#x}", inode_flags(&conf));
+}
+
+/// The same on btrfs, where a directory hands down NOCOW (`chattr +C`),
+/// which can only be taken off a file while it is empty, and compression
+/// (`+c`).
+#[test]
+fn a_break_copy_takes_no_inode_flags_from_a_btrfs_directory() {
+    if !require_root("review_s18_break_copy_takes_no_btrfs_dir_flags") {
+        return;
+    }
+    const FS_COMPR_FL: u32 = 0x4;
+    const FS_NOCOW_FL: u32 = 0x80_0000;
+    let b = Btrfs::new();
+    let w = b.world();
+    let g = w.dir("g");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let cases = [("nocow", "+C", FS_NOCOW_FL), ("compr", "+c", FS_COMPR_FL)];
+    for (dir, _, _) in cases {
+        fs::create_dir(g.join(dir)).unwrap();
+        w.shared(&data, &[g.join(dir).join("f")]);
+    }
+    for (dir, flag, bit) in cases {
+        chattr(flag, &g.join(dir));
+        fs::write(g.join(dir).join("probe"), b"").unwrap();
+        assert_ne!(inode_flags(&g.join(dir).join("probe")) & bit, 0, "{dir}");
+    }
+    let m = w.mount(&g, "m", &[]);
+    for (dir, _, _) in cases {
+        append(&m.path(&format!("{dir}/f")), "mine\n");
+    }
+    drop(m);
+    for (dir, _, bit) in cases {
+        let f = g.join(dir).join("f");
+        let mut want = data.clone();
+        want.extend_from_slice(b"mine\n");
+        assert!(fs::read(&f).unwrap() == want, "{dir}: content");
+        assert_eq!(inode_flags(&f) & bit, 0, "{dir}: {:#x}", inode_flags(&f));
+    }
 }
