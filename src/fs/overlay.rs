@@ -672,6 +672,7 @@ impl Overlay {
             Some((p, size)) if Self::still_named(&lock(&self.state), node, p, name) => size,
             _ => u64::MAX,
         };
+        self.check_dir_unlocked(node, dir, name)?;
         let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
             tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
         })?;
@@ -690,6 +691,26 @@ impl Overlay {
         drop((state, _late, _early, _guard));
         self.note_unsynced_break(node);
         Ok(())
+    }
+
+    /// EPERM, logged with its cause, where the directory's inode flags
+    /// forbid the break's rename (`chattr +i` or `+a`, set on the host;
+    /// never taken off by us): before the copy, which would be in vain.
+    fn check_dir_unlocked(&self, node: u64, dir: BorrowedFd, name: &OsStr) -> Result<()> {
+        let Some(why) = cow::locked_dir(dir) else {
+            return Ok(());
+        };
+        let path: PathBuf = lock(&self.state)
+            .table
+            .path(node)
+            .map_or_else(|| name.into(), |p| p.iter().collect());
+        tracing::warn!(
+            node,
+            "cannot give the guest a private copy of shared file {}: its directory is {why}, \
+             so the file cannot be replaced there; the guest's change fails with EPERM",
+            path.display()
+        );
+        Err(errno(libc::EPERM))
     }
 
     /// Notes a break whose rename a guest's fsync must make durable. A guest

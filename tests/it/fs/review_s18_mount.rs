@@ -1,7 +1,8 @@
 //! Defects a tester found in the mount (session 18): files of a btrfs
 //! subvolume inside a guest were taken for the files outside it that have
 //! the same inode number; a break's private copy took the inode flags its
-//! directory hands down.
+//! directory hands down; a break refused in an immutable or append-only
+//! directory did not say why.
 
 use super::harness::*;
 use crate::common::require_root;
@@ -306,5 +307,71 @@ fn a_break_copy_takes_no_inode_flags_from_a_btrfs_directory() {
         want.extend_from_slice(b"mine\n");
         assert!(fs::read(&f).unwrap() == want, "{dir}: content");
         assert_eq!(inode_flags(&f) & bit, 0, "{dir}: {:#x}", inode_flags(&f));
+    }
+}
+
+/// Takes `chattr -ia` flags off directories when dropped, also when the
+/// test fails: else its temp dir could not be removed.
+struct Unlock(Vec<PathBuf>);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-ia").arg(p).output();
+        }
+    }
+}
+
+/// A shared file in a directory the host made append-only (`chattr +a`) or
+/// immutable (`+i`) cannot be replaced by its private copy (the rename is
+/// refused), so a change through the mount fails with EPERM, where ext4
+/// would let the file itself be written. The flag is the host's and stays;
+/// the log now names it (it said only "Operation not permitted"), and no
+/// copy is made in vain.
+#[test]
+fn a_break_in_a_locked_directory_fails_with_eperm_and_the_log_says_why() {
+    if !require_root("review_s18_break_in_locked_directory") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    for d in ["log", "ro"] {
+        fs::create_dir(g.join(d)).unwrap();
+        w.shared(b"shared\n", &[g.join(d).join("f")]);
+    }
+    let _unlock = Unlock(vec![g.join("log"), g.join("ro")]);
+    chattr("+a", &g.join("log"));
+    chattr("+i", &g.join("ro"));
+    let before: Vec<(Look, u64)> = ["log/f", "ro/f"]
+        .iter()
+        .map(|f| (look(&g.join(f)), ino(&g.join(f))))
+        .collect();
+    let m = w.mount(&g, "m", &[]);
+    for f in ["log/f", "ro/f"] {
+        let open = fs::OpenOptions::new().append(true).open(m.path(f));
+        assert_eq!(errno(open), libc::EPERM, "{f}");
+    }
+    let mode = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    let chmod = fs::set_permissions(m.path("log/f"), mode);
+    assert_eq!(errno(chmod), libc::EPERM);
+    assert_eq!(fs::read(m.path("log/f")).unwrap(), b"shared\n");
+    let log_path = m.log.clone();
+    drop(m);
+    let after: Vec<(Look, u64)> = ["log/f", "ro/f"]
+        .iter()
+        .map(|f| (look(&g.join(f)), ino(&g.join(f))))
+        .collect();
+    assert_eq!(before, after);
+    let log = fs::read_to_string(&log_path).unwrap();
+    for want in [
+        "shared file log/f: its directory is append-only (chattr +a)",
+        "shared file ro/f: its directory is immutable (chattr +i)",
+    ] {
+        assert!(log.contains(want), "{want:?} not in the log:\n{log}");
+    }
+    // No copy was left behind, nor made and removed (no temp names).
+    for d in ["log", "ro"] {
+        let names: Vec<_> = fs::read_dir(g.join(d)).unwrap().collect();
+        assert_eq!(names.len(), 1, "{d}");
     }
 }
