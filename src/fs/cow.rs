@@ -4,6 +4,7 @@
 //! a rename puts it in place: the path always names the old or the new file,
 //! both complete (invariant 2).
 
+use super::inode::BackingIno;
 use super::sys as fsys;
 use crate::store::MARKER_XATTR;
 use crate::sys;
@@ -91,15 +92,34 @@ pub fn is_shared(
     }
 }
 
+/// Why the directory open at `dir` (O_PATH will do) refuses a break's
+/// rename over one of its entries, if an inode flag is why: `+i` or `+a`
+/// (`chattr`), which only the host may take off. `None` if neither, or if
+/// the flags cannot be read.
+pub fn locked_dir(dir: BorrowedFd) -> Option<&'static str> {
+    const FS_IMMUTABLE_FL: u32 = 0x10;
+    const FS_APPEND_FL: u32 = 0x20;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let fd = sys::open_at(dir, OsStr::new("."), flags, 0).ok()?;
+    let flags = sys::inode_flags(fd.as_fd()).ok()?;
+    if flags & FS_IMMUTABLE_FL != 0 {
+        Some("immutable (chattr +i)")
+    } else if flags & FS_APPEND_FL != 0 {
+        Some("append-only (chattr +a)")
+    } else {
+        None
+    }
+}
+
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the
-/// backing inode number the entry names afterwards.
-pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<u64> {
+/// backing inode the entry names afterwards.
+pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<BackingIno> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || !has_marker(src.as_fd())? {
-            return Ok(st.st_ino);
+            return Ok(BackingIno::of(&st));
         }
         let mut want = st;
         want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
@@ -120,7 +140,7 @@ fn copy_and_replace(
     src: &OwnedFd,
     st: &libc::stat,
     want: &libc::stat,
-) -> io::Result<u64> {
+) -> io::Result<BackingIno> {
     let mut mtime = DirMtime::new(dir);
     let result = copy_and_rename(dir, name, src, st, want, &mut mtime);
     mtime.restore();
@@ -134,7 +154,7 @@ fn copy_and_rename(
     st: &libc::stat,
     want: &libc::stat,
     mtime: &mut DirMtime,
-) -> io::Result<u64> {
+) -> io::Result<BackingIno> {
     let mark = |fd: BorrowedFd| sys::xattr::set_fd(fd, OsStr::new(TEMP_XATTR), b"");
     let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
         Ok(fd) => {
@@ -174,7 +194,7 @@ fn copy_and_rename(
         sys::rename_at(dir, &n, dir, name)?;
         mtime.changed();
         tmp_name = None;
-        Ok(fsys::fstat(tmp.as_fd())?.st_ino)
+        Ok(BackingIno::of(&fsys::fstat(tmp.as_fd())?))
     })();
     if let Some(n) = tmp_name {
         // Marked again (the failure may have come after the mark went), so
@@ -199,15 +219,17 @@ pub(crate) enum Atime {
     Mtime,
 }
 
-/// Data, owner, xattrs (minus the store's), mode, times; then fsync. The
-/// owner goes before the xattrs because chown drops security.capability, and
-/// the mode after both (chown clears set-id bits).
+/// Inode flags, data, owner, xattrs (minus the store's), mode, times; then
+/// fsync. The owner goes before the xattrs because chown drops
+/// security.capability, and the mode after both (chown clears set-id bits).
 pub(crate) fn fill_copy(
     src: BorrowedFd,
     dst: BorrowedFd,
     st: &libc::stat,
     atime: Atime,
 ) -> io::Result<()> {
+    // First: btrfs changes NOCOW only while a file is empty.
+    match_inode_flags(src, dst);
     let size = st.st_size as u64;
     if size > 0 {
         if sys::ficlone(dst, src).is_ok() {
@@ -245,6 +267,39 @@ pub(crate) fn fill_copy(
     };
     fsys::futimens(dst, atime, mtime)?;
     fsys::fsync(dst, false)
+}
+
+/// Inode flags (`chattr`) a new file takes from its directory, which a copy
+/// must have only if its source has them: s u c S d A m j t C x. A
+/// directory hands them down on ext4 (+d, +S, +A, +j …) and btrfs (+C, +c,
+/// +m); a copy that gained one would show it to the guest, and unify would
+/// never share the file again. Not i and a (the copy is renamed and
+/// changed after; a source with them cannot be replaced anyway), nor E and
+/// V, which SETFLAGS does not change.
+const COPIED_FLAGS: u32 =
+    0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x80_0000 | 0x200_0000;
+
+/// Gives `dst` the inode flags of `src` among [`COPIED_FLAGS`]: normally
+/// it clears what the directory handed down. Where the filesystem refuses,
+/// the copy keeps them (logged): the guest's change still goes ahead.
+fn match_inode_flags(src: BorrowedFd, dst: BorrowedFd) {
+    let flags = |fd| sys::inode_flags(fd).map(|f| f & COPIED_FLAGS);
+    let (want, have) = match (flags(src), sys::inode_flags(dst)) {
+        (Ok(want), Ok(have)) => (want, have),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot read the inode flags of a copy or its source: {e}");
+            return;
+        }
+    };
+    if have & COPIED_FLAGS == want {
+        return;
+    }
+    if let Err(e) = sys::set_inode_flags(dst, (have & !COPIED_FLAGS) | want) {
+        tracing::warn!(
+            "a copy keeps the inode flags {:#x} its directory gave it (its source has {want:#x}): {e}",
+            have & COPIED_FLAGS
+        );
+    }
 }
 
 /// How much data is copied before its writeback is started.

@@ -2,9 +2,16 @@
 //! per node. A node is known by its names (parent node + name) and the backing
 //! inode behind them.
 //!
+//! A backing inode is known by its device and number ([`BackingIno`]): the
+//! number alone is not unique in a guest's tree (each btrfs subvolume
+//! numbers its inodes from 256).
+//!
 //! Node numbers (what the guest sees as st_ino):
-//! - a private backing inode (file, dir, …) is its backing inode number, so
-//!   paths the guest hardlinked itself are one node, stable across remounts;
+//! - a private backing inode (file, dir, …) on the backing root's device is
+//!   its backing inode number, so paths the guest hardlinked itself are one
+//!   node, stable across remounts; one on another device (a btrfs
+//!   subvolume) is numbered from the counter below, as its own number may
+//!   be a root-device file's;
 //! - a path that links a shared store object is a node of its own, numbered
 //!   from [`SHARED_BASE`] up, so two guest paths linking one object are two
 //!   files. When the link is broken the node keeps its number for the life of
@@ -27,10 +34,26 @@ pub const ROOT: u64 = 1;
 /// large-file support can still stat them.
 pub const SHARED_BASE: u64 = 0xC000_0000;
 
+/// A backing inode: its device and its number there (st_dev, st_ino).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackingIno {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl BackingIno {
+    pub fn of(st: &libc::stat) -> BackingIno {
+        BackingIno {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Node {
     /// The backing inode currently behind the node.
-    pub backing_ino: u64,
+    pub backing_ino: BackingIno,
     /// True while the backing inode is a store object.
     pub shared: bool,
     /// The (parent node, name) pairs the node is known under; the first is
@@ -51,25 +74,28 @@ pub struct InodeTable {
     /// (parent, name) → node.
     children: HashMap<(u64, OsString), u64>,
     /// Private backing inode → node (hardlinks of the guest join one node).
-    by_ino: HashMap<u64, u64>,
+    by_ino: HashMap<BackingIno, u64>,
     /// Numbers handed out, kept after the kernel forgets a node so that a
     /// file looked up again gets the number it had: (parent directory's
     /// backing inode, name) of a shared path, and the backing inode of a
     /// private file not numbered by its inode (a broken copy).
-    shared_numbers: HashMap<(u64, OsString), u64>,
-    private_numbers: HashMap<u64, u64>,
+    shared_numbers: HashMap<(BackingIno, OsString), u64>,
+    private_numbers: HashMap<BackingIno, u64>,
     next_shared: u64,
+    /// The backing root's device: only its inodes are numbered by their
+    /// own numbers.
+    root_dev: u64,
 }
 
 /// What a lookup found on disk for a name.
 #[derive(Debug, Clone, Copy)]
 pub struct Found {
-    pub ino: u64,
+    pub ino: BackingIno,
     pub shared: bool,
 }
 
 impl InodeTable {
-    pub fn new(root_ino: u64) -> InodeTable {
+    pub fn new(root_ino: BackingIno) -> InodeTable {
         let mut t = InodeTable {
             nodes: HashMap::default(),
             children: HashMap::default(),
@@ -77,6 +103,7 @@ impl InodeTable {
             shared_numbers: HashMap::default(),
             private_numbers: HashMap::default(),
             next_shared: SHARED_BASE,
+            root_dev: root_ino.dev,
         };
         t.nodes.insert(
             ROOT,
@@ -200,8 +227,7 @@ impl InodeTable {
     fn number_for(&mut self, parent: u64, name: &OsStr, found: Found) -> u64 {
         let free = |t: &Self, n: u64| n > ROOT && !t.nodes.contains_key(&n);
         if found.shared {
-            let parent_ino = self.nodes.get(&parent).map_or(0, |p| p.backing_ino);
-            let key = (parent_ino, name.to_owned());
+            let key = (self.parent_ino(parent), name.to_owned());
             if let Some(&n) = self.shared_numbers.get(&key) {
                 if free(self, n) {
                     return n;
@@ -218,17 +244,30 @@ impl InodeTable {
         }
         // The number it gets now is the one it keeps: a node split off this
         // inode's path (still open) may hold the old one for a while.
-        let n = if free(self, found.ino) {
-            found.ino
-        } else {
-            self.next_free()
+        let n = match self.own_number(found.ino) {
+            Some(n) if free(self, n) => n,
+            _ => self.next_free(),
         };
-        if n == found.ino {
+        if Some(n) == self.own_number(found.ino) {
             self.private_numbers.remove(&found.ino);
         } else {
             self.private_numbers.insert(found.ino, n);
         }
         n
+    }
+
+    /// The number a backing inode may be shown under by itself: its own,
+    /// on the root's device. On another device its number may be a
+    /// root-device file's, or another subvolume's file's.
+    fn own_number(&self, ino: BackingIno) -> Option<u64> {
+        (ino.dev == self.root_dev).then_some(ino.ino)
+    }
+
+    /// The backing inode of directory node `parent`, which with a name
+    /// stands for a shared path.
+    fn parent_ino(&self, parent: u64) -> BackingIno {
+        let none = BackingIno { dev: 0, ino: 0 };
+        self.nodes.get(&parent).map_or(none, |p| p.backing_ino)
     }
 
     fn next_free(&mut self) -> u64 {
@@ -247,7 +286,7 @@ impl InodeTable {
 
     /// The node's path names backing inode `ino` now (shared or not): an
     /// open found it so, under the table's lock.
-    pub fn set_backing(&mut self, id: u64, ino: u64, shared: bool) {
+    pub fn set_backing(&mut self, id: u64, ino: BackingIno, shared: bool) {
         let Some(node) = self.nodes.get(&id) else {
             return;
         };
@@ -268,7 +307,7 @@ impl InodeTable {
 
     /// The node's backing inode turned out to be a store object (unify
     /// linked it while the mount ran).
-    pub fn mark_shared(&mut self, id: u64, ino: u64) {
+    pub fn mark_shared(&mut self, id: u64, ino: BackingIno) {
         if let Some(node) = self.nodes.get_mut(&id) {
             if node.backing_ino == ino {
                 node.shared = true;
@@ -280,7 +319,8 @@ impl InodeTable {
     }
 
     /// The node's backing inode was replaced by a private copy (a break).
-    pub fn rebind_private(&mut self, id: u64, new_ino: u64) {
+    pub fn rebind_private(&mut self, id: u64, new_ino: BackingIno) {
+        let own = self.own_number(new_ino);
         if let Some(node) = self.nodes.get_mut(&id) {
             if self.by_ino.get(&node.backing_ino) == Some(&id) {
                 self.by_ino.remove(&node.backing_ino);
@@ -288,7 +328,7 @@ impl InodeTable {
             node.backing_ino = new_ino;
             node.shared = false;
             self.by_ino.insert(new_ino, id);
-            if id != new_ino {
+            if own != Some(id) {
                 // The number is the private copy's now, and no longer its
                 // path's: a shared file later at that path gets another.
                 self.private_numbers.insert(new_ino, id);
@@ -322,14 +362,14 @@ impl InodeTable {
     }
 
     /// The node private backing inode `ino` is indexed under, with its names.
-    pub fn indexed(&self, ino: u64) -> Option<(u64, &[(u64, OsString)])> {
+    pub fn indexed(&self, ino: BackingIno) -> Option<(u64, &[(u64, OsString)])> {
         let id = *self.by_ino.get(&ino)?;
         Some((id, &self.nodes.get(&id)?.names))
     }
 
     /// Takes `ino` out of the index if node `id` is indexed under it: none
     /// of the node's names names that inode any more.
-    pub fn unindex(&mut self, ino: u64, id: u64) {
+    pub fn unindex(&mut self, ino: BackingIno, id: u64) {
         if self.by_ino.get(&ino) == Some(&id) {
             self.by_ino.remove(&ino);
         }
@@ -344,7 +384,7 @@ impl InodeTable {
             self.children.insert(key, id);
             if node.shared {
                 // Its number goes with it (a shared file has one name).
-                let parent_ino = self.nodes.get(&parent).map_or(0, |p| p.backing_ino);
+                let parent_ino = self.parent_ino(parent);
                 self.shared_numbers.retain(|_, n| *n != id);
                 self.shared_numbers
                     .insert((parent_ino, name.to_owned()), id);
@@ -457,17 +497,29 @@ impl InodeTable {
 mod tests {
     use super::*;
 
-    fn private(ino: u64) -> Found {
-        Found { ino, shared: false }
+    const DEV: u64 = 7;
+
+    fn ino(ino: u64) -> BackingIno {
+        BackingIno { dev: DEV, ino }
     }
 
-    fn shared(ino: u64) -> Found {
-        Found { ino, shared: true }
+    fn private(n: u64) -> Found {
+        Found {
+            ino: ino(n),
+            shared: false,
+        }
+    }
+
+    fn shared(n: u64) -> Found {
+        Found {
+            ino: ino(n),
+            shared: true,
+        }
     }
 
     #[test]
     fn private_files_are_numbered_by_backing_inode_and_hardlinks_join() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), private(100));
         let b = t.lookup(ROOT, OsStr::new("b"), private(100));
         assert_eq!(a, 100);
@@ -477,12 +529,12 @@ mod tests {
 
     #[test]
     fn two_paths_of_one_object_are_two_nodes_and_keep_numbers_across_a_break() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), shared(100));
         let b = t.lookup(ROOT, OsStr::new("b"), shared(100));
         assert_ne!(a, b);
         assert!(a > SHARED_BASE && b > SHARED_BASE);
-        t.rebind_private(a, 555);
+        t.rebind_private(a, ino(555));
         assert_eq!(t.lookup(ROOT, OsStr::new("a"), private(555)), a);
         // a guest hardlink of the private copy joins the node
         assert_eq!(t.lookup(ROOT, OsStr::new("c"), private(555)), a);
@@ -491,7 +543,7 @@ mod tests {
 
     #[test]
     fn numbers_never_collide_between_live_nodes() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let s = t.lookup(ROOT, OsStr::new("s"), shared(100));
         // a private inode whose number is the shared path's
         let p = t.lookup(ROOT, OsStr::new("p"), private(s));
@@ -508,14 +560,14 @@ mod tests {
 
     #[test]
     fn numbers_survive_the_kernel_forgetting_a_node() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let d = t.lookup(ROOT, OsStr::new("d"), private(50));
         let a = t.lookup(d, OsStr::new("a"), shared(100));
         let b = t.lookup(d, OsStr::new("b"), shared(100));
         t.forget(a, 1);
         assert!(t.get(a).is_none());
         assert_eq!(t.lookup(d, OsStr::new("a"), shared(100)), a);
-        t.rebind_private(b, 777);
+        t.rebind_private(b, ino(777));
         t.forget(b, 1);
         assert_eq!(t.lookup(d, OsStr::new("b"), private(777)), b, "broken copy");
         // the directory itself was forgotten and found again
@@ -529,7 +581,7 @@ mod tests {
 
     #[test]
     fn a_hardlinked_file_is_reached_through_a_directory_still_known() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), private(10));
         let b = t.lookup(ROOT, OsStr::new("b"), private(20));
         let f = t.lookup(a, OsStr::new("f"), private(100));
@@ -544,7 +596,7 @@ mod tests {
 
     #[test]
     fn a_path_has_no_depth_limit() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let mut dir = ROOT;
         for i in 0..5000 {
             dir = t.lookup(dir, OsStr::new("a"), private(100 + i));
@@ -554,16 +606,16 @@ mod tests {
 
     #[test]
     fn a_path_unify_relinked_keeps_its_number() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), private(100));
         assert_eq!(t.lookup(ROOT, OsStr::new("a"), shared(900)), a);
     }
 
     #[test]
     fn a_private_node_unify_shared_leaves_the_inode_index() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), private(100));
-        t.mark_shared(a, 100);
+        t.mark_shared(a, ino(100));
         assert!(t.get(a).unwrap().shared);
         // another path linking the object is not joined to it
         assert_ne!(t.lookup(ROOT, OsStr::new("b"), shared(100)), a);
@@ -571,9 +623,9 @@ mod tests {
 
     #[test]
     fn split_off_gives_the_path_a_new_node() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), shared(100));
-        t.rebind_private(a, 200);
+        t.rebind_private(a, ino(200));
         t.split_off(a);
         let b = t.lookup(ROOT, OsStr::new("a"), private(200));
         assert_ne!(a, b);
@@ -582,7 +634,7 @@ mod tests {
 
     #[test]
     fn a_reused_inode_number_never_joins_an_unlinked_node() {
-        let mut t = InodeTable::new(1);
+        let mut t = InodeTable::new(ino(1));
         let f = t.lookup(ROOT, OsStr::new("f"), private(100));
         t.detach(ROOT, OsStr::new("f"));
         t.last_link_gone(f);
@@ -595,7 +647,7 @@ mod tests {
 
     #[test]
     fn forget_drops_a_node_and_its_names() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), private(100));
         t.forget(a, 1);
         assert!(t.get(a).is_none());
@@ -605,7 +657,7 @@ mod tests {
 
     #[test]
     fn rename_moves_and_exchange_swaps() {
-        let mut t = InodeTable::new(2);
+        let mut t = InodeTable::new(ino(2));
         let d = t.lookup(ROOT, OsStr::new("d"), private(50));
         let a = t.lookup(d, OsStr::new("a"), private(100));
         let b = t.lookup(ROOT, OsStr::new("b"), private(200));
@@ -622,5 +674,42 @@ mod tests {
         t.rename(d, OsStr::new("c"), ROOT, OsStr::new("b"), true);
         assert_eq!(t.child(ROOT, OsStr::new("b")), Some(c));
         assert_eq!(t.child(d, OsStr::new("c")), Some(a));
+    }
+
+    #[test]
+    fn inodes_of_another_device_are_their_own_and_numbered_apart() {
+        let mut t = InodeTable::new(ino(256));
+        let other = |n| Found {
+            ino: BackingIno {
+                dev: DEV + 1,
+                ino: n,
+            },
+            shared: false,
+        };
+        let third = |n| Found {
+            ino: BackingIno {
+                dev: DEV + 2,
+                ino: n,
+            },
+            shared: false,
+        };
+        let f = t.lookup(ROOT, OsStr::new("hostname"), private(262));
+        let s1 = t.lookup(ROOT, OsStr::new("sub1"), other(256));
+        let s2 = t.lookup(ROOT, OsStr::new("sub2"), third(256));
+        let g = t.lookup(s1, OsStr::new("n5"), other(262));
+        let h = t.lookup(s2, OsStr::new("n5"), third(262));
+        let mut ids = vec![ROOT, f, s1, s2, g, h];
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 6, "{ids:?}");
+        // Not their own numbers, which root-device files may have.
+        for n in [s1, s2, g, h] {
+            assert!(n > SHARED_BASE && n < 1 << 32, "{n:#x}");
+        }
+        // Hardlinks within one device still join.
+        assert_eq!(t.lookup(s1, OsStr::new("link"), other(262)), g);
+        // A number is kept after the kernel forgot the node.
+        t.forget(h, 1);
+        assert_eq!(t.lookup(s2, OsStr::new("n5"), third(262)), h);
     }
 }

@@ -5,7 +5,7 @@
 //! translates to and from these.
 
 use super::cow;
-use super::inode::{Found, InodeTable, ROOT};
+use super::inode::{BackingIno, Found, InodeTable, ROOT};
 use super::sys as fsys;
 use crate::sys;
 use std::collections::{HashMap, HashSet};
@@ -28,7 +28,7 @@ fn errno(e: i32) -> io::Error {
 #[derive(Debug)]
 pub struct OpenInode {
     pub node: u64,
-    pub backing_ino: u64,
+    pub backing_ino: BackingIno,
     pub fd: OwnedFd,
     /// Read-write; with O_APPEND where the file was append-only (`chattr
     /// +a`) when opened, the only way such a file opens for writing (see
@@ -345,7 +345,7 @@ impl Overlay {
         Ok(Overlay {
             root,
             state: Mutex::new(State {
-                table: InodeTable::new(st.st_ino),
+                table: InodeTable::new(BackingIno::of(&st)),
                 open_inodes: HashMap::new(),
             }),
             handles: Mutex::new(HashMap::new()),
@@ -497,13 +497,13 @@ impl Overlay {
         };
         let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
         if !shared {
-            self.drop_stale_index(parent, name, st.st_ino);
+            self.drop_stale_index(parent, name, BackingIno::of(&st));
         }
         let node = lock(&self.state).table.lookup(
             parent,
             name,
             Found {
-                ino: st.st_ino,
+                ino: BackingIno::of(&st),
                 shared,
             },
         );
@@ -517,7 +517,7 @@ impl Overlay {
     /// new files; such a file joining the replaced one's node had its opens
     /// land on the replaced one's path. A name that cannot be checked (its
     /// directory unreachable) counts as naming it.
-    fn drop_stale_index(&self, parent: u64, name: &OsStr, ino: u64) {
+    fn drop_stale_index(&self, parent: u64, name: &OsStr, ino: BackingIno) {
         let id = {
             let state = lock(&self.state);
             match state.table.indexed(ino) {
@@ -544,7 +544,7 @@ impl Overlay {
                 return;
             };
             match fsys::stat_at(dir.as_fd(), &n) {
-                Ok(st) if st.st_ino != ino => {}
+                Ok(st) if BackingIno::of(&st) != ino => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 _ => return,
             }
@@ -591,7 +591,7 @@ impl Overlay {
                     .get(node)
                     .map(|n| (n.backing_ino, n.shared));
                 let shared = match known {
-                    Some((ino, shared)) if ino == st.st_ino => shared,
+                    Some((ino, shared)) if ino == BackingIno::of(&st) => shared,
                     _ => cow::is_shared(dir.as_fd(), &name, &st, true)?,
                 };
                 Ok(self.shown(node, st, shared))
@@ -674,16 +674,17 @@ impl Overlay {
             Some((p, size)) if Self::still_named(&lock(&self.state), node, p, name) => size,
             _ => u64::MAX,
         };
+        self.check_dir_unlocked(node, dir, name)?;
         let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
             tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
         })?;
-        tracing::debug!(node, ?name, new_ino, "broke link to shared object");
+        tracing::debug!(node, ?name, ?new_ino, "broke link to shared object");
         // Open handles keep the old inode; an open that needs the new one
         // sorts out passthrough's one-backing-file rule (see open_inode).
         let _late = (parent.is_some() && !early).then(|| read_lock(&self.names));
         let mut state = lock(&self.state);
         if let Some(p) = parent {
-            let here = fsys::stat_at(dir, name).map(|st| st.st_ino);
+            let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st));
             if !Self::still_named(&state, node, p, name) || here.ok() != Some(new_ino) {
                 return Err(Self::moved());
             }
@@ -692,6 +693,26 @@ impl Overlay {
         drop((state, _late, _early, _guard));
         self.note_unsynced_break(new_ino);
         Ok(())
+    }
+
+    /// EPERM, logged with its cause, where the directory's inode flags
+    /// forbid the break's rename (`chattr +i` or `+a`, set on the host;
+    /// never taken off by us): before the copy, which would be in vain.
+    fn check_dir_unlocked(&self, node: u64, dir: BorrowedFd, name: &OsStr) -> Result<()> {
+        let Some(why) = cow::locked_dir(dir) else {
+            return Ok(());
+        };
+        let path: PathBuf = lock(&self.state)
+            .table
+            .path(node)
+            .map_or_else(|| name.into(), |p| p.iter().collect());
+        tracing::warn!(
+            node,
+            "cannot give the guest a private copy of shared file {}: its directory is {why}, \
+             so the file cannot be replaced there; the guest's change fails with EPERM",
+            path.display()
+        );
+        Err(errno(libc::EPERM))
     }
 
     /// Notes a break whose rename a guest's fsync must make durable. A guest
@@ -986,7 +1007,7 @@ impl Overlay {
                 return Err(Self::moved());
             }
             let now = fsys::stat_at(dir, name)?;
-            if now.st_ino != file.backing_ino {
+            if BackingIno::of(&now) != file.backing_ino {
                 continue; // a break or a rename got in between
             }
             if let Some(f) = state.open_inodes.get(&node).and_then(Weak::upgrade) {
@@ -1010,7 +1031,7 @@ impl Overlay {
     /// find a new one), ETXTBSY if a write needs the one read-only backing
     /// file. `None`: open a new one.
     fn usable_open_inode(&self, node: u64, want_write: bool) -> Result<Option<Arc<OpenInode>>> {
-        let cur_ino = |s: &Self| -> Result<u64> {
+        let cur_ino = |s: &Self| -> Result<BackingIno> {
             let state = lock(&s.state);
             Ok(state
                 .table
@@ -1085,7 +1106,7 @@ impl Overlay {
         // The reopened fd is the probe's inode: its stat stands.
         Ok(OpenInode {
             node,
-            backing_ino: st.st_ino,
+            backing_ino: BackingIno::of(&st),
             fd,
             writable,
             backing: Mutex::new(None),
