@@ -158,7 +158,7 @@ pub struct Overlay {
     /// guest had synced. Known by inode, not node: a split gives the path a
     /// new node. At most [`UNSYNCED_BREAKS_MAX`]: then a syncfs makes them
     /// all durable.
-    unsynced_breaks: Mutex<HashSet<u64>>,
+    unsynced_breaks: Mutex<HashSet<BackingIno>>,
     unsynced_breaks_max: usize,
     /// The pid that opened each file handle, where FUSE gave one (see
     /// [`Self::held_after_releases`]).
@@ -719,7 +719,7 @@ impl Overlay {
     /// that breaks many files and never syncs gets one syncfs instead, which
     /// bounds the set; its lock is held meanwhile, so that an fsync of one
     /// of those files cannot return before the syncfs did.
-    fn note_unsynced_break(&self, copy_ino: u64) {
+    fn note_unsynced_break(&self, copy_ino: BackingIno) {
         let mut unsynced = lock(&self.unsynced_breaks);
         unsynced.insert(copy_ino);
         if unsynced.len() >= self.unsynced_breaks_max {
