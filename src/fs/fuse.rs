@@ -46,25 +46,12 @@ fn err(e: io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// Says so, at most once a minute: every guest user of the mount then gets
+/// Says so, at most ten times a minute: every guest user of the mount then gets
 /// EMFILE, whoever holds the files, and nothing else would tell the
 /// operator why.
 fn fd_limit_reached() {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
-    if (last == 0 || now >= last + 60)
-        && LAST
-            .compare_exchange(
-                last,
-                now,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
-    {
+    static LOG: super::LogLimit = super::LogLimit::new();
+    if LOG.allows() {
         let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(0, |(soft, _)| soft);
         tracing::warn!(

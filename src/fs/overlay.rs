@@ -676,7 +676,14 @@ impl Overlay {
         };
         self.check_dir_unlocked(node, dir, name)?;
         let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
-            tracing::warn!(node, ?name, "could not give the guest a private copy: {e}");
+            static LOG: super::LogLimit = super::LogLimit::new();
+            if LOG.allows() {
+                tracing::warn!(
+                    node,
+                    ?name,
+                    "could not give the guest a private copy: {e} (logged at most 10 times a minute)"
+                );
+            }
         })?;
         tracing::debug!(node, ?name, ?new_ino, "broke link to shared object");
         // Open handles keep the old inode; an open that needs the new one
@@ -706,12 +713,16 @@ impl Overlay {
             .table
             .path(node)
             .map_or_else(|| name.into(), |p| p.iter().collect());
-        tracing::warn!(
-            node,
-            "cannot give the guest a private copy of shared file {}: its directory is {why}, \
-             so the file cannot be replaced there; the guest's change fails with EPERM",
-            path.display()
-        );
+        static LOG: super::LogLimit = super::LogLimit::new();
+        if LOG.allows() {
+            tracing::warn!(
+                node,
+                "cannot give the guest a private copy of shared file {}: its directory is \
+                 {why}, so the file cannot be replaced there; the guest's change fails with \
+                 EPERM (logged at most 10 times a minute)",
+                path.display()
+            );
+        }
         Err(errno(libc::EPERM))
     }
 
