@@ -136,6 +136,11 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// The time a setattr asks for. fuser 0.18 hands a pre-1970 time (kernel
+/// seconds `s < 0`, nanoseconds `n`, meaning `s + n/1e9`) over as
+/// `UNIX_EPOCH - Duration::new(-s, n)`: it subtracts the nanoseconds it
+/// should add. So that time's distance before the epoch holds the kernel's
+/// two numbers as they came, and they are taken back from it unchanged.
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -143,12 +148,7 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
             Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos()),
             Err(e) => {
                 let d = e.duration();
-                let (mut s, mut n) = (-(d.as_secs() as i64), d.subsec_nanos());
-                if n > 0 {
-                    s -= 1;
-                    n = 1_000_000_000 - n;
-                }
-                SetTime::At(s, n)
+                SetTime::At(-(d.as_secs() as i64), d.subsec_nanos())
             }
         },
     })

@@ -1,0 +1,70 @@
+//! Defects a tester found in the FUSE adapter (session 18): pre-1970 times
+//! with a fraction were stored wrong.
+
+use super::harness::*;
+use crate::common::require_root;
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn cstr(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// utimensat(2) of `path` to `(sec, nsec)` for both times.
+fn utimens(path: &Path, sec: i64, nsec: i64) {
+    let t = libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
+    // SAFETY: a valid C string and two valid timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, cstr(path).as_ptr(), [t, t].as_ptr(), 0) };
+    assert_eq!(r, 0, "utimensat {path:?} {sec}.{nsec}");
+}
+
+/// The stored (atime, mtime) of `path`, each as (sec, nsec).
+fn times_of(path: &Path) -> [(i64, i64); 2] {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a stat buffer.
+    assert_eq!(unsafe { libc::stat(cstr(path).as_ptr(), &mut st) }, 0);
+    [
+        (st.st_atime, st.st_atime_nsec),
+        (st.st_mtime, st.st_mtime_nsec),
+    ]
+}
+
+/// `touch -d '1950-01-01 00:00:00.25'` stored 1949-12-31 23:59:59.75: fuser
+/// turns a negative time into one the fraction moved the wrong way.
+#[test]
+fn pre_1970_times_with_a_fraction_are_stored_as_on_ext4() {
+    if !require_root("review_s18_pre_1970_times") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    fs::write(plain.join("f"), b"x").unwrap();
+    fs::write(g.join("f"), b"x").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let times = [
+        (-631_152_000, 250_000_000), // 1950-01-01 00:00:00.25
+        (-631_152_000, 0),
+        (0, 0),
+        (-1, 0),
+        (-1, 1),
+        (-1, 999_999_999),
+        (-2, 500_000_000),
+        (-123_456_789, 123_456_789),
+        (1, 500_000_000),
+    ];
+    for (sec, nsec) in times {
+        utimens(&plain.join("f"), sec, nsec);
+        let want = times_of(&plain.join("f"));
+        assert_eq!(want, [(sec, nsec); 2], "the plain directory's file");
+        utimens(&m.path("f"), sec, nsec);
+        let shown = times_of(&m.path("f"));
+        assert_eq!(shown, want, "through the mount, set to {sec}.{nsec:09}");
+        let backing = times_of(&g.join("f"));
+        assert_eq!(backing, want, "the backing file, set to {sec}.{nsec:09}");
+    }
+}
