@@ -1030,6 +1030,7 @@ impl Overlay {
             // Handles on the old inode share the FUSE inode's page cache,
             // and passthrough allows one backing file per FUSE inode.
             let names = lock(&self.state).table.split_off(node);
+            self.forget_attrs(node);
             self.forget_names(names);
             return Err(errno(libc::ESTALE));
         }
@@ -1114,6 +1115,19 @@ impl Overlay {
             }
         }
         sys::open_at(dir, name, flags, 0)
+    }
+
+    /// Has the kernel forget the attributes it holds for `node` (a node
+    /// split off its path): its old readers' `fstat` must show a file with
+    /// no links, as ext4 shows a file replaced by a rename, not the one
+    /// link cached for the hour the attributes are valid. Takes no lock in
+    /// the kernel (page cache left alone: offset -1), so sent from here.
+    fn forget_attrs(&self, node: u64) {
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(e) = notifier.inval_inode(fuser::INodeNo(node), -1, 0) {
+                tracing::debug!(node, "cannot invalidate attributes of a split file: {e}");
+            }
+        }
     }
 
     /// Has the kernel forget the dentries of `names` (a node split off its

@@ -1,11 +1,13 @@
 //! Defects a tester found in the FUSE adapter (session 18): pre-1970 times
-//! with a fraction were stored wrong.
+//! with a fraction were stored wrong; an fd a break split off its path
+//! showed one link.
 
 use super::harness::*;
 use crate::common::require_root;
 use std::ffi::CString;
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 fn cstr(path: &Path) -> CString {
@@ -67,4 +69,24 @@ fn pre_1970_times_with_a_fraction_are_stored_as_on_ext4() {
         let backing = times_of(&g.join("f"));
         assert_eq!(backing, want, "the backing file, set to {sec}.{nsec:09}");
     }
+}
+
+/// A reader's fd a writer's open split off its path (the writer got a
+/// private copy, the reader keeps the store's file): its fstat showed the
+/// one link cached before the split, for an hour, unless it read first.
+#[test]
+fn an_fd_split_off_its_path_shows_no_links_at_once() {
+    if !require_root("review_s18_split_fd_shows_no_links") {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    w.shared(b"shared", &[g.join("f"), other.join("f")]);
+    let m = w.mount(&g, "m", &[]);
+    let reader = File::open(m.path("f")).unwrap();
+    assert_eq!(reader.metadata().unwrap().nlink(), 1, "before the split");
+    let writer = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    assert_eq!(reader.metadata().unwrap().nlink(), 0, "the split-off fd");
+    assert_eq!(writer.metadata().unwrap().nlink(), 1, "the path's new file");
+    assert_eq!(fs::metadata(m.path("f")).unwrap().nlink(), 1);
 }
