@@ -2117,9 +2117,10 @@ impl Overlay {
     /// The error of a set (`flags`) or remove (`None`) of `attr` that the
     /// attribute's presence or absence dooms, found before the change: it
     /// must not break a shared file's link first, as ext4 changes nothing
-    /// then. (Other errors, e.g. EOPNOTSUPP, are the change's own.)
-    /// `system.` names (ACLs) are left to the change: their handlers
-    /// ignore these rules (removing a missing ACL succeeds).
+    /// then. A name the backing filesystem has no handler for (`system.foo`,
+    /// `foo.bar`) fails too: its getxattr answers EOPNOTSUPP, as the change
+    /// would. Other `system.` names (ACLs) are left to the change: their
+    /// handlers ignore these rules (removing a missing ACL succeeds).
     fn xattr_change_fails(
         dir: BorrowedFd,
         name: &OsStr,
@@ -2127,10 +2128,14 @@ impl Overlay {
         flags: Option<i32>,
     ) -> Result<()> {
         use std::os::unix::ffi::OsStrExt;
+        let found = fsys::get_xattr_at(dir, name, attr);
         if attr.as_bytes().starts_with(b"system.") {
-            return Ok(());
+            return match found {
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(e),
+                _ => Ok(()),
+            };
         }
-        let exists = fsys::get_xattr_at(dir, name, attr)?.is_some();
+        let exists = found?.is_some();
         let fails = match flags {
             None => !exists,
             Some(f) if f & libc::XATTR_REPLACE != 0 => !exists,

@@ -1,6 +1,6 @@
 //! Defects a tester found in the FUSE adapter (session 18): pre-1970 times
 //! with a fraction were stored wrong; an fd a break split off its path
-//! showed one link.
+//! showed one link; a setxattr the filesystem refuses broke the link.
 
 use super::harness::*;
 use crate::common::require_root;
@@ -89,4 +89,39 @@ fn an_fd_split_off_its_path_shows_no_links_at_once() {
     assert_eq!(reader.metadata().unwrap().nlink(), 0, "the split-off fd");
     assert_eq!(writer.metadata().unwrap().nlink(), 1, "the path's new file");
     assert_eq!(fs::metadata(m.path("f")).unwrap().nlink(), 1);
+}
+
+/// setxattr/removexattr of a name the backing filesystem has no handler
+/// for (EOPNOTSUPP) on a shared file gave the guest a private copy first.
+#[test]
+fn an_xattr_name_the_filesystem_refuses_leaves_a_shared_file_shared() {
+    if !require_root("review_s18_refused_xattr_keeps_link") {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    w.shared(b"shared", &[g.join("f"), other.join("f")]);
+    let links = fs::metadata(g.join("f")).unwrap().nlink();
+    assert!(links > 1);
+    let m = w.mount(&g, "m", &[]);
+    let path = cstr(&m.path("f"));
+    for attr in ["system.foo", "foo.bar"] {
+        let a = CString::new(attr).unwrap();
+        // SAFETY: valid C strings and a valid buffer.
+        let r = unsafe { libc::setxattr(path.as_ptr(), a.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+        let e = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((r, e), (-1, Some(libc::EOPNOTSUPP)), "setxattr {attr}");
+        // SAFETY: valid C strings.
+        let r = unsafe { libc::removexattr(path.as_ptr(), a.as_ptr()) };
+        let e = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((r, e), (-1, Some(libc::EOPNOTSUPP)), "removexattr {attr}");
+        assert_eq!(fs::metadata(g.join("f")).unwrap().nlink(), links, "{attr}");
+    }
+    // A name it takes still breaks the link first.
+    let a = CString::new("user.x").unwrap();
+    // SAFETY: valid C strings and a valid buffer.
+    let r = unsafe { libc::setxattr(path.as_ptr(), a.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    assert_eq!(r, 0);
+    assert_eq!(fs::metadata(g.join("f")).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(other.join("f")).unwrap().nlink(), links - 1);
 }
