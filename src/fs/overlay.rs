@@ -36,11 +36,19 @@ pub struct OpenInode {
     pub writable: bool,
     /// The kernel passthrough registration, set by the adapter.
     pub backing: Mutex<Option<fuser::BackingId>>,
+    /// Its I/O is served in the daemon although passthrough is on (set by
+    /// the adapter, under `backing`'s lock): the kernel then holds the
+    /// FUSE inode in its cached mode, and a passthrough open of it, or of
+    /// another backing file under it, would fail.
+    pub daemon_io: std::sync::atomic::AtomicBool,
 }
 
 impl OpenInode {
+    /// Whether the kernel ties the FUSE inode to this file: passthrough
+    /// registered, or I/O served in the daemon under passthrough.
     pub fn has_backing(&self) -> bool {
-        lock(&self.backing).is_some()
+        let backing = lock(&self.backing);
+        backing.is_some() || self.daemon_io.load(Ordering::Relaxed)
     }
 }
 
@@ -1082,6 +1090,7 @@ impl Overlay {
             fd,
             writable,
             backing: Mutex::new(None),
+            daemon_io: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

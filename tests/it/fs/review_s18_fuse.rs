@@ -1,14 +1,17 @@
 //! Defects a tester found in the FUSE adapter (session 18): pre-1970 times
 //! with a fraction were stored wrong; an fd a break split off its path
-//! showed one link; a setxattr the filesystem refuses broke the link.
+//! showed one link; fcntl(F_SETFL) could not clear O_APPEND or O_DIRECT
+//! under passthrough; a setxattr the filesystem refuses broke the link.
 
 use super::harness::*;
 use crate::common::require_root;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::process::Command;
 
 fn cstr(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
@@ -89,6 +92,89 @@ fn an_fd_split_off_its_path_shows_no_links_at_once() {
     assert_eq!(reader.metadata().unwrap().nlink(), 0, "the split-off fd");
     assert_eq!(writer.metadata().unwrap().nlink(), 1, "the path's new file");
     assert_eq!(fs::metadata(m.path("f")).unwrap().nlink(), 1);
+}
+
+fn cvt(r: isize) -> usize {
+    assert!(r >= 0, "{}", std::io::Error::last_os_error());
+    r as usize
+}
+
+/// Opens `path` O_WRONLY|O_CREAT|O_APPEND, writes 0-9, clears O_APPEND
+/// with F_SETFL, writes "AB" at 0 and pwrites "CD" at 4, and
+/// pwritev2(RWF_NOAPPEND) "XY" at 8 on a second O_APPEND fd: the content.
+fn append_then_clear(path: &Path) -> Vec<u8> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+        .unwrap();
+    let fd = f.as_raw_fd();
+    // SAFETY (all calls below): `fd` is open; buffers valid for their lengths.
+    unsafe {
+        cvt(libc::write(fd, b"0123456789".as_ptr().cast(), 10));
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        assert_eq!(libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_APPEND), 0);
+        assert_eq!(libc::lseek(fd, 0, libc::SEEK_SET), 0);
+        cvt(libc::write(fd, b"AB".as_ptr().cast(), 2));
+        cvt(libc::pwrite(fd, b"CD".as_ptr().cast(), 2, 4));
+    }
+    drop(f);
+    let f = OpenOptions::new().append(true).open(path).unwrap();
+    let iov = libc::iovec {
+        iov_base: b"XY".as_ptr() as *mut libc::c_void,
+        iov_len: 2,
+    };
+    // SAFETY: an open fd and one valid iovec.
+    cvt(unsafe { libc::pwritev2(f.as_raw_fd(), &iov, 1, 8, libc::RWF_NOAPPEND) });
+    // Another open of the file meanwhile reads it (and does not fail).
+    let seen = fs::read(path).unwrap();
+    drop(f);
+    assert_eq!(seen, fs::read(path).unwrap());
+    seen
+}
+
+/// Under passthrough the kernel's backing file kept the open's O_APPEND:
+/// clearing it had no effect (0123456789ABCD), nor had RWF_NOAPPEND.
+#[test]
+fn clearing_o_append_with_f_setfl_works_as_on_ext4() {
+    if !require_root("review_s18_clear_o_append") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g, h) = (w.dir("plain"), w.dir("g"), w.dir("h"));
+    let want = append_then_clear(&plain.join("f"));
+    assert_eq!(want, b"AB23CD67XY");
+    let m = w.mount(&g, "m", &[]);
+    assert_eq!(append_then_clear(&m.path("f")), want, "passthrough");
+    let n = w.mount(&h, "n", &["nopassthrough"]);
+    assert_eq!(append_then_clear(&n.path("f")), want, "nopassthrough");
+}
+
+/// `dd oflag=direct` clears O_DIRECT before its last, partial block: under
+/// passthrough the backing file kept it, and that write failed (EINVAL).
+#[test]
+fn dd_with_oflag_direct_writes_a_partial_last_block() {
+    if !require_root("review_s18_dd_oflag_direct") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    let src = plain.join("odd.src");
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(&src, &data).unwrap();
+    let m = w.mount(&g, "m", &[]);
+    for out in [plain.join("out"), m.path("out")] {
+        let r = Command::new("dd")
+            .arg(format!("if={}", src.display()))
+            .arg(format!("of={}", out.display()))
+            .args(["bs=4096", "oflag=direct", "status=none"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "dd to {out:?}: {err}");
+        assert_eq!(fs::read(&out).unwrap(), data, "{out:?}");
+    }
 }
 
 /// setxattr/removexattr of a name the backing filesystem has no handler
