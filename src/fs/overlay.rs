@@ -740,6 +740,12 @@ impl Overlay {
                     None => Err(errno(libc::ESTALE)),
                 };
             }
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && !want_write => {
+                return match self.split_open_inode(node) {
+                    Some(file) => self.finish_open(node, file, flags, caller, false),
+                    None => Err(e),
+                };
+            }
             Err(e) => return Err(e),
         };
         let mut moves = 0;
@@ -926,6 +932,16 @@ impl Overlay {
         if lock(&self.handles).contains_key(&fh) {
             lock(&self.openers).insert(fh, pid);
         }
+    }
+
+    /// The file a node split off its path still has open (its old readers'
+    /// fds), for a read-only open of that node: an fd reopened through
+    /// `/proc/self/fd`, as ext4 reopens the inode a rename replaced, or an
+    /// open whose lookup came just before the split. Never for writing:
+    /// that file is the store's (a write open stays ESTALE).
+    fn split_open_inode(&self, node: u64) -> Option<Arc<OpenInode>> {
+        let split = lock(&self.state).table.get(node).is_some_and(|n| n.split);
+        split.then(|| self.current_open_inode(node)).flatten()
     }
 
     /// The node's open backing file, reusing the one open handles use.

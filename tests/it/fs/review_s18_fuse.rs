@@ -1,7 +1,8 @@
 //! Defects a tester found in the FUSE adapter (session 18): pre-1970 times
 //! with a fraction were stored wrong; an fd a break split off its path
 //! showed one link; fcntl(F_SETFL) could not clear O_APPEND or O_DIRECT
-//! under passthrough; a setxattr the filesystem refuses broke the link.
+//! under passthrough; a setxattr the filesystem refuses broke the link; a
+//! reopen of a split-off fd through /proc/self/fd failed with ESTALE.
 
 use super::harness::*;
 use crate::common::require_root;
@@ -210,4 +211,50 @@ fn an_xattr_name_the_filesystem_refuses_leaves_a_shared_file_shared() {
     assert_eq!(r, 0);
     assert_eq!(fs::metadata(g.join("f")).unwrap().nlink(), 1);
     assert_eq!(fs::metadata(other.join("f")).unwrap().nlink(), links - 1);
+}
+
+/// `exec 3< f; echo more >> f; head -c 16 /dev/fd/3` said "Stale file
+/// handle": a reopen of an fd a break split off its path found no path.
+/// ext4 reopens the inode; here the old, shared file serves a read-only
+/// reopen, and a write reopen is refused (it is the store's).
+#[test]
+fn an_fd_split_off_its_path_reopens_through_proc_for_reading() {
+    if !require_root("review_s18_split_fd_reopens") {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    let obj = w.shared(b"shared content!!", &[g.join("f"), other.join("f")]);
+    let m = w.mount(&g, "m", &[]);
+    let reader = File::open(m.path("f")).unwrap();
+    let mut appender = OpenOptions::new().append(true).open(m.path("f")).unwrap();
+    std::io::Write::write_all(&mut appender, b"more").unwrap();
+    let fd_path = format!("/proc/self/fd/{}", reader.as_raw_fd());
+    assert_eq!(fs::read(&fd_path).unwrap(), b"shared content!!");
+    assert_eq!(
+        fs::read(format!("/dev/fd/{}", reader.as_raw_fd())).unwrap(),
+        b"shared content!!"
+    );
+    let write = OpenOptions::new().write(true).open(&fd_path);
+    assert_eq!(errno(write), libc::ESTALE);
+    let trunc = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_TRUNC)
+        .open(&fd_path);
+    assert_eq!(errno(trunc), libc::ESTALE);
+    assert_eq!(fs::read(&obj).unwrap(), b"shared content!!");
+    assert_eq!(fs::read(other.join("f")).unwrap(), b"shared content!!");
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"shared content!!more");
+    // The tester's own steps.
+    w.shared(b"shared content!!", &[g.join("f2"), other.join("f2")]);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("exec 3< \"$1\"; echo more >> \"$1\"; head -c 16 /dev/fd/3")
+        .arg("-")
+        .arg(m.path("f2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout, b"shared content!!");
 }
