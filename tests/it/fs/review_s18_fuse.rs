@@ -258,3 +258,55 @@ fn an_fd_split_off_its_path_reopens_through_proc_for_reading() {
     assert!(out.status.success(), "{err}");
     assert_eq!(out.stdout, b"shared content!!");
 }
+
+/// Opens of one file with and without O_APPEND, in both orders, next to a
+/// shared mmap (the kernel takes one I/O mode per FUSE inode: a mix it
+/// refuses would fail the open with EIO): as on ext4.
+fn mixed_opens(dir: &Path) -> Vec<Vec<u8>> {
+    let f = dir.join("mixed");
+    fs::write(&f, b"0123456789").unwrap();
+    let mut seen = Vec::new();
+    let plain = OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    let mut append = OpenOptions::new().append(true).open(&f).unwrap();
+    std::io::Write::write_all(&mut append, b"AB").unwrap();
+    seen.push(fs::read(&f).unwrap());
+    drop((plain, append));
+    let mut append = OpenOptions::new().append(true).open(&f).unwrap();
+    let plain = OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    let len = 12;
+    // SAFETY: a shared mapping of `len` bytes of an open file, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            plain.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+    // SAFETY: `map` is `len` bytes, mapped read-write.
+    unsafe { *(map as *mut u8) = b'Z' };
+    std::io::Write::write_all(&mut append, b"CD").unwrap();
+    // SAFETY: as above.
+    seen.push(unsafe { std::slice::from_raw_parts(map as *const u8, len) }.to_vec());
+    // SAFETY: the mapping made above, unmapped once.
+    unsafe { libc::munmap(map, len) };
+    drop((plain, append));
+    seen.push(fs::read(&f).unwrap());
+    seen
+}
+
+#[test]
+fn opens_with_and_without_o_append_mix_as_on_ext4() {
+    if !require_root("review_s18_mixed_append_opens") {
+        return;
+    }
+    let w = World::new();
+    let (plain, g) = (w.dir("plain"), w.dir("g"));
+    let want = mixed_opens(&plain);
+    assert_eq!(want[2], b"Z123456789ABCD");
+    let m = w.mount(&g, "m", &[]);
+    assert_eq!(mixed_opens(&m.path("")), want);
+}
