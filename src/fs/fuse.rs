@@ -123,6 +123,11 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// The time a setattr asks for. fuser 0.18 hands a pre-1970 time (kernel
+/// seconds `s < 0`, nanoseconds `n`, meaning `s + n/1e9`) over as
+/// `UNIX_EPOCH - Duration::new(-s, n)`: it subtracts the nanoseconds it
+/// should add. So that time's distance before the epoch holds the kernel's
+/// two numbers as they came, and they are taken back from it unchanged.
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -130,23 +135,31 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
             Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos()),
             Err(e) => {
                 let d = e.duration();
-                let (mut s, mut n) = (-(d.as_secs() as i64), d.subsec_nanos());
-                if n > 0 {
-                    s -= 1;
-                    n = 1_000_000_000 - n;
-                }
-                SetTime::At(s, n)
+                SetTime::At(-(d.as_secs() as i64), d.subsec_nanos())
             }
         },
     })
 }
 
+/// Whether an open's I/O is better served in the daemon: the kernel's
+/// passthrough file keeps the flags of the open it was made for, so an
+/// fcntl(F_SETFL) that clears O_APPEND or O_DIRECT later (dd does before
+/// its last, partial block) would not reach it, nor would a write's
+/// RWF_NOAPPEND; the FUSE file the daemon serves follows them, as ext4 does.
+fn wants_daemon_io(flags: i32) -> bool {
+    flags & (libc::O_APPEND | libc::O_DIRECT) != 0
+}
+
 impl UnifsFs {
     /// Registers the open file for passthrough (once per backing file);
-    /// `None` means serve I/O in the daemon.
+    /// `None` means serve I/O in the daemon. The first open of a backing
+    /// file decides for every open while it stays open (the kernel takes
+    /// one mode per FUSE inode): one with `wants_daemon_io` flags has all
+    /// served in the daemon, a plain one has all passed through.
     fn passthrough<'a>(
         &self,
         file: &'a OpenInode,
+        flags: i32,
         register: impl FnOnce(&OpenInode) -> io::Result<BackingId>,
     ) -> Option<std::sync::MutexGuard<'a, Option<BackingId>>> {
         if !self.overlay.passthrough.load(Ordering::Relaxed) {
@@ -154,6 +167,10 @@ impl UnifsFs {
         }
         let mut backing = file.backing.lock().unwrap_or_else(|p| p.into_inner());
         if backing.is_none() {
+            if file.daemon_io.load(Ordering::Relaxed) || wants_daemon_io(flags) {
+                file.daemon_io.store(true, Ordering::Relaxed);
+                return None;
+            }
             match register(file) {
                 Ok(id) => *backing = Some(id),
                 Err(e) => {
@@ -388,7 +405,7 @@ impl Filesystem for UnifsFs {
         };
         self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
-        let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));
+        let backing = self.passthrough(&opened.file, flags.0, |f| reply.open_backing(&f.fd));
         match backing.as_ref().and_then(|b| b.as_ref()) {
             Some(id) => reply.opened_passthrough(fh, FopenFlags::empty(), id),
             None => reply.opened(fh, FopenFlags::empty()),
@@ -670,7 +687,7 @@ impl Filesystem for UnifsFs {
         self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
         let a = attr(&entry);
-        let backing = self.passthrough(&opened.file, |f| reply.open_backing(&f.fd));
+        let backing = self.passthrough(&opened.file, flags, |f| reply.open_backing(&f.fd));
         match backing.as_ref().and_then(|b| b.as_ref()) {
             Some(id) => reply.created_passthrough(&TTL, &a, GEN, fh, FopenFlags::empty(), id),
             None => reply.created(&TTL, &a, GEN, fh, FopenFlags::empty()),

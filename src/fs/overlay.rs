@@ -36,11 +36,19 @@ pub struct OpenInode {
     pub writable: bool,
     /// The kernel passthrough registration, set by the adapter.
     pub backing: Mutex<Option<fuser::BackingId>>,
+    /// Its I/O is served in the daemon although passthrough is on (set by
+    /// the adapter, under `backing`'s lock): the kernel then holds the
+    /// FUSE inode in its cached mode, and a passthrough open of it, or of
+    /// another backing file under it, would fail.
+    pub daemon_io: std::sync::atomic::AtomicBool,
 }
 
 impl OpenInode {
+    /// Whether the kernel ties the FUSE inode to this file: passthrough
+    /// registered, or I/O served in the daemon under passthrough.
     pub fn has_backing(&self) -> bool {
-        lock(&self.backing).is_some()
+        let backing = lock(&self.backing);
+        backing.is_some() || self.daemon_io.load(Ordering::Relaxed)
     }
 }
 
@@ -766,6 +774,12 @@ impl Overlay {
                     None => Err(errno(libc::ESTALE)),
                 };
             }
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && !want_write => {
+                return match self.split_open_inode(node) {
+                    Some(file) => self.finish_open(node, file, flags, caller, false),
+                    None => Err(e),
+                };
+            }
             Err(e) => return Err(e),
         };
         let mut moves = 0;
@@ -960,6 +974,16 @@ impl Overlay {
         }
     }
 
+    /// The file a node split off its path still has open (its old readers'
+    /// fds), for a read-only open of that node: an fd reopened through
+    /// `/proc/self/fd`, as ext4 reopens the inode a rename replaced, or an
+    /// open whose lookup came just before the split. Never for writing:
+    /// that file is the store's (a write open stays ESTALE).
+    fn split_open_inode(&self, node: u64) -> Option<Arc<OpenInode>> {
+        let split = lock(&self.state).table.get(node).is_some_and(|n| n.split);
+        split.then(|| self.current_open_inode(node)).flatten()
+    }
+
     /// The node's open backing file, reusing the one open handles use.
     fn open_inode(
         &self,
@@ -1070,6 +1094,7 @@ impl Overlay {
             // Handles on the old inode share the FUSE inode's page cache,
             // and passthrough allows one backing file per FUSE inode.
             let names = lock(&self.state).table.split_off(node);
+            self.forget_attrs(node);
             self.forget_names(names);
             return Err(errno(libc::ESTALE));
         }
@@ -1121,6 +1146,7 @@ impl Overlay {
             fd,
             writable,
             backing: Mutex::new(None),
+            daemon_io: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -1154,6 +1180,19 @@ impl Overlay {
             }
         }
         sys::open_at(dir, name, flags, 0)
+    }
+
+    /// Has the kernel forget the attributes it holds for `node` (a node
+    /// split off its path): its old readers' `fstat` must show a file with
+    /// no links, as ext4 shows a file replaced by a rename, not the one
+    /// link cached for the hour the attributes are valid. Takes no lock in
+    /// the kernel (page cache left alone: offset -1), so sent from here.
+    fn forget_attrs(&self, node: u64) {
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(e) = notifier.inval_inode(fuser::INodeNo(node), -1, 0) {
+                tracing::debug!(node, "cannot invalidate attributes of a split file: {e}");
+            }
+        }
     }
 
     /// Has the kernel forget the dentries of `names` (a node split off its
@@ -2148,9 +2187,10 @@ impl Overlay {
     /// The error of a set (`flags`) or remove (`None`) of `attr` that the
     /// attribute's presence or absence dooms, found before the change: it
     /// must not break a shared file's link first, as ext4 changes nothing
-    /// then. (Other errors, e.g. EOPNOTSUPP, are the change's own.)
-    /// `system.` names (ACLs) are left to the change: their handlers
-    /// ignore these rules (removing a missing ACL succeeds).
+    /// then. A name the backing filesystem has no handler for (`system.foo`,
+    /// `foo.bar`) fails too: its getxattr answers EOPNOTSUPP, as the change
+    /// would. Other `system.` names (ACLs) are left to the change: their
+    /// handlers ignore these rules (removing a missing ACL succeeds).
     fn xattr_change_fails(
         dir: BorrowedFd,
         name: &OsStr,
@@ -2158,10 +2198,14 @@ impl Overlay {
         flags: Option<i32>,
     ) -> Result<()> {
         use std::os::unix::ffi::OsStrExt;
+        let found = fsys::get_xattr_at(dir, name, attr);
         if attr.as_bytes().starts_with(b"system.") {
-            return Ok(());
+            return match found {
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(e),
+                _ => Ok(()),
+            };
         }
-        let exists = fsys::get_xattr_at(dir, name, attr)?.is_some();
+        let exists = found?.is_some();
         let fails = match flags {
             None => !exists,
             Some(f) if f & libc::XATTR_REPLACE != 0 => !exists,
