@@ -46,11 +46,11 @@ fn err(e: io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// Says so, at most ten times a minute: every guest user of the mount then gets
+/// Says so, at most once a minute: every guest user of the mount then gets
 /// EMFILE, whoever holds the files, and nothing else would tell the
 /// operator why.
 fn fd_limit_reached() {
-    static LOG: super::LogLimit = super::LogLimit::new();
+    static LOG: super::LogLimit = super::LogLimit::new(1);
     if LOG.allows() {
         let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(0, |(soft, _)| soft);

@@ -18,37 +18,36 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Lets a log line a guest can cause at will through at most
-/// [`Self::BURST`] times a minute: a guest looping on a refused change
-/// would fill the host's log.
-pub struct LogLimit(std::sync::atomic::AtomicU64);
-
-impl LogLimit {
-    pub const BURST: u64 = 10;
-
-    pub const fn new() -> Self {
-        LogLimit(std::sync::atomic::AtomicU64::new(0))
-    }
-
-    /// True if the line may be logged now.
-    pub fn allows(&self) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let minute = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() / 60);
-        // The minute in the high bits, the lines logged in it in the low 16.
-        let update = |v: u64| match (v >> 16 == minute, v & 0xffff) {
-            (false, _) => Some(minute << 16 | 1),
-            (true, n) if n < Self::BURST => Some(v + 1),
-            _ => None,
-        };
-        self.0.fetch_update(Relaxed, Relaxed, update).is_ok()
-    }
+/// Lets a log line a guest can cause at will through at most a given
+/// number of times a minute: a guest looping on a refused change would
+/// fill the host's log.
+pub struct LogLimit {
+    per_minute: u64,
+    /// When the window began (seconds) in the high bits, the lines logged
+    /// in it in the low 16.
+    state: std::sync::atomic::AtomicU64,
 }
 
-impl Default for LogLimit {
-    fn default() -> Self {
-        Self::new()
+impl LogLimit {
+    pub const fn new(per_minute: u64) -> Self {
+        LogLimit {
+            per_minute,
+            state: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// True if the line may be logged now: fewer than `per_minute` lines
+    /// since the first of the last minute's window.
+    pub fn allows(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs());
+        let update = |v: u64| match (v >> 16, v & 0xffff) {
+            (start, n) if start != 0 && now < start + 60 => (n < self.per_minute).then_some(v + 1),
+            _ => Some(now << 16 | 1),
+        };
+        self.state.fetch_update(Relaxed, Relaxed, update).is_ok()
     }
 }
 

@@ -684,7 +684,7 @@ impl Overlay {
         };
         self.check_dir_unlocked(node, dir, name)?;
         let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
-            static LOG: super::LogLimit = super::LogLimit::new();
+            static LOG: super::LogLimit = super::LogLimit::new(10);
             if LOG.allows() {
                 tracing::warn!(
                     node,
@@ -721,7 +721,7 @@ impl Overlay {
             .table
             .path(node)
             .map_or_else(|| name.into(), |p| p.iter().collect());
-        static LOG: super::LogLimit = super::LogLimit::new();
+        static LOG: super::LogLimit = super::LogLimit::new(10);
         if LOG.allows() {
             tracing::warn!(
                 node,
