@@ -327,9 +327,10 @@ fn open_node(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<Node>> {
     }))
 }
 
-/// Every xattr but the store's own (`trusted.unifs.*`).
-fn kept_xattr(name: &[u8]) -> bool {
-    !name.starts_with(STORE_XATTR_PREFIX)
+/// Every xattr but the store's own (`trusted.unifs.*`) and xfs' second
+/// names for ACLs (the `system.posix_acl_*` entries hold them).
+pub fn kept_xattr(name: &[u8]) -> bool {
+    !name.starts_with(STORE_XATTR_PREFIX) && !sys::xattr::is_acl_alias(name)
 }
 
 /// The walk's state: the entries so far, hardlink groups by inode, and the

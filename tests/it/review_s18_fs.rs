@@ -1,0 +1,154 @@
+//! Review s18-fs: filesystems other than plain ext4 (xfs, btrfs, ext4 made
+//! with unusual options), each loop-mounted for its test.
+
+use crate::common::require_root;
+use crate::tree::{file, init_store, restore, unifs};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A filesystem in an image file, loop-mounted for a test; unmounted (and
+/// its loop device, which `mount -o loop` made autoclear, freed) even when
+/// the test fails.
+struct Loopfs {
+    dir: tempfile::TempDir,
+}
+
+impl Loopfs {
+    /// `mkfs.KIND ARGS` on a sparse image of `size` bytes, mounted.
+    fn new(kind: &str, size: u64, mkfs_args: &[&str]) -> Loopfs {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let img = dir.path().join("img");
+        fs::File::create(&img).unwrap().set_len(size).unwrap();
+        let mkfs = Command::new(format!("mkfs.{kind}"))
+            .args(mkfs_args)
+            .arg(&img)
+            .output()
+            .unwrap_or_else(|e| panic!("mkfs.{kind}: {e} (Debian: xfsprogs, btrfs-progs)"));
+        assert!(mkfs.status.success(), "{}", stderr(&mkfs));
+        fs::create_dir(dir.path().join("fs")).unwrap();
+        let mount = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(dir.path().join("fs"))
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "{}", stderr(&mount));
+        Loopfs { dir }
+    }
+
+    fn xfs() -> Loopfs {
+        Loopfs::new("xfs", 320 << 20, &["-q"])
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join("fs").join(rel)
+    }
+}
+
+impl Drop for Loopfs {
+    fn drop(&mut self) {
+        let fs = self.dir.path().join("fs");
+        if nix::mount::umount(&fs).is_err() {
+            let _ = nix::mount::umount2(&fs, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn run(cmd: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let mut c = Command::new(cmd);
+    for a in args {
+        c.arg(a.as_ref());
+    }
+    let out = c.output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The names of the xattrs of `path` (root sees `trusted.*`).
+fn xattr_names(path: &Path) -> Vec<String> {
+    run(
+        "getfattr",
+        &[&"-h", &"-m", &"-", &"--absolute-names", &path],
+    )
+    .lines()
+    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    .map(|l| l.split('=').next().unwrap().to_string())
+    .collect()
+}
+
+/// A guest at `g` with a file with an access ACL and a directory with a
+/// default ACL; its manifest (from a store of its own) and a copy of all
+/// its files as the private files. Returns (store, manifest, private).
+fn acl_guest(g: &Path, work: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    file(g, "odd/acl", b"acl'd\n", 0o640);
+    fs::create_dir_all(g.join("odd/dacl")).unwrap();
+    run("setfacl", &[&"-m", &"u:1234:rw", &g.join("odd/acl")]);
+    run(
+        "setfacl",
+        &[&"-d", &"-m", &"u:1234:rwx", &g.join("odd/dacl")],
+    );
+    let store = work.join("store");
+    init_store(&store);
+    let m = work.join("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let private = work.join("private");
+    run("cp", &[&"-a", &g, &private]);
+    (store, m, private)
+}
+
+fn assert_acls_kept(target: &Path) {
+    let file_acl = run("getfacl", &[&"-p", &target.join("odd/acl")]);
+    assert!(file_acl.contains("user:1234:rw-"), "{file_acl}");
+    let dir_acl = run("getfacl", &[&"-p", &target.join("odd/dacl")]);
+    assert!(dir_acl.contains("default:user:1234:rwx"), "{dir_acl}");
+}
+
+/// xfs shows an ACL to root twice, as `system.posix_acl_*` and as
+/// `trusted.SGI_ACL_*`. A restore onto xfs of a manifest made elsewhere set
+/// the ACL, then removed every xattr the manifest did not name, the SGI
+/// name too, which took the ACL with it: every ACL lost, "every file
+/// verified". Now the SGI names are left alone (and the restore checks
+/// each path's xattrs once set).
+#[test]
+fn a_restore_onto_xfs_keeps_the_acls() {
+    if !require_root("review_s18_a_restore_onto_xfs_keeps_the_acls") {
+        return;
+    }
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (store, m, private) = acl_guest(&work.path().join("g"), work.path());
+    let xfs = Loopfs::xfs();
+    let target = xfs.path("g");
+    let o = restore(&store, &m, &private, &target);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_acls_kept(&target);
+}
+
+/// The reverse: a manifest made on xfs recorded the `trusted.SGI_ACL_*`
+/// names, and a restore elsewhere made them real (junk) `trusted.*`
+/// xattrs. The manifest leaves them out now.
+#[test]
+fn a_manifest_made_on_xfs_records_acls_once() {
+    if !require_root("review_s18_a_manifest_made_on_xfs_records_acls_once") {
+        return;
+    }
+    let xfs = Loopfs::xfs();
+    let (store, m, private) = acl_guest(&xfs.path("g"), &xfs.path(""));
+    let text = fs::read_to_string(&m).unwrap();
+    assert!(!text.contains("SGI_ACL"), "{text}");
+    assert!(text.contains("system.posix_acl_access"), "{text}");
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let target = work.path().join("g");
+    let o = restore(&store, &m, &private, &target);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_acls_kept(&target);
+    for p in ["odd/acl", "odd/dacl"] {
+        let names = xattr_names(&target.join(p));
+        assert!(names.iter().all(|n| !n.contains("SGI")), "{p}: {names:?}");
+    }
+}
