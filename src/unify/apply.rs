@@ -46,6 +46,8 @@ pub struct ApplyTotals {
     pub skipped_in_use: u64,
     /// Files whose name went away before it could be linked.
     pub gone: u64,
+    /// Files whose own xattrs leave no room for the store's marker.
+    pub no_xattr_room: u64,
 }
 
 impl ApplyTotals {
@@ -58,6 +60,7 @@ impl ApplyTotals {
         self.skipped_changed += o.skipped_changed;
         self.skipped_in_use += o.skipped_in_use;
         self.gone += o.gone;
+        self.no_xattr_room += o.no_xattr_room;
     }
 }
 
@@ -117,6 +120,9 @@ enum Skip {
     /// running guest. Nothing to do, as for a file made after the walk.
     Gone,
     InUse,
+    /// No room for the store's marker beside the file's own xattrs: it
+    /// can never become an object on this filesystem, so no problem.
+    NoXattrRoom,
     Failed(String),
 }
 
@@ -238,6 +244,7 @@ impl<'a> Applier<'a> {
                      holds files read-write); left as it was",
                 ));
             }
+            Skip::NoXattrRoom => work.totals.no_xattr_room += 1,
             Skip::Failed(why) => work.problems.push(Problem::new(path, why)),
         }
     }
@@ -313,13 +320,13 @@ impl<'a> Applier<'a> {
             sys::write_data_out(fd.as_fd()).map_err(fail)?;
             self.store
                 .ingest_by_link(fd.as_fd(), &group.id, 0)
-                .map_err(|e| Skip::Failed(e.to_string()))?
+                .map_err(ingest_skip)?
         } else {
             let meta = ObjectMeta::of_fd(fd.as_fd(), &st, self.ignore_mtime).map_err(fail)?;
             match self
                 .store
                 .ingest_by_copy(fd.as_fd(), &meta, &group.id, 0)
-                .map_err(|e| Skip::Failed(e.to_string()))?
+                .map_err(ingest_skip)?
             {
                 Some(i) => i,
                 None => return Err(Skip::Changed),
@@ -885,6 +892,14 @@ pub(super) fn lease_busy(e: &io::Error) -> bool {
 
 /// A syscall of the replacement failed: the report says what was tried,
 /// and that the file is as it was (a bare errno said neither).
+/// Why a file could not be put into the store.
+fn ingest_skip(e: store::Error) -> Skip {
+    match store::object::is_no_xattr_room(&e) {
+        true => Skip::NoXattrRoom,
+        false => Skip::Failed(e.to_string()),
+    }
+}
+
 fn fail(e: io::Error) -> Skip {
     Skip::Failed(format!("cannot link it ({e}); left as it was"))
 }

@@ -168,6 +168,9 @@ pub struct Summary {
     pub files_with_inode_flags: u64,
     /// Files with holes, left alone unread.
     pub files_sparse: u64,
+    /// Files whose own xattrs leave no room for the store's marker (ext4:
+    /// 128-byte inodes, a full xattr block), left alone.
+    pub files_no_xattr_room: u64,
     /// Paths of inodes a clone (`cp -al`) shared across guests that got a
     /// copy of their own (inodes unify cannot make objects).
     pub clone_paths_split: u64,
@@ -678,6 +681,7 @@ fn run(
     summary.skipped_changed = t.skipped_changed;
     summary.files_gone += t.gone;
     summary.skipped_in_use = t.skipped_in_use;
+    summary.files_no_xattr_room = t.no_xattr_room;
     let totals = RunTotals {
         files_scanned: summary.files_scanned,
         bytes_hashed: summary.bytes_hashed,

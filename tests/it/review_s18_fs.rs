@@ -152,3 +152,39 @@ fn a_manifest_made_on_xfs_records_acls_once() {
         assert!(names.iter().all(|n| !n.contains("SGI")), "{p}: {names:?}");
     }
 }
+
+/// On ext4 with 128-byte inodes a file's xattrs all live in one block: one
+/// that 4000 bytes of its own fill has no room for the store's marker.
+/// Every run warned "No space left on device", naming the object's path,
+/// and exited 23 for good. Such files are left alone now, counted
+/// (`files_no_xattr_room`), and the run exits 0.
+#[test]
+fn files_whose_xattrs_leave_no_room_for_the_marker_are_left_alone() {
+    if !require_root("review_s18_files_whose_xattrs_leave_no_room_for_the_marker") {
+        return;
+    }
+    let ext4 = Loopfs::new("ext4", 64 << 20, &["-q", "-b", "4096", "-I", "128"]);
+    let guests = [ext4.path("g1"), ext4.path("g2")];
+    for g in &guests {
+        let f = file(g, "odd/bigx", b"same content\n", 0o644);
+        crate::tree::set_xattr(&f, "user.big", &[b'x'; 4000]);
+        file(g, "usr/plain", b"plain and shared\n", 0o644);
+    }
+    let store = ext4.path("store");
+    for run in 0..2 {
+        let s = crate::tree::unify_json(&store, &[&guests[0], &guests[1]]);
+        assert_eq!(s["problems"].as_array().unwrap().len(), 0, "run {run}: {s}");
+        assert_eq!(s["files_no_xattr_room"], 2, "run {run}: {s}");
+    }
+    let out = unifs(&store, &[&"unify", &guests[0], &guests[1]]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no room for the store's xattr"), "{text}");
+    assert_eq!(
+        crate::tree::ino(&guests[0].join("usr/plain")),
+        crate::tree::ino(&guests[1].join("usr/plain"))
+    );
+    assert_ne!(
+        crate::tree::ino(&guests[0].join("odd/bigx")),
+        crate::tree::ino(&guests[1].join("odd/bigx"))
+    );
+}
