@@ -49,6 +49,20 @@ pub const INODE_FLAGS: u32 = 0x1
     | 0x80_0000
     | 0x200_0000;
 
+/// xfs' inode flags that FS_IOC_GETFLAGS does not show (FS_IOC_FSGETXATTR's
+/// fsx_xflags), shared by a hardlink as well: realtime, the extent size
+/// hints (extsize, extszinherit, cowextsize), nodefrag, filestream, dax.
+/// Not prealloc or hasattr, which xfs sets by itself.
+pub const XFS_FLAGS: u32 = 0x1 | 0x800 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000;
+
+/// Whether the file open at `fd` has inode flags of either set.
+pub fn has_inode_flags(fd: BorrowedFd) -> io::Result<bool> {
+    if sys::inode_flags(fd)? & INODE_FLAGS != 0 {
+        return Ok(true);
+    }
+    Ok(sys::fs_xattr(fd)?.xflags & XFS_FLAGS != 0)
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors of the store. Each names the path it is about.

@@ -750,10 +750,11 @@ fn flagged(target: &Target) -> Option<String> {
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
     let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0).ok()?;
     let found = sys::inode_flags(fd.as_fd()).ok()? & store::INODE_FLAGS;
-    (found != 0).then(|| {
+    let xfs = sys::fs_xattr(fd.as_fd()).ok()?.xflags & store::XFS_FLAGS;
+    (found | xfs != 0).then(|| {
         format!(
-            "object {} has inode flags (lsattr, {found:#x}) that a link would pass on; \
-             not linked to it (see `unifs store verify`)",
+            "object {} has inode flags (lsattr {found:#x}, xfs_io lsattr {xfs:#x}) that a link \
+             would pass on; not linked to it (see `unifs store verify`)",
             target.id
         )
     })

@@ -188,3 +188,31 @@ fn files_whose_xattrs_leave_no_room_for_the_marker_are_left_alone() {
         crate::tree::ino(&guests[1].join("odd/bigx"))
     );
 }
+
+/// xfs' own inode flags (nodefrag, extent size hints, …) are not shown by
+/// FS_IOC_GETFLAGS: unify linked such files, and every guest's path got
+/// the flag. They count as inode flags now: the file is left alone.
+#[test]
+fn files_with_xfs_only_flags_are_left_alone() {
+    if !require_root("review_s18_files_with_xfs_only_flags_are_left_alone") {
+        return;
+    }
+    let xfs = Loopfs::xfs();
+    let guests = [xfs.path("q1"), xfs.path("q2")];
+    for g in &guests {
+        crate::tree::file_at(g, "data", b"the same data\n", 0o644, 1_700_000_000);
+    }
+    run("xfs_io", &[&"-c", &"chattr +f", &guests[0].join("data")]);
+    let s = crate::tree::unify_json(&xfs.path("store"), &[&guests[0], &guests[1]]);
+    assert_eq!(s["files_with_inode_flags"], 1, "{s}");
+    let flags = run(
+        "xfs_io",
+        &[&"-r", &"-c", &"lsattr", &guests[1].join("data")],
+    );
+    assert!(
+        !flags.split_whitespace().next().unwrap().contains('f'),
+        "{flags}"
+    );
+    let ino = |g: &PathBuf| crate::tree::ino(&g.join("data"));
+    assert_ne!(ino(&guests[0]), ino(&guests[1]));
+}
