@@ -188,6 +188,13 @@ fn print_summary(s: &unify::Summary) {
             count(s.files_no_xattr_room)
         );
     }
+    if s.files_other_project > 0 {
+        println!(
+            "  left alone: {} of another project ID (lsattr -p) than their object, which a \
+             hardlink would share",
+            count(s.files_other_project)
+        );
+    }
     if s.files_with_inode_flags > 0 {
         println!(
             "  left alone: {} with inode flags (chattr), which a hardlink would share",

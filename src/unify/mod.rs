@@ -171,6 +171,9 @@ pub struct Summary {
     /// Files whose own xattrs leave no room for the store's marker (ext4:
     /// 128-byte inodes, a full xattr block), left alone.
     pub files_no_xattr_room: u64,
+    /// Files of another project ID (xfs/ext4 quotas) than the object they
+    /// match, left alone: a link would share the object's.
+    pub files_other_project: u64,
     /// Paths of inodes a clone (`cp -al`) shared across guests that got a
     /// copy of their own (inodes unify cannot make objects).
     pub clone_paths_split: u64,
@@ -682,6 +685,7 @@ fn run(
     summary.files_gone += t.gone;
     summary.skipped_in_use = t.skipped_in_use;
     summary.files_no_xattr_room = t.no_xattr_room;
+    summary.files_other_project = t.other_project;
     let totals = RunTotals {
         files_scanned: summary.files_scanned,
         bytes_hashed: summary.bytes_hashed,

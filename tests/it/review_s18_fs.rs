@@ -189,6 +189,52 @@ fn files_whose_xattrs_leave_no_room_for_the_marker_are_left_alone() {
     );
 }
 
+fn projid(path: &Path) -> u32 {
+    let out = run("lsattr", &[&"-p", &"-d", &path]);
+    out.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Guests in directories of their own project (`chattr -p N +P`, the
+/// xfs/ext4 directory-quota layout): link() into such a directory of
+/// another project fails with EXDEV, so every run warned "Invalid
+/// cross-device link" and exited 23; without +P a guest's file silently
+/// took the object's project ID. Files of another project than their
+/// object are now left alone (`files_other_project`), like other metadata
+/// a hardlink shares; files of one project still share.
+#[test]
+fn files_of_another_project_are_left_alone() {
+    if !require_root("review_s18_files_of_another_project_are_left_alone") {
+        return;
+    }
+    let xfs = Loopfs::xfs();
+    let guests: Vec<PathBuf> = ["p1", "p2", "p3", "p4"]
+        .iter()
+        .map(|g| xfs.path(g))
+        .collect();
+    for (g, proj) in guests.iter().zip(["10", "20", "10"]) {
+        fs::create_dir_all(g.join("usr")).unwrap();
+        run("chattr", &[&"-p", &proj, &"+P", &g.join("usr")]);
+    }
+    for g in &guests {
+        crate::tree::file_at(g, "usr/tool", b"the same tool\n", 0o755, 1_700_000_000);
+    }
+    // p4: no +P directory, its file of project 30 of its own.
+    run("chattr", &[&"-p", &"30", &guests[3].join("usr/tool")]);
+    let store = xfs.path("store");
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = guests.iter().map(|g| g as _).collect();
+    for run in 0..2 {
+        let s = crate::tree::unify_json(&store, &args);
+        assert_eq!(s["problems"].as_array().unwrap().len(), 0, "run {run}: {s}");
+        assert_eq!(s["files_other_project"], 2, "run {run}: {s}");
+    }
+    let ino = |g: &PathBuf| crate::tree::ino(&g.join("usr/tool"));
+    assert_eq!(ino(&guests[0]), ino(&guests[2]));
+    assert_ne!(ino(&guests[0]), ino(&guests[1]));
+    assert_ne!(ino(&guests[0]), ino(&guests[3]));
+    assert_eq!(projid(&guests[1].join("usr/tool")), 20);
+    assert_eq!(projid(&guests[3].join("usr/tool")), 30);
+}
+
 /// xfs' own inode flags (nodefrag, extent size hints, …) are not shown by
 /// FS_IOC_GETFLAGS: unify linked such files, and every guest's path got
 /// the flag. They count as inode flags now: the file is left alone.
