@@ -138,6 +138,18 @@ pub enum Error {
         store_mount: PathBuf,
     },
     #[error(
+        "{guest} is in another btrfs subvolume ({guest_top}) than the store {store} \
+         ({store_top}): a subvolume has a device number (st_dev) of its own, and hardlinks \
+         cannot cross subvolumes; the store and its guests must be in one subvolume (make \
+         the guests plain directories in the store's subvolume, not subvolumes of their own)"
+    )]
+    CrossSubvolume {
+        guest: PathBuf,
+        guest_top: PathBuf,
+        store: PathBuf,
+        store_top: PathBuf,
+    },
+    #[error(
         "guest {guest} is reached through another mount than the store {store}, though \
          of the same filesystem (a bind mount?); hardlinks cannot cross mounts: name \
          the guest by a path on the store's mount"
@@ -386,12 +398,8 @@ impl Store {
                 backing,
             });
         }
-        Err(Error::CrossDevice {
-            guest: guest.to_path_buf(),
-            guest_mount: mount_point_of(guest),
-            store: self.root.clone(),
-            store_mount: mount_point_of(&self.root),
-        })
+        let real = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        Err(cross_device(guest, &self.root, &real))
     }
 
     /// `objects/ab/cdef…[.N]` relative to the store root.
@@ -594,6 +602,37 @@ fn parse_marker(v: &[u8]) -> Option<ObjectId> {
 pub fn read_marker_path(path: &Path) -> io::Result<Option<ObjectId>> {
     let value = sys::xattr::get_path(path, OsStr::new(MARKER_XATTR))?;
     Ok(value.as_deref().and_then(parse_marker))
+}
+
+/// Why `guest` (on another device number than the store `store`) cannot be
+/// linked to it; `store_at` is a path on the store's filesystem, symlinks
+/// resolved (a store path that is a symlink names the guest's mount point
+/// itself). Two btrfs subvolumes of one mount have device
+/// numbers of their own but one mount: no other filesystem to put the
+/// store on, as the other error would advise.
+pub fn cross_device(guest: &Path, store: &Path, store_at: &Path) -> Error {
+    let guest_top = mount_point_of(guest);
+    let store_top = mount_point_of(store_at);
+    let mount_of = |p: &Path| {
+        sys::open_dir(p)
+            .ok()
+            .and_then(|fd| sys::mount_id(fd.as_fd()))
+    };
+    let one_mount = matches!((mount_of(guest), mount_of(&store_top)), (Some(g), Some(s)) if g == s);
+    if one_mount {
+        return Error::CrossSubvolume {
+            guest: guest.to_path_buf(),
+            guest_top,
+            store: store.to_path_buf(),
+            store_top,
+        };
+    }
+    Error::CrossDevice {
+        guest: guest.to_path_buf(),
+        guest_mount: guest_top,
+        store: store.to_path_buf(),
+        store_mount: store_top,
+    }
 }
 
 /// The mount point holding `path`, for error messages.

@@ -335,13 +335,7 @@ fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<(
                 let path = g.clone();
                 return Err(store::Error::InUnifsView { path, backing }.into());
             }
-            return Err(store::Error::CrossDevice {
-                guest: g.clone(),
-                guest_mount: store::mount_point_of(g),
-                store: store_path.to_path_buf(),
-                store_mount: store::mount_point_of(&existing),
-            }
-            .into());
+            return Err(store::cross_device(g, store_path, &existing).into());
         }
     }
     Ok(())
@@ -1008,6 +1002,14 @@ fn elsewhere(e: &store::Error) -> Option<String> {
             guest_mount.display(),
             store.display(),
             store_mount.display()
+        )),
+        store::Error::CrossSubvolume {
+            guest_top, store, ..
+        } => Some(format!(
+            "is now in another btrfs subvolume ({}) than the store {}, and hardlinks cannot \
+             cross subvolumes",
+            guest_top.display(),
+            store.display()
         )),
         store::Error::CrossMount { store, .. } => Some(format!(
             "is now reached through another mount than the store {} (a bind mount?), and \

@@ -262,3 +262,58 @@ fn files_with_xfs_only_flags_are_left_alone() {
     let ino = |g: &PathBuf| crate::tree::ino(&g.join("data"));
     assert_ne!(ino(&guests[0]), ino(&guests[1]));
 }
+
+fn btrfs() -> Loopfs {
+    Loopfs::new("btrfs", 256 << 20, &["-q"])
+}
+
+/// A guest that is a btrfs subvolume has a device number of its own: the
+/// refusal said it was "on another filesystem (FS/sv1)" and advised "put
+/// the store on FS/sv1", which cannot help. It now says it is another
+/// subvolume and that store and guests must share one.
+#[test]
+fn a_guest_that_is_a_btrfs_subvolume_is_refused_as_one() {
+    if !require_root("review_s18_a_guest_that_is_a_btrfs_subvolume") {
+        return;
+    }
+    let fs = btrfs();
+    for sv in ["sv1", "sv2"] {
+        run("btrfs", &[&"-q", &"subvolume", &"create", &fs.path(sv)]);
+        file(&fs.path(sv), "usr/tool", b"tool\n", 0o755);
+    }
+    let store = fs.path("store");
+    for round in 0..2 {
+        // First with no store yet, then with one made on the top level.
+        let o = unifs(&store, &[&"unify", &fs.path("sv1"), &fs.path("sv2")]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("btrfs subvolume"), "{err}");
+        assert!(err.contains("must be in one subvolume"), "{err}");
+        assert!(!err.contains("put the store on"), "{err}");
+        if round == 0 {
+            init_store(&store);
+        }
+    }
+}
+
+/// A store path that is a symlink to a store on another filesystem: the
+/// refusal named the guest's mount point as the store's too. It names the
+/// filesystem the link leads to now.
+#[test]
+fn a_store_symlinked_from_another_filesystem_is_named_where_it_is() {
+    if !require_root("review_s18_a_store_symlinked_from_another_filesystem") {
+        return;
+    }
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let real = work.path().join("store");
+    init_store(&real);
+    let fs = btrfs();
+    std::os::unix::fs::symlink(&real, fs.path("storelink")).unwrap();
+    file(&fs.path("g"), "usr/tool", b"tool\n", 0o755);
+    let o = unifs(&fs.path("storelink"), &[&"unify", &fs.path("g")]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let store_mount = run("stat", &[&"-c", &"%m", &real]);
+    let want = format!("storelink ({})", store_mount.trim());
+    assert!(err.contains(&want), "{want} in {err}");
+}
