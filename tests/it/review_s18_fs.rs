@@ -317,3 +317,30 @@ fn a_store_symlinked_from_another_filesystem_is_named_where_it_is() {
     let want = format!("storelink ({})", store_mount.trim());
     assert!(err.contains(&want), "{want} in {err}");
 }
+
+/// `unifs manifest` does not enter a btrfs subvolume inside a guest (its
+/// inode numbers would mix with the guest's); it listed it as an empty
+/// directory, silently. It warns now, naming it.
+#[test]
+fn a_manifest_warns_of_a_btrfs_subvolume_it_leaves_out() {
+    if !require_root("review_s18_a_manifest_warns_of_a_btrfs_subvolume") {
+        return;
+    }
+    let fs = btrfs();
+    let g = fs.path("g");
+    file(&g, "etc/hostname", b"g\n", 0o644);
+    fs::create_dir_all(g.join("srv")).unwrap();
+    run(
+        "btrfs",
+        &[&"-q", &"subvolume", &"create", &g.join("srv/sub")],
+    );
+    file(&g, "srv/sub/data", b"in the subvolume\n", 0o644);
+    let store = fs.path("store");
+    init_store(&store);
+    let m = fs.path("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("srv/sub: a btrfs subvolume"), "{err}");
+    assert!(!fs::read_to_string(&m).unwrap().contains("srv/sub/data"));
+}
