@@ -184,7 +184,12 @@ pub fn restore(
             .filter(|(e, _)| e.rel_path() != Path::new(ROOT))
         {
             if let Err(err) = flags::apply(&staging.join(e.rel_path()), *bits) {
-                bad.push(format!("{}: inode flags: {err}", e.rel_path().display()));
+                let letters = flags::to_letters(*bits).unwrap_or_default();
+                bad.push(format!(
+                    "{}: inode flags {letters:?}: {err}{}",
+                    e.rel_path().display(),
+                    unsupported_hint(&err)
+                ));
             }
         }
         if !bad.is_empty() {
@@ -616,6 +621,29 @@ fn remove_other_xattrs(path: &Path, want: &BTreeMap<String, String>) -> io::Resu
     Ok(())
 }
 
+/// An xattr the target refuses, named: a btrfs guest's manifest holds
+/// `btrfs.compression` (a btrfs property shown as an xattr), which no other
+/// filesystem takes.
+fn xattr_error(name: &str, err: io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!("xattr {name}: {err}{}", unsupported_hint(&err)),
+    )
+}
+
+/// What EOPNOTSUPP means here: the manifest was made on another kind of
+/// filesystem than the target.
+fn unsupported_hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => {
+            " (the target filesystem does not support it: the manifest was made on \
+             another kind, such as btrfs for `btrfs.*` xattrs and the `c` flag; restore \
+             onto that kind, or edit the manifest to leave it out)"
+        }
+        _ => "",
+    }
+}
+
 /// The path holds exactly the manifest's xattrs: an ACL lost on the way
 /// (a filesystem that keeps it under another name too) fails the restore.
 fn check_xattrs(path: &Path, want: &BTreeMap<String, String>) -> io::Result<()> {
@@ -642,7 +670,8 @@ fn apply_meta(e: &Entry, path: &Path) -> io::Result<()> {
     let want = wanted_xattrs(e);
     for (name, value) in &want {
         let value = from_hex(value).ok_or_else(|| io::Error::other("bad xattr hex"))?;
-        sys::xattr::set_path(path, OsStr::new(name), &value)?;
+        sys::xattr::set_path(path, OsStr::new(name), &value)
+            .map_err(|err| xattr_error(name, err))?;
     }
     if e.kind != "symlink" {
         remove_other_xattrs(path, &want)?;

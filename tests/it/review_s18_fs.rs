@@ -344,3 +344,38 @@ fn a_manifest_warns_of_a_btrfs_subvolume_it_leaves_out() {
     assert!(err.contains("srv/sub: a btrfs subvolume"), "{err}");
     assert!(!fs::read_to_string(&m).unwrap().contains("srv/sub/data"));
 }
+
+/// A btrfs guest's compressed file carries the btrfs property
+/// `btrfs.compression`, shown as an xattr and recorded so; no other
+/// filesystem takes it, and the restore failed with a bare "Operation not
+/// supported". The error names the xattr and says why now.
+#[test]
+fn a_restore_refused_a_btrfs_property_says_which_and_why() {
+    if !require_root("review_s18_a_restore_refused_a_btrfs_property") {
+        return;
+    }
+    let fs = btrfs();
+    let g = fs.path("g");
+    fs::create_dir_all(g.join("odd")).unwrap();
+    fs::File::create(g.join("odd/compr")).unwrap();
+    run("chattr", &[&"+c", &g.join("odd/compr")]);
+    fs::write(g.join("odd/compr"), b"compressible ".repeat(1000)).unwrap();
+    let store = fs.path("store");
+    init_store(&store);
+    let m = fs.path("g.jsonl");
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    if !fs::read_to_string(&m)
+        .unwrap()
+        .contains("btrfs.compression")
+    {
+        eprintln!("skipping: this kernel shows no btrfs.compression xattr");
+        return;
+    }
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let o = restore(&store, &m, &g, &work.path().join("g"));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("odd/compr: xattr btrfs.compression"), "{err}");
+    assert!(err.contains("does not support it"), "{err}");
+}
