@@ -173,11 +173,16 @@ const HASH_BATCH: usize = 64;
 /// another filesystem or mount is entered. Metadata, xattrs, flags and content of an
 /// entry are all read through the one fd opened for it. A name gone by the
 /// time it is opened is left out: it is no longer part of the tree.
+///
+/// Also returns the btrfs subvolumes found inside the guest: one has a
+/// device number of its own but is no mount, and is not entered either
+/// (its inode numbers would mix with the guest's), so it is listed as an
+/// empty directory and the caller must say so.
 pub fn describe(
     root: &Path,
     store: Option<&Store>,
     content_of: &HashMap<ObjectId, ObjectId>,
-) -> io::Result<Vec<Entry>> {
+) -> io::Result<(Vec<Entry>, Vec<PathBuf>)> {
     let root_dir = File::from(sys::open_dir(root)?);
     let meta = root_dir.metadata()?;
     let dev = meta.dev();
@@ -197,6 +202,7 @@ pub fn describe(
         xattrs,
     };
     let mut stack = Vec::new();
+    let mut subvolumes = Vec::new();
     if let Some(dir) = walk.add(Path::new(ROOT), root_node)? {
         stack.push(Level::list(dir, PathBuf::new())?);
     }
@@ -213,13 +219,16 @@ pub fn describe(
         if let Some(dir) = walk.add(&rel, node)? {
             // Not into another mount, not even a bind mount of the guest's
             // own filesystem (as unify's scan, RESOLVE_NO_XDEV).
-            if same_fs && sys::mount_id(dir.as_fd()) == mount {
+            let same_mount = sys::mount_id(dir.as_fd()) == mount;
+            if same_fs && same_mount {
                 stack.push(Level::list(dir, rel)?);
+            } else if same_mount {
+                subvolumes.push(rel);
             }
         }
     }
     walk.hash_pending()?;
-    Ok(walk.entries)
+    Ok((walk.entries, subvolumes))
 }
 
 /// A directory of the walk: its fd and the names in it still to visit.
@@ -327,9 +336,10 @@ fn open_node(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<Node>> {
     }))
 }
 
-/// Every xattr but the store's own (`trusted.unifs.*`).
-fn kept_xattr(name: &[u8]) -> bool {
-    !name.starts_with(STORE_XATTR_PREFIX)
+/// Every xattr but the store's own (`trusted.unifs.*`) and xfs' second
+/// names for ACLs (the `system.posix_acl_*` entries hold them).
+pub fn kept_xattr(name: &[u8]) -> bool {
+    !name.starts_with(STORE_XATTR_PREFIX) && !sys::xattr::is_acl_alias(name)
 }
 
 /// The walk's state: the entries so far, hardlink groups by inode, and the

@@ -8,11 +8,12 @@ use super::flags;
 use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
 use crate::store::{ObjectId, Store};
 use crate::sys::{self, Timestamp};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -183,7 +184,12 @@ pub fn restore(
             .filter(|(e, _)| e.rel_path() != Path::new(ROOT))
         {
             if let Err(err) = flags::apply(&staging.join(e.rel_path()), *bits) {
-                bad.push(format!("{}: inode flags: {err}", e.rel_path().display()));
+                let letters = flags::to_letters(*bits).unwrap_or_default();
+                bad.push(format!(
+                    "{}: inode flags {letters:?}: {err}{}",
+                    e.rel_path().display(),
+                    unsupported_hint(&err)
+                ));
             }
         }
         if !bad.is_empty() {
@@ -545,7 +551,7 @@ fn check_meta(e: &Entry, path: &Path) -> io::Result<()> {
         || m.gid() != e.gid
         || Some(mtime) != parse_time(&e.mtime)
         || Some(m.size()) != e.size
-        || manifest_xattrs_of(path)? != e.xattrs;
+        || manifest_xattrs_of(path)? != wanted_xattrs(e);
     if mismatch {
         return Err(io::Error::other(
             "the store object's mode, owner, mtime, size or xattrs differ from the manifest",
@@ -554,14 +560,26 @@ fn check_meta(e: &Entry, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn manifest_xattrs_of(path: &Path) -> io::Result<std::collections::BTreeMap<String, String>> {
-    let mut out = std::collections::BTreeMap::new();
+/// The xattrs of `path` as a manifest records them.
+fn manifest_xattrs_of(path: &Path) -> io::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
     for (n, v) in sys::xattr::list_path(path)? {
-        if !n.to_string_lossy().starts_with("trusted.unifs.") {
+        if manifest::kept_xattr(n.as_bytes()) {
             out.insert(n.to_string_lossy().into_owned(), manifest::to_hex(&v));
         }
     }
     Ok(out)
+}
+
+/// The manifest's xattrs for `e`, without xfs' second names for ACLs that
+/// manifests made on xfs before 2026-12-02 hold: the `system.posix_acl_*`
+/// entries beside them carry the ACL, and elsewhere they would be junk.
+fn wanted_xattrs(e: &Entry) -> BTreeMap<String, String> {
+    e.xattrs
+        .iter()
+        .filter(|(n, _)| manifest::kept_xattr(n.as_bytes()))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 fn copy_with_meta(e: &Entry, src: &Path, dest: &Path) -> io::Result<()> {
@@ -583,6 +601,65 @@ fn copy_with_meta(e: &Entry, src: &Path, dest: &Path) -> io::Result<()> {
 
 use std::os::unix::fs::OpenOptionsExt;
 
+/// A default ACL above the target gives every new file and directory an
+/// ACL the guest did not have (a 0640 file readable by its group): the
+/// manifest's xattrs, and no others. xfs' second names for an ACL are
+/// left alone: removing one removes the ACL just set.
+fn remove_other_xattrs(path: &Path, want: &BTreeMap<String, String>) -> io::Result<()> {
+    for (name, _) in sys::xattr::list_path(path)? {
+        let keep = !manifest::kept_xattr(name.as_bytes())
+            || want.contains_key(name.to_string_lossy().as_ref());
+        if keep {
+            continue;
+        }
+        match sys::xattr::remove_path(path, &name) {
+            // Gone with one removed before it (another name of the same ACL).
+            Err(err) if err.raw_os_error() == Some(libc::ENODATA) => {}
+            r => r?,
+        }
+    }
+    Ok(())
+}
+
+/// An xattr the target refuses, named: a btrfs guest's manifest holds
+/// `btrfs.compression` (a btrfs property shown as an xattr), which no other
+/// filesystem takes.
+fn xattr_error(name: &str, err: io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!("xattr {name}: {err}{}", unsupported_hint(&err)),
+    )
+}
+
+/// What EOPNOTSUPP means here: the manifest was made on another kind of
+/// filesystem than the target.
+fn unsupported_hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => {
+            " (the target filesystem does not support it: the manifest was made on \
+             another kind, such as btrfs for `btrfs.*` xattrs and the `c` flag; restore \
+             onto that kind, or edit the manifest to leave it out)"
+        }
+        _ => "",
+    }
+}
+
+/// The path holds exactly the manifest's xattrs: an ACL lost on the way
+/// (a filesystem that keeps it under another name too) fails the restore.
+fn check_xattrs(path: &Path, want: &BTreeMap<String, String>) -> io::Result<()> {
+    let have = manifest_xattrs_of(path)?;
+    if have == *want {
+        return Ok(());
+    }
+    let missing = want.keys().filter(|n| have.get(*n) != want.get(*n));
+    let extra = have.keys().filter(|n| !want.contains_key(*n));
+    let names: Vec<&str> = missing.chain(extra).map(String::as_str).collect();
+    Err(io::Error::other(format!(
+        "its xattrs are not the manifest's after restoring them (differ: {})",
+        names.join(", ")
+    )))
+}
+
 /// Owner, mode, xattrs, then times (chown clears set-id bits and file
 /// capabilities, so it goes first).
 fn apply_meta(e: &Entry, path: &Path) -> io::Result<()> {
@@ -590,20 +667,15 @@ fn apply_meta(e: &Entry, path: &Path) -> io::Result<()> {
     if e.kind != "symlink" {
         fs::set_permissions(path, fs::Permissions::from_mode(e.mode))?;
     }
-    for (name, value) in &e.xattrs {
+    let want = wanted_xattrs(e);
+    for (name, value) in &want {
         let value = from_hex(value).ok_or_else(|| io::Error::other("bad xattr hex"))?;
-        sys::xattr::set_path(path, OsStr::new(name), &value)?;
+        sys::xattr::set_path(path, OsStr::new(name), &value)
+            .map_err(|err| xattr_error(name, err))?;
     }
-    // A default ACL above the target gives every new file and directory an
-    // ACL the guest did not have (a 0640 file readable by its group): the
-    // manifest's xattrs, and no others.
     if e.kind != "symlink" {
-        for (name, _) in sys::xattr::list_path(path)? {
-            let n = name.to_string_lossy();
-            if !n.starts_with("trusted.unifs.") && !e.xattrs.contains_key(n.as_ref()) {
-                sys::xattr::remove_path(path, &name)?;
-            }
-        }
+        remove_other_xattrs(path, &want)?;
+        check_xattrs(path, &want)?;
     }
     let mtime = parse_time(&e.mtime).ok_or_else(|| io::Error::other("bad mtime"))?;
     let atime = parse_time(&e.atime).unwrap_or(mtime);

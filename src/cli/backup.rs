@@ -166,8 +166,16 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     // One fd a level: a deep tree (a guest can nest thousands) needs many.
     let _ = crate::sys::raise_fd_limit();
     let contents: HashMap<_, _> = catalog.content_hashes()?;
-    let entries = manifest::describe(&root, Some(&store), &contents)
+    let (entries, subvolumes) = manifest::describe(&root, Some(&store), &contents)
         .with_context(|| format!("describing {}", path(&root)))?;
+    for sub in subvolumes {
+        eprintln!(
+            "unifs: warning: {}: a btrfs subvolume inside the guest: its content is not in \
+             this manifest (listed as an empty directory, which restore makes it); back it \
+             up separately",
+            path(&root.join(sub))
+        );
+    }
     if a.format == Format::PrivatePaths && !a.null {
         refuse_unsafe_lines(&entries)?;
     }

@@ -181,6 +181,20 @@ fn print_summary(s: &unify::Summary) {
             count(s.files_sparse)
         );
     }
+    if s.files_no_xattr_room > 0 {
+        println!(
+            "  left alone: {} with no room for the store's xattr beside their own (ext4 \
+             xattr space full)",
+            count(s.files_no_xattr_room)
+        );
+    }
+    if s.files_other_project > 0 {
+        println!(
+            "  left alone: {} of another project ID (lsattr -p) than their object, which a \
+             hardlink would share",
+            count(s.files_other_project)
+        );
+    }
     if s.files_with_inode_flags > 0 {
         println!(
             "  left alone: {} with inode flags (chattr), which a hardlink would share",

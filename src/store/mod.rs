@@ -49,6 +49,20 @@ pub const INODE_FLAGS: u32 = 0x1
     | 0x80_0000
     | 0x200_0000;
 
+/// xfs' inode flags that FS_IOC_GETFLAGS does not show (FS_IOC_FSGETXATTR's
+/// fsx_xflags), shared by a hardlink as well: realtime, the extent size
+/// hints (extsize, extszinherit, cowextsize), nodefrag, filestream, dax.
+/// Not prealloc or hasattr, which xfs sets by itself.
+pub const XFS_FLAGS: u32 = 0x1 | 0x800 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000;
+
+/// Whether the file open at `fd` has inode flags of either set.
+pub fn has_inode_flags(fd: BorrowedFd) -> io::Result<bool> {
+    if sys::inode_flags(fd)? & INODE_FLAGS != 0 {
+        return Ok(true);
+    }
+    Ok(sys::fs_xattr(fd)?.xflags & XFS_FLAGS != 0)
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors of the store. Each names the path it is about.
@@ -122,6 +136,18 @@ pub enum Error {
         guest_mount: PathBuf,
         store: PathBuf,
         store_mount: PathBuf,
+    },
+    #[error(
+        "{guest} is in another btrfs subvolume ({guest_top}) than the store {store} \
+         ({store_top}): a subvolume has a device number (st_dev) of its own, and hardlinks \
+         cannot cross subvolumes; the store and its guests must be in one subvolume (make \
+         the guests plain directories in the store's subvolume, not subvolumes of their own)"
+    )]
+    CrossSubvolume {
+        guest: PathBuf,
+        guest_top: PathBuf,
+        store: PathBuf,
+        store_top: PathBuf,
     },
     #[error(
         "guest {guest} is reached through another mount than the store {store}, though \
@@ -372,12 +398,8 @@ impl Store {
                 backing,
             });
         }
-        Err(Error::CrossDevice {
-            guest: guest.to_path_buf(),
-            guest_mount: mount_point_of(guest),
-            store: self.root.clone(),
-            store_mount: mount_point_of(&self.root),
-        })
+        let real = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        Err(cross_device(guest, &self.root, &real))
     }
 
     /// `objects/ab/cdef…[.N]` relative to the store root.
@@ -580,6 +602,37 @@ fn parse_marker(v: &[u8]) -> Option<ObjectId> {
 pub fn read_marker_path(path: &Path) -> io::Result<Option<ObjectId>> {
     let value = sys::xattr::get_path(path, OsStr::new(MARKER_XATTR))?;
     Ok(value.as_deref().and_then(parse_marker))
+}
+
+/// Why `guest` (on another device number than the store `store`) cannot be
+/// linked to it; `store_at` is a path on the store's filesystem, symlinks
+/// resolved (a store path that is a symlink names the guest's mount point
+/// itself). Two btrfs subvolumes of one mount have device
+/// numbers of their own but one mount: no other filesystem to put the
+/// store on, as the other error would advise.
+pub fn cross_device(guest: &Path, store: &Path, store_at: &Path) -> Error {
+    let guest_top = mount_point_of(guest);
+    let store_top = mount_point_of(store_at);
+    let mount_of = |p: &Path| {
+        sys::open_dir(p)
+            .ok()
+            .and_then(|fd| sys::mount_id(fd.as_fd()))
+    };
+    let one_mount = matches!((mount_of(guest), mount_of(&store_top)), (Some(g), Some(s)) if g == s);
+    if one_mount {
+        return Error::CrossSubvolume {
+            guest: guest.to_path_buf(),
+            guest_top,
+            store: store.to_path_buf(),
+            store_top,
+        };
+    }
+    Error::CrossDevice {
+        guest: guest.to_path_buf(),
+        guest_mount: guest_top,
+        store: store.to_path_buf(),
+        store_mount: store_top,
+    }
 }
 
 /// The mount point holding `path`, for error messages.

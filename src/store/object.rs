@@ -210,5 +210,35 @@ impl Store {
 }
 
 fn set_marker(fd: BorrowedFd, id: &ObjectId) -> io::Result<()> {
-    sys::xattr::set_fd(fd, OsStr::new(MARKER_XATTR), &super::marker_value(id))
+    match sys::xattr::set_fd(fd, OsStr::new(MARKER_XATTR), &super::marker_value(id)) {
+        Err(e) if no_xattr_room(fd, &e) => Err(io::Error::other(NoXattrRoom)),
+        r => r,
+    }
+}
+
+/// The file's own xattrs leave no room for the store's marker: ext4 keeps
+/// a file's xattrs in its inode and at most one block (all of them in the
+/// block with 128-byte inodes), and says ENOSPC when they would not fit,
+/// however much space is free. Such a file can never become an object.
+#[derive(Debug, thiserror::Error)]
+#[error("no room for the store's xattr (trusted.unifs.object) beside the file's own xattrs")]
+pub struct NoXattrRoom;
+
+/// Whether `err`, setting an xattr on `fd`, means [`NoXattrRoom`]: ENOSPC
+/// (E2BIG) while the filesystem has blocks free (a full disk says ENOSPC
+/// too, and that is no property of the file).
+fn no_xattr_room(fd: BorrowedFd, err: &io::Error) -> bool {
+    match err.raw_os_error() {
+        Some(libc::E2BIG) => true,
+        Some(libc::ENOSPC) => {
+            nix::sys::statvfs::fstatvfs(fd).is_ok_and(|st| st.blocks_free() >= 16)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `err` is a [`NoXattrRoom`] (unify leaves such files alone).
+pub fn is_no_xattr_room(err: &Error) -> bool {
+    matches!(err, Error::Io { source, .. }
+        if source.get_ref().is_some_and(|r| r.is::<NoXattrRoom>()))
 }

@@ -703,6 +703,39 @@ pub fn inode_flags(fd: BorrowedFd) -> io::Result<u32> {
     }
 }
 
+/// What FS_IOC_FSGETXATTR tells of a file: xfs' inode flags (ext4 and
+/// btrfs show theirs there too) and its project ID (xfs, ext4).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FsXattr {
+    pub xflags: u32,
+    pub projid: u32,
+}
+
+/// The [`FsXattr`] of the file open at `fd`; zeros where the filesystem
+/// keeps none.
+pub fn fs_xattr(fd: BorrowedFd) -> io::Result<FsXattr> {
+    // struct fsxattr: xflags, extsize, nextents, projid, cowextsize, pad[8].
+    const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+    let mut raw = [0u32; 7];
+    // SAFETY: FS_IOC_FSGETXATTR writes a 28-byte struct fsxattr to the
+    // buffer we pass, which is 28 bytes and lives through the call.
+    match check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, raw.as_mut_ptr()) }) {
+        Ok(_) => Ok(FsXattr {
+            xflags: raw[0],
+            projid: raw[3],
+        }),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
+            ) =>
+        {
+            Ok(FsXattr::default())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Shares `src`'s data blocks with `dst` (FICLONE): a copy that costs nothing
 /// on xfs and btrfs. Fails with EOPNOTSUPP/EXDEV/EINVAL where unsupported.
 pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {

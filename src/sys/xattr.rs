@@ -8,6 +8,18 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// xfs shows an inode's POSIX ACLs to root twice: as `system.posix_acl_*`
+/// and under these `trusted.` names (its on-disk format). They are the same
+/// ACL, not xattrs of their own: removing one removes the ACL, and set on
+/// another filesystem they would be junk `trusted.*` xattrs. Copies of a
+/// file's xattrs (manifests, restore) leave them out and never remove them.
+pub const ACL_ALIASES: [&[u8]; 2] = [b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT"];
+
+/// Whether `name` is one of xfs' names for an ACL ([`ACL_ALIASES`]).
+pub fn is_acl_alias(name: &[u8]) -> bool {
+    ACL_ALIASES.contains(&name)
+}
+
 /// The attributes of an open file, sorted by name.
 pub fn list_fd(fd: BorrowedFd) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     list_fd_where(fd, |_| true)

@@ -46,6 +46,10 @@ pub struct ApplyTotals {
     pub skipped_in_use: u64,
     /// Files whose name went away before it could be linked.
     pub gone: u64,
+    /// Files whose own xattrs leave no room for the store's marker.
+    pub no_xattr_room: u64,
+    /// Files of another project ID than their object's.
+    pub other_project: u64,
 }
 
 impl ApplyTotals {
@@ -58,6 +62,8 @@ impl ApplyTotals {
         self.skipped_changed += o.skipped_changed;
         self.skipped_in_use += o.skipped_in_use;
         self.gone += o.gone;
+        self.no_xattr_room += o.no_xattr_room;
+        self.other_project += o.other_project;
     }
 }
 
@@ -105,6 +111,10 @@ struct Target {
     /// changed around the store (a host chmod, touch or setfattr on a guest
     /// path) no longer matches its id, and a link would pass that on.
     meta: Option<ObjectMeta>,
+    /// The object file's project ID (xfs/ext4 project quotas), read at its
+    /// first link: a link shares it, so files of another project are left
+    /// alone (and across `chattr +P` directories the kernel refuses it).
+    projid: Option<u32>,
 }
 
 /// Why a file was left as it was.
@@ -117,6 +127,12 @@ enum Skip {
     /// running guest. Nothing to do, as for a file made after the walk.
     Gone,
     InUse,
+    /// No room for the store's marker beside the file's own xattrs: it
+    /// can never become an object on this filesystem, so no problem.
+    NoXattrRoom,
+    /// Of another project ID than the object: a link would give it the
+    /// object's (or be refused, EXDEV, in a `chattr +P` directory).
+    OtherProject,
     Failed(String),
 }
 
@@ -238,6 +254,8 @@ impl<'a> Applier<'a> {
                      holds files read-write); left as it was",
                 ));
             }
+            Skip::NoXattrRoom => work.totals.no_xattr_room += 1,
+            Skip::OtherProject => work.totals.other_project += 1,
             Skip::Failed(why) => work.problems.push(Problem::new(path, why)),
         }
     }
@@ -275,6 +293,7 @@ impl<'a> Applier<'a> {
             dir,
             name,
             meta: None,
+            projid: None,
         }))
     }
 
@@ -313,13 +332,13 @@ impl<'a> Applier<'a> {
             sys::write_data_out(fd.as_fd()).map_err(fail)?;
             self.store
                 .ingest_by_link(fd.as_fd(), &group.id, 0)
-                .map_err(|e| Skip::Failed(e.to_string()))?
+                .map_err(ingest_skip)?
         } else {
             let meta = ObjectMeta::of_fd(fd.as_fd(), &st, self.ignore_mtime).map_err(fail)?;
             match self
                 .store
                 .ingest_by_copy(fd.as_fd(), &meta, &group.id, 0)
-                .map_err(|e| Skip::Failed(e.to_string()))?
+                .map_err(ingest_skip)?
             {
                 Some(i) => i,
                 None => return Err(Skip::Changed),
@@ -377,6 +396,7 @@ impl<'a> Applier<'a> {
                     dir,
                     name,
                     meta,
+                    projid: None,
                 })
             }
             Ingested::Exists { .. } => {
@@ -442,6 +462,12 @@ impl<'a> Applier<'a> {
                 "--paranoid: bytes differ from object {} though the hashes match; left as it was",
                 target.id
             )));
+        }
+        if target.projid.is_none() {
+            target.projid = Some(object_projid(target).map_err(fail)?);
+        }
+        if target.projid != Some(sys::fs_xattr(fd.as_fd()).map_err(fail)?.projid) {
+            return Err(Skip::OtherProject);
         }
         if target.meta.is_none() {
             target.meta = Some(object_meta(target, self.ignore_mtime).map_err(fail)?);
@@ -643,6 +669,7 @@ impl<'a> Applier<'a> {
             dir,
             name,
             meta: None,
+            projid: None,
         };
         Ok(())
     }
@@ -743,10 +770,11 @@ fn flagged(target: &Target) -> Option<String> {
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
     let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0).ok()?;
     let found = sys::inode_flags(fd.as_fd()).ok()? & store::INODE_FLAGS;
-    (found != 0).then(|| {
+    let xfs = sys::fs_xattr(fd.as_fd()).ok()?.xflags & store::XFS_FLAGS;
+    (found | xfs != 0).then(|| {
         format!(
-            "object {} has inode flags (lsattr, {found:#x}) that a link would pass on; \
-             not linked to it (see `unifs store verify`)",
+            "object {} has inode flags (lsattr {found:#x}, xfs_io lsattr {xfs:#x}) that a link \
+             would pass on; not linked to it (see `unifs store verify`)",
             target.id
         )
     })
@@ -758,6 +786,13 @@ fn object_meta(target: &Target, ignore_mtime: bool) -> io::Result<ObjectMeta> {
     let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0)?;
     let st = sys::fstat(fd.as_fd())?;
     ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)
+}
+
+/// The project ID of the object file `target` names.
+fn object_projid(target: &Target) -> io::Result<u32> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME | libc::O_NOFOLLOW;
+    let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0)?;
+    Ok(sys::fs_xattr(fd.as_fd())?.projid)
 }
 
 /// True when `a` and `b` agree on all a change through the mount could
@@ -885,7 +920,31 @@ pub(super) fn lease_busy(e: &io::Error) -> bool {
 
 /// A syscall of the replacement failed: the report says what was tried,
 /// and that the file is as it was (a bare errno said neither).
+/// Why a file could not be put into the store.
+fn ingest_skip(e: store::Error) -> Skip {
+    if store::object::is_no_xattr_room(&e) {
+        return Skip::NoXattrRoom;
+    }
+    match &e {
+        store::Error::Io { source, .. } if source.raw_os_error() == Some(libc::EXDEV) => {
+            Skip::Failed(format!(
+                "cannot link it into the store ({e}){PROJECT_EXDEV}"
+            ))
+        }
+        _ => Skip::Failed(e.to_string()),
+    }
+}
+
+/// What EXDEV means from link() within one filesystem (guests on another
+/// are refused up front): a project ID boundary.
+const PROJECT_EXDEV: &str = ": a directory with project inheritance (chattr +P; the \
+    store's or the guest's) has another project ID (lsattr -p) than the file, and the \
+    kernel refuses such a link; left as it was";
+
 fn fail(e: io::Error) -> Skip {
+    if e.raw_os_error() == Some(libc::EXDEV) {
+        return Skip::Failed(format!("cannot link it ({e}){PROJECT_EXDEV}"));
+    }
     Skip::Failed(format!("cannot link it ({e}); left as it was"))
 }
 

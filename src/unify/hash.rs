@@ -7,7 +7,7 @@ use super::scan::FileRec;
 use super::{Guest, Problem};
 use crate::catalog::{CacheRow, Map, ObjectRow};
 use crate::store::id::{hash_maybe, hash_reader};
-use crate::store::{ContentHash, ObjectId, ObjectMeta, INODE_FLAGS};
+use crate::store::{ContentHash, ObjectId, ObjectMeta};
 use crate::sys::{self, Stat, Timestamp};
 use std::collections::HashSet;
 use std::fs::File;
@@ -187,7 +187,7 @@ fn hash_one(
 ) -> std::io::Result<HashOne> {
     let fd = guest.open_for_reading(&rec.rel)?;
     let st = stat_unchanged(&fd, rec)?;
-    if sys::inode_flags(fd.as_fd())? & INODE_FLAGS != 0 {
+    if crate::store::has_inode_flags(fd.as_fd())? {
         return Ok(HashOne::Flagged);
     }
     // Holes read as zeros: a guest's `truncate -s 16T` (free to make) would
@@ -260,6 +260,7 @@ impl std::io::Read for ReadAt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::INODE_FLAGS;
     use std::path::PathBuf;
 
     fn rec(size: u64, uid: u32) -> FileRec {

@@ -168,6 +168,12 @@ pub struct Summary {
     pub files_with_inode_flags: u64,
     /// Files with holes, left alone unread.
     pub files_sparse: u64,
+    /// Files whose own xattrs leave no room for the store's marker (ext4:
+    /// 128-byte inodes, a full xattr block), left alone.
+    pub files_no_xattr_room: u64,
+    /// Files of another project ID (xfs/ext4 quotas) than the object they
+    /// match, left alone: a link would share the object's.
+    pub files_other_project: u64,
     /// Paths of inodes a clone (`cp -al`) shared across guests that got a
     /// copy of their own (inodes unify cannot make objects).
     pub clone_paths_split: u64,
@@ -329,13 +335,7 @@ fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<(
                 let path = g.clone();
                 return Err(store::Error::InUnifsView { path, backing }.into());
             }
-            return Err(store::Error::CrossDevice {
-                guest: g.clone(),
-                guest_mount: store::mount_point_of(g),
-                store: store_path.to_path_buf(),
-                store_mount: store::mount_point_of(&existing),
-            }
-            .into());
+            return Err(store::cross_device(g, store_path, &existing).into());
         }
     }
     Ok(())
@@ -678,6 +678,8 @@ fn run(
     summary.skipped_changed = t.skipped_changed;
     summary.files_gone += t.gone;
     summary.skipped_in_use = t.skipped_in_use;
+    summary.files_no_xattr_room = t.no_xattr_room;
+    summary.files_other_project = t.other_project;
     let totals = RunTotals {
         files_scanned: summary.files_scanned,
         bytes_hashed: summary.bytes_hashed,
@@ -1000,6 +1002,14 @@ fn elsewhere(e: &store::Error) -> Option<String> {
             guest_mount.display(),
             store.display(),
             store_mount.display()
+        )),
+        store::Error::CrossSubvolume {
+            guest_top, store, ..
+        } => Some(format!(
+            "is now in another btrfs subvolume ({}) than the store {}, and hardlinks cannot \
+             cross subvolumes",
+            guest_top.display(),
+            store.display()
         )),
         store::Error::CrossMount { store, .. } => Some(format!(
             "is now reached through another mount than the store {} (a bind mount?), and \
