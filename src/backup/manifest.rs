@@ -358,6 +358,17 @@ impl Walk<'_> {
     fn add(&mut self, rel: &Path, node: Node) -> io::Result<Option<File>> {
         let m = &node.meta;
         let ft = m.file_type();
+        if let Some((name, _)) = node.xattrs.iter().find(|(n, _)| n.to_str().is_none()) {
+            // Written lossily, restore would give the file another xattr
+            // (and drop this one): better no backup than a wrong one.
+            let what = format!(
+                "{}: its xattr {:?} has a name that is not UTF-8, which a manifest cannot \
+                 record; rename that xattr (getfattr -e hex shows it) and run again",
+                rel.display(),
+                name
+            );
+            return Err(io::Error::new(io::ErrorKind::InvalidData, what));
+        }
         let (path, path_hex) = encode(rel.as_os_str());
         let mut entry = Entry {
             path,

@@ -379,3 +379,28 @@ fn a_restore_refused_a_btrfs_property_says_which_and_why() {
     assert!(err.contains("odd/compr: xattr btrfs.compression"), "{err}");
     assert!(err.contains("does not support it"), "{err}");
 }
+
+/// An xattr whose name is not UTF-8 was written to the manifest with
+/// U+FFFD in place of the bytes: restore then gave the file an xattr of
+/// another name and removed the real one, and said "every file verified".
+/// The manifest now refuses, naming the file and the xattr.
+#[test]
+fn a_manifest_refuses_an_xattr_name_it_cannot_record() {
+    if !require_root("review_s18_manifest_non_utf8_xattr_name") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, g) = (dir.path().join("store"), dir.path().join("g"));
+    let f = file(&g, "etc/f", b"hi\n", 0o644);
+    let name = std::ffi::OsStr::from_bytes(b"user.bad\xff\xfename");
+    let fd = fs::File::open(&f).unwrap();
+    unifs::sys::xattr::set_fd(std::os::fd::AsFd::as_fd(&fd), name, b"v1").unwrap();
+    init_store(&store);
+    let out_file = dir.path().join("g.jsonl");
+    let out = unifs(&store, &[&"manifest", &g, &"-o", &out_file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("etc/f") && err.contains("not UTF-8"), "{err}");
+    assert!(!out_file.exists(), "no manifest is written");
+}
