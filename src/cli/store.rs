@@ -310,6 +310,69 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         // (Once: nothing stages there while gc holds the lock.)
         store.empty_tmp()?;
     }
+    match gc_pass(g, &store, dry_run, json, &[]) {
+        Err(e) if !dry_run && disk_full(&e) => gc_on_full_disk(g, &store, json, e),
+        r => r,
+    }
+}
+
+/// Whether `e` is SQLite finding no room on the catalog's filesystem.
+fn disk_full(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<crate::catalog::Error>() {
+        Some(crate::catalog::Error::Sqlite { error, full, .. }) => {
+            *full || error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        _ => false,
+    }
+}
+
+/// `store gc` where the catalog could not be written for want of space:
+/// the unused object files go first (nothing links them, and we hold the
+/// writer lock, so nothing will), then their rows in a second pass. A gc
+/// killed in between leaves rows naming files that are gone, which verify
+/// reports and the next gc drops (no guest path links their inodes); the
+/// other order could never free the space the catalog needs.
+fn gc_on_full_disk(
+    g: &Global,
+    store: &Store,
+    json: bool,
+    first: anyhow::Error,
+) -> anyhow::Result<ExitCode> {
+    let freed = store.gc_candidates()?;
+    if freed.is_empty() {
+        return Err(first);
+    }
+    store.gc_remove(&freed)?;
+    let why = match first.downcast_ref::<crate::catalog::Error>() {
+        Some(crate::catalog::Error::Sqlite { error, .. }) => error.to_string(),
+        _ => first.to_string(),
+    };
+    eprintln!(
+        "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} unused \
+         object file(s) first, to make room for the catalog's update",
+        store.root().display(),
+        count(freed.len() as u64)
+    );
+    gc_pass(g, store, false, json, &freed).with_context(|| {
+        format!(
+            "the {} unused object file(s) were removed, but the catalog could not be updated: \
+             it lists them until the next `unifs store gc` (store verify reports them as \
+             missing meanwhile); free some space on the filesystem of {} and run it again",
+            count(freed.len() as u64),
+            store.root().display()
+        )
+    })
+}
+
+/// One pass of `store gc` over the catalog. `freed`: unused object files
+/// already removed (on a full disk), whose rows go with the others'.
+fn gc_pass(
+    g: &Global,
+    store: &Store,
+    dry_run: bool,
+    json: bool,
+    freed: &[(crate::store::maintain::ObjectFile, u64)],
+) -> anyhow::Result<ExitCode> {
     // A dry run changes nothing, not even the schema of an older catalog:
     // an older unifs must still open it afterwards.
     let catalog = if dry_run {
@@ -317,7 +380,7 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         Catalog::open(&store.catalog_path())?
     };
-    let renumbered = renumber_replaced(&store, &catalog, dry_run)?;
+    let renumbered = renumber_replaced(store, &catalog, dry_run)?;
     // Objects copied without xattrs (`rsync -aH`) lost their markers: a
     // mount would write into them for every guest. (Not root: trusted.*
     // cannot be read.)
@@ -333,13 +396,14 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     if !dry_run {
         // Rows first, files second: see Store::gc_remove.
         catalog.begin()?;
-        for (f, _) in &removed {
+        for (f, _) in removed.iter().chain(freed) {
             catalog.remove_object_file(&f.id, f.copy)?;
         }
         catalog.commit()?;
         store.gc_remove(&removed)?;
     }
-    let missing = repair_missing(&store, &catalog, dry_run)?;
+    let removed: Vec<_> = freed.iter().cloned().chain(removed).collect();
+    let missing = repair_missing(store, &catalog, dry_run)?;
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();
     if json {
         // Paths as text (lossy): json! panics on a path that is not UTF-8.

@@ -143,8 +143,10 @@ impl Store {
     /// Unlinks the object files [`Store::gc_candidates`] found, once the
     /// catalog no longer lists them (a gc killed in between leaves files
     /// no row names, which the next gc finds again; never rows naming
-    /// inode numbers that are free to be reused). (`tmp/` was emptied
-    /// before, [`Store::empty_tmp`].)
+    /// inode numbers that are free to be reused). Only on a full disk,
+    /// where the catalog cannot be written first, does gc call it before:
+    /// the next gc then drops the rows of files that are gone. (`tmp/` was
+    /// emptied before, [`Store::empty_tmp`].)
     pub fn gc_remove(&self, files: &[(ObjectFile, u64)]) -> Result<()> {
         for (f, _) in files {
             match std::fs::remove_file(&f.path) {

@@ -1,0 +1,98 @@
+//! Review s18-store: a damaged or crowded store (full disk, damaged
+//! catalog, a lock file removed, wrong markers, objects/ lost): gc and
+//! verify say what is wrong and the way out they name works.
+
+use crate::common::require_root;
+use crate::review_s9_exhaust::Ext4;
+use crate::tree::{assert_verify_clean, bytes, file_at, unifs, unify_json};
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Guests `a` and `b` in `root` with `n` shared files `usr/fI`, unified.
+fn shared_guests(store: &Path, root: &Path, n: u64, size: usize) {
+    for g in ["a", "b"] {
+        for i in 0..n {
+            file_at(
+                &root.join(g),
+                &format!("usr/f{i}"),
+                &bytes(i, size),
+                0o644,
+                1_600_000_000,
+            );
+        }
+    }
+    unify_json(store, &[&root.join("a"), &root.join("b")]);
+}
+
+/// `store gc --json`, asserted to succeed.
+fn gc_json(store: &Path) -> serde_json::Value {
+    let out = unifs(store, &[&"store", &"gc", &"--json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// On a full filesystem `store gc` removed nothing: SQLite could not write
+/// the catalog, and gc dropped an object's rows before its file, so it
+/// stopped with "free some space there": the command meant to free space
+/// was blocked just when it was needed. It now removes the unused files
+/// first when the catalog cannot be written, then drops their rows.
+#[test]
+fn gc_frees_space_on_a_full_filesystem() {
+    if !require_root("review_s18_gc_frees_space_on_a_full_filesystem") {
+        return;
+    }
+    let ext4 = Ext4::new(32 << 20);
+    let store = ext4.path("store");
+    shared_guests(&store, &ext4.path(""), 4, 300_000);
+    for g in ["a", "b"] {
+        fs::remove_file(ext4.path(g).join("usr/f0")).unwrap();
+        fs::remove_file(ext4.path(g).join("usr/f1")).unwrap();
+    }
+    ext4.fill(0);
+    let gc = gc_json(&store);
+    assert_eq!(gc["objects_removed"], 2, "{gc}");
+    assert_verify_clean(&store);
+    // The rows went too: nothing is left for the next gc, and unify works.
+    assert_eq!(gc_json(&store)["objects_removed"], 0);
+    let s = unify_json(&store, &[&ext4.path("a"), &ext4.path("b")]);
+    assert_eq!(s["files_already_linked"], 4, "{s}");
+}
+
+/// What a gc killed on a full disk between removing the files and
+/// dropping their rows leaves: rows naming files that are gone. verify
+/// reports them with the way out, and the next gc drops them.
+#[test]
+fn a_gc_killed_after_removing_files_heals_on_the_next_gc() {
+    if !require_root("review_s18_a_gc_killed_after_removing_files") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let store = dir.path().join("store");
+    shared_guests(&store, dir.path(), 2, 20_000);
+    for g in ["a", "b"] {
+        fs::remove_file(dir.path().join(g).join("usr/f0")).unwrap();
+    }
+    let out = unifs(&store, &[&"store", &"gc", &"--dry-run", &"--json"]);
+    let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = dry["paths"][0].as_str().unwrap().to_string();
+    fs::remove_file(&path).unwrap();
+    let out = unifs(&store, &[&"store", &"verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("`unifs store gc`"),
+        "{}",
+        stdout(&out)
+    );
+    let gc = gc_json(&store);
+    assert_eq!(gc["missing_dropped"][0], path.as_str(), "{gc}");
+    assert_verify_clean(&store);
+}
