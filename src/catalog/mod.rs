@@ -47,6 +47,11 @@ pub enum Error {
         found: String,
         known: u8,
     },
+    #[error(
+        "catalog {path} is damaged: SQLite's integrity check reports {report}{}",
+        damaged_way_out(path)
+    )]
+    Damaged { path: PathBuf, report: String },
     #[error("catalog {path} is not readable: {why}")]
     Unreadable { path: PathBuf, why: String },
     #[error("catalog {path}: bad value in {what}: {value:?}")]
@@ -103,9 +108,39 @@ impl Catalog {
         if version > 0 {
             // Before a migration writes to it.
             cat = cat.check_format()?;
+            cat.check_integrity(false)?;
         }
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok(cat)
+    }
+
+    /// SQLite's own check of the file: `PRAGMA quick_check`, or with
+    /// `full` `integrity_check` (which also matches every index against
+    /// its table). A page overwritten can leave every query unifs makes
+    /// working, and a writer would then add to a catalog SQLite calls
+    /// malformed. (quick_check costs a writer about 50 ms on a catalog of
+    /// 30,000 guest links, 12 MB, cached.)
+    pub fn check_integrity(&self, full: bool) -> Result<()> {
+        let pragma = if full {
+            "PRAGMA integrity_check(10)"
+        } else {
+            "PRAGMA quick_check(10)"
+        };
+        let report: Vec<String> = self
+            .conn
+            .prepare(pragma)
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(|e| self.err(e))?;
+        if report.len() == 1 && report[0] == "ok" {
+            return Ok(());
+        }
+        Err(Error::Damaged {
+            path: self.path.clone(),
+            report: report.join("; "),
+        })
     }
 
     /// Refuses a store whose object ids are of a format this build does
@@ -406,24 +441,28 @@ fn full_hint(full: bool) -> &'static str {
 fn damaged_hint(e: &rusqlite::Error, path: &Path) -> String {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-            // The -wal and -shm go too: SQLite would replay the damaged
-            // one's log onto a snapshot copied in.
-            let store = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            format!(
-                "; the catalog is damaged: move it out of the store with its catalog.db-wal and \
-                 catalog.db-shm, those there are (`mv {s}/catalog.db* DIR/`), then copy your \
-                 last `unifs store snapshot` to {c}, or, with no snapshot, start an empty \
-                 catalog with `unifs --store {s} store init --new-catalog` and unify every guest \
-                 again (see docs/store-format.md)",
-                s = store.display(),
-                c = path.display()
-            )
+            format!("; the catalog is damaged{}", damaged_way_out(path))
         }
         _ => String::new(),
     }
+}
+
+/// The way out of a damaged catalog at `path`.
+fn damaged_way_out(path: &Path) -> String {
+    // The -wal and -shm go too: SQLite would replay the damaged one's log
+    // onto a snapshot copied in.
+    let store = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    format!(
+        ": move it out of the store with its catalog.db-wal and catalog.db-shm, those there \
+         are (`mv {s}/catalog.db* DIR/`), then copy your last `unifs store snapshot` to {c}, \
+         or, with no snapshot, start an empty catalog with `unifs --store {s} store init \
+         --new-catalog` and unify every guest again (see docs/store-format.md)",
+        s = store.display(),
+        c = path.display()
+    )
 }
 
 /// Asks the kernel to read the whole file `path` ahead, in large requests:

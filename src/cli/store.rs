@@ -174,6 +174,8 @@ fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
 fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
+    // The catalog first: a damaged page can leave every query below working.
+    catalog.check_integrity(true)?;
     let ignore_mtime = catalog.ignore_mtime()?;
     let mut report = store.verify(ignore_mtime)?;
     // What changed in an object that no longer hashes to its id, from what
