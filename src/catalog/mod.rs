@@ -5,6 +5,7 @@
 
 mod migrate;
 mod rows;
+mod shm;
 
 pub use rows::{
     links_digest, CacheRow, GuestRow, ListedObject, Map, ObjectInode, ObjectRow, RunRow, RunTotals,
@@ -97,6 +98,7 @@ impl Catalog {
     /// A catalog of a newer schema than this build knows is refused before
     /// anything is written to it.
     pub fn open(path: &Path) -> Result<Catalog> {
+        shm::register();
         prefetch(path);
         // (Where it cannot be made, SQLite's open below says why.)
         let _ = create_private(path);
@@ -168,6 +170,7 @@ impl Catalog {
     /// immutable (`file:…?immutable=1`), which is safe because nobody can be
     /// writing it there.
     pub fn open_readonly(path: &Path) -> Result<Catalog> {
+        shm::register();
         if !path.exists() {
             return Catalog::in_memory();
         }
@@ -431,7 +434,8 @@ fn fs_full(path: &Path) -> bool {
 fn full_hint(full: bool) -> &'static str {
     if full {
         "; the filesystem holding it is full (no space or no inodes left): free some space \
-         there and run the command again"
+         there (`unifs store gc` removes the objects no guest links, even now) and run the \
+         command again"
     } else {
         ""
     }

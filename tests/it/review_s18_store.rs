@@ -160,3 +160,39 @@ fn a_damaged_catalog_page_is_reported_and_refused_by_writers() {
         }
     }
 }
+
+/// On a full ext4 of 1 KiB blocks every command died of SIGBUS (exit 135,
+/// no message), until space was freed: SQLite grows catalog.db-shm by one
+/// byte per 4 KiB page and maps it, so three blocks of each page stayed
+/// holes, and its first store into one found no block to take. The blocks
+/// of each region SQLite maps are now allocated first; where they cannot
+/// be, the command says the filesystem is full, and gc frees space.
+#[test]
+fn a_full_filesystem_of_small_blocks_is_an_error_not_a_crash() {
+    if !require_root("review_s18_a_full_filesystem_of_small_blocks") {
+        return;
+    }
+    let ext4 = Ext4::with(24 << 20, &["-b", "1024"]);
+    let store = ext4.path("store");
+    shared_guests(&store, &ext4.path(""), 4, 200_000);
+    for g in ["a", "b"] {
+        fs::remove_file(ext4.path(g).join("usr/f0")).unwrap();
+    }
+    assert!(!store.join("catalog.db-shm").exists());
+    ext4.fill(16 << 10);
+    for args in [
+        vec![&"unify" as &dyn AsRef<std::ffi::OsStr>, &"--all"],
+        vec![&"store", &"verify"],
+        vec![&"store", &"stats"],
+    ] {
+        let out = unifs(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{:?}: {err}", out.status);
+        assert!(err.contains("the filesystem holding it is full"), "{err}");
+    }
+    let gc = gc_json(&store);
+    assert_eq!(gc["objects_removed"], 1, "{gc}");
+    assert_verify_clean(&store);
+    let s = unify_json(&store, &[&"--all"]);
+    assert_eq!(s["files_already_linked"], 6, "{s}");
+}
