@@ -196,3 +196,37 @@ fn a_full_filesystem_of_small_blocks_is_an_error_not_a_crash() {
     let s = unify_json(&store, &[&"--all"]);
     assert_eq!(s["files_already_linked"], 6, "{s}");
 }
+
+/// Deleting `lock` while a writer held it let a second writer in: it
+/// created a new `lock` and flocked that. The store directory is now
+/// flocked too, which cannot be swapped under a holder.
+#[test]
+fn a_deleted_lock_file_lets_no_second_writer_in() {
+    if !require_root("review_s18_a_deleted_lock_file") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let store = dir.path().join("store");
+    shared_guests(&store, dir.path(), 2, 5_000);
+    let held = unifs::store::Store::open(&store)
+        .unwrap()
+        .lock_writer()
+        .unwrap();
+    fs::remove_file(store.join("lock")).unwrap();
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"gc"],
+        vec![&"unify", &"--all"],
+        vec![&"store", &"forget", &dir.path().join("a")],
+    ] {
+        let out = unifs(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("is busy") && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+    drop(held);
+    assert_eq!(gc_json(&store)["objects_removed"], 0);
+    assert!(store.join("lock").exists());
+}
