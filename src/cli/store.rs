@@ -387,10 +387,19 @@ fn gc_pass(
     // mount would write into them for every guest. (Not root: trusted.*
     // cannot be read.)
     let mut marked = Vec::new();
+    let mut rewritten = Vec::new();
     if nix::unistd::geteuid().is_root() {
+        // A marker there but wrong is put right for an object the catalog
+        // knows (and whose file hashes to its name).
+        let known = catalog.objects()?;
+        let ignore_mtime = catalog.ignore_mtime()?;
         for f in store.list_objects()?.0 {
             if store.restore_marker(&f.id, f.copy, dry_run)? {
                 marked.push(f.path);
+            } else if known.contains_key(&f.id)
+                && store.rewrite_wrong_marker(&f.id, f.copy, ignore_mtime, dry_run)?
+            {
+                rewritten.push(f.path);
             }
         }
     }
@@ -421,6 +430,7 @@ fn gc_pass(
             "links_dropped": missing.links_dropped, "missing_left": lossy(&missing.left),
             "replaced_renumbered": lossy(&renumbered),
             "markers_restored": lossy(&marked),
+            "markers_rewritten": lossy(&rewritten),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -450,6 +460,13 @@ fn gc_pass(
             };
             println!(
                 "{verb} the missing store marker of {} (copied without xattrs?)",
+                p.display()
+            );
+        }
+        for p in &rewritten {
+            let verb = if dry_run { "would rewrite" } else { "rewrote" };
+            println!(
+                "{verb} the wrong store marker of {} (malformed, or naming another object)",
                 p.display()
             );
         }

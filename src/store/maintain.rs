@@ -326,23 +326,26 @@ fn verify_one(
             )),
         ));
     }
-    match read_marker(file.as_fd())? {
-        Some(m) if m == f.id => Ok((st.size, None)),
-        Some(m) => Ok((
-            st.size,
-            Some((format!("marker names another object: {}", m.short()), false)),
-        )),
-        None => Ok((
-            st.size,
-            Some((
-                "marker xattr missing (copied without xattrs?): mounts take the inode for a \
-                 guest's own file and write into it for every guest linking it; \
-                 `unifs store gc` puts it back"
-                    .into(),
-                false,
-            )),
-        )),
-    }
+    let raw = sys::xattr::get_fd(file.as_fd(), std::ffi::OsStr::new(super::MARKER_XATTR))?;
+    let what = match (raw.as_deref(), read_marker(file.as_fd())?) {
+        (_, Some(m)) if m == f.id => return Ok((st.size, None)),
+        (_, Some(m)) => format!(
+            "marker names another object ({}); `unifs store gc` writes the right one (of an \
+             object the catalog lists)",
+            m.short()
+        ),
+        (Some(v), None) => format!(
+            "marker xattr malformed ({} bytes, not an object id): mounts take the inode for \
+             a guest's own file and write into it for every guest linking it; `unifs store \
+             gc` writes the right one (of an object the catalog lists)",
+            v.len()
+        ),
+        (None, None) => "marker xattr missing (copied without xattrs?): mounts take the inode \
+                         for a guest's own file and write into it for every guest linking it; \
+                         `unifs store gc` puts it back"
+            .into(),
+    };
+    Ok((st.size, Some((what, false))))
 }
 
 /// What the catalog recorded of an object when it was made (its row in

@@ -468,6 +468,41 @@ impl Store {
         Ok(true)
     }
 
+    /// Rewrites the marker of copy `copy` of `id` where it is there but
+    /// wrong: malformed (a mount then takes the inode for a guest's own
+    /// file, as with none) or naming another object. Only when the file
+    /// hashes to `id`, so the right value is known. Returns whether it did
+    /// (with `dry_run`: whether it would).
+    pub fn rewrite_wrong_marker(
+        &self,
+        id: &ObjectId,
+        copy: u32,
+        ignore_mtime: bool,
+        dry_run: bool,
+    ) -> Result<bool> {
+        let path = self.object_path(id, copy);
+        let dir = self.fanout_dir(id, false)?;
+        let (_, name) = object_names(id, copy);
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
+        let fd = sys::open_at(dir.as_fd(), &name, flags, 0).at(&path)?;
+        let st = sys::fstat(fd.as_fd()).at(&path)?;
+        let marker = sys::xattr::get_fd(fd.as_fd(), OsStr::new(MARKER_XATTR)).at(&path)?;
+        let wrong = marker.is_some_and(|v| parse_marker(&v) != Some(*id));
+        if !st.is_file() || !wrong {
+            return Ok(false);
+        }
+        let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime).at(&path)?;
+        let file = std::fs::File::from(fd);
+        if id::hash_id(&meta, &file).at(&path)? != *id {
+            return Ok(false);
+        }
+        if !dry_run {
+            sys::xattr::set_fd(file.as_fd(), OsStr::new(MARKER_XATTR), &marker_value(id))
+                .at(&path)?;
+        }
+        Ok(true)
+    }
+
     /// The lowest copy of object `id` there is, if any: copy 0, but in a
     /// store with a gap (see [`Store::copies_past_gaps`]) a higher copy may be
     /// the only one (any copy will do: same content and metadata).

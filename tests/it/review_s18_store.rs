@@ -230,3 +230,57 @@ fn a_deleted_lock_file_lets_no_second_writer_in() {
     assert_eq!(gc_json(&store)["objects_removed"], 0);
     assert!(store.join("lock").exists());
 }
+
+/// A marker whose value was damaged was reported as "missing" with "`unifs
+/// store gc` puts it back", which gc did not do (it put back only absent
+/// markers); one naming another object got no advice and nothing repaired
+/// it. verify now tells them apart, and gc rewrites both.
+#[test]
+fn gc_rewrites_a_wrong_marker_as_verify_says() {
+    if !require_root("review_s18_gc_rewrites_a_wrong_marker") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let store = dir.path().join("store");
+    shared_guests(&store, dir.path(), 2, 5_000);
+    let objects: Vec<_> = walk_files(&store.join("objects"));
+    assert_eq!(objects.len(), 2);
+    let other = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", "trusted.unifs.object"])
+        .arg(&objects[1])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(other.len(), 32);
+    for (value, says) in [
+        (b"junk".to_vec(), "marker xattr malformed"),
+        (other, "marker names another object"),
+    ] {
+        crate::tree::set_xattr(&objects[0], "trusted.unifs.object", &value);
+        let out = unifs(&store, &[&"store", &"verify"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stdout(&out).contains(says) && stdout(&out).contains("`unifs store gc` writes"),
+            "{}",
+            stdout(&out)
+        );
+        let gc = gc_json(&store);
+        assert_eq!(gc["markers_rewritten"].as_array().unwrap().len(), 1, "{gc}");
+        assert_verify_clean(&store);
+    }
+}
+
+/// The files below `dir`, sorted.
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
