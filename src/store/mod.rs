@@ -84,6 +84,14 @@ pub enum Error {
         error: io::Error,
     },
     #[error(
+        "store {path} has its catalog but no objects/ directory (deleted? or a filesystem \
+         meant to be mounted there is not): the guests' files still link the objects. If it \
+         is gone, make it again, `install -d -m 0700 {path}/objects`, then run `unifs --store \
+         {path} store gc`: it gives each object a guest still links its name back (and drops \
+         the others from the catalog); `unifs store verify` then checks them"
+    )]
+    ObjectsLost { path: PathBuf },
+    #[error(
         "store {path} is not a directory; --store (or UNIFS_STORE) names the store's directory"
     )]
     NotADirectory { path: PathBuf },
@@ -224,6 +232,7 @@ impl Store {
         if Store::exists(root) {
             return Ok(());
         }
+        Store::check_objects_there(root)?;
         for entry in entries {
             let name = entry.at(root)?.file_name();
             if name != "tmp" && name != "lock" {
@@ -264,6 +273,7 @@ impl Store {
         let objects = match sys::open_dir(&objects_path) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Store::check_objects_there(&root)?;
                 return Err(Error::NotAStore { path: root });
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && !root.is_dir() => {
@@ -290,6 +300,18 @@ impl Store {
             fanouts: (0..256).map(|_| OnceLock::new()).collect(),
             higher_copies: OnceLock::new(),
         })
+    }
+
+    /// Refuses a store whose `objects/` is gone while its catalog is there
+    /// ([`Error::ObjectsLost`]): not a new store to make, nor "no store".
+    pub fn check_objects_there(root: &Path) -> Result<()> {
+        let catalog_there = std::fs::metadata(root.join("catalog.db")).is_ok_and(|m| m.len() > 0);
+        if catalog_there && !Store::exists(root) {
+            return Err(Error::ObjectsLost {
+                path: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
+            });
+        }
+        Ok(())
     }
 
     /// True when `root` looks like a store.

@@ -221,6 +221,7 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
     if !Store::exists(store_path) {
+        Store::check_objects_there(store_path)?;
         if guests.is_empty() {
             // --all: a new store knows none; most likely the wrong --store.
             return Err(Error::NoKnownGuests {

@@ -284,3 +284,46 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// With `objects/` deleted and the catalog intact every command advised
+/// `store init`, which refuses that directory, and `unify --all` said the
+/// store "does not exist": a dead end. They now say what works: make
+/// `objects/` again, and `store gc` gives the objects their names back
+/// from the guests that link them.
+#[test]
+fn a_lost_objects_directory_gets_advice_that_works() {
+    if !require_root("review_s18_a_lost_objects_directory") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let store = dir.path().join("store");
+    shared_guests(&store, dir.path(), 3, 5_000);
+    let a = dir.path().join("a");
+    fs::remove_dir_all(store.join("objects")).unwrap();
+    let advice = format!("install -d -m 0700 {}/objects", store.display());
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"verify"],
+        vec![&"store", &"stats"],
+        vec![&"store", &"gc"],
+        vec![&"store", &"init"],
+        vec![&"unify", &"--all"],
+        vec![&"unify", &a],
+        vec![&"manifest", &a],
+    ] {
+        let out = unifs(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&advice) && err.contains("store gc"), "{err}");
+    }
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&advice)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let gc = gc_json(&store);
+    assert_eq!(gc["missing_restored"].as_array().unwrap().len(), 3, "{gc}");
+    assert_verify_clean(&store);
+    let s = unify_json(&store, &[&"--all"]);
+    assert_eq!(s["files_already_linked"], 6, "{s}");
+}
