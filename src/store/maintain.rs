@@ -469,10 +469,13 @@ pub fn describe_change(
         undo.push(format!("touch -m -d {} {p}", touch_time(r.mtime)));
     }
     if content_changed {
-        what.push_str(
-            "Its content cannot be put back from the store: restore the guests' files that \
-             link it from a backup (docs/backup.md); ",
-        );
+        what.push_str(&format!(
+            "Its content cannot be put back from the store: remove it (`rm {p}`) and run \
+             `unifs store gc` (which drops it from the catalog), then put the object back and \
+             restore the guests' files that link it from a backup (docs/backup.md, \"A damaged \
+             object\"); ",
+            p = shell_word(path)
+        ));
     } else {
         // The xattrs last: a chown takes `security.capability` off.
         if !undo.is_empty() {
