@@ -397,3 +397,60 @@ fn a_damaged_object_is_restored_the_documented_way() {
     let out = unifs(&store, &[&"store", &"verify"]);
     assert!(out.status.success(), "{}", stdout(&out));
 }
+
+/// A read-only bind mount of a directory, unmounted on drop.
+struct ReadOnlyBind {
+    at: std::path::PathBuf,
+}
+
+impl ReadOnlyBind {
+    fn new(from: &Path, at: &Path) -> ReadOnlyBind {
+        fs::create_dir_all(at).unwrap();
+        let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+            let mut cmd = std::process::Command::new("mount");
+            for a in args {
+                cmd.arg(a.as_ref());
+            }
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        };
+        run(&[&"--bind", &from, &at]);
+        let bind = ReadOnlyBind {
+            at: at.to_path_buf(),
+        };
+        run(&[&"-o", &"remount,bind,ro", &at]);
+        bind
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.at, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// `unify --dry-run --all` through a read-only bind mount of the store
+/// (docs: dry runs work on read-only stores) skipped every guest as "on
+/// another filesystem" and advised `store forget` for each: the guests are
+/// on the same filesystem, reached through another mount, which only
+/// matters to a run that links.
+#[test]
+fn a_dry_run_works_through_a_read_only_bind_mount_of_the_store() {
+    if !require_root("review_s18_a_dry_run_through_a_read_only_bind") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let store = dir.path().join("store");
+    shared_guests(&store, dir.path(), 2, 5_000);
+    crate::tree::file(&dir.path().join("a"), "new", &bytes(9, 5_000), 0o644);
+    crate::tree::file(&dir.path().join("b"), "new", &bytes(9, 5_000), 0o644);
+    let ro = dir.path().join("ro");
+    let _bind = ReadOnlyBind::new(&store, &ro);
+    let out = unifs(&ro, &[&"unify", &"--dry-run", &"--all", &"--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files_already_linked"], 4, "{s}");
+    // A run that links still refuses, and says why.
+    let out = unifs(&ro, &[&"unify", &"--all"]);
+    assert_eq!(out.status.code(), Some(1));
+}
