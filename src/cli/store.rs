@@ -176,6 +176,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = open_catalog(&store)?;
     // The catalog first: a damaged page can leave every query below working.
     catalog.check_integrity(true)?;
+    check_catalog_is_this_stores(&store, &catalog)?;
     let ignore_mtime = catalog.ignore_mtime()?;
     let mut report = store.verify(ignore_mtime)?;
     // What changed in an object that no longer hashes to its id, from what
@@ -382,6 +383,7 @@ fn gc_pass(
     } else {
         Catalog::open(&store.catalog_path())?
     };
+    check_catalog_is_this_stores(store, &catalog)?;
     let renumbered = renumber_replaced(store, &catalog, dry_run)?;
     // Objects copied without xattrs (`rsync -aH`) lost their markers: a
     // mount would write into them for every guest. (Not root: trusted.*
@@ -501,6 +503,37 @@ fn gc_pass(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a catalog none of whose object files is in `objects/` while
+/// `objects/` holds objects: another store's catalog copied in (or this
+/// catalog with another store's objects/). gc would "restore" the missing
+/// objects by linking in the other store's inodes from its guests. (The
+/// catalog records no store id: docs/store-format.md is a stable format.)
+fn check_catalog_is_this_stores(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
+    let listed = catalog.object_inodes()?;
+    if listed.is_empty() {
+        return Ok(());
+    }
+    for f in listed.values() {
+        if store.stat_object(&f.id, f.copy)?.is_some() {
+            return Ok(());
+        }
+    }
+    if objects_empty(store)? {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "store {s}: none of the {n} object files its catalog {c} lists is in {s}/objects, \
+         which holds other objects: the catalog is another store's (copied in?), or objects/ \
+         is; nothing was done. Put this store's own catalog back (your last `unifs store \
+         snapshot`), or, with none, move catalog.db* aside and start an empty one (`unifs \
+         --store {s} store init --new-catalog`, then unify every guest again); see \
+         docs/store-format.md",
+        s = store.root().display(),
+        n = count(listed.len() as u64),
+        c = store.catalog_path().display(),
+    )
 }
 
 /// Object files whose inode is not the one the catalog lists (replaced by

@@ -454,3 +454,34 @@ fn a_dry_run_works_through_a_read_only_bind_mount_of_the_store() {
     let out = unifs(&ro, &[&"unify", &"--all"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Another store's catalog copied in was accepted silently: verify took
+/// its objects for missing ones, and gc "restored" them by linking the
+/// other store's inodes into this one. verify and gc now refuse a catalog
+/// none of whose object files is in objects/ while objects/ holds others.
+#[test]
+fn another_stores_catalog_is_refused_by_verify_and_gc() {
+    if !require_root("review_s18_another_stores_catalog") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    shared_guests(&one.join("store"), &one, 2, 5_000);
+    file_at(&two.join("a"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
+    file_at(&two.join("b"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
+    unify_json(&two.join("store"), &[&two.join("a"), &two.join("b")]);
+    let store = one.join("store");
+    fs::copy(two.join("store/catalog.db"), store.join("catalog.db")).unwrap();
+    let before = walk_files(&store.join("objects"));
+    for args in [
+        vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"verify"],
+        vec![&"store", &"gc"],
+        vec![&"store", &"gc", &"--dry-run"],
+    ] {
+        let out = unifs(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("the catalog is another store's"), "{err}");
+    }
+    assert_eq!(walk_files(&store.join("objects")), before);
+}
