@@ -485,3 +485,22 @@ fn another_stores_catalog_is_refused_by_verify_and_gc() {
     }
     assert_eq!(walk_files(&store.join("objects")), before);
 }
+
+/// A guest unified into a second store: that store silently took the
+/// first store's object inodes as its own (each store's stats then count
+/// the other's links). unify now warns.
+#[test]
+fn a_guest_unified_into_a_second_store_is_warned_about() {
+    if !require_root("review_s18_a_guest_unified_into_a_second_store") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    shared_guests(&dir.path().join("one"), dir.path(), 2, 5_000);
+    let out = unifs(&dir.path().join("two"), &[&"unify", &dir.path().join("b")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("objects of another store"),
+        "{}",
+        stderr(&out)
+    );
+}
