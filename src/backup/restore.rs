@@ -466,7 +466,7 @@ fn restore_file(
     if let Some(id) = e.object_id() {
         let copy = store.first_copy(&id).map_err(io::Error::other)?;
         let src = store.object_path(&id, copy.unwrap_or(0));
-        check_content(e, &src)?;
+        check_content(e, &src).map_err(|err| damaged_object(err, &src, store.root()))?;
         // Flags on a store object would be every guest's: copy it.
         let link = link_objects && e.flags.is_none();
         if link && link_object(store, &id, copy.unwrap_or(0), dest)? {
@@ -512,6 +512,20 @@ fn link_object(store: &Store, id: &ObjectId, copy: u32, dest: &Path) -> io::Resu
             Err(err) => return Err(err),
         }
     }
+}
+
+/// An object whose content is not what the manifest says: the store's
+/// copy was damaged after the backup. Extracting objects.tar again keeps
+/// it (`--skip-old-files`), so it must go first.
+fn damaged_object(err: io::Error, object: &Path, store: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{err}: the store's object is damaged (`unifs store verify` reports it): remove it \
+         (`rm {o}`), run `unifs --store {s} store gc` (which drops it from the catalog), \
+         extract it from the backup again as docs/backup.md says (\"A damaged object\"), \
+         then run this restore again",
+        o = object.display(),
+        s = store.display()
+    ))
 }
 
 /// The file's content hashes to the manifest's blake3 and is as long as

@@ -5,6 +5,7 @@
 
 mod migrate;
 mod rows;
+mod shm;
 
 pub use rows::{
     links_digest, CacheRow, GuestRow, ListedObject, Map, ObjectInode, ObjectRow, RunRow, RunTotals,
@@ -47,6 +48,11 @@ pub enum Error {
         found: String,
         known: u8,
     },
+    #[error(
+        "catalog {path} is damaged: SQLite's integrity check reports {report}{}",
+        damaged_way_out(path)
+    )]
+    Damaged { path: PathBuf, report: String },
     #[error("catalog {path} is not readable: {why}")]
     Unreadable { path: PathBuf, why: String },
     #[error("catalog {path}: bad value in {what}: {value:?}")]
@@ -92,6 +98,7 @@ impl Catalog {
     /// A catalog of a newer schema than this build knows is refused before
     /// anything is written to it.
     pub fn open(path: &Path) -> Result<Catalog> {
+        shm::register();
         prefetch(path);
         // (Where it cannot be made, SQLite's open below says why.)
         let _ = create_private(path);
@@ -103,9 +110,39 @@ impl Catalog {
         if version > 0 {
             // Before a migration writes to it.
             cat = cat.check_format()?;
+            cat.check_integrity(false)?;
         }
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok(cat)
+    }
+
+    /// SQLite's own check of the file: `PRAGMA quick_check`, or with
+    /// `full` `integrity_check` (which also matches every index against
+    /// its table). A page overwritten can leave every query unifs makes
+    /// working, and a writer would then add to a catalog SQLite calls
+    /// malformed. (quick_check costs a writer about 50 ms on a catalog of
+    /// 30,000 guest links, 12 MB, cached.)
+    pub fn check_integrity(&self, full: bool) -> Result<()> {
+        let pragma = if full {
+            "PRAGMA integrity_check(10)"
+        } else {
+            "PRAGMA quick_check(10)"
+        };
+        let report: Vec<String> = self
+            .conn
+            .prepare(pragma)
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(|e| self.err(e))?;
+        if report.len() == 1 && report[0] == "ok" {
+            return Ok(());
+        }
+        Err(Error::Damaged {
+            path: self.path.clone(),
+            report: report.join("; "),
+        })
     }
 
     /// Refuses a store whose object ids are of a format this build does
@@ -133,6 +170,7 @@ impl Catalog {
     /// immutable (`file:…?immutable=1`), which is safe because nobody can be
     /// writing it there.
     pub fn open_readonly(path: &Path) -> Result<Catalog> {
+        shm::register();
         if !path.exists() {
             return Catalog::in_memory();
         }
@@ -396,7 +434,8 @@ fn fs_full(path: &Path) -> bool {
 fn full_hint(full: bool) -> &'static str {
     if full {
         "; the filesystem holding it is full (no space or no inodes left): free some space \
-         there and run the command again"
+         there (`unifs store gc` removes the objects no guest links, even now) and run the \
+         command again"
     } else {
         ""
     }
@@ -406,24 +445,28 @@ fn full_hint(full: bool) -> &'static str {
 fn damaged_hint(e: &rusqlite::Error, path: &Path) -> String {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-            // The -wal and -shm go too: SQLite would replay the damaged
-            // one's log onto a snapshot copied in.
-            let store = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            format!(
-                "; the catalog is damaged: move it out of the store with its catalog.db-wal and \
-                 catalog.db-shm, those there are (`mv {s}/catalog.db* DIR/`), then copy your \
-                 last `unifs store snapshot` to {c}, or, with no snapshot, start an empty \
-                 catalog with `unifs --store {s} store init --new-catalog` and unify every guest \
-                 again (see docs/store-format.md)",
-                s = store.display(),
-                c = path.display()
-            )
+            format!("; the catalog is damaged{}", damaged_way_out(path))
         }
         _ => String::new(),
     }
+}
+
+/// The way out of a damaged catalog at `path`.
+fn damaged_way_out(path: &Path) -> String {
+    // The -wal and -shm go too: SQLite would replay the damaged one's log
+    // onto a snapshot copied in.
+    let store = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    format!(
+        ": move it out of the store with its catalog.db-wal and catalog.db-shm, those there \
+         are (`mv {s}/catalog.db* DIR/`), then copy your last `unifs store snapshot` to {c}, \
+         or, with no snapshot, start an empty catalog with `unifs --store {s} store init \
+         --new-catalog` and unify every guest again (see docs/store-format.md)",
+        s = store.display(),
+        c = path.display()
+    )
 }
 
 /// Asks the kernel to read the whole file `path` ahead, in large requests:

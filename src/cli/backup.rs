@@ -98,6 +98,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     // Without the store every shared file would pass for private: a
     // mistyped UNIFS_STORE would give a full, undeduplicated backup.
     if !Store::exists(&g.store) {
+        Store::check_objects_there(&g.store)?;
         anyhow::bail!(
             "no store at {0} (--store or UNIFS_STORE): a manifest tells the guest's shared \
              files from its own by the store it was unified into; check the path (for a \
@@ -394,6 +395,7 @@ impl Drop for Replacement {
 pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     // A new, empty store would hold none of the guest's shared files.
     if !g.store.join("objects").exists() {
+        Store::check_objects_there(&g.store)?;
         anyhow::bail!(
             "no store at {} (--store or UNIFS_STORE): restore takes the guest's shared files \
              from the store the manifest was made with; name that store, or put it back first \

@@ -174,6 +174,9 @@ fn open_catalog(store: &Store) -> anyhow::Result<Catalog> {
 fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let catalog = open_catalog(&store)?;
+    // The catalog first: a damaged page can leave every query below working.
+    catalog.check_integrity(true)?;
+    check_catalog_is_this_stores(&store, &catalog)?;
     let ignore_mtime = catalog.ignore_mtime()?;
     let mut report = store.verify(ignore_mtime)?;
     // What changed in an object that no longer hashes to its id, from what
@@ -310,6 +313,69 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         // (Once: nothing stages there while gc holds the lock.)
         store.empty_tmp()?;
     }
+    match gc_pass(g, &store, dry_run, json, &[]) {
+        Err(e) if !dry_run && disk_full(&e) => gc_on_full_disk(g, &store, json, e),
+        r => r,
+    }
+}
+
+/// Whether `e` is SQLite finding no room on the catalog's filesystem.
+fn disk_full(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<crate::catalog::Error>() {
+        Some(crate::catalog::Error::Sqlite { error, full, .. }) => {
+            *full || error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        _ => false,
+    }
+}
+
+/// `store gc` where the catalog could not be written for want of space:
+/// the unused object files go first (nothing links them, and we hold the
+/// writer lock, so nothing will), then their rows in a second pass. A gc
+/// killed in between leaves rows naming files that are gone, which verify
+/// reports and the next gc drops (no guest path links their inodes); the
+/// other order could never free the space the catalog needs.
+fn gc_on_full_disk(
+    g: &Global,
+    store: &Store,
+    json: bool,
+    first: anyhow::Error,
+) -> anyhow::Result<ExitCode> {
+    let freed = store.gc_candidates()?;
+    if freed.is_empty() {
+        return Err(first);
+    }
+    store.gc_remove(&freed)?;
+    let why = match first.downcast_ref::<crate::catalog::Error>() {
+        Some(crate::catalog::Error::Sqlite { error, .. }) => error.to_string(),
+        _ => first.to_string(),
+    };
+    eprintln!(
+        "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} unused \
+         object file(s) first, to make room for the catalog's update",
+        store.root().display(),
+        count(freed.len() as u64)
+    );
+    gc_pass(g, store, false, json, &freed).with_context(|| {
+        format!(
+            "the {} unused object file(s) were removed, but the catalog could not be updated: \
+             it lists them until the next `unifs store gc` (store verify reports them as \
+             missing meanwhile); free some space on the filesystem of {} and run it again",
+            count(freed.len() as u64),
+            store.root().display()
+        )
+    })
+}
+
+/// One pass of `store gc` over the catalog. `freed`: unused object files
+/// already removed (on a full disk), whose rows go with the others'.
+fn gc_pass(
+    g: &Global,
+    store: &Store,
+    dry_run: bool,
+    json: bool,
+    freed: &[(crate::store::maintain::ObjectFile, u64)],
+) -> anyhow::Result<ExitCode> {
     // A dry run changes nothing, not even the schema of an older catalog:
     // an older unifs must still open it afterwards.
     let catalog = if dry_run {
@@ -317,15 +383,25 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         Catalog::open(&store.catalog_path())?
     };
-    let renumbered = renumber_replaced(&store, &catalog, dry_run)?;
+    check_catalog_is_this_stores(store, &catalog)?;
+    let renumbered = renumber_replaced(store, &catalog, dry_run)?;
     // Objects copied without xattrs (`rsync -aH`) lost their markers: a
     // mount would write into them for every guest. (Not root: trusted.*
     // cannot be read.)
     let mut marked = Vec::new();
+    let mut rewritten = Vec::new();
     if nix::unistd::geteuid().is_root() {
+        // A marker there but wrong is put right for an object the catalog
+        // knows (and whose file hashes to its name).
+        let known = catalog.objects()?;
+        let ignore_mtime = catalog.ignore_mtime()?;
         for f in store.list_objects()?.0 {
             if store.restore_marker(&f.id, f.copy, dry_run)? {
                 marked.push(f.path);
+            } else if known.contains_key(&f.id)
+                && store.rewrite_wrong_marker(&f.id, f.copy, ignore_mtime, dry_run)?
+            {
+                rewritten.push(f.path);
             }
         }
     }
@@ -333,13 +409,14 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     if !dry_run {
         // Rows first, files second: see Store::gc_remove.
         catalog.begin()?;
-        for (f, _) in &removed {
+        for (f, _) in removed.iter().chain(freed) {
             catalog.remove_object_file(&f.id, f.copy)?;
         }
         catalog.commit()?;
         store.gc_remove(&removed)?;
     }
-    let missing = repair_missing(&store, &catalog, dry_run)?;
+    let removed: Vec<_> = freed.iter().cloned().chain(removed).collect();
+    let missing = repair_missing(store, &catalog, dry_run)?;
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();
     if json {
         // Paths as text (lossy): json! panics on a path that is not UTF-8.
@@ -355,6 +432,7 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             "links_dropped": missing.links_dropped, "missing_left": lossy(&missing.left),
             "replaced_renumbered": lossy(&renumbered),
             "markers_restored": lossy(&marked),
+            "markers_rewritten": lossy(&rewritten),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -384,6 +462,13 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             };
             println!(
                 "{verb} the missing store marker of {} (copied without xattrs?)",
+                p.display()
+            );
+        }
+        for p in &rewritten {
+            let verb = if dry_run { "would rewrite" } else { "rewrote" };
+            println!(
+                "{verb} the wrong store marker of {} (malformed, or naming another object)",
                 p.display()
             );
         }
@@ -418,6 +503,37 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a catalog none of whose object files is in `objects/` while
+/// `objects/` holds objects: another store's catalog copied in (or this
+/// catalog with another store's objects/). gc would "restore" the missing
+/// objects by linking in the other store's inodes from its guests. (The
+/// catalog records no store id: docs/store-format.md is a stable format.)
+fn check_catalog_is_this_stores(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
+    let listed = catalog.object_inodes()?;
+    if listed.is_empty() {
+        return Ok(());
+    }
+    for f in listed.values() {
+        if store.stat_object(&f.id, f.copy)?.is_some() {
+            return Ok(());
+        }
+    }
+    if objects_empty(store)? {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "store {s}: none of the {n} object files its catalog {c} lists is in {s}/objects, \
+         which holds other objects: the catalog is another store's (copied in?), or objects/ \
+         is; nothing was done. Put this store's own catalog back (your last `unifs store \
+         snapshot`), or, with none, move catalog.db* aside and start an empty one (`unifs \
+         --store {s} store init --new-catalog`, then unify every guest again); see \
+         docs/store-format.md",
+        s = store.root().display(),
+        n = count(listed.len() as u64),
+        c = store.catalog_path().display(),
+    )
 }
 
 /// Object files whose inode is not the one the catalog lists (replaced by

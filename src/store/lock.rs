@@ -4,6 +4,10 @@
 //! `restore`, which links objects out of the store, holds it shared: gc
 //! must not remove an object it is about to link (one only the lost guest
 //! linked has no other link), but restores may run side by side.
+//! The store directory itself is flocked the same way: `lock` can be
+//! deleted while a writer holds it, and the next writer would then lock a
+//! new file of that name and run beside the first; the directory cannot go
+//! while in use. (`lock` stays the one tools take, as documented.)
 
 use super::{Error, IoContext, Result};
 use std::fs::File;
@@ -17,12 +21,17 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct WriterLock {
     _file: File,
+    _dir: File,
 }
 
 impl WriterLock {
     pub fn acquire(store: &Path) -> Result<WriterLock> {
-        let file = open(store, true).map_err(|error| lock_error(store, error))?;
-        take(store, file, libc::LOCK_EX)
+        let dir = lock_dir(store, libc::LOCK_EX)?;
+        let file = lock_file(store, libc::LOCK_EX, || open(store, true))?;
+        Ok(WriterLock {
+            _file: file,
+            _dir: dir,
+        })
     }
 
     /// The lock shared, for a process that only needs the store's objects
@@ -30,16 +39,56 @@ impl WriterLock {
     /// the store cannot be written (a read-only copy without a lock file):
     /// nobody can be writing there.
     pub fn acquire_shared(store: &Path) -> Result<Option<WriterLock>> {
-        let file = match open(store, true) {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EROFS) => match open(store, false) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(lock_error(store, e)),
-            },
-            Err(e) => return Err(lock_error(store, e)),
+        let dir = lock_dir(store, libc::LOCK_SH)?;
+        let open_shared = || match open(store, true) {
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => open(store, false),
+            r => r,
         };
-        take(store, file, libc::LOCK_SH).map(Some)
+        match lock_file(store, libc::LOCK_SH, open_shared) {
+            Ok(file) => Ok(Some(WriterLock {
+                _file: file,
+                _dir: dir,
+            })),
+            Err(Error::Lock { error, .. }) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The store directory, flocked with `op`.
+fn lock_dir(store: &Path, op: libc::c_int) -> Result<File> {
+    let dir = File::open(store).at(store)?;
+    take(store, dir, op, false)
+}
+
+/// `lock` opened by `open_it` and flocked with `op`; opened again if it was
+/// deleted or replaced between the open and the flock (the lock taken
+/// would be on a file nobody else finds).
+fn lock_file(
+    store: &Path,
+    op: libc::c_int,
+    open_it: impl Fn() -> io::Result<File>,
+) -> Result<File> {
+    let path = store.join("lock");
+    for _ in 0..5 {
+        let file = open_it().map_err(|error| lock_error(store, error))?;
+        let file = take(store, file, op, true)?;
+        if is_at(&file, &path) {
+            return Ok(file);
+        }
+    }
+    Err(lock_error(
+        store,
+        io::Error::other("it was deleted or replaced each time it was taken; try again"),
+    ))
+}
+
+/// Whether `file` is the file at `path` now.
+fn is_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -60,10 +109,15 @@ fn lock_error(store: &Path, error: io::Error) -> Error {
     }
 }
 
-/// Takes `op` on the open lock file without waiting, then writes our pid
-/// (where the file is writable) for whoever finds the store busy.
-fn take(store: &Path, mut file: File, op: libc::c_int) -> Result<WriterLock> {
-    let path = store.join("lock");
+/// Takes `op` on the open lock file (or store directory) without waiting,
+/// then, in the lock file (`pid`), writes our pid (where the file is
+/// writable) for whoever finds the store busy.
+fn take(store: &Path, mut file: File, op: libc::c_int, pid: bool) -> Result<File> {
+    let path = if pid {
+        store.join("lock")
+    } else {
+        store.to_path_buf()
+    };
     // SAFETY: flock on an fd we own; no memory is passed.
     let ret = crate::sys::retry(|| unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) });
     if let Err(err) = ret {
@@ -88,6 +142,9 @@ fn take(store: &Path, mut file: File, op: libc::c_int) -> Result<WriterLock> {
         }
         return Err(err).at(&path);
     }
+    if !pid {
+        return Ok(file);
+    }
     let written = file
         .set_len(0)
         .and_then(|()| file.rewind())
@@ -97,7 +154,7 @@ fn take(store: &Path, mut file: File, op: libc::c_int) -> Result<WriterLock> {
     if op == libc::LOCK_EX {
         written.at(&path)?;
     }
-    Ok(WriterLock { _file: file })
+    Ok(file)
 }
 
 /// The pids holding a flock on `file`, from /proc/locks (lines like

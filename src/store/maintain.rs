@@ -143,8 +143,10 @@ impl Store {
     /// Unlinks the object files [`Store::gc_candidates`] found, once the
     /// catalog no longer lists them (a gc killed in between leaves files
     /// no row names, which the next gc finds again; never rows naming
-    /// inode numbers that are free to be reused). (`tmp/` was emptied
-    /// before, [`Store::empty_tmp`].)
+    /// inode numbers that are free to be reused). Only on a full disk,
+    /// where the catalog cannot be written first, does gc call it before:
+    /// the next gc then drops the rows of files that are gone. (`tmp/` was
+    /// emptied before, [`Store::empty_tmp`].)
     pub fn gc_remove(&self, files: &[(ObjectFile, u64)]) -> Result<()> {
         for (f, _) in files {
             match std::fs::remove_file(&f.path) {
@@ -324,23 +326,26 @@ fn verify_one(
             )),
         ));
     }
-    match read_marker(file.as_fd())? {
-        Some(m) if m == f.id => Ok((st.size, None)),
-        Some(m) => Ok((
-            st.size,
-            Some((format!("marker names another object: {}", m.short()), false)),
-        )),
-        None => Ok((
-            st.size,
-            Some((
-                "marker xattr missing (copied without xattrs?): mounts take the inode for a \
-                 guest's own file and write into it for every guest linking it; \
-                 `unifs store gc` puts it back"
-                    .into(),
-                false,
-            )),
-        )),
-    }
+    let raw = sys::xattr::get_fd(file.as_fd(), std::ffi::OsStr::new(super::MARKER_XATTR))?;
+    let what = match (raw.as_deref(), read_marker(file.as_fd())?) {
+        (_, Some(m)) if m == f.id => return Ok((st.size, None)),
+        (_, Some(m)) => format!(
+            "marker names another object ({}); `unifs store gc` writes the right one (of an \
+             object the catalog lists)",
+            m.short()
+        ),
+        (Some(v), None) => format!(
+            "marker xattr malformed ({} bytes, not an object id): mounts take the inode for \
+             a guest's own file and write into it for every guest linking it; `unifs store \
+             gc` writes the right one (of an object the catalog lists)",
+            v.len()
+        ),
+        (None, None) => "marker xattr missing (copied without xattrs?): mounts take the inode \
+                         for a guest's own file and write into it for every guest linking it; \
+                         `unifs store gc` puts it back"
+            .into(),
+    };
+    Ok((st.size, Some((what, false))))
 }
 
 /// What the catalog recorded of an object when it was made (its row in
@@ -464,10 +469,13 @@ pub fn describe_change(
         undo.push(format!("touch -m -d {} {p}", touch_time(r.mtime)));
     }
     if content_changed {
-        what.push_str(
-            "Its content cannot be put back from the store: restore the guests' files that \
-             link it from a backup (docs/backup.md); ",
-        );
+        what.push_str(&format!(
+            "Its content cannot be put back from the store: remove it (`rm {p}`) and run \
+             `unifs store gc` (which drops it from the catalog), then put the object back and \
+             restore the guests' files that link it from a backup (docs/backup.md, \"A damaged \
+             object\"); ",
+            p = shell_word(path)
+        ));
     } else {
         // The xattrs last: a chown takes `security.capability` off.
         if !undo.is_empty() {

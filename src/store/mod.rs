@@ -98,6 +98,14 @@ pub enum Error {
         error: io::Error,
     },
     #[error(
+        "store {path} has its catalog but no objects/ directory (deleted? or a filesystem \
+         meant to be mounted there is not): the guests' files still link the objects. If it \
+         is gone, make it again, `install -d -m 0700 {path}/objects`, then run `unifs --store \
+         {path} store gc`: it gives each object a guest still links its name back (and drops \
+         the others from the catalog); `unifs store verify` then checks them"
+    )]
+    ObjectsLost { path: PathBuf },
+    #[error(
         "store {path} is not a directory; --store (or UNIFS_STORE) names the store's directory"
     )]
     NotADirectory { path: PathBuf },
@@ -250,6 +258,7 @@ impl Store {
         if Store::exists(root) {
             return Ok(());
         }
+        Store::check_objects_there(root)?;
         for entry in entries {
             let name = entry.at(root)?.file_name();
             if name != "tmp" && name != "lock" {
@@ -290,6 +299,7 @@ impl Store {
         let objects = match sys::open_dir(&objects_path) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Store::check_objects_there(&root)?;
                 return Err(Error::NotAStore { path: root });
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && !root.is_dir() => {
@@ -316,6 +326,18 @@ impl Store {
             fanouts: (0..256).map(|_| OnceLock::new()).collect(),
             higher_copies: OnceLock::new(),
         })
+    }
+
+    /// Refuses a store whose `objects/` is gone while its catalog is there
+    /// ([`Error::ObjectsLost`]): not a new store to make, nor "no store".
+    pub fn check_objects_there(root: &Path) -> Result<()> {
+        let catalog_there = std::fs::metadata(root.join("catalog.db")).is_ok_and(|m| m.len() > 0);
+        if catalog_there && !Store::exists(root) {
+            return Err(Error::ObjectsLost {
+                path: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
+            });
+        }
+        Ok(())
     }
 
     /// True when `root` looks like a store.
@@ -487,6 +509,41 @@ impl Store {
             return Ok(st.is_file() && marker.is_none());
         }
         sys::xattr::set_fd(fd.as_fd(), OsStr::new(MARKER_XATTR), &marker_value(id)).at(&path)?;
+        Ok(true)
+    }
+
+    /// Rewrites the marker of copy `copy` of `id` where it is there but
+    /// wrong: malformed (a mount then takes the inode for a guest's own
+    /// file, as with none) or naming another object. Only when the file
+    /// hashes to `id`, so the right value is known. Returns whether it did
+    /// (with `dry_run`: whether it would).
+    pub fn rewrite_wrong_marker(
+        &self,
+        id: &ObjectId,
+        copy: u32,
+        ignore_mtime: bool,
+        dry_run: bool,
+    ) -> Result<bool> {
+        let path = self.object_path(id, copy);
+        let dir = self.fanout_dir(id, false)?;
+        let (_, name) = object_names(id, copy);
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
+        let fd = sys::open_at(dir.as_fd(), &name, flags, 0).at(&path)?;
+        let st = sys::fstat(fd.as_fd()).at(&path)?;
+        let marker = sys::xattr::get_fd(fd.as_fd(), OsStr::new(MARKER_XATTR)).at(&path)?;
+        let wrong = marker.is_some_and(|v| parse_marker(&v) != Some(*id));
+        if !st.is_file() || !wrong {
+            return Ok(false);
+        }
+        let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime).at(&path)?;
+        let file = std::fs::File::from(fd);
+        if id::hash_id(&meta, &file).at(&path)? != *id {
+            return Ok(false);
+        }
+        if !dry_run {
+            sys::xattr::set_fd(file.as_fd(), OsStr::new(MARKER_XATTR), &marker_value(id))
+                .at(&path)?;
+        }
         Ok(true)
     }
 

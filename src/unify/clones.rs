@@ -84,6 +84,9 @@ impl Scan {
             *temp_links.entry((rec.stat.dev, rec.stat.ino)).or_default() += 1;
         }
         let mut reported: HashMap<Left, (u64, PathBuf)> = HashMap::new();
+        // Marked inodes with links the walk did not see: most likely
+        // another store's objects (a guest unified into two stores).
+        let mut elsewhere: Option<(u64, PathBuf)> = None;
         for (mut ok, left) in inodes {
             let all: Vec<&FileRec> = ok.iter().chain(&left).collect();
             let key = (all[0].stat.dev, all[0].stat.ino);
@@ -101,6 +104,11 @@ impl Scan {
             // object of this store. Its paths that can never be objects
             // stay on it, still shown as files of their own.
             if marked(all[0]) {
+                if !all_found {
+                    let e =
+                        elsewhere.get_or_insert((0, guest_root(all[0].guest).join(&all[0].rel)));
+                    e.0 += 1;
+                }
                 self.candidates.append(&mut ok);
                 continue;
             }
@@ -150,6 +158,19 @@ impl Scan {
                     kind.fix()
                 ),
             ));
+        }
+        if let Some((count, example)) = elsewhere {
+            // A warning, not a problem: nothing is lost, but each store
+            // then counts the other's links in its stats, and a fix verify
+            // prints for one store's object acts on the other's guests.
+            tracing::warn!(
+                "{count} file(s) ({} first) carry a store marker and have links outside the \
+                 guests of this run: objects of another store (a guest unified into two \
+                 stores?), or of this one before its objects were restored; this store takes \
+                 each such inode as its object, shared with any other store, whose guests then \
+                 count in the stats of both (see docs/unify.md)",
+                example.display()
+            );
         }
     }
 }

@@ -227,6 +227,7 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
     if !Store::exists(store_path) {
+        Store::check_objects_there(store_path)?;
         if guests.is_empty() {
             // --all: a new store knows none; most likely the wrong --store.
             return Err(Error::NoKnownGuests {
@@ -943,9 +944,15 @@ fn open_guests(
         check_not_overmounted(&root)?; // mounted since it was checked
         let known = catalog.guest_by_path(&root)?;
         if let Some(store) = store {
+            // A dry run links nothing, so a store reached through another
+            // mount of the guests' filesystem (a read-only bind mount) does
+            // for it.
             let reachable = store
                 .check_same_fs(&root, st.dev)
-                .and_then(|()| store.check_same_mount(&root, fd.as_fd()));
+                .and_then(|()| match opts.dry_run {
+                    true => Ok(()),
+                    false => store.check_same_mount(&root, fd.as_fd()),
+                });
             // A guest of the catalog that now sits on another filesystem
             // (a disk mounted over it, or moved to one) is, for --all, like
             // one that is gone: one guest must not stop the others.
@@ -965,7 +972,11 @@ fn open_guests(
                         root.display()
                     ),
                 ));
-                skipped.push(format!("{}: on another filesystem", root.display()));
+                let place = match e {
+                    store::Error::CrossMount { .. } => "reached through another mount",
+                    _ => "on another filesystem",
+                };
+                skipped.push(format!("{}: {place}", root.display()));
                 continue;
             }
         }

@@ -12,17 +12,17 @@ use std::process::{Command, Output};
 /// A small ext4 filesystem (no blocks reserved for root, so root fills it
 /// too) in an image file, loop-mounted for a test; unmounted (and its loop
 /// device freed) even when the test fails.
-struct Ext4 {
+pub(crate) struct Ext4 {
     dir: tempfile::TempDir,
 }
 
 impl Ext4 {
-    fn new(size: u64) -> Ext4 {
+    pub(crate) fn new(size: u64) -> Ext4 {
         Ext4::with(size, &[])
     }
 
     /// With more `mkfs.ext4` arguments.
-    fn with(size: u64, mkfs_args: &[&str]) -> Ext4 {
+    pub(crate) fn with(size: u64, mkfs_args: &[&str]) -> Ext4 {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let img = dir.path().join("img");
         fs::File::create(&img).unwrap().set_len(size).unwrap();
@@ -44,13 +44,13 @@ impl Ext4 {
         Ext4 { dir }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join("fs").join(rel)
     }
 
     /// Fills the filesystem with `filler` until writes fail (ENOSPC), then
     /// gives back `leave` bytes.
-    fn fill(&self, leave: u64) {
+    pub(crate) fn fill(&self, leave: u64) {
         let path = self.path("filler");
         let mut f = fs::File::create(&path).unwrap();
         for chunk in [1 << 16, 1024] {
@@ -62,7 +62,7 @@ impl Ext4 {
         f.sync_all().unwrap();
     }
 
-    fn unfill(&self) {
+    pub(crate) fn unfill(&self) {
         fs::remove_file(self.path("filler")).unwrap();
     }
 }
@@ -82,9 +82,8 @@ fn stderr(out: &Output) -> String {
 
 /// On a full filesystem SQLite cannot map catalog.db-shm (the first open
 /// of the catalog, a reader's too, grows it) and says "disk I/O error",
-/// which reads like a failing disk: every command, `store gc` (the one that
-/// frees space) and the backup commands as well, failed so, with no word of
-/// space. The error now says the filesystem is full.
+/// which reads like a failing disk: every command and the backup commands
+/// as well failed so, with no word of space. The error now says the filesystem is full.
 #[test]
 fn catalog_errors_on_a_full_filesystem_say_it_is_full() {
     if !require_root("review_s9_catalog_errors_on_a_full_filesystem") {
@@ -106,8 +105,9 @@ fn catalog_errors_on_a_full_filesystem_say_it_is_full() {
     ext4.fill(0);
     let catalog = store.join("catalog.db");
     for args in [
+        // (Not `store gc`: it removes unused objects first on a full disk,
+        // review_s18_store.)
         vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"stats"],
-        vec![&"store", &"gc"],
         vec![&"store", &"verify"],
         vec![&"manifest", &a],
         vec![&"unify", &a, &b],
