@@ -492,12 +492,14 @@ impl Store {
 }
 
 impl Store {
-    /// Puts back the marker of copy `copy` of `id` where it is missing (the
-    /// store copied without xattrs: `rsync -aH`, tar without `--xattrs`).
-    /// Without it a mount takes the inode for a guest's own file and writes
-    /// into it, for every guest linking it. Returns whether it did (with
-    /// `dry_run`: whether it would).
-    pub fn restore_marker(&self, id: &ObjectId, copy: u32, dry_run: bool) -> Result<bool> {
+    /// Copy `copy` of `id`, opened without following a link: its path, fd,
+    /// stat and marker value (if any).
+    #[allow(clippy::type_complexity)]
+    fn open_with_marker(
+        &self,
+        id: &ObjectId,
+        copy: u32,
+    ) -> Result<(PathBuf, OwnedFd, sys::Stat, Option<Vec<u8>>)> {
         let path = self.object_path(id, copy);
         let dir = self.fanout_dir(id, false)?;
         let (_, name) = object_names(id, copy);
@@ -505,6 +507,16 @@ impl Store {
         let fd = sys::open_at(dir.as_fd(), &name, flags, 0).at(&path)?;
         let st = sys::fstat(fd.as_fd()).at(&path)?;
         let marker = sys::xattr::get_fd(fd.as_fd(), OsStr::new(MARKER_XATTR)).at(&path)?;
+        Ok((path, fd, st, marker))
+    }
+
+    /// Puts back the marker of copy `copy` of `id` where it is missing (the
+    /// store copied without xattrs: `rsync -aH`, tar without `--xattrs`).
+    /// Without it a mount takes the inode for a guest's own file and writes
+    /// into it, for every guest linking it. Returns whether it did (with
+    /// `dry_run`: whether it would).
+    pub fn restore_marker(&self, id: &ObjectId, copy: u32, dry_run: bool) -> Result<bool> {
+        let (path, fd, st, marker) = self.open_with_marker(id, copy)?;
         if !st.is_file() || marker.is_some() || dry_run {
             return Ok(st.is_file() && marker.is_none());
         }
@@ -524,13 +536,7 @@ impl Store {
         ignore_mtime: bool,
         dry_run: bool,
     ) -> Result<bool> {
-        let path = self.object_path(id, copy);
-        let dir = self.fanout_dir(id, false)?;
-        let (_, name) = object_names(id, copy);
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
-        let fd = sys::open_at(dir.as_fd(), &name, flags, 0).at(&path)?;
-        let st = sys::fstat(fd.as_fd()).at(&path)?;
-        let marker = sys::xattr::get_fd(fd.as_fd(), OsStr::new(MARKER_XATTR)).at(&path)?;
+        let (path, fd, st, marker) = self.open_with_marker(id, copy)?;
         let wrong = marker.is_some_and(|v| parse_marker(&v) != Some(*id));
         if !st.is_file() || !wrong {
             return Ok(false);
