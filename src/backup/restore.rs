@@ -243,11 +243,26 @@ fn staging_path(target: &Path) -> PathBuf {
     beside(target, ".unifs-restore")
 }
 
+/// `TARGET` + `suffix`, a sibling of the target. A target name too long to
+/// take the suffix (names end at 255 bytes) is cut and given 16 hex digits
+/// of its hash instead: still one name per target, so a later restore finds
+/// what an earlier one left.
 fn beside(target: &Path, suffix: &str) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    target.with_file_name(name)
+    use std::os::unix::ffi::OsStrExt;
+    let base = target.file_name().unwrap_or_default().as_bytes();
+    let mut name = base.to_vec();
+    if base.len() + suffix.len() > NAME_MAX {
+        let hash = blake3::hash(base).to_hex();
+        name.truncate(NAME_MAX - suffix.len() - 17);
+        name.push(b'~');
+        name.extend_from_slice(&hash.as_bytes()[..16]);
+    }
+    name.extend_from_slice(suffix.as_bytes());
+    target.with_file_name(std::ffi::OsStr::from_bytes(&name))
 }
+
+/// The longest name a directory entry can have (Linux filesystems).
+const NAME_MAX: usize = 255;
 
 /// An exclusive flock on `TARGET.unifs-restore.lock`, taken without
 /// waiting; the file is removed while still locked, on drop (and the

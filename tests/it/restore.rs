@@ -322,3 +322,28 @@ fn restore_refuses_a_file_whose_length_is_not_the_manifests_size() {
     );
     assert!(!target.join("etc/shadow").exists());
 }
+
+/// A target whose name is too long to take `.unifs-restore.lock` (over
+/// 236 bytes) failed at once with "File name too long", though unify and
+/// manifest accept such a guest directory: the names beside it are now cut
+/// and given a hash of the name.
+#[test]
+fn a_target_with_a_long_name_can_be_restored() {
+    if !require_root("a_target_with_a_long_name_can_be_restored") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (g, m) = guest_with_manifest(lab);
+    let target = lab.join("r".repeat(250));
+    let o = restore(&store, &m, &g, &target);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(target.is_dir());
+    let left: Vec<_> = fs::read_dir(lab)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("unifs-restore"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
