@@ -175,31 +175,24 @@ fn print_summary(s: &unify::Summary) {
         count(s.files_too_small),
         count(s.guest_hardlinks_left)
     );
-    if s.files_sparse > 0 {
-        println!(
-            "  left alone: {} with holes (sparse), not read",
-            count(s.files_sparse)
-        );
-    }
-    if s.files_no_xattr_room > 0 {
-        println!(
-            "  left alone: {} with no room for the store's xattr beside their own (ext4 \
-             xattr space full)",
-            count(s.files_no_xattr_room)
-        );
-    }
-    if s.files_other_project > 0 {
-        println!(
-            "  left alone: {} of another project ID (lsattr -p) than their object, which a \
-             hardlink would share",
-            count(s.files_other_project)
-        );
-    }
-    if s.files_with_inode_flags > 0 {
-        println!(
-            "  left alone: {} with inode flags (chattr), which a hardlink would share",
-            count(s.files_with_inode_flags)
-        );
+    for (n, why) in [
+        (s.files_sparse, "with holes (sparse), not read"),
+        (
+            s.files_no_xattr_room,
+            "with no room for the store's xattr beside their own (ext4 xattr space full)",
+        ),
+        (
+            s.files_other_project,
+            "of another project ID (lsattr -p) than their object, which a hardlink would share",
+        ),
+        (
+            s.files_with_inode_flags,
+            "with inode flags (chattr), which a hardlink would share",
+        ),
+    ] {
+        if n > 0 {
+            println!("  left alone: {} {why}", count(n));
+        }
     }
     println!(
         "  hashed {} files ({}), {} from cache; {} already linked",

@@ -38,3 +38,29 @@ pub fn require_strace(test: &str) -> bool {
     eprintln!("skipping {test}: needs strace");
     false
 }
+
+/// `mkfs.KIND ARGS` on a sparse image of `size` bytes in a new temp dir,
+/// loop-mounted at its `fs` (the loop device autoclears on unmount). The
+/// caller's guard unmounts it.
+pub fn mounted_image(kind: &str, size: u64, mkfs_args: &[&str]) -> tempfile::TempDir {
+    use std::process::Command;
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let img = dir.path().join("img");
+    std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+    let mkfs = Command::new(format!("mkfs.{kind}"))
+        .args(mkfs_args)
+        .arg(&img)
+        .output()
+        .unwrap_or_else(|e| panic!("mkfs.{kind}: {e} (Debian: e2fsprogs, xfsprogs, btrfs-progs)"));
+    assert!(mkfs.status.success(), "{}", stderr(&mkfs));
+    std::fs::create_dir(dir.path().join("fs")).unwrap();
+    let mount = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(dir.path().join("fs"))
+        .output()
+        .unwrap();
+    assert!(mount.status.success(), "{}", stderr(&mount));
+    dir
+}

@@ -17,24 +17,9 @@ struct Loopfs {
 impl Loopfs {
     /// `mkfs.KIND ARGS` on a sparse image of `size` bytes, mounted.
     fn new(kind: &str, size: u64, mkfs_args: &[&str]) -> Loopfs {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let img = dir.path().join("img");
-        fs::File::create(&img).unwrap().set_len(size).unwrap();
-        let mkfs = Command::new(format!("mkfs.{kind}"))
-            .args(mkfs_args)
-            .arg(&img)
-            .output()
-            .unwrap_or_else(|e| panic!("mkfs.{kind}: {e} (Debian: xfsprogs, btrfs-progs)"));
-        assert!(mkfs.status.success(), "{}", stderr(&mkfs));
-        fs::create_dir(dir.path().join("fs")).unwrap();
-        let mount = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(dir.path().join("fs"))
-            .output()
-            .unwrap();
-        assert!(mount.status.success(), "{}", stderr(&mount));
-        Loopfs { dir }
+        Loopfs {
+            dir: crate::common::mounted_image(kind, size, mkfs_args),
+        }
     }
 
     fn xfs() -> Loopfs {

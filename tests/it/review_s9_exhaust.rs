@@ -23,25 +23,10 @@ impl Ext4 {
 
     /// With more `mkfs.ext4` arguments.
     pub(crate) fn with(size: u64, mkfs_args: &[&str]) -> Ext4 {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let img = dir.path().join("img");
-        fs::File::create(&img).unwrap().set_len(size).unwrap();
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-m", "0"])
-            .args(mkfs_args)
-            .arg(&img)
-            .output()
-            .expect("mkfs.ext4 (Debian package e2fsprogs)");
-        assert!(mkfs.status.success(), "{}", stderr(&mkfs));
-        fs::create_dir(dir.path().join("fs")).unwrap();
-        let mount = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(dir.path().join("fs"))
-            .output()
-            .unwrap();
-        assert!(mount.status.success(), "{}", stderr(&mount));
-        Ext4 { dir }
+        let args = [&["-q", "-m", "0"], mkfs_args].concat();
+        Ext4 {
+            dir: crate::common::mounted_image("ext4", size, &args),
+        }
     }
 
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
