@@ -19,7 +19,7 @@ mod stale;
 
 pub use exclude::Excludes;
 
-use crate::catalog::{self, Catalog, GuestRow, RunTotals};
+use crate::catalog::{self, Catalog, Checking, GuestRow, RunTotals};
 use crate::store::{self, IoContext, ObjectId, Store};
 use crate::sys;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -260,19 +260,34 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         let _ = store.empty_tmp();
         Some(lock)
     };
-    let catalog = if opts.dry_run {
-        Catalog::open_readonly(&store.catalog_path())?
+    let (catalog, mut checking) = if opts.dry_run {
+        let catalog = Catalog::open_readonly(&store.catalog_path())?;
+        (catalog, Checking::passed())
     } else {
-        Catalog::open(&store.catalog_path())?
+        Catalog::open_checking(&store.catalog_path())?
     };
-    let ignore_mtime = settle_ignore_mtime(&store, &catalog, opts)?;
-    run(Some(&store), &catalog, opts, ignore_mtime, started)
+    let ignore_mtime = settle_ignore_mtime(&store, &catalog, &mut checking, opts)?;
+    run(
+        Some(&store),
+        &catalog,
+        checking,
+        opts,
+        ignore_mtime,
+        started,
+    )
 }
 
 fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
     let catalog = Catalog::in_memory()?;
     let ignore_mtime = opts.ignore_mtime.unwrap_or(false);
-    run(None, &catalog, opts, ignore_mtime, started)
+    run(
+        None,
+        &catalog,
+        Checking::passed(),
+        opts,
+        ignore_mtime,
+        started,
+    )
 }
 
 /// A guest directory named on the command line, resolved; refused unless
@@ -368,10 +383,18 @@ pub(crate) fn resolved(path: &Path) -> PathBuf {
     }
 }
 
-fn settle_ignore_mtime(store: &Store, catalog: &Catalog, opts: &Options) -> Result<bool> {
-    let recorded = catalog.config("ignore_mtime")?;
+fn settle_ignore_mtime(
+    store: &Store,
+    catalog: &Catalog,
+    checking: &mut Checking,
+    opts: &Options,
+) -> Result<bool> {
+    let recorded = checking.or_damaged(catalog.config("ignore_mtime"))?;
     match (recorded.as_deref(), opts.ignore_mtime) {
-        (None, wanted) if !opts.dry_run => Ok(catalog.init_config(wanted.unwrap_or(false))?),
+        (None, wanted) if !opts.dry_run => {
+            checking.wait()?;
+            Ok(catalog.init_config(wanted.unwrap_or(false))?)
+        }
         (None, wanted) => Ok(wanted.unwrap_or(false)),
         (Some(v), Some(wanted)) if (v == "1") != wanted => Err(Error::MtimeMismatch {
             store: store.root().to_path_buf(),
@@ -384,36 +407,29 @@ fn settle_ignore_mtime(store: &Store, catalog: &Catalog, opts: &Options) -> Resu
 fn run(
     store: Option<&Store>,
     catalog: &Catalog,
+    mut checking: Checking,
     opts: &Options,
     ignore_mtime: bool,
     started: Instant,
 ) -> Result<Summary> {
-    // Every guest is checked before the run is recorded: a command that
-    // fails here leaves no unfinished run behind.
-    let (mut guests, missing) = open_guests(store, catalog, opts)?;
-    let run_id = if opts.dry_run {
-        None
-    } else {
-        let run = catalog.begin_run(&describe(opts, &guests))?;
-        for g in &mut guests {
-            g.row = catalog.register_guest(&g.root, run)?;
-        }
-        Some(run)
-    };
-    let mut object_inodes = catalog.object_inodes()?;
-    if let (Some(store), Some(_)) = (store, run_id) {
-        if renumber_if_restored(store, catalog, &object_inodes)? {
+    // Until the walk is done the catalog is only read, while its check
+    // runs (`checking`); the run is recorded after both, so a command that
+    // fails before leaves no unfinished run behind.
+    let (mut guests, missing) = checking.or_damaged(open_guests(store, catalog, opts))?;
+    let mut object_inodes = checking.or_damaged(catalog.object_inodes())?;
+    // The store a run writes to (not a dry run's).
+    let writing = store.filter(|_| !opts.dry_run);
+    if let Some(store) = writing {
+        if renumber_if_restored(store, catalog, &mut checking, &object_inodes)? {
             object_inodes = catalog.object_inodes()?;
         }
     }
     let mut summary = Summary {
-        run: run_id,
         dry_run: opts.dry_run,
-        guests: guests.iter().map(|g| g.row.name.clone()).collect(),
         problems: missing,
         ..Summary::default()
     };
-    if let Some(store) = store.filter(|_| !opts.dry_run) {
+    if let Some(store) = writing {
         // Said first, once: else only "Too many open files", file by file.
         if spare_fds(guests.len()) == 0 {
             summary.problems.insert(
@@ -431,7 +447,7 @@ fn run(
         }
     }
     let mut killed_dirs = dirjournal::KilledDirs::new();
-    if let (Some(store), Some(_)) = (store, run_id) {
+    if let Some(store) = writing {
         // A killed run's directory mtimes, before anything reads them.
         let tmp = store.root().join("tmp");
         let (recovered, dirs, mut problems) = dirjournal::recover(store.tmp_dir()?, &tmp);
@@ -448,7 +464,8 @@ fn run(
     // another guest's excluded trees.
     let mut any_new = false;
     for g in &guests {
-        any_new = any_new || g.row.id < 0 || catalog.links_digest(g.row.id)?.is_none();
+        let digest = checking.or_damaged(catalog.links_digest(g.row.id))?;
+        any_new = any_new || g.row.id < 0 || digest.is_none();
     }
     let look_in_excluded = any_new;
     let ctx = scan::ScanContext {
@@ -479,7 +496,20 @@ fn run(
         };
         (scans, objects, cache)
     });
-    let (objects, cache) = (objects?, cache?);
+    let (objects, cache) = (checking.or_damaged(objects)?, checking.or_damaged(cache)?);
+    // The run's first write.
+    checking.wait()?;
+    let run_id = if opts.dry_run {
+        None
+    } else {
+        let run = catalog.begin_run(&describe(opts, &guests))?;
+        for g in &mut guests {
+            g.row = catalog.register_guest(&g.root, run)?;
+        }
+        Some(run)
+    };
+    summary.run = run_id;
+    summary.guests = guests.iter().map(|g| g.row.name.clone()).collect();
     let mut scan = scan::Scan::flatten(scans);
     scan.size_linked(&objects, opts.min_size);
     scan.sort_hardlinks(
@@ -798,6 +828,7 @@ fn keep_killed(store: &Store, killed: &dirjournal::KilledDirs, why: &str) -> Opt
 fn renumber_if_restored(
     store: &Store,
     catalog: &Catalog,
+    checking: &mut Checking,
     inodes: &crate::catalog::Map<(u64, u64), crate::catalog::ObjectInode>,
 ) -> Result<bool> {
     const KEY: &str = "objects_dir";
@@ -811,7 +842,7 @@ fn renumber_if_restored(
             .stat_object(&f.id, f.copy)?
             .filter(|st| (st.dev, st.ino) != (dev, ino)))
     };
-    if catalog.config(KEY)?.as_deref() == Some(now.as_str()) {
+    if checking.or_damaged(catalog.config(KEY))?.as_deref() == Some(now.as_str()) {
         let mut any = false;
         for (&key, f) in inodes.iter().take(SAMPLE) {
             if moved(key, f)?.is_some() {
@@ -823,6 +854,7 @@ fn renumber_if_restored(
             return Ok(false);
         }
     }
+    checking.wait()?;
     catalog.begin()?;
     for (&key, f) in inodes {
         if let Some(st) = moved(key, f)? {

@@ -6,6 +6,7 @@ use crate::common::require_root;
 use crate::review_s9_exhaust::Ext4;
 use crate::tree::{assert_verify_clean, bytes, file_at, unifs, unify_json};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Output;
 
@@ -138,6 +139,18 @@ fn a_damaged_catalog_page_is_reported_and_refused_by_writers() {
         db[at..at + 4096].copy_from_slice(&bytes(page + 7, 4096));
         fs::write(&catalog, &db).unwrap();
         let a = dir.path().join("a");
+        // New twins: unify checks the catalog beside its walk, and must
+        // still link nothing when the check fails.
+        let twins = ["a", "b"].map(|g| {
+            let twin = file_at(
+                &dir.path().join(g),
+                "new",
+                &bytes(999, 5_000),
+                0o644,
+                1_600_000_000,
+            );
+            (fs::metadata(&twin).unwrap().ino(), twin)
+        });
         for args in [
             vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"verify"],
             vec![&"store", &"gc"],
@@ -157,6 +170,10 @@ fn a_damaged_catalog_page_is_reported_and_refused_by_writers() {
                 "{name} {args:?}: {err}"
             );
             assert_eq!(fs::read(&catalog).unwrap(), db, "{name} {args:?} wrote");
+        }
+        for (ino, twin) in &twins {
+            let st = fs::metadata(twin).unwrap();
+            assert_eq!((st.ino(), st.nlink()), (*ino, 1), "{name}: {twin:?} linked");
         }
     }
 }
