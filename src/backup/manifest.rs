@@ -211,6 +211,12 @@ pub fn describe(
             stack.pop();
             continue;
         };
+        // A mount's copy in progress, or one a killed daemon left: never
+        // the guest's (it never sees them), and restored it would be, its
+        // mark being the store's and so not restored.
+        if crate::fs::cow::is_temp(top.dir.as_fd(), &name) {
+            continue;
+        }
         let rel = top.rel.join(&name);
         let Some(node) = open_node(top.dir.as_fd(), &name)? else {
             continue;

@@ -406,3 +406,44 @@ fn a_bind_mount_inside_the_guest_is_not_entered() {
     assert!(paths.contains(&"mnt".into()), "{paths:?}");
     assert!(!paths.contains(&"mnt/host-only".into()), "{paths:?}");
 }
+
+/// A break's temp copy that a killed mount daemon left behind (named
+/// `.unifs-break.*`, marked `trusted.unifs.break`) was described and listed
+/// as a private file: tar backed up a partial copy, and restore put it back
+/// without its mark (the store's xattrs are not restored), where the guest
+/// then saw it. Unify leaves such copies alone; so does the manifest.
+#[test]
+fn a_killed_mounts_break_copy_is_not_described() {
+    if !require_root("a_killed_mounts_break_copy_is_not_described") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    init_store(&store);
+    let g = lab.join("g");
+    file(&g, "etc/hostname", b"g\n", 0o644);
+    let temp = file(&g, "etc/.unifs-break.4242.1", b"half a cop", 0o644);
+    set_xattr(&temp, "trusted.unifs.break", b"1");
+    // The same name without the mark is the guest's own file.
+    file(&g, "etc/.unifs-break.4242.2", b"mine\n", 0o644);
+    let (m, list) = (lab.join("g.jsonl"), lab.join("g.list"));
+    let o = unifs(
+        &store,
+        &[&"manifest", &g, &"-o", &m, &"--private-list", &list],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, entries) = unifs::backup::manifest::read_jsonl(&m).unwrap();
+    let paths: Vec<_> = entries.iter().map(|e| e.rel_path()).collect();
+    assert!(
+        paths.contains(&"etc/.unifs-break.4242.2".into()),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.contains(&"etc/.unifs-break.4242.1".into()),
+        "{paths:?}"
+    );
+    let listed = String::from_utf8_lossy(&fs::read(&list).unwrap()).into_owned();
+    assert!(listed.contains("etc/.unifs-break.4242.2"), "{listed}");
+    assert!(!listed.contains("etc/.unifs-break.4242.1"), "{listed}");
+}
