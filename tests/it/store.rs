@@ -394,3 +394,57 @@ fn store_stats_counts_only_what_gc_removes() {
         "{text}"
     );
 }
+
+/// Object file names outside docs/store-format.md's form were taken for
+/// objects: upper-case digits, `.0`, and `.01` or `.+1` as copy 1, which gc
+/// then opened as `.1` and stopped on ("No such file or directory"). They
+/// are strays: verify names each, gc leaves them and runs.
+#[test]
+fn object_names_outside_the_documented_form_are_strays() {
+    if !require_root("object_names_outside_the_documented_form_are_strays") {
+        return;
+    }
+    let (_dir, store, _guests) = two_guests_unified();
+    let object = walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    let name = object.file_name().unwrap().to_str().unwrap().to_string();
+    let strays: Vec<_> = [".0", ".00", ".01", ".+1", ".02"]
+        .iter()
+        .map(|s| format!("{name}{s}"))
+        .chain([name.to_uppercase()])
+        .map(|n| object.with_file_name(n))
+        .collect();
+    for s in &strays {
+        fs::copy(&object, s).unwrap();
+    }
+    let out = unifs(&store, &[&"store", &"verify", &"--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), strays.len(), "{report}");
+    for s in &strays {
+        let p = problems
+            .iter()
+            .find(|p| p["path"] == s.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{} not reported: {report}", s.display()));
+        assert_eq!(p["what"], "name is not an object id", "{report}");
+    }
+    for out in [
+        unifs(&store, &[&"store", &"gc", &"--dry-run"]),
+        unifs(&store, &[&"store", &"gc"]),
+    ] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for s in &strays {
+        assert!(s.exists(), "gc removed {}", s.display());
+    }
+    assert!(object.exists());
+}
