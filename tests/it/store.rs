@@ -448,3 +448,42 @@ fn object_names_outside_the_documented_form_are_strays() {
     }
     assert!(object.exists());
 }
+
+/// The view `guest_files` gave a path only as TEXT (a CAST of the BLOB):
+/// for a name that is not UTF-8, clients that check UTF-8 (Python's
+/// sqlite3, rusqlite's String) failed the whole query. `path_bytes` has
+/// the exact bytes.
+#[test]
+fn guest_files_gives_every_path_as_its_bytes() {
+    if !require_root("guest_files_gives_every_path_as_its_bytes") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let guests: Vec<_> = (0..2).map(|i| dir.path().join(format!("g{i}"))).collect();
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    for g in &guests {
+        file(g, "plain", &bytes(1, 5000), 0o644);
+        fs::write(g.join(latin1), bytes(2, 5000)).unwrap();
+    }
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    let rows: Vec<(Vec<u8>, String)> = conn
+        .prepare(
+            "SELECT path_bytes, typeof(path_bytes) FROM guest_files
+             WHERE guest = 'g0' ORDER BY path_bytes",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (b"caf\xe9".to_vec(), "blob".to_string()),
+            (b"plain".to_vec(), "blob".to_string())
+        ]
+    );
+}
