@@ -404,6 +404,9 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let store = Store::open(&g.store)?;
+    // Objects of a format this unifs does not know would all fail their
+    // checks; the catalog is not needed otherwise ("the store is lost too").
+    Catalog::check_format_if_readable(&store.catalog_path())?;
     // A tree rebuilt in the store would be strays among its objects (store
     // verify fails) and a guest unify refuses.
     crate::unify::check_guest_outside_store(&crate::unify::resolved(&a.target), store.root())?;
