@@ -181,7 +181,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         refuse_unsafe_lines(&entries)?;
     }
     let header = manifest::Header {
-        unifs_manifest: manifest::MANIFEST_VERSION,
+        unifs_manifest: manifest::version_for(&entries),
         guest: name,
         root: root.to_string_lossy().into_owned(),
         root_hex: manifest::encode(root.as_os_str()).1,

@@ -190,6 +190,9 @@ fn inode_flags_survive_manifest_and_restore() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = fs::read_to_string(&m).unwrap();
     assert!(text.contains(r#""flags":"i""#), "{text}");
+    // flags is a field a restore must not drop: a reader of version 1,
+    // which knows no flags, is to refuse the manifest.
+    assert!(text.starts_with(r#"{"unifs_manifest":2,"#), "{text}");
     let o = restore(&store, &m, &g, &target);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (rel, _, letters) in wanted {
