@@ -16,7 +16,21 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST_VERSION: u32 = 1;
+/// The newest manifest version this build writes and reads. A version is
+/// added for each field a restore must not drop (docs/backup.md); other
+/// fields are added without one, and readers ignore fields they do not know.
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// The version a manifest of `entries` is written as: 2 only when one has
+/// `flags` (version 2's field), so that a reader of version 1 refuses it
+/// rather than drop them, and reads every other manifest as before.
+pub fn version_for(entries: &[Entry]) -> u32 {
+    if entries.iter().any(|e| e.flags.is_some()) {
+        2
+    } else {
+        1
+    }
+}
 
 /// The path of the guest root's own entry (the first after the header).
 pub const ROOT: &str = ".";
@@ -566,9 +580,10 @@ pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
         .ok_or_else(|| io::Error::other("empty manifest"))??;
     let header: Header = serde_json::from_str(&first)
         .map_err(|e| io::Error::other(format!("not a unifs manifest (first line: {e})")))?;
-    if header.unifs_manifest != MANIFEST_VERSION {
+    if !(1..=MANIFEST_VERSION).contains(&header.unifs_manifest) {
         return Err(io::Error::other(format!(
-            "manifest version {} is not supported (this unifs reads {MANIFEST_VERSION})",
+            "manifest version {} is not supported (this unifs reads versions 1 to \
+             {MANIFEST_VERSION}); upgrade unifs",
             header.unifs_manifest
         )));
     }
@@ -592,4 +607,51 @@ pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
         }
     }
     Ok((header, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(flags: Option<&str>) -> Entry {
+        Entry {
+            path: Some(ROOT.into()),
+            kind: "dir".into(),
+            mtime: "0.000000000".into(),
+            atime: "0.000000000".into(),
+            flags: flags.map(String::from),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn version_2_only_with_flags_and_both_are_read() {
+        assert_eq!(version_for(&[entry(None)]), 1);
+        assert_eq!(version_for(&[entry(None), entry(Some("i"))]), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        for version in [1, 2, 3] {
+            let header = Header {
+                unifs_manifest: version,
+                guest: "g".into(),
+                root: "/g".into(),
+                root_hex: None,
+                created: 0,
+                entries: Some(1),
+            };
+            let mut out = Vec::new();
+            write_jsonl(&mut out, &header, &[entry(Some("i"))]).unwrap();
+            std::fs::write(&path, out).unwrap();
+            match read_jsonl(&path) {
+                Ok((h, e)) => {
+                    assert!(version <= 2);
+                    assert_eq!((h, e[0].flags.as_deref()), (header, Some("i")));
+                }
+                Err(e) => {
+                    assert_eq!(version, 3);
+                    assert!(e.to_string().contains("version 3 is not supported"), "{e}");
+                }
+            }
+        }
+    }
 }

@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_links_digest.sql",
         include_str!("../../migrations/0003_links_digest.sql"),
     ),
+    (
+        4,
+        "0004_guest_files_path_bytes.sql",
+        include_str!("../../migrations/0004_guest_files_path_bytes.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -179,6 +179,42 @@ impl Catalog {
         }
     }
 
+    /// Refuses a store whose catalog, where it can be read at all (any
+    /// schema), names an object format this build does not compute. For
+    /// `restore`, which needs only the objects: a catalog that is missing,
+    /// damaged or of a newer schema does not stop it.
+    pub fn check_format_if_readable(path: &Path) -> Result<()> {
+        shm::register();
+        let read = |immutable: bool| -> rusqlite::Result<Option<String>> {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = if immutable {
+                Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+            } else {
+                Connection::open_with_flags(path, flags)
+            }?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.query_row(
+                "SELECT value FROM config WHERE key = 'format_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        };
+        if !path.exists() {
+            return Ok(());
+        }
+        match read(false).or_else(|_| read(true)) {
+            Ok(Some(v)) if v != crate::store::id::FORMAT_VERSION.to_string() => {
+                Err(Error::UnknownFormat {
+                    path: path.to_path_buf(),
+                    found: v,
+                    known: crate::store::id::FORMAT_VERSION,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Opens an existing catalog for reading only (no writes; an older
     /// schema is read through a copy in memory, migrated there). A catalog
     /// not yet created (a run killed before its first commit) reads as

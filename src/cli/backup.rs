@@ -181,7 +181,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         refuse_unsafe_lines(&entries)?;
     }
     let header = manifest::Header {
-        unifs_manifest: manifest::MANIFEST_VERSION,
+        unifs_manifest: manifest::version_for(&entries),
         guest: name,
         root: root.to_string_lossy().into_owned(),
         root_hex: manifest::encode(root.as_os_str()).1,
@@ -404,6 +404,9 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let store = Store::open(&g.store)?;
+    // Objects of a format this unifs does not know would all fail their
+    // checks; the catalog is not needed otherwise ("the store is lost too").
+    Catalog::check_format_if_readable(&store.catalog_path())?;
     // A tree rebuilt in the store would be strays among its objects (store
     // verify fails) and a guest unify refuses.
     crate::unify::check_guest_outside_store(&crate::unify::resolved(&a.target), store.root())?;

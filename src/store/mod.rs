@@ -628,15 +628,18 @@ pub fn object_names(id: &ObjectId, copy: u32) -> (OsString, OsString) {
 }
 
 /// Parses an object file name back into (id, copy), given its fan-out dir.
+/// Only the names [`object_names`] gives are objects: `….01`, `….+1` or
+/// upper-case digits would parse to a copy whose file is another name.
 pub fn parse_object_name(dir: &OsStr, name: &OsStr) -> Option<(ObjectId, u32)> {
-    let dir = dir.to_str()?;
-    let name = name.to_str()?;
-    let (rest, copy) = match name.split_once('.') {
+    let dir_text = dir.to_str()?;
+    let text = name.to_str()?;
+    let (rest, copy) = match text.split_once('.') {
         Some((rest, copy)) => (rest, copy.parse().ok()?),
-        None => (name, 0),
+        None => (text, 0),
     };
-    let id: ObjectId = format!("{dir}{rest}").parse().ok()?;
-    Some((id, copy))
+    let id: ObjectId = format!("{dir_text}{rest}").parse().ok()?;
+    let (want_dir, want_name) = object_names(&id, copy);
+    (want_dir == dir && want_name == name).then_some((id, copy))
 }
 
 /// Reads the store marker of an open file: `Some(id)` if it is (or was made
@@ -739,5 +742,19 @@ mod tests {
         assert!(name.to_str().unwrap().ends_with(".3"));
         assert_eq!(parse_object_name(&dir, &name), Some((id, 3)));
         assert_eq!(parse_object_name(OsStr::new("ab"), OsStr::new("zz")), None);
+    }
+
+    #[test]
+    fn only_canonical_object_names_parse() {
+        let id = ObjectId([0xab; 32]);
+        let (dir, name) = object_names(&id, 0);
+        let name = name.to_str().unwrap();
+        for bad in [".0", ".00", ".01", ".+1", ".02", ".1x", ".-1", "."] {
+            let other = OsString::from(format!("{name}{bad}"));
+            assert_eq!(parse_object_name(&dir, &other), None, "{bad}");
+        }
+        let upper = OsString::from(name.to_uppercase());
+        assert_eq!(parse_object_name(&dir, &upper), None);
+        assert_eq!(parse_object_name(OsStr::new("AB"), OsStr::new(name)), None);
     }
 }

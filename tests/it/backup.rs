@@ -784,6 +784,59 @@ fn documented_tar_backup_restores_one_guest_into_the_live_store() {
     assert_verify_clean(&store);
 }
 
+/// The recipes took the guest root from the manifest header's `root`,
+/// which has U+FFFD for bytes that are not UTF-8: tar could not enter the
+/// guest, or, where a directory of that spelling exists, backed up its
+/// files as the guest's. They take `root_hex` where it is there.
+#[test]
+fn documented_recipes_back_up_a_guest_whose_directory_name_is_not_utf8() {
+    if !require_root("documented_recipes_back_up_a_guest_whose_directory_name_is_not_utf8")
+        || !have(
+            "tar",
+            "documented_recipes_back_up_a_guest_whose_directory_name",
+        )
+        || !have(
+            "python3",
+            "documented_recipes_back_up_a_guest_whose_directory_name",
+        )
+    {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let v = lab.join("vservers");
+    let guest = v.join(std::ffi::OsStr::from_bytes(b"web\xe9"));
+    let other = v.join("web2");
+    for g in [&guest, &other] {
+        file(g, "usr/lib/shared", &bytes(1, 5000), 0o644);
+    }
+    file(&guest, "own", b"the guest's own\n", 0o644);
+    // The name `root` gives it, spelt in UTF-8: not the guest.
+    let name = "web\u{fffd}";
+    file(&v.join(name), "own", b"another directory's\n", 0o644);
+    unify_json(&lab.join("store"), &[&guest, &other]);
+    let blocks = doc_blocks(lab);
+    let only_it =
+        |block: &str| block.replace("for g in web1 web2 db1", &format!("for g in {name}"));
+    sh(&only_it(doc_block(&blocks, "-cf $B/objects.tar objects")));
+    let out = lab.join("out");
+    fs::create_dir(&out).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(lab.join(format!("backup/{name}.private.tar")))
+        .arg("-C")
+        .arg(&out));
+    assert_eq!(fs::read(out.join("own")).unwrap(), b"the guest's own\n");
+    // The restic recipe's copy of the private files (restic itself left out).
+    let restic = doc_block(&blocks, "restic backup").replace("restic backup", "true");
+    sh(&only_it(&restic));
+    assert_eq!(
+        fs::read(lab.join(format!("S/private/{name}/own"))).unwrap(),
+        b"the guest's own\n"
+    );
+}
+
 #[test]
 fn documented_restic_backup_keeps_private_files_whatever_their_names() {
     if !require_root("documented_restic_backup") || !have("restic", "documented_restic_backup") {

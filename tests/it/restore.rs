@@ -190,6 +190,9 @@ fn inode_flags_survive_manifest_and_restore() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = fs::read_to_string(&m).unwrap();
     assert!(text.contains(r#""flags":"i""#), "{text}");
+    // flags is a field a restore must not drop: a reader of version 1,
+    // which knows no flags, is to refuse the manifest.
+    assert!(text.starts_with(r#"{"unifs_manifest":2,"#), "{text}");
     let o = restore(&store, &m, &g, &target);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (rel, _, letters) in wanted {
@@ -346,4 +349,68 @@ fn a_target_with_a_long_name_can_be_restored() {
         .filter(|n| n.contains("unifs-restore"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// docs/store-format.md: every command refuses a store of an object format
+/// it does not know. restore never opened the catalog, and linked objects
+/// out of such a store. It still restores from the objects alone where the
+/// catalog is gone, damaged or of a newer schema ("the store is lost too").
+#[test]
+fn restore_refuses_an_unknown_store_format_but_needs_no_catalog() {
+    if !require_root("restore_refuses_an_unknown_store_format_but_needs_no_catalog") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests: Vec<PathBuf> = (0..2).map(|i| lab.join(format!("g{i}"))).collect();
+    for g in &guests {
+        file(g, "usr/lib/libc.so", &bytes(1, 5000), 0o644);
+    }
+    file(&guests[0], "etc/own", b"own\n", 0o644);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let m = lab.join("g0.jsonl");
+    let o = unifs(&store, &[&"manifest", &guests[0], &"-o", &m]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let catalog = store.join("catalog.db");
+    let set = |batch: &str| {
+        let conn = rusqlite::Connection::open(&catalog).unwrap();
+        conn.execute_batch(batch).unwrap();
+    };
+
+    set("UPDATE config SET value = '2' WHERE key = 'format_version'");
+    let target = lab.join("refused");
+    let o = restore(&store, &m, &guests[0], &target);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the store is of format 2, which this unifs does not know"),
+        "{err}"
+    );
+    assert!(!target.exists());
+    assert!(!with_suffix(&target, ".unifs-restore").exists());
+
+    set("UPDATE config SET value = '1' WHERE key = 'format_version'; PRAGMA user_version = 99");
+    let restored = |name: &str| {
+        let target = lab.join(name);
+        let o = restore(&store, &m, &guests[0], &target);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(fs::read(target.join("etc/own")).unwrap(), b"own\n");
+        assert_eq!(
+            ino(&target.join("usr/lib/libc.so")),
+            ino(&guests[1].join("usr/lib/libc.so"))
+        );
+    };
+    restored("newer-schema");
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = fs::remove_file(store.join(f));
+    }
+    fs::write(&catalog, bytes(3, 8192)).unwrap();
+    restored("damaged");
+    fs::remove_file(&catalog).unwrap();
+    restored("no-catalog");
 }

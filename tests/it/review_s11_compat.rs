@@ -120,7 +120,7 @@ fn a_schema_1_catalog_of_the_first_builds_is_migrated() {
     assert_eq!(s["files_already_linked"], 6, "{s}");
     assert_eq!(s["objects_added"], 0, "{s}");
     assert_eq!(s["files_linked"], 0, "{s}");
-    assert_eq!(user_version(&store), 3);
+    assert_eq!(user_version(&store), 4);
     let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
     let (view, rows): (String, i64) = conn
         .query_row(
@@ -143,7 +143,11 @@ fn a_schema_1_catalog_of_the_first_builds_is_migrated() {
 fn to_schema_2(store: &Path) {
     sql(
         store,
-        "ALTER TABLE guests DROP COLUMN links_digest; PRAGMA user_version = 2;",
+        &format!(
+            "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs; {}
+             ALTER TABLE guests DROP COLUMN links_digest; PRAGMA user_version = 2;",
+            include_str!("../../migrations/0002_views.sql")
+        ),
     );
 }
 
@@ -170,7 +174,7 @@ fn gc_dry_run_leaves_an_older_catalog_at_its_schema() {
     let out = ok(&unifs(&store, &[&"store", &"gc", &"--json"]));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["objects_removed"], 1, "{report}");
-    assert_eq!(user_version(&store), 3);
+    assert_eq!(user_version(&store), 4);
     assert_eq!(object_files(&store).len(), 2);
     assert_verify_clean(&store);
 }
@@ -335,4 +339,41 @@ fn a_failed_migration_says_which_and_that_nothing_changed() {
     assert!(err.contains("stays at schema 1"), "{err}");
     assert!(!err.contains("CREATE VIEW"), "the migration's SQL: {err}");
     assert_eq!(user_version(&store), 1);
+}
+
+/// Schema 4 gives the view `guest_files` a column `path_bytes`. A schema-3
+/// catalog is read as it is by read-only commands, and its first writer
+/// adds the column, the view's other columns unchanged.
+#[test]
+fn a_schema_3_catalog_gets_path_bytes_in_guest_files() {
+    if !require_root("a_schema_3_catalog_gets_path_bytes_in_guest_files") {
+        return;
+    }
+    let (_dir, store, _guests) = old_store_base();
+    sql(
+        &store,
+        &format!(
+            "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs; {}
+             PRAGMA user_version = 3;",
+            include_str!("../../migrations/0002_views.sql")
+        ),
+    );
+    ok(&unifs(&store, &[&"store", &"stats"]));
+    assert_eq!(user_version(&store), 3);
+    let s = unify_json(&store, &[&"--all"]);
+    assert_eq!(s["files_already_linked"], 6, "{s}");
+    assert_eq!(user_version(&store), 4);
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    let rows: Vec<(String, String, String, Vec<u8>)> = conn
+        .prepare("SELECT guest, path, object_id, path_bytes FROM guest_files ORDER BY guest, path")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6);
+    for (guest, path, object, bytes) in &rows {
+        assert_eq!(path.as_bytes(), &bytes[..], "{guest} {path}");
+        assert_eq!(object.len(), 64);
+    }
 }
