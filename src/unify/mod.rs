@@ -265,14 +265,32 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     } else {
         Catalog::open(&store.catalog_path())?
     };
+    // Before anything is recorded: `--all` would take the other store's
+    // guests for this one's.
+    let object_inodes = catalog.object_inodes()?;
+    store.check_catalog_lists(object_inodes.values().map(|f| (f.id, f.copy)))?;
     let ignore_mtime = settle_ignore_mtime(&store, &catalog, opts)?;
-    run(Some(&store), &catalog, opts, ignore_mtime, started)
+    run(
+        Some(&store),
+        &catalog,
+        object_inodes,
+        opts,
+        ignore_mtime,
+        started,
+    )
 }
 
 fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
     let catalog = Catalog::in_memory()?;
     let ignore_mtime = opts.ignore_mtime.unwrap_or(false);
-    run(None, &catalog, opts, ignore_mtime, started)
+    run(
+        None,
+        &catalog,
+        Default::default(),
+        opts,
+        ignore_mtime,
+        started,
+    )
 }
 
 /// A guest directory named on the command line, resolved; refused unless
@@ -384,6 +402,7 @@ fn settle_ignore_mtime(store: &Store, catalog: &Catalog, opts: &Options) -> Resu
 fn run(
     store: Option<&Store>,
     catalog: &Catalog,
+    mut object_inodes: catalog::Map<(u64, u64), catalog::ObjectInode>,
     opts: &Options,
     ignore_mtime: bool,
     started: Instant,
@@ -400,7 +419,6 @@ fn run(
         }
         Some(run)
     };
-    let mut object_inodes = catalog.object_inodes()?;
     if let (Some(store), Some(_)) = (store, run_id) {
         if renumber_if_restored(store, catalog, &object_inodes)? {
             object_inodes = catalog.object_inodes()?;
