@@ -1,6 +1,6 @@
 //! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
-use super::output::{bytes, clean, count, path};
+use super::output::{bytes, clean, count, guest_name, path};
 use super::Global;
 use crate::catalog::Catalog;
 use crate::store::maintain::{describe_change, Recorded};
@@ -276,7 +276,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             if !p.guests.is_empty() {
                 println!(
                     "    linked by guest(s) {}: {} path(s)",
-                    p.guests.join(", "),
+                    clean(&p.guests.join(", ")),
                     paths.len()
                 );
                 for p in paths.iter().take(10) {
@@ -644,8 +644,8 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(crate::unify::listings::cache_path(&store, row.id));
         println!(
             "forgot guest {} ({}): {} link(s)",
-            row.name,
-            row.path.display(),
+            guest_name(&row.name, &row.path),
+            path(&row.path),
             count(links)
         );
     }
@@ -760,10 +760,10 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         };
         println!(
             "  guest {:<16} {:>10} files linked ({}) {} ({run})",
-            row.name,
+            guest_name(&row.name, &row.path),
             count(row.files_linked),
             bytes(row.bytes_linked),
-            row.path.display()
+            path(&row.path)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -158,6 +158,9 @@ pub struct Summary {
     pub run: Option<i64>,
     pub dry_run: bool,
     pub guests: Vec<String>,
+    /// Each guest's root, as `guests` (for showing a name that is not UTF-8).
+    #[serde(skip)]
+    pub guest_roots: Vec<PathBuf>,
     pub files_scanned: u64,
     pub bytes_scanned: u64,
     pub files_excluded: u64,
@@ -428,6 +431,7 @@ fn run(
         run: run_id,
         dry_run: opts.dry_run,
         guests: guests.iter().map(|g| g.row.name.clone()).collect(),
+        guest_roots: guests.iter().map(|g| g.row.path.clone()).collect(),
         problems: missing,
         ..Summary::default()
     };
