@@ -29,7 +29,8 @@ pub enum Format {
 /// object id of every unified file (a blake3 content hash for the others).
 #[derive(clap::Args, Debug)]
 pub struct ManifestArgs {
-    /// A guest name from the catalog, or a guest directory.
+    /// A guest name from the catalog, or a guest directory (on the store's
+    /// filesystem: it must be the store the guest was unified into).
     pub guest: PathBuf,
     /// What to write.
     #[arg(long, value_enum, default_value = "jsonl")]
@@ -152,8 +153,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             (name, root)
         }
     };
-    match std::fs::symlink_metadata(&root) {
-        Ok(m) if m.is_dir() => {}
+    let dev = match std::fs::symlink_metadata(&root) {
+        Ok(m) if m.is_dir() => std::os::unix::fs::MetadataExt::dev(&m),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
             "the directory of guest {}, {}, does not exist: restore the guest there \
              (`unifs restore`, docs/backup.md), or drop it from the catalog (`unifs store \
@@ -163,6 +164,31 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             path(&root)
         ),
         _ => anyhow::bail!("{}: not a directory", path(&root)),
+    };
+    // Refused as unify and mount refuse it: no file of the guest can link
+    // an object of a store on another filesystem, so each would pass for
+    // private, under the name of a guest the catalog does not have there.
+    match store.check_same_fs(&root, dev) {
+        Ok(()) => {}
+        Err(crate::store::Error::CrossDevice {
+            guest,
+            guest_mount,
+            store,
+            store_mount,
+        }) => anyhow::bail!(
+            "{} is on another filesystem ({}) than the store {} ({}), so none of its files \
+             can link that store's objects: a manifest needs the store the guest was unified \
+             into, which is on the guest's filesystem; check --store and UNIFS_STORE (nothing \
+             was written)",
+            path(&guest),
+            path(&guest_mount),
+            path(&store),
+            path(&store_mount)
+        ),
+        Err(e) => anyhow::bail!(
+            "{e}; a manifest needs the store the guest was unified into: check --store and \
+             UNIFS_STORE (nothing was written)"
+        ),
     }
     // One fd a level: a deep tree (a guest can nest thousands) needs many.
     let _ = crate::sys::raise_fd_limit();

@@ -460,6 +460,37 @@ fn manifest_without_the_store_is_an_error() {
     assert!(!typo.exists());
 }
 
+/// A store on another filesystem than the guest (a wrong UNIFS_STORE) gave
+/// a manifest, exit 0, with every shared file taken for private and the
+/// header naming the guest by its directory's name, whichever guest of that
+/// catalog has it. unify and mount refuse that pair; manifest does now too.
+#[test]
+fn manifest_with_a_store_on_another_filesystem_is_an_error() {
+    if !require_root("manifest_with_a_store_on_another_filesystem") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    if fs::metadata(shm.path()).unwrap().dev() == fs::metadata(dir.path()).unwrap().dev() {
+        eprintln!("skipping: /dev/shm is on the temp dir's filesystem");
+        return;
+    }
+    let guests = build_guests(dir.path());
+    unify_json(&dir.path().join("store"), &[&guests[0], &guests[1]]);
+    // A guest of that name elsewhere, as `cp -a` of one leaves it.
+    let copy = shm.path().join(guests[0].file_name().unwrap());
+    run(Command::new("cp").arg("-a").arg(&guests[0]).arg(&copy));
+    let m = dir.path().join("copy.jsonl");
+    let o = unifs(&dir.path().join("store"), &[&"manifest", &copy, &"-o", &m]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is on another filesystem"), "{err}");
+    assert!(err.contains(&*copy.to_string_lossy()), "{err}");
+    assert!(err.contains("check --store and UNIFS_STORE"), "{err}");
+    assert!(!m.exists());
+}
+
 /// mtree has no socket type: bsdtar warned "Unrecognized file type socket".
 #[test]
 fn mtree_leaves_sockets_out_as_comments() {
