@@ -192,10 +192,33 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     }
     // One fd a level: a deep tree (a guest can nest thousands) needs many.
     let _ = crate::sys::raise_fd_limit();
-    let contents: HashMap<_, _> = catalog.content_hashes()?;
-    let (entries, subvolumes) = manifest::describe(&root, Some(&store), &contents)
+    let recorded: HashMap<_, _> = catalog
+        .objects()?
+        .into_values()
+        .map(|o| {
+            let r = manifest::Recorded {
+                content_hash: o.content_hash,
+                size: o.size,
+                mtime: o.mtime,
+            };
+            (o.id, r)
+        })
+        .collect();
+    let described = manifest::describe(&root, Some(&store), &recorded)
         .with_context(|| format!("describing {}", path(&root)))?;
-    for sub in subvolumes {
+    let entries = described.entries;
+    for (rel, object) in &described.damaged {
+        eprintln!(
+            "unifs: warning: {}: links the store object {}, whose content is no longer what \
+             the catalog recorded (changed around the store): the manifest describes it as a \
+             private file, with the content it has now (the private list names it, for the \
+             backup to copy); `unifs store verify` reports the object, docs/backup.md (\"A \
+             damaged object\") says how to put it back",
+            path(&root.join(rel)),
+            path(object)
+        );
+    }
+    for sub in described.subvolumes {
         eprintln!(
             "unifs: warning: {}: a btrfs subvolume inside the guest: its content is not in \
              this manifest (listed as an empty directory, which restore makes it); back it \
