@@ -177,8 +177,31 @@ type EntryPath = (Option<String>, Option<String>);
 /// Files held open for hashing at once, hashed in parallel.
 const HASH_BATCH: usize = 64;
 
+/// What the catalog recorded of an object: its content hash, and the size
+/// and mtime its file had then.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded {
+    pub content_hash: ObjectId,
+    pub size: u64,
+    pub mtime: Timestamp,
+}
+
+/// What [`describe`] found.
+pub struct Described {
+    pub entries: Vec<Entry>,
+    /// btrfs subvolumes inside the guest (listed as empty directories).
+    pub subvolumes: Vec<PathBuf>,
+    /// Paths linking an object whose content is no longer what the catalog
+    /// recorded (changed around the store), with the object file: described
+    /// as private files, by the content they have.
+    pub damaged: Vec<(PathBuf, PathBuf)>,
+}
+
 /// Describes the guest at `root`. Content hashes of unified files come from
-/// `content_of` (the catalog) when it knows them; everything else is read.
+/// `recorded` (the catalog) when it knows them and the object's size and
+/// mtime are still as recorded; everything else is read. (A write around
+/// the store changes them; damage that keeps both only `store verify`,
+/// which reads every object, finds.)
 ///
 /// The guest may be running and may rename anything meanwhile. So each name
 /// is opened from its directory's fd, one component at a time, never
@@ -195,8 +218,8 @@ const HASH_BATCH: usize = 64;
 pub fn describe(
     root: &Path,
     store: Option<&Store>,
-    content_of: &HashMap<ObjectId, ObjectId>,
-) -> io::Result<(Vec<Entry>, Vec<PathBuf>)> {
+    recorded: &HashMap<ObjectId, Recorded>,
+) -> io::Result<Described> {
     let root_dir = File::from(sys::open_dir(root)?);
     let meta = root_dir.metadata()?;
     let dev = meta.dev();
@@ -204,10 +227,12 @@ pub fn describe(
     let xattrs = sys::xattr::list_fd_where(root_dir.as_fd(), kept_xattr)?;
     let mut walk = Walk {
         store,
-        content_of,
+        recorded,
         entries: Vec::new(),
         groups: HashMap::new(),
         to_hash: Vec::new(),
+        expected: HashMap::new(),
+        damaged: Vec::new(),
     };
     let root_node = Node {
         file: root_dir,
@@ -248,7 +273,11 @@ pub fn describe(
         }
     }
     walk.hash_pending()?;
-    Ok((walk.entries, subvolumes))
+    Ok(Described {
+        entries: walk.entries,
+        subvolumes,
+        damaged: walk.damaged,
+    })
 }
 
 /// A directory of the walk: its fd and the names in it still to visit.
@@ -366,10 +395,14 @@ pub fn kept_xattr(name: &[u8]) -> bool {
 /// files still to hash.
 struct Walk<'a> {
     store: Option<&'a Store>,
-    content_of: &'a HashMap<ObjectId, ObjectId>,
+    recorded: &'a HashMap<ObjectId, Recorded>,
     entries: Vec<Entry>,
     groups: HashMap<(u64, u64), EntryPath>,
     to_hash: Vec<(usize, File)>,
+    /// Object files to hash (entry index → the catalog's content hash and
+    /// the object file), to be told from damaged ones.
+    expected: HashMap<usize, (ObjectId, PathBuf)>,
+    damaged: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Walk<'_> {
@@ -435,11 +468,24 @@ impl Walk<'_> {
                 None
             };
             match object {
-                Some(id) => {
+                Some((id, copy)) => {
                     entry.object = Some(id.to_hex());
                     entry.nlink = Some(1);
-                    match self.content_of.get(&id) {
-                        Some(c) => entry.blake3 = Some(c.to_hex()),
+                    let mtime = Timestamp {
+                        sec: m.mtime(),
+                        nsec: m.mtime_nsec() as u32,
+                    };
+                    match self.recorded.get(&id) {
+                        Some(r) if r.size == m.size() && r.mtime == mtime => {
+                            entry.blake3 = Some(r.content_hash.to_hex())
+                        }
+                        // Changed around the store? Read, to record what is there.
+                        Some(r) => {
+                            let file = self.store.map(|s| s.object_path(&id, copy));
+                            self.expected
+                                .insert(next, (r.content_hash, file.unwrap_or_default()));
+                            hash = true;
+                        }
                         None => hash = true,
                     }
                 }
@@ -472,10 +518,10 @@ impl Walk<'_> {
         Ok(ft.is_dir().then_some(node.file))
     }
 
-    /// The object a linked file is, when it is one: its marker names an
-    /// object whose store file is this inode (or, without a store, the
-    /// marker alone).
-    fn object_of(&self, node: &Node) -> io::Result<Option<ObjectId>> {
+    /// The object (and copy) a linked file is, when it is one: its marker
+    /// names an object whose store file is this inode (or, without a
+    /// store, the marker alone).
+    fn object_of(&self, node: &Node) -> io::Result<Option<(ObjectId, u32)>> {
         let Some(id) = crate::store::read_marker(node.file.as_fd())? else {
             return Ok(None);
         };
@@ -483,8 +529,8 @@ impl Walk<'_> {
             Some(s) => Ok(s
                 .find_copy(&id, node.meta.dev(), node.meta.ino())
                 .map_err(io::Error::other)?
-                .map(|_| id)),
-            None => Ok(Some(id)),
+                .map(|copy| (id, copy))),
+            None => Ok(Some((id, 0))),
         }
     }
 
@@ -498,6 +544,15 @@ impl Walk<'_> {
         for (i, h) in hashed {
             let (h, len) = h?;
             let e = &mut self.entries[i];
+            // An object whose content is not its own any more: the guest's
+            // bytes are these, and a backup must hold them (the store's
+            // copy, and one extracted from a backup of it, are damaged).
+            if let Some((want, object)) = self.expected.remove(&i) {
+                if want.to_hex() != h {
+                    e.object = None;
+                    self.damaged.push((e.rel_path(), object));
+                }
+            }
             e.blake3 = Some(h);
             // Written to since its stat (a running guest's log): the size
             // of the content hashed, so that the entry agrees with itself.

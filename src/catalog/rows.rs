@@ -669,16 +669,6 @@ impl Catalog {
         Ok(rows)
     }
 
-    /// Content hashes of every object, by id (manifests use them instead of
-    /// reading unified files).
-    pub fn content_hashes(&self) -> Result<HashMap<ObjectId, ObjectId>> {
-        Ok(self
-            .objects()?
-            .into_values()
-            .map(|o| (o.id, o.content_hash))
-            .collect())
-    }
-
     /// A consistent copy of the catalog at `dest` (SQLite online backup),
     /// safe while a writer is active. Of the file as it is: an older schema
     /// stays that schema (not the copy read commands migrate in memory), so

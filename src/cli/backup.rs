@@ -29,7 +29,8 @@ pub enum Format {
 /// object id of every unified file (a blake3 content hash for the others).
 #[derive(clap::Args, Debug)]
 pub struct ManifestArgs {
-    /// A guest name from the catalog, or a guest directory.
+    /// A guest name from the catalog, or a guest directory (on the store's
+    /// filesystem: it must be the store the guest was unified into).
     pub guest: PathBuf,
     /// What to write.
     #[arg(long, value_enum, default_value = "jsonl")]
@@ -152,8 +153,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             (name, root)
         }
     };
-    match std::fs::symlink_metadata(&root) {
-        Ok(m) if m.is_dir() => {}
+    let dev = match std::fs::symlink_metadata(&root) {
+        Ok(m) if m.is_dir() => std::os::unix::fs::MetadataExt::dev(&m),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
             "the directory of guest {}, {}, does not exist: restore the guest there \
              (`unifs restore`, docs/backup.md), or drop it from the catalog (`unifs store \
@@ -163,13 +164,61 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             path(&root)
         ),
         _ => anyhow::bail!("{}: not a directory", path(&root)),
+    };
+    // Refused as unify and mount refuse it: no file of the guest can link
+    // an object of a store on another filesystem, so each would pass for
+    // private, under the name of a guest the catalog does not have there.
+    match store.check_same_fs(&root, dev) {
+        Ok(()) => {}
+        Err(crate::store::Error::CrossDevice {
+            guest,
+            guest_mount,
+            store,
+            store_mount,
+        }) => anyhow::bail!(
+            "{} is on another filesystem ({}) than the store {} ({}), so none of its files \
+             can link that store's objects: a manifest needs the store the guest was unified \
+             into, which is on the guest's filesystem; check --store and UNIFS_STORE (nothing \
+             was written)",
+            path(&guest),
+            path(&guest_mount),
+            path(&store),
+            path(&store_mount)
+        ),
+        Err(e) => anyhow::bail!(
+            "{e}; a manifest needs the store the guest was unified into: check --store and \
+             UNIFS_STORE (nothing was written)"
+        ),
     }
     // One fd a level: a deep tree (a guest can nest thousands) needs many.
     let _ = crate::sys::raise_fd_limit();
-    let contents: HashMap<_, _> = catalog.content_hashes()?;
-    let (entries, subvolumes) = manifest::describe(&root, Some(&store), &contents)
+    let recorded: HashMap<_, _> = catalog
+        .objects()?
+        .into_values()
+        .map(|o| {
+            let r = manifest::Recorded {
+                content_hash: o.content_hash,
+                size: o.size,
+                mtime: o.mtime,
+            };
+            (o.id, r)
+        })
+        .collect();
+    let described = manifest::describe(&root, Some(&store), &recorded)
         .with_context(|| format!("describing {}", path(&root)))?;
-    for sub in subvolumes {
+    let entries = described.entries;
+    for (rel, object) in &described.damaged {
+        eprintln!(
+            "unifs: warning: {}: links the store object {}, whose content is no longer what \
+             the catalog recorded (changed around the store): the manifest describes it as a \
+             private file, with the content it has now (the private list names it, for the \
+             backup to copy); `unifs store verify` reports the object, docs/backup.md (\"A \
+             damaged object\") says how to put it back",
+            path(&root.join(rel)),
+            path(object)
+        );
+    }
+    for sub in described.subvolumes {
         eprintln!(
             "unifs: warning: {}: a btrfs subvolume inside the guest: its content is not in \
              this manifest (listed as an empty directory, which restore makes it); back it \

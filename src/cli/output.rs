@@ -75,9 +75,33 @@ pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// A path as [`clean`] shows it.
+/// A path as [`clean`] shows it, bytes that are not UTF-8 in hex (`\xff`)
+/// so that two such names are told apart (U+FFFD would show both alike).
 pub fn path(p: &std::path::Path) -> String {
-    clean(&p.to_string_lossy()).into_owned()
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(&clean(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A guest's name (`store stats`, the unify summary) as [`path`] shows it.
+/// The catalog names a guest after its directory made text (bytes that are
+/// not UTF-8 replaced), with `-2`, … when taken: those bytes are shown from
+/// `root`'s own name.
+pub fn guest_name(name: &str, root: &std::path::Path) -> String {
+    let base = root.file_name().unwrap_or_default();
+    let lossy = base.to_string_lossy();
+    match name.strip_prefix(lossy.as_ref()) {
+        Some(rest) if lossy.contains('\u{fffd}') => {
+            format!("{}{}", path(std::path::Path::new(base)), clean(rest))
+        }
+        _ => clean(name).into_owned(),
+    }
 }
 
 /// Prints problems, at most `limit` of them unless `all`.
@@ -106,6 +130,20 @@ mod tests {
             "evil\\nunifs: fine\\x1b[31m\\x9b\\t"
         );
         assert!(!path(std::path::Path::new("a\nb")).contains('\n'));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_show_in_hex() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/g/b\xffd\n\xc3"));
+        assert_eq!(path(p), "/g/b\\xffd\\n\\xc3");
+        assert_eq!(guest_name("b\u{fffd}d\n\u{fffd}-2", p), "b\\xffd\\n\\xc3-2");
+        assert_eq!(
+            guest_name("web\x1b", std::path::Path::new("/g/web\x1b")),
+            "web\\x1b"
+        );
+        // A name that is not the directory's (moved since) is shown as it is.
+        assert_eq!(guest_name("old\u{fffd}", p), "old\u{fffd}");
     }
 
     #[test]

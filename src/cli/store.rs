@@ -1,6 +1,6 @@
 //! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
-use super::output::{bytes, clean, count, path};
+use super::output::{bytes, clean, count, guest_name, path};
 use super::Global;
 use crate::catalog::Catalog;
 use crate::store::maintain::{describe_change, Recorded};
@@ -148,6 +148,7 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
         }
     }
     let catalog = Catalog::open(&store.catalog_path())?;
+    check_catalog_is_this_stores(&store, &catalog)?;
     let effective = catalog.init_config(ignore_mtime)?;
     if effective != ignore_mtime {
         anyhow::bail!(
@@ -275,7 +276,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             if !p.guests.is_empty() {
                 println!(
                     "    linked by guest(s) {}: {} path(s)",
-                    p.guests.join(", "),
+                    clean(&p.guests.join(", ")),
                     paths.len()
                 );
                 for p in paths.iter().take(10) {
@@ -505,35 +506,10 @@ fn gc_pass(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses a catalog none of whose object files is in `objects/` while
-/// `objects/` holds objects: another store's catalog copied in (or this
-/// catalog with another store's objects/). gc would "restore" the missing
-/// objects by linking in the other store's inodes from its guests. (The
-/// catalog records no store id: docs/store-format.md is a stable format.)
+/// Refuses another store's catalog (see [`Store::check_catalog_lists`]).
 fn check_catalog_is_this_stores(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
     let listed = catalog.object_inodes()?;
-    if listed.is_empty() {
-        return Ok(());
-    }
-    for f in listed.values() {
-        if store.stat_object(&f.id, f.copy)?.is_some() {
-            return Ok(());
-        }
-    }
-    if objects_empty(store)? {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "store {s}: none of the {n} object files its catalog {c} lists is in {s}/objects, \
-         which holds other objects: the catalog is another store's (copied in?), or objects/ \
-         is; nothing was done. Put this store's own catalog back (your last `unifs store \
-         snapshot`), or, with none, move catalog.db* aside and start an empty one (`unifs \
-         --store {s} store init --new-catalog`, then unify every guest again); see \
-         docs/store-format.md",
-        s = store.root().display(),
-        n = count(listed.len() as u64),
-        c = store.catalog_path().display(),
-    )
+    Ok(store.check_catalog_lists(listed.values().map(|f| (f.id, f.copy)))?)
 }
 
 /// Object files whose inode is not the one the catalog lists (replaced by
@@ -638,6 +614,7 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     let _lock = store.lock_writer()?;
     store.check_catalog()?;
     let catalog = Catalog::open(&store.catalog_path())?;
+    check_catalog_is_this_stores(&store, &catalog)?;
     let mut rows = Vec::with_capacity(args.len());
     for arg in args {
         match find_guest(&catalog, arg)? {
@@ -667,8 +644,8 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(crate::unify::listings::cache_path(&store, row.id));
         println!(
             "forgot guest {} ({}): {} link(s)",
-            row.name,
-            row.path.display(),
+            guest_name(&row.name, &row.path),
+            path(&row.path),
             count(links)
         );
     }
@@ -783,10 +760,10 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         };
         println!(
             "  guest {:<16} {:>10} files linked ({}) {} ({run})",
-            row.name,
+            guest_name(&row.name, &row.path),
             count(row.files_linked),
             bytes(row.bytes_linked),
-            row.path.display()
+            path(&row.path)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! `unifs unify` (vunify).
 
-use super::output::{bytes, count, parse_size, print_problems};
+use super::output::{bytes, count, guest_name, parse_size, print_problems};
 use super::Global;
 use crate::unify::{self, exclude::DEFAULT_EXCLUDES, Excludes};
 use anyhow::Context;
@@ -160,7 +160,12 @@ fn print_summary(s: &unify::Summary) {
         "{}unify: {} guest(s) ({}), {} files scanned ({})",
         if s.dry_run { "dry run: " } else { "" },
         s.guests.len(),
-        s.guests.join(", "),
+        s.guests
+            .iter()
+            .zip(&s.guest_roots)
+            .map(|(name, root)| guest_name(name, root))
+            .collect::<Vec<_>>()
+            .join(", "),
         count(s.files_scanned),
         bytes(s.bytes_scanned)
     );

@@ -498,6 +498,11 @@ impl Filesystem for UnifsFs {
         }
     }
 
+    // Not reached: init asks for FUSE_DO_READDIRPLUS (every kernel since
+    // 3.9 offers it) without FUSE_READDIRPLUS_AUTO, so the kernel lists
+    // every directory with READDIRPLUS, and no mount option turns that
+    // off. An entry not looked up yet would show its backing number here
+    // (a store object's, a subvolume's own), not the one a lookup gives.
     fn readdir(
         &self,
         _req: &Request,

@@ -33,6 +33,37 @@ pub struct Problem {
 }
 
 impl Store {
+    /// Refuses a catalog none of whose `listed` object files (id, copy) is
+    /// in `objects/` while `objects/` holds objects: another store's catalog
+    /// copied in (or this catalog with another store's objects/). Writing to
+    /// it would record this store's guests (or `--all` the other store's)
+    /// against objects that are not here, and gc would "restore" them by
+    /// linking in the other store's inodes. Every reader that judges the
+    /// store and every writer calls this before anything else. (The catalog
+    /// records no store id: docs/store-format.md is a stable format.)
+    pub fn check_catalog_lists(
+        &self,
+        listed: impl ExactSizeIterator<Item = (ObjectId, u32)>,
+    ) -> Result<()> {
+        let n = listed.len();
+        if n == 0 {
+            return Ok(());
+        }
+        for (id, copy) in listed {
+            if self.stat_object(&id, copy)?.is_some() {
+                return Ok(());
+            }
+        }
+        if self.list_objects()?.0.is_empty() {
+            return Ok(());
+        }
+        Err(super::Error::ForeignCatalog {
+            store: self.root.clone(),
+            catalog: self.catalog_path(),
+            listed: n,
+        })
+    }
+
     /// Every object file, sorted by path. Stray names are reported as problems.
     pub fn list_objects(&self) -> Result<(Vec<ObjectFile>, Vec<Problem>)> {
         let objects = self.root.join("objects");

@@ -130,6 +130,19 @@ pub enum Error {
         state: &'static str,
     },
     #[error(
+        "store {store}: none of the {listed} object files its catalog {catalog} lists is in \
+         {store}/objects, which holds other objects: the catalog is another store's (copied \
+         in?), or objects/ is; nothing was done. Put this store's own catalog back (your last \
+         `unifs store snapshot`), or, with none, move catalog.db* aside and start an empty one \
+         (`unifs --store {store} store init --new-catalog`, then unify every guest again); see \
+         docs/store-format.md"
+    )]
+    ForeignCatalog {
+        store: PathBuf,
+        catalog: PathBuf,
+        listed: usize,
+    },
+    #[error(
         "{} is in a unifs mount, the copy-on-write view that `unifs mount` serves a guest, \
          not a guest's directory: name the guest's backing directory instead ({})",
         path.display(), backing.display()

@@ -158,6 +158,9 @@ pub struct Summary {
     pub run: Option<i64>,
     pub dry_run: bool,
     pub guests: Vec<String>,
+    /// Each guest's root, as `guests` (for showing a name that is not UTF-8).
+    #[serde(skip)]
+    pub guest_roots: Vec<PathBuf>,
     pub files_scanned: u64,
     pub bytes_scanned: u64,
     pub files_excluded: u64,
@@ -266,11 +269,16 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     } else {
         Catalog::open_checking(&store.catalog_path())?
     };
+    // Before anything is recorded: `--all` would take the other store's
+    // guests for this one's.
+    let object_inodes = checking.or_damaged(catalog.object_inodes())?;
+    store.check_catalog_lists(object_inodes.values().map(|f| (f.id, f.copy)))?;
     let ignore_mtime = settle_ignore_mtime(&store, &catalog, &mut checking, opts)?;
     run(
         Some(&store),
         &catalog,
         checking,
+        object_inodes,
         opts,
         ignore_mtime,
         started,
@@ -284,6 +292,7 @@ fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
         None,
         &catalog,
         Checking::passed(),
+        Default::default(),
         opts,
         ignore_mtime,
         started,
@@ -408,6 +417,7 @@ fn run(
     store: Option<&Store>,
     catalog: &Catalog,
     mut checking: Checking,
+    mut object_inodes: catalog::Map<(u64, u64), catalog::ObjectInode>,
     opts: &Options,
     ignore_mtime: bool,
     started: Instant,
@@ -416,7 +426,6 @@ fn run(
     // runs (`checking`); the run is recorded after both, so a command that
     // fails before leaves no unfinished run behind.
     let (mut guests, missing) = checking.or_damaged(open_guests(store, catalog, opts))?;
-    let mut object_inodes = checking.or_damaged(catalog.object_inodes())?;
     // The store a run writes to (not a dry run's).
     let writing = store.filter(|_| !opts.dry_run);
     if let Some(store) = writing {
@@ -510,6 +519,7 @@ fn run(
     };
     summary.run = run_id;
     summary.guests = guests.iter().map(|g| g.row.name.clone()).collect();
+    summary.guest_roots = guests.iter().map(|g| g.row.path.clone()).collect();
     let mut scan = scan::Scan::flatten(scans);
     scan.size_linked(&objects, opts.min_size);
     scan.sort_hardlinks(

@@ -460,6 +460,110 @@ fn manifest_without_the_store_is_an_error() {
     assert!(!typo.exists());
 }
 
+/// A manifest made after an object was damaged around the store took the
+/// file's content hash from the catalog: it claimed bytes that were no
+/// longer there, and a restore from that backup (the damaged object in it)
+/// failed, saying to extract the object from that same backup. A linked
+/// file whose object's size or mtime is not as recorded is read now; one
+/// whose content is not the object's is described as a private file, with
+/// a warning naming it and `store verify`, and that backup restores it.
+#[test]
+fn a_manifest_describes_a_damaged_objects_content_as_it_is() {
+    if !require_root("a_manifest_describes_a_damaged_objects_content_as_it_is") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let guests = build_guests(lab);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    // Written into around the store (through another guest's path).
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(guests[1].join("usr/lib/lib5.so"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"\xff", 10).unwrap();
+    drop(f);
+    let (m, list) = (lab.join("g0.jsonl"), lab.join("g0.list"));
+    let o = unifs(
+        &store,
+        &[&"manifest", &guests[0], &"-o", &m, &"--private-list", &list],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("usr/lib/lib5.so") && err.contains("unifs store verify"),
+        "{err}"
+    );
+    let text = fs::read_to_string(&m).unwrap();
+    let entry: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["path"] == "usr/lib/lib5.so")
+        .unwrap();
+    let now = fs::read(guests[0].join("usr/lib/lib5.so")).unwrap();
+    assert_eq!(
+        entry["blake3"],
+        blake3::hash(&now).to_hex().as_str(),
+        "{entry}"
+    );
+    assert!(entry.get("object").is_none(), "{entry}");
+    // Untouched objects still come from the catalog.
+    assert!(text.contains("\"object\""), "{text}");
+    // The private files as the list names them: the restore gives the
+    // guest's bytes back.
+    let private = lab.join("private");
+    for rel in fs::read(&list)
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|r| !r.is_empty())
+    {
+        let rel = std::str::from_utf8(rel).unwrap();
+        let dest = private.join(rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(guests[0].join(rel))
+            .arg(&dest));
+    }
+    assert!(private.join("usr/lib/lib5.so").exists());
+    let target = lab.join("restored");
+    let o = restore(&store, &m, &private, &target);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(target.join("usr/lib/lib5.so")).unwrap(), now);
+}
+
+/// A store on another filesystem than the guest (a wrong UNIFS_STORE) gave
+/// a manifest, exit 0, with every shared file taken for private and the
+/// header naming the guest by its directory's name, whichever guest of that
+/// catalog has it. unify and mount refuse that pair; manifest does now too.
+#[test]
+fn manifest_with_a_store_on_another_filesystem_is_an_error() {
+    if !require_root("manifest_with_a_store_on_another_filesystem") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    if fs::metadata(shm.path()).unwrap().dev() == fs::metadata(dir.path()).unwrap().dev() {
+        eprintln!("skipping: /dev/shm is on the temp dir's filesystem");
+        return;
+    }
+    let guests = build_guests(dir.path());
+    unify_json(&dir.path().join("store"), &[&guests[0], &guests[1]]);
+    // A guest of that name elsewhere, as `cp -a` of one leaves it.
+    let copy = shm.path().join(guests[0].file_name().unwrap());
+    run(Command::new("cp").arg("-a").arg(&guests[0]).arg(&copy));
+    let m = dir.path().join("copy.jsonl");
+    let o = unifs(&dir.path().join("store"), &[&"manifest", &copy, &"-o", &m]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is on another filesystem"), "{err}");
+    assert!(err.contains(&*copy.to_string_lossy()), "{err}");
+    assert!(err.contains("check --store and UNIFS_STORE"), "{err}");
+    assert!(!m.exists());
+}
+
 /// mtree has no socket type: bsdtar warned "Unrecognized file type socket".
 #[test]
 fn mtree_leaves_sockets_out_as_comments() {

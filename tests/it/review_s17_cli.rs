@@ -90,3 +90,51 @@ fn restore_without_its_store_says_to_put_it_back_not_to_make_one() {
         "{err}"
     );
 }
+
+/// A guest directory named with a newline or an escape sequence was
+/// printed raw in the unify summary and `store stats` (a forged table line,
+/// the operator's terminal driven), and one whose name is not UTF-8 showed
+/// as U+FFFD. They are escaped now as paths are in messages; JSON keeps the
+/// names exact.
+#[test]
+fn guest_names_with_control_characters_are_escaped_in_text_output() {
+    if !require_root("guest_names_with_control_characters_are_escaped_in_text_output") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let names: [&[u8]; 3] = [b"we\nb1", b"bad\xff", b"esc\x1b[31m"];
+    let roots: Vec<_> = names
+        .iter()
+        .map(|n| dir.path().join(std::ffi::OsStr::from_bytes(n)))
+        .collect();
+    for g in &roots {
+        file(g, "usr/a", &bytes(1, 5000), 0o644);
+    }
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = std::iter::once(&"unify" as _)
+        .chain(roots.iter().map(|r| r as _))
+        .collect();
+    let unify = unifs(&store, &args);
+    assert!(unify.status.success(), "{}", stderr(&unify));
+    let stats = unifs(&store, &[&"store", &"stats"]);
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    for out in [&unify.stdout, &stats.stdout] {
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("b1")), "{text}");
+        for shown in ["we\\nb1", "bad\\xff", "esc\\x1b[31m"] {
+            assert!(text.contains(shown), "{shown} not in {text}");
+        }
+    }
+    let stats = unifs(&store, &[&"store", &"stats", &"--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let mut json: Vec<_> = v["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_string())
+        .collect();
+    json.sort();
+    assert_eq!(json, ["bad\u{fffd}", "esc\x1b[31m", "we\nb1"]);
+}

@@ -503,6 +503,50 @@ fn another_stores_catalog_is_refused_by_verify_and_gc() {
     assert_eq!(walk_files(&store.join("objects")), before);
 }
 
+/// verify and gc refused another store's catalog, but its writers took
+/// it: `unify --all` unified the other store's guests and recorded a run
+/// in it, `unify GUEST` and `store forget` wrote to it. Every writer
+/// refuses it now, with the same message, and writes nothing.
+#[test]
+fn another_stores_catalog_is_refused_by_unify_and_forget() {
+    if !require_root("review_s18_another_stores_catalog_writers") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    shared_guests(&one.join("store"), &one, 2, 5_000);
+    file_at(&two.join("a"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
+    file_at(&two.join("b"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
+    unify_json(&two.join("store"), &[&two.join("a"), &two.join("b")]);
+    let store = one.join("store");
+    fs::copy(two.join("store/catalog.db"), store.join("catalog.db")).unwrap();
+    for g in ["a", "b"] {
+        file_at(&one.join(g), "new", &bytes(5, 5_000), 0o644, 1_600_000_000);
+    }
+    let catalog = fs::read(store.join("catalog.db")).unwrap();
+    let before = walk_files(&store.join("objects"));
+    let (a, b) = (one.join("a"), one.join("b"));
+    for args in [
+        vec![&"unify" as &dyn AsRef<std::ffi::OsStr>, &"--all"],
+        vec![&"unify", &"--all", &"--dry-run"],
+        vec![&"unify", &a, &b],
+        vec![&"store", &"forget", &two.join("a")],
+        vec![&"store", &"init"],
+    ] {
+        let out = unifs(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("the catalog is another store's"), "{err}");
+        assert!(
+            fs::read(store.join("catalog.db")).unwrap() == catalog,
+            "{err}"
+        );
+    }
+    assert_eq!(walk_files(&store.join("objects")), before);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(a.join("new")).unwrap().nlink(), 1);
+}
+
 /// A guest unified into a second store: that store silently took the
 /// first store's object inodes as its own (each store's stats then count
 /// the other's links). unify now warns.

@@ -224,6 +224,44 @@ fn files_of_btrfs_subvolumes_are_never_taken_for_others_of_the_same_number() {
     drop(m);
 }
 
+/// The number a listing gives each entry (d_ino) is the one a lookup gives
+/// it (st_ino), before any lookup, for a file of a btrfs subvolume inside
+/// the guest (numbered from the mount's counter) and for two paths linking
+/// one store object (each a file of its own). The daemon's plain READDIR
+/// would give their backing numbers; the kernel never sends one (every
+/// listing is a READDIRPLUS, see fuse.rs): this guards that.
+#[test]
+fn listings_number_entries_as_lookups_do() {
+    if !require_root("review_s18_listings_number_entries_as_lookups_do") {
+        return;
+    }
+    let b = Btrfs::new();
+    let w = b.world();
+    let g = w.dir("g");
+    fs::create_dir_all(g.join("etc")).unwrap();
+    w.shared(b"shared\n", &[g.join("etc/a"), g.join("etc/b")]);
+    b.subvolume(&g.join("sub"));
+    for i in 0..20 {
+        fs::write(g.join(format!("sub/f{i}")), format!("{i}\n")).unwrap();
+    }
+    let m = w.mount(&g, "m", &[]);
+    for dir in ["etc", "sub"] {
+        let listed: Vec<(PathBuf, u64)> = fs::read_dir(m.path(dir))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path(), std::os::unix::fs::DirEntryExt::ino(&e))
+            })
+            .collect();
+        assert!(listed.len() >= 2, "{dir}: {listed:?}");
+        for (path, d_ino) in listed {
+            assert_eq!(d_ino, ino_of(&path), "{}", path.display());
+        }
+    }
+    assert_ne!(ino_of(&m.path("etc/a")), ino_of(&m.path("etc/b")));
+    drop(m);
+}
+
 /// `chattr` on `path`.
 fn chattr(flags: &str, path: &Path) {
     run("chattr", &[flags.as_ref(), path.as_os_str()]);
