@@ -1,0 +1,153 @@
+//! Day-2 operations (review s19): backups after a killed unify, `mount -a`
+//! again, guests whose root is gone, a mount whose daemon died.
+
+use crate::common::{require_root, require_strace, unifs_bin};
+use crate::tree::*;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Every file under `STORE/objects`, as `store ls` names them.
+fn object_files(store: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for dir in fs::read_dir(store.join("objects")).unwrap() {
+        let dir = dir.unwrap();
+        for f in fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap();
+            found.insert(format!(
+                "objects/{}/{}",
+                dir.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+/// `store ls --since N --json`: path → added_run.
+fn listed_since(store: &Path, since: i64) -> std::collections::BTreeMap<String, i64> {
+    let out = unifs(
+        store,
+        &[&"store", &"ls", &"--since", &since.to_string(), &"--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["path"].as_str().unwrap().to_string(),
+                o["added_run"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A unify run killed after it linked objects into the store but before it
+/// recorded them (docs/backup.md: "the next run records under its own
+/// number any object it left unrecorded"). The next run was given another
+/// guest only: it recorded nothing, yet it moved the backup mark (the last
+/// run done) past the killed run, so `store ls --since MARK` never listed
+/// those objects (nor `--since 0`), and an incremental backup taken as
+/// documented could not be restored.
+#[test]
+fn review_s19_objects_of_a_killed_run_are_recorded_by_a_run_of_other_guests() {
+    let name = "review_s19_objects_of_a_killed_run_are_recorded_by_a_run_of_other_guests";
+    if !require_root(name) || !require_strace(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    for g in [&a, &b] {
+        for j in 0..600u64 {
+            file(g, &format!("d{}/f{j}", j % 20), &bytes(j, 1500), 0o644);
+        }
+    }
+    file(&c, "x", &bytes(7777, 5000), 0o644);
+    file(&c, "y", &bytes(7777, 5000), 0o644);
+    // Run 1, then the full backup's mark.
+    unify_json(&store, &[&c]);
+    let full: BTreeSet<String> = object_files(&store);
+    let mark = 1;
+
+    // Run 2: killed as it enters its 40th renameat2 (one linking thread:
+    // an exchange of a linked temp name with a file of b), long before its
+    // first commit.
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .arg("--inject=renameat2:signal=SIGKILL:when=40")
+        .arg(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unify", "--no-progress"])
+        .args([&a, &b])
+        .env("UNIFS_THREADS", "1")
+        .env_remove("UNIFS_TEST_LINK_MAX")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), None, "killed");
+    let added: BTreeSet<String> = object_files(&store).difference(&full).cloned().collect();
+    assert!(added.len() >= 10, "the killed run added objects: {added:?}");
+
+    // Run 3: guest c alone.
+    let s = unify_json(&store, &[&c]);
+    assert_eq!(s["run"], 3, "{s}");
+    assert_eq!(s["objects_recovered"], added.len() as u64, "{s}");
+    let since = listed_since(&store, mark);
+    for path in &added {
+        assert_eq!(
+            since.get(path),
+            Some(&3),
+            "{path}, added by the killed run, is listed under run 3"
+        );
+    }
+    let all: BTreeSet<String> = listed_since(&store, 0).into_keys().collect();
+    assert_eq!(
+        all,
+        object_files(&store),
+        "--since 0 lists every object file"
+    );
+
+    // Once: the next run does not look again, and records nothing.
+    let s = unify_json(&store, &[&c]);
+    assert_eq!(s["objects_recovered"], 0, "{s}");
+    // Now a and b: the objects are linked to, no second row for any.
+    let s = unify_json(&store, &[&a, &b]);
+    assert_eq!(s["objects_recovered"], 0, "{s}");
+    let all: BTreeSet<String> = listed_since(&store, 0).into_keys().collect();
+    assert_eq!(all, object_files(&store));
+    assert_verify_clean(&store);
+
+    // gc agrees: an object no guest links any more goes with its row.
+    fs::remove_dir_all(&a).unwrap();
+    fs::remove_dir_all(&b).unwrap();
+    let out = unifs(&store, &[&"store", &"forget", &a, &b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = unifs(&store, &[&"store", &"gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: BTreeSet<String> = listed_since(&store, 0).into_keys().collect();
+    assert_eq!(all, object_files(&store));
+    assert_eq!(all, full, "only c's object is left");
+    assert_verify_clean(&store);
+}
