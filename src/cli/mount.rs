@@ -241,6 +241,24 @@ fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
         Err(e) => bail!("mountpoint {}: {e}", p.display()),
     }
     if ufs::is_mount_point(p) {
+        // The stat above may have come from the attributes the kernel keeps
+        // of a FUSE mount's root (an earlier look at it, e.g. a refused
+        // mount): statfs is never cached, so it tells a daemon gone.
+        use crate::guest::state::{root_health, RootHealth};
+        match root_health(p, std::time::Duration::from_secs(2)) {
+            RootHealth::Lost => bail!(
+                "mountpoint {} is in use by a mount whose daemon is gone (killed?); \
+                 unmount it first (`unifs umount {}`)",
+                p.display(),
+                p.display()
+            ),
+            RootHealth::NoAnswer => bail!(
+                "mountpoint {} is in use by a mount whose daemon does not answer (stopped?); \
+                 unmount it first",
+                p.display()
+            ),
+            RootHealth::Answers => {}
+        }
         bail!(
             "mountpoint {} is in use (something is mounted there); unmount it first",
             p.display()
