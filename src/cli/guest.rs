@@ -419,10 +419,7 @@ fn overlay_root(g: &Global, root: &std::path::Path) -> anyhow::Result<OverlayRoo
     if !nix::unistd::geteuid().is_root() {
         return Err(crate::guest::Error::Permission("starting a guest").into());
     }
-    anyhow::ensure!(
-        root.is_dir(),
-        crate::guest::Error::NoRoot(root.to_path_buf())
-    );
+    anyhow::ensure!(root.is_dir(), crate::guest::Error::no_root(root, None));
     super::mount::check_not_store(&g.store, root)?;
     super::mount::check_dev_fuse()?;
     super::mount::check_store(&g.store, root).map_err(|e| {
@@ -593,8 +590,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             // as any stopped guest: say so now, not at the next boot.
             for s in all.iter().filter(|s| !s.running) {
                 use crate::guest::{config::GuestConfig, Error};
-                match GuestConfig::load(&dirs.config_dir, &s.name) {
-                    Ok(_) | Err(Error::NoConfig { .. }) => {}
+                let checked = GuestConfig::load(&dirs.config_dir, &s.name)
+                    .and_then(|cfg| lifecycle::check_paths(&dirs, &s.name, &cfg));
+                match checked {
+                    Ok(()) | Err(Error::NoConfig { .. }) => {}
                     Err(e) => eprintln!("warning: {e} (`unifs guest start {}` would fail)", s.name),
                 }
             }

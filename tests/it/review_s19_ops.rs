@@ -151,3 +151,109 @@ fn review_s19_objects_of_a_killed_run_are_recorded_by_a_run_of_other_guests() {
     assert_eq!(all, full, "only c's object is left");
     assert_verify_clean(&store);
 }
+
+/// Runs `unifs guest ARGS` with its config and run dirs, killed after 30 s.
+fn guest_cmd(config_dir: &Path, run_dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(unifs_bin())
+        .env("UNIFS_CONFIG_DIR", config_dir)
+        .env("UNIFS_RUN_DIR", run_dir)
+        .arg("guest")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A guest whose root or bind source is gone (moved, deleted): `guest
+/// start` said "is not a directory" or "entity not found", naming neither
+/// the config nor a fix, and `guest list` showed a plain `stopped`.
+#[test]
+fn review_s19_a_guest_whose_root_or_bind_source_is_gone_is_named_with_its_config() {
+    if !require_root("review_s19_a_guest_whose_root_or_bind_source_is_gone") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, run) = (dir.path().join("cfg"), dir.path().join("run"));
+    fs::create_dir(&cfg).unwrap();
+    let root = dir.path().join("guests/web1");
+    let web1 = cfg.join("web1.toml");
+    fs::write(&web1, format!("root = {root:?}\ninit = [\"/bin/sh\"]\n")).unwrap();
+    let out = guest_cmd(&cfg, &run, &["start", "web1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        format!("guest root {} does not exist", root.display()),
+        web1.display().to_string(),
+        "restore the guest's directory there".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} in {err}");
+    }
+    assert!(!err.contains("not a directory"), "{err}");
+
+    // A root that is a file is not a directory, still named with its config.
+    fs::create_dir_all(root.parent().unwrap()).unwrap();
+    fs::write(&root, b"").unwrap();
+    let out = guest_cmd(&cfg, &run, &["start", "web1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not a directory") && err.contains(&*web1.to_string_lossy()),
+        "{err}"
+    );
+    fs::remove_file(&root).unwrap();
+
+    // A bind source gone.
+    let root2 = dir.path().join("guests/web2");
+    fs::create_dir_all(root2.join("bin")).unwrap();
+    let src = dir.path().join("srv/shared");
+    let web2 = cfg.join("web2.toml");
+    fs::write(
+        &web2,
+        format!(
+            "root = {root2:?}\ninit = [\"/bin/sh\"]\nbinds = [\"{}:/shared\"]\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    let out = guest_cmd(&cfg, &run, &["start", "web2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        format!("bind source {} does not exist", src.display()),
+        web2.display().to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} in {err}");
+    }
+    assert!(!err.contains("entity not found"), "{err}");
+
+    // `list` warns of both, and still lists them as stopped.
+    let out = guest_cmd(&cfg, &run, &["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("web1") && listed.contains("web2"),
+        "{listed}"
+    );
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains("does not exist") && warnings[0].contains("unifs guest start web1"),
+        "{err}"
+    );
+    assert!(
+        warnings[1].contains("bind source") && warnings[1].contains("unifs guest start web2"),
+        "{err}"
+    );
+}
