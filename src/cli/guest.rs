@@ -325,7 +325,8 @@ pub enum GuestCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one guest's state; exits 0 if running, 3 if stopped.
+    /// Show one guest's state; exits 0 if running, 3 if stopped, 4 if running
+    /// with its root lost (its overlay daemon died or does not answer).
     Status {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -658,7 +659,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     println!("exit:    {} (init pid {})", e.describe(), e.pid);
                 }
             }
-            Ok(ExitCode::from(if s.running { 0 } else { 3 }))
+            // As `systemctl is-active`: 0 only for a guest that serves. One
+            // whose root is lost runs, but none of its files can be reached;
+            // 4, not 3: `start` would refuse it (it runs), `restart` helps.
+            Ok(ExitCode::from(match s.running {
+                true if s.root_lost => 4,
+                true => 0,
+                false => 3,
+            }))
         }
     }
 }
