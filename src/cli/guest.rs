@@ -340,8 +340,13 @@ pub enum GuestCommand {
 
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let a = *a.opts;
-    let root = std::fs::canonicalize(&a.root)
-        .with_context(|| format!("guest root {}", a.root.display()))?;
+    let root = match std::fs::canonicalize(&a.root) {
+        Ok(root) => root,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(crate::guest::Error::no_root(&a.root, None).into())
+        }
+        Err(e) => return Err(e).with_context(|| format!("guest root {}", a.root.display())),
+    };
     anyhow::ensure!(
         root != std::path::Path::new("/"),
         "guest root {} is {}",

@@ -154,11 +154,17 @@ fn review_s19_objects_of_a_killed_run_are_recorded_by_a_run_of_other_guests() {
 
 /// Runs `unifs guest ARGS` with its config and run dirs, killed after 30 s.
 fn guest_cmd(config_dir: &Path, run_dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(unifs_bin())
-        .env("UNIFS_CONFIG_DIR", config_dir)
+    let mut cmd = Command::new(unifs_bin());
+    cmd.env("UNIFS_CONFIG_DIR", config_dir)
         .env("UNIFS_RUN_DIR", run_dir)
         .arg("guest")
-        .args(args)
+        .args(args);
+    bounded(cmd)
+}
+
+/// The output of `cmd`, killed after 30 s.
+fn bounded(mut cmd: Command) -> std::process::Output {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -200,6 +206,19 @@ fn review_s19_a_guest_whose_root_or_bind_source_is_gone_is_named_with_its_config
         assert!(err.contains(&want), "{want:?} in {err}");
     }
     assert!(!err.contains("not a directory"), "{err}");
+    // `unifs run --root` of it: no config to name, the same words.
+    let mut run_cmd = Command::new(unifs_bin());
+    run_cmd
+        .args(["run", "--root"])
+        .arg(&root)
+        .args(["--", "/bin/true"]);
+    let out = bounded(run_cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("guest root {} does not exist", root.display())),
+        "{err}"
+    );
 
     // A root that is a file is not a directory, still named with its config.
     fs::create_dir_all(root.parent().unwrap()).unwrap();
