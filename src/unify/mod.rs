@@ -519,7 +519,8 @@ fn run(
         if let Some(last) = last.filter(|&last| last > looked) {
             let known: HashSet<(ObjectId, u32)> =
                 object_inodes.values().map(|o| (o.id, o.copy)).collect();
-            let (found, mut problems) = stale::unrecorded_objects(store, &known, ignore_mtime)?;
+            let (found, mut problems) =
+                worker_pool().install(|| stale::unrecorded_objects(store, &known, ignore_mtime))?;
             unrecorded = found;
             summary.problems.append(&mut problems);
             unfinished_seen = Some(last);
