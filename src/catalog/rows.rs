@@ -645,6 +645,18 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// The highest run not done (killed, or stopped by an error; or still
+    /// going, but the caller holds the writer lock), if any.
+    pub fn last_unfinished_run(&self) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT max(id) FROM runs WHERE finished_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     pub fn runs(&self) -> Result<Vec<RunRow>> {
         let mut stmt = self
             .conn

@@ -325,7 +325,8 @@ pub enum GuestCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one guest's state; exits 0 if running, 3 if stopped.
+    /// Show one guest's state; exits 0 if running, 3 if stopped, 4 if running
+    /// with its root lost (its overlay daemon died or does not answer).
     Status {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -339,8 +340,13 @@ pub enum GuestCommand {
 
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let a = *a.opts;
-    let root = std::fs::canonicalize(&a.root)
-        .with_context(|| format!("guest root {}", a.root.display()))?;
+    let root = match std::fs::canonicalize(&a.root) {
+        Ok(root) => root,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(crate::guest::Error::no_root(&a.root, None).into())
+        }
+        Err(e) => return Err(e).with_context(|| format!("guest root {}", a.root.display())),
+    };
     anyhow::ensure!(
         root != std::path::Path::new("/"),
         "guest root {} is {}",
@@ -419,10 +425,7 @@ fn overlay_root(g: &Global, root: &std::path::Path) -> anyhow::Result<OverlayRoo
     if !nix::unistd::geteuid().is_root() {
         return Err(crate::guest::Error::Permission("starting a guest").into());
     }
-    anyhow::ensure!(
-        root.is_dir(),
-        crate::guest::Error::NoRoot(root.to_path_buf())
-    );
+    anyhow::ensure!(root.is_dir(), crate::guest::Error::no_root(root, None));
     super::mount::check_not_store(&g.store, root)?;
     super::mount::check_dev_fuse()?;
     super::mount::check_store(&g.store, root).map_err(|e| {
@@ -593,8 +596,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             // as any stopped guest: say so now, not at the next boot.
             for s in all.iter().filter(|s| !s.running) {
                 use crate::guest::{config::GuestConfig, Error};
-                match GuestConfig::load(&dirs.config_dir, &s.name) {
-                    Ok(_) | Err(Error::NoConfig { .. }) => {}
+                let checked = GuestConfig::load(&dirs.config_dir, &s.name)
+                    .and_then(|cfg| lifecycle::check_paths(&dirs, &s.name, &cfg));
+                match checked {
+                    Ok(()) | Err(Error::NoConfig { .. }) => {}
                     Err(e) => eprintln!("warning: {e} (`unifs guest start {}` would fail)", s.name),
                 }
             }
@@ -659,7 +664,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     println!("exit:    {} (init pid {})", e.describe(), e.pid);
                 }
             }
-            Ok(ExitCode::from(if s.running { 0 } else { 3 }))
+            // As `systemctl is-active`: 0 only for a guest that serves. One
+            // whose root is lost runs, but none of its files can be reached;
+            // 4, not 3: `start` would refuse it (it runs), `restart` helps.
+            Ok(ExitCode::from(match s.running {
+                true if s.root_lost => 4,
+                true => 0,
+                false => 3,
+            }))
         }
     }
 }

@@ -13,7 +13,8 @@ pub struct MountArgs {
     /// The guest's backing directory. Refused if it is a unifs store, lies in
     /// one, or holds the store (--store).
     pub guest_dir: PathBuf,
-    /// Where to mount it.
+    /// Where to mount it. A live unifs mount of the same guest there already
+    /// (`mount -a` again): "already mounted", exit 0.
     pub mountpoint: PathBuf,
     /// Stay in the foreground instead of daemonizing once the mount is ready.
     #[arg(short, long)]
@@ -49,7 +50,16 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let guest = check_guest(&a.guest_dir)?;
     check_not_store(&g.store, &guest)?;
-    let mountpoint = check_mountpoint(&a.mountpoint)?;
+    let Some(mountpoint) = check_mountpoint(&a.mountpoint, &guest)? else {
+        // `mount -a` again: libmount cannot tell the fstab line's source
+        // (`vfs-mount#GUEST`) from the mount's (`unifs:GUEST`).
+        eprintln!(
+            "unifs: {} is already mounted at {}; nothing to do",
+            guest.display(),
+            a.mountpoint.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     if mountpoint != guest && mountpoint.starts_with(&guest) {
         // The daemon would reach the backing entry of that directory
         // through its own mount, and wait on itself.
@@ -224,7 +234,9 @@ pub(super) fn check_not_store(store: &Path, guest: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
+/// The canonical mountpoint, or `None` when a live unifs mount of `guest`
+/// (canonical) is there already.
+fn check_mountpoint(p: &Path, guest: &Path) -> anyhow::Result<Option<PathBuf>> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!("mountpoint {} is not a directory", p.display()),
@@ -241,12 +253,35 @@ fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
         Err(e) => bail!("mountpoint {}: {e}", p.display()),
     }
     if ufs::is_mount_point(p) {
+        // The stat above may have come from the attributes the kernel keeps
+        // of a FUSE mount's root (an earlier look at it, e.g. a refused
+        // mount): statfs is never cached, so it tells a daemon gone.
+        use crate::guest::state::{root_health, RootHealth};
+        match root_health(p, std::time::Duration::from_secs(2)) {
+            RootHealth::Lost => bail!(
+                "mountpoint {} is in use by a mount whose daemon is gone (killed?); \
+                 unmount it first (`unifs umount {}`)",
+                p.display(),
+                p.display()
+            ),
+            RootHealth::NoAnswer => bail!(
+                "mountpoint {} is in use by a mount whose daemon does not answer (stopped?); \
+                 unmount it first",
+                p.display()
+            ),
+            RootHealth::Answers => {}
+        }
+        if ufs::unifs_mount_guest(p).is_some_and(|g| g == guest) {
+            return Ok(None);
+        }
         bail!(
             "mountpoint {} is in use (something is mounted there); unmount it first",
             p.display()
         );
     }
-    std::fs::canonicalize(p).with_context(|| p.display().to_string())
+    std::fs::canonicalize(p)
+        .map(Some)
+        .with_context(|| p.display().to_string())
 }
 
 pub(super) fn check_dev_fuse() -> anyhow::Result<()> {

@@ -241,6 +241,12 @@ fn print_summary(s: &unify::Summary) {
             count(s.stale_tmp_removed)
         );
     }
+    if s.objects_recovered > 0 {
+        println!(
+            "  recorded {} object files an interrupted run added to the store",
+            count(s.objects_recovered)
+        );
+    }
     if s.dir_mtimes_recovered > 0 {
         println!(
             "  put back the mtimes of {} directories an interrupted run changed",

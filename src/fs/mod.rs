@@ -305,6 +305,14 @@ pub fn is_unifs_mount(path: &Path) -> bool {
         .is_some_and(|(fstype, source)| fstype.starts_with("fuse") && source.starts_with("unifs:"))
 }
 
+/// The guest directory the unifs mount at `path` serves (the last mount
+/// there, when it is one of ours): its source, `unifs:GUEST`.
+pub fn unifs_mount_guest(path: &Path) -> Option<PathBuf> {
+    let (fstype, source) = mount_source(path)?;
+    let guest = source.strip_prefix("unifs:")?;
+    fstype.starts_with("fuse").then(|| PathBuf::from(guest))
+}
+
 /// Where `path` is in its guest's backing directory, when it lies in a
 /// unifs mount (the view `unifs mount` serves a guest, e.g. a running
 /// guest's root): the path an operator meant to give unify or `run`.

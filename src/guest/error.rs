@@ -1,7 +1,7 @@
 //! The launcher's errors. Each names the path, guest or limit it is about,
 //! so the CLI can print it as is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,8 +26,19 @@ pub enum Error {
         value: String,
         reason: String,
     },
-    #[error("guest root {} is not a directory", .0.display())]
-    NoRoot(PathBuf),
+    /// The guest's root is gone or not a directory; `config`: the file
+    /// that names it (`guest start`), to be named with what to do.
+    #[error("{}", no_root(.root, *.missing, .config.as_deref()))]
+    NoRoot {
+        root: PathBuf,
+        missing: bool,
+        config: Option<PathBuf>,
+    },
+    #[error("{}", no_bind_source(.src, .config.as_deref()))]
+    NoBindSource {
+        src: PathBuf,
+        config: Option<PathBuf>,
+    },
     #[error("{0} needs root (CAP_SYS_ADMIN in the initial user namespace)")]
     Permission(&'static str),
     #[error("no config for guest {name}: {} does not exist", path.display())]
@@ -77,12 +88,52 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+fn no_root(root: &Path, missing: bool, config: Option<&Path>) -> String {
+    let root = root.display();
+    match (missing, config) {
+        (true, Some(c)) => format!(
+            "guest root {root} does not exist (`root` in {c}): restore the guest's directory \
+             there, or set `root` in {c} to where it is now",
+            c = c.display()
+        ),
+        (false, Some(c)) => format!(
+            "guest root {root} is not a directory (`root` in {c}): set `root` in {c} to the \
+             guest's directory",
+            c = c.display()
+        ),
+        (true, None) => format!("guest root {root} does not exist"),
+        (false, None) => format!("guest root {root} is not a directory"),
+    }
+}
+
+fn no_bind_source(src: &Path, config: Option<&Path>) -> String {
+    let src = src.display();
+    match config {
+        Some(c) => format!(
+            "bind source {src} does not exist (`binds` in {c}): create it, or remove its \
+             entry from `binds` in {c}",
+            c = c.display()
+        ),
+        None => format!("bind source {src} does not exist"),
+    }
+}
+
 impl Error {
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             what,
             path: path.into(),
             source,
+        }
+    }
+
+    /// [`Error::NoRoot`] for `root`, which is not a directory (or is gone).
+    pub(crate) fn no_root(root: &Path, config: Option<&Path>) -> Self {
+        Error::NoRoot {
+            root: root.to_path_buf(),
+            missing: std::fs::metadata(root)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
+            config: config.map(Path::to_path_buf),
         }
     }
 

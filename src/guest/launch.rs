@@ -121,15 +121,14 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str) -> Result<Spawned> {
         return Err(Error::Permission("starting a guest"));
     }
     if !spec.root.is_dir() {
-        return Err(Error::NoRoot(spec.root.clone()));
+        return Err(Error::no_root(&spec.root, None));
     }
     for b in &spec.binds {
         if !b.src.exists() {
-            return Err(Error::io(
-                "bind source",
-                &b.src,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
+            return Err(Error::NoBindSource {
+                src: b.src.clone(),
+                config: None,
+            });
         }
     }
     spec.limits.check()?;

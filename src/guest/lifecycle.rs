@@ -62,10 +62,8 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
             unmount_root(&run.root(), cfg.root_mount)?;
         }
     }
-    if !cfg.root.is_dir() {
-        return Err(Error::NoRoot(cfg.root.clone()));
-    }
     // Checked before anything is mounted.
+    check_paths(dirs, name, &cfg)?;
     let spec = spec_of(&cfg, dirs, name)?;
     let root = run.root();
     std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
@@ -565,16 +563,32 @@ pub fn restart(
     // A config that cannot start it (a typo in a key, a root gone) leaves
     // the guest running, rather than stopped with only that error shown.
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
-    if !cfg.root.is_dir() {
-        return Err(Error::NoRoot(cfg.root.clone()));
-    }
-    spec_of(&cfg, dirs, name)?;
+    check_paths(dirs, name, &cfg)?;
     match stop(dirs, name, timeout, signal) {
         Ok(how) => stopped(Some(how)),
         Err(Error::NotRunning { .. }) => stopped(None),
         Err(e) => return Err(e),
     }
     start(dirs, name)
+}
+
+/// A guest whose root or a bind source is gone (moved, deleted) cannot
+/// start: said naming its config file and what to do (`guest start`,
+/// `restart`, and `list`'s warnings). Its other checks are [`spec_of`]'s.
+pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
+    let config = dirs.config_dir.join(format!("{name}.toml"));
+    if !cfg.root.is_dir() {
+        return Err(Error::no_root(&cfg.root, Some(&config)));
+    }
+    for b in spec_of(cfg, dirs, name)?.binds {
+        if !b.src.exists() {
+            return Err(Error::NoBindSource {
+                src: b.src,
+                config: Some(config),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The guest's spec from its config; an error names the config file (the

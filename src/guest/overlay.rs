@@ -52,7 +52,7 @@ impl OverlayRoot {
             return Err(Error::Permission("starting a guest"));
         }
         if !root.is_dir() {
-            return Err(Error::NoRoot(root.to_path_buf()));
+            return Err(Error::no_root(root, None));
         }
         let failed = |reason: String| Error::OverlayRoot {
             root: root.to_path_buf(),

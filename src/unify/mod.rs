@@ -195,6 +195,9 @@ pub struct Summary {
     pub files_gone: u64,
     pub skipped_in_use: u64,
     pub stale_tmp_removed: u64,
+    /// Object files a killed run linked into the store but did not record,
+    /// recorded by this run (under its number).
+    pub objects_recovered: u64,
     /// Directories whose mtime a killed run had changed, put back.
     pub dir_mtimes_recovered: u64,
     /// Directories the walk read, and directories whose listing kept from
@@ -413,6 +416,10 @@ fn settle_ignore_mtime(
     }
 }
 
+/// Config key: the last unfinished run whose object files a later run
+/// looked for in `objects/` (and recorded those the catalog lacked).
+const UNFINISHED_RECORDED: &str = "unfinished_recorded";
+
 fn run(
     store: Option<&Store>,
     catalog: &Catalog,
@@ -506,6 +513,28 @@ fn run(
         (scans, objects, cache)
     });
     let (objects, cache) = (checking.or_damaged(objects)?, checking.or_damaged(cache)?);
+    // Object files a killed run linked into the store but did not record
+    // are recorded by the next run, whatever guests it is given (docs/
+    // backup.md: `store ls --since` then lists them under its number).
+    // Only when a run was left unfinished since the last such look.
+    let mut unrecorded = Vec::new();
+    let mut unfinished_seen = None;
+    if let Some(store) = writing {
+        let last = checking.or_damaged(catalog.last_unfinished_run())?;
+        let looked = checking
+            .or_damaged(catalog.config(UNFINISHED_RECORDED))?
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        if let Some(last) = last.filter(|&last| last > looked) {
+            let known: HashSet<(ObjectId, u32)> =
+                object_inodes.values().map(|o| (o.id, o.copy)).collect();
+            let (found, mut problems) =
+                worker_pool().install(|| stale::unrecorded_objects(store, &known, ignore_mtime))?;
+            unrecorded = found;
+            summary.problems.append(&mut problems);
+            unfinished_seen = Some(last);
+        }
+    }
     // The run's first write.
     checking.wait()?;
     let run_id = if opts.dry_run {
@@ -565,11 +594,17 @@ fn run(
                 .clone()
                 .map(|(_, st)| hash::MetaKey::of_stat(&st, ignore_mtime)),
         )
+        .chain(
+            unrecorded
+                .iter()
+                .map(|u| hash::MetaKey::of_object(&u.row, ignore_mtime)),
+        )
         .collect();
     let existing: HashSet<ObjectId> = objects
         .keys()
         .copied()
         .chain(recovered.map(|(l, _)| l.id))
+        .chain(unrecorded.iter().map(|u| u.row.id))
         .collect();
     let buckets = hash::buckets(&scan.candidates, &object_keys, ignore_mtime);
     let total: u64 = buckets
@@ -623,8 +658,13 @@ fn run(
             _ => catalog.guest_links(g.row.id).map(Some),
         })
         .collect::<catalog::Result<Vec<_>>>()?;
+    let mut recorded: HashSet<(ObjectId, u32)> = HashSet::new();
+    for u in &unrecorded {
+        stale::record_unrecorded(&mut writer, u)?;
+        recorded.insert((u.row.id, u.copy));
+    }
     for l in &scan.linked {
-        if l.recovered.is_some() {
+        if l.recovered.is_some() && recorded.insert((l.id, l.copy)) {
             stale::recover_object(store, &mut writer, l, ignore_mtime)?;
         }
         let Some(old) = &mut old_links[l.guest as usize] else {
@@ -715,6 +755,7 @@ fn run(
     summary.bytes_saved = t.bytes_saved;
     summary.objects_added = t.objects_added;
     summary.objects_copied = t.objects_copied;
+    summary.objects_recovered = recorded.len() as u64;
     summary.extra_copies = t.extra_copies;
     summary.skipped_changed = t.skipped_changed;
     summary.files_gone += t.gone;
@@ -770,6 +811,9 @@ fn run(
                 // A touched guest's digest was cleared in the catalog.
                 catalog.set_links_digest(g.row.id, Some(digest))?;
             }
+        }
+        if let Some(last) = unfinished_seen {
+            catalog.set_config(UNFINISHED_RECORDED, &last.to_string())?;
         }
         catalog.finish_run(run_id, &totals)?;
         // No syncfs: every link and swap is atomic, so after a crash each

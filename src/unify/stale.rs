@@ -187,3 +187,89 @@ pub fn recover_object(
         &[],
     )
 }
+
+/// An object file in `objects/` that the catalog lacks, read for its rows.
+pub struct Unrecorded {
+    pub row: ObjectRow,
+    pub copy: u32,
+    pub stat: sys::Stat,
+}
+
+/// Every object file in `objects/` whose (id, copy) is not in `known` (the
+/// catalog's): what a killed run linked into the store but did not record,
+/// whatever guests link it. Each is read once, and one that does not hash
+/// to its name is reported and left unrecorded (`store verify` tells what
+/// changed). A file gone meanwhile is no object.
+pub fn unrecorded_objects(
+    store: &Store,
+    known: &HashSet<(ObjectId, u32)>,
+    ignore_mtime: bool,
+) -> Result<(Vec<Unrecorded>, Vec<Problem>), Error> {
+    use rayon::prelude::*;
+    let (files, _) = store.list_objects()?;
+    let read = |f: &crate::store::maintain::ObjectFile| -> std::io::Result<Option<Unrecorded>> {
+        let file = match File::open(&f.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = sys::fstat(file.as_fd())?;
+        if !st.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime)?;
+        let (id, content) = hash_reader(&meta, &file)?;
+        if id != f.id {
+            return Err(std::io::Error::other(format!(
+                "does not hash to its name (it is {id}): left out of the catalog; \
+                 `unifs store verify` tells what changed"
+            )));
+        }
+        Ok(Some(Unrecorded {
+            row: ObjectRow {
+                id,
+                content_hash: content,
+                size: st.size,
+                perm: st.perm(),
+                uid: st.uid,
+                gid: st.gid,
+                mtime: st.mtime,
+            },
+            copy: f.copy,
+            stat: st,
+        }))
+    };
+    let results: Vec<_> = files
+        .par_iter()
+        .filter(|f| !known.contains(&(f.id, f.copy)))
+        .map(|f| (f, read(f)))
+        .collect();
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for (f, r) in results {
+        match r {
+            Ok(Some(u)) => found.push(u),
+            Ok(None) => {}
+            Err(e) => problems.push(Problem::new(
+                &f.path,
+                format!("object file the catalog lacks: {e}"),
+            )),
+        }
+    }
+    Ok((found, problems))
+}
+
+/// Records an object file [`unrecorded_objects`] found.
+pub fn record_unrecorded(writer: &mut Writer, u: &Unrecorded) -> Result<(), Error> {
+    writer.record(CatalogOp::Object(u.row.clone()), &[], &[])?;
+    writer.record(
+        CatalogOp::ObjectFile {
+            id: u.row.id,
+            copy: u.copy,
+            dev: u.stat.dev,
+            ino: u.stat.ino,
+        },
+        &[],
+        &[],
+    )
+}

@@ -747,8 +747,8 @@ fn doc_blocks(lab: &Path) -> Vec<String> {
         ("/backup/restic", format!("{l}/restic")),
         ("/backup/", format!("{l}/marks/")),
         ("/root/.restic-pass", format!("{l}/restic-pass")),
-        ("/var/tmp/unifs-backup", format!("{l}/S")),
-        ("/var/tmp/r", format!("{l}/r")),
+        ("/var/backups/unifs", format!("{l}/S")),
+        ("/var/tmp/unifs-restore", format!("{l}/unifs-restore")),
         ("/tmp/web1.private", format!("{l}/web1.private")),
         ("/vservers/", format!("{l}/vservers/")),
     ];
@@ -768,6 +768,26 @@ fn doc_blocks(lab: &Path) -> Vec<String> {
         rest = &body[end + 3..];
     }
     blocks
+}
+
+/// Every directory the recipes make is root's alone (`install -d -m 0700`
+/// or `mktemp -d`): a `mkdir` made them with the umask (0755), and a guest's
+/// set-uid-root program copied into one was runnable by any host user.
+#[test]
+fn backup_recipes_make_directories_only_root_can_enter() {
+    let dir = tempfile::tempdir().unwrap();
+    for block in doc_blocks(dir.path()) {
+        for line in block.lines() {
+            let code = line.split('#').next().unwrap();
+            assert!(
+                !code.contains("mkdir"),
+                "docs/backup.md makes a directory with the umask: {line}"
+            );
+            if code.contains("install -d") {
+                assert!(code.contains("install -d -m 0700"), "{line}");
+            }
+        }
+    }
 }
 
 fn doc_block<'a>(blocks: &'a [String], containing: &str) -> &'a str {
@@ -967,6 +987,14 @@ fn documented_restic_backup_keeps_private_files_whatever_their_names() {
     restic(&[&"init"]);
     let blocks = doc_blocks(lab);
     sh(doc_block(&blocks, "restic backup"));
+    // The copies of the guests' private files (set-uid programs among
+    // them) lie where only root can enter.
+    for d in ["S", "S/private", "S/private/web1"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(lab.join(d)).unwrap().permissions(),
+        ) & 0o7777;
+        assert_eq!(mode, 0o700, "{d}: mode {mode:o}");
+    }
     remove_guest(&guests[0]);
     // The object only web1 and db1 linked goes, to come back from restic.
     fs::remove_file(guests[2].join(SPARSE_SHARED)).unwrap();

@@ -257,6 +257,10 @@ fn s11_a_guest_whose_mount_daemon_died_is_not_shown_as_plainly_running() {
     let o = g.unifs(&["status", &g.name]);
     assert!(stdout(&o).contains("running (root lost)"), "{}", stdout(&o));
     assert!(stderr(&o).contains("overlay daemon"), "{}", stderr(&o));
+    // Not 0: `unifs guest status NAME || alert` notices (review s19).
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let o = g.unifs(&["status", "--json", &g.name]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -271,6 +275,7 @@ fn s11_a_guest_whose_mount_daemon_died_is_not_shown_as_plainly_running() {
     ok(&g.unifs(&["start", &g.name]));
     let (all, _) = g.list();
     assert_eq!(entry(&all, &g.name)["root_lost"], false, "{all}");
+    assert_eq!(g.unifs(&["status", &g.name]).status.code(), Some(0));
     ok(&g.unifs(&["exec", &g.name, "--", "/bin/true"]));
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
