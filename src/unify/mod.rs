@@ -84,6 +84,18 @@ pub enum Error {
          catalog if it moved there for good; nothing was done"
     )]
     KnownGuestElsewhere { guest: PathBuf, why: String },
+    #[error(
+        "{guests} guests need about {needed} open files (one per guest root, plus about \
+         {beside} for the store and the work), but the open-file limit is {limit}; nothing was \
+         done: raise the hard limit (ulimit -Hn, systemd LimitNOFILE=), or unify the guests \
+         in smaller groups"
+    )]
+    TooManyGuests {
+        guests: usize,
+        needed: usize,
+        beside: usize,
+        limit: usize,
+    },
     #[error("guest {path} is named twice; name each guest root once")]
     GuestTwice { path: PathBuf },
     #[error(
@@ -226,6 +238,7 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         .map(|g| guest_dir(g))
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
+    check_fd_limit(guests.len())?;
     if !Store::exists(store_path) {
         Store::check_objects_there(store_path)?;
         if guests.is_empty() {
@@ -929,6 +942,9 @@ fn open_guests(
         });
     }
     check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
+    check_fd_limit(paths.len())?;
+    let too_many = |e: &std::io::Error| e.raw_os_error() == Some(libc::EMFILE);
+    let guest_count = paths.len();
     let mut guests = Vec::with_capacity(paths.len());
     let mut missing = Vec::new();
     // (path, why) of each skipped guest, for the error when all are.
@@ -970,6 +986,9 @@ fn open_guests(
                 skipped.push(format!("{}: gone", root.display()));
                 continue;
             }
+            // Not the guest's fault: the roots (with what else is open)
+            // are more than the limit.
+            Err(e) if too_many(&e) => return Err(too_many_guests(guest_count)),
             Err(e) => return Err(guest_err(&root)(e)),
         };
         let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
@@ -1104,8 +1123,38 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
 /// the files being closed, a file per linking thread, and a reserve for
 /// SQLite, the cache files and the like.
 fn spare_fds(guests: usize) -> usize {
+    fd_limit().saturating_sub(guests + fds_beside_roots())
+}
+
+/// The fds a run cannot do without beside its guest roots.
+const FDS_AT_LEAST: usize = 64;
+
+/// The fds a run holds beside its guest roots (see [`spare_fds`]): about 600.
+fn fds_beside_roots() -> usize {
     let threads = worker_pool().current_num_threads();
-    fd_limit().saturating_sub(guests + 256 + closer::IN_FLIGHT + 2 * threads + 64)
+    256 + closer::IN_FLIGHT + 2 * threads + 64
+}
+
+/// Refuses a run of `guests` guests whose roots would leave too few fds for
+/// the least a run cannot do without beside them (SQLite, the lock, the
+/// store's directories, a file and a directory per thread): its opens
+/// would fail with a bare "Too many open files" naming whichever guest came
+/// last. (Short of the ~600 that a run needs to work unhindered, it goes on
+/// and says so: [`spare_fds`].)
+fn check_fd_limit(guests: usize) -> Result<()> {
+    if guests > 0 && guests + FDS_AT_LEAST > fd_limit() {
+        return Err(too_many_guests(guests));
+    }
+    Ok(())
+}
+
+fn too_many_guests(guests: usize) -> Error {
+    Error::TooManyGuests {
+        guests,
+        needed: guests + fds_beside_roots(),
+        beside: fds_beside_roots(),
+        limit: fd_limit(),
+    }
 }
 
 /// The open-file limit, raised to the hard one the first time.
