@@ -2259,3 +2259,35 @@ fn more_guests_than_the_open_file_limit_allows_are_refused_saying_so() {
     refused(&unify_at_fd_limit(256, &lab.store(), &[Path::new("--all")]));
     assert_eq!(runs(), 3, "a refused run was recorded");
 }
+
+/// The text summary named every guest on its first line (4,000 guests: a
+/// 32 KB line); it names a few and counts the rest, and `--json` still
+/// lists them all.
+#[test]
+fn the_text_summary_names_a_few_guests_and_counts_the_rest() {
+    if !require_root("the_text_summary_names_a_few_guests") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..7).map(|i| lab.guest(i)).collect();
+    for g in &guests {
+        file(g, "etc/a", b"same\n", 0o644);
+    }
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"unify", &"--no-progress"];
+    args.extend(guests.iter().map(|g| g as &dyn AsRef<std::ffi::OsStr>));
+    let out = unifs(&lab.store(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("unify: 7 guest(s) (g0, g1, g2 and 4 more), "),
+        "{text}"
+    );
+    args[1] = &"--json";
+    let s = unify_summary(&unifs(&lab.store(), &args));
+    assert_eq!(s["guests"].as_array().unwrap().len(), 7, "{s}");
+}
