@@ -6,6 +6,7 @@
 
 use super::flags;
 use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
+use crate::store::object::Ingested;
 use crate::store::{ObjectId, Store};
 use crate::sys::{self, Timestamp};
 use std::collections::{BTreeMap, HashSet};
@@ -77,8 +78,28 @@ pub struct Report {
     pub objects_copied: u64,
     pub private_copied: u64,
     pub hardlinks: u64,
+    /// Bytes of both kinds of copy: `object_bytes_copied` +
+    /// `private_bytes_copied`.
     pub bytes_copied: u64,
+    /// Bytes of the files copied from the store (`objects_copied`).
+    pub object_bytes_copied: u64,
+    /// Bytes of the private files copied (`private_copied`).
+    pub private_bytes_copied: u64,
+    /// Object copies (`.1`, …) started because every copy there was was at
+    /// the link limit, as unify starts them.
+    pub extra_copies: u64,
+    /// Why an object at the link limit was copied into the guest rather
+    /// than linked through a new copy (the first such reason), if one was.
+    pub extra_copy_failed: Option<String>,
     pub skipped_sockets: u64,
+}
+
+/// How a restore runs, beyond what it restores.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Treat an object copy as full at this many links (tests of the link
+    /// limit; else EMLINK decides).
+    pub link_max: Option<u64>,
 }
 
 /// Restores the guest described by `entries` into `target`.
@@ -87,6 +108,17 @@ pub fn restore(
     store: &Store,
     private: &Path,
     target: &Path,
+) -> Result<Report, Error> {
+    restore_with(entries, store, private, target, &Options::default())
+}
+
+/// [`restore`] with `opts`.
+pub fn restore_with(
+    entries: &[Entry],
+    store: &Store,
+    private: &Path,
+    target: &Path,
+    opts: &Options,
 ) -> Result<Report, Error> {
     // Two restores into one target would empty each other's staging tree.
     let _lock = TargetLock::take(target)?;
@@ -113,6 +145,7 @@ pub fn restore(
     fs::create_dir_all(&staging).at(&staging)?;
     let staging_dev = fs::metadata(&staging).at(&staging)?.dev();
     let link_objects = staging_dev == store.dev();
+    let mut links = Links::new(store, opts.link_max);
     let mut report = Report::default();
     let mut bad = Vec::new();
     for e in entries {
@@ -125,7 +158,7 @@ pub fn restore(
                 .and_then(|_| fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))),
             "file" => restore_file(
                 e,
-                store,
+                &mut links,
                 private,
                 &staging,
                 &dest,
@@ -466,7 +499,7 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
 
 fn restore_file(
     e: &Entry,
-    store: &Store,
+    links: &mut Links,
     private: &Path,
     staging: &Path,
     dest: &Path,
@@ -479,12 +512,13 @@ fn restore_file(
         return Ok(());
     }
     if let Some(id) = e.object_id() {
-        let copy = store.first_copy(&id).map_err(io::Error::other)?;
-        let src = store.object_path(&id, copy.unwrap_or(0));
+        let store = links.store;
+        let copy = links.source_copy(&id)?;
+        let src = store.object_path(&id, copy);
         check_content(e, &src).map_err(|err| damaged_object(err, &src, store.root()))?;
         // Flags on a store object would be every guest's: copy it.
         let link = link_objects && e.flags.is_none();
-        if link && link_object(store, &id, copy.unwrap_or(0), dest)? {
+        if link && links.link(&id, copy, dest, report)? {
             check_meta(e, dest)?;
             report.objects_linked += 1;
             return Ok(());
@@ -492,6 +526,7 @@ fn restore_file(
         copy_with_meta(e, &src, dest)?;
         report.objects_copied += 1;
         report.bytes_copied += e.size.unwrap_or(0);
+        report.object_bytes_copied += e.size.unwrap_or(0);
         return Ok(());
     }
     let src = private.join(e.rel_path());
@@ -499,33 +534,115 @@ fn restore_file(
     copy_with_meta(e, &src, dest)?;
     report.private_copied += 1;
     report.bytes_copied += e.size.unwrap_or(0);
+    report.private_bytes_copied += e.size.unwrap_or(0);
     Ok(())
 }
 
-/// Links `dest` to object `id`: to copy `copy`, or, where that one is full
-/// (EMLINK), to the next copy the store started for that reason, as unify
-/// would. `Ok(false)` when every copy is full, or the store is reached
-/// through another mount of the target's filesystem (a bind mount: link()
-/// cannot cross mounts, EXDEV): the object is copied then, as onto another
-/// filesystem.
-fn link_object(store: &Store, id: &ObjectId, copy: u32, dest: &Path) -> io::Result<bool> {
-    let mut copy = copy;
-    loop {
-        match fs::hard_link(store.object_path(id, copy), dest) {
-            Ok(()) => return Ok(true),
-            Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {
-                copy += 1;
-                if store
-                    .stat_object(id, copy)
-                    .map_err(io::Error::other)?
-                    .is_none()
-                {
+/// Linking objects into the restored guest, and what it learned of each
+/// object's copies: files of one object link the copy that took the last
+/// one, so that each does not try every full copy first (an object linked
+/// 200,000 times has three full copies).
+struct Links<'a> {
+    store: &'a Store,
+    link_max: Option<u64>,
+    /// Per object, the copy to link next (`None`: none can be linked, it is
+    /// copied).
+    room: std::collections::HashMap<ObjectId, Option<u32>>,
+    /// link() failed with EXDEV: the store is reached through another
+    /// mount (a bind mount); every object is copied.
+    cross_mount: bool,
+}
+
+impl<'a> Links<'a> {
+    fn new(store: &'a Store, link_max: Option<u64>) -> Links<'a> {
+        Links {
+            store,
+            link_max,
+            room: Default::default(),
+            cross_mount: false,
+        }
+    }
+
+    /// The copy of `id` to read from: the one linked last, else the first
+    /// there is.
+    fn source_copy(&self, id: &ObjectId) -> io::Result<u32> {
+        if let Some(Some(copy)) = self.room.get(id) {
+            return Ok(*copy);
+        }
+        let first = self.store.first_copy(id).map_err(io::Error::other)?;
+        Ok(first.unwrap_or(0))
+    }
+
+    /// Links `dest` to object `id`: to the copy the last file of `id` was
+    /// linked to (else `copy`), or, where that one is full (EMLINK), to the
+    /// next, starting it if there is none yet, as unify does. `Ok(false)`
+    /// when the object is to be copied instead: no new copy could be made
+    /// (the reason goes into `report`), or the store is reached through
+    /// another mount of the target's filesystem (a bind mount: link()
+    /// cannot cross mounts, EXDEV), as onto another filesystem.
+    fn link(
+        &mut self,
+        id: &ObjectId,
+        copy: u32,
+        dest: &Path,
+        report: &mut Report,
+    ) -> io::Result<bool> {
+        if self.cross_mount {
+            return Ok(false);
+        }
+        let mut copy = match self.room.get(id) {
+            Some(None) => return Ok(false),
+            Some(Some(c)) => *c,
+            None => copy,
+        };
+        loop {
+            match self.link_once(id, copy, dest) {
+                Ok(()) => {
+                    self.room.insert(*id, Some(copy));
+                    return Ok(true);
+                }
+                Err(err) if err.raw_os_error() == Some(libc::EMLINK) => {
+                    let next = copy + 1;
+                    let there = self
+                        .store
+                        .stat_object(id, next)
+                        .map_err(io::Error::other)?
+                        .is_some();
+                    if !there {
+                        match self.store.new_copy_in_its_mode(id, copy, next) {
+                            Ok(Ingested::Linked { .. }) => report.extra_copies += 1,
+                            // Another restore started it meanwhile.
+                            Ok(Ingested::Exists { .. }) => {}
+                            Err(err) => {
+                                report.extra_copy_failed.get_or_insert_with(|| {
+                                    format!("{}: {err}", self.store.object_path(id, next).display())
+                                });
+                                self.room.insert(*id, None);
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    copy = next;
+                }
+                Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+                    self.cross_mount = true;
                     return Ok(false);
                 }
+                Err(err) => return Err(err),
             }
-            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => return Ok(false),
-            Err(err) => return Err(err),
         }
+    }
+
+    /// One link() of copy `copy` of `id` to `dest`; EMLINK also where the
+    /// copy has `link_max` links (tests).
+    fn link_once(&self, id: &ObjectId, copy: u32, dest: &Path) -> io::Result<()> {
+        if let Some(max) = self.link_max {
+            let st = self.store.stat_object(id, copy).map_err(io::Error::other)?;
+            if st.is_some_and(|st| st.nlink >= max) {
+                return Err(io::Error::from_raw_os_error(libc::EMLINK));
+            }
+        }
+        fs::hard_link(self.store.object_path(id, copy), dest)
     }
 }
 

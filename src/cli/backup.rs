@@ -68,6 +68,9 @@ pub struct RestoreArgs {
     /// Print the result as JSON (fields: docs/store-format.md).
     #[arg(long)]
     pub json: bool,
+    /// Treat an object as full at N links (for tests of link-limit handling).
+    #[arg(long, hide = true, env = "UNIFS_TEST_LINK_MAX", value_name = "N")]
+    pub link_max: Option<u64>,
 }
 
 pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
@@ -464,20 +467,35 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     // From the check that every object is there until the last is linked:
     // a gc meanwhile would remove one only the lost guest linked.
     let _lock = store.lock_shared()?;
-    let report = restore::restore(&entries, &store, &a.from, &a.target)?;
+    let opts = restore::Options {
+        link_max: a.link_max,
+    };
+    let report = restore::restore_with(&entries, &store, &a.from, &a.target, &opts)?;
+    if let Some(why) = &report.extra_copy_failed {
+        eprintln!(
+            "unifs: warning: an object at the link limit could not get a new copy in the \
+             store ({why}); its files were copied into the guest instead (a later unify of \
+             the guest links them)"
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let extra = match report.extra_copies {
+            0 => String::new(),
+            n => format!(" ({} new object copies for the link limit)", count(n)),
+        };
         println!(
-            "restored guest {} into {}: {} entries; {} files linked from the store, {} copied \
-             from it, {} private files copied ({}), {} hardlinks; every file verified",
+            "restored guest {} into {}: {} entries; {} files linked from the store{extra}, {} \
+             copied from it ({}), {} private files copied ({}), {} hardlinks; every file verified",
             header.guest,
             a.target.display(),
             count(report.entries),
             count(report.objects_linked),
             count(report.objects_copied),
+            bytes(report.object_bytes_copied),
             count(report.private_copied),
-            bytes(report.bytes_copied),
+            bytes(report.private_bytes_copied),
             count(report.hardlinks)
         );
     }

@@ -154,18 +154,35 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The guests' names for the summary's first line: all of a few, else the
+/// first three and how many more (`--json` lists them all); thousands of
+/// names made a line of tens of kilobytes.
+fn guest_list(names: &[String]) -> String {
+    const ALL_UP_TO: usize = 5;
+    const FIRST: usize = 3;
+    if names.len() <= ALL_UP_TO {
+        return names.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        names[..FIRST].join(", "),
+        count((names.len() - FIRST) as u64)
+    )
+}
+
 fn print_summary(s: &unify::Summary) {
     let would = if s.dry_run { "would be " } else { "" };
     println!(
         "{}unify: {} guest(s) ({}), {} files scanned ({})",
         if s.dry_run { "dry run: " } else { "" },
         s.guests.len(),
-        s.guests
-            .iter()
-            .zip(&s.guest_roots)
-            .map(|(name, root)| guest_name(name, root))
-            .collect::<Vec<_>>()
-            .join(", "),
+        guest_list(
+            &s.guests
+                .iter()
+                .zip(&s.guest_roots)
+                .map(|(name, root)| guest_name(name, root))
+                .collect::<Vec<_>>()
+        ),
         count(s.files_scanned),
         bytes(s.bytes_scanned)
     );
@@ -256,5 +273,19 @@ fn print_summary(s: &unify::Summary) {
     match s.run {
         Some(run) => println!("  run {run}, {:.2} s", s.seconds),
         None => println!("  {:.2} s", s.seconds),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guest_list;
+
+    #[test]
+    fn the_summary_names_a_few_guests_and_counts_the_rest() {
+        let names = |n: usize| (0..n).map(|i| format!("g{i}")).collect::<Vec<_>>();
+        assert_eq!(guest_list(&names(1)), "g0");
+        assert_eq!(guest_list(&names(5)), "g0, g1, g2, g3, g4");
+        assert_eq!(guest_list(&names(6)), "g0, g1, g2 and 3 more");
+        assert_eq!(guest_list(&names(4000)), "g0, g1, g2 and 3,997 more");
     }
 }

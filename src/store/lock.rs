@@ -3,7 +3,11 @@
 //! pid the last taker wrote into the file).
 //! `restore`, which links objects out of the store, holds it shared: gc
 //! must not remove an object it is about to link (one only the lost guest
-//! linked has no other link), but restores may run side by side.
+//! linked has no other link), but restores may run side by side. A restore
+//! may also start a new copy of an object at the link limit: staged in
+//! `tmp/` under a name of its own and renamed into place without replacing
+//! (two restores starting one copy: one makes it, both link it), while the
+//! lock keeps out what else writes there (unify, gc, which empties `tmp/`).
 //! The store directory itself is flocked the same way: `lock` can be
 //! deleted while a writer holds it, and the next writer would then lock a
 //! new file of that name and run beside the first; the directory cannot go

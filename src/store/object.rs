@@ -139,6 +139,24 @@ impl Store {
         }
     }
 
+    /// [`Store::new_copy`] for a process that does not know whether the
+    /// store's ids leave mtime out (restore, which needs no catalog): the
+    /// mode is the one under which copy `from` hashes to `id` (one more
+    /// read of it; copies are rare).
+    pub fn new_copy_in_its_mode(&self, id: &ObjectId, from: u32, copy: u32) -> Result<Ingested> {
+        let src_path = self.object_path(id, from);
+        let dir = self.fanout_dir(id, false)?;
+        let (_, name) = object_names(id, from);
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW;
+        let src = sys::open_at(dir.as_fd(), &name, flags, 0).at(&src_path)?;
+        let st = sys::fstat(src.as_fd()).at(&src_path)?;
+        // A second fd to hash through: reading moves the file position.
+        let probe = File::from(sys::open_at(dir.as_fd(), &name, flags, 0).at(&src_path)?);
+        let with_mtime = ObjectMeta::of_fd(src.as_fd(), &st, false).at(&src_path)?;
+        let ignore_mtime = id::hash_id(&with_mtime, &probe).at(&src_path)? != *id;
+        self.new_copy(id, from, copy, ignore_mtime)
+    }
+
     /// Opens object copy `copy` of `id` (its fan-out dir fd and file name),
     /// for linking it into a guest.
     pub fn object_link_source(&self, id: &ObjectId, copy: u32) -> Result<(Arc<OwnedFd>, OsString)> {

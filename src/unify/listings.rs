@@ -295,11 +295,19 @@ pub fn keep(
     relisted: Vec<Listing>,
 ) {
     let none = Listings::default();
-    let old = |g: usize| {
-        kept.iter()
-            .find(|(i, _)| *i as usize == g)
-            .map_or(&none, |(_, k)| k)
-    };
+    let mut old_of: Vec<&Listings> = vec![&none; guests.len()];
+    for (i, k) in kept.iter().rev() {
+        if let Some(o) = old_of.get_mut(*i as usize) {
+            *o = k;
+        }
+    }
+    let old = |g: usize| old_of[g];
+    // Each guest's listings, sorted out once (not a pass over all of them
+    // for each guest: thousands of guests).
+    let mut of_guest: Vec<Vec<&Listing>> = vec![Vec::new(); guests.len()];
+    for l in &walked {
+        of_guest[l.guest()].push(l);
+    }
     let mut changed = vec![false; guests.len()];
     let mut again: Vec<HashMap<PathBuf, Box<ReadListing>>> =
         guests.iter().map(|_| HashMap::new()).collect();
@@ -324,7 +332,7 @@ pub fn keep(
         if !changed[g] || guest.row.id < 0 {
             continue;
         }
-        let all = walked.iter().filter(|l| l.guest() == g).filter_map(|l| {
+        let all = of_guest[g].iter().filter_map(|l| {
             let (rel, key, records) = match l {
                 Listing::Read(r) => r.entry(),
                 Listing::Kept { index, .. } => old(g).entry(*index)?,

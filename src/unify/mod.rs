@@ -84,6 +84,18 @@ pub enum Error {
          catalog if it moved there for good; nothing was done"
     )]
     KnownGuestElsewhere { guest: PathBuf, why: String },
+    #[error(
+        "{guests} guests need about {needed} open files (one per guest root, plus about \
+         {beside} for the store and the work), but the open-file limit is {limit}; nothing was \
+         done: raise the hard limit (ulimit -Hn, systemd LimitNOFILE=), or unify the guests \
+         in smaller groups"
+    )]
+    TooManyGuests {
+        guests: usize,
+        needed: usize,
+        beside: usize,
+        limit: usize,
+    },
     #[error("guest {path} is named twice; name each guest root once")]
     GuestTwice { path: PathBuf },
     #[error(
@@ -226,12 +238,14 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     if opts.guests.is_empty() && !opts.all {
         return Err(Error::NoGuests);
     }
+    let mounts = UnifsMounts::read();
     let guests = opts
         .guests
         .iter()
-        .map(|g| guest_dir(g))
+        .map(|g| guest_dir(g, &mounts))
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
+    check_fd_limit(guests.len())?;
     if !Store::exists(store_path) {
         Store::check_objects_there(store_path)?;
         if guests.is_empty() {
@@ -304,11 +318,11 @@ fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
 
 /// A guest directory named on the command line, resolved; refused unless
 /// it is a directory.
-fn guest_dir(g: &Path) -> Result<PathBuf> {
+fn guest_dir(g: &Path, mounts: &UnifsMounts) -> Result<PathBuf> {
     let abs = std::fs::canonicalize(g).map_err(guest_err(g))?;
     // First: a mount whose daemon is gone cannot be stat'ed (ENOTCONN),
     // and would be called not a directory.
-    check_not_overmounted(&abs)?;
+    check_not_overmounted(&abs, mounts)?;
     if !abs.is_dir() {
         return Err(Error::NotADirectory {
             path: g.to_path_buf(),
@@ -320,8 +334,8 @@ fn guest_dir(g: &Path) -> Result<PathBuf> {
 /// Refuses a guest root with a unifs mount over it (`unifs mount G G`):
 /// unify would see the mount, a filesystem of its own, instead of the
 /// guest's files, and must never link through it.
-fn check_not_overmounted(root: &Path) -> Result<()> {
-    if crate::fs::is_unifs_mount(root) {
+fn check_not_overmounted(root: &Path, mounts: &UnifsMounts) -> Result<()> {
+    if mounts.over(root) {
         // A guest's view, mounted elsewhere (a running guest's root).
         if let Some(backing) = crate::fs::unifs_view_backing(root).filter(|b| b != root) {
             let path = root.to_path_buf();
@@ -332,6 +346,44 @@ fn check_not_overmounted(root: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Where unifs mounts are, from one read of /proc/self/mountinfo: the
+/// mount points of FUSE mounts whose source is ours (`None` where it could
+/// not be read). Asking [`crate::fs::is_unifs_mount`] reads the whole
+/// table, and asking it for each of thousands of guests (some twice) took a
+/// while; a root that is none of these points has no unifs mount on top.
+struct UnifsMounts(Option<HashSet<PathBuf>>);
+
+impl UnifsMounts {
+    fn read() -> UnifsMounts {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return UnifsMounts(None);
+        };
+        let unescape = crate::fs::unescape_mountinfo;
+        let points = info
+            .lines()
+            .filter_map(|l| {
+                let point = l.split(' ').nth(4)?;
+                let (_, fs) = l.split_once(" - ")?;
+                let mut fs = fs.split(' ');
+                let (fstype, source) = (fs.next()?, fs.next()?);
+                let ours = fstype.starts_with("fuse") && unescape(source).starts_with("unifs:");
+                ours.then(|| PathBuf::from(unescape(point)))
+            })
+            .collect();
+        UnifsMounts(Some(points))
+    }
+
+    /// Whether the canonical `root` has a unifs mount over it (on top of
+    /// the mounts there): [`crate::fs::is_unifs_mount`], asked only where
+    /// a unifs mount is.
+    fn over(&self, root: &Path) -> bool {
+        match &self.0 {
+            Some(points) if !points.contains(root) => false,
+            _ => crate::fs::is_unifs_mount(root),
+        }
+    }
 }
 
 /// True when the guest file `rec` (still the inode scanned) carries a
@@ -706,14 +758,15 @@ fn run(
     let kept = killed_dirs.len();
     // A run known by its pid alone is done with once a run given every
     // guest of the store found no leftover of it.
+    let in_run: HashSet<&Path> = roots.iter().copied().collect();
     let every_guest = catalog
         .guests()
-        .is_ok_and(|all| all.iter().all(|g| roots.contains(&g.path.as_path())));
+        .is_ok_and(|all| all.iter().all(|g| in_run.contains(g.path.as_path())));
     killed_dirs.retain(|key, root| {
         left.contains(key)
             || match key.1 == dirjournal::ANY_DIR {
                 true => !every_guest,
-                false => !roots.contains(&root.as_path()),
+                false => !in_run.contains(root.as_path()),
             }
     });
     if killed_dirs.len() != kept {
@@ -787,24 +840,28 @@ fn run(
         let touched: Vec<u32> = (0..guests.len() as u32)
             .filter(|&g| writer.touched.contains(&guests[g as usize].row.id))
             .collect();
+        // Each guest's links, sorted out once (not a pass over all of
+        // them for each guest: thousands of guests).
+        let mut links: Vec<Vec<(&Path, &ObjectId)>> = vec![Vec::new(); guests.len()];
+        for l in &scan.linked {
+            links[l.guest as usize].push((l.rel.as_path(), &l.id));
+        }
+        for (file, id) in &out.new_links {
+            let rec = &scan.candidates[*file];
+            links[rec.guest as usize].push((rec.rel.as_path(), id));
+        }
         let digests_now: Vec<[u8; 32]> = worker_pool().install(|| {
             touched
                 .par_iter()
-                .map(|&g| {
-                    let found = scan.linked.iter().filter(|l| l.guest == g);
-                    let made = out.new_links.iter().filter_map(|(file, id)| {
-                        let rec = &scan.candidates[*file];
-                        (rec.guest == g).then_some((rec.rel.as_path(), id))
-                    });
-                    catalog::links_digest(found.map(|l| (l.rel.as_path(), &l.id)).chain(made))
-                })
+                .map(|&g| catalog::links_digest(links[g as usize].iter().copied()))
                 .collect()
         });
         for (&g, digest) in touched.iter().zip(&digests_now) {
             digests[g as usize] = *digest;
         }
+        let unsettled: HashSet<u32> = scan.unsettled.iter().copied().collect();
         for (i, (g, digest)) in guests.iter().zip(&digests).enumerate() {
-            if scan.unsettled.contains(&(i as u32)) {
+            if unsettled.contains(&(i as u32)) {
                 // No digest: its next run counts as a first one again.
                 catalog.set_links_digest(g.row.id, None)?;
             } else if writer.touched.contains(&g.row.id) || stored[i] != Some(*digest) {
@@ -945,9 +1002,10 @@ fn open_guests(
     catalog: &Catalog,
     opts: &Options,
 ) -> Result<(Vec<Guest>, Vec<Problem>)> {
+    let mounts = UnifsMounts::read();
     let mut paths: Vec<PathBuf> = Vec::new();
     for g in &opts.guests {
-        paths.push(guest_dir(g)?);
+        paths.push(guest_dir(g, &mounts)?);
     }
     let named = paths.len();
     // A guest inside (or around) one the catalog knows would make its files
@@ -957,10 +1015,10 @@ fn open_guests(
     if opts.all {
         check.extend(known.iter().map(|k| &k.path));
     }
+    let mut sorted: Vec<&GuestRow> = known.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
     for g in check {
-        let inside =
-            |k: &&GuestRow| k.path != *g && (g.starts_with(&k.path) || k.path.starts_with(g));
-        if let Some(k) = known.iter().find(inside) {
+        if let Some(k) = known_overlap(g, &sorted) {
             return Err(Error::NestedInKnownGuest {
                 guest: g.clone(),
                 name: k.name.clone(),
@@ -983,13 +1041,16 @@ fn open_guests(
         });
     }
     check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
+    check_fd_limit(paths.len())?;
+    let too_many = |e: &std::io::Error| e.raw_os_error() == Some(libc::EMFILE);
+    let guest_count = paths.len();
     let mut guests = Vec::with_capacity(paths.len());
     let mut missing = Vec::new();
     // (path, why) of each skipped guest, for the error when all are.
     let mut skipped = Vec::new();
     for (i, root) in paths.into_iter().enumerate() {
         // Checked before the open, which would reach the mount's daemon.
-        if i >= named && crate::fs::is_unifs_mount(&root) {
+        if i >= named && mounts.over(&root) {
             missing.push(Problem::new(
                 &root,
                 format!(
@@ -1024,10 +1085,12 @@ fn open_guests(
                 skipped.push(format!("{}: gone", root.display()));
                 continue;
             }
+            // Not the guest's fault: the roots (with what else is open)
+            // are more than the limit.
+            Err(e) if too_many(&e) => return Err(too_many_guests(guest_count)),
             Err(e) => return Err(guest_err(&root)(e)),
         };
         let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
-        check_not_overmounted(&root)?; // mounted since it was checked
         let known = catalog.guest_by_path(&root)?;
         if let Some(store) = store {
             // A dry run links nothing, so a store reached through another
@@ -1075,6 +1138,11 @@ fn open_guests(
             path: root.clone(),
         });
         guests.push(Guest { row, root, fd });
+    }
+    // Mounted since it was checked (before its root was opened).
+    let mounts = UnifsMounts::read();
+    for g in &guests {
+        check_not_overmounted(&g.root, &mounts)?;
     }
     if guests.is_empty() {
         return Err(Error::AllGuestsMissing {
@@ -1138,18 +1206,46 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
             });
         }
     }
-    for (i, a) in paths.iter().enumerate() {
-        if let Some(b) = paths[i + 1..].iter().find(|b| overlap(a, b)) {
-            if a == b {
-                return Err(Error::GuestTwice { path: a.clone() });
-            }
-            return Err(Error::NestedGuests {
-                a: a.clone(),
-                b: b.clone(),
-            });
+    if let Some((a, b)) = nested_pair(paths) {
+        let (a, b) = (&paths[a], &paths[b]);
+        if a == b {
+            return Err(Error::GuestTwice { path: a.clone() });
         }
+        return Err(Error::NestedGuests {
+            a: a.clone(),
+            b: b.clone(),
+        });
     }
     Ok(())
+}
+
+/// Two of `paths` (their indexes, the lower first) one of which is the
+/// other or lies inside it; `None` if no two are. In `Path`'s order, which
+/// compares component by component, whatever sorts between a path and one
+/// inside it lies inside it too (`/a/b`, `/a/b/c`, `/a/b-x`, `/a/bc`: byte
+/// order would put `/a/b-x` between the first two). So where there is such
+/// a pair, there is one of neighbours: a sort and one pass, not every pair
+/// (thousands of guests took minutes).
+fn nested_pair(paths: &[PathBuf]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.sort_by(|&x, &y| paths[x].cmp(&paths[y]));
+    order
+        .windows(2)
+        .find(|w| paths[w[1]].starts_with(&paths[w[0]]))
+        .map(|w| (w[0].min(w[1]), w[0].max(w[1])))
+}
+
+/// The known guest (of `known`, sorted by path) that `g` lies inside or
+/// holds, other than `g` itself: its ancestors are looked up, and the path
+/// sorting right after it, the first inside it if any is (see
+/// [`nested_pair`]).
+fn known_overlap<'a>(g: &Path, known: &[&'a GuestRow]) -> Option<&'a GuestRow> {
+    let find = |p: &Path| known.binary_search_by(|k| k.path.as_path().cmp(p));
+    let above = g.ancestors().skip(1).find_map(|a| find(a).ok());
+    let below = known.partition_point(|k| k.path.as_path() <= g);
+    above
+        .map(|i| known[i])
+        .or_else(|| known.get(below).copied().filter(|k| k.path.starts_with(g)))
 }
 
 /// The fds a run with `guests` guests may keep open to save opening them
@@ -1158,8 +1254,38 @@ fn check_overlaps(paths: &[PathBuf], store: Option<&Path>) -> Result<()> {
 /// the files being closed, a file per linking thread, and a reserve for
 /// SQLite, the cache files and the like.
 fn spare_fds(guests: usize) -> usize {
+    fd_limit().saturating_sub(guests + fds_beside_roots())
+}
+
+/// The fds a run cannot do without beside its guest roots.
+const FDS_AT_LEAST: usize = 64;
+
+/// The fds a run holds beside its guest roots (see [`spare_fds`]): about 600.
+fn fds_beside_roots() -> usize {
     let threads = worker_pool().current_num_threads();
-    fd_limit().saturating_sub(guests + 256 + closer::IN_FLIGHT + 2 * threads + 64)
+    256 + closer::IN_FLIGHT + 2 * threads + 64
+}
+
+/// Refuses a run of `guests` guests whose roots would leave too few fds for
+/// the least a run cannot do without beside them (SQLite, the lock, the
+/// store's directories, a file and a directory per thread): its opens
+/// would fail with a bare "Too many open files" naming whichever guest came
+/// last. (Short of the ~600 that a run needs to work unhindered, it goes on
+/// and says so: [`spare_fds`].)
+fn check_fd_limit(guests: usize) -> Result<()> {
+    if guests > 0 && guests + FDS_AT_LEAST > fd_limit() {
+        return Err(too_many_guests(guests));
+    }
+    Ok(())
+}
+
+fn too_many_guests(guests: usize) -> Error {
+    Error::TooManyGuests {
+        guests,
+        needed: guests + fds_beside_roots(),
+        beside: fds_beside_roots(),
+        limit: fd_limit(),
+    }
 }
 
 /// The open-file limit, raised to the hard one the first time.
@@ -1223,4 +1349,93 @@ fn progress_bar(show: bool, total: u64, what: &'static str) -> ProgressBar {
     );
     bar.set_message(what);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(list: &[&str]) -> Vec<PathBuf> {
+        list.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn nested_guests_are_found_among_sorted_neighbours() {
+        let pair = |list: &[&str]| nested_pair(&paths(list));
+        assert_eq!(pair(&[]), None);
+        assert_eq!(pair(&["/a"]), None);
+        // A prefix of bytes is not one of components.
+        assert_eq!(pair(&["/a/b", "/a/bc"]), None);
+        assert_eq!(pair(&["/a/bc", "/a/b"]), None);
+        assert_eq!(pair(&["/a/b", "/a/b-x", "/a/b.c", "/a/b0"]), None);
+        // Byte order would put /a/b-x (and /a/b.c) between these two.
+        assert_eq!(pair(&["/a/b/c", "/a/b-x", "/a/b.c", "/a/b"]), Some((0, 3)));
+        assert_eq!(pair(&["/x", "/a/b-x/y", "/a/b", "/a/b-x"]), Some((1, 3)));
+        assert_eq!(pair(&["/g/1", "/g/2", "/g/1"]), Some((0, 2)));
+        assert_eq!(pair(&["/", "/srv/g"]), Some((0, 1)));
+    }
+
+    /// The sorted check finds a nested pair exactly where comparing every
+    /// pair does, over many sets of paths made of names that are prefixes
+    /// of each other.
+    #[test]
+    fn the_sorted_check_agrees_with_comparing_every_pair() {
+        let names = ["b", "b-x", "b.c", "bc", "b0", "c"];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..2000 {
+            let count = 1 + next(6);
+            let set: Vec<PathBuf> = (0..count)
+                .map(|_| {
+                    let mut p = PathBuf::from("/a");
+                    for _ in 0..1 + next(3) {
+                        p.push(names[next(names.len())]);
+                    }
+                    p
+                })
+                .collect();
+            let every_pair = (0..set.len()).any(|i| {
+                (i + 1..set.len())
+                    .any(|j| set[i].starts_with(&set[j]) || set[j].starts_with(&set[i]))
+            });
+            let found = nested_pair(&set);
+            assert_eq!(found.is_some(), every_pair, "{set:?}");
+            if let Some((i, j)) = found {
+                assert!(i < j, "{set:?}");
+                assert!(
+                    set[i].starts_with(&set[j]) || set[j].starts_with(&set[i]),
+                    "{set:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_guest_inside_or_around_a_known_one_is_found() {
+        let rows: Vec<GuestRow> = ["/g/a", "/g/ab", "/g/a-b", "/h/x/y"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GuestRow {
+                id: i as i64 + 1,
+                name: p.to_string(),
+                path: PathBuf::from(p),
+            })
+            .collect();
+        let mut sorted: Vec<&GuestRow> = rows.iter().collect();
+        sorted.sort_by(|a, b| a.path.cmp(&b.path));
+        let found = |g: &str| known_overlap(Path::new(g), &sorted).map(|k| k.name.clone());
+        assert_eq!(found("/g/a/sub/dir").as_deref(), Some("/g/a"));
+        assert_eq!(found("/h/x").as_deref(), Some("/h/x/y"));
+        assert_eq!(found("/h").as_deref(), Some("/h/x/y"));
+        assert_eq!(found("/g/a"), None, "a known guest is no other guest");
+        assert_eq!(found("/g/ab/c").as_deref(), Some("/g/ab"));
+        assert_eq!(found("/g/b"), None);
+        assert_eq!(found("/h/x/yz"), None);
+        assert_eq!(found("/h/x/y-z"), None);
+    }
 }

@@ -14,7 +14,7 @@ use crate::store::{read_marker, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -307,11 +307,21 @@ impl Scan {
             }
             size >= min_size
         });
-        // The walk's digests covered the dropped links: take them again.
+        // The walk's digests covered the dropped links: take them again
+        // (each guest's links sorted out once, not a pass over all for each).
+        if dropped.is_empty() {
+            return;
+        }
+        let mut mine: HashMap<u32, Vec<(&Path, &ObjectId)>> = HashMap::new();
+        for l in self.linked.iter().filter(|l| dropped.contains(&l.guest)) {
+            mine.entry(l.guest)
+                .or_default()
+                .push((l.rel.as_path(), &l.id));
+        }
         for (g, digest) in self.digests.iter_mut() {
             if dropped.contains(g) {
-                let mine = self.linked.iter().filter(|l| l.guest == *g);
-                *digest = links_digest(mine.map(|l| (l.rel.as_path(), &l.id)));
+                let links = mine.get(g).map_or(&[][..], |v| &v[..]);
+                *digest = links_digest(links.iter().copied());
             }
         }
     }

@@ -2197,3 +2197,97 @@ fn a_mounts_break_temp_files_are_left_alone() {
     };
     assert_eq!(n, -1, "the mark reached another guest's file");
 }
+
+/// `prlimit --nofile=N:N unifs --store STORE ARGS`.
+fn unify_at_fd_limit(limit: u32, store: &Path, args: &[&Path]) -> std::process::Output {
+    Command::new("prlimit")
+        .arg(format!("--nofile={limit}:{limit}"))
+        .arg(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(store)
+        .args(["unify", "--no-progress"])
+        .args(args)
+        .env_remove("UNIFS_TEST_LINK_MAX")
+        .output()
+        .expect("prlimit (util-linux)")
+}
+
+/// More guests than the open-file limit leaves room for: unify stopped
+/// with a bare "guest directory …/g01012: Too many open files", blaming a
+/// guest with nothing wrong. It now refuses at the start with the limit and
+/// what to do, changing nothing (named guests, and `--all`'s from the
+/// catalog).
+#[test]
+fn more_guests_than_the_open_file_limit_allows_are_refused_saying_so() {
+    if !require_root("more_guests_than_the_open_file_limit_allows") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..300).map(|i| lab.guest(i)).collect();
+    for g in &guests {
+        file(g, "etc/a", b"same\n", 0o644);
+    }
+    let args: Vec<&Path> = guests.iter().map(|g| g.as_path()).collect();
+    let refused = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("300 guests need about")
+                && err.contains("the open-file limit is 256")
+                && err.contains("ulimit -Hn")
+                && err.contains("smaller groups")
+                && !err.contains("Too many open files"),
+            "{err}"
+        );
+    };
+    refused(&unify_at_fd_limit(256, &lab.store(), &args));
+    assert!(!lab.store().exists(), "a refused run made the store");
+
+    // The catalog's guests, with --all (recorded by runs of 100 guests
+    // each): refused too, with no run recorded.
+    for chunk in args.chunks(100) {
+        let mut cmd: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"unify", &"--json"];
+        cmd.extend(chunk.iter().map(|p| p as &dyn AsRef<std::ffi::OsStr>));
+        unify_summary(&unifs(&lab.store(), &cmd));
+    }
+    let runs = || {
+        let o = unifs(&lab.store(), &[&"store", &"runs", &"--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(runs(), 3);
+    refused(&unify_at_fd_limit(256, &lab.store(), &[Path::new("--all")]));
+    assert_eq!(runs(), 3, "a refused run was recorded");
+}
+
+/// The text summary named every guest on its first line (4,000 guests: a
+/// 32 KB line); it names a few and counts the rest, and `--json` still
+/// lists them all.
+#[test]
+fn the_text_summary_names_a_few_guests_and_counts_the_rest() {
+    if !require_root("the_text_summary_names_a_few_guests") {
+        return;
+    }
+    let lab = Lab::new();
+    let guests: Vec<PathBuf> = (0..7).map(|i| lab.guest(i)).collect();
+    for g in &guests {
+        file(g, "etc/a", b"same\n", 0o644);
+    }
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"unify", &"--no-progress"];
+    args.extend(guests.iter().map(|g| g as &dyn AsRef<std::ffi::OsStr>));
+    let out = unifs(&lab.store(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("unify: 7 guest(s) (g0, g1, g2 and 4 more), "),
+        "{text}"
+    );
+    args[1] = &"--json";
+    let s = unify_summary(&unifs(&lab.store(), &args));
+    assert_eq!(s["guests"].as_array().unwrap().len(), 7, "{s}");
+}
