@@ -1,7 +1,7 @@
 //! Leftovers of a killed run: `.unifs-tmp-*` names in guest directories, and
 //! objects linked into the store but not yet recorded in the catalog.
 
-use super::apply::{Applier, CatalogOp};
+use super::apply::{object_row, Applier, CatalogOp};
 use super::dirjournal::{KilledDirs, ANY_DIR};
 use super::record::Writer;
 use super::scan::{FileRec, LinkedRec, TMP_PREFIX};
@@ -166,15 +166,7 @@ pub fn recover_object(
     let st = sys::fstat(file.as_fd()).at(&path)?;
     let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime).at(&path)?;
     let (_, content) = hash_reader(&meta, &file).at(&path)?;
-    let row = ObjectRow {
-        id: l.id,
-        content_hash: content,
-        size: st.size,
-        perm: st.perm(),
-        uid: st.uid,
-        gid: st.gid,
-        mtime: st.mtime,
-    };
+    let row = object_row(&l.id, content, &st);
     writer.record(CatalogOp::Object(row), &[], &[])?;
     writer.record(
         CatalogOp::ObjectFile {
@@ -226,15 +218,7 @@ pub fn unrecorded_objects(
             )));
         }
         Ok(Some(Unrecorded {
-            row: ObjectRow {
-                id,
-                content_hash: content,
-                size: st.size,
-                perm: st.perm(),
-                uid: st.uid,
-                gid: st.gid,
-                mtime: st.mtime,
-            },
+            row: object_row(&id, content, &st),
             copy: f.copy,
             stat: st,
         }))

@@ -472,6 +472,20 @@ fn a_dry_run_works_through_a_read_only_bind_mount_of_the_store() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// Store `one/store` (guests `one/a`, `one/b`) with the catalog of store
+/// `two/store` copied over its own.
+fn store_with_another_stores_catalog() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    shared_guests(&one.join("store"), &one, 2, 5_000);
+    file_at(&two.join("a"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
+    file_at(&two.join("b"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
+    unify_json(&two.join("store"), &[&two.join("a"), &two.join("b")]);
+    let store = one.join("store");
+    fs::copy(two.join("store/catalog.db"), store.join("catalog.db")).unwrap();
+    (dir, store)
+}
+
 /// Another store's catalog copied in was accepted silently: verify took
 /// its objects for missing ones, and gc "restored" them by linking the
 /// other store's inodes into this one. verify and gc now refuse a catalog
@@ -481,14 +495,7 @@ fn another_stores_catalog_is_refused_by_verify_and_gc() {
     if !require_root("review_s18_another_stores_catalog") {
         return;
     }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    shared_guests(&one.join("store"), &one, 2, 5_000);
-    file_at(&two.join("a"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
-    file_at(&two.join("b"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
-    unify_json(&two.join("store"), &[&two.join("a"), &two.join("b")]);
-    let store = one.join("store");
-    fs::copy(two.join("store/catalog.db"), store.join("catalog.db")).unwrap();
+    let (_dir, store) = store_with_another_stores_catalog();
     let before = walk_files(&store.join("objects"));
     for args in [
         vec![&"store" as &dyn AsRef<std::ffi::OsStr>, &"verify"],
@@ -512,14 +519,8 @@ fn another_stores_catalog_is_refused_by_unify_and_forget() {
     if !require_root("review_s18_another_stores_catalog_writers") {
         return;
     }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (dir, store) = store_with_another_stores_catalog();
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    shared_guests(&one.join("store"), &one, 2, 5_000);
-    file_at(&two.join("a"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
-    file_at(&two.join("b"), "x", &bytes(77, 5_000), 0o644, 1_600_000_000);
-    unify_json(&two.join("store"), &[&two.join("a"), &two.join("b")]);
-    let store = one.join("store");
-    fs::copy(two.join("store/catalog.db"), store.join("catalog.db")).unwrap();
     for g in ["a", "b"] {
         file_at(&one.join(g), "new", &bytes(5, 5_000), 0o644, 1_600_000_000);
     }
