@@ -611,3 +611,44 @@ fn restore_remembers_which_copy_of_an_object_has_room() {
         "copy 0 was tried again after it was found full:\n{tried}"
     );
 }
+
+/// Restore read a store object once for every file linking it (65,000
+/// links to a 1 MB object: 65 GB read). It checks each object copy once.
+#[test]
+fn restore_reads_an_object_once_however_many_files_link_it() {
+    let test = "restore_reads_an_object_once_however_many_files_link_it";
+    if !require_root(test) || !crate::common::require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (g, m) = guest_of_one_object(lab);
+    let copy0 = walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    let trace = lab.join("trace");
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-P"])
+        .arg(&copy0)
+        .arg("-o")
+        .arg(&trace)
+        .arg(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", "--json", "--manifest"])
+        .arg(&m)
+        .arg("--from")
+        .arg(&g)
+        .arg(lab.join("r"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["objects_linked"], 5, "{r}");
+    let opened = fs::read_to_string(&trace).unwrap();
+    assert_eq!(opened.lines().count(), 1, "{opened}");
+}
