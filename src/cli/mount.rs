@@ -14,7 +14,8 @@ pub struct MountArgs {
     /// one, or holds the store (--store).
     pub guest_dir: PathBuf,
     /// Where to mount it. A live unifs mount of the same guest there already
-    /// (`mount -a` again): "already mounted", exit 0.
+    /// (`mount -a` again): "already mounted", exit 0 (an error if it was
+    /// mounted with other ro/nosuid/nodev/noexec options).
     pub mountpoint: PathBuf,
     /// Stay in the foreground instead of daemonizing once the mount is ready.
     #[arg(short, long)]
@@ -50,7 +51,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let guest = check_guest(&a.guest_dir)?;
     check_not_store(&g.store, &guest)?;
-    let Some(mountpoint) = check_mountpoint(&a.mountpoint, &guest)? else {
+    let Some(mountpoint) = check_mountpoint(&a.mountpoint, &guest, &opts)? else {
         // `mount -a` again: libmount cannot tell the fstab line's source
         // (`vfs-mount#GUEST`) from the mount's (`unifs:GUEST`).
         eprintln!(
@@ -236,7 +237,11 @@ pub(super) fn check_not_store(store: &Path, guest: &Path) -> anyhow::Result<()> 
 
 /// The canonical mountpoint, or `None` when a live unifs mount of `guest`
 /// (canonical) is there already.
-fn check_mountpoint(p: &Path, guest: &Path) -> anyhow::Result<Option<PathBuf>> {
+fn check_mountpoint(
+    p: &Path,
+    guest: &Path,
+    opts: &MountOptions,
+) -> anyhow::Result<Option<PathBuf>> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!("mountpoint {} is not a directory", p.display()),
@@ -244,12 +249,7 @@ fn check_mountpoint(p: &Path, guest: &Path) -> anyhow::Result<Option<PathBuf>> {
             bail!("mountpoint {} does not exist", p.display())
         }
         // A FUSE mount whose daemon is gone.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
-            "mountpoint {} is in use by a mount whose daemon is gone (killed?); \
-             unmount it first (`unifs umount {}`)",
-            p.display(),
-            p.display()
-        ),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
         Err(e) => bail!("mountpoint {}: {e}", p.display()),
     }
     if ufs::is_mount_point(p) {
@@ -258,12 +258,7 @@ fn check_mountpoint(p: &Path, guest: &Path) -> anyhow::Result<Option<PathBuf>> {
         // mount): statfs is never cached, so it tells a daemon gone.
         use crate::guest::state::{root_health, RootHealth};
         match root_health(p, std::time::Duration::from_secs(2)) {
-            RootHealth::Lost => bail!(
-                "mountpoint {} is in use by a mount whose daemon is gone (killed?); \
-                 unmount it first (`unifs umount {}`)",
-                p.display(),
-                p.display()
-            ),
+            RootHealth::Lost => return Err(daemon_gone(p)),
             RootHealth::NoAnswer => bail!(
                 "mountpoint {} is in use by a mount whose daemon does not answer (stopped?); \
                  unmount it first",
@@ -272,6 +267,27 @@ fn check_mountpoint(p: &Path, guest: &Path) -> anyhow::Result<Option<PathBuf>> {
             RootHealth::Answers => {}
         }
         if ufs::unifs_mount_guest(p).is_some_and(|g| g == guest) {
+            let have = match ufs::mounted_vfs_words(p) {
+                Ok(have) => have,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
+                Err(e) => bail!("mountpoint {}: {e}", p.display()),
+            };
+            let want = opts.vfs_words();
+            if want != have {
+                let words = |w: Vec<&str>| match w.join(",") {
+                    w if w.is_empty() => "rw".to_string(),
+                    w => w,
+                };
+                bail!(
+                    "{} is already mounted at {}, but with other options ({}, asked for {}); \
+                     unmount it first (`unifs umount {}`) to mount it so",
+                    guest.display(),
+                    p.display(),
+                    words(have),
+                    words(want),
+                    p.display()
+                );
+            }
             return Ok(None);
         }
         bail!(
@@ -282,6 +298,15 @@ fn check_mountpoint(p: &Path, guest: &Path) -> anyhow::Result<Option<PathBuf>> {
     std::fs::canonicalize(p)
         .map(Some)
         .with_context(|| p.display().to_string())
+}
+
+fn daemon_gone(p: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "mountpoint {} is in use by a mount whose daemon is gone (killed?); unmount it first \
+         (`unifs umount {}`)",
+        p.display(),
+        p.display()
+    )
 }
 
 pub(super) fn check_dev_fuse() -> anyhow::Result<()> {

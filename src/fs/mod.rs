@@ -137,6 +137,12 @@ impl MountOptions {
         Ok(())
     }
 
+    /// The options `statvfs` shows of a mount made with these (ro, nosuid,
+    /// nodev, noexec), as `-o` words, for telling a mount made otherwise.
+    pub fn vfs_words(&self) -> Vec<&'static str> {
+        vfs_words(self.read_only, !self.suid, !self.dev, !self.exec)
+    }
+
     fn fuser_config(&self, guest: &Path) -> fuser::Config {
         use fuser::MountOption as O;
         let mut c = fuser::Config::default();
@@ -417,4 +423,28 @@ pub fn unescape_mountinfo(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn vfs_words(ro: bool, nosuid: bool, nodev: bool, noexec: bool) -> Vec<&'static str> {
+    [
+        (ro, "ro"),
+        (nosuid, "nosuid"),
+        (nodev, "nodev"),
+        (noexec, "noexec"),
+    ]
+    .into_iter()
+    .filter_map(|(on, word)| on.then_some(word))
+    .collect()
+}
+
+/// The `vfs_words` of the mount at `path` (statvfs: never cached).
+pub fn mounted_vfs_words(path: &Path) -> std::io::Result<Vec<&'static str>> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let f = statvfs(path).map_err(std::io::Error::from)?.flags();
+    Ok(vfs_words(
+        f.contains(FsFlags::ST_RDONLY),
+        f.contains(FsFlags::ST_NOSUID),
+        f.contains(FsFlags::ST_NODEV),
+        f.contains(FsFlags::ST_NOEXEC),
+    ))
 }

@@ -58,6 +58,16 @@ fn review_s19_mount_again_of_a_mounted_guest_is_already_mounted() {
     assert_eq!(mounts_at(&mp), 1, "nothing mounted over it");
     assert_eq!(fs::read(mp.join("motd")).unwrap(), b"hello\n");
 
+    // The same guest asked for with other options: refused, naming both.
+    let out = unifs(&w.store, &[&"mount", &"-o", &"ro", &g, &mp]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("with other options") && err.contains("asked for ro"),
+        "{err}"
+    );
+    assert_eq!(mounts_at(&mp), 1, "nothing mounted over it");
+
     // Another guest at that mountpoint: refused, as before.
     let out = unifs(&w.store, &[&"mount", &other, &mp]);
     let err = String::from_utf8_lossy(&out.stderr);
