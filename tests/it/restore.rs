@@ -431,6 +431,42 @@ fn guest_of_one_object(lab: &Path) -> (PathBuf, PathBuf) {
     (g, m)
 }
 
+/// `unifs restore --json` of guest_of_one_object's guest into `lab/r`
+/// under strace, which traces (and with `strace_args`, tampers with) the
+/// syscalls on the store's one object file; its trace goes to `lab/trace`.
+/// Returns the summary and the trace.
+fn restore_tracing_the_object(lab: &Path, strace_args: &[&str]) -> (serde_json::Value, String) {
+    let store = lab.join("store");
+    let object = walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    let trace = lab.join("trace");
+    let o = Command::new("strace")
+        .args(["-f", "-qq"])
+        .args(strace_args)
+        .arg("-P")
+        .arg(&object)
+        .arg("-o")
+        .arg(&trace)
+        .arg(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", "--json", "--manifest"])
+        .arg(lab.join("g0.jsonl"))
+        .arg("--from")
+        .arg(lab.join("g0"))
+        .arg(lab.join("r"))
+        .env_remove("UNIFS_TEST_LINK_MAX")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = serde_json::from_slice(&o.stdout).unwrap();
+    (r, fs::read_to_string(&trace).unwrap())
+}
+
 /// The object files of the store: (copy number, inode, links).
 fn object_copies(store: &Path) -> Vec<(u32, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -565,36 +601,17 @@ fn restore_remembers_which_copy_of_an_object_has_room() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path();
     let store = lab.join("store");
-    let (g, m) = guest_of_one_object(lab);
-    let copies = object_copies(&store);
-    let copy0 = walkdir::WalkDir::new(store.join("objects"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file())
-        .unwrap()
-        .into_path();
-    assert_eq!(copies.len(), 1);
-    let trace = lab.join("trace");
-    let target = lab.join("r");
-    let o = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=linkat,link"])
-        .args(["-e", "inject=linkat,link:error=EMLINK", "-P"])
-        .arg(&copy0)
-        .arg("-o")
-        .arg(&trace)
-        .arg(crate::common::unifs_bin())
-        .arg("--store")
-        .arg(&store)
-        .args(["restore", "--json", "--manifest"])
-        .arg(&m)
-        .arg("--from")
-        .arg(&g)
-        .arg(&target)
-        .env_remove("UNIFS_TEST_LINK_MAX")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    guest_of_one_object(lab);
+    assert_eq!(object_copies(&store).len(), 1);
+    let (r, tried) = restore_tracing_the_object(
+        lab,
+        &[
+            "-e",
+            "trace=linkat,link",
+            "-e",
+            "inject=linkat,link:error=EMLINK",
+        ],
+    );
     assert_eq!(r["objects_linked"], 5, "{r}");
     assert_eq!(r["objects_copied"], 0, "{r}");
     assert_eq!(r["extra_copies"], 1, "{r}");
@@ -604,7 +621,6 @@ fn restore_remembers_which_copy_of_an_object_has_room() {
         vec![(0, 6), (1, 6)],
         "{copies:?}"
     );
-    let tried = fs::read_to_string(&trace).unwrap();
     assert_eq!(
         tried.lines().filter(|l| l.contains("EMLINK")).count(),
         1,
@@ -621,34 +637,8 @@ fn restore_reads_an_object_once_however_many_files_link_it() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let lab = dir.path();
-    let store = lab.join("store");
-    let (g, m) = guest_of_one_object(lab);
-    let copy0 = walkdir::WalkDir::new(store.join("objects"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file())
-        .unwrap()
-        .into_path();
-    let trace = lab.join("trace");
-    let o = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-P"])
-        .arg(&copy0)
-        .arg("-o")
-        .arg(&trace)
-        .arg(crate::common::unifs_bin())
-        .arg("--store")
-        .arg(&store)
-        .args(["restore", "--json", "--manifest"])
-        .arg(&m)
-        .arg("--from")
-        .arg(&g)
-        .arg(lab.join("r"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    guest_of_one_object(dir.path());
+    let (r, opened) = restore_tracing_the_object(dir.path(), &["-e", "trace=open,openat,openat2"]);
     assert_eq!(r["objects_linked"], 5, "{r}");
-    let opened = fs::read_to_string(&trace).unwrap();
     assert_eq!(opened.lines().count(), 1, "{opened}");
 }
