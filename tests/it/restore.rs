@@ -437,12 +437,7 @@ fn guest_of_one_object(lab: &Path) -> (PathBuf, PathBuf) {
 /// Returns the summary and the trace.
 fn restore_tracing_the_object(lab: &Path, strace_args: &[&str]) -> (serde_json::Value, String) {
     let store = lab.join("store");
-    let object = walkdir::WalkDir::new(store.join("objects"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file())
-        .unwrap()
-        .into_path();
+    let object = first_object_file(&store);
     let trace = lab.join("trace");
     let o = Command::new("strace")
         .args(["-f", "-qq"])

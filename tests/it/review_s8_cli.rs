@@ -48,12 +48,7 @@ fn json_reports_name_guests_and_stores_whose_paths_are_not_utf8() {
     assert_eq!(stats["store"], *store.to_string_lossy(), "{stats}");
     json(&unifs(&store, &[&"store", &"verify", &"--json"]));
     // An object file the catalog lists but that is gone: named in gc's JSON.
-    let obj = walkdir::WalkDir::new(store.join("objects"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file())
-        .unwrap()
-        .into_path();
+    let obj = first_object_file(&store);
     fs::remove_file(&obj).unwrap();
     let v = json(&unifs(&store, &[&"store", &"verify", &"--json"]).with_code(1));
     assert_eq!(v["problems"][0]["path"], *obj.to_string_lossy(), "{v}");

@@ -405,12 +405,7 @@ fn object_names_outside_the_documented_form_are_strays() {
         return;
     }
     let (_dir, store, _guests) = two_guests_unified();
-    let object = walkdir::WalkDir::new(store.join("objects"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file())
-        .unwrap()
-        .into_path();
+    let object = first_object_file(&store);
     let name = object.file_name().unwrap().to_str().unwrap().to_string();
     let strays: Vec<_> = [".0", ".00", ".01", ".+1", ".02"]
         .iter()

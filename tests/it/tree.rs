@@ -297,3 +297,13 @@ pub fn assert_verify_clean(store: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The first object file of `store` a directory walk finds.
+pub fn first_object_file(store: &Path) -> PathBuf {
+    walkdir::WalkDir::new(store.join("objects"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .expect("an object file")
+        .into_path()
+}

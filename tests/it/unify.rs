@@ -432,29 +432,9 @@ struct Btrfs {
 
 impl Btrfs {
     fn new() -> Btrfs {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let img = dir.path().join("img");
-        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-        let mkfs = Command::new("mkfs.btrfs").arg("-q").arg(&img).output();
-        let mkfs = mkfs.expect("mkfs.btrfs (Debian package btrfs-progs)");
-        assert!(
-            mkfs.status.success(),
-            "{}",
-            String::from_utf8_lossy(&mkfs.stderr)
-        );
-        fs::create_dir(dir.path().join("fs")).unwrap();
-        let mount = Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(dir.path().join("fs"))
-            .output()
-            .unwrap();
-        assert!(
-            mount.status.success(),
-            "{}",
-            String::from_utf8_lossy(&mount.stderr)
-        );
-        Btrfs { dir }
+        Btrfs {
+            dir: crate::common::mounted_image("btrfs", 256 << 20, &["-q"]),
+        }
     }
     fn path(&self) -> PathBuf {
         self.dir.path().join("fs")
