@@ -98,6 +98,7 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        print_problems(&summary.notices, true);
         print_problems(&summary.problems, g.verbose > 0);
         print_summary(&summary);
     }

@@ -254,6 +254,26 @@ impl Store {
         Store::open(root)
     }
 
+    /// Takes away a store [`Store::create`] made for a run that then
+    /// refused, without a trace: what a new store holds, and its
+    /// directory when `made_dir`. Best effort: a file it cannot remove
+    /// (or that is not a new store's) stays.
+    pub fn discard_new(self, made_dir: bool) {
+        let root = self.root.clone();
+        drop(self);
+        for name in ["catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"] {
+            let _ = std::fs::remove_file(root.join(name));
+        }
+        for name in ["tmp", "cache"] {
+            let _ = std::fs::remove_dir_all(root.join(name));
+        }
+        // Only an empty objects/: a new store's has nothing yet.
+        let _ = std::fs::remove_dir(root.join("objects"));
+        if made_dir {
+            let _ = std::fs::remove_dir(&root);
+        }
+    }
+
     /// Refuses to make a store at `root` unless it is one already, or
     /// `root` is missing, empty, or holds only what a [`Store::create`]
     /// killed early left (`tmp/`, `lock`): never a directory with other data.

@@ -159,18 +159,6 @@ impl Scan {
                 ),
             ));
         }
-        if let Some((count, example)) = elsewhere {
-            // A warning, not a problem: nothing is lost, but each store
-            // then counts the other's links in its stats, and a fix verify
-            // prints for one store's object acts on the other's guests.
-            tracing::warn!(
-                "{count} file(s) ({} first) carry a store marker and have links outside the \
-                 guests of this run: objects of another store (a guest unified into two \
-                 stores?), or of this one before its objects were restored; this store takes \
-                 each such inode as its object, shared with any other store, whose guests then \
-                 count in the stats of both (see docs/unify.md)",
-                example.display()
-            );
-        }
+        self.foreign = elsewhere;
     }
 }

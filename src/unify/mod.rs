@@ -96,6 +96,19 @@ pub enum Error {
         beside: usize,
         limit: usize,
     },
+    #[error(
+        "store {store} did not exist, yet {count} file(s) of these guests ({example} first) \
+         are objects of another store (they carry its marker, trusted.unifs.object, and have \
+         links outside these guests): most likely that store moved or its filesystem is not \
+         mounted. Nothing was changed and no store was made: give the store these guests \
+         were unified into with --store (or UNIFS_STORE). To start a new store for them on \
+         purpose, make it first: `unifs --store {store} store init`"
+    )]
+    OtherStoresObjects {
+        store: PathBuf,
+        count: u64,
+        example: PathBuf,
+    },
     #[error("guest {path} is named twice; name each guest root once")]
     GuestTwice { path: PathBuf },
     #[error(
@@ -225,6 +238,9 @@ pub struct Summary {
     pub apply_seconds: f64,
     pub seconds: f64,
     pub problems: Vec<Problem>,
+    /// Warnings about what the run did, that leave nothing undone (the exit
+    /// status stays 0).
+    pub notices: Vec<Problem>,
 }
 
 /// Unifies the guests of `opts` into the store at `store_path`. Sets SIGIO
@@ -246,7 +262,11 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
     check_fd_limit(guests.len())?;
-    if !Store::exists(store_path) {
+    // A store this run makes: it is taken away again if the guests turn
+    // out to belong to another store (`Error::OtherStoresObjects`).
+    let new_store = !Store::exists(store_path);
+    let dir_existed = store_path.exists();
+    if new_store {
         Store::check_objects_there(store_path)?;
         if guests.is_empty() {
             // --all: a new store knows none; most likely the wrong --store.
@@ -259,7 +279,7 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         check_same_fs_as_new_store(store_path, &guests)?;
         Store::check_new(store_path)?;
         if opts.dry_run {
-            return dry_run_without_store(opts, started);
+            return dry_run_without_store(store_path, opts, started);
         }
     }
     let store = if opts.dry_run {
@@ -291,18 +311,24 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     let object_inodes = checking.or_damaged(catalog.object_inodes())?;
     store.check_catalog_lists(object_inodes.values().map(|f| (f.id, f.copy)))?;
     let ignore_mtime = settle_ignore_mtime(&store, &catalog, &mut checking, opts)?;
-    run(
+    let result = run(
         Some(&store),
         &catalog,
         checking,
         object_inodes,
         opts,
         ignore_mtime,
+        new_store,
         started,
-    )
+    );
+    if new_store && !opts.dry_run && matches!(result, Err(Error::OtherStoresObjects { .. })) {
+        drop((catalog, _lock));
+        store.discard_new(!dir_existed);
+    }
+    result
 }
 
-fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
+fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) -> Result<Summary> {
     let catalog = Catalog::in_memory()?;
     let ignore_mtime = opts.ignore_mtime.unwrap_or(false);
     run(
@@ -312,8 +338,17 @@ fn dry_run_without_store(opts: &Options, started: Instant) -> Result<Summary> {
         Default::default(),
         opts,
         ignore_mtime,
+        true,
         started,
     )
+    .map_err(|e| match e {
+        Error::OtherStoresObjects { count, example, .. } => Error::OtherStoresObjects {
+            store: store_path.to_path_buf(),
+            count,
+            example,
+        },
+        e => e,
+    })
 }
 
 /// A guest directory named on the command line, resolved; refused unless
@@ -472,6 +507,7 @@ fn settle_ignore_mtime(
 /// looked for in `objects/` (and recorded those the catalog lacked).
 const UNFINISHED_RECORDED: &str = "unfinished_recorded";
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     store: Option<&Store>,
     catalog: &Catalog,
@@ -479,6 +515,7 @@ fn run(
     mut object_inodes: catalog::Map<(u64, u64), catalog::ObjectInode>,
     opts: &Options,
     ignore_mtime: bool,
+    new_store: bool,
     started: Instant,
 ) -> Result<Summary> {
     // Until the walk is done the catalog is only read, while its check
@@ -587,6 +624,36 @@ fn run(
             unfinished_seen = Some(last);
         }
     }
+    let mut scan = scan::Scan::flatten(scans);
+    scan.size_linked(&objects, opts.min_size);
+    scan.sort_hardlinks(
+        look_in_excluded,
+        |g| guests[g as usize].root.clone(),
+        |rec| carries_marker(&guests[rec.guest as usize], rec),
+    );
+    if let Some((count, example)) = scan.foreign.take() {
+        if new_store {
+            let store = store.map_or_else(PathBuf::new, |s| s.root().to_path_buf());
+            return Err(Error::OtherStoresObjects {
+                store,
+                count,
+                example,
+            });
+        }
+        // Nothing is lost, but each store then counts the other's links
+        // in its stats, and a fix verify prints for one store's object
+        // acts on the other's guests.
+        summary.notices.push(Problem::new(
+            example,
+            format!(
+                "{count} file(s) (this one first) carry a store marker and have links \
+                 outside the guests of this run: objects of another store (a guest unified \
+                 into two stores?), or of this one before its objects were restored; this \
+                 store takes each such inode as its object, shared with any other store, \
+                 whose guests then count in the stats of both (see docs/unify.md)"
+            ),
+        ));
+    }
     // The run's first write.
     checking.wait()?;
     let run_id = if opts.dry_run {
@@ -601,13 +668,6 @@ fn run(
     summary.run = run_id;
     summary.guests = guests.iter().map(|g| g.row.name.clone()).collect();
     summary.guest_roots = guests.iter().map(|g| g.row.path.clone()).collect();
-    let mut scan = scan::Scan::flatten(scans);
-    scan.size_linked(&objects, opts.min_size);
-    scan.sort_hardlinks(
-        look_in_excluded,
-        |g| guests[g as usize].root.clone(),
-        |rec| carries_marker(&guests[rec.guest as usize], rec),
-    );
     summary.scan_seconds = started.elapsed().as_secs_f64();
     let hash_started = Instant::now();
     summary.files_scanned = scan.counts.files;

@@ -104,6 +104,10 @@ pub struct Scan {
     pub stale_tmp: Vec<FileRec>,
     pub counts: ScanCounts,
     pub problems: Vec<Problem>,
+    /// Marked inodes with links outside the run (most likely another
+    /// store's objects), set by [`Scan::sort_hardlinks`]: how many, and
+    /// the first one's path.
+    pub foreign: Option<(u64, PathBuf)>,
     /// Objects linked by excluded paths (their sizes count as scanned).
     pub excluded_linked: Vec<ObjectId>,
     /// Per guest: [`links_digest`] of its links, computed by the walk.
@@ -171,6 +175,7 @@ impl Scan {
             stale_tmp,
             counts,
             problems,
+            foreign,
             excluded_linked,
             digests,
             listings,
@@ -186,6 +191,8 @@ impl Scan {
         self.stale_tmp.extend(stale_tmp);
         self.counts.add(&counts);
         self.problems.extend(problems);
+        // Set only after the merge (by sort_hardlinks).
+        debug_assert!(foreign.is_none());
         self.excluded_linked.extend(excluded_linked);
         self.digests.extend(digests);
         self.listings.extend(listings);

@@ -5,7 +5,6 @@ use crate::common::require_root;
 use crate::tree::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 /// A temp dir holding `store/` and guests `g0`, `g1`, … on one filesystem.
 struct Lab {
@@ -32,10 +31,6 @@ impl Lab {
         file(&g, "etc/own", &bytes(100 + i as u64, 3000), 0o644);
         g
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn sql<T: rusqlite::types::FromSql>(store: &Path, query: &str) -> T {

@@ -5,11 +5,6 @@ use crate::common::require_root;
 use crate::tree::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn guest(dir: &Path, name: &str) -> PathBuf {
     let g = dir.join(name);

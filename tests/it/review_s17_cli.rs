@@ -5,10 +5,6 @@ use crate::common::require_root;
 use crate::tree::*;
 use std::process::Command;
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn manifest_usage_errors_exit_1_and_an_unreadable_store_is_no_missing_one() {
     if !require_root("manifest_usage_errors_exit_1_and_an_unreadable_store_is_no_missing_one") {

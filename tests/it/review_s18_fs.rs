@@ -2,10 +2,10 @@
 //! with unusual options), each loop-mounted for its test.
 
 use crate::common::require_root;
-use crate::tree::{file, init_store, restore, unifs};
+use crate::tree::{file, init_store, restore, stderr, unifs};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// A filesystem in an image file, loop-mounted for a test; unmounted (and
 /// its loop device, which `mount -o loop` made autoclear, freed) even when
@@ -38,10 +38,6 @@ impl Drop for Loopfs {
             let _ = nix::mount::umount2(&fs, nix::mount::MntFlags::MNT_DETACH);
         }
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn run(cmd: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {

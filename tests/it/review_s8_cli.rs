@@ -9,10 +9,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Guest `name` under `dir` with one file every such guest shares.
 fn guest(dir: &Path, name: &OsStr) -> PathBuf {
     let g = dir.join(name);

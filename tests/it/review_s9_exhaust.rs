@@ -3,11 +3,11 @@
 //! and the next run recovers.
 
 use crate::common::require_root;
-use crate::tree::{assert_verify_clean, bytes, file, unifs, unify_json};
+use crate::tree::{assert_verify_clean, bytes, file, stderr, unifs, unify_json};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// A small ext4 filesystem (no blocks reserved for root, so root fills it
 /// too) in an image file, loop-mounted for a test; unmounted (and its loop
@@ -59,10 +59,6 @@ impl Drop for Ext4 {
             nix::mount::MntFlags::MNT_DETACH,
         );
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// On a full filesystem SQLite cannot map catalog.db-shm (the first open

@@ -243,14 +243,15 @@ pub fn unifs(store: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
     cmd.output().unwrap()
 }
 
+/// A command's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `unifs store init` at `store` (`manifest` needs a store).
 pub fn init_store(store: &Path) {
     let out = unifs(store, &[&"store", &"init"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// `unifs restore --manifest M --from FROM TARGET` from `store`.

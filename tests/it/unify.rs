@@ -2071,8 +2071,17 @@ fn guests_copied_together_or_unified_into_another_store_get_no_hardlinks_of_thei
     // inode (its marker is its id, no store's) is the second store's
     // object too.
     let other = lab.dir.path().join("store2");
+    // Made on purpose first: a unify that would make it refuses such
+    // guests (review_s20_store).
+    init_store(&other);
     let s = unify_json(&other, &[&originals[0], &originals[1]]);
     assert_eq!(s["problems"], serde_json::json!([]), "{s}");
+    let notices = s["notices"].as_array().unwrap();
+    assert_eq!(notices.len(), 1, "{s}");
+    assert!(notices[0]["what"]
+        .as_str()
+        .unwrap()
+        .contains("another store"));
     assert_eq!(s["objects_added"], 1, "{s}");
     let objects: Vec<_> = walkdir::WalkDir::new(other.join("objects"))
         .into_iter()
