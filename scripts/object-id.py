@@ -47,10 +47,17 @@ def object_id(path, ignore_mtime=False):
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        return 0
     ignore_mtime = "--ignore-mtime" in argv
     files = [a for a in argv if a != "--ignore-mtime"]
     if not files:
         print(__doc__.strip(), file=sys.stderr)
+        return 2
+    unknown = [a for a in files if a.startswith("-") and not os.path.exists(a)]
+    if unknown:
+        print(f"object-id.py: unknown option {unknown[0]} (see --help)", file=sys.stderr)
         return 2
     for f in files:
         print(f"{object_id(f, ignore_mtime)}  {f}")

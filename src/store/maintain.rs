@@ -428,7 +428,7 @@ pub fn describe_change(
     let keep = format!(
         "to keep the change instead, `rm {p}`: `unifs store gc` then drops the object \
          from the catalog, and the next unify makes the inode an object of what it is now",
-        p = shell_word(path)
+        p = sys::shell_word(path)
     );
     if other_h.finish().0 == *id {
         return Ok(format!(
@@ -488,7 +488,7 @@ pub fn describe_change(
         },
     );
     // chown clears set-id bits: chmod after it.
-    let p = shell_word(path);
+    let p = sys::shell_word(path);
     let mut undo = Vec::new();
     if (now.uid, now.gid) != (r.uid, r.gid) {
         undo.push(format!("chown {}:{} {p}", r.uid, r.gid));
@@ -505,7 +505,7 @@ pub fn describe_change(
              `unifs store gc` (which drops it from the catalog), then put the object back and \
              restore the guests' files that link it from a backup (docs/backup.md, \"A damaged \
              object\"); ",
-            p = shell_word(path)
+            p = sys::shell_word(path)
         ));
     } else {
         // The xattrs last: a chown takes `security.capability` off.
@@ -623,17 +623,6 @@ fn touch_time(t: sys::Timestamp) -> String {
         n if t.sec < 0 => format!("@-{}.{:09}", -(t.sec + 1), 1_000_000_000 - n),
         n => format!("@{}.{n:09}", t.sec),
     }
-}
-
-/// `path` as one shell word, quoted where it needs it: the commands verify
-/// prints are to be pasted.
-fn shell_word(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
-    if !text.is_empty() && text.chars().all(plain) {
-        return text.into_owned();
-    }
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

@@ -20,6 +20,38 @@ pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(&p.to_string_lossy())
 }
 
+/// `path` as one shell word, quoted where it needs it, for commands the
+/// messages give to be pasted: bash's `$'…'` with `\xNN` escapes where it
+/// is not UTF-8 or has control characters, so it names the same bytes.
+pub fn shell_word(path: &Path) -> String {
+    let bytes = path.as_os_str().as_bytes();
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(b);
+    if !bytes.is_empty() && bytes.iter().all(plain) {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(char::is_control) => {
+            format!("'{}'", text.replace('\'', r"'\''"))
+        }
+        _ => {
+            let mut out = String::from("$'");
+            for &b in bytes {
+                match b {
+                    b'\'' | b'\\' => {
+                        out.push('\\');
+                        out.push(b as char);
+                    }
+                    0x20..=0x7e => out.push(b as char),
+                    // Always two digits: a hex digit after it stays itself.
+                    _ => out.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+            out.push('\'');
+            out
+        }
+    }
+}
+
 /// The parts of `struct stat` unifs compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
@@ -1138,6 +1170,27 @@ pub fn mknod(path: &Path, mode: u32, major: u32, minor: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_words_name_the_same_bytes_in_bash() {
+        use std::os::unix::ffi::OsStrExt;
+        for name in [
+            &b"/plain/path-1.2"[..],
+            b"/with space/it's",
+            b"/c\xffd",
+            b"/new\nline\x1b[31m",
+            b"/back\\slash'\xfe1f",
+            "/caf\u{e9}".as_bytes(),
+        ] {
+            let word = shell_word(Path::new(OsStr::from_bytes(name)));
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf %s {word}"))
+                .output()
+                .unwrap();
+            assert_eq!(out.stdout, name, "{word}");
+        }
+    }
     use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
 

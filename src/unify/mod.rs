@@ -80,10 +80,15 @@ pub enum Error {
         known: PathBuf,
     },
     #[error(
-        "guest {guest} of the catalog {why}: `unifs store forget {guest}` drops it from the \
+        "guest {guest} of the catalog {why}: `unifs store forget {forget}` drops it from the \
          catalog if it moved there for good; nothing was done"
     )]
-    KnownGuestElsewhere { guest: PathBuf, why: String },
+    KnownGuestElsewhere {
+        guest: PathBuf,
+        /// `guest` as a shell word.
+        forget: String,
+        why: String,
+    },
     #[error(
         "{guests} guests need about {needed} open files (one per guest root, plus about \
          {beside} for the store and the work), but the open-file limit is {limit}; nothing was \
@@ -1139,10 +1144,10 @@ fn open_guests(
                     format!(
                         "guest directory of the catalog is gone ({why}); skipped: \
                          `unifs store forget {}` drops it",
-                        root.display()
+                        sys::shell_word(&root)
                     ),
                 ));
-                skipped.push(format!("{}: gone", root.display()));
+                skipped.push(format!("{}: gone", sys::shell_word(&root)));
                 continue;
             }
             // Not the guest's fault: the roots (with what else is open)
@@ -1171,21 +1176,26 @@ fn open_guests(
                     _ => return Err(e.into()),
                 };
                 if i < named {
-                    return Err(Error::KnownGuestElsewhere { guest: root, why });
+                    let forget = sys::shell_word(&root);
+                    return Err(Error::KnownGuestElsewhere {
+                        guest: root,
+                        forget,
+                        why,
+                    });
                 }
                 missing.push(Problem::new(
                     &root,
                     format!(
                         "guest directory of the catalog {why}; skipped: `unifs store forget {}` \
                          drops it from the catalog if it moved there for good",
-                        root.display()
+                        sys::shell_word(&root)
                     ),
                 ));
                 let place = match e {
                     store::Error::CrossMount { .. } => "reached through another mount",
                     _ => "on another filesystem",
                 };
-                skipped.push(format!("{}: {place}", root.display()));
+                skipped.push(format!("{}: {place}", sys::shell_word(&root)));
                 continue;
             }
         }

@@ -790,6 +790,29 @@ fn backup_recipes_make_directories_only_root_can_enter() {
     }
 }
 
+/// The backup recipes stop at the first step that fails: without `set -e`
+/// the tar recipe went on past a guest whose manifest failed and exited 0,
+/// a backup without that guest. (The tests run every block under `set -e`
+/// of their own; this checks the page's.)
+#[test]
+fn backup_recipes_stop_at_a_failed_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for block in doc_blocks(dir.path()) {
+        // After the 4 lines doc_blocks puts first.
+        let page: Vec<&str> = block.lines().skip(4).collect();
+        if ["unifs manifest", "restic backup", "objects-new.tar"]
+            .iter()
+            .any(|step| block.contains(step))
+        {
+            assert!(
+                page[0].starts_with("set -e"),
+                "docs/backup.md: a backup recipe without set -e:\n{}",
+                page.join("\n")
+            );
+        }
+    }
+}
+
 fn doc_block<'a>(blocks: &'a [String], containing: &str) -> &'a str {
     let found: Vec<_> = blocks.iter().filter(|b| b.contains(containing)).collect();
     assert_eq!(

@@ -89,3 +89,44 @@ fn a_new_store_refuses_guests_of_a_store_that_moved() {
         "{err}"
     );
 }
+
+/// The `store forget` a warning gives for a gone guest whose name is not
+/// UTF-8 named it with U+FFFD, so pasting it failed ("not a guest of the
+/// store"). It is now a shell word (bash's `$'…\xff…'`) that names it.
+#[test]
+fn the_forget_hint_for_a_gone_guest_works_when_pasted() {
+    if !require_root("review_s20_the_forget_hint_for_a_gone_guest_works_when_pasted") {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let a = dir.path().join("a");
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"c\xffd 'x'"));
+    for g in [&a, &odd] {
+        file_at(g, "usr/f", &[7u8; 5_000], 0o644, 1_600_000_000);
+    }
+    let store = dir.path().join("store");
+    unify_json(&store, &[&a, &odd]);
+    fs::remove_dir_all(&odd).unwrap();
+    let out = unifs(&store, &[&"unify", &"--all"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(23), "{err}");
+    let hint = err
+        .split('`')
+        .find(|s| s.starts_with("unifs store forget "))
+        .unwrap_or_else(|| panic!("no forget hint: {err}"));
+    assert!(hint.contains(r"\xff"), "{hint}");
+    let bin = crate::common::unifs_bin();
+    let pasted = hint.replacen(
+        "unifs ",
+        &format!("{} --store {} ", bin.display(), store.display()),
+        1,
+    );
+    let forget = std::process::Command::new("bash")
+        .args(["-c", &pasted])
+        .output()
+        .unwrap();
+    assert!(forget.status.success(), "{pasted}: {}", stderr(&forget));
+    let out = unifs(&store, &[&"unify", &"--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
