@@ -1,12 +1,13 @@
 //! Review s20: a running guest keeps no host mount alive that the host
-//! unmounts.
+//! unmounts; `guest restart` refuses a config whose init or working
+//! directory is not in the guest's root before it stops the guest.
 //!
 //! Every mount, guest and process is taken away by a guard, also when a
 //! test fails half-way.
 
 use super::harness::{
-    alive, can_run, force_clean, ok, run_bounded, wait_for_descendant, within_5s, KillOnDrop,
-    TestRoot,
+    alive, can_run, force_clean, ok, run_bounded, stderr, wait_for_descendant, within_5s,
+    KillOnDrop, TestRoot,
 };
 use crate::common::unifs_bin;
 use nix::mount::{MntFlags, MsFlags};
@@ -200,11 +201,82 @@ impl Guest {
         cmd.arg("guest").args(args);
         run_bounded(cmd, Duration::from_secs(30))
     }
+
+    fn init_pid(&self) -> i64 {
+        let text = std::fs::read(self.run_dir.join(&self.name).join("state.json")).unwrap();
+        let st: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        st["pid"].as_i64().unwrap()
+    }
 }
 
 impl Drop for Guest {
     fn drop(&mut self) {
         let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
         force_clean(&self.name, &self.run_dir);
+    }
+}
+
+#[test]
+fn s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_guest_running() {
+    if !can_run(
+        "s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_guest_running",
+    ) {
+        return;
+    }
+    // docs/guests.md: "one `start` would refuse … leaves a running guest
+    // running". An init not in the root, or a chdir not there, was found
+    // only after the stop: the guest stayed stopped.
+    let g = Guest::new("restart", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.init_pid();
+    // On the host, not in the guest's root: a link to it leads nowhere there.
+    let host_only = g.t.dir.path().join("host-only-sleep");
+    std::os::unix::fs::symlink("/bin/busybox", &host_only).unwrap();
+    std::os::unix::fs::symlink(&host_only, g.t.root().join("bin/outside")).unwrap();
+    let refused = [
+        (
+            "[\"/bin/sleeep\", \"1000\"]",
+            "",
+            "/bin/sleeep: command not found in guest root",
+        ),
+        (
+            "[\"sleeep\", \"1000\"]",
+            "",
+            "sleeep: command not found in guest root",
+        ),
+        (
+            "[\"/bin/outside\", \"sleep\", \"1000\"]",
+            "",
+            "/bin/outside: command not found in guest root",
+        ),
+        (
+            SLEEP,
+            "chdir = \"/nonexist\"",
+            "working directory /nonexist in the guest",
+        ),
+    ];
+    for (init, extra, said) in refused {
+        g.configure(init, extra);
+        let o = g.unifs(&["restart", "--timeout", "1", &g.name]);
+        assert_eq!(o.status.code(), Some(1), "{init} {extra}: {}", stderr(&o));
+        assert!(stderr(&o).contains(said), "{init} {extra}: {}", stderr(&o));
+        assert!(
+            alive(pid) && g.init_pid() == pid,
+            "{init} {extra}: restart stopped the guest"
+        );
+    }
+    // What the guest's PATH, its symlinks inside it and its own mounts
+    // provide is no reason to refuse.
+    std::os::unix::fs::symlink("/bin/busybox", g.t.root().join("bin/inside")).unwrap();
+    for (init, extra) in [
+        ("[\"sleep\", \"1000\"]", "chdir = \"/tmp\""),
+        (
+            "[\"/bin/inside\", \"sleep\", \"1000\"]",
+            "chdir = \"/proc/self\"",
+        ),
+    ] {
+        g.configure(init, extra);
+        ok(&g.unifs(&["restart", "--timeout", "1", &g.name]));
+        assert_ne!(g.init_pid(), pid, "{init} {extra}: not restarted");
     }
 }
