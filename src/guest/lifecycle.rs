@@ -564,6 +564,7 @@ pub fn restart(
     // the guest running, rather than stopped with only that error shown.
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
     check_paths(dirs, name, &cfg)?;
+    check_init(dirs, name, &cfg)?;
     match stop(dirs, name, timeout, signal) {
         Ok(how) => stopped(Some(how)),
         Err(Error::NotRunning { .. }) => stopped(None),
@@ -587,6 +588,83 @@ pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
                 config: Some(config),
             });
         }
+    }
+    Ok(())
+}
+
+/// What `start` finds only once the root is mounted and init set up: an
+/// init that is not in the guest's root, or a working directory (`chdir`)
+/// that is not, refused as `start` refuses them. Looked for in the backing
+/// directory as the guest will see it: its symlinks followed inside it only
+/// (a link to a host path leads to that path in the guest's tree, never to
+/// the host's file). A path that one of the guest's own mounts provides
+/// (`/dev`, `/proc`, `/run`, a `tmpfs` or `bind` destination), or that
+/// cannot be looked at, is left for `start` to judge.
+pub fn check_init(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
+    let spec = spec_of(cfg, dirs, name)?;
+    let root = cfg.root.as_path();
+    let mounted: Vec<PathBuf> = ["/dev", "/proc", "/sys", "/run"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(spec.tmpfs.iter().map(|t| t.dst.clone()))
+        .chain(spec.binds.iter().map(|b| b.dst.clone()))
+        .flat_map(|m| {
+            let at = rootfs::resolve_in_root(root, &m).ok();
+            std::iter::once(m).chain(at)
+        })
+        .collect();
+    // Certainly not there: ENOENT or ENOTDIR on the way, nothing of ours
+    // mounted over it.
+    let missing = |path: &Path| -> bool {
+        if !path.is_absolute() {
+            return false;
+        }
+        let Ok(at) = rootfs::resolve_in_root(root, path) else {
+            return false;
+        };
+        if mounted
+            .iter()
+            .any(|m| path.starts_with(m) || at.starts_with(m))
+        {
+            return false;
+        }
+        matches!(
+            crate::sys::open_in_root(root, &at, libc::O_PATH),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+        )
+    };
+    if let Some(dir) = &spec.workdir {
+        if missing(Path::new(dir)) {
+            return Err(Error::Setup(format!(
+                "working directory {dir} in the guest: {}",
+                nix::errno::Errno::ENOENT
+            )));
+        }
+    }
+    let Some(command) = spec.command.first() else {
+        return Ok(());
+    };
+    // Where exec looks (sys::find_executable): the name itself when it has
+    // a slash, else each directory of the guest's PATH.
+    let candidates: Vec<PathBuf> = if command.contains('/') {
+        vec![PathBuf::from(command)]
+    } else {
+        let env = spec.environment();
+        let path = env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(command))
+            .collect()
+    };
+    if !candidates.is_empty() && candidates.iter().all(|c| missing(c)) {
+        return Err(Error::CommandNotFound {
+            command: command.clone(),
+            root: cfg.root.clone(),
+        });
     }
     Ok(())
 }

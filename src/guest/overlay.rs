@@ -2,8 +2,9 @@
 //! of the run, as `guest start` serves a named guest's root.
 //!
 //! The overlay is mounted over the root directory itself, in a mount
-//! namespace of `unifs run`'s own (private, so nothing propagates to the
-//! host): the host never sees the mount, the guest's namespace is a copy of
+//! namespace of `unifs run`'s own (its mounts slaves of the host's, so
+//! nothing propagates to the host, while the host's unmounts reach it and
+//! it keeps no host mount alive): the host never sees the mount, the guest's namespace is a copy of
 //! ours and so starts on it, and when `unifs run` ends (even by SIGKILL) the
 //! namespaces and with them the mount go away. No temporary mount point is
 //! left anywhere.
@@ -43,7 +44,7 @@ pub struct OverlayRoot {
 }
 
 impl OverlayRoot {
-    /// Mounts the overlay of `root` over `root` itself, in a new private
+    /// Mounts the overlay of `root` over `root` itself, in a new
     /// mount namespace of this process. Call it while the process is
     /// single-threaded and before the guest is cloned (which then inherits
     /// the mount). Returns once the mount is ready.
@@ -63,15 +64,39 @@ impl OverlayRoot {
             r => r.map_err(|e| Error::sys("unshare(CLONE_NEWNS)", e))?,
         }
         // mount_namespaces(7): the copies are still peers of the host's
-        // mounts; make them private so the overlay never reaches the host.
+        // mounts. Slaves, not private: a slave gets the host's mount events
+        // and sends none, so the overlay never reaches the host, and a host
+        // mount unmounted while the run runs goes from here too. A private
+        // copy kept every host mount (another guest's `unifs mount`, a loop
+        // image) alive for the run's life, its daemon serving on.
         nix::mount::mount(
             None::<&str>,
             "/",
             None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys("making the mounts of `unifs run` slaves", e))?;
+        // The root itself (and what is mounted below it now) a private copy
+        // the overlay is served from: a host mount made below the root
+        // during the run would otherwise come into the guest's tree (the
+        // daemon shows a mounted filesystem's root directory).
+        nix::mount::mount(
+            Some(root),
+            root,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("bind {} on itself", root.display()), e))?;
+        nix::mount::mount(
+            None::<&str>,
+            root,
+            None::<&str>,
             MsFlags::MS_REC | MsFlags::MS_PRIVATE,
             None::<&str>,
         )
-        .map_err(|e| Error::sys("making the mounts of `unifs run` private", e))?;
+        .map_err(|e| Error::sys(format!("making {} private", root.display()), e))?;
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
         let parent = nix::unistd::getpid();
         match sys::fork().map_err(|e| Error::sys("fork for the overlay daemon", e))? {

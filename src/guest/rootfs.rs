@@ -448,7 +448,7 @@ fn user_target(sys: &impl Syscall, root: &Path, dst: &Path, kind: MountPoint) ->
 /// guest's links lead to there is the kernel's, not its tree. The result
 /// has no link left on its way unless the tree changes meanwhile (then
 /// [`target`] refuses it).
-fn resolve_in_root(root: &Path, dst: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve_in_root(root: &Path, dst: &Path) -> Result<PathBuf> {
     use std::ffi::OsString;
     use std::path::Component;
     // The kernel's MAXSYMLINKS.

@@ -1,0 +1,282 @@
+//! Review s20: a running guest keeps no host mount alive that the host
+//! unmounts; `guest restart` refuses a config whose init or working
+//! directory is not in the guest's root before it stops the guest.
+//!
+//! Every mount, guest and process is taken away by a guard, also when a
+//! test fails half-way.
+
+use super::harness::{
+    alive, can_run, force_clean, ok, run_bounded, stderr, wait_for_descendant, within_5s,
+    KillOnDrop, TestRoot,
+};
+use crate::common::unifs_bin;
+use nix::mount::{MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// A tmpfs `parent`, shared (as systemd makes every host mount), with a
+/// tmpfs `child` on it whose source names it uniquely in any mountinfo.
+/// Dropping unmounts both (detached, if still there).
+struct HostMounts {
+    parent: PathBuf,
+    child: PathBuf,
+    source: String,
+}
+
+impl HostMounts {
+    fn new(dir: &Path, tag: &str) -> HostMounts {
+        let parent = dir.join("host-parent");
+        let child = parent.join("child");
+        std::fs::create_dir(&parent).unwrap();
+        let source = format!("unifs-s20-{tag}-{}", std::process::id());
+        let m = HostMounts {
+            parent,
+            child,
+            source,
+        };
+        let tmpfs = |src: &str, at: &Path| {
+            nix::mount::mount(Some(src), at, Some("tmpfs"), MsFlags::empty(), None::<&str>)
+                .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", at.display()))
+        };
+        tmpfs("unifs-s20-parent", &m.parent);
+        // A host whose mounts are all private (this one may be a container)
+        // propagates nothing into any namespace: shared, as on systemd.
+        nix::mount::mount(
+            None::<&str>,
+            &m.parent,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        std::fs::create_dir(&m.child).unwrap();
+        tmpfs(&m.source, &m.child);
+        m
+    }
+
+    /// The PIDs whose mount namespace has the child mount (any copy of it).
+    fn holders(&self) -> Vec<i32> {
+        let field = format!(" - tmpfs {} ", self.source);
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return vec![];
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let info = std::fs::read_to_string(e.path().join("mountinfo")).ok()?;
+                info.contains(&field).then_some(pid)
+            })
+            .collect()
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.child, MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(&self.parent, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Unmounts the child on the host (rc 0), then asserts that no mount
+/// namespace holds a copy of it within 5 s. `copy_in`: a process whose
+/// namespace has a copy before (else the test would prove nothing).
+fn unmount_and_check_gone_everywhere(m: &HostMounts, what: &str, copy_in: Option<u32>) {
+    if let Some(pid) = copy_in {
+        assert!(
+            m.holders().contains(&(pid as i32)),
+            "{what}: no copy of the host mount in pid {pid}'s namespace before its unmount"
+        );
+    }
+    nix::mount::umount2(&m.child, MntFlags::empty()).expect("host umount of the child tmpfs");
+    let gone = within_5s(|| m.holders().is_empty());
+    assert!(
+        gone,
+        "{what}: the tmpfs unmounted on the host lives on in the mount namespace of pids {:?}",
+        m.holders()
+    );
+}
+
+#[test]
+fn s20_run_keeps_no_host_mount_alive_that_the_host_unmounts() {
+    if !can_run("s20_run_keeps_no_host_mount_alive_that_the_host_unmounts") {
+        return;
+    }
+    // `unifs run` made its mount namespace (a copy of the host's, for the
+    // overlay over the root) private: a host mount unmounted during the run
+    // lived on there (another guest's `unifs mount` kept serving, a loop
+    // image stayed attached) until the run ended.
+    let t = TestRoot::new();
+    let m = HostMounts::new(t.dir.path(), "run");
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("--store")
+        .arg(t.dir.path().join("no-store"))
+        .arg("run")
+        .arg("--root")
+        .arg(t.root())
+        .args(["--", "/bin/sleep", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut run = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let run_pid = run.0.as_ref().unwrap().id();
+    let guest = wait_for_descendant(run_pid, "sleep");
+    assert!(alive(run_pid as i64));
+
+    unmount_and_check_gone_everywhere(&m, "unifs run", Some(run_pid));
+
+    // Nothing of the run's own (its overlay, /proc, /dev, …) is on the host.
+    let root = t.root().to_string_lossy().into_owned();
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host
+            .lines()
+            .any(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&root))),
+        "a mount of the run's reached the host:\n{host}"
+    );
+    // The guest sees no host mount: not the parent, which is still there.
+    let seen = std::fs::read_to_string(format!("/proc/{guest}/mountinfo")).unwrap();
+    assert!(
+        !seen.contains("unifs-s20-parent"),
+        "the guest sees host mounts:\n{seen}"
+    );
+
+    let _ = run.0.as_mut().unwrap().kill();
+    drop(run);
+}
+
+#[test]
+fn s20_named_guest_keeps_no_host_mount_alive_that_the_host_unmounts() {
+    if !can_run("s20_named_guest_keeps_no_host_mount_alive_that_the_host_unmounts") {
+        return;
+    }
+    // A named guest's namespace drops every host mount at its pivot_root:
+    // it never kept one alive (the tester saw start and stop unaffected).
+    let g = Guest::new("pin", SLEEP);
+    let m = HostMounts::new(g.t.dir.path(), "named");
+    ok(&g.unifs(&["start", &g.name]));
+    unmount_and_check_gone_everywhere(&m, "guest start", None);
+}
+
+/// A named guest in a temp dir of its own; dropping stops it.
+struct Guest {
+    name: String,
+    t: TestRoot,
+    config_dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
+
+impl Guest {
+    fn new(test: &str, init: &str) -> Guest {
+        let t = TestRoot::new();
+        let config_dir = t.dir.path().join("config");
+        let run_dir = t.dir.path().join("run");
+        std::fs::create_dir(&config_dir).unwrap();
+        let g = Guest {
+            name: format!("s20-{}-{test}", std::process::id()),
+            t,
+            config_dir,
+            run_dir,
+        };
+        g.configure(init, "");
+        g
+    }
+
+    /// Writes the guest's config: `init`, and `extra` lines.
+    fn configure(&self, init: &str, extra: &str) {
+        let toml = format!(
+            "root = {:?}\ninit = {init}\n{extra}\n[limits]\npids = 64\n",
+            self.t.root()
+        );
+        std::fs::write(self.config_dir.join(format!("{}.toml", self.name)), toml).unwrap();
+    }
+
+    fn unifs(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
+        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
+        cmd.env("UNIFS_STORE", self.t.dir.path().join("no-store"));
+        cmd.arg("guest").args(args);
+        run_bounded(cmd, Duration::from_secs(30))
+    }
+
+    fn init_pid(&self) -> i64 {
+        let text = std::fs::read(self.run_dir.join(&self.name).join("state.json")).unwrap();
+        let st: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        st["pid"].as_i64().unwrap()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
+        force_clean(&self.name, &self.run_dir);
+    }
+}
+
+#[test]
+fn s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_guest_running() {
+    if !can_run(
+        "s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_guest_running",
+    ) {
+        return;
+    }
+    // docs/guests.md: "one `start` would refuse … leaves a running guest
+    // running". An init not in the root, or a chdir not there, was found
+    // only after the stop: the guest stayed stopped.
+    let g = Guest::new("restart", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.init_pid();
+    // On the host, not in the guest's root: a link to it leads nowhere there.
+    let host_only = g.t.dir.path().join("host-only-sleep");
+    std::os::unix::fs::symlink("/bin/busybox", &host_only).unwrap();
+    std::os::unix::fs::symlink(&host_only, g.t.root().join("bin/outside")).unwrap();
+    let refused = [
+        (
+            "[\"/bin/sleeep\", \"1000\"]",
+            "",
+            "/bin/sleeep: command not found in guest root",
+        ),
+        (
+            "[\"sleeep\", \"1000\"]",
+            "",
+            "sleeep: command not found in guest root",
+        ),
+        (
+            "[\"/bin/outside\", \"sleep\", \"1000\"]",
+            "",
+            "/bin/outside: command not found in guest root",
+        ),
+        (
+            SLEEP,
+            "chdir = \"/nonexist\"",
+            "working directory /nonexist in the guest",
+        ),
+    ];
+    for (init, extra, said) in refused {
+        g.configure(init, extra);
+        let o = g.unifs(&["restart", "--timeout", "1", &g.name]);
+        assert_eq!(o.status.code(), Some(1), "{init} {extra}: {}", stderr(&o));
+        assert!(stderr(&o).contains(said), "{init} {extra}: {}", stderr(&o));
+        assert!(
+            alive(pid) && g.init_pid() == pid,
+            "{init} {extra}: restart stopped the guest"
+        );
+    }
+    // What the guest's PATH, its symlinks inside it and its own mounts
+    // provide is no reason to refuse.
+    std::os::unix::fs::symlink("/bin/busybox", g.t.root().join("bin/inside")).unwrap();
+    for (init, extra) in [
+        ("[\"sleep\", \"1000\"]", "chdir = \"/tmp\""),
+        (
+            "[\"/bin/inside\", \"sleep\", \"1000\"]",
+            "chdir = \"/proc/self\"",
+        ),
+    ] {
+        g.configure(init, extra);
+        ok(&g.unifs(&["restart", "--timeout", "1", &g.name]));
+        assert_ne!(g.init_pid(), pid, "{init} {extra}: not restarted");
+    }
+}
