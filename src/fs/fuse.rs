@@ -29,9 +29,6 @@ pub struct UnifsFs {
     pub want_passthrough: bool,
     /// Ask the kernel to check POSIX ACLs too (with `default_permissions`).
     pub want_acl: bool,
-    /// The guest's ancestor directories, share-locked while we serve (see
-    /// `claim_guest` in mod.rs).
-    pub claims: Vec<std::os::fd::OwnedFd>,
 }
 
 /// The errno a failed operation answers with; the cause goes to the log

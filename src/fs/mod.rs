@@ -173,6 +173,9 @@ impl MountOptions {
 /// A mounted overlay, not yet serving.
 pub struct Mounted {
     session: fuser::Session<fuse::UnifsFs>,
+    /// The guest's claim (`claim_guest`): its root and ancestor
+    /// directories, locked while we serve.
+    claims: Vec<std::os::fd::OwnedFd>,
     pub mountpoint: PathBuf,
 }
 
@@ -186,19 +189,21 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
         tracing::warn!("{e}");
     }
     let root = crate::sys::open_dir(guest)?;
-    let claims = claim_guest(&root, guest)?;
+    let mut claims = claim_guest(&root, guest)?;
+    // The root's lock is held by every fd of its open file, this one too.
+    claims.push(root.try_clone()?);
     let overlay = Arc::new(overlay::Overlay::new(root, opts.read_only, !opts.atime)?);
     let fs = fuse::UnifsFs {
         overlay,
         want_passthrough: opts.passthrough,
         want_acl: opts.default_permissions,
-        claims,
     };
     let overlay = fs.overlay.clone();
     let session = fuser::Session::new(fs, mountpoint, &opts.fuser_config(guest))?;
     let _ = overlay.notifier.set(session.notifier());
     Ok(Mounted {
         session,
+        claims,
         mountpoint: mountpoint.to_path_buf(),
     })
 }
@@ -206,13 +211,17 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
 impl Mounted {
     /// Serves requests until the filesystem is unmounted.
     pub fn serve(self) -> io::Result<()> {
-        self.session.run()
-    }
-
-    /// Serves requests on background threads (for a launcher that mounts a
-    /// guest's root itself); dropping the handle unmounts.
-    pub fn spawn(self) -> io::Result<fuser::BackgroundSession> {
-        self.session.spawn()
+        let Mounted {
+            session, claims, ..
+        } = self;
+        // When serving ends, fuser drops the overlay (its root fd) before
+        // it unmounts the mount point by path, even one the kernel already
+        // unmounted (`unifs umount`): a new mount of this guest there that
+        // took the lock in between was unmounted. The lock is let go only
+        // after that.
+        let served = session.run();
+        drop(claims);
+        served
     }
 }
 

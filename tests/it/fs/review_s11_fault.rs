@@ -103,3 +103,37 @@ fn a_change_to_a_private_file_does_not_wait_for_another_files_break() {
     });
     assert_eq!(fs::read(other.join("big")).unwrap(), vec![7u8; 1 << 20]);
 }
+
+/// A restart (`unifs umount M; unifs mount G M`) lost its new mount now and
+/// then: the old daemon, ending, let go of the guest's lock (its overlay
+/// dropped) before fuser unmounted the mount point by path, so a new mount
+/// of the guest that took the lock in between was unmounted by the old
+/// daemon. Its unmount is delayed here: the new mount now waits for the
+/// lock until the old daemon is done, and stays.
+#[test]
+fn a_remount_at_once_is_not_unmounted_by_the_ending_daemon() {
+    let test = "a_remount_at_once_is_not_unmounted_by_the_ending_daemon";
+    if !require_strace(test) {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"still here").unwrap();
+    let injects = ["--inject=umount2:delay_enter=700000"];
+    let mut old = mount_under_strace(&w, &g, &injects, &[]);
+    let mp = old.dir.clone();
+    let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path.
+    assert_eq!(unsafe { libc::umount2(c.as_ptr(), 0) }, 0);
+    let new = Mount::start(&w.store, &g, &mp, &[]);
+    // The old daemon's own mount is gone: its guard must not unmount the
+    // new one at the same place, only reap it.
+    old.dir = w.dir("not-mounted");
+    let mut child = old.child.take().unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    }));
+    drop(old);
+    assert!(is_mounted(&mp), "the new mount was unmounted");
+    assert_eq!(fs::read(new.path("f")).unwrap(), b"still here");
+}
