@@ -1,0 +1,131 @@
+//! `unifs mount` (review s20): a mountpoint, or a guest directory, with a
+//! mount over it whose daemon is stopped.
+
+use super::harness::*;
+use crate::common::{require_root, unifs_bin};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `unifs --store STORE ARGS`, killed after `limit`: `None` if it took that
+/// long.
+fn unifs_within(
+    limit: Duration,
+    store: &Path,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+) -> Option<Output> {
+    let mut c = Command::new(unifs_bin());
+    c.arg("--store").arg(store);
+    for a in args {
+        c.arg(a.as_ref());
+    }
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run unifs");
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Stops a daemon, and lets it go on again on drop (declare it after the
+/// daemon's [`Mount`], so that it is dropped first).
+struct Stopped(i32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let pid = pid as i32;
+        // SAFETY: signalling a child of this test that is still running.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        let stopped = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+            })
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), stopped),
+            "pid {pid} stops"
+        );
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above; SIGCONT to a running process does nothing.
+        unsafe {
+            libc::kill(self.0, libc::SIGCONT);
+        }
+    }
+}
+
+/// docs/mount.md promises "mountpoint X is in use by a mount whose daemon
+/// does not answer (stopped?)", asked with statfs in a process of its own
+/// given 2 s. `unifs mount` stat'ed the mountpoint before that, and waited
+/// for good in the kernel for the stopped daemon's answer; so too for a
+/// guest directory with a mount over it (`unifs mount G G`) whose daemon is
+/// stopped. Both are now refused within a few seconds, and `unifs umount`
+/// unmounts the stopped daemon's mount.
+#[test]
+fn review_s20_mount_over_a_stopped_daemons_mount_is_refused_in_time() {
+    if !require_root("review_s20_mount_over_a_stopped_daemons_mount_is_refused_in_time") {
+        return;
+    }
+    let w = World::new();
+    let g1 = w.dir("g1");
+    let g2 = w.dir("g2");
+    let g3 = w.dir("g3");
+    std::fs::write(g1.join("a"), b"a").unwrap();
+    std::fs::write(g3.join("c"), b"c").unwrap();
+    let m2 = w.dir("m2");
+    let m = w.mount(&g1, "m", &[]);
+    let over_itself = Mount::start(&w.store, &g3, &g3, &[]);
+    let _stopped = Stopped::stop(m.pid());
+    let _stopped_too = Stopped::stop(over_itself.pid());
+    let limit = Duration::from_secs(10);
+
+    for g in [&g1, &g2] {
+        let out = unifs_within(limit, &w.store, &[&"mount", g, &m.dir]).unwrap_or_else(|| {
+            panic!(
+                "unifs mount {} over a stopped daemon's mount hangs",
+                g.display()
+            )
+        });
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let want = format!(
+            "mountpoint {} is in use by a mount whose daemon does not answer (stopped?); \
+             unmount it first",
+            m.dir.display()
+        );
+        assert!(err.contains(&want), "{err}");
+    }
+
+    let out = unifs_within(limit, &w.store, &[&"mount", &g3, &m2])
+        .expect("unifs mount of a guest under a stopped daemon's mount hangs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = format!(
+        "guest directory {} has a mount over it whose daemon does not answer (stopped?); \
+         unmount it first",
+        g3.display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!is_mounted(&m2));
+
+    let out = unifs_within(limit, &w.store, &[&"umount", &m.dir])
+        .expect("unifs umount of a stopped daemon's mount hangs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!is_mounted(&m.dir));
+}
