@@ -372,7 +372,7 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
     // the view, and its links could never be the store's.
     if let Some(backing) = ufs::unifs_view_backing(guest) {
         let path = guest.to_path_buf();
-        return Err(crate::store::Error::InUnifsView { path, backing }.into());
+        return Err(crate::store::Error::in_unifs_view(path, backing).into());
     }
     if !crate::store::Store::exists(store) {
         tracing::info!("no store at {}; mounting without one", store.display());

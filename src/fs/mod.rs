@@ -337,6 +337,15 @@ pub fn unifs_view_backing(path: &Path) -> Option<PathBuf> {
     Some(at)
 }
 
+/// The mount point of the mount that holds `path` (the deepest above it).
+pub fn holding_mount_point(path: &Path) -> Option<PathBuf> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let (_, rest) = holding_mount(&path)?;
+    path.ancestors()
+        .nth(rest.components().count())
+        .map(Path::to_path_buf)
+}
+
 /// One line of /proc/self/mountinfo, the fields used here unescaped.
 struct MountLine {
     dev: String,

@@ -129,3 +129,59 @@ fn review_s20_mount_over_a_stopped_daemons_mount_is_refused_in_time() {
     assert!(out.status.success(), "{err}");
     assert!(!is_mounted(&m.dir));
 }
+
+/// A guest mounted over its own directory (`unifs mount G G`, which
+/// docs/mount.md allows) and named again: `manifest`, `run --root` and
+/// `mount` said "G is in a unifs mount … name the guest's backing directory
+/// instead (G)", the very path named (manifest added a --store hint that
+/// has nothing to do with it). They now say, as unify does, that G has a
+/// unifs mount over it, and how to unmount it.
+#[test]
+fn review_s20_a_guest_mounted_over_itself_is_named_as_such() {
+    if !require_root("review_s20_a_guest_mounted_over_itself_is_named_as_such") {
+        return;
+    }
+    let w = World::new();
+    let g1 = w.dir("g1");
+    let g2 = w.dir("g2");
+    for g in [&g1, &g2] {
+        std::fs::create_dir(g.join("bin")).unwrap();
+        std::fs::write(g.join("bin/tool"), b"the same tool\n").unwrap();
+    }
+    let store = w.tmp.path().join("unified");
+    let out = unifs_within(
+        Duration::from_secs(60),
+        &store,
+        &[&"unify", &"--no-progress", &g1, &g2],
+    )
+    .expect("unify ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m2 = w.dir("m2");
+    let _over_itself = Mount::start(&store, &g1, &g1, &[]);
+    let limit = Duration::from_secs(30);
+    let want = format!(
+        "{g} has a unifs mount over it, which shows the guest's copy-on-write view, not its \
+         own files: unmount it (`unifs umount {g}`)",
+        g = g1.display()
+    );
+    let cases: [Vec<&dyn AsRef<std::ffi::OsStr>>; 4] = [
+        vec![&"manifest", &g1],
+        vec![&"manifest", &"g1"],
+        vec![&"run", &"--root", &g1, &"--", &"/bin/true"],
+        vec![&"mount", &g1, &m2],
+    ];
+    for args in cases {
+        let out = unifs_within(limit, &store, &args).expect("unifs ends");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&want), "{err}");
+        assert!(!err.contains("instead"), "{err}");
+        assert!(!err.contains("--store"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(!is_mounted(&m2));
+}
