@@ -21,11 +21,19 @@ pub struct MountArgs {
     /// Stay in the foreground instead of daemonizing once the mount is ready.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options, comma-separated: ro, rw, nosuid, nodev, noexec, noatime,
-    /// nopassthrough, noallow_other, nodefault_permissions, threads=N.
+    /// Mount options, comma-separated (docs/mount.md): ro/rw (default rw),
+    /// allow_other/noallow_other (allow_other),
+    /// default_permissions/nodefault_permissions (on; off only with
+    /// noallow_other), passthrough/nopassthrough (on), suid/nosuid,
+    /// exec/noexec, atime/noatime (default suid,exec,atime), dev/nodev
+    /// (default nodev: device nodes in the tree open no devices),
+    /// threads=N (1-64, default 4). Accepted and ignored, for fstab and
+    /// systemd: defaults, auto, noauto, nofail, _netdev, user, users, nouser,
+    /// nonempty, async, relatime, x-*, comment=*. Anything else is an error.
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
-    /// Where the daemon writes its log (default: nowhere).
+    /// Where the daemon writes its log, with -f too (default: nowhere; with -f,
+    /// stderr).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 }

@@ -106,7 +106,17 @@ impl MountOptions {
             "noatime" => self.atime = false,
             // fstab/systemd pass these; they mean nothing to us.
             "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" | "users"
-            | "nonempty" | "async" | "relatime" | "norelatime" => {}
+            | "nonempty" | "async" | "relatime" => {}
+            // The kernel never updates a FUSE file's access time: the
+            // backing files' move as their own filesystem's mount options
+            // say (`atime`), or not at all (`noatime`: O_NOATIME reads).
+            "norelatime" | "strictatime" => {
+                return Err(format!(
+                    "mount option {opt:?} is not supported: access times are the backing \
+                     filesystem's, updated as its own mount options say (-o atime, the default) \
+                     or left as they are (-o noatime)"
+                ))
+            }
             o if o.starts_with("x-") || o.starts_with("comment=") => {}
             o => {
                 if let Some(n) = o.strip_prefix("threads=") {

@@ -185,3 +185,66 @@ fn review_s20_a_guest_mounted_over_itself_is_named_as_such() {
     }
     assert!(!is_mounted(&m2));
 }
+
+/// `unifs mount --help` listed half of the `-o` options docs/mount.md
+/// gives, and said the log goes nowhere by default (with -f it goes to
+/// stderr); `vfs-mount --help` said "Usage: unifs mount". `-o norelatime`
+/// was accepted (and ignored), where the docs say anything not listed is an
+/// error: it and `strictatime` now are, and `relatime` is still taken.
+#[test]
+fn review_s20_mount_help_and_atime_options() {
+    let w = World::new();
+    let (g, m) = (w.dir("g"), w.dir("m"));
+    let limit = Duration::from_secs(30);
+    let out = unifs_within(limit, &w.store, &[&"mount", &"--help"]).expect("help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        "ro/rw",
+        "allow_other/noallow_other",
+        "default_permissions/nodefault_permissions",
+        "passthrough/nopassthrough",
+        "suid/nosuid",
+        "exec/noexec",
+        "atime/noatime",
+        "dev/nodev",
+        "default nodev",
+        "threads=N",
+        "relatime",
+        "(default: nowhere; with -f, stderr)",
+    ] {
+        assert!(help.contains(want), "{want:?} in {help}");
+    }
+
+    let alias = w.tmp.path().join("vfs-mount");
+    std::os::unix::fs::symlink(unifs_bin(), &alias).unwrap();
+    let out = Command::new(&alias).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    assert!(
+        help.contains("Usage: vfs-mount [OPTIONS] <GUEST_DIR> <MOUNTPOINT>"),
+        "{help}"
+    );
+    assert!(help.contains("atime/noatime"), "{help}");
+
+    for o in ["norelatime", "strictatime", "relatime,strictatime"] {
+        let out = unifs_within(limit, &w.store, &[&"mount", &"-o", &o, &g, &m]).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("is not supported: access times are the backing filesystem's"),
+            "{err}"
+        );
+    }
+    // relatime passes (threads=0 is then what is refused, before any mount).
+    let out = unifs_within(
+        limit,
+        &w.store,
+        &[&"mount", &"-o", &"relatime,threads=0", &g, &m],
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad value in -o threads=0"), "{err}");
+    assert!(!is_mounted(&m));
+}
