@@ -188,6 +188,12 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             path(&store),
             path(&store_mount)
         ),
+        // The path named is a mount's, not the guest's: the store is not
+        // the matter.
+        Err(
+            e @ (crate::store::Error::InUnifsView { .. }
+            | crate::store::Error::UnifsMountOver { .. }),
+        ) => anyhow::bail!("{e} (nothing was written)"),
         Err(e) => anyhow::bail!(
             "{e}; a manifest needs the store the guest was unified into: check --store and \
              UNIFS_STORE (nothing was written)"

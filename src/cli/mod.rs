@@ -81,8 +81,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(code as u8);
     }
     crate::sys::default_sigpipe();
-    let args = aliased_args(std::env::args_os().collect());
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
             // clap's own exit is 2 for a usage error; the documented status
@@ -131,6 +130,35 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// [`Cli`] from `args` ([`aliased_args`]); asked as `vunify` or `vfs-mount`,
+/// its usage lines (`--help`, errors) name that program, not `unifs unify`
+/// or `unifs mount`.
+fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    let called = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if let Some(alias @ ("vunify" | "vfs-mount")) = called.as_deref() {
+        let sub = if alias == "vunify" { "unify" } else { "mount" };
+        cmd.build();
+        let usage = cmd
+            .find_subcommand_mut(sub)
+            .map(|c| c.render_usage().to_string());
+        let rest = usage
+            .as_deref()
+            .and_then(|u| u.strip_prefix(&format!("Usage: unifs {sub}")))
+            .map(str::to_owned);
+        if let Some(rest) = rest {
+            cmd = cmd.mut_subcommand(sub, |c| c.override_usage(format!("{alias}{rest}")));
+        }
+    }
+    let args = aliased_args(args);
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
 }
 
 /// `vunify ARGS` is `unifs unify ARGS`; `vfs-mount ARGS` is `unifs mount ARGS`.

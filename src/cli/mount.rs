@@ -3,6 +3,7 @@
 
 use super::Global;
 use crate::fs::{self as ufs, MountOptions};
+use crate::guest::state::{root_health, RootHealth};
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,11 +21,19 @@ pub struct MountArgs {
     /// Stay in the foreground instead of daemonizing once the mount is ready.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options, comma-separated: ro, rw, nosuid, nodev, noexec, noatime,
-    /// nopassthrough, noallow_other, nodefault_permissions, threads=N.
+    /// Mount options, comma-separated (docs/mount.md): ro/rw (default rw),
+    /// allow_other/noallow_other (allow_other),
+    /// default_permissions/nodefault_permissions (on; off only with
+    /// noallow_other), passthrough/nopassthrough (on), suid/nosuid,
+    /// exec/noexec, atime/noatime (default suid,exec,atime), dev/nodev
+    /// (default nodev: device nodes in the tree open no devices),
+    /// threads=N (1-64, default 4). Accepted and ignored, for fstab and
+    /// systemd: defaults, auto, noauto, nofail, _netdev, user, users, nouser,
+    /// nonempty, async, relatime, x-*, comment=*. Anything else is an error.
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
-    /// Where the daemon writes its log (default: nowhere).
+    /// Where the daemon writes its log, with -f too (default: nowhere; with -f,
+    /// stderr).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 }
@@ -202,15 +211,46 @@ fn block_signals() {
 }
 
 fn check_guest(p: &Path) -> anyhow::Result<PathBuf> {
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_dir() => {}
+    // Not stat'ed before the bounded look below: it may have a mount over
+    // it (`unifs mount G G`) whose daemon is stopped.
+    let guest = match ufs::resolve_without_stat(p) {
+        Ok(g) => g,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("guest directory {} does not exist", p.display())
+        }
+        Err(e) => bail!("guest directory {}: {e}", p.display()),
+    };
+    if ufs::is_mount_point(&guest) {
+        match health(&guest) {
+            RootHealth::Lost => bail!(
+                "guest directory {} has a mount over it whose daemon is gone (killed?); \
+                 unmount it first (`unifs umount {}`)",
+                p.display(),
+                p.display()
+            ),
+            RootHealth::NoAnswer => bail!(
+                "guest directory {} has a mount over it whose daemon does not answer \
+                 (stopped?); unmount it first",
+                p.display()
+            ),
+            RootHealth::Answers => {}
+        }
+    }
+    match std::fs::metadata(&guest) {
+        Ok(m) if m.is_dir() => Ok(guest),
         Ok(_) => bail!("guest directory {} is not a directory", p.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("guest directory {} does not exist", p.display())
         }
         Err(e) => bail!("guest directory {}: {e}", p.display()),
     }
-    std::fs::canonicalize(p).with_context(|| p.display().to_string())
+}
+
+/// Whether the mount at `p` answers: statfs, never served from a cache,
+/// in a process of its own given 2 s (a request a stopped daemon read
+/// waits for good). Asked before any stat of `p`, which can wait so too.
+fn health(p: &Path) -> RootHealth {
+    root_health(p, std::time::Duration::from_secs(2))
 }
 
 /// A guest directory must hold no store and be in none: not the `--store`,
@@ -242,7 +282,31 @@ fn check_mountpoint(
     guest: &Path,
     opts: &MountOptions,
 ) -> anyhow::Result<Option<PathBuf>> {
-    match std::fs::metadata(p) {
+    // Nothing stats the mountpoint before the bounded look at a mount
+    // there: a stat of a mount whose daemon is stopped waits for good (and
+    // one of a mount whose daemon is gone may be answered from the
+    // attributes the kernel keeps of its root; statfs never is).
+    let mp = match ufs::resolve_without_stat(p) {
+        Ok(mp) => mp,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mountpoint {} does not exist", p.display())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
+        Err(e) => bail!("mountpoint {}: {e}", p.display()),
+    };
+    let mounted = ufs::is_mount_point(&mp);
+    if mounted {
+        match health(&mp) {
+            RootHealth::Lost => return Err(daemon_gone(p)),
+            RootHealth::NoAnswer => bail!(
+                "mountpoint {} is in use by a mount whose daemon does not answer (stopped?); \
+                 unmount it first",
+                p.display()
+            ),
+            RootHealth::Answers => {}
+        }
+    }
+    match std::fs::metadata(&mp) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!("mountpoint {} is not a directory", p.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -252,22 +316,9 @@ fn check_mountpoint(
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
         Err(e) => bail!("mountpoint {}: {e}", p.display()),
     }
-    if ufs::is_mount_point(p) {
-        // The stat above may have come from the attributes the kernel keeps
-        // of a FUSE mount's root (an earlier look at it, e.g. a refused
-        // mount): statfs is never cached, so it tells a daemon gone.
-        use crate::guest::state::{root_health, RootHealth};
-        match root_health(p, std::time::Duration::from_secs(2)) {
-            RootHealth::Lost => return Err(daemon_gone(p)),
-            RootHealth::NoAnswer => bail!(
-                "mountpoint {} is in use by a mount whose daemon does not answer (stopped?); \
-                 unmount it first",
-                p.display()
-            ),
-            RootHealth::Answers => {}
-        }
-        if ufs::unifs_mount_guest(p).is_some_and(|g| g == guest) {
-            let have = match ufs::mounted_vfs_words(p) {
+    if mounted {
+        if ufs::unifs_mount_guest(&mp).is_some_and(|g| g == guest) {
+            let have = match ufs::mounted_vfs_words(&mp) {
                 Ok(have) => have,
                 Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
                 Err(e) => bail!("mountpoint {}: {e}", p.display()),
@@ -295,9 +346,7 @@ fn check_mountpoint(
             p.display()
         );
     }
-    std::fs::canonicalize(p)
-        .map(Some)
-        .with_context(|| p.display().to_string())
+    Ok(Some(mp))
 }
 
 fn daemon_gone(p: &Path) -> anyhow::Error {
@@ -331,7 +380,7 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
     // the view, and its links could never be the store's.
     if let Some(backing) = ufs::unifs_view_backing(guest) {
         let path = guest.to_path_buf();
-        return Err(crate::store::Error::InUnifsView { path, backing }.into());
+        return Err(crate::store::Error::in_unifs_view(path, backing).into());
     }
     if !crate::store::Store::exists(store) {
         tracing::info!("no store at {}; mounting without one", store.display());
@@ -344,7 +393,8 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
 }
 
 pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
-    let mp = std::fs::canonicalize(&a.mountpoint)
+    // Not stat'ed: a stat of a mount whose daemon is stopped waits for good.
+    let mp = ufs::resolve_without_stat(&a.mountpoint)
         .with_context(|| format!("mountpoint {}", a.mountpoint.display()))?;
     if !ufs::is_mount_point(&mp) {
         bail!("{} is not mounted", mp.display());

@@ -106,7 +106,17 @@ impl MountOptions {
             "noatime" => self.atime = false,
             // fstab/systemd pass these; they mean nothing to us.
             "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" | "users"
-            | "nonempty" | "async" | "relatime" | "norelatime" => {}
+            | "nonempty" | "async" | "relatime" => {}
+            // The kernel never updates a FUSE file's access time: the
+            // backing files' move as their own filesystem's mount options
+            // say (`atime`), or not at all (`noatime`: O_NOATIME reads).
+            "norelatime" | "strictatime" => {
+                return Err(format!(
+                    "mount option {opt:?} is not supported: access times are the backing \
+                     filesystem's, updated as its own mount options say (-o atime, the default) \
+                     or left as they are (-o noatime)"
+                ))
+            }
             o if o.starts_with("x-") || o.starts_with("comment=") => {}
             o => {
                 if let Some(n) = o.strip_prefix("threads=") {
@@ -346,6 +356,15 @@ pub fn unifs_view_backing(path: &Path) -> Option<PathBuf> {
     Some(at)
 }
 
+/// The mount point of the mount that holds `path` (the deepest above it).
+pub fn holding_mount_point(path: &Path) -> Option<PathBuf> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let (_, rest) = holding_mount(&path)?;
+    path.ancestors()
+        .nth(rest.components().count())
+        .map(Path::to_path_buf)
+}
+
 /// One line of /proc/self/mountinfo, the fields used here unescaped.
 struct MountLine {
     dev: String,
@@ -387,9 +406,49 @@ fn holding_mount(path: &Path) -> Option<(MountLine, PathBuf)> {
     best.map(|(_, line, rest)| (line, rest))
 }
 
-/// (filesystem type, source) of the last mount at `path`, if any.
+/// `path` made absolute and free of symlinks (as `canonicalize`), without a
+/// stat of the path itself when it is a mount point: its directory is
+/// resolved, and its last name looked up in /proc/self/mountinfo before it
+/// is looked at (and, a symlink, followed the same way). A stat of a FUSE
+/// mount's root goes to its daemon, and one whose daemon is stopped never
+/// answers: the caller asks it in a bounded way
+/// ([`crate::guest::state::root_health`]) first.
+pub fn resolve_without_stat(path: &Path) -> io::Result<PathBuf> {
+    let mut p = std::path::absolute(path)?;
+    for _ in 0..40 {
+        let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+            // `/`, or a path ending in `..`.
+            return std::fs::canonicalize(&p);
+        };
+        let at = std::fs::canonicalize(dir)?.join(name);
+        if listed_mount_point(&at) {
+            return Ok(at);
+        }
+        if !std::fs::symlink_metadata(&at)?.file_type().is_symlink() {
+            return Ok(at);
+        }
+        let target = std::fs::read_link(&at)?;
+        p = at.parent().unwrap_or(Path::new("/")).join(target);
+    }
+    Err(io::Error::from_raw_os_error(libc::ELOOP))
+}
+
+/// Whether /proc/self/mountinfo lists a mount at the canonical `path`.
+fn listed_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == path)
+    })
+}
+
+/// (filesystem type, source) of the last mount at `path`, if any. The path
+/// itself is not stat'ed ([`resolve_without_stat`]).
 fn mount_source(path: &Path) -> Option<(String, String)> {
-    let path = std::fs::canonicalize(path).ok()?;
+    let path = resolve_without_stat(path).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines()
         .filter(|l| {

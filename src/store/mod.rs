@@ -148,6 +148,11 @@ pub enum Error {
         path.display(), backing.display()
     )]
     InUnifsView { path: PathBuf, backing: PathBuf },
+    /// [`Error::InUnifsView`] where the view is the path's own directory
+    /// (a guest mounted over itself, `unifs mount G G`): naming the backing
+    /// directory "instead" would name the same path.
+    #[error("{}", unifs_mount_over(path, mount))]
+    UnifsMountOver { path: PathBuf, mount: PathBuf },
     #[error(
         "{guest} is on another filesystem ({guest_mount}) than the store {store} \
          ({store_mount}); hardlinks cannot cross filesystems: put the store on {guest_mount}"
@@ -448,10 +453,7 @@ impl Store {
             return Ok(());
         }
         if let Some(backing) = crate::fs::unifs_view_backing(guest) {
-            return Err(Error::InUnifsView {
-                path: guest.to_path_buf(),
-                backing,
-            });
+            return Err(Error::in_unifs_view(guest.to_path_buf(), backing));
         }
         let real = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
         Err(cross_device(guest, &self.root, &real))
@@ -701,6 +703,35 @@ fn parse_marker(v: &[u8]) -> Option<ObjectId> {
 pub fn read_marker_path(path: &Path) -> io::Result<Option<ObjectId>> {
     let value = sys::xattr::get_path(path, OsStr::new(MARKER_XATTR))?;
     Ok(value.as_deref().and_then(parse_marker))
+}
+
+impl Error {
+    /// `path` lies in a unifs mount, the view of the guest directory
+    /// `backing` ([`crate::fs::unifs_view_backing`]).
+    pub fn in_unifs_view(path: PathBuf, backing: PathBuf) -> Error {
+        if path != backing {
+            return Error::InUnifsView { path, backing };
+        }
+        let mount = crate::fs::holding_mount_point(&path).unwrap_or_else(|| path.clone());
+        Error::UnifsMountOver { path, mount }
+    }
+}
+
+fn unifs_mount_over(path: &Path, mount: &Path) -> String {
+    let what = if path == mount {
+        format!("{} has a unifs mount over it", path.display())
+    } else {
+        format!(
+            "{} is under a unifs mount over {}",
+            path.display(),
+            mount.display()
+        )
+    };
+    format!(
+        "{what}, which shows the guest's copy-on-write view, not its own files: unmount it \
+         (`unifs umount {}`), and mount guests elsewhere (e.g. /run/unifs/NAME)",
+        mount.display()
+    )
 }
 
 /// Why `guest` (on another device number than the store `store`) cannot be

@@ -379,7 +379,7 @@ fn check_not_overmounted(root: &Path, mounts: &UnifsMounts) -> Result<()> {
         // A guest's view, mounted elsewhere (a running guest's root).
         if let Some(backing) = crate::fs::unifs_view_backing(root).filter(|b| b != root) {
             let path = root.to_path_buf();
-            return Err(store::Error::InUnifsView { path, backing }.into());
+            return Err(store::Error::in_unifs_view(path, backing).into());
         }
         return Err(Error::Overmounted {
             path: root.to_path_buf(),
@@ -453,7 +453,7 @@ fn check_same_fs_as_new_store(store_path: &Path, guests: &[PathBuf]) -> Result<(
         if st.dev != dev {
             if let Some(backing) = crate::fs::unifs_view_backing(g) {
                 let path = g.clone();
-                return Err(store::Error::InUnifsView { path, backing }.into());
+                return Err(store::Error::in_unifs_view(path, backing).into());
             }
             return Err(store::cross_device(g, store_path, &existing).into());
         }
