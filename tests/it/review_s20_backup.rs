@@ -1,0 +1,282 @@
+//! Review s20: `restore` into a directory a live mount serves, onto a mount
+//! point or through a symlink.
+
+use crate::common::{require_root, require_strace, unifs_bin};
+use crate::fs::harness::Mount;
+use crate::tree::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Guests g0 and g1 sharing one file, unified into `lab/store`, and g0's
+/// manifest (g0 is its own private backup: `--from g0`).
+fn unified_guest(lab: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let store = lab.join("store");
+    let guests: Vec<PathBuf> = (0..2).map(|i| lab.join(format!("g{i}"))).collect();
+    for g in &guests {
+        file_at(g, "usr/lib/libx.so", &bytes(7, 50_000), 0o644, 1_000_000);
+    }
+    file(&guests[0], "etc/own.conf", b"g0's own\n", 0o644);
+    unify_json(&store, &[&guests[0], &guests[1]]);
+    let m = lab.join("g0.jsonl");
+    let o = unifs(&store, &[&"manifest", &guests[0], &"-o", &m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (store, guests[0].clone(), m)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Nothing beside `target` that a restore writes: no staging tree, no lock.
+fn assert_nothing_beside(target: &Path) {
+    for suffix in [".unifs-restore", ".unifs-restore.lock"] {
+        let p = with_suffix(target, suffix);
+        assert!(
+            fs::symlink_metadata(&p).is_err(),
+            "{} was left behind",
+            p.display()
+        );
+    }
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p).unwrap().next().is_none()
+}
+
+/// Unmounts a tmpfs mounted for a test, even when the test fails.
+struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    fn at(p: &Path) -> TmpfsMount {
+        fs::create_dir_all(p).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            p,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        TmpfsMount(p.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// restore removed the empty directory a live mount served and renamed its
+/// tree there: the daemon went on serving the deleted directory (the guest
+/// saw an empty root, every create failed ENOENT), and restore said it
+/// succeeded. It now refuses, as `mount` refuses a served guest.
+#[test]
+fn restore_refuses_the_directory_a_live_mount_serves() {
+    if !require_root("restore_refuses_the_directory_a_live_mount_serves") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let (store, g0, m) = unified_guest(lab);
+    let r = lab.join("r");
+    fs::create_dir(&r).unwrap();
+    let ino = fs::metadata(&r).unwrap().ino();
+    fs::create_dir(lab.join("mnt")).unwrap();
+    let mount = Mount::start(&store, &r, &lab.join("mnt"), &[]);
+    let pid = mount.pid();
+
+    let o = restore(&store, &m, &g0, &r);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "restored into a served guest: {err}");
+    assert!(
+        err.contains(&format!("{} is served by a unifs mount", r.display())),
+        "{err}"
+    );
+    assert!(err.contains(&format!("its daemon: pid {pid}")), "{err}");
+    assert!(err.contains("stop the guest"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(
+        fs::metadata(&r).unwrap().ino(),
+        ino,
+        "the target was replaced"
+    );
+    assert!(is_empty_dir(&r));
+    assert_nothing_beside(&r);
+
+    // A directory inside the served guest: the daemon's to write.
+    let inside = r.join("sub");
+    let o = restore(&store, &m, &g0, &inside);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "restored inside a served guest: {err}");
+    assert!(
+        err.contains(&format!(
+            "{} is inside {}, which is served by a unifs mount",
+            inside.display(),
+            r.display()
+        )),
+        "{err}"
+    );
+    assert!(is_empty_dir(&r));
+
+    // The guest still works through its mount.
+    fs::write(mount.path("newfile"), b"data").unwrap();
+    assert_eq!(fs::read(r.join("newfile")).unwrap(), b"data");
+    fs::remove_file(mount.path("newfile")).unwrap();
+    drop(mount);
+
+    // Unmounted, the same restore goes through.
+    let o = restore(&store, &m, &g0, &r);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(r.join("etc/own.conf")).unwrap(), b"g0's own\n");
+}
+
+/// restore onto a mount point (a fresh filesystem, a live unifs mount) or
+/// through a symlink built the whole tree, then failed on its rename with
+/// a bare "Device or resource busy" / "Not a directory", leaving a staging
+/// tree that hardlinked store objects (which gc then never freed). Each is
+/// now refused before anything is written, saying what to do.
+#[test]
+fn restore_refuses_a_mount_point_or_a_symlink_writing_nothing() {
+    if !require_root("restore_refuses_a_mount_point_or_a_symlink_writing_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let (store, g0, m) = unified_guest(lab);
+    let object = first_object_file(&store);
+    let links = fs::metadata(&object).unwrap().nlink();
+
+    // An empty filesystem mounted where the guest goes.
+    let t1 = lab.join("t1");
+    let _tmpfs = TmpfsMount::at(&t1);
+    let o = restore(&store, &m, &g0, &t1);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "restored onto a mount point: {err}");
+    assert!(
+        err.contains(&format!("{} is a mount point (tmpfs", t1.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("restore into a new directory inside it"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(is_empty_dir(&t1));
+    assert_nothing_beside(&t1);
+    // As it says: a directory inside it.
+    let inside = t1.join("root");
+    let o = restore(&store, &m, &g0, &inside);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(inside.join("etc/own.conf")).unwrap(),
+        b"g0's own\n"
+    );
+
+    // A live unifs mount of an empty guest.
+    let r = lab.join("r");
+    fs::create_dir(&r).unwrap();
+    fs::create_dir(lab.join("mnt")).unwrap();
+    let mount = Mount::start(&store, &r, &lab.join("mnt"), &[]);
+    let o = restore(&store, &m, &g0, &mount.dir);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "restored onto a unifs mount: {err}");
+    assert!(
+        err.contains(&format!(
+            "{} is a unifs mount (of the guest directory {})",
+            mount.dir.display(),
+            r.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("unmount it"), "{err}");
+    assert!(is_empty_dir(&r) && is_empty_dir(&mount.dir));
+    assert_nothing_beside(&mount.dir);
+    drop(mount);
+
+    // A symlink to an empty directory (/vservers/web1 -> /data/web1).
+    let data = lab.join("data/web1");
+    fs::create_dir_all(&data).unwrap();
+    let link = lab.join("web1");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    let o = restore(&store, &m, &g0, &link);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "restored through a symlink: {err}");
+    assert!(
+        err.contains(&format!(
+            "{} is a symlink (to {})",
+            link.display(),
+            data.display()
+        )),
+        "{err}"
+    );
+    let real = fs::canonicalize(&data).unwrap();
+    assert!(
+        err.contains(&format!(
+            "name the directory it leads to instead (`unifs restore … {}`)",
+            real.display()
+        )),
+        "{err}"
+    );
+    assert!(is_empty_dir(&data));
+    assert_eq!(fs::read_link(&link).unwrap(), data);
+    assert_nothing_beside(&link);
+
+    // No leftover tree holds a link to the object: only the store, g0, g1
+    // and the tree restored inside the tmpfs (a copy there: another
+    // filesystem) do.
+    assert_eq!(fs::metadata(&object).unwrap().nlink(), links);
+}
+
+/// The final rename failing all the same (strace makes it fail): the error
+/// names both paths, and the rebuilt tree, which links store objects, is
+/// not left behind.
+#[test]
+fn a_failed_final_rename_names_both_paths_and_leaves_no_tree() {
+    let test = "a_failed_final_rename_names_both_paths_and_leaves_no_tree";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let (store, g0, m) = unified_guest(lab);
+    let object = first_object_file(&store);
+    let links = fs::metadata(&object).unwrap().nlink();
+    let target = lab.join("restored");
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "inject=rename,renameat,renameat2:error=EIO"])
+        .arg(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", "--manifest"])
+        .arg(&m)
+        .arg("--from")
+        .arg(&g0)
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    let staging = with_suffix(&target, ".unifs-restore");
+    assert!(
+        err.contains(&format!(
+            "renaming {} to {}",
+            staging.display(),
+            target.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("was removed"), "{err}");
+    assert!(!staging.exists(), "the staging tree was left");
+    assert!(!target.exists());
+    assert_eq!(fs::metadata(&object).unwrap().nlink(), links);
+}
