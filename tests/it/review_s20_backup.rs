@@ -1,5 +1,5 @@
 //! Review s20: `restore` into a directory a live mount serves, onto a mount
-//! point or through a symlink.
+//! point or through a symlink; `manifest` while unify links the guest.
 
 use crate::common::{require_root, require_strace, unifs_bin};
 use crate::fs::harness::Mount;
@@ -7,7 +7,8 @@ use crate::tree::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Guests g0 and g1 sharing one file, unified into `lab/store`, and g0's
 /// manifest (g0 is its own private backup: `--from g0`).
@@ -279,4 +280,147 @@ fn a_failed_final_rename_names_both_paths_and_leaves_no_tree() {
     assert!(!staging.exists(), "the staging tree was left");
     assert!(!target.exists());
     assert_eq!(fs::metadata(&object).unwrap().nlink(), links);
+}
+
+/// A guest whose one shared file unify is about to link: g1 shares
+/// libx.so with g0, and has a private file besides.
+fn guests_to_unify(lab: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let store = lab.join("store");
+    init_store(&store);
+    let (g0, g1) = (lab.join("g0"), lab.join("g1"));
+    for g in [&g0, &g1] {
+        file_at(g, "usr/lib/libx.so", &bytes(9, 50_000), 0o644, 1_000_000);
+    }
+    file(&g1, "usr/lib/own.conf", b"g1's own\n", 0o644);
+    (store, g0, g1)
+}
+
+/// The names in the manifest `m` (entry lines' `path`).
+fn manifest_paths(m: &Path) -> Vec<String> {
+    fs::read_to_string(m)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["path"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// A manifest written while unify linked the guest recorded unify's temp
+/// name `.unifs-tmp-PID-N`: as a private file after the swap (the backup's
+/// copy then lacked it, and the backup did not restore), or as a file
+/// linking the object before it (the restored guest got a junk file). strace
+/// holds unify at the syscall that ends each window.
+#[test]
+fn a_manifest_written_while_unify_links_the_guest_leaves_its_temp_names_out() {
+    let test = "a_manifest_written_while_unify_links_the_guest_leaves_its_temp_names_out";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    // unlinkat: after the swap, before the temp name (the guest's old
+    // file) goes; renameat2: the object linked at the temp name, before
+    // the swap.
+    for syscall in ["unlinkat", "renameat2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = dir.path();
+        let (store, g0, g1) = guests_to_unify(lab);
+        let mut unify = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+            .arg(format!("inject={syscall}:delay_enter=1500000"))
+            .arg(unifs_bin())
+            .arg("--store")
+            .arg(&store)
+            .args(["unify", "--no-progress"])
+            .arg(&g0)
+            .arg(&g1)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let dir_of = g1.join("usr/lib");
+        let temp_there = || {
+            fs::read_dir(&dir_of)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".unifs-tmp-"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !temp_there() {
+            if Instant::now() > deadline || unify.try_wait().unwrap().is_some() {
+                let _ = unify.kill();
+                let out = unify.wait_with_output().unwrap();
+                panic!("{syscall}: no temp name seen: {}", stderr(&out));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let m = lab.join("g1.jsonl");
+        let plist = lab.join("g1.plist");
+        let o = unifs(
+            &store,
+            &[&"manifest", &g1, &"-o", &m, &"--private-list", &plist],
+        );
+        // Still in the window: the manifest saw the temp name.
+        let still = temp_there();
+        let out = unify.wait_with_output().unwrap();
+        assert!(out.status.success(), "unify: {}", stderr(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            still,
+            "{syscall}: the window closed before the manifest ended"
+        );
+        let paths = manifest_paths(&m);
+        assert!(
+            !paths.iter().any(|p| p.contains(".unifs-tmp-")),
+            "{syscall}: {paths:?}"
+        );
+        assert!(paths.contains(&"usr/lib/libx.so".to_string()), "{paths:?}");
+        assert!(paths.contains(&"usr/lib/own.conf".to_string()), "{paths:?}");
+        let private = fs::read(&plist).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&private).contains(".unifs-tmp-"),
+            "{syscall}: {}",
+            String::from_utf8_lossy(&private)
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains("unify's temp name, left out of the manifest"),
+            "{err}"
+        );
+    }
+}
+
+/// A killed unify's leftover temp name is left out too (and named); a
+/// directory of such a name, which unify never makes, is the guest's.
+#[test]
+fn a_manifest_leaves_a_killed_unifys_temp_name_out() {
+    if !require_root("a_manifest_leaves_a_killed_unifys_temp_name_out") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let (store, _g0, g1) = guests_to_unify(lab);
+    file(&g1, "usr/lib/.unifs-tmp-4242-0", b"old content\n", 0o644);
+    file(&g1, "var/.unifs-tmp-7-1/inside", b"kept\n", 0o644);
+    let m = lab.join("g1.jsonl");
+    let o = unifs(&store, &[&"manifest", &g1, &"-o", &m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let paths = manifest_paths(&m);
+    assert!(
+        !paths.contains(&"usr/lib/.unifs-tmp-4242-0".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"var/.unifs-tmp-7-1/inside".to_string()),
+        "{paths:?}"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "{}: unify's temp name, left out of the manifest",
+            g1.join("usr/lib/.unifs-tmp-4242-0").display()
+        )),
+        "{err}"
+    );
 }
