@@ -238,6 +238,23 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
                 all = all && sys::try_flock(fd.as_fd(), false)?;
             }
             if all {
+                // Still the directory at that path? A `unifs restore` into
+                // it held it (shared) and, as it ended, renamed its tree
+                // there: the lock got is the old one's, which is deleted,
+                // and served it would show the guest an empty root.
+                let now = std::fs::metadata(&canonical)?;
+                let st = sys::fstat(root.as_fd())?;
+                use std::os::unix::fs::MetadataExt;
+                if (now.dev(), now.ino()) != (st.st_dev, st.st_ino) {
+                    for fd in above.iter().chain(std::iter::once(root)) {
+                        sys::unlock(fd.as_fd());
+                    }
+                    return Err(io::Error::other(format!(
+                        "{} was replaced while this mount waited for it (a `unifs restore` \
+                         into it just ended?); mount it again",
+                        guest.display()
+                    )));
+                }
                 return Ok(above);
             }
             // Let go of all and try again: no lock held while waiting.

@@ -424,3 +424,96 @@ fn a_manifest_leaves_a_killed_unifys_temp_name_out() {
         "{err}"
     );
 }
+
+/// Kills a `unifs mount -f` child and detaches its mount point, even when
+/// the test fails.
+struct MountChild(std::process::Child, PathBuf);
+
+impl Drop for MountChild {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.1, nix::mount::MntFlags::MNT_DETACH);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A mount started while a restore held its target waited for the
+/// restore's shared flock, then, as the restore ended, took the exclusive
+/// one on the directory the restore had just replaced (deleted): the guest
+/// saw an empty root. The mount now sees that the directory was replaced
+/// and fails, saying to mount again. (The test holds the flock and renames
+/// as the restore does.)
+#[test]
+fn a_mount_of_a_directory_replaced_while_it_waited_fails() {
+    if !require_root("a_mount_of_a_directory_replaced_while_it_waited_fails") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    init_store(&store);
+    let target = lab.join("t");
+    fs::create_dir(&target).unwrap();
+    let rebuilt = lab.join("t.unifs-restore");
+    file(&rebuilt, "etc/own.conf", b"restored\n", 0o644);
+    let mp = lab.join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let held = nix::fcntl::Flock::lock(
+        fs::File::open(&target).unwrap(),
+        nix::fcntl::FlockArg::LockSharedNonblock,
+    )
+    .unwrap();
+    let child = Command::new(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["mount", "-f"])
+        .arg(&target)
+        .arg(&mp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = MountChild(child, mp.clone());
+    // Until the mount holds the target open (and waits for its flock).
+    let real = fs::canonicalize(&target).unwrap();
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.0.id()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_dir(&fds)
+        .map(|d| {
+            d.flatten()
+                .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == real))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the mount never opened the target"
+        );
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the mount ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fs::rename(&rebuilt, &target).unwrap();
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the mount serves the replaced directory: {:?}",
+            fs::read_dir(&mp).map(|d| d.count())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!child.0.wait().unwrap().success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} was replaced while this mount waited for it",
+            target.display()
+        )),
+        "{err}"
+    );
+}
