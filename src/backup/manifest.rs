@@ -195,6 +195,9 @@ pub struct Described {
     /// recorded (changed around the store), with the object file: described
     /// as private files, by the content they have.
     pub damaged: Vec<(PathBuf, PathBuf)>,
+    /// Regular files by unify's temp names (`.unifs-tmp-PID-N`), left out:
+    /// a unify running meanwhile, or a killed one's leftovers.
+    pub unify_temps: Vec<PathBuf>,
 }
 
 /// Describes the guest at `root`. Content hashes of unified files come from
@@ -242,6 +245,7 @@ pub fn describe(
     };
     let mut stack = Vec::new();
     let mut subvolumes = Vec::new();
+    let mut unify_temps = Vec::new();
     if let Some(dir) = walk.add(Path::new(ROOT), root_node)? {
         stack.push(Level::list(dir, PathBuf::new())?);
     }
@@ -260,6 +264,18 @@ pub fn describe(
         let Some(node) = open_node(top.dir.as_fd(), &name)? else {
             continue;
         };
+        // Unify's temp name (`.unifs-tmp-PID-N`), a regular file: a unify
+        // linking the guest meanwhile has one there for an instant (the
+        // object linked before its swap, the guest's old file after it),
+        // and a killed unify leaves one behind (the next unify removes it
+        // where the store holds its content). Not the guest's: the mount
+        // refuses it such names, and unify never takes one for its file.
+        // Recorded, it would be a path the backup's copy no longer finds,
+        // or a junk file of the restored guest.
+        if node.meta.is_file() && crate::unify::scan::is_tmp_name(&name) {
+            unify_temps.push(rel);
+            continue;
+        }
         let same_fs = node.meta.dev() == dev;
         if let Some(dir) = walk.add(&rel, node)? {
             // Not into another mount, not even a bind mount of the guest's
@@ -277,6 +293,7 @@ pub fn describe(
         entries: walk.entries,
         subvolumes,
         damaged: walk.damaged,
+        unify_temps,
     })
 }
 

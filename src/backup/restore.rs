@@ -24,6 +24,22 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("{0} exists and is not empty; restore into a new directory")]
     TargetExists(PathBuf),
+    /// A target restore cannot put the tree in place of, or must not (a
+    /// mount point, a symlink, a served guest's directory): what it is and
+    /// what to do, nothing written.
+    #[error("{0}")]
+    Target(String),
+    #[error(
+        "the restored tree could not be put in place: renaming {} to {}: {source}; {}",
+        .staging.display(), .target.display(), .left
+    )]
+    PutInPlace {
+        staging: PathBuf,
+        target: PathBuf,
+        source: io::Error,
+        /// What became of the staging tree.
+        left: String,
+    },
     #[error(
         "another restore into {} is running (it holds {}); nothing was written",
         .target.display(), .lock.display()
@@ -120,6 +136,9 @@ pub fn restore_with(
     target: &Path,
     opts: &Options,
 ) -> Result<Report, Error> {
+    // Before anything is written (the lock file too); held to the end, so
+    // that no mount of the target starts meanwhile.
+    let _unserved = check_target(target)?;
     // Two restores into one target would empty each other's staging tree.
     let _lock = TargetLock::take(target)?;
     if target.exists() && fs::read_dir(target).at(target)?.next().is_some() {
@@ -235,10 +254,32 @@ pub fn restore_with(
     if !bad.is_empty() {
         return Err(Error::Unverified { staging, bad });
     }
-    if target.exists() {
-        fs::remove_dir(target).at(target)?;
+    // rename(2) replaces an empty directory at the target in one step: a
+    // failure leaves the target as it was.
+    if let Err(source) = fs::rename(&staging, target) {
+        clear_flags_below(&staging);
+        let left = match fs::remove_dir_all(&staging) {
+            Ok(()) => format!(
+                "{} was removed and {} left as it was: fix what stopped the rename, then \
+                 run the restore again",
+                staging.display(),
+                target.display()
+            ),
+            Err(e) => format!(
+                "the complete tree is left in {} (removing it failed: {e}); it links store \
+                 objects, which `store gc` cannot free while it is there: move it into place \
+                 yourself, or run the restore again once the rename can work (it starts it \
+                 over)",
+                staging.display()
+            ),
+        };
+        return Err(Error::PutInPlace {
+            staging,
+            target: target.to_path_buf(),
+            source,
+            left,
+        });
     }
-    fs::rename(&staging, target).at(target)?;
     if let Some((_, bits)) = flagged
         .iter()
         .find(|(e, _)| e.rel_path() == Path::new(ROOT))
@@ -246,6 +287,137 @@ pub fn restore_with(
         flags::apply(target, *bits).at(target)?;
     }
     Ok(report)
+}
+
+/// Refuses, before anything is written, a target the tree cannot be renamed
+/// onto, or must not be: a symlink (the rename would replace it, not fill
+/// the directory it leads to), anything but a directory, a mount point (it
+/// cannot be replaced: EBUSY), and the directory a unifs mount serves, or
+/// one inside it (the daemon would go on serving the directory the rename
+/// replaced, deleted: the guest would see an empty root and every create
+/// fail). Returns the shared flocks that keep a mount of the target, or of
+/// a directory around it, from starting while the restore runs.
+fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
+    let shown = target.display();
+    let nothing = "nothing was written";
+    let meta = match fs::symlink_metadata(target) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(Error::Target(format!(
+                "{shown} is a FUSE mount whose daemon is gone (killed?); unmount it first \
+                 (`unifs umount {shown}`) ({nothing})"
+            )))
+        }
+        Err(e) => return Err(e).at(target),
+    };
+    if let Some(m) = &meta {
+        if m.file_type().is_symlink() {
+            let points = fs::read_link(target).at(target)?;
+            let what = match fs::canonicalize(target) {
+                Ok(real) => format!(
+                    "name the directory it leads to instead (`unifs restore … {}`)",
+                    real.display()
+                ),
+                Err(e) => format!(
+                    "it leads to nothing usable ({e}): name the directory the guest goes in"
+                ),
+            };
+            return Err(Error::Target(format!(
+                "{shown} is a symlink (to {}): restore puts the tree it rebuilds in place with \
+                 a rename, which would replace the symlink rather than fill the directory it \
+                 leads to; {what} ({nothing})",
+                points.display()
+            )));
+        }
+        if !m.is_dir() {
+            return Err(Error::Target(format!(
+                "{shown} exists and is not a directory; restore into a new directory ({nothing})"
+            )));
+        }
+        if let Some((fstype, source)) = mount_point(target) {
+            if let Some(guest) = source.strip_prefix("unifs:") {
+                return Err(Error::Target(format!(
+                    "{shown} is a unifs mount (of the guest directory {guest}): restore \
+                     rebuilds a guest's own directory, never through a mount of it; stop the \
+                     guest or unmount it (`unifs umount {shown}`), then restore into the guest's \
+                     directory ({nothing})"
+                )));
+            }
+            return Err(Error::Target(format!(
+                "{shown} is a mount point ({fstype} {source}): restore puts the tree it \
+                 rebuilds in place with a rename, and a mount point cannot be replaced \
+                 ({nothing}); restore into a new directory inside it (`unifs restore … \
+                 {shown}/NAME`) and make that the guest's directory, or unmount it and restore \
+                 into the directory beneath (store objects are linked into a guest on the \
+                 store's filesystem, copied onto any other)"
+            )));
+        }
+    }
+    // The target, else the nearest directory above it that exists.
+    let mut dir = target.to_path_buf();
+    if meta.is_none() {
+        dir = target
+            .ancestors()
+            .skip(1)
+            .map(|a| {
+                if a.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    a
+                }
+            })
+            .find(|a| a.is_dir())
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
+    }
+    let served = match crate::fs::hold_unserved(&dir).at(&dir)? {
+        Ok(held) => return Ok(held),
+        Err(served) => served,
+    };
+    let mut daemon = match served.pid {
+        Some(pid) => format!("its daemon: pid {pid}"),
+        None => "its daemon holds the guest root's flock".to_string(),
+    };
+    if !served.mount_points.is_empty() {
+        let at: Vec<String> = served
+            .mount_points
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        daemon.push_str(&format!(", mounted at {}", at.join(", ")));
+    }
+    let what = "stop the guest (`unifs guest stop`) or unmount it (`unifs umount MOUNTPOINT`) \
+                first";
+    let itself = fs::canonicalize(target).is_ok_and(|t| t == served.guest);
+    Err(Error::Target(if itself {
+        format!(
+            "{shown} is served by a unifs mount ({daemon}): the restored tree would replace \
+             the directory the daemon serves, and the guest would be left on a deleted, empty \
+             root; {what} ({nothing})"
+        )
+    } else {
+        format!(
+            "{shown} is inside {}, which is served by a unifs mount ({daemon}): the daemon \
+             must be its tree's only writer; {what}, or restore elsewhere ({nothing})",
+            served.guest.display()
+        )
+    }))
+}
+
+/// (filesystem type, source) of the mount at the directory `dir`, when it is
+/// a mount point: listed in /proc/self/mountinfo, or (where that cannot be
+/// read) on another device or mount than its parent.
+fn mount_point(dir: &Path) -> Option<(String, String)> {
+    if let Some(m) = crate::fs::mount_source(dir) {
+        return Some(m);
+    }
+    let real = fs::canonicalize(dir).ok()?;
+    let parent = real.parent()?;
+    let (a, b) = (sys::open_dir(&real).ok()?, sys::open_dir(parent).ok()?);
+    let (sa, sb) = (fs::metadata(&real).ok()?, fs::metadata(parent).ok()?);
+    let other_mount = sys::mount_id(a.as_fd()) != sys::mount_id(b.as_fd());
+    (sa.dev() != sb.dev() || other_mount).then(|| ("a filesystem".into(), "mounted".into()))
 }
 
 /// The inode flags to give the path of `e`: a file's own or a directory's

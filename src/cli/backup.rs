@@ -235,6 +235,15 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             path(&root.join(sub))
         );
     }
+    for tmp in described.unify_temps {
+        eprintln!(
+            "unifs: warning: {}: unify's temp name, left out of the manifest (a unify \
+             linking the guest meanwhile has one there for an instant, and a killed one \
+             leaves one behind); a file of the guest's own by such a name is not backed up: \
+             rename it",
+            path(&root.join(tmp))
+        );
+    }
     if a.format == Format::PrivatePaths && !a.null {
         refuse_unsafe_lines(&entries)?;
     }

@@ -257,6 +257,23 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
                 all = all && sys::try_flock(fd.as_fd(), false)?;
             }
             if all {
+                // Still the directory at that path? A `unifs restore` into
+                // it held it (shared) and, as it ended, renamed its tree
+                // there: the lock got is the old one's, which is deleted,
+                // and served it would show the guest an empty root.
+                let now = std::fs::metadata(&canonical)?;
+                let st = sys::fstat(root.as_fd())?;
+                use std::os::unix::fs::MetadataExt;
+                if (now.dev(), now.ino()) != (st.st_dev, st.st_ino) {
+                    for fd in above.iter().chain(std::iter::once(root)) {
+                        sys::unlock(fd.as_fd());
+                    }
+                    return Err(io::Error::other(format!(
+                        "{} was replaced while this mount waited for it (a `unifs restore` \
+                         into it just ended?); mount it again",
+                        guest.display()
+                    )));
+                }
                 return Ok(above);
             }
             // Let go of all and try again: no lock held while waiting.
@@ -283,6 +300,65 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
             guest.display()
         ),
     ))
+}
+
+/// A guest directory a unifs mount daemon serves (it holds the exclusive
+/// flock on the guest's root: see [`claim_guest`]).
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The served guest directory (canonical).
+    pub guest: PathBuf,
+    /// Its daemon, where /proc/locks names it.
+    pub pid: Option<i32>,
+    /// Where it is mounted, as far as this mount namespace shows (a
+    /// started guest's root is mounted where only the guest sees it).
+    pub mount_points: Vec<PathBuf>,
+}
+
+/// Shared flocks on the existing directory `dir` and on each directory
+/// above it, as a mount daemon holds them on the directories above its
+/// guest: `Err(Served)` where one of them is the root of a served guest
+/// (its daemon holds the exclusive flock there, so the shared one cannot be
+/// had). While the returned fds are held, no mount of any of them can start
+/// (its exclusive flock is refused): a writer of the tree below that is no
+/// mount daemon takes them, so that it never writes behind a daemon's back.
+pub fn hold_unserved(dir: &Path) -> io::Result<Result<Vec<std::os::fd::OwnedFd>, Served>> {
+    let canonical = std::fs::canonicalize(dir)?;
+    let mut held = Vec::new();
+    for d in canonical.ancestors() {
+        let fd = crate::sys::open_dir(d)?;
+        if !sys::try_flock(fd.as_fd(), false)? {
+            let guest = d.to_path_buf();
+            let source = format!("unifs:{}", guest.display());
+            let mount_points = unifs_mount_points()
+                .into_iter()
+                .filter(|(_, s)| *s == source)
+                .map(|(p, _)| p)
+                .collect();
+            return Ok(Err(Served {
+                guest,
+                pid: lock_holder(fd.as_fd()),
+                mount_points,
+            }));
+        }
+        held.push(fd);
+    }
+    Ok(Ok(held))
+}
+
+/// (mount point, source) of every unifs mount in this mount namespace.
+fn unifs_mount_points() -> Vec<(PathBuf, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let point = l.split(' ').nth(4)?;
+            let (_, fs) = l.split_once(" - ")?;
+            let mut fs = fs.split(' ');
+            let (fstype, source) = (fs.next()?, unescape_mountinfo(fs.next()?));
+            let ours = fstype.starts_with("fuse") && source.starts_with("unifs:");
+            ours.then(|| (PathBuf::from(unescape_mountinfo(point)), source))
+        })
+        .collect()
 }
 
 /// The pid holding a flock on `fd`'s inode, from /proc/locks.
@@ -447,7 +523,7 @@ fn listed_mount_point(path: &Path) -> bool {
 
 /// (filesystem type, source) of the last mount at `path`, if any. The path
 /// itself is not stat'ed ([`resolve_without_stat`]).
-fn mount_source(path: &Path) -> Option<(String, String)> {
+pub fn mount_source(path: &Path) -> Option<(String, String)> {
     let path = resolve_without_stat(path).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines()

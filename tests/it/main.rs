@@ -18,6 +18,7 @@ mod review_s17_store;
 mod review_s18_fs;
 mod review_s18_store;
 mod review_s19_ops;
+mod review_s20_backup;
 mod review_s20_store;
 mod review_s8_cli;
 mod review_s8b_unify;

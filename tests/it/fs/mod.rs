@@ -1,7 +1,7 @@
 //! Tests of the FUSE overlay (`unifs mount`): real mounts over fixture guests
 //! whose shared files are built here as unify would leave them.
 
-mod harness;
+pub(crate) mod harness;
 
 mod acl;
 mod cli;
