@@ -402,13 +402,21 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
     if !ufs::is_unifs_mount(&mp) {
         bail!("{} is not a unifs mount; use umount(8)", mp.display());
     }
+    let guest = ufs::unifs_mount_guest(&mp);
     let r = if a.lazy {
         ufs::sys::umount(&mp, true)
     } else {
         ufs::unmount(&mp, false)
     };
     match r {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => {
+            // Done once the daemon is (a lazy unmount's serves on): a mount
+            // made there at once must not meet its last unmount.
+            if let Some(guest) = guest.filter(|_| !a.lazy) {
+                ufs::wait_until_released(&guest, std::time::Duration::from_secs(10));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => bail!(
             "{} is busy (a process uses it); stop it, or use --lazy",
             mp.display()

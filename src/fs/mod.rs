@@ -375,6 +375,35 @@ fn lock_holder(fd: std::os::fd::BorrowedFd) -> Option<i32> {
     })
 }
 
+/// Waits, up to `limit`, until no daemon holds `guest` (its claim's lock),
+/// unless the one that does is stopped. An unmounted daemon ends by
+/// unmounting its mount point by path (fuser does, even when the kernel
+/// did already) and only then lets go of the lock: a mount made there
+/// before that, of any guest, would be unmounted.
+pub fn wait_until_released(guest: &Path, limit: std::time::Duration) {
+    let Ok(root) = crate::sys::open_dir(guest) else {
+        return;
+    };
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        match sys::try_flock(root.as_fd(), false) {
+            Ok(true) => {
+                sys::unlock(root.as_fd());
+                return;
+            }
+            Ok(false) => {}
+            Err(_) => return,
+        }
+        let stopped = lock_holder(root.as_fd())
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('T')));
+        if stopped == Some(true) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Unmounts `mountpoint`: plainly, or lazily (detached, gone when its last
 /// user leaves) if it is busy and `lazy_if_busy` is set.
 pub fn unmount(mountpoint: &Path, lazy_if_busy: bool) -> io::Result<()> {

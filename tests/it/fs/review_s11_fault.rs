@@ -137,3 +137,35 @@ fn a_remount_at_once_is_not_unmounted_by_the_ending_daemon() {
     assert!(is_mounted(&mp), "the new mount was unmounted");
     assert_eq!(fs::read(new.path("f")).unwrap(), b"still here");
 }
+
+/// `unifs umount` returned before the daemon had done its last unmount by
+/// path, so a mount of another guest made there at once was unmounted by
+/// it. umount now waits for the daemon to let go of its guest.
+#[test]
+fn umount_returns_once_the_daemon_is_done() {
+    let test = "umount_returns_once_the_daemon_is_done";
+    if !require_strace(test) {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    fs::write(other.join("f"), b"the other guest").unwrap();
+    let injects = ["--inject=umount2:delay_enter=700000"];
+    let mut old = mount_under_strace(&w, &g, &injects, &[]);
+    let mp = old.dir.clone();
+    let out = std::process::Command::new(crate::common::unifs_bin())
+        .arg("umount")
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let new = Mount::start(&w.store, &other, &mp, &[]);
+    old.dir = w.dir("not-mounted");
+    let mut child = old.child.take().unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    }));
+    drop(old);
+    assert!(is_mounted(&mp), "the new mount was unmounted");
+    assert_eq!(fs::read(new.path("f")).unwrap(), b"the other guest");
+}
