@@ -1779,11 +1779,7 @@ impl Overlay {
             let _changing = read_lock(&self.dir_changes);
             sys::unlink_at(dir.as_fd(), name)?;
         }
-        let mut state = lock(&self.state);
-        let id = state.table.detach(parent, name);
-        if let (true, Some(id)) = (last, id) {
-            state.table.last_link_gone(id);
-        }
+        lock(&self.state).table.remove_name(parent, name, last);
         Ok(())
     }
 
@@ -1813,10 +1809,7 @@ impl Overlay {
             r => r?,
         }
         drop(changing);
-        let mut state = lock(&self.state);
-        if let Some(id) = state.table.detach(parent, name) {
-            state.table.last_link_gone(id);
-        }
+        lock(&self.state).table.remove_name(parent, name, true);
         Ok(())
     }
 
