@@ -12,6 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockWriteGuard};
 
 /// Temp names of copies being put in place.
 pub const TEMP_PREFIX: &str = ".unifs-break.";
@@ -113,8 +114,17 @@ pub fn locked_dir(dir: BorrowedFd) -> Option<&'static str> {
 
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the
-/// backing inode the entry names afterwards.
-pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<BackingIno> {
+/// backing inode the entry names afterwards. `dir_changes`: held for
+/// reading by every change of a directory the daemon makes for the guest
+/// (create, unlink, rename, utimes …); the break holds it for writing from
+/// just before its first change of `dir` until the directory's mtime is put
+/// back, so that no such change lands in between unseen (see [`DirMtime`]).
+pub fn break_link(
+    dir: BorrowedFd,
+    name: &OsStr,
+    keep: u64,
+    dir_changes: &RwLock<()>,
+) -> io::Result<BackingIno> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
@@ -123,7 +133,7 @@ pub fn break_link(dir: BorrowedFd, name: &OsStr, keep: u64) -> io::Result<Backin
         }
         let mut want = st;
         want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
-        match copy_and_replace(dir, name, &src, &st, &want) {
+        match copy_and_replace(dir, name, &src, &st, &want, dir_changes) {
             Ok(ino) => return Ok(ino),
             // The name changed under us (unify re-linked it): look again.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
@@ -140,8 +150,9 @@ fn copy_and_replace(
     src: &OwnedFd,
     st: &libc::stat,
     want: &libc::stat,
+    dir_changes: &RwLock<()>,
 ) -> io::Result<BackingIno> {
-    let mut mtime = DirMtime::new(dir);
+    let mut mtime = DirMtime::new(dir, dir_changes);
     let result = copy_and_rename(dir, name, src, st, want, &mut mtime);
     mtime.restore();
     result
@@ -163,20 +174,27 @@ fn copy_and_rename(
         }
         Err(_) => {
             let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+            mtime.begin();
             let (fd, n) = with_temp_name(|n| sys::open_at(dir, n, flags, 0o600))?;
             mtime.changed();
             if let Err(e) = mark(fd.as_fd()) {
                 let _ = sys::unlink_at(dir, &n);
+                mtime.changed();
                 return Err(e);
             }
+            // The copy takes long: the guest's changes of the directory
+            // meanwhile must not wait for it.
+            mtime.pause();
             (fd, Some(n))
         }
     };
     let result = (|| {
         fill_copy(src.as_fd(), tmp.as_fd(), want, Atime::Mtime)?;
+        test_pause();
         let n = match &tmp_name {
             Some(n) => n.clone(),
             None => {
+                mtime.begin();
                 let ((), n) = with_temp_name(|n| sys::link_fd(tmp.as_fd(), dir, n))?;
                 mtime.changed();
                 tmp_name = Some(n.clone());
@@ -190,7 +208,7 @@ fn copy_and_rename(
         // In place, it is the guest's file. (Killed right here, the copy
         // stays under its temp name, unmarked: a file the guest sees.)
         sys::xattr::remove_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR))?;
-        mtime.check();
+        mtime.begin();
         sys::rename_at(dir, &n, dir, name)?;
         mtime.changed();
         tmp_name = None;
@@ -200,7 +218,7 @@ fn copy_and_rename(
         // Marked again (the failure may have come after the mark went), so
         // that a name left behind is known for ours and removed later.
         let _ = sys::xattr::set_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR), b"");
-        mtime.check();
+        mtime.begin();
         if sys::unlink_at(dir, &n).is_ok() {
             mtime.changed();
         } else {
@@ -319,55 +337,101 @@ fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result
     })
 }
 
+/// Sleeps for `UNIFS_TEST_BREAK_PAUSE_MS` (read once; unset: not at all)
+/// after a break's copy is made and before its first change of the
+/// directory: the tests' way to land a guest's change in the copy's time.
+fn test_pause() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        let ms = std::env::var("UNIFS_TEST_BREAK_PAUSE_MS").ok()?;
+        ms.parse().ok().map(std::time::Duration::from_millis)
+    });
+    if let Some(pause) = pause {
+        std::thread::sleep(*pause);
+    }
+}
+
 /// The mtime of the directory a break works in, put back afterwards. On a
 /// local filesystem a write to a file (or its chmod, …) never changes its
 /// directory's mtime; the break's temp name and rename are the daemon's
-/// doing, not the guest's. It is put back only if the directory's mtime is
-/// still the one our own last change left: a change somebody else made in
-/// between (another thread of the daemon creating a file there) keeps its
-/// newer mtime. The ctime cannot be put back.
+/// doing, not the guest's. The mtime put back is the one the directory had
+/// right before our first change of it, so that a change the guest made
+/// while the copy was being made (before any change of ours) keeps its
+/// mtime; and it is put back only if the directory's mtime and ctime are
+/// still those our own last change left: a change somebody else made in
+/// between moved the ctime at least, and keeps its mtime. The ctime cannot
+/// be put back.
+///
+/// Times alone cannot tell two changes in one clock tick apart (the
+/// kernel's coarse clock stamps both alike), so the daemon's own changes of
+/// directories for the guest are kept out altogether from our first change
+/// to the mtime's restore: they hold `lock` for reading, we hold it for
+/// writing meanwhile (not during a copy, which takes long). Only a change
+/// on the host, behind the mount's back, in the same tick as one of ours,
+/// can still go unseen.
 struct DirMtime<'a> {
     dir: BorrowedFd<'a>,
-    before: Option<sys::Timestamp>,
-    /// The mtime our last change of the directory left.
-    ours: Option<sys::Timestamp>,
-    foreign: bool,
+    lock: &'a RwLock<()>,
+    guard: Option<RwLockWriteGuard<'a, ()>>,
+    /// The mtime to put back.
+    target: Option<sys::Timestamp>,
+    /// The (mtime, ctime) our last change of the directory left.
+    ours: Option<(sys::Timestamp, sys::Timestamp)>,
 }
 
 impl<'a> DirMtime<'a> {
-    /// Before our first change of `dir`.
-    fn new(dir: BorrowedFd<'a>) -> DirMtime<'a> {
+    fn new(dir: BorrowedFd<'a>, lock: &'a RwLock<()>) -> DirMtime<'a> {
         DirMtime {
             dir,
-            before: Self::now(dir),
+            lock,
+            guard: None,
+            target: None,
             ours: None,
-            foreign: false,
         }
     }
 
-    fn now(dir: BorrowedFd) -> Option<sys::Timestamp> {
-        sys::fstat(dir).ok().map(|st| st.mtime)
+    fn now(dir: BorrowedFd) -> Option<(sys::Timestamp, sys::Timestamp)> {
+        sys::fstat(dir).ok().map(|st| (st.mtime, st.ctime))
     }
 
-    /// Before another change of ours: a different mtime than our last
-    /// change left means someone else changed the directory meanwhile.
-    fn check(&mut self) {
-        if self.ours.is_some() && Self::now(self.dir) != self.ours {
-            self.foreign = true;
+    fn hold(&mut self) {
+        if self.guard.is_none() {
+            self.guard = Some(self.lock.write().unwrap_or_else(|p| p.into_inner()));
         }
     }
 
-    /// After a change of ours.
+    /// Right before a change of ours: the mtime to put back is the one
+    /// the directory has now, unless our last change left it as it is.
+    fn begin(&mut self) {
+        self.hold();
+        let now = Self::now(self.dir);
+        if self.ours.is_none() || now != self.ours {
+            self.target = now.map(|(mtime, _)| mtime);
+        }
+    }
+
+    /// After a change of ours (or an attempt).
     fn changed(&mut self) {
         self.ours = Self::now(self.dir);
     }
 
-    fn restore(self) {
-        if let (Some(before), Some(ours), false) = (self.before, self.ours, self.foreign) {
-            if before != ours && Self::now(self.dir) == Some(ours) {
-                if let Err(e) = sys::set_mtime(self.dir, before) {
-                    tracing::debug!("could not put a directory's mtime back: {e}");
-                }
+    /// Lets the guest's changes of directories go ahead until the next
+    /// [`Self::begin`].
+    fn pause(&mut self) {
+        self.guard = None;
+    }
+
+    fn restore(mut self) {
+        let Some(ours) = self.ours else {
+            return;
+        };
+        self.hold();
+        let Some(target) = self.target else {
+            return;
+        };
+        if target != ours.0 && Self::now(self.dir) == Some(ours) {
+            if let Err(e) = sys::set_mtime(self.dir, target) {
+                tracing::debug!("could not put a directory's mtime back: {e}");
             }
         }
     }

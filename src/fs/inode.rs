@@ -88,6 +88,15 @@ impl SharedNumbers {
             self.by_path.remove(&*path);
         }
     }
+
+    /// Takes `path`'s number off it, if it kept one (the path is gone).
+    fn forget_path(&mut self, path: &SharedPath) {
+        if let Some(n) = self.by_path.remove(path) {
+            if self.by_number.get(&n).is_some_and(|p| **p == *path) {
+                self.by_number.remove(&n);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +127,9 @@ pub struct InodeTable {
     /// Numbers handed out, kept after the kernel forgets a node so that a
     /// file looked up again gets the number it had: (parent directory's
     /// backing inode, name) of a shared path, and the backing inode of a
-    /// private file not numbered by its inode (a broken copy).
+    /// private file not numbered by its inode (a broken copy). Both drop
+    /// a path or copy the guest deletes ([`Self::remove_name`],
+    /// [`Self::last_link_gone`]).
     shared_numbers: SharedNumbers,
     private_numbers: HashMap<BackingIno, u64>,
     next_shared: u64,
@@ -377,6 +388,26 @@ impl InodeTable {
         }
     }
 
+    /// The guest removed (parent, name) (unlink, rmdir): the name goes
+    /// from its node, and so does the number kept for it as a shared
+    /// path, which no lookup can ask for again (kept, they grew the table
+    /// with every shared file a guest deleted, for the mount's life).
+    /// `last_link`: the backing inode lost its last link with it
+    /// ([`Self::last_link_gone`]). The node itself, and so its number,
+    /// lives on while the kernel references it or a handle holds it open.
+    pub fn remove_name(&mut self, parent: u64, name: &OsStr, last_link: bool) {
+        self.forget_shared_path(parent, name);
+        let id = self.detach(parent, name);
+        if let (true, Some(id)) = (last_link, id) {
+            self.last_link_gone(id);
+        }
+    }
+
+    fn forget_shared_path(&mut self, parent: u64, name: &OsStr) {
+        let key = (self.parent_ino(parent), name.to_owned());
+        self.shared_numbers.forget_path(&key);
+    }
+
     /// Takes (parent, name) away from the node it named; the node itself
     /// lives on while the kernel references it.
     pub fn detach(&mut self, parent: u64, name: &OsStr) -> Option<u64> {
@@ -392,11 +423,18 @@ impl InodeTable {
     /// The backing file of node `id` lost its last link (unlink, rmdir, a
     /// rename over it): once nothing holds it open, the filesystem may give
     /// its inode number to a new file, which must not join this node (the
-    /// kernel may still hold it, unlinked).
+    /// kernel may still hold it, unlinked). Nor does it get this node's
+    /// number: the number kept for the inode (a broken copy's) goes too;
+    /// the node keeps it while it lives, and no live node's number is ever
+    /// handed out.
     pub fn last_link_gone(&mut self, id: u64) {
         if let Some(node) = self.nodes.get(&id) {
-            if self.by_ino.get(&node.backing_ino) == Some(&id) {
-                self.by_ino.remove(&node.backing_ino);
+            let ino = node.backing_ino;
+            if self.by_ino.get(&ino) == Some(&id) {
+                self.by_ino.remove(&ino);
+            }
+            if self.private_numbers.get(&ino) == Some(&id) {
+                self.private_numbers.remove(&ino);
             }
         }
     }
@@ -443,6 +481,11 @@ impl InodeTable {
     ) {
         let moved = self.detach_keep(parent, name);
         let target = self.detach_keep(newparent, newname);
+        if !exchange {
+            // What the new name named is gone; a shared node moved there
+            // gives it its own number below.
+            self.forget_shared_path(newparent, newname);
+        }
         if let Some(id) = moved {
             self.attach(id, newparent, newname);
         }
@@ -707,6 +750,59 @@ mod tests {
         let g = t.lookup(ROOT, OsStr::new("g"), private(100));
         assert_ne!(g, f, "a new file joined the unlinked one's node");
         assert_eq!(t.get(g).unwrap().names.len(), 1);
+    }
+
+    /// The numbers kept for shared paths and broken copies go with the
+    /// paths the guest deletes (review s20: they stayed for the mount's
+    /// life, growing the daemon with every shared file deleted), while a
+    /// node the kernel still holds keeps its number, which no other node
+    /// gets meanwhile.
+    #[test]
+    fn numbers_kept_for_deleted_paths_are_dropped() {
+        let mut t = InodeTable::new(ino(2));
+        let d = t.lookup(ROOT, OsStr::new("d"), private(50));
+        let names: Vec<OsString> = (0..1000).map(|i| format!("f{i}").into()).collect();
+        let ids: Vec<u64> = names.iter().map(|n| t.lookup(d, n, shared(100))).collect();
+        assert_eq!(t.shared_numbers.by_path.len(), 1000);
+        // As Overlay::unlink: a shared path is never the inode's last link.
+        for (n, id) in names.iter().zip(&ids) {
+            t.remove_name(d, n, false);
+            t.forget(*id, 1);
+        }
+        assert_eq!(t.shared_numbers.by_path.len(), 0);
+        assert_eq!(t.shared_numbers.by_number.len(), 0);
+        assert_eq!(t.len(), 2, "root and d");
+
+        // A broken copy, deleted while open: it keeps its number while it
+        // lives; a new file given its inode number does not get it.
+        let a = t.lookup(d, OsStr::new("a"), shared(100));
+        t.rebind_private(a, ino(900));
+        assert_eq!(t.private_numbers.get(&ino(900)), Some(&a));
+        t.opened(a);
+        t.remove_name(d, OsStr::new("a"), true);
+        t.forget(a, 1);
+        assert!(t.private_numbers.is_empty());
+        assert!(t.get(a).is_some(), "open: the node lives");
+        let reused = t.lookup(d, OsStr::new("b"), private(900));
+        assert_ne!(reused, a);
+        let fresh: Vec<u64> = (0..100)
+            .map(|i| t.lookup(d, OsStr::new(&format!("s{i}")), shared(100)))
+            .collect();
+        assert!(!fresh.contains(&a), "a live node's number was handed out");
+        t.closed(a);
+        assert!(t.get(a).is_none());
+
+        // A rename over a shared path by a private file: the path's number
+        // goes with the file it named.
+        let s = fresh[0];
+        let p = t.lookup(d, OsStr::new("p"), private(300));
+        let before = t.shared_numbers.by_path.len();
+        t.rename(d, OsStr::new("p"), d, OsStr::new("s0"), false);
+        assert_eq!(t.shared_numbers.by_path.len(), before - 1);
+        assert_eq!(t.child(d, OsStr::new("s0")), Some(p));
+        assert!(t.get(s).is_some(), "the kernel still holds the old s0");
+        let n = &t.shared_numbers;
+        assert_eq!(n.by_path.len(), n.by_number.len());
     }
 
     #[test]

@@ -150,6 +150,13 @@ pub struct Overlay {
     /// (whose attributes the node got). The kernel keeps lookups and
     /// setattr out by its own locks, but not these.
     names: std::sync::RwLock<()>,
+    /// Held for reading by each change of a directory's entries or times
+    /// made for the guest (create, mknod, mkdir, symlink, link, unlink,
+    /// rmdir, rename, utimes), around its system call only; for writing by
+    /// a break from just before its first change of its directory until it
+    /// put the directory's mtime back, so that it never puts back an mtime
+    /// over a change of the guest's (`cow::break_link`).
+    dir_changes: std::sync::RwLock<()>,
     pub passthrough: std::sync::atomic::AtomicBool,
     /// For telling the kernel to forget names (set once mounted).
     pub notifier: std::sync::OnceLock<fuser::Notifier>,
@@ -361,6 +368,7 @@ impl Overlay {
             next_fh: AtomicU64::new(1),
             break_lock: Mutex::new(()),
             names: std::sync::RwLock::new(()),
+            dir_changes: std::sync::RwLock::new(()),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             notifier: std::sync::OnceLock::new(),
             read_only,
@@ -683,7 +691,7 @@ impl Overlay {
             _ => u64::MAX,
         };
         self.check_dir_unlocked(node, dir, name)?;
-        let new_ino = cow::break_link(dir, name, keep).inspect_err(|e| {
+        let new_ino = cow::break_link(dir, name, keep, &self.dir_changes).inspect_err(|e| {
             static LOG: super::LogLimit = super::LogLimit::new(10);
             if LOG.allows() {
                 tracing::warn!(
@@ -1489,6 +1497,7 @@ impl Overlay {
             }
         }
         if let Some((atime, mtime)) = times {
+            let _changing = read_lock(&self.dir_changes);
             match &held {
                 Some(fd) => fsys::futimens(fd.as_fd(), atime, mtime)?,
                 None => fsys::utimens_at(dir.as_fd(), &name, atime, mtime)?,
@@ -1660,7 +1669,10 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
-        fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64)?;
+        {
+            let _changing = read_lock(&self.dir_changes);
+            fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64)?;
+        }
         self.own_new(dir.as_fd(), name, uid, gid, Some(mode))?;
         self.lookup_in(&dir, parent, name)
     }
@@ -1676,7 +1688,11 @@ impl Overlay {
     ) -> Result<Entry> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
-        sys::mkdir_at(dir.as_fd(), name, Self::new_mode(dir.as_fd(), mode, umask))?;
+        let mode = Self::new_mode(dir.as_fd(), mode, umask);
+        {
+            let _changing = read_lock(&self.dir_changes);
+            sys::mkdir_at(dir.as_fd(), name, mode)?;
+        }
         self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
@@ -1691,7 +1707,10 @@ impl Overlay {
     ) -> Result<Entry> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
-        fsys::symlink_at(target, dir.as_fd(), name)?;
+        {
+            let _changing = read_lock(&self.dir_changes);
+            fsys::symlink_at(target, dir.as_fd(), name)?;
+        }
         self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
@@ -1711,12 +1730,15 @@ impl Overlay {
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
         let mut flags = flags;
-        match sys::open_at(
+        let changing = read_lock(&self.dir_changes);
+        let made = sys::open_at(
             dir.as_fd(),
             name,
             libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
             mode & 0o7777,
-        ) {
+        );
+        drop(changing);
+        match made {
             Ok(fd) => {
                 drop(fd);
                 self.own_new(dir.as_fd(), name, caller.uid, caller.gid, Some(mode))?;
@@ -1753,12 +1775,11 @@ impl Overlay {
         let dir = self.open_dir_node(parent)?;
         let _names = write_lock(&self.names);
         let last = Self::last_link(dir.as_fd(), name);
-        sys::unlink_at(dir.as_fd(), name)?;
-        let mut state = lock(&self.state);
-        let id = state.table.detach(parent, name);
-        if let (true, Some(id)) = (last, id) {
-            state.table.last_link_gone(id);
+        {
+            let _changing = read_lock(&self.dir_changes);
+            sys::unlink_at(dir.as_fd(), name)?;
         }
+        lock(&self.state).table.remove_name(parent, name, last);
         Ok(())
     }
 
@@ -1775,6 +1796,7 @@ impl Overlay {
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         let dir = self.open_dir_node(parent)?;
         let _names = write_lock(&self.names);
+        let changing = read_lock(&self.dir_changes);
         match fsys::rmdir_at(dir.as_fd(), name) {
             Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !self.read_only => {
                 // Empty to the guest, which never sees our temp names: a
@@ -1786,10 +1808,8 @@ impl Overlay {
             }
             r => r?,
         }
-        let mut state = lock(&self.state);
-        if let Some(id) = state.table.detach(parent, name) {
-            state.table.last_link_gone(id);
-        }
+        drop(changing);
+        lock(&self.state).table.remove_name(parent, name, true);
         Ok(())
     }
 
@@ -1834,6 +1854,7 @@ impl Overlay {
                 fsys::stat_at(olddir.as_fd(), name)
                     .is_ok_and(|o| (o.st_dev, o.st_ino) == (t.st_dev, t.st_ino))
             });
+        let changing = read_lock(&self.dir_changes);
         if one_inode {
             // Between two names of one inode a rename does nothing at all.
             // The kernel never sends that for one node, so these are two
@@ -1845,6 +1866,7 @@ impl Overlay {
         } else {
             fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
         }
+        drop(changing);
         let mut state = lock(&self.state);
         let replaced = state.table.child(newparent, newname);
         state
@@ -1871,7 +1893,10 @@ impl Overlay {
         let (dir, name) = self.entry_of(node)?;
         self.make_private(node, None, dir.as_fd(), &name, None)?;
         let newdir = self.open_dir_node(newparent)?;
-        sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname)?;
+        {
+            let _changing = read_lock(&self.dir_changes);
+            sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname)?;
+        }
         self.lookup_in(&newdir, newparent, newname)
     }
 
@@ -1991,6 +2016,7 @@ impl Overlay {
             return false;
         }
         if !self.read_only && cow::is_stale_temp(dir, name) {
+            let _changing = read_lock(&self.dir_changes);
             let _ = sys::unlink_at(dir, name);
         }
         true

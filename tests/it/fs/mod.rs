@@ -21,6 +21,7 @@ mod review_s17_mount;
 mod review_s18_fuse;
 mod review_s18_mount;
 mod review_s19_mount;
+mod review_s20_fs;
 mod review_s20_mount;
 mod review_s7;
 mod review_s7_r2;
