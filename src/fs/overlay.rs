@@ -661,6 +661,9 @@ impl Overlay {
         // file shared; unify's marking is caught after the open).
         let st = fsys::stat_at(dir, name)?;
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
+            if let Some(p) = parent {
+                self.note_private(node, p, dir, name, &st);
+            }
             return Ok(());
         }
         let _guard = lock(&self.break_lock);
@@ -708,6 +711,32 @@ impl Overlay {
         drop((state, _late, _early, _guard));
         self.note_unsynced_break(new_ino);
         Ok(())
+    }
+
+    /// Binds `node` to the private file `st` its name names where the table
+    /// still has it shared, as a break does. A break through a name that a
+    /// rename through the mount had just given another node broke that
+    /// node's file and left it bound to the store object; an open of it
+    /// then took the object's read-only file, which readers still held,
+    /// for the node's one backing file, and a write open failed with
+    /// ETXTBSY. Bound to the copy, the node is split off its path instead
+    /// (ESTALE: the kernel looks the path up again), as after a break.
+    fn note_private(&self, node: u64, parent: u64, dir: BorrowedFd, name: &OsStr, st: &libc::stat) {
+        let ino = BackingIno::of(st);
+        let stale = |state: &State| {
+            let node = state.table.get(node);
+            is_reg(st) && node.is_some_and(|n| n.shared && n.backing_ino != ino)
+        };
+        if !stale(&lock(&self.state)) {
+            return;
+        }
+        let _names = read_lock(&self.names);
+        let mut state = lock(&self.state);
+        let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st));
+        if stale(&state) && Self::still_named(&state, node, parent, name) && here.ok() == Some(ino)
+        {
+            state.table.rebind_private(node, ino);
+        }
     }
 
     /// EPERM, logged with its cause, where the directory's inode flags
@@ -1106,8 +1135,9 @@ impl Overlay {
         Ok(None)
     }
 
-    /// Opens the node's backing file: a shared one read-only; a private one
-    /// read-write when possible, so that later write opens can share it.
+    /// Opens the node's backing file: a shared one (a store object: marked)
+    /// read-only; a private one read-write when possible, so that later
+    /// write opens can share it.
     fn open_backing_file(
         &self,
         node: u64,
@@ -1126,8 +1156,20 @@ impl Overlay {
             return Err(errno(libc::EINVAL));
         }
         let reopen = |flags| self.reopen_for_reading(probe.as_fd(), flags);
-        let (fd, writable) = if shared && !want_write {
-            (reopen(libc::O_RDONLY)?, false)
+        // `shared` is the table's word, which may be older than the inode
+        // at the name: a break renames its copy there before it updates the
+        // table. The marker of the inode opened decides, or a read open in
+        // between made the copy's one backing file read-only, and write
+        // opens failed with ETXTBSY while it stayed open.
+        let mut object = None;
+        if shared && !want_write {
+            let fd = reopen(libc::O_RDONLY)?;
+            if cow::has_marker(fd.as_fd())? {
+                object = Some(fd);
+            }
+        }
+        let (fd, writable) = if let Some(fd) = object {
+            (fd, false)
         } else {
             let rdwr = |append| reopen(libc::O_RDWR | append);
             match rdwr(0) {
