@@ -798,9 +798,17 @@ impl Overlay {
         let (mut parent, mut dir, mut name) = match self.named_entry(node) {
             Ok(entry) => entry,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                return match self.usable_open_inode(node, want_write)? {
-                    Some(file) => self.finish_open(node, file, flags, caller, want_write),
-                    None => Err(errno(libc::ESTALE)),
+                return match self.usable_open_inode(node, want_write) {
+                    Ok(Some(file)) => self.finish_open(node, file, flags, caller, want_write),
+                    Ok(None) => Err(errno(libc::ESTALE)),
+                    // Its open file is a store object (read-only, readers
+                    // hold it), which no write reaches and no name is left
+                    // to give a private copy: ESTALE, as for a split node,
+                    // not ETXTBSY (no program runs).
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && self.object_open(node) => {
+                        Err(errno(libc::ESTALE))
+                    }
+                    Err(e) => Err(e),
                 };
             }
             Err(e) if e.raw_os_error() == Some(libc::ESTALE) && !want_write => {
@@ -1011,6 +1019,12 @@ impl Overlay {
     fn split_open_inode(&self, node: u64) -> Option<Arc<OpenInode>> {
         let split = lock(&self.state).table.get(node).is_some_and(|n| n.split);
         split.then(|| self.current_open_inode(node)).flatten()
+    }
+
+    /// Whether the node's open backing file is a store object.
+    fn object_open(&self, node: u64) -> bool {
+        let file = self.current_open_inode(node);
+        file.is_some_and(|f| cow::has_marker(f.fd.as_fd()).unwrap_or(false))
     }
 
     /// The node's open backing file, reusing the one open handles use.

@@ -669,3 +669,33 @@ fn a_write_open_of_a_file_broken_unseen_while_a_reader_holds_it_works() {
     assert_eq!(held, old, "the reader keeps the file it opened");
     assert_eq!(fs::read(other.join("data")).unwrap(), old);
 }
+
+/// Found by the stress above: a write open of a shared file whose name a
+/// rename took away after the kernel's lookup (here: reopened through
+/// `/proc/self/fd`) reached a node with no name, whose open file, the
+/// store object, a reader held read-only: ETXTBSY, as for a running
+/// program. No write may reach that file and no name is left to break:
+/// ESTALE, as for a split node.
+#[test]
+fn a_write_open_of_a_shared_file_with_no_name_left_is_estale() {
+    if !require_root("a_write_open_of_a_shared_file_with_no_name_left_is_estale") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    let old = vec![7u8; 20_000];
+    w.shared(&old, &[g.join("data"), other.join("data")]);
+    let m = w.mount(&g, "m", &[]);
+    let reader = fs::File::open(m.path("data")).unwrap();
+    fs::write(m.path("new"), b"new").unwrap();
+    fs::rename(m.path("new"), m.path("data")).unwrap();
+    let proc = format!("/proc/self/fd/{}", reader.as_raw_fd());
+    let r = fs::OpenOptions::new().write(true).open(&proc);
+    assert_eq!(
+        r.map(drop).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ESTALE))
+    );
+    assert_eq!(fs::read(&proc).unwrap(), old);
+    assert_eq!(fs::read(other.join("data")).unwrap(), old);
+}
