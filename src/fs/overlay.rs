@@ -662,7 +662,7 @@ impl Overlay {
         let st = fsys::stat_at(dir, name)?;
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
             if let Some(p) = parent {
-                self.note_private(node, p, dir, name, &st);
+                self.note_private(node, p, dir, name, &st)?;
             }
             return Ok(());
         }
@@ -721,22 +721,39 @@ impl Overlay {
     /// for the node's one backing file, and a write open failed with
     /// ETXTBSY. Bound to the copy, the node is split off its path instead
     /// (ESTALE: the kernel looks the path up again), as after a break.
-    fn note_private(&self, node: u64, parent: u64, dir: BorrowedFd, name: &OsStr, st: &libc::stat) {
+    /// "Moved" if a rename took the node's name away meanwhile (the file
+    /// at it is another node's): open tries again at the node's new name,
+    /// whose store object it breaks, rather than take that object's
+    /// read-only file for a write (ETXTBSY).
+    fn note_private(
+        &self,
+        node: u64,
+        parent: u64,
+        dir: BorrowedFd,
+        name: &OsStr,
+        st: &libc::stat,
+    ) -> Result<()> {
         let ino = BackingIno::of(st);
         let stale = |state: &State| {
             let node = state.table.get(node);
             is_reg(st) && node.is_some_and(|n| n.shared && n.backing_ino != ino)
         };
         if !stale(&lock(&self.state)) {
-            return;
+            return Ok(());
         }
         let _names = read_lock(&self.names);
         let mut state = lock(&self.state);
+        if !stale(&state) {
+            return Ok(());
+        }
+        if !Self::still_named(&state, node, parent, name) {
+            return Err(Self::moved());
+        }
         let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st));
-        if stale(&state) && Self::still_named(&state, node, parent, name) && here.ok() == Some(ino)
-        {
+        if here.ok() == Some(ino) {
             state.table.rebind_private(node, ino);
         }
+        Ok(())
     }
 
     /// EPERM, logged with its cause, where the directory's inode flags
