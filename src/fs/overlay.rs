@@ -669,6 +669,9 @@ impl Overlay {
         // file shared; unify's marking is caught after the open).
         let st = fsys::stat_at(dir, name)?;
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
+            if let Some(p) = parent {
+                self.note_private(node, p, dir, name, &st)?;
+            }
             return Ok(());
         }
         let _guard = lock(&self.break_lock);
@@ -715,6 +718,49 @@ impl Overlay {
         state.table.rebind_private(node, new_ino);
         drop((state, _late, _early, _guard));
         self.note_unsynced_break(new_ino);
+        Ok(())
+    }
+
+    /// Binds `node` to the private file `st` its name names where the table
+    /// still has it shared, as a break does. A break through a name that a
+    /// rename through the mount had just given another node broke that
+    /// node's file and left it bound to the store object; an open of it
+    /// then took the object's read-only file, which readers still held,
+    /// for the node's one backing file, and a write open failed with
+    /// ETXTBSY. Bound to the copy, the node is split off its path instead
+    /// (ESTALE: the kernel looks the path up again), as after a break.
+    /// "Moved" if a rename took the node's name away meanwhile (the file
+    /// at it is another node's): open tries again at the node's new name,
+    /// whose store object it breaks, rather than take that object's
+    /// read-only file for a write (ETXTBSY).
+    fn note_private(
+        &self,
+        node: u64,
+        parent: u64,
+        dir: BorrowedFd,
+        name: &OsStr,
+        st: &libc::stat,
+    ) -> Result<()> {
+        let ino = BackingIno::of(st);
+        let stale = |state: &State| {
+            let node = state.table.get(node);
+            is_reg(st) && node.is_some_and(|n| n.shared && n.backing_ino != ino)
+        };
+        if !stale(&lock(&self.state)) {
+            return Ok(());
+        }
+        let _names = read_lock(&self.names);
+        let mut state = lock(&self.state);
+        if !stale(&state) {
+            return Ok(());
+        }
+        if !Self::still_named(&state, node, parent, name) {
+            return Err(Self::moved());
+        }
+        let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st));
+        if here.ok() == Some(ino) {
+            state.table.rebind_private(node, ino);
+        }
         Ok(())
     }
 
@@ -777,9 +823,17 @@ impl Overlay {
         let (mut parent, mut dir, mut name) = match self.named_entry(node) {
             Ok(entry) => entry,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                return match self.usable_open_inode(node, want_write)? {
-                    Some(file) => self.finish_open(node, file, flags, caller, want_write),
-                    None => Err(errno(libc::ESTALE)),
+                return match self.usable_open_inode(node, want_write) {
+                    Ok(Some(file)) => self.finish_open(node, file, flags, caller, want_write),
+                    Ok(None) => Err(errno(libc::ESTALE)),
+                    // Its open file is a store object (read-only, readers
+                    // hold it), which no write reaches and no name is left
+                    // to give a private copy: ESTALE, as for a split node,
+                    // not ETXTBSY (no program runs).
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && self.object_open(node) => {
+                        Err(errno(libc::ESTALE))
+                    }
+                    Err(e) => Err(e),
                 };
             }
             Err(e) if e.raw_os_error() == Some(libc::ESTALE) && !want_write => {
@@ -992,6 +1046,12 @@ impl Overlay {
         split.then(|| self.current_open_inode(node)).flatten()
     }
 
+    /// Whether the node's open backing file is a store object.
+    fn object_open(&self, node: u64) -> bool {
+        let file = self.current_open_inode(node);
+        file.is_some_and(|f| cow::has_marker(f.fd.as_fd()).unwrap_or(false))
+    }
+
     /// The node's open backing file, reusing the one open handles use.
     fn open_inode(
         &self,
@@ -1114,8 +1174,9 @@ impl Overlay {
         Ok(None)
     }
 
-    /// Opens the node's backing file: a shared one read-only; a private one
-    /// read-write when possible, so that later write opens can share it.
+    /// Opens the node's backing file: a shared one (a store object: marked)
+    /// read-only; a private one read-write when possible, so that later
+    /// write opens can share it.
     fn open_backing_file(
         &self,
         node: u64,
@@ -1134,8 +1195,20 @@ impl Overlay {
             return Err(errno(libc::EINVAL));
         }
         let reopen = |flags| self.reopen_for_reading(probe.as_fd(), flags);
-        let (fd, writable) = if shared && !want_write {
-            (reopen(libc::O_RDONLY)?, false)
+        // `shared` is the table's word, which may be older than the inode
+        // at the name: a break renames its copy there before it updates the
+        // table. The marker of the inode opened decides, or a read open in
+        // between made the copy's one backing file read-only, and write
+        // opens failed with ETXTBSY while it stayed open.
+        let mut object = None;
+        if shared && !want_write {
+            let fd = reopen(libc::O_RDONLY)?;
+            if cow::has_marker(fd.as_fd())? {
+                object = Some(fd);
+            }
+        }
+        let (fd, writable) = if let Some(fd) = object {
+            (fd, false)
         } else {
             let rdwr = |append| reopen(libc::O_RDWR | append);
             match rdwr(0) {

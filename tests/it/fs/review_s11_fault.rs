@@ -168,4 +168,55 @@ fn umount_returns_once_the_daemon_is_done() {
     drop(old);
     assert!(is_mounted(&mp), "the new mount was unmounted");
     assert_eq!(fs::read(new.path("f")).unwrap(), b"the other guest");
+
+/// A read open that came while a write open broke the same shared file,
+/// after the break's rename and before its table update, opened the new
+/// private copy read-only (the table still said shared) and made that the
+/// node's one backing file: the write open, and every write open while the
+/// reader held the file, then failed with ETXTBSY (the stress test's rare
+/// "Text file busy"). Held in that window here: the break's rename (its
+/// first renameat) returns 3 s late.
+#[test]
+fn a_read_open_in_a_breaks_window_does_not_make_its_write_open_fail() {
+    let test = "a_read_open_in_a_breaks_window_does_not_make_its_write_open_fail";
+    if !require_strace(test) {
+        return;
+    }
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    w.shared(&vec![7u8; 20_000], &[g.join("data"), other.join("data")]);
+    let injects = ["--inject=renameat:delay_exit=3000000:when=1"];
+    let m = mount_under_strace(&w, &g, &injects, &[]);
+    let data = m.path("data");
+    fs::symlink_metadata(&data).unwrap();
+    let shared_ino = fs::symlink_metadata(g.join("data")).unwrap().ino();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&data)
+                .and_then(|f| f.write_all_at(b"new", 0))
+        });
+        // The copy is under the name once its ino shows there; the break
+        // then waits in strace, its table update not yet done.
+        let renamed = wait_until(std::time::Duration::from_secs(10), || {
+            fs::symlink_metadata(g.join("data")).is_ok_and(|m| m.ino() != shared_ino)
+        });
+        assert!(renamed, "the break never renamed its copy");
+        let reader = fs::File::open(&data).unwrap();
+        assert!(!writer.is_finished(), "the read open missed the window");
+        let r = writer.join().unwrap();
+        assert!(
+            r.is_ok(),
+            "write open after a read open in the break's window: {r:?}"
+        );
+        let mut head = [0u8; 4];
+        reader.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(&head, b"new\x07");
+    });
+    let mut want = vec![7u8; 20_000];
+    want[..3].copy_from_slice(b"new");
+    assert_eq!(fs::read(&data).unwrap(), want);
+    assert_eq!(fs::read(other.join("data")).unwrap(), vec![7u8; 20_000]);
 }

@@ -633,3 +633,69 @@ fn write_opens_racing_renames_over_their_name_leave_one_number_per_file() {
 fn ino_of(p: &Path) -> u64 {
     fs::symlink_metadata(p).unwrap().ino()
 }
+
+/// Found by the stress above: a write open's break through a name that a
+/// rename had just given another node broke that node's file, and left the
+/// node bound to the store object. A write open of it then met the
+/// object's read-only file, which a reader held, as the node's one backing
+/// file, and failed with ETXTBSY. Here the file is replaced by a private
+/// copy behind the mount's back, which leaves the node as that break did.
+#[test]
+fn a_write_open_of_a_file_broken_unseen_while_a_reader_holds_it_works() {
+    if !require_root("a_write_open_of_a_file_broken_unseen_while_a_reader_holds_it_works") {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    let old = vec![7u8; 20_000];
+    w.shared(&old, &[g.join("data"), other.join("data")]);
+    let m = w.mount(&g, "m", &[]);
+    let data = m.path("data");
+    let reader = fs::File::open(&data).unwrap();
+    // What a break does: an unmarked copy renamed over the name.
+    fs::copy(g.join("data"), g.join("copy")).unwrap();
+    fs::rename(g.join("copy"), g.join("data")).unwrap();
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .and_then(|f| f.write_all_at(b"new", 0));
+    assert!(r.is_ok(), "write open of the copy: {r:?}");
+    let mut new = old.clone();
+    new[..3].copy_from_slice(b"new");
+    assert_eq!(fs::read(&data).unwrap(), new);
+    assert_eq!(fs::read(g.join("data")).unwrap(), new);
+    let mut held = vec![0u8; old.len()];
+    reader.read_exact_at(&mut held, 0).unwrap();
+    assert_eq!(held, old, "the reader keeps the file it opened");
+    assert_eq!(fs::read(other.join("data")).unwrap(), old);
+}
+
+/// Found by the stress above: a write open of a shared file whose name a
+/// rename took away after the kernel's lookup (here: reopened through
+/// `/proc/self/fd`) reached a node with no name, whose open file, the
+/// store object, a reader held read-only: ETXTBSY, as for a running
+/// program. No write may reach that file and no name is left to break:
+/// ESTALE, as for a split node.
+#[test]
+fn a_write_open_of_a_shared_file_with_no_name_left_is_estale() {
+    if !require_root("a_write_open_of_a_shared_file_with_no_name_left_is_estale") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    let old = vec![7u8; 20_000];
+    w.shared(&old, &[g.join("data"), other.join("data")]);
+    let m = w.mount(&g, "m", &[]);
+    let reader = fs::File::open(m.path("data")).unwrap();
+    fs::write(m.path("new"), b"new").unwrap();
+    fs::rename(m.path("new"), m.path("data")).unwrap();
+    let proc = format!("/proc/self/fd/{}", reader.as_raw_fd());
+    let r = fs::OpenOptions::new().write(true).open(&proc);
+    assert_eq!(
+        r.map(drop).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ESTALE))
+    );
+    assert_eq!(fs::read(&proc).unwrap(), old);
+    assert_eq!(fs::read(other.join("data")).unwrap(), old);
+}
