@@ -168,6 +168,7 @@ fn umount_returns_once_the_daemon_is_done() {
     drop(old);
     assert!(is_mounted(&mp), "the new mount was unmounted");
     assert_eq!(fs::read(new.path("f")).unwrap(), b"the other guest");
+}
 
 /// A read open that came while a write open broke the same shared file,
 /// after the break's rename and before its table update, opened the new
