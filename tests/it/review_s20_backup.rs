@@ -7,7 +7,7 @@ use crate::tree::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Guests g0 and g1 sharing one file, unified into `lab/store`, and g0's
@@ -24,10 +24,6 @@ fn unified_guest(lab: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let o = unifs(&store, &[&"manifest", &guests[0], &"-o", &m]);
     assert!(o.status.success(), "{}", stderr(&o));
     (store, guests[0].clone(), m)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
@@ -76,6 +72,14 @@ impl Drop for TmpfsMount {
     }
 }
 
+/// Runs `restore`, asserts that it failed, and returns its stderr.
+fn refused(store: &Path, m: &Path, from: &Path, target: &Path, what: &str) -> String {
+    let o = restore(store, m, from, target);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{what}: {err}");
+    err
+}
+
 /// restore removed the empty directory a live mount served and renamed its
 /// tree there: the daemon went on serving the deleted directory (the guest
 /// saw an empty root, every create failed ENOENT), and restore said it
@@ -95,9 +99,7 @@ fn restore_refuses_the_directory_a_live_mount_serves() {
     let mount = Mount::start(&store, &r, &lab.join("mnt"), &[]);
     let pid = mount.pid();
 
-    let o = restore(&store, &m, &g0, &r);
-    let err = stderr(&o);
-    assert!(!o.status.success(), "restored into a served guest: {err}");
+    let err = refused(&store, &m, &g0, &r, "restored into a served guest");
     assert!(
         err.contains(&format!("{} is served by a unifs mount", r.display())),
         "{err}"
@@ -115,9 +117,7 @@ fn restore_refuses_the_directory_a_live_mount_serves() {
 
     // A directory inside the served guest: the daemon's to write.
     let inside = r.join("sub");
-    let o = restore(&store, &m, &g0, &inside);
-    let err = stderr(&o);
-    assert!(!o.status.success(), "restored inside a served guest: {err}");
+    let err = refused(&store, &m, &g0, &inside, "restored inside a served guest");
     assert!(
         err.contains(&format!(
             "{} is inside {}, which is served by a unifs mount",
@@ -159,9 +159,7 @@ fn restore_refuses_a_mount_point_or_a_symlink_writing_nothing() {
     // An empty filesystem mounted where the guest goes.
     let t1 = lab.join("t1");
     let _tmpfs = TmpfsMount::at(&t1);
-    let o = restore(&store, &m, &g0, &t1);
-    let err = stderr(&o);
-    assert!(!o.status.success(), "restored onto a mount point: {err}");
+    let err = refused(&store, &m, &g0, &t1, "restored onto a mount point");
     assert!(
         err.contains(&format!("{} is a mount point (tmpfs", t1.display())),
         "{err}"
@@ -187,9 +185,7 @@ fn restore_refuses_a_mount_point_or_a_symlink_writing_nothing() {
     fs::create_dir(&r).unwrap();
     fs::create_dir(lab.join("mnt")).unwrap();
     let mount = Mount::start(&store, &r, &lab.join("mnt"), &[]);
-    let o = restore(&store, &m, &g0, &mount.dir);
-    let err = stderr(&o);
-    assert!(!o.status.success(), "restored onto a unifs mount: {err}");
+    let err = refused(&store, &m, &g0, &mount.dir, "restored onto a unifs mount");
     assert!(
         err.contains(&format!(
             "{} is a unifs mount (of the guest directory {})",
@@ -208,9 +204,7 @@ fn restore_refuses_a_mount_point_or_a_symlink_writing_nothing() {
     fs::create_dir_all(&data).unwrap();
     let link = lab.join("web1");
     std::os::unix::fs::symlink(&data, &link).unwrap();
-    let o = restore(&store, &m, &g0, &link);
-    let err = stderr(&o);
-    assert!(!o.status.success(), "restored through a symlink: {err}");
+    let err = refused(&store, &m, &g0, &link, "restored through a symlink");
     assert!(
         err.contains(&format!(
             "{} is a symlink (to {})",

@@ -104,6 +104,22 @@ fn a_change_to_a_private_file_does_not_wait_for_another_files_break() {
     assert_eq!(fs::read(other.join("big")).unwrap(), vec![7u8; 1 << 20]);
 }
 
+/// `g` mounted by a daemon whose unmount of its mount point by path, as
+/// it ends, comes 0.7 s late.
+fn with_late_unmount(w: &World, g: &Path) -> Mount {
+    mount_under_strace(w, g, &["--inject=umount2:delay_enter=700000"], &[])
+}
+
+/// Waits for `old`'s daemon, whose mount is gone, to end: its guard must
+/// not unmount a new mount at the same place, only reap it.
+fn reap_unmounted(w: &World, mut old: Mount) {
+    old.dir = w.dir("not-mounted");
+    let mut child = old.child.take().unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    }));
+}
+
 /// A restart (`unifs umount M; unifs mount G M`) lost its new mount now and
 /// then: the old daemon, ending, let go of the guest's lock (its overlay
 /// dropped) before fuser unmounted the mount point by path, so a new mount
@@ -119,21 +135,13 @@ fn a_remount_at_once_is_not_unmounted_by_the_ending_daemon() {
     let w = World::new();
     let g = w.dir("g");
     fs::write(g.join("f"), b"still here").unwrap();
-    let injects = ["--inject=umount2:delay_enter=700000"];
-    let mut old = mount_under_strace(&w, &g, &injects, &[]);
+    let old = with_late_unmount(&w, &g);
     let mp = old.dir.clone();
     let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `c` is a NUL-terminated path.
     assert_eq!(unsafe { libc::umount2(c.as_ptr(), 0) }, 0);
     let new = Mount::start(&w.store, &g, &mp, &[]);
-    // The old daemon's own mount is gone: its guard must not unmount the
-    // new one at the same place, only reap it.
-    old.dir = w.dir("not-mounted");
-    let mut child = old.child.take().unwrap();
-    assert!(wait_until(std::time::Duration::from_secs(20), || {
-        child.try_wait().unwrap().is_some()
-    }));
-    drop(old);
+    reap_unmounted(&w, old);
     assert!(is_mounted(&mp), "the new mount was unmounted");
     assert_eq!(fs::read(new.path("f")).unwrap(), b"still here");
 }
@@ -150,8 +158,7 @@ fn umount_returns_once_the_daemon_is_done() {
     let w = World::new();
     let (g, other) = (w.dir("g"), w.dir("other"));
     fs::write(other.join("f"), b"the other guest").unwrap();
-    let injects = ["--inject=umount2:delay_enter=700000"];
-    let mut old = mount_under_strace(&w, &g, &injects, &[]);
+    let old = with_late_unmount(&w, &g);
     let mp = old.dir.clone();
     let out = std::process::Command::new(crate::common::unifs_bin())
         .arg("umount")
@@ -160,12 +167,7 @@ fn umount_returns_once_the_daemon_is_done() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let new = Mount::start(&w.store, &other, &mp, &[]);
-    old.dir = w.dir("not-mounted");
-    let mut child = old.child.take().unwrap();
-    assert!(wait_until(std::time::Duration::from_secs(20), || {
-        child.try_wait().unwrap().is_some()
-    }));
-    drop(old);
+    reap_unmounted(&w, old);
     assert!(is_mounted(&mp), "the new mount was unmounted");
     assert_eq!(fs::read(new.path("f")).unwrap(), b"the other guest");
 }

@@ -3,14 +3,10 @@
 
 use super::harness::Mount;
 use crate::common::require_root;
-use crate::tree::{assert_verify_clean, bytes, file, ino, unifs, unify_json};
+use crate::tree::{assert_verify_clean, bytes, file, ino, stderr, unifs, unify_json};
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use std::process::Command;
 
 /// A guest whose unifs mount over its own directory lost its daemon (killed,
 /// crashed: every access fails with ENOTCONN) is still a unifs mount.
