@@ -13,16 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// A named guest on the overlay, in a temp dir of its own.
-struct Guest {
-    name: String,
-    t: TestRoot,
+/// A named guest on the overlay, in a temp dir of its own; dropping stops
+/// every guest of its run dir.
+pub(super) struct Guest {
+    pub(super) name: String,
+    pub(super) t: TestRoot,
     config_dir: PathBuf,
     run_dir: PathBuf,
 }
 
 impl Guest {
-    fn new(test: &str, init: &str) -> Guest {
+    pub(super) fn new(test: &str, init: &str) -> Guest {
         let t = TestRoot::new();
         let config_dir = t.dir.path().join("config");
         let run_dir = t.dir.path().join("run");
@@ -39,11 +40,21 @@ impl Guest {
 
     /// Writes CONFIG_DIR/NAME.toml for a guest of `root`.
     fn configure(&self, name: &str, root: &Path, init: &str) {
-        let toml = format!("root = {root:?}\ninit = {init}\n[limits]\npids = 64\n");
+        self.configure_with(name, root, init, "");
+    }
+
+    /// [`Guest::configure`] with `extra` lines of config too.
+    pub(super) fn configure_with(&self, name: &str, root: &Path, init: &str, extra: &str) {
+        let toml = format!("root = {root:?}\ninit = {init}\n{extra}\n[limits]\npids = 64\n");
         std::fs::write(self.config_dir.join(format!("{name}.toml")), toml).unwrap();
     }
 
-    fn unifs(&self, args: &[&str]) -> Output {
+    /// The pid of the guest's init, from its runtime record.
+    pub(super) fn init_pid(&self) -> i64 {
+        self.record(&self.name)["pid"].as_i64().unwrap()
+    }
+
+    pub(super) fn unifs(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(unifs_bin());
         cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
         cmd.env("UNIFS_RUN_DIR", &self.run_dir);
@@ -137,7 +148,7 @@ fn entry<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("{name} not listed: {all}"))
 }
 
-const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
+pub(super) const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
 
 #[test]
 fn s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start() {

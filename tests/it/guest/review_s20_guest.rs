@@ -6,14 +6,13 @@
 //! test fails half-way.
 
 use super::harness::{
-    alive, can_run, force_clean, ok, run_bounded, stderr, wait_for_descendant, within_5s,
-    KillOnDrop, TestRoot,
+    alive, can_run, ok, stderr, wait_for_descendant, within_5s, KillOnDrop, TestRoot,
 };
+use super::review_s11_life::{Guest, SLEEP};
 use crate::common::unifs_bin;
 use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 /// A tmpfs `parent`, shared (as systemd makes every host mount), with a
 /// tmpfs `child` on it whose source names it uniquely in any mountinfo.
@@ -158,64 +157,6 @@ fn s20_named_guest_keeps_no_host_mount_alive_that_the_host_unmounts() {
     unmount_and_check_gone_everywhere(&m, "guest start", None);
 }
 
-/// A named guest in a temp dir of its own; dropping stops it.
-struct Guest {
-    name: String,
-    t: TestRoot,
-    config_dir: PathBuf,
-    run_dir: PathBuf,
-}
-
-const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
-
-impl Guest {
-    fn new(test: &str, init: &str) -> Guest {
-        let t = TestRoot::new();
-        let config_dir = t.dir.path().join("config");
-        let run_dir = t.dir.path().join("run");
-        std::fs::create_dir(&config_dir).unwrap();
-        let g = Guest {
-            name: format!("s20-{}-{test}", std::process::id()),
-            t,
-            config_dir,
-            run_dir,
-        };
-        g.configure(init, "");
-        g
-    }
-
-    /// Writes the guest's config: `init`, and `extra` lines.
-    fn configure(&self, init: &str, extra: &str) {
-        let toml = format!(
-            "root = {:?}\ninit = {init}\n{extra}\n[limits]\npids = 64\n",
-            self.t.root()
-        );
-        std::fs::write(self.config_dir.join(format!("{}.toml", self.name)), toml).unwrap();
-    }
-
-    fn unifs(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(unifs_bin());
-        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
-        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
-        cmd.env("UNIFS_STORE", self.t.dir.path().join("no-store"));
-        cmd.arg("guest").args(args);
-        run_bounded(cmd, Duration::from_secs(30))
-    }
-
-    fn init_pid(&self) -> i64 {
-        let text = std::fs::read(self.run_dir.join(&self.name).join("state.json")).unwrap();
-        let st: serde_json::Value = serde_json::from_slice(&text).unwrap();
-        st["pid"].as_i64().unwrap()
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
-        force_clean(&self.name, &self.run_dir);
-    }
-}
-
 #[test]
 fn s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_guest_running() {
     if !can_run(
@@ -256,7 +197,7 @@ fn s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_gue
         ),
     ];
     for (init, extra, said) in refused {
-        g.configure(init, extra);
+        g.configure_with(&g.name, &g.t.root(), init, extra);
         let o = g.unifs(&["restart", "--timeout", "1", &g.name]);
         assert_eq!(o.status.code(), Some(1), "{init} {extra}: {}", stderr(&o));
         assert!(stderr(&o).contains(said), "{init} {extra}: {}", stderr(&o));
@@ -275,7 +216,7 @@ fn s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_gue
             "chdir = \"/proc/self\"",
         ),
     ] {
-        g.configure(init, extra);
+        g.configure_with(&g.name, &g.t.root(), init, extra);
         ok(&g.unifs(&["restart", "--timeout", "1", &g.name]));
         assert_ne!(g.init_pid(), pid, "{init} {extra}: not restarted");
     }
