@@ -788,6 +788,13 @@ impl Overlay {
         Err(errno(libc::EPERM))
     }
 
+    /// Runs `change`, a change of a directory's entries or times made for
+    /// the guest, under [`Overlay::dir_changes`] read-locked.
+    fn changing<T>(&self, change: impl FnOnce() -> T) -> T {
+        let _changing = read_lock(&self.dir_changes);
+        change()
+    }
+
     /// Notes a break whose rename a guest's fsync must make durable. A guest
     /// that breaks many files and never syncs gets one syncfs instead, which
     /// bounds the set; its lock is held meanwhile, so that an fsync of one
@@ -1570,11 +1577,10 @@ impl Overlay {
             }
         }
         if let Some((atime, mtime)) = times {
-            let _changing = read_lock(&self.dir_changes);
-            match &held {
-                Some(fd) => fsys::futimens(fd.as_fd(), atime, mtime)?,
-                None => fsys::utimens_at(dir.as_fd(), &name, atime, mtime)?,
-            }
+            self.changing(|| match &held {
+                Some(fd) => fsys::futimens(fd.as_fd(), atime, mtime),
+                None => fsys::utimens_at(dir.as_fd(), &name, atime, mtime),
+            })?;
         }
         self.getattr(node, None)
     }
@@ -1742,10 +1748,7 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
-        {
-            let _changing = read_lock(&self.dir_changes);
-            fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64)?;
-        }
+        self.changing(|| fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64))?;
         self.own_new(dir.as_fd(), name, uid, gid, Some(mode))?;
         self.lookup_in(&dir, parent, name)
     }
@@ -1762,10 +1765,7 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
-        {
-            let _changing = read_lock(&self.dir_changes);
-            sys::mkdir_at(dir.as_fd(), name, mode)?;
-        }
+        self.changing(|| sys::mkdir_at(dir.as_fd(), name, mode))?;
         self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
@@ -1780,10 +1780,7 @@ impl Overlay {
     ) -> Result<Entry> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
-        {
-            let _changing = read_lock(&self.dir_changes);
-            fsys::symlink_at(target, dir.as_fd(), name)?;
-        }
+        self.changing(|| fsys::symlink_at(target, dir.as_fd(), name))?;
         self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
@@ -1803,15 +1800,8 @@ impl Overlay {
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
         let mut flags = flags;
-        let changing = read_lock(&self.dir_changes);
-        let made = sys::open_at(
-            dir.as_fd(),
-            name,
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            mode & 0o7777,
-        );
-        drop(changing);
-        match made {
+        let flags_new = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        match self.changing(|| sys::open_at(dir.as_fd(), name, flags_new, mode & 0o7777)) {
             Ok(fd) => {
                 drop(fd);
                 self.own_new(dir.as_fd(), name, caller.uid, caller.gid, Some(mode))?;
@@ -1848,10 +1838,7 @@ impl Overlay {
         let dir = self.open_dir_node(parent)?;
         let _names = write_lock(&self.names);
         let last = Self::last_link(dir.as_fd(), name);
-        {
-            let _changing = read_lock(&self.dir_changes);
-            sys::unlink_at(dir.as_fd(), name)?;
-        }
+        self.changing(|| sys::unlink_at(dir.as_fd(), name))?;
         lock(&self.state).table.remove_name(parent, name, last);
         Ok(())
     }
@@ -1966,10 +1953,7 @@ impl Overlay {
         let (dir, name) = self.entry_of(node)?;
         self.make_private(node, None, dir.as_fd(), &name, None)?;
         let newdir = self.open_dir_node(newparent)?;
-        {
-            let _changing = read_lock(&self.dir_changes);
-            sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname)?;
-        }
+        self.changing(|| sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname))?;
         self.lookup_in(&newdir, newparent, newname)
     }
 
@@ -2089,8 +2073,7 @@ impl Overlay {
             return false;
         }
         if !self.read_only && cow::is_stale_temp(dir, name) {
-            let _changing = read_lock(&self.dir_changes);
-            let _ = sys::unlink_at(dir, name);
+            let _ = self.changing(|| sys::unlink_at(dir, name));
         }
         true
     }
