@@ -300,6 +300,7 @@ pub fn restore_with(
 fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
     let shown = target.display();
     let nothing = "nothing was written";
+    crate::fs::refuse_stalled(target).at(target)?;
     let meta = match fs::symlink_metadata(target) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,

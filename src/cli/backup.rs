@@ -121,7 +121,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     // A bare word that is also a directory here, of another guest: which
     // one is meant cannot be told, and the wrong tree would be backed up.
     if let Some(row) = &by_name {
-        if let Ok(dir) = std::fs::canonicalize(&a.guest) {
+        if let Ok(dir) = crate::fs::canonicalize_bounded(&a.guest) {
             if dir.is_dir() && dir != row.path {
                 let other = match catalog.guest_by_path(&dir)? {
                     Some(r) => format!("guest {}", r.name),
@@ -140,7 +140,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     let (name, root) = match by_name {
         Some(row) => (row.name, row.path),
         None => {
-            let root = std::fs::canonicalize(&a.guest).with_context(|| {
+            let root = crate::fs::canonicalize_bounded(&a.guest).with_context(|| {
                 format!(
                     "{}: no such guest in the catalog, nor a directory",
                     a.guest.display()
@@ -156,6 +156,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             (name, root)
         }
     };
+    crate::fs::refuse_stalled(&root).with_context(|| path(&root))?;
     let dev = match std::fs::symlink_metadata(&root) {
         Ok(m) if m.is_dir() => std::os::unix::fs::MetadataExt::dev(&m),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
@@ -471,6 +472,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let store = Store::open(&g.store)?;
+    crate::fs::refuse_stalled(&a.target).with_context(|| path(&a.target))?;
     // Objects of a format this unifs does not know would all fail their
     // checks; the catalog is not needed otherwise ("the store is lost too").
     Catalog::check_format_if_readable(&store.catalog_path())?;

@@ -340,7 +340,7 @@ pub enum GuestCommand {
 
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let a = *a.opts;
-    let root = match std::fs::canonicalize(&a.root) {
+    let root = match crate::fs::canonicalize_bounded(&a.root) {
         Ok(root) => root,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(crate::guest::Error::no_root(&a.root, None).into())

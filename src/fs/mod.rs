@@ -519,6 +519,7 @@ fn holding_mount(path: &Path) -> Option<(MountLine, PathBuf)> {
 /// answers: the caller asks it in a bounded way
 /// ([`crate::guest::state::root_health`]) first.
 pub fn resolve_without_stat(path: &Path) -> io::Result<PathBuf> {
+    check_not_stalled(path, true)?;
     let mut p = std::path::absolute(path)?;
     for _ in 0..40 {
         let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
@@ -536,6 +537,58 @@ pub fn resolve_without_stat(path: &Path) -> io::Result<PathBuf> {
         p = at.parent().unwrap_or(Path::new("/")).join(target);
     }
     Err(io::Error::from_raw_os_error(libc::ELOOP))
+}
+
+/// `canonicalize`, refused at once (instead of waiting for good) when
+/// `path` lies in a FUSE mount whose daemon does not answer.
+pub fn canonicalize_bounded(path: &Path) -> io::Result<PathBuf> {
+    refuse_stalled(path)?;
+    std::fs::canonicalize(path)
+}
+
+/// Refuses `path` at once when a FUSE mount at or above it does not
+/// answer: any look at `path` would wait for good.
+pub fn refuse_stalled(path: &Path) -> io::Result<()> {
+    check_not_stalled(path, false)
+}
+
+/// Refuses `path` (as given, made absolute, not resolved) when a FUSE
+/// mount at or above it (above only with `inside_only`) does not answer
+/// statfs in 2 s: a lookup there, which resolving `path` makes, would wait
+/// for good if its daemon is stopped. A symlink on the way into such a
+/// mount is not seen.
+fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
+    use crate::guest::state::{root_health, RootHealth};
+    let path = std::path::absolute(path)?;
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(());
+    };
+    let mut above: Vec<PathBuf> = info
+        .lines()
+        .filter(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, fs)| fs.starts_with("fuse"))
+        })
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| path.starts_with(m) && !(inside_only && *m == path))
+        .collect();
+    // Outermost first: a stopped one hangs every look below it.
+    above.sort_by_key(|m| m.components().count());
+    above.dedup();
+    for m in above {
+        if root_health(&m, std::time::Duration::from_secs(2)) == RootHealth::NoAnswer {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "it is in the FUSE mount at {}, whose daemon does not answer (stopped?); \
+                     let its daemon go on, or unmount it first",
+                    m.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether /proc/self/mountinfo lists a mount at the canonical `path`.

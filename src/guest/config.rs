@@ -179,7 +179,7 @@ impl GuestConfig {
                 ),
             });
         }
-        if std::fs::canonicalize(&cfg.root).is_ok_and(|r| r == Path::new("/")) {
+        if crate::fs::canonicalize_bounded(&cfg.root).is_ok_and(|r| r == Path::new("/")) {
             return Err(Error::Config {
                 path,
                 reason: format!("root {:?} is {HOST_ROOT}", cfg.root),

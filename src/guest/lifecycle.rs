@@ -578,6 +578,11 @@ pub fn restart(
 /// `restart`, and `list`'s warnings). Its other checks are [`spec_of`]'s.
 pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
     let config = dirs.config_dir.join(format!("{name}.toml"));
+    crate::fs::refuse_stalled(&cfg.root).map_err(|source| Error::Io {
+        what: "guest root",
+        path: cfg.root.clone(),
+        source,
+    })?;
     if !cfg.root.is_dir() {
         return Err(Error::no_root(&cfg.root, Some(&config)));
     }

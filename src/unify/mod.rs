@@ -359,7 +359,7 @@ fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) ->
 /// A guest directory named on the command line, resolved; refused unless
 /// it is a directory.
 fn guest_dir(g: &Path, mounts: &UnifsMounts) -> Result<PathBuf> {
-    let abs = std::fs::canonicalize(g).map_err(guest_err(g))?;
+    let abs = crate::fs::canonicalize_bounded(g).map_err(guest_err(g))?;
     // First: a mount whose daemon is gone cannot be stat'ed (ENOTCONN),
     // and would be called not a directory.
     check_not_overmounted(&abs, mounts)?;

@@ -248,3 +248,67 @@ fn review_s20_mount_help_and_atime_options() {
     assert!(err.contains("bad value in -o threads=0"), "{err}");
     assert!(!is_mounted(&m));
 }
+
+/// A path *inside* a mount whose daemon is stopped (not its mount point):
+/// every command that resolved it waited for good in the kernel — `mount`
+/// (as guest or mountpoint), `umount`, `unify`, `run --root`, `manifest`,
+/// `restore` and `guest start`. Each now refuses it within a few seconds,
+/// naming the mount that does not answer (review s21).
+#[test]
+fn review_s21_a_path_inside_a_stopped_daemons_mount_is_refused_in_time() {
+    if !require_root("review_s21_a_path_inside_a_stopped_daemons_mount_is_refused_in_time") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    std::fs::create_dir(g.join("sub")).unwrap();
+    std::fs::write(g.join("sub/f"), b"f").unwrap();
+    let elsewhere = w.dir("elsewhere");
+    let cfg = w.dir("cfg");
+    let run = w.dir("run");
+    let m = w.mount(&g, "m", &[]);
+    // Never looked up through the mount: the kernel must ask the daemon.
+    let sub = m.dir.join("sub");
+    std::fs::write(
+        cfg.join("gs.toml"),
+        format!("root = {:?}\ninit = [\"/bin/sh\"]\n", sub.to_str().unwrap()),
+    )
+    .unwrap();
+    let _stopped = Stopped::stop(m.pid());
+    let new = sub.join("new");
+    let dirs: [&dyn AsRef<std::ffi::OsStr>; 4] = [&"--config-dir", &cfg, &"--run-dir", &run];
+    let cases: Vec<Vec<&dyn AsRef<std::ffi::OsStr>>> = vec![
+        vec![&"mount", &sub, &elsewhere],
+        vec![&"mount", &elsewhere, &sub],
+        vec![&"umount", &sub],
+        vec![&"unify", &"--no-progress", &sub],
+        vec![&"run", &"--root", &sub, &"--", &"/bin/true"],
+        vec![&"manifest", &sub],
+        vec![
+            &"restore",
+            &"--manifest",
+            &"/nonexistent",
+            &"--from",
+            &elsewhere,
+            &new,
+        ],
+        [&"guest" as &dyn AsRef<std::ffi::OsStr>, &"start"]
+            .into_iter()
+            .chain(dirs)
+            .chain([&"gs" as &dyn AsRef<std::ffi::OsStr>])
+            .collect(),
+    ];
+    let want = format!(
+        "it is in the FUSE mount at {}, whose daemon does not answer (stopped?)",
+        m.dir.display()
+    );
+    for args in cases {
+        let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+        let out = unifs_within(Duration::from_secs(15), &w.store, &args)
+            .unwrap_or_else(|| panic!("unifs {shown:?} hangs"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "unifs {shown:?}: {err}");
+        assert!(err.contains(&want), "unifs {shown:?}: {err}");
+    }
+    assert!(!is_mounted(&elsewhere));
+}
