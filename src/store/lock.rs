@@ -129,7 +129,10 @@ fn take(store: &Path, mut file: File, op: libc::c_int, pid: bool) -> Result<File
             // The kernel knows who holds it; the file only who took it last
             // (a sharer that is gone, while another holds it still).
             let holder = match holders(&file) {
-                Some(pids) if !pids.is_empty() => format!(" (pid {})", pids.join(", ")),
+                Some(pids) if !pids.is_empty() => {
+                    let each: Vec<String> = pids.iter().map(|p| running(p)).collect();
+                    format!(" ({})", each.join("; "))
+                }
                 _ => {
                     let mut pid = String::new();
                     let _ = file.read_to_string(&mut pid);
@@ -159,6 +162,38 @@ fn take(store: &Path, mut file: File, op: libc::c_int, pid: bool) -> Result<File
         written.at(&path)?;
     }
     Ok(file)
+}
+
+/// "pid N: `unifs … store gc --dry-run`": what a holder runs, so that the
+/// one who waits knows what for (a reader too holds the lock, shared).
+fn running(pid: &str) -> String {
+    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return format!("pid {pid}");
+    };
+    let mut words: Vec<String> = cmd
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    if let Some(first) = words.first_mut() {
+        // The program's name, not where it was run from.
+        if let Some((_, name)) = first.rsplit_once('/') {
+            *first = name.to_string();
+        }
+    }
+    // One line, whatever its paths hold.
+    let mut line: String = words
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if line.chars().count() > 120 {
+        line = line.chars().take(117).collect::<String>() + "...";
+    }
+    match line.as_str() {
+        "" => format!("pid {pid}"),
+        l => format!("pid {pid}: `{l}`"),
+    }
 }
 
 /// The pids holding a flock on `file`, from /proc/locks (lines like

@@ -71,8 +71,8 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
-        "store {store} is busy: another unifs process{holder} is writing to it (or \
-         restoring a guest from it); wait for it to finish, then try again"
+        "store {store} is busy: another process{holder} holds its lock (a unify, gc or \
+         restore, or a reader that keeps those out); wait for it to finish, then try again"
     )]
     Busy { store: PathBuf, holder: String },
     #[error(

@@ -598,3 +598,23 @@ fn restore_links_the_next_copy_of_a_full_object() {
     );
     fs::remove_dir_all(&fill).unwrap();
 }
+
+/// A store busy because of a reader (`gc --dry-run`, a restore, which take
+/// the lock shared) was said to be busy with "another unifs process (pid N)
+/// writing to it": the operator went looking for a writer. The message now
+/// says what each holder runs (review s21).
+#[test]
+fn review_s21_a_busy_store_names_what_its_holder_runs() {
+    if !require_root("review_s21_a_busy_store_names_what_its_holder_runs") {
+        return;
+    }
+    let (_dir, store, _manifest, _private) = lost_guest();
+    let reader = hold_lock(&store, libc::LOCK_SH);
+    let err = failed(&unifs(&store, &[&"store", &"gc"]));
+    let me = std::env::current_exe().unwrap();
+    let me = me.file_name().unwrap().to_string_lossy();
+    let want = format!("(pid {}: `{me} ", std::process::id());
+    assert!(err.contains("is busy") && err.contains(&want), "{err}");
+    assert!(!err.contains("writing to it"), "{err}");
+    drop(reader);
+}
