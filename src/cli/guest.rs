@@ -751,6 +751,9 @@ fn print_stopped(name: &str, how: Stopped) {
         Stopped::Unrecorded => println!(
             "guest {name} stopped (it ran without a runtime record, left by an interrupted start)"
         ),
+        Stopped::Meanwhile => {
+            println!("guest {name} stopped (by another `guest stop` that ran meanwhile)")
+        }
     }
 }
 

@@ -508,6 +508,9 @@ pub enum Stopped {
     /// A `start` killed before writing the record had left the guest
     /// running unrecorded; what was in its cgroups was killed.
     Unrecorded,
+    /// It ran when asked, and another `stop` (or `restart`) that held the
+    /// guest's lock meanwhile stopped it.
+    Meanwhile,
 }
 
 /// `guest stop NAME`: `signal` (default: the guest's stop signal) to init,
@@ -529,6 +532,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         }
         return Err(Error::NotRunning { name: name.into() });
     }
+    let was_recorded = record.is_some();
     let _lock = run.lock()?;
     // Re-read under the lock: a concurrent stop may have finished.
     let (record, bad) = read_locked(&run, name)?;
@@ -537,6 +541,8 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
             true => Ok(Stopped::Unrecorded),
             // Only the unreadable record was left of it.
             false if bad => Ok(Stopped::WasStale),
+            // What was asked for is done: not an error.
+            false if was_recorded => Ok(Stopped::Meanwhile),
             false => Err(Error::NotRunning { name: name.into() }),
         };
     };

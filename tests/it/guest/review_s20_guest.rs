@@ -221,3 +221,32 @@ fn s20_restart_refuses_an_init_or_chdir_missing_from_the_root_and_leaves_the_gue
         assert_ne!(g.init_pid(), pid, "{init} {extra}: not restarted");
     }
 }
+
+/// Two `guest stop`s of one guest at once (an operator's and a unit's): the
+/// second waited for the first, then failed "guest … is not running", exit
+/// 1, though what it was asked for was done. It now says the guest was
+/// stopped by the other stop, exit 0 (review s21).
+#[test]
+fn s21_a_second_stop_while_one_runs_reports_the_guest_stopped() {
+    if !can_run("s21_a_second_stop_while_one_runs_reports_the_guest_stopped") {
+        return;
+    }
+    // Init (pid 1 of its namespace) has no default action for SIGTERM:
+    // the first stop waits out its timeout, then kills.
+    let g = Guest::new("s21-stop-twice", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| g.unifs(&["stop", "--timeout", "3", &g.name]));
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let second = g.unifs(&["stop", &g.name]);
+        (first.join().unwrap(), second)
+    });
+    assert!(ok(&first).contains("stopped"), "{}", stderr(&first));
+    let said = ok(&second);
+    assert!(
+        said.contains("stopped (by another `guest stop` that ran meanwhile)"),
+        "{said}"
+    );
+    let status = g.unifs(&["status", &g.name]);
+    assert!(super::harness::stdout(&status).contains("stopped"));
+}
