@@ -199,12 +199,14 @@ fn drain(mut master: PtyMaster, stdout: &mut impl Write, code: i32) -> Result<i3
 }
 
 /// `exec` without a terminal of the guest's own: each of stdin, stdout and
-/// stderr that is not already a pipe or socket (a terminal, a file, a
-/// device) reaches the command as a pipe we copy, never itself. A guest
-/// process could keep a terminal fd (its own background job, or guest root
-/// through /proc/PID/fd) and read what the user types to the host's shell
-/// after the command ended, and guest root could chmod or chown a file or
-/// device; a pipe leads nowhere once we stop copying.
+/// stderr (a terminal, a file, a device, a pipe) reaches the command as a
+/// pipe we copy, never itself. A guest process could keep a terminal fd
+/// (its own background job, or guest root through /proc/PID/fd) and read
+/// what the user types to the host's shell after the command ended; guest
+/// root could chmod or chown a file or device; and one that kept the host's
+/// pipe would hold up its reader (a shell's `$(…)`) until the guest stops,
+/// writing into it what it likes. Our pipe leads nowhere once we stop
+/// copying.
 pub struct Piped {
     /// (our end, the command's end) of fds 0, 1 and 2.
     ends: [Option<(std::fs::File, OwnedFd)>; 3],
@@ -214,14 +216,6 @@ impl Piped {
     pub fn open() -> Result<Piped> {
         let mut ends: [Option<(std::fs::File, OwnedFd)>; 3] = [None, None, None];
         for (fd, end) in ends.iter_mut().enumerate() {
-            // SAFETY: fds 0 to 2 stay open for the life of the process.
-            let at = unsafe { BorrowedFd::borrow_raw(fd as i32) };
-            // A pipe or socket passes as it is: what guest root could do
-            // to it (a chmod through /proc/self/fd) reaches nothing else.
-            let kind = nix::sys::stat::fstat(at).map(|st| st.st_mode & libc::S_IFMT);
-            if matches!(kind, Ok(libc::S_IFIFO | libc::S_IFSOCK)) {
-                continue;
-            }
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
                 .map_err(|e| Error::sys("pipe2 for the guest's stdio", e))?;
             if fd == 0 {

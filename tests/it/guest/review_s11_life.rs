@@ -55,13 +55,20 @@ impl Guest {
     }
 
     pub(super) fn unifs(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run_bounded(cmd, Duration::from_secs(30))
+    }
+
+    /// `unifs guest` for this guest's dirs, its arguments to add.
+    pub(super) fn command(&self) -> Command {
         let mut cmd = Command::new(unifs_bin());
         cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
         cmd.env("UNIFS_RUN_DIR", &self.run_dir);
         // No store: the overlay mounts without one.
         cmd.env("UNIFS_STORE", self.t.dir.path().join("no-store"));
-        cmd.arg("guest").args(args);
-        run_bounded(cmd, Duration::from_secs(30))
+        cmd.arg("guest");
+        cmd
     }
 
     /// Runs `guest status` with the write end of a pipe inherited (not

@@ -250,3 +250,36 @@ fn s21_a_second_stop_while_one_runs_reports_the_guest_stopped() {
     let status = g.unifs(&["status", &g.name]);
     assert!(super::harness::stdout(&status).contains("stopped"));
 }
+
+/// `out=$(unifs guest exec g -- cmd)`: a pipe given to `exec` reached the
+/// command as it was, so a guest process that kept it (a background job
+/// here; guest root can take any through /proc/PID/fd) held up the host's
+/// reader until the guest stopped, and could write into it after `exec`
+/// ended. `exec` now copies through a pipe of its own, as it did for
+/// terminals and files (review s21).
+#[test]
+fn s21_exec_into_a_pipe_ends_the_pipe_when_the_command_ends() {
+    if !can_run("s21_exec_into_a_pipe_ends_the_pipe_when_the_command_ends") {
+        return;
+    }
+    let g = Guest::new("s21-exec-pipe", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let mut cmd = g.command();
+    cmd.args(["exec", &g.name, "--", "/bin/sh", "-c"])
+        .arg("sleep 60 & echo from-the-command")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let mut out = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut all);
+        let _ = tx.send(all);
+    });
+    let all = rx
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .expect("the pipe stays open after the command ended (a guest process holds it)");
+    assert_eq!(all, "from-the-command\n");
+}
