@@ -200,11 +200,12 @@ pub struct Described {
     pub unify_temps: Vec<PathBuf>,
 }
 
-/// Describes the guest at `root`. Content hashes of unified files come from
-/// `recorded` (the catalog) when it knows them and the object's size and
-/// mtime are still as recorded; everything else is read. (A write around
-/// the store changes them; damage that keeps both only `store verify`,
-/// which reads every object, finds.)
+/// Describes the guest at `root`. A file is described as linking an object
+/// only when `recorded` (the catalog) has that object; its content hash then
+/// comes from there while the object's size and mtime are still as
+/// recorded; everything else is read. (A write around the store changes
+/// them; damage that keeps both only `store verify`, which reads every
+/// object, finds.)
 ///
 /// The guest may be running and may rename anything meanwhile. So each name
 /// is opened from its directory's fd, one component at a time, never
@@ -484,26 +485,28 @@ impl Walk<'_> {
             } else {
                 None
             };
+            // Only an object the catalog records: unify commits its row
+            // once the object can no longer be taken back out of the store
+            // (a writer turning up during its lease undoes it), and a killed
+            // unify never commits it. Any other is described as a private
+            // file, so that the backup carries its content.
+            let object = object.and_then(|(id, copy)| Some((id, copy, *self.recorded.get(&id)?)));
             match object {
-                Some((id, copy)) => {
+                Some((id, copy, r)) => {
                     entry.object = Some(id.to_hex());
                     entry.nlink = Some(1);
                     let mtime = Timestamp {
                         sec: m.mtime(),
                         nsec: m.mtime_nsec() as u32,
                     };
-                    match self.recorded.get(&id) {
-                        Some(r) if r.size == m.size() && r.mtime == mtime => {
-                            entry.blake3 = Some(r.content_hash.to_hex())
-                        }
+                    if r.size == m.size() && r.mtime == mtime {
+                        entry.blake3 = Some(r.content_hash.to_hex())
+                    } else {
                         // Changed around the store? Read, to record what is there.
-                        Some(r) => {
-                            let file = self.store.map(|s| s.object_path(&id, copy));
-                            self.expected
-                                .insert(next, (r.content_hash, file.unwrap_or_default()));
-                            hash = true;
-                        }
-                        None => hash = true,
+                        let file = self.store.map(|s| s.object_path(&id, copy));
+                        self.expected
+                            .insert(next, (r.content_hash, file.unwrap_or_default()));
+                        hash = true;
                     }
                 }
                 None => {
