@@ -237,8 +237,8 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
     // Not the starter's terminal's: its Ctrl-C and hang-up are not for us.
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");
-    let st = match start_init(cfg, spec, run) {
-        Ok(st) => st,
+    let (st, log_reader) = match start_init(cfg, spec, run) {
+        Ok(started) => started,
         Err(e) => {
             let said = match e {
                 Error::CommandNotFound { command, .. } => format!("N{command}"),
@@ -257,10 +257,15 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
         .write(true)
         .open("/dev/null")
     {
-        let _ = nix::unistd::dup2_stdin(&null);
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);
     }
+    // Held open for init's life (as stdin: it outlives close_fds below): a
+    // file another process has open cannot take a write lease, which guest
+    // root, owner of its output as root, could else take and renew on
+    // every break, holding each `guest logs` for lease-break-time (45 s).
+    let _ = nix::unistd::dup2_stdin(&log_reader);
+    drop(log_reader);
     // As a daemon: its working directory would keep the filesystem `start`
     // ran in busy for the guest's life. A relative run dir is resolved first.
     let run = RunDir {
@@ -291,7 +296,9 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
 /// guest's memory limit once it stops.
 pub const CONSOLE_ROTATE_BYTES: u64 = 4 << 20;
 
-fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
+/// Starts init, its output going to the console log; returns its state and
+/// the log opened for reading, before init could take a lease on it.
+fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<(State, std::fs::File)> {
     let console = run.console();
     // A long log is set aside only once init runs (a failed start changes
     // nothing): init writes to a new file meanwhile, renamed in after.
@@ -304,6 +311,7 @@ fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
         .truncate(false)
         .open(opened)
         .map_err(|e| Error::io("opening", opened, e))?;
+    let reader = std::fs::File::open(opened).map_err(|e| Error::io("opening", opened, e))?;
     let state = launch_recorded(cfg, spec, run, log);
     match (&state, rotate) {
         (Ok(_), true) => {
@@ -320,7 +328,7 @@ fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
         }
         (_, false) => {}
     }
-    state
+    state.map(|st| (st, reader))
 }
 
 /// Starts init with its output going to `log`, and records it.

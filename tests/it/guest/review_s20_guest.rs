@@ -283,3 +283,50 @@ fn s21_exec_into_a_pipe_ends_the_pipe_when_the_command_ends() {
         .expect("the pipe stays open after the command ended (a guest process holds it)");
     assert_eq!(all, "from-the-command\n");
 }
+
+/// A guest's init that takes a write lease on its output, the console log
+/// (guest root owns it as root), and takes it again after each break: every
+/// `guest logs` waited for lease-break-time (45 s). The keeper now holds the
+/// log open for init's life, so no lease can be taken (review s21).
+#[test]
+fn s21_a_guest_cannot_hold_up_guest_logs_with_a_lease_on_its_log() {
+    if !can_run("s21_a_guest_cannot_hold_up_guest_logs_with_a_lease_on_its_log") {
+        return;
+    }
+    let g = Guest::new("s21-lease", "[\"/bin/leaser\"]");
+    let src = g.t.dir.path().join("leaser.c");
+    std::fs::write(
+        &src,
+        "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) {\n  int r = fcntl(1, F_SETLEASE, F_WRLCK);\n\
+         dprintf(1, \"lease %s\\n\", r == 0 ? \"taken\" : \"refused\");\n\
+         for (;;) {\n    pause();\n    fcntl(1, F_SETLEASE, F_WRLCK);\n  }\n}\n",
+    )
+    .unwrap();
+    let cc = Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(g.t.root().join("bin/leaser"))
+        .arg(&src)
+        .status();
+    if !cc.is_ok_and(|s| s.success()) {
+        if std::env::var_os("CI").is_some() {
+            panic!("needs cc -static (gcc, libc6-dev), and CI must not skip it");
+        }
+        eprintln!("skipping: needs cc -static");
+        return;
+    }
+    ok(&g.unifs(&["start", &g.name]));
+    let started = std::time::Instant::now();
+    let mut said = String::new();
+    while started.elapsed() < std::time::Duration::from_secs(10) && !said.contains("lease") {
+        let asked = std::time::Instant::now();
+        said = ok(&g.unifs(&["logs", &g.name]));
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(10),
+            "guest logs waited {:?} (a lease on the log)",
+            asked.elapsed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(said, "lease refused\n");
+}
