@@ -76,6 +76,12 @@ pub enum Error {
     )]
     Busy { store: PathBuf, holder: String },
     #[error(
+        "store {store} was taken away or replaced while this command opened it (its \
+         objects/ is gone or another directory now: a unify that had just made the store \
+         refused its guests and removed it again?); nothing was done: run the command again"
+    )]
+    Replaced { store: PathBuf },
+    #[error(
         "{path} is not a unifs store (no objects/ directory); create one with \
          `unifs --store {path} store init`"
     )]
@@ -259,13 +265,35 @@ impl Store {
         Store::open(root)
     }
 
+    /// Whether the store holds nothing yet: no catalog (or an empty file)
+    /// and an empty `objects/`. Asked under the writer lock, it tells a
+    /// store this process is making from one another has made meanwhile.
+    pub fn is_unused(&self) -> Result<bool> {
+        let catalog = self.catalog_path();
+        match std::fs::metadata(&catalog) {
+            Ok(m) if m.len() > 0 => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).at(catalog),
+        }
+        let objects = self.root.join("objects");
+        Ok(std::fs::read_dir(&objects).at(&objects)?.next().is_none())
+    }
+
     /// Takes away a store [`Store::create`] made for a run that then
     /// refused, without a trace: what a new store holds, and its
-    /// directory when `made_dir`. Best effort: a file it cannot remove
-    /// (or that is not a new store's) stays.
+    /// directory when `made_dir`. Called with the writer lock held (and
+    /// [`Store::is_unused`] true when it was taken), so that no other run
+    /// can have made the store its own meanwhile. Best effort: a file it
+    /// cannot remove (or that is not a new store's) stays; nothing at all
+    /// when `objects/` holds anything.
     pub fn discard_new(self, made_dir: bool) {
         let root = self.root.clone();
         drop(self);
+        let objects = root.join("objects");
+        if !std::fs::read_dir(&objects).is_ok_and(|mut d| d.next().is_none()) {
+            return;
+        }
         for name in ["catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"] {
             let _ = std::fs::remove_file(root.join(name));
         }
@@ -426,7 +454,21 @@ impl Store {
 
     /// Takes the writer lock, failing at once with [`Error::Busy`] if held.
     pub fn lock_writer(&self) -> Result<WriterLock> {
-        WriterLock::acquire(&self.root)
+        let lock = WriterLock::acquire(&self.root);
+        if matches!(lock, Err(Error::Busy { .. })) {
+            return lock;
+        }
+        // Opened before the lock was taken: a new store can have been
+        // taken away since by the unify that made it (`discard_new`), and
+        // this process would write into a directory no longer there.
+        use std::os::unix::fs::MetadataExt;
+        let objects = self.root.join("objects");
+        match std::fs::symlink_metadata(&objects) {
+            Ok(m) if (m.dev(), m.ino()) == (self.dev, self.objects_ino) => lock,
+            _ => Err(Error::Replaced {
+                store: self.root.clone(),
+            }),
+        }
     }
 
     /// Takes the lock shared (see [`WriterLock::acquire_shared`]), failing

@@ -105,14 +105,16 @@ pub enum Error {
         "store {store} did not exist, yet {count} file(s) of these guests ({example} first) \
          are objects of another store (they carry its marker, trusted.unifs.object, and have \
          links outside these guests): most likely that store moved or its filesystem is not \
-         mounted. Nothing was changed and no store was made: give the store these guests \
-         were unified into with --store (or UNIFS_STORE). To start a new store for them on \
-         purpose, make it first: `unifs --store {store} store init`"
+         mounted. {}",
+        other_stores_objects_advice(store, *made_meanwhile)
     )]
     OtherStoresObjects {
         store: PathBuf,
         count: u64,
         example: PathBuf,
+        /// The store, missing when this run started, was made (and
+        /// perhaps filled) by another run before this one took its lock.
+        made_meanwhile: bool,
     },
     #[error("guest {path} is named twice; name each guest root once")]
     GuestTwice { path: PathBuf },
@@ -122,6 +124,24 @@ pub enum Error {
          (e.g. /run/unifs/NAME)"
     )]
     Overmounted { path: PathBuf },
+}
+
+/// The end of [`Error::OtherStoresObjects`]: what was left, and what to do.
+fn other_stores_objects_advice(store: &Path, made_meanwhile: bool) -> String {
+    let name = "give the store these guests were unified into with --store (or UNIFS_STORE)";
+    if made_meanwhile {
+        format!(
+            "Nothing was changed; another unifs run made the store meanwhile, and it is left \
+             as that run made it: {name}. To unify them into this store on purpose, run this \
+             again: the store is there now, and takes them (with a warning)"
+        )
+    } else {
+        format!(
+            "Nothing was changed and no store was made: {name}. To start a new store for them \
+             on purpose, make it first: `unifs --store {} store init`",
+            store.display()
+        )
+    }
 }
 
 /// A file unify left alone or could not handle, and why.
@@ -267,8 +287,8 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         .collect::<Result<Vec<_>, _>>()?;
     check_overlaps(&guests, Some(&resolved(store_path)))?;
     check_fd_limit(guests.len())?;
-    // A store this run makes: it is taken away again if the guests turn
-    // out to belong to another store (`Error::OtherStoresObjects`).
+    // A store missing when this run started: the guests are refused if
+    // they turn out to belong to another store (`Error::OtherStoresObjects`).
     let new_store = !Store::exists(store_path);
     let dir_existed = store_path.exists();
     if new_store {
@@ -305,6 +325,10 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         let _ = store.empty_tmp();
         Some(lock)
     };
+    // Decided under the lock: the store is this run's to take away again
+    // only if it still holds nothing. Another run may have made it, and
+    // filled it, since this one found it missing.
+    let made_here = new_store && !opts.dry_run && store.is_unused()?;
     let (catalog, mut checking) = if opts.dry_run {
         let catalog = Catalog::open_readonly(&store.catalog_path())?;
         (catalog, Checking::passed())
@@ -326,11 +350,28 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         new_store,
         started,
     );
-    if new_store && !opts.dry_run && matches!(result, Err(Error::OtherStoresObjects { .. })) {
-        drop((catalog, _lock));
-        store.discard_new(!dir_existed);
+    match result {
+        Err(Error::OtherStoresObjects {
+            store: path,
+            count,
+            example,
+            ..
+        }) if !made_here => Err(Error::OtherStoresObjects {
+            store: path,
+            count,
+            example,
+            made_meanwhile: true,
+        }),
+        Err(e @ Error::OtherStoresObjects { .. }) => {
+            // Still under the lock, which no other run can have held
+            // since this one made the store: nothing but this run's.
+            drop(catalog);
+            store.discard_new(!dir_existed);
+            drop(_lock);
+            Err(e)
+        }
+        result => result,
     }
-    result
 }
 
 fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) -> Result<Summary> {
@@ -351,6 +392,7 @@ fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) ->
             store: store_path.to_path_buf(),
             count,
             example,
+            made_meanwhile: false,
         },
         e => e,
     })
@@ -643,6 +685,7 @@ fn run(
                 store,
                 count,
                 example,
+                made_meanwhile: false,
             });
         }
         // Nothing is lost, but each store then counts the other's links
