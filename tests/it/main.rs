@@ -20,6 +20,7 @@ mod review_s18_store;
 mod review_s19_ops;
 mod review_s20_backup;
 mod review_s20_store;
+mod review_s21_backup_links;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
