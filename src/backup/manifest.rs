@@ -19,13 +19,20 @@ use std::path::{Path, PathBuf};
 /// The newest manifest version this build writes and reads. A version is
 /// added for each field a restore must not drop (docs/backup.md); other
 /// fields are added without one, and readers ignore fields they do not know.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
 
-/// The version a manifest of `entries` is written as: 2 only when one has
-/// `flags` (version 2's field), so that a reader of version 1 refuses it
-/// rather than drop them, and reads every other manifest as before.
+/// The version a manifest of `entries` is written as: the lowest that
+/// knows all it holds, so that an older reader refuses it rather than drop
+/// something, and reads every other manifest as before. 3 when a symlink,
+/// FIFO or device node has `link` (version 3's use of it: a reader of 2
+/// would make it an inode of its own), 2 when an entry has `flags`
+/// (version 2's field), else 1.
 pub fn version_for(entries: &[Entry]) -> u32 {
-    if entries.iter().any(|e| e.flags.is_some()) {
+    let linked =
+        |e: &Entry| e.link_path().is_some() && !["file", "socket"].contains(&e.kind.as_str());
+    if entries.iter().any(linked) {
+        3
+    } else if entries.iter().any(|e| e.flags.is_some()) {
         2
     } else {
         1
@@ -89,14 +96,16 @@ pub struct Entry {
     /// blake3 of the content (regular files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
-    /// The first path of the guest's own hardlink group this file belongs to
-    /// (absent on that first path itself).
+    /// The first path of the guest's own hardlink group this path belongs to
+    /// (absent on that first path itself): a path of the same type, anything
+    /// but a directory (symlinks, FIFOs and device nodes since version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     /// `link` when that path is not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_hex: Option<String>,
-    /// Links within the guest (1 for a file that only links a store object).
+    /// The inode's link count, of every non-directory (1 for a file that
+    /// links a store object; files only before 2026-12-02).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nlink: Option<u64>,
     /// Inode flags, as chattr's letters (files and directories; absent
@@ -415,7 +424,8 @@ struct Walk<'a> {
     store: Option<&'a Store>,
     recorded: &'a HashMap<ObjectId, Recorded>,
     entries: Vec<Entry>,
-    groups: HashMap<(u64, u64), EntryPath>,
+    /// First paths of hardlink groups, by (dev, ino, file type).
+    groups: HashMap<(u64, u64, u32), EntryPath>,
     to_hash: Vec<(usize, File)>,
     /// Object files to hash (entry index → the catalog's content hash and
     /// the object file), to be told from damaged ones.
@@ -509,23 +519,12 @@ impl Walk<'_> {
                         hash = true;
                     }
                 }
-                None => {
-                    entry.nlink = Some(m.nlink());
-                    match self.groups.get(&(m.dev(), m.ino())) {
-                        Some((first, first_hex)) if m.nlink() > 1 => {
-                            entry.link = first.clone();
-                            entry.link_hex = first_hex.clone();
-                        }
-                        _ => {
-                            if m.nlink() > 1 {
-                                let me = (entry.path.clone(), entry.path_hex.clone());
-                                self.groups.insert((m.dev(), m.ino()), me);
-                            }
-                            hash = true;
-                        }
-                    }
-                }
+                // A later path of a hardlink group has its first path's content.
+                None => hash = !self.group(&mut entry, m),
             }
+        } else if !ft.is_dir() {
+            // Symlinks, FIFOs, device nodes and sockets have hardlinks too.
+            self.group(&mut entry, m);
         }
         self.entries.push(entry);
         if hash {
@@ -536,6 +535,29 @@ impl Walk<'_> {
             return Ok(None);
         }
         Ok(ft.is_dir().then_some(node.file))
+    }
+
+    /// Records the link count of the inode of `entry` (anything but a
+    /// directory or a store object), and makes `entry` a later path of the
+    /// guest's hardlink group when an earlier path is the same inode: true
+    /// then. The type is part of the key: an inode number the guest freed
+    /// and reused meanwhile for another type is another inode.
+    fn group(&mut self, entry: &mut Entry, m: &std::fs::Metadata) -> bool {
+        entry.nlink = Some(m.nlink());
+        if m.nlink() <= 1 {
+            return false;
+        }
+        let key = (m.dev(), m.ino(), m.mode() & libc::S_IFMT);
+        match self.groups.entry(key) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                (entry.link, entry.link_hex) = first.get().clone();
+                true
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((entry.path.clone(), entry.path_hex.clone()));
+                false
+            }
+        }
     }
 
     /// The object (and copy) a linked file is, when it is one: its marker
@@ -700,12 +722,25 @@ mod tests {
     }
 
     #[test]
-    fn version_2_only_with_flags_and_both_are_read() {
+    fn version_2_only_with_flags_3_with_linked_non_files_and_all_are_read() {
         assert_eq!(version_for(&[entry(None)]), 1);
         assert_eq!(version_for(&[entry(None), entry(Some("i"))]), 2);
+        let linked = |kind: &str| Entry {
+            path: Some(format!("{kind}2")),
+            kind: kind.into(),
+            link: Some(kind.into()),
+            ..entry(None)
+        };
+        // A file's `link` is version 1's; a socket's no restore makes.
+        for kind in ["file", "socket"] {
+            assert_eq!(version_for(&[entry(None), linked(kind)]), 1, "{kind}");
+        }
+        for kind in ["symlink", "fifo", "char", "block"] {
+            assert_eq!(version_for(&[entry(Some("i")), linked(kind)]), 3, "{kind}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
-        for version in [1, 2, 3] {
+        for version in [1, 2, 3, 4] {
             let header = Header {
                 unifs_manifest: version,
                 guest: "g".into(),
@@ -719,12 +754,12 @@ mod tests {
             std::fs::write(&path, out).unwrap();
             match read_jsonl(&path) {
                 Ok((h, e)) => {
-                    assert!(version <= 2);
+                    assert!(version <= 3);
                     assert_eq!((h, e[0].flags.as_deref()), (header, Some("i")));
                 }
                 Err(e) => {
-                    assert_eq!(version, 3);
-                    assert!(e.to_string().contains("version 3 is not supported"), "{e}");
+                    assert_eq!(version, 4);
+                    assert!(e.to_string().contains("version 4 is not supported"), "{e}");
                 }
             }
         }

@@ -175,15 +175,15 @@ pub fn restore_with(
             "dir" if rel == Path::new(ROOT) => Ok(()),
             "dir" => fs::create_dir(&dest)
                 .and_then(|_| fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))),
-            "file" => restore_file(
-                e,
-                &mut links,
-                private,
-                &staging,
-                &dest,
-                link_objects,
-                &mut report,
-            ),
+            // A later path of one of the guest's hardlink groups, of any type
+            // (a socket is not restored): linked to its first path, made
+            // before it with the inode's metadata (link() changes only its
+            // ctime). Its inode flags come last, as every path's.
+            _ if e.kind != "socket" && e.link_path().is_some() => {
+                let first = staging.join(e.link_path().unwrap_or_default());
+                fs::hard_link(first, &dest).map(|()| report.hardlinks += 1)
+            }
+            "file" => restore_file(e, &mut links, private, &dest, link_objects, &mut report),
             "symlink" => match e.target_path() {
                 Some(t) => std::os::unix::fs::symlink(t, &dest).and_then(|_| apply_meta(e, &dest)),
                 None => Err(io::Error::other("symlink without a target")),
@@ -536,11 +536,13 @@ impl Drop for TargetLock {
 /// plain and relative (`..`, absolute), one whose parent is not a directory
 /// the manifest restores before it (a symlink, say: nothing may be written
 /// through one), a path twice, an unknown type, a hardlink to anything but
-/// an earlier file of the guest's own. `unifs manifest` writes none of these.
+/// an earlier path of the guest's own of the same type, or of a directory.
+/// `unifs manifest` writes none of these.
 fn check_paths(entries: &[Entry]) -> Vec<String> {
     let mut dirs: HashSet<PathBuf> = HashSet::from([PathBuf::new()]);
     let mut seen = HashSet::new();
-    let mut leaders = HashSet::new();
+    // First paths of hardlink groups, with their type.
+    let mut leaders = std::collections::HashMap::new();
     let mut bad = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let rel = e.rel_path();
@@ -582,23 +584,26 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
             bad.push(format!("{shown}: listed twice"));
             continue;
         }
-        match e.kind.as_str() {
-            "dir" => {
+        match (e.kind.as_str(), e.link_path()) {
+            ("dir", None) => {
                 dirs.insert(rel);
             }
-            "file" => match e.link_path() {
-                Some(l) if !leaders.contains(&l.components().collect::<PathBuf>()) => {
+            ("dir", Some(l)) => bad.push(format!(
+                "{shown}: a directory cannot be a hardlink (of {})",
+                l.display()
+            )),
+            (kind, Some(l)) => {
+                let l: PathBuf = l.components().collect();
+                if leaders.get(&l) != Some(&kind) {
                     bad.push(format!(
-                        "{shown}: its hardlink {} is not an earlier file of the guest",
+                        "{shown}: its hardlink {} is not an earlier {kind} of the guest",
                         l.display()
                     ))
                 }
-                Some(_) => {}
-                None => {
-                    leaders.insert(rel);
-                }
-            },
-            _ => {}
+            }
+            (kind, None) => {
+                leaders.insert(rel, kind);
+            }
         }
     }
     bad
@@ -674,16 +679,10 @@ fn restore_file(
     e: &Entry,
     links: &mut Links,
     private: &Path,
-    staging: &Path,
     dest: &Path,
     link_objects: bool,
     report: &mut Report,
 ) -> io::Result<()> {
-    if let Some(leader) = e.link_path() {
-        fs::hard_link(staging.join(leader), dest)?;
-        report.hardlinks += 1;
-        return Ok(());
-    }
     if let Some(id) = e.object_id() {
         let store = links.store;
         let copy = links.source_copy(&id)?;
