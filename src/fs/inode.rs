@@ -15,7 +15,9 @@
 //! - a path that links a shared store object is a node of its own, numbered
 //!   from [`SHARED_BASE`] up, so two guest paths linking one object are two
 //!   files. When the link is broken the node keeps its number for the life of
-//!   the mount and now stands for the private copy.
+//!   the mount and now stands for the private copy. A node the daemon finds
+//!   shared that it knew as private (unify linked it behind the mount) keeps
+//!   its number likewise, kept for its path from then on.
 //!
 //! No two live nodes ever share a number: a number in use is skipped, and a
 //! private inode whose number is taken gets one from the counter.
@@ -217,29 +219,19 @@ impl InodeTable {
         if let Some(&id) = self.children.get(&key) {
             let node = self.nodes.get_mut(&id).expect("child names a node");
             if node.backing_ino == found.ino {
+                let now_shared = found.shared && !node.shared;
                 node.shared = found.shared;
                 node.lookups += 1;
                 if !found.shared {
                     self.by_ino.entry(found.ino).or_insert(id);
                 }
+                if now_shared {
+                    self.became_shared(id, found.ino);
+                }
                 return id;
             }
-            if node.names.len() == 1 && !found.shared && !self.by_ino.contains_key(&found.ino)
-                || node.names.len() == 1 && found.shared
-            {
-                // The one path of this node now names another inode (unify
-                // linked it to the store, or a break by another process):
-                // keep the number the guest knows.
-                let old = node.backing_ino;
-                node.backing_ino = found.ino;
-                node.shared = found.shared;
-                node.lookups += 1;
-                if self.by_ino.get(&old) == Some(&id) {
-                    self.by_ino.remove(&old);
-                }
-                if !found.shared {
-                    self.by_ino.insert(found.ino, id);
-                }
+            if self.relinked(id, found) {
+                self.nodes.get_mut(&id).expect("present").lookups += 1;
                 return id;
             }
             self.detach(parent, name);
@@ -270,6 +262,60 @@ impl InodeTable {
             self.by_ino.insert(found.ino, id);
         }
         id
+    }
+
+    /// Node `id`'s one path names `found`, another inode than the node's
+    /// (unify linked it to the store, or a break by another process): the
+    /// node stands for it and keeps the number the guest knows, if it can.
+    /// False where it cannot (the node has other names, or a private inode
+    /// another node has): the path needs a node of its own.
+    pub fn relinked(&mut self, id: u64, found: Found) -> bool {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        if node.names.len() != 1 || !found.shared && self.by_ino.contains_key(&found.ino) {
+            return false;
+        }
+        let old = node.backing_ino;
+        node.backing_ino = found.ino;
+        node.shared = found.shared;
+        if self.by_ino.get(&old) == Some(&id) {
+            self.by_ino.remove(&old);
+        }
+        if found.shared {
+            self.became_shared(id, old);
+        } else {
+            self.by_ino.insert(found.ino, id);
+        }
+        true
+    }
+
+    /// Node `id` stands for a store object now, under the number the guest
+    /// knows: unify linked its path behind the mount (`old`: the backing
+    /// inode it stood for before, maybe this very one). It leaves the inode
+    /// index, and its path keeps the number as a shared path's does, so
+    /// that the kernel forgetting the node does not renumber the file (a
+    /// private file's own number, or a broken copy's, was kept by its
+    /// inode, which a shared path's lookup never asks for).
+    fn became_shared(&mut self, id: u64, old: BackingIno) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        node.shared = true;
+        let ino = node.backing_ino;
+        let first = node.names.first().cloned();
+        for i in [old, ino] {
+            if self.by_ino.get(&i) == Some(&id) {
+                self.by_ino.remove(&i);
+            }
+            if self.private_numbers.get(&i) == Some(&id) {
+                self.private_numbers.remove(&i);
+            }
+        }
+        if let Some((parent, name)) = first.filter(|(p, _)| self.nodes.contains_key(p)) {
+            let key = (self.parent_ino(parent), name);
+            self.shared_numbers.remember(key, id);
+        }
     }
 
     /// The number a new node for (parent, name) gets: the one it had
@@ -346,11 +392,9 @@ impl InodeTable {
         }
         if shared {
             let node = self.nodes.get_mut(&id).expect("present");
-            if self.by_ino.get(&node.backing_ino) == Some(&id) {
-                self.by_ino.remove(&node.backing_ino);
-            }
+            let old = node.backing_ino;
             node.backing_ino = ino;
-            node.shared = true;
+            self.became_shared(id, old);
         } else {
             self.rebind_private(id, ino);
         }
@@ -359,13 +403,12 @@ impl InodeTable {
     /// The node's backing inode turned out to be a store object (unify
     /// linked it while the mount ran).
     pub fn mark_shared(&mut self, id: u64, ino: BackingIno) {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            if node.backing_ino == ino {
-                node.shared = true;
-                if self.by_ino.get(&ino) == Some(&id) {
-                    self.by_ino.remove(&ino);
-                }
-            }
+        if self
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.backing_ino == ino && !n.shared)
+        {
+            self.became_shared(id, ino);
         }
     }
 
@@ -716,6 +759,42 @@ mod tests {
         let mut t = InodeTable::new(ino(2));
         let a = t.lookup(ROOT, OsStr::new("a"), private(100));
         assert_eq!(t.lookup(ROOT, OsStr::new("a"), shared(900)), a);
+    }
+
+    /// Review s21: a private file unify linked behind the mount kept its
+    /// number only while the kernel held its node (its own number, or a
+    /// broken copy's, was kept by an inode a shared path's lookup never
+    /// asks for).
+    #[test]
+    fn a_private_node_seen_shared_keeps_its_number_when_forgotten() {
+        let mut t = InodeTable::new(ino(2));
+        let d = t.lookup(ROOT, OsStr::new("d"), private(50));
+        // Seen by a getattr or an open (this very inode became the object),
+        let a = t.lookup(d, OsStr::new("a"), private(100));
+        t.mark_shared(a, ino(100));
+        // by an open that found the path linked to another inode,
+        let b = t.lookup(d, OsStr::new("b"), private(101));
+        t.set_backing(b, ino(900), true);
+        // by a lookup (this inode, or another),
+        let c = t.lookup(d, OsStr::new("c"), private(102));
+        assert_eq!(t.lookup(d, OsStr::new("c"), shared(102)), c);
+        let e = t.lookup(d, OsStr::new("e"), private(103));
+        assert_eq!(t.lookup(d, OsStr::new("e"), shared(900)), e);
+        // a broken copy, by a getattr that found the path linked elsewhere.
+        let f = t.lookup(d, OsStr::new("f"), shared(900));
+        t.rebind_private(f, ino(104));
+        assert!(t.relinked(f, shared(900)));
+        for (id, refs) in [(a, 1), (b, 1), (c, 2), (e, 2), (f, 1)] {
+            t.forget(id, refs);
+            assert!(t.get(id).is_none());
+        }
+        for (name, id) in [("a", a), ("b", b), ("c", c), ("e", e), ("f", f)] {
+            let again = t.lookup(d, OsStr::new(name), shared(900));
+            assert_eq!(again, id, "{name}");
+        }
+        assert!(t.private_numbers.is_empty());
+        let n = &t.shared_numbers;
+        assert_eq!(n.by_path.len(), n.by_number.len());
     }
 
     #[test]

@@ -453,6 +453,12 @@ impl Overlay {
         Entry { node, st }
     }
 
+    /// True for a regular file with more than one link: only such a file
+    /// is checked for the store's marker for what the guest is shown.
+    fn linked(st: &libc::stat) -> bool {
+        is_reg(st) && st.st_nlink > 1
+    }
+
     /// What the guest is shown of a file it unlinked but holds open: a
     /// store object's other links are not its own (invariant 5).
     fn shown_unlinked(&self, node: u64, f: &OpenInode) -> Result<Entry> {
@@ -585,7 +591,14 @@ impl Overlay {
                 .map(|n| (n.backing_ino, n.shared, n.names.is_empty()));
             match known {
                 Some((ino, shared, _)) if ino == f.backing_ino => {
-                    return Ok(self.shown(node, fsys::fstat(f.fd.as_fd())?, shared));
+                    let st = fsys::fstat(f.fd.as_fd())?;
+                    // Unify may have made this very inode a store object
+                    // behind the mount (see below).
+                    let now_shared = !shared && Self::linked(&st) && cow::has_marker(f.fd.as_fd())?;
+                    if now_shared {
+                        lock(&self.state).table.mark_shared(node, ino);
+                    }
+                    return Ok(self.shown(node, st, shared || now_shared));
                 }
                 Some((_, _, true)) | None => return self.shown_unlinked(node, &f),
                 _ => {}
@@ -606,10 +619,26 @@ impl Overlay {
                     .table
                     .get(node)
                     .map(|n| (n.backing_ino, n.shared));
+                let ino = BackingIno::of(&st);
+                // A node the table has private is checked again where its
+                // inode has other links (as a lookup checks it): unify may
+                // have linked it to the store behind the mount, this very
+                // inode (the first guest's copy becomes the object) or
+                // another. Trusted, it showed the store's link count and
+                // times (invariant 5), and lost its number once the kernel
+                // forgot it. The guest's own hardlinks cost a getxattr.
                 let shared = match known {
-                    Some((ino, shared)) if ino == BackingIno::of(&st) => shared,
+                    Some((k, true)) if k == ino => true,
                     _ => cow::is_shared(dir.as_fd(), &name, &st, true)?,
                 };
+                if shared && known.is_some_and(|k| k != (ino, true)) {
+                    let mut state = lock(&self.state);
+                    if state.table.get(node).is_some_and(|n| n.backing_ino == ino) {
+                        state.table.mark_shared(node, ino);
+                    } else {
+                        state.table.relinked(node, Found { ino, shared });
+                    }
+                }
                 Ok(self.shown(node, st, shared))
             }
             Err(e) => {
