@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -623,24 +623,73 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
 }
 
 /// The blake3 of everything `file` holds from where it is, and how many
-/// bytes that was.
-pub fn hash_file(mut file: &File) -> io::Result<(String, u64)> {
-    use std::io::Read;
+/// bytes that was. Holes are hashed as the zeros they read as without being
+/// read: a guest's `truncate -s 1T` costs hashing, not a terabyte of reads
+/// of zero pages (several times slower).
+pub fn hash_file(file: &File) -> io::Result<(String, u64)> {
+    use std::os::unix::fs::FileExt;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0u64;
+    let start = seek(file, 0, libc::SEEK_CUR)?;
+    let mut at = start;
     loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-                len += n as u64;
+        let data = match seek(file, at, libc::SEEK_DATA) {
+            Ok(d) => d,
+            // No data from `at` on: a hole to the end, then whatever a
+            // writer (a running guest's log) adds meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                let end = file.metadata()?.len().max(at);
+                hash_zeros(&mut h, end - at);
+                at = end;
+                u64::MAX
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            // No hole support: all of it is data.
+            Err(_) => at,
+        };
+        let hole = match data {
+            u64::MAX => u64::MAX,
+            data => {
+                hash_zeros(&mut h, data - at);
+                at = data;
+                seek(file, at, libc::SEEK_HOLE).unwrap_or(u64::MAX)
+            }
+        };
+        while at < hole {
+            let want = buf
+                .len()
+                .min(usize::try_from(hole - at).unwrap_or(usize::MAX));
+            match file.read_at(&mut buf[..want], at) {
+                Ok(0) => return Ok((h.finalize().to_hex().to_string(), at - start)),
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    at += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok((h.finalize().to_hex().to_string(), len))
+}
+
+/// `lseek(file, at, whence)`.
+fn seek(file: &File, at: u64, whence: libc::c_int) -> io::Result<u64> {
+    let at = i64::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: lseek on an fd `file` owns; no memory is passed.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), at, whence) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u64)
+}
+
+/// Feeds `n` zero bytes to `h`.
+fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
+    static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
 }
 
 /// The blake3 and length of the regular file at the host path `path` (not
@@ -709,6 +758,35 @@ pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Holes are hashed as zeros without being read: the hash and length
+    /// are those of reading every byte, wherever the holes are.
+    #[test]
+    fn hash_file_over_holes_is_that_of_every_byte() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // (writes at offsets, length): the rest is holes.
+        type Case<'a> = (&'a [(u64, &'a [u8])], u64);
+        let cases: [Case; 5] = [
+            (&[], 0),
+            (&[], 5 << 20),
+            (&[(0, b"head")], 3 << 20),
+            (&[(2 << 20, b"middle"), (7 << 20, b"more")], 9 << 20),
+            (&[(1 << 20, b"tail")], (1 << 20) + 4),
+        ];
+        for (writes, len) in cases {
+            let f = File::create(&path).unwrap();
+            f.set_len(len).unwrap();
+            for (at, bytes) in writes {
+                f.write_all_at(bytes, *at).unwrap();
+            }
+            let all = std::fs::read(&path).unwrap();
+            let want = blake3::hash(&all).to_hex().to_string();
+            let f = File::open(&path).unwrap();
+            assert_eq!(hash_file(&f).unwrap(), (want, len), "{writes:?} {len}");
+        }
+    }
 
     fn entry(flags: Option<&str>) -> Entry {
         Entry {
