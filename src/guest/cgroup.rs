@@ -735,9 +735,11 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     all
 }
 
-/// Removes empty `run-PID` groups (and the groups below them) beside ours
-/// whose `unifs run` is gone (killed before it could clean up). A group
-/// still in use is not empty, so its rmdir fails and it stays.
+/// Removes the `run-PID` groups (and the groups below them) beside ours
+/// whose `unifs run` is gone (killed before it could clean up). Its keeper
+/// ends the guest of a killed run; killed with it (a service manager's kill
+/// of its whole cgroup), the guest was left running: what is left there is
+/// killed first, if provably the dead run's (see [`orphaned`]).
 fn sweep_dead_runs(groups: &[PathBuf]) {
     for parent in groups.iter().filter_map(|g| g.parent()) {
         let Ok(entries) = std::fs::read_dir(parent) else {
@@ -748,15 +750,62 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
             let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
                 continue;
             };
-            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-                // Its leaf (`guest`, where the processes were) first: a
-                // group with children cannot go.
-                for g in subtree(&e.path()).into_iter().rev() {
-                    let _ = std::fs::remove_dir(g);
+            if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            let dead = Cgroup {
+                groups: vec![e.path()],
+            };
+            let left = dead.pids();
+            if !left.is_empty() {
+                if !orphaned(&left) {
+                    continue;
                 }
+                tracing::warn!(
+                    "killing {} process(es) (pids {left:?}) left in {} by a `unifs run` \
+                     (pid {pid}) that was killed",
+                    left.len(),
+                    e.path().display()
+                );
+                dead.kill_all();
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !dead.pids().is_empty() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            // Its leaf (`guest`, where the processes were) first: a group
+            // with children cannot go. One still in use stays.
+            for g in subtree(&e.path()).into_iter().rev() {
+                let _ = std::fs::remove_dir(g);
             }
         }
     }
+}
+
+/// Whether `pids`, in the groups of a run whose pid is gone, are the
+/// orphans of that run's guest: each one seen in our PID namespace, with
+/// a parent among them or one that is no `unifs` (the host's init or a
+/// subreaper that took them in). A live run's guest has the run as its
+/// parent: a run whose pid is the dead one's again (reused since), or one
+/// in another PID namespace (which names its groups by the pid it sees), is
+/// left alone.
+fn orphaned(pids: &[i32]) -> bool {
+    pids.iter().all(|&pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        match ppid {
+            // Gone meanwhile: nothing to kill.
+            None if pid > 0 => true,
+            // Outside our PID namespace (its parent, or itself).
+            None | Some(0) => false,
+            Some(p) if pids.contains(&p) => true,
+            Some(p) => std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| !c.trim().starts_with("unifs")),
+        }
+    })
 }
 
 fn apply(steps: &[Step]) -> Result<()> {

@@ -39,6 +39,8 @@ pub struct Spawned {
     /// Its PID on the host.
     pub pid: Pid,
     pub cgroup: Cgroup,
+    /// `unifs run`'s (a foreground guest's) [`Keeper`].
+    pub keeper: Option<Keeper>,
 }
 
 /// `unifs run`: starts the guest, waits for it, and returns the command's exit
@@ -74,6 +76,9 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     spawned.cgroup.kill_all();
     spawned.cgroup.remove();
     net::teardown(spec);
+    if let Some(keeper) = spawned.keeper {
+        keeper.dismiss();
+    }
     status
 }
 
@@ -139,10 +144,15 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str) -> Result<Spawned> {
         cgroup.kill_all();
         cgroup.remove();
     }
-    spawned.map(|pid| Spawned { pid, cgroup })
+    spawned.map(|(pid, keeper)| Spawned {
+        pid,
+        cgroup,
+        keeper,
+    })
 }
 
-fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
+/// The guest's PID on the host, and a foreground guest's [`Keeper`].
+fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<(Pid, Option<Keeper>)> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e));
     let (ready_r, ready_w) = pipe()?;
     // A socket, not a pipe: the trampoline holds it across an exec that
@@ -171,24 +181,138 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<Pid> {
             let joined = cgroup
                 .add(pid.as_raw())
                 .and_then(|()| net::setup_host_side(spec, pid));
-            if let Err(e) = joined {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(e);
-            }
+            // Before the guest may exec: from then on its command could
+            // undo its parent-death signal.
+            let keeper = match joined {
+                Ok(()) if foreground => Keeper::start(pid, cgroup).map(Some),
+                Ok(()) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let keeper = match keeper {
+                Ok(keeper) => keeper,
+                Err(e) => {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    return Err(e);
+                }
+            };
             let mut ready = std::fs::File::from(ready_w);
             let _ = ready.write_all(b"1");
             drop(ready);
             let mut report = Vec::new();
             let _ = std::fs::File::from(report_r).read_to_end(&mut report);
             if report.is_empty() {
-                return Ok(pid);
+                return Ok((pid, keeper));
             }
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
+            if let Some(keeper) = keeper {
+                keeper.dismiss();
+            }
             Err(decode_report(&spec.command[0], &spec.root, &report))
         }
     }
+}
+
+/// What ties a foreground guest (`unifs run`'s) to `unifs run`, whatever
+/// the guest does. The parent-death signal of the guest's init is not
+/// enough: without `--init` init is the guest's own command, which may
+/// clear it (`prctl(PR_SET_PDEATHSIG, 0)`) and outlive a SIGKILLed `unifs
+/// run`. The keeper is a child of `unifs run` outside the guest (in none of
+/// its namespaces, not dumpable, a session of its own so a kill of the
+/// run's process group misses it, every catchable signal blocked) that
+/// holds the read end of a pipe only `unifs run` holds the write end of
+/// (close-on-exec, made after the guest was cloned). Its end without a
+/// word first means `unifs run` died: the keeper SIGKILLs the guest's init
+/// through a pidfd (and with it the guest's PID namespace), then
+/// everything in the guest's cgroups, and removes them, as `unifs run`
+/// would have.
+pub struct Keeper {
+    /// The write end: one byte says `unifs run` cleaned up itself.
+    tell: OwnedFd,
+}
+
+/// How long the keeper tries to end what is left in a dead run's cgroups.
+const KEEPER_KILL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Keeper {
+    /// Forks the keeper of `guest`, our clone child not yet reaped (so its
+    /// pid is still that process), whose groups are `cgroup`.
+    fn start(guest: Pid, cgroup: &Cgroup) -> Result<Keeper> {
+        // A pidfd stays that process's whatever becomes of its pid. None on
+        // a kernel without pidfds (before 5.3): the cgroups alone then.
+        let pidfd = sys::pidfd_open(guest).ok();
+        let (life, tell) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys("pipe2 for the guest's keeper", e))?;
+        match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
+            Forked::Child => {
+                drop(tell);
+                keep_run(life, pidfd, cgroup)
+            }
+            Forked::Parent(_) => Ok(Keeper { tell }),
+        }
+    }
+
+    /// `unifs run` ended its guest and removed its groups itself: the
+    /// keeper ends without touching anything. (Not waited for: it ends at
+    /// once, and `unifs run` soon after.)
+    pub fn dismiss(self) {
+        let _ = nix::unistd::write(&self.tell, b"d");
+    }
+}
+
+/// The keeper ([`Keeper`]); never returns.
+fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup) -> ! {
+    sys::set_not_dumpable();
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_name(c"unifs-keeper");
+    // Nothing but SIGKILL ends it: a Ctrl-C or SIGTERM meant for the run
+    // (`unifs run` passes them on) must not take the tie away.
+    let _ = SigSet::all().thread_block();
+    // Nothing of the run's kept open: its terminal, pipes someone reads to
+    // their end, the guest's handshake pipes.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    let keep: Vec<i32> = [Some(&life), guest.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|fd| fd.as_raw_fd())
+        .collect();
+    sys::close_fds_except(&keep);
+    let _ = nix::unistd::chdir("/");
+    let mut word = [0u8; 1];
+    let mut life = std::fs::File::from(life);
+    loop {
+        match life.read(&mut word) {
+            Ok(1) => sys::exit_child(0),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => break,
+        }
+    }
+    // `unifs run` is gone. Its guest's init is PID 1 of its namespace: its
+    // SIGKILL from here ends every process there.
+    if let Some(fd) = &guest {
+        let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
+    }
+    // And what is in its groups (thawing a freezer group it froze itself
+    // in, where a SIGKILL waits).
+    let deadline = std::time::Instant::now() + KEEPER_KILL;
+    loop {
+        cgroup.kill_all();
+        if cgroup.pids().is_empty() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cgroup.remove();
+    sys::exit_child(0)
 }
 
 /// The report channel (read end, write end), both close-on-exec.

@@ -100,6 +100,29 @@ pub fn close_fds() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
 
+/// Closes every fd above stderr but those in `keep`, for `unifs run`'s
+/// keeper: a copy of the guest's handshake pipes or of the terminal's pty
+/// held there would keep them open after `unifs run` is gone.
+pub fn close_fds_except(keep: &[i32]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    let close = |from: u32, to: u32| {
+        // SAFETY: as above; the fds in `keep` are left alone.
+        unsafe { libc::syscall(libc::SYS_close_range, from, to, 0u32) };
+    };
+    let mut from = 3u32;
+    for fd in keep {
+        if fd > from {
+            close(from, fd - 1);
+        }
+        from = from.max(fd + 1);
+    }
+    close(from, u32::MAX);
+}
+
 /// Waits for any signal (all must be blocked) and returns its number,
 /// realtime signals included.
 pub fn wait_blocked_signal() -> nix::Result<i32> {

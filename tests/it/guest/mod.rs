@@ -11,6 +11,7 @@ mod review_s11_life;
 mod review_s12_escape;
 mod review_s12_guest;
 mod review_s20_guest;
+mod review_s21_keeper;
 mod run;
 mod run_options;
 mod run_overlay;

@@ -1,0 +1,252 @@
+//! Review s21: `unifs run` killed (even by SIGKILL) takes its guest with it,
+//! whatever the guest's init does.
+
+use super::escape::cc_or_skip;
+use super::harness::{alive, can_run, wait_for_descendant, within_5s, KillOnDrop, TestRoot};
+use crate::common::unifs_bin;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The guest's init (PID 1: no `--init`) undoes its parent-death signal and
+/// ignores the signals a PID 1 may ignore.
+const NO_PDEATHSIG: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+int main(void) {
+    prctl(PR_SET_PDEATHSIG, 0);
+    signal(SIGTERM, SIG_IGN); signal(SIGINT, SIG_IGN); signal(SIGHUP, SIG_IGN);
+    puts("ready"); fflush(stdout);
+    for (;;) pause();
+}
+"#;
+
+/// A run's groups (`unifs/run-PID`) in every hierarchy under /sys/fs/cgroup.
+fn run_groups(pid: u32) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![base.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(base) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
+    hierarchies
+        .iter()
+        .map(|h| h.join("unifs").join(format!("run-{pid}")))
+        .filter(|g| g.is_dir())
+        .collect()
+}
+
+/// The FUSE connection (`/sys/fs/fuse/connections/N`) of the guest's root.
+fn fuse_connection(guest: u32) -> Option<PathBuf> {
+    let info = std::fs::read_to_string(format!("/proc/{guest}/mountinfo")).ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let f: Vec<&str> = left.split(' ').collect();
+        if f.get(4) != Some(&"/") || !right.starts_with("fuse") {
+            return None;
+        }
+        let minor = f.get(2)?.split(':').nth(1)?;
+        let dir = Path::new("/sys/fs/fuse/connections").join(minor);
+        dir.is_dir().then_some(dir)
+    })
+}
+
+/// Kills what a failed test left: the guest, and its groups.
+struct Leftovers {
+    guest: Option<i32>,
+    groups: Vec<PathBuf>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if let Some(pid) = self.guest {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for g in &self.groups {
+            let _ = within_5s(|| {
+                let _ = std::fs::remove_dir(g.join("guest"));
+                let _ = std::fs::remove_dir(g);
+                !g.exists()
+            });
+        }
+    }
+}
+
+/// What was wrong: the parent-death signal on the guest's init was the only
+/// tie to `unifs run`, and init is the guest's own command, which may clear
+/// it. After `kill -9` of `unifs run` such a guest ran on under the host's
+/// init, its `run-PID` cgroups stayed (the next run's sweep skips groups
+/// holding processes), and nothing ever stopped it. Now a keeper outside the
+/// guest ends it: killed by PID, or with the run's whole process group (a
+/// shell's job, `timeout`), the guest, its groups, its overlay mount and
+/// daemon are gone within a bound.
+#[test]
+fn review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run() {
+    let test = "review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run";
+    if !can_run(test) {
+        return;
+    }
+    let t = TestRoot::new();
+    if !cc_or_skip(&t, test, "nopdeath", NO_PDEATHSIG) {
+        return;
+    }
+    let store = t.dir.path().join("store");
+    for whole_group in [false, true] {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("--store").arg(&store).arg("run").arg("--root");
+        cmd.arg(t.root())
+            .args(["--memory", "64M", "--", "/bin/nopdeath"]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.process_group(0);
+        let mut launcher = KillOnDrop(Some(cmd.spawn().unwrap()));
+        let pid = launcher.0.as_ref().unwrap().id();
+        let guest = wait_for_descendant(pid, "nopdeath");
+        let mut left = Leftovers {
+            guest: Some(guest as i32),
+            groups: run_groups(pid),
+        };
+        assert!(!left.groups.is_empty(), "no group unifs/run-{pid}");
+        // The run's and the guest's mount namespaces (`mnt:[INODE]`).
+        let ns_ids: Vec<PathBuf> = [pid, guest]
+            .iter()
+            .map(|p| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap())
+            .collect();
+        let fuse = fuse_connection(guest);
+        // The guest's init is set up, and has undone its pdeathsig.
+        std::thread::sleep(Duration::from_millis(300));
+        let target = if whole_group {
+            -(pid as i32)
+        } else {
+            pid as i32
+        };
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(target, libc::SIGKILL) };
+        let mut c = launcher.0.take().unwrap();
+        let _ = c.wait();
+        let how = if whole_group {
+            "its process group"
+        } else {
+            "unifs run"
+        };
+        assert!(
+            within_5s(|| !alive(guest.into())),
+            "kill -9 of {how}: the guest's init (pid {guest}) still runs"
+        );
+        assert!(
+            within_5s(|| run_groups(pid).is_empty()),
+            "kill -9 of {how}: its groups are left: {:?}",
+            run_groups(pid)
+        );
+        // No process holds the run's or the guest's mount namespace (the
+        // overlay's daemon, the keeper): the overlay mount is gone.
+        let holders = || -> Vec<i32> {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| {
+                    let p: i32 = e.file_name().to_str()?.parse().ok()?;
+                    let ns = std::fs::read_link(e.path().join("ns/mnt")).ok()?;
+                    (ns_ids.contains(&ns) && alive(p.into())).then_some(p)
+                })
+                .collect()
+        };
+        assert!(
+            within_5s(|| holders().is_empty()),
+            "kill -9 of {how}: processes left in the run's mount namespaces: {:?}",
+            holders()
+        );
+        if let Some(conn) = &fuse {
+            assert!(
+                within_5s(|| !conn.exists()),
+                "kill -9 of {how}: the overlay's FUSE connection {} is left",
+                conn.display()
+            );
+        }
+        left.guest = None;
+        left.groups.clear();
+    }
+}
+
+/// The child of `pid` named `comm` (waiting up to 5 s for it to take the
+/// name).
+fn child_named(pid: u32, comm: &str) -> Option<u32> {
+    let mut found = None;
+    within_5s(|| {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        found = kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<u32>().ok())
+            .find(|k| {
+                std::fs::read_to_string(format!("/proc/{k}/comm")).is_ok_and(|c| c.trim() == comm)
+            });
+        found.is_some()
+    });
+    found
+}
+
+/// What was wrong: the next `unifs run` removed only empty `run-PID` groups
+/// of dead runs, so a guest left running by a killed run (here: its keeper
+/// killed with it, as a service manager's SIGKILL to its whole cgroup does)
+/// stayed for good, with its groups. Now the sweep kills what is left in
+/// the groups of a run whose pid is gone, when those processes are that
+/// run's orphans, and removes the groups.
+#[test]
+fn review_s21_the_next_run_ends_a_guest_its_killed_run_and_keeper_left() {
+    let test = "review_s21_the_next_run_ends_a_guest_its_killed_run_and_keeper_left";
+    if !can_run(test) {
+        return;
+    }
+    let t = TestRoot::new();
+    if !cc_or_skip(&t, test, "nopdeath", NO_PDEATHSIG) {
+        return;
+    }
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args([
+        "--root-mount",
+        "bind",
+        "--pids",
+        "50",
+        "--",
+        "/bin/nopdeath",
+    ]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let mut launcher = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = launcher.0.as_ref().unwrap().id();
+    let guest = wait_for_descendant(pid, "nopdeath");
+    let mut left = Leftovers {
+        guest: Some(guest as i32),
+        groups: run_groups(pid),
+    };
+    assert!(!left.groups.is_empty(), "no group unifs/run-{pid}");
+    let keeper = child_named(pid, "unifs-keeper").expect("the run's keeper");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(keeper as i32, libc::SIGKILL) };
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = launcher.0.take().unwrap().wait();
+    assert!(
+        within_5s(|| !alive(keeper.into())),
+        "the keeper survived SIGKILL"
+    );
+    // (The sweep of a run of a test beside this one may end it already.)
+    let next = TestRoot::new();
+    let out = super::harness::ok(&next.sh(&["--root-mount", "bind"], "true"));
+    assert_eq!(out, "");
+    assert!(
+        within_5s(|| !alive(guest.into())),
+        "the next run left the dead run's guest (pid {guest}) running"
+    );
+    assert!(
+        within_5s(|| run_groups(pid).is_empty()),
+        "the next run left the dead run's groups: {:?}",
+        run_groups(pid)
+    );
+    left.guest = None;
+    left.groups.clear();
+}
