@@ -91,18 +91,73 @@ struct DirHandle {
 #[derive(Debug)]
 struct OpenDir {
     fd: OwnedFd,
-    /// Held while a listing sets and reads the fd's offset. The offsets the
-    /// guest is given: entry `i` is the backing `d_off` of offset `i + 1`.
-    /// ext4's own are 64-bit hashes, which a 32-bit program's `readdir`
-    /// takes for an overflow (EOVERFLOW) and its `telldir` cuts; these are
-    /// small. Emptied at a rewind (offset 0), which ends what earlier
-    /// `telldir` values mean (POSIX).
-    reading: Mutex<Vec<u64>>,
+    /// Held while a listing sets and reads the fd's offset.
+    reading: Mutex<Handed>,
+}
+
+/// The offsets a directory handle gave the guest, for the backing `d_off`s
+/// they stand for. ext4's own are 64-bit hashes, which a 32-bit program's
+/// `readdir` takes for an overflow (EOVERFLOW) and its `telldir` cuts;
+/// these are small: the visible entries counted in the backing order.
+/// Only offsets the handle handed out are kept (8 bytes each), so a handle
+/// costs what the guest read through it: one seeked far and read once
+/// keeps one.
+#[derive(Debug, Default)]
+struct Handed {
+    /// Our offset just before `offs[0]`'s.
+    base: u64,
+    /// `offs[i]` is the backing `d_off` of our offset `base + i + 1`.
+    offs: Vec<u64>,
+}
+
+impl Handed {
+    /// The backing `d_off` our offset `ours` (not 0) stands for, if handed out.
+    fn get(&self, ours: u64) -> Option<u64> {
+        let i = ours.checked_sub(self.base + 1)?;
+        self.offs.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// The next offset never handed out.
+    fn next(&self) -> u64 {
+        self.base + self.offs.len() as u64 + 1
+    }
+
+    /// Starts again from our offset `ours`, standing for `backing`.
+    fn restart(&mut self, ours: u64, backing: u64) {
+        self.offs.clear();
+        if ours == 0 {
+            self.base = 0;
+        } else {
+            self.base = ours - 1;
+            self.offs.push(backing);
+        }
+    }
 }
 
 /// The most offsets a directory handle hands out between rewinds (8 bytes
 /// each): a listing asked to go on past it gets EOVERFLOW.
 const LIST_OFFSETS_MAX: usize = 1 << 24;
+
+/// Where an offset a handle did not hand out stands (another handle's, from
+/// the kernel's cached listing): the backing `d_off` after every
+/// [`MARK_EVERY`]th visible entry of a directory, counted once while it
+/// does not change and shared by its handles, so that such an offset costs
+/// about what a reply of a sequential listing costs, not the whole way
+/// there again. Kept for up to [`MARKED_DIRS`] directories (1/16 of the
+/// entries' offsets: 12 KiB for 200,000 entries) after their handles
+/// close: a program that opens, seeks far and closes in a loop has the
+/// way there counted once.
+#[derive(Debug)]
+struct Marks {
+    /// The backing directory's mtime and ctime when counted.
+    stamp: [i64; 4],
+    offs: Vec<u64>,
+}
+
+type SharedMarks = Arc<Mutex<Marks>>;
+
+const MARK_EVERY: u64 = 128;
+const MARKED_DIRS: usize = 64;
 
 /// The first `getdents` buffer of a listing; each next one is twice the
 /// last, up to [`LIST_CHUNK_MAX`]: a reply that takes few entries (a small
@@ -138,6 +193,8 @@ pub struct Overlay {
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
+    /// Of backing directories (device, inode) listed from afar.
+    marks: Mutex<HashMap<(u64, u64), SharedMarks>>,
     next_fh: AtomicU64,
     /// Breaks are rare and short next to the copy; one at a time keeps two
     /// writers of one shared path from copying it twice.
@@ -365,6 +422,7 @@ impl Overlay {
             }),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            marks: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             break_lock: Mutex::new(()),
             names: std::sync::RwLock::new(()),
@@ -1994,7 +2052,7 @@ impl Overlay {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let dir = Arc::new(OpenDir {
             fd,
-            reading: Mutex::new(Vec::new()),
+            reading: Mutex::new(Handed::default()),
         });
         lock(&self.dirs).insert(fh, DirHandle { node, dir });
         Ok(fh)
@@ -2016,45 +2074,37 @@ impl Overlay {
             let dirs = lock(&self.dirs);
             dirs.get(&fh).ok_or_else(|| errno(libc::EBADF))?.dir.clone()
         };
-        let mut offsets = lock(&dir.reading);
+        let mut handed = lock(&dir.reading);
         let fd = dir.fd.as_fd();
         // The kernel's offsets are ours, standing for the d_offs the backing
         // filesystem gave (valid across changes, as it keeps them).
-        if offset == 0 {
-            offsets.clear();
-        }
-        let wanted = usize::try_from(offset).map_err(|_| errno(libc::EINVAL))?;
-        if wanted > LIST_OFFSETS_MAX {
+        if offset > LIST_OFFSETS_MAX as u64 {
             return Err(errno(libc::EINVAL));
         }
-        // An offset this handle did not hand out: another handle of the
-        // directory did, and the kernel's cached listing gave it to this
-        // one. Numbered the same way (visible entries in the backing
-        // order), so counted up to here.
-        if wanted > offsets.len() {
-            let from = offsets.last().copied().unwrap_or(0);
-            fsys::lseek(fd, from as i64, libc::SEEK_SET)?;
-            let mut buf = Vec::new();
-            while offsets.len() < wanted {
-                buf.clear();
-                if sys::getdents(fd, &mut buf, LIST_CHUNK_MAX)? == 0 {
-                    return Ok(()); // past the end
-                }
-                sys::parse_dirents(&buf, |e| {
-                    if offsets.len() < wanted && !self.hidden(fd, e.name) {
-                        offsets.push(e.off as u64);
-                    }
-                })?;
+        let backing = match handed.get(offset) {
+            Some(b) => b,
+            None => {
+                let b = match offset {
+                    // A rewind ends what earlier `telldir` values mean (POSIX).
+                    0 => 0,
+                    // An offset this handle did not hand out: another handle
+                    // of the directory did, and the kernel's cached listing
+                    // gave it to this one. Numbered the same way (visible
+                    // entries in the backing order), so counted, from the
+                    // nearest mark; this handle keeps only where it is.
+                    _ => match self.count_to(fd, offset)? {
+                        Some(b) => b,
+                        None => return Ok(()), // past the end
+                    },
+                };
+                handed.restart(offset, b);
+                b
             }
-        }
-        let backing = match wanted {
-            0 => 0,
-            n => offsets[n - 1],
         };
         fsys::lseek(fd, backing as i64, libc::SEEK_SET)?;
         // Where the listing is, as ours: a re-read (after a seekdir) gives
         // the entries it meets again the offsets they had.
-        let mut at = offset as usize;
+        let mut at = offset;
         let mut buf = Vec::new();
         let mut chunk = LIST_CHUNK_MIN;
         loop {
@@ -2070,16 +2120,16 @@ impl Overlay {
                     return;
                 }
                 let next = e.off as u64;
-                let known = offsets.get(at) == Some(&next);
-                let ours = if known { at + 1 } else { offsets.len() + 1 };
-                if !known && offsets.len() >= LIST_OFFSETS_MAX {
+                let known = handed.get(at + 1) == Some(next);
+                let ours = if known { at + 1 } else { handed.next() };
+                if !known && ours > LIST_OFFSETS_MAX as u64 {
                     overflow = true;
                     return;
                 }
-                full = each(&dir.fd, e.name, e.ino, e.kind, ours as u64);
+                full = each(&dir.fd, e.name, e.ino, e.kind, ours);
                 if !full {
                     if !known {
-                        offsets.push(next);
+                        handed.offs.push(next);
                     }
                     at = ours;
                 }
@@ -2091,6 +2141,65 @@ impl Overlay {
                 return Ok(());
             }
         }
+    }
+
+    /// The backing `d_off` after the first `n` visible entries of the
+    /// directory open at `fd`, or None if it has fewer. Reads from the
+    /// nearest of its [`Marks`], adding those it passes.
+    fn count_to(&self, fd: BorrowedFd, n: u64) -> Result<Option<u64>> {
+        let st = fsys::fstat(fd)?;
+        let stamp = [st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec];
+        let marks = {
+            let mut all = lock(&self.marks);
+            let key = (st.st_dev, st.st_ino);
+            if !all.contains_key(&key) && all.len() >= MARKED_DIRS {
+                all.clear();
+            }
+            all.entry(key)
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Marks {
+                        stamp,
+                        offs: Vec::new(),
+                    }))
+                })
+                .clone()
+        };
+        let mut marks = lock(&marks);
+        // Counted before a change: the entries before a mark moved.
+        if marks.stamp != stamp {
+            marks.stamp = stamp;
+            marks.offs.clear();
+        }
+        let passed = (n / MARK_EVERY).min(marks.offs.len() as u64);
+        let mut count = passed * MARK_EVERY;
+        let mut found = match passed {
+            0 => 0,
+            m => marks.offs[m as usize - 1],
+        };
+        if count == n {
+            return Ok(Some(found));
+        }
+        fsys::lseek(fd, found as i64, libc::SEEK_SET)?;
+        let mut buf = Vec::new();
+        let mut chunk = LIST_CHUNK_MIN;
+        while count < n {
+            buf.clear();
+            if sys::getdents(fd, &mut buf, chunk)? == 0 {
+                return Ok(None);
+            }
+            chunk = (chunk * 2).min(LIST_CHUNK_MAX);
+            sys::parse_dirents(&buf, |e| {
+                if count >= n || self.hidden(fd, e.name) {
+                    return;
+                }
+                count += 1;
+                found = e.off as u64;
+                if count % MARK_EVERY == 0 && count / MARK_EVERY > marks.offs.len() as u64 {
+                    marks.offs.push(found);
+                }
+            })?;
+        }
+        Ok(Some(found))
     }
 
     /// Whether `name` in the directory open at `dir` is one of our temp
