@@ -3,8 +3,10 @@
 //! hardlink groups, and the object id of every unified file or a content
 //! hash of every private one), as JSON lines. docs/backup.md has the format.
 
+use super::restore::MAX_PATH;
 use crate::store::{id::STORE_XATTR_PREFIX, ObjectId, Store};
 use crate::sys::{self, Timestamp};
+use crate::unify::scan::MAX_DEPTH;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -207,6 +209,15 @@ pub struct Described {
     /// Regular files by unify's temp names (`.unifs-tmp-PID-N`), left out:
     /// a unify running meanwhile, or a killed one's leftovers.
     pub unify_temps: Vec<PathBuf>,
+    /// Directories nested deeper than `max_depth`, not entered: listed as
+    /// empty directories.
+    pub too_deep: Vec<PathBuf>,
+    /// How deep the walk went: as unify's ([`MAX_DEPTH`]), or less where
+    /// the open-file limit allows no more (see [`depth_limit`]).
+    pub max_depth: usize,
+    /// Directories holding names whose paths would be [`MAX_PATH`] bytes or
+    /// more, and how many: those are left out, with all below them.
+    pub too_long: BTreeMap<PathBuf, u64>,
 }
 
 /// Describes the guest at `root`. A file is described as linking an object
@@ -256,6 +267,9 @@ pub fn describe(
     let mut stack = Vec::new();
     let mut subvolumes = Vec::new();
     let mut unify_temps = Vec::new();
+    let mut too_deep = Vec::new();
+    let mut too_long = BTreeMap::new();
+    let max_depth = depth_limit();
     if let Some(dir) = walk.add(Path::new(ROOT), root_node)? {
         stack.push(Level::list(dir, PathBuf::new())?);
     }
@@ -271,6 +285,13 @@ pub fn describe(
             continue;
         }
         let rel = top.rel.join(&name);
+        // Left out, and all below it, as unify leaves it alone: restore
+        // could not rebuild it, and a guest nesting long names deep made
+        // the manifest (and the walk's memory) grow with entries × depth.
+        if rel.as_os_str().len() >= MAX_PATH {
+            *too_long.entry(top.rel.clone()).or_insert(0) += 1;
+            continue;
+        }
         let Some(node) = open_node(top.dir.as_fd(), &name)? else {
             continue;
         };
@@ -291,7 +312,12 @@ pub fn describe(
             // Not into another mount, not even a bind mount of the guest's
             // own filesystem (as unify's scan, RESOLVE_NO_XDEV).
             let same_mount = sys::mount_id(dir.as_fd()) == mount;
-            if same_fs && same_mount {
+            // The walk holds a directory open a level: a guest nesting
+            // thousands ran it out of fds (and memory), failing the backup
+            // of every guest after it. Stops where unify's walk stops.
+            if same_fs && same_mount && stack.len() > max_depth {
+                too_deep.push(rel);
+            } else if same_fs && same_mount {
                 stack.push(Level::list(dir, rel)?);
             } else if same_mount {
                 subvolumes.push(rel);
@@ -304,7 +330,25 @@ pub fn describe(
         subvolumes,
         damaged: walk.damaged,
         unify_temps,
+        too_deep,
+        max_depth,
+        too_long,
     })
+}
+
+/// The fds the walk may hold beside a directory a level: the files it
+/// hashes at once, and some to spare (standard streams, the catalog, an
+/// entry being opened).
+const FDS_BESIDE_LEVELS: u64 = HASH_BATCH as u64 + 64;
+
+/// How deep [`describe`] walks: as deep as unify ([`MAX_DEPTH`]), or less
+/// where the open-file limit would not allow a directory open a level (a
+/// guest's tree must not make the manifest fail, and with it a backup
+/// loop, where it can be left out with a warning instead).
+pub fn depth_limit() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    soft.saturating_sub(FDS_BESIDE_LEVELS).min(MAX_DEPTH as u64) as usize
 }
 
 /// A directory of the walk: its fd and the names in it still to visit.

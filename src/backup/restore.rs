@@ -18,6 +18,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+/// The length a path must stay under for restore to rebuild it (PATH_MAX:
+/// it builds by path). Unify and manifest leave a guest path (relative to
+/// the guest) of this many bytes or more alone, with a warning: restore
+/// could not make it, and a guest could make unify's catalog and caches, and
+/// manifests, grow with files × depth through such paths.
+pub const MAX_PATH: usize = libc::PATH_MAX as usize;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
@@ -53,7 +60,7 @@ pub enum Error {
         "{count} path(s) of the manifest are too long to restore, such as {}: restore \
          rebuilds the tree by path, and a path (TARGET's or --from's in front) must be \
          under {} bytes; nothing was written",
-        list(std::slice::from_ref(.first)).trim(), libc::PATH_MAX
+        list(std::slice::from_ref(.first)).trim(), MAX_PATH
     )]
     TooLong { count: usize, first: String },
     #[error(
@@ -622,7 +629,7 @@ fn too_long(entries: &[Entry], bases: &[&Path]) -> Option<(usize, String)> {
     let mut long = entries
         .iter()
         .map(|e| e.rel_path())
-        .filter(|r| base + 1 + r.as_os_str().len() >= libc::PATH_MAX as usize);
+        .filter(|r| base + 1 + r.as_os_str().len() >= MAX_PATH);
     let first = long.next()?.display().to_string();
     Some((1 + long.count(), first))
 }

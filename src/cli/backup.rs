@@ -28,6 +28,13 @@ pub enum Format {
 /// times, xattrs, symlink target, device numbers, hardlink groups, and the
 /// object id of every unified file (a blake3 content hash for the others).
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "EXIT STATUS: 0 done; 1 failed (nothing written: see the error); 23 written, but \
+part of the guest left out, as unify leaves it alone (directories nested deeper than 1000 \
+levels: listed empty; paths of 4096 bytes or more: not listed): a backup made from this \
+manifest does not have them (named in warnings on stderr). A backup loop should go on to \
+the next guest on 23, and report it."
+)]
 pub struct ManifestArgs {
     /// A guest name from the catalog, or a guest directory (on the store's
     /// filesystem: it must be the store the guest was unified into).
@@ -214,8 +221,17 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             (o.id, r)
         })
         .collect();
-    let described = manifest::describe(&root, Some(&store), &recorded)
-        .with_context(|| format!("describing {}", path(&root)))?;
+    let described = match manifest::describe(&root, Some(&store), &recorded) {
+        // Said what to do: else a bare "Too many open files".
+        Err(e) if e.raw_os_error() == Some(libc::EMFILE) => anyhow::bail!(
+            "describing {}: {e}: a manifest holds a directory open a level (down to {} \
+             levels) and some files it hashes; raise the hard open-file limit (ulimit -Hn, \
+             systemd LimitNOFILE=) to 2048 or more (nothing was written)",
+            path(&root),
+            crate::unify::scan::MAX_DEPTH
+        ),
+        r => r.with_context(|| format!("describing {}", path(&root)))?,
+    };
     let entries = described.entries;
     for (rel, object) in &described.damaged {
         eprintln!(
@@ -234,6 +250,55 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
              this manifest (listed as an empty directory, which restore makes it); back it \
              up separately",
             path(&root.join(sub))
+        );
+    }
+    // What a guest can nest too deep or too long for a backup: left out,
+    // said here, and exit status 23 once everything else is written (not
+    // 1: the documented backup loop goes on to the next guest).
+    let left_out = !described.too_deep.is_empty() || !described.too_long.is_empty();
+    let max = described.max_depth;
+    let why = if max < crate::unify::scan::MAX_DEPTH as usize {
+        format!(
+            "the open-file limit ({}) allows no deeper walk, a directory being held open a \
+             level: raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) to 2048 or more, \
+             or move it up",
+            fd_soft_limit()
+        )
+    } else {
+        "as unify walks; move it up, or back it up separately".to_string()
+    };
+    // A guest can make any number of them: the first ones, then a count.
+    const SHOWN: usize = 50;
+    for dir in described.too_deep.iter().take(SHOWN) {
+        eprintln!(
+            "unifs: warning: {}: nested deeper than {max} directories: its content is not in \
+             this manifest, nor in a backup made from it (listed as an empty directory, which \
+             restore makes it) ({why})",
+            path(&root.join(dir)),
+        );
+    }
+    if described.too_deep.len() > SHOWN {
+        eprintln!(
+            "unifs: warning: … and {} more directories nested deeper than {max}, left out \
+             the same way",
+            described.too_deep.len() - SHOWN
+        );
+    }
+    for (dir, count) in described.too_long.iter().take(SHOWN) {
+        eprintln!(
+            "unifs: warning: {}: {count} name(s) in it make guest paths of {} bytes or more, \
+             which restore cannot rebuild: left out of this manifest, with everything below \
+             them, so a backup made from it does not have them (unify leaves them alone too); \
+             shorten the names or the nesting",
+            path(&root.join(dir)),
+            crate::backup::restore::MAX_PATH
+        );
+    }
+    if described.too_long.len() > SHOWN {
+        eprintln!(
+            "unifs: warning: … and {} more directories holding names of too long a path, \
+             left out the same way",
+            described.too_long.len() - SHOWN
         );
     }
     for tmp in described.unify_temps {
@@ -310,7 +375,16 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = file_out {
         f.commit()?;
     }
+    if left_out {
+        return Ok(ExitCode::from(super::unify::EXIT_PROBLEMS));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The open-file limit the walk had.
+fn fd_soft_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
 }
 
 /// Refuses a newline-separated list of private paths that a reader would

@@ -9,6 +9,7 @@
 use super::exclude::{Excludes, Mask};
 use super::listings::{self, DirKey, Listing, Listings};
 use super::{Guest, Problem};
+use crate::backup::restore::MAX_PATH;
 use crate::catalog::{links_digest, Map, ObjectInode, ObjectRow};
 use crate::store::{read_marker, ObjectId, Store};
 use crate::sys;
@@ -341,8 +342,9 @@ const PARALLEL_DEPTH: u32 = 3;
 
 /// Directories deeper than this are not entered (and reported): the walk
 /// recurses once a level on threads with 2 MiB stacks, and a guest must not
-/// be able to crash unify for every guest by nesting directories.
-const MAX_DEPTH: u32 = 1000;
+/// be able to crash unify for every guest by nesting directories. (manifest
+/// stops at the same depth.)
+pub const MAX_DEPTH: u32 = 1000;
 
 /// Walks a guest through directory fds: each directory is opened beneath
 /// its parent (`openat2`, no symlinks, no mount crossing), each entry
@@ -380,9 +382,18 @@ impl Walker<'_> {
         // directory.
         let mut abs = Path::new("/").join(rel);
         let mut all_there = true;
+        let mut too_long = 0u64;
         sys::parse_dirents(records, |entry| {
             let name = entry.name;
             if name == "." || name == ".." || !all_there {
+                return;
+            }
+            // Left alone, file or directory: restore could not rebuild such
+            // a path, and the catalog, the hash cache and the kept listings
+            // hold every path whole (a guest of long names nested deep made
+            // them grow with files × depth, run after run).
+            if joined_len(rel, name) >= MAX_PATH {
+                too_long += 1;
                 return;
             }
             let child = rel.join(name);
@@ -417,6 +428,15 @@ impl Walker<'_> {
                 _ => {}
             }
         })?;
+        if too_long > 0 {
+            let why = format!(
+                "{too_long} name(s) in it make guest paths of {MAX_PATH} bytes or more: left \
+                 as they are (not linked, nothing below them walked), as restore could not \
+                 rebuild them"
+            );
+            scan.problems
+                .push(Problem::new(self.guest.root.join(rel), why));
+        }
         Ok(all_there)
     }
 
@@ -560,7 +580,8 @@ impl Walker<'_> {
         let mut subdirs = Vec::new();
         let _ = sys::read_dir(fd.as_fd(), |entry| {
             let name = entry.name;
-            if name == "." || name == ".." {
+            // Too long a path: left alone, as in the walk.
+            if name == "." || name == ".." || joined_len(&rel, name) >= MAX_PATH {
                 return;
             }
             match entry.kind {
@@ -705,6 +726,14 @@ impl Walker<'_> {
     fn problem(&self, scan: &mut Scan, rel: &Path, e: std::io::Error) {
         scan.problems
             .push(Problem::new(self.guest.root.join(rel), e.to_string()));
+    }
+}
+
+/// The length of `rel.join(name)`, without making it.
+fn joined_len(rel: &Path, name: &OsStr) -> usize {
+    match rel.as_os_str().len() {
+        0 => name.len(),
+        n => n + 1 + name.len(),
     }
 }
 

@@ -1788,11 +1788,14 @@ fn file_in(dir: &fs::File, name: &str) -> (u64, u64, Vec<u8>) {
 }
 
 /// Guest paths longer than PATH_MAX (4096 bytes: 25 directories of 200-byte
-/// names, as deep node_modules or generated trees reach) are walked, but
+/// names, as deep node_modules or generated trees reach) were walked, but
 /// hashing and linking opened a file by its whole path from the guest root
 /// in one call: ENAMETOOLONG, so such files were never shared and every
 /// run exited 23 with "File name too long". They are opened a part of the
-/// path at a time, and linked like any other.
+/// path at a time, and linked like any other. Since s21 a path of 4096
+/// bytes or more in the guest is left alone, reported (restore could not
+/// rebuild it: review_s21_deep); here 20 levels, 4021 bytes in the guest,
+/// over 4096 with the guest's path in front.
 #[test]
 fn review_s8_files_below_a_path_longer_than_path_max_are_linked() {
     if !require_root("review_s8_files_below_a_path_longer_than_path_max_are_linked") {
@@ -1800,7 +1803,7 @@ fn review_s8_files_below_a_path_longer_than_path_max_are_linked() {
     }
     let lab = Lab::new();
     let (a, b) = (lab.guest(0), lab.guest(1));
-    let names: Vec<String> = (0..25)
+    let names: Vec<String> = (0..20)
         .map(|i| format!("{i:02}{}", "d".repeat(198)))
         .collect();
     let data = bytes(9, 6_000);
