@@ -271,15 +271,7 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup) -> ! {
     let _ = SigSet::all().thread_block();
     // Nothing of the run's kept open: its terminal, pipes someone reads to
     // their end, the guest's handshake pipes.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        let _ = nix::unistd::dup2_stdin(&null);
-        let _ = nix::unistd::dup2_stdout(&null);
-        let _ = nix::unistd::dup2_stderr(&null);
-    }
+    sys::stdio_to_null();
     let keep: Vec<i32> = [Some(&life), guest.as_ref()]
         .into_iter()
         .flatten()

@@ -252,14 +252,7 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
     // start that failed keeps it: that start's own error was said to whoever
     // ran it.) Init's end is written only after we reap it, below.
     let _ = std::fs::remove_file(run.exit_file());
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        let _ = nix::unistd::dup2_stdout(&null);
-        let _ = nix::unistd::dup2_stderr(&null);
-    }
+    sys::stdio_to_null();
     // Held open for init's life (as stdin: it outlives close_fds below): a
     // file another process has open cannot take a write lease, which guest
     // root, owner of its output as root, could else take and renew on

@@ -95,6 +95,20 @@ pub fn set_not_dumpable() {
 
 /// Closes every fd above stderr, for the `--init` reaper, which never execs:
 /// guest root could otherwise open them through /proc/1/fd.
+/// Points stdin, stdout and stderr at /dev/null: a daemon's, which must
+/// keep nothing of its starter open (a terminal, pipes read to their end).
+pub fn stdio_to_null() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+}
+
 pub fn close_fds() {
     // SAFETY: as above; the caller holds no fd above 2 it still needs.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
