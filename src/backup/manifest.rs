@@ -677,12 +677,15 @@ pub fn hash_file(file: &File) -> io::Result<(String, u64)> {
     let start = seek(file, 0, libc::SEEK_CUR)?;
     let mut at = start;
     loop {
+        // Before the look for data: what a writer (a running guest's log)
+        // appends after it is data read below, not a hole.
+        let len = file.metadata()?.len();
         let data = match seek(file, at, libc::SEEK_DATA) {
             Ok(d) => d,
-            // No data from `at` on: a hole to the end, then whatever a
-            // writer (a running guest's log) adds meanwhile.
+            // No data from `at` on: a hole to the end, then what was
+            // appended meanwhile.
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                let end = file.metadata()?.len().max(at);
+                let end = len.max(at);
                 hash_zeros(&mut h, end - at);
                 at = end;
                 u64::MAX

@@ -251,6 +251,7 @@ impl Piped {
     /// what it wrote just before); returns its exit status. Nothing is
     /// read from our stdin that the command's pipe cannot take.
     pub fn proxy(self, child: Pid) -> Result<i32> {
+        let _epipe = PipeErrors::returned();
         let [stdin, stdout, stderr] = self.ends.map(|e| e.map(|(ours, _)| ours));
         let mut to_guest = stdin;
         let mut outs: Vec<(std::fs::File, i32)> = [(stdout, 1), (stderr, 2)]
@@ -331,13 +332,33 @@ impl Piped {
 /// at its end.
 fn copy_out(r: &mut std::fs::File, fd: i32, buf: &mut [u8]) -> bool {
     match r.read(buf) {
-        Ok(n) if n > 0 => {
-            let _ = match fd {
-                1 => std::io::stdout().lock().write_all(&buf[..n]),
-                _ => std::io::stderr().lock().write_all(&buf[..n]),
-            };
-            true
-        }
+        // Whoever reads our end went away (`… | head`): this pipe is closed
+        // too, and the command's next write fails as it would there.
+        Ok(n) if n > 0 => match fd {
+            1 => std::io::stdout().lock().write_all(&buf[..n]).is_ok(),
+            _ => std::io::stderr().lock().write_all(&buf[..n]).is_ok(),
+        },
         _ => false,
+    }
+}
+
+/// SIGPIPE ignored while it lives: a write to a pipe whose reader is gone
+/// (the command's stdin, which it closed; our stdout) then fails with
+/// EPIPE, which the copying handles, instead of killing `exec` (the
+/// program's default, for `unifs … | head`) and losing the command's exit
+/// status.
+struct PipeErrors;
+
+impl PipeErrors {
+    fn returned() -> PipeErrors {
+        // SAFETY: SIG_IGN installs no handler code.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        PipeErrors
+    }
+}
+
+impl Drop for PipeErrors {
+    fn drop(&mut self) {
+        crate::sys::default_sigpipe();
     }
 }

@@ -330,3 +330,48 @@ fn s21_a_guest_cannot_hold_up_guest_logs_with_a_lease_on_its_log() {
     }
     assert_eq!(said, "lease refused\n");
 }
+
+/// `yes | unifs guest exec g -- head -c 3`: since exec copies pipes too,
+/// its write to the command's stdin, which the command had closed, killed
+/// `exec` with SIGPIPE (exit 141), and the command's own exit status was
+/// lost. The write now fails quietly; the status is the command's (review
+/// s21).
+#[test]
+fn s21_exec_keeps_the_commands_status_when_it_leaves_input_unread() {
+    if !can_run("s21_exec_keeps_the_commands_status_when_it_leaves_input_unread") {
+        return;
+    }
+    let g = Guest::new("s21-exec-epipe", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    for (command, want, said) in [
+        (vec!["head", "-c", "3"], 0, "yyy"),
+        (vec!["sh", "-c", "exit 7"], 7, ""),
+    ] {
+        let mut cmd = g.command();
+        cmd.args(["exec", &g.name, "--"])
+            .args(&command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+        let mut input = child.0.as_mut().unwrap().stdin.take().unwrap();
+        // More than any pipe holds, written until the pipe is closed.
+        std::thread::spawn(move || {
+            let block = [b'y'; 65536];
+            for _ in 0..64 {
+                if std::io::Write::write_all(&mut input, &block).is_err() {
+                    break;
+                }
+            }
+        });
+        let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(20));
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{command:?}: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), said);
+    }
+}
