@@ -8,7 +8,7 @@ use super::cow;
 use super::inode::{BackingIno, Found, InodeTable, ROOT};
 use super::sys as fsys;
 use crate::sys;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -104,32 +104,51 @@ struct OpenDir {
 /// keeps one.
 #[derive(Debug, Default)]
 struct Handed {
-    /// Our offset just before `offs[0]`'s.
-    base: u64,
-    /// `offs[i]` is the backing `d_off` of our offset `base + i + 1`.
-    offs: Vec<u64>,
+    /// Runs of offsets handed out, by our offset just before each run's
+    /// first: `runs[base][i]` is the backing `d_off` of our `base + i + 1`.
+    /// A seek to an offset not handed out starts a run; the ones before it
+    /// stay, so that `seekdir` to a `telldir` value still finds its entry.
+    runs: BTreeMap<u64, Vec<u64>>,
+    /// The run a listing goes on with.
+    cur: u64,
 }
+
+/// Runs a handle keeps (each seek far starts one): past it, only the new
+/// one, as a rewind would.
+const HANDED_RUNS_MAX: usize = 16;
 
 impl Handed {
     /// The backing `d_off` our offset `ours` (not 0) stands for, if handed out.
     fn get(&self, ours: u64) -> Option<u64> {
-        let i = ours.checked_sub(self.base + 1)?;
-        self.offs.get(usize::try_from(i).ok()?).copied()
+        let (base, offs) = self.runs.range(..ours).next_back()?;
+        offs.get(usize::try_from(ours - base - 1).ok()?).copied()
     }
 
-    /// The next offset never handed out.
+    /// The offset the next entry of the listing gets when new.
     fn next(&self) -> u64 {
-        self.base + self.offs.len() as u64 + 1
+        self.cur + self.runs.get(&self.cur).map_or(0, Vec::len) as u64 + 1
     }
 
-    /// Starts again from our offset `ours`, standing for `backing`.
+    /// Hands out [`Handed::next`] for `backing`.
+    fn push(&mut self, backing: u64) {
+        let n = self.next();
+        // A later run that starts there was counted in another state of the
+        // directory: its numbers now mean the entries counted now.
+        self.runs.remove(&(n - 1));
+        self.runs.entry(self.cur).or_default().push(backing);
+    }
+
+    /// Starts a run at our offset `ours` (not handed out), standing for
+    /// `backing`; 0 forgets every run (a rewind).
     fn restart(&mut self, ours: u64, backing: u64) {
-        self.offs.clear();
-        if ours == 0 {
-            self.base = 0;
-        } else {
-            self.base = ours - 1;
-            self.offs.push(backing);
+        if ours == 0 || self.runs.len() >= HANDED_RUNS_MAX {
+            self.runs.clear();
+        }
+        self.cur = ours.saturating_sub(1);
+        let run = self.runs.entry(self.cur).or_default();
+        run.clear();
+        if ours != 0 {
+            run.push(backing);
         }
     }
 }
@@ -2129,7 +2148,7 @@ impl Overlay {
                 full = each(&dir.fd, e.name, e.ino, e.kind, ours);
                 if !full {
                     if !known {
-                        handed.offs.push(next);
+                        handed.push(next);
                     }
                     at = ours;
                 }

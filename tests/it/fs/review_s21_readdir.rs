@@ -151,3 +151,38 @@ fn review_s21_far_seeks_cost_the_daemon_what_the_guest_reads() {
     seek(d.as_raw_fd(), (FILES + 2) as i64);
     assert!(dirents(d.as_raw_fd(), 2048).is_empty());
 }
+
+/// A handle that seeked far (to an offset it had not handed out) forgot the
+/// offsets it had handed out before: `seekdir` back to a `telldir` value
+/// after an entry before it was deleted landed one entry on, and that entry
+/// was never listed (review s21). It now keeps earlier runs of offsets.
+#[test]
+fn review_s21_seekdir_back_after_a_far_seek_and_a_change_finds_its_entry() {
+    if !require_root("review_s21_seekdir_back_after_a_far_seek_and_a_change_finds_its_entry") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let d = g.join("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..300 {
+        fs::write(d.join(format!("file_{i:03}")), b"").unwrap();
+    }
+    let m = w.mount(&g, "m", &[]);
+    let dir = fs::File::open(m.path("d")).unwrap();
+    let fd = dir.as_raw_fd();
+    let mut first = Vec::new();
+    while first.len() < 10 {
+        let got = dirents(fd, 400);
+        assert!(!got.is_empty());
+        first.extend(got.into_iter().filter(|(n, _)| n != "." && n != ".."));
+    }
+    // telldir after the 5th entry; the 6th follows it.
+    let (told, after) = (first[4].1, first[5].0.clone());
+    seek(fd, 250);
+    assert!(!dirents(fd, 400).is_empty());
+    fs::remove_file(m.path("d").join(&first[1].0)).unwrap();
+    seek(fd, told);
+    let got = dirents(fd, 400);
+    assert_eq!(got.first().map(|e| &e.0), Some(&after), "{got:?}");
+}
