@@ -563,21 +563,32 @@ fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Ok(());
     };
-    let mut above: Vec<PathBuf> = info
+    // (mount point, source) of each FUSE mount at or above `path`.
+    let mut above: Vec<(PathBuf, String)> = info
         .lines()
-        .filter(|l| {
-            l.split_once(" - ")
-                .is_some_and(|(_, fs)| fs.starts_with("fuse"))
+        .filter_map(|l| {
+            let (_, fs) = l.split_once(" - ")?;
+            let mut fs = fs.split(' ');
+            if !fs.next()?.starts_with("fuse") {
+                return None;
+            }
+            let source = unescape_mountinfo(fs.next().unwrap_or(""));
+            let mp = PathBuf::from(unescape_mountinfo(l.split(' ').nth(4)?));
+            Some((mp, source))
         })
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mountinfo(m)))
-        .filter(|m| path.starts_with(m) && !(inside_only && *m == path))
+        .filter(|(m, _)| path.starts_with(m) && !(inside_only && *m == path))
         .collect();
     // Outermost first: a stopped one hangs every look below it.
-    above.sort_by_key(|m| m.components().count());
+    above.sort_by_key(|(m, _)| m.components().count());
     above.dedup();
-    for m in above {
-        if root_health(&m, std::time::Duration::from_secs(2)) == RootHealth::NoAnswer {
+    for (m, source) in above {
+        let mut health = root_health(&m, std::time::Duration::from_secs(2));
+        // A unifs daemon that runs is busy (a long break, a flood of
+        // requests), not stopped: it is given longer.
+        if health == RootHealth::NoAnswer && unifs_daemon_runs(&m, &source) {
+            health = root_health(&m, std::time::Duration::from_secs(30));
+        }
+        if health == RootHealth::NoAnswer {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -589,6 +600,27 @@ fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the daemon of the unifs mount at `mount` (its mountinfo
+/// `source`, `unifs:GUEST`) is found running, not stopped: the holder of its
+/// guest's lock, looked up without touching the mount.
+fn unifs_daemon_runs(mount: &Path, source: &str) -> bool {
+    let Some(guest) = source.strip_prefix("unifs:").map(Path::new) else {
+        return false;
+    };
+    // A guest served over itself, or inside the mount, is reached only
+    // through the daemon that does not answer.
+    if guest.starts_with(mount) {
+        return false;
+    }
+    let Ok(root) = crate::sys::open_dir(guest) else {
+        return false;
+    };
+    lock_holder(root.as_fd())
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.chars().next()? != 'T'))
+        .unwrap_or(false)
 }
 
 /// Whether /proc/self/mountinfo lists a mount at the canonical `path`.

@@ -312,3 +312,39 @@ fn review_s21_a_path_inside_a_stopped_daemons_mount_is_refused_in_time() {
     }
     assert!(!is_mounted(&elsewhere));
 }
+
+/// A live daemon busy past 2 s (one FUSE thread in a long break) was taken
+/// for a stopped one: `unifs mount` of another guest at a mountpoint inside
+/// its mount was refused, "does not answer (stopped?)". A unifs daemon
+/// found running (not stopped) is now given longer (review s21).
+#[test]
+fn review_s21_a_path_inside_a_busy_daemons_mount_is_waited_for() {
+    if !require_root("review_s21_a_path_inside_a_busy_daemons_mount_is_waited_for") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let other = w.dir("other");
+    std::fs::create_dir_all(g.join("sub/mp")).unwrap();
+    std::fs::write(other.join("f"), b"f").unwrap();
+    w.shared(b"shared\n", &[g.join("a"), g.join("b")]);
+    let log = std::fs::File::create(w.tmp.path().join("m.log")).unwrap();
+    let env = ["env", "UNIFS_TEST_BREAK_PAUSE_MS=4000"];
+    let m = Mount::start_under(&env, &w.store, &g, &w.dir("m"), &["threads=1"], log);
+    let a = m.path("a");
+    let breaker = std::thread::spawn(move || {
+        std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mp = m.path("sub/mp");
+    let _inner = UnmountAt(&mp);
+    let out = unifs_within(Duration::from_secs(40), &w.store, &[&"mount", &other, &mp])
+        .expect("unifs mount inside a busy daemon's mount hangs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    breaker
+        .join()
+        .unwrap()
+        .expect("chmod (a break) through the mount");
+    assert_eq!(std::fs::read(mp.join("f")).unwrap(), b"f");
+}
