@@ -604,6 +604,9 @@ impl Cgroup {
             .flat_map(|g| subtree(g))
             .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
             .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+            // A process outside our PID namespace reads as 0: a kill(0)
+            // would end our own process group.
+            .filter(|&pid| pid > 0)
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -735,7 +738,7 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     all
 }
 
-/// Removes the `run-PID` groups (and the groups below them) beside ours
+/// Removes the `run-PID-TAG` groups (and the groups below them) beside ours
 /// whose `unifs run` is gone (killed before it could clean up). Its keeper
 /// ends the guest of a killed run; killed with it (a service manager's kill
 /// of its whole cgroup), the guest was left running: what is left there is
@@ -747,7 +750,12 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
         };
         for e in entries.flatten() {
             let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
+            // `run-PID-TAG` (`run-PID` from before the tag).
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("run-"))
+                .and_then(|n| n.split('-').next())
+            else {
                 continue;
             };
             if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {

@@ -577,7 +577,14 @@ pub fn restart(
         Err(Error::NotRunning { .. }) => stopped(None),
         Err(e) => return Err(e),
     }
-    start(dirs, name)
+    match start(dirs, name) {
+        // Another restart started it after our stop: restarted, as asked.
+        Err(Error::AlreadyRunning { .. }) => RunDir::new(&dirs.run_dir, name)
+            .read()?
+            .filter(State::init_alive)
+            .ok_or_else(|| Error::NotRunning { name: name.into() }),
+        started => started,
+    }
 }
 
 /// A guest whose root or a bind source is gone (moved, deleted) cannot

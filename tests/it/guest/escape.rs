@@ -270,19 +270,21 @@ fn escape_guest_root_cannot_lift_its_own_cgroup_limits() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut run = KillOnDrop(Some(cmd.spawn().unwrap()));
-    let group = format!("unifs/run-{}", run.0.as_ref().unwrap().id());
-    let files: Vec<PathBuf> = [
-        "/sys/fs/cgroup/pids",
-        "/sys/fs/cgroup",
-        "/sys/fs/cgroup/unified",
-    ]
-    .iter()
-    .map(|h| Path::new(h).join(&group).join("pids.max"))
-    .collect();
+    let pid = run.0.as_ref().unwrap().id();
+    let group = format!("unifs/run-{pid}-…");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
     while run.0.as_mut().unwrap().try_wait().unwrap().is_none() {
-        seen.extend(files.iter().filter_map(|f| std::fs::read_to_string(f).ok()));
+        seen.extend(
+            [
+                "/sys/fs/cgroup/pids",
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/unified",
+            ]
+            .iter()
+            .filter_map(|h| super::harness::run_group(Path::new(h), pid))
+            .filter_map(|g| std::fs::read_to_string(g.join("pids.max")).ok()),
+        );
         assert!(Instant::now() < deadline, "the run did not end");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -294,3 +294,13 @@ pub fn has_cgroup2(test: &str) -> bool {
     eprintln!("skipping {test}: no cgroup v2 hierarchy");
     false
 }
+
+/// The group `unifs run` (pid `pid`) made in `hierarchy`: `unifs/run-PID-TAG`.
+pub fn run_group(hierarchy: &std::path::Path, pid: u32) -> Option<std::path::PathBuf> {
+    let prefix = format!("run-{pid}-");
+    std::fs::read_dir(hierarchy.join("unifs"))
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+}

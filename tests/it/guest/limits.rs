@@ -70,18 +70,18 @@ fn limits_group_is_removed_after_run() {
     cmd.args(["--", "/bin/cat", "/proc/self/cgroup"]);
     cmd.stdout(std::process::Stdio::piped());
     let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
-    let group = format!("run-{}", child.0.as_ref().unwrap().id());
+    let pid = child.0.as_ref().unwrap().id();
     let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(20));
     let o = stdout(&out);
     // Inside its cgroup namespace the guest's group is its root.
     assert!(o.lines().any(|l| l.ends_with(":pids:/")), "{o}");
     for base in [
-        "/sys/fs/cgroup/pids/unifs",
-        "/sys/fs/cgroup/unifs",
-        "/sys/fs/cgroup/unified/unifs",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
     ] {
-        let dir = std::path::Path::new(base).join(&group);
-        assert!(!dir.exists(), "{} left behind", dir.display());
+        let left = super::harness::run_group(std::path::Path::new(base), pid);
+        assert!(left.is_none(), "{left:?} left behind");
     }
 }
 
@@ -98,25 +98,24 @@ fn control_file_while_running(
     // Long enough to be seen on a loaded machine; waited for, not killed.
     cmd.args(["--", "/bin/sleep", "3"]);
     let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
-    let group = format!("unifs/run-{}", child.0.as_ref().unwrap().id());
+    let pid = child.0.as_ref().unwrap().id();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut found = None;
     while found.is_none() && std::time::Instant::now() < deadline {
         found = hierarchies
             .iter()
-            .map(|h| std::path::Path::new(h).join(&group).join(file))
-            .find_map(|p| std::fs::read_to_string(p).ok());
+            .filter_map(|h| super::harness::run_group(std::path::Path::new(h), pid))
+            .find_map(|g| std::fs::read_to_string(g.join(file)).ok());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // Let it finish (and clean up its groups) rather than kill it.
     let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(10));
     assert!(out.status.success());
-    assert!(
-        !hierarchies
-            .iter()
-            .any(|h| std::path::Path::new(h).join(&group).exists()),
-        "group {group} left behind"
-    );
+    let left: Vec<_> = hierarchies
+        .iter()
+        .filter_map(|h| super::harness::run_group(std::path::Path::new(h), pid))
+        .collect();
+    assert!(left.is_empty(), "{left:?} left behind");
     found
 }
 

@@ -24,7 +24,7 @@ int main(void) {
 }
 "#;
 
-/// A run's groups (`unifs/run-PID`) in every hierarchy under /sys/fs/cgroup.
+/// A run's groups (`unifs/run-PID-TAG`) in every hierarchy under /sys/fs/cgroup.
 fn run_groups(pid: u32) -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
     let mut hierarchies = vec![base.to_path_buf()];
@@ -33,8 +33,7 @@ fn run_groups(pid: u32) -> Vec<PathBuf> {
     }
     hierarchies
         .iter()
-        .map(|h| h.join("unifs").join(format!("run-{pid}")))
-        .filter(|g| g.is_dir())
+        .filter_map(|h| super::harness::run_group(h, pid))
         .collect()
 }
 
@@ -108,7 +107,7 @@ fn review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run() {
             guest: Some(guest as i32),
             groups: run_groups(pid),
         };
-        assert!(!left.groups.is_empty(), "no group unifs/run-{pid}");
+        assert!(!left.groups.is_empty(), "no group unifs/run-{pid}-…");
         // The run's and the guest's mount namespaces (`mnt:[INODE]`).
         let ns_ids: Vec<PathBuf> = [pid, guest]
             .iter()
@@ -222,7 +221,7 @@ fn review_s21_the_next_run_ends_a_guest_its_killed_run_and_keeper_left() {
         guest: Some(guest as i32),
         groups: run_groups(pid),
     };
-    assert!(!left.groups.is_empty(), "no group unifs/run-{pid}");
+    assert!(!left.groups.is_empty(), "no group unifs/run-{pid}-…");
     let keeper = child_named(pid, "unifs-keeper").expect("the run's keeper");
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill has no memory preconditions.
@@ -249,4 +248,42 @@ fn review_s21_the_next_run_ends_a_guest_its_killed_run_and_keeper_left() {
     );
     left.guest = None;
     left.groups.clear();
+}
+
+/// Two `unifs run` in PID namespaces of their own (two `unshare -pf` jobs,
+/// two containers sharing the host's cgroupfs) are both pid 1 there: both
+/// named their groups `run-1` and shared them. The first to end killed the
+/// other's guest, then read its dying processes as pid 0 (outside its PID
+/// namespace) and sent SIGKILL to 0: its own process group, its caller's
+/// script with it. Each run's groups are now its own, and pid 0 is never
+/// signalled (review s21).
+#[test]
+fn review_s21_runs_in_pid_namespaces_of_their_own_keep_to_their_own_groups() {
+    if !can_run("review_s21_runs_in_pid_namespaces_of_their_own_keep_to_their_own_groups") {
+        return;
+    }
+    let (a, b) = (TestRoot::new(), TestRoot::new());
+    let run = |t: &TestRoot, script: &str| {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-pf", "--mount-proc"])
+            .arg(unifs_bin())
+            .args(["run", "--root-mount", "bind", "--root"])
+            .arg(t.root())
+            .args(["--", "/bin/sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A process group of its own, as a script's job: a kill of
+            // group 0 by the run would end it.
+            .process_group(0);
+        KillOnDrop(Some(cmd.spawn().unwrap()))
+    };
+    let first = run(&a, "sleep 3; echo A finished");
+    std::thread::sleep(Duration::from_millis(1000));
+    let second = super::harness::wait_bounded(run(&b, "echo B finished"), Duration::from_secs(20));
+    assert_eq!(second.status.code(), Some(0), "{second:?}");
+    assert_eq!(String::from_utf8_lossy(&second.stdout), "B finished\n");
+    let first = super::harness::wait_bounded(first, Duration::from_secs(20));
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    assert_eq!(String::from_utf8_lossy(&first.stdout), "A finished\n");
 }

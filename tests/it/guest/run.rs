@@ -1018,14 +1018,13 @@ fn run_boots_systemd_and_stops_it_on_sigterm() {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let out = super::harness::wait_bounded(child, Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let group = format!("unifs/run-{pid}");
     for h in [
         "/sys/fs/cgroup/unified",
         "/sys/fs/cgroup",
         "/sys/fs/cgroup/pids",
     ] {
-        let g = std::path::Path::new(h).join(&group);
-        assert!(!g.exists(), "{} left behind", g.display());
+        let left = super::harness::run_group(std::path::Path::new(h), pid);
+        assert!(left.is_none(), "{left:?} left behind");
     }
 }
 
