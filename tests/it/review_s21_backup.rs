@@ -19,6 +19,63 @@ fn object_file(store: &Path) -> Option<PathBuf> {
         .map(|e| e.into_path())
 }
 
+/// Guests `x` and `y` of a new store in `lab`, each with the same file F,
+/// and `unify x y` under strace (each `linkat` returning 3 s late, after the
+/// link is made), once in the window: one F linked into the store as its
+/// object, unify's lease on it held.
+struct Window {
+    store: PathBuf,
+    x: PathBuf,
+    y: PathBuf,
+    content: Vec<u8>,
+    /// strace, unify its child.
+    unify: std::process::Child,
+    object: PathBuf,
+}
+
+fn unify_in_window(lab: &Path, seed: u64) -> Window {
+    let store = lab.join("store");
+    init_store(&store);
+    let (x, y) = (lab.join("x"), lab.join("y"));
+    let content = bytes(seed, 8000);
+    for g in [&x, &y] {
+        file_at(g, "F", &content, 0o644, 1_000_000);
+    }
+    let mut unify = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "inject=linkat:delay_exit=3000000"])
+        .arg(unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unify", "--no-progress"])
+        .arg(&x)
+        .arg(&y)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let object = loop {
+        if let Some(o) = object_file(&store) {
+            break o;
+        }
+        if Instant::now() > deadline || unify.try_wait().unwrap().is_some() {
+            let _ = unify.kill();
+            let out = unify.wait_with_output().unwrap();
+            panic!("no object seen in the store: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Window {
+        store,
+        x,
+        y,
+        content,
+        unify,
+        object,
+    }
+}
+
 /// A manifest taken while unify had just linked a guest's file into the
 /// store as an object (its lease still held) named that object, and left
 /// the file out of the private list. The guest then wrote the file, unify
@@ -37,39 +94,15 @@ fn review_s21_a_manifest_taken_before_unify_undoes_an_object_restores() {
     }
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path();
-    let store = lab.join("store");
-    init_store(&store);
-    let (x, y) = (lab.join("x"), lab.join("y"));
-    let content = bytes(21, 8000);
-    for g in [&x, &y] {
-        file_at(g, "F", &content, 0o644, 1_000_000);
-    }
-    let mut unify = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .args(["-e", "inject=linkat:delay_exit=3000000"])
-        .arg(unifs_bin())
-        .arg("--store")
-        .arg(&store)
-        .args(["unify", "--no-progress"])
-        .arg(&x)
-        .arg(&y)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // The window: the object linked, its lease held.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let object = loop {
-        if let Some(o) = object_file(&store) {
-            break o;
-        }
-        if Instant::now() > deadline || unify.try_wait().unwrap().is_some() {
-            let _ = unify.kill();
-            let out = unify.wait_with_output().unwrap();
-            panic!("no object seen in the store: {}", stderr(&out));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let Window {
+        store,
+        x,
+        y,
+        content,
+        unify,
+        object,
+    } = unify_in_window(lab, 21);
     // Which guest's file became the object; the other is left to unify.
     let ino = fs::metadata(&object).unwrap().ino();
     let (first, other) = if ino == fs::metadata(x.join("F")).unwrap().ino() {
@@ -145,38 +178,14 @@ fn review_s21_a_file_of_an_object_a_killed_unify_left_unrecorded_is_private() {
     }
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path();
-    let store = lab.join("store");
-    init_store(&store);
-    let (x, y) = (lab.join("x"), lab.join("y"));
-    let content = bytes(22, 8000);
-    for g in [&x, &y] {
-        file_at(g, "F", &content, 0o644, 1_000_000);
-    }
-    let mut strace = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .args(["-e", "inject=linkat:delay_exit=3000000"])
-        .arg(unifs_bin())
-        .arg("--store")
-        .arg(&store)
-        .args(["unify", "--no-progress"])
-        .arg(&x)
-        .arg(&y)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let object = loop {
-        if let Some(o) = object_file(&store) {
-            break o;
-        }
-        if Instant::now() > deadline || strace.try_wait().unwrap().is_some() {
-            let _ = strace.kill();
-            let _ = strace.wait();
-            panic!("no object seen in the store");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let Window {
+        store,
+        x,
+        y,
+        content,
+        unify: mut strace,
+        object,
+    } = unify_in_window(lab, 22);
     // Kill unify itself (strace's child) in the window: the object stays
     // linked, its row uncommitted.
     let children = format!("/proc/{0}/task/{0}/children", strace.id());

@@ -187,15 +187,21 @@ pub fn groups(name: &str, run_dir: &Path) -> Vec<PathBuf> {
     let dir = std::fs::canonicalize(run_dir.join(name)).unwrap_or_default();
     let digest = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
     let group = format!("{name}@{}", &digest[..12]);
+    cgroup_hierarchies()
+        .iter()
+        .map(|h| h.join("unifs").join(&group))
+        .collect()
+}
+
+/// /sys/fs/cgroup and each directory in it: every place a hierarchy may be
+/// mounted (v2 at the top, or v1 controllers below it).
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
     let mut hierarchies = vec![base.to_path_buf()];
     if let Ok(entries) = std::fs::read_dir(base) {
         hierarchies.extend(entries.flatten().map(|e| e.path()));
     }
     hierarchies
-        .iter()
-        .map(|h| h.join("unifs").join(&group))
-        .collect()
 }
 
 /// The processes in a guest's groups (and the `guest` groups below them),

@@ -26,12 +26,7 @@ int main(void) {
 
 /// A run's groups (`unifs/run-PID-TAG`) in every hierarchy under /sys/fs/cgroup.
 fn run_groups(pid: u32) -> Vec<PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    let mut hierarchies = vec![base.to_path_buf()];
-    if let Ok(entries) = std::fs::read_dir(base) {
-        hierarchies.extend(entries.flatten().map(|e| e.path()));
-    }
-    hierarchies
+    super::harness::cgroup_hierarchies()
         .iter()
         .filter_map(|h| super::harness::run_group(h, pid))
         .collect()
