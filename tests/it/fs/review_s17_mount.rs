@@ -428,7 +428,7 @@ fn a_second_handle_goes_on_where_the_kernels_cached_listing_ends() {
 
 /// One getdents64 call on `fd` with a buffer of `size`: (name, d_off) of
 /// each entry it gave (none at the end).
-fn dirents(fd: i32, size: usize) -> Vec<(OsString, i64)> {
+pub(super) fn dirents(fd: i32, size: usize) -> Vec<(OsString, i64)> {
     let mut buf = vec![0u8; size];
     // SAFETY: `buf` is writable for its length.
     let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };

@@ -3,32 +3,12 @@
 //! every entry up to the offset asked, outside the guest's cgroup limits.
 
 use super::harness::*;
+use super::review_s17_mount::dirents;
 use crate::common::require_root;
 use std::ffi::OsString;
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
-
-/// One getdents64 call on `fd` with a buffer of `size`: (name, d_off) of
-/// each entry it gave (none at the end).
-fn dirents(fd: i32, size: usize) -> Vec<(OsString, i64)> {
-    let mut buf = vec![0u8; size];
-    // SAFETY: `buf` is writable for its length.
-    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
-    assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < n as usize {
-        let off = i64::from_ne_bytes(buf[at + 8..at + 16].try_into().unwrap());
-        let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-        let name = &buf[at + 19..at + reclen];
-        let len = name.iter().position(|&b| b == 0).unwrap();
-        out.push((OsString::from_vec(name[..len].to_vec()), off));
-        at += reclen;
-    }
-    out
-}
 
 fn seek(fd: i32, off: i64) {
     // SAFETY: a valid fd; lseek takes plain integers.
