@@ -671,35 +671,19 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
 /// read: a guest's `truncate -s 1T` costs hashing, not a terabyte of reads
 /// of zero pages (several times slower).
 pub fn hash_file(file: &File) -> io::Result<(String, u64)> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     let start = seek(file, 0, libc::SEEK_CUR)?;
     let mut at = start;
+    // Only a file with fewer blocks than bytes can have holes: any other is
+    // read plainly, without looking for them (the manifest's per-file loop).
+    let st = file.metadata()?;
+    let sparse = st.blocks().saturating_mul(512) < st.len();
     loop {
-        // Before the look for data: what a writer (a running guest's log)
-        // appends after it is data read below, not a hole.
-        let len = file.metadata()?.len();
-        let data = match seek(file, at, libc::SEEK_DATA) {
-            Ok(d) => d,
-            // No data from `at` on: a hole to the end, then what was
-            // appended meanwhile.
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                let end = len.max(at);
-                hash_zeros(&mut h, end - at);
-                at = end;
-                u64::MAX
-            }
-            // No hole support: all of it is data.
-            Err(_) => at,
-        };
-        let hole = match data {
-            u64::MAX => u64::MAX,
-            data => {
-                hash_zeros(&mut h, data - at);
-                at = data;
-                seek(file, at, libc::SEEK_HOLE).unwrap_or(u64::MAX)
-            }
+        let hole = match sparse {
+            true => skip_hole(file, &mut h, &mut at)?,
+            false => u64::MAX,
         };
         while at < hole {
             let want = buf
@@ -716,6 +700,31 @@ pub fn hash_file(file: &File) -> io::Result<(String, u64)> {
             }
         }
     }
+}
+
+/// Hashes the hole at `at`, if there is one, as zeros and moves `at` past
+/// it; returns where the data from there ends (`u64::MAX`: read on to the
+/// end).
+fn skip_hole(file: &File, h: &mut blake3::Hasher, at: &mut u64) -> io::Result<u64> {
+    // Before the look for data: what a writer (a running guest's log)
+    // appends after it is data read on, not a hole.
+    let len = file.metadata()?.len();
+    let data = match seek(file, *at, libc::SEEK_DATA) {
+        Ok(d) => d,
+        // No data from `at` on: a hole to the end, then what was appended
+        // meanwhile.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            let end = len.max(*at);
+            hash_zeros(h, end - *at);
+            *at = end;
+            return Ok(u64::MAX);
+        }
+        // No hole support: all of it is data.
+        Err(_) => return Ok(u64::MAX),
+    };
+    hash_zeros(h, data - *at);
+    *at = data;
+    Ok(seek(file, data, libc::SEEK_HOLE).unwrap_or(u64::MAX))
 }
 
 /// `lseek(file, at, whence)`.
@@ -815,8 +824,10 @@ mod tests {
         let path = dir.path().join("f");
         // (writes at offsets, length): the rest is holes.
         type Case<'a> = (&'a [(u64, &'a [u8])], u64);
-        let cases: [Case; 5] = [
+        let cases: [Case; 6] = [
             (&[], 0),
+            // No hole: read plainly.
+            (&[(0, b"dense")], 5),
             (&[], 5 << 20),
             (&[(0, b"head")], 3 << 20),
             (&[(2 << 20, b"middle"), (7 << 20, b"more")], 9 << 20),
