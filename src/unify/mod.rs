@@ -350,28 +350,19 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         new_store,
         started,
     );
-    match result {
-        Err(Error::OtherStoresObjects {
-            store: path,
-            count,
-            example,
-            ..
-        }) if !made_here => Err(Error::OtherStoresObjects {
-            store: path,
-            count,
-            example,
-            made_meanwhile: true,
-        }),
-        Err(e @ Error::OtherStoresObjects { .. }) => {
+    let mut result = result;
+    if let Err(Error::OtherStoresObjects { made_meanwhile, .. }) = &mut result {
+        if made_here {
             // Still under the lock, which no other run can have held
             // since this one made the store: nothing but this run's.
             drop(catalog);
             store.discard_new(!dir_existed);
             drop(_lock);
-            Err(e)
+        } else {
+            *made_meanwhile = true;
         }
-        result => result,
     }
+    result
 }
 
 fn dry_run_without_store(store_path: &Path, opts: &Options, started: Instant) -> Result<Summary> {
