@@ -534,11 +534,9 @@ impl Walk<'_> {
         let mut hash = false;
         if ft.is_file() {
             entry.size = Some(m.size());
-            let object = if m.nlink() > 1 {
-                self.object_of(&node)?
-            } else {
-                None
-            };
+            // Its presence is what the mount goes by (`fs::cow::has_marker`).
+            let marked = m.nlink() > 1 && crate::fs::cow::has_marker(node.file.as_fd())?;
+            let object = if marked { self.object_of(&node)? } else { None };
             // Only an object the catalog records: unify commits its row
             // once the object can no longer be taken back out of the store
             // (a writer turning up during its lease undoes it), and a killed
@@ -562,6 +560,14 @@ impl Walk<'_> {
                             .insert(next, (r.content_hash, file.unwrap_or_default()));
                         hash = true;
                     }
+                }
+                // Marked but no object recorded here (a copy of a unified
+                // guest, another store's object, one unify has not recorded
+                // yet): the mount shows each of its paths as a file of its
+                // own, and so must a restore.
+                None if marked => {
+                    entry.nlink = Some(1);
+                    hash = true;
                 }
                 // A later path of a hardlink group has its first path's content.
                 None => hash = !self.group(&mut entry, m),

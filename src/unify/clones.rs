@@ -45,8 +45,9 @@ impl Scan {
     /// the run are reported when the walk `looked` into excluded trees too
     /// (only then are unseen links telling), else left. An inode that
     /// carries a store marker without being an object of this store
-    /// (`marked`: guests copied with `cp -a`, tar or `rsync -H`, which keep
-    /// xattrs and links, or unified into another store) is none of these:
+    /// (`marked`: guests copied as root with `cp -a`, `rsync -aHX` or
+    /// `tar --xattrs`, which keep xattrs and links, or unified into another
+    /// store) is none of these:
     /// the mount shows each of its paths as a file of its own, so each
     /// joins the candidates, to link this store's object.
     pub fn sort_hardlinks(
