@@ -326,7 +326,8 @@ pub enum GuestCommand {
         json: bool,
     },
     /// Show one guest's state; exits 0 if running, 3 if stopped, 4 if running
-    /// with its root lost (its overlay daemon died or does not answer).
+    /// with its root lost (its overlay daemon died or is stopped; one that
+    /// runs but is slow to answer is "root busy", exit 0).
     Status {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -635,9 +636,11 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             name,
         } => {
             let s = lifecycle::status(&dirs(d), &name)?;
-            if s.root_lost {
-                let lost = crate::guest::Error::RootLost { name: name.clone() };
-                eprintln!("warning: {lost}");
+            if let Some(e) = s
+                .root_serving
+                .and_then(|r| lifecycle::root_refusal(&name, r, lifecycle::ROOT_ASK))
+            {
+                eprintln!("warning: {e}");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -689,6 +692,7 @@ fn state_word(s: &lifecycle::Status) -> String {
     match s.running {
         true if s.unrecorded => "running (unrecorded)".into(),
         true if s.root_lost => "running (root lost)".into(),
+        true if s.root_busy => "running (root busy)".into(),
         true if s.frozen => "running (frozen)".into(),
         true => "running".into(),
         false if why.is_empty() => "stopped".into(),

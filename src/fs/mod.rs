@@ -614,13 +614,27 @@ fn unifs_daemon_runs(mount: &Path, source: &str) -> bool {
     if guest.starts_with(mount) {
         return false;
     }
-    let Ok(root) = crate::sys::open_dir(guest) else {
-        return false;
-    };
-    lock_holder(root.as_fd())
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.chars().next()? != 'T'))
-        .unwrap_or(false)
+    guest_daemon(guest).is_some_and(|(_, stopped)| !stopped)
+}
+
+/// The daemon serving the guest directory `guest` (the holder of its lock,
+/// see [`claim_guest`]) and whether it is stopped, looked up without
+/// touching any mount: None when no daemon holds it. Stopped means every
+/// thread of it is (SIGSTOP, or a tracer's stop, as a debugger's): nothing
+/// is answered until it goes on. A daemon with a thread that runs or
+/// sleeps is busy at worst.
+pub fn guest_daemon(guest: &Path) -> Option<(i32, bool)> {
+    let root = crate::sys::open_dir(guest).ok()?;
+    let pid = lock_holder(root.as_fd())?;
+    let state = |stat: String| stat.rsplit_once(") ")?.1.chars().next();
+    let mut states = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        // A thread that ended since the listing has no state.
+        .filter_map(|t| state(std::fs::read_to_string(t.path().join("stat")).ok()?))
+        .peekable();
+    states.peek()?;
+    Some((pid, states.all(|s| s == 'T' || s == 't')))
 }
 
 /// Whether /proc/self/mountinfo lists a mount at the canonical `path`.

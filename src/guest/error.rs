@@ -64,6 +64,19 @@ pub enum Error {
     )]
     RootLost { name: String },
     #[error(
+        "the root of guest {name} does not answer: its overlay daemon (`unifs mount`, pid {pid}) is stopped \
+         (SIGSTOP, or a debugger holds it); `kill -CONT {pid}` lets it go on, or `unifs guest stop {name}` \
+         and `unifs guest start {name}` bring the guest back"
+    )]
+    RootStopped { name: String, pid: i32 },
+    #[error(
+        "the root of guest {name} does not answer: its overlay daemon (`unifs mount`, pid {pid}) runs but has \
+         not answered in {secs} s: it is busy (a long copy of a large file, a guest flooding it with requests) \
+         or hangs; try again later, and if it stays so, `unifs guest stop {name}` and \
+         `unifs guest start {name}` bring the guest back"
+    )]
+    RootBusy { name: String, pid: i32, secs: u64 },
+    #[error(
         "guest {name} is frozen ({} says so): a command would freeze with it; thaw it first \
          (`echo {thaw} > {}`)", file.display(), file.display()
     )]

@@ -859,6 +859,31 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecA
     exec_in(dirs, name, st, command, tty, who)
 }
 
+/// How long `status` and `exec` first wait for a guest's overlay root to
+/// answer.
+pub const ROOT_ASK: Duration = Duration::from_secs(1);
+
+/// How long `exec` waits for the overlay daemon of a guest that runs but
+/// did not answer within [`ROOT_ASK`].
+pub const BUSY_ROOT_WAIT: Duration = Duration::from_secs(30);
+
+/// Why nothing can reach a guest's overlay root that is `serving` so, asked
+/// for `waited`: None when it answers.
+pub fn root_refusal(name: &str, serving: state::RootServing, waited: Duration) -> Option<Error> {
+    use state::RootServing as R;
+    let name = name.to_string();
+    Some(match serving {
+        R::Answers => return None,
+        R::Lost | R::Stopped(None) => Error::RootLost { name },
+        R::Stopped(Some(pid)) => Error::RootStopped { name, pid },
+        R::Busy(pid) => Error::RootBusy {
+            name,
+            pid,
+            secs: waited.as_secs(),
+        },
+    })
+}
+
 /// [`exec`] in the guest `st` records. All it needs comes from the record,
 /// never from the config, which may have been edited or removed since the
 /// guest started (as `nsenter` needs no unit file).
@@ -874,10 +899,19 @@ fn exec_in(
     let root = RunDir::new(&dirs.run_dir, name).root();
     // A daemon that does not answer (stopped, hung) would leave the
     // command waiting on the root for good.
-    if st.root_mount == RootMount::Overlay
-        && state::root_health(&root, Duration::from_secs(1)) != state::RootHealth::Answers
-    {
-        return Err(Error::RootLost { name: name.into() });
+    if st.root_mount == RootMount::Overlay {
+        let mut waited = ROOT_ASK;
+        let mut serving = state::root_serving(&root, &st.backing, waited);
+        // One that runs is busy (a long break, a guest flooding it), not
+        // lost: it is given longer, as `crate::fs::refuse_stalled` gives a
+        // busy daemon's mount.
+        if matches!(serving, state::RootServing::Busy(_)) {
+            waited = BUSY_ROOT_WAIT;
+            serving = state::root_serving(&root, &st.backing, waited);
+        }
+        if let Some(e) = root_refusal(name, serving, waited) {
+            return Err(e);
+        }
     }
     if let Some((file, thaw)) = st.cgroup.frozen() {
         return Err(Error::Frozen {
@@ -1053,8 +1087,15 @@ pub struct Status {
     /// writing it): `stop` ends it, `exec` cannot enter it.
     pub unrecorded: bool,
     /// Running, but its overlay root does not answer: its daemon died (or
-    /// hangs), and the guest's files are unreachable until a stop and start.
+    /// is stopped), and the guest's files are unreachable until a stop and
+    /// start (or, stopped, until it goes on).
     pub root_lost: bool,
+    /// Running, and its overlay root did not answer within [`ROOT_ASK`], but its
+    /// daemon runs: busy (a long break, a guest flooding it), or hung.
+    pub root_busy: bool,
+    /// How its overlay root answered (None: not asked), for saying why.
+    #[serde(skip)]
+    pub root_serving: Option<state::RootServing>,
     /// Running, but frozen (paused) in one of its cgroups: its processes
     /// do not run, and `exec`/`enter` refuse it.
     pub frozen: bool,
@@ -1091,10 +1132,10 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         .map_or(0, |d| d.as_secs());
     let live = st.as_ref().filter(|_| running);
     let cgroup = live.map(|s| &s.cgroup).or(unrecorded.as_ref());
-    let root_lost = live.is_some_and(|s| {
-        s.root_mount == RootMount::Overlay
-            && state::root_health(&run.root(), Duration::from_secs(1)) != state::RootHealth::Answers
-    });
+    let root_serving = live
+        .filter(|s| s.root_mount == RootMount::Overlay)
+        .map(|s| state::root_serving(&run.root(), &s.backing, ROOT_ASK));
+    use state::RootServing as R;
     Ok(Status {
         name: name.into(),
         running: running || unrecorded.is_some(),
@@ -1102,7 +1143,9 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         // An unreadable record names no live init either.
         stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
         unrecorded: unrecorded.is_some(),
-        root_lost,
+        root_lost: matches!(root_serving, Some(R::Lost | R::Stopped(_))),
+        root_busy: matches!(root_serving, Some(R::Busy(_))),
+        root_serving,
         frozen: cgroup.is_some_and(|c| c.frozen().is_some()),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),

@@ -338,6 +338,36 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
     }
 }
 
+/// A guest's overlay root as `guest status` and `exec` see it: its
+/// [`root_health`], and when it does not answer, its daemon looked at
+/// ([`crate::fs::guest_daemon`]): one that runs is busy, not lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootServing {
+    Answers,
+    /// Its daemon is gone (ENOTCONN).
+    Lost,
+    /// It does not answer and its daemon (pid, if found) is stopped or not
+    /// to be found: nothing is answered until it goes on.
+    Stopped(Option<i32>),
+    /// It did not answer in time, but its daemon (pid) runs: busy (a long
+    /// break of a large file, a guest flooding it with requests), or hung
+    /// in a way that cannot be told from that.
+    Busy(i32),
+}
+
+/// [`RootServing`] of the overlay root at `root`, served from `backing`,
+/// asked within `limit`.
+pub fn root_serving(root: &Path, backing: &Path, limit: std::time::Duration) -> RootServing {
+    match root_health(root, limit) {
+        RootHealth::Answers => RootServing::Answers,
+        RootHealth::Lost => RootServing::Lost,
+        RootHealth::NoAnswer => match crate::fs::guest_daemon(backing) {
+            Some((pid, false)) => RootServing::Busy(pid),
+            daemon => RootServing::Stopped(daemon.map(|(pid, _)| pid)),
+        },
+    }
+}
+
 /// [`probe_statfs`]'s exit status for ENOTCONN (a daemon gone).
 const PROBE_LOST: i32 = 3;
 
