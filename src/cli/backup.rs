@@ -462,33 +462,21 @@ impl Replacement {
             _ => {}
         }
         let path = path.as_path();
-        let mut name = path
-            .file_name()
-            .with_context(|| format!("{}: not a file name", path.display()))?
-            .to_owned();
-        let suffix = format!(".tmp-{}", std::process::id());
-        name.push(&suffix);
-        // A long FILE name leaves no room for the suffix (NAME_MAX, 255
-        // bytes); numbered, as the manifest and its private list may both be.
-        if name.len() > 255 {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            name = format!(".unifs-manifest{suffix}-{n}").into();
+        if path.file_name().is_none() {
+            anyhow::bail!("{}: not a file name", path.display());
         }
-        let tmp = path.with_file_name(name);
+        super::temp::remove_stale(path, ".unifs-manifest");
+        // Numbered where the name is long, as the manifest and its private
+        // list may both be.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = super::temp::name_for(path, ".unifs-manifest", 0, Some(n));
         // Root's alone, as the catalog is: a manifest names every path of
         // the guest, with owners, xattrs and content hashes, also where the
         // guest's own modes hide them from other users.
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| {
-                format!("creating {} (written as {})", path.display(), tmp.display())
-            })?;
+        let file = super::temp::create(&tmp).with_context(|| {
+            format!("creating {} (written as {})", path.display(), tmp.display())
+        })?;
         Ok(Replacement {
             path: path.to_path_buf(),
             tmp: Some(tmp),

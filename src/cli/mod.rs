@@ -7,6 +7,7 @@ mod guest;
 mod mount;
 mod output;
 mod store;
+mod temp;
 mod unify;
 
 use clap::builder::TypedValueParser;

@@ -844,18 +844,16 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     // Written under a temp name and renamed when complete: one that fails
     // (a full disk) or is killed leaves no partial DEST to be taken for a
     // snapshot, nor one that makes the next try refuse.
-    let mut name = dest
-        .file_name()
-        .with_context(|| format!("{}: not a file name", dest.display()))?
-        .to_owned();
-    let suffix = format!(".tmp-{}", std::process::id());
-    name.push(&suffix);
+    if dest.file_name().is_none() {
+        anyhow::bail!("{}: not a file name", dest.display());
+    }
+    super::temp::remove_stale(dest, ".unifs-snapshot");
     // A long DEST name leaves no room for the suffix and SQLite's
     // "-journal" (NAME_MAX, 255 bytes).
-    if name.len() + "-journal".len() > 255 {
-        name = format!(".unifs-snapshot{suffix}").into();
-    }
-    let tmp = dest.with_file_name(name);
+    let tmp = super::temp::name_for(dest, ".unifs-snapshot", "-journal".len(), None);
+    // Held (locked) until renamed: a later run leaves it alone meanwhile.
+    let _held = super::temp::create(&tmp)
+        .with_context(|| format!("creating {} (written as {})", dest.display(), tmp.display()))?;
     let written = catalog
         .snapshot(&tmp)
         .map_err(anyhow::Error::from)

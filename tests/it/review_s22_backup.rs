@@ -1,7 +1,7 @@
 //! Review s22: what `manifest` says of marked files that are no object of
 //! the store.
 
-use crate::common::require_root;
+use crate::common::{require_root, require_strace};
 use crate::tree::*;
 use std::collections::BTreeMap;
 use std::fs;
@@ -72,4 +72,96 @@ fn review_s22_marked_copies_that_are_no_object_restore_as_separate_files() {
     fs::write(&r1, b"changed\n").unwrap();
     assert_eq!(fs::read(&r2).unwrap(), b"GPL text\n");
     assert_eq!(fs::read(&a2).unwrap(), b"GPL text\n");
+}
+
+/// `manifest -o F` (and `store snapshot F`) interrupted by a signal or
+/// killed left its `F.tmp-PID` behind, a copy of every path of the guest
+/// that nothing ever removed: each interrupted run added one. The next run
+/// writing F now removes those of runs that are gone, and leaves one a
+/// process still holds, and other names.
+#[test]
+fn review_s22_the_temp_file_of_a_killed_manifest_goes_with_the_next_run() {
+    let test = "review_s22_the_temp_file_of_a_killed_manifest_goes_with_the_next_run";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let (store, g, out) = (
+        lab.path().join("store"),
+        lab.path().join("g"),
+        lab.path().join("out"),
+    );
+    file(&g, "etc/motd", b"hello\n", 0o644);
+    init_store(&store);
+    fs::create_dir(&out).unwrap();
+    let m = out.join("g.jsonl");
+    // Held in its final rename, then killed there.
+    let mut slow = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args([
+            "-e",
+            "inject=rename,renameat,renameat2:delay_enter=30000000",
+        ])
+        .arg(crate::common::unifs_bin())
+        .arg("--store")
+        .arg(&store)
+        .arg("manifest")
+        .arg(&g)
+        .arg("-o")
+        .arg(&m)
+        .spawn()
+        .unwrap();
+    let temps = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("g.jsonl.tmp-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let left = loop {
+        // Complete once the temp file has the last entry's line.
+        let t = temps();
+        let complete = t
+            .first()
+            .is_some_and(|n| fs::read_to_string(out.join(n)).is_ok_and(|s| s.contains("etc/motd")));
+        if complete {
+            break t[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no temp file: {t:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let pid: i32 = left.trim_start_matches("g.jsonl.tmp-").parse().unwrap();
+    // The strace'd unifs, waiting in its rename; then strace.
+    // SAFETY: a plain signal to a pid; no memory is passed.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = slow.kill();
+    let _ = slow.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(std::time::Instant::now() < deadline, "pid {pid} lives on");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!m.exists(), "the killed run renamed its file");
+    // One of a gone pid that a process holds locked stays, as do other names.
+    let held_name = out.join(format!("g.jsonl.tmp-{pid}-journal"));
+    let held = fs::File::create(&held_name).unwrap();
+    use std::os::fd::AsFd;
+    assert!(unifs::fs::sys::try_flock(held.as_fd(), true).unwrap());
+    fs::write(out.join("g.jsonl.tmp-notes"), b"mine").unwrap();
+
+    let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::read_to_string(&m).unwrap().contains("etc/motd"));
+    let names: Vec<String> = temps();
+    assert_eq!(
+        names,
+        vec![
+            format!("g.jsonl.tmp-{pid}-journal"),
+            "g.jsonl.tmp-notes".to_string()
+        ],
+    );
+    drop(held);
 }
