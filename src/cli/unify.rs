@@ -25,7 +25,9 @@ covers everything below it; +PATTERN includes again; the first match wins. --exc
 EXIT STATUS: 0 done, nothing to report; 1 failed (refused before it changed anything, or \
 stopped: see the error); 23 finished, but left files or guests as they were that it should \
 have handled: files that changed or were open for writing while unify ran, files it could not \
-read or link, guests of --all whose directory is gone or now on another filesystem, \
+read or link, files or nodes hardlinked across guests (a `cp -al` clone) that it could not give \
+copies of their own or that have links outside the guests given, guests of --all whose \
+directory is gone or now on another filesystem, \
 directories nested deeper than 1000 levels and paths of 4096 bytes or more (left alone) \
 (listed as warnings, and in --json's problems)."
 )]

@@ -5,9 +5,11 @@
 //! the link on a write like any other shared file — when it can tell that
 //! doing so keeps every guest's view: each guest links the inode once, and
 //! every link of the inode is in one of the guests of this run. Those that
-//! can never be objects (excluded, small, linked twice by one guest) are
-//! split: guests get copies of their own (`split.rs`). Those with links
-//! outside the run are reported.
+//! can never be objects (excluded, small, linked twice by one guest; or
+//! left alone at hashing or linking: sparse, with inode flags, no room for
+//! the marker, another project ID) are split: guests get copies of their
+//! own (`split.rs`). So are symlinks, FIFOs, sockets and device nodes
+//! shared across guests. Those with links outside the run are reported.
 
 use super::scan::{FileRec, Scan};
 use super::Problem;
@@ -49,7 +51,10 @@ impl Scan {
     /// `tar --xattrs`, which keep xattrs and links, or unified into another
     /// store) is none of these:
     /// the mount shows each of its paths as a file of its own, so each
-    /// joins the candidates, to link this store's object.
+    /// joins the candidates, to link this store's object. The candidates
+    /// of each inode shared across guests are noted in [`Scan::shared`].
+    /// [`Scan::nodes`] (symlinks, FIFOs, device nodes) are sorted alike,
+    /// but never become objects: shared across guests, they are split.
     pub fn sort_hardlinks(
         &mut self,
         looked: bool,
@@ -62,7 +67,9 @@ impl Scan {
             let key = (rec.stat.dev, rec.stat.ino);
             by_inode.entry(key).or_default().0.push(rec);
         }
-        for rec in std::mem::take(&mut self.hardlinked_left) {
+        // Nodes can never be objects: as excluded files.
+        let left = std::mem::take(&mut self.hardlinked_left);
+        for rec in left.into_iter().chain(std::mem::take(&mut self.nodes)) {
             let key = (rec.stat.dev, rec.stat.ino);
             by_inode.entry(key).or_default().1.push(rec);
         }
@@ -104,7 +111,8 @@ impl Scan {
             // and however many: each joins the candidates, to link an
             // object of this store. Its paths that can never be objects
             // stay on it, still shown as files of their own.
-            if marked(all[0]) {
+            // (A node is never opened: a device's open may act.)
+            if all[0].stat.is_file() && marked(all[0]) {
                 if !all_found {
                     let e =
                         elsewhere.get_or_insert((0, guest_root(all[0].guest).join(&all[0].rel)));
@@ -127,7 +135,9 @@ impl Scan {
             } else if guests.len() == 1 {
                 None // the guest's own group
             } else if left.is_empty() && once_each {
+                let start = self.candidates.len();
                 self.candidates.append(&mut ok);
+                self.shared.push(start..self.candidates.len());
                 continue;
             } else {
                 // Never an object, yet shared: each guest gets its own.
@@ -136,7 +146,8 @@ impl Scan {
                 self.to_split.push((true, recs));
                 continue;
             };
-            // Excluded and small paths were counted as such by the walk.
+            // Excluded and small paths were counted as such by the walk;
+            // nodes are not counted.
             self.counts.guest_hardlinks += ok.len() as u64;
             if let Some(kind) = verdict {
                 let example = all[0];
@@ -162,4 +173,32 @@ impl Scan {
         }
         self.foreign = elsewhere;
     }
+}
+
+impl Scan {
+    /// The inodes of [`Scan::shared`] some of whose candidates were left as
+    /// they were (`left`: sparse, with inode flags, no room for the marker,
+    /// another project ID, in use, …) by several guests: still shared, and
+    /// no object, so each guest but the first gets its own (`split.rs`).
+    pub fn shared_left(&self, left: impl Fn(usize) -> bool) -> Vec<(bool, Vec<FileRec>)> {
+        let inodes = self.shared.iter().filter_map(|range| {
+            let recs: Vec<FileRec> = (range.clone())
+                .filter(|&i| left(i))
+                .map(|i| self.candidates[i].clone())
+                .collect();
+            // Sorted by guest (see sort_hardlinks).
+            let guests = recs.windows(2).any(|w| w[0].guest != w[1].guest);
+            guests.then_some((true, recs))
+        });
+        inodes.collect()
+    }
+}
+
+/// How many paths of `inodes` a split gives copies of their own.
+pub fn split_paths(inodes: &[(bool, Vec<FileRec>)]) -> u64 {
+    let paths = inodes.iter().map(|(keep_first, recs)| {
+        let kept = |r: &&FileRec| *keep_first && r.guest == recs[0].guest;
+        recs.iter().filter(|r| !kept(r)).count() as u64
+    });
+    paths.sum()
 }

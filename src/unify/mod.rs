@@ -718,16 +718,8 @@ fn run(
     summary.dirs_from_cache = scan.counts.dirs_cached;
     summary.files_already_linked = scan.linked.len() as u64;
     summary.problems.append(&mut scan.problems);
-    use scan::FileRec;
     if opts.dry_run {
-        summary.clone_paths_split = scan
-            .to_split
-            .iter()
-            .map(|(keep_first, recs)| {
-                let kept = |r: &&FileRec| *keep_first && r.guest == recs[0].guest;
-                recs.iter().filter(|r| !kept(r)).count() as u64
-            })
-            .sum();
+        summary.clone_paths_split = clones::split_paths(&scan.to_split);
     }
 
     // Hash what can pay, bucket by bucket, and link each bucket as soon as
@@ -778,6 +770,11 @@ fn run(
         let out = pipeline::run(&inputs(None), buckets, |_| Ok(()))?;
         progress.finish_and_clear();
         hashed_summary(&mut summary, &out, hash_started);
+        // Clone-shared files hashing leaves alone (sparse, inode flags)
+        // would be split too.
+        let hashed: HashSet<usize> = out.hashed.iter().map(|h| h.file).collect();
+        let left = scan.shared_left(|i| !hashed.contains(&i));
+        summary.clone_paths_split += clones::split_paths(&left);
         summary.files_linked = out.planned_links;
         summary.bytes_saved = out.planned_bytes_saved;
         summary.objects_added = out.planned_objects;
@@ -902,6 +899,18 @@ fn run(
     };
     progress.finish_and_clear();
     hashed_summary(&mut summary, &out, hash_started);
+    // Clone-shared inodes that did not become objects after all (left
+    // alone as sparse, with inode flags, with no room for the marker, of
+    // another project ID, or in use): still shared by several guests, so
+    // each guest but the first gets a copy of its own, as above.
+    let left = scan.shared_left(|i| {
+        let st = &scan.candidates[i].stat;
+        !out.consumed.contains(&i) && !out.object_files.contains(&(st.dev, st.ino))
+    });
+    let (split, mut problems, failed) = split::split_all(&guests, &left, &applier.dir_times);
+    summary.clone_paths_split += split;
+    summary.problems.append(&mut problems);
+    scan.unsettled.extend(failed);
     let t = out.totals;
     summary.files_linked = t.files_linked;
     summary.bytes_saved = t.bytes_saved;

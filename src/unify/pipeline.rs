@@ -52,6 +52,8 @@ pub struct Outcome {
     pub consumed: HashSet<usize>,
     /// Candidates linked to an object by this run.
     pub new_links: Vec<(usize, ObjectId)>,
+    /// The (dev, ino) of every object file this run added.
+    pub object_files: HashSet<(u64, u64)>,
     /// Wall time until the last file was hashed.
     pub hash_seconds: f64,
 }
@@ -145,8 +147,12 @@ fn take(
         out.problems.extend(work.problems);
         consumed.extend(work.consumed);
         for op in work.ops {
-            if let CatalogOp::GuestLink { file, id } = op {
-                out.new_links.push((file, id));
+            match op {
+                CatalogOp::GuestLink { file, id } => out.new_links.push((file, id)),
+                CatalogOp::ObjectFile { dev, ino, .. } => {
+                    out.object_files.insert((dev, ino));
+                }
+                _ => {}
             }
             record(op)?;
         }

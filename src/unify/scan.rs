@@ -93,6 +93,15 @@ pub struct Scan {
     pub hardlinked: Vec<FileRec>,
     /// Files with more than one link that are excluded or too small.
     pub hardlinked_left: Vec<FileRec>,
+    /// Symlinks, FIFOs, sockets and device nodes with more than one link
+    /// (looked for only with [`ScanContext::look_in_excluded`]): a `cp -al`
+    /// clone shares them too, and a chown, chmod or touch through one
+    /// guest's mount would reach the others.
+    pub nodes: Vec<FileRec>,
+    /// Candidates of inodes linked once by each of several guests (see
+    /// [`Scan::sort_hardlinks`]), one range of `candidates` each: those that
+    /// do not become an object after all are split at the end of the run.
+    pub shared: Vec<std::ops::Range<usize>>,
     /// Inodes shared across guests that unify gives guests copies of (see
     /// `split.rs`): whether the first guest keeps the inode, and the paths,
     /// sorted by guest.
@@ -170,6 +179,8 @@ impl Scan {
             candidates,
             hardlinked,
             hardlinked_left,
+            nodes,
+            shared,
             to_split,
             unsettled,
             linked,
@@ -186,6 +197,9 @@ impl Scan {
         self.candidates.extend(candidates);
         self.hardlinked.extend(hardlinked);
         self.hardlinked_left.extend(hardlinked_left);
+        self.nodes.extend(nodes);
+        // Set only after the merge (by sort_hardlinks).
+        debug_assert!(shared.is_empty());
         self.to_split.extend(to_split);
         self.unsettled.extend(unsettled);
         self.linked.extend(linked);
@@ -208,6 +222,7 @@ impl Scan {
                 self.candidates.len(),
                 self.hardlinked.len(),
                 self.hardlinked_left.len(),
+                self.nodes.len(),
                 self.linked.len(),
                 self.stale_tmp.len(),
                 self.problems.len(),
@@ -220,21 +235,22 @@ impl Scan {
     /// Drops what was added since `mark` by one directory's entries (the
     /// fields [`Walker::entries`] adds to).
     fn rollback(&mut self, mark: Mark) {
-        let [a, b, c, d, e, f, g] = mark.lens;
+        let [a, b, c, d, e, f, g, h] = mark.lens;
         self.candidates.truncate(a);
         self.hardlinked.truncate(b);
         self.hardlinked_left.truncate(c);
-        self.linked.truncate(d);
-        self.stale_tmp.truncate(e);
-        self.problems.truncate(f);
-        self.excluded_linked.truncate(g);
+        self.nodes.truncate(d);
+        self.linked.truncate(e);
+        self.stale_tmp.truncate(f);
+        self.problems.truncate(g);
+        self.excluded_linked.truncate(h);
         self.counts = mark.counts;
     }
 }
 
 #[derive(Clone, Copy)]
 struct Mark {
-    lens: [usize; 7],
+    lens: [usize; 8],
     counts: ScanCounts,
 }
 
@@ -423,8 +439,21 @@ impl Walker<'_> {
                         subdirs.push((name.to_os_string(), child, mask));
                     } else if st.is_file() {
                         self.file(scan, fd, name, child, st, mask);
+                    } else if self.ctx.look_in_excluded {
+                        self.node(scan, child, st);
                     }
                 }
+                // Stat'ed only in a run that looks for clones' links.
+                _ if self.ctx.look_in_excluded => match sys::stat_entry(fd, name) {
+                    Ok((st, false)) if st.is_dir() => {
+                        subdirs.push((name.to_os_string(), child, mask))
+                    }
+                    Ok((st, false)) if st.is_file() => self.file(scan, fd, name, child, st, mask),
+                    Ok((st, false)) => self.node(scan, child, st),
+                    Ok((_, true)) => {}
+                    Err(e) if kept && e.raw_os_error() == Some(libc::ENOENT) => all_there = false,
+                    Err(e) => self.problem(scan, &child, e),
+                },
                 _ => {}
             }
         })?;
@@ -574,7 +603,8 @@ impl Walker<'_> {
         }
     }
 
-    /// An excluded tree, walked only for files with links elsewhere (see
+    /// An excluded tree, walked only for files and nodes with links
+    /// elsewhere (see
     /// [`ScanContext::look_in_excluded`]); nothing in it is counted.
     fn excluded_tree(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, depth: u32) {
         let mut subdirs = Vec::new();
@@ -586,7 +616,7 @@ impl Walker<'_> {
             }
             match entry.kind {
                 libc::DT_DIR => subdirs.push(name.to_os_string()),
-                libc::DT_REG | libc::DT_UNKNOWN => {
+                _ => {
                     let Ok((stat, false)) = sys::stat_entry(fd.as_fd(), name) else {
                         return;
                     };
@@ -609,9 +639,10 @@ impl Walker<'_> {
                             rel: rel.join(name),
                             stat,
                         });
+                    } else if !stat.is_file() {
+                        self.node(scan, rel.join(name), stat);
                     }
                 }
-                _ => {}
             }
         });
         if depth >= MAX_DEPTH {
@@ -622,6 +653,18 @@ impl Walker<'_> {
             if let Ok(sub) = sys::open_beneath(fd.as_fd(), Path::new(&name), flags) {
                 self.excluded_tree(scan, sub, rel.join(&name), depth + 1);
             }
+        }
+    }
+
+    /// A symlink, FIFO, socket or device node: kept if it has other links,
+    /// which a clone may share (`clones.rs`). Nothing else looks at them.
+    fn node(&self, scan: &mut Scan, rel: PathBuf, stat: Stat) {
+        if stat.nlink > 1 && !stat.is_dir() && !stat.is_file() {
+            scan.nodes.push(FileRec {
+                guest: self.index,
+                rel,
+                stat,
+            });
         }
     }
 
