@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_guest_files_path_bytes.sql",
         include_str!("../../migrations/0004_guest_files_path_bytes.sql"),
     ),
+    (
+        5,
+        "0005_guest_root.sql",
+        include_str!("../../migrations/0005_guest_root.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -497,6 +497,54 @@ impl Catalog {
         Ok(())
     }
 
+    /// The guest root's (device, inode, birth time in ns) as the last run
+    /// that finished it saw them; `None` when not known.
+    pub fn guest_root(&self, guest: i64) -> Result<Option<(u64, u64, Option<i64>)>> {
+        let v: Option<(Option<i64>, Option<i64>, Option<i64>)> = self
+            .conn
+            .prepare_cached("SELECT root_dev, root_ino, root_birth_ns FROM guests WHERE id = ?1")
+            .and_then(|mut st| {
+                st.query_row([guest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(match v {
+            Some((Some(dev), Some(ino), birth)) => Some((dev as u64, ino as u64, birth)),
+            _ => None,
+        })
+    }
+
+    pub fn set_guest_root(&self, guest: i64, root: (u64, u64, Option<i64>)) -> Result<()> {
+        let (dev, ino, birth) = root;
+        self.conn
+            .prepare_cached(
+                "UPDATE guests SET root_dev = ?2, root_ino = ?3, root_birth_ns = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut st| st.execute(params![guest, dev as i64, ino as i64, birth]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The digest of the guest's own links the walk does not see, as a run
+    /// that walked its excluded trees last found them (`guests.links_outside`).
+    pub fn links_outside(&self, guest: i64) -> Result<Option<[u8; 32]>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT links_outside FROM guests WHERE id = ?1")
+            .and_then(|mut st| st.query_row([guest], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))?
+            .flatten();
+        Ok(v.and_then(|v| v.try_into().ok()))
+    }
+
+    pub fn set_links_outside(&self, guest: i64, digest: Option<&[u8; 32]>) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE guests SET links_outside = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![guest, digest.map(|d| &d[..])]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn delete_guest_link(&self, guest: i64, path: &Path) -> Result<()> {
         self.conn
             .prepare_cached("DELETE FROM guest_links WHERE guest_id = ?1 AND path = ?2")

@@ -401,6 +401,30 @@ pub fn mount_id(fd: BorrowedFd) -> Option<u64> {
     (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
 }
 
+/// Which directory `fd` is: device, inode number and birth time (`None`
+/// where the filesystem does not say). An inode number a removed directory
+/// had can be given to a new one; with its birth time the pair cannot.
+pub fn dir_identity(fd: BorrowedFd) -> io::Result<(u64, u64, Option<Timestamp>)> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH stats `fd`
+    // itself; `stx` is a valid, writable statx buffer.
+    check(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_INO | libc::STATX_BTIME,
+            &mut stx,
+        )
+    })?;
+    let birth = (stx.stx_mask & libc::STATX_BTIME != 0).then_some(Timestamp {
+        sec: stx.stx_btime.tv_sec,
+        nsec: stx.stx_btime.tv_nsec,
+    });
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    Ok((dev, stx.stx_ino, birth))
+}
+
 /// `stat_at`, and whether the entry is the root of a mount (a file or
 /// directory bind-mounted there), from one `statx`.
 pub fn stat_entry(dir: BorrowedFd, name: &OsStr) -> io::Result<(Stat, bool)> {
@@ -467,6 +491,16 @@ pub fn read_dir(dir: BorrowedFd, each: impl FnMut(DirEntry)) -> io::Result<()> {
 pub fn read_dir_raw(dir: BorrowedFd, out: &mut Vec<u8>) -> io::Result<()> {
     // Room for more than most directories at once.
     while getdents(dir, out, 32 * 1024)? > 0 {}
+    Ok(())
+}
+
+/// Back to the start of directory `dir`, for another walk through the same
+/// fd (a dup of it shares the offset).
+pub fn rewind_dir(dir: BorrowedFd) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    if unsafe { libc::lseek(dir.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 

@@ -470,6 +470,59 @@ fn carries_marker(guest: &Guest, rec: &scan::FileRec) -> bool {
     same && crate::store::read_marker(fd.as_fd()).is_ok_and(|m| m.is_some())
 }
 
+/// Which directory a guest root is (device, inode, birth time in ns), as
+/// the catalog records it; `None` when it cannot be told.
+fn root_identity(fd: &OwnedFd) -> Option<(u64, u64, Option<i64>)> {
+    let (dev, ino, birth) = sys::dir_identity(fd.as_fd()).ok()?;
+    Some((dev, ino, birth.map(|b| b.as_nanos() as i64)))
+}
+
+/// Per guest, a digest of the hardlinked inodes its walk found with links
+/// that no walk of the run saw (dev, ino, link count and the guest's paths
+/// of it; `None` for none), and whether an inode unify may link was found
+/// in two guests.
+fn unseen_links(scan: &scan::Scan, guests: usize) -> (Vec<Option<[u8; 32]>>, bool) {
+    let mut by_inode: std::collections::HashMap<(u64, u64), (u64, Vec<u32>)> = Default::default();
+    let mut shared = false;
+    for (i, rec) in scan
+        .hardlinked
+        .iter()
+        .chain(&scan.hardlinked_left)
+        .enumerate()
+    {
+        let (nlink, seen) = by_inode
+            .entry((rec.stat.dev, rec.stat.ino))
+            .or_insert_with(|| (rec.stat.nlink, Vec::new()));
+        // Excluded and small paths shared across guests are split anyway.
+        shared = shared || (i < scan.hardlinked.len() && seen.iter().any(|&g| g != rec.guest));
+        *nlink = (*nlink).max(rec.stat.nlink);
+        seen.push(rec.guest);
+    }
+    let mut unseen: Vec<Vec<[u64; 4]>> = vec![Vec::new(); guests];
+    for ((dev, ino), (nlink, mut seen)) in by_inode {
+        if (seen.len() as u64) < nlink {
+            seen.sort_unstable();
+            for g in seen.chunk_by(|a, b| a == b) {
+                unseen[g[0] as usize].push([dev, ino, nlink, g.len() as u64]);
+            }
+        }
+    }
+    let digests = unseen
+        .into_iter()
+        .map(|mut v| {
+            v.sort_unstable();
+            let mut h = blake3::Hasher::new();
+            for e in &v {
+                for n in e {
+                    h.update(&n.to_le_bytes());
+                }
+            }
+            (!v.is_empty()).then(|| *h.finalize().as_bytes())
+        })
+        .collect();
+    (digests, shared)
+}
+
 fn guest_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
     move |error| Error::Guest { path, error }
@@ -604,22 +657,33 @@ fn run(
     // A guest's first run (never recorded, or killed before its links were)
     // also looks into its excluded trees for files a clone shares.
     // When one guest does, all do: the links a new guest shares may be in
-    // another guest's excluded trees.
+    // another guest's excluded trees. A guest whose directory is another
+    // one than the last run saw (removed and made again, say as a `cp -al`
+    // clone of another guest) is new, whatever its path.
+    let root_ids: Vec<_> = guests.iter().map(|g| root_identity(&g.fd)).collect();
     let mut any_new = false;
-    for g in &guests {
+    let mut replaced = vec![false; guests.len()];
+    let mut roots_known = Vec::with_capacity(guests.len());
+    let mut outside_known = Vec::with_capacity(guests.len());
+    for (i, g) in guests.iter().enumerate() {
         let digest = checking.or_damaged(catalog.links_digest(g.row.id))?;
-        any_new = any_new || g.row.id < 0 || digest.is_none();
+        let root = checking.or_damaged(catalog.guest_root(g.row.id))?;
+        // Not known (a catalog of an older unifs): looked at once.
+        replaced[i] = g.row.id >= 0 && root_ids[i].is_some() && root != root_ids[i];
+        any_new = any_new || g.row.id < 0 || digest.is_none() || replaced[i];
+        roots_known.push(root);
+        outside_known.push(checking.or_damaged(catalog.links_outside(g.row.id))?);
     }
-    let look_in_excluded = any_new;
-    let ctx = scan::ScanContext {
-        store,
-        excludes: &opts.excludes,
-        min_size: opts.min_size,
-        object_inodes: &object_inodes,
-        use_listings: !opts.paranoid,
-        look_in_excluded,
-    };
-    let scan_all = || {
+    let mut look_in_excluded = any_new;
+    let scan_with = |look_in_excluded: bool| {
+        let ctx = scan::ScanContext {
+            store,
+            excludes: &opts.excludes,
+            min_size: opts.min_size,
+            object_inodes: &object_inodes,
+            use_listings: !opts.paranoid,
+            look_in_excluded,
+        };
         worker_pool().install(|| {
             guests
                 .par_iter()
@@ -628,6 +692,7 @@ fn run(
                 .collect::<Vec<scan::Scan>>()
         })
     };
+    let scan_all = || scan_with(look_in_excluded);
     let (scans, objects, cache) = std::thread::scope(|s| {
         // Without a thread to spare, one after the other.
         let scanning = std::thread::Builder::new().spawn_scoped(s, scan_all).ok();
@@ -663,6 +728,24 @@ fn run(
         }
     }
     let mut scan = scan::Scan::flatten(scans);
+    // Inodes the walk found shared across guests (a clone's), or a guest's
+    // with links it did not see, other than those a look into the
+    // excluded trees last found all the guest's own (a `cp -al` snapshot
+    // adds links): the excluded trees may share more, or hold the snapshot's
+    // links. Looked into now, in this run, by walking again.
+    let mut outside_walked = None;
+    if !look_in_excluded {
+        let (outside, shared) = unseen_links(&scan, guests.len());
+        if shared || outside != outside_known {
+            look_in_excluded = true;
+            for g in &guests {
+                // The first walk read the roots through dups of these fds.
+                sys::rewind_dir(g.fd.as_fd()).map_err(guest_err(&g.root))?;
+            }
+            scan = scan::Scan::flatten(scan_with(true));
+            outside_walked = Some(outside);
+        }
+    }
     scan.size_linked(&objects, opts.min_size);
     scan.sort_hardlinks(
         look_in_excluded,
@@ -975,6 +1058,20 @@ fn run(
             } else if writer.touched.contains(&g.row.id) || stored[i] != Some(*digest) {
                 // A touched guest's digest was cleared in the catalog.
                 catalog.set_links_digest(g.row.id, Some(digest))?;
+            }
+            // The links its walk does not see, as this run's look into the
+            // excluded trees found them all its own; else none known.
+            let outside = match &outside_walked {
+                Some(walked) if !unsettled.contains(&(i as u32)) => walked[i],
+                Some(_) => None,
+                None if replaced[i] => None,
+                None => outside_known[i],
+            };
+            if outside != outside_known[i] {
+                catalog.set_links_outside(g.row.id, outside.as_ref())?;
+            }
+            if let Some(root) = root_ids[i].filter(|&r| roots_known[i] != Some(r)) {
+                catalog.set_guest_root(g.row.id, root)?;
             }
         }
         if let Some(last) = unfinished_seen {

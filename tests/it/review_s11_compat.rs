@@ -97,13 +97,15 @@ fn a_schema_1_catalog_of_the_first_builds_is_migrated() {
     assert_eq!(links, 6);
     sql(
         &store,
-        "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs;
-         ALTER TABLE guests DROP COLUMN links_digest;
-         ALTER TABLE guest_links RENAME TO guest_files;
-         DROP INDEX guest_links_by_object;
-         CREATE INDEX guest_files_by_object ON guest_files(object_id);
-         DELETE FROM config WHERE key = 'objects_dir';
-         PRAGMA user_version = 1;",
+        &format!(
+            "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs; {UNDO_SCHEMA_5}
+             ALTER TABLE guests DROP COLUMN links_digest;
+             ALTER TABLE guest_links RENAME TO guest_files;
+             DROP INDEX guest_links_by_object;
+             CREATE INDEX guest_files_by_object ON guest_files(object_id);
+             DELETE FROM config WHERE key = 'objects_dir';
+             PRAGMA user_version = 1;"
+        ),
     );
     fs::remove_dir_all(store.join("cache")).unwrap();
     hex_markers(&store);
@@ -120,7 +122,7 @@ fn a_schema_1_catalog_of_the_first_builds_is_migrated() {
     assert_eq!(s["files_already_linked"], 6, "{s}");
     assert_eq!(s["objects_added"], 0, "{s}");
     assert_eq!(s["files_linked"], 0, "{s}");
-    assert_eq!(user_version(&store), 4);
+    assert_eq!(user_version(&store), 5);
     let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
     let (view, rows): (String, i64) = conn
         .query_row(
@@ -145,7 +147,8 @@ fn to_schema_2(store: &Path) {
         store,
         &format!(
             "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs; {}
-             ALTER TABLE guests DROP COLUMN links_digest; PRAGMA user_version = 2;",
+             {UNDO_SCHEMA_5} ALTER TABLE guests DROP COLUMN links_digest;
+             PRAGMA user_version = 2;",
             include_str!("../../migrations/0002_views.sql")
         ),
     );
@@ -174,7 +177,7 @@ fn gc_dry_run_leaves_an_older_catalog_at_its_schema() {
     let out = ok(&unifs(&store, &[&"store", &"gc", &"--json"]));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["objects_removed"], 1, "{report}");
-    assert_eq!(user_version(&store), 4);
+    assert_eq!(user_version(&store), 5);
     assert_eq!(object_files(&store).len(), 2);
     assert_verify_clean(&store);
 }
@@ -326,10 +329,12 @@ fn a_failed_migration_says_which_and_that_nothing_changed() {
     let (_dir, store, guests) = old_store_base();
     sql(
         &store,
-        "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs;
-         ALTER TABLE guests DROP COLUMN links_digest;
-         CREATE TABLE store_objects (x);
-         PRAGMA user_version = 1;",
+        &format!(
+            "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs; {UNDO_SCHEMA_5}
+             ALTER TABLE guests DROP COLUMN links_digest;
+             CREATE TABLE store_objects (x);
+             PRAGMA user_version = 1;"
+        ),
     );
     let out = unifs(&store, &[&"unify", &guests[0], &guests[1]]);
     assert!(!out.status.success());
@@ -354,7 +359,7 @@ fn a_schema_3_catalog_gets_path_bytes_in_guest_files() {
         &store,
         &format!(
             "DROP VIEW guest_files; DROP VIEW store_objects; DROP VIEW unify_runs; {}
-             PRAGMA user_version = 3;",
+             {UNDO_SCHEMA_5} PRAGMA user_version = 3;",
             include_str!("../../migrations/0002_views.sql")
         ),
     );
@@ -362,7 +367,7 @@ fn a_schema_3_catalog_gets_path_bytes_in_guest_files() {
     assert_eq!(user_version(&store), 3);
     let s = unify_json(&store, &[&"--all"]);
     assert_eq!(s["files_already_linked"], 6, "{s}");
-    assert_eq!(user_version(&store), 4);
+    assert_eq!(user_version(&store), 5);
     let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
     let rows: Vec<(String, String, String, Vec<u8>)> = conn
         .prepare("SELECT guest, path, object_id, path_bytes FROM guest_files ORDER BY guest, path")
