@@ -1055,6 +1055,10 @@ pub struct Status {
     /// Running, but its overlay root does not answer: its daemon died (or
     /// hangs), and the guest's files are unreachable until a stop and start.
     pub root_lost: bool,
+    /// Running on its overlay root, but the directory at `root` is not the
+    /// one served: the guest's directory was moved away (or replaced)
+    /// since it started, and it runs on that one, wherever it is now.
+    pub root_moved: bool,
     /// Running, but frozen (paused) in one of its cgroups: its processes
     /// do not run, and `exec`/`enter` refuse it.
     pub frozen: bool,
@@ -1095,6 +1099,14 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         s.root_mount == RootMount::Overlay
             && state::root_health(&run.root(), Duration::from_secs(1)) != state::RootHealth::Answers
     });
+    // The path recorded names the directory served only while its daemon
+    // holds that directory's flock: one moved away is served where it went.
+    let root_moved = live.is_some_and(|s| {
+        s.root_mount == RootMount::Overlay
+            && !root_lost
+            && crate::fs::refuse_stalled(&s.backing).is_ok()
+            && !crate::fs::guest_still_served(&s.backing)
+    });
     Ok(Status {
         name: name.into(),
         running: running || unrecorded.is_some(),
@@ -1103,6 +1115,7 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
         unrecorded: unrecorded.is_some(),
         root_lost,
+        root_moved,
         frozen: cgroup.is_some_and(|c| c.frozen().is_some()),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
