@@ -200,6 +200,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         // the matter.
         Err(
             e @ (crate::store::Error::InUnifsView { .. }
+            | crate::store::Error::MovedUnifsView { .. }
             | crate::store::Error::UnifsMountOver { .. }),
         ) => anyhow::bail!("{e} (nothing was written)"),
         Err(e) => anyhow::bail!(

@@ -642,6 +642,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             {
                 eprintln!("warning: {e}");
             }
+            if let Some(root) = s.root.as_ref().filter(|_| s.root_moved) {
+                eprintln!(
+                    "warning: guest {name} runs on the directory that was at {} when it started, \
+                     which was moved or replaced since (the one there now is not its root); \
+                     `unifs guest restart {name}` starts it on the one there now",
+                    root.display()
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -651,7 +659,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     println!("pid:     {p}");
                 }
                 if let Some(r) = &s.root {
-                    println!("root:    {}", r.display());
+                    match s.root_moved {
+                        true => println!("root:    {} (moved or replaced since)", r.display()),
+                        false => println!("root:    {}", r.display()),
+                    }
                 }
                 if let Some(m) = s.memory_bytes {
                     println!("memory:  {}", human_bytes(m));

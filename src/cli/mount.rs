@@ -16,7 +16,8 @@ pub struct MountArgs {
     pub guest_dir: PathBuf,
     /// Where to mount it. A live unifs mount of the same guest there already
     /// (`mount -a` again): "already mounted", exit 0 (an error if it was
-    /// mounted with other ro/nosuid/nodev/noexec options).
+    /// mounted with other ro/nosuid/nodev/noexec options, or if it serves a
+    /// directory moved away from GUEST_DIR since).
     pub mountpoint: PathBuf,
     /// Stay in the foreground instead of daemonizing once the mount is ready.
     #[arg(short, long)]
@@ -318,6 +319,20 @@ fn check_mountpoint(
     }
     if mounted {
         if ufs::unifs_mount_guest(&mp).is_some_and(|g| g == guest) {
+            // The source names a path, and the directory there now may be
+            // another (the served one moved away, a new tree put there).
+            if ufs::unifs_view_backing(guest).is_none() && !ufs::guest_still_served(guest) {
+                bail!(
+                    "mountpoint {} serves another directory than {}: the one that was at {} \
+                     when it was mounted (moved or replaced since); unmount it first \
+                     (`unifs umount {}`), then mount {} again",
+                    p.display(),
+                    guest.display(),
+                    guest.display(),
+                    p.display(),
+                    guest.display()
+                );
+            }
             let have = match ufs::mounted_vfs_words(&mp) {
                 Ok(have) => have,
                 Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
@@ -389,7 +404,32 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
     let s = crate::store::Store::open(store)?;
     let dev = std::fs::metadata(guest)?.dev();
     s.check_same_fs(guest, dev)?;
-    Ok(())
+    check_markers(&s)
+}
+
+/// Object files looked at for their marker before a mount.
+const MARKER_SAMPLE: usize = 8;
+
+/// Refuses a store whose objects have lost their marker xattr (a copy made
+/// without xattrs): the mount knows a shared file only by it, and would
+/// write into an object every guest links. A few object files are looked
+/// at, not all: a cost that does not grow with the store.
+fn check_markers(s: &crate::store::Store) -> anyhow::Result<()> {
+    let (seen, unmarked) = s.sample_unmarked(MARKER_SAMPLE)?;
+    let Some(first) = unmarked.first() else {
+        return Ok(());
+    };
+    bail!(
+        "store {}: object files without their marker (trusted.unifs.object): {} of the \
+         {seen} looked at, e.g. {}; was the store copied without xattrs (`rsync -aH` \
+         without -X, tar without --xattrs)? A mount knows shared files only by it, and \
+         would write into files every guest shares; nothing was mounted. `unifs unify` of \
+         the guests after such a copy, or `unifs store gc`, puts the markers back; \
+         `unifs store verify` lists any left",
+        s.root().display(),
+        unmarked.len(),
+        first.display()
+    )
 }
 
 pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {

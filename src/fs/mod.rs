@@ -443,6 +443,44 @@ pub fn unifs_mount_guest(path: &Path) -> Option<PathBuf> {
     fstype.starts_with("fuse").then(|| PathBuf::from(guest))
 }
 
+/// Whether the directory now at `guest` (a unifs mount's source,
+/// `unifs:GUEST`) is one a daemon serves: its exclusive flock
+/// ([`claim_guest`]) is held. A mount's source names only a path: false
+/// when the served directory was moved away (another one, or none, is at
+/// that path now), and the mount serves that one, wherever it is.
+/// Not asked of a guest reached through a unifs mount (one mounted over
+/// itself): its own directory cannot be seen there.
+pub fn guest_still_served(guest: &Path) -> bool {
+    let Ok(root) = crate::sys::open_dir(guest) else {
+        return false;
+    };
+    match sys::try_flock(root.as_fd(), false) {
+        Ok(true) => {
+            sys::unlock(root.as_fd());
+            false
+        }
+        // Held, or not known: as a path comparison would say.
+        Ok(false) | Err(_) => true,
+    }
+}
+
+/// The mount point and guest directory of the unifs mount that holds
+/// `path`, when that mount serves another directory than the one now at
+/// its guest's path ([`guest_still_served`]): its backing directory, as
+/// [`unifs_view_backing`] names it, is not that path any more.
+pub fn unifs_view_moved(path: &Path) -> Option<(PathBuf, PathBuf)> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let (m, rest) = holding_mount(&path)?;
+    let guest = PathBuf::from(m.source.strip_prefix("unifs:")?);
+    let mount = path
+        .ancestors()
+        .nth(rest.components().count())?
+        .to_path_buf();
+    let hidden = guest.starts_with(&mount);
+    (m.fstype.starts_with("fuse") && !hidden && !guest_still_served(&guest))
+        .then_some((mount, guest))
+}
+
 /// Where `path` is in its guest's backing directory, when it lies in a
 /// unifs mount (the view `unifs mount` serves a guest, e.g. a running
 /// guest's root): the path an operator meant to give unify or `run`.

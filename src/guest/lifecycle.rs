@@ -1096,6 +1096,10 @@ pub struct Status {
     /// How its overlay root answered (None: not asked), for saying why.
     #[serde(skip)]
     pub root_serving: Option<state::RootServing>,
+    /// Running on its overlay root, but the directory at `root` is not the
+    /// one served: the guest's directory was moved away (or replaced)
+    /// since it started, and it runs on that one, wherever it is now.
+    pub root_moved: bool,
     /// Running, but frozen (paused) in one of its cgroups: its processes
     /// do not run, and `exec`/`enter` refuse it.
     pub frozen: bool,
@@ -1136,6 +1140,15 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         .filter(|s| s.root_mount == RootMount::Overlay)
         .map(|s| state::root_serving(&run.root(), &s.backing, ROOT_ASK));
     use state::RootServing as R;
+    let root_lost = matches!(root_serving, Some(R::Lost | R::Stopped(_)));
+    // The path recorded names the directory served only while its daemon
+    // holds that directory's flock: one moved away is served where it went.
+    let root_moved = live.is_some_and(|s| {
+        s.root_mount == RootMount::Overlay
+            && !root_lost
+            && crate::fs::refuse_stalled(&s.backing).is_ok()
+            && !crate::fs::guest_still_served(&s.backing)
+    });
     Ok(Status {
         name: name.into(),
         running: running || unrecorded.is_some(),
@@ -1143,9 +1156,10 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         // An unreadable record names no live init either.
         stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
         unrecorded: unrecorded.is_some(),
-        root_lost: matches!(root_serving, Some(R::Lost | R::Stopped(_))),
+        root_lost,
         root_busy: matches!(root_serving, Some(R::Busy(_))),
         root_serving,
+        root_moved,
         frozen: cgroup.is_some_and(|c| c.frozen().is_some()),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),

@@ -154,6 +154,15 @@ pub enum Error {
         path.display(), backing.display()
     )]
     InUnifsView { path: PathBuf, backing: PathBuf },
+    /// [`Error::InUnifsView`] of a mount whose guest directory was moved
+    /// away since it was mounted: the path its source names is another
+    /// directory now, not the backing one.
+    #[error("{}", moved_unifs_view(path, mount, guest))]
+    MovedUnifsView {
+        path: PathBuf,
+        mount: PathBuf,
+        guest: PathBuf,
+    },
     /// [`Error::InUnifsView`] where the view is the path's own directory
     /// (a guest mounted over itself, `unifs mount G G`): naming the backing
     /// directory "instead" would name the same path.
@@ -601,6 +610,53 @@ impl Store {
         Ok(true)
     }
 
+    /// Looks at up to `max` object files (the first few of the first few
+    /// fan-out directories, as they are listed: a handful of directory
+    /// reads, whatever the store's size) and returns how many it looked at
+    /// and those without a marker. A store copied without xattrs has lost
+    /// every one, and a mount would write into its objects: the mount asks
+    /// this before it serves. (An object stripped alone is `store
+    /// verify`'s to find.)
+    pub fn sample_unmarked(&self, max: usize) -> Result<(usize, Vec<PathBuf>)> {
+        const PER_DIR: usize = 2;
+        let objects = self.root.join("objects");
+        let (mut seen, mut unmarked) = (0, Vec::new());
+        for fanout in std::fs::read_dir(&objects).at(&objects)? {
+            let fanout = fanout.at(&objects)?;
+            let dir_name = fanout.file_name();
+            if dir_name.len() != 2 || !fanout.file_type().at(fanout.path())?.is_dir() {
+                continue;
+            }
+            let dir = fanout.path();
+            let mut taken = 0;
+            for e in std::fs::read_dir(&dir).at(&dir)? {
+                let e = e.at(&dir)?;
+                let path = e.path();
+                if parse_object_name(&dir_name, &e.file_name()).is_none()
+                    || !e.file_type().at(&path)?.is_file()
+                {
+                    continue;
+                }
+                match sys::xattr::get_path(&path, OsStr::new(MARKER_XATTR)) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => unmarked.push(path),
+                    // Gone since listed (gc).
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                    Err(e) => return Err(e).at(path),
+                }
+                seen += 1;
+                taken += 1;
+                if seen == max {
+                    return Ok((seen, unmarked));
+                }
+                if taken == PER_DIR {
+                    break;
+                }
+            }
+        }
+        Ok((seen, unmarked))
+    }
+
     /// Rewrites the marker of copy `copy` of `id` where it is there but
     /// wrong: malformed (a mount then takes the inode for a guest's own
     /// file, as with none) or naming another object. Only when the file
@@ -751,12 +807,36 @@ impl Error {
     /// `path` lies in a unifs mount, the view of the guest directory
     /// `backing` ([`crate::fs::unifs_view_backing`]).
     pub fn in_unifs_view(path: PathBuf, backing: PathBuf) -> Error {
+        if let Some((mount, guest)) = crate::fs::unifs_view_moved(&path) {
+            return Error::MovedUnifsView { path, mount, guest };
+        }
         if path != backing {
             return Error::InUnifsView { path, backing };
         }
         let mount = crate::fs::holding_mount_point(&path).unwrap_or_else(|| path.clone());
         Error::UnifsMountOver { path, mount }
     }
+}
+
+fn moved_unifs_view(path: &Path, mount: &Path, guest: &Path) -> String {
+    let what = if path == mount {
+        format!("{} is a unifs mount", path.display())
+    } else {
+        format!(
+            "{} is in the unifs mount at {}",
+            path.display(),
+            mount.display()
+        )
+    };
+    format!(
+        "{what}, the copy-on-write view that `unifs mount` serves a guest, not a guest's \
+         directory; it serves the directory that was at {} when it was mounted, which was \
+         moved or replaced since (the one there now is not served): name that directory \
+         where it is now, or unmount {} (`unifs umount {}`) and mount the guest again",
+        guest.display(),
+        mount.display(),
+        mount.display()
+    )
 }
 
 fn unifs_mount_over(path: &Path, mount: &Path) -> String {

@@ -2,7 +2,7 @@
 //! test, every wait bounded.
 
 mod escape;
-mod harness;
+pub(crate) mod harness;
 mod limits;
 mod named;
 mod net;
