@@ -810,9 +810,15 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     limits.cpus = changes.cpus.or(limits.cpus);
     limits.pids = changes.pids.or(limits.pids);
     limits.io_weight = changes.io_weight.or(limits.io_weight);
+    // A Ctrl-C between two writes (or in the kernel's reclaim for a lower
+    // memory limit, which it cuts short) would leave some limits changed
+    // and the record saying the old ones: held until all are made (or
+    // undone) and recorded.
+    let held = super::sys::SignalsHeld::new();
     st.cgroup.update(&run.cgroup_name(), changes)?;
     st.spec.limits = limits.clone();
     run.write(&st)?;
+    drop(held);
     Ok(limits)
 }
 

@@ -274,6 +274,42 @@ pub fn forward_signals_to(pid: Pid) -> nix::Result<()> {
     Ok(())
 }
 
+/// Holds SIGTERM, SIGINT, SIGHUP and SIGQUIT back from the calling thread
+/// while it lives (the commands that use it have no other thread); one that
+/// came meanwhile is delivered when it drops. For a few writes that must
+/// all be made, or all undone, together with their record.
+pub struct SignalsHeld(Option<nix::sys::signal::SigSet>);
+
+impl SignalsHeld {
+    pub fn new() -> SignalsHeld {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+        let mut held = SigSet::empty();
+        for sig in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            held.add(sig);
+        }
+        SignalsHeld(held.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok())
+    }
+}
+
+impl Default for SignalsHeld {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        if let Some(old) = self.0.take() {
+            let _ = old.thread_set_mask();
+        }
+    }
+}
+
 /// Restores default handling of every signal, for a child about to exec.
 pub fn reset_signals() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};

@@ -1762,6 +1762,45 @@ fn named_update_is_all_or_nothing_and_brings_the_guests_own_groups_under_it() {
     }
 }
 
+/// `guest update` cut short by a Ctrl-C between its writes (strace sends
+/// SIGINT as it writes the pids limit) left that limit changed and the
+/// record with the old ones, so `status` said limits the guest no longer
+/// had. The writes and the record are now made with such signals held:
+/// the signal ends the command after them.
+#[test]
+fn review_s22_named_update_cut_short_by_a_signal_still_agrees_with_its_record() {
+    let test = "review_s22_named_update_cut_short_by_a_signal_still_agrees_with_its_record";
+    if !can_run(test) || !crate::common::require_strace(test) {
+        return;
+    }
+    let g = Guest::new("update3", "[\"/bin/sleep\", \"1000\"]", true);
+    ok(&g.unifs(&["start", &g.name]));
+    let pids_max = group_with(&g, "pids.max").unwrap().join("pids.max");
+    let inner = g.cmd(&["update", "--pids", "42", "--cpus", "0.25", &g.name]);
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-P"])
+        .arg(&pids_max)
+        .args([
+            "-e",
+            "trace=write",
+            "-e",
+            "inject=write:signal=SIGINT:when=1",
+        ])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let o = run_bounded(cmd, Duration::from_secs(30));
+    assert_ne!(o.status.code(), Some(0), "not interrupted: {}", stderr(&o));
+    assert_eq!(cgroup_value(&g, "pids.max").as_deref(), Some("42"));
+    let st = g.state();
+    assert_eq!(st["limits"]["pids"], 42, "{st}");
+    assert_eq!(st["limits"]["cpus"], 0.25, "{st}");
+}
+
 fn memory_limit(g: &Guest) -> Option<String> {
     cgroup_value(g, "memory.max").or_else(|| cgroup_value(g, "memory.limit_in_bytes"))
 }
