@@ -14,6 +14,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 /// The master side, opened in the guest's mount namespace (/dev/ptmx there
 /// is its own devpts instance), and the slave's path inside the guest.
@@ -123,7 +124,8 @@ pub fn proxy_terminals(master: PtyMaster, child: Pid) -> Result<i32> {
 }
 
 /// The proxy: `input` (a terminal, put in raw mode) to the pty, the pty to
-/// `out` (a terminal too, whose window size the pty gets).
+/// `out` (a terminal too, whose window size the pty gets). Ends early on the
+/// user's terminal's hang-up (see [`hang_up`]).
 fn proxy_between<W: Write + AsFd>(
     mut master: PtyMaster,
     child: Pid,
@@ -131,9 +133,17 @@ fn proxy_between<W: Write + AsFd>(
     out: &mut W,
 ) -> Result<i32> {
     let _raw = input.map(|_| RawMode::enter());
+    let is_tty = |fd: BorrowedFd| nix::unistd::isatty(fd).unwrap_or(false);
+    // A piped input's end is an end of input; a terminal's (in raw mode, no
+    // ^D ends a read) is its hang-up, as is EIO on writing to one.
+    let input_tty = input.is_some_and(is_tty);
+    let out_tty = is_tty(out.as_fd());
     let mut buf = [0u8; 8192];
     let mut stdin_open = input.is_some();
     loop {
+        if sys::hangup_caught() {
+            return hang_up(master, child);
+        }
         let size_from = input.unwrap_or(out.as_fd());
         sys::copy_window_size(size_from, master.as_fd());
         let master_fd: BorrowedFd = master.as_fd();
@@ -151,8 +161,10 @@ fn proxy_between<W: Write + AsFd>(
         if master_ready {
             match master.read(&mut buf) {
                 Ok(n) if n > 0 => {
-                    let _ = out.write_all(&buf[..n]);
-                    let _ = out.flush();
+                    let written = out.write_all(&buf[..n]).and_then(|()| out.flush());
+                    if out_tty && written.is_err_and(|e| e.raw_os_error() == Some(libc::EIO)) {
+                        return hang_up(master, child);
+                    }
                 }
                 // EIO: no slave is open any more.
                 _ => {}
@@ -163,6 +175,7 @@ fn proxy_between<W: Write + AsFd>(
                 Ok(n) if n > 0 => {
                     let _ = master.write_all(&buf[..n]);
                 }
+                _ if input_tty => return hang_up(master, child),
                 _ => {
                     // End of input: an end-of-file for the guest's reader.
                     stdin_open = false;
@@ -175,6 +188,49 @@ fn proxy_between<W: Write + AsFd>(
             Ok(WaitStatus::Signaled(_, sig, _)) => return drain(master, out, 128 + sig as i32),
             _ => {}
         }
+    }
+}
+
+/// How long a command's session has to end after its hang-up.
+const HANG_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// The user's terminal hung up (its window closed, an ssh session dropped;
+/// or a SIGHUP came, passed on already): the session ends, as sshd ends
+/// one. Closing the guest's pty gives the command's session the kernel's
+/// hang-up (SIGHUP, and EIO on its terminal), which the SIGHUP passed on
+/// alone is not to a command that ignores it; nothing would then end
+/// this proxy, polling a dead terminal. `child` gets [`HANG_UP_WAIT`] to
+/// end (a shell ends at once); if it has not, it is killed: `exec`'s relay,
+/// leaving the command to the guest (as the second signal does), or `run`'s
+/// guest, which `run` ends anyway. Returns `child`'s status, or 129
+/// (SIGHUP's).
+fn hang_up(master: PtyMaster, child: Pid) -> Result<i32> {
+    drop(master);
+    let mut deadline = Instant::now() + HANG_UP_WAIT;
+    let mut killed = false;
+    loop {
+        let ended = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+            Ok(_) => None,
+            Err(_) => Some(129),
+        };
+        match ended {
+            // Our SIGKILL: the hang-up is what ended the session.
+            Some(_) if killed => return Ok(129),
+            Some(code) => return Ok(code),
+            None => {}
+        }
+        if Instant::now() >= deadline {
+            if killed {
+                // Not reaped: it is left to init when we exit, soon after.
+                return Ok(129);
+            }
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            killed = true;
+            deadline = Instant::now() + HANG_UP_WAIT;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -186,7 +186,7 @@ pub fn pidfd_kill(pidfd: BorrowedFd, sig: i32) -> nix::Result<()> {
     Errno::result(rc).map(drop)
 }
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 /// A signal that came before there was anyone to pass it to.
@@ -195,6 +195,8 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
 /// What a caught SIGTERM is passed on as (0: itself).
 static SIGTERM_AS: AtomicI32 = AtomicI32::new(0);
+/// Whether a SIGHUP was caught.
+static HANGUP: AtomicBool = AtomicBool::new(false);
 
 /// From now on, a SIGTERM [`catch_signals`] catches is passed on as `sig`
 /// (the guest's stop signal: SIGRTMIN+3 for systemd).
@@ -207,6 +209,11 @@ pub fn signals_caught() -> i32 {
     CAUGHT.load(Ordering::SeqCst)
 }
 
+/// Whether one of them was a SIGHUP (our terminal hung up).
+pub fn hangup_caught() -> bool {
+    HANGUP.load(Ordering::SeqCst)
+}
+
 extern "C" fn forward_signal(sig: libc::c_int) {
     // kill may set errno under the code this interrupted.
     let errno = nix::errno::Errno::last_raw();
@@ -216,6 +223,9 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 
 fn forward(sig: libc::c_int) {
     CAUGHT.fetch_add(1, Ordering::SeqCst);
+    if sig == libc::SIGHUP {
+        HANGUP.store(true, Ordering::SeqCst);
+    }
     let sig = match SIGTERM_AS.load(Ordering::SeqCst) {
         stop if sig == libc::SIGTERM && stop > 0 => stop,
         _ => sig,

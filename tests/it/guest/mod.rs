@@ -12,6 +12,7 @@ mod review_s12_escape;
 mod review_s12_guest;
 mod review_s20_guest;
 mod review_s21_keeper;
+mod review_s22_hangup;
 mod review_s22_probe;
 mod run;
 mod run_options;
