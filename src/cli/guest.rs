@@ -229,7 +229,8 @@ pub enum GuestCommand {
     },
     /// Send init its stop signal (stop_signal; by default SIGRTMIN+3 for
     /// systemd, SIGINT for sysvinit, else SIGTERM), wait, kill what is left,
-    /// unmount.
+    /// unmount (killing the root's overlay daemon if processes wait on it
+    /// in vain, or it outlives the unmount).
     Stop {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -419,7 +420,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         RootMount::Overlay => Some(overlay_root(g, &root)?),
         RootMount::Bind => None,
     };
-    let code = crate::guest::launch::run(&spec);
+    let code = crate::guest::launch::run(&spec, overlay.as_ref());
     drop(overlay);
     exit_code(code?)
 }

@@ -443,6 +443,10 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
         bail!("{} is not a unifs mount; use umount(8)", mp.display());
     }
     let guest = ufs::unifs_mount_guest(&mp);
+    let stopped_daemon = match guest.as_deref().and_then(ufs::guest_daemon) {
+        Some((pid, true)) => Some(pid),
+        _ => None,
+    };
     let r = if a.lazy {
         ufs::sys::umount(&mp, true)
     } else {
@@ -452,15 +456,38 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
         Ok(()) => {
             // Done once the daemon is (a lazy unmount's serves on): a mount
             // made there at once must not meet its last unmount.
-            if let Some(guest) = guest.filter(|_| !a.lazy) {
-                ufs::wait_until_released(&guest, std::time::Duration::from_secs(10));
+            if let Some(guest) = guest.as_ref().filter(|_| !a.lazy) {
+                ufs::wait_until_released(guest, std::time::Duration::from_secs(10));
+                // One that is stopped does not end, and keeps the guest
+                // from every mount until it does.
+                if let Some((pid, true)) = ufs::guest_daemon(guest) {
+                    tracing::warn!(
+                        "unmounted {}, but its daemon (pid {pid}) is stopped (SIGSTOP, or a \
+                         debugger holds it) and still holds {}: no mount, `guest start` or \
+                         `unifs run` of it can start until it ends; `kill -CONT {pid}` lets it \
+                         go on and end, or kill it",
+                        mp.display(),
+                        guest.display()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => bail!(
-            "{} is busy (a process uses it); stop it, or use --lazy",
-            mp.display()
-        ),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match stopped_daemon {
+            // What uses it may wait for the daemon's answer, in a request
+            // no signal, not even SIGKILL, ends before it comes.
+            Some(pid) => bail!(
+                "{} is busy, and its daemon (pid {pid}) is stopped (SIGSTOP, or a debugger \
+                 holds it): a process waiting for its answer cannot end, not even by SIGKILL; \
+                 `kill -CONT {pid}` lets it go on, or kill the daemon (the waiting processes \
+                 then get errors), and unmount again",
+                mp.display()
+            ),
+            None => bail!(
+                "{} is busy (a process uses it); stop it, or use --lazy",
+                mp.display()
+            ),
+        },
         Err(e) => bail!("cannot unmount {}: {e}", mp.display()),
     }
 }

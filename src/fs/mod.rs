@@ -284,6 +284,12 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let holder = match lock_holder(root.as_fd()) {
+        // Stopped, it never ends by itself, unmounted or not.
+        Some(pid) if process_stopped(pid) == Some(true) => format!(
+            " (its daemon: pid {pid}, which is stopped (SIGSTOP, or a debugger holds it), and \
+             holds the guest even once unmounted: `kill -CONT {pid}` lets it go on and end, or \
+             kill it)"
+        ),
         Some(pid) => format!(
             " (its daemon: pid {pid}; one unmounted with `--lazy` still serves the processes \
              that have files open in it, until they close them or that pid ends)"
@@ -394,10 +400,7 @@ pub fn wait_until_released(guest: &Path, limit: std::time::Duration) {
             Ok(false) => {}
             Err(_) => return,
         }
-        let stopped = lock_holder(root.as_fd())
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('T')));
-        if stopped == Some(true) {
+        if lock_holder(root.as_fd()).and_then(process_stopped) == Some(true) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -658,21 +661,31 @@ fn unifs_daemon_runs(mount: &Path, source: &str) -> bool {
 /// The daemon serving the guest directory `guest` (the holder of its lock,
 /// see [`claim_guest`]) and whether it is stopped, looked up without
 /// touching any mount: None when no daemon holds it. Stopped means every
-/// thread of it is (SIGSTOP, or a tracer's stop, as a debugger's): nothing
-/// is answered until it goes on. A daemon with a thread that runs or
-/// sleeps is busy at worst.
+/// thread of it is (SIGSTOP, or a tracer's stop, as a debugger's), or is
+/// stopping (see [`process_stopped`]): nothing is answered until it goes
+/// on. A daemon with a thread that runs or sleeps is busy at worst.
 pub fn guest_daemon(guest: &Path) -> Option<(i32, bool)> {
     let root = crate::sys::open_dir(guest).ok()?;
     let pid = lock_holder(root.as_fd())?;
+    Some((pid, process_stopped(pid)?))
+}
+
+/// Whether `pid` is stopped (see [`guest_daemon`]): every thread of it is,
+/// or one is in a group stop (`T`: SIGSTOP stops every thread, and one busy
+/// in the kernel, as in a write to a slow disk, stops as it comes out).
+/// None when it is gone.
+pub fn process_stopped(pid: i32) -> Option<bool> {
     let state = |stat: String| stat.rsplit_once(") ")?.1.chars().next();
-    let mut states = std::fs::read_dir(format!("/proc/{pid}/task"))
+    let states: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
         // A thread that ended since the listing has no state.
         .filter_map(|t| state(std::fs::read_to_string(t.path().join("stat")).ok()?))
-        .peekable();
-    states.peek()?;
-    Some((pid, states.all(|s| s == 'T' || s == 't')))
+        .collect();
+    if states.is_empty() {
+        return None;
+    }
+    Some(states.contains(&'T') || states.iter().all(|&s| s == 'T' || s == 't'))
 }
 
 /// Whether /proc/self/mountinfo lists a mount at the canonical `path`.

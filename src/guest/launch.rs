@@ -45,7 +45,7 @@ pub struct Spawned {
 
 /// `unifs run`: starts the guest, waits for it, and returns the command's exit
 /// status (128 + signal if a signal ended it).
-pub fn run(spec: &GuestSpec) -> Result<i32> {
+pub fn run(spec: &GuestSpec, overlay: Option<&super::overlay::OverlayRoot>) -> Result<i32> {
     // Caught from before the clone, so a SIGTERM during set-up is not lost
     // (nor kills us, leaving the guest to the parent-death signal).
     sys::pass_sigterm_as(spec.stop_signal);
@@ -67,7 +67,21 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     // it, or one frozen in its freezer group) would keep `unifs run`
     // waiting: the second signal ends it outright.
     let status = on_second_signal(
-        || spawned.cgroup.kill_all(),
+        || {
+            spawned.cgroup.kill_all();
+            // Still there: waiting on the overlay daemon, which is stopped
+            // or hangs in a request they made (SIGKILL cannot end that).
+            if let Some(overlay) = overlay {
+                let deadline = std::time::Instant::now() + KILLED_GUEST_EXIT;
+                while !spawned.cgroup.pids().is_empty() {
+                    if std::time::Instant::now() >= deadline {
+                        overlay.kill_daemon();
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        },
         || match pty {
             Some(p) => console::proxy_terminals(p.master, spawned.pid),
             None => wait_exit(spawned.pid),
@@ -81,6 +95,10 @@ pub fn run(spec: &GuestSpec) -> Result<i32> {
     }
     status
 }
+
+/// How long a guest killed by `unifs run`'s second signal may take to end
+/// before its overlay daemon is killed under it.
+const KILLED_GUEST_EXIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs `wait` (a wait for what signals were passed on to); if a second
 /// signal comes meanwhile, calls `end` once: what they were passed to did

@@ -157,7 +157,7 @@ fn kill_unrecorded(name: &str, run: &RunDir) -> Result<()> {
     );
     cgroup.kill_all();
     if !wait_until(Duration::from_secs(5), || cgroup.pids().is_empty()) {
-        return Err(survived(name, cgroup.pids()));
+        return Err(survived(name, cgroup.pids(), None));
     }
     // It goes with their namespace, but asynchronously: a start right after
     // would find it taken.
@@ -412,6 +412,17 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
     if !state::is_mounted(root) {
         return Ok(());
     }
+    // The overlay's daemon, ended if it outlives the unmount.
+    let daemon = match how {
+        RootMount::Overlay => crate::fs::unifs_mount_guest(root)
+            .and_then(|guest| Some((crate::fs::guest_daemon(&guest)?.0, guest))),
+        RootMount::Bind => None,
+    };
+    let end_daemon = || {
+        if let Some((pid, guest)) = &daemon {
+            end_unmounted_daemon(root, guest, *pid);
+        }
+    };
     if how == RootMount::Overlay {
         if let Ok(exe) = std::env::current_exe() {
             let mut cmd = Command::new(exe);
@@ -421,12 +432,16 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
                 .arg(root)
                 .stderr(std::process::Stdio::null());
             if matches!(run_bounded(cmd, Duration::from_secs(30)), Ok(s) if s.success()) {
+                end_daemon();
                 return Ok(());
             }
         }
     }
     match nix::mount::umount2(root, MntFlags::empty()) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            end_daemon();
+            Ok(())
+        }
         Err(e) => {
             if e == nix::errno::Errno::EBUSY {
                 // Detached, the mount lives on for them, and with it the
@@ -442,6 +457,28 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
                 .map_err(|e| Error::sys(format!("unmounting {}", root.display()), e))
         }
     }
+}
+
+/// Kills the overlay daemon `pid` of the guest dir `guest` if it still
+/// holds it a moment after its mount at `root` was unmounted (as `unifs run`
+/// does its own): one that is stopped (SIGSTOP, a debugger) never ends by
+/// itself, and would keep the guest from starting again.
+fn end_unmounted_daemon(root: &Path, guest: &Path, pid: i32) {
+    let holds = || crate::fs::guest_daemon(guest).filter(|&(p, _)| p == pid);
+    // A stopped one is not waited for.
+    wait_until(Duration::from_secs(5), || {
+        holds().is_none_or(|(_, stopped)| stopped)
+    });
+    let Some((_, stopped)) = holds() else {
+        return;
+    };
+    tracing::warn!(
+        "the overlay daemon of {} (pid {pid}) did not end after the unmount{}; killing it",
+        root.display(),
+        if stopped { " (it is stopped)" } else { "" }
+    );
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    wait_until(Duration::from_secs(5), || holds().is_none());
 }
 
 /// Processes whose working directory, root or an open file lies below
@@ -718,15 +755,27 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
         clean = false;
         st.cgroup.kill_all();
     }
-    let gone = wait_until(Duration::from_secs(5), || {
-        !st.init_alive() && st.cgroup.pids().is_empty()
-    });
-    if !gone {
+    let ended = || !st.init_alive() && st.cgroup.pids().is_empty();
+    let left = || {
         let mut left = st.cgroup.pids();
         if st.init_alive() && !left.contains(&st.pid) {
             left.insert(0, st.pid);
         }
-        return Err(survived(&st.name, left));
+        left
+    };
+    let mut gone = wait_until(Duration::from_secs(5), ended);
+    if !gone && st.root_mount == RootMount::Overlay && waiting_on_fuse(&left()) {
+        gone = end_root_daemon(st, &left(), ended);
+    }
+    if !gone {
+        let left = left();
+        let daemon = match st.root_mount {
+            RootMount::Overlay if waiting_on_fuse(&left) => {
+                Some(crate::fs::guest_daemon(&st.backing))
+            }
+            _ => None,
+        };
+        return Err(survived(&st.name, left, daemon));
     }
     unmount_root(&run.root(), st.root_mount)?;
     st.cgroup.remove();
@@ -741,17 +790,112 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
     Ok(clean)
 }
 
+/// How long `stop` waits for a busy overlay daemon that guest processes
+/// wait on, at most, while it works ([`DAEMON_IDLE`]), before it ends it.
+const BUSY_DAEMON_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a busy overlay daemon may do nothing before `stop` ends it.
+const DAEMON_IDLE: Duration = Duration::from_secs(3);
+
+/// Whether one of `pids` waits for the answer of a FUSE daemon: a request
+/// the daemon has read cannot be interrupted, not even by SIGKILL, until it
+/// is answered or the connection ends.
+fn waiting_on_fuse(pids: &[i32]) -> bool {
+    pids.iter().any(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/wchan"))
+            .is_ok_and(|w| w == "request_wait_answer" || w.starts_with("fuse_"))
+    })
+}
+
+/// Ends the overlay daemon of `st`'s root that the guest's processes `left`
+/// (SIGKILLed) wait on, so that they get errors and die: a stopped one at
+/// once (it answers nothing until it goes on), a busy one once it stops
+/// making progress or after [`BUSY_DAEMON_WAIT`]. Nothing is lost: the
+/// guest's mount is torn down anyway, and a break the daemon was making is
+/// a temp file until its rename (the path keeps its old file). True when
+/// the guest's processes are gone then.
+fn end_root_daemon(st: &State, left: &[i32], ended: impl Fn() -> bool) -> bool {
+    let Some((pid, stopped)) = crate::fs::guest_daemon(&st.backing) else {
+        return false;
+    };
+    let deadline = Instant::now() + BUSY_DAEMON_WAIT;
+    if !stopped {
+        let mut last = daemon_work(pid);
+        let mut worked = Instant::now();
+        while !ended() && Instant::now() < deadline && worked.elapsed() < DAEMON_IDLE {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = daemon_work(pid);
+            if now != last {
+                (last, worked) = (now, Instant::now());
+            }
+        }
+        if ended() {
+            return true;
+        }
+    }
+    let how = match crate::fs::process_stopped(pid) {
+        Some(true) => "is stopped (SIGSTOP, or a debugger holds it)".to_string(),
+        _ if Instant::now() < deadline => format!(
+            "runs but did nothing for {} s (hangs?)",
+            DAEMON_IDLE.as_secs()
+        ),
+        _ => format!(
+            "is busy and has not answered in {} s",
+            BUSY_DAEMON_WAIT.as_secs()
+        ),
+    };
+    tracing::warn!(
+        "guest {}: processes {left:?} wait for an answer of its overlay daemon (pid {pid}), \
+         which {how}; killing the daemon so that they end",
+        st.name
+    );
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    wait_until(Duration::from_secs(5), ended)
+}
+
+/// What `pid` has done so far: its I/O and CPU time counters added up (it
+/// grows while the process works).
+fn daemon_work(pid: i32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let io: u64 = io
+        .lines()
+        .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+        .fold(0, u64::wrapping_add);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // utime and stime: the 12th and 13th fields after the command name.
+    let cpu: u64 = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').skip(11).take(2))
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    io.wrapping_add(cpu)
+}
+
 /// Why a guest could not be ended: which processes outlived SIGKILL, and
-/// why where that is known.
-fn survived(name: &str, pids: Vec<i32>) -> Error {
+/// why where that is known. `daemon`: Some when they wait on a FUSE
+/// request, with the guest's overlay daemon (pid, stopped) if one is left.
+fn survived(name: &str, pids: Vec<i32>, daemon: Option<Option<(i32, bool)>>) -> Error {
     let frozen = pids.iter().find_map(|&p| super::cgroup::frozen_v1_group(p));
-    let why = frozen.map_or(String::new(), |dir| {
-        format!(
+    let why = match (frozen, daemon) {
+        (Some(dir), _) => format!(
             "; they are frozen in the cgroup v1 freezer group {0}: thaw it \
              (`echo THAWED > {0}/freezer.state`) and stop the guest again",
             dir.display()
-        )
-    });
+        ),
+        (None, Some(Some((pid, stopped)))) => format!(
+            "; they wait for an answer of the guest's overlay daemon (`unifs mount`, pid {pid}), \
+             which is {} and was killed but has not ended yet (stuck in the kernel, on a disk?); \
+             stop the guest again once pid {pid} is gone",
+            if stopped { "stopped" } else { "busy" }
+        ),
+        (None, Some(None)) => "; they wait for an answer of a FUSE filesystem's daemon that is \
+             not the guest's overlay daemon (a FUSE mount bound into the guest?): let that \
+             daemon go on (`kill -CONT` it), or end it, and stop the guest again"
+            .to_string(),
+        (None, None) => String::new(),
+    };
     Error::Stop {
         name: name.into(),
         reason: format!("processes survived SIGKILL (pids {pids:?}){why}"),

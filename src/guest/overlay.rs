@@ -30,6 +30,7 @@ use nix::unistd::Pid;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the daemon may take to end after the unmount before it is killed.
@@ -41,6 +42,8 @@ const DAEMON_EXIT: Duration = Duration::from_secs(5);
 pub struct OverlayRoot {
     root: PathBuf,
     daemon: Pid,
+    /// Set once [`OverlayRoot::kill_daemon`] killed it.
+    killed: AtomicBool,
 }
 
 impl OverlayRoot {
@@ -111,6 +114,7 @@ impl OverlayRoot {
                     return Ok(OverlayRoot {
                         root: root.to_path_buf(),
                         daemon: pid,
+                        killed: AtomicBool::new(false),
                     });
                 }
                 let _ = kill(pid, Signal::SIGKILL);
@@ -127,6 +131,25 @@ impl OverlayRoot {
     /// The mounted root (the directory itself, with the overlay over it).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Kills the daemon while the guest runs: a guest process waiting for
+    /// the answer to a request the daemon has read (stopped, or hung, in
+    /// the middle of it) ignores SIGKILL until the connection ends. Its
+    /// files then fail (ENOTCONN) and it dies. Nothing is lost a SIGKILL of
+    /// the daemon would not lose: a break is a temp file until its rename.
+    pub fn kill_daemon(&self) {
+        let how = match crate::fs::process_stopped(self.daemon.as_raw()) {
+            Some(true) => "is stopped (SIGSTOP, or a debugger holds it)",
+            _ => "does not answer them",
+        };
+        tracing::warn!(
+            "the guest did not end on SIGKILL: its processes wait for an answer of the overlay \
+             daemon (pid {}), which {how}; killing the daemon",
+            self.daemon
+        );
+        self.killed.store(true, Ordering::SeqCst);
+        let _ = kill(self.daemon, Signal::SIGKILL);
     }
 }
 
@@ -221,7 +244,8 @@ impl Drop for OverlayRoot {
             Ok(WaitStatus::Signaled(_, sig, _)) => Some(format!("killed by {sig}")),
             _ => None,
         };
-        if let Some(how) = &early {
+        let killed = self.killed.load(Ordering::SeqCst);
+        if let Some(how) = early.as_ref().filter(|_| !killed) {
             tracing::warn!(
                 "the overlay daemon serving {} ended while the guest ran ({how}); the guest's \
                  files were unreachable from then on",

@@ -14,6 +14,7 @@ mod review_s20_guest;
 mod review_s21_keeper;
 mod review_s22_hangup;
 mod review_s22_probe;
+mod review_s22_stall;
 mod run;
 mod run_options;
 mod run_overlay;
