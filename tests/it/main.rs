@@ -25,6 +25,7 @@ mod review_s21_backup_links;
 mod review_s21_deep;
 mod review_s21_store;
 mod review_s22_backup;
+mod review_s22_sigpipe;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

@@ -13,6 +13,7 @@ mod review_s12_guest;
 mod review_s20_guest;
 mod review_s21_keeper;
 mod review_s22_probe;
+mod review_s22_sigpipe;
 mod run;
 mod run_options;
 mod run_overlay;
