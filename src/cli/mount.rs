@@ -145,7 +145,9 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             match do_mount(&guest, &mountpoint, &opts) {
                 Ok(mounted) => {
                     let _ = ufs::sys::redirect_stdio(log.as_deref());
-                    let _ = tx.write_all(b"ok");
+                    if let Err(e) = tx.write_all(b"ok") {
+                        return abandon(mounted, e);
+                    }
                     drop(tx);
                     serve(mounted)
                 }
@@ -170,6 +172,10 @@ fn open_log(p: &Path) -> std::io::Result<std::fs::File> {
 
 fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<ufs::Mounted> {
     block_signals();
+    // The daemon outlives readers of its output: a `| logger` (with -f)
+    // that exited, a caller that gave up. Losing them costs log lines (or
+    // the report, below), not the mount.
+    crate::sys::ignore_sigpipe();
     ufs::mount(guest, mountpoint, opts).with_context(|| {
         format!(
             "cannot mount {} at {}",
@@ -177,6 +183,24 @@ fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
             mountpoint.display()
         )
     })
+}
+
+/// The daemon's caller is gone before it heard that the mount is ready
+/// (its Ctrl-C, `timeout` or hang-up missed the daemon, a session of its
+/// own): nobody was told of the mount, so none is left. Unmounted as on
+/// SIGTERM, and served until the kernel lets go of it (a busy one, detached,
+/// when its last user leaves).
+fn abandon(mounted: ufs::Mounted, e: std::io::Error) -> anyhow::Result<ExitCode> {
+    let mp = mounted.mountpoint.clone();
+    tracing::warn!(
+        "the `unifs mount` that started this daemon is gone ({e}); unmounting {}",
+        mp.display()
+    );
+    if let Err(e) = ufs::unmount(&mp, true) {
+        tracing::error!("unmounting {}: {e}", mp.display());
+    }
+    mounted.serve().context("serving the mount")?;
+    Ok(ExitCode::FAILURE)
 }
 
 /// Serves until unmounted; SIGTERM, SIGINT and SIGHUP unmount cleanly.

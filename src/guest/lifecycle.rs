@@ -237,6 +237,9 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! 
     // Not the starter's terminal's: its Ctrl-C and hang-up are not for us.
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");
+    // Nor is `start`'s end: a report to a `start` gone (Ctrl-C) fails, and
+    // we go on keeping init. (Init's process resets it before its exec.)
+    crate::sys::ignore_sigpipe();
     let (st, log_reader) = match start_init(cfg, spec, run) {
         Ok(started) => started,
         Err(e) => {

@@ -1177,6 +1177,18 @@ pub fn default_sigpipe() {
     }
 }
 
+/// Ignores SIGPIPE, for the processes that outlive whoever reads their
+/// output or reports (mount daemons, keepers): a write to a reader that is
+/// gone then fails with EPIPE, which costs that write, not the process.
+/// (Inherited across exec: a child about to exec resets it, as
+/// `std::process::Command` and `guest::sys::reset_signals` do.)
+pub fn ignore_sigpipe() {
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// Sets atime and mtime of a path without following a symlink at its end.
 pub fn lutimens(path: &Path, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
     let p = cstr(path.as_os_str())?;

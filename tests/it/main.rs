@@ -27,6 +27,7 @@ mod review_s21_store;
 mod review_s22_backup;
 mod review_s22_clones;
 mod review_s22_ident;
+mod review_s22_sigpipe;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

@@ -15,6 +15,7 @@ mod review_s21_keeper;
 mod review_s22_hangup;
 mod review_s22_probe;
 mod review_s22_stall;
+mod review_s22_sigpipe;
 mod run;
 mod run_options;
 mod run_overlay;
