@@ -24,7 +24,7 @@ use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
@@ -183,16 +183,7 @@ fn daemon(root: &Path, opts: &MountOptions, parent: Pid, tx: OwnedFd) -> ! {
     let _ = nix::unistd::chdir("/");
     // Blocked in every thread the mount starts: the guest gets the signals
     // (`unifs run` forwards them); the daemon ends with the unmount.
-    let mut blocked = SigSet::empty();
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        blocked.add(sig);
-    }
-    let _ = blocked.thread_block();
+    let _ = super::sys::termination_signals().thread_block();
     let mut tx = std::fs::File::from(tx);
     // Before the mount: nothing of the caller's kept open, and nothing
     // opened later that could lie below the mount (served by ourselves).

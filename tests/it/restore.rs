@@ -138,19 +138,6 @@ impl Drop for Unflag {
     }
 }
 
-fn chattr(flags: &str, path: &Path) {
-    let out = Command::new("chattr")
-        .arg(flags)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chattr {flags}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn flags_of(path: &Path) -> Option<String> {
     unifs::backup::flags::to_letters(unifs::backup::flags::read(path).unwrap())
 }

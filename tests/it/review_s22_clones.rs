@@ -13,20 +13,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-fn chattr(flags: &str, path: &Path) {
-    let out = Command::new("chattr")
-        .arg(flags)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chattr {flags} {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn cp_al(from: &Path, to: &Path) {
     let cp = Command::new("cp").arg("-al").arg(from).arg(to).status();
     assert!(cp.unwrap().success());

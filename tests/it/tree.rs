@@ -314,3 +314,18 @@ pub fn first_object_file(store: &Path) -> PathBuf {
         .expect("an object file")
         .into_path()
 }
+
+/// Runs `chattr FLAGS path` (root), which must succeed.
+pub fn chattr(flags: &str, path: &Path) {
+    let out = Command::new("chattr")
+        .arg(flags)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chattr {flags} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1658,12 +1658,6 @@ fn review2_a_dry_run_by_another_user_reads_what_it_may() {
     assert!(!lab.store().exists());
 }
 
-/// Runs `chattr ARGS path`.
-fn chattr(args: &str, path: &Path) {
-    let st = Command::new("chattr").arg(args).arg(path).status().unwrap();
-    assert!(st.success(), "chattr {args} {}", path.display());
-}
-
 /// Takes `chattr -ai` off the paths when dropped, so the temp dir can go
 /// whatever the test did.
 struct Unflag(Vec<PathBuf>);

@@ -292,18 +292,24 @@ pub struct SignalsHeld(Option<nix::sys::signal::SigSet>);
 
 impl SignalsHeld {
     pub fn new() -> SignalsHeld {
-        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-        let mut held = SigSet::empty();
-        for sig in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-        ] {
-            held.add(sig);
-        }
-        SignalsHeld(held.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok())
+        let old = termination_signals().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
+        SignalsHeld(old.ok())
     }
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGQUIT: what ends a command from outside.
+pub fn termination_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(sig);
+    }
+    set
 }
 
 impl Default for SignalsHeld {
