@@ -13,7 +13,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 pub type Result<T> = io::Result<T>;
@@ -128,12 +128,29 @@ struct Numbering {
     closed_at: Option<u64>,
     /// The node whose cached listing (the kernel's) may hold these numbers.
     node: u64,
+    /// Numbers held by all numberings ([`Overlay::numbered`]): `len` is
+    /// counted in it while this one lives.
+    total: Arc<AtomicUsize>,
+    /// The least number it hands out anew: above every number it handed
+    /// out before it began again past the budget, which handles and the
+    /// kernel may still hold (and get counted, in the directory as it is).
+    floor: u64,
 }
+
+impl Drop for Numbering {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+/// The stamp of a numbering started over while its directory may have
+/// changed: no directory has it, so its numbers are not taken for counts.
+const STAMP_RESTARTED: [i64; 4] = [i64::MIN; 4];
 
 type SharedNumbering = Arc<Mutex<Numbering>>;
 
 impl Numbering {
-    fn new(stamp: [i64; 4], node: u64) -> Numbering {
+    fn new(stamp: [i64; 4], node: u64, total: Arc<AtomicUsize>) -> Numbering {
         Numbering {
             runs: BTreeMap::new(),
             numbers: Some(HashMap::new()),
@@ -142,7 +159,35 @@ impl Numbering {
             open: 0,
             closed_at: None,
             node,
+            total,
+            floor: 1,
         }
+    }
+
+    /// Numbering begins again (its handles stay open): the numbers handed
+    /// out stand for nothing any more, so the kernel must drop its cached
+    /// listing of `node`, and a handle's offset is counted in the directory
+    /// as it is (exact while it does not change). If `above`, no number
+    /// handed out before is handed out anew (until past
+    /// [`LIST_OFFSETS_MAX`]), for the handles that may still hold them.
+    fn restart(&mut self, stamp: [i64; 4], above: bool) {
+        let floor = match above {
+            true => self.floor.max(self.end()),
+            false => 1,
+        };
+        let open = self.open;
+        *self = Numbering::new(stamp, self.node, self.total.clone());
+        self.open = open;
+        self.floor = floor;
+    }
+
+    /// The number after the highest handed out (and kept), at least the floor.
+    fn end(&self) -> u64 {
+        let end = self
+            .runs
+            .last_key_value()
+            .map_or(0, |(first, offs)| first + offs.len() as u64);
+        end.max(self.floor)
     }
 
     /// The backing `d_off` number `n` (not 0) stands for, if handed out.
@@ -160,6 +205,7 @@ impl Numbering {
             }
         }
         self.len += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
         if let Some(numbers) = &mut self.numbers {
             numbers.entry(backing).or_insert(n);
         }
@@ -181,7 +227,7 @@ impl Numbering {
     fn number(&mut self, at: u64, backing: u64, unchanged: bool) -> Option<u64> {
         match self.get(at + 1) {
             Some(b) if b == backing => return Some(at + 1),
-            None if unchanged => return self.take(at + 1, backing),
+            None if unchanged && at + 1 >= self.floor => return self.take(at + 1, backing),
             _ => {}
         }
         let runs = &self.runs;
@@ -198,11 +244,8 @@ impl Numbering {
             return Some(n);
         }
         let n = match self.get(at + 1) {
-            None => at + 1,
-            Some(_) => self
-                .runs
-                .last_key_value()
-                .map_or(0, |(first, offs)| first + offs.len() as u64),
+            None if at + 1 >= self.floor => at + 1,
+            _ => self.end(),
         };
         self.take(n, backing)
     }
@@ -236,10 +279,21 @@ struct Numberings {
 const CLOSED_NUMBERED_DIRS: usize = 1 << 14;
 const CLOSED_NUMBERED_MAX: usize = 1 << 20;
 
+/// The most numbers all numberings hold, open and closed (about 40 bytes
+/// each while a handle is open: some 170 MB at worst): past it the closed
+/// ones go first, oldest first, then the largest are started over, till
+/// half is left. An open handle's numbering grows with each new name
+/// listed after a change, so without it a guest churning names under a
+/// handle held open (in as many directories as it likes) grew the daemon
+/// without bound. 4 M numbers list twenty 200,000-entry directories at
+/// once, each with any number of handles, without a restart; a restart
+/// only makes the handles count their offsets in the directory as it is.
+const NUMBERED_MAX: usize = 1 << 22;
+
 /// The most offsets a directory's numbering holds, and the largest (a
 /// 32-bit program's `telldir` takes offsets below 2^31): a listing that
-/// needs a new one past it gets EOVERFLOW, until the directory is rewound
-/// by its only handle or all its handles close.
+/// needs a new one past it starts the numbering over (only a listing of a
+/// directory with more visible entries than that gets EOVERFLOW).
 const LIST_OFFSETS_MAX: usize = 1 << 24;
 
 /// Where an offset not handed out stands (a number a program seeked to, as
@@ -301,6 +355,9 @@ pub struct Overlay {
     marks: Mutex<HashMap<(u64, u64), SharedMarks>>,
     numberings: Mutex<Numberings>,
     closed_numbered_dirs: usize,
+    /// Numbers held by all numberings, and the most kept ([`NUMBERED_MAX`]).
+    numbered: Arc<AtomicUsize>,
+    numbered_max: usize,
     next_fh: AtomicU64,
     /// Breaks are rare and short next to the copy; one at a time keeps two
     /// writers of one shared path from copying it twice.
@@ -541,6 +598,13 @@ impl Overlay {
                 .and_then(|v| v.parse().ok())
                 .filter(|&n| n > 0)
                 .unwrap_or(CLOSED_NUMBERED_DIRS),
+            numbered: Arc::new(AtomicUsize::new(0)),
+            // Lowered for tests too (tests/it/fs/review_s22_readdir.rs).
+            numbered_max: std::env::var("UNIFS_TEST_NUMBERED_MAX")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(NUMBERED_MAX),
             next_fh: AtomicU64::new(1),
             break_lock: Mutex::new(()),
             names: std::sync::RwLock::new(()),
@@ -2174,7 +2238,10 @@ impl Overlay {
             let numbering = all
                 .all
                 .entry(key)
-                .or_insert_with(|| Arc::new(Mutex::new(Numbering::new(stamp_of(&st), node))))
+                .or_insert_with(|| {
+                    let total = self.numbered.clone();
+                    Arc::new(Mutex::new(Numbering::new(stamp_of(&st), node, total)))
+                })
                 .clone();
             let mut n = lock(&numbering);
             if let Some(at) = n.closed_at.take() {
@@ -2186,7 +2253,7 @@ impl Overlay {
                     // kernel's cached listing, dropped here before this
                     // handle can read it, so numbering begins again.
                     self.forget_listing(n.node);
-                    *n = Numbering::new(stamp_of(&st), node);
+                    n.restart(stamp_of(&st), false);
                 }
             }
             n.open += 1;
@@ -2276,11 +2343,28 @@ impl Overlay {
                 // taken by a full reply only costs its 40 bytes).
                 let mut numbering = lock(&dir.numbering);
                 let unchanged = numbering.stamp == stamp;
-                let Some(ours) = numbering.number(at, e.off as u64, unchanged) else {
+                let mut ours = numbering.number(at, e.off as u64, unchanged);
+                if ours.is_none() && numbering.len > 0 {
+                    // Past the largest number: begun again, so that no
+                    // churn leaves a listing stuck on EOVERFLOW.
+                    numbering.restart(STAMP_RESTARTED, false);
+                    self.forget_listing(numbering.node);
+                    ours = numbering.number(0, e.off as u64, false);
+                }
+                drop(numbering);
+                let Some(ours) = ours else {
                     overflow = true;
                     return;
                 };
-                drop(numbering);
+                if self.numbered.load(Ordering::Relaxed) > self.numbered_max {
+                    self.shrink_numberings();
+                    // If this numbering began again, the number about to be
+                    // handed out stays, for the listing to go on from.
+                    let mut numbering = lock(&dir.numbering);
+                    if numbering.get(ours).is_none() {
+                        numbering.add(ours, e.off as u64);
+                    }
+                }
                 full = each(&dir.fd, e.name, e.ino, e.kind, ours);
                 if !full {
                     at = ours;
@@ -2307,11 +2391,60 @@ impl Overlay {
             return;
         }
         let node = numbering.node;
-        let open = numbering.open;
-        *numbering = Numbering::new(stamp, node);
-        numbering.open = open;
+        numbering.restart(stamp, false);
         drop(numbering);
         self.forget_listing(node);
+    }
+
+    /// Brings the numbers all numberings hold down to half of
+    /// [`Overlay::numbered_max`]: the closed ones dropped, oldest first, then
+    /// the largest open ones started over, and the kernel told to drop
+    /// those listings. Each time frees at least half the budget, so the
+    /// sort over the numberings is paid once per millions of numbers.
+    fn shrink_numberings(&self) {
+        let target = self.numbered_max / 2;
+        let over = || self.numbered.load(Ordering::Relaxed) > target;
+        let held = self.numbered.load(Ordering::Relaxed);
+        let mut dropped = Vec::new();
+        {
+            let mut all = lock(&self.numberings);
+            while over() {
+                let Some((_, key)) = all.closed.pop_first() else {
+                    break;
+                };
+                if let Some(old) = all.all.remove(&key) {
+                    let old = lock(&old);
+                    all.closed_len -= old.len;
+                    dropped.push(old.node);
+                }
+            }
+            if over() {
+                let mut open: Vec<(usize, SharedNumbering)> =
+                    all.all.values().map(|n| (lock(n).len, n.clone())).collect();
+                open.sort_unstable_by_key(|(len, _)| std::cmp::Reverse(*len));
+                for (_, numbering) in open {
+                    if !over() {
+                        break;
+                    }
+                    let mut n = lock(&numbering);
+                    if n.len == 0 || n.closed_at.is_some() {
+                        continue;
+                    }
+                    n.restart(STAMP_RESTARTED, true);
+                    dropped.push(n.node);
+                }
+            }
+        }
+        tracing::info!(
+            held,
+            budget = self.numbered_max,
+            dirs = dropped.len(),
+            left = self.numbered.load(Ordering::Relaxed),
+            "directory offsets past their budget: numberings dropped or begun again"
+        );
+        for node in dropped {
+            self.forget_listing(node);
+        }
     }
 
     /// Has the kernel drop its cached listing of directory `node` (its page

@@ -312,3 +312,115 @@ fn review_s22_a_lone_fd_rewound_after_changes_starts_the_numbering_over() {
         FILES + 3
     );
 }
+
+/// A directory's numbering grows with each new name listed after a change
+/// while any of its fds stays open (a lone fd rewound starts it over, not
+/// one of several): a guest churning names (create, list, unlink) under an
+/// fd held open, in as many directories as it likes, grew the daemon
+/// without bound (about 40 bytes a name, up to 2^24 names a directory).
+/// Now all numberings together hold at most a budget of numbers (lowered
+/// here to 4,096): past it they are dropped or started over, and the
+/// offsets handed out stay below it, while every listing stays right and
+/// the fd held open reads on to list each of its names once.
+#[test]
+fn review_s22_churning_names_under_an_open_handle_keeps_the_daemon_bounded() {
+    if !require_root("review_s22_churning_names_under_an_open_handle_keeps_the_daemon") {
+        return;
+    }
+    const STABLE: usize = 200;
+    const CHURN: usize = 400;
+    const ROUNDS: usize = 40;
+    const BUDGET: usize = 4096;
+    let w = World::new();
+    let g = w.dir("g");
+    let d = g.join("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..STABLE {
+        fs::write(d.join(format!("s{i}")), b"").unwrap();
+    }
+    let mp = w.dir("m");
+    let log = fs::File::create(w.tmp.path().join("m.log")).unwrap();
+    let budget = format!("UNIFS_TEST_NUMBERED_MAX={BUDGET}");
+    let env = ["env", budget.as_str()];
+    let m = Mount::start_under(&env, &w.store, &g, &mp, &[], log);
+    let dir = m.path("d");
+    let stable: Vec<OsString> = (0..STABLE).map(|i| format!("s{i}").into()).collect();
+
+    // Held open, part read.
+    let held = fs::File::open(&dir).unwrap();
+    let mut by_held = Vec::new();
+    while by_held.len() < 50 {
+        let got = read_on_once(held.as_raw_fd(), 2000);
+        assert!(!got.is_empty(), "the held fd's listing ended early");
+        by_held.extend(got);
+    }
+
+    let mut highest = 0i64;
+    for round in 0..ROUNDS {
+        let churn: Vec<OsString> = (0..CHURN).map(|i| format!("c{round}_{i}").into()).collect();
+        for n in &churn {
+            fs::write(dir.join(n), b"").unwrap();
+        }
+        let f = fs::File::open(&dir).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let more = dirents(f.as_raw_fd(), 4096);
+            if more.is_empty() {
+                break;
+            }
+            got.extend(more);
+        }
+        drop(f);
+        highest = highest.max(got.iter().map(|(_, off)| *off).max().unwrap());
+        let names: Vec<OsString> = got.into_iter().map(|(n, _)| n).collect();
+        let want: Vec<OsString> = stable.iter().chain(&churn).cloned().collect();
+        let wrong = not_once(&want, &names);
+        assert!(
+            wrong.is_empty(),
+            "round {round}: listed other than once: {wrong:?}"
+        );
+        assert_eq!(names.len(), want.len() + 2, "round {round}");
+        for n in &churn {
+            fs::remove_file(dir.join(n)).unwrap();
+        }
+    }
+    // The daemon reports the numbers it held each time it went past the
+    // budget: without one, a number for each of the 16,000 names listed.
+    let log = fs::read_to_string(w.tmp.path().join("m.log")).unwrap();
+    let reported: Vec<usize> = log
+        .lines()
+        .filter(|l| l.contains("numberings dropped or begun again"))
+        .map(|l| {
+            let at = l.find("held=").expect("held= in the line") + 5;
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().unwrap()
+        })
+        .collect();
+    eprintln!("highest offset handed out: {highest}; numbers held past the budget: {reported:?}");
+    assert!(
+        !reported.is_empty(),
+        "the daemon never went past its budget of {BUDGET} numbers, though \
+         {} names were listed under an fd held open (highest offset {highest})",
+        ROUNDS * CHURN
+    );
+    assert!(
+        reported.iter().all(|&n| n <= BUDGET + 1),
+        "the daemon held more numbers than its budget of {BUDGET}: {reported:?}"
+    );
+    assert!(highest < 1 << 24, "offset {highest} past 2^24");
+
+    // The held fd reads on. Its offset was dropped with the numbering, so it
+    // is counted in the directory as it is now (the names it held then are
+    // back, but it changed meanwhile): no stable name may be lost.
+    by_held.extend(read_on(held.as_raw_fd(), 2000));
+    let lost: Vec<_> = not_once(&stable, &by_held)
+        .into_iter()
+        .filter(|(_, k)| *k == 0)
+        .collect();
+    assert!(lost.is_empty(), "the held fd never listed these: {lost:?}");
+    assert!(
+        by_held.len() <= STABLE + 2,
+        "the held fd listed {} names for {STABLE}",
+        by_held.len()
+    );
+}
