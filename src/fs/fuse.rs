@@ -486,7 +486,8 @@ impl Filesystem for UnifsFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.overlay.opendir(ino.0, flags.0) {
             // The kernel may cache listings: the mount is the only writer,
-            // and its own changes invalidate them.
+            // and its own changes invalidate them. The cached offsets reach
+            // other handles: the daemon numbers them per directory.
             Ok(fh) => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
