@@ -461,6 +461,16 @@ const UNSYNCED_BREAKS_MAX: usize = 10_000;
 /// [`Overlay::moved`]'s errno; no operation of ours returns it otherwise.
 const MOVED: i32 = libc::ERESTART;
 
+/// `default`, or the lower bound a test sets in the environment variable
+/// `var` (a positive number).
+fn test_bound(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -593,18 +603,13 @@ impl Overlay {
             marks: Mutex::new(HashMap::new()),
             numberings: Mutex::new(Numberings::default()),
             // A lower bound for tests (tests/it/fs/review_s22_readdir.rs).
-            closed_numbered_dirs: std::env::var("UNIFS_TEST_CLOSED_NUMBERED_DIRS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or(CLOSED_NUMBERED_DIRS),
+            closed_numbered_dirs: test_bound(
+                "UNIFS_TEST_CLOSED_NUMBERED_DIRS",
+                CLOSED_NUMBERED_DIRS,
+            ),
             numbered: Arc::new(AtomicUsize::new(0)),
             // Lowered for tests too (tests/it/fs/review_s22_readdir.rs).
-            numbered_max: std::env::var("UNIFS_TEST_NUMBERED_MAX")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or(NUMBERED_MAX),
+            numbered_max: test_bound("UNIFS_TEST_NUMBERED_MAX", NUMBERED_MAX),
             next_fh: AtomicU64::new(1),
             break_lock: Mutex::new(()),
             names: std::sync::RwLock::new(()),
@@ -615,11 +620,7 @@ impl Overlay {
             no_atime: read_only || no_atime,
             unsynced_breaks: Mutex::new(HashSet::new()),
             // A lower bound for tests (tests/it/fs/power.rs).
-            unsynced_breaks_max: std::env::var("UNIFS_TEST_UNSYNCED_BREAKS_MAX")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or(UNSYNCED_BREAKS_MAX),
+            unsynced_breaks_max: test_bound("UNIFS_TEST_UNSYNCED_BREAKS_MAX", UNSYNCED_BREAKS_MAX),
             openers: Mutex::new(HashMap::new()),
             releases: Mutex::new(0),
             released: std::sync::Condvar::new(),
