@@ -4,7 +4,7 @@
 //! hash of every private one), as JSON lines. docs/backup.md has the format.
 
 use super::restore::MAX_PATH;
-use crate::store::{id::STORE_XATTR_PREFIX, ObjectId, Store};
+use crate::store::{id::STORE_XATTR_PREFIX, ObjectId, Store, MARKER_XATTR};
 use crate::sys::{self, Timestamp};
 use crate::unify::scan::MAX_DEPTH;
 use rayon::prelude::*;
@@ -534,9 +534,17 @@ impl Walk<'_> {
         let mut hash = false;
         if ft.is_file() {
             entry.size = Some(m.size());
-            // Its presence is what the mount goes by (`fs::cow::has_marker`).
-            let marked = m.nlink() > 1 && crate::fs::cow::has_marker(node.file.as_fd())?;
-            let object = if marked { self.object_of(&node)? } else { None };
+            // Its presence is what the mount goes by (`fs::cow::has_marker`),
+            // whatever its value.
+            let marker = match m.nlink() > 1 {
+                true => sys::xattr::get_fd(node.file.as_fd(), OsStr::new(MARKER_XATTR))?,
+                false => None,
+            };
+            let marked = marker.is_some();
+            let object = match marker.as_deref().and_then(crate::store::parse_marker) {
+                Some(id) => self.object_of(id, &node)?,
+                None => None,
+            };
             // Only an object the catalog records: unify commits its row
             // once the object can no longer be taken back out of the store
             // (a writer turning up during its lease undoes it), and a killed
@@ -611,12 +619,9 @@ impl Walk<'_> {
     }
 
     /// The object (and copy) a linked file is, when it is one: its marker
-    /// names an object whose store file is this inode (or, without a
+    /// names `id`, an object whose store file is this inode (or, without a
     /// store, the marker alone).
-    fn object_of(&self, node: &Node) -> io::Result<Option<(ObjectId, u32)>> {
-        let Some(id) = crate::store::read_marker(node.file.as_fd())? else {
-            return Ok(None);
-        };
+    fn object_of(&self, id: ObjectId, node: &Node) -> io::Result<Option<(ObjectId, u32)>> {
         match self.store {
             Some(s) => Ok(s
                 .find_copy(&id, node.meta.dev(), node.meta.ino())

@@ -276,6 +276,17 @@ struct Numberings {
     closed_len: usize,
 }
 
+impl Numberings {
+    /// Drops the numbering of `key`, taken off [`Numberings::closed`]: the
+    /// node whose cached listing the kernel is to drop with it.
+    fn drop_closed(&mut self, key: &(u64, u64)) -> Option<u64> {
+        let old = self.all.remove(key)?;
+        let old = lock(&old);
+        self.closed_len -= old.len;
+        Some(old.node)
+    }
+}
+
 const CLOSED_NUMBERED_DIRS: usize = 1 << 14;
 const CLOSED_NUMBERED_MAX: usize = 1 << 20;
 
@@ -2413,11 +2424,7 @@ impl Overlay {
                 let Some((_, key)) = all.closed.pop_first() else {
                     break;
                 };
-                if let Some(old) = all.all.remove(&key) {
-                    let old = lock(&old);
-                    all.closed_len -= old.len;
-                    dropped.push(old.node);
-                }
+                dropped.extend(all.drop_closed(&key));
             }
             if over() {
                 let mut open: Vec<(usize, SharedNumbering)> =
@@ -2569,11 +2576,7 @@ impl Overlay {
                 let Some((_, key)) = all.closed.pop_first() else {
                     break;
                 };
-                if let Some(old) = all.all.remove(&key) {
-                    let old = lock(&old);
-                    all.closed_len -= old.len;
-                    dropped.push(old.node);
-                }
+                dropped.extend(all.drop_closed(&key));
             }
         }
         for node in dropped {

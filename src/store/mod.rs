@@ -789,7 +789,8 @@ pub fn marker_value(id: &ObjectId) -> [u8; 32] {
     id.0
 }
 
-fn parse_marker(v: &[u8]) -> Option<ObjectId> {
+/// The object a marker's value names; None for a malformed one.
+pub fn parse_marker(v: &[u8]) -> Option<ObjectId> {
     match v.len() {
         32 => Some(ObjectId(v.try_into().ok()?)),
         64 => std::str::from_utf8(v).ok()?.parse().ok(),
