@@ -462,7 +462,7 @@ fn guest_files_gives_every_path_as_its_bytes() {
         file(g, "plain", &bytes(1, 5000), 0o644);
         fs::write(g.join(latin1), bytes(2, 5000)).unwrap();
     }
-    unify_json(&store, &[&guests[0], &guests[1]]);
+    let s = unify_settled(&store, &[&guests[0], &guests[1]]);
     let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
     let rows: Vec<(Vec<u8>, String)> = conn
         .prepare(
@@ -479,6 +479,7 @@ fn guest_files_gives_every_path_as_its_bytes() {
         [
             (b"caf\xe9".to_vec(), "blob".to_string()),
             (b"plain".to_vec(), "blob".to_string())
-        ]
+        ],
+        "{s}"
     );
 }
