@@ -116,10 +116,12 @@ fn path_hash(rel: &[u8]) -> u64 {
     foldhash::quality::FixedState::default().hash_one(rel)
 }
 
-/// Whether a listing read after `st` (the directory's stat) can be kept.
-/// Kernels before 6.13 stamp ctime from a coarse clock, so a change in the
-/// same tick as that stat would leave the same ctime: there, a directory
-/// changed within the last 20 ms (more than a tick at any HZ) is not kept.
+/// Whether what was read after `st` (a directory's listing, a file's
+/// hash) can be kept for the next run, which trusts it while `st` is the
+/// same. Kernels before 6.13 stamp ctime from a coarse clock, so a change
+/// in the same tick as that stat would leave the same ctime: there, a file
+/// or directory changed within the last 20 ms (more than a tick at any HZ)
+/// is not kept.
 /// From 6.13, ext4, xfs, btrfs and tmpfs give a change after a stat a ctime
 /// of its own (multigrain timestamps).
 /// `before` is [`clock`] read before that stat: read after it, a delay in
@@ -135,12 +137,22 @@ pub fn keepable(st: &Stat, before: Option<i128>) -> bool {
 /// ctime is fine-grained and it is not needed. Read it before the stat.
 pub fn clock() -> Option<i128> {
     static COARSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*COARSE.get_or_init(|| kernel_before(6, 13)) {
+    // UNIFS_TEST_COARSE_CTIME=MS lets tests take the coarse path on any
+    // kernel, with a window MS longer (a test cannot count on starting a
+    // run within 20 ms of its last change).
+    static TEST_WIDER: std::sync::OnceLock<Option<i128>> = std::sync::OnceLock::new();
+    let wider = *TEST_WIDER.get_or_init(|| {
+        let ms = std::env::var("UNIFS_TEST_COARSE_CTIME").ok()?;
+        Some(ms.parse::<i128>().ok()? * 1_000_000)
+    });
+    if wider.is_none() && !*COARSE.get_or_init(|| kernel_before(6, 13)) {
         return None;
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     // A clock before 1970: nothing is keepable.
-    Some(now.map_or(i128::MIN + 20_000_000, |d| d.as_nanos() as i128))
+    Some(now.map_or(i128::MIN + 20_000_000, |d| {
+        d.as_nanos() as i128 - wider.unwrap_or(0)
+    }))
 }
 
 /// Whether the running kernel is older than `major.minor` (unknown: yes).

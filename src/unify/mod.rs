@@ -642,6 +642,9 @@ fn run(
             );
         }
     }
+    // Before any file is stat'ed: on a coarse ctime clock, a file changed
+    // since (or just before) may change again with the same stat.
+    let racy_from = listings::clock();
     let mut killed_dirs = dirjournal::KilledDirs::new();
     if let Some(store) = writing {
         // A killed run's directory mtimes, before anything reads them.
@@ -865,7 +868,7 @@ fn run(
         return Ok(summary);
     };
 
-    let mut writer = record::Writer::new(catalog, run_id)?;
+    let mut writer = record::Writer::new(catalog, run_id, racy_from)?;
     let mut applier = apply::Applier::new(store, &guests, &scan.candidates);
     applier.link_max = opts.link_max;
     applier.paranoid = opts.paranoid;

@@ -3,6 +3,7 @@
 
 use super::apply::CatalogOp;
 use super::hash::cache_row;
+use super::listings::keepable;
 use super::scan::FileRec;
 use super::{Guest, Result};
 use crate::catalog::Catalog;
@@ -21,17 +22,23 @@ pub struct Writer<'a> {
     /// Guests whose links this run changed (their digest is cleared in the
     /// transaction of the first change, and set again at the end).
     pub touched: HashSet<i64>,
+    /// [`super::listings::clock`] before the run's first stat: on a coarse ctime
+    /// clock a file changed within a tick of it may have changed again
+    /// after it was hashed with the same stat, so its hash is not kept
+    /// (the next run reads it again).
+    racy_from: Option<i128>,
 }
 
 impl<'a> Writer<'a> {
     /// Opens the run's first transaction.
-    pub fn new(catalog: &'a Catalog, run: i64) -> Result<Writer<'a>> {
+    pub fn new(catalog: &'a Catalog, run: i64, racy_from: Option<i128>) -> Result<Writer<'a>> {
         catalog.begin()?;
         Ok(Writer {
             catalog,
             run,
             pending: 0,
             touched: HashSet::new(),
+            racy_from,
         })
     }
 
@@ -64,8 +71,8 @@ impl<'a> Writer<'a> {
                     .set_guest_link(guest, &rec.rel, &id, self.run)?
             }
             CatalogOp::Hash(h) => {
-                if let Some(content) = h.content {
-                    let st = &candidates[h.file].stat;
+                let st = &candidates[h.file].stat;
+                if let Some(content) = h.content.filter(|_| keepable(st, self.racy_from)) {
                     self.catalog
                         .put_hash(st.dev, st.ino, &cache_row(st, h.id, content))?
                 }
