@@ -23,7 +23,7 @@ use crate::catalog::ObjectRow;
 use crate::store::object::Ingested;
 use crate::store::{self, ContentHash, ObjectId, ObjectMeta, Store};
 use crate::sys::{self, Stat};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -195,11 +195,14 @@ impl<'a> Applier<'a> {
 
     /// Links the files of `group`. `fds` holds files opened for hashing:
     /// each one the group uses is taken instead of opening it again.
+    /// `writers`: files someone had open for writing when they were hashed
+    /// (see `Hashed::writers`), whose hash their stat cannot vouch for.
     pub fn apply_group(
         &self,
         group: &Group,
         content: &Hashed,
         fds: &mut HashMap<usize, OwnedFd>,
+        writers: &HashSet<usize>,
     ) -> Result<GroupWork> {
         let mut work = GroupWork::default();
         let mut own = OwnChanges::default();
@@ -217,9 +220,14 @@ impl<'a> Applier<'a> {
         }
         for &file in &group.files {
             let opened = fds.remove(&file);
+            // Written through a mapping since, it could be another content
+            // with the same stat: copied into the store (and hashed again),
+            // never made the object or replaced by a link.
+            let lease = !writers.contains(&file);
             let outcome = match target.as_mut() {
-                Some(t) => self.replace(file, opened, t, &mut own, &mut work),
-                None => match self.ingest(file, opened, group, content, &mut own, &mut work) {
+                Some(t) => self.replace(file, opened, t, lease, &mut own, &mut work),
+                None => match self.ingest(file, opened, group, content, lease, &mut own, &mut work)
+                {
                     Ok(t) => {
                         target = Some(t);
                         Ok(())
@@ -299,17 +307,20 @@ impl<'a> Applier<'a> {
 
     /// Makes the first file of a group the object (or copies it into the
     /// store when someone holds it open for writing).
+    #[allow(clippy::too_many_arguments)]
     fn ingest(
         &self,
         file: usize,
         opened: Option<OwnedFd>,
         group: &Group,
         content: &Hashed,
+        lease: bool,
         own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<Target, Skip> {
         let (parent, name) = self.open_parent(file).map_err(gone_or_fail)?;
-        let (fd, st, leased) = self.open_leased(file, opened, parent.as_fd(), &name, own, &[])?;
+        let (fd, st, leased) =
+            self.open_leased(file, opened, parent.as_fd(), &name, own, &[], lease)?;
         let rec = &self.candidates[file];
         let content = match content.content {
             Some(c) => c,
@@ -417,18 +428,20 @@ impl<'a> Applier<'a> {
                 if let Some(why) = flagged(&target) {
                     return Err(Skip::Failed(why));
                 }
-                self.replace(file, None, &mut target, own, work)?;
+                self.replace(file, None, &mut target, lease, own, work)?;
                 Ok(target)
             }
         }
     }
 
-    /// Replaces one file by a link to `target`.
+    /// Replaces one file by a link to `target` (not without `lease`: see
+    /// [`Applier::apply_group`]).
     fn replace(
         &self,
         file: usize,
         opened: Option<OwnedFd>,
         target: &mut Target,
+        lease: bool,
         own: &mut OwnChanges,
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
@@ -442,7 +455,7 @@ impl<'a> Applier<'a> {
         }
         let inodes = &target.inodes;
         let (fd, st, leased) =
-            match self.open_leased(file, opened, parent.as_fd(), &name, own, inodes) {
+            match self.open_leased(file, opened, parent.as_fd(), &name, own, inodes, lease) {
                 Err(Skip::IsObject) => {
                     work.ops.push(CatalogOp::GuestLink {
                         file,
@@ -676,7 +689,8 @@ impl<'a> Applier<'a> {
 
     /// Opens the file read-only beneath its parent (no symlink followed),
     /// or takes `opened` (the fd hashing read it through), takes a read
-    /// lease if nobody has it open for writing (the `bool`), then checks it
+    /// lease if nobody has it open for writing and `lease` (the `bool`: the
+    /// lease is held), then checks it
     /// is the scanned inode, unchanged (but for this group's own changes),
     /// with no other link than it had. One stat, after the lease: a write
     /// before it shows in mtime/ctime. `Skip::IsObject` when it is one of
@@ -690,6 +704,7 @@ impl<'a> Applier<'a> {
         name: &OsStr,
         own: &OwnChanges,
         object: &[(u64, u64)],
+        lease: bool,
     ) -> std::result::Result<(OwnedFd, Stat, bool), Skip> {
         let rec = &self.candidates[file];
         let kept = opened.is_some();
@@ -711,12 +726,13 @@ impl<'a> Applier<'a> {
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Skip::Changed),
             Err(e) => return Err(fail(e)),
         };
-        let leased = match sys::take_read_lease(fd.as_fd()) {
-            Ok(()) => true,
-            Err(e) if lease_busy(&e) => false,
+        let leased = match lease.then(|| sys::take_read_lease(fd.as_fd())) {
+            None => false,
+            Some(Ok(())) => true,
+            Some(Err(e)) if lease_busy(&e) => false,
             // Not a regular file any more (leases need one).
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(Skip::Changed),
-            Err(e) => return Err(fail(e)),
+            Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => return Err(Skip::Changed),
+            Some(Err(e)) => return Err(fail(e)),
         };
         let st = if kept {
             // The name must still be that inode: the guest may have moved
@@ -1082,7 +1098,7 @@ mod tests {
             .iter()
             .partition(|g| candidates[g.files[0]].rel == Path::new("d/a"));
         let work = applier
-            .apply_group(ga[0], first(ga[0]), &mut HashMap::new())
+            .apply_group(ga[0], first(ga[0]), &mut HashMap::new(), &HashSet::new())
             .unwrap();
         assert_eq!(work.totals.files_linked, 1, "{:?}", work.problems);
 
@@ -1092,7 +1108,7 @@ mod tests {
         std::fs::create_dir(g1.join("d")).unwrap();
 
         let work = applier
-            .apply_group(gf[0], first(gf[0]), &mut HashMap::new())
+            .apply_group(gf[0], first(gf[0]), &mut HashMap::new(), &HashSet::new())
             .unwrap();
         let (problems, _) = applier.dir_times.restore(&guests);
         assert!(problems.is_empty(), "{problems:?}");
@@ -1155,7 +1171,7 @@ mod tests {
         }
         let applier = Applier::new(&store, &guests, &candidates);
         let work = applier
-            .apply_group(&groups[0], &hashed[0], &mut fds)
+            .apply_group(&groups[0], &hashed[0], &mut fds, &HashSet::new())
             .unwrap();
         assert_eq!(work.totals.files_linked, 0, "{:?}", work.problems);
 

@@ -11,7 +11,7 @@ use crate::store::{ContentHash, ObjectId, ObjectMeta};
 use crate::sys::{self, Stat, Timestamp};
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 /// What two files must share before their contents are worth comparing.
@@ -82,6 +82,10 @@ pub struct Hashed {
     pub read: bool,
     /// True when the hash cache gave it.
     pub from_cache: bool,
+    /// Someone had it open for writing when it was read. Writes through a
+    /// shared mapping whose pages are already dirty change neither mtime
+    /// nor ctime, so its stat cannot vouch for this hash: it is not kept.
+    pub writers: bool,
 }
 
 /// Hashes candidate `i`, or takes its ids from the cache where that is valid.
@@ -106,6 +110,7 @@ pub fn hash_cached(
                 content: Some(row.content_hash),
                 read: false,
                 from_cache: true,
+                writers: false,
             };
             return Ok(Read::Hashed(hashed, None));
         }
@@ -120,13 +125,14 @@ pub fn hash_cached(
         }
     };
     Ok(match read {
-        HashOne::Done(id, content, fd) => {
+        HashOne::Done(id, content, fd, writers) => {
             let hashed = Hashed {
                 file: i,
                 id,
                 content,
                 read: true,
                 from_cache: false,
+                writers,
             };
             Read::Hashed(hashed, Some(fd))
         }
@@ -171,7 +177,8 @@ pub fn cache_row(st: &Stat, id: ObjectId, content: ContentHash) -> CacheRow {
 
 /// What [`hash_one`] made of a file.
 enum HashOne {
-    Done(ObjectId, Option<ContentHash>, OwnedFd),
+    /// Its ids, the fd read, and whether it had writers (see `Hashed`).
+    Done(ObjectId, Option<ContentHash>, OwnedFd, bool),
     Flagged,
     Sparse,
 }
@@ -195,10 +202,21 @@ fn hash_one(
     if sys::has_hole(fd.as_fd(), st.size)? {
         return Ok(HashOne::Sparse);
     }
+    // Before the read: a writer that comes later changes ctime with its
+    // first write (or mapped page), which the next run sees.
+    let writers = has_writers(fd.as_fd());
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
     let (id, content) = hash_maybe(&meta, &file, content)?;
-    Ok(HashOne::Done(id, content, file.into()))
+    Ok(HashOne::Done(id, content, file.into(), writers))
+}
+
+/// Whether anyone has the file open for writing (or mapped shared and
+/// writable): a read lease cannot be had then. The lease is let go at once,
+/// so a writer opening it meanwhile waits only for that. Not known (no
+/// lease to be had here): taken as yes, which costs only a re-read.
+fn has_writers(fd: BorrowedFd) -> bool {
+    sys::take_read_lease(fd).is_err() || sys::release_lease(fd).is_err()
 }
 
 /// Both digests of the file open at `fd` (`st` its stat), read from its

@@ -158,10 +158,10 @@ fn take(
         }
     }
     // (A file whose content hash could not be had gets no cache row: it
-    // changed, and is read again next time.)
+    // changed, and is read again next time. Nor does one with writers.)
     for h in hashed
         .iter()
-        .filter(|h| h.read && h.content.is_some() && !consumed.contains(&h.file))
+        .filter(|h| h.read && !h.writers && h.content.is_some() && !consumed.contains(&h.file))
     {
         record(CatalogOp::Hash(*h))?;
     }
@@ -256,9 +256,14 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             }
         }
         share_contents(&mut done.hashed, &mut known);
+        let writers: HashSet<usize> = (done.hashed.iter())
+            .filter(|h| h.writers)
+            .map(|h| h.file)
+            .collect();
         for g in &groups {
             let first = &done.hashed[at[&g.files[0]]];
-            done.works.push(applier.apply_group(g, first, &mut fds));
+            done.works
+                .push(applier.apply_group(g, first, &mut fds, &writers));
         }
         // The files left as they were need their content hash for their
         // cache rows.

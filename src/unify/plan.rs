@@ -109,6 +109,7 @@ mod tests {
             content: Some(ObjectId([id; 32])),
             read: true,
             from_cache: false,
+            writers: false,
         }
     }
 

@@ -8,6 +8,7 @@
 
 use super::exclude::{Excludes, Mask};
 use super::listings::{self, DirKey, Listing, Listings};
+use super::split::is_split_temp;
 use super::{Guest, Problem};
 use crate::backup::restore::MAX_PATH;
 use crate::catalog::{links_digest, Map, ObjectInode, ObjectRow};
@@ -439,21 +440,28 @@ impl Walker<'_> {
                         subdirs.push((name.to_os_string(), child, mask));
                     } else if st.is_file() {
                         self.file(scan, fd, name, child, st, mask);
-                    } else if self.ctx.look_in_excluded {
+                    } else if self.ctx.look_in_excluded || is_split_temp(name) {
                         self.node(scan, child, st);
                     }
                 }
-                // Stat'ed only in a run that looks for clones' links.
-                _ if self.ctx.look_in_excluded => match sys::stat_entry(fd, name) {
-                    Ok((st, false)) if st.is_dir() => {
-                        subdirs.push((name.to_os_string(), child, mask))
+                // Stat'ed only in a run that looks for clones' links, or
+                // for a killed split's leftover.
+                _ if self.ctx.look_in_excluded || is_split_temp(name) => {
+                    match sys::stat_entry(fd, name) {
+                        Ok((st, false)) if st.is_dir() => {
+                            subdirs.push((name.to_os_string(), child, mask))
+                        }
+                        Ok((st, false)) if st.is_file() => {
+                            self.file(scan, fd, name, child, st, mask)
+                        }
+                        Ok((st, false)) => self.node(scan, child, st),
+                        Ok((_, true)) => {}
+                        Err(e) if kept && e.raw_os_error() == Some(libc::ENOENT) => {
+                            all_there = false
+                        }
+                        Err(e) => self.problem(scan, &child, e),
                     }
-                    Ok((st, false)) if st.is_file() => self.file(scan, fd, name, child, st, mask),
-                    Ok((st, false)) => self.node(scan, child, st),
-                    Ok((_, true)) => {}
-                    Err(e) if kept && e.raw_os_error() == Some(libc::ENOENT) => all_there = false,
-                    Err(e) => self.problem(scan, &child, e),
-                },
+                }
                 _ => {}
             }
         })?;
@@ -657,8 +665,16 @@ impl Walker<'_> {
     }
 
     /// A symlink, FIFO, socket or device node: kept if it has other links,
-    /// which a clone may share (`clones.rs`). Nothing else looks at them.
+    /// which a clone may share (`clones.rs`). Nothing else looks at them,
+    /// but for a node split's temp name a killed run left (`stale.rs`).
     fn node(&self, scan: &mut Scan, rel: PathBuf, stat: Stat) {
+        if rel.file_name().is_some_and(is_split_temp) {
+            return scan.stale_tmp.push(FileRec {
+                guest: self.index,
+                rel,
+                stat,
+            });
+        }
         if stat.nlink > 1 && !stat.is_dir() && !stat.is_file() {
             scan.nodes.push(FileRec {
                 guest: self.index,

@@ -15,14 +15,15 @@ use crate::store::{
 use crate::sys;
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 /// Removes temp names whose content the store holds: a link to an object (run
 /// killed before the swap) or the swapped-out original of a file that now
 /// links its object (killed before the unlink); or a clone split's temp name
 /// that still links the inode other guests share (killed before the
-/// unlink). Only in a directory the run of the name's pid noted before
+/// unlink), or any symlink, FIFO, socket or device node at a node split's
+/// temp name (a copy, or the node other guests share). Only in a directory the run of the name's pid noted before
 /// changing it (`killed`; any directory for a run whose record a power cut
 /// took): a guest's own
 /// file of that name is not ours to remove. Anything else is left and
@@ -72,7 +73,7 @@ pub fn clean(
         };
         // Until removed, it stays known as a leftover (its directory may
         // hold others that go, so the key is kept for any that stays).
-        let stays = match held_by_store(a, rec, existing, ignore_mtime) {
+        let stays = match held_by_store(a, dir.as_fd(), rec, existing, ignore_mtime) {
             Ok(true) => {
                 let noted = a
                     .dir_times
@@ -118,12 +119,24 @@ fn pid_of(name: &std::ffi::OsStr) -> Option<u32> {
     std::str::from_utf8(pid).ok()?.parse().ok()
 }
 
+/// Whether the leftover `rec` (in `dir`) is a name whose content is held
+/// elsewhere: see [`clean`].
 fn held_by_store(
     a: &Applier,
+    dir: BorrowedFd,
     rec: &FileRec,
     existing: &HashSet<ObjectId>,
     ignore_mtime: bool,
 ) -> std::io::Result<bool> {
+    let name = rec.rel.file_name().unwrap_or_default();
+    // Not opened: a FIFO's open waits, a device's may act.
+    let now = sys::stat_at(dir, name)?;
+    if !now.is_file() {
+        // A killed node split's temp name holds either the copy it made
+        // (not swapped in yet) or the node other guests share (swapped
+        // out): the guest's name holds a complete node either way.
+        return Ok(is_split_temp(name) && !now.is_dir());
+    }
     let guest = &a.guests[rec.guest as usize];
     let fd = guest.open_for_reading(&rec.rel)?;
     let st = sys::fstat(fd.as_fd())?;
@@ -134,7 +147,6 @@ fn held_by_store(
     // other guests link at its temp name: the guest's own name holds the
     // complete copy, and the inode lives on in the others. Kept, the name
     // would let a write through this guest's mount reach them (invariant 1).
-    let name = rec.rel.file_name().unwrap_or_default();
     if is_split_temp(name) && st.nlink > 1 {
         return Ok(true);
     }

@@ -304,3 +304,45 @@ fn a_split_killed_before_removing_its_temp_name_is_finished_by_the_next_run() {
     assert_invisible(&before, &snapshot(&b), "after the next run");
     assert_verify_clean(&store);
 }
+
+/// The same for a symlink (and any node) a `cp -al` clone shares: the
+/// killed split left a `.unifs-tmp-PID-N` symlink in the clone, which no
+/// later run looked at (unify reads no symlink), so the guest kept a name
+/// it never made, for good.
+#[test]
+fn review_s23_a_node_split_killed_before_removing_its_temp_name_is_finished_by_the_next_run() {
+    let test = "review_s23_a_node_split_killed_before_removing_its_temp_name";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    file(&a, "usr/bin/busybox", &bytes(4, 6000), 0o755);
+    std::os::unix::fs::symlink("busybox", a.join("usr/bin/sh")).unwrap();
+    let cp = Command::new("cp").arg("-al").arg(&a).arg(&b).status();
+    assert!(cp.unwrap().success());
+    let before = snapshot(&b);
+    let out = unify_injected(&store, &[&a, &b], "unlinkat:signal=SIGKILL:when=1");
+    assert!(!out.status.success(), "killed: {out:?}");
+    let left = temp_names(dir.path());
+    assert_eq!(
+        left.len(),
+        1,
+        "the kill left the split's temp name: {left:?}"
+    );
+    assert!(std::fs::symlink_metadata(&left[0]).unwrap().is_symlink());
+
+    let second = unify_json(&store, &[&a, &b]);
+    assert_eq!(problems(&second), Vec::<String>::new());
+    assert_eq!(second["stale_tmp_removed"], 1, "{second}");
+    assert_eq!(temp_names(dir.path()), Vec::<PathBuf>::new());
+    let sh = |g: &Path| std::fs::symlink_metadata(g.join("usr/bin/sh")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(sh(&a).ino(), sh(&b).ino());
+    assert_eq!(
+        std::fs::read_link(b.join("usr/bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    assert_invisible(&before, &snapshot(&b), "after the next run");
+}

@@ -67,3 +67,83 @@ fn review_s23_on_a_coarse_clock_files_changed_just_before_a_run_are_hashed_again
     let last = unify_json(&store, &[&a, &b]);
     assert_eq!(last["bytes_hashed"], 0, "{last}");
 }
+
+/// Writes through a shared writable mapping whose pages are already dirty
+/// change neither mtime nor ctime. A program kept a guest file mapped: unify
+/// hashed it (content A, the same as another guest's), the program then
+/// wrote B through the mapping and exited, and the next run took A's id
+/// from the hash cache (same stat) and replaced the file by a link to A's
+/// object: the program's writes were lost. A file someone has open for
+/// writing when it is hashed now gets no cache row, and is never linked in
+/// that run.
+#[test]
+fn review_s23_writes_through_a_mapping_are_not_lost_to_the_hash_cache() {
+    if !require_root("review_s23_writes_through_a_mapping_are_not_lost_to_the_hash_cache") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (g1, g2) = (dir.path().join("g1"), dir.path().join("g2"));
+    for g in [&g1, &g2] {
+        file(g, "opt/data", &[b'A'; 8192], 0o644);
+    }
+    let (ready, go, done) = (
+        dir.path().join("ready"),
+        dir.path().join("go"),
+        dir.path().join("done"),
+    );
+    let script = r#"
+import mmap, os, sys, time
+path, ready, go, done = sys.argv[1:5]
+fd = os.open(path, os.O_RDWR)
+m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[0:1] = b'A'                      # the write fault that stamps mtime and ctime
+os.utime(path, ns=(10**18, 10**18))
+open(ready, 'w').close()
+end = time.time() + 60
+while not os.path.exists(go) and time.time() < end:
+    time.sleep(0.01)
+m[0:8192] = b'B' * 8192            # no fault, no new mtime or ctime
+m.close()
+os.close(fd)
+open(done, 'w').close()
+"#;
+    let mut program = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(g1.join("opt/data"))
+        .args([&ready, &go, &done])
+        .spawn()
+        .unwrap();
+    let wait_for = |p: &Path| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !p.exists() {
+            assert!(
+                std::time::Instant::now() < end,
+                "{} never came",
+                p.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for(&ready);
+    set_mtime(&g2.join("opt/data"), 1_000_000_000);
+    let first = unify_json(&store, &[&g1, &g2]);
+    std::fs::write(&go, b"").unwrap();
+    wait_for(&done);
+    assert!(program.wait().unwrap().success());
+    let written = vec![b'B'; 8192];
+    assert_eq!(
+        std::fs::read(g1.join("opt/data")).unwrap(),
+        written,
+        "{first}"
+    );
+    let second = unify_json(&store, &[&g1, &g2]);
+    assert_eq!(
+        std::fs::read(g1.join("opt/data")).unwrap(),
+        written,
+        "the next run put the old content back: {first}\n{second}"
+    );
+    assert_eq!(std::fs::read(g2.join("opt/data")).unwrap(), [b'A'; 8192]);
+    assert_verify_clean(&store);
+}
