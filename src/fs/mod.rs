@@ -511,6 +511,13 @@ pub fn holding_mount_point(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// The filesystem type (as /proc/self/mountinfo names it: "ext4",
+/// "ext3", "xfs"…) of the mount that holds `path`.
+pub fn holding_fstype(path: &Path) -> Option<String> {
+    let path = std::fs::canonicalize(path).ok()?;
+    holding_mount(&path).map(|(m, _)| m.fstype)
+}
+
 /// One line of /proc/self/mountinfo, the fields used here unescaped.
 struct MountLine {
     dev: String,

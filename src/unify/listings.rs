@@ -8,10 +8,10 @@
 //!
 //! A listing is kept with the stat taken *before* it was read, so entries
 //! that changed while it was read come with a newer ctime than the kept
-//! one, and are read again next time. Where ctime has a coarse clock
-//! (kernels before 6.13, or filesystems without multigrain timestamps), a
-//! change in the same tick as that stat keeps the ctime: the same window
-//! the hash cache has, and `--paranoid` reads every directory.
+//! one, and are read again next time. Where ctime is coarse (see
+//! [`note_filesystem`]), a change in the same tick as that stat keeps the
+//! ctime: such a listing is not kept ([`keepable`]), as the hash cache
+//! does for files.
 //!
 //! The file ends in the blake3 hash of what comes before it: a torn or
 //! foreign file is ignored whole, and a listing whose directory no longer
@@ -118,18 +118,37 @@ fn path_hash(rel: &[u8]) -> u64 {
 
 /// Whether what was read after `st` (a directory's listing, a file's
 /// hash) can be kept for the next run, which trusts it while `st` is the
-/// same. Kernels before 6.13 stamp ctime from a coarse clock, so a change
-/// in the same tick as that stat would leave the same ctime: there, a file
-/// or directory changed within the last 20 ms (more than a tick at any HZ)
-/// is not kept.
-/// From 6.13, ext4, xfs, btrfs and tmpfs give a change after a stat a ctime
-/// of its own (multigrain timestamps).
+/// same. Where ctime is coarse (see [`note_filesystem`]), a change in the
+/// same tick as that stat would leave the same ctime: there, a file or
+/// directory changed within [`COARSE_WINDOW_NS`] of it is not kept.
 /// `before` is [`clock`] read before that stat: read after it, a delay in
 /// between would widen the window.
 pub fn keepable(st: &Stat, before: Option<i128>) -> bool {
     match before {
         None => true,
-        Some(before) => st.ctime.as_nanos() < before - 20_000_000,
+        Some(before) => st.ctime.as_nanos() < before - COARSE_WINDOW_NS,
+    }
+}
+
+/// More than one tick of a coarse ctime: a jiffy (at most 10 ms), or the
+/// whole second of ext4 with 128-byte inodes (no room for nanoseconds).
+pub const COARSE_WINDOW_NS: i128 = 2_000_000_000;
+
+/// Set when a guest of the run is on a filesystem whose ctime is coarse.
+static FS_COARSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes the filesystem of a guest root (`root`, its stat `st`) before
+/// the run's first [`clock`]. From kernel 6.13, ext4, xfs, btrfs and tmpfs
+/// give a change after a stat a ctime of its own (multigrain timestamps);
+/// other filesystems (ext2 and ext3, even through the ext4 driver) stamp
+/// ctime from the coarse clock, and a filesystem that keeps whole seconds
+/// (ext4 with 128-byte inodes: every ctime has 0 ns) cannot tell two
+/// changes in one second apart, multigrain or not.
+pub fn note_filesystem(root: &std::path::Path, st: &Stat) {
+    let fstype = crate::fs::holding_fstype(root);
+    let multigrain = matches!(fstype.as_deref(), Some("ext4" | "xfs" | "btrfs" | "tmpfs"));
+    if !multigrain || st.ctime.nsec == 0 {
+        FS_COARSE.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -138,19 +157,23 @@ pub fn keepable(st: &Stat, before: Option<i128>) -> bool {
 pub fn clock() -> Option<i128> {
     static COARSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // UNIFS_TEST_COARSE_CTIME=MS lets tests take the coarse path on any
-    // kernel, with a window MS longer (a test cannot count on starting a
-    // run within 20 ms of its last change).
+    // kernel and filesystem, with a window MS longer (a test cannot count
+    // on starting a run within the window of its last change).
     static TEST_WIDER: std::sync::OnceLock<Option<i128>> = std::sync::OnceLock::new();
     let wider = *TEST_WIDER.get_or_init(|| {
         let ms = std::env::var("UNIFS_TEST_COARSE_CTIME").ok()?;
         Some(ms.parse::<i128>().ok()? * 1_000_000)
     });
-    if wider.is_none() && !*COARSE.get_or_init(|| kernel_before(6, 13)) {
+    let coarse = || {
+        FS_COARSE.load(std::sync::atomic::Ordering::Relaxed)
+            || *COARSE.get_or_init(|| kernel_before(6, 13))
+    };
+    if wider.is_none() && !coarse() {
         return None;
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     // A clock before 1970: nothing is keepable.
-    Some(now.map_or(i128::MIN + 20_000_000, |d| {
+    Some(now.map_or(i128::MIN + COARSE_WINDOW_NS, |d| {
         d.as_nanos() as i128 - wider.unwrap_or(0)
     }))
 }
@@ -434,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn on_a_coarse_clock_only_directories_older_than_20_ms_are_kept() {
+    fn on_a_coarse_clock_only_directories_older_than_the_window_are_kept() {
         let at = |ns: i128| Stat {
             dev: 1,
             ino: 2,
@@ -450,8 +473,11 @@ mod tests {
             },
         };
         let before = 1_000_000_000_000i128;
-        assert!(keepable(&at(before - 25_000_000), Some(before)));
-        assert!(!keepable(&at(before - 15_000_000), Some(before)));
+        assert!(keepable(&at(before - COARSE_WINDOW_NS - 1), Some(before)));
+        assert!(!keepable(
+            &at(before - COARSE_WINDOW_NS + 5_000_000),
+            Some(before)
+        ));
         assert!(!keepable(&at(before), Some(before)));
         assert!(keepable(&at(before), None), "fine-grained ctime");
     }

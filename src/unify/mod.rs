@@ -644,6 +644,11 @@ fn run(
     }
     // Before any file is stat'ed: on a coarse ctime clock, a file changed
     // since (or just before) may change again with the same stat.
+    for g in &guests {
+        if let Ok(st) = sys::fstat(g.fd.as_fd()) {
+            listings::note_filesystem(&g.root, &st);
+        }
+    }
     let racy_from = listings::clock();
     let mut killed_dirs = dirjournal::KilledDirs::new();
     if let Some(store) = writing {

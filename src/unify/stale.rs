@@ -22,8 +22,8 @@ use std::path::Path;
 /// killed before the swap) or the swapped-out original of a file that now
 /// links its object (killed before the unlink); or a clone split's temp name
 /// that still links the inode other guests share (killed before the
-/// unlink), or any symlink, FIFO, socket or device node at a node split's
-/// temp name (a copy, or the node other guests share). Only in a directory the run of the name's pid noted before
+/// unlink), or such a symlink, FIFO, socket or device node at a node
+/// split's temp name. Only in a directory the run of the name's pid noted before
 /// changing it (`killed`; any directory for a run whose record a power cut
 /// took): a guest's own
 /// file of that name is not ours to remove. Anything else is left and
@@ -132,10 +132,12 @@ fn held_by_store(
     // Not opened: a FIFO's open waits, a device's may act.
     let now = sys::stat_at(dir, name)?;
     if !now.is_file() {
-        // A killed node split's temp name holds either the copy it made
-        // (not swapped in yet) or the node other guests share (swapped
-        // out): the guest's name holds a complete node either way.
-        return Ok(is_split_temp(name) && !now.is_dir());
+        // A killed node split's temp name holding the node other guests
+        // share (swapped out; the guest's name holds its copy) is removed,
+        // as for files below. One link only: the copy it made (not swapped
+        // in), or a guest's new node (a guest that replaced the path while
+        // unify swapped), or a guest's own node of that name: reported.
+        return Ok(is_split_temp(name) && !now.is_dir() && now.nlink > 1);
     }
     let guest = &a.guests[rec.guest as usize];
     let fd = guest.open_for_reading(&rec.rel)?;

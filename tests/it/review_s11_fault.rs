@@ -323,6 +323,10 @@ fn review_s23_a_node_split_killed_before_removing_its_temp_name_is_finished_by_t
     let cp = Command::new("cp").arg("-al").arg(&a).arg(&b).status();
     assert!(cp.unwrap().success());
     let before = snapshot(&b);
+    let bin_mtime = std::fs::metadata(b.join("usr/bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let out = unify_injected(&store, &[&a, &b], "unlinkat:signal=SIGKILL:when=1");
     assert!(!out.status.success(), "killed: {out:?}");
     let left = temp_names(dir.path());
@@ -332,11 +336,26 @@ fn review_s23_a_node_split_killed_before_removing_its_temp_name_is_finished_by_t
         "the kill left the split's temp name: {left:?}"
     );
     assert!(std::fs::symlink_metadata(&left[0]).unwrap().is_symlink());
+    // A guest's own node named like it (one link: not the shared node) in
+    // that directory is the guest's: reported, never removed.
+    let name = left[0].file_name().unwrap().to_str().unwrap();
+    let (prefix, seq) = name.rsplit_once('-').unwrap();
+    let own = left[0].with_file_name(format!("{prefix}-{}", seq.parse::<u64>().unwrap() + 7));
+    std::os::unix::fs::symlink("mine", &own).unwrap();
 
     let second = unify_json(&store, &[&a, &b]);
-    assert_eq!(problems(&second), Vec::<String>::new());
+    assert_eq!(problems(&second).len(), 1, "{second}");
+    assert!(
+        problems(&second)[0].contains(&*own.to_string_lossy()),
+        "{second}"
+    );
     assert_eq!(second["stale_tmp_removed"], 1, "{second}");
-    assert_eq!(temp_names(dir.path()), Vec::<PathBuf>::new());
+    assert_eq!(temp_names(dir.path()), vec![own.clone()]);
+    assert_eq!(std::fs::read_link(&own).unwrap(), Path::new("mine"));
+    // Gone again, with the mtime it had (the guest's change keeps its own).
+    std::fs::remove_file(&own).unwrap();
+    let bin_dir = std::fs::File::open(b.join("usr/bin")).unwrap();
+    bin_dir.set_modified(bin_mtime).unwrap();
     let sh = |g: &Path| std::fs::symlink_metadata(g.join("usr/bin/sh")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_ne!(sh(&a).ino(), sh(&b).ino());

@@ -10,13 +10,13 @@ use std::process::Command;
 /// A filesystem in an image file, loop-mounted for a test; unmounted (and
 /// its loop device, which `mount -o loop` made autoclear, freed) even when
 /// the test fails.
-struct Loopfs {
+pub(crate) struct Loopfs {
     dir: tempfile::TempDir,
 }
 
 impl Loopfs {
     /// `mkfs.KIND ARGS` on a sparse image of `size` bytes, mounted.
-    fn new(kind: &str, size: u64, mkfs_args: &[&str]) -> Loopfs {
+    pub(crate) fn new(kind: &str, size: u64, mkfs_args: &[&str]) -> Loopfs {
         Loopfs {
             dir: crate::common::mounted_image(kind, size, mkfs_args),
         }
@@ -26,7 +26,7 @@ impl Loopfs {
         Loopfs::new("xfs", 320 << 20, &["-q"])
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join("fs").join(rel)
     }
 }
