@@ -1284,9 +1284,6 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         });
     }
     let running = st.as_ref().is_some_and(State::init_alive);
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let live = st.as_ref().filter(|_| running);
     let cgroup = live.map(|s| &s.cgroup).or(unrecorded.as_ref());
     let root_serving = live
@@ -1317,7 +1314,7 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         processes: cgroup.and_then(|c| c.pids_current().or(Some(c.pids().len() as u64))),
-        uptime_secs: live.map(|s| now.saturating_sub(s.started)),
+        uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
         last_exit: (!running && unrecorded.is_none())
             .then(|| run.read_exit())

@@ -17,15 +17,17 @@ pub struct State {
     pub name: String,
     /// The init's PID on the host.
     pub pid: i32,
-    /// Its start time (clock ticks after boot), so a reused PID is not taken
-    /// for the guest.
+    /// Its start time (clock ticks after boot, as the root time namespace
+    /// counts them: [`start_time`]), so a reused PID is not taken for the
+    /// guest.
     pub start_time: u64,
     pub root_mount: RootMount,
     pub backing: PathBuf,
     pub cgroup: Cgroup,
     /// What init was started with; `exec` applies the same privileges.
     pub spec: GuestSpec,
-    /// Seconds since the epoch.
+    /// Seconds since the epoch (informative: uptime comes from
+    /// `start_time`, which steps of the wall clock do not move).
     pub started: u64,
     /// The index of a veth guest's host interface, which stop removes only
     /// while it is that one.
@@ -265,24 +267,96 @@ pub fn stat_fields(text: &str) -> Option<Vec<&str>> {
     Some(text.get(text.rfind(')')? + 2..)?.split(' ').collect())
 }
 
-/// State letter and start time of a process, from /proc/PID/stat.
+/// State letter and start time of a process, from /proc/PID/stat, the
+/// start time as the root time namespace counts it ([`to_root_ticks`]).
 fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // state (3), …, starttime (22).
     let fields = stat_fields(&text)?;
     let state = fields.first()?.chars().next()?;
     let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    Some((state, to_root_ticks(start)))
 }
 
+/// The start time of `pid` in clock ticks after boot, in the root time
+/// namespace's count whatever time namespace this process is in: what
+/// records hold and are compared with.
 pub fn start_time(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(_, t)| t)
 }
 
 /// True while the process `pid` that started at `start_time` runs (a zombie
-/// has ended).
+/// has ended). Start times agree to a tick: seen from a time namespace
+/// whose boot-time offset is no whole number of ticks, /proc's rounding
+/// leaves one tick unknown.
 pub fn alive(pid: i32, start_time: u64) -> bool {
-    matches!(proc_stat(pid), Some((state, t)) if t == start_time && state != 'Z' && state != 'X')
+    matches!(proc_stat(pid), Some((state, t))
+        if t.abs_diff(start_time) <= 1 && state != 'Z' && state != 'X')
+}
+
+const NANOS: i128 = 1_000_000_000;
+
+/// Clock ticks per second (USER_HZ), the unit of /proc's start times.
+fn ticks_per_sec() -> i128 {
+    // SAFETY: sysconf takes and returns plain integers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as i128
+    } else {
+        100
+    }
+}
+
+/// The boot-time offset of this process's time namespace in nanoseconds (0
+/// in the root one, or without time namespaces): /proc shows start times,
+/// and CLOCK_BOOTTIME reads, shifted by it. (timens_offsets shows the
+/// namespace of our children, which is ours: exec enters it, and unifs
+/// unshares none.) Read once: exec's setns may change what /proc/self is.
+fn boottime_offset_ns() -> i128 {
+    static OFFSET: std::sync::OnceLock<i128> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/self/timens_offsets").unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                match f[..] {
+                    ["boottime", s, ns] => {
+                        Some(s.parse::<i128>().ok()? * NANOS + ns.parse::<i128>().ok()?)
+                    }
+                    _ => None,
+                }
+            })
+            .unwrap_or(0)
+    })
+}
+
+/// A start time /proc showed this process into the root time namespace's
+/// count: exact for an offset of whole ticks, else it or a tick less.
+fn to_root_ticks(shown: u64) -> u64 {
+    let offset = boottime_offset_ns();
+    if offset == 0 {
+        return shown;
+    }
+    let tick = NANOS / ticks_per_sec();
+    let root = (i128::from(shown) * tick - offset).div_euclid(tick);
+    u64::try_from(root.max(0)).unwrap_or(u64::MAX)
+}
+
+/// Whole seconds since a process that started at `start_time` (as
+/// [`start_time`] gives it) started: boot-relative, as `ps` counts it, so a
+/// step of the wall clock (NTP correcting a wrong RTC) changes nothing.
+pub fn running_secs(start_time: u64) -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return 0;
+    }
+    let now = i128::from(now.tv_sec) * NANOS + i128::from(now.tv_nsec) - boottime_offset_ns();
+    let started = i128::from(start_time) * (NANOS / ticks_per_sec());
+    u64::try_from((now - started).max(0) / NANOS).unwrap_or(0)
 }
 
 /// Whether a guest's overlay root still serves its files.
@@ -419,7 +493,7 @@ mod tests {
         let me = std::process::id() as i32;
         let t = start_time(me).unwrap();
         assert!(alive(me, t));
-        assert!(!alive(me, t + 1));
+        assert!(!alive(me, t + 2));
         assert!(!alive(i32::MAX, t));
     }
 
