@@ -571,7 +571,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     if not_kept.len() > 50 {
         eprintln!(
-            "unifs: warning: … and {} more times not kept",
+            "unifs: warning: … and {} more times not kept (`--json` lists them all)",
             not_kept.len() - 50
         );
     }
@@ -580,7 +580,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
             "unifs: warning: the filesystem of {} did not keep {} time(s) of the manifest as \
              they are: the guest is restored with the times it kept instead. Restore onto a \
              filesystem that holds them (btrfs and tmpfs hold any) to keep them",
-            a.target.display(),
+            path(&a.target),
             count(not_kept.len() as u64)
         );
     }
