@@ -2,7 +2,8 @@
 //! copy of its private files. Nothing is written until everything the
 //! manifest needs is known to be there; the tree is built in a staging
 //! directory beside the target and renamed into place only when every file
-//! verified against the manifest.
+//! verified against the manifest. A time the target filesystem cannot hold
+//! (it stores another one, without an error) is reported, not fatal.
 
 use super::flags;
 use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
@@ -115,6 +116,66 @@ pub struct Report {
     /// than linked through a new copy (the first such reason), if one was.
     pub extra_copy_failed: Option<String>,
     pub skipped_sockets: u64,
+    /// Times the target filesystem stored otherwise than the manifest has
+    /// them; the tree is in place with the times it got.
+    pub times_not_kept: Vec<TimeNotKept>,
+}
+
+/// A time the target filesystem did not keep as the manifest gives it: out
+/// of its range (ext4 holds 1901 to 2446, to 2038 with 128-byte inodes) or
+/// finer than its granularity. Times as a manifest writes them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimeNotKept {
+    /// Relative to the guest root.
+    pub path: String,
+    /// `mtime` or `atime`.
+    pub which: &'static str,
+    pub wanted: String,
+    pub got: String,
+}
+
+impl std::fmt::Display for TimeNotKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (wanted, got) = (parse_time(&self.wanted), parse_time(&self.got));
+        let why = match (wanted, got) {
+            (Some(w), Some(g)) if w.sec == g.sec => "finer than the target filesystem keeps",
+            _ => {
+                "outside the time range of the target filesystem, which stored the nearest it holds"
+            }
+        };
+        let date = |t: Option<Timestamp>| t.map(utc_date).unwrap_or_default();
+        write!(
+            f,
+            "{}: {} {} ({}) wanted, {} ({}) kept: {why}",
+            self.path,
+            self.which,
+            self.wanted,
+            date(wanted),
+            self.got,
+            date(got)
+        )
+    }
+}
+
+/// `t` as `YYYY-MM-DD hh:mm:ss UTC` (proleptic Gregorian; seconds only).
+fn utc_date(t: Timestamp) -> String {
+    let (days, secs) = (t.sec.div_euclid(86_400), t.sec.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days: eras of 400 years from 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// How a restore runs, beyond what it restores.
@@ -192,7 +253,8 @@ pub fn restore_with(
             }
             "file" => restore_file(e, &mut links, private, &dest, link_objects, &mut report),
             "symlink" => match e.target_path() {
-                Some(t) => std::os::unix::fs::symlink(t, &dest).and_then(|_| apply_meta(e, &dest)),
+                Some(t) => std::os::unix::fs::symlink(t, &dest)
+                    .and_then(|_| apply_meta(e, &dest, &mut report.times_not_kept)),
                 None => Err(io::Error::other("symlink without a target")),
             },
             "char" | "block" | "fifo" => {
@@ -207,7 +269,7 @@ pub fn restore_with(
                     e.rdev_major.unwrap_or(0),
                     e.rdev_minor.unwrap_or(0),
                 )
-                .and_then(|_| apply_meta(e, &dest))
+                .and_then(|_| apply_meta(e, &dest, &mut report.times_not_kept))
             }
             _ => {
                 // A socket belongs to a running process; nothing to restore.
@@ -223,7 +285,7 @@ pub fn restore_with(
     // did not change their times and read-only modes did not get in the way.
     for e in entries.iter().rev().filter(|e| e.kind == "dir") {
         let dest = staging.join(e.rel_path());
-        if let Err(err) = apply_meta(e, &dest) {
+        if let Err(err) = apply_meta(e, &dest, &mut report.times_not_kept) {
             bad.push(format!("{}: {err}", e.rel_path().display()));
         }
     }
@@ -706,7 +768,7 @@ fn restore_file(
             report.objects_linked += 1;
             return Ok(());
         }
-        copy_with_meta(e, &src, dest)?;
+        copy_with_meta(e, &src, dest, &mut report.times_not_kept)?;
         report.objects_copied += 1;
         report.bytes_copied += e.size.unwrap_or(0);
         report.object_bytes_copied += e.size.unwrap_or(0);
@@ -714,7 +776,7 @@ fn restore_file(
     }
     let src = private.join(e.rel_path());
     check_content(e, &src)?;
-    copy_with_meta(e, &src, dest)?;
+    copy_with_meta(e, &src, dest, &mut report.times_not_kept)?;
     report.private_copied += 1;
     report.bytes_copied += e.size.unwrap_or(0);
     report.private_bytes_copied += e.size.unwrap_or(0);
@@ -915,7 +977,12 @@ fn wanted_xattrs(e: &Entry) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn copy_with_meta(e: &Entry, src: &Path, dest: &Path) -> io::Result<()> {
+fn copy_with_meta(
+    e: &Entry,
+    src: &Path,
+    dest: &Path,
+    not_kept: &mut Vec<TimeNotKept>,
+) -> io::Result<()> {
     let from = File::open(src)?;
     let to = fs::OpenOptions::new()
         .write(true)
@@ -929,7 +996,7 @@ fn copy_with_meta(e: &Entry, src: &Path, dest: &Path) -> io::Result<()> {
     to.sync_all()?;
     drop(to);
     check_content(e, dest)?;
-    apply_meta(e, dest)
+    apply_meta(e, dest, not_kept)
 }
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -994,8 +1061,9 @@ fn check_xattrs(path: &Path, want: &BTreeMap<String, String>) -> io::Result<()> 
 }
 
 /// Owner, mode, xattrs, then times (chown clears set-id bits and file
-/// capabilities, so it goes first).
-fn apply_meta(e: &Entry, path: &Path) -> io::Result<()> {
+/// capabilities, so it goes first). A time the filesystem stored otherwise
+/// goes into `not_kept`.
+fn apply_meta(e: &Entry, path: &Path, not_kept: &mut Vec<TimeNotKept>) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
     if e.kind != "symlink" {
         fs::set_permissions(path, fs::Permissions::from_mode(e.mode))?;
@@ -1012,5 +1080,46 @@ fn apply_meta(e: &Entry, path: &Path) -> io::Result<()> {
     }
     let mtime = parse_time(&e.mtime).ok_or_else(|| io::Error::other("bad mtime"))?;
     let atime = parse_time(&e.atime).unwrap_or(mtime);
-    sys::lutimens(path, atime, mtime)
+    sys::lutimens(path, atime, mtime)?;
+    // A filesystem clamps a time out of its range (or rounds one finer than
+    // it keeps) without an error: read them back. Nothing reads the path
+    // between the two calls, so atime is still the one set.
+    let m = fs::symlink_metadata(path)?;
+    let got = |sec: i64, nsec: i64| Timestamp {
+        sec,
+        nsec: nsec as u32,
+    };
+    let times = [
+        ("mtime", mtime, got(m.mtime(), m.mtime_nsec())),
+        ("atime", atime, got(m.atime(), m.atime_nsec())),
+    ];
+    for (which, wanted, got) in times {
+        if wanted != got {
+            not_kept.push(TimeNotKept {
+                path: e.rel_path().display().to_string(),
+                which,
+                wanted: manifest::time_string(wanted),
+                got: manifest::time_string(got),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_of_times_on_both_sides_of_1970() {
+        let d = |sec| utc_date(Timestamp { sec, nsec: 0 });
+        assert_eq!(d(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(d(-1), "1969-12-31 23:59:59 UTC");
+        assert_eq!(d(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(d(32_503_680_000), "3000-01-01 00:00:00 UTC");
+        assert_eq!(d(-11_676_096_000), "1600-01-01 00:00:00 UTC");
+        // ext4's limits.
+        assert_eq!(d(i32::MIN as i64), "1901-12-13 20:45:52 UTC");
+        assert_eq!(d(15_032_385_535), "2446-05-10 22:38:55 UTC");
+    }
 }

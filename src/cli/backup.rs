@@ -63,6 +63,13 @@ pub struct ManifestArgs {
 /// manifest; nothing is written if anything is missing, and the tree is
 /// only moved to TARGET when everything verified.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "EXIT STATUS: 0 restored, as the manifest says; 1 failed (see the error: nothing \
+written, or the partial tree left in TARGET.unifs-restore); 23 restored, but the target's \
+filesystem did not keep some times as the manifest has them (out of its range, such as a year \
+3000 mtime on ext4, or finer than it keeps): each is named in a warning on stderr, path, the \
+time wanted and the time kept."
+)]
 pub struct RestoreArgs {
     /// The guest's manifest (JSON lines, from `unifs manifest`).
     #[arg(long, value_name = "FILE")]
@@ -558,16 +565,42 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
              the guest links them)"
         );
     }
+    let not_kept = &report.times_not_kept;
+    for t in not_kept.iter().take(50) {
+        eprintln!("unifs: warning: {}", super::output::clean(&t.to_string()));
+    }
+    if not_kept.len() > 50 {
+        eprintln!(
+            "unifs: warning: … and {} more times not kept (`--json` lists them all)",
+            not_kept.len() - 50
+        );
+    }
+    if !not_kept.is_empty() {
+        eprintln!(
+            "unifs: warning: the filesystem of {} did not keep {} time(s) of the manifest as \
+             they are: the guest is restored with the times it kept instead. Restore onto a \
+             filesystem that holds them (btrfs and tmpfs hold any) to keep them",
+            path(&a.target),
+            count(not_kept.len() as u64)
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let verified = match not_kept.len() {
+            0 => "every file verified".to_string(),
+            n => format!(
+                "every file verified, but {} time(s) of the manifest not kept (see the warnings)",
+                count(n as u64)
+            ),
+        };
         let extra = match report.extra_copies {
             0 => String::new(),
             n => format!(" ({} new object copies for the link limit)", count(n)),
         };
         println!(
             "restored guest {} into {}: {} entries; {} files linked from the store{extra}, {} \
-             copied from it ({}), {} private files copied ({}), {} hardlinks; every file verified",
+             copied from it ({}), {} private files copied ({}), {} hardlinks; {verified}",
             header.guest,
             a.target.display(),
             count(report.entries),
@@ -578,6 +611,9 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
             bytes(report.private_bytes_copied),
             count(report.hardlinks)
         );
+    }
+    if !not_kept.is_empty() {
+        return Ok(ExitCode::from(super::unify::EXIT_PROBLEMS));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -179,7 +179,12 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     catalog.check_integrity(true)?;
     check_catalog_is_this_stores(&store, &catalog)?;
     let ignore_mtime = catalog.ignore_mtime()?;
-    let mut report = store.verify(ignore_mtime)?;
+    // Where ids leave mtime out, only the catalog knows what it was.
+    let made = match ignore_mtime {
+        true => catalog.object_mtimes()?,
+        false => Default::default(),
+    };
+    let mut report = store.verify(ignore_mtime, |id| made.get(id).copied())?;
     // What changed in an object that no longer hashes to its id, from what
     // the catalog recorded when it was made (a file read once more: few).
     for p in &mut report.problems {
@@ -587,9 +592,22 @@ fn repair_missing(store: &Store, catalog: &Catalog, dry_run: bool) -> anyhow::Re
     for (f, inode) in gone {
         let path = store.object_path(&f.id, f.copy);
         let links = catalog.links_to(&f.id)?;
+        let made_mtime = match ignore_mtime {
+            true => catalog.object(&f.id)?.map(|r| r.mtime),
+            false => None,
+        };
         let restored = links.iter().any(|(root, rel)| {
+            let guest_path = (root.as_path(), rel.as_path());
             store
-                .relink_missing(&f.id, f.copy, inode, (root, rel), ignore_mtime, dry_run)
+                .relink_missing(
+                    &f.id,
+                    f.copy,
+                    inode,
+                    guest_path,
+                    ignore_mtime,
+                    made_mtime,
+                    dry_run,
+                )
                 .unwrap_or(false)
         });
         if restored {

@@ -101,11 +101,17 @@ impl Store {
 
     /// Rehashes every object with its current metadata and reports each
     /// whose id no longer matches its name, or whose marker is wrong.
-    pub fn verify(&self, ignore_mtime: bool) -> Result<VerifyReport> {
+    /// `made_mtime`: where ids leave mtime out, the mtime the catalog
+    /// recorded for an object; one whose file has another is reported too.
+    pub fn verify(
+        &self,
+        ignore_mtime: bool,
+        made_mtime: impl Fn(&ObjectId) -> Option<sys::Timestamp> + Sync,
+    ) -> Result<VerifyReport> {
         let (files, mut problems) = self.list_objects()?;
         let results: Vec<Option<(u64, Option<Problem>)>> = files
             .par_iter()
-            .map(|f| match verify_one(f, ignore_mtime) {
+            .map(|f| match verify_one(f, ignore_mtime, &made_mtime) {
                 Ok((bytes, None)) => Some((bytes, None)),
                 Ok((bytes, Some((what, changed)))) => Some((
                     bytes,
@@ -219,6 +225,10 @@ impl Store {
     /// did (with `dry_run`: whether it would). The path is opened beneath
     /// the guest root, never through a symlink, and the inode linked is the
     /// one checked (by its fd), whatever the guest does meanwhile.
+    /// `made_mtime`: where ids leave mtime out, the mtime the catalog
+    /// recorded; an inode with another is not given the name back (removing
+    /// such an object is how `store verify` says to keep a changed mtime).
+    #[allow(clippy::too_many_arguments)]
     pub fn relink_missing(
         &self,
         id: &ObjectId,
@@ -226,6 +236,7 @@ impl Store {
         inode: (u64, u64),
         (guest_root, rel): (&Path, &Path),
         ignore_mtime: bool,
+        made_mtime: Option<sys::Timestamp>,
         dry_run: bool,
     ) -> std::io::Result<bool> {
         let root = sys::open_dir(guest_root)?;
@@ -236,6 +247,9 @@ impl Store {
         )?;
         let st = sys::fstat(fd.as_fd())?;
         if !st.is_file() || (st.dev, st.ino) != inode || read_marker(fd.as_fd())? != Some(*id) {
+            return Ok(false);
+        }
+        if ignore_mtime && made_mtime.is_some_and(|t| t != st.mtime) {
             return Ok(false);
         }
         let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
@@ -316,6 +330,7 @@ pub struct Usage {
 fn verify_one(
     f: &ObjectFile,
     ignore_mtime: bool,
+    made_mtime: impl Fn(&ObjectId) -> Option<sys::Timestamp>,
 ) -> std::io::Result<(u64, Option<(String, bool)>)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -341,6 +356,11 @@ fn verify_one(
                 true,
             )),
         ));
+    }
+    // An id without mtime still matches after a `touch` around the store,
+    // yet every guest linking the inode shows the new mtime.
+    if ignore_mtime && made_mtime(&f.id).is_some_and(|t| t != st.mtime) {
+        return Ok((st.size, Some(("mtime changed".into(), true))));
     }
     // Flags (`chattr`) the id does not cover, yet every guest linking the
     // inode shows (and unify would pass on to every file it links to it).
@@ -458,7 +478,8 @@ pub fn describe_change(
     if now.gid != r.gid {
         changed.push(format!("group {} → {}", r.gid, now.gid));
     }
-    if !ignore_mtime && st.mtime != r.mtime {
+    // Also where ids leave it out: the catalog has the mtime it was made with.
+    if st.mtime != r.mtime {
         changed.push(format!(
             "mtime {} → {}",
             touch_time(r.mtime),
@@ -477,14 +498,25 @@ pub fn describe_change(
     } else if xattrs_changed {
         changed.push("xattrs".into());
     }
+    // Only the mtime, in a store whose ids leave it out: still its id.
+    let still_its_id = ignore_mtime
+        && made_id == *id
+        && now.perm == r.perm
+        && (now.uid, now.gid) == (r.uid, r.gid)
+        && !content_changed;
     let mut what = format!(
         "changed around the store since it was made (as the catalog recorded it): {}{}; every \
-         guest path linking it shows this, and unify links no more files to it. ",
+         guest path linking it shows this, and unify links {}. ",
         changed.join(", "),
         if content_changed || xattrs_changed {
             ""
         } else {
             " (content and xattrs as made)"
+        },
+        if still_its_id {
+            "more files to it all the same (this store's ids leave mtime out), which show it too"
+        } else {
+            "no more files to it"
         },
     );
     // chown clears set-id bits: chmod after it.
@@ -496,7 +528,7 @@ pub fn describe_change(
     if now.perm != r.perm || !undo.is_empty() {
         undo.push(format!("chmod {:04o} {p}", r.perm));
     }
-    if !ignore_mtime && st.mtime != r.mtime {
+    if st.mtime != r.mtime {
         undo.push(format!("touch -m -d {} {p}", touch_time(r.mtime)));
     }
     if content_changed {
