@@ -28,6 +28,7 @@ mod review_s22_backup;
 mod review_s22_clones;
 mod review_s22_ident;
 mod review_s22_sigpipe;
+mod review_s23_dirtimes;
 mod review_s23_time;
 mod review_s8_cli;
 mod review_s8b_unify;
