@@ -154,7 +154,7 @@ pub struct Applier<'a> {
     /// How many of a bucket's files may keep the fd hashing read them
     /// through, for linking to take over.
     pub(super) keep_fds: usize,
-    /// Mtimes of the directories linking changed, put back at the end.
+    /// Mtimes of the directories linking changed, put back after each change.
     pub(super) dir_times: super::dirtimes::DirTimes,
     /// Directories where a temp name of this run could not be removed: kept
     /// for the next run as a killed run's are, so that it removes them (a
@@ -495,7 +495,7 @@ impl<'a> Applier<'a> {
                 target.id
             )));
         }
-        // The swap changes the directory's mtime: put back at the end.
+        // The swap changes the directory's mtime: put back right after.
         let dir_rel = rec.rel.parent().unwrap_or(Path::new(""));
         let dir = parent.as_fd();
         let noted = self

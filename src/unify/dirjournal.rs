@@ -11,10 +11,11 @@
 //!
 //! The next run (under the store lock, so the writer of the file is gone)
 //! puts a directory's mtime back if it is still the one our last change
-//! left, or, with a change under way when the run died, any later one (that
+//! left, or, with a change under way when the run died, any other (that
 //! change's own mtime was never recorded; a guest that changed the same
 //! directory after the kill loses its mtime, a window of one directory per
-//! linking thread). It never follows a symlink (the directory is opened
+//! linking thread). A directory someone else changed while the run worked
+//! in it has its record forgotten ([`Slot::forget`]). It never follows a symlink (the directory is opened
 //! beneath its guest's root) and only touches the very inode recorded.
 //!
 //! The file is this machine's byte order and not part of the store format;
@@ -76,13 +77,21 @@ impl Slot {
         self.map.word(self.at + BUSY).fetch_add(1, Ordering::SeqCst);
     }
 
-    /// After it: `ours` is the latest mtime our changes left.
+    /// After it: `ours` is the mtime it left the directory with.
     pub fn end(&self, ours: Timestamp) {
         let ns = nanos(ours).unwrap_or(UNSET);
         self.map
             .word(self.at + OURS)
             .store(ns as u64, Ordering::SeqCst);
         self.map.word(self.at + BUSY).fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Someone else changed the directory: the next run must not put its
+    /// mtime back either (no change under way, none of ours to match).
+    pub fn forget(&self) {
+        self.map.word(self.at + BUSY).store(0, Ordering::SeqCst);
+        let unset = UNSET as u64;
+        self.map.word(self.at + OURS).store(unset, Ordering::SeqCst);
     }
 }
 
@@ -471,7 +480,7 @@ fn restore_one(root: BorrowedFd, r: &Record) -> io::Result<bool> {
         ns => i128::from(ns),
     };
     let now = st.mtime.as_nanos();
-    if now == ours || (r.busy > 0 && now >= ours) {
+    if now == ours || r.busy > 0 {
         sys::set_mtime(dir.as_fd(), r.before)?;
         return Ok(true);
     }

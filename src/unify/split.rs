@@ -132,7 +132,7 @@ fn split_guest(guest: &Guest, recs: &[FileRec], dir_times: &DirTimes) -> io::Res
     for rec in recs {
         let (dir, name) = open_parent(guest, &rec.rel)?;
         let dir_rel = rec.rel.parent().unwrap_or(Path::new(""));
-        // Unify's own change: the directory reads as before at the end
+        // Unify's own change: the directory reads as before afterwards
         // (invariant 3).
         let noted = dir_times.before_change(rec.guest, dir_rel, dir.as_fd(), None);
         let swapped = swap_in(dir.as_fd(), &name, copy.as_fd(), &aside);

@@ -588,10 +588,11 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
         file(g, "own", &bytes(5000 + i as u64, 100), 0o644);
         set_dir_mtimes(g, MTIME);
     }
-    // A killed run leaves the mtimes of the directories it was changing
-    // changed (the next one puts them back).
+    // A killed run leaves the mtime of a directory it was changing that
+    // very moment changed (each is put back right after the change), and
+    // the next run puts it back; rare at these moments, so not counted on
+    // (dirjournal.rs's unit tests make sure of that repair).
     let before: Vec<Snapshot> = guests.iter().map(|g| snapshot(g)).collect();
-    let mut kills_leaving_mtimes = 0;
     let not_tmp = |p: &Path| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".unifs-tmp-"))
@@ -617,9 +618,6 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
             killed_mid_run += 1;
         }
         let after_kills: Vec<Snapshot> = guests.iter().map(|g| snapshot_with(g, not_tmp)).collect();
-        if after_kills != before {
-            kills_leaving_mtimes += 1;
-        }
         for (after, b) in after_kills.iter().zip(&before) {
             assert_invisible(
                 &b.clone().without_dir_mtimes(),
@@ -637,10 +635,6 @@ fn killing_unify_anywhere_loses_nothing_and_the_next_run_finishes() {
     );
     let s = unify_json(&lab.store(), &[&guests[0], &guests[1], &guests[2]]);
     assert!(s["problems"].as_array().unwrap().is_empty(), "{s}");
-    assert!(
-        kills_leaving_mtimes > 0,
-        "no killed run left a directory mtime changed"
-    );
     for (g, b) in guests.iter().zip(&before) {
         // The final run put back the directory mtimes the killed ones left
         // changed, as well as those it changed itself.
