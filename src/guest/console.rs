@@ -183,9 +183,14 @@ fn proxy_between<W: Write + AsFd>(
                 }
             }
         }
+        // A command that ended as the terminal hung up (a shell reading
+        // end of input there exits 0) ended by the hang-up.
+        let status = |code: i32| if sys::hangup_caught() { 129 } else { code };
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return drain(master, out, code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return drain(master, out, 128 + sig as i32),
+            Ok(WaitStatus::Exited(_, code)) => return drain(master, out, status(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return drain(master, out, status(128 + sig as i32))
+            }
             _ => {}
         }
     }
@@ -202,8 +207,9 @@ const HANG_UP_WAIT: Duration = Duration::from_secs(2);
 /// this proxy, polling a dead terminal. `child` gets [`HANG_UP_WAIT`] to
 /// end (a shell ends at once); if it has not, it is killed: `exec`'s relay,
 /// leaving the command to the guest (as the second signal does), or `run`'s
-/// guest, which `run` ends anyway. Returns `child`'s status, or 129
-/// (SIGHUP's).
+/// guest, which `run` ends anyway. Returns 129 (SIGHUP's) either way: the
+/// status a command has then (a shell that read the end of input before
+/// its SIGHUP came exits 0) says only how the hang-up reached it.
 fn hang_up(master: PtyMaster, child: Pid) -> Result<i32> {
     drop(master);
     let mut deadline = Instant::now() + HANG_UP_WAIT;
@@ -215,11 +221,8 @@ fn hang_up(master: PtyMaster, child: Pid) -> Result<i32> {
             Ok(_) => None,
             Err(_) => Some(129),
         };
-        match ended {
-            // Our SIGKILL: the hang-up is what ended the session.
-            Some(_) if killed => return Ok(129),
-            Some(code) => return Ok(code),
-            None => {}
+        if ended.is_some() {
+            return Ok(129);
         }
         if Instant::now() >= deadline {
             if killed {

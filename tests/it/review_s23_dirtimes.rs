@@ -49,7 +49,7 @@ fn review_s23_a_guests_create_during_unify_keeps_the_directory_mtime() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let n = 1000;
+    let n = 100;
     guests(root, n);
     let store = root.join("store");
     init_store(&store);
@@ -62,9 +62,9 @@ fn review_s23_a_guests_create_during_unify_keeps_the_directory_mtime() {
         .current_dir(root)
         // Between two changes of unify's, not during one: one linking
         // thread, pausing after each change (unify.md: a change made during
-        // one of unify's is not seen).
+        // one of unify's is not seen), long enough for a loaded machine.
         .env("UNIFS_THREADS", "1")
-        .env("UNIFS_TEST_DIRTIMES_PAUSE_MS", "5")
+        .env("UNIFS_TEST_DIRTIMES_PAUSE_MS", "50")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -78,7 +78,12 @@ fn review_s23_a_guests_create_during_unify_keeps_the_directory_mtime() {
             })
             .count()
     };
-    let started = wait_until(Duration::from_secs(60), || linked() >= 5);
+    // In a pause: some files linked, and the old mtime put back.
+    let d = root.join("g2/d");
+    let old_ns = i128::from(OLD) * 1_000_000_000;
+    let started = wait_until(Duration::from_secs(60), || {
+        linked() >= 5 && mtime_ns(&d) == old_ns
+    });
     // Less a clock tick or two: file times come from a coarse clock.
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -96,7 +101,6 @@ fn review_s23_a_guests_create_during_unify_keeps_the_directory_mtime() {
     );
     assert!(unify.wait().unwrap().success());
     assert!(in_time, "the create did not land while unify linked in d");
-    let d = root.join("g2/d");
     assert!(
         mtime_ns(&d) >= created,
         "the directory's mtime went back over the guest's create: {} < {created}",

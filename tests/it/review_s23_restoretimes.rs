@@ -72,7 +72,7 @@ fn review_s23_restore_reports_times_the_target_filesystem_cannot_hold() {
     unifs::sys::lutimens(&private, normal, past).unwrap();
     unifs::sys::lutimens(&ok, normal, ts(1_600_000_000, 123)).unwrap();
     unifs::sys::lutimens(&g.join("var"), normal, future).unwrap();
-    let s = unify_settled(&store, &[&"--exclude", &"/etc/past", &g]);
+    let s = unify_json(&store, &[&"--exclude", &"/etc/past", &g]);
     assert_eq!(s["objects_added"], 1, "{s}");
     let o = unifs(&store, &[&"manifest", &g, &"-o", &m]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -156,7 +156,7 @@ fn review_s23_verify_reports_an_mtime_changed_around_an_ignore_mtime_store() {
     assert!(o.status.success(), "{}", stderr(&o));
     let f1 = file_at(&g1, "usr/f", b"same\n", 0o644, 1_000_000_000);
     let f2 = file_at(&g2, "usr/f", b"same\n", 0o644, 1_000_000_000);
-    let s = unify_settled(&store, &[&g1, &g2]);
+    let s = unify_json(&store, &[&g1, &g2]);
     assert_eq!(s["files_linked"], 1, "{s}");
     assert_eq!(ino(&f1), ino(&f2));
     assert_verify_clean(&store);
@@ -200,7 +200,7 @@ fn review_s23_verify_reports_an_mtime_changed_around_an_ignore_mtime_store() {
         Some(1),
         "{gc}"
     );
-    let s = unify_settled(&store, &[&g1, &g2]);
+    let s = unify_json(&store, &[&g1, &g2]);
     assert_eq!(s["problems"].as_array().unwrap().len(), 0, "{s}");
     assert_verify_clean(&store);
     assert_eq!(fs::metadata(&f2).unwrap().mtime(), 1_500_000_000);

@@ -275,30 +275,6 @@ pub fn unify_json(store: &Path, args: &[&dyn AsRef<OsStr>]) -> serde_json::Value
     unify_summary(&unifs(store, &all))
 }
 
-/// `unify_json`, run again (up to 5 times) while every problem it lists is
-/// a file "open for writing". Tests run in parallel threads of one process:
-/// a child another thread forks holds a copy of this thread's fds until it
-/// execs, so a file this test has just written can briefly look open for
-/// writing to unify, which then rightly leaves it alone. For tests about
-/// something else that need every file linked.
-pub fn unify_settled(store: &Path, args: &[&dyn AsRef<OsStr>]) -> serde_json::Value {
-    let mut s = unify_json(store, args);
-    for _ in 0..5 {
-        let problems = s["problems"].as_array().cloned().unwrap_or_default();
-        let in_use = |p: &serde_json::Value| {
-            p["what"]
-                .as_str()
-                .is_some_and(|w| w.starts_with("open for writing"))
-        };
-        if problems.is_empty() || !problems.iter().all(in_use) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        s = unify_json(store, args);
-    }
-    s
-}
-
 /// The summary of a `unify --json` that finished: exit status 0 with no
 /// problems listed, 23 with some.
 pub fn unify_summary(out: &Output) -> serde_json::Value {
