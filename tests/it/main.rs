@@ -30,7 +30,6 @@ mod review_s22_ident;
 mod review_s22_sigpipe;
 mod review_s23_dirtimes;
 mod review_s23_guesttime;
-mod review_s23_mountpriv;
 mod review_s23_restoretimes;
 mod review_s23_time;
 mod review_s8_cli;
