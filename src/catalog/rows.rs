@@ -291,30 +291,6 @@ impl Catalog {
         Ok(out)
     }
 
-    /// The mtime each object was made with (`store verify` of a store whose
-    /// ids leave mtime out: the only record of it).
-    pub fn object_mtimes(&self) -> Result<Map<ObjectId, Timestamp>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, mtime_sec, mtime_nsec FROM objects")
-            .map_err(|e| self.err(e))?;
-        let raw = stmt
-            .query_map([], |r| {
-                let t = Timestamp {
-                    sec: r.get(1)?,
-                    nsec: r.get(2)?,
-                };
-                Ok((Self::id_in(r, 0)?, t))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
-        let mut out = Map::with_capacity_and_hasher(raw.len(), Default::default());
-        for (id, t) in raw {
-            out.insert(self.checked_id("objects.id", id)?, t);
-        }
-        Ok(out)
-    }
-
     /// The row of object `id`, if the catalog has one.
     pub fn object(&self, id: &ObjectId) -> Result<Option<ObjectRow>> {
         let raw = self

@@ -181,10 +181,10 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let ignore_mtime = catalog.ignore_mtime()?;
     // Where ids leave mtime out, only the catalog knows what it was.
     let made = match ignore_mtime {
-        true => catalog.object_mtimes()?,
+        true => catalog.objects()?,
         false => Default::default(),
     };
-    let mut report = store.verify(ignore_mtime, |id| made.get(id).copied())?;
+    let mut report = store.verify(ignore_mtime, |id| made.get(id).map(|o| o.mtime))?;
     // What changed in an object that no longer hashes to its id, from what
     // the catalog recorded when it was made (a file read once more: few).
     for p in &mut report.problems {

@@ -644,9 +644,13 @@ fn run(
     }
     // Before any file is stat'ed: on a coarse ctime clock, a file changed
     // since (or just before) may change again with the same stat.
+    // Once per filesystem (each note reads the mount table).
+    let mut devs = HashSet::new();
     for g in &guests {
         if let Ok(st) = sys::fstat(g.fd.as_fd()) {
-            listings::note_filesystem(&g.root, &st);
+            if devs.insert(st.dev) {
+                listings::note_filesystem(&g.root, &st);
+            }
         }
     }
     let racy_from = listings::clock();
