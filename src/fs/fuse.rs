@@ -448,10 +448,11 @@ impl Filesystem for UnifsFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.overlay.flush(fh.0);
         reply.ok();
     }
 
@@ -465,6 +466,7 @@ impl Filesystem for UnifsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        release_test_pause();
         self.overlay.release(fh.0);
         reply.ok();
     }
@@ -776,5 +778,20 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
         reply.error(Errno::ERANGE);
     } else {
         reply.data(value);
+    }
+}
+
+/// Sleeps for `UNIFS_TEST_RELEASE_PAUSE_MS` (read once; unset: not at all)
+/// before a release is handled: the tests' way to have a close's release
+/// come late, as it may on a busy machine (the kernel sends it after the
+/// close has returned).
+fn release_test_pause() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        let ms = std::env::var("UNIFS_TEST_RELEASE_PAUSE_MS").ok()?;
+        ms.parse().ok().map(std::time::Duration::from_millis)
+    });
+    if let Some(pause) = pause {
+        std::thread::sleep(*pause);
     }
 }

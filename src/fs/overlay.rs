@@ -409,6 +409,10 @@ pub struct Overlay {
     /// The pid that opened each file handle, where FUSE gave one (see
     /// [`Self::held_after_releases`]).
     openers: Mutex<HashMap<u64, u32>>,
+    /// File handles an fd of was closed (a FLUSH came): the close of the
+    /// last one returns before the kernel sends its release, so a process
+    /// may close a file and change it before we know it is closed.
+    flushed: Mutex<HashSet<u64>>,
     /// Releases so far, and their signal, for waiting on one.
     releases: Mutex<u64>,
     released: std::sync::Condvar,
@@ -633,6 +637,7 @@ impl Overlay {
             // A lower bound for tests (tests/it/fs/power.rs).
             unsynced_breaks_max: test_bound("UNIFS_TEST_UNSYNCED_BREAKS_MAX", UNSYNCED_BREAKS_MAX),
             openers: Mutex::new(HashMap::new()),
+            flushed: Mutex::new(HashSet::new()),
             releases: Mutex::new(0),
             released: std::sync::Condvar::new(),
             release_waiter: std::sync::atomic::AtomicBool::new(false),
@@ -1257,16 +1262,20 @@ impl Overlay {
     }
 
     /// Whether the handles `fhs` hold something up, and which of them may
-    /// be released any moment (their openers have exited).
+    /// be released any moment (their openers have exited, or closed an fd
+    /// of them).
     fn hold(&self, fhs: Vec<u64>) -> Hold {
         if fhs.is_empty() {
             return Hold::Free;
         }
         let releasing: Vec<u64> = {
             let openers = lock(&self.openers);
+            let flushed = lock(&self.flushed);
             let opener = |fh| openers.get(fh).copied();
             fhs.iter()
-                .filter(|fh| opener(fh).is_some_and(|pid| !process_alive(pid)))
+                .filter(|fh| {
+                    flushed.contains(fh) || opener(fh).is_some_and(|pid| !process_alive(pid))
+                })
                 .copied()
                 .collect()
         };
@@ -1303,8 +1312,10 @@ impl Overlay {
             let now = std::time::Instant::now();
             if now >= deadline {
                 let mut openers = lock(&self.openers);
+                let mut flushed = lock(&self.flushed);
                 for fh in releasing {
                     openers.remove(&fh);
+                    flushed.remove(&fh);
                 }
                 return true;
             }
@@ -1636,9 +1647,19 @@ impl Overlay {
             .ok_or_else(|| errno(libc::EBADF))
     }
 
+    /// Notes that an fd of handle `fh` was closed: its release may follow.
+    /// (Another fd of it, a dup or a child's, may keep it open: it is then
+    /// waited for once in vain, see [`Self::held_after_releases`].)
+    pub fn flush(&self, fh: u64) {
+        if lock(&self.handles).contains_key(&fh) {
+            lock(&self.flushed).insert(fh);
+        }
+    }
+
     pub fn release(&self, fh: u64) {
         let h = lock(&self.handles).remove(&fh);
         lock(&self.openers).remove(&fh);
+        lock(&self.flushed).remove(&fh);
         if let Some(h) = h {
             let node = h.node;
             drop(h);

@@ -27,6 +27,7 @@ mod review_s21_fs;
 mod review_s21_readdir;
 mod review_s22_mountid;
 mod review_s22_readdir;
+mod review_s24_release;
 mod review_s7;
 mod review_s7_r2;
 mod review_s8_live;
