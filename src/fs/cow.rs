@@ -342,13 +342,7 @@ fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result
 /// directory: the tests' way to land a guest's change in the copy's time.
 fn test_pause() {
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    let pause = PAUSE.get_or_init(|| {
-        let ms = std::env::var("UNIFS_TEST_BREAK_PAUSE_MS").ok()?;
-        ms.parse().ok().map(std::time::Duration::from_millis)
-    });
-    if let Some(pause) = pause {
-        std::thread::sleep(*pause);
-    }
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_PAUSE_MS");
 }
 
 /// The mtime of the directory a break works in, put back afterwards. On a

@@ -787,11 +787,5 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
 /// close has returned).
 fn release_test_pause() {
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    let pause = PAUSE.get_or_init(|| {
-        let ms = std::env::var("UNIFS_TEST_RELEASE_PAUSE_MS").ok()?;
-        ms.parse().ok().map(std::time::Duration::from_millis)
-    });
-    if let Some(pause) = pause {
-        std::thread::sleep(*pause);
-    }
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_RELEASE_PAUSE_MS");
 }

@@ -10,6 +10,7 @@ use super::sys::{self, Forked, Linux, Syscall};
 use super::{console, net, rootfs, Error, GuestSpec, NetMode, Result};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -60,28 +61,33 @@ pub fn run(spec: &GuestSpec, overlay: Option<&super::overlay::OverlayRoot>) -> R
         },
         None => Stdio::Inherit,
     };
-    let spawned = spawn(spec, stdio, &spec.name)?;
-    sys::forward_signals_to(spawned.pid)
-        .map_err(|e| Error::sys("installing signal handlers", e))?;
     // A guest that a signal does not end (a PID 1 without a handler for
     // it, or one frozen in its freezer group) would keep `unifs run`
     // waiting: the second signal ends it outright.
-    let status = on_second_signal(
-        || {
-            spawned.cgroup.kill_all();
-            // Still there: waiting on the overlay daemon, which is stopped
-            // or hangs in a request they made (SIGKILL cannot end that).
-            if let Some(overlay) = overlay {
-                let deadline = std::time::Instant::now() + KILLED_GUEST_EXIT;
-                while !spawned.cgroup.pids().is_empty() {
-                    if std::time::Instant::now() >= deadline {
-                        overlay.kill_daemon();
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+    let end = |cgroup: &Cgroup| {
+        cgroup.kill_all();
+        // Still there: waiting on the overlay daemon, which is stopped
+        // or hangs in a request they made (SIGKILL cannot end that).
+        if let Some(overlay) = overlay {
+            let deadline = std::time::Instant::now() + KILLED_GUEST_EXIT;
+            while !cgroup.pids().is_empty() {
+                if std::time::Instant::now() >= deadline {
+                    overlay.kill_daemon();
+                    break;
                 }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-        },
+        }
+    };
+    // The guest's set-up asks the overlay too (its root's statfs, before
+    // the exec): the second signal ends a guest stuck there as well.
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
+    let spawned = spawn(spec, stdio, &spec.name, Some(&end))?;
+    sys::forward_signals_to(spawned.pid)
+        .map_err(|e| Error::sys("installing signal handlers", e))?;
+    let status = on_second_signal(
+        || end(&spawned.cgroup),
         || match pty {
             Some(p) => console::proxy_terminals(p.master, spawned.pid),
             None => wait_exit(spawned.pid),
@@ -139,7 +145,15 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
 /// namespace of its own, no seccomp filter) can mount cgroupfs there; left
 /// in the launcher's group it would hold the host's (cgroup.kill,
 /// cgroup.freeze and the limits of a login session or service).
-pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str) -> Result<Spawned> {
+/// `end`, if given, is called (once) when a second signal comes (see
+/// [`sys::catch_signals`]) while the guest is still being set up: it must
+/// end what is in the guest's groups.
+pub fn spawn(
+    spec: &GuestSpec,
+    stdio: Stdio,
+    group: &str,
+    end: Option<&dyn Fn(&Cgroup)>,
+) -> Result<Spawned> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Permission("starting a guest"));
     }
@@ -157,7 +171,7 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str) -> Result<Spawned> {
     spec.limits.check()?;
     net::check(spec)?;
     let cgroup = Cgroup::create(group, &spec.limits, true)?;
-    let spawned = clone_guest(spec, stdio, &cgroup);
+    let spawned = clone_guest(spec, stdio, &cgroup, end);
     if spawned.is_err() {
         cgroup.kill_all();
         cgroup.remove();
@@ -170,7 +184,12 @@ pub fn spawn(spec: &GuestSpec, stdio: Stdio, group: &str) -> Result<Spawned> {
 }
 
 /// The guest's PID on the host, and a foreground guest's [`Keeper`].
-fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<(Pid, Option<Keeper>)> {
+fn clone_guest(
+    spec: &GuestSpec,
+    stdio: Stdio,
+    cgroup: &Cgroup,
+    end: Option<&dyn Fn(&Cgroup)>,
+) -> Result<(Pid, Option<Keeper>)> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e));
     let (ready_r, ready_w) = pipe()?;
     // A socket, not a pipe: the trampoline holds it across an exec that
@@ -217,8 +236,11 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<(Pid, 
             let mut ready = std::fs::File::from(ready_w);
             let _ = ready.write_all(b"1");
             drop(ready);
-            let mut report = Vec::new();
-            let _ = std::fs::File::from(report_r).read_to_end(&mut report);
+            let report = read_report(report_r, || {
+                if let Some(end) = end {
+                    end(cgroup);
+                }
+            });
             if report.is_empty() {
                 return Ok((pid, keeper));
             }
@@ -228,6 +250,37 @@ fn clone_guest(spec: &GuestSpec, stdio: Stdio, cgroup: &Cgroup) -> Result<(Pid, 
                 keeper.dismiss();
             }
             Err(decode_report(&spec.command[0], &spec.root, &report))
+        }
+    }
+}
+
+/// The child's report, read to its end (its exec closes the channel). If a
+/// second signal comes meanwhile, `end` is called once: a child stuck
+/// before its exec (in a request to an overlay daemon that does not
+/// answer) would otherwise keep us here for good.
+fn read_report(report: OwnedFd, end: impl FnOnce()) -> Vec<u8> {
+    let mut end = Some(end);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(50u16)) {
+            Ok(0) | Err(Errno::EINTR) => {
+                if sys::signals_caught() >= 2 {
+                    if let Some(end) = end.take() {
+                        end();
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(_) => return out,
+        }
+        match nix::unistd::read(&report, &mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(_) => return out,
         }
     }
 }

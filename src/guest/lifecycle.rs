@@ -340,7 +340,7 @@ fn launch_recorded(
         log: log.into(),
         null: null.into(),
     };
-    let spawned = launch::spawn(&spec, stdio, &run.cgroup_name())?;
+    let spawned = launch::spawn(&spec, stdio, &run.cgroup_name(), None)?;
     let state = State {
         name: spec.name.clone(),
         pid: spawned.pid.as_raw(),

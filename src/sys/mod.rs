@@ -14,6 +14,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// Sleeps for the milliseconds the environment variable `var` gives (read
+/// once into `cell`; unset: not at all): the tests' way to widen a race
+/// window at one point of the code.
+pub fn test_pause(cell: &std::sync::OnceLock<Option<std::time::Duration>>, var: &str) {
+    let pause = cell.get_or_init(|| {
+        let ms = std::env::var(var).ok()?;
+        ms.parse().ok().map(std::time::Duration::from_millis)
+    });
+    if let Some(pause) = pause {
+        std::thread::sleep(*pause);
+    }
+}
+
 /// Serializes a path as text, bytes that are not UTF-8 replaced (U+FFFD):
 /// paths need not be UTF-8, and a `--json` report must still come out.
 pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {

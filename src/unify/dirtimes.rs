@@ -251,13 +251,7 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listin
 /// two of ours rather than during one.
 fn test_pause() {
     static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
-    let pause = PAUSE.get_or_init(|| {
-        let ms = std::env::var("UNIFS_TEST_DIRTIMES_PAUSE_MS").ok()?;
-        ms.parse().ok().map(Duration::from_millis)
-    });
-    if let Some(pause) = pause {
-        std::thread::sleep(*pause);
-    }
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_DIRTIMES_PAUSE_MS");
 }
 
 /// Directory `rel` beneath `root` (never through a symlink or into another
