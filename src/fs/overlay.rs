@@ -516,12 +516,12 @@ impl Caller {
         if self.gid == gid {
             return true;
         }
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+        let Some(status) = self.status() else {
             return true;
         };
         let in_group = status_field(&status, "Groups:")
             .is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)));
-        in_group || has_fsetid(&status)
+        in_group || self.capable(&status, CAP_FSETID)
     }
 
     /// The set-ID bits a truncation by the caller takes off a regular file,
@@ -540,9 +540,9 @@ impl Caller {
         if drop == 0 {
             return 0;
         }
-        let capable = match std::fs::read_to_string(format!("/proc/{}/status", self.pid)) {
-            Ok(status) => has_fsetid(&status),
-            Err(_) => self.uid == 0,
+        let capable = match self.status() {
+            Some(status) => self.capable(&status, CAP_FSETID),
+            None => self.uid == 0,
         };
         if capable {
             0
@@ -553,22 +553,37 @@ impl Caller {
 
     /// Whether the caller may see `trusted.` xattrs: CAP_SYS_ADMIN in the
     /// initial user namespace, which a local filesystem asks for (uid 0
-    /// alone is not enough: a guest's root lacks it). Read from /proc: the
-    /// capability in effect, in our own user namespace; if /proc cannot
-    /// tell, uid 0 counts as having it.
+    /// alone is not enough: a guest's root lacks it). If /proc cannot tell,
+    /// uid 0 counts as having it.
     fn sees_trusted(&self) -> bool {
-        const CAP_SYS_ADMIN: u32 = 21;
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
-            return self.uid == 0;
-        };
+        match self.status() {
+            Some(status) => self.capable(&status, CAP_SYS_ADMIN),
+            None => self.uid == 0,
+        }
+    }
+
+    /// The caller's `/proc/PID/status`.
+    fn status(&self) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()
+    }
+
+    /// Whether the caller, whose `/proc/PID/status` is `status`, holds
+    /// capability `cap` over our files: in effect, and in our own user
+    /// namespace. A process in a user namespace of its own (`unshare -Ur`)
+    /// has every capability there, but none over files outside it. If the
+    /// namespaces cannot be read, uid 0 decides.
+    fn capable(&self, status: &str, cap: u32) -> bool {
         let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
         let same_ns = match (ns(&self.pid.to_string()), ns("self")) {
             (Some(a), Some(b)) => a == b,
             _ => self.uid == 0,
         };
-        same_ns && has_cap(&status, CAP_SYS_ADMIN)
+        same_ns && has_cap(status, cap)
     }
 }
+
+const CAP_FSETID: u32 = 4;
+const CAP_SYS_ADMIN: u32 = 21;
 
 /// The value of a `/proc/PID/status` line.
 fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
@@ -576,12 +591,6 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
         .lines()
         .find_map(|l| l.strip_prefix(key))
         .map(str::trim)
-}
-
-/// Whether a `/proc/PID/status` shows CAP_FSETID in effect.
-fn has_fsetid(status: &str) -> bool {
-    const CAP_FSETID: u32 = 4;
-    has_cap(status, CAP_FSETID)
 }
 
 /// Whether a `/proc/PID/status` shows capability `cap` in effect.
@@ -1857,10 +1866,15 @@ impl Overlay {
                     fsys::ftruncate(fd.as_fd(), size)?;
                 }
             }
-            // FUSE sends the set-ID bits a truncate takes off as a mode
-            // change, by the old rule: a set-group-ID file without group
-            // execute keeps its bit even for a caller outside its group,
-            // where ext4 takes it off (the kernel's current rule).
+        }
+        // FUSE sends the set-ID bits a truncate or a write takes off as a
+        // mode change, by the old rule: a set-group-ID file without group
+        // execute keeps its bit even for a caller outside its group, where
+        // ext4 takes it off (the kernel's current rule). For a write or
+        // fallocate (passthrough too) it then sends a setattr that changes
+        // nothing: that empty request is its ask to take the bits off.
+        let empty = mode.is_none() && uid == u32::MAX && gid == u32::MAX && times.is_none();
+        if size.is_some() || empty {
             let st = match &held {
                 Some(fd) => fsys::fstat(fd.as_fd())?,
                 None => fsys::stat_at(dir.as_fd(), &name)?,

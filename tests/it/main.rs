@@ -31,6 +31,7 @@ mod review_s22_sigpipe;
 mod review_s23_dirtimes;
 mod review_s23_guesttime;
 mod review_s23_restoretimes;
+mod review_s23_mountpriv;
 mod review_s23_time;
 mod review_s8_cli;
 mod review_s8b_unify;
