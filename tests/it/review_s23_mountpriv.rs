@@ -161,3 +161,42 @@ for p in ("s_", "p_"):
         );
     }
 }
+
+/// The same inside a guest: a non-root guest user allowed user namespaces
+/// (`--syscall-filter allow-userns`) enters one of its own and truncates a
+/// writable set-uid-root file (an `O_TRUNC` open). Through the overlay the
+/// set-uid bit stayed; on a plain copy bind-mounted as the root it goes.
+#[test]
+fn review_s23_a_guest_user_in_its_own_user_namespace_loses_set_uid_on_o_trunc() {
+    let test = "review_s23_a_guest_user_in_its_own_user_namespace_loses_set_uid_on_o_trunc";
+    if !crate::guest::harness::can_run(test) {
+        return;
+    }
+    let (overlay, bind) = (
+        crate::guest::harness::TestRoot::new(),
+        crate::guest::harness::TestRoot::new(),
+    );
+    for t in [&overlay, &bind] {
+        let root = t.root();
+        let passwd = "root:x:0:0::/:/bin/sh\nu1:x:1001:1001::/:/bin/sh\n";
+        fs::write(root.join("etc/passwd"), passwd).unwrap();
+        fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::create_dir(root.join("t")).unwrap();
+        file(&root.join("t"), "suid", 0o4777, 0, 0);
+    }
+    let script = "unshare -U -r sh -c ': > /t/suid' && stat -c %a /t/suid";
+    let run = |t: &crate::guest::harness::TestRoot, mount: &str| {
+        let mut cmd = Command::new(crate::common::unifs_bin());
+        cmd.arg("--store").arg(t.dir.path().join("store"));
+        cmd.arg("run").arg("--root").arg(t.root());
+        cmd.args(["--root-mount", mount, "--syscall-filter", "allow-userns"]);
+        cmd.args(["-u", "u1", "--", "/bin/sh", "-c", script]);
+        let out = crate::guest::harness::run_bounded(cmd, std::time::Duration::from_secs(30));
+        crate::guest::harness::ok(&out).trim().to_string()
+    };
+    assert_eq!(run(&bind, "bind"), "777", "on a plain root");
+    assert_eq!(run(&overlay, "overlay"), "777", "through the overlay");
+    let mode = fs::metadata(overlay.root().join("t/suid")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "the backing file");
+}
