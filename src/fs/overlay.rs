@@ -1809,13 +1809,13 @@ impl Overlay {
                     None => match self.removed_dir(node) {
                         Some(fd) => {
                             let changes = (mode, uid, gid, size, atime, mtime);
-                            return self.setattr_open(node, fd.as_fd(), false, changes);
+                            return self.setattr_open(node, fd.as_fd(), false, changes, caller);
                         }
                         None => self.still_open_private(node, e)?,
                     },
                 };
                 let changes = (mode, uid, gid, size, atime, mtime);
-                return self.setattr_open(node, f.fd.as_fd(), f.writable, changes);
+                return self.setattr_open(node, f.fd.as_fd(), f.writable, changes, caller);
             }
             Err(e) => return Err(e),
         };
@@ -1964,7 +1964,10 @@ impl Overlay {
         fd: BorrowedFd,
         writable: bool,
         (mode, uid, gid, size, atime, mtime): Changes,
+        caller: Caller,
     ) -> Result<Entry> {
+        let empty = mode.is_none() && uid.is_none() && gid.is_none();
+        let empty = empty && atime.is_none() && mtime.is_none();
         if uid.is_some() || gid.is_some() {
             sys::fchown(fd, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
         }
@@ -1976,6 +1979,18 @@ impl Overlay {
                 return Err(errno(libc::EBADF));
             }
             fsys::ftruncate(fd, size)?;
+        }
+        // As in setattr: the set-ID bits a truncate or write takes off.
+        if size.is_some() || empty {
+            let st = fsys::fstat(fd)?;
+            let drop = if is_reg(&st) {
+                caller.set_id_bits_to_drop(&st)
+            } else {
+                0
+            };
+            if drop != 0 {
+                sys::fchmod(fd, st.st_mode & 0o7777 & !drop)?;
+            }
         }
         if atime.is_some() || mtime.is_some() {
             fsys::futimens(

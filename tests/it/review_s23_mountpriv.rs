@@ -200,3 +200,43 @@ fn review_s23_a_guest_user_in_its_own_user_namespace_loses_set_uid_on_o_trunc() 
     let mode = fs::metadata(overlay.root().join("t/suid")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o777, "the backing file");
 }
+
+/// The same for a file removed while open (its setattr goes through the
+/// open fd): a write by a non-member takes set-group-ID off, and so does
+/// a truncate, as on ext4.
+#[test]
+fn review_s23_a_write_to_a_removed_open_file_takes_set_gid_off() {
+    if !require_root("review_s23_a_write_to_a_removed_open_file_takes_set_gid_off") {
+        return;
+    }
+    let script = r#"
+import os, sys
+d = sys.argv[1]
+out = []
+for n, act in (("w", lambda fd: os.write(fd, b"X")), ("t", lambda fd: os.ftruncate(fd, 2))):
+    fd = os.open(f"{d}/dir/{n}", os.O_WRONLY)
+    os.unlink(f"{d}/dir/{n}")
+    act(fd)
+    out.append("%o" % (os.fstat(fd).st_mode & 0o7777))
+    os.close(fd)
+open(f"{d}/out/modes", "w").write(" ".join(out))
+"#;
+    for opts in [&[][..], &["nopassthrough"][..]] {
+        let w = World::new();
+        let (plain, g) = (w.dir("plain"), w.dir("g"));
+        for d in [&plain, &g] {
+            for sub in ["dir", "out"] {
+                fs::create_dir(d.join(sub)).unwrap();
+                fs::set_permissions(d.join(sub), fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            file(&d.join("dir"), "w", 0o2747, 0, 0);
+            file(&d.join("dir"), "t", 0o2747, 0, 0);
+        }
+        let m = w.mount(&g, "m", opts);
+        as_user(false, script, &plain);
+        as_user(false, script, &m.dir);
+        let got = |d: &Path| fs::read_to_string(d.join("out/modes")).unwrap();
+        assert_eq!(got(&plain), "747 747");
+        assert_eq!(got(&m.dir), got(&plain), "through the mount {opts:?}");
+    }
+}
