@@ -524,7 +524,7 @@ impl Caller {
         in_group || self.capable(&status, CAP_FSETID)
     }
 
-    /// The set-ID bits a truncation by the caller takes off a regular file,
+    /// The set-ID bits a truncation or write by the caller takes off a regular file,
     /// as the kernel's `setattr_should_drop_suidgid` decides: set-user-ID,
     /// and set-group-ID if group-executable or of a group the caller is not
     /// in; none if the caller has CAP_FSETID. If /proc cannot tell, uid 0
