@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_guest_root.sql",
         include_str!("../../migrations/0005_guest_root.sql"),
     ),
+    (
+        6,
+        "0006_drop_old_hash_cache.sql",
+        include_str!("../../migrations/0006_drop_old_hash_cache.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -92,6 +92,14 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The config key recording `objects/` as (dev:ino) when unify last
+/// looked up every object file's inode.
+pub const OBJECTS_DIR: &str = "objects_dir";
+
+/// The config key holding the store's serial as the last writer to finish
+/// left it (see [`crate::store::SERIAL_XATTR`]).
+pub const STORE_SERIAL: &str = "store_serial";
+
 /// The config key recording that object ids leave mtime out.
 const IGNORE_MTIME: &str = "ignore_mtime";
 

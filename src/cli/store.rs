@@ -105,6 +105,7 @@ pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
 fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<ExitCode> {
     let store = Store::create(&g.store)?;
     let _lock = store.lock_writer()?;
+    tighten_modes(&store);
     if !new_catalog {
         store.check_catalog()?;
     } else if std::fs::metadata(store.catalog_path()).is_ok_and(|m| m.len() > 0) {
@@ -318,9 +319,15 @@ fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
         // may be what keeps it from opening, and gc is what frees space.
         // (Once: nothing stages there while gc holds the lock.)
         store.empty_tmp()?;
+        tighten_modes(&store);
     }
-    match gc_pass(g, &store, dry_run, json, &[]) {
-        Err(e) if !dry_run && disk_full(&e) => gc_on_full_disk(g, &store, json, e),
+    // A new serial before anything changes (see store::SERIAL_XATTR).
+    let serial = match dry_run {
+        true => None,
+        false => Some(store.serial()).zip(store.set_new_serial()),
+    };
+    match gc_pass(g, &store, dry_run, json, &[], &serial) {
+        Err(e) if !dry_run && disk_full(&e) => gc_on_full_disk(g, &store, json, e, &serial),
         r => r,
     }
 }
@@ -346,6 +353,7 @@ fn gc_on_full_disk(
     store: &Store,
     json: bool,
     first: anyhow::Error,
+    serial: &Serial,
 ) -> anyhow::Result<ExitCode> {
     let freed = store.gc_candidates()?;
     if freed.is_empty() {
@@ -362,7 +370,7 @@ fn gc_on_full_disk(
         store.root().display(),
         count(freed.len() as u64)
     );
-    gc_pass(g, store, false, json, &freed).with_context(|| {
+    gc_pass(g, store, false, json, &freed, serial).with_context(|| {
         format!(
             "the {} unused object file(s) were removed, but the catalog could not be updated: \
              it lists them until the next `unifs store gc` (store verify reports them as \
@@ -373,6 +381,16 @@ fn gc_on_full_disk(
     })
 }
 
+/// The store's serial before a writer set a new one, and the new one.
+type Serial = Option<(Option<String>, String)>;
+
+/// Says what [`Store::tighten_modes`] changed.
+fn tighten_modes(store: &Store) {
+    for change in store.tighten_modes() {
+        eprintln!("unifs: warning: {change}");
+    }
+}
+
 /// One pass of `store gc` over the catalog. `freed`: unused object files
 /// already removed (on a full disk), whose rows go with the others'.
 fn gc_pass(
@@ -381,6 +399,7 @@ fn gc_pass(
     dry_run: bool,
     json: bool,
     freed: &[(crate::store::maintain::ObjectFile, u64)],
+    serial: &Serial,
 ) -> anyhow::Result<ExitCode> {
     // A dry run changes nothing, not even the schema of an older catalog:
     // an older unifs must still open it afterwards.
@@ -390,6 +409,13 @@ fn gc_pass(
         Catalog::open(&store.catalog_path())?
     };
     check_catalog_is_this_stores(store, &catalog)?;
+    // Only a catalog that matched the store goes on matching it: gc does
+    // not check the inode numbers of the objects it keeps, as unify does.
+    let recorded = catalog.config(crate::catalog::STORE_SERIAL)?;
+    let next_serial = serial
+        .as_ref()
+        .filter(|(before, _)| before.is_some() && *before == recorded)
+        .map(|(_, next)| next);
     let renumbered = renumber_replaced(store, &catalog, dry_run)?;
     // Objects copied without xattrs (`rsync -aH`) lost their markers: a
     // mount would write into them for every guest. (Not root: trusted.*
@@ -423,6 +449,9 @@ fn gc_pass(
     }
     let removed: Vec<_> = freed.iter().cloned().chain(removed).collect();
     let missing = repair_missing(store, &catalog, dry_run)?;
+    if let Some(next) = next_serial {
+        catalog.set_config(crate::catalog::STORE_SERIAL, next)?;
+    }
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();
     if json {
         // Paths as text (lossy): json! panics on a path that is not UTF-8.
@@ -514,7 +543,8 @@ fn gc_pass(
 /// Refuses another store's catalog (see [`Store::check_catalog_lists`]).
 fn check_catalog_is_this_stores(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
     let listed = catalog.object_inodes()?;
-    Ok(store.check_catalog_lists(listed.values().map(|f| (f.id, f.copy)))?)
+    let seen_dir = catalog.config(crate::catalog::OBJECTS_DIR)?;
+    Ok(store.check_catalog_lists(listed.values().map(|f| (f.id, f.copy)), seen_dir.as_deref())?)
 }
 
 /// Object files whose inode is not the one the catalog lists (replaced by
@@ -630,6 +660,7 @@ fn repair_missing(store: &Store, catalog: &Catalog, dry_run: bool) -> anyhow::Re
 fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     let store = Store::open(&g.store)?;
     let _lock = store.lock_writer()?;
+    tighten_modes(&store);
     store.check_catalog()?;
     let catalog = Catalog::open(&store.catalog_path())?;
     check_catalog_is_this_stores(&store, &catalog)?;

@@ -41,12 +41,16 @@ impl Store {
     /// linking in the other store's inodes. Every reader that judges the
     /// store and every writer calls this before anything else. (The catalog
     /// records no store id: docs/store-format.md is a stable format.)
+    /// `seen_dir`: the `objects/` (dev:ino) unify recorded in it; where it
+    /// is this store's, the catalog is this store's own (a snapshot put
+    /// back after gc removed every object it lists): not refused.
     pub fn check_catalog_lists(
         &self,
         listed: impl ExactSizeIterator<Item = (ObjectId, u32)>,
+        seen_dir: Option<&str>,
     ) -> Result<()> {
         let n = listed.len();
-        if n == 0 {
+        if n == 0 || seen_dir == Some(self.objects_identity().as_str()) {
             return Ok(());
         }
         for (id, copy) in listed {

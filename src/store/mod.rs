@@ -24,6 +24,13 @@ use std::sync::{Arc, OnceLock};
 /// `trusted.` so only root can read or set it; the mount hides it.
 pub const MARKER_XATTR: &str = "trusted.unifs.object";
 
+/// On `objects/`: a value unify and gc set anew before they change the
+/// store, and record in the catalog (config `store_serial`) once done. A
+/// catalog that records another (a snapshot put back, or one a killed run
+/// left) may name object inode numbers freed since: unify then checks
+/// every object file before it trusts one.
+pub const SERIAL_XATTR: &str = "trusted.unifs.serial";
+
 /// Files in `tmp/` named this and a pid hold the directory mtimes a unify
 /// run is to put back (for the next run, if it was killed); gc leaves them.
 pub const DIR_TIMES_PREFIX: &str = "dirtimes-";
@@ -137,10 +144,13 @@ pub enum Error {
     },
     #[error(
         "store {store}: none of the {listed} object files its catalog {catalog} lists is in \
-         {store}/objects, which holds other objects: the catalog is another store's (copied \
-         in?), or objects/ is; nothing was done. Put this store's own catalog back (your last \
-         `unifs store snapshot`), or, with none, move catalog.db* aside and start an empty one \
-         (`unifs --store {store} store init --new-catalog`, then unify every guest again); see \
+         {store}/objects, which holds other objects, and the catalog does not record this \
+         objects/ directory: the catalog is another store's (copied in?), or objects/ is, or \
+         it is this store's own from before the store was copied or restored from a backup \
+         and every object it lists was removed since (by gc); nothing was done. Put back this \
+         store's own catalog of a later time, if you have one, or move catalog.db* aside and \
+         start an empty one (`unifs --store {store} store init --new-catalog`, then unify \
+         every guest again: nothing is lost, the objects are found by their markers); see \
          docs/store-format.md"
     )]
     ForeignCatalog {
@@ -240,6 +250,32 @@ fn private_dir(dir: &Path) -> io::Result<()> {
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         r => r,
+    }
+}
+
+/// A mode [`Store::tighten_modes`] changed.
+#[derive(Debug, Clone)]
+pub struct ModeChange {
+    pub path: PathBuf,
+    pub old: u32,
+    pub new: u32,
+}
+
+impl ModeChange {
+    /// What was done and why, without the path.
+    pub fn what(&self) -> String {
+        format!(
+            "mode {:04o} changed to {:04o}, as unifs makes it now (nothing in a store is for \
+             other users: objects keep guests' set-uid bits, the catalog names every guest \
+             path); an older unifs made it so, or a restore from a backup",
+            self.old, self.new
+        )
+    }
+}
+
+impl std::fmt::Display for ModeChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.what())
     }
 }
 
@@ -459,6 +495,59 @@ impl Store {
     /// `objects/` as (device, inode), as text for the catalog's config.
     pub fn objects_identity(&self) -> String {
         format!("{}:{}", self.dev, self.objects_ino)
+    }
+
+    /// Takes from the store directory, `objects/`, `tmp/`, `cache/` and
+    /// `catalog.db` any permission for group or others (the modes
+    /// [`Store::create`] gives them): older builds made them 0755 and
+    /// 0644. For writers, under the lock. Best effort: a mode that cannot
+    /// be changed (a read-only filesystem) stays, unreported.
+    pub fn tighten_modes(&self) -> Vec<ModeChange> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut changed = Vec::new();
+        let paths = [
+            self.root.clone(),
+            self.root.join("objects"),
+            self.root.join("tmp"),
+            self.root.join("cache"),
+            self.catalog_path(),
+        ];
+        for path in paths {
+            let Ok(m) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let old = m.permissions().mode() & 0o7777;
+            let new = old & 0o700;
+            if new != old
+                && std::fs::set_permissions(&path, std::fs::Permissions::from_mode(new)).is_ok()
+            {
+                changed.push(ModeChange { path, old, new });
+            }
+        }
+        changed
+    }
+
+    /// The [`SERIAL_XATTR`] of `objects/`, if set.
+    pub fn serial(&self) -> Option<String> {
+        let v = sys::xattr::get_fd(self.objects.as_fd(), OsStr::new(SERIAL_XATTR)).ok()??;
+        String::from_utf8(v).ok()
+    }
+
+    /// Sets a new [`SERIAL_XATTR`] on `objects/` and returns it; `None`
+    /// where it cannot be set (then no catalog matches the store).
+    pub fn set_new_serial(&self) -> Option<String> {
+        // Unique enough: no two writers of a store share a pid and a time.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let serial = format!("{:x}-{:x}", now.as_nanos(), std::process::id());
+        sys::xattr::set_fd(
+            self.objects.as_fd(),
+            OsStr::new(SERIAL_XATTR),
+            serial.as_bytes(),
+        )
+        .ok()?;
+        Some(serial)
     }
 
     /// Takes the writer lock, failing at once with [`Error::Busy`] if held.

@@ -29,7 +29,10 @@ use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"unifsLs1";
+/// `2`: since listings on a coarse ctime clock are not kept when changed
+/// within a tick of their stat. Files of older builds (`1`), kept without
+/// that rule, are ignored: one such could lack a file added in that tick.
+const MAGIC: &[u8; 8] = b"unifsLs2";
 
 /// What must be unchanged for a kept listing to stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

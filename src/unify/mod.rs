@@ -325,6 +325,10 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         let _ = store.empty_tmp();
         Some(lock)
     };
+    let tightened = match opts.dry_run {
+        true => Vec::new(),
+        false => store.tighten_modes(),
+    };
     // Decided under the lock: the store is this run's to take away again
     // only if it still holds nothing. Another run may have made it, and
     // filled it, since this one found it missing.
@@ -338,7 +342,11 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     // Before anything is recorded: `--all` would take the other store's
     // guests for this one's.
     let object_inodes = checking.or_damaged(catalog.object_inodes())?;
-    store.check_catalog_lists(object_inodes.values().map(|f| (f.id, f.copy)))?;
+    let seen_dir = checking.or_damaged(catalog.config(catalog::OBJECTS_DIR))?;
+    store.check_catalog_lists(
+        object_inodes.values().map(|f| (f.id, f.copy)),
+        seen_dir.as_deref(),
+    )?;
     let ignore_mtime = settle_ignore_mtime(&store, &catalog, &mut checking, opts)?;
     let result = run(
         Some(&store),
@@ -351,6 +359,10 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
         started,
     );
     let mut result = result;
+    if let Ok(summary) = &mut result {
+        let said = tightened.iter().map(|c| Problem::new(&c.path, c.what()));
+        summary.notices.splice(0..0, said);
+    }
     if let Err(Error::OtherStoresObjects { made_meanwhile, .. }) = &mut result {
         if made_here {
             // Still under the lock, which no other run can have held
@@ -615,10 +627,23 @@ fn run(
     let (mut guests, missing) = checking.or_damaged(open_guests(store, catalog, opts))?;
     // The store a run writes to (not a dry run's).
     let writing = store.filter(|_| !opts.dry_run);
+    // Object files gone whose inode numbers the catalog may not know to be
+    // free (a snapshot put back): a file with one is taken for a link of
+    // its object only if it carries the object's marker.
+    let mut unverified = catalog::Map::default();
+    let mut serial = None;
     if let Some(store) = writing {
-        if renumber_if_restored(store, catalog, &mut checking, &object_inodes)? {
+        let checked = check_object_inodes(store, catalog, &mut checking, &object_inodes)?;
+        if let Some(gone) = checked.gone {
             object_inodes = catalog.object_inodes()?;
+            for key in gone {
+                if let Some(f) = object_inodes.remove(&key) {
+                    unverified.insert(key, f);
+                }
+            }
         }
+        // Recorded at the end only where every object file was found.
+        serial = checked.serial.filter(|_| unverified.is_empty());
     }
     let mut summary = Summary {
         dry_run: opts.dry_run,
@@ -693,6 +718,7 @@ fn run(
             excludes: &opts.excludes,
             min_size: opts.min_size,
             object_inodes: &object_inodes,
+            unverified: &unverified,
             use_listings: !opts.paranoid,
             look_in_excluded,
         };
@@ -1089,6 +1115,9 @@ fn run(
         if let Some(last) = unfinished_seen {
             catalog.set_config(UNFINISHED_RECORDED, &last.to_string())?;
         }
+        if let Some(serial) = &serial {
+            catalog.set_config(catalog::STORE_SERIAL, serial)?;
+        }
         catalog.finish_run(run_id, &totals)?;
         // No syncfs: every link and swap is atomic, so after a crash each
         // path names its old or its new inode, and the catalog is checked
@@ -1153,47 +1182,78 @@ fn keep_killed(store: &Store, killed: &dirjournal::KilledDirs, why: &str) -> Opt
     ))
 }
 
-fn renumber_if_restored(
+/// What [`check_object_inodes`] found.
+struct CheckedInodes {
+    /// `Some` when every object file was looked at (the catalog's rows of
+    /// moved ones are renumbered): the catalog's (dev, ino) of those gone.
+    gone: Option<Vec<(u64, u64)>>,
+    /// The store's new serial, for the catalog once the run is done.
+    serial: Option<String>,
+}
+
+/// Looks up every object file's inode again where the catalog may not be
+/// the one the store was last written with: its serial is not the
+/// store's (a snapshot put back, a killed run, an older unifs, a store
+/// restored from backup), `objects/` is another directory, or one of a
+/// few object files sampled moved. A moved one's row is renumbered. Then
+/// gives the store a new serial, before this run changes anything.
+fn check_object_inodes(
     store: &Store,
     catalog: &Catalog,
     checking: &mut Checking,
     inodes: &crate::catalog::Map<(u64, u64), crate::catalog::ObjectInode>,
-) -> Result<bool> {
-    const KEY: &str = "objects_dir";
-    /// Object files looked at when `objects/` is the same directory (each
-    /// costs a directory and an inode read with a cold cache).
+) -> Result<CheckedInodes> {
+    /// Object files looked at when the catalog seems to be the store's
+    /// last (each costs a directory and an inode read with a cold cache).
     const SAMPLE: usize = 4;
     let now = store.objects_identity();
-    let moved = |(dev, ino): (u64, u64), f: &crate::catalog::ObjectInode| -> Result<_> {
-        // (A file that is gone is gc's to repair: it checks guest paths.)
-        Ok(store
-            .stat_object(&f.id, f.copy)?
-            .filter(|st| (st.dev, st.ino) != (dev, ino)))
+    let stat =
+        |f: &crate::catalog::ObjectInode| -> Result<_> { Ok(store.stat_object(&f.id, f.copy)?) };
+    let moved = |(dev, ino): (u64, u64), st: &Option<sys::Stat>| {
+        st.as_ref().is_some_and(|st| (st.dev, st.ino) != (dev, ino))
     };
-    if checking.or_damaged(catalog.config(KEY))?.as_deref() == Some(now.as_str()) {
-        let mut any = false;
+    let serial = store.serial();
+    let trusted = serial.is_some()
+        && checking.or_damaged(catalog.config(catalog::STORE_SERIAL))? == serial
+        && checking
+            .or_damaged(catalog.config(catalog::OBJECTS_DIR))?
+            .as_deref()
+            == Some(now.as_str());
+    let mut check_all = !trusted;
+    if trusted {
         for (&key, f) in inodes.iter().take(SAMPLE) {
-            if moved(key, f)?.is_some() {
-                any = true;
+            if moved(key, &stat(f)?) {
+                check_all = true;
                 break;
             }
         }
-        if !any {
-            return Ok(false);
-        }
     }
-    checking.wait()?;
-    catalog.begin()?;
-    for (&key, f) in inodes {
-        if let Some(st) = moved(key, f)? {
-            catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
-            // A copy made without xattrs lost the markers the mount needs.
-            store.restore_marker(&f.id, f.copy, false)?;
+    let mut gone = None;
+    if check_all {
+        checking.wait()?;
+        catalog.begin()?;
+        let mut missing = Vec::new();
+        for (&key, f) in inodes {
+            let st = stat(f)?;
+            match st {
+                Some(st) if (st.dev, st.ino) != key => {
+                    catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
+                    // A copy made without xattrs lost the markers the mount needs.
+                    store.restore_marker(&f.id, f.copy, false)?;
+                }
+                Some(_) => {}
+                // gc's to repair (it checks guest paths); not trusted here.
+                None => missing.push(key),
+            }
         }
+        catalog.set_config(catalog::OBJECTS_DIR, &now)?;
+        catalog.commit()?;
+        gone = Some(missing);
     }
-    catalog.set_config(KEY, &now)?;
-    catalog.commit()?;
-    Ok(true)
+    Ok(CheckedInodes {
+        gone,
+        serial: store.set_new_serial(),
+    })
 }
 
 /// The run's command as recorded: `unify [--all] ROOT...`, every guest

@@ -261,6 +261,9 @@ pub struct ScanContext<'a> {
     pub min_size: u64,
     /// (dev, ino) of every object file the catalog knows.
     pub object_inodes: &'a Map<(u64, u64), ObjectInode>,
+    /// Those of object files found gone, whose numbers may be another
+    /// file's now: only a file with the object's marker links it.
+    pub unverified: &'a Map<(u64, u64), ObjectInode>,
     /// Take the listings kept from the last run where they still match
     /// (not with `--paranoid`).
     pub use_listings: bool,
@@ -731,6 +734,11 @@ impl Walker<'_> {
         if let Some(&object) = ctx.object_inodes.get(&(stat.dev, stat.ino)) {
             return self.linked(scan, rel, object, mask);
         }
+        if let Some(&object) = ctx.unverified.get(&(stat.dev, stat.ino)) {
+            if marker_of(dir, name, &stat) == Some(object.id) {
+                return self.linked(scan, rel, object, mask);
+            }
+        }
         // A mount's copy in progress (or a killed one's): the mount hides
         // and removes it by its mark, which a link to an object would
         // spread to every guest (an object's id leaves the store's xattrs
@@ -814,6 +822,18 @@ fn recover_object(
     let id = read_marker(fd.as_fd()).ok()??;
     let copy = store.find_copy(&id, stat.dev, stat.ino).ok()??;
     Some((id, copy))
+}
+
+/// The store marker of `name` in `dir`, if it is still the inode `stat`
+/// describes.
+fn marker_of(dir: BorrowedFd, name: &OsStr, stat: &Stat) -> Option<ObjectId> {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
+    let fd = sys::open_at(dir, name, flags, 0).ok()?;
+    let st = sys::fstat(fd.as_fd()).ok()?;
+    if (st.dev, st.ino) != (stat.dev, stat.ino) {
+        return None;
+    }
+    read_marker(fd.as_fd()).ok()?
 }
 
 #[cfg(test)]

@@ -64,11 +64,8 @@ pub fn clean(
                 false => Some(any_dir(key.0)).filter(|k| killed.contains_key(k)),
             });
         let Some(key) = key else {
-            problems.push(Problem::new(
-                path,
-                "named like a temp name of unify, but no killed run recorded changing its \
-                 directory: left alone (rename it if it is yours)",
-            ));
+            let what = unrecorded_temp_name(&path);
+            problems.push(Problem::new(path, what));
             continue;
         };
         // Until removed, it stays known as a leftover (its directory may
@@ -109,6 +106,21 @@ pub fn clean(
         }
     }
     (removed, left, problems)
+}
+
+/// Why a temp name no killed run recorded is left, and how to tell it is
+/// safe to delete. (Not removed: it may be the guest's own file.)
+fn unrecorded_temp_name(path: &Path) -> String {
+    let quoted = path.display().to_string().replace('\'', "'\\''");
+    format!(
+        "named like a temp name of unify, but no killed run recorded changing its directory: \
+         left alone. An older unifs (whose killed runs left no record in STORE/tmp) may have \
+         left it: then it is safe to delete when it links a store object or its content is \
+         that of another file beside it. To tell, as root: `f='{quoted}'; getfattr -n \
+         trusted.unifs.object \"$f\"; find \"${{f%/*}}\" -maxdepth 1 -type f ! -samefile \"$f\" \
+         -exec cmp -s \"$f\" {{}} \\; -print` (a value, or a file named, says so); else it \
+         is the guest's own: rename it"
+    )
 }
 
 /// The pid in a temp name `.unifs-tmp-PID-SEQ`.

@@ -71,7 +71,7 @@ fn a_catalog_of_a_newer_schema_is_refused_by_every_command_before_any_change() {
     assert_eq!(objects.len(), 2);
     {
         let conn = rusqlite::Connection::open(lab.store().join("catalog.db")).unwrap();
-        conn.execute_batch("PRAGMA user_version = 6").unwrap();
+        conn.execute_batch("PRAGMA user_version = 7").unwrap();
     }
     // A new file to link: unify would link it.
     let c = lab.guest(2);
@@ -94,13 +94,13 @@ fn a_catalog_of_a_newer_schema_is_refused_by_every_command_before_any_change() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains("newer than this unifs knows (5); upgrade unifs"),
+            err.contains("newer than this unifs knows (6); upgrade unifs"),
             "{args:?}: {err}"
         );
     }
     assert_eq!(runs_recorded(&lab.store()), 1, "a run was recorded");
     assert_eq!(object_files(&lab.store()), objects, "gc removed an object");
-    assert_eq!(sql::<i64>(&lab.store(), "PRAGMA user_version"), 6);
+    assert_eq!(sql::<i64>(&lab.store(), "PRAGMA user_version"), 7);
     assert_eq!(
         fs::metadata(c.join("usr/b")).unwrap().len(),
         7000,
@@ -151,7 +151,7 @@ fn an_older_catalog_is_read_without_being_upgraded() {
     assert_eq!(runs_recorded(&lab.store()), 1);
     let real = unify_json(&lab.store(), &[&a, &b, &c]);
     assert_eq!(real["files_linked"], 2, "{real}");
-    assert_eq!(sql::<i64>(&lab.store(), "PRAGMA user_version"), 5);
+    assert_eq!(sql::<i64>(&lab.store(), "PRAGMA user_version"), 6);
 }
 
 /// A small tmpfs mounted for a test, unmounted even when the test fails.

@@ -122,7 +122,7 @@ fn a_schema_1_catalog_of_the_first_builds_is_migrated() {
     assert_eq!(s["files_already_linked"], 6, "{s}");
     assert_eq!(s["objects_added"], 0, "{s}");
     assert_eq!(s["files_linked"], 0, "{s}");
-    assert_eq!(user_version(&store), 5);
+    assert_eq!(user_version(&store), 6);
     let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
     let (view, rows): (String, i64) = conn
         .query_row(
@@ -177,7 +177,7 @@ fn gc_dry_run_leaves_an_older_catalog_at_its_schema() {
     let out = ok(&unifs(&store, &[&"store", &"gc", &"--json"]));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["objects_removed"], 1, "{report}");
-    assert_eq!(user_version(&store), 5);
+    assert_eq!(user_version(&store), 6);
     assert_eq!(object_files(&store).len(), 2);
     assert_verify_clean(&store);
 }
@@ -367,7 +367,7 @@ fn a_schema_3_catalog_gets_path_bytes_in_guest_files() {
     assert_eq!(user_version(&store), 3);
     let s = unify_json(&store, &[&"--all"]);
     assert_eq!(s["files_already_linked"], 6, "{s}");
-    assert_eq!(user_version(&store), 5);
+    assert_eq!(user_version(&store), 6);
     let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
     let rows: Vec<(String, String, String, Vec<u8>)> = conn
         .prepare("SELECT guest, path, object_id, path_bytes FROM guest_files ORDER BY guest, path")
