@@ -12,7 +12,9 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
     /// The guest's backing directory. Refused if it is a unifs store, lies in
-    /// one, or holds the store (--store).
+    /// one, or holds the store (--store); and, with no store at --store, if
+    /// it looks unified (files linked from outside their directory, without
+    /// the store's marker: a store moved, its markers lost).
     pub guest_dir: PathBuf,
     /// Where to mount it. A live unifs mount of the same guest there already
     /// (`mount -a` again): "already mounted", exit 0 (an error if it was
