@@ -12,7 +12,9 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
     /// The guest's backing directory. Refused if it is a unifs store, lies in
-    /// one, or holds the store (--store).
+    /// one, or holds the store (--store); and, with no store at --store, if
+    /// it looks unified (files linked from outside their directory, without
+    /// the store's marker: a store moved, its markers lost).
     pub guest_dir: PathBuf,
     /// Where to mount it. A live unifs mount of the same guest there already
     /// (`mount -a` again): "already mounted", exit 0 (an error if it was
@@ -422,6 +424,24 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
         return Err(crate::store::Error::in_unifs_view(path, backing).into());
     }
     if !crate::store::Store::exists(store) {
+        // The daemon then takes every unmarked file for the guest's own: a
+        // guest unified into a store now elsewhere, its markers lost on the
+        // way, would have its writes go into files every guest links.
+        if let Some((file, links)) = foreign_link(guest) {
+            bail!(
+                "guest directory {} has files linked from outside their directory and without \
+                 the store's marker (e.g. {}, {links} links), and no store is at {} (--store, \
+                 UNIFS_STORE or the default /var/lib/unifs): was it unified into a store that \
+                 has moved since (its markers lost in a copy without xattrs)? A write would go \
+                 into files other guests share; nothing was mounted. Name that store with \
+                 --store; if the links are the guest's own, create a store there first \
+                 (`unifs --store {} store init`)",
+                guest.display(),
+                file.display(),
+                store.display(),
+                store.display()
+            );
+        }
         tracing::info!("no store at {}; mounting without one", store.display());
         return Ok(());
     }
@@ -429,6 +449,64 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
     let dev = std::fs::metadata(guest)?.dev();
     s.check_same_fs(guest, dev)?;
     check_markers(&s)
+}
+
+/// Directory entries of a guest looked at, without a store, for files
+/// linked from elsewhere ([`foreign_link`]).
+const LINK_SAMPLE: usize = 4096;
+
+/// A regular file of `guest` (with its link count) that has links outside
+/// its own directory and no store marker, found in a breadth-first look
+/// at up to [`LINK_SAMPLE`] entries: a store object whose marker a copy
+/// lost. A unified guest has many; a never-unified one's own hardlinks
+/// seldom leave their directory (`perl`, `git-*`), and are not taken.
+fn foreign_link(guest: &Path) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::symlink_metadata(guest).ok()?.dev();
+    let mut dirs = std::collections::VecDeque::from([guest.to_path_buf()]);
+    let mut left = LINK_SAMPLE;
+    while let Some(dir) = dirs.pop_front() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        // (path, inode, links) of the files with more than one link.
+        let mut linked = Vec::new();
+        let mut whole = true;
+        for e in entries.flatten() {
+            if left == 0 {
+                whole = false;
+                break;
+            }
+            left -= 1;
+            // Not followed: lstat.
+            let Ok(m) = e.metadata() else {
+                continue;
+            };
+            if m.dev() != dev {
+                continue; // another filesystem mounted in the guest
+            }
+            if m.is_dir() {
+                dirs.push_back(e.path());
+            } else if m.is_file() && m.nlink() > 1 {
+                linked.push((e.path(), m.ino(), m.nlink()));
+            }
+        }
+        // A directory read in part cannot tell which links are its own.
+        let found = whole.then(|| {
+            linked.iter().find(|(path, ino, links)| {
+                let here = linked.iter().filter(|(_, i, _)| i == ino).count() as u64;
+                let marker = std::ffi::OsStr::new(crate::store::MARKER_XATTR);
+                *links > here && matches!(crate::sys::xattr::get_path(path, marker), Ok(None))
+            })
+        });
+        if let Some(Some((path, _, links))) = found {
+            return Some((path.clone(), *links));
+        }
+        if left == 0 {
+            break;
+        }
+    }
+    None
 }
 
 /// Object files looked at for their marker before a mount.

@@ -199,7 +199,12 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
         tracing::warn!("{e}");
     }
     let root = crate::sys::open_dir(guest)?;
-    let mut claims = claim_guest(&root, guest)?;
+    // UNIFS_TEST_NO_CLAIM: the tests' stand-in for a daemon of a build
+    // before the claim (45eff4d), which holds no flock.
+    let mut claims = match std::env::var_os("UNIFS_TEST_NO_CLAIM") {
+        Some(_) => Vec::new(),
+        None => claim_guest(&root, guest)?,
+    };
     // The root's lock is held by every fd of its open file, this one too.
     claims.push(root.try_clone()?);
     let overlay = Arc::new(overlay::Overlay::new(root, opts.read_only, !opts.atime)?);
@@ -274,6 +279,19 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
                         guest.display()
                     )));
                 }
+                if let Some((pid, served)) = unclaimed_daemon(&canonical, true) {
+                    for fd in above.iter().chain(std::iter::once(root)) {
+                        sys::unlock(fd.as_fd());
+                    }
+                    return Err(already_served(
+                        guest,
+                        &format!(
+                            " (its daemon: pid {pid}, serving {}, is of an older unifs, which \
+                             takes no lock)",
+                            served.display()
+                        ),
+                    ));
+                }
                 return Ok(above);
             }
             // Let go of all and try again: no lock held while waiting.
@@ -296,7 +314,11 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
         ),
         None => String::new(),
     };
-    Err(io::Error::new(
+    Err(already_served(guest, &holder))
+}
+
+fn already_served(guest: &Path, holder: &str) -> io::Error {
+    io::Error::new(
         io::ErrorKind::WouldBlock,
         format!(
             "{} is already served by another unifs mount, or a directory around it is \
@@ -305,7 +327,50 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
              one first",
             guest.display()
         ),
-    ))
+    )
+}
+
+/// A unifs daemon that serves the canonical `dir` (with `around`, also one
+/// that serves a directory above or below it) without holding its flock:
+/// one of a build before the claim (45eff4d, 2026-11-30), still running
+/// after an upgrade. It is known by what it holds: /dev/fuse, and an fd on
+/// the directory its mount's source (`unifs:DIR`, in its own mount
+/// namespace) names. A directory moved away since it was mounted is held
+/// under its new name, so it is not taken for the one now at `dir`.
+fn unclaimed_daemon(dir: &Path, around: bool) -> Option<(i32, PathBuf)> {
+    let wanted = |p: &Path| p == dir || (around && (p.starts_with(dir) || dir.starts_with(p)));
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| *n != me)
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        // Only links are read: a stat through a stopped daemon's mount
+        // would wait for good.
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let held: Vec<PathBuf> = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .collect();
+        if !held.iter().any(|p| p == Path::new("/dev/fuse")) {
+            continue;
+        }
+        let info = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        let served = unifs_mounts_in(&info)
+            .into_iter()
+            .filter_map(|(_, source)| Some(PathBuf::from(source.strip_prefix("unifs:")?)))
+            .find(|s| wanted(s) && held.contains(s));
+        if let Some(served) = served {
+            return Some((pid, served));
+        }
+    }
+    None
 }
 
 /// A guest directory a unifs mount daemon serves (it holds the exclusive
@@ -354,7 +419,11 @@ pub fn hold_unserved(dir: &Path) -> io::Result<Result<Vec<std::os::fd::OwnedFd>,
 
 /// (mount point, source) of every unifs mount in this mount namespace.
 fn unifs_mount_points() -> Vec<(PathBuf, String)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    unifs_mounts_in(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// (mount point, source) of every unifs mount a mountinfo text lists.
+fn unifs_mounts_in(info: &str) -> Vec<(PathBuf, String)> {
     info.lines()
         .filter_map(|l| {
             let point = l.split(' ').nth(4)?;
@@ -448,9 +517,10 @@ pub fn unifs_mount_guest(path: &Path) -> Option<PathBuf> {
 
 /// Whether the directory now at `guest` (a unifs mount's source,
 /// `unifs:GUEST`) is one a daemon serves: its exclusive flock
-/// ([`claim_guest`]) is held. A mount's source names only a path: false
-/// when the served directory was moved away (another one, or none, is at
-/// that path now), and the mount serves that one, wherever it is.
+/// ([`claim_guest`]) is held, or a daemon of an older build, which takes
+/// none, holds it open ([`unclaimed_daemon`]). A mount's source names only
+/// a path: false when the served directory was moved away (another one, or
+/// none, is at that path now), and the mount serves that one, wherever it is.
 /// Not asked of a guest reached through a unifs mount (one mounted over
 /// itself): its own directory cannot be seen there.
 pub fn guest_still_served(guest: &Path) -> bool {
@@ -460,7 +530,7 @@ pub fn guest_still_served(guest: &Path) -> bool {
     match sys::try_flock(root.as_fd(), false) {
         Ok(true) => {
             sys::unlock(root.as_fd());
-            false
+            std::fs::canonicalize(guest).is_ok_and(|g| unclaimed_daemon(&g, false).is_some())
         }
         // Held, or not known: as a path comparison would say.
         Ok(false) | Err(_) => true,

@@ -491,12 +491,18 @@ impl Cgroup {
     }
 
     /// Each group's `cgroup.procs`, open for writing, for [`Cgroup::join`]
-    /// by a process that will no longer see them (`guest exec`'s command).
+    /// by a process that will no longer see them (`guest exec`'s command):
+    /// the leaf's, or the group's own where it has no leaf (a guest started
+    /// by a build before e600671, whose processes are in the group itself).
     pub fn open_procs(&self) -> Result<Vec<std::fs::File>> {
         self.groups
             .iter()
             .map(|g| {
-                let procs = g.join(LEAF).join("cgroup.procs");
+                let leaf = g.join(LEAF);
+                let procs = match leaf.is_dir() {
+                    true => leaf.join("cgroup.procs"),
+                    false => g.join("cgroup.procs"),
+                };
                 std::fs::OpenOptions::new()
                     .write(true)
                     .open(&procs)

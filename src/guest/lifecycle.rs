@@ -973,7 +973,13 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
 /// `exec` sessions too), init first.
 pub fn processes(dirs: &Dirs, name: &str) -> Result<Vec<super::ps::Process>> {
     let st = running(dirs, name)?;
-    let group = format!("unifs/{}", RunDir::new(&dirs.run_dir, name).cgroup_name());
+    // The group the record names: a build before 2ce5951 named it
+    // unifs/NAME in every run dir.
+    let recorded = st.cgroup.groups.first().and_then(|g| g.file_name());
+    let group = match recorded {
+        Some(g) => format!("unifs/{}", g.to_string_lossy()),
+        None => format!("unifs/{}", RunDir::new(&dirs.run_dir, name).cgroup_name()),
+    };
     let mut all = super::ps::processes(&st.cgroup.pids(), st.pid, &group);
     all.sort_by_key(|p| (p.pid != st.pid, p.guest_pid, p.pid));
     Ok(all)
