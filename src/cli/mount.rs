@@ -455,16 +455,24 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
 /// linked from elsewhere ([`foreign_link`]).
 const LINK_SAMPLE: usize = 4096;
 
+/// Directories with such files ([`foreign_link`]) that make a guest look
+/// unified: a never-unified root may have a few (git's programs linked
+/// between bin/ and libexec/git-core/).
+const FOREIGN_DIRS: usize = 4;
+
 /// A regular file of `guest` (with its link count) that has links outside
 /// its own directory and no store marker, found in a breadth-first look
-/// at up to [`LINK_SAMPLE`] entries: a store object whose marker a copy
-/// lost. A unified guest has many; a never-unified one's own hardlinks
-/// seldom leave their directory (`perl`, `git-*`), and are not taken.
+/// at up to [`LINK_SAMPLE`] entries, if such files are in at least
+/// [`FOREIGN_DIRS`] directories: store objects whose markers a copy lost.
+/// A unified guest has them in most directories; a never-unified one's
+/// own hardlinks seldom leave their directory (`perl`, `git-*`).
 fn foreign_link(guest: &Path) -> Option<(PathBuf, u64)> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::symlink_metadata(guest).ok()?.dev();
     let mut dirs = std::collections::VecDeque::from([guest.to_path_buf()]);
     let mut left = LINK_SAMPLE;
+    let mut first = None;
+    let mut in_dirs = 0;
     while let Some(dir) = dirs.pop_front() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -500,7 +508,11 @@ fn foreign_link(guest: &Path) -> Option<(PathBuf, u64)> {
             })
         });
         if let Some(Some((path, _, links))) = found {
-            return Some((path.clone(), *links));
+            first.get_or_insert_with(|| (path.clone(), *links));
+            in_dirs += 1;
+            if in_dirs >= FOREIGN_DIRS {
+                return first;
+            }
         }
         if left == 0 {
             break;

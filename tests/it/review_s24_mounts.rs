@@ -39,9 +39,17 @@ fn review_s24_a_guest_unified_into_a_store_now_gone_is_not_mounted_without_it() 
     let w = World::new();
     let old = w.dir("old");
     let (a, b) = (old.join("a"), old.join("b"));
+    // Shared files in several directories, as in any unified root.
     for g in [&a, &b] {
-        let f = file(g, "usr/lib/libx.so", b"shared library\n", 0o644);
-        set_mtime(&f, 1_700_000_000);
+        for p in [
+            "usr/lib/libx.so",
+            "usr/bin/x",
+            "etc/x.conf",
+            "usr/share/x/x.txt",
+        ] {
+            let f = file(g, p, format!("shared {p}\n").as_bytes(), 0o644);
+            set_mtime(&f, 1_700_000_000);
+        }
     }
     unify_json(&old.join("store"), &[&a, &b]);
     let new = w.tmp.path().join("new");
@@ -71,12 +79,13 @@ fn review_s24_a_guest_unified_into_a_store_now_gone_is_not_mounted_without_it() 
         "{err}"
     );
     assert!(err.contains("--store"), "{err}");
-    assert!(err.contains(lib), "{err}");
-    assert_eq!(fs::read(b.join(lib)).unwrap(), b"shared library\n");
+    assert!(err.contains("e.g. "), "{err}");
+    assert_eq!(fs::read(b.join(lib)).unwrap(), b"shared usr/lib/libx.so\n");
 }
 
 /// A plain guest that was never unified, with hardlinks of its own (in one
-/// directory, as packages ship them), still mounts without a store.
+/// directory, as packages ship them, and a few between two directories, as
+/// git's own install makes them), still mounts without a store.
 #[test]
 fn review_s24_a_never_unified_guest_with_its_own_hardlinks_mounts_without_a_store() {
     if !require_root(
@@ -88,6 +97,14 @@ fn review_s24_a_never_unified_guest_with_its_own_hardlinks_mounts_without_a_stor
     let g = w.dir("g");
     let perl = file(&g, "usr/bin/perl", b"#!perl\n", 0o755);
     fs::hard_link(&perl, g.join("usr/bin/perl5.36")).unwrap();
+    // git built from source: its programs linked between directories.
+    let git = file(&g, "usr/local/bin/git", b"git\n", 0o755);
+    let core = g.join("usr/local/libexec/git-core");
+    fs::create_dir_all(&core).unwrap();
+    for n in ["git", "git-add", "git-commit", "git-upload-pack"] {
+        fs::hard_link(&git, core.join(n)).unwrap();
+    }
+    fs::hard_link(&git, g.join("usr/local/bin/git-upload-pack")).unwrap();
     file(&g, "etc/hostname", b"plain\n", 0o644);
     let none = w.tmp.path().join("no-store");
     let m = Mount::start(&none, &g, &w.dir("m"), &[]);
