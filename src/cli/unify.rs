@@ -233,6 +233,12 @@ fn print_summary(s: &unify::Summary) {
         count(s.objects_added),
         bytes(s.bytes_saved)
     );
+    if s.bytes_copied > 0 {
+        println!(
+            "  ({} of copies {would}made taken off what was saved)",
+            bytes(s.bytes_copied)
+        );
+    }
     if s.skipped_changed + s.skipped_in_use + s.objects_copied + s.extra_copies > 0 {
         println!(
             "  skipped {} changed and {} in-use files; {} objects copied from files open for \
