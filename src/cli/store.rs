@@ -292,7 +292,7 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         }
         println!(
             "verified {} object files ({}): {} problem(s)",
-            count(report.objects),
+            count(report.object_files),
             bytes(report.bytes),
             report.problems.len()
         );

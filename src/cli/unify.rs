@@ -53,7 +53,11 @@ pub struct UnifyArgs {
     /// Print the built-in exclude list and exit.
     #[arg(long)]
     pub print_default_excludes: bool,
-    /// Change nothing; report what would be linked and saved.
+    /// Change nothing; report what would be linked and saved, as
+    /// predicted from hashes: files linking would then leave alone (an
+    /// object changed on the host or with inode flags, no xattr room for
+    /// the marker, another project ID, in use) and extra copies at the
+    /// link limit are not foreseen.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Compare bytes before linking, not only hashes; and read every
@@ -233,6 +237,12 @@ fn print_summary(s: &unify::Summary) {
         count(s.objects_added),
         bytes(s.bytes_saved)
     );
+    if s.bytes_copied > 0 {
+        println!(
+            "  ({} of copies {would}made taken off what was saved)",
+            bytes(s.bytes_copied)
+        );
+    }
     if s.skipped_changed + s.skipped_in_use + s.objects_copied + s.extra_copies > 0 {
         println!(
             "  skipped {} changed and {} in-use files; {} objects copied from files open for \

@@ -694,11 +694,6 @@ impl Cgroup {
         self.read_first(&["memory.current", "memory.usage_in_bytes"])
     }
 
-    /// Processes and threads in the guest.
-    pub fn pids_current(&self) -> Option<u64> {
-        self.read_first(&["pids.current"])
-    }
-
     fn read_first(&self, files: &[&str]) -> Option<u64> {
         self.groups
             .iter()

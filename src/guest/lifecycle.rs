@@ -1264,6 +1264,7 @@ pub struct Status {
     pub frozen: bool,
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
+    /// Processes (not threads) in its cgroups, as `guest ps` lists them.
     pub processes: Option<u64>,
     pub uptime_secs: Option<u64>,
     /// The limits it runs under (as started, or as `update` changed them).
@@ -1319,7 +1320,8 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
         frozen: cgroup.is_some_and(|c| c.frozen().is_some()),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
-        processes: cgroup.and_then(|c| c.pids_current().or(Some(c.pids().len() as u64))),
+        // Processes as `ps` lists them; pids.current counts threads too.
+        processes: cgroup.map(|c| c.pids().len() as u64),
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
         last_exit: (!running && unrecorded.is_none())

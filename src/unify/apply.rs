@@ -42,6 +42,9 @@ pub struct ApplyTotals {
     pub objects_copied: u64,
     /// Extra object copies started because one reached the link limit.
     pub extra_copies: u64,
+    /// Bytes of the copies above (objects copied, extra copies): disk the
+    /// run used, taken off `bytes_saved` in the summary.
+    pub bytes_copied: u64,
     pub skipped_changed: u64,
     pub skipped_in_use: u64,
     /// Files whose name went away before it could be linked.
@@ -59,6 +62,7 @@ impl ApplyTotals {
         self.objects_added += o.objects_added;
         self.objects_copied += o.objects_copied;
         self.extra_copies += o.extra_copies;
+        self.bytes_copied += o.bytes_copied;
         self.skipped_changed += o.skipped_changed;
         self.skipped_in_use += o.skipped_in_use;
         self.gone += o.gone;
@@ -387,6 +391,7 @@ impl<'a> Applier<'a> {
                     work.consumed.push(file);
                 } else {
                     work.totals.objects_copied += 1;
+                    work.totals.bytes_copied += stat.size;
                     self.note_skip(file, Skip::InUse, work);
                 }
                 let (dir, name) = self
@@ -534,11 +539,24 @@ impl<'a> Applier<'a> {
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
         let parent = dir.as_fd();
-        let tmp = self.link_to_tmp(target, parent, work)?;
-        if let Err(e) = sys::rename_exchange(parent, &tmp, name) {
-            let _ = self.remove_tmp(file, dir, &tmp);
-            return Err(fail(e));
-        }
+        let tmp = loop {
+            let tmp = self.link_to_tmp(target, parent, work)?;
+            match sys::rename_exchange(parent, &tmp, name) {
+                Ok(()) => break tmp,
+                // btrfs without extended inode refs limits the links from
+                // one directory by the length of their names: the short
+                // temp name fitted, the file's name does not. Full as if
+                // the link had failed.
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                    self.remove_tmp(file, dir, &tmp).map_err(fail)?;
+                    self.next_copy(target, work)?;
+                }
+                Err(e) => {
+                    let _ = self.remove_tmp(file, dir, &tmp);
+                    return Err(fail(e));
+                }
+            }
+        };
         // The name may have been replaced after our check: only remove
         // what we swapped out if it is the inode we checked.
         // And a writer that opened the name before the swap is waiting on
@@ -652,14 +670,16 @@ impl<'a> Applier<'a> {
                     .new_copy(&target.id, target.copy, copy, self.ignore_mtime)
                     .map_err(failed)?;
                 work.totals.extra_copies += 1;
-                match made {
+                let stat = match made {
                     Ingested::Linked { stat, .. } => stat,
                     Ingested::Exists { .. } => self
                         .store
                         .stat_object(&target.id, copy)
                         .map_err(failed)?
                         .ok_or_else(|| Skip::Failed("object copy vanished".into()))?,
-                }
+                };
+                work.totals.bytes_copied += stat.size;
+                stat
             }
         };
         work.ops.push(CatalogOp::ObjectFile {

@@ -202,3 +202,17 @@ pub fn split_paths(inodes: &[(bool, Vec<FileRec>)]) -> u64 {
     });
     paths.sum()
 }
+
+/// The bytes of the copies a split of `inodes` makes: one per guest but
+/// the keeper, of a regular file's data (as [`super::split::split_all`]).
+pub fn split_bytes(inodes: &[(bool, Vec<FileRec>)]) -> u64 {
+    let bytes = inodes.iter().map(|(keep_first, recs)| {
+        let guests = recs.chunk_by(|a, b| a.guest == b.guest).count();
+        let copies = guests - usize::from(*keep_first);
+        match recs[0].stat.is_file() {
+            true => copies as u64 * recs[0].stat.size,
+            false => 0,
+        }
+    });
+    bytes.sum()
+}

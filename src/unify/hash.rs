@@ -119,6 +119,10 @@ pub fn hash_cached(
     let read = match hash_one(guest, rec, ignore_mtime, content) {
         Ok(read) => read,
         Err(e) if gone(&e) => return Ok(Read::Gone),
+        Err(e) if is_changed(&e) => {
+            let what = "changed while unify ran; left as it was";
+            return Ok(Read::Changed(Problem::new(guest.root.join(&rec.rel), what)));
+        }
         Err(e) => {
             let what = format!("cannot read it to hash it ({e}); left as it was");
             return Err(Problem::new(guest.root.join(&rec.rel), what));
@@ -152,6 +156,25 @@ pub enum Read {
     /// Its name is gone (deleted or moved by a running guest since the
     /// walk): nothing to do, as for a file made after the walk.
     Gone,
+    /// It changed since the walk, or while it was read: left alone, and
+    /// counted and reported as apply's own such skips are.
+    Changed(Problem),
+}
+
+/// The error of a file found changed since the walk (see [`is_changed`]).
+#[derive(Debug)]
+struct Changed;
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("changed while unify ran")
+    }
+}
+
+impl std::error::Error for Changed {}
+
+fn is_changed(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|e| e.is::<Changed>())
 }
 
 /// True when `e` says the name (or a directory on its way) is gone.
@@ -207,7 +230,14 @@ fn hash_one(
     let writers = has_writers(fd.as_fd());
     let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
     let file = File::from(fd);
-    let (id, content) = hash_maybe(&meta, &file, content)?;
+    let (id, content) = hash_maybe(&meta, &file, content).map_err(|e| {
+        // Read short or long (a writer truncated or appended), or failed
+        // after a change: the file changed, nothing is wrong with it.
+        match sys::fstat(file.as_fd()) {
+            Ok(now) if !now.unchanged(&rec.stat) => std::io::Error::other(Changed),
+            _ => e,
+        }
+    })?;
     Ok(HashOne::Done(id, content, file.into(), writers))
 }
 
@@ -256,7 +286,7 @@ pub fn both_of(
 fn stat_unchanged(fd: &OwnedFd, rec: &FileRec) -> std::io::Result<Stat> {
     let st = sys::fstat(fd.as_fd())?;
     if !st.unchanged(&rec.stat) {
-        return Err(std::io::Error::other("changed while unify ran; skipped"));
+        return Err(std::io::Error::other(Changed));
     }
     Ok(st)
 }

@@ -235,7 +235,11 @@ pub struct Summary {
     pub bytes_hashed: u64,
     pub cache_hits: u64,
     pub files_linked: u64,
+    /// Bytes of the paths linked to objects, less `bytes_copied`.
     pub bytes_saved: u64,
+    /// Bytes of the copies the run made: objects copied into the store,
+    /// extra copies at the link limit, clone paths split.
+    pub bytes_copied: u64,
     pub objects_added: u64,
     pub objects_copied: u64,
     pub extra_copies: u64,
@@ -841,6 +845,7 @@ fn run(
     summary.problems.append(&mut scan.problems);
     if opts.dry_run {
         summary.clone_paths_split = clones::split_paths(&scan.to_split);
+        summary.bytes_copied = clones::split_bytes(&scan.to_split);
     }
 
     // Hash what can pay, bucket by bucket, and link each bucket as soon as
@@ -896,8 +901,9 @@ fn run(
         let hashed: HashSet<usize> = out.hashed.iter().map(|h| h.file).collect();
         let left = scan.shared_left(|i| !hashed.contains(&i));
         summary.clone_paths_split += clones::split_paths(&left);
+        summary.bytes_copied += clones::split_bytes(&left);
         summary.files_linked = out.planned_links;
-        summary.bytes_saved = out.planned_bytes_saved;
+        summary.bytes_saved = out.planned_bytes_saved.saturating_sub(summary.bytes_copied);
         summary.objects_added = out.planned_objects;
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
@@ -994,7 +1000,7 @@ fn run(
     }
     // Clones' shared inodes get split once the directories it changes are
     // noted on disk: a killed split's temp names are then known as ours.
-    let (split, mut problems, failed) =
+    let (split, mut split_bytes, mut problems, failed) =
         split::split_all(&guests, &scan.to_split, &applier.dir_times);
     summary.clone_paths_split = split;
     summary.problems.append(&mut problems);
@@ -1028,18 +1034,21 @@ fn run(
         let st = &scan.candidates[i].stat;
         !out.consumed.contains(&i) && !out.object_files.contains(&(st.dev, st.ino))
     });
-    let (split, mut problems, failed) = split::split_all(&guests, &left, &applier.dir_times);
+    let (split, bytes, mut problems, failed) = split::split_all(&guests, &left, &applier.dir_times);
     summary.clone_paths_split += split;
+    split_bytes += bytes;
     summary.problems.append(&mut problems);
     scan.unsettled.extend(failed);
     let t = out.totals;
     summary.files_linked = t.files_linked;
-    summary.bytes_saved = t.bytes_saved;
+    // What the run freed: the paths it replaced, less the copies it made.
+    summary.bytes_copied = t.bytes_copied + split_bytes;
+    summary.bytes_saved = t.bytes_saved.saturating_sub(summary.bytes_copied);
     summary.objects_added = t.objects_added;
     summary.objects_copied = t.objects_copied;
     summary.objects_recovered = recorded.len() as u64;
     summary.extra_copies = t.extra_copies;
-    summary.skipped_changed = t.skipped_changed;
+    summary.skipped_changed += t.skipped_changed;
     summary.files_gone += t.gone;
     summary.skipped_in_use = t.skipped_in_use;
     summary.files_no_xattr_room = t.no_xattr_room;
@@ -1609,6 +1618,7 @@ fn hashed_summary(summary: &mut Summary, out: &pipeline::Outcome, hash_started: 
     summary.files_with_inode_flags = out.flagged;
     summary.files_sparse = out.sparse;
     summary.files_gone = out.gone;
+    summary.skipped_changed = out.changed;
     summary.files_hashed = out.hashed.iter().filter(|h| h.read).count() as u64;
     summary.cache_hits = out.hashed.iter().filter(|h| h.from_cache).count() as u64;
     summary.problems.extend(out.problems.iter().cloned());

@@ -41,6 +41,8 @@ pub struct Outcome {
     pub sparse: u64,
     /// Files whose name went away while unify ran.
     pub gone: u64,
+    /// Files found changed since the walk when hashed (each reported).
+    pub changed: u64,
     pub problems: Vec<Problem>,
     /// What the plan would link (what a dry run reports).
     pub planned_links: u64,
@@ -65,6 +67,7 @@ struct Done {
     flagged: u64,
     sparse: u64,
     gone: u64,
+    changed: u64,
     problems: Vec<Problem>,
     planned: [u64; 3],
     works: Vec<Result<GroupWork>>,
@@ -113,6 +116,7 @@ pub fn run(
             out.flagged += done.flagged;
             out.sparse += done.sparse;
             out.gone += done.gone;
+            out.changed += done.changed;
             out.planned_links += done.planned[0];
             out.planned_bytes_saved += done.planned[1];
             out.planned_objects += done.planned[2];
@@ -175,6 +179,7 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
         flagged: 0,
         sparse: 0,
         gone: 0,
+        changed: 0,
         problems: Vec::new(),
         planned: [0; 3],
         works: Vec::new(),
@@ -219,6 +224,10 @@ fn bucket(inputs: &Inputs, files: &[usize], started: Instant, hashed_until: &Ato
             Ok(hash::Read::Flagged) => done.flagged += 1,
             Ok(hash::Read::Sparse) => done.sparse += 1,
             Ok(hash::Read::Gone) => done.gone += 1,
+            Ok(hash::Read::Changed(p)) => {
+                done.changed += 1;
+                done.problems.push(p);
+            }
             Ok(hash::Read::Hashed(h, fd)) => {
                 ids.insert(h.id);
                 if st.nlink > 1 {

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Splits every inode in `inodes` (each: whether its first guest keeps it,
 /// and its paths, sorted by guest). Returns how many paths got a copy of
-/// their own, and what could not be done.
+/// their own, the bytes of those copies (regular files' data), and what
+/// could not be done.
 ///
 /// Each directory is noted in `dir_times` before its first change, so that
 /// its mtime is put back and, if the run is killed, the next run knows the
@@ -36,8 +37,9 @@ pub fn split_all(
     guests: &[Guest],
     inodes: &[(bool, Vec<FileRec>)],
     dir_times: &DirTimes,
-) -> (u64, Vec<Problem>, Vec<u32>) {
+) -> (u64, u64, Vec<Problem>, Vec<u32>) {
     let mut done = 0;
+    let mut bytes = 0;
     let mut problems = Vec::new();
     let mut failed = Vec::new();
     for (keep_first, recs) in inodes {
@@ -45,7 +47,14 @@ pub fn split_all(
         for chunk in recs.chunk_by(|a, b| a.guest == b.guest).skip(skip) {
             let guest = &guests[chunk[0].guest as usize];
             match split_guest(guest, chunk, dir_times) {
-                Ok(n) => done += n,
+                Ok(n) => {
+                    done += n;
+                    // One copy for the chunk's paths (a symlink's or a
+                    // node's costs no data).
+                    if n > 0 && chunk[0].stat.is_file() {
+                        bytes += chunk[0].stat.size;
+                    }
+                }
                 Err(e) => {
                     failed.push(chunk[0].guest);
                     // The kernel refuses to move an immutable or
@@ -68,7 +77,7 @@ pub fn split_all(
             }
         }
     }
-    (done, problems, failed)
+    (done, bytes, problems, failed)
 }
 
 /// The entry `rel` beneath the guest root: its directory and name.
