@@ -32,6 +32,7 @@ mod review_s23_dirtimes;
 mod review_s23_guesttime;
 mod review_s23_restoretimes;
 mod review_s23_time;
+mod review_s24_gc;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
