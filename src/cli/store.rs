@@ -349,21 +349,39 @@ fn gc_on_full_disk(
     json: bool,
     first: anyhow::Error,
 ) -> anyhow::Result<ExitCode> {
-    // Not an object file put back from a backup (another inode than the
-    // catalog lists): guest paths may link the inode it replaced, and only
-    // gc_pass, writing the catalog, sorts those out.
-    let keep = match Catalog::open_readonly(&store.catalog_path()) {
-        Ok(catalog) => replaced_files(store, &catalog)?
-            .into_iter()
-            .map(|(f, ..)| (f.id, f.copy))
-            .collect(),
-        Err(_) => return Err(first),
-    };
-    let freed = store.gc_candidates(&keep)?;
+    let freed = store.gc_candidates(&Default::default())?;
     if freed.is_empty() {
         return Err(first);
     }
+    let inodes: std::collections::HashMap<_, _> = freed
+        .iter()
+        .filter_map(|(f, _)| {
+            let st = crate::sys::lstat(&f.path).ok()?;
+            Some(((f.id, f.copy), (st.dev, st.ino)))
+        })
+        .collect();
     store.gc_remove(&freed)?;
+    let removed = freed.len() as u64;
+    // A file removed that was a copy put in place of the inode the catalog
+    // lists (a backup put back over it; the catalog could not be read
+    // before, on the full disk) keeps its rows: gc_pass then gives its name
+    // back from a guest path that still links that inode, or drops them.
+    let listed: std::collections::HashMap<_, _> =
+        match Catalog::open_readonly(&store.catalog_path()) {
+            Ok(catalog) => catalog
+                .object_inodes()?
+                .into_iter()
+                .map(|(inode, f)| ((f.id, f.copy), inode))
+                .collect(),
+            Err(_) => Default::default(),
+        };
+    let freed: Vec<_> = freed
+        .into_iter()
+        .filter(|(f, _)| {
+            let key = (f.id, f.copy);
+            listed.get(&key).is_none_or(|i| Some(i) == inodes.get(&key))
+        })
+        .collect();
     let why = match first.downcast_ref::<crate::catalog::Error>() {
         Some(crate::catalog::Error::Sqlite { error, .. }) => error.to_string(),
         _ => first.to_string(),
@@ -372,7 +390,7 @@ fn gc_on_full_disk(
         "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} unused \
          object file(s) first, to make room for the catalog's update",
         store.root().display(),
-        count(freed.len() as u64)
+        count(removed)
     );
     gc_pass(g, store, false, json, &freed).with_context(|| {
         format!(
