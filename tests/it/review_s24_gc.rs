@@ -425,3 +425,44 @@ fn review_s24_a_store_named_through_a_bind_mount_gets_the_right_advice() {
     let s = unify_json(&store, &[&"--all"]);
     assert_eq!(s["files_already_linked"], 2, "{s}");
 }
+
+/// The same on a full filesystem, where gc removes unused object files
+/// before it can read the catalog: the copy put back over the object went
+/// with its rows. Now its rows stay, and the second pass gives the name
+/// back from a guest path still linking the inode the catalog lists.
+#[test]
+fn review_s24_gc_on_a_full_disk_keeps_an_object_put_back_while_guests_link_it() {
+    if !require_root("review_s24_gc_on_a_full_disk_keeps_an_object_put_back") {
+        return;
+    }
+    let ext4 = crate::review_s9_exhaust::Ext4::new(32 << 20);
+    let store = ext4.path("st");
+    let guests: Vec<_> = ["a", "b", "c"].iter().map(|g| ext4.path(g)).collect();
+    for g in &guests {
+        file_at(g, "usr/f", &bytes(7, 300_000), 0o644, 1_700_000_000);
+    }
+    unify_json(&store, &[&guests[0], &guests[1], &guests[2]]);
+    let guest_file = guests[0].join("usr/f");
+    let object = object_of(&store, &guest_file);
+    let rel = object.strip_prefix(&store).unwrap().to_path_buf();
+    let objects_tar = ext4.path("objects.tar");
+    tar(&[&"-C", &store, &"-cf", &objects_tar, &"objects"]);
+    tar(&[&"-xpf", &objects_tar, &"-C", &store, &rel]);
+    fs::remove_file(&objects_tar).unwrap();
+    let old = ino(&guest_file);
+    assert_ne!(ino(&object), old, "tar gave the object file a new inode");
+    ext4.fill(0);
+    let out = unifs(&store, &[&"store", &"gc", &"--json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("is full"),
+        "gc did not take the full-disk way: {}",
+        stderr(&out)
+    );
+    ext4.unfill();
+    assert!(object.exists(), "gc removed the object: {}", stdout(&out));
+    assert_eq!(ino(&object), old, "{}", stdout(&out));
+    assert_eq!(fs::metadata(&object).unwrap().nlink(), 4);
+    assert_eq!(catalog_objects(&store), 1);
+    assert_verify_clean(&store);
+}
