@@ -33,7 +33,9 @@ pub enum StoreCommand {
     },
     /// Remove objects that no guest links any more; repair object files
     /// the catalog lists but that are gone (restored from a guest that still
-    /// links the inode, or else dropped from the catalog with their links).
+    /// links the inode, or else dropped from the catalog with their links),
+    /// and those replaced by a copy (a backup put back over them: the name
+    /// goes back to the inode guests link).
     Gc {
         /// Only list what would be removed.
         #[arg(short = 'n', long)]
@@ -355,11 +357,39 @@ fn gc_on_full_disk(
     first: anyhow::Error,
     serial: &Serial,
 ) -> anyhow::Result<ExitCode> {
-    let freed = store.gc_candidates()?;
+    let freed = store.gc_candidates(&Default::default())?;
     if freed.is_empty() {
         return Err(first);
     }
+    let inodes: std::collections::HashMap<_, _> = freed
+        .iter()
+        .filter_map(|(f, _)| {
+            let st = crate::sys::lstat(&f.path).ok()?;
+            Some(((f.id, f.copy), (st.dev, st.ino)))
+        })
+        .collect();
     store.gc_remove(&freed)?;
+    let removed = freed.len() as u64;
+    // A file removed that was a copy put in place of the inode the catalog
+    // lists (a backup put back over it; the catalog could not be read
+    // before, on the full disk) keeps its rows: gc_pass then gives its name
+    // back from a guest path that still links that inode, or drops them.
+    let listed: std::collections::HashMap<_, _> =
+        match Catalog::open_readonly(&store.catalog_path()) {
+            Ok(catalog) => catalog
+                .object_inodes()?
+                .into_iter()
+                .map(|(inode, f)| ((f.id, f.copy), inode))
+                .collect(),
+            Err(_) => Default::default(),
+        };
+    let freed: Vec<_> = freed
+        .into_iter()
+        .filter(|(f, _)| {
+            let key = (f.id, f.copy);
+            listed.get(&key).is_none_or(|i| Some(i) == inodes.get(&key))
+        })
+        .collect();
     let why = match first.downcast_ref::<crate::catalog::Error>() {
         Some(crate::catalog::Error::Sqlite { error, .. }) => error.to_string(),
         _ => first.to_string(),
@@ -368,7 +398,7 @@ fn gc_on_full_disk(
         "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} unused \
          object file(s) first, to make room for the catalog's update",
         store.root().display(),
-        count(freed.len() as u64)
+        count(removed)
     );
     gc_pass(g, store, false, json, &freed, serial).with_context(|| {
         format!(
@@ -416,7 +446,7 @@ fn gc_pass(
         .as_ref()
         .filter(|(before, _)| before.is_some() && *before == recorded)
         .map(|(_, next)| next);
-    let renumbered = renumber_replaced(store, &catalog, dry_run)?;
+    let replaced = repair_replaced(store, &catalog, dry_run)?;
     // Objects copied without xattrs (`rsync -aH`) lost their markers: a
     // mount would write into them for every guest. (Not root: trusted.*
     // cannot be read.)
@@ -437,7 +467,7 @@ fn gc_pass(
             }
         }
     }
-    let removed = store.gc_candidates()?;
+    let removed = store.gc_candidates(&replaced.kept)?;
     if !dry_run {
         // Rows first, files second: see Store::gc_remove.
         catalog.begin()?;
@@ -465,7 +495,8 @@ fn gc_pass(
             "missing_restored": lossy(&missing.restored),
             "missing_dropped": lossy(&missing.dropped),
             "links_dropped": missing.links_dropped, "missing_left": lossy(&missing.left),
-            "replaced_renumbered": lossy(&renumbered),
+            "replaced_renumbered": lossy(&replaced.renumbered),
+            "replaced_given_back": lossy(&replaced.given_back),
             "markers_restored": lossy(&marked),
             "markers_rewritten": lossy(&rewritten),
         });
@@ -482,7 +513,15 @@ fn gc_pass(
             count(removed.len() as u64),
             bytes(freed)
         );
-        for p in &renumbered {
+        for p in &replaced.given_back {
+            let verb = if dry_run { "would give" } else { "gave" };
+            println!(
+                "{verb} {} back the inode guests link (it had been replaced by a copy, which \
+                 is freed)",
+                p.display()
+            );
+        }
+        for p in &replaced.renumbered {
             let verb = if dry_run { "would update" } else { "updated" };
             println!(
                 "{verb} the catalog's inode of {} (the file was replaced)",
@@ -547,34 +586,107 @@ fn check_catalog_is_this_stores(store: &Store, catalog: &Catalog) -> anyhow::Res
     Ok(store.check_catalog_lists(listed.values().map(|f| (f.id, f.copy)), seen_dir.as_deref())?)
 }
 
+/// An object file as the catalog lists it, the inode listed, and the
+/// file's stat.
+type ReplacedFile = (crate::catalog::ObjectInode, (u64, u64), crate::sys::Stat);
+
 /// Object files whose inode is not the one the catalog lists (replaced by
-/// a copy, restored from a backup): the catalog gets the file's inode, so
-/// unify no longer takes paths linking the old one for links to the store
-/// (it finds them by their markers and links them to the store again).
-fn renumber_replaced(
-    store: &Store,
-    catalog: &Catalog,
-    dry_run: bool,
-) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
+/// a copy, restored from a backup), sorted.
+fn replaced_files(store: &Store, catalog: &Catalog) -> anyhow::Result<Vec<ReplacedFile>> {
     let mut moved = Vec::new();
     for ((dev, ino), f) in catalog.object_inodes()? {
         if let Some(st) = store.stat_object(&f.id, f.copy)? {
             if (st.dev, st.ino) != (dev, ino) {
-                moved.push((f, st));
+                moved.push((f, (dev, ino), st));
             }
         }
     }
-    moved.sort_by_key(|(f, _)| (f.id, f.copy));
-    if !dry_run && !moved.is_empty() {
+    moved.sort_by_key(|(f, ..)| (f.id, f.copy));
+    Ok(moved)
+}
+
+/// What `store gc` did about object files that are another inode than the
+/// catalog lists.
+#[derive(Default)]
+struct Replaced {
+    /// Their names given back to the inode guest paths still link (the
+    /// copy put in its place had no guest link, and is freed).
+    given_back: Vec<std::path::PathBuf>,
+    /// The catalog took the file's inode: unify then links guest paths of
+    /// the old one to the store again (by their markers).
+    renumbered: Vec<std::path::PathBuf>,
+    /// Not removed by this gc whatever their link count: guest paths still
+    /// link the inode the catalog listed (the object they use).
+    kept: std::collections::HashSet<(crate::store::ObjectId, u32)>,
+}
+
+/// Object files replaced by another inode (a copy, tar restoring objects
+/// over the store). Where a guest path still links the inode the catalog
+/// lists and the copy has no guest link, the name goes back to that inode
+/// (checked by marker and hash, as for a missing file: needs root), so the
+/// store is as it was. Otherwise the catalog gets the file's inode, so that
+/// unify no longer takes paths linking the old one for links to the store.
+/// Either way gc does not remove the file while guest paths link the old
+/// inode: the copy, unlinked by any guest, is all the store has of it.
+fn repair_replaced(store: &Store, catalog: &Catalog, dry_run: bool) -> anyhow::Result<Replaced> {
+    let mut out = Replaced::default();
+    let moved = replaced_files(store, catalog)?;
+    if moved.is_empty() {
+        return Ok(out);
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let ignore_mtime = catalog.ignore_mtime()?;
+    let mut renumber = Vec::new();
+    for (f, old, st) in moved {
+        let mut linked = false;
+        let mut given_back = false;
+        for (guest_root, rel) in catalog.links_to(&f.id)? {
+            let path = guest_root.join(&rel);
+            if !crate::sys::lstat(&path).is_ok_and(|s| (s.dev, s.ino) == old) {
+                continue;
+            }
+            linked = true;
+            if !root || st.nlink != 1 {
+                break;
+            }
+            let made_mtime = match ignore_mtime {
+                true => catalog.object(&f.id)?.map(|r| r.mtime),
+                false => None,
+            };
+            given_back = store
+                .relink_missing(
+                    &f.id,
+                    f.copy,
+                    old,
+                    (&guest_root, &rel),
+                    ignore_mtime,
+                    made_mtime,
+                    dry_run,
+                    true,
+                )
+                .unwrap_or(false);
+            if given_back {
+                break;
+            }
+        }
+        if linked {
+            out.kept.insert((f.id, f.copy));
+        }
+        if given_back {
+            out.given_back.push(store.object_path(&f.id, f.copy));
+        } else {
+            renumber.push((f, st));
+        }
+    }
+    if !dry_run && !renumber.is_empty() {
         catalog.begin()?;
-        for (f, st) in &moved {
+        for (f, st) in &renumber {
             catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
         }
         catalog.commit()?;
     }
-    for (f, _) in moved {
-        out.push(store.object_path(&f.id, f.copy));
+    for (f, _) in renumber {
+        out.renumbered.push(store.object_path(&f.id, f.copy));
     }
     Ok(out)
 }
@@ -637,6 +749,7 @@ fn repair_missing(store: &Store, catalog: &Catalog, dry_run: bool) -> anyhow::Re
                     ignore_mtime,
                     made_mtime,
                     dry_run,
+                    false,
                 )
                 .unwrap_or(false)
         });

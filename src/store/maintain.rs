@@ -163,7 +163,12 @@ impl Store {
     /// A copy goes only with every higher copy of its object: unify finds
     /// copies by counting up from 0 and stops at the first gap, so a copy
     /// past a gap would never be linked to again.
-    pub fn gc_candidates(&self) -> Result<Vec<(ObjectFile, u64)>> {
+    /// `keep`: object files (id, copy) to take for linked, whatever their
+    /// link count.
+    pub fn gc_candidates(
+        &self,
+        keep: &std::collections::HashSet<(ObjectId, u32)>,
+    ) -> Result<Vec<(ObjectFile, u64)>> {
         let (mut files, _) = self.list_objects()?;
         files.sort_by(|a, b| (a.id, b.copy).cmp(&(b.id, a.copy)));
         let mut found = Vec::new();
@@ -173,7 +178,7 @@ impl Store {
                 continue;
             }
             let st = sys::lstat(&f.path).at(&f.path)?;
-            if st.nlink == 1 {
+            if st.nlink == 1 && !keep.contains(&(f.id, f.copy)) {
                 found.push((f, st.size));
             } else {
                 kept = Some(f.id);
@@ -233,6 +238,8 @@ impl Store {
     /// `made_mtime`: where ids leave mtime out, the mtime the catalog
     /// recorded; an inode with another is not given the name back (removing
     /// such an object is how `store verify` says to keep a changed mtime).
+    /// `replace`: the object file is there, another inode (a copy put in its
+    /// place) that the name is taken from, atomically.
     #[allow(clippy::too_many_arguments)]
     pub fn relink_missing(
         &self,
@@ -243,6 +250,7 @@ impl Store {
         ignore_mtime: bool,
         made_mtime: Option<sys::Timestamp>,
         dry_run: bool,
+        replace: bool,
     ) -> std::io::Result<bool> {
         let root = sys::open_dir(guest_root)?;
         let fd = sys::open_beneath(
@@ -270,7 +278,29 @@ impl Store {
             e => std::io::Error::other(e.to_string()),
         })?;
         let (_, name) = super::object_names(id, copy);
-        sys::link_fd(file.as_fd(), dir.as_fd(), &name)?;
+        if !replace {
+            sys::link_fd(file.as_fd(), dir.as_fd(), &name)?;
+            return Ok(true);
+        }
+        // Linked to a temp name in tmp/ (emptied by the next gc if we are
+        // killed), then renamed over the copy: the name is never missing.
+        let tmp = self.tmp_dir().map_err(|e| match e {
+            super::Error::Io { source, .. } => source,
+            e => std::io::Error::other(e.to_string()),
+        })?;
+        let mut n = 0u32;
+        let temp = loop {
+            let temp = std::ffi::OsString::from(format!("relink.{}.{n}", std::process::id()));
+            match sys::link_fd(file.as_fd(), tmp, &temp) {
+                Ok(()) => break temp,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => n += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        if let Err(e) = sys::rename_at(tmp, &temp, dir.as_fd(), &name) {
+            let _ = sys::unlink_at(tmp, &temp);
+            return Err(e);
+        }
         Ok(true)
     }
 

@@ -94,6 +94,13 @@ pub enum Error {
     )]
     NotAStore { path: PathBuf },
     #[error(
+        "store {path} is a symlink to {target}, which does not exist (the store moved, or its \
+         filesystem is not mounted?); nothing was done. If the store moved, point the symlink \
+         at it (`ln -sfn NEW_DIR {path}`) or name NEW_DIR with --store (or UNIFS_STORE); to \
+         start a new store there, make {target} first"
+    )]
+    DanglingSymlink { path: PathBuf, target: PathBuf },
+    #[error(
         "store {store}: cannot open its writer lock {path}: {error}; every command that \
          writes needs it, and restore (a store that cannot be written can still be read: \
          store verify, stats, ls, runs, snapshot, unify --dry-run, and restore from a \
@@ -358,7 +365,9 @@ impl Store {
     pub fn check_new(root: &Path) -> Result<()> {
         let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Store::check_not_dangling(root)
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
                 return Err(Error::NotADirectory {
                     path: root.to_path_buf(),
@@ -442,6 +451,7 @@ impl Store {
     /// Refuses a store whose `objects/` is gone while its catalog is there
     /// ([`Error::ObjectsLost`]): not a new store to make, nor "no store".
     pub fn check_objects_there(root: &Path) -> Result<()> {
+        Store::check_not_dangling(root)?;
         let catalog_there = std::fs::metadata(root.join("catalog.db")).is_ok_and(|m| m.len() > 0);
         if catalog_there && !Store::exists(root) {
             return Err(Error::ObjectsLost {
@@ -449,6 +459,20 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Refuses a store path that is a symlink to nothing
+    /// ([`Error::DanglingSymlink`]): not a missing store to make there.
+    pub fn check_not_dangling(root: &Path) -> Result<()> {
+        let dangling = std::fs::symlink_metadata(root).is_ok_and(|m| m.is_symlink())
+            && std::fs::metadata(root).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+        match dangling {
+            true => Err(Error::DanglingSymlink {
+                path: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
+                target: std::fs::read_link(root).unwrap_or_default(),
+            }),
+            false => Ok(()),
+        }
     }
 
     /// True when `root` looks like a store.
@@ -482,6 +506,19 @@ impl Store {
             Some(fd) => Ok(fd.as_fd()),
             None => Err(io::Error::from_raw_os_error(libc::ENOENT)).at(self.root.join("tmp")),
         }
+    }
+
+    /// `cache/` (made if missing), reached from `objects/`: in the store
+    /// this was opened as, wherever it is now (a store moved during a run
+    /// keeps its cache, and its old path gets none made).
+    pub fn cache_dir(&self) -> io::Result<OwnedFd> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        let root = sys::open_at(self.objects.as_fd(), OsStr::new(".."), flags, 0)?;
+        match sys::mkdir_at(root.as_fd(), OsStr::new("cache"), 0o700) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+            _ => {}
+        }
+        sys::open_at(root.as_fd(), OsStr::new("cache"), flags, 0)
     }
 
     pub fn catalog_path(&self) -> PathBuf {

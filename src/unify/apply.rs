@@ -514,6 +514,10 @@ impl<'a> Applier<'a> {
             // as this change left it.
             own.note(fd.as_fd());
         }
+        // Space is freed only with the inode's last name: a path sharing
+        // it with others (guests copied with their hardlinks) frees nothing
+        // until the last goes.
+        let freed = sys::fstat(fd.as_fd()).is_ok_and(|st| st.nlink == 0);
         self.closer.close(fd);
         work.ops.push(CatalogOp::GuestLink {
             file,
@@ -521,7 +525,9 @@ impl<'a> Applier<'a> {
         });
         work.consumed.push(file);
         work.totals.files_linked += 1;
-        work.totals.bytes_saved += rec.stat.size;
+        if freed {
+            work.totals.bytes_saved += rec.stat.size;
+        }
         Ok(())
     }
 

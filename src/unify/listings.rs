@@ -21,11 +21,13 @@
 use super::Guest;
 use crate::catalog::Map;
 use crate::store::Store;
-use crate::sys::{Stat, Timestamp};
+use crate::sys::{self, Stat, Timestamp};
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::ops::Range;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -108,6 +110,7 @@ pub struct Listings {
     by_path: Map<u64, u32>,
 }
 
+/// Where [`keep`] saves a guest's listings.
 pub fn cache_path(store: &Store, guest_id: i64) -> PathBuf {
     store
         .root()
@@ -248,32 +251,22 @@ impl Listings {
         Some((&self.data[rel], key, &self.data[records]))
     }
 
-    /// Keeps `listings` at `path`, replacing what was there: written to a
-    /// temp name in `tmp` and renamed over (no fsync: a cache, and a torn
-    /// file fails its hash). Streamed: never the whole file in memory.
+    /// Keeps `listings` as `name` in directory `cache`, replacing what was
+    /// there: written to a temp name in `tmp` and renamed over (no fsync: a
+    /// cache, and a torn file fails its hash). Streamed: never the whole
+    /// file in memory. By fd: a store moved meanwhile keeps it.
     fn save<'a>(
-        path: &Path,
-        tmp: &Path,
+        cache: BorrowedFd,
+        name: &OsStr,
+        tmp: BorrowedFd,
         listings: impl Iterator<Item = Entry<'a>>,
     ) -> io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        // Root's alone: the listings name what is in guest directories
-        // other users cannot list.
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let temp = tmp.join(format!("{name}.{}", std::process::id()));
+        let temp = OsString::from(format!("{}.{}", name.to_string_lossy(), std::process::id()));
         let write = || -> io::Result<()> {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp)?;
+            // Root's alone: the listings name what is in guest directories
+            // other users cannot list.
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+            let file = std::fs::File::from(sys::open_at(tmp, &temp, flags, 0o600)?);
             let mut out = HashingWriter {
                 w: io::BufWriter::with_capacity(256 * 1024, file),
                 h: blake3::Hasher::new(),
@@ -293,10 +286,10 @@ impl Listings {
             let hash = out.h.finalize();
             out.w.write_all(hash.as_bytes())?;
             out.w.flush()?;
-            std::fs::rename(&temp, path)
+            sys::rename_at(tmp, &temp, cache, name)
         };
         write().inspect_err(|_| {
-            let _ = std::fs::remove_file(&temp);
+            let _ = sys::unlink_at(tmp, &temp);
         })
     }
 }
@@ -365,11 +358,15 @@ pub fn keep(
             again[g].insert(r.rel.clone(), r);
         }
     }
-    let tmp = store.root().join("tmp");
+    let Ok(tmp) = store.tmp_dir() else { return };
+    let mut cache = None;
     for (g, guest) in guests.iter().enumerate() {
         if !changed[g] || guest.row.id < 0 {
             continue;
         }
+        let Ok(cache) = cache.get_or_insert_with(|| store.cache_dir()) else {
+            return;
+        };
         let all = of_guest[g].iter().filter_map(|l| {
             let (rel, key, records) = match l {
                 Listing::Read(r) => r.entry(),
@@ -383,7 +380,8 @@ pub fn keep(
                     .map_or((rel, key, records), |r| r.entry()),
             )
         });
-        let _ = Listings::save(&cache_path(store, guest.row.id), &tmp, all);
+        let name = OsString::from(format!("listings-{}", guest.row.id));
+        let _ = Listings::save(cache.as_fd(), &name, tmp, all);
     }
 }
 
@@ -497,10 +495,14 @@ mod tests {
     #[test]
     fn kept_listings_come_back_only_for_the_same_stat_and_never_from_a_torn_file() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("cache")).unwrap();
         let path = dir.path().join("cache/listings-3");
         let (k5, k300) = (key(5), key(300));
         let kept: [Entry; 2] = [(b"", k5, &[5u8; 5]), (b"usr/lib", k300, &[44u8; 300])];
-        Listings::save(&path, dir.path(), kept.into_iter()).unwrap();
+        let cache = sys::open_dir(&dir.path().join("cache")).unwrap();
+        let tmp = sys::open_dir(dir.path()).unwrap();
+        let name = OsStr::new("listings-3");
+        Listings::save(cache.as_fd(), name, tmp.as_fd(), kept.into_iter()).unwrap();
         let back = Listings::load(&path);
         assert_eq!(back.get(Path::new(""), &key(5)), Some((0, &[5u8; 5][..])));
         assert_eq!(

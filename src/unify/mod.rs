@@ -63,6 +63,26 @@ pub enum Error {
     )]
     AllGuestsMissing { list: String },
     #[error(
+        "the store {store} is reached through another mount than every guest of its catalog \
+         ({list}), though of the same filesystem (the store named through a bind mount?), and \
+         hardlinks cannot cross mounts: name the store by a path on the guests' mount (--store \
+         or UNIFS_STORE); nothing was done"
+    )]
+    StoreOnOtherMount { store: PathBuf, list: String },
+    #[error(
+        "guest {guest} of the catalog is reached through another mount than the store {store}, \
+         though of the same filesystem, and hardlinks cannot cross mounts; nothing was done. If \
+         the guest did not move, the store is named through another mount (a bind mount?): \
+         name the store by a path on the guest's mount (--store or UNIFS_STORE); if the guest \
+         moved to that mount for good, `unifs store forget {forget}` drops it from the catalog"
+    )]
+    KnownGuestOtherMount {
+        guest: PathBuf,
+        store: PathBuf,
+        /// `guest` as a shell word.
+        forget: String,
+    },
+    #[error(
         "{guest} and the store {store} overlap (one is inside the other); \
          keep the store outside every guest"
     )]
@@ -1334,6 +1354,8 @@ fn open_guests(
     let mut missing = Vec::new();
     // (path, why) of each skipped guest, for the error when all are.
     let mut skipped = Vec::new();
+    // Of those, the guests reached through another mount than the store.
+    let mut other_mounts = 0;
     for (i, root) in paths.into_iter().enumerate() {
         // Checked before the open, which would reach the mount's daemon.
         if i >= named && mounts.over(&root) {
@@ -1396,6 +1418,17 @@ fn open_guests(
                     Some(why) if known.is_some() => why,
                     _ => return Err(e.into()),
                 };
+                // Another mount of the same filesystem: the store path is
+                // as likely what changed (a bind mount of it) as the guest.
+                let other_mount = matches!(e, store::Error::CrossMount { .. });
+                if i < named && other_mount {
+                    let forget = sys::shell_word(&root);
+                    return Err(Error::KnownGuestOtherMount {
+                        guest: root,
+                        store: store.root().to_path_buf(),
+                        forget,
+                    });
+                }
                 if i < named {
                     let forget = sys::shell_word(&root);
                     return Err(Error::KnownGuestElsewhere {
@@ -1404,17 +1437,32 @@ fn open_guests(
                         why,
                     });
                 }
+                let advice = match other_mount {
+                    true => {
+                        "name the store by a path on the guest's mount if the guest did \
+                             not move; if it moved there for good, "
+                    }
+                    false => "",
+                };
                 missing.push(Problem::new(
                     &root,
                     format!(
-                        "guest directory of the catalog {why}; skipped: `unifs store forget {}` \
-                         drops it from the catalog if it moved there for good",
-                        sys::shell_word(&root)
+                        "guest directory of the catalog {why}; skipped: {advice}`unifs store \
+                         forget {}` drops it from the catalog{}",
+                        sys::shell_word(&root),
+                        if other_mount {
+                            ""
+                        } else {
+                            " if it moved there for good"
+                        }
                     ),
                 ));
-                let place = match e {
-                    store::Error::CrossMount { .. } => "reached through another mount",
-                    _ => "on another filesystem",
+                let place = match other_mount {
+                    true => {
+                        other_mounts += 1;
+                        "reached through another mount"
+                    }
+                    false => "on another filesystem",
                 };
                 skipped.push(format!("{}: {place}", sys::shell_word(&root)));
                 continue;
@@ -1436,6 +1484,12 @@ fn open_guests(
         check_not_overmounted(&g.root, &mounts)?;
     }
     if guests.is_empty() {
+        if let Some(store) = store.filter(|_| other_mounts == skipped.len()) {
+            return Err(Error::StoreOnOtherMount {
+                store: store.root().to_path_buf(),
+                list: skipped.join(", "),
+            });
+        }
         return Err(Error::AllGuestsMissing {
             list: skipped.join(", "),
         });

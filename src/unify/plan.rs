@@ -4,7 +4,7 @@
 use super::hash::Hashed;
 use super::scan::FileRec;
 use crate::store::ObjectId;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The files of one object id that will link one store object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,10 @@ pub struct Group {
     pub inodes: u64,
     /// Files naming the first file's inode.
     pub first_paths: u64,
+    /// Inodes that go when every file is linked: all their names are files
+    /// of the group (an inode with a name elsewhere stays), and they are
+    /// not the first file's when that becomes the object.
+    pub freed: u64,
 }
 
 impl Group {
@@ -34,7 +38,7 @@ impl Group {
     /// Bytes the plan frees when every file is linked: one file's size for
     /// each inode that goes.
     pub fn bytes_saved(&self) -> u64 {
-        (self.inodes - u64::from(!self.existing)) * self.size
+        self.freed * self.size
     }
 }
 
@@ -57,14 +61,26 @@ pub fn plan(candidates: &[FileRec], hashed: &[Hashed], existing: &HashSet<Object
                 (a.stat.nlink == 1, a.guest, &a.rel).cmp(&(b.stat.nlink == 1, b.guest, &b.rel))
             });
             let inode = |f: usize| (candidates[f].stat.dev, candidates[f].stat.ino);
-            let inodes: HashSet<(u64, u64)> = files.iter().map(|&f| inode(f)).collect();
+            // Each inode's names among the files, and its link count.
+            let mut inodes: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
+            for &f in &files {
+                inodes
+                    .entry(inode(f))
+                    .or_insert((0, candidates[f].stat.nlink))
+                    .0 += 1;
+            }
             let first = inode(files[0]);
+            let freed = inodes
+                .iter()
+                .filter(|&(&i, &(names, nlink))| names >= nlink && (existing || i != first))
+                .count();
             Some(Group {
                 id,
                 size: candidates[files[0]].stat.size,
                 existing,
                 inodes: inodes.len() as u64,
                 first_paths: files.iter().filter(|&&f| inode(f) == first).count() as u64,
+                freed: freed as u64,
                 files,
             })
         })
@@ -153,5 +169,15 @@ mod tests {
         let groups = plan(&c, &[h(0, 1), h(1, 1), h(2, 1)], &existing);
         assert_eq!(groups[0].links(), 3);
         assert_eq!(groups[0].bytes_saved(), 20);
+    }
+
+    #[test]
+    fn an_inode_with_a_name_outside_the_group_frees_nothing() {
+        // g1/x has one more name elsewhere (not a candidate).
+        let c = vec![rec(0, "a", 10), linked(1, "x", 10, 77, 2)];
+        let existing: HashSet<_> = [ObjectId([1; 32])].into();
+        let groups = plan(&c, &[h(0, 1), h(1, 1)], &existing);
+        assert_eq!(groups[0].links(), 2);
+        assert_eq!(groups[0].bytes_saved(), 10);
     }
 }

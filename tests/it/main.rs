@@ -34,6 +34,7 @@ mod review_s23_mountpriv;
 mod review_s23_restoretimes;
 mod review_s23_time;
 mod review_s24_catalog;
+mod review_s24_gc;
 mod review_s24_mounts;
 mod review_s24_numbers;
 mod review_s8_cli;

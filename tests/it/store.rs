@@ -280,8 +280,8 @@ fn review_s7_today_objects_extracted_into_the_store_are_linked_to_again() {
 }
 
 /// One object file replaced by a copy of itself by hand (`cp -a`, `mv`):
-/// `store gc` gives the catalog its inode, and the next unify links the
-/// guests to the store again.
+/// `store gc` gives the name back to the inode the guests link (the copy
+/// goes), and the guests are linked to the store again.
 #[test]
 fn review2_an_object_file_replaced_by_another_inode_is_repaired_by_gc() {
     if !require_root("review2_an_object_file_replaced_by_another_inode") {
@@ -317,7 +317,7 @@ fn review2_an_object_file_replaced_by_another_inode_is_repaired_by_gc() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("updated the catalog's inode"),
+        String::from_utf8_lossy(&out.stdout).contains("back the inode guests link"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
