@@ -301,6 +301,19 @@ fn review_s24_a_store_moved_during_unify_gets_no_cache_dir_at_its_old_path() {
     assert_verify_clean(&moved);
 }
 
+/// Guests a and b under `root`, one identical file each.
+fn two_guests(root: &Path) {
+    for g in ["a", "b"] {
+        file_at(
+            &root.join(g),
+            "usr/f",
+            &bytes(1, 2000),
+            0o644,
+            1_700_000_000,
+        );
+    }
+}
+
 /// The store named through a symlink whose target moved away: stats said
 /// "create one with `store init`", and init and unify failed with "cannot
 /// create …: File exists". Each now says the path is a symlink to a
@@ -312,15 +325,7 @@ fn review_s24_a_store_path_that_is_a_dangling_symlink_is_named_so() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for g in ["a", "b"] {
-        file_at(
-            &root.join(g),
-            "usr/f",
-            &bytes(1, 2000),
-            0o644,
-            1_700_000_000,
-        );
-    }
+    two_guests(root);
     let target = root.join("srv/unifs");
     fs::create_dir_all(&target).unwrap();
     let link = root.join("store-link");
@@ -393,15 +398,7 @@ fn review_s24_a_store_named_through_a_bind_mount_gets_the_right_advice() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for g in ["a", "b"] {
-        file_at(
-            &root.join(g),
-            "usr/f",
-            &bytes(1, 2000),
-            0o644,
-            1_700_000_000,
-        );
-    }
+    two_guests(root);
     let store = root.join("st");
     unify_json(&store, &[&root.join("a"), &root.join("b")]);
     let bst = root.join("bst");
