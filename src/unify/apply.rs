@@ -545,6 +545,7 @@ impl<'a> Applier<'a> {
         work: &mut GroupWork,
     ) -> std::result::Result<(), Skip> {
         let parent = dir.as_fd();
+        let mut copies_tried = 0;
         let tmp = loop {
             let tmp = self.link_to_tmp(target, parent, work)?;
             match sys::rename_exchange(parent, &tmp, name) {
@@ -552,8 +553,10 @@ impl<'a> Applier<'a> {
                 // btrfs without extended inode refs limits the links from
                 // one directory by the length of their names: the short
                 // temp name fitted, the file's name does not. Full as if
-                // the link had failed.
-                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                // the link had failed. (Bounded: a filesystem that refused
+                // every copy would otherwise have us make copies for good.)
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) && copies_tried < 16 => {
+                    copies_tried += 1;
                     self.remove_tmp(file, dir, &tmp).map_err(fail)?;
                     self.next_copy(target, work)?;
                 }
