@@ -338,7 +338,11 @@ fn already_served(guest: &Path, holder: &str) -> io::Error {
 /// namespace) names. A directory moved away since it was mounted is held
 /// under its new name, so it is not taken for the one now at `dir`.
 fn unclaimed_daemon(dir: &Path, around: bool) -> Option<(i32, PathBuf)> {
-    let wanted = |p: &Path| p == dir || (around && (p.starts_with(dir) || dir.starts_with(p)));
+    unclaimed_daemon_of(|p| p == dir || (around && (p.starts_with(dir) || dir.starts_with(p))))
+}
+
+/// [`unclaimed_daemon`] of a directory `wanted` takes.
+fn unclaimed_daemon_of(wanted: impl Fn(&Path) -> bool) -> Option<(i32, PathBuf)> {
     let me = std::process::id().to_string();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
@@ -413,6 +417,22 @@ pub fn hold_unserved(dir: &Path) -> io::Result<Result<Vec<std::os::fd::OwnedFd>,
             }));
         }
         held.push(fd);
+    }
+    // A daemon of a build before the flocks, still serving after an
+    // upgrade: of `dir` or a directory above (one below is not ours to
+    // mind, as with the flocks: a new guest is restored beside served ones).
+    if let Some((pid, guest)) = unclaimed_daemon_of(|p| canonical.starts_with(p)) {
+        let source = format!("unifs:{}", guest.display());
+        let mount_points = unifs_mount_points()
+            .into_iter()
+            .filter(|(_, s)| *s == source)
+            .map(|(p, _)| p)
+            .collect();
+        return Ok(Err(Served {
+            guest,
+            pid: Some(pid),
+            mount_points,
+        }));
     }
     Ok(Ok(held))
 }

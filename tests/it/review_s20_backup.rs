@@ -80,6 +80,52 @@ fn refused(store: &Path, m: &Path, from: &Path, target: &Path, what: &str) -> St
     err
 }
 
+/// Review s24: a daemon of a build before the flocks (45eff4d), still
+/// serving after an upgrade, was not seen by restore, which found no lock
+/// and restored over the directory it served. Stood in for by a daemon
+/// told to take no lock (a test hook).
+#[test]
+fn restore_refuses_the_directory_a_daemon_without_a_lock_serves() {
+    if !require_root("restore_refuses_the_directory_a_daemon_without_a_lock_serves") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let (store, g0, m) = unified_guest(lab);
+    let r = lab.join("r");
+    fs::create_dir(&r).unwrap();
+    let ino = fs::metadata(&r).unwrap().ino();
+    fs::create_dir(lab.join("mnt")).unwrap();
+    let log = fs::File::create(lab.join("mnt.log")).unwrap();
+    let old = ["env", "UNIFS_TEST_NO_CLAIM=1"];
+    let mount = Mount::start_under(&old, &store, &r, &lab.join("mnt"), &[], log);
+
+    let err = refused(&store, &m, &g0, &r, "restored into a served guest");
+    let r = fs::canonicalize(&r).unwrap();
+    assert!(
+        err.contains(&format!("{} is served by a unifs mount", r.display())),
+        "{err}"
+    );
+    assert!(err.contains("its daemon: pid "), "{err}");
+    assert_eq!(
+        fs::metadata(&r).unwrap().ino(),
+        ino,
+        "the target was replaced"
+    );
+    assert!(is_empty_dir(&r));
+    assert_nothing_beside(&r);
+
+    // A new guest beside the served one is restored.
+    let beside = lab.join("r2");
+    let o = restore(&store, &m, &g0, &beside);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(beside.join("etc/own.conf")).unwrap(),
+        b"g0's own\n"
+    );
+    drop(mount);
+}
+
 /// restore removed the empty directory a live mount served and renamed its
 /// tree there: the daemon went on serving the deleted directory (the guest
 /// saw an empty root, every create failed ENOENT), and restore said it
