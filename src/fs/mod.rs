@@ -403,18 +403,7 @@ pub fn hold_unserved(dir: &Path) -> io::Result<Result<Vec<std::os::fd::OwnedFd>,
     for d in canonical.ancestors() {
         let fd = crate::sys::open_dir(d)?;
         if !sys::try_flock(fd.as_fd(), false)? {
-            let guest = d.to_path_buf();
-            let source = format!("unifs:{}", guest.display());
-            let mount_points = unifs_mount_points()
-                .into_iter()
-                .filter(|(_, s)| *s == source)
-                .map(|(p, _)| p)
-                .collect();
-            return Ok(Err(Served {
-                guest,
-                pid: lock_holder(fd.as_fd()),
-                mount_points,
-            }));
+            return Ok(Err(Served::by(d.to_path_buf(), lock_holder(fd.as_fd()))));
         }
         held.push(fd);
     }
@@ -422,19 +411,26 @@ pub fn hold_unserved(dir: &Path) -> io::Result<Result<Vec<std::os::fd::OwnedFd>,
     // upgrade: of `dir` or a directory above (one below is not ours to
     // mind, as with the flocks: a new guest is restored beside served ones).
     if let Some((pid, guest)) = unclaimed_daemon_of(|p| canonical.starts_with(p)) {
+        return Ok(Err(Served::by(guest, Some(pid))));
+    }
+    Ok(Ok(held))
+}
+
+impl Served {
+    /// `guest`, served by `pid`, with the mount points this namespace shows.
+    fn by(guest: PathBuf, pid: Option<i32>) -> Served {
         let source = format!("unifs:{}", guest.display());
         let mount_points = unifs_mount_points()
             .into_iter()
             .filter(|(_, s)| *s == source)
             .map(|(p, _)| p)
             .collect();
-        return Ok(Err(Served {
+        Served {
             guest,
-            pid: Some(pid),
+            pid,
             mount_points,
-        }));
+        }
     }
-    Ok(Ok(held))
 }
 
 /// (mount point, source) of every unifs mount in this mount namespace.
