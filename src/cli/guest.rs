@@ -254,6 +254,11 @@ pub enum GuestCommand {
     Logs {
         #[command(flatten)]
         dirs: GuestDirs,
+        /// Show the log of the guest's overlay daemon instead
+        /// (RUN_DIR/NAME/mount.log: its warnings, such as the open-file
+        /// limit reached; set aside as mount.log.1 at a start when over 4 MiB).
+        #[arg(long)]
+        mount: bool,
         /// Only the last N lines.
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<u64>,
@@ -414,6 +419,11 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         None => default_stop_signal(&root, &a.command[0]),
     };
     spec.limits.check()?;
+    if spec.limits.io_weight.is_some() {
+        if let Some(why) = crate::guest::cgroup::io_weight_inert(&root) {
+            tracing::warn!("--io-weight: {why}");
+        }
+    }
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
     // on an error too.
     let overlay = match a.root_mount {
@@ -505,6 +515,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             dirs: d,
             lines,
             follow,
+            mount,
             name,
         } => {
             use std::io::{IsTerminal, Write};
@@ -517,7 +528,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 stdout.flush()
             };
-            crate::guest::logs::logs(&dirs(d), &name, lines, follow, &mut out)?;
+            crate::guest::logs::logs(&dirs(d), &name, lines, follow, mount, &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::Enter { dirs: d, who, name } => {
@@ -680,6 +691,12 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(e) = &s.last_exit {
                     println!("exit:    {} (init pid {})", e.describe(), e.pid);
+                }
+                if let Some(l) = &s.mount_log {
+                    println!(
+                        "overlay: its daemon logged warnings in {} (guest logs --mount {name})",
+                        l.display()
+                    );
                 }
             }
             // As `systemctl is-active`: 0 only for a guest that serves. One

@@ -112,16 +112,39 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
     if summary.problems.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
-        "unifs: unify finished, but left {} file(s) or guest(s) as they were (listed {}); \
-         exit status {EXIT_PROBLEMS}",
-        count(summary.problems.len() as u64),
-        if a.json {
-            "in the JSON output's problems"
-        } else {
-            "above"
+    // A warning about the run's own records in the store (STORE/tmp) is
+    // no file or guest left as it was: it is counted apart.
+    let mut own: Vec<String> = Vec::new();
+    for p in summary.store_problems() {
+        let p = p.path.display().to_string();
+        if !own.contains(&p) {
+            own.push(p);
         }
+    }
+    let own_count = summary.store_problems().count();
+    let left = summary.problems.len() - own_count;
+    let listed = if a.json {
+        "in the JSON output's problems"
+    } else {
+        "above"
+    };
+    let own_text = format!(
+        "{} warning(s) about its own records in the store ({})",
+        count(own_count as u64),
+        own.join(", ")
     );
+    let what = match (left, own_count) {
+        (_, 0) => format!(
+            ", but left {} file(s) or guest(s) as they were",
+            count(left as u64)
+        ),
+        (0, _) => format!(" and left no file or guest as it was, but gave {own_text}"),
+        _ => format!(
+            ", but left {} file(s) or guest(s) as they were, and gave {own_text}",
+            count(left as u64)
+        ),
+    };
+    eprintln!("unifs: unify finished{what} (listed {listed}); exit status {EXIT_PROBLEMS}");
     Ok(ExitCode::from(EXIT_PROBLEMS))
 }
 

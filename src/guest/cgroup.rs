@@ -722,6 +722,102 @@ pub fn frozen_v1_group(pid: i32) -> Option<PathBuf> {
     (state.trim() != "THAWED").then_some(dir)
 }
 
+/// Why an I/O weight would do nothing for a guest whose files are at
+/// `root`, or None when it acts (or [`io_weight_acts`] cannot tell better).
+/// A weight acts only on a disk whose scheduler is bfq (or, on cgroup v2,
+/// with blk-iocost enabled for it); the guest is started anyway: setups
+/// that give a weight on other disks exist, and the host's scheduler is
+/// its operator's choice.
+pub fn io_weight_inert(root: &Path) -> Option<String> {
+    let v2 = Hierarchies::detect().v2.map(|v| v.mount);
+    io_weight_acts(root, v2.as_deref()).err()
+}
+
+/// Follows `path`'s filesystem to the disk under it: a partition's disk,
+/// a loop device's backing file's disk, a device-mapper device's one
+/// underlying device; then reads its scheduler.
+fn io_weight_acts(path: &Path, v2: Option<&Path>) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let dev = std::fs::metadata(path)
+        .map_err(|e| format!("cannot tell which disk {shown} is on ({e})"))?
+        .dev();
+    let (mut major, mut minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    // A few steps: a loop on a file on a partition is three.
+    for _ in 0..8 {
+        if major == 0 {
+            return Err(format!(
+                "{shown} is on no block device unifs can find (tmpfs, btrfs, NFS, overlayfs, …):                  whether the weight acts cannot be told"
+            ));
+        }
+        let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
+            .map_err(|e| format!("cannot find the disk under {shown} ({major}:{minor}: {e})"))?;
+        let disk = match sys.join("partition").exists() {
+            true => sys.parent().unwrap_or(&sys).to_path_buf(),
+            false => sys,
+        };
+        let name = disk.file_name().unwrap_or_default().to_string_lossy();
+        if let Ok(file) = std::fs::read_to_string(disk.join("loop/backing_file")) {
+            let file = file.trim_end_matches('\n');
+            let dev = std::fs::metadata(file)
+                .map_err(|e| format!("cannot find the disk under {name}'s file {file} ({e})"))?
+                .dev();
+            (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+            continue;
+        }
+        let slaves: Vec<_> = std::fs::read_dir(disk.join("slaves"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        match slaves.len() {
+            0 => {}
+            1 => {
+                let text = std::fs::read_to_string(slaves[0].join("dev")).unwrap_or_default();
+                let parsed = text
+                    .trim()
+                    .split_once(':')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                let Some(next) = parsed else {
+                    return Err(format!("cannot find the disk under {name} ({shown})"));
+                };
+                (major, minor) = next;
+                continue;
+            }
+            _ => {
+                return Err(format!(
+                    "{shown} is on {name}, over several devices: the weight acts only on those \
+                     whose scheduler is bfq"
+                ))
+            }
+        }
+        let text = std::fs::read_to_string(disk.join("queue/scheduler")).unwrap_or_default();
+        let chosen = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+            .unwrap_or(text.trim());
+        if chosen == "bfq" {
+            return Ok(());
+        }
+        // v2's io.weight acts through blk-iocost where that is enabled.
+        let iocost = v2
+            .and_then(|m| std::fs::read_to_string(m.join("io.cost.qos")).ok())
+            .is_some_and(|q| {
+                q.lines()
+                    .any(|l| l.starts_with(&format!("{major}:{minor} enable=1")))
+            });
+        if iocost {
+            return Ok(());
+        }
+        return Err(format!(
+            "{shown} is on {name}, whose I/O scheduler is {}, not bfq: the weight is set but \
+             has no effect there (echo bfq > /sys/block/{name}/queue/scheduler)",
+            if chosen.is_empty() { "unknown" } else { chosen }
+        ));
+    }
+    Err(format!(
+        "cannot find the disk under {shown} (too many layers)"
+    ))
+}
+
 /// `dir` and every group below it, parents before children.
 fn subtree(dir: &Path) -> Vec<PathBuf> {
     let mut all = vec![dir.to_path_buf()];

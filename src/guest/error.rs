@@ -95,8 +95,15 @@ pub enum Error {
     /// waits for it), as it said it.
     #[error("{0}")]
     Keeper(String),
-    #[error("guest {name} has no console log ({}): it was never started with this run dir", path.display())]
-    NoLog { name: String, path: PathBuf },
+    #[error("guest {name} has no {what} ({}): it was never started {how}with this run dir", path.display())]
+    NoLog {
+        name: String,
+        /// "console log", or "overlay daemon's log".
+        what: &'static str,
+        /// "" or "on the overlay ".
+        how: &'static str,
+        path: PathBuf,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -65,19 +65,22 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     // Checked before anything is mounted.
     check_paths(dirs, name, &cfg)?;
     let spec = spec_of(&cfg, dirs, name)?;
+    warn_if_io_weight_inert(&spec.limits, &cfg.root);
     let root = run.root();
     std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
     // A failed start leaves nothing: no mount point, no log it made.
-    let had_log = run.console().exists();
+    let had_logs = [run.console(), run.mount_log()].map(|l| l.exists());
     let undo = || {
         let _ = unmount_root(&root, cfg.root_mount);
         // Never remove_dir_all: a root still mounted would be the guest's files.
         let _ = std::fs::remove_dir(&root);
-        if !had_log && std::fs::metadata(run.console()).is_ok_and(|m| m.len() == 0) {
-            let _ = std::fs::remove_file(run.console());
+        for (log, had) in [run.console(), run.mount_log()].iter().zip(had_logs) {
+            if !had && std::fs::metadata(log).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(log);
+            }
         }
     };
-    if let Err(e) = mount_root(dirs, name, &cfg.root, &root, cfg.root_mount) {
+    if let Err(e) = mount_root(dirs, name, &cfg.root, &run, cfg.root_mount) {
         // A `unifs mount` that timed out may still have mounted it.
         undo();
         return Err(e);
@@ -365,9 +368,11 @@ fn launch_recorded(
     Ok(state)
 }
 
-/// Mounts the guest's backing directory at `root`: through the overlay (a
-/// `unifs mount` that daemonizes once mounted) or as a bind mount.
-fn mount_root(dirs: &Dirs, name: &str, backing: &Path, root: &Path, how: RootMount) -> Result<()> {
+/// Mounts the guest's backing directory at its run dir's `root`: through the
+/// overlay (a `unifs mount` that daemonizes once mounted, its log the run
+/// dir's `mount.log`) or as a bind mount.
+fn mount_root(dirs: &Dirs, name: &str, backing: &Path, run: &RunDir, how: RootMount) -> Result<()> {
+    let root = &run.root();
     let failed = |reason: String| Error::RootMount {
         name: name.into(),
         reason,
@@ -390,10 +395,20 @@ fn mount_root(dirs: &Dirs, name: &str, backing: &Path, root: &Path, how: RootMou
         RootMount::Overlay => {
             let exe =
                 std::env::current_exe().map_err(|e| failed(format!("own executable: {e}")))?;
+            // Set aside when long, as the console log; the daemon before is
+            // gone (its root was unmounted above).
+            let log = run.mount_log();
+            if std::fs::metadata(&log).is_ok_and(|m| m.len() > CONSOLE_ROTATE_BYTES) {
+                if let Err(e) = std::fs::rename(&log, log.with_extension("log.1")) {
+                    tracing::warn!("setting {} aside: {e}", log.display());
+                }
+            }
             let mut cmd = Command::new(exe);
             cmd.arg("--store")
                 .arg(&dirs.store)
                 .arg("mount")
+                .arg("--log")
+                .arg(&log)
                 .arg(backing)
                 .arg(root);
             let status = run_bounded(cmd, Duration::from_secs(60)).map_err(failed)?;
@@ -966,7 +981,18 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     st.spec.limits = limits.clone();
     run.write(&st)?;
     drop(held);
+    warn_if_io_weight_inert(changes, &st.backing);
     Ok(limits)
+}
+
+/// An I/O weight is set whatever the disk, but acts only where its
+/// scheduler is bfq: said, not refused (see [`super::cgroup::io_weight_inert`]).
+fn warn_if_io_weight_inert(limits: &Limits, root: &Path) {
+    if limits.io_weight.is_some() {
+        if let Some(why) = super::cgroup::io_weight_inert(root) {
+            tracing::warn!("io_weight: {why}");
+        }
+    }
 }
 
 /// `guest ps NAME`: the processes in the running guest's cgroups (those of
@@ -1272,6 +1298,9 @@ pub struct Status {
     /// How the last init ended, while stopped (until the next start): seen
     /// by its keeper; None if unknown (an older unifs, a killed keeper).
     pub last_exit: Option<state::Exit>,
+    /// The overlay daemon's log (`RUN_DIR/NAME/mount.log`), when it holds
+    /// anything: a warning of the daemon (the open-file limit, …).
+    pub mount_log: Option<PathBuf>,
 }
 
 pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
@@ -1332,6 +1361,8 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
                 st.as_ref()
                     .is_none_or(|s| (s.pid, s.start_time) == (e.pid, e.start_time))
             }),
+        mount_log: Some(run.mount_log())
+            .filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)),
     })
 }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 /// How often a followed log is looked at for more.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Writes the console log of guest `name` to `out`: all of it, or its last
+/// Writes the console log of guest `name` (with `mount`, its overlay
+/// daemon's log, `RUN_DIR/NAME/mount.log`) to `out`: all of it, or its last
 /// `lines` lines. With `follow`, then what is added while the guest runs,
 /// until it stops; a log that a new start sets aside (see `lifecycle`) is
 /// read to its end, then the new one from its start. A write error of `out`
@@ -25,11 +26,15 @@ pub fn logs(
     name: &str,
     lines: Option<u64>,
     follow: bool,
+    mount: bool,
     out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<()> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    let path = run.console();
+    let path = match mount {
+        true => run.mount_log(),
+        false => run.console(),
+    };
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -40,8 +45,14 @@ pub fn logs(
                     path: config,
                 });
             }
+            let (what, how) = match mount {
+                true => ("overlay daemon's log", "on the overlay "),
+                false => ("console log", ""),
+            };
             return Err(Error::NoLog {
                 name: name.into(),
+                what,
+                how,
                 path,
             });
         }

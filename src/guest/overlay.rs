@@ -187,9 +187,16 @@ fn daemon(root: &Path, opts: &MountOptions, parent: Pid, tx: OwnedFd) -> ! {
     let mut tx = std::fs::File::from(tx);
     // Before the mount: nothing of the caller's kept open, and nothing
     // opened later that could lie below the mount (served by ourselves).
+    // But stderr, `unifs run`'s own: the daemon's warnings (its open-file
+    // limit reached) go there. It ends before `unifs run` does.
+    // (A closed one stays /dev/null.)
+    let kept = nix::unistd::dup(std::io::stderr()).ok();
     if let Err(e) = crate::fs::sys::redirect_stdio(None) {
         let _ = write!(tx, "redirecting the daemon's output: {e}");
         sys::exit_child(1);
+    }
+    if let Some(fd) = kept {
+        let _ = nix::unistd::dup2_stderr(&fd);
     }
     pin_mmap_threshold();
     match crate::fs::mount(root, root, opts) {

@@ -168,6 +168,11 @@ impl RunDir {
         self.dir.join("console.log")
     }
 
+    /// The overlay daemon's log (its warnings: the open-file limit, …).
+    pub fn mount_log(&self) -> PathBuf {
+        self.dir.join("mount.log")
+    }
+
     /// How the last init ended ([`Exit`]).
     pub fn exit_file(&self) -> PathBuf {
         self.dir.join("exit.json")

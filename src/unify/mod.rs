@@ -290,6 +290,23 @@ pub struct Summary {
     /// Warnings about what the run did, that leave nothing undone (the exit
     /// status stays 0).
     pub notices: Vec<Problem>,
+    /// The store written to: problems about its own records (`tmp/`) are
+    /// no file or guest left as it was.
+    #[serde(skip)]
+    pub store_root: Option<PathBuf>,
+}
+
+impl Summary {
+    /// The problems about the run's own records in the store (e.g. the
+    /// directory mtimes it could not keep a record of in `STORE/tmp`),
+    /// rather than about a file or guest it left as it was.
+    pub fn store_problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| {
+            self.store_root
+                .as_ref()
+                .is_some_and(|r| p.path.starts_with(r))
+        })
+    }
 }
 
 /// Unifies the guests of `opts` into the store at `store_path`. Sets SIGIO
@@ -672,6 +689,7 @@ fn run(
     let mut summary = Summary {
         dry_run: opts.dry_run,
         problems: missing,
+        store_root: writing.map(|s| s.root().to_path_buf()),
         ..Summary::default()
     };
     if let Some(store) = writing {
