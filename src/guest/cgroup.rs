@@ -747,7 +747,8 @@ fn io_weight_acts(path: &Path, v2: Option<&Path>) -> std::result::Result<(), Str
     for _ in 0..8 {
         if major == 0 {
             return Err(format!(
-                "{shown} is on no block device unifs can find (tmpfs, btrfs, NFS, overlayfs, …):                  whether the weight acts cannot be told"
+                "{shown} is on no block device unifs can find (tmpfs, btrfs, NFS, overlayfs, …): \
+                 whether the weight acts cannot be told"
             ));
         }
         let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
