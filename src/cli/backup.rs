@@ -36,8 +36,10 @@ manifest does not have them (named in warnings on stderr). A backup loop should 
 the next guest on 23, and report it."
 )]
 pub struct ManifestArgs {
-    /// A guest name from the catalog, or a guest directory (on the store's
-    /// filesystem: it must be the store the guest was unified into).
+    /// A guest name from the catalog (as `store stats` lists it: `g\xff2`
+    /// for a name with a byte that is not UTF-8), or a guest directory (on
+    /// the store's filesystem: it must be the store the guest was unified
+    /// into).
     pub guest: PathBuf,
     /// What to write.
     #[arg(long, value_enum, default_value = "jsonl")]
