@@ -116,6 +116,16 @@ pub struct Entry {
     pub flags: Option<String>,
 }
 
+impl Header {
+    /// The guest root as its bytes: `root_hex` where it is given.
+    pub fn root_path(&self) -> PathBuf {
+        match self.root_hex.as_deref().and_then(from_hex) {
+            Some(bytes) => PathBuf::from(<std::ffi::OsString as OsStringExt>::from_vec(bytes)),
+            None => PathBuf::from(&self.root),
+        }
+    }
+}
+
 impl Entry {
     pub fn rel_path(&self) -> PathBuf {
         decode(&self.path, &self.path_hex)
@@ -489,7 +499,7 @@ impl Walk<'_> {
             let what = format!(
                 "{}: its xattr {:?} has a name that is not UTF-8, which a manifest cannot \
                  record; rename that xattr (getfattr -e hex shows it) and run again",
-                rel.display(),
+                crate::sys::shown(rel),
                 name
             );
             return Err(io::Error::new(io::ErrorKind::InvalidData, what));

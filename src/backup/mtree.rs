@@ -7,10 +7,13 @@ use std::os::unix::ffi::OsStrExt;
 
 pub fn write(out: &mut dyn Write, header: &Header, entries: &[Entry]) -> io::Result<()> {
     writeln!(out, "#mtree")?;
+    // Escaped as names are: a newline in the guest's path would end the
+    // comment, and the rest would be read as an entry.
+    let root = escape(header.root_path().as_os_str().as_bytes());
     writeln!(
         out,
-        "# unifs manifest of guest {} ({})",
-        header.guest, header.root
+        "# unifs manifest of guest {} ({root})",
+        escape(header.guest.as_bytes()),
     )?;
     for e in entries {
         let path = e.rel_path();

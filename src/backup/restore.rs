@@ -14,23 +14,25 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-/// The length a path must stay under for restore to rebuild it (PATH_MAX:
-/// it builds by path). Unify and manifest leave a guest path (relative to
-/// the guest) of this many bytes or more alone, with a warning: restore
-/// could not make it, and a guest could make unify's catalog and caches, and
-/// manifests, grow with files × depth through such paths.
+/// The length a guest path (relative to the guest) must stay under for
+/// restore to rebuild it (PATH_MAX: restore works relative to the staging
+/// tree and the --from directory, so TARGET's length does not count). Unify
+/// and manifest leave a path of this many bytes or more alone, with a
+/// warning: restore could not make it, and a guest could make unify's
+/// catalog and caches, and manifests, grow with files × depth through such
+/// paths.
 pub const MAX_PATH: usize = libc::PATH_MAX as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", sys::shown(path))]
     Io { path: PathBuf, source: io::Error },
-    #[error("{0} exists and is not empty; restore into a new directory")]
+    #[error("{} exists and is not empty; restore into a new directory", sys::shown(.0))]
     TargetExists(PathBuf),
     /// A target restore cannot put the tree in place of, or must not (a
     /// mount point, a symlink, a served guest's directory): what it is and
@@ -39,7 +41,7 @@ pub enum Error {
     Target(String),
     #[error(
         "the restored tree could not be put in place: renaming {} to {}: {source}; {}",
-        .staging.display(), .target.display(), .left
+        sys::shown(.staging), sys::shown(.target), .left
     )]
     PutInPlace {
         staging: PathBuf,
@@ -50,7 +52,7 @@ pub enum Error {
     },
     #[error(
         "another restore into {} is running (it holds {}); nothing was written",
-        .target.display(), .lock.display()
+        sys::shown(.target), sys::shown(.lock)
     )]
     Busy { target: PathBuf, lock: PathBuf },
     #[error("the manifest is damaged ({} problem(s)); nothing was written:\n{}", .0.len(), list(.0))]
@@ -58,16 +60,16 @@ pub enum Error {
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
     Missing(Vec<String>),
     #[error(
-        "{count} path(s) of the manifest are too long to restore, such as {}: restore \
-         rebuilds the tree by path, and a path (TARGET's or --from's in front) must be \
-         under {} bytes; nothing was written",
+        "{count} path(s) of the manifest are too long to restore, such as {}: a path in \
+         the guest must be under {} bytes (`unifs manifest` leaves longer ones out); \
+         nothing was written",
         list(std::slice::from_ref(.first)).trim(), MAX_PATH
     )]
     TooLong { count: usize, first: String },
     #[error(
         "{} path(s) could not be restored (not written, or not as the manifest says); the \
          partial tree is left in {} (the next restore starts it over):\n{}",
-        .bad.len(), .staging.display(), list(.bad)
+        .bad.len(), sys::shown(.staging), list(.bad)
     )]
     Unverified { staging: PathBuf, bad: Vec<String> },
 }
@@ -217,10 +219,16 @@ pub fn restore_with(
         return Err(Error::Damaged(damaged));
     }
     let staging = staging_path(target);
-    if let Some((count, first)) = too_long(entries, &[&staging, private]) {
+    if let Some((count, first)) = too_long(entries) {
         return Err(Error::TooLong { count, first });
     }
-    let missing = preflight(entries, store, private);
+    // Private files are reached from this fd by their guest path: TARGET's
+    // or --from's length does not count against PATH_MAX.
+    // (Following a symlink at --from, as paths below it always did.)
+    let private_dir = File::open(private)
+        .ok()
+        .filter(|d| d.metadata().is_ok_and(|m| m.is_dir()));
+    let missing = preflight(entries, store, private, private_dir.as_ref());
     if !missing.is_empty() {
         return Err(Error::Missing(missing));
     }
@@ -232,15 +240,75 @@ pub fn restore_with(
     fs::create_dir_all(&staging).at(&staging)?;
     let staging_dev = fs::metadata(&staging).at(&staging)?.dev();
     let link_objects = staging_dev == store.dev();
-    let mut links = Links::new(store, opts.link_max);
     let mut report = Report::default();
+    let in_staging = WorkingDir::enter(&staging).at(&staging)?;
+    let private_dir = private_dir.as_ref().map(|d| d.as_fd());
+    let bad = build(
+        entries,
+        store,
+        private,
+        private_dir,
+        link_objects,
+        opts,
+        &mut report,
+    );
+    in_staging.leave().at(&staging)?;
+    if !bad.is_empty() {
+        return Err(Error::Unverified { staging, bad });
+    }
+    // rename(2) replaces an empty directory at the target in one step: a
+    // failure leaves the target as it was.
+    if let Err(source) = fs::rename(&staging, target) {
+        clear_flags_below(&staging);
+        let left = match fs::remove_dir_all(&staging) {
+            Ok(()) => format!(
+                "{} was removed and {} left as it was: fix what stopped the rename, then \
+                 run the restore again",
+                crate::sys::shown(&staging),
+                crate::sys::shown(target)
+            ),
+            Err(e) => format!(
+                "the complete tree is left in {} (removing it failed: {e}); it links store \
+                 objects, which `store gc` cannot free while it is there: move it into place \
+                 yourself, or run the restore again once the rename can work (it starts it \
+                 over)",
+                crate::sys::shown(&staging)
+            ),
+        };
+        return Err(Error::PutInPlace {
+            staging,
+            target: target.to_path_buf(),
+            source,
+            left,
+        });
+    }
+    let root = entries.iter().find(|e| e.rel_path() == Path::new(ROOT));
+    if let Some(bits) = root.and_then(|e| wanted_flags(e, link_objects)) {
+        flags::apply(target, bits).at(target)?;
+    }
+    Ok(report)
+}
+
+/// Builds the tree in the working directory, the staging tree (every path
+/// relative to it, so that a path of the guest under PATH_MAX can be made
+/// whatever the length of TARGET): every entry, then directory metadata,
+/// then inode flags. Returns what could not be restored.
+fn build(
+    entries: &[Entry],
+    store: &Store,
+    private: &Path,
+    private_dir: Option<BorrowedFd>,
+    link_objects: bool,
+    opts: &Options,
+    report: &mut Report,
+) -> Vec<String> {
+    let mut links = Links::new(store, opts.link_max);
     let mut bad = Vec::new();
     for e in entries {
         report.entries += 1;
-        let rel = e.rel_path();
-        let dest = staging.join(&rel);
+        let dest = e.rel_path();
         let result = match e.kind.as_str() {
-            "dir" if rel == Path::new(ROOT) => Ok(()),
+            "dir" if dest == Path::new(ROOT) => Ok(()),
             "dir" => fs::create_dir(&dest)
                 .and_then(|_| fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))),
             // A later path of one of the guest's hardlink groups, of any type
@@ -248,10 +316,17 @@ pub fn restore_with(
             // before it with the inode's metadata (link() changes only its
             // ctime). Its inode flags come last, as every path's.
             _ if e.kind != "socket" && e.link_path().is_some() => {
-                let first = staging.join(e.link_path().unwrap_or_default());
+                let first = e.link_path().unwrap_or_default();
                 fs::hard_link(first, &dest).map(|()| report.hardlinks += 1)
             }
-            "file" => restore_file(e, &mut links, private, &dest, link_objects, &mut report),
+            "file" => restore_file(
+                e,
+                &mut links,
+                (private, private_dir),
+                &dest,
+                link_objects,
+                report,
+            ),
             "symlink" => match e.target_path() {
                 Some(t) => std::os::unix::fs::symlink(t, &dest)
                     .and_then(|_| apply_meta(e, &dest, &mut report.times_not_kept)),
@@ -278,15 +353,15 @@ pub fn restore_with(
             }
         };
         if let Err(err) = result {
-            bad.push(format!("{}: {err}", rel.display()));
+            bad.push(format!("{}: {err}", crate::sys::shown(&dest)));
         }
     }
     // Directory metadata last, deepest first, so creating entries in them
     // did not change their times and read-only modes did not get in the way.
     for e in entries.iter().rev().filter(|e| e.kind == "dir") {
-        let dest = staging.join(e.rel_path());
+        let dest = e.rel_path();
         if let Err(err) = apply_meta(e, &dest, &mut report.times_not_kept) {
-            bad.push(format!("{}: {err}", e.rel_path().display()));
+            bad.push(format!("{}: {err}", crate::sys::shown(&e.rel_path())));
         }
     }
     // Inode flags last, entries before their directory: nothing can be
@@ -304,11 +379,11 @@ pub fn restore_with(
             .iter()
             .filter(|(e, _)| e.rel_path() != Path::new(ROOT))
         {
-            if let Err(err) = flags::apply(&staging.join(e.rel_path()), *bits) {
+            if let Err(err) = flags::apply(&e.rel_path(), *bits) {
                 let letters = flags::to_letters(*bits).unwrap_or_default();
                 bad.push(format!(
                     "{}: inode flags {letters:?}: {err}{}",
-                    e.rel_path().display(),
+                    crate::sys::shown(&e.rel_path()),
                     unsupported_hint(&err)
                 ));
             }
@@ -316,46 +391,42 @@ pub fn restore_with(
         if !bad.is_empty() {
             // So that the next restore can remove the partial tree.
             for (e, _) in &flagged {
-                let _ = flags::apply(&staging.join(e.rel_path()), 0);
+                let _ = flags::apply(&e.rel_path(), 0);
             }
         }
     }
-    if !bad.is_empty() {
-        return Err(Error::Unverified { staging, bad });
+    bad
+}
+
+/// The process's working directory moved into a directory until `leave`
+/// (or drop): a path relative to it can be up to PATH_MAX long however long
+/// the directory's own path is. Nothing else may resolve a relative path
+/// meanwhile: the restore is the only work of its process (the CLI's).
+struct WorkingDir {
+    back: Option<File>,
+}
+
+impl WorkingDir {
+    fn enter(dir: &Path) -> io::Result<WorkingDir> {
+        let back = File::open(".")?;
+        nix::unistd::chdir(dir)?;
+        Ok(WorkingDir { back: Some(back) })
     }
-    // rename(2) replaces an empty directory at the target in one step: a
-    // failure leaves the target as it was.
-    if let Err(source) = fs::rename(&staging, target) {
-        clear_flags_below(&staging);
-        let left = match fs::remove_dir_all(&staging) {
-            Ok(()) => format!(
-                "{} was removed and {} left as it was: fix what stopped the rename, then \
-                 run the restore again",
-                staging.display(),
-                target.display()
-            ),
-            Err(e) => format!(
-                "the complete tree is left in {} (removing it failed: {e}); it links store \
-                 objects, which `store gc` cannot free while it is there: move it into place \
-                 yourself, or run the restore again once the rename can work (it starts it \
-                 over)",
-                staging.display()
-            ),
-        };
-        return Err(Error::PutInPlace {
-            staging,
-            target: target.to_path_buf(),
-            source,
-            left,
-        });
+
+    fn leave(mut self) -> io::Result<()> {
+        match self.back.take() {
+            Some(back) => Ok(nix::unistd::fchdir(back)?),
+            None => Ok(()),
+        }
     }
-    if let Some((_, bits)) = flagged
-        .iter()
-        .find(|(e, _)| e.rel_path() == Path::new(ROOT))
-    {
-        flags::apply(target, *bits).at(target)?;
+}
+
+impl Drop for WorkingDir {
+    fn drop(&mut self) {
+        if let Some(back) = self.back.take() {
+            let _ = nix::unistd::fchdir(back);
+        }
     }
-    Ok(report)
 }
 
 /// Refuses, before anything is written, a target the tree cannot be renamed
@@ -367,7 +438,7 @@ pub fn restore_with(
 /// fail). Returns the shared flocks that keep a mount of the target, or of
 /// a directory around it, from starting while the restore runs.
 fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
-    let shown = target.display();
+    let shown = crate::sys::shown(target);
     let nothing = "nothing was written";
     crate::fs::refuse_stalled(target).at(target)?;
     let meta = match fs::symlink_metadata(target) {
@@ -387,7 +458,7 @@ fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
             let what = match fs::canonicalize(target) {
                 Ok(real) => format!(
                     "name the directory it leads to instead (`unifs restore … {}`)",
-                    real.display()
+                    crate::sys::shown(&real)
                 ),
                 Err(e) => format!(
                     "it leads to nothing usable ({e}): name the directory the guest goes in"
@@ -397,7 +468,7 @@ fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
                 "{shown} is a symlink (to {}): restore puts the tree it rebuilds in place with \
                  a rename, which would replace the symlink rather than fill the directory it \
                  leads to; {what} ({nothing})",
-                points.display()
+                crate::sys::shown(&points)
             )));
         }
         if !m.is_dir() {
@@ -453,7 +524,7 @@ fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
         let at: Vec<String> = served
             .mount_points
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|p| crate::sys::shown(p))
             .collect();
         daemon.push_str(&format!(", mounted at {}", at.join(", ")));
     }
@@ -470,7 +541,7 @@ fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
         format!(
             "{shown} is inside {}, which is served by a unifs mount ({daemon}): the daemon \
              must be its tree's only writer; {what}, or restore elsewhere ({nothing})",
-            served.guest.display()
+            crate::sys::shown(&served.guest)
         )
     }))
 }
@@ -615,7 +686,7 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
     let mut bad = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let rel = e.rel_path();
-        let shown = rel.display();
+        let shown = crate::sys::shown(&rel);
         if !["file", "dir", "symlink", "char", "block", "fifo", "socket"].contains(&e.kind.as_str())
         {
             bad.push(format!("{shown}: unknown type {:?}", e.kind));
@@ -659,14 +730,14 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
             }
             ("dir", Some(l)) => bad.push(format!(
                 "{shown}: a directory cannot be a hardlink (of {})",
-                l.display()
+                crate::sys::shown(&l)
             )),
             (kind, Some(l)) => {
                 let l: PathBuf = l.components().collect();
                 if leaders.get(&l) != Some(&kind) {
                     bad.push(format!(
                         "{shown}: its hardlink {} is not an earlier {kind} of the guest",
-                        l.display()
+                        crate::sys::shown(&l)
                     ))
                 }
             }
@@ -678,26 +749,25 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
     bad
 }
 
-/// How many of the manifest's paths are too long to reach under one of
-/// `bases` (PATH_MAX: a guest can nest deeper through its mount, and
-/// manifest walks it), and the first; `None` when none is.
-fn too_long(entries: &[Entry], bases: &[&Path]) -> Option<(usize, String)> {
-    let base = bases
-        .iter()
-        .map(|b| std::path::absolute(b).unwrap_or(b.to_path_buf()))
-        .map(|b| b.as_os_str().len())
-        .max()
-        .unwrap_or(0);
+/// How many of the manifest's paths are too long for one call relative to
+/// the staging tree or --from (PATH_MAX; `unifs manifest` writes none such,
+/// an edited manifest may), and the first; `None` when none is.
+fn too_long(entries: &[Entry]) -> Option<(usize, String)> {
     let mut long = entries
         .iter()
         .map(|e| e.rel_path())
-        .filter(|r| base + 1 + r.as_os_str().len() >= MAX_PATH);
-    let first = long.next()?.display().to_string();
+        .filter(|r| r.as_os_str().len() >= MAX_PATH);
+    let first = sys::shown(&long.next()?);
     Some((1 + long.count(), first))
 }
 
 /// Everything the manifest needs that is not there.
-fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
+fn preflight(
+    entries: &[Entry],
+    store: &Store,
+    private: &Path,
+    private_dir: Option<&File>,
+) -> Vec<String> {
     let mut missing = Vec::new();
     let mut private_missing = 0;
     for e in entries.iter().filter(|e| e.kind == "file") {
@@ -708,21 +778,25 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
                     Ok(Some(_)) => {}
                     _ => missing.push(format!(
                         "object {obj} (for {}) is not in the store {}",
-                        rel.display(),
-                        store.root().display()
+                        crate::sys::shown(&rel),
+                        crate::sys::shown(store.root())
                     )),
                 },
-                Err(_) => missing.push(format!("{}: bad object id {obj:?}", rel.display())),
+                Err(_) => missing.push(format!(
+                    "{}: bad object id {obj:?}",
+                    crate::sys::shown(&rel)
+                )),
             }
         } else if e.link_path().is_none() {
             let src = private.join(&rel);
-            match fs::symlink_metadata(&src) {
-                Ok(m) if m.is_file() => {}
+            let there = private_dir.map(|d| sys::stat_at(d.as_fd(), rel.as_os_str()));
+            match there {
+                Some(Ok(st)) if st.mode & libc::S_IFMT == libc::S_IFREG => {}
                 _ => {
                     private_missing += 1;
                     missing.push(format!(
                         "private file {} is not in the backup",
-                        src.display()
+                        crate::sys::shown(&src)
                     ))
                 }
             }
@@ -737,7 +811,7 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
                 "--from {} is not a directory: the {private_missing} private file(s) the \
                  manifest needs are looked for there; name the directory the guest's private \
                  files were extracted to",
-                private.display()
+                crate::sys::shown(private)
             ),
         );
     }
@@ -747,7 +821,7 @@ fn preflight(entries: &[Entry], store: &Store, private: &Path) -> Vec<String> {
 fn restore_file(
     e: &Entry,
     links: &mut Links,
-    private: &Path,
+    (private, private_dir): (&Path, Option<BorrowedFd>),
     dest: &Path,
     link_objects: bool,
     report: &mut Report,
@@ -768,14 +842,20 @@ fn restore_file(
             report.objects_linked += 1;
             return Ok(());
         }
-        copy_with_meta(e, &src, dest, &mut report.times_not_kept)?;
+        copy_with_meta(e, &File::open(&src)?, dest, &mut report.times_not_kept)?;
         report.objects_copied += 1;
         report.bytes_copied += e.size.unwrap_or(0);
         report.object_bytes_copied += e.size.unwrap_or(0);
         return Ok(());
     }
-    let src = private.join(e.rel_path());
-    check_content(e, &src)?;
+    // By its guest path from --from's fd (preflight saw it there).
+    let dir = private_dir.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let src = File::from(sys::open_at(dir, e.rel_path().as_os_str(), flags, 0)?);
+    if !src.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file in --from"));
+    }
+    check_digest(e, manifest::hash_file(&src)?, &private.join(e.rel_path()))?;
     copy_with_meta(e, &src, dest, &mut report.times_not_kept)?;
     report.private_copied += 1;
     report.bytes_copied += e.size.unwrap_or(0);
@@ -864,7 +944,10 @@ impl<'a> Links<'a> {
                             Ok(Ingested::Exists { .. }) => {}
                             Err(err) => {
                                 report.extra_copy_failed.get_or_insert_with(|| {
-                                    format!("{}: {err}", self.store.object_path(id, next).display())
+                                    format!(
+                                        "{}: {err}",
+                                        crate::sys::shown(&self.store.object_path(id, next))
+                                    )
                                 });
                                 self.room.insert(*id, None);
                                 return Ok(false);
@@ -904,8 +987,8 @@ fn damaged_object(err: io::Error, object: &Path, store: &Path) -> io::Error {
          (`rm {o}`), run `unifs --store {s} store gc` (which drops it from the catalog), \
          extract it from the backup again as docs/backup.md says (\"A damaged object\"), \
          then run this restore again",
-        o = object.display(),
-        s = store.display()
+        o = crate::sys::shown(object),
+        s = crate::sys::shown(store)
     ))
 }
 
@@ -913,19 +996,24 @@ fn damaged_object(err: io::Error, object: &Path, store: &Path) -> io::Error {
 /// its size says (a manifest whose two disagree was not written from one
 /// file: the content is not what the guest had there).
 fn check_content(e: &Entry, path: &Path) -> io::Result<()> {
-    let (got, len) = manifest::content_hash(path)?;
+    check_digest(e, manifest::content_hash(path)?, path)
+}
+
+/// [`check_content`] of a file read already (`got`, `len`): `path` names
+/// it in the message.
+fn check_digest(e: &Entry, (got, len): (String, u64), path: &Path) -> io::Result<()> {
     match &e.blake3 {
         Some(want) if *want == got => match e.size {
             Some(size) if size != len => Err(io::Error::other(format!(
                 "{} holds {len} bytes, the manifest says {size}: its content and size were not \
                  read from one file (a backup of a running guest?); take it from another backup",
-                path.display()
+                crate::sys::shown(path)
             ))),
             _ => Ok(()),
         },
         Some(want) => Err(io::Error::other(format!(
             "content of {} does not match the manifest (blake3 {} expected {})",
-            path.display(),
+            crate::sys::shown(path),
             &got[..12],
             &want[..want.len().min(12)]
         ))),
@@ -979,11 +1067,10 @@ fn wanted_xattrs(e: &Entry) -> BTreeMap<String, String> {
 
 fn copy_with_meta(
     e: &Entry,
-    src: &Path,
+    from: &File,
     dest: &Path,
     not_kept: &mut Vec<TimeNotKept>,
 ) -> io::Result<()> {
-    let from = File::open(src)?;
     let to = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -1096,7 +1183,7 @@ fn apply_meta(e: &Entry, path: &Path, not_kept: &mut Vec<TimeNotKept>) -> io::Re
     for (which, wanted, got) in times {
         if wanted != got {
             not_kept.push(TimeNotKept {
-                path: e.rel_path().display().to_string(),
+                path: crate::sys::shown(&e.rel_path()).to_string(),
                 which,
                 wanted: manifest::time_string(wanted),
                 got: manifest::time_string(got),

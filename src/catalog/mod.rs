@@ -25,7 +25,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// (The SQLite error is part of the message, not a `source()`: rusqlite's
     /// own chain would repeat it twice more.)
-    #[error("catalog {path}: {error}{}{}", damaged_hint(error, path), full_hint(*full))]
+    #[error("catalog {}: {error}{}{}", crate::sys::shown(path), damaged_hint(error, path), full_hint(*full))]
     Sqlite {
         path: PathBuf,
         error: rusqlite::Error,
@@ -55,9 +55,9 @@ pub enum Error {
         damaged_way_out(path)
     )]
     Damaged { path: PathBuf, report: String },
-    #[error("catalog {path} is not readable: {why}")]
+    #[error("catalog {} is not readable: {why}", crate::sys::shown(path))]
     Unreadable { path: PathBuf, why: String },
-    #[error("catalog {path}: bad value in {what}: {value:?}")]
+    #[error("catalog {}: bad value in {what}: {value:?}", crate::sys::shown(path))]
     BadValue {
         path: PathBuf,
         what: &'static str,
@@ -271,7 +271,7 @@ impl Catalog {
                      changes SQLite can read only with a catalog.db-shm it cannot create there; \
                      make the directory writable once (any unifs store command then works), or \
                      copy catalog.db and catalog.db-wal to a writable place",
-                    wal.display()
+                    crate::sys::shown(&wal)
                 ),
             });
         }
@@ -527,8 +527,8 @@ fn damaged_way_out(path: &Path) -> String {
          are (`mv {s}/catalog.db* DIR/`), then copy your last `unifs store snapshot` to {c}, \
          or, with no snapshot, start an empty catalog with `unifs --store {s} store init \
          --new-catalog` and unify every guest again (see docs/store-format.md)",
-        s = store.display(),
-        c = path.display()
+        s = crate::sys::shown(store),
+        c = crate::sys::shown(path)
     )
 }
 

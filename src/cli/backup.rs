@@ -36,8 +36,10 @@ manifest does not have them (named in warnings on stderr). A backup loop should 
 the next guest on 23, and report it."
 )]
 pub struct ManifestArgs {
-    /// A guest name from the catalog, or a guest directory (on the store's
-    /// filesystem: it must be the store the guest was unified into).
+    /// A guest name from the catalog (as `store stats` lists it: `g\xff2`
+    /// for a name with a byte that is not UTF-8), or a guest directory (on
+    /// the store's filesystem: it must be the store the guest was unified
+    /// into).
     pub guest: PathBuf,
     /// What to write.
     #[arg(long, value_enum, default_value = "jsonl")]
@@ -109,7 +111,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!(
                 "cannot read the store at {}: {e}; a manifest reads the store's catalog and \
                  objects: run it as root",
-                g.store.display()
+                path(&g.store)
             );
         }
     }
@@ -121,7 +123,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             "no store at {0} (--store or UNIFS_STORE): a manifest tells the guest's shared \
              files from its own by the store it was unified into; check the path (for a \
              guest never unified, create the store first: `unifs --store {0} store init`)",
-            g.store.display()
+            path(&g.store)
         );
     }
     let store = Store::open(&g.store)?;
@@ -129,7 +131,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::open_readonly(&store.catalog_path())?;
     // A path, not a String: a guest directory's name need not be UTF-8.
     let by_name = match a.guest.to_str() {
-        Some(name) => catalog.guest_by_name(name)?,
+        Some(name) => super::store::guest_named(&catalog, name)?,
         None => None,
     };
     // A bare word that is also a directory here, of another guest: which
@@ -144,9 +146,9 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
                 anyhow::bail!(
                     "{0} is both the guest named {0} ({1}) and the directory ./{0} ({2}, {other}); \
                      give ./{0} for the directory, or run from elsewhere for the name",
-                    a.guest.display(),
-                    row.path.display(),
-                    dir.display()
+                    path(&a.guest),
+                    path(&row.path),
+                    path(&dir)
                 );
             }
         }
@@ -157,7 +159,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             let root = crate::fs::canonicalize_bounded(&a.guest).with_context(|| {
                 format!(
                     "{}: no such guest in the catalog, nor a directory",
-                    a.guest.display()
+                    path(&a.guest)
                 )
             })?;
             let name = match catalog.guest_by_path(&root)? {
@@ -348,12 +350,12 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             }
             l.out.flush()
         })();
-        written.with_context(|| format!("writing {}", p.display()))?;
+        written.with_context(|| format!("writing {}", path(p)))?;
         list = Some(l);
     }
     let mut stdout;
     let (out, shown): (&mut dyn Write, _) = match &mut file_out {
-        Some(f) => (&mut f.out, f.path.display().to_string()),
+        Some(f) => (&mut f.out, path(&f.path)),
         None => {
             stdout = std::io::BufWriter::new(std::io::stdout().lock());
             (&mut stdout, "standard output".to_string())
@@ -449,13 +451,13 @@ impl Replacement {
             // Else the whole walk is done before the rename over it fails.
             Ok(m) if m.is_dir() => anyhow::bail!(
                 "{} is a directory; name a file to write (it is replaced when complete)",
-                path.display()
+                super::output::path(&path)
             ),
             Ok(m) if !m.is_file() && !m.is_dir() => {
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
+                    .with_context(|| format!("opening {}", super::output::path(&path)))?;
                 return Ok(Replacement {
                     path,
                     tmp: None,
@@ -465,13 +467,13 @@ impl Replacement {
             }
             Ok(m) if m.is_file() && path.symlink_metadata()?.file_type().is_symlink() => {
                 path = std::fs::canonicalize(&path)
-                    .with_context(|| format!("resolving {}", path.display()))?;
+                    .with_context(|| format!("resolving {}", super::output::path(&path)))?;
             }
             _ => {}
         }
         let path = path.as_path();
         if path.file_name().is_none() {
-            anyhow::bail!("{}: not a file name", path.display());
+            anyhow::bail!("{}: not a file name", super::output::path(path));
         }
         super::temp::remove_stale(path, ".unifs-manifest");
         // Numbered where the name is long, as the manifest and its private
@@ -483,7 +485,11 @@ impl Replacement {
         // the guest, with owners, xattrs and content hashes, also where the
         // guest's own modes hide them from other users.
         let file = super::temp::create(&tmp).with_context(|| {
-            format!("creating {} (written as {})", path.display(), tmp.display())
+            format!(
+                "creating {} (written as {})",
+                super::output::path(path),
+                super::output::path(&tmp)
+            )
         })?;
         Ok(Replacement {
             path: path.to_path_buf(),
@@ -498,21 +504,21 @@ impl Replacement {
         let Some(tmp) = &self.tmp else {
             return Ok(());
         };
-        let what = || format!("writing {}", tmp.display());
+        let what = || format!("writing {}", path(tmp));
         self.out.flush().with_context(what)?;
         self.out.get_ref().sync_all().with_context(what)
     }
 
     fn commit(mut self) -> anyhow::Result<()> {
         let Some(tmp) = self.tmp.take() else {
-            let what = || format!("writing {}", self.path.display());
+            let what = || format!("writing {}", path(&self.path));
             return self.out.flush().with_context(what);
         };
-        let what = || format!("writing {}", tmp.display());
+        let what = || format!("writing {}", path(&tmp));
         self.out.flush().with_context(what)?;
         self.out.get_ref().sync_all().with_context(what)?;
         let renamed = std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), self.path.display()));
+            .with_context(|| format!("renaming {} to {}", path(&tmp), path(&self.path)));
         if renamed.is_ok() {
             self.done = true;
         } else {
@@ -538,7 +544,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
             "no store at {} (--store or UNIFS_STORE): restore takes the guest's shared files \
              from the store the manifest was made with; name that store, or put it back first \
              (its objects and a catalog snapshot: docs/backup.md, \"The store is lost too\")",
-            g.store.display()
+            path(&g.store)
         );
     }
     let store = Store::open(&g.store)?;
@@ -550,7 +556,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     // verify fails) and a guest unify refuses.
     crate::unify::check_guest_outside_store(&crate::unify::resolved(&a.target), store.root())?;
     let (header, entries) = manifest::read_jsonl(&a.manifest)
-        .with_context(|| format!("reading manifest {}", a.manifest.display()))?;
+        .with_context(|| format!("reading manifest {}", path(&a.manifest)))?;
     // From the check that every object is there until the last is linked:
     // a gc meanwhile would remove one only the lost guest linked.
     let _lock = store.lock_shared()?;
@@ -601,8 +607,8 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         println!(
             "restored guest {} into {}: {} entries; {} files linked from the store{extra}, {} \
              copied from it ({}), {} private files copied ({}), {} hardlinks; {verified}",
-            header.guest,
-            a.target.display(),
+            super::output::guest_name(&header.guest, &header.root_path()),
+            path(&a.target),
             count(report.entries),
             count(report.objects_linked),
             count(report.objects_copied),

@@ -1,7 +1,7 @@
 //! `unifs demo`: builds a few sample guests in a local folder, unifies them
 //! into a local store and prints what was saved. Needs no configuration.
 
-use super::output::{bytes, count};
+use super::output::{self, bytes, count};
 use super::Global;
 use anyhow::Context;
 use std::fs;
@@ -40,13 +40,13 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
     for (i, name) in GUEST_NAMES[..n].iter().enumerate() {
         let root = guests_dir.join(name);
         build_guest(&root, i as u64, name)
-            .with_context(|| format!("building {}", root.display()))?;
+            .with_context(|| format!("building {}", output::path(&root)))?;
         roots.push(root);
     }
     let before = du(&guests_dir)?;
     println!(
         "built {n} sample guests in {} ({} in {} files)",
-        guests_dir.display(),
+        output::path(&guests_dir),
         bytes(before.1),
         count(before.0)
     );
@@ -68,7 +68,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
     let s = crate::unify::unify(&store, &opts)?;
     println!(
         "unified into {}: {} files scanned, {} hashed, {} linked to {} objects in {:.2} s",
-        store.display(),
+        output::path(&store),
         count(s.files_scanned),
         bytes(s.bytes_hashed),
         count(s.files_linked),
@@ -102,8 +102,8 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "try: ls -li {0}/*/usr/bin/demo-tool; unifs --store {1} store stats",
-        guests_dir.display(),
-        store.display()
+        output::path(&guests_dir),
+        output::path(&store)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -114,12 +114,12 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
         if !dir.join(MARK).exists() {
             anyhow::bail!(
                 "{} exists and is not an earlier unifs demo; pass --dir with a new folder",
-                dir.display()
+                output::path(dir)
             );
         }
-        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", output::path(dir)))?;
     }
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", output::path(dir)))?;
     fs::write(dir.join(MARK), "made by `unifs demo`; safe to delete\n")?;
     Ok(())
 }

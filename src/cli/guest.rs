@@ -1,6 +1,6 @@
 //! `unifs run` and `unifs guest …`: parse, call `guest`, print.
 
-use super::Global;
+use super::{output, Global};
 use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
@@ -353,12 +353,12 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(crate::guest::Error::no_root(&a.root, None).into())
         }
-        Err(e) => return Err(e).with_context(|| format!("guest root {}", a.root.display())),
+        Err(e) => return Err(e).with_context(|| format!("guest root {}", output::path(&a.root))),
     };
     anyhow::ensure!(
         root != std::path::Path::new("/"),
         "guest root {} is {}",
-        a.root.display(),
+        output::path(&a.root),
         crate::guest::config::HOST_ROOT
     );
     // The pid alone is not unique: a run in a PID namespace of its own may
@@ -660,7 +660,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     "warning: guest {name} runs on the directory that was at {} when it started, \
                      which was moved or replaced since (the one there now is not its root); \
                      `unifs guest restart {name}` starts it on the one there now",
-                    root.display()
+                    output::path(root)
                 );
             }
             if json {
@@ -673,8 +673,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(r) = &s.root {
                     match s.root_moved {
-                        true => println!("root:    {} (moved or replaced since)", r.display()),
-                        false => println!("root:    {}", r.display()),
+                        true => println!("root:    {} (moved or replaced since)", output::path(r)),
+                        false => println!("root:    {}", output::path(r)),
                     }
                 }
                 if let Some(m) = s.memory_bytes {

@@ -1,7 +1,7 @@
 //! `unifs mount` / `unifs umount` (vfs-mount): checks, daemonizing, signals.
 //! The filesystem itself is `crate::fs`.
 
-use super::Global;
+use super::{output, Global};
 use crate::fs::{self as ufs, MountOptions};
 use crate::guest::state::{root_health, RootHealth};
 use anyhow::{bail, Context};
@@ -68,8 +68,8 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         // (`vfs-mount#GUEST`) from the mount's (`unifs:GUEST`).
         eprintln!(
             "unifs: {} is already mounted at {}; nothing to do",
-            guest.display(),
-            a.mountpoint.display()
+            output::path(&guest),
+            output::path(&a.mountpoint)
         );
         return Ok(ExitCode::SUCCESS);
     };
@@ -78,8 +78,8 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         // through its own mount, and wait on itself.
         bail!(
             "mountpoint {} is inside the guest directory {}; mount the guest outside it",
-            mountpoint.display(),
-            guest.display()
+            output::path(&mountpoint),
+            output::path(&guest)
         );
     }
     if let (Some((gdev, gat)), Some((mdev, mat))) =
@@ -92,16 +92,16 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             bail!(
                 "mountpoint {} is inside the guest directory {} (it is {} there, \
                  reached through a bind mount); mount the guest outside it",
-                mountpoint.display(),
-                guest.display(),
-                guest.join(mat.strip_prefix(&gat).unwrap_or(&mat)).display()
+                output::path(&mountpoint),
+                output::path(&guest),
+                output::path(&guest.join(mat.strip_prefix(&gat).unwrap_or(&mat)))
             );
         }
     }
     check_dev_fuse()?;
     check_store(&g.store, &guest)?;
     let log = match &a.log {
-        Some(p) => Some(std::path::absolute(p).with_context(|| p.display().to_string())?),
+        Some(p) => Some(std::path::absolute(p).with_context(|| output::path(p))?),
         None => None,
     };
     if let Some(p) = &log {
@@ -110,7 +110,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         open_log(p).with_context(|| {
             format!(
                 "cannot open the log file {} (--log); name a file in an existing, writable directory",
-                p.display()
+                output::path(p)
             )
         })?;
     }
@@ -181,8 +181,8 @@ fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     ufs::mount(guest, mountpoint, opts).with_context(|| {
         format!(
             "cannot mount {} at {}",
-            guest.display(),
-            mountpoint.display()
+            output::path(guest),
+            output::path(mountpoint)
         )
     })
 }
@@ -196,10 +196,10 @@ fn abandon(mounted: ufs::Mounted, e: std::io::Error) -> anyhow::Result<ExitCode>
     let mp = mounted.mountpoint.clone();
     tracing::warn!(
         "the `unifs mount` that started this daemon is gone ({e}); unmounting {}",
-        mp.display()
+        output::path(&mp)
     );
     if let Err(e) = ufs::unmount(&mp, true) {
-        tracing::error!("unmounting {}: {e}", mp.display());
+        tracing::error!("unmounting {}: {e}", output::path(&mp));
     }
     mounted.serve().context("serving the mount")?;
     Ok(ExitCode::FAILURE)
@@ -212,9 +212,9 @@ fn serve(mounted: ufs::Mounted) -> anyhow::Result<ExitCode> {
         .name("unifs-signals".into())
         .spawn(move || {
             if let Ok(sig) = termination_signals().wait() {
-                tracing::info!("{sig}: unmounting {}", mp.display());
+                tracing::info!("{sig}: unmounting {}", output::path(&mp));
                 if let Err(e) = ufs::unmount(&mp, true) {
-                    tracing::error!("unmounting {}: {e}", mp.display());
+                    tracing::error!("unmounting {}: {e}", output::path(&mp));
                 }
             }
         })
@@ -243,33 +243,33 @@ fn check_guest(p: &Path) -> anyhow::Result<PathBuf> {
     let guest = match ufs::resolve_without_stat(p) {
         Ok(g) => g,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("guest directory {} does not exist", p.display())
+            bail!("guest directory {} does not exist", output::path(p))
         }
-        Err(e) => bail!("guest directory {}: {e}", p.display()),
+        Err(e) => bail!("guest directory {}: {e}", output::path(p)),
     };
     if ufs::is_mount_point(&guest) {
         match health(&guest) {
             RootHealth::Lost => bail!(
                 "guest directory {} has a mount over it whose daemon is gone (killed?); \
                  unmount it first (`unifs umount {}`)",
-                p.display(),
-                p.display()
+                output::path(p),
+                output::path(p)
             ),
             RootHealth::NoAnswer => bail!(
                 "guest directory {} has a mount over it whose daemon does not answer \
                  (stopped?); unmount it first",
-                p.display()
+                output::path(p)
             ),
             RootHealth::Answers => {}
         }
     }
     match std::fs::metadata(&guest) {
         Ok(m) if m.is_dir() => Ok(guest),
-        Ok(_) => bail!("guest directory {} is not a directory", p.display()),
+        Ok(_) => bail!("guest directory {} is not a directory", output::path(p)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("guest directory {} does not exist", p.display())
+            bail!("guest directory {} does not exist", output::path(p))
         }
-        Err(e) => bail!("guest directory {}: {e}", p.display()),
+        Err(e) => bail!("guest directory {}: {e}", output::path(p)),
     }
 }
 
@@ -289,13 +289,13 @@ pub(super) fn check_not_store(store: &Path, guest: &Path) -> anyhow::Result<()> 
             bail!(
                 "guest directory {} is a unifs store (it holds objects/ and catalog.db), \
                  not a guest; name a guest's own directory",
-                guest.display()
+                output::path(guest)
             );
         }
         bail!(
             "guest directory {} is inside the unifs store {}; name a guest's own directory",
-            guest.display(),
-            s.display()
+            output::path(guest),
+            output::path(&s)
         );
     }
     crate::unify::check_guest_outside_store(guest, store)?;
@@ -316,10 +316,10 @@ fn check_mountpoint(
     let mp = match ufs::resolve_without_stat(p) {
         Ok(mp) => mp,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mountpoint {} does not exist", p.display())
+            bail!("mountpoint {} does not exist", output::path(p))
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
-        Err(e) => bail!("mountpoint {}: {e}", p.display()),
+        Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
     };
     let mounted = ufs::is_mount_point(&mp);
     if mounted {
@@ -328,20 +328,20 @@ fn check_mountpoint(
             RootHealth::NoAnswer => bail!(
                 "mountpoint {} is in use by a mount whose daemon does not answer (stopped?); \
                  unmount it first",
-                p.display()
+                output::path(p)
             ),
             RootHealth::Answers => {}
         }
     }
     match std::fs::metadata(&mp) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => bail!("mountpoint {} is not a directory", p.display()),
+        Ok(_) => bail!("mountpoint {} is not a directory", output::path(p)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mountpoint {} does not exist", p.display())
+            bail!("mountpoint {} does not exist", output::path(p))
         }
         // A FUSE mount whose daemon is gone.
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
-        Err(e) => bail!("mountpoint {}: {e}", p.display()),
+        Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
     }
     if mounted {
         if ufs::unifs_mount_guest(&mp).is_some_and(|g| g == guest) {
@@ -352,17 +352,17 @@ fn check_mountpoint(
                     "mountpoint {} serves another directory than {}: the one that was at {} \
                      when it was mounted (moved or replaced since); unmount it first \
                      (`unifs umount {}`), then mount {} again",
-                    p.display(),
-                    guest.display(),
-                    guest.display(),
-                    p.display(),
-                    guest.display()
+                    output::path(p),
+                    output::path(guest),
+                    output::path(guest),
+                    output::path(p),
+                    output::path(guest)
                 );
             }
             let have = match ufs::mounted_vfs_words(&mp) {
                 Ok(have) => have,
                 Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
-                Err(e) => bail!("mountpoint {}: {e}", p.display()),
+                Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
             };
             let want = opts.vfs_words();
             if want != have {
@@ -373,18 +373,18 @@ fn check_mountpoint(
                 bail!(
                     "{} is already mounted at {}, but with other options ({}, asked for {}); \
                      unmount it first (`unifs umount {}`) to mount it so",
-                    guest.display(),
-                    p.display(),
+                    output::path(guest),
+                    output::path(p),
                     words(have),
                     words(want),
-                    p.display()
+                    output::path(p)
                 );
             }
             return Ok(None);
         }
         bail!(
             "mountpoint {} is in use (something is mounted there); unmount it first",
-            p.display()
+            output::path(p)
         );
     }
     Ok(Some(mp))
@@ -394,8 +394,8 @@ fn daemon_gone(p: &Path) -> anyhow::Error {
     anyhow::anyhow!(
         "mountpoint {} is in use by a mount whose daemon is gone (killed?); unmount it first \
          (`unifs umount {}`)",
-        p.display(),
-        p.display()
+        output::path(p),
+        output::path(p)
     )
 }
 
@@ -436,13 +436,13 @@ pub(super) fn check_store(store: &Path, guest: &Path) -> anyhow::Result<()> {
                  into files other guests share; nothing was mounted. Name that store with \
                  --store; if the links are the guest's own, create a store there first \
                  (`unifs --store {} store init`)",
-                guest.display(),
-                file.display(),
-                store.display(),
-                store.display()
+                output::path(guest),
+                output::path(&file),
+                output::path(store),
+                output::path(store)
             );
         }
-        tracing::info!("no store at {}; mounting without one", store.display());
+        tracing::info!("no store at {}; mounting without one", output::path(store));
         return Ok(());
     }
     let s = crate::store::Store::open(store)?;
@@ -540,21 +540,21 @@ fn check_markers(s: &crate::store::Store) -> anyhow::Result<()> {
          would write into files every guest shares; nothing was mounted. `unifs unify` of \
          the guests after such a copy, or `unifs store gc`, puts the markers back; \
          `unifs store verify` lists any left",
-        s.root().display(),
+        output::path(s.root()),
         unmarked.len(),
-        first.display()
+        output::path(first)
     )
 }
 
 pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
     // Not stat'ed: a stat of a mount whose daemon is stopped waits for good.
     let mp = ufs::resolve_without_stat(&a.mountpoint)
-        .with_context(|| format!("mountpoint {}", a.mountpoint.display()))?;
+        .with_context(|| format!("mountpoint {}", output::path(&a.mountpoint)))?;
     if !ufs::is_mount_point(&mp) {
-        bail!("{} is not mounted", mp.display());
+        bail!("{} is not mounted", output::path(&mp));
     }
     if !ufs::is_unifs_mount(&mp) {
-        bail!("{} is not a unifs mount; use umount(8)", mp.display());
+        bail!("{} is not a unifs mount; use umount(8)", output::path(&mp));
     }
     let guest = ufs::unifs_mount_guest(&mp);
     let stopped_daemon = match guest.as_deref().and_then(ufs::guest_daemon) {
@@ -580,8 +580,8 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
                          debugger holds it) and still holds {}: no mount, `guest start` or \
                          `unifs run` of it can start until it ends; `kill -CONT {pid}` lets it \
                          go on and end, or kill it",
-                        mp.display(),
-                        guest.display()
+                        output::path(&mp),
+                        output::path(guest)
                     );
                 }
             }
@@ -595,13 +595,13 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
                  holds it): a process waiting for its answer cannot end, not even by SIGKILL; \
                  `kill -CONT {pid}` lets it go on, or kill the daemon (the waiting processes \
                  then get errors), and unmount again",
-                mp.display()
+                output::path(&mp)
             ),
             None => bail!(
                 "{} is busy (a process uses it); stop it, or use --lazy",
-                mp.display()
+                output::path(&mp)
             ),
         },
-        Err(e) => bail!("cannot unmount {}: {e}", mp.display()),
+        Err(e) => bail!("cannot unmount {}: {e}", output::path(&mp)),
     }
 }

@@ -54,40 +54,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large (at most 16 EiB)"))
 }
 
-/// `text` for a terminal or a log: control characters escaped (`\n`,
-/// `\x1b`, …). File names are a guest's to choose; printed as they are, a
-/// newline in one forges a line of our output and an escape sequence drives
-/// the operator's terminal. (JSON output escapes them itself.)
-pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
-/// A path as [`clean`] shows it, bytes that are not UTF-8 in hex (`\xff`)
-/// so that two such names are told apart (U+FFFD would show both alike).
-pub fn path(p: &std::path::Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = String::new();
-    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
-        out.push_str(&clean(chunk.valid()));
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
+pub use crate::sys::{clean, shown as path};
 
 /// A guest's name (`store stats`, the unify summary) as [`path`] shows it.
 /// The catalog names a guest after its directory made text (bytes that are

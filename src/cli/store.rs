@@ -116,8 +116,8 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
              If it is damaged and you have no snapshot to copy there, move it aside first, with \
              its catalog.db-wal and catalog.db-shm, those there are (`mv {s}/catalog.db* \
              DIR/`), then run this again",
-            store.catalog_path().display(),
-            s = store.root().display(),
+            path(&store.catalog_path()),
+            s = path(store.root()),
         );
     }
     if new_catalog {
@@ -131,11 +131,11 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
                 "store {}: its objects were made {} --ignore-mtime ({} hashes to its name only \
                  {} its mtime), and a catalog in the other mode would take every object for \
                  changed; nothing was done: run `unifs --store {} store init --new-catalog{}`",
-                store.root().display(),
+                path(store.root()),
                 if made_ignoring { "with" } else { "without" },
-                object.display(),
+                path(&object),
                 if made_ignoring { "without" } else { "with" },
-                store.root().display(),
+                path(store.root()),
                 if made_ignoring { " --ignore-mtime" } else { "" },
             ),
             Some(_) => {}
@@ -144,7 +144,7 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
                  without its mtime (changed around the store?), so whether the store was made \
                  with --ignore-mtime could not be told from them; the catalog takes it as given \
                  ({}); `unifs store verify` checks every object",
-                store.root().display(),
+                path(store.root()),
                 if ignore_mtime { "with" } else { "without" },
             ),
             None => {}
@@ -156,11 +156,11 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
     if effective != ignore_mtime {
         anyhow::bail!(
             "store {} already exists {} --ignore-mtime",
-            store.root().display(),
+            path(store.root()),
             if effective { "with" } else { "without" }
         );
     }
-    println!("store ready at {}", store.root().display());
+    println!("store ready at {}", path(store.root()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -397,7 +397,7 @@ fn gc_on_full_disk(
     eprintln!(
         "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} unused \
          object file(s) first, to make room for the catalog's update",
-        store.root().display(),
+        path(store.root()),
         count(removed)
     );
     gc_pass(g, store, false, json, &freed, serial).with_context(|| {
@@ -406,7 +406,7 @@ fn gc_on_full_disk(
              it lists them until the next `unifs store gc` (store verify reports them as \
              missing meanwhile); free some space on the filesystem of {} and run it again",
             count(freed.len() as u64),
-            store.root().display()
+            path(store.root())
         )
     })
 }
@@ -505,7 +505,7 @@ fn gc_pass(
         let verb = if dry_run { "would remove" } else { "removed" };
         if g.verbose > 0 || dry_run {
             for (f, _) in &removed {
-                println!("{verb} {}", f.path.display());
+                println!("{verb} {}", path(&f.path));
             }
         }
         println!(
@@ -518,14 +518,14 @@ fn gc_pass(
             println!(
                 "{verb} {} back the inode guests link (it had been replaced by a copy, which \
                  is freed)",
-                p.display()
+                path(p)
             );
         }
         for p in &replaced.renumbered {
             let verb = if dry_run { "would update" } else { "updated" };
             println!(
                 "{verb} the catalog's inode of {} (the file was replaced)",
-                p.display()
+                path(p)
             );
         }
         for p in &marked {
@@ -536,14 +536,14 @@ fn gc_pass(
             };
             println!(
                 "{verb} the missing store marker of {} (copied without xattrs?)",
-                p.display()
+                path(p)
             );
         }
         for p in &rewritten {
             let verb = if dry_run { "would rewrite" } else { "rewrote" };
             println!(
                 "{verb} the wrong store marker of {} (malformed, or naming another object)",
-                p.display()
+                path(p)
             );
         }
         let (restore, drop) = if dry_run {
@@ -552,13 +552,10 @@ fn gc_pass(
             ("restored", "dropped")
         };
         for p in &missing.restored {
-            println!(
-                "{restore} missing {} from a guest that links it",
-                p.display()
-            );
+            println!("{restore} missing {} from a guest that links it", path(p));
         }
         for p in &missing.dropped {
-            println!("{drop} missing {} from the catalog", p.display());
+            println!("{drop} missing {} from the catalog", path(p));
         }
         if !missing.dropped.is_empty() {
             println!(
@@ -785,7 +782,7 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
                 "{}: not a guest of the store {}{} (`unifs store stats` lists them); \
                  nothing was forgotten",
                 path(arg),
-                store.root().display(),
+                path(store.root()),
                 symlink_hint(&catalog, arg)?
             ),
         }
@@ -825,9 +822,33 @@ fn find_guest(
         return Ok(Some(row));
     }
     match arg.to_str() {
-        Some(name) if !name.contains('/') => Ok(catalog.guest_by_name(name)?),
+        Some(name) if !name.contains('/') => guest_named(catalog, name),
         _ => Ok(None),
     }
+}
+
+/// The guest called `name`, as the catalog has it or as outputs show it
+/// ([`guest_name`]: `g\xff2` for a directory `g<0xff>2`, whose catalog name
+/// has U+FFFD there). Refused when it names more than one guest.
+pub(super) fn guest_named(
+    catalog: &Catalog,
+    name: &str,
+) -> anyhow::Result<Option<crate::catalog::GuestRow>> {
+    let mut found: Vec<_> = catalog
+        .guests()?
+        .into_iter()
+        .filter(|r| r.name == name || guest_name(&r.name, &r.path) == name)
+        .collect();
+    if found.len() > 1 {
+        let dirs: Vec<String> = found.iter().map(|r| path(&r.path)).collect();
+        anyhow::bail!(
+            "{} names more than one guest (of the directories {}): name the guest's directory \
+             instead",
+            clean(name),
+            dirs.join(", ")
+        );
+    }
+    Ok(found.pop())
 }
 
 /// GUEST_DIR as the catalog would have recorded that directory: absolute,
@@ -888,7 +909,7 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("store {}", store.root().display());
+    println!("store {}", path(store.root()));
     println!(
         "  {} objects in {} files, {} stored, {} guest links, {} saved",
         count(usage.objects),
@@ -943,7 +964,7 @@ fn ls(g: &Global, since: i64, json: bool, null: bool) -> anyhow::Result<ExitCode
              comes from another store, or the catalog was restored from an older snapshot (run \
              numbers then go on from the snapshot's); list every object (--since 0) for a full \
              backup, and take the mark from this store's `unifs store runs`",
-            store.root().display()
+            path(store.root())
         );
     }
     let objects = catalog.objects_since(since)?;
@@ -980,7 +1001,8 @@ fn runs(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             state,
             count(r.files_linked),
             bytes(r.bytes_saved),
-            r.command
+            // Recorded by an older unifs, paths as they were.
+            clean(&r.command)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -988,7 +1010,7 @@ fn runs(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
 
 fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     if dest.exists() {
-        anyhow::bail!("{} exists; snapshot writes a new file", dest.display());
+        anyhow::bail!("{} exists; snapshot writes a new file", path(dest));
     }
     // SQLite would only say "unable to open database file", under the
     // catalog's name.
@@ -996,8 +1018,8 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
         if !dir.is_dir() {
             anyhow::bail!(
                 "cannot write {}: directory {} does not exist",
-                dest.display(),
-                dir.display()
+                path(dest),
+                path(dir)
             );
         }
     }
@@ -1007,7 +1029,7 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     // (a full disk) or is killed leaves no partial DEST to be taken for a
     // snapshot, nor one that makes the next try refuse.
     if dest.file_name().is_none() {
-        anyhow::bail!("{}: not a file name", dest.display());
+        anyhow::bail!("{}: not a file name", path(dest));
     }
     super::temp::remove_stale(dest, ".unifs-snapshot");
     // A long DEST name leaves no room for the suffix and SQLite's
@@ -1015,13 +1037,13 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     let tmp = super::temp::name_for(dest, ".unifs-snapshot", "-journal".len(), None);
     // Held (locked) until renamed: a later run leaves it alone meanwhile.
     let _held = super::temp::create(&tmp)
-        .with_context(|| format!("creating {} (written as {})", dest.display(), tmp.display()))?;
+        .with_context(|| format!("creating {} (written as {})", path(dest), path(&tmp)))?;
     let written = catalog
         .snapshot(&tmp)
         .map_err(anyhow::Error::from)
         .and_then(|()| {
             std::fs::rename(&tmp, dest)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
+                .with_context(|| format!("renaming {} to {}", path(&tmp), path(dest)))
         });
     if let Err(e) = written {
         for suffix in ["", "-journal", "-wal", "-shm"] {
@@ -1029,8 +1051,8 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
             p.push(suffix);
             let _ = std::fs::remove_file(p);
         }
-        return Err(e.context(format!("writing {}", dest.display())));
+        return Err(e.context(format!("writing {}", path(dest))));
     }
-    println!("catalog snapshot written to {}", dest.display());
+    println!("catalog snapshot written to {}", path(dest));
     Ok(ExitCode::SUCCESS)
 }

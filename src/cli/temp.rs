@@ -5,6 +5,7 @@
 //! killed leaves its temp file behind (no partial FILE); the next run that
 //! writes beside it removes it, once no process holds it.
 
+use super::output;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -90,8 +91,8 @@ fn remove_if_free(path: &Path) {
         && crate::fs::sys::try_flock(file.as_fd(), true).unwrap_or(false);
     if free {
         match std::fs::remove_file(path) {
-            Ok(()) => tracing::info!("removed {}, left by an interrupted run", path.display()),
-            Err(e) => tracing::debug!("removing {}: {e}", path.display()),
+            Ok(()) => tracing::info!("removed {}, left by an interrupted run", output::path(path)),
+            Err(e) => tracing::debug!("removing {}: {e}", output::path(path)),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `unifs unify` (vunify).
 
-use super::output::{bytes, count, guest_name, parse_size, print_problems};
+use super::output::{self, bytes, count, guest_name, parse_size, print_problems};
 use super::Global;
 use crate::unify::{self, exclude::DEFAULT_EXCLUDES, Excludes};
 use anyhow::Context;
@@ -170,8 +170,8 @@ fn build_excludes(a: &UnifyArgs) -> anyhow::Result<Excludes> {
     }
     for f in &a.exclude_from {
         let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read exclude list {}", f.display()))?;
-        lists.push((f.display().to_string(), text));
+            .with_context(|| format!("cannot read exclude list {}", output::path(f)))?;
+        lists.push((output::path(f), text));
     }
     if !a.no_default_excludes {
         lists.push(("the default list".into(), DEFAULT_EXCLUDES.to_string()));

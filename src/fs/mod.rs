@@ -276,7 +276,7 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
                     return Err(io::Error::other(format!(
                         "{} was replaced while this mount waited for it (a `unifs restore` \
                          into it just ended?); mount it again",
-                        guest.display()
+                        crate::sys::shown(guest)
                     )));
                 }
                 if let Some((pid, served)) = unclaimed_daemon(&canonical, true) {
@@ -288,7 +288,7 @@ fn claim_guest(root: &std::os::fd::OwnedFd, guest: &Path) -> io::Result<Vec<std:
                         &format!(
                             " (its daemon: pid {pid}, serving {}, is of an older unifs, which \
                              takes no lock)",
-                            served.display()
+                            crate::sys::shown(&served)
                         ),
                     ));
                 }
@@ -325,7 +325,7 @@ fn already_served(guest: &Path, holder: &str) -> io::Error {
              (`unifs mount`, `guest start` or `unifs run` of it, which mounts it where only \
              the guest sees it){holder}; a guest has one mount at a time: stop or unmount that \
              one first",
-            guest.display()
+            crate::sys::shown(guest)
         ),
     )
 }
@@ -728,7 +728,7 @@ fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
                 format!(
                     "it is in the FUSE mount at {}, whose daemon does not answer (stopped?); \
                      let its daemon go on, or unmount it first",
-                    m.display()
+                    crate::sys::shown(&m)
                 ),
             ));
         }

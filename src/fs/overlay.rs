@@ -1077,7 +1077,7 @@ impl Overlay {
                 "cannot give the guest a private copy of shared file {}: its directory is \
                  {why}, so the file cannot be replaced there; the guest's change fails with \
                  EPERM (logged at most 10 times a minute)",
-                path.display()
+                crate::sys::shown(&path)
             );
         }
         Err(errno(libc::EPERM))

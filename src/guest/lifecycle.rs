@@ -1392,7 +1392,7 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
                 {
                     tracing::warn!(
                         "{} is not listed and cannot be started: {err}",
-                        dir.join(&file).display()
+                        crate::sys::shown(&dir.join(e.file_name()))
                     );
                 }
                 name

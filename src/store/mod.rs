@@ -75,7 +75,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Errors of the store. Each names the path it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", crate::sys::shown(path))]
     Io { path: PathBuf, source: io::Error },
     #[error(
         "store {store} is busy: another process{holder} holds its lock (a unify, gc or \
@@ -111,7 +111,11 @@ pub enum Error {
         path: PathBuf,
         error: io::Error,
     },
-    #[error("store {store}: cannot create {path}: {error}")]
+    #[error(
+        "store {}: cannot create {}: {error}",
+        crate::sys::shown(store),
+        crate::sys::shown(path)
+    )]
     Create {
         store: PathBuf,
         path: PathBuf,
@@ -168,7 +172,8 @@ pub enum Error {
     #[error(
         "{} is in a unifs mount, the copy-on-write view that `unifs mount` serves a guest, \
          not a guest's directory: name the guest's backing directory instead ({})",
-        path.display(), backing.display()
+        crate::sys::shown(path),
+        crate::sys::shown(backing)
     )]
     InUnifsView { path: PathBuf, backing: PathBuf },
     /// [`Error::InUnifsView`] of a mount whose guest directory was moved
@@ -282,7 +287,7 @@ impl ModeChange {
 
 impl std::fmt::Display for ModeChange {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.what())
+        write!(f, "{}: {}", crate::sys::shown(&self.path), self.what())
     }
 }
 
@@ -947,12 +952,12 @@ impl Error {
 
 fn moved_unifs_view(path: &Path, mount: &Path, guest: &Path) -> String {
     let what = if path == mount {
-        format!("{} is a unifs mount", path.display())
+        format!("{} is a unifs mount", crate::sys::shown(path))
     } else {
         format!(
             "{} is in the unifs mount at {}",
-            path.display(),
-            mount.display()
+            crate::sys::shown(path),
+            crate::sys::shown(mount)
         )
     };
     format!(
@@ -960,26 +965,26 @@ fn moved_unifs_view(path: &Path, mount: &Path, guest: &Path) -> String {
          directory; it serves the directory that was at {} when it was mounted, which was \
          moved or replaced since (the one there now is not served): name that directory \
          where it is now, or unmount {} (`unifs umount {}`) and mount the guest again",
-        guest.display(),
-        mount.display(),
-        mount.display()
+        crate::sys::shown(guest),
+        crate::sys::shown(mount),
+        crate::sys::shown(mount)
     )
 }
 
 fn unifs_mount_over(path: &Path, mount: &Path) -> String {
     let what = if path == mount {
-        format!("{} has a unifs mount over it", path.display())
+        format!("{} has a unifs mount over it", crate::sys::shown(path))
     } else {
         format!(
             "{} is under a unifs mount over {}",
-            path.display(),
-            mount.display()
+            crate::sys::shown(path),
+            crate::sys::shown(mount)
         )
     };
     format!(
         "{what}, which shows the guest's copy-on-write view, not its own files: unmount it \
          (`unifs umount {}`), and mount guests elsewhere (e.g. /run/unifs/NAME)",
-        mount.display()
+        crate::sys::shown(mount)
     )
 }
 

@@ -33,6 +33,41 @@ pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(&p.to_string_lossy())
 }
 
+/// `text` for a terminal or a log: control characters escaped (`\n`,
+/// `\x1b`, …). File names are a guest's to choose; printed as they are, a
+/// newline in one forges a line of our output and an escape sequence drives
+/// the operator's terminal. (JSON output escapes them itself.)
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// A path for a message, as [`clean`] shows text, bytes that are not
+/// UTF-8 in hex (`\xff`) so that two such names are told apart (U+FFFD
+/// would show both alike).
+pub fn shown(p: &Path) -> String {
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(&clean(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// `path` as one shell word, quoted where it needs it, for commands the
 /// messages give to be pasted: bash's `$'…'` with `\xNN` escapes where it
 /// is not UTF-8 or has control characters, so it names the same bytes.

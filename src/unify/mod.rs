@@ -37,9 +37,12 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Catalog(#[from] catalog::Error),
-    #[error("{path}: not a directory; unify takes guest root directories")]
+    #[error(
+        "{}: not a directory; unify takes guest root directories",
+        crate::sys::shown(path)
+    )]
     NotADirectory { path: PathBuf },
-    #[error("guest directory {path}: {error}")]
+    #[error("guest directory {}: {error}", crate::sys::shown(path))]
     Guest {
         path: PathBuf,
         error: std::io::Error,
@@ -136,7 +139,10 @@ pub enum Error {
         /// perhaps filled) by another run before this one took its lock.
         made_meanwhile: bool,
     },
-    #[error("guest {path} is named twice; name each guest root once")]
+    #[error(
+        "guest {} is named twice; name each guest root once",
+        crate::sys::shown(path)
+    )]
     GuestTwice { path: PathBuf },
     #[error(
         "guest directory {path} has a unifs mount over it, which hides the guest's own files \
@@ -159,7 +165,7 @@ fn other_stores_objects_advice(store: &Path, made_meanwhile: bool) -> String {
         format!(
             "Nothing was changed and no store was made: {name}. To start a new store for them \
              on purpose, make it first: `unifs --store {} store init`",
-            store.display()
+            crate::sys::shown(store)
         )
     }
 }
@@ -1310,9 +1316,12 @@ fn describe(opts: &Options, guests: &[Guest]) -> String {
     if opts.all {
         s.push_str(" --all");
     }
+    // Each path one shell word (`$'…'` where it must be): a space, a
+    // newline or a byte that is not UTF-8 in one leaves no doubt where each
+    // ends and which bytes it has.
     for g in guests {
         s.push(' ');
-        s.push_str(&g.root.display().to_string());
+        s.push_str(&sys::shell_word(&g.root));
     }
     s
 }
@@ -1383,10 +1392,13 @@ fn open_guests(
                     "guest directory of the catalog has a unifs mount over it, which hides \
                      the guest's own files; skipped: unmount it (`unifs umount {}`) and mount \
                      guests elsewhere (e.g. /run/unifs/NAME)",
-                    root.display()
+                    crate::sys::shown(&root)
                 ),
             ));
-            skipped.push(format!("{}: a unifs mount over it", root.display()));
+            skipped.push(format!(
+                "{}: a unifs mount over it",
+                crate::sys::shown(&root)
+            ));
             continue;
         }
         let fd = match sys::open_dir(&root) {
@@ -1527,22 +1539,22 @@ fn elsewhere(e: &store::Error) -> Option<String> {
         } => Some(format!(
             "is now on another filesystem ({}) than the store {} ({}), and hardlinks cannot \
              cross filesystems",
-            guest_mount.display(),
-            store.display(),
-            store_mount.display()
+            crate::sys::shown(guest_mount),
+            crate::sys::shown(store),
+            crate::sys::shown(store_mount)
         )),
         store::Error::CrossSubvolume {
             guest_top, store, ..
         } => Some(format!(
             "is now in another btrfs subvolume ({}) than the store {}, and hardlinks cannot \
              cross subvolumes",
-            guest_top.display(),
-            store.display()
+            crate::sys::shown(guest_top),
+            crate::sys::shown(store)
         )),
         store::Error::CrossMount { store, .. } => Some(format!(
             "is now reached through another mount than the store {} (a bind mount?), and \
              hardlinks cannot cross mounts",
-            store.display()
+            crate::sys::shown(store)
         )),
         _ => None,
     }

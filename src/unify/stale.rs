@@ -111,12 +111,14 @@ pub fn clean(
 /// Why a temp name no killed run recorded is left, and how to tell it is
 /// safe to delete. (Not removed: it may be the guest's own file.)
 fn unrecorded_temp_name(path: &Path) -> String {
-    let quoted = path.display().to_string().replace('\'', "'\\''");
+    // $'…' where it must be: a newline or a byte that is not UTF-8 names
+    // the same file when pasted.
+    let quoted = crate::sys::shell_word(path);
     format!(
         "named like a temp name of unify, but no killed run recorded changing its directory: \
          left alone. An older unifs (whose killed runs left no record in STORE/tmp) may have \
          left it: then it is safe to delete when it links a store object or its content is \
-         that of another file beside it. To tell, as root: `f='{quoted}'; getfattr -n \
+         that of another file beside it. To tell, as root: `f={quoted}; getfattr -n \
          trusted.unifs.object \"$f\"; find \"${{f%/*}}\" -maxdepth 1 -type f ! -samefile \"$f\" \
          -exec cmp -s \"$f\" {{}} \\; -print` (a value, or a file named, says so); else it \
          is the guest's own: rename it"
