@@ -566,10 +566,7 @@ pub(super) fn reap_and_forward(
     };
     drop(report);
     sys::close_fds();
-    // Whether the command is stopped (by SIGSTOP: a terminal's stop
-    // signals are undone at once, below).
-    let mut stopped = false;
-    let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
+    let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED;
     loop {
         // By number: realtime signals too (SIGRTMIN+3, a systemd-style stop
         // signal), which nix's `SigSet::wait` panics on.
@@ -581,11 +578,6 @@ pub(super) fn reap_and_forward(
             // nothing would continue the command.
             if !sys::is_terminal_stop(sig) {
                 let _ = sys::send_signal(command, sig);
-            }
-            // A stopped command gets it only once continued (as bash's
-            // `kill` of a stopped job does): SIGTERM must end the run.
-            if stopped && sys::ends_by_default(sig) {
-                let _ = sys::send_signal(command, libc::SIGCONT);
             }
             continue;
         }
@@ -600,14 +592,12 @@ pub(super) fn reap_and_forward(
                 // it for good. Done at once, as `fg`: Ctrl-Z does nothing,
                 // as without --init (PID 1 ignores it). A job control shell
                 // as the command keeps its own jobs (its children) stopped.
+                // (A SIGSTOP is the guest's doing: left to it.)
                 Ok(WaitStatus::Stopped(p, sig)) if p == command => {
                     if sys::is_terminal_stop(sig as i32) {
                         sys::resume_in_foreground(command);
-                    } else {
-                        stopped = true;
                     }
                 }
-                Ok(WaitStatus::Continued(p)) if p == command => stopped = false,
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             }

@@ -205,27 +205,24 @@ fn review_s25_ctrl_z_under_exec_tty_does_not_stop_the_command() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
-/// A command stopped otherwise (SIGSTOP: here by itself) got a SIGTERM to
-/// `unifs run --init` passed on, but only as a pending signal: the run
-/// went on. Now the init continues a stopped command after passing it a
-/// signal that ends it, so one SIGTERM ends the run.
+/// The repro's sequence: Ctrl-Z on `unifs run --init -- sleep 30`, then
+/// one SIGTERM to `unifs run`. The SIGTERM (passed on by the init) stayed
+/// pending on the stopped `sleep`, and the run went on for good. Now
+/// `sleep` was never left stopped, and the SIGTERM ends it.
 #[test]
-fn review_s25_one_sigterm_ends_a_stopped_command_under_init() {
-    let test = "review_s25_one_sigterm_ends_a_stopped_command_under_init";
+fn review_s25_one_sigterm_ends_the_run_after_ctrl_z() {
+    let test = "review_s25_one_sigterm_ends_the_run_after_ctrl_z";
     if !can_run(test) {
         return;
     }
     let t = TestRoot::new();
     let mut cmd = Command::new(unifs_bin());
     cmd.arg("run").arg("--init").arg("--root").arg(t.root());
-    cmd.args([
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo ready; kill -STOP $$; echo resumed",
-    ]);
+    cmd.args(["--", "/bin/sh", "-c", "echo ready; exec sleep 30"]);
     let (master, run) = spawn_on_a_terminal(cmd);
     wait_for_output(&master, "ready");
+    std::thread::sleep(Duration::from_millis(500));
+    type_in(&master, "\x1a");
     std::thread::sleep(Duration::from_millis(500));
     let pid = nix::unistd::Pid::from_raw(run.0.as_ref().unwrap().id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();

@@ -345,16 +345,6 @@ pub fn is_terminal_stop(sig: i32) -> bool {
     matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
 }
 
-/// Whether `sig`'s default action ends a process: what a stopped process
-/// must be continued to receive (SIGCHLD, SIGCONT, SIGURG, SIGWINCH and the
-/// stop signals are left alone).
-pub fn ends_by_default(sig: i32) -> bool {
-    !matches!(
-        sig,
-        libc::SIGCHLD | libc::SIGCONT | libc::SIGURG | libc::SIGWINCH | libc::SIGSTOP
-    ) && !is_terminal_stop(sig)
-}
-
 /// What a shell's `fg` does, for the `--init` reaper's command stopped by
 /// a terminal stop signal: its process group is made the foreground of
 /// the controlling terminal (if this process has one among fds 0 to 2),
