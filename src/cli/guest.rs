@@ -62,7 +62,8 @@ pub struct RunOptions {
     /// it); /dev, /proc, /run, --tmpfs and --bind mounts are as ever.
     #[arg(long)]
     pub read_only: bool,
-    /// Set an environment variable in the guest (repeatable).
+    /// Set an environment variable in the guest (repeatable; KEY must not
+    /// be empty nor hold white space).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Numeric user id the command runs as.
@@ -105,7 +106,8 @@ pub struct RunOptions {
     /// launcher's].
     #[arg(long = "rlimit", value_name = "NAME=SOFT[:HARD]")]
     pub rlimits: Vec<String>,
-    /// Run the command under a small init that forwards signals and reaps zombies.
+    /// Run the command under a small init that forwards signals and reaps
+    /// zombies (and continues the command when a terminal's Ctrl-Z stops it).
     #[arg(long)]
     pub init: bool,
     /// What a SIGTERM to `unifs run` is passed on as [default, by the
@@ -390,7 +392,9 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     spec.rlimits = parse_all(&a.rlimits)?;
     spec.env = a.env.clone();
     for e in &spec.env {
-        anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");
+        if let Some(reason) = crate::guest::spec::env_entry_fault(e) {
+            anyhow::bail!("--env {e:?}: {reason}");
+        }
     }
     spec.uid = a.uid;
     spec.gid = a.gid;

@@ -221,12 +221,14 @@ impl GuestConfig {
         spec.tmpfs = super::spec::parse_all(&self.tmpfs)?;
         spec.read_only = self.read_only;
         spec.rlimits = super::spec::parse_all(&self.rlimits)?;
-        if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
-            return Err(Error::Invalid {
-                what: "env entry",
-                value: bad.clone(),
-                reason: "expected KEY=VALUE".into(),
-            });
+        for entry in &self.env {
+            if let Some(reason) = super::spec::env_entry_fault(entry) {
+                return Err(Error::Invalid {
+                    what: "env entry",
+                    value: entry.clone(),
+                    reason: reason.into(),
+                });
+            }
         }
         spec.env = self.env.clone();
         spec.uid = self.uid.unwrap_or(0);
@@ -446,6 +448,17 @@ mod tests {
         let cfg: GuestConfig = toml::from_str("root = \"/g\"\nenv = [\"LANG\"]").unwrap();
         let err = cfg.spec("g", "/r".into()).unwrap_err().to_string();
         assert!(err.contains("LANG") && err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn env_entries_need_a_name() {
+        // As TOML strings.
+        for bad in [r#""=v""#, r#""A B=1""#, r#""A\tB=1""#, r#""A=\u0000""#] {
+            let cfg: GuestConfig =
+                toml::from_str(&format!("root = \"/g\"\nenv = [{bad}]")).unwrap();
+            let err = cfg.spec("g", "/m".into()).unwrap_err().to_string();
+            assert!(err.contains("env entry"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -76,7 +76,9 @@ pub fn attach_slave_to_terminals(slave: &str) -> Result<()> {
     Ok(())
 }
 
-/// Restores the user's terminal mode when dropped.
+/// Restores the user's terminal mode when dropped, unless we are in the
+/// terminal's background by then: its shell has the terminal and set it
+/// up as it wants (a change from the background would undo that).
 struct RawMode {
     saved: Option<Termios>,
 }
@@ -96,9 +98,34 @@ impl RawMode {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
+        let stdin = std::io::stdin();
         if let Some(t) = &self.saved {
-            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, t);
+            if standing(stdin.as_fd()) == Standing::Foreground {
+                let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSADRAIN, t);
+            }
         }
+    }
+}
+
+/// Where we stand on the user's terminal, a job control shell's.
+#[derive(PartialEq, Eq)]
+enum Standing {
+    /// In its foreground process group, or it is not our controlling
+    /// terminal (no job control through it): ours to read and set up.
+    Foreground,
+    /// A background job (`unifs run … &`): a read gets EIO (SIGTTIN is
+    /// ignored) and the terminal is the shell's.
+    Background,
+    /// Hung up: every ioctl on it fails with EIO.
+    HungUp,
+}
+
+fn standing(terminal: BorrowedFd) -> Standing {
+    match nix::unistd::tcgetpgrp(terminal) {
+        Ok(group) if group == nix::unistd::getpgrp() => Standing::Foreground,
+        Ok(_) => Standing::Background,
+        Err(nix::errno::Errno::ENOTTY) => Standing::Foreground,
+        Err(_) => Standing::HungUp,
     }
 }
 
@@ -132,7 +159,6 @@ fn proxy_between<W: Write + AsFd>(
     input: Option<BorrowedFd>,
     out: &mut W,
 ) -> Result<i32> {
-    let _raw = input.map(|_| RawMode::enter());
     let is_tty = |fd: BorrowedFd| nix::unistd::isatty(fd).unwrap_or(false);
     // A piped input's end is an end of input; a terminal's (in raw mode, no
     // ^D ends a read) is its hang-up, as is EIO on writing to one.
@@ -140,15 +166,31 @@ fn proxy_between<W: Write + AsFd>(
     let out_tty = is_tty(out.as_fd());
     let mut buf = [0u8; 8192];
     let mut stdin_open = input.is_some();
+    // The user's terminal is read, and in raw mode, only while we are in
+    // its foreground: a background job's read gets EIO, no hang-up, and
+    // its terminal modes are the shell's.
+    let mut raw: Option<RawMode> = None;
     loop {
         if sys::hangup_caught() {
             return hang_up(master, child);
         }
+        let reading = match input.filter(|_| input_tty).map(standing) {
+            None => stdin_open,
+            Some(Standing::Foreground) => {
+                raw.get_or_insert_with(RawMode::enter);
+                stdin_open
+            }
+            Some(Standing::Background) => {
+                raw = None;
+                false
+            }
+            Some(Standing::HungUp) => return hang_up(master, child),
+        };
         let size_from = input.unwrap_or(out.as_fd());
         sys::copy_window_size(size_from, master.as_fd());
         let master_fd: BorrowedFd = master.as_fd();
         let mut fds = vec![PollFd::new(master_fd, PollFlags::POLLIN)];
-        if let (true, Some(i)) = (stdin_open, input) {
+        if let (true, Some(i)) = (reading, input) {
             fds.push(PollFd::new(i, PollFlags::POLLIN));
         }
         let _ = poll(&mut fds, PollTimeout::from(100u16));
@@ -175,7 +217,11 @@ fn proxy_between<W: Write + AsFd>(
                 Ok(n) if n > 0 => {
                     let _ = master.write_all(&buf[..n]);
                 }
-                _ if input_tty => return hang_up(master, child),
+                // Unless we were just put in the background.
+                _ if input_tty && standing(i) != Standing::Background => {
+                    return hang_up(master, child)
+                }
+                _ if input_tty => {}
                 _ => {
                     // End of input: an end-of-file for the guest's reader.
                     stdin_open = false;

@@ -534,7 +534,8 @@ pub fn decode_report(command: &str, root: &Path, report: &[u8]) -> Error {
 }
 
 /// `--init`: PID 1 stays ours; it forks the command, passes it every signal
-/// it gets, reaps orphans, and exits with the command's status. Also the
+/// it gets (but a terminal's stop signals), continues it when a terminal
+/// stops it, reaps orphans, and exits with the command's status. Also the
 /// relay of `guest exec`, outside the guest's PID namespace (and so with no
 /// orphans to reap). `before_exec` runs in the command's process.
 pub(super) fn reap_and_forward(
@@ -565,6 +566,7 @@ pub(super) fn reap_and_forward(
     };
     drop(report);
     sys::close_fds();
+    let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED;
     loop {
         // By number: realtime signals too (SIGRTMIN+3, a systemd-style stop
         // signal), which nix's `SigSet::wait` panics on.
@@ -572,14 +574,29 @@ pub(super) fn reap_and_forward(
             continue;
         };
         if sig != libc::SIGCHLD {
-            let _ = sys::send_signal(command, sig);
+            // Not a terminal's stop signal: we are no job control shell,
+            // nothing would continue the command.
+            if !sys::is_terminal_stop(sig) {
+                let _ = sys::send_signal(command, sig);
+            }
             continue;
         }
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(Pid::from_raw(-1), Some(flags)) {
                 Ok(WaitStatus::Exited(p, code)) if p == command => sys::exit_child(code),
                 Ok(WaitStatus::Signaled(p, sig, _)) if p == command => {
                     sys::exit_child(128 + sig as i32)
+                }
+                // Ctrl-Z on the command's terminal: no shell of ours would
+                // ever `fg` it, and Ctrl-C or SIGTERM would stay pending on
+                // it for good. Done at once, as `fg`: Ctrl-Z does nothing,
+                // as without --init (PID 1 ignores it). A job control shell
+                // as the command keeps its own jobs (its children) stopped.
+                // (A SIGSTOP is the guest's doing: left to it.)
+                Ok(WaitStatus::Stopped(p, sig)) if p == command => {
+                    if sys::is_terminal_stop(sig as i32) {
+                        sys::resume_in_foreground(command);
+                    }
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,

@@ -37,6 +37,21 @@ fn require_root(what: &'static str) -> Result<()> {
     }
 }
 
+/// An error reading what only root may read (the run dir is root's, mode
+/// 0700) becomes the refusal `start` and `stop` give non-root, not a bare
+/// EACCES on a file of it.
+fn needs_root(what: &'static str, err: Error) -> Error {
+    match &err {
+        Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+                && !nix::unistd::geteuid().is_root() =>
+        {
+            Error::Permission(what)
+        }
+        _ => err,
+    }
+}
+
 /// `guest start NAME`: mount the root, start init in the background.
 pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     require_root("starting a guest")?;
@@ -998,7 +1013,7 @@ fn warn_if_io_weight_inert(limits: &Limits, root: &Path) {
 /// `guest ps NAME`: the processes in the running guest's cgroups (those of
 /// `exec` sessions too), init first.
 pub fn processes(dirs: &Dirs, name: &str) -> Result<Vec<super::ps::Process>> {
-    let st = running(dirs, name)?;
+    let st = running(dirs, name).map_err(|e| needs_root("listing a guest's processes", e))?;
     // The group the record names: a build before 2ce5951 named it
     // unifs/NAME in every run dir.
     let recorded = st.cgroup.groups.first().and_then(|g| g.file_name());
@@ -1304,6 +1319,10 @@ pub struct Status {
 }
 
 pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
+    status_of(dirs, name).map_err(|e| needs_root("reading a guest's status", e))
+}
+
+fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let (st, bad) = read_lenient(&run, name)?;
@@ -1406,5 +1425,8 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
             }
         }
     }
-    names.iter().map(|n| status(dirs, n)).collect()
+    names
+        .iter()
+        .map(|n| status_of(dirs, n).map_err(|e| needs_root("listing guests", e)))
+        .collect()
 }

@@ -148,6 +148,25 @@ pub fn check_workdir(dir: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why an environment entry (`--env`, a config's `env`) is refused, if it
+/// is: it must be `NAME=VALUE` with a name of its own (no other process
+/// can look up an empty one, and `A B` is no name a shell can use), and
+/// execve takes no NUL.
+pub fn env_entry_fault(entry: &str) -> Option<&'static str> {
+    let Some((name, _)) = entry.split_once('=') else {
+        return Some("expected KEY=VALUE");
+    };
+    if entry.contains('\0') {
+        Some("a NUL byte cannot be passed to the guest")
+    } else if name.is_empty() {
+        Some("expected KEY=VALUE with a KEY before the '='")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("the KEY (before the first '=') contains white space")
+    } else {
+        None
+    }
+}
+
 /// Each of `items` parsed (`--bind`, `--tmpfs`, `--rlimit` values); the
 /// first that does not parse is the error.
 pub fn parse_all<T: std::str::FromStr<Err = Error>>(items: &[String]) -> Result<Vec<T>> {

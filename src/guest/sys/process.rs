@@ -338,3 +338,29 @@ pub fn reset_signals() {
     }
     let _ = SigSet::empty().thread_set_mask();
 }
+
+/// Whether `sig` is a terminal's stop signal (Ctrl-Z's SIGTSTP, or
+/// SIGTTIN/SIGTTOU of a background read or write), as opposed to SIGSTOP.
+pub fn is_terminal_stop(sig: i32) -> bool {
+    matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+/// What a shell's `fg` does, for the `--init` reaper's command stopped by
+/// a terminal stop signal: its process group is made the foreground of
+/// the controlling terminal (if this process has one among fds 0 to 2),
+/// then continued. The reaper must block SIGTTOU (it blocks every signal):
+/// tcsetpgrp from the background raises it otherwise.
+pub fn resume_in_foreground(pid: Pid) {
+    let group = nix::unistd::getpgid(Some(pid)).unwrap_or(pid);
+    for fd in 0..=2 {
+        // SAFETY: fds 0 to 2 stay open for the life of the process.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        if nix::unistd::tcgetpgrp(fd).is_ok() {
+            let _ = nix::unistd::tcsetpgrp(fd, group);
+            break;
+        }
+    }
+    if nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT).is_err() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    }
+}
