@@ -123,3 +123,69 @@ fn review_s25_a_guest_not_utf8_mounted_again_is_already_mounted() {
     assert!(umount.status.success(), "{}", text(&umount));
     assert!(!is_mounted(&m));
 }
+
+/// The guest's own files named as the daemon's next break temp names
+/// (`.unifs-break.<daemon pid>.<n>`, a name mount.md lets a guest make):
+/// a write to a shared file there breaks its link under another name,
+/// instead of failing with EEXIST once the first names tried are taken.
+#[test]
+fn review_s25_a_taken_break_temp_name_is_passed_over() {
+    if !require_root("review_s25_a_taken_break_temp_name_is_passed_over") {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    w.shared(b"shared\n", &[g.join("a"), other.join("a")]);
+    let m = w.mount(&g, "m", &[]);
+    let pid = m.pid();
+    for n in 0..300 {
+        fs::write(m.path(&format!(".unifs-break.{pid}.{n}")), "mine").unwrap();
+    }
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("a"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"more\n").unwrap();
+    drop(f);
+    assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "shared\nmore\n");
+    assert_eq!(fs::read_to_string(other.join("a")).unwrap(), "shared\n");
+    let names = fs::read_dir(&g).unwrap().count();
+    assert_eq!(
+        names, 301,
+        "the guest's files and a, nothing left of the break"
+    );
+    assert_eq!(
+        fs::read_to_string(g.join(format!(".unifs-break.{pid}.7"))).unwrap(),
+        "mine"
+    );
+}
+
+/// Through its mount a guest makes any name that merely starts with
+/// `.unifs-tmp-` (unify.md: such a file is the guest's own); only the exact
+/// form unify gives its temp links, `.unifs-tmp-PID-N`, is refused.
+#[test]
+fn review_s25_only_unifys_exact_temp_name_form_is_refused() {
+    if !require_root("review_s25_only_unifys_exact_temp_name_form_is_refused") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), "x").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    for n in [".unifs-tmp-notes", ".unifs-tmp-", ".unifs-tmp-1-2.bak"] {
+        fs::write(m.path(n), "mine").unwrap();
+        fs::create_dir(m.path(&format!("{n}.d"))).unwrap();
+        fs::rename(m.path("f"), m.path(&format!("{n}.mv"))).unwrap();
+        fs::rename(m.path(&format!("{n}.mv")), m.path("f")).unwrap();
+        assert_eq!(fs::read_to_string(g.join(n)).unwrap(), "mine", "{n}");
+    }
+    let eperm = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    let reserved = ".unifs-tmp-12-3";
+    assert_eq!(eperm(fs::write(m.path(reserved), "x")), Some(libc::EPERM));
+    assert_eq!(eperm(fs::create_dir(m.path(reserved))), Some(libc::EPERM));
+    assert_eq!(
+        eperm(fs::rename(m.path("f"), m.path(reserved))),
+        Some(libc::EPERM)
+    );
+    assert!(g.join("f").exists() && !g.join(reserved).exists());
+}
