@@ -550,8 +550,13 @@ fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
 /// a mount point: listed in /proc/self/mountinfo, or (where that cannot be
 /// read) on another device or mount than its parent.
 fn mount_point(dir: &Path) -> Option<(String, String)> {
-    if let Some(m) = crate::fs::mount_source(dir) {
-        return Some(m);
+    if let Ok(Some(m)) = crate::fs::mount_at(dir) {
+        // A unifs source as it names its guest (decoded), for the message.
+        let source = match m.unifs_guest() {
+            Some(guest) => format!("unifs:{}", guest.display()),
+            None => m.source.to_string_lossy().into_owned(),
+        };
+        return Some((m.fstype, source));
     }
     let real = fs::canonicalize(dir).ok()?;
     let parent = real.parent()?;

@@ -247,7 +247,7 @@ fn check_guest(p: &Path) -> anyhow::Result<PathBuf> {
         }
         Err(e) => bail!("guest directory {}: {e}", output::path(p)),
     };
-    if ufs::is_mount_point(&guest) {
+    if ufs::is_mount_point(&guest).context("reading /proc/self/mountinfo")? {
         match health(&guest) {
             RootHealth::Lost => bail!(
                 "guest directory {} has a mount over it whose daemon is gone (killed?); \
@@ -321,7 +321,7 @@ fn check_mountpoint(
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
         Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
     };
-    let mounted = ufs::is_mount_point(&mp);
+    let mounted = ufs::is_mount_point(&mp).context("reading /proc/self/mountinfo")?;
     if mounted {
         match health(&mp) {
             RootHealth::Lost => return Err(daemon_gone(p)),
@@ -344,7 +344,8 @@ fn check_mountpoint(
         Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
     }
     if mounted {
-        if ufs::unifs_mount_guest(&mp).is_some_and(|g| g == guest) {
+        let served = ufs::unifs_mount_guest(&mp).context("reading /proc/self/mountinfo")?;
+        if served.is_some_and(|g| g == guest) {
             // The source names a path, and the directory there now may be
             // another (the served one moved away, a new tree put there).
             if ufs::unifs_view_backing(guest).is_none() && !ufs::guest_still_served(guest) {
@@ -550,13 +551,13 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
     // Not stat'ed: a stat of a mount whose daemon is stopped waits for good.
     let mp = ufs::resolve_without_stat(&a.mountpoint)
         .with_context(|| format!("mountpoint {}", output::path(&a.mountpoint)))?;
-    if !ufs::is_mount_point(&mp) {
+    let Some(mount) = ufs::mount_at(&mp).context("reading /proc/self/mountinfo")? else {
         bail!("{} is not mounted", output::path(&mp));
-    }
-    if !ufs::is_unifs_mount(&mp) {
+    };
+    let Some(guest) = mount.unifs_guest() else {
         bail!("{} is not a unifs mount; use umount(8)", output::path(&mp));
-    }
-    let guest = ufs::unifs_mount_guest(&mp);
+    };
+    let guest = Some(guest);
     let stopped_daemon = match guest.as_deref().and_then(ufs::guest_daemon) {
         Some((pid, true)) => Some(pid),
         _ => None,

@@ -437,17 +437,27 @@ fn temp_name() -> OsString {
     OsString::from(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
 }
 
-/// `make` with a fresh temp name, and the next on EEXIST: a guest may have
-/// a file of its own by that name.
+/// A temp name with a random number: a guest can make every name of the
+/// counter's to come, but cannot guess these.
+fn random_temp_name() -> OsString {
+    use std::hash::{BuildHasher, Hasher};
+    let n = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    OsString::from(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
+}
+
+/// `make` with a fresh temp name, and on EEXIST (a guest may have a file
+/// of its own by that name) with a random one, up to 100 names in all.
 fn with_temp_name<T>(mut make: impl FnMut(&OsStr) -> io::Result<T>) -> io::Result<(T, OsString)> {
-    let mut tries = 0;
-    loop {
-        let n = temp_name();
+    let mut n = temp_name();
+    for _ in 1..100 {
         match make(&n) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < 100 => tries += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => n = random_temp_name(),
             r => return r.map(|t| (t, n)),
         }
     }
+    make(&n).map(|t| (t, n))
 }
 
 #[cfg(test)]

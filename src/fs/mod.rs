@@ -10,6 +10,7 @@
 pub mod cow;
 pub mod fuse;
 pub mod inode;
+pub mod mountinfo;
 pub mod overlay;
 pub mod sys;
 
@@ -157,7 +158,7 @@ impl MountOptions {
         use fuser::MountOption as O;
         let mut c = fuser::Config::default();
         let mut m = vec![
-            O::FSName(format!("unifs:{}", guest.display())),
+            O::FSName(mountinfo::unifs_source(guest)),
             O::Subtype("unifs".into()),
         ];
         if self.default_permissions {
@@ -365,10 +366,11 @@ fn unclaimed_daemon_of(wanted: impl Fn(&Path) -> bool) -> Option<(i32, PathBuf)>
         if !held.iter().any(|p| p == Path::new("/dev/fuse")) {
             continue;
         }
-        let info = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
-        let served = unifs_mounts_in(&info)
-            .into_iter()
-            .filter_map(|(_, source)| Some(PathBuf::from(source.strip_prefix("unifs:")?)))
+        // One that ended meanwhile serves nothing.
+        let mounts = mountinfo::read_at(&entry.path().join("mountinfo")).unwrap_or_default();
+        let served = mounts
+            .iter()
+            .filter_map(mountinfo::Mount::unifs_guest)
             .find(|s| wanted(s) && held.contains(s));
         if let Some(served) = served {
             return Some((pid, served));
@@ -419,11 +421,12 @@ pub fn hold_unserved(dir: &Path) -> io::Result<Result<Vec<std::os::fd::OwnedFd>,
 impl Served {
     /// `guest`, served by `pid`, with the mount points this namespace shows.
     fn by(guest: PathBuf, pid: Option<i32>) -> Served {
-        let source = format!("unifs:{}", guest.display());
-        let mount_points = unifs_mount_points()
+        // Only shown to the operator: none where mountinfo cannot be read.
+        let mount_points = mountinfo::read()
+            .unwrap_or_default()
             .into_iter()
-            .filter(|(_, s)| *s == source)
-            .map(|(p, _)| p)
+            .filter(|m| m.unifs_guest().as_ref() == Some(&guest))
+            .map(|m| m.point)
             .collect();
         Served {
             guest,
@@ -431,25 +434,6 @@ impl Served {
             mount_points,
         }
     }
-}
-
-/// (mount point, source) of every unifs mount in this mount namespace.
-fn unifs_mount_points() -> Vec<(PathBuf, String)> {
-    unifs_mounts_in(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
-}
-
-/// (mount point, source) of every unifs mount a mountinfo text lists.
-fn unifs_mounts_in(info: &str) -> Vec<(PathBuf, String)> {
-    info.lines()
-        .filter_map(|l| {
-            let point = l.split(' ').nth(4)?;
-            let (_, fs) = l.split_once(" - ")?;
-            let mut fs = fs.split(' ');
-            let (fstype, source) = (fs.next()?, unescape_mountinfo(fs.next()?));
-            let ours = fstype.starts_with("fuse") && source.starts_with("unifs:");
-            ours.then(|| (PathBuf::from(unescape_mountinfo(point)), source))
-        })
-        .collect()
 }
 
 /// The pid holding a flock on `fd`'s inode, from /proc/locks.
@@ -513,22 +497,19 @@ pub fn unmount(mountpoint: &Path, lazy_if_busy: bool) -> io::Result<()> {
 }
 
 /// True when `path` is a mount point (listed in /proc/self/mountinfo).
-pub fn is_mount_point(path: &Path) -> bool {
-    mount_source(path).is_some()
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    Ok(mount_at(path)?.is_some())
 }
 
 /// True when `path` is a unifs mount (a FUSE mount whose source is ours).
-pub fn is_unifs_mount(path: &Path) -> bool {
-    mount_source(path)
-        .is_some_and(|(fstype, source)| fstype.starts_with("fuse") && source.starts_with("unifs:"))
+pub fn is_unifs_mount(path: &Path) -> io::Result<bool> {
+    Ok(unifs_mount_guest(path)?.is_some())
 }
 
 /// The guest directory the unifs mount at `path` serves (the last mount
 /// there, when it is one of ours): its source, `unifs:GUEST`.
-pub fn unifs_mount_guest(path: &Path) -> Option<PathBuf> {
-    let (fstype, source) = mount_source(path)?;
-    let guest = source.strip_prefix("unifs:")?;
-    fstype.starts_with("fuse").then(|| PathBuf::from(guest))
+pub fn unifs_mount_guest(path: &Path) -> io::Result<Option<PathBuf>> {
+    Ok(mount_at(path)?.and_then(|m| m.unifs_guest()))
 }
 
 /// Whether the directory now at `guest` (a unifs mount's source,
@@ -560,7 +541,7 @@ pub fn guest_still_served(guest: &Path) -> bool {
 pub fn unifs_view_moved(path: &Path) -> Option<(PathBuf, PathBuf)> {
     let path = std::fs::canonicalize(path).ok()?;
     let (m, rest) = holding_mount(&path)?;
-    let guest = PathBuf::from(m.source.strip_prefix("unifs:")?);
+    let guest = m.unifs_guest()?;
     let mount = path
         .ancestors()
         .nth(rest.components().count())?
@@ -576,12 +557,8 @@ pub fn unifs_view_moved(path: &Path) -> Option<(PathBuf, PathBuf)> {
 pub fn unifs_view_backing(path: &Path) -> Option<PathBuf> {
     let path = std::fs::canonicalize(path).ok()?;
     let (m, rest) = holding_mount(&path)?;
-    let backing = m.source.strip_prefix("unifs:")?;
-    if !m.fstype.starts_with("fuse") {
-        return None;
-    }
     // A bind mount of a directory of the view shows that directory.
-    let mut at = PathBuf::from(backing);
+    let mut at = m.unifs_guest()?;
     for part in m.root.components().skip(1).chain(rest.components()) {
         at.push(part);
     }
@@ -604,45 +581,22 @@ pub fn holding_fstype(path: &Path) -> Option<String> {
     holding_mount(&path).map(|(m, _)| m.fstype)
 }
 
-/// One line of /proc/self/mountinfo, the fields used here unescaped.
-struct MountLine {
-    dev: String,
-    /// The directory of its filesystem the mount shows.
-    root: PathBuf,
-    fstype: String,
-    source: String,
-}
-
 /// The mount that holds the canonical `path` (the deepest mount point
 /// above it; of mounts stacked on one point, the last, on top), and where
 /// `path` is below that mount point.
-fn holding_mount(path: &Path) -> Option<(MountLine, PathBuf)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(usize, MountLine, PathBuf)> = None;
-    for l in info.lines() {
-        let mut f = l.split(' ').skip(2);
-        let (Some(dev), Some(root), Some(mp), Some((_, fs))) =
-            (f.next(), f.next(), f.next(), l.split_once(" - "))
-        else {
+fn holding_mount(path: &Path) -> Option<(mountinfo::Mount, PathBuf)> {
+    let mut best: Option<(usize, mountinfo::Mount, PathBuf)> = None;
+    for m in mountinfo::read().ok()? {
+        let Ok(rest) = path.strip_prefix(&m.point) else {
             continue;
         };
-        let mp = PathBuf::from(unescape_mountinfo(mp));
-        let Ok(rest) = path.strip_prefix(&mp) else {
-            continue;
-        };
-        let depth = mp.components().count();
+        let depth = m.point.components().count();
         if best.as_ref().is_none_or(|(d, _, _)| depth >= *d) {
-            let mut fs = fs.split(' ');
-            let line = MountLine {
-                dev: dev.to_string(),
-                root: PathBuf::from(unescape_mountinfo(root)),
-                fstype: fs.next().unwrap_or("").to_string(),
-                source: unescape_mountinfo(fs.next().unwrap_or("")),
-            };
-            best = Some((depth, line, rest.to_path_buf()));
+            let rest = rest.to_path_buf();
+            best = Some((depth, m, rest));
         }
     }
-    best.map(|(_, line, rest)| (line, rest))
+    best.map(|(_, m, rest)| (m, rest))
 }
 
 /// `path` made absolute and free of symlinks (as `canonicalize`), without a
@@ -661,7 +615,7 @@ pub fn resolve_without_stat(path: &Path) -> io::Result<PathBuf> {
             return std::fs::canonicalize(&p);
         };
         let at = std::fs::canonicalize(dir)?.join(name);
-        if listed_mount_point(&at) {
+        if listed_mount_point(&at)? {
             return Ok(at);
         }
         if !std::fs::symlink_metadata(&at)?.file_type().is_symlink() {
@@ -694,32 +648,23 @@ pub fn refuse_stalled(path: &Path) -> io::Result<()> {
 fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
     use crate::guest::state::{root_health, RootHealth};
     let path = std::path::absolute(path)?;
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Ok(());
-    };
-    // (mount point, source) of each FUSE mount at or above `path`.
-    let mut above: Vec<(PathBuf, String)> = info
-        .lines()
-        .filter_map(|l| {
-            let (_, fs) = l.split_once(" - ")?;
-            let mut fs = fs.split(' ');
-            if !fs.next()?.starts_with("fuse") {
-                return None;
-            }
-            let source = unescape_mountinfo(fs.next().unwrap_or(""));
-            let mp = PathBuf::from(unescape_mountinfo(l.split(' ').nth(4)?));
-            Some((mp, source))
-        })
-        .filter(|(m, _)| path.starts_with(m) && !(inside_only && *m == path))
+    // (mount point, guest when a unifs mount) of each FUSE mount at or
+    // above `path`.
+    let mut above: Vec<(PathBuf, Option<PathBuf>)> = mountinfo::read()?
+        .into_iter()
+        .filter(|m| m.fstype.starts_with("fuse"))
+        .map(|m| (m.unifs_guest(), m.point))
+        .filter(|(_, p)| path.starts_with(p) && !(inside_only && *p == path))
+        .map(|(guest, p)| (p, guest))
         .collect();
     // Outermost first: a stopped one hangs every look below it.
     above.sort_by_key(|(m, _)| m.components().count());
     above.dedup();
-    for (m, source) in above {
+    for (m, guest) in above {
         let mut health = root_health(&m, std::time::Duration::from_secs(2));
         // A unifs daemon that runs is busy (a long break, a flood of
         // requests), not stopped: it is given longer.
-        if health == RootHealth::NoAnswer && unifs_daemon_runs(&m, &source) {
+        if health == RootHealth::NoAnswer && unifs_daemon_runs(&m, guest.as_deref()) {
             health = root_health(&m, std::time::Duration::from_secs(30));
         }
         if health == RootHealth::NoAnswer {
@@ -736,11 +681,11 @@ fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the daemon of the unifs mount at `mount` (its mountinfo
-/// `source`, `unifs:GUEST`) is found running, not stopped: the holder of its
-/// guest's lock, looked up without touching the mount.
-fn unifs_daemon_runs(mount: &Path, source: &str) -> bool {
-    let Some(guest) = source.strip_prefix("unifs:").map(Path::new) else {
+/// Whether the daemon of the unifs mount at `mount` (of the directory
+/// `guest`, from its source) is found running, not stopped: the holder of
+/// its guest's lock, looked up without touching the mount.
+fn unifs_daemon_runs(mount: &Path, guest: Option<&Path>) -> bool {
+    let Some(guest) = guest else {
         return false;
     };
     // A guest served over itself, or inside the mount, is reached only
@@ -782,34 +727,19 @@ pub fn process_stopped(pid: i32) -> Option<bool> {
 }
 
 /// Whether /proc/self/mountinfo lists a mount at the canonical `path`.
-fn listed_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == path)
-    })
+fn listed_mount_point(path: &Path) -> io::Result<bool> {
+    Ok(mountinfo::read()?.iter().any(|m| m.point == path))
 }
 
-/// (filesystem type, source) of the last mount at `path`, if any. The path
-/// itself is not stat'ed ([`resolve_without_stat`]).
-pub fn mount_source(path: &Path) -> Option<(String, String)> {
-    let path = resolve_without_stat(path).ok()?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .filter(|l| {
-            l.split(' ')
-                .nth(4)
-                .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == path)
-        })
-        .filter_map(|l| {
-            let (_, rest) = l.split_once(" - ")?;
-            let mut f = rest.split(' ');
-            Some((f.next()?.to_string(), unescape_mountinfo(f.next()?)))
-        })
-        .next_back()
+/// The last mount at `path` (on top of any others there), if any; none
+/// where `path` cannot be resolved. The path itself is not stat'ed
+/// ([`resolve_without_stat`]). An error where mountinfo cannot be read:
+/// "not a mount" would be a guess.
+pub fn mount_at(path: &Path) -> io::Result<Option<mountinfo::Mount>> {
+    let Ok(path) = resolve_without_stat(path) else {
+        return Ok(None);
+    };
+    Ok(mountinfo::read()?.into_iter().rfind(|m| m.point == path))
 }
 
 /// Where the canonical `path` lies in its filesystem: the device
@@ -818,27 +748,6 @@ pub fn mount_source(path: &Path) -> Option<(String, String)> {
 pub fn fs_location(path: &Path) -> Option<(String, PathBuf)> {
     let (m, rest) = holding_mount(path)?;
     Some((m.dev, m.root.join(rest)))
-}
-
-/// Mountinfo escapes space, tab, newline and backslash as octal.
-pub fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) =
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or(""), 8)
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn vfs_words(ro: bool, nosuid: bool, nodev: bool, noexec: bool) -> Vec<&'static str> {

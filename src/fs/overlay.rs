@@ -2049,17 +2049,16 @@ impl Overlay {
         }
     }
 
-    /// A name the guest may create. Unify's temp-name prefix is reserved: a
-    /// leftover temp name is removed when the store holds its content, so a
-    /// guest file by such a name could vanish. (The break's temp files are
-    /// told by a mark a guest cannot set, not by their names.)
+    /// A name the guest may create. Unify's temp names (exactly
+    /// `.unifs-tmp-PID-N`) are reserved: a leftover one is removed when the
+    /// store holds its content, so a guest file by such a name could vanish.
+    /// (The break's temp files are told by a mark a guest cannot set, not by
+    /// their names.)
     fn check_name(name: &OsStr) -> Result<()> {
         if name.len() > 255 {
             return Err(errno(libc::ENAMETOOLONG));
         }
-        use std::os::unix::ffi::OsStrExt;
-        let reserved = crate::unify::scan::TMP_PREFIX.as_bytes();
-        if name.as_bytes().starts_with(reserved) {
+        if crate::unify::scan::is_tmp_name(name) {
             return Err(errno(libc::EPERM));
         }
         Ok(())

@@ -36,20 +36,12 @@ pub struct V2 {
 
 impl Hierarchies {
     pub fn detect() -> Hierarchies {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        // Unreadable: no hierarchy is found.
+        let mounts = crate::fs::mountinfo::read().unwrap_or_default();
         let mut h = Hierarchies::default();
-        for line in text.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount = left.split(' ').nth(4).map(PathBuf::from);
-            let mut r = right.split(' ');
-            let (Some(fstype), Some(_src), Some(opts), Some(mount)) =
-                (r.next(), r.next(), r.next(), mount)
-            else {
-                continue;
-            };
-            match fstype {
+        for m in mounts {
+            let (mount, opts) = (m.point, m.super_opts.as_str());
+            match m.fstype.as_str() {
                 "cgroup2" if h.v2.is_none() => {
                     let controllers = std::fs::read_to_string(mount.join("cgroup.controllers"))
                         .unwrap_or_default()

@@ -72,7 +72,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         teardown(&run, &old, libc::SIGTERM, Duration::ZERO)?;
     } else {
         kill_unrecorded(name, &run)?;
-        if state::is_mounted(&run.root()) {
+        if root_mounted(&run.root())? {
             tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
             unmount_root(&run.root(), cfg.root_mount)?;
         }
@@ -187,7 +187,10 @@ fn kill_unrecorded(name: &str, run: &RunDir) -> Result<()> {
 
 /// Whether a guest without a runtime record has processes or a mounted root.
 fn unrecorded(run: &RunDir) -> bool {
-    !Cgroup::tracked(&run.cgroup_name()).pids().is_empty() || state::is_mounted(&run.root())
+    // A mount table not read: taken as mounted, so that what is left is
+    // looked for rather than missed.
+    !Cgroup::tracked(&run.cgroup_name()).pids().is_empty()
+        || state::is_mounted(&run.root()).unwrap_or(true)
 }
 
 /// `stop` of a guest a killed `start` left without a record: kills what is in
@@ -430,7 +433,7 @@ fn mount_root(dirs: &Dirs, name: &str, backing: &Path, run: &RunDir, how: RootMo
             if !status.success() {
                 return Err(failed(format!("`unifs mount` exited with {status}")));
             }
-            if !state::is_mounted(root) {
+            if !root_mounted(root)? {
                 return Err(failed(format!(
                     "`unifs mount` returned but {} is not mounted",
                     root.display()
@@ -441,13 +444,20 @@ fn mount_root(dirs: &Dirs, name: &str, backing: &Path, run: &RunDir, how: RootMo
     }
 }
 
+/// [`state::is_mounted`], an error where mountinfo cannot be read.
+fn root_mounted(root: &Path) -> Result<bool> {
+    state::is_mounted(root).map_err(|e| Error::io("reading the mounts for", root, e))
+}
+
 fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
-    if !state::is_mounted(root) {
+    if !root_mounted(root)? {
         return Ok(());
     }
     // The overlay's daemon, ended if it outlives the unmount.
     let daemon = match how {
         RootMount::Overlay => crate::fs::unifs_mount_guest(root)
+            .ok()
+            .flatten()
             .and_then(|guest| Some((crate::fs::guest_daemon(&guest)?.0, guest))),
         RootMount::Bind => None,
     };

@@ -462,10 +462,7 @@ pub fn probe_statfs(path: &Path) -> i32 {
 }
 
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
-pub fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
+pub fn is_mounted(path: &Path) -> std::io::Result<bool> {
     // mountinfo has the resolved path, and `path` may be relative or go
     // through a symlink (a run dir under /var/run). Its parent only: a FUSE
     // mount whose daemon died fails stat.
@@ -475,18 +472,9 @@ pub fn is_mounted(path: &Path) -> bool {
             .unwrap_or_else(|_| path.to_path_buf()),
         _ => path.to_path_buf(),
     };
-    let want = path.to_string_lossy();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape(m) == want)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    Ok(crate::fs::mountinfo::read()?
+        .iter()
+        .any(|m| m.point == path))
 }
 
 #[cfg(test)]
@@ -504,7 +492,7 @@ mod tests {
 
     #[test]
     fn root_is_mounted() {
-        assert!(is_mounted(Path::new("/")));
-        assert!(!is_mounted(Path::new("/no/such/mount")));
+        assert!(is_mounted(Path::new("/")).unwrap());
+        assert!(!is_mounted(Path::new("/no/such/mount")).unwrap());
     }
 }

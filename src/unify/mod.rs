@@ -489,20 +489,13 @@ struct UnifsMounts(Option<HashSet<PathBuf>>);
 
 impl UnifsMounts {
     fn read() -> UnifsMounts {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        let Ok(mounts) = crate::fs::mountinfo::read() else {
             return UnifsMounts(None);
         };
-        let unescape = crate::fs::unescape_mountinfo;
-        let points = info
-            .lines()
-            .filter_map(|l| {
-                let point = l.split(' ').nth(4)?;
-                let (_, fs) = l.split_once(" - ")?;
-                let mut fs = fs.split(' ');
-                let (fstype, source) = (fs.next()?, fs.next()?);
-                let ours = fstype.starts_with("fuse") && unescape(source).starts_with("unifs:");
-                ours.then(|| PathBuf::from(unescape(point)))
-            })
+        let points = mounts
+            .into_iter()
+            .filter(|m| m.unifs_guest().is_some())
+            .map(|m| m.point)
             .collect();
         UnifsMounts(Some(points))
     }
@@ -513,7 +506,8 @@ impl UnifsMounts {
     fn over(&self, root: &Path) -> bool {
         match &self.0 {
             Some(points) if !points.contains(root) => false,
-            _ => crate::fs::is_unifs_mount(root),
+            // Not known: taken as mounted, never linked through.
+            _ => crate::fs::is_unifs_mount(root).unwrap_or(true),
         }
     }
 }

@@ -116,7 +116,7 @@ impl Syscall for Linux {
             extra |= MsFlags::MS_RDONLY;
         }
         // The mount at `path` too, as mount_setattr's AT_RECURSIVE does.
-        let all = std::iter::once(path.to_path_buf()).chain(mounts_below(path));
+        let all = std::iter::once(path.to_path_buf()).chain(mounts_below(path)?);
         for at in all {
             let kept = self.mount_flags(&at)?;
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | kept | extra;
@@ -406,21 +406,16 @@ fn mount_setattr_recursive(path: &Path, attr: u64) -> nix::Result<()> {
 }
 
 /// Mount points strictly below `path`, from /proc/self/mountinfo, parents
-/// first.
-fn mounts_below(path: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| {
-            PathBuf::from(
-                m.replace("\\040", " ")
-                    .replace("\\011", "\t")
-                    .replace("\\012", "\n")
-                    .replace("\\134", "\\"),
-            )
-        })
+/// first. An error where it cannot be read: a mount left out would be left
+/// unlocked.
+fn mounts_below(path: &Path) -> nix::Result<Vec<PathBuf>> {
+    let mounts = crate::fs::mountinfo::read()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    Ok(mounts
+        .into_iter()
+        .map(|m| m.point)
         .filter(|m| m != path && m.starts_with(path))
-        .collect()
+        .collect())
 }
 
 /// The first executable candidate for `program`: ENOENT if there is none,
@@ -530,10 +525,12 @@ mod tests {
 
     #[test]
     fn mounts_below_lists_submounts_only() {
-        let below = mounts_below(Path::new("/"));
+        let below = mounts_below(Path::new("/")).unwrap();
         assert!(below.contains(&PathBuf::from("/proc")), "{below:?}");
         assert!(!below.contains(&PathBuf::from("/")));
-        assert!(mounts_below(Path::new("/proc/self/no-such")).is_empty());
+        assert!(mounts_below(Path::new("/proc/self/no-such"))
+            .unwrap()
+            .is_empty());
     }
 }
 

@@ -91,10 +91,11 @@ fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let Ok(dir) = fs::canonicalize(dir) else {
         return Vec::new();
     };
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
+    // As bytes: one mount point that is not UTF-8 must not hide the others.
+    unifs::fs::mountinfo::read()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.point)
         .filter(|m| m.starts_with(&dir) && *m != dir)
         .collect()
 }
@@ -150,9 +151,8 @@ pub fn errno<T>(r: io::Result<T>) -> i32 {
 
 /// True when `path` is listed as a mount point in /proc/self/mountinfo.
 pub fn is_mounted(path: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == path))
+    let mounts = unifs::fs::mountinfo::read().unwrap();
+    mounts.iter().any(|m| m.point == path)
 }
 
 /// Polls `cond` until it holds or `limit` passes.

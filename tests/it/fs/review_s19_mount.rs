@@ -19,11 +19,8 @@ fn unifs(store: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 
 /// How many mounts /proc/self/mountinfo lists at `mp` (canonical).
 fn mounts_at(mp: &Path) -> usize {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
-        .count()
+    let mounts = unifs::fs::mountinfo::read().unwrap();
+    mounts.iter().filter(|m| m.point == mp).count()
 }
 
 /// `mount -a` with docs/mount.md's fstab line, run again: libmount cannot

@@ -196,7 +196,8 @@ fn a_read_only_mount_leaves_stale_break_temps_in_place() {
 
 /// Unify's temp names are reserved: a guest cannot create or rename a
 /// file to one (it would be removed as a leftover when the store holds its
-/// content), so no guest file is ever lost that way. The break's temp
+/// content), so no guest file is ever lost that way. Only their exact form
+/// is: `.unifs-tmp-notes` is the guest's own (review s25). The break's temp
 /// names are not: its files are told by a mark, and a guest's own file by
 /// such a name is an ordinary file.
 #[test]
@@ -208,7 +209,8 @@ fn guests_cannot_take_unifys_temp_names() {
     let g = w.dir("g");
     fs::write(g.join("data"), b"precious").unwrap();
     let m = w.mount(&g, "m", &[]);
-    for name in [".unifs-tmp-1-2", ".unifs-tmp-notes"] {
+    fs::write(m.path(".unifs-tmp-notes"), b"mine").unwrap();
+    for name in [".unifs-tmp-1-2", ".unifs-tmp-4321-0"] {
         assert_eq!(errno(fs::write(m.path(name), b"x")), libc::EPERM, "{name}");
         assert_eq!(errno(fs::create_dir(m.path(name))), libc::EPERM, "{name}");
         assert_eq!(
@@ -236,8 +238,9 @@ fn guests_cannot_take_unifys_temp_names() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed.len(), 4, "{listed:?}");
     assert_eq!(fs::read(g.join(name)).unwrap(), b"mine");
+    assert_eq!(fs::read(g.join(".unifs-tmp-notes")).unwrap(), b"mine");
 }
 
 /// Unmounts a test's own tmpfs on drop.

@@ -218,9 +218,9 @@ pub fn group_pids(name: &str, run_dir: &Path) -> Vec<i32> {
 }
 
 pub fn is_mounted(path: &Path) -> bool {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+    // As bytes: one mount point that is not UTF-8 must not hide the others.
+    let mounts = unifs::fs::mountinfo::read().unwrap();
+    mounts.iter().any(|m| m.point == path)
 }
 
 /// Whether `pid` runs (a zombie does not).
@@ -279,12 +279,10 @@ pub fn force_clean(name: &str, run_dir: &Path) {
 
 /// The cgroup v2 hierarchy's mount point, if the host has one.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let mount = left.split(' ').nth(4)?;
-        (right.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(mount))
-    })
+    let mounts = unifs::fs::mountinfo::read().ok()?;
+    mounts
+        .into_iter()
+        .find_map(|m| (m.fstype == "cgroup2").then_some(m.point))
 }
 
 /// Whether the host has a cgroup v2 hierarchy; without one, `test` is

@@ -693,11 +693,8 @@ fn named_concurrent_starts_start_one_guest() {
         stderr(loser)
     );
     let root = g.mounted_root();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let stacked = mounts
-        .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(&*root.to_string_lossy()))
-        .count();
+    let mounts = unifs::fs::mountinfo::read().unwrap();
+    let stacked = mounts.iter().filter(|m| m.point == root).count();
     assert_eq!(stacked, 1, "one root mount");
     ok(&g.unifs(&["stop", "--timeout", "2", &g.name]));
     assert!(!is_mounted(&root));

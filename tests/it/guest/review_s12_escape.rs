@@ -223,20 +223,14 @@ int main(int argc, char **argv) {
 
 /// Every cgroup v1 hierarchy: its mount point and the options that name it.
 fn cgroup_v1_hierarchies() -> Vec<(PathBuf, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut found: Vec<(PathBuf, String)> = Vec::new();
-    for l in text.lines() {
-        let Some((left, right)) = l.split_once(" - ") else {
+    for m in unifs::fs::mountinfo::read().unwrap() {
+        if m.fstype != "cgroup" {
             continue;
-        };
-        let mut r = right.split(' ');
-        let (Some("cgroup"), Some(_), Some(opts)) = (r.next(), r.next(), r.next()) else {
-            continue;
-        };
-        let Some(mount) = left.split(' ').nth(4).map(PathBuf::from) else {
-            continue;
-        };
-        let opts: Vec<&str> = opts
+        }
+        let mount = m.point;
+        let opts: Vec<&str> = m
+            .super_opts
             .split(',')
             .filter(|o| !["rw", "ro", "xattr", "noprefix", "clone_children"].contains(o))
             .filter(|o| !o.starts_with("release_agent="))

@@ -56,15 +56,18 @@ impl HostMounts {
 
     /// The PIDs whose mount namespace has the child mount (any copy of it).
     fn holders(&self) -> Vec<i32> {
-        let field = format!(" - tmpfs {} ", self.source);
+        let source = std::ffi::OsString::from(&self.source);
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return vec![];
         };
         dir.flatten()
             .filter_map(|e| {
                 let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-                let info = std::fs::read_to_string(e.path().join("mountinfo")).ok()?;
-                info.contains(&field).then_some(pid)
+                let info = unifs::fs::mountinfo::read_at(&e.path().join("mountinfo")).ok()?;
+                let has = info
+                    .iter()
+                    .any(|m| m.fstype == "tmpfs" && m.source == source);
+                has.then_some(pid)
             })
             .collect()
     }
@@ -125,16 +128,14 @@ fn s20_run_keeps_no_host_mount_alive_that_the_host_unmounts() {
     unmount_and_check_gone_everywhere(&m, "unifs run", Some(run_pid));
 
     // Nothing of the run's own (its overlay, /proc, /dev, …) is on the host.
-    let root = t.root().to_string_lossy().into_owned();
-    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let host = unifs::fs::mountinfo::read().unwrap();
     assert!(
-        !host
-            .lines()
-            .any(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&root))),
-        "a mount of the run's reached the host:\n{host}"
+        !host.iter().any(|m| m.point.starts_with(t.root())),
+        "a mount of the run's reached the host:\n{host:?}"
     );
     // The guest sees no host mount: not the parent, which is still there.
-    let seen = std::fs::read_to_string(format!("/proc/{guest}/mountinfo")).unwrap();
+    let seen = std::fs::read(format!("/proc/{guest}/mountinfo")).unwrap();
+    let seen = String::from_utf8_lossy(&seen);
     assert!(
         !seen.contains("unifs-s20-parent"),
         "the guest sees host mounts:\n{seen}"

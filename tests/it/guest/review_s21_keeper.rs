@@ -34,14 +34,13 @@ fn run_groups(pid: u32) -> Vec<PathBuf> {
 
 /// The FUSE connection (`/sys/fs/fuse/connections/N`) of the guest's root.
 fn fuse_connection(guest: u32) -> Option<PathBuf> {
-    let info = std::fs::read_to_string(format!("/proc/{guest}/mountinfo")).ok()?;
-    info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let f: Vec<&str> = left.split(' ').collect();
-        if f.get(4) != Some(&"/") || !right.starts_with("fuse") {
+    let file = PathBuf::from(format!("/proc/{guest}/mountinfo"));
+    let mounts = unifs::fs::mountinfo::read_at(&file).ok()?;
+    mounts.iter().find_map(|m| {
+        if m.point != Path::new("/") || !m.fstype.starts_with("fuse") {
             return None;
         }
-        let minor = f.get(2)?.split(':').nth(1)?;
+        let minor = m.dev.split(':').nth(1)?;
         let dir = Path::new("/sys/fs/fuse/connections").join(minor);
         dir.is_dir().then_some(dir)
     })

@@ -56,9 +56,8 @@ fn run_processes(root: &Path) -> Vec<i32> {
 }
 
 fn host_sees_mount_at(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == path))
+    let mounts = unifs::fs::mountinfo::read().unwrap();
+    mounts.iter().any(|m| m.point == path)
 }
 
 /// Waits (bounded) until no process of a run on `root` is left.
