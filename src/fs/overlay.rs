@@ -1165,7 +1165,11 @@ impl Overlay {
         for _ in 0..16 {
             let step = if want_write {
                 let truncate = (flags & libc::O_TRUNC != 0).then_some((parent, 0));
-                self.split_if_held(node).and_then(|()| {
+                let split = match truncate {
+                    Some(_) => self.split_if_held(node),
+                    None => Ok(()),
+                };
+                split.and_then(|()| {
                     self.make_private(node, Some(parent), dir.as_fd(), &name, truncate)
                 })
             } else {
@@ -1196,13 +1200,15 @@ impl Overlay {
         Err(errno(libc::EBUSY))
     }
 
-    /// A write open of a shared node whose store object other handles still
-    /// hold would split the node off its path after the break (see
-    /// [`Self::usable_open_inode`]) and fail with ESTALE. Split it first,
-    /// before anything is changed: an open by path is looked up again and
-    /// breaks the path's new node; one through a magic link
-    /// (`/proc/PID/fd/N`) reaches this node again and fails, with the file
-    /// as it was, not emptied by an O_TRUNC it never got to.
+    /// An O_TRUNC open of a shared node whose store object other handles
+    /// still hold would split the node off its path after the break (see
+    /// [`Self::usable_open_inode`]) and fail with ESTALE, its short copy
+    /// under the name. Split it first, before anything is changed: an open
+    /// by path is looked up again and breaks the path's new node (a short
+    /// copy still); one through a magic link (`/proc/PID/fd/N`) reaches
+    /// this node again and fails, the file as it was, not emptied. (Without
+    /// O_TRUNC the break comes first, a full copy: the retry by path then
+    /// finds the path private, and no reader can split it again.)
     fn split_if_held(&self, node: u64) -> Result<()> {
         let held_object = || {
             let state = lock(&self.state);
