@@ -984,9 +984,24 @@ impl Overlay {
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
             return Ok(());
         }
+        // An open that finds the node's old file still held fails after
+        // the break (see usable_open_inode): its copy keeps all the data,
+        // since that open never truncates (a magic link's retry reaches
+        // the same node and fails too).
         let keep = match truncate {
-            Some((p, size)) if Self::still_named(&lock(&self.state), node, p, name) => size,
-            _ => u64::MAX,
+            Some((p, size)) => {
+                let state = lock(&self.state);
+                let held = parent.is_some()
+                    && state
+                        .open_inodes
+                        .get(&node)
+                        .is_some_and(|w| w.strong_count() > 0);
+                match Self::still_named(&state, node, p, name) && !held {
+                    true => size,
+                    false => u64::MAX,
+                }
+            }
+            None => u64::MAX,
         };
         self.check_dir_unlocked(node, dir, name)?;
         let new_ino = cow::break_link(dir, name, keep, &self.dir_changes).inspect_err(|e| {
@@ -1150,7 +1165,13 @@ impl Overlay {
         for _ in 0..16 {
             let step = if want_write {
                 let truncate = (flags & libc::O_TRUNC != 0).then_some((parent, 0));
-                self.make_private(node, Some(parent), dir.as_fd(), &name, truncate)
+                let split = match truncate {
+                    Some(_) => self.split_if_held(node),
+                    None => Ok(()),
+                };
+                split.and_then(|()| {
+                    self.make_private(node, Some(parent), dir.as_fd(), &name, truncate)
+                })
             } else {
                 Ok(())
             };
@@ -1177,6 +1198,31 @@ impl Overlay {
             return self.finish_open(node, file, flags, caller, want_write);
         }
         Err(errno(libc::EBUSY))
+    }
+
+    /// An O_TRUNC open of a shared node whose store object other handles
+    /// still hold would split the node off its path after the break (see
+    /// [`Self::usable_open_inode`]) and fail with ESTALE, its short copy
+    /// under the name. Split it first, before anything is changed: an open
+    /// by path is looked up again and breaks the path's new node (a short
+    /// copy still); one through a magic link (`/proc/PID/fd/N`) reaches
+    /// this node again and fails, the file as it was, not emptied. (Without
+    /// O_TRUNC the break comes first, a full copy: the retry by path then
+    /// finds the path private, and no reader can split it again.)
+    fn split_if_held(&self, node: u64) -> Result<()> {
+        let held_object = || {
+            let state = lock(&self.state);
+            let file = state.open_inodes.get(&node).and_then(Weak::upgrade);
+            let n = state.table.get(node);
+            matches!((n, file), (Some(n), Some(f)) if n.shared && f.backing_ino == n.backing_ino)
+        };
+        if !held_object() || self.wait_released(node).is_none() || !held_object() {
+            return Ok(());
+        }
+        let names = lock(&self.state).table.split_off(node);
+        self.forget_attrs(node);
+        self.forget_names(names);
+        Err(errno(libc::ESTALE))
     }
 
     /// The rest of [`Self::open`], once it has the node's open file: the
@@ -1761,8 +1807,27 @@ impl Overlay {
         fsys::fallocate(f.fd.as_fd(), mode, offset, len)
     }
 
+    /// SEEK_DATA and SEEK_HOLE (the kernel asks for no other). The kernel
+    /// asks without writing back the pages a mapping dirtied, so for a
+    /// file whose I/O the daemon serves (the pages are the FUSE inode's)
+    /// the backing file may not have that data yet, and a copier would skip
+    /// it: such a file is all data, as the kernel's generic lseek has it
+    /// (ENOSYS would have that, but for every file of the mount). A passed
+    /// through file's mapping is the backing file's: its answer is exact.
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        fsys::lseek(self.file(fh)?.fd.as_fd(), offset, whence)
+        let f = self.file(fh)?;
+        if lock(&f.backing).is_some() || !matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE) {
+            return fsys::lseek(f.fd.as_fd(), offset, whence);
+        }
+        // No writeback cache: writes reach the backing file before they
+        // return, so its size is the file's.
+        let size = fsys::fstat(f.fd.as_fd())?.st_size;
+        match offset {
+            o if o < 0 => Err(errno(libc::EINVAL)),
+            o if o >= size => Err(errno(libc::ENXIO)),
+            o if whence == libc::SEEK_DATA => Ok(o),
+            _ => Ok(size),
+        }
     }
 
     pub fn copy_file_range(

@@ -41,6 +41,7 @@ mod review_s25_limits;
 mod review_s25_escape;
 mod review_s25_ttyjob;
 mod review_s25_mountinfo;
+mod review_s25_io;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
