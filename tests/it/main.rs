@@ -37,6 +37,7 @@ mod review_s24_catalog;
 mod review_s24_gc;
 mod review_s24_mounts;
 mod review_s24_numbers;
+mod review_s25_ttypty;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
