@@ -33,31 +33,34 @@ pub fn open_pty() -> Result<Pty> {
     Ok(Pty { master, slave })
 }
 
-/// Hands the session's terminal (the slave at `slave`) to the user it runs
+/// Hands the session's terminal (the slave of `pty`) to the user it runs
 /// as, as sshd and login do: owner `uid`, group `tty` (the guest's tty
 /// group) with mode 620, so `write` and `wall` (setgid tty) reach it, or
-/// without one `gid` with mode 600. Root, in the guest's mount namespace,
-/// before the privilege drop: a user could not open its own terminal by
-/// name (`echo hi > $(tty)`, screen, pinentry) otherwise.
-pub fn give_terminal(slave: &str, uid: u32, gid: u32, tty: Option<u32>) -> Result<()> {
+/// without one `gid` with mode 600. Root, before the privilege drop: a
+/// user could not open its own terminal by name (`echo hi > $(tty)`,
+/// screen, pinentry) otherwise.
+pub fn give_terminal(pty: &Pty, uid: u32, gid: u32, tty: Option<u32>) -> Result<()> {
     let (group, mode) = match tty {
         Some(tty) => (tty, 0o620),
         None => (gid, 0o600),
     };
-    let err = |e| Error::sys(format!("handing {slave} to uid {uid}"), e);
-    nix::unistd::chown(
-        slave,
+    let err = |e| Error::sys(format!("handing {} to uid {uid}", pty.slave), e);
+    // The slave through its master, not its path: guest root may have
+    // changed what the guest's /dev leads to, and we are host root.
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: `pty.master` is an open pty master; TIOCGPTPEER returns a new
+    // fd, which only this OwnedFd owns.
+    let slave = match unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCGPTPEER, flags) } {
+        -1 => return Err(err(nix::errno::Errno::last())),
+        fd => unsafe { OwnedFd::from_raw_fd(fd) },
+    };
+    nix::unistd::fchown(
+        &slave,
         Some(nix::unistd::Uid::from_raw(uid)),
         Some(nix::unistd::Gid::from_raw(group)),
     )
     .map_err(err)?;
-    nix::sys::stat::fchmodat(
-        nix::fcntl::AT_FDCWD,
-        slave,
-        nix::sys::stat::Mode::from_bits_truncate(mode),
-        nix::sys::stat::FchmodatFlags::FollowSymlink,
-    )
-    .map_err(err)
+    nix::sys::stat::fchmod(&slave, nix::sys::stat::Mode::from_bits_truncate(mode)).map_err(err)
 }
 
 /// `unifs run` on a terminal, in the guest's child after its root is set
@@ -70,7 +73,7 @@ pub fn open_run_terminal(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
     let pty = open_pty()?;
     // "/" is the guest's root, /proc its own.
     let tty = super::user::tty_group(std::path::Path::new("/"));
-    give_terminal(&pty.slave, uid, gid, tty)?;
+    give_terminal(&pty, uid, gid, tty)?;
     attach_slave_to_terminals(&pty.slave)?;
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
     let fds = [pty.master.as_raw_fd()];

@@ -1147,7 +1147,7 @@ fn exec_in(
     // command's user's, as sshd hands a session's pty to its user.
     let pty = if tty {
         let pty = console::open_pty()?;
-        console::give_terminal(&pty.slave, spec.uid, spec.gid, tty_group)?;
+        console::give_terminal(&pty, spec.uid, spec.gid, tty_group)?;
         Some(pty)
     } else {
         None
