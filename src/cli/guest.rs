@@ -134,7 +134,8 @@ keeps a reduced capability set, with no_new_privs and a syscall filter
 (--syscall-filter). The exit status is the command's (128+N for signal N).
 SIGTERM (as --stop-signal: SIGRTMIN+3 for systemd), SIGINT, SIGHUP and SIGQUIT
 are passed on to the guest; a second one kills it outright (exit 137).
-Started on a terminal, its hang-up (or a SIGHUP) ends the run (exit 129).
+Started on a terminal, the guest gets a pty of its own /dev/pts (its user's),
+proxied; the terminal's hang-up (or a SIGHUP) ends the run (exit 129).
 A limit the host cannot apply is an error. Needs root. More in docs/guests.md
 and docs/security.md.
 

@@ -13,7 +13,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The master side, opened in the guest's mount namespace (/dev/ptmx there
@@ -31,6 +31,95 @@ pub fn open_pty() -> Result<Pty> {
     nix::pty::unlockpt(&master).map_err(|e| sys_err("unlockpt", e))?;
     let slave = nix::pty::ptsname_r(&master).map_err(|e| sys_err("ptsname", e))?;
     Ok(Pty { master, slave })
+}
+
+/// Hands the session's terminal (the slave of `pty`) to the user it runs
+/// as, as sshd and login do: owner `uid`, group `tty` (the guest's tty
+/// group) with mode 620, so `write` and `wall` (setgid tty) reach it, or
+/// without one `gid` with mode 600. Root, before the privilege drop: a
+/// user could not open its own terminal by name (`echo hi > $(tty)`,
+/// screen, pinentry) otherwise.
+pub fn give_terminal(pty: &Pty, uid: u32, gid: u32, tty: Option<u32>) -> Result<()> {
+    let (group, mode) = match tty {
+        Some(tty) => (tty, 0o620),
+        None => (gid, 0o600),
+    };
+    let err = |e| Error::sys(format!("handing {} to uid {uid}", pty.slave), e);
+    // The slave through its master, not its path: guest root may have
+    // changed what the guest's /dev leads to, and we are host root.
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: `pty.master` is an open pty master; TIOCGPTPEER returns a new
+    // fd, which only this OwnedFd owns.
+    let slave = match unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCGPTPEER, flags) } {
+        -1 => return Err(err(nix::errno::Errno::last())),
+        fd => unsafe { OwnedFd::from_raw_fd(fd) },
+    };
+    nix::unistd::fchown(
+        &slave,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(group)),
+    )
+    .map_err(err)?;
+    nix::sys::stat::fchmod(&slave, nix::sys::stat::Mode::from_bits_truncate(mode)).map_err(err)
+}
+
+/// `unifs run` on a terminal, in the guest's child after its root is set
+/// up and before the privilege drop: a pty of the guest's own devpts
+/// (nothing the guest does to it touches a host pty), given to the
+/// command's user, becomes the controlling terminal and those of stdin,
+/// stdout and stderr that are terminals; its master goes to the launcher
+/// over `channel`, to proxy.
+pub fn open_run_terminal(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
+    let pty = open_pty()?;
+    // "/" is the guest's root, /proc its own.
+    let tty = super::user::tty_group(std::path::Path::new("/"));
+    give_terminal(&pty, uid, gid, tty)?;
+    attach_slave_to_terminals(&pty.slave)?;
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let fds = [pty.master.as_raw_fd()];
+    sendmsg::<UnixAddr>(
+        channel.as_raw_fd(),
+        &[std::io::IoSlice::new(b"p")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| Error::sys("passing the guest's pty to unifs run", e))?;
+    Ok(())
+}
+
+/// The launcher's end of [`open_run_terminal`]: the master it sent, which is
+/// queued by the time the guest has exec'd.
+pub fn receive_run_terminal(channel: &OwnedFd) -> Result<PtyMaster> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut byte = [0u8; 1];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let msg = recvmsg::<UnixAddr>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("receiving the guest's pty", e))?;
+    let mut fds = Vec::new();
+    for c in msg
+        .cmsgs()
+        .map_err(|e| Error::sys("receiving the guest's pty", e))?
+    {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            // SAFETY: SCM_RIGHTS gave us these fds, owned by nothing else.
+            fds.extend(
+                got.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    match (fds.pop(), fds.is_empty()) {
+        // SAFETY: the child sent the master of the pty it opened.
+        (Some(fd), true) => Ok(unsafe { PtyMaster::from_owned_fd(fd) }),
+        _ => Err(Error::Setup("the guest's child sent no pty".into())),
+    }
 }
 
 /// In the child, after setsid: the slave becomes the controlling terminal

@@ -11,6 +11,7 @@ use super::{console, net, rootfs, Error, GuestSpec, NetMode, Result};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::pty::PtyMaster;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -25,12 +26,13 @@ pub enum Stdio {
     /// Inherited: `unifs run` without a terminal.
     Inherit,
     /// `unifs run` on a terminal: those of stdin, stdout and stderr that
-    /// are terminals become the slave of a pty we proxy (`slave`, its path),
-    /// which is also the guest's controlling terminal. Guest root keeps
-    /// chown and fowner: given the user's own terminal, it could hand it to
-    /// a host user (`chown` through /proc/self/fd/0), who could then read
-    /// what is typed to the host's shell.
-    Terminal { slave: String },
+    /// are terminals become the slave of a pty we proxy, which is also the
+    /// guest's controlling terminal. The pty is of the guest's own devpts
+    /// (opened by the child once it is mounted, see
+    /// [`console::open_run_terminal`]): guest root keeps chown and fowner,
+    /// and given the user's own terminal or a host pty could hand it to a
+    /// host user (`chown` through /proc/self/fd/0).
+    Terminal,
     /// stdin from /dev/null, stdout and stderr to a log; a new session.
     Detached { log: OwnedFd, null: OwnedFd },
 }
@@ -42,6 +44,8 @@ pub struct Spawned {
     pub cgroup: Cgroup,
     /// `unifs run`'s (a foreground guest's) [`Keeper`].
     pub keeper: Option<Keeper>,
+    /// [`Stdio::Terminal`]'s pty master, to proxy.
+    pub pty: Option<PtyMaster>,
 }
 
 /// `unifs run`: starts the guest, waits for it, and returns the command's exit
@@ -51,15 +55,9 @@ pub fn run(spec: &GuestSpec, overlay: Option<&super::overlay::OverlayRoot>) -> R
     // (nor kills us, leaving the guest to the parent-death signal).
     sys::pass_sigterm_as(spec.stop_signal);
     sys::catch_signals().map_err(|e| Error::sys("installing signal handlers", e))?;
-    let pty = match console::terminals().is_empty() {
-        true => None,
-        false => Some(console::open_pty()?),
-    };
-    let stdio = match &pty {
-        Some(p) => Stdio::Terminal {
-            slave: p.slave.clone(),
-        },
-        None => Stdio::Inherit,
+    let stdio = match console::terminals().is_empty() {
+        true => Stdio::Inherit,
+        false => Stdio::Terminal,
     };
     // A guest that a signal does not end (a PID 1 without a handler for
     // it, or one frozen in its freezer group) would keep `unifs run`
@@ -83,13 +81,14 @@ pub fn run(spec: &GuestSpec, overlay: Option<&super::overlay::OverlayRoot>) -> R
     // the exec): the second signal ends a guest stuck there as well.
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
-    let spawned = spawn(spec, stdio, &spec.name, Some(&end))?;
+    let mut spawned = spawn(spec, stdio, &spec.name, Some(&end))?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
+    let pty = spawned.pty.take();
     let status = on_second_signal(
         || end(&spawned.cgroup),
         || match pty {
-            Some(p) => console::proxy_terminals(p.master, spawned.pid),
+            Some(master) => console::proxy_terminals(master, spawned.pid),
             None => wait_exit(spawned.pid),
         },
     );
@@ -176,25 +175,35 @@ pub fn spawn(
         cgroup.kill_all();
         cgroup.remove();
     }
-    spawned.map(|(pid, keeper)| Spawned {
+    spawned.map(|(pid, keeper, pty)| Spawned {
         pid,
         cgroup,
         keeper,
+        pty,
     })
 }
 
-/// The guest's PID on the host, and a foreground guest's [`Keeper`].
+/// The guest's PID on the host, a foreground guest's [`Keeper`] and
+/// [`Stdio::Terminal`]'s pty master.
 fn clone_guest(
     spec: &GuestSpec,
     stdio: Stdio,
     cgroup: &Cgroup,
     end: Option<&dyn Fn(&Cgroup)>,
-) -> Result<(Pid, Option<Keeper>)> {
+) -> Result<(Pid, Option<Keeper>, Option<PtyMaster>)> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e));
     let (ready_r, ready_w) = pipe()?;
     // A socket, not a pipe: the trampoline holds it across an exec that
     // leaves it dumpable, and /proc/PID/fd cannot open a socket.
     let (report_r, report_w) = report_channel()?;
+    // Where the child sends the master of the pty it opens in its devpts.
+    let (pty_r, pty_w) = match stdio {
+        Stdio::Terminal => {
+            let (r, w) = report_channel()?;
+            (Some(r), Some(w))
+        }
+        _ => (None, None),
+    };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -210,11 +219,13 @@ fn clone_guest(
         Ok(Forked::Child) => {
             drop(ready_w);
             drop(report_r);
-            child(spec, stdio, foreground, cgroup2, ready_r, report_w)
+            drop(pty_r);
+            child(spec, stdio, foreground, cgroup2, ready_r, report_w, pty_w)
         }
         Ok(Forked::Parent(pid)) => {
             drop(ready_r);
             drop(report_w);
+            drop(pty_w);
             let joined = cgroup
                 .add(pid.as_raw())
                 .and_then(|()| net::setup_host_side(spec, pid));
@@ -241,15 +252,20 @@ fn clone_guest(
                     end(cgroup);
                 }
             });
-            if report.is_empty() {
-                return Ok((pid, keeper));
-            }
+            let failed = match (report.is_empty(), &pty_r) {
+                (true, None) => return Ok((pid, keeper, None)),
+                (true, Some(r)) => match console::receive_run_terminal(r) {
+                    Ok(pty) => return Ok((pid, keeper, Some(pty))),
+                    Err(e) => e,
+                },
+                (false, _) => decode_report(&spec.command[0], &spec.root, &report),
+            };
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
             if let Some(keeper) = keeper {
                 keeper.dismiss();
             }
-            Err(decode_report(&spec.command[0], &spec.root, &report))
+            Err(failed)
         }
     }
 }
@@ -392,7 +408,7 @@ pub fn report_channel() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Runs in the clone child; never returns.
 /// `cgroup2`: the guest has a cgroup v2 group of its own, to mount at
-/// /sys/fs/cgroup.
+/// /sys/fs/cgroup. `pty`: where to send [`Stdio::Terminal`]'s pty master.
 fn child(
     spec: &GuestSpec,
     stdio: Stdio,
@@ -400,6 +416,7 @@ fn child(
     cgroup2: bool,
     ready: OwnedFd,
     report: OwnedFd,
+    pty: Option<OwnedFd>,
 ) -> ! {
     sys::set_not_dumpable();
     if foreground {
@@ -421,12 +438,15 @@ fn child(
             nix::unistd::dup2_stdout(log).map_err(|e| Error::sys("redirecting stdout", e))?;
             nix::unistd::dup2_stderr(log).map_err(|e| Error::sys("redirecting stderr", e))?;
         }
-        if let Stdio::Terminal { slave } = &stdio {
-            console::attach_slave_to_terminals(slave)?;
-        }
         drop(stdio);
         sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;
-        rootfs::prepare(&Linux, spec, foreground, cgroup2)?;
+        // The pty once the guest's devpts is its /dev/pts, before the
+        // privilege drop (handing it to the command's user needs chown).
+        let terminal = || match &pty {
+            Some(channel) => console::open_run_terminal(channel, spec.uid, spec.gid),
+            None => Ok(()),
+        };
+        rootfs::prepare(&Linux, spec, foreground, cgroup2, terminal)?;
         if !foreground {
             // Guest root could chmod or chown the host's /dev/null through
             // /proc/self/fd/0: the guest's own instead, now that it has one.

@@ -1155,6 +1155,15 @@ fn exec_in(
         }
         None => None,
     };
+    // The guest's tty group, for the command's terminal: read as the user
+    // database is, and for the same reason before setns.
+    let tty_group = match tty {
+        true => super::user::tty_group(Path::new(&format!("/proc/{}/root", st.pid))),
+        false => None,
+    };
+    if !state::alive(st.pid, st.start_time) {
+        return Err(Error::NotRunning { name: name.into() });
+    }
     // The command joins the guest's cgroups, not this process: it stays on
     // the host (proxying `enter`'s terminal) until the command has ended,
     // and `stop` kills what it finds in them. Opened before setns hides them.
@@ -1185,9 +1194,12 @@ fn exec_in(
     if who.workdir.is_some() {
         spec.workdir = who.workdir;
     }
-    // Opened here, after setns: /dev/ptmx is now the guest's devpts.
+    // Opened here, after setns: /dev/ptmx is now the guest's devpts. The
+    // command's user's, as sshd hands a session's pty to its user.
     let pty = if tty {
-        Some(console::open_pty()?)
+        let pty = console::open_pty()?;
+        console::give_terminal(&pty, spec.uid, spec.gid, tty_group)?;
+        Some(pty)
     } else {
         None
     };

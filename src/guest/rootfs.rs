@@ -47,12 +47,14 @@ const MASKED_DIRS: &[&str] = &[
 
 /// Everything between entering the namespaces and exec, in order. `foreground`
 /// ties the guest to the life of the launching process; `cgroup2`: it has a
-/// cgroup v2 group of its own (see [`setup_root`]).
+/// cgroup v2 group of its own (see [`setup_root`]). `in_root` runs in the
+/// guest's root, before the privilege drop.
 pub fn prepare(
     sys: &impl Syscall,
     spec: &GuestSpec,
     foreground: bool,
     cgroup2: bool,
+    in_root: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     // The launcher put us into the guest's cgroups before letting us run, so a
     // new cgroup namespace now makes them the guest's cgroup root.
@@ -68,6 +70,7 @@ pub fn prepare(
         call("bringing up loopback", sys.loopback_up())?;
     }
     setup_root(sys, spec, cgroup2)?;
+    in_root()?;
     drop_privileges(sys, spec, foreground)
 }
 
@@ -179,13 +182,20 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
         )?;
     }
     let pts = target(sys, root, "/dev/pts", MountPoint::Dir)?;
+    // New ptys in the guest's `tty` group, as on a host (nspawn and Docker
+    // pass gid=5): `write` and `wall` reach them. Only a group the guest
+    // calls tty: another one's members could write to every terminal.
+    let pts_options = match super::user::tty_group(root) {
+        Some(tty) => format!("newinstance,ptmxmode=0666,mode=620,gid={tty}"),
+        None => "newinstance,ptmxmode=0666,mode=620".to_string(),
+    };
     mount(
         sys,
         Some(Path::new("devpts")),
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=620"),
+        Some(&pts_options),
     )?;
     let shm = target(sys, root, "/dev/shm", MountPoint::Dir)?;
     mount(
@@ -867,7 +877,7 @@ mod tests {
     #[test]
     fn cgroup_namespace_and_hostname_before_the_root() {
         let sys = Recorder::default();
-        prepare(&sys, &spec(), true, false).unwrap();
+        prepare(&sys, &spec(), true, false, || Ok(())).unwrap();
         let calls = sys.calls();
         assert_eq!(calls[0], Call::Unshare(CloneFlags::CLONE_NEWCGROUP));
         assert_eq!(calls[1], Call::Hostname("t".into()));

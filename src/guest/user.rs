@@ -104,6 +104,14 @@ pub fn resolve_in(dir: &std::fs::File, root: &Path, user: &str) -> Result<Accoun
     })
 }
 
+/// The gid of the `tty` group of the tree at `root` (the guest's `/`), if
+/// its /etc/group has one.
+pub fn tty_group(root: &Path) -> Option<u32> {
+    let dir = std::fs::File::open(root).ok()?;
+    let table = read_table(&dir, root, "etc/group").ok()??;
+    find_group(&table, "tty")
+}
+
 /// The file at `rel` in the tree open as `dir` (named `root` in
 /// messages), if there is one: read as [`crate::sys::read_regular_in_root`]
 /// allows a privileged process to.

@@ -42,6 +42,7 @@ mod review_s25_escape;
 mod review_s25_ttyjob;
 mod review_s25_mountinfo;
 mod review_s25_io;
+mod review_s25_ttypty;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
