@@ -9,66 +9,15 @@
 //! killed, and every guest stopped, on drop; every wait is bounded.
 
 use crate::common::unifs_bin;
-use crate::guest::harness::{can_run, force_clean, run_bounded, stderr, KillOnDrop, TestRoot};
+use crate::guest::harness::{
+    can_run, force_clean, run_bounded, spawn_on_a_terminal, stderr, wait_for_output, KillOnDrop,
+    TestRoot,
+};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-/// Spawns `cmd` on a new pty, its controlling terminal; returns the pty's
-/// master and the process.
-fn spawn_on_a_terminal(mut cmd: Command) -> (OwnedFd, KillOnDrop) {
-    let pty = nix::pty::openpty(None, None).unwrap();
-    for fd in [&pty.master, &pty.slave] {
-        let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
-        nix::fcntl::fcntl(fd, cloexec).unwrap();
-    }
-    let slave = || Stdio::from(std::fs::File::from(pty.slave.try_clone().unwrap()));
-    cmd.stdin(slave()).stdout(slave()).stderr(slave());
-    // SAFETY: setsid and ioctl only, in the forked child.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 || libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = KillOnDrop(Some(cmd.spawn().unwrap()));
-    drop(pty.slave);
-    (pty.master, child)
-}
-
-/// Reads the terminal until `want` shows (up to 20 s); returns what came.
-fn wait_for_output(master: &OwnedFd, want: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains(want) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "no {want:?} on the terminal: {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        let mut fds = [nix::poll::PollFd::new(
-            master.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let ms = left.as_millis().min(1000) as u16;
-        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0 {
-            let mut buf = [0u8; 4096];
-            match nix::unistd::read(master, &mut buf) {
-                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-                _ => panic!(
-                    "the terminal closed before {want:?}: {:?}",
-                    String::from_utf8_lossy(&seen)
-                ),
-            }
-        }
-    }
-    String::from_utf8_lossy(&seen).into_owned()
-}
 
 fn type_in(master: &OwnedFd, text: &str) {
     nix::unistd::write(master, text.as_bytes()).unwrap();

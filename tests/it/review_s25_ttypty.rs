@@ -10,12 +10,13 @@
 //! on drop.
 
 use crate::common::unifs_bin;
-use crate::guest::harness::{can_run, force_clean, ok, run_bounded, KillOnDrop, TestRoot};
+use crate::guest::harness::{
+    can_run, force_clean, ok, run_bounded, spawn_on_a_terminal, KillOnDrop, TestRoot,
+};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A unifs process on a terminal of its own, and what it wrote there.
@@ -28,27 +29,10 @@ struct Term {
 impl Term {
     /// Spawns `cmd` on a new pty, its controlling terminal (a session of
     /// its own, as a terminal emulator starts a shell).
-    fn spawn(mut cmd: Command) -> Term {
-        let pty = nix::pty::openpty(None, None).unwrap();
-        for fd in [&pty.master, &pty.slave] {
-            let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
-            nix::fcntl::fcntl(fd, cloexec).unwrap();
-        }
-        let slave = || Stdio::from(std::fs::File::from(pty.slave.try_clone().unwrap()));
-        cmd.stdin(slave()).stdout(slave()).stderr(slave());
-        // SAFETY: setsid and ioctl only, in the forked child.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() == -1 || libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = KillOnDrop(Some(cmd.spawn().unwrap()));
-        drop(pty.slave);
+    fn spawn(cmd: Command) -> Term {
+        let (master, child) = spawn_on_a_terminal(cmd);
         Term {
-            master: pty.master,
+            master,
             child,
             seen: Vec::new(),
         }

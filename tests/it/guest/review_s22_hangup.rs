@@ -7,12 +7,12 @@
 //! terminal of the unifs process (its own session), and hung up by closing
 //! its master. Every guest stops, and every process ends, on drop.
 
-use super::harness::{can_run, stdout, wait_bounded, KillOnDrop, TestRoot};
+use super::harness::{
+    can_run, spawn_on_a_terminal, stdout, wait_bounded, wait_for_output, TestRoot,
+};
 use super::review_s11_life::{gone, Guest, SLEEP};
 use crate::common::unifs_bin;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A command that ignores SIGHUP and never reads its terminal: it says
@@ -20,62 +20,6 @@ use std::time::{Duration, Instant};
 /// terminal), and runs on.
 const IGNORES_HUP: &str = "trap \"\" HUP; echo ready; while [ -t 0 ]; do sleep 0.1; done; \
                            echo hung-up > /tmp/hup; while :; do sleep 1; done";
-
-/// Spawns `cmd` on a new pty, its controlling terminal (a session of its
-/// own, as a terminal emulator or sshd starts a shell); returns the pty's
-/// master and the process.
-fn spawn_on_a_terminal(mut cmd: Command) -> (OwnedFd, KillOnDrop) {
-    let pty = nix::pty::openpty(None, None).unwrap();
-    // openpty's fds are inherited: a master the child kept would never
-    // hang up.
-    for fd in [&pty.master, &pty.slave] {
-        let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
-        nix::fcntl::fcntl(fd, cloexec).unwrap();
-    }
-    let slave = || Stdio::from(std::fs::File::from(pty.slave.try_clone().unwrap()));
-    cmd.stdin(slave()).stdout(slave()).stderr(slave());
-    // SAFETY: setsid and ioctl only, in the forked child.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 || libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = KillOnDrop(Some(cmd.spawn().unwrap()));
-    drop(pty.slave);
-    (pty.master, child)
-}
-
-/// Reads the terminal until `want` shows (up to 20 s).
-fn wait_for_output(master: &OwnedFd, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains(want) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "no {want:?} on the terminal: {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        let mut fds = [nix::poll::PollFd::new(
-            master.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let ms = left.as_millis().min(1000) as u16;
-        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0) > 0 {
-            let mut buf = [0u8; 4096];
-            match nix::unistd::read(master, &mut buf) {
-                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-                _ => panic!(
-                    "the terminal closed before {want:?}: {:?}",
-                    String::from_utf8_lossy(&seen)
-                ),
-            }
-        }
-    }
-}
 
 /// The children of `pid`.
 fn children(pid: u32) -> Vec<i64> {
