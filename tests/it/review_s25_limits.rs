@@ -5,84 +5,12 @@
 //! Real guests, real mounts, small loop-mounted filesystems; guards stop
 //! the guests and unmount what a test mounted, every wait bounded.
 
-use crate::guest::harness::{
-    can_run, force_clean, ok, run_bounded, stderr, stdout, KillOnDrop, TestRoot,
-};
+use crate::guest::harness::{can_run, ok, run_bounded, stderr, stdout, KillOnDrop, TestRoot};
+use crate::guest::review_s11_life::{mount_daemon, Guest, SLEEP};
 use crate::review_s9_exhaust::Ext4;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A named guest on the overlay, in a temp dir of its own; dropping stops
-/// it and cleans up what a failed stop left.
-struct Guest {
-    name: String,
-    t: TestRoot,
-    config_dir: PathBuf,
-    run_dir: PathBuf,
-}
-
-impl Guest {
-    fn new(test: &str) -> Guest {
-        let t = TestRoot::new();
-        let config_dir = t.dir.path().join("config");
-        let run_dir = t.dir.path().join("run");
-        std::fs::create_dir(&config_dir).unwrap();
-        let name = format!("s25-{}-{test}", std::process::id());
-        let toml = format!(
-            "root = {:?}\ninit = [\"/bin/sleep\", \"1000\"]\ninit_reaper = true\n",
-            t.root()
-        );
-        std::fs::write(config_dir.join(format!("{name}.toml")), toml).unwrap();
-        Guest {
-            name,
-            t,
-            config_dir,
-            run_dir,
-        }
-    }
-
-    fn unifs(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(crate::common::unifs_bin());
-        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
-        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
-        cmd.env("UNIFS_STORE", self.t.dir.path().join("no-store"));
-        cmd.arg("guest").args(args);
-        run_bounded(cmd, Duration::from_secs(30))
-    }
-
-    fn run(&self) -> PathBuf {
-        self.run_dir.join(&self.name)
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
-        force_clean(&self.name, &self.run_dir);
-    }
-}
-
-/// The overlay daemon serving `mountpoint` (a `unifs mount` by its command
-/// line, or one of `pids`' descendants holding /dev/fuse).
-fn daemon_of(mountpoint: &Path) -> i32 {
-    let want = mountpoint.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a == "mount") && args.last() == Some(&want) {
-            return pid;
-        }
-    }
-    panic!("no unifs mount daemon for {want}");
-}
 
 /// A descendant of `pid` (within 10 s) that holds /dev/fuse open: the
 /// overlay daemon `unifs run` forked.
@@ -147,14 +75,14 @@ fn s25_named_guest_daemon_warnings_reach_its_mount_log() {
     if !can_run("s25_named_guest_daemon_warnings_reach_its_mount_log") {
         return;
     }
-    let g = Guest::new("emfile");
+    let g = Guest::new("emfile", SLEEP);
     make_files(&g.t.root());
     ok(&g.unifs(&["start", &g.name]));
-    let daemon = daemon_of(&g.run().join("root"));
+    let daemon = mount_daemon(&g.run(&g.name).join("root"));
     squeeze_fd_limit(daemon);
     let out = g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", HOLD_MANY]);
     assert!(out.status.code().is_some(), "{out:?}");
-    let log = g.run().join("mount.log");
+    let log = g.run(&g.name).join("mount.log");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains(WARNING), "{}: {text:?}", log.display());
     let shown = ok(&g.unifs(&["logs", "--mount", &g.name]));

@@ -10,12 +10,11 @@
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{
-    can_run, force_clean, run_bounded, spawn_on_a_terminal, stderr, wait_for_output, KillOnDrop,
-    TestRoot,
+    can_run, run_bounded, spawn_on_a_terminal, stderr, wait_for_output, KillOnDrop, TestRoot,
 };
+use crate::guest::review_s11_life::{Guest, SLEEP};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -48,60 +47,6 @@ fn wait_on_terminal(master: &OwnedFd, child: KillOnDrop, limit: Duration) -> Out
         if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).unwrap_or(0) > 0 {
             let mut buf = [0u8; 4096];
             let _ = nix::unistd::read(master, &mut buf);
-        }
-    }
-}
-
-/// A named guest of a busybox root in temp config and run dirs; dropping
-/// stops it.
-struct Guest {
-    name: String,
-    t: TestRoot,
-    config_dir: PathBuf,
-    run_dir: PathBuf,
-}
-
-impl Guest {
-    fn new(test: &str, extra: &str) -> Guest {
-        let t = TestRoot::new();
-        let config_dir = t.dir.path().join("config");
-        let run_dir = t.dir.path().join("run");
-        std::fs::create_dir(&config_dir).unwrap();
-        let name = format!("s25-{}-{test}", std::process::id());
-        let toml = format!(
-            "root = {:?}\ninit = [\"/bin/sleep\", \"1000\"]\n{extra}\n",
-            t.root()
-        );
-        std::fs::write(config_dir.join(format!("{name}.toml")), toml).unwrap();
-        Guest {
-            name,
-            t,
-            config_dir,
-            run_dir,
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(unifs_bin());
-        cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
-        cmd.env("UNIFS_RUN_DIR", &self.run_dir);
-        cmd.env("UNIFS_STORE", self.t.dir.path().join("no-store"));
-        cmd.arg("guest");
-        cmd
-    }
-
-    fn unifs(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command();
-        cmd.args(args);
-        run_bounded(cmd, Duration::from_secs(30))
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        if self.run_dir.join(&self.name).exists() {
-            let _ = self.unifs(&["stop", "--timeout", "0", &self.name]);
-            force_clean(&self.name, &self.run_dir);
         }
     }
 }
@@ -141,7 +86,7 @@ fn review_s25_ctrl_z_under_exec_tty_does_not_stop_the_command() {
     if !can_run(test) {
         return;
     }
-    let g = Guest::new("ctrlz", "");
+    let g = Guest::new("ctrlz", SLEEP);
     crate::guest::harness::ok(&g.unifs(&["start", &g.name]));
     let mut cmd = g.command();
     cmd.args(["exec", "--tty", &g.name, "--", "/bin/sh", "-c", SLEEPS]);
@@ -295,7 +240,8 @@ fn review_s25_env_entries_need_a_name() {
     let o = t.sh(&["-e", "A=b=c"], "echo \"$A\"");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "b=c\n", "{o:?}");
 
-    let g = Guest::new("env", "env = [\"=v\"]");
+    let g = Guest::new("env", SLEEP);
+    g.configure_with(&g.name, &g.t.root(), SLEEP, "env = [\"=v\"]");
     let o = g.unifs(&["start", &g.name]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(stderr(&o).contains("env entry"), "{}", stderr(&o));
@@ -310,12 +256,13 @@ fn review_s25_non_root_status_says_it_needs_root() {
     if !crate::common::require_root(test) {
         return;
     }
-    let g = Guest::new("nonroot", "");
+    let g = Guest::new("nonroot", SLEEP);
     // What `start` makes: a run dir only root may enter.
-    std::fs::create_dir(&g.run_dir).unwrap();
-    std::fs::create_dir(g.run_dir.join(&g.name)).unwrap();
+    let run = g.run(&g.name);
+    let run_dir = run.parent().unwrap();
+    std::fs::create_dir_all(&run).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&g.run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::set_permissions(g.t.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for args in [
         vec!["status", &g.name],

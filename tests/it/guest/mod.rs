@@ -7,7 +7,7 @@ mod limits;
 mod named;
 mod net;
 mod review_s10_docs;
-mod review_s11_life;
+pub(crate) mod review_s11_life;
 mod review_s12_escape;
 mod review_s12_guest;
 mod review_s20_guest;

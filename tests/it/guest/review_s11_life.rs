@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 
 /// A named guest on the overlay, in a temp dir of its own; dropping stops
 /// every guest of its run dir.
-pub(super) struct Guest {
-    pub(super) name: String,
-    pub(super) t: TestRoot,
+pub(crate) struct Guest {
+    pub(crate) name: String,
+    pub(crate) t: TestRoot,
     config_dir: PathBuf,
     run_dir: PathBuf,
 }
 
 impl Guest {
-    pub(super) fn new(test: &str, init: &str) -> Guest {
+    pub(crate) fn new(test: &str, init: &str) -> Guest {
         let t = TestRoot::new();
         let config_dir = t.dir.path().join("config");
         let run_dir = t.dir.path().join("run");
@@ -44,24 +44,24 @@ impl Guest {
     }
 
     /// [`Guest::configure`] with `extra` lines of config too.
-    pub(super) fn configure_with(&self, name: &str, root: &Path, init: &str, extra: &str) {
+    pub(crate) fn configure_with(&self, name: &str, root: &Path, init: &str, extra: &str) {
         let toml = format!("root = {root:?}\ninit = {init}\n{extra}\n[limits]\npids = 64\n");
         std::fs::write(self.config_dir.join(format!("{name}.toml")), toml).unwrap();
     }
 
     /// The pid of the guest's init, from its runtime record.
-    pub(super) fn init_pid(&self) -> i64 {
+    pub(crate) fn init_pid(&self) -> i64 {
         self.record(&self.name)["pid"].as_i64().unwrap()
     }
 
-    pub(super) fn unifs(&self, args: &[&str]) -> Output {
+    pub(crate) fn unifs(&self, args: &[&str]) -> Output {
         let mut cmd = self.command();
         cmd.args(args);
         run_bounded(cmd, Duration::from_secs(30))
     }
 
     /// `unifs guest` for this guest's dirs, its arguments to add.
-    pub(super) fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(unifs_bin());
         cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
         cmd.env("UNIFS_RUN_DIR", &self.run_dir);
@@ -103,7 +103,7 @@ impl Guest {
         nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(2000u16)).unwrap() == 0
     }
 
-    pub(super) fn run(&self, name: &str) -> PathBuf {
+    pub(crate) fn run(&self, name: &str) -> PathBuf {
         self.run_dir.join(name)
     }
 
@@ -112,7 +112,7 @@ impl Guest {
         serde_json::from_slice(&text).unwrap()
     }
 
-    pub(super) fn list(&self) -> (serde_json::Value, Output) {
+    pub(crate) fn list(&self) -> (serde_json::Value, Output) {
         let o = self.unifs(&["list", "--json"]);
         let all = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("list --json: {e}\n{}\n{}", stdout(&o), stderr(&o)));
@@ -136,7 +136,7 @@ impl Drop for Guest {
 }
 
 /// Waits up to 5 s for `pid` to be gone.
-pub(super) fn gone(pid: i64) -> bool {
+pub(crate) fn gone(pid: i64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(pid) {
         if Instant::now() > deadline {
@@ -147,7 +147,7 @@ pub(super) fn gone(pid: i64) -> bool {
     true
 }
 
-pub(super) fn entry<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub(crate) fn entry<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     all.as_array()
         .unwrap()
         .iter()
@@ -155,7 +155,7 @@ pub(super) fn entry<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_jso
         .unwrap_or_else(|| panic!("{name} not listed: {all}"))
 }
 
-pub(super) const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
+pub(crate) const SLEEP: &str = "[\"/bin/sleep\", \"1000\"]";
 
 #[test]
 fn s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start() {
@@ -227,7 +227,7 @@ fn s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start(
 }
 
 /// The `unifs mount` daemon serving `mountpoint`, by its command line.
-pub(super) fn mount_daemon(mountpoint: &Path) -> i32 {
+pub(crate) fn mount_daemon(mountpoint: &Path) -> i32 {
     let want = mountpoint.to_string_lossy().into_owned();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -530,7 +530,7 @@ fn s11_list_columns_line_up_for_long_names_and_states() {
 }
 
 /// SIGCONTs a process on drop (a test's SIGSTOPped daemon, whatever fails).
-pub(super) struct Continue(pub(super) i32);
+pub(crate) struct Continue(pub(crate) i32);
 
 impl Drop for Continue {
     fn drop(&mut self) {
