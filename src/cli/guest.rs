@@ -337,7 +337,8 @@ pub enum GuestCommand {
     },
     /// Show one guest's state; exits 0 if running, 3 if stopped, 4 if running
     /// with its root lost (its overlay daemon died or is stopped; one that
-    /// runs but is slow to answer is "root busy", exit 0).
+    /// runs but is slow to answer is "root busy", exit 0) or if it was
+    /// started from another PID namespace (its state unknown here).
     Status {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -351,6 +352,7 @@ pub enum GuestCommand {
 
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let a = *a.opts;
+    crate::guest::require_mounted_root()?;
     let root = match crate::fs::canonicalize_bounded(&a.root) {
         Ok(root) => root,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -707,8 +709,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             // As `systemctl is-active`: 0 only for a guest that serves. One
             // whose root is lost runs, but none of its files can be reached;
             // 4, not 3: `start` would refuse it (it runs), `restart` helps.
+            // Started from another PID namespace: 4 too, as LSB's
+            // "status unknown" (it may run; nothing here can tell).
             Ok(ExitCode::from(match s.running {
-                true if s.root_lost => 4,
+                true if s.root_lost || s.other_pid_ns => 4,
                 true => 0,
                 false => 3,
             }))
@@ -725,6 +729,7 @@ fn state_word(s: &lifecycle::Status) -> String {
         why.push(e.short());
     }
     match s.running {
+        true if s.other_pid_ns => "running (started in another PID namespace)".into(),
         true if s.unrecorded => "running (unrecorded)".into(),
         true if s.root_lost => "running (root lost)".into(),
         true if s.root_busy => "running (root busy)".into(),

@@ -107,6 +107,12 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if let Some(command) = changes_things(&cli.command) {
+        if let Err(e) = require_host_root(&command) {
+            eprintln!("unifs: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Unify(a) => unify::run(&cli.global, a),
         Command::Store(c) => store::run(&cli.global, c),
@@ -131,6 +137,70 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The name of `command` (`unify`, `store gc`, …) if it changes files,
+/// mounts or processes: those need the host's root. What only reads
+/// (`store stats`, `guest status`, …) runs anywhere.
+fn changes_things(command: &Command) -> Option<String> {
+    use guest::GuestCommand as G;
+    use store::StoreCommand as S;
+    let name = match command {
+        Command::Unify(_) => "unify",
+        Command::Demo(_) => "demo",
+        Command::Manifest(_) => "manifest",
+        Command::Restore(_) => "restore",
+        Command::Mount(_) => "mount",
+        Command::Run(_) => "run",
+        Command::Umount(_) => return None,
+        Command::Store(S::Stats { .. } | S::Ls { .. } | S::Runs { .. }) => return None,
+        Command::Store(S::Init { .. }) => "store init",
+        Command::Store(S::Verify { .. }) => "store verify",
+        Command::Store(S::Gc { .. }) => "store gc",
+        Command::Store(S::Forget { .. }) => "store forget",
+        Command::Store(S::Snapshot { .. }) => "store snapshot",
+        Command::Guest(G::List { .. } | G::Status { .. } | G::Logs { .. } | G::Ps { .. }) => {
+            return None
+        }
+        Command::Guest(G::Start { .. }) => "guest start",
+        Command::Guest(G::Stop { .. }) => "guest stop",
+        Command::Guest(G::Restart { .. }) => "guest restart",
+        Command::Guest(G::Enter { .. }) => "guest enter",
+        Command::Guest(G::Exec { .. }) => "guest exec",
+        Command::Guest(G::Update { .. }) => "guest update",
+    };
+    Some(name.to_string())
+}
+
+/// Fails unless uid 0 here is the host's root. In a user namespace of its
+/// own (`unshare -Ur`) uid 0 passes every check of root, but owns nothing
+/// of the host's: a command would get half-way (a store made, then a chown
+/// or a mount refused). A uid map that cannot be read is not held against it.
+pub(crate) fn require_host_root(command: &str) -> anyhow::Result<()> {
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return Ok(());
+    };
+    let lines: Vec<Vec<u64>> = map
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .collect();
+    if lines.iter().any(|l| l[..] == [0, 0, 4294967295]) {
+        return Ok(());
+    }
+    // The line that maps uid 0: INSIDE OUTSIDE COUNT.
+    let host = lines.iter().find_map(|l| match l[..] {
+        [0, outside, count] if count > 0 => Some(outside),
+        _ => None,
+    });
+    let here = match host {
+        Some(uid) => format!("uid 0 here maps to uid {uid}"),
+        None => "uid 0 is not mapped here".into(),
+    };
+    anyhow::bail!("unifs {command} must run as root in the host's user namespace ({here})")
 }
 
 /// [`Cli`] from `args` ([`aliased_args`]); asked as `vunify` or `vfs-mount`,

@@ -401,6 +401,14 @@ fn daemon_gone(p: &Path) -> anyhow::Error {
 }
 
 pub(super) fn check_dev_fuse() -> anyhow::Result<()> {
+    if let Some(what) = not_fuse_device(Path::new("/dev/fuse")) {
+        // A regular file opens, and the mount fails with a bare EINVAL; a
+        // wrong device node may hang or fail in ways that say nothing.
+        bail!(
+            "/dev/fuse is {what}, not the FUSE device (character device 10:229); \
+             remove it and make the device: `mknod /dev/fuse c 10 229`"
+        );
+    }
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -412,6 +420,25 @@ pub(super) fn check_dev_fuse() -> anyhow::Result<()> {
         }
         Err(e) => bail!("cannot open /dev/fuse: {e}"),
     }
+}
+
+/// What `dev` is when it is not the FUSE device (character device 10:229),
+/// said for a message; None for the device, or nothing there (said apart).
+fn not_fuse_device(dev: &Path) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(dev).ok()?;
+    let t = meta.file_type();
+    let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    Some(match () {
+        _ if t.is_char_device() && (major, minor) == (10, 229) => return None,
+        _ if t.is_char_device() => format!("character device {major}:{minor}"),
+        _ if t.is_file() => "a regular file".into(),
+        _ if t.is_dir() => "a directory".into(),
+        _ if t.is_block_device() => format!("block device {major}:{minor}"),
+        _ if t.is_fifo() => "a named pipe".into(),
+        _ if t.is_socket() => "a socket".into(),
+        _ => "not a device".into(),
+    })
 }
 
 /// A store that exists must be on the guest's filesystem (hardlinks cannot

@@ -54,6 +54,19 @@ pub enum Error {
     /// Processes of the guest that could not be ended.
     #[error("stopping guest {name} failed: {reason}")]
     Stop { name: String, reason: String },
+    /// Its record names pids of another PID namespace than ours.
+    #[error(
+        "guest {name} was started in another PID namespace: its pids there name other processes \
+         (or none) here, so it is left alone; run `unifs guest {command} {name}` from the PID \
+         namespace that started it"
+    )]
+    OtherPidNs { name: String, command: &'static str },
+    /// `/` is no mount point: pivot_root fails with a bare EINVAL.
+    #[error(
+        "/ is not a mount point (running in a chroot?): pivot_root needs one; run \
+         `mount --rbind DIR DIR` on the chroot's root first, or run unifs outside the chroot"
+    )]
+    Chroot,
     #[error("guest {name} is not running")]
     NotRunning { name: String },
     #[error("guest {name} runs without a runtime record (its start was interrupted); `unifs guest stop {name}` ends it")]

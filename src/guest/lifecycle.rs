@@ -55,10 +55,12 @@ fn needs_root(what: &'static str, err: Error) -> Error {
 /// `guest start NAME`: mount the root, start init in the background.
 pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     require_root("starting a guest")?;
+    rootfs::require_mounted_root()?;
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock()?;
     if let (Some(old), _) = read_locked(&run, name)? {
+        refuse_other_pid_ns(&old, "start")?;
         if old.init_alive() {
             return Err(Error::AlreadyRunning {
                 name: name.into(),
@@ -372,6 +374,7 @@ fn launch_recorded(
         host_ifindex: super::net::host_ifindex(&spec),
         shell: Some(cfg.shell.clone()),
         boot_id: state::boot_id(),
+        pid_ns: state::pid_ns(),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -627,6 +630,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
             false => Err(Error::NotRunning { name: name.into() }),
         };
     };
+    refuse_other_pid_ns(&st, "stop")?;
     let was_alive = st.init_alive();
     let signal = signal.unwrap_or(st.spec.stop_signal);
     let clean = teardown(&run, &st, signal, timeout)?;
@@ -958,12 +962,25 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// The running guest's record, or why there is none.
-fn running(dirs: &Dirs, name: &str) -> Result<State> {
+/// Refuses a guest started from another PID namespace ([`State::other_pid_ns`]):
+/// `command` (`stop`, `exec`, …) must run in that one.
+fn refuse_other_pid_ns(st: &State, command: &'static str) -> Result<()> {
+    match st.other_pid_ns() {
+        true => Err(Error::OtherPidNs {
+            name: st.name.clone(),
+            command,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// The running guest's record for `command`, or why there is none.
+fn running(dirs: &Dirs, name: &str, command: &'static str) -> Result<State> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let config = dirs.config_dir.join(format!("{name}.toml"));
     match read_lenient(&run, name)? {
+        (Some(st), _) if st.other_pid_ns() => Err(refuse_other_pid_ns(&st, command).unwrap_err()),
         (Some(st), _) if st.init_alive() => Ok(st),
         (None, _) if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
         // Nothing of it, and no config either: more likely a typo (as `stop`).
@@ -985,6 +1002,9 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     // Against a concurrent stop, which removes the groups and the record.
     let _lock = run.lock()?;
     let mut st = match read_locked(&run, name)? {
+        (Some(st), _) if st.other_pid_ns() => {
+            return Err(refuse_other_pid_ns(&st, "update").unwrap_err())
+        }
         (Some(st), _) if st.init_alive() => st,
         (None, _) if unrecorded(&run) => return Err(Error::Unrecorded { name: name.into() }),
         _ => return Err(Error::NotRunning { name: name.into() }),
@@ -1023,7 +1043,7 @@ fn warn_if_io_weight_inert(limits: &Limits, root: &Path) {
 /// `guest ps NAME`: the processes in the running guest's cgroups (those of
 /// `exec` sessions too), init first.
 pub fn processes(dirs: &Dirs, name: &str) -> Result<Vec<super::ps::Process>> {
-    let st = running(dirs, name).map_err(|e| needs_root("listing a guest's processes", e))?;
+    let st = running(dirs, name, "ps").map_err(|e| needs_root("listing a guest's processes", e))?;
     // The group the record names: a build before 2ce5951 named it
     // unifs/NAME in every run dir.
     let recorded = st.cgroup.groups.first().and_then(|g| g.file_name());
@@ -1065,7 +1085,7 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecA
                 .into(),
         });
     }
-    let st = running(dirs, name)?;
+    let st = running(dirs, name, "exec")?;
     exec_in(dirs, name, st, command, tty, who)
 }
 
@@ -1282,7 +1302,7 @@ fn exec_in(
 /// own when we have one.
 pub fn enter(dirs: &Dirs, name: &str, who: ExecAs) -> Result<i32> {
     require_root("entering a guest")?;
-    let mut st = running(dirs, name)?;
+    let mut st = running(dirs, name, "enter")?;
     // The shell it was started with; a record of an older unifs has none.
     let shell = match st.shell.take() {
         Some(shell) => shell,
@@ -1305,6 +1325,9 @@ pub struct Status {
     /// Stopped, but a runtime record is left (its init died, or the record
     /// is unreadable).
     pub stale: bool,
+    /// Started from another PID namespace than this one: taken as running
+    /// (whether it runs cannot be told from here), and left alone.
+    pub other_pid_ns: bool,
     /// Running without a runtime record (its `start` was killed before
     /// writing it): `stop` ends it, `exec` cannot enter it.
     pub unrecorded: bool,
@@ -1360,8 +1383,10 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
             path: config,
         });
     }
-    let running = st.as_ref().is_some_and(State::init_alive);
-    let live = st.as_ref().filter(|_| running);
+    let other_pid_ns = st.as_ref().is_some_and(State::other_pid_ns);
+    let running = other_pid_ns || st.as_ref().is_some_and(State::init_alive);
+    // Nothing of its pids is ours to read.
+    let live = st.as_ref().filter(|_| running && !other_pid_ns);
     let cgroup = live.map(|s| &s.cgroup).or(unrecorded.as_ref());
     let root_serving = live
         .filter(|s| s.root_mount == RootMount::Overlay)
@@ -1382,6 +1407,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         pid: live.map(|s| s.pid),
         // An unreadable record names no live init either.
         stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
+        other_pid_ns,
         unrecorded: unrecorded.is_some(),
         root_lost,
         root_busy: matches!(root_serving, Some(R::Busy(_))),

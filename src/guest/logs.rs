@@ -127,10 +127,11 @@ enum Next {
     Stop,
 }
 
-/// True while the guest's recorded init lives (no warning for a record
-/// that does not parse: `status` gives those).
+/// True while the guest's recorded init lives, or may (started from
+/// another PID namespace); no warning for a record that does not parse:
+/// `status` gives those.
 fn running(run: &RunDir) -> bool {
-    matches!(run.read(), Ok(Some(st)) if st.init_alive())
+    matches!(run.read(), Ok(Some(st)) if st.maybe_running())
 }
 
 /// `at`, or the start of the data after it if `at` is in a hole. Guest root

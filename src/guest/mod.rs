@@ -34,6 +34,7 @@ pub mod sys;
 pub mod user;
 
 pub use error::{Error, Result};
+pub use rootfs::require_mounted_root;
 pub use spec::{
     parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, Rlimit, SyscallFilter, Tmpfs,
 };

@@ -45,6 +45,17 @@ const MASKED_DIRS: &[&str] = &[
     "sys/devices/virtual/powercap",
 ];
 
+/// Refuses to go on where `/` is no mount point (a chroot): pivot_root
+/// needs one, and fails with a bare EINVAL after the root is mounted and
+/// the namespaces made. A mount table that cannot be read (no /proc)
+/// leaves it to pivot_root.
+pub fn require_mounted_root() -> Result<()> {
+    match super::state::is_mounted(Path::new("/")) {
+        Ok(false) => Err(Error::Chroot),
+        _ => Ok(()),
+    }
+}
+
 /// Everything between entering the namespaces and exec, in order. `foreground`
 /// ties the guest to the life of the launching process; `cgroup2`: it has a
 /// cgroup v2 group of its own (see [`setup_root`]). `in_root` runs in the

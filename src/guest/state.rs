@@ -44,6 +44,11 @@ pub struct State {
     /// in a record of an older unifs: taken as this boot's).
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// The inode of the starter's PID namespace (/proc/self/ns/pid): `pid`
+    /// is a PID there, and in another namespace names another process or
+    /// none (None in a record of an older unifs: taken as this one's).
+    #[serde(default)]
+    pub pid_ns: Option<u64>,
 }
 
 impl State {
@@ -52,10 +57,30 @@ impl State {
         self.boot_id.is_none() || self.boot_id == boot_id()
     }
 
-    /// True while the recorded init runs: [`alive`], in this boot.
+    /// True while the recorded init runs: [`alive`], in this boot. Never
+    /// asked of a record of [`State::other_pid_ns`]: its pid is not ours.
     pub fn init_alive(&self) -> bool {
         self.this_boot() && alive(self.pid, self.start_time)
     }
+
+    /// Whether it was started from another PID namespace than ours: then
+    /// whether it runs cannot be told from here, and its pids must not be
+    /// signalled (they name other processes here, or none).
+    pub fn other_pid_ns(&self) -> bool {
+        self.this_boot() && self.pid_ns.is_some_and(|ns| Some(ns) != pid_ns())
+    }
+
+    /// Running as far as can be told: its init alive, or started in
+    /// another PID namespace (where it may well run).
+    pub fn maybe_running(&self) -> bool {
+        self.other_pid_ns() || self.init_alive()
+    }
+}
+
+/// The inode of this process's PID namespace, which names it.
+pub fn pid_ns() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
 }
 
 /// This boot's id (/proc/sys/kernel/random/boot_id).
