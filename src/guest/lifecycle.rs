@@ -966,11 +966,15 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// `command` (`stop`, `exec`, …) must run in that one.
 fn refuse_other_pid_ns(st: &State, command: &'static str) -> Result<()> {
     match st.other_pid_ns() {
-        true => Err(Error::OtherPidNs {
-            name: st.name.clone(),
-            command,
-        }),
+        true => Err(other_pid_ns(st, command)),
         false => Ok(()),
+    }
+}
+
+fn other_pid_ns(st: &State, command: &'static str) -> Error {
+    Error::OtherPidNs {
+        name: st.name.clone(),
+        command,
     }
 }
 
@@ -980,7 +984,7 @@ fn running(dirs: &Dirs, name: &str, command: &'static str) -> Result<State> {
     let run = RunDir::new(&dirs.run_dir, name);
     let config = dirs.config_dir.join(format!("{name}.toml"));
     match read_lenient(&run, name)? {
-        (Some(st), _) if st.other_pid_ns() => Err(refuse_other_pid_ns(&st, command).unwrap_err()),
+        (Some(st), _) if st.other_pid_ns() => Err(other_pid_ns(&st, command)),
         (Some(st), _) if st.init_alive() => Ok(st),
         (None, _) if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
         // Nothing of it, and no config either: more likely a typo (as `stop`).
@@ -1002,9 +1006,7 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     // Against a concurrent stop, which removes the groups and the record.
     let _lock = run.lock()?;
     let mut st = match read_locked(&run, name)? {
-        (Some(st), _) if st.other_pid_ns() => {
-            return Err(refuse_other_pid_ns(&st, "update").unwrap_err())
-        }
+        (Some(st), _) if st.other_pid_ns() => return Err(other_pid_ns(&st, "update")),
         (Some(st), _) if st.init_alive() => st,
         (None, _) if unrecorded(&run) => return Err(Error::Unrecorded { name: name.into() }),
         _ => return Err(Error::NotRunning { name: name.into() }),
