@@ -59,6 +59,18 @@ pub enum Error {
     Damaged(Vec<String>),
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
     Missing(Vec<String>),
+    /// Whether what the manifest needs is there could not be told (EMFILE,
+    /// EACCES, EIO): not taken for missing.
+    #[error(
+        "cannot tell whether {what} (for {}) is there: {source}; nothing was written: fix \
+         that and run this restore again",
+        sys::shown(.file)
+    )]
+    Lookup {
+        what: String,
+        file: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
         "{count} path(s) of the manifest are too long to restore, such as {}: a path in \
          the guest must be under {} bytes (`unifs manifest` leaves longer ones out); \
@@ -228,7 +240,7 @@ pub fn restore_with(
     let private_dir = File::open(private)
         .ok()
         .filter(|d| d.metadata().is_ok_and(|m| m.is_dir()));
-    let missing = preflight(entries, store, private, private_dir.as_ref());
+    let missing = preflight(entries, store, private, private_dir.as_ref())?;
     if !missing.is_empty() {
         return Err(Error::Missing(missing));
     }
@@ -766,13 +778,14 @@ fn too_long(entries: &[Entry]) -> Option<(usize, String)> {
     Some((1 + long.count(), first))
 }
 
-/// Everything the manifest needs that is not there.
+/// Everything the manifest needs that is not there; an error where that
+/// cannot be told (a lookup failed for another reason than "not found").
 fn preflight(
     entries: &[Entry],
     store: &Store,
     private: &Path,
     private_dir: Option<&File>,
-) -> Vec<String> {
+) -> Result<Vec<String>, Error> {
     let mut missing = Vec::new();
     let mut private_missing = 0;
     for e in entries.iter().filter(|e| e.kind == "file") {
@@ -781,7 +794,14 @@ fn preflight(
             match obj.parse::<ObjectId>() {
                 Ok(id) => match store.first_copy(&id) {
                     Ok(Some(_)) => {}
-                    _ => missing.push(format!(
+                    Err(e) => {
+                        return Err(Error::Lookup {
+                            what: format!("object {obj} of the store {}", sys::shown(store.root())),
+                            file: rel,
+                            source: e.into(),
+                        })
+                    }
+                    Ok(None) => missing.push(format!(
                         "object {obj} (for {}) is not in the store {}",
                         crate::sys::shown(&rel),
                         crate::sys::shown(store.root())
@@ -797,6 +817,13 @@ fn preflight(
             let there = private_dir.map(|d| sys::stat_at(d.as_fd(), rel.as_os_str()));
             match there {
                 Some(Ok(st)) if st.mode & libc::S_IFMT == libc::S_IFREG => {}
+                Some(Err(e)) if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                    return Err(Error::Lookup {
+                        what: format!("private file {}", sys::shown(&src)),
+                        file: rel,
+                        source: e.into(),
+                    })
+                }
                 _ => {
                     private_missing += 1;
                     missing.push(format!(
@@ -820,7 +847,7 @@ fn preflight(
             ),
         );
     }
-    missing
+    Ok(missing)
 }
 
 fn restore_file(

@@ -514,6 +514,30 @@ impl Catalog {
         })
     }
 
+    /// The guests whose root was, when a run last finished them, the
+    /// directory (device `dev`, inode `ino`), with its birth time then.
+    pub fn guests_with_root(&self, dev: u64, ino: u64) -> Result<Vec<(GuestRow, Option<i64>)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, path, root_birth_ns FROM guests
+                 WHERE root_dev = ?1 AND root_ino = ?2 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![dev as i64, ino as i64], |r| {
+                let row = GuestRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    path: blob_path(r.get(2)?),
+                };
+                Ok((row, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
     pub fn set_guest_root(&self, guest: i64, root: (u64, u64, Option<i64>)) -> Result<()> {
         let (dev, ino, birth) = root;
         self.conn

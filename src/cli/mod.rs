@@ -289,7 +289,7 @@ pub(crate) fn render(err: &anyhow::Error) -> String {
         }
         out.push_str(&text);
     }
-    out
+    crate::sys::explain_fd_limit(&out)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

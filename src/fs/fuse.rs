@@ -37,6 +37,7 @@ fn err(e: io::Error) -> Errno {
     match e.raw_os_error() {
         Some(libc::ENOENT) => tracing::trace!("reply: {e}"),
         Some(libc::EMFILE) => fd_limit_reached(),
+        Some(libc::ENFILE) => system_fd_limit_reached(&e),
         Some(_) => tracing::debug!("reply: {e}"),
         None => tracing::warn!("reply EIO for: {e}"),
     }
@@ -56,6 +57,15 @@ fn fd_limit_reached() {
              and directory guests have open, and every guest process now gets EMFILE until \
              some are closed (a higher hard limit, `ulimit -Hn`, before the mount, raises it)"
         );
+    }
+}
+
+/// ENFILE: the system's limit (fs.file-max), not the daemon's; said as
+/// seldom.
+fn system_fd_limit_reached(e: &io::Error) {
+    static LOG: super::LogLimit = super::LogLimit::new(1);
+    if LOG.allows() {
+        tracing::warn!("{}", crate::sys::explain_fd_limit(&e.to_string()));
     }
 }
 

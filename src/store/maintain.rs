@@ -273,21 +273,20 @@ impl Store {
         if dry_run {
             return Ok(true);
         }
-        let dir = self.fanout_dir(id, true).map_err(|e| match e {
+        let io = |e: super::Error| match e {
             super::Error::Io { source, .. } => source,
             e => std::io::Error::other(e.to_string()),
-        })?;
-        let (_, name) = super::object_names(id, copy);
+        };
         if !replace {
-            sys::link_fd(file.as_fd(), dir.as_fd(), &name)?;
+            self.at_object(id, copy, true, |dir, name| {
+                sys::link_fd(file.as_fd(), dir, name)
+            })
+            .map_err(io)?;
             return Ok(true);
         }
         // Linked to a temp name in tmp/ (emptied by the next gc if we are
         // killed), then renamed over the copy: the name is never missing.
-        let tmp = self.tmp_dir().map_err(|e| match e {
-            super::Error::Io { source, .. } => source,
-            e => std::io::Error::other(e.to_string()),
-        })?;
+        let tmp = self.tmp_dir().map_err(io)?;
         let mut n = 0u32;
         let temp = loop {
             let temp = std::ffi::OsString::from(format!("relink.{}.{n}", std::process::id()));
@@ -297,9 +296,12 @@ impl Store {
                 Err(e) => return Err(e),
             }
         };
-        if let Err(e) = sys::rename_at(tmp, &temp, dir.as_fd(), &name) {
+        let renamed = self.at_object(id, copy, true, |dir, name| {
+            sys::rename_at(tmp, &temp, dir, name)
+        });
+        if let Err(e) = renamed {
             let _ = sys::unlink_at(tmp, &temp);
-            return Err(e);
+            return Err(io(e));
         }
         Ok(true)
     }

@@ -237,7 +237,9 @@ impl<T> IoContext<T> for io::Result<T> {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    objects: OwnedFd,
+    /// Objects are reached as `ab/cdef…` from this one fd (never a fd per
+    /// fan-out directory: 256 of them would eat a low open-file limit).
+    objects: Arc<OwnedFd>,
     /// `None` in a store that has none and where none can be made (a
     /// read-only backup copy): only writers need it.
     tmp: Option<OwnedFd>,
@@ -245,10 +247,6 @@ pub struct Store {
     /// The inode of `objects/`: another one than the catalog recorded means
     /// the store was restored (every object file is another inode).
     objects_ino: u64,
-    /// Fan-out directories opened so far, by the id's first byte: unify
-    /// links into them thousands of times. Nothing removes one, so an open
-    /// one stays the store's.
-    fanouts: Box<[OnceLock<Arc<OwnedFd>>]>,
     /// Copies 1, 2, … of every object, listed once when first asked for
     /// (see [`Store::copies_past_gaps`]).
     higher_copies: OnceLock<std::collections::HashMap<ObjectId, Vec<u32>>>,
@@ -444,11 +442,10 @@ impl Store {
         let (dev, objects_ino) = (objects_st.dev, objects_st.ino);
         Ok(Store {
             root,
-            objects,
+            objects: Arc::new(objects),
             tmp,
             dev,
             objects_ino,
-            fanouts: (0..256).map(|_| OnceLock::new()).collect(),
             higher_copies: OnceLock::new(),
         })
     }
@@ -651,59 +648,67 @@ impl Store {
         self.root.join(Self::object_rel_path(id, copy))
     }
 
-    /// The fan-out directory of `id`, opened once, created if asked.
-    pub fn fanout_dir(&self, id: &ObjectId, create: bool) -> Result<Arc<OwnedFd>> {
-        let slot = &self.fanouts[usize::from(id.0[0])];
-        if let Some(fd) = slot.get() {
-            return Ok(fd.clone());
-        }
-        let fd = Arc::new(self.open_fanout(id, create)?);
-        // Another thread may have opened it meanwhile: either fd will do.
-        Ok(slot.get_or_init(|| fd).clone())
+    /// `objects/` and the name of object copy `copy` of `id` beneath it
+    /// (`ab/cdef…[.N]`), for linking it into a guest.
+    pub fn object_link_source(&self, id: &ObjectId, copy: u32) -> (Arc<OwnedFd>, OsString) {
+        (self.objects.clone(), object_name(id, copy))
     }
 
-    fn open_fanout(&self, id: &ObjectId, create: bool) -> Result<OwnedFd> {
-        let (dir, _) = object_names(id, 0);
-        let path = self.root.join("objects").join(&dir);
-        match sys::open_at(
-            self.objects.as_fd(),
-            &dir,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        ) {
-            Ok(fd) => Ok(fd),
+    /// Runs `op` on `objects/` and the name of copy `copy` of `id` beneath
+    /// it. With `create`, a missing fan-out directory (ENOENT) is made and
+    /// `op` run once more. The fan-out directories are the store's own
+    /// (`objects/` is root's alone), so a name through one is safe.
+    fn at_object<T>(
+        &self,
+        id: &ObjectId,
+        copy: u32,
+        create: bool,
+        op: impl Fn(BorrowedFd, &OsStr) -> io::Result<T>,
+    ) -> Result<T> {
+        let name = object_name(id, copy);
+        match op(self.objects.as_fd(), &name) {
             Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
-                match sys::mkdir_at(self.objects.as_fd(), &dir, 0o755) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(e).at(path),
-                }
-                sys::open_at(
-                    self.objects.as_fd(),
-                    &dir,
-                    libc::O_RDONLY | libc::O_DIRECTORY,
-                    0,
-                )
-                .at(path)
+                self.make_fanout(id)?;
+                op(self.objects.as_fd(), &name).at(self.object_path(id, copy))
             }
-            Err(e) => Err(e).at(path),
+            r => r.at(self.object_path(id, copy)),
         }
     }
 
-    /// Stats object copy `copy` of `id`; `None` if it does not exist.
-    pub fn stat_object(&self, id: &ObjectId, copy: u32) -> Result<Option<sys::Stat>> {
-        let dir = match self.fanout_dir(id, false) {
-            Ok(d) => d,
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
-                return Ok(None)
+    fn make_fanout(&self, id: &ObjectId) -> Result<()> {
+        let (dir, _) = object_names(id, 0);
+        match sys::mkdir_at(self.objects.as_fd(), &dir, 0o755) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                Err(e).at(self.root.join("objects").join(&dir))
             }
-            Err(e) => return Err(e),
-        };
-        let (_, name) = object_names(id, copy);
-        match sys::stat_at(dir.as_fd(), &name) {
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens copy `copy` of `id` beneath `objects/`, never through a
+    /// symlink; with the fd of no fan-out directory kept.
+    pub fn open_object(&self, id: &ObjectId, copy: u32, flags: i32) -> Result<OwnedFd> {
+        self.at_object(id, copy, false, |dir, name| {
+            sys::open_beneath(dir, Path::new(name), flags)
+        })
+    }
+
+    /// fsyncs the fan-out directory of `id` (a name was added to it).
+    fn sync_fanout(&self, id: &ObjectId) -> io::Result<()> {
+        let (dir, _) = object_names(id, 0);
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        sys::fsync(sys::open_at(self.objects.as_fd(), &dir, flags, 0)?.as_fd())
+    }
+
+    /// Stats object copy `copy` of `id`; `None` if it does not exist (nor
+    /// its fan-out directory). Any other failure (EACCES, EIO) is an error.
+    pub fn stat_object(&self, id: &ObjectId, copy: u32) -> Result<Option<sys::Stat>> {
+        match self.at_object(id, copy, false, sys::stat_at) {
             Ok(st) => Ok(Some(st)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(e).at(self.object_path(id, copy)),
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -718,10 +723,8 @@ impl Store {
         copy: u32,
     ) -> Result<(PathBuf, OwnedFd, sys::Stat, Option<Vec<u8>>)> {
         let path = self.object_path(id, copy);
-        let dir = self.fanout_dir(id, false)?;
-        let (_, name) = object_names(id, copy);
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
-        let fd = sys::open_at(dir.as_fd(), &name, flags, 0).at(&path)?;
+        let fd = self.open_object(id, copy, flags)?;
         let st = sys::fstat(fd.as_fd()).at(&path)?;
         let marker = sys::xattr::get_fd(fd.as_fd(), OsStr::new(MARKER_XATTR)).at(&path)?;
         Ok((path, fd, st, marker))
@@ -889,6 +892,15 @@ pub fn object_names(id: &ObjectId, copy: u32) -> (OsString, OsString) {
         format!("{}.{copy}", &hex[2..])
     };
     (OsString::from(&hex[..2]), OsString::from(name))
+}
+
+/// The name of an object copy relative to `objects/`: `ab/cdef…[.N]`.
+pub fn object_name(id: &ObjectId, copy: u32) -> OsString {
+    let (dir, name) = object_names(id, copy);
+    let mut rel = dir;
+    rel.push("/");
+    rel.push(name);
+    rel
 }
 
 /// Parses an object file name back into (id, copy), given its fan-out dir.

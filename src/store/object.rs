@@ -3,7 +3,7 @@
 //! starting another copy of a full object (EMLINK).
 
 use super::{id, MARKER_XATTR};
-use super::{object_names, read_marker, Error, IoContext, ObjectId, ObjectMeta, Result, Store};
+use super::{read_marker, Error, IoContext, ObjectId, ObjectMeta, Result, Store};
 use crate::sys::{self, Stat};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -11,7 +11,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// The outcome of putting an inode into the store.
 #[derive(Debug)]
@@ -38,9 +37,7 @@ impl Store {
         if marked_here {
             set_marker(fd, id).at(&path)?;
         }
-        let linked = self
-            .fanout_dir(id, true)
-            .and_then(|dir| sys::link_fd(fd, dir.as_fd(), &object_names(id, copy).1).at(&path));
+        let linked = self.at_object(id, copy, true, |dir, name| sys::link_fd(fd, dir, name));
         if linked.is_err() && marked_here {
             match sys::xattr::remove_fd(fd, OsStr::new(MARKER_XATTR)) {
                 Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(e).at(&path),
@@ -63,9 +60,7 @@ impl Store {
     /// so the writer's changes stay the guest's own.
     pub fn undo_ingest(&self, fd: BorrowedFd, id: &ObjectId, copy: u32) -> Result<()> {
         let path = self.object_path(id, copy);
-        let dir = self.fanout_dir(id, false)?;
-        let (_, name) = object_names(id, copy);
-        sys::unlink_at(dir.as_fd(), &name).at(&path)?;
+        self.at_object(id, copy, false, sys::unlink_at)?;
         match sys::xattr::remove_fd(fd, OsStr::new(MARKER_XATTR)) {
             Err(e) if e.raw_os_error() != Some(libc::ENODATA) => Err(e).at(path),
             _ => Ok(()),
@@ -98,19 +93,22 @@ impl Store {
             let _ = sys::unlink_at(tmp_dir, &tmp_name);
             return Ok(None);
         }
-        let dir = self.fanout_dir(id, true)?;
-        let (_, name) = object_names(id, copy);
-        match sys::rename_noreplace(tmp_dir, &tmp_name, dir.as_fd(), &name) {
+        let renamed = self.at_object(id, copy, true, |dir, name| {
+            sys::rename_noreplace(tmp_dir, &tmp_name, dir, name)
+        });
+        match renamed {
             Ok(()) => {}
             Err(e) => {
                 let _ = sys::unlink_at(tmp_dir, &tmp_name);
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    return Ok(Some(Ingested::Exists { copy }));
-                }
-                return Err(e).at(path);
+                return match e {
+                    Error::Io { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
+                        Ok(Some(Ingested::Exists { copy }))
+                    }
+                    e => Err(e),
+                };
             }
         }
-        let _ = sys::fsync(dir.as_fd());
+        let _ = self.sync_fanout(id);
         let stat = sys::fstat(tmp.as_fd()).at(&path)?;
         Ok(Some(Ingested::Linked { copy, stat }))
     }
@@ -125,9 +123,7 @@ impl Store {
         ignore_mtime: bool,
     ) -> Result<Ingested> {
         let src_path = self.object_path(id, from);
-        let dir = self.fanout_dir(id, false)?;
-        let (_, name) = object_names(id, from);
-        let src = sys::open_at(dir.as_fd(), &name, libc::O_RDONLY, 0).at(&src_path)?;
+        let src = self.open_object(id, from, libc::O_RDONLY)?;
         let st = sys::fstat(src.as_fd()).at(&src_path)?;
         let meta = ObjectMeta::of_fd(src.as_fd(), &st, ignore_mtime).at(&src_path)?;
         match self.ingest_by_copy(src.as_fd(), &meta, id, copy)? {
@@ -145,24 +141,14 @@ impl Store {
     /// read of it; copies are rare).
     pub fn new_copy_in_its_mode(&self, id: &ObjectId, from: u32, copy: u32) -> Result<Ingested> {
         let src_path = self.object_path(id, from);
-        let dir = self.fanout_dir(id, false)?;
-        let (_, name) = object_names(id, from);
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW;
-        let src = sys::open_at(dir.as_fd(), &name, flags, 0).at(&src_path)?;
+        let src = self.open_object(id, from, flags)?;
         let st = sys::fstat(src.as_fd()).at(&src_path)?;
         // A second fd to hash through: reading moves the file position.
-        let probe = File::from(sys::open_at(dir.as_fd(), &name, flags, 0).at(&src_path)?);
+        let probe = File::from(self.open_object(id, from, flags)?);
         let with_mtime = ObjectMeta::of_fd(src.as_fd(), &st, false).at(&src_path)?;
         let ignore_mtime = id::hash_id(&with_mtime, &probe).at(&src_path)? != *id;
         self.new_copy(id, from, copy, ignore_mtime)
-    }
-
-    /// Opens object copy `copy` of `id` (its fan-out dir fd and file name),
-    /// for linking it into a guest.
-    pub fn object_link_source(&self, id: &ObjectId, copy: u32) -> Result<(Arc<OwnedFd>, OsString)> {
-        let dir = self.fanout_dir(id, false)?;
-        let (_, name) = object_names(id, copy);
-        Ok((dir, name))
     }
 
     fn create_tmp(&self, tmp_dir: BorrowedFd) -> io::Result<(OsString, OwnedFd)> {

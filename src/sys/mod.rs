@@ -1068,6 +1068,35 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(hard)
 }
 
+/// `text`, an error's message, with the open-file limit and what to do
+/// where it says that limit was hit: a bare "Too many open files" (EMFILE:
+/// this process's RLIMIT_NOFILE; ENFILE: the system's fs.file-max) names
+/// neither. Text that names the limit already is left as it is.
+pub fn explain_fd_limit(text: &str) -> String {
+    let enfile = io::Error::from_raw_os_error(libc::ENFILE).to_string();
+    let emfile = io::Error::from_raw_os_error(libc::EMFILE).to_string();
+    if text.contains("RLIMIT_NOFILE") || text.contains("fs.file-max") {
+        return text.to_owned();
+    }
+    if text.contains(&enfile) {
+        let max = std::fs::read_to_string("/proc/sys/fs/file-max").unwrap_or_default();
+        return format!(
+            "{text} (the system's open-file limit, fs.file-max, is {}: close files or raise it, \
+             `sysctl fs.file-max=N`)",
+            max.trim()
+        );
+    }
+    if text.contains(&emfile) {
+        use nix::sys::resource::{getrlimit, Resource};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((0, 0));
+        return format!(
+            "{text} (the open-file limit, RLIMIT_NOFILE, is {soft}, hard limit {hard}: raise it \
+             (`ulimit -n N` in the shell that runs unifs, systemd LimitNOFILE=) and run again)"
+        );
+    }
+    text.to_owned()
+}
+
 /// Whether the file at `fd` (`size` bytes long) has a hole before its end
 /// (`SEEK_HOLE`; false where the filesystem cannot tell). Leaves the file
 /// offset at 0.

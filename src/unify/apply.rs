@@ -109,6 +109,7 @@ struct Target {
     /// one already links the object.
     inodes: Vec<(u64, u64)>,
     nlink: u64,
+    /// `objects/` (the store's one fd of it) and `ab/cdef…[.N]` beneath it.
     dir: Arc<OwnedFd>,
     name: OsString,
     /// The object file's metadata, read at its first link: an object
@@ -296,7 +297,7 @@ impl<'a> Applier<'a> {
         let Some((copy, st)) = found else {
             return Ok(None);
         };
-        let (dir, name) = self.store.object_link_source(id, copy)?;
+        let (dir, name) = self.store.object_link_source(id, copy);
         Ok(Some(Target {
             id: *id,
             copy,
@@ -394,10 +395,7 @@ impl<'a> Applier<'a> {
                     work.totals.bytes_copied += stat.size;
                     self.note_skip(file, Skip::InUse, work);
                 }
-                let (dir, name) = self
-                    .store
-                    .object_link_source(&group.id, copy)
-                    .map_err(|e| Skip::Failed(e.to_string()))?;
+                let (dir, name) = self.store.object_link_source(&group.id, copy);
                 // Linked, `fd` is the object: read its metadata here rather
                 // than open it again by name for the group's other files.
                 let meta = leased
@@ -697,10 +695,7 @@ impl<'a> Applier<'a> {
             dev: stat.dev,
             ino: stat.ino,
         });
-        let (dir, name) = self
-            .store
-            .object_link_source(&target.id, copy)
-            .map_err(failed)?;
+        let (dir, name) = self.store.object_link_source(&target.id, copy);
         let mut inodes = std::mem::take(&mut target.inodes);
         inodes.push((stat.dev, stat.ino));
         *target = Target {
@@ -809,11 +804,17 @@ impl<'a> Applier<'a> {
     }
 }
 
+/// Opens the object file `target` names, beneath `objects/` and never
+/// through a symlink.
+fn open_target(target: &Target, flags: i32) -> io::Result<OwnedFd> {
+    sys::open_beneath(target.dir.as_fd(), Path::new(&target.name), flags)
+}
+
 /// Why `target` must not be linked to, if it has inode flags (`chattr`,
 /// set on it by hand): the id does not cover them, and a link shares them.
 fn flagged(target: &Target) -> Option<String> {
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
-    let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0).ok()?;
+    let fd = open_target(target, flags).ok()?;
     let found = sys::inode_flags(fd.as_fd()).ok()? & store::INODE_FLAGS;
     let xfs = sys::fs_xattr(fd.as_fd()).ok()?.xflags & store::XFS_FLAGS;
     (found | xfs != 0).then(|| {
@@ -828,7 +829,7 @@ fn flagged(target: &Target) -> Option<String> {
 /// The metadata of the object file `target` names, as its id covers it.
 fn object_meta(target: &Target, ignore_mtime: bool) -> io::Result<ObjectMeta> {
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME | libc::O_NOFOLLOW;
-    let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0)?;
+    let fd = open_target(target, flags)?;
     let st = sys::fstat(fd.as_fd())?;
     ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)
 }
@@ -836,7 +837,7 @@ fn object_meta(target: &Target, ignore_mtime: bool) -> io::Result<ObjectMeta> {
 /// The project ID of the object file `target` names.
 fn object_projid(target: &Target) -> io::Result<u32> {
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME | libc::O_NOFOLLOW;
-    let fd = sys::open_at(target.dir.as_fd(), &target.name, flags, 0)?;
+    let fd = open_target(target, flags)?;
     Ok(sys::fs_xattr(fd.as_fd())?.projid)
 }
 
@@ -1004,7 +1005,7 @@ fn gone_or_fail(e: io::Error) -> Skip {
 /// `--paranoid`: compares the file's bytes with the object's. By offset:
 /// `fd` may be the one hashing read to its end.
 fn same_bytes(fd: BorrowedFd, target: &Target) -> io::Result<bool> {
-    let obj = sys::open_at(target.dir.as_fd(), &target.name, libc::O_RDONLY, 0)?;
+    let obj = open_target(target, libc::O_RDONLY)?;
     let a = File::from(fd.try_clone_to_owned()?);
     let b = File::from(obj);
     let mut buf_a = vec![0u8; 1 << 16];

@@ -103,6 +103,25 @@ pub enum Error {
         known: PathBuf,
     },
     #[error(
+        "guest directory {guest} is the directory the catalog knows as guest {name} at {known} \
+         (the same device and inode: a bind mount, or the guest moved); one directory must not \
+         be two guests, and nothing was done: name it as {known}, or if {known} is really gone \
+         (the guest moved to {guest} for good), `unifs store forget {forget}` first"
+    )]
+    SameGuestOtherPath {
+        guest: PathBuf,
+        name: String,
+        known: PathBuf,
+        /// `known` as a shell word.
+        forget: String,
+    },
+    #[error(
+        "guest directories {first} and {second} are one directory (the same device and inode: \
+         a bind mount?); nothing was done: name it once (where both are guests of the \
+         catalog, `unifs store forget` the one whose path is not to stay)"
+    )]
+    GuestNamedTwice { first: PathBuf, second: PathBuf },
+    #[error(
         "guest {guest} of the catalog {why}: `unifs store forget {forget}` drops it from the \
          catalog if it moved there for good; nothing was done"
     )]
@@ -113,10 +132,10 @@ pub enum Error {
         why: String,
     },
     #[error(
-        "{guests} guests need about {needed} open files (one per guest root, plus about \
-         {beside} for the store and the work), but the open-file limit is {limit}; nothing was \
-         done: raise the hard limit (ulimit -Hn, systemd LimitNOFILE=), or unify the guests \
-         in smaller groups"
+        "{guests} guest(s) need about {needed} open files (one per guest root, plus about \
+         {beside} for the store and the work), but the open-file limit is {limit} \
+         (RLIMIT_NOFILE); nothing was done: raise it (`ulimit -n {needed}` in the shell that runs \
+         unify, systemd LimitNOFILE=), or unify fewer guests per run"
     )]
     TooManyGuests {
         guests: usize,
@@ -692,23 +711,6 @@ fn run(
         store_root: writing.map(|s| s.root().to_path_buf()),
         ..Summary::default()
     };
-    if let Some(store) = writing {
-        // Said first, once: else only "Too many open files", file by file.
-        if spare_fds(guests.len()) == 0 {
-            summary.problems.insert(
-                0,
-                Problem::new(
-                    store.root(),
-                    format!(
-                    "the open-file limit ({}) is below what unify needs (about 600 fds plus one \
-                     per guest): files it cannot open are left as they were; raise the hard \
-                     limit (ulimit -Hn, systemd LimitNOFILE=)",
-                    fd_limit()
-                ),
-                ),
-            );
-        }
-    }
     // Before any file is stat'ed: on a coarse ctime clock, a file changed
     // since (or just before) may change again with the same stat.
     // Once per filesystem (each note reads the mount table).
@@ -1370,6 +1372,8 @@ fn open_guests(
     check_overlaps(&paths, store.map(|s| s.root()))?; // --all adds guests
     check_fd_limit(paths.len())?;
     let too_many = |e: &std::io::Error| e.raw_os_error() == Some(libc::EMFILE);
+    // (device, inode) of each guest root so far: one directory is one guest.
+    let mut roots: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
     let guest_count = paths.len();
     let mut guests = Vec::with_capacity(paths.len());
     let mut missing = Vec::new();
@@ -1424,6 +1428,15 @@ fn open_guests(
         };
         let st = sys::fstat(fd.as_fd()).map_err(guest_err(&root))?;
         let known = catalog.guest_by_path(&root)?;
+        if known.is_none() {
+            check_not_known_elsewhere(catalog, &root, &fd)?;
+        }
+        if let Some(first) = roots.insert((st.dev, st.ino), root.clone()) {
+            return Err(Error::GuestNamedTwice {
+                first,
+                second: root,
+            });
+        }
         if let Some(store) = store {
             // A dry run links nothing, so a store reached through another
             // mount of the guests' filesystem (a read-only bind mount) does
@@ -1519,6 +1532,37 @@ fn open_guests(
         });
     }
     Ok((guests, missing))
+}
+
+/// Refuses a guest root new to the catalog that is the directory a guest
+/// of the catalog was at its last finished run, under another path (a bind
+/// mount, or the guest moved): it would be two guests, its files counted
+/// twice and recorded under two paths. Not where the old path is another
+/// directory now (the old one was replaced there): then they are two.
+fn check_not_known_elsewhere(catalog: &Catalog, root: &Path, fd: &OwnedFd) -> Result<()> {
+    let Some((dev, ino, birth)) = root_identity(fd) else {
+        return Ok(());
+    };
+    for (row, was_born) in catalog.guests_with_root(dev, ino)? {
+        // Another directory that got the inode number of one removed.
+        if birth.is_some() && was_born.is_some() && birth != was_born {
+            continue;
+        }
+        let old_is_other = sys::open_dir(&row.path)
+            .ok()
+            .and_then(|old| root_identity(&old))
+            .is_some_and(|(d, i, _)| (d, i) != (dev, ino));
+        if old_is_other {
+            continue;
+        }
+        return Err(Error::SameGuestOtherPath {
+            guest: root.to_path_buf(),
+            forget: sys::shell_word(&row.path),
+            name: row.name,
+            known: row.path,
+        });
+    }
+    Ok(())
 }
 
 /// Why a guest of the catalog can no longer be linked to the store, when
@@ -1619,30 +1663,30 @@ fn known_overlap<'a>(g: &Path, known: &[&'a GuestRow]) -> Option<&'a GuestRow> {
 
 /// The fds a run with `guests` guests may keep open to save opening them
 /// again: the open-file limit (raised to the hard one) less what the run
-/// holds anyway — a root fd per guest, the store's 256 fan-out directories,
-/// the files being closed, a file per linking thread, and a reserve for
-/// SQLite, the cache files and the like.
+/// holds anyway — a root fd per guest, the files being closed, a file and
+/// a directory per thread, and a reserve for SQLite (catalog, WAL, shm),
+/// the lock, `objects/` (one fd: objects are reached as `ab/cdef…` from
+/// it, never a fd per fan-out directory), `tmp/`, the cache files and the
+/// walk's directories.
 fn spare_fds(guests: usize) -> usize {
     fd_limit().saturating_sub(guests + fds_beside_roots())
 }
 
-/// The fds a run cannot do without beside its guest roots.
-const FDS_AT_LEAST: usize = 64;
+/// The reserve of [`spare_fds`].
+const FDS_RESERVE: usize = 64;
 
-/// The fds a run holds beside its guest roots (see [`spare_fds`]): about 600.
+/// The fds a run holds beside its guest roots (see [`spare_fds`]): about
+/// 350 (264 files being closed, 2 a thread, the reserve).
 fn fds_beside_roots() -> usize {
     let threads = worker_pool().current_num_threads();
-    256 + closer::IN_FLIGHT + 2 * threads + 64
+    closer::IN_FLIGHT + 2 * threads + FDS_RESERVE
 }
 
-/// Refuses a run of `guests` guests whose roots would leave too few fds for
-/// the least a run cannot do without beside them (SQLite, the lock, the
-/// store's directories, a file and a directory per thread): its opens
-/// would fail with a bare "Too many open files" naming whichever guest came
-/// last. (Short of the ~600 that a run needs to work unhindered, it goes on
-/// and says so: [`spare_fds`].)
+/// Refuses, before anything is done, a run of `guests` guests that needs
+/// more fds than the open-file limit allows: it would fail midway, file by
+/// file, with a bare "Too many open files".
 fn check_fd_limit(guests: usize) -> Result<()> {
-    if guests > 0 && guests + FDS_AT_LEAST > fd_limit() {
+    if guests > 0 && guests + fds_beside_roots() > fd_limit() {
         return Err(too_many_guests(guests));
     }
     Ok(())

@@ -69,6 +69,12 @@ fn forget_drops_the_entry_it_was_printed_for_not_a_symlinks_target() {
     let moved = v.join("web1-new");
     fs::rename(&g[0], &moved).unwrap();
     std::os::unix::fs::symlink("web1-new", &g[0]).unwrap();
+    // The catalog of an older unifs, which recorded no guest root's inode:
+    // this one refuses a moved guest until its old path is forgotten.
+    rusqlite::Connection::open(store.join("catalog.db"))
+        .unwrap()
+        .execute("UPDATE guests SET root_dev = NULL, root_ino = NULL", [])
+        .unwrap();
     unify_json(&store, &[&moved]);
 
     let out = unifs(&store, &[&"unify", &"--all", &"--json"]);
