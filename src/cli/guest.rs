@@ -429,6 +429,9 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("--io-weight: {why}");
         }
     }
+    // Before the overlay is mounted: a host whose cgroups cannot hold the
+    // guest is refused at once.
+    crate::guest::cgroup::Hierarchies::detect().check()?;
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
     // on an error too.
     let overlay = match a.root_mount {

@@ -25,6 +25,9 @@ pub struct Hierarchies {
     pub v1_all: Vec<PathBuf>,
     /// The v1 cpuset hierarchy: a new group there has no CPUs until given some.
     pub cpuset: Option<PathBuf>,
+    /// Why a hierarchy this process is in cannot hold a guest (none usable
+    /// is mounted, or it is read-only), with what to do: see [`Hierarchies::check`].
+    pub unusable: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,7 +42,9 @@ impl Hierarchies {
         // Unreadable: no hierarchy is found.
         let mounts = crate::fs::mountinfo::read().unwrap_or_default();
         let mut h = Hierarchies::default();
-        for m in mounts {
+        // (controllers or name, mount point) of each v1 hierarchy used.
+        let mut v1_opts: Vec<(Vec<String>, PathBuf)> = Vec::new();
+        for m in mounts.into_iter().filter(really_mounted) {
             let (mount, opts) = (m.point, m.super_opts.as_str());
             match m.fstype.as_str() {
                 "cgroup2" if h.v2.is_none() => {
@@ -51,9 +56,11 @@ impl Hierarchies {
                     h.v2 = Some(V2 { mount, controllers });
                 }
                 "cgroup" => {
-                    if !h.v1_all.contains(&mount) {
-                        h.v1_all.push(mount.clone());
+                    if v1_opts.iter().any(|(_, p)| *p == mount) {
+                        continue;
                     }
+                    v1_opts.push((opts.split(',').map(str::to_string).collect(), mount.clone()));
+                    h.v1_all.push(mount.clone());
                     if opts.split(',').any(|o| o == "cpuset") {
                         h.cpuset = Some(mount.clone());
                     }
@@ -66,8 +73,104 @@ impl Hierarchies {
                 _ => {}
             }
         }
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        h.unusable = unusable(&own, h.v2.as_ref(), &v1_opts);
         h
     }
+
+    /// An error saying why the guest cannot be placed in its groups, before
+    /// anything is made: a hierarchy this process is in with no usable
+    /// mount would leave the guest in the launcher's group there (outside
+    /// its limits, and writable by guest root), and a read-only one fails
+    /// half-way.
+    pub fn check(&self) -> Result<()> {
+        match self.unusable.first() {
+            Some(why) => Err(Error::Cgroup(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether mountinfo's cgroup mount `m` is what its mount point shows:
+/// not one hidden under a later mount (a tmpfs over /sys/fs/cgroup/memory,
+/// whose mkdir and writes would go to the tmpfs instead).
+fn really_mounted(m: &crate::fs::mountinfo::Mount) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    use std::os::unix::fs::MetadataExt;
+    let magic = match m.fstype.as_str() {
+        "cgroup" => CGROUP_SUPER_MAGIC,
+        "cgroup2" => CGROUP2_SUPER_MAGIC,
+        _ => return false,
+    };
+    let same_dev = std::fs::metadata(&m.point).is_ok_and(|md| {
+        let (major, minor) = (
+            nix::sys::stat::major(md.dev()),
+            nix::sys::stat::minor(md.dev()),
+        );
+        m.dev == format!("{major}:{minor}")
+    });
+    same_dev && statfs(&m.point).is_ok_and(|s| s.filesystem_type() == magic)
+}
+
+/// What is wrong with the hierarchies listed in `own` (/proc/self/cgroup):
+/// one without a usable mount (v1: one whose options name all its
+/// controllers), or with a read-only one, each with the command that mends
+/// it. v2 at its root with no mount is no error: a v1 host lists v2 even
+/// where nothing mounts it, and nobody's limits are there.
+fn unusable(own: &str, v2: Option<&V2>, v1: &[(Vec<String>, PathBuf)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in own.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(names), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let mount = if names.is_empty() {
+            match v2 {
+                Some(v2) => v2.mount.clone(),
+                None if path == "/" => continue,
+                None => {
+                    found.push(
+                        "the cgroup v2 hierarchy this process is in is not mounted (or is \
+                         hidden under another mount): mount it (mount -t cgroup2 cgroup2 \
+                         /sys/fs/cgroup/unified)"
+                            .to_string(),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            let wanted: Vec<&str> = names.split(',').collect();
+            let found_at = v1
+                .iter()
+                .find(|(opts, _)| wanted.iter().all(|w| opts.iter().any(|o| o == w)));
+            match found_at {
+                Some((_, mount)) => mount.clone(),
+                None => {
+                    let dir = names.trim_start_matches("name=");
+                    let opts = match names.starts_with("name=") {
+                        true => format!("none,{names}"),
+                        false => names.to_string(),
+                    };
+                    found.push(format!(
+                        "the cgroup v1 hierarchy {names} this process is in is not mounted (or \
+                         is hidden under another mount): mount it (mount -t cgroup -o {opts} \
+                         cgroup /sys/fs/cgroup/{dir})"
+                    ));
+                    continue;
+                }
+            }
+        };
+        let ro = nix::sys::statvfs::statvfs(&mount)
+            .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        if ro {
+            found.push(format!(
+                "the cgroup hierarchy at {0} is mounted read-only: make it writable \
+                 (mount -o remount,rw {0})",
+                mount.display()
+            ));
+        }
+    }
+    found
 }
 
 /// One step of creating a group.
@@ -422,7 +525,9 @@ impl Cgroup {
     /// Creates the groups and applies the limits; on failure removes what it
     /// made and says which limit could not be applied.
     pub fn create(name: &str, limits: &Limits, track: bool) -> Result<Cgroup> {
-        let plan = plan(&Hierarchies::detect(), name, limits, track)?;
+        let h = Hierarchies::detect();
+        h.check()?;
+        let plan = plan(&h, name, limits, track)?;
         sweep_dead_runs(&plan.groups);
         let cg = Cgroup {
             groups: plan.groups.clone(),
@@ -638,6 +743,7 @@ impl Cgroup {
     /// cannot go), waiting up to two seconds for dying processes.
     pub fn remove(&self) {
         let deadline = Instant::now() + Duration::from_secs(2);
+        let mut read_only: Vec<PathBuf> = Vec::new();
         for g in self
             .groups
             .iter()
@@ -647,6 +753,11 @@ impl Cgroup {
                 match std::fs::remove_dir(&g) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // Waiting does not help, and one line says it for all.
+                    Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                        read_only.push(g.clone());
+                        break;
+                    }
                     Err(e) if Instant::now() > deadline => {
                         tracing::warn!("could not remove cgroup {}: {e}", g.display());
                         break;
@@ -654,6 +765,15 @@ impl Cgroup {
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
+        }
+        if let Some(first) = read_only.first() {
+            tracing::warn!(
+                "could not remove {} cgroup(s), {} among them: the hierarchy is mounted \
+                 read-only (make it writable with mount -o remount,rw on its mount point, then \
+                 rmdir them)",
+                read_only.len(),
+                first.display()
+            );
         }
     }
 
@@ -984,6 +1104,7 @@ mod tests {
             v1,
             v1_all,
             cpuset: Some("/sys/fs/cgroup/cpuset".into()),
+            unusable: vec![],
         }
     }
 
