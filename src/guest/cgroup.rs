@@ -515,6 +515,16 @@ fn writes(limit: &'static str, dir: &Path, files: Vec<(&'static str, String)>) -
 /// namespace of its own, and would write them at its namespace's root.
 const LEAF: &str = "guest";
 
+/// The group below each of a guest's groups that its overlay daemon joins
+/// before it serves: the limits on the group above cover the daemon's work
+/// for the guest too, while `ps`, `status`'s process count and `stop`'s
+/// kill of the guest look at [`LEAF`] alone.
+const DAEMON_LEAF: &str = "mount";
+
+/// How long the overlay daemon may take to end after its root was
+/// unmounted before what is left in its leaf is killed.
+const DAEMON_EXIT: Duration = Duration::from_secs(5);
+
 /// A guest's groups, once created.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Cgroup {
@@ -591,6 +601,29 @@ impl Cgroup {
     /// by a process that will no longer see them (`guest exec`'s command):
     /// the leaf's, or the group's own where it has no leaf (a guest started
     /// by a build before e600671, whose processes are in the group itself).
+    /// Each group's [`DAEMON_LEAF`]'s `cgroup.procs` (made if need be),
+    /// open for writing: the overlay daemon joins them (see
+    /// [`crate::guest::sys::join_cgroups`]) before it serves.
+    pub fn open_daemon_procs(&self) -> Result<Vec<std::fs::File>> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let leaf = g.join(DAEMON_LEAF);
+                match std::fs::create_dir(&leaf) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(Error::io("creating cgroup", leaf, e))
+                    }
+                    _ => {}
+                }
+                let procs = leaf.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&procs)
+                    .map_err(|e| Error::io("opening cgroup", procs, e))
+            })
+            .collect()
+    }
+
     pub fn open_procs(&self) -> Result<Vec<std::fs::File>> {
         self.groups
             .iter()
@@ -698,45 +731,87 @@ impl Cgroup {
         result
     }
 
-    /// Every process in the guest's groups, and in groups below them (a
-    /// guest with its own cgroup mount may move processes there).
+    /// Every process of the guest: in its groups, and in groups below them
+    /// (a guest with its own cgroup mount may move processes there), but
+    /// for its overlay daemon's ([`DAEMON_LEAF`]).
     pub fn pids(&self) -> Vec<i32> {
-        let mut pids: Vec<i32> = self
-            .groups
-            .iter()
-            .flat_map(|g| subtree(g))
-            .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
-            .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
-            // A process outside our PID namespace reads as 0: a kill(0)
-            // would end our own process group.
-            .filter(|&pid| pid > 0)
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        let guest = self.groups.iter().flat_map(|g| {
+            let daemon = g.join(DAEMON_LEAF);
+            subtree(g)
+                .into_iter()
+                .filter(move |d| !d.starts_with(&daemon))
+        });
+        procs_in(guest)
     }
 
+    /// The processes of the guest's overlay daemon (its [`DAEMON_LEAF`]s).
+    pub fn daemon_pids(&self) -> Vec<i32> {
+        procs_in(
+            self.groups
+                .iter()
+                .flat_map(|g| subtree(&g.join(DAEMON_LEAF))),
+        )
+    }
+
+    /// Once the guest's root is unmounted: waits up to [`DAEMON_EXIT`] for
+    /// its overlay daemon to end, then kills what is left in its leaf.
+    pub fn end_daemon(&self) {
+        let deadline = Instant::now() + DAEMON_EXIT;
+        while !self.daemon_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = self.daemon_pids();
+        if left.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            "the overlay daemon (pids {left:?}) did not end within {} s of the unmount; \
+             killing it",
+            DAEMON_EXIT.as_secs()
+        );
+        for g in &self.groups {
+            let _ = std::fs::write(g.join(DAEMON_LEAF).join("cgroup.kill"), "1");
+        }
+        kill_and_thaw(&left, self.groups.iter().map(|g| g.join(DAEMON_LEAF)));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.daemon_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The processes in `groups`, sorted, each once.
+fn procs_in(groups: impl Iterator<Item = PathBuf>) -> Vec<i32> {
+    let mut pids: Vec<i32> = groups
+        .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
+        .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+        // A process outside our PID namespace reads as 0: a kill(0)
+        // would end our own process group.
+        .filter(|&pid| pid > 0)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+impl Cgroup {
     /// SIGKILLs every process in the groups (cgroup.kill on v2 where the
     /// kernel has it, else one by one), then thaws any v1 freezer group
     /// among them and below them: a frozen process does not end on SIGKILL
     /// until thawed, and guest root can freeze its own (a freezer mount in
     /// a user namespace of its own) to outlive `stop`.
+    ///
+    /// Not the overlay daemon ([`Cgroup::end_daemon`] after the unmount),
+    /// but its freezer group is thawed too: a frozen daemon would hold the
+    /// guest's processes that wait on it.
     pub fn kill_all(&self) {
         for g in &self.groups {
-            let _ = std::fs::write(g.join("cgroup.kill"), "1");
+            // The group itself for a guest started without the leaf.
+            let leaf = g.join(LEAF);
+            let target = if leaf.is_dir() { leaf } else { g.clone() };
+            let _ = std::fs::write(target.join("cgroup.kill"), "1");
         }
-        for pid in self.pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        for g in self.groups.iter().flat_map(|g| subtree(g)) {
-            let state = g.join("freezer.state");
-            if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() != "THAWED") {
-                let _ = std::fs::write(&state, "THAWED");
-            }
-        }
+        kill_and_thaw(&self.pids(), self.groups.iter().cloned());
     }
 
     /// Removes the groups (those below them first: a group with children
@@ -811,6 +886,23 @@ impl Cgroup {
             .iter()
             .flat_map(|g| files.iter().map(move |f| g.join(f)))
             .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+}
+
+/// SIGKILLs `pids`, then thaws every v1 freezer group in and below `groups`
+/// (a frozen process does not end on SIGKILL until thawed).
+fn kill_and_thaw(pids: &[i32], groups: impl Iterator<Item = PathBuf>) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for g in groups.flat_map(|g| subtree(&g)) {
+        let state = g.join("freezer.state");
+        if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() != "THAWED") {
+            let _ = std::fs::write(&state, "THAWED");
+        }
     }
 }
 

@@ -2,16 +2,23 @@
 //! guest (one not mounted, hidden under another mount, or read-only) is
 //! refused before anything starts, with the command that mends it.
 //!
+//! And the overlay daemon serving a guest's root was left in the caller's
+//! cgroup, its work for the guest outside the guest's limits: it is now in
+//! `unifs/NAME/mount`, beside the guest's `unifs/NAME/guest`.
+//!
 //! The host's hierarchies are never touched: each case runs in a private
 //! mount namespace of its own (`unshare -m`), where a hierarchy is
 //! unmounted, covered or made read-only; it goes with the namespace.
 
 use crate::common::unifs_bin;
-use crate::guest::harness::{can_run, run_bounded, stderr, TestRoot};
+use crate::guest::harness::{
+    can_run, groups, is_mounted, ok, run_bounded, run_group, stderr, within_5s, KillOnDrop,
+    TestRoot,
+};
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use std::ffi::OsStr;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A v1 hierarchy of `controller` mounted at /sys/fs/cgroup/CONTROLLER, or
@@ -123,4 +130,143 @@ fn s27_a_read_only_hierarchy_is_one_error_naming_remount_rw() {
     );
     assert!(!err.contains("could not remove"), "{err}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// The pids in `group`'s `cgroup.procs`.
+fn procs(group: &Path) -> Vec<i32> {
+    let text = std::fs::read_to_string(group.join("cgroup.procs")).unwrap_or_default();
+    text.lines().filter_map(|l| l.parse().ok()).collect()
+}
+
+/// Whether `pid` holds /dev/fuse open (an overlay daemon).
+fn holds_fuse(pid: i32) -> bool {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten();
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/fuse")))
+}
+
+/// Checks, in every one of `groups` (one per hierarchy), that the overlay
+/// daemon is in `mount` below it and `guest` holds `guest_pid` but no
+/// daemon; returns the daemon's pids.
+fn daemon_in_mount_leaf(groups: &[PathBuf], guest_pid: i32) -> Vec<i32> {
+    assert!(!groups.is_empty(), "the guest has no groups");
+    let mut daemon = Vec::new();
+    for g in groups {
+        let in_mount = procs(&g.join("mount"));
+        assert!(
+            in_mount.iter().any(|&p| holds_fuse(p)),
+            "no overlay daemon in {}/mount (holds {in_mount:?})",
+            g.display()
+        );
+        let in_guest = procs(&g.join("guest"));
+        assert!(
+            in_guest.contains(&guest_pid),
+            "{}: {in_guest:?}",
+            g.display()
+        );
+        assert!(
+            !in_guest.iter().any(|&p| holds_fuse(p)),
+            "a daemon in {}/guest",
+            g.display()
+        );
+        daemon.extend(in_mount);
+    }
+    daemon.sort_unstable();
+    daemon.dedup();
+    daemon
+}
+
+/// A named guest with memory and pids limits: its overlay daemon was in
+/// the caller's cgroup, outside them. It is now in `unifs/NAME/mount` in
+/// every hierarchy, the guest's processes in `unifs/NAME/guest`; `ps` and
+/// `status` count the guest's alone; `stop` leaves no group and no mount.
+#[test]
+fn s27_a_named_guests_overlay_daemon_is_in_its_mount_leaf() {
+    if !can_run("s27_a_named_guests_overlay_daemon_is_in_its_mount_leaf") {
+        return;
+    }
+    let g = Guest::new("s27daemon", SLEEP);
+    // Guest::new's config has `pids = 64`; a memory limit as well.
+    let toml = g.config_dir().join(format!("{}.toml", g.name));
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}memory = \"256M\"\n")).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let init = g.init_pid() as i32;
+    let mine: Vec<PathBuf> = groups(&g.name, g.run_dir())
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    let daemon = daemon_in_mount_leaf(&mine, init);
+
+    let listed = ok(&g.unifs(&["ps", "--json", &g.name]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let pids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_i64().unwrap())
+        .collect();
+    assert!(pids.contains(&(init as i64)), "{pids:?}");
+    assert!(
+        !pids.iter().any(|p| daemon.contains(&(*p as i32))),
+        "ps lists the daemon {daemon:?}: {pids:?}"
+    );
+    let status = ok(&g.unifs(&["status", "--json", &g.name]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["processes"], 1, "{status}");
+
+    ok(&g.unifs(&["stop", &g.name]));
+    for d in &mine {
+        assert!(!d.exists(), "{} is left", d.display());
+    }
+    assert!(!is_mounted(&g.run(&g.name).join("root")));
+    assert!(
+        within_5s(|| daemon.iter().all(|&p| !holds_fuse(p))),
+        "the daemon {daemon:?} outlived stop"
+    );
+}
+
+/// `unifs run` with a pids limit: its forked overlay daemon joins the
+/// run's `mount` leaf before it serves; the groups go with the run.
+#[test]
+fn s27_a_runs_overlay_daemon_is_in_its_mount_leaf() {
+    if !can_run("s27_a_runs_overlay_daemon_is_in_its_mount_leaf") {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.env("UNIFS_STORE", t.dir.path().join("no-store"));
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--pids", "50", "--", "/bin/sleep", "4"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let mut run = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = run.0.as_ref().unwrap().id();
+    let hierarchies: Vec<PathBuf> = crate::guest::harness::cgroup_hierarchies()
+        .into_iter()
+        .filter(|h| h.join("unifs").is_dir())
+        .collect();
+    let mut mine = Vec::new();
+    assert!(
+        within_5s(|| {
+            mine = hierarchies
+                .iter()
+                .filter_map(|h| run_group(h, pid))
+                .collect();
+            !mine.is_empty() && mine.iter().all(|g| !procs(&g.join("guest")).is_empty())
+        }),
+        "the run's groups never held its guest: {mine:?}"
+    );
+    let guest = procs(&mine[0].join("guest"))[0];
+    daemon_in_mount_leaf(&mine, guest);
+    let child = run.0.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for g in &mine {
+        assert!(within_5s(|| !g.exists()), "{} is left", g.display());
+    }
 }
