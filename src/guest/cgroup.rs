@@ -1066,7 +1066,10 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
             let dead = Cgroup {
                 groups: vec![e.path()],
             };
-            let left = dead.pids();
+            // Its overlay daemon too (in its `mount` leaf): one that
+            // outlived its parent-death signal (stopped) holds the group.
+            let mut left = dead.pids();
+            left.extend(dead.daemon_pids());
             if !left.is_empty() {
                 if !orphaned(&left) {
                     continue;
@@ -1078,13 +1081,15 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
                     e.path().display()
                 );
                 dead.kill_all();
+                kill_and_thaw(&dead.daemon_pids(), dead.groups.iter().cloned());
                 let deadline = Instant::now() + Duration::from_secs(2);
-                while !dead.pids().is_empty() && Instant::now() < deadline {
+                let ended = || dead.pids().is_empty() && dead.daemon_pids().is_empty();
+                while !ended() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            // Its leaf (`guest`, where the processes were) first: a group
-            // with children cannot go. One still in use stays.
+            // Its leaves (`guest` and `mount`, where the processes were)
+            // first: a group with children cannot go. One still in use stays.
             for g in subtree(&e.path()).into_iter().rev() {
                 let _ = std::fs::remove_dir(g);
             }

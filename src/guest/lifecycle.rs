@@ -79,7 +79,6 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     }
     // Checked before anything is mounted.
     check_paths(dirs, name, &cfg)?;
-    super::cgroup::Hierarchies::detect().check()?;
     let spec = spec_of(&cfg, dirs, name)?;
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     spec.limits.check()?;

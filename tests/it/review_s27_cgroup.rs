@@ -12,7 +12,7 @@
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{
-    can_run, groups, is_mounted, ok, run_bounded, run_group, stderr, within_5s, KillOnDrop,
+    can_run, groups, is_mounted, ok, run_bounded, run_group, stderr, stdout, within_5s, KillOnDrop,
     TestRoot,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
@@ -269,4 +269,60 @@ fn s27_a_runs_overlay_daemon_is_in_its_mount_leaf() {
     for g in &mine {
         assert!(within_5s(|| !g.exists()), "{} is left", g.display());
     }
+}
+
+/// Thaws a v1 freezer group on drop, so a failed test leaves no frozen guest.
+struct Thaw(PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+    }
+}
+
+/// A guest frozen in its v1 freezer group (`docker pause`): its overlay
+/// daemon, in the caller's freezer group, ran on. It is now frozen with
+/// the guest (its `mount` leaf is below the group); `status` says
+/// `running (frozen)` and `exec` is refused, both at once rather than
+/// waiting on the frozen daemon; `stop` thaws and ends both.
+#[test]
+fn s27_a_frozen_guests_daemon_is_frozen_with_it_and_refused_at_once() {
+    let test = "s27_a_frozen_guests_daemon_is_frozen_with_it_and_refused_at_once";
+    if !can_run(test) {
+        return;
+    }
+    let Some(freezer) = v1_hierarchy(test, "freezer") else {
+        return;
+    };
+    let g = Guest::new("s27frozen", SLEEP);
+    ok(&g.unifs(&["start", &g.name]));
+    let group = groups(&g.name, g.run_dir())
+        .into_iter()
+        .find(|d| d.starts_with(&freezer))
+        .unwrap();
+    let thaw = Thaw(group.clone());
+    std::fs::write(group.join("freezer.state"), "FROZEN").unwrap();
+    let daemon_state = group.join("mount/freezer.state");
+    assert!(
+        within_5s(|| std::fs::read_to_string(&daemon_state).is_ok_and(|s| s.trim() == "FROZEN")),
+        "the daemon's group is not frozen: {:?}",
+        std::fs::read_to_string(&daemon_state)
+    );
+
+    let began = Instant::now();
+    let status = g.unifs(&["status", &g.name]);
+    assert!(stdout(&status).contains("running (frozen)"), "{status:?}");
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(stderr(&o).contains("is frozen"), "{}", stderr(&o));
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "status and exec took {:?}",
+        began.elapsed()
+    );
+
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    drop(thaw);
+    assert!(within_5s(|| !group.exists()), "{} is left", group.display());
+    assert!(!is_mounted(&g.run(&g.name).join("root")));
 }
