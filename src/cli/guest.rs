@@ -431,19 +431,31 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("--io-weight: {why}");
         }
     }
+    // Before the overlay is mounted: its daemon joins them (a host whose
+    // cgroups cannot hold the guest is refused at once).
+    let cgroup = crate::guest::cgroup::Cgroup::create(&spec.name, &spec.limits, true)?;
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
-    // on an error too.
-    let overlay = match a.root_mount {
-        RootMount::Overlay => Some(overlay_root(g, &root)?),
-        RootMount::Bind => None,
+    // on an error too; the groups go after it.
+    let code = match a.root_mount {
+        RootMount::Overlay => overlay_root(g, &root, &cgroup).and_then(|overlay| {
+            let code = crate::guest::launch::run(&spec, Some(&overlay), &cgroup);
+            drop(overlay);
+            Ok(code?)
+        }),
+        RootMount::Bind => crate::guest::launch::run(&spec, None, &cgroup).map_err(Into::into),
     };
-    let code = crate::guest::launch::run(&spec, overlay.as_ref());
-    drop(overlay);
+    cgroup.kill_all();
+    cgroup.end_daemon();
+    cgroup.remove();
     exit_code(code?)
 }
 
 /// The checks `unifs mount` makes, then the overlay over `root`.
-fn overlay_root(g: &Global, root: &std::path::Path) -> anyhow::Result<OverlayRoot> {
+fn overlay_root(
+    g: &Global,
+    root: &std::path::Path,
+    cgroup: &crate::guest::cgroup::Cgroup,
+) -> anyhow::Result<OverlayRoot> {
     if !nix::unistd::geteuid().is_root() {
         return Err(crate::guest::Error::Permission("starting a guest").into());
     }
@@ -463,6 +475,7 @@ fn overlay_root(g: &Global, root: &std::path::Path) -> anyhow::Result<OverlayRoo
     Ok(OverlayRoot::mount(
         root,
         &crate::fs::MountOptions::default(),
+        cgroup.open_daemon_procs()?,
     )?)
 }
 

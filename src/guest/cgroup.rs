@@ -25,6 +25,9 @@ pub struct Hierarchies {
     pub v1_all: Vec<PathBuf>,
     /// The v1 cpuset hierarchy: a new group there has no CPUs until given some.
     pub cpuset: Option<PathBuf>,
+    /// Why a hierarchy this process is in cannot hold a guest (none usable
+    /// is mounted, or it is read-only), with what to do: see [`Hierarchies::check`].
+    pub unusable: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,7 +42,9 @@ impl Hierarchies {
         // Unreadable: no hierarchy is found.
         let mounts = crate::fs::mountinfo::read().unwrap_or_default();
         let mut h = Hierarchies::default();
-        for m in mounts {
+        // (controllers or name, mount point) of each v1 hierarchy used.
+        let mut v1_opts: Vec<(Vec<String>, PathBuf)> = Vec::new();
+        for m in mounts.into_iter().filter(really_mounted) {
             let (mount, opts) = (m.point, m.super_opts.as_str());
             match m.fstype.as_str() {
                 "cgroup2" if h.v2.is_none() => {
@@ -51,9 +56,11 @@ impl Hierarchies {
                     h.v2 = Some(V2 { mount, controllers });
                 }
                 "cgroup" => {
-                    if !h.v1_all.contains(&mount) {
-                        h.v1_all.push(mount.clone());
+                    if v1_opts.iter().any(|(_, p)| *p == mount) {
+                        continue;
                     }
+                    v1_opts.push((opts.split(',').map(str::to_string).collect(), mount.clone()));
+                    h.v1_all.push(mount.clone());
                     if opts.split(',').any(|o| o == "cpuset") {
                         h.cpuset = Some(mount.clone());
                     }
@@ -66,8 +73,104 @@ impl Hierarchies {
                 _ => {}
             }
         }
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        h.unusable = unusable(&own, h.v2.as_ref(), &v1_opts);
         h
     }
+
+    /// An error saying why the guest cannot be placed in its groups, before
+    /// anything is made: a hierarchy this process is in with no usable
+    /// mount would leave the guest in the launcher's group there (outside
+    /// its limits, and writable by guest root), and a read-only one fails
+    /// half-way.
+    pub fn check(&self) -> Result<()> {
+        match self.unusable.first() {
+            Some(why) => Err(Error::Cgroup(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether mountinfo's cgroup mount `m` is what its mount point shows:
+/// not one hidden under a later mount (a tmpfs over /sys/fs/cgroup/memory,
+/// whose mkdir and writes would go to the tmpfs instead).
+fn really_mounted(m: &crate::fs::mountinfo::Mount) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    use std::os::unix::fs::MetadataExt;
+    let magic = match m.fstype.as_str() {
+        "cgroup" => CGROUP_SUPER_MAGIC,
+        "cgroup2" => CGROUP2_SUPER_MAGIC,
+        _ => return false,
+    };
+    let same_dev = std::fs::metadata(&m.point).is_ok_and(|md| {
+        let (major, minor) = (
+            nix::sys::stat::major(md.dev()),
+            nix::sys::stat::minor(md.dev()),
+        );
+        m.dev == format!("{major}:{minor}")
+    });
+    same_dev && statfs(&m.point).is_ok_and(|s| s.filesystem_type() == magic)
+}
+
+/// What is wrong with the hierarchies listed in `own` (/proc/self/cgroup):
+/// one without a usable mount (v1: one whose options name all its
+/// controllers), or with a read-only one, each with the command that mends
+/// it. v2 at its root with no mount is no error: a v1 host lists v2 even
+/// where nothing mounts it, and nobody's limits are there.
+fn unusable(own: &str, v2: Option<&V2>, v1: &[(Vec<String>, PathBuf)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in own.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(names), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let mount = if names.is_empty() {
+            match v2 {
+                Some(v2) => v2.mount.clone(),
+                None if path == "/" => continue,
+                None => {
+                    found.push(
+                        "the cgroup v2 hierarchy this process is in is not mounted (or is \
+                         hidden under another mount): mount it (mount -t cgroup2 cgroup2 \
+                         /sys/fs/cgroup/unified)"
+                            .to_string(),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            let wanted: Vec<&str> = names.split(',').collect();
+            let found_at = v1
+                .iter()
+                .find(|(opts, _)| wanted.iter().all(|w| opts.iter().any(|o| o == w)));
+            match found_at {
+                Some((_, mount)) => mount.clone(),
+                None => {
+                    let dir = names.trim_start_matches("name=");
+                    let opts = match names.starts_with("name=") {
+                        true => format!("none,{names}"),
+                        false => names.to_string(),
+                    };
+                    found.push(format!(
+                        "the cgroup v1 hierarchy {names} this process is in is not mounted (or \
+                         is hidden under another mount): mount it (mount -t cgroup -o {opts} \
+                         cgroup /sys/fs/cgroup/{dir})"
+                    ));
+                    continue;
+                }
+            }
+        };
+        let ro = nix::sys::statvfs::statvfs(&mount)
+            .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        if ro {
+            found.push(format!(
+                "the cgroup hierarchy at {0} is mounted read-only: make it writable \
+                 (mount -o remount,rw {0})",
+                mount.display()
+            ));
+        }
+    }
+    found
 }
 
 /// One step of creating a group.
@@ -412,6 +515,16 @@ fn writes(limit: &'static str, dir: &Path, files: Vec<(&'static str, String)>) -
 /// namespace of its own, and would write them at its namespace's root.
 const LEAF: &str = "guest";
 
+/// The group below each of a guest's groups that its overlay daemon joins
+/// before it serves: the limits on the group above cover the daemon's work
+/// for the guest too, while `ps`, `status`'s process count and `stop`'s
+/// kill of the guest look at [`LEAF`] alone.
+const DAEMON_LEAF: &str = "mount";
+
+/// How long the overlay daemon may take to end after its root was
+/// unmounted before what is left in its leaf is killed.
+const DAEMON_EXIT: Duration = Duration::from_secs(5);
+
 /// A guest's groups, once created.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Cgroup {
@@ -422,7 +535,9 @@ impl Cgroup {
     /// Creates the groups and applies the limits; on failure removes what it
     /// made and says which limit could not be applied.
     pub fn create(name: &str, limits: &Limits, track: bool) -> Result<Cgroup> {
-        let plan = plan(&Hierarchies::detect(), name, limits, track)?;
+        let h = Hierarchies::detect();
+        h.check()?;
+        let plan = plan(&h, name, limits, track)?;
         sweep_dead_runs(&plan.groups);
         let cg = Cgroup {
             groups: plan.groups.clone(),
@@ -486,6 +601,29 @@ impl Cgroup {
     /// by a process that will no longer see them (`guest exec`'s command):
     /// the leaf's, or the group's own where it has no leaf (a guest started
     /// by a build before e600671, whose processes are in the group itself).
+    /// Each group's [`DAEMON_LEAF`]'s `cgroup.procs` (made if need be),
+    /// open for writing: the overlay daemon joins them (see
+    /// [`crate::guest::sys::join_cgroups`]) before it serves.
+    pub fn open_daemon_procs(&self) -> Result<Vec<std::fs::File>> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let leaf = g.join(DAEMON_LEAF);
+                match std::fs::create_dir(&leaf) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(Error::io("creating cgroup", leaf, e))
+                    }
+                    _ => {}
+                }
+                let procs = leaf.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&procs)
+                    .map_err(|e| Error::io("opening cgroup", procs, e))
+            })
+            .collect()
+    }
+
     pub fn open_procs(&self) -> Result<Vec<std::fs::File>> {
         self.groups
             .iter()
@@ -593,51 +731,94 @@ impl Cgroup {
         result
     }
 
-    /// Every process in the guest's groups, and in groups below them (a
-    /// guest with its own cgroup mount may move processes there).
+    /// Every process of the guest: in its groups, and in groups below them
+    /// (a guest with its own cgroup mount may move processes there), but
+    /// for its overlay daemon's ([`DAEMON_LEAF`]).
     pub fn pids(&self) -> Vec<i32> {
-        let mut pids: Vec<i32> = self
-            .groups
-            .iter()
-            .flat_map(|g| subtree(g))
-            .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
-            .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
-            // A process outside our PID namespace reads as 0: a kill(0)
-            // would end our own process group.
-            .filter(|&pid| pid > 0)
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        let guest = self.groups.iter().flat_map(|g| {
+            let daemon = g.join(DAEMON_LEAF);
+            subtree(g)
+                .into_iter()
+                .filter(move |d| !d.starts_with(&daemon))
+        });
+        procs_in(guest)
     }
 
+    /// The processes of the guest's overlay daemon (its [`DAEMON_LEAF`]s).
+    pub fn daemon_pids(&self) -> Vec<i32> {
+        procs_in(
+            self.groups
+                .iter()
+                .flat_map(|g| subtree(&g.join(DAEMON_LEAF))),
+        )
+    }
+
+    /// Once the guest's root is unmounted: waits up to [`DAEMON_EXIT`] for
+    /// its overlay daemon to end, then kills what is left in its leaf.
+    pub fn end_daemon(&self) {
+        let deadline = Instant::now() + DAEMON_EXIT;
+        while !self.daemon_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = self.daemon_pids();
+        if left.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            "the overlay daemon (pids {left:?}) did not end within {} s of the unmount; \
+             killing it",
+            DAEMON_EXIT.as_secs()
+        );
+        for g in &self.groups {
+            let _ = std::fs::write(g.join(DAEMON_LEAF).join("cgroup.kill"), "1");
+        }
+        kill_and_thaw(&left, self.groups.iter().map(|g| g.join(DAEMON_LEAF)));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.daemon_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The processes in `groups`, sorted, each once.
+fn procs_in(groups: impl Iterator<Item = PathBuf>) -> Vec<i32> {
+    let mut pids: Vec<i32> = groups
+        .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
+        .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+        // A process outside our PID namespace reads as 0: a kill(0)
+        // would end our own process group.
+        .filter(|&pid| pid > 0)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+impl Cgroup {
     /// SIGKILLs every process in the groups (cgroup.kill on v2 where the
     /// kernel has it, else one by one), then thaws any v1 freezer group
     /// among them and below them: a frozen process does not end on SIGKILL
     /// until thawed, and guest root can freeze its own (a freezer mount in
     /// a user namespace of its own) to outlive `stop`.
+    ///
+    /// Not the overlay daemon ([`Cgroup::end_daemon`] after the unmount),
+    /// but its freezer group is thawed too: a frozen daemon would hold the
+    /// guest's processes that wait on it.
     pub fn kill_all(&self) {
         for g in &self.groups {
-            let _ = std::fs::write(g.join("cgroup.kill"), "1");
+            // The group itself for a guest started without the leaf.
+            let leaf = g.join(LEAF);
+            let target = if leaf.is_dir() { leaf } else { g.clone() };
+            let _ = std::fs::write(target.join("cgroup.kill"), "1");
         }
-        for pid in self.pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        for g in self.groups.iter().flat_map(|g| subtree(g)) {
-            let state = g.join("freezer.state");
-            if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() != "THAWED") {
-                let _ = std::fs::write(&state, "THAWED");
-            }
-        }
+        kill_and_thaw(&self.pids(), self.groups.iter().cloned());
     }
 
     /// Removes the groups (those below them first: a group with children
     /// cannot go), waiting up to two seconds for dying processes.
     pub fn remove(&self) {
         let deadline = Instant::now() + Duration::from_secs(2);
+        let mut read_only: Vec<PathBuf> = Vec::new();
         for g in self
             .groups
             .iter()
@@ -647,6 +828,11 @@ impl Cgroup {
                 match std::fs::remove_dir(&g) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // Waiting does not help, and one line says it for all.
+                    Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                        read_only.push(g.clone());
+                        break;
+                    }
                     Err(e) if Instant::now() > deadline => {
                         tracing::warn!("could not remove cgroup {}: {e}", g.display());
                         break;
@@ -654,6 +840,15 @@ impl Cgroup {
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
+        }
+        if let Some(first) = read_only.first() {
+            tracing::warn!(
+                "could not remove {} cgroup(s), {} among them: the hierarchy is mounted \
+                 read-only (make it writable with mount -o remount,rw on its mount point, then \
+                 rmdir them)",
+                read_only.len(),
+                first.display()
+            );
         }
     }
 
@@ -691,6 +886,23 @@ impl Cgroup {
             .iter()
             .flat_map(|g| files.iter().map(move |f| g.join(f)))
             .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+}
+
+/// SIGKILLs `pids`, then thaws every v1 freezer group in and below `groups`
+/// (a frozen process does not end on SIGKILL until thawed).
+fn kill_and_thaw(pids: &[i32], groups: impl Iterator<Item = PathBuf>) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for g in groups.flat_map(|g| subtree(&g)) {
+        let state = g.join("freezer.state");
+        if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() != "THAWED") {
+            let _ = std::fs::write(&state, "THAWED");
+        }
     }
 }
 
@@ -854,7 +1066,10 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
             let dead = Cgroup {
                 groups: vec![e.path()],
             };
-            let left = dead.pids();
+            // Its overlay daemon too (in its `mount` leaf): one that
+            // outlived its parent-death signal (stopped) holds the group.
+            let mut left = dead.pids();
+            left.extend(dead.daemon_pids());
             if !left.is_empty() {
                 if !orphaned(&left) {
                     continue;
@@ -866,13 +1081,15 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
                     e.path().display()
                 );
                 dead.kill_all();
+                kill_and_thaw(&dead.daemon_pids(), dead.groups.iter().cloned());
                 let deadline = Instant::now() + Duration::from_secs(2);
-                while !dead.pids().is_empty() && Instant::now() < deadline {
+                let ended = || dead.pids().is_empty() && dead.daemon_pids().is_empty();
+                while !ended() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            // Its leaf (`guest`, where the processes were) first: a group
-            // with children cannot go. One still in use stays.
+            // Its leaves (`guest` and `mount`, where the processes were)
+            // first: a group with children cannot go. One still in use stays.
             for g in subtree(&e.path()).into_iter().rev() {
                 let _ = std::fs::remove_dir(g);
             }
@@ -984,6 +1201,7 @@ mod tests {
             v1,
             v1_all,
             cpuset: Some("/sys/fs/cgroup/cpuset".into()),
+            unusable: vec![],
         }
     }
 

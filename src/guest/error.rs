@@ -20,6 +20,10 @@ pub enum Error {
     CommandNotFound { command: String, root: PathBuf },
     #[error("cannot apply {limit}: {reason}")]
     Limit { limit: &'static str, reason: String },
+    /// The host's cgroups cannot hold the guest (a hierarchy not mounted,
+    /// or mounted read-only); the message says what to do.
+    #[error("cannot place the guest in cgroups: {0}")]
+    Cgroup(String),
     #[error("invalid {what} {value:?}: {reason}")]
     Invalid {
         what: &'static str,

@@ -41,16 +41,21 @@ pub enum Stdio {
 pub struct Spawned {
     /// Its PID on the host.
     pub pid: Pid,
-    pub cgroup: Cgroup,
     /// `unifs run`'s (a foreground guest's) [`Keeper`].
     pub keeper: Option<Keeper>,
     /// [`Stdio::Terminal`]'s pty master, to proxy.
     pub pty: Option<PtyMaster>,
 }
 
-/// `unifs run`: starts the guest, waits for it, and returns the command's exit
-/// status (128 + signal if a signal ended it).
-pub fn run(spec: &GuestSpec, overlay: Option<&super::overlay::OverlayRoot>) -> Result<i32> {
+/// `unifs run`: starts the guest in `cgroup` (made by the caller, whose
+/// overlay daemon is in it too), waits for it, and returns the command's
+/// exit status (128 + signal if a signal ended it). The caller removes the
+/// groups once the overlay is unmounted.
+pub fn run(
+    spec: &GuestSpec,
+    overlay: Option<&super::overlay::OverlayRoot>,
+    cgroup: &Cgroup,
+) -> Result<i32> {
     // Caught from before the clone, so a SIGTERM during set-up is not lost
     // (nor kills us, leaving the guest to the parent-death signal).
     sys::pass_sigterm_as(spec.stop_signal);
@@ -81,19 +86,18 @@ pub fn run(spec: &GuestSpec, overlay: Option<&super::overlay::OverlayRoot>) -> R
     // the exec): the second signal ends a guest stuck there as well.
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
-    let mut spawned = spawn(spec, stdio, &spec.name, Some(&end))?;
+    let mut spawned = spawn(spec, stdio, cgroup, Some(&end))?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
     let pty = spawned.pty.take();
     let status = on_second_signal(
-        || end(&spawned.cgroup),
+        || end(cgroup),
         || match pty {
             Some(master) => console::proxy_terminals(master, spawned.pid),
             None => wait_exit(spawned.pid),
         },
     );
-    spawned.cgroup.kill_all();
-    spawned.cgroup.remove();
+    cgroup.kill_all();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
@@ -138,8 +142,9 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
     }
 }
 
-/// Creates cgroups (`unifs/GROUP`), clones the guest, lets it set itself up
-/// and exec. The guest always gets groups of its own, limits or not: it
+/// Clones the guest into `cgroup` (made by [`Cgroup::create`] before its
+/// root's overlay daemon started, which joins it too), lets it set itself
+/// up and exec. The guest always gets groups of its own, limits or not: it
 /// roots its cgroup namespace where it is, and guest root (in a user
 /// namespace of its own, no seccomp filter) can mount cgroupfs there; left
 /// in the launcher's group it would hold the host's (cgroup.kill,
@@ -150,7 +155,7 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
 pub fn spawn(
     spec: &GuestSpec,
     stdio: Stdio,
-    group: &str,
+    cgroup: &Cgroup,
     end: Option<&dyn Fn(&Cgroup)>,
 ) -> Result<Spawned> {
     if !nix::unistd::geteuid().is_root() {
@@ -169,18 +174,12 @@ pub fn spawn(
     }
     spec.limits.check()?;
     net::check(spec)?;
-    let cgroup = Cgroup::create(group, &spec.limits, true)?;
-    let spawned = clone_guest(spec, stdio, &cgroup, end);
+    let spawned = clone_guest(spec, stdio, cgroup, end);
     if spawned.is_err() {
+        // The caller removes the groups, once the root is unmounted.
         cgroup.kill_all();
-        cgroup.remove();
     }
-    spawned.map(|(pid, keeper, pty)| Spawned {
-        pid,
-        cgroup,
-        keeper,
-        pty,
-    })
+    spawned.map(|(pid, keeper, pty)| Spawned { pid, keeper, pty })
 }
 
 /// The guest's PID on the host, a foreground guest's [`Keeper`] and
@@ -390,6 +389,8 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup) -> ! {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The run's overlay daemon died with it (parent-death signal).
+    cgroup.end_daemon();
     cgroup.remove();
     sys::exit_child(0)
 }

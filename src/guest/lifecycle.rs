@@ -83,12 +83,22 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     check_paths(dirs, name, &cfg)?;
     let spec = spec_of(&cfg, dirs, name)?;
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
+    spec.limits.check()?;
+    // Before the root is mounted: its overlay daemon joins them.
+    let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true)?;
     let root = run.root();
-    std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
-    // A failed start leaves nothing: no mount point, no log it made.
+    if let Err(e) = std::fs::create_dir_all(&root) {
+        cgroup.remove();
+        return Err(Error::io("creating", &root, e));
+    }
+    // A failed start leaves nothing: no mount point, no log it made, no
+    // groups.
     let had_logs = [run.console(), run.mount_log()].map(|l| l.exists());
     let undo = || {
+        cgroup.kill_all();
         let _ = unmount_root(&root, cfg.root_mount);
+        cgroup.end_daemon();
+        cgroup.remove();
         // Never remove_dir_all: a root still mounted would be the guest's files.
         let _ = std::fs::remove_dir(&root);
         for (log, had) in [run.console(), run.mount_log()].iter().zip(had_logs) {
@@ -97,12 +107,12 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
             }
         }
     };
-    if let Err(e) = mount_root(dirs, name, &cfg.root, &run, cfg.root_mount) {
+    if let Err(e) = mount_root(dirs, name, &cfg.root, &run, cfg.root_mount, &cgroup) {
         // A `unifs mount` that timed out may still have mounted it.
         undo();
         return Err(e);
     }
-    let started = spawn_init(&cfg, spec, &run);
+    let started = spawn_init(&cfg, spec, &run, &cgroup);
     match started {
         Ok(state) => Ok(state),
         Err(e) => {
@@ -209,7 +219,9 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
     unmount_root(&run.root(), how)?;
     // (Not the whole spec: that looks into the guest's tree for its init.)
     let limits = cfg.and_then(|c| c.limits().ok()).unwrap_or_default();
-    Cgroup::planned(&run.cgroup_name(), &limits).remove();
+    let cgroup = Cgroup::planned(&run.cgroup_name(), &limits);
+    cgroup.end_daemon();
+    cgroup.remove();
     let _ = std::fs::remove_dir(run.root());
     Ok(true)
 }
@@ -219,13 +231,13 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
 /// `start` returns at once, and after that nobody else could see init's
 /// exit status: the host's PID 1 would reap it. Forked twice, so the keeper
 /// is no zombie of a caller that lives on.
-fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State> {
+fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup) -> Result<State> {
     let (report_r, report_w) = launch::report_channel()?;
     match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
         Forked::Child => {
             drop(report_r);
             match sys::fork() {
-                Ok(Forked::Child) => keep(cfg, spec, run, report_w),
+                Ok(Forked::Child) => keep(cfg, spec, run, cgroup, report_w),
                 // A failed fork: the report's EOF says so.
                 _ => sys::exit_child(0),
             }
@@ -256,14 +268,14 @@ fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<State>
 /// The keeper ([`spawn_init`]): starts init and records it, lets go of all
 /// `start` had open (its terminal or pipes, which whoever ran `start` waits
 /// on; the guest's lock), tells `start`, then waits for init.
-fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, report: OwnedFd) -> ! {
+fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, report: OwnedFd) -> ! {
     // Not the starter's terminal's: its Ctrl-C and hang-up are not for us.
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");
     // Nor is `start`'s end: a report to a `start` gone (Ctrl-C) fails, and
     // we go on keeping init. (Init's process resets it before its exec.)
     crate::sys::ignore_sigpipe();
-    let (st, log_reader) = match start_init(cfg, spec, run) {
+    let (st, log_reader) = match start_init(cfg, spec, run, cgroup) {
         Ok(started) => started,
         Err(e) => {
             let said = match e {
@@ -317,7 +329,12 @@ pub const CONSOLE_ROTATE_BYTES: u64 = 4 << 20;
 
 /// Starts init, its output going to the console log; returns its state and
 /// the log opened for reading, before init could take a lease on it.
-fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<(State, std::fs::File)> {
+fn start_init(
+    cfg: &GuestConfig,
+    spec: GuestSpec,
+    run: &RunDir,
+    cgroup: &Cgroup,
+) -> Result<(State, std::fs::File)> {
     let console = run.console();
     // A long log is set aside only once init runs (a failed start changes
     // nothing): init writes to a new file meanwhile, renamed in after.
@@ -331,7 +348,7 @@ fn start_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir) -> Result<(State
         .open(opened)
         .map_err(|e| Error::io("opening", opened, e))?;
     let reader = std::fs::File::open(opened).map_err(|e| Error::io("opening", opened, e))?;
-    let state = launch_recorded(cfg, spec, run, log);
+    let state = launch_recorded(cfg, spec, run, cgroup, log);
     match (&state, rotate) {
         (Ok(_), true) => {
             let old = console.with_extension("log.1");
@@ -355,6 +372,7 @@ fn launch_recorded(
     cfg: &GuestConfig,
     spec: GuestSpec,
     run: &RunDir,
+    cgroup: &Cgroup,
     log: std::fs::File,
 ) -> Result<State> {
     let null =
@@ -363,14 +381,14 @@ fn launch_recorded(
         log: log.into(),
         null: null.into(),
     };
-    let spawned = launch::spawn(&spec, stdio, &run.cgroup_name(), None)?;
+    let spawned = launch::spawn(&spec, stdio, cgroup, None)?;
     let state = State {
         name: spec.name.clone(),
         pid: spawned.pid.as_raw(),
         start_time: state::start_time(spawned.pid.as_raw()).unwrap_or(0),
         root_mount: cfg.root_mount,
         backing: cfg.root.clone(),
-        cgroup: spawned.cgroup.clone(),
+        cgroup: cgroup.clone(),
         host_ifindex: super::net::host_ifindex(&spec),
         shell: Some(cfg.shell.clone()),
         boot_id: state::boot_id(),
@@ -381,9 +399,9 @@ fn launch_recorded(
             .map_or(0, |d| d.as_secs()),
     };
     if let Err(e) = run.write(&state) {
+        // `start` unmounts the root and removes the groups.
         let _ = kill(spawned.pid, Signal::SIGKILL);
-        spawned.cgroup.kill_all();
-        spawned.cgroup.remove();
+        cgroup.kill_all();
         return Err(e);
     }
     Ok(state)
@@ -391,8 +409,16 @@ fn launch_recorded(
 
 /// Mounts the guest's backing directory at its run dir's `root`: through the
 /// overlay (a `unifs mount` that daemonizes once mounted, its log the run
-/// dir's `mount.log`) or as a bind mount.
-fn mount_root(dirs: &Dirs, name: &str, backing: &Path, run: &RunDir, how: RootMount) -> Result<()> {
+/// dir's `mount.log`) or as a bind mount. The overlay's daemon joins
+/// `cgroup`'s daemon leaves before it serves, with its OOM score lowered.
+fn mount_root(
+    dirs: &Dirs,
+    name: &str,
+    backing: &Path,
+    run: &RunDir,
+    how: RootMount,
+    cgroup: &Cgroup,
+) -> Result<()> {
     let root = &run.root();
     let failed = |reason: String| Error::RootMount {
         name: name.into(),
@@ -432,7 +458,10 @@ fn mount_root(dirs: &Dirs, name: &str, backing: &Path, run: &RunDir, how: RootMo
                 .arg(&log)
                 .arg(backing)
                 .arg(root);
+            let procs = cgroup.open_daemon_procs()?;
+            join_before_exec(&mut cmd, &procs);
             let status = run_bounded(cmd, Duration::from_secs(60)).map_err(failed)?;
+            drop(procs);
             if !status.success() {
                 return Err(failed(format!("`unifs mount` exited with {status}")));
             }
@@ -444,6 +473,25 @@ fn mount_root(dirs: &Dirs, name: &str, backing: &Path, run: &RunDir, how: RootMo
             }
             Ok(())
         }
+    }
+}
+
+/// Makes `cmd` join the groups whose `cgroup.procs` are open in `procs`
+/// (kept open until it is spawned) before it execs, and lowers its OOM
+/// score: a daemon the OOM killer took in the guest's memory limit would
+/// lose the guest its root. Without CAP_SYS_RESOURCE the score stays.
+fn join_before_exec(cmd: &mut Command, procs: &[std::fs::File]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: the closure only makes write/open/close syscalls on fds the
+    // parent keeps open until the spawn, allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            sys::join_cgroups(&fds)?;
+            sys::shield_from_oom();
+            Ok(())
+        });
     }
 }
 
@@ -825,6 +873,7 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
         return Err(survived(&st.name, left, daemon));
     }
     unmount_root(&run.root(), st.root_mount)?;
+    st.cgroup.end_daemon();
     st.cgroup.remove();
     // An index of another boot may be any interface now.
     if st.this_boot() {
@@ -1129,8 +1178,16 @@ fn exec_in(
 ) -> Result<i32> {
     // Else the command's exec fails with a bare ENOTCONN.
     let root = RunDir::new(&dirs.run_dir, name).root();
+    if let Some((file, thaw)) = st.cgroup.frozen() {
+        return Err(Error::Frozen {
+            name: name.into(),
+            file,
+            thaw,
+        });
+    }
     // A daemon that does not answer (stopped, hung) would leave the
-    // command waiting on the root for good.
+    // command waiting on the root for good. (A frozen guest's is frozen
+    // with it: refused above, at once.)
     if st.root_mount == RootMount::Overlay {
         let mut waited = ROOT_ASK;
         let mut serving = state::root_serving(&root, &st.backing, waited);
@@ -1144,13 +1201,6 @@ fn exec_in(
         if let Some(e) = root_refusal(name, serving, waited) {
             return Err(e);
         }
-    }
-    if let Some((file, thaw)) = st.cgroup.frozen() {
-        return Err(Error::Frozen {
-            name: name.into(),
-            file,
-            thaw,
-        });
     }
     let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
         .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
@@ -1390,8 +1440,11 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     // Nothing of its pids is ours to read.
     let live = st.as_ref().filter(|_| running && !other_pid_ns);
     let cgroup = live.map(|s| &s.cgroup).or(unrecorded.as_ref());
+    // The daemon is frozen with the guest (its leaf is below the same
+    // group): it is not asked, which would wait for it.
+    let frozen = cgroup.is_some_and(|c| c.frozen().is_some());
     let root_serving = live
-        .filter(|s| s.root_mount == RootMount::Overlay)
+        .filter(|s| s.root_mount == RootMount::Overlay && !frozen)
         .map(|s| state::root_serving(&run.root(), &s.backing, ROOT_ASK));
     use state::RootServing as R;
     let root_lost = matches!(root_serving, Some(R::Lost | R::Stopped(_)));
@@ -1415,7 +1468,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         root_busy: matches!(root_serving, Some(R::Busy(_))),
         root_serving,
         root_moved,
-        frozen: cgroup.is_some_and(|c| c.frozen().is_some()),
+        frozen,
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         // Processes as `ps` lists them; pids.current counts threads too.

@@ -50,8 +50,14 @@ impl OverlayRoot {
     /// Mounts the overlay of `root` over `root` itself, in a new
     /// mount namespace of this process. Call it while the process is
     /// single-threaded and before the guest is cloned (which then inherits
-    /// the mount). Returns once the mount is ready.
-    pub fn mount(root: &Path, opts: &MountOptions) -> Result<OverlayRoot> {
+    /// the mount). Returns once the mount is ready. The daemon joins the
+    /// groups whose `cgroup.procs` are open in `procs` (the guest's daemon
+    /// leaves) before it mounts, its OOM score lowered.
+    pub fn mount(
+        root: &Path,
+        opts: &MountOptions,
+        procs: Vec<std::fs::File>,
+    ) -> Result<OverlayRoot> {
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Permission("starting a guest"));
         }
@@ -105,10 +111,11 @@ impl OverlayRoot {
         match sys::fork().map_err(|e| Error::sys("fork for the overlay daemon", e))? {
             Forked::Child => {
                 drop(rx);
-                daemon(root, opts, parent, tx)
+                daemon(root, opts, parent, &procs, tx)
             }
             Forked::Parent(pid) => {
                 drop(tx);
+                drop(procs);
                 let msg = read_report(rx);
                 if msg == "ok" {
                     return Ok(OverlayRoot {
@@ -174,7 +181,13 @@ fn read_report(rx: OwnedFd) -> String {
 }
 
 /// The forked daemon: mounts, reports, serves until unmounted. Never returns.
-fn daemon(root: &Path, opts: &MountOptions, parent: Pid, tx: OwnedFd) -> ! {
+fn daemon(
+    root: &Path,
+    opts: &MountOptions,
+    parent: Pid,
+    procs: &[std::fs::File],
+    tx: OwnedFd,
+) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid() != parent {
         sys::exit_child(1); // `unifs run` died before the line above.
@@ -185,6 +198,14 @@ fn daemon(root: &Path, opts: &MountOptions, parent: Pid, tx: OwnedFd) -> ! {
     // (`unifs run` forwards them); the daemon ends with the unmount.
     let _ = super::sys::termination_signals().thread_block();
     let mut tx = std::fs::File::from(tx);
+    // In the guest's groups, under its limits, before it serves anything.
+    let fds: Vec<i32> = procs.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    if let Err(e) = sys::join_cgroups(&fds) {
+        let _ = write!(tx, "joining the guest's cgroups: {e}");
+        sys::exit_child(1);
+    }
+    // Without CAP_SYS_RESOURCE its score stays.
+    sys::shield_from_oom();
     // Before the mount: nothing of the caller's kept open, and nothing
     // opened later that could lie below the mount (served by ourselves).
     // But stderr, `unifs run`'s own: the daemon's warnings (its open-file

@@ -237,7 +237,8 @@ fn review_s24_status_of_a_guest_whose_daemon_takes_no_lock_says_no_move() {
 
 /// Lays a running guest's groups out as builds before e600671 (and
 /// 2ce5951) did: `unifs/NAME`, its processes in the group itself, no
-/// `guest` leaf; the runtime record names those groups.
+/// `guest` leaf, no `mount` leaf (the daemon in the caller's group); the
+/// runtime record names those groups.
 fn lay_out_as_old_builds(state_file: &Path, name: &str) -> Vec<PathBuf> {
     let mut st: serde_json::Value = serde_json::from_slice(&fs::read(state_file).unwrap()).unwrap();
     let groups: Vec<PathBuf> = st["cgroup"]["groups"]
@@ -264,6 +265,19 @@ fn lay_out_as_old_builds(state_file: &Path, name: &str) -> Vec<PathBuf> {
             fs::write(to.join("cgroup.procs"), pid).unwrap();
         }
         fs::remove_dir(&leaf).unwrap();
+        // Their overlay daemon stayed in the caller's group (the
+        // hierarchy's root here), with no `mount` leaf.
+        let daemon = g.join("mount");
+        if daemon.is_dir() {
+            let root = g.parent().unwrap().parent().unwrap();
+            for pid in fs::read_to_string(daemon.join("cgroup.procs"))
+                .unwrap()
+                .lines()
+            {
+                fs::write(root.join("cgroup.procs"), pid).unwrap();
+            }
+            fs::remove_dir(&daemon).unwrap();
+        }
         fs::remove_dir(g).unwrap();
         old.push(to);
     }

@@ -364,3 +364,38 @@ pub fn resume_in_foreground(pid: Pid) {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
     }
 }
+
+/// Sets this process's OOM score adjustment to -999, so the kernel's OOM
+/// killer takes it last (lowering it needs CAP_SYS_RESOURCE); false if
+/// that failed. Async-signal-safe (no allocation): fit for a pre_exec.
+pub fn shield_from_oom() -> bool {
+    let value = b"-999";
+    // SAFETY: open of a NUL-terminated literal, a write of a stack buffer
+    // of its length, and the close of the fd opened here.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::write(fd, value.as_ptr().cast(), value.len());
+        libc::close(fd);
+        n == value.len() as isize
+    }
+}
+
+/// Writes `0` (the writer) to each fd (cgroup.procs files open for
+/// writing): moves the calling process into those groups. Async-signal-safe
+/// (no allocation): fit for a pre_exec.
+pub fn join_cgroups(procs: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    for &fd in procs {
+        // SAFETY: a write of a one-byte static buffer to an fd the caller
+        // keeps open.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -209,9 +209,14 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
 /// The processes in a guest's groups (and the `guest` groups below them),
 /// as a test's last resort.
 pub fn group_pids(name: &str, run_dir: &Path) -> Vec<i32> {
+    leaf_pids(name, run_dir, "guest")
+}
+
+/// The processes in a guest's groups and the `leaf` groups below them.
+fn leaf_pids(name: &str, run_dir: &Path, leaf: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for g in groups(name, run_dir) {
-        for sub in [g.clone(), g.join("guest")] {
+        for sub in [g.clone(), g.join(leaf)] {
             let text = std::fs::read_to_string(sub.join("cgroup.procs")).unwrap_or_default();
             pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
         }
@@ -259,7 +264,10 @@ pub fn host_if(name: &str) -> PathBuf {
 /// `run_dir`): kills what is left in its groups, detaches its root, removes
 /// its groups, so a failed test leaves nothing behind.
 pub fn force_clean(name: &str, run_dir: &Path) {
-    for pid in group_pids(name, run_dir) {
+    // Its overlay daemon's (`mount`) too.
+    let mut pids = group_pids(name, run_dir);
+    pids.extend(leaf_pids(name, run_dir, "mount"));
+    for pid in pids {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -273,6 +281,7 @@ pub fn force_clean(name: &str, run_dir: &Path) {
         let deadline = Instant::now() + Duration::from_secs(2);
         while g.exists() && Instant::now() < deadline {
             let _ = std::fs::remove_dir(g.join("guest"));
+            let _ = std::fs::remove_dir(g.join("mount"));
             let _ = std::fs::remove_dir(&g);
             std::thread::sleep(Duration::from_millis(10));
         }

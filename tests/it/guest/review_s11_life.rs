@@ -49,6 +49,14 @@ impl Guest {
         std::fs::write(self.config_dir.join(format!("{name}.toml")), toml).unwrap();
     }
 
+    pub(crate) fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    pub(crate) fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
     /// The pid of the guest's init, from its runtime record.
     pub(crate) fn init_pid(&self) -> i64 {
         self.record(&self.name)["pid"].as_i64().unwrap()
