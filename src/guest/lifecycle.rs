@@ -85,10 +85,12 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     std::fs::create_dir_all(&root).map_err(|e| Error::io("creating", &root, e))?;
     // A failed start leaves nothing: no mount point, no log it made.
     let had_logs = [run.console(), run.mount_log()].map(|l| l.exists());
-    let undo = || {
+    // (The mount log kept where an error names it.)
+    let undo = |keep_mount_log: bool| {
         let _ = unmount_root(&root, cfg.root_mount);
         // Never remove_dir_all: a root still mounted would be the guest's files.
         let _ = std::fs::remove_dir(&root);
+        let had_logs = [had_logs[0], had_logs[1] || keep_mount_log];
         for (log, had) in [run.console(), run.mount_log()].iter().zip(had_logs) {
             if !had && std::fs::metadata(log).is_ok_and(|m| m.len() == 0) {
                 let _ = std::fs::remove_file(log);
@@ -97,14 +99,37 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     };
     if let Err(e) = mount_root(dirs, name, &cfg.root, &run, cfg.root_mount) {
         // A `unifs mount` that timed out may still have mounted it.
-        undo();
+        undo(false);
         return Err(e);
     }
-    let started = spawn_init(&cfg, spec, &run);
+    // UNIFS_TEST_START_PAUSE_MS: the tests' window to end the daemon here.
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_START_PAUSE_MS");
+    // Else init's set-up fails on a root that answers nothing (ENOTCONN),
+    // said as a confusing "not a directory".
+    let gone = || {
+        cfg.root_mount == RootMount::Overlay
+            && state::root_health(&root, ROOT_ASK) == state::RootHealth::Lost
+    };
+    let started = match gone() {
+        true => Err(Error::OverlayGone {
+            name: name.into(),
+            log: run.mount_log(),
+        }),
+        false => spawn_init(&cfg, spec, &run),
+    };
     match started {
         Ok(state) => Ok(state),
         Err(e) => {
-            undo();
+            // One that died while init was set up.
+            let e = match gone() {
+                true => Error::OverlayGone {
+                    name: name.into(),
+                    log: run.mount_log(),
+                },
+                false => e,
+            };
+            undo(matches!(e, Error::OverlayGone { .. }));
             // The mount point is gone with the failed start: name the
             // directory the init must be put in.
             Err(match e {
@@ -372,6 +397,7 @@ fn launch_recorded(
         host_ifindex: super::net::host_ifindex(&spec),
         shell: Some(cfg.shell.clone()),
         boot_id: state::boot_id(),
+        start_rlimits: Some(start_rlimits(&spec)),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -384,6 +410,27 @@ fn launch_recorded(
         return Err(e);
     }
     Ok(state)
+}
+
+/// The resource limits init starts with: this process's (init inherits
+/// them), with the spec's over them.
+fn start_rlimits(spec: &GuestSpec) -> Vec<super::Rlimit> {
+    let mut all: Vec<super::Rlimit> = super::spec::RLIMITS
+        .iter()
+        .filter_map(|&(_, resource)| {
+            let own = sys::getrlimit(resource).ok()?;
+            Some(super::Rlimit {
+                resource,
+                soft: own.0,
+                hard: own.1,
+            })
+        })
+        .collect();
+    for r in &spec.rlimits {
+        all.retain(|a| a.resource != r.resource);
+        all.push(r.clone());
+    }
+    all
 }
 
 /// Mounts the guest's backing directory at its run dir's `root`: through the
@@ -1181,6 +1228,10 @@ fn exec_in(
         .map_err(|e| Error::sys(format!("setns into guest {name}"), e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))?;
     let mut spec = st.spec.clone();
+    // The limits init started with, not this caller's.
+    if let Some(start) = &st.start_rlimits {
+        spec.rlimits = start.clone();
+    }
     spec.command = command;
     spec.root = PathBuf::from("/");
     if let Some(account) = account {

@@ -44,6 +44,12 @@ pub struct State {
     /// in a record of an older unifs: taken as this boot's).
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// Every resource limit init started with: the launcher's, with the
+    /// config's `rlimits` over them. `exec` applies them all, so that a
+    /// command run in the guest gets the guest's limits, not its caller's
+    /// (None in a record of an older unifs: the config's alone, then).
+    #[serde(default)]
+    pub start_rlimits: Option<Vec<super::spec::Rlimit>>,
 }
 
 impl State {
