@@ -174,8 +174,18 @@ fn died_before_ready(child: i32, guest: &Path, mountpoint: &Path) -> anyhow::Err
     if ours && health(mountpoint) == RootHealth::Lost {
         let _ = ufs::sys::umount(mountpoint, true);
     }
+    // An allocation that fails aborts (SIGABRT): under a low RLIMIT_AS.
+    let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+        .is_ok_and(|(soft, _)| soft != libc::RLIM_INFINITY);
+    let hint = match limited {
+        true => format!(
+            " ({}: raise them, `ulimit -v unlimited`)",
+            crate::sys::thread_limits_text()
+        ),
+        false => String::new(),
+    };
     anyhow::anyhow!(
-        "the mount daemon died before the mount was ready{how}; nothing is mounted at {}",
+        "the mount daemon died before the mount was ready{how}; nothing is mounted at {}{hint}",
         output::path(mountpoint)
     )
 }

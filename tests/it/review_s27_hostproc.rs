@@ -251,6 +251,9 @@ fn s27_guest_start_over_a_dead_overlay_daemon_says_so() {
     let root = g.run(&g.name).join("root");
     let mounted = wait_until(Duration::from_secs(20), || is_mounted(&root));
     assert!(mounted, "the guest's root was never mounted");
+    // The `unifs mount` that forked the daemon (the same command line)
+    // exits once the mount answers; start then pauses for 3 s.
+    std::thread::sleep(Duration::from_secs(1));
     let daemon = mount_daemon(&root);
     // SAFETY: killing the test's own guest's overlay daemon.
     unsafe {
