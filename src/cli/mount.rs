@@ -296,7 +296,10 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
         }
         let _ = match &served {
             Ok(()) => write!(tx, "the mount was unmounted before it was ready"),
-            Err(e) => write!(tx, "the mount daemon stopped before the mount was ready: {e}"),
+            Err(e) => write!(
+                tx,
+                "the mount daemon stopped before the mount was ready: {e}"
+            ),
         };
     }
     served.context("serving the mount")?;
@@ -340,8 +343,8 @@ fn say_ready(
     let answered = loop {
         // Every FUSE thread waiting for a request (its buffer taken) too:
         // one that fails to start after the answer would end the daemon.
-        let asked = nix::sys::statfs::statfs(mp)
-            .and_then(|_| match fuse_threads_waiting(threads) {
+        let asked =
+            nix::sys::statfs::statfs(mp).and_then(|_| match fuse_threads_waiting(threads) {
                 true => Ok(()),
                 false => Err(nix::errno::Errno::EAGAIN),
             });

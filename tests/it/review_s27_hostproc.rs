@@ -32,7 +32,10 @@ fn s27_a_unifs_process_is_not_dumpable() {
     // A unifs process of an ordinary user (a manifest blocked on its
     // full pipe): another process of that user could read its fds (a
     // mount daemon's reach into host trees and the store) through /proc.
-    let t = tempfile::Builder::new().prefix("unifs-s27-").tempdir().unwrap();
+    let t = tempfile::Builder::new()
+        .prefix("unifs-s27-")
+        .tempdir()
+        .unwrap();
     let store = t.path().join("store");
     ok(&run_bounded(
         {
@@ -73,7 +76,8 @@ fn s27_a_unifs_process_is_not_dumpable() {
     // setpriv execs unifs in the same process.
     let running = wait_until(Duration::from_secs(10), || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "unifs")
-            && std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe"))
+            && std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("pipe"))
     });
     assert!(running, "the manifest did not block on its pipe");
     let fd_dir = std::fs::metadata(format!("/proc/{pid}/fd")).unwrap();
@@ -86,7 +90,11 @@ fn s27_a_unifs_process_is_not_dumpable() {
         let _ = c.kill();
         c.wait()
     }));
-    assert_eq!(fd_dir.uid(), 0, "/proc/{pid}/fd belongs to its user: dumpable");
+    assert_eq!(
+        fd_dir.uid(),
+        0,
+        "/proc/{pid}/fd belongs to its user: dumpable"
+    );
     assert!(
         !peek.status.success(),
         "another process of the same user read its cwd: {}",
@@ -122,7 +130,10 @@ fn s27_a_write_past_the_daemons_file_size_limit_fails_with_efbig() {
     assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
     assert_eq!(alive.unwrap(), b"small", "the mount died");
     let said = std::fs::read_to_string(&log).unwrap();
-    assert!(said.contains("RLIMIT_FSIZE"), "the log does not name the limit: {said}");
+    assert!(
+        said.contains("RLIMIT_FSIZE"),
+        "the log does not name the limit: {said}"
+    );
 }
 
 #[test]
@@ -132,7 +143,10 @@ fn s27_unify_past_its_file_size_limit_names_the_limit() {
     }
     // A new object copy (the first full at its link maximum) past the
     // caller's `ulimit -f`: unify was killed by SIGXFSZ.
-    let t = tempfile::Builder::new().prefix("unifs-s27-").tempdir().unwrap();
+    let t = tempfile::Builder::new()
+        .prefix("unifs-s27-")
+        .tempdir()
+        .unwrap();
     let store = t.path().join("store");
     let big = vec![b'x'; 300_000];
     let mut guests = Vec::new();
@@ -183,7 +197,10 @@ fn s27_unify_under_a_low_address_space_limit_names_it() {
     }
     // Its worker pool could not start: a panic ("a thread pool:
     // ThreadPoolBuildError …", exit 101).
-    let t = tempfile::Builder::new().prefix("unifs-s27-").tempdir().unwrap();
+    let t = tempfile::Builder::new()
+        .prefix("unifs-s27-")
+        .tempdir()
+        .unwrap();
     let g = t.path().join("g");
     std::fs::create_dir(&g).unwrap();
     std::fs::write(g.join("f"), b"data").unwrap();
@@ -196,7 +213,10 @@ fn s27_unify_under_a_low_address_space_limit_names_it() {
     let said = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{said}");
     assert!(!said.contains("panicked"), "{said}");
-    assert!(said.contains("RLIMIT_AS") && said.contains("104857600"), "{said}");
+    assert!(
+        said.contains("RLIMIT_AS") && said.contains("104857600"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -224,11 +244,18 @@ fn s27_mount_under_a_low_address_space_limit_is_refused_not_dead() {
             assert!(is_mounted(&mp), "{limit}: exit 0 and nothing mounted");
             std::thread::sleep(Duration::from_millis(300));
             let read = std::fs::read(mp.join("f"));
-            assert_eq!(read.ok().as_deref(), Some(&b"data"[..]), "{limit}: a dead mount");
+            assert_eq!(
+                read.ok().as_deref(),
+                Some(&b"data"[..]),
+                "{limit}: a dead mount"
+            );
         } else {
             let said = stderr(&o);
             assert!(said.contains("RLIMIT_AS"), "{limit}: {said}");
-            assert!(!is_mounted(&mp), "{limit}: refused, but left mounted: {said}");
+            assert!(
+                !is_mounted(&mp),
+                "{limit}: refused, but left mounted: {said}"
+            );
         }
     }
 }
@@ -292,7 +319,12 @@ fn s27_guest_exec_gets_the_limits_the_guest_started_with() {
     // its caller (`ulimit -q` in its shell): exec's command had the second
     // from exec's own caller instead.
     let g = Guest::new("s27rlim", SLEEP);
-    g.configure_with(&g.name, &g.t.root(), SLEEP, "rlimits = [\"nofile=555:555\"]");
+    g.configure_with(
+        &g.name,
+        &g.t.root(),
+        SLEEP,
+        "rlimits = [\"nofile=555:555\"]",
+    );
     let mut cmd = Command::new("prlimit");
     cmd.arg("--msgqueue=777777:777777").arg(unifs_bin());
     let base = g.command();
@@ -306,10 +338,15 @@ fn s27_guest_exec_gets_the_limits_the_guest_started_with() {
     let init = g.init_pid();
     let init_limits = std::fs::read_to_string(format!("/proc/{init}/limits")).unwrap();
     assert!(
-        init_limits.lines().any(|l| l.starts_with("Max msgqueue size") && l.contains("777777")),
+        init_limits
+            .lines()
+            .any(|l| l.starts_with("Max msgqueue size") && l.contains("777777")),
         "{init_limits}"
     );
-    assert_eq!(limit_line(&g, "Max open files"), "Max open files 555 555 files");
+    assert_eq!(
+        limit_line(&g, "Max open files"),
+        "Max open files 555 555 files"
+    );
     assert_eq!(
         limit_line(&g, "Max msgqueue size"),
         "Max msgqueue size 777777 777777 bytes"
@@ -325,14 +362,25 @@ fn s27_a_state_file_without_start_rlimits_is_read() {
     // A guest started by a unifs before `start_rlimits`: exec works, with
     // the config's limits as before.
     let g = Guest::new("s27old", SLEEP);
-    g.configure_with(&g.name, &g.t.root(), SLEEP, "rlimits = [\"nofile=555:555\"]");
+    g.configure_with(
+        &g.name,
+        &g.t.root(),
+        SLEEP,
+        "rlimits = [\"nofile=555:555\"]",
+    );
     ok(&g.unifs(&["start", &g.name]));
     let file = g.run(&g.name).join("state.json");
     let mut record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert!(record.get("start_rlimits").is_some(), "no start_rlimits recorded");
+    assert!(
+        record.get("start_rlimits").is_some(),
+        "no start_rlimits recorded"
+    );
     record.as_object_mut().unwrap().remove("start_rlimits");
     std::fs::write(&file, serde_json::to_vec(&record).unwrap()).unwrap();
-    assert_eq!(limit_line(&g, "Max open files"), "Max open files 555 555 files");
+    assert_eq!(
+        limit_line(&g, "Max open files"),
+        "Max open files 555 555 files"
+    );
     ok(&g.unifs(&["stop", &g.name]));
 }
