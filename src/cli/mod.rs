@@ -74,6 +74,10 @@ pub enum Command {
 
 /// Entry point of the binary. Answers as `vunify` and `vfs-mount` too.
 pub fn main() -> ExitCode {
+    // First: the mount daemon and the guest launcher hold fds into host
+    // trees and the store, which another process of the same uid could
+    // reach through /proc/PID/fd or ptrace.
+    crate::sys::set_not_dumpable();
     if let Some(path) = std::env::var_os(crate::guest::state::PROBE_ENV) {
         // It may sleep in the request for good: holding no fd of its caller
         // (a shell's `3>lock`, a pipe) past the caller's end.

@@ -120,21 +120,21 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         if log.is_some() {
             ufs::sys::redirect_stdio(log.as_deref()).context("redirecting output to --log")?;
         }
-        return serve(mounted);
+        return serve(mounted, None);
     }
     // Daemonize: the child mounts and reports through a pipe; the parent
-    // exits once the mount is ready (or failed), so `mount && ls` works.
+    // exits once the mount answers (or failed), so `mount && ls` works.
     let (rx, tx) = nix::unistd::pipe().context("pipe")?;
     let (mut rx, tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
     match ufs::sys::fork().context("fork")? {
-        Some(_child) => {
+        Some(child) => {
             drop(tx);
             let mut msg = String::new();
             rx.read_to_string(&mut msg)
                 .context("reading the daemon's status")?;
             match msg.strip_prefix("ok") {
                 Some(_) => Ok(ExitCode::SUCCESS),
-                None if msg.is_empty() => bail!("the mount daemon died before the mount was ready"),
+                None if msg.is_empty() => Err(died_before_ready(child, &guest, &mountpoint)),
                 None => bail!("{msg}"),
             }
         }
@@ -147,11 +147,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             match do_mount(&guest, &mountpoint, &opts) {
                 Ok(mounted) => {
                     let _ = ufs::sys::redirect_stdio(log.as_deref());
-                    if let Err(e) = tx.write_all(b"ok") {
-                        return abandon(mounted, e);
-                    }
-                    drop(tx);
-                    serve(mounted)
+                    serve(mounted, Some(tx))
                 }
                 Err(e) => {
                     let _ = write!(tx, "{}", super::render(&e));
@@ -160,6 +156,38 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// The error of a `unifs mount` whose daemon ended before it said the
+/// mount was ready: how it ended, and a mount it left (dead) unmounted.
+fn died_before_ready(child: i32, guest: &Path, mountpoint: &Path) -> anyhow::Error {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let how = match waitpid(nix::unistd::Pid::from_raw(child), None) {
+        Ok(WaitStatus::Signaled(_, sig, _)) => format!(" (killed by {sig})"),
+        Ok(WaitStatus::Exited(_, code)) => format!(" (exit status {code})"),
+        _ => String::new(),
+    };
+    let ours = ufs::unifs_mount_guest(mountpoint)
+        .ok()
+        .flatten()
+        .is_some_and(|g| g == guest);
+    if ours && health(mountpoint) == RootHealth::Lost {
+        let _ = ufs::sys::umount(mountpoint, true);
+    }
+    // An allocation that fails aborts (SIGABRT): under a low RLIMIT_AS.
+    let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+        .is_ok_and(|(soft, _)| soft != libc::RLIM_INFINITY);
+    let hint = match limited {
+        true => format!(
+            " ({}: raise them, `ulimit -v unlimited`)",
+            crate::sys::thread_limits_text()
+        ),
+        false => String::new(),
+    };
+    anyhow::anyhow!(
+        "the mount daemon died before the mount was ready{how}; nothing is mounted at {}{hint}",
+        output::path(mountpoint)
+    )
 }
 
 /// The daemon's log file, as `redirect_stdio` opens it.
@@ -178,6 +206,10 @@ fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     // that exited, a caller that gave up. Losing them costs log lines (or
     // the report, below), not the mount.
     crate::sys::ignore_sigpipe();
+    // A write past the caller's RLIMIT_FSIZE fails with EFBIG, which the
+    // guest gets, instead of killing the daemon (a dead mount).
+    crate::sys::ignore_sigxfsz();
+    preflight_threads(opts.threads)?;
     ufs::mount(guest, mountpoint, opts).with_context(|| {
         format!(
             "cannot mount {} at {}",
@@ -187,40 +219,161 @@ fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     })
 }
 
-/// The daemon's caller is gone before it heard that the mount is ready
-/// (its Ctrl-C, `timeout` or hang-up missed the daemon, a session of its
-/// own): nobody was told of the mount, so none is left. Unmounted as on
-/// SIGTERM, and served until the kernel lets go of it (a busy one, detached,
-/// when its last user leaves).
-fn abandon(mounted: ufs::Mounted, e: std::io::Error) -> anyhow::Result<ExitCode> {
-    let mp = mounted.mountpoint.clone();
-    tracing::warn!(
-        "the `unifs mount` that started this daemon is gone ({e}); unmounting {}",
-        output::path(&mp)
-    );
-    if let Err(e) = ufs::unmount(&mp, true) {
-        tracing::error!("unmounting {}: {e}", output::path(&mp));
+/// Address space a FUSE thread takes when it starts: fuser's request
+/// buffer (the largest write, 16 MiB, and a page) and its stack (2 MiB,
+/// and a guard page).
+const FUSE_THREAD_SPACE: usize = (16 << 20) + 4096 + (2 << 20) + 4096;
+
+/// Room beyond the threads' for what serving allocates.
+const SERVE_SPACE: usize = 16 << 20;
+
+/// Whether the address space the FUSE threads take when they start is
+/// there (RLIMIT_AS), tried by mapping it all at once and letting it go:
+/// else a thread aborts on its buffer after the mount was made, and the
+/// mount is dead the moment it was said ready. Said here, nothing is
+/// mounted yet. (Mapped outside malloc, whose dynamic mmap threshold a
+/// large block freed would raise for good.)
+fn preflight_threads(threads: usize) -> anyhow::Result<()> {
+    if crate::sys::while_mapped(threads * FUSE_THREAD_SPACE + SERVE_SPACE, || ()).is_some() {
+        return Ok(());
     }
-    mounted.serve().context("serving the mount")?;
-    Ok(ExitCode::FAILURE)
+    bail!(
+        "cannot start the mount's {threads} FUSE threads: not enough address space for \
+         their {} MiB each; {}: raise it (`ulimit -v unlimited`), or mount with fewer threads \
+         (-o threads=1)",
+        FUSE_THREAD_SPACE >> 20,
+        crate::sys::thread_limits_text()
+    )
 }
 
 /// Serves until unmounted; SIGTERM, SIGINT and SIGHUP unmount cleanly.
-fn serve(mounted: ufs::Mounted) -> anyhow::Result<ExitCode> {
+/// `report`, the pipe to the `unifs mount` that forked this daemon, is
+/// told "ok" once the mount answered a statfs of its mount point (so the
+/// caller's next command is served), or why it never did. A caller gone
+/// by then (its Ctrl-C, `timeout` or hang-up missed the daemon, a session
+/// of its own) was told of no mount, so none is left: unmounted as on
+/// SIGTERM, and served until the kernel lets go of it (a busy one,
+/// detached, when its last user leaves); exit 1.
+fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result<ExitCode> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    if let Some(limit) = crate::sys::file_size_limit() {
+        tracing::warn!(
+            "the file size limit (RLIMIT_FSIZE, `ulimit -f`) of this daemon is {limit} bytes: \
+             a guest's write past it fails with EFBIG (File too large)"
+        );
+    }
     let mp = mounted.mountpoint.clone();
+    let signalled = mp.clone();
+    let threads = mounted.threads;
+    let unready = mp.clone();
     std::thread::Builder::new()
         .name("unifs-signals".into())
         .spawn(move || {
             if let Ok(sig) = termination_signals().wait() {
-                tracing::info!("{sig}: unmounting {}", output::path(&mp));
-                if let Err(e) = ufs::unmount(&mp, true) {
-                    tracing::error!("unmounting {}: {e}", output::path(&mp));
+                tracing::info!("{sig}: unmounting {}", output::path(&signalled));
+                if let Err(e) = ufs::unmount(&signalled, true) {
+                    tracing::error!("unmounting {}: {e}", output::path(&signalled));
                 }
             }
         })
         .context("signal thread")?;
-    mounted.serve().context("serving the mount")?;
-    Ok(ExitCode::SUCCESS)
+    let report = Arc::new(Mutex::new(report));
+    let abandoned = Arc::new(AtomicBool::new(false));
+    if report.lock().is_ok_and(|r| r.is_some()) {
+        let (report, abandoned) = (report.clone(), abandoned.clone());
+        std::thread::Builder::new()
+            .name("unifs-ready".into())
+            .spawn(move || say_ready(&mp, threads, &report, &abandoned))
+            .context("readiness thread")?;
+    }
+    let served = mounted.serve();
+    // Never said ready: the caller hears why.
+    if let Some(mut tx) = report.lock().ok().and_then(|mut r| r.take()) {
+        // Its threads that started may serve on (a dead mount once we exit).
+        if served.is_err() {
+            let _ = ufs::unmount(&unready, true);
+        }
+        let _ = match &served {
+            Ok(()) => write!(tx, "the mount was unmounted before it was ready"),
+            Err(e) => write!(
+                tx,
+                "the mount daemon stopped before the mount was ready: {e}"
+            ),
+        };
+    }
+    served.context("serving the mount")?;
+    Ok(match abandoned.load(Ordering::SeqCst) {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
+    })
+}
+
+/// Whether `threads` of this process's threads are fuser's (`fuser-N`),
+/// all asleep: waiting for a request, past their start.
+fn fuse_threads_waiting(threads: usize) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return true; // no /proc: not told
+    };
+    let waiting = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            Some((name.starts_with("fuser-"), rest.starts_with('S')))
+        })
+        .filter(|&(fuser, _)| fuser)
+        .map(|(_, asleep)| asleep)
+        .collect::<Vec<_>>();
+    waiting.len() >= threads && waiting.iter().all(|&asleep| asleep)
+}
+
+/// How long the daemon waits for its own mount to answer a statfs.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Tells the caller "ok" once a statfs of `mp` was answered by this
+/// daemon; unmounts if the caller is gone, or if no answer came.
+fn say_ready(
+    mp: &Path,
+    threads: usize,
+    report: &std::sync::Mutex<Option<std::fs::File>>,
+    abandoned: &std::sync::atomic::AtomicBool,
+) {
+    let deadline = std::time::Instant::now() + READY_WAIT;
+    let answered = loop {
+        // Every FUSE thread waiting for a request (its buffer taken) too:
+        // one that fails to start after the answer would end the daemon.
+        let asked =
+            nix::sys::statfs::statfs(mp).and_then(|_| match fuse_threads_waiting(threads) {
+                true => Ok(()),
+                false => Err(nix::errno::Errno::EAGAIN),
+            });
+        match asked {
+            Ok(()) => break Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => break Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    let Some(mut tx) = report.lock().ok().and_then(|mut r| r.take()) else {
+        return;
+    };
+    let said = match answered {
+        Ok(()) => tx.write_all(b"ok"),
+        Err(e) => write!(tx, "the mount at {} did not answer: {e}", output::path(mp)),
+    };
+    drop(tx);
+    match (answered, said) {
+        (Ok(()), Ok(())) => return,
+        (Ok(()), Err(e)) => tracing::warn!(
+            "the `unifs mount` that started this daemon is gone ({e}); unmounting {}",
+            output::path(mp)
+        ),
+        (Err(e), _) => tracing::error!("{} did not answer ({e}); unmounting it", output::path(mp)),
+    }
+    abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Err(e) = ufs::unmount(mp, true) {
+        tracing::error!("unmounting {}: {e}", output::path(mp));
+    }
 }
 
 fn termination_signals() -> nix::sys::signal::SigSet {

@@ -78,6 +78,23 @@ pub struct UnifyArgs {
     pub link_max: Option<u64>,
 }
 
+/// `e`, naming the file size limit where one is set and `e` is a write
+/// failure it may have caused: SQLite says only "disk I/O error" (or
+/// "database or disk is full") for the EFBIG of a catalog write past it.
+fn past_file_size_limit(e: anyhow::Error) -> anyhow::Error {
+    let text = super::render(&e);
+    let io = ["disk I/O error", "disk is full", "File too large"]
+        .iter()
+        .any(|t| text.contains(t));
+    match crate::sys::file_size_limit() {
+        Some(limit) if io && !text.contains("RLIMIT_FSIZE") => anyhow::anyhow!(
+            "{text}: the file size limit (RLIMIT_FSIZE, `ulimit -f`) is {limit} bytes, and a \
+             write past it fails; raise it (`ulimit -f unlimited`) and run again"
+        ),
+        _ => e,
+    }
+}
+
 pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
     if a.print_default_excludes {
         print!("{DEFAULT_EXCLUDES}");
@@ -89,6 +106,11 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
              (try --dry-run to see what it would do)"
         );
     }
+    // A write past the caller's RLIMIT_FSIZE (an object copy, the
+    // catalog) fails with EFBIG, which names the limit, rather than
+    // SIGXFSZ killing unify halfway.
+    crate::sys::ignore_sigxfsz();
+    unify::start_workers()?;
     let excludes = build_excludes(&a)?;
     let opts = unify::Options {
         guests: a.guests,
@@ -101,7 +123,7 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
         link_max: a.link_max,
         progress: !a.json && !a.no_progress && std::io::stderr().is_terminal(),
     };
-    let summary = unify::unify(&g.store, &opts)?;
+    let summary = unify::unify(&g.store, &opts).map_err(|e| past_file_size_limit(e.into()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

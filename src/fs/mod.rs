@@ -188,6 +188,8 @@ pub struct Mounted {
     /// directories, locked while we serve.
     claims: Vec<std::os::fd::OwnedFd>,
     pub mountpoint: PathBuf,
+    /// Its FUSE threads (`-o threads`).
+    pub threads: usize,
 }
 
 /// Mounts `guest` at `mountpoint`; the kernel handshake is done when this
@@ -221,6 +223,7 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
         session,
         claims,
         mountpoint: mountpoint.to_path_buf(),
+        threads: opts.threads,
     })
 }
 

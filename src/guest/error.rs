@@ -104,6 +104,12 @@ pub enum Error {
     },
     #[error("mounting the root of guest {name} failed: {reason}")]
     RootMount { name: String, reason: String },
+    #[error(
+        "the overlay daemon for guest {name} exited before the guest was launched (see its log \
+         at {}); nothing was started: `unifs guest start {name}` again mounts its root anew",
+        log.display()
+    )]
+    OverlayGone { name: String, log: PathBuf },
     #[error("cannot serve guest root {} through the overlay: {reason}", root.display())]
     OverlayRoot { root: PathBuf, reason: String },
     #[error("network set-up failed: {0}")]

@@ -94,13 +94,15 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     // A failed start leaves nothing: no mount point, no log it made, no
     // groups.
     let had_logs = [run.console(), run.mount_log()].map(|l| l.exists());
-    let undo = || {
+    // (The mount log kept where an error names it.)
+    let undo = |keep_mount_log: bool| {
         cgroup.kill_all();
         let _ = unmount_root(&root, cfg.root_mount);
         cgroup.end_daemon();
         cgroup.remove();
         // Never remove_dir_all: a root still mounted would be the guest's files.
         let _ = std::fs::remove_dir(&root);
+        let had_logs = [had_logs[0], had_logs[1] || keep_mount_log];
         for (log, had) in [run.console(), run.mount_log()].iter().zip(had_logs) {
             if !had && std::fs::metadata(log).is_ok_and(|m| m.len() == 0) {
                 let _ = std::fs::remove_file(log);
@@ -109,14 +111,37 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     };
     if let Err(e) = mount_root(dirs, name, &cfg.root, &run, cfg.root_mount, &cgroup) {
         // A `unifs mount` that timed out may still have mounted it.
-        undo();
+        undo(false);
         return Err(e);
     }
-    let started = spawn_init(&cfg, spec, &run, &cgroup);
+    // UNIFS_TEST_START_PAUSE_MS: the tests' window to end the daemon here.
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_START_PAUSE_MS");
+    // Else init's set-up fails on a root that answers nothing (ENOTCONN),
+    // said as a confusing "not a directory".
+    let gone = || {
+        cfg.root_mount == RootMount::Overlay
+            && state::root_health(&root, ROOT_ASK) == state::RootHealth::Lost
+    };
+    let started = match gone() {
+        true => Err(Error::OverlayGone {
+            name: name.into(),
+            log: run.mount_log(),
+        }),
+        false => spawn_init(&cfg, spec, &run, &cgroup),
+    };
     match started {
         Ok(state) => Ok(state),
         Err(e) => {
-            undo();
+            // One that died while init was set up.
+            let e = match gone() {
+                true => Error::OverlayGone {
+                    name: name.into(),
+                    log: run.mount_log(),
+                },
+                false => e,
+            };
+            undo(matches!(e, Error::OverlayGone { .. }));
             // The mount point is gone with the failed start: name the
             // directory the init must be put in.
             Err(match e {
@@ -393,6 +418,7 @@ fn launch_recorded(
         shell: Some(cfg.shell.clone()),
         boot_id: state::boot_id(),
         pid_ns: state::pid_ns(),
+        start_rlimits: Some(start_rlimits(&spec)),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -405,6 +431,27 @@ fn launch_recorded(
         return Err(e);
     }
     Ok(state)
+}
+
+/// The resource limits init starts with: this process's (init inherits
+/// them), with the spec's over them.
+fn start_rlimits(spec: &GuestSpec) -> Vec<super::Rlimit> {
+    let mut all: Vec<super::Rlimit> = super::spec::RLIMITS
+        .iter()
+        .filter_map(|&(_, resource)| {
+            let own = sys::getrlimit(resource).ok()?;
+            Some(super::Rlimit {
+                resource,
+                soft: own.0,
+                hard: own.1,
+            })
+        })
+        .collect();
+    for r in &spec.rlimits {
+        all.retain(|a| a.resource != r.resource);
+        all.push(r.clone());
+    }
+    all
 }
 
 /// Mounts the guest's backing directory at its run dir's `root`: through the
@@ -1253,6 +1300,10 @@ fn exec_in(
         .map_err(|e| Error::sys(format!("setns into guest {name}"), e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))?;
     let mut spec = st.spec.clone();
+    // The limits init started with, not this caller's.
+    if let Some(start) = &st.start_rlimits {
+        spec.rlimits = start.clone();
+    }
     spec.command = command;
     spec.root = PathBuf::from("/");
     if let Some(account) = account {

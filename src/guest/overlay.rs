@@ -220,6 +220,9 @@ fn daemon(
         let _ = nix::unistd::dup2_stderr(&fd);
     }
     pin_mmap_threshold();
+    // A guest's write past the caller's `ulimit -f` fails with EFBIG
+    // rather than killing the daemon under the guest.
+    crate::sys::ignore_sigxfsz();
     match crate::fs::mount(root, root, opts) {
         Ok(mounted) => {
             let _ = tx.write_all(b"ok");

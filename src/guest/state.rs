@@ -49,6 +49,12 @@ pub struct State {
     /// none (None in a record of an older unifs: taken as this one's).
     #[serde(default)]
     pub pid_ns: Option<u64>,
+    /// Every resource limit init started with: the launcher's, with the
+    /// config's `rlimits` over them. `exec` applies them all, so that a
+    /// command run in the guest gets the guest's limits, not its caller's
+    /// (None in a record of an older unifs: the config's alone, then).
+    #[serde(default)]
+    pub start_rlimits: Option<Vec<super::spec::Rlimit>>,
 }
 
 impl State {

@@ -180,7 +180,7 @@ impl Store {
         id: &ObjectId,
     ) -> io::Result<bool> {
         if sys::ficlone(dst, src).is_err() {
-            sys::copy_data(src, dst, meta.size)?;
+            sys::copy_data(src, dst, meta.size).map_err(sys::name_file_size_limit)?;
         }
         let file = File::from(dst.try_clone_to_owned()?);
         let copied = id::hash_id(meta, &file)?;

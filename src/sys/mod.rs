@@ -1266,6 +1266,100 @@ pub fn ignore_sigpipe() {
     }
 }
 
+/// Makes this process non-dumpable: a process of the same uid can then
+/// neither ptrace it nor open its /proc/PID/fd, mem or environ, which would
+/// reach the host trees and the store it holds open. (The process still
+/// reads its own /proc/self; an exec resets the flag, so the programs a
+/// guest runs are as dumpable as ever.)
+pub fn set_not_dumpable() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::debug!("PR_SET_DUMPABLE: {e}");
+    }
+}
+
+/// Ignores SIGXFSZ, for the processes whose writes may go past the file
+/// size limit (RLIMIT_FSIZE, `ulimit -f`) of whoever started them: the
+/// write then fails with EFBIG instead of the signal killing the process
+/// (a mount daemon leaving a dead mount). Reset before exec as SIGPIPE is.
+pub fn ignore_sigxfsz() {
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// The soft limit of `resource` as people read it: `unlimited`, or the
+/// number (`?` where it cannot be read).
+pub fn soft_limit_text(resource: nix::sys::resource::Resource) -> String {
+    match nix::sys::resource::getrlimit(resource) {
+        Ok((libc::RLIM_INFINITY, _)) => "unlimited".into(),
+        Ok((soft, _)) => soft.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// The soft file size limit (RLIMIT_FSIZE) in bytes, if there is one.
+pub fn file_size_limit() -> Option<u64> {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE) {
+        Ok((libc::RLIM_INFINITY, _)) | Err(_) => None,
+        Ok((soft, _)) => Some(soft),
+    }
+}
+
+/// `e`, an EFBIG said so that it names the file size limit that caused it
+/// (with SIGXFSZ ignored, a write past RLIMIT_FSIZE fails so).
+pub fn name_file_size_limit(e: io::Error) -> io::Error {
+    match (e.raw_os_error(), file_size_limit()) {
+        (Some(libc::EFBIG), Some(limit)) => io::Error::new(
+            e.kind(),
+            format!(
+                "{e}: the file size limit (RLIMIT_FSIZE, `ulimit -f`) is {limit} bytes; \
+                 raise it (`ulimit -f unlimited`) and run again"
+            ),
+        ),
+        _ => e,
+    }
+}
+
+/// Runs `f` while `len` bytes of address space are mapped (if RLIMIT_AS
+/// allows it; else None): mapped outside malloc, whose dynamic mmap
+/// threshold a large block freed would raise for good.
+pub fn while_mapped<T>(len: usize, f: impl FnOnce() -> T) -> Option<T> {
+    // SAFETY: a new private anonymous mapping the kernel places; nothing
+    // else refers to it, and it is unmapped with the same address and length.
+    let at = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if at == libc::MAP_FAILED {
+        return None;
+    }
+    let out = f();
+    // SAFETY: the mapping made above, which nothing else uses.
+    unsafe {
+        libc::munmap(at, len);
+    }
+    Some(out)
+}
+
+/// Why threads could not be started, for an error: the limits that
+/// usually cause it (address space: each thread's stack and buffers;
+/// processes: each thread counts) and their values.
+pub fn thread_limits_text() -> String {
+    use nix::sys::resource::Resource;
+    format!(
+        "RLIMIT_AS (`ulimit -v`) is {}, RLIMIT_NPROC (`ulimit -u`) is {}",
+        soft_limit_text(Resource::RLIMIT_AS),
+        soft_limit_text(Resource::RLIMIT_NPROC)
+    )
+}
+
 /// Sets atime and mtime of a path without following a symlink at its end.
 pub fn lutimens(path: &Path, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
     let p = cstr(path.as_os_str())?;

@@ -1715,24 +1715,53 @@ fn fd_limit() -> usize {
 
 /// Threads for hashing and linking: more than the cores, because a thread
 /// often waits for the disk (cold cache, journal, discard) rather than a CPU.
-/// `UNIFS_THREADS` overrides the count.
+/// `UNIFS_THREADS` overrides the count. Built by [`start_workers`].
 fn worker_pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::env::var("UNIFS_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| (rayon::current_num_threads() * 4).clamp(4, 16));
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            // The walk recurses once a directory level, up to MAX_DEPTH
-            // (scan.rs); 2 MiB is not enough for that in a debug build.
-            .stack_size(16 << 20)
-            .thread_name(|i| format!("unify-{i}"))
-            .build()
-            .expect("a thread pool")
-    })
+    WORKERS.get_or_init(|| build_workers().unwrap_or_else(|e| panic!("{e}")))
 }
+
+static WORKERS: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+
+/// Starts unify's worker threads, before any work: under a low RLIMIT_AS
+/// or RLIMIT_NPROC they cannot all start, and the error says which limit
+/// to raise rather than a panic halfway through a run.
+pub fn start_workers() -> std::io::Result<()> {
+    if WORKERS.get().is_none() {
+        let _ = WORKERS.set(build_workers()?);
+    }
+    Ok(())
+}
+
+fn build_workers() -> std::io::Result<rayon::ThreadPool> {
+    let threads = std::env::var("UNIFS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        // Not rayon's own count: that starts rayon's global pool, which
+        // panics under the same limits.
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores * 4).clamp(4, 16)
+        });
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        // The walk recurses once a directory level, up to MAX_DEPTH
+        // (scan.rs); 2 MiB is not enough for that in a debug build.
+        .stack_size(WORKER_STACK)
+        .thread_name(|i| format!("unify-{i}"))
+        .build()
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot start unify's {threads} worker threads ({} MiB of stack each): {e}; \
+                 {}: raise them (`ulimit -v unlimited`, `ulimit -u`), or set UNIFS_THREADS \
+                 to fewer threads",
+                WORKER_STACK >> 20,
+                crate::sys::thread_limits_text()
+            ))
+        })
+}
+
+/// A worker thread's stack.
+const WORKER_STACK: usize = 16 << 20;
 
 /// Hashing figures of a run into its summary.
 fn hashed_summary(summary: &mut Summary, out: &pipeline::Outcome, hash_started: Instant) {

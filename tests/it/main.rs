@@ -46,6 +46,7 @@ mod review_s25_ttypty;
 mod review_s27_cgroup;
 mod review_s27_hostfd;
 mod review_s27_hostns;
+mod review_s27_hostproc;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

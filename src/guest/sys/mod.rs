@@ -556,3 +556,16 @@ fn install_filter(program: &[seccomp::Insn]) -> nix::Result<()> {
 
 #[cfg(test)]
 pub mod fake;
+
+/// The soft and hard limit of resource `resource` (`RLIMIT_*`) of this
+/// process.
+pub fn getrlimit(resource: u32) -> nix::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit the call writes; a resource number
+    // the kernel does not know is EINVAL.
+    Errno::result(unsafe { libc::getrlimit(resource as _, &mut limit) })?;
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
