@@ -258,7 +258,8 @@ pub fn describe(
     let meta = root_dir.metadata()?;
     let dev = meta.dev();
     let mount = sys::mount_id(root_dir.as_fd());
-    let xattrs = sys::xattr::list_fd_where(root_dir.as_fd(), kept_xattr)?;
+    let xattrs =
+        sys::xattr::list_fd_where(root_dir.as_fd(), kept_xattr).map_err(|e| naming(root, e))?;
     let mut walk = Walk {
         store,
         recorded,
@@ -302,7 +303,8 @@ pub fn describe(
             *too_long.entry(top.rel.clone()).or_insert(0) += 1;
             continue;
         }
-        let Some(node) = open_node(top.dir.as_fd(), &name)? else {
+        let node = open_node(top.dir.as_fd(), &name).map_err(|e| naming(&root.join(&rel), e))?;
+        let Some(node) = node else {
             continue;
         };
         // Unify's temp name (`.unifs-tmp-PID-N`), a regular file: a unify
@@ -344,6 +346,16 @@ pub fn describe(
         max_depth,
         too_long,
     })
+}
+
+/// `e`, naming `path` if it is a file whose xattrs cannot be listed
+/// (E2BIG): the walk's other errors are the whole walk's, this one is the
+/// file's, and the operator must find it.
+fn naming(path: &Path, e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::ArgumentListTooLong {
+        return e;
+    }
+    io::Error::new(e.kind(), format!("{}: {e}", sys::shown(path)))
 }
 
 /// The fds the walk may hold beside a directory a level: the files it

@@ -189,7 +189,7 @@ fn copy_and_rename(
         }
     };
     let result = (|| {
-        fill_copy(src.as_fd(), tmp.as_fd(), want, Atime::Mtime)?;
+        fill_copy(src.as_fd(), tmp.as_fd(), dir, want, Atime::Mtime)?;
         test_pause();
         let n = match &tmp_name {
             Some(n) => n.clone(),
@@ -240,14 +240,17 @@ pub(crate) enum Atime {
 /// Inode flags, data, owner, xattrs (minus the store's), mode, times; then
 /// fsync. The owner goes before the xattrs because chown drops
 /// security.capability, and the mode after both (chown clears set-id bits).
+/// `dir`: the directory the copy is to be put in.
 pub(crate) fn fill_copy(
     src: BorrowedFd,
     dst: BorrowedFd,
+    dir: BorrowedFd,
     st: &libc::stat,
     atime: Atime,
 ) -> io::Result<()> {
-    // First: btrfs changes NOCOW only while a file is empty.
-    match_inode_flags(src, dst);
+    // First: btrfs changes NOCOW, xfs an extent size hint, only while a
+    // file is empty.
+    match_inode_flags(src, dst, dir);
     let size = st.st_size as u64;
     if size > 0 {
         if sys::ficlone(dst, src).is_ok() {
@@ -287,36 +290,18 @@ pub(crate) fn fill_copy(
     fsys::fsync(dst, false)
 }
 
-/// Inode flags (`chattr`) a new file takes from its directory, which a copy
-/// must have only if its source has them: s u c S d A m j t C x. A
-/// directory hands them down on ext4 (+d, +S, +A, +j …) and btrfs (+C, +c,
-/// +m); a copy that gained one would show it to the guest, and unify would
-/// never share the file again. Not i and a (the copy is renamed and
-/// changed after; a source with them cannot be replaced anyway), nor E and
-/// V, which SETFLAGS does not change.
-const COPIED_FLAGS: u32 =
-    0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x80_0000 | 0x200_0000;
-
-/// Gives `dst` the inode flags of `src` among [`COPIED_FLAGS`]: normally
-/// it clears what the directory handed down. Where the filesystem refuses,
-/// the copy keeps them (logged): the guest's change still goes ahead.
-fn match_inode_flags(src: BorrowedFd, dst: BorrowedFd) {
-    let flags = |fd| sys::inode_flags(fd).map(|f| f & COPIED_FLAGS);
-    let (want, have) = match (flags(src), sys::inode_flags(dst)) {
-        (Ok(want), Ok(have)) => (want, have),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!("cannot read the inode flags of a copy or its source: {e}");
-            return;
-        }
-    };
-    if have & COPIED_FLAGS == want {
-        return;
-    }
-    if let Err(e) = sys::set_inode_flags(dst, (have & !COPIED_FLAGS) | want) {
-        tracing::warn!(
-            "a copy keeps the inode flags {:#x} its directory gave it (its source has {want:#x}): {e}",
-            have & COPIED_FLAGS
-        );
+/// Gives `dst`, to be renamed into `dir`, the inode flags of `src` that a
+/// new file takes from its directory instead ([`sys::copy_inherited_flags`]):
+/// normally it clears what the directory handed down, which would show to
+/// the guest and keep unify from ever sharing the file again. Where the
+/// filesystem refuses, the copy keeps them (logged): the guest's change
+/// still goes ahead.
+fn match_inode_flags(src: BorrowedFd, dst: BorrowedFd, dir: BorrowedFd) {
+    // `dir` may be an O_PATH fd, which takes no ioctl.
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    let dir = sys::open_at(dir, OsStr::new("."), flags, 0).ok();
+    if let Err(e) = sys::copy_inherited_flags(src, dst, dir.as_ref().map(|d| d.as_fd())) {
+        tracing::warn!("a copy keeps inode flags its directory gave it, not its source's: {e}");
     }
 }
 

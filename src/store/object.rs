@@ -169,9 +169,9 @@ impl Store {
         }
     }
 
-    /// Data, then owner, mode, xattrs, marker, times (chown clears set-id bits
-    /// and file capabilities, so it goes first), then fsync. Returns whether
-    /// the copy hashes to `id`.
+    /// Inode flags, data, then owner, mode, xattrs, marker, times (chown
+    /// clears set-id bits and file capabilities, so it goes first), then
+    /// fsync. Returns whether the copy hashes to `id`.
     fn fill_copy(
         &self,
         src: BorrowedFd,
@@ -179,6 +179,10 @@ impl Store {
         meta: &ObjectMeta,
         id: &ObjectId,
     ) -> io::Result<bool> {
+        // The copy is made in tmp/: flags that directory hands down (chattr
+        // +C, xfs' extent size hints, a project) would be every linking
+        // guest's, and the id does not cover them. While it is empty.
+        sys::copy_inherited_flags(src, dst, None)?;
         if sys::ficlone(dst, src).is_err() {
             sys::copy_data(src, dst, meta.size).map_err(sys::name_file_size_limit)?;
         }
@@ -214,16 +218,34 @@ impl Store {
 }
 
 fn set_marker(fd: BorrowedFd, id: &ObjectId) -> io::Result<()> {
+    if !marker_fits(fd)? {
+        return Err(io::Error::other(NoXattrRoom));
+    }
     match sys::xattr::set_fd(fd, OsStr::new(MARKER_XATTR), &super::marker_value(id)) {
         Err(e) if no_xattr_room(fd, &e) => Err(io::Error::other(NoXattrRoom)),
         r => r,
     }
 }
 
+/// Whether the marker's name fits in the file's xattr name list: xfs sets
+/// an xattr that takes the list past what listxattr may return
+/// ([`sys::xattr::LIST_MAX`]), and then no one could list the file's
+/// xattrs (E2BIG) — not tar, rsync, the guest or unifs. A marker that is
+/// there already (another id's) is replaced in place.
+fn marker_fits(fd: BorrowedFd) -> io::Result<bool> {
+    let entry = MARKER_XATTR.len() + 1;
+    if sys::xattr::list_len(fd)? + entry <= sys::xattr::LIST_MAX {
+        return Ok(true);
+    }
+    Ok(sys::xattr::get_fd(fd, OsStr::new(MARKER_XATTR))?.is_some())
+}
+
 /// The file's own xattrs leave no room for the store's marker: ext4 keeps
 /// a file's xattrs in its inode and at most one block (all of them in the
 /// block with 128-byte inodes), and says ENOSPC when they would not fit,
-/// however much space is free. Such a file can never become an object.
+/// however much space is free; and no filesystem may take the names past
+/// the 64 KiB listxattr returns ([`marker_fits`]). Such a file can never
+/// become an object.
 #[derive(Debug, thiserror::Error)]
 #[error("no room for the store's xattr (trusted.unifs.object) beside the file's own xattrs")]
 pub struct NoXattrRoom;

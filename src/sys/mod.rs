@@ -818,36 +818,113 @@ pub fn inode_flags(fd: BorrowedFd) -> io::Result<u32> {
 }
 
 /// What FS_IOC_FSGETXATTR tells of a file: xfs' inode flags (ext4 and
-/// btrfs show theirs there too) and its project ID (xfs, ext4).
+/// btrfs show theirs there too), its extent size hints (xfs) and its
+/// project ID (xfs, ext4).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FsXattr {
     pub xflags: u32,
+    pub extsize: u32,
     pub projid: u32,
+    pub cowextsize: u32,
 }
+
+// struct fsxattr: xflags, extsize, nextents, projid, cowextsize, pad[8].
+const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
 
 /// The [`FsXattr`] of the file open at `fd`; zeros where the filesystem
 /// keeps none.
 pub fn fs_xattr(fd: BorrowedFd) -> io::Result<FsXattr> {
-    // struct fsxattr: xflags, extsize, nextents, projid, cowextsize, pad[8].
-    const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+    match get_fsxattr_raw(fd) {
+        Ok(raw) => Ok(FsXattr {
+            xflags: raw[0],
+            extsize: raw[1],
+            projid: raw[3],
+            cowextsize: raw[4],
+        }),
+        Err(e) if unsupported(&e) => Ok(FsXattr::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an inode-flags ioctl failed because the filesystem has none.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
+    )
+}
+
+fn get_fsxattr_raw(fd: BorrowedFd) -> io::Result<[u32; 7]> {
     let mut raw = [0u32; 7];
     // SAFETY: FS_IOC_FSGETXATTR writes a 28-byte struct fsxattr to the
     // buffer we pass, which is 28 bytes and lives through the call.
-    match check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, raw.as_mut_ptr()) }) {
-        Ok(_) => Ok(FsXattr {
-            xflags: raw[0],
-            projid: raw[3],
-        }),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
-            ) =>
-        {
-            Ok(FsXattr::default())
-        }
-        Err(e) => Err(e),
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, raw.as_mut_ptr()) })?;
+    Ok(raw)
+}
+
+fn set_fsxattr_raw(fd: BorrowedFd, raw: &[u32; 7]) -> io::Result<()> {
+    // SAFETY: FS_IOC_FSSETXATTR reads a 28-byte struct fsxattr from the
+    // buffer we pass, which is 28 bytes and lives through the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, raw.as_ptr()) })?;
+    Ok(())
+}
+
+/// Inode flags (`chattr`) a new file takes from its directory, which a copy
+/// must have only if its source has them: s u c S d A m j t C x. A
+/// directory hands them down on ext4 (+d, +S, +A, +j …), btrfs (+C, +c,
+/// +m) and xfs (+S, +A, +d). Not i and a (a copy is written, renamed and
+/// changed after; a source with them is not copied to be changed), nor E
+/// and V, which SETFLAGS does not change.
+pub const COPIED_FLAGS: u32 =
+    0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x80_0000 | 0x200_0000;
+
+/// xfs' own flags (fsx_xflags) a new file takes from its directory, which
+/// a copy must have only if its source has them: the extent size hints
+/// (extsize, cowextsize, with their sizes), nodefrag, filestream, dax. Not
+/// realtime, which cannot change once the file is made.
+pub const COPIED_XFLAGS: u32 = 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000;
+
+/// A directory whose new entries take its project ID (`chattr +P`).
+const FS_XFLAG_PROJINHERIT: u32 = 0x200;
+
+/// Makes the new, still empty file `dst` carry the inode flags of `src`
+/// where a new file takes them from its directory instead: the `chattr`
+/// flags of [`COPIED_FLAGS`], xfs' of [`COPIED_XFLAGS`] with their extent
+/// sizes, and the project ID (a directory with +P hands its own down) —
+/// but where `into`, the directory `dst` is to be linked or renamed into,
+/// is +P, that directory's project ID: the kernel refuses any other there
+/// (EXDEV). Normally it clears what the directory handed down. Call it
+/// before any data goes in: btrfs changes NOCOW, and xfs an extent size
+/// hint, only while a file has no data. Fails where the filesystem refuses.
+pub fn copy_inherited_flags(
+    src: BorrowedFd,
+    dst: BorrowedFd,
+    into: Option<BorrowedFd>,
+) -> io::Result<()> {
+    let want = inode_flags(src)? & COPIED_FLAGS;
+    let have = inode_flags(dst)?;
+    if have & COPIED_FLAGS != want {
+        set_inode_flags(dst, (have & !COPIED_FLAGS) | want)?;
     }
+    let (from, mut to) = match (get_fsxattr_raw(src), get_fsxattr_raw(dst)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) if unsupported(&e) => return Ok(()),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let before = to;
+    // The chattr flags' xflags (set above) stay as they are now.
+    to[0] = (to[0] & !COPIED_XFLAGS) | (from[0] & COPIED_XFLAGS);
+    to[1] = if from[0] & 0x800 != 0 { from[1] } else { 0 };
+    to[3] = match into.map(fs_xattr).transpose()? {
+        Some(dir) if dir.xflags & FS_XFLAG_PROJINHERIT != 0 => dir.projid,
+        _ => from[3],
+    };
+    to[4] = if from[0] & 0x1_0000 != 0 { from[4] } else { 0 };
+    if to == before {
+        return Ok(());
+    }
+    set_fsxattr_raw(dst, &to)
 }
 
 /// Shares `src`'s data blocks with `dst` (FICLONE): a copy that costs nothing

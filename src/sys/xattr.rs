@@ -20,6 +20,43 @@ pub fn is_acl_alias(name: &[u8]) -> bool {
     ACL_ALIASES.contains(&name)
 }
 
+/// The most bytes listxattr returns (the kernel's XATTR_LIST_MAX): the
+/// names of a file's xattrs, each with its NUL. xfs lets a file have more,
+/// and then listxattr fails with E2BIG for everyone (getfattr, tar, rsync,
+/// unifs), so nothing of ours may take a list past it.
+pub const LIST_MAX: usize = 65536;
+
+/// The length of the name list of the open file's xattrs, as listxattr
+/// returns it (each name with its NUL; more than [`LIST_MAX`] if the
+/// filesystem let them be set).
+pub fn list_len(fd: BorrowedFd) -> io::Result<usize> {
+    // SAFETY: a null buffer of length 0 asks for the size only.
+    let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The names of a file's xattrs are longer together than listxattr may
+/// return: no tool can list them.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "its xattr names add up to more than the 64 KiB listxattr can return (XATTR_LIST_MAX), \
+     so no tool can list them (getfattr, tar and rsync fail on it too); remove some of its \
+     xattrs (`setfattr -x NAME`)"
+)]
+pub struct ListTooLong;
+
+/// The names of the xattrs that `call` (a listxattr) gives, an E2BIG
+/// said as [`ListTooLong`] (kind `ArgumentListTooLong`).
+fn list_names(call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
+    read_growing(call).map_err(|e| match e.raw_os_error() {
+        Some(libc::E2BIG) => io::Error::new(io::ErrorKind::ArgumentListTooLong, ListTooLong),
+        _ => e,
+    })
+}
+
 /// The attributes of an open file, sorted by name.
 pub fn list_fd(fd: BorrowedFd) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     list_fd_where(fd, |_| true)
@@ -31,7 +68,7 @@ pub fn list_fd_where(
     fd: BorrowedFd,
     keep: impl Fn(&[u8]) -> bool,
 ) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let names = read_growing(|buf| {
+    let names = list_names(|buf| {
         // SAFETY: `buf` is a valid writable buffer of the length we pass.
         unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
     })?;
@@ -121,7 +158,7 @@ pub fn get_path(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
 /// The attributes of a host path (symlinks included, not followed), sorted.
 pub fn list_path(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     let cpath = cstr(path.as_os_str())?;
-    let names = read_growing(|buf| {
+    let names = list_names(|buf| {
         // SAFETY: `cpath` is NUL-terminated; `buf` is valid for its length.
         unsafe { libc::llistxattr(cpath.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
     })?;

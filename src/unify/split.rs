@@ -121,7 +121,13 @@ fn split_guest(guest: &Guest, recs: &[FileRec], dir_times: &DirTimes) -> io::Res
     }
     check_dirs(guest, recs)?;
     let copy = fsys::open_tmpfile(dir.as_fd(), 0o600)?;
-    cow::fill_copy(shared.as_fd(), copy.as_fd(), &st, cow::Atime::Own)?;
+    cow::fill_copy(
+        shared.as_fd(),
+        copy.as_fd(),
+        dir.as_fd(),
+        &st,
+        cow::Atime::Own,
+    )?;
     if break_pending(shared.as_fd()) {
         return Err(io::Error::other("it was opened for writing while copied"));
     }
