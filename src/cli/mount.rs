@@ -62,6 +62,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         bail!("unifs mount must run as root (it acts for every user of the guest)");
     }
     let guest = check_guest(&a.guest_dir)?;
+    carry_backing(&mut opts, &guest, &a.options)?;
     check_not_store(&g.store, &guest)?;
     let Some(mountpoint) = check_mountpoint(&a.mountpoint, &guest, &opts)? else {
         // `mount -a` again: libmount cannot tell the fstab line's source
@@ -160,6 +161,28 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Gives the mount the nosuid, noexec and nodev of the mount GUEST_DIR
+/// lies on ([`MountOptions::carry_backing`]); warns once if that overrides
+/// an option the user asked for.
+fn carry_backing(opts: &mut MountOptions, guest: &Path, asked: &[String]) -> anyhow::Result<()> {
+    let carried = opts
+        .carry_backing(guest)
+        .with_context(|| format!("reading the mount options of {}", output::path(guest)))?;
+    let asked: Vec<&str> = asked.iter().flat_map(|o| o.split(',')).collect();
+    let overridden: Vec<&str> = carried.into_iter().filter(|w| asked.contains(w)).collect();
+    if !overridden.is_empty() {
+        let no: Vec<String> = overridden.iter().map(|w| format!("no{w}")).collect();
+        eprintln!(
+            "unifs: warning: -o {} ignored: {} lies on a mount with {}, which the unifs mount \
+             keeps (a guest must not gain there what the host forbids)",
+            overridden.join(","),
+            output::path(guest),
+            no.join(",")
+        );
+    }
+    Ok(())
 }
 
 /// The daemon's log file, as `redirect_stdio` opens it.
