@@ -30,7 +30,9 @@ pub struct MountArgs {
     /// noallow_other), passthrough/nopassthrough (on), suid/nosuid,
     /// exec/noexec, atime/noatime (default suid,exec,atime), dev/nodev
     /// (default nodev: device nodes in the tree open no devices),
-    /// threads=N (1-64, default 4). Accepted and ignored, for fstab and
+    /// threads=N (1-64, default 4). The nosuid, noexec and nodev of the
+    /// mount GUEST_DIR lies on are kept whatever -o says (with a warning
+    /// against an explicit suid, exec or dev). Accepted and ignored, for fstab and
     /// systemd: defaults, auto, noauto, nofail, _netdev, user, users, nouser,
     /// nonempty, async, relatime, x-*, comment=*. Anything else is an error.
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
