@@ -343,11 +343,12 @@ impl Store {
     /// A probe set on the directory and taken off again; only "not
     /// supported" refuses (another error is for the calls that need it).
     pub fn check_xattrs_at(root: &Path) -> Result<()> {
-        let dir = sys::open_dir(root).at(root)?;
+        // By path, not through an open: the store's directory is opened
+        // only where its identity matters (the lock, objects/).
         let probe = OsStr::new("trusted.unifs.probe");
-        match sys::xattr::set_fd(dir.as_fd(), probe, b"") {
+        match sys::xattr::set_path(root, probe, b"") {
             Ok(()) => {
-                let _ = sys::xattr::remove_fd(dir.as_fd(), probe);
+                let _ = sys::xattr::remove_path(root, probe);
                 Ok(())
             }
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(Error::NoXattrs {
