@@ -307,6 +307,13 @@ pub fn describe(
         let Some(node) = node else {
             continue;
         };
+        // A file the host bind-mounted onto a name of the guest is the
+        // host's, not the guest's: left out, as unify leaves it alone and
+        // the mount refuses it (EXDEV). (The walk enters no directory of
+        // another mount, so a file on one is that mount's root.)
+        if !node.meta.is_dir() && sys::mount_id(node.file.as_fd()) != mount {
+            continue;
+        }
         // Unify's temp name (`.unifs-tmp-PID-N`), a regular file: a unify
         // linking the guest meanwhile has one there for an instant (the
         // object linked before its swap, the guest's old file after it),

@@ -30,7 +30,9 @@ pub struct MountArgs {
     /// noallow_other), passthrough/nopassthrough (on), suid/nosuid,
     /// exec/noexec, atime/noatime (default suid,exec,atime), dev/nodev
     /// (default nodev: device nodes in the tree open no devices),
-    /// threads=N (1-64, default 4). Accepted and ignored, for fstab and
+    /// threads=N (1-64, default 4). The nosuid, noexec and nodev of the
+    /// mount GUEST_DIR lies on are kept whatever -o says (with a warning
+    /// against an explicit suid, exec or dev). Accepted and ignored, for fstab and
     /// systemd: defaults, auto, noauto, nofail, _netdev, user, users, nouser,
     /// nonempty, async, relatime, x-*, comment=*. Anything else is an error.
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
@@ -62,6 +64,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
         bail!("unifs mount must run as root (it acts for every user of the guest)");
     }
     let guest = check_guest(&a.guest_dir)?;
+    carry_backing(&mut opts, &guest, &a.options)?;
     check_not_store(&g.store, &guest)?;
     let Some(mountpoint) = check_mountpoint(&a.mountpoint, &guest, &opts)? else {
         // `mount -a` again: libmount cannot tell the fstab line's source
@@ -188,6 +191,28 @@ fn died_before_ready(child: i32, guest: &Path, mountpoint: &Path) -> anyhow::Err
         "the mount daemon died before the mount was ready{how}; nothing is mounted at {}{hint}",
         output::path(mountpoint)
     )
+}
+
+/// Gives the mount the nosuid, noexec and nodev of the mount GUEST_DIR
+/// lies on ([`MountOptions::carry_backing`]); warns once if that overrides
+/// an option the user asked for.
+fn carry_backing(opts: &mut MountOptions, guest: &Path, asked: &[String]) -> anyhow::Result<()> {
+    let carried = opts
+        .carry_backing(guest)
+        .with_context(|| format!("reading the mount options of {}", output::path(guest)))?;
+    let asked: Vec<&str> = asked.iter().flat_map(|o| o.split(',')).collect();
+    let overridden: Vec<&str> = carried.into_iter().filter(|w| asked.contains(w)).collect();
+    if !overridden.is_empty() {
+        let no: Vec<String> = overridden.iter().map(|w| format!("no{w}")).collect();
+        eprintln!(
+            "unifs: warning: -o {} ignored: {} lies on a mount with {}, which the unifs mount \
+             keeps (a guest must not gain there what the host forbids)",
+            overridden.join(","),
+            output::path(guest),
+            no.join(",")
+        );
+    }
+    Ok(())
 }
 
 /// The daemon's log file, as `redirect_stdio` opens it.

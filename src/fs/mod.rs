@@ -148,6 +148,28 @@ impl MountOptions {
         Ok(())
     }
 
+    /// Keeps the restrictions of the mount the guest's backing directory
+    /// `guest` lies on: where the host admin mounted it nosuid, noexec or
+    /// nodev, a set-uid program (or a device node) in the guest must not
+    /// gain through the unifs mount what it has not there. Returns the
+    /// options (`suid`, `exec`, `dev`) that were on and are now off.
+    pub fn carry_backing(&mut self, guest: &Path) -> io::Result<Vec<&'static str>> {
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        let flags = statvfs(guest).map_err(io::Error::from)?.flags();
+        let mut carried = Vec::new();
+        for (flag, on, word) in [
+            (FsFlags::ST_NOSUID, &mut self.suid, "suid"),
+            (FsFlags::ST_NOEXEC, &mut self.exec, "exec"),
+            (FsFlags::ST_NODEV, &mut self.dev, "dev"),
+        ] {
+            if flags.contains(flag) && *on {
+                *on = false;
+                carried.push(word);
+            }
+        }
+        Ok(carried)
+    }
+
     /// The options `statvfs` shows of a mount made with these (ro, nosuid,
     /// nodev, noexec), as `-o` words, for telling a mount made otherwise.
     pub fn vfs_words(&self) -> Vec<&'static str> {
@@ -201,6 +223,10 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     if let Err(e) = crate::sys::raise_fd_limit() {
         tracing::warn!("{e}");
     }
+    // `unifs mount` has carried them already (and said so); `guest
+    // start` and `run` have not.
+    let mut opts = opts.clone();
+    opts.carry_backing(guest)?;
     let root = crate::sys::open_dir(guest)?;
     // UNIFS_TEST_NO_CLAIM: the tests' stand-in for a daemon of a build
     // before the claim (45eff4d), which holds no flock.

@@ -698,6 +698,24 @@ impl Overlay {
         node == ROOT || state.table.child(parent, name) == Some(node)
     }
 
+    /// Refuses (EXDEV) an entry that is the root of a mount: a file or
+    /// directory the host bind-mounted onto a name of the backing tree.
+    /// Reached by name from its parent's fd it is the mounted one, outside
+    /// the backing tree, which the daemon never reads or changes (and a
+    /// break would copy it). EXDEV, as for a path through a mounted
+    /// directory, which [`sys::open_beneath`] does not cross. The root
+    /// (`.`) may itself be a mount: it is the guest's.
+    fn refuse_mounted(dir: BorrowedFd, name: &OsStr) -> Result<()> {
+        if name == "." {
+            return Ok(());
+        }
+        match sys::stat_entry(dir, name) {
+            Ok((_, true)) => Err(errno(libc::EXDEV)),
+            // Gone or unreadable: the call itself says so.
+            _ => Ok(()),
+        }
+    }
+
     /// The error of a step of `open` that found the node's name moved (see
     /// [`Self::still_named`]): `open` tries again at the node's new name, as
     /// ext4 opens the file the path led to wherever it went. Internal: it
@@ -1163,6 +1181,7 @@ impl Overlay {
         };
         let mut moves = 0;
         for _ in 0..16 {
+            Self::refuse_mounted(dir.as_fd(), &name)?;
             let step = if want_write {
                 let truncate = (flags & libc::O_TRUNC != 0).then_some((parent, 0));
                 let split = match truncate {
@@ -1884,6 +1903,7 @@ impl Overlay {
             }
             Err(e) => return Err(e),
         };
+        Self::refuse_mounted(dir.as_fd(), &name)?;
         // A regular file is changed through a write fd held from the check
         // on: unify cannot lease, and so cannot link or replace, an inode
         // open for writing, so the change cannot land on a store object
@@ -2346,6 +2366,7 @@ impl Overlay {
     pub fn link(&self, node: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
         Self::check_name(newname)?;
         let (dir, name) = self.entry_of(node)?;
+        Self::refuse_mounted(dir.as_fd(), &name)?;
         self.make_private(node, None, dir.as_fd(), &name, None)?;
         let newdir = self.open_dir_node(newparent)?;
         self.changing(|| sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname))?;
@@ -2354,6 +2375,7 @@ impl Overlay {
 
     pub fn opendir(&self, node: u64, flags: i32) -> Result<u64> {
         let (dir, name) = self.entry_of(node)?;
+        Self::refuse_mounted(dir.as_fd(), &name)?;
         let no_atime = self.no_atime || flags & libc::O_NOATIME != 0;
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
         let fd = self.open_reading(dir.as_fd(), &name, flags, no_atime)?;
@@ -2719,7 +2741,10 @@ impl Overlay {
         }
         let names = read_lock(&self.names);
         let value = match self.entry_of(node) {
-            Ok((dir, name)) => fsys::get_xattr_at(dir.as_fd(), &name, attr)?,
+            Ok((dir, name)) => {
+                Self::refuse_mounted(dir.as_fd(), &name)?;
+                fsys::get_xattr_at(dir.as_fd(), &name, attr)?
+            }
             Err(e) => {
                 drop(names);
                 match self.removed_dir(node) {
@@ -2770,7 +2795,10 @@ impl Overlay {
         use std::os::unix::ffi::OsStrExt;
         let names = read_lock(&self.names);
         let attrs = match self.entry_of(node) {
-            Ok((dir, name)) => fsys::list_xattrs_at(dir.as_fd(), &name)?,
+            Ok((dir, name)) => {
+                Self::refuse_mounted(dir.as_fd(), &name)?;
+                fsys::list_xattrs_at(dir.as_fd(), &name)?
+            }
             Err(e) => {
                 drop(names);
                 let list = match self.removed_dir(node) {
@@ -2827,6 +2855,7 @@ impl Overlay {
                 return Ok(());
             }
         };
+        Self::refuse_mounted(dir.as_fd(), &name)?;
         Self::xattr_change_fails(dir.as_fd(), &name, attr, Some(flags))?;
         // Through a held write fd, as in setattr.
         let fd = self.private_write_fd(node, dir.as_fd(), &name, None)?;
@@ -2870,6 +2899,7 @@ impl Overlay {
                 return sys::xattr::remove_fd(f.fd.as_fd(), attr);
             }
         };
+        Self::refuse_mounted(dir.as_fd(), &name)?;
         Self::xattr_change_fails(dir.as_fd(), &name, attr, None)?;
         match self.private_write_fd(node, dir.as_fd(), &name, None)? {
             Some(fd) => sys::xattr::remove_fd(fd.as_fd(), attr),

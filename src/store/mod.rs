@@ -130,6 +130,14 @@ pub enum Error {
     )]
     ObjectsLost { path: PathBuf },
     #[error(
+        "store {}: its filesystem has no extended attributes (trusted.*), which mark every \
+         store object so that the mount breaks a shared file's link before a write (ramfs, \
+         vfat and some network filesystems lack them); nothing was done: put the store and \
+         the guests on a filesystem that has them (ext4, xfs, btrfs, tmpfs)",
+        crate::sys::shown(store)
+    )]
+    NoXattrs { store: PathBuf },
+    #[error(
         "store {path} is not a directory; --store (or UNIFS_STORE) names the store's directory"
     )]
     NotADirectory { path: PathBuf },
@@ -298,7 +306,14 @@ impl Store {
             let (store, path) = (root.to_path_buf(), path.to_path_buf());
             move |error| Error::Create { store, path, error }
         };
+        let made_dir = !root.exists();
         std::fs::create_dir_all(root).map_err(at(root))?;
+        if let Err(e) = Store::check_xattrs_at(root) {
+            if made_dir {
+                let _ = std::fs::remove_dir(root);
+            }
+            return Err(e);
+        }
         if !Store::exists(root) {
             // A new store is root's alone: its catalog and listings name
             // every guest path, its objects are guest files. (An existing
@@ -318,6 +333,27 @@ impl Store {
         let objects = root.join("objects");
         private_dir(&objects).map_err(at(&objects))?;
         Store::open(root)
+    }
+
+    /// Refuses a store directory on a filesystem without xattrs: every
+    /// object's marker is one ([`MARKER_XATTR`]), and without it unify
+    /// would fail file by file and the mount could not tell a shared file.
+    /// A probe set on the directory and taken off again; only "not
+    /// supported" refuses (another error is for the calls that need it).
+    pub fn check_xattrs_at(root: &Path) -> Result<()> {
+        // By path, not through an open: the store's directory is opened
+        // only where its identity matters (the lock, objects/).
+        let probe = OsStr::new("trusted.unifs.probe");
+        match sys::xattr::set_path(root, probe, b"") {
+            Ok(()) => {
+                let _ = sys::xattr::remove_path(root, probe);
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(Error::NoXattrs {
+                store: root.to_path_buf(),
+            }),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Whether the store holds nothing yet: no catalog (or an empty file)

@@ -43,6 +43,7 @@ mod review_s25_limits;
 mod review_s25_mountinfo;
 mod review_s25_ttyjob;
 mod review_s25_ttypty;
+mod review_s27_backing;
 mod review_s27_cgroup;
 mod review_s27_hostfd;
 mod review_s27_hostns;
