@@ -241,12 +241,13 @@ fn an_io_error_is_reported_with_what_failed_and_that_the_file_is_as_it_was() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    // linkat 2: b's temp link to the object (1 made a's file the object);
+    // linkat 3: b's temp link to the object (1 found no fan-out directory
+    // in the new store, 2 made a's file the object once it was made);
     // read 4: a hashing read (found by trying; the dynamic loader makes the
     // first three).
     for (inject, what) in [
         (
-            "linkat:error=EIO:when=2",
+            "linkat:error=EIO:when=3",
             "cannot link it (Input/output error",
         ),
         (
