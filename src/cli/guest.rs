@@ -539,6 +539,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             name,
         } => {
             use std::io::{IsTerminal, Write};
+            use std::os::fd::AsFd;
             let mut stdout = std::io::stdout().lock();
             let terminal = stdout.is_terminal();
             let mut out = |data: &[u8]| -> std::io::Result<()> {
@@ -548,7 +549,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 stdout.flush()
             };
-            crate::guest::logs::logs(&dirs(d), &name, lines, follow, mount, &mut out)?;
+            let sink = std::io::stdout();
+            let sink = sink.as_fd();
+            crate::guest::logs::logs(&dirs(d), &name, lines, follow, mount, &mut out, sink)?;
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::Enter { dirs: d, who, name } => {
