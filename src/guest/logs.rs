@@ -131,12 +131,16 @@ pub fn logs(
 fn reader_gone(sink: BorrowedFd<'_>, limit: Duration) -> bool {
     let timeout = PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX);
     let mut fds = [PollFd::new(sink, PollFlags::empty())];
-    match poll(&mut fds, timeout) {
-        Ok(n) if n > 0 => fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)),
-        // Interrupted or unpollable: as the sleep it replaces.
+    let gone = PollFlags::POLLERR | PollFlags::POLLHUP;
+    match poll(&mut fds, timeout).map(|_| fds[0].revents()) {
+        Ok(Some(r)) if r.intersects(gone) => true,
+        // POLLNVAL (no stdout at all) is answered at once: not a wait.
+        Ok(Some(r)) if r.contains(PollFlags::POLLNVAL) => {
+            std::thread::sleep(limit);
+            false
+        }
         Ok(_) => false,
+        // Interrupted: as the sleep it replaces.
         Err(_) => {
             std::thread::sleep(limit);
             false
