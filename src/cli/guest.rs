@@ -265,7 +265,8 @@ pub enum GuestCommand {
         /// Only the last N lines.
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<u64>,
-        /// Then print what it writes while it runs, until it stops.
+        /// Then print what it writes while it runs, until it stops or the
+        /// reader of the output goes (`… -f NAME | head -1`).
         #[arg(short, long)]
         follow: bool,
         /// The guest: CONFIG_DIR/NAME.toml.
