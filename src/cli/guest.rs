@@ -265,7 +265,8 @@ pub enum GuestCommand {
         /// Only the last N lines.
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<u64>,
-        /// Then print what it writes while it runs, until it stops.
+        /// Then print what it writes while it runs, until it stops or the
+        /// reader of the output goes (`… -f NAME | head -1`).
         #[arg(short, long)]
         follow: bool,
         /// The guest: CONFIG_DIR/NAME.toml.
@@ -539,6 +540,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             name,
         } => {
             use std::io::{IsTerminal, Write};
+            use std::os::fd::AsFd;
             let mut stdout = std::io::stdout().lock();
             let terminal = stdout.is_terminal();
             let mut out = |data: &[u8]| -> std::io::Result<()> {
@@ -548,7 +550,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 stdout.flush()
             };
-            crate::guest::logs::logs(&dirs(d), &name, lines, follow, mount, &mut out)?;
+            let sink = std::io::stdout();
+            let sink = sink.as_fd();
+            crate::guest::logs::logs(&dirs(d), &name, lines, follow, mount, &mut out, sink)?;
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::Enter { dirs: d, who, name } => {

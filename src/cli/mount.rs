@@ -17,7 +17,8 @@ pub struct MountArgs {
     /// the store's marker: a store moved, its markers lost).
     pub guest_dir: PathBuf,
     /// Where to mount it. A live unifs mount of the same guest there already
-    /// (`mount -a` again): "already mounted", exit 0 (an error if it was
+    /// (`mount -a` again, or another `unifs mount` of it there started at
+    /// the same moment): "already mounted", exit 0 (an error if it was
     /// mounted with other ro/nosuid/nodev/noexec options, or if it serves a
     /// directory moved away from GUEST_DIR since).
     pub mountpoint: PathBuf,
@@ -69,12 +70,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     let Some(mountpoint) = check_mountpoint(&a.mountpoint, &guest, &opts)? else {
         // `mount -a` again: libmount cannot tell the fstab line's source
         // (`vfs-mount#GUEST`) from the mount's (`unifs:GUEST`).
-        eprintln!(
-            "unifs: {} is already mounted at {}; nothing to do",
-            output::path(&guest),
-            output::path(&a.mountpoint)
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(already_mounted(&guest, &a.mountpoint));
     };
     if mountpoint != guest && mountpoint.starts_with(&guest) {
         // The daemon would reach the backing entry of that directory
@@ -119,7 +115,13 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     }
 
     if a.foreground {
-        let mounted = do_mount(&guest, &mountpoint, &opts)?;
+        let mounted = match do_mount(&guest, &mountpoint, &opts) {
+            Ok(mounted) => mounted,
+            Err(_) if mounted_by_another(&a.mountpoint, &mountpoint, &guest, &opts) => {
+                return Ok(already_mounted(&guest, &a.mountpoint))
+            }
+            Err(e) => return Err(e),
+        };
         if log.is_some() {
             ufs::sys::redirect_stdio(log.as_deref()).context("redirecting output to --log")?;
         }
@@ -138,6 +140,9 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             match msg.strip_prefix("ok") {
                 Some(_) => Ok(ExitCode::SUCCESS),
                 None if msg.is_empty() => Err(died_before_ready(child, &guest, &mountpoint)),
+                None if mounted_by_another(&a.mountpoint, &mountpoint, &guest, &opts) => {
+                    Ok(already_mounted(&guest, &a.mountpoint))
+                }
                 None => bail!("{msg}"),
             }
         }
@@ -158,6 +163,42 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// Says that `guest` is mounted at `p` already: nothing to do, exit 0.
+fn already_mounted(guest: &Path, p: &Path) -> ExitCode {
+    eprintln!(
+        "unifs: {} is already mounted at {}; nothing to do",
+        output::path(guest),
+        output::path(p)
+    );
+    ExitCode::SUCCESS
+}
+
+/// Whether a mount that failed lost a race to another `unifs mount` of
+/// `guest` at `p` (`mount -a` and a systemd unit at once: both found
+/// nothing there, and this one's daemon lost the guest's claim): that
+/// mount, once it answers, is the one asked for. Only a unifs mount of
+/// `guest` at `p` (resolved: `mp`) is waited for, up to 3 s (and
+/// `health`'s 2 s).
+fn mounted_by_another(p: &Path, mp: &Path, guest: &Path, opts: &MountOptions) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let theirs = ufs::unifs_mount_guest(mp)
+            .ok()
+            .flatten()
+            .is_some_and(|g| g == guest);
+        if !theirs {
+            return false;
+        }
+        if let Ok(None) = check_mountpoint(p, guest, opts) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

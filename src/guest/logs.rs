@@ -6,9 +6,10 @@
 use super::lifecycle::Dirs;
 use super::state::RunDir;
 use super::{Error, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::Duration;
 
@@ -20,7 +21,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// `lines` lines. With `follow`, then what is added while the guest runs,
 /// until it stops; a log that a new start sets aside (see `lifecycle`) is
 /// read to its end, then the new one from its start. A write error of `out`
-/// (a closed pipe) ends it quietly.
+/// (a closed pipe) ends it quietly, and so does `sink`, the fd `out` writes
+/// to, closed by its reader while the guest writes nothing (`logs -f | head
+/// -1` after its line).
 pub fn logs(
     dirs: &Dirs,
     name: &str,
@@ -28,6 +31,7 @@ pub fn logs(
     follow: bool,
     mount: bool,
     out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    sink: BorrowedFd<'_>,
 ) -> Result<()> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
@@ -114,7 +118,33 @@ pub fn logs(
             then = Next::Stop;
             continue;
         }
-        std::thread::sleep(POLL);
+        if reader_gone(sink, POLL) {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits up to `limit` for `sink` to report its reader gone (a pipe whose
+/// read end is closed: POLLERR; a hung-up terminal or socket: POLLHUP).
+/// Asking for no event, a regular file or a pipe with room never wakes it
+/// early: it is then a sleep.
+fn reader_gone(sink: BorrowedFd<'_>, limit: Duration) -> bool {
+    let timeout = PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(sink, PollFlags::empty())];
+    let gone = PollFlags::POLLERR | PollFlags::POLLHUP;
+    match poll(&mut fds, timeout).map(|_| fds[0].revents()) {
+        Ok(Some(r)) if r.intersects(gone) => true,
+        // POLLNVAL (no stdout at all) is answered at once: not a wait.
+        Ok(Some(r)) if r.contains(PollFlags::POLLNVAL) => {
+            std::thread::sleep(limit);
+            false
+        }
+        Ok(_) => false,
+        // Interrupted: as the sleep it replaces.
+        Err(_) => {
+            std::thread::sleep(limit);
+            false
+        }
     }
 }
 
