@@ -40,7 +40,8 @@ impl Drop for Loopfs {
     }
 }
 
-fn run(cmd: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+/// Runs `cmd` with `args`, which must succeed; its stdout.
+pub(crate) fn run(cmd: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     let mut c = Command::new(cmd);
     for a in args {
         c.arg(a.as_ref());

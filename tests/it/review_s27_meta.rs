@@ -5,7 +5,7 @@
 
 use crate::common::require_root;
 use crate::fs::harness::{errno, Mount, World};
-use crate::review_s18_fs::Loopfs;
+use crate::review_s18_fs::{run, Loopfs};
 use crate::tree::{file, init_store, stderr, unifs, unify_summary};
 use std::ffi::OsStr;
 use std::fs;
@@ -20,16 +20,6 @@ const MARKER_ENTRY: usize = "trusted.unifs.object".len() + 1;
 
 fn xfs() -> Loopfs {
     Loopfs::new("xfs", 320 << 20, &["-q"])
-}
-
-fn run(cmd: &str, args: &[&dyn AsRef<OsStr>]) -> String {
-    let mut c = Command::new(cmd);
-    for a in args {
-        c.arg(a.as_ref());
-    }
-    let out = c.output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd}: {}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Gives `path` `user.*` xattrs whose names make a list of `total` bytes
