@@ -219,19 +219,26 @@ fn died_before_ready(child: i32, guest: &Path, mountpoint: &Path) -> anyhow::Err
         let _ = ufs::sys::umount(mountpoint, true);
     }
     // An allocation that fails aborts (SIGABRT): under a low RLIMIT_AS.
+    anyhow::anyhow!(
+        "the mount daemon died before the mount was ready{how}; nothing is mounted at {}{}",
+        output::path(mountpoint),
+        address_space_hint()
+    )
+}
+
+/// Where RLIMIT_AS is set: the limits to raise, as a parenthesis; else
+/// nothing. Under it an allocation aborts and a thread fails to start
+/// (EAGAIN), however much memory the host has.
+fn address_space_hint() -> String {
     let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
         .is_ok_and(|(soft, _)| soft != libc::RLIM_INFINITY);
-    let hint = match limited {
+    match limited {
         true => format!(
             " ({}: raise them, `ulimit -v unlimited`)",
             crate::sys::thread_limits_text()
         ),
         false => String::new(),
-    };
-    anyhow::anyhow!(
-        "the mount daemon died before the mount was ready{how}; nothing is mounted at {}{hint}",
-        output::path(mountpoint)
-    )
+    }
 }
 
 /// Gives the mount the nosuid, noexec and nodev of the mount GUEST_DIR
@@ -364,7 +371,8 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
             Ok(()) => write!(tx, "the mount was unmounted before it was ready"),
             Err(e) => write!(
                 tx,
-                "the mount daemon stopped before the mount was ready: {e}"
+                "the mount daemon stopped before the mount was ready: {e}{}",
+                address_space_hint()
             ),
         };
     }
