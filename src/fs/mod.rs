@@ -468,15 +468,9 @@ impl Served {
 /// The pid holding a flock on `fd`'s inode, from /proc/locks.
 fn lock_holder(fd: std::os::fd::BorrowedFd) -> Option<i32> {
     let st = sys::fstat(fd).ok()?;
-    let (major, minor) = (libc::major(st.st_dev), libc::minor(st.st_dev));
-    let want = format!("{major:02x}:{minor:02x}:{}", st.st_ino);
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
-            .then(|| f.get(4)?.parse().ok())
-            .flatten()
-    })
+    crate::sys::flock_holders(st.st_dev, st.st_ino)?
+        .first()
+        .copied()
 }
 
 /// Waits, up to `limit`, until no daemon holds `guest` (its claim's lock),

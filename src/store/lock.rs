@@ -196,30 +196,11 @@ fn running(pid: &str) -> String {
     }
 }
 
-/// The pids holding a flock on `file`, from /proc/locks (lines like
-/// `1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0 EOF`, the device as hex
-/// major:minor and the inode in decimal). `None` where it cannot be read.
+/// The pids holding a flock on `file`. `None` where /proc/locks cannot be
+/// read.
 fn holders(file: &File) -> Option<Vec<String>> {
     use std::os::unix::fs::MetadataExt;
     let md = file.metadata().ok()?;
-    let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let mut pids: Vec<String> = locks
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // A blocked waiter's line starts with "->": not a holder.
-            if f.get(1) != Some(&"FLOCK") {
-                return None;
-            }
-            let mut id = f.get(5)?.split(':');
-            let maj = u32::from_str_radix(id.next()?, 16).ok()?;
-            let min = u32::from_str_radix(id.next()?, 16).ok()?;
-            let ino: u64 = id.next()?.parse().ok()?;
-            (maj == major && min == minor && ino == md.ino()).then(|| f[4].to_string())
-        })
-        .collect();
-    pids.sort();
-    pids.dedup();
-    Some(pids)
+    let pids = crate::sys::flock_holders(md.dev(), md.ino())?;
+    Some(pids.iter().map(|p| p.to_string()).collect())
 }

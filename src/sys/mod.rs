@@ -3,8 +3,11 @@
 //! variants, reflinks and xattrs. Every `unsafe` block of the crate's storage
 //! code lives here, each with its invariant.
 
+mod locks;
 mod shared_map;
 pub mod xattr;
+
+pub use locks::flock_holders;
 
 pub use shared_map::SharedMap;
 

@@ -196,9 +196,24 @@ fn in_chroot(t: &TestRoot, env: &[(&str, &Path)], args: &[&str]) -> Output {
     let top = t.dir.path().join("chroot");
     std::fs::create_dir_all(&top).unwrap();
     let mut script = String::from("set -e; mount --make-rprivate /\n");
-    for dir in [
+    // The binary and the test's files may live anywhere (CI clones into
+    // its own top-level directory): bind the top of each as well.
+    let mut dirs: Vec<String> = [
         "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/tmp", "/work", "/var",
-    ] {
+    ]
+    .map(String::from)
+    .to_vec();
+    for path in [unifs_bin(), t.dir.path().to_path_buf()] {
+        let path = path.canonicalize().unwrap();
+        if let Some(std::path::Component::Normal(first)) = path.components().nth(1) {
+            let top_dir = format!("/{}", first.to_str().unwrap());
+            if !dirs.contains(&top_dir) {
+                dirs.push(top_dir);
+            }
+        }
+    }
+    for dir in &dirs {
+        let dir = dir.as_str();
         if Path::new(dir).exists() {
             script += &format!(
                 "mkdir -p {0}{dir}; mount --rbind {dir} {0}{dir}\n",
