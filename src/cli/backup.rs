@@ -1,6 +1,7 @@
 //! `unifs manifest` and `unifs restore`.
 
 use super::output::{bytes, count, path};
+use super::print::{errln, outln};
 use super::Global;
 use crate::backup::{manifest, mtree, restore};
 use crate::catalog::Catalog;
@@ -244,7 +245,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     };
     let entries = described.entries;
     for (rel, object) in &described.damaged {
-        eprintln!(
+        errln!(
             "unifs: warning: {}: links the store object {}, whose content is no longer what \
              the catalog recorded (changed around the store): the manifest describes it as a \
              private file, with the content it has now (the private list names it, for the \
@@ -255,7 +256,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for sub in described.subvolumes {
-        eprintln!(
+        errln!(
             "unifs: warning: {}: a btrfs subvolume inside the guest: its content is not in \
              this manifest (listed as an empty directory, which restore makes it); back it \
              up separately",
@@ -280,7 +281,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     // A guest can make any number of them: the first ones, then a count.
     const SHOWN: usize = 50;
     for dir in described.too_deep.iter().take(SHOWN) {
-        eprintln!(
+        errln!(
             "unifs: warning: {}: nested deeper than {max} directories: its content is not in \
              this manifest, nor in a backup made from it (listed as an empty directory, which \
              restore makes it) ({why})",
@@ -288,14 +289,14 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if described.too_deep.len() > SHOWN {
-        eprintln!(
+        errln!(
             "unifs: warning: … and {} more directories nested deeper than {max}, left out \
              the same way",
             described.too_deep.len() - SHOWN
         );
     }
     for (dir, count) in described.too_long.iter().take(SHOWN) {
-        eprintln!(
+        errln!(
             "unifs: warning: {}: {count} name(s) in it make guest paths of {} bytes or more, \
              which restore cannot rebuild: left out of this manifest, with everything below \
              them, so a backup made from it does not have them (unify leaves them alone too); \
@@ -305,14 +306,14 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if described.too_long.len() > SHOWN {
-        eprintln!(
+        errln!(
             "unifs: warning: … and {} more directories holding names of too long a path, \
              left out the same way",
             described.too_long.len() - SHOWN
         );
     }
     for tmp in described.unify_temps {
-        eprintln!(
+        errln!(
             "unifs: warning: {}: unify's temp name, left out of the manifest (a unify \
              linking the guest meanwhile has one there for an instant, and a killed one \
              leaves one behind); a file of the guest's own by such a name is not backed up: \
@@ -565,7 +566,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     };
     let report = restore::restore_with(&entries, &store, &a.from, &a.target, &opts)?;
     if let Some(why) = &report.extra_copy_failed {
-        eprintln!(
+        errln!(
             "unifs: warning: an object at the link limit could not get a new copy in the \
              store ({why}); its files were copied into the guest instead (a later unify of \
              the guest links them)"
@@ -573,16 +574,16 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let not_kept = &report.times_not_kept;
     for t in not_kept.iter().take(50) {
-        eprintln!("unifs: warning: {}", super::output::clean(&t.to_string()));
+        errln!("unifs: warning: {}", super::output::clean(&t.to_string()));
     }
     if not_kept.len() > 50 {
-        eprintln!(
+        errln!(
             "unifs: warning: … and {} more times not kept (`--json` lists them all)",
             not_kept.len() - 50
         );
     }
     if !not_kept.is_empty() {
-        eprintln!(
+        errln!(
             "unifs: warning: the filesystem of {} did not keep {} time(s) of the manifest as \
              they are: the guest is restored with the times it kept instead. Restore onto a \
              filesystem that holds them (btrfs and tmpfs hold any) to keep them",
@@ -591,7 +592,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let verified = match not_kept.len() {
             0 => "every file verified".to_string(),
@@ -604,7 +605,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
             0 => String::new(),
             n => format!(" ({} new object copies for the link limit)", count(n)),
         };
-        println!(
+        outln!(
             "restored guest {} into {}: {} entries; {} files linked from the store{extra}, {} \
              copied from it ({}), {} private files copied ({}), {} hardlinks; {verified}",
             super::output::guest_name(&header.guest, &header.root_path()),

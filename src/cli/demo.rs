@@ -2,6 +2,7 @@
 //! into a local store and prints what was saved. Needs no configuration.
 
 use super::output::{self, bytes, count};
+use super::print::outln;
 use super::Global;
 use anyhow::Context;
 use std::fs;
@@ -44,7 +45,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
         roots.push(root);
     }
     let before = du(&guests_dir)?;
-    println!(
+    outln!(
         "built {n} sample guests in {} ({} in {} files)",
         output::path(&guests_dir),
         bytes(before.1),
@@ -66,7 +67,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal(),
     };
     let s = crate::unify::unify(&store, &opts)?;
-    println!(
+    outln!(
         "unified into {}: {} files scanned, {} hashed, {} linked to {} objects in {:.2} s",
         output::path(&store),
         count(s.files_scanned),
@@ -77,7 +78,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let store_h = crate::store::Store::open(&store)?;
     let usage = store_h.usage()?;
-    println!(
+    outln!(
         "saved {} of {} ({:.0}%); the store holds {} in {} objects",
         bytes(s.bytes_saved),
         bytes(before.1),
@@ -92,7 +93,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
             ..opts
         },
     )?;
-    println!(
+    outln!(
         "a second run read {} and {} of {} directories, and took {:.3} s (unchanged files \
          and directories are not read again)",
         bytes(again.bytes_hashed),
@@ -100,7 +101,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
         count(again.dirs_read + again.dirs_from_cache),
         again.seconds
     );
-    println!(
+    outln!(
         "try: ls -li {0}/*/usr/bin/demo-tool; unifs --store {1} store stats",
         output::path(&guests_dir),
         output::path(&store)

@@ -1,5 +1,6 @@
 //! `unifs run` and `unifs guest …`: parse, call `guest`, print.
 
+use super::print::{errln, outln};
 use super::{output, Global};
 use crate::guest::config::RootMount;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
@@ -511,7 +512,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
     match c {
         GuestCommand::Start { dirs: d, name } => {
             let st = lifecycle::start(&dirs(d), &name)?;
-            println!("guest {name} started, init pid {}", st.pid);
+            outln!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::Stop { dirs: d, how, name } => {
@@ -529,7 +530,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             let st = lifecycle::restart(&dirs(d), &name, timeout, signal, said)?;
-            println!("guest {name} started, init pid {}", st.pid);
+            outln!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::Logs {
@@ -590,7 +591,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 "nothing to change: give --memory, --cpus, --pids or --io-weight"
             );
             let now = lifecycle::update(&dirs(d), &name, &changes)?;
-            println!(
+            outln!(
                 "guest {name} updated; its limits now: {} (its config is unchanged)",
                 describe_limits(&now)
             );
@@ -603,12 +604,16 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         } => {
             let all = lifecycle::processes(&dirs(d), &name)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            outln!(
                 "{:>8} {:>9} {:>6} {:>8} {:>8} S COMMAND",
-                "PID", "GUEST-PID", "UID", "RSS", "TIME"
+                "PID",
+                "GUEST-PID",
+                "UID",
+                "RSS",
+                "TIME"
             );
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for p in &all {
@@ -616,7 +621,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     let t = t as u64;
                     format!("{}:{:02}", t / 60, t % 60)
                 });
-                println!(
+                outln!(
                     "{:>8} {:>9} {:>6} {:>8} {:>8} {} {}",
                     p.pid,
                     or_dash(p.guest_pid.map(|g| g.to_string())),
@@ -640,22 +645,26 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     .and_then(|cfg| lifecycle::check_paths(&dirs, &s.name, &cfg));
                 match checked {
                     Ok(()) | Err(Error::NoConfig { .. }) => {}
-                    Err(e) => eprintln!("warning: {e} (`unifs guest start {}` would fail)", s.name),
+                    Err(e) => errln!("warning: {e} (`unifs guest start {}` would fail)", s.name),
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 // Columns as wide as their longest cell ("stopped (stale
                 // record)", 64-byte names).
                 let name_w = all.iter().map(|s| s.name.len()).fold(20, usize::max);
                 let state_w = all.iter().map(|s| state_word(s).len()).fold(8, usize::max);
-                println!(
+                outln!(
                     "{:<name_w$} {:<state_w$} {:>8} {:>10} {:>6}",
-                    "NAME", "STATE", "PID", "MEMORY", "PROCS"
+                    "NAME",
+                    "STATE",
+                    "PID",
+                    "MEMORY",
+                    "PROCS"
                 );
                 for s in &all {
-                    println!(
+                    outln!(
                         "{:<name_w$} {:<state_w$} {:>8} {:>10} {:>6}",
                         s.name,
                         state_word(s),
@@ -677,10 +686,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 .root_serving
                 .and_then(|r| lifecycle::root_refusal(&name, r, lifecycle::ROOT_ASK))
             {
-                eprintln!("warning: {e}");
+                errln!("warning: {e}");
             }
             if let Some(root) = s.root.as_ref().filter(|_| s.root_moved) {
-                eprintln!(
+                errln!(
                     "warning: guest {name} runs on the directory that was at {} when it started, \
                      which was moved or replaced since (the one there now is not its root); \
                      `unifs guest restart {name}` starts it on the one there now",
@@ -688,36 +697,36 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                outln!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                println!("name:    {}", s.name);
-                println!("state:   {}", state_word(&s));
+                outln!("name:    {}", s.name);
+                outln!("state:   {}", state_word(&s));
                 if let Some(p) = s.pid {
-                    println!("pid:     {p}");
+                    outln!("pid:     {p}");
                 }
                 if let Some(r) = &s.root {
                     match s.root_moved {
-                        true => println!("root:    {} (moved or replaced since)", output::path(r)),
-                        false => println!("root:    {}", output::path(r)),
+                        true => outln!("root:    {} (moved or replaced since)", output::path(r)),
+                        false => outln!("root:    {}", output::path(r)),
                     }
                 }
                 if let Some(m) = s.memory_bytes {
-                    println!("memory:  {}", human_bytes(m));
+                    outln!("memory:  {}", human_bytes(m));
                 }
                 if let Some(p) = s.processes {
-                    println!("procs:   {p}");
+                    outln!("procs:   {p}");
                 }
                 if let Some(u) = s.uptime_secs {
-                    println!("uptime:  {u}s");
+                    outln!("uptime:  {u}s");
                 }
                 if let Some(l) = &s.limits {
-                    println!("limits:  {}", describe_limits(l));
+                    outln!("limits:  {}", describe_limits(l));
                 }
                 if let Some(e) = &s.last_exit {
-                    println!("exit:    {} (init pid {})", e.describe(), e.pid);
+                    outln!("exit:    {} (init pid {})", e.describe(), e.pid);
                 }
                 if let Some(l) = &s.mount_log {
-                    println!(
+                    outln!(
                         "overlay: its daemon logged warnings in {} (guest logs --mount {name})",
                         l.display()
                     );
@@ -806,16 +815,16 @@ impl StopArgs {
 
 fn print_stopped(name: &str, how: Stopped) {
     match how {
-        Stopped::Clean => println!("guest {name} stopped"),
-        Stopped::Killed => println!("guest {name} stopped (processes killed after the timeout)"),
+        Stopped::Clean => outln!("guest {name} stopped"),
+        Stopped::Killed => outln!("guest {name} stopped (processes killed after the timeout)"),
         Stopped::WasStale => {
-            println!("guest {name} was not running; its stale runtime record was removed")
+            outln!("guest {name} was not running; its stale runtime record was removed")
         }
-        Stopped::Unrecorded => println!(
+        Stopped::Unrecorded => outln!(
             "guest {name} stopped (it ran without a runtime record, left by an interrupted start)"
         ),
         Stopped::Meanwhile => {
-            println!("guest {name} stopped (by another `guest stop` that ran meanwhile)")
+            outln!("guest {name} stopped (by another `guest stop` that ran meanwhile)")
         }
     }
 }

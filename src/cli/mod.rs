@@ -6,12 +6,14 @@ mod demo;
 mod guest;
 mod mount;
 mod output;
+mod print;
 mod store;
 mod temp;
 mod unify;
 
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+use print::errln;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,10 +93,12 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // clap's own exit is 2 for a usage error; the documented status
             // of a refused command is 1 (--help and --version: 0).
-            let _ = e.print();
-            return match e.use_stderr() {
-                true => ExitCode::FAILURE,
-                false => ExitCode::SUCCESS,
+            let printed = e.print();
+            return match (e.use_stderr(), printed) {
+                (true, _) => ExitCode::FAILURE,
+                (false, Ok(())) => ExitCode::SUCCESS,
+                // --help or --version that did not reach stdout.
+                (false, Err(err)) => stdout_failed(err),
             };
         }
     };
@@ -105,7 +109,7 @@ pub fn main() -> ExitCode {
         std::io::IsTerminal::is_terminal(&std::io::stderr()) && !log_file,
     );
     if cli.global.store.as_os_str().is_empty() {
-        eprintln!(
+        errln!(
             "unifs: the store path is empty (UNIFS_STORE set to an empty string, or --store \"\"): \
              name the store's directory, or unset UNIFS_STORE for the default /var/lib/unifs"
         );
@@ -113,7 +117,7 @@ pub fn main() -> ExitCode {
     }
     if let Some(command) = changes_things(&cli.command) {
         if let Err(e) = require_host_root(&command) {
-            eprintln!("unifs: {e}");
+            errln!("unifs: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -128,8 +132,12 @@ pub fn main() -> ExitCode {
         Command::Run(a) => guest::run(&cli.global, a),
         Command::Guest(c) => guest::guest(&cli.global, c),
     };
+    let failed = print::stdout_failure();
     match result {
-        Ok(code) => code,
+        Ok(code) => match failed {
+            Some(err) => stdout_failed(err),
+            None => code,
+        },
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
@@ -137,10 +145,21 @@ pub fn main() -> ExitCode {
             // Some errors list paths a line each (restore's).
             let text = render(&err);
             let lines: Vec<_> = text.split('\n').map(output::clean).collect();
-            eprintln!("unifs: {}", lines.join("\n"));
+            errln!("unifs: {}", lines.join("\n"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The end of a command whose output did not reach stdout (see
+/// [`print`]): exit 1, saying so, unless its reader is gone (a pipe to
+/// `head`), which is no failure.
+fn stdout_failed(err: std::io::Error) -> ExitCode {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        return ExitCode::SUCCESS;
+    }
+    errln!("unifs: cannot write to standard output: {err}");
+    ExitCode::FAILURE
 }
 
 /// The name of `command` (`unify`, `store gc`, …) if it changes files,

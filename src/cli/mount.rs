@@ -1,6 +1,7 @@
 //! `unifs mount` / `unifs umount` (vfs-mount): checks, daemonizing, signals.
 //! The filesystem itself is `crate::fs`.
 
+use super::print::errln;
 use super::{output, Global};
 use crate::fs::{self as ufs, MountOptions};
 use crate::guest::state::{root_health, RootHealth};
@@ -168,7 +169,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
 
 /// Says that `guest` is mounted at `p` already: nothing to do, exit 0.
 fn already_mounted(guest: &Path, p: &Path) -> ExitCode {
-    eprintln!(
+    errln!(
         "unifs: {} is already mounted at {}; nothing to do",
         output::path(guest),
         output::path(p)
@@ -252,7 +253,7 @@ fn carry_backing(opts: &mut MountOptions, guest: &Path, asked: &[String]) -> any
     let overridden: Vec<&str> = carried.into_iter().filter(|w| asked.contains(w)).collect();
     if !overridden.is_empty() {
         let no: Vec<String> = overridden.iter().map(|w| format!("no{w}")).collect();
-        eprintln!(
+        errln!(
             "unifs: warning: -o {} ignored: {} lies on a mount with {}, which the unifs mount \
              keeps (a guest must not gain there what the host forbids)",
             overridden.join(","),

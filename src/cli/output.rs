@@ -1,5 +1,6 @@
 //! Formatting for people: sizes, counts, problems.
 
+use super::print::errln;
 use crate::unify::Problem;
 
 /// `1234567` → `1.2 MiB`.
@@ -75,10 +76,10 @@ pub fn guest_name(name: &str, root: &std::path::Path) -> String {
 pub fn print_problems(problems: &[Problem], all: bool) {
     let limit = if all { usize::MAX } else { 20 };
     for p in problems.iter().take(limit) {
-        eprintln!("unifs: warning: {}: {}", path(&p.path), clean(&p.what));
+        errln!("unifs: warning: {}: {}", path(&p.path), clean(&p.what));
     }
     if problems.len() > limit {
-        eprintln!(
+        errln!(
             "unifs: … and {} more (use -v to list all, or --json)",
             problems.len() - limit
         );

@@ -1,6 +1,7 @@
 //! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
 use super::output::{bytes, clean, count, guest_name, path};
+use super::print::{errln, outln};
 use super::Global;
 use crate::catalog::Catalog;
 use crate::store::maintain::{describe_change, Recorded};
@@ -139,7 +140,7 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
                 if made_ignoring { " --ignore-mtime" } else { "" },
             ),
             Some(_) => {}
-            None if !objects_empty(&store)? => eprintln!(
+            None if !objects_empty(&store)? => errln!(
                 "unifs: warning: store {}: none of the objects read hashes to its name with or \
                  without its mtime (changed around the store?), so whether the store was made \
                  with --ignore-mtime could not be told from them; the catalog takes it as given \
@@ -160,7 +161,7 @@ fn init(g: &Global, ignore_mtime: bool, new_catalog: bool) -> anyhow::Result<Exi
             if effective { "with" } else { "without" }
         );
     }
-    println!("store ready at {}", path(store.root()));
+    outln!("store ready at {}", path(store.root()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -277,22 +278,22 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         linking.push(paths);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for (p, paths) in report.problems.iter().zip(&linking) {
-            println!("BAD {}: {}", path(&p.path), clean(&p.what));
+            outln!("BAD {}: {}", path(&p.path), clean(&p.what));
             if !p.guests.is_empty() {
-                println!(
+                outln!(
                     "    linked by guest(s) {}: {} path(s)",
                     clean(&p.guests.join(", ")),
                     paths.len()
                 );
                 for p in paths.iter().take(10) {
-                    println!("      {}", path(p));
+                    outln!("      {}", path(p));
                 }
             }
         }
-        println!(
+        outln!(
             "verified {} object files ({}): {} problem(s)",
             count(report.object_files),
             bytes(report.bytes),
@@ -394,7 +395,7 @@ fn gc_on_full_disk(
         Some(crate::catalog::Error::Sqlite { error, .. }) => error.to_string(),
         _ => first.to_string(),
     };
-    eprintln!(
+    errln!(
         "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} unused \
          object file(s) first, to make room for the catalog's update",
         path(store.root()),
@@ -417,7 +418,7 @@ type Serial = Option<(Option<String>, String)>;
 /// Says what [`Store::tighten_modes`] changed.
 fn tighten_modes(store: &Store) {
     for change in store.tighten_modes() {
-        eprintln!("unifs: warning: {change}");
+        errln!("unifs: warning: {change}");
     }
 }
 
@@ -500,22 +501,22 @@ fn gc_pass(
             "markers_restored": lossy(&marked),
             "markers_rewritten": lossy(&rewritten),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
         if g.verbose > 0 || dry_run {
             for (f, _) in &removed {
-                println!("{verb} {}", path(&f.path));
+                outln!("{verb} {}", path(&f.path));
             }
         }
-        println!(
+        outln!(
             "{verb} {} unused object file(s), {}",
             count(removed.len() as u64),
             bytes(freed)
         );
         for p in &replaced.given_back {
             let verb = if dry_run { "would give" } else { "gave" };
-            println!(
+            outln!(
                 "{verb} {} back the inode guests link (it had been replaced by a copy, which \
                  is freed)",
                 path(p)
@@ -523,7 +524,7 @@ fn gc_pass(
         }
         for p in &replaced.renumbered {
             let verb = if dry_run { "would update" } else { "updated" };
-            println!(
+            outln!(
                 "{verb} the catalog's inode of {} (the file was replaced)",
                 path(p)
             );
@@ -534,14 +535,14 @@ fn gc_pass(
             } else {
                 "put back"
             };
-            println!(
+            outln!(
                 "{verb} the missing store marker of {} (copied without xattrs?)",
                 path(p)
             );
         }
         for p in &rewritten {
             let verb = if dry_run { "would rewrite" } else { "rewrote" };
-            println!(
+            outln!(
                 "{verb} the wrong store marker of {} (malformed, or naming another object)",
                 path(p)
             );
@@ -552,13 +553,13 @@ fn gc_pass(
             ("restored", "dropped")
         };
         for p in &missing.restored {
-            println!("{restore} missing {} from a guest that links it", path(p));
+            outln!("{restore} missing {} from a guest that links it", path(p));
         }
         for p in &missing.dropped {
-            println!("{drop} missing {} from the catalog", path(p));
+            outln!("{drop} missing {} from the catalog", path(p));
         }
         if !missing.dropped.is_empty() {
-            println!(
+            outln!(
                 "{drop} {} guest link(s) to missing objects: unify treats those files as \
                  ordinary files again",
                 count(missing.links_dropped)
@@ -566,7 +567,7 @@ fn gc_pass(
         }
     }
     if !missing.left.is_empty() {
-        eprintln!(
+        errln!(
             "unifs: {} object file(s) listed in the catalog are missing and were left as they \
              are: repairing them needs root (to read the store's trusted.* markers)",
             missing.left.len()
@@ -801,14 +802,14 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
         // given the same id later would only find listings that match no
         // directory of its own).
         let _ = std::fs::remove_file(crate::unify::listings::cache_path(&store, row.id));
-        println!(
+        outln!(
             "forgot guest {} ({}): {} link(s)",
             guest_name(&row.name, &row.path),
             path(&row.path),
             count(links)
         );
     }
-    println!("objects no guest links any more stay until `unifs store gc`");
+    outln!("objects no guest links any more stay until `unifs store gc`");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -906,11 +907,11 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         let out = serde_json::json!({
             "store": store.root().to_string_lossy(), "usage": usage, "guests": guests
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("store {}", path(store.root()));
-    println!(
+    outln!("store {}", path(store.root()));
+    outln!(
         "  {} objects in {} files, {} stored, {} guest links, {} saved",
         count(usage.objects),
         count(usage.object_files),
@@ -919,13 +920,13 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         bytes(usage.bytes_saved)
     );
     if usage.unused_object_files > 0 {
-        println!(
+        outln!(
             "  {} object files no guest links (`unifs store gc` removes them)",
             count(usage.unused_object_files)
         );
     }
     if usage.unused_kept_object_files > 0 {
-        println!(
+        outln!(
             "  {} object files no guest links, kept by `unifs store gc`: a higher copy of the \
              same object is linked (link-limit copies)",
             count(usage.unused_kept_object_files)
@@ -934,14 +935,14 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     // The figures above are counted now; these are the catalog's, which
     // only a unify run updates (a link a guest broke since still counts).
     if !guests.is_empty() {
-        println!("  per guest, as of its last unify run:");
+        outln!("  per guest, as of its last unify run:");
     }
     for row in guests {
         let run = match row.last_run {
             Some(r) => format!("run {r}"),
             None => "no run done".to_string(),
         };
-        println!(
+        outln!(
             "  guest {:<16} {:>10} files linked ({}) {} ({run})",
             guest_name(&row.name, &row.path),
             count(row.files_linked),
@@ -969,7 +970,7 @@ fn ls(g: &Global, since: i64, json: bool, null: bool) -> anyhow::Result<ExitCode
     }
     let objects = catalog.objects_since(since)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&objects)?);
+        outln!("{}", serde_json::to_string_pretty(&objects)?);
         return Ok(ExitCode::SUCCESS);
     }
     use std::io::Write;
@@ -987,7 +988,7 @@ fn runs(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = open_catalog(&store)?;
     let runs = catalog.runs()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        outln!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     for r in runs {
@@ -995,7 +996,7 @@ fn runs(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             Some(_) => "done",
             None => "unfinished",
         };
-        println!(
+        outln!(
             "{:>5}  {:<10} {:>10} files linked {:>10} saved  {}",
             r.run,
             state,
@@ -1053,6 +1054,6 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
         return Err(e.context(format!("writing {}", path(dest))));
     }
-    println!("catalog snapshot written to {}", path(dest));
+    outln!("catalog snapshot written to {}", path(dest));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `unifs unify` (vunify).
 
 use super::output::{self, bytes, count, guest_name, parse_size, print_problems};
+use super::print::{errln, out, outln};
 use super::Global;
 use crate::unify::{self, exclude::DEFAULT_EXCLUDES, Excludes};
 use anyhow::Context;
@@ -97,7 +98,7 @@ fn past_file_size_limit(e: anyhow::Error) -> anyhow::Error {
 
 pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
     if a.print_default_excludes {
-        print!("{DEFAULT_EXCLUDES}");
+        out!("{DEFAULT_EXCLUDES}");
         return Ok(ExitCode::SUCCESS);
     }
     if !a.dry_run && !is_root() {
@@ -125,7 +126,7 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
     };
     let summary = unify::unify(&g.store, &opts).map_err(|e| past_file_size_limit(e.into()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_problems(&summary.notices, true);
         print_problems(&summary.problems, g.verbose > 0);
@@ -166,7 +167,7 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
             count(left as u64)
         ),
     };
-    eprintln!("unifs: unify finished{what} (listed {listed}); exit status {EXIT_PROBLEMS}");
+    errln!("unifs: unify finished{what} (listed {listed}); exit status {EXIT_PROBLEMS}");
     Ok(ExitCode::from(EXIT_PROBLEMS))
 }
 
@@ -225,7 +226,7 @@ fn guest_list(names: &[String]) -> String {
 
 fn print_summary(s: &unify::Summary) {
     let would = if s.dry_run { "would be " } else { "" };
-    println!(
+    outln!(
         "{}unify: {} guest(s) ({}), {} files scanned ({})",
         if s.dry_run { "dry run: " } else { "" },
         s.guests.len(),
@@ -239,12 +240,12 @@ fn print_summary(s: &unify::Summary) {
         count(s.files_scanned),
         bytes(s.bytes_scanned)
     );
-    println!(
+    outln!(
         "  directories: {} read, {} unchanged since the last run (its listings used)",
         count(s.dirs_read),
         count(s.dirs_from_cache)
     );
-    println!(
+    outln!(
         "  left alone: {} excluded, {} empty or below --min-size, {} in guest hardlink groups",
         count(s.files_excluded),
         count(s.files_too_small),
@@ -266,30 +267,30 @@ fn print_summary(s: &unify::Summary) {
         ),
     ] {
         if n > 0 {
-            println!("  left alone: {} {why}", count(n));
+            outln!("  left alone: {} {why}", count(n));
         }
     }
-    println!(
+    outln!(
         "  hashed {} files ({}), {} from cache; {} already linked",
         count(s.files_hashed),
         bytes(s.bytes_hashed),
         count(s.cache_hits),
         count(s.files_already_linked)
     );
-    println!(
+    outln!(
         "  {} files {would}linked, {} new objects: {} {would}saved",
         count(s.files_linked),
         count(s.objects_added),
         bytes(s.bytes_saved)
     );
     if s.bytes_copied > 0 {
-        println!(
+        outln!(
             "  ({} of copies {would}made taken off what was saved)",
             bytes(s.bytes_copied)
         );
     }
     if s.skipped_changed + s.skipped_in_use + s.objects_copied + s.extra_copies > 0 {
-        println!(
+        outln!(
             "  skipped {} changed and {} in-use files; {} objects copied from files open for \
              writing; {} extra copies for the link limit",
             count(s.skipped_changed),
@@ -299,39 +300,39 @@ fn print_summary(s: &unify::Summary) {
         );
     }
     if s.files_gone > 0 {
-        println!(
+        outln!(
             "  {} files went away while unify ran (deleted or moved by a running guest)",
             count(s.files_gone)
         );
     }
     if s.clone_paths_split > 0 {
-        println!(
+        outln!(
             "  {} paths hardlinked across guests (a `cp -al` clone) {}given copies of their own",
             count(s.clone_paths_split),
             would
         );
     }
     if s.stale_tmp_removed > 0 {
-        println!(
+        outln!(
             "  removed {} temp names left by an interrupted run",
             count(s.stale_tmp_removed)
         );
     }
     if s.objects_recovered > 0 {
-        println!(
+        outln!(
             "  recorded {} object files an interrupted run added to the store",
             count(s.objects_recovered)
         );
     }
     if s.dir_mtimes_recovered > 0 {
-        println!(
+        outln!(
             "  put back the mtimes of {} directories an interrupted run changed",
             count(s.dir_mtimes_recovered)
         );
     }
     match s.run {
-        Some(run) => println!("  run {run}, {:.2} s", s.seconds),
-        None => println!("  {:.2} s", s.seconds),
+        Some(run) => outln!("  run {run}, {:.2} s", s.seconds),
+        None => outln!("  {:.2} s", s.seconds),
     }
 }
 

@@ -1,0 +1,66 @@
+//! Printing that never panics. `println!` panics when stdout fails (a full
+//! disk, /dev/full, a pipe whose reader is gone while SIGPIPE is ignored)
+//! and `eprintln!` when stderr does: the command died halfway with exit 101
+//! and a backtrace. Here a failed write to stdout is remembered, later
+//! writes are skipped, and `main` reports it once at the end, exit 1, as
+//! coreutils do. A failed write to stderr has nowhere to be reported.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+static STDOUT_FAILED: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Writes to stdout; see the module.
+pub fn write_out(args: std::fmt::Arguments) {
+    let mut failed = STDOUT_FAILED.lock().unwrap_or_else(|e| e.into_inner());
+    if failed.is_none() {
+        if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+            *failed = Some(e);
+        }
+    }
+}
+
+/// Writes to stderr, ignoring failure.
+pub fn write_err(args: std::fmt::Arguments) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+/// Flushes stdout; the first write to it that failed, if one did.
+pub fn stdout_failure() -> Option<std::io::Error> {
+    let mut failed = STDOUT_FAILED.lock().unwrap_or_else(|e| e.into_inner());
+    if failed.is_none() {
+        if let Err(e) = std::io::stdout().lock().flush() {
+            *failed = Some(e);
+        }
+    }
+    failed.take()
+}
+
+/// `println!` that does not panic: see the module.
+macro_rules! outln {
+    () => {
+        $crate::cli::print::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::print::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` that does not panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print::write_out(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that does not panic.
+macro_rules! errln {
+    () => {
+        $crate::cli::print::write_err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::print::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {errln, out, outln};

@@ -1,0 +1,74 @@
+//! Review s28: output that cannot be written. `println!` panicked when
+//! stdout failed (a full disk, /dev/full): `unifs store stats > full-disk`
+//! ended with exit 101 and a backtrace, and `--help` or `--version` that
+//! wrote nothing exited 0. A failed stderr (`2>/dev/full`) panicked the
+//! command on its first warning or error message.
+
+use crate::common::unifs_bin;
+use std::process::{Command, Output, Stdio};
+
+/// `unifs --store STORE ARGS` with stdout, or stderr, to /dev/full.
+fn to_full(store: &std::path::Path, args: &[&str], stdout: bool) -> Output {
+    let full = || Stdio::from(std::fs::File::create("/dev/full").unwrap());
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("--store")
+        .arg(store)
+        .args(args)
+        .stdin(Stdio::null());
+    if stdout {
+        cmd.stdout(full()).stderr(Stdio::piped());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(full());
+    }
+    cmd.output().unwrap()
+}
+
+const SAID: &str = "unifs: cannot write to standard output: No space left on device";
+
+#[test]
+fn help_and_version_that_reach_no_stdout_fail() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["store", "stats", "--help"],
+    ] {
+        let o = to_full(&store, &args, true);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(SAID), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_command_whose_output_fails_says_so_once_and_exits_1() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    let g = d.path().join("g");
+    std::fs::create_dir(&g).unwrap();
+    std::fs::write(g.join("f"), b"data").unwrap();
+    for args in [
+        vec!["store", "init"],
+        vec!["unify", "--dry-run", g.to_str().unwrap()],
+        vec!["store", "stats"],
+        vec!["store", "stats", "--json"],
+    ] {
+        let o = to_full(&store, &args, true);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.matches(SAID).count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // What a command does is done even where its report is lost.
+    assert!(store.join("catalog.db").is_file());
+}
+
+#[test]
+fn a_failed_stderr_does_not_panic_a_refused_command() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("no-store");
+    let o = to_full(&store, &["store", "stats"], false);
+    // Refused (no store) with exit 1, as with a working stderr, not 101.
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+}
