@@ -102,11 +102,13 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    // Colour codes only for a terminal: not in a log file or the journal.
+    // Colour codes only for a terminal: not in a log file or the journal,
+    // nor where NO_COLOR (no-color.org) is set to anything.
     let log_file = matches!(&cli.command, Command::Mount(m) if m.log.is_some());
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     init_logging(
         cli.global.verbose,
-        std::io::IsTerminal::is_terminal(&std::io::stderr()) && !log_file,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()) && !log_file && !no_color,
     );
     if cli.global.store.as_os_str().is_empty() {
         errln!(

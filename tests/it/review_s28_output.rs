@@ -72,3 +72,32 @@ fn a_failed_stderr_does_not_panic_a_refused_command() {
     // Refused (no store) with exit 1, as with a working stderr, not 101.
     assert_eq!(o.status.code(), Some(1), "{o:?}");
 }
+
+#[test]
+fn no_color_keeps_colour_codes_off_a_terminal() {
+    // `script` gives unifs a terminal for its stderr, where it colours its
+    // log lines, unless NO_COLOR (no-color.org) is set.
+    let d = tempfile::tempdir().unwrap();
+    let run = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &format!("{} guest list", unifs_bin().display())])
+            .arg("/dev/null")
+            .env("UNIFS_CONFIG_DIR", d.path().join("no-config"))
+            .env("UNIFS_RUN_DIR", d.path().join("run"))
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let o = cmd.output().expect("script (util-linux)");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let coloured = run(None);
+    assert!(coloured.contains("no guest configs read"), "{coloured:?}");
+    assert!(coloured.contains("\x1b["), "{coloured:?}");
+    // An empty NO_COLOR is unset, as no-color.org says.
+    assert!(run(Some("")).contains("\x1b["));
+    let plain = run(Some("1"));
+    assert!(plain.contains("no guest configs read"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+}
