@@ -814,8 +814,11 @@ pub fn write_jsonl(out: &mut dyn io::Write, header: &Header, entries: &[Entry]) 
 
 /// Reads a JSON-lines manifest.
 pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
-    use std::io::BufRead;
-    let file = io::BufReader::new(File::open(path)?);
+    read_jsonl_from(io::BufReader::new(File::open(path)?))
+}
+
+/// [`read_jsonl`] from any reader (standard input).
+pub fn read_jsonl_from(file: impl io::BufRead) -> io::Result<(Header, Vec<Entry>)> {
     let mut lines = file.lines();
     let first = lines
         .next()

@@ -45,7 +45,8 @@ pub struct ManifestArgs {
     /// What to write.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
-    /// Write to FILE instead of stdout.
+    /// Write to FILE instead of stdout (`-`: stdout). FILE is replaced
+    /// only once complete.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// With --format private-paths: end each path with NUL, not newline (tar --null -T).
@@ -74,7 +75,8 @@ filesystem did not keep some times as the manifest has them (out of its range, s
 time wanted and the time kept."
 )]
 pub struct RestoreArgs {
-    /// The guest's manifest (JSON lines, from `unifs manifest`).
+    /// The guest's manifest (JSON lines, from `unifs manifest`; `-`:
+    /// standard input).
     #[arg(long, value_name = "FILE")]
     pub manifest: PathBuf,
     /// A directory holding the guest's private files at their guest paths.
@@ -337,7 +339,12 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     };
     // Files are written under a temp name and renamed into place when
     // complete: a killed run leaves no partial manifest under the name.
-    let mut file_out = a.output.as_deref().map(Replacement::create).transpose()?;
+    let mut file_out = a
+        .output
+        .as_deref()
+        .filter(|o| o.as_os_str() != "-")
+        .map(Replacement::create)
+        .transpose()?;
     // The list is put in place only with the manifest: one without the
     // other (a full disk) would pair with an older one of the same name.
     let mut list = None;
@@ -556,8 +563,12 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     // A tree rebuilt in the store would be strays among its objects (store
     // verify fails) and a guest unify refuses.
     crate::unify::check_guest_outside_store(&crate::unify::resolved(&a.target), store.root())?;
-    let (header, entries) = manifest::read_jsonl(&a.manifest)
-        .with_context(|| format!("reading manifest {}", path(&a.manifest)))?;
+    let (header, entries) = match a.manifest.as_os_str() == "-" {
+        true => manifest::read_jsonl_from(std::io::stdin().lock())
+            .context("reading the manifest from standard input")?,
+        false => manifest::read_jsonl(&a.manifest)
+            .with_context(|| format!("reading manifest {}", path(&a.manifest)))?,
+    };
     // From the check that every object is there until the last is linked:
     // a gc meanwhile would remove one only the lost guest linked.
     let _lock = store.lock_shared()?;

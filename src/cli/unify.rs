@@ -45,7 +45,7 @@ pub struct UnifyArgs {
     /// Leave paths matching PATTERN alone (repeatable; `+PATTERN` includes again).
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
-    /// Read exclude rules from FILE (repeatable).
+    /// Read exclude rules from FILE (repeatable; `-`: standard input).
     #[arg(long, value_name = "FILE")]
     pub exclude_from: Vec<PathBuf>,
     /// Do not apply the built-in exclude list (/dev, /proc, /var, /etc/shadow, …).
@@ -192,6 +192,13 @@ fn build_excludes(a: &UnifyArgs) -> anyhow::Result<Excludes> {
         lists.push(("--exclude".into(), a.exclude.join("\n")));
     }
     for f in &a.exclude_from {
+        if f.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+                .context("cannot read the exclude list from standard input")?;
+            lists.push(("standard input".into(), text));
+            continue;
+        }
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read exclude list {}", output::path(f)))?;
         lists.push((output::path(f), text));

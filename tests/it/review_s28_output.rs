@@ -101,3 +101,91 @@ fn no_color_keeps_colour_codes_off_a_terminal() {
     assert!(plain.contains("no guest configs read"), "{plain:?}");
     assert!(!plain.contains('\x1b'), "{plain:?}");
 }
+
+/// `unifs --store STORE ARGS` with `input` on stdin: its output.
+fn with_stdin(store: &std::path::Path, args: &[&std::ffi::OsStr], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(unifs_bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_dash_names_stdin_or_stdout_as_in_other_tools() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    let data = vec![7u8; 8192];
+    let (g1, g2) = (d.path().join("g1"), d.path().join("g2"));
+    for g in [&g1, &g2] {
+        std::fs::create_dir_all(g.join("var/log")).unwrap();
+        std::fs::write(g.join("f"), &data).unwrap();
+        std::fs::write(g.join("var/log/x.log"), &data).unwrap();
+    }
+    let os = |s: &str| std::ffi::OsString::from(s);
+    // --exclude-from -: the rules come from stdin.
+    let o = with_stdin(
+        &store,
+        &[
+            os("unify").as_os_str(),
+            os("--json").as_os_str(),
+            os("--no-default-excludes").as_os_str(),
+            os("--exclude-from").as_os_str(),
+            os("-").as_os_str(),
+            g1.as_os_str(),
+            g2.as_os_str(),
+        ],
+        b"*.log\n",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(g1.join("f")), ino(g2.join("f")));
+    assert_ne!(ino(g1.join("var/log/x.log")), ino(g2.join("var/log/x.log")));
+
+    // manifest -o -: stdout, the same as without -o.
+    let manifest = |extra: &[&str]| {
+        let o = Command::new(unifs_bin())
+            .arg("--store")
+            .arg(&store)
+            .arg("manifest")
+            .args(extra)
+            .arg(&g1)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let plain = manifest(&[]);
+    assert!(!plain.is_empty());
+    assert_eq!(manifest(&["-o", "-"]), plain);
+    assert!(!std::path::Path::new("-").exists());
+
+    // restore --manifest -: the manifest comes from stdin.
+    let private = d.path().join("private");
+    std::fs::create_dir_all(private.join("var/log")).unwrap();
+    std::fs::write(private.join("var/log/x.log"), &data).unwrap();
+    let target = d.path().join("restored");
+    let o = with_stdin(
+        &store,
+        &[
+            os("restore").as_os_str(),
+            os("--manifest").as_os_str(),
+            os("-").as_os_str(),
+            os("--from").as_os_str(),
+            private.as_os_str(),
+            target.as_os_str(),
+        ],
+        &plain,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(target.join("f")).unwrap(), data);
+    assert_eq!(ino(target.join("f")), ino(g1.join("f")));
+}

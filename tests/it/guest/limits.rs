@@ -102,9 +102,15 @@ fn control_file_while_running(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut found = None;
     while found.is_none() && std::time::Instant::now() < deadline {
+        // Read once the guest is in its leaf: the group exists a moment
+        // before its limits are written (and its guest joins).
         found = hierarchies
             .iter()
             .filter_map(|h| super::harness::run_group(std::path::Path::new(h), pid))
+            .filter(|g| {
+                std::fs::read_to_string(g.join("guest/cgroup.procs"))
+                    .is_ok_and(|procs| !procs.trim().is_empty())
+            })
             .find_map(|g| std::fs::read_to_string(g.join(file)).ok());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
