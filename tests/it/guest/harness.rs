@@ -320,6 +320,13 @@ pub fn run_group(hierarchy: &std::path::Path, pid: u32) -> Option<std::path::Pat
         .map(|e| e.path())
 }
 
+/// Whether a run's group (see [`run_group`]) holds its guest yet: the group
+/// exists a moment before its limits are written and its guest joins.
+pub fn guest_joined(group: &std::path::Path) -> bool {
+    std::fs::read_to_string(group.join("guest/cgroup.procs"))
+        .is_ok_and(|procs| !procs.trim().is_empty())
+}
+
 /// Spawns `cmd` on a new pty, its controlling terminal (a session of its
 /// own, as a terminal emulator or sshd starts a shell); returns the pty's
 /// master and the process.

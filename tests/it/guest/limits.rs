@@ -107,10 +107,7 @@ fn control_file_while_running(
         found = hierarchies
             .iter()
             .filter_map(|h| super::harness::run_group(std::path::Path::new(h), pid))
-            .filter(|g| {
-                std::fs::read_to_string(g.join("guest/cgroup.procs"))
-                    .is_ok_and(|procs| !procs.trim().is_empty())
-            })
+            .filter(|g| super::harness::guest_joined(g))
             .find_map(|g| std::fs::read_to_string(g.join(file)).ok());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
