@@ -223,23 +223,8 @@ fn died_before_ready(child: i32, guest: &Path, mountpoint: &Path) -> anyhow::Err
     anyhow::anyhow!(
         "the mount daemon died before the mount was ready{how}; nothing is mounted at {}{}",
         output::path(mountpoint),
-        address_space_hint()
+        ufs::ready::address_space_hint()
     )
-}
-
-/// Where RLIMIT_AS is set: the limits to raise, as a parenthesis; else
-/// nothing. Under it an allocation aborts and a thread fails to start
-/// (EAGAIN), however much memory the host has.
-fn address_space_hint() -> String {
-    let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
-        .is_ok_and(|(soft, _)| soft != libc::RLIM_INFINITY);
-    match limited {
-        true => format!(
-            " ({}: raise them, `ulimit -v unlimited`)",
-            crate::sys::thread_limits_text()
-        ),
-        false => String::new(),
-    }
 }
 
 /// Gives the mount the nosuid, noexec and nodev of the mount GUEST_DIR
@@ -283,7 +268,7 @@ fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     // A write past the caller's RLIMIT_FSIZE fails with EFBIG, which the
     // guest gets, instead of killing the daemon (a dead mount).
     crate::sys::ignore_sigxfsz();
-    preflight_threads(opts.threads)?;
+    ufs::ready::preflight_threads(opts.threads).map_err(anyhow::Error::msg)?;
     ufs::mount(guest, mountpoint, opts).with_context(|| {
         format!(
             "cannot mount {} at {}",
@@ -291,33 +276,6 @@ fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
             output::path(mountpoint)
         )
     })
-}
-
-/// Address space a FUSE thread takes when it starts: fuser's request
-/// buffer (the largest write, 16 MiB, and a page) and its stack (2 MiB,
-/// and a guard page).
-const FUSE_THREAD_SPACE: usize = (16 << 20) + 4096 + (2 << 20) + 4096;
-
-/// Room beyond the threads' for what serving allocates.
-const SERVE_SPACE: usize = 16 << 20;
-
-/// Whether the address space the FUSE threads take when they start is
-/// there (RLIMIT_AS), tried by mapping it all at once and letting it go:
-/// else a thread aborts on its buffer after the mount was made, and the
-/// mount is dead the moment it was said ready. Said here, nothing is
-/// mounted yet. (Mapped outside malloc, whose dynamic mmap threshold a
-/// large block freed would raise for good.)
-fn preflight_threads(threads: usize) -> anyhow::Result<()> {
-    if crate::sys::while_mapped(threads * FUSE_THREAD_SPACE + SERVE_SPACE, || ()).is_some() {
-        return Ok(());
-    }
-    bail!(
-        "cannot start the mount's {threads} FUSE threads: not enough address space for \
-         their {} MiB each; {}: raise it (`ulimit -v unlimited`), or mount with fewer threads \
-         (-o threads=1)",
-        FUSE_THREAD_SPACE >> 20,
-        crate::sys::thread_limits_text()
-    )
 }
 
 /// Serves until unmounted; SIGTERM, SIGINT and SIGHUP unmount cleanly.
@@ -373,7 +331,7 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
             Err(e) => write!(
                 tx,
                 "the mount daemon stopped before the mount was ready: {e}{}",
-                address_space_hint()
+                ufs::ready::address_space_hint()
             ),
         };
     }
@@ -384,28 +342,6 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
     })
 }
 
-/// Whether `threads` of this process's threads are fuser's (`fuser-N`),
-/// all asleep: waiting for a request, past their start.
-fn fuse_threads_waiting(threads: usize) -> bool {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return true; // no /proc: not told
-    };
-    let waiting = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .filter_map(|stat| {
-            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            Some((name.starts_with("fuser-"), rest.starts_with('S')))
-        })
-        .filter(|&(fuser, _)| fuser)
-        .map(|(_, asleep)| asleep)
-        .collect::<Vec<_>>();
-    waiting.len() >= threads && waiting.iter().all(|&asleep| asleep)
-}
-
-/// How long the daemon waits for its own mount to answer a statfs.
-const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Tells the caller "ok" once a statfs of `mp` was answered by this
 /// daemon; unmounts if the caller is gone, or if no answer came.
 fn say_ready(
@@ -414,21 +350,9 @@ fn say_ready(
     report: &std::sync::Mutex<Option<std::fs::File>>,
     abandoned: &std::sync::atomic::AtomicBool,
 ) {
-    let deadline = std::time::Instant::now() + READY_WAIT;
-    let answered = loop {
-        // Every FUSE thread waiting for a request (its buffer taken) too:
-        // one that fails to start after the answer would end the daemon.
-        let asked =
-            nix::sys::statfs::statfs(mp).and_then(|_| match fuse_threads_waiting(threads) {
-                true => Ok(()),
-                false => Err(nix::errno::Errno::EAGAIN),
-            });
-        match asked {
-            Ok(()) => break Ok(()),
-            Err(e) if std::time::Instant::now() >= deadline => break Err(e),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-        }
-    };
+    // Every FUSE thread waiting for a request (its buffer taken) too: one
+    // that fails to start after the answer would end the daemon.
+    let answered = ufs::ready::wait_until_serving(mp, threads);
     let Some(mut tx) = report.lock().ok().and_then(|mut r| r.take()) else {
         return;
     };

@@ -12,6 +12,7 @@ pub mod fuse;
 pub mod inode;
 pub mod mountinfo;
 pub mod overlay;
+pub mod ready;
 pub mod sys;
 
 use std::io;

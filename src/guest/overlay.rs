@@ -126,8 +126,13 @@ impl OverlayRoot {
                 }
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
+                // An allocation that fails aborts the daemon: under a low
+                // RLIMIT_AS, which the hint then names.
                 Err(failed(if msg.is_empty() {
-                    "the overlay daemon died before the mount was ready".into()
+                    format!(
+                        "the overlay daemon died before the mount was ready{}",
+                        crate::fs::ready::address_space_hint()
+                    )
                 } else {
                     msg
                 }))
@@ -223,21 +228,58 @@ fn daemon(
     // A guest's write past the caller's `ulimit -f` fails with EFBIG
     // rather than killing the daemon under the guest.
     crate::sys::ignore_sigxfsz();
-    match crate::fs::mount(root, root, opts) {
-        Ok(mounted) => {
-            let _ = tx.write_all(b"ok");
-            drop(tx);
-            let code = match mounted.serve() {
-                Ok(()) => 0,
-                Err(_) => 1,
-            };
-            sys::exit_child(code)
-        }
+    if let Err(e) = crate::fs::ready::preflight_threads(opts.threads) {
+        let _ = write!(tx, "{e}");
+        sys::exit_child(1);
+    }
+    let mounted = match crate::fs::mount(root, root, opts) {
+        Ok(mounted) => mounted,
         Err(e) => {
             let _ = write!(tx, "{e}");
             sys::exit_child(1)
         }
+    };
+    // "ok" once the mount answers with every FUSE thread started (a thread
+    // that cannot start ends serving, and the guest would get a dead
+    // root); from a thread, as serving is this one's.
+    let report = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+    let threads = mounted.threads;
+    let ready = {
+        let (report, root) = (report.clone(), root.to_path_buf());
+        std::thread::Builder::new()
+            .name("unifs-ready".into())
+            .spawn(move || {
+                let answered = crate::fs::ready::wait_until_serving(&root, threads);
+                if let Some(mut tx) = report.lock().ok().and_then(|mut r| r.take()) {
+                    let _ = match answered {
+                        Ok(()) => tx.write_all(b"ok"),
+                        Err(e) => write!(tx, "the overlay did not answer: {e}"),
+                    };
+                }
+            })
+    };
+    if let Err(e) = ready {
+        let _ = write!(
+            report.lock().unwrap().as_mut().unwrap(),
+            "readiness thread: {e}"
+        );
+        sys::exit_child(1);
     }
+    let served = mounted.serve();
+    // Never said ready: `unifs run` hears why (and unmounts). In one
+    // write: another thread's failed allocation may abort us meanwhile,
+    // and a message cut short would hide the hint.
+    if let Some(mut tx) = report.lock().ok().and_then(|mut r| r.take()) {
+        let why = match &served {
+            Ok(()) => "the overlay was unmounted before it was ready".to_string(),
+            Err(e) => format!(
+                "the overlay daemon stopped before the mount was ready: {e}{}",
+                crate::fs::ready::address_space_hint()
+            ),
+        };
+        let _ = tx.write_all(why.as_bytes());
+    }
+    sys::exit_child(if served.is_ok() { 0 } else { 1 })
 }
 
 /// Each FUSE thread allocates a zeroed 16 MiB request buffer. glibc's

@@ -384,3 +384,38 @@ fn s27_a_state_file_without_start_rlimits_is_read() {
     );
     ok(&g.unifs(&["stop", &g.name]));
 }
+
+#[test]
+fn s28_run_under_a_low_address_space_limit_is_refused_not_dead() {
+    if !can_run("s28_run_under_a_low_address_space_limit_is_refused_not_dead") {
+        return;
+    }
+    // `unifs run`'s own overlay daemon said ready as soon as it mounted:
+    // under `ulimit -v` too low for its FUSE threads, the guest started on
+    // a root that died under it.
+    let t = crate::guest::harness::TestRoot::new();
+    std::fs::write(t.root().join("marker"), b"data").unwrap();
+    let nostore = t.dir.path().join("no-store");
+    for limit in [60u64 << 20, 100 << 20, 130 << 20, 150 << 20, 200 << 20] {
+        let o = under_limit(
+            &format!("--as={limit}"),
+            &nostore,
+            &[
+                "run",
+                "--root",
+                t.root().to_str().unwrap(),
+                "--",
+                "/bin/sh",
+                "-c",
+                "sleep 0.3; cat /marker && echo ran",
+            ],
+        );
+        let said = stderr(&o);
+        if o.status.success() {
+            assert_eq!(stdout(&o), "dataran\n", "{limit}: {said}");
+        } else {
+            assert!(said.contains("RLIMIT_AS"), "{limit}: {o:?}");
+            assert!(!stdout(&o).contains("ran"), "{limit}: {o:?}");
+        }
+    }
+}

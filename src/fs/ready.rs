@@ -1,0 +1,89 @@
+//! Whether a mount can serve, before and after it is made: the address
+//! space its FUSE threads take (RLIMIT_AS), and a mount that answers with
+//! every thread waiting for requests. `unifs mount` and `unifs run` say
+//! "ready" only past both; a thread that fails to start after that would
+//! end the daemon, and leave a dead mount under the caller.
+
+use std::path::Path;
+
+/// Address space a FUSE thread takes when it starts: fuser's request
+/// buffer (the largest write, 16 MiB, and a page) and its stack (2 MiB,
+/// and a guard page).
+pub const FUSE_THREAD_SPACE: usize = (16 << 20) + 4096 + (2 << 20) + 4096;
+
+/// Room beyond the threads' for what serving allocates.
+const SERVE_SPACE: usize = 16 << 20;
+
+/// Whether the address space the FUSE threads take when they start is
+/// there (RLIMIT_AS), tried by mapping it all at once and letting it go:
+/// else a thread aborts on its buffer after the mount was made. Said here,
+/// nothing is mounted yet. (Mapped outside malloc, whose dynamic mmap
+/// threshold a large block freed would raise for good.)
+pub fn preflight_threads(threads: usize) -> Result<(), String> {
+    if crate::sys::while_mapped(threads * FUSE_THREAD_SPACE + SERVE_SPACE, || ()).is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "cannot start the mount's {threads} FUSE threads: not enough address space for \
+         their {} MiB each; {}: raise it (`ulimit -v unlimited`), or mount with fewer threads \
+         (-o threads=1)",
+        FUSE_THREAD_SPACE >> 20,
+        crate::sys::thread_limits_text()
+    ))
+}
+
+/// Where RLIMIT_AS is set: the limits to raise, as a parenthesis; else
+/// nothing. Under it an allocation aborts and a thread fails to start
+/// (EAGAIN), however much memory the host has.
+pub fn address_space_hint() -> String {
+    let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+        .is_ok_and(|(soft, _)| soft != libc::RLIM_INFINITY);
+    match limited {
+        true => format!(
+            " ({}: raise them, `ulimit -v unlimited`)",
+            crate::sys::thread_limits_text()
+        ),
+        false => String::new(),
+    }
+}
+
+/// Whether `threads` of this process's threads are fuser's (`fuser-N`),
+/// all asleep: waiting for a request, past their start.
+fn fuse_threads_waiting(threads: usize) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return true; // no /proc: not told
+    };
+    let waiting = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            Some((name.starts_with("fuser-"), rest.starts_with('S')))
+        })
+        .filter(|&(fuser, _)| fuser)
+        .map(|(_, asleep)| asleep)
+        .collect::<Vec<_>>();
+    waiting.len() >= threads && waiting.iter().all(|&asleep| asleep)
+}
+
+/// How long a daemon waits for its own mount to answer.
+pub const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits, up to [`READY_WAIT`], until this process's mount at `mp` answers
+/// a statfs and its `threads` FUSE threads all wait for requests (their
+/// buffers taken). Call it from a thread of the serving daemon.
+pub fn wait_until_serving(mp: &Path, threads: usize) -> nix::Result<()> {
+    let deadline = std::time::Instant::now() + READY_WAIT;
+    loop {
+        let asked =
+            nix::sys::statfs::statfs(mp).and_then(|_| match fuse_threads_waiting(threads) {
+                true => Ok(()),
+                false => Err(nix::errno::Errno::EAGAIN),
+            });
+        match asked {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
