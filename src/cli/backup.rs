@@ -93,6 +93,7 @@ pub struct RestoreArgs {
 }
 
 pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
+    super::start_global_threads()?;
     if a.null && !matches!(a.format, Format::PrivatePaths) {
         // A usage error, as clap reports one: a script that meant
         // `--format private-paths -0` must not get a manifest to feed tar.

@@ -153,6 +153,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Starts rayon's global pool, which `store verify` and `manifest` hash
+/// with, before any work: under a low RLIMIT_AS or RLIMIT_NPROC its
+/// threads cannot all start, and rayon panics at its first use.
+fn start_global_threads() -> anyhow::Result<()> {
+    rayon::ThreadPoolBuilder::new().build_global().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot start the worker threads (one a core, or RAYON_NUM_THREADS): {e}; {}: \
+                 raise them (`ulimit -v unlimited`, `ulimit -u`)",
+            crate::sys::thread_limits_text()
+        )
+    })
+}
+
 /// The end of a command whose output did not reach stdout (see
 /// [`print`]): exit 1, saying so, unless its reader is gone (a pipe to
 /// `head`), which is no failure.

@@ -95,7 +95,10 @@ pub fn run(g: &Global, c: StoreCommand) -> anyhow::Result<ExitCode> {
             ignore_mtime,
             new_catalog,
         } => init(g, ignore_mtime, new_catalog),
-        StoreCommand::Verify { json } => verify(g, json),
+        StoreCommand::Verify { json } => {
+            super::start_global_threads()?;
+            verify(g, json)
+        }
         StoreCommand::Gc { dry_run, json } => gc(g, dry_run, json),
         StoreCommand::Forget { guests } => forget(g, &guests),
         StoreCommand::Stats { json } => stats(g, json),

@@ -419,3 +419,46 @@ fn s28_run_under_a_low_address_space_limit_is_refused_not_dead() {
         }
     }
 }
+
+#[test]
+fn s28_verify_and_manifest_under_a_low_address_space_limit_name_it() {
+    if !require_root("s28_verify_and_manifest_under_a_low_address_space_limit_name_it") {
+        return;
+    }
+    // Their hashing threads could not start: rayon panicked (exit 101).
+    let w = World::new();
+    let (g1, g2) = (w.dir("g1"), w.dir("g2"));
+    for g in [&g1, &g2] {
+        std::fs::write(g.join("f"), vec![3u8; 8192]).unwrap();
+    }
+    let store = w.tmp.path().join("store");
+    ok(&run_bounded(
+        {
+            let mut c = Command::new(unifs_bin());
+            c.arg("--store").arg(&store).arg("unify").arg(&g1).arg(&g2);
+            c
+        },
+        Duration::from_secs(60),
+    ));
+    let mut refused = 0;
+    for limit in [12u64 << 20, 14 << 20, 16 << 20, 20 << 20, 32 << 20] {
+        for args in [
+            vec!["store", "verify"],
+            vec!["manifest", g1.to_str().unwrap()],
+        ] {
+            let o = under_limit(&format!("--as={limit}"), &store, &args);
+            let said = stderr(&o);
+            // Too little for the loader to map the program at all.
+            if said.contains("error while loading shared libraries") {
+                continue;
+            }
+            if !o.status.success() {
+                refused += 1;
+                assert_eq!(o.status.code(), Some(1), "{limit} {args:?}: {said}");
+                assert!(said.contains("RLIMIT_AS"), "{limit} {args:?}: {said}");
+            }
+        }
+    }
+    // At 32 MiB both run; lower, at least one limit is too low for them.
+    assert!(refused > 0, "no limit was low enough to refuse");
+}
