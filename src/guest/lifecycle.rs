@@ -172,13 +172,34 @@ fn read_record(run: &RunDir, name: &str, lenient: bool) -> Result<(Option<State>
             Ok((None, true))
         }
         Err(Error::Record { path, reason }) => {
-            let kept = run.set_aside()?;
+            let kept = run.set_aside("unreadable")?;
             tracing::warn!(
                 "guest {name}: its runtime record {} is unreadable ({reason}); moved to {}, \
                  going on as for a guest without one",
                 path.display(),
                 kept.display()
             );
+            Ok((None, true))
+        }
+        Ok(Some(st)) if st.pid_ns_ended() => {
+            let ns = st.pid_ns.unwrap_or_default();
+            match lenient {
+                true => tracing::warn!(
+                    "guest {name}: its runtime record {} is of a PID namespace that has ended \
+                     (pid:[{ns}]), and its processes with it; taken as no record: `unifs guest \
+                     stop {name}` cleans up what is left",
+                    run.state_file().display()
+                ),
+                false => {
+                    let kept = run.set_aside("ended-pid-ns")?;
+                    tracing::warn!(
+                        "guest {name}: its runtime record is of a PID namespace that has ended \
+                         (pid:[{ns}]), and its processes with it; moved to {}, going on as for \
+                         a guest without one",
+                        kept.display()
+                    );
+                }
+            }
             Ok((None, true))
         }
         r => r.map(|st| (st, false)),

@@ -76,6 +76,13 @@ impl State {
         self.this_boot() && self.pid_ns.is_some_and(|ns| Some(ns) != pid_ns())
     }
 
+    /// Whether it was started from another PID namespace that has ended:
+    /// every process of it, the guest's among them (in a namespace below
+    /// it), ended with it.
+    pub fn pid_ns_ended(&self) -> bool {
+        self.other_pid_ns() && self.pid_ns.is_some_and(pid_ns_empty)
+    }
+
     /// Running as far as can be told: its init alive, or started in
     /// another PID namespace (where it may well run).
     pub fn maybe_running(&self) -> bool {
@@ -87,6 +94,55 @@ impl State {
 pub fn pid_ns() -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// The inode of the initial PID namespace (the kernel's PROC_PID_INIT_INO).
+const INIT_PID_NS: u64 = 0xEFFF_FFFC;
+
+/// Whether no process is in the PID namespace `ns`. Told only by root in
+/// the initial namespace, which sees every process of every namespace;
+/// anywhere else, and where a process's namespace cannot be read, false.
+fn pid_ns_empty(ns: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if pid_ns() != Some(INIT_PID_NS) || !nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for entry in procs.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .iter()
+            .all(u8::is_ascii_digit)
+        {
+            continue;
+        }
+        match std::fs::metadata(entry.path().join("ns/pid")) {
+            Ok(m) if m.ino() == ns => return false,
+            Ok(_) => {}
+            // Ended since the listing (or a zombie, whose namespace is gone).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            // Root may be denied the link (pid 1 of a container host):
+            // a process with one pid (NSpid) is in this namespace.
+            Err(_) if in_this_pid_ns(&entry.path()) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Whether /proc/PID (`proc`) is in the namespace of this /proc: its
+/// NSpid, its pid in each namespace from there down, has one.
+fn in_this_pid_ns(proc: &Path) -> bool {
+    std::fs::read_to_string(proc.join("status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|pids| pids.split_whitespace().count() == 1)
+    })
 }
 
 /// This boot's id (/proc/sys/kernel/random/boot_id).
@@ -274,11 +330,12 @@ impl RunDir {
         Ok(())
     }
 
-    /// Moves an unreadable record aside (kept for a look, never read again)
-    /// so that start and stop can go on as for a guest without a record.
-    pub fn set_aside(&self) -> Result<PathBuf> {
+    /// Moves a record aside to `state.json.SUFFIX` (kept for a look, never
+    /// read again) so that start and stop can go on as for a guest without
+    /// a record.
+    pub fn set_aside(&self, suffix: &str) -> Result<PathBuf> {
         let from = self.state_file();
-        let to = self.dir.join("state.json.unreadable");
+        let to = self.dir.join(format!("state.json.{suffix}"));
         std::fs::rename(&from, &to).map_err(|e| Error::io("moving aside", &from, e))?;
         Ok(to)
     }

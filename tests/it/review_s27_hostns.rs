@@ -318,3 +318,33 @@ fn s27_mount_names_a_dev_fuse_that_is_no_fuse_device() {
     );
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn s28_a_guest_of_a_pid_namespace_that_ended_is_cleaned_up_from_here() {
+    if !can_run("s28_a_guest_of_a_pid_namespace_that_ended_is_cleaned_up_from_here") {
+        return;
+    }
+    // Started from a PID namespace that then ended (its init, the
+    // `unshare --fork` child, exits once start returns): the guest ended
+    // with it, yet from here it was "running (started in another PID
+    // namespace)" for good, and start and stop refused it.
+    let g = Guest::new("endedns", SLEEP);
+    let o = in_new_pid_ns(&g, &["start", &g.name]);
+    assert!(o.status.success(), "start: {o:?}");
+    let state = g.run(&g.name).join("state.json");
+    assert!(state.exists(), "no record written");
+
+    let o = g.unifs(&["status", &g.name]);
+    assert!(
+        !stdout(&o).contains("another PID namespace"),
+        "status: {o:?}"
+    );
+    assert!(stdout(&o).contains("stopped"), "status: {o:?}");
+    assert!(stderr(&o).contains("PID namespace that has ended"), "{o:?}");
+    assert!(state.exists(), "status moved the record");
+    ok(&g.unifs(&["start", &g.name]));
+    assert!(g.run(&g.name).join("state.json.ended-pid-ns").exists());
+    let o = g.unifs(&["status", &g.name]);
+    assert_eq!(o.status.code(), Some(0), "status: {o:?}");
+    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
+}
