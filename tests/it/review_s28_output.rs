@@ -124,10 +124,15 @@ fn a_dash_names_stdin_or_stdout_as_in_other_tools() {
     let store = d.path().join("store");
     let data = vec![7u8; 8192];
     let (g1, g2) = (d.path().join("g1"), d.path().join("g2"));
+    // One mtime for all: files that differ in it are not the same.
+    let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
     for g in [&g1, &g2] {
         std::fs::create_dir_all(g.join("var/log")).unwrap();
-        std::fs::write(g.join("f"), &data).unwrap();
-        std::fs::write(g.join("var/log/x.log"), &data).unwrap();
+        for f in [g.join("f"), g.join("var/log/x.log")] {
+            std::fs::write(&f, &data).unwrap();
+            let file = std::fs::File::options().write(true).open(&f).unwrap();
+            file.set_modified(when).unwrap();
+        }
     }
     let os = |s: &str| std::ffi::OsString::from(s);
     // --exclude-from -: the rules come from stdin.
