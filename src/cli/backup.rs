@@ -363,11 +363,12 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         list = Some(l);
     }
     let mut stdout;
-    let (out, shown): (&mut dyn Write, _) = match &mut file_out {
-        Some(f) => (&mut f.out, path(&f.path)),
+    // A failed stdout is said as every command says it (`cli::stdout_failed`).
+    let (out, failed): (&mut dyn Write, _) = match &mut file_out {
+        Some(f) => (&mut f.out, format!("writing {}", path(&f.path))),
         None => {
             stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            (&mut stdout, "standard output".to_string())
+            (&mut stdout, "cannot write to standard output".to_string())
         }
     };
     let written = (|| -> anyhow::Result<()> {
@@ -384,7 +385,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(out.flush()?)
     })();
-    written.with_context(|| format!("writing {shown}"))?;
+    written.context(failed)?;
     if let Some(f) = &mut file_out {
         f.sync()?;
     }

@@ -544,17 +544,28 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             use std::os::fd::AsFd;
             let mut stdout = std::io::stdout().lock();
             let terminal = stdout.is_terminal();
+            let mut failed = None;
             let mut out = |data: &[u8]| -> std::io::Result<()> {
-                match terminal {
-                    true => stdout.write_all(&caret_escaped(data))?,
-                    false => stdout.write_all(data)?,
+                let written = match terminal {
+                    true => stdout.write_all(&caret_escaped(data)),
+                    false => stdout.write_all(data),
+                };
+                let written = written.and_then(|()| stdout.flush());
+                if let Err(e) = &written {
+                    failed = Some(std::io::Error::new(e.kind(), e.to_string()));
                 }
-                stdout.flush()
+                written
             };
             let sink = std::io::stdout();
             let sink = sink.as_fd();
             crate::guest::logs::logs(&dirs(d), &name, lines, follow, mount, &mut out, sink)?;
-            Ok(ExitCode::SUCCESS)
+            // A log that reached no reader fails as any command's output does
+            // (a full disk); a reader gone (`| head`, a terminal hung up) ends
+            // it quietly.
+            match failed {
+                Some(e) if !terminal => Ok(super::stdout_failed(e)),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         GuestCommand::Enter { dirs: d, who, name } => {
             exit_code(lifecycle::enter(&dirs(d), &name, who.into_lifecycle()?)?)
