@@ -73,12 +73,16 @@ impl Trees {
 }
 
 /// Runs xfs_io's `commands` on `file` as `uid` (group the same, no others);
-/// its stderr, which names any failure.
+/// its stderr, which names any failure. A command starting with `-` is an
+/// option of the open (`-a`: O_APPEND, `-d`: O_DIRECT).
 fn xfs_io(uid: &str, file: &Path, commands: &[&str]) -> String {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid", uid, "--regid", uid, "--clear-groups", "xfs_io"]);
     for c in commands {
-        cmd.args(["-c", c]);
+        match c.starts_with('-') {
+            true => cmd.arg(c),
+            false => cmd.args(["-c", c]),
+        };
     }
     let out = cmd.arg(file).output().expect("setpriv xfs_io");
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -93,14 +97,15 @@ fn mode_and_size(p: &Path) -> (u32, u64) {
 /// set-group-ID of a group it is not in, off as on ext4, whether the file
 /// was shared (its first change breaks it) or private, with passthrough and
 /// without: pwrite, pwritev, copy_file_range into it, fallocate (growing,
-/// KEEP_SIZE, PUNCH_HOLE) and ftruncate. A read-write open that writes
-/// nothing keeps them.
+/// KEEP_SIZE, PUNCH_HOLE), ftruncate, and writes through an `O_APPEND` or
+/// `O_DIRECT` open (which the daemon serves). A read-write open that
+/// writes nothing keeps them.
 #[test]
 fn every_write_by_another_user_takes_set_id_bits_off_as_on_ext4() {
     if !require_root("review_s28_posix_every_write_takes_set_id_bits_off") {
         return;
     }
-    let ways: [(&str, &[&str]); 9] = [
+    let ways: [(&str, &[&str]); 11] = [
         ("pwrite", &["pwrite -q 1 1"]),
         ("pwritev", &["pwrite -q -V 1 1 1"]),
         ("copy_range", &["copy_range -s 0 -d 0 -l 3 SRC"]),
@@ -109,6 +114,8 @@ fn every_write_by_another_user_takes_set_id_bits_off_as_on_ext4() {
         ("punch", &["fpunch 0 2"]),
         ("ftruncate", &["truncate 2"]),
         ("ftruncate_same", &["truncate 15"]),
+        ("append", &["-a", "pwrite -q 0 1"]),
+        ("direct", &["-d", "pwrite -q 0 4096"]),
         ("open_only", &["fsync"]),
     ];
     for opts in [&[][..], &["nopassthrough"][..]] {
