@@ -79,10 +79,11 @@ fn xfs_io(uid: &str, file: &Path, commands: &[&str]) -> String {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid", uid, "--regid", uid, "--clear-groups", "xfs_io"]);
     for c in commands {
-        match c.starts_with('-') {
-            true => cmd.arg(c),
-            false => cmd.args(["-c", c]),
-        };
+        if c.starts_with('-') {
+            cmd.arg(c);
+        } else {
+            cmd.args(["-c", c]);
+        }
     }
     let out = cmd.arg(file).output().expect("setpriv xfs_io");
     String::from_utf8_lossy(&out.stderr).into_owned()
