@@ -256,14 +256,25 @@ impl Mount {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
+
+    /// Gives a test that is slow by design (on a loaded machine) `limit`
+    /// from now before the watchdog kills the daemon, not [`WATCHDOG`].
+    pub fn watch_for(&mut self, limit: Duration) {
+        self.watchdog = Some(watchdog_after(self.pid() as i32, limit));
+    }
 }
 
 /// Kills `pid` after [`WATCHDOG`] unless the returned sender is dropped
 /// first (before the process is reaped, so the pid cannot be reused).
 pub fn watchdog(pid: i32) -> std::sync::mpsc::Sender<()> {
+    watchdog_after(pid, WATCHDOG)
+}
+
+/// [`watchdog`] after `limit`.
+fn watchdog_after(pid: i32, limit: Duration) -> std::sync::mpsc::Sender<()> {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
             eprintln!("watchdog: killing mount daemon {pid}");
             // SAFETY: signalling a process of this test that is still running.
             unsafe {

@@ -283,7 +283,11 @@ fn a_tree_deeper_than_4096_levels_works_through_the_mount() {
         // SAFETY: the fd just opened, closed once.
         unsafe { libc::close(leaf) };
     }
-    let m = w.mount(&g, "m", &[]);
+    let mut m = w.mount(&g, "m", &[]);
+    // About a minute on an idle machine (every level is a lookup, a find
+    // and an unlink through the mount); two minutes were not enough under
+    // a second test run.
+    m.watch_for(Duration::from_secs(600));
     let find = |dir: &Path, args: &[&str]| {
         let out = Command::new("find").arg(dir).args(args).output().unwrap();
         let errors = String::from_utf8_lossy(&out.stderr).into_owned();

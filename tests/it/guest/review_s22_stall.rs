@@ -391,15 +391,31 @@ fn run_ends_on_a_second_signal(test: &str, in_setup: bool) {
             .flatten()
             .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/fuse")))
     };
+    // Past its readiness check (a statfs of its own mount, which the
+    // strace below would hold too): serving (a `fuser-N` thread), its
+    // `unifs-ready` thread gone once it told the run.
+    let said_ready = |p: i32| {
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|c| c.trim().to_string())
+            .collect();
+        names.iter().any(|n| n.starts_with("fuser-")) && !names.iter().any(|n| n == "unifs-ready")
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let daemon = loop {
         if let Some(&d) = tree(run.pid())
             .iter()
-            .find(|&&p| p != run.pid() && holds_fuse(p))
+            .find(|&&p| p != run.pid() && holds_fuse(p) && said_ready(p))
         {
             break d;
         }
-        assert!(Instant::now() < deadline, "no overlay daemon below the run");
+        assert!(
+            Instant::now() < deadline,
+            "no ready overlay daemon below the run"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let Some(strace) = hold_statfs(test, daemon, Duration::from_secs(60)) else {
