@@ -10,11 +10,12 @@ use std::sync::Mutex;
 
 static STDOUT_FAILED: Mutex<Option<std::io::Error>> = Mutex::new(None);
 
-/// Writes to stdout; see the module.
+/// Writes to stdout, flushed at once; see the module.
 pub fn write_out(args: std::fmt::Arguments) {
     let mut failed = STDOUT_FAILED.lock().unwrap_or_else(|e| e.into_inner());
     if failed.is_none() {
-        if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
             *failed = Some(e);
         }
     }
@@ -25,14 +26,11 @@ pub fn write_err(args: std::fmt::Arguments) {
     let _ = std::io::stderr().lock().write_fmt(args);
 }
 
-/// Flushes stdout; the first write to it that failed, if one did.
+/// The first write of ours to stdout that failed, if one did. Not a flush
+/// of what else is buffered there: a guest's output `enter` relays, cut
+/// off by a terminal that hung up, is no output of ours that failed.
 pub fn stdout_failure() -> Option<std::io::Error> {
     let mut failed = STDOUT_FAILED.lock().unwrap_or_else(|e| e.into_inner());
-    if failed.is_none() {
-        if let Err(e) = std::io::stdout().lock().flush() {
-            *failed = Some(e);
-        }
-    }
     failed.take()
 }
 
