@@ -9,13 +9,16 @@
 /// The kernel serves the file a page at a time and walks its lock list
 /// again from the same index for each page: a lock let go before that
 /// index meanwhile shifts the list, and a line is skipped. Under a busy
-/// machine that is the one line asked for often enough, so three reads
-/// are joined.
+/// machine that is the one line asked for often enough, so a read that
+/// finds no holder is tried again, up to three reads in all.
 pub fn flock_holders(dev: u64, ino: u64) -> Option<Vec<i32>> {
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let mut pids = Vec::new();
     let mut read_any = false;
     for _ in 0..3 {
+        if !pids.is_empty() {
+            break;
+        }
         let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
             continue;
         };
