@@ -193,12 +193,7 @@ impl GuestConfig {
         // Configs that started before the range was checked: a quota under
         // the kernel's 1 ms was then raised to it, silently.
         let cpus = match self.limits.cpus {
-            Some(c) if c > 0.0 && c < 0.01 => {
-                tracing::warn!(
-                    "limits.cpus = {c} is below 0.01, the least the kernel takes: 0.01 is used"
-                );
-                Some(0.01)
-            }
+            Some(c) if c > 0.0 && c < 0.01 => Some(0.01),
             c => c,
         };
         let limits = Limits {
@@ -209,6 +204,16 @@ impl GuestConfig {
         };
         limits.check()?;
         Ok(limits)
+    }
+
+    /// Says what [`Self::limits`] changed, once per start (the limits
+    /// are read more than once on the way).
+    pub fn warn_raised_limits(&self) {
+        if let Some(c) = self.limits.cpus.filter(|c| *c > 0.0 && *c < 0.01) {
+            tracing::warn!(
+                "limits.cpus = {c} is below 0.01, the least the kernel takes: 0.01 is used"
+            );
+        }
     }
 
     /// The spec of this guest's init, with its root mounted at `mounted_root`.

@@ -82,6 +82,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     // Checked before anything is mounted.
     check_paths(dirs, name, &cfg)?;
     let spec = spec_of(&cfg, dirs, name)?;
+    cfg.warn_raised_limits();
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     spec.limits.check()?;
     // Before the root is mounted: its overlay daemon joins them.

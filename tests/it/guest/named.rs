@@ -1668,6 +1668,29 @@ fn named_update_changes_a_running_guests_limits_in_place() {
     assert_eq!(cgroup_value(&g, "pids.max").as_deref(), Some("100"));
 }
 
+/// A config from before the range was checked, with a quota below the
+/// kernel's least: start raises it and says so once (it was said twice).
+#[test]
+fn s29_named_start_warns_once_of_a_raised_cpu_quota() {
+    if !can_run("s29_named_start_warns_once_of_a_raised_cpu_quota") {
+        return;
+    }
+    let g = Guest::new("lowcpu", "[\"/bin/sleep\", \"1000\"]", true);
+    let toml = std::fs::read_to_string(g.config()).unwrap();
+    std::fs::write(
+        g.config(),
+        toml.replace("[limits]", "[limits]\ncpus = 0.001"),
+    )
+    .unwrap();
+    let o = g.unifs(&["start", &g.name]);
+    ok(&o);
+    let warnings = stderr(&o)
+        .matches("limits.cpus = 0.001 is below 0.01")
+        .count();
+    assert_eq!(warnings, 1, "{}", stderr(&o));
+    assert_eq!(g.state()["limits"]["cpus"], 0.01);
+}
+
 /// The guest's group in the hierarchy whose groups have `file`.
 fn group_with(g: &Guest, file: &str) -> Option<PathBuf> {
     let rec: serde_json::Value =
