@@ -9,6 +9,7 @@ use super::{Error, Result};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::PtyMaster;
+use nix::sys::stat::Mode;
 use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -75,6 +76,41 @@ pub fn open_run_terminal(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
     let tty = super::user::tty_group(std::path::Path::new("/"));
     give_terminal(&pty, uid, gid, tty)?;
     attach_slave_to_terminals(&pty.slave)?;
+    send_master(channel, &pty, "passing the guest's pty to unifs run")
+}
+
+/// A named guest's `/dev/console`, in the guest's child after its root is
+/// set up and before the privilege drop: a pty of the guest's own devpts
+/// bound over an empty file in its `/dev`, as nspawn gives a container
+/// one. systemd and sysvinit write their boot and shutdown messages there.
+/// Owned by init's user, mode 600. The master goes to the guest's keeper
+/// over `channel`, which appends what comes to the console log.
+pub fn open_console(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
+    let pty = open_pty()?;
+    give_terminal(&pty, uid, gid, None)?;
+    let console = "/dev/console";
+    let err = |what: &str, e| Error::sys(format!("{what} {console}"), e);
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
+    let file = nix::fcntl::open(
+        console,
+        flags | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| err("creating", e))?;
+    drop(file);
+    nix::mount::mount(
+        Some(pty.slave.as_str()),
+        console,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err("binding the console's pty to", e))?;
+    send_master(channel, &pty, "passing the guest's console to its keeper")
+}
+
+/// Sends `pty`'s master over `channel` (to [`receive_pty`]).
+fn send_master(channel: &OwnedFd, pty: &Pty, what: &str) -> Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
     let fds = [pty.master.as_raw_fd()];
     sendmsg::<UnixAddr>(
@@ -84,13 +120,14 @@ pub fn open_run_terminal(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
         MsgFlags::empty(),
         None,
     )
-    .map_err(|e| Error::sys("passing the guest's pty to unifs run", e))?;
+    .map_err(|e| Error::sys(what, e))?;
     Ok(())
 }
 
-/// The launcher's end of [`open_run_terminal`]: the master it sent, which is
-/// queued by the time the guest has exec'd.
-pub fn receive_run_terminal(channel: &OwnedFd) -> Result<PtyMaster> {
+/// The launcher's end of [`open_run_terminal`] and [`open_console`]: the
+/// master the child sent, which is queued by the time the guest has
+/// exec'd.
+pub fn receive_pty(channel: &OwnedFd) -> Result<PtyMaster> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
     let mut byte = [0u8; 1];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);

@@ -33,7 +33,9 @@ pub enum Stdio {
     /// and given the user's own terminal or a host pty could hand it to a
     /// host user (`chown` through /proc/self/fd/0).
     Terminal,
-    /// stdin from /dev/null, stdout and stderr to a log; a new session.
+    /// stdin from /dev/null, stdout and stderr to a log; a new session; a
+    /// console (see [`console::open_console`]) whose master the caller
+    /// gets, to relay.
     Detached { log: OwnedFd, null: OwnedFd },
 }
 
@@ -43,7 +45,8 @@ pub struct Spawned {
     pub pid: Pid,
     /// `unifs run`'s (a foreground guest's) [`Keeper`].
     pub keeper: Option<Keeper>,
-    /// [`Stdio::Terminal`]'s pty master, to proxy.
+    /// [`Stdio::Terminal`]'s pty master, to proxy, or
+    /// [`Stdio::Detached`]'s console master, to relay.
     pub pty: Option<PtyMaster>,
 }
 
@@ -183,7 +186,7 @@ pub fn spawn(
 }
 
 /// The guest's PID on the host, a foreground guest's [`Keeper`] and
-/// [`Stdio::Terminal`]'s pty master.
+/// pty master (a terminal's or a console's).
 fn clone_guest(
     spec: &GuestSpec,
     stdio: Stdio,
@@ -195,13 +198,14 @@ fn clone_guest(
     // A socket, not a pipe: the trampoline holds it across an exec that
     // leaves it dumpable, and /proc/PID/fd cannot open a socket.
     let (report_r, report_w) = report_channel()?;
-    // Where the child sends the master of the pty it opens in its devpts.
+    // Where the child sends the master of the pty it opens in its devpts
+    // (a terminal's, or a detached guest's console).
     let (pty_r, pty_w) = match stdio {
-        Stdio::Terminal => {
+        Stdio::Terminal | Stdio::Detached { .. } => {
             let (r, w) = report_channel()?;
             (Some(r), Some(w))
         }
-        _ => (None, None),
+        Stdio::Inherit => (None, None),
     };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -253,7 +257,7 @@ fn clone_guest(
             });
             let failed = match (report.is_empty(), &pty_r) {
                 (true, None) => return Ok((pid, keeper, None)),
-                (true, Some(r)) => match console::receive_run_terminal(r) {
+                (true, Some(r)) => match console::receive_pty(r) {
                     Ok(pty) => return Ok((pid, keeper, Some(pty))),
                     Err(e) => e,
                 },
@@ -409,7 +413,8 @@ pub fn report_channel() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Runs in the clone child; never returns.
 /// `cgroup2`: the guest has a cgroup v2 group of its own, to mount at
-/// /sys/fs/cgroup. `pty`: where to send [`Stdio::Terminal`]'s pty master.
+/// /sys/fs/cgroup. `pty`: where to send the master of the terminal's or
+/// console's pty.
 fn child(
     spec: &GuestSpec,
     stdio: Stdio,
@@ -444,7 +449,8 @@ fn child(
         // The pty once the guest's devpts is its /dev/pts, before the
         // privilege drop (handing it to the command's user needs chown).
         let terminal = || match &pty {
-            Some(channel) => console::open_run_terminal(channel, spec.uid, spec.gid),
+            Some(channel) if foreground => console::open_run_terminal(channel, spec.uid, spec.gid),
+            Some(channel) => console::open_console(channel, spec.uid, spec.gid),
             None => Ok(()),
         };
         rootfs::prepare(&Linux, spec, foreground, cgroup2, terminal)?;

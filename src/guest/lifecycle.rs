@@ -9,6 +9,7 @@ use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
 use super::{console, rootfs, Error, GuestSpec, Limits, NetMode, Result};
 use nix::mount::{MntFlags, MsFlags};
+use nix::pty::PtyMaster;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -322,7 +323,7 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
     // Nor is `start`'s end: a report to a `start` gone (Ctrl-C) fails, and
     // we go on keeping init. (Init's process resets it before its exec.)
     crate::sys::ignore_sigpipe();
-    let (st, log_reader) = match start_init(cfg, spec, run, cgroup) {
+    let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup) {
         Ok(started) => started,
         Err(e) => {
             let said = match e {
@@ -352,10 +353,19 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
     let _ = nix::unistd::chdir("/");
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
-    sys::close_fds();
+    let mut console =
+        console.and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log));
+    match &console {
+        Some(relay) => sys::close_fds_except(&relay.fds()),
+        None => sys::close_fds(),
+    }
     let pid = Pid::from_raw(st.pid);
     loop {
-        match nix::sys::wait::waitpid(pid, None) {
+        let status = match &mut console {
+            Some(relay) => relay.wait(pid),
+            None => nix::sys::wait::waitpid(pid, None),
+        };
+        match status {
             Ok(status) => {
                 if let Some(exit) = state::Exit::from_wait(status, st.start_time) {
                     let _ = run.write_exit(&exit);
@@ -374,14 +384,18 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
 /// guest's memory limit once it stops.
 pub const CONSOLE_ROTATE_BYTES: u64 = 4 << 20;
 
-/// Starts init, its output going to the console log; returns its state and
-/// the log opened for reading, before init could take a lease on it.
+/// What [`start_init`] gives the keeper: init's state, the console log
+/// opened for reading (before init could take a lease on it), and the
+/// master of the guest's `/dev/console` with the log to relay it to.
+type Started = (State, std::fs::File, Option<(PtyMaster, std::fs::File)>);
+
+/// Starts init, its output going to the console log.
 fn start_init(
     cfg: &GuestConfig,
     spec: GuestSpec,
     run: &RunDir,
     cgroup: &Cgroup,
-) -> Result<(State, std::fs::File)> {
+) -> Result<Started> {
     let console = run.console();
     // A long log is set aside only once init runs (a failed start changes
     // nothing): init writes to a new file meanwhile, renamed in after.
@@ -395,6 +409,9 @@ fn start_init(
         .open(opened)
         .map_err(|e| Error::io("opening", opened, e))?;
     let reader = std::fs::File::open(opened).map_err(|e| Error::io("opening", opened, e))?;
+    let relayed = log
+        .try_clone()
+        .map_err(|e| Error::io("opening", opened, e))?;
     let state = launch_recorded(cfg, spec, run, cgroup, log);
     match (&state, rotate) {
         (Ok(_), true) => {
@@ -411,17 +428,18 @@ fn start_init(
         }
         (_, false) => {}
     }
-    state.map(|st| (st, reader))
+    state.map(|(st, console)| (st, reader, console.map(|master| (master, relayed))))
 }
 
-/// Starts init with its output going to `log`, and records it.
+/// Starts init with its output going to `log`, and records it; returns
+/// its state and the master of its console.
 fn launch_recorded(
     cfg: &GuestConfig,
     spec: GuestSpec,
     run: &RunDir,
     cgroup: &Cgroup,
     log: std::fs::File,
-) -> Result<State> {
+) -> Result<(State, Option<PtyMaster>)> {
     let null =
         std::fs::File::open("/dev/null").map_err(|e| Error::io("opening", "/dev/null", e))?;
     let stdio = Stdio::Detached {
@@ -452,7 +470,7 @@ fn launch_recorded(
         cgroup.kill_all();
         return Err(e);
     }
-    Ok(state)
+    Ok((state, spawned.pty))
 }
 
 /// The resource limits init starts with: this process's (init inherits

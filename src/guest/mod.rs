@@ -10,7 +10,8 @@
 //! - [`launch`]: clone, handshake, wait.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
 //! - [`ps`]: a running guest's processes, seen from the host.
-//! - [`logs`]: a named guest's console log.
+//! - [`logs`]: a named guest's console log; `relay`: its keeper's copy
+//!   of the guest's `/dev/console` into it.
 //! - [`user`]: `--user NAME`, looked up in the guest's own /etc/passwd.
 //! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
 //!   runtime state under /run/unifs, start/stop/exec/status).
@@ -26,6 +27,7 @@ pub mod logs;
 pub mod net;
 pub mod overlay;
 pub mod ps;
+mod relay;
 mod rootfs;
 pub mod seccomp;
 pub mod spec;

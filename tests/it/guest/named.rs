@@ -756,8 +756,8 @@ fn named_enter_on_a_terminal_gets_a_pty_of_the_guests_own() {
     };
     std::io::Write::write_all(&mut &master, b"echo T=$(tty)=$(hostname)=; exit 4\n").unwrap();
     read_until("=tty=", &mut seen);
-    // The guest's own devpts, not the host's pty.
-    assert!(seen.contains("T=/dev/pts/0=tty="), "{seen}");
+    // The guest's own devpts, not the host's pty (its 0 is /dev/console).
+    assert!(seen.contains("T=/dev/pts/1=tty="), "{seen}");
     let out = super::harness::wait_bounded(child, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(4));
 }
@@ -2056,4 +2056,80 @@ fn named_logs_follow_prints_what_init_wrote_just_before_it_ended() {
     cmd.env("UNIFS_RUN_DIR", &g.run_dir);
     let out = run_bounded(cmd, Duration::from_secs(30));
     assert_eq!(ok(&out), "first\nLAST-LINE\n");
+}
+
+/// The CPU ticks (user + system) process `pid` has used.
+fn cpu_ticks(pid: i64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: i64) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    after_comm.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// A named guest has a `/dev/console`, a pty of its own devpts whose
+/// output its keeper appends to the console log, as systemd and sysvinit
+/// write their boot and shutdown there (a guest had none: `guest logs`
+/// stayed empty for them). Its "\r\n" become lines; a large write does not
+/// block; the keeper does not spin while nothing is written.
+#[test]
+fn s29_named_guest_console_reaches_guest_logs() {
+    if !can_run("s29_named_guest_console_reaches_guest_logs") {
+        return;
+    }
+    let g = Guest::new("console", "[\"/bin/sh\", \"/start.sh\"]", false);
+    std::fs::write(
+        g.t.root().join("start.sh"),
+        "echo out\nprintf 'booting\\r\\nup\\n' > /dev/console\nexec sleep 1000\n",
+    )
+    .unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let wrote = |s: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(s));
+    assert!(
+        super::harness::within_5s(|| wrote("up\n")),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    assert_eq!(ok(&g.unifs(&["logs", &g.name])), "out\nbooting\nup\n");
+
+    let seen = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "stat -c '%F %a %u' /dev/console; readlink /proc/self/fd/1 >/dev/null; \
+         ls /dev/pts | tr '\\n' ' '",
+    ]));
+    assert_eq!(seen, "character special file 600 0\n0 ptmx ", "{seen}");
+
+    // The keeper idles while the console is quiet.
+    let pid = g.state()["pid"].as_i64().unwrap();
+    let keeper = parent_of(pid);
+    let before = cpu_ticks(keeper);
+    std::thread::sleep(Duration::from_millis(1500));
+    let used = cpu_ticks(keeper) - before;
+    assert!(
+        used <= 5,
+        "the keeper used {used} ticks in 1.5 s of a quiet console"
+    );
+
+    // 300 KB at once, far more than a pty holds: relayed, not blocked.
+    let big = "head -c 300000 /dev/zero | tr '\\0' x > /dev/console; echo done";
+    assert_eq!(
+        ok(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", big])),
+        "done\n"
+    );
+    let xs = |l: &str| l.bytes().filter(|&b| b == b'x').count();
+    assert!(super::harness::within_5s(
+        || std::fs::read_to_string(&log).is_ok_and(|l| xs(&l) == 300_000)
+    ));
 }
