@@ -290,6 +290,8 @@ fn aliased_args(mut args: Vec<OsString>) -> Vec<OsString> {
 }
 
 fn init_logging(verbose: u8, ansi: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     // fuser warns "Failed to umount filesystem" on every clean unmount
     // (the mount is gone already when its session ends): not for the log.
@@ -307,7 +309,42 @@ fn init_logging(verbose: u8, ansi: bool) {
         // stderr itself fails: a mount daemon whose log's disk is full died.
         .log_internal_errors(false)
         .with_target(false)
+        .finish()
+        .with(QuietGoneReplies)
         .try_init();
+}
+
+/// Leaves out fuser's `Failed to send FUSE reply: … (os error 2)`: the
+/// kernel's ENOENT for a reply to a request it no longer has. fuser answers
+/// every FUSE_INTERRUPT (a guest process signalled while it waits, e.g. on
+/// a copy) with ENOSYS, and the kernel looks the interrupted request up on
+/// the /dev/fuse fd the answer comes on: it is gone once answered, and
+/// never there when another thread (each reads an fd of its own) serves it.
+/// Nothing failed; libfuse leaves ENOENT out of its log too.
+struct QuietGoneReplies;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for QuietGoneReplies {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        *event.metadata().level() != tracing::Level::ERROR || !is_gone_reply(event)
+    }
+}
+
+fn is_gone_reply(event: &tracing::Event<'_>) -> bool {
+    struct Message(String);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    let mut m = Message(String::new());
+    event.record(&mut m);
+    m.0.starts_with("Failed to send FUSE reply: ") && m.0.ends_with("(os error 2)")
 }
 
 /// An error and its causes on one line, `outer: inner: …`, leaving out a
