@@ -132,7 +132,9 @@ impl Catalog {
         if version > 0 {
             // Before a migration writes to it.
             cat = cat.check_format()?;
-            if defer_check && version == migrate::LATEST {
+            if check::unchanged_since_checked(path) {
+                // As the last writer left it, checked.
+            } else if defer_check && version == migrate::LATEST {
                 checking = Checking::start(path)?;
             } else {
                 cat.check_integrity(false)?;
@@ -140,6 +142,21 @@ impl Catalog {
         }
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok((cat, checking))
+    }
+
+    /// Closes the catalog of a writer whose check passed and whose writes
+    /// are done, and notes the file as it leaves it checked: the next
+    /// writer skips the check if nothing has written the file since.
+    /// (Where the close leaves a log, another connection is open: nothing
+    /// is noted.)
+    pub fn close_checked(self) {
+        let Catalog { conn, path, file } = self;
+        // A migrated copy in memory: the file is another one.
+        let migrated = file.is_some();
+        drop(file);
+        if conn.close().is_ok() && !migrated {
+            check::record_checked(&path);
+        }
     }
 
     /// SQLite's own check of the file: `PRAGMA quick_check`, or with

@@ -644,11 +644,19 @@ impl Catalog {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT g.name, g.path, count(f.path), coalesce(sum(o.size), 0), g.last_run
+                // The links table read once in its own order (NOT INDEXED):
+                // through the (guest, path) index, each link cost a lookup
+                // of its row, a random page read once the catalog outgrew
+                // the cache (a million links: 4-9 s instead of about 1).
+                "SELECT g.name, g.path, coalesce(l.n, 0), coalesce(l.bytes, 0), g.last_run
                  FROM guests g
-                 LEFT JOIN guest_links f ON f.guest_id = g.id
-                 LEFT JOIN objects o ON o.id = f.object_id
-                 GROUP BY g.id ORDER BY g.name",
+                 LEFT JOIN (
+                     SELECT f.guest_id AS id, count(*) AS n, sum(o.size) AS bytes
+                     FROM guest_links f NOT INDEXED
+                     LEFT JOIN objects o ON o.id = f.object_id
+                     GROUP BY f.guest_id
+                 ) l ON l.id = g.id
+                 ORDER BY g.name",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt

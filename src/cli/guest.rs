@@ -648,18 +648,24 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         }
         GuestCommand::List { dirs: d, json } => {
             let dirs = dirs(d);
-            let all = lifecycle::list(&dirs)?;
-            // A stopped guest whose config would fail its start is listed
-            // as any stopped guest: say so now, not at the next boot.
-            for s in all.iter().filter(|s| !s.running) {
-                use crate::guest::{config::GuestConfig, Error};
-                let checked = GuestConfig::load(&dirs.config_dir, &s.name)
-                    .and_then(|cfg| lifecycle::check_paths(&dirs, &s.name, &cfg));
-                match checked {
-                    Ok(()) | Err(Error::NoConfig { .. }) => {}
-                    Err(e) => errln!("warning: {e} (`unifs guest start {}` would fail)", s.name),
+            // One read of the mount table for the states and the checks.
+            let all = crate::fs::mountinfo::with_one_read(|| -> anyhow::Result<_> {
+                let all = lifecycle::list(&dirs)?;
+                // A stopped guest whose config would fail its start is listed
+                // as any stopped guest: say so now, not at the next boot.
+                for s in all.iter().filter(|s| !s.running) {
+                    use crate::guest::{config::GuestConfig, Error};
+                    let checked = GuestConfig::load(&dirs.config_dir, &s.name)
+                        .and_then(|cfg| lifecycle::check_paths(&dirs, &s.name, &cfg));
+                    match checked {
+                        Ok(()) | Err(Error::NoConfig { .. }) => {}
+                        Err(e) => {
+                            errln!("warning: {e} (`unifs guest start {}` would fail)", s.name)
+                        }
+                    }
                 }
-            }
+                Ok(all)
+            })?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {

@@ -32,9 +32,52 @@ impl Mount {
 }
 
 /// The mounts of this mount namespace, in the kernel's order (of mounts
-/// stacked on one point, the top one last).
+/// stacked on one point, the top one last). Inside [`with_one_read`], the
+/// table that scope read first.
 pub fn read() -> io::Result<Vec<Mount>> {
-    read_at(Path::new("/proc/self/mountinfo"))
+    ONE_READ.with(|one| match &mut *one.borrow_mut() {
+        None => read_at(Path::new("/proc/self/mountinfo")),
+        Some(Some(mounts)) => Ok(mounts.clone()),
+        Some(kept) => {
+            let mounts = read_at(Path::new("/proc/self/mountinfo"))?;
+            *kept = Some(mounts.clone());
+            Ok(mounts)
+        }
+    })
+}
+
+thread_local! {
+    /// This thread's [`with_one_read`] scope: `Some(None)` until its first
+    /// read, then the table read.
+    static ONE_READ: std::cell::RefCell<Option<Option<Vec<Mount>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with every [`read`] of this thread in it answered by one read
+/// of the table: for a look at many guests at once (`guest list`), where
+/// each guest's few reads of a table that grows with the guests running
+/// made the whole look grow with their square. Only for code that mounts
+/// and unmounts nothing, as it would not see its own changes.
+pub fn with_one_read<T>(f: impl FnOnce() -> T) -> T {
+    struct Scope(bool);
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            if self.0 {
+                ONE_READ.with(|one| *one.borrow_mut() = None);
+            }
+        }
+    }
+    // An inner scope leaves the outer one's table in place.
+    let outer = ONE_READ.with(|one| {
+        let mut one = one.borrow_mut();
+        let fresh = one.is_none();
+        if fresh {
+            *one = Some(None);
+        }
+        fresh
+    });
+    let _scope = Scope(outer);
+    f()
 }
 
 /// The mounts a mountinfo file (`/proc/PID/mountinfo`) lists.

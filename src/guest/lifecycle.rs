@@ -1619,8 +1619,12 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
             }
         }
     }
-    names
-        .iter()
-        .map(|n| status_of(dirs, n).map_err(|e| needs_root("listing guests", e)))
-        .collect()
+    // One read of the mount table for all: each guest's own reads of it
+    // (which grows with the guests running) made a list of N cost N x N.
+    crate::fs::mountinfo::with_one_read(|| {
+        names
+            .iter()
+            .map(|n| status_of(dirs, n).map_err(|e| needs_root("listing guests", e)))
+            .collect()
+    })
 }

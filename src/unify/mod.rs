@@ -428,6 +428,12 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
     if let Ok(summary) = &mut result {
         let said = tightened.iter().map(|c| Problem::new(&c.path, c.what()));
         summary.notices.splice(0..0, said);
+        // Checked before the run's first write, and written only by it
+        // since; still under the lock.
+        if !opts.dry_run {
+            catalog.close_checked();
+            return result;
+        }
     }
     if let Err(Error::OtherStoresObjects { made_meanwhile, .. }) = &mut result {
         if made_here {

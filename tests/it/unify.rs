@@ -328,6 +328,12 @@ fn reruns_read_only_the_directories_that_changed() {
     let cache: Vec<PathBuf> = fs::read_dir(store.join("cache"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("listings-")
+        })
         .collect();
     assert_eq!(cache.len(), 2, "{cache:?}");
     let (ca, cb) = (fs::read(&cache[0]).unwrap(), fs::read(&cache[1]).unwrap());
@@ -381,6 +387,14 @@ fn forge_listings(store: &Path, from: &[u8], to: &[u8]) -> usize {
     let mut forged = 0;
     for e in fs::read_dir(store.join("cache")).unwrap() {
         let path = e.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("listings-")
+        {
+            continue;
+        }
         let mut data = fs::read(&path).unwrap();
         let body = data.len() - 32;
         let Some(at) = data.windows(from.len()).position(|w| w == from) else {
