@@ -252,10 +252,10 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
-    /// Show what the guest's init wrote to its standard output and error
-    /// (RUN_DIR/NAME/console.log; the start before last's is console.log.1;
-    /// a guest has no /dev/console, so nothing systemd or sysvinit write
-    /// there); control characters are shown as ^X on a terminal
+    /// Show what the guest's init wrote to its standard output and error,
+    /// and what the guest wrote to its /dev/console (RUN_DIR/NAME/console.log;
+    /// the start before last's is console.log.1); control characters are
+    /// shown as ^X on a terminal
     Logs {
         #[command(flatten)]
         dirs: GuestDirs,
