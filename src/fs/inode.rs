@@ -188,17 +188,39 @@ impl InodeTable {
     /// The node's path below the root, as components; `None` if it has no
     /// name any more (unlinked) or is unknown.
     pub fn path(&self, id: u64) -> Option<Vec<OsString>> {
+        self.path_from(id, 0, |_, _| false).map(|(_, parts)| parts)
+    }
+
+    /// The way to node `id`: from the root when it is at most `near`
+    /// levels down, else from its nearest ancestor (or itself) that
+    /// `start` takes (given node and backing inode), else from the root.
+    /// The node it starts from (ROOT for the root) and the names below it;
+    /// `None` as for [`Self::path`].
+    pub fn path_from(
+        &self,
+        id: u64,
+        near: usize,
+        start: impl Fn(u64, BackingIno) -> bool,
+    ) -> Option<(u64, Vec<OsString>)> {
         let mut parts = Vec::new();
+        let mut from = None;
         let mut cur = id;
         while cur != ROOT {
+            let node = self.nodes.get(&cur)?;
             // A name whose directory the kernel has forgotten is no way in
             // (a file the guest hardlinked into two directories).
-            let (parent, name) = self
-                .nodes
-                .get(&cur)?
+            let (parent, name) = node
                 .names
                 .iter()
                 .find(|(p, _)| *p == ROOT || self.nodes.contains_key(p))?;
+            if from.is_none() && start(cur, node.backing_ino) {
+                from = Some((cur, parts.len()));
+            }
+            if let Some((start, below)) = from.filter(|_| parts.len() >= near) {
+                parts.truncate(below);
+                parts.reverse();
+                return Some((start, parts));
+            }
             parts.push(name.clone());
             cur = *parent;
             // A path without a cycle visits each node at most once; one
@@ -209,7 +231,7 @@ impl InodeTable {
             }
         }
         parts.reverse();
-        Some(parts)
+        Some((ROOT, parts))
     }
 
     /// The node `name` in `parent` stands for, given what is on disk now;
