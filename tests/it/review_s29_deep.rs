@@ -249,3 +249,40 @@ fn a_held_directory_moved_out_of_the_tree_on_the_host_is_not_reached() {
     let out = below(&outside.join("moved"), "a", DEPTH - 40);
     assert!(!out.join("made").exists(), "made outside the tree");
 }
+
+/// Unmounts what the test mounted on the host, even if it fails.
+struct Bind(PathBuf);
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_mount_made_over_an_ancestor_of_a_held_directory_is_not_crossed() {
+    if !require_root("review_s29_a_mount_made_over_an_ancestor") {
+        return;
+    }
+    const DEPTH: usize = 80;
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    chain(&g, "a", DEPTH);
+    let m = w.mount(&g, "m", &[]);
+    let mb = below(&m.dir, "a", DEPTH);
+    assert_eq!(errno(fs::symlink_metadata(mb.join("x"))), libc::ENOENT);
+    let over = below(&g, "a", 60);
+    let bound = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&other)
+        .arg(&over)
+        .status()
+        .unwrap();
+    assert!(bound.success());
+    let _bind = Bind(over);
+    // As on the way from the root: a path through a mount is refused.
+    assert_eq!(errno(fs::symlink_metadata(mb.join("y"))), libc::EXDEV);
+    assert_eq!(errno(File::create(mb.join("made"))), libc::EXDEV);
+    drop(_bind);
+    assert!(!below(&g, "a", DEPTH).join("made").exists());
+}
