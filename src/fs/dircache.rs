@@ -20,14 +20,14 @@
 //! of the tree) drops every entry, so a path that crosses a mount is
 //! refused (EXDEV) as before.
 
-use super::inode::BackingIno;
+use super::inode::{BackingIno, Step};
 use super::sys as fsys;
 use crate::sys;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Nodes up to this many levels below the root are opened from the root.
@@ -116,43 +116,56 @@ impl DirCache {
         Some(held)
     }
 
-    /// Opens `rel` below held directory `from` (or below the root when
-    /// `from` is `None`, with `root` its fd), and holds the result as node
-    /// `node` if it is the inode `ino`.
+    /// Opens the directory `steps` lead to from held directory `from` (or
+    /// from the root when `from` is `None`, with `root` its fd). A way of
+    /// [`SHALLOW`] names or more is opened in pieces, and the directory at
+    /// the end of each is held: the target, and the ones 32, 64, 128, ...
+    /// levels above it, so that a walk back up the tree finds one near.
     pub fn open(
         &self,
         root: BorrowedFd,
         from: Option<&Held>,
-        rel: &Path,
-        node: u64,
-        ino: BackingIno,
+        steps: &[Step],
     ) -> io::Result<OwnedFd> {
         let (dir, twin) = match from {
             Some(h) => (h.fd.as_fd(), h.twin.as_fd()),
             None => (root, self.anchor.as_fd()),
         };
-        let fd = sys::open_beneath(dir, rel, PATH_DIR)?;
-        if rel.as_os_str().is_empty() {
-            return Ok(fd);
-        }
-        // Its twin by the same path in the clone; a rename on the host in
-        // between gives another inode, and nothing is held.
-        let twin = sys::open_beneath(twin, rel, PATH_DIR);
-        if let (Ok(twin), Ok(copy)) = (twin, fd.try_clone()) {
-            let same =
-                |f: &OwnedFd| fsys::fstat(f.as_fd()).is_ok_and(|s| BackingIno::of(&s) == ino);
-            if same(&copy) && same(&twin) {
-                self.insert(
-                    node,
-                    Held {
-                        fd: copy,
-                        twin,
-                        ino,
-                    },
-                );
+        let cuts = cuts(steps.len());
+        let (mut fd, mut twin) = (None::<OwnedFd>, Some(twin.try_clone_to_owned()?));
+        let mut done = 0;
+        for cut in cuts {
+            let rel: PathBuf = steps[done..cut].iter().map(|s| &s.name).collect();
+            let at = fd.as_ref().map_or(dir, |f| f.as_fd());
+            let next = sys::open_beneath(at, &rel, PATH_DIR)?;
+            // Its twin by the same names in the clone; a rename on the host
+            // in between gives another inode, and nothing more is held.
+            twin = twin.and_then(|t| sys::open_beneath(t.as_fd(), &rel, PATH_DIR).ok());
+            // A way shorter than that ends near a held directory: its end
+            // is not held (a walk down holds one directory in 32).
+            if let Some(t) = twin.as_ref().filter(|_| steps.len() >= SHALLOW) {
+                self.hold(&steps[cut - 1], &next, t);
             }
+            fd = Some(next);
+            done = cut;
         }
-        Ok(fd)
+        match fd {
+            Some(fd) => Ok(fd),
+            None => sys::open_beneath(dir, Path::new(""), PATH_DIR),
+        }
+    }
+
+    /// Holds `fd` (with its twin) as the node of `step` if both are its inode.
+    fn hold(&self, step: &Step, fd: &OwnedFd, twin: &OwnedFd) {
+        let same =
+            |f: &OwnedFd| fsys::fstat(f.as_fd()).is_ok_and(|s| BackingIno::of(&s) == step.ino);
+        if !(same(fd) && same(twin)) {
+            return;
+        }
+        if let (Ok(fd), Ok(twin)) = (fd.try_clone(), twin.try_clone()) {
+            let ino = step.ino;
+            self.insert(step.node, Held { fd, twin, ino });
+        }
     }
 
     fn insert(&self, node: u64, held: Held) {
@@ -179,3 +192,19 @@ impl DirCache {
 }
 
 const PATH_DIR: i32 = libc::O_PATH | libc::O_DIRECTORY;
+
+/// Where a way of `n` names is cut (counts of names from its start, the
+/// last `n`): at its end, and, from [`SHALLOW`] names on, 32, 64, 128, ...
+/// names before it.
+fn cuts(n: usize) -> Vec<usize> {
+    if n < SHALLOW {
+        return if n == 0 { Vec::new() } else { vec![n] };
+    }
+    let mut cuts: Vec<usize> = std::iter::successors(Some(SHALLOW), |d| d.checked_mul(2))
+        .take_while(|d| *d < n)
+        .map(|d| n - d)
+        .collect();
+    cuts.reverse();
+    cuts.push(n);
+    cuts
+}

@@ -140,6 +140,15 @@ pub struct InodeTable {
     root_dev: u64,
 }
 
+/// One name on a node's way from the root: the node it leads to, that
+/// node's backing inode, and the name.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub node: u64,
+    pub ino: BackingIno,
+    pub name: OsString,
+}
+
 /// What a lookup found on disk for a name.
 #[derive(Debug, Clone, Copy)]
 pub struct Found {
@@ -188,21 +197,22 @@ impl InodeTable {
     /// The node's path below the root, as components; `None` if it has no
     /// name any more (unlinked) or is unknown.
     pub fn path(&self, id: u64) -> Option<Vec<OsString>> {
-        self.path_from(id, 0, |_, _| false).map(|(_, parts)| parts)
+        let (_, steps) = self.path_from(id, 0, |_, _| false)?;
+        Some(steps.into_iter().map(|s| s.name).collect())
     }
 
     /// The way to node `id`: from the root when it is at most `near`
     /// levels down, else from its nearest ancestor (or itself) that
     /// `start` takes (given node and backing inode), else from the root.
-    /// The node it starts from (ROOT for the root) and the names below it;
+    /// The node it starts from (ROOT for the root) and the steps below it;
     /// `None` as for [`Self::path`].
     pub fn path_from(
         &self,
         id: u64,
         near: usize,
         start: impl Fn(u64, BackingIno) -> bool,
-    ) -> Option<(u64, Vec<OsString>)> {
-        let mut parts = Vec::new();
+    ) -> Option<(u64, Vec<Step>)> {
+        let mut steps = Vec::new();
         let mut from = None;
         let mut cur = id;
         while cur != ROOT {
@@ -214,24 +224,28 @@ impl InodeTable {
                 .iter()
                 .find(|(p, _)| *p == ROOT || self.nodes.contains_key(p))?;
             if from.is_none() && start(cur, node.backing_ino) {
-                from = Some((cur, parts.len()));
+                from = Some((cur, steps.len()));
             }
-            if let Some((start, below)) = from.filter(|_| parts.len() >= near) {
-                parts.truncate(below);
-                parts.reverse();
-                return Some((start, parts));
+            if let Some((start, below)) = from.filter(|_| steps.len() >= near) {
+                steps.truncate(below);
+                steps.reverse();
+                return Some((start, steps));
             }
-            parts.push(name.clone());
+            steps.push(Step {
+                node: cur,
+                ino: node.backing_ino,
+                name: name.clone(),
+            });
             cur = *parent;
             // A path without a cycle visits each node at most once; one
             // longer would be a bug (never loop forever). Guest trees have
             // no depth limit of their own, as on ext4.
-            if parts.len() > self.nodes.len() {
+            if steps.len() > self.nodes.len() {
                 return None;
             }
         }
-        parts.reverse();
-        Some((ROOT, parts))
+        steps.reverse();
+        Some((ROOT, steps))
     }
 
     /// The node `name` in `parent` stands for, given what is on disk now;

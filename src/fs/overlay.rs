@@ -671,27 +671,22 @@ impl Overlay {
             return sys::open_beneath(self.root.as_fd(), &rel, libc::O_PATH | libc::O_DIRECTORY);
         };
         loop {
-            let (from, parts, ino) = {
-                let st = lock(&self.state);
-                let ino = st.table.get(dir).map(|n| n.backing_ino);
-                let way = st
-                    .table
-                    .path_from(dir, dircache::SHALLOW, |n, ino| cache.holds(n, ino));
-                let (from, parts) = way.ok_or_else(|| errno(libc::ENOENT))?;
-                (from, parts, ino.ok_or_else(|| errno(libc::ENOENT))?)
-            };
-            let rel: PathBuf = parts.iter().collect();
+            let (from, steps) = lock(&self.state)
+                .table
+                .path_from(dir, dircache::SHALLOW, |n, ino| cache.holds(n, ino))
+                .ok_or_else(|| errno(libc::ENOENT))?;
             if from == ROOT {
-                if parts.len() <= dircache::SHALLOW {
+                if steps.len() <= dircache::SHALLOW {
+                    let rel: PathBuf = steps.iter().map(|s| &s.name).collect();
                     let flags = libc::O_PATH | libc::O_DIRECTORY;
                     return sys::open_beneath(self.root.as_fd(), &rel, flags);
                 }
-                return cache.open(self.root.as_fd(), None, &rel, dir, ino);
+                return cache.open(self.root.as_fd(), None, &steps);
             }
             // Gone from the tree or the mount table changed: dropped, and
             // the way is looked for again (at worst from the root).
             if let Some(held) = cache.start(from) {
-                return cache.open(self.root.as_fd(), Some(&held), &rel, dir, ino);
+                return cache.open(self.root.as_fd(), Some(&held), &steps);
             }
         }
     }
