@@ -4,9 +4,11 @@
 //! per level (about 8 ms at 4,000 levels) and a walk down a deep tree the
 //! square of its depth.
 //!
-//! Bounded ([`DIRS`] entries, two fds each): the daemon still holds no fd
-//! per node it has seen. Only nodes more than [`SHALLOW`] levels deep are
-//! kept; shallower ones are opened from the root as before.
+//! Bounded ([`DIRS`] entries, two fds each, the least recently used go):
+//! the daemon still holds no fd per node it has seen. Nodes up to
+//! [`SHALLOW`] levels deep are opened from the root as before; a way of
+//! [`SHALLOW`] names or more is opened in pieces, holding the directories
+//! at their ends (see [`DirCache::open`]).
 //!
 //! A cached fd follows its directory, a path follows the name: renames
 //! and exchanges through the mount move both alike (the node table and the
