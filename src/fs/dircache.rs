@@ -133,20 +133,27 @@ impl DirCache {
             Some(h) => (h.fd.as_fd(), h.twin.as_fd()),
             None => (root, self.anchor.as_fd()),
         };
-        let cuts = cuts(steps.len());
-        let (mut fd, mut twin) = (None::<OwnedFd>, Some(twin.try_clone_to_owned()?));
+        // A way shorter than SHALLOW ends near a held directory: nothing
+        // on it is held (a walk down holds one directory in 32).
+        let mut holding = steps.len() >= SHALLOW;
+        let (mut fd, mut twin_fd) = (None::<OwnedFd>, None::<OwnedFd>);
         let mut done = 0;
-        for cut in cuts {
+        for cut in cuts(steps.len()) {
             let rel: PathBuf = steps[done..cut].iter().map(|s| &s.name).collect();
             let at = fd.as_ref().map_or(dir, |f| f.as_fd());
             let next = sys::open_beneath(at, &rel, PATH_DIR)?;
-            // Its twin by the same names in the clone; a rename on the host
-            // in between gives another inode, and nothing more is held.
-            twin = twin.and_then(|t| sys::open_beneath(t.as_fd(), &rel, PATH_DIR).ok());
-            // A way shorter than that ends near a held directory: its end
-            // is not held (a walk down holds one directory in 32).
-            if let Some(t) = twin.as_ref().filter(|_| steps.len() >= SHALLOW) {
-                self.hold(&steps[cut - 1], &next, t);
+            if holding {
+                // Its twin by the same names in the clone; a rename on the
+                // host in between gives another inode, and nothing more is
+                // held.
+                let at = twin_fd.as_ref().map_or(twin, |f| f.as_fd());
+                match sys::open_beneath(at, &rel, PATH_DIR) {
+                    Ok(t) => {
+                        holding = self.hold(&steps[cut - 1], &next, &t);
+                        twin_fd = Some(t);
+                    }
+                    Err(_) => holding = false,
+                }
             }
             fd = Some(next);
             done = cut;
@@ -157,17 +164,20 @@ impl DirCache {
         }
     }
 
-    /// Holds `fd` (with its twin) as the node of `step` if both are its inode.
-    fn hold(&self, step: &Step, fd: &OwnedFd, twin: &OwnedFd) {
+    /// Holds `fd` (with its twin) as the node of `step` if both are its
+    /// inode; false if either is not.
+    fn hold(&self, step: &Step, fd: &OwnedFd, twin: &OwnedFd) -> bool {
         let same =
             |f: &OwnedFd| fsys::fstat(f.as_fd()).is_ok_and(|s| BackingIno::of(&s) == step.ino);
         if !(same(fd) && same(twin)) {
-            return;
+            return false;
         }
+        // Out of fds (the open-file limit): not held, no harm.
         if let (Ok(fd), Ok(twin)) = (fd.try_clone(), twin.try_clone()) {
             let ino = step.ino;
             self.insert(step.node, Held { fd, twin, ino });
         }
+        true
     }
 
     fn insert(&self, node: u64, held: Held) {
