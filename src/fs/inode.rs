@@ -140,6 +140,15 @@ pub struct InodeTable {
     root_dev: u64,
 }
 
+/// One name on a node's way from the root: the node it leads to, that
+/// node's backing inode, and the name.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub node: u64,
+    pub ino: BackingIno,
+    pub name: OsString,
+}
+
 /// What a lookup found on disk for a name.
 #[derive(Debug, Clone, Copy)]
 pub struct Found {
@@ -188,28 +197,55 @@ impl InodeTable {
     /// The node's path below the root, as components; `None` if it has no
     /// name any more (unlinked) or is unknown.
     pub fn path(&self, id: u64) -> Option<Vec<OsString>> {
-        let mut parts = Vec::new();
+        let (_, steps) = self.path_from(id, 0, |_, _| false)?;
+        Some(steps.into_iter().map(|s| s.name).collect())
+    }
+
+    /// The way to node `id`: from the root when it is at most `near`
+    /// levels down, else from its nearest ancestor (or itself) that
+    /// `start` takes (given node and backing inode), else from the root.
+    /// The node it starts from (ROOT for the root) and the steps below it;
+    /// `None` as for [`Self::path`].
+    pub fn path_from(
+        &self,
+        id: u64,
+        near: usize,
+        start: impl Fn(u64, BackingIno) -> bool,
+    ) -> Option<(u64, Vec<Step>)> {
+        let mut steps = Vec::new();
+        let mut from = None;
         let mut cur = id;
         while cur != ROOT {
+            let node = self.nodes.get(&cur)?;
             // A name whose directory the kernel has forgotten is no way in
             // (a file the guest hardlinked into two directories).
-            let (parent, name) = self
-                .nodes
-                .get(&cur)?
+            let (parent, name) = node
                 .names
                 .iter()
                 .find(|(p, _)| *p == ROOT || self.nodes.contains_key(p))?;
-            parts.push(name.clone());
+            if from.is_none() && start(cur, node.backing_ino) {
+                from = Some((cur, steps.len()));
+            }
+            if let Some((start, below)) = from.filter(|_| steps.len() >= near) {
+                steps.truncate(below);
+                steps.reverse();
+                return Some((start, steps));
+            }
+            steps.push(Step {
+                node: cur,
+                ino: node.backing_ino,
+                name: name.clone(),
+            });
             cur = *parent;
             // A path without a cycle visits each node at most once; one
             // longer would be a bug (never loop forever). Guest trees have
             // no depth limit of their own, as on ext4.
-            if parts.len() > self.nodes.len() {
+            if steps.len() > self.nodes.len() {
                 return None;
             }
         }
-        parts.reverse();
-        Some(parts)
+        steps.reverse();
+        Some((ROOT, steps))
     }
 
     /// The node `name` in `parent` stands for, given what is on disk now;

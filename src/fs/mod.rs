@@ -8,6 +8,7 @@
 //! - [`fuse`]: the fuser adapter; [`sys`]: the extra syscalls.
 
 pub mod cow;
+pub mod dircache;
 pub mod fuse;
 pub mod inode;
 pub mod mountinfo;

@@ -5,6 +5,7 @@
 //! translates to and from these.
 
 use super::cow;
+use super::dircache::{self, DirCache};
 use super::inode::{BackingIno, Found, InodeTable, ROOT};
 use super::sys as fsys;
 use crate::sys;
@@ -359,6 +360,9 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct Overlay {
     root: OwnedFd,
+    /// Deep directories held as starting points (`None`: no clone of the
+    /// root's mount to check them with; every path from the root).
+    dir_cache: Option<DirCache>,
     state: Mutex<State>,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
@@ -617,6 +621,7 @@ impl Overlay {
             return Err(errno(libc::ENOTDIR));
         }
         Ok(Overlay {
+            dir_cache: DirCache::new(root.as_fd()),
             root,
             state: Mutex::new(State {
                 table: InodeTable::new(BackingIno::of(&st)),
@@ -657,14 +662,33 @@ impl Overlay {
         lock(&self.state).table.len()
     }
 
-    /// Opens the directory that is node `dir` (O_PATH), beneath the root.
+    /// Opens the directory that is node `dir` (O_PATH), beneath the root:
+    /// a deep one from the nearest held ancestor (see [`dircache`]).
     fn open_dir_node(&self, dir: u64) -> Result<OwnedFd> {
-        let parts = lock(&self.state)
-            .table
-            .path(dir)
-            .ok_or_else(|| errno(libc::ENOENT))?;
-        let rel: PathBuf = parts.iter().collect();
-        sys::open_beneath(self.root.as_fd(), &rel, libc::O_PATH | libc::O_DIRECTORY)
+        let Some(cache) = &self.dir_cache else {
+            let parts = lock(&self.state).table.path(dir);
+            let rel: PathBuf = parts.ok_or_else(|| errno(libc::ENOENT))?.iter().collect();
+            return sys::open_beneath(self.root.as_fd(), &rel, libc::O_PATH | libc::O_DIRECTORY);
+        };
+        loop {
+            let (from, steps) = lock(&self.state)
+                .table
+                .path_from(dir, dircache::SHALLOW, |n, ino| cache.holds(n, ino))
+                .ok_or_else(|| errno(libc::ENOENT))?;
+            if from == ROOT {
+                if steps.len() <= dircache::SHALLOW {
+                    let rel: PathBuf = steps.iter().map(|s| &s.name).collect();
+                    let flags = libc::O_PATH | libc::O_DIRECTORY;
+                    return sys::open_beneath(self.root.as_fd(), &rel, flags);
+                }
+                return cache.open(self.root.as_fd(), None, &steps);
+            }
+            // Gone from the tree or the mount table changed: dropped, and
+            // the way is looked for again (at worst from the root).
+            if let Some(held) = cache.start(from) {
+                return cache.open(self.root.as_fd(), Some(&held), &steps);
+            }
+        }
     }
 
     /// The backing entry of a node: its parent directory fd and its name
@@ -2284,7 +2308,11 @@ impl Overlay {
             r => r?,
         }
         drop(changing);
-        lock(&self.state).table.remove_name(parent, name, true);
+        let mut state = lock(&self.state);
+        if let (Some(cache), Some(gone)) = (&self.dir_cache, state.table.child(parent, name)) {
+            cache.forget(gone);
+        }
+        state.table.remove_name(parent, name, true);
         Ok(())
     }
 

@@ -462,3 +462,33 @@ pub fn redirect_stdio(log: Option<&std::path::Path>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A detached copy of the mount `dir` is on, whose root is `dir` itself
+/// (`open_tree(OPEN_TREE_CLONE)`, without the mounts below it). In it the
+/// kernel refuses `..` (ENOENT) from a directory no longer beneath `dir`:
+/// how the overlay's directory cache learns that a directory it holds was
+/// moved out of the tree. Needs CAP_SYS_ADMIN.
+pub fn clone_mount(dir: BorrowedFd) -> io::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32;
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH names `dir`
+    // itself; a non-negative return is a new fd owned by no one else.
+    let fd = check(unsafe {
+        libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) as libc::c_int
+    })?;
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the mount table changed since the last call, for an fd of
+/// `/proc/self/mountinfo` (the kernel marks it with POLLPRI once per
+/// change). A failed poll counts as a change.
+pub fn mounts_changed(mountinfo: BorrowedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: mountinfo.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n != 0 && (n < 0 || p.revents & (libc::POLLPRI | libc::POLLERR) != 0)
+}
