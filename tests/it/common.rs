@@ -64,3 +64,18 @@ pub fn mounted_image(kind: &str, size: u64, mkfs_args: &[&str]) -> tempfile::Tem
     assert!(mount.status.success(), "{}", stderr(&mount));
     dir
 }
+
+/// The fields of /proc/PID/stat after the command name: `state` is [0],
+/// `ppid` [1], `utime` and `stime` [11] and [12], `starttime` [19]
+/// (proc(5)'s field N is [N - 3]).
+pub fn proc_stat(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    after_comm.split_whitespace().map(String::from).collect()
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let f = proc_stat(pid);
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}

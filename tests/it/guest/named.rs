@@ -2058,22 +2058,6 @@ fn named_logs_follow_prints_what_init_wrote_just_before_it_ended() {
     assert_eq!(ok(&out), "first\nLAST-LINE\n");
 }
 
-/// The CPU ticks (user + system) process `pid` has used.
-fn cpu_ticks(pid: i64) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_comm.split(' ').collect();
-    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// The parent of process `pid`.
-fn parent_of(pid: i64) -> i64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    after_comm.split(' ').nth(1).unwrap().parse().unwrap()
-}
-
 /// A named guest has a `/dev/console`, a pty of its own devpts whose
 /// output its keeper appends to the console log, as systemd and sysvinit
 /// write their boot and shutdown there (a guest had none: `guest logs`
@@ -2113,10 +2097,10 @@ fn s29_named_guest_console_reaches_guest_logs() {
 
     // The keeper idles while the console is quiet.
     let pid = g.state()["pid"].as_i64().unwrap();
-    let keeper = parent_of(pid);
-    let before = cpu_ticks(keeper);
+    let keeper: u32 = crate::common::proc_stat(pid as u32)[1].parse().unwrap();
+    let before = crate::common::cpu_ticks(keeper);
     std::thread::sleep(Duration::from_millis(1500));
-    let used = cpu_ticks(keeper) - before;
+    let used = crate::common::cpu_ticks(keeper) - before;
     assert!(
         used <= 5,
         "the keeper used {used} ticks in 1.5 s of a quiet console"

@@ -380,9 +380,7 @@ fn s12_status_and_list_say_how_a_guests_init_ended() {
 
 /// Field 22 of /proc/PID/stat: the start time in clock ticks after boot.
 fn start_time(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split(' ').nth(19).unwrap().parse().unwrap()
+    crate::common::proc_stat(pid)[19].parse().unwrap()
 }
 
 #[test]
