@@ -216,3 +216,51 @@ fn a_read_only_mount_reads_deep_trees_and_refuses_writes_there() {
     }
     assert!(!bottom.join("x").exists());
 }
+
+/// The names in directory `dir`, sorted (an error reads as none).
+fn listed(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_held_directory_removed_and_made_again_on_the_host_is_the_new_one_as_at_shallow_depth() {
+    if !require_root("review_s29_rdeep_a_held_directory_removed_and_made_again") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    // The same at 3 levels (reached from the root) and at 80 (held).
+    for depth in [3, 80] {
+        let bottom = chain(&g.join(format!("d{depth}")), "a", depth);
+        fs::write(bottom.join("old"), "old").unwrap();
+    }
+    let m = w.mount(&g, "m", &[]);
+    let mounted = |depth: usize| below(&m.dir.join(format!("d{depth}")), "a", depth);
+    for depth in [3, 80] {
+        assert_eq!(listed(&mounted(depth)), ["old"]);
+        // A name looked up in it: the deep one is held.
+        let missing = fs::symlink_metadata(mounted(depth).join("missing"));
+        assert_eq!(errno(missing), libc::ENOENT);
+    }
+    // On the host: the bottom directories removed and made again.
+    for depth in [3, 80] {
+        let bottom = below(&g.join(format!("d{depth}")), "a", depth);
+        fs::remove_dir_all(&bottom).unwrap();
+        fs::create_dir(&bottom).unwrap();
+        fs::write(bottom.join("new"), "new").unwrap();
+    }
+    for depth in [3, 80] {
+        let at = mounted(depth);
+        touch(&at, "made");
+        assert_eq!(listed(&at), ["made", "new"], "listed at depth {depth}");
+        let bottom = below(&g.join(format!("d{depth}")), "a", depth);
+        assert_eq!(listed(&bottom), ["made", "new"], "made at depth {depth}");
+    }
+}
