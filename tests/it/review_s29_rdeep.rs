@@ -5,13 +5,14 @@
 //! trees than the cache holds, and read-only mounts. Each result is
 //! compared with the backing tree.
 
-use crate::common::require_root;
-use crate::fs::harness::{errno, World};
+use crate::common::{require_root, require_strace};
+use crate::fs::harness::{errno, Mount, World};
 use crate::review_s29_deep::{below, chain, fd_count, touch, Bind};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::Duration;
 
 fn exchange(a: &Path, b: &Path) {
     let ca = CString::new(a.as_os_str().as_bytes()).unwrap();
@@ -263,4 +264,62 @@ fn a_held_directory_removed_and_made_again_on_the_host_is_the_new_one_as_at_shal
         let bottom = below(&g.join(format!("d{depth}")), "a", depth);
         assert_eq!(listed(&bottom), ["made", "new"], "made at depth {depth}");
     }
+}
+
+#[test]
+fn a_directory_held_while_the_host_mounts_over_its_way_is_not_used_after() {
+    if !require_root("review_s29_rdeep_a_directory_held_while_the_host_mounts")
+        || !require_strace("review_s29_rdeep_a_directory_held_while_the_host_mounts")
+    {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    let bottom = chain(&g, "a", 70);
+    chain(&g, "b", 40);
+    // Each fd the daemon dups to hold a directory takes a second: a
+    // request that holds one is slow enough to mount in the middle of.
+    let wrapper = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fcntl",
+        "-e",
+        "inject=fcntl:delay_exit=1000000",
+    ];
+    let log = fs::File::create(w.tmp.path().join("m.log")).unwrap();
+    let m = Mount::start_under(&wrapper, &w.store, &g, &w.dir("m"), &[], log);
+    // b/b/... held 33 levels down (4 s).
+    let b = below(&m.dir, "b", 40);
+    assert_eq!(errno(fs::symlink_metadata(b.join("x"))), libc::ENOENT);
+    // A walk down a/a/...: 33 levels down held (4 s), then 65 levels
+    // down opened at once and held (another 2 s, from about 4 s on).
+    let deep = below(&m.dir, "a", 70);
+    let walk = {
+        let deep = deep.clone();
+        std::thread::spawn(move || fs::symlink_metadata(deep.join("x")).is_err())
+    };
+    std::thread::sleep(Duration::from_millis(4500));
+    // While the daemon holds the 65th directory: a mount on the host over
+    // the 50th.
+    let over = below(&g, "a", 50);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "none"])
+        .arg(&over)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let bind = Bind(over);
+    // A request from a held directory sees the change first: every held
+    // directory dropped, before the walk holds the 65th.
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = fs::symlink_metadata(b.join("y"));
+    assert!(walk.join().unwrap());
+    // As from the root: a path through the new mount is refused.
+    assert_eq!(errno(fs::File::create(deep.join("made"))), libc::EXDEV);
+    drop(bind);
+    assert!(!bottom.join("made").exists(), "made under the mount");
 }
