@@ -20,7 +20,8 @@
 //! longer beneath the root, so the daemon never leaves the tree through a
 //! cached fd; and any change of the mount table (a mount over a directory
 //! of the tree) drops every entry, so a path that crosses a mount is
-//! refused (EXDEV) as before.
+//! refused (EXDEV) as before; a request that opened its directories
+//! before the change holds none of them once it was seen.
 
 use super::inode::{BackingIno, Step};
 use super::sys as fsys;
