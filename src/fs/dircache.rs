@@ -20,7 +20,8 @@
 //! longer beneath the root, so the daemon never leaves the tree through a
 //! cached fd; and any change of the mount table (a mount over a directory
 //! of the tree) drops every entry, so a path that crosses a mount is
-//! refused (EXDEV) as before.
+//! refused (EXDEV) as before; a request that opened its directories
+//! before the change holds none of them once it was seen.
 
 use super::inode::{BackingIno, Step};
 use super::sys as fsys;
@@ -50,6 +51,9 @@ pub struct Held {
 struct Entries {
     map: HashMap<u64, (Arc<Held>, u64)>,
     tick: u64,
+    /// Counts the changes of the mount table seen: a directory opened
+    /// before one is not held after it was seen (see [`DirCache::epoch`]).
+    epoch: u64,
 }
 
 #[derive(Debug)]
@@ -94,12 +98,23 @@ impl DirCache {
             .is_some_and(|(h, _)| h.ino == ino)
     }
 
+    /// Taken before a request looks for a held directory ([`Self::start`])
+    /// and given to [`Self::open`]: a directory another request opened
+    /// before a mount, once a third saw the mount and dropped every entry,
+    /// would else be held under the mount (its way from the root refused)
+    /// till the next change.
+    pub fn epoch(&self) -> u64 {
+        lock(&self.entries).epoch
+    }
+
     /// Held node `node`, checked: `None` (and dropped) if it left the tree
     /// behind the mount's back, or every entry dropped if the mount table
     /// changed.
     pub fn start(&self, node: u64) -> Option<Arc<Held>> {
         if fsys::mounts_changed(self.mounts.as_fd()) {
-            lock(&self.entries).map.clear();
+            let mut e = lock(&self.entries);
+            e.map.clear();
+            e.epoch += 1;
             return None;
         }
         let held = {
@@ -122,12 +137,14 @@ impl DirCache {
     /// from the root when `from` is `None`, with `root` its fd). A way of
     /// [`SHALLOW`] names or more is opened in pieces, and the directory at
     /// the end of each is held: the target, and the ones 32, 64, 128, ...
-    /// levels above it, so that a walk back up the tree finds one near.
+    /// levels above it, so that a walk back up the tree finds one near;
+    /// none is held once the mount table changed since `epoch`.
     pub fn open(
         &self,
         root: BorrowedFd,
         from: Option<&Held>,
         steps: &[Step],
+        epoch: u64,
     ) -> io::Result<OwnedFd> {
         let (dir, twin) = match from {
             Some(h) => (h.fd.as_fd(), h.twin.as_fd()),
@@ -149,7 +166,7 @@ impl DirCache {
                 let at = twin_fd.as_ref().map_or(twin, |f| f.as_fd());
                 match sys::open_beneath(at, &rel, PATH_DIR) {
                     Ok(t) => {
-                        holding = self.hold(&steps[cut - 1], &next, &t);
+                        holding = self.hold(&steps[cut - 1], &next, &t, epoch);
                         twin_fd = Some(t);
                     }
                     Err(_) => holding = false,
@@ -165,8 +182,9 @@ impl DirCache {
     }
 
     /// Holds `fd` (with its twin) as the node of `step` if both are its
-    /// inode; false if either is not.
-    fn hold(&self, step: &Step, fd: &OwnedFd, twin: &OwnedFd) -> bool {
+    /// inode; false if either is not, or the mount table changed since
+    /// `epoch`.
+    fn hold(&self, step: &Step, fd: &OwnedFd, twin: &OwnedFd, epoch: u64) -> bool {
         let same =
             |f: &OwnedFd| fsys::fstat(f.as_fd()).is_ok_and(|s| BackingIno::of(&s) == step.ino);
         if !(same(fd) && same(twin)) {
@@ -175,13 +193,16 @@ impl DirCache {
         // Out of fds (the open-file limit): not held, no harm.
         if let (Ok(fd), Ok(twin)) = (fd.try_clone(), twin.try_clone()) {
             let ino = step.ino;
-            self.insert(step.node, Held { fd, twin, ino });
+            return self.insert(step.node, Held { fd, twin, ino }, epoch);
         }
         true
     }
 
-    fn insert(&self, node: u64, held: Held) {
+    fn insert(&self, node: u64, held: Held, epoch: u64) -> bool {
         let mut e = lock(&self.entries);
+        if e.epoch != epoch {
+            return false;
+        }
         e.tick += 1;
         let tick = e.tick;
         if e.map.len() >= DIRS && !e.map.contains_key(&node) {
@@ -195,6 +216,7 @@ impl DirCache {
             }
         }
         e.map.insert(node, (Arc::new(held), tick));
+        true
     }
 
     /// Drops node `node` (its directory removed through the mount).

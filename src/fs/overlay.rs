@@ -671,6 +671,7 @@ impl Overlay {
             return sys::open_beneath(self.root.as_fd(), &rel, libc::O_PATH | libc::O_DIRECTORY);
         };
         loop {
+            let epoch = cache.epoch();
             let (from, steps) = lock(&self.state)
                 .table
                 .path_from(dir, dircache::SHALLOW, |n, ino| cache.holds(n, ino))
@@ -681,12 +682,12 @@ impl Overlay {
                     let flags = libc::O_PATH | libc::O_DIRECTORY;
                     return sys::open_beneath(self.root.as_fd(), &rel, flags);
                 }
-                return cache.open(self.root.as_fd(), None, &steps);
+                return cache.open(self.root.as_fd(), None, &steps, epoch);
             }
             // Gone from the tree or the mount table changed: dropped, and
             // the way is looked for again (at worst from the root).
             if let Some(held) = cache.start(from) {
-                return cache.open(self.root.as_fd(), Some(&held), &steps);
+                return cache.open(self.root.as_fd(), Some(&held), &steps, epoch);
             }
         }
     }

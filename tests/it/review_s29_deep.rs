@@ -14,18 +14,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// `dir` with `n` levels named `name` below it.
-fn below(dir: &Path, name: &str, n: usize) -> PathBuf {
+pub(crate) fn below(dir: &Path, name: &str, n: usize) -> PathBuf {
     (0..n).fold(dir.to_path_buf(), |p, _| p.join(name))
 }
 
 /// Makes a chain of `n` directories `name` in `dir`; returns the deepest.
-fn chain(dir: &Path, name: &str, n: usize) -> PathBuf {
+pub(crate) fn chain(dir: &Path, name: &str, n: usize) -> PathBuf {
     let d = below(dir, name, n);
     fs::create_dir_all(&d).unwrap();
     d
 }
 
-fn fd_count(pid: u32) -> usize {
+pub(crate) fn fd_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
 
@@ -132,7 +132,7 @@ fn the_daemon_holds_few_fds_after_walking_thousands_of_directories() {
 }
 
 /// Creates `name` in the directory at `dir` through the mount, empty.
-fn touch(dir: &Path, name: &str) {
+pub(crate) fn touch(dir: &Path, name: &str) {
     File::create(dir.join(name)).unwrap();
 }
 
@@ -258,7 +258,7 @@ fn a_held_directory_moved_out_of_the_tree_on_the_host_is_not_reached() {
 }
 
 /// Unmounts what the test mounted on the host, even if it fails.
-struct Bind(PathBuf);
+pub(crate) struct Bind(pub(crate) PathBuf);
 
 impl Drop for Bind {
     fn drop(&mut self) {
