@@ -14,17 +14,17 @@ use std::time::Duration;
 const ROOT_MOUNT: &str = "overlay";
 
 /// A guest with its own config and runtime dirs; stops and unmounts on drop.
-struct Guest {
-    name: String,
-    t: TestRoot,
+pub(crate) struct Guest {
+    pub(crate) name: String,
+    pub(crate) t: TestRoot,
     config_dir: PathBuf,
-    run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     /// `--store` for the overlay mount (default: the global default).
     store: Option<PathBuf>,
 }
 
 impl Guest {
-    fn new(test: &str, init: &str, reaper: bool) -> Guest {
+    pub(crate) fn new(test: &str, init: &str, reaper: bool) -> Guest {
         let t = TestRoot::new();
         let config_dir = t.dir.path().join("config");
         let run_dir = t.dir.path().join("run");
@@ -56,11 +56,11 @@ impl Guest {
         cmd
     }
 
-    fn unifs(&self, args: &[&str]) -> Output {
+    pub(crate) fn unifs(&self, args: &[&str]) -> Output {
         run_bounded(self.cmd(args), Duration::from_secs(30))
     }
 
-    fn state(&self) -> serde_json::Value {
+    pub(crate) fn state(&self) -> serde_json::Value {
         let o = self.unifs(&["status", "--json", &self.name]);
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
     }
@@ -2059,7 +2059,7 @@ fn named_logs_follow_prints_what_init_wrote_just_before_it_ended() {
 }
 
 /// The CPU ticks (user + system) process `pid` has used.
-fn cpu_ticks(pid: i64) -> u64 {
+pub(crate) fn cpu_ticks(pid: i64) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after_comm.split(' ').collect();
@@ -2068,7 +2068,7 @@ fn cpu_ticks(pid: i64) -> u64 {
 }
 
 /// The parent of process `pid`.
-fn parent_of(pid: i64) -> i64 {
+pub(crate) fn parent_of(pid: i64) -> i64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
     after_comm.split(' ').nth(1).unwrap().parse().unwrap()

@@ -1,0 +1,148 @@
+//! Review (session 29) of a named guest's `/dev/console` and its keeper's
+//! relay into console.log, attacked as guest root.
+
+use crate::guest::harness::{can_run, ok, within_5s};
+use crate::guest::named::{cpu_ticks, parent_of, Guest};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Compiles C `src` statically to the guest's /bin/`name`; false (a skip)
+/// where no static C compiler is installed, outside CI.
+fn compile(g: &Guest, name: &str, src: &str) -> bool {
+    let file = g.t.dir.path().join(format!("{name}.c"));
+    std::fs::write(&file, src).unwrap();
+    let cc = Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(g.t.root().join("bin").join(name))
+        .arg(&file)
+        .status();
+    if cc.is_ok_and(|s| s.success()) {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("needs cc -static (gcc, libc6-dev), and CI must not skip it");
+    }
+    eprintln!("skipping: needs cc -static");
+    false
+}
+
+/// Guest root makes its console its controlling terminal and hangs it up
+/// (as systemd does before a getty, and `TTYVHangup=`): the keeper's own
+/// slave is hung up with it, its master then polls as hung up at once, and
+/// the keeper spun, a core at 100% for the guest's life. Output written
+/// to the console after the hangup must still reach the log.
+#[test]
+fn s29_a_hung_up_console_does_not_make_the_keeper_spin() {
+    if !can_run("s29_a_hung_up_console_does_not_make_the_keeper_spin") {
+        return;
+    }
+    let g = Guest::new("hup", "[\"/bin/hup\"]", false);
+    // A session leader that exits with the console as its controlling
+    // terminal hangs it up (no capability needed), as a getty's end does.
+    let src = "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n\
+         #include <sys/wait.h>\n\
+         int main(void) {\n  if (fork() == 0) {\n    setsid();\n\
+         int fd = open(\"/dev/console\", O_RDWR);\n    dprintf(fd, \"before\\n\");\n\
+         _exit(0);\n  }\n  wait(NULL);\n  sleep(2);\n\
+         int fd = open(\"/dev/console\", O_WRONLY | O_NOCTTY);\n  dprintf(fd, \"after\\n\");\n\
+         close(fd);\n  for (;;) pause();\n}\n";
+    if !compile(&g, "hup", src) {
+        return;
+    }
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let wrote = |s: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(s));
+    assert!(
+        within_5s(|| wrote("before\n")),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    let keeper = parent_of(g.state()["pid"].as_i64().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(keeper);
+    std::thread::sleep(Duration::from_millis(1500));
+    let used = cpu_ticks(keeper) - before;
+    assert!(
+        used <= 5,
+        "the keeper used {used} ticks in 1.5 s of a hung-up console"
+    );
+    assert!(
+        within_5s(|| wrote("after\n")),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+}
+
+/// `guest stop` of a guest that floods its console while another of its
+/// processes blocks reading it: prompt, and the keeper records the end.
+#[test]
+fn s29_stop_is_prompt_while_the_console_floods_and_is_read() {
+    if !can_run("s29_stop_is_prompt_while_the_console_floods_and_is_read") {
+        return;
+    }
+    let g = Guest::new("flood", "[\"/bin/sh\", \"/start.sh\"]", false);
+    std::fs::write(
+        g.t.root().join("start.sh"),
+        "cat /dev/console > /dev/null &\n\
+         (while :; do echo floodfloodfloodflood; done > /dev/console) &\n\
+         (while :; do echo again; done > /dev/console) &\n\
+         echo started\nexec sleep 1000\n",
+    )
+    .unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert!(within_5s(|| size() > 1 << 20), "{}", size());
+    let asked = Instant::now();
+    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(g.state()["running"], false, "{}", g.state());
+}
+
+/// The keeper killed (SIGKILL) while the guest writes to its console: the
+/// writers get errors, not a hang; exec and stop work as before.
+#[test]
+fn s29_a_killed_keeper_leaves_console_writers_unblocked() {
+    if !can_run("s29_a_killed_keeper_leaves_console_writers_unblocked") {
+        return;
+    }
+    let g = Guest::new("keeperkill", "[\"/bin/sh\", \"/start.sh\"]", false);
+    std::fs::write(
+        g.t.root().join("start.sh"),
+        "(while :; do head -c 100000 /dev/zero > /dev/console; done) &\n\
+         exec sleep 1000\n",
+    )
+    .unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert!(within_5s(|| size() > 1 << 20), "{}", size());
+    let keeper = parent_of(g.state()["pid"].as_i64().unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let said = ok(&g.unifs(&[
+        "exec",
+        &g.name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo hi > /dev/console; echo $?",
+    ]));
+    assert_ne!(said, "0\n", "a console write succeeded with no keeper");
+    let asked = Instant::now();
+    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(g.state()["running"], false, "{}", g.state());
+}
