@@ -146,3 +146,58 @@ fn s29_a_killed_keeper_leaves_console_writers_unblocked() {
     );
     assert_eq!(g.state()["running"], false, "{}", g.state());
 }
+
+/// A read-only guest whose init runs as uid 1000: its console is made all
+/// the same, its init's own (600), and what init writes there is logged.
+#[test]
+fn s29_a_read_only_guest_with_a_non_root_init_has_its_console() {
+    if !can_run("s29_a_read_only_guest_with_a_non_root_init_has_its_console") {
+        return;
+    }
+    let g = Guest::new("rouser", "[\"/bin/sh\", \"/start.sh\"]", false);
+    std::fs::write(
+        g.t.root().join("start.sh"),
+        "id -u > /dev/console; stat -c '%a %u' /dev/console > /dev/console\nexec sleep 1000\n",
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(g.config()).unwrap();
+    let toml = toml.replace(
+        "[limits]",
+        "uid = 1000\ngid = 1000\nread_only = true\n[limits]",
+    );
+    std::fs::write(g.config(), toml).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let wrote = |s: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(s));
+    assert!(
+        within_5s(|| wrote("1000\n600 1000\n")),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+}
+
+/// A console log grown past 4 MiB through the console is set aside at the
+/// next start, and the new init's console output goes to the new log.
+#[test]
+fn s29_console_output_rotates_across_a_restart() {
+    if !can_run("s29_console_output_rotates_across_a_restart") {
+        return;
+    }
+    let g = Guest::new("rotate", "[\"/bin/sh\", \"/start.sh\"]", false);
+    let script = g.t.root().join("start.sh");
+    std::fs::write(
+        &script,
+        "head -c 5000000 /dev/zero | tr '\\0' x > /dev/console\nexec sleep 1000\n",
+    )
+    .unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(within_5s(|| size(&log) >= 5_000_000), "{}", size(&log));
+    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
+    std::fs::write(&script, "echo second > /dev/console\nexec sleep 1000\n").unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let wrote = || std::fs::read_to_string(&log).is_ok_and(|l| l == "second\n");
+    assert!(within_5s(wrote), "{:?}", std::fs::read_to_string(&log));
+    assert_eq!(size(&log.with_extension("log.1")), 5_000_000);
+}

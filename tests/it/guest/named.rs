@@ -66,7 +66,7 @@ impl Guest {
     }
 
     /// CONFIG_DIR/NAME.toml.
-    fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.config_dir.join(format!("{}.toml", self.name))
     }
 
