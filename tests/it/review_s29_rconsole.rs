@@ -1,7 +1,7 @@
 //! Review (session 29) of a named guest's `/dev/console` and its keeper's
 //! relay into console.log, attacked as guest root.
 
-use crate::guest::harness::{can_run, ok, within_5s};
+use crate::guest::harness::{can_run, ok, within_5s, HostMount};
 use crate::guest::named::{cpu_ticks, parent_of, Guest};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -200,4 +200,43 @@ fn s29_console_output_rotates_across_a_restart() {
     let wrote = || std::fs::read_to_string(&log).is_ok_and(|l| l == "second\n");
     assert!(within_5s(wrote), "{:?}", std::fs::read_to_string(&log));
     assert_eq!(size(&log.with_extension("log.1")), 5_000_000);
+}
+
+/// On a tmpfs RUN_DIR (the usual /run), init's output to console.log is
+/// charged to the guest's memory limit while it runs; what the guest
+/// writes to its console is appended by its keeper, in the host's group:
+/// a guest limited to 32 MiB put 200 MB into the host's /run through its
+/// console. The keeper now appends at most the memory limit, says what it
+/// left out, and still reads the rest (the writer does not block).
+#[test]
+fn s29_console_output_counts_against_the_guests_memory_limit() {
+    if !can_run("s29_console_output_counts_against_the_guests_memory_limit") {
+        return;
+    }
+    let g = Guest::new("memlog", "[\"/bin/sh\", \"/start.sh\"]", false);
+    let _run = HostMount::tmpfs_of_size("512m", &g.run_dir);
+    std::fs::write(
+        g.t.root().join("start.sh"),
+        "head -c 200000000 /dev/zero > /dev/console; echo wrote $?\nexec sleep 1000\n",
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(g.config()).unwrap();
+    std::fs::write(g.config(), format!("{toml}memory = \"32M\"\n")).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    // The writer ends (its console drained): its "wrote" follows on stdout.
+    let tail = || {
+        let logged = std::fs::read(&log).unwrap_or_default();
+        let tail = logged[logged.len().saturating_sub(200)..].to_vec();
+        (logged.len(), String::from_utf8_lossy(&tail).into_owned())
+    };
+    let started = Instant::now();
+    while !tail().1.contains("wrote") && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (len, tail) = tail();
+    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
+    assert!(len < 64 << 20, "console.log reached {len} bytes");
+    assert!(tail.contains("memory limit left out]\n"), "{tail:?}");
+    assert!(tail.contains("wrote 0\n"), "{tail:?}");
 }
