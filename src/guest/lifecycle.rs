@@ -323,6 +323,7 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
     // Nor is `start`'s end: a report to a `start` gone (Ctrl-C) fails, and
     // we go on keeping init. (Init's process resets it before its exec.)
     crate::sys::ignore_sigpipe();
+    let memory = spec.limits.memory;
     let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup) {
         Ok(started) => started,
         Err(e) => {
@@ -354,7 +355,7 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
     let mut console =
-        console.and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log));
+        console.and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log, memory));
     match &console {
         Some(relay) => sys::close_fds_except(&relay.fds()),
         None => sys::close_fds(),

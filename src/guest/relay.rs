@@ -1,7 +1,7 @@
 //! A named guest's console, relayed by its keeper: what the guest writes
 //! to its `/dev/console` (a pty of its own devpts, see
 //! [`super::console::open_console`]) is appended to its console log until
-//! init ends.
+//! init ends, up to the guest's memory limit.
 
 use super::sys;
 use nix::errno::Errno;
@@ -22,12 +22,22 @@ pub struct ConsoleRelay {
     log: std::fs::File,
     /// The CRs that ended the last read: dropped if a LF follows.
     held_crs: usize,
+    /// What may still be appended, with a memory limit: the log's pages
+    /// (on the usual tmpfs /run) are charged to us, not to the guest,
+    /// whose own output to the log its limit bounds.
+    room: Option<u64>,
+    /// Whether output was left out for want of room (said once).
+    cut: bool,
 }
+
+/// The line that ends a console's output cut at the guest's memory limit.
+const CUT: &[u8] = b"\n[unifs: console output past the guest's memory limit left out]\n";
 
 impl ConsoleRelay {
     /// None if the master cannot be set up to relay: the guest's console
     /// writes then fail (EIO) once the master is closed, and nothing waits.
-    pub fn new(master: PtyMaster, log: std::fs::File) -> Option<ConsoleRelay> {
+    /// `limit`: the guest's memory limit, the most appended.
+    pub fn new(master: PtyMaster, log: std::fs::File, limit: Option<u64>) -> Option<ConsoleRelay> {
         let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
         // SAFETY: `master` is an open pty master; TIOCGPTPEER returns a new
         // fd, which only this OwnedFd owns.
@@ -43,6 +53,8 @@ impl ConsoleRelay {
             _peer: peer,
             log,
             held_crs: 0,
+            room: limit,
+            cut: false,
         })
     }
 
@@ -76,7 +88,7 @@ impl ConsoleRelay {
                 Ok(status) => {
                     self.copy();
                     let crs = vec![b'\r'; std::mem::take(&mut self.held_crs)];
-                    let _ = self.log.write_all(&crs);
+                    self.append(&crs);
                     return Ok(status);
                 }
                 Err(e) => return Err(e),
@@ -93,12 +105,28 @@ impl ConsoleRelay {
                 Ok(0) => return,
                 Ok(n) => {
                     let out = self.without_crs(&buf[..n]);
-                    let _ = self.log.write_all(&out);
+                    self.append(&out);
                 }
                 Err(Errno::EINTR) => {}
                 // EAGAIN: nothing more now.
                 Err(_) => return,
             }
+        }
+    }
+
+    /// Appends `out` to the log, as much as there is room for: past it,
+    /// one line says what was left out, and the rest is read and dropped
+    /// (the guest must not wait on us either).
+    fn append(&mut self, out: &[u8]) {
+        let Some(room) = self.room else {
+            let _ = self.log.write_all(out);
+            return;
+        };
+        let fits = usize::try_from(room).map_or(out.len(), |room| room.min(out.len()));
+        let _ = self.log.write_all(&out[..fits]);
+        self.room = Some(room - fits as u64);
+        if fits < out.len() && !std::mem::replace(&mut self.cut, true) {
+            let _ = self.log.write_all(CUT);
         }
     }
 
@@ -129,7 +157,7 @@ mod tests {
     fn relay() -> ConsoleRelay {
         let pty = super::super::console::open_pty().unwrap();
         let log = tempfile::tempfile().unwrap();
-        ConsoleRelay::new(pty.master, log).unwrap()
+        ConsoleRelay::new(pty.master, log, None).unwrap()
     }
 
     #[test]
@@ -139,5 +167,18 @@ mod tests {
         assert_eq!(r.without_crs(b"\nc\rd\r"), b"\nc\rd");
         assert_eq!(r.without_crs(b"\r"), b"");
         assert_eq!(r.without_crs(b"e\r\r\r\n"), b"\r\re\n");
+    }
+
+    #[test]
+    fn output_past_the_room_is_left_out_and_said_once() {
+        let pty = super::super::console::open_pty().unwrap();
+        let log = tempfile::tempfile().unwrap();
+        let mut r = ConsoleRelay::new(pty.master, log.try_clone().unwrap(), Some(5)).unwrap();
+        r.append(b"abc");
+        r.append(b"de");
+        r.append(b"fgh");
+        r.append(b"ij");
+        let logged = std::fs::read(format!("/proc/self/fd/{}", log.as_raw_fd())).unwrap();
+        assert_eq!(logged, [b"abcde", CUT].concat());
     }
 }

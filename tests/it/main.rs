@@ -54,6 +54,7 @@ mod review_s28_docs;
 mod review_s28_output;
 mod review_s28_posix;
 mod review_s29_deep;
+mod review_s29_rconsole;
 mod review_s29_rdeep;
 mod review_s29_realworld;
 mod review_s29_scale;

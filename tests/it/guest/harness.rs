@@ -383,3 +383,28 @@ pub fn wait_for_output(master: &OwnedFd, want: &str) -> String {
     }
     String::from_utf8_lossy(&seen).into_owned()
 }
+
+/// A tmpfs mounted on the host for a test; unmounted (lazily) on drop.
+pub struct HostMount(pub std::path::PathBuf);
+
+impl HostMount {
+    /// A tmpfs of `size` (`size=` of tmpfs(5)) at `at`, made if missing.
+    pub fn tmpfs_of_size(size: &str, at: &std::path::Path) -> HostMount {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size}").as_str()),
+        )
+        .unwrap();
+        HostMount(at.to_path_buf())
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}

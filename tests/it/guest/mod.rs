@@ -4,7 +4,7 @@
 mod escape;
 pub(crate) mod harness;
 mod limits;
-mod named;
+pub(crate) mod named;
 mod net;
 mod review_s10_docs;
 pub(crate) mod review_s11_life;

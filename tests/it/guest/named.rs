@@ -14,17 +14,17 @@ use std::time::Duration;
 const ROOT_MOUNT: &str = "overlay";
 
 /// A guest with its own config and runtime dirs; stops and unmounts on drop.
-struct Guest {
-    name: String,
-    t: TestRoot,
+pub(crate) struct Guest {
+    pub(crate) name: String,
+    pub(crate) t: TestRoot,
     config_dir: PathBuf,
-    run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     /// `--store` for the overlay mount (default: the global default).
     store: Option<PathBuf>,
 }
 
 impl Guest {
-    fn new(test: &str, init: &str, reaper: bool) -> Guest {
+    pub(crate) fn new(test: &str, init: &str, reaper: bool) -> Guest {
         let t = TestRoot::new();
         let config_dir = t.dir.path().join("config");
         let run_dir = t.dir.path().join("run");
@@ -56,17 +56,17 @@ impl Guest {
         cmd
     }
 
-    fn unifs(&self, args: &[&str]) -> Output {
+    pub(crate) fn unifs(&self, args: &[&str]) -> Output {
         run_bounded(self.cmd(args), Duration::from_secs(30))
     }
 
-    fn state(&self) -> serde_json::Value {
+    pub(crate) fn state(&self) -> serde_json::Value {
         let o = self.unifs(&["status", "--json", &self.name]);
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
     }
 
     /// CONFIG_DIR/NAME.toml.
-    fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.config_dir.join(format!("{}.toml", self.name))
     }
 

@@ -1,6 +1,6 @@
 //! `unifs run`: what a one-shot guest sees and cannot do.
 
-use super::harness::{can_run, ok, run_bounded, stderr, stdout, TestRoot};
+use super::harness::{can_run, ok, run_bounded, stderr, stdout, HostMount, TestRoot};
 use crate::common::unifs_bin;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -627,30 +627,6 @@ fn run_guest_dies_with_a_killed_launcher() {
     }
 }
 
-/// A tmpfs mounted on the host for a test; unmounted on drop.
-struct HostMount(std::path::PathBuf);
-
-impl HostMount {
-    fn tmpfs(at: &std::path::Path) -> HostMount {
-        std::fs::create_dir_all(at).unwrap();
-        nix::mount::mount(
-            Some("tmpfs"),
-            at,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .unwrap();
-        HostMount(at.to_path_buf())
-    }
-}
-
-impl Drop for HostMount {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 #[test]
 fn run_submounts_of_the_root_and_of_read_only_binds_are_locked_too() {
     if !can_run("run_submounts_of_the_root_and_of_read_only_binds_are_locked_too") {
@@ -659,7 +635,7 @@ fn run_submounts_of_the_root_and_of_read_only_binds_are_locked_too() {
     let t = TestRoot::new();
     // The root has a filesystem of its own below it (as a separate /var or
     // /home), holding a device node the image brought along.
-    let sub = HostMount::tmpfs(&t.root().join("mnt/sub"));
+    let sub = HostMount::tmpfs_of_size("1m", &t.root().join("mnt/sub"));
     nix::sys::stat::mknod(
         &sub.0.join("null"),
         nix::sys::stat::SFlag::S_IFCHR,
@@ -669,7 +645,7 @@ fn run_submounts_of_the_root_and_of_read_only_binds_are_locked_too() {
     .unwrap();
     // A host directory bound read-only with a filesystem mounted below it.
     let shared = t.dir.path().join("shared");
-    let shared_sub = HostMount::tmpfs(&shared.join("sub"));
+    let shared_sub = HostMount::tmpfs_of_size("1m", &shared.join("sub"));
     let ro = format!("{}:/data:ro", shared.display());
     let out = t.sh(
         &["--root-mount", "bind", "--bind", &ro],
