@@ -92,10 +92,20 @@ fn s29_stop_is_prompt_while_the_console_floods_and_is_read() {
          echo started\nexec sleep 1000\n",
     )
     .unwrap();
+    start_flooding(&g);
+    stops_promptly(&g);
+}
+
+/// Starts `g` and waits until its console log holds over 1 MiB.
+fn start_flooding(g: &Guest) {
     ok(&g.unifs(&["start", &g.name]));
     let log = g.run_dir.join(&g.name).join("console.log");
     let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     assert!(within_5s(|| size() > 1 << 20), "{}", size());
+}
+
+/// `guest stop --timeout 1` ends `g` within 5 s.
+fn stops_promptly(g: &Guest) {
     let asked = Instant::now();
     ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
     assert!(
@@ -120,10 +130,7 @@ fn s29_a_killed_keeper_leaves_console_writers_unblocked() {
          exec sleep 1000\n",
     )
     .unwrap();
-    ok(&g.unifs(&["start", &g.name]));
-    let log = g.run_dir.join(&g.name).join("console.log");
-    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    assert!(within_5s(|| size() > 1 << 20), "{}", size());
+    start_flooding(&g);
     let keeper = proc_stat(g.state()["pid"].as_i64().unwrap() as u32)[1]
         .parse::<u32>()
         .unwrap();
@@ -142,14 +149,7 @@ fn s29_a_killed_keeper_leaves_console_writers_unblocked() {
         "echo hi > /dev/console; echo $?",
     ]));
     assert_ne!(said, "0\n", "a console write succeeded with no keeper");
-    let asked = Instant::now();
-    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "stop took {:?}",
-        asked.elapsed()
-    );
-    assert_eq!(g.state()["running"], false, "{}", g.state());
+    stops_promptly(&g);
 }
 
 /// A read-only guest whose init runs as uid 1000: its console is made all
