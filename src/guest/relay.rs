@@ -18,7 +18,7 @@ pub struct ConsoleRelay {
     /// A slave of our own, held: with no slave open (before init opens the
     /// console, and between its writers) the master reads EIO and polls as
     /// hung up at once, which would spin.
-    _peer: OwnedFd,
+    peer: OwnedFd,
     log: std::fs::File,
     /// The CRs that ended the last read: dropped if a LF follows.
     held_crs: usize,
@@ -50,7 +50,7 @@ impl ConsoleRelay {
         fcntl(&master, FcntlArg::F_SETFL(nonblocking)).ok()?;
         Some(ConsoleRelay {
             master,
-            _peer: peer,
+            peer,
             log,
             held_crs: 0,
             room: limit,
@@ -62,7 +62,7 @@ impl ConsoleRelay {
     pub fn fds(&self) -> [RawFd; 3] {
         [
             self.master.as_raw_fd(),
-            self._peer.as_raw_fd(),
+            self.peer.as_raw_fd(),
             self.log.as_raw_fd(),
         ]
     }
