@@ -480,21 +480,11 @@ impl Catalog {
     /// The digest of the guest's links as the last run left them
     /// ([`links_digest`]); `None` when not known.
     pub fn links_digest(&self, guest: i64) -> Result<Option<[u8; 32]>> {
-        let v: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached("SELECT links_digest FROM guests WHERE id = ?1")
-            .and_then(|mut st| st.query_row([guest], |r| r.get(0)).optional())
-            .map_err(|e| self.err(e))?
-            .flatten();
-        Ok(v.and_then(|v| v.try_into().ok()))
+        self.guest_digest(guest, "links_digest")
     }
 
     pub fn set_links_digest(&self, guest: i64, digest: Option<&[u8; 32]>) -> Result<()> {
-        self.conn
-            .prepare_cached("UPDATE guests SET links_digest = ?2 WHERE id = ?1")
-            .and_then(|mut st| st.execute(params![guest, digest.map(|d| &d[..])]))
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.set_guest_digest(guest, "links_digest", digest)
     }
 
     /// The guest root's (device, inode, birth time in ns) as the last run
@@ -552,18 +542,28 @@ impl Catalog {
     /// The digest of the guest's own links the walk does not see, as a run
     /// that walked its excluded trees last found them (`guests.links_outside`).
     pub fn links_outside(&self, guest: i64) -> Result<Option<[u8; 32]>> {
+        self.guest_digest(guest, "links_outside")
+    }
+
+    pub fn set_links_outside(&self, guest: i64, digest: Option<&[u8; 32]>) -> Result<()> {
+        self.set_guest_digest(guest, "links_outside", digest)
+    }
+
+    /// A 32-byte digest kept in the `guests` column `column` (a name of
+    /// ours, never input); `None` when not known.
+    fn guest_digest(&self, guest: i64, column: &str) -> Result<Option<[u8; 32]>> {
         let v: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT links_outside FROM guests WHERE id = ?1")
+            .prepare_cached(&format!("SELECT {column} FROM guests WHERE id = ?1"))
             .and_then(|mut st| st.query_row([guest], |r| r.get(0)).optional())
             .map_err(|e| self.err(e))?
             .flatten();
         Ok(v.and_then(|v| v.try_into().ok()))
     }
 
-    pub fn set_links_outside(&self, guest: i64, digest: Option<&[u8; 32]>) -> Result<()> {
+    fn set_guest_digest(&self, guest: i64, column: &str, digest: Option<&[u8; 32]>) -> Result<()> {
         self.conn
-            .prepare_cached("UPDATE guests SET links_outside = ?2 WHERE id = ?1")
+            .prepare_cached(&format!("UPDATE guests SET {column} = ?2 WHERE id = ?1"))
             .and_then(|mut st| st.execute(params![guest, digest.map(|d| &d[..])]))
             .map_err(|e| self.err(e))?;
         Ok(())

@@ -40,22 +40,7 @@ fn check_size(ret: isize) -> io::Result<usize> {
     }
 }
 
-/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`, the whole `struct stat`.
-pub fn stat_at(dir: BorrowedFd, name: &OsStr) -> io::Result<libc::stat> {
-    let name = cstr(name)?;
-    // SAFETY: a zeroed stat is a valid plain-data value for the kernel to fill.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is NUL-terminated and `st` is a valid, writable buffer.
-    check(unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    Ok(st)
-}
+pub use crate::sys::stat_at_raw as stat_at;
 
 /// `fstat`, the whole `struct stat`.
 pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
@@ -356,23 +341,7 @@ pub fn list_xattrs_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<OsString>
 
 /// One xattr of the entry `name` in `dir`; `None` if it has none such.
 pub fn get_xattr_at(dir: BorrowedFd, name: &OsStr, attr: &OsStr) -> io::Result<Option<Vec<u8>>> {
-    let path = entry_path(dir, name)?;
-    let cattr = cstr(attr)?;
-    match read_growing(|buf| {
-        // SAFETY: both strings are NUL-terminated; `buf` is valid for its length.
-        unsafe {
-            libc::lgetxattr(
-                path.as_ptr(),
-                cattr.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        }
-    }) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
-        Err(e) => Err(e),
-    }
+    crate::sys::xattr::get_cpath(&entry_path(dir, name)?, attr)
 }
 
 pub fn set_xattr_at(

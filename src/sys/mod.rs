@@ -638,7 +638,13 @@ pub fn fs_type(fd: BorrowedFd) -> io::Result<i64> {
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
 pub fn stat_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Stat> {
+    Ok(Stat::from_raw(&stat_at_raw(dir, name)?))
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`, the whole `struct stat`.
+pub fn stat_at_raw(dir: BorrowedFd, name: &OsStr) -> io::Result<libc::stat> {
     let name = cstr(name)?;
+    // SAFETY: a zeroed stat is a valid plain-data value for the kernel to fill.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `name` is NUL-terminated and `st` is a valid, writable buffer.
     check(unsafe {
@@ -649,7 +655,7 @@ pub fn stat_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Stat> {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
-    Ok(Stat::from_raw(&st))
+    Ok(st)
 }
 
 /// `lstat` of a host path.

@@ -90,7 +90,7 @@ pub fn list_fd_where(
 /// One attribute of an open file, `None` when it does not exist.
 pub fn get_fd(fd: BorrowedFd, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let cname = cstr(name)?;
-    match read_growing(|buf| {
+    absent_is_none(read_growing(|buf| {
         // SAFETY: `cname` is NUL-terminated; `buf` is valid for its length.
         unsafe {
             libc::fgetxattr(
@@ -100,7 +100,12 @@ pub fn get_fd(fd: BorrowedFd, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
                 buf.len(),
             )
         }
-    }) {
+    }))
+}
+
+/// ENODATA (no such attribute) as `None`.
+fn absent_is_none(read: io::Result<Vec<u8>>) -> io::Result<Option<Vec<u8>>> {
+    match read {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
         Err(e) => Err(e),
@@ -136,9 +141,14 @@ pub fn remove_fd(fd: BorrowedFd, name: &OsStr) -> io::Result<()> {
 
 /// One attribute of a host path, not following a symlink at its end.
 pub fn get_path(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
-    let cpath = cstr(path.as_os_str())?;
+    get_cpath(&cstr(path.as_os_str())?, name)
+}
+
+/// One attribute of the file a NUL-terminated path names, not following a
+/// symlink at its end; `None` when it does not exist.
+pub fn get_cpath(cpath: &std::ffi::CStr, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let cname = cstr(name)?;
-    match read_growing(|buf| {
+    absent_is_none(read_growing(|buf| {
         // SAFETY: both strings are NUL-terminated; `buf` is valid for its length.
         unsafe {
             libc::lgetxattr(
@@ -148,11 +158,7 @@ pub fn get_path(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
                 buf.len(),
             )
         }
-    }) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
-        Err(e) => Err(e),
-    }
+    }))
 }
 
 /// The attributes of a host path (symlinks included, not followed), sorted.
