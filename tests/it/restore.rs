@@ -624,3 +624,45 @@ fn restore_reads_an_object_once_however_many_files_link_it() {
     assert_eq!(r["objects_linked"], 5, "{r}");
     assert_eq!(opened.lines().count(), 1, "{opened}");
 }
+
+/// docs/unify.md's clone recipe: a manifest of a unified guest restored
+/// from the guest itself is a clone that is already unified (every shared
+/// file linked to its object, private files copied, the guest's own
+/// hardlinks kept), so the unify that records it links and hashes nothing.
+#[test]
+fn a_guest_cloned_by_manifest_and_restore_is_unified_already() {
+    if !require_root("a_guest_cloned_by_manifest_and_restore_is_unified_already") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    let (src, other) = (lab.join("web1"), lab.join("db1"));
+    for g in [&src, &other] {
+        file_at(g, "usr/lib/libc.so", &bytes(1, 50_000), 0o644, 1_000_000);
+    }
+    file_at(&src, "usr/bin/perl", &bytes(3, 9_000), 0o755, 1_000_000);
+    fs::hard_link(src.join("usr/bin/perl"), src.join("usr/bin/perl5")).unwrap();
+    file(&src, "etc/shadow", b"root:*:1:0:99999:7:::\n", 0o640);
+    unify_json(&store, &[&src, &other]);
+    let m = lab.join("web1.jsonl");
+    let o = unifs(&store, &[&"manifest", &src, &"-o", &m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let clone = lab.join("web2");
+    let o = restore(&store, &m, &src, &clone);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    assert_eq!(snapshot_for_restore(&clone), snapshot_for_restore(&src));
+    assert_eq!(
+        ino(&clone.join("usr/lib/libc.so")),
+        ino(&src.join("usr/lib/libc.so"))
+    );
+    assert_ne!(ino(&clone.join("etc/shadow")), ino(&src.join("etc/shadow")));
+    let r = unify_json(&store, &[&src, &clone]);
+    assert_eq!(
+        (r["files_linked"].as_u64(), r["bytes_hashed"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_verify_clean(&store);
+}
