@@ -6,7 +6,7 @@
 //! directory. Each test here keeps a defect that review met.
 
 use crate::common::require_root;
-use crate::fs::harness::World;
+use crate::fs::harness::{look, World};
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 
@@ -52,4 +52,78 @@ fn polling_a_file_leaves_no_warning_in_the_mount_log() {
         !log.contains("WARN") && !log.contains("ERROR"),
         "polling a file left a warning in the mount's log:\n{log}"
     );
+}
+
+/// A connection through the mount, as an application opens its database.
+fn connect(path: &std::path::Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+    c
+}
+
+/// What review checked and found right, kept as a guard: a SQLite
+/// database that two guests share (so its file is a store object) used
+/// through one guest's mount in WAL mode, with two writers at once (the
+/// first open breaks the link; both must then be on the one private copy,
+/// and the `-shm` file, mapped by both, must be one), then checkpointed and
+/// vacuumed (a rename of a new file over the database). It must come out
+/// whole, with every row, and the other guest's copy and the store object
+/// must not change.
+#[test]
+fn a_shared_sqlite_database_takes_two_wal_writers_and_stays_private() {
+    if !require_root("a_shared_sqlite_database_takes_two_wal_writers_and_stays_private") {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    let db = g.join("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<2000)
+         INSERT INTO t(v) SELECT printf('%0100d', i) FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    let object = w.share(&[db, other.join("app.db")]);
+    let before = (look(&other.join("app.db")), fs::read(&object).unwrap());
+    let m = w.mount(&g, "m", &[]);
+    let path = m.path("app.db");
+    let mode: String = connect(&path)
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let writers: Vec<_> = (0..2)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let c = connect(&path);
+                for k in 0..200 {
+                    c.execute("INSERT INTO t(v) VALUES (?1)", [format!("{i}-{k}")])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in writers {
+        t.join().unwrap();
+    }
+    let c = connect(&path);
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); DELETE FROM t WHERE id % 2 = 0; VACUUM;")
+        .unwrap();
+    let check: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    let rows: i64 = c
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((check.as_str(), rows), ("ok", 1200));
+    drop(c);
+    assert_eq!(
+        (look(&other.join("app.db")), fs::read(&object).unwrap()),
+        before,
+        "the other guest's database or the store object changed"
+    );
+    let log = fs::read_to_string(&m.log).unwrap();
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
 }
