@@ -639,6 +639,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// Drops the hash-cache row of inode (dev, ino), a file no guest has
+    /// any more.
+    pub fn delete_hash(&self, dev: u64, ino: u64) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM hash_cache WHERE dev = ?1 AND ino = ?2")
+            .and_then(|mut s| s.execute(params![dev as i64, ino as i64]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Per-guest figures from the last run that saw each guest.
     pub fn guest_stats(&self) -> Result<Vec<StatsRow>> {
         let mut stmt = self

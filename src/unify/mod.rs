@@ -1167,6 +1167,9 @@ fn run(
                 catalog.set_guest_root(g.row.id, root)?;
             }
         }
+        if covers_every_guest(catalog, &guests)? {
+            prune_hash_cache(catalog, &cache, &scan.candidates)?;
+        }
         if let Some(last) = unfinished_seen {
             catalog.set_config(UNFINISHED_RECORDED, &last.to_string())?;
         }
@@ -1212,6 +1215,33 @@ fn run(
     // (If no thread can be had, the spawn error drops them here.)
     let _ = std::thread::Builder::new().spawn(move || drop(tables));
     Ok(summary)
+}
+
+/// True when the run walked every guest the catalog knows (`--all`, or
+/// each named): then no file a guest has is missing from its scan.
+fn covers_every_guest(catalog: &Catalog, guests: &[Guest]) -> Result<bool> {
+    let run: HashSet<i64> = guests.iter().map(|g| g.row.id).collect();
+    Ok(catalog.guests()?.iter().all(|g| run.contains(&g.id)))
+}
+
+/// Drops the hash-cache rows of inodes that are no candidate of a run
+/// that walked every guest: files deleted or replaced since (a package
+/// update, a guest's churn), whose rows nothing would ever read again.
+/// Kept, they grew the catalog and every run's load of the cache for the
+/// store's life. A row dropped by mistake costs one hash, never a link.
+fn prune_hash_cache(
+    catalog: &Catalog,
+    cache: &catalog::Map<(u64, u64), catalog::CacheRow>,
+    candidates: &[scan::FileRec],
+) -> Result<()> {
+    let seen: HashSet<(u64, u64)> = candidates
+        .iter()
+        .map(|c| (c.stat.dev, c.stat.ino))
+        .collect();
+    for &(dev, ino) in cache.keys().filter(|k| !seen.contains(k)) {
+        catalog.delete_hash(dev, ino)?;
+    }
+    Ok(())
 }
 
 /// Object files are known by the inode numbers the catalog lists: a guest
