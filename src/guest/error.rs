@@ -73,6 +73,20 @@ pub enum Error {
     Chroot,
     #[error("guest {name} is not running")]
     NotRunning { name: String },
+    /// A `start` or `stop` of it still at work after `exec` (or `ps`)
+    /// waited for it.
+    #[error(
+        "guest {name} is being started or stopped by another `unifs guest` command (it holds {}); \
+         try again once that command is done", lock.display()
+    )]
+    Busy { name: String, lock: PathBuf },
+    /// Its init ended (a `stop`) while `exec` or `enter` was joining it:
+    /// said so, not as the bare errno of the step it failed at.
+    #[error(
+        "guest {name} stopped while the command was being started in it (its init, pid {pid}, \
+         ended); `unifs guest start {name}` starts it again"
+    )]
+    StoppedMeanwhile { name: String, pid: i32 },
     #[error("guest {name} runs without a runtime record (its start was interrupted); `unifs guest stop {name}` ends it")]
     Unrecorded { name: String },
     #[error(

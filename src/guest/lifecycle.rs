@@ -1115,12 +1115,28 @@ fn other_pid_ns(st: &State, command: &'static str) -> Error {
     }
 }
 
+/// How long `exec`, `enter` and `ps` wait for a `start` at work: it mounts
+/// the root within a minute or fails.
+const START_WAIT: Duration = Duration::from_secs(70);
+
 /// The running guest's record for `command`, or why there is none.
 fn running(dirs: &Dirs, name: &str, command: &'static str) -> Result<State> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let config = dirs.config_dir.join(format!("{name}.toml"));
-    match read_lenient(&run, name)? {
+    let mut found = read_lenient(&run, name)?;
+    // A `start` at work mounts the root and runs init before it records
+    // them: waited for, not taken for one a killed start left.
+    if found.0.is_none() && unrecorded(&run) && run.locked_by_another() {
+        if !wait_until(START_WAIT, || !run.locked_by_another()) {
+            return Err(Error::Busy {
+                name: name.into(),
+                lock: run.dir.join("lock"),
+            });
+        }
+        found = read_lenient(&run, name)?;
+    }
+    match found {
         (Some(st), _) if st.other_pid_ns() => Err(other_pid_ns(&st, command)),
         (Some(st), _) if st.init_alive() => Ok(st),
         (None, _) if unrecorded(&run) => Err(Error::Unrecorded { name: name.into() }),
@@ -1253,13 +1269,50 @@ pub fn root_refusal(name: &str, serving: state::RootServing, waited: Duration) -
     })
 }
 
-/// [`exec`] in the guest `st` records. All it needs comes from the record,
-/// never from the config, which may have been edited or removed since the
-/// guest started (as `nsenter` needs no unit file).
+/// [`exec`] in the guest `st` records. A `stop` may end the guest at any
+/// step of joining it, each failing with an errno of its own (ESRCH from
+/// setns, ENOMEM from a fork into the dying PID namespace, a root gone):
+/// said as what happened.
 fn exec_in(
     dirs: &Dirs,
     name: &str,
     st: State,
+    command: Vec<String>,
+    tty: bool,
+    who: ExecAs,
+) -> Result<i32> {
+    let pid = st.pid;
+    let stopped = || Error::StoppedMeanwhile {
+        name: name.into(),
+        pid,
+    };
+    let pidfd = match sys::pidfd_open(Pid::from_raw(pid)) {
+        Err(nix::errno::Errno::ESRCH) => return Err(stopped()),
+        pidfd => pidfd.map_err(|e| Error::sys(format!("pidfd_open {pid}"), e))?,
+    };
+    join_and_run(dirs, name, st, &pidfd, command, tty, who).map_err(|e| match ended(&pidfd) {
+        true => stopped(),
+        false => e,
+    })
+}
+
+/// Whether the process of `pidfd` has ended or is ending. An init that
+/// ends is no zombie until every other process of its PID namespace is
+/// reaped (by a parent outside it too), but its namespaces go first: asked
+/// by joining its UTS namespace (ESRCH without one), which costs a failing
+/// `exec` nothing, whatever namespaces it joined already.
+fn ended(pidfd: &OwnedFd) -> bool {
+    nix::sched::setns(pidfd, CloneFlags::CLONE_NEWUTS) == Err(nix::errno::Errno::ESRCH)
+}
+
+/// [`exec_in`]'s work. All it needs comes from the record, never from the
+/// config, which may have been edited or removed since the guest started
+/// (as `nsenter` needs no unit file).
+fn join_and_run(
+    dirs: &Dirs,
+    name: &str,
+    st: State,
+    pidfd: &OwnedFd,
     command: Vec<String>,
     tty: bool,
     who: ExecAs,
@@ -1290,8 +1343,6 @@ fn exec_in(
             return Err(e);
         }
     }
-    let pidfd = sys::pidfd_open(Pid::from_raw(st.pid))
-        .map_err(|e| Error::sys(format!("pidfd_open {}", st.pid), e))?;
     // Init may have died since `running` checked it, and its pid gone to
     // another process, whose namespaces the pidfd would join: checked again
     // now that the pidfd pins whichever process it is.
@@ -1337,7 +1388,7 @@ fn exec_in(
     }
     // setns(2) with a pidfd joins all of them at once; joining the mount
     // namespace moves root and working directory to the guest's root.
-    nix::sched::setns(&pidfd, flags)
+    nix::sched::setns(pidfd, flags)
         .map_err(|e| Error::sys(format!("setns into guest {name}"), e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))?;
     let mut spec = st.spec.clone();
@@ -1385,10 +1436,10 @@ fn exec_in(
             // namespace for the command. Only the command joins the groups
             // (`stop` must not find this helper there): through the files
             // opened above, whose opener's rights the kernel checks.
-            let ready = nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWCGROUP)
+            let ready = nix::sched::setns(pidfd, CloneFlags::CLONE_NEWCGROUP)
                 .map_err(|e| Error::sys("setns into the guest's cgroup namespace", e))
                 .and_then(|()| {
-                    nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWPID)
+                    nix::sched::setns(pidfd, CloneFlags::CLONE_NEWPID)
                         .map_err(|e| Error::sys("setns into the guest's PID namespace", e))
                 })
                 .and_then(|()| {

@@ -304,6 +304,18 @@ impl RunDir {
             .map_err(|(_, e)| Error::sys(format!("locking {}", path.display()), e))
     }
 
+    /// Whether another process holds this guest's lock ([`RunDir::lock`]):
+    /// a `start`, `stop`, `restart` or `update` at work. Creates nothing.
+    pub fn locked_by_another(&self) -> bool {
+        let Ok(file) = std::fs::File::open(self.dir.join("lock")) else {
+            return false;
+        };
+        matches!(
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
     pub fn read(&self) -> Result<Option<State>> {
         let path = self.state_file();
         match std::fs::read(&path) {
