@@ -7,6 +7,8 @@ use crate::catalog::Catalog;
 use crate::store::maintain::{describe_change, Recorded};
 use crate::store::Store;
 use anyhow::Context;
+use std::collections::HashSet;
+use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand, Debug)]
@@ -451,9 +453,12 @@ fn gc_pass(
         .filter(|(before, _)| before.is_some() && *before == recorded)
         .map(|(_, next)| next);
     let replaced = repair_replaced(store, &catalog, dry_run)?;
+    let removed = store.gc_candidates(&replaced.kept)?;
     // Objects copied without xattrs (`rsync -aH`) lost their markers: a
     // mount would write into them for every guest. (Not root: trusted.*
-    // cannot be read.)
+    // cannot be read.) Not those it removes: "put back" and then removed
+    // would say it twice, wrongly once.
+    let removing: HashSet<&Path> = removed.iter().map(|(f, _)| f.path.as_path()).collect();
     let mut marked = Vec::new();
     let mut rewritten = Vec::new();
     if nix::unistd::geteuid().is_root() {
@@ -462,6 +467,9 @@ fn gc_pass(
         let known = catalog.objects()?;
         let ignore_mtime = catalog.ignore_mtime()?;
         for f in store.list_objects()?.0 {
+            if removing.contains(f.path.as_path()) {
+                continue;
+            }
             if store.restore_marker(&f.id, f.copy, dry_run)? {
                 marked.push(f.path);
             } else if known.contains_key(&f.id)
@@ -471,7 +479,6 @@ fn gc_pass(
             }
         }
     }
-    let removed = store.gc_candidates(&replaced.kept)?;
     if !dry_run {
         // Rows first, files second: see Store::gc_remove.
         catalog.begin()?;

@@ -299,3 +299,44 @@ fn manifest_refuses_a_word_that_is_a_name_and_another_directory() {
         assert_eq!(header["root"], root.to_str().unwrap(), "{guest} in {cwd:?}");
     }
 }
+
+/// An unmarked object file that no guest links is removed by gc, and only
+/// that is said: gc put its marker back first, then removed it, and said
+/// both ("put back the missing store marker of …", then "removed 1").
+#[test]
+fn gc_of_an_unmarked_unused_object_only_removes_it() {
+    if !require_root("gc_of_an_unmarked_unused_object_only_removes_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path();
+    let store = lab.join("store");
+    for g in ["a", "b"] {
+        file(&lab.join(g), "usr/one", &bytes(1, 5000), 0o644);
+    }
+    unify_json(&store, &[&lab.join("a"), &lab.join("b")]);
+    let objects = object_files(&store);
+    assert_eq!(objects.len(), 1);
+    let f = fs::File::open(&objects[0]).unwrap();
+    unifs::sys::xattr::remove_fd(
+        std::os::fd::AsFd::as_fd(&f),
+        std::ffi::OsStr::new("trusted.unifs.object"),
+    )
+    .unwrap();
+    fs::remove_dir_all(lab.join("a")).unwrap();
+    fs::remove_dir_all(lab.join("b")).unwrap();
+    for args in [&["--dry-run"][..], &[]] {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"store", &"gc", &"--json"];
+        a.extend(args.iter().map(|s| s as &dyn AsRef<std::ffi::OsStr>));
+        let out = unifs(&store, &a);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["markers_restored"].as_array().map(Vec::len),
+            Some(0),
+            "{v}"
+        );
+        assert_eq!(v["objects_removed"], 1, "{v}");
+    }
+    assert!(object_files(&store).is_empty());
+}
