@@ -3,7 +3,8 @@
 //! (2026-11-30), b9a5885 (2026-12-01) and b2e2e52 (2026-12-03); a test
 //! cannot build old commits, so it crafts the state they leave.
 
-use crate::guest::harness::{can_run, force_clean, ok, stderr};
+use crate::common::proc_stat;
+use crate::guest::harness::{alive, can_run, force_clean, ok, stderr, within_5s};
 use crate::guest::named::Guest;
 use std::path::PathBuf;
 
@@ -68,4 +69,48 @@ fn update_of_a_guest_an_older_build_started_needs_only_the_groups_it_writes() {
     let max = std::fs::read_to_string(pids[0].join("pids.max")).unwrap();
     assert_eq!(max.trim(), "100");
     assert_eq!(g.state()["limits"]["pids"], 100);
+}
+
+/// A start by a unifs built before bd63e1a (2026-12-01; 75f3fce here) runs
+/// init without a keeper and leaves `exit.json` as the last keeper wrote
+/// it. Once this build stopped such a guest, `status` said `stopped
+/// (exited 7)`, the end of the init before it, though docs/guests.md
+/// promises no `last_exit` for a guest an older unifs started (its end is
+/// unknown). Crafted here: a keeper killed (as docs say, its guest's end
+/// is then unknown too) and the earlier end put back.
+#[test]
+fn stop_of_a_guest_started_without_a_keeper_reports_no_earlier_end() {
+    let test = "stop_of_a_guest_started_without_a_keeper_reports_no_earlier_end";
+    if !can_run(test) {
+        return;
+    }
+    let g = Cleanup(Guest::new("s30exit", "[\"/bin/sleep\", \"1000\"]", true));
+    let g = &g.0;
+    ok(&g.unifs(&["start", &g.name]));
+    let first = g.state()["pid"].as_i64().unwrap();
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    let exit = g.run_dir.join(&g.name).join("exit.json");
+    assert!(within_5s(|| exit.exists()), "the keeper wrote no exit.json");
+    let earlier = std::fs::read(&exit).unwrap();
+
+    ok(&g.unifs(&["start", &g.name]));
+    let init = g.state()["pid"].as_i64().unwrap() as u32;
+    let keeper: i32 = proc_stat(init)[1].parse().unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{keeper}/comm")).unwrap();
+    assert_eq!(comm.trim(), "unifs-keeper");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(within_5s(|| !alive(keeper as i64)), "keeper {keeper} lives");
+    std::fs::write(&exit, &earlier).unwrap();
+
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    let st = g.state();
+    assert_eq!(st["running"], false, "{st}");
+    assert!(
+        st["last_exit"].is_null(),
+        "the end of init {first} shown for init {init}: {st}"
+    );
 }
