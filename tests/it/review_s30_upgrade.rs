@@ -114,3 +114,29 @@ fn stop_of_a_guest_started_without_a_keeper_reports_no_earlier_end() {
         "the end of init {first} shown for init {init}: {st}"
     );
 }
+
+/// A guest a unifs built before ea9ee4a (2026-12-02; 75f3fce and b9a5885
+/// here) started runs on the overlay with no `mount.log`: `guest logs
+/// --mount` said "it was never started on the overlay with this run dir",
+/// of a guest running on the overlay from that very run dir.
+#[test]
+fn logs_mount_of_a_guest_an_older_build_started_says_why_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, run) = (dir.path().join("config"), dir.path().join("run"));
+    std::fs::create_dir_all(run.join("web")).unwrap();
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("web.toml"), "root = \"/nonexistent\"\n").unwrap();
+    std::fs::write(run.join("web/console.log"), "booted\n").unwrap();
+    let o = std::process::Command::new(crate::common::unifs_bin())
+        .env("UNIFS_CONFIG_DIR", &config)
+        .env("UNIFS_RUN_DIR", &run)
+        .args(["guest", "logs", "--mount", "web"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("mount.log") && err.contains("built before 2026-12-02"),
+        "{err}"
+    );
+}
