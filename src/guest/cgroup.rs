@@ -656,9 +656,11 @@ impl Cgroup {
     /// [`Cgroup::create`] makes for `limits`, into the groups the guest
     /// has, all or none: a write the kernel refuses (memory the guest uses
     /// and cannot give back) puts back those made before it. A limit
-    /// needing a group it was started without is an error.
+    /// needing a group it was started without is an error. Only the
+    /// groups the new values go to are needed: a guest started by a build
+    /// before d553d9e has groups only in the hierarchies of its limits.
     pub fn update(&self, name: &str, limits: &Limits) -> Result<()> {
-        let plan = plan(&Hierarchies::detect(), name, limits, true)?;
+        let plan = plan(&Hierarchies::detect(), name, limits, false)?;
         if let Some(missing) = plan.groups.iter().find(|g| !self.groups.contains(g)) {
             return Err(Error::Limit {
                 limit: "the new limits",

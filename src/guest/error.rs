@@ -132,13 +132,13 @@ pub enum Error {
     /// waits for it), as it said it.
     #[error("{0}")]
     Keeper(String),
-    #[error("guest {name} has no {what} ({}): it was never started {how}with this run dir", path.display())]
+    #[error("guest {name} has no {what} ({}): {why}", path.display())]
     NoLog {
         name: String,
         /// "console log", or "overlay daemon's log".
         what: &'static str,
-        /// "" or "on the overlay ".
-        how: &'static str,
+        /// Why there may be none.
+        why: &'static str,
         path: PathBuf,
     },
 }

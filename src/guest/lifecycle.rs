@@ -970,6 +970,7 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
     // Never remove_dir_all: if the unmount had failed, root/ would be the
     // guest's files.
     let _ = std::fs::remove_dir(run.root());
+    run.drop_exit_of_other_init(st);
     let _ = std::fs::remove_file(run.state_file());
     Ok(clean)
 }

@@ -49,14 +49,21 @@ pub fn logs(
                     path: config,
                 });
             }
-            let (what, how) = match mount {
-                true => ("overlay daemon's log", "on the overlay "),
-                false => ("console log", ""),
+            // A guest an older unifs started may well run on the overlay:
+            // the daemon's log came later.
+            let (what, why) = match mount {
+                true => (
+                    "overlay daemon's log",
+                    "it was never started on the overlay with this run dir, or only by a \
+                     unifs built before 2026-12-02 (ea9ee4a), which keeps none (a restart \
+                     with this one starts it)",
+                ),
+                false => ("console log", "it was never started with this run dir"),
             };
             return Err(Error::NoLog {
                 name: name.into(),
                 what,
-                how,
+                why,
                 path,
             });
         }

@@ -270,6 +270,22 @@ impl RunDir {
         serde_json::from_slice(&std::fs::read(self.exit_file()).ok()?).ok()
     }
 
+    /// Removes the recorded end when it is of another init than `st`'s:
+    /// one before it, left because `st`'s start removed none (a unifs built
+    /// before bd63e1a, 2026-12-01, or one whose keeper was killed first).
+    /// Else, once `st`'s record goes, it would pass for the end of `st`'s
+    /// init, whose end is unknown. A keeper of `st`'s init removed such a
+    /// file right as its init started (long before a stop gets here) and
+    /// writes only `st`'s own end.
+    pub fn drop_exit_of_other_init(&self, st: &State) {
+        let other = self
+            .read_exit()
+            .is_some_and(|e| (e.pid, e.start_time) != (st.pid, st.start_time));
+        if other {
+            let _ = std::fs::remove_file(self.exit_file());
+        }
+    }
+
     /// Written by the keeper, which holds no lock: temp file of its own,
     /// then rename, so a reader sees a whole one.
     pub fn write_exit(&self, exit: &Exit) -> std::io::Result<()> {

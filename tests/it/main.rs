@@ -61,6 +61,7 @@ mod review_s29_scale;
 mod review_s30_apps;
 mod review_s30_liferace;
 mod review_s30_soak;
+mod review_s30_upgrade;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
