@@ -619,8 +619,15 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
             }
         }
     }
+    // An overlay daemon whose start was cut short unmounts its root by
+    // itself: EINVAL once it has, which is what was wanted.
+    let gone = |e| e == nix::errno::Errno::EINVAL && matches!(root_mounted(root), Ok(false));
     match nix::mount::umount2(root, MntFlags::empty()) {
         Ok(()) => {
+            end_daemon();
+            Ok(())
+        }
+        Err(e) if gone(e) => {
             end_daemon();
             Ok(())
         }
@@ -635,8 +642,10 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
                     users_of(root)
                 );
             }
-            nix::mount::umount2(root, MntFlags::MNT_DETACH)
-                .map_err(|e| Error::sys(format!("unmounting {}", root.display()), e))
+            match nix::mount::umount2(root, MntFlags::MNT_DETACH) {
+                Err(e) if !gone(e) => Err(Error::sys(format!("unmounting {}", root.display()), e)),
+                _ => Ok(()),
+            }
         }
     }
 }
