@@ -449,12 +449,30 @@ fn cannot_open(e: &rusqlite::Error) -> bool {
 
 /// Whether the directory holding `path` can be written (SQLite must create
 /// `catalog.db-shm` there to read a WAL database the ordinary way).
+///
+/// access(2) alone is not enough: an ext4 that hit an error and went
+/// read-only (errors=remount-ro, shown as `emergency_ro`) keeps its mount
+/// read-write, so access says writable while every create fails with
+/// EROFS. An unnamed temporary file (O_TMPFILE, gone on close) asks the
+/// filesystem itself and leaves nothing behind.
 fn dir_writable(path: &Path) -> bool {
+    use nix::fcntl::OFlag;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+    if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
+        return false;
+    }
+    let probe = nix::fcntl::open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::S_IRUSR,
+    );
+    !matches!(
+        probe,
+        Err(nix::errno::Errno::EROFS | nix::errno::Errno::EIO)
+    )
 }
 
 /// `file:PATH?immutable=1`, PATH percent-encoded.

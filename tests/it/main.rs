@@ -59,6 +59,7 @@ mod review_s29_rdeep;
 mod review_s29_realworld;
 mod review_s29_scale;
 mod review_s30_apps;
+mod review_s30_diskfail;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
