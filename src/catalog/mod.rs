@@ -25,12 +25,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// (The SQLite error is part of the message, not a `source()`: rusqlite's
     /// own chain would repeat it twice more.)
-    #[error("catalog {}: {error}{}{}", crate::sys::shown(path), damaged_hint(error, path), full_hint(*full))]
+    #[error("catalog {}: {error}{}{}{}", crate::sys::shown(path), damaged_hint(error, path), full_hint(*full), refused_hint(*refused))]
     Sqlite {
         path: PathBuf,
         error: rusqlite::Error,
         /// Its filesystem had no space (or no inodes) left when it failed.
         full: bool,
+        /// Its filesystem refused writes (EROFS or EIO) when it failed.
+        refused: bool,
     },
     #[error(
         "catalog {path} has schema version {found}, newer than this unifs knows ({known}); \
@@ -456,23 +458,30 @@ fn cannot_open(e: &rusqlite::Error) -> bool {
 /// EROFS. An unnamed temporary file (O_TMPFILE, gone on close) asks the
 /// filesystem itself and leaves nothing behind.
 fn dir_writable(path: &Path) -> bool {
+    nix::unistd::access(parent_dir(path), nix::unistd::AccessFlags::W_OK).is_ok()
+        && !fs_refuses_writes(path)
+}
+
+/// Whether the filesystem holding `path`'s directory refuses a new file
+/// with EROFS or EIO (read-only, or failing).
+fn fs_refuses_writes(path: &Path) -> bool {
     use nix::fcntl::OFlag;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
-        return false;
-    }
     let probe = nix::fcntl::open(
-        dir,
+        parent_dir(path),
         OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::S_IRUSR,
     );
-    !matches!(
+    matches!(
         probe,
         Err(nix::errno::Errno::EROFS | nix::errno::Errno::EIO)
     )
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// `file:PATH?immutable=1`, PATH percent-encoded.
@@ -503,10 +512,24 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
                 | rusqlite::ErrorCode::CannotOpen
         )
     ) && fs_full(path);
+    // A filesystem that failed under a writer (ext4 gone read-only after
+    // an I/O error) shows as "disk I/O error" or "attempt to write a
+    // readonly database", which say neither why nor what to do.
+    let refused = !full
+        && matches!(
+            error.sqlite_error_code(),
+            Some(
+                rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::CannotOpen
+            )
+        )
+        && fs_refuses_writes(path);
     Error::Sqlite {
         path: path.to_path_buf(),
         error,
         full,
+        refused,
     }
 }
 
@@ -527,6 +550,17 @@ fn fs_full(path: &Path) -> bool {
         let no_inodes = st.files() > 0 && st.files_available() == 0;
         !st.flags().contains(FsFlags::ST_RDONLY) && (no_space || no_inodes)
     })
+}
+
+fn refused_hint(refused: bool) -> &'static str {
+    if refused {
+        "; the filesystem holding it refuses writes (read-only, or failing: see `dmesg`); \
+         commands that only read still work there. Repair it (stop the guests and mounts on \
+         it, unmount it, fsck, mount it again) and run the command again: unify then finishes \
+         what was interrupted"
+    } else {
+        ""
+    }
 }
 
 fn full_hint(full: bool) -> &'static str {
