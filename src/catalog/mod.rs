@@ -25,12 +25,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// (The SQLite error is part of the message, not a `source()`: rusqlite's
     /// own chain would repeat it twice more.)
-    #[error("catalog {}: {error}{}{}", crate::sys::shown(path), damaged_hint(error, path), full_hint(*full))]
+    #[error("catalog {}: {error}{}{}{}", crate::sys::shown(path), damaged_hint(error, path), full_hint(*full), refused_hint(*refused))]
     Sqlite {
         path: PathBuf,
         error: rusqlite::Error,
         /// Its filesystem had no space (or no inodes) left when it failed.
         full: bool,
+        /// Its filesystem refused writes (EROFS or EIO) when it failed.
+        refused: bool,
     },
     #[error(
         "catalog {path} has schema version {found}, newer than this unifs knows ({known}); \
@@ -449,12 +451,37 @@ fn cannot_open(e: &rusqlite::Error) -> bool {
 
 /// Whether the directory holding `path` can be written (SQLite must create
 /// `catalog.db-shm` there to read a WAL database the ordinary way).
+///
+/// access(2) alone is not enough: an ext4 that hit an error and went
+/// read-only (errors=remount-ro, shown as `emergency_ro`) keeps its mount
+/// read-write, so access says writable while every create fails with
+/// EROFS. An unnamed temporary file (O_TMPFILE, gone on close) asks the
+/// filesystem itself and leaves nothing behind.
 fn dir_writable(path: &Path) -> bool {
-    let dir = match path.parent() {
+    nix::unistd::access(parent_dir(path), nix::unistd::AccessFlags::W_OK).is_ok()
+        && !fs_refuses_writes(path)
+}
+
+/// Whether the filesystem holding `path`'s directory refuses a new file
+/// with EROFS or EIO (read-only, or failing).
+fn fs_refuses_writes(path: &Path) -> bool {
+    use nix::fcntl::OFlag;
+    let probe = nix::fcntl::open(
+        parent_dir(path),
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::S_IRUSR,
+    );
+    matches!(
+        probe,
+        Err(nix::errno::Errno::EROFS | nix::errno::Errno::EIO)
+    )
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+    }
 }
 
 /// `file:PATH?immutable=1`, PATH percent-encoded.
@@ -485,10 +512,24 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
                 | rusqlite::ErrorCode::CannotOpen
         )
     ) && fs_full(path);
+    // A filesystem that failed under a writer (ext4 gone read-only after
+    // an I/O error) shows as "disk I/O error" or "attempt to write a
+    // readonly database", which say neither why nor what to do.
+    let refused = !full
+        && matches!(
+            error.sqlite_error_code(),
+            Some(
+                rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::CannotOpen
+            )
+        )
+        && fs_refuses_writes(path);
     Error::Sqlite {
         path: path.to_path_buf(),
         error,
         full,
+        refused,
     }
 }
 
@@ -509,6 +550,17 @@ fn fs_full(path: &Path) -> bool {
         let no_inodes = st.files() > 0 && st.files_available() == 0;
         !st.flags().contains(FsFlags::ST_RDONLY) && (no_space || no_inodes)
     })
+}
+
+fn refused_hint(refused: bool) -> &'static str {
+    if refused {
+        "; the filesystem holding it refuses writes (read-only, or failing: see `dmesg`); \
+         commands that only read still work there. Repair it (stop the guests and mounts on \
+         it, unmount it, fsck, mount it again) and run the command again: unify then finishes \
+         what was interrupted"
+    } else {
+        ""
+    }
 }
 
 fn full_hint(full: bool) -> &'static str {

@@ -59,6 +59,7 @@ mod review_s29_rdeep;
 mod review_s29_realworld;
 mod review_s29_scale;
 mod review_s30_apps;
+mod review_s30_diskfail;
 mod review_s30_liferace;
 mod review_s30_soak;
 mod review_s30_upgrade;

@@ -379,6 +379,39 @@ impl Ext4 {
         p
     }
 
+    /// Makes ext4 fail as on a real I/O error (`trigger_fs_error`): with
+    /// `errors=remount-ro` it aborts its journal and refuses every change
+    /// (EROFS) from then on, its mount still `rw` (`emergency_ro`).
+    pub fn fail(&self) {
+        let dev = run(Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(self.root()));
+        let dev = String::from_utf8(dev.stdout).unwrap();
+        let name = Path::new(dev.trim()).file_name().unwrap().to_owned();
+        let trigger = Path::new("/sys/fs/ext4")
+            .join(name)
+            .join("trigger_fs_error");
+        fs::write(&trigger, "1").unwrap();
+    }
+
+    /// What an operator does after [`Ext4::fail`]: unmount, `e2fsck -fy`
+    /// (0 or 1: clean or fixed), mount again with `opts`.
+    pub fn repair(&self, opts: &[&str]) {
+        run(Command::new("umount").arg(self.root()));
+        let img = self.dir.path().join("img");
+        let fsck = Command::new("e2fsck")
+            .arg("-fy")
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            matches!(fsck.status.code(), Some(0 | 1)),
+            "fsck: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        loop_mount(&img, &self.root(), &[&["loop"], opts].concat().join(","));
+    }
+
     /// What the disk holds right now, as a power cut would leave it: a copy
     /// of the image taken without syncing anything, its journal replayed
     /// by fsck (which must find the filesystem sound), mounted read-only.
