@@ -399,16 +399,7 @@ impl Ext4 {
     pub fn repair(&self, opts: &[&str]) {
         run(Command::new("umount").arg(self.root()));
         let img = self.dir.path().join("img");
-        let fsck = Command::new("e2fsck")
-            .arg("-fy")
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(
-            matches!(fsck.status.code(), Some(0 | 1)),
-            "fsck: {}",
-            String::from_utf8_lossy(&fsck.stdout)
-        );
+        fsck_sound(&img, "fsck after a repair");
         loop_mount(&img, &self.root(), &[&["loop"], opts].concat().join(","));
     }
 
@@ -433,18 +424,7 @@ impl Ext4 {
             .arg("--sparse=always")
             .arg(image)
             .arg(&img));
-        let fsck = Command::new("e2fsck")
-            .arg("-fy")
-            .arg(&img)
-            .output()
-            .unwrap();
-        // 0: clean; 1: fixed, here by the journal's replay.
-        assert!(
-            matches!(fsck.status.code(), Some(0 | 1)),
-            "fsck after a power cut: {}{}",
-            String::from_utf8_lossy(&fsck.stdout),
-            String::from_utf8_lossy(&fsck.stderr)
-        );
+        fsck_sound(&img, "fsck after a power cut");
         fs::create_dir(dir.path().join("fs")).unwrap();
         let cut = PowerCut { dir };
         loop_mount(&img, &cut.root(), opts);
@@ -491,4 +471,16 @@ fn run(cmd: &mut Command) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `e2fsck -fy` of the image `img`, which must leave it sound: exit 0
+/// (clean) or 1 (fixed, as by the journal's replay).
+fn fsck_sound(img: &Path, what: &str) {
+    let fsck = Command::new("e2fsck").arg("-fy").arg(img).output().unwrap();
+    assert!(
+        matches!(fsck.status.code(), Some(0 | 1)),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
 }
