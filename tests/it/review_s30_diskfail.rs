@@ -96,6 +96,8 @@ fn a_unify_whose_ext4_fails_under_its_catalog_says_so_and_how_to_repair() {
     let content: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     for g in [&g1, &g2] {
         fs::write(g.join("lib"), &content).unwrap();
+        // One mtime: written in two clock ticks, they would not be linked.
+        crate::fs::harness::set_mtime(&g.join("lib"), 1_000_000_000);
     }
     // On disk before the failure, as files a guest had long had.
     nix::unistd::syncfs(fs::File::open(disk.root()).unwrap()).unwrap();
@@ -139,4 +141,21 @@ fn a_unify_whose_ext4_fails_under_its_catalog_says_so_and_how_to_repair() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The run after the repair does the work: one object, both linked.
+    let g = [g1.to_str().unwrap(), g2.to_str().unwrap()];
+    let out = unifs(&store, &["unify", "--no-progress", g[0], g[1]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for g in [&g1, &g2] {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(g.join("lib")).unwrap().nlink(),
+            3,
+            "{}",
+            g.display()
+        );
+    }
 }
