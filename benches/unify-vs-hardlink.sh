@@ -85,7 +85,9 @@ OUTER=$WORK
 cleanup() {
     log "removing $OUTER"
     if [[ $WORK != "$OUTER" ]] && mountpoint -q "$WORK"; then
-        umount "$WORK" || umount -l "$WORK" || true
+        # A tool stopped by a signal may take a moment to exit.
+        for _ in 1 2 3 4 5 6 7 8 9 10; do umount "$WORK" 2>/dev/null && break; sleep 0.5; done
+        if mountpoint -q "$WORK"; then umount "$WORK" || umount -l "$WORK" || true; fi
     fi
     if [[ -n ${LOOP_DEV:-} ]]; then
         losetup -d "$LOOP_DEV" 2>/dev/null || true
@@ -106,7 +108,23 @@ if [[ -n ${LOOPFS:-} ]]; then
     fi
     WORK=$OUTER/mnt
 fi
-trap 'exit 130' INT TERM
+
+# A Ctrl-C or TERM must stop the timed command at once, and before the work
+# directory is removed under it. So it runs under `timeout --foreground`
+# (plain `timeout` moves it to a process group of its own, which neither the
+# terminal's Ctrl-C nor a TERM to the script's group reaches), in the
+# background and waited for: /usr/bin/time ignores SIGINT, and bash runs a
+# trap only once a foreground command is done (up to RUN_TIMEOUT).
+CHILD=
+stop_child() {
+    [[ -n $CHILD ]] || return 0
+    log "stopping the run in progress"
+    pkill -TERM -P "$CHILD" 2>/dev/null || true # timeout hands it on
+    wait "$CHILD" 2>/dev/null || true
+    CHILD=
+}
+trap 'stop_child; exit 130' INT
+trap 'stop_child; exit 143' TERM
 
 # --- helpers ---------------------------------------------------------------
 
@@ -148,7 +166,10 @@ run() {
     RC=0
     t0=$(date +%s%N)
     /usr/bin/time -f '%M %U %S' -o "$WORK/$label.time" \
-        timeout "$RUN_TIMEOUT" "$@" >"$WORK/$label.out" 2>"$WORK/$label.err" || RC=$?
+        timeout --foreground "$RUN_TIMEOUT" "$@" >"$WORK/$label.out" 2>"$WORK/$label.err" &
+    CHILD=$!
+    wait "$CHILD" || RC=$?
+    CHILD=
     t1=$(date +%s%N)
     WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     tl=$(tail -n1 "$WORK/$label.time" 2>/dev/null || true)
