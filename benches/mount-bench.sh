@@ -20,7 +20,8 @@
 # markdown table.
 set -euo pipefail
 
-UNIFS=$(realpath "${UNIFS:-target/release/unifs}")
+UNIFS=$(realpath -m "${UNIFS:-$(dirname "$0")/../target/release/unifs}")
+[ -x "$UNIFS" ] || { echo "unifs binary not found: $UNIFS (cargo build --release, or set UNIFS)" >&2; exit 1; }
 SIZE_MB=${SIZE_MB:-1024}
 FILES=${FILES:-50000}
 BREAK_MB=${BREAK_MB:-100}
@@ -107,13 +108,24 @@ break_reps() {
         s=$(now); cp "$g/shared$r" "$g/../cp-copy"; t_cp=$(since "$s"); sync
         s=$(now); dd if="$g/shared$r" of="$g/../cp-sync" bs=1M conv=fsync status=none; t_cpf=$(since "$s"); sync
         s=$(now); printf x | dd of="$mp/shared$r" conv=notrunc status=none; t_br=$(since "$s"); sync
-        cmp -s <(tail -c +2 "$g/shared$r") <(tail -c +2 "$g/../break-src") ||
-            { echo "break: data differs" >&2; exit 1; }
+        check_break "$mp/shared$r" "$g/shared$r" "$store/objects/${hex:0:2}/${hex:2}" "$g/../break-src"
         unmount_unifs "$mp"
         rm -f "$g/shared$r" "$store/objects/${hex:0:2}/${hex:2}" "$g/../cp-copy" "$g/../cp-sync"
         echo "$t_cp $t_cpf $t_br" >>"$out"
     done
     rm -f "$g/../break-src"
+}
+
+# check_break MOUNTED GUEST OBJECT ORIGINAL: the write went to a private copy
+# (a break), not into the object the guests share, and the copy holds the
+# rest of the data. Else the figure would time a plain write.
+check_break() {
+    if [ "$(stat -c %i "$2")" = "$(stat -c %i "$3")" ] || ! cmp -s "$3" "$4"; then
+        echo "break: the write through $1 did not go to a private copy: the shared object $3 changed" >&2
+        exit 1
+    fi
+    [ "$(head -c 1 "$2")" = x ] && cmp -s <(tail -c +2 "$2") <(tail -c +2 "$4") ||
+        { echo "break: the private copy $2 holds other data" >&2; exit 1; }
 }
 
 mount_ovl() {
@@ -150,7 +162,11 @@ find_time() {
 
 mount_unifs "$W/g" "$W/m"
 HAVE_OVL=0
-if command -v fuse-overlayfs >/dev/null; then mount_ovl && HAVE_OVL=1; fi
+if command -v fuse-overlayfs >/dev/null; then
+    mount_ovl && HAVE_OVL=1
+else
+    echo "fuse-overlayfs not found (Debian: apt-get install fuse-overlayfs): its column stays empty" >&2
+fi
 
 declare -A T
 # One read first: a VM's disk may be cached by its host, which would favour
@@ -266,7 +282,9 @@ fi
 
 # The break on a reflink filesystem: xfs on a loop device, if mkfs.xfs is there.
 T[break_xfs]=-
-if command -v mkfs.xfs >/dev/null && [ -e /dev/loop-control ]; then
+if ! command -v mkfs.xfs >/dev/null || [ ! -e /dev/loop-control ]; then
+    echo "mkfs.xfs or /dev/loop-control missing (Debian: apt-get install xfsprogs): no break on xfs" >&2
+else
     X="$W/xfs"
     mkdir -p "$X/fs"
     truncate -s $((BREAK_MB * 3 + 400))M "$X/img"
@@ -274,7 +292,8 @@ if command -v mkfs.xfs >/dev/null && [ -e /dev/loop-control ]; then
     mount -o loop "$X/img" "$X/fs"
     XFS_MOUNTED=1
     mkdir -p "$X/fs/store/objects" "$X/fs/store/tmp" "$X/fs/g" "$X/fs/m"
-    dd if=/dev/urandom of="$X/fs/g/shared" bs=1M count="$BREAK_MB" status=none
+    dd if=/dev/urandom of="$X/fs/src" bs=1M count="$BREAK_MB" status=none
+    cp --reflink=never "$X/fs/src" "$X/fs/g/shared"
     hex=$(printf '%064x' 2)
     setfattr -n trusted.unifs.object -v "$hex" "$X/fs/g/shared"
     mkdir -p "$X/fs/store/objects/${hex:0:2}"
@@ -284,8 +303,7 @@ if command -v mkfs.xfs >/dev/null && [ -e /dev/loop-control ]; then
     DAEMONS+=("$!")
     wait_mounted "$X/fs/m"
     s=$(now); printf x | dd of="$X/fs/m/shared" conv=notrunc status=none; T[break_xfs]=$(since "$s")
-    cmp -s <(tail -c +2 "$X/fs/m/shared") <(tail -c +2 "$X/fs/store/objects/${hex:0:2}/${hex:2}") ||
-        { echo "xfs break: data differs" >&2; exit 1; }
+    check_break "$X/fs/m/shared" "$X/fs/g/shared" "$X/fs/store/objects/${hex:0:2}/${hex:2}" "$X/fs/src"
     umount "$X/fs/m"
 fi
 
