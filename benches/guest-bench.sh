@@ -15,6 +15,11 @@ command -v bwrap >/dev/null || { echo "needs bwrap (apt-get install bubblewrap)"
 [ -x /bin/busybox ] || { echo "needs /bin/busybox (apt-get install busybox-static)" >&2; exit 1; }
 
 work=$(mktemp -d)
+# `unifs run` passes a Ctrl-C on to its guest and exits as the guest does,
+# so bash, seeing no child killed by SIGINT, would go on with the next run:
+# with a trap it stops after the command in progress.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 trap 'UNIFS_CONFIG_DIR=$work/cfg UNIFS_RUN_DIR=$work/run "$unifs" guest stop --timeout 0 bench >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 root=$work/root
 mkdir -p "$root"/{bin,proc,dev,sys,run,tmp,etc}
