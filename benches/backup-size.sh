@@ -8,16 +8,28 @@
 # CORPUS_DIR holds guest roots (e.g. the four from benches/corpus-debian.sh);
 # the fifth guest is a copy of the first one with a small application added.
 # WORK_DIR (default /var/tmp/unifs-backup-bench) must be on one filesystem and
-# is removed at the end.
+# is removed at the end; it must not exist yet, be empty, or be one this
+# script made (it is emptied first).
 set -euo pipefail
+if [ $# -lt 1 ] || [ $# -gt 2 ] || [ ! -d "$1" ]; then
+    echo "usage: $0 CORPUS_DIR [WORK_DIR]" >&2
+    exit 2
+fi
 corpus=$(realpath "$1")
-work=${2:-/var/tmp/unifs-backup-bench}
+work=$(realpath -m "${2:-/var/tmp/unifs-backup-bench}")
 unifs=${UNIFS:-$(dirname "$0")/../target/release/unifs}
-unifs=$(realpath "$unifs")
-rm -rf "$work"; mkdir -p "$work/guests" "$work/backup" "$work/incr"
+unifs=$(realpath -m "$unifs")
+[ -x "$unifs" ] || { echo "unifs binary not found: $unifs (cargo build --release, or set UNIFS)" >&2; exit 1; }
+# The work dir is removed whole: never one that holds anything else.
+marker=.unifs-backup-bench
+if [ -e "$work" ] && [ ! -e "$work/$marker" ] && [ -n "$(ls -A -- "$work")" ]; then
+    echo "$0: $work is not empty and not a work dir of this script; refusing (name a new one)" >&2
+    exit 1
+fi
+rm -rf "$work"; mkdir -p "$work/guests" "$work/backup" "$work/incr"; : >"$work/$marker"
 trap 'rm -rf "$work"' EXIT
 export UNIFS_STORE=$work/store
-mib() { echo "scale=1; $1/1048576" | bc; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 size() { stat -c %s "$1"; }
 now() { date +%s.%N; }
 
