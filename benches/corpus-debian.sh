@@ -52,6 +52,17 @@ ROOTS=(
     "web-java:apache2,curl,default-jre-headless"
 )
 
+# umount_below DIR: unmounts whatever is mounted at or below DIR, deepest
+# first: debootstrap mounts /proc and /sys (and may bind /dev) in the root it
+# builds, and one that was killed leaves them there. rm -rf of the root would
+# then go into them.
+umount_below() {
+    findmnt -rn -o TARGET | awk -v d="$1" '$0 == d || index($0, d "/") == 1' |
+        sort -r | while read -r m; do umount -l "$m" || true; done
+}
+PARTIAL=
+trap '[[ -z $PARTIAL ]] || umount_below "$PARTIAL"' EXIT
+
 # Downloaded .debs are shared between the roots (outside the roots, so they
 # are not part of the corpus).
 CACHE="$DIR/.debs"
@@ -65,7 +76,9 @@ for entry in "${ROOTS[@]}"; do
         continue
     fi
     partial="$DIR/.$name.partial"
-    rm -rf "$partial"
+    PARTIAL=$partial
+    umount_below "$partial"
+    rm -rf --one-file-system "$partial"
     args=(--variant=minbase --cache-dir="$CACHE")
     [[ -n $include ]] && args+=(--include="$include")
     echo "== $name: debootstrap ${args[*]} $SUITE $MIRROR"
@@ -76,11 +89,10 @@ for entry in "${ROOTS[@]}"; do
         exit 1
     }
     # Leave nothing mounted inside the root, and no download leftovers.
-    for m in proc sys dev/pts; do
-        mountpoint -q "$partial/$m" && umount -l "$partial/$m"
-    done
+    umount_below "$partial"
     rm -rf "$partial"/var/cache/apt/archives/*.deb "$partial"/var/lib/apt/lists/*_Packages
     mv "$partial" "$DIR/$name"
+    PARTIAL=
     rm -f "$DIR/.$name.log"
     echo "== $name: done in $((SECONDS - start)) s"
 done
