@@ -4,7 +4,7 @@
 #
 #   sudo benches/mount-bench.sh [WORKDIR]
 #
-# WORKDIR is kept afterwards; without it a temp dir in /var/tmp is used and
+# WORKDIR (new or empty) is kept afterwards; without it a temp dir in /var/tmp is used and
 # removed. Env: UNIFS (binary, default target/release/unifs), SIZE_MB (sequential read
 # file, 1024), FILES (find+stat tree, 50000), BREAK_MB (first write to a
 # shared file, 100), MEM_FILES (daemon memory guest, 30000), REPS (runs of
@@ -33,7 +33,13 @@ COLD_WALK=${COLD_WALK:-1}
 # is kept for a look.
 OWN_W=0
 if [ $# -eq 0 ]; then OWN_W=1; fi
-W=$(realpath "${1:-$(mktemp -d /var/tmp/unifs-bench.XXXXXX)}")
+W=$(realpath -m "${1:-$(mktemp -d /var/tmp/unifs-bench.XXXXXX)}")
+# A kept WORKDIR of an earlier run holds its shared files: writing them anew
+# would write into its store's objects, and linking them fails half-way.
+if [ "$OWN_W" = 0 ] && [ -e "$W" ] && [ -n "$(ls -A -- "$W")" ]; then
+    echo "$0: $W is not empty (an earlier run's?); name a new or empty WORKDIR" >&2
+    exit 1
+fi
 mkdir -p "$W"/{store/objects,store/tmp,g,bg,m,m2,fm,ovl/upper,ovl/work,ovl/merged,mem,memm}
 DAEMONS=()
 
