@@ -7,7 +7,8 @@
 #   multiplies the file count: SCALE=1 gives ~29,500 files and ~1.2 GiB, the
 #   same order as the Debian corpus. Deterministic: same SEED, SCALE and
 #   GUESTS give the same trees (names, contents, modes, owners, mtimes,
-#   xattrs, links). DIR is replaced if it holds an earlier generated corpus;
+#   xattrs, links). DIR is replaced if it holds an earlier generated corpus
+#   (or what a run stopped half-way left);
 #   any other non-empty DIR is refused.
 #
 # What each guest holds:
@@ -40,6 +41,10 @@ if [[ -e $DIR ]]; then
     fi
 fi
 mkdir -p -- "$DIR"
+# The marker goes first, so that a run stopped half-way (Ctrl-C) leaves a
+# DIR the next run recognises and replaces; its content says "incomplete"
+# until the trees are done.
+echo incomplete >"$DIR/$MARKER"
 
 python3 - "$DIR" "$SCALE" "$GUESTS" "$SEED" <<'PY'
 import os, random, sys, time
