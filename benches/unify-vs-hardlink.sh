@@ -153,7 +153,8 @@ guests_of() { local n; for n in "${NAMES[@]}"; do printf '%s\n' "$WORK/$1/$n"; d
 warm() { find "$1" -xdev -type f -print0 | xargs -0 -r cat >/dev/null; }
 
 # du_bytes PATH...: apparent bytes, each inode counted once.
-du_bytes() { du -scb -- "$@" | tail -n1 | cut -f1; }
+# (A path a failed run did not make, e.g. its store, counts as 0.)
+du_bytes() { { du -scb -- "$@" 2>/dev/null || true; } | tail -n1 | cut -f1; }
 inodes() { find "$@" -xdev -type f -printf '%i\n' | sort -u | wc -l; }
 
 # run LABEL CMD...: runs CMD under timeout and /usr/bin/time; sets RC, WALL
