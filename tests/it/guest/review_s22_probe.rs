@@ -5,7 +5,7 @@
 //! fstatfs calls (what the probe's statfs becomes) for a set time, while its
 //! other threads serve on. Every guest stops, and strace ends, on drop.
 
-use super::harness::{ok, run_bounded, stderr, stdout, KillOnDrop};
+use super::harness::{ok, run_bounded, stderr, stdout, within_5s, KillOnDrop};
 use super::review_s11_life::{entry, gone, mount_daemon, Continue, Guest, SLEEP};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -47,6 +47,19 @@ pub(super) fn hold_statfs(test: &str, daemon: i32, hold: Duration) -> Option<Kil
 }
 
 /// `guest status --json NAME`: its exit status and the guest's entry.
+/// Whether every thread of `pid` is in the stopped state (`T`).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+            .unwrap_or(false)
+    })
+}
+
 fn status_json(g: &Guest) -> (Option<i32>, serde_json::Value) {
     let o = g.unifs(&["status", "--json", &g.name]);
     let v = serde_json::from_slice(&o.stdout)
@@ -141,6 +154,12 @@ fn review_s22_a_stopped_or_killed_daemon_is_still_a_lost_root() {
 
     let stopped = Continue(daemon);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // The stop reaches each thread when it next runs: a loaded machine let
+    // a status probe in before it, which the daemon rightly answered.
+    assert!(
+        within_5s(|| all_threads_stopped(daemon)),
+        "daemon {daemon} not stopped"
+    );
     let (code, s) = status_json(&g);
     assert_eq!(
         (s["root_lost"].clone(), s["root_busy"].clone()),
