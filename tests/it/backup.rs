@@ -546,7 +546,10 @@ fn manifest_with_a_store_on_another_filesystem_is_an_error() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();
     if fs::metadata(shm.path()).unwrap().dev() == fs::metadata(dir.path()).unwrap().dev() {
-        eprintln!("skipping: /dev/shm is on the temp dir's filesystem");
+        crate::common::skip(
+            "manifest_with_a_store_on_another_filesystem",
+            "/dev/shm is on the temp dir's filesystem",
+        );
         return;
     }
     let guests = build_guests(dir.path());
@@ -678,7 +681,10 @@ fn restore_onto_another_filesystem_copies_objects() {
     let shm = Path::new("/dev/shm");
     use std::os::unix::fs::MetadataExt;
     if fs::metadata(shm).map(|m| m.dev()).ok() == Some(fs::metadata(dir.path()).unwrap().dev()) {
-        eprintln!("skipping: /dev/shm is on the temp dir's filesystem");
+        crate::common::skip(
+            "restore_onto_another_filesystem",
+            "/dev/shm is on the temp dir's filesystem",
+        );
         return;
     }
     let lab = dir.path();

@@ -48,7 +48,12 @@ fn a_new_file_given_the_number_of_an_inode_unify_freed_is_its_own() {
         }
     }
     let Some((i, name)) = reused else {
-        eprintln!("the filesystem gave no new file the freed inode number; nothing to check");
+        // Its own ext4 hands the number out again each time here (8 of 8
+        // runs); a change there is for CI to show, not to pass unseen.
+        crate::common::skip(
+            "review_s8_live_new_file_given_a_freed_inode_number",
+            "the filesystem gave no new file the freed inode number",
+        );
         return;
     };
     let want = format!("new file {i}\n");

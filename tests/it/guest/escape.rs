@@ -126,8 +126,7 @@ fn escape_guest_cannot_make_the_overlay_daemon_open_a_fifo() {
     let store = t.dir.path().join("store");
     unify_json(&store, &[&t.root(), &other.root()]);
     assert_eq!(ino(&t.root().join("data")), ino(&other.root().join("data")));
-    if !cc_into(&t, "racer", FIFO_SWAPPER) {
-        eprintln!("skipping {test}: needs cc -static");
+    if !cc_or_skip(&t, test, "racer", FIFO_SWAPPER) {
         return;
     }
     let mut cmd = Command::new(unifs_bin());
@@ -258,8 +257,7 @@ fn escape_guest_root_cannot_lift_its_own_cgroup_limits() {
     // default syscall filter now refuses), could mount that group and write
     // pids.max (or memory.max).
     let t = TestRoot::new();
-    if !cc_into(&t, "lifter", LIMIT_LIFTER) {
-        eprintln!("skipping {test}: needs cc -static");
+    if !cc_or_skip(&t, test, "lifter", LIMIT_LIFTER) {
         return;
     }
     let mut cmd = Command::new(unifs_bin());

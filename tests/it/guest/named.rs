@@ -1199,8 +1199,9 @@ fn named_exec_report_pipe_is_not_reachable_from_the_guest() {
         .arg(&src)
         .status();
     if !cc.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "skipping named_exec_report_pipe_is_not_reachable_from_the_guest: needs cc -static"
+        crate::common::skip(
+            "named_exec_report_pipe_is_not_reachable_from_the_guest",
+            "needs cc -static (gcc, libc6-dev)",
         );
         return;
     }

@@ -280,7 +280,7 @@ fn escape_run_guest_cannot_write_the_launchers_v1_cgroups() {
     // cpu.shares (v1 knows no namespace delegation).
     let hierarchies = cgroup_v1_hierarchies();
     if hierarchies.is_empty() {
-        eprintln!("skipping {test}: no cgroup v1 hierarchy");
+        crate::common::skip(test, "no cgroup v1 hierarchy");
         return;
     }
     let t = TestRoot::new();
@@ -476,7 +476,7 @@ fn escape_named_guest_cannot_freeze_itself_beyond_stop() {
         .iter()
         .any(|(_, o)| o.split(',').any(|c| c == "freezer"))
     {
-        eprintln!("skipping {test}: no cgroup v1 freezer hierarchy");
+        crate::common::skip(test, "no cgroup v1 freezer hierarchy");
         return;
     }
     let t = TestRoot::new();
