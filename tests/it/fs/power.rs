@@ -347,6 +347,7 @@ fn a_power_cut_anywhere_in_unify_loses_nothing_and_the_next_run_finishes() {
         if cut_store.join("objects").exists() {
             assert_verify_clean(&cut_store);
         }
+        written_before_this_boot(&cut_store.join("tmp"));
         let cut_guests: Vec<PathBuf> = names.iter().map(|n| cut.root().join(n)).collect();
         let s = unify_json(
             &cut_store,
@@ -622,6 +623,35 @@ impl Drop for Committer {
     }
 }
 
+/// Dates the records of unify runs in `tmp` (a store's) an hour before this
+/// boot, as a power cut's are when the machine comes back: the copy of a
+/// disk these tests take is read without a reboot, and unify takes a record
+/// of this boot for one its writer's mapped pages all reached.
+fn written_before_this_boot(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    let stat = fs::read_to_string("/proc/stat").unwrap();
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for e in entries {
+        let path = e.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("dirtimes-")
+        {
+            crate::tree::set_mtime(&path, btime - 3600);
+        }
+    }
+}
+
 /// What a unify run cut by a power cut leaves: temp names (links to
 /// objects) in guest directories, and a record of the directories it changed
 /// whose mapped pages never reached the disk (all zeros, or empty). The next
@@ -651,16 +681,7 @@ fn temp_names_of_a_run_a_power_cut_took_are_removed() {
         let (temp_a, temp_c) = (temp(&a), temp(&c));
         let rec = store.join(format!("tmp/dirtimes-{pid}"));
         fs::write(&rec, &record).unwrap();
-        // Written before this boot.
-        let stat = fs::read_to_string("/proc/stat").unwrap();
-        let btime: i64 = stat
-            .lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        crate::tree::set_mtime(&rec, (btime - 3600) as u64);
+        written_before_this_boot(&store.join("tmp"));
         let left = store.join("tmp/dirtimes-left");
         let s = unify_json(&store, &[&a, &b]);
         assert!(
