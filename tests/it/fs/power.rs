@@ -641,12 +641,9 @@ fn written_before_this_boot(tmp: &Path) {
         .unwrap();
     for e in entries {
         let path = e.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("dirtimes-")
-        {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("dirtimes-").unwrap_or("");
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
             crate::tree::set_mtime(&path, btime - 3600);
         }
     }
