@@ -605,6 +605,9 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
             end_unmounted_daemon(root, guest, *pid);
         }
     };
+    // The tests' window to unmount the root here, as a daemon whose start
+    // was cut short does.
+    crate::sys::test_stop("UNIFS_TEST_UNMOUNT_STOP");
     if how == RootMount::Overlay {
         if let Ok(exe) = std::env::current_exe() {
             let mut cmd = Command::new(exe);
