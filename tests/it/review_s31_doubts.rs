@@ -247,3 +247,55 @@ fn s31_stop_whose_root_was_unmounted_meanwhile_finishes() {
     let o = g.unifs(&["status", &g.name]);
     assert!(stdout(&o).contains("state:   stopped"), "{}", stdout(&o));
 }
+
+/// Locks on an ext4 that failed read-only (errors=remount-ro after an
+/// error: its mount still says `rw`): the store's writer lock (`unify`:
+/// `store S: cannot create S/lock: Read-only file system`; `store gc`:
+/// `cannot open its writer lock …`) and a guest's run dir lock (`guest
+/// start`: `creating RUN_DIR/NAME: Read-only file system`) said no more,
+/// though the catalog's own errors there now say that the filesystem
+/// refuses writes and how to repair it. They say it too now.
+#[test]
+fn s31_locks_on_a_failed_ext4_say_it_refuses_writes_and_how_to_repair() {
+    if !can_run("s31_locks_on_a_failed_ext4_say_it_refuses_writes_and_how_to_repair") {
+        return;
+    }
+    let disk = crate::fs::harness::Ext4::new(&[], &["errors=remount-ro"]);
+    let store = disk.root().join("store");
+    let (g1, g2) = (disk.dir("g1"), disk.dir("g2"));
+    for g in [&g1, &g2] {
+        std::fs::write(g.join("lib"), "same").unwrap();
+    }
+    let unifs = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = std::process::Command::new(crate::common::unifs_bin());
+        cmd.arg("--store").arg(&store).args(args);
+        crate::guest::harness::run_bounded(cmd, Duration::from_secs(30))
+    };
+    ok(&unifs(&["unify".as_ref(), g1.as_ref(), g2.as_ref()]));
+    let guest = Guest::new("rofs", SLEEP);
+    let run_dir = disk.dir("run");
+    disk.fail();
+    let says_repair = |err: &str| err.contains("refuses writes") && err.contains("fsck");
+    for args in [
+        vec!["unify".as_ref(), g1.as_os_str(), g2.as_os_str()],
+        vec!["store".as_ref(), "gc".as_ref()],
+    ] {
+        let o = unifs(&args);
+        assert!(!o.status.success(), "{args:?} on a failed filesystem");
+        assert!(says_repair(&stderr(&o)), "{args:?}: {}", stderr(&o));
+    }
+    let mut start = guest.command();
+    start
+        .env("UNIFS_RUN_DIR", &run_dir)
+        .args(["start", &guest.name]);
+    let o = crate::guest::harness::run_bounded(start, Duration::from_secs(30));
+    assert!(
+        !o.status.success(),
+        "start with a run dir on a failed filesystem"
+    );
+    assert!(
+        says_repair(&stderr(&o)) && stderr(&o).contains(run_dir.to_str().unwrap()),
+        "start: {}",
+        stderr(&o)
+    );
+}
