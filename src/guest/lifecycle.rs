@@ -116,9 +116,11 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         undo(false);
         return Err(e);
     }
-    // UNIFS_TEST_START_PAUSE_MS: the tests' window to end the daemon here.
+    // UNIFS_TEST_START_PAUSE_MS, UNIFS_TEST_START_STOP: the tests' window
+    // to end the daemon here, or to look at the guest while it starts.
     static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_START_PAUSE_MS");
+    crate::sys::test_stop("UNIFS_TEST_START_STOP");
     // Else init's set-up fails on a root that answers nothing (ENOTCONN),
     // said as a confusing "not a directory".
     let gone = || {
