@@ -779,6 +779,7 @@ fn state_word(s: &lifecycle::Status) -> String {
         true if s.root_busy => "running (root busy)".into(),
         true if s.frozen => "running (frozen)".into(),
         true => "running".into(),
+        false if s.starting => "starting".into(),
         false if why.is_empty() => "stopped".into(),
         false => format!("stopped ({})", why.join(", ")),
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {source}{}", path.display(), crate::sys::refused_writes_hint(source.raw_os_error()))]
     Io {
         what: &'static str,
         path: PathBuf,

@@ -59,7 +59,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     rootfs::require_mounted_root()?;
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
     let run = RunDir::new(&dirs.run_dir, name);
-    let _lock = run.lock()?;
+    let _lock = run.lock("start")?;
     if let (Some(old), _) = read_locked(&run, name)? {
         refuse_other_pid_ns(&old, "start")?;
         if old.init_alive() {
@@ -116,9 +116,11 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
         undo(false);
         return Err(e);
     }
-    // UNIFS_TEST_START_PAUSE_MS: the tests' window to end the daemon here.
+    // UNIFS_TEST_START_PAUSE_MS, UNIFS_TEST_START_STOP: the tests' window
+    // to end the daemon here, or to look at the guest while it starts.
     static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_START_PAUSE_MS");
+    crate::sys::test_stop("UNIFS_TEST_START_STOP");
     // Else init's set-up fails on a root that answers nothing (ENOTCONN),
     // said as a confusing "not a directory".
     let gone = || {
@@ -235,7 +237,7 @@ fn kill_unrecorded(name: &str, run: &RunDir) -> Result<()> {
     );
     cgroup.kill_all();
     if !wait_until(Duration::from_secs(5), || cgroup.pids().is_empty()) {
-        return Err(survived(name, cgroup.pids(), None));
+        return Err(survived(name, cgroup.pids(), None, &[]));
     }
     // It goes with their namespace, but asynchronously: a start right after
     // would find it taken.
@@ -605,6 +607,9 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
             end_unmounted_daemon(root, guest, *pid);
         }
     };
+    // The tests' window to unmount the root here, as a daemon whose start
+    // was cut short does.
+    crate::sys::test_stop("UNIFS_TEST_UNMOUNT_STOP");
     if how == RootMount::Overlay {
         if let Ok(exe) = std::env::current_exe() {
             let mut cmd = Command::new(exe);
@@ -762,7 +767,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         return Err(Error::NotRunning { name: name.into() });
     }
     let was_recorded = record.is_some();
-    let _lock = run.lock()?;
+    let _lock = run.lock("stop")?;
     // Re-read under the lock: a concurrent stop may have finished.
     let (record, bad) = read_locked(&run, name)?;
     let Some(st) = record else {
@@ -960,6 +965,9 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
         gone = end_root_daemon(st, &left(), ended);
     }
     if !gone {
+        gone = end_stopped_reapers(st, ended);
+    }
+    if !gone {
         let left = left();
         let daemon = match st.root_mount {
             RootMount::Overlay if waiting_on_fuse(&left) => {
@@ -967,7 +975,11 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
             }
             _ => None,
         };
-        return Err(survived(&st.name, left, daemon));
+        let reapers = match st.init_alive() {
+            true => unreaping_parents(st.pid),
+            false => Vec::new(),
+        };
+        return Err(survived(&st.name, left, daemon, &reapers));
     }
     unmount_root(&run.root(), st.root_mount)?;
     st.cgroup.end_daemon();
@@ -1047,6 +1059,77 @@ fn end_root_daemon(st: &State, left: &[i32], ended: impl Fn() -> bool) -> bool {
     wait_until(Duration::from_secs(5), ended)
 }
 
+/// A process outside the guest whose child, a process of the guest, has
+/// ended and is not reaped: a `guest exec` session's helper (or an
+/// `nsenter`). The guest's init, killed, cannot end until it is: the
+/// kernel waits for every process of a PID namespace to be reaped.
+struct Reaper {
+    pid: i32,
+    child: i32,
+    stopped: bool,
+}
+
+impl std::fmt::Display for Reaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
+        write!(f, "{} ({})", self.pid, comm.trim())
+    }
+}
+
+/// The [`Reaper`]s of the guest whose init is `init`.
+fn unreaping_parents(init: i32) -> Vec<Reaper> {
+    let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let (Some(guest), Ok(procs)) = (ns(init), std::fs::read_dir("/proc")) else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p != init && ns(p).as_ref() == Some(&guest))
+        .filter_map(|child| {
+            let (state, ppid) = state_and_parent(child)?;
+            (state == 'Z' && ns(ppid).as_ref() != Some(&guest)).then(|| Reaper {
+                pid: ppid,
+                child,
+                stopped: crate::fs::process_stopped(ppid) == Some(true),
+            })
+        })
+        .collect()
+}
+
+/// A process's state letter and parent, from proc(5)'s stat.
+fn state_and_parent(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(") ")?.1.split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// Kills the stopped [`Reaper`]s of `st`'s guest (SIGSTOPped, or held by
+/// a debugger: they never reap): `stop` ends every process of the guest,
+/// and these hold its init. True when the guest's processes are gone then.
+fn end_stopped_reapers(st: &State, ended: impl Fn() -> bool) -> bool {
+    let mut killed = false;
+    for r in unreaping_parents(st.pid).iter().filter(|r| r.stopped) {
+        // Its pid pinned, then checked to be the parent still.
+        let Ok(fd) = sys::pidfd_open(Pid::from_raw(r.pid)) else {
+            continue;
+        };
+        if state_and_parent(r.child).map(|(_, p)| p) != Some(r.pid) {
+            continue;
+        }
+        tracing::warn!(
+            "guest {}: its init cannot end until process {r}, outside the guest, reaps its \
+             ended process {}, and it is stopped (a `guest exec` session's helper stopped by \
+             SIGSTOP, or held by a debugger); killing it",
+            st.name,
+            r.child
+        );
+        killed |= sys::pidfd_kill(fd.as_fd(), libc::SIGKILL).is_ok();
+    }
+    killed && wait_until(Duration::from_secs(5), ended)
+}
+
 /// What `pid` has done so far: its I/O and CPU time counters added up (it
 /// grows while the process works).
 fn daemon_work(pid: i32) -> u64 {
@@ -1070,9 +1153,26 @@ fn daemon_work(pid: i32) -> u64 {
 /// Why a guest could not be ended: which processes outlived SIGKILL, and
 /// why where that is known. `daemon`: Some when they wait on a FUSE
 /// request, with the guest's overlay daemon (pid, stopped) if one is left.
-fn survived(name: &str, pids: Vec<i32>, daemon: Option<Option<(i32, bool)>>) -> Error {
+fn survived(
+    name: &str,
+    pids: Vec<i32>,
+    daemon: Option<Option<(i32, bool)>>,
+    reapers: &[Reaper],
+) -> Error {
     let frozen = pids.iter().find_map(|&p| super::cgroup::frozen_v1_group(p));
     let why = match (frozen, daemon) {
+        (None, None) if !reapers.is_empty() => {
+            let names: Vec<String> = reapers
+                .iter()
+                .map(|r| format!("{r}, parent of {}", r.child))
+                .collect();
+            format!(
+                "; the guest's init cannot end until processes outside the guest reap their \
+                 ended processes of it ({}: a `guest exec` session's helper, an nsenter): end \
+                 them, and stop the guest again",
+                names.join("; ")
+            )
+        }
         (Some(dir), _) => format!(
             "; they are frozen in the cgroup v1 freezer group {0}: thaw it \
              (`echo THAWED > {0}/freezer.state`) and stop the guest again",
@@ -1167,7 +1267,7 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     // Against a concurrent stop, which removes the groups and the record.
-    let _lock = run.lock()?;
+    let _lock = run.lock("update")?;
     let mut st = match read_locked(&run, name)? {
         (Some(st), _) if st.other_pid_ns() => return Err(other_pid_ns(&st, "update")),
         (Some(st), _) if st.init_alive() => st,
@@ -1187,7 +1287,7 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     // and the record saying the old ones: held until all are made (or
     // undone) and recorded.
     let held = super::sys::SignalsHeld::new();
-    st.cgroup.update(&run.cgroup_name(), changes)?;
+    st.cgroup.update(&group_name(&st, &run), changes)?;
     st.spec.limits = limits.clone();
     run.write(&st)?;
     drop(held);
@@ -1209,16 +1309,23 @@ fn warn_if_io_weight_inert(limits: &Limits, root: &Path) {
 /// `exec` sessions too), init first.
 pub fn processes(dirs: &Dirs, name: &str) -> Result<Vec<super::ps::Process>> {
     let st = running(dirs, name, "ps").map_err(|e| needs_root("listing a guest's processes", e))?;
-    // The group the record names: a build before 2ce5951 named it
-    // unifs/NAME in every run dir.
-    let recorded = st.cgroup.groups.first().and_then(|g| g.file_name());
-    let group = match recorded {
-        Some(g) => format!("unifs/{}", g.to_string_lossy()),
-        None => format!("unifs/{}", RunDir::new(&dirs.run_dir, name).cgroup_name()),
-    };
+    let group = format!(
+        "unifs/{}",
+        group_name(&st, &RunDir::new(&dirs.run_dir, name))
+    );
     let mut all = super::ps::processes(&st.cgroup.pids(), st.pid, &group);
     all.sort_by_key(|p| (p.pid != st.pid, p.guest_pid, p.pid));
     Ok(all)
+}
+
+/// The name of the running guest's groups: the one its record names (a
+/// build before 2ce5951 named them unifs/NAME in every run dir, without
+/// the run dir's digest), else the run dir's.
+fn group_name(st: &State, run: &RunDir) -> String {
+    match st.cgroup.groups.first().and_then(|g| g.file_name()) {
+        Some(g) => g.to_string_lossy().into_owned(),
+        None => run.cgroup_name(),
+    }
 }
 
 /// Who `exec` and `enter` run the command as, and where; by default as
@@ -1553,6 +1660,9 @@ pub struct Status {
     /// Running, but frozen (paused) in one of its cgroups: its processes
     /// do not run, and `exec`/`enter` refuse it.
     pub frozen: bool,
+    /// A `start` of it is at work (its lock held, its init not yet
+    /// recorded): not running yet, nor stopped; nothing is to clean up.
+    pub starting: bool,
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
     /// Processes (not threads) in its cgroups, as `guest ps` lists them.
@@ -1576,13 +1686,18 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let (st, bad) = read_lenient(&run, name)?;
+    // Mounting its root and starting init before it records them; an old
+    // record of a dead init is still there while it cleans it up.
+    let starting = !st.as_ref().is_some_and(State::maybe_running)
+        && run.locked_for().is_some_and(|what| what == "start");
+    let st = st.filter(|_| !starting);
+    let bad = bad && !starting;
     // No record: a killed `start` may have left the guest running.
-    let unrecorded = st
-        .is_none()
+    let unrecorded = (st.is_none() && !starting)
         .then(|| Cgroup::tracked(&run.cgroup_name()))
         .filter(|c| !c.pids().is_empty());
     let config = dirs.config_dir.join(format!("{name}.toml"));
-    if st.is_none() && !bad && unrecorded.is_none() && !config.exists() {
+    if st.is_none() && !bad && unrecorded.is_none() && !starting && !config.exists() {
         return Err(Error::NoConfig {
             name: name.into(),
             path: config,
@@ -1622,13 +1737,14 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         root_serving,
         root_moved,
         frozen,
+        starting,
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         // Processes as `ps` lists them; pids.current counts threads too.
         processes: cgroup.map(|c| c.pids().len() as u64),
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
-        last_exit: (!running && unrecorded.is_none())
+        last_exit: (!running && unrecorded.is_none() && !starting)
             .then(|| run.read_exit())
             .flatten()
             // A late keeper of an earlier init says nothing of this one.

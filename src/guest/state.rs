@@ -296,7 +296,9 @@ impl RunDir {
 
     /// An exclusive lock on this guest's runtime directory (creating it), so
     /// two starts or stops of one guest cannot interleave. Released on drop.
-    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    /// `what` (`start`, `stop`, `update`) is written into the lock file,
+    /// for [`RunDir::locked_for`].
+    pub fn lock(&self, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
         // Root's alone where we make it: the guest's root is mounted here
         // (suid, allow_other), with any set-uid program guest root made.
         use std::os::unix::fs::DirBuilderExt;
@@ -316,8 +318,20 @@ impl RunDir {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("opening", &path, e))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys(format!("locking {}", path.display()), e))
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::sys(format!("locking {}", path.display()), e))?;
+        // Only words for `status`: a file that cannot be written is no error.
+        use std::os::unix::fs::FileExt;
+        let _ = lock.set_len(0);
+        let _ = lock.write_all_at(what.as_bytes(), 0);
+        Ok(lock)
+    }
+
+    /// What the other process that holds this guest's lock does (`start`,
+    /// `stop`, `update`; "" from an older unifs); None when none holds it.
+    pub fn locked_for(&self) -> Option<String> {
+        self.locked_by_another()
+            .then(|| std::fs::read_to_string(self.dir.join("lock")).unwrap_or_default())
     }
 
     /// Whether another process holds this guest's lock ([`RunDir::lock`]):

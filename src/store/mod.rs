@@ -104,7 +104,8 @@ pub enum Error {
         "store {store}: cannot open its writer lock {path}: {error}; every command that \
          writes needs it, and restore (a store that cannot be written can still be read: \
          store verify, stats, ls, runs, snapshot, unify --dry-run, and restore from a \
-         read-only filesystem)"
+         read-only filesystem){}",
+        crate::sys::refused_writes_hint(error.raw_os_error())
     )]
     Lock {
         store: PathBuf,
@@ -112,9 +113,10 @@ pub enum Error {
         error: io::Error,
     },
     #[error(
-        "store {}: cannot create {}: {error}",
+        "store {}: cannot create {}: {error}{}",
         crate::sys::shown(store),
-        crate::sys::shown(path)
+        crate::sys::shown(path),
+        crate::sys::refused_writes_hint(error.raw_os_error())
     )]
     Create {
         store: PathBuf,

@@ -30,6 +30,31 @@ pub fn test_pause(cell: &std::sync::OnceLock<Option<std::time::Duration>>, var: 
     }
 }
 
+/// What to add to an error whose errno (`raw`) says the filesystem refused
+/// a write (EROFS, EIO): ext4 gone read-only after an error keeps its
+/// mount `rw`, and a bare "Read-only file system" says neither why nor
+/// what to do. Empty for any other error.
+pub fn refused_writes_hint(raw: Option<i32>) -> &'static str {
+    match raw {
+        Some(libc::EROFS | libc::EIO) => {
+            "; the filesystem holding it refuses writes (read-only, or failing: see `dmesg`). \
+             If it failed (ext4 gone read-only after an error), repair it (stop the guests and \
+             mounts on it, unmount it, fsck, mount it again) and run the command again"
+        }
+        _ => "",
+    }
+}
+
+/// Stops this process (SIGSTOP) when the environment variable `var` is
+/// set: a test's way to hold it at one point of the code for as long as it
+/// needs (it sees the process stopped, acts, then sends SIGCONT), whatever
+/// the machine's load.
+pub fn test_stop(var: &str) {
+    if std::env::var_os(var).is_some() {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}
+
 /// Serializes a path as text, bytes that are not UTF-8 replaced (U+FFFD):
 /// paths need not be UTF-8, and a `--json` report must still come out.
 pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
