@@ -109,19 +109,22 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         let _ = err.print();
         return Ok(ExitCode::from(1));
     }
-    // Not readable (not root) is no missing store.
-    if let Err(e) = std::fs::metadata(g.store.join("objects")) {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
-            anyhow::bail!(
-                "cannot read the store at {}: {e}; a manifest reads the store's catalog and \
-                 objects: run it as root",
-                path(&g.store)
-            );
-        }
-    }
+    // Not readable (not root), or failing (EIO), is no missing store.
+    let objects = match std::fs::metadata(g.store.join("objects")) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+            "cannot read the store at {}: {e}; a manifest reads the store's catalog and \
+             objects: run it as root",
+            path(&g.store)
+        ),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => anyhow::bail!(
+            "cannot read the store at {}: {e} (nothing was written)",
+            path(&g.store)
+        ),
+        r => r.ok(),
+    };
     // Without the store every shared file would pass for private: a
     // mistyped UNIFS_STORE would give a full, undeduplicated backup.
-    if !Store::exists(&g.store) {
+    if !objects.is_some_and(|m| m.is_dir()) {
         Store::check_objects_there(&g.store)?;
         anyhow::bail!(
             "no store at {0} (--store or UNIFS_STORE): a manifest tells the guest's shared \
@@ -187,7 +190,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             path(&root),
             path(&root)
         ),
-        _ => anyhow::bail!("{}: not a directory", path(&root)),
+        Err(e) => anyhow::bail!("{}: {e} (nothing was written)", path(&root)),
+        Ok(_) => anyhow::bail!("{}: not a directory", path(&root)),
     };
     // Refused as unify and mount refuse it: no file of the guest can link
     // an object of a store on another filesystem, so each would pass for

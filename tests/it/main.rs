@@ -63,6 +63,7 @@ mod review_s30_diskfail;
 mod review_s30_liferace;
 mod review_s30_soak;
 mod review_s30_upgrade;
+mod review_s31_faults2;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
