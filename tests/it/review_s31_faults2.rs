@@ -149,3 +149,79 @@ fn names_a_path(err: &str, root: &Path) -> bool {
         err.contains(&format!("describing {p}: Input")) || err.contains(&format!(": {p}: Input"))
     })
 }
+
+/// A link break whose copy could not be made durable (its fsync: EIO) or
+/// read from the shared file (copy_file_range: EIO) must fail the guest's
+/// write open with EIO, leave the path naming the shared file, unchanged,
+/// and no temp file in the directory; the daemon goes on serving, and the
+/// same write succeeds once the fault is gone (strace injects it once).
+/// Checked and found right: this guards the fsync's error against being
+/// dropped, which would put an incomplete copy under the guest's name.
+#[test]
+fn a_break_whose_copy_fails_fails_the_write_and_keeps_the_shared_file() {
+    use crate::fs::harness::{Mount, World};
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let test = "a_break_whose_copy_fails_fails_the_write_and_keeps_the_shared_file";
+    if !require_strace(test) {
+        return;
+    }
+    let content = bytes(5, 300_000);
+    for inject in ["fsync:error=EIO:when=1", "copy_file_range:error=EIO:when=1"] {
+        let w = World::new();
+        let (g, other) = (w.dir("g"), w.dir("other"));
+        std::fs::create_dir(g.join("lib")).unwrap();
+        w.shared(&content, &[g.join("lib/data"), other.join("data")]);
+        let mp = w.dir("m");
+        let log = std::fs::File::create(mp.with_extension("log")).unwrap();
+        // One FUSE thread: strace counts `when` by thread.
+        let strace = [
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            &format!("--inject={inject}"),
+        ];
+        let m = Mount::start_under(&strace, &w.store, &g, &mp, &["threads=1"], log);
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(m.path("lib/data"))
+        };
+        let err = open().expect_err(inject);
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{inject}: {err}");
+        let names: Vec<_> = std::fs::read_dir(g.join("lib"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["data"], "{inject}: a temp file was left");
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(&g.join("lib/data")),
+            ino(&other.join("data")),
+            "{inject}"
+        );
+        assert!(
+            std::fs::read(m.path("lib/data")).unwrap() == content,
+            "{inject}"
+        );
+        // The fault is gone: the same write goes through, to a private copy.
+        let mut f = open().unwrap_or_else(|e| panic!("{inject}: retry: {e}"));
+        f.write_all(b"Z").unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        assert_ne!(
+            ino(&g.join("lib/data")),
+            ino(&other.join("data")),
+            "{inject}"
+        );
+        assert!(
+            std::fs::read(other.join("data")).unwrap() == content,
+            "{inject}"
+        );
+        let mine = std::fs::read(g.join("lib/data")).unwrap();
+        assert!(mine[0] == b'Z' && mine[1..] == content[1..], "{inject}");
+        drop(m);
+    }
+}
