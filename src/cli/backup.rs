@@ -393,11 +393,24 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = &mut file_out {
         f.sync()?;
     }
+    if let Some(l) = &mut list {
+        l.sync()?;
+    }
+    let list_path = list.as_ref().map(|l| l.path.clone());
     if let Some(l) = list {
         l.commit()?;
     }
     if let Some(f) = file_out {
-        f.commit()?;
+        // Only the rename can fail here (both are synced), and the list's
+        // is done: said, for its new list does not pair with the old manifest.
+        f.commit().map_err(|e| match &list_path {
+            Some(l) => e.context(format!(
+                "the private list {} was replaced by this run's, which does not go with the \
+                 manifest left there: run the manifest again",
+                path(l)
+            )),
+            None => e,
+        })?;
     }
     if left_out {
         return Ok(ExitCode::from(super::unify::EXIT_PROBLEMS));

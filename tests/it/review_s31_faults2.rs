@@ -225,3 +225,46 @@ fn a_break_whose_copy_fails_fails_the_write_and_keeps_the_shared_file() {
         drop(m);
     }
 }
+
+/// `manifest -o M --private-list L` puts L in place, then M. Where M's
+/// rename failed (EIO), the run said only "renaming M.tmp-… to M: …", as
+/// for a run that wrote nothing (what `--help` says of exit 1), though L
+/// was already this run's and no longer paired with the M left there. It
+/// says so now. (Where L's rename fails, both stay as they were.)
+#[test]
+fn a_manifest_whose_rename_fails_says_its_private_list_was_replaced() {
+    let test = "a_manifest_whose_rename_fails_says_its_private_list_was_replaced";
+    if !require_root(test) || !require_strace(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
+    }
+    file(&a, "etc/own", b"mine\n", 0o644);
+    unify_json(&store, &[&a, &b]);
+    let (m, l) = (dir.path().join("m.jsonl"), dir.path().join("private"));
+    let args: [&dyn AsRef<std::ffi::OsStr>; 6] =
+        [&"manifest", &a, &"-o", &m, &"--private-list", &l];
+    // The first rename is the list's, the second the manifest's.
+    for (n, list_replaced) in [(1, false), (2, true)] {
+        std::fs::write(&m, "old\n").unwrap();
+        std::fs::write(&l, "old\n").unwrap();
+        let o = unifs_injected(&store, &args, &format!("rename:error=EIO:when={n}"), None);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "rename {n}: {err}");
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), "old\n", "rename {n}");
+        let list = std::fs::read_to_string(&l).unwrap();
+        assert_eq!(list != "old\n", list_replaced, "rename {n}: {list:?}");
+        let said = err.contains(&format!("private list {} was replaced", l.display()));
+        assert_eq!(said, list_replaced, "rename {n}: {err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-") || n.contains(".unifs-manifest"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "rename {n}");
+    }
+}
