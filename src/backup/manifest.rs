@@ -257,10 +257,11 @@ pub fn describe(
     let root_dir = File::from(sys::open_dir(root)?);
     let meta = root_dir.metadata()?;
     let dev = meta.dev();
-    let mount = sys::mount_id(root_dir.as_fd());
+    let mount = sys::mount_id_checked(root_dir.as_fd())?;
     let xattrs =
         sys::xattr::list_fd_where(root_dir.as_fd(), kept_xattr).map_err(|e| naming(root, e))?;
     let mut walk = Walk {
+        root,
         store,
         recorded,
         entries: Vec::new(),
@@ -303,7 +304,9 @@ pub fn describe(
             *too_long.entry(top.rel.clone()).or_insert(0) += 1;
             continue;
         }
-        let node = open_node(top.dir.as_fd(), &name).map_err(|e| naming(&root.join(&rel), e))?;
+        // Its full path, for an error about it.
+        let path = || root.join(&rel);
+        let node = open_node(top.dir.as_fd(), &name).map_err(|e| naming(&path(), e))?;
         let Some(node) = node else {
             continue;
         };
@@ -311,7 +314,7 @@ pub fn describe(
         // host's, not the guest's: left out, as unify leaves it alone and
         // the mount refuses it (EXDEV). (The walk enters no directory of
         // another mount, so a file on one is that mount's root.)
-        if !node.meta.is_dir() && sys::mount_id(node.file.as_fd()) != mount {
+        if !node.meta.is_dir() && mount_of(&node).map_err(|e| naming(&path(), e))? != mount {
             continue;
         }
         // Unify's temp name (`.unifs-tmp-PID-N`), a regular file: a unify
@@ -327,17 +330,19 @@ pub fn describe(
             continue;
         }
         let same_fs = node.meta.dev() == dev;
-        if let Some(dir) = walk.add(&rel, node)? {
+        if let Some(dir) = walk.add(&rel, node).map_err(|e| naming(&path(), e))? {
             // Not into another mount, not even a bind mount of the guest's
             // own filesystem (as unify's scan, RESOLVE_NO_XDEV).
-            let same_mount = sys::mount_id(dir.as_fd()) == mount;
+            let same_mount =
+                sys::mount_id_checked(dir.as_fd()).map_err(|e| naming(&path(), e))? == mount;
             // The walk holds a directory open a level: a guest nesting
             // thousands ran it out of fds (and memory), failing the backup
             // of every guest after it. Stops where unify's walk stops.
             if same_fs && same_mount && stack.len() > max_depth {
                 too_deep.push(rel);
             } else if same_fs && same_mount {
-                stack.push(Level::list(dir, rel)?);
+                let at = path();
+                stack.push(Level::list(dir, rel).map_err(|e| naming(&at, e))?);
             } else if same_mount {
                 subvolumes.push(rel);
             }
@@ -355,14 +360,23 @@ pub fn describe(
     })
 }
 
-/// `e`, naming `path` if it is a file whose xattrs cannot be listed
-/// (E2BIG): the walk's other errors are the whole walk's, this one is the
-/// file's, and the operator must find it.
+/// `e`, naming `path`, the file it is about: an error of the system (an
+/// EIO reading one file of a failing disk) or a file whose xattrs cannot
+/// be listed (E2BIG); a bare "Input/output error" left the operator to
+/// find the file. Not "Too many open files", which is the whole walk's
+/// (and which the caller tells by its errno).
 fn naming(path: &Path, e: io::Error) -> io::Error {
-    if e.kind() != io::ErrorKind::ArgumentListTooLong {
+    let os = e.raw_os_error();
+    let file_s = e.kind() == io::ErrorKind::ArgumentListTooLong || os.is_some();
+    if !file_s || os == Some(libc::EMFILE) {
         return e;
     }
     io::Error::new(e.kind(), format!("{}: {e}", sys::shown(path)))
+}
+
+/// The mount `node` is on, as [`sys::mount_id_checked`] says.
+fn mount_of(node: &Node) -> io::Result<Option<u64>> {
+    sys::mount_id_checked(node.file.as_fd())
 }
 
 /// The fds the walk may hold beside a directory a level: the files it
@@ -494,6 +508,8 @@ pub fn kept_xattr(name: &[u8]) -> bool {
 /// The walk's state: the entries so far, hardlink groups by inode, and the
 /// files still to hash.
 struct Walk<'a> {
+    /// The guest's root, to name a file whose hashing failed.
+    root: &'a Path,
     store: Option<&'a Store>,
     recorded: &'a HashMap<ObjectId, Recorded>,
     entries: Vec<Entry>,
@@ -668,8 +684,8 @@ impl Walk<'_> {
             .map(|(i, file)| (i, hash_file(&file)))
             .collect();
         for (i, h) in hashed {
-            let (h, len) = h?;
             let e = &mut self.entries[i];
+            let (h, len) = h.map_err(|err| naming(&self.root.join(e.rel_path()), err))?;
             // An object whose content is not its own any more: the guest's
             // bytes are these, and a backup must hold them (the store's
             // copy, and one extracted from a backup of it, are damaged).

@@ -253,8 +253,18 @@ impl Catalog {
     /// writing it there.
     pub fn open_readonly(path: &Path) -> Result<Catalog> {
         shm::register();
-        if !path.exists() {
-            return Catalog::in_memory();
+        // Only a catalog surely not there reads as empty: one that could
+        // not be looked at (EIO) would make every object pass for
+        // unrecorded (a manifest describing every shared file as private).
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Catalog::in_memory(),
+            Err(e) => {
+                return Err(Error::Unreadable {
+                    path: path.to_path_buf(),
+                    why: e.to_string(),
+                })
+            }
         }
         match Catalog::try_open_readonly(path, false) {
             Err(Error::Sqlite {

@@ -109,19 +109,22 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         let _ = err.print();
         return Ok(ExitCode::from(1));
     }
-    // Not readable (not root) is no missing store.
-    if let Err(e) = std::fs::metadata(g.store.join("objects")) {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
-            anyhow::bail!(
-                "cannot read the store at {}: {e}; a manifest reads the store's catalog and \
-                 objects: run it as root",
-                path(&g.store)
-            );
-        }
-    }
+    // Not readable (not root), or failing (EIO), is no missing store.
+    let objects = match std::fs::metadata(g.store.join("objects")) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+            "cannot read the store at {}: {e}; a manifest reads the store's catalog and \
+             objects: run it as root",
+            path(&g.store)
+        ),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => anyhow::bail!(
+            "cannot read the store at {}: {e} (nothing was written)",
+            path(&g.store)
+        ),
+        r => r.ok(),
+    };
     // Without the store every shared file would pass for private: a
     // mistyped UNIFS_STORE would give a full, undeduplicated backup.
-    if !Store::exists(&g.store) {
+    if !objects.is_some_and(|m| m.is_dir()) {
         Store::check_objects_there(&g.store)?;
         anyhow::bail!(
             "no store at {0} (--store or UNIFS_STORE): a manifest tells the guest's shared \
@@ -187,7 +190,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             path(&root),
             path(&root)
         ),
-        _ => anyhow::bail!("{}: not a directory", path(&root)),
+        Err(e) => anyhow::bail!("{}: {e} (nothing was written)", path(&root)),
+        Ok(_) => anyhow::bail!("{}: not a directory", path(&root)),
     };
     // Refused as unify and mount refuse it: no file of the guest can link
     // an object of a store on another filesystem, so each would pass for
@@ -389,11 +393,24 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = &mut file_out {
         f.sync()?;
     }
+    if let Some(l) = &mut list {
+        l.sync()?;
+    }
+    let list_path = list.as_ref().map(|l| l.path.clone());
     if let Some(l) = list {
         l.commit()?;
     }
     if let Some(f) = file_out {
-        f.commit()?;
+        // Only the rename can fail here (both are synced), and the list's
+        // is done: said, for its new list does not pair with the old manifest.
+        f.commit().map_err(|e| match &list_path {
+            Some(l) => e.context(format!(
+                "the private list {} was replaced by this run's, which does not go with the \
+                 manifest left there: run the manifest again",
+                path(l)
+            )),
+            None => e,
+        })?;
     }
     if left_out {
         return Ok(ExitCode::from(super::unify::EXIT_PROBLEMS));

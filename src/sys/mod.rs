@@ -459,13 +459,20 @@ pub fn fstat_dir(fd: BorrowedFd) -> io::Result<(Stat, bool)> {
     Ok((st, attributes & libc::STATX_ATTR_ENCRYPTED as u64 != 0))
 }
 
-/// The id of the mount `fd` is on (`None` where the kernel does not say):
-/// links cannot cross mounts, even of one filesystem.
+/// The id of the mount `fd` is on (`None` where the kernel does not say,
+/// or the statx fails): links cannot cross mounts, even of one filesystem.
 pub fn mount_id(fd: BorrowedFd) -> Option<u64> {
+    mount_id_checked(fd).ok().flatten()
+}
+
+/// [`mount_id`], with the statx's error: where a `None` would count the
+/// file as on another mount (a walk leaving it out), a failure must not
+/// pass for that.
+pub fn mount_id_checked(fd: BorrowedFd) -> io::Result<Option<u64>> {
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH stats `fd`
     // itself; `stx` is a valid, writable statx buffer.
-    let r = unsafe {
+    check(unsafe {
         libc::statx(
             fd.as_raw_fd(),
             c"".as_ptr(),
@@ -473,8 +480,8 @@ pub fn mount_id(fd: BorrowedFd) -> Option<u64> {
             libc::STATX_MNT_ID,
             &mut stx,
         )
-    };
-    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+    })?;
+    Ok((stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id))
 }
 
 /// Which directory `fd` is: device, inode number and birth time (`None`
