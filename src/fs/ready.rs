@@ -74,16 +74,65 @@ pub const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// buffers taken). Call it from a thread of the serving daemon.
 pub fn wait_until_serving(mp: &Path, threads: usize) -> nix::Result<()> {
     let deadline = std::time::Instant::now() + READY_WAIT;
+    let path = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())
+        .map_err(|_| nix::errno::Errno::EINVAL)?;
     loop {
-        let asked =
-            nix::sys::statfs::statfs(mp).and_then(|_| match fuse_threads_waiting(threads) {
-                true => Ok(()),
-                false => Err(nix::errno::Errno::EAGAIN),
-            });
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let asked = statfs_apart(&path, left).and_then(|_| match fuse_threads_waiting(threads) {
+            true => Ok(()),
+            false => Err(nix::errno::Errno::EAGAIN),
+        });
         match asked {
             Ok(()) => return Ok(()),
             Err(e) if std::time::Instant::now() >= deadline => return Err(e),
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
+
+/// A statfs of `mp` made by a child process that holds none of this
+/// process's file descriptors, waited for up to `limit` (ETIMEDOUT).
+/// Made by the daemon's own thread, a request one of its FUSE threads had
+/// read when the daemon was killed (its abort on a failed allocation, the
+/// OOM killer) was never answered: the kernel waits out a request already
+/// read, uninterruptibly, and the waiting thread kept open the daemon's
+/// /dev/fuse fds, whose closing would have ended the request. The daemon
+/// stayed a zombie with its mount hung for good. A child ends with the
+/// connection. Where no child can be made (a pids limit), asked here.
+fn statfs_apart(mp: &std::ffi::CStr, limit: std::time::Duration) -> nix::Result<()> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    // SAFETY: the child makes raw system calls only (no allocation, no
+    // lock another thread may hold), on a path made before the fork, then
+    // `_exit`s.
+    let child = match unsafe { libc::fork() } {
+        -1 => return nix::sys::statfs::statfs(mp).map(|_| ()),
+        0 => unsafe {
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            let mut buf: libc::statfs = std::mem::zeroed();
+            let code = match libc::statfs(mp.as_ptr(), &mut buf) {
+                0 => 0,
+                _ => *libc::__errno_location(),
+            };
+            libc::_exit(code)
+        },
+        pid => nix::unistd::Pid::from_raw(pid),
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(WaitStatus::Exited(_, code)) => return Err(nix::errno::Errno::from_raw(code)),
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Ok(WaitStatus::StillAlive) => {
+                // Reaped by whoever inherits it, if it outlives us.
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(child, Some(WaitPidFlag::WNOHANG));
+                return Err(nix::errno::Errno::ETIMEDOUT);
+            }
+            Ok(_) => return Err(nix::errno::Errno::EINTR),
+            Err(e) => return Err(e),
         }
     }
 }
