@@ -4,7 +4,7 @@
 
 use crate::common::{require_root, require_strace, unifs_bin};
 use crate::tree::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `unifs --store STORE ARGS` under strace, with `inject` applied (and the
@@ -57,6 +57,18 @@ fn main_thread_statx(trace: &Path) -> usize {
         .count()
 }
 
+/// A temp dir with a store and guests `a` and `b` sharing one file (not yet
+/// unified).
+fn two_guests_sharing_a_file() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for g in [&a, &b] {
+        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
+    }
+    (dir, store, a, b)
+}
+
 /// A statx that failed (EIO) during `manifest` was taken for "on another
 /// mount": the statx asking for an entry's mount id (`sys::mount_id`) gave
 /// `None`, unequal to the root's, so a file was left out silently; where the
@@ -73,12 +85,7 @@ fn a_failed_statx_never_makes_a_manifest_that_leaves_files_out() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    for g in [&a, &b] {
-        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
-    }
+    let (dir, store, a, b) = two_guests_sharing_a_file();
     file(&a, "etc/hostname", b"a\n", 0o644);
     std::os::unix::fs::symlink("libx.so", a.join("usr/lib/liby.so")).unwrap();
     unify_json(&store, &[&a, &b]);
@@ -237,12 +244,7 @@ fn a_manifest_whose_rename_fails_says_its_private_list_was_replaced() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    for g in [&a, &b] {
-        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
-    }
+    let (dir, store, a, b) = two_guests_sharing_a_file();
     file(&a, "etc/own", b"mine\n", 0o644);
     unify_json(&store, &[&a, &b]);
     let (m, l) = (dir.path().join("m.jsonl"), dir.path().join("private"));
