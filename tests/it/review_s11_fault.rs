@@ -11,16 +11,24 @@ use std::process::{Command, Output};
 /// `unifs unify --json GUESTS` with `inject` (e.g. `unlinkat:error=EIO:when=1`)
 /// applied by strace, with one linking thread.
 fn unify_injected(store: &Path, guests: &[&PathBuf], inject: &str) -> Output {
+    let mut cmd = strace_unifs(store, inject, None);
+    cmd.args(["unify", "--json", "--no-progress"])
+        .args(guests)
+        .env("UNIFS_THREADS", "1");
+    cmd.output().unwrap()
+}
+
+/// `unifs --store STORE` under `strace -f` with `inject` applied, its trace
+/// written to `log` (else dropped); the caller adds the command.
+pub(crate) fn strace_unifs(store: &Path, inject: &str, log: Option<&Path>) -> Command {
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-o", "/dev/null"])
+    cmd.args(["-f", "-qq", "-o"])
+        .arg(log.unwrap_or(Path::new("/dev/null")))
         .arg(format!("--inject={inject}"))
         .arg(unifs_bin())
         .args(["--store".as_ref(), store.as_os_str()])
-        .args(["unify", "--json", "--no-progress"])
-        .args(guests)
-        .env("UNIFS_THREADS", "1")
         .env_remove("UNIFS_TEST_LINK_MAX");
-    cmd.output().unwrap()
+    cmd
 }
 
 /// Every path below `root` whose name is unify's temp-name form.
@@ -44,7 +52,7 @@ fn problems(summary: &serde_json::Value) -> Vec<String> {
 
 /// A temp dir with guests `a` and `b` holding one identical file
 /// (`usr/lib/libx.so`) and a store path: (dir, store, a, b).
-fn two_guests() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+pub(crate) fn two_guests() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));

@@ -2,10 +2,11 @@
 //! injected by strace (`--inject=SYSCALL:error=EIO:when=N`, man strace,
 //! "Tampering"): a command that exits 0 must have done all it says.
 
-use crate::common::{require_root, require_strace, unifs_bin};
+use crate::common::{require_root, require_strace};
+use crate::review_s11_fault::{strace_unifs, two_guests};
 use crate::tree::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 /// `unifs --store STORE ARGS` under strace, with `inject` applied (and the
 /// trace written to `log`, when given).
@@ -15,17 +16,10 @@ fn unifs_injected(
     inject: &str,
     log: Option<&Path>,
 ) -> Output {
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-o"])
-        .arg(log.unwrap_or(Path::new("/dev/null")))
-        .arg(format!("--inject={inject}"))
-        .arg(unifs_bin())
-        .arg("--store")
-        .arg(store);
+    let mut cmd = strace_unifs(store, inject, log);
     for a in args {
         cmd.arg(a.as_ref());
     }
-    cmd.env_remove("UNIFS_TEST_LINK_MAX");
     cmd.output().unwrap()
 }
 
@@ -57,18 +51,6 @@ fn main_thread_statx(trace: &Path) -> usize {
         .count()
 }
 
-/// A temp dir with a store and guests `a` and `b` sharing one file (not yet
-/// unified).
-fn two_guests_sharing_a_file() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    for g in [&a, &b] {
-        file(g, "usr/lib/libx.so", &bytes(1, 9000), 0o755);
-    }
-    (dir, store, a, b)
-}
-
 /// A statx that failed (EIO) during `manifest` was taken for "on another
 /// mount": the statx asking for an entry's mount id (`sys::mount_id`) gave
 /// `None`, unequal to the root's, so a file was left out silently; where the
@@ -85,7 +67,7 @@ fn a_failed_statx_never_makes_a_manifest_that_leaves_files_out() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let (dir, store, a, b) = two_guests_sharing_a_file();
+    let (dir, store, a, b) = two_guests();
     file(&a, "etc/hostname", b"a\n", 0o644);
     std::os::unix::fs::symlink("libx.so", a.join("usr/lib/liby.so")).unwrap();
     unify_json(&store, &[&a, &b]);
@@ -244,7 +226,7 @@ fn a_manifest_whose_rename_fails_says_its_private_list_was_replaced() {
     if !require_root(test) || !require_strace(test) {
         return;
     }
-    let (dir, store, a, b) = two_guests_sharing_a_file();
+    let (dir, store, a, b) = two_guests();
     file(&a, "etc/own", b"mine\n", 0o644);
     unify_json(&store, &[&a, &b]);
     let (m, l) = (dir.path().join("m.jsonl"), dir.path().join("private"));
