@@ -562,14 +562,14 @@ fn fs_full(path: &Path) -> bool {
     })
 }
 
-fn refused_hint(refused: bool) -> &'static str {
-    if refused {
-        "; the filesystem holding it refuses writes (read-only, or failing: see `dmesg`); \
-         commands that only read still work there. Repair it (stop the guests and mounts on \
-         it, unmount it, fsck, mount it again) and run the command again: unify then finishes \
-         what was interrupted"
-    } else {
-        ""
+fn refused_hint(refused: bool) -> String {
+    match refused {
+        true => format!(
+            "{}: unify then finishes what was interrupted (commands that only read work there \
+             meanwhile)",
+            crate::sys::REFUSED_WRITES
+        ),
+        false => String::new(),
     }
 }
 

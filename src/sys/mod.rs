@@ -36,14 +36,15 @@ pub fn test_pause(cell: &std::sync::OnceLock<Option<std::time::Duration>>, var: 
 /// what to do. Empty for any other error.
 pub fn refused_writes_hint(raw: Option<i32>) -> &'static str {
     match raw {
-        Some(libc::EROFS | libc::EIO) => {
-            "; the filesystem holding it refuses writes (read-only, or failing: see `dmesg`). \
-             If it failed (ext4 gone read-only after an error), repair it (stop the guests and \
-             mounts on it, unmount it, fsck, mount it again) and run the command again"
-        }
+        Some(libc::EROFS | libc::EIO) => REFUSED_WRITES,
         _ => "",
     }
 }
+
+/// [`refused_writes_hint`]'s words, for errors known to be of that kind.
+pub const REFUSED_WRITES: &str = "; the filesystem holding it refuses writes (read-only, or \
+     failing: see `dmesg`). If it failed (ext4 gone read-only after an error), repair it (stop \
+     the guests and mounts on it, unmount it, fsck, mount it again) and run the command again";
 
 /// Stops this process (SIGSTOP) when the environment variable `var` is
 /// set: a test's way to hold it at one point of the code for as long as it
