@@ -817,15 +817,20 @@ pub fn content_hash(path: &Path) -> io::Result<(String, u64)> {
     hash_file(&file)
 }
 
-/// Writes a manifest as JSON lines.
+/// Writes a manifest as JSON lines, what a terminal would act on escaped
+/// (it goes to stdout unless `-o`).
 pub fn write_jsonl(out: &mut dyn io::Write, header: &Header, entries: &[Entry]) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, header)?;
-    out.write_all(b"\n")?;
+    json_line(out, header)?;
     for e in entries {
-        serde_json::to_writer(&mut *out, e)?;
-        out.write_all(b"\n")?;
+        json_line(out, e)?;
     }
     Ok(())
+}
+
+fn json_line(out: &mut dyn io::Write, value: &impl serde::Serialize) -> io::Result<()> {
+    let text = crate::sys::json_safe(serde_json::to_string(value)?);
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")
 }
 
 /// Reads a JSON-lines manifest.

@@ -565,7 +565,7 @@ fn mount_point(dir: &Path) -> Option<(String, String)> {
     if let Ok(Some(m)) = crate::fs::mount_at(dir) {
         // A unifs source as it names its guest (decoded), for the message.
         let source = match m.unifs_guest() {
-            Some(guest) => format!("unifs:{}", guest.display()),
+            Some(guest) => format!("unifs:{}", sys::shown(&guest)),
             None => m.source.to_string_lossy().into_owned(),
         };
         return Some((m.fstype, source));

@@ -186,7 +186,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             "the directory of guest {}, {}, does not exist: restore the guest there \
              (`unifs restore`, docs/backup.md), or drop it from the catalog (`unifs store \
              forget {}`)",
-            super::output::clean(&name),
+            super::output::guest_name(&name, &root),
             path(&root),
             path(&root)
         ),
@@ -622,7 +622,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", super::output::json(&report)?);
     } else {
         let verified = match not_kept.len() {
             0 => "every file verified".to_string(),

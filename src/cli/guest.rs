@@ -616,7 +616,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         } => {
             let all = lifecycle::processes(&dirs(d), &name)?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", super::output::json(&all)?);
                 return Ok(ExitCode::SUCCESS);
             }
             outln!(
@@ -667,7 +667,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 Ok(all)
             })?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", super::output::json(&all)?);
             } else {
                 // Columns as wide as their longest cell ("stopped (stale
                 // record)", 64-byte names).
@@ -715,7 +715,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             if json {
-                outln!("{}", serde_json::to_string_pretty(&s)?);
+                outln!("{}", super::output::json(&s)?);
             } else {
                 outln!("name:    {}", s.name);
                 outln!("state:   {}", state_word(&s));

@@ -55,7 +55,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large (at most 16 EiB)"))
 }
 
-pub use crate::sys::{clean, shown as path};
+pub use crate::sys::{clean, shown as path, shown_str as name};
+
+/// `value` as `--json` prints it: pretty, with what a terminal would act
+/// on escaped ([`crate::sys::json_safe`]).
+pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(value).map(crate::sys::json_safe)
+}
 
 /// A guest's name (`store stats`, the unify summary) as [`path`] shows it.
 /// The catalog names a guest after its directory made text (bytes that are
@@ -66,9 +72,9 @@ pub fn guest_name(name: &str, root: &std::path::Path) -> String {
     let lossy = base.to_string_lossy();
     match name.strip_prefix(lossy.as_ref()) {
         Some(rest) if lossy.contains('\u{fffd}') => {
-            format!("{}{}", path(std::path::Path::new(base)), clean(rest))
+            format!("{}{}", path(std::path::Path::new(base)), self::name(rest))
         }
-        _ => clean(name).into_owned(),
+        _ => self::name(name),
     }
 }
 
@@ -91,16 +97,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(clean("plain/name é"), "plain/name é");
-        assert_eq!(
-            clean("evil\nunifs: fine\x1b[31m\u{9b}\t"),
-            "evil\\nunifs: fine\\x1b[31m\\x9b\\t"
-        );
-        assert!(!path(std::path::Path::new("a\nb")).contains('\n'));
-    }
-
-    #[test]
     fn bytes_that_are_not_utf8_show_in_hex() {
         use std::os::unix::ffi::OsStrExt;
         let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/g/b\xffd\n\xc3"));
@@ -109,6 +105,10 @@ mod tests {
         assert_eq!(
             guest_name("web\x1b", std::path::Path::new("/g/web\x1b")),
             "web\\x1b"
+        );
+        assert_eq!(
+            guest_name("w\\x1b\u{202e}", std::path::Path::new("/g/w")),
+            "w\\\\x1b\\xe2\\x80\\xae"
         );
         // A name that is not the directory's (moved since) is shown as it is.
         assert_eq!(guest_name("old\u{fffd}", p), "old\u{fffd}");

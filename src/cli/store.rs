@@ -1,6 +1,6 @@
 //! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
-use super::output::{bytes, clean, count, guest_name, path};
+use super::output::{bytes, clean, count, guest_name, name, path};
 use super::print::{errln, outln};
 use super::Global;
 use crate::catalog::Catalog;
@@ -283,14 +283,18 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         linking.push(paths);
     }
     if json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", super::output::json(&report)?);
     } else {
         for (p, paths) in report.problems.iter().zip(&linking) {
             outln!("BAD {}: {}", path(&p.path), clean(&p.what));
             if !p.guests.is_empty() {
                 outln!(
                     "    linked by guest(s) {}: {} path(s)",
-                    clean(&p.guests.join(", ")),
+                    p.guests
+                        .iter()
+                        .map(|g| name(g))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     paths.len()
                 );
                 for p in paths.iter().take(10) {
@@ -511,7 +515,7 @@ fn gc_pass(
             "markers_restored": lossy(&marked),
             "markers_rewritten": lossy(&rewritten),
         });
-        outln!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", super::output::json(&out)?);
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
         if g.verbose > 0 || dry_run {
@@ -896,7 +900,7 @@ fn symlink_hint(catalog: &Catalog, arg: &std::path::Path) -> anyhow::Result<Stri
              symlink at the end of GUEST_DIR; name {} to forget that guest)",
             path(&dir),
             path(&target),
-            clean(&row.name),
+            guest_name(&row.name, &row.path),
             path(&target)
         ),
         None => format!(
@@ -917,7 +921,7 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
         let out = serde_json::json!({
             "store": store.root().to_string_lossy(), "usage": usage, "guests": guests
         });
-        outln!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", super::output::json(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     outln!("store {}", path(store.root()));
@@ -980,7 +984,7 @@ fn ls(g: &Global, since: i64, json: bool, null: bool) -> anyhow::Result<ExitCode
     }
     let objects = catalog.objects_since(since)?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&objects)?);
+        outln!("{}", super::output::json(&objects)?);
         return Ok(ExitCode::SUCCESS);
     }
     use std::io::Write;
@@ -998,7 +1002,7 @@ fn runs(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = open_catalog(&store)?;
     let runs = catalog.runs()?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&runs)?);
+        outln!("{}", super::output::json(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     for r in runs {

@@ -126,7 +126,7 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
     };
     let summary = unify::unify(&g.store, &opts).map_err(|e| past_file_size_limit(e.into()))?;
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", super::output::json(&summary)?);
     } else {
         print_problems(&summary.notices, true);
         print_problems(&summary.problems, g.verbose > 0);

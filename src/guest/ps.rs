@@ -132,12 +132,12 @@ fn in_group(cgroups: &str, group: &str) -> bool {
 
 /// `command` for a terminal: the guest chose those bytes, and a newline
 /// or an escape sequence in them would forge lines of the listing or
-/// drive the operator's terminal. Control characters are shown as `?`, as
-/// procps does.
+/// drive the operator's terminal, and a bidi override reorder the line.
+/// Those ([`crate::sys::is_hidden`]) are shown as `?`, as procps does.
 pub fn printable(command: &str) -> String {
     command
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if crate::sys::is_hidden(c) { '?' } else { c })
         .collect()
 }
 
@@ -162,6 +162,7 @@ mod tests {
             printable("sh -c x\n  1 1 0 S sshd\u{1b}[31m"),
             "sh -c x?  1 1 0 S sshd?[31m"
         );
+        assert_eq!(printable("vi \u{202e}txt.exe\u{9b}"), "vi ?txt.exe?");
     }
 
     #[test]

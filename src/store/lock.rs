@@ -185,7 +185,7 @@ fn running(pid: &str) -> String {
     let mut line: String = words
         .join(" ")
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if crate::sys::is_hidden(c) { '?' } else { c })
         .collect();
     if line.chars().count() > 120 {
         line = line.chars().take(117).collect::<String>() + "...";

@@ -5,11 +5,14 @@
 
 mod locks;
 mod shared_map;
+mod text;
 pub mod xattr;
 
 pub use locks::flock_holders;
 
 pub use shared_map::SharedMap;
+
+pub use text::{clean, is_hidden, json_safe, shell_word, shown, shown_str};
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -60,73 +63,6 @@ pub fn test_stop(var: &str) {
 /// paths need not be UTF-8, and a `--json` report must still come out.
 pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&p.to_string_lossy())
-}
-
-/// `text` for a terminal or a log: control characters escaped (`\n`,
-/// `\x1b`, …). File names are a guest's to choose; printed as they are, a
-/// newline in one forges a line of our output and an escape sequence drives
-/// the operator's terminal. (JSON output escapes them itself.)
-pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
-/// A path for a message, as [`clean`] shows text, bytes that are not
-/// UTF-8 in hex (`\xff`) so that two such names are told apart (U+FFFD
-/// would show both alike).
-pub fn shown(p: &Path) -> String {
-    let mut out = String::new();
-    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
-        out.push_str(&clean(chunk.valid()));
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-/// `path` as one shell word, quoted where it needs it, for commands the
-/// messages give to be pasted: bash's `$'…'` with `\xNN` escapes where it
-/// is not UTF-8 or has control characters, so it names the same bytes.
-pub fn shell_word(path: &Path) -> String {
-    let bytes = path.as_os_str().as_bytes();
-    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(b);
-    if !bytes.is_empty() && bytes.iter().all(plain) {
-        return String::from_utf8_lossy(bytes).into_owned();
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(text) if !text.chars().any(char::is_control) => {
-            format!("'{}'", text.replace('\'', r"'\''"))
-        }
-        _ => {
-            let mut out = String::from("$'");
-            for &b in bytes {
-                match b {
-                    b'\'' | b'\\' => {
-                        out.push('\\');
-                        out.push(b as char);
-                    }
-                    0x20..=0x7e => out.push(b as char),
-                    // Always two digits: a hex digit after it stays itself.
-                    _ => out.push_str(&format!("\\x{b:02x}")),
-                }
-            }
-            out.push('\'');
-            out
-        }
-    }
 }
 
 /// The parts of `struct stat` unifs compares.
@@ -1517,8 +1453,10 @@ mod tests {
             b"/new\nline\x1b[31m",
             b"/back\\slash'\xfe1f",
             "/caf\u{e9}".as_bytes(),
+            "/bidi\u{202e}txt.exe".as_bytes(),
         ] {
             let word = shell_word(Path::new(OsStr::from_bytes(name)));
+            assert!(!word.chars().any(is_hidden), "{word}");
             let out = std::process::Command::new("bash")
                 .arg("-c")
                 .arg(format!("printf %s {word}"))
