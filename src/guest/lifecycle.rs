@@ -696,11 +696,13 @@ fn users_of(mount: &Path) -> String {
             || under(dir.join("root"))
             || fds.flatten().any(|fd| under(fd.path()));
         if uses {
+            // Its own to choose (prctl PR_SET_NAME): a newline or an
+            // escape sequence in it must not reach the log as it is.
             let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             users.push(format!(
                 "{} ({})",
                 p.file_name().to_string_lossy(),
-                comm.trim()
+                crate::sys::clean(comm.trim())
             ));
         }
     }
@@ -1072,7 +1074,7 @@ struct Reaper {
 impl std::fmt::Display for Reaper {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
-        write!(f, "{} ({})", self.pid, comm.trim())
+        write!(f, "{} ({})", self.pid, crate::sys::clean(comm.trim()))
     }
 }
 

@@ -608,7 +608,7 @@ impl<'a> Applier<'a> {
                 format!(
                     "the old copy of {}, which now links its object, could not be \
                      removed ({e}); the next unify removes it",
-                    name.to_string_lossy()
+                    sys::shown(Path::new(name))
                 ),
             ));
         }
