@@ -532,10 +532,10 @@ impl Walk<'_> {
             // Written lossily, restore would give the file another xattr
             // (and drop this one): better no backup than a wrong one.
             let what = format!(
-                "{}: its xattr {:?} has a name that is not UTF-8, which a manifest cannot \
+                "{}: its xattr `{}` has a name that is not UTF-8, which a manifest cannot \
                  record; rename that xattr (getfattr -e hex shows it) and run again",
                 crate::sys::shown(rel),
-                name
+                crate::sys::shown(Path::new(name))
             );
             return Err(io::Error::new(io::ErrorKind::InvalidData, what));
         }

@@ -836,7 +836,9 @@ impl Cgroup {
                         break;
                     }
                     Err(e) if Instant::now() > deadline => {
-                        tracing::warn!("could not remove cgroup {}: {e}", g.display());
+                        // The guest names the groups it makes below its own.
+                        let g = crate::sys::shown(&g);
+                        tracing::warn!("could not remove cgroup {g}: {e}");
                         break;
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -849,7 +851,7 @@ impl Cgroup {
                  read-only (make it writable with mount -o remount,rw on its mount point, then \
                  rmdir them)",
                 read_only.len(),
-                first.display()
+                crate::sys::shown(first)
             );
         }
     }

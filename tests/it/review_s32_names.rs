@@ -159,3 +159,45 @@ fn review_s32_json_escapes_what_a_terminal_would_act_on() {
     );
     assert_eq!(raw_hidden(&out.stdout), [], "{}", text(&out.stdout));
 }
+
+/// `guest stop` of a guest whose root a host process still uses warns,
+/// naming that process by its comm, which is its own to choose
+/// (`/proc/self/comm`, PR_SET_NAME): a newline there forged a line of the
+/// log (tracing escapes ESC, not a newline).
+#[test]
+fn review_s32_a_busy_roots_users_are_named_escaped() {
+    use crate::guest::harness::{can_run, ok, KillOnDrop};
+    if !can_run("review_s32_a_busy_roots_users_are_named_escaped") {
+        return;
+    }
+    let g = crate::guest::named::Guest::new("s32busy", "[\"/bin/sleep\", \"1000\"]", false);
+    ok(&g.unifs(&["start", &g.name]));
+    let root = g.run_dir.join(&g.name).join("root");
+    let mut holder = Command::new("python3");
+    holder
+        .arg("-c")
+        .arg(
+            "import os, sys, time\n\
+             open('/proc/self/comm', 'w').write('x\\nFORGED: y')\n\
+             os.chdir(sys.argv[1])\n\
+             print('in', flush=True)\n\
+             time.sleep(60)",
+        )
+        .arg(&root)
+        .stdout(std::process::Stdio::piped());
+    let mut child = holder.spawn().unwrap();
+    let mut said = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut said).unwrap();
+    let _holder = KillOnDrop(Some(child));
+    assert_eq!(said, "in\n");
+
+    let out = g.unifs(&["stop", "--timeout", "1", &g.name]);
+    let err = text(&out.stderr);
+    assert!(err.contains("is busy (used by host processes"), "{err}");
+    assert!(err.contains("(x\\nFORGED: y)"), "{err}");
+    assert!(
+        !err.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line: {err}"
+    );
+}
