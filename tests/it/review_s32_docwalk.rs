@@ -45,3 +45,23 @@ fn store_ls_that_reaches_no_stdout_says_so_as_every_command_does() {
         );
     }
 }
+
+/// Root's own `unshare -Ur` maps uid 0 to the host's uid 0: the refusal
+/// said "uid 0 here maps to uid 0", which reads as no reason at all. It
+/// must say what is missing: the host's capabilities.
+#[test]
+fn a_user_namespace_of_roots_own_is_refused_saying_why() {
+    if !require_root("a_user_namespace_of_roots_own_is_refused_saying_why") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = crate::review_s27_hostns::in_user_ns(0, dir.path(), &["store", "verify"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "unifs: unifs store verify must run as root in the host's user namespace (uid 0 \
+         here maps to the host's root, but holds no capabilities outside this user \
+         namespace)\n"
+    );
+}
