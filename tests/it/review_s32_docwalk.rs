@@ -8,6 +8,7 @@
 
 use crate::common::{require_root, unifs_bin};
 use crate::review_s11_fault::two_guests;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 
 #[test]
@@ -63,5 +64,39 @@ fn a_user_namespace_of_roots_own_is_refused_saying_why() {
         "unifs: unifs store verify must run as root in the host's user namespace (uid 0 \
          here maps to the host's root, but holds no capabilities outside this user \
          namespace)\n"
+    );
+}
+
+/// mount.md's address-space error names `ulimit -v`, which counts KiB,
+/// beside RLIMIT_AS's value in bytes: after `ulimit -v 70000` it said
+/// "RLIMIT_AS (`ulimit -v`) is 71680000", a number the user never gave.
+#[test]
+fn the_address_space_error_gives_ulimit_v_in_its_own_unit() {
+    if !require_root("the_address_space_error_gives_ulimit_v_in_its_own_unit") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (g, m) = (dir.path().join("g"), dir.path().join("m"));
+    std::fs::create_dir(&g).unwrap();
+    std::fs::create_dir(&m).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 70000 && exec \"$0\" --store \"$1\" mount \"$2\" \"$3\"")
+        .arg(unifs_bin())
+        .arg(dir.path().join("store"))
+        .args([&g, &m])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mounted =
+        std::fs::metadata(&m).unwrap().dev() != std::fs::metadata(dir.path()).unwrap().dev();
+    if mounted {
+        let _ = Command::new(unifs_bin()).arg("umount").arg(&m).status();
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("RLIMIT_AS is 71680000 bytes (`ulimit -v` 70000)"),
+        "{err}"
     );
 }
