@@ -235,6 +235,10 @@ pub(crate) fn require_host_root(command: &str) -> anyhow::Result<()> {
         _ => None,
     });
     let here = match host {
+        // Root's own `unshare -Ur`: the same uid, none of its power.
+        Some(0) => "uid 0 here maps to the host's root, but holds no capabilities outside \
+                    this user namespace"
+            .into(),
         Some(uid) => format!("uid 0 here maps to uid {uid}"),
         None => "uid 0 is not mapped here".into(),
     };

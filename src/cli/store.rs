@@ -989,11 +989,16 @@ fn ls(g: &Global, since: i64, json: bool, null: bool) -> anyhow::Result<ExitCode
     }
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for o in &objects {
-        out.write_all(o.path.as_bytes())?;
-        out.write_all(if null { b"\0" } else { b"\n" })?;
-    }
-    out.flush()?;
+    let written = (|| -> std::io::Result<()> {
+        for o in &objects {
+            out.write_all(o.path.as_bytes())?;
+            out.write_all(if null { b"\0" } else { b"\n" })?;
+        }
+        out.flush()
+    })();
+    // Said as every command says it (`cli::stdout_failed`); a reader gone
+    // (`| head`) is still no failure, told by the error's kind.
+    written.context("cannot write to standard output")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1408,9 +1408,19 @@ pub fn while_mapped<T>(len: usize, f: impl FnOnce() -> T) -> Option<T> {
 /// processes: each thread counts) and their values.
 pub fn thread_limits_text() -> String {
     use nix::sys::resource::Resource;
+    // RLIMIT_AS is in bytes, `ulimit -v` in KiB: both, so that the user
+    // finds the number they set.
+    let address_space = match nix::sys::resource::getrlimit(Resource::RLIMIT_AS) {
+        Ok((soft, _)) if soft != libc::RLIM_INFINITY => {
+            format!("RLIMIT_AS is {soft} bytes (`ulimit -v` {})", soft / 1024)
+        }
+        _ => format!(
+            "RLIMIT_AS (`ulimit -v`) is {}",
+            soft_limit_text(Resource::RLIMIT_AS)
+        ),
+    };
     format!(
-        "RLIMIT_AS (`ulimit -v`) is {}, RLIMIT_NPROC (`ulimit -u`) is {}",
-        soft_limit_text(Resource::RLIMIT_AS),
+        "{address_space}, RLIMIT_NPROC (`ulimit -u`) is {}",
         soft_limit_text(Resource::RLIMIT_NPROC)
     )
 }

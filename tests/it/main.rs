@@ -68,6 +68,7 @@ mod review_s31_doubts;
 mod review_s31_faults2;
 mod review_s31_ready;
 mod review_s32_names;
+mod review_s32_docwalk;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

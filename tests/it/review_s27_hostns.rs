@@ -114,7 +114,7 @@ fn s27_state_of_an_older_unifs_without_pid_ns_reads_as_before() {
 
 /// Runs `unifs ARGS` (store `store`, in `dir`) as uid 0 of a user namespace
 /// whose uid 0 is the host's uid `host_uid`.
-fn in_user_ns(host_uid: u32, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn in_user_ns(host_uid: u32, dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={host_uid}"))
         .arg(format!("--regid={host_uid}"))
