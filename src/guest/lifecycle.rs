@@ -1563,6 +1563,8 @@ fn join_and_run(
     match sys::fork().map_err(|e| Error::sys("fork for the guest", e))? {
         Forked::Child => {
             drop(report_r);
+            // The host's mount namespace is no business of the guest's side.
+            drop(own_mounts);
             sys::set_not_dumpable();
             // As in launch: no controlling terminal, so no TIOCSTI.
             let _ = nix::unistd::setsid();
@@ -1593,8 +1595,8 @@ fn join_and_run(
             drop(report_w);
             // Out of the guest's mount namespace, which would live on, the
             // guest's root with it, while this process does: one stopped
-            // (SIGSTOP, a debugger) kept a `stop`'s unmount from ending the overlay
-            // daemon. Its terminal and pipes are open already.
+            // (SIGSTOP, a debugger) kept a `stop`'s unmount from ending
+            // the overlay daemon. Its terminal and pipes are open already.
             if let Err(e) = nix::sched::setns(&own_mounts, CloneFlags::CLONE_NEWNS) {
                 tracing::warn!("setns back to this process's mount namespace: {e}");
             }
