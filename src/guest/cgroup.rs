@@ -1044,12 +1044,91 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     all
 }
 
+/// How long a sweep waits, once for all the dead runs' processes it kills,
+/// before it leaves those still there.
+const SWEEP_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a sweep waits for processes killed before it.
+const ENDING_WAIT: Duration = Duration::from_millis(200);
+
 /// Removes the `run-PID-TAG` groups (and the groups below them) beside ours
 /// whose `unifs run` is gone (killed before it could clean up). Its keeper
 /// ends the guest of a killed run; killed with it (a service manager's kill
 /// of its whole cgroup), the guest was left running: what is left there is
 /// killed first, if provably the dead run's (see [`orphaned`]).
+///
+/// A run has a group in every hierarchy: its groups are taken together,
+/// killed once and waited for once (all runs at once, for [`SWEEP_WAIT`]),
+/// so that a process SIGKILL cannot end (in D state: on a FUSE mount that
+/// does not answer, in a frozen freezer group) costs one wait and one
+/// warning, not one per hierarchy, and none once it was killed before.
 fn sweep_dead_runs(groups: &[PathBuf]) {
+    let mut killed = Vec::new();
+    let mut dead_runs = Vec::new();
+    for (pid, groups) in dead_runs_beside(groups) {
+        let dead = Cgroup { groups };
+        // Its overlay daemon too (in its `mount` leaf): one that
+        // outlived its parent-death signal (stopped) holds the group.
+        let mut left = dead.pids();
+        left.extend(dead.daemon_pids());
+        if !left.is_empty() {
+            if !orphaned(&left) {
+                continue;
+            }
+            let fresh: Vec<i32> = left.into_iter().filter(|&p| !being_killed(p)).collect();
+            if !fresh.is_empty() {
+                let name = dead.groups[0].file_name().unwrap_or_default();
+                tracing::warn!(
+                    "killing {} process(es) (pids {fresh:?}) left in the groups unifs/{} by a \
+                     `unifs run` (pid {pid}) that was killed",
+                    fresh.len(),
+                    name.to_string_lossy()
+                );
+            }
+            killed.extend(fresh);
+            dead.kill_all();
+            kill_and_thaw(&dead.daemon_pids(), dead.groups.iter().cloned());
+        }
+        dead_runs.push(dead);
+    }
+    let left = || {
+        dead_runs
+            .iter()
+            .flat_map(|d| d.pids().into_iter().chain(d.daemon_pids()))
+            .collect::<Vec<_>>()
+    };
+    // Those killed before this sweep (by another sweep, a stop) are stuck
+    // already, or end in a moment: given that moment only.
+    let began = Instant::now();
+    let waited = || {
+        let left = left();
+        let ours = left.iter().any(|p| killed.contains(p));
+        (!ours || began.elapsed() > SWEEP_WAIT)
+            && (left.is_empty() || began.elapsed() > ENDING_WAIT)
+    };
+    while !waited() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for pid in left() {
+        tracing::warn!("{}", unkillable(pid));
+    }
+    for dead in &dead_runs {
+        // Its leaves (`guest` and `mount`, where the processes were)
+        // first: a group with children cannot go. One still in use stays.
+        for g in dead
+            .groups
+            .iter()
+            .flat_map(|g| subtree(g).into_iter().rev())
+        {
+            let _ = std::fs::remove_dir(g);
+        }
+    }
+}
+
+/// The groups of each run whose `unifs run` is gone, in every hierarchy of
+/// `groups` (their parents: `unifs/`), by the run's pid.
+fn dead_runs_beside(groups: &[PathBuf]) -> Vec<(String, Vec<PathBuf>)> {
+    let mut runs: BTreeMap<std::ffi::OsString, (String, Vec<PathBuf>)> = BTreeMap::new();
     for parent in groups.iter().filter_map(|g| g.parent()) {
         let Ok(entries) = std::fs::read_dir(parent) else {
             continue;
@@ -1067,38 +1146,63 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
             if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
                 continue;
             }
-            let dead = Cgroup {
-                groups: vec![e.path()],
-            };
-            // Its overlay daemon too (in its `mount` leaf): one that
-            // outlived its parent-death signal (stopped) holds the group.
-            let mut left = dead.pids();
-            left.extend(dead.daemon_pids());
-            if !left.is_empty() {
-                if !orphaned(&left) {
-                    continue;
-                }
-                tracing::warn!(
-                    "killing {} process(es) (pids {left:?}) left in {} by a `unifs run` \
-                     (pid {pid}) that was killed",
-                    left.len(),
-                    e.path().display()
-                );
-                dead.kill_all();
-                kill_and_thaw(&dead.daemon_pids(), dead.groups.iter().cloned());
-                let deadline = Instant::now() + Duration::from_secs(2);
-                let ended = || dead.pids().is_empty() && dead.daemon_pids().is_empty();
-                while !ended() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            // Its leaves (`guest` and `mount`, where the processes were)
-            // first: a group with children cannot go. One still in use stays.
-            for g in subtree(&e.path()).into_iter().rev() {
-                let _ = std::fs::remove_dir(g);
-            }
+            let pid = pid.to_string();
+            runs.entry(name)
+                .or_insert((pid, Vec::new()))
+                .1
+                .push(e.path());
         }
     }
+    runs.into_values().collect()
+}
+
+/// Whether `pid` has a SIGKILL pending (in any of its threads): it was
+/// killed and has not ended.
+fn being_killed(pid: i32) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        status.lines().any(|l| {
+            ["SigPnd:", "ShdPnd:"].iter().any(|k| {
+                l.strip_prefix(k)
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                    .is_some_and(|v| v & SIGKILL_BIT != 0)
+            })
+        })
+    })
+}
+
+/// What to say of `pid`, a dead run's process that SIGKILL did not end:
+/// which it is, what it waits on where that can be told, what to do.
+fn unkillable(pid: i32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let why = if let Some(dir) = frozen_v1_group(pid) {
+        format!(
+            "it is frozen in the cgroup v1 freezer group {0}: thaw it (`echo THAWED > \
+             {0}/freezer.state`)",
+            dir.display()
+        )
+    } else if wchan == "request_wait_answer" || wchan.starts_with("fuse_") {
+        "it waits for the answer of a FUSE filesystem's daemon: let that daemon go on (`kill \
+         -CONT` it), or end it, or abort its connection (`echo 1 > \
+         /sys/fs/fuse/connections/N/abort`)"
+            .to_string()
+    } else {
+        format!(
+            "it waits in the kernel ({}; `cat /proc/{pid}/stack` tells on what): end what it \
+             waits on",
+            if wchan.is_empty() { "?" } else { &wchan }
+        )
+    };
+    format!(
+        "process {pid} ({}), left by a killed `unifs run`, survived SIGKILL: {why}; its groups \
+         stay until it ends, and a later `unifs run` or `guest start` removes them",
+        comm.trim()
+    )
 }
 
 /// Whether `pids`, in the groups of a run whose pid is gone, are the

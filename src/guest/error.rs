@@ -80,6 +80,16 @@ pub enum Error {
          try again once that command is done", lock.display()
     )]
     Busy { name: String, lock: PathBuf },
+    /// A `start` of it still at work after `stop` waited for it.
+    #[error(
+        "guest {name} is starting (a `unifs guest start` holds {}) and was not started within \
+         {secs} s; nothing was stopped: try again once it runs", lock.display()
+    )]
+    Starting {
+        name: String,
+        lock: PathBuf,
+        secs: u64,
+    },
     /// Its init ended (a `stop`) while `exec` or `enter` was joining it:
     /// said so, not as the bare errno of the step it failed at.
     #[error(

@@ -60,6 +60,8 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     let cfg = GuestConfig::load(&dirs.config_dir, name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock("start")?;
+    // The tests' window for a `stop` in a start's first moments.
+    crate::sys::test_stop("UNIFS_TEST_START_LOCKED_STOP");
     if let (Some(old), _) = read_locked(&run, name)? {
         refuse_other_pid_ns(&old, "start")?;
         if old.init_alive() {
@@ -756,6 +758,18 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     require_root("stopping a guest")?;
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
+    // A `start` at work has no record yet, nor maybe a root or processes:
+    // it was said to be "not running", and then ran. Waited for, then
+    // stopped.
+    if run.locked_for().is_some_and(|what| what == "start")
+        && !wait_until(START_WAIT, || !run.locked_by_another())
+    {
+        return Err(Error::Starting {
+            name: name.into(),
+            lock: run.dir.join("lock"),
+            secs: START_WAIT.as_secs(),
+        });
+    }
     let (record, bad) = read_lenient(&run, name)?;
     if record.is_none() && !bad && !unrecorded(&run) {
         // A name no config knows either is more likely a typo.
@@ -1498,6 +1512,9 @@ fn join_and_run(
     // the host (proxying `enter`'s terminal) until the command has ended,
     // and `stop` kills what it finds in them. Opened before setns hides them.
     let procs = st.cgroup.open_procs()?;
+    // This process goes back to it once the helper is forked (see below).
+    let own_mounts = std::fs::File::open("/proc/self/ns/mnt")
+        .map_err(|e| Error::io("opening", "/proc/self/ns/mnt", e))?;
     // Not the PID namespace yet: the helper below is forked outside it, so
     // no guest process can see it, let alone ptrace it (guest root may have
     // CAP_SYS_PTRACE), while it holds every capability.
@@ -1548,6 +1565,8 @@ fn join_and_run(
     match sys::fork().map_err(|e| Error::sys("fork for the guest", e))? {
         Forked::Child => {
             drop(report_r);
+            // The host's mount namespace is no business of the guest's side.
+            drop(own_mounts);
             sys::set_not_dumpable();
             // As in launch: no controlling terminal, so no TIOCSTI.
             let _ = nix::unistd::setsid();
@@ -1576,6 +1595,13 @@ fn join_and_run(
         }
         Forked::Parent(child) => {
             drop(report_w);
+            // Out of the guest's mount namespace, which would live on, the
+            // guest's root with it, while this process does: one stopped
+            // (SIGSTOP, a debugger) kept a `stop`'s unmount from ending
+            // the overlay daemon. Its terminal and pipes are open already.
+            if let Err(e) = nix::sched::setns(&own_mounts, CloneFlags::CLONE_NEWNS) {
+                tracing::warn!("setns back to this process's mount namespace: {e}");
+            }
             sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
             // Guest root can take the report socket from the trampoline
             // (pidfd_getfd on a process of its own uid) and hold it, or fill

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// A v1 hierarchy of `controller` mounted at /sys/fs/cgroup/CONTROLLER, or
 /// a skip (a v2-only host has nothing to hide; CI's machine has them).
-fn v1_hierarchy(test: &str, controller: &str) -> Option<PathBuf> {
+pub(crate) fn v1_hierarchy(test: &str, controller: &str) -> Option<PathBuf> {
     let mounts = unifs::fs::mountinfo::read().unwrap();
     let found = mounts.into_iter().find(|m| {
         m.fstype == "cgroup"

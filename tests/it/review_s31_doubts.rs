@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Waits (up to 60 s: the machine may be loaded) until `done`.
-fn within_60s(mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn within_60s(mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
         if Instant::now() > deadline {
@@ -214,7 +214,7 @@ fn s31_update_of_a_guest_whose_groups_lack_the_run_dirs_digest() {
 }
 
 /// Whether `pid` is stopped (state T in proc(5)'s stat).
-fn stopped(pid: u32) -> bool {
+pub(crate) fn stopped(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok() && proc_stat(pid)[0] == "T"
 }
 
