@@ -185,6 +185,11 @@ impl Catalog {
         if report.len() == 1 && report[0] == "ok" {
             return Ok(());
         }
+        // (A page the disk failed to read is reported "unable to get the
+        // page".)
+        if let Some(why) = read_failure(&self.path) {
+            return Err(read_failed(&self.path, why));
+        }
         Err(Error::Damaged {
             path: self.path.clone(),
             report: report.join("; "),
@@ -259,12 +264,7 @@ impl Catalog {
         match path.try_exists() {
             Ok(true) => {}
             Ok(false) => return Catalog::in_memory(),
-            Err(e) => {
-                return Err(Error::Unreadable {
-                    path: path.to_path_buf(),
-                    why: e.to_string(),
-                })
-            }
+            Err(e) => return Err(read_failed(path, format!("looking it up: {e}"))),
         }
         match Catalog::try_open_readonly(path, false) {
             Err(Error::Sqlite {
@@ -510,6 +510,22 @@ fn immutable_uri(path: &Path) -> String {
 }
 
 pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
+    // SQLite reports a read the disk failed (EIO) as "database disk image
+    // is malformed" (SQLITE_IOERR_CORRUPTFS, made SQLITE_CORRUPT), or as
+    // "disk I/O error": its hint for a damaged catalog (replace it) would
+    // be the wrong cure for a failing disk.
+    if matches!(
+        error.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::DatabaseCorrupt
+                | rusqlite::ErrorCode::NotADatabase
+                | rusqlite::ErrorCode::SystemIoFailure
+        )
+    ) {
+        if let Some(why) = read_failure(path) {
+            return read_failed(path, why);
+        }
+    }
     // SQLite reports a full disk as "database or disk is full", or, where
     // it grows catalog.db-shm (a first open, even a reader's), as "disk I/O
     // error", which reads like a failing disk; with no inode left for the
@@ -540,6 +556,55 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
         error,
         full,
         refused,
+    }
+}
+
+/// How reading the catalog file `path`, or its write-ahead log, from start
+/// to end fails; `None` if both read. A sector the disk cannot read fails
+/// each time (it never reaches the page cache), whereas a damaged page
+/// reads. Only on an error path: it reads the whole file.
+fn read_failure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut buf = vec![0u8; 1 << 16];
+    for file in [path, Path::new(&wal)] {
+        let f = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Some(format!("opening {}: {e}", name(file))),
+        };
+        let mut at = 0u64;
+        loop {
+            match f.read_at(&mut buf, at) {
+                Ok(0) => break,
+                Ok(n) => at += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Some(format!("reading {} at byte {at}: {e}", name(file)));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A file's name, without its directory (the error names the catalog).
+fn name(file: &Path) -> String {
+    crate::sys::shown(Path::new(file.file_name().unwrap_or(file.as_os_str())))
+}
+
+/// The catalog at `path` could not be read (`why`): the disk, not the
+/// catalog, is at fault until shown otherwise.
+fn read_failed(path: &Path, why: String) -> Error {
+    Error::Unreadable {
+        path: path.to_path_buf(),
+        why: format!(
+            "{why}; this is an I/O error: the disk or filesystem under it fails to read, and the \
+             catalog itself may well be sound (do not replace it): check the disk (`dmesg` shows \
+             the kernel's errors; fsck the filesystem unmounted; replace a failing disk, copying \
+             the store off it first), then run `unifs store verify`"
+        ),
     }
 }
 
