@@ -264,7 +264,15 @@ impl Catalog {
         match path.try_exists() {
             Ok(true) => {}
             Ok(false) => return Catalog::in_memory(),
-            Err(e) => return Err(read_failed(path, format!("looking it up: {e}"))),
+            Err(e) if disk_error(&e) => {
+                return Err(read_failed(path, format!("looking it up: {e}")))
+            }
+            Err(e) => {
+                return Err(Error::Unreadable {
+                    path: path.to_path_buf(),
+                    why: e.to_string(),
+                })
+            }
         }
         match Catalog::try_open_readonly(path, false) {
             Err(Error::Sqlite {
@@ -560,7 +568,7 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
 }
 
 /// How reading the catalog file `path`, or its write-ahead log, from start
-/// to end fails; `None` if both read. A sector the disk cannot read fails
+/// to end fails with a disk's error ([`disk_error`]); `None` if both read. A sector the disk cannot read fails
 /// each time (it never reaches the page cache), whereas a damaged page
 /// reads. Only on an error path: it reads the whole file.
 fn read_failure(path: &Path) -> Option<String> {
@@ -571,8 +579,8 @@ fn read_failure(path: &Path) -> Option<String> {
     for file in [path, Path::new(&wal)] {
         let f = match std::fs::File::open(file) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Some(format!("opening {}: {e}", name(file))),
+            Err(e) if disk_error(&e) => return Some(format!("opening {}: {e}", name(file))),
+            Err(_) => continue,
         };
         let mut at = 0u64;
         loop {
@@ -580,13 +588,25 @@ fn read_failure(path: &Path) -> Option<String> {
                 Ok(0) => break,
                 Ok(n) => at += n as u64,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
+                Err(e) if disk_error(&e) => {
                     return Some(format!("reading {} at byte {at}: {e}", name(file)));
                 }
+                Err(_) => break,
             }
         }
     }
     None
+}
+
+/// Whether `e` is the disk's or the filesystem's failure (EIO; ext4's
+/// EUCLEAN and EBADMSG for metadata it finds corrupt or failing its
+/// checksum), not a permission or the like, which the catalog's own error
+/// says better.
+fn disk_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::ENXIO | libc::EUCLEAN | libc::EBADMSG)
+    )
 }
 
 /// A file's name, without its directory (the error names the catalog).
