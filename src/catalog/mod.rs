@@ -185,6 +185,11 @@ impl Catalog {
         if report.len() == 1 && report[0] == "ok" {
             return Ok(());
         }
+        // (A page the disk failed to read is reported "unable to get the
+        // page".)
+        if let Some(why) = read_failure(&self.path) {
+            return Err(read_failed(&self.path, why));
+        }
         Err(Error::Damaged {
             path: self.path.clone(),
             report: report.join("; "),
@@ -259,6 +264,9 @@ impl Catalog {
         match path.try_exists() {
             Ok(true) => {}
             Ok(false) => return Catalog::in_memory(),
+            Err(e) if disk_error(&e) => {
+                return Err(read_failed(path, format!("looking it up: {e}")))
+            }
             Err(e) => {
                 return Err(Error::Unreadable {
                     path: path.to_path_buf(),
@@ -510,6 +518,22 @@ fn immutable_uri(path: &Path) -> String {
 }
 
 pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
+    // SQLite reports a read the disk failed (EIO) as "database disk image
+    // is malformed" (SQLITE_IOERR_CORRUPTFS, made SQLITE_CORRUPT), or as
+    // "disk I/O error": its hint for a damaged catalog (replace it) would
+    // be the wrong cure for a failing disk.
+    if matches!(
+        error.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::DatabaseCorrupt
+                | rusqlite::ErrorCode::NotADatabase
+                | rusqlite::ErrorCode::SystemIoFailure
+        )
+    ) {
+        if let Some(why) = read_failure(path) {
+            return read_failed(path, why);
+        }
+    }
     // SQLite reports a full disk as "database or disk is full", or, where
     // it grows catalog.db-shm (a first open, even a reader's), as "disk I/O
     // error", which reads like a failing disk; with no inode left for the
@@ -540,6 +564,67 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
         error,
         full,
         refused,
+    }
+}
+
+/// How reading the catalog file `path`, or its write-ahead log, from start
+/// to end fails with a disk's error ([`disk_error`]); `None` if both read. A sector the disk cannot read fails
+/// each time (it never reaches the page cache), whereas a damaged page
+/// reads. Only on an error path: it reads the whole file.
+fn read_failure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut buf = vec![0u8; 1 << 16];
+    for file in [path, Path::new(&wal)] {
+        let f = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) if disk_error(&e) => return Some(format!("opening {}: {e}", name(file))),
+            Err(_) => continue,
+        };
+        let mut at = 0u64;
+        loop {
+            match f.read_at(&mut buf, at) {
+                Ok(0) => break,
+                Ok(n) => at += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if disk_error(&e) => {
+                    return Some(format!("reading {} at byte {at}: {e}", name(file)));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    None
+}
+
+/// Whether `e` is the disk's or the filesystem's failure (EIO; ext4's
+/// EUCLEAN and EBADMSG for metadata it finds corrupt or failing its
+/// checksum), not a permission or the like, which the catalog's own error
+/// says better.
+fn disk_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::ENXIO | libc::EUCLEAN | libc::EBADMSG)
+    )
+}
+
+/// A file's name, without its directory (the error names the catalog).
+fn name(file: &Path) -> String {
+    crate::sys::shown(Path::new(file.file_name().unwrap_or(file.as_os_str())))
+}
+
+/// The catalog at `path` could not be read (`why`): the disk, not the
+/// catalog, is at fault until shown otherwise.
+fn read_failed(path: &Path, why: String) -> Error {
+    Error::Unreadable {
+        path: path.to_path_buf(),
+        why: format!(
+            "{why}; this is an I/O error: the disk or filesystem under it fails to read, and the \
+             catalog itself may well be sound (do not replace it): check the disk (`dmesg` shows \
+             the kernel's errors; fsck the filesystem unmounted; replace a failing disk, copying \
+             the store off it first), then run `unifs store verify`"
+        ),
     }
 }
 

@@ -68,6 +68,7 @@ pub(crate) mod review_s31_doubts;
 mod review_s31_faults2;
 mod review_s31_ready;
 mod review_s32_docwalk;
+mod review_s32_errors;
 mod review_s32_lifecycle;
 mod review_s32_names;
 mod review_s8_cli;

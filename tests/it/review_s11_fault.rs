@@ -21,11 +21,25 @@ fn unify_injected(store: &Path, guests: &[&PathBuf], inject: &str) -> Output {
 /// `unifs --store STORE` under `strace -f` with `inject` applied, its trace
 /// written to `log` (else dropped); the caller adds the command.
 pub(crate) fn strace_unifs(store: &Path, inject: &str, log: Option<&Path>) -> Command {
+    strace_unifs_on(store, inject, log, None)
+}
+
+/// [`strace_unifs`], the injection limited to calls on `file` (strace
+/// `-P`: by path, or by an fd open on it) where one is given.
+pub(crate) fn strace_unifs_on(
+    store: &Path,
+    inject: &str,
+    log: Option<&Path>,
+    file: Option<&Path>,
+) -> Command {
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-qq", "-o"])
         .arg(log.unwrap_or(Path::new("/dev/null")))
-        .arg(format!("--inject={inject}"))
-        .arg(unifs_bin())
+        .arg(format!("--inject={inject}"));
+    if let Some(file) = file {
+        cmd.arg("-P").arg(file);
+    }
+    cmd.arg(unifs_bin())
         .args(["--store".as_ref(), store.as_os_str()])
         .env_remove("UNIFS_TEST_LINK_MAX");
     cmd
