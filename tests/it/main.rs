@@ -67,6 +67,7 @@ mod review_s31_benchrot;
 mod review_s31_doubts;
 mod review_s31_faults2;
 mod review_s31_ready;
+mod review_s32_unsafe;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
