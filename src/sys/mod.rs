@@ -1373,6 +1373,19 @@ pub fn default_sigpipe() {
     }
 }
 
+/// Restores the default SIGCHLD action. An ignored SIGCHLD survives exec,
+/// and a program started so (by a parent that set it to avoid zombies)
+/// has its children reaped by the kernel: every wait for one fails with
+/// ECHILD. The mount daemon's readiness probe, a child, then never
+/// answered, and `unifs mount` and `unifs run` failed after 30 s ("did
+/// not answer").
+pub fn default_sigchld() {
+    // SAFETY: setting a signal to SIG_DFL installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
+}
+
 /// Ignores SIGPIPE, for the processes that outlive whoever reads their
 /// output or reports (mount daemons, keepers): a write to a reader that is
 /// gone then fails with EPIPE, which costs that write, not the process.

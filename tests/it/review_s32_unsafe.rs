@@ -1,11 +1,14 @@
 //! Review s32-unsafe: the `unsafe` blocks made to go wrong for real.
 
-use crate::common::require_root;
+use crate::common::{require_root, unifs_bin};
+use crate::guest::harness::{can_run, run_bounded, stdout, TestRoot};
 use crate::review_s9_exhaust::Ext4;
 use crate::tree::{
     assert_invisible, assert_verify_clean, file, ino, snapshot, stderr, unifs, unify_json,
 };
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// unify keeps the directories it changes in pages of a file mapped shared
 /// (`STORE/tmp/dirtimes-PID`), grown with ftruncate: holes. On a nearly
@@ -52,4 +55,37 @@ fn unify_on_a_nearly_full_filesystem_is_not_killed_by_sigbus() {
     assert_invisible(&before.0, &snapshot(&a), "a");
     assert_invisible(&before.1, &snapshot(&b), "b");
     assert_verify_clean(&store);
+}
+
+/// An ignored SIGCHLD survives exec: a parent that sets it (to have no
+/// zombies) starts unifs with its children reaped by the kernel, and every
+/// wait for one fails (ECHILD). The mount daemon's readiness probe is a
+/// child: `unifs run` (and `unifs mount`) waited 30 s, then failed with
+/// "the overlay did not answer: ETIMEDOUT". unifs now restores SIGCHLD's
+/// default first thing.
+#[test]
+fn run_started_with_sigchld_ignored_works() {
+    if !can_run("review_s32_run_started_with_sigchld_ignored_works") {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--", "/bin/sh", "-c", "echo hi; exit 3"]);
+    // SAFETY: signal(2) is async-signal-safe; nothing else runs here.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
