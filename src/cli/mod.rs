@@ -88,6 +88,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(code as u8);
     }
     crate::sys::default_sigpipe();
+    crate::sys::default_sigchld();
     let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -550,10 +550,8 @@ fn mount_root(
                 .arg(&log)
                 .arg(backing)
                 .arg(root);
-            let procs = cgroup.open_daemon_procs()?;
-            join_before_exec(&mut cmd, &procs);
+            join_before_exec(&mut cmd, cgroup.open_daemon_procs()?);
             let status = run_bounded(cmd, Duration::from_secs(60)).map_err(failed)?;
-            drop(procs);
             if !status.success() {
                 return Err(failed(format!("`unifs mount` exited with {status}")));
             }
@@ -569,18 +567,19 @@ fn mount_root(
 }
 
 /// Makes `cmd` join the groups whose `cgroup.procs` are open in `procs`
-/// (kept open until it is spawned) before it execs, and lowers its OOM
-/// score: a daemon the OOM killer took in the guest's memory limit would
-/// lose the guest its root. Without CAP_SYS_RESOURCE the score stays.
-fn join_before_exec(cmd: &mut Command, procs: &[std::fs::File]) {
-    use std::os::fd::AsRawFd;
+/// before it execs, and lowers its OOM score: a daemon the OOM killer took
+/// in the guest's memory limit would lose the guest its root. Without
+/// CAP_SYS_RESOURCE the score stays. `cmd` keeps `procs` open: a number
+/// closed before the spawn, then reused, would have the child write to
+/// another file.
+fn join_before_exec(cmd: &mut Command, procs: Vec<std::fs::File>) {
+    use std::os::fd::AsFd;
     use std::os::unix::process::CommandExt;
-    let fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
-    // SAFETY: the closure only makes write/open/close syscalls on fds the
-    // parent keeps open until the spawn, allocating nothing.
+    // SAFETY: the closure only makes write/open/close syscalls, on fds of
+    // `procs`, which it owns, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            sys::join_cgroups(&fds)?;
+            sys::join_cgroups(procs.iter().map(AsFd::as_fd))?;
             sys::shield_from_oom();
             Ok(())
         });

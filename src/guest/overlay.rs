@@ -204,8 +204,7 @@ fn daemon(
     let _ = super::sys::termination_signals().thread_block();
     let mut tx = std::fs::File::from(tx);
     // In the guest's groups, under its limits, before it serves anything.
-    let fds: Vec<i32> = procs.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-    if let Err(e) = sys::join_cgroups(&fds) {
+    if let Err(e) = sys::join_cgroups(procs.iter().map(std::os::fd::AsFd::as_fd)) {
         let _ = write!(tx, "joining the guest's cgroups: {e}");
         sys::exit_child(1);
     }

@@ -768,8 +768,10 @@ pub fn ignore_sigio() {
 /// Sets the inode flags of the file open at `fd` (FS_IOC_SETFLAGS).
 pub fn set_inode_flags(fd: BorrowedFd, flags: u32) -> io::Result<()> {
     const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
-    let flags = flags as libc::c_long;
-    // SAFETY: FS_IOC_SETFLAGS reads an int from the long we pass, which
+    // An int, whatever the ioctl's number says (a long): the kernel reads
+    // an int, which in a long is its low half only on a little-endian CPU.
+    let flags = flags as libc::c_int;
+    // SAFETY: FS_IOC_SETFLAGS reads an int from the int we pass, which
     // lives through the call.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_SETFLAGS, &flags) }).map(|_| ())
 }
@@ -778,9 +780,9 @@ pub fn set_inode_flags(fd: BorrowedFd, flags: u32) -> io::Result<()> {
 /// 0 where the filesystem keeps none.
 pub fn inode_flags(fd: BorrowedFd) -> io::Result<u32> {
     const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
-    let mut flags: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes the flags to the long we pass (the
-    // kernel writes an int into it; the rest stays 0).
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes an int (see `set_inode_flags`) to the
+    // int we pass, which lives through the call.
     match check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) }) {
         Ok(_) => Ok(flags as u32),
         Err(e)
@@ -1306,6 +1308,19 @@ pub fn default_sigpipe() {
     // SAFETY: setting a signal to SIG_DFL installs no handler code.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Restores the default SIGCHLD action. An ignored SIGCHLD survives exec,
+/// and a program started so (by a parent that set it to avoid zombies)
+/// has its children reaped by the kernel: every wait for one fails with
+/// ECHILD. The mount daemon's readiness probe, a child, then never
+/// answered, and `unifs mount` and `unifs run` failed after 30 s ("did
+/// not answer").
+pub fn default_sigchld() {
+    // SAFETY: setting a signal to SIG_DFL installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     }
 }
 

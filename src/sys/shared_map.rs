@@ -19,10 +19,13 @@ unsafe impl Send for SharedMap {}
 unsafe impl Sync for SharedMap {}
 
 impl SharedMap {
-    /// Maps `words` 64-bit words of the file `fd` from byte `offset` (a
-    /// multiple of the page size), which must already be that long. (A file
-    /// someone else truncates later faults when the words past its new end
-    /// are touched: SIGBUS.)
+    /// Maps `words` 64-bit words of the file `fd` (open for reading and
+    /// writing) from byte `offset` (a multiple of the page size), which must
+    /// already be that long. The range gets its disk blocks first: a store
+    /// into a hole of a full filesystem raises SIGBUS, which killed unify
+    /// on a nearly full disk (its directory journal); out of space is an
+    /// error here instead. (A file someone else truncates later still faults
+    /// when the words past its new end are touched: SIGBUS.)
     pub fn new(fd: BorrowedFd, offset: u64, words: usize) -> io::Result<SharedMap> {
         let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
         let len = words
@@ -33,6 +36,12 @@ impl SharedMap {
         if super::fstat(fd)?.size < end {
             return Err(invalid());
         }
+        let populate = match allocate(fd, offset, len as u64) {
+            Ok(()) => false,
+            // Not on this filesystem: each page made writable once mapped.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => true,
+            Err(e) => return Err(e),
+        };
         // SAFETY: a fresh mapping chosen by the kernel (no fixed address), of
         // a file we hold open; the result is checked before use.
         let p = unsafe {
@@ -50,7 +59,36 @@ impl SharedMap {
         }
         let ptr = NonNull::new(p.cast::<AtomicU64>())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(SharedMap { ptr, words })
+        let map = SharedMap { ptr, words };
+        if populate {
+            map.populate()?;
+        }
+        Ok(map)
+    }
+
+    /// Makes every page of the mapping writable now
+    /// (`MADV_POPULATE_WRITE`), which gives a hole its block: ENOSPC where
+    /// that would have raised SIGBUS. Before Linux 5.14 (EINVAL) nothing is
+    /// done.
+    fn populate(&self) -> io::Result<()> {
+        // SAFETY: the range is this mapping, which lives as long as `self`;
+        // populating changes no byte of it.
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().cast(),
+                self.words * 8,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        let e = match rc {
+            0 => return Ok(()),
+            _ => io::Error::last_os_error(),
+        };
+        match e.raw_os_error() {
+            Some(libc::EINVAL) => Ok(()),
+            Some(libc::EFAULT) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            _ => Err(e),
+        }
     }
 
     pub fn words(&self) -> usize {
@@ -65,6 +103,15 @@ impl SharedMap {
         // all access to it is atomic.
         unsafe { &*self.ptr.as_ptr().add(i) }
     }
+}
+
+/// `fallocate` of `len` bytes of `fd` from `offset`, within its size:
+/// blocks for its holes, the size unchanged.
+fn allocate(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    let rc =
+        unsafe { libc::fallocate(fd.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t) };
+    super::check(rc).map(drop)
 }
 
 impl Drop for SharedMap {

@@ -389,11 +389,11 @@ pub fn shield_from_oom() -> bool {
 /// Writes `0` (the writer) to each fd (cgroup.procs files open for
 /// writing): moves the calling process into those groups. Async-signal-safe
 /// (no allocation): fit for a pre_exec.
-pub fn join_cgroups(procs: &[std::os::fd::RawFd]) -> std::io::Result<()> {
-    for &fd in procs {
-        // SAFETY: a write of a one-byte static buffer to an fd the caller
-        // keeps open.
-        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+pub fn join_cgroups<'a>(procs: impl IntoIterator<Item = BorrowedFd<'a>>) -> std::io::Result<()> {
+    for fd in procs {
+        // SAFETY: a write of a one-byte static buffer to an fd open for at
+        // least as long as the borrow.
+        if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
             return Err(std::io::Error::last_os_error());
         }
     }
