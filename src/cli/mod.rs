@@ -308,7 +308,7 @@ fn init_logging(verbose: u8, ansi: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || CleanLog { colour: ansi })
         .with_ansi(ansi)
         // A failed write is reported with eprintln!, which panics when
         // stderr itself fails: a mount daemon whose log's disk is full died.
@@ -317,6 +317,27 @@ fn init_logging(verbose: u8, ansi: bool) {
         .finish()
         .with(QuietGoneReplies)
         .try_init();
+}
+
+/// stderr (the mount daemon's --log, a guest's log), with what a message
+/// carries raw escaped ([`crate::sys::log_line`]): tracing escapes an ESC
+/// in a message, not a newline, CR or bidi control, so a guest's name
+/// printed without [`crate::sys::shown`] would forge a line of the log.
+struct CleanLog {
+    colour: bool,
+}
+
+impl std::io::Write for CleanLog {
+    /// tracing writes each event, a line, with one `write_all`: here at
+    /// once, so the line's end is the buffer's.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write_all(&crate::sys::log_line(buf, self.colour))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Leaves out fuser's `Failed to send FUSE reply: … (os error 2)`: the

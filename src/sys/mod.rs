@@ -12,7 +12,7 @@ pub use locks::flock_holders;
 
 pub use shared_map::SharedMap;
 
-pub use text::{clean, is_hidden, json_safe, shell_word, shown, shown_str};
+pub use text::{clean, is_hidden, json_safe, log_line, shell_word, shown, shown_str};
 
 use std::ffi::{CString, OsStr};
 use std::io;

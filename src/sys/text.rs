@@ -67,18 +67,79 @@ pub fn shown_str(name: &str) -> String {
 
 fn push_escaped(out: &mut String, text: &str, backslash: bool) {
     for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\\' if backslash => out.push_str("\\\\"),
-            c if is_hidden(c) => {
-                for b in c.encode_utf8(&mut [0; 4]).bytes() {
-                    push_byte(out, b);
-                }
+        push_char(out, c, backslash);
+    }
+}
+
+fn push_char(out: &mut String, c: char, backslash: bool) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\\' if backslash => out.push_str("\\\\"),
+        c if is_hidden(c) => {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                push_byte(out, b);
             }
-            c => out.push(c),
         }
+        c => out.push(c),
+    }
+}
+
+/// A line of the log (one tracing event, formatted) as it is written:
+/// each [`is_hidden`] character escaped as [`clean`] does, and bytes that
+/// are not UTF-8 in hex, but the newline that ends it and, with `colour`,
+/// the formatter's own colour codes (`ESC [ 0-9; m`: tracing escapes an
+/// ESC in a message itself). The messages clean the names they show; this
+/// is the catch-all for one that does not, so that no name forges a line
+/// of the mount daemon's log or drives the terminal.
+pub fn log_line(line: &[u8], colour: bool) -> Cow<'_, [u8]> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let plain = |t: &str| !t.chars().any(|c| is_hidden(c) && (c != '\x1b' || !colour));
+    if std::str::from_utf8(body).is_ok_and(plain) {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for chunk in body.utf8_chunks() {
+        push_log_text(&mut out, chunk.valid(), colour);
+        for b in chunk.invalid() {
+            push_byte(&mut out, *b);
+        }
+    }
+    if body.len() < line.len() {
+        out.push('\n');
+    }
+    Cow::Owned(out.into_bytes())
+}
+
+fn push_log_text(out: &mut String, text: &str, colour: bool) {
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let len = match colour && c == '\x1b' {
+            true => colour_code_len(rest),
+            false => 0,
+        };
+        if len > 0 {
+            out.push_str(&rest[..len]);
+        } else {
+            push_char(out, c, false);
+        }
+        rest = &rest[len.max(c.len_utf8())..];
+    }
+}
+
+/// The length of the SGR sequence `text` starts with (`ESC [ 1;31 m`), or 0.
+fn colour_code_len(text: &str) -> usize {
+    let Some(args) = text.strip_prefix("\x1b[") else {
+        return 0;
+    };
+    let n = args
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b';')
+        .count();
+    match args.as_bytes().get(n) {
+        Some(b'm') => 2 + n + 1,
+        _ => 0,
     }
 }
 
@@ -174,6 +235,22 @@ mod tests {
         shown.sort();
         shown.dedup();
         assert_eq!(shown.len(), names.len(), "{shown:?}");
+    }
+
+    #[test]
+    fn a_log_line_keeps_its_end_and_colours_only() {
+        let line = b"\x1b[2mtime\x1b[0m \x1b[33mWARN\x1b[0m a\nb\r\xff\xe2\x80\xae\x1b]0;t\x07\n";
+        let shown = |colour| String::from_utf8(log_line(line, colour).into_owned()).unwrap();
+        assert_eq!(
+            shown(true),
+            "\x1b[2mtime\x1b[0m \x1b[33mWARN\x1b[0m a\\nb\\r\\xff\\xe2\\x80\\xae\\x1b]0;t\\x07\n"
+        );
+        assert!(!shown(false).contains('\x1b'), "{}", shown(false));
+        assert_eq!(shown(false).lines().count(), 1);
+        assert!(matches!(
+            log_line(b"plain \xc3\xa9\n", false),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -70,6 +70,7 @@ mod review_s31_ready;
 mod review_s32_docwalk;
 mod review_s32_errors;
 mod review_s32_lifecycle;
+mod review_s32_loghard;
 mod review_s32_names;
 mod review_s32_unsafe;
 mod review_s8_cli;
