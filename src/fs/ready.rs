@@ -117,6 +117,7 @@ fn statfs_apart(mp: &std::ffi::CStr, limit: std::time::Duration) -> nix::Result<
         },
         pid => nix::unistd::Pid::from_raw(pid),
     };
+    reap_killed_before();
     let deadline = std::time::Instant::now() + limit;
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
@@ -126,13 +127,89 @@ fn statfs_apart(mp: &std::ffi::CStr, limit: std::time::Duration) -> nix::Result<
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             Ok(WaitStatus::StillAlive) => {
-                // Reaped by whoever inherits it, if it outlives us.
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = waitpid(child, Some(WaitPidFlag::WNOHANG));
+                kill_and_reap(child);
                 return Err(nix::errno::Errno::ETIMEDOUT);
             }
             Ok(_) => return Err(nix::errno::Errno::EINTR),
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Probe children killed on a timeout that had not ended after
+/// [`kill_and_reap`]'s wait: reaped by a later probe.
+static KILLED: std::sync::Mutex<Vec<nix::unistd::Pid>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills a probe child that timed out and waits, a little, for it to end:
+/// one waited for once with WNOHANG right after the kill stayed a zombie
+/// until the daemon ended. SIGKILL ends a statfs whose request the daemon
+/// has not read; one it has read is waited out uninterruptibly, so a child
+/// not ended in time is left for [`reap_killed_before`].
+fn kill_and_reap(child: nix::unistd::Pid) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while let Ok(WaitStatus::StillAlive) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        if std::time::Instant::now() >= deadline {
+            KILLED.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Reaps the children [`kill_and_reap`] left, those that have ended.
+fn reap_killed_before() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let mut killed = KILLED.lock().unwrap_or_else(|e| e.into_inner());
+    killed.retain(|&pid| {
+        matches!(
+            waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This process's children that are zombies, by pid: those forked by
+    /// this thread (they have its name), not other tests'.
+    fn zombies() -> Vec<i32> {
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        let mine = format!("({}) Z", comm.trim_end());
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for pid in children.split_whitespace() {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                if stat.contains(&mine) {
+                    found.push(pid.parse().unwrap());
+                }
+            }
+        }
+        found
+    }
+
+    /// A probe that times out (a zero limit: its child is killed before it
+    /// ends) leaves no zombie behind.
+    #[test]
+    fn a_timed_out_probe_leaves_no_zombie() {
+        let before = zombies();
+        let root = std::ffi::CString::new("/").unwrap();
+        let mut timeouts = 0;
+        for _ in 0..20 {
+            if statfs_apart(&root, std::time::Duration::ZERO) == Err(nix::errno::Errno::ETIMEDOUT) {
+                timeouts += 1;
+            }
+        }
+        assert!(timeouts > 0, "no probe timed out");
+        let left: Vec<i32> = zombies()
+            .into_iter()
+            .filter(|z| !before.contains(z))
+            .collect();
+        assert!(left.is_empty(), "{timeouts} timeouts left zombies {left:?}");
     }
 }
