@@ -59,6 +59,14 @@ pub enum Error {
     Damaged { path: PathBuf, report: String },
     #[error("catalog {} is not readable: {why}", crate::sys::shown(path))]
     Unreadable { path: PathBuf, why: String },
+    #[error(
+        "catalog {}: a read of it failed (SQLite: {why}), but read again it reads in full and \
+         passes SQLite's integrity check: an I/O error the disk did not repeat. The catalog is \
+         sound (do not replace it): check the disk (`dmesg` shows the kernel's errors), then \
+         run the command again",
+        crate::sys::shown(path)
+    )]
+    ReadFailedOnce { path: PathBuf, why: String },
     #[error("catalog {}: bad value in {what}: {value:?}", crate::sys::shown(path))]
     BadValue {
         path: PathBuf,
@@ -189,6 +197,12 @@ impl Catalog {
         // page".)
         if let Some(why) = read_failure(&self.path) {
             return Err(read_failed(&self.path, why));
+        }
+        if checks_sound(&self.path) {
+            return Err(Error::ReadFailedOnce {
+                path: self.path.clone(),
+                why: format!("its check reported {}", report.join("; ")),
+            });
         }
         Err(Error::Damaged {
             path: self.path.clone(),
@@ -533,6 +547,14 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
         if let Some(why) = read_failure(path) {
             return read_failed(path, why);
         }
+        // A read the disk failed once, then not again (the re-read above
+        // passed): the damage SQLite reported is not in the file.
+        if (damage_reported(&error) || read_error(&error)) && checks_sound(path) {
+            return Error::ReadFailedOnce {
+                path: path.to_path_buf(),
+                why: error.to_string(),
+            };
+        }
     }
     // SQLite reports a full disk as "database or disk is full", or, where
     // it grows catalog.db-shm (a first open, even a reader's), as "disk I/O
@@ -596,6 +618,44 @@ fn read_failure(path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether SQLite calls the file damaged ("malformed", "not a database").
+fn damage_reported(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// Whether `e` is SQLite's bare "disk I/O error" for a read of the file
+/// that failed (not a write, a lock or the -shm).
+fn read_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.extended_code, ffi::SQLITE_IOERR_READ | ffi::SQLITE_IOERR_SHORT_READ
+            | ffi::SQLITE_IOERR_CORRUPTFS))
+}
+
+/// Whether the catalog at `path`, read again through a connection of its
+/// own, passes SQLite's full integrity check (which also matches every
+/// index against its table: a query can find damage `quick_check` does
+/// not). Where it does, what SQLite took for damage was a read the disk
+/// failed once, and the catalog must not be replaced. Only on an error
+/// path: it reads every page. (A connection, not a file of our own:
+/// closing that would drop SQLite's POSIX locks on the file.)
+fn checks_sound(path: &Path) -> bool {
+    let check = || -> rusqlite::Result<bool> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let report: Vec<String> = conn
+            .prepare("PRAGMA integrity_check(1)")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(report == ["ok"])
+    };
+    check().unwrap_or(false)
 }
 
 /// Whether `e` is the disk's or the filesystem's failure (EIO; ext4's

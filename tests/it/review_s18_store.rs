@@ -15,7 +15,7 @@ fn stdout(out: &Output) -> String {
 }
 
 /// Guests `a` and `b` in `root` with `n` shared files `usr/fI`, unified.
-fn shared_guests(store: &Path, root: &Path, n: u64, size: usize) {
+pub(crate) fn shared_guests(store: &Path, root: &Path, n: u64, size: usize) {
     for g in ["a", "b"] {
         for i in 0..n {
             file_at(
@@ -95,7 +95,7 @@ fn a_gc_killed_after_removing_files_heals_on_the_next_gc() {
 }
 
 /// The root page of table or index `name` in the catalog of `store`.
-fn root_page(store: &Path, name: &str) -> u64 {
+pub(crate) fn root_page(store: &Path, name: &str) -> u64 {
     let conn = rusqlite::Connection::open_with_flags(
         store.join("catalog.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
