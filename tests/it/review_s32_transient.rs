@@ -4,6 +4,7 @@
 use crate::common::{require_root, require_strace};
 use crate::review_s11_fault::strace_unifs_on;
 use crate::review_s18_store::{root_page, shared_guests};
+use crate::review_s32_errors::catalog_commands;
 use crate::tree::{assert_verify_clean, bytes, stderr, unifs};
 use std::fs;
 
@@ -27,27 +28,13 @@ fn a_read_that_fails_once_is_not_called_a_damaged_catalog() {
     shared_guests(&store, dir.path(), 20, 5_000);
     let catalog = store.join("catalog.db");
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let snap = dir.path().join("snap.db");
-    let (a, b, snap) = (
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        snap.to_str().unwrap(),
-    );
-    for args in [
-        &["store", "stats"][..],
-        &["store", "verify"],
-        &["store", "gc"],
-        &["store", "snapshot", snap],
-        &["unify", "--no-progress", "-n", "--all"],
-        &["unify", "--no-progress", a, b],
-        &["manifest", a],
-    ] {
+    for args in catalog_commands(&a, &b, &dir.path().join("snap.db")) {
         // 1: the header read at open ("disk I/O error"); 3 and 6: page
         // reads later ("malformed"). Only that one read fails.
         for when in ["1", "3", "6"] {
             let inject = format!("pread64:error=EIO:when={when}");
             let out = strace_unifs_on(&store, &inject, None, Some(&catalog))
-                .args(args)
+                .args(&args)
                 .output()
                 .unwrap();
             let err = stderr(&out);
