@@ -225,10 +225,13 @@ fn clone_guest(
         Err(Errno::EPERM) => Err(Error::Permission("creating namespaces")),
         Err(e) => Err(Error::sys("clone3", e)),
         Ok(Forked::Child) => {
-            drop(ready_w);
-            drop(report_r);
-            drop(pty_r);
-            child(spec, stdio, foreground, cgroup2, ready_r, report_w, pty_w)
+            let report = Some((report_w.as_raw_fd(), "E"));
+            sys::in_child("the guest's set-up", report, move || {
+                drop(ready_w);
+                drop(report_r);
+                drop(pty_r);
+                child(spec, stdio, foreground, cgroup2, ready_r, report_w, pty_w)
+            })
         }
         Ok(Forked::Parent(pid)) => {
             drop(ready_r);
@@ -316,14 +319,14 @@ fn read_report(report: OwnedFd, end: impl FnOnce()) -> Vec<u8> {
 /// run`. The keeper is a child of `unifs run` outside the guest (in none of
 /// its namespaces, not dumpable, a session of its own so a kill of the
 /// run's process group misses it, every catchable signal blocked) that
-/// holds the read end of a pipe only `unifs run` holds the write end of
+/// holds one end of a socket pair only `unifs run` holds the other end of
 /// (close-on-exec, made after the guest was cloned). Its end without a
 /// word first means `unifs run` died: the keeper SIGKILLs the guest's init
 /// through a pidfd (and with it the guest's PID namespace), then
 /// everything in the guest's cgroups, and removes them, as `unifs run`
 /// would have.
 pub struct Keeper {
-    /// The write end: one byte says `unifs run` cleaned up itself.
+    /// Our end: one byte says `unifs run` cleaned up itself.
     tell: OwnedFd,
 }
 
@@ -337,13 +340,14 @@ impl Keeper {
         // A pidfd stays that process's whatever becomes of its pid. None on
         // a kernel without pidfds (before 5.3): the cgroups alone then.
         let pidfd = sys::pidfd_open(guest).ok();
-        let (life, tell) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("pipe2 for the guest's keeper", e))?;
+        // A socket, not a pipe: a keeper gone (killed) must not take
+        // `unifs run` with it by the SIGPIPE of the dismissal's write.
+        let (life, tell) = report_channel()?;
         match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
-            Forked::Child => {
+            Forked::Child => sys::in_child("the keeper of `unifs run`", None, move || {
                 drop(tell);
                 keep_run(life, pidfd, cgroup)
-            }
+            }),
             Forked::Parent(_) => Ok(Keeper { tell }),
         }
     }
@@ -352,12 +356,14 @@ impl Keeper {
     /// keeper ends without touching anything. (Not waited for: it ends at
     /// once, and `unifs run` soon after.)
     pub fn dismiss(self) {
-        let _ = nix::unistd::write(&self.tell, b"d");
+        use nix::sys::socket::{send, MsgFlags};
+        let _ = send(self.tell.as_raw_fd(), b"d", MsgFlags::MSG_NOSIGNAL);
     }
 }
 
 /// The keeper ([`Keeper`]); never returns.
 fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup) -> ! {
+    crate::sys::test_panic("run-keeper");
     sys::set_not_dumpable();
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");
@@ -439,7 +445,8 @@ fn child(
     if !matches!(std::fs::File::from(ready).read(&mut go), Ok(1)) {
         sys::exit_child(1); // The parent gave up on us.
     }
-    let result = std::panic::catch_unwind(|| -> Result<()> {
+    crate::sys::test_panic("guest");
+    let result = (|| -> Result<()> {
         // A session of its own, without a controlling terminal: the guest
         // may use the terminal it was given, but TIOCSTI (typing into the
         // host's shell) needs it as controlling tty or CAP_SYS_ADMIN.
@@ -471,11 +478,9 @@ fn child(
             nix::unistd::dup2_stdin(null).map_err(|e| Error::sys("redirecting stdin", e))?;
         }
         Ok(())
-    });
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => fail(&report, b'E', &e.to_string()),
-        Err(_) => fail(&report, b'E', "the set-up code panicked"),
+    })();
+    if let Err(e) = result {
+        fail(&report, b'E', &e.to_string())
     }
     if spec.init {
         reap_and_forward(spec, report, || Ok(()))
@@ -580,19 +585,24 @@ pub(super) fn reap_and_forward(
     let all = SigSet::all();
     let _ = all.thread_block();
     let command = match sys::fork() {
-        Ok(Forked::Child) => {
-            // A process group of its own, in the terminal's foreground
-            // where there is one (`unifs run` on a terminal: the pty's):
-            // Ctrl-C on it reaches the command once, not also us, who would
-            // pass it on a second time. (Signals are still blocked here, so
-            // tcsetpgrp from the background raises no SIGTTOU.)
-            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
-            if let Err(e) = before_exec() {
-                fail(&report, b'E', &e.to_string())
-            }
-            exec_command(spec, &report)
-        }
+        Ok(Forked::Child) => sys::in_child(
+            "the guest command's process",
+            Some((report.as_raw_fd(), "E")),
+            || {
+                // A process group of its own, in the terminal's foreground
+                // where there is one (`unifs run` on a terminal: the pty's):
+                // Ctrl-C on it reaches the command once, not also us, who would
+                // pass it on a second time. (Signals are still blocked here, so
+                // tcsetpgrp from the background raises no SIGTTOU.)
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+                let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
+                crate::sys::test_panic("command");
+                if let Err(e) = before_exec() {
+                    fail(&report, b'E', &e.to_string())
+                }
+                exec_command(spec, &report)
+            },
+        ),
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => fail(&report, b'E', &format!("fork for --init: {e}")),
     };

@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -287,12 +287,15 @@ fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup)
     let (report_r, report_w) = launch::report_channel()?;
     match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
         Forked::Child => {
-            drop(report_r);
-            match sys::fork() {
-                Ok(Forked::Child) => keep(cfg, spec, run, cgroup, report_w),
-                // A failed fork: the report's EOF says so.
-                _ => sys::exit_child(0),
-            }
+            let report = Some((report_w.as_raw_fd(), "E"));
+            sys::in_child("the guest's keeper", report, move || {
+                drop(report_r);
+                match sys::fork() {
+                    Ok(Forked::Child) => keep(cfg, spec, run, cgroup, report_w),
+                    // A failed fork: the report's EOF says so.
+                    _ => sys::exit_child(0),
+                }
+            })
         }
         Forked::Parent(first) => {
             drop(report_w);
@@ -328,6 +331,7 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
     // we go on keeping init. (Init's process resets it before its exec.)
     crate::sys::ignore_sigpipe();
     let memory = spec.limits.memory;
+    crate::sys::test_panic("keeper");
     let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup) {
         Ok(started) => started,
         Err(e) => {
@@ -1511,9 +1515,6 @@ fn join_and_run(
     // the host (proxying `enter`'s terminal) until the command has ended,
     // and `stop` kills what it finds in them. Opened before setns hides them.
     let procs = st.cgroup.open_procs()?;
-    // This process goes back to it once the helper is forked (see below).
-    let own_mounts = std::fs::File::open("/proc/self/ns/mnt")
-        .map_err(|e| Error::io("opening", "/proc/self/ns/mnt", e))?;
     // Not the PID namespace yet: the helper below is forked outside it, so
     // no guest process can see it, let alone ptrace it (guest root may have
     // CAP_SYS_PTRACE), while it holds every capability.
@@ -1521,6 +1522,8 @@ fn join_and_run(
     if st.spec.net.mode != NetMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // This process goes back to them once the helper is forked (see below).
+    let own = own_namespaces(flags)?;
     // setns(2) with a pidfd joins all of them at once; joining the mount
     // namespace moves root and working directory to the guest's root.
     nix::sched::setns(pidfd, flags)
@@ -1563,43 +1566,26 @@ fn join_and_run(
     // (which applies to children only), and relays signals and its status.
     match sys::fork().map_err(|e| Error::sys("fork for the guest", e))? {
         Forked::Child => {
-            drop(report_r);
-            // The host's mount namespace is no business of the guest's side.
-            drop(own_mounts);
-            sys::set_not_dumpable();
-            // As in launch: no controlling terminal, so no TIOCSTI.
-            let _ = nix::unistd::setsid();
-            // The cgroup namespace rooted in the guest's groups, and the PID
-            // namespace for the command. Only the command joins the groups
-            // (`stop` must not find this helper there): through the files
-            // opened above, whose opener's rights the kernel checks.
-            let ready = nix::sched::setns(pidfd, CloneFlags::CLONE_NEWCGROUP)
-                .map_err(|e| Error::sys("setns into the guest's cgroup namespace", e))
-                .and_then(|()| {
-                    nix::sched::setns(pidfd, CloneFlags::CLONE_NEWPID)
-                        .map_err(|e| Error::sys("setns into the guest's PID namespace", e))
-                })
-                .and_then(|()| {
-                    pty.as_ref()
-                        .map_or(Ok(()), |p| console::attach_slave(&p.slave))
-                })
-                .and_then(|()| piped.as_ref().map_or(Ok(()), console::Piped::attach))
-                .and_then(|()| sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e)))
-                .and_then(|()| rootfs::drop_privileges(&Linux, &spec, true));
-            if let Err(e) = ready {
-                let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
-                sys::exit_child(127);
-            }
-            launch::reap_and_forward(&spec, report_w, move || Cgroup::join(procs))
+            let report = Some((report_w.as_raw_fd(), "E"));
+            sys::in_child("the `exec` helper", report, move || {
+                drop(report_r);
+                // The host's namespaces are no business of the guest's side.
+                drop(own);
+                exec_helper(pidfd, &spec, pty.as_ref(), piped.as_ref(), procs, report_w)
+            })
         }
         Forked::Parent(child) => {
             drop(report_w);
-            // Out of the guest's mount namespace, which would live on, the
-            // guest's root with it, while this process does: one stopped
-            // (SIGSTOP, a debugger) kept a `stop`'s unmount from ending
-            // the overlay daemon. Its terminal and pipes are open already.
-            if let Err(e) = nix::sched::setns(&own_mounts, CloneFlags::CLONE_NEWNS) {
-                tracing::warn!("setns back to this process's mount namespace: {e}");
+            // Out of the guest's namespaces, which would live on while this
+            // process does: one stopped (SIGSTOP, a debugger) kept the
+            // guest's root (its mount namespace: a `stop`'s unmount did not
+            // end the overlay daemon), its SysV shared memory and message
+            // queues (IPC), its network namespace and hostname after the
+            // guest had stopped. Its terminal and pipes are open already.
+            for (ns, flag) in &own {
+                if let Err(e) = nix::sched::setns(ns, *flag) {
+                    tracing::warn!("setns back to this process's {flag:?} namespace: {e}");
+                }
             }
             sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
             // Guest root can take the report socket from the trampoline
@@ -1626,7 +1612,7 @@ fn join_and_run(
             })?;
             let report = launch::read_report_now(report_r);
             match (status, report.is_empty()) {
-                (127, false) => Err(launch::decode_report(
+                (127 | sys::CHILD_FAILED, false) => Err(launch::decode_report(
                     &spec.command[0],
                     &st.backing,
                     &report,
@@ -1635,6 +1621,60 @@ fn join_and_run(
             }
         }
     }
+}
+
+/// The helper [`join_and_run`] forks: it sets up and drops every privilege,
+/// then forks the command into the guest's PID namespace (which applies to
+/// children only), and relays signals and its status.
+fn exec_helper(
+    pidfd: &OwnedFd,
+    spec: &GuestSpec,
+    pty: Option<&console::Pty>,
+    piped: Option<&console::Piped>,
+    procs: Vec<std::fs::File>,
+    report: OwnedFd,
+) -> ! {
+    sys::set_not_dumpable();
+    // As in launch: no controlling terminal, so no TIOCSTI.
+    let _ = nix::unistd::setsid();
+    // The cgroup namespace rooted in the guest's groups, and the PID
+    // namespace for the command. Only the command joins the groups
+    // (`stop` must not find this helper there): through the files
+    // opened before, whose opener's rights the kernel checks.
+    let ready = nix::sched::setns(pidfd, CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| Error::sys("setns into the guest's cgroup namespace", e))
+        .and_then(|()| {
+            nix::sched::setns(pidfd, CloneFlags::CLONE_NEWPID)
+                .map_err(|e| Error::sys("setns into the guest's PID namespace", e))
+        })
+        .and_then(|()| pty.map_or(Ok(()), |p| console::attach_slave(&p.slave)))
+        .and_then(|()| piped.map_or(Ok(()), console::Piped::attach))
+        .and_then(|()| sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e)))
+        .and_then(|()| rootfs::drop_privileges(&Linux, spec, true));
+    if let Err(e) = ready {
+        let _ = nix::unistd::write(&report, format!("E{e}").as_bytes());
+        sys::exit_child(127);
+    }
+    crate::sys::test_panic("exec-helper");
+    launch::reap_and_forward(spec, report, move || Cgroup::join(procs))
+}
+
+/// This process's own namespaces of the kinds in `flags`, to go back to.
+fn own_namespaces(flags: CloneFlags) -> Result<Vec<(std::fs::File, CloneFlags)>> {
+    let kinds = [
+        (CloneFlags::CLONE_NEWNS, "mnt"),
+        (CloneFlags::CLONE_NEWUTS, "uts"),
+        (CloneFlags::CLONE_NEWIPC, "ipc"),
+        (CloneFlags::CLONE_NEWNET, "net"),
+    ];
+    let wanted = kinds.into_iter().filter(|(flag, _)| flags.contains(*flag));
+    wanted
+        .map(|(flag, kind)| {
+            let path = format!("/proc/self/ns/{kind}");
+            let file = std::fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+            Ok((file, flag))
+        })
+        .collect()
 }
 
 /// `guest enter NAME`: the configured shell, on a terminal of the guest's

@@ -28,7 +28,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -110,8 +110,11 @@ impl OverlayRoot {
         let parent = nix::unistd::getpid();
         match sys::fork().map_err(|e| Error::sys("fork for the overlay daemon", e))? {
             Forked::Child => {
-                drop(rx);
-                daemon(root, opts, parent, &procs, tx)
+                let report = Some((tx.as_raw_fd(), ""));
+                sys::in_child("the overlay daemon", report, move || {
+                    drop(rx);
+                    daemon(root, opts, parent, &procs, tx)
+                })
             }
             Forked::Parent(pid) => {
                 drop(tx);
@@ -224,6 +227,7 @@ fn daemon(
         let _ = nix::unistd::dup2_stderr(&fd);
     }
     pin_mmap_threshold();
+    crate::sys::test_panic("overlay-daemon");
     // A guest's write past the caller's `ulimit -f` fails with EFBIG
     // rather than killing the daemon under the guest.
     crate::sys::ignore_sigxfsz();

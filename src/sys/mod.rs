@@ -59,6 +59,15 @@ pub fn test_stop(var: &str) {
     }
 }
 
+/// Panics when the environment variable UNIFS_TEST_CHILD_PANIC is `site`:
+/// a test's way to make a forked child of unifs fail in its own code (see
+/// `guest::sys::in_child`), which nothing else it can arrange does.
+pub fn test_panic(site: &str) {
+    if std::env::var_os("UNIFS_TEST_CHILD_PANIC").is_some_and(|v| v == site) {
+        panic!("UNIFS_TEST_CHILD_PANIC={site}");
+    }
+}
+
 /// Serializes a path as text, bytes that are not UTF-8 replaced (U+FFFD):
 /// paths need not be UTF-8, and a `--json` report must still come out.
 pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {

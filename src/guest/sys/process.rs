@@ -27,7 +27,8 @@ pub enum Forked {
 
 /// Forks into new namespaces with clone3 (a fork with `flags`). The parent
 /// must be single-threaded: the child may only run this crate's set-up code
-/// and then exec or `_exit`. With CLONE_NEWPID the child is PID 1 there.
+/// and then exec or `_exit`, inside [`in_child`]. With CLONE_NEWPID the
+/// child is PID 1 there.
 pub fn clone_into(flags: CloneFlags) -> nix::Result<Forked> {
     let mut args = CloneArgs {
         flags: flags.bits() as u64,
@@ -54,7 +55,8 @@ pub fn clone_into(flags: CloneFlags) -> nix::Result<Forked> {
     }
 }
 
-/// A plain fork, for the `--init` reaper and for `guest exec`.
+/// A plain fork, for the `--init` reaper and for `guest exec`; the child
+/// runs inside [`in_child`].
 pub fn fork() -> nix::Result<Forked> {
     // SAFETY: callers are single-threaded; the child execs or `_exit`s.
     match unsafe { nix::unistd::fork() }? {
@@ -67,6 +69,84 @@ pub fn fork() -> nix::Result<Forked> {
 pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit has no preconditions.
     unsafe { libc::_exit(code) }
+}
+
+/// The exit status of a forked child of unifs whose own code failed (it
+/// panicked): 125, as `env`, `timeout` or `chroot` say that they failed
+/// themselves and not the command they run.
+pub const CHILD_FAILED: i32 = 125;
+
+/// Runs `body`, the whole life of a child just forked or cloned (it ends in
+/// an exec or [`exit_child`]), named `what` in messages. A panic of its
+/// thread ends the child at once, where it happens: unwound, it ran the
+/// drops of the child's copy of the parent's frames (nix's `Flock` unlocks
+/// the guest's lock, which the parent shares; an
+/// [`OverlayRoot`](crate::guest::overlay::OverlayRoot) unmounts the
+/// root; its own fds, the report's among them, are closed), then left as
+/// the whole command, exit 101, its parent told nothing or misled (a guest
+/// "started" whose init never ran, an `exec` giving 101 as its command's
+/// status). Instead the child says why on stderr and on `report` (an fd and
+/// the prefix its parent reads a failure by), and exits [`CHILD_FAILED`].
+/// Threads the child starts itself (the overlay daemon's) panic as before.
+pub fn in_child(what: &str, report: Option<(i32, &str)>, body: impl FnOnce()) -> ! {
+    // The report's file, to know it is still that one when written to:
+    // the child may have closed the fd, and another file taken its number.
+    let report = report.and_then(|(fd, prefix)| Some((fd, identity(fd)?, prefix.to_string())));
+    let (said, reported) = (what.to_string(), report.clone());
+    // Another child's hook where this child was forked by one: not called
+    // for this one's own thread, which would end as that child.
+    let before = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if nix::unistd::gettid() != nix::unistd::getpid() {
+            return before(info);
+        }
+        let payload = info.payload();
+        let why = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        let at = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        child_failed(&said, &format!("{why}{at}"), reported.as_ref())
+    }));
+    body();
+    child_failed(what, "it returned into its parent's code", report.as_ref())
+}
+
+/// [`in_child`]'s end of a child that failed: says so, exits.
+fn child_failed(what: &str, why: &str, report: Option<&(i32, (u64, u64), String)>) -> ! {
+    let msg = format!(
+        "{what} (pid {}) failed on an internal error and ended: {why} (a bug in unifs: please \
+         report it)",
+        std::process::id()
+    );
+    // The parent, told, says it; else it goes to stderr (the child's: the
+    // command's, or /dev/null or a log once the child let go of it).
+    let told = report.is_some_and(|(fd, id, prefix)| {
+        identity(*fd) == Some(*id) && {
+            // SAFETY: `fd` is open, and on the same file as when taken.
+            let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
+            nix::unistd::write(fd, format!("{prefix}{msg}").as_bytes()).is_ok()
+        }
+    });
+    if !told {
+        let line = format!("unifs: {msg}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    exit_child(CHILD_FAILED)
+}
+
+/// The device and inode of what `fd` is open on, if it is open.
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: fstat writes into the struct it is given; a closed fd fails.
+    let st = unsafe {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        (libc::fstat(fd, st.as_mut_ptr()) == 0).then(|| st.assume_init())?
+    };
+    Some((st.st_dev, st.st_ino))
 }
 
 /// Marks every fd above stderr close-on-exec, so no host file or directory

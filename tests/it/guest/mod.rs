@@ -11,7 +11,7 @@ pub(crate) mod review_s11_life;
 mod review_s12_escape;
 mod review_s12_guest;
 mod review_s20_guest;
-mod review_s21_keeper;
+pub(crate) mod review_s21_keeper;
 mod review_s22_hangup;
 mod review_s22_probe;
 mod review_s22_sigpipe;

@@ -25,7 +25,7 @@ int main(void) {
 "#;
 
 /// A run's groups (`unifs/run-PID-TAG`) in every hierarchy under /sys/fs/cgroup.
-fn run_groups(pid: u32) -> Vec<PathBuf> {
+pub(crate) fn run_groups(pid: u32) -> Vec<PathBuf> {
     super::harness::cgroup_hierarchies()
         .iter()
         .filter_map(|h| super::harness::run_group(h, pid))
@@ -165,7 +165,7 @@ fn review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run() {
 
 /// The child of `pid` named `comm` (waiting up to 5 s for it to take the
 /// name).
-fn child_named(pid: u32, comm: &str) -> Option<u32> {
+pub(crate) fn child_named(pid: u32, comm: &str) -> Option<u32> {
     let mut found = None;
     within_5s(|| {
         let kids =
