@@ -13,6 +13,9 @@ pub enum Error {
     },
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
+    /// A fork or clone failed; EAGAIN is a limit on processes, named.
+    #[error("{what}: {source}{}", fork_hint(*source))]
+    Fork { what: String, source: nix::Error },
     /// A set-up step of the guest failed; the message comes from the child.
     #[error("setting up the guest failed: {0}")]
     Setup(String),
@@ -209,5 +212,25 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+
+    /// A failed fork or clone (`what`).
+    pub(crate) fn fork(what: impl Into<String>, source: nix::Error) -> Self {
+        Error::Fork {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// What a fork's EAGAIN means here: root is not held by RLIMIT_NPROC.
+fn fork_hint(e: nix::Error) -> &'static str {
+    match e {
+        nix::Error::EAGAIN => {
+            "; a limit on processes was reached: that of the pids cgroup this unifs command \
+             runs in (a systemd unit's TasksMax=), or the host's kernel.pid_max or \
+             kernel.threads-max"
+        }
+        _ => "",
     }
 }

@@ -223,7 +223,7 @@ fn clone_guest(
     let cgroup2 = cgroup.has_v2_group();
     match sys::clone_into(flags) {
         Err(Errno::EPERM) => Err(Error::Permission("creating namespaces")),
-        Err(e) => Err(Error::sys("clone3", e)),
+        Err(e) => Err(Error::fork("clone3 (the guest's first process)", e)),
         Ok(Forked::Child) => {
             let report = Some((report_w.as_raw_fd(), "E"));
             sys::in_child("the guest's set-up", report, move || {
@@ -343,7 +343,7 @@ impl Keeper {
         // A socket, not a pipe: a keeper gone (killed) must not take
         // `unifs run` with it by the SIGPIPE of the dismissal's write.
         let (life, tell) = report_channel()?;
-        match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
+        match sys::fork().map_err(|e| Error::fork("forking the keeper of `unifs run`", e))? {
             Forked::Child => sys::in_child("the keeper of `unifs run`", None, move || {
                 drop(tell);
                 keep_run(life, pidfd, cgroup)
@@ -604,7 +604,11 @@ pub(super) fn reap_and_forward(
             },
         ),
         Ok(Forked::Parent(pid)) => pid,
-        Err(e) => fail(&report, b'E', &format!("fork for --init: {e}")),
+        Err(e) => fail(
+            &report,
+            b'E',
+            &Error::fork("fork for --init", e).to_string(),
+        ),
     };
     drop(report);
     sys::close_fds();

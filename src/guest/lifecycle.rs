@@ -285,15 +285,19 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
 /// is no zombie of a caller that lives on.
 fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup) -> Result<State> {
     let (report_r, report_w) = launch::report_channel()?;
-    match sys::fork().map_err(|e| Error::sys("forking the guest's keeper", e))? {
+    match sys::fork().map_err(|e| Error::fork("forking the guest's keeper", e))? {
         Forked::Child => {
             let report = Some((report_w.as_raw_fd(), "E"));
             sys::in_child("the guest's keeper", report, move || {
                 drop(report_r);
                 match sys::fork() {
                     Ok(Forked::Child) => keep(cfg, spec, run, cgroup, report_w),
-                    // A failed fork: the report's EOF says so.
-                    _ => sys::exit_child(0),
+                    Ok(Forked::Parent(_)) => sys::exit_child(0),
+                    Err(e) => {
+                        let e = Error::fork("forking the guest's keeper (its second fork)", e);
+                        let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
+                        sys::exit_child(1)
+                    }
                 }
             })
         }
@@ -1564,7 +1568,7 @@ fn join_and_run(
     // A helper outside the guest's PID namespace sets up and drops every
     // privilege; only then does it fork the command into the namespace
     // (which applies to children only), and relays signals and its status.
-    match sys::fork().map_err(|e| Error::sys("fork for the guest", e))? {
+    match sys::fork().map_err(|e| Error::fork("forking the `exec` helper", e))? {
         Forked::Child => {
             let report = Some((report_w.as_raw_fd(), "E"));
             sys::in_child("the `exec` helper", report, move || {

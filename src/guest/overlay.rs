@@ -108,7 +108,7 @@ impl OverlayRoot {
         .map_err(|e| Error::sys(format!("making {} private", root.display()), e))?;
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
         let parent = nix::unistd::getpid();
-        match sys::fork().map_err(|e| Error::sys("fork for the overlay daemon", e))? {
+        match sys::fork().map_err(|e| Error::fork("forking the overlay daemon", e))? {
             Forked::Child => {
                 let report = Some((tx.as_raw_fd(), ""));
                 sys::in_child("the overlay daemon", report, move || {
