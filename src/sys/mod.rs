@@ -453,45 +453,6 @@ pub fn stat_entry(dir: BorrowedFd, name: &OsStr) -> io::Result<(Stat, bool)> {
     Ok((st, attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0))
 }
 
-/// The stat of inode `ino` of the ext2/3/4 filesystem `mount` is on,
-/// reached by a file handle: no name is looked up, so the directory
-/// holding it is not read. Generation 0 takes the inode whatever its
-/// generation, so the caller must know that `ino` is the file it means (a
-/// name of an unchanged directory). ESTALE for a freed inode; EPERM
-/// without CAP_DAC_READ_SEARCH.
-pub fn stat_ext_inode(mount: BorrowedFd, ino: u64) -> io::Result<Stat> {
-    /// `struct file_handle` with the 8 bytes of ext4's FILEID_INO32_GEN.
-    #[repr(C)]
-    struct Handle {
-        bytes: u32,
-        kind: i32,
-        ino: u32,
-        generation: u32,
-    }
-    const FILEID_INO32_GEN: i32 = 1;
-    let ino = u32::try_from(ino).map_err(|_| io::Error::from_raw_os_error(libc::ESTALE))?;
-    let mut handle = Handle {
-        bytes: 8,
-        kind: FILEID_INO32_GEN,
-        ino,
-        generation: 0,
-    };
-    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: `handle` is a file_handle header followed by the `bytes` it
-    // names, valid for the call; the kernel returns a new fd we own.
-    let fd = check(unsafe {
-        libc::syscall(
-            libc::SYS_open_by_handle_at,
-            mount.as_raw_fd(),
-            &mut handle as *mut Handle,
-            flags,
-        ) as libc::c_int
-    })?;
-    // SAFETY: a non-negative return is a new fd owned by no one else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(statx(fd.as_fd(), c"", libc::AT_EMPTY_PATH)?.0)
-}
-
 /// `statx(dir, name, flags | AT_SYMLINK_NOFOLLOW)`: the basic stats and
 /// the attribute bits the kernel supports.
 fn statx(dir: BorrowedFd, name: &std::ffi::CStr, flags: i32) -> io::Result<(Stat, u64)> {

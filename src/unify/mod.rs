@@ -537,22 +537,6 @@ impl UnifsMounts {
     }
 }
 
-/// Per guest: whether nothing is mounted beneath its root (false for all
-/// where the mount table cannot be read). Only then may the walk stat a
-/// file by its inode number: a file mounted over shows under its name
-/// alone, and is not the guest's (the walk leaves mount points alone).
-fn nothing_mounted_beneath(guests: &[Guest]) -> Vec<bool> {
-    let Ok(mounts) = crate::fs::mountinfo::read() else {
-        return vec![false; guests.len()];
-    };
-    let beneath = |root: &Path| {
-        mounts
-            .iter()
-            .any(|m| m.point != root && m.point.starts_with(root))
-    };
-    guests.iter().map(|g| !beneath(&g.root)).collect()
-}
-
 /// True when the guest file `rec` (still the inode scanned) carries a
 /// store marker.
 fn carries_marker(guest: &Guest, rec: &scan::FileRec) -> bool {
@@ -778,7 +762,6 @@ fn run(
         outside_known.push(checking.or_damaged(catalog.links_outside(g.row.id))?);
     }
     let mut look_in_excluded = any_new;
-    let unmounted = nothing_mounted_beneath(&guests);
     let scan_with = |look_in_excluded: bool| {
         let ctx = scan::ScanContext {
             store,
@@ -788,7 +771,6 @@ fn run(
             unverified: &unverified,
             use_listings: !opts.paranoid,
             look_in_excluded,
-            unmounted: &unmounted,
         };
         worker_pool().install(|| {
             guests
@@ -1217,15 +1199,13 @@ fn run(
     let (mut problems, relisted) = restored;
     summary.problems.append(&mut problems);
     finished?;
-    let mut walked = std::mem::take(&mut scan.listings);
-    if scan.counts.by_inode > 0 && summary.files_gone > 0 {
-        // A file stat'ed by its inode number, its name not looked up, may
-        // be gone by name because a kept listing was stale: none is kept
-        // for the next run, which reads every directory again.
-        walked.retain(|l| !matches!(l, listings::Listing::Kept { .. }));
-        walked.extend((0..guests.len() as u32).map(|guest| listings::Listing::Dropped { guest }));
-    }
-    listings::keep(store, &guests, &scan.kept, walked, relisted);
+    listings::keep(
+        store,
+        &guests,
+        &scan.kept,
+        std::mem::take(&mut scan.listings),
+        relisted,
+    );
     summary.apply_seconds = hash_started.elapsed().as_secs_f64();
     summary.seconds = started.elapsed().as_secs_f64();
     // Freeing tens of thousands of small allocations takes milliseconds that

@@ -71,8 +71,6 @@ pub struct ScanCounts {
     /// Directories read, and directories whose kept listing stood in.
     pub dirs_read: u64,
     pub dirs_cached: u64,
-    /// Files of kept listings stat'ed by inode number, not by name.
-    pub by_inode: u64,
 }
 
 impl ScanCounts {
@@ -84,7 +82,6 @@ impl ScanCounts {
         self.guest_hardlinks += o.guest_hardlinks;
         self.dirs_read += o.dirs_read;
         self.dirs_cached += o.dirs_cached;
-        self.by_inode += o.by_inode;
     }
 }
 
@@ -273,9 +270,6 @@ pub struct ScanContext<'a> {
     /// Walk excluded trees too, for files hardlinked across guests (a
     /// `cp -al` clone's /var): when some guest is new or unsettled.
     pub look_in_excluded: bool,
-    /// Per guest: nothing is mounted beneath its root, so a file of a kept
-    /// listing may be stat'ed by its inode number (see [`Walker::stat_file`]).
-    pub unmounted: &'a [bool],
 }
 
 /// Filesystems whose directory entries carry the inode number `stat`
@@ -283,21 +277,15 @@ pub struct ScanContext<'a> {
 /// tmpfs. On others (overlayfs may differ) every file is stat'ed.
 const TRUSTED_D_INO: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994];
 
-/// ext2/3/4, whose file handles [`sys::stat_ext_inode`] makes.
-const EXT_MAGIC: i64 = 0xEF53;
-
 pub fn scan_guest(ctx: &ScanContext, index: u32, guest: &Guest) -> Scan {
     let mut scan = Scan::default();
     let walk = guest.fd.try_clone().and_then(|fd| {
-        let fs_type = sys::fs_type(fd.as_fd())?;
-        let unmounted = ctx.unmounted.get(index as usize).copied().unwrap_or(false);
         let walker = Walker {
             ctx,
             index,
             guest,
             dev: sys::fstat(fd.as_fd())?.dev,
-            trust_d_ino: TRUSTED_D_INO.contains(&fs_type),
-            by_inode: AtomicBool::new(fs_type == EXT_MAGIC && unmounted),
+            trust_d_ino: TRUSTED_D_INO.contains(&sys::fs_type(fd.as_fd())?),
             kept: None,
         };
         let walker = Walker {
@@ -391,9 +379,6 @@ struct Walker<'a> {
     /// Files whose entry names a known object inode need no stat. Also:
     /// directory listings are kept (ctime is trusted too).
     trust_d_ino: bool,
-    /// Files of kept listings are stat'ed by inode number (ext2/3/4, with
-    /// nothing mounted beneath the root); cleared when the kernel refuses.
-    by_inode: AtomicBool,
     /// The listings kept from the last run.
     kept: Option<Listings>,
 }
@@ -442,7 +427,7 @@ impl Walker<'_> {
                     self.linked(scan, child, object, mask);
                 }
                 libc::DT_REG | libc::DT_UNKNOWN => {
-                    let st = match self.stat_file(scan, fd, name, entry.ino, kept) {
+                    let st = match sys::stat_entry(fd, name) {
                         // A file bind-mounted into the guest is not the
                         // guest's (the walk does not enter mounted
                         // directories either).
@@ -493,39 +478,6 @@ impl Walker<'_> {
                 .push(Problem::new(self.guest.root.join(rel), why));
         }
         Ok(all_there)
-    }
-
-    /// The stat of file `name` (inode `ino` by the listing) in `dir`, and
-    /// whether it is a mount point. From a kept listing (the directory is as
-    /// it was, so `name` still names `ino`), by the inode number: a name's
-    /// lookup reads the directory's blocks, which with a cold cache were
-    /// most of a re-run's reads (a directory holding only object links
-    /// needs none); the inode's own block is read either way.
-    fn stat_file(
-        &self,
-        scan: &mut Scan,
-        dir: BorrowedFd,
-        name: &OsStr,
-        ino: u64,
-        kept: bool,
-    ) -> io::Result<(Stat, bool)> {
-        if kept && self.by_inode.load(Ordering::Relaxed) {
-            match sys::stat_ext_inode(dir, ino) {
-                // Nothing mounted beneath the root: no mount point.
-                Ok(st) => {
-                    scan.counts.by_inode += 1;
-                    return Ok((st, false));
-                }
-                // Freed: the name is gone, the listing stale.
-                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
-                    return Err(io::Error::from_raw_os_error(libc::ENOENT))
-                }
-                // Refused (no CAP_DAC_READ_SEARCH, a seccomp filter) or not
-                // supported: by name, from now on.
-                Err(_) => self.by_inode.store(false, Ordering::Relaxed),
-            }
-        }
-        sys::stat_entry(dir, name)
     }
 
     fn dir(&self, scan: &mut Scan, fd: OwnedFd, rel: PathBuf, parent_mask: Mask, depth: u32) {

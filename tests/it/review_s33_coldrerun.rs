@@ -1,8 +1,11 @@
-//! Thirty-third session, the speed of a cold re-run: a re-run stats the
-//! files of a directory whose kept listing still stands by their inode
-//! numbers (a file handle), not by name, so that with a cold cache it does
-//! not read the directory's blocks. What it must still see as a walk by
-//! name does.
+//! Thirty-third session, the speed of a cold re-run. A re-run takes the
+//! directory listings it kept where a directory's stat is as it was, and
+//! stats the files listed by name. Statting them by inode number instead
+//! (a file handle: no lookup, so no read of the directory's blocks with a
+//! cold cache) was tried and not kept (docs/benchmarks.md); these tests
+//! hold what any such shortcut must keep: a file mounted over after a run
+//! is still left alone, and a file changed in place under a kept listing
+//! is still seen.
 
 use crate::common::require_root;
 use crate::tree::*;
@@ -54,8 +57,8 @@ fn reads(s: &serde_json::Value) -> (Option<u64>, Option<u64>) {
 
 /// A file bind-mounted over a guest's file after a run leaves the
 /// directory's stat as it was, so its kept listing stands: the re-run must
-/// still leave the mount point alone (it is not the guest's file), as a
-/// walk by name does, not take the file under it by its inode number.
+/// still leave the mount point alone (it is not the guest's file), not
+/// take the file under it (by its listed inode number, say).
 #[test]
 fn a_file_mounted_over_after_a_run_is_left_alone_by_the_rerun() {
     if !require_root("a_file_mounted_over_after_a_run_is_left_alone") {
@@ -76,10 +79,10 @@ fn a_file_mounted_over_after_a_run_is_left_alone_by_the_rerun() {
     assert_eq!(fs::metadata(&host).map(|m| m.len()).unwrap(), 2000);
 }
 
-/// What a re-run stats by inode number is what it would find by name: a
-/// file rewritten in place (its directory's listing still stands) is
-/// hashed again and linked to the other guest's same content; a file
-/// renamed over another (its directory changed) is seen too.
+/// A file rewritten in place (same inode, size and mtime; its directory's
+/// listing still stands) is hashed again and linked to the other guest's
+/// same content; a file renamed over another (its directory changed) is
+/// seen too.
 #[test]
 fn a_rerun_sees_files_changed_under_a_kept_listing() {
     if !require_root("a_rerun_sees_files_changed_under_a_kept_listing") {

@@ -369,31 +369,15 @@ fn a_kept_listing_naming_a_file_that_is_gone_is_not_trusted() {
     // "hostnamf" (its directory's stat still matching), not "hostname".
     assert_eq!(forge_listings(&store, b"hostname\0", b"hostnamf\0"), 2);
     // The name is gone: both etc/ are read after all, and every file is
-    // found as before, with no problem. On ext2/3/4 the files of a kept
-    // listing are stat'ed by inode number, their names not looked up: the
-    // run finds the names gone only when it looks for them, and keeps no
-    // listing, so the next run reads every directory.
-    let mut again = unify_json(&store, &[&a, &b]);
-    assert_eq!(again["problems"].as_array().unwrap().len(), 0);
-    if on_ext(&a) {
-        assert_eq!(again["dirs_read"], 0, "{again}");
-        assert_eq!(again["files_gone"], 2, "{again}");
-        again = unify_json(&store, &[&a, &b]);
-        assert_eq!(again["dirs_from_cache"], 0, "{again}");
-    } else {
-        assert_eq!(again["dirs_read"], 2, "{again}");
-    }
+    // found as before, with no problem.
+    let again = unify_json(&store, &[&a, &b]);
+    assert_eq!(again["dirs_read"], 2, "{again}");
     for k in ["files_scanned", "bytes_scanned", "files_too_small"] {
         assert_eq!(again[k], first[k], "{k}: {again}");
     }
     assert_eq!(again["problems"].as_array().unwrap().len(), 0);
     // And kept again, right this time.
     assert_eq!(unify_json(&store, &[&a, &b])["dirs_read"], 0);
-}
-
-/// Whether `path` is on ext2/3/4.
-fn on_ext(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).unwrap().filesystem_type().0 as i64 == 0xEF53
 }
 
 /// Replaces `from` by `to` (same length) wherever it occurs in the store's
