@@ -96,3 +96,126 @@ fn a_failed_catalog_read_keeps_sqlites_lock_on_the_file() {
     );
     drop(cat);
 }
+
+/// `path` given exactly by a JSON object's `key_hex` (hex of its bytes).
+fn hex_is(obj: &serde_json::Value, key: &str, path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    obj[format!("{key}_hex")]
+        .as_str()
+        .and_then(unifs::backup::manifest::from_hex)
+        .is_some_and(|b| b == path.as_os_str().as_bytes())
+}
+
+/// The path a JSON object's `key_hex` gives.
+fn from_hex_field(obj: &serde_json::Value, key: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let hex = obj[format!("{key}_hex")].as_str();
+    let bytes = hex.and_then(unifs::backup::manifest::from_hex);
+    std::ffi::OsString::from_vec(bytes.unwrap_or_else(|| panic!("no {key}_hex in {obj}"))).into()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            stderr(out),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// `--json` output gave a path whose bytes are not UTF-8 as text with
+/// U+FFFD for them: the guests `g\xff1` and `g\xfe2` (and the files
+/// `c\xff` and `c\xfe`) came out alike, and a tool reading the JSON could
+/// not get a path back (manifests alone had `*_hex` fields). Every path
+/// field now has, where not UTF-8, a `FIELD_hex` beside it (a list of
+/// paths a `FIELD_hex` list, null for the UTF-8 ones): unify's problems,
+/// stats' store and guests, verify's problems, gc's lists, restore's
+/// times not kept.
+#[test]
+fn json_output_gives_paths_that_are_not_utf8_exactly() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    if !require_root("json_output_gives_paths_that_are_not_utf8_exactly") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let store = t.join(OsStr::from_bytes(b"st\xffore"));
+    let guests = [b"g\xff1".as_slice(), b"g\xfe2"].map(|g| t.join(OsStr::from_bytes(g)));
+    let names = [b"c\xff".as_slice(), b"c\xfe", b"plain"];
+    for g in &guests {
+        std::fs::create_dir_all(g.join("usr")).unwrap();
+        for name in names {
+            let data = format!("{name:?}\n");
+            let p = g.join("usr").join(OsStr::from_bytes(name));
+            std::fs::write(&p, data).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+                .unwrap();
+        }
+    }
+    // A link out of the guests: unify leaves it, and says so (a problem).
+    let plain = guests[0].join("usr/plain");
+    std::fs::hard_link(&plain, t.join("outside")).unwrap();
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"unify", &"--json"];
+    args.extend(guests.iter().map(|g| g as &dyn AsRef<OsStr>));
+    let out = unifs(&store, &args);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr(&out));
+    let summary = json_of(&out);
+    let problems = summary["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{summary}");
+    assert!(hex_is(&problems[0], "path", &plain), "{summary}");
+
+    let stats = json_of(&unifs(&store, &[&"store", &"stats", &"--json"]));
+    assert!(hex_is(&stats, "store", &store), "{stats}");
+    let mut listed: Vec<_> = stats["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| from_hex_field(g, "path"))
+        .collect();
+    listed.sort();
+    let mut want = guests.to_vec();
+    want.sort();
+    assert_eq!(listed, want, "{stats}");
+
+    // Both guests' `c\xff` gone, their object is unused: gc lists it.
+    for g in &guests {
+        std::fs::remove_file(g.join("usr").join(OsStr::from_bytes(b"c\xff"))).unwrap();
+    }
+    let gc = json_of(&unifs(&store, &[&"store", &"gc", &"--dry-run", &"--json"]));
+    let paths = gc["paths_hex"].as_array().unwrap_or_else(|| panic!("{gc}"));
+    assert_eq!(paths.len(), 1, "{gc}");
+    let object = from_hex_field(&serde_json::json!({ "p_hex": paths[0] }), "p");
+    assert!(
+        object.starts_with(store.join("objects")) && object.is_file(),
+        "{gc}"
+    );
+
+    // Every object damaged: verify names each object file exactly.
+    std::fs::write(&object, "changed\n").unwrap();
+    let out = unifs(&store, &[&"store", &"verify", &"--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let verify = json_of(&out);
+    let bad: Vec<_> = verify["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| from_hex_field(p, "path"))
+        .collect();
+    assert_eq!(bad, [object], "{verify}");
+
+    // Restore's report of a time its target did not keep.
+    let kept = unifs::backup::restore::TimeNotKept {
+        path: Path::new(OsStr::from_bytes(b"usr/c\xff")).into(),
+        which: "mtime",
+        wanted: "1.5".into(),
+        got: "1.0".into(),
+    };
+    let kept = serde_json::to_value(&kept).unwrap();
+    assert!(
+        hex_is(&kept, "path", Path::new(OsStr::from_bytes(b"usr/c\xff"))),
+        "{kept}"
+    );
+}
