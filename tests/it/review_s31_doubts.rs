@@ -4,7 +4,7 @@
 
 use crate::common::proc_stat;
 use crate::guest::harness::{
-    alive, can_run, groups, is_mounted, ok, stderr, stdout, wait_bounded, wait_for_descendant,
+    alive, can_run, exec_sleep_session, groups, is_mounted, ok, stderr, stdout, wait_bounded,
     KillOnDrop,
 };
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
@@ -42,14 +42,7 @@ fn s31_stop_ends_a_guest_whose_exec_helper_is_stopped() {
     let g = Guest::new("hstop", SLEEP);
     ok(&g.unifs(&["start", &g.name]));
     let init = g.init_pid();
-    let mut session = g.command();
-    session.args(["exec", &g.name, "--", "/bin/sleep", "1000"]);
-    session
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let session = KillOnDrop(Some(session.spawn().unwrap()));
-    let command = wait_for_descendant(session.0.as_ref().unwrap().id(), "sleep");
+    let (session, command) = exec_sleep_session(g.command(), &g.name);
     let helper: i32 = proc_stat(command)[1].parse().unwrap();
     let _go_on = Continue(helper);
     kill(Pid::from_raw(helper), Signal::SIGSTOP).unwrap();

@@ -4,8 +4,8 @@
 //! in a start's first moments.
 
 use crate::guest::harness::{
-    alive, can_run, cgroup_hierarchies, is_mounted, ok, stderr, stdout, wait_bounded,
-    wait_for_descendant, KillOnDrop, TestRoot,
+    alive, can_run, cgroup_hierarchies, exec_sleep_session, is_mounted, ok, stderr, stdout,
+    wait_bounded, KillOnDrop, TestRoot,
 };
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
 use crate::review_s31_doubts::{stopped, within_60s};
@@ -138,15 +138,8 @@ fn s32_stop_of_a_guest_whose_exec_session_is_suspended_ends_at_once() {
     let g = Guest::new("suspended", SLEEP);
     ok(&g.unifs(&["start", &g.name]));
     let init = g.init_pid();
-    let mut session = g.command();
-    session.args(["exec", &g.name, "--", "/bin/sleep", "1000"]);
-    session
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let session = KillOnDrop(Some(session.spawn().unwrap()));
+    let (session, _) = exec_sleep_session(g.command(), &g.name);
     let pid = session.0.as_ref().unwrap().id();
-    wait_for_descendant(pid, "sleep");
     let go_on = Continue(pid as i32);
     kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
     assert!(within_60s(|| stopped(pid)), "the session never stopped");
