@@ -140,8 +140,11 @@ pub struct Report {
 /// finer than its granularity. Times as a manifest writes them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TimeNotKept {
-    /// Relative to the guest root.
-    pub path: String,
+    /// Relative to the guest root. (In JSON as every path there is: text,
+    /// and `path_hex` where not UTF-8; until 2026-12-03 escaped as messages
+    /// show names.)
+    #[serde(flatten, serialize_with = "crate::sys::json_path")]
+    pub path: PathBuf,
     /// `mtime` or `atime`.
     pub which: &'static str,
     pub wanted: String,
@@ -161,7 +164,7 @@ impl std::fmt::Display for TimeNotKept {
         write!(
             f,
             "{}: {} {} ({}) wanted, {} ({}) kept: {why}",
-            self.path,
+            crate::sys::shown(&self.path),
             self.which,
             self.wanted,
             date(wanted),
@@ -1215,7 +1218,7 @@ fn apply_meta(e: &Entry, path: &Path, not_kept: &mut Vec<TimeNotKept>) -> io::Re
     for (which, wanted, got) in times {
         if wanted != got {
             not_kept.push(TimeNotKept {
-                path: crate::sys::shown(&e.rel_path()).to_string(),
+                path: e.rel_path(),
                 which,
                 wanted: manifest::time_string(wanted),
                 got: manifest::time_string(got),

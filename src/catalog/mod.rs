@@ -592,14 +592,15 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
 /// How reading the catalog file `path`, or its write-ahead log, from start
 /// to end fails with a disk's error ([`disk_error`]); `None` if both read. A sector the disk cannot read fails
 /// each time (it never reaches the page cache), whereas a damaged page
-/// reads. Only on an error path: it reads the whole file.
+/// reads. Only on an error path: it reads the whole file (through a
+/// descriptor [`kept_open`]: a connection to the file is open).
 fn read_failure(path: &Path) -> Option<String> {
     use std::os::unix::fs::FileExt;
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     let mut buf = vec![0u8; 1 << 16];
     for file in [path, Path::new(&wal)] {
-        let f = match std::fs::File::open(file) {
+        let f = match kept_open(file) {
             Ok(f) => f,
             Err(e) if disk_error(&e) => return Some(format!("opening {}: {e}", name(file))),
             Err(_) => continue,
@@ -618,6 +619,28 @@ fn read_failure(path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// `file` opened for reading, and never closed: POSIX record locks are
+/// the process's, so closing any descriptor of catalog.db drops SQLite's
+/// own locks on it, among them the SHARED lock each connection holds while
+/// open in WAL mode. Another process closing its connection then takes
+/// itself for the last one, checkpoints, and deletes catalog.db-wal and
+/// -shm under ours (SQLite's "How To Corrupt An SQLite Database File",
+/// 2.2). One descriptor per file (device and inode), however often asked.
+fn kept_open(file: &Path) -> std::io::Result<&'static std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    type Kept = Vec<((u64, u64), &'static std::fs::File)>;
+    static KEPT: std::sync::Mutex<Kept> = std::sync::Mutex::new(Vec::new());
+    let st = std::fs::metadata(file)?;
+    let id = (st.dev(), st.ino());
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, f)) = kept.iter().find(|(k, _)| *k == id) {
+        return Ok(f);
+    }
+    let f: &'static std::fs::File = Box::leak(Box::new(std::fs::File::open(file)?));
+    kept.push((id, f));
+    Ok(f)
 }
 
 /// Whether SQLite calls the file damaged ("malformed", "not a database").
@@ -759,8 +782,10 @@ fn damaged_way_out(path: &Path) -> String {
 /// Asks the kernel to read the whole file `path` ahead, in large requests:
 /// with a cold cache, SQLite's page-by-page reads of a table scan otherwise
 /// wait on one small read at a time. Only a hint: errors are ignored.
+/// (Through a descriptor [`kept_open`]: another connection of this process
+/// may hold locks on the file.)
 fn prefetch(path: &Path) {
-    if let Ok(f) = std::fs::File::open(path) {
+    if let Ok(f) = kept_open(path) {
         // SAFETY: fadvise on an open fd, with no pointers.
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
     }

@@ -60,7 +60,7 @@ pub struct RunTotals {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StatsRow {
     pub name: String,
-    #[serde(serialize_with = "crate::sys::lossy_path")]
+    #[serde(flatten, serialize_with = "crate::sys::json_path")]
     pub path: PathBuf,
     pub files_linked: u64,
     pub bytes_linked: u64,

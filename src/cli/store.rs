@@ -499,22 +499,25 @@ fn gc_pass(
     }
     let freed: u64 = removed.iter().map(|(_, size)| size).sum();
     if json {
-        // Paths as text (lossy): json! panics on a path that is not UTF-8.
-        let lossy = |v: &[std::path::PathBuf]| -> Vec<String> {
-            v.iter().map(|p| p.to_string_lossy().into_owned()).collect()
-        };
         let paths: Vec<_> = removed.iter().map(|(f, _)| f.path.clone()).collect();
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "dry_run": dry_run, "objects_removed": removed.len(), "bytes_freed": freed,
-            "paths": lossy(&paths),
-            "missing_restored": lossy(&missing.restored),
-            "missing_dropped": lossy(&missing.dropped),
-            "links_dropped": missing.links_dropped, "missing_left": lossy(&missing.left),
-            "replaced_renumbered": lossy(&replaced.renumbered),
-            "replaced_given_back": lossy(&replaced.given_back),
-            "markers_restored": lossy(&marked),
-            "markers_rewritten": lossy(&rewritten),
+            "links_dropped": missing.links_dropped,
         });
+        // Paths as text, and in `*_hex` lists where one is not UTF-8 (a
+        // store whose directory's name is not).
+        for (key, list) in [
+            ("paths", &paths),
+            ("missing_restored", &missing.restored),
+            ("missing_dropped", &missing.dropped),
+            ("missing_left", &missing.left),
+            ("replaced_renumbered", &replaced.renumbered),
+            ("replaced_given_back", &replaced.given_back),
+            ("markers_restored", &marked),
+            ("markers_rewritten", &rewritten),
+        ] {
+            crate::sys::json_paths(&mut out, key, list);
+        }
         outln!("{}", super::output::json(&out)?);
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
@@ -918,9 +921,12 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     let usage = store.usage()?;
     let guests = catalog.guest_stats()?;
     if json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "store": store.root().to_string_lossy(), "usage": usage, "guests": guests
         });
+        if let Some(hex) = crate::sys::hex_if_not_utf8(store.root()) {
+            out["store_hex"] = hex.into();
+        }
         outln!("{}", super::output::json(&out)?);
         return Ok(ExitCode::SUCCESS);
     }

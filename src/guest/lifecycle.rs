@@ -1734,6 +1734,7 @@ pub struct Status {
     /// A `start` of it is at work (its lock held, its init not yet
     /// recorded): not running yet, nor stopped; nothing is to clean up.
     pub starting: bool,
+    #[serde(flatten, serialize_with = "crate::sys::json_root")]
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
     /// Processes (not threads) in its cgroups, as `guest ps` lists them.
@@ -1746,6 +1747,7 @@ pub struct Status {
     pub last_exit: Option<state::Exit>,
     /// The overlay daemon's log (`RUN_DIR/NAME/mount.log`), when it holds
     /// anything: a warning of the daemon (the open-file limit, …).
+    #[serde(flatten, serialize_with = "crate::sys::json_mount_log")]
     pub mount_log: Option<PathBuf>,
 }
 

@@ -20,7 +20,7 @@ pub struct ObjectFile {
 /// Something wrong with an object file.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
-    #[serde(serialize_with = "crate::sys::lossy_path")]
+    #[serde(flatten, serialize_with = "crate::sys::json_path")]
     pub path: PathBuf,
     pub what: String,
     /// For an object: the guests with a path that links it (`store

@@ -18,7 +18,7 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Sleeps for the milliseconds the environment variable `var` gives (read
 /// once into `cell`; unset: not at all): the tests' way to widen a race
@@ -68,10 +68,60 @@ pub fn test_panic(site: &str) {
     }
 }
 
-/// Serializes a path as text, bytes that are not UTF-8 replaced (U+FFFD):
-/// paths need not be UTF-8, and a `--json` report must still come out.
-pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&p.to_string_lossy())
+/// The bytes of `p` in hex where they are not UTF-8 (its `*_hex` field in
+/// JSON output and manifests); `None` where the text says them exactly.
+pub fn hex_if_not_utf8(p: &Path) -> Option<String> {
+    p.to_str()
+        .is_none()
+        .then(|| crate::store::id::to_hex(p.as_os_str().as_bytes()))
+}
+
+/// Serializes a path field of `--json` output (flattened into its object)
+/// as `key`, text with bytes that are not UTF-8 replaced (U+FFFD), and
+/// then also `hex_key`, its bytes in hex, which name it exactly: the rule
+/// of the manifest's `root` and `root_hex` (docs/store-format.md).
+fn path_and_hex<S: serde::Serializer>(
+    key: &'static str,
+    hex_key: &'static str,
+    p: Option<&Path>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    map.serialize_entry(key, &p.map(|p| p.to_string_lossy()))?;
+    if let Some(hex) = p.and_then(hex_if_not_utf8) {
+        map.serialize_entry(hex_key, &hex)?;
+    }
+    map.end()
+}
+
+/// `path` and, where not UTF-8, `path_hex` ([`path_and_hex`]); for a
+/// field `#[serde(flatten, serialize_with = "…")]`.
+pub fn json_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    path_and_hex("path", "path_hex", Some(p), s)
+}
+
+/// `root` (null for none) and, where not UTF-8, `root_hex`.
+pub fn json_root<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    path_and_hex("root", "root_hex", p.as_deref(), s)
+}
+
+/// `mount_log` (null for none) and, where not UTF-8, `mount_log_hex`.
+pub fn json_mount_log<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    path_and_hex("mount_log", "mount_log_hex", p.as_deref(), s)
+}
+
+/// Puts the paths `paths` into the JSON object `obj` as `key`, a list of
+/// texts (bytes that are not UTF-8 replaced), and, where one of them is
+/// not UTF-8, `key_hex`: a list as long, with its bytes in hex for each
+/// such path and null for the others.
+pub fn json_paths(obj: &mut serde_json::Value, key: &str, paths: &[PathBuf]) {
+    let text: Vec<_> = paths.iter().map(|p| p.to_string_lossy()).collect();
+    obj[key] = serde_json::json!(text);
+    let hex: Vec<_> = paths.iter().map(|p| hex_if_not_utf8(p)).collect();
+    if hex.iter().any(Option::is_some) {
+        obj[format!("{key}_hex")] = serde_json::json!(hex);
+    }
 }
 
 /// The parts of `struct stat` unifs compares.

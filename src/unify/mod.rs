@@ -192,9 +192,9 @@ fn other_stores_objects_advice(store: &Path, made_meanwhile: bool) -> String {
 /// A file unify left alone or could not handle, and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
-    /// In JSON as text, bytes that are not UTF-8 replaced (U+FFFD): a
-    /// guest's file names need not be UTF-8, and the summary must come out.
-    #[serde(serialize_with = "sys::lossy_path")]
+    /// In JSON as text, bytes that are not UTF-8 replaced (U+FFFD), and
+    /// then exactly in `path_hex`: a guest's file names need not be UTF-8.
+    #[serde(flatten, serialize_with = "sys::json_path")]
     pub path: PathBuf,
     pub what: String,
 }

@@ -3,7 +3,7 @@
 
 use crate::common::proc_stat;
 use crate::guest::harness::{
-    is_mounted, ok, stderr, stdout, wait_bounded, wait_for_descendant, KillOnDrop,
+    exec_sleep_session, is_mounted, ok, stderr, stdout, wait_bounded, KillOnDrop,
 };
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
 use nix::sys::signal::{kill, Signal};
@@ -46,14 +46,7 @@ fn s30_exec_overtaken_by_a_stop_says_the_guest_stopped() {
     let g = Guest::new("xstop", SLEEP);
     ok(&g.unifs(&["start", &g.name]));
     let init = g.init_pid() as u32;
-    let mut session = g.command();
-    session.args(["exec", &g.name, "--", "/bin/sleep", "1000"]);
-    session
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let session = KillOnDrop(Some(session.spawn().unwrap()));
-    let command = wait_for_descendant(session.0.as_ref().unwrap().id(), "sleep");
+    let (session, command) = exec_sleep_session(g.command(), &g.name);
     let helper: i32 = proc_stat(command)[1].parse().unwrap();
     let _go_on = Continue(helper);
     kill(Pid::from_raw(helper), Signal::SIGSTOP).unwrap();

@@ -183,6 +183,21 @@ pub fn wait_for_descendant(pid: u32, comm: &str) -> u32 {
     }
 }
 
+/// An `exec NAME -- /bin/sleep 1000` session of the running guest `name`,
+/// started through `guest` (`unifs guest` with the guest's directories),
+/// once its command runs: the session (killed on drop; stderr piped, for
+/// [`wait_bounded`]) and the command's host PID.
+pub fn exec_sleep_session(mut guest: Command, name: &str) -> (KillOnDrop, u32) {
+    guest
+        .args(["exec", name, "--", "/bin/sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let session = KillOnDrop(Some(guest.spawn().unwrap()));
+    let command = wait_for_descendant(session.0.as_ref().unwrap().id(), "sleep");
+    (session, command)
+}
+
 /// A named guest's groups (`unifs/NAME@DIGEST`) in every hierarchy mounted
 /// under /sys/fs/cgroup (a guest gets one in each), as unifs names them.
 pub fn groups(name: &str, run_dir: &Path) -> Vec<PathBuf> {

@@ -6,11 +6,11 @@
 
 use super::harness::{
     alive, can_run, force_clean, group_pids, host_if, is_mounted, ok, run_bounded, stderr, stdout,
-    wait_for_descendant, within_5s, KillOnDrop, TestRoot,
+    within_5s, KillOnDrop, TestRoot,
 };
 use crate::common::unifs_bin;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// A named guest on the overlay, in a temp dir of its own; dropping stops
@@ -115,15 +115,7 @@ impl Guest {
     /// stdout null, stderr piped), once its command runs: the session and
     /// the command's PID.
     pub(crate) fn exec_sleep(&self) -> (KillOnDrop, u32) {
-        let mut session = self.command();
-        session.args(["exec", &self.name, "--", "/bin/sleep", "1000"]);
-        session
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let session = KillOnDrop(Some(session.spawn().unwrap()));
-        let command = wait_for_descendant(session.0.as_ref().unwrap().id(), "sleep");
-        (session, command)
+        crate::guest::harness::exec_sleep_session(self.command(), &self.name)
     }
 
     pub(crate) fn run(&self, name: &str) -> PathBuf {
