@@ -1025,6 +1025,14 @@ impl Overlay {
         let _early = early.then(|| read_lock(&self.names));
         let st = fsys::stat_at(dir, name)?;
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
+            // Broken while we waited: by a break that rebound another node
+            // (a rename through the mount gave it this name meanwhile), this
+            // one left bound to the store object. As above, or a write open
+            // met that object's read-only file, a reader's, and ETXTBSY.
+            drop((_early, _guard));
+            if let Some(p) = parent {
+                self.note_private(node, p, dir, name, &st)?;
+            }
             return Ok(());
         }
         // An open that finds the node's old file still held fails after
