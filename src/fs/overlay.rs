@@ -812,33 +812,60 @@ impl Overlay {
         // table after their updates. Renames and unlinks are kept out by
         // `names`; a create is seen by stat'ing again under the table's lock.
         let _names = read_lock(&self.names);
-        let st = match fsys::stat_at(dir.as_fd(), name) {
-            Ok(st) => st,
-            Err(e) => {
-                if e.raw_os_error() == Some(libc::ENOENT) {
-                    let mut state = lock(&self.state);
-                    if fsys::stat_at(dir.as_fd(), name)
-                        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
-                    {
-                        state.table.detach(parent, name);
+        let mut attempts = 0;
+        loop {
+            let st = match fsys::stat_at(dir.as_fd(), name) {
+                Ok(st) => st,
+                Err(e) => {
+                    if e.raw_os_error() == Some(libc::ENOENT) {
+                        let mut state = lock(&self.state);
+                        if fsys::stat_at(dir.as_fd(), name)
+                            .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
+                        {
+                            state.table.detach(parent, name);
+                        }
                     }
+                    return Err(e);
                 }
-                return Err(e);
+            };
+            if Self::linked(&st) {
+                lookup_test_pause();
             }
-        };
-        let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
-        if !shared {
-            self.drop_stale_index(parent, name, BackingIno::of(&st));
-        }
-        let node = lock(&self.state).table.lookup(
-            parent,
-            name,
-            Found {
+            let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
+            if !shared {
+                self.drop_stale_index(parent, name, BackingIno::of(&st));
+            }
+            let found = Found {
                 ino: BackingIno::of(&st),
                 shared,
-            },
-        );
-        Ok(self.shown(node, st, shared))
+            };
+            let mut state = lock(&self.state);
+            attempts += 1;
+            if attempts < 8 && Self::outdated(&state, dir.as_fd(), parent, name, found) {
+                continue;
+            }
+            let node = state.table.lookup(parent, name, found);
+            return Ok(self.shown(node, st, shared));
+        }
+    }
+
+    /// Whether what a lookup saw at (parent, name), `found`, is older than
+    /// the table's node there: a break renames its copy over the name, then
+    /// binds the node to it, holding none of the lookup's locks. Put in the
+    /// table, it bound the node back to the store object, taken for a
+    /// private file where the marker was read after the break's rename (a
+    /// write open then met the object's read-only file, a reader's, as the
+    /// node's one backing file: ETXTBSY). Looked at again, under the table's
+    /// lock, only where the table differs from `found`. (getattr needs no
+    /// such look: it reads the table after its stat, so a break bound there
+    /// already renamed before getattr reads the marker, and the copy has none.)
+    fn outdated(state: &State, dir: BorrowedFd, parent: u64, name: &OsStr, found: Found) -> bool {
+        let node = state
+            .table
+            .child(parent, name)
+            .and_then(|id| state.table.get(id));
+        node.is_some_and(|n| (n.backing_ino, n.shared) != (found.ino, found.shared))
+            && fsys::stat_at(dir, name).map_or(true, |st| BackingIno::of(&st) != found.ino)
     }
 
     /// Before a private inode found at (parent, name) joins the node the
@@ -2977,4 +3004,12 @@ impl Overlay {
             (true, false) => Err(errno(libc::ENODATA)),
         }
     }
+}
+
+/// Sleeps for `UNIFS_TEST_LOOKUP_PAUSE_MS` (read once; unset: not at all)
+/// in a lookup of a file with more than one link, between its stat and the
+/// read of its marker: the tests' way to land a break in between.
+fn lookup_test_pause() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_LOOKUP_PAUSE_MS");
 }

@@ -3,8 +3,11 @@
 
 use crate::common::require_root;
 use crate::fs::harness::{Mount, World};
+use std::ffi::CString;
 use std::fs;
-use std::os::unix::fs::FileExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
 use std::time::Duration;
 
 /// A break for a write open of `x` (node N) copies slowly; a rename through
@@ -74,4 +77,74 @@ fn a_write_open_waiting_for_a_break_a_rename_misled_does_not_fail_etxtbsy() {
     assert_eq!(fs::read(other.join("a")).unwrap(), old_a);
     drop(reader);
     drop(m);
+}
+
+/// A lookup of `x` (here a rename's target: the kernel asks again for one)
+/// stat'ed x's store object; a chmod's break then renamed x's private copy
+/// over it and bound the node to the copy; the lookup, reading x's marker
+/// after that (none: the copy's), took the object's inode for a private
+/// file and bound the node back to it. A write open of x then found the
+/// name private, the node's binding private too, and the object's
+/// read-only file, which a reader held, as the node's one backing file:
+/// ETXTBSY. `UNIFS_TEST_LOOKUP_PAUSE_MS` holds the lookup between its stat
+/// and its read of the marker.
+#[test]
+fn a_lookup_that_saw_a_file_before_its_break_does_not_leave_write_opens_etxtbsy() {
+    let test = "a_lookup_that_saw_a_file_before_its_break_does_not_leave_write_opens_etxtbsy";
+    if !require_root(test) {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    let old = vec![b'x'; 20_000];
+    w.shared(&old, &[g.join("x"), other.join("x")]);
+    let log = fs::File::create(w.tmp.path().join("m.log")).unwrap();
+    let env = ["env", "UNIFS_TEST_LOOKUP_PAUSE_MS=600"];
+    let m = Mount::start_under(&env, &w.store, &g, &w.dir("m"), &[], log);
+    let (x, t) = (m.path("x"), m.path("t"));
+    fs::write(&t, b"t").unwrap();
+    let reader = fs::File::open(&x).unwrap();
+    let lookup = {
+        let (t, x) = (t.clone(), x.clone());
+        std::thread::spawn(move || rename_noreplace(&t, &x))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    fs::set_permissions(&x, fs::Permissions::from_mode(0o640)).unwrap();
+    let r = lookup.join().unwrap();
+    assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EEXIST)));
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .open(&x)
+        .and_then(|f| f.write_all_at(b"new", 0));
+    assert!(r.is_ok(), "write open of x: {r:?} (ext4 opens it)");
+    let mut new = old.clone();
+    new[..3].copy_from_slice(b"new");
+    assert_eq!(fs::read(&x).unwrap(), new);
+    let mut held = vec![0u8; old.len()];
+    reader.read_exact_at(&mut held, 0).unwrap();
+    assert_eq!(held, old, "the reader keeps the file it opened");
+    assert_eq!(fs::read(other.join("x")).unwrap(), old);
+    drop(reader);
+    drop(m);
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (from, to) = (c(from), c(to));
+    // SAFETY: two NUL-terminated paths.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
