@@ -1098,8 +1098,12 @@ impl Overlay {
         let _late = (parent.is_some() && !early).then(|| read_lock(&self.names));
         let mut state = lock(&self.state);
         if let Some(p) = parent {
-            let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st));
-            if !Self::still_named(&state, node, p, name) || here.ok() != Some(new_ino) {
+            let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st)).ok();
+            if !Self::still_named(&state, node, p, name) || here != Some(new_ino) {
+                if here == Some(new_ino) && Self::rebind_misled(&mut state, p, name, new_ino) {
+                    drop((state, _late, _early, _guard));
+                    self.note_unsynced_break(new_ino);
+                }
                 return Err(Self::moved());
             }
         }
@@ -1107,6 +1111,23 @@ impl Overlay {
         drop((state, _late, _early, _guard));
         self.note_unsynced_break(new_ino);
         Ok(())
+    }
+
+    /// A break whose name a rename through the mount gave another node
+    /// meanwhile copied that node's file, `new_ino` now at (parent, name):
+    /// binds that node to the copy, if the table has it shared. Left bound
+    /// to its store object, a hardlink the guest made of it joined the copy
+    /// under another node (two numbers for one file) until a lookup or an
+    /// open bound it. True if it did.
+    fn rebind_misled(state: &mut State, parent: u64, name: &OsStr, new_ino: BackingIno) -> bool {
+        let other = state.table.child(parent, name);
+        let shared = other
+            .and_then(|o| state.table.get(o))
+            .is_some_and(|n| n.shared);
+        if let (Some(other), true) = (other, shared) {
+            state.table.rebind_private(other, new_ino);
+        }
+        shared
     }
 
     /// Binds `node` to the private file `st` its name names where the table

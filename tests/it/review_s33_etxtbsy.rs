@@ -6,7 +6,7 @@ use crate::fs::harness::{Mount, World};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -128,7 +128,82 @@ fn a_lookup_that_saw_a_file_before_its_break_does_not_leave_write_opens_etxtbsy(
     drop(m);
 }
 
+/// The break of the first test, misled by a RENAME_EXCHANGE instead: the
+/// write open follows its file to `a` and breaks it there, and the break
+/// it made at `x`, of the file the exchange put there, left x's node bound
+/// to that store object. Nothing looked x up again, so a hardlink the
+/// guest then made of x joined the copy under another node: x and its new
+/// name showed two numbers (invariant 5: the guest's own hardlinks are one
+/// file), and a write through one was not seen through the other.
+#[test]
+fn a_break_a_rename_exchange_misled_leaves_the_other_file_one_with_its_hardlinks() {
+    let test = "a_break_a_rename_exchange_misled_leaves_the_other_file_one_with_its_hardlinks";
+    if !require_root(test) {
+        return;
+    }
+    let w = World::new();
+    let (g, other) = (w.dir("g"), w.dir("other"));
+    let (old_x, old_a) = (vec![b'x'; 20_000], vec![b'a'; 20_000]);
+    w.shared(&old_x, &[g.join("x"), other.join("x")]);
+    w.shared(&old_a, &[g.join("a"), other.join("a")]);
+    let log = fs::File::create(w.tmp.path().join("m.log")).unwrap();
+    let env = ["env", "UNIFS_TEST_BREAK_PAUSE_MS=700"];
+    let m = Mount::start_under(&env, &w.store, &g, &w.dir("m"), &[], log);
+    let (x, a, h) = (m.path("x"), m.path("a"), m.path("h"));
+    // Known to the kernel, so that the open's break starts at once.
+    fs::metadata(&x).unwrap();
+    fs::metadata(&a).unwrap();
+    let writer = {
+        let x = x.clone();
+        std::thread::spawn(move || {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&x)
+                .and_then(|f| f.write_all_at(b"one", 0))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    exchange(&a, &x).unwrap();
+    let r = writer.join().unwrap();
+    assert!(r.is_ok(), "write open: {r:?}");
+    let mut new_a = old_x.clone();
+    new_a[..3].copy_from_slice(b"one");
+    assert_eq!(
+        fs::read(&a).unwrap(),
+        new_a,
+        "the open followed its file to a"
+    );
+    // (No open of x before the link: a read open binds x's node to the
+    // file it opens, which hid the bug.)
+    fs::hard_link(&x, &h).unwrap();
+    let (mx, mh) = (fs::metadata(&x).unwrap(), fs::metadata(&h).unwrap());
+    assert_eq!(
+        (mx.ino(), mx.nlink()),
+        (mh.ino(), mh.nlink()),
+        "x and its hardlink h"
+    );
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&h)
+        .and_then(|f| f.write_all_at(b"two", 0))
+        .unwrap();
+    let mut new_x = old_a.clone();
+    new_x[..3].copy_from_slice(b"two");
+    assert_eq!(fs::read(&x).unwrap(), new_x);
+    assert_eq!(fs::read(other.join("x")).unwrap(), old_x);
+    assert_eq!(fs::read(other.join("a")).unwrap(), old_a);
+    drop(m);
+}
+
+fn exchange(from: &Path, to: &Path) -> std::io::Result<()> {
+    rename2(from, to, libc::RENAME_EXCHANGE)
+}
+
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    rename2(from, to, libc::RENAME_NOREPLACE)
+}
+
+fn rename2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
     let (from, to) = (c(from), c(to));
     // SAFETY: two NUL-terminated paths.
@@ -139,7 +214,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
             from.as_ptr(),
             libc::AT_FDCWD,
             to.as_ptr(),
-            libc::RENAME_NOREPLACE,
+            flags,
         )
     };
     if r == 0 {
