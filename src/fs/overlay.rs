@@ -812,33 +812,60 @@ impl Overlay {
         // table after their updates. Renames and unlinks are kept out by
         // `names`; a create is seen by stat'ing again under the table's lock.
         let _names = read_lock(&self.names);
-        let st = match fsys::stat_at(dir.as_fd(), name) {
-            Ok(st) => st,
-            Err(e) => {
-                if e.raw_os_error() == Some(libc::ENOENT) {
-                    let mut state = lock(&self.state);
-                    if fsys::stat_at(dir.as_fd(), name)
-                        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
-                    {
-                        state.table.detach(parent, name);
+        let mut attempts = 0;
+        loop {
+            let st = match fsys::stat_at(dir.as_fd(), name) {
+                Ok(st) => st,
+                Err(e) => {
+                    if e.raw_os_error() == Some(libc::ENOENT) {
+                        let mut state = lock(&self.state);
+                        if fsys::stat_at(dir.as_fd(), name)
+                            .is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
+                        {
+                            state.table.detach(parent, name);
+                        }
                     }
+                    return Err(e);
                 }
-                return Err(e);
+            };
+            if Self::linked(&st) {
+                lookup_test_pause();
             }
-        };
-        let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
-        if !shared {
-            self.drop_stale_index(parent, name, BackingIno::of(&st));
-        }
-        let node = lock(&self.state).table.lookup(
-            parent,
-            name,
-            Found {
+            let shared = cow::is_shared(dir.as_fd(), name, &st, true)?;
+            if !shared {
+                self.drop_stale_index(parent, name, BackingIno::of(&st));
+            }
+            let found = Found {
                 ino: BackingIno::of(&st),
                 shared,
-            },
-        );
-        Ok(self.shown(node, st, shared))
+            };
+            let mut state = lock(&self.state);
+            attempts += 1;
+            if attempts < 8 && Self::outdated(&state, dir.as_fd(), parent, name, found) {
+                continue;
+            }
+            let node = state.table.lookup(parent, name, found);
+            return Ok(self.shown(node, st, shared));
+        }
+    }
+
+    /// Whether what a lookup saw at (parent, name), `found`, is older than
+    /// the table's node there: a break renames its copy over the name, then
+    /// binds the node to it, holding none of the lookup's locks. Put in the
+    /// table, it bound the node back to the store object, taken for a
+    /// private file where the marker was read after the break's rename (a
+    /// write open then met the object's read-only file, a reader's, as the
+    /// node's one backing file: ETXTBSY). Looked at again, under the table's
+    /// lock, only where the table differs from `found`. (getattr needs no
+    /// such look: it reads the table after its stat, so a break bound there
+    /// already renamed before getattr reads the marker, and the copy has none.)
+    fn outdated(state: &State, dir: BorrowedFd, parent: u64, name: &OsStr, found: Found) -> bool {
+        let node = state
+            .table
+            .child(parent, name)
+            .and_then(|id| state.table.get(id));
+        node.is_some_and(|n| (n.backing_ino, n.shared) != (found.ino, found.shared))
+            && fsys::stat_at(dir, name).map_or(true, |st| BackingIno::of(&st) != found.ino)
     }
 
     /// Before a private inode found at (parent, name) joins the node the
@@ -1025,6 +1052,14 @@ impl Overlay {
         let _early = early.then(|| read_lock(&self.names));
         let st = fsys::stat_at(dir, name)?;
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
+            // Broken while we waited: by a break that rebound another node
+            // (a rename through the mount gave it this name meanwhile), this
+            // one left bound to the store object. As above, or a write open
+            // met that object's read-only file, a reader's, and ETXTBSY.
+            drop((_early, _guard));
+            if let Some(p) = parent {
+                self.note_private(node, p, dir, name, &st)?;
+            }
             return Ok(());
         }
         // An open that finds the node's old file still held fails after
@@ -1063,8 +1098,12 @@ impl Overlay {
         let _late = (parent.is_some() && !early).then(|| read_lock(&self.names));
         let mut state = lock(&self.state);
         if let Some(p) = parent {
-            let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st));
-            if !Self::still_named(&state, node, p, name) || here.ok() != Some(new_ino) {
+            let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st)).ok();
+            if !Self::still_named(&state, node, p, name) || here != Some(new_ino) {
+                if here == Some(new_ino) && Self::rebind_misled(&mut state, p, name, new_ino) {
+                    drop((state, _late, _early, _guard));
+                    self.note_unsynced_break(new_ino);
+                }
                 return Err(Self::moved());
             }
         }
@@ -1072,6 +1111,23 @@ impl Overlay {
         drop((state, _late, _early, _guard));
         self.note_unsynced_break(new_ino);
         Ok(())
+    }
+
+    /// A break whose name a rename through the mount gave another node
+    /// meanwhile copied that node's file, `new_ino` now at (parent, name):
+    /// binds that node to the copy, if the table has it shared. Left bound
+    /// to its store object, a hardlink the guest made of it joined the copy
+    /// under another node (two numbers for one file) until a lookup or an
+    /// open bound it. True if it did.
+    fn rebind_misled(state: &mut State, parent: u64, name: &OsStr, new_ino: BackingIno) -> bool {
+        let other = state.table.child(parent, name);
+        let shared = other
+            .and_then(|o| state.table.get(o))
+            .is_some_and(|n| n.shared);
+        if let (Some(other), true) = (other, shared) {
+            state.table.rebind_private(other, new_ino);
+        }
+        shared
     }
 
     /// Binds `node` to the private file `st` its name names where the table
@@ -2969,4 +3025,12 @@ impl Overlay {
             (true, false) => Err(errno(libc::ENODATA)),
         }
     }
+}
+
+/// Sleeps for `UNIFS_TEST_LOOKUP_PAUSE_MS` (read once; unset: not at all)
+/// in a lookup of a file with more than one link, between its stat and the
+/// read of its marker: the tests' way to land a break in between.
+fn lookup_test_pause() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_LOOKUP_PAUSE_MS");
 }
