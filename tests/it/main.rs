@@ -74,6 +74,7 @@ mod review_s32_loghard;
 mod review_s32_names;
 mod review_s32_transient;
 mod review_s32_unsafe;
+mod review_s33_nonroot;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
