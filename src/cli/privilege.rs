@@ -95,15 +95,9 @@ const UNIFY: &[Need] = &[
     SYS_ADMIN,
     LEASE,
 ];
-const RESTORE: &[Need] = &[
-    CHOWN,
-    DAC_OVERRIDE,
-    DAC_READ_SEARCH,
-    FOWNER,
-    FSETID,
-    SYS_ADMIN,
-    MKNOD,
-];
+/// (Not the DAC ones: restore reads root's own backup and store, writes a
+/// tree it makes, and says which object it could not look up.)
+const RESTORE: &[Need] = &[CHOWN, FOWNER, FSETID, SYS_ADMIN, MKNOD];
 /// Rehashing objects: their ids cover their trusted.* xattrs.
 const OBJECTS: &[Need] = &[DAC_READ_SEARCH, FOWNER, SYS_ADMIN];
 const MANIFEST: &[Need] = &[DAC_READ_SEARCH, SYS_ADMIN];
