@@ -118,7 +118,7 @@ pub enum Error {
          writes needs it, and restore (a store that cannot be written can still be read: \
          store verify, stats, ls, runs, snapshot, unify --dry-run, and restore from a \
          read-only filesystem){}",
-        crate::sys::refused_writes_hint(error.raw_os_error())
+        lock_hint(error.raw_os_error())
     )]
     Lock {
         store: PathBuf,
@@ -253,6 +253,16 @@ impl<T> IoContext<T> for io::Result<T> {
             path: path.into(),
             source,
         })
+    }
+}
+
+/// What to do about a lock that cannot be opened: root's alone (EACCES:
+/// another user, with read access to the store), or on a filesystem that
+/// refuses writes.
+fn lock_hint(raw: Option<i32>) -> &'static str {
+    match raw {
+        Some(libc::EACCES) => "; only root may take it: run the command as root",
+        raw => crate::sys::refused_writes_hint(raw),
     }
 }
 

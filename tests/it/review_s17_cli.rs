@@ -37,8 +37,7 @@ fn manifest_usage_errors_exit_1_and_an_unreadable_store_is_no_missing_one() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("needs root")
-            && !err.contains("store init"),
+        err.contains("needs root") && !err.contains("store init"),
         "{err}"
     );
 }
