@@ -193,4 +193,12 @@ fn a_user_who_is_not_root_is_told_so_or_served_what_they_may_read() {
     let o = unifs_as(&nobody, &store, &[&"store", &"stats", &"--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, root_stats.stdout);
+    // A writer that needs no capability but the store's lock: told whose
+    // the lock is, and to run it as root.
+    let o = unifs_as(&nobody, &store, &[&"store", &"forget", &a]);
+    assert_refused(&o, &["lock", "run the command as root"], "forget");
+    assert_eq!(
+        unifs(&store, &[&"store", &"stats", &"--json"]).stdout,
+        root_stats.stdout
+    );
 }
