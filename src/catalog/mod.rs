@@ -288,6 +288,17 @@ impl Catalog {
                 })
             }
         }
+        // SQLite would say only "unable to open database file".
+        if let Err(nix::errno::Errno::EACCES) =
+            nix::unistd::access(path, nix::unistd::AccessFlags::R_OK)
+        {
+            return Err(Error::Unreadable {
+                path: path.to_path_buf(),
+                why: "Permission denied; a store is root's alone (unifs makes its catalog mode \
+                      0600: it names every guest path): run the command as root"
+                    .into(),
+            });
+        }
         match Catalog::try_open_readonly(path, false) {
             Err(Error::Sqlite {
                 error: rusqlite::Error::SqliteFailure(e, _),

@@ -7,6 +7,7 @@ mod guest;
 mod mount;
 mod output;
 mod print;
+mod privilege;
 mod store;
 mod temp;
 mod unify;
@@ -119,7 +120,10 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(command) = changes_things(&cli.command) {
-        if let Err(e) = require_host_root(&command) {
+        let needs = privilege::needed(&cli.command);
+        let checked =
+            require_host_root(&command).and_then(|()| privilege::require(&command, needs));
+        if let Err(e) = checked {
             errln!("unifs: {e}");
             return ExitCode::FAILURE;
         }

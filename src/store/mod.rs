@@ -89,6 +89,19 @@ pub enum Error {
     )]
     Replaced { store: PathBuf },
     #[error(
+        "store {}: cannot read {}: {error}; a store is root's alone (unifs makes it mode \
+         0700: objects keep guests' set-uid bits, the catalog names every guest path): run the \
+         command as root",
+        crate::sys::shown(store),
+        path.as_deref().map_or("it".into(), crate::sys::shown)
+    )]
+    NotReadable {
+        store: PathBuf,
+        /// What in the store could not be read; none: the store itself.
+        path: Option<PathBuf>,
+        error: io::Error,
+    },
+    #[error(
         "{path} is not a unifs store (no objects/ directory); create one with \
          `unifs --store {path} store init`"
     )]
@@ -105,7 +118,7 @@ pub enum Error {
          writes needs it, and restore (a store that cannot be written can still be read: \
          store verify, stats, ls, runs, snapshot, unify --dry-run, and restore from a \
          read-only filesystem){}",
-        crate::sys::refused_writes_hint(error.raw_os_error())
+        lock_hint(error.raw_os_error())
     )]
     Lock {
         store: PathBuf,
@@ -240,6 +253,29 @@ impl<T> IoContext<T> for io::Result<T> {
             path: path.into(),
             source,
         })
+    }
+}
+
+/// What to do about a lock that cannot be opened: root's alone (EACCES:
+/// another user, with read access to the store), or on a filesystem that
+/// refuses writes.
+fn lock_hint(raw: Option<i32>) -> &'static str {
+    match raw {
+        Some(libc::EACCES) => "; only root may take it: run the command as root",
+        raw => crate::sys::refused_writes_hint(raw),
+    }
+}
+
+impl Error {
+    /// [`Error::NotReadable`] for `path` in the store `store`, or for the
+    /// store's own directory where that is what this user cannot enter.
+    fn not_readable(store: &Path, path: &Path, error: io::Error) -> Error {
+        let enter = nix::unistd::access(store, nix::unistd::AccessFlags::X_OK);
+        Error::NotReadable {
+            store: store.to_path_buf(),
+            path: (enter.is_ok() && path != store).then(|| path.to_path_buf()),
+            error,
+        }
     }
 }
 
@@ -414,6 +450,9 @@ impl Store {
                     path: root.to_path_buf(),
                 })
             }
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                return Err(Error::not_readable(root, root, e))
+            }
             Err(e) => return Err(e).at(root),
         };
         if Store::exists(root) {
@@ -466,6 +505,10 @@ impl Store {
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && !root.is_dir() => {
                 return Err(Error::NotADirectory { path: root });
             }
+            // The store's root (0700) or objects/ as another user sees them.
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                return Err(Error::not_readable(&root, &objects_path, e))
+            }
             Err(e) => return Err(e).at(objects_path),
         };
         let tmp_path = root.join("tmp");
@@ -473,7 +516,10 @@ impl Store {
         let _ = private_dir(&tmp_path);
         let tmp = match sys::open_dir(&tmp_path) {
             Ok(fd) => Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            // Only writers use tmp/, and they need root: a reader another
+            // user was let into the store (a group given read access) has
+            // no use for it.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EACCES)) => None,
             Err(e) => return Err(e).at(tmp_path),
         };
         let objects_st = sys::fstat(objects.as_fd()).at(&objects_path)?;

@@ -78,6 +78,7 @@ mod review_s33_coldrerun;
 mod review_s33_etxtbsy;
 mod review_s33_forkpanic;
 mod review_s33_leads;
+mod review_s33_nonroot;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

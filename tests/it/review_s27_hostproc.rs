@@ -29,29 +29,24 @@ fn s27_a_unifs_process_is_not_dumpable() {
     if !require_root("s27_a_unifs_process_is_not_dumpable") {
         return;
     }
-    // A unifs process of an ordinary user (a manifest blocked on its
-    // full pipe): another process of that user could read its fds (a
-    // mount daemon's reach into host trees and the store) through /proc.
+    // A unifs process of an ordinary user (a dry run blocked on its full
+    // pipe: its JSON summary names every guest; a manifest, which this
+    // used before review s33, now needs root): another process of that
+    // user could read its fds (a mount daemon's reach into host trees and
+    // the store) through /proc.
     let t = tempfile::Builder::new()
         .prefix("unifs-s27-")
         .tempdir()
         .unwrap();
     let store = t.path().join("store");
-    ok(&run_bounded(
-        {
-            let mut c = Command::new(unifs_bin());
-            c.arg("--store").arg(&store).args(["store", "init"]);
-            c
-        },
-        Duration::from_secs(30),
-    ));
-    let guest = t.path().join("g");
-    for d in 0..40 {
-        let dir = guest.join(format!("d{d}"));
+    let mut guests = Vec::new();
+    // Well over a pipe's 64 KiB of names.
+    for g in 0..1500 {
+        let dir = t.path().join(format!(
+            "guest-whose-long-name-makes-the-dry-runs-json-summary-fill-its-pipe-{g}"
+        ));
         std::fs::create_dir_all(&dir).unwrap();
-        for f in 0..40 {
-            std::fs::write(dir.join(format!("file-with-a-long-name-{f}")), b"x").unwrap();
-        }
+        guests.push(dir);
     }
     ok(&Command::new("chmod")
         .args(["-R", "a+rX"])
@@ -64,8 +59,8 @@ fn s27_a_unifs_process_is_not_dumpable() {
             .arg(unifs_bin())
             .arg("--store")
             .arg(&store)
-            .arg("manifest")
-            .arg(&guest)
+            .args(["unify", "--dry-run", "--json"])
+            .args(&guests)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -79,7 +74,7 @@ fn s27_a_unifs_process_is_not_dumpable() {
             && std::fs::read_to_string(format!("/proc/{pid}/wchan"))
                 .is_ok_and(|w| w.contains("pipe"))
     });
-    assert!(running, "the manifest did not block on its pipe");
+    assert!(running, "the dry run did not block on its pipe");
     let fd_dir = std::fs::metadata(format!("/proc/{pid}/fd")).unwrap();
     let peek = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -1,0 +1,218 @@
+//! What each command needs of root's capabilities, checked before it
+//! starts. Without one a command got half-way and reported what it could
+//! not do as something else: `store verify` called every object's marker
+//! missing (trusted.* xattrs are invisible without CAP_SYS_ADMIN),
+//! `manifest` left every shared file's object out, and unify changed a
+//! guest directory's mtime it could not put back (no CAP_FOWNER).
+
+use super::guest::GuestCommand as G;
+use super::store::StoreCommand as S;
+use super::Command;
+
+/// A capability a command needs, and what for (said when it is missing).
+pub(crate) struct Need {
+    number: u32,
+    name: &'static str,
+    why: &'static str,
+}
+
+const CHOWN: Need = Need {
+    number: 0,
+    name: "CAP_CHOWN",
+    why: "to give files their owners",
+};
+const DAC_OVERRIDE: Need = Need {
+    number: 1,
+    name: "CAP_DAC_OVERRIDE",
+    why: "to write in guest directories whatever their modes",
+};
+const DAC_READ_SEARCH: Need = Need {
+    number: 2,
+    name: "CAP_DAC_READ_SEARCH",
+    why: "to read guest files and directories whatever their modes",
+};
+const FOWNER: Need = Need {
+    number: 3,
+    name: "CAP_FOWNER",
+    why: "to keep the times and modes of files of other owners",
+};
+const FSETID: Need = Need {
+    number: 4,
+    name: "CAP_FSETID",
+    why: "to keep set-uid and set-gid bits",
+};
+const KILL: Need = Need {
+    number: 5,
+    name: "CAP_KILL",
+    why: "to signal the guest's processes",
+};
+const SETGID: Need = Need {
+    number: 6,
+    name: "CAP_SETGID",
+    why: "to take the guest user's groups",
+};
+const SETUID: Need = Need {
+    number: 7,
+    name: "CAP_SETUID",
+    why: "to take the guest user's uid",
+};
+const SETPCAP: Need = Need {
+    number: 8,
+    name: "CAP_SETPCAP",
+    why: "to drop the guest's capabilities",
+};
+const SYS_ADMIN: Need = Need {
+    number: 21,
+    name: "CAP_SYS_ADMIN",
+    why: "to read trusted.* xattrs, which mark store objects, and to mount and enter namespaces",
+};
+const MKNOD: Need = Need {
+    number: 27,
+    name: "CAP_MKNOD",
+    why: "to make device nodes",
+};
+const LEASE: Need = Need {
+    number: 28,
+    name: "CAP_LEASE",
+    why: "to take leases on guest files, to know nobody writes them",
+};
+
+/// Reading and writing guest trees and the store.
+const FILES: &[Need] = &[
+    CHOWN,
+    DAC_OVERRIDE,
+    DAC_READ_SEARCH,
+    FOWNER,
+    FSETID,
+    SYS_ADMIN,
+];
+const UNIFY: &[Need] = &[
+    CHOWN,
+    DAC_OVERRIDE,
+    DAC_READ_SEARCH,
+    FOWNER,
+    FSETID,
+    SYS_ADMIN,
+    LEASE,
+];
+/// (Not the DAC ones: restore reads root's own backup and store, writes a
+/// tree it makes, and says which object it could not look up.)
+const RESTORE: &[Need] = &[CHOWN, FOWNER, FSETID, SYS_ADMIN, MKNOD];
+/// Rehashing objects: their ids cover their trusted.* xattrs.
+const OBJECTS: &[Need] = &[DAC_READ_SEARCH, FOWNER, SYS_ADMIN];
+const MANIFEST: &[Need] = &[DAC_READ_SEARCH, SYS_ADMIN];
+const START: &[Need] = &[
+    CHOWN,
+    DAC_OVERRIDE,
+    DAC_READ_SEARCH,
+    FOWNER,
+    FSETID,
+    SYS_ADMIN,
+    SETUID,
+    SETGID,
+    SETPCAP,
+];
+const ENTER: &[Need] = &[SYS_ADMIN, SETUID, SETGID, SETPCAP];
+const STOP: &[Need] = &[SYS_ADMIN, KILL];
+
+/// The capabilities `command` needs: none for what only reads the catalog
+/// or the run dir (`store stats`, `guest list`, …) and for `unify
+/// --dry-run`, which any user may run on what they can read.
+pub(crate) fn needed(command: &Command) -> &'static [Need] {
+    match command {
+        Command::Unify(a) if a.dry_run => &[],
+        Command::Unify(_) | Command::Demo(_) => UNIFY,
+        Command::Manifest(_) => MANIFEST,
+        Command::Restore(_) => RESTORE,
+        Command::Mount(_) => FILES,
+        Command::Run(_) | Command::Guest(G::Start { .. } | G::Restart { .. }) => START,
+        Command::Guest(G::Enter { .. } | G::Exec { .. }) => ENTER,
+        Command::Guest(G::Stop { .. }) => STOP,
+        Command::Guest(G::Update { .. }) => &[SYS_ADMIN],
+        Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => OBJECTS,
+        Command::Umount(_)
+        | Command::Store(S::Stats { .. } | S::Ls { .. } | S::Runs { .. })
+        | Command::Store(S::Forget { .. } | S::Snapshot { .. })
+        | Command::Guest(G::List { .. } | G::Status { .. } | G::Logs { .. } | G::Ps { .. }) => &[],
+    }
+}
+
+/// The effective capabilities of this process (`CapEff` in
+/// /proc/self/status); all if that cannot be read (the kernel then says
+/// what is refused).
+fn effective() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Fails, saying what is missing and what for, unless this process holds
+/// every capability in `needs`. (Run after [`super::require_host_root`]:
+/// in a user namespace of its own every capability shows as held.)
+pub(crate) fn require(command: &str, needs: &[Need]) -> anyhow::Result<()> {
+    let held = effective();
+    let missing: Vec<&Need> = needs
+        .iter()
+        .filter(|n| held & (1u64 << n.number) == 0)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        let names: Vec<&str> = needs.iter().map(|n| n.name).collect();
+        let dry = if command == "unify" {
+            " (`unify --dry-run` shows what it would do, as any user)"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "unifs {command} needs root (uid {} here; it needs {}): run it as root{dry}",
+            nix::unistd::geteuid(),
+            names.join(", ")
+        );
+    }
+    let lacking: Vec<String> = missing
+        .iter()
+        .map(|n| format!("{} ({})", n.name, n.why))
+        .collect();
+    anyhow::bail!(
+        "unifs {command} needs root's capabilities, and this process lacks {}: they were \
+         dropped (capsh --drop, setpriv, a container, a service's CapabilityBoundingSet=); \
+         run it with them",
+        lacking.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_capability_numbers_are_the_kernels() {
+        for n in [
+            CHOWN,
+            DAC_OVERRIDE,
+            DAC_READ_SEARCH,
+            FOWNER,
+            FSETID,
+            KILL,
+            SETGID,
+            SETUID,
+            SETPCAP,
+            SYS_ADMIN,
+            MKNOD,
+            LEASE,
+        ] {
+            let name = n.name.strip_prefix("CAP_").unwrap().to_lowercase();
+            assert_eq!(
+                crate::guest::caps::number(&name).ok(),
+                Some(n.number),
+                "{}",
+                n.name
+            );
+        }
+    }
+}
