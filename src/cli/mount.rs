@@ -132,7 +132,13 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     // exits once the mount answers (or failed), so `mount && ls` works.
     let (rx, tx) = nix::unistd::pipe().context("pipe")?;
     let (mut rx, tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
-    match ufs::sys::fork().context("fork")? {
+    let forked = ufs::sys::fork().map_err(|e| {
+        anyhow::anyhow!(
+            "forking the mount daemon: {e}{}",
+            ufs::ready::thread_hint(&e)
+        )
+    })?;
+    match forked {
         Some(child) => {
             drop(tx);
             let mut msg = String::new();
@@ -141,10 +147,13 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             match msg.strip_prefix("ok") {
                 Some(_) => Ok(ExitCode::SUCCESS),
                 None if msg.is_empty() => Err(died_before_ready(child, &guest, &mountpoint)),
-                None if mounted_by_another(&a.mountpoint, &mountpoint, &guest, &opts) => {
-                    Ok(already_mounted(&guest, &a.mountpoint))
+                None => {
+                    reap_failed(child);
+                    if mounted_by_another(&a.mountpoint, &mountpoint, &guest, &opts) {
+                        return Ok(already_mounted(&guest, &a.mountpoint));
+                    }
+                    bail!("{msg}")
                 }
-                None => bail!("{msg}"),
             }
         }
         None => {
@@ -200,6 +209,22 @@ fn mounted_by_another(p: &Path, mp: &Path, guest: &Path, opts: &MountOptions) ->
             return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Waits (up to 5 s) for the daemon `child` that said why it failed to
+/// end: it ends right after. Not left to init, whose reaping can lag: the
+/// zombie still counts against the pids cgroup (a unit's TasksMax=) of a
+/// caller that tries again at once.
+fn reap_failed(child: i32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(WaitStatus::StillAlive) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        if std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -299,6 +324,23 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
     let signalled = mp.clone();
     let threads = mounted.threads;
     let unready = mp.clone();
+    let report = Arc::new(Mutex::new(report));
+    // A thread that cannot start (EAGAIN: a pids limit) ends the daemon
+    // before the mount is ready: the caller hears why, not just "exit 1".
+    let untold = |what: &str, e: std::io::Error| {
+        let e = anyhow::anyhow!(
+            "starting its {what} thread: {e}{}",
+            ufs::ready::thread_hint(&e)
+        );
+        if let Some(mut tx) = report.lock().ok().and_then(|mut r| r.take()) {
+            let _ = ufs::unmount(&unready, true);
+            let _ = write!(
+                tx,
+                "the mount daemon stopped before the mount was ready: {e}"
+            );
+        }
+        e
+    };
     std::thread::Builder::new()
         .name("unifs-signals".into())
         .spawn(move || {
@@ -309,15 +351,14 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
                 }
             }
         })
-        .context("signal thread")?;
-    let report = Arc::new(Mutex::new(report));
+        .map_err(|e| untold("signal", e))?;
     let abandoned = Arc::new(AtomicBool::new(false));
     if report.lock().is_ok_and(|r| r.is_some()) {
         let (report, abandoned) = (report.clone(), abandoned.clone());
         std::thread::Builder::new()
             .name("unifs-ready".into())
             .spawn(move || say_ready(&mp, threads, &report, &abandoned))
-            .context("readiness thread")?;
+            .map_err(|e| untold("readiness", e))?;
     }
     let served = mounted.serve();
     // Never said ready: the caller hears why.
@@ -331,7 +372,7 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
             Err(e) => write!(
                 tx,
                 "the mount daemon stopped before the mount was ready: {e}{}",
-                ufs::ready::address_space_hint()
+                ufs::ready::thread_hint(e)
             ),
         };
     }

@@ -4,7 +4,7 @@
 //! "ready" only past both; a thread that fails to start after that would
 //! end the daemon, and leave a dead mount under the caller.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Address space a FUSE thread takes when it starts: fuser's request
 /// buffer (the largest write, 16 MiB, and a page) and its stack (2 MiB,
@@ -20,6 +20,18 @@ const SERVE_SPACE: usize = 16 << 20;
 /// nothing is mounted yet. (Mapped outside malloc, whose dynamic mmap
 /// threshold a large block freed would raise for good.)
 pub fn preflight_threads(threads: usize) -> Result<(), String> {
+    // The FUSE threads alone: what else the start takes (a thread or two,
+    // the probe's child) comes and goes with the caller's own threads.
+    // Where those do not fit, the daemon's report names the limits.
+    let tasks = threads as u64;
+    if let Some((group, max, current)) = pids_limits().find(|&(_, max, cur)| max < cur + tasks) {
+        return Err(format!(
+            "cannot start the mount's {threads} FUSE threads: the pids cgroup {} allows {max} \
+             tasks (pids.max; a systemd unit's TasksMax=) and holds {current}: raise it, or \
+             mount with fewer threads (-o threads=1)",
+            crate::sys::shown(&group)
+        ));
+    }
     if crate::sys::while_mapped(threads * FUSE_THREAD_SPACE + SERVE_SPACE, || ()).is_some() {
         return Ok(());
     }
@@ -30,6 +42,69 @@ pub fn preflight_threads(threads: usize) -> Result<(), String> {
         FUSE_THREAD_SPACE >> 20,
         crate::sys::thread_limits_text()
     ))
+}
+
+/// What a thread's or a fork's failure `e` adds to its message: the
+/// limits on tasks for EAGAIN, else [`address_space_hint`].
+pub fn thread_hint(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => format!(
+            "; a limit on processes and threads was reached: {}",
+            task_limits_text()
+        ),
+        _ => address_space_hint(),
+    }
+}
+
+/// The limits on tasks a thread or fork that failed with EAGAIN may have
+/// met: the pids cgroups this process is in, RLIMIT_NPROC and RLIMIT_AS.
+pub fn task_limits_text() -> String {
+    let groups: Vec<String> = pids_limits()
+        .map(|(group, max, current)| {
+            format!(
+                "the pids cgroup {} allows {max} tasks and holds {current} (pids.max; a \
+                 systemd unit's TasksMax=)",
+                crate::sys::shown(&group)
+            )
+        })
+        .collect();
+    let mut text = groups.join(", ");
+    if !text.is_empty() {
+        text.push_str(", ");
+    }
+    text + &crate::sys::thread_limits_text()
+}
+
+/// The pids cgroups (v1 `pids` or v2) this process is in, from its own
+/// group up, that set a limit: (directory, pids.max, pids.current). A
+/// group's limit is "max" where it sets none.
+fn pids_limits() -> impl Iterator<Item = (PathBuf, u64, u64)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let groups: Vec<(&'static str, PathBuf)> = own
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let top = match (id, controllers) {
+                (_, c) if c.split(',').any(|c| c == "pids") => "/sys/fs/cgroup/pids",
+                ("0", "") => "/sys/fs/cgroup",
+                _ => return None,
+            };
+            Some((top, Path::new(top).join(path.trim_start_matches('/'))))
+        })
+        .collect();
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
+    let mut limits = Vec::new();
+    for (top, group) in &groups {
+        for dir in group.ancestors().take_while(|a| a.starts_with(top)) {
+            if let (Some(max), Some(current)) =
+                (read(dir.join("pids.max")), read(dir.join("pids.current")))
+            {
+                limits.push((dir.to_path_buf(), max, current));
+            }
+        }
+    }
+    limits.into_iter()
 }
 
 /// Where RLIMIT_AS is set: the limits to raise, as a parenthesis; else

@@ -132,9 +132,9 @@ pub enum Error {
     #[error("mounting the root of guest {name} failed: {reason}")]
     RootMount { name: String, reason: String },
     #[error(
-        "the overlay daemon for guest {name} exited before the guest was launched (see its log \
-         at {}); nothing was started: `unifs guest start {name}` again mounts its root anew",
-        log.display()
+        "the overlay daemon for guest {name} exited before the guest was launched ({}); \
+         nothing was started: `unifs guest start {name}` again mounts its root anew",
+        log_end(log)
     )]
     OverlayGone { name: String, log: PathBuf },
     #[error("cannot serve guest root {} through the overlay: {reason}", root.display())]
@@ -232,5 +232,28 @@ fn fork_hint(e: nix::Error) -> &'static str {
              kernel.threads-max"
         }
         _ => "",
+    }
+}
+
+/// Where the daemon's log `log` is and how it ends: its last line says why
+/// the daemon ended (a thread it could not start under a pids limit, a
+/// mount refused), which the user should not have to go and look up.
+fn log_end(log: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tail = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(log) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+        let _ = f.take(4096).read_to_end(&mut tail);
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let last = text.lines().rev().map(str::trim).find(|l| !l.is_empty());
+    let at = crate::sys::shown(log);
+    match last {
+        Some(line) => {
+            let line: String = line.chars().take(400).collect();
+            format!("its log at {at} ends: {}", crate::sys::clean(&line))
+        }
+        None => format!("its log at {at} says nothing"),
     }
 }

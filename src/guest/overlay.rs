@@ -264,7 +264,8 @@ fn daemon(
     if let Err(e) = ready {
         let _ = write!(
             report.lock().unwrap().as_mut().unwrap(),
-            "readiness thread: {e}"
+            "readiness thread: {e}{}",
+            crate::fs::ready::thread_hint(&e)
         );
         sys::exit_child(1);
     }
@@ -277,7 +278,7 @@ fn daemon(
             Ok(()) => "the overlay was unmounted before it was ready".to_string(),
             Err(e) => format!(
                 "the overlay daemon stopped before the mount was ready: {e}{}",
-                crate::fs::ready::address_space_hint()
+                crate::fs::ready::thread_hint(e)
             ),
         };
         let _ = tx.write_all(why.as_bytes());
