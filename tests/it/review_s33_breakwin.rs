@@ -7,31 +7,30 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A write open (not O_TRUNC) of shared `x` breaks it on a filesystem
-/// without O_TMPFILE (the named temp file path), and pauses between its
+/// A write open (not O_TRUNC) of shared `x` breaks it, with O_TMPFILE or
+/// as on a filesystem without it (`named_temp`), and pauses between its
 /// check and its rename (`UNIFS_TEST_BREAK_RENAME_PAUSE_MS`); `change`, a
 /// guest's change of `x` through the mount, runs meanwhile. The open
 /// succeeds or fails with `lost`, the errno of an open whose file lost its
 /// name meanwhile. Returns the world and the backing directory, to check
 /// what x is now.
-fn race_a_break(change: impl FnOnce(&Mount), lost: i32) -> (World, PathBuf) {
+fn race_a_break(change: impl FnOnce(&Mount), lost: i32, named_temp: bool) -> (World, PathBuf) {
     let w = World::new();
     let (g, other) = (w.dir("g"), w.dir("other"));
     let old = vec![b'x'; 20_000];
     w.shared(&old, &[g.join("x"), other.join("x")]);
     fs::write(g.join("a"), b"mine").unwrap();
     let log = fs::File::create(w.tmp.path().join("m.log")).unwrap();
-    let env = [
-        "env",
-        "UNIFS_TEST_BREAK_NO_TMPFILE=1",
-        "UNIFS_TEST_BREAK_RENAME_PAUSE_MS=1000",
-    ];
+    let mut env = vec!["env", "UNIFS_TEST_BREAK_RENAME_PAUSE_MS=1000"];
+    if named_temp {
+        env.push("UNIFS_TEST_BREAK_NO_TMPFILE=1");
+    }
     let m = Mount::start_under(&env, &w.store, &g, &w.dir("m"), &[], log);
     let x = m.path("x");
     fs::metadata(&x).unwrap();
     let writer = std::thread::spawn(move || fs::OpenOptions::new().write(true).open(&x));
-    // The copy's temp name shows in the backing directory while the break
-    // runs; the copy of 20 kB is soon made, and the pause begins.
+    // The copy's temp name shows in the backing directory before the
+    // check (either way), and stays there through the pause.
     let started = wait_until(Duration::from_secs(20), || has_temp(&g));
     assert!(started, "no break started");
     std::thread::sleep(Duration::from_millis(200));
@@ -42,6 +41,7 @@ fn race_a_break(change: impl FnOnce(&Mount), lost: i32) -> (World, PathBuf) {
         "write open of x: {r:?}"
     );
     assert_eq!(fs::read(other.join("x")).unwrap(), old);
+    drop(r);
     drop(m);
     (w, g)
 }
@@ -53,9 +53,17 @@ fn has_temp(dir: &Path) -> bool {
     })
 }
 
+fn temp_kind(named_temp: bool) -> &'static str {
+    match named_temp {
+        true => "named temp file",
+        false => "O_TMPFILE",
+    }
+}
+
 /// Before: the guest's `mv a x` landed between the break's check and its
-/// rename, and the break's copy of the old x replaced the file the guest
-/// had just put there: x showed its old content, and a's was gone.
+/// rename (named temp file path only), and the break's copy of the old x
+/// replaced the file the guest had just put there: x showed its old
+/// content, and a's was gone.
 #[test]
 fn a_rename_over_a_file_being_broken_is_not_undone_by_the_break() {
     if !require_root("a_rename_over_a_file_being_broken_is_not_undone_by_the_break") {
@@ -63,16 +71,18 @@ fn a_rename_over_a_file_being_broken_is_not_undone_by_the_break() {
     }
     // ESTALE: as docs/mount.md allows for an open racing a rename.
     let mv = |m: &Mount| fs::rename(m.path("a"), m.path("x")).unwrap();
-    let (_w, g) = race_a_break(mv, libc::ESTALE);
-    let now = fs::read(g.join("x")).unwrap();
-    let head = String::from_utf8_lossy(&now[..now.len().min(8)]).into_owned();
-    assert!(
-        now == b"mine",
-        "x after mv a x: {} bytes, {head:?}…",
-        now.len()
-    );
-    assert!(!g.join("a").exists());
-    assert!(!has_temp(&g), "a temp file left behind");
+    for named_temp in [true, false] {
+        let (_w, g) = race_a_break(mv, libc::ESTALE, named_temp);
+        let (now, kind) = (fs::read(g.join("x")).unwrap(), temp_kind(named_temp));
+        let head = String::from_utf8_lossy(&now[..now.len().min(8)]).into_owned();
+        let n = now.len();
+        assert!(
+            now == b"mine",
+            "x after mv a x ({kind}): {n} bytes, {head:?}…"
+        );
+        assert!(!g.join("a").exists());
+        assert!(!has_temp(&g), "a temp file left behind ({kind})");
+    }
 }
 
 /// Before: the guest's `rm x` in that window came back undone: x was there
@@ -83,7 +93,10 @@ fn an_unlink_of_a_file_being_broken_is_not_undone_by_the_break() {
         return;
     }
     let rm = |m: &Mount| fs::remove_file(m.path("x")).unwrap();
-    let (_w, g) = race_a_break(rm, libc::ENOENT);
-    assert!(!g.join("x").exists(), "x came back after rm x");
-    assert!(!has_temp(&g), "a temp file left behind");
+    for named_temp in [true, false] {
+        let (_w, g) = race_a_break(rm, libc::ENOENT, named_temp);
+        let kind = temp_kind(named_temp);
+        assert!(!g.join("x").exists(), "x came back after rm x ({kind})");
+        assert!(!has_temp(&g), "a temp file left behind ({kind})");
+    }
 }
