@@ -117,8 +117,10 @@ pub fn locked_dir(dir: BorrowedFd) -> Option<&'static str> {
 /// backing inode the entry names afterwards. `dir_changes`: held for
 /// reading by every change of a directory the daemon makes for the guest
 /// (create, unlink, rename, utimes …); the break holds it for writing from
-/// just before its first change of `dir` until the directory's mtime is put
-/// back, so that no such change lands in between unseen (see [`DirMtime`]).
+/// just before its first change of `dir` (and its check that `name` is
+/// still the file it copied) until the directory's mtime is put back, so
+/// that no such change lands in between unseen (see [`DirMtime`]) nor is
+/// undone by the break's rename.
 pub fn break_link(
     dir: BorrowedFd,
     name: &OsStr,
@@ -167,7 +169,7 @@ fn copy_and_rename(
     mtime: &mut DirMtime,
 ) -> io::Result<BackingIno> {
     let mark = |fd: BorrowedFd| sys::xattr::set_fd(fd, OsStr::new(TEMP_XATTR), b"");
-    let (tmp, mut tmp_name) = match fsys::open_tmpfile(dir, 0o600) {
+    let (tmp, mut tmp_name) = match open_tmpfile(dir) {
         Ok(fd) => {
             mark(fd.as_fd())?;
             (fd, None)
@@ -201,14 +203,20 @@ fn copy_and_rename(
                 n
             }
         };
+        // From the check to the rename, the guest's renames and unlinks
+        // through the mount wait (`dir_changes`, held until the mtime is
+        // put back): one in between was undone by our rename, the copy of
+        // the old file back at the name. (The named temp file's path let
+        // them in: it pauses the hold for the copy.)
+        mtime.begin();
         let now = fsys::stat_at(dir, name)?;
         if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
+        test_rename_pause();
         // In place, it is the guest's file. (Killed right here, the copy
         // stays under its temp name, unmarked: a file the guest sees.)
         sys::xattr::remove_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR))?;
-        mtime.begin();
         sys::rename_at(dir, &n, dir, name)?;
         mtime.changed();
         tmp_name = None;
@@ -328,6 +336,25 @@ fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result
 fn test_pause() {
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_PAUSE_MS");
+}
+
+/// Sleeps for `UNIFS_TEST_BREAK_RENAME_PAUSE_MS` (read once; unset: not
+/// at all) between a break's check that the name is still the file it
+/// copied and its rename over that name.
+fn test_rename_pause() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_RENAME_PAUSE_MS");
+}
+
+/// An unnamed temp file in `dir` (O_TMPFILE), or EOPNOTSUPP when
+/// `UNIFS_TEST_BREAK_NO_TMPFILE` is set (read once): the tests' way to take
+/// the named temp file of a filesystem without O_TMPFILE.
+fn open_tmpfile(dir: BorrowedFd) -> io::Result<OwnedFd> {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var_os("UNIFS_TEST_BREAK_NO_TMPFILE").is_some()) {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    fsys::open_tmpfile(dir, 0o600)
 }
 
 /// The mtime of the directory a break works in, put back afterwards. On a

@@ -388,9 +388,11 @@ pub struct Overlay {
     /// Held for reading by each change of a directory's entries or times
     /// made for the guest (create, mknod, mkdir, symlink, link, unlink,
     /// rmdir, rename, utimes), around its system call only; for writing by
-    /// a break from just before its first change of its directory until it
-    /// put the directory's mtime back, so that it never puts back an mtime
-    /// over a change of the guest's (`cow::break_link`).
+    /// a break from just before its first change of its directory (and its
+    /// check that the name is still the file it copied) until it put the
+    /// directory's mtime back, so that it never puts back an mtime over a
+    /// change of the guest's nor renames its copy over one
+    /// (`cow::break_link`).
     dir_changes: std::sync::RwLock<()>,
     pub passthrough: std::sync::atomic::AtomicBool,
     /// For telling the kernel to forget names (set once mounted).

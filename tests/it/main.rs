@@ -74,6 +74,7 @@ mod review_s32_loghard;
 mod review_s32_names;
 mod review_s32_transient;
 mod review_s32_unsafe;
+mod review_s33_breakwin;
 mod review_s33_coldrerun;
 mod review_s33_etxtbsy;
 mod review_s33_forkpanic;
