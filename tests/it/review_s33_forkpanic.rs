@@ -211,16 +211,6 @@ fn s33_a_suspended_exec_session_holds_none_of_the_guests_namespaces() {
     assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
 }
 
-/// A v1 pids group of this test's own; dropping removes it (once what
-/// ran in it has ended).
-struct PidsGroup(std::path::PathBuf);
-
-impl Drop for PidsGroup {
-    fn drop(&mut self) {
-        let _ = within_5s(|| std::fs::remove_dir(&self.0).is_ok() || !self.0.exists());
-    }
-}
-
 /// A `guest start` whose keeper could not fork (a limit on processes: a
 /// service's TasksMax=, the pids group it runs in) said only "the guest's
 /// keeper process ended before it started init": the first keeper, whose
@@ -238,30 +228,15 @@ fn s33_a_start_whose_fork_fails_names_the_fork_and_the_limit() {
         return;
     };
     let g = Guest::new("forkfail", SLEEP);
-    let group = PidsGroup(pids.join(format!("s33-forkpanic-{}", std::process::id())));
+    let group = crate::review_s33_pids::PidsGroup(
+        pids.join(format!("s33-forkpanic-{}", std::process::id())),
+    );
     std::fs::create_dir(&group.0).unwrap();
     let mut failed = 0;
     for max in 1..=3 {
-        std::fs::write(group.0.join("pids.max"), max.to_string()).unwrap();
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(group.0.join("cgroup.procs"))
-            .unwrap();
         let mut start = g.command();
         start.args(["start", &g.name]);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
-        // SAFETY: one write(2) to an fd opened before the fork (its
-        // number stays valid: `procs` lives past the spawn).
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut start, move || {
-                match libc::write(fd, b"0".as_ptr().cast(), 1) {
-                    1 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            });
-        }
-        let o = run_bounded(start, Duration::from_secs(60));
-        drop(procs);
+        let o = group.run(max, start);
         let err = stderr(&o);
         if o.status.success() {
             ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));

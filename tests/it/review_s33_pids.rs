@@ -12,8 +12,35 @@ use crate::guest::harness::run_bounded;
 use std::process::Command;
 use std::time::Duration;
 
-/// A pids group of the test's, removed even when the test fails.
-struct PidsGroup(std::path::PathBuf);
+/// A v1 pids group of a test's own, removed (once what ran in it has
+/// ended) even when the test fails.
+pub(crate) struct PidsGroup(pub(crate) std::path::PathBuf);
+
+impl PidsGroup {
+    /// Runs `cmd` (bounded) in this group with a limit of `max` tasks, which
+    /// it joins first, before it runs anything of unifs's.
+    pub(crate) fn run(&self, max: u32, mut cmd: Command) -> std::process::Output {
+        std::fs::write(self.0.join("pids.max"), max.to_string()).unwrap();
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.0.join("cgroup.procs"))
+            .unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+        // SAFETY: one write(2) to an fd opened before the fork, which
+        // `procs` keeps open past the spawn.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                match libc::write(fd, b"0".as_ptr().cast(), 1) {
+                    1 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        let o = run_bounded(cmd, Duration::from_secs(60));
+        drop(procs);
+        o
+    }
+}
 
 impl Drop for PidsGroup {
     fn drop(&mut self) {
@@ -21,41 +48,6 @@ impl Drop for PidsGroup {
             std::fs::remove_dir(&self.0).is_ok() || !self.0.exists()
         });
     }
-}
-
-/// `unifs mount` run in the pids group `group` (its first act, before it
-/// runs anything of unifs's).
-fn mount_in(
-    group: &std::path::Path,
-    store: &std::path::Path,
-    guest: &std::path::Path,
-    mp: &std::path::Path,
-) -> std::process::Output {
-    let procs = std::fs::OpenOptions::new()
-        .write(true)
-        .open(group.join("cgroup.procs"))
-        .unwrap();
-    let mut mount = Command::new(crate::common::unifs_bin());
-    mount
-        .arg("--store")
-        .arg(store)
-        .arg("mount")
-        .arg(guest)
-        .arg(mp);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
-    // SAFETY: one write(2) to an fd opened before the fork, which `procs`
-    // keeps open past the spawn.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut mount, move || {
-            match libc::write(fd, b"0".as_ptr().cast(), 1) {
-                1 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
-    let o = run_bounded(mount, Duration::from_secs(60));
-    drop(procs);
-    o
 }
 
 /// Limits of 1 to 14 tasks: each mount that fails names the pids group's
@@ -78,8 +70,14 @@ fn a_mount_under_a_pids_limit_names_the_limit_it_met() {
     std::fs::create_dir(&group.0).unwrap();
     let (mut failed, mut mounted, mut last) = (0, 0, String::new());
     for max in 1..=14 {
-        std::fs::write(group.0.join("pids.max"), max.to_string()).unwrap();
-        let o = mount_in(&group.0, &w.store, &guest, &mp);
+        let mut mount = Command::new(crate::common::unifs_bin());
+        mount
+            .arg("--store")
+            .arg(&w.store)
+            .arg("mount")
+            .arg(&guest)
+            .arg(&mp);
+        let o = group.run(max, mount);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         if o.status.success() {
             assert_eq!(
