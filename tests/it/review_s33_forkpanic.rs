@@ -255,3 +255,41 @@ fn s33_a_start_whose_fork_fails_names_the_fork_and_the_limit() {
     }
     assert!(failed >= 2, "the limits failed {failed} starts");
 }
+
+/// A start whose overlay daemon died between its mount and the guest's
+/// launch failed saying only "see its log at …". It now quotes how the
+/// log ends (or that it says nothing), the daemon's own last word on why,
+/// and leaves nothing mounted; the guest starts afterwards.
+#[test]
+fn s33_a_start_whose_overlay_daemon_died_quotes_its_log() {
+    if !can_run("s33_a_start_whose_overlay_daemon_died_quotes_its_log") {
+        return;
+    }
+    let g = Guest::new("daemondied", SLEEP);
+    let mut start = g.command();
+    start.args(["start", &g.name]);
+    start.env("UNIFS_TEST_START_PAUSE_MS", "3000");
+    start
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = KillOnDrop(Some(start.spawn().unwrap()));
+    let root = g.run(&g.name).join("root");
+    assert!(
+        within_60s(|| is_mounted(&root)),
+        "the start mounted no root"
+    );
+    let daemon = crate::guest::review_s11_life::mount_daemon(&root);
+    kill(Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
+    let o = wait_bounded(start, Duration::from_secs(60));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "the start succeeded: {err}");
+    assert!(
+        err.contains("exited before the guest was launched (its log at ")
+            && (err.contains(" ends: ") || err.contains(" says nothing")),
+        "{err}"
+    );
+    assert!(!is_mounted(&root), "left mounted: {err}");
+    ok(&g.unifs(&["start", &g.name]));
+    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
+}
