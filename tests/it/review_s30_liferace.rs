@@ -2,13 +2,10 @@
 //! `exec`/`enter` racing a `stop`, and commands racing a `start`.
 
 use crate::common::proc_stat;
-use crate::guest::harness::{
-    exec_sleep_session, is_mounted, ok, stderr, stdout, wait_bounded, KillOnDrop,
-};
+use crate::guest::harness::{exec_sleep_session, is_mounted, ok, stderr, stdout, wait_bounded};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Waits (up to 10 s) until `done`.
@@ -83,15 +80,7 @@ fn s30_exec_during_a_start_waits_for_it() {
         return;
     }
     let g = Guest::new("xstart", SLEEP);
-    let mut start = g.command();
-    start.args(["start", &g.name]);
-    start.env("UNIFS_TEST_START_PAUSE_MS", "2000");
-    start
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = KillOnDrop(Some(start.spawn().unwrap()));
-    let root = g.run(&g.name).join("root");
+    let (start, root) = g.start_paused(2000);
     assert!(
         within_10s(|| is_mounted(&root)),
         "the start mounted no root"

@@ -266,15 +266,7 @@ fn s33_a_start_whose_overlay_daemon_died_quotes_its_log() {
         return;
     }
     let g = Guest::new("daemondied", SLEEP);
-    let mut start = g.command();
-    start.args(["start", &g.name]);
-    start.env("UNIFS_TEST_START_PAUSE_MS", "3000");
-    start
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = KillOnDrop(Some(start.spawn().unwrap()));
-    let root = g.run(&g.name).join("root");
+    let (start, root) = g.start_paused(3000);
     assert!(
         within_60s(|| is_mounted(&root)),
         "the start mounted no root"

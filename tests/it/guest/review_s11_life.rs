@@ -118,6 +118,21 @@ impl Guest {
         crate::guest::harness::exec_sleep_session(self.command(), &self.name)
     }
 
+    /// `guest start G` in the background, pausing `ms` milliseconds after
+    /// its root is mounted (UNIFS_TEST_START_PAUSE_MS; stdout and stderr
+    /// piped): the start and the root it mounts.
+    pub(crate) fn start_paused(&self, ms: u32) -> (KillOnDrop, PathBuf) {
+        let mut start = self.command();
+        start.args(["start", &self.name]);
+        start.env("UNIFS_TEST_START_PAUSE_MS", ms.to_string());
+        start
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let start = KillOnDrop(Some(start.spawn().unwrap()));
+        (start, self.run(&self.name).join("root"))
+    }
+
     pub(crate) fn run(&self, name: &str) -> PathBuf {
         self.run_dir.join(name)
     }
