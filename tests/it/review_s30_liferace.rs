@@ -80,7 +80,7 @@ fn s30_exec_during_a_start_waits_for_it() {
         return;
     }
     let g = Guest::new("xstart", SLEEP);
-    let (start, root) = g.start_paused(2000);
+    let (start, root) = g.start_with("UNIFS_TEST_START_PAUSE_MS", "2000");
     assert!(
         within_10s(|| is_mounted(&root)),
         "the start mounted no root"

@@ -118,13 +118,14 @@ impl Guest {
         crate::guest::harness::exec_sleep_session(self.command(), &self.name)
     }
 
-    /// `guest start G` in the background, pausing `ms` milliseconds after
-    /// its root is mounted (UNIFS_TEST_START_PAUSE_MS; stdout and stderr
-    /// piped): the start and the root it mounts.
-    pub(crate) fn start_paused(&self, ms: u32) -> (KillOnDrop, PathBuf) {
+    /// `guest start G` in the background with the test hook `var` set to
+    /// `value` (UNIFS_TEST_START_PAUSE_MS, UNIFS_TEST_START_STOP: a window
+    /// after its mount; stdout and stderr piped): the start and the root
+    /// it mounts.
+    pub(crate) fn start_with(&self, var: &str, value: &str) -> (KillOnDrop, PathBuf) {
         let mut start = self.command();
         start.args(["start", &self.name]);
-        start.env("UNIFS_TEST_START_PAUSE_MS", ms.to_string());
+        start.env(var, value);
         start
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
