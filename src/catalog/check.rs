@@ -71,9 +71,7 @@ fn checked_record(catalog: &Path) -> PathBuf {
 /// open, or a writer was killed): the log's pages are not in the stamp.
 fn stamp(catalog: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let mut wal = catalog.as_os_str().to_owned();
-    wal.push("-wal");
-    if std::fs::symlink_metadata(&wal).is_ok_and(|m| m.len() > 0) {
+    if std::fs::symlink_metadata(super::tidy::wal(catalog)).is_ok_and(|m| m.len() > 0) {
         return None;
     }
     let m = std::fs::symlink_metadata(catalog).ok()?;

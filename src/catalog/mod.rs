@@ -7,6 +7,7 @@ mod check;
 mod migrate;
 mod rows;
 mod shm;
+mod tidy;
 
 pub use check::Checking;
 pub use rows::{
@@ -82,6 +83,12 @@ pub struct Catalog {
     /// The file's own connection where `conn` is a migrated copy of an
     /// older catalog: a snapshot is of the file as it is.
     file: Option<Connection>,
+    /// A reader's: removes the -wal and -shm it made, once the connections
+    /// above have closed (fields drop in order).
+    tidy: Option<tidy::Tidy>,
+    /// An immutable reader's shared hold on the store's lock: no writer
+    /// changes the file under it while it is open.
+    lock: Option<crate::store::WriterLock>,
 }
 
 /// Creates the catalog file (empty: SQLite takes it for a new database)
@@ -160,7 +167,9 @@ impl Catalog {
     /// (Where the close leaves a log, another connection is open: nothing
     /// is noted.)
     pub fn close_checked(self) {
-        let Catalog { conn, path, file } = self;
+        let Catalog {
+            conn, path, file, ..
+        } = self;
         // A migrated copy in memory: the file is another one.
         let migrated = file.is_some();
         drop(file);
@@ -249,6 +258,8 @@ impl Catalog {
         if !path.exists() {
             return Ok(());
         }
+        // Dropped after read's connections.
+        let _tidy = tidy::Tidy::new(path);
         match read(false).or_else(|_| read(true)) {
             Ok(Some(v)) if v != crate::store::id::FORMAT_VERSION.to_string() => {
                 Err(Error::UnknownFormat {
@@ -268,8 +279,10 @@ impl Catalog {
     ///
     /// In WAL mode even a reader needs `catalog.db-shm`; where it cannot be
     /// created (a read-only filesystem or directory) the catalog is opened
-    /// immutable (`file:…?immutable=1`), which is safe because nobody can be
-    /// writing it there.
+    /// immutable (`file:…?immutable=1`), with the store's lock held shared
+    /// so that no writer reaching the store another way changes it
+    /// meanwhile. A -wal and -shm this makes are removed again at the end,
+    /// where no other connection is open ([`tidy`]).
     pub fn open_readonly(path: &Path) -> Result<Catalog> {
         shm::register();
         // Only a catalog surely not there reads as empty: one that could
@@ -299,7 +312,9 @@ impl Catalog {
                     .into(),
             });
         }
-        match Catalog::try_open_readonly(path, false) {
+        // Dropped after the connections below, on an error too.
+        let tidy = tidy::Tidy::new(path);
+        let cat = match Catalog::try_open_readonly(path, false) {
             Err(Error::Sqlite {
                 error: rusqlite::Error::SqliteFailure(e, _),
                 ..
@@ -313,18 +328,54 @@ impl Catalog {
                 Catalog::try_open_readonly(path, false)
             }
             Err(Error::Sqlite { error, .. }) if cannot_open(&error) && !dir_writable(path) => {
-                Catalog::open_immutable(path, error)
+                tidy.disarm();
+                return Catalog::open_immutable(path, error);
             }
             other => other,
-        }
+        }?;
+        Ok(Catalog {
+            tidy: Some(tidy),
+            ..cat
+        })
     }
 
     /// The fallback of [`Catalog::open_readonly`] in a directory nobody can
     /// write to; `first` is why the ordinary read-only open failed.
+    ///
+    /// Immutable, SQLite takes no lock and reads no log: a writer reaching
+    /// the same store another way (a read-only bind mount of it here, the
+    /// writer on a writable one) would change pages under the reader, which
+    /// then reads rows of two states or calls the file malformed. The
+    /// store's lock, held shared while the catalog is open, keeps writers
+    /// out (as it does for `restore`), and says who writes now.
     fn open_immutable(path: &Path, first: rusqlite::Error) -> Result<Catalog> {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+        let lock = match crate::store::WriterLock::acquire_reading(parent_dir(path)) {
+            Ok(lock) => lock,
+            Err(crate::store::Error::Busy { holder, .. }) => {
+                return Err(Error::Unreadable {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "{first}: its directory is not writable here, so SQLite can read it \
+                         only as a file nobody changes, and the store is being written: \
+                         another process{holder} holds its lock; run the command again once \
+                         that is done, or through a writable path to the store (readers \
+                         there read beside a writer)"
+                    ),
+                })
+            }
+            Err(e) => {
+                return Err(Error::Unreadable {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "{first}: its directory is not writable, and the store's lock, which \
+                         keeps writers out while it is read as a file nobody changes, could \
+                         not be taken: {e}"
+                    ),
+                })
+            }
+        };
+        // Under the lock: a writer killed left no log this reads.
+        let wal = tidy::wal(path);
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
             return Err(Error::Unreadable {
                 path: path.to_path_buf(),
@@ -337,7 +388,7 @@ impl Catalog {
                 ),
             });
         }
-        Catalog::try_open_readonly(path, true).map_err(|e| match e {
+        let cat = Catalog::try_open_readonly(path, true).map_err(|e| match e {
             Error::Sqlite { error, .. } => Error::Unreadable {
                 path: path.to_path_buf(),
                 why: format!(
@@ -345,6 +396,10 @@ impl Catalog {
                 ),
             },
             e => e,
+        })?;
+        Ok(Catalog {
+            lock: Some(lock),
+            ..cat
         })
     }
 
@@ -356,11 +411,7 @@ impl Catalog {
             Connection::open_with_flags(path, flags)
         }
         .map_err(|e| sqlite(path, e))?;
-        let cat = Catalog {
-            conn,
-            path: path.to_path_buf(),
-            file: None,
-        };
+        let cat = Catalog::of(conn, path.to_path_buf());
         cat.conn
             .busy_timeout(Duration::from_secs(10))
             .map_err(|e| cat.err(e))?;
@@ -387,27 +438,21 @@ impl Catalog {
             conn,
             path: self.path,
             file: Some(self.conn),
+            tidy: self.tidy,
+            lock: self.lock,
         })
     }
 
     /// A throw-away catalog (dry runs against a store that does not exist yet).
     pub fn in_memory() -> Result<Catalog> {
         let conn = Connection::open_in_memory().map_err(|e| sqlite(Path::new(":memory:"), e))?;
-        let cat = Catalog {
-            conn,
-            path: PathBuf::from(":memory:"),
-            file: None,
-        };
+        let cat = Catalog::of(conn, PathBuf::from(":memory:"));
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
         Ok(cat)
     }
 
     fn setup(conn: Connection, path: &Path) -> Result<Catalog> {
-        let cat = Catalog {
-            conn,
-            path: path.to_path_buf(),
-            file: None,
-        };
+        let cat = Catalog::of(conn, path.to_path_buf());
         cat.conn
             .busy_timeout(Duration::from_secs(10))
             .map_err(|e| cat.err(e))?;
@@ -421,6 +466,17 @@ impl Catalog {
             )
             .map_err(|e| cat.err(e))?;
         Ok(cat)
+    }
+
+    /// A catalog of `conn` alone.
+    fn of(conn: Connection, path: PathBuf) -> Catalog {
+        Catalog {
+            conn,
+            path,
+            file: None,
+            tidy: None,
+            lock: None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -607,10 +663,9 @@ pub(crate) fn sqlite(path: &Path, error: rusqlite::Error) -> Error {
 /// descriptor [`kept_open`]: a connection to the file is open).
 fn read_failure(path: &Path) -> Option<String> {
     use std::os::unix::fs::FileExt;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
+    let wal = tidy::wal(path);
     let mut buf = vec![0u8; 1 << 16];
-    for file in [path, Path::new(&wal)] {
+    for file in [path, wal.as_path()] {
         let f = match kept_open(file) {
             Ok(f) => f,
             Err(e) if disk_error(&e) => return Some(format!("opening {}: {e}", name(file))),

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 /// killed run never leaves it stuck).
 #[derive(Debug)]
 pub struct WriterLock {
-    _file: File,
+    /// None: a reader's that may not open `lock` ([`WriterLock::acquire_reading`]).
+    _file: Option<File>,
     _dir: File,
 }
 
@@ -33,7 +34,7 @@ impl WriterLock {
         let dir = lock_dir(store, libc::LOCK_EX)?;
         let file = lock_file(store, libc::LOCK_EX, || open(store, true))?;
         Ok(WriterLock {
-            _file: file,
+            _file: Some(file),
             _dir: dir,
         })
     }
@@ -50,10 +51,32 @@ impl WriterLock {
         };
         match lock_file(store, libc::LOCK_SH, open_shared) {
             Ok(file) => Ok(Some(WriterLock {
-                _file: file,
+                _file: Some(file),
                 _dir: dir,
             })),
             Err(Error::Lock { error, .. }) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`WriterLock::acquire_shared`] for a reader of a catalog no writer
+    /// may change while it is open. Where there is no `lock` (a copy never
+    /// written to), or this user may not open it (read access to the store
+    /// alone), the store directory's flock alone: every unifs writer takes
+    /// it first.
+    pub fn acquire_reading(store: &Path) -> Result<WriterLock> {
+        let dir_only = || {
+            Ok(WriterLock {
+                _file: None,
+                _dir: lock_dir(store, libc::LOCK_SH)?,
+            })
+        };
+        match WriterLock::acquire_shared(store) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => dir_only(),
+            Err(Error::Lock { error, .. }) if error.kind() == io::ErrorKind::PermissionDenied => {
+                dir_only()
+            }
             Err(e) => Err(e),
         }
     }

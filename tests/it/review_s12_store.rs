@@ -28,7 +28,7 @@ fn failed(out: &std::process::Output) -> String {
 }
 
 /// `flock(op)` on the store's lock file, as another unifs process holds it.
-fn hold_lock(store: &Path, op: libc::c_int) -> fs::File {
+pub(crate) fn hold_lock(store: &Path, op: libc::c_int) -> fs::File {
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -366,10 +366,10 @@ fn unify_removes_the_staged_copy_a_killed_run_left() {
 }
 
 /// A read-only bind mount of a directory of this test's; detached on drop.
-struct RoBind(PathBuf);
+pub(crate) struct RoBind(pub(crate) PathBuf);
 
 impl RoBind {
-    fn new(src: &Path, dst: &Path) -> RoBind {
+    pub(crate) fn new(src: &Path, dst: &Path) -> RoBind {
         use nix::mount::{mount, MsFlags};
         fs::create_dir(dst).unwrap();
         mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
