@@ -275,8 +275,8 @@ pub fn tell_reports(reports: &Path) {
         }
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             match logged(line) {
-                (Some(when), said) => tracing::warn!("{keeper} at {when}: {said}"),
-                (None, said) => tracing::warn!("{keeper}: {said}"),
+                (Some(when), said) => tracing::warn!("{keeper} reported at {when}: {said}"),
+                (None, said) => tracing::warn!("{keeper} reported: {said}"),
             }
         }
         let _ = std::fs::remove_file(&path);
