@@ -91,9 +91,10 @@ impl Keeper {
                 PollFd::new(self.tell.as_fd(), PollFlags::POLLIN),
                 PollFd::new(stop, PollFlags::POLLIN),
             ];
+            // The keeper's end first: it is dismissed only after the stop.
             match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) if hung_up(&fds[1]) => return,
                 Ok(_) if hung_up(&fds[0]) => break,
+                Ok(_) if hung_up(&fds[1]) => return,
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(_) => return,
             }

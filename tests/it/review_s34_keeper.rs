@@ -240,8 +240,6 @@ fn s34_a_run_whose_keeper_is_killed_says_so_once() {
     let keeper = child_named(pid, "unifs-keeper").expect("the run's keeper");
     kill(Pid::from_raw(keeper as i32), Signal::SIGKILL).unwrap();
     assert!(within_5s(|| !alive(keeper.into())), "the keeper lives");
-    // Time for the run to notice before its command ends.
-    std::thread::sleep(Duration::from_millis(500));
     std::fs::write(t.root().join("tmp/go"), "").unwrap();
     let o = wait_bounded(run, Duration::from_secs(60));
     let err = stderr(&o);
