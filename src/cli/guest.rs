@@ -119,6 +119,17 @@ pub struct RunOptions {
     /// The syscall filter the guest runs under (docs/security.md).
     #[arg(long, value_enum, value_name = "FILTER", default_value_t = SyscallFilter::Default)]
     pub syscall_filter: SyscallFilter,
+    /// Where the keeper of a killed run reports what it could not clean up
+    /// (run-PID-TAG.keeper), shown by the next `unifs run` or `guest start`
+    /// with the same directory (`guest`'s runtime state directory).
+    #[arg(
+        long,
+        env = "UNIFS_RUN_DIR",
+        default_value = crate::guest::state::DEFAULT_RUN_DIR,
+        value_name = "DIR",
+        value_parser = any_path()
+    )]
+    pub run_dir: PathBuf,
     /// The command and its arguments, resolved inside the guest.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -369,6 +380,15 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         output::path(&a.root),
         crate::guest::config::HOST_ROOT
     );
+    anyhow::ensure!(
+        !a.run_dir.as_os_str().is_empty(),
+        "the --run-dir path is empty (UNIFS_RUN_DIR set to an empty string, or --run-dir \"\"): \
+         name a directory, or unset UNIFS_RUN_DIR for the default"
+    );
+    // Its keeper works from /.
+    let run_dir = std::path::absolute(&a.run_dir)
+        .with_context(|| format!("--run-dir {}", output::path(&a.run_dir)))?;
+    crate::guest::run_keeper::tell_reports(&run_dir);
     // The pid alone is not unique: a run in a PID namespace of its own may
     // be pid 1 as well, and two runs must never share their cgroups.
     let name = format!("run-{}-{:08x}", std::process::id(), random_u32());
@@ -441,11 +461,13 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     // on an error too; the groups go after it.
     let code = match a.root_mount {
         RootMount::Overlay => overlay_root(g, &root, &cgroup).and_then(|overlay| {
-            let code = crate::guest::launch::run(&spec, Some(&overlay), &cgroup);
+            let code = crate::guest::launch::run(&spec, Some(&overlay), &cgroup, &run_dir);
             drop(overlay);
             Ok(code?)
         }),
-        RootMount::Bind => crate::guest::launch::run(&spec, None, &cgroup).map_err(Into::into),
+        RootMount::Bind => {
+            crate::guest::launch::run(&spec, None, &cgroup, &run_dir).map_err(Into::into)
+        }
     };
     cgroup.kill_all();
     cgroup.end_daemon();

@@ -1177,7 +1177,7 @@ fn being_killed(pid: i32) -> bool {
 
 /// What to say of `pid`, a dead run's process that SIGKILL did not end:
 /// which it is, what it waits on where that can be told, what to do.
-fn unkillable(pid: i32) -> String {
+pub(crate) fn unkillable(pid: i32) -> String {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
     let why = if let Some(dir) = frozen_v1_group(pid) {

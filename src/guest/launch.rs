@@ -6,6 +6,7 @@
 //! close-on-exec `report` pipe, whose EOF alone means the exec worked.
 
 use super::cgroup::Cgroup;
+pub use super::run_keeper::Keeper;
 use super::sys::{self, Forked, Linux, Syscall};
 use super::{console, net, rootfs, Error, GuestSpec, NetMode, Result};
 use nix::errno::Errno;
@@ -16,7 +17,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,14 +51,25 @@ pub struct Spawned {
     pub pty: Option<PtyMaster>,
 }
 
+/// What `unifs run` gives [`spawn`]: its guest gets a [`Keeper`].
+pub struct Foreground<'a> {
+    /// Called (once) when a second signal comes (see
+    /// [`sys::catch_signals`]) while the guest is still being set up: it
+    /// must end what is in the guest's groups.
+    pub end: &'a dyn Fn(&Cgroup),
+    /// The run dir, where a keeper that could not clean up reports.
+    pub reports: &'a Path,
+}
+
 /// `unifs run`: starts the guest in `cgroup` (made by the caller, whose
 /// overlay daemon is in it too), waits for it, and returns the command's
 /// exit status (128 + signal if a signal ended it). The caller removes the
-/// groups once the overlay is unmounted.
+/// groups once the overlay is unmounted. Its keeper reports in `reports`.
 pub fn run(
     spec: &GuestSpec,
     overlay: Option<&super::overlay::OverlayRoot>,
     cgroup: &Cgroup,
+    reports: &Path,
 ) -> Result<i32> {
     // Caught from before the clone, so a SIGTERM during set-up is not lost
     // (nor kills us, leaving the guest to the parent-death signal).
@@ -89,23 +101,42 @@ pub fn run(
     // the exec): the second signal ends a guest stuck there as well.
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
-    let mut spawned = spawn(spec, stdio, cgroup, Some(&end))?;
+    let foreground = Foreground { end: &end, reports };
+    let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
-    let pty = spawned.pty.take();
-    let status = on_second_signal(
-        || end(cgroup),
-        || match pty {
-            Some(master) => console::proxy_terminals(master, spawned.pid),
-            None => wait_exit(spawned.pid),
-        },
-    );
+    let (pty, guest) = (spawned.pty.take(), spawned.pid);
+    let status = watching(spawned.keeper.as_ref(), || {
+        on_second_signal(
+            || end(cgroup),
+            || match pty {
+                Some(master) => console::proxy_terminals(master, guest),
+                None => wait_exit(guest),
+            },
+        )
+    });
     cgroup.kill_all();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
     }
     status
+}
+
+/// Runs `wait` while a thread watches `keeper` (see [`Keeper::watch`]).
+fn watching<T: Send>(keeper: Option<&Keeper>, wait: impl FnOnce() -> T) -> T {
+    let stop = nix::unistd::pipe2(OFlag::O_CLOEXEC);
+    let (Some(keeper), Ok((stop_r, stop_w))) = (keeper, stop) else {
+        return wait();
+    };
+    std::thread::scope(|s| {
+        // No thread (a limit on processes): no watch, the run goes on.
+        let _ = std::thread::Builder::new().spawn_scoped(s, || keeper.watch(stop_r.as_fd()));
+        let out = wait();
+        // Its hang-up ends the watch, which the scope joins.
+        drop(stop_w);
+        out
+    })
 }
 
 /// How long a guest killed by `unifs run`'s second signal may take to end
@@ -157,14 +188,12 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
 /// namespace of its own, no seccomp filter) can mount cgroupfs there; left
 /// in the launcher's group it would hold the host's (cgroup.kill,
 /// cgroup.freeze and the limits of a login session or service).
-/// `end`, if given, is called (once) when a second signal comes (see
-/// [`sys::catch_signals`]) while the guest is still being set up: it must
-/// end what is in the guest's groups.
+/// `foreground`: `unifs run`'s guest (see [`Foreground`]).
 pub fn spawn(
     spec: &GuestSpec,
     stdio: Stdio,
     cgroup: &Cgroup,
-    end: Option<&dyn Fn(&Cgroup)>,
+    foreground: Option<Foreground>,
 ) -> Result<Spawned> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Permission("starting a guest"));
@@ -182,7 +211,7 @@ pub fn spawn(
     }
     spec.limits.check()?;
     net::check(spec)?;
-    let spawned = clone_guest(spec, stdio, cgroup, end);
+    let spawned = clone_guest(spec, stdio, cgroup, foreground);
     if spawned.is_err() {
         // The caller removes the groups, once the root is unmounted.
         cgroup.kill_all();
@@ -196,10 +225,11 @@ fn clone_guest(
     spec: &GuestSpec,
     stdio: Stdio,
     cgroup: &Cgroup,
-    end: Option<&dyn Fn(&Cgroup)>,
+    run: Option<Foreground>,
 ) -> Result<(Pid, Option<Keeper>, Option<PtyMaster>)> {
-    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e));
-    let (ready_r, ready_w) = pipe()?;
+    // A socket, sent to without SIGPIPE: a child gone (killed) before its
+    // go must not take us with it.
+    let (ready_r, ready_w) = report_channel()?;
     // A socket, not a pipe: the trampoline holds it across an exec that
     // leaves it dumpable, and /proc/PID/fd cannot open a socket.
     let (report_r, report_w) = report_channel()?;
@@ -242,10 +272,12 @@ fn clone_guest(
                 .and_then(|()| net::setup_host_side(spec, pid));
             // Before the guest may exec: from then on its command could
             // undo its parent-death signal.
-            let keeper = match joined {
-                Ok(()) if foreground => Keeper::start(pid, cgroup).map(Some),
-                Ok(()) => Ok(None),
-                Err(e) => Err(e),
+            let keeper = match (joined, &run) {
+                (Ok(()), Some(run)) => {
+                    Keeper::start(pid, cgroup, &spec.name, run.reports).map(Some)
+                }
+                (Ok(()), None) => Ok(None),
+                (Err(e), _) => Err(e),
             };
             let keeper = match keeper {
                 Ok(keeper) => keeper,
@@ -255,12 +287,29 @@ fn clone_guest(
                     return Err(e);
                 }
             };
-            let mut ready = std::fs::File::from(ready_w);
-            let _ = ready.write_all(b"1");
-            drop(ready);
+            // The tests' window to end the child before it is let go.
+            crate::sys::test_stop("UNIFS_TEST_CLONE_STOP");
+            use nix::sys::socket::{send, MsgFlags};
+            let go = send(ready_w.as_raw_fd(), b"1", MsgFlags::MSG_NOSIGNAL);
+            drop(ready_w);
+            if let Err(e) = go {
+                let _ = kill(pid, Signal::SIGKILL);
+                let ended = match waitpid(pid, None) {
+                    Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
+                    Ok(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
+                    _ => e.desc().to_string(),
+                };
+                if let Some(keeper) = keeper {
+                    keeper.dismiss();
+                }
+                return Err(Error::Setup(format!(
+                    "the guest's first process (pid {pid}) ended before its set-up began \
+                     ({ended})"
+                )));
+            }
             let report = read_report(report_r, || {
-                if let Some(end) = end {
-                    end(cgroup);
+                if let Some(run) = &run {
+                    (run.end)(cgroup);
                 }
             });
             let failed = match (report.is_empty(), &pty_r) {
@@ -312,104 +361,6 @@ fn read_report(report: OwnedFd, end: impl FnOnce()) -> Vec<u8> {
     }
 }
 
-/// What ties a foreground guest (`unifs run`'s) to `unifs run`, whatever
-/// the guest does. The parent-death signal of the guest's init is not
-/// enough: without `--init` init is the guest's own command, which may
-/// clear it (`prctl(PR_SET_PDEATHSIG, 0)`) and outlive a SIGKILLed `unifs
-/// run`. The keeper is a child of `unifs run` outside the guest (in none of
-/// its namespaces, not dumpable, a session of its own so a kill of the
-/// run's process group misses it, every catchable signal blocked) that
-/// holds one end of a socket pair only `unifs run` holds the other end of
-/// (close-on-exec, made after the guest was cloned). Its end without a
-/// word first means `unifs run` died: the keeper SIGKILLs the guest's init
-/// through a pidfd (and with it the guest's PID namespace), then
-/// everything in the guest's cgroups, and removes them, as `unifs run`
-/// would have.
-pub struct Keeper {
-    /// Our end: one byte says `unifs run` cleaned up itself.
-    tell: OwnedFd,
-}
-
-/// How long the keeper tries to end what is left in a dead run's cgroups.
-const KEEPER_KILL: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl Keeper {
-    /// Forks the keeper of `guest`, our clone child not yet reaped (so its
-    /// pid is still that process), whose groups are `cgroup`.
-    fn start(guest: Pid, cgroup: &Cgroup) -> Result<Keeper> {
-        // A pidfd stays that process's whatever becomes of its pid. None on
-        // a kernel without pidfds (before 5.3): the cgroups alone then.
-        let pidfd = sys::pidfd_open(guest).ok();
-        // A socket, not a pipe: a keeper gone (killed) must not take
-        // `unifs run` with it by the SIGPIPE of the dismissal's write.
-        let (life, tell) = report_channel()?;
-        match sys::fork().map_err(|e| Error::fork("forking the keeper of `unifs run`", e))? {
-            Forked::Child => sys::in_child("the keeper of `unifs run`", None, move || {
-                drop(tell);
-                keep_run(life, pidfd, cgroup)
-            }),
-            Forked::Parent(_) => Ok(Keeper { tell }),
-        }
-    }
-
-    /// `unifs run` ended its guest and removed its groups itself: the
-    /// keeper ends without touching anything. (Not waited for: it ends at
-    /// once, and `unifs run` soon after.)
-    pub fn dismiss(self) {
-        use nix::sys::socket::{send, MsgFlags};
-        let _ = send(self.tell.as_raw_fd(), b"d", MsgFlags::MSG_NOSIGNAL);
-    }
-}
-
-/// The keeper ([`Keeper`]); never returns.
-fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup) -> ! {
-    crate::sys::test_panic("run-keeper");
-    sys::set_not_dumpable();
-    let _ = nix::unistd::setsid();
-    let _ = nix::sys::prctl::set_name(c"unifs-keeper");
-    // Nothing but SIGKILL ends it: a Ctrl-C or SIGTERM meant for the run
-    // (`unifs run` passes them on) must not take the tie away.
-    let _ = SigSet::all().thread_block();
-    // Nothing of the run's kept open: its terminal, pipes someone reads to
-    // their end, the guest's handshake pipes.
-    sys::stdio_to_null();
-    let keep: Vec<i32> = [Some(&life), guest.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|fd| fd.as_raw_fd())
-        .collect();
-    sys::close_fds_except(&keep);
-    let _ = nix::unistd::chdir("/");
-    let mut word = [0u8; 1];
-    let mut life = std::fs::File::from(life);
-    loop {
-        match life.read(&mut word) {
-            Ok(1) => sys::exit_child(0),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            _ => break,
-        }
-    }
-    // `unifs run` is gone. Its guest's init is PID 1 of its namespace: its
-    // SIGKILL from here ends every process there.
-    if let Some(fd) = &guest {
-        let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
-    }
-    // And what is in its groups (thawing a freezer group it froze itself
-    // in, where a SIGKILL waits).
-    let deadline = std::time::Instant::now() + KEEPER_KILL;
-    loop {
-        cgroup.kill_all();
-        if cgroup.pids().is_empty() || std::time::Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    // The run's overlay daemon died with it (parent-death signal).
-    cgroup.end_daemon();
-    cgroup.remove();
-    sys::exit_child(0)
-}
-
 /// The report channel (read end, write end), both close-on-exec.
 pub fn report_channel() -> Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -437,7 +388,7 @@ fn child(
 ) -> ! {
     sys::set_not_dumpable();
     if foreground {
-        // Die with `unifs run` from here on (the ready pipe covers the time
+        // Die with `unifs run` from here on (the ready socket covers the time
         // before); the privilege drop sets it again after setresuid.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     }

@@ -88,6 +88,8 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     cfg.warn_raised_limits();
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     spec.limits.check()?;
+    // Beside the sweep of killed runs' groups, what their keepers said.
+    super::run_keeper::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.
     let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true)?;
     let root = run.root();

@@ -8,6 +8,8 @@
 //! - [`seccomp`]: the syscall filter the guest runs under.
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
+//! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed,
+//!   and its report when it could not.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
 //! - [`ps`]: a running guest's processes, seen from the host.
 //! - [`logs`]: a named guest's console log; `relay`: its keeper's copy
@@ -29,6 +31,7 @@ pub mod overlay;
 pub mod ps;
 mod relay;
 mod rootfs;
+pub mod run_keeper;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

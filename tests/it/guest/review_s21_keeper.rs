@@ -47,9 +47,9 @@ fn fuse_connection(guest: u32) -> Option<PathBuf> {
 }
 
 /// Kills what a failed test left: the guest, and its groups.
-struct Leftovers {
-    guest: Option<i32>,
-    groups: Vec<PathBuf>,
+pub(crate) struct Leftovers {
+    pub(crate) guest: Option<i32>,
+    pub(crate) groups: Vec<PathBuf>,
 }
 
 impl Drop for Leftovers {
