@@ -3,7 +3,10 @@
 
 use crate::common::{require_root, unifs_bin};
 use crate::fs::harness::{wait_until, World};
-use crate::guest::harness::{wait_bounded, KillOnDrop};
+use crate::guest::harness::{
+    can_run, ok, stderr, wait_bounded, wait_for_descendant, KillOnDrop, TestRoot,
+};
+use crate::guest::named::Guest;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -84,4 +87,47 @@ fn s34_a_mount_over_a_daemon_killed_while_it_looks_says_the_daemon_is_gone() {
         return;
     }
     panic!("the look never waited on the stopped daemon within its 2 s");
+}
+
+/// A `unifs run` started while a named guest runs: its mount namespace,
+/// made slaves of the host's mounts, kept its copy of that guest's overlay
+/// root where the host's mounts are private (this CI machine: a slave
+/// gets no unmount then), for the run's life. The guest's `stop` then
+/// waited for the overlay daemon 10 s in `unifs umount` and 5 s more, and
+/// killed it ("did not end after the unmount"); a flooding guest's stop
+/// took 8.3 s once in CI (review_s29_rconsole), a concurrent test's run
+/// holding its root. The run now lets go of other overlays.
+#[test]
+fn s34_a_run_started_beside_a_guest_does_not_hold_its_overlay() {
+    if !can_run("s34_a_run_started_beside_a_guest_does_not_hold_its_overlay") {
+        return;
+    }
+    let g = Guest::new("beside", "[\"/bin/sleep\", \"1000\"]", false);
+    ok(&g.unifs(&["start", &g.name]));
+    let root = g.run_dir.join(&g.name).join("root");
+    let t = TestRoot::new();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--", "/bin/sleep", "60"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut run = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = run.0.as_ref().unwrap().id();
+    // Its guest runs: its namespace is made, its copies let go of.
+    let sleeper = wait_for_descendant(pid, "sleep");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let shown = root.to_str().unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.split(' ').nth(4) == Some(shown)),
+        "the run holds {shown}:\n{mounts}"
+    );
+    let o = g.unifs(&["stop", "--timeout", "0", &g.name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("did not end"), "{}", stderr(&o));
+    // SAFETY: signalling the run's guest this test started.
+    unsafe { libc::kill(sleeper as i32, libc::SIGKILL) };
+    let c = run.0.as_mut().unwrap();
+    let ended = wait_until(Duration::from_secs(30), || c.try_wait().unwrap().is_some());
+    assert!(ended, "the run did not end with its guest");
 }
