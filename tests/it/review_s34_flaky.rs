@@ -1,7 +1,7 @@
 //! Session 34: races that made the suite flaky on a loaded machine, made
 //! certain.
 
-use crate::common::{require_root, unifs_bin};
+use crate::common::{proc_stat, require_root, unifs_bin};
 use crate::fs::harness::{wait_until, World};
 use crate::guest::harness::{
     can_run, ok, stderr, wait_bounded, wait_for_descendant, KillOnDrop, TestRoot,
@@ -10,27 +10,15 @@ use crate::guest::named::Guest;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A process's state letter and parent, from proc(5)'s stat.
-fn state_and_parent(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(") ")?.1.split(' ');
-    let state = fields.next()?.chars().next()?;
-    Some((state, fields.next()?.parse().ok()?))
-}
-
-/// Whether a child of `parent` waits for a FUSE daemon's answer.
+/// Whether a child of `parent` (forked by its main thread) waits for a
+/// FUSE daemon's answer.
 fn child_waits_on_fuse(parent: i32) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| state_and_parent(p).is_some_and(|(_, pp)| pp == parent))
-        .any(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/wchan"))
-                .is_ok_and(|w| w == "request_wait_answer")
-        })
+    let kids = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default();
+    kids.split_whitespace().any(|k| {
+        std::fs::read_to_string(format!("/proc/{k}/wchan"))
+            .is_ok_and(|w| w == "request_wait_answer")
+    })
 }
 
 /// `unifs mount` over a mount whose daemon is killed while `mount` looks
@@ -59,7 +47,7 @@ fn s34_a_mount_over_a_daemon_killed_while_it_looks_says_the_daemon_is_gone() {
         // SAFETY: signalling the daemon this test started.
         unsafe { libc::kill(daemon, libc::SIGSTOP) };
         assert!(wait_until(Duration::from_secs(30), || {
-            state_and_parent(daemon).is_some_and(|(s, _)| s == 'T')
+            proc_stat(daemon as u32)[0] == "T"
         }));
         let mut cmd = Command::new(unifs_bin());
         cmd.arg("--store")
