@@ -459,7 +459,7 @@ fn check_target(target: &Path) -> Result<Vec<std::os::fd::OwnedFd>, Error> {
     let meta = match fs::symlink_metadata(target) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Err(e) if crate::fs::daemon_gone_error(&e) => {
             return Err(Error::Target(format!(
                 "{shown} is a FUSE mount whose daemon is gone (killed?); unmount it first \
                  (`unifs umount {shown}`) ({nothing})"

@@ -460,7 +460,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
     // on an error too; the groups go after it.
     let code = match a.root_mount {
-        RootMount::Overlay => overlay_root(g, &root, &cgroup).and_then(|overlay| {
+        RootMount::Overlay => overlay_root(g, &root, &spec, &cgroup).and_then(|overlay| {
             let code = crate::guest::launch::run(&spec, Some(&overlay), &cgroup, &run_dir);
             drop(overlay);
             Ok(code?)
@@ -479,6 +479,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
 fn overlay_root(
     g: &Global,
     root: &std::path::Path,
+    spec: &crate::guest::GuestSpec,
     cgroup: &crate::guest::cgroup::Cgroup,
 ) -> anyhow::Result<OverlayRoot> {
     if !nix::unistd::geteuid().is_root() {
@@ -497,10 +498,15 @@ fn overlay_root(
             _ => e,
         }
     })?;
+    // What the run opens by path once its namespace is made.
+    let keep: Vec<std::path::PathBuf> = std::iter::once(g.store.clone())
+        .chain(spec.binds.iter().map(|b| b.src.clone()))
+        .collect();
     Ok(OverlayRoot::mount(
         root,
         &crate::fs::MountOptions::default(),
         cgroup.open_daemon_procs()?,
+        &keep,
     )?)
 }
 

@@ -511,7 +511,7 @@ fn check_mountpoint(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("mountpoint {} does not exist", output::path(p))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
+        Err(e) if ufs::daemon_gone_error(&e) => return Err(daemon_gone(p)),
         Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
     };
     let mounted = ufs::is_mount_point(&mp).context("reading /proc/self/mountinfo")?;
@@ -533,7 +533,7 @@ fn check_mountpoint(
             bail!("mountpoint {} does not exist", output::path(p))
         }
         // A FUSE mount whose daemon is gone.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
+        Err(e) if ufs::daemon_gone_error(&e) => return Err(daemon_gone(p)),
         Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
     }
     if mounted {
@@ -555,7 +555,7 @@ fn check_mountpoint(
             }
             let have = match ufs::mounted_vfs_words(&mp) {
                 Ok(have) => have,
-                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(daemon_gone(p)),
+                Err(e) if ufs::daemon_gone_error(&e) => return Err(daemon_gone(p)),
                 Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
             };
             let want = opts.vfs_words();

@@ -537,6 +537,14 @@ pub fn unifs_mount_guest(path: &Path) -> io::Result<Option<PathBuf>> {
     Ok(mount_at(path)?.and_then(|m| m.unifs_guest()))
 }
 
+/// Whether `e`, from a call that reached a FUSE mount, says that its
+/// daemon is gone: ENOTCONN for a call made after its connection ended,
+/// ECONNABORTED for one that waited for an answer as it ended (the daemon
+/// was dying: a look right after its kill).
+pub fn daemon_gone_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+}
+
 /// Whether the directory now at `guest` (a unifs mount's source,
 /// `unifs:GUEST`) is one a daemon serves: its exclusive flock
 /// ([`claim_guest`]) is held, or a daemon of an older build, which takes

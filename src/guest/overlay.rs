@@ -46,6 +46,35 @@ pub struct OverlayRoot {
     killed: AtomicBool,
 }
 
+/// Detaches, in this process's new mount namespace, the copies of the
+/// unifs overlays mounted on the host (another guest's root, a `unifs
+/// mount`) that hold none of `root` and `keep` (the store, bind sources)
+/// and lie below none of them. A slave loses a
+/// host mount at its unmount only where the host's mounts are shared (as
+/// systemd makes them); where they are private (a container, a CI
+/// machine) the copy stayed for the run's life, and kept that overlay's
+/// daemon serving on: its guest's `stop` waited 15 s for it, then killed
+/// it. Only the top mount at a point is one `umount2` detaches.
+fn let_go_of_other_overlays(root: &Path, keep: &[PathBuf]) {
+    let Ok(mounts) = crate::fs::mountinfo::read() else {
+        return;
+    };
+    let used: Vec<PathBuf> = std::iter::once(root)
+        .chain(keep.iter().map(PathBuf::as_path))
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+        .collect();
+    for (i, m) in mounts.iter().enumerate() {
+        let top = !mounts[i + 1..].iter().any(|n| n.point == m.point);
+        let overlay = m.fstype.starts_with("fuse") && m.unifs_guest().is_some();
+        let needed = used
+            .iter()
+            .any(|u| u.starts_with(&m.point) || m.point.starts_with(u));
+        if top && overlay && !needed {
+            let _ = nix::mount::umount2(&m.point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 impl OverlayRoot {
     /// Mounts the overlay of `root` over `root` itself, in a new
     /// mount namespace of this process. Call it while the process is
@@ -57,6 +86,7 @@ impl OverlayRoot {
         root: &Path,
         opts: &MountOptions,
         procs: Vec<std::fs::File>,
+        keep: &[PathBuf],
     ) -> Result<OverlayRoot> {
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Permission("starting a guest"));
@@ -86,6 +116,7 @@ impl OverlayRoot {
             None::<&str>,
         )
         .map_err(|e| Error::sys("making the mounts of `unifs run` slaves", e))?;
+        let_go_of_other_overlays(root, keep);
         // The root itself (and what is mounted below it now) a private copy
         // the overlay is served from: a host mount made below the root
         // during the run would otherwise come into the guest's tree (the

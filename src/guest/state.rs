@@ -577,16 +577,17 @@ pub fn root_serving(root: &Path, backing: &Path, limit: std::time::Duration) -> 
     }
 }
 
-/// [`probe_statfs`]'s exit status for ENOTCONN (a daemon gone).
+/// [`probe_statfs`]'s exit status for a daemon gone.
 const PROBE_LOST: i32 = 3;
 
 /// The probe's whole work, run by `main` when [`PROBE_ENV`] is set: exit
-/// status 0 when `path` answers statfs, [`PROBE_LOST`] for ENOTCONN, 1
-/// otherwise.
+/// status 0 when `path` answers statfs, [`PROBE_LOST`] for a daemon gone
+/// ([`crate::fs::daemon_gone_error`]: a probe that waited as the daemon
+/// died hears ECONNABORTED, not ENOTCONN), 1 otherwise.
 pub fn probe_statfs(path: &Path) -> i32 {
     match nix::sys::statfs::statfs(path) {
         Ok(_) => 0,
-        Err(nix::errno::Errno::ENOTCONN) => PROBE_LOST,
+        Err(e) if crate::fs::daemon_gone_error(&e.into()) => PROBE_LOST,
         Err(_) => 1,
     }
 }

@@ -113,7 +113,8 @@ fn restore_refuses_a_store_a_writer_holds() {
     let started = std::time::Instant::now();
     let err = failed(&restore());
     assert!(err.contains("is busy"), "{err}");
-    assert!(started.elapsed().as_secs() < 5, "waited for the lock");
+    // Waiting would be for good (the lock is held until below).
+    assert!(started.elapsed().as_secs() < 30, "waited for the lock");
     assert!(!target.exists(), "wrote a target");
     drop(gc);
     ok(&when_free(restore));

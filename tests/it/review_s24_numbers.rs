@@ -108,7 +108,7 @@ impl Drop for Guest {
 /// threads: 2 processes, one of 20 threads, showed as 22.
 #[test]
 fn review_s24_guest_processes_are_processes_not_threads() {
-    use crate::guest::harness::{can_run, ok, run_bounded, within_5s};
+    use crate::guest::harness::{can_run, ok, run_bounded, within_30s};
     let test = "review_s24_guest_processes_are_processes_not_threads";
     if !can_run(test) {
         return;
@@ -153,7 +153,7 @@ fn review_s24_guest_processes_are_processes_not_threads() {
     };
     // Until thr has started its threads.
     assert!(
-        within_5s(|| {
+        within_30s(|| {
             let ps = g.json(&["ps", "--json", &g.name]);
             let ps = ps.as_array().unwrap();
             ps.len() == 2 && ps.iter().any(|p| threads(&p["pid"]) == 21)

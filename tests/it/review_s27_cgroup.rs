@@ -12,8 +12,8 @@
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{
-    can_run, groups, is_mounted, ok, run_bounded, run_group, stderr, stdout, within_5s, KillOnDrop,
-    TestRoot,
+    can_run, groups, is_mounted, ok, run_bounded, run_group, stderr, stdout, within_30s,
+    KillOnDrop, TestRoot,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use std::ffi::OsStr;
@@ -131,8 +131,11 @@ fn s27_a_read_only_hierarchy_is_one_error_naming_remount_rw() {
         lines[0].contains(&format!("mount -o remount,rw {}", memory.display())),
         "{err}"
     );
+    // Its 2 s wait for a removal that cannot come ended in "could not
+    // remove" (above); the bound, of three processes on a loaded machine,
+    // is only for a wait much longer than that.
     assert!(!err.contains("could not remove"), "{err}");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
 }
 
 /// The pids in `group`'s `cgroup.procs`.
@@ -226,7 +229,7 @@ fn s27_a_named_guests_overlay_daemon_is_in_its_mount_leaf() {
     }
     assert!(!is_mounted(&g.run(&g.name).join("root")));
     assert!(
-        within_5s(|| daemon.iter().all(|&p| !holds_fuse(p))),
+        within_30s(|| daemon.iter().all(|&p| !holds_fuse(p))),
         "the daemon {daemon:?} outlived stop"
     );
 }
@@ -252,7 +255,7 @@ fn s27_a_runs_overlay_daemon_is_in_its_mount_leaf() {
         .collect();
     let mut mine = Vec::new();
     assert!(
-        within_5s(|| {
+        within_30s(|| {
             mine = hierarchies
                 .iter()
                 .filter_map(|h| run_group(h, pid))
@@ -270,7 +273,7 @@ fn s27_a_runs_overlay_daemon_is_in_its_mount_leaf() {
         std::thread::sleep(Duration::from_millis(20));
     }
     for g in &mine {
-        assert!(within_5s(|| !g.exists()), "{} is left", g.display());
+        assert!(within_30s(|| !g.exists()), "{} is left", g.display());
     }
 }
 
@@ -307,7 +310,7 @@ fn s27_a_frozen_guests_daemon_is_frozen_with_it_and_refused_at_once() {
     std::fs::write(group.join("freezer.state"), "FROZEN").unwrap();
     let daemon_state = group.join("mount/freezer.state");
     assert!(
-        within_5s(|| std::fs::read_to_string(&daemon_state).is_ok_and(|s| s.trim() == "FROZEN")),
+        within_30s(|| std::fs::read_to_string(&daemon_state).is_ok_and(|s| s.trim() == "FROZEN")),
         "the daemon's group is not frozen: {:?}",
         std::fs::read_to_string(&daemon_state)
     );
@@ -326,6 +329,10 @@ fn s27_a_frozen_guests_daemon_is_frozen_with_it_and_refused_at_once() {
 
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
     drop(thaw);
-    assert!(within_5s(|| !group.exists()), "{} is left", group.display());
+    assert!(
+        within_30s(|| !group.exists()),
+        "{} is left",
+        group.display()
+    );
     assert!(!is_mounted(&g.run(&g.name).join("root")));
 }

@@ -4,7 +4,7 @@
 
 use crate::common::{require_root, unifs_bin};
 use crate::fs::harness::{is_mounted, wait_until, UnmountAt, World};
-use crate::guest::harness::{can_run, ok, within_5s, KillOnDrop};
+use crate::guest::harness::{can_run, ok, within_30s, KillOnDrop};
 use crate::guest::review_s11_life::Guest;
 use std::io::BufRead;
 use std::os::unix::process::ExitStatusExt;
@@ -27,7 +27,7 @@ fn review_s27_logs_follow_ends_once_its_reader_is_gone() {
     );
     ok(&g.unifs(&["start", &g.name]));
     let log = g.run(&g.name).join("console.log");
-    assert!(within_5s(
+    assert!(within_30s(
         || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("hello"))
     ));
     let mut cmd = g.command();

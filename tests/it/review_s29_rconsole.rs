@@ -2,7 +2,7 @@
 //! relay into console.log, attacked as guest root.
 
 use crate::common::{cpu_ticks, proc_stat};
-use crate::guest::harness::{can_run, ok, within_5s, HostMount};
+use crate::guest::harness::{alive, can_run, ok, stderr, within_30s, HostMount};
 use crate::guest::named::Guest;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ fn s29_a_hung_up_console_does_not_make_the_keeper_spin() {
     let log = g.run_dir.join(&g.name).join("console.log");
     let wrote = |s: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(s));
     assert!(
-        within_5s(|| wrote("before\n")),
+        within_30s(|| wrote("before\n")),
         "{:?}",
         std::fs::read_to_string(&log)
     );
@@ -70,7 +70,7 @@ fn s29_a_hung_up_console_does_not_make_the_keeper_spin() {
         "the keeper used {used} ticks in 1.5 s of a hung-up console"
     );
     assert!(
-        within_5s(|| wrote("after\n")),
+        within_30s(|| wrote("after\n")),
         "{:?}",
         std::fs::read_to_string(&log)
     );
@@ -94,25 +94,41 @@ fn s29_stop_is_prompt_while_the_console_floods_and_is_read() {
     .unwrap();
     start_flooding(&g);
     stops_promptly(&g);
+    // The keeper, done relaying, reaps init and records its end.
+    let killed = || g.state()["last_exit"]["signal"] == "KILL";
+    assert!(within_30s(killed), "{}", g.state());
 }
 
-/// Starts `g` and waits until its console log holds over 1 MiB.
+/// Starts `g` and waits until its console log holds over 1 MiB (a flood
+/// of about 2 MB/s alone, slower on a loaded machine).
 fn start_flooding(g: &Guest) {
     ok(&g.unifs(&["start", &g.name]));
     let log = g.run_dir.join(&g.name).join("console.log");
     let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    assert!(within_5s(|| size() > 1 << 20), "{}", size());
+    assert!(within_30s(|| size() > 1 << 20), "{}", size());
 }
 
-/// `guest stop --timeout 1` ends `g` within 5 s.
+/// How long `guest stop --timeout 1` of a flooding guest may take: about
+/// 1.1 s (the timeout, then SIGKILL, unmount, cgroups), loaded or not. It
+/// took 8.3 s once in CI, a concurrent test's `unifs run` holding the
+/// guest's overlay root (fixed; review_s34_flaky): `unifs umount` waited
+/// for its daemon, 10 s at most, and `stop` 5 s more before it killed it.
+/// A bound well under those waits, and under a stop that waits on the
+/// flood (the guest's `sleep 1000`, or `Guest::unifs`'s 30 s kill).
+const PROMPT_STOP: Duration = Duration::from_secs(10);
+
+/// `guest stop --timeout 1` ends `g` within [`PROMPT_STOP`], taking none
+/// of its ways out of a wait that did not end (each warns).
 fn stops_promptly(g: &Guest) {
     let asked = Instant::now();
-    ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
+    let o = g.unifs(&["stop", "--timeout", "1", &g.name]);
+    ok(&o);
     assert!(
-        asked.elapsed() < Duration::from_secs(5),
+        asked.elapsed() < PROMPT_STOP,
         "stop took {:?}",
         asked.elapsed()
     );
+    assert!(!stderr(&o).contains("WARN"), "{}", stderr(&o));
     assert_eq!(g.state()["running"], false, "{}", g.state());
 }
 
@@ -139,7 +155,11 @@ fn s29_a_killed_keeper_leaves_console_writers_unblocked() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Its end (its console master closed), not a pause it may outlast.
+    assert!(
+        within_30s(|| !alive(keeper.into())),
+        "keeper {keeper} lives"
+    );
     let said = ok(&g.unifs(&[
         "exec",
         &g.name,
@@ -175,7 +195,7 @@ fn s29_a_read_only_guest_with_a_non_root_init_has_its_console() {
     let log = g.run_dir.join(&g.name).join("console.log");
     let wrote = |s: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(s));
     assert!(
-        within_5s(|| wrote("1000\n600 1000\n")),
+        within_30s(|| wrote("1000\n600 1000\n")),
         "{:?}",
         std::fs::read_to_string(&log)
     );
@@ -198,12 +218,12 @@ fn s29_console_output_rotates_across_a_restart() {
     ok(&g.unifs(&["start", &g.name]));
     let log = g.run_dir.join(&g.name).join("console.log");
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    assert!(within_5s(|| size(&log) >= 5_000_000), "{}", size(&log));
+    assert!(within_30s(|| size(&log) >= 5_000_000), "{}", size(&log));
     ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
     std::fs::write(&script, "echo second > /dev/console\nexec sleep 1000\n").unwrap();
     ok(&g.unifs(&["start", &g.name]));
     let wrote = || std::fs::read_to_string(&log).is_ok_and(|l| l == "second\n");
-    assert!(within_5s(wrote), "{:?}", std::fs::read_to_string(&log));
+    assert!(within_30s(wrote), "{:?}", std::fs::read_to_string(&log));
     assert_eq!(size(&log.with_extension("log.1")), 5_000_000);
 }
 

@@ -4,7 +4,7 @@
 //! cannot build old commits, so it crafts the state they leave.
 
 use crate::common::proc_stat;
-use crate::guest::harness::{alive, can_run, force_clean, ok, stderr, within_5s};
+use crate::guest::harness::{alive, can_run, force_clean, ok, stderr, within_30s};
 use crate::guest::named::Guest;
 use std::path::PathBuf;
 
@@ -93,7 +93,10 @@ fn stop_of_a_guest_started_without_a_keeper_reports_no_earlier_end() {
     let first = g.state()["pid"].as_i64().unwrap();
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
     let exit = g.run_dir.join(&g.name).join("exit.json");
-    assert!(within_5s(|| exit.exists()), "the keeper wrote no exit.json");
+    assert!(
+        within_30s(|| exit.exists()),
+        "the keeper wrote no exit.json"
+    );
     let earlier = std::fs::read(&exit).unwrap();
 
     ok(&g.unifs(&["start", &g.name]));
@@ -106,7 +109,10 @@ fn stop_of_a_guest_started_without_a_keeper_reports_no_earlier_end() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    assert!(within_5s(|| !alive(keeper as i64)), "keeper {keeper} lives");
+    assert!(
+        within_30s(|| !alive(keeper as i64)),
+        "keeper {keeper} lives"
+    );
     std::fs::write(&exit, &earlier).unwrap();
 
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));

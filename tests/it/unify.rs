@@ -830,7 +830,9 @@ fn a_second_writer_gets_store_is_busy_at_once() {
         err.contains(&std::process::id().to_string()),
         "names the holder: {err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+    // Waiting would be for good (the lock is held until below): any
+    // bound tells it, a generous one on a loaded machine too.
+    assert!(started.elapsed() < Duration::from_secs(30), "it waited");
     drop(lock);
     let out = unifs(&lab.store(), &[&"unify", &a]);
     assert!(

@@ -7,7 +7,7 @@
 
 use super::harness::{
     alive, can_run, force_clean, group_pids, host_if, is_mounted, ok, run_bounded, stderr, stdout,
-    within_5s, KillOnDrop, TestRoot,
+    within_30s, KillOnDrop, TestRoot,
 };
 use crate::common::unifs_bin;
 use std::io::Write;
@@ -249,7 +249,7 @@ fn s12_killing_an_unrecorded_guest_leaves_another_run_dirs_interface_alone() {
 
     let o = a.unifs(&["stop", "--timeout", "0", &a.name]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(within_5s(|| !alive(a_pid)), "a's init {a_pid} survived");
+    assert!(within_30s(|| !alive(a_pid)), "a's init {a_pid} survived");
     assert_eq!(
         std::fs::read_to_string(iface.join("ifindex")).ok(),
         Some(index),
@@ -257,7 +257,10 @@ fn s12_killing_an_unrecorded_guest_leaves_another_run_dirs_interface_alone() {
     );
     ok(&b.unifs(&["exec", &b.name, "--", "/bin/true"]));
     ok(&b.unifs(&["stop", "--timeout", "0", &b.name]));
-    assert!(within_5s(|| !iface.exists()), "b's stop left its interface");
+    assert!(
+        within_30s(|| !iface.exists()),
+        "b's stop left its interface"
+    );
 }
 
 #[test]
@@ -278,7 +281,7 @@ fn s12_killing_an_unrecorded_veth_guest_removes_its_own_interface() {
     let o = g.unifs(&["start", &g.name]);
     assert!(o.status.success(), "restart: {}", stderr(&o));
     assert!(stderr(&o).contains("unfinished start"), "{}", stderr(&o));
-    assert!(!alive(old) || within_5s(|| !alive(old)));
+    assert!(!alive(old) || within_30s(|| !alive(old)));
     let new = g.record()["pid"].as_i64().unwrap();
     assert!(alive(new));
     assert!(host_if(&g.name).exists());
@@ -290,7 +293,7 @@ fn s12_killing_an_unrecorded_veth_guest_removes_its_own_interface() {
 /// its status.
 fn ended(g: &Guest) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
-    let stopped = within_5s(|| {
+    let stopped = within_30s(|| {
         last = g.status().0;
         last["running"] == false && !last["last_exit"].is_null()
     });

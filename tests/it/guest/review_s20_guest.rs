@@ -6,7 +6,7 @@
 //! test fails half-way.
 
 use super::harness::{
-    alive, can_run, ok, stderr, wait_for_descendant, within_5s, KillOnDrop, TestRoot,
+    alive, can_run, ok, stderr, wait_for_descendant, within_30s, KillOnDrop, TestRoot,
 };
 use super::review_s11_life::{Guest, SLEEP};
 use crate::common::unifs_bin;
@@ -91,7 +91,7 @@ fn unmount_and_check_gone_everywhere(m: &HostMounts, what: &str, copy_in: Option
         );
     }
     nix::mount::umount2(&m.child, MntFlags::empty()).expect("host umount of the child tmpfs");
-    let gone = within_5s(|| m.holders().is_empty());
+    let gone = within_30s(|| m.holders().is_empty());
     assert!(
         gone,
         "{what}: the tmpfs unmounted on the host lives on in the mount namespace of pids {:?}",

@@ -2,7 +2,7 @@
 //! whatever the guest's init does.
 
 use super::escape::cc_or_skip;
-use super::harness::{alive, can_run, wait_for_descendant, within_5s, KillOnDrop, TestRoot};
+use super::harness::{alive, can_run, wait_for_descendant, within_30s, KillOnDrop, TestRoot};
 use crate::common::unifs_bin;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -59,7 +59,7 @@ impl Drop for Leftovers {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         for g in &self.groups {
-            let _ = within_5s(|| {
+            let _ = within_30s(|| {
                 let _ = std::fs::remove_dir(g.join("guest"));
                 let _ = std::fs::remove_dir(g);
                 !g.exists()
@@ -125,11 +125,11 @@ fn review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run() {
             "unifs run"
         };
         assert!(
-            within_5s(|| !alive(guest.into())),
+            within_30s(|| !alive(guest.into())),
             "kill -9 of {how}: the guest's init (pid {guest}) still runs"
         );
         assert!(
-            within_5s(|| run_groups(pid).is_empty()),
+            within_30s(|| run_groups(pid).is_empty()),
             "kill -9 of {how}: its groups are left: {:?}",
             run_groups(pid)
         );
@@ -147,13 +147,13 @@ fn review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run() {
                 .collect()
         };
         assert!(
-            within_5s(|| holders().is_empty()),
+            within_30s(|| holders().is_empty()),
             "kill -9 of {how}: processes left in the run's mount namespaces: {:?}",
             holders()
         );
         if let Some(conn) = &fuse {
             assert!(
-                within_5s(|| !conn.exists()),
+                within_30s(|| !conn.exists()),
                 "kill -9 of {how}: the overlay's FUSE connection {} is left",
                 conn.display()
             );
@@ -167,7 +167,7 @@ fn review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run() {
 /// name).
 pub(crate) fn child_named(pid: u32, comm: &str) -> Option<u32> {
     let mut found = None;
-    within_5s(|| {
+    within_30s(|| {
         let kids =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         found = kids
@@ -224,7 +224,7 @@ fn review_s21_the_next_run_ends_a_guest_its_killed_run_and_keeper_left() {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let _ = launcher.0.take().unwrap().wait();
     assert!(
-        within_5s(|| !alive(keeper.into())),
+        within_30s(|| !alive(keeper.into())),
         "the keeper survived SIGKILL"
     );
     // (The sweep of a run of a test beside this one may end it already.)
@@ -232,11 +232,11 @@ fn review_s21_the_next_run_ends_a_guest_its_killed_run_and_keeper_left() {
     let out = super::harness::ok(&next.sh(&["--root-mount", "bind"], "true"));
     assert_eq!(out, "");
     assert!(
-        within_5s(|| !alive(guest.into())),
+        within_30s(|| !alive(guest.into())),
         "the next run left the dead run's guest (pid {guest}) running"
     );
     assert!(
-        within_5s(|| run_groups(pid).is_empty()),
+        within_30s(|| run_groups(pid).is_empty()),
         "the next run left the dead run's groups: {:?}",
         run_groups(pid)
     );

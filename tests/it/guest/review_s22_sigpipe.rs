@@ -1,7 +1,7 @@
 //! Review s22: a named guest's keeper outlives a `guest start` interrupted
 //! while the keeper starts init.
 
-use super::harness::{can_run, is_mounted, run_bounded, within_5s, KillOnDrop, TestRoot};
+use super::harness::{can_run, is_mounted, run_bounded, within_30s, KillOnDrop, TestRoot};
 use crate::common::{require_strace, unifs_bin};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -144,7 +144,7 @@ fn review_s22_an_interrupted_start_keeps_the_guests_keeper() {
     assert_eq!(unsafe { libc::kill(strace_pid as i32, libc::SIGINT) }, 0);
     let c = strace.0.as_mut().unwrap();
     assert!(
-        within_5s(|| c.try_wait().unwrap().is_some()),
+        within_30s(|| c.try_wait().unwrap().is_some()),
         "strace did not detach"
     );
 
