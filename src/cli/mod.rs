@@ -122,7 +122,7 @@ pub fn main() -> ExitCode {
     if let Some(command) = changes_things(&cli.command) {
         let needs = privilege::needed(&cli.command);
         let checked =
-            require_host_root(&command).and_then(|()| privilege::require(&command, needs));
+            require_host_root(&command).and_then(|()| privilege::require(&command, &needs));
         if let Err(e) = checked {
             errln!("unifs: {e}");
             return ExitCode::FAILURE;

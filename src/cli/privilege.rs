@@ -2,14 +2,20 @@
 //! starts. Without one a command got half-way and reported what it could
 //! not do as something else: `store verify` called every object's marker
 //! missing (trusted.* xattrs are invisible without CAP_SYS_ADMIN),
-//! `manifest` left every shared file's object out, and unify changed a
-//! guest directory's mtime it could not put back (no CAP_FOWNER).
+//! `manifest` left every shared file's object out, unify changed a guest
+//! directory's mtime it could not put back (no CAP_FOWNER), and `guest
+//! exec` failed with a bare "setns: EPERM" (no CAP_SYS_CHROOT). Each list
+//! was measured: the command run with one capability dropped at a time
+//! (tests/it/review_s34_caps.rs). What a guest's own config needs (the
+//! capabilities it keeps, `cap_add`) is checked where the config is read.
 
 use super::guest::GuestCommand as G;
 use super::store::StoreCommand as S;
 use super::Command;
+use crate::guest::NetMode;
 
 /// A capability a command needs, and what for (said when it is missing).
+#[derive(Clone, Copy)]
 pub(crate) struct Need {
     number: u32,
     name: &'static str,
@@ -44,7 +50,7 @@ const FSETID: Need = Need {
 const KILL: Need = Need {
     number: 5,
     name: "CAP_KILL",
-    why: "to signal the guest's processes",
+    why: "to signal the guest's processes that run as another user",
 };
 const SETGID: Need = Need {
     number: 6,
@@ -60,6 +66,21 @@ const SETPCAP: Need = Need {
     number: 8,
     name: "CAP_SETPCAP",
     why: "to drop the guest's capabilities",
+};
+const NET_ADMIN: Need = Need {
+    number: 12,
+    name: "CAP_NET_ADMIN",
+    why: "to set up the guest's network (its loopback, a veth pair)",
+};
+const SYS_CHROOT: Need = Need {
+    number: 18,
+    name: "CAP_SYS_CHROOT",
+    why: "to join the guest's mount namespace",
+};
+const SYS_PTRACE: Need = Need {
+    number: 19,
+    name: "CAP_SYS_PTRACE",
+    why: "to join a guest whose init runs under unifs's reaper (init_reaper), and read its root",
 };
 const SYS_ADMIN: Need = Need {
     number: 21,
@@ -86,55 +107,52 @@ const FILES: &[Need] = &[
     FSETID,
     SYS_ADMIN,
 ];
-const UNIFY: &[Need] = &[
-    CHOWN,
-    DAC_OVERRIDE,
-    DAC_READ_SEARCH,
-    FOWNER,
-    FSETID,
-    SYS_ADMIN,
-    LEASE,
-];
 /// (Not the DAC ones: restore reads root's own backup and store, writes a
 /// tree it makes, and says which object it could not look up.)
 const RESTORE: &[Need] = &[CHOWN, FOWNER, FSETID, SYS_ADMIN, MKNOD];
 /// Rehashing objects: their ids cover their trusted.* xattrs.
 const OBJECTS: &[Need] = &[DAC_READ_SEARCH, FOWNER, SYS_ADMIN];
 const MANIFEST: &[Need] = &[DAC_READ_SEARCH, SYS_ADMIN];
-const START: &[Need] = &[
-    CHOWN,
-    DAC_OVERRIDE,
-    DAC_READ_SEARCH,
-    FOWNER,
-    FSETID,
-    SYS_ADMIN,
-    SETUID,
-    SETGID,
-    SETPCAP,
+/// Setting a guest up once its root is mounted (through the overlay,
+/// whose daemon is `unifs mount`: [`FILES`]): its /dev nodes, its user, its
+/// capability set.
+const GUEST: &[Need] = &[SETUID, SETGID, SETPCAP, MKNOD];
+/// Joining a running guest: setns needs CAP_SYS_ADMIN, and CAP_SYS_CHROOT
+/// for the mount namespace; then the user's ids and the guest's capability
+/// set, and KILL to pass signals on to a command of another user.
+const ENTER: &[Need] = &[
+    SYS_ADMIN, SYS_CHROOT, SYS_PTRACE, SETUID, SETGID, SETPCAP, KILL,
 ];
-const ENTER: &[Need] = &[SYS_ADMIN, SETUID, SETGID, SETPCAP];
+/// Unmounting the root; the stop signal to an init of another user.
 const STOP: &[Need] = &[SYS_ADMIN, KILL];
 
 /// The capabilities `command` needs: none for what only reads the catalog
-/// or the run dir (`store stats`, `guest list`, …) and for `unify
-/// --dry-run`, which any user may run on what they can read.
-pub(crate) fn needed(command: &Command) -> &'static [Need] {
-    match command {
+/// or the run dir (`store stats`, `guest list`, …), for `unify
+/// --dry-run`, which any user may run on what they can read, and for
+/// `guest update`, which writes root's own cgroup files (uid 0 is enough;
+/// the guest code refuses another user).
+pub(crate) fn needed(command: &Command) -> Vec<Need> {
+    let parts: &[&[Need]] = match command {
         Command::Unify(a) if a.dry_run => &[],
-        Command::Unify(_) | Command::Demo(_) => UNIFY,
-        Command::Manifest(_) => MANIFEST,
-        Command::Restore(_) => RESTORE,
-        Command::Mount(_) => FILES,
-        Command::Run(_) | Command::Guest(G::Start { .. } | G::Restart { .. }) => START,
-        Command::Guest(G::Enter { .. } | G::Exec { .. }) => ENTER,
-        Command::Guest(G::Stop { .. }) => STOP,
-        Command::Guest(G::Update { .. }) => &[SYS_ADMIN],
-        Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => OBJECTS,
+        Command::Unify(_) | Command::Demo(_) => &[FILES, &[LEASE]],
+        Command::Manifest(_) => &[MANIFEST],
+        Command::Restore(_) => &[RESTORE],
+        Command::Mount(_) => &[FILES],
+        // KILL: `run` passes SIGTERM and Ctrl-C on to a guest whose
+        // command may run as another user, and `restart` stops one.
+        Command::Run(a) if a.opts.net == NetMode::Host => &[FILES, GUEST, &[KILL]],
+        Command::Run(_) | Command::Guest(G::Restart { .. }) => &[FILES, GUEST, &[NET_ADMIN, KILL]],
+        Command::Guest(G::Start { .. }) => &[FILES, GUEST, &[NET_ADMIN]],
+        Command::Guest(G::Enter { .. } | G::Exec { .. }) => &[ENTER],
+        Command::Guest(G::Stop { .. }) => &[STOP],
+        Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => &[OBJECTS],
         Command::Umount(_)
+        | Command::Guest(G::Update { .. })
         | Command::Store(S::Stats { .. } | S::Ls { .. } | S::Runs { .. })
         | Command::Store(S::Forget { .. } | S::Snapshot { .. })
         | Command::Guest(G::List { .. } | G::Status { .. } | G::Logs { .. } | G::Ps { .. }) => &[],
-    }
+    };
+    parts.concat()
 }
 
 /// The effective capabilities of this process (`CapEff` in
@@ -202,6 +220,9 @@ mod tests {
             SETGID,
             SETUID,
             SETPCAP,
+            NET_ADMIN,
+            SYS_CHROOT,
+            SYS_PTRACE,
             SYS_ADMIN,
             MKNOD,
             LEASE,

@@ -48,6 +48,20 @@ pub enum Error {
     },
     #[error("{0} needs root (CAP_SYS_ADMIN in the initial user namespace)")]
     Permission(&'static str),
+    /// A command run as root in the guest takes the guest's capability
+    /// set, which capset(2) refuses with a bare EPERM unless this process
+    /// holds all of it.
+    #[error(
+        "guest {name} keeps {} (its cap_add and cap_drop, or the default set), which this \
+         process lacks (dropped by capsh --drop, setpriv, a container or a service's \
+         CapabilityBoundingSet=): run the command with {}, or as a user who is not root \
+         (--user)",
+        caps_text(.missing), if .missing.len() == 1 { "it" } else { "them" }
+    )]
+    CapsNotHeld {
+        name: String,
+        missing: Vec<&'static str>,
+    },
     #[error("no config for guest {name}: {} does not exist", path.display())]
     NoConfig { name: String, path: PathBuf },
     #[error("bad guest config {}: {reason}", path.display())]
@@ -256,4 +270,13 @@ fn log_end(log: &std::path::Path) -> String {
         }
         None => format!("its log at {at} says nothing"),
     }
+}
+
+/// `CAP_NET_RAW, CAP_SETFCAP` from `net_raw`, `setfcap`.
+fn caps_text(names: &[&str]) -> String {
+    let caps: Vec<String> = names
+        .iter()
+        .map(|n| format!("CAP_{}", n.to_ascii_uppercase()))
+        .collect();
+    caps.join(", ")
 }

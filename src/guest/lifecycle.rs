@@ -1508,6 +1508,18 @@ fn join_and_run(
         }
         None => None,
     };
+    // A command run as root takes the guest's capability set (a user who
+    // is not root keeps none): capset(2) would refuse a set this process
+    // does not hold with a bare EPERM.
+    if account.as_ref().map_or(st.spec.uid, |a| a.uid) == 0 {
+        let lacking = st.spec.caps & !super::caps::held();
+        if lacking != 0 {
+            return Err(Error::CapsNotHeld {
+                name: name.into(),
+                missing: super::caps::names(lacking),
+            });
+        }
+    }
     // The guest's tty group, for the command's terminal: read as the user
     // database is, and for the same reason before setns.
     let tty_group = match tty {

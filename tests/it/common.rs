@@ -85,3 +85,24 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let f = proc_stat(pid);
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
+
+/// `cmd` run through `wrapper` (`unshare ARGS`, `setpriv ARGS --`): the
+/// wrapper's arguments, then `cmd`'s program and arguments, with `cmd`'s
+/// environment and working directory.
+pub fn wrapped(wrapper: &[&str], cmd: &std::process::Command) -> std::process::Command {
+    let mut outer = std::process::Command::new(wrapper[0]);
+    outer
+        .args(&wrapper[1..])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => outer.env(k, v),
+            None => outer.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        outer.current_dir(dir);
+    }
+    outer
+}

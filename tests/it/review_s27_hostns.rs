@@ -12,30 +12,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// `cmd` run through `unshare ARGS`, with its environment.
-fn unshared(unshare: &[&str], cmd: &Command) -> Command {
-    let mut outer = Command::new("unshare");
-    outer
-        .args(unshare)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => outer.env(k, v),
-            None => outer.env_remove(k),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        outer.current_dir(dir);
-    }
-    outer
-}
-
 /// `unifs guest ARGS` of guest `g`, from a PID namespace of its own.
 fn in_new_pid_ns(g: &Guest, args: &[&str]) -> Output {
     let mut cmd = g.command();
     cmd.args(args);
-    let cmd = unshared(&["--pid", "--fork", "--mount-proc"], &cmd);
+    let cmd = crate::common::wrapped(&["unshare", "--pid", "--fork", "--mount-proc"], &cmd);
     run_bounded(cmd, Duration::from_secs(30))
 }
 

@@ -71,7 +71,7 @@ fn unifs_as(privs: &[&str], store: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) 
 
 /// A refusal: exit 1, one line on stderr holding every one of `words`,
 /// nothing on stdout.
-fn assert_refused(o: &Output, words: &[&str], what: &str) {
+pub(crate) fn assert_refused(o: &Output, words: &[&str], what: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(1), "{what}: {o:?}");
     assert_eq!(err.lines().count(), 1, "{what}: {err}");
