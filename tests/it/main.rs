@@ -81,6 +81,7 @@ mod review_s33_forkpanic;
 mod review_s33_leads;
 mod review_s33_nonroot;
 mod review_s33_pids;
+mod review_s34_nodes;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
