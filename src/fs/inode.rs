@@ -908,28 +908,17 @@ mod tests {
             dev: DEV + 1,
             ino: n,
         };
+        let found = |n| Found {
+            ino: other(n),
+            shared: false,
+        };
         let sub = t.lookup(ROOT, OsStr::new("sub"), private(50));
-        let f = t.lookup(
-            sub,
-            OsStr::new("f"),
-            Found {
-                ino: other(100),
-                shared: false,
-            },
-        );
+        let f = t.lookup(sub, OsStr::new("f"), found(100));
         assert!(f > SHARED_BASE);
         t.rebind_private(f, other(200));
         t.forget(f, 1);
-        let new = Found {
-            ino: other(100),
-            shared: false,
-        };
-        assert_ne!(t.lookup(sub, OsStr::new("new"), new), f);
-        let copy = Found {
-            ino: other(200),
-            shared: false,
-        };
-        assert_eq!(t.lookup(sub, OsStr::new("f"), copy), f);
+        assert_ne!(t.lookup(sub, OsStr::new("new"), found(100)), f);
+        assert_eq!(t.lookup(sub, OsStr::new("f"), found(200)), f);
     }
 
     #[test]

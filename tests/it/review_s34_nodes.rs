@@ -4,6 +4,7 @@
 
 use crate::common::require_root;
 use crate::fs::harness::{ino, Ext4, Mount, World};
+use crate::review_s33_etxtbsy::write_in_thread;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -45,15 +46,7 @@ fn s34_a_file_a_misled_break_copied_keeps_its_number_when_forgotten() {
     let a_number = ino(&a);
     assert_eq!(a_number, freed, "a private file's own number");
 
-    let write = {
-        let x = x.clone();
-        std::thread::spawn(move || {
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&x)
-                .and_then(|f| f.write_all_at(b"one", 0))
-        })
-    };
+    let write = write_in_thread(&x, b"one");
     std::thread::sleep(Duration::from_millis(250));
     fs::rename(&a, &x).unwrap();
     let r = write.join().unwrap();
