@@ -56,48 +56,78 @@ impl BackingIno {
 /// A shared path: its parent directory's backing inode and its name.
 type SharedPath = (BackingIno, OsString);
 
-/// The numbers of shared paths, kept after the kernel forgets their nodes,
-/// both ways: a break or a rename takes a number off its path, and looking
-/// for it among every shared path the mount has seen cost each of them a
-/// millisecond per 100,000 such paths, under the table's lock. One number
-/// has at most one path; the two maps share each path (`Arc`).
-#[derive(Debug, Default)]
-struct SharedNumbers {
-    by_path: HashMap<Arc<SharedPath>, u64>,
-    by_number: HashMap<u64, Arc<SharedPath>>,
+/// Numbers kept after the kernel forgets their nodes, by what keeps them
+/// (a shared path, or a private inode not numbered by itself), both ways:
+/// a break or a rename takes a number off its path, and looking for it
+/// among every shared path the mount has seen cost each of them a
+/// millisecond per 100,000 such paths, under the table's lock; and a
+/// private file's own number is not handed out while it is kept for
+/// another file. One number has at most one key; the two maps share each
+/// key (`Arc`).
+#[derive(Debug)]
+struct KeptNumbers<K> {
+    by_key: HashMap<Arc<K>, u64>,
+    by_number: HashMap<u64, Arc<K>>,
 }
 
-impl SharedNumbers {
-    fn get(&self, path: &SharedPath) -> Option<u64> {
-        self.by_path.get(path).copied()
+impl<K> Default for KeptNumbers<K> {
+    fn default() -> Self {
+        KeptNumbers {
+            by_key: HashMap::default(),
+            by_number: HashMap::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> KeptNumbers<K> {
+    fn get(&self, key: &K) -> Option<u64> {
+        self.by_key.get(key).copied()
     }
 
-    /// Gives `path` the number `n`, which no other path keeps any more.
-    fn remember(&mut self, path: SharedPath, n: u64) {
+    /// The key that keeps number `n`, if any.
+    fn holder(&self, n: u64) -> Option<&K> {
+        self.by_number.get(&n).map(|k| &**k)
+    }
+
+    /// Gives `key` the number `n`, which no other key keeps any more.
+    fn remember(&mut self, key: K, n: u64) {
         self.forget(n);
-        let path = Arc::new(path);
-        if let Some(old) = self.by_path.insert(path.clone(), n) {
-            if self.by_number.get(&old).is_some_and(|p| **p == *path) {
+        let key = Arc::new(key);
+        if let Some(old) = self.by_key.insert(key.clone(), n) {
+            if self.by_number.get(&old).is_some_and(|k| **k == *key) {
                 self.by_number.remove(&old);
             }
         }
-        self.by_number.insert(n, path);
+        self.by_number.insert(n, key);
     }
 
-    /// Takes number `n` off the path that kept it, if any.
+    /// Takes number `n` off the key that kept it, if any.
     fn forget(&mut self, n: u64) {
-        if let Some(path) = self.by_number.remove(&n) {
-            self.by_path.remove(&*path);
+        if let Some(key) = self.by_number.remove(&n) {
+            self.by_key.remove(&*key);
         }
     }
 
-    /// Takes `path`'s number off it, if it kept one (the path is gone).
-    fn forget_path(&mut self, path: &SharedPath) {
-        if let Some(n) = self.by_path.remove(path) {
-            if self.by_number.get(&n).is_some_and(|p| **p == *path) {
+    /// Takes `key`'s number off it, if it kept one (the path or file is
+    /// gone).
+    fn forget_key(&mut self, key: &K) {
+        if let Some(n) = self.by_key.remove(key) {
+            if self.by_number.get(&n).is_some_and(|k| **k == *key) {
                 self.by_number.remove(&n);
             }
         }
+    }
+
+    /// Takes `key`'s number off it if that is `n`.
+    fn forget_if(&mut self, key: &K, n: u64) {
+        if self.get(key) == Some(n) {
+            self.forget_key(key);
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
     }
 }
 
@@ -132,8 +162,8 @@ pub struct InodeTable {
     /// private file not numbered by its inode (a broken copy). Both drop
     /// a path or copy the guest deletes ([`Self::remove_name`],
     /// [`Self::last_link_gone`]).
-    shared_numbers: SharedNumbers,
-    private_numbers: HashMap<BackingIno, u64>,
+    shared_numbers: KeptNumbers<SharedPath>,
+    private_numbers: KeptNumbers<BackingIno>,
     next_shared: u64,
     /// The backing root's device: only its inodes are numbered by their
     /// own numbers.
@@ -162,8 +192,8 @@ impl InodeTable {
             nodes: HashMap::default(),
             children: HashMap::default(),
             by_ino: HashMap::default(),
-            shared_numbers: SharedNumbers::default(),
-            private_numbers: HashMap::default(),
+            shared_numbers: KeptNumbers::default(),
+            private_numbers: KeptNumbers::default(),
             next_shared: SHARED_BASE,
             root_dev: root_ino.dev,
         };
@@ -313,15 +343,15 @@ impl InodeTable {
             return false;
         }
         let old = node.backing_ino;
-        node.backing_ino = found.ino;
-        node.shared = found.shared;
-        if self.by_ino.get(&old) == Some(&id) {
-            self.by_ino.remove(&old);
-        }
         if found.shared {
+            node.backing_ino = found.ino;
+            if self.by_ino.get(&old) == Some(&id) {
+                self.by_ino.remove(&old);
+            }
             self.became_shared(id, old);
         } else {
-            self.by_ino.insert(found.ino, id);
+            // As a break's copy: its number is kept for the new inode.
+            self.rebind_private(id, found.ino);
         }
         true
     }
@@ -344,9 +374,7 @@ impl InodeTable {
             if self.by_ino.get(&i) == Some(&id) {
                 self.by_ino.remove(&i);
             }
-            if self.private_numbers.get(&i) == Some(&id) {
-                self.private_numbers.remove(&i);
-            }
+            self.private_numbers.forget_if(&i, id);
         }
         if let Some((parent, name)) = first.filter(|(p, _)| self.nodes.contains_key(p)) {
             let key = (self.parent_ino(parent), name);
@@ -370,23 +398,35 @@ impl InodeTable {
             self.shared_numbers.remember(key, n);
             return n;
         }
-        if let Some(&n) = self.private_numbers.get(&found.ino) {
+        if let Some(n) = self.private_numbers.get(&found.ino) {
             if free(self, n) {
                 return n;
             }
         }
         // The number it gets now is the one it keeps: a node split off this
-        // inode's path (still open) may hold the old one for a while.
+        // inode's path (still open) may hold the old one for a while. Nor
+        // does it take its own where that is kept for another file (a
+        // broken copy, a shared path) that had it from this inode number
+        // before the filesystem freed and reused it: the two would show
+        // one number in turn, each while the kernel forgot the other.
         let n = match self.own_number(found.ino) {
-            Some(n) if free(self, n) => n,
+            Some(n) if free(self, n) && !self.kept_for_another(n, parent, name, found.ino) => n,
             _ => self.next_free(),
         };
         if Some(n) == self.own_number(found.ino) {
-            self.private_numbers.remove(&found.ino);
+            self.private_numbers.forget_key(&found.ino);
         } else {
-            self.private_numbers.insert(found.ino, n);
+            self.private_numbers.remember(found.ino, n);
         }
         n
+    }
+
+    /// Whether number `n` is kept for another file than private inode
+    /// `ino` at (parent, name): a shared path elsewhere, another inode.
+    fn kept_for_another(&self, n: u64, parent: u64, name: &OsStr, ino: BackingIno) -> bool {
+        let elsewhere = |(dir, kept): &SharedPath| *dir != self.parent_ino(parent) || kept != name;
+        self.shared_numbers.holder(n).is_some_and(elsewhere)
+            || self.private_numbers.holder(n).is_some_and(|i| *i != ino)
     }
 
     /// The number a backing inode may be shown under by itself: its own,
@@ -452,16 +492,21 @@ impl InodeTable {
     pub fn rebind_private(&mut self, id: u64, new_ino: BackingIno) {
         let own = self.own_number(new_ino);
         if let Some(node) = self.nodes.get_mut(&id) {
-            if self.by_ino.get(&node.backing_ino) == Some(&id) {
-                self.by_ino.remove(&node.backing_ino);
+            let old = node.backing_ino;
+            if self.by_ino.get(&old) == Some(&id) {
+                self.by_ino.remove(&old);
             }
+            // The number is the new inode's now, not the old one's, which a
+            // break may have freed (a marked file with one link): a file
+            // the filesystem gives its inode number must not get it.
+            self.private_numbers.forget_if(&old, id);
             node.backing_ino = new_ino;
             node.shared = false;
             self.by_ino.insert(new_ino, id);
             if own != Some(id) {
                 // The number is the private copy's now, and no longer its
                 // path's: a shared file later at that path gets another.
-                self.private_numbers.insert(new_ino, id);
+                self.private_numbers.remember(new_ino, id);
                 self.shared_numbers.forget(id);
             }
         }
@@ -484,7 +529,7 @@ impl InodeTable {
 
     fn forget_shared_path(&mut self, parent: u64, name: &OsStr) {
         let key = (self.parent_ino(parent), name.to_owned());
-        self.shared_numbers.forget_path(&key);
+        self.shared_numbers.forget_key(&key);
     }
 
     /// Takes (parent, name) away from the node it named; the node itself
@@ -512,9 +557,7 @@ impl InodeTable {
             if self.by_ino.get(&ino) == Some(&id) {
                 self.by_ino.remove(&ino);
             }
-            if self.private_numbers.get(&ino) == Some(&id) {
-                self.private_numbers.remove(&ino);
-            }
+            self.private_numbers.forget_if(&ino, id);
         }
     }
 
@@ -737,11 +780,11 @@ mod tests {
         assert_eq!(t.lookup(ROOT, OsStr::new("c"), private(900)), a);
         // Each number kept by one path, each path by one number.
         let n = &t.shared_numbers;
-        assert_eq!(n.by_path.len(), n.by_number.len());
+        assert_eq!(n.by_key.len(), n.by_number.len());
         assert!(n
             .by_number
             .iter()
-            .all(|(k, p)| n.by_path.get(&**p) == Some(k)));
+            .all(|(k, p)| n.by_key.get(&**p) == Some(k)));
     }
 
     #[test]
@@ -830,7 +873,52 @@ mod tests {
         }
         assert!(t.private_numbers.is_empty());
         let n = &t.shared_numbers;
-        assert_eq!(n.by_path.len(), n.by_number.len());
+        assert_eq!(n.by_key.len(), n.by_number.len());
+    }
+
+    /// Review s34: a node whose one path was found naming another private
+    /// inode (a break a rename misled, or the host, replaced its file)
+    /// kept its number only while the kernel held it.
+    #[test]
+    fn a_path_relinked_to_a_private_inode_keeps_its_number_when_forgotten() {
+        let mut t = InodeTable::new(ino(2));
+        let d = t.lookup(ROOT, OsStr::new("d"), private(50));
+        let a = t.lookup(d, OsStr::new("a"), private(100));
+        let s = t.lookup(d, OsStr::new("s"), shared(900));
+        assert!(t.relinked(a, private(555)));
+        assert!(t.relinked(s, private(556)));
+        t.forget(a, 1);
+        t.forget(s, 1);
+        // The filesystem gives the freed inode's number to a new file.
+        let new = t.lookup(d, OsStr::new("new"), private(100));
+        assert_ne!(new, a, "a new file took the number a's file kept");
+        assert_eq!(t.lookup(d, OsStr::new("a"), private(555)), a);
+        assert_eq!(t.lookup(d, OsStr::new("s"), private(556)), s);
+        assert!(t.shared_numbers.by_key.is_empty(), "s is a copy now");
+    }
+
+    /// Review s34: a break of a file numbered from the counter (another
+    /// device's) left the number kept for the inode it replaced, whose
+    /// inode number the filesystem may give a new file: that file took the
+    /// number, and the copy another.
+    #[test]
+    fn a_break_takes_the_number_off_the_inode_it_replaced() {
+        let mut t = InodeTable::new(ino(2));
+        let other = |n| BackingIno {
+            dev: DEV + 1,
+            ino: n,
+        };
+        let found = |n| Found {
+            ino: other(n),
+            shared: false,
+        };
+        let sub = t.lookup(ROOT, OsStr::new("sub"), private(50));
+        let f = t.lookup(sub, OsStr::new("f"), found(100));
+        assert!(f > SHARED_BASE);
+        t.rebind_private(f, other(200));
+        t.forget(f, 1);
+        assert_ne!(t.lookup(sub, OsStr::new("new"), found(100)), f);
+        assert_eq!(t.lookup(sub, OsStr::new("f"), found(200)), f);
     }
 
     #[test]
@@ -878,13 +966,13 @@ mod tests {
         let d = t.lookup(ROOT, OsStr::new("d"), private(50));
         let names: Vec<OsString> = (0..1000).map(|i| format!("f{i}").into()).collect();
         let ids: Vec<u64> = names.iter().map(|n| t.lookup(d, n, shared(100))).collect();
-        assert_eq!(t.shared_numbers.by_path.len(), 1000);
+        assert_eq!(t.shared_numbers.by_key.len(), 1000);
         // As Overlay::unlink: a shared path is never the inode's last link.
         for (n, id) in names.iter().zip(&ids) {
             t.remove_name(d, n, false);
             t.forget(*id, 1);
         }
-        assert_eq!(t.shared_numbers.by_path.len(), 0);
+        assert_eq!(t.shared_numbers.by_key.len(), 0);
         assert_eq!(t.shared_numbers.by_number.len(), 0);
         assert_eq!(t.len(), 2, "root and d");
 
@@ -892,7 +980,7 @@ mod tests {
         // lives; a new file given its inode number does not get it.
         let a = t.lookup(d, OsStr::new("a"), shared(100));
         t.rebind_private(a, ino(900));
-        assert_eq!(t.private_numbers.get(&ino(900)), Some(&a));
+        assert_eq!(t.private_numbers.get(&ino(900)), Some(a));
         t.opened(a);
         t.remove_name(d, OsStr::new("a"), true);
         t.forget(a, 1);
@@ -911,13 +999,13 @@ mod tests {
         // goes with the file it named.
         let s = fresh[0];
         let p = t.lookup(d, OsStr::new("p"), private(300));
-        let before = t.shared_numbers.by_path.len();
+        let before = t.shared_numbers.by_key.len();
         t.rename(d, OsStr::new("p"), d, OsStr::new("s0"), false);
-        assert_eq!(t.shared_numbers.by_path.len(), before - 1);
+        assert_eq!(t.shared_numbers.by_key.len(), before - 1);
         assert_eq!(t.child(d, OsStr::new("s0")), Some(p));
         assert!(t.get(s).is_some(), "the kernel still holds the old s0");
         let n = &t.shared_numbers;
-        assert_eq!(n.by_path.len(), n.by_number.len());
+        assert_eq!(n.by_key.len(), n.by_number.len());
     }
 
     #[test]

@@ -1117,19 +1117,22 @@ impl Overlay {
 
     /// A break whose name a rename through the mount gave another node
     /// meanwhile copied that node's file, `new_ino` now at (parent, name):
-    /// binds that node to the copy, if the table has it shared. Left bound
-    /// to its store object, a hardlink the guest made of it joined the copy
-    /// under another node (two numbers for one file) until a lookup or an
-    /// open bound it. True if it did.
+    /// binds that node to the copy, as its own break would, if the table
+    /// has it shared, or private under that one name (a marked file with
+    /// one link, which the break freed). Left bound to its store object, a
+    /// hardlink the guest made of it joined the copy under another node
+    /// (two numbers for one file) until a lookup or an open bound it; left
+    /// bound to the freed inode, the copy lost the node's number once the
+    /// kernel forgot it. True if it did.
     fn rebind_misled(state: &mut State, parent: u64, name: &OsStr, new_ino: BackingIno) -> bool {
         let other = state.table.child(parent, name);
-        let shared = other
+        let stale = other
             .and_then(|o| state.table.get(o))
-            .is_some_and(|n| n.shared);
-        if let (Some(other), true) = (other, shared) {
+            .is_some_and(|n| n.backing_ino != new_ino && (n.shared || n.names.len() == 1));
+        if let (Some(other), true) = (other, stale) {
             state.table.rebind_private(other, new_ino);
         }
-        shared
+        stale
     }
 
     /// Binds `node` to the private file `st` its name names where the table

@@ -10,6 +10,21 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+/// Opens `path` for writing and writes `tag` at its start, in a thread of
+/// its own (its open's break runs while the test acts).
+pub(crate) fn write_in_thread(
+    path: &Path,
+    tag: &'static [u8],
+) -> std::thread::JoinHandle<std::io::Result<()>> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.write_all_at(tag, 0))
+    })
+}
+
 /// A break for a write open of `x` (node N) copies slowly; a rename through
 /// the mount puts `a` (node M, another store object, which a reader holds
 /// open) at `x` meanwhile, so the break copies and replaces M's file, and
@@ -35,15 +50,7 @@ fn a_write_open_waiting_for_a_break_a_rename_misled_does_not_fail_etxtbsy() {
     let (x, a) = (m.path("x"), m.path("a"));
     let reader = fs::File::open(&a).unwrap();
 
-    let write = |tag: &'static [u8]| {
-        let x = x.clone();
-        std::thread::spawn(move || {
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&x)
-                .and_then(|f| f.write_all_at(tag, 0))
-        })
-    };
+    let write = |tag: &'static [u8]| write_in_thread(&x, tag);
     // N's break: copying, then paused before its rename.
     let first = write(b"one");
     std::thread::sleep(Duration::from_millis(250));
@@ -153,15 +160,7 @@ fn a_break_a_rename_exchange_misled_leaves_the_other_file_one_with_its_hardlinks
     // Known to the kernel, so that the open's break starts at once.
     fs::metadata(&x).unwrap();
     fs::metadata(&a).unwrap();
-    let writer = {
-        let x = x.clone();
-        std::thread::spawn(move || {
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&x)
-                .and_then(|f| f.write_all_at(b"one", 0))
-        })
-    };
+    let writer = write_in_thread(&x, b"one");
     std::thread::sleep(Duration::from_millis(300));
     exchange(&a, &x).unwrap();
     let r = writer.join().unwrap();

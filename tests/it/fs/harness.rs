@@ -21,9 +21,14 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        World::new_in(&std::env::temp_dir())
+    }
+
+    /// [`World::new`] in directory `dir` (on a filesystem of the test's).
+    pub fn new_in(dir: &Path) -> World {
         let tmp = tempfile::Builder::new()
             .prefix("unifs-fs-")
-            .tempdir()
+            .tempdir_in(dir)
             .expect("temp dir");
         // Non-root test users must reach the trees.
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
