@@ -388,21 +388,37 @@ impl Ext4 {
     /// `errors=remount-ro` it aborts its journal and refuses every change
     /// (EROFS) from then on, its mount still `rw` (`emergency_ro`).
     pub fn fail(&self) {
+        fs::write(self.sysfs().join("trigger_fs_error"), "1").unwrap();
+    }
+
+    /// The filesystem's directory in /sys/fs/ext4 (its loop device's name),
+    /// there while its superblock lives.
+    fn sysfs(&self) -> PathBuf {
         let dev = run(Command::new("findmnt")
             .args(["-n", "-o", "SOURCE"])
             .arg(self.root()));
         let dev = String::from_utf8(dev.stdout).unwrap();
         let name = Path::new(dev.trim()).file_name().unwrap().to_owned();
-        let trigger = Path::new("/sys/fs/ext4")
-            .join(name)
-            .join("trigger_fs_error");
-        fs::write(&trigger, "1").unwrap();
+        Path::new("/sys/fs/ext4").join(name)
     }
 
     /// What an operator does after [`Ext4::fail`]: unmount, `e2fsck -fy`
     /// (0 or 1: clean or fixed), mount again with `opts`.
+    ///
+    /// The unmount ends the filesystem only once no other mount namespace
+    /// holds a copy of it: where the host's mounts are private (this
+    /// machine, CI), a `unifs run` or `unshare` of another test started
+    /// meanwhile holds one until it ends. Mounting the image again before
+    /// then gets the failed superblock back (mount reuses the image's loop
+    /// device), read-only: so wait for it to end.
     pub fn repair(&self, opts: &[&str]) {
+        let sysfs = self.sysfs();
         run(Command::new("umount").arg(self.root()));
+        assert!(
+            wait_until(std::time::Duration::from_secs(120), || !sysfs.exists()),
+            "{} still lives 120 s after its unmount: another mount namespace holds it",
+            sysfs.display()
+        );
         let img = self.dir.path().join("img");
         fsck_sound(&img, "fsck after a repair");
         loop_mount(&img, &self.root(), &[&["loop"], opts].concat().join(","));
