@@ -10,7 +10,8 @@
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{
-    can_run, run_bounded, spawn_on_a_terminal, stderr, wait_for_output, KillOnDrop, TestRoot,
+    can_run, run_bounded, spawn_on_a_terminal, stderr, wait_for_descendant, wait_for_output,
+    within_30s, KillOnDrop, TestRoot,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use std::os::fd::{AsFd, OwnedFd};
@@ -20,6 +21,30 @@ use std::time::{Duration, Instant};
 
 fn type_in(master: &OwnedFd, text: &str) {
     nix::unistd::write(master, text.as_bytes()).unwrap();
+}
+
+/// Waits (bounded) until `pid` is in a state `ok` accepts (its
+/// /proc/PID/stat state letter; `None` once it has ended): a loaded machine
+/// makes any fixed pause too short.
+fn wait_for_state(pid: u32, ok: impl Fn(Option<char>) -> bool) {
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s[s.rfind(')')? + 2..].chars().next())
+            .filter(|&c| c != 'Z')
+    };
+    assert!(within_30s(|| ok(state())), "{pid} is {:?}", state());
+}
+
+/// Waits (bounded) until the terminal's foreground process group is, or
+/// (`is` false) is not, `pgid`.
+fn wait_for_foreground(master: &OwnedFd, pgid: u32, is: bool) {
+    let fg = || nix::unistd::tcgetpgrp(master).map(|p| p.as_raw() as u32);
+    assert!(
+        within_30s(|| (fg() == Ok(pgid)) == is),
+        "foreground {:?}",
+        fg()
+    );
 }
 
 /// Waits (bounded) for the process on the terminal to end, reading the
@@ -52,8 +77,9 @@ fn wait_on_terminal(master: &OwnedFd, child: KillOnDrop, limit: Duration) -> Out
 }
 
 /// What the command of the Ctrl-Z tests runs: it says `ready`, sleeps
-/// (where Ctrl-Z comes), and says `done-42` if it was not stopped for good.
-const SLEEPS: &str = "echo ready; sleep 2; echo done-$((6*7))";
+/// (where Ctrl-Z comes, once the sleep runs; 4 s so that a loaded machine
+/// does not end it first), and says `done-42` if it was not stopped for good.
+const SLEEPS: &str = "echo ready; sleep 4; echo done-$((6*7))";
 
 /// Ctrl-Z on `unifs run --init` stopped the command (and its `sleep`) in
 /// the guest's pty, and nothing ever continued it: the run hung, Ctrl-C
@@ -71,7 +97,7 @@ fn review_s25_ctrl_z_under_init_does_not_stop_the_command() {
     cmd.args(["--", "/bin/sh", "-c", SLEEPS]);
     let (master, run) = spawn_on_a_terminal(cmd);
     wait_for_output(&master, "ready");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_descendant(run.0.as_ref().unwrap().id(), "sleep");
     type_in(&master, "\x1a");
     wait_for_output(&master, "done-42");
     let out = wait_on_terminal(&master, run, Duration::from_secs(15));
@@ -92,7 +118,7 @@ fn review_s25_ctrl_z_under_exec_tty_does_not_stop_the_command() {
     cmd.args(["exec", "--tty", &g.name, "--", "/bin/sh", "-c", SLEEPS]);
     let (master, exec) = spawn_on_a_terminal(cmd);
     wait_for_output(&master, "ready");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_descendant(exec.0.as_ref().unwrap().id(), "sleep");
     type_in(&master, "\x1a");
     wait_for_output(&master, "done-42");
     let out = wait_on_terminal(&master, exec, Duration::from_secs(15));
@@ -115,8 +141,10 @@ fn review_s25_one_sigterm_ends_the_run_after_ctrl_z() {
     cmd.args(["--", "/bin/sh", "-c", "echo ready; exec sleep 30"]);
     let (master, run) = spawn_on_a_terminal(cmd);
     wait_for_output(&master, "ready");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_descendant(run.0.as_ref().unwrap().id(), "sleep");
     type_in(&master, "\x1a");
+    // Time for the Ctrl-Z to land first (the init continues the sleep at
+    // once, nothing to wait for): a late one only makes the test pass.
     std::thread::sleep(Duration::from_millis(500));
     let pid = nix::unistd::Pid::from_raw(run.0.as_ref().unwrap().id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -141,15 +169,15 @@ fn review_s25_a_shell_under_init_still_stops_its_jobs() {
     type_in(&master, "echo up-$((6*7))\n");
     wait_for_output(&master, "up-42");
     type_in(&master, "sleep 30\n");
-    std::thread::sleep(Duration::from_millis(500));
+    let sleep = wait_for_descendant(run.0.as_ref().unwrap().id(), "sleep");
     type_in(&master, "\x1a");
     wait_for_output(&master, "Stopped");
     type_in(&master, "echo back-$((6*7))\n");
     wait_for_output(&master, "back-42");
     type_in(&master, "fg\n");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_state(sleep, |s| s.is_some_and(|s| s != 'T'));
     type_in(&master, "\x03");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_state(sleep, |s| s.is_none());
     type_in(&master, "echo fg-$((6*7))\n");
     wait_for_output(&master, "fg-42");
     type_in(&master, "exit 7\n");
@@ -183,7 +211,9 @@ fn review_s25_a_background_run_survives_typing_at_the_shell() {
         log.display()
     );
     type_in(&master, &job);
-    std::thread::sleep(Duration::from_millis(1000));
+    // The user types once the run is up (its command's sleep runs).
+    let shell_pid = shell.0.as_ref().unwrap().id();
+    wait_for_descendant(shell_pid, "sleep");
     // The user goes on working at the shell, typing ahead.
     type_in(&master, "sleep 1\n");
     type_in(&master, "echo typed-$((6*7))\n");
@@ -198,16 +228,17 @@ fn review_s25_a_background_run_survives_typing_at_the_shell() {
         t.root().display(),
     );
     type_in(&master, &job);
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_for_descendant(shell_pid, "sh");
     type_in(&master, "echo again-$((6*7))\n");
     wait_for_output(&master, "again-42");
     type_in(&master, "fg\n");
-    std::thread::sleep(Duration::from_millis(1000));
+    // The shell has given the job the terminal.
+    wait_for_foreground(&master, shell_pid, false);
     type_in(&master, "hello\r");
     wait_for_output(&master, "got-hello");
     // The shell's again once the run has ended (what is typed before goes
     // to the run).
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_for_foreground(&master, shell_pid, true);
     type_in(&master, "echo shell-again-$((6*7))\n");
     wait_for_output(&master, "shell-again-42");
     type_in(&master, "exit\n");

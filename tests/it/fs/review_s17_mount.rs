@@ -156,7 +156,7 @@ fn seekdir_returns_to_the_entry_telldir_gave_after_changes() {
 /// The O_RDONLY|O_TRUNC open of a running program gets ETXTBSY at once, as
 /// on ext4: the daemon waited up to 100 ms on a FUSE worker for a release
 /// first, so a user looping such opens tied up every worker. (Timed only
-/// against that floor: 40 opens took at least 4 s.)
+/// against that floor: 200 opens took at least 20 s.)
 #[test]
 fn truncating_a_running_program_fails_at_once() {
     if !require_root("review_s17_truncating_a_running_program_fails_at_once") {
@@ -175,7 +175,7 @@ fn truncating_a_running_program_fails_at_once() {
                 .is_ok_and(|e| e.file_name() == Some("mysleep".as_ref()))
         }));
         let start = Instant::now();
-        for _ in 0..40 {
+        for _ in 0..200 {
             let r = OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_TRUNC)
@@ -186,8 +186,8 @@ fn truncating_a_running_program_fails_at_once() {
         running.kill().unwrap();
         running.wait().unwrap();
         assert!(
-            took < Duration::from_secs(2),
-            "{}: 40 ETXTBSY opens took {took:?} (a wait per open)",
+            took < Duration::from_secs(10),
+            "{}: 200 ETXTBSY opens took {took:?} (a wait per open)",
             dir.display()
         );
         assert!(fs::metadata(&prog).unwrap().len() > 0);

@@ -1366,7 +1366,15 @@ fn named_exec_tty_wants_a_terminal_and_a_second_signal_ends_exec() {
         .stderr(Stdio::null());
     let mut exec = KillOnDrop(Some(cmd.spawn().unwrap()));
     let pid = nix::unistd::Pid::from_raw(exec.0.as_ref().unwrap().id() as i32);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Signalled once the command has stopped itself: a fixed pause was
+    // too short on a loaded machine.
+    let sh = super::harness::wait_for_descendant(pid.as_raw() as u32, "sh");
+    let state = || crate::common::proc_stat(sh)[0].clone();
+    assert!(
+        super::harness::within_30s(|| state() == "T"),
+        "the command is {}",
+        state()
+    );
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let child = exec.0.as_mut().unwrap();

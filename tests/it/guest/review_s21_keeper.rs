@@ -24,6 +24,14 @@ int main(void) {
 }
 "#;
 
+/// Waits (bounded) until `nopdeath` (NO_PDEATHSIG) sleeps: it does so only
+/// in its pause(), after undoing its pdeathsig. A fixed pause was too short
+/// on a loaded machine.
+fn wait_in_pause(pid: u32) {
+    let state = || crate::common::proc_stat(pid)[0].clone();
+    assert!(within_30s(|| state() == "S"), "{pid} is {}", state());
+}
+
 /// A run's groups (`unifs/run-PID-TAG`) in every hierarchy under /sys/fs/cgroup.
 pub(crate) fn run_groups(pid: u32) -> Vec<PathBuf> {
     super::harness::cgroup_hierarchies()
@@ -109,7 +117,7 @@ fn review_s21_a_guest_that_clears_its_pdeathsig_dies_with_a_killed_run() {
             .collect();
         let fuse = fuse_connection(guest);
         // The guest's init is set up, and has undone its pdeathsig.
-        std::thread::sleep(Duration::from_millis(300));
+        wait_in_pause(guest);
         let target = if whole_group {
             -(pid as i32)
         } else {
@@ -217,7 +225,7 @@ fn review_s21_the_next_run_ends_a_guest_its_killed_run_and_keeper_left() {
     };
     assert!(!left.groups.is_empty(), "no group unifs/run-{pid}-…");
     let keeper = child_named(pid, "unifs-keeper").expect("the run's keeper");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_in_pause(guest);
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(keeper as i32, libc::SIGKILL) };
     // SAFETY: as above.
@@ -272,8 +280,10 @@ fn review_s21_runs_in_pid_namespaces_of_their_own_keep_to_their_own_groups() {
             .process_group(0);
         KillOnDrop(Some(cmd.spawn().unwrap()))
     };
-    let first = run(&a, "sleep 3; echo A finished");
-    std::thread::sleep(Duration::from_millis(1000));
+    // The second runs while the first's sleep does: 6 s, beyond a loaded
+    // machine's start of the second.
+    let first = run(&a, "sleep 6; echo A finished");
+    super::harness::wait_for_descendant(first.0.as_ref().unwrap().id(), "sleep");
     let second = super::harness::wait_bounded(run(&b, "echo B finished"), Duration::from_secs(20));
     assert_eq!(second.status.code(), Some(0), "{second:?}");
     assert_eq!(String::from_utf8_lossy(&second.stdout), "B finished\n");

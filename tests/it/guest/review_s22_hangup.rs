@@ -123,6 +123,8 @@ fn review_s22_a_terminal_hang_up_still_ends_enter() {
     let hung_up = Instant::now();
     let out = wait_bounded(enter, Duration::from_secs(15));
     assert_eq!(out.status.code(), Some(129), "{out:?}");
+    // A shell that missed the hang-up is killed after HANG_UP_WAIT (2 s):
+    // only a bound under that tells it apart (enter ends in ~0.1 s).
     assert!(
         hung_up.elapsed() < Duration::from_secs(2),
         "enter took {:?} to end",
