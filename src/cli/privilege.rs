@@ -140,9 +140,11 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
         Command::Mount(_) => &[FILES],
         // KILL: `run` passes SIGTERM and Ctrl-C on to a guest whose
         // command may run as another user, and `restart` stops one.
-        Command::Run(a) if a.opts.net == NetMode::Host => &[FILES, GUEST, &[KILL]],
-        Command::Run(_) | Command::Guest(G::Restart { .. }) => &[FILES, GUEST, &[NET_ADMIN, KILL]],
-        Command::Guest(G::Start { .. }) => &[FILES, GUEST, &[NET_ADMIN]],
+        Command::Run(a) => &[FILES, GUEST, &[KILL], network(a.opts.net)],
+        Command::Guest(G::Restart { dirs, name, .. }) => {
+            &[FILES, GUEST, &[KILL], configured_network(dirs, name)]
+        }
+        Command::Guest(G::Start { dirs, name }) => &[FILES, GUEST, configured_network(dirs, name)],
         Command::Guest(G::Enter { .. } | G::Exec { .. }) => &[ENTER],
         Command::Guest(G::Stop { .. }) => &[STOP],
         Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => &[OBJECTS],
@@ -153,6 +155,30 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
         | Command::Guest(G::List { .. } | G::Status { .. } | G::Logs { .. } | G::Ps { .. }) => &[],
     };
     parts.concat()
+}
+
+/// What a guest's network needs: nothing when it shares the host's
+/// (measured: `run --net host` works without CAP_NET_ADMIN).
+fn network(mode: NetMode) -> &'static [Need] {
+    match mode {
+        NetMode::Host => &[],
+        NetMode::None | NetMode::Veth => &[NET_ADMIN],
+    }
+}
+
+/// [`network`] of the guest `name`'s config; CAP_NET_ADMIN when the
+/// config cannot be read (the command then says why itself).
+fn configured_network(dirs: &super::guest::GuestDirs, name: &str) -> &'static [Need] {
+    match crate::guest::config::GuestConfig::load(&dirs.config_dir, name) {
+        Ok(cfg) => network(cfg.net.mode),
+        Err(_) => &[NET_ADMIN],
+    }
+}
+
+/// Commands that act on root's own files and need no capability beyond
+/// uid 0: `guest update` writes root's cgroup files.
+pub(crate) fn root_only(command: &Command) -> bool {
+    matches!(command, Command::Guest(G::Update { .. }))
 }
 
 /// The effective capabilities of this process (`CapEff` in
@@ -170,26 +196,32 @@ fn effective() -> u64 {
 /// Fails, saying what is missing and what for, unless this process holds
 /// every capability in `needs`. (Run after [`super::require_host_root`]:
 /// in a user namespace of its own every capability shows as held.)
-pub(crate) fn require(command: &str, needs: &[Need]) -> anyhow::Result<()> {
+/// `root_only`: uid 0 is needed even when `needs` is empty ([`root_only`]).
+pub(crate) fn require(command: &str, needs: &[Need], root_only: bool) -> anyhow::Result<()> {
     let held = effective();
     let missing: Vec<&Need> = needs
         .iter()
         .filter(|n| held & (1u64 << n.number) == 0)
         .collect();
-    if missing.is_empty() {
+    let root = nix::unistd::geteuid().is_root();
+    if missing.is_empty() && (root || !root_only) {
         return Ok(());
     }
-    if !nix::unistd::geteuid().is_root() {
+    if !root {
         let names: Vec<&str> = needs.iter().map(|n| n.name).collect();
+        let what = if names.is_empty() {
+            "it writes root's own files, and needs no capability".to_string()
+        } else {
+            format!("it needs {}", names.join(", "))
+        };
         let dry = if command == "unify" {
             " (`unify --dry-run` shows what it would do, as any user)"
         } else {
             ""
         };
         anyhow::bail!(
-            "unifs {command} needs root (uid {} here; it needs {}): run it as root{dry}",
+            "unifs {command} needs root (uid {} here; {what}): run it as root{dry}",
             nix::unistd::geteuid(),
-            names.join(", ")
         );
     }
     let lacking: Vec<String> = missing
