@@ -80,7 +80,7 @@ const SYS_CHROOT: Need = Need {
 const SYS_PTRACE: Need = Need {
     number: 19,
     name: "CAP_SYS_PTRACE",
-    why: "to join a guest whose init runs under unifs's reaper (init_reaper), and read its root",
+    why: "to join a guest whose init runs under unifs's reaper (init_reaper) or keeps it",
 };
 const SYS_ADMIN: Need = Need {
     number: 21,
@@ -120,9 +120,7 @@ const GUEST: &[Need] = &[SETUID, SETGID, SETPCAP, MKNOD];
 /// Joining a running guest: setns needs CAP_SYS_ADMIN, and CAP_SYS_CHROOT
 /// for the mount namespace; then the user's ids and the guest's capability
 /// set, and KILL to pass signals on to a command of another user.
-const ENTER: &[Need] = &[
-    SYS_ADMIN, SYS_CHROOT, SYS_PTRACE, SETUID, SETGID, SETPCAP, KILL,
-];
+const ENTER: &[Need] = &[SYS_ADMIN, SYS_CHROOT, SETUID, SETGID, SETPCAP, KILL];
 /// Unmounting the root; the stop signal to an init of another user.
 const STOP: &[Need] = &[SYS_ADMIN, KILL];
 
@@ -145,7 +143,9 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
             &[FILES, GUEST, &[KILL], configured_network(dirs, name)]
         }
         Command::Guest(G::Start { dirs, name }) => &[FILES, GUEST, configured_network(dirs, name)],
-        Command::Guest(G::Enter { .. } | G::Exec { .. }) => &[ENTER],
+        Command::Guest(G::Enter { dirs, name, .. } | G::Exec { dirs, name, .. }) => {
+            &[ENTER, tracing_init(dirs, name)]
+        }
         Command::Guest(G::Stop { .. }) => &[STOP],
         Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => &[OBJECTS],
         Command::Umount(_)
@@ -172,6 +172,18 @@ fn configured_network(dirs: &super::guest::GuestDirs, name: &str) -> &'static [N
     match crate::guest::config::GuestConfig::load(&dirs.config_dir, name) {
         Ok(cfg) => network(cfg.net.mode),
         Err(_) => &[NET_ADMIN],
+    }
+}
+
+/// CAP_SYS_PTRACE to join the running guest `name` when its init is
+/// unifs's reaper, which is not dumpable, or holds CAP_SYS_PTRACE itself
+/// (the kernel's ptrace access check of its /proc/PID/root and ns files);
+/// also when its record cannot be read (the command then says why).
+fn tracing_init(dirs: &super::guest::GuestDirs, name: &str) -> &'static [Need] {
+    let record = crate::guest::state::RunDir::new(&dirs.run_dir, name).read();
+    match record {
+        Ok(Some(st)) if !st.spec.init && st.spec.caps & (1u64 << SYS_PTRACE.number) == 0 => &[],
+        _ => &[SYS_PTRACE],
     }
 }
 

@@ -5,6 +5,9 @@
 //! - `guest start` of a guest with `[net] mode = "host"` was refused
 //!   without CAP_NET_ADMIN, which it never uses (it makes no network
 //!   namespace); only `run --net host` was let through.
+//! - `guest exec` and `enter` were refused without CAP_SYS_PTRACE, which
+//!   only a guest whose init runs under unifs's reaper (not dumpable), or
+//!   keeps CAP_SYS_PTRACE, asks of them.
 //! - A non-root `guest update` was told it "needs root (CAP_SYS_ADMIN in
 //!   the initial user namespace)": it needs no capability, only uid 0.
 
@@ -58,4 +61,22 @@ fn s34_a_user_who_is_not_root_is_told_update_needs_root_and_no_capability() {
         "update as nobody",
     );
     assert!(!stderr(&o).contains("CAP_"), "{}", stderr(&o));
+}
+
+#[test]
+fn s34_exec_needs_cap_sys_ptrace_only_for_a_guest_under_its_reaper() {
+    if !can_run("s34_exec_needs_cap_sys_ptrace_only_for_a_guest_under_its_reaper") {
+        return;
+    }
+    let g = Guest::new("s34ptrace", SLEEP);
+    let no_ptrace = without("sys_ptrace");
+    ok(&g.unifs(&["start", &g.name]));
+    let o = guest_as(&g, &no_ptrace, &["exec", &g.name, "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    ok(&g.unifs(&["stop", &g.name]));
+    g.configure_with(&g.name, &g.t.root(), SLEEP, "init_reaper = true");
+    ok(&g.unifs(&["start", &g.name]));
+    let o = guest_as(&g, &no_ptrace, &["exec", &g.name, "--", "/bin/true"]);
+    assert_refused(&o, &["CAP_SYS_PTRACE", "lacks"], "exec under the reaper");
+    ok(&g.unifs(&["stop", &g.name]));
 }
