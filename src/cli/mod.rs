@@ -121,8 +121,9 @@ pub fn main() -> ExitCode {
     }
     if let Some(command) = changes_things(&cli.command) {
         let needs = privilege::needed(&cli.command);
-        let checked =
-            require_host_root(&command).and_then(|()| privilege::require(&command, &needs));
+        let root_only = privilege::root_only(&cli.command);
+        let checked = require_host_root(&command)
+            .and_then(|()| privilege::require(&command, &needs, root_only));
         if let Err(e) = checked {
             errln!("unifs: {e}");
             return ExitCode::FAILURE;

@@ -80,7 +80,7 @@ const SYS_CHROOT: Need = Need {
 const SYS_PTRACE: Need = Need {
     number: 19,
     name: "CAP_SYS_PTRACE",
-    why: "to join a guest whose init runs under unifs's reaper (init_reaper), and read its root",
+    why: "to join a guest whose init runs under unifs's reaper (init_reaper) or keeps it",
 };
 const SYS_ADMIN: Need = Need {
     number: 21,
@@ -120,9 +120,7 @@ const GUEST: &[Need] = &[SETUID, SETGID, SETPCAP, MKNOD];
 /// Joining a running guest: setns needs CAP_SYS_ADMIN, and CAP_SYS_CHROOT
 /// for the mount namespace; then the user's ids and the guest's capability
 /// set, and KILL to pass signals on to a command of another user.
-const ENTER: &[Need] = &[
-    SYS_ADMIN, SYS_CHROOT, SYS_PTRACE, SETUID, SETGID, SETPCAP, KILL,
-];
+const ENTER: &[Need] = &[SYS_ADMIN, SYS_CHROOT, SETUID, SETGID, SETPCAP, KILL];
 /// Unmounting the root; the stop signal to an init of another user.
 const STOP: &[Need] = &[SYS_ADMIN, KILL];
 
@@ -140,10 +138,14 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
         Command::Mount(_) => &[FILES],
         // KILL: `run` passes SIGTERM and Ctrl-C on to a guest whose
         // command may run as another user, and `restart` stops one.
-        Command::Run(a) if a.opts.net == NetMode::Host => &[FILES, GUEST, &[KILL]],
-        Command::Run(_) | Command::Guest(G::Restart { .. }) => &[FILES, GUEST, &[NET_ADMIN, KILL]],
-        Command::Guest(G::Start { .. }) => &[FILES, GUEST, &[NET_ADMIN]],
-        Command::Guest(G::Enter { .. } | G::Exec { .. }) => &[ENTER],
+        Command::Run(a) => &[FILES, GUEST, &[KILL], network(a.opts.net)],
+        Command::Guest(G::Restart { dirs, name, .. }) => {
+            &[FILES, GUEST, &[KILL], configured_network(dirs, name)]
+        }
+        Command::Guest(G::Start { dirs, name }) => &[FILES, GUEST, configured_network(dirs, name)],
+        Command::Guest(G::Enter { dirs, name, .. } | G::Exec { dirs, name, .. }) => {
+            &[ENTER, tracing_init(dirs, name)]
+        }
         Command::Guest(G::Stop { .. }) => &[STOP],
         Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => &[OBJECTS],
         Command::Umount(_)
@@ -153,6 +155,42 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
         | Command::Guest(G::List { .. } | G::Status { .. } | G::Logs { .. } | G::Ps { .. }) => &[],
     };
     parts.concat()
+}
+
+/// What a guest's network needs: nothing when it shares the host's
+/// (measured: `run --net host` works without CAP_NET_ADMIN).
+fn network(mode: NetMode) -> &'static [Need] {
+    match mode {
+        NetMode::Host => &[],
+        NetMode::None | NetMode::Veth => &[NET_ADMIN],
+    }
+}
+
+/// [`network`] of the guest `name`'s config; CAP_NET_ADMIN when the
+/// config cannot be read (the command then says why itself).
+fn configured_network(dirs: &super::guest::GuestDirs, name: &str) -> &'static [Need] {
+    match crate::guest::config::GuestConfig::load(&dirs.config_dir, name) {
+        Ok(cfg) => network(cfg.net.mode),
+        Err(_) => &[NET_ADMIN],
+    }
+}
+
+/// CAP_SYS_PTRACE to join the running guest `name` when its init is
+/// unifs's reaper, which is not dumpable, or holds CAP_SYS_PTRACE itself
+/// (the kernel's ptrace access check of its /proc/PID/root and ns files);
+/// also when its record cannot be read (the command then says why).
+fn tracing_init(dirs: &super::guest::GuestDirs, name: &str) -> &'static [Need] {
+    let record = crate::guest::state::RunDir::new(&dirs.run_dir, name).read();
+    match record {
+        Ok(Some(st)) if !st.spec.init && st.spec.caps & (1u64 << SYS_PTRACE.number) == 0 => &[],
+        _ => &[SYS_PTRACE],
+    }
+}
+
+/// Commands that act on root's own files and need no capability beyond
+/// uid 0: `guest update` writes root's cgroup files.
+pub(crate) fn root_only(command: &Command) -> bool {
+    matches!(command, Command::Guest(G::Update { .. }))
 }
 
 /// The effective capabilities of this process (`CapEff` in
@@ -170,26 +208,32 @@ fn effective() -> u64 {
 /// Fails, saying what is missing and what for, unless this process holds
 /// every capability in `needs`. (Run after [`super::require_host_root`]:
 /// in a user namespace of its own every capability shows as held.)
-pub(crate) fn require(command: &str, needs: &[Need]) -> anyhow::Result<()> {
+/// `root_only`: uid 0 is needed even when `needs` is empty ([`root_only`]).
+pub(crate) fn require(command: &str, needs: &[Need], root_only: bool) -> anyhow::Result<()> {
     let held = effective();
     let missing: Vec<&Need> = needs
         .iter()
         .filter(|n| held & (1u64 << n.number) == 0)
         .collect();
-    if missing.is_empty() {
+    let root = nix::unistd::geteuid().is_root();
+    if missing.is_empty() && (root || !root_only) {
         return Ok(());
     }
-    if !nix::unistd::geteuid().is_root() {
+    if !root {
         let names: Vec<&str> = needs.iter().map(|n| n.name).collect();
+        let what = if names.is_empty() {
+            "it writes root's own files, and needs no capability".to_string()
+        } else {
+            format!("it needs {}", names.join(", "))
+        };
         let dry = if command == "unify" {
             " (`unify --dry-run` shows what it would do, as any user)"
         } else {
             ""
         };
         anyhow::bail!(
-            "unifs {command} needs root (uid {} here; it needs {}): run it as root{dry}",
+            "unifs {command} needs root (uid {} here; {what}): run it as root{dry}",
             nix::unistd::geteuid(),
-            names.join(", ")
         );
     }
     let lacking: Vec<String> = missing

@@ -46,7 +46,8 @@ pub enum Error {
         src: PathBuf,
         config: Option<PathBuf>,
     },
-    #[error("{0} needs root (CAP_SYS_ADMIN in the initial user namespace)")]
+    /// What needs root; a capability it needs is named in it.
+    #[error("{0} needs root")]
     Permission(&'static str),
     /// A command run as root in the guest takes the guest's capability
     /// set, which capset(2) refuses with a bare EPERM unless this process

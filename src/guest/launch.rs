@@ -252,7 +252,9 @@ fn clone_guest(
     let foreground = !matches!(stdio, Stdio::Detached { .. });
     let cgroup2 = cgroup.has_v2_group();
     match sys::clone_into(flags) {
-        Err(Errno::EPERM) => Err(Error::Permission("creating namespaces")),
+        Err(Errno::EPERM) => Err(Error::Permission(
+            "creating namespaces (CAP_SYS_ADMIN in the initial user namespace)",
+        )),
         Err(e) => Err(Error::fork("clone3 (the guest's first process)", e)),
         Ok(Forked::Child) => {
             let report = Some((report_w.as_raw_fd(), "E"));

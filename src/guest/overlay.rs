@@ -99,7 +99,11 @@ impl OverlayRoot {
             reason,
         };
         match nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
-            Err(Errno::EPERM) => return Err(Error::Permission("creating namespaces")),
+            Err(Errno::EPERM) => {
+                return Err(Error::Permission(
+                    "creating namespaces (CAP_SYS_ADMIN in the initial user namespace)",
+                ))
+            }
             r => r.map_err(|e| Error::sys("unshare(CLONE_NEWNS)", e))?,
         }
         // mount_namespaces(7): the copies are still peers of the host's

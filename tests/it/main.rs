@@ -81,6 +81,7 @@ mod review_s33_forkpanic;
 mod review_s33_leads;
 mod review_s33_nonroot;
 mod review_s33_pids;
+mod review_s34_capcfg;
 mod review_s34_caps;
 mod review_s34_flaky;
 mod review_s34_keeper;

@@ -34,7 +34,7 @@ fn under(privs: &[&str], cmd: Command) -> Output {
 }
 
 /// setpriv options that drop `cap` from the bounding and inheritable sets.
-fn without(cap: &str) -> [String; 4] {
+pub(crate) fn without(cap: &str) -> [String; 4] {
     [
         "--bounding-set".into(),
         format!("-{cap}"),
@@ -57,7 +57,7 @@ fn only(caps: &[&str]) -> [String; 4] {
 }
 
 /// `unifs guest ARGS` for `g` under `privs`.
-fn guest_as(g: &Guest, privs: &[String], args: &[&str]) -> Output {
+pub(crate) fn guest_as(g: &Guest, privs: &[String], args: &[&str]) -> Output {
     let mut cmd = g.command();
     cmd.args(args);
     under(&privs.iter().map(String::as_str).collect::<Vec<_>>(), cmd)
@@ -74,13 +74,13 @@ fn run_as(g: &Guest, privs: &[String], args: &[&str]) -> Output {
     under(&privs.iter().map(String::as_str).collect::<Vec<_>>(), cmd)
 }
 
-fn status(g: &Guest) -> serde_json::Value {
+pub(crate) fn status(g: &Guest) -> serde_json::Value {
     let o = g.unifs(&["status", "--json", &g.name]);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
 }
 
 /// The guest's root through its mount, in RUN_DIR.
-fn mounted(g: &Guest) -> bool {
+pub(crate) fn mounted(g: &Guest) -> bool {
     is_mounted(&g.run(&g.name).join("root"))
 }
 
