@@ -40,16 +40,16 @@ pub struct RunOptions {
     /// Network: host (share the host's), none (loopback only), veth (own addresses).
     #[arg(long, value_enum, default_value_t = NetMode::None)]
     pub net: NetMode,
-    /// With --net veth: the guest's address, ADDR/PREFIX.
+    /// With --net veth: the guest's address, ADDR/PREFIX (IPv4 or IPv6).
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub ip: Option<String>,
-    /// With --net veth: the host end's address, ADDR/PREFIX (routed).
+    /// With --net veth: the host end's address, ADDR/PREFIX, in the guest's subnet (routed).
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub host_ip: Option<String>,
     /// With --net veth: put the host end on this bridge instead.
     #[arg(long, value_name = "BRIDGE")]
     pub bridge: Option<String>,
-    /// With --net veth: the guest's default gateway.
+    /// With --net veth: the guest's default gateway, an address in its subnet.
     #[arg(long, value_name = "ADDR")]
     pub gateway: Option<String>,
     /// Bind a host path into the guest (repeatable).

@@ -7,6 +7,7 @@
 use super::{Error, GuestSpec, NetMode, Result};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -18,7 +19,9 @@ pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<()> {
     }
 }
 
-/// Checks a veth spec before anything is created.
+/// Checks a veth spec before anything is created: each mistake `ip` would
+/// take, or only show as a guest that reaches nothing, said with the option
+/// to fix.
 pub fn check(spec: &GuestSpec) -> Result<()> {
     let net = &spec.net;
     if net.mode != NetMode::Veth {
@@ -33,25 +36,140 @@ pub fn check(spec: &GuestSpec) -> Result<()> {
         }
         return Ok(());
     }
-    let Some(ip) = &net.ip else {
+    let Some(ip_s) = &net.ip else {
         return Err(Error::Net(
             "--net veth needs --ip ADDR/PREFIX for the guest".into(),
         ));
     };
-    for a in [Some(ip), net.host_ip.as_ref()].into_iter().flatten() {
-        let (addr, prefix) = a
-            .split_once('/')
-            .ok_or_else(|| Error::Net(format!("{a}: expected ADDR/PREFIX")))?;
-        let ok = addr.parse::<std::net::IpAddr>().is_ok()
-            && prefix.parse::<u8>().is_ok_and(|p| p <= 128);
-        if !ok {
-            return Err(Error::Net(format!("{a}: expected ADDR/PREFIX")));
+    let ip = Cidr::parse("--ip", ip_s)?;
+    if let Some(host_s) = &net.host_ip {
+        let host = Cidr::parse("--host-ip", host_s)?;
+        if host.addr.is_ipv4() != ip.addr.is_ipv4() {
+            return Err(Error::Net(format!(
+                "--host-ip {host_s} and --ip {ip_s}: one is IPv4, the other IPv6; give both \
+                 of one family"
+            )));
+        }
+        if host.addr == ip.addr {
+            return Err(Error::Net(format!(
+                "--host-ip {host_s} is the guest's own address (--ip {ip_s}): give the host end \
+                 another address of that subnet"
+            )));
+        }
+        // Each side routes only its own subnet to the pair.
+        if !ip.contains(host.addr) || !host.contains(ip.addr) {
+            return Err(Error::Net(format!(
+                "--host-ip {host_s} and --ip {ip_s} are not in one subnet, so neither side \
+                 could reach the other: give both one prefix (10.0.3.1/24 and 10.0.3.2/24)"
+            )));
         }
     }
     if net.host_ip.is_some() && net.bridge.is_some() {
         return Err(Error::Net("give --host-ip or --bridge, not both".into()));
     }
+    if let Some(gw_s) = &net.gateway {
+        let gw: IpAddr = gw_s.parse().map_err(|_| {
+            Error::Net(format!(
+                "--gateway {gw_s}: expected an address alone (10.0.3.1, fd00::1), no /PREFIX"
+            ))
+        })?;
+        if gw == ip.addr || !ip.contains(gw) {
+            return Err(Error::Net(format!(
+                "--gateway {gw_s} is not another address of the guest's subnet (--ip {ip_s}): \
+                 the guest reaches a gateway only there (the host end's --host-ip, or a \
+                 router on --bridge)"
+            )));
+        }
+    }
     Ok(())
+}
+
+/// An address with its prefix length, as `--ip` and `--host-ip` take it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cidr {
+    addr: IpAddr,
+    prefix: u32,
+}
+
+impl Cidr {
+    /// `ADDR/PREFIX` given to `flag`.
+    fn parse(flag: &str, s: &str) -> Result<Cidr> {
+        let bad = |why: String| Error::Net(format!("{flag} {s}: {why}"));
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected ADDR/PREFIX (10.0.3.2/24, fd00::2/64)".into()))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| bad(format!("{addr} is not an IPv4 or IPv6 address")))?;
+        let max = bits(addr).1;
+        match prefix.parse::<u32>() {
+            Ok(prefix) if prefix <= max => Ok(Cidr { addr, prefix }),
+            _ => Err(bad(format!("the prefix must be 0 to {max}"))),
+        }
+    }
+
+    /// Whether `a` is in this subnet (never for the other family).
+    fn contains(&self, a: IpAddr) -> bool {
+        let ((net, width), (a, a_width)) = (bits(self.addr), bits(a));
+        // A shift by the full width (prefix 0) is None: every address.
+        width == a_width && (net ^ a).checked_shr(width - self.prefix).unwrap_or(0) == 0
+    }
+}
+
+/// An address as a number, and its width in bits.
+fn bits(a: IpAddr) -> (u128, u32) {
+    match a {
+        IpAddr::V4(a) => (u32::from(a).into(), 32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    }
+}
+
+/// Checks what a veth spec needs of the host, before the pair is made:
+/// `ip` would say only "Device does not exist" or "Operation not
+/// supported" of a bridge, and would give the pair a `--host-ip` subnet
+/// that a host address is in already without a word (the guest then
+/// reaches nothing: the older route wins). A wider subnet around it (a
+/// 10.0.0.0/8 elsewhere) is fine: the narrower route wins.
+fn check_host(spec: &GuestSpec) -> Result<()> {
+    if let Some(bridge) = &spec.net.bridge {
+        let dev = Path::new("/sys/class/net").join(bridge);
+        if !dev.exists() {
+            return Err(Error::Net(format!(
+                "--bridge {bridge}: no such interface on the host; make it first \
+                 (`ip link add {bridge} type bridge`)"
+            )));
+        }
+        if !dev.join("bridge").is_dir() {
+            return Err(Error::Net(format!(
+                "--bridge {bridge}: that interface is not a bridge; name one \
+                 (`ip -br link show type bridge` lists them)"
+            )));
+        }
+    }
+    if let Some(host_s) = &spec.net.host_ip {
+        let host = Cidr::parse("--host-ip", host_s)?;
+        let addrs = ip_output(&["-o", "addr", "show"])?;
+        let mut taken = addrs.lines().filter_map(host_addr);
+        if let Some((dev, cidr)) = taken.find(|(_, c)| host.contains(c.addr)) {
+            return Err(Error::Net(format!(
+                "--host-ip {host_s}: host interface {dev} has {}/{} in that subnet already; \
+                 give the guest a subnet of its own (or put it on that network with --bridge)",
+                cidr.addr, cidr.prefix
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A line of `ip -o addr show`, "IDX: DEV inet ADDR/PREFIX … scope S …":
+/// (DEV, ADDR/PREFIX), but for link-local addresses (every link has fe80::/64).
+fn host_addr(line: &str) -> Option<(&str, Cidr)> {
+    let mut words = line.split_whitespace().skip(1);
+    let dev = words.next()?;
+    if !matches!(words.next()?, "inet" | "inet6") || line.contains(" scope link ") {
+        return None;
+    }
+    Some((dev, Cidr::parse("", words.next()?).ok()?))
 }
 
 /// The host end's name: `ve-NAME`, within IFNAMSIZ (15 bytes).
@@ -83,6 +201,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
             spec.name
         )));
     }
+    check_host(spec)?;
     let pid_s = pid.as_raw().to_string();
     ip(&[
         "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
@@ -92,17 +211,11 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
             ip(&["link", "set", &host_if, "master", bridge])?;
         }
         if let Some(host_ip) = &net.host_ip {
-            ip(&["addr", "add", host_ip, "dev", &host_if])?;
+            add_addr(host_ip, &host_if)?;
         }
         ip(&["link", "set", &host_if, "up"])?;
         in_netns(pid, || {
-            ip(&[
-                "addr",
-                "add",
-                net.ip.as_deref().unwrap_or_default(),
-                "dev",
-                "eth0",
-            ])?;
+            add_addr(net.ip.as_deref().unwrap_or_default(), "eth0")?;
             ip(&["link", "set", "eth0", "up"])?;
             if let Some(gw) = &net.gateway {
                 ip(&["route", "add", "default", "via", gw])?;
@@ -114,6 +227,19 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
         let _ = ip(&["link", "del", &host_if]);
     }
     configured
+}
+
+/// Adds address `a` (ADDR/PREFIX) to `dev`. An IPv6 one skips duplicate
+/// address detection: it would keep the address "tentative", unusable (a
+/// bind to it fails, a ping from it gets no answer), for the first second
+/// or more of the guest's life. Duplicates are the operator's to avoid, as
+/// with IPv4, which has no such check.
+fn add_addr(a: &str, dev: &str) -> Result<()> {
+    let mut args = vec!["addr", "add", a, "dev", dev];
+    if a.contains(':') {
+        args.push("nodad");
+    }
+    ip(&args)
 }
 
 /// Removes the host end of a veth guest. The kernel removes it with the
@@ -261,6 +387,67 @@ mod tests {
         let mut none = veth(Some("10.0.0.2/24"));
         none.net.mode = NetMode::None;
         assert!(check(&none).is_err(), "--ip without veth");
+        assert!(
+            check(&veth(Some("10.0.0.2/33"))).is_err(),
+            "IPv4 prefix past 32"
+        );
+        assert!(check(&veth(Some("fd00::2/64"))).is_ok());
+        assert!(check(&veth(Some("fd00::2/129"))).is_err());
+    }
+
+    fn err(s: &GuestSpec) -> String {
+        check(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn host_end_and_gateway_must_be_in_the_guests_subnet() {
+        let with = |host: Option<&str>, gw: Option<&str>| {
+            let mut s = veth(Some("10.0.3.2/24"));
+            s.net.host_ip = host.map(str::to_string);
+            s.net.gateway = gw.map(str::to_string);
+            s
+        };
+        assert!(check(&with(Some("10.0.3.1/24"), Some("10.0.3.1"))).is_ok());
+        // A wider host prefix still holds the guest, and the guest's it.
+        assert!(check(&with(Some("10.0.3.1/16"), None)).is_ok());
+        assert!(err(&with(Some("10.0.3.2/24"), None)).contains("the guest's own address"));
+        assert!(err(&with(Some("10.0.4.1/24"), None)).contains("not in one subnet"));
+        assert!(err(&with(Some("10.0.3.1/31"), None)).contains("not in one subnet"));
+        assert!(err(&with(Some("fd00::1/64"), None)).contains("IPv6"));
+        assert!(err(&with(None, Some("10.9.0.1"))).contains("--gateway 10.9.0.1"));
+        assert!(err(&with(None, Some("10.0.3.2"))).contains("--gateway 10.0.3.2"));
+        assert!(err(&with(None, Some("fd00::1"))).contains("--gateway fd00::1"));
+        assert!(err(&with(None, Some("10.0.3.1/24"))).contains("no /PREFIX"));
+        let mut v6 = veth(Some("fd00::2/64"));
+        v6.net.host_ip = Some("fd00::1/64".into());
+        v6.net.gateway = Some("fd00::1".into());
+        assert!(check(&v6).is_ok());
+    }
+
+    #[test]
+    fn subnets_hold_their_addresses_only() {
+        let c = |s: &str| Cidr::parse("--ip", s).unwrap();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(c("10.0.3.2/24").contains(a("10.0.3.255")));
+        assert!(!c("10.0.3.2/24").contains(a("10.0.4.0")));
+        assert!(c("10.0.3.2/0").contains(a("192.0.2.1")));
+        assert!(c("10.0.3.2/32").contains(a("10.0.3.2")));
+        assert!(!c("10.0.3.2/32").contains(a("10.0.3.3")));
+        assert!(!c("0.0.0.0/0").contains(a("::")), "never the other family");
+        assert!(c("fd00::2/64").contains(a("fd00::ffff")));
+        assert!(c("::/0").contains(a("fe80::1")));
+        assert!(!c("fd00::2/128").contains(a("fd00::3")));
+    }
+
+    #[test]
+    fn host_addresses_are_read_from_ip_output() {
+        let v4 = "2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever";
+        let (dev, c) = host_addr(v4).unwrap();
+        assert_eq!((dev, c.prefix), ("eth0", 24));
+        assert_eq!(c.addr, "192.0.2.2".parse::<IpAddr>().unwrap());
+        let local = "2: eth0    inet6 fe80::fc:ff:fe00:1/64 scope link \\       valid_lft forever";
+        assert_eq!(host_addr(local), None, "every link has fe80::/64");
+        assert!(host_addr("1: lo    inet6 ::1/128 scope host \\       valid_lft").is_some());
     }
 
     #[test]

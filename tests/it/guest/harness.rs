@@ -25,6 +25,19 @@ pub fn can_run(test: &str) -> bool {
     true
 }
 
+/// True when iproute2's `ip` (for `--net veth`) is there; else as [`can_run`].
+pub fn has_ip(test: &str) -> bool {
+    if Command::new("ip").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs iproute2's `ip`"
+    );
+    eprintln!("skipping {test}: needs iproute2's `ip`");
+    false
+}
+
 /// A temp dir holding `root/` (the guest) and files beside it (the "host").
 pub struct TestRoot {
     pub dir: tempfile::TempDir,

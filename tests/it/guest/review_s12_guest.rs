@@ -6,8 +6,8 @@
 //! unmounts its root when a test fails half-way.
 
 use super::harness::{
-    alive, can_run, force_clean, group_pids, host_if, is_mounted, ok, run_bounded, stderr, stdout,
-    within_30s, KillOnDrop, TestRoot,
+    alive, can_run, force_clean, group_pids, has_ip, host_if, is_mounted, ok, run_bounded, stderr,
+    stdout, within_30s, KillOnDrop, TestRoot,
 };
 use crate::common::unifs_bin;
 use std::io::Write;
@@ -203,18 +203,6 @@ fn s12_enter_and_exec_of_a_running_guest_need_no_config() {
     let (st, _) = g.status();
     assert_eq!(st["running"], true, "{st}");
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
-}
-
-fn has_ip(test: &str) -> bool {
-    if Command::new("ip").arg("-V").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: needs iproute2's `ip`"
-    );
-    eprintln!("skipping {test}: needs iproute2's `ip`");
-    false
 }
 
 /// A veth network for a guest's config.
