@@ -73,11 +73,15 @@ pub fn check(spec: &GuestSpec) -> Result<()> {
                 "--gateway {gw_s}: expected an address alone (10.0.3.1, fd00::1), no /PREFIX"
             ))
         })?;
-        if gw == ip.addr || !ip.contains(gw) {
+        // An IPv6 router is often named by its link-local address (fe80::1).
+        let link_local =
+            |a: IpAddr| matches!(a, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+        let on_link = ip.contains(gw) || (ip.addr.is_ipv6() && link_local(gw));
+        if gw == ip.addr || !on_link {
             return Err(Error::Net(format!(
-                "--gateway {gw_s} is not another address of the guest's subnet (--ip {ip_s}): \
-                 the guest reaches a gateway only there (the host end's --host-ip, or a \
-                 router on --bridge)"
+                "--gateway {gw_s} is not another address of the guest's subnet (--ip {ip_s}) \
+                 or, for IPv6, a link-local one (fe80::1): the guest reaches a gateway only \
+                 there (the host end's --host-ip, or a router on --bridge)"
             )));
         }
     }
@@ -218,7 +222,8 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
             add_addr(net.ip.as_deref().unwrap_or_default(), "eth0")?;
             ip(&["link", "set", "eth0", "up"])?;
             if let Some(gw) = &net.gateway {
-                ip(&["route", "add", "default", "via", gw])?;
+                // The device: a link-local gateway is on every link.
+                ip(&["route", "add", "default", "via", gw, "dev", "eth0"])?;
             }
             Ok(())
         })
@@ -422,6 +427,9 @@ mod tests {
         v6.net.host_ip = Some("fd00::1/64".into());
         v6.net.gateway = Some("fd00::1".into());
         assert!(check(&v6).is_ok());
+        v6.net.gateway = Some("fe80::1".into());
+        assert!(check(&v6).is_ok(), "a router's link-local address");
+        assert!(err(&with(None, Some("fe80::1"))).contains("--gateway fe80::1"));
     }
 
     #[test]

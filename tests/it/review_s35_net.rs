@@ -234,6 +234,29 @@ fn s35_ipv6_addresses_are_usable_at_once() {
     assert!(o.contains("ping-ok"), "guest reaches the host end: {o}");
 }
 
+/// An IPv6 gateway named by its link-local address (fe80::1, as many
+/// routers and hosting providers give it) becomes the default route. Before,
+/// `ip route add default via fe80::1` failed: "Egress device not specified".
+#[test]
+fn s35_ipv6_link_local_gateway_is_taken() {
+    let test = "s35_ipv6_link_local_gateway_is_taken";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    if !std::path::Path::new("/proc/net/if_inet6").exists() {
+        assert!(std::env::var_os("CI").is_none(), "{test}: needs IPv6");
+        eprintln!("skipping {test}: the kernel has no IPv6");
+        return;
+    }
+    let t = TestRoot::new();
+    let n = n();
+    let guest = format!("fd19:{n}::2/64");
+    let opts = ["--net", "veth", "--ip", &guest, "--gateway", "fe80::1"];
+    let (_, out) = run(&t, &opts, "ip -6 route | grep default");
+    let o = ok(&out);
+    assert!(o.contains("default via fe80::1 dev eth0"), "{o}");
+}
+
 /// Two guests on one bridge reach each other and the bridge's address (a
 /// check of what worked; no test had a bridge).
 #[test]
