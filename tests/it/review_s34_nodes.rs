@@ -2,7 +2,7 @@
 //! (its copy replaced another file's last link), and what the table keeps
 //! for files a long churn creates and deletes.
 
-use crate::common::require_root;
+use crate::common::{require_root, wait_for_pause};
 use crate::fs::harness::{ino, Ext4, Mount, World};
 use crate::review_s33_etxtbsy::write_in_thread;
 use std::fs;
@@ -47,7 +47,8 @@ fn s34_a_file_a_misled_break_copied_keeps_its_number_when_forgotten() {
     assert_eq!(a_number, freed, "a private file's own number");
 
     let write = write_in_thread(&x, b"one");
-    std::thread::sleep(Duration::from_millis(250));
+    // The break copied, paused before its rename.
+    wait_for_pause(m.pid(), 700);
     fs::rename(&a, &x).unwrap();
     let r = write.join().unwrap();
     // Its node lost its name: ESTALE, as docs/mount.md allows for an open
