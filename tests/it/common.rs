@@ -192,3 +192,13 @@ pub fn signal_pending(pid: u32, sig: i32) -> bool {
         })
     })
 }
+
+/// Held for its run by each test that makes the kernel forget inodes
+/// (drop_caches), which also checks a guest's numbers around its own
+/// forget: another test's forget at another moment (the suite runs tests
+/// side by side) forgot its files early and changed what it checked.
+pub fn forgets_held() -> std::sync::MutexGuard<'static, ()> {
+    static FORGETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed holding it leaves nothing to undo.
+    FORGETS.lock().unwrap_or_else(|e| e.into_inner())
+}

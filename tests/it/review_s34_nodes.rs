@@ -25,6 +25,7 @@ fn drop_caches() {
 /// file the filesystem gave the freed inode number could take it.
 #[test]
 fn s34_a_file_a_misled_break_copied_keeps_its_number_when_forgotten() {
+    let _forgets = crate::common::forgets_held();
     let test = "s34_a_file_a_misled_break_copied_keeps_its_number_when_forgotten";
     if !require_root(test) {
         return;
@@ -115,6 +116,7 @@ fn churn(dir: &Path, tag: &str, n: usize) {
 /// as before session 20, the daemon grew 42 bytes a file.
 #[test]
 fn s34_a_long_create_and_delete_churn_does_not_grow_the_daemon() {
+    let _forgets = crate::common::forgets_held();
     if !require_root("s34_a_long_create_and_delete_churn_does_not_grow_the_daemon") {
         return;
     }

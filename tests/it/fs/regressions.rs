@@ -143,6 +143,7 @@ fn o_rdonly_o_trunc_of_a_running_program_leaves_it_whole() {
 
 #[test]
 fn a_file_split_off_a_reader_keeps_its_number_when_forgotten() {
+    let _forgets = crate::common::forgets_held();
     if !require_root("review_s6_a_file_split_off_a_reader_keeps_its_number") {
         return;
     }

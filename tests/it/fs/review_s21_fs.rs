@@ -127,6 +127,7 @@ fn review_s21_a_file_unified_behind_the_mount_shows_one_link_and_hidden_times() 
 /// replaced by a link to another guest's file.
 #[test]
 fn review_s21_a_file_unified_behind_the_mount_keeps_its_number_when_forgotten() {
+    let _forgets = crate::common::forgets_held();
     if !require_root("review_s21_a_file_unified_behind_the_mount_keeps_its_number") {
         return;
     }
