@@ -1363,19 +1363,23 @@ fn manifest_output_into_a_pipe_or_through_a_symlink() {
     // The shell's process substitution, for both files.
     let script = format!(
         "set -e; {bin} --store {s} manifest {g} -o >(wc -l > {l}/m.count) \
-         --private-list >(tr '\\0' '\\n' | wc -l > {l}/p.count); sleep 0.5",
+         --private-list >(tr '\\0' '\\n' | wc -l > {l}/p.count)",
         bin = crate::common::unifs_bin().display(),
         s = store.display(),
         g = guests[0].display(),
         l = lab.display()
     );
     sh(&script);
+    // The substitutions run on after bash: a count once `wc` wrote it (a
+    // fixed pause was too short on a loaded machine).
     let count = |f: &str| {
-        fs::read_to_string(lab.join(f))
-            .unwrap()
-            .trim()
-            .parse::<usize>()
-            .unwrap()
+        let mut text = String::new();
+        let written = crate::fs::harness::wait_until(std::time::Duration::from_secs(30), || {
+            text = fs::read_to_string(lab.join(f)).unwrap_or_default();
+            text.ends_with('\n')
+        });
+        assert!(written, "no count in {f}");
+        text.trim().parse::<usize>().unwrap()
     };
     assert_eq!(count("m.count"), want_lines);
     let private = private_paths(&store, &guests[0]);

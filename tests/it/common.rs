@@ -106,3 +106,99 @@ pub fn wrapped(wrapper: &[&str], cmd: &std::process::Command) -> std::process::C
     }
     outer
 }
+
+/// Whether a thread of `pid` sleeps (nanosleep, clock_nanosleep) for
+/// exactly `ms`: a test pause (`UNIFS_TEST_*_PAUSE_MS`) under way. Read
+/// from the sleep's own request in the process's memory (as root), so the
+/// few-ms sleep of a retry loop is not taken for it; a test then acts
+/// inside the pause whatever the machine's load, not after a guessed delay.
+pub fn sleeping_for(pid: u32, ms: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    syscalls(pid).iter().any(|f| {
+        let request = match f.first() {
+            Some(&libc::SYS_nanosleep) => f.get(1),
+            Some(&libc::SYS_clock_nanosleep) => f.get(3),
+            _ => None,
+        };
+        let Some(&at) = request else {
+            return false;
+        };
+        let mut ts = [0u8; 16];
+        mem.read_exact_at(&mut ts, at as u64).is_ok() && {
+            let sec = i64::from_ne_bytes(ts[..8].try_into().unwrap());
+            let nsec = i64::from_ne_bytes(ts[8..].try_into().unwrap());
+            sec * 1000 + nsec / 1_000_000 == ms as i64
+        }
+    })
+}
+
+/// The system calls the threads of `pid` are in (or stopped at the entry
+/// of, as strace holds one), each as its number and six arguments.
+fn syscalls(pid: u32) -> Vec<Vec<i64>> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let number = |s: &str| match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok().map(|n| n as i64),
+        None => s.parse().ok(),
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            // "NR ARG1 ... ARG6 SP PC" while in one; "running" or "-1 SP PC".
+            let call = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+            let f: Option<Vec<i64>> = call.split_whitespace().take(7).map(number).collect();
+            f.filter(|f| f.len() == 7)
+        })
+        .collect()
+}
+
+/// Whether a thread of `pid` is in system call `nr` (or held at its entry
+/// by strace).
+pub fn in_syscall(pid: u32, nr: libc::c_long) -> bool {
+    syscalls(pid).iter().any(|f| f[0] == nr)
+}
+
+/// Waits (up to 60 s) until a thread of `pid` is in its test pause of
+/// `ms` (see [`sleeping_for`]); fails the test if none comes.
+pub fn wait_for_pause(pid: u32, ms: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sleeping_for(pid, ms) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never paused for {ms} ms"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether signal `sig` waits to be taken by `pid` (pending for it or one
+/// of its threads). A second one sent before the first is taken merges
+/// with it: a test of what a second signal does waits for this to be false.
+pub fn signal_pending(pid: u32, sig: i32) -> bool {
+    let bit = 1u64 << (sig - 1);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        status.lines().any(|l| {
+            let mask = l.strip_prefix("SigPnd:").or(l.strip_prefix("ShdPnd:"));
+            mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & bit != 0)
+        })
+    })
+}
+
+/// Held for its run by each test that makes the kernel forget inodes
+/// (drop_caches), which also checks a guest's numbers around its own
+/// forget: another test's forget at another moment (the suite runs tests
+/// side by side) forgot its files early and changed what it checked.
+pub fn forgets_held() -> std::sync::MutexGuard<'static, ()> {
+    static FORGETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed holding it leaves nothing to undo.
+    FORGETS.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -114,7 +114,7 @@ fn review_s22_an_interrupted_mount_leaves_no_mount_without_daemon() {
     let pid = parent.0.as_ref().unwrap().id() as i32;
     let mut daemon = None;
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        wait_until(Duration::from_secs(30), || {
             daemon = session_child(pid);
             daemon.is_some()
         }),
@@ -129,7 +129,7 @@ fn review_s22_an_interrupted_mount_leaves_no_mount_without_daemon() {
     drop(lock);
 
     assert!(
-        wait_until(Duration::from_secs(10), || ended(daemon)),
+        wait_until(Duration::from_secs(30), || ended(daemon)),
         "the daemon {daemon} of the interrupted mount did not end"
     );
     assert!(
@@ -178,7 +178,7 @@ fn review_s22_mount_f_outlives_the_reader_of_its_log() {
     ));
     let c = daemon.0.as_mut().unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || is_mounted(&mp)
+        wait_until(Duration::from_secs(30), || is_mounted(&mp)
             || c.try_wait().unwrap().is_some()),
         "no mount"
     );
@@ -196,7 +196,7 @@ fn review_s22_mount_f_outlives_the_reader_of_its_log() {
         "the daemon did not end cleanly on SIGTERM: {status}"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || !is_mounted(&mp)),
+        wait_until(Duration::from_secs(30), || !is_mounted(&mp)),
         "the stopped daemon left {} mounted",
         mp.display()
     );

@@ -12,10 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A descendant of `pid` (within 10 s) that holds /dev/fuse open: the
+/// A descendant of `pid` (within 30 s) that holds /dev/fuse open: the
 /// overlay daemon `unifs run` forked.
 fn fuse_holder_below(pid: u32) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut todo = vec![pid];
         while let Some(p) = todo.pop() {

@@ -8,7 +8,7 @@
 use crate::common::{require_root, unifs_bin};
 use crate::fs::harness::{is_mounted, wait_until, Mount, UnmountAt, World};
 use crate::guest::harness::{can_run, ok, run_bounded, stderr, stdout};
-use crate::guest::review_s11_life::{mount_daemon, Guest, SLEEP};
+use crate::guest::review_s11_life::{Guest, SLEEP};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
@@ -69,7 +69,7 @@ fn s27_a_unifs_process_is_not_dumpable() {
     ));
     let pid = child.0.as_ref().unwrap().id();
     // setpriv execs unifs in the same process.
-    let running = wait_until(Duration::from_secs(10), || {
+    let running = wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "unifs")
             && std::fs::read_to_string(format!("/proc/{pid}/wchan"))
                 .is_ok_and(|w| w.contains("pipe"))
@@ -263,25 +263,7 @@ fn s27_guest_start_over_a_dead_overlay_daemon_says_so() {
     // The overlay daemon ended between the mount and the launch: start
     // said "… not a directory" of a root that answers nothing.
     let g = Guest::new("s27dead", SLEEP);
-    let mut cmd = g.command();
-    cmd.env("UNIFS_TEST_START_PAUSE_MS", "3000");
-    cmd.args(["start", &g.name]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = crate::guest::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
-    let root = g.run(&g.name).join("root");
-    let mounted = wait_until(Duration::from_secs(20), || is_mounted(&root));
-    assert!(mounted, "the guest's root was never mounted");
-    // The `unifs mount` that forked the daemon (the same command line)
-    // exits once the mount answers; start then pauses for 3 s.
-    std::thread::sleep(Duration::from_secs(1));
-    let daemon = mount_daemon(&root);
-    // SAFETY: killing the test's own guest's overlay daemon.
-    unsafe {
-        libc::kill(daemon, libc::SIGKILL);
-    }
-    let o = crate::guest::harness::wait_bounded(child, Duration::from_secs(60));
+    let (o, root) = g.start_whose_daemon_died();
     let said = stderr(&o);
     let _ = g.unifs(&["stop", &g.name]);
     assert!(!o.status.success(), "started over a dead root: {said}");

@@ -1,7 +1,7 @@
 //! Review (session 29) of a named guest's `/dev/console` and its keeper's
 //! relay into console.log, attacked as guest root.
 
-use crate::common::{cpu_ticks, proc_stat};
+use crate::common::{cpu_ticks, proc_stat, sleeping_for};
 use crate::guest::harness::{alive, can_run, ok, stderr, within_30s, HostMount};
 use crate::guest::named::Guest;
 use std::process::Command;
@@ -58,10 +58,13 @@ fn s29_a_hung_up_console_does_not_make_the_keeper_spin() {
         "{:?}",
         std::fs::read_to_string(&log)
     );
-    let keeper = proc_stat(g.state()["pid"].as_i64().unwrap() as u32)[1]
-        .parse::<u32>()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let init = g.state()["pid"].as_i64().unwrap() as u32;
+    let keeper = proc_stat(init)[1].parse::<u32>().unwrap();
+    // The console hung up: its session leader reaped, init in its sleep(2)
+    // or past it (a fixed pause could end before the hang-up on a loaded
+    // machine).
+    let hung_up = within_30s(|| sleeping_for(init, 2000) || wrote("after\n"));
+    assert!(hung_up, "init never reaped the session leader");
     let before = cpu_ticks(keeper);
     std::thread::sleep(Duration::from_millis(1500));
     let used = cpu_ticks(keeper) - before;

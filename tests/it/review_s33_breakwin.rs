@@ -1,7 +1,7 @@
 //! Session 33's review of the window between a break's check that its
 //! name still is the file it copied and its rename of the copy over it.
 
-use crate::common::require_root;
+use crate::common::{require_root, wait_for_pause};
 use crate::fs::harness::{wait_until, Mount, World};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ fn race_a_break(change: impl FnOnce(&Mount), lost: i32, named_temp: bool) -> (Wo
     // check (either way), and stays there through the pause.
     let started = wait_until(Duration::from_secs(20), || has_temp(&g));
     assert!(started, "no break started");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for_pause(m.pid(), 1000);
     change(&m);
     let r = writer.join().unwrap();
     assert!(

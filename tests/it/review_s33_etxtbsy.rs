@@ -1,14 +1,13 @@
 //! Session 33's review of a rare ETXTBSY of a write open of a shared file
 //! (the stress test's `write_trunc sub/r5: Text file busy`).
 
-use crate::common::require_root;
+use crate::common::{require_root, wait_for_pause};
 use crate::fs::harness::{Mount, World};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::Duration;
 
 /// Opens `path` for writing and writes `tag` at its start, in a thread of
 /// its own (its open's break runs while the test acts).
@@ -53,7 +52,7 @@ fn a_write_open_waiting_for_a_break_a_rename_misled_does_not_fail_etxtbsy() {
     let write = |tag: &'static [u8]| write_in_thread(&x, tag);
     // N's break: copying, then paused before its rename.
     let first = write(b"one");
-    std::thread::sleep(Duration::from_millis(250));
+    wait_for_pause(m.pid(), 700);
     fs::rename(&a, &x).unwrap();
     // M's write open: sees M's file shared, waits for N's break.
     let second = write(b"two");
@@ -115,7 +114,8 @@ fn a_lookup_that_saw_a_file_before_its_break_does_not_leave_write_opens_etxtbsy(
         let (t, x) = (t.clone(), x.clone());
         std::thread::spawn(move || rename_noreplace(&t, &x))
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // The lookup between its stat and its read of the marker.
+    wait_for_pause(m.pid(), 600);
     fs::set_permissions(&x, fs::Permissions::from_mode(0o640)).unwrap();
     let r = lookup.join().unwrap();
     assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EEXIST)));
@@ -161,7 +161,7 @@ fn a_break_a_rename_exchange_misled_leaves_the_other_file_one_with_its_hardlinks
     fs::metadata(&x).unwrap();
     fs::metadata(&a).unwrap();
     let writer = write_in_thread(&x, b"one");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_pause(m.pid(), 700);
     exchange(&a, &x).unwrap();
     let r = writer.join().unwrap();
     assert!(r.is_ok(), "write open: {r:?}");

@@ -266,21 +266,7 @@ fn s33_a_start_whose_overlay_daemon_died_quotes_its_log() {
         return;
     }
     let g = Guest::new("daemondied", SLEEP);
-    // It stops itself once its root is mounted and answers (the mount
-    // may take a minute on a loaded machine); the daemon dies meanwhile.
-    let (start, root) = g.start_with("UNIFS_TEST_START_STOP", "1");
-    let pid = start.0.as_ref().unwrap().id();
-    let go_on = Continue(pid as i32);
-    assert!(
-        within_60s(|| stopped(pid)),
-        "the start never mounted its root"
-    );
-    assert!(is_mounted(&root));
-    let daemon = crate::guest::review_s11_life::mount_daemon(&root);
-    kill(Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
-    assert!(within_60s(|| !alive(daemon.into())), "the daemon lives");
-    drop(go_on);
-    let o = wait_bounded(start, Duration::from_secs(60));
+    let (o, root) = g.start_whose_daemon_died();
     let err = stderr(&o);
     assert!(!o.status.success(), "the start succeeded: {err}");
     assert!(

@@ -91,7 +91,7 @@ fn a_mount_under_a_pids_limit_names_the_limit_it_met() {
                 .output()
                 .unwrap();
             assert!(u.status.success(), "{}", String::from_utf8_lossy(&u.stderr));
-            assert!(wait_until(Duration::from_secs(10), || !is_mounted(&mp)));
+            assert!(wait_until(Duration::from_secs(30), || !is_mounted(&mp)));
             mounted += 1;
             continue;
         }

@@ -2,7 +2,7 @@
 //! (its copy replaced another file's last link), and what the table keeps
 //! for files a long churn creates and deletes.
 
-use crate::common::require_root;
+use crate::common::{require_root, wait_for_pause};
 use crate::fs::harness::{ino, Ext4, Mount, World};
 use crate::review_s33_etxtbsy::write_in_thread;
 use std::fs;
@@ -25,6 +25,7 @@ fn drop_caches() {
 /// file the filesystem gave the freed inode number could take it.
 #[test]
 fn s34_a_file_a_misled_break_copied_keeps_its_number_when_forgotten() {
+    let _forgets = crate::common::forgets_held();
     let test = "s34_a_file_a_misled_break_copied_keeps_its_number_when_forgotten";
     if !require_root(test) {
         return;
@@ -47,7 +48,8 @@ fn s34_a_file_a_misled_break_copied_keeps_its_number_when_forgotten() {
     assert_eq!(a_number, freed, "a private file's own number");
 
     let write = write_in_thread(&x, b"one");
-    std::thread::sleep(Duration::from_millis(250));
+    // The break copied, paused before its rename.
+    wait_for_pause(m.pid(), 700);
     fs::rename(&a, &x).unwrap();
     let r = write.join().unwrap();
     // Its node lost its name: ESTALE, as docs/mount.md allows for an open
@@ -114,6 +116,7 @@ fn churn(dir: &Path, tag: &str, n: usize) {
 /// as before session 20, the daemon grew 42 bytes a file.
 #[test]
 fn s34_a_long_create_and_delete_churn_does_not_grow_the_daemon() {
+    let _forgets = crate::common::forgets_held();
     if !require_root("s34_a_long_create_and_delete_churn_does_not_grow_the_daemon") {
         return;
     }

@@ -69,7 +69,7 @@ fn sigterm_unmounts_cleanly() {
     }
     let child = m.child.as_mut().unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || child
+        wait_until(Duration::from_secs(30), || child
             .try_wait()
             .unwrap()
             .is_some()),

@@ -407,7 +407,7 @@ fn a_write_open_racing_unify_breaks_the_file_unify_just_shared() {
     let held = fs::File::open(g.join("f")).unwrap();
     // The daemon holds the file open read-write until the kernel's release
     // of our read arrives; the lease needs no writer.
-    let leased = wait_until(std::time::Duration::from_secs(5), || {
+    let leased = wait_until(std::time::Duration::from_secs(30), || {
         unifs::sys::take_read_lease(std::os::fd::AsFd::as_fd(&held)).is_ok()
     });
     assert!(leased, "read lease");
@@ -419,7 +419,12 @@ fn a_write_open_racing_unify_breaks_the_file_unify_just_shared() {
             .and_then(|mut file| file.write_all(b"guest\n"));
         let _ = tx.send(r.map_err(|e| e.to_string()));
     });
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The guest's open waits for the lease (a fixed pause could end before
+    // it came, on a loaded machine, and the race was not run).
+    let waits = wait_until(std::time::Duration::from_secs(60), || {
+        unifs::sys::lease_break_pending(std::os::fd::AsFd::as_fd(&held)).unwrap()
+    });
+    assert!(waits, "the guest's write open never met the lease");
     let hex = format!("{:064x}", 0xfeed);
     unifs::sys::xattr::set_fd(
         std::os::fd::AsFd::as_fd(&held),

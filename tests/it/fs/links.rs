@@ -244,6 +244,7 @@ fn an_unlinked_open_shared_file_shows_no_links_of_the_store() {
 
 #[test]
 fn a_broken_copy_keeps_its_number_when_the_kernel_forgets_it() {
+    let _forgets = crate::common::forgets_held();
     if !require_root("a_broken_copy_keeps_its_number_when_the_kernel_forgets_it") {
         return;
     }

@@ -71,7 +71,7 @@ fn mount_log_is_written_where_asked_or_refused() {
     let _watchdog = watchdog(pid);
     let out = unifs(&w.store, &[&"umount", &mp]);
     assert!(out.status.success());
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         fs::read_to_string(&log).is_ok_and(|t| t.contains("Unmounting"))
     }));
     let text = fs::read_to_string(&log).unwrap();
@@ -92,11 +92,11 @@ fn mount_log_is_written_where_asked_or_refused() {
         .spawn()
         .unwrap();
     let _watchdog = watchdog(child.id() as i32);
-    assert!(wait_until(Duration::from_secs(10), || is_mounted(&mp)));
+    assert!(wait_until(Duration::from_secs(30), || is_mounted(&mp)));
     assert_eq!(fs::read(mp.join("hello")).unwrap(), b"hi\n");
     let out = unifs(&w.store, &[&"umount", &mp]);
     assert!(out.status.success());
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         child.try_wait().unwrap().is_some()
     }));
     let text = fs::read_to_string(&log).unwrap_or_default();
@@ -125,7 +125,7 @@ fn a_clean_unmount_leaves_no_warning_in_the_log() {
     let _watchdog = watchdog(pid);
     assert!(unifs(&w.store, &[&"umount", &mp]).status.success());
     let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
-    assert!(wait_until(Duration::from_secs(5), gone));
+    assert!(wait_until(Duration::from_secs(30), gone));
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.is_empty(), "{text}");
 }

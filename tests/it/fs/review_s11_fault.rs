@@ -4,7 +4,7 @@
 //! to the thread that breaks the link.
 
 use super::harness::*;
-use crate::common::require_strace;
+use crate::common::{in_syscall, require_strace};
 use std::fs;
 use std::path::Path;
 
@@ -25,6 +25,12 @@ fn mount_under_strace(w: &World, g: &Path, injects: &[&str], opts: &[&str]) -> M
     let mut strace = vec!["strace", "-f", "-qq", "-o", "/dev/null"];
     strace.extend_from_slice(injects);
     Mount::start_under(&strace, &w.store, g, &mp, opts, log)
+}
+
+/// The process strace (pid `strace`) started: the daemon.
+fn strace_child(strace: u32) -> u32 {
+    let children = fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap();
+    children.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// A break whose rename failed (EIO) and whose temp name could not be
@@ -83,23 +89,28 @@ fn a_change_to_a_private_file_does_not_wait_for_another_files_break() {
     let (g, other) = (w.dir("g"), w.dir("other"));
     w.shared(&vec![7u8; 1 << 20], &[g.join("big"), other.join("big")]);
     fs::write(g.join("own"), b"mine").unwrap();
-    // The copy waits 8 s: a chmod that waited for it takes over 4 s even if
-    // a loaded machine's 0.7 s pause below runs 3 s late.
+    // The copy waits 8 s in strace: a chmod that waited for it ends after
+    // the break does.
     let injects = ["--inject=copy_file_range:delay_enter=8000000:when=1"];
     let m = mount_under_strace(&w, &g, &injects, &[]);
+    let daemon = strace_child(m.pid());
     let big = m.path("big");
     std::thread::scope(|s| {
         let breaker = s.spawn(|| fs::OpenOptions::new().write(true).open(&big).map(drop));
-        // The break is under way by then (its copy, an unnamed file, waits
-        // 8 s in strace).
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        // The break under way, its copy held (a fixed pause may come
+        // before it on a loaded machine).
+        let held = wait_until(std::time::Duration::from_secs(60), || {
+            in_syscall(daemon, libc::SYS_copy_file_range)
+        });
+        assert!(held, "the break's copy never started");
         let t = std::time::Instant::now();
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(m.path("own"), fs::Permissions::from_mode(0o600)).unwrap();
         let took = t.elapsed();
+        let waited = breaker.is_finished();
         breaker.join().unwrap().unwrap();
         assert!(
-            took < std::time::Duration::from_secs(4),
+            !waited,
             "chmod of a private file waited {took:?} for another file's break"
         );
     });
@@ -205,7 +216,7 @@ fn a_read_open_in_a_breaks_window_does_not_make_its_write_open_fail() {
         });
         // The copy is under the name once its ino shows there; the break
         // then waits in strace, its table update not yet done.
-        let renamed = wait_until(std::time::Duration::from_secs(10), || {
+        let renamed = wait_until(std::time::Duration::from_secs(30), || {
             fs::symlink_metadata(g.join("data")).is_ok_and(|m| m.ino() != shared_ino)
         });
         assert!(renamed, "the break never renamed its copy");

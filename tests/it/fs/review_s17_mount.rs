@@ -170,7 +170,7 @@ fn truncating_a_running_program_fails_at_once() {
         fs::copy("/bin/sleep", &prog).unwrap();
         let mut running = Command::new(&prog).arg("30").spawn().unwrap();
         // Running once its exec is done: /proc shows the new program.
-        assert!(wait_until(Duration::from_secs(10), || {
+        assert!(wait_until(Duration::from_secs(30), || {
             fs::read_link(format!("/proc/{}/exe", running.id()))
                 .is_ok_and(|e| e.file_name() == Some("mysleep".as_ref()))
         }));

@@ -107,7 +107,7 @@ fn review_s19_mount_again_of_a_mounted_guest_is_already_mounted() {
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
-    assert!(wait_until(Duration::from_secs(5), || daemon_pid(&mp).is_none()));
+    assert!(wait_until(Duration::from_secs(30), || daemon_pid(&mp).is_none()));
     let out = unifs(&w.store, &[&"mount", &g, &mp]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -2,12 +2,11 @@
 //! created in that directory while the copy was being made.
 
 use super::harness::*;
-use crate::common::require_root;
+use crate::common::{require_root, wait_for_pause};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 fn mtime_ns(path: &std::path::Path) -> i128 {
     let m = fs::metadata(path).unwrap();
@@ -44,7 +43,9 @@ fn a_break_keeps_the_mtime_of_a_create_made_during_its_copy() {
             r
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
+    // In the pause after its copy (a fixed delay missed it on a loaded
+    // machine).
+    wait_for_pause(m.pid(), 1500);
     fs::File::create(m.path("d/new")).unwrap();
     let created = mtime_ns(&d);
     let during = !done.load(Ordering::SeqCst);

@@ -53,7 +53,7 @@ impl Stopped {
             })
         };
         assert!(
-            wait_until(Duration::from_secs(5), stopped),
+            wait_until(Duration::from_secs(30), stopped),
             "pid {pid} stops"
         );
         Stopped(pid)
@@ -335,7 +335,8 @@ fn review_s21_a_path_inside_a_busy_daemons_mount_is_waited_for() {
     let breaker = std::thread::spawn(move || {
         std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o640))
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Its one FUSE thread in the break's pause.
+    crate::common::wait_for_pause(m.pid(), 4000);
     let mp = m.path("sub/mp");
     let _inner = UnmountAt(&mp);
     let out = unifs_within(Duration::from_secs(40), &w.store, &[&"mount", &other, &mp])

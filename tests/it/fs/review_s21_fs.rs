@@ -3,13 +3,15 @@
 //! sharing (invariant 5): link counts and times of the store object, and
 //! a new number once the kernel forgot the file.
 
-use super::harness::{ino, Mount, World};
+use super::harness::{ino, wait_until, Mount, World};
 use crate::common::require_root;
 use crate::tree::{bytes, file, unify_json};
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Duration;
 
 /// Reads the file through the mount: the kernel then asks the daemon for
 /// its attributes at the next stat (its atime changed), as after any read
@@ -19,14 +21,28 @@ fn read(path: &Path) {
     fs::File::open(path).unwrap().read_to_end(&mut v).unwrap();
 }
 
-/// Reads the guests' files through their mounts, then lets the releases
-/// of those opens reach the daemons: unify leaves a file the daemon holds
-/// open read-write as it is.
-fn read_all(paths: &[std::path::PathBuf]) {
-    for p in paths {
-        read(p);
+/// Reads `files` of the guests through their mounts (mount, guest's
+/// directory), then waits for the releases of those opens to reach the
+/// daemons: unify leaves a file the daemon holds open read-write as it is.
+/// A read lease, refused while anyone holds the file open for writing,
+/// says when (a fixed pause was too short on a loaded machine).
+fn read_all(mounts: &[(&Mount, &Path)], files: &[&str]) {
+    for (mount, _) in mounts {
+        for f in files {
+            read(&mount.path(f));
+        }
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    unifs::sys::ignore_sigio();
+    for (_, guest) in mounts {
+        for f in files {
+            let backing = fs::File::open(guest.join(f)).unwrap();
+            let lease = || unifs::sys::take_read_lease(backing.as_fd()).is_ok();
+            assert!(
+                wait_until(Duration::from_secs(60), lease),
+                "{f}: its daemon still holds it open for writing"
+            );
+        }
+    }
 }
 
 /// Three guests with the same files in usr/lib (f0, f1) and one file of
@@ -60,7 +76,7 @@ fn review_s21_a_file_unified_behind_the_mount_shows_one_link_and_hidden_times() 
     let m = Mount::start(&store, &g, &w.dir("m"), &[]);
     let m3 = Mount::start(&store, &g3, &w.dir("m3"), &[]);
     let files = ["usr/lib/f0", "usr/lib/f1", "usr/lib/own"];
-    read_all(&[&m, &m3].map(|mount| files.map(|f| mount.path(f))).concat());
+    read_all(&[(&m, &g), (&m3, &g3)], &files);
     unify_json(&store, &[&"--no-default-excludes", &g, &g2, &g3]);
     let f0 = |g: &Path| ino(&g.join("usr/lib/f0"));
     assert_eq!(f0(&g), f0(&g3), "unify linked the guests' files");
@@ -111,6 +127,7 @@ fn review_s21_a_file_unified_behind_the_mount_shows_one_link_and_hidden_times() 
 /// replaced by a link to another guest's file.
 #[test]
 fn review_s21_a_file_unified_behind_the_mount_keeps_its_number_when_forgotten() {
+    let _forgets = crate::common::forgets_held();
     if !require_root("review_s21_a_file_unified_behind_the_mount_keeps_its_number") {
         return;
     }
@@ -124,7 +141,7 @@ fn review_s21_a_file_unified_behind_the_mount_keeps_its_number_when_forgotten() 
         .iter()
         .flat_map(|mount| files.map(|f| ino(&mount.path(f))))
         .collect();
-    read_all(&[&m, &m3].map(|mount| files.map(|f| mount.path(f))).concat());
+    read_all(&[(&m, &g), (&m3, &g3)], &files);
     unify_json(&store, &[&"--no-default-excludes", &g, &g2, &g3]);
     let f0 = |g: &Path| ino(&g.join("usr/lib/f0"));
     assert_eq!(f0(&g), f0(&g3), "unify linked the guests' files");

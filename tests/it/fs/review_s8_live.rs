@@ -135,7 +135,7 @@ fn a_file_a_mounted_guest_only_reads_is_unified_once_closed() {
     assert!(what.contains("through a unifs mount"), "{s}");
     drop(reader);
     // The release reaches the daemon after the close.
-    let linked = super::harness::wait_until(std::time::Duration::from_secs(5), || {
+    let linked = super::harness::wait_until(std::time::Duration::from_secs(30), || {
         unify_json(&store, &[&b, &a])["files_linked"] == 1
     });
     assert!(linked, "not linked once closed");

@@ -85,34 +85,39 @@ fn limits_group_is_removed_after_run() {
     }
 }
 
-/// Starts `unifs run OPTS -- sleep 1` and returns the control file `file`
-/// of its group in one of `hierarchies`, read while it runs.
+/// Starts `unifs run OPTS` of a command that runs until told to end, and
+/// returns the control file `file` of its group in one of `hierarchies`,
+/// read while it runs.
 fn control_file_while_running(
     t: &TestRoot,
     opts: &[&str],
     hierarchies: &[&str],
     file: &str,
 ) -> Option<String> {
+    let go = t.root().join("tmp/go");
     let mut cmd = std::process::Command::new(crate::common::unifs_bin());
     cmd.arg("run").args(opts).arg("--root").arg(t.root());
-    // Long enough to be seen on a loaded machine; waited for, not killed.
-    cmd.args(["--", "/bin/sleep", "3"]);
+    // Running until the test has looked (a timed command could end first
+    // on a loaded machine); waited for, not killed.
+    cmd.args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "while [ ! -e /tmp/go ]; do sleep 0.05; done",
+    ]);
     let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
     let pid = child.0.as_ref().unwrap().id();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let mut found = None;
-    while found.is_none() && std::time::Instant::now() < deadline {
-        // Read once the guest is in its leaf: the group exists a moment
-        // before its limits are written (and its guest joins).
-        found = hierarchies
-            .iter()
-            .filter_map(|h| super::harness::run_group(std::path::Path::new(h), pid))
-            .filter(|g| super::harness::guest_joined(g))
-            .find_map(|g| std::fs::read_to_string(g.join(file)).ok());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // The command runs in its leaf, its group's limits written before.
+    super::harness::wait_for_descendant(pid, "sh");
+    let found = hierarchies
+        .iter()
+        .filter_map(|h| super::harness::run_group(std::path::Path::new(h), pid))
+        .filter(|g| super::harness::guest_joined(g))
+        .find_map(|g| std::fs::read_to_string(g.join(file)).ok());
     // Let it finish (and clean up its groups) rather than kill it.
-    let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(10));
+    std::fs::write(&go, "").unwrap();
+    let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(30));
+    std::fs::remove_file(&go).unwrap();
     assert!(out.status.success());
     let left: Vec<_> = hierarchies
         .iter()

@@ -134,6 +134,33 @@ impl Guest {
         (start, self.run(&self.name).join("root"))
     }
 
+    /// A `start` whose overlay daemon is killed between its mount and the
+    /// guest's launch: told to (UNIFS_TEST_START_STOP), the start stops
+    /// itself once its root is mounted and answers (which may take a minute
+    /// on a loaded machine; a timed pause could end first), the daemon is
+    /// killed and gone, then the start goes on. Its output, and its root.
+    pub(crate) fn start_whose_daemon_died(&self) -> (Output, PathBuf) {
+        use crate::review_s31_doubts::{stopped, within_60s};
+        let (start, root) = self.start_with("UNIFS_TEST_START_STOP", "1");
+        let pid = start.0.as_ref().unwrap().id();
+        let go_on = Continue(pid as i32);
+        assert!(
+            within_60s(|| stopped(pid)),
+            "the start never mounted its root"
+        );
+        assert!(is_mounted(&root));
+        let daemon = mount_daemon(&root);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert!(within_60s(|| !alive(daemon.into())), "the daemon lives");
+        drop(go_on);
+        let o = super::harness::wait_bounded(start, Duration::from_secs(60));
+        (o, root)
+    }
+
     pub(crate) fn run(&self, name: &str) -> PathBuf {
         self.run_dir.join(name)
     }
@@ -166,9 +193,9 @@ impl Drop for Guest {
     }
 }
 
-/// Waits up to 5 s for `pid` to be gone.
+/// Waits up to 30 s for `pid` to be gone.
 pub(crate) fn gone(pid: i64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while alive(pid) {
         if Instant::now() > deadline {
             return false;
@@ -335,7 +362,7 @@ struct Freezer(PathBuf);
 impl Freezer {
     fn state(&self, want: &str) {
         std::fs::write(self.0.join("freezer.state"), want).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::read_to_string(self.0.join("freezer.state"))
             .unwrap()
             .trim()
@@ -606,14 +633,12 @@ fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
     // after reading it; here its statfs is held back 20 s, and then it is
     // stopped: held back only, it is busy, and waited for, review s22):
     // the probe, asleep in the request, kept `exec` itself from ending.
-    if crate::common::require_strace("exec_refuses_a_guest_whose_daemon_does_not_answer") {
-        let mut strace = Command::new("strace")
-            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fstatfs"])
-            .args(["-e", "inject=fstatfs:delay_enter=20000000", "-p"])
-            .arg(daemon.to_string())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+    // (strace attached before the request: a fixed pause was too short on
+    // a loaded machine, and the status then went through unheld.)
+    let test = "exec_refuses_a_guest_whose_daemon_does_not_answer";
+    if let Some(strace) =
+        super::review_s22_probe::hold_statfs(test, daemon, Duration::from_secs(20))
+    {
         // A request taken and held, then the daemon stopped.
         let _ = g.unifs(&["status", &g.name]);
         let stopped = Continue(daemon);
@@ -628,8 +653,7 @@ fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
         // The probe, still asleep, held every fd it inherited: a caller's
         // `flock` fd or pipe stayed open after `status` had ended.
         let inherited_open = g.status_leaves_an_inherited_fd_open();
-        let _ = strace.kill();
-        let _ = strace.wait();
+        drop(strace);
         drop(stopped);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("does not answer"), "{}", stderr(&o));

@@ -94,7 +94,7 @@ impl HostGroup {
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         let neighbour = KillOnDrop(Some(cmd.spawn().unwrap()));
         let pid = neighbour.0.as_ref().unwrap().id().to_string();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !self.procs().lines().any(|l| l == pid) {
             assert!(Instant::now() < deadline, "the neighbour did not join");
             std::thread::sleep(Duration::from_millis(10));
@@ -519,7 +519,7 @@ fn escape_named_guest_cannot_freeze_itself_beyond_stop() {
             .unwrap();
     let pid = state["pid"].as_i64().unwrap();
     // Wait until init sits in its frozen group.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let ice = loop {
         let g = freezer_group(pid).filter(|g| g.ends_with("ice"));
         let frozen = g.as_ref().is_some_and(|g| {
@@ -548,7 +548,7 @@ fn escape_named_guest_cannot_freeze_itself_beyond_stop() {
             s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !dead() {
         assert!(Instant::now() < deadline, "init {pid} still runs");
         std::thread::sleep(Duration::from_millis(20));

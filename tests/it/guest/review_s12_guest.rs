@@ -316,8 +316,10 @@ fn s12_status_and_list_say_how_a_guests_init_ended() {
         serde_json::from_slice(&g.unifs(&["list", "--json"]).stdout).unwrap();
     assert_eq!(all[0]["last_exit"]["code"], 3, "{all}");
 
-    // A clean exit, after the stale record's clean-up too.
-    g.configure("", "[\"/bin/sh\", \"-c\", \"sleep 0.2\"]");
+    // A clean exit, after the stale record's clean-up too; not before the
+    // status below (a timed end could come first on a loaded machine).
+    let init = "[\"/bin/sh\", \"-c\", \"while [ ! -e /tmp/go ]; do sleep 0.05; done\"]";
+    g.configure("", init);
     ok(&g.unifs(&["start", &g.name]));
     let st = g.status().0;
     assert_eq!(
@@ -325,6 +327,7 @@ fn s12_status_and_list_say_how_a_guests_init_ended() {
         serde_json::Value::Null,
         "a start clears it: {st}"
     );
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/go"]));
     let st = ended(&g);
     assert_eq!(st["last_exit"]["code"], 0, "{st}");
     ok(&g.unifs(&["stop", &g.name]));

@@ -66,7 +66,7 @@ fn review_s22_a_terminal_hang_up_ends_exec_tty() {
     assert!(gone(relays[0]), "the relay {} outlived exec", relays[0]);
     // The command's own terminal was hung up too (it ignores SIGHUP, and
     // is left to the guest, as sshd leaves it).
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let o = g.unifs(&["exec", &g.name, "--", "/bin/cat", "/tmp/hup"]);
         if stdout(&o) == "hung-up\n" {
@@ -111,24 +111,28 @@ fn review_s22_a_terminal_hang_up_still_ends_enter() {
     }
     let g = Guest::new("hupenter", SLEEP);
     super::harness::ok(&g.unifs(&["start", &g.name]));
-    let mut cmd = g.command();
-    cmd.args(["enter", &g.name]);
-    let (master, enter) = spawn_on_a_terminal(cmd);
-    nix::unistd::write(&master, b"echo sh-$((6*7))\n").unwrap();
-    wait_for_output(&master, "sh-42");
-    let relays = children(enter.0.as_ref().unwrap().id());
-    assert_eq!(relays.len(), 1, "{relays:?}");
-
-    drop(master);
-    let hung_up = Instant::now();
-    let out = wait_bounded(enter, Duration::from_secs(15));
-    assert_eq!(out.status.code(), Some(129), "{out:?}");
     // A shell that missed the hang-up is killed after HANG_UP_WAIT (2 s):
-    // only a bound under that tells it apart (enter ends in ~0.1 s).
-    assert!(
-        hung_up.elapsed() < Duration::from_secs(2),
-        "enter took {:?} to end",
-        hung_up.elapsed()
-    );
-    assert!(gone(relays[0]), "the relay {} outlived enter", relays[0]);
+    // only a bound under that tells it apart (enter ends in ~0.1 s). Up to
+    // three tries: a loaded machine may slow one, a missed hang-up all.
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let mut cmd = g.command();
+        cmd.args(["enter", &g.name]);
+        let (master, enter) = spawn_on_a_terminal(cmd);
+        nix::unistd::write(&master, b"echo sh-$((6*7))\n").unwrap();
+        wait_for_output(&master, "sh-42");
+        let relays = children(enter.0.as_ref().unwrap().id());
+        assert_eq!(relays.len(), 1, "{relays:?}");
+
+        drop(master);
+        let hung_up = Instant::now();
+        let out = wait_bounded(enter, Duration::from_secs(15));
+        took.push(hung_up.elapsed());
+        assert_eq!(out.status.code(), Some(129), "{out:?}");
+        assert!(gone(relays[0]), "the relay {} outlived enter", relays[0]);
+        if took[took.len() - 1] < Duration::from_secs(2) {
+            return;
+        }
+    }
+    panic!("enter took 2 s or more to end each time: {took:?}");
 }

@@ -35,7 +35,7 @@ pub(super) fn hold_statfs(test: &str, daemon: i32, hold: Duration) -> Option<Kil
                 .any(|l| l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0"))
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !traced() {
         assert!(
             Instant::now() < deadline,

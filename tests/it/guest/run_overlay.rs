@@ -62,7 +62,7 @@ fn host_sees_mount_at(path: &Path) -> bool {
 
 /// Waits (bounded) until no process of a run on `root` is left.
 fn assert_no_run_left(root: &Path, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !run_processes(root).is_empty() {
         assert!(
             Instant::now() < deadline,
