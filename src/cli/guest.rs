@@ -460,11 +460,13 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
     // on an error too; the groups go after it.
     let code = match a.root_mount {
-        RootMount::Overlay => overlay_root(g, &root, &spec, &cgroup).and_then(|overlay| {
-            let code = crate::guest::launch::run(&spec, Some(&overlay), &cgroup, &run_dir);
-            drop(overlay);
-            Ok(code?)
-        }),
+        RootMount::Overlay => {
+            overlay_root(g, &root, &spec, &cgroup, &run_dir).and_then(|overlay| {
+                let code = crate::guest::launch::run(&spec, Some(&overlay), &cgroup, &run_dir);
+                drop(overlay);
+                Ok(code?)
+            })
+        }
         RootMount::Bind => {
             crate::guest::launch::run(&spec, None, &cgroup, &run_dir).map_err(Into::into)
         }
@@ -481,6 +483,7 @@ fn overlay_root(
     root: &std::path::Path,
     spec: &crate::guest::GuestSpec,
     cgroup: &crate::guest::cgroup::Cgroup,
+    run_dir: &std::path::Path,
 ) -> anyhow::Result<OverlayRoot> {
     if !nix::unistd::geteuid().is_root() {
         return Err(crate::guest::Error::Permission("starting a guest").into());
@@ -498,15 +501,25 @@ fn overlay_root(
             _ => e,
         }
     })?;
-    // What the run opens by path once its namespace is made.
-    let keep: Vec<std::path::PathBuf> = std::iter::once(g.store.clone())
-        .chain(spec.binds.iter().map(|b| b.src.clone()))
-        .collect();
+    // What the run uses of the host's tree once its namespace is made.
+    let mut used = crate::guest::host_mounts::Used {
+        trees: spec.binds.iter().map(|b| b.src.clone()).collect(),
+        paths: [g.store.clone(), run_dir.to_path_buf()]
+            .into_iter()
+            .chain(cgroup.groups.iter().cloned())
+            .collect(),
+    };
+    // `ip`, found on PATH.
+    if spec.net.mode == crate::guest::NetMode::Veth {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        used.paths
+            .extend(std::env::split_paths(&path).filter(|p| p.is_absolute()));
+    }
     Ok(OverlayRoot::mount(
         root,
         &crate::fs::MountOptions::default(),
         cgroup.open_daemon_procs()?,
-        &keep,
+        &used,
     )?)
 }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 /// One line of a mountinfo file, its fields unescaped.
 #[derive(Debug, Clone)]
 pub struct Mount {
+    /// The mount's id (`mnt_id` in /proc/PID/fdinfo of a file in it).
+    pub id: u64,
     /// The filesystem's device, `major:minor`.
     pub dev: String,
     /// The directory of its filesystem the mount shows.
@@ -94,6 +96,7 @@ pub fn parse(text: &[u8]) -> Vec<Mount> {
             let dash = 6 + f.get(6..)?.iter().position(|x| *x == b"-")?;
             let text = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
             Some(Mount {
+                id: text(f.first()?).parse().ok()?,
                 dev: text(f.get(2)?),
                 root: PathBuf::from(OsString::from_vec(unescape(f.get(3)?))),
                 point: PathBuf::from(OsString::from_vec(unescape(f.get(4)?))),

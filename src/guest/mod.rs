@@ -10,7 +10,8 @@
 //! - [`launch`]: clone, handshake, wait.
 //! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed,
 //!   and its report when it could not.
-//! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
+//! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay;
+//!   [`host_mounts`]: what its mount namespace keeps of the host's.
 //! - [`ps`]: a running guest's processes, seen from the host.
 //! - [`logs`]: a named guest's console log; `relay`: its keeper's copy
 //!   of the guest's `/dev/console` into it.
@@ -23,6 +24,7 @@ pub mod cgroup;
 pub mod config;
 pub mod console;
 mod error;
+pub mod host_mounts;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;

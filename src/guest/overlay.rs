@@ -3,9 +3,10 @@
 //!
 //! The overlay is mounted over the root directory itself, in a mount
 //! namespace of `unifs run`'s own (its mounts slaves of the host's, so
-//! nothing propagates to the host, while the host's unmounts reach it and
-//! it keeps no host mount alive): the host never sees the mount, the guest's namespace is a copy of
-//! ours and so starts on it, and when `unifs run` ends (even by SIGKILL) the
+//! nothing propagates to the host; all but those the run uses let go of, see
+//! [`super::host_mounts`], so it keeps no host filesystem alive): the host
+//! never sees the mount, the guest's namespace is a copy of ours and so
+//! starts on it, and when `unifs run` ends (even by SIGKILL) the
 //! namespaces and with them the mount go away. No temporary mount point is
 //! left anywhere.
 //!
@@ -16,6 +17,7 @@
 //! Ctrl-C meant for the guest does not end it, and ends by itself once its
 //! filesystem is unmounted.
 
+use super::host_mounts::{self, Used};
 use super::sys::{self, Forked};
 use super::{Error, Result};
 use crate::fs::MountOptions;
@@ -46,47 +48,20 @@ pub struct OverlayRoot {
     killed: AtomicBool,
 }
 
-/// Detaches, in this process's new mount namespace, the copies of the
-/// unifs overlays mounted on the host (another guest's root, a `unifs
-/// mount`) that hold none of `root` and `keep` (the store, bind sources)
-/// and lie below none of them. A slave loses a
-/// host mount at its unmount only where the host's mounts are shared (as
-/// systemd makes them); where they are private (a container, a CI
-/// machine) the copy stayed for the run's life, and kept that overlay's
-/// daemon serving on: its guest's `stop` waited 15 s for it, then killed
-/// it. Only the top mount at a point is one `umount2` detaches.
-fn let_go_of_other_overlays(root: &Path, keep: &[PathBuf]) {
-    let Ok(mounts) = crate::fs::mountinfo::read() else {
-        return;
-    };
-    let used: Vec<PathBuf> = std::iter::once(root)
-        .chain(keep.iter().map(PathBuf::as_path))
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
-        .collect();
-    for (i, m) in mounts.iter().enumerate() {
-        let top = !mounts[i + 1..].iter().any(|n| n.point == m.point);
-        let overlay = m.fstype.starts_with("fuse") && m.unifs_guest().is_some();
-        let needed = used
-            .iter()
-            .any(|u| u.starts_with(&m.point) || m.point.starts_with(u));
-        if top && overlay && !needed {
-            let _ = nix::mount::umount2(&m.point, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 impl OverlayRoot {
     /// Mounts the overlay of `root` over `root` itself, in a new
     /// mount namespace of this process. Call it while the process is
     /// single-threaded and before the guest is cloned (which then inherits
     /// the mount). Returns once the mount is ready. The daemon joins the
     /// groups whose `cgroup.procs` are open in `procs` (the guest's daemon
-    /// leaves) before it mounts, its OOM score lowered.
+    /// leaves) before it mounts, its OOM score lowered. Of the host's
+    /// mounts the namespace keeps those holding `root` or `used` (see
+    /// [`host_mounts::let_go_of_unused`]).
     pub fn mount(
         root: &Path,
         opts: &MountOptions,
         procs: Vec<std::fs::File>,
-        keep: &[PathBuf],
+        used: &Used,
     ) -> Result<OverlayRoot> {
         if !nix::unistd::geteuid().is_root() {
             return Err(Error::Permission("starting a guest"));
@@ -109,9 +84,9 @@ impl OverlayRoot {
         // mount_namespaces(7): the copies are still peers of the host's
         // mounts. Slaves, not private: a slave gets the host's mount events
         // and sends none, so the overlay never reaches the host, and a host
-        // mount unmounted while the run runs goes from here too. A private
-        // copy kept every host mount (another guest's `unifs mount`, a loop
-        // image) alive for the run's life, its daemon serving on.
+        // mount the run keeps goes from here too at its unmount, where the
+        // host's mounts are shared (elsewhere only letting go of it, below,
+        // ends it).
         nix::mount::mount(
             None::<&str>,
             "/",
@@ -120,7 +95,9 @@ impl OverlayRoot {
             None::<&str>,
         )
         .map_err(|e| Error::sys("making the mounts of `unifs run` slaves", e))?;
-        let_go_of_other_overlays(root, keep);
+        let mut used = used.clone();
+        used.trees.push(root.to_path_buf());
+        host_mounts::let_go_of_unused(&used);
         // The root itself (and what is mounted below it now) a private copy
         // the overlay is served from: a host mount made below the root
         // during the run would otherwise come into the guest's tree (the

@@ -393,7 +393,7 @@ impl Ext4 {
 
     /// The filesystem's directory in /sys/fs/ext4 (its loop device's name),
     /// there while its superblock lives.
-    fn sysfs(&self) -> PathBuf {
+    pub fn sysfs(&self) -> PathBuf {
         let dev = run(Command::new("findmnt")
             .args(["-n", "-o", "SOURCE"])
             .arg(self.root()));
@@ -407,8 +407,9 @@ impl Ext4 {
     ///
     /// The unmount ends the filesystem only once no other mount namespace
     /// holds a copy of it: where the host's mounts are private (this
-    /// machine, CI), a `unifs run` or `unshare` of another test started
-    /// meanwhile holds one until it ends. Mounting the image again before
+    /// machine, CI), an `unshare --mount` of another test started meanwhile
+    /// holds one until it ends (a `unifs run` did too before 2026-12-04;
+    /// it now lets go of every mount it has no use for). Mounting the image again before
     /// then gets the failed superblock back (mount reuses the image's loop
     /// device), read-only: so wait for it to end.
     pub fn repair(&self, opts: &[&str]) {

@@ -45,9 +45,14 @@ pub struct TestRoot {
 
 impl TestRoot {
     pub fn new() -> TestRoot {
+        TestRoot::new_in(&std::env::temp_dir())
+    }
+
+    /// [`TestRoot::new`] in directory `parent` (a filesystem of the test's).
+    pub fn new_in(parent: &Path) -> TestRoot {
         let dir = tempfile::Builder::new()
             .prefix("unifs-guest-")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         let root = dir.path().join("root");
         for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "run", "mnt"] {

@@ -108,12 +108,17 @@ fn s20_run_keeps_no_host_mount_alive_that_the_host_unmounts() {
     // overlay over the root) private: a host mount unmounted during the run
     // lived on there (another guest's `unifs mount` kept serving, a loop
     // image stayed attached) until the run ended.
+    // Since 2026-12-04 the run lets go at once of a host mount it has no
+    // use for (review_s35_depth): the child holds its run dir, so the run
+    // keeps it, and only the host's unmount, propagated, takes it away.
     let t = TestRoot::new();
     let m = HostMounts::new(t.dir.path(), "run");
     let mut cmd = Command::new(unifs_bin());
     cmd.arg("--store")
         .arg(t.dir.path().join("no-store"))
         .arg("run")
+        .arg("--run-dir")
+        .arg(m.child.join("run"))
         .arg("--root")
         .arg(t.root())
         .args(["--", "/bin/sleep", "30"])
