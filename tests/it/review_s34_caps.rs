@@ -64,7 +64,7 @@ pub(crate) fn guest_as(g: &Guest, privs: &[String], args: &[&str]) -> Output {
 }
 
 /// `unifs run --root ROOT ARGS` for `g`'s root under `privs`.
-fn run_as(g: &Guest, privs: &[String], args: &[&str]) -> Output {
+pub(crate) fn run_as(g: &Guest, privs: &[String], args: &[&str]) -> Output {
     let mut cmd = Command::new(unifs_bin());
     cmd.env("UNIFS_STORE", g.t.dir.path().join("no-store"))
         .arg("run")
