@@ -2,7 +2,7 @@
 
 use super::print::{errln, outln};
 use super::{output, Global};
-use crate::guest::config::RootMount;
+use crate::guest::config::{GuestConfig, RootMount};
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
 use crate::guest::spec::{
@@ -553,7 +553,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
     };
     match c {
         GuestCommand::Start { dirs: d, name } => {
-            let st = lifecycle::start(&dirs(d), &name)?;
+            let cfg = checked_config("guest start", &d, &name)?;
+            let st = lifecycle::start(&dirs(d), &name, cfg)?;
             outln!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }
@@ -565,13 +566,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         }
         GuestCommand::Restart { dirs: d, how, name } => {
             let (timeout, signal) = how.parse()?;
+            let cfg = checked_config("guest restart", &d, &name)?;
             // Said before the start, which may fail.
             let said = |how: Option<_>| {
                 if let Some(how) = how {
                     print_stopped(&name, how);
                 }
             };
-            let st = lifecycle::restart(&dirs(d), &name, timeout, signal, said)?;
+            let st = lifecycle::restart(&dirs(d), &name, cfg, timeout, signal, said)?;
             outln!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }
@@ -610,6 +612,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             }
         }
         GuestCommand::Enter { dirs: d, who, name } => {
+            let needs = super::privilege::recorded(&d, &name, who.user.is_some());
+            super::privilege::require("guest enter", &needs, false, &[])?;
             exit_code(lifecycle::enter(&dirs(d), &name, who.into_lifecycle()?)?)
         }
         GuestCommand::Exec {
@@ -618,13 +622,17 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             who,
             name,
             command,
-        } => exit_code(lifecycle::exec(
-            &dirs(d),
-            &name,
-            command,
-            tty,
-            who.into_lifecycle()?,
-        )?),
+        } => {
+            let needs = super::privilege::recorded(&d, &name, who.user.is_some());
+            super::privilege::require("guest exec", &needs, false, &[])?;
+            exit_code(lifecycle::exec(
+                &dirs(d),
+                &name,
+                command,
+                tty,
+                who.into_lifecycle()?,
+            )?)
+        }
         GuestCommand::Update {
             dirs: d,
             memory,
@@ -695,7 +703,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 // A stopped guest whose config would fail its start is listed
                 // as any stopped guest: say so now, not at the next boot.
                 for s in all.iter().filter(|s| !s.running) {
-                    use crate::guest::{config::GuestConfig, Error};
+                    use crate::guest::Error;
                     let checked = GuestConfig::load(&dirs.config_dir, &s.name)
                         .and_then(|cfg| lifecycle::check_paths(&dirs, &s.name, &cfg));
                     match checked {
@@ -803,6 +811,16 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             }))
         }
     }
+}
+
+/// The config `guest start` or `restart` (`command`) starts the guest
+/// `name` from, read once, and checked for what it needs of this process
+/// ([`super::privilege::configured`]). Only root gets here: the rest of
+/// what the command needs was checked before.
+fn checked_config(command: &str, d: &GuestDirs, name: &str) -> anyhow::Result<GuestConfig> {
+    let cfg = GuestConfig::load(&d.config_dir, name)?;
+    super::privilege::require(command, &super::privilege::configured(&cfg), false, &[])?;
+    Ok(cfg)
 }
 
 fn state_word(s: &lifecycle::Status) -> String {

@@ -119,11 +119,14 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    // From the arguments alone: refused before any config or record is
+    // read (what they decide is checked in the command, on what it reads).
     if let Some(command) = changes_things(&cli.command) {
         let needs = privilege::needed(&cli.command);
         let root_only = privilege::root_only(&cli.command);
+        let decided = privilege::decided(&cli.command);
         let checked = require_host_root(&command)
-            .and_then(|()| privilege::require(&command, &needs, root_only));
+            .and_then(|()| privilege::require(&command, &needs, root_only, &decided));
         if let Err(e) = checked {
             errln!("unifs: {e}");
             return ExitCode::FAILURE;

@@ -8,10 +8,19 @@
 //! was measured: the command run with one capability dropped at a time
 //! (tests/it/review_s34_caps.rs). What a guest's own config needs (the
 //! capabilities it keeps, `cap_add`) is checked where the config is read.
+//!
+//! What a command always needs is checked before anything is read, so a
+//! user who is not root (or a root without one of them) is refused before
+//! a guest's config or runtime record is opened. What the config or record
+//! decides (CAP_NET_ADMIN by the network mode, CAP_SETUID by the user,
+//! CAP_SYS_PTRACE by the reaper) is checked on the config or record the
+//! command then goes on with, read once ([`configured`], [`recorded`]).
 
 use super::guest::GuestCommand as G;
+use super::guest::GuestDirs;
 use super::store::StoreCommand as S;
 use super::Command;
+use crate::guest::config::GuestConfig;
 use crate::guest::NetMode;
 
 /// A capability a command needs, and what for (said when it is missing).
@@ -52,15 +61,22 @@ const KILL: Need = Need {
     name: "CAP_KILL",
     why: "to signal the guest's processes that run as another user",
 };
+/// Needed even by a command that runs as root: setgroups(2) gives it the
+/// guest's groups in place of this process's supplementary ones (none, or
+/// a shell's), and the kernel asks CAP_SETGID for any list (measured:
+/// `run` without it failed at `setgroups: EPERM`).
 const SETGID: Need = Need {
     number: 6,
     name: "CAP_SETGID",
-    why: "to take the guest user's groups",
+    why: "to set the groups of the guest's command (setgroups), root's too",
 };
+/// Needed only for a uid other than root's: setresuid(2) to the uid this
+/// process has already is allowed without it (measured: `run`, `guest
+/// start`, `exec` and `enter` as root work without it).
 const SETUID: Need = Need {
     number: 7,
     name: "CAP_SETUID",
-    why: "to take the guest user's uid",
+    why: "to take the uid of a user other than root",
 };
 const SETPCAP: Need = Need {
     number: 8,
@@ -70,7 +86,8 @@ const SETPCAP: Need = Need {
 const NET_ADMIN: Need = Need {
     number: 12,
     name: "CAP_NET_ADMIN",
-    why: "to set up the guest's network (its loopback, a veth pair)",
+    why: "to set up a network of the guest's own (its loopback, a veth pair); one that \
+          shares the host's (`--net host`, a config's `[net] mode = \"host\"`) needs none",
 };
 const SYS_CHROOT: Need = Need {
     number: 18,
@@ -114,22 +131,29 @@ const RESTORE: &[Need] = &[CHOWN, FOWNER, FSETID, SYS_ADMIN, MKNOD];
 const OBJECTS: &[Need] = &[DAC_READ_SEARCH, FOWNER, SYS_ADMIN];
 const MANIFEST: &[Need] = &[DAC_READ_SEARCH, SYS_ADMIN];
 /// Setting a guest up once its root is mounted (through the overlay,
-/// whose daemon is `unifs mount`: [`FILES`]): its /dev nodes, its user, its
-/// capability set.
-const GUEST: &[Need] = &[SETUID, SETGID, SETPCAP, MKNOD];
+/// whose daemon is `unifs mount`: [`FILES`]): its /dev nodes, its groups,
+/// its capability set; CAP_SETUID only for a user ([`SETUID`]).
+const GUEST: &[Need] = &[SETGID, SETPCAP, MKNOD];
 /// Joining a running guest: setns needs CAP_SYS_ADMIN, and CAP_SYS_CHROOT
-/// for the mount namespace; then the user's ids and the guest's capability
+/// for the mount namespace; then the groups and the guest's capability
 /// set, and KILL to pass signals on to a command of another user.
-const ENTER: &[Need] = &[SYS_ADMIN, SYS_CHROOT, SETUID, SETGID, SETPCAP, KILL];
+const ENTER: &[Need] = &[SYS_ADMIN, SYS_CHROOT, SETGID, SETPCAP, KILL];
 /// Unmounting the root; the stop signal to an init of another user.
 const STOP: &[Need] = &[SYS_ADMIN, KILL];
 
-/// The capabilities `command` needs: none for what only reads the catalog
-/// or the run dir (`store stats`, `guest list`, …), for `unify
-/// --dry-run`, which any user may run on what they can read, and for
-/// `guest update`, which writes root's own cgroup files (uid 0 is enough;
-/// the guest code refuses another user).
+/// The capabilities `command` always needs, read from its arguments alone
+/// (nothing is opened): none for what only reads the catalog or the run
+/// dir (`store stats`, `guest list`, …), for `unify --dry-run`, which any
+/// user may run on what they can read, and for `guest update`, which
+/// writes root's own cgroup files (uid 0 is enough; the guest code refuses
+/// another user). What a guest's config or record adds: [`decided`].
 pub(crate) fn needed(command: &Command) -> Vec<Need> {
+    let user = |given: bool| -> &'static [Need] {
+        match given {
+            true => &[SETUID],
+            false => &[],
+        }
+    };
     let parts: &[&[Need]] = match command {
         Command::Unify(a) if a.dry_run => &[],
         Command::Unify(_) | Command::Demo(_) => &[FILES, &[LEASE]],
@@ -138,13 +162,19 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
         Command::Mount(_) => &[FILES],
         // KILL: `run` passes SIGTERM and Ctrl-C on to a guest whose
         // command may run as another user, and `restart` stops one.
-        Command::Run(a) => &[FILES, GUEST, &[KILL], network(a.opts.net)],
-        Command::Guest(G::Restart { dirs, name, .. }) => {
-            &[FILES, GUEST, &[KILL], configured_network(dirs, name)]
-        }
-        Command::Guest(G::Start { dirs, name }) => &[FILES, GUEST, configured_network(dirs, name)],
-        Command::Guest(G::Enter { dirs, name, .. } | G::Exec { dirs, name, .. }) => {
-            &[ENTER, tracing_init(dirs, name)]
+        // (`--user` is looked up in the guest's tree later: any asks for
+        // CAP_SETUID.)
+        Command::Run(a) => &[
+            FILES,
+            GUEST,
+            &[KILL],
+            network(a.opts.net),
+            user(a.opts.user.is_some() || a.opts.uid != 0),
+        ],
+        Command::Guest(G::Restart { .. }) => &[FILES, GUEST, &[KILL]],
+        Command::Guest(G::Start { .. }) => &[FILES, GUEST],
+        Command::Guest(G::Enter { who, .. } | G::Exec { who, .. }) => {
+            &[ENTER, user(who.user.is_some())]
         }
         Command::Guest(G::Stop { .. }) => &[STOP],
         Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => &[OBJECTS],
@@ -157,6 +187,38 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
     parts.concat()
 }
 
+/// A capability that a guest's config or runtime record decides on, and
+/// when it is needed: said to a user who is not root, who is refused
+/// before either is read.
+pub(crate) struct Decided {
+    need: Need,
+    when: &'static str,
+}
+
+/// What `command` may need beyond [`needed`], by what the guest's config
+/// ([`configured`]) or runtime record ([`recorded`]) says.
+pub(crate) fn decided(command: &Command) -> Vec<Decided> {
+    let when = |need, when| Decided { need, when };
+    let ptrace = when(SYS_PTRACE, "for a guest under unifs's reaper or keeping it");
+    match command {
+        Command::Guest(G::Start { .. } | G::Restart { .. }) => vec![
+            when(NET_ADMIN, "unless its config's network is the host's"),
+            when(SETUID, "when its config names a user"),
+        ],
+        Command::Guest(G::Enter { who, .. } | G::Exec { who, .. }) => match who.user {
+            Some(_) => vec![ptrace],
+            None => vec![
+                when(
+                    SETUID,
+                    "when the guest's init runs as a user other than root",
+                ),
+                ptrace,
+            ],
+        },
+        _ => vec![],
+    }
+}
+
 /// What a guest's network needs: nothing when it shares the host's
 /// (measured: `run --net host` works without CAP_NET_ADMIN).
 fn network(mode: NetMode) -> &'static [Need] {
@@ -166,25 +228,39 @@ fn network(mode: NetMode) -> &'static [Need] {
     }
 }
 
-/// [`network`] of the guest `name`'s config; CAP_NET_ADMIN when the
-/// config cannot be read (the command then says why itself).
-fn configured_network(dirs: &super::guest::GuestDirs, name: &str) -> &'static [Need] {
-    match crate::guest::config::GuestConfig::load(&dirs.config_dir, name) {
-        Ok(cfg) => network(cfg.net.mode),
-        Err(_) => &[NET_ADMIN],
-    }
+/// What `guest start` and `restart` need of the guest's config `cfg`
+/// beyond [`needed`]: the one they then start the guest from (read once:
+/// checked on one, started from another, a config changed meanwhile got
+/// a check for one network and a start in another).
+pub(crate) fn configured(cfg: &GuestConfig) -> Vec<Need> {
+    let user = cfg.user.is_some() || cfg.uid.is_some_and(|u| u != 0);
+    let setuid: &[Need] = if user { &[SETUID] } else { &[] };
+    [network(cfg.net.mode), setuid].concat()
 }
 
-/// CAP_SYS_PTRACE to join the running guest `name` when its init is
+/// What `guest exec` or `enter` of the running guest `name` needs beyond
+/// [`needed`], by its runtime record: CAP_SYS_PTRACE when its init is
 /// unifs's reaper, which is not dumpable, or holds CAP_SYS_PTRACE itself
 /// (the kernel's ptrace access check of its /proc/PID/root and ns files);
-/// also when its record cannot be read (the command then says why).
-fn tracing_init(dirs: &super::guest::GuestDirs, name: &str) -> &'static [Need] {
+/// without `--user`, CAP_SETUID when init runs as a user other than root.
+/// Both when the record cannot be read (the command then says why).
+pub(crate) fn recorded(dirs: &GuestDirs, name: &str, user_given: bool) -> Vec<Need> {
     let record = crate::guest::state::RunDir::new(&dirs.run_dir, name).read();
-    match record {
-        Ok(Some(st)) if !st.spec.init && st.spec.caps & (1u64 << SYS_PTRACE.number) == 0 => &[],
-        _ => &[SYS_PTRACE],
+    let (ptrace, setuid) = match record {
+        Ok(Some(st)) => (
+            st.spec.init || st.spec.caps & (1u64 << SYS_PTRACE.number) != 0,
+            st.spec.uid != 0,
+        ),
+        _ => (true, true),
+    };
+    let mut needs = Vec::new();
+    if ptrace {
+        needs.push(SYS_PTRACE);
     }
+    if setuid && !user_given {
+        needs.push(SETUID);
+    }
+    needs
 }
 
 /// Commands that act on root's own files and need no capability beyond
@@ -209,7 +285,14 @@ fn effective() -> u64 {
 /// every capability in `needs`. (Run after [`super::require_host_root`]:
 /// in a user namespace of its own every capability shows as held.)
 /// `root_only`: uid 0 is needed even when `needs` is empty ([`root_only`]).
-pub(crate) fn require(command: &str, needs: &[Need], root_only: bool) -> anyhow::Result<()> {
+/// `decided`: what a user who is not root is told the guest's config or
+/// record may add ([`decided`]).
+pub(crate) fn require(
+    command: &str,
+    needs: &[Need],
+    root_only: bool,
+    decided: &[Decided],
+) -> anyhow::Result<()> {
     let held = effective();
     let missing: Vec<&Need> = needs
         .iter()
@@ -220,7 +303,12 @@ pub(crate) fn require(command: &str, needs: &[Need], root_only: bool) -> anyhow:
         return Ok(());
     }
     if !root {
-        let names: Vec<&str> = needs.iter().map(|n| n.name).collect();
+        let mut names: Vec<String> = needs.iter().map(|n| n.name.to_string()).collect();
+        names.extend(
+            decided
+                .iter()
+                .map(|d| format!("{} {}", d.need.name, d.when)),
+        );
         let what = if names.is_empty() {
             "it writes root's own files, and needs no capability".to_string()
         } else {

@@ -53,11 +53,13 @@ fn needs_root(what: &'static str, err: Error) -> Error {
     }
 }
 
-/// `guest start NAME`: mount the root, start init in the background.
-pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
+/// `guest start NAME`: mount the root, start init in the background, as
+/// `cfg` (its config, read by the caller, which checked what it needs of
+/// this process on it: read again here, an edit in between would start a
+/// guest other than the one checked).
+pub fn start(dirs: &Dirs, name: &str, cfg: GuestConfig) -> Result<State> {
     require_root("starting a guest")?;
     rootfs::require_mounted_root()?;
-    let cfg = GuestConfig::load(&dirs.config_dir, name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock("start")?;
     // The tests' window for a `stop` in a start's first moments.
@@ -819,16 +821,17 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
 /// `guest restart NAME`: `stop` if it runs (or left anything to clean up),
 /// then `start`, as `vserver NAME restart` and `docker restart` do. Returns
 /// how it stopped (None: it was not running) and the new state.
+/// `cfg`: as [`start`]'s, which starts the guest from it.
 pub fn restart(
     dirs: &Dirs,
     name: &str,
+    cfg: GuestConfig,
     timeout: Duration,
     signal: Option<i32>,
     stopped: impl FnOnce(Option<Stopped>),
 ) -> Result<State> {
     // A config that cannot start it (a typo in a key, a root gone) leaves
     // the guest running, rather than stopped with only that error shown.
-    let cfg = GuestConfig::load(&dirs.config_dir, name)?;
     check_paths(dirs, name, &cfg)?;
     check_init(dirs, name, &cfg)?;
     match stop(dirs, name, timeout, signal) {
@@ -836,7 +839,7 @@ pub fn restart(
         Err(Error::NotRunning { .. }) => stopped(None),
         Err(e) => return Err(e),
     }
-    match start(dirs, name) {
+    match start(dirs, name, cfg) {
         // Another restart started it after our stop: restarted, as asked.
         Err(Error::AlreadyRunning { .. }) => RunDir::new(&dirs.run_dir, name)
             .read()?
