@@ -37,26 +37,33 @@ impl Drop for Tidy {
     /// catalog.db, which it cannot while any other connection is open, in
     /// any process (each holds a SHARED lock while open in WAL mode). So a
     /// log another process uses is never deleted under it.
+    ///
+    /// A log with changes in it is a writer's, running, killed, or one that
+    /// committed and closed while this connection was open: the close
+    /// would first checkpoint them into catalog.db, a write a command that
+    /// only reads must not make. The connection is of the tidy's VFS
+    /// ([`super::shm::TIDY`]), which lets the close have the EXCLUSIVE lock
+    /// only where the log is empty, looked at while it holds it.
     fn drop(&mut self) {
         let Some(path) = &self.path else {
             return;
         };
-        // A log with changes in it is a writer's, running or killed: the
-        // close would first checkpoint them into catalog.db, a write a
-        // command that only reads must not make. (None at all: nothing to
-        // tidy, and the connection would only make one.)
+        // (None at all: nothing to tidy, and the connection would only
+        // make one. One with changes: nothing it may do.)
         match std::fs::symlink_metadata(wal(path)) {
             Ok(m) if m.len() == 0 => {}
             _ => return,
         }
         // (Not CREATE: a catalog gone since is not made again.)
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let Ok(conn) = Connection::open_with_flags(path, flags) else {
+        let Ok(conn) = Connection::open_with_flags_and_vfs(path, flags, super::shm::TIDY) else {
             return;
         };
         let _ = conn.busy_timeout(Duration::from_secs(1));
         // SQLite opens the log at the first read.
         let _ = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        // The tests' hold on the moment a writer could commit and close.
+        crate::sys::test_stop("UNIFS_TEST_TIDY_STOP");
         let _ = conn.close();
     }
 }

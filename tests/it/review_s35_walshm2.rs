@@ -1,0 +1,90 @@
+//! Review s35 (walshm2): what s34's tidy of the catalog's -wal and -shm
+//! left.
+//!
+//! - A reader's tidy checked that the log was empty, then opened and closed
+//!   a connection, whose close checkpoints where it is the last: a writer
+//!   that committed and closed in between had its commit copied into
+//!   catalog.db by a command that only reads. The tidy's close now
+//!   refuses to checkpoint a log that is not empty, decided while it holds
+//!   the lock that keeps every other connection out.
+
+use crate::common::unifs_bin;
+use crate::guest::harness::KillOnDrop;
+use crate::guest::review_s11_life::Continue;
+use crate::review_s31_doubts::{stopped, within_60s};
+use crate::review_s34_walshm::{catalog_files, succeeded, unified};
+use crate::tree::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const ALL: [&str; 3] = ["catalog.db", "catalog.db-shm", "catalog.db-wal"];
+
+/// `unifs store stats` on `store`, stopped (UNIFS_TEST_TIDY_STOP) in its
+/// tidy with the tidy's connection open; SIGCONT lets it go on.
+fn stats_stopped_in_tidy(store: &Path) -> (KillOnDrop, Continue) {
+    let child = Command::new(unifs_bin())
+        .arg("--store")
+        .arg(store)
+        .args(["store", "stats"])
+        .env("UNIFS_TEST_TIDY_STOP", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let child = KillOnDrop(Some(child));
+    let go_on = Continue(pid as i32);
+    assert!(within_60s(|| stopped(pid)), "stats never reached its tidy");
+    (child, go_on)
+}
+
+/// Lets the stopped command go on and waits for it to succeed.
+fn finish(child: KillOnDrop, go_on: Continue) {
+    let mut child = child;
+    drop(go_on);
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    succeeded(&out, "stats stopped in its tidy");
+}
+
+/// The interleaving held open: a reader's tidy, its connection open, while
+/// a writer commits and closes (its close cannot checkpoint: the tidy's
+/// connection is open). The tidy's close, the last, then checkpointed the
+/// commit: catalog.db changed under a command that only reads.
+#[test]
+fn s35_a_readers_tidy_never_checkpoints_a_writers_commit() {
+    if !crate::common::require_root("s35_a_readers_tidy_never_checkpoints_a_writers_commit") {
+        return;
+    }
+    let (_dir, store, _g1, _g2) = unified();
+    let db = store.join("catalog.db");
+    let (child, go_on) = stats_stopped_in_tidy(&store);
+    let writer = rusqlite::Connection::open(&db).unwrap();
+    writer
+        .execute("INSERT INTO config(key, value) VALUES ('s35', '1')", [])
+        .unwrap();
+    drop(writer);
+    assert!(fs::metadata(store.join("catalog.db-wal")).unwrap().len() > 0);
+    let before = fs::read(&db).unwrap();
+    finish(child, go_on);
+    assert!(
+        fs::read(&db).unwrap() == before,
+        "the reader's tidy wrote the writer's commit into catalog.db"
+    );
+    assert_eq!(catalog_files(&store), ALL, "a log with a commit removed");
+    // The commit is there for the next connection, which, the last to
+    // close and able to checkpoint, removes both.
+    let next = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = next
+        .query_row("SELECT count(*) FROM config WHERE key = 's35'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    next.execute("DELETE FROM config WHERE key = 's35'", [])
+        .unwrap();
+    drop(next);
+    assert_eq!(catalog_files(&store), ["catalog.db"]);
+    assert_verify_clean(&store);
+}
