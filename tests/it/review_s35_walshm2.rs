@@ -7,10 +7,14 @@
 //!   catalog.db by a command that only reads. The tidy's close now
 //!   refuses to checkpoint a log that is not empty, decided while it holds
 //!   the lock that keeps every other connection out.
+//! - `restore` read the catalog (for the format of its objects) before it
+//!   took the store's lock, through a read-only view immutable, where a
+//!   writer can change the file under it. It reads it under the lock.
 
 use crate::common::unifs_bin;
 use crate::guest::harness::KillOnDrop;
 use crate::guest::review_s11_life::Continue;
+use crate::review_s12_store::{hold_lock, when_free, RoBind};
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s34_walshm::{catalog_files, succeeded, unified};
 use crate::tree::*;
@@ -87,4 +91,56 @@ fn s35_a_readers_tidy_never_checkpoints_a_writers_commit() {
     drop(next);
     assert_eq!(catalog_files(&store), ["catalog.db"]);
     assert_verify_clean(&store);
+}
+
+/// restore checks the format of the store's objects in the catalog: it read
+/// it before taking the store's lock (through a read-only view, as a file
+/// nobody changes), so beside a writer it read what the writer was
+/// changing. Under the lock, a writer holding it is "busy" before any read.
+#[test]
+fn s35_restore_reads_the_catalog_under_the_stores_lock() {
+    if !crate::common::require_root("s35_restore_reads_the_catalog_under_the_stores_lock") {
+        return;
+    }
+    let (dir, store, g1, _g2) = unified();
+    let manifest = dir.path().join("g1.jsonl");
+    let private = dir.path().join("g1.private");
+    let out = unifs(
+        &store,
+        &[
+            &"manifest",
+            &g1,
+            &"-o",
+            &manifest,
+            &"--private-list",
+            &private,
+        ],
+    );
+    succeeded(&out, "manifest");
+    let empty = dir.path().join("own");
+    fs::create_dir(&empty).unwrap();
+    // What a writer is in the middle of: a format this unifs does not know,
+    // read only by one that does not wait for the writer.
+    let conn = rusqlite::Connection::open(store.join("catalog.db")).unwrap();
+    conn.execute(
+        "UPDATE config SET value = '99' WHERE key = 'format_version'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let ro = RoBind::new(&store, &dir.path().join("store-ro"));
+    let writer = hold_lock(&store, libc::LOCK_EX);
+    let target = dir.path().join("g1-restored");
+    let out = restore(&ro.0, &manifest, &empty, &target);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is busy"), "read without the lock: {err}");
+    drop(writer);
+    // Once the writer is gone, the check reads.
+    let out = when_free(|| restore(&ro.0, &manifest, &empty, &target));
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("format 99"), "{err}");
+    assert!(!target.exists());
+    assert_eq!(catalog_files(&store), ["catalog.db"]);
 }
