@@ -10,6 +10,9 @@
 //! - `restore` read the catalog (for the format of its objects) before it
 //!   took the store's lock, through a read-only view immutable, where a
 //!   writer can change the file under it. It reads it under the lock.
+//! - A reader open while a writer finished kept the writer's log (and
+//!   -shm) until the next writer. The writer now empties its log into
+//!   catalog.db before it closes, and a reader removes an empty log.
 
 use crate::common::unifs_bin;
 use crate::guest::harness::KillOnDrop;
@@ -143,4 +146,56 @@ fn s35_restore_reads_the_catalog_under_the_stores_lock() {
     assert!(err.contains("format 99"), "{err}");
     assert!(!target.exists());
     assert_eq!(catalog_files(&store), ["catalog.db"]);
+}
+
+/// A reader open while a writer finished kept the writer's log (and -shm)
+/// until the next writer closed: the writer's close, not the last, could
+/// not checkpoint, and no reader may. The writer now checkpoints it
+/// before its close, leaving it empty, and the next reader's close, or
+/// the open reader's own, removes both.
+#[test]
+fn s35_a_reader_open_while_a_writer_finishes_keeps_no_log() {
+    if !crate::common::require_root("s35_a_reader_open_while_a_writer_finishes_keeps_no_log") {
+        return;
+    }
+    let (dir, store, _g1, _g2) = unified();
+    let db = store.join("catalog.db");
+    let guest = |name: &str, seed: u64| {
+        let g = dir.path().join(name);
+        file_at(&g, "usr/bin/tool", &bytes(34, 6000), 0o755, 1_600_000_000);
+        file_at(&g, "etc/own", &bytes(seed, 3000), 0o644, 1_600_000_000);
+        g
+    };
+    let guests = |store: &Path| -> usize {
+        let out = unifs(store, &[&"store", &"stats", &"--json"]);
+        succeeded(&out, "stats --json");
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        stats["guests"].as_array().unwrap().len()
+    };
+    // Another program's reader (one that cannot checkpoint), then the next
+    // unifs reader.
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let reader = rusqlite::Connection::open_with_flags(&db, flags).unwrap();
+    let _: i64 = reader
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let g3 = guest("g3", 3);
+    unify_json(&store, &[&g3]);
+    drop(reader);
+    assert_eq!(guests(&store), 3);
+    assert_eq!(
+        catalog_files(&store),
+        ["catalog.db"],
+        "the writer's log, after a reader"
+    );
+    // A unifs reader, held in its tidy: its own close removes them.
+    let (child, go_on) = stats_stopped_in_tidy(&store);
+    let g4 = guest("g4", 4);
+    unify_json(&store, &[&g4]);
+    assert_eq!(catalog_files(&store), ALL, "removed under an open reader");
+    finish(child, go_on);
+    assert_eq!(catalog_files(&store), ["catalog.db"], "the open reader's");
+    assert_eq!(guests(&store), 4);
+    assert_eq!(catalog_files(&store), ["catalog.db"]);
+    assert_verify_clean(&store);
 }
