@@ -107,19 +107,7 @@ fn s35_restore_reads_the_catalog_under_the_stores_lock() {
     }
     let (dir, store, g1, _g2) = unified();
     let manifest = dir.path().join("g1.jsonl");
-    let private = dir.path().join("g1.private");
-    let out = unifs(
-        &store,
-        &[
-            &"manifest",
-            &g1,
-            &"-o",
-            &manifest,
-            &"--private-list",
-            &private,
-        ],
-    );
-    succeeded(&out, "manifest");
+    crate::backup::manifest(&store, &g1, &manifest);
     let empty = dir.path().join("own");
     fs::create_dir(&empty).unwrap();
     // What a writer is in the middle of: a format this unifs does not know,
