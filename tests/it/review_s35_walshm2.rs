@@ -47,10 +47,14 @@ fn stats_stopped_in_tidy(store: &Path) -> (KillOnDrop, Continue) {
     (child, go_on)
 }
 
-/// Lets the stopped command go on and waits for it to succeed.
-fn finish(child: KillOnDrop, go_on: Continue) {
-    let mut child = child;
+/// Lets the stopped command go on and waits (bounded) for it to succeed.
+fn finish(mut child: KillOnDrop, go_on: Continue) {
     drop(go_on);
+    let running = child.0.as_mut().unwrap();
+    assert!(
+        within_60s(|| !matches!(running.try_wait(), Ok(None))),
+        "stats never finished once let go on"
+    );
     let out = child.0.take().unwrap().wait_with_output().unwrap();
     succeeded(&out, "stats stopped in its tidy");
 }
