@@ -78,6 +78,9 @@ pub enum Error {
 
 /// An open catalog.
 pub struct Catalog {
+    /// A writer's: empties the log before `conn` closes (fields drop in
+    /// order), for a reader open meanwhile to remove.
+    empty: Option<tidy::Empty>,
     conn: Connection,
     path: PathBuf,
     /// The file's own connection where `conn` is a migrated copy of an
@@ -158,6 +161,7 @@ impl Catalog {
             }
         }
         migrate::apply(&cat.conn).map_err(|e| cat.err(e))?;
+        cat.empty = Some(tidy::Empty::new(path));
         Ok((cat, checking))
     }
 
@@ -168,8 +172,13 @@ impl Catalog {
     /// is noted.)
     pub fn close_checked(self) {
         let Catalog {
-            conn, path, file, ..
+            empty,
+            conn,
+            path,
+            file,
+            ..
         } = self;
+        drop(empty);
         // A migrated copy in memory: the file is another one.
         let migrated = file.is_some();
         drop(file);
@@ -435,6 +444,7 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         migrate::apply(&conn).map_err(|e| self.err(e))?;
         Ok(Catalog {
+            empty: self.empty,
             conn,
             path: self.path,
             file: Some(self.conn),
@@ -471,6 +481,7 @@ impl Catalog {
     /// A catalog of `conn` alone.
     fn of(conn: Connection, path: PathBuf) -> Catalog {
         Catalog {
+            empty: None,
             conn,
             path,
             file: None,

@@ -576,9 +576,6 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let store = Store::open(&g.store)?;
     crate::fs::refuse_stalled(&a.target).with_context(|| path(&a.target))?;
-    // Objects of a format this unifs does not know would all fail their
-    // checks; the catalog is not needed otherwise ("the store is lost too").
-    Catalog::check_format_if_readable(&store.catalog_path())?;
     // A tree rebuilt in the store would be strays among its objects (store
     // verify fails) and a guest unify refuses.
     crate::unify::check_guest_outside_store(&crate::unify::resolved(&a.target), store.root())?;
@@ -589,8 +586,14 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading manifest {}", path(&a.manifest)))?,
     };
     // From the check that every object is there until the last is linked:
-    // a gc meanwhile would remove one only the lost guest linked.
-    let _lock = store.lock_shared()?;
+    // a gc meanwhile would remove one only the lost guest linked. And
+    // before the catalog is read: through a read-only view of the store it
+    // is read as a file nobody changes, which only the lock makes true.
+    // (Where the store has no `lock`, its directory's flock.)
+    let _lock = crate::store::WriterLock::acquire_reading(store.root())?;
+    // Objects of a format this unifs does not know would all fail their
+    // checks; the catalog is not needed otherwise ("the store is lost too").
+    Catalog::check_format_if_readable(&store.catalog_path())?;
     let opts = restore::Options {
         link_max: a.link_max,
     };

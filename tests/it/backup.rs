@@ -79,7 +79,7 @@ fn build_guests(dir: &Path) -> Vec<PathBuf> {
     guests
 }
 
-fn manifest(store: &Path, guest: &Path, out: &Path) {
+pub(crate) fn manifest(store: &Path, guest: &Path, out: &Path) {
     let o = unifs(store, &[&"manifest", &guest, &"-o", &out]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

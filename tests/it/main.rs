@@ -90,6 +90,7 @@ mod review_s34_walshm;
 mod review_s35_depth;
 mod review_s35_net;
 mod review_s35_privpol;
+mod review_s35_walshm2;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

@@ -42,7 +42,7 @@ pub(crate) fn hold_lock(store: &Path, op: libc::c_int) -> fs::File {
 /// Runs `cmd` until the store is not busy (bounded): a lock this test
 /// dropped lives on a moment in a child another test thread forked before
 /// its exec closes the fd.
-fn when_free(cmd: impl Fn() -> std::process::Output) -> std::process::Output {
+pub(crate) fn when_free(cmd: impl Fn() -> std::process::Output) -> std::process::Output {
     for _ in 0..50 {
         let out = cmd();
         if !String::from_utf8_lossy(&out.stderr).contains("is busy") {

@@ -84,13 +84,14 @@ fn a_failed_catalog_read_keeps_sqlites_lock_on_the_file() {
     );
 
     // The page put back, a writer comes and goes: it must leave the log
-    // of the connection still open here in place.
+    // of the connection still open here in place (emptied into catalog.db
+    // since s35, but there).
     write_page_elsewhere(&catalog, page, &good);
     let out = unifs(&store, &[&"store", &"gc"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let wal = store.join("catalog.db-wal");
     assert!(
-        std::fs::symlink_metadata(&wal).is_ok_and(|m| m.len() > 0),
+        std::fs::symlink_metadata(&wal).is_ok(),
         "a writer deleted {} under a connection still open",
         wal.display()
     );

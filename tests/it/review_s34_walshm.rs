@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// The catalog's files in `store` (catalog.db, and its -wal and -shm where
 /// they are).
-fn catalog_files(store: &Path) -> Vec<String> {
+pub(crate) fn catalog_files(store: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(store)
         .unwrap()
         .flatten()
@@ -33,7 +33,7 @@ fn catalog_files(store: &Path) -> Vec<String> {
 
 /// Guests g1 and g2 sharing a file, unified into `store`; the temp dir,
 /// the store and the guests.
-fn unified() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+pub(crate) fn unified() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let (g1, g2) = (dir.path().join("g1"), dir.path().join("g2"));
@@ -46,7 +46,7 @@ fn unified() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     (dir, store, g1, g2)
 }
 
-fn succeeded(out: &std::process::Output, what: &str) {
+pub(crate) fn succeeded(out: &std::process::Output, what: &str) {
     assert!(out.status.success(), "{what}: {}", stderr(out));
 }
 
