@@ -87,6 +87,7 @@ mod review_s34_flaky;
 mod review_s34_keeper;
 mod review_s34_nodes;
 mod review_s34_walshm;
+mod review_s35_nodes2;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
