@@ -94,7 +94,8 @@ pub struct RunOptions {
     /// CPU time limit as a number of CPUs (e.g. 0.5).
     #[arg(long, value_name = "N")]
     pub cpus: Option<f64>,
-    /// Maximum number of processes and threads.
+    /// Maximum number of processes and threads, the overlay daemon's
+    /// included (at least 7 with the overlay root, 8 with --init).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
     /// Relative block I/O weight, 10..=1000 (needs the BFQ scheduler on v1).
@@ -449,6 +450,11 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         None => default_stop_signal(&root, &a.command[0]),
     };
     spec.limits.check()?;
+    let daemon = (a.root_mount == RootMount::Overlay).then(|| {
+        let threads = crate::fs::MountOptions::default().threads;
+        (crate::fs::ready::Daemon::Run, threads)
+    });
+    spec.limits.check_pids_room(daemon, spec.init)?;
     if spec.limits.io_weight.is_some() {
         if let Some(why) = crate::guest::cgroup::io_weight_inert(&root) {
             tracing::warn!("--io-weight: {why}");

@@ -116,7 +116,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     }
 
     if a.foreground {
-        let mounted = match do_mount(&guest, &mountpoint, &opts) {
+        let mounted = match do_mount(&guest, &mountpoint, &opts, ufs::ready::Daemon::Foreground) {
             Ok(mounted) => mounted,
             Err(_) if mounted_by_another(&a.mountpoint, &mountpoint, &guest, &opts) => {
                 return Ok(already_mounted(&guest, &a.mountpoint))
@@ -162,7 +162,7 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             let _ = ufs::sys::setsid();
             // Hold no directory of the caller busy.
             let _ = std::env::set_current_dir("/");
-            match do_mount(&guest, &mountpoint, &opts) {
+            match do_mount(&guest, &mountpoint, &opts, ufs::ready::Daemon::Forked) {
                 Ok(mounted) => {
                     let _ = ufs::sys::redirect_stdio(log.as_deref());
                     serve(mounted, Some(tx))
@@ -284,7 +284,13 @@ fn open_log(p: &Path) -> std::io::Result<std::fs::File> {
         .open(p)
 }
 
-fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<ufs::Mounted> {
+/// `daemon`: how this daemon runs (what it starts beside its FUSE threads).
+fn do_mount(
+    guest: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    daemon: ufs::ready::Daemon,
+) -> anyhow::Result<ufs::Mounted> {
     block_signals();
     // The daemon outlives readers of its output: a `| logger` (with -f)
     // that exited, a caller that gave up. Losing them costs log lines (or
@@ -293,7 +299,7 @@ fn do_mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> anyhow::Res
     // A write past the caller's RLIMIT_FSIZE fails with EFBIG, which the
     // guest gets, instead of killing the daemon (a dead mount).
     crate::sys::ignore_sigxfsz();
-    ufs::ready::preflight_threads(opts.threads).map_err(anyhow::Error::msg)?;
+    ufs::ready::preflight_threads(opts.threads, daemon).map_err(anyhow::Error::msg)?;
     ufs::mount(guest, mountpoint, opts).with_context(|| {
         format!(
             "cannot mount {} at {}",

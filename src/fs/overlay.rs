@@ -1123,7 +1123,10 @@ impl Overlay {
     /// hardlink the guest made of it joined the copy under another node
     /// (two numbers for one file) until a lookup or an open bound it; left
     /// bound to the freed inode, the copy lost the node's number once the
-    /// kernel forgot it. True if it did.
+    /// kernel forgot it. A private node with several names is a file the
+    /// guest hardlinked itself, never a store object (unify leaves such
+    /// groups alone; a link breaks first): a break copies nothing of it.
+    /// True if it did.
     fn rebind_misled(state: &mut State, parent: u64, name: &OsStr, new_ino: BackingIno) -> bool {
         let other = state.table.child(parent, name);
         let stale = other

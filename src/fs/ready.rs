@@ -14,21 +14,74 @@ pub const FUSE_THREAD_SPACE: usize = (16 << 20) + 4096 + (2 << 20) + 4096;
 /// Room beyond the threads' for what serving allocates.
 const SERVE_SPACE: usize = 16 << 20;
 
-/// Whether the address space the FUSE threads take when they start is
-/// there (RLIMIT_AS), tried by mapping it all at once and letting it go:
-/// else a thread aborts on its buffer after the mount was made. Said here,
-/// nothing is mounted yet. (Mapped outside malloc, whose dynamic mmap
-/// threshold a large block freed would raise for good.)
-pub fn preflight_threads(threads: usize) -> Result<(), String> {
-    // The FUSE threads alone: what else the start takes (a thread or two,
-    // the probe's child) comes and goes with the caller's own threads.
-    // Where those do not fit, the daemon's report names the limits.
-    let tasks = threads as u64;
+/// What a mount daemon starts beside its FUSE threads, as its caller runs
+/// it: a pids limit must leave room for those tasks too, or the start
+/// fails half-way, once the mount is made (a thread or the probe's fork
+/// that cannot start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// `unifs mount -f`: a signal thread.
+    Foreground,
+    /// `unifs mount` (a named guest's root too): a signal thread, and until
+    /// it is ready a readiness thread and its probe (a child process); the
+    /// `unifs mount` that forked it waits in the same groups meanwhile.
+    Forked,
+    /// `unifs run`'s: a readiness thread and its probe, until it is ready.
+    Run,
+}
+
+impl Daemon {
+    /// Its tasks beside its main thread and its FUSE threads while it
+    /// starts, named for the messages.
+    fn starting(self) -> &'static [&'static str] {
+        match self {
+            Daemon::Foreground => &["a signal thread"],
+            Daemon::Forked => &["a signal thread", "a readiness thread", "a probe's child"],
+            Daemon::Run => &["a readiness thread", "a probe's child"],
+        }
+    }
+
+    /// The most tasks it holds while it starts, with `threads` FUSE
+    /// threads: its main thread and the others, and the `unifs mount`
+    /// that forked it.
+    pub fn starting_tasks(self, threads: usize) -> u64 {
+        let parent = u64::from(self == Daemon::Forked);
+        parent + 1 + threads as u64 + self.starting().len() as u64
+    }
+
+    /// The tasks it keeps while it serves: its main thread, its FUSE
+    /// threads, a signal thread (not `unifs run`'s).
+    pub fn serving_tasks(self, threads: usize) -> u64 {
+        1 + threads as u64 + u64::from(self != Daemon::Run)
+    }
+
+    /// "4 FUSE threads, a signal thread and ...", for a message.
+    pub fn describe(self, threads: usize) -> String {
+        let plural = if threads == 1 { "" } else { "s" };
+        let mut all = vec![format!("{threads} FUSE thread{plural}")];
+        all.extend(self.starting().iter().map(|s| s.to_string()));
+        let last = all.pop().unwrap_or_default();
+        format!("{} and {last}", all.join(", "))
+    }
+}
+
+/// Whether the tasks `daemon` starts (its `threads` FUSE threads and the
+/// others it runs until it is ready) fit in the pids cgroups this process
+/// is in, and whether the address space the FUSE threads take when they
+/// start is there (RLIMIT_AS), tried by mapping it all at once and letting
+/// it go: else a thread aborts on its buffer after the mount was made.
+/// Said here, nothing is mounted yet. (Mapped outside malloc, whose dynamic
+/// mmap threshold a large block freed would raise for good.)
+pub fn preflight_threads(threads: usize, daemon: Daemon) -> Result<(), String> {
+    // What is running already (this thread, a `unifs mount` that waits)
+    // is counted in pids.current; the caller's other threads come and go.
+    let tasks = threads as u64 + daemon.starting().len() as u64;
     if let Some((group, max, current)) = pids_limits().find(|&(_, max, cur)| max < cur + tasks) {
         return Err(format!(
-            "cannot start the mount's {threads} FUSE threads: the pids cgroup {} allows {max} \
+            "cannot start the mount's {} ({tasks} tasks): the pids cgroup {} allows {max} \
              tasks (pids.max; a systemd unit's TasksMax=) and holds {current}: raise it, or \
              mount with fewer threads (-o threads=1)",
+            daemon.describe(threads),
             crate::sys::shown(&group)
         ));
     }

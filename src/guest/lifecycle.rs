@@ -90,6 +90,11 @@ pub fn start(dirs: &Dirs, name: &str, cfg: GuestConfig) -> Result<State> {
     cfg.warn_raised_limits();
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     spec.limits.check()?;
+    let daemon = (cfg.root_mount == RootMount::Overlay).then(|| {
+        let threads = crate::fs::MountOptions::default().threads;
+        (crate::fs::ready::Daemon::Forked, threads)
+    });
+    spec.limits.check_pids_room(daemon, spec.init)?;
     // Beside the sweep of killed runs' groups, what their keepers said.
     super::run_keeper::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.

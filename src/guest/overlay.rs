@@ -243,7 +243,8 @@ fn daemon(
     // A guest's write past the caller's `ulimit -f` fails with EFBIG
     // rather than killing the daemon under the guest.
     crate::sys::ignore_sigxfsz();
-    if let Err(e) = crate::fs::ready::preflight_threads(opts.threads) {
+    if let Err(e) = crate::fs::ready::preflight_threads(opts.threads, crate::fs::ready::Daemon::Run)
+    {
         let _ = write!(tx, "{e}");
         sys::exit_child(1);
     }

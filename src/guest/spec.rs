@@ -460,6 +460,64 @@ impl Limits {
         }
         Ok(())
     }
+
+    /// A `--pids` (a config's `limits.pids`) too low for the guest to
+    /// start is refused here, before anything is made: it failed half-way,
+    /// once a thread of the overlay daemon (`daemon`: how it runs, with
+    /// its FUSE threads; none for a bind-mounted root) or `--init`'s fork
+    /// (`reaper`) met the limit, whose groups hold both.
+    pub fn check_pids_room(
+        &self,
+        daemon: Option<(crate::fs::ready::Daemon, usize)>,
+        reaper: bool,
+    ) -> Result<()> {
+        let Some(max) = self.pids else {
+            return Ok(());
+        };
+        let least = least_pids(daemon, reaper);
+        if max >= least {
+            return Ok(());
+        }
+        let guest = match reaper {
+            true => "2 (its init, and the command init forks)",
+            false => "1 (its init)",
+        };
+        let daemon = match daemon {
+            Some((d, threads)) => format!(
+                "its overlay daemon holds up to {} tasks while it starts (its main thread, {}{}) \
+                 and {} once it serves, and ",
+                d.starting_tasks(threads),
+                d.describe(threads),
+                match d {
+                    crate::fs::ready::Daemon::Forked => ", and the `unifs mount` that waits for it",
+                    _ => "",
+                },
+                d.serving_tasks(threads),
+            ),
+            None => String::new(),
+        };
+        Err(Error::Limit {
+            limit: "--pids",
+            reason: format!(
+                "{max} tasks leave the guest no room to start: {daemon}the guest needs {guest}; \
+                 give at least {least}"
+            ),
+        })
+    }
+}
+
+/// The fewest tasks a guest starts in (see [`Limits::check_pids_room`]):
+/// its overlay daemon's most while it starts, or, once that is ready, its
+/// tasks while serving, the readiness thread (which may not have ended
+/// yet) and the guest's (init, and the command `--init` forks).
+pub fn least_pids(daemon: Option<(crate::fs::ready::Daemon, usize)>, reaper: bool) -> u64 {
+    let guest = 1 + u64::from(reaper);
+    match daemon {
+        Some((d, threads)) => d
+            .starting_tasks(threads)
+            .max(d.serving_tasks(threads) + 1 + guest),
+        None => guest,
+    }
 }
 
 /// The stop signal of a guest whose init is `init`, looked up in its tree
@@ -600,6 +658,28 @@ pub fn parse_size(s: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the review measured (s35): `unifs run` starts under 7 tasks,
+    /// `guest start` under 9; a bind-mounted root needs init's alone.
+    #[test]
+    fn the_least_pids_a_guest_starts_under() {
+        use crate::fs::ready::Daemon;
+        assert_eq!(least_pids(Some((Daemon::Run, 4)), false), 7);
+        assert_eq!(least_pids(Some((Daemon::Run, 4)), true), 8);
+        assert_eq!(least_pids(Some((Daemon::Forked, 4)), false), 9);
+        assert_eq!(least_pids(Some((Daemon::Forked, 4)), true), 9);
+        assert_eq!(least_pids(None, false), 1);
+        assert_eq!(least_pids(None, true), 2);
+        let limits = Limits {
+            pids: Some(6),
+            ..Limits::default()
+        };
+        let e = limits.check_pids_room(Some((Daemon::Run, 4)), false);
+        let e = e.unwrap_err().to_string();
+        assert!(e.starts_with("cannot apply --pids: 6 tasks"), "{e}");
+        assert!(e.ends_with("give at least 7"), "{e}");
+        assert!(limits.check_pids_room(None, true).is_ok());
+    }
 
     #[test]
     fn limits_out_of_range_are_named_with_their_value() {

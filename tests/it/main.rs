@@ -89,6 +89,7 @@ mod review_s34_nodes;
 mod review_s34_walshm;
 mod review_s35_depth;
 mod review_s35_net;
+mod review_s35_nodes2;
 mod review_s35_privpol;
 mod review_s35_walshm2;
 mod review_s8_cli;

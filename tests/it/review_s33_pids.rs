@@ -42,6 +42,37 @@ impl PidsGroup {
     }
 }
 
+impl PidsGroup {
+    /// `unifs --store STORE mount GUEST MP` in this group, under `max`.
+    pub(crate) fn mount(
+        &self,
+        max: u32,
+        store: &std::path::Path,
+        guest: &std::path::Path,
+        mp: &std::path::Path,
+    ) -> std::process::Output {
+        let mut mount = Command::new(crate::common::unifs_bin());
+        mount
+            .arg("--store")
+            .arg(store)
+            .arg("mount")
+            .arg(guest)
+            .arg(mp);
+        self.run(max, mount)
+    }
+}
+
+/// `unifs umount MP`, which must succeed, and the mount gone (bounded).
+pub(crate) fn unmount(mp: &std::path::Path) {
+    let u = Command::new(crate::common::unifs_bin())
+        .arg("umount")
+        .arg(mp)
+        .output()
+        .unwrap();
+    assert!(u.status.success(), "{}", String::from_utf8_lossy(&u.stderr));
+    assert!(wait_until(Duration::from_secs(30), || !is_mounted(mp)));
+}
+
 impl Drop for PidsGroup {
     fn drop(&mut self) {
         wait_until(Duration::from_secs(5), || {
@@ -70,14 +101,7 @@ fn a_mount_under_a_pids_limit_names_the_limit_it_met() {
     std::fs::create_dir(&group.0).unwrap();
     let (mut failed, mut mounted, mut last) = (0, 0, String::new());
     for max in 1..=14 {
-        let mut mount = Command::new(crate::common::unifs_bin());
-        mount
-            .arg("--store")
-            .arg(&w.store)
-            .arg("mount")
-            .arg(&guest)
-            .arg(&mp);
-        let o = group.run(max, mount);
+        let o = group.mount(max, &w.store, &guest, &mp);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         if o.status.success() {
             assert_eq!(
@@ -85,13 +109,7 @@ fn a_mount_under_a_pids_limit_names_the_limit_it_met() {
                 b"data",
                 "pids.max {max}"
             );
-            let u = Command::new(crate::common::unifs_bin())
-                .arg("umount")
-                .arg(&mp)
-                .output()
-                .unwrap();
-            assert!(u.status.success(), "{}", String::from_utf8_lossy(&u.stderr));
-            assert!(wait_until(Duration::from_secs(30), || !is_mounted(&mp)));
+            unmount(&mp);
             mounted += 1;
             continue;
         }
