@@ -146,6 +146,9 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
     // `unifs run` is gone, and nobody hears our stderr: from here on it is
     // the report, which the next run or start shows.
     let report = Report::open(report);
+    // The tests' window on a keeper at work (its report made, nothing
+    // done yet): to look at it, or kill it there.
+    crate::sys::test_stop("UNIFS_TEST_KEEPER_STOP");
     // The guest's init is PID 1 of its namespace: its SIGKILL from here
     // ends every process there.
     if let Some(fd) = &guest {

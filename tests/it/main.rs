@@ -84,7 +84,7 @@ mod review_s33_pids;
 mod review_s34_capcfg;
 mod review_s34_caps;
 mod review_s34_flaky;
-mod review_s34_keeper;
+pub(crate) mod review_s34_keeper;
 mod review_s34_nodes;
 mod review_s34_walshm;
 mod review_s8_cli;
