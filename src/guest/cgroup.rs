@@ -1178,7 +1178,6 @@ fn being_killed(pid: i32) -> bool {
 /// What to say of `pid`, a dead run's process that SIGKILL did not end:
 /// which it is, what it waits on where that can be told, what to do.
 pub(crate) fn unkillable(pid: i32) -> String {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
     let why = if let Some(dir) = frozen_v1_group(pid) {
         format!(
@@ -1201,8 +1200,28 @@ pub(crate) fn unkillable(pid: i32) -> String {
     format!(
         "process {pid} ({}), left by a killed `unifs run`, survived SIGKILL: {why}; its groups \
          stay until it ends, and a later `unifs run` or `guest start` removes them",
-        comm.trim()
+        command_of(pid)
     )
+}
+
+/// What to say of `pid`, in the groups of a killed run (to `guest list`
+/// and `status`): [`unkillable`]'s words once it was killed, else how it
+/// ends.
+pub(crate) fn left_by_killed_run(pid: i32) -> String {
+    if being_killed(pid) {
+        return unkillable(pid);
+    }
+    format!(
+        "process {pid} ({}), left by a killed `unifs run`, is not killed yet: `kill -KILL {pid}` \
+         ends it, or the next `unifs run` or `guest start`, which then removes its groups",
+        command_of(pid)
+    )
+}
+
+/// The command name of `pid` (its comm; empty once it is gone).
+pub(crate) fn command_of(pid: i32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.trim().to_string()
 }
 
 /// Whether `pids`, in the groups of a run whose pid is gone, are the

@@ -89,7 +89,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<State> {
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     spec.limits.check()?;
     // Beside the sweep of killed runs' groups, what their keepers said.
-    super::run_keeper::tell_reports(&dirs.run_dir);
+    super::keeper_report::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.
     let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true)?;
     let root = run.root();

@@ -8,8 +8,8 @@
 //! - [`seccomp`]: the syscall filter the guest runs under.
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
-//! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed,
-//!   and its report when it could not.
+//! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed;
+//!   [`keeper_report`]: its report when it could not.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay.
 //! - [`ps`]: a running guest's processes, seen from the host.
 //! - [`logs`]: a named guest's console log; `relay`: its keeper's copy
@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod config;
 pub mod console;
 mod error;
+pub mod keeper_report;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;

@@ -87,6 +87,7 @@ mod review_s34_flaky;
 pub(crate) mod review_s34_keeper;
 mod review_s34_nodes;
 mod review_s34_walshm;
+mod review_s35_keeperview;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
