@@ -118,6 +118,9 @@ impl Keeper {
 /// returns.
 fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Path) -> ! {
     crate::sys::test_panic("run-keeper");
+    // Held until it ends: the sweep of a later run or start leaves the
+    // groups of this run, once dead, to this keeper while it lives.
+    let held = cgroup.keeper_lock();
     sys::set_not_dumpable();
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");
@@ -130,6 +133,7 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
     let keep: Vec<i32> = [
         Some(life.as_raw_fd()),
         guest.as_ref().map(|g| g.as_raw_fd()),
+        held.as_ref().map(|h| h.as_raw_fd()),
     ]
     .into_iter()
     .flatten()

@@ -1,6 +1,8 @@
 //! Review (session 35) of what session 34 left of `unifs run`'s keeper
 //! reports: `guest list` and `status` said nothing of them; a keeper killed
-//! at its work was told of only by a run 10 s later, untested.
+//! at its work was told of only by a run 10 s later, untested; and a
+//! sweep of another run or start took on a dead run's groups while that
+//! run's keeper was still at work on them.
 
 use crate::guest::harness::{alive, can_run, stderr, stdout, within_30s, TestRoot};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
@@ -91,6 +93,48 @@ fn s35_a_keeper_killed_at_work_is_told_by_the_next_run() {
         stderr(&again)
     );
     assert!(run_groups(pid).is_empty(), "{:?}", run_groups(pid));
+    run.done();
+}
+
+/// The sweep of every `unifs run` and `guest start` took on the groups of
+/// a run whose pid was gone while that run's keeper was still at its work
+/// there: between the run's death and the keeper's SIGKILL it killed the
+/// guest itself (`killing 1 process(es) …`, and a 2 s wait), and during
+/// the keeper's 5 s with a process SIGKILL does not end (a test's frozen
+/// guest) every run and start beside it warned of that process. A keeper
+/// now holds a lock on its run's group while it lives, and the sweep
+/// leaves a dead run's groups to a keeper that holds it.
+#[test]
+fn s35_a_sweep_leaves_a_dead_runs_groups_to_its_keeper_at_work() {
+    let test = "s35_a_sweep_leaves_a_dead_runs_groups_to_its_keeper_at_work";
+    if !can_run(test) {
+        return;
+    }
+    let t = TestRoot::new();
+    let run_dir = t.dir.path().join("run");
+    let Some((run, frozen, go_on)) = killed_run_with_keeper_stopped(test, &t, &run_dir) else {
+        return;
+    };
+    let (pid, guest, keeper) = (run.pid, run.guest, run.keeper);
+    let groups = run_groups(pid);
+    assert!(!groups.is_empty(), "the run made no groups");
+    // Another run dir: the run beside it, not this run's next.
+    let beside = next_run(&t, &t.dir.path().join("other-run"));
+    let err = stderr(&beside);
+    assert!(beside.status.success(), "{err}");
+    assert!(
+        !err.contains(&format!("unifs/run-{pid}-")) && !err.contains(&format!("process {guest} (")),
+        "the run beside took on the groups of a run whose keeper is at work: {err}"
+    );
+    assert_eq!(run_groups(pid), groups);
+    // Thawed and let go on, the keeper does its work, and has nothing to
+    // report.
+    drop(frozen);
+    drop(go_on);
+    assert!(within_30s(|| !alive(guest.into())), "the guest lives");
+    assert!(within_30s(|| !alive(keeper.into())), "the keeper lives");
+    assert!(run_groups(pid).is_empty(), "{:?}", run_groups(pid));
+    assert!(reports(&run_dir, pid).is_empty(), "a report was left");
     run.done();
 }
 
