@@ -3,6 +3,7 @@
 use super::print::{errln, outln};
 use super::{output, Global};
 use crate::guest::config::{GuestConfig, RootMount};
+use crate::guest::keeper_report;
 use crate::guest::lifecycle::{self, Dirs, Stopped};
 use crate::guest::overlay::OverlayRoot;
 use crate::guest::spec::{
@@ -342,7 +343,8 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
-    /// List guests with their state, PID and resource use.
+    /// List guests with their state, PID and resource use (and warn of
+    /// keeper reports of killed `unifs run`s in the run dir).
     List {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -353,7 +355,8 @@ pub enum GuestCommand {
     /// Show one guest's state; exits 0 if running, 3 if stopped, 4 if running
     /// with its root lost (its overlay daemon died or is stopped; one that
     /// runs but is slow to answer is "root busy", exit 0) or if it was
-    /// started from another PID namespace (its state unknown here).
+    /// started from another PID namespace (its state unknown here). Warns
+    /// of keeper reports in the run dir, as `list` does.
     Status {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -389,7 +392,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     // Its keeper works from /.
     let run_dir = std::path::absolute(&a.run_dir)
         .with_context(|| format!("--run-dir {}", output::path(&a.run_dir)))?;
-    crate::guest::run_keeper::tell_reports(&run_dir);
+    crate::guest::keeper_report::tell_reports(&run_dir);
     // The pid alone is not unique: a run in a PID namespace of its own may
     // be pid 1 as well, and two runs must never share their cgroups.
     let name = format!("run-{}-{:08x}", std::process::id(), random_u32());
@@ -721,6 +724,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 Ok(all)
             })?;
+            warn_of_keeper_reports(&keeper_report::pending(&dirs.run_dir));
             if json {
                 outln!("{}", super::output::json(&all)?);
             } else {
@@ -754,7 +758,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             json,
             name,
         } => {
-            let s = lifecycle::status(&dirs(d), &name)?;
+            let dirs = dirs(d);
+            let s = lifecycle::status(&dirs, &name)?;
+            let keeper_reports = keeper_report::pending(&dirs.run_dir);
+            warn_of_keeper_reports(&keeper_reports);
             if let Some(e) = s
                 .root_serving
                 .and_then(|r| lifecycle::root_refusal(&name, r, lifecycle::ROOT_ASK))
@@ -770,6 +777,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             if json {
+                let s = StatusJson {
+                    status: &s,
+                    keeper_reports: &keeper_reports,
+                };
                 outln!("{}", super::output::json(&s)?);
             } else {
                 outln!("name:    {}", s.name);
@@ -827,6 +838,24 @@ fn checked_config(command: &str, d: &GuestDirs, name: &str) -> anyhow::Result<Gu
     let cfg = GuestConfig::load(&d.config_dir, name)?;
     super::privilege::require(command, &super::privilege::configured(&cfg), false, &[])?;
     Ok(cfg)
+}
+
+/// `guest status --json`: the guest's status, and the run dir's keeper
+/// reports (docs/store-format.md).
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    status: &'a lifecycle::Status,
+    keeper_reports: &'a [keeper_report::KeeperReport],
+}
+
+/// `guest list` and `status` warn of each keeper report in the run dir
+/// (left for the next run or start to show and remove): a keeper that
+/// could not end what a killed `unifs run` left is a host's business.
+fn warn_of_keeper_reports(reports: &[keeper_report::KeeperReport]) {
+    for line in reports.iter().flat_map(keeper_report::describe) {
+        errln!("warning: {line}");
+    }
 }
 
 fn state_word(s: &lifecycle::Status) -> String {

@@ -8,8 +8,11 @@
 //! pure (unit-tested against made-up hosts); [`Cgroup::create`] applies it.
 
 use super::{Error, Limits, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -549,6 +552,14 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// A lock on the run's first group, for its keeper to hold while it
+    /// lives: the sweep leaves the groups of a dead run to a keeper that
+    /// holds it ([`keeper_at_work`]). None without groups.
+    pub fn keeper_lock(&self) -> Option<Flock<std::fs::File>> {
+        let dir = open_dir(self.groups.first()?)?;
+        Flock::lock(dir, FlockArg::LockExclusiveNonblock).ok()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
@@ -1044,6 +1055,26 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     all
 }
 
+/// `dir`, opened to lock it.
+fn open_dir(dir: &Path) -> Option<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .ok()
+}
+
+/// Whether the keeper of the dead run whose groups are `groups` lives: it
+/// holds a lock on one of them ([`Cgroup::keeper_lock`]) until it ends.
+fn keeper_at_work(groups: &[PathBuf]) -> bool {
+    groups.iter().filter_map(|g| open_dir(g)).any(|dir| {
+        matches!(
+            Flock::lock(dir, FlockArg::LockSharedNonblock),
+            Err((_, Errno::EAGAIN))
+        )
+    })
+}
+
 /// How long a sweep waits, once for all the dead runs' processes it kills,
 /// before it leaves those still there.
 const SWEEP_WAIT: Duration = Duration::from_secs(2);
@@ -1053,9 +1084,11 @@ const ENDING_WAIT: Duration = Duration::from_millis(200);
 
 /// Removes the `run-PID-TAG` groups (and the groups below them) beside ours
 /// whose `unifs run` is gone (killed before it could clean up). Its keeper
-/// ends the guest of a killed run; killed with it (a service manager's kill
-/// of its whole cgroup), the guest was left running: what is left there is
-/// killed first, if provably the dead run's (see [`orphaned`]).
+/// ends the guest of a killed run: the groups of a run whose keeper is
+/// still at work are left to it. Killed with the run (a service manager's
+/// kill of its whole cgroup), the keeper left the guest running: what is
+/// left there is killed first, if provably the dead run's (see
+/// [`orphaned`]).
 ///
 /// A run has a group in every hierarchy: its groups are taken together,
 /// killed once and waited for once (all runs at once, for [`SWEEP_WAIT`]),
@@ -1066,6 +1099,9 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
     let mut killed = Vec::new();
     let mut dead_runs = Vec::new();
     for (pid, groups) in dead_runs_beside(groups) {
+        if keeper_at_work(&groups) {
+            continue;
+        }
         let dead = Cgroup { groups };
         // Its overlay daemon too (in its `mount` leaf): one that
         // outlived its parent-death signal (stopped) holds the group.
@@ -1178,7 +1214,6 @@ fn being_killed(pid: i32) -> bool {
 /// What to say of `pid`, a dead run's process that SIGKILL did not end:
 /// which it is, what it waits on where that can be told, what to do.
 pub(crate) fn unkillable(pid: i32) -> String {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
     let why = if let Some(dir) = frozen_v1_group(pid) {
         format!(
@@ -1201,8 +1236,28 @@ pub(crate) fn unkillable(pid: i32) -> String {
     format!(
         "process {pid} ({}), left by a killed `unifs run`, survived SIGKILL: {why}; its groups \
          stay until it ends, and a later `unifs run` or `guest start` removes them",
-        comm.trim()
+        command_of(pid)
     )
+}
+
+/// What to say of `pid`, in the groups of a killed run (to `guest list`
+/// and `status`): [`unkillable`]'s words once it was killed, else how it
+/// ends.
+pub(crate) fn left_by_killed_run(pid: i32) -> String {
+    if being_killed(pid) {
+        return unkillable(pid);
+    }
+    format!(
+        "process {pid} ({}), left by a killed `unifs run`, is not killed yet: `kill -KILL {pid}` \
+         ends it, or the next `unifs run` or `guest start`, which then removes its groups",
+        command_of(pid)
+    )
+}
+
+/// The command name of `pid` (its comm; empty once it is gone).
+pub(crate) fn command_of(pid: i32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.trim().to_string()
 }
 
 /// Whether `pids`, in the groups of a run whose pid is gone, are the

@@ -96,7 +96,7 @@ pub fn start(dirs: &Dirs, name: &str, cfg: GuestConfig) -> Result<State> {
     });
     spec.limits.check_pids_room(daemon, spec.init)?;
     // Beside the sweep of killed runs' groups, what their keepers said.
-    super::run_keeper::tell_reports(&dirs.run_dir);
+    super::keeper_report::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.
     let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true)?;
     let root = run.root();

@@ -8,8 +8,8 @@
 //! - [`seccomp`]: the syscall filter the guest runs under.
 //! - [`cgroup`]: limits on cgroup v2 and v1.
 //! - [`launch`]: clone, handshake, wait.
-//! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed,
-//!   and its report when it could not.
+//! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed;
+//!   [`keeper_report`]: its report when it could not.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay;
 //!   [`host_mounts`]: what its mount namespace keeps of the host's.
 //! - [`ps`]: a running guest's processes, seen from the host.
@@ -25,6 +25,7 @@ pub mod config;
 pub mod console;
 mod error;
 pub mod host_mounts;
+pub mod keeper_report;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;

@@ -1,19 +1,19 @@
 //! `unifs run`'s keeper ([`Keeper`]): what ties a foreground guest to `unifs
-//! run`; the report it leaves when it could not clean up after a killed run
-//! ([`tell_reports`] shows it); and the run's watch for the keeper's death.
+//! run`, cleaning up after a killed run (what it could not do goes to its
+//! report, [`super::keeper_report`]); and the run's watch for the keeper's
+//! death.
 
 use super::cgroup::{self, Cgroup};
+use super::keeper_report::{report_path, Report};
 use super::sys::{self, Forked};
 use super::{Error, Result};
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// What ties a foreground guest (`unifs run`'s) to `unifs run`, whatever
@@ -118,6 +118,9 @@ impl Keeper {
 /// returns.
 fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Path) -> ! {
     crate::sys::test_panic("run-keeper");
+    // Held until it ends: the sweep of a later run or start leaves the
+    // groups of this run, once dead, to this keeper while it lives.
+    let held = cgroup.keeper_lock();
     sys::set_not_dumpable();
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");
@@ -127,11 +130,14 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
     // Nothing of the run's kept open: its terminal, pipes someone reads to
     // their end, the guest's handshake pipes.
     sys::stdio_to_null();
-    let keep: Vec<i32> = [Some(&life), guest.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|fd| fd.as_raw_fd())
-        .collect();
+    let keep: Vec<i32> = [
+        Some(life.as_raw_fd()),
+        guest.as_ref().map(|g| g.as_raw_fd()),
+        held.as_ref().map(|h| h.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     sys::close_fds_except(&keep);
     let _ = nix::unistd::chdir("/");
     let mut word = [0u8; 1];
@@ -146,6 +152,9 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
     // `unifs run` is gone, and nobody hears our stderr: from here on it is
     // the report, which the next run or start shows.
     let report = Report::open(report);
+    // The tests' window on a keeper at work (its report made, nothing
+    // done yet): to look at it, or kill it there.
+    crate::sys::test_stop("UNIFS_TEST_KEEPER_STOP");
     // The guest's init is PID 1 of its namespace: its SIGKILL from here
     // ends every process there.
     if let Some(fd) = &guest {
@@ -176,163 +185,4 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
         report.close();
     }
     sys::exit_child(0)
-}
-
-/// Where the keeper of the run `run` (`run-PID-TAG`) reports: in the run
-/// dir `reports` (RUN_DIR), `run-PID-TAG.keeper` (no guest is named so).
-pub fn report_path(reports: &Path, run: &str) -> PathBuf {
-    reports.join(format!("{run}{REPORT}"))
-}
-
-const REPORT: &str = ".keeper";
-
-/// A keeper's report, its stderr once its run is dead (its own warnings,
-/// those of the cgroup code it calls, a panic's words), locked (flock)
-/// while it works; removed if it stayed empty. The next `unifs run` or
-/// `guest start` shows what it says ([`tell_reports`]).
-struct Report {
-    file: Flock<std::fs::File>,
-    path: PathBuf,
-}
-
-impl Report {
-    /// None if it cannot be made: the keeper works on all the same.
-    fn open(path: &Path) -> Option<Report> {
-        // Root's alone, as `guest start` makes it.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path.parent()?)
-            .ok()?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .ok()?;
-        let file = Flock::lock(file, FlockArg::LockExclusive).ok()?;
-        nix::unistd::dup2_stderr(&*file).ok()?;
-        Some(Report {
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Nothing went wrong: nothing to tell.
-    fn close(self) {
-        if self.file.metadata().is_ok_and(|m| m.len() == 0) {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// How old a report may be and still be empty for the work of a keeper
-/// that has not locked it yet (a moment after it made it).
-const UNLOCKED_EMPTY: Duration = Duration::from_secs(10);
-
-/// Shows, once each, what the keepers of killed runs reported in the run
-/// dir `reports` (see [`Report`]), and removes their reports. One still
-/// being written (locked) waits for the next run or start.
-pub fn tell_reports(reports: &Path) {
-    let Ok(dir) = std::fs::read_dir(reports) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(run) = name.to_str().and_then(|n| n.strip_suffix(REPORT)) else {
-            continue;
-        };
-        if !run.starts_with("run-") {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        else {
-            continue;
-        };
-        let Ok(file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-            continue;
-        };
-        let mut text = Vec::new();
-        let _ = (&*file).take(64 << 10).read_to_end(&mut text);
-        let text = String::from_utf8_lossy(&text);
-        let age = file.metadata().and_then(|m| m.modified());
-        let fresh = age.is_ok_and(|t| t.elapsed().is_ok_and(|a| a < UNLOCKED_EMPTY));
-        if text.trim().is_empty() && fresh {
-            continue;
-        }
-        let pid = run.split('-').nth(1).unwrap_or("?");
-        let keeper =
-            format!("the keeper of the killed `unifs run` (pid {pid}, groups unifs/{run})");
-        if text.trim().is_empty() {
-            tracing::warn!(
-                "{keeper} ended before it was done (killed?): what is left in those groups is \
-                 ended by this or a later `unifs run` or `guest start`"
-            );
-        }
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match logged(line) {
-                (Some(when), said) => tracing::warn!("{keeper} reported at {when}: {said}"),
-                (None, said) => tracing::warn!("{keeper} reported: {said}"),
-            }
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-}
-
-/// A line of the log format (`TIME  LEVEL MESSAGE`, colours or not) as
-/// its time and message; any other line as its text.
-fn logged(line: &str) -> (Option<String>, String) {
-    let plain = strip_colours(line);
-    let parsed = plain.split_once(' ').and_then(|(time, rest)| {
-        let (level, said) = rest.trim_start().split_once(' ')?;
-        let is_time = time.ends_with('Z') && time.contains('T');
-        let is_level = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level);
-        (is_time && is_level).then(|| (Some(time.to_string()), said.trim_start().to_string()))
-    });
-    parsed.unwrap_or((None, plain))
-}
-
-/// `line` without the terminal's colour sequences (`ESC [ … m`).
-fn strip_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_line_is_its_time_and_message() {
-        let line = "2026-12-04T14:05:11.491386Z  WARN process 7 (sleep) survived";
-        assert_eq!(
-            logged(line),
-            (
-                Some("2026-12-04T14:05:11.491386Z".to_string()),
-                "process 7 (sleep) survived".to_string()
-            )
-        );
-        let coloured = "\x1b[2m2026-12-04T14:05:11Z\x1b[0m \x1b[33m WARN\x1b[0m gone";
-        let time = Some("2026-12-04T14:05:11Z".to_string());
-        assert_eq!(logged(coloured), (time, "gone".to_string()));
-        let panic = "unifs: the keeper of `unifs run` (pid 9) failed";
-        assert_eq!(logged(panic), (None, panic.to_string()));
-    }
 }

@@ -48,7 +48,12 @@ impl Drop for Frozen {
 
 /// `unifs run --root-mount bind` of `command` with the run dir `run_dir`
 /// and `env`, its stdin /dev/null, its output piped.
-fn spawn_run(t: &TestRoot, run_dir: &Path, env: &[(&str, &str)], command: &[&str]) -> KillOnDrop {
+pub(crate) fn spawn_run(
+    t: &TestRoot,
+    run_dir: &Path,
+    env: &[(&str, &str)],
+    command: &[&str],
+) -> KillOnDrop {
     let mut run = Command::new(unifs_bin());
     run.arg("run").arg("--root").arg(t.root());
     run.args(["--root-mount", "bind", "--"]).args(command);
@@ -60,7 +65,7 @@ fn spawn_run(t: &TestRoot, run_dir: &Path, env: &[(&str, &str)], command: &[&str
 }
 
 /// `unifs run --root-mount bind -- /bin/true` with the run dir `run_dir`.
-fn next_run(t: &TestRoot, run_dir: &Path) -> Output {
+pub(crate) fn next_run(t: &TestRoot, run_dir: &Path) -> Output {
     let mut run = Command::new(unifs_bin());
     run.arg("run").arg("--root").arg(t.root());
     run.args(["--root-mount", "bind", "--", "/bin/true"]);
@@ -69,7 +74,7 @@ fn next_run(t: &TestRoot, run_dir: &Path) -> Output {
 }
 
 /// The keeper's reports of the run `pid` in `run_dir`.
-fn reports(run_dir: &Path, pid: u32) -> Vec<PathBuf> {
+pub(crate) fn reports(run_dir: &Path, pid: u32) -> Vec<PathBuf> {
     let prefix = format!("run-{pid}-");
     std::fs::read_dir(run_dir)
         .map(|d| {
@@ -86,16 +91,16 @@ fn reports(run_dir: &Path, pid: u32) -> Vec<PathBuf> {
 
 /// A run of `sleep 1000` (with `env`), its pids, and what to clean up
 /// should the test fail.
-struct SleepingRun {
+pub(crate) struct SleepingRun {
     run: KillOnDrop,
-    pid: u32,
-    guest: u32,
-    keeper: u32,
+    pub(crate) pid: u32,
+    pub(crate) guest: u32,
+    pub(crate) keeper: u32,
     left: Leftovers,
 }
 
 impl SleepingRun {
-    fn new(t: &TestRoot, run_dir: &Path, env: &[(&str, &str)]) -> SleepingRun {
+    pub(crate) fn new(t: &TestRoot, run_dir: &Path, env: &[(&str, &str)]) -> SleepingRun {
         let run = spawn_run(t, run_dir, env, &["/bin/sleep", "1000"]);
         let pid = run.0.as_ref().unwrap().id();
         let guest = wait_for_descendant(pid, "sleep");
@@ -115,9 +120,7 @@ impl SleepingRun {
 
     /// Kills `unifs run` with SIGKILL; waits for its keeper to end.
     fn kill(&mut self) {
-        let mut run = self.run.0.take().unwrap();
-        run.kill().unwrap();
-        let _ = run.wait();
+        self.kill_run();
         let keeper = self.keeper;
         assert!(
             within_60s(|| !alive(keeper.into())),
@@ -125,8 +128,15 @@ impl SleepingRun {
         );
     }
 
+    /// Kills `unifs run` with SIGKILL, and reaps it.
+    pub(crate) fn kill_run(&mut self) {
+        let mut run = self.run.0.take().unwrap();
+        run.kill().unwrap();
+        let _ = run.wait();
+    }
+
     /// The test cleaned up.
-    fn done(mut self) {
+    pub(crate) fn done(mut self) {
         self.left.guest = None;
         self.left.groups.clear();
     }
