@@ -202,3 +202,25 @@ pub fn forgets_held() -> std::sync::MutexGuard<'static, ()> {
     // A test that failed holding it leaves nothing to undo.
     FORGETS.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Runs `exec` (a spawn or run of a program the test just wrote) again
+/// while it fails with ETXTBSY, for up to 30 s. Another thread of the test
+/// binary forking meanwhile hands its child a copy of the writing fd until
+/// that child's own exec closes it (O_CLOEXEC closes only at exec), so the
+/// kernel may refuse to run a just-written program for a moment; and
+/// through a mount, the writer's release may still be on its way
+/// (docs/mount.md). Any other result is returned as it is.
+pub fn exec_written<T>(mut exec: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match exec() {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETXTBSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
+}

@@ -116,10 +116,10 @@ fn o_rdonly_o_trunc_of_a_running_program_leaves_it_whole() {
         fs::copy("/bin/sleep", g.join("prog")).unwrap();
         let size = fs::metadata(g.join("prog")).unwrap().len();
         let m = w.mount(&g, "m", opts);
-        let mut child = std::process::Command::new(m.path("prog"))
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = crate::common::exec_written(|| {
+            std::process::Command::new(m.path("prog")).arg("30").spawn()
+        })
+        .unwrap();
         // Running it: exec'd (a fixed pause was too short on a loaded
         // machine, and the truncating open then met no running program).
         let exe = format!("/proc/{}/exe", child.id());
@@ -243,16 +243,8 @@ fn o_trunc_works_right_after_the_program_exits() {
             // (Run it: under load the exec itself may find the last write's
             // release still in flight, a known limit (docs/mount.md); this
             // test is about the truncating open below.)
-            let mut st = std::process::Command::new(m.path("prog")).status();
-            for _ in 0..100 {
-                match &st {
-                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                        st = std::process::Command::new(m.path("prog")).status();
-                    }
-                    _ => break,
-                }
-            }
+            let st =
+                crate::common::exec_written(|| std::process::Command::new(m.path("prog")).status());
             assert!(st.unwrap().success());
             // The edit-build-run loop: `cp new prog` right after a run.
             match OpenOptions::new()

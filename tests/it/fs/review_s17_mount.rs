@@ -168,7 +168,8 @@ fn truncating_a_running_program_fails_at_once() {
     for dir in [&plain, &m.dir] {
         let prog = dir.join("mysleep");
         fs::copy("/bin/sleep", &prog).unwrap();
-        let mut running = Command::new(&prog).arg("30").spawn().unwrap();
+        let mut running =
+            crate::common::exec_written(|| Command::new(&prog).arg("30").spawn()).unwrap();
         // Running once its exec is done: /proc shows the new program.
         assert!(wait_until(Duration::from_secs(30), || {
             fs::read_link(format!("/proc/{}/exe", running.id()))
@@ -210,16 +211,7 @@ fn truncating_a_program_right_after_it_exited_works() {
         fs::copy("/bin/true", &prog).unwrap();
         // (An exec right after the write may itself meet the write's
         // release in flight: a known limit, docs/mount.md.)
-        let mut st = Command::new(&prog).status();
-        for _ in 0..100 {
-            match &st {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    st = Command::new(&prog).status();
-                }
-                _ => break,
-            }
-        }
+        let st = crate::common::exec_written(|| Command::new(&prog).status());
         assert!(st.unwrap().success());
         let r = OpenOptions::new()
             .read(true)
