@@ -1523,6 +1523,15 @@ pub fn mknod(path: &Path, mode: u32, major: u32, minor: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Unit tests run side by side in one process: a child another test
+/// spawns holds a copy of every fd open at its fork until its exec, so a
+/// file a test has just written may count as open for writing a moment
+/// longer, and a read lease on it fails (EAGAIN). Tests that spawn hold
+/// this for writing while they do; tests that lease files they wrote, for
+/// reading.
+#[cfg(test)]
+pub(crate) static SPAWNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1541,6 +1550,7 @@ mod tests {
         ] {
             let word = shell_word(Path::new(OsStr::from_bytes(name)));
             assert!(!word.chars().any(is_hidden), "{word}");
+            let _spawning = SPAWNS.write().unwrap_or_else(|e| e.into_inner());
             let out = std::process::Command::new("bash")
                 .arg("-c")
                 .arg(format!("printf %s {word}"))

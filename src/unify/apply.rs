@@ -1064,12 +1064,14 @@ mod tests {
     /// the path again (it saw another inode and skipped, touching nothing).
     #[test]
     fn a_path_the_guest_replaced_after_hashing_is_not_touched() {
+        let _leasing = crate::sys::SPAWNS.read().unwrap_or_else(|e| e.into_inner());
         replaced_after_hashing(true);
     }
 
     /// The same, with linking opening the path again (as before 67ad9c9).
     #[test]
     fn a_path_the_guest_replaced_after_hashing_is_not_touched_when_reopened() {
+        let _leasing = crate::sys::SPAWNS.read().unwrap_or_else(|e| e.into_inner());
         replaced_after_hashing(false);
     }
 
@@ -1081,6 +1083,7 @@ mod tests {
     /// (invariant 3), though its path now names another directory or none.
     #[test]
     fn a_directory_the_guest_renamed_during_the_run_gets_its_mtime_back() {
+        let _leasing = crate::sys::SPAWNS.read().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::create(&tmp.path().join("store")).unwrap();
         let t = Timestamp {
