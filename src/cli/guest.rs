@@ -621,9 +621,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             }
         }
         GuestCommand::Enter { dirs: d, who, name } => {
-            let needs = super::privilege::recorded(&d, &name, who.user.is_some());
-            super::privilege::require("guest enter", &needs, false, &[])?;
-            exit_code(lifecycle::enter(&dirs(d), &name, who.into_lifecycle()?)?)
+            let dirs = dirs(d);
+            let st = joinable("guest enter", &dirs, &name, who.user.is_some())?;
+            exit_code(lifecycle::enter(&dirs, &name, st, who.into_lifecycle()?)?)
         }
         GuestCommand::Exec {
             dirs: d,
@@ -632,11 +632,12 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             name,
             command,
         } => {
-            let needs = super::privilege::recorded(&d, &name, who.user.is_some());
-            super::privilege::require("guest exec", &needs, false, &[])?;
+            let dirs = dirs(d);
+            let st = joinable("guest exec", &dirs, &name, who.user.is_some())?;
             exit_code(lifecycle::exec(
-                &dirs(d),
+                &dirs,
                 &name,
+                st,
                 command,
                 tty,
                 who.into_lifecycle()?,
@@ -838,6 +839,27 @@ fn checked_config(command: &str, d: &GuestDirs, name: &str) -> anyhow::Result<Gu
     let cfg = GuestConfig::load(&d.config_dir, name)?;
     super::privilege::require(command, &super::privilege::configured(&cfg), false, &[])?;
     Ok(cfg)
+}
+
+/// The runtime record of the running guest `name` that `guest exec` or
+/// `enter` (`command`) joins, read once, and checked for what joining it
+/// needs of this process ([`super::privilege::recorded`]), as
+/// [`checked_config`] is for a start.
+fn joinable(
+    command: &'static str,
+    dirs: &Dirs,
+    name: &str,
+    user_given: bool,
+) -> anyhow::Result<crate::guest::state::State> {
+    let word = command.trim_start_matches("guest ");
+    let st = lifecycle::joinable(dirs, name, word)?;
+    super::privilege::require(
+        command,
+        &super::privilege::recorded(&st, user_given),
+        false,
+        &[],
+    )?;
+    Ok(st)
 }
 
 /// `guest status --json`: the guest's status, and the run dir's keeper

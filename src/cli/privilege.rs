@@ -17,10 +17,10 @@
 //! command then goes on with, read once ([`configured`], [`recorded`]).
 
 use super::guest::GuestCommand as G;
-use super::guest::GuestDirs;
 use super::store::StoreCommand as S;
 use super::Command;
 use crate::guest::config::GuestConfig;
+use crate::guest::state::State;
 use crate::guest::NetMode;
 
 /// A capability a command needs, and what for (said when it is missing).
@@ -238,26 +238,20 @@ pub(crate) fn configured(cfg: &GuestConfig) -> Vec<Need> {
     [network(cfg.net.mode), setuid].concat()
 }
 
-/// What `guest exec` or `enter` of the running guest `name` needs beyond
-/// [`needed`], by its runtime record: CAP_SYS_PTRACE when its init is
+/// What `guest exec` or `enter` of the running guest whose runtime record
+/// is `st` needs beyond [`needed`]: CAP_SYS_PTRACE when its init is
 /// unifs's reaper, which is not dumpable, or holds CAP_SYS_PTRACE itself
 /// (the kernel's ptrace access check of its /proc/PID/root and ns files);
 /// without `--user`, CAP_SETUID when init runs as a user other than root.
-/// Both when the record cannot be read (the command then says why).
-pub(crate) fn recorded(dirs: &GuestDirs, name: &str, user_given: bool) -> Vec<Need> {
-    let record = crate::guest::state::RunDir::new(&dirs.run_dir, name).read();
-    let (ptrace, setuid) = match record {
-        Ok(Some(st)) => (
-            st.spec.init || st.spec.caps & (1u64 << SYS_PTRACE.number) != 0,
-            st.spec.uid != 0,
-        ),
-        _ => (true, true),
-    };
+/// `st` is the record the command then joins (read once: checked on one,
+/// joined by another, a guest restarted meanwhile got a check for one
+/// init and a bare EPERM from the other).
+pub(crate) fn recorded(st: &State, user_given: bool) -> Vec<Need> {
     let mut needs = Vec::new();
-    if ptrace {
+    if st.spec.init || st.spec.caps & (1u64 << SYS_PTRACE.number) != 0 {
         needs.push(SYS_PTRACE);
     }
-    if setuid && !user_given {
+    if st.spec.uid != 0 && !user_given {
         needs.push(SETUID);
     }
     needs

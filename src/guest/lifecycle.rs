@@ -1376,8 +1376,15 @@ pub struct ExecAs {
 /// `guest exec NAME -- CMD`: runs CMD inside the running guest, in all its
 /// namespaces and cgroups, with its privileges; returns CMD's exit status.
 /// With `tty`, CMD gets a terminal of the guest's own (see [`console`]).
-pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecAs) -> Result<i32> {
-    require_root("entering a guest")?;
+/// `st` is the guest's record as [`joinable`] read it.
+pub fn exec(
+    dirs: &Dirs,
+    name: &str,
+    st: State,
+    command: Vec<String>,
+    tty: bool,
+    who: ExecAs,
+) -> Result<i32> {
     // A pty's end of input is a ^D that a line editor may take before it
     // reads the pipe's last line, or not as an end at all: the command
     // never ended (as `docker exec -t` refuses it).
@@ -1390,8 +1397,18 @@ pub fn exec(dirs: &Dirs, name: &str, command: Vec<String>, tty: bool, who: ExecA
                 .into(),
         });
     }
-    let st = running(dirs, name, "exec")?;
     exec_in(dirs, name, st, command, tty, who)
+}
+
+/// The record of the running guest `name` that `exec` or `enter`
+/// (`command`) is to join, read once: the caller checks what joining it
+/// needs on this one, then passes it to [`exec`] or [`enter`]. (Read
+/// again, it could name another guest, restarted meanwhile: a check for
+/// one, an exec into the other.) Whether its init still runs is checked
+/// again once a pidfd pins it ([`join_and_run`]).
+pub fn joinable(dirs: &Dirs, name: &str, command: &'static str) -> Result<State> {
+    require_root("entering a guest")?;
+    running(dirs, name, command)
 }
 
 /// How long `status` and `exec` first wait for a guest's overlay root to
@@ -1704,10 +1721,9 @@ fn own_namespaces(flags: CloneFlags) -> Result<Vec<(std::fs::File, CloneFlags)>>
 }
 
 /// `guest enter NAME`: the configured shell, on a terminal of the guest's
-/// own when we have one.
-pub fn enter(dirs: &Dirs, name: &str, who: ExecAs) -> Result<i32> {
-    require_root("entering a guest")?;
-    let mut st = running(dirs, name, "enter")?;
+/// own when we have one. `st` is the guest's record as [`joinable`] read
+/// it.
+pub fn enter(dirs: &Dirs, name: &str, mut st: State, who: ExecAs) -> Result<i32> {
     // The shell it was started with; a record of an older unifs has none.
     let shell = match st.shell.take() {
         Some(shell) => shell,

@@ -92,6 +92,7 @@ mod review_s35_keeperview;
 mod review_s35_net;
 mod review_s35_nodes2;
 mod review_s35_privpol;
+mod review_s35_record;
 mod review_s35_walshm2;
 mod review_s8_cli;
 mod review_s8b_unify;

@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 /// Counts the opens of one file (inotify's IN_OPEN) from its creation on.
 /// Its closes are watched too: inotify merges an event into the same one
 /// queued just before it, so two opens in a row would count as one.
-struct Opens {
+pub(crate) struct Opens {
     fd: OwnedFd,
 }
 
 impl Opens {
-    fn of(path: &Path) -> Opens {
+    pub(crate) fn of(path: &Path) -> Opens {
         // SAFETY: inotify_init1 takes no pointer; its fd is owned here.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         assert!(
@@ -54,7 +54,7 @@ impl Opens {
     }
 
     /// The opens since the last call (or since [`Opens::of`]).
-    fn take(&self) -> usize {
+    pub(crate) fn take(&self) -> usize {
         let mut opens = 0;
         let mut buf = [0u8; 4096];
         loop {
