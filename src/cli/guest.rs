@@ -807,6 +807,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(l) = &s.limits {
                     outln!("limits:  {}", describe_limits(l));
                 }
+                if let Some(i) = &s.host_interface {
+                    outln!("net:     veth, host end {i}");
+                }
                 if let Some(e) = &s.last_exit {
                     outln!("exit:    {} (init pid {})", e.describe(), e.pid);
                 }

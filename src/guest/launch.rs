@@ -103,6 +103,7 @@ pub fn run(
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
     let foreground = Foreground { end: &end, reports };
     let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
+    announce_host_if(spec);
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
     let (pty, guest) = (spawned.pty.take(), spawned.pid);
@@ -178,6 +179,26 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys(format!("waiting for pid {pid}"), e)),
         }
+    }
+}
+
+/// Names a `unifs run`'s host end (`ve-` and a digest of its generated
+/// name, which nothing else shows) on a terminal, as nspawn's banner names
+/// its container, or with --verbose; a script's stderr is left alone.
+fn announce_host_if(spec: &GuestSpec) {
+    if spec.net.mode != NetMode::Veth {
+        return;
+    }
+    let line = format!(
+        "guest network: host end {} (eth0 in the guest)",
+        net::host_ifname(spec)
+    );
+    use std::io::{IsTerminal, Write};
+    match std::io::stderr().is_terminal() {
+        true => {
+            let _ = writeln!(std::io::stderr(), "unifs: {line}");
+        }
+        false => tracing::info!("{line}"),
     }
 }
 

@@ -1780,6 +1780,9 @@ pub struct Status {
     pub uptime_secs: Option<u64>,
     /// The limits it runs under (as started, or as `update` changed them).
     pub limits: Option<Limits>,
+    /// Running with `--net veth`: its host end (`ve-NAME`), for the host's
+    /// tools (`ip addr show dev …`, a firewall rule).
+    pub host_interface: Option<String>,
     /// How the last init ended, while stopped (until the next start): seen
     /// by its keeper; None if unknown (an older unifs, a killed keeper).
     pub last_exit: Option<state::Exit>,
@@ -1855,6 +1858,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         processes: cgroup.map(|c| c.pids().len() as u64),
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
+        host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
         last_exit: (!running && unrecorded.is_none() && !starting)
             .then(|| run.read_exit())
             .flatten()

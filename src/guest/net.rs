@@ -194,6 +194,9 @@ fn ifname_of(guest: &str) -> String {
 fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     let net = &spec.net;
     let host_if = host_ifname(spec);
+    // Held until the host end has its address: another start's check of
+    // the host's addresses must see it (or this one see the other's).
+    let _lock = host_lock()?;
     // `ip` would say only "File exists". Never removed here: it may be
     // another guest's (one name in two run dirs, or `--net veth` guests
     // whose long names share a digest prefix).
@@ -206,6 +209,10 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
         )));
     }
     check_host(spec)?;
+    // UNIFS_TEST_VETH_PAUSE_MS: the tests' window between the check and
+    // the address, for two starts at once.
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_VETH_PAUSE_MS");
     let pid_s = pid.as_raw().to_string();
     ip(&[
         "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
@@ -232,6 +239,26 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
         let _ = ip(&["link", "del", &host_if]);
     }
     configured
+}
+
+/// Where veth set-ups take turns: one lock for the host, whatever the run
+/// dir (guests of every run dir share the host's addresses).
+const HOST_LOCK: &str = "/run/lock/unifs-veth.lock";
+
+/// An exclusive flock on [`HOST_LOCK`], waited for; released on drop.
+fn host_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = Path::new(HOST_LOCK);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("opening", path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::sys(format!("locking {HOST_LOCK}"), e))
 }
 
 /// Adds address `a` (ADDR/PREFIX) to `dev`. An IPv6 one skips duplicate
@@ -265,6 +292,13 @@ pub fn host_ifindex(spec: &GuestSpec) -> Option<u32> {
         .join(host_ifname(spec))
         .join("ifindex");
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The host end's name for `status`, while it is the guest's: the
+/// recorded interface `ifindex` (any, for a record of an older unifs).
+pub fn host_ifname_shown(spec: &GuestSpec, ifindex: Option<u32>) -> Option<String> {
+    let now = host_ifindex(spec)?;
+    ifindex.is_none_or(|i| i == now).then(|| host_ifname(spec))
 }
 
 /// [`teardown`] for a named guest's record: only if the host end is still

@@ -90,6 +90,7 @@ mod review_s34_walshm;
 mod review_s35_depth;
 mod review_s35_keeperview;
 mod review_s35_net;
+mod review_s35_net2;
 mod review_s35_nodes2;
 mod review_s35_privpol;
 mod review_s35_record;
