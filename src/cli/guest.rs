@@ -518,11 +518,14 @@ fn overlay_root(
             .chain(cgroup.groups.iter().cloned())
             .collect(),
     };
-    // `ip`, found on PATH.
+    // `ip`, found on PATH, and the host's veth lock (/run/lock, a tmpfs of
+    // its own on systemd hosts, is not the run dir's mount when --run-dir
+    // is elsewhere: detached, the run would lock a file of its own).
     if spec.net.mode == crate::guest::NetMode::Veth {
         let path = std::env::var_os("PATH").unwrap_or_default();
         used.paths
             .extend(std::env::split_paths(&path).filter(|p| p.is_absolute()));
+        used.paths.push(crate::guest::net::HOST_LOCK.into());
     }
     Ok(OverlayRoot::mount(
         root,

@@ -243,7 +243,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
 
 /// Where veth set-ups take turns: one lock for the host, whatever the run
 /// dir (guests of every run dir share the host's addresses).
-const HOST_LOCK: &str = "/run/lock/unifs-veth.lock";
+pub const HOST_LOCK: &str = "/run/lock/unifs-veth.lock";
 
 /// An exclusive flock on [`HOST_LOCK`], waited for; released on drop.
 fn host_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {

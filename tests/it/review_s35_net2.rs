@@ -142,3 +142,40 @@ fn s35_overlapping_host_ips_started_at_once_are_refused() {
         "{err}"
     );
 }
+
+/// The host's veth lock lies in /run/lock, a tmpfs of its own on systemd
+/// hosts: `unifs run`'s namespace, which lets go of the host mounts the run
+/// does not use, must keep that one, or the run locks a file of its own
+/// (in the directory below the tmpfs) and takes no turn with the others.
+/// Here a private namespace of the test's has a tmpfs at /run/lock.
+#[test]
+fn s35_a_veth_run_keeps_the_mount_of_the_host_lock() {
+    let test = "s35_a_veth_run_keeps_the_mount_of_the_host_lock";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    let t = TestRoot::new();
+    let n = n();
+    let (ip, host_ip) = (format!("10.224.{n}.2/24"), format!("10.224.{n}.1/24"));
+    let script = format!(
+        "mount -t tmpfs tmpfs /run/lock && exec {} run --root {} --net veth --ip {ip} \
+         --host-ip {host_ip} -- /bin/sleep 60",
+        unifs_bin().display(),
+        t.root().display()
+    );
+    // unshare execs sh, which execs the run: one pid throughout.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let run = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = run.0.as_ref().unwrap().id();
+    crate::guest::harness::wait_for_descendant(pid, "sleep");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let held = mounts
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/run/lock"));
+    drop(run);
+    assert!(held, "the run let go of /run/lock:\n{mounts}");
+}
