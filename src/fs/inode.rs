@@ -949,6 +949,23 @@ mod tests {
         assert_eq!(t.lookup(sub, OsStr::new("f"), found(200)), f);
     }
 
+    /// A misled break's copy of a file whose node the kernel forgot keeps
+    /// that file's number: a private file's own, a shared path's; and a
+    /// new file given the replaced inode's number does not take it.
+    #[test]
+    fn a_copy_of_a_forgotten_file_keeps_its_number() {
+        let mut t = InodeTable::new(ino(2));
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        t.forget(a, 1);
+        t.copied_unseen(ROOT, OsStr::new("a"), private(100), ino(300));
+        assert_ne!(t.lookup(ROOT, OsStr::new("new"), private(100)), a);
+        assert_eq!(t.lookup(ROOT, OsStr::new("a"), private(300)), a);
+        let b = t.lookup(ROOT, OsStr::new("b"), shared(400));
+        t.forget(b, 1);
+        t.copied_unseen(ROOT, OsStr::new("b"), shared(400), ino(500));
+        assert_eq!(t.lookup(ROOT, OsStr::new("b"), private(500)), b);
+    }
+
     #[test]
     fn a_private_node_unify_shared_leaves_the_inode_index() {
         let mut t = InodeTable::new(ino(2));
