@@ -114,7 +114,8 @@ pub fn locked_dir(dir: BorrowedFd) -> Option<&'static str> {
 
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the
-/// backing inode the entry names afterwards. `dir_changes`: held for
+/// backing inode the entry names afterwards, and the stat of the file it
+/// replaced (the same file where it copied nothing). `dir_changes`: held for
 /// reading by every change of a directory the daemon makes for the guest
 /// (create, unlink, rename, utimes …); the break holds it for writing from
 /// just before its first change of `dir` (and its check that `name` is
@@ -126,17 +127,17 @@ pub fn break_link(
     name: &OsStr,
     keep: u64,
     dir_changes: &RwLock<()>,
-) -> io::Result<BackingIno> {
+) -> io::Result<(BackingIno, libc::stat)> {
     for _ in 0..8 {
         let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let st = fsys::fstat(src.as_fd())?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || !has_marker(src.as_fd())? {
-            return Ok(BackingIno::of(&st));
+            return Ok((BackingIno::of(&st), st));
         }
         let mut want = st;
         want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
         match copy_and_replace(dir, name, &src, &st, &want, dir_changes) {
-            Ok(ino) => return Ok(ino),
+            Ok(ino) => return Ok((ino, st)),
             // The name changed under us (unify re-linked it): look again.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
             Err(e) => return Err(e),

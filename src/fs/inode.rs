@@ -512,6 +512,34 @@ impl InodeTable {
         }
     }
 
+    /// A break put `copy` at (parent, name) in place of `copied`, a file
+    /// no node stands for (a rename through the mount put it there during
+    /// the break, and the kernel forgot its node before the break's state
+    /// lock). The copy keeps the number a lookup of `copied` would have
+    /// got: its path's (shared) or its inode's (private); unkept, the next
+    /// lookup numbered the copy by its own inode, and the guest saw the
+    /// file's number change. A number a live node has stays with it.
+    pub fn copied_unseen(&mut self, parent: u64, name: &OsStr, copied: Found, copy: BackingIno) {
+        let path = (self.parent_ino(parent), name.to_owned());
+        let n = match copied.shared {
+            true => self.shared_numbers.get(&path),
+            false => {
+                (self.private_numbers.get(&copied.ino)).or_else(|| self.own_number(copied.ino))
+            }
+        };
+        let Some(n) = n.filter(|&n| n > ROOT && !self.nodes.contains_key(&n)) else {
+            return;
+        };
+        // As `rebind_private`: the number is the copy's now, not the path's
+        // nor the replaced inode's (which the filesystem may reuse).
+        self.shared_numbers.forget(n);
+        if self.own_number(copy) == Some(n) {
+            self.private_numbers.forget(n);
+        } else {
+            self.private_numbers.remember(copy, n);
+        }
+    }
+
     /// The guest removed (parent, name) (unlink, rmdir): the name goes
     /// from its node, and so does the number kept for it as a shared
     /// path, which no lookup can ask for again (kept, they grew the table
@@ -919,6 +947,23 @@ mod tests {
         t.forget(f, 1);
         assert_ne!(t.lookup(sub, OsStr::new("new"), found(100)), f);
         assert_eq!(t.lookup(sub, OsStr::new("f"), found(200)), f);
+    }
+
+    /// A misled break's copy of a file whose node the kernel forgot keeps
+    /// that file's number: a private file's own, a shared path's; and a
+    /// new file given the replaced inode's number does not take it.
+    #[test]
+    fn a_copy_of_a_forgotten_file_keeps_its_number() {
+        let mut t = InodeTable::new(ino(2));
+        let a = t.lookup(ROOT, OsStr::new("a"), private(100));
+        t.forget(a, 1);
+        t.copied_unseen(ROOT, OsStr::new("a"), private(100), ino(300));
+        assert_ne!(t.lookup(ROOT, OsStr::new("new"), private(100)), a);
+        assert_eq!(t.lookup(ROOT, OsStr::new("a"), private(300)), a);
+        let b = t.lookup(ROOT, OsStr::new("b"), shared(400));
+        t.forget(b, 1);
+        t.copied_unseen(ROOT, OsStr::new("b"), shared(400), ino(500));
+        assert_eq!(t.lookup(ROOT, OsStr::new("b"), private(500)), b);
     }
 
     #[test]

@@ -1084,7 +1084,7 @@ impl Overlay {
             None => u64::MAX,
         };
         self.check_dir_unlocked(node, dir, name)?;
-        let new_ino = cow::break_link(dir, name, keep, &self.dir_changes).inspect_err(|e| {
+        let (new_ino, replaced) = cow::break_link(dir, name, keep, &self.dir_changes).inspect_err(|e| {
             static LOG: super::LogLimit = super::LogLimit::new(10);
             if LOG.allows() {
                 tracing::warn!(
@@ -1102,9 +1102,15 @@ impl Overlay {
         if let Some(p) = parent {
             let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st)).ok();
             if !Self::still_named(&state, node, p, name) || here != Some(new_ino) {
-                if here == Some(new_ino) && Self::rebind_misled(&mut state, p, name, new_ino) {
-                    drop((state, _late, _early, _guard));
-                    self.note_unsynced_break(new_ino);
+                if here == Some(new_ino) {
+                    let copied = Found {
+                        ino: BackingIno::of(&replaced),
+                        shared: Self::linked(&replaced),
+                    };
+                    if Self::rebind_misled(&mut state, p, name, copied, new_ino) {
+                        drop((state, _late, _early, _guard));
+                        self.note_unsynced_break(new_ino);
+                    }
                 }
                 return Err(Self::moved());
             }
@@ -1126,9 +1132,21 @@ impl Overlay {
     /// kernel forgot it. A private node with several names is a file the
     /// guest hardlinked itself, never a store object (unify leaves such
     /// groups alone; a link breaks first): a break copies nothing of it.
-    /// True if it did.
-    fn rebind_misled(state: &mut State, parent: u64, name: &OsStr, new_ino: BackingIno) -> bool {
+    /// True if it did. With no node there (the kernel forgot it after the
+    /// rename), the copy keeps the number the table keeps for `copied`,
+    /// the file it replaced, for the next lookup (invariant 5).
+    fn rebind_misled(
+        state: &mut State,
+        parent: u64,
+        name: &OsStr,
+        copied: Found,
+        new_ino: BackingIno,
+    ) -> bool {
         let other = state.table.child(parent, name);
+        if other.is_none() && copied.ino != new_ino {
+            state.table.copied_unseen(parent, name, copied, new_ino);
+            return true;
+        }
         let stale = other
             .and_then(|o| state.table.get(o))
             .is_some_and(|n| n.backing_ino != new_ino && (n.shared || n.names.len() == 1));

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The kernel forgets the inodes nothing uses (FORGET to the daemon).
-fn drop_caches() {
+pub(crate) fn drop_caches() {
     fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
 }
 
