@@ -2,7 +2,7 @@
 //! their results into replies (each error as its real errno). Passthrough
 //! registration lives here because it needs the reply object.
 
-use super::overlay::{Caller, Entry, OpenInode, Overlay};
+use super::overlay::{AttrFlags, Caller, Entry, OpenInode, Overlay};
 use super::sys::SetTime;
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
@@ -119,6 +119,55 @@ pub fn attr(e: &Entry) -> FileAttr {
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize as u32,
         flags: 0,
+    }
+}
+
+// The kernel's FUSE sends these with an unsigned int of flags (not the
+// long their numbers name) or a struct fsxattr (fs/fuse/ioctl.c).
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
+/// Serves a flag ioctl: its output bytes, or ENOTTY for any other.
+fn file_attr_ioctl(
+    overlay: &Overlay,
+    node: u64,
+    cmd: u32,
+    input: &[u8],
+    out_size: u32,
+    caller: Caller,
+) -> io::Result<Vec<u8>> {
+    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+    let words = |n: usize| -> io::Result<Vec<u32>> {
+        let bytes = input.get(..n * 4).ok_or_else(einval)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+            .collect())
+    };
+    let bytes = |words: &[u32]| -> io::Result<Vec<u8>> {
+        if (out_size as usize) < words.len() * 4 {
+            return Err(einval());
+        }
+        Ok(words.iter().flat_map(|w| w.to_ne_bytes()).collect())
+    };
+    match cmd {
+        FS_IOC_GETFLAGS => bytes(&overlay.attr_flags(node, AttrFlags::Flags(0))?.words()),
+        FS_IOC_FSGETXATTR => bytes(&overlay.attr_flags(node, AttrFlags::Fsx([0; 7]))?.words()),
+        FS_IOC_SETFLAGS => {
+            let flags = AttrFlags::Flags(words(1)?[0]);
+            overlay
+                .set_attr_flags(node, flags, caller)
+                .map(|_| Vec::new())
+        }
+        FS_IOC_FSSETXATTR => {
+            let raw: [u32; 7] = words(7)?.try_into().map_err(|_| einval())?;
+            overlay
+                .set_attr_flags(node, AttrFlags::Fsx(raw), caller)
+                .map(|_| Vec::new())
+        }
+        _ => Err(io::Error::from_raw_os_error(libc::ENOTTY)),
     }
 }
 
@@ -725,22 +774,26 @@ impl Filesystem for UnifsFs {
         }
     }
 
-    /// No ioctl is served: a file here answers as a plain file does to a
-    /// terminal's (isatty's TCGETS, on every stdio open), without the log
-    /// line fuser's default writes for each.
+    /// The flag ioctls (`lsattr`, `chattr`; see overlay::attrflags) are
+    /// served; every other ioctl fails as a plain file answers a terminal's
+    /// (isatty's TCGETS, on every stdio open), without the log line
+    /// fuser's default writes for each.
     #[allow(clippy::too_many_arguments)]
     fn ioctl(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        match file_attr_ioctl(&self.overlay, ino.0, cmd, in_data, out_size, caller(req)) {
+            Ok(out) => reply.ioctl(0, &out),
+            Err(e) => reply.error(err(e)),
+        }
     }
 
     /// Files here never block, as on a local filesystem: ENOSYS tells the

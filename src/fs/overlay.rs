@@ -4,6 +4,10 @@
 //! keeps the node table in step. The fuser adapter (`fuse.rs`) only
 //! translates to and from these.
 
+mod attrflags;
+
+pub use attrflags::AttrFlags;
+
 use super::cow;
 use super::dircache::{self, DirCache};
 use super::inode::{BackingIno, Found, InodeTable, ROOT};
@@ -2886,6 +2890,16 @@ impl Overlay {
         Self::private_or_stale(self.still_open(node, e)?)
     }
 
+    /// An fd to change a node that has no path (`e`, the error of looking
+    /// for one): a removed directory's, or an open file's that is not a
+    /// store object.
+    fn unnamed_private_fd(&self, node: u64, e: io::Error) -> Result<OwnedFd> {
+        match self.removed_dir(node) {
+            Some(fd) => Ok(fd),
+            None => self.still_open_private(node, e)?.fd.try_clone(),
+        }
+    }
+
     /// `f` if it is not a store object, else ESTALE: the file a reader kept
     /// when a break split its path off, or when a rename replaced a shared
     /// file, is the store's; a change by path that raced the split or the
@@ -2950,10 +2964,7 @@ impl Overlay {
             Ok(e) => e,
             // Unlinked but open, or split off its path: as in setattr.
             Err(e) => {
-                let fd = match self.removed_dir(node) {
-                    Some(fd) => fd,
-                    None => self.still_open_private(node, e)?.fd.try_clone()?,
-                };
+                let fd = self.unnamed_private_fd(node, e)?;
                 sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags)?;
                 // As below for an access ACL.
                 let st = fsys::fstat(fd.as_fd())?;

@@ -838,22 +838,20 @@ pub fn set_inode_flags(fd: BorrowedFd, flags: u32) -> io::Result<()> {
 /// The inode flags of the file open at `fd` (`chattr`'s, FS_IOC_GETFLAGS);
 /// 0 where the filesystem keeps none.
 pub fn inode_flags(fd: BorrowedFd) -> io::Result<u32> {
+    match get_inode_flags(fd) {
+        Err(e) if unsupported(&e) => Ok(0),
+        r => r,
+    }
+}
+
+/// [`inode_flags`], failing where the filesystem keeps none.
+pub fn get_inode_flags(fd: BorrowedFd) -> io::Result<u32> {
     const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
     let mut flags: libc::c_int = 0;
     // SAFETY: FS_IOC_GETFLAGS writes an int (see `set_inode_flags`) to the
     // int we pass, which lives through the call.
-    match check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) }) {
-        Ok(_) => Ok(flags as u32),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
-            ) =>
-        {
-            Ok(0)
-        }
-        Err(e) => Err(e),
-    }
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) })?;
+    Ok(flags as u32)
 }
 
 /// What FS_IOC_FSGETXATTR tells of a file: xfs' inode flags (ext4 and
@@ -894,7 +892,8 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-fn get_fsxattr_raw(fd: BorrowedFd) -> io::Result<[u32; 7]> {
+/// The struct fsxattr of the file open at `fd`, as FS_IOC_FSGETXATTR fills it.
+pub fn get_fsxattr_raw(fd: BorrowedFd) -> io::Result<[u32; 7]> {
     let mut raw = [0u32; 7];
     // SAFETY: FS_IOC_FSGETXATTR writes a 28-byte struct fsxattr to the
     // buffer we pass, which is 28 bytes and lives through the call.
@@ -902,7 +901,8 @@ fn get_fsxattr_raw(fd: BorrowedFd) -> io::Result<[u32; 7]> {
     Ok(raw)
 }
 
-fn set_fsxattr_raw(fd: BorrowedFd, raw: &[u32; 7]) -> io::Result<()> {
+/// Sets the struct fsxattr of the file open at `fd` (FS_IOC_FSSETXATTR).
+pub fn set_fsxattr_raw(fd: BorrowedFd, raw: &[u32; 7]) -> io::Result<()> {
     // SAFETY: FS_IOC_FSSETXATTR reads a 28-byte struct fsxattr from the
     // buffer we pass, which is 28 bytes and lives through the call.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, raw.as_ptr()) })?;

@@ -329,3 +329,26 @@ pub fn chattr(flags: &str, path: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The inode flags of `path` as `lsattr -d` prints them (which must work).
+pub fn lsattr(path: &Path) -> String {
+    let out = Command::new("lsattr").arg("-d").arg(path).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Takes `chattr -ai` off the paths when dropped, so the temp dir can go
+/// whatever the test did.
+pub struct Unflag(pub Vec<PathBuf>);
+
+impl Drop for Unflag {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-ai").arg(p).status();
+        }
+    }
+}

@@ -1479,17 +1479,6 @@ fn review_a_file_bind_mounted_into_guests_is_left_alone_quietly() {
     assert_eq!(out.status.code(), Some(0), "{text}");
 }
 
-/// The inode flags of `path` as `lsattr` prints them.
-fn lsattr(path: &Path) -> String {
-    let out = Command::new("lsattr").arg("-d").arg(path).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// A hardlink shares all inode metadata, so files that differ in any of it
 /// must not share an inode (DESIGN.md, "Object id"). The inode flags
 /// (`chattr`: nodump, noatime, sync, …) are inode metadata the object id
@@ -1683,18 +1672,6 @@ fn review2_a_dry_run_by_another_user_reads_what_it_may() {
     assert_invisible(&before[0], &snapshot(&a), "g0");
     assert_invisible(&before[1], &snapshot(&b), "g1");
     assert!(!lab.store().exists());
-}
-
-/// Takes `chattr -ai` off the paths when dropped, so the temp dir can go
-/// whatever the test did.
-struct Unflag(Vec<PathBuf>);
-
-impl Drop for Unflag {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = Command::new("chattr").arg("-ai").arg(p).status();
-        }
-    }
 }
 
 /// A guest directory that is append-only (`chattr +a`: names can be added,
