@@ -6,7 +6,7 @@ use crate::sys;
 use rayon::prelude::*;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// One file under `objects/`.
@@ -267,7 +267,7 @@ impl Store {
         }
         let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
         let file = std::fs::File::from(fd);
-        if super::id::hash_id(&meta, &file)? != *id {
+        if super::id::hash_id(&meta, sys::HolesAsZeros::new(&file)?)? != *id {
             return Ok(false);
         }
         if dry_run {
@@ -318,24 +318,27 @@ impl Store {
         // files holding them now (linked, or kept by gc).
         let (mut as_copies, mut holding) = (0u64, 0u64);
         for f in &files {
-            let st = match sys::lstat(&f.path) {
+            let st = match std::fs::symlink_metadata(&f.path) {
                 Ok(st) => st,
                 // Removed since the listing (a store gc beside us).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e).at(&f.path),
             };
+            // What the file takes on disk, up to its size: a restore can
+            // give an object holes, and a guest's copy (a break) keeps them.
+            let size = st.len().min(st.blocks().saturating_mul(512));
             ids.insert(f.id);
             u.object_files += 1;
-            u.bytes_stored += st.size;
-            let guest_links = st.nlink.saturating_sub(1);
+            u.bytes_stored += size;
+            let guest_links = st.nlink().saturating_sub(1);
             u.guest_links += guest_links;
-            as_copies += st.size * guest_links;
+            as_copies += size * guest_links;
             if guest_links > 0 {
                 kept = Some(f.id);
-                holding += st.size;
+                holding += size;
             } else if kept == Some(f.id) {
                 u.unused_kept_object_files += 1;
-                holding += st.size;
+                holding += size;
             } else {
                 u.unused_object_files += 1;
             }
@@ -387,7 +390,7 @@ fn verify_one(
         return Ok((0, Some(("not a regular file".into(), false))));
     }
     let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime)?;
-    let id = match super::id::hash_id(&meta, &file) {
+    let id = match super::id::hash_id(&meta, sys::HolesAsZeros::new(&file)?) {
         Ok(v) => v,
         Err(e) => return Ok((st.size, Some((e.to_string(), false)))),
     };
@@ -604,11 +607,12 @@ pub fn describe_change(
 
 /// Feeds the content of `file` (`size` bytes) to both hashers, in one read.
 fn hash_both(
-    mut file: &std::fs::File,
+    file: &std::fs::File,
     size: u64,
     a: &mut super::ObjectHasher,
     b: &mut super::ObjectHasher,
 ) -> std::io::Result<()> {
+    let mut file = sys::HolesAsZeros::new(file)?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match std::io::Read::read(&mut file, &mut buf) {

@@ -1077,6 +1077,62 @@ pub fn next_data(fd: BorrowedFd, off: u64) -> io::Result<Option<(u64, u64)>> {
     Ok(Some((data, hole.max(data))))
 }
 
+/// Reads a file from its start as `read` would, but gives its holes
+/// (`SEEK_DATA`) as zeros without reading them: what they read as, for a
+/// `memset` instead of the kernel zeroing page after page (which also fills
+/// the page cache with them). For hashing files that may be sparse (object
+/// files a restore gave holes). A file with as many blocks as bytes has no
+/// holes and is read plainly.
+pub struct HolesAsZeros<'a> {
+    file: &'a std::fs::File,
+    at: u64,
+    /// Zeros (a hole) from `at` up to here.
+    zeros_end: u64,
+    /// Data from `zeros_end` up to here (at most); past it, look again.
+    /// `u64::MAX`: read on plainly.
+    data_end: u64,
+}
+
+impl<'a> HolesAsZeros<'a> {
+    pub fn new(file: &'a std::fs::File) -> io::Result<HolesAsZeros<'a>> {
+        use std::os::unix::fs::MetadataExt;
+        let st = file.metadata()?;
+        let dense = st.blocks().saturating_mul(512) >= st.len();
+        Ok(HolesAsZeros {
+            file,
+            at: 0,
+            zeros_end: 0,
+            data_end: if dense { u64::MAX } else { 0 },
+        })
+    }
+}
+
+impl io::Read for HolesAsZeros<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at >= self.data_end {
+            (self.zeros_end, self.data_end) = match next_data(self.file.as_fd(), self.at)? {
+                Some(segment) => segment,
+                // A hole to the end; what is appended meanwhile is data.
+                None => (fstat(self.file.as_fd())?.size, u64::MAX),
+            };
+        }
+        let up_to = |end: u64| {
+            buf.len()
+                .min(usize::try_from(end - self.at).unwrap_or(usize::MAX))
+        };
+        if self.at < self.zeros_end {
+            let n = up_to(self.zeros_end);
+            buf[..n].fill(0);
+            self.at += n as u64;
+            return Ok(n);
+        }
+        let n = up_to(self.data_end);
+        let n = std::os::unix::fs::FileExt::read_at(self.file, &mut buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 /// One `copy_file_range` call between two open files at explicit offsets.
 pub fn copy_range(
     src: BorrowedFd,
@@ -1647,6 +1703,43 @@ mod tests {
             copy_data(f.as_fd(), to.as_fd(), len).unwrap();
             let m = to.metadata().unwrap();
             assert_eq!((m.len(), m.blocks()), (len, 0));
+        }
+    }
+
+    #[test]
+    fn holes_as_zeros_reads_what_read_reads() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        sparse_file(&path);
+        // A hole at its start and its end too, and a file that is one hole.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len((64 << 20) + 12345).unwrap();
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: plain integer arguments on an fd of ours.
+        check(unsafe { libc::fallocate(f.as_raw_fd(), punch, 0, 4096) }).unwrap();
+        std::fs::File::create(dir.path().join("hole"))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        std::fs::write(dir.path().join("dense"), vec![7u8; 300_000]).unwrap();
+        for name in ["f", "hole", "dense"] {
+            let file = std::fs::File::open(dir.path().join(name)).unwrap();
+            let mut got = Vec::new();
+            // Odd-sized reads, so that pieces end inside holes and data.
+            let mut reader = HolesAsZeros::new(&file).unwrap();
+            let mut buf = vec![0u8; 100_000];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                got == std::fs::read(dir.path().join(name)).unwrap(),
+                "{name}"
+            );
         }
     }
 

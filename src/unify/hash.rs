@@ -140,9 +140,26 @@ pub fn hash_cached(
             };
             Read::Hashed(hashed, Some(fd))
         }
-        HashOne::Flagged => Read::Flagged,
-        HashOne::Sparse => Read::Sparse,
+        HashOne::Flagged => {
+            left_alone(
+                guest,
+                rec,
+                "has inode flags (chattr), which a hardlink would share",
+            );
+            Read::Flagged
+        }
+        HashOne::Sparse => {
+            left_alone(guest, rec, "has holes (sparse)");
+            Read::Sparse
+        }
     })
+}
+
+/// Names a file hashing left alone, at `-v` (the summary only counts them,
+/// and they are no problem: nothing is wrong with them).
+fn left_alone(guest: &Guest, rec: &FileRec, why: &str) {
+    let path = guest.root.join(&rec.rel);
+    tracing::info!("{}: {why}; left alone, unread", sys::shown(&path));
 }
 
 /// What [`hash_cached`] made of a candidate.

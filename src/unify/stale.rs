@@ -193,7 +193,8 @@ pub fn recover_object(
     let file = File::open(&path).at(&path)?;
     let st = sys::fstat(file.as_fd()).at(&path)?;
     let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime).at(&path)?;
-    let (_, content) = hash_reader(&meta, &file).at(&path)?;
+    let holes = sys::HolesAsZeros::new(&file).at(&path)?;
+    let (_, content) = hash_reader(&meta, holes).at(&path)?;
     let row = object_row(&l.id, content, &st);
     writer.record(CatalogOp::Object(row), &[], &[])?;
     writer.record(
@@ -238,7 +239,7 @@ pub fn unrecorded_objects(
             return Err(std::io::Error::other("not a regular file"));
         }
         let meta = ObjectMeta::of_fd(file.as_fd(), &st, ignore_mtime)?;
-        let (id, content) = hash_reader(&meta, &file)?;
+        let (id, content) = hash_reader(&meta, sys::HolesAsZeros::new(&file)?)?;
         if id != f.id {
             return Err(std::io::Error::other(format!(
                 "does not hash to its name (it is {id}): left out of the catalog; \

@@ -450,12 +450,6 @@ fn a_lost_catalog_is_refused_never_made_anew_in_silence() {
     assert_eq!(out.status.code(), Some(1), "a catalog was replaced");
 }
 
-fn stats_json(store: &Path) -> serde_json::Value {
-    let out = unifs(store, &[&"store", &"stats", &"--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The per-guest link counts of `store stats`, summed.
 fn guest_links_listed(stats: &serde_json::Value) -> u64 {
     stats["guests"]

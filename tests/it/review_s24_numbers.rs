@@ -233,9 +233,7 @@ fn unifs_link_max(store: &Path, link_max: u32, args: &[&dyn AsRef<OsStr>]) -> Ou
 }
 
 fn stats(store: &Path) -> serde_json::Value {
-    let out = unifs(store, &[&"store", &"stats", &"--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["usage"].clone()
+    stats_json(store)["usage"].clone()
 }
 
 /// Bytes of the distinct inodes of the regular files under `roots`.

@@ -294,6 +294,13 @@ pub fn unify_summary(out: &Output) -> serde_json::Value {
     s
 }
 
+/// `store stats --json`, which must succeed.
+pub fn stats_json(store: &Path) -> serde_json::Value {
+    let out = unifs(store, &[&"store", &"stats", &"--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `store verify` passes.
 pub fn assert_verify_clean(store: &Path) {
     let out = unifs(store, &[&"store", &"verify"]);
