@@ -243,6 +243,11 @@ pub enum GuestCommand {
         dirs: GuestDirs,
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
+        /// The keeper's start of a guest whose init (PID:START_TIME, as in
+        /// its record) rebooted it: nothing is done if the guest was
+        /// stopped or started since.
+        #[arg(long, hide = true, value_name = "PID:START_TIME")]
+        after_reboot: Option<lifecycle::Rebooted>,
     },
     /// Send init its stop signal (stop_signal; by default SIGRTMIN+3 for
     /// systemd, SIGINT for sysvinit, else SIGTERM), wait, kill what is left,
@@ -564,7 +569,37 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         store: g.store.clone(),
     };
     match c {
-        GuestCommand::Start { dirs: d, name } => {
+        GuestCommand::Start {
+            dirs: d,
+            name,
+            after_reboot: Some(of),
+        } => {
+            let cfg = match checked_config("guest start", &d, &name) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    let reason = format!("its config: {e:#}");
+                    lifecycle::not_restarted(&dirs(d), &name, of, &reason)?;
+                    return Err(e);
+                }
+            };
+            match lifecycle::start_after_reboot(&dirs(d), &name, cfg, of)? {
+                Ok(st) => outln!(
+                    "guest {name} started again after its reboot ({} so far), init pid {}",
+                    st.reboots.count,
+                    st.pid
+                ),
+                Err(why) => errln!(
+                    "guest {name} not started again after its reboot: {why}; `unifs guest \
+                     start {name}` starts it"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Start {
+            dirs: d,
+            name,
+            after_reboot: None,
+        } => {
             let cfg = checked_config("guest start", &d, &name)?;
             let st = lifecycle::start(&dirs(d), &name, cfg)?;
             outln!("guest {name} started, init pid {}", st.pid);
@@ -813,8 +848,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(i) = &s.host_interface {
                     outln!("net:     veth, host end {i}");
                 }
+                if let Some(n) = s.reboots.filter(|&n| n > 0) {
+                    outln!("reboots: {n} (its own, each followed by a start)");
+                }
                 if let Some(e) = &s.last_exit {
                     outln!("exit:    {} (init pid {})", e.describe(), e.pid);
+                    if let Some(why) = &e.not_restarted {
+                        outln!("         not started again: {why}");
+                    }
                 }
                 if let Some(l) = &s.mount_log {
                     outln!(
