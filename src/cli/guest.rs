@@ -145,7 +145,9 @@ The guest gets new mount, PID, UTS, IPC, cgroup and (unless --net host) network
 namespaces, a fresh /proc (/proc/sys read-only), /sys read-only with its own
 cgroup v2 group writable at /sys/fs/cgroup, a minimal /dev and a tmpfs /run; it
 keeps a reduced capability set, with no_new_privs and a syscall filter
-(--syscall-filter). The exit status is the command's (128+N for signal N).
+(--syscall-filter). The exit status is the command's (128+N for signal N);
+133 when the guest rebooted itself, 0 when it halted (reboot(2): --cap-add
+sys_boot), as systemd-nspawn.
 SIGTERM (as --stop-signal: SIGRTMIN+3 for systemd), SIGINT, SIGHUP and SIGQUIT
 are passed on to the guest; a second one kills it outright (exit 137).
 Started on a terminal, the guest gets a pty of its own /dev/pts (its user's),
@@ -237,7 +239,8 @@ pub struct StopArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum GuestCommand {
-    /// Mount a guest's root and start its init in the background.
+    /// Mount a guest's root and start its init in the background (started
+    /// again by its keeper when it reboots itself: on_reboot in its config).
     Start {
         #[command(flatten)]
         dirs: GuestDirs,

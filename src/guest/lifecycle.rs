@@ -259,7 +259,14 @@ fn start_as(
             name: name.into(),
             log: run.mount_log(),
         }),
-        false => spawn_init(dirs, &cfg, spec, &run, &cgroup, reboots),
+        false => spawn_init(Starting {
+            dirs,
+            cfg: &cfg,
+            spec,
+            run: &run,
+            cgroup: &cgroup,
+            reboots,
+        }),
     };
     match started {
         Ok(state) => Ok(Ok(state)),
@@ -403,19 +410,24 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
     Ok(true)
 }
 
+/// What a start's keeper starts init with ([`spawn_init`]).
+struct Starting<'a> {
+    dirs: &'a Dirs,
+    cfg: &'a GuestConfig,
+    spec: GuestSpec,
+    run: &'a RunDir,
+    cgroup: &'a Cgroup,
+    /// The guest's reboots it was started again after, if this start is one.
+    reboots: state::Reboots,
+}
+
 /// Starts init through a keeper: a process of its own session that stays
 /// init's parent until init ends, then records how it ended (`exit.json`).
 /// `start` returns at once, and after that nobody else could see init's
 /// exit status: the host's PID 1 would reap it. Forked twice, so the keeper
 /// is no zombie of a caller that lives on.
-fn spawn_init(
-    dirs: &Dirs,
-    cfg: &GuestConfig,
-    spec: GuestSpec,
-    run: &RunDir,
-    cgroup: &Cgroup,
-    reboots: state::Reboots,
-) -> Result<State> {
+fn spawn_init(start: Starting) -> Result<State> {
+    let (cfg, run) = (start.cfg, start.run);
     let (report_r, report_w) = launch::report_channel()?;
     match sys::fork().map_err(|e| Error::fork("forking the guest's keeper", e))? {
         Forked::Child => {
@@ -423,7 +435,7 @@ fn spawn_init(
             sys::in_child("the guest's keeper", report, move || {
                 drop(report_r);
                 match sys::fork() {
-                    Ok(Forked::Child) => keep(dirs, cfg, spec, run, cgroup, reboots, report_w),
+                    Ok(Forked::Child) => keep(start, report_w),
                     Ok(Forked::Parent(_)) => sys::exit_child(0),
                     Err(e) => {
                         let e = Error::fork("forking the guest's keeper (its second fork)", e);
@@ -459,15 +471,15 @@ fn spawn_init(
 /// The keeper ([`spawn_init`]): starts init and records it, lets go of all
 /// `start` had open (its terminal or pipes, which whoever ran `start` waits
 /// on; the guest's lock), tells `start`, then waits for init.
-fn keep(
-    dirs: &Dirs,
-    cfg: &GuestConfig,
-    spec: GuestSpec,
-    run: &RunDir,
-    cgroup: &Cgroup,
-    reboots: state::Reboots,
-    report: OwnedFd,
-) -> ! {
+fn keep(start: Starting, report: OwnedFd) -> ! {
+    let Starting {
+        dirs,
+        cfg,
+        spec,
+        run,
+        cgroup,
+        reboots,
+    } = start;
     // Not the starter's terminal's: its Ctrl-C and hang-up are not for us.
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");

@@ -106,27 +106,15 @@ fn s36_a_named_guest_that_halts_stays_stopped() {
     }
     for (i, cmd) in ["halt -f", "poweroff -f"].into_iter().enumerate() {
         let g = rebooting_guest(&format!("s36halt{i}"), cmd, "");
-        let first = started_pid(&g);
-        let st = wait_status(&g, 30, ended);
-        let exit = &st["last_exit"];
-        assert_eq!(exit["pid"], first, "{cmd}: {st}");
-        assert_eq!(exit["shutdown"], "halt", "{cmd}: {st}");
-        assert_eq!(exit["signal"], "INT", "{cmd}: {st}");
-        assert!(exit["not_restarted"].is_null(), "{cmd}: {st}");
-        let o = g.unifs(&["status", &g.name]);
-        assert_eq!(o.status.code(), Some(3), "{cmd}");
-        let status = stdout(&o);
+        let (exit, status) = ends_by(&g, "halt");
+        assert_eq!(exit["signal"], "INT", "{cmd}: {exit}");
+        assert!(exit["not_restarted"].is_null(), "{cmd}: {exit}");
         assert!(
             status.contains("stopped (stale record, halted)"),
             "{status}"
         );
-        assert!(
-            status.contains("exit:    halted (code=killed, signal=INT)"),
-            "{status}"
-        );
-        // And stays so.
-        std::thread::sleep(Duration::from_secs(1));
-        assert_eq!(g.state()["last_exit"]["pid"], first, "{cmd}");
+        let said = "exit:    halted (code=killed, signal=INT)";
+        assert!(status.contains(said), "{status}");
     }
 }
 
@@ -137,35 +125,33 @@ fn s36_on_reboot_stop_leaves_it_stopped() {
         return;
     }
     let g = rebooting_guest("s36stop", "reboot -f", "on_reboot = \"stop\"");
-    let first = started_pid(&g);
-    let st = wait_status(&g, 30, ended);
-    let exit = &st["last_exit"];
-    assert_eq!(exit["pid"], first, "{st}");
-    assert_eq!(exit["shutdown"], "reboot", "{st}");
+    let (exit, status) = ends_by(&g, "reboot");
     let why = exit["not_restarted"].as_str().unwrap_or_default();
-    assert!(why.contains("on_reboot = \"stop\""), "{st}");
-    let status = ok_or_stopped(&g);
+    assert!(why.contains("on_reboot = \"stop\""), "{exit}");
     assert!(
         status.contains("stopped (stale record, rebooted)"),
         "{status}"
     );
-    assert!(
-        status.contains("exit:    rebooted (code=killed, signal=HUP)"),
-        "{status}"
-    );
-    assert!(
-        status.contains("not started again: its config says"),
-        "{status}"
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(g.state()["last_exit"]["pid"], first);
+    let said = "exit:    rebooted (code=killed, signal=HUP)";
+    assert!(status.contains(said), "{status}");
+    let said = "not started again: its config says";
+    assert!(status.contains(said), "{status}");
 }
 
-/// `guest status` of a stopped guest (exit 3).
-fn ok_or_stopped(g: &Guest) -> String {
+/// Starts `g`, waits for its init to end by its own `shutdown` ("halt",
+/// "reboot"), and sees it stay stopped: its `last_exit`, and `status`.
+fn ends_by(g: &Guest, shutdown: &str) -> (Value, String) {
+    let first = started_pid(g);
+    let st = wait_status(g, 30, ended);
+    let exit = st["last_exit"].clone();
+    assert_eq!(exit["pid"], first, "{st}");
+    assert_eq!(exit["shutdown"], shutdown, "{st}");
     let o = g.unifs(&["status", &g.name]);
     assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
-    stdout(&o)
+    // And stays so.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(g.state()["last_exit"]["pid"], first, "{st}");
+    (exit, stdout(&o))
 }
 
 #[test]
