@@ -145,7 +145,9 @@ The guest gets new mount, PID, UTS, IPC, cgroup and (unless --net host) network
 namespaces, a fresh /proc (/proc/sys read-only), /sys read-only with its own
 cgroup v2 group writable at /sys/fs/cgroup, a minimal /dev and a tmpfs /run; it
 keeps a reduced capability set, with no_new_privs and a syscall filter
-(--syscall-filter). The exit status is the command's (128+N for signal N).
+(--syscall-filter). The exit status is the command's (128+N for signal N);
+133 when the guest rebooted itself, 0 when it halted (reboot(2): --cap-add
+sys_boot), as systemd-nspawn.
 SIGTERM (as --stop-signal: SIGRTMIN+3 for systemd), SIGINT, SIGHUP and SIGQUIT
 are passed on to the guest; a second one kills it outright (exit 137).
 Started on a terminal, the guest gets a pty of its own /dev/pts (its user's),
@@ -237,12 +239,18 @@ pub struct StopArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum GuestCommand {
-    /// Mount a guest's root and start its init in the background.
+    /// Mount a guest's root and start its init in the background (started
+    /// again by its keeper when it reboots itself: on_reboot in its config).
     Start {
         #[command(flatten)]
         dirs: GuestDirs,
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
+        /// The keeper's start of a guest whose init (PID:START_TIME, as in
+        /// its record) rebooted it: nothing is done if the guest was
+        /// stopped or started since.
+        #[arg(long, hide = true, value_name = "PID:START_TIME")]
+        after_reboot: Option<lifecycle::Rebooted>,
     },
     /// Send init its stop signal (stop_signal; by default SIGRTMIN+3 for
     /// systemd, SIGINT for sysvinit, else SIGTERM), wait, kill what is left,
@@ -564,7 +572,37 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         store: g.store.clone(),
     };
     match c {
-        GuestCommand::Start { dirs: d, name } => {
+        GuestCommand::Start {
+            dirs: d,
+            name,
+            after_reboot: Some(of),
+        } => {
+            let cfg = match checked_config("guest start", &d, &name) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    let reason = format!("its config: {e:#}");
+                    lifecycle::not_restarted(&dirs(d), &name, of, &reason)?;
+                    return Err(e);
+                }
+            };
+            match lifecycle::start_after_reboot(&dirs(d), &name, cfg, of)? {
+                Ok(st) => outln!(
+                    "guest {name} started again after its reboot ({} so far), init pid {}",
+                    st.reboots.count,
+                    st.pid
+                ),
+                Err(why) => errln!(
+                    "guest {name} not started again after its reboot: {why}; `unifs guest \
+                     start {name}` starts it"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GuestCommand::Start {
+            dirs: d,
+            name,
+            after_reboot: None,
+        } => {
             let cfg = checked_config("guest start", &d, &name)?;
             let st = lifecycle::start(&dirs(d), &name, cfg)?;
             outln!("guest {name} started, init pid {}", st.pid);
@@ -813,8 +851,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(i) = &s.host_interface {
                     outln!("net:     veth, host end {i}");
                 }
+                if let Some(n) = s.reboots.filter(|&n| n > 0) {
+                    outln!("reboots: {n} (its own, each followed by a start)");
+                }
                 if let Some(e) = &s.last_exit {
                     outln!("exit:    {} (init pid {})", e.describe(), e.pid);
+                    if let Some(why) = &e.not_restarted {
+                        outln!("         not started again: {why}");
+                    }
                 }
                 if let Some(l) = &s.mount_log {
                     outln!(

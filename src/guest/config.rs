@@ -77,6 +77,20 @@ pub struct GuestConfig {
     /// or a number (`15` as well as `"15"`).
     #[serde(default, deserialize_with = "name_or_number")]
     pub stop_signal: Option<String>,
+    /// What the guest's own `reboot` does (`halt` always stops it).
+    #[serde(default)]
+    pub on_reboot: OnReboot,
+}
+
+/// What a named guest's keeper does when the guest reboots itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReboot {
+    /// Start it again, as `guest start` (VServer's and nspawn@'s way).
+    #[default]
+    Restart,
+    /// Leave it stopped, as after a halt.
+    Stop,
 }
 
 /// A signal given by name (a string) or number (an integer or a string).

@@ -358,12 +358,10 @@ fn proxy_between<W: Write + AsFd>(
         // A command that ended as the terminal hung up (a shell reading
         // end of input there exits 0) ended by the hang-up.
         let status = |code: i32| if sys::hangup_caught() { 129 } else { code };
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return drain(master, out, status(code)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return drain(master, out, status(128 + sig as i32))
+        if let Ok(ended) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            if let Some(code) = super::launch::shell_status(ended) {
+                return drain(master, out, status(code));
             }
-            _ => {}
         }
     }
 }

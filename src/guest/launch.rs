@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Where the guest's standard streams go.
 pub enum Stdio {
@@ -121,7 +121,7 @@ pub fn run(
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
     }
-    status
+    status.map(run_status)
 }
 
 /// Runs `wait` while a thread watches `keeper` (see [`Keeper::watch`]).
@@ -174,11 +174,54 @@ pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() 
 pub fn wait_exit(pid: Pid) -> Result<i32> {
     loop {
         match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) | Err(Errno::EINTR) => continue,
+            Ok(ended) => match shell_status(ended) {
+                Some(code) => return Ok(code),
+                None => continue,
+            },
+            Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys(format!("waiting for pid {pid}"), e)),
         }
+    }
+}
+
+/// The signal that killed the child whose end [`shell_status`] saw last
+/// (0: it exited): 128 + N alone does not tell a command's `exit 129`.
+static LAST_KILLED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// The status a shell gives a child that ended so (128 + N for signal
+/// N); None for no end (stopped, continued).
+pub(super) fn shell_status(status: WaitStatus) -> Option<i32> {
+    let (code, killed_by) = match status {
+        WaitStatus::Exited(_, code) => (code, 0),
+        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, sig as i32),
+        _ => return None,
+    };
+    LAST_KILLED_BY.store(killed_by, Ordering::SeqCst);
+    Some(code)
+}
+
+/// `unifs run`'s exit status when its guest rebooted itself (reboot(2)
+/// with CAP_SYS_BOOT), as systemd-nspawn's.
+pub const EXIT_REBOOTED: i32 = 133;
+
+/// `unifs run`'s status `code` for its guest's PID 1, told apart from
+/// that init's own reboot (EXIT_REBOOTED) or halt (0), which the kernel
+/// reports as its death by SIGHUP or SIGINT ([`super::state::Shutdown`]).
+fn run_status(code: i32) -> i32 {
+    let killed_by = nix::sys::signal::Signal::try_from(LAST_KILLED_BY.load(Ordering::SeqCst));
+    match killed_by.ok().filter(|sig| code == 128 + *sig as i32) {
+        Some(sig) => match super::state::Shutdown::of_signal(sig) {
+            Some(super::state::Shutdown::Reboot) => {
+                tracing::info!("the guest rebooted itself (reboot(2)): exit {EXIT_REBOOTED}");
+                EXIT_REBOOTED
+            }
+            Some(super::state::Shutdown::Halt) => {
+                tracing::info!("the guest halted itself (reboot(2)): exit 0");
+                0
+            }
+            None => code,
+        },
+        None => code,
     }
 }
 

@@ -3,7 +3,7 @@
 //! is cleaned up (root unmounted, cgroups removed) by the next start or stop.
 
 use super::cgroup::Cgroup;
-use super::config::{check_name, GuestConfig, RootMount};
+use super::config::{check_name, GuestConfig, OnReboot, RootMount};
 use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
@@ -58,12 +58,124 @@ fn needs_root(what: &'static str, err: Error) -> Error {
 /// this process on it: read again here, an edit in between would start a
 /// guest other than the one checked).
 pub fn start(dirs: &Dirs, name: &str, cfg: GuestConfig) -> Result<State> {
+    start_as(dirs, name, cfg, None)?.map_err(Error::Keeper)
+}
+
+/// The init that ended by its own reboot, which its keeper starts the guest
+/// again after ([`start_after_reboot`]): its PID and start time, as in its
+/// record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebooted {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl std::str::FromStr for Rebooted {
+    type Err = String;
+    /// `PID:START_TIME`, as the keeper passes it.
+    fn from_str(s: &str) -> std::result::Result<Rebooted, String> {
+        let (pid, start) = s.split_once(':').ok_or("not PID:START_TIME")?;
+        Ok(Rebooted {
+            pid: pid.parse().map_err(|e| format!("{pid}: {e}"))?,
+            start_time: start.parse().map_err(|e| format!("{start}: {e}"))?,
+        })
+    }
+}
+
+/// The keeper's start of a guest whose init `of` rebooted it (`on_reboot =
+/// "restart"`): as `guest start`, from its config read now, unless the
+/// guest was stopped or started by someone else meanwhile (its record is
+/// no longer `of`'s) or it rebooted more than [`state::REBOOT_BURST`]
+/// times within [`state::REBOOT_WINDOW`] s: then why not (`Err`), also
+/// noted in its `exit.json`, as a start that fails is.
+pub fn start_after_reboot(
+    dirs: &Dirs,
+    name: &str,
+    cfg: GuestConfig,
+    of: Rebooted,
+) -> Result<std::result::Result<State, String>> {
+    let started = start_as(dirs, name, cfg, Some(of));
+    if let Err(e) = &started {
+        note_not_restarted(
+            &RunDir::new(&dirs.run_dir, name),
+            of,
+            &format!("its start failed: {e}"),
+        );
+    }
+    started
+}
+
+/// The config of a guest whose init `of` rebooted it could not be read or
+/// used (`reason`): noted in its `exit.json` unless it was stopped or
+/// started meanwhile.
+pub fn not_restarted(dirs: &Dirs, name: &str, of: Rebooted, reason: &str) -> Result<()> {
+    let run = RunDir::new(&dirs.run_dir, name);
+    let _lock = run.lock("start")?;
+    if rebooted_record(&run, name, of)?.is_some() {
+        note_not_restarted(&run, of, reason);
+    }
+    Ok(())
+}
+
+/// The record of the init `of` that rebooted the guest, if it is still the
+/// guest's: a `stop` (which may have ended it so: sysvinit's `ctrlaltdel`
+/// line reboots), a `start` or a `restart` meanwhile removed or replaced it.
+fn rebooted_record(run: &RunDir, name: &str, of: Rebooted) -> Result<Option<State>> {
+    Ok(read_locked(run, name)?
+        .0
+        .filter(|old| (old.pid, old.start_time) == (of.pid, of.start_time) && !old.init_alive()))
+}
+
+/// Adds why the guest was not started again to the end of `of` recorded
+/// in `exit.json` (if that is `of`'s).
+fn note_not_restarted(run: &RunDir, of: Rebooted, reason: &str) {
+    if let Some(mut exit) = run
+        .read_exit()
+        .filter(|e| (e.pid, e.start_time) == (of.pid, of.start_time))
+    {
+        exit.not_restarted = Some(reason.to_string());
+        let _ = run.write_exit(&exit);
+    }
+}
+
+/// [`start`], or with `rebooted` [`start_after_reboot`].
+fn start_as(
+    dirs: &Dirs,
+    name: &str,
+    cfg: GuestConfig,
+    rebooted: Option<Rebooted>,
+) -> Result<std::result::Result<State, String>> {
     require_root("starting a guest")?;
     rootfs::require_mounted_root()?;
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock("start")?;
     // The tests' window for a `stop` in a start's first moments.
     crate::sys::test_stop("UNIFS_TEST_START_LOCKED_STOP");
+    let mut reboots = state::Reboots::default();
+    if let Some(of) = rebooted {
+        let Some(old) = rebooted_record(&run, name, of)? else {
+            let reason = "it was stopped or started since (`guest stop` may have ended it so)";
+            if run.read().ok().flatten().is_none() {
+                note_not_restarted(&run, of, reason);
+            }
+            return Ok(Err(reason.into()));
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match old.reboots.after_one_more(now) {
+            Some(more) => reboots = more,
+            None => {
+                let reason = format!(
+                    "it rebooted more than {} times within {} s (a reboot loop?)",
+                    state::REBOOT_BURST,
+                    state::REBOOT_WINDOW
+                );
+                note_not_restarted(&run, of, &reason);
+                return Ok(Err(reason));
+            }
+        }
+    }
     if let (Some(old), _) = read_locked(&run, name)? {
         refuse_other_pid_ns(&old, "start")?;
         if old.init_alive() {
@@ -72,10 +184,14 @@ pub fn start(dirs: &Dirs, name: &str, cfg: GuestConfig) -> Result<State> {
                 pid: old.pid,
             });
         }
-        tracing::warn!(
-            "guest {name}: removing stale runtime record (init pid {} is gone)",
-            old.pid
-        );
+        match rebooted {
+            // Nothing unexpected: what its reboot left is cleaned up.
+            Some(_) => tracing::info!("guest {name}: cleaning up after its reboot"),
+            None => tracing::warn!(
+                "guest {name}: removing stale runtime record (init pid {} is gone)",
+                old.pid
+            ),
+        }
         teardown(&run, &old, libc::SIGTERM, Duration::ZERO)?;
     } else {
         kill_unrecorded(name, &run)?;
@@ -143,10 +259,17 @@ pub fn start(dirs: &Dirs, name: &str, cfg: GuestConfig) -> Result<State> {
             name: name.into(),
             log: run.mount_log(),
         }),
-        false => spawn_init(&cfg, spec, &run, &cgroup),
+        false => spawn_init(Starting {
+            dirs,
+            cfg: &cfg,
+            spec,
+            run: &run,
+            cgroup: &cgroup,
+            reboots,
+        }),
     };
     match started {
-        Ok(state) => Ok(state),
+        Ok(state) => Ok(Ok(state)),
         Err(e) => {
             // One that died while init was set up.
             let e = match gone() {
@@ -287,12 +410,24 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
     Ok(true)
 }
 
+/// What a start's keeper starts init with ([`spawn_init`]).
+struct Starting<'a> {
+    dirs: &'a Dirs,
+    cfg: &'a GuestConfig,
+    spec: GuestSpec,
+    run: &'a RunDir,
+    cgroup: &'a Cgroup,
+    /// The guest's reboots it was started again after, if this start is one.
+    reboots: state::Reboots,
+}
+
 /// Starts init through a keeper: a process of its own session that stays
 /// init's parent until init ends, then records how it ended (`exit.json`).
 /// `start` returns at once, and after that nobody else could see init's
 /// exit status: the host's PID 1 would reap it. Forked twice, so the keeper
 /// is no zombie of a caller that lives on.
-fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup) -> Result<State> {
+fn spawn_init(start: Starting) -> Result<State> {
+    let (cfg, run) = (start.cfg, start.run);
     let (report_r, report_w) = launch::report_channel()?;
     match sys::fork().map_err(|e| Error::fork("forking the guest's keeper", e))? {
         Forked::Child => {
@@ -300,7 +435,7 @@ fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup)
             sys::in_child("the guest's keeper", report, move || {
                 drop(report_r);
                 match sys::fork() {
-                    Ok(Forked::Child) => keep(cfg, spec, run, cgroup, report_w),
+                    Ok(Forked::Child) => keep(start, report_w),
                     Ok(Forked::Parent(_)) => sys::exit_child(0),
                     Err(e) => {
                         let e = Error::fork("forking the guest's keeper (its second fork)", e);
@@ -336,7 +471,15 @@ fn spawn_init(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup)
 /// The keeper ([`spawn_init`]): starts init and records it, lets go of all
 /// `start` had open (its terminal or pipes, which whoever ran `start` waits
 /// on; the guest's lock), tells `start`, then waits for init.
-fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, report: OwnedFd) -> ! {
+fn keep(start: Starting, report: OwnedFd) -> ! {
+    let Starting {
+        dirs,
+        cfg,
+        spec,
+        run,
+        cgroup,
+        reboots,
+    } = start;
     // Not the starter's terminal's: its Ctrl-C and hang-up are not for us.
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"unifs-keeper");
@@ -344,8 +487,9 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
     // we go on keeping init. (Init's process resets it before its exec.)
     crate::sys::ignore_sigpipe();
     let memory = spec.limits.memory;
+    let name = spec.name.clone();
     crate::sys::test_panic("keeper");
-    let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup) {
+    let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
         Err(e) => {
             let said = match e {
@@ -372,6 +516,15 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
     let run = RunDir {
         dir: std::fs::canonicalize(&run.dir).unwrap_or_else(|_| run.dir.clone()),
     };
+    // So are the dirs a start after the guest's reboot is given.
+    let dirs = Dirs {
+        config_dir: std::path::absolute(&dirs.config_dir).unwrap_or(dirs.config_dir.clone()),
+        run_dir: run
+            .dir
+            .parent()
+            .map_or(dirs.run_dir.clone(), Path::to_path_buf),
+        store: std::path::absolute(&dirs.store).unwrap_or(dirs.store.clone()),
+    };
     let _ = nix::unistd::chdir("/");
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
@@ -389,8 +542,17 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
         };
         match status {
             Ok(status) => {
-                if let Some(exit) = state::Exit::from_wait(status, st.start_time) {
+                if let Some(mut exit) = state::Exit::from_wait(status, st.start_time) {
+                    let reboot = exit.shutdown == Some(state::Shutdown::Reboot);
+                    let again = reboot && cfg.on_reboot == OnReboot::Restart;
+                    if reboot && !again {
+                        exit.not_restarted = Some("its config says on_reboot = \"stop\"".into());
+                    }
                     let _ = run.write_exit(&exit);
+                    drop(console);
+                    if again {
+                        start_again(&dirs, &name, &run, &exit)
+                    }
                     sys::exit_child(0)
                 }
             }
@@ -398,6 +560,45 @@ fn keep(cfg: &GuestConfig, spec: GuestSpec, run: &RunDir, cgroup: &Cgroup, repor
             Err(_) => sys::exit_child(1),
         }
     }
+}
+
+/// The keeper of a guest whose init `exit` rebooted it: becomes `unifs
+/// guest start --after-reboot` of the guest ([`start_after_reboot`]), its
+/// output appended to the console log, where `guest logs` shows it.
+fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> ! {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new().append(true).open(run.console());
+    if let Ok(mut log) = log.as_ref() {
+        let _ = writeln!(
+            log,
+            "[unifs: guest {name} rebooted (its init, pid {}, ended by reboot(2))]",
+            exit.pid
+        );
+    }
+    let null = std::fs::File::open("/dev/null");
+    if let (Ok(log), Ok(null)) = (&log, &null) {
+        let _ = nix::unistd::dup2_stdin(null);
+        let _ = nix::unistd::dup2_stdout(log);
+        let _ = nix::unistd::dup2_stderr(log);
+    }
+    drop((log, null));
+    // Nothing of this keeper's (the log reader kept as its stdin) goes on
+    // into the start, its overlay daemon or the next keeper.
+    sys::close_fds();
+    let e = Command::new("/proc/self/exe")
+        .arg("--store")
+        .arg(&dirs.store)
+        .args(["guest", "start", "--config-dir"])
+        .arg(&dirs.config_dir)
+        .arg("--run-dir")
+        .arg(&dirs.run_dir)
+        .arg("--after-reboot")
+        .arg(format!("{}:{}", exit.pid, exit.start_time))
+        .arg(name)
+        .exec();
+    eprintln!("unifs: guest {name}: starting it again after its reboot: {e}");
+    sys::exit_child(1)
 }
 
 /// A console log over this is set aside as `console.log.1` (replacing the
@@ -417,6 +618,7 @@ fn start_init(
     spec: GuestSpec,
     run: &RunDir,
     cgroup: &Cgroup,
+    reboots: state::Reboots,
 ) -> Result<Started> {
     let console = run.console();
     // A long log is set aside only once init runs (a failed start changes
@@ -434,7 +636,7 @@ fn start_init(
     let relayed = log
         .try_clone()
         .map_err(|e| Error::io("opening", opened, e))?;
-    let state = launch_recorded(cfg, spec, run, cgroup, log);
+    let state = launch_recorded(cfg, spec, run, cgroup, log, reboots);
     match (&state, rotate) {
         (Ok(_), true) => {
             let old = console.with_extension("log.1");
@@ -461,6 +663,7 @@ fn launch_recorded(
     run: &RunDir,
     cgroup: &Cgroup,
     log: std::fs::File,
+    reboots: state::Reboots,
 ) -> Result<(State, Option<PtyMaster>)> {
     let null =
         std::fs::File::open("/dev/null").map_err(|e| Error::io("opening", "/dev/null", e))?;
@@ -481,6 +684,7 @@ fn launch_recorded(
         boot_id: state::boot_id(),
         pid_ns: state::pid_ns(),
         start_rlimits: Some(start_rlimits(&spec)),
+        reboots,
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -1783,6 +1987,9 @@ pub struct Status {
     /// Running with `--net veth`: its host end (`ve-NAME`), for the host's
     /// tools (`ip addr show dev …`, a firewall rule).
     pub host_interface: Option<String>,
+    /// Running: how many times its keeper started it again after its own
+    /// reboot, since an operator's `start`.
+    pub reboots: Option<u32>,
     /// How the last init ended, while stopped (until the next start): seen
     /// by its keeper; None if unknown (an older unifs, a killed keeper).
     pub last_exit: Option<state::Exit>,
@@ -1859,6 +2066,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
         host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
+        reboots: live.map(|s| s.reboots.count),
         last_exit: (!running && unrecorded.is_none() && !starting)
             .then(|| run.read_exit())
             .flatten()

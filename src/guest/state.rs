@@ -55,6 +55,71 @@ pub struct State {
     /// (None in a record of an older unifs: the config's alone, then).
     #[serde(default)]
     pub start_rlimits: Option<Vec<super::spec::Rlimit>>,
+    /// The guest's own reboots its keeper started it again after, since
+    /// an operator's `start` (none in a record of an older unifs).
+    #[serde(default)]
+    pub reboots: Reboots,
+}
+
+/// A guest's reboots that its keeper started it again after
+/// (`on_reboot = "restart"`): how many since an operator's `start`, and
+/// when the last ones were, for the guard against a reboot loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reboots {
+    pub count: u32,
+    /// Seconds since the epoch, those within [`REBOOT_WINDOW`] of the last.
+    pub recent: Vec<u64>,
+}
+
+/// More reboots than this within [`REBOOT_WINDOW`] are a loop (an init that
+/// reboots as soon as it boots): the guest is not started again. As
+/// systemd's default start limit (5 within 10 s), with a longer window for
+/// a guest whose boot takes a while.
+pub const REBOOT_BURST: usize = 5;
+pub const REBOOT_WINDOW: u64 = 60;
+
+impl Reboots {
+    /// With one more reboot at `now` (seconds since the epoch); None when
+    /// that one is more than [`REBOOT_BURST`] within [`REBOOT_WINDOW`].
+    pub fn after_one_more(&self, now: u64) -> Option<Reboots> {
+        let mut recent: Vec<u64> = (self.recent.iter().copied())
+            .filter(|&t| now.saturating_sub(t) < REBOOT_WINDOW)
+            .collect();
+        if recent.len() >= REBOOT_BURST {
+            return None;
+        }
+        recent.push(now);
+        Some(Reboots {
+            count: self.count.saturating_add(1),
+            recent,
+        })
+    }
+}
+
+/// How a guest's init ended by its own `reboot(2)`: the kernel ends a PID
+/// namespace whose process calls it, and reports the namespace's init as
+/// killed by SIGHUP for a restart, by SIGINT for a halt or power-off
+/// (reboot_pid_ns, kernel/pid_namespace.c). Nothing else kills such an
+/// init by those: it takes no signal it has no handler for, from inside
+/// or outside its namespace, but SIGKILL and SIGSTOP from outside
+/// (pid_namespaces(7)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shutdown {
+    Reboot,
+    Halt,
+}
+
+impl Shutdown {
+    /// Of the init of a PID namespace killed by `signal`.
+    pub fn of_signal(signal: nix::sys::signal::Signal) -> Option<Shutdown> {
+        use nix::sys::signal::Signal;
+        match signal {
+            Signal::SIGHUP => Some(Shutdown::Reboot),
+            Signal::SIGINT => Some(Shutdown::Halt),
+            _ => None,
+        }
+    }
 }
 
 impl State {
@@ -167,17 +232,25 @@ pub struct Exit {
     pub core_dumped: bool,
     /// Seconds since the epoch.
     pub ended: u64,
+    /// Ended by its own reboot or halt ([`Shutdown`]; None in a file of an
+    /// older unifs).
+    #[serde(default)]
+    pub shutdown: Option<Shutdown>,
+    /// Why a guest that rebooted was not started again (its config's
+    /// `on_reboot`, the loop guard, a failed start).
+    #[serde(default)]
+    pub not_restarted: Option<String>,
 }
 
 impl Exit {
     /// From a wait status; None for one that is no end (stopped, continued).
     pub fn from_wait(status: nix::sys::wait::WaitStatus, start_time: u64) -> Option<Exit> {
         use nix::sys::wait::WaitStatus;
-        let (pid, code, signal, core_dumped) = match status {
-            WaitStatus::Exited(pid, code) => (pid, Some(code), None, false),
+        let (pid, code, signal, core_dumped, shutdown) = match status {
+            WaitStatus::Exited(pid, code) => (pid, Some(code), None, false, None),
             WaitStatus::Signaled(pid, sig, core) => {
                 let name = sig.as_str().trim_start_matches("SIG").to_string();
-                (pid, None, Some(name), core)
+                (pid, None, Some(name), core, Shutdown::of_signal(sig))
             }
             _ => return None,
         };
@@ -190,11 +263,22 @@ impl Exit {
             ended: std::time::SystemTime::now()
                 .duration_since(std::time::SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            shutdown,
+            not_restarted: None,
         })
     }
 
-    /// As systemd says it: "code=exited, status=3", "code=killed, signal=KILL".
+    /// As systemd says it: "code=exited, status=3", "code=killed, signal=KILL";
+    /// its own reboot or halt first: "rebooted (code=killed, signal=HUP)".
     pub fn describe(&self) -> String {
+        match self.shutdown {
+            Some(Shutdown::Reboot) => format!("rebooted ({})", self.code_and_signal()),
+            Some(Shutdown::Halt) => format!("halted ({})", self.code_and_signal()),
+            None => self.code_and_signal(),
+        }
+    }
+
+    fn code_and_signal(&self) -> String {
         match (&self.signal, self.code) {
             (Some(sig), _) if self.core_dumped => format!("code=dumped, signal={sig}"),
             (Some(sig), _) => format!("code=killed, signal={sig}"),
@@ -202,11 +286,13 @@ impl Exit {
         }
     }
 
-    /// Short, for `list`: "exited 3", "killed by SIGKILL".
+    /// Short, for `list`: "exited 3", "killed by SIGKILL", "rebooted".
     pub fn short(&self) -> String {
-        match (&self.signal, self.code) {
-            (Some(sig), _) => format!("killed by SIG{sig}"),
-            (None, code) => format!("exited {}", code.unwrap_or_default()),
+        match (self.shutdown, &self.signal) {
+            (Some(Shutdown::Reboot), _) => "rebooted".into(),
+            (Some(Shutdown::Halt), _) => "halted".into(),
+            (None, Some(sig)) => format!("killed by SIG{sig}"),
+            (None, None) => format!("exited {}", self.code.unwrap_or_default()),
         }
     }
 }
@@ -625,5 +711,45 @@ mod tests {
     fn root_is_mounted() {
         assert!(is_mounted(Path::new("/")).unwrap());
         assert!(!is_mounted(Path::new("/no/such/mount")).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod reboot_tests {
+    use super::*;
+
+    #[test]
+    fn a_sixth_reboot_within_the_window_is_a_loop() {
+        let mut r = Reboots::default();
+        for i in 0..REBOOT_BURST as u64 {
+            r = r.after_one_more(1000 + i).unwrap();
+        }
+        assert_eq!(r.count, REBOOT_BURST as u32);
+        assert_eq!(r.after_one_more(1000 + REBOOT_BURST as u64), None);
+        // Once the first has left the window, one more may come; the count
+        // goes on, the times kept are the window's.
+        let later = r.after_one_more(1000 + REBOOT_WINDOW).unwrap();
+        assert_eq!(later.count, REBOOT_BURST as u32 + 1);
+        assert_eq!(later.recent.len(), REBOOT_BURST);
+    }
+
+    #[test]
+    fn a_reboot_and_a_halt_are_said_as_such() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        let pid = nix::unistd::Pid::from_raw(7);
+        let end = |sig| Exit::from_wait(WaitStatus::Signaled(pid, sig, false), 1).unwrap();
+        let reboot = end(Signal::SIGHUP);
+        assert_eq!(reboot.shutdown, Some(Shutdown::Reboot));
+        assert_eq!(reboot.describe(), "rebooted (code=killed, signal=HUP)");
+        assert_eq!(reboot.short(), "rebooted");
+        assert_eq!(end(Signal::SIGINT).short(), "halted");
+        assert_eq!(end(Signal::SIGTERM).short(), "killed by SIGTERM");
+        assert_eq!(end(Signal::SIGTERM).shutdown, None);
+        // exit.json of an older unifs reads as before.
+        let old =
+            r#"{"pid":7,"start_time":1,"code":null,"signal":"HUP","core_dumped":false,"ended":2}"#;
+        let old: Exit = serde_json::from_str(old).unwrap();
+        assert_eq!(old.short(), "killed by SIGHUP");
     }
 }

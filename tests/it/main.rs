@@ -98,6 +98,7 @@ mod review_s35_record;
 mod review_s35_walshm2;
 mod review_s36_attrflags;
 mod review_s36_sparse;
+mod review_s36_reboot;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
