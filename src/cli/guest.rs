@@ -511,22 +511,14 @@ fn overlay_root(
         }
     })?;
     // What the run uses of the host's tree once its namespace is made.
-    let mut used = crate::guest::host_mounts::Used {
+    let used = crate::guest::host_mounts::Used {
         trees: spec.binds.iter().map(|b| b.src.clone()).collect(),
         paths: [g.store.clone(), run_dir.to_path_buf()]
             .into_iter()
             .chain(cgroup.groups.iter().cloned())
+            .chain(crate::guest::net::host_paths_used(&spec.net))
             .collect(),
     };
-    // `ip`, found on PATH, and the host's veth lock (/run/lock, a tmpfs of
-    // its own on systemd hosts, is not the run dir's mount when --run-dir
-    // is elsewhere: detached, the run would lock a file of its own).
-    if spec.net.mode == crate::guest::NetMode::Veth {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        used.paths
-            .extend(std::env::split_paths(&path).filter(|p| p.is_absolute()));
-        used.paths.push(crate::guest::net::HOST_LOCK.into());
-    }
     Ok(OverlayRoot::mount(
         root,
         &crate::fs::MountOptions::default(),

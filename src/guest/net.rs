@@ -4,11 +4,12 @@
 //! end (`ve-NAME`) gets `host_ip` or joins `bridge`. The pair is made with
 //! iproute2's `ip` while the child waits; it vanishes with the namespace.
 
-use super::{Error, GuestSpec, NetMode, Result};
+use super::{Error, GuestSpec, NetMode, NetSpec, Result};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
+use std::ffi::OsStr;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The host's half of the network set-up, while the child waits.
@@ -239,6 +240,28 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
         let _ = ip(&["link", "del", &host_if]);
     }
     configured
+}
+
+/// The host paths the network set-up goes on using once `unifs run` is in
+/// a mount namespace of its own ([`super::host_mounts`]): for veth, `ip`
+/// (found on PATH) and [`HOST_LOCK`] (/run/lock, a tmpfs of its own on
+/// systemd hosts, is not the run dir's mount when the run dir is
+/// elsewhere: let go of, the run would lock a file of its own).
+pub fn host_paths_used(net: &NetSpec) -> Vec<PathBuf> {
+    paths_used(net, std::env::var_os("PATH").as_deref())
+}
+
+/// [`host_paths_used`] with `path` as PATH (relative entries are no host
+/// place: they name the working directory's, which is left for `/`).
+fn paths_used(net: &NetSpec, path: Option<&OsStr>) -> Vec<PathBuf> {
+    if net.mode != NetMode::Veth {
+        return Vec::new();
+    }
+    let mut paths: Vec<PathBuf> = std::env::split_paths(path.unwrap_or_default())
+        .filter(|p| p.is_absolute())
+        .collect();
+    paths.push(HOST_LOCK.into());
+    paths
 }
 
 /// Where veth set-ups take turns: one lock for the host, whatever the run
@@ -497,6 +520,25 @@ mod tests {
         let line = "7: eth0@if12: <BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue";
         assert_eq!(veth_link(line), Some((7, 12)));
         assert_eq!(veth_link("1: lo: <LOOPBACK,UP> mtu 65536"), None);
+    }
+
+    #[test]
+    fn a_veth_run_keeps_ip_on_path_and_the_host_lock() {
+        let path = OsStr::new("/usr/sbin:bin::/sbin");
+        let veth = veth(Some("10.0.3.2/24")).net;
+        assert_eq!(
+            paths_used(&veth, Some(path)),
+            ["/usr/sbin", "/sbin", HOST_LOCK].map(PathBuf::from),
+            "relative entries left out"
+        );
+        assert_eq!(paths_used(&veth, None), [PathBuf::from(HOST_LOCK)]);
+        for mode in [NetMode::None, NetMode::Host] {
+            let net = NetSpec {
+                mode,
+                ..NetSpec::default()
+            };
+            assert!(paths_used(&net, Some(path)).is_empty(), "{mode:?}");
+        }
     }
 
     #[test]
