@@ -3,9 +3,13 @@
 //! empty keeper report without its first line; `run --user root` without
 //! CAP_SETUID.
 
-use crate::guest::harness::{can_run, stderr};
+use crate::common::unifs_bin;
+use crate::guest::harness::{
+    can_run, has_ip, spawn_on_a_terminal, stderr, stdout, wait_for_output, TestRoot,
+};
 use crate::guest::review_s11_life::{Guest, SLEEP};
-use std::process::Output;
+use crate::review_s34_caps::run_as;
+use std::process::{Command, Output};
 
 /// `g`'s config: its root, a sleeping init, and `extra` (tables too).
 fn configure(g: &Guest, extra: &str) -> std::path::PathBuf {
@@ -88,7 +92,7 @@ fn s36_a_configs_bad_setting_is_named_by_its_key_and_file() {
         refused_saying(&o, &[key_said, file], &[option_said], &what);
         assert!(!crate::review_s34_caps::mounted(&g), "{what}: left mounted");
         let args = [options, &["--", "/bin/true"]].concat();
-        let run = crate::review_s34_caps::run_as(&g, &[], &args);
+        let run = run_as(&g, &[], &args);
         refused_saying(
             &run,
             &[option_said],
@@ -104,4 +108,48 @@ fn s36_a_configs_bad_setting_is_named_by_its_key_and_file() {
         err.contains(cases[0].2) && err.contains("would fail"),
         "{err}"
     );
+}
+
+/// `unifs run --net veth` on a terminal names its host end on it (`ve-`
+/// and a digest of its generated name, the interface there while the
+/// guest runs), before the command's own output; off a terminal and
+/// without -v it says nothing (a script's stderr is left alone). The -v
+/// case is s35_run_names_its_host_end's.
+#[test]
+fn s36_a_veth_run_on_a_terminal_names_its_host_end() {
+    let test = "s36_a_veth_run_on_a_terminal_names_its_host_end";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    let t = TestRoot::new();
+    // Clear of the other veth tests' 10.213 to 10.224.
+    let ip = format!("10.226.{}.2/24", std::process::id() % 200 + 20);
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--net", "veth", "--ip", &ip, "--"]);
+    cmd.args(["/bin/sh", "-c", "echo s36-$((6*7)); exec sleep 20"]);
+    let (master, run) = spawn_on_a_terminal(cmd);
+    let seen = wait_for_output(&master, "s36-42");
+    let line = seen
+        .lines()
+        .find(|l| l.starts_with("unifs: guest network: host end "))
+        .unwrap_or_else(|| panic!("no host end named before the command's output: {seen:?}"));
+    let name = line
+        .trim_start_matches("unifs: guest network: host end ")
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let digest = name.strip_prefix("ve-").unwrap_or("");
+    assert!(
+        digest.len() == 12 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert!(
+        std::path::Path::new("/sys/class/net").join(name).exists(),
+        "{name} is not a host interface"
+    );
+    drop(run);
+    let o = t.sh(&["--net", "veth", "--ip", &ip], "echo in-guest");
+    assert_eq!(stdout(&o), "in-guest\n", "{o:?}");
+    assert!(!stderr(&o).contains("host end"), "{}", stderr(&o));
 }
