@@ -5,11 +5,12 @@
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{
-    can_run, has_ip, spawn_on_a_terminal, stderr, stdout, wait_for_output, TestRoot,
+    can_run, has_ip, run_bounded, spawn_on_a_terminal, stderr, stdout, wait_for_output, TestRoot,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use crate::review_s34_caps::run_as;
 use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
 
 /// `g`'s config: its root, a sleeping init, and `extra` (tables too).
 fn configure(g: &Guest, extra: &str) -> std::path::PathBuf {
@@ -152,4 +153,61 @@ fn s36_a_veth_run_on_a_terminal_names_its_host_end() {
     let o = t.sh(&["--net", "veth", "--ip", &ip], "echo in-guest");
     assert_eq!(stdout(&o), "in-guest\n", "{o:?}");
     assert!(!stderr(&o).contains("host end"), "{}", stderr(&o));
+}
+
+/// A keeper report that is empty, without its first line (`# unifs-keeper
+/// PID`), is a keeper that made it and has not locked it yet: at work for
+/// its first 10 s (by its mtime), then a keeper killed in that moment,
+/// which `guest list` says and the next run shows and removes. The report
+/// is aged by its mtime, not by waiting.
+#[test]
+fn s36_an_empty_keeper_report_is_at_work_then_a_killed_keeper() {
+    if !can_run("s36_an_empty_keeper_report_is_at_work_then_a_killed_keeper") {
+        return;
+    }
+    let t = TestRoot::new();
+    let (config_dir, run_dir) = (t.dir.path().join("config"), t.dir.path().join("run"));
+    for d in [&config_dir, &run_dir] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let report = run_dir.join("run-4242-0000abcd.keeper");
+    let file = std::fs::File::create(&report).unwrap();
+    let list = || {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", &config_dir)
+            .env("UNIFS_RUN_DIR", &run_dir);
+        cmd.args(["guest", "list"]);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+    let keeper = "the keeper of the killed `unifs run` (pid 4242, groups unifs/run-4242-0000abcd)";
+    file.set_modified(SystemTime::now()).unwrap();
+    let err = stderr(&list());
+    assert!(
+        err.contains(&format!("{keeper} is at work on what the run left")),
+        "just made: {err}"
+    );
+    file.set_modified(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    let err = stderr(&list());
+    assert!(
+        err.contains(&format!("{keeper} ended before it was done (killed?)")),
+        "a minute old: {err}"
+    );
+    assert!(report.exists(), "`list` leaves it");
+    let run = t.sh(
+        &[
+            "--root-mount",
+            "bind",
+            "--run-dir",
+            &run_dir.to_string_lossy(),
+        ],
+        "true",
+    );
+    let err = stderr(&run);
+    assert!(run.status.success(), "{run:?}");
+    assert!(
+        err.contains(&format!("{keeper} ended before it was done (killed?)")),
+        "run: {err}"
+    );
+    assert!(!report.exists(), "the run removes it");
 }
