@@ -392,6 +392,17 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     // Its keeper works from /.
     let run_dir = std::path::absolute(&a.run_dir)
         .with_context(|| format!("--run-dir {}", output::path(&a.run_dir)))?;
+    // Looked up (as the guest's /etc/passwd is read later anyway: beneath
+    // the root, regular files only) before anything changes, such as the
+    // keeper reports shown and removed: CAP_SETUID only for another user
+    // than root.
+    let account = match &a.user {
+        Some(user) => Some(crate::guest::user::resolve(&root, user)?),
+        None => None,
+    };
+    if let Some(acct) = &account {
+        super::privilege::require("run", &super::privilege::for_uid(acct.uid), false, &[])?;
+    }
     crate::guest::keeper_report::tell_reports(&run_dir);
     // The pid alone is not unique: a run in a PID namespace of its own may
     // be pid 1 as well, and two runs must never share their cgroups.
@@ -428,8 +439,8 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     spec.uid = a.uid;
     spec.gid = a.gid;
-    if let Some(user) = &a.user {
-        spec.set_user(crate::guest::user::resolve(&root, user)?);
+    if let Some(acct) = account {
+        spec.set_user(acct);
     }
     if let Some(dir) = &a.chdir {
         check_workdir(dir)?;

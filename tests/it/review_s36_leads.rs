@@ -5,10 +5,12 @@
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{
-    can_run, has_ip, run_bounded, spawn_on_a_terminal, stderr, stdout, wait_for_output, TestRoot,
+    can_run, has_ip, ok, run_bounded, spawn_on_a_terminal, stderr, stdout, wait_for_output,
+    TestRoot,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
-use crate::review_s34_caps::run_as;
+use crate::review_s33_nonroot::assert_refused;
+use crate::review_s34_caps::{run_as, without};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
@@ -210,4 +212,57 @@ fn s36_an_empty_keeper_report_is_at_work_then_a_killed_keeper() {
         "run: {err}"
     );
     assert!(!report.exists(), "the run removes it");
+}
+
+/// `run --user root` (or another name of uid 0) needs no CAP_SETUID, as
+/// `--uid 0` needs none: the name is looked up in the guest's /etc/passwd
+/// before the check. A user other than root still needs it, and is
+/// refused before anything changes (a keeper report in the run dir is left
+/// for the next run). Before, any `--user` asked for it.
+#[test]
+fn s36_run_as_a_named_root_needs_no_cap_setuid() {
+    if !can_run("s36_run_as_a_named_root_needs_no_cap_setuid") {
+        return;
+    }
+    let g = Guest::new("s36root", SLEEP);
+    std::fs::write(
+        g.t.root().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ntoor:x:0:0::/root:/bin/sh\nweb:x:1234:1234::/:/bin/sh\n",
+    )
+    .unwrap();
+    let no_setuid = without("setuid");
+    let id = |user: &'static str| ["--user", user, "--", "/bin/id", "-u"];
+    for user in ["root", "toor", "0", "root:0"] {
+        let o = run_as(&g, &no_setuid, &id(user));
+        assert_eq!(ok(&o), "0\n", "--user {user}");
+    }
+    let run_dir = g.t.dir.path().join("reports");
+    std::fs::create_dir(&run_dir).unwrap();
+    let report = run_dir.join("run-4242-0000abcd.keeper");
+    std::fs::File::create(&report)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    let run_dir = run_dir.to_string_lossy();
+    let id_web = id("web");
+    let web = [&["--run-dir", &run_dir][..], &id_web[..]].concat();
+    let o = run_as(&g, &no_setuid, &web);
+    assert_refused(&o, &["CAP_SETUID", "lacks"], "--user web");
+    assert!(
+        report.exists(),
+        "refused after the keeper's report was shown"
+    );
+    assert_eq!(ok(&run_as(&g, &[], &web)), "1234\n");
+    assert!(!report.exists(), "the run shows and removes it");
+    // A user who is not root is told when --user needs it.
+    let nobody = ["--reuid", "65534", "--regid", "65534", "--clear-groups"].map(String::from);
+    let o = run_as(&g, &nobody, &id("root"));
+    assert_refused(
+        &o,
+        &[
+            "needs root (uid 65534",
+            "CAP_SETUID when --user names a user other than root",
+        ],
+        "--user root as nobody",
+    );
 }
