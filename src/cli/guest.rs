@@ -400,6 +400,17 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     // Its keeper works from /.
     let run_dir = std::path::absolute(&a.run_dir)
         .with_context(|| format!("--run-dir {}", output::path(&a.run_dir)))?;
+    // Looked up (as the guest's /etc/passwd is read later anyway: beneath
+    // the root, regular files only) before anything changes, such as the
+    // keeper reports shown and removed: CAP_SETUID only for another user
+    // than root.
+    let account = match &a.user {
+        Some(user) => Some(crate::guest::user::resolve(&root, user)?),
+        None => None,
+    };
+    if let Some(acct) = &account {
+        super::privilege::require("run", &super::privilege::for_uid(acct.uid), false, &[])?;
+    }
     crate::guest::keeper_report::tell_reports(&run_dir);
     // The pid alone is not unique: a run in a PID namespace of its own may
     // be pid 1 as well, and two runs must never share their cgroups.
@@ -436,8 +447,8 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     spec.uid = a.uid;
     spec.gid = a.gid;
-    if let Some(user) = &a.user {
-        spec.set_user(crate::guest::user::resolve(&root, user)?);
+    if let Some(acct) = account {
+        spec.set_user(acct);
     }
     if let Some(dir) = &a.chdir {
         check_workdir(dir)?;
@@ -519,22 +530,14 @@ fn overlay_root(
         }
     })?;
     // What the run uses of the host's tree once its namespace is made.
-    let mut used = crate::guest::host_mounts::Used {
+    let used = crate::guest::host_mounts::Used {
         trees: spec.binds.iter().map(|b| b.src.clone()).collect(),
         paths: [g.store.clone(), run_dir.to_path_buf()]
             .into_iter()
             .chain(cgroup.groups.iter().cloned())
+            .chain(crate::guest::net::host_paths_used(&spec.net))
             .collect(),
     };
-    // `ip`, found on PATH, and the host's veth lock (/run/lock, a tmpfs of
-    // its own on systemd hosts, is not the run dir's mount when --run-dir
-    // is elsewhere: detached, the run would lock a file of its own).
-    if spec.net.mode == crate::guest::NetMode::Veth {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        used.paths
-            .extend(std::env::split_paths(&path).filter(|p| p.is_absolute()));
-        used.paths.push(crate::guest::net::HOST_LOCK.into());
-    }
     Ok(OverlayRoot::mount(
         root,
         &crate::fs::MountOptions::default(),

@@ -14,7 +14,9 @@
 //! a guest's config or runtime record is opened. What the config or record
 //! decides (CAP_NET_ADMIN by the network mode, CAP_SETUID by the user,
 //! CAP_SYS_PTRACE by the reaper) is checked on the config or record the
-//! command then goes on with, read once ([`configured`], [`recorded`]).
+//! command then goes on with, read once ([`configured`], [`recorded`]);
+//! what `run --user` names, on its one lookup in the guest's tree
+//! ([`for_uid`]).
 
 use super::guest::GuestCommand as G;
 use super::store::StoreCommand as S;
@@ -162,14 +164,13 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
         Command::Mount(_) => &[FILES],
         // KILL: `run` passes SIGTERM and Ctrl-C on to a guest whose
         // command may run as another user, and `restart` stops one.
-        // (`--user` is looked up in the guest's tree later: any asks for
-        // CAP_SETUID.)
+        // (`--user` is looked up in the guest's tree first: [`for_uid`].)
         Command::Run(a) => &[
             FILES,
             GUEST,
             &[KILL],
             network(a.opts.net),
-            user(a.opts.user.is_some() || a.opts.uid != 0),
+            user(a.opts.uid != 0),
         ],
         Command::Guest(G::Restart { .. }) => &[FILES, GUEST, &[KILL]],
         Command::Guest(G::Start { .. }) => &[FILES, GUEST],
@@ -201,6 +202,9 @@ pub(crate) fn decided(command: &Command) -> Vec<Decided> {
     let when = |need, when| Decided { need, when };
     let ptrace = when(SYS_PTRACE, "for a guest under unifs's reaper or keeping it");
     match command {
+        Command::Run(a) if a.opts.user.is_some() => {
+            vec![when(SETUID, "when --user names a user other than root")]
+        }
         Command::Guest(G::Start { .. } | G::Restart { .. }) => vec![
             when(NET_ADMIN, "unless its config's network is the host's"),
             when(SETUID, "when its config names a user"),
@@ -236,6 +240,18 @@ pub(crate) fn configured(cfg: &GuestConfig) -> Vec<Need> {
     let user = cfg.user.is_some() || cfg.uid.is_some_and(|u| u != 0);
     let setuid: &[Need] = if user { &[SETUID] } else { &[] };
     [network(cfg.net.mode), setuid].concat()
+}
+
+/// What `run --user` needs beyond [`needed`] once the user is looked up in
+/// the guest's tree (`uid`): CAP_SETUID for a user other than root. (A
+/// config's `user` asks for it whatever it names: `guest start` looks it
+/// up only when it makes the guest's spec, and a check on one lookup
+/// and a start on another could disagree.)
+pub(crate) fn for_uid(uid: u32) -> Vec<Need> {
+    match uid {
+        0 => Vec::new(),
+        _ => vec![SETUID],
+    }
 }
 
 /// What `guest exec` or `enter` of the running guest whose runtime record

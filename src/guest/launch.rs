@@ -273,7 +273,7 @@ pub fn spawn(
             });
         }
     }
-    spec.limits.check()?;
+    spec.limits.check().map_err(|e| spec.in_its_config(e))?;
     net::check(spec)?;
     let spawned = clone_guest(spec, stdio, cgroup, foreground);
     if spawned.is_err() {

@@ -205,16 +205,19 @@ fn start_as(
     let spec = spec_of(&cfg, dirs, name)?;
     cfg.warn_raised_limits();
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
-    spec.limits.check()?;
+    let in_config = |e| spec.in_its_config(e);
+    spec.limits.check().map_err(in_config)?;
     let daemon = (cfg.root_mount == RootMount::Overlay).then(|| {
         let threads = crate::fs::MountOptions::default().threads;
         (crate::fs::ready::Daemon::Forked, threads)
     });
-    spec.limits.check_pids_room(daemon, spec.init)?;
+    spec.limits
+        .check_pids_room(daemon, spec.init)
+        .map_err(in_config)?;
     // Beside the sweep of killed runs' groups, what their keepers said.
     super::keeper_report::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.
-    let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true)?;
+    let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true).map_err(in_config)?;
     let root = run.root();
     if let Err(e) = std::fs::create_dir_all(&root) {
         cgroup.remove();
@@ -1159,17 +1162,24 @@ pub fn check_init(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
     Ok(())
 }
 
-/// The guest's spec from its config; an error names the config file (the
-/// checks are the command line's, and name its options).
+/// The guest's spec from its config, its network checked too; an error
+/// names the config file, and a setting whose check `unifs run`'s options
+/// share by its key there, not by the option (`[net] host_ip`, not
+/// `--host-ip`).
 fn spec_of(cfg: &GuestConfig, dirs: &Dirs, name: &str) -> Result<GuestSpec> {
-    cfg.spec(name, RunDir::new(&dirs.run_dir, name).root())
-        .map_err(|e| match e {
-            Error::Config { .. } => e,
+    let path = dirs.config_dir.join(format!("{name}.toml"));
+    let mut spec = cfg
+        .spec(name, RunDir::new(&dirs.run_dir, name).root())
+        .map_err(|e| match super::spec::in_config(e, &path) {
+            e @ Error::Config { .. } => e,
             e => Error::Config {
-                path: dirs.config_dir.join(format!("{name}.toml")),
+                path: path.clone(),
                 reason: e.to_string(),
             },
-        })
+        })?;
+    spec.config = Some(path);
+    super::net::check(&spec)?;
+    Ok(spec)
 }
 
 /// Ends the guest's processes, unmounts its root, removes its cgroups and

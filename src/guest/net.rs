@@ -4,11 +4,13 @@
 //! end (`ve-NAME`) gets `host_ip` or joins `bridge`. The pair is made with
 //! iproute2's `ip` while the child waits; it vanishes with the namespace.
 
-use super::{Error, GuestSpec, NetMode, Result};
+use super::spec::Names;
+use super::{Error, GuestSpec, NetMode, NetSpec, Result};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
+use std::ffi::OsStr;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The host's half of the network set-up, while the child waits.
@@ -20,57 +22,64 @@ pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<()> {
 }
 
 /// Checks a veth spec before anything is created: each mistake `ip` would
-/// take, or only show as a guest that reaches nothing, said with the option
-/// to fix.
+/// take, or only show as a guest that reaches nothing, said with the
+/// setting to fix (`unifs run`'s option, or the key of the config the spec
+/// was made from, and its file).
 pub fn check(spec: &GuestSpec) -> Result<()> {
-    let net = &spec.net;
+    check_as(&spec.net, spec.names()).map_err(|e| spec.in_its_config(e))
+}
+
+/// [`check`] of `net`, its settings named as `names` says.
+fn check_as(net: &NetSpec, names: Names) -> Result<()> {
+    let [veth, ip_o, host_o, bridge_o, gw_o] =
+        ["--net veth", "--ip", "--host-ip", "--bridge", "--gateway"].map(|o| names.of(o));
     if net.mode != NetMode::Veth {
         if net.ip.is_some()
             || net.host_ip.is_some()
             || net.bridge.is_some()
             || net.gateway.is_some()
         {
-            return Err(Error::Net(
-                "--ip, --host-ip, --bridge and --gateway need --net veth".into(),
-            ));
+            return Err(Error::Net(format!(
+                "{ip_o}, {host_o}, {bridge_o} and {gw_o} need {veth}"
+            )));
         }
         return Ok(());
     }
     let Some(ip_s) = &net.ip else {
-        return Err(Error::Net(
-            "--net veth needs --ip ADDR/PREFIX for the guest".into(),
-        ));
+        return Err(Error::Net(format!(
+            "{veth} needs {ip_o} ADDR/PREFIX for the guest"
+        )));
     };
-    let ip = Cidr::parse("--ip", ip_s)?;
+    let ip = Cidr::parse(ip_o, ip_s)?;
     if let Some(host_s) = &net.host_ip {
-        let host = Cidr::parse("--host-ip", host_s)?;
+        let host = Cidr::parse(host_o, host_s)?;
         if host.addr.is_ipv4() != ip.addr.is_ipv4() {
             return Err(Error::Net(format!(
-                "--host-ip {host_s} and --ip {ip_s}: one is IPv4, the other IPv6; give both \
+                "{host_o} {host_s} and {ip_o} {ip_s}: one is IPv4, the other IPv6; give both \
                  of one family"
             )));
         }
         if host.addr == ip.addr {
             return Err(Error::Net(format!(
-                "--host-ip {host_s} is the guest's own address (--ip {ip_s}): give the host end \
-                 another address of that subnet"
+                "{host_o} {host_s} is the guest's own address ({ip_o} {ip_s}): give the host \
+                 end another address of that subnet"
             )));
         }
         // Each side routes only its own subnet to the pair.
         if !ip.contains(host.addr) || !host.contains(ip.addr) {
             return Err(Error::Net(format!(
-                "--host-ip {host_s} and --ip {ip_s} are not in one subnet, so neither side \
+                "{host_o} {host_s} and {ip_o} {ip_s} are not in one subnet, so neither side \
                  could reach the other: give both one prefix (10.0.3.1/24 and 10.0.3.2/24)"
             )));
         }
     }
     if net.host_ip.is_some() && net.bridge.is_some() {
-        return Err(Error::Net("give --host-ip or --bridge, not both".into()));
+        return Err(Error::Net(format!("give {host_o} or {bridge_o}, not both")));
     }
     if let Some(gw_s) = &net.gateway {
         let gw: IpAddr = gw_s.parse().map_err(|_| {
             Error::Net(format!(
-                "--gateway {gw_s}: expected an address alone (10.0.3.1, fd00::1), no /PREFIX"
+                "{gw_o} {gw_s}: expected an address alone (10.0.3.1, fd00::1), no /PREFIX"
             ))
         })?;
         // An IPv6 router is often named by its link-local address (fe80::1).
@@ -79,9 +88,9 @@ pub fn check(spec: &GuestSpec) -> Result<()> {
         let on_link = ip.contains(gw) || (ip.addr.is_ipv6() && link_local(gw));
         if gw == ip.addr || !on_link {
             return Err(Error::Net(format!(
-                "--gateway {gw_s} is not another address of the guest's subnet (--ip {ip_s}) \
+                "{gw_o} {gw_s} is not another address of the guest's subnet ({ip_o} {ip_s}) \
                  or, for IPv6, a link-local one (fe80::1): the guest reaches a gateway only \
-                 there (the host end's --host-ip, or a router on --bridge)"
+                 there (the host end's {host_o}, or a router on {bridge_o})"
             )));
         }
     }
@@ -96,9 +105,9 @@ struct Cidr {
 }
 
 impl Cidr {
-    /// `ADDR/PREFIX` given to `flag`.
-    fn parse(flag: &str, s: &str) -> Result<Cidr> {
-        let bad = |why: String| Error::Net(format!("{flag} {s}: {why}"));
+    /// `ADDR/PREFIX` given as the setting `setting` (`--ip`, `[net] ip`).
+    fn parse(setting: &str, s: &str) -> Result<Cidr> {
+        let bad = |why: String| Error::Net(format!("{setting} {s}: {why}"));
         let (addr, prefix) = s
             .split_once('/')
             .ok_or_else(|| bad("expected ADDR/PREFIX (10.0.3.2/24, fd00::2/64)".into()))?;
@@ -133,31 +142,36 @@ fn bits(a: IpAddr) -> (u128, u32) {
 /// supported" of a bridge, and would give the pair a `--host-ip` subnet
 /// that a host address is in already without a word (the guest then
 /// reaches nothing: the older route wins). A wider subnet around it (a
-/// 10.0.0.0/8 elsewhere) is fine: the narrower route wins.
+/// 10.0.0.0/8 elsewhere) is fine: the narrower route wins. Its settings
+/// named as [`check`] names them.
 fn check_host(spec: &GuestSpec) -> Result<()> {
+    let names = spec.names();
+    let [host_o, bridge_o] = ["--host-ip", "--bridge"].map(|o| names.of(o));
+    let refused = |why: String| spec.in_its_config(Error::Net(why));
     if let Some(bridge) = &spec.net.bridge {
         let dev = Path::new("/sys/class/net").join(bridge);
         if !dev.exists() {
-            return Err(Error::Net(format!(
-                "--bridge {bridge}: no such interface on the host; make it first \
+            return Err(refused(format!(
+                "{bridge_o} {bridge}: no such interface on the host; make it first \
                  (`ip link add {bridge} type bridge`)"
             )));
         }
         if !dev.join("bridge").is_dir() {
-            return Err(Error::Net(format!(
-                "--bridge {bridge}: that interface is not a bridge; name one \
+            return Err(refused(format!(
+                "{bridge_o} {bridge}: that interface is not a bridge; name one \
                  (`ip -br link show type bridge` lists them)"
             )));
         }
     }
     if let Some(host_s) = &spec.net.host_ip {
-        let host = Cidr::parse("--host-ip", host_s)?;
+        let host = Cidr::parse(host_o, host_s).map_err(|e| spec.in_its_config(e))?;
         let addrs = ip_output(&["-o", "addr", "show"])?;
         let mut taken = addrs.lines().filter_map(host_addr);
         if let Some((dev, cidr)) = taken.find(|(_, c)| host.contains(c.addr)) {
-            return Err(Error::Net(format!(
-                "--host-ip {host_s}: host interface {dev} has {}/{} in that subnet already; \
-                 give the guest a subnet of its own (or put it on that network with --bridge)",
+            return Err(refused(format!(
+                "{host_o} {host_s}: host interface {dev} has {}/{} in that subnet already; \
+                 give the guest a subnet of its own (or put it on that network with \
+                 {bridge_o})",
                 cidr.addr, cidr.prefix
             )));
         }
@@ -239,6 +253,28 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
         let _ = ip(&["link", "del", &host_if]);
     }
     configured
+}
+
+/// The host paths the network set-up goes on using once `unifs run` is in
+/// a mount namespace of its own ([`super::host_mounts`]): for veth, `ip`
+/// (found on PATH) and [`HOST_LOCK`] (/run/lock, a tmpfs of its own on
+/// systemd hosts, is not the run dir's mount when the run dir is
+/// elsewhere: let go of, the run would lock a file of its own).
+pub fn host_paths_used(net: &NetSpec) -> Vec<PathBuf> {
+    paths_used(net, std::env::var_os("PATH").as_deref())
+}
+
+/// [`host_paths_used`] with `path` as PATH (relative entries are no host
+/// place: they name the working directory's, which is left for `/`).
+fn paths_used(net: &NetSpec, path: Option<&OsStr>) -> Vec<PathBuf> {
+    if net.mode != NetMode::Veth {
+        return Vec::new();
+    }
+    let mut paths: Vec<PathBuf> = std::env::split_paths(path.unwrap_or_default())
+        .filter(|p| p.is_absolute())
+        .collect();
+    paths.push(HOST_LOCK.into());
+    paths
 }
 
 /// Where veth set-ups take turns: one lock for the host, whatever the run
@@ -467,6 +503,33 @@ mod tests {
     }
 
     #[test]
+    fn a_configs_network_is_named_by_its_keys_and_file() {
+        let mut s = veth(Some("10.0.3.2/24"));
+        s.net.host_ip = Some("10.0.3.2/24".into());
+        let said = "10.0.3.2/24 is the guest's own address";
+        assert!(
+            err(&s).contains(&format!("--host-ip {said} (--ip 10.0.3.2/24)")),
+            "{}",
+            err(&s)
+        );
+        s.config = Some("/etc/unifs/guests/web1.toml".into());
+        assert_eq!(
+            err(&s),
+            format!(
+                "bad guest config /etc/unifs/guests/web1.toml: [net] host_ip {said} ([net] ip \
+                 10.0.3.2/24): give the host end another address of that subnet"
+            )
+        );
+        s.net.mode = NetMode::None;
+        let e = err(&s);
+        assert!(
+            e.contains("[net] ip, [net] host_ip, [net] bridge and [net] gateway need [net] mode"),
+            "{e}"
+        );
+        assert!(!e.contains("--"), "{e}");
+    }
+
+    #[test]
     fn subnets_hold_their_addresses_only() {
         let c = |s: &str| Cidr::parse("--ip", s).unwrap();
         let a = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -497,6 +560,25 @@ mod tests {
         let line = "7: eth0@if12: <BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue";
         assert_eq!(veth_link(line), Some((7, 12)));
         assert_eq!(veth_link("1: lo: <LOOPBACK,UP> mtu 65536"), None);
+    }
+
+    #[test]
+    fn a_veth_run_keeps_ip_on_path_and_the_host_lock() {
+        let path = OsStr::new("/usr/sbin:bin::/sbin");
+        let veth = veth(Some("10.0.3.2/24")).net;
+        assert_eq!(
+            paths_used(&veth, Some(path)),
+            ["/usr/sbin", "/sbin", HOST_LOCK].map(PathBuf::from),
+            "relative entries left out"
+        );
+        assert_eq!(paths_used(&veth, None), [PathBuf::from(HOST_LOCK)]);
+        for mode in [NetMode::None, NetMode::Host] {
+            let net = NetSpec {
+                mode,
+                ..NetSpec::default()
+            };
+            assert!(paths_used(&net, Some(path)).is_empty(), "{mode:?}");
+        }
     }
 
     #[test]

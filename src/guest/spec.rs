@@ -56,13 +56,103 @@ pub struct GuestSpec {
     /// What `guest stop` sends init first (a signal number).
     #[serde(default = "sigterm")]
     pub stop_signal: i32,
+    /// The named guest's config file this spec was made from (None: `unifs
+    /// run`'s options): a check they share names the setting as it was
+    /// given ([`GuestSpec::names`], [`in_config`]).
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
 }
 
 fn sigterm() -> i32 {
     libc::SIGTERM
 }
 
+/// How an error names a setting that `unifs run`'s options and a named
+/// guest's config share: as the option (`--host-ip`) or as the config's
+/// key (`[net] host_ip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    Options,
+    Config,
+}
+
+impl Names {
+    /// `option`, one of `unifs run`'s, as named here (the option itself
+    /// where a config has no key of its own for it).
+    pub fn of(self, option: &'static str) -> &'static str {
+        match self {
+            Names::Options => option,
+            Names::Config => CONFIG_KEYS
+                .iter()
+                .find(|(o, _)| *o == option)
+                .map_or(option, |(_, key)| key),
+        }
+    }
+}
+
+/// The options whose checks a config shares, and their config keys.
+const CONFIG_KEYS: &[(&str, &str)] = &[
+    ("--net veth", "[net] mode = \"veth\""),
+    ("--ip", "[net] ip"),
+    ("--host-ip", "[net] host_ip"),
+    ("--bridge", "[net] bridge"),
+    ("--gateway", "[net] gateway"),
+    ("--memory", "[limits] memory"),
+    ("--cpus", "[limits] cpus"),
+    ("--pids", "[limits] pids"),
+    ("--io-weight", "[limits] io_weight"),
+];
+
+/// `e`, of a check that `unifs run`'s options and a named guest's config
+/// share, said as the config's (the file `path`): the setting by its key
+/// (`[limits] pids`, not `--pids`), and the file. An error about no
+/// setting (a cgroup hierarchy missing) is left as it is.
+pub fn in_config(e: Error, path: &Path) -> Error {
+    let reason = match e {
+        // Named by the spec's names already (net::check).
+        Error::Net(reason) => reason,
+        Error::Invalid {
+            what,
+            value,
+            reason,
+        } => Error::Invalid {
+            what: Names::Config.of(what),
+            value,
+            reason,
+        }
+        .to_string(),
+        Error::Limit { limit, reason } => Error::Limit {
+            limit: Names::Config.of(limit),
+            reason,
+        }
+        .to_string(),
+        e => return e,
+    };
+    Error::Config {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
 impl GuestSpec {
+    /// How errors name this spec's settings: as its config's keys, or as
+    /// `unifs run`'s options.
+    pub fn names(&self) -> Names {
+        match self.config {
+            Some(_) => Names::Config,
+            None => Names::Options,
+        }
+    }
+
+    /// `e`, of a check of this spec's settings, said as its config's
+    /// ([`in_config`]) when it was made from one.
+    pub fn in_its_config(&self, e: Error) -> Error {
+        match &self.config {
+            Some(path) => in_config(e, path),
+            None => e,
+        }
+    }
+
     /// A spec with the defaults: host name = name, no network, default caps.
     pub fn new(name: &str, root: PathBuf, command: Vec<String>) -> GuestSpec {
         GuestSpec {
@@ -87,6 +177,7 @@ impl GuestSpec {
             init: false,
             syscall_filter: SyscallFilter::default(),
             stop_signal: libc::SIGTERM,
+            config: None,
         }
     }
 
@@ -658,6 +749,36 @@ pub fn parse_size(s: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configs_setting_is_named_by_its_key_and_file() {
+        let path = Path::new("/etc/unifs/guests/web1.toml");
+        let pids = Limits {
+            pids: Some(0),
+            ..Limits::default()
+        };
+        let e = pids.check().unwrap_err();
+        assert!(e.to_string().starts_with("invalid --pids \"0\""), "{e}");
+        let e = in_config(e, path).to_string();
+        assert!(
+            e.starts_with(
+                "bad guest config /etc/unifs/guests/web1.toml: invalid [limits] pids \"0\""
+            ),
+            "{e}"
+        );
+        let io = Error::Limit {
+            limit: "--io-weight",
+            reason: "no io controller".into(),
+        };
+        let e = in_config(io, path).to_string();
+        assert!(
+            e.ends_with(": cannot apply [limits] io_weight: no io controller"),
+            "{e}"
+        );
+        // Of no setting: as it was.
+        let e = in_config(Error::Cgroup("none mounted".into()), path).to_string();
+        assert_eq!(e, "cannot place the guest in cgroups: none mounted");
+    }
 
     /// What the review measured (s35): `unifs run` starts under 7 tasks,
     /// `guest start` under 9; a bind-mounted root needs init's alone.

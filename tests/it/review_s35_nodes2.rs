@@ -102,9 +102,11 @@ fn start_outcome(o: &std::process::Output) -> Start {
     if o.status.success() {
         return Start::Started;
     }
-    let least = err
-        .strip_prefix("unifs: cannot apply --pids: ")
-        .and_then(|e| e.rsplit_once("give at least "))
+    // A named guest's says its config's key, and the file (session 36).
+    let least = ["cannot apply --pids: ", "cannot apply [limits] pids: "]
+        .iter()
+        .find_map(|said| err.split_once(said))
+        .and_then(|(_, e)| e.rsplit_once("give at least "))
         .and_then(|(_, n)| n.trim().parse().ok());
     match least {
         Some(n) => Start::Refused(n),

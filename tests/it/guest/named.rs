@@ -606,7 +606,9 @@ fn named_errors_leave_nothing_behind() {
     )
     .unwrap();
     let o = g.unifs(&["start", "badlimit"]);
-    assert!(stderr(&o).contains("--pids"), "{}", stderr(&o));
+    // Named as the config names it, with the file (session 36).
+    let said = format!("bad guest config {}: invalid [limits] pids", cfg.display());
+    assert!(stderr(&o).contains(&said), "{}", stderr(&o));
     assert!(!is_mounted(&g.run_dir.join("badlimit/root")));
 
     // A backing directory that does not exist.
