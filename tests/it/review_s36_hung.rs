@@ -142,10 +142,11 @@ fn s36_a_veth_run_skips_a_path_dir_in_a_hung_mount() {
     if !can_run(test) || !has_ip(test) {
         return;
     }
-    // `ip` is found in /usr/sbin; the PATH directory after it, in the hung
-    // mount, was resolved (canonicalize) for the run's kept mounts, for good.
+    // `ip` is found in /usr/sbin; the PATH directory before it, in the hung
+    // mount, was resolved (canonicalize) for the run's kept mounts, and
+    // looked into for `ip` (execvp), each for good.
     let h = Hung::new(false);
-    let path = format!("/usr/sbin:/usr/bin:/sbin:/bin:{}", h.path("hung/bin"));
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", h.path("hung/bin"));
     let mut cmd = Command::new(unifs_bin());
     cmd.env("UNIFS_STORE", h.dir("store"))
         .env("PATH", path)
@@ -250,4 +251,33 @@ fn s36_store_commands_refuse_a_store_in_a_hung_mount() {
             args[0],
         );
     }
+}
+
+#[test]
+fn s36_a_veth_guest_start_skips_a_path_dir_in_a_hung_mount() {
+    let test = "s36_a_veth_guest_start_skips_a_path_dir_in_a_hung_mount";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    // `guest start` runs `ip` in the host's mount namespace: execvp looked
+    // for it in the PATH directory in the hung mount first, for good.
+    let h = Hung::new(false);
+    std::fs::create_dir(h.dir("config")).unwrap();
+    let toml = format!(
+        "root = {:?}\ninit = [\"/bin/sleep\", \"1000\"]\n[net]\nmode = \"veth\"\n\
+         ip = \"10.236.2.2/24\"\nhost_ip = \"10.236.2.1/24\"\n",
+        h.path("root")
+    );
+    std::fs::write(h.dir("config/web.toml"), toml).unwrap();
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", h.path("hung/bin"));
+    let mut cmd = Command::new(unifs_bin());
+    cmd.env("UNIFS_STORE", h.dir("store"))
+        .env("UNIFS_RUN_DIR", h.dir("run"))
+        .env("UNIFS_CONFIG_DIR", h.dir("config"))
+        .env("PATH", path)
+        .args(["guest", "start", "web"]);
+    let started = h.run(cmd);
+    let stopped = h.unifs(&["guest", "stop", "--timeout", "0", "web"]);
+    ok(&started);
+    ok(&stopped);
 }
