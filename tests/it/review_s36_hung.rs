@@ -85,15 +85,21 @@ impl Hung {
         run_bounded(cmd, Duration::from_secs(60))
     }
 
-    /// `unifs ARGS` in the namespace, with the test's store, run dir and
-    /// config dir.
+    /// `unifs ARGS` in the namespace ([`Hung::command`]).
     fn unifs(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args);
+        self.run(cmd)
+    }
+
+    /// `unifs` with the test's store, run dir and config dir, its
+    /// arguments to add.
+    fn command(&self) -> Command {
         let mut cmd = Command::new(unifs_bin());
         cmd.env("UNIFS_STORE", self.dir("store"))
             .env("UNIFS_RUN_DIR", self.dir("run"))
-            .env("UNIFS_CONFIG_DIR", self.dir("config"))
-            .args(args);
-        self.run(cmd)
+            .env("UNIFS_CONFIG_DIR", self.dir("config"));
+        cmd
     }
 
     /// Asserts `o` failed with one line naming the hung mount and how to
@@ -147,9 +153,8 @@ fn s36_a_veth_run_skips_a_path_dir_in_a_hung_mount() {
     // looked into for `ip` (execvp), each for good.
     let h = Hung::new(false);
     let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", h.path("hung/bin"));
-    let mut cmd = Command::new(unifs_bin());
-    cmd.env("UNIFS_STORE", h.dir("store"))
-        .env("PATH", path)
+    let mut cmd = h.command();
+    cmd.env("PATH", path)
         .args(["run", "--net", "veth", "--ip", "10.236.1.2/24"])
         .args(["--host-ip", "10.236.1.1/24", "--root", &h.path("root")])
         .args(["--", "/bin/true"]);
@@ -270,12 +275,8 @@ fn s36_a_veth_guest_start_skips_a_path_dir_in_a_hung_mount() {
     );
     std::fs::write(h.dir("config/web.toml"), toml).unwrap();
     let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", h.path("hung/bin"));
-    let mut cmd = Command::new(unifs_bin());
-    cmd.env("UNIFS_STORE", h.dir("store"))
-        .env("UNIFS_RUN_DIR", h.dir("run"))
-        .env("UNIFS_CONFIG_DIR", h.dir("config"))
-        .env("PATH", path)
-        .args(["guest", "start", "web"]);
+    let mut cmd = h.command();
+    cmd.env("PATH", path).args(["guest", "start", "web"]);
     let started = h.run(cmd);
     let stopped = h.unifs(&["guest", "stop", "--timeout", "0", "web"]);
     ok(&started);
