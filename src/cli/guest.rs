@@ -399,6 +399,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     );
     // Its keeper works from /.
     let run_dir = std::path::absolute(&a.run_dir)
+        .and_then(|d| crate::fs::refuse_stalled(&d).map(|()| d))
         .with_context(|| format!("--run-dir {}", output::path(&a.run_dir)))?;
     // Looked up (as the guest's /etc/passwd is read later anyway: beneath
     // the root, regular files only) before anything changes, such as the
@@ -436,6 +437,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         gateway: a.gateway.clone(),
     };
     spec.binds = parse_all(&a.binds)?;
+    for b in &spec.binds {
+        crate::fs::refuse_stalled(&b.src)
+            .with_context(|| format!("bind source {}", output::path(&b.src)))?;
+    }
     spec.tmpfs = parse_all(&a.tmpfs)?;
     spec.read_only = a.read_only;
     spec.rlimits = parse_all(&a.rlimits)?;
@@ -517,6 +522,7 @@ fn overlay_root(
         return Err(crate::guest::Error::Permission("starting a guest").into());
     }
     anyhow::ensure!(root.is_dir(), crate::guest::Error::no_root(root, None));
+    super::refuse_stalled_store(&g.store)?;
     super::mount::check_not_store(&g.store, root)?;
     super::mount::check_dev_fuse()?;
     super::mount::check_store(&g.store, root).map_err(|e| {
@@ -568,6 +574,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             "the {option} path is empty ({env} set to an empty string, or {option} \"\"): \
              name a directory, or unset {env} for the default"
         );
+        // Every command reads them first: refused, not waited on for good.
+        crate::fs::refuse_stalled(dir)
+            .with_context(|| format!("{option} {}", output::path(dir)))?;
     }
     let dirs = |d: GuestDirs| Dirs {
         config_dir: d.config_dir,

@@ -132,7 +132,19 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let result = match cli.command {
+    let store_user = matches!(
+        &cli.command,
+        Command::Unify(_)
+            | Command::Store(_)
+            | Command::Manifest(_)
+            | Command::Restore(_)
+            | Command::Mount(_)
+    );
+    let store_answers = match store_user {
+        true => refuse_stalled_store(&cli.global.store),
+        false => Ok(()),
+    };
+    let result = store_answers.and_then(|()| match cli.command {
         Command::Unify(a) => unify::run(&cli.global, a),
         Command::Store(c) => store::run(&cli.global, c),
         Command::Demo(a) => demo::run(&cli.global, a),
@@ -142,7 +154,7 @@ pub fn main() -> ExitCode {
         Command::Umount(a) => mount::umount(&cli.global, a),
         Command::Run(a) => guest::run(&cli.global, a),
         Command::Guest(c) => guest::guest(&cli.global, c),
-    };
+    });
     let failed = print::stdout_failure();
     match result {
         Ok(code) => match failed {
@@ -160,6 +172,13 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Refuses a store in a FUSE mount whose daemon does not answer (stopped,
+/// hung): the command would wait for good at its first look at it.
+pub(super) fn refuse_stalled_store(store: &std::path::Path) -> anyhow::Result<()> {
+    crate::fs::refuse_stalled(store)
+        .map_err(|e| anyhow::anyhow!("store {}: {e}", output::path(store)))
 }
 
 /// Starts rayon's global pool, which `store verify` and `manifest` hash

@@ -695,38 +695,39 @@ fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
     above.dedup();
     for (m, guest) in above {
         let mut health = root_health(&m, std::time::Duration::from_secs(2));
+        // A guest served over itself, or inside the mount, is reached
+        // only through the daemon that does not answer.
+        let daemon = || {
+            guest
+                .as_deref()
+                .filter(|g| !g.starts_with(&m))
+                .and_then(guest_daemon)
+        };
         // A unifs daemon that runs is busy (a long break, a flood of
         // requests), not stopped: it is given longer.
-        if health == RootHealth::NoAnswer && unifs_daemon_runs(&m, guest.as_deref()) {
+        if health == RootHealth::NoAnswer && daemon().is_some_and(|(_, stopped)| !stopped) {
             health = root_health(&m, std::time::Duration::from_secs(30));
         }
         if health == RootHealth::NoAnswer {
+            let what = match daemon() {
+                Some((pid, true)) => format!(
+                    "whose daemon (pid {pid}) does not answer: it is stopped (SIGSTOP, or a \
+                     debugger holds it); `kill -CONT {pid}` lets it go on, or unmount it first"
+                ),
+                _ => "whose daemon does not answer (stopped?); let its daemon go on, or \
+                      unmount it first"
+                    .into(),
+            };
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "it is in the FUSE mount at {}, whose daemon does not answer (stopped?); \
-                     let its daemon go on, or unmount it first",
+                    "it is in the FUSE mount at {}, {what}",
                     crate::sys::shown(&m)
                 ),
             ));
         }
     }
     Ok(())
-}
-
-/// Whether the daemon of the unifs mount at `mount` (of the directory
-/// `guest`, from its source) is found running, not stopped: the holder of
-/// its guest's lock, looked up without touching the mount.
-fn unifs_daemon_runs(mount: &Path, guest: Option<&Path>) -> bool {
-    let Some(guest) = guest else {
-        return false;
-    };
-    // A guest served over itself, or inside the mount, is reached only
-    // through the daemon that does not answer.
-    if guest.starts_with(mount) {
-        return false;
-    }
-    guest_daemon(guest).is_some_and(|(_, stopped)| !stopped)
 }
 
 /// The daemon serving the guest directory `guest` (the holder of its lock,

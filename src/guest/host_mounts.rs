@@ -13,7 +13,7 @@
 //! binds at its `pivot_root` anyway.
 
 use crate::fs::mountinfo::{self, Mount};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -45,18 +45,21 @@ pub struct Used {
 /// from it: a relative --store): a detached mount lives on while anything
 /// is open in it. Call it while single-threaded, before the daemon and the
 /// guest are forked (they inherit the namespace). What cannot be detached
-/// stays, as it did before.
+/// stays, as it did before. A FUSE mount whose daemon does not answer
+/// (stopped, hung) is never looked into: a used path in it is none (a PATH
+/// directory there, which no look could use), and a mount below it stays.
 pub fn let_go_of_unused(used: &Used) {
     let used = Used {
         trees: SYSTEM
             .iter()
             .map(Path::new)
             .chain(used.trees.iter().map(PathBuf::as_path))
-            .map(resolved)
+            .filter_map(resolved)
             .collect(),
-        paths: used.paths.iter().map(|p| resolved(p)).collect(),
+        paths: used.paths.iter().filter_map(|p| resolved(p)).collect(),
     };
     let _ = nix::unistd::chdir("/");
+    let mut answers = HashMap::new();
     // A detach uncovers a mount stacked under the one it took at that
     // point; each pass detaches at least one mount, or ends.
     for _ in 0..16 {
@@ -66,7 +69,9 @@ pub fn let_go_of_unused(used: &Used) {
         let unused = unused(&mounts, &used);
         let mut detached = false;
         for m in mounts.iter().filter(|m| unused.contains(&m.id)) {
-            detached |= detach(&m.point, &unused);
+            if !behind_fuse(m, &mounts, &unused, &mut answers) {
+                detached |= detach(&m.point, &unused);
+            }
         }
         if !detached {
             return;
@@ -82,6 +87,34 @@ fn unused(mounts: &[Mount], used: &Used) -> HashSet<u64> {
             || used.trees.iter().any(|t| m.point.starts_with(t))
     };
     mounts.iter().filter(|m| !holds(m)).map(|m| m.id).collect()
+}
+
+/// Whether the way to `m`'s mount point crosses a FUSE mount (one above
+/// it) that is let go of too (`m` is then reached in a pass after it) or
+/// that is kept and does not answer (asked once, in 2 s; remembered in
+/// `answers` by mount id): every lookup there, even the O_PATH open of
+/// [`detach`] (a permission check of each directory on the way asks the
+/// daemon), waits for its daemon, for good if it is stopped. The mounts
+/// of `mounts` are those at the mount points, not the ones on top there:
+/// a FUSE mount hidden under another is taken as crossed, and so waited
+/// for, which only puts `m` off.
+fn behind_fuse(
+    m: &Mount,
+    mounts: &[Mount],
+    unused: &HashSet<u64>,
+    answers: &mut HashMap<u64, bool>,
+) -> bool {
+    use crate::guest::state::{root_health, RootHealth};
+    mounts
+        .iter()
+        .filter(|f| f.fstype.starts_with("fuse"))
+        .filter(|f| f.point != m.point && m.point.starts_with(&f.point))
+        .any(|f| {
+            unused.contains(&f.id)
+                || !*answers.entry(f.id).or_insert_with(|| {
+                    root_health(&f.point, std::time::Duration::from_secs(2)) != RootHealth::NoAnswer
+                })
+        })
 }
 
 /// Detaches the mount `point` leads to, if it is one of `unused`: checked
@@ -112,21 +145,25 @@ fn mount_id(fd: &OwnedFd) -> Option<u64> {
 
 /// `path` absolute, through the symlinks of its longest part that exists (a
 /// run dir not made yet, below a symlinked /var/run): as mountinfo names
-/// mount points.
-fn resolved(path: &Path) -> PathBuf {
+/// mount points. None where `path` lies in a FUSE mount whose daemon does
+/// not answer: resolving it would wait for good.
+fn resolved(path: &Path) -> Option<PathBuf> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if crate::fs::refuse_stalled(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+        return None;
+    }
     let mut rest = Vec::new();
     let mut at = path.as_path();
     loop {
         if let Ok(real) = std::fs::canonicalize(at) {
-            return rest.iter().rev().fold(real, |p, name| p.join(name));
+            return Some(rest.iter().rev().fold(real, |p, name| p.join(name)));
         }
         match (at.parent(), at.file_name()) {
             (Some(parent), Some(name)) => {
                 rest.push(name.to_owned());
                 at = parent;
             }
-            _ => return path,
+            _ => return Some(path),
         }
     }
 }
@@ -195,6 +232,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let real = std::fs::canonicalize(dir.path()).unwrap();
         std::os::unix::fs::symlink(&real, real.join("link")).unwrap();
-        assert_eq!(resolved(&real.join("link/not/yet")), real.join("not/yet"),);
+        assert_eq!(
+            resolved(&real.join("link/not/yet")),
+            Some(real.join("not/yet"))
+        );
     }
 }

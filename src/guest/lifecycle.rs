@@ -1075,6 +1075,7 @@ pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
         return Err(Error::no_root(&cfg.root, Some(&config)));
     }
     for b in spec_of(cfg, dirs, name)?.binds {
+        crate::fs::refuse_stalled(&b.src).map_err(|e| Error::io("bind source", &b.src, e))?;
         if !b.src.exists() {
             return Err(Error::NoBindSource {
                 src: b.src,

@@ -424,13 +424,38 @@ fn ip(args: &[&str]) -> Result<()> {
     ip_output(args).map(drop)
 }
 
+/// `ip` as PATH finds it, found once, with each directory in a FUSE mount
+/// that does not answer passed over: execvp's lookup there waits for good.
+/// Where none has it, "ip", for the error execvp gives.
+fn ip_program() -> &'static Path {
+    use std::os::unix::fs::PermissionsExt;
+    static IP: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    IP.get_or_init(|| {
+        let stalled = |d: &Path| {
+            crate::fs::refuse_stalled(d).is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        };
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .filter(|d| d.is_absolute() && !stalled(d))
+            .map(|d| d.join("ip"))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+            .unwrap_or_else(|| "ip".into())
+    })
+}
+
 /// `ip ARGS`' standard output.
 fn ip_output(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        Error::Net(format!(
-            "running `ip` (iproute2, needed for --net veth): {e}"
-        ))
-    })?;
+    let out = Command::new(ip_program())
+        .args(args)
+        .output()
+        .map_err(|e| {
+            Error::Net(format!(
+                "running `ip` (iproute2, needed for --net veth): {e}"
+            ))
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

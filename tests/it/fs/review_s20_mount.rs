@@ -298,9 +298,12 @@ fn review_s21_a_path_inside_a_stopped_daemons_mount_is_refused_in_time() {
             .chain([&"gs" as &dyn AsRef<std::ffi::OsStr>])
             .collect(),
     ];
+    // Its daemon found stopped, named with what lets it go on (review s36).
     let want = format!(
-        "it is in the FUSE mount at {}, whose daemon does not answer (stopped?)",
-        m.dir.display()
+        "it is in the FUSE mount at {}, whose daemon (pid {pid}) does not answer: it is \
+         stopped (SIGSTOP, or a debugger holds it); `kill -CONT {pid}` lets it go on",
+        m.dir.display(),
+        pid = m.pid()
     );
     for args in cases {
         let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();

@@ -15,7 +15,7 @@ pub(crate) mod review_s21_keeper;
 mod review_s22_hangup;
 mod review_s22_probe;
 mod review_s22_sigpipe;
-mod review_s22_stall;
+pub(crate) mod review_s22_stall;
 mod run;
 mod run_options;
 mod run_overlay;

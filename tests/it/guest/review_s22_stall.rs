@@ -74,7 +74,7 @@ fn stopped(pid: i32) -> bool {
 }
 
 /// SIGSTOPs `daemon` and waits (up to 30 s) until it is stopped.
-fn stop(daemon: i32) {
+pub(crate) fn stop(daemon: i32) {
     kill(Pid::from_raw(daemon), Signal::SIGSTOP).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !stopped(daemon) {
