@@ -19,7 +19,11 @@ fn n() -> u32 {
 /// `unifs run --root ROOT OPTS -- sh -c SCRIPT` (bounded), and its pid.
 fn run(t: &TestRoot, opts: &[&str], script: &str) -> (u32, Output) {
     let mut cmd = Command::new(unifs_bin());
-    cmd.arg("run").arg("--root").arg(t.root()).args(opts);
+    // A run dir of its own: the default one's sweep warns of what other
+    // tests' killed runs left there, a line these tests do not expect.
+    let run_dir = t.dir.path().join("run-dir");
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.arg("--run-dir").arg(&run_dir).args(opts);
     cmd.args(["--", "/bin/sh", "-c", script]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
