@@ -96,6 +96,7 @@ mod review_s35_nodes2;
 mod review_s35_privpol;
 mod review_s35_record;
 mod review_s35_walshm2;
+mod review_s36_flakehunt;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
