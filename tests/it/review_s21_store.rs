@@ -82,10 +82,13 @@ impl Traced {
     }
 
     /// The exit code, within 60 s; SIGCONT sent meanwhile when `resume`.
+    /// Ended by a signal: a panic showing strace's log.
     pub(crate) fn wait(&mut self, resume: bool) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                let log = fs::read_to_string(&self.log).unwrap_or_default();
+                assert!(status.code().is_some(), "{status}; strace's log:\n{log}");
                 return status.code();
             }
             assert!(Instant::now() < deadline, "the traced unify did not finish");
