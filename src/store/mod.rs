@@ -345,32 +345,47 @@ impl Store {
             move |error| Error::Create { store, path, error }
         };
         let made_dir = !root.exists();
-        std::fs::create_dir_all(root).map_err(at(root))?;
+        // Found (or made) here and gone now: taken away meanwhile, by the
+        // unify that had just made the store and refused its guests
+        // ([`Store::discard_new`], under the lock, which this process
+        // takes only later). Not "cannot create STORE/tmp: No such file".
+        let gone = |e: Error| match std::fs::symlink_metadata(root) {
+            Err(gone) if gone.kind() == io::ErrorKind::NotFound => Error::Replaced {
+                store: root.to_path_buf(),
+            },
+            _ => e,
+        };
+        std::fs::create_dir_all(root)
+            .map_err(at(root))
+            .map_err(gone)?;
         if let Err(e) = Store::check_xattrs_at(root) {
             if made_dir {
                 let _ = std::fs::remove_dir(root);
             }
             return Err(e);
         }
-        if !Store::exists(root) {
-            // A new store is root's alone: its catalog and listings name
-            // every guest path, its objects are guest files. (An existing
-            // one keeps the mode its owner gave it.)
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-                .map_err(at(root))?;
-        }
-        let tmp = root.join("tmp");
-        private_dir(&tmp).map_err(at(&tmp))?;
-        let lock = root.join("lock");
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&lock)
-            .map_err(at(&lock))?;
-        let objects = root.join("objects");
-        private_dir(&objects).map_err(at(&objects))?;
-        Store::open(root)
+        let layout = || {
+            if !Store::exists(root) {
+                // A new store is root's alone: its catalog and listings
+                // name every guest path, its objects are guest files. (An
+                // existing one keeps the mode its owner gave it.)
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                    .map_err(at(root))?;
+            }
+            let tmp = root.join("tmp");
+            private_dir(&tmp).map_err(at(&tmp))?;
+            let lock = root.join("lock");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&lock)
+                .map_err(at(&lock))?;
+            let objects = root.join("objects");
+            private_dir(&objects).map_err(at(&objects))?;
+            Store::open(root)
+        };
+        layout().map_err(gone)
     }
 
     /// Refuses a store directory on a filesystem without xattrs: every
@@ -482,7 +497,16 @@ impl Store {
             Err(e) => return Err(e).at(catalog),
         };
         let objects = self.root.join("objects");
-        if std::fs::read_dir(&objects).at(&objects)?.next().is_none() {
+        let mut listed = match std::fs::read_dir(&objects) {
+            // Opened a moment ago: taken away since (see `Store::create`).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Replaced {
+                    store: self.root.clone(),
+                })
+            }
+            listed => listed.at(&objects)?,
+        };
+        if listed.next().is_none() {
             return Ok(());
         }
         Err(Error::CatalogLost {

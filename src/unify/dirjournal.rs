@@ -324,11 +324,18 @@ pub fn keep_killed(dir: BorrowedFd, killed: &KilledDirs) -> io::Result<()> {
         bytes.extend(root);
         bytes.resize(bytes.len().next_multiple_of(8), 0);
     }
-    // Whole or not at all: a kill while writing leaves the old file.
+    // Whole or not at all: a kill while writing leaves the old file. And
+    // on disk before the records it takes over go (`recover` removes them
+    // next): a power cut after a rename the journal had committed without
+    // the data left an empty file, and the temp names of every run it
+    // listed were then taken for the guests' own.
     let new = OsString::from(format!("{PREFIX}{LEFT}.new"));
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
-    File::from(sys::open_at(dir, &new, flags, 0o600)?).write_all(&bytes)?;
-    sys::rename_at(dir, &new, dir, &left)
+    let mut file = File::from(sys::open_at(dir, &new, flags, 0o600)?);
+    file.write_all(&bytes)?;
+    file.sync_data()?;
+    sys::rename_at(dir, &new, dir, &left)?;
+    sys::fsync(dir)
 }
 
 fn read_left(dir: BorrowedFd, name: &OsStr) -> io::Result<KilledDirs> {

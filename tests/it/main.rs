@@ -97,6 +97,7 @@ mod review_s35_privpol;
 mod review_s35_record;
 mod review_s35_walshm2;
 mod review_s36_attrflags;
+mod review_s36_flakehunt;
 mod review_s36_hung;
 mod review_s36_leads;
 mod review_s36_reboot;

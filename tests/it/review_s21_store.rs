@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Guests `a` (unified, with its copy `a2`, into the store `old`: its files
 /// are that store's objects) and the new guests `c` and `d` (copies).
-fn guests(dir: &Path) -> [PathBuf; 3] {
+pub(crate) fn guests(dir: &Path) -> [PathBuf; 3] {
     let [a, a2, c, d] = ["a", "a2", "c", "d"].map(|g| dir.join("g").join(g));
     for i in 0..6u8 {
         for g in [&a, &a2] {
@@ -30,13 +30,21 @@ fn guests(dir: &Path) -> [PathBuf; 3] {
 }
 
 /// `unifs --store STORE unify --no-progress GUEST…` under `strace STRACE…`,
-/// its stderr into `err`; killed (with its tracee) on drop.
-struct Traced(Child);
+/// its stderr into `err` and strace's into `err` + `.strace`; killed (with
+/// its tracee) on drop.
+pub(crate) struct Traced {
+    pub(crate) child: Child,
+    log: PathBuf,
+}
 
 impl Traced {
-    fn spawn(strace: &[&str], store: &Path, guests: &[&Path], err: &Path) -> Traced {
+    pub(crate) fn spawn(strace: &[&str], store: &Path, guests: &[&Path], err: &Path) -> Traced {
+        let mut log = err.as_os_str().to_owned();
+        log.push(".strace");
+        let log = PathBuf::from(log);
         let child = Command::new("strace")
-            .args(["-f", "-qq", "-o", "/dev/null"])
+            .args(["-f", "-qq", "-o"])
+            .arg(&log)
             .args(strace)
             .arg(unifs_bin())
             .arg("--store")
@@ -47,32 +55,40 @@ impl Traced {
             .stderr(fs::File::create(err).unwrap())
             .spawn()
             .unwrap();
-        Traced(child)
+        Traced { child, log }
     }
 
     /// The unifs process strace runs, once started.
     fn tracee(&self) -> Option<i32> {
-        let pid = self.0.id();
+        let pid = self.child.id();
         let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
         children.split_whitespace().next()?.parse().ok()
     }
 
-    /// Whether unifs is stopped (by a signal, or by strace).
-    fn stopped(&self) -> bool {
+    /// Whether unifs is stopped by the SIGSTOP strace injected. Not its
+    /// state alone: a tracee shows 't' at each syscall strace stops it at
+    /// too (every syscall, not just those traced), long enough under load
+    /// to be seen; strace logs the stop itself.
+    pub(crate) fn stopped(&self) -> bool {
         let Some(pid) = self.tracee() else {
             return false;
         };
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // "pid (comm) S …": the state follows the last ')'.
         let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-        state.starts_with('T') || state.starts_with('t')
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        (state.starts_with('T') || state.starts_with('t'))
+            && log.contains("--- stopped by SIGSTOP ---")
     }
 
     /// The exit code, within 60 s; SIGCONT sent meanwhile when `resume`.
-    fn wait(&mut self, resume: bool) -> Option<i32> {
+    /// Ended by a signal: a panic showing strace's log.
+    pub(crate) fn wait(&mut self, resume: bool) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = fs::read_to_string(&self.log).unwrap_or_default();
+                assert!(status.code().is_some(), "{status}; strace's log:\n{log}");
                 return status.code();
             }
             assert!(Instant::now() < deadline, "the traced unify did not finish");
@@ -91,18 +107,41 @@ impl Drop for Traced {
             // SAFETY: kill has no memory arguments.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 /// Waits (at most 30 s) for `cond`.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
+pub(crate) fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Unify A of guest `a` (another store's objects) into `store`, missing:
+/// it makes the store, is refused, and takes the store away again, its
+/// removal of the catalog held `secs` s. Returns once the catalog is there.
+pub(crate) fn spawn_refused_maker(store: &Path, a: &Path, err: &Path, secs: u32) -> Traced {
+    let catalog = store.join("catalog.db");
+    let inject = format!("inject=unlink:delay_enter={}", secs * 1_000_000);
+    let run = Traced::spawn(
+        &[
+            "-P",
+            catalog.to_str().unwrap(),
+            "-e",
+            "trace=unlink",
+            "-e",
+            &inject,
+        ],
+        store,
+        &[a],
+        err,
+    );
+    wait_for("unify A to make its store", || catalog.exists());
+    run
 }
 
 /// The store another run made and filled is whole: verify passes, and
@@ -180,28 +219,14 @@ fn review_s21_a_refused_unify_takes_its_store_away_under_the_lock() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let [a, c, d] = guests(dir.path());
     let store = dir.path().join("new");
-    let catalog = store.join("catalog.db");
     let err = dir.path().join("a.err");
-    let mut run_a = Traced::spawn(
-        &[
-            "-P",
-            catalog.to_str().unwrap(),
-            "-e",
-            "trace=unlink",
-            "-e",
-            "inject=unlink:delay_enter=2000000",
-        ],
-        &store,
-        &[&a],
-        &err,
-    );
     // A has made the store: its catalog, under the lock (and there for 2 s
     // at least).
-    wait_for("unify A to make its store", || catalog.exists());
+    let mut run_a = spawn_refused_maker(&store, &a, &err, 2);
     let mut refused = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let a_done = run_a.0.try_wait().unwrap().is_some();
+        let a_done = run_a.child.try_wait().unwrap().is_some();
         let out = unifs(&store, &[&"unify", &"--no-progress", &c, &d]);
         if out.status.success() {
             break;
@@ -243,20 +268,7 @@ fn review_s21_a_unify_that_opened_a_store_taken_away_since_stops() {
     fs::create_dir(&store).unwrap();
     let catalog = store.join("catalog.db");
     let (err_a, err_b) = (dir.path().join("a.err"), dir.path().join("b.err"));
-    let mut run_a = Traced::spawn(
-        &[
-            "-P",
-            catalog.to_str().unwrap(),
-            "-e",
-            "trace=unlink",
-            "-e",
-            "inject=unlink:delay_enter=3000000",
-        ],
-        &store,
-        &[&a],
-        &err_a,
-    );
-    wait_for("unify A to make its store", || catalog.exists());
+    let mut run_a = spawn_refused_maker(&store, &a, &err_a, 3);
     // B opens the store A made and stops at its second open of the store's
     // directory (the first lists it, `Store::check_new`): the lock's.
     let mut run_b = Traced::spawn(
