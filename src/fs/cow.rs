@@ -17,8 +17,8 @@ use std::sync::{RwLock, RwLockWriteGuard};
 /// Temp names of copies being put in place.
 pub const TEMP_PREFIX: &str = ".unifs-break.";
 
-/// Carried by a copy while it has a temp name, taken off before the rename
-/// puts it in place: what tells a break's temp file from a guest's file
+/// Carried by a copy while it has a temp name, taken off once the rename
+/// put it in place: what tells a break's temp file from a guest's file
 /// that merely has such a name (a guest cannot set `trusted.unifs.*`
 /// through the mount). Only marked files are hidden, and only marked ones
 /// are ever removed.
@@ -215,12 +215,19 @@ fn copy_and_rename(
             return Err(io::Error::from_raw_os_error(libc::EAGAIN));
         }
         test_rename_pause();
-        // In place, it is the guest's file. (Killed right here, the copy
-        // stays under its temp name, unmarked: a file the guest sees.)
-        sys::xattr::remove_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR))?;
         sys::rename_at(dir, &n, dir, name)?;
         mtime.changed();
         tmp_name = None;
+        // In place, it is the guest's file. Only now: a copy killed (or
+        // power cut) before the rename must still carry the mark, so that
+        // the next mount hides and removes it; it was taken off before the
+        // rename, which left a full copy under the temp name for the guest
+        // to see. Killed here, the mark stays on the guest's file, where
+        // nothing reads it (a store xattr: hidden from guests, out of ids
+        // and manifests, and no temp name).
+        if let Err(e) = sys::xattr::remove_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR)) {
+            tracing::debug!("taking the temp mark off a break's copy: {e}");
+        }
         Ok(BackingIno::of(&fsys::fstat(tmp.as_fd())?))
     })();
     if let Some(n) = tmp_name {
