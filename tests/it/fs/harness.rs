@@ -482,7 +482,7 @@ fn loop_mount(img: &Path, at: &Path, opts: &str) {
 }
 
 /// Runs `cmd`, which must succeed (its stderr says why not).
-fn run(cmd: &mut Command) -> std::process::Output {
+pub(crate) fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.get_program()));

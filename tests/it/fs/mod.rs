@@ -10,7 +10,7 @@ mod errors;
 mod links;
 mod pjdfstest;
 mod posix;
-mod power;
+pub(crate) mod power;
 mod regressions;
 mod review_s10_docs;
 mod review_s10_fuzz;

@@ -627,7 +627,7 @@ impl Drop for Committer {
 /// boot, as a power cut's are when the machine comes back: the copy of a
 /// disk these tests take is read without a reboot, and unify takes a record
 /// of this boot for one its writer's mapped pages all reached.
-fn written_before_this_boot(tmp: &Path) {
+pub(crate) fn written_before_this_boot(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
