@@ -1066,7 +1066,9 @@ pub fn restart(
 /// `restart`, and `list`'s warnings). Its other checks are [`spec_of`]'s.
 pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
     let config = dirs.config_dir.join(format!("{name}.toml"));
-    crate::fs::refuse_stalled(&cfg.root).map_err(|source| Error::Io {
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let stalls = crate::fs::StallCheck::new().map_err(|e| Error::io("reading", mountinfo, e))?;
+    stalls.refuse(&cfg.root).map_err(|source| Error::Io {
         what: "guest root",
         path: cfg.root.clone(),
         source,
@@ -1075,7 +1077,9 @@ pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
         return Err(Error::no_root(&cfg.root, Some(&config)));
     }
     for b in spec_of(cfg, dirs, name)?.binds {
-        crate::fs::refuse_stalled(&b.src).map_err(|e| Error::io("bind source", &b.src, e))?;
+        stalls
+            .refuse(&b.src)
+            .map_err(|e| Error::io("bind source", &b.src, e))?;
         if !b.src.exists() {
             return Err(Error::NoBindSource {
                 src: b.src,

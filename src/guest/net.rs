@@ -431,8 +431,12 @@ fn ip_program() -> &'static Path {
     use std::os::unix::fs::PermissionsExt;
     static IP: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     IP.get_or_init(|| {
+        let stalls = crate::fs::StallCheck::new().ok();
         let stalled = |d: &Path| {
-            crate::fs::refuse_stalled(d).is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            stalls.as_ref().is_some_and(|s| {
+                s.refuse(d)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            })
         };
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
