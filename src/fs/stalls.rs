@@ -4,18 +4,25 @@
 
 use super::mountinfo;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The mount table as read once, and the answer each FUSE mount asked
 /// gave (a mount is asked at most once, however many paths lie in it).
 pub struct StallCheck {
     /// (mount point, guest when a unifs mount) of each FUSE mount.
     fuse: Vec<(PathBuf, Option<PathBuf>)>,
+    /// Every mount point: a mount's root is never a symlink, and a stat
+    /// of a FUSE mount's root asks its daemon.
+    points: HashSet<PathBuf>,
     /// Mount point → why it is refused (None: it answers).
     asked: RefCell<HashMap<PathBuf, Option<String>>>,
 }
+
+/// Symlinks followed before a path is left to the caller (as the kernel's
+/// ELOOP limit).
+const MAX_LINKS: usize = 40;
 
 impl StallCheck {
     /// Reads /proc/self/mountinfo.
@@ -27,12 +34,14 @@ impl StallCheck {
                 .filter(|m| m.fstype.starts_with("fuse"))
                 .map(|m| (m.point.clone(), m.unifs_guest()))
                 .collect(),
+            points: mounts.into_iter().map(|m| m.point).collect(),
             asked: RefCell::default(),
         })
     }
 
-    /// Refuses `path` at once when a FUSE mount at or above it does not
-    /// answer: any look at `path` would wait for good.
+    /// Refuses `path` at once when a FUSE mount at or above it, as given
+    /// or through its symlinks, does not answer: any look at `path` would
+    /// wait for good.
     pub fn refuse(&self, path: &Path) -> io::Result<()> {
         self.check(path, false)
     }
@@ -41,9 +50,64 @@ impl StallCheck {
     /// itself is left out (its caller asks it in a bounded way).
     pub(super) fn check(&self, path: &Path, inside_only: bool) -> io::Result<()> {
         let path = std::path::absolute(path)?;
-        // As given, not resolved: a symlink on the way into such a mount
-        // is not seen.
-        self.above(&path, inside_only)
+        // As given (a mount at or above its text), then along the way a
+        // lookup takes: a symlink into a stopped mount (`/srv/link ->
+        // /mnt/sshfs/dir`) leads there too.
+        self.above(&path, inside_only)?;
+        self.along(&path, inside_only)
+    }
+
+    /// Walks `path` component by component as the kernel resolves it,
+    /// following symlinks, each directory's mounts checked before a name
+    /// is looked up in it. Stops quietly where a name does not resolve:
+    /// the caller's own look says why.
+    fn along(&self, path: &Path, inside_only: bool) -> io::Result<()> {
+        let mut todo: Vec<PathBuf> = vec![path.to_path_buf()];
+        let mut at = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(next) = todo.pop() {
+            let mut parts = next.components();
+            let Some(part) = parts.next() else {
+                continue;
+            };
+            let rest = parts.as_path();
+            if !rest.as_os_str().is_empty() {
+                todo.push(rest.to_path_buf());
+            }
+            let name = match part {
+                Component::RootDir => {
+                    at = PathBuf::from("/");
+                    continue;
+                }
+                Component::CurDir | Component::Prefix(_) => continue,
+                Component::ParentDir => {
+                    at.pop();
+                    continue;
+                }
+                Component::Normal(name) => name,
+            };
+            self.above(&at, false)?;
+            let here = at.join(name);
+            if self.points.contains(&here) {
+                at = here;
+                continue;
+            }
+            match std::fs::symlink_metadata(&here) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    links += 1;
+                    let Ok(target) = std::fs::read_link(&here) else {
+                        return Ok(());
+                    };
+                    if links > MAX_LINKS {
+                        return Ok(());
+                    }
+                    todo.push(target);
+                }
+                Ok(_) => at = here,
+                Err(_) => return Ok(()),
+            }
+        }
+        self.above(&at, inside_only)
     }
 
     /// Refuses the absolute `path` when a FUSE mount at or above it (above

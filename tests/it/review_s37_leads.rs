@@ -11,6 +11,7 @@ use crate::guest::harness::can_run;
 use crate::guest::harness::ok;
 use crate::guest::harness::run_bounded;
 use crate::guest::harness::TestRoot;
+use crate::review_s36_hung::Hung;
 use std::process::Command;
 use std::time::Duration;
 
@@ -66,5 +67,49 @@ fn s37_run_reads_the_mount_table_once_for_all_its_paths() {
     assert!(
         bound <= plain + 2,
         "{bound} reads with 4 binds, {plain} without"
+    );
+}
+
+/// A path given as a symlink into a FUSE mount whose daemon is stopped
+/// (`--store /srv/link` with `/srv/link -> /mnt/hung/store`), or through
+/// a symlinked directory, is refused in seconds, naming the mount, as the
+/// path itself is. Before, the check looked at the path's own text only,
+/// and the command waited on the mount for good.
+#[test]
+fn s37_a_symlink_into_a_hung_mount_is_refused() {
+    if !can_run("s37_a_symlink_into_a_hung_mount_is_refused") {
+        return;
+    }
+    let h = Hung::new(false);
+    std::os::unix::fs::symlink(h.dir("hung/store"), h.dir("store-link")).unwrap();
+    std::os::unix::fs::symlink(h.dir("hung"), h.dir("dir-link")).unwrap();
+    let root = h.path("root");
+    let store = h.path("store-link");
+    let args = ["--store", &store, "run", "--root", &root, "--", "/bin/true"];
+    h.refused(&h.unifs(&args), "a store through a link");
+    let bind = format!("{}:/mnt", h.path("dir-link/data"));
+    let args = [
+        "run",
+        "--root-mount",
+        "bind",
+        "--root",
+        &root,
+        "--bind",
+        &bind,
+    ];
+    h.refused(
+        &h.unifs(&[&args[..], &["--", "/bin/true"]].concat()),
+        "a bind source through a linked directory",
+    );
+    let run_dir = h.path("dir-link/run");
+    let args = ["run", "--root-mount", "bind", "--run-dir", &run_dir];
+    h.refused(
+        &h.unifs(&[&args[..], &["--root", &root, "--", "/bin/true"]].concat()),
+        "a run dir through a linked directory",
+    );
+    let config_dir = h.path("dir-link/config");
+    h.refused(
+        &h.unifs(&["guest", "list", "--config-dir", &config_dir]),
+        "a config dir through a linked directory",
     );
 }
