@@ -907,7 +907,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
 /// ([`super::privilege::configured`]). Only root gets here: the rest of
 /// what the command needs was checked before.
 fn checked_config(command: &str, d: &GuestDirs, name: &str) -> anyhow::Result<GuestConfig> {
-    let cfg = GuestConfig::load(&d.config_dir, name)?;
+    let mut cfg = GuestConfig::load(&d.config_dir, name)?;
+    cfg.look_up_user(&d.config_dir.join(format!("{name}.toml")))?;
     super::privilege::require(command, &super::privilege::configured(&cfg), false, &[])?;
     Ok(cfg)
 }

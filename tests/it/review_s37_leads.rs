@@ -11,6 +11,12 @@ use crate::guest::harness::can_run;
 use crate::guest::harness::ok;
 use crate::guest::harness::run_bounded;
 use crate::guest::harness::TestRoot;
+use crate::guest::review_s11_life::Guest;
+use crate::guest::review_s11_life::SLEEP;
+use crate::review_s33_nonroot::assert_refused;
+use crate::review_s34_caps::guest_as;
+use crate::review_s34_caps::run_as;
+use crate::review_s34_caps::without;
 use crate::review_s36_hung::Hung;
 use std::process::Command;
 use std::time::Duration;
@@ -112,4 +118,33 @@ fn s37_a_symlink_into_a_hung_mount_is_refused() {
         &h.unifs(&["guest", "list", "--config-dir", &config_dir]),
         "a config dir through a linked directory",
     );
+}
+
+/// A config's `user` that names uid 0 (`root`, `toor`) needs no
+/// CAP_SETUID, as `run --user` of it needs none: it is looked up in the
+/// guest's /etc/passwd once, before the check, and the start runs as that
+/// lookup. Another user still needs it. Before, any `user` asked for it.
+#[test]
+fn s37_a_configs_root_user_needs_no_cap_setuid() {
+    if !can_run("s37_a_configs_root_user_needs_no_cap_setuid") {
+        return;
+    }
+    let g = Guest::new("s37root", SLEEP);
+    std::fs::write(
+        g.t.root().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ntoor:x:0:0::/root:/bin/sh\nweb:x:1234:1234::/:/bin/sh\n",
+    )
+    .unwrap();
+    let no_setuid = without("setuid");
+    for user in ["root", "toor"] {
+        let extra = format!("user = {user:?}");
+        g.configure_with(&g.name, &g.t.root(), SLEEP, &extra);
+        ok(&guest_as(&g, &no_setuid, &["start", &g.name]));
+        ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+        let run = run_as(&g, &no_setuid, &["--user", user, "--", "/bin/id", "-u"]);
+        assert_eq!(ok(&run), "0\n", "run --user {user}");
+    }
+    g.configure_with(&g.name, &g.t.root(), SLEEP, "user = \"web\"");
+    let o = guest_as(&g, &no_setuid, &["start", &g.name]);
+    assert_refused(&o, &["CAP_SETUID", "lacks"], "user = \"web\"");
 }
