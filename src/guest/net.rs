@@ -217,7 +217,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     if Path::new("/sys/class/net").join(&host_if).exists() {
         return Err(Error::Net(format!(
             "host interface {host_if} (for guest {}) exists already: a guest of that name \
-             runs with --net veth (perhaps from another run dir), or it was left behind \
+             runs with a veth network (perhaps from another run dir), or it was left behind \
              (`ip link del {host_if}` removes it)",
             spec.name
         )));
@@ -457,7 +457,7 @@ fn ip_output(args: &[&str]) -> Result<String> {
         .output()
         .map_err(|e| {
             Error::Net(format!(
-                "running `ip` (iproute2, needed for --net veth): {e}"
+                "running `ip` (iproute2, needed for a veth network): {e}"
             ))
         })?;
     if out.status.success() {

@@ -8,6 +8,7 @@
 use crate::common::require_strace;
 use crate::common::unifs_bin;
 use crate::guest::harness::can_run;
+use crate::guest::harness::has_ip;
 use crate::guest::harness::ok;
 use crate::guest::harness::run_bounded;
 use crate::guest::harness::TestRoot;
@@ -18,7 +19,9 @@ use crate::review_s34_caps::guest_as;
 use crate::review_s34_caps::run_as;
 use crate::review_s34_caps::without;
 use crate::review_s36_hung::Hung;
+use crate::review_s36_leads::refused_saying;
 use std::process::Command;
+use std::process::Output;
 use std::time::Duration;
 
 /// Opens of /proc/self/mountinfo in `unifs run`'s processes (strace's
@@ -147,4 +150,62 @@ fn s37_a_configs_root_user_needs_no_cap_setuid() {
     g.configure_with(&g.name, &g.t.root(), SLEEP, "user = \"web\"");
     let o = guest_as(&g, &no_setuid, &["start", &g.name]);
     assert_refused(&o, &["CAP_SETUID", "lacks"], "user = \"web\"");
+}
+
+/// A config's `user` that `guest start` cannot use is said with the key
+/// and the file, and the fix in the config's words. Before: "name it too
+/// (--user 4242:GID)", an option the config's user never wrote.
+#[test]
+fn s37_a_configs_user_error_names_no_option() {
+    if !can_run("s37_a_configs_user_error_names_no_option") {
+        return;
+    }
+    let g = Guest::new("s37user", SLEEP);
+    g.configure_with(&g.name, &g.t.root(), SLEEP, "user = \"4242\"");
+    let config = g.config_dir().join(format!("{}.toml", g.name));
+    refused_saying(
+        &g.unifs(&["start", &g.name]),
+        &[
+            &format!("bad guest config {}", config.display()),
+            "invalid user \"4242\"",
+            "name its group too (\"4242:GID\")",
+        ],
+        &["--user"],
+        "user 4242",
+    );
+}
+
+/// `g`'s config with a veth network and `extra` lines of `[net]`.
+fn veth(g: &Guest, extra: &str) -> std::path::PathBuf {
+    let net = format!("[net]\nmode = \"veth\"\nip = \"10.237.1.2/24\"\n{extra}");
+    let toml = format!("root = {:?}\ninit = {SLEEP}\n{net}\n", g.t.root());
+    let path = g.config_dir().join(format!("{}.toml", g.name));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// `guest start` of `g` with no `ip` on PATH.
+fn start_without_ip(g: &Guest) -> Output {
+    let mut cmd = g.command();
+    cmd.env("PATH", g.t.dir.path().join("no-bin"))
+        .args(["start", &g.name]);
+    run_bounded(cmd, Duration::from_secs(30))
+}
+
+/// `guest start` of a veth guest on a host without `ip` (none on PATH)
+/// names no option: before, "needed for --net veth".
+#[test]
+fn s37_a_veth_guest_without_ip_names_no_option() {
+    let test = "s37_a_veth_guest_without_ip_names_no_option";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    let g = Guest::new("s37noip", SLEEP);
+    veth(&g, "");
+    refused_saying(
+        &start_without_ip(&g),
+        &["running `ip` (iproute2, needed for a veth network)"],
+        &["--net"],
+        "no ip",
+    );
 }
