@@ -217,7 +217,9 @@ fn start_as(
     // Beside the sweep of killed runs' groups, what their keepers said.
     super::keeper_report::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.
-    let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true).map_err(in_config)?;
+    // A hierarchy or controller missing is the host's to change.
+    let cgroup =
+        Cgroup::create(&run.cgroup_name(), &spec.limits, true).map_err(|e| spec.on_its_host(e))?;
     let root = run.root();
     if let Err(e) = std::fs::create_dir_all(&root) {
         cgroup.remove();

@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The host's half of the network set-up, while the child waits.
+/// Its failures are the host's (no such bridge, no `ip`), said so for a
+/// guest's config ([`GuestSpec::on_its_host`]).
 pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<()> {
     match spec.net.mode {
         NetMode::Host | NetMode::None => Ok(()),
-        NetMode::Veth => setup_veth(spec, pid),
+        NetMode::Veth => setup_veth(spec, pid).map_err(|e| spec.on_its_host(e)),
     }
 }
 
@@ -147,7 +149,7 @@ fn bits(a: IpAddr) -> (u128, u32) {
 fn check_host(spec: &GuestSpec) -> Result<()> {
     let names = spec.names();
     let [host_o, bridge_o] = ["--host-ip", "--bridge"].map(|o| names.of(o));
-    let refused = |why: String| spec.in_its_config(Error::Net(why));
+    let refused = Error::Net;
     if let Some(bridge) = &spec.net.bridge {
         let dev = Path::new("/sys/class/net").join(bridge);
         if !dev.exists() {

@@ -209,3 +209,37 @@ fn s37_a_veth_guest_without_ip_names_no_option() {
         "no ip",
     );
 }
+
+/// What the host lacks for a config's setting (a bridge, `ip`) is said as
+/// the host's, not as a bad config: before, "bad guest config PATH: [net]
+/// bridge …: no such interface on the host", which sent the reader to a
+/// file that was right.
+#[test]
+fn s37_what_the_host_lacks_is_not_called_a_bad_config() {
+    let test = "s37_what_the_host_lacks_is_not_called_a_bad_config";
+    if !can_run(test) || !has_ip(test) {
+        return;
+    }
+    let g = Guest::new("s37host", SLEEP);
+    let config = veth(&g, "bridge = \"nosuchbr37\"\n");
+    let host = format!(
+        "the host cannot do what guest config {} asks",
+        config.display()
+    );
+    refused_saying(
+        &g.unifs(&["start", &g.name]),
+        &[
+            &host,
+            "[net] bridge nosuchbr37: no such interface on the host",
+        ],
+        &["bad guest config"],
+        "no such bridge",
+    );
+    veth(&g, "");
+    refused_saying(
+        &start_without_ip(&g),
+        &[&host, "running `ip`"],
+        &["bad guest config"],
+        "no ip",
+    );
+}
