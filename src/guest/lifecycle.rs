@@ -592,6 +592,7 @@ fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> ! {
     // into the start, its overlay daemon or the next keeper.
     sys::close_fds();
     let e = Command::new("/proc/self/exe")
+        .args(verbosity())
         .arg("--store")
         .arg(&dirs.store)
         .args(["guest", "start", "--config-dir"])
@@ -604,6 +605,18 @@ fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> ! {
         .exec();
     eprintln!("unifs: guest {name}: starting it again after its reboot: {e}");
     sys::exit_child(1)
+}
+
+/// The `-v`s that give the log level this process logs at (the first
+/// start's, which the keeper was forked from): its start after a reboot
+/// logs as much. (RUST_LOG, in the environment, goes on by itself.)
+fn verbosity() -> Option<&'static str> {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        l if l >= LevelFilter::DEBUG => Some("-vv"),
+        LevelFilter::INFO => Some("-v"),
+        _ => None,
+    }
 }
 
 /// A console log over this is set aside as `console.log.1` (replacing the

@@ -20,6 +20,10 @@ use crate::review_s34_caps::run_as;
 use crate::review_s34_caps::without;
 use crate::review_s36_hung::Hung;
 use crate::review_s36_leads::refused_saying;
+use crate::review_s36_reboot::console_log;
+use crate::review_s36_reboot::rebooting_guest;
+use crate::review_s36_reboot::started_pid;
+use crate::review_s36_reboot::wait_status;
 use std::process::Command;
 use std::process::Output;
 use std::time::Duration;
@@ -242,4 +246,42 @@ fn s37_what_the_host_lacks_is_not_called_a_bad_config() {
         &["bad guest config"],
         "no ip",
     );
+}
+
+/// A guest started with `-v` that reboots is started again at that log
+/// level: its restarted start's info lines reach console.log. Before, the
+/// keeper's `guest start --after-reboot` dropped `-v`.
+#[test]
+fn s37_a_restart_after_reboot_keeps_the_log_level() {
+    let test = "s37_a_restart_after_reboot_keeps_the_log_level";
+    if !can_run(test) {
+        return;
+    }
+    let g = rebooting_guest(
+        "s37verbose",
+        "[ -e /rebooted ] && exec sleep 1000; touch /rebooted; reboot -f",
+        "",
+    );
+    let out = ok(&g.unifs(&["start", "-v", &g.name]));
+    let first: i64 = out.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let st = wait_status(&g, 30, |st| {
+        st["running"] == true && st["pid"].as_i64().is_some_and(|p| p != first)
+    });
+    assert_eq!(st["running"], true, "not started again: {st}");
+    let log = console_log(&g);
+    assert!(
+        log.contains(&format!("guest {}: cleaning up after its reboot", g.name)),
+        "no info line of the restarted start: {log}"
+    );
+    // Without -v, none.
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    std::fs::remove_file(g.t.root().join("rebooted")).unwrap();
+    std::fs::remove_file(g.run_dir.join(&g.name).join("console.log")).unwrap();
+    let first = started_pid(&g);
+    let st = wait_status(&g, 30, |st| {
+        st["running"] == true && st["pid"].as_i64().is_some_and(|p| p != first)
+    });
+    assert_eq!(st["running"], true, "not started again: {st}");
+    let log = console_log(&g);
+    assert!(!log.contains("cleaning up"), "{log}");
 }
