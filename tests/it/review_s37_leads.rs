@@ -5,27 +5,17 @@
 //! after its reboot logs as verbosely as its first start; unify's
 //! one-component open retries EINTR.
 
-use crate::common::require_strace;
-use crate::common::unifs_bin;
-use crate::guest::harness::can_run;
-use crate::guest::harness::has_ip;
-use crate::guest::harness::ok;
-use crate::guest::harness::run_bounded;
-use crate::guest::harness::TestRoot;
-use crate::guest::review_s11_life::Guest;
-use crate::guest::review_s11_life::SLEEP;
+use crate::common::{require_strace, unifs_bin};
+use crate::guest::harness::{can_run, has_ip, ok, run_bounded, TestRoot};
+use crate::guest::review_s11_life::{Guest, SLEEP};
+use crate::review_s11_fault::{assert_unaffected, strace_unifs_on, two_guests};
 use crate::review_s33_nonroot::assert_refused;
-use crate::review_s34_caps::guest_as;
-use crate::review_s34_caps::run_as;
-use crate::review_s34_caps::without;
+use crate::review_s34_caps::{guest_as, run_as, without};
 use crate::review_s36_hung::Hung;
 use crate::review_s36_leads::refused_saying;
-use crate::review_s36_reboot::console_log;
-use crate::review_s36_reboot::rebooting_guest;
-use crate::review_s36_reboot::started_pid;
-use crate::review_s36_reboot::wait_status;
-use std::process::Command;
-use std::process::Output;
+use crate::review_s36_reboot::{console_log, rebooting_guest, started_pid, wait_status};
+use crate::tree::{bytes, file, snapshot};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// Opens of /proc/self/mountinfo in `unifs run`'s processes (strace's
@@ -284,4 +274,48 @@ fn s37_a_restart_after_reboot_keeps_the_log_level() {
     assert_eq!(st["running"], true, "not started again: {st}");
     let log = console_log(&g);
     assert!(!log.contains("cleaning up"), "{log}");
+}
+
+/// An EINTR from unify's one-component open (`sys::open_at`: the store's
+/// `tmp/dirtimes-left` read, the `tmp/dirtimes-PID` record made) is made
+/// again, not reported. Injected into each of the first openat calls on
+/// the store's tmp in turn (strace -P: by its path, or a directory fd open
+/// on it), which include those two. (review_s11_fault injects into
+/// openat2 only, which has a wrapper of its own.)
+#[test]
+fn s37_an_interrupted_open_in_the_stores_tmp_is_made_again() {
+    let test = "s37_an_interrupted_open_in_the_stores_tmp_is_made_again";
+    if !crate::common::require_root(test) || !require_strace(test) {
+        return;
+    }
+    let mut hit = Vec::new();
+    for when in 1..=6 {
+        let (dir, store, a, b) = two_guests();
+        file(&a, "usr/bin/tool", &bytes(2, 5000), 0o755);
+        file(&b, "usr/bin/tool", &bytes(2, 5000), 0o755);
+        let mut init = Command::new(unifs_bin());
+        init.arg("--store").arg(&store).args(["store", "init"]);
+        ok(&run_bounded(init, Duration::from_secs(30)));
+        let before = snapshot(&b);
+        let log = dir.path().join("strace.log");
+        let inject = format!("openat:error=EINTR:when={when}");
+        let mut cmd = strace_unifs_on(&store, &inject, Some(&log), Some(&store.join("tmp")));
+        cmd.args(["unify", "--json", "--no-progress"])
+            .arg(&a)
+            .arg(&b)
+            .env("UNIFS_THREADS", "1");
+        let out = cmd.output().unwrap();
+        let trace = std::fs::read_to_string(&log).unwrap();
+        hit.extend(
+            trace
+                .lines()
+                .filter(|l| l.contains("(INJECTED)"))
+                .map(String::from),
+        );
+        assert_unaffected(&out, &inject, dir.path(), &before, &b);
+    }
+    let hit = hit.join("\n");
+    for name in ["\"dirtimes-left\"", "\"dirtimes-"] {
+        assert!(hit.contains(name), "{name} not interrupted: {hit}");
+    }
 }
