@@ -379,7 +379,12 @@ pub enum GuestCommand {
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let a = *a.opts;
     crate::guest::require_mounted_root()?;
-    let root = match crate::fs::canonicalize_bounded(&a.root) {
+    // One read of the mount table for every path the run checks.
+    let stalls = crate::fs::StallCheck::new().context("reading /proc/self/mountinfo")?;
+    let root = match stalls
+        .refuse(&a.root)
+        .and_then(|()| std::fs::canonicalize(&a.root))
+    {
         Ok(root) => root,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(crate::guest::Error::no_root(&a.root, None).into())
@@ -399,7 +404,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     );
     // Its keeper works from /.
     let run_dir = std::path::absolute(&a.run_dir)
-        .and_then(|d| crate::fs::refuse_stalled(&d).map(|()| d))
+        .and_then(|d| stalls.refuse(&d).map(|()| d))
         .with_context(|| format!("--run-dir {}", output::path(&a.run_dir)))?;
     // Looked up (as the guest's /etc/passwd is read later anyway: beneath
     // the root, regular files only) before anything changes, such as the
@@ -438,7 +443,8 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     spec.binds = parse_all(&a.binds)?;
     for b in &spec.binds {
-        crate::fs::refuse_stalled(&b.src)
+        stalls
+            .refuse(&b.src)
             .with_context(|| format!("bind source {}", output::path(&b.src)))?;
     }
     spec.tmpfs = parse_all(&a.tmpfs)?;
@@ -494,7 +500,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     // on an error too; the groups go after it.
     let code = match a.root_mount {
         RootMount::Overlay => {
-            overlay_root(g, &root, &spec, &cgroup, &run_dir).and_then(|overlay| {
+            overlay_root(g, &root, &spec, &cgroup, &run_dir, &stalls).and_then(|overlay| {
                 let code = crate::guest::launch::run(&spec, Some(&overlay), &cgroup, &run_dir);
                 drop(overlay);
                 Ok(code?)
@@ -517,12 +523,13 @@ fn overlay_root(
     spec: &crate::guest::GuestSpec,
     cgroup: &crate::guest::cgroup::Cgroup,
     run_dir: &std::path::Path,
+    stalls: &crate::fs::StallCheck,
 ) -> anyhow::Result<OverlayRoot> {
     if !nix::unistd::geteuid().is_root() {
         return Err(crate::guest::Error::Permission("starting a guest").into());
     }
     anyhow::ensure!(root.is_dir(), crate::guest::Error::no_root(root, None));
-    super::refuse_stalled_store(&g.store)?;
+    super::refuse_stalled_store(&g.store, stalls)?;
     super::mount::check_not_store(&g.store, root)?;
     super::mount::check_dev_fuse()?;
     super::mount::check_store(&g.store, root).map_err(|e| {
@@ -565,6 +572,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         | GuestCommand::List { dirs, .. }
         | GuestCommand::Status { dirs, .. } => dirs,
     };
+    let stalls = crate::fs::StallCheck::new().context("reading /proc/self/mountinfo")?;
     for (dir, option, env) in [
         (&d.config_dir, "--config-dir", "UNIFS_CONFIG_DIR"),
         (&d.run_dir, "--run-dir", "UNIFS_RUN_DIR"),
@@ -575,7 +583,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
              name a directory, or unset {env} for the default"
         );
         // Every command reads them first: refused, not waited on for good.
-        crate::fs::refuse_stalled(dir)
+        stalls
+            .refuse(dir)
             .with_context(|| format!("{option} {}", output::path(dir)))?;
     }
     let dirs = |d: GuestDirs| Dirs {
@@ -898,7 +907,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
 /// ([`super::privilege::configured`]). Only root gets here: the rest of
 /// what the command needs was checked before.
 fn checked_config(command: &str, d: &GuestDirs, name: &str) -> anyhow::Result<GuestConfig> {
-    let cfg = GuestConfig::load(&d.config_dir, name)?;
+    let mut cfg = GuestConfig::load(&d.config_dir, name)?;
+    cfg.look_up_user(&d.config_dir.join(format!("{name}.toml")))?;
     super::privilege::require(command, &super::privilege::configured(&cfg), false, &[])?;
     Ok(cfg)
 }

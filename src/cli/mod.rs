@@ -141,7 +141,9 @@ pub fn main() -> ExitCode {
             | Command::Mount(_)
     );
     let store_answers = match store_user {
-        true => refuse_stalled_store(&cli.global.store),
+        true => crate::fs::StallCheck::new()
+            .map_err(|e| anyhow::anyhow!("reading /proc/self/mountinfo: {e}"))
+            .and_then(|stalls| refuse_stalled_store(&cli.global.store, &stalls)),
         false => Ok(()),
     };
     let result = store_answers.and_then(|()| match cli.command {
@@ -176,8 +178,12 @@ pub fn main() -> ExitCode {
 
 /// Refuses a store in a FUSE mount whose daemon does not answer (stopped,
 /// hung): the command would wait for good at its first look at it.
-pub(super) fn refuse_stalled_store(store: &std::path::Path) -> anyhow::Result<()> {
-    crate::fs::refuse_stalled(store)
+pub(super) fn refuse_stalled_store(
+    store: &std::path::Path,
+    stalls: &crate::fs::StallCheck,
+) -> anyhow::Result<()> {
+    stalls
+        .refuse(store)
         .map_err(|e| anyhow::anyhow!("store {}: {e}", output::path(store)))
 }
 

@@ -207,7 +207,7 @@ pub(crate) fn decided(command: &Command) -> Vec<Decided> {
         }
         Command::Guest(G::Start { .. } | G::Restart { .. }) => vec![
             when(NET_ADMIN, "unless its config's network is the host's"),
-            when(SETUID, "when its config names a user"),
+            when(SETUID, "when its config names a user other than root"),
         ],
         Command::Guest(G::Enter { who, .. } | G::Exec { who, .. }) => match who.user {
             Some(_) => vec![ptrace],
@@ -237,16 +237,20 @@ fn network(mode: NetMode) -> &'static [Need] {
 /// checked on one, started from another, a config changed meanwhile got
 /// a check for one network and a start in another).
 pub(crate) fn configured(cfg: &GuestConfig) -> Vec<Need> {
-    let user = cfg.user.is_some() || cfg.uid.is_some_and(|u| u != 0);
+    // A `user` not looked up (its root missing: the start refuses it) may
+    // name anyone.
+    let user = match (&cfg.account, &cfg.user) {
+        (Some(account), _) => account.uid != 0,
+        (None, Some(_)) => true,
+        (None, None) => cfg.uid.is_some_and(|u| u != 0),
+    };
     let setuid: &[Need] = if user { &[SETUID] } else { &[] };
     [network(cfg.net.mode), setuid].concat()
 }
 
 /// What `run --user` needs beyond [`needed`] once the user is looked up in
 /// the guest's tree (`uid`): CAP_SETUID for a user other than root. (A
-/// config's `user` asks for it whatever it names: `guest start` looks it
-/// up only when it makes the guest's spec, and a check on one lookup
-/// and a start on another could disagree.)
+/// config's `user` is looked up once as well: [`configured`].)
 pub(crate) fn for_uid(uid: u32) -> Vec<Need> {
     match uid {
         0 => Vec::new(),

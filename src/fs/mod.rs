@@ -14,7 +14,10 @@ pub mod inode;
 pub mod mountinfo;
 pub mod overlay;
 pub mod ready;
+pub mod stalls;
 pub mod sys;
+
+pub use stalls::StallCheck;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -640,7 +643,7 @@ fn holding_mount(path: &Path) -> Option<(mountinfo::Mount, PathBuf)> {
 /// answers: the caller asks it in a bounded way
 /// ([`crate::guest::state::root_health`]) first.
 pub fn resolve_without_stat(path: &Path) -> io::Result<PathBuf> {
-    check_not_stalled(path, true)?;
+    StallCheck::new()?.check(path, true)?;
     let mut p = std::path::absolute(path)?;
     for _ in 0..40 {
         let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
@@ -669,65 +672,10 @@ pub fn canonicalize_bounded(path: &Path) -> io::Result<PathBuf> {
 
 /// Refuses `path` at once when a FUSE mount at or above it does not
 /// answer: any look at `path` would wait for good.
+/// (Of several paths: one [`StallCheck`], which reads the mount table
+/// once.)
 pub fn refuse_stalled(path: &Path) -> io::Result<()> {
-    check_not_stalled(path, false)
-}
-
-/// Refuses `path` (as given, made absolute, not resolved) when a FUSE
-/// mount at or above it (above only with `inside_only`) does not answer
-/// statfs in 2 s: a lookup there, which resolving `path` makes, would wait
-/// for good if its daemon is stopped. A symlink on the way into such a
-/// mount is not seen.
-fn check_not_stalled(path: &Path, inside_only: bool) -> io::Result<()> {
-    use crate::guest::state::{root_health, RootHealth};
-    let path = std::path::absolute(path)?;
-    // (mount point, guest when a unifs mount) of each FUSE mount at or
-    // above `path`.
-    let mut above: Vec<(PathBuf, Option<PathBuf>)> = mountinfo::read()?
-        .into_iter()
-        .filter(|m| m.fstype.starts_with("fuse"))
-        .map(|m| (m.unifs_guest(), m.point))
-        .filter(|(_, p)| path.starts_with(p) && !(inside_only && *p == path))
-        .map(|(guest, p)| (p, guest))
-        .collect();
-    // Outermost first: a stopped one hangs every look below it.
-    above.sort_by_key(|(m, _)| m.components().count());
-    above.dedup();
-    for (m, guest) in above {
-        let mut health = root_health(&m, std::time::Duration::from_secs(2));
-        // A guest served over itself, or inside the mount, is reached
-        // only through the daemon that does not answer.
-        let daemon = || {
-            guest
-                .as_deref()
-                .filter(|g| !g.starts_with(&m))
-                .and_then(guest_daemon)
-        };
-        // A unifs daemon that runs is busy (a long break, a flood of
-        // requests), not stopped: it is given longer.
-        if health == RootHealth::NoAnswer && daemon().is_some_and(|(_, stopped)| !stopped) {
-            health = root_health(&m, std::time::Duration::from_secs(30));
-        }
-        if health == RootHealth::NoAnswer {
-            let what = match daemon() {
-                Some((pid, true)) => format!(
-                    "whose daemon (pid {pid}) does not answer: it is stopped (SIGSTOP, or a \
-                     debugger holds it); `kill -CONT {pid}` lets it go on, or unmount it first"
-                ),
-                _ => "whose daemon does not answer (stopped?); let its daemon go on, or \
-                      unmount it first"
-                    .into(),
-            };
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "it is in the FUSE mount at {}, {what}",
-                    crate::sys::shown(&m)
-                ),
-            ));
-        }
-    }
-    Ok(())
+    StallCheck::new()?.refuse(path)
 }
 
 /// The daemon serving the guest directory `guest` (the holder of its lock,

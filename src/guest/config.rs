@@ -80,6 +80,10 @@ pub struct GuestConfig {
     /// What the guest's own `reboot` does (`halt` always stops it).
     #[serde(default)]
     pub on_reboot: OnReboot,
+    /// `user` as looked up in the guest's /etc/passwd by
+    /// [`GuestConfig::look_up_user`]: what a start checks and runs as.
+    #[serde(skip)]
+    pub account: Option<super::user::Account>,
 }
 
 /// What a named guest's keeper does when the guest reboots itself.
@@ -202,6 +206,28 @@ impl GuestConfig {
         Ok(cfg)
     }
 
+    /// Looks `user` up in the guest's /etc/passwd (the config file
+    /// `path`), once, before anything changes: the start then checks and
+    /// runs as that one lookup (a check on one and a start on another
+    /// could disagree). Left to the start's own checks to say: a `user`
+    /// given with `uid` or `gid`, a root that is missing or in a FUSE
+    /// mount that does not answer.
+    pub fn look_up_user(&mut self, path: &Path) -> Result<()> {
+        let Some(user) = &self.user else {
+            return Ok(());
+        };
+        if self.uid.is_some() || self.gid.is_some() {
+            return Ok(());
+        }
+        let root_ok = crate::fs::refuse_stalled(&self.root).is_ok() && self.root.is_dir();
+        if root_ok {
+            let account = super::user::resolve(&self.root, user)
+                .map_err(|e| super::spec::in_config(e, path))?;
+            self.account = Some(account);
+        }
+        Ok(())
+    }
+
     /// The limits the config asks for, checked.
     pub fn limits(&self) -> Result<Limits> {
         // Configs that started before the range was checked: a quota under
@@ -269,7 +295,10 @@ impl GuestConfig {
                     reason: "give either user or uid and gid, not both".into(),
                 });
             }
-            spec.set_user(super::user::resolve(&self.root, user)?);
+            spec.set_user(match &self.account {
+                Some(account) => account.clone(),
+                None => super::user::resolve(&self.root, user)?,
+            });
         }
         if let Some(dir) = &self.chdir {
             super::spec::check_workdir(dir)?;

@@ -67,6 +67,11 @@ pub enum Error {
     NoConfig { name: String, path: PathBuf },
     #[error("bad guest config {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
+    /// What a config's setting asks that this host cannot do (no such
+    /// bridge, no `ip`, a cgroup controller missing): the host is to
+    /// change as much as the file ([`super::spec::on_host`]).
+    #[error("the host cannot do what guest config {} asks: {reason}", path.display())]
+    HostCannot { path: PathBuf, reason: String },
     /// `RUN_DIR/NAME/state.json` exists but does not parse (cut short by a
     /// crash, edited by hand).
     #[error("unreadable runtime record {}: {reason}", path.display())]

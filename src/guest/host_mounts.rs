@@ -49,6 +49,11 @@ pub struct Used {
 /// (stopped, hung) is never looked into: a used path in it is none (a PATH
 /// directory there, which no look could use), and a mount below it stays.
 pub fn let_go_of_unused(used: &Used) {
+    // One read of the mount table for all of them.
+    let Ok(stalls) = crate::fs::StallCheck::new() else {
+        return;
+    };
+    let resolved = |p: &Path| resolved(p, &stalls);
     let used = Used {
         trees: SYSTEM
             .iter()
@@ -147,9 +152,12 @@ fn mount_id(fd: &OwnedFd) -> Option<u64> {
 /// run dir not made yet, below a symlinked /var/run): as mountinfo names
 /// mount points. None where `path` lies in a FUSE mount whose daemon does
 /// not answer: resolving it would wait for good.
-fn resolved(path: &Path) -> Option<PathBuf> {
+fn resolved(path: &Path, stalls: &crate::fs::StallCheck) -> Option<PathBuf> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    if crate::fs::refuse_stalled(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+    if stalls
+        .refuse(&path)
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+    {
         return None;
     }
     let mut rest = Vec::new();
@@ -233,7 +241,10 @@ mod tests {
         let real = std::fs::canonicalize(dir.path()).unwrap();
         std::os::unix::fs::symlink(&real, real.join("link")).unwrap();
         assert_eq!(
-            resolved(&real.join("link/not/yet")),
+            resolved(
+                &real.join("link/not/yet"),
+                &crate::fs::StallCheck::new().unwrap()
+            ),
             Some(real.join("not/yet"))
         );
     }

@@ -217,7 +217,9 @@ fn start_as(
     // Beside the sweep of killed runs' groups, what their keepers said.
     super::keeper_report::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.
-    let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, true).map_err(in_config)?;
+    // A hierarchy or controller missing is the host's to change.
+    let cgroup =
+        Cgroup::create(&run.cgroup_name(), &spec.limits, true).map_err(|e| spec.on_its_host(e))?;
     let root = run.root();
     if let Err(e) = std::fs::create_dir_all(&root) {
         cgroup.remove();
@@ -590,6 +592,7 @@ fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> ! {
     // into the start, its overlay daemon or the next keeper.
     sys::close_fds();
     let e = Command::new("/proc/self/exe")
+        .args(verbosity())
         .arg("--store")
         .arg(&dirs.store)
         .args(["guest", "start", "--config-dir"])
@@ -602,6 +605,18 @@ fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> ! {
         .exec();
     eprintln!("unifs: guest {name}: starting it again after its reboot: {e}");
     sys::exit_child(1)
+}
+
+/// The `-v`s that give the log level this process logs at (the first
+/// start's, which the keeper was forked from): its start after a reboot
+/// logs as much. (RUST_LOG, in the environment, goes on by itself.)
+fn verbosity() -> Option<&'static str> {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        l if l >= LevelFilter::DEBUG => Some("-vv"),
+        LevelFilter::INFO => Some("-v"),
+        _ => None,
+    }
 }
 
 /// A console log over this is set aside as `console.log.1` (replacing the
@@ -1066,7 +1081,9 @@ pub fn restart(
 /// `restart`, and `list`'s warnings). Its other checks are [`spec_of`]'s.
 pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
     let config = dirs.config_dir.join(format!("{name}.toml"));
-    crate::fs::refuse_stalled(&cfg.root).map_err(|source| Error::Io {
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let stalls = crate::fs::StallCheck::new().map_err(|e| Error::io("reading", mountinfo, e))?;
+    stalls.refuse(&cfg.root).map_err(|source| Error::Io {
         what: "guest root",
         path: cfg.root.clone(),
         source,
@@ -1075,7 +1092,9 @@ pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
         return Err(Error::no_root(&cfg.root, Some(&config)));
     }
     for b in spec_of(cfg, dirs, name)?.binds {
-        crate::fs::refuse_stalled(&b.src).map_err(|e| Error::io("bind source", &b.src, e))?;
+        stalls
+            .refuse(&b.src)
+            .map_err(|e| Error::io("bind source", &b.src, e))?;
         if !b.src.exists() {
             return Err(Error::NoBindSource {
                 src: b.src,

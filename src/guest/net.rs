@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The host's half of the network set-up, while the child waits.
+/// Its failures are the host's (no such bridge, no `ip`), said so for a
+/// guest's config ([`GuestSpec::on_its_host`]).
 pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<()> {
     match spec.net.mode {
         NetMode::Host | NetMode::None => Ok(()),
-        NetMode::Veth => setup_veth(spec, pid),
+        NetMode::Veth => setup_veth(spec, pid).map_err(|e| spec.on_its_host(e)),
     }
 }
 
@@ -147,7 +149,7 @@ fn bits(a: IpAddr) -> (u128, u32) {
 fn check_host(spec: &GuestSpec) -> Result<()> {
     let names = spec.names();
     let [host_o, bridge_o] = ["--host-ip", "--bridge"].map(|o| names.of(o));
-    let refused = |why: String| spec.in_its_config(Error::Net(why));
+    let refused = Error::Net;
     if let Some(bridge) = &spec.net.bridge {
         let dev = Path::new("/sys/class/net").join(bridge);
         if !dev.exists() {
@@ -217,7 +219,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     if Path::new("/sys/class/net").join(&host_if).exists() {
         return Err(Error::Net(format!(
             "host interface {host_if} (for guest {}) exists already: a guest of that name \
-             runs with --net veth (perhaps from another run dir), or it was left behind \
+             runs with a veth network (perhaps from another run dir), or it was left behind \
              (`ip link del {host_if}` removes it)",
             spec.name
         )));
@@ -431,8 +433,12 @@ fn ip_program() -> &'static Path {
     use std::os::unix::fs::PermissionsExt;
     static IP: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     IP.get_or_init(|| {
+        let stalls = crate::fs::StallCheck::new().ok();
         let stalled = |d: &Path| {
-            crate::fs::refuse_stalled(d).is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            stalls.as_ref().is_some_and(|s| {
+                s.refuse(d)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            })
         };
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
@@ -453,7 +459,7 @@ fn ip_output(args: &[&str]) -> Result<String> {
         .output()
         .map_err(|e| {
             Error::Net(format!(
-                "running `ip` (iproute2, needed for --net veth): {e}"
+                "running `ip` (iproute2, needed for a veth network): {e}"
             ))
         })?;
     if out.status.success() {

@@ -134,7 +134,27 @@ pub fn in_config(e: Error, path: &Path) -> Error {
     }
 }
 
+/// `e`, a failure of the host's in doing what a setting of the config
+/// `path` asks (a bridge or a cgroup controller it lacks, no `ip`), the
+/// setting named as [`in_config`] names it: not said as a bad config.
+pub fn on_host(e: Error, path: &Path) -> Error {
+    match in_config(e, path) {
+        Error::Config { path, reason } => Error::HostCannot { path, reason },
+        e => e,
+    }
+}
+
 impl GuestSpec {
+    /// `e`, a failure of the host's in doing what this spec asks, said as
+    /// [`on_host`] says it when the spec was made from a config; an error
+    /// of the config itself is left as it is.
+    pub fn on_its_host(&self, e: Error) -> Error {
+        match (&self.config, e) {
+            (_, e @ Error::Config { .. }) | (None, e) => e,
+            (Some(path), e) => on_host(e, path),
+        }
+    }
+
     /// How errors name this spec's settings: as its config's keys, or as
     /// `unifs run`'s options.
     pub fn names(&self) -> Names {
@@ -778,6 +798,35 @@ mod tests {
         // Of no setting: as it was.
         let e = in_config(Error::Cgroup("none mounted".into()), path).to_string();
         assert_eq!(e, "cannot place the guest in cgroups: none mounted");
+    }
+
+    #[test]
+    fn what_the_host_cannot_do_is_not_called_a_bad_config() {
+        let path = Path::new("/etc/unifs/guests/web1.toml");
+        let missing = || Error::Limit {
+            limit: "--memory",
+            reason: "no cgroup v1 memory hierarchy is mounted".into(),
+        };
+        let e = on_host(missing(), path).to_string();
+        assert_eq!(
+            e,
+            "the host cannot do what guest config /etc/unifs/guests/web1.toml asks: cannot \
+             apply [limits] memory: no cgroup v1 memory hierarchy is mounted"
+        );
+        let mut spec = GuestSpec::new("web1", "/r".into(), vec!["/sbin/init".into()]);
+        // `unifs run`'s: as it was.
+        let e = spec.on_its_host(missing()).to_string();
+        assert_eq!(
+            e,
+            "cannot apply --memory: no cgroup v1 memory hierarchy is mounted"
+        );
+        spec.config = Some(path.into());
+        let e = spec.on_its_host(Error::Net("no `ip`".into())).to_string();
+        assert!(e.starts_with("the host cannot do what guest config"), "{e}");
+        // The config's own fault stays so.
+        let bad = in_config(Error::Net("bad".into()), path);
+        let e = spec.on_its_host(bad).to_string();
+        assert!(e.starts_with("bad guest config"), "{e}");
     }
 
     /// What the review measured (s35): `unifs run` starts under 7 tasks,

@@ -1,6 +1,7 @@
-//! `--user USER[:GROUP]`: a user of the guest, looked up in the guest's own
-//! /etc/passwd and /etc/group (as nspawn's `--user` and Docker's `-u` do),
-//! never the host's.
+//! `--user USER[:GROUP]` (a config's `user`): a user of the guest, looked
+//! up in the guest's own /etc/passwd and /etc/group (as nspawn's `--user`
+//! and Docker's `-u` do), never the host's. Its errors name no option: a
+//! config's `user` gets them too.
 
 use super::{Error, Result};
 use std::os::fd::AsFd;
@@ -76,7 +77,7 @@ pub fn resolve_in(dir: &std::fs::File, root: &Path, user: &str) -> Result<Accoun
         None => passwd_gid.ok_or_else(|| {
             bad(format!(
                 "uid {uid} has no entry in {}, so its group is unknown: \
-                 name it too (--user {uid}:GID)",
+                 name its group too (\"{uid}:GID\")",
                 root.join("etc/passwd").display()
             ))
         })?,
@@ -242,7 +243,7 @@ mod tests {
             (4242, 4242, vec![4242], None)
         );
         let e = resolve(d.path(), "4242").unwrap_err().to_string();
-        assert!(e.contains("--user 4242:GID"), "{e}");
+        assert!(e.contains("name its group too (\"4242:GID\")"), "{e}");
     }
 
     #[test]

@@ -153,18 +153,31 @@ fn an_interrupted_syscall_is_made_again_not_reported() {
         }
         let before = snapshot(&b);
         let out = unify_injected(&store, &[&a, &b], inject);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{inject}: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let s = unify_summary(&out);
-        assert_eq!(s["files_linked"], 2, "{inject}: {s}");
-        assert_eq!(temp_names(dir.path()), Vec::<PathBuf>::new(), "{inject}");
-        assert_invisible(&before, &snapshot(&b), inject);
+        assert_unaffected(&out, inject, dir.path(), &before, &b);
     }
+}
+
+/// Unify of [`two_guests`] with a second file each (`before`: guest `b`
+/// before it) went as without `inject`: both files linked, no temp name
+/// left below `dir`, `b` reading as before.
+pub(crate) fn assert_unaffected(
+    out: &Output,
+    inject: &str,
+    dir: &Path,
+    before: &Snapshot,
+    b: &Path,
+) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{inject}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let s = unify_summary(out);
+    assert_eq!(s["files_linked"], 2, "{inject}: {s}");
+    assert_eq!(temp_names(dir), Vec::<PathBuf>::new(), "{inject}");
+    assert_invisible(before, &snapshot(b), inject);
 }
 
 /// A run killed right after creating its record of directory mtimes

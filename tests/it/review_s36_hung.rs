@@ -26,7 +26,7 @@ const HOLDER: &str = r#"awk '{ for (i = 7; $i != "-"; i++) ; if ($(i+1) ~ /^fuse
 /// A mount namespace (a slave copy of the host's) with a unifs mount of
 /// `DIR/hung-src` at `DIR/hung` whose daemon is stopped, beside a guest
 /// root (`DIR/root`, busybox) and a store (`DIR/store`).
-struct Hung {
+pub(crate) struct Hung {
     t: TestRoot,
     holder: KillOnDrop,
     daemon: Option<i32>,
@@ -35,7 +35,7 @@ struct Hung {
 impl Hung {
     /// With `below`, a tmpfs is mounted at `hung/below` first, so that the
     /// hung mount covers it.
-    fn new(below: bool) -> Hung {
+    pub(crate) fn new(below: bool) -> Hung {
         let t = TestRoot::new();
         let mut holder = Command::new("unshare");
         holder
@@ -69,24 +69,24 @@ impl Hung {
         h
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         self.t.dir.path().join(name)
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir(name).display().to_string()
     }
 
     /// `cmd` run in the namespace, killed after 60 s (a test that hangs
     /// fails).
-    fn run(&self, cmd: Command) -> Output {
+    pub(crate) fn run(&self, cmd: Command) -> Output {
         let pid = self.holder.0.as_ref().unwrap().id().to_string();
         let cmd = wrapped(&["nsenter", "-t", &pid, "-m", "--"], &cmd);
         run_bounded(cmd, Duration::from_secs(60))
     }
 
     /// `unifs ARGS` in the namespace ([`Hung::command`]).
-    fn unifs(&self, args: &[&str]) -> Output {
+    pub(crate) fn unifs(&self, args: &[&str]) -> Output {
         let mut cmd = self.command();
         cmd.args(args);
         self.run(cmd)
@@ -94,7 +94,7 @@ impl Hung {
 
     /// `unifs` with the test's store, run dir and config dir, its
     /// arguments to add.
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(unifs_bin());
         cmd.env("UNIFS_STORE", self.dir("store"))
             .env("UNIFS_RUN_DIR", self.dir("run"))
@@ -104,7 +104,7 @@ impl Hung {
 
     /// Asserts `o` failed with one line naming the hung mount and how to
     /// let its daemon go on.
-    fn refused(&self, o: &Output, what: &str) {
+    pub(crate) fn refused(&self, o: &Output, what: &str) {
         let e = stderr(o);
         assert_eq!(o.status.code(), Some(1), "{what}: {e}");
         let daemon = self.daemon.unwrap();

@@ -23,7 +23,7 @@ fn configure(g: &Guest, extra: &str) -> std::path::PathBuf {
 }
 
 /// A refusal that says each of `words` and none of `not`.
-fn refused_saying(o: &Output, words: &[&str], not: &[&str], what: &str) {
+pub(crate) fn refused_saying(o: &Output, words: &[&str], not: &[&str], what: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(1), "{what}: {o:?}");
     for w in words {
