@@ -5,6 +5,7 @@
 //! translates to and from these.
 
 mod attrflags;
+mod probe;
 
 pub use attrflags::AttrFlags;
 
@@ -3017,6 +3018,10 @@ impl Overlay {
         };
         Self::refuse_mounted(dir.as_fd(), &name)?;
         Self::xattr_change_fails(dir.as_fd(), &name, attr, Some(flags))?;
+        let st = fsys::stat_at(dir.as_fd(), &name)?;
+        if is_reg(&st) && cow::is_shared(dir.as_fd(), &name, &st, false)? {
+            probe::refused_xattr(dir.as_fd(), &name, attr, value, flags)?;
+        }
         // Through a held write fd, as in setattr.
         let fd = self.private_write_fd(node, dir.as_fd(), &name, None)?;
         match &fd {

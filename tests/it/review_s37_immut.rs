@@ -270,3 +270,39 @@ fn s37_nocow_on_btrfs_lands_on_private_files_as_btrfs_has_it() {
     assert_eq!(fs::read_to_string(m.path("conf")).unwrap(), "conf\n");
     drop(m);
 }
+
+/// An xattr value the backing filesystem has no room for (ext4 keeps a
+/// file's xattrs in one block) fails as on ext4, before the break: the file
+/// stays shared (it was copied, then the set failed with ENOSPC). One that
+/// fits still breaks it and lands on the copy.
+#[test]
+fn s37_an_xattr_the_filesystem_cannot_hold_leaves_the_file_shared() {
+    if !require_root("s37_an_xattr_the_filesystem_cannot_hold_leaves_the_file_shared") {
+        return;
+    }
+    let w = World::new();
+    let (g, h) = (w.dir("g"), w.dir("h"));
+    let obj = w.shared(b"conf\n", &[g.join("conf"), h.join("conf")]);
+    fs::write(g.join("own"), b"own\n").unwrap();
+    let m = w.mount(&g, "m", &[]);
+    let set = |path: &Path, value: &[u8]| {
+        let f = fs::File::open(path).unwrap();
+        let name = std::ffi::OsStr::new("user.big");
+        unifs::sys::xattr::set_fd(std::os::fd::AsFd::as_fd(&f), name, value)
+    };
+    let big = vec![b'x'; 6000];
+    let native = errno(set(&g.join("own"), &big));
+    assert_ne!(
+        native, 0,
+        "ext4 took a 6000-byte xattr: this test needs its refusal"
+    );
+    assert_eq!(errno(set(&m.path("conf"), &big)), native);
+    assert_eq!(
+        ino(&g.join("conf")),
+        ino(&obj),
+        "the refused set broke the link"
+    );
+    set(&m.path("conf"), b"small").unwrap();
+    assert_ne!(ino(&g.join("conf")), ino(&obj));
+    assert_eq!(ino(&h.join("conf")), ino(&obj));
+}

@@ -173,7 +173,7 @@ impl AttrFlags {
         if flip == 0 {
             return Ok(());
         }
-        let Ok(probe) = fsys::open_tmpfile(dir, 0o600) else {
+        let Some(probe) = super::probe::scratch(dir) else {
             return Ok(());
         };
         let probe = probe.as_fd();
@@ -190,17 +190,7 @@ impl AttrFlags {
             }
             _ => Ok(()),
         };
-        match tried {
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM)
-                ) =>
-            {
-                Err(e)
-            }
-            _ => Ok(()),
-        }
+        super::probe::refusal(tried)
     }
 
     /// The same kind of value, as the file open at `fd` has it now.
