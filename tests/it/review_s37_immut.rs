@@ -163,7 +163,8 @@ fn s37_a_shared_file_moved_into_an_append_only_directory_can_be_written() {
 
 /// A flag change that fails anyway fails before the break, and the file
 /// stays shared (its backing inode is still the store object's): `+C`,
-/// which ext4 does not have (it copied the file, then failed), and `+i`
+/// which ext4 does not have, on a file with data or empty (it copied the
+/// shared file, then failed), and `+i`
 /// asked of a daemon that lacks CAP_LINUX_IMMUTABLE itself (the kernel
 /// checks only the caller's).
 #[test]
@@ -191,6 +192,11 @@ fn s37_flag_changes_that_fail_anyway_leave_the_file_shared() {
         "ext4 took +C: this test needs ext4's refusal"
     );
     assert_eq!(reason(try_chattr("+C", &m.path("conf"), None)), native);
+    // An empty file made through the mount: as ext4 answers for one.
+    fs::write(g.join("empty"), b"").unwrap();
+    fs::write(m.path("empty2"), b"").unwrap();
+    let empty = reason(try_chattr("+C", &g.join("empty"), None));
+    assert_eq!(reason(try_chattr("+C", &m.path("empty2"), None)), empty);
     assert_eq!(ino(&g.join("conf")), ino(&obj), "+C broke the link");
 
     let refused = reason(try_chattr("+i", &m.path("conf"), None));
