@@ -106,11 +106,15 @@ pub fn locked_dir(dir: BorrowedFd) -> Option<&'static str> {
     if flags & FS_IMMUTABLE_FL != 0 {
         Some("immutable (chattr +i)")
     } else if flags & FS_APPEND_FL != 0 {
-        Some("append-only (chattr +a)")
+        Some(APPEND_ONLY)
     } else {
         None
     }
 }
+
+/// What [`locked_dir`] says of an append-only directory that is not
+/// immutable: it takes new names.
+pub const APPEND_ONLY: &str = "append-only (chattr +a)";
 
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the

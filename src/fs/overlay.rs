@@ -5,6 +5,7 @@
 //! translates to and from these.
 
 mod attrflags;
+mod probe;
 
 pub use attrflags::AttrFlags;
 
@@ -1220,7 +1221,10 @@ impl Overlay {
                 node,
                 "cannot give the guest a private copy of shared file {}: its directory is \
                  {why}, so the file cannot be replaced there; the guest's change fails with \
-                 EPERM (logged at most 10 times a minute)",
+                 EPERM. To let it be changed, take the flag off and put it back through the \
+                 mount (chattr -i -a DIR; chattr +i DIR, or +a, as root with \
+                 CAP_LINUX_IMMUTABLE): set through the mount, the flag first gives the \
+                 directory's shared files private copies (logged at most 10 times a minute)",
                 crate::sys::shown(&path)
             );
         }
@@ -2433,6 +2437,9 @@ impl Overlay {
         Self::check_name(newname)?;
         let olddir = self.open_dir_node(parent)?;
         let newdir = self.open_dir_node(newparent)?;
+        if flags & libc::RENAME_EXCHANGE == 0 && parent != newparent {
+            self.break_before_locked_dir(parent, olddir.as_fd(), name, newdir.as_fd())?;
+        }
         let _names = write_lock(&self.names);
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         // The target, stat'ed once: whether it loses its last link, and
@@ -2475,6 +2482,38 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+
+    /// Breaks the link of a shared file about to be renamed into a
+    /// directory that is append-only (`chattr +a`: it takes new names, but
+    /// never lets one be replaced): there it could never be broken, and so
+    /// never written, where ext4 lets such a file be written. Broken where
+    /// it is now, it moves in private.
+    fn break_before_locked_dir(
+        &self,
+        parent: u64,
+        olddir: BorrowedFd,
+        name: &OsStr,
+        newdir: BorrowedFd,
+    ) -> Result<()> {
+        let Ok(st) = fsys::stat_at(olddir, name) else {
+            return Ok(());
+        };
+        if !Self::linked(&st) || !cow::is_shared(olddir, name, &st, true)? {
+            return Ok(());
+        }
+        // An immutable one refuses the rename itself.
+        if cow::locked_dir(newdir) != Some(cow::APPEND_ONLY) {
+            return Ok(());
+        }
+        let Some(node) = lock(&self.state).table.child(parent, name) else {
+            return Ok(());
+        };
+        match self.make_private(node, Some(parent), olddir, name, None) {
+            // Moved meanwhile: the rename itself fails or moves another file.
+            Err(e) if e.raw_os_error() == Some(MOVED) => Ok(()),
+            r => r,
+        }
     }
 
     /// A hardlink the guest makes joins the private copy: break first.
@@ -2979,6 +3018,10 @@ impl Overlay {
         };
         Self::refuse_mounted(dir.as_fd(), &name)?;
         Self::xattr_change_fails(dir.as_fd(), &name, attr, Some(flags))?;
+        let st = fsys::stat_at(dir.as_fd(), &name)?;
+        if is_reg(&st) && cow::is_shared(dir.as_fd(), &name, &st, false)? {
+            probe::refused_xattr(dir.as_fd(), &name, attr, value, flags)?;
+        }
         // Through a held write fd, as in setattr.
         let fd = self.private_write_fd(node, dir.as_fd(), &name, None)?;
         match &fd {

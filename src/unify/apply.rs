@@ -453,7 +453,7 @@ impl<'a> Applier<'a> {
             // The temp name could be linked there but neither swapped nor
             // removed again, and the mtime not put back.
             return Err(Skip::Failed(format!(
-                "its directory is {why} (chattr); left as it was"
+                "its directory is {why}; {LOCKED_DIR_HINT}"
             )));
         }
         let inodes = &target.inodes;
@@ -927,6 +927,13 @@ impl DirCache {
     }
 }
 
+/// What a file in an immutable or append-only directory is left as, and
+/// why: a link there could not be replaced by the guest's private copy
+/// either (the mount's break is a rename too).
+pub(super) const LOCKED_DIR_HINT: &str = "left as it was, private: a link there could never \
+     be given the guest's private copy when it writes the file. Exclude the directory from \
+     unify to leave it out without this problem";
+
 /// Whether inode flags (`chattr +i`, `+a`) let no entry of the directory
 /// at `fd` be renamed or removed, and which: a link swapped in there could
 /// leave a temp name behind for good.
@@ -935,9 +942,9 @@ pub(super) fn locked_dir(fd: BorrowedFd) -> io::Result<Option<&'static str>> {
     const FS_APPEND_FL: u32 = 0x20;
     let flags = sys::inode_flags(fd)?;
     Ok(if flags & FS_IMMUTABLE_FL != 0 {
-        Some("immutable")
+        Some("immutable (chattr +i)")
     } else if flags & FS_APPEND_FL != 0 {
-        Some("append-only")
+        Some("append-only (chattr +a)")
     } else {
         None
     })

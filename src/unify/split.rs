@@ -163,7 +163,7 @@ fn split_guest(guest: &Guest, recs: &[FileRec], dir_times: &DirTimes) -> io::Res
 fn check_dirs(guest: &Guest, recs: &[FileRec]) -> io::Result<()> {
     for rec in recs {
         if let Some(why) = locked_dir(open_parent(guest, &rec.rel)?.0.as_fd())? {
-            return Err(io::Error::other(format!("its directory is {why} (chattr)")));
+            return Err(io::Error::other(format!("its directory is {why}")));
         }
     }
     Ok(())

@@ -7,10 +7,11 @@
 //! link is broken first, as for any metadata change (invariant 1), so no
 //! store object ever gets a flag.
 
-use super::{errno, fsys, is_reg, Caller, Overlay, Result};
+use super::{errno, fsys, has_cap, is_reg, lock, read_lock, Caller, Overlay, Result};
 use crate::fs::cow;
+use crate::fs::inode::{BackingIno, Found};
 use crate::sys;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// `chattr` flags a guest may change: those unify leaves alone but E and V
@@ -35,6 +36,14 @@ const FS_PROJINHERIT_FL: u32 = 0x2000_0000;
 /// change; it would check the daemon's.
 const FS_JOURNAL_DATA_FL: u32 = 0x4000;
 const CAP_SYS_RESOURCE: u32 = 24;
+
+/// `chattr +i` and `+a`, and their xfs flags (FSSETXATTR), which only
+/// CAP_LINUX_IMMUTABLE changes.
+const FS_IMMUTABLE_FL: u32 = 0x10;
+const FS_APPEND_FL: u32 = 0x20;
+const FS_XFLAG_IMMUTABLE: u32 = 0x8;
+const FS_XFLAG_APPEND: u32 = 0x10;
+const CAP_LINUX_IMMUTABLE: u32 = 9;
 
 /// fsx_xflags a guest may change (`xfs_io chattr`): all but prealloc and
 /// hasattr, which the filesystem sets.
@@ -109,7 +118,79 @@ impl AttrFlags {
             }
             _ => return Err(errno(libc::EINVAL)),
         }
+        // The daemon makes the change: one its own capabilities cannot
+        // (a daemon started without them) fails before any break.
+        let (lock, journal) = self.changes(old);
+        let daemon =
+            |cap| std::fs::read_to_string("/proc/self/status").map_or(true, |s| has_cap(&s, cap));
+        if (lock && !daemon(CAP_LINUX_IMMUTABLE)) || (journal && !daemon(CAP_SYS_RESOURCE)) {
+            return Err(errno(libc::EPERM));
+        }
         Ok(())
+    }
+
+    /// Whether `self` has the immutable or the append-only flag.
+    fn locked(&self) -> bool {
+        match self {
+            AttrFlags::Flags(f) => f & (FS_IMMUTABLE_FL | FS_APPEND_FL) != 0,
+            AttrFlags::Fsx(raw) => raw[0] & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND) != 0,
+        }
+    }
+
+    /// Whether a change from `old` to `self` changes `i` or `a`, and `j`.
+    fn changes(&self, old: &AttrFlags) -> (bool, bool) {
+        match (self, old) {
+            (AttrFlags::Flags(new), AttrFlags::Flags(old)) => (
+                (new ^ old) & (FS_IMMUTABLE_FL | FS_APPEND_FL) != 0,
+                (new ^ old) & FS_JOURNAL_DATA_FL != 0,
+            ),
+            (AttrFlags::Fsx(new), AttrFlags::Fsx(old)) => {
+                let changed = new[0] ^ old[0];
+                (changed & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND) != 0, false)
+            }
+            _ => (false, false),
+        }
+    }
+
+    /// The change from `old` the backing filesystem refuses, tried on an
+    /// unnamed empty file in `dir` (O_TMPFILE) before a shared file is
+    /// copied for it: ext4 has no `+C`, for one. The probe's own flags get
+    /// the bits the change flips, but `i` and `a` (the probe must go when
+    /// closed; the capability is checked above). A filesystem without
+    /// O_TMPFILE, or a flag only an empty file takes (btrfs' `+C`, which it
+    /// ignores on a file with data), leaves the answer to the change itself.
+    fn refused_by_filesystem(&self, old: &AttrFlags, dir: BorrowedFd) -> Result<()> {
+        const LOCKS: u32 = FS_IMMUTABLE_FL | FS_APPEND_FL;
+        const XLOCKS: u32 = FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND;
+        let flip = match (self, old) {
+            (AttrFlags::Flags(new), AttrFlags::Flags(old)) => (new ^ old) & !LOCKS,
+            (AttrFlags::Fsx(new), AttrFlags::Fsx(old)) => {
+                let hints = [1, 4].iter().any(|&i| new[i] != old[i]);
+                ((new[0] ^ old[0]) & !XLOCKS) | u32::from(hints)
+            }
+            _ => 0,
+        };
+        if flip == 0 {
+            return Ok(());
+        }
+        let Some(probe) = super::probe::scratch(dir) else {
+            return Ok(());
+        };
+        let probe = probe.as_fd();
+        let tried = match (self, old) {
+            (AttrFlags::Flags(_), _) => {
+                sys::get_inode_flags(probe).and_then(|own| sys::set_inode_flags(probe, own ^ flip))
+            }
+            (AttrFlags::Fsx(new), AttrFlags::Fsx(old)) => {
+                sys::get_fsxattr_raw(probe).and_then(|mut own| {
+                    own[0] ^= (new[0] ^ old[0]) & !XLOCKS;
+                    (own[1], own[4]) = (new[1], new[4]);
+                    sys::set_fsxattr_raw(probe, &own)
+                })
+            }
+            _ => Ok(()),
+        };
+        super::probe::refusal(tried)
     }
 
     /// The same kind of value, as the file open at `fd` has it now.
@@ -195,11 +276,19 @@ impl Overlay {
             }
         };
         Self::refuse_mounted(dir.as_fd(), &name)?;
-        let old = new.read_like(open_for_flags(dir.as_fd(), &name)?.0.as_fd())?;
+        let (fd, reg) = open_for_flags(dir.as_fd(), &name)?;
+        let old = new.read_like(fd.as_fd())?;
         new.refused(&old, caller)?;
         if new.same_as(&old) {
             return Ok(());
         }
+        if !reg && new.locked() && !old.locked() {
+            return self.lock_dir(node, fd.as_fd(), new, old);
+        }
+        if reg && cow::has_marker(fd.as_fd())? {
+            new.refused_by_filesystem(&old, dir.as_fd())?;
+        }
+        drop(fd);
         // A write fd, held through the change, keeps unify from making the
         // file an object meanwhile (it cannot lease it), as in setattr.
         if let Some(fd) = self.private_write_fd(node, dir.as_fd(), &name, None)? {
@@ -220,6 +309,78 @@ impl Overlay {
         }
         Ok(())
     }
+
+    /// Makes the directory `node`, open at `dir`, immutable or append-only
+    /// (`new`; `old`: its flags now), after giving every shared file
+    /// directly in it a private copy. Such a directory refuses the rename
+    /// a break ends with, so a shared file left in it could not be written
+    /// (EPERM), where ext4 lets a file in it be written; private, it is
+    /// written in place. A shared file put there meanwhile (by the guest,
+    /// or by unify) is found after the flag is set: the flag comes off,
+    /// and that file is broken too.
+    fn lock_dir(&self, node: u64, dir: BorrowedFd, new: AttrFlags, old: AttrFlags) -> Result<()> {
+        for _ in 0..4 {
+            for name in shared_entries(dir)? {
+                self.break_entry(node, dir, &name)?;
+            }
+            new.apply(dir)?;
+            if shared_entries(dir)?.is_empty() {
+                return Ok(());
+            }
+            old.apply(dir)?;
+        }
+        Err(errno(libc::EBUSY))
+    }
+
+    /// Breaks the link of `name` in the directory `parent` (open at `dir`)
+    /// if it is a store object, and binds the node the table has there (or
+    /// the number it keeps for the path) to the copy, as a break through
+    /// that node would.
+    fn break_entry(&self, parent: u64, dir: BorrowedFd, name: &OsStr) -> Result<()> {
+        let _guard = lock(&self.break_lock);
+        // Held through the break: a rename's table update cannot land
+        // between the rename of the copy and ours (as in make_private).
+        let _names = read_lock(&self.names);
+        let st = match fsys::stat_at(dir, name) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
+            return Ok(());
+        }
+        let (new_ino, replaced) = cow::break_link(dir, name, u64::MAX, &self.dir_changes)?;
+        let copied = Found {
+            ino: BackingIno::of(&replaced),
+            shared: Self::linked(&replaced),
+        };
+        let mut state = lock(&self.state);
+        let here = fsys::stat_at(dir, name).map(|st| BackingIno::of(&st));
+        if here.ok() == Some(new_ino) {
+            Self::rebind_misled(&mut state, parent, name, copied, new_ino);
+        }
+        drop(state);
+        self.note_unsynced_break(new_ino);
+        Ok(())
+    }
+}
+
+/// The names of the store objects directly in the directory open at `dir`
+/// (any marked file, as before a change: see [`cow::is_shared`]).
+fn shared_entries(dir: BorrowedFd) -> Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    sys::rewind_dir(dir)?;
+    sys::read_dir(dir, |e| {
+        if matches!(e.kind, libc::DT_REG | libc::DT_UNKNOWN) {
+            names.push(e.name.to_owned());
+        }
+    })?;
+    let shared = |name: &OsString| {
+        fsys::stat_at(dir, name)
+            .is_ok_and(|st| is_reg(&st) && cow::is_shared(dir, name, &st, false).unwrap_or(false))
+    };
+    names.retain(shared);
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -1,0 +1,73 @@
+//! Trial runs on an unnamed empty file (O_TMPFILE) in a shared file's
+//! directory: a change the backing filesystem refuses is found there,
+//! before the shared file is copied for it (a break for a change that then
+//! fails costs a copy for nothing, and the file stays the guest's own).
+
+use super::{fsys, Result};
+use crate::fs::cow;
+use crate::sys;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// An unnamed file in `dir`, gone when closed; `None` where the filesystem
+/// has no O_TMPFILE (or the directory takes no new file): the change then
+/// finds out for itself.
+pub fn scratch(dir: BorrowedFd) -> Option<OwnedFd> {
+    fsys::open_tmpfile(dir, 0o600).ok()
+}
+
+/// The error of a trial that says the change itself would fail: one of
+/// the refusals a filesystem gives for what it does not take (not ENOSPC
+/// of a full disk, which the trial file may meet where the copy would).
+pub fn refusal(tried: io::Result<()>) -> Result<()> {
+    match tried {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM | libc::E2BIG | libc::ERANGE)
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the backing filesystem takes xattr `attr` = `value` (`flags`:
+/// setxattr's) on the copy a break would make of the shared file `name` in
+/// `dir`: tried on a scratch file with the file's own xattrs (but the
+/// store's), which share its space for them. A value too large for what
+/// is left (ext4: ENOSPC, its xattrs fit in one block) or for the
+/// filesystem (E2BIG) fails here, not after the copy.
+pub fn refused_xattr(
+    dir: BorrowedFd,
+    name: &OsStr,
+    attr: &OsStr,
+    value: &[u8],
+    flags: i32,
+) -> Result<()> {
+    let Some(probe) = scratch(dir) else {
+        return Ok(());
+    };
+    let file = sys::open_at(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW,
+        0,
+    )?;
+    for (a, v) in sys::xattr::list_fd(file.as_fd())? {
+        if !cow::is_store_xattr(&a) && sys::xattr::set_fd(probe.as_fd(), &a, &v).is_err() {
+            // The copy could not have them either: the break fails by itself.
+            return Ok(());
+        }
+    }
+    let tried = sys::xattr::set_fd_flags(probe.as_fd(), attr, value, flags);
+    if tried
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOSPC))
+    {
+        return tried;
+    }
+    refusal(tried)
+}
