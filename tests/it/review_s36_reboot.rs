@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// A named guest (overlay root) whose init is `sh -c SCRIPT`, allowed
 /// `reboot(2)`, with `extra` config lines.
-fn rebooting_guest(test: &str, script: &str, extra: &str) -> Guest {
+pub(crate) fn rebooting_guest(test: &str, script: &str, extra: &str) -> Guest {
     let init = format!("[\"/bin/sh\", \"-c\", {script:?}]");
     let g = Guest::new(test, &init, false);
     let toml = std::fs::read_to_string(g.config()).unwrap();
@@ -24,7 +24,7 @@ fn rebooting_guest(test: &str, script: &str, extra: &str) -> Guest {
 }
 
 /// The init pid `guest start` names.
-fn started_pid(g: &Guest) -> i64 {
+pub(crate) fn started_pid(g: &Guest) -> i64 {
     let out = ok(&g.unifs(&["start", &g.name]));
     let pid = out.trim().rsplit(' ').next().unwrap();
     pid.parse().unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -32,7 +32,7 @@ fn started_pid(g: &Guest) -> i64 {
 
 /// Waits up to `secs` for the guest's status to satisfy `done`; the last
 /// status either way.
-fn wait_status(g: &Guest, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_status(g: &Guest, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let st = g.state();
@@ -43,12 +43,12 @@ fn wait_status(g: &Guest, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-fn console_log(g: &Guest) -> String {
+pub(crate) fn console_log(g: &Guest) -> String {
     std::fs::read_to_string(g.run_dir.join(&g.name).join("console.log")).unwrap_or_default()
 }
 
 /// Stopped with the end of an init recorded.
-fn ended(st: &Value) -> bool {
+pub(crate) fn ended(st: &Value) -> bool {
     st["running"] == false && st["starting"] == false && !st["last_exit"].is_null()
 }
 
