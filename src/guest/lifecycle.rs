@@ -1208,8 +1208,15 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
     let pid = Pid::from_raw(st.pid);
     let mut clean = true;
     if st.init_alive() {
+        // Sent before init takes it (a `stop` right after `start`), the
+        // kernel would drop it, and the stop wait out its timeout.
+        let deadline = Instant::now() + timeout;
+        wait_until(timeout, || {
+            !st.init_alive() || sys::takes_signal(pid, signal)
+        });
         let _ = sys::send_signal(pid, signal);
-        clean = wait_until(timeout, || !st.init_alive());
+        let left = deadline.saturating_duration_since(Instant::now());
+        clean = wait_until(left, || !st.init_alive());
     }
     if st.init_alive() {
         // SIGKILL to a PID namespace's init kills the whole namespace.

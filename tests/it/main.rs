@@ -105,6 +105,7 @@ mod review_s36_sparse;
 mod review_s37_immut;
 mod review_s37_leads;
 mod review_s37_powercut;
+mod review_s37_sysinit;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

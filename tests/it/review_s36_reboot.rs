@@ -48,7 +48,7 @@ pub(crate) fn console_log(g: &Guest) -> String {
 }
 
 /// Stopped with the end of an init recorded.
-fn ended(st: &Value) -> bool {
+pub(crate) fn ended(st: &Value) -> bool {
     st["running"] == false && st["starting"] == false && !st["last_exit"].is_null()
 }
 

@@ -241,6 +241,48 @@ pub fn send_signal(pid: Pid, sig: i32) -> nix::Result<()> {
     Errno::result(unsafe { libc::kill(pid.as_raw(), sig) }).map(drop)
 }
 
+/// Whether `sig` sent to `pid` now would reach it. The kernel drops a
+/// signal to a PID namespace's init that neither catches nor blocks it
+/// (SIGKILL and SIGSTOP from outside aside): systemd, in the moment after
+/// its exec before it blocks its signals, loses a SIGRTMIN+3 sent then.
+/// True for a process that is no namespace's init (the default action
+/// applies) and when /proc cannot say.
+pub fn takes_signal(pid: Pid, sig: i32) -> bool {
+    if sig == libc::SIGKILL || sig == libc::SIGSTOP || !(1..=64).contains(&sig) {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    let ns_init = field("NSpid:").is_some_and(|ids| ids.split_whitespace().last() == Some("1"));
+    let bit = |key: &str| {
+        field(key)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+    };
+    !ns_init || bit("SigCgt:") || bit("SigBlk:") || in_sigwait(pid)
+}
+
+/// sigwait(3) unblocks the signals it waits for while it waits, and /proc
+/// shows that mask, not the one the kernel checks (unifs's own reaper, tini):
+/// a process there takes them. True when /proc cannot say.
+fn in_sigwait(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+        Ok(call) => call
+            .split_whitespace()
+            .next()
+            .and_then(|nr| nr.parse::<libc::c_long>().ok())
+            .is_some_and(|nr| nr == libc::SYS_rt_sigtimedwait),
+        Err(_) => true,
+    }
+}
+
 /// A pidfd for `pid`, for setns into all of its namespaces at once.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags, no pointers.
