@@ -182,7 +182,8 @@ const KINDS: [(&str, &str); 7] = [
 
 /// Every lock kind, held by another process on `dir/KIND`: what a second
 /// process sees while it is held, after the holder opened and closed the
-/// file once more (POSIX locks go), and once the holder is gone.
+/// file once more (POSIX locks go), and once the holder is gone; and a
+/// blocking F_SETLKW (F_OFD_SETLKW) that waits until the holder ends.
 fn lock_story(dir: &Path) -> Vec<String> {
     let mut story = Vec::new();
     for (kind, mode) in KINDS {
@@ -193,6 +194,21 @@ fn lock_story(dir: &Path) -> Vec<String> {
         story.push(format!("{kind} after a close: {:?}", seen(&path, h.pid())));
         drop(h);
         story.push(format!("{kind} gone: {:?}", seen(&path, 0)));
+    }
+    for (kind, wait) in [("posix_w", libc::F_SETLKW), ("ofd_w", libc::F_OFD_SETLKW)] {
+        let path = dir.join(kind);
+        let h = Holder::start(&path, "rw", kind);
+        let (tx, rx) = channel();
+        let waiter = path.clone();
+        std::thread::spawn(move || {
+            let fd = raw_open(&waiter, libc::O_RDONLY);
+            let _ = tx.send(fcntl_lock(fd.as_raw_fd(), wait, libc::F_RDLCK, -2));
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let waited = rx.try_recv().is_err();
+        drop(h);
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        story.push(format!("{kind} SETLKW waited {waited}, then {got:?}"));
     }
     story
 }
@@ -254,7 +270,7 @@ fn looks(dir: &Path) -> Vec<(PathBuf, crate::fs::harness::Look)> {
 /// POSIX (fcntl), OFD, flock and lockf locks one process holds, as another
 /// sees them (F_GETLK with the holder's pid, a conflicting F_SETLK or
 /// flock refused with EAGAIN), released at any close (POSIX) or not (OFD,
-/// flock), taken on shared files (read-only: still shared; read-write: the
+/// flock), waited for (F_SETLKW), taken on shared files (read-only: still shared; read-write: the
 /// holder's own open broke the link): the same as on the plain directory.
 #[test]
 fn s37_locks_between_processes_match_a_plain_directory() {
@@ -268,6 +284,11 @@ fn s37_locks_between_processes_match_a_plain_directory() {
     assert!(
         want[3].starts_with("posix_w held: [\"errno 0, type 1, pid holder\", \"errno 11"),
         "the plain directory: {want:#?}"
+    );
+    let waited = "SETLKW waited true, then Ok(\"errno 0, type 0, pid 0\")";
+    assert!(
+        want[want.len() - 2..].iter().all(|l| l.ends_with(waited)),
+        "{want:#?}"
     );
     assert_eq!(lock_story(&m.dir), want, "through the mount vs plain");
     p.assert_other_untouched();
