@@ -18,5 +18,5 @@ mod review_s22_sigpipe;
 pub(crate) mod review_s22_stall;
 mod run;
 mod run_options;
-mod run_overlay;
+pub(crate) mod run_overlay;
 mod seccomp;

@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// `unifs --store STORE run --root ROOT OPTS -- /bin/sh -c SCRIPT`, bounded.
-fn sh(store: &Path, root: &Path, opts: &[&str], script: &str) -> Output {
+pub(crate) fn sh(store: &Path, root: &Path, opts: &[&str], script: &str) -> Output {
     run_bounded(
         run_cmd(store, root, opts, &["/bin/sh", "-c", script]),
         Duration::from_secs(30),
@@ -81,7 +81,7 @@ fn assert_no_run_left(root: &Path, what: &str) {
 
 /// Whatever a failed test leaves: killed and unmounted, so no test hangs
 /// on or leaks a mount.
-struct Cleanup(PathBuf);
+pub(crate) struct Cleanup(pub(crate) PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -96,14 +96,14 @@ impl Drop for Cleanup {
 }
 
 /// Two busybox roots sharing `/data` (and busybox) through a real store.
-struct Unified {
-    r1: TestRoot,
-    r2: TestRoot,
-    store: PathBuf,
+pub(crate) struct Unified {
+    pub(crate) r1: TestRoot,
+    pub(crate) r2: TestRoot,
+    pub(crate) store: PathBuf,
 }
 
 impl Unified {
-    fn new() -> Unified {
+    pub(crate) fn new() -> Unified {
         let (r1, r2) = (TestRoot::new(), TestRoot::new());
         for t in [&r1, &r2] {
             crate::tree::file(&t.root(), "data", b"shared\n", 0o644);
