@@ -102,6 +102,7 @@ mod review_s36_hung;
 mod review_s36_leads;
 mod review_s36_reboot;
 mod review_s36_sparse;
+mod review_s37_packaging;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

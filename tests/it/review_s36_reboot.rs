@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// A named guest (overlay root) whose init is `sh -c SCRIPT`, allowed
 /// `reboot(2)`, with `extra` config lines.
-fn rebooting_guest(test: &str, script: &str, extra: &str) -> Guest {
+pub(crate) fn rebooting_guest(test: &str, script: &str, extra: &str) -> Guest {
     let init = format!("[\"/bin/sh\", \"-c\", {script:?}]");
     let g = Guest::new(test, &init, false);
     let toml = std::fs::read_to_string(g.config()).unwrap();
