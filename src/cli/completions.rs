@@ -208,7 +208,7 @@ const ZSH_NAMES: &str = r#"# unifs: guest names (NAME.toml in --config-dir, UNIF
 # /etc/unifs/guests) for the NAME of `unifs guest start|stop|…`.
 (( $+functions[_unifs_guest_names] )) ||
 _unifs_guest_names() {
-    local dir=${UNIFS_CONFIG_DIR:-/etc/unifs/guests} i
+    local dir=${UNIFS_CONFIG_DIR:-/etc/unifs/guests} i expl
     for ((i = 1; i < CURRENT; i++)); do
         case $words[i] in
             --config-dir) dir=$words[i+1] ;;
