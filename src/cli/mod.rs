@@ -2,8 +2,10 @@
 //! library, print. `anyhow` lives here and nowhere else.
 
 mod backup;
+mod completions;
 mod demo;
 mod guest;
+mod man;
 mod mount;
 mod output;
 mod print;
@@ -73,6 +75,10 @@ pub enum Command {
     /// Start, stop, enter and list named guests.
     #[command(subcommand)]
     Guest(guest::GuestCommand),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(completions::CompletionsArgs),
+    /// Write the manual pages (unifs(1), one per subcommand, vunify(8), vfs-mount(8)).
+    Man(man::ManArgs),
 }
 
 /// Entry point of the binary. Answers as `vunify` and `vfs-mount` too.
@@ -156,6 +162,8 @@ pub fn main() -> ExitCode {
         Command::Umount(a) => mount::umount(&cli.global, a),
         Command::Run(a) => guest::run(&cli.global, a),
         Command::Guest(c) => guest::guest(&cli.global, c),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     });
     let failed = print::stdout_failure();
     match result {
@@ -224,7 +232,7 @@ fn changes_things(command: &Command) -> Option<String> {
         Command::Restore(_) => "restore",
         Command::Mount(_) => "mount",
         Command::Run(_) => "run",
-        Command::Umount(_) => return None,
+        Command::Umount(_) | Command::Completions(_) | Command::Man(_) => return None,
         Command::Store(S::Stats { .. } | S::Ls { .. } | S::Runs { .. }) => return None,
         Command::Store(S::Init { .. }) => "store init",
         Command::Store(S::Verify { .. }) => "store verify",

@@ -180,6 +180,8 @@ pub(crate) fn needed(command: &Command) -> Vec<Need> {
         Command::Guest(G::Stop { .. }) => &[STOP],
         Command::Store(S::Verify { .. } | S::Gc { .. } | S::Init { .. }) => &[OBJECTS],
         Command::Umount(_)
+        | Command::Completions(_)
+        | Command::Man(_)
         | Command::Guest(G::Update { .. })
         | Command::Store(S::Stats { .. } | S::Ls { .. } | S::Runs { .. })
         | Command::Store(S::Forget { .. } | S::Snapshot { .. })

@@ -105,6 +105,7 @@ mod review_s36_sparse;
 mod review_s37_immut;
 mod review_s37_leads;
 mod review_s37_locks;
+mod review_s37_packaging;
 mod review_s37_powercut;
 mod review_s37_sysinit;
 mod review_s8_cli;
