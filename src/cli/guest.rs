@@ -149,7 +149,8 @@ keeps a reduced capability set, with no_new_privs and a syscall filter
 133 when the guest rebooted itself, 0 when it halted (reboot(2): --cap-add
 sys_boot), as systemd-nspawn.
 SIGTERM (as --stop-signal: SIGRTMIN+3 for systemd), SIGINT, SIGHUP and SIGQUIT
-are passed on to the guest; a second one kills it outright (exit 137).
+are passed on to the guest once its PID 1 takes them (up to 10 s); a second
+one kills it outright (exit 137).
 Started on a terminal, the guest gets a pty of its own /dev/pts (its user's),
 proxied; the terminal's hang-up (or a SIGHUP) ends the run (exit 129).
 A limit the host cannot apply is an error. Needs root. More in docs/guests.md

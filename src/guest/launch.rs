@@ -104,6 +104,8 @@ pub fn run(
     let foreground = Foreground { end: &end, reports };
     let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
     announce_host_if(spec);
+    // Passed on by on_second_signal's watcher once init takes them.
+    sys::hold_signals();
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
     let (pty, guest) = (spawned.pty.take(), spawned.pid);
@@ -144,14 +146,20 @@ fn watching<T: Send>(keeper: Option<&Keeper>, wait: impl FnOnce() -> T) -> T {
 /// before its overlay daemon is killed under it.
 const KILLED_GUEST_EXIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long a signal `unifs run` passes on waits for its guest's init to
+/// take it (see [`sys::hold_signals`]): `guest stop`'s default --timeout.
+const HELD_SIGNAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs `wait` (a wait for what signals were passed on to); if a second
 /// signal comes meanwhile, calls `end` once: what they were passed to did
-/// not end on the first.
+/// not end on the first. Passes on a signal [`sys::hold_signals`] held.
 pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() -> T) -> T {
     let waited = AtomicBool::new(false);
     std::thread::scope(|s| {
         let watcher = std::thread::Builder::new().spawn_scoped(s, || {
+            let mut held = sys::HeldSignal::default();
             while !waited.load(Ordering::SeqCst) {
+                held.pass_on(HELD_SIGNAL_LIMIT);
                 if sys::signals_caught() >= 2 {
                     end();
                     return;
@@ -159,7 +167,13 @@ pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() 
                 std::thread::park_timeout(std::time::Duration::from_millis(20));
             }
         });
+        // No watcher (a limit on processes): held signals go out at once.
+        if watcher.is_err() {
+            sys::stop_holding(true);
+        }
         let out = wait();
+        // What it was for has ended: a signal still held goes nowhere.
+        sys::stop_holding(false);
         waited.store(true, Ordering::SeqCst);
         // The scope joins the watcher: woken, it ends now, not at the end
         // of its pause (which every run and exec paid, up to 20 ms).

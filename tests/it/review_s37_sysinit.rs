@@ -10,16 +10,21 @@ use crate::review_s36_reboot::{console_log, rebooting_guest, started_pid};
 /// it neither catches nor blocks). A `stop` right after `start` sent it
 /// into that moment, waited out its timeout and SIGKILLed the guest. Now
 /// it waits for init to take the signal.
+/// An init's script that catches `sig` only after 2 s (printing
+/// `trapped`), then exits 0 on it (printing `caught`).
+pub(crate) fn late_trap(sig: &str) -> String {
+    format!("sleep 2; trap 'echo caught; exit 0' {sig}; echo trapped; while :; do sleep 0.1; done")
+}
+
 #[test]
 fn s37_a_stop_right_after_start_waits_for_init_to_take_its_signal() {
     let test = "s37_a_stop_right_after_start_waits_for_init_to_take_its_signal";
     if !can_run(test) {
         return;
     }
-    // SIGRTMIN+3 is 37 as the C library counts; caught only after 2 s.
-    let script = "sleep 2; trap 'echo caught; exit 0' 37; echo trapped; \
-                  while :; do sleep 0.1; done";
-    let g = rebooting_guest("s37early", script, "stop_signal = \"SIGRTMIN+3\"");
+    // SIGRTMIN+3 is 37 as the C library counts.
+    let script = late_trap("37");
+    let g = rebooting_guest("s37early", &script, "stop_signal = \"SIGRTMIN+3\"");
     started_pid(&g);
     let o = g.unifs(&["stop", "--timeout", "20", &g.name]);
     let out = ok(&o);

@@ -319,6 +319,11 @@ static CAUGHT: AtomicI32 = AtomicI32::new(0);
 static SIGTERM_AS: AtomicI32 = AtomicI32::new(0);
 /// Whether a SIGHUP was caught.
 static HANGUP: AtomicBool = AtomicBool::new(false);
+/// Whether caught signals wait in HELD for [`HeldSignal::pass_on`] rather
+/// than go out from the handler (see [`hold_signals`]).
+static HOLD: AtomicBool = AtomicBool::new(false);
+/// A caught signal not yet passed on (0: none).
+static HELD: AtomicI32 = AtomicI32::new(0);
 
 /// From now on, a SIGTERM [`catch_signals`] catches is passed on as `sig`
 /// (the guest's stop signal: SIGRTMIN+3 for systemd).
@@ -353,11 +358,63 @@ fn forward(sig: libc::c_int) {
         _ => sig,
     };
     let pid = FORWARD_TO.load(Ordering::SeqCst);
-    if pid > 0 {
+    if pid <= 0 {
+        PENDING.store(sig, Ordering::SeqCst);
+    } else if HOLD.load(Ordering::SeqCst) {
+        HELD.store(sig, Ordering::SeqCst);
+    } else {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
-    } else {
-        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+/// From now on, the signals caught for the guest are held for a
+/// [`HeldSignal`] to pass on once its init takes them: sent before (just
+/// after its exec, before it sets its handlers), the kernel drops them.
+/// Whoever calls this must call [`HeldSignal::pass_on`] until
+/// [`stop_holding`].
+pub fn hold_signals() {
+    HOLD.store(true, Ordering::SeqCst);
+}
+
+/// Signals go out from the handler again; one held is sent now if `send`
+/// (nothing passes it on), else dropped (the guest has ended).
+pub fn stop_holding(send: bool) {
+    HOLD.store(false, Ordering::SeqCst);
+    let sig = HELD.swap(0, Ordering::SeqCst);
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
+    if send && sig != 0 && pid > 0 {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Passes on the signal [`hold_signals`] held, once its target takes it.
+#[derive(Default)]
+pub struct HeldSignal {
+    since: Option<std::time::Instant>,
+}
+
+impl HeldSignal {
+    /// Sends the held signal if its target takes it ([`takes_signal`]) or
+    /// it has waited `limit` (then as before: the kernel may drop it, and
+    /// the second signal ends the guest). Called every few ms.
+    pub fn pass_on(&mut self, limit: std::time::Duration) {
+        let sig = HELD.load(Ordering::SeqCst);
+        let pid = FORWARD_TO.load(Ordering::SeqCst);
+        if sig == 0 || pid <= 0 {
+            self.since = None;
+            return;
+        }
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if takes_signal(Pid::from_raw(pid), sig) || since.elapsed() >= limit {
+            self.since = None;
+            let sig = HELD.swap(0, Ordering::SeqCst);
+            if sig != 0 {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
     }
 }
 
@@ -399,7 +456,10 @@ pub fn forward_signals_to(pid: Pid) -> nix::Result<()> {
     catch_signals()?;
     FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
     let early = PENDING.swap(0, Ordering::SeqCst);
-    if early != 0 {
+    if early != 0 && HOLD.load(Ordering::SeqCst) {
+        // Its init has only just exec'd: the likeliest to drop it.
+        let _ = HELD.compare_exchange(0, early, Ordering::SeqCst, Ordering::SeqCst);
+    } else if early != 0 {
         // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(pid.as_raw(), early) };
     }
