@@ -2,7 +2,12 @@
 //!
 //! - `manifest -o FILE` renamed its file into place without syncing the
 //!   directory: a power cut right after it left no FILE (or the old one).
+//! - A guest config's `cap_add` of a capability the host's root lacks (its
+//!   bounding set) was said as a bad config: it is the host's limit.
 
+use crate::guest::harness::{can_run, stderr};
+use crate::guest::review_s11_life::{Guest, SLEEP};
+use crate::review_s34_caps::{guest_as, status, without};
 use crate::review_s37_powercut::{runnable, unified, Disk, KINDS};
 
 /// A manifest written with `-o`, then the power cut (nothing committed the
@@ -30,4 +35,36 @@ fn s37_a_manifest_written_with_o_is_on_disk_when_it_returns() {
         let entries = lines[0]["entries"].as_u64().expect("a header with entries");
         assert_eq!(entries as usize, lines.len() - 1, "{kind:?}: {text}");
     }
+}
+
+/// A `cap_add` the host's root lacks is the host's limit, said so; a name
+/// that is no capability is still the config's fault.
+#[test]
+fn s37_a_cap_add_the_host_lacks_is_not_a_bad_config() {
+    if !can_run("s37_a_cap_add_the_host_lacks_is_not_a_bad_config") {
+        return;
+    }
+    let g = Guest::new("s37capadd", SLEEP);
+    let cfg = format!("{}/{}.toml", g.config_dir().display(), g.name);
+    g.configure_with(&g.name, &g.t.root(), SLEEP, "cap_add = [\"sys_ptrace\"]");
+    let o = guest_as(&g, &without("sys_ptrace"), &["start", &g.name]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("the host cannot do what guest config {cfg} asks")),
+        "{err}"
+    );
+    assert!(err.contains("\"sys_ptrace\""), "{err}");
+    assert!(err.contains("does not hold it"), "{err}");
+    assert!(!err.contains("bad guest config"), "{err}");
+    assert!(!err.contains("invalid"), "{err}");
+    assert_eq!(status(&g)["running"], false, "{err}");
+
+    g.configure_with(&g.name, &g.t.root(), SLEEP, "cap_add = [\"cap_bogus\"]");
+    let o = g.unifs(&["start", &g.name]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("bad guest config {cfg}")), "{err}");
+    assert!(err.contains("invalid capability \"cap_bogus\""), "{err}");
+    assert_eq!(status(&g)["running"], false, "{err}");
 }
