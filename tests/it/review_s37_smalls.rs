@@ -1,11 +1,14 @@
-//! Review s37 (smalls): leftovers of session 37.
+//! Review s37 (smalls): three leftovers of session 37.
 //!
 //! - `manifest -o FILE` renamed its file into place without syncing the
 //!   directory: a power cut right after it left no FILE (or the old one).
 //! - A guest config's `cap_add` of a capability the host's root lacks (its
 //!   bounding set) was said as a bad config: it is the host's limit.
+//! - `guest stop` of a configured guest that is not running failed (exit
+//!   1), which made `unifs-guest@.service`'s ExecStop fail for a guest
+//!   stopped by hand or halted by itself.
 
-use crate::guest::harness::{can_run, stderr};
+use crate::guest::harness::{can_run, ok, stderr, stdout};
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use crate::review_s34_caps::{guest_as, status, without};
 use crate::review_s37_powercut::{runnable, unified, Disk, KINDS};
@@ -67,4 +70,31 @@ fn s37_a_cap_add_the_host_lacks_is_not_a_bad_config() {
     assert!(err.contains(&format!("bad guest config {cfg}")), "{err}");
     assert!(err.contains("invalid capability \"cap_bogus\""), "{err}");
     assert_eq!(status(&g)["running"], false, "{err}");
+}
+
+/// `guest stop` of a configured guest that is not running (never started,
+/// stopped by hand, halted itself) has nothing to do: it succeeds, says
+/// so, as `systemctl stop` of a stopped unit and an LSB init script's
+/// `stop` do; unifs-guest@.service's ExecStop then does not fail. A name
+/// no config knows is still an error.
+#[test]
+fn s37_stop_of_a_guest_that_is_not_running_succeeds() {
+    if !can_run("s37_stop_of_a_guest_that_is_not_running_succeeds") {
+        return;
+    }
+    let g = Guest::new("s37stop", SLEEP);
+    let said = format!("guest {} is not running: nothing to stop\n", g.name);
+    let o = g.unifs(&["stop", &g.name]);
+    assert_eq!(o.status.code(), Some(0), "never started: {}", stderr(&o));
+    assert_eq!(stdout(&o), said);
+    assert_eq!(stderr(&o), "");
+    ok(&g.unifs(&["start", &g.name]));
+    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    // Stopped by hand, then by the unit.
+    let o = g.unifs(&["stop", &g.name]);
+    assert_eq!(o.status.code(), Some(0), "stopped: {}", stderr(&o));
+    assert_eq!(stdout(&o), said);
+    let o = g.unifs(&["stop", "s37-nobody-configured-this"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no config for guest"), "{}", stderr(&o));
 }
