@@ -301,26 +301,13 @@ pub fn restore_with(
     if let Some(bits) = root.and_then(|e| wanted_flags(e, link_objects)) {
         flags::apply(target, bits).at(target)?;
     }
-    let parent = parent_dir(target);
-    sync_dir(parent).at(parent)?;
+    // The rename that put the tree in place, on disk when the restore
+    // says it is done. Its files are (each copy is fsynced, and a journal
+    // commits in order), but without this a power cut after it left the
+    // target missing, the tree still under its staging name.
+    let parent = sys::parent_dir(target);
+    sys::sync_dir(parent).at(parent)?;
     Ok(report)
-}
-
-/// The directory `path` is in ("." for a bare name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// fsyncs the directory `dir`: the rename that put the tree in place is
-/// then on disk when the restore says it is done. Its files are (each copy
-/// is fsynced, and a journal commits in order), but without this a power
-/// cut after it left the target missing, the tree still under its staging
-/// name.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Builds the tree in the working directory, the staging tree (every path

@@ -15,6 +15,7 @@ pub use rows::{
     StatsRow,
 };
 
+use crate::sys::parent_dir;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -585,13 +586,6 @@ fn fs_refuses_writes(path: &Path) -> bool {
         probe,
         Err(nix::errno::Errno::EROFS | nix::errno::Errno::EIO)
     )
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }
 
 /// `file:PATH?immutable=1`, PATH percent-encoded.

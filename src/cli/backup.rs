@@ -401,8 +401,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         l.commit()?;
     }
     if let Some(f) = file_out {
-        // Only the rename can fail here (both are synced), and the list's
-        // is done: said, for its new list does not pair with the old manifest.
+        // Only the rename (or its sync) can fail here (both files are
+        // synced), and the list's is done: said, for its new list does not pair with the old manifest.
         f.commit().map_err(|e| match &list_path {
             Some(l) => e.context(format!(
                 "the private list {} was replaced by this run's, which does not go with the \
@@ -459,7 +459,8 @@ fn refuse_unsafe_lines(entries: &[manifest::Entry]) -> anyhow::Result<()> {
 }
 
 /// A file written under a temp name beside `path` and renamed over it once
-/// complete and synced; removed if dropped before that. A `path` that is
+/// complete and synced, the rename synced too; removed if dropped before
+/// that. A `path` that is
 /// not a regular file (a pipe, `/dev/stdout`, a shell's `>(…)`) is written
 /// in place: renaming over it would replace the device or pipe (as root,
 /// `/dev/stdout` itself) and the reader would get nothing. A symlink to a
@@ -546,12 +547,15 @@ impl Replacement {
         self.out.get_ref().sync_all().with_context(what)?;
         let renamed = std::fs::rename(&tmp, &self.path)
             .with_context(|| format!("renaming {} to {}", path(&tmp), path(&self.path)));
-        if renamed.is_ok() {
-            self.done = true;
-        } else {
+        if renamed.is_err() {
             self.tmp = Some(tmp);
+            return renamed;
         }
-        renamed
+        self.done = true;
+        // The rename on disk when the command says it is done: without it
+        // a power cut right after left no FILE, or the old one.
+        let dir = crate::sys::parent_dir(&self.path);
+        crate::sys::sync_dir(dir).with_context(|| format!("syncing {}", path(dir)))
     }
 }
 

@@ -256,7 +256,8 @@ pub enum GuestCommand {
     /// Send init its stop signal (stop_signal; by default SIGRTMIN+3 for
     /// systemd, SIGINT for sysvinit, else SIGTERM), wait, kill what is left,
     /// unmount (killing the root's overlay daemon if processes wait on it
-    /// in vain, or it outlives the unmount).
+    /// in vain, or it outlives the unmount). A guest that is not running
+    /// is said so, exit status 0: nothing to stop.
     Stop {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -632,8 +633,15 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         }
         GuestCommand::Stop { dirs: d, how, name } => {
             let (timeout, signal) = how.parse()?;
-            let how = lifecycle::stop(&dirs(d), &name, timeout, signal)?;
-            print_stopped(&name, how);
+            match lifecycle::stop(&dirs(d), &name, timeout, signal) {
+                // Nothing to do is done, as an LSB init script's `stop` and
+                // `systemctl stop` say: unifs-guest@.service's ExecStop
+                // does not fail for a guest stopped by hand or halted.
+                Err(crate::guest::Error::NotRunning { .. }) => {
+                    outln!("guest {name} is not running: nothing to stop");
+                }
+                how => print_stopped(&name, how?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         GuestCommand::Restart { dirs: d, how, name } => {

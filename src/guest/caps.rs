@@ -137,17 +137,12 @@ pub fn held() -> u64 {
 /// `mask` cut to what the launcher `held` (`all` and the defaults mean what
 /// this host's root has: a container's root, or one whose bounding set lost
 /// `sys_resource`, lacks some); a capability named in `add` that it does
-/// not hold is an error naming it (capset(2) would only say EPERM).
+/// not hold is an error naming it (capset(2) would only say EPERM), the
+/// host's limit ([`Error::CapNotHeld`]).
 pub fn within_held(add: &[String], mask: u64, held: u64) -> Result<u64> {
     for n in add.iter().filter(|n| !n.eq_ignore_ascii_case("all")) {
         if held & (1 << number(n)?) == 0 {
-            return Err(Error::Invalid {
-                what: "capability",
-                value: n.clone(),
-                reason: "unifs itself does not hold it (this host's root lacks it: \
-                         see CapPrm in /proc/self/status), so it cannot give it to a guest"
-                    .into(),
-            });
+            return Err(Error::CapNotHeld { cap: n.clone() });
         }
     }
     Ok(mask & held)
@@ -203,6 +198,7 @@ mod tests {
         assert_eq!(within_held(&["all".into()], all, held).unwrap(), held);
         let err = within_held(&["sys_resource".into()], all, held).unwrap_err();
         assert!(err.to_string().contains("sys_resource"), "{err}");
+        assert!(matches!(err, Error::CapNotHeld { .. }), "the host's: {err}");
         let default = keep_mask(&[], &[]).unwrap();
         assert_eq!(within_held(&[], default, held).unwrap(), default);
     }

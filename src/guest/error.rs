@@ -63,6 +63,14 @@ pub enum Error {
         name: String,
         missing: Vec<&'static str>,
     },
+    /// A capability asked for (`cap_add`, `--cap-add`) that this process
+    /// does not hold: the host's limit (its root's bounding set), not a bad
+    /// name.
+    #[error(
+        "capability {cap:?}: unifs itself does not hold it (this host's root lacks it: see \
+         CapPrm in /proc/self/status), so it cannot give it to a guest"
+    )]
+    CapNotHeld { cap: String },
     #[error("no config for guest {name}: {} does not exist", path.display())]
     NoConfig { name: String, path: PathBuf },
     #[error("bad guest config {}: {reason}", path.display())]

@@ -1190,11 +1190,15 @@ fn spec_of(cfg: &GuestConfig, dirs: &Dirs, name: &str) -> Result<GuestSpec> {
     let path = dirs.config_dir.join(format!("{name}.toml"));
     let mut spec = cfg
         .spec(name, RunDir::new(&dirs.run_dir, name).root())
-        .map_err(|e| match super::spec::in_config(e, &path) {
-            e @ Error::Config { .. } => e,
-            e => Error::Config {
-                path: path.clone(),
-                reason: e.to_string(),
+        .map_err(|e| match e {
+            // What the host's root lacks, not the file's fault.
+            e @ Error::CapNotHeld { .. } => super::spec::on_host(e, &path),
+            e => match super::spec::in_config(e, &path) {
+                e @ Error::Config { .. } => e,
+                e => Error::Config {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                },
             },
         })?;
     spec.config = Some(path);

@@ -138,6 +138,12 @@ pub fn in_config(e: Error, path: &Path) -> Error {
 /// `path` asks (a bridge or a cgroup controller it lacks, no `ip`), the
 /// setting named as [`in_config`] names it: not said as a bad config.
 pub fn on_host(e: Error, path: &Path) -> Error {
+    if let Error::CapNotHeld { .. } = e {
+        return Error::HostCannot {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+    }
     match in_config(e, path) {
         Error::Config { path, reason } => Error::HostCannot { path, reason },
         e => e,

@@ -20,6 +20,21 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// The directory `path` is in ("." for a bare name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs the directory `dir`: a rename into it is then on disk. Without
+/// it a power cut after the rename can leave the old name, or none, though
+/// the file itself was synced.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Sleeps for the milliseconds the environment variable `var` gives (read
 /// once into `cell`; unset: not at all): the tests' way to widen a race
 /// window at one point of the code.

@@ -108,6 +108,7 @@ mod review_s37_locks;
 mod review_s37_packaging;
 mod review_s37_powercut;
 mod review_s37_runsig;
+mod review_s37_smalls;
 mod review_s37_sysinit;
 mod review_s8_cli;
 mod review_s8b_unify;

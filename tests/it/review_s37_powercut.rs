@@ -26,22 +26,22 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Ext4,
     Xfs,
 }
 
-const KINDS: [Kind; 2] = [Kind::Ext4, Kind::Xfs];
+pub(crate) const KINDS: [Kind; 2] = [Kind::Ext4, Kind::Xfs];
 
 /// A filesystem in an image file, loop-mounted, whose power can be cut.
 /// Unmounted and its loop device detached when dropped.
-struct Disk {
+pub(crate) struct Disk {
     dir: tempfile::TempDir,
     kind: Kind,
 }
 
 impl Disk {
-    fn new(kind: Kind) -> Disk {
+    pub(crate) fn new(kind: Kind) -> Disk {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let img = dir.path().join("img");
         // xfs wants 300 MiB at least; sparse, so it costs nothing.
@@ -57,7 +57,7 @@ impl Disk {
         disk
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("fs")
     }
 
@@ -93,7 +93,7 @@ impl Disk {
     }
 
     /// The power goes; first other work commits the journal if `commit`.
-    fn cut(&self, commit: bool) {
+    pub(crate) fn cut(&self, commit: bool) {
         if commit {
             let other = self.root().join("other-work");
             fs::write(&other, b"x").unwrap();
@@ -104,7 +104,7 @@ impl Disk {
 
     /// The power comes back: unmounted, and once its superblock is gone
     /// (another mount namespace may hold it a while), mounted again.
-    fn power_on(&self) {
+    pub(crate) fn power_on(&self) {
         let dev = self.device().expect("mounted");
         let name = Path::new(&dev).file_name().unwrap().to_owned();
         let fs_name = match self.kind {
@@ -156,7 +156,7 @@ fn shut_down(root: &Path) {
 }
 
 /// Root and strace are there (else the test is skipped, or fails under CI).
-fn runnable(test: &str) -> bool {
+pub(crate) fn runnable(test: &str) -> bool {
     require_root(test) && require_strace(test)
 }
 
@@ -388,7 +388,7 @@ fn s37_a_restore_is_on_disk_when_it_returns() {
 
 /// Guests a and b (see [`guest`]), with a shared 8 MiB `etc/big` if
 /// `big`, unified into a store on `disk`, all on disk.
-fn unified(disk: &Disk, big: bool) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn unified(disk: &Disk, big: bool) -> (PathBuf, PathBuf, PathBuf) {
     let store = disk.root().join("store");
     let (a, b) = (disk.dir("a"), disk.dir("b"));
     for (n, g) in [&a, &b].into_iter().enumerate() {
