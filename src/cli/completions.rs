@@ -26,9 +26,10 @@ Guest names after `unifs guest start|stop|…` come from the NAME.toml files in
 --config-dir on the line, else UNIFS_CONFIG_DIR, else /etc/unifs/guests.
 
 Install (README.md, \"Install\"):
+  mkdir -p /usr/local/share/bash-completion/completions
   unifs completions bash > /usr/local/share/bash-completion/completions/unifs
   unifs completions zsh  > /usr/local/share/zsh/site-functions/_unifs
-  unifs completions fish > /usr/local/share/fish/vendor_completions.d/unifs.fish";
+  unifs completions fish > /etc/fish/completions/unifs.fish";
 
 pub fn run(a: CompletionsArgs) -> anyhow::Result<std::process::ExitCode> {
     out!("{}", script(a.shell));

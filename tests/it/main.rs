@@ -103,6 +103,7 @@ mod review_s36_leads;
 mod review_s36_reboot;
 mod review_s36_sparse;
 mod review_s37_immut;
+mod review_s37_install;
 mod review_s37_leads;
 mod review_s37_locks;
 mod review_s37_packaging;
