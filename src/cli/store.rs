@@ -1070,6 +1070,11 @@ fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
         .and_then(|()| {
             std::fs::rename(&tmp, dest)
                 .with_context(|| format!("renaming {} to {}", path(&tmp), path(dest)))
+        })
+        .and_then(|()| {
+            // The file is synced by SQLite's commit; the rename only so.
+            let dir = crate::sys::parent_dir(dest);
+            crate::sys::sync_dir(dir).with_context(|| format!("syncing {}", path(dir)))
         });
     if let Err(e) = written {
         for suffix in ["", "-journal", "-wal", "-shm"] {

@@ -7,6 +7,7 @@
 //! - `guest stop` of a configured guest that is not running failed (exit
 //!   1), which made `unifs-guest@.service`'s ExecStop fail for a guest
 //!   stopped by hand or halted by itself.
+//! - `store snapshot FILE` renamed its file into place unsynced too.
 
 use crate::guest::harness::{can_run, ok, stderr, stdout};
 use crate::guest::review_s11_life::{Guest, SLEEP};
@@ -37,6 +38,44 @@ fn s37_a_manifest_written_with_o_is_on_disk_when_it_returns() {
             .collect();
         let entries = lines[0]["entries"].as_u64().expect("a header with entries");
         assert_eq!(entries as usize, lines.len() - 1, "{kind:?}: {text}");
+    }
+}
+
+/// A catalog snapshot, then the power cut: the file is there after it, a
+/// database SQLite opens whole.
+#[test]
+fn s37_a_store_snapshot_is_on_disk_when_it_returns() {
+    let test = "s37_a_store_snapshot_is_on_disk_when_it_returns";
+    if !runnable(test) {
+        return;
+    }
+    for kind in KINDS {
+        let disk = Disk::new(kind);
+        let (store, _a, _b) = unified(&disk, false);
+        let snap = disk.root().join("catalog.snap");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_unifs"))
+            .arg("--store")
+            .arg(&store)
+            .args(["store", "snapshot"])
+            .arg(&snap)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{kind:?}: {}", stderr(&o));
+        disk.cut(false);
+        disk.power_on();
+        let db = rusqlite::Connection::open_with_flags(
+            &snap,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap_or_else(|e| panic!("{kind:?}: {}: {e}", snap.display()));
+        let check: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{kind:?}: {}: {e}", snap.display()));
+        assert_eq!(check, "ok", "{kind:?}");
+        let objects: i64 = db
+            .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+            .unwrap();
+        assert!(objects > 0, "{kind:?}: no objects in the snapshot");
     }
 }
 
