@@ -402,7 +402,8 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(f) = file_out {
         // Only the rename (or its sync) can fail here (both files are
-        // synced), and the list's is done: said, for its new list does not pair with the old manifest.
+        // synced), and the list's is done: said, for its new list does not
+        // pair with the old manifest.
         f.commit().map_err(|e| match &list_path {
             Some(l) => e.context(format!(
                 "the private list {} was replaced by this run's, which does not go with the \

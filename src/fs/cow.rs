@@ -97,24 +97,11 @@ pub fn is_shared(
 /// rename over one of its entries, if an inode flag is why: `+i` or `+a`
 /// (`chattr`), which only the host may take off. `None` if neither, or if
 /// the flags cannot be read.
-pub fn locked_dir(dir: BorrowedFd) -> Option<&'static str> {
-    const FS_IMMUTABLE_FL: u32 = 0x10;
-    const FS_APPEND_FL: u32 = 0x20;
+pub fn locked_dir(dir: BorrowedFd) -> Option<sys::DirLock> {
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
     let fd = sys::open_at(dir, OsStr::new("."), flags, 0).ok()?;
-    let flags = sys::inode_flags(fd.as_fd()).ok()?;
-    if flags & FS_IMMUTABLE_FL != 0 {
-        Some("immutable (chattr +i)")
-    } else if flags & FS_APPEND_FL != 0 {
-        Some(APPEND_ONLY)
-    } else {
-        None
-    }
+    sys::inode_flags(fd.as_fd()).ok().and_then(sys::DirLock::of)
 }
-
-/// What [`locked_dir`] says of an append-only directory that is not
-/// immutable: it takes new names.
-pub const APPEND_ONLY: &str = "append-only (chattr +a)";
 
 /// Replaces the entry `name` in `dir` by a private copy if it is a store
 /// object, of its first `keep` bytes only (for a truncation). Returns the

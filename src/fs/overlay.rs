@@ -1422,9 +1422,8 @@ impl Overlay {
     /// writes carry the flag through passthrough, and the kernel gives the
     /// daemon the end of the file as their offset).
     fn check_append(file: &OpenInode, flags: i32) -> Result<()> {
-        const FS_APPEND_FL: u32 = 0x20;
         let fd = file.fd.as_fd();
-        if sys::inode_flags(fd)? & FS_APPEND_FL != 0 {
+        if sys::inode_flags(fd)? & sys::FS_APPEND_FL != 0 {
             if flags & libc::O_APPEND == 0 || flags & libc::O_TRUNC != 0 {
                 return Err(errno(libc::EPERM));
             }
@@ -2503,7 +2502,7 @@ impl Overlay {
             return Ok(());
         }
         // An immutable one refuses the rename itself.
-        if cow::locked_dir(newdir) != Some(cow::APPEND_ONLY) {
+        if cow::locked_dir(newdir) != Some(sys::DirLock::AppendOnly) {
             return Ok(());
         }
         let Some(node) = lock(&self.state).table.child(parent, name) else {

@@ -850,6 +850,43 @@ pub fn set_inode_flags(fd: BorrowedFd, flags: u32) -> io::Result<()> {
     check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_SETFLAGS, &flags) }).map(|_| ())
 }
 
+/// `chattr +i` and `chattr +a` among [`inode_flags`].
+pub const FS_IMMUTABLE_FL: u32 = 0x10;
+pub const FS_APPEND_FL: u32 = 0x20;
+
+/// The inode flag that keeps a directory's entries from being renamed or
+/// removed (a link swapped in, or a break's copy renamed over a name, could
+/// not be put in place there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirLock {
+    /// `chattr +i`: no new name either.
+    Immutable,
+    /// `chattr +a`: new names only.
+    AppendOnly,
+}
+
+impl DirLock {
+    /// Which of the two the inode `flags` have (immutable wins).
+    pub fn of(flags: u32) -> Option<DirLock> {
+        if flags & FS_IMMUTABLE_FL != 0 {
+            Some(DirLock::Immutable)
+        } else if flags & FS_APPEND_FL != 0 {
+            Some(DirLock::AppendOnly)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for DirLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            DirLock::Immutable => "immutable (chattr +i)",
+            DirLock::AppendOnly => "append-only (chattr +a)",
+        })
+    }
+}
+
 /// The inode flags of the file open at `fd` (`chattr`'s, FS_IOC_GETFLAGS);
 /// 0 where the filesystem keeps none.
 pub fn inode_flags(fd: BorrowedFd) -> io::Result<u32> {

@@ -880,7 +880,7 @@ struct DirCache {
 pub(super) struct ParentDir {
     pub fd: OwnedFd,
     pub key: (u64, u64),
-    pub locked: Option<&'static str>,
+    pub locked: Option<sys::DirLock>,
 }
 
 impl AsFd for ParentDir {
@@ -937,17 +937,8 @@ pub(super) const LOCKED_DIR_HINT: &str = "left as it was, private: a link there 
 /// Whether inode flags (`chattr +i`, `+a`) let no entry of the directory
 /// at `fd` be renamed or removed, and which: a link swapped in there could
 /// leave a temp name behind for good.
-pub(super) fn locked_dir(fd: BorrowedFd) -> io::Result<Option<&'static str>> {
-    const FS_IMMUTABLE_FL: u32 = 0x10;
-    const FS_APPEND_FL: u32 = 0x20;
-    let flags = sys::inode_flags(fd)?;
-    Ok(if flags & FS_IMMUTABLE_FL != 0 {
-        Some("immutable (chattr +i)")
-    } else if flags & FS_APPEND_FL != 0 {
-        Some("append-only (chattr +a)")
-    } else {
-        None
-    })
+pub(super) fn locked_dir(fd: BorrowedFd) -> io::Result<Option<sys::DirLock>> {
+    sys::inode_flags(fd).map(sys::DirLock::of)
 }
 
 pub fn object_row(id: &ObjectId, content: ContentHash, st: &Stat) -> ObjectRow {

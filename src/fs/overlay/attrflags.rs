@@ -10,7 +10,7 @@
 use super::{errno, fsys, has_cap, is_reg, lock, read_lock, Caller, Overlay, Result};
 use crate::fs::cow;
 use crate::fs::inode::{BackingIno, Found};
-use crate::sys;
+use crate::sys::{self, FS_APPEND_FL, FS_IMMUTABLE_FL};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -39,8 +39,6 @@ const CAP_SYS_RESOURCE: u32 = 24;
 
 /// `chattr +i` and `+a`, and their xfs flags (FSSETXATTR), which only
 /// CAP_LINUX_IMMUTABLE changes.
-const FS_IMMUTABLE_FL: u32 = 0x10;
-const FS_APPEND_FL: u32 = 0x20;
 const FS_XFLAG_IMMUTABLE: u32 = 0x8;
 const FS_XFLAG_APPEND: u32 = 0x10;
 const CAP_LINUX_IMMUTABLE: u32 = 9;
