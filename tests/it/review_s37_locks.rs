@@ -49,15 +49,15 @@ for line in sys.stdin:
 "#;
 
 /// A python3 process holding a lock; killed when dropped.
-struct Holder {
+pub(crate) struct Holder {
     child: Child,
-    lines: Receiver<String>,
+    pub(crate) lines: Receiver<String>,
     /// The holder's fd of the file.
     fd: u32,
 }
 
 impl Holder {
-    fn start(path: &Path, mode: &str, kind: &str) -> Holder {
+    pub(crate) fn start(path: &Path, mode: &str, kind: &str) -> Holder {
         let mut child = Command::new("/usr/bin/python3")
             .args(["-c", HOLDER])
             .arg(path)
@@ -98,7 +98,7 @@ impl Holder {
         self.line()
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 }
@@ -110,7 +110,7 @@ impl Drop for Holder {
     }
 }
 
-fn raw_open(path: &Path, flags: i32) -> OwnedFd {
+pub(crate) fn raw_open(path: &Path, flags: i32) -> OwnedFd {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `c` is NUL-terminated; the fd returned is owned here.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
@@ -158,7 +158,7 @@ fn flock_nb(fd: RawFd, op: i32) -> i32 {
 /// What another process sees of a lock `holder` holds on `path`, through
 /// read-only opens (a write open of a shared file that a holder reads
 /// would give the path a new node: the next test).
-fn seen(path: &Path, holder: i32) -> Vec<String> {
+pub(crate) fn seen(path: &Path, holder: i32) -> Vec<String> {
     let fd = raw_open(path, libc::O_RDONLY);
     let fd = fd.as_raw_fd();
     vec![
@@ -400,12 +400,12 @@ fn s37_a_read_lease_is_granted_and_broken_as_on_a_plain_directory() {
 }
 
 /// inotify watches on a shared file and on its directory.
-struct Watches {
+pub(crate) struct Watches {
     fd: OwnedFd,
 }
 
 impl Watches {
-    fn on(paths: &[&Path], mask: u32) -> Watches {
+    pub(crate) fn on(paths: &[&Path], mask: u32) -> Watches {
         // SAFETY: inotify_init1 takes no pointer; its fd is owned here.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         assert!(fd >= 0, "{}", std::io::Error::last_os_error());
@@ -426,7 +426,7 @@ impl Watches {
     }
 
     /// (watch number from 1, mask) of the events queued within 300 ms.
-    fn events(&self) -> Vec<(i32, u32)> {
+    pub(crate) fn events(&self) -> Vec<(i32, u32)> {
         std::thread::sleep(Duration::from_millis(300));
         let mut buf = [0u8; 4096];
         // SAFETY: `buf` is valid for its length; the fd is non-blocking.
