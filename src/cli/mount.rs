@@ -28,8 +28,8 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Mount options, comma-separated (docs/mount.md): ro/rw (default rw),
     /// allow_other/noallow_other (allow_other),
-    /// default_permissions/nodefault_permissions (on; off only with
-    /// noallow_other), passthrough/nopassthrough (on), suid/nosuid,
+    /// default_permissions (always on; nodefault_permissions is refused),
+    /// passthrough/nopassthrough (on), suid/nosuid,
     /// exec/noexec, atime/noatime (default suid,exec,atime), dev/nodev
     /// (default nodev: device nodes in the tree open no devices),
     /// threads=N (1-64, default 4). The nosuid, noexec and nodev of the
@@ -61,7 +61,6 @@ pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
             opts.apply(o).map_err(anyhow::Error::msg)?;
         }
     }
-    opts.check().map_err(anyhow::Error::msg)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("unifs mount must run as root (it acts for every user of the guest)");
     }

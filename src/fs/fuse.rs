@@ -27,8 +27,6 @@ pub struct UnifsFs {
     pub overlay: Arc<Overlay>,
     /// Ask the kernel for passthrough (the `nopassthrough` option clears it).
     pub want_passthrough: bool,
-    /// Ask the kernel to check POSIX ACLs too (with `default_permissions`).
-    pub want_acl: bool,
 }
 
 /// The errno a failed operation answers with; the cause goes to the log
@@ -256,15 +254,15 @@ impl Filesystem for UnifsFs {
         // FUSE_DONT_MASK: without it, FUSE applies the umask itself even in
         // a directory with a default ACL, where a local filesystem ignores
         // it (a new file's ACL mask would lose what the umask takes away).
-        if self.want_acl {
-            if config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
-                tracing::warn!("the kernel offers no FUSE POSIX ACLs: ACL entries are not checked");
-            } else if config.add_capabilities(InitFlags::FUSE_DONT_MASK).is_err() {
-                tracing::warn!(
-                    "the kernel offers no FUSE_DONT_MASK: new files in a directory \
-                     with a default ACL get the caller's umask too"
-                );
-            }
+        // The kernel also turns its permission checks on with it
+        // (`default_permissions`, fs/fuse/inode.c), which the mount has anyway.
+        if config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            tracing::warn!("the kernel offers no FUSE POSIX ACLs: ACL entries are not checked");
+        } else if config.add_capabilities(InitFlags::FUSE_DONT_MASK).is_err() {
+            tracing::warn!(
+                "the kernel offers no FUSE_DONT_MASK: new files in a directory \
+                 with a default ACL get the caller's umask too"
+            );
         }
         // Without passthrough, writes come in chunks of this size.
         let _ = config.set_max_write(1 << 20);
@@ -723,7 +721,7 @@ impl Filesystem for UnifsFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // Only reached without default_permissions: existence is all we check.
+        // Never sent with default_permissions (always on): existence is all we check.
         match self.overlay.getattr(ino.0, None) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(err(e)),

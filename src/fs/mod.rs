@@ -57,14 +57,22 @@ impl LogLimit {
     }
 }
 
+/// Why `-o nodefault_permissions` is refused. The daemon acts as root with
+/// every capability and checks nothing itself; even with `noallow_other`
+/// (uid 0 callers only) a root process whose capabilities were dropped
+/// (a service's `CapabilityBoundingSet=`, a container's `--cap-drop`)
+/// would chown, chmod, read and write every file through it.
+const NO_DEFAULT_PERMISSIONS: &str = "-o nodefault_permissions is not supported: the daemon \
+     acts as root with every capability and checks no permissions itself, so without the \
+     kernel's checks a root process whose capabilities were dropped could still read, write, \
+     chown and chmod every file through the mount (default_permissions is always on)";
+
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     pub read_only: bool,
     /// `allow_other`: every uid may use the mount (a guest runs many users).
     pub allow_other: bool,
-    /// The kernel checks permissions from the attributes we report.
-    pub default_permissions: bool,
     pub passthrough: bool,
     pub suid: bool,
     pub dev: bool,
@@ -78,7 +86,6 @@ impl Default for MountOptions {
         MountOptions {
             read_only: false,
             allow_other: true,
-            default_permissions: true,
             passthrough: true,
             suid: true,
             // Device nodes a guest root makes must not open host devices.
@@ -98,8 +105,9 @@ impl MountOptions {
             "rw" => self.read_only = false,
             "allow_other" => self.allow_other = true,
             "noallow_other" => self.allow_other = false,
-            "default_permissions" => self.default_permissions = true,
-            "nodefault_permissions" => self.default_permissions = false,
+            // Always on: the kernel checks every caller's permissions.
+            "default_permissions" => {}
+            "nodefault_permissions" => return Err(NO_DEFAULT_PERMISSIONS.into()),
             "passthrough" => self.passthrough = true,
             "nopassthrough" => self.passthrough = false,
             "suid" => self.suid = true,
@@ -139,20 +147,6 @@ impl MountOptions {
         Ok(())
     }
 
-    /// Refuses combinations that are unsafe: the daemon checks no
-    /// permissions itself (it acts as root), so without the kernel's checks
-    /// every user of an `allow_other` mount could read and change every file.
-    pub fn check(&self) -> Result<(), String> {
-        if !self.default_permissions && self.allow_other {
-            return Err(
-                "-o nodefault_permissions needs -o noallow_other: the daemon checks \
-                 no permissions, so every user could read and change every file"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
     /// Keeps the restrictions of the mount the guest's backing directory
     /// `guest` lies on: where the host admin mounted it nosuid, noexec or
     /// nodev, a set-uid program (or a device node) in the guest must not
@@ -188,9 +182,7 @@ impl MountOptions {
             O::FSName(mountinfo::unifs_source(guest)),
             O::Subtype("unifs".into()),
         ];
-        if self.default_permissions {
-            m.push(O::DefaultPermissions);
-        }
+        m.push(O::DefaultPermissions);
         m.push(if self.read_only { O::RO } else { O::RW });
         m.push(if self.suid { O::Suid } else { O::NoSuid });
         m.push(if self.dev { O::Dev } else { O::NoDev });
@@ -245,7 +237,6 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     let fs = fuse::UnifsFs {
         overlay,
         want_passthrough: opts.passthrough,
-        want_acl: opts.default_permissions,
     };
     let overlay = fs.overlay.clone();
     let session = fuser::Session::new(fs, mountpoint, &opts.fuser_config(guest))?;

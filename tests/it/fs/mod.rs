@@ -6,7 +6,7 @@ pub(crate) mod harness;
 mod acl;
 mod cli;
 mod cow;
-mod errors;
+pub(crate) mod errors;
 mod links;
 mod pjdfstest;
 mod posix;

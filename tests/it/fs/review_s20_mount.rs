@@ -203,7 +203,7 @@ fn review_s20_mount_help_and_atime_options() {
     for want in [
         "ro/rw",
         "allow_other/noallow_other",
-        "default_permissions/nodefault_permissions",
+        "default_permissions (always on; nodefault_permissions is refused)",
         "passthrough/nopassthrough",
         "suid/nosuid",
         "exec/noexec",
