@@ -52,8 +52,9 @@ fn nothing_left(g: &Guest) {
     assert!(!run.join("state.json").exists(), "its record is left");
     assert!(!is_mounted(&run.join("root")), "its root is mounted");
     assert!(!run.join("root").exists(), "its mount point is left");
-    let daemon = mount_daemon_if_any(&run.join("root"));
-    assert_eq!(daemon, None, "its overlay daemon runs");
+    // (One ending may show a moment longer.)
+    let no_daemon = || mount_daemon_if_any(&run.join("root")).is_none();
+    assert!(within_60s(no_daemon), "its overlay daemon runs");
     for group in groups(&g.name, g.run_dir()) {
         assert!(!group.exists(), "{} is left", group.display());
     }
