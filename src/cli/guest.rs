@@ -633,12 +633,20 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         }
         GuestCommand::Stop { dirs: d, how, name } => {
             let (timeout, signal) = how.parse()?;
+            let run = crate::guest::state::RunDir::new(&d.run_dir, &name);
             match lifecycle::stop(&dirs(d), &name, timeout, signal) {
                 // Nothing to do is done, as an LSB init script's `stop` and
                 // `systemctl stop` say: unifs-guest@.service's ExecStop
                 // does not fail for a guest stopped by hand or halted.
                 Err(crate::guest::Error::NotRunning { .. }) => {
-                    outln!("guest {name} is not running: nothing to stop");
+                    match run.read_exit().filter(|e| e.stopped_by_keeper) {
+                        Some(e) => outln!(
+                            "guest {name} is not running (its init ended by itself: {}): \
+                             nothing to stop",
+                            e.describe()
+                        ),
+                        None => outln!("guest {name} is not running: nothing to stop"),
+                    }
                 }
                 how => print_stopped(&name, how?),
             }
@@ -796,8 +804,17 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 Ok(all)
             })?;
-            warn_of_keeper_reports(&keeper_report::pending(&dirs.run_dir));
+            let keeper_reports = keeper_report::pending(&dirs.run_dir);
+            warn_of_keeper_reports(&keeper_reports);
             if json {
+                // Each as `status --json` has it, the run dir's reports too.
+                let all: Vec<StatusJson> = all
+                    .iter()
+                    .map(|status| StatusJson {
+                        status,
+                        keeper_reports: &keeper_reports,
+                    })
+                    .collect();
                 outln!("{}", super::output::json(&all)?);
             } else {
                 // Columns as wide as their longest cell ("stopped (stale
@@ -943,8 +960,8 @@ fn joinable(
     Ok(st)
 }
 
-/// `guest status --json`: the guest's status, and the run dir's keeper
-/// reports (docs/store-format.md).
+/// `guest status --json` (and each of `list --json`): the guest's status,
+/// and the run dir's keeper reports (docs/store-format.md).
 #[derive(serde::Serialize)]
 struct StatusJson<'a> {
     #[serde(flatten)]
@@ -1042,6 +1059,10 @@ fn print_stopped(name: &str, how: Stopped) {
         Stopped::Meanwhile => {
             outln!("guest {name} stopped (by another `guest stop` that ran meanwhile)")
         }
+        Stopped::Ended(how) => outln!(
+            "guest {name} was not running: its init ended by itself ({how}), and its keeper \
+             stopped it"
+        ),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Named guests: start, stop, exec/enter, status. A guest runs while the init
-//! recorded in its runtime state lives; a record whose init died is stale and
-//! is cleaned up (root unmounted, cgroups removed) by the next start or stop.
+//! recorded in its runtime state lives. When init ends by itself its keeper
+//! stops the guest (`stop_ended`); a record whose init died without it
+//! (its keeper killed) is stale and is cleaned up (root unmounted, cgroups
+//! removed) by the next start or stop.
 
 use super::cgroup::Cgroup;
 use super::config::{check_name, GuestConfig, OnReboot, RootMount};
@@ -111,10 +113,31 @@ pub fn start_after_reboot(
 pub fn not_restarted(dirs: &Dirs, name: &str, of: Rebooted, reason: &str) -> Result<()> {
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock("start")?;
-    if rebooted_record(&run, name, of)?.is_some() {
-        note_not_restarted(&run, of, reason);
+    if let Some(old) = rebooted_record(&run, name, of)? {
+        stop_not_restarted(&run, &old, of, reason);
     }
     Ok(())
+}
+
+/// The guest whose init `of` (its record `old`) rebooted it is not started
+/// again (`reason`): stopped as one that halted is ([`stop_ended`]), and
+/// both noted in its `exit.json`. Under the guest's lock.
+fn stop_not_restarted(run: &RunDir, old: &State, of: Rebooted, reason: &str) {
+    let stopped = teardown(run, old, libc::SIGKILL, Duration::ZERO);
+    if let Err(e) = &stopped {
+        tracing::warn!("guest {}: cleaning up after its reboot: {e}", old.name);
+    }
+    if let Some(mut exit) = run
+        .read_exit()
+        .filter(|e| (e.pid, e.start_time) == (of.pid, of.start_time))
+    {
+        exit.not_restarted = Some(reason.to_string());
+        match stopped {
+            Ok(_) => exit.stopped_by_keeper = true,
+            Err(e) => exit.not_stopped = Some(e.to_string()),
+        }
+        let _ = run.write_exit(&exit);
+    }
 }
 
 /// The record of the init `of` that rebooted the guest, if it is still the
@@ -171,7 +194,7 @@ fn start_as(
                     state::REBOOT_BURST,
                     state::REBOOT_WINDOW
                 );
-                note_not_restarted(&run, of, &reason);
+                stop_not_restarted(&run, &old, of, &reason);
                 return Ok(Err(reason));
             }
         }
@@ -558,12 +581,63 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     if again {
                         start_again(&dirs, &name, &run, &exit)
                     }
+                    stop_ended(&name, &run, exit);
                     sys::exit_child(0)
                 }
             }
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => sys::exit_child(1),
         }
+    }
+}
+
+/// The keeper of a guest whose init ended (`exit`, recorded) and is not
+/// started again: stops the guest as `guest stop` does once init is gone
+/// ([`teardown`]), under the guest's lock, unless a `stop`, `start` or
+/// `restart` got to it first (its record is no longer this init's). As
+/// systemd-nspawn, whose container is over when its init is: else its root
+/// stayed mounted, its daemon, groups and record left until the next stop
+/// or start, and its backing dir could not be unified. Its warnings and what
+/// it did go to the console log, where `guest logs` shows them.
+fn stop_ended(name: &str, run: &RunDir, mut exit: state::Exit) {
+    use std::io::Write;
+    let log = std::fs::OpenOptions::new().append(true).open(run.console());
+    if let Ok(log) = &log {
+        let _ = nix::unistd::dup2_stderr(log);
+    }
+    let Ok(_lock) = run.lock("stop") else {
+        return;
+    };
+    // The tests' window on a keeper about to stop its guest.
+    crate::sys::test_stop("UNIFS_TEST_ENDED_STOP");
+    let ours = |st: &State| (st.pid, st.start_time) == (exit.pid, exit.start_time);
+    let st = match read_locked(run, name) {
+        Ok((Some(st), _)) if ours(&st) && !st.init_alive() => st,
+        _ => return,
+    };
+    let said = match teardown(run, &st, libc::SIGKILL, Duration::ZERO) {
+        Ok(_) => {
+            exit.stopped_by_keeper = true;
+            format!(
+                "[unifs: guest {name} stopped: its init (pid {}) ended by itself ({})]",
+                exit.pid,
+                exit.describe()
+            )
+        }
+        Err(e) => {
+            let said = format!(
+                "[unifs: guest {name}: its init (pid {}) ended ({}), but what it left could \
+                 not be cleaned up: {e}; `unifs guest stop {name}` tries again]",
+                exit.pid,
+                exit.describe()
+            );
+            exit.not_stopped = Some(e.to_string());
+            said
+        }
+    };
+    let _ = run.write_exit(&exit);
+    if let Ok(mut log) = log.as_ref() {
+        let _ = writeln!(log, "{said}");
     }
 }
 
@@ -973,7 +1047,7 @@ fn run_bounded(
 }
 
 /// What `stop` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
     /// Init ended on the stop signal within the timeout.
     Clean,
@@ -987,6 +1061,9 @@ pub enum Stopped {
     /// It ran when asked, and another `stop` (or `restart`) that held the
     /// guest's lock meanwhile stopped it.
     Meanwhile,
+    /// Its init had ended by itself (how: [`state::Exit::describe`]), and
+    /// its keeper stopped it meanwhile.
+    Ended(String),
 }
 
 /// `guest stop NAME`: `signal` (default: the guest's stop signal) to init,
@@ -1020,9 +1097,10 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         }
         return Err(Error::NotRunning { name: name.into() });
     }
-    let was_recorded = record.is_some();
     let _lock = run.lock("stop")?;
-    // Re-read under the lock: a concurrent stop may have finished.
+    // Re-read under the lock: a concurrent stop may have finished, or the
+    // keeper of an init that ended by itself.
+    let before = record.map(|old| (old.pid, old.start_time));
     let (record, bad) = read_locked(&run, name)?;
     let Some(st) = record else {
         return match stop_unrecorded(dirs, name, &run)? {
@@ -1030,8 +1108,14 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
             // Only the unreadable record was left of it.
             false if bad => Ok(Stopped::WasStale),
             // What was asked for is done: not an error.
-            false if was_recorded => Ok(Stopped::Meanwhile),
-            false => Err(Error::NotRunning { name: name.into() }),
+            false => match run
+                .read_exit()
+                .filter(|e| e.stopped_by_keeper && Some((e.pid, e.start_time)) == before)
+            {
+                Some(exit) => Ok(Stopped::Ended(exit.describe())),
+                None if before.is_some() => Ok(Stopped::Meanwhile),
+                None => Err(Error::NotRunning { name: name.into() }),
+            },
         };
     };
     refuse_other_pid_ns(&st, "stop")?;

@@ -240,6 +240,15 @@ pub struct Exit {
     /// `on_reboot`, the loop guard, a failed start).
     #[serde(default)]
     pub not_restarted: Option<String>,
+    /// Its keeper stopped the guest after this end, as `guest stop` would
+    /// have (root unmounted, groups, veth and record removed): it was not
+    /// started again, and no `stop` or `start` had got to it first.
+    #[serde(default)]
+    pub stopped_by_keeper: bool,
+    /// Why its keeper could not stop it so: the record stays (stale), for
+    /// `guest stop` to clean up.
+    #[serde(default)]
+    pub not_stopped: Option<String>,
 }
 
 impl Exit {
@@ -265,6 +274,8 @@ impl Exit {
                 .map_or(0, |d| d.as_secs()),
             shutdown,
             not_restarted: None,
+            stopped_by_keeper: false,
+            not_stopped: None,
         })
     }
 

@@ -113,6 +113,7 @@ mod review_s37_smalls;
 mod review_s37_sysinit;
 mod review_s38_sidechan;
 mod review_s38_privops;
+mod review_s38_halt;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

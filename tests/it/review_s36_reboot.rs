@@ -109,10 +109,7 @@ fn s36_a_named_guest_that_halts_stays_stopped() {
         let (exit, status) = ends_by(&g, "halt");
         assert_eq!(exit["signal"], "INT", "{cmd}: {exit}");
         assert!(exit["not_restarted"].is_null(), "{cmd}: {exit}");
-        assert!(
-            status.contains("stopped (stale record, halted)"),
-            "{status}"
-        );
+        assert!(status.contains("stopped (halted)"), "{status}");
         let said = "exit:    halted (code=killed, signal=INT)";
         assert!(status.contains(said), "{status}");
     }
@@ -128,10 +125,7 @@ fn s36_on_reboot_stop_leaves_it_stopped() {
     let (exit, status) = ends_by(&g, "reboot");
     let why = exit["not_restarted"].as_str().unwrap_or_default();
     assert!(why.contains("on_reboot = \"stop\""), "{exit}");
-    assert!(
-        status.contains("stopped (stale record, rebooted)"),
-        "{status}"
-    );
+    assert!(status.contains("stopped (rebooted)"), "{status}");
     let said = "exit:    rebooted (code=killed, signal=HUP)";
     assert!(status.contains(said), "{status}");
     let said = "not started again: its config says";
@@ -142,7 +136,10 @@ fn s36_on_reboot_stop_leaves_it_stopped() {
 /// "reboot"), and sees it stay stopped: its `last_exit`, and `status`.
 fn ends_by(g: &Guest, shutdown: &str) -> (Value, String) {
     let first = started_pid(g);
-    let st = wait_status(g, 30, ended);
+    // Once its keeper stopped it too (session 38).
+    let st = wait_status(g, 30, |st| {
+        ended(st) && st["last_exit"]["stopped_by_keeper"] == true
+    });
     let exit = st["last_exit"].clone();
     assert_eq!(exit["pid"], first, "{st}");
     assert_eq!(exit["shutdown"], shutdown, "{st}");
@@ -191,6 +188,11 @@ fn s36_a_reboot_loop_is_not_restarted_for_ever() {
         log.contains("not started again after its reboot: it rebooted more than 5"),
         "{log}"
     );
+    // And stopped as after a halt (session 38): nothing left mounted.
+    assert_eq!(st["last_exit"]["stopped_by_keeper"], true, "{st}");
+    assert_eq!(st["stale"], false, "{st}");
+    let root = g.run_dir.join(&g.name).join("root");
+    assert!(!crate::guest::harness::is_mounted(&root), "{st}");
     // An operator's start starts it, and counts anew: 5 more restarts.
     let looped = st["last_exit"]["pid"].clone();
     ok(&g.unifs(&["start", &g.name]));

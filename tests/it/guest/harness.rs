@@ -270,6 +270,28 @@ pub fn alive(pid: i64) -> bool {
         .unwrap_or(false)
 }
 
+/// The parent of `pid` (a named guest's init: its keeper).
+pub fn parent_of(pid: i64) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(1);
+    ppid.and_then(|p| p.parse().ok()).unwrap()
+}
+
+/// SIGKILLs a named guest's init `pid` as the host may, its keeper killed
+/// first: a keeper there stops the guest (session 38), and what is left is
+/// the stale record that the next `stop` or `start` cleans up.
+pub fn kill_init_keeperless(pid: i64) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let keeper = parent_of(pid);
+    kill(Pid::from_raw(keeper as i32), Signal::SIGKILL).unwrap();
+    assert!(
+        within_30s(|| !alive(keeper.into())),
+        "keeper {keeper} lives"
+    );
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+}
+
 /// Waits up to 30 s for `done`: what takes a moment alone may take
 /// seconds on a loaded 2-core machine running the whole suite, and a
 /// bound here only tells a wait that ends from one that never does.

@@ -264,11 +264,7 @@ fn s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start(
     // A start over an unreadable record of a dead guest (left mounted).
     ok(&g.unifs(&["start", &g.name]));
     let pid = g.record(&g.name)["pid"].as_i64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    super::harness::kill_init_keeperless(pid);
     assert!(gone(pid));
     std::fs::write(&state, "{\"name\": \"cut").unwrap();
     let st: serde_json::Value =
@@ -286,6 +282,12 @@ fn s11_unreadable_runtime_record_neither_hides_guests_nor_blocks_stop_and_start(
 
 /// The `unifs mount` daemon serving `mountpoint`, by its command line.
 pub(crate) fn mount_daemon(mountpoint: &Path) -> i32 {
+    mount_daemon_if_any(mountpoint)
+        .unwrap_or_else(|| panic!("no daemon serves {}", mountpoint.display()))
+}
+
+/// [`mount_daemon`], None when there is none.
+pub(crate) fn mount_daemon_if_any(mountpoint: &Path) -> Option<i32> {
     let want = mountpoint.to_string_lossy().into_owned();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -298,10 +300,10 @@ pub(crate) fn mount_daemon(mountpoint: &Path) -> i32 {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         if args.iter().any(|a| a == "mount") && args.last() == Some(&want) {
-            return pid;
+            return Some(pid);
         }
     }
-    panic!("no daemon serves {want}");
+    None
 }
 
 #[test]
@@ -457,11 +459,7 @@ fn s11_cleaning_up_a_stale_veth_guest_leaves_another_run_dirs_interface_alone() 
     let iface = host_if(&a.name);
     ok(&a.unifs(&["start", &a.name]));
     let pid = a.record(&a.name)["pid"].as_i64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    super::harness::kill_init_keeperless(pid);
     assert!(gone(pid));
     assert!(
         within_30s(|| !iface.exists()),
