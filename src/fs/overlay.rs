@@ -606,7 +606,16 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 
 /// Whether a `/proc/PID/status` shows capability `cap` in effect.
 fn has_cap(status: &str, cap: u32) -> bool {
-    status_field(status, "CapEff:")
+    cap_in(status, "CapEff:", cap)
+}
+
+/// Whether a `/proc/PID/status` shows capability `cap` permitted.
+fn has_permitted(status: &str, cap: u32) -> bool {
+    cap_in(status, "CapPrm:", cap)
+}
+
+fn cap_in(status: &str, set: &str, cap: u32) -> bool {
+    status_field(status, set)
         .and_then(|c| u64::from_str_radix(c, 16).ok())
         .is_some_and(|c| c & (1 << cap) != 0)
 }
