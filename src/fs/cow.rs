@@ -244,7 +244,7 @@ pub(crate) enum Atime {
     Mtime,
 }
 
-/// Inode flags, data, owner, xattrs (minus the store's), mode, times; then
+/// Inode flags, owner, data, xattrs (minus the store's), mode, times; then
 /// fsync. The owner goes before the xattrs because chown drops
 /// security.capability, and the mode after both (chown clears set-id bits).
 /// `dir`: the directory the copy is to be put in.
@@ -258,6 +258,11 @@ pub(crate) fn fill_copy(
     // First: btrfs changes NOCOW, xfs an extent size hint, only while a
     // file is empty.
     match_inode_flags(src, dst, dir);
+    // The owner before the data: the blocks are charged to the guest's
+    // uid as they are written, against its quota (xfs charges a root-owned
+    // file to root, and a chown by the daemon, with CAP_FOWNER, would move
+    // them past the uid's limit unchecked).
+    sys::fchown(dst, st.st_uid, st.st_gid)?;
     let size = st.st_size as u64;
     if size > 0 {
         if sys::ficlone(dst, src).is_ok() {
@@ -267,7 +272,6 @@ pub(crate) fn fill_copy(
             copy_with_writeback(src, dst, size)?;
         }
     }
-    sys::fchown(dst, st.st_uid, st.st_gid)?;
     let attrs = sys::xattr::list_fd(src)?;
     for (attr, value) in &attrs {
         if is_store_xattr(attr) {

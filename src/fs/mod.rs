@@ -220,6 +220,16 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     if let Err(e) = crate::sys::raise_fd_limit() {
         tracing::warn!("{e}");
     }
+    // The daemon writes the guest's files (breaks, and passthrough writes
+    // run with the credentials of the thread that opened the backing
+    // file): with CAP_SYS_RESOURCE, ext4 would let a guest past disk
+    // quotas and into the blocks it keeps for root. Out of the effective
+    // set of this thread, and so of the FUSE threads it starts; permitted
+    // still, for `chattr +j`.
+    let resource = crate::sys::caps::CAP_SYS_RESOURCE;
+    if let Err(e) = crate::sys::caps::set_effective(resource, false) {
+        tracing::warn!("cannot give up CAP_SYS_RESOURCE: {e}; guests may exceed disk quotas");
+    }
     // `unifs mount` has carried them already (and said so); `guest
     // start` and `run` have not.
     let mut opts = opts.clone();

@@ -606,7 +606,16 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 
 /// Whether a `/proc/PID/status` shows capability `cap` in effect.
 fn has_cap(status: &str, cap: u32) -> bool {
-    status_field(status, "CapEff:")
+    cap_in(status, "CapEff:", cap)
+}
+
+/// Whether a `/proc/PID/status` shows capability `cap` permitted.
+fn has_permitted(status: &str, cap: u32) -> bool {
+    cap_in(status, "CapPrm:", cap)
+}
+
+fn cap_in(status: &str, set: &str, cap: u32) -> bool {
+    status_field(status, set)
         .and_then(|c| u64::from_str_radix(c, 16).ok())
         .is_some_and(|c| c & (1 << cap) != 0)
 }
@@ -2212,9 +2221,33 @@ impl Overlay {
     /// which go back on (the kernel already took set-group-ID off for a
     /// caller outside a set-group-ID directory's group: `mode_strip_sgid`).
     /// (The VFS holds the directory locked while we create in it, so the
-    /// name is still the new entry.)
+    /// name is still the new entry.) Where this fails (EDQUOT: the chown
+    /// charges the entry to a user over its quota), the entry goes again:
+    /// the guest was told it was not made, and it must not stay, root's.
     fn own_new(
         &self,
+        dir: BorrowedFd,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+    ) -> Result<()> {
+        let owned = Self::give_new(dir, name, uid, gid, mode);
+        if owned.is_err() {
+            let is_dir =
+                fsys::stat_at(dir, name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            let removed = self.changing(|| match is_dir {
+                true => fsys::rmdir_at(dir, name),
+                false => sys::unlink_at(dir, name),
+            });
+            if let Err(e) = removed {
+                tracing::warn!("removing a new entry the guest could not be given: {e}");
+            }
+        }
+        owned
+    }
+
+    fn give_new(
         dir: BorrowedFd,
         name: &OsStr,
         uid: u32,

@@ -3,6 +3,7 @@
 //! variants, reflinks and xattrs. Every `unsafe` block of the crate's storage
 //! code lives here, each with its invariant.
 
+pub mod caps;
 mod locks;
 mod shared_map;
 mod text;

@@ -7,7 +7,9 @@
 //! link is broken first, as for any metadata change (invariant 1), so no
 //! store object ever gets a flag.
 
-use super::{errno, fsys, has_cap, is_reg, lock, read_lock, Caller, Overlay, Result};
+use super::{
+    errno, fsys, has_cap, has_permitted, is_reg, lock, read_lock, Caller, Overlay, Result,
+};
 use crate::fs::cow;
 use crate::fs::inode::{BackingIno, Found};
 use crate::sys::{self, FS_APPEND_FL, FS_IMMUTABLE_FL};
@@ -121,7 +123,11 @@ impl AttrFlags {
         let (lock, journal) = self.changes(old);
         let daemon =
             |cap| std::fs::read_to_string("/proc/self/status").map_or(true, |s| has_cap(&s, cap));
-        if (lock && !daemon(CAP_LINUX_IMMUTABLE)) || (journal && !daemon(CAP_SYS_RESOURCE)) {
+        // CAP_SYS_RESOURCE is permitted, not effective (raised for the change).
+        let permitted = |cap| {
+            std::fs::read_to_string("/proc/self/status").map_or(true, |s| has_permitted(&s, cap))
+        };
+        if (lock && !daemon(CAP_LINUX_IMMUTABLE)) || (journal && !permitted(CAP_SYS_RESOURCE)) {
             return Err(errno(libc::EPERM));
         }
         Ok(())
@@ -176,9 +182,9 @@ impl AttrFlags {
         };
         let probe = probe.as_fd();
         let tried = match (self, old) {
-            (AttrFlags::Flags(_), _) => {
-                sys::get_inode_flags(probe).and_then(|own| sys::set_inode_flags(probe, own ^ flip))
-            }
+            (AttrFlags::Flags(_), _) => sys::get_inode_flags(probe).and_then(|own| {
+                sys::caps::with_sys_resource(|| sys::set_inode_flags(probe, own ^ flip))
+            }),
             (AttrFlags::Fsx(new), AttrFlags::Fsx(old)) => {
                 sys::get_fsxattr_raw(probe).and_then(|mut own| {
                     own[0] ^= (new[0] ^ old[0]) & !XLOCKS;
@@ -200,10 +206,11 @@ impl AttrFlags {
     }
 
     fn apply(&self, fd: BorrowedFd) -> Result<()> {
-        match self {
+        // `+j` needs CAP_SYS_RESOURCE, kept out of the daemon's threads.
+        sys::caps::with_sys_resource(|| match self {
             AttrFlags::Flags(f) => sys::set_inode_flags(fd, *f),
             AttrFlags::Fsx(raw) => sys::set_fsxattr_raw(fd, raw),
-        }
+        })
     }
 }
 

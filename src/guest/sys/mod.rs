@@ -468,38 +468,15 @@ fn exec_candidates(program: &Path, env: &[CString]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Kernel ABI of capset(2), version 3 (two 32-bit words per set).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
 fn capset(keep: u64) -> nix::Result<()> {
-    let header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
+    use crate::sys::caps::CapData;
     let word = |w: u64| CapData {
         effective: w as u32,
         permitted: w as u32,
         inheritable: 0,
     };
-    let data = [word(keep), word(keep >> 32)];
-    // SAFETY: header and data match the v3 ABI (one header, two data
-    // words) and outlive the call; the kernel only reads them.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
-    Errno::result(rc).map(drop)
+    crate::sys::caps::set(&[word(keep), word(keep >> 32)])
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EPERM)))
 }
 
 #[cfg(test)]

@@ -339,6 +339,27 @@ pub fn unmount_lazy(dir: &Path) {
     }
 }
 
+/// The names in `dir`, sorted (in a backing directory: a break's temp
+/// names too).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut n: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+/// Mounts `g` at `w`'s `m` with the daemon run under strace, its `injects`
+/// (`--inject=…`) applied.
+pub fn mount_under_strace(w: &World, g: &Path, injects: &[&str], opts: &[&str]) -> Mount {
+    let mp = w.dir("m");
+    let log = fs::File::create(mp.with_extension("log")).unwrap();
+    let mut strace = vec!["strace", "-f", "-qq", "-o", "/dev/null"];
+    strace.extend_from_slice(injects);
+    Mount::start_under(&strace, &w.store, g, &mp, opts, log)
+}
+
 /// A small ext4 filesystem in an image file, loop-mounted for a test (the
 /// next file created in a directory gets the lowest free inode number of
 /// its block group, which is one just freed). Unmounted (and its loop

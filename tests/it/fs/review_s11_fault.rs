@@ -8,25 +8,6 @@ use crate::common::{in_syscall, require_strace};
 use std::fs;
 use std::path::Path;
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut n: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    n.sort();
-    n
-}
-
-/// Mounts `g` at `w`'s `m` with the daemon run under strace, its `injects`
-/// (`--inject=…`) applied.
-fn mount_under_strace(w: &World, g: &Path, injects: &[&str], opts: &[&str]) -> Mount {
-    let mp = w.dir("m");
-    let log = fs::File::create(mp.with_extension("log")).unwrap();
-    let mut strace = vec!["strace", "-f", "-qq", "-o", "/dev/null"];
-    strace.extend_from_slice(injects);
-    Mount::start_under(&strace, &w.store, g, &mp, opts, log)
-}
-
 /// The process strace (pid `strace`) started: the daemon.
 fn strace_child(strace: u32) -> u32 {
     let children = fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap();
