@@ -15,7 +15,8 @@
 #   copy of it (DIR/root).
 # Environment: UNIFS (default: target/release/unifs of this tree), BASE (a
 #   Debian root with systemd to copy instead of DIR/base; fuse3 is added to
-#   the copy if it lacks it), MIRROR (default http://deb.debian.org/debian).
+#   the copy if it lacks it), MIRROR (default http://deb.debian.org/debian),
+#   KEEP (set: DIR/root, with the container's journal, is kept; else removed).
 #
 # nspawn runs without a systemd on the host too (--register=no
 # --keep-unit: no bus, no scope; no --property=DeviceAllow= then, and none
@@ -202,6 +203,9 @@ poweroff() {
 cleanup() {
     [[ -n $nspawn ]] && kill -0 "$nspawn" 2>/dev/null && poweroff >/dev/null
     leave_groups
+    # What nspawn made on a host without systemd, if empty.
+    rmdir /run/systemd/nspawn/propagate /run/systemd/nspawn/locks /run/systemd/nspawn 2>/dev/null
+    [[ -n ${KEEP:-} ]] || rm -rf --one-file-system "$ROOT"
 }
 trap cleanup EXIT
 enter_groups
