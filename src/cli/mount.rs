@@ -55,6 +55,24 @@ pub struct UmountArgs {
 }
 
 pub fn mount(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
+    let log = a.log.clone();
+    let r = mount_now(g, a);
+    if let (Err(e), Some(log)) = (&r, log) {
+        log_error(&log, e);
+    }
+    r
+}
+
+/// Appends why a mount failed to its `--log` too: `guest start` names the
+/// log's last line, and under systemd our stderr is journaled as the
+/// guest's cgroup's (we run there), not as the unit's.
+fn log_error(log: &Path, e: &anyhow::Error) {
+    if let Ok(mut f) = open_log(log) {
+        let _ = writeln!(f, "unifs: {}", super::render(e));
+    }
+}
+
+fn mount_now(g: &Global, a: MountArgs) -> anyhow::Result<ExitCode> {
     let mut opts = MountOptions::default();
     for o in a.options.iter().flat_map(|o| o.split(',')) {
         if !o.is_empty() {

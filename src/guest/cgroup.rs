@@ -168,7 +168,7 @@ fn unusable(own: &str, v2: Option<&V2>, v1: &[(Vec<String>, PathBuf)]) -> Vec<St
         if ro {
             found.push(format!(
                 "the cgroup hierarchy at {0} is mounted read-only: make it writable \
-                 (mount -o remount,rw {0})",
+                 (mount -o remount,bind,rw {0})",
                 mount.display()
             ));
         }
@@ -859,7 +859,7 @@ impl Cgroup {
         if let Some(first) = read_only.first() {
             tracing::warn!(
                 "could not remove {} cgroup(s), {} among them: the hierarchy is mounted \
-                 read-only (make it writable with mount -o remount,rw on its mount point, then \
+                 read-only (make it writable with mount -o remount,bind,rw on its mount point, then \
                  rmdir them)",
                 read_only.len(),
                 crate::sys::shown(first)

@@ -266,7 +266,7 @@ fn fork_hint(e: nix::Error) -> &'static str {
 /// Where the daemon's log `log` is and how it ends: its last line says why
 /// the daemon ended (a thread it could not start under a pids limit, a
 /// mount refused), which the user should not have to go and look up.
-fn log_end(log: &std::path::Path) -> String {
+pub(crate) fn log_end(log: &std::path::Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let mut tail = Vec::new();
     if let Ok(mut f) = std::fs::File::open(log) {

@@ -866,7 +866,12 @@ fn mount_root(
             join_before_exec(&mut cmd, cgroup.open_daemon_procs()?);
             let status = run_bounded(cmd, Duration::from_secs(60)).map_err(failed)?;
             if !status.success() {
-                return Err(failed(format!("`unifs mount` exited with {status}")));
+                // Its error is in its log, not on our stderr (nor in a
+                // unit's journal): say it.
+                return Err(failed(format!(
+                    "`unifs mount` exited with {status} ({})",
+                    super::error::log_end(&log)
+                )));
             }
             if !root_mounted(root)? {
                 return Err(failed(format!(

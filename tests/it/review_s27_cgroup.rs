@@ -106,7 +106,7 @@ fn s27_a_hierarchy_hidden_or_unmounted_is_refused_with_how_to_mount_it() {
 
 /// A read-only cgroupfs (as containers mount it): the run failed on the
 /// mkdir, then waited 2 s per group and warned "could not remove cgroup"
-/// for each. Now one error names the mount and `mount -o remount,rw`, at
+/// for each. Now one error names the mount and `mount -o remount,bind,rw`, at
 /// once, and nothing else is said.
 #[test]
 fn s27_a_read_only_hierarchy_is_one_error_naming_remount_rw() {
@@ -128,7 +128,7 @@ fn s27_a_read_only_hierarchy_is_one_error_naming_remount_rw() {
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line wanted:\n{err}");
     assert!(
-        lines[0].contains(&format!("mount -o remount,rw {}", memory.display())),
+        lines[0].contains(&format!("mount -o remount,bind,rw {}", memory.display())),
         "{err}"
     );
     // Its 2 s wait for a removal that cannot come ended in "could not

@@ -142,7 +142,7 @@ fn s37_readme_install_steps_run_on_a_fresh_host_and_match_the_units() {
     // The programs the units and the fstab line run are where the steps put
     // them; the alias links point at the installed binary.
     let exec = unit_value("contrib/systemd/unifs-guest@.service", "ExecStart");
-    let what = unit_value("contrib/systemd/run-unifs-web1.mount", "What");
+    let what = unit_value("contrib/systemd/mnt-web1.mount", "What");
     let programs = [
         exec.split(' ').next().unwrap(),
         what.split('#').next().unwrap(),

@@ -531,14 +531,14 @@ fn s37_guest_unit_verifies_and_starts_and_stops_the_guest_from_its_group() {
     );
 }
 
-/// contrib/systemd/run-unifs-web1.mount verifies and mounts for real as
+/// contrib/systemd/mnt-web1.mount verifies and mounts for real as
 /// systemd mounts it (`mount WHAT WHERE -t TYPE -o OPTIONS` with its
 /// Environment=, then `umount WHERE`); docs/mount.md's fstab line, with
 /// its paths made the test's, mounts with `mount -a` and `mount WHERE`.
 #[test]
 fn s37_mount_unit_and_fstab_line_mount_the_guest_for_real() {
     let test = "s37_mount_unit_and_fstab_line_mount_the_guest_for_real";
-    let unit = source("contrib/systemd/run-unifs-web1.mount");
+    let unit = source("contrib/systemd/mnt-web1.mount");
     let lines = unit_lines(&unit);
     if !crate::common::require_root(test) {
         return;
@@ -554,7 +554,7 @@ fn s37_mount_unit_and_fstab_line_mount_the_guest_for_real() {
     std::fs::create_dir_all(&guest).unwrap();
     std::fs::write(guest.join("motd"), "hello\n").unwrap();
     let store = tmp.path().join("store");
-    let mp = tmp.path().join("run/unifs/web1");
+    let mp = tmp.path().join("mnt/web1");
     std::fs::create_dir_all(&mp).unwrap();
     let sbin = tmp.path().join("sbin");
     std::fs::create_dir(&sbin).unwrap();
@@ -567,7 +567,7 @@ fn s37_mount_unit_and_fstab_line_mount_the_guest_for_real() {
             &sbin.join("vfs-mount").display().to_string(),
         )
         .replace("/guests/web1", &guest.display().to_string())
-        .replace("/run/unifs/web1", &mp.display().to_string())
+        .replace("/mnt/web1", &mp.display().to_string())
         .replace("/var/lib/unifs", &store.display().to_string())
         .replace(
             "=/guests",
