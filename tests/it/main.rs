@@ -111,6 +111,7 @@ mod review_s37_powercut;
 mod review_s37_runsig;
 mod review_s37_smalls;
 mod review_s37_sysinit;
+mod review_s38_smalls;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
