@@ -59,3 +59,102 @@ fn s38_an_idle_run_does_not_wake_to_poll_for_signals() {
     assert!(woke < 10, "{woke} wake-ups in 2 s of an idle run");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// `chattr +i` on a directory through the mount breaks its shared files,
+/// sets the flag, and looks again: a shared file put there meanwhile, by
+/// unify (in the backing tree; the guest cannot, the kernel locks the
+/// directory through the ioctl), takes the flag off and is broken too, up
+/// to 4 tries, then EBUSY. Here a thread renames shared files into it in
+/// the backing tree all through the chattr, for real. Either the flag is on
+/// and no shared file is in it, or EBUSY with the flag off; no file is
+/// lost either way.
+#[test]
+fn s38_chattr_i_on_a_directory_that_shared_files_are_renamed_into() {
+    use crate::fs::harness::{ino, World};
+    use crate::review_s36_attrflags::letters;
+    use crate::tree::Unflag;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if !crate::common::require_root(
+        "s38_chattr_i_on_a_directory_that_shared_files_are_renamed_into",
+    ) {
+        return;
+    }
+    let w = World::new();
+    let (g, h) = (w.dir("g"), w.dir("h"));
+    let (held, moved) = (200, 2000);
+    let name = |i: usize| format!("f{i}");
+    for d in ["d", "src"] {
+        std::fs::create_dir(g.join(d)).unwrap();
+        std::fs::create_dir(h.join(d)).unwrap();
+    }
+    let mut objects = Vec::new();
+    for i in 0..held + moved {
+        let d = if i < held { "d" } else { "src" };
+        let paths = [g.join(d).join(name(i)), h.join(d).join(name(i))];
+        objects.push(ino(&w.shared(format!("{i}\n").as_bytes(), &paths)));
+    }
+    let _unflag = Unflag(vec![g.join("d")]);
+    let m = w.mount(&g, "m", &[]);
+    let (stop, renamed) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let (during, out) = std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in held..held + moved {
+                let to = g.join("d").join(name(i));
+                if stop.load(Ordering::SeqCst)
+                    || std::fs::rename(g.join("src").join(name(i)), to).is_err()
+                {
+                    break;
+                }
+                renamed.fetch_add(1, Ordering::SeqCst);
+                // Paced, as unify's links come: some land in each try.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        // The renames are under way when chattr starts.
+        while renamed.load(Ordering::SeqCst) < 5 {
+            std::thread::yield_now();
+        }
+        let at_start = renamed.load(Ordering::SeqCst);
+        let out = Command::new("chattr")
+            .arg("+i")
+            .arg(m.path("d"))
+            .output()
+            .unwrap();
+        let during = renamed.load(Ordering::SeqCst) - at_start;
+        stop.store(true, Ordering::SeqCst);
+        (during, out)
+    });
+    assert!(during > 0, "no rename landed while chattr ran: no race");
+    let shared_in_d: Vec<String> = std::fs::read_dir(g.join("d"))
+        .unwrap()
+        .flatten()
+        .filter(|e| objects.contains(&e.metadata().unwrap().ino()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let said = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{during} renames during chattr; {}", said.trim());
+    if out.status.success() {
+        // (`I`: ext4 indexes a directory this big.)
+        assert!(letters(&g.join("d")).contains('i'));
+        let n = shared_in_d.len();
+        assert!(
+            n == 0,
+            "{n} shared in the +i dir: {:?}",
+            &shared_in_d[..n.min(5)]
+        );
+    } else {
+        assert!(said.contains("Device or resource busy"), "{said}");
+        assert!(!letters(&g.join("d")).contains('i'));
+    }
+    for i in 0..held + moved {
+        let (d, s) = (g.join("d").join(name(i)), g.join("src").join(name(i)));
+        let text = std::fs::read_to_string(&d).or_else(|_| std::fs::read_to_string(&s));
+        assert_eq!(text.unwrap(), format!("{i}\n"), "{}", name(i));
+        assert_eq!(
+            std::fs::read_to_string(h.join(if i < held { "d" } else { "src" }).join(name(i)))
+                .unwrap(),
+            format!("{i}\n")
+        );
+    }
+}
