@@ -158,3 +158,56 @@ fn s38_chattr_i_on_a_directory_that_shared_files_are_renamed_into() {
         );
     }
 }
+
+/// A write open of a shared file that another process holds open for
+/// reading gives its path a new node; the reader's locks and inotify
+/// watches stay on the old inode (docs/mount.md). The daemon now says so
+/// once in its log (info: -v), with the path; not for a break nobody
+/// holds open.
+#[test]
+fn s38_a_break_under_an_open_reader_is_logged_with_its_path() {
+    use crate::fs::harness::{wait_until, World};
+    if !crate::common::require_root("s38_a_break_under_an_open_reader_is_logged_with_its_path") {
+        return;
+    }
+    let w = World::new();
+    let (g, h) = (w.dir("g"), w.dir("h"));
+    for d in [&g, &h] {
+        std::fs::create_dir(d.join("sub")).unwrap();
+    }
+    for f in ["held", "free"] {
+        let paths = [g.join("sub").join(f), h.join("sub").join(f)];
+        w.shared(format!("{f}\n").as_bytes(), &paths);
+    }
+    let m = w.mount(&g, "m", &[]);
+    let reader = std::fs::File::open(m.path("sub/held")).unwrap();
+    let rw = |p: &str| {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.path(p));
+        drop(f.unwrap());
+    };
+    rw("sub/held");
+    rw("sub/free");
+    let said = "a write open gave this shared file a private copy while other processes held it";
+    let lines = || -> Vec<String> {
+        let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(said))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), || !lines().is_empty());
+    drop(reader);
+    let lines = lines();
+    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+    assert_eq!(lines.len(), 1, "{lines:?}\n{log}");
+    assert!(lines[0].contains("INFO"), "{}", lines[0]);
+    assert!(lines[0].contains("/sub/held: "), "{}", lines[0]);
+    assert!(
+        lines[0].contains("locks and inotify watches"),
+        "{}",
+        lines[0]
+    );
+}
