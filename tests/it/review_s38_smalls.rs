@@ -211,3 +211,38 @@ fn s38_a_break_under_an_open_reader_is_logged_with_its_path() {
         lines[0]
     );
 }
+
+/// `unifs demo`'s last line, "try: … unifs --store …", for a unifs that
+/// PATH finds; one run by its path (`cargo run`, ./target/release/unifs)
+/// gets its own path there, so that the line can be pasted.
+#[test]
+fn s38_demo_names_the_unifs_that_ran_when_path_has_none() {
+    if !crate::common::require_root("s38_demo_names_the_unifs_that_ran_when_path_has_none") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(unifs_bin(), bin.join("unifs")).unwrap();
+    let exe = std::fs::canonicalize(unifs_bin()).unwrap();
+    let try_line = |path: &str| {
+        let o = Command::new(unifs_bin())
+            .args(["demo", "--guests", "2", "--dir"])
+            .arg(tmp.path().join("demo"))
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("try: "))
+            .map(str::to_string);
+        line.unwrap_or_else(|| panic!("no try: line in {out}"))
+    };
+    let bare = try_line("/usr/sbin:/usr/bin:/sbin:/bin");
+    let want = format!("; {} --store ", exe.display());
+    assert!(bare.contains(&want), "{bare}");
+    let on_path = try_line(&format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()));
+    assert!(on_path.contains("; unifs --store "), "{on_path}");
+}
