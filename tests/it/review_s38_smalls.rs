@@ -246,3 +246,53 @@ fn s38_demo_names_the_unifs_that_ran_when_path_has_none() {
     let on_path = try_line(&format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()));
     assert!(on_path.contains("; unifs --store "), "{on_path}");
 }
+
+/// README's bash completion goes to /usr/local/share/bash-completion/
+/// completions/unifs, which bash-completion loads lazily, at the first TAB
+/// on `unifs` (its `complete -D` loader looks in each XDG_DATA_DIRS entry):
+/// checked only by hand until now. Here that loader, not a `source` of our
+/// script, finds it under a temp /usr/local/share and completes `unifs gu`.
+#[test]
+fn s38_bash_completion_loads_unifs_completion_lazily() {
+    let lib = std::path::Path::new("/usr/share/bash-completion/bash_completion");
+    if !lib.exists() {
+        return crate::common::skip(
+            "s38_bash_completion_loads_unifs_completion_lazily",
+            "no bash-completion (the Debian package)",
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("usr/local/share");
+    let dir = share.join("bash-completion/completions");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = Command::new(unifs_bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(dir.join("unifs"), &o.stdout).unwrap();
+    let script = format!(
+        r#"source {lib}
+complete -p unifs >/dev/null 2>&1 && echo "loaded before the TAB"
+COMP_WORDS=(unifs gu); COMP_CWORD=1; COMP_LINE="unifs gu"; COMP_POINT=8
+_completion_loader unifs
+spec=$(complete -p unifs) || exit 1
+f=${{spec##*-F }}; f=${{f%% *}}
+"$f" unifs gu unifs
+printf '%s\n' "${{COMPREPLY[@]}}""#,
+        lib = lib.display()
+    );
+    let mut c = Command::new("bash");
+    c.args(["--norc", "--noprofile", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("XDG_DATA_DIRS", format!("{}:/usr/share", share.display()));
+    let o = crate::guest::harness::run_bounded(c, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "guest\n",
+        "{}",
+        stderr(&o)
+    );
+}
