@@ -102,11 +102,32 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
         again.seconds
     );
     outln!(
-        "try: ls -li {0}/*/usr/bin/demo-tool; unifs --store {1} store stats",
+        "try: ls -li {0}/*/usr/bin/demo-tool; {1} --store {2} store stats",
         output::path(&guests_dir),
+        unifs_command(),
         output::path(&store)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How to call this unifs again in a line the user pastes: `unifs` when
+/// PATH finds this very program, else its own path (`cargo run`,
+/// ./target/release/unifs, an older unifs on PATH).
+fn unifs_command() -> String {
+    let real = |p: PathBuf| p.canonicalize().ok();
+    let Some(me) = std::env::current_exe().ok().and_then(real) else {
+        return "unifs".to_string();
+    };
+    let on_path = std::env::var_os("PATH").and_then(|dirs| {
+        std::env::split_paths(&dirs)
+            .map(|d| d.join("unifs"))
+            .find(|p| p.is_file())
+            .and_then(real)
+    });
+    match on_path == Some(me.clone()) {
+        true => "unifs".to_string(),
+        false => output::path(&me),
+    }
 }
 
 /// Empties `dir` if it is an earlier demo; refuses anything else.

@@ -1362,10 +1362,34 @@ impl Overlay {
         if !held_object() || self.wait_released(node).is_none() || !held_object() {
             return Ok(());
         }
-        let names = lock(&self.state).table.split_off(node);
+        self.split_from_readers(node);
+        Err(errno(libc::ESTALE))
+    }
+
+    /// Gives the path of `node`, a shared file other processes hold open
+    /// (read-only, on the store object), a new node for its private copy.
+    /// Their locks and inotify watches stay with the old inode, where the
+    /// kernel keeps them (docs/mount.md): said in the log, so that an
+    /// operator can explain a lock gone missing or a silent `tail -f`.
+    fn split_from_readers(&self, node: u64) {
+        let (path, names) = {
+            let mut state = lock(&self.state);
+            (state.table.path(node), state.table.split_off(node))
+        };
+        let path = path.map_or_else(
+            || format!("node {node}"),
+            |p| {
+                let p: Vec<_> = p.iter().map(|c| c.to_string_lossy()).collect();
+                format!("/{}", p.join("/"))
+            },
+        );
+        tracing::info!(
+            "{path}: a write open gave this shared file a private copy while other processes \
+             held it open for reading: they keep the old file, and with it their locks and \
+             inotify watches on it, which the path's new file does not have (see docs/mount.md)"
+        );
         self.forget_attrs(node);
         self.forget_names(names);
-        Err(errno(libc::ESTALE))
     }
 
     /// The rest of [`Self::open`], once it has the node's open file: the
@@ -1657,9 +1681,7 @@ impl Overlay {
         if f.backing_ino != cur {
             // Handles on the old inode share the FUSE inode's page cache,
             // and passthrough allows one backing file per FUSE inode.
-            let names = lock(&self.state).table.split_off(node);
-            self.forget_attrs(node);
-            self.forget_names(names);
+            self.split_from_readers(node);
             return Err(errno(libc::ESTALE));
         }
         if f.has_backing() {

@@ -150,21 +150,28 @@ const KILLED_GUEST_EXIT: std::time::Duration = std::time::Duration::from_secs(3)
 /// take it (see [`sys::hold_signals`]): `guest stop`'s default --timeout.
 const HELD_SIGNAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often a held signal's target is looked at until it takes it.
+const HELD_SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Runs `wait` (a wait for what signals were passed on to); if a second
 /// signal comes meanwhile, calls `end` once: what they were passed to did
 /// not end on the first. Passes on a signal [`sys::hold_signals`] held.
 pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() -> T) -> T {
     let waited = AtomicBool::new(false);
+    // Before the watcher looks: a signal from then on wakes it.
+    sys::prepare_signal_wake();
     std::thread::scope(|s| {
         let watcher = std::thread::Builder::new().spawn_scoped(s, || {
             let mut held = sys::HeldSignal::default();
             while !waited.load(Ordering::SeqCst) {
-                held.pass_on(HELD_SIGNAL_LIMIT);
+                let holding = held.pass_on(HELD_SIGNAL_LIMIT);
                 if sys::signals_caught() >= 2 {
                     end();
                     return;
                 }
-                std::thread::park_timeout(std::time::Duration::from_millis(20));
+                // Woken by each signal and by the end of `wait`; polls
+                // only while init has yet to take a held signal.
+                sys::wait_signal_wake(holding.then_some(HELD_SIGNAL_POLL));
             }
         });
         // No watcher (a limit on processes): held signals go out at once.
@@ -175,11 +182,8 @@ pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() 
         // What it was for has ended: a signal still held goes nowhere.
         sys::stop_holding(false);
         waited.store(true, Ordering::SeqCst);
-        // The scope joins the watcher: woken, it ends now, not at the end
-        // of its pause (which every run and exec paid, up to 20 ms).
-        if let Ok(w) = &watcher {
-            w.thread().unpark();
-        }
+        // The scope joins the watcher: woken, it ends now.
+        sys::wake_signal_waiter();
         out
     })
 }

@@ -116,6 +116,7 @@ mod review_s38_privops;
 mod review_s38_halt;
 mod review_s38_quota;
 mod review_s38_pid1;
+mod review_s38_smalls;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

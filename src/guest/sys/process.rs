@@ -342,10 +342,65 @@ pub fn hangup_caught() -> bool {
 }
 
 extern "C" fn forward_signal(sig: libc::c_int) {
-    // kill may set errno under the code this interrupted.
+    // kill and write may set errno under the code this interrupted.
     let errno = nix::errno::Errno::last_raw();
     forward(sig);
+    wake_signal_waiter();
     nix::errno::Errno::set_raw(errno);
+}
+
+/// The write end of [`wake_pipe`] (-1: not made yet), for the handler.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// A pipe the signal handler writes a byte to, so that a thread in
+/// [`wait_signal_wake`] wakes as a signal comes, not at its next poll.
+/// Made once and never closed: the handler never writes to an fd number
+/// given since to another file.
+fn wake_pipe() -> Option<&'static (OwnedFd, OwnedFd)> {
+    static PIPE: std::sync::OnceLock<Option<(OwnedFd, OwnedFd)>> = std::sync::OnceLock::new();
+    PIPE.get_or_init(|| {
+        use nix::fcntl::OFlag;
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).ok()?;
+        WAKE_FD.store(w.as_raw_fd(), Ordering::SeqCst);
+        Some((r, w))
+    })
+    .as_ref()
+}
+
+/// Wakes a thread in [`wait_signal_wake`]; async-signal-safe.
+pub fn wake_signal_waiter() {
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: `fd` is the wake pipe's write end, open for good; one
+        // byte from a valid buffer. A full pipe (EAGAIN) wakes already.
+        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// Makes the pipe [`wait_signal_wake`] waits on, before what it waits for
+/// can happen. False if it could not (no fd left): it then sleeps.
+pub fn prepare_signal_wake() -> bool {
+    wake_pipe().is_some()
+}
+
+/// Waits until a signal is caught or [`wake_signal_waiter`] is called (since
+/// the last return: none is lost), or `timeout` passes (None: no limit).
+/// Without the pipe, sleeps up to 20 ms.
+pub fn wait_signal_wake(timeout: Option<std::time::Duration>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let Some((read, _)) = wake_pipe() else {
+        let pause = std::time::Duration::from_millis(20);
+        return std::thread::sleep(timeout.map_or(pause, |t| t.min(pause)));
+    };
+    let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+        PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX)
+    });
+    let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+    // EINTR is a signal too: the caller looks at what came either way.
+    let _ = poll(&mut fds, timeout);
+    let mut buf = [0u8; 64];
+    while matches!(nix::unistd::read(read, &mut buf), Ok(n) if n > 0) {}
 }
 
 fn forward(sig: libc::c_int) {
@@ -398,13 +453,14 @@ pub struct HeldSignal {
 impl HeldSignal {
     /// Sends the held signal if its target takes it ([`takes_signal`]) or
     /// it has waited `limit` (then as before: the kernel may drop it, and
-    /// the second signal ends the guest). Called every few ms.
-    pub fn pass_on(&mut self, limit: std::time::Duration) {
+    /// the second signal ends the guest). True while one is still held:
+    /// call again in a few ms (nothing tells when init sets its handlers).
+    pub fn pass_on(&mut self, limit: std::time::Duration) -> bool {
         let sig = HELD.load(Ordering::SeqCst);
         let pid = FORWARD_TO.load(Ordering::SeqCst);
         if sig == 0 || pid <= 0 {
             self.since = None;
-            return;
+            return false;
         }
         let since = *self.since.get_or_insert_with(std::time::Instant::now);
         if takes_signal(Pid::from_raw(pid), sig) || since.elapsed() >= limit {
@@ -414,7 +470,9 @@ impl HeldSignal {
                 // SAFETY: kill has no memory preconditions.
                 unsafe { libc::kill(pid, sig) };
             }
+            return false;
         }
+        true
     }
 }
 
