@@ -40,7 +40,8 @@ pub struct MountArgs {
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
     /// Where the daemon writes its log, with -f too (default: nowhere; with -f,
-    /// stderr).
+    /// stderr). A mount that fails writes its error there as well as to
+    /// stderr (`guest start` quotes the log's last line).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 }

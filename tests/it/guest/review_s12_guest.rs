@@ -120,8 +120,19 @@ fn s12_a_start_whose_overlay_mount_fails_leaves_no_run_files() {
         })
         .unwrap_or_default();
     // The lock stays: removing a lock file others may wait on would let
-    // two starts run at once.
-    assert_eq!(left, ["lock"], "a failed start left {left:?}");
+    // two starts run at once. So does the mount's log, which the error
+    // names and quotes (under systemd, `unifs mount`'s stderr is not the
+    // unit's journal): it holds the refusal.
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["lock", "mount.log"], "a failed start left {left:?}");
+    let log = std::fs::read_to_string(g.run().join("mount.log")).unwrap();
+    assert!(log.contains("overlap"), "{log}");
+    assert!(
+        stderr(&o).contains("mount.log ends: unifs: "),
+        "{}\n{log}",
+        stderr(&o)
+    );
     assert!(group_pids(&g.name, &g.run_dir).is_empty());
     let (st, _) = g.status();
     assert_eq!(st["running"], false, "{st}");
