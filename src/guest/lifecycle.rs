@@ -554,15 +554,20 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         store: std::path::absolute(&dirs.store).unwrap_or(dirs.store.clone()),
     };
     let _ = nix::unistd::chdir("/");
+    let pid = Pid::from_raw(st.pid);
+    // Before `start` returns: from then on a `systemctl kill` of the unit
+    // (the keeper alone) reaches init, and the keeper goes on. (Without,
+    // a signal ends the keeper as before: init runs on, unkept.)
+    let passing = super::keeper_signals::pass_on(pid).map_err(|e| {
+        tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
+    });
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
     let mut console =
         console.and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log, memory));
-    match &console {
-        Some(relay) => sys::close_fds_except(&relay.fds()),
-        None => sys::close_fds(),
-    }
-    let pid = Pid::from_raw(st.pid);
+    let mut keep_fds: Vec<i32> = passing.into_iter().collect();
+    keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
+    sys::close_fds_except(&keep_fds);
     loop {
         let status = match &mut console {
             Some(relay) => relay.wait(pid),
@@ -579,7 +584,13 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     let _ = run.write_exit(&exit);
                     drop(console);
                     if again {
-                        start_again(&dirs, &name, &run, &exit)
+                        let e = start_again(&dirs, &name, &run, &exit);
+                        // Else the guest is left stale, its root mounted.
+                        super::keeper_signals::block_again();
+                        exit.not_restarted = Some(format!(
+                            "its keeper could not run its start after the reboot: {e}"
+                        ));
+                        let _ = run.write_exit(&exit);
                     }
                     stop_ended(&name, &run, exit);
                     sys::exit_child(0)
@@ -643,8 +654,9 @@ fn stop_ended(name: &str, run: &RunDir, mut exit: state::Exit) {
 
 /// The keeper of a guest whose init `exit` rebooted it: becomes `unifs
 /// guest start --after-reboot` of the guest ([`start_after_reboot`]), its
-/// output appended to the console log, where `guest logs` shows it.
-fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> ! {
+/// output appended to the console log, where `guest logs` shows it. Returns
+/// only if that exec failed (the unifs binary gone or not executable): why.
+fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> std::io::Error {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().append(true).open(run.console());
@@ -677,8 +689,8 @@ fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> ! {
         .arg(format!("{}:{}", exit.pid, exit.start_time))
         .arg(name)
         .exec();
-    eprintln!("unifs: guest {name}: starting it again after its reboot: {e}");
-    sys::exit_child(1)
+    eprintln!("unifs: guest {name}: starting it again after its reboot: {e}; stopping it");
+    e
 }
 
 /// The `-v`s that give the log level this process logs at (the first

@@ -26,6 +26,7 @@ pub mod console;
 mod error;
 pub mod host_mounts;
 pub mod keeper_report;
+mod keeper_signals;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;

@@ -112,6 +112,7 @@ mod review_s37_runsig;
 mod review_s37_smalls;
 mod review_s37_sysinit;
 mod review_s38_halt;
+mod review_s38_keeperkill;
 mod review_s38_pid1;
 mod review_s38_privops;
 mod review_s38_quota;

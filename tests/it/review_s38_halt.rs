@@ -21,7 +21,7 @@ const HALT_ON_GO: &str =
     "[\"/bin/sh\", \"-c\", \"while [ ! -e /tmp/go ]; do sleep 0.05; done; halt -f\"]";
 
 /// A guest (overlay root) whose init is `init`, allowed to halt itself.
-fn halting(test: &str, init: &str) -> Guest {
+pub(crate) fn halting(test: &str, init: &str) -> Guest {
     let g = Guest::new(test, init);
     g.configure_with(&g.name, &g.t.root(), init, "cap_add = [\"sys_boot\"]");
     g
@@ -29,7 +29,7 @@ fn halting(test: &str, init: &str) -> Guest {
 
 /// The guest's `status --json` once its keeper stopped it (waited up to
 /// 60 s), or the last one seen.
-fn stopped_by_its_keeper(g: &Guest) -> Value {
+pub(crate) fn stopped_by_its_keeper(g: &Guest) -> Value {
     let mut st = Value::Null;
     within_60s(|| {
         let o = g.unifs(&["status", "--json", &g.name]);
@@ -47,7 +47,7 @@ fn stopped_by_its_keeper(g: &Guest) -> Value {
 
 /// Nothing of the guest is left but its logs and `exit.json`: no record,
 /// no root mounted (nor its mount point), no overlay daemon, no groups.
-fn nothing_left(g: &Guest) {
+pub(crate) fn nothing_left(g: &Guest) {
     let run = g.run(&g.name);
     assert!(!run.join("state.json").exists(), "its record is left");
     assert!(!is_mounted(&run.join("root")), "its root is mounted");
@@ -62,7 +62,7 @@ fn nothing_left(g: &Guest) {
 }
 
 /// The init's pid and its keeper's (init's parent) of a running guest.
-fn init_and_keeper(g: &Guest) -> (i64, u32) {
+pub(crate) fn init_and_keeper(g: &Guest) -> (i64, u32) {
     let init = g.init_pid();
     (init, parent_of(init))
 }

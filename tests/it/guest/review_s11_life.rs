@@ -70,7 +70,12 @@ impl Guest {
 
     /// `unifs guest` for this guest's dirs, its arguments to add.
     pub(crate) fn command(&self) -> Command {
-        let mut cmd = Command::new(unifs_bin());
+        self.command_of(&unifs_bin())
+    }
+
+    /// [`Guest::command`] of the unifs binary at `bin`.
+    pub(crate) fn command_of(&self, bin: &Path) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.env("UNIFS_CONFIG_DIR", &self.config_dir);
         cmd.env("UNIFS_RUN_DIR", &self.run_dir);
         // No store: the overlay mounts without one.

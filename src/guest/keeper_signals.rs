@@ -1,0 +1,111 @@
+//! The signals a named guest's keeper is sent (`systemctl kill` of its
+//! unit reaches the keeper alone: the guest is in cgroups of its own),
+//! passed on to the guest's init as `unifs run` passes on its own: the
+//! keeper goes on keeping init, and records its end.
+
+use super::sys;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// How long a signal waits for init to take it (see [`sys::takes_signal`]):
+/// as long as `unifs run` holds one.
+const HELD_LIMIT: Duration = Duration::from_secs(10);
+
+/// How often init is looked at meanwhile.
+const HELD_POLL: Duration = Duration::from_millis(5);
+
+/// The signals passed on: those a user or a service manager sends to end,
+/// reload or tell something (SIGRTMIN+3 halts systemd, SIGRTMIN+4
+/// powers it off). Not those the keeper needs as they are: SIGCHLD, SIGPIPE
+/// (ignored), SIGSTOP/SIGCONT (the tests' stop), SIGKILL, the faults
+/// (SIGSEGV, SIGBUS, …) and glibc's own (32, 33, below SIGRTMIN).
+fn passed_on() -> Vec<i32> {
+    let mut sigs = vec![
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGPWR,
+    ];
+    sigs.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    sigs
+}
+
+/// The set of [`passed_on`].
+fn passed_on_set() -> libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset of a valid number
+    // to an initialised set.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        for sig in passed_on() {
+            libc::sigaddset(set.as_mut_ptr(), sig);
+        }
+        set.assume_init()
+    }
+}
+
+/// Blocks (`how`: SIG_BLOCK) or unblocks (SIG_UNBLOCK) the passed-on
+/// signals in the calling thread.
+fn mask(how: libc::c_int) -> nix::Result<()> {
+    let set = passed_on_set();
+    // SAFETY: a valid set, no old set asked for.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    match rc {
+        0 => Ok(()),
+        e => Err(Errno::from_raw(e)),
+    }
+}
+
+/// Blocks the passed-on signals in the keeper again (after a failed exec,
+/// which unblocked them): they wait for the thread [`pass_on`] started.
+pub fn block_again() {
+    let _ = mask(libc::SIG_BLOCK);
+}
+
+/// From now on, the signals of [`passed_on`] sent to the keeper (which must
+/// have no other thread yet) are passed on to `init`, its child, each once
+/// init takes it (it may not have set its handlers yet: the kernel drops
+/// a signal to a namespace's init that neither catches nor blocks it) or
+/// has waited [`HELD_LIMIT`]. They are blocked, and taken by a thread of
+/// their own: the keeper's own work (its waits, its stop of the guest) is
+/// not interrupted, nor ended. Once init is reaped they go nowhere (a pidfd:
+/// never to a process that got its pid since). On an error nothing changed.
+/// Returns the pidfd's number, which the keeper must keep open.
+pub fn pass_on(init: Pid) -> nix::Result<RawFd> {
+    let pidfd = sys::pidfd_open(init)?;
+    let fd = pidfd.as_raw_fd();
+    mask(libc::SIG_BLOCK)?;
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || take_and_pass(init, pidfd));
+    if spawned.is_err() {
+        let _ = mask(libc::SIG_UNBLOCK);
+        return Err(Errno::EAGAIN);
+    }
+    Ok(fd)
+}
+
+/// The thread of [`pass_on`]: for ever, as the keeper ends by exit or exec.
+fn take_and_pass(init: Pid, pidfd: OwnedFd) {
+    let set = passed_on_set();
+    loop {
+        let mut sig = 0;
+        // SAFETY: a valid set (blocked in every thread of the keeper), and
+        // one int written through a valid pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        let since = Instant::now();
+        while !sys::takes_signal(init, sig) && since.elapsed() < HELD_LIMIT {
+            std::thread::sleep(HELD_POLL);
+        }
+        // ESRCH: init has ended; the keeper records it.
+        let _ = sys::pidfd_kill(pidfd.as_fd(), sig);
+    }
+}
