@@ -2530,8 +2530,9 @@ impl Overlay {
         if flags & libc::RENAME_WHITEOUT != 0 {
             // The whiteout left at the old name is the caller's new entry,
             // not ours (the VFS holds the directory locked). The rename is
-            // done: a failure here must not undo it in the kernel's eyes.
-            if let Err(e) = self.own_new(olddir.as_fd(), name, uid, gid, None) {
+            // done: a failure here must not undo it in the kernel's eyes
+            // (so not `own_new`, which would remove the whiteout).
+            if let Err(e) = Self::give_new(olddir.as_fd(), name, uid, gid, None) {
                 tracing::warn!(?name, "could not give a whiteout to its user: {e}");
             }
         }
