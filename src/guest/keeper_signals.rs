@@ -3,18 +3,14 @@
 //! passed on to the guest's init as `unifs run` passes on its own: the
 //! keeper goes on keeping init, and records its end.
 
+// How long a signal waits for init to take it (see `sys::takes_signal`),
+// and how often init is looked at meanwhile: as `unifs run` holds one.
+use super::launch::{HELD_SIGNAL_LIMIT as HELD_LIMIT, HELD_SIGNAL_POLL as HELD_POLL};
 use super::sys;
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
-
-/// How long a signal waits for init to take it (see [`sys::takes_signal`]):
-/// as long as `unifs run` holds one.
-const HELD_LIMIT: Duration = Duration::from_secs(10);
-
-/// How often init is looked at meanwhile.
-const HELD_POLL: Duration = Duration::from_millis(5);
+use std::time::Instant;
 
 /// The signals passed on: those a user or a service manager sends to end,
 /// reload or tell something (SIGRTMIN+3 halts systemd, SIGRTMIN+4

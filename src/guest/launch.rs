@@ -148,10 +148,10 @@ const KILLED_GUEST_EXIT: std::time::Duration = std::time::Duration::from_secs(3)
 
 /// How long a signal `unifs run` passes on waits for its guest's init to
 /// take it (see [`sys::hold_signals`]): `guest stop`'s default --timeout.
-const HELD_SIGNAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const HELD_SIGNAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often a held signal's target is looked at until it takes it.
-const HELD_SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+pub(crate) const HELD_SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Runs `wait` (a wait for what signals were passed on to); if a second
 /// signal comes meanwhile, calls `end` once: what they were passed to did

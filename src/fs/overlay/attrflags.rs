@@ -121,13 +121,17 @@ impl AttrFlags {
         // The daemon makes the change: one its own capabilities cannot
         // (a daemon started without them) fails before any break.
         let (lock, journal) = self.changes(old);
-        let daemon =
-            |cap| std::fs::read_to_string("/proc/self/status").map_or(true, |s| has_cap(&s, cap));
+        if !(lock || journal) {
+            return Ok(());
+        }
+        // One read for both; unreadable: let the change itself say.
+        let status = std::fs::read_to_string("/proc/self/status").ok();
+        let has =
+            |holds: fn(&str, u32) -> bool, cap| status.as_deref().is_none_or(|s| holds(s, cap));
         // CAP_SYS_RESOURCE is permitted, not effective (raised for the change).
-        let permitted = |cap| {
-            std::fs::read_to_string("/proc/self/status").map_or(true, |s| has_permitted(&s, cap))
-        };
-        if (lock && !daemon(CAP_LINUX_IMMUTABLE)) || (journal && !permitted(CAP_SYS_RESOURCE)) {
+        if (lock && !has(has_cap, CAP_LINUX_IMMUTABLE))
+            || (journal && !has(has_permitted, CAP_SYS_RESOURCE))
+        {
             return Err(errno(libc::EPERM));
         }
         Ok(())
