@@ -60,6 +60,11 @@ pub struct RunOptions {
     /// most (256M, 1G) [default: half of RAM, counted in --memory].
     #[arg(long = "tmpfs", value_name = "DIR[:SIZE]")]
     pub tmpfs: Vec<String>,
+    /// Give the guest a character device of the host's, at the same path
+    /// below /dev (repeatable; /dev/net/tun, /dev/fuse); `:ro` denies
+    /// writes to it. Not a block device: that is the host's disk.
+    #[arg(long = "device", value_name = "PATH[:ro]")]
+    pub devices: Vec<String>,
     /// Make the guest's tree read-only (its root and the filesystems below
     /// it); /dev, /proc, /run, --tmpfs and --bind mounts are as ever.
     #[arg(long)]
@@ -450,6 +455,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("bind source {}", output::path(&b.src)))?;
     }
     spec.tmpfs = parse_all(&a.tmpfs)?;
+    spec.devices = crate::guest::devices::parse_devices(&a.devices)?;
     spec.read_only = a.read_only;
     spec.rlimits = parse_all(&a.rlimits)?;
     spec.env = a.env.clone();
@@ -497,7 +503,8 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Before the overlay is mounted: its daemon joins them (a host whose
     // cgroups cannot hold the guest is refused at once).
-    let cgroup = crate::guest::cgroup::Cgroup::create(&spec.name, &spec.limits, true)?;
+    let cgroup =
+        crate::guest::cgroup::Cgroup::create(&spec.name, &spec.limits, &spec.devices, true)?;
     // Mounted for the whole run; dropped (unmounted) after the guest is gone,
     // on an error too; the groups go after it.
     let code = match a.root_mount {

@@ -7,6 +7,7 @@
 //! A guest's group is `unifs/NAME` below each hierarchy's root. [`plan`] is
 //! pure (unit-tested against made-up hosts); [`Cgroup::create`] applies it.
 
+use super::devices::Device;
 use super::{Error, Limits, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -528,6 +529,53 @@ const DAEMON_LEAF: &str = "mount";
 /// unmounted before what is left in its leaf is killed.
 const DAEMON_EXIT: Duration = Duration::from_secs(5);
 
+/// `devices` (`--device`) in the guest's v1 `devices` group, if it has
+/// one: allowed (a host whose own group denies one refuses that), and a
+/// read-only one's writes denied. Without that group no device is refused,
+/// but a read-only one cannot be: guest root opens a node for writing
+/// whatever its mode, and unifs has no cgroup v2 device filter.
+fn allow_devices(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
+    let Some(group) = groups.iter().find(|g| g.join("devices.allow").exists()) else {
+        return match devices.iter().find(|d| d.read_only) {
+            Some(d) => Err(Error::Limit {
+                limit: "--device",
+                reason: format!(
+                    "{}:ro: read-only needs the cgroup v1 devices controller, which this \
+                     host has not mounted (guest root could write to the node whatever \
+                     its mode): give it without :ro, or mount the devices hierarchy",
+                    d.path.display()
+                ),
+            }),
+            None => Ok(()),
+        };
+    };
+    for d in devices {
+        let number = format!("c {}:{}", d.major, d.minor);
+        let mut rules = vec![("devices.allow", format!("{number} rwm"))];
+        if d.read_only {
+            rules.push(("devices.deny", format!("{number} w")));
+        }
+        for (file, rule) in rules {
+            let at = group.join(file);
+            std::fs::write(&at, &rule).map_err(|e| {
+                let why = match e.raw_os_error() {
+                    Some(libc::EPERM) => " (a group above it denies that device)",
+                    _ => "",
+                };
+                Error::Limit {
+                    limit: "--device",
+                    reason: format!(
+                        "{} ({number}): writing {rule:?} to {}: {e}{why}",
+                        d.path.display(),
+                        at.display()
+                    ),
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// A guest's groups, once created.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Cgroup {
@@ -535,9 +583,10 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Creates the groups and applies the limits; on failure removes what it
-    /// made and says which limit could not be applied.
-    pub fn create(name: &str, limits: &Limits, track: bool) -> Result<Cgroup> {
+    /// Creates the groups, applies the limits and allows `devices`; on
+    /// failure removes what it made and says which limit could not be
+    /// applied.
+    pub fn create(name: &str, limits: &Limits, devices: &[Device], track: bool) -> Result<Cgroup> {
         let h = Hierarchies::detect();
         h.check()?;
         let plan = plan(&h, name, limits, track)?;
@@ -545,7 +594,7 @@ impl Cgroup {
         let cg = Cgroup {
             groups: plan.groups.clone(),
         };
-        if let Err(e) = apply(&plan.steps) {
+        if let Err(e) = apply(&plan.steps).and_then(|()| allow_devices(&cg.groups, devices)) {
             cg.remove();
             return Err(e);
         }

@@ -46,6 +46,9 @@ pub struct GuestConfig {
     /// `DIR[:SIZE]`, as `--tmpfs`.
     #[serde(default)]
     pub tmpfs: Vec<String>,
+    /// `PATH[:ro]`, as `--device`: host character devices in the guest's /dev.
+    #[serde(default)]
+    pub devices: Vec<String>,
     /// The guest's tree read-only, as `--read-only`.
     #[serde(default)]
     pub read_only: bool,
@@ -264,6 +267,7 @@ impl GuestConfig {
         spec.net = self.net.clone();
         spec.binds = super::spec::parse_all(&self.binds)?;
         spec.tmpfs = super::spec::parse_all(&self.tmpfs)?;
+        spec.devices = super::devices::parse_devices(&self.devices)?;
         spec.read_only = self.read_only;
         spec.rlimits = super::spec::parse_all(&self.rlimits)?;
         for entry in &self.env {

@@ -241,8 +241,8 @@ fn start_as(
     super::keeper_report::tell_reports(&dirs.run_dir);
     // Before the root is mounted: its overlay daemon joins them.
     // A hierarchy or controller missing is the host's to change.
-    let cgroup =
-        Cgroup::create(&run.cgroup_name(), &spec.limits, true).map_err(|e| spec.on_its_host(e))?;
+    let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, &spec.devices, true)
+        .map_err(|e| spec.on_its_host(e))?;
     let root = run.root();
     if let Err(e) = std::fs::create_dir_all(&root) {
         cgroup.remove();

@@ -7,6 +7,7 @@
 //! - `rootfs`: the set-up sequence inside the namespaces, pivot_root included.
 //! - [`seccomp`]: the syscall filter the guest runs under.
 //! - [`cgroup`]: limits on cgroup v2 and v1.
+//! - [`devices`]: `--device`, a host character device given to a guest.
 //! - [`launch`]: clone, handshake, wait.
 //! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed;
 //!   [`keeper_report`]: its report when it could not.
@@ -23,6 +24,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod config;
 pub mod console;
+pub mod devices;
 mod error;
 pub mod host_mounts;
 pub mod keeper_report;

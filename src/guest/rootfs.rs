@@ -2,6 +2,7 @@
 //! /run, binds, pivot_root, hostname and the privilege drop. Every call goes
 //! through [`Syscall`] so the order is unit-tested with a recorder.
 
+use super::devices::Device;
 use super::sys::{MountPoint, Syscall};
 use super::{caps, Error, GuestSpec, NetMode, Result};
 use nix::errno::Errno;
@@ -179,6 +180,9 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
             sys.mknod(&node, SFlag::S_IFCHR, 0o666, makedev(*major, *minor)),
         )?;
     }
+    for device in &spec.devices {
+        host_device(sys, root, device)?;
+    }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -345,6 +349,26 @@ pub fn setup_root(sys: &impl Syscall, spec: &GuestSpec, cgroup2: bool) -> Result
         sys.umount2(Path::new("."), MntFlags::MNT_DETACH),
     )?;
     call("chdir /", sys.chdir(Path::new("/")))
+}
+
+/// A `--device` node in our /dev (whose tmpfs, unlike the guest's tree,
+/// allows devices): made rather than bound from the host, so that guest
+/// root, which owns it, changes its own copy's mode or owner, never the
+/// host's node. Its directories (/dev/net) first.
+fn host_device(sys: &impl Syscall, root: &Path, device: &Device) -> Result<()> {
+    if let Some(dir) = device.path.parent().filter(|d| *d != Path::new("/dev")) {
+        target(sys, root, &dir.to_string_lossy(), MountPoint::Dir)?;
+    }
+    let node = root.join(device.path.strip_prefix("/").unwrap_or(&device.path));
+    let rdev = makedev(device.major, device.minor);
+    call(
+        format!("mknod {}", node.display()),
+        sys.mknod(&node, SFlag::S_IFCHR, device.mode, rdev),
+    )?;
+    call(
+        format!("chown {}", node.display()),
+        sys.chown(&node, device.uid, device.gid),
+    )
 }
 
 /// Bounding set first (needs CAP_SETPCAP, which setuid may take away), then
@@ -702,6 +726,36 @@ mod tests {
             Call::Umount2(".".into(), MntFlags::MNT_DETACH)
         );
         assert_eq!(calls.last(), Some(&Call::Chdir("/".into())));
+    }
+
+    #[test]
+    fn a_host_device_is_made_in_our_dev_with_its_directory_and_owner() {
+        let mut spec = spec();
+        spec.devices = vec![Device {
+            path: "/dev/net/tun".into(),
+            major: 10,
+            minor: 200,
+            mode: 0o600,
+            uid: 0,
+            gid: 5,
+            read_only: false,
+        }];
+        let sys = Recorder::default();
+        setup_root(&sys, &spec, false).unwrap();
+        let calls = sys.calls();
+        let node = Path::new("/guests/t/dev/net/tun");
+        let made = position(&calls, |c| matches!(c, Call::Mknod(p, ..) if p == node));
+        assert_eq!(
+            calls[made],
+            Call::Mknod(node.into(), 0o600, makedev(10, 200))
+        );
+        assert_eq!(
+            calls[made - 1],
+            Call::MountPoint("/guests/t/dev/net".into(), MountPoint::Dir)
+        );
+        assert_eq!(calls[made + 1], Call::Chown(node.into(), 0, 5));
+        // In our /dev, after its tmpfs is mounted.
+        assert!(mounts_at(&calls, "/guests/t/dev") < made);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct GuestSpec {
     /// Fresh tmpfs mounts in the guest (on top of its tree).
     #[serde(default)]
     pub tmpfs: Vec<Tmpfs>,
+    /// Host character devices made in the guest's /dev (`--device`).
+    #[serde(default)]
+    pub devices: Vec<super::devices::Device>,
     /// Resource limits set before the privilege drop; the others are
     /// inherited from the launcher.
     #[serde(default)]
@@ -101,6 +104,7 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("--cpus", "[limits] cpus"),
     ("--pids", "[limits] pids"),
     ("--io-weight", "[limits] io_weight"),
+    ("--device", "devices"),
 ];
 
 /// `e`, of a check that `unifs run`'s options and a named guest's config
@@ -197,6 +201,7 @@ impl GuestSpec {
             workdir: None,
             read_only: false,
             tmpfs: Vec::new(),
+            devices: Vec::new(),
             rlimits: Vec::new(),
             caps: caps::keep_mask(&[], &[]).expect("default caps are valid"),
             limits: Limits::default(),

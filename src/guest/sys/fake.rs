@@ -19,6 +19,7 @@ pub enum Call {
     Unshare(CloneFlags),
     MountPoint(PathBuf, MountPoint),
     Mknod(PathBuf, u32, u64),
+    Chown(PathBuf, u32, u32),
     Symlink(PathBuf, PathBuf),
     Hostname(String),
     LoopbackUp,
@@ -98,6 +99,9 @@ impl Syscall for Recorder {
     }
     fn mknod(&self, path: &Path, _kind: SFlag, perm: u32, dev: u64) -> nix::Result<()> {
         self.record(Call::Mknod(path.into(), perm, dev))
+    }
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> nix::Result<()> {
+        self.record(Call::Chown(path.into(), uid, gid))
     }
     fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()> {
         self.record(Call::Symlink(target.into(), link.into()))

@@ -59,6 +59,8 @@ pub trait Syscall {
     /// symlink could move a mount onto a host path.
     fn prepare_mount_point(&self, root: &Path, path: &Path, kind: MountPoint) -> nix::Result<()>;
     fn mknod(&self, path: &Path, kind: SFlag, perm: u32, dev: u64) -> nix::Result<()>;
+    /// Gives `path` (not followed if a symlink) to `uid` and `gid`.
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> nix::Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()>;
     fn sethostname(&self, name: &str) -> nix::Result<()>;
     fn loopback_up(&self) -> nix::Result<()>;
@@ -214,6 +216,16 @@ impl Syscall for Linux {
             path,
             Mode::from_bits_truncate(perm),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> nix::Result<()> {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
     }
 

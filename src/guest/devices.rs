@@ -1,0 +1,154 @@
+//! `--device PATH[:ro]` (a config's `devices`): a character device of the
+//! host's given to a guest at the same path. The host node is read here,
+//! when the option is parsed; rootfs makes a node of the same number, mode
+//! and owner in the guest's /dev, and [`super::cgroup`] allows it in the
+//! guest's v1 `devices` group (denying writes to a read-only one).
+
+use super::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+/// A host character device a guest gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Where it is on the host, and so in the guest: below /dev.
+    pub path: PathBuf,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits of the guest's node: the host node's, without the
+    /// write bits for a read-only one.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub read_only: bool,
+}
+
+/// What the guest's /dev has of its own: a device there would be made
+/// twice, or below one of our mounts.
+const OURS: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx", "fd", "stdin", "stdout",
+    "stderr", "pts", "shm",
+];
+
+/// Each of `items` (`PATH[:ro]`) parsed, a path given twice refused.
+pub fn parse_devices(items: &[String]) -> Result<Vec<Device>> {
+    let devices: Vec<Device> = super::spec::parse_all(items)?;
+    for (i, d) in devices.iter().enumerate() {
+        if devices[..i].iter().any(|e| e.path == d.path) {
+            return Err(invalid(&items[i], "given twice".into()));
+        }
+    }
+    Ok(devices)
+}
+
+fn invalid(value: &str, reason: String) -> Error {
+    Error::Invalid {
+        what: "--device",
+        value: value.to_string(),
+        reason,
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+
+    /// `PATH`, `PATH:ro` or `PATH:rw`; PATH a character device below /dev.
+    fn from_str(s: &str) -> Result<Device> {
+        let bad = |reason: String| invalid(s, reason);
+        let (path, read_only) = match s.rsplit_once(':') {
+            Some((path, "ro")) => (path, true),
+            Some((path, "rw")) => (path, false),
+            _ => (s, false),
+        };
+        let path = Path::new(path);
+        // Only /dev of the guest allows devices: its tree and binds are nodev.
+        let parts: Option<Vec<&std::ffi::OsStr>> = path
+            .strip_prefix("/dev")
+            .ok()
+            .map(|rel| rel.components())
+            .and_then(|parts| {
+                parts
+                    .map(|c| match c {
+                        Component::Normal(name) => Some(name),
+                        _ => None,
+                    })
+                    .collect()
+            });
+        let Some(first) = parts.as_ref().and_then(|p| p.first()) else {
+            return Err(bad(
+                "expected PATH[:ro], PATH a device below /dev (its path in the guest too), \
+                 without . or .."
+                    .into(),
+            ));
+        };
+        if let Some(name) = OURS.iter().find(|n| *first == **n) {
+            return Err(bad(format!(
+                "/dev/{name} is the guest's own already (docs/guests.md, \"What the guest gets\")"
+            )));
+        }
+        let md = match std::fs::metadata(path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(bad(format!(
+                    "{} does not exist on this host: load the driver that makes it \
+                     (`modprobe tun` for /dev/net/tun, `modprobe fuse` for /dev/fuse) \
+                     or make the node (`mknod {} c MAJOR MINOR`)",
+                    path.display(),
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(bad(format!("{}: {e}", path.display()))),
+        };
+        let kind = md.file_type();
+        if kind.is_block_device() {
+            return Err(bad(format!(
+                "{} is a block device: the guest would get the host's disk itself, \
+                 under every filesystem and permission on it; only character devices \
+                 are given (a directory goes in with --bind)",
+                path.display()
+            )));
+        }
+        if !kind.is_char_device() {
+            return Err(bad(format!(
+                "{} is not a device; only character devices are given (a file or \
+                 directory goes in with --bind)",
+                path.display()
+            )));
+        }
+        let rdev = md.rdev();
+        let write_bits = if read_only { 0o222 } else { 0 };
+        Ok(Device {
+            path: Path::new("/dev").join(parts.iter().flatten().collect::<PathBuf>()),
+            major: nix::sys::stat::major(rdev),
+            minor: nix::sys::stat::minor(rdev),
+            mode: md.mode() & 0o777 & !write_bits,
+            uid: md.uid(),
+            gid: md.gid(),
+            read_only,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(s: &str) -> String {
+        match s.parse::<Device>() {
+            Err(Error::Invalid { reason, .. }) => reason,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_no_host_character_device() {
+        assert!(reason("/dev/null").contains("guest's own"));
+        assert!(reason("/dev/pts/0").contains("guest's own"));
+        assert!(reason("/etc/passwd").contains("below /dev"));
+        assert!(reason("/dev/../etc/passwd").contains("below /dev"));
+        assert!(reason("/dev").contains("below /dev"));
+        assert!(reason("/dev/no-such-device-s39").contains("modprobe"));
+        assert!(reason("/dev/no-such-device-s39:ro").contains("does not exist"));
+    }
+}
