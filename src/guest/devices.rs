@@ -117,16 +117,35 @@ impl std::str::FromStr for Device {
             )));
         }
         let rdev = md.rdev();
+        let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+        if let Some(what) = host_memory(major, minor) {
+            return Err(bad(format!(
+                "{} is {what}: the guest would read and write the host's kernel, \
+                 under every namespace and permission; it is never given",
+                path.display()
+            )));
+        }
         let write_bits = if read_only { 0o222 } else { 0 };
         Ok(Device {
             path: Path::new("/dev").join(parts.iter().flatten().collect::<PathBuf>()),
-            major: nix::sys::stat::major(rdev),
-            minor: nix::sys::stat::minor(rdev),
+            major,
+            minor,
             mode: md.mode() & 0o777 & !write_bits,
             uid: md.uid(),
             gid: md.gid(),
             read_only,
         })
+    }
+}
+
+/// The memory-class nodes that are the host's memory or I/O ports
+/// (Documentation/admin-guide/devices.txt): as a block device is its disk.
+fn host_memory(major: u64, minor: u64) -> Option<&'static str> {
+    match (major, minor) {
+        (1, 1) => Some("the host's physical memory (/dev/mem)"),
+        (1, 2) => Some("the host's kernel memory (/dev/kmem)"),
+        (1, 4) => Some("the host's I/O ports (/dev/port)"),
+        _ => None,
     }
 }
 
@@ -150,5 +169,16 @@ mod tests {
         assert!(reason("/dev").contains("below /dev"));
         assert!(reason("/dev/no-such-device-s39").contains("modprobe"));
         assert!(reason("/dev/no-such-device-s39:ro").contains("does not exist"));
+    }
+
+    #[test]
+    fn host_memory_nodes_are_never_given() {
+        assert!(host_memory(1, 1).unwrap().contains("/dev/mem"));
+        assert!(host_memory(1, 2).unwrap().contains("/dev/kmem"));
+        assert!(host_memory(1, 4).unwrap().contains("/dev/port"));
+        // /dev/null, /dev/kmsg, /dev/net/tun, /dev/fuse
+        for (major, minor) in [(1, 3), (1, 11), (10, 200), (10, 229)] {
+            assert_eq!(host_memory(major, minor), None, "{major}:{minor}");
+        }
     }
 }
