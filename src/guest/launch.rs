@@ -471,6 +471,8 @@ fn child(
     pty: Option<OwnedFd>,
 ) -> ! {
     sys::set_not_dumpable();
+    // Before the set-up makes mount points in the guest's tree.
+    sys::set_guest_umask();
     if foreground {
         // Die with `unifs run` from here on (the ready socket covers the time
         // before); the privilege drop sets it again after setresuid.

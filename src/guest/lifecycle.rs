@@ -2024,6 +2024,7 @@ fn exec_helper(
     report: OwnedFd,
 ) -> ! {
     sys::set_not_dumpable();
+    sys::set_guest_umask();
     // As in launch: no controlling terminal, so no TIOCSTI.
     let _ = nix::unistd::setsid();
     // The cgroup namespace rooted in the guest's groups, and the PID

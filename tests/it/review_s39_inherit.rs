@@ -7,10 +7,112 @@
 //! processes start with".
 
 use crate::common::unifs_bin;
-use crate::guest::harness::{can_run, stderr, wait_bounded, KillOnDrop, TestRoot};
+use crate::guest::harness::{
+    can_run, run_bounded, stderr, stdout, wait_bounded, KillOnDrop, TestRoot,
+};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// Environment only the host's session means anything to.
+const HOST_ONLY: [(&str, &str); 9] = [
+    ("NOTIFY_SOCKET", "/run/systemd/notify"),
+    ("LISTEN_FDS", "1"),
+    ("LISTEN_PID", "1"),
+    ("SSH_AUTH_SOCK", "/tmp/ssh-s39/agent.1"),
+    ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
+    ("XDG_RUNTIME_DIR", "/run/user/0"),
+    ("LANG", "de_DE.UTF-8"),
+    ("LD_PRELOAD", ""),
+    ("S39_SECRET", "host"),
+];
+
+/// The caller's OOM score: raised (lowering needs CAP_SYS_RESOURCE).
+const CALLER_OOM: &str = "500";
+
+/// Makes `cmd` start as a careless caller would start it: fd 7 open on a
+/// host file without close-on-exec, umask 077, no address space
+/// randomisation (`setarch -R`), OOM score 500, SIGHUP, SIGPIPE,
+/// SIGRTMIN+5 and signal 32 ignored, SIGRTMIN+6 blocked, TERM and the
+/// host-only environment set.
+fn as_careless_caller(cmd: &mut Command, host_file: OwnedFd) {
+    cmd.env("TERM", "s39-term");
+    for (k, v) in HOST_ONLY {
+        cmd.env(k, v);
+    }
+    // SAFETY: only async-signal-safe calls (dup2, umask, signal,
+    // sigprocmask, open, write, close) on values made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 leaves the new fd without close-on-exec.
+            if libc::dup2(host_file.as_raw_fd(), 7) != 7 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::umask(0o077);
+            // `setarch -R`.
+            libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+            for sig in [libc::SIGHUP, libc::SIGPIPE, libc::SIGRTMIN() + 5] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            // And 32, which the C library keeps for itself (and refuses).
+            let ignore = [libc::SIG_IGN as u64, 0, 0, 0];
+            let none = std::ptr::null_mut::<u64>();
+            libc::syscall(libc::SYS_rt_sigaction, 32, ignore.as_ptr(), none, 8usize);
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGRTMIN() + 6);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, CALLER_OOM.as_ptr().cast(), CALLER_OOM.len()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+}
+
+/// A host file (outside the guest's root) for the caller's fd 7.
+fn host_file(t: &TestRoot) -> OwnedFd {
+    let path = t.dir.path().join("host-secret");
+    std::fs::write(&path, "host\n").unwrap();
+    std::fs::File::open(path).unwrap().into()
+}
+
+#[test]
+fn s39_callers_umask_does_not_close_the_mount_points_it_makes() {
+    if !can_run("s39_callers_umask_does_not_close_the_mount_points_it_makes") {
+        return;
+    }
+    let t = TestRoot::new();
+    let src = t.dir.path().join("shared");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("file"), "shared\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(src.join("file"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bind = format!("{}:/opt/app/data:ro", src.display());
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root());
+    cmd.args(["--bind", &bind, "--uid", "1000", "--gid", "1000"]);
+    cmd.args(["--", "/bin/cat", "/opt/app/data/file"]);
+    as_careless_caller(&mut cmd, host_file(&t));
+    let o = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(
+        stdout(&o),
+        "shared\n",
+        "a user of the guest cannot reach the bind: {}",
+        stderr(&o)
+    );
+    for dir in ["opt", "opt/app"] {
+        let mode = std::fs::metadata(t.root().join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "{dir} made by the set-up");
+    }
+}
 
 #[test]
 fn s39_run_started_with_signals_blocked_still_passes_sigterm_on() {

@@ -626,6 +626,18 @@ pub fn shield_from_oom() -> bool {
     }
 }
 
+/// The umask a guest's set-up and its commands start with, whatever their
+/// caller's (systemd-nspawn's and Docker's): a caller's 077 made the mount
+/// points the set-up creates in the guest's tree (a bind's missing parents)
+/// 0700, closed to the guest's users, and every file the guest made
+/// private to its creator.
+pub const GUEST_UMASK: u32 = 0o022;
+
+/// Sets [`GUEST_UMASK`] for this process.
+pub fn set_guest_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(GUEST_UMASK));
+}
+
 /// Writes `0` (the writer) to each fd (cgroup.procs files open for
 /// writing): moves the calling process into those groups. Async-signal-safe
 /// (no allocation): fit for a pre_exec.
