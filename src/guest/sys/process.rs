@@ -566,17 +566,33 @@ impl Drop for SignalsHeld {
     }
 }
 
-/// Restores default handling of every signal, for a child about to exec.
+/// Restores default handling of every signal, realtime ones included, and
+/// unblocks them all, for a child about to exec: an ignored signal stays
+/// ignored across exec, and the caller's (nohup's SIGHUP, a service's
+/// SIGPIPE, a shell's `trap '' RTMIN+5`) is no business of the guest's.
 pub fn reset_signals() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
-            // SAFETY: restoring the default disposition installs no handler.
-            let _ = unsafe { sigaction(sig, &default) };
+    // The kernel's struct sigaction, all zero: SIG_DFL, no flags and an
+    // empty mask, whatever the architecture's field order. Not through the
+    // C library, which refuses the two signals it keeps for itself (32 and
+    // 33), though a caller may have them ignored too.
+    let default = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: the kernel reads a struct sigaction (at most 32
+            // bytes) from a valid buffer, writes no old action (null), and
+            // takes sigsetsize 8, its own.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
         }
     }
-    let _ = SigSet::empty().thread_set_mask();
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
 }
 
 /// Whether `sig` is a terminal's stop signal (Ctrl-Z's SIGTSTP, or
