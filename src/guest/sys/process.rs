@@ -625,21 +625,19 @@ pub fn resume_in_foreground(pid: Pid) {
 /// killer takes it last (lowering it needs CAP_SYS_RESOURCE); false if
 /// that failed. Async-signal-safe (no allocation): fit for a pre_exec.
 pub fn shield_from_oom() -> bool {
-    let value = b"-999";
-    // SAFETY: open of a NUL-terminated literal, a write of a stack buffer
-    // of its length, and the close of the fd opened here.
-    unsafe {
-        let fd = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return false;
-        }
-        let n = libc::write(fd, value.as_ptr().cast(), value.len());
-        libc::close(fd);
-        n == value.len() as isize
-    }
+    set_oom_score_adj(b"-999")
+}
+
+/// Sets this process's OOM score adjustment to 0, for a guest's first
+/// process and `guest exec`: a guest must not inherit its caller's (a
+/// service's `OOMScoreAdjust=-1000` would keep the OOM killer off every
+/// guest process, which would take the host's instead), as Docker resets
+/// its daemon's for a container. With CAP_SYS_RESOURCE (before the
+/// privilege drop) 0 also becomes the least the guest may set itself
+/// (the kernel's `oom_score_adj_min`). False if that failed: a caller's
+/// score above its own least stays, which shields nothing.
+pub fn reset_oom_score() -> bool {
+    set_oom_score_adj(b"0")
 }
 
 /// The umask a guest's set-up and its commands start with, whatever their
@@ -652,6 +650,25 @@ pub const GUEST_UMASK: u32 = 0o022;
 /// Sets [`GUEST_UMASK`] for this process.
 pub fn set_guest_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(GUEST_UMASK));
+}
+
+/// Writes `value` to this process's `/proc/self/oom_score_adj`.
+/// Async-signal-safe (no allocation).
+fn set_oom_score_adj(value: &[u8]) -> bool {
+    // SAFETY: open of a NUL-terminated literal, a write of a buffer of its
+    // length, and the close of the fd opened here.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::write(fd, value.as_ptr().cast(), value.len());
+        libc::close(fd);
+        n == value.len() as isize
+    }
 }
 
 /// Writes `0` (the writer) to each fd (cgroup.procs files open for
