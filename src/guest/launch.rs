@@ -475,6 +475,7 @@ fn child(
     // the host's /proc and every capability are there.
     sys::set_guest_umask();
     sys::reset_oom_score();
+    sys::clear_unsafe_personality();
     if foreground {
         // Die with `unifs run` from here on (the ready socket covers the time
         // before); the privilege drop sets it again after setresuid.

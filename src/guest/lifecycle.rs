@@ -2028,6 +2028,7 @@ fn exec_helper(
 ) -> ! {
     sys::set_not_dumpable();
     sys::set_guest_umask();
+    sys::clear_unsafe_personality();
     // As in launch: no controlling terminal, so no TIOCSTI.
     let _ = nix::unistd::setsid();
     // The cgroup namespace rooted in the guest's groups, and the PID

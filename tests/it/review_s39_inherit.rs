@@ -8,8 +8,9 @@
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{
-    can_run, run_bounded, stderr, stdout, wait_bounded, KillOnDrop, TestRoot,
+    can_run, run_bounded, run_with_input, stderr, stdout, wait_bounded, KillOnDrop, TestRoot,
 };
+use crate::guest::named::Guest;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -78,6 +79,126 @@ fn host_file(t: &TestRoot) -> OwnedFd {
     let path = t.dir.path().join("host-secret");
     std::fs::write(&path, "host\n").unwrap();
     std::fs::File::open(path).unwrap().into()
+}
+
+/// What the probe's shell (`$$`, as exec'd) says of itself.
+const PROBE: &str = "grep -E '^(Umask|SigBlk|SigIgn):' /proc/$$/status; \
+     echo oom: $(cat /proc/$$/oom_score_adj); echo personality: $(cat /proc/$$/personality); \
+     echo fds:; ls /proc/$$/fd; echo end-fds; \
+     env | sed 's/^/env: /'";
+
+/// Fails unless `out` (the probe's output) shows nothing of the caller's.
+fn assert_clean(out: &str, what: &str) {
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{what}: no {key} in the probe's output:\n{out}"))
+    };
+    let mask = |key: &str| u64::from_str_radix(field(key), 16).unwrap();
+    assert_eq!(
+        field("Umask:"),
+        "0022",
+        "{what}: the caller's umask:\n{out}"
+    );
+    assert_eq!(field("oom:"), "0", "{what}: the caller's OOM score:\n{out}");
+    assert_eq!(
+        field("personality:"),
+        "00000000",
+        "{what}: the caller's personality flags:\n{out}"
+    );
+    assert_eq!(mask("SigBlk:"), 0, "{what}: signals blocked:\n{out}");
+    // busybox's `sh -c` ignores SIGQUIT itself.
+    let quit = 1 << (libc::SIGQUIT - 1);
+    assert_eq!(
+        mask("SigIgn:") & !quit,
+        0,
+        "{what}: signals the caller ignored:\n{out}"
+    );
+    let fds: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != "fds:")
+        .skip(1)
+        .take_while(|l| *l != "end-fds")
+        .collect();
+    assert_eq!(fds, ["0", "1", "2"], "{what}: fds beyond stdio:\n{out}");
+    let env: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("env: "))
+        .collect();
+    for (k, _) in HOST_ONLY {
+        assert!(
+            !env.iter().any(|e| e.starts_with(&format!("{k}="))),
+            "{what}: the host's {k} reached the guest: {env:?}"
+        );
+    }
+    for want in ["TERM=s39-term", "container=unifs", "HOME=/root"] {
+        assert!(env.contains(&want), "{what}: no {want} in {env:?}");
+    }
+}
+
+#[test]
+fn s39_run_command_gets_nothing_of_its_callers_state() {
+    if !can_run("s39_run_command_gets_nothing_of_its_callers_state") {
+        return;
+    }
+    let t = TestRoot::new();
+    for opts in [&[][..], &["--init"], &["--root-mount", "bind"]] {
+        let mut cmd = Command::new(unifs_bin());
+        cmd.arg("run").arg("--root").arg(t.root()).args(opts);
+        cmd.args(["--", "/bin/sh", "-c", PROBE]);
+        as_careless_caller(&mut cmd, host_file(&t));
+        let o = run_bounded(cmd, Duration::from_secs(30));
+        assert!(o.status.success(), "run {opts:?}: {}", stderr(&o));
+        assert_clean(&stdout(&o), &format!("run {opts:?}"));
+    }
+}
+
+/// `guest exec` or `enter` of `g`, as a careless caller.
+fn careless(g: &Guest, args: &[&str]) -> Command {
+    let mut cmd = g.cmd(args);
+    as_careless_caller(&mut cmd, host_file(&g.t));
+    cmd
+}
+
+#[test]
+fn s39_named_guest_init_exec_and_enter_get_nothing_of_their_callers_state() {
+    if !can_run("s39_named_guest_init_exec_and_enter_get_nothing_of_their_callers_state") {
+        return;
+    }
+    let init = format!(
+        "[\"/bin/sh\", \"-c\", {:?}]",
+        format!("{PROBE}; exec sleep 1000")
+    );
+    let g = Guest::new("s39inherit", &init, false);
+    let o = run_bounded(careless(&g, &["start", &g.name]), Duration::from_secs(30));
+    assert!(o.status.success(), "start: {}", stderr(&o));
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let mut init_out = String::new();
+    assert!(
+        crate::guest::harness::within_30s(|| {
+            init_out = std::fs::read_to_string(&log).unwrap_or_default();
+            init_out.contains("end-fds") && init_out.contains("env: container=")
+        }),
+        "init wrote no probe to {}: {init_out}",
+        log.display()
+    );
+    assert_clean(&init_out, "init of guest start");
+
+    let o = run_bounded(
+        careless(&g, &["exec", &g.name, "--", "/bin/sh", "-c", PROBE]),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "exec: {}", stderr(&o));
+    let exec_out = stdout(&o);
+    // exec's stdin, stdout and stderr are its own pipes: still 0 to 2.
+    assert_clean(&exec_out, "guest exec");
+
+    let enter = careless(&g, &["enter", &g.name]);
+    let input = format!("{PROBE}\nexit 0\n");
+    let o = run_with_input(enter, input.as_bytes(), Duration::from_secs(30));
+    assert!(o.status.success(), "enter: {}", stderr(&o));
+    assert_clean(&stdout(&o), "guest enter");
 }
 
 #[test]

@@ -652,6 +652,24 @@ pub fn set_guest_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(GUEST_UMASK));
 }
 
+/// Clears the personality flags the kernel clears at a set-uid exec
+/// (`PER_CLEAR_ON_SETID`): a caller under `setarch -R` would start the
+/// guest without address space randomisation (`ADDR_NO_RANDOMIZE`), one
+/// with `READ_IMPLIES_EXEC` with every readable mapping executable. The
+/// execution domain stays (`linux32`: the guest's `uname -m` is `i686`).
+pub fn clear_unsafe_personality() {
+    let unsafe_flags = libc::ADDR_NO_RANDOMIZE
+        | libc::READ_IMPLIES_EXEC
+        | libc::ADDR_COMPAT_LAYOUT
+        | libc::MMAP_PAGE_ZERO;
+    // SAFETY: personality(2) takes a number; 0xffffffff only reads it.
+    let current = unsafe { libc::personality(0xffff_ffff) };
+    if current >= 0 && current & unsafe_flags != 0 {
+        // SAFETY: as above; the execution domain and other flags are kept.
+        unsafe { libc::personality((current & !unsafe_flags) as libc::c_ulong) };
+    }
+}
+
 /// Writes `value` to this process's `/proc/self/oom_score_adj`.
 /// Async-signal-safe (no allocation).
 fn set_oom_score_adj(value: &[u8]) -> bool {
