@@ -96,6 +96,7 @@ pub fn main() -> ExitCode {
     }
     crate::sys::default_sigpipe();
     crate::sys::default_sigchld();
+    crate::sys::unblock_signals();
     let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -471,6 +471,11 @@ fn child(
     pty: Option<OwnedFd>,
 ) -> ! {
     sys::set_not_dumpable();
+    // Before the set-up makes mount points in the guest's tree, and while
+    // the host's /proc and every capability are there.
+    sys::set_guest_umask();
+    sys::reset_oom_score();
+    sys::clear_unsafe_personality();
     if foreground {
         // Die with `unifs run` from here on (the ready socket covers the time
         // before); the privilege drop sets it again after setresuid.

@@ -1911,6 +1911,9 @@ fn join_and_run(
     if st.spec.net.mode != NetMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // The command's, through the helper: in the guest's /proc neither has
+    // a /proc/self yet, and the helper drops CAP_SYS_RESOURCE.
+    sys::reset_oom_score();
     // This process goes back to them once the helper is forked (see below).
     let own = own_namespaces(flags)?;
     // setns(2) with a pidfd joins all of them at once; joining the mount
@@ -2024,6 +2027,8 @@ fn exec_helper(
     report: OwnedFd,
 ) -> ! {
     sys::set_not_dumpable();
+    sys::set_guest_umask();
+    sys::clear_unsafe_personality();
     // As in launch: no controlling terminal, so no TIOCSTI.
     let _ = nix::unistd::setsid();
     // The cgroup namespace rooted in the guest's groups, and the PID

@@ -1492,6 +1492,15 @@ pub fn default_sigchld() {
     }
 }
 
+/// Unblocks every signal. A blocked one survives exec, and a program
+/// started so (by a parent that blocked signals around its fork, a
+/// supervisor's bug) never took the SIGTERM, SIGINT, SIGHUP or SIGQUIT it
+/// passes on: `unifs run` and `guest exec` ran on, their guest untold.
+/// Call while this process has one thread.
+pub fn unblock_signals() {
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+}
+
 /// Ignores SIGPIPE, for the processes that outlive whoever reads their
 /// output or reports (mount daemons, keepers): a write to a reader that is
 /// gone then fails with EPIPE, which costs that write, not the process.

@@ -566,17 +566,33 @@ impl Drop for SignalsHeld {
     }
 }
 
-/// Restores default handling of every signal, for a child about to exec.
+/// Restores default handling of every signal, realtime ones included, and
+/// unblocks them all, for a child about to exec: an ignored signal stays
+/// ignored across exec, and the caller's (nohup's SIGHUP, a service's
+/// SIGPIPE, a shell's `trap '' RTMIN+5`) is no business of the guest's.
 pub fn reset_signals() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
-            // SAFETY: restoring the default disposition installs no handler.
-            let _ = unsafe { sigaction(sig, &default) };
+    // The kernel's struct sigaction, all zero: SIG_DFL, no flags and an
+    // empty mask, whatever the architecture's field order. Not through the
+    // C library, which refuses the two signals it keeps for itself (32 and
+    // 33), though a caller may have them ignored too.
+    let default = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: the kernel reads a struct sigaction (at most 32
+            // bytes) from a valid buffer, writes no old action (null), and
+            // takes sigsetsize 8, its own.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
         }
     }
-    let _ = SigSet::empty().thread_set_mask();
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
 }
 
 /// Whether `sig` is a terminal's stop signal (Ctrl-Z's SIGTSTP, or
@@ -609,9 +625,56 @@ pub fn resume_in_foreground(pid: Pid) {
 /// killer takes it last (lowering it needs CAP_SYS_RESOURCE); false if
 /// that failed. Async-signal-safe (no allocation): fit for a pre_exec.
 pub fn shield_from_oom() -> bool {
-    let value = b"-999";
-    // SAFETY: open of a NUL-terminated literal, a write of a stack buffer
-    // of its length, and the close of the fd opened here.
+    set_oom_score_adj(b"-999")
+}
+
+/// Sets this process's OOM score adjustment to 0, for a guest's first
+/// process and `guest exec`: a guest must not inherit its caller's (a
+/// service's `OOMScoreAdjust=-1000` would keep the OOM killer off every
+/// guest process, which would take the host's instead), as Docker resets
+/// its daemon's for a container. With CAP_SYS_RESOURCE (before the
+/// privilege drop) 0 also becomes the least the guest may set itself
+/// (the kernel's `oom_score_adj_min`). False if that failed: a caller's
+/// score above its own least stays, which shields nothing.
+pub fn reset_oom_score() -> bool {
+    set_oom_score_adj(b"0")
+}
+
+/// The umask a guest's set-up and its commands start with, whatever their
+/// caller's (systemd-nspawn's and Docker's): a caller's 077 made the mount
+/// points the set-up creates in the guest's tree (a bind's missing parents)
+/// 0700, closed to the guest's users, and every file the guest made
+/// private to its creator.
+pub const GUEST_UMASK: u32 = 0o022;
+
+/// Sets [`GUEST_UMASK`] for this process.
+pub fn set_guest_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(GUEST_UMASK));
+}
+
+/// Clears the personality flags the kernel clears at a set-uid exec
+/// (`PER_CLEAR_ON_SETID`): a caller under `setarch -R` would start the
+/// guest without address space randomisation (`ADDR_NO_RANDOMIZE`), one
+/// with `READ_IMPLIES_EXEC` with every readable mapping executable. The
+/// execution domain stays (`linux32`: the guest's `uname -m` is `i686`).
+pub fn clear_unsafe_personality() {
+    let unsafe_flags = libc::ADDR_NO_RANDOMIZE
+        | libc::READ_IMPLIES_EXEC
+        | libc::ADDR_COMPAT_LAYOUT
+        | libc::MMAP_PAGE_ZERO;
+    // SAFETY: personality(2) takes a number; 0xffffffff only reads it.
+    let current = unsafe { libc::personality(0xffff_ffff) };
+    if current >= 0 && current & unsafe_flags != 0 {
+        // SAFETY: as above; the execution domain and other flags are kept.
+        unsafe { libc::personality((current & !unsafe_flags) as libc::c_ulong) };
+    }
+}
+
+/// Writes `value` to this process's `/proc/self/oom_score_adj`.
+/// Async-signal-safe (no allocation).
+fn set_oom_score_adj(value: &[u8]) -> bool {
+    // SAFETY: open of a NUL-terminated literal, a write of a buffer of its
+    // length, and the close of the fd opened here.
     unsafe {
         let fd = libc::open(
             c"/proc/self/oom_score_adj".as_ptr(),

@@ -91,6 +91,19 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     wait_bounded(child, limit)
 }
 
+/// Runs `cmd` with `input` on a pipe to its stdin (closed after it),
+/// killing it if it outlives `limit`.
+pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let mut stdin = child.0.as_mut().unwrap().stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input).unwrap();
+    drop(stdin);
+    wait_bounded(child, limit)
+}
+
 /// Kills the child when a test fails before waiting for it.
 pub struct KillOnDrop(pub Option<Child>);
 

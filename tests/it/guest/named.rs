@@ -45,7 +45,7 @@ impl Guest {
         }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(unifs_bin());
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
@@ -142,20 +142,9 @@ fn named_start_exec_enter_stop() {
     assert!(!o.status.success());
 
     // enter: the shell, reading commands from stdin.
-    let mut enter = g.cmd(&["enter", &g.name]);
-    enter
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = KillOnDrop(Some(enter.spawn().unwrap()));
-    {
-        use std::io::Write;
-        let mut stdin = child.0.as_mut().unwrap().stdin.take().unwrap();
-        stdin
-            .write_all(b"echo entered-$(hostname)\nexit 0\n")
-            .unwrap();
-    }
-    let out = super::harness::wait_bounded(child, Duration::from_secs(20));
+    let enter = g.cmd(&["enter", &g.name]);
+    let input = b"echo entered-$(hostname)\nexit 0\n";
+    let out = super::harness::run_with_input(enter, input, Duration::from_secs(20));
     assert!(
         stdout(&out).contains("entered-lifecycle"),
         "{}{}",
