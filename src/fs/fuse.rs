@@ -238,6 +238,22 @@ impl UnifsFs {
         }
         Some(backing)
     }
+
+    /// Registers `file` (`open_backing`) with the filesystem ids the
+    /// overlay picks for it: the kernel keeps the credentials the daemon
+    /// has at that moment (fs/fuse/backing.c, `fb->cred`) and does all
+    /// passthrough I/O of the file with them, so a guest user's writes
+    /// are the user's, not root's (ext4's root-reserved blocks).
+    fn register(
+        &self,
+        file: &OpenInode,
+        flags: i32,
+        caller: Caller,
+        open_backing: impl FnOnce(&OpenInode) -> io::Result<BackingId>,
+    ) -> io::Result<BackingId> {
+        let (uid, gid) = self.overlay.registration_ids(file, flags, caller);
+        crate::sys::fsids::with_fs_ids(uid, gid, || open_backing(file))
+    }
 }
 
 impl Filesystem for UnifsFs {
@@ -459,7 +475,9 @@ impl Filesystem for UnifsFs {
         };
         self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
-        let backing = self.passthrough(&opened.file, flags.0, |f| reply.open_backing(&f.fd));
+        let backing = self.passthrough(&opened.file, flags.0, |f| {
+            self.register(f, flags.0, caller(req), |f| reply.open_backing(&f.fd))
+        });
         match backing.as_ref().and_then(|b| b.as_ref()) {
             Some(id) => reply.opened_passthrough(fh, FopenFlags::empty(), id),
             None => reply.opened(fh, FopenFlags::empty()),
@@ -485,7 +503,7 @@ impl Filesystem for UnifsFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -495,7 +513,7 @@ impl Filesystem for UnifsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.overlay.write(fh.0, offset, data) {
+        match self.overlay.write(fh.0, offset, data, caller(req)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(e)),
         }
@@ -749,7 +767,9 @@ impl Filesystem for UnifsFs {
         self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
         let a = attr(&entry);
-        let backing = self.passthrough(&opened.file, flags, |f| reply.open_backing(&f.fd));
+        let backing = self.passthrough(&opened.file, flags, |f| {
+            self.register(f, flags, caller(req), |f| reply.open_backing(&f.fd))
+        });
         match backing.as_ref().and_then(|b| b.as_ref()) {
             Some(id) => reply.created_passthrough(&TTL, &a, GEN, fh, FopenFlags::empty(), id),
             None => reply.created(&TTL, &a, GEN, fh, FopenFlags::empty()),
@@ -758,7 +778,7 @@ impl Filesystem for UnifsFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -766,7 +786,10 @@ impl Filesystem for UnifsFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.overlay.fallocate(fh.0, offset, length, mode) {
+        match self
+            .overlay
+            .fallocate(fh.0, offset, length, mode, caller(req))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
@@ -829,7 +852,7 @@ impl Filesystem for UnifsFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -840,10 +863,14 @@ impl Filesystem for UnifsFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self
-            .overlay
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-        {
+        match self.overlay.copy_file_range(
+            fh_in.0,
+            offset_in,
+            fh_out.0,
+            offset_out,
+            len,
+            caller(req),
+        ) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(e)),
         }

@@ -67,6 +67,9 @@ struct Handle {
     /// Opened `O_NOATIME`: reads we serve go through this fd of the same
     /// file, with the flag, which the shared backing fd lacks.
     no_atime: Option<OwnedFd>,
+    /// The uid and gid of the open: the writer of the kernel's writeback
+    /// of its mapped pages, which comes with none (see [`Overlay::writer_ids`]).
+    opener_ids: (u32, u32),
 }
 
 /// What a setattr changes: mode, uid, gid, size, atime, mtime.
@@ -1441,6 +1444,7 @@ impl Overlay {
                 file: file.clone(),
                 exec: flags & FMODE_EXEC != 0,
                 no_atime,
+                opener_ids: (caller.uid, caller.gid),
             },
         );
         Ok(Opened { fh, file })
@@ -1920,15 +1924,51 @@ impl Overlay {
         Ok(buf)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], caller: Caller) -> Result<u32> {
         use std::os::unix::fs::FileExt;
         let f = self.file(fh)?;
         if !f.writable {
             return Err(errno(libc::EBADF));
         }
         let file = std::fs::File::from(f.fd.try_clone()?);
-        file.write_all_at(data, offset)?;
+        let (uid, gid) = self.writer_ids(fh, caller);
+        sys::fsids::with_fs_ids(uid, gid, || file.write_all_at(data, offset))?;
         Ok(data.len() as u32)
+    }
+
+    /// The ids a write we serve for handle `fh` runs with: its writer's
+    /// (the request's), as a local filesystem charges the writer (ext4
+    /// grants its root-reserved blocks by the writer's fsuid); the opener's
+    /// for the kernel's writeback of mapped pages, which names nobody
+    /// (pid 0).
+    fn writer_ids(&self, fh: u64, caller: Caller) -> (u32, u32) {
+        if caller.pid != 0 {
+            return (caller.uid, caller.gid);
+        }
+        let handles = lock(&self.handles);
+        handles
+            .get(&fh)
+            .map_or((caller.uid, caller.gid), |h| h.opener_ids)
+    }
+
+    /// The ids to register `file` for passthrough with, for an open with
+    /// `flags` by `caller`: the kernel does the passthrough I/O of every
+    /// open of the file with the credentials of the registration, while
+    /// the file stays open (one backing file per FUSE inode). A write open
+    /// registers with its opener's ids; a read-only one allocates nothing
+    /// itself, and one by root registers with the file owner's, whose write
+    /// open is the likeliest to join it while it stays open (a root
+    /// `tail -f` or backup read of a user's file must not lend that user
+    /// root's reserve).
+    pub fn registration_ids(&self, file: &OpenInode, flags: i32, caller: Caller) -> (u32, u32) {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if write || caller.uid != 0 {
+            return (caller.uid, caller.gid);
+        }
+        match fsys::fstat(file.fd.as_fd()) {
+            Ok(st) => (st.st_uid, st.st_gid),
+            Err(_) => (caller.uid, caller.gid),
+        }
     }
 
     /// Syncs the file and, the first time after a break, its directory:
@@ -1963,12 +2003,22 @@ impl Overlay {
         Ok(())
     }
 
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+    pub fn fallocate(
+        &self,
+        fh: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+        caller: Caller,
+    ) -> Result<()> {
         let f = self.file(fh)?;
         if !f.writable {
             return Err(errno(libc::EBADF));
         }
-        fsys::fallocate(f.fd.as_fd(), mode, offset, len)
+        let (uid, gid) = self.writer_ids(fh, caller);
+        sys::fsids::with_fs_ids(uid, gid, || {
+            fsys::fallocate(f.fd.as_fd(), mode, offset, len)
+        })
     }
 
     /// SEEK_DATA and SEEK_HOLE (the kernel asks for no other). The kernel
@@ -2001,6 +2051,7 @@ impl Overlay {
         fh_out: u64,
         off_out: u64,
         len: u64,
+        caller: Caller,
     ) -> Result<u32> {
         // The source is read as `read` reads it (O_NOATIME kept).
         let src = self.read_fd(fh_in)?;
@@ -2009,7 +2060,10 @@ impl Overlay {
             return Err(errno(libc::EBADF));
         }
         let len = len.min(u32::MAX as u64 & !0xfff);
-        let n = fsys::copy_range(src.as_fd(), off_in, dst.fd.as_fd(), off_out, len)?;
+        let (uid, gid) = self.writer_ids(fh_out, caller);
+        let n = sys::fsids::with_fs_ids(uid, gid, || {
+            fsys::copy_range(src.as_fd(), off_in, dst.fd.as_fd(), off_out, len)
+        })?;
         Ok(n as u32)
     }
 

@@ -4,6 +4,7 @@
 //! code lives here, each with its invariant.
 
 pub mod caps;
+pub mod fsids;
 mod locks;
 mod shared_map;
 mod text;

@@ -1,0 +1,129 @@
+//! The calling thread's filesystem ids (setfsuid(2), setfsgid(2); raw
+//! syscalls: they act on the calling thread only, as the kernel keeps
+//! credentials per thread). The mount daemon writes as the guest's user
+//! with them, so that what the backing filesystem grants by the writer's
+//! fsuid or fsgid (ext4's blocks reserved for root, `tune2fs -m`) goes to
+//! guest root only, as it would locally.
+
+use std::marker::PhantomData;
+
+/// What `setfsuid`/`setfsgid` return for -1: the id in force, unchanged
+/// (-1 is never a valid id, so the call changes nothing).
+const QUERY: u32 = u32::MAX;
+
+fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: takes an integer, touches no memory; on the calling thread.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid) as u32 }
+}
+
+fn setfsgid(gid: u32) -> u32 {
+    // SAFETY: as for setfsuid.
+    unsafe { libc::syscall(libc::SYS_setfsgid, gid) as u32 }
+}
+
+/// The calling thread's filesystem uid and gid.
+pub fn current() -> (u32, u32) {
+    (setfsuid(QUERY), setfsgid(QUERY))
+}
+
+/// The thread's ids and capabilities as they were before [`with_fs_ids`]
+/// changed them; put back on drop, on the same thread (hence not `Send`),
+/// even when `f` unwinds.
+struct Restore {
+    uid: u32,
+    gid: u32,
+    caps: Option<[super::caps::CapData; 2]>,
+    _thread: PhantomData<*const ()>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // The uid first: back to 0, the kernel puts back the capabilities
+        // it took; the sets are then made exactly as they were.
+        setfsuid(self.uid);
+        setfsgid(self.gid);
+        if let Some(caps) = &self.caps {
+            let _ = super::caps::set(caps);
+        }
+    }
+}
+
+/// Runs `f` with the calling thread's filesystem uid and gid set to `uid`
+/// and `gid`, and puts them back before it returns. Only the ids change:
+/// a switch away from fsuid 0 takes the file capabilities (CAP_CHOWN,
+/// CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, …) out of the effective set,
+/// and they are put back at once, so that `f` is checked as before in every
+/// other way (CAP_SYS_ADMIN, which registering a passthrough file needs,
+/// is never taken). Where the thread may not switch (no CAP_SETUID or
+/// CAP_SETGID: a daemon that is not root), `f` runs with its own ids.
+///
+/// Invariant: when this returns, the thread's fsuid, fsgid and capability
+/// sets are what they were when it was called; other threads' are never
+/// touched (a thread `f` starts inherits the changed ids: start none).
+pub fn with_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
+    let (old_uid, old_gid) = current();
+    if (old_uid, old_gid) == (uid, gid) {
+        return f();
+    }
+    let _restore = Restore {
+        uid: old_uid,
+        gid: old_gid,
+        caps: super::caps::get().ok(),
+        _thread: PhantomData,
+    };
+    setfsgid(gid);
+    setfsuid(uid);
+    if let Some(caps) = &_restore.caps {
+        let _ = super::caps::set(caps);
+    }
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids and capabilities inside and after, on a thread of its own (the
+    /// test harness's threads run other tests).
+    #[test]
+    fn ids_change_inside_only_and_capabilities_stay() {
+        std::thread::spawn(|| {
+            let before = current();
+            let caps = crate::sys::caps::get().unwrap();
+            let inside = with_fs_ids(1000, 1001, || (current(), crate::sys::caps::get().unwrap()));
+            if before.0 == 0 {
+                assert_eq!(inside.0, (1000, 1001));
+                for (i, c) in caps.iter().enumerate() {
+                    assert_eq!(inside.1[i].effective, c.effective, "word {i}");
+                }
+            }
+            assert_eq!(current(), before);
+            let after = crate::sys::caps::get().unwrap();
+            for (i, c) in caps.iter().enumerate() {
+                assert_eq!(after[i].effective, c.effective, "word {i}");
+                assert_eq!(after[i].permitted, c.permitted, "word {i}");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Another thread's ids are its own (one started before the change:
+    /// a thread started inside `f` would inherit the changed ones).
+    #[test]
+    fn other_threads_keep_their_ids() {
+        let before = current();
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (answer, answered) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            asked.recv().unwrap();
+            answer.send(current()).unwrap();
+        });
+        let seen = with_fs_ids(1000, 1000, || {
+            ask.send(()).unwrap();
+            answered.recv().unwrap()
+        });
+        other.join().unwrap();
+        assert_eq!(seen, before);
+    }
+}
