@@ -427,7 +427,11 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     crate::guest::keeper_report::tell_reports(&run_dir);
     // The pid alone is not unique: a run in a PID namespace of its own may
     // be pid 1 as well, and two runs must never share their cgroups.
-    let name = format!("run-{}-{:08x}", std::process::id(), random_u32());
+    let name = format!(
+        "run-{}-{:08x}",
+        std::process::id(),
+        crate::sys::random_u64() as u32
+    );
     let mut spec = GuestSpec::new(&name, root.clone(), a.command.clone());
     spec.hostname = a.hostname.clone().unwrap_or_else(|| {
         let mut name = root
@@ -1092,15 +1096,6 @@ fn caret_escaped(data: &[u8]) -> Vec<u8> {
         out.extend(std::iter::repeat_n(b'?', chunk.invalid().len()));
     }
     out
-}
-
-/// A random number, from the hasher seeds the standard library draws from
-/// the kernel.
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish() as u32
 }
 
 #[cfg(test)]

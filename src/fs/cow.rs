@@ -455,10 +455,7 @@ fn temp_name() -> OsString {
 /// A temp name with a random number: a guest can make every name of the
 /// counter's to come, but cannot guess these.
 fn random_temp_name() -> OsString {
-    use std::hash::{BuildHasher, Hasher};
-    let n = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let n = crate::sys::random_u64();
     OsString::from(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
 }
 

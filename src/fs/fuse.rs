@@ -21,10 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The mount is its guest's only writer, so the kernel may cache long.
 const TTL: Duration = Duration::from_secs(3600);
-const GEN: Generation = Generation(0);
 
 pub struct UnifsFs {
     pub overlay: Arc<Overlay>,
+    /// This mount's generation for counter-numbered nodes
+    /// ([`super::inode::generation`]).
+    pub generation: u32,
     /// Ask the kernel for passthrough (the `nopassthrough` option clears it).
     pub want_passthrough: bool,
 }
@@ -205,6 +207,10 @@ fn wants_daemon_io(flags: i32) -> bool {
 }
 
 impl UnifsFs {
+    fn generation(&self, node: u64) -> Generation {
+        Generation(super::inode::generation(node, self.generation))
+    }
+
     /// Registers the open file for passthrough (once per backing file);
     /// `None` means serve I/O in the daemon. The first open of a backing
     /// file decides for every open while it stays open (the kernel takes
@@ -302,7 +308,7 @@ impl Filesystem for UnifsFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.overlay.lookup(parent.0, name) {
-            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Ok(e) => reply.entry(&TTL, &attr(&e), self.generation(e.node)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -373,7 +379,7 @@ impl Filesystem for UnifsFs {
             .overlay
             .mknod(parent.0, name, mode, umask, rdev, req.uid(), req.gid())
         {
-            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Ok(e) => reply.entry(&TTL, &attr(&e), self.generation(e.node)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -391,7 +397,7 @@ impl Filesystem for UnifsFs {
             .overlay
             .mkdir(parent.0, name, mode, umask, req.uid(), req.gid())
         {
-            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Ok(e) => reply.entry(&TTL, &attr(&e), self.generation(e.node)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -425,7 +431,7 @@ impl Filesystem for UnifsFs {
             req.uid(),
             req.gid(),
         ) {
-            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Ok(e) => reply.entry(&TTL, &attr(&e), self.generation(e.node)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -463,7 +469,7 @@ impl Filesystem for UnifsFs {
         reply: ReplyEntry,
     ) {
         match self.overlay.link(ino.0, newparent.0, newname) {
-            Ok(e) => reply.entry(&TTL, &attr(&e), GEN),
+            Ok(e) => reply.entry(&TTL, &attr(&e), self.generation(e.node)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -627,7 +633,7 @@ impl Filesystem for UnifsFs {
                     if name.as_bytes() == b".." {
                         a.ino = INodeNo(self.overlay.parent_of(ino.0));
                     }
-                    return reply.add(a.ino, next, name, &TTL, &a, GEN);
+                    return reply.add(a.ino, next, name, &TTL, &a, self.generation(a.ino.0));
                 }
                 let e = match self.overlay.lookup_in(dir, ino.0, name) {
                     Ok(e) => e,
@@ -638,7 +644,8 @@ impl Filesystem for UnifsFs {
                         return true;
                     }
                 };
-                if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), GEN) {
+                let generation = self.generation(e.node);
+                if reply.add(INodeNo(e.node), next, name, &TTL, &attr(&e), generation) {
                     // Did not fit: the kernel did not take this reference.
                     self.overlay.forget(e.node, 1);
                     return true;
@@ -766,13 +773,14 @@ impl Filesystem for UnifsFs {
             };
         self.overlay.note_opener(opened.fh, req.pid());
         let fh = FileHandle(opened.fh);
-        let a = attr(&entry);
+        let (a, generation) = (attr(&entry), self.generation(entry.node));
         let backing = self.passthrough(&opened.file, flags, |f| {
             self.register(f, flags, caller(req), |f| reply.open_backing(&f.fd))
         });
+        let none = FopenFlags::empty();
         match backing.as_ref().and_then(|b| b.as_ref()) {
-            Some(id) => reply.created_passthrough(&TTL, &a, GEN, fh, FopenFlags::empty(), id),
-            None => reply.created(&TTL, &a, GEN, fh, FopenFlags::empty()),
+            Some(id) => reply.created_passthrough(&TTL, &a, generation, fh, none, id),
+            None => reply.created(&TTL, &a, generation, fh, none),
         };
     }
 

@@ -37,6 +37,24 @@ pub const ROOT: u64 = 1;
 /// large-file support can still stat them.
 pub const SHARED_BASE: u64 = 0xC000_0000;
 
+/// The FUSE generation of node number `n`: with `n`, the file handle the
+/// kernel hands out (overlayfs keeps one as a copy-up's origin, knfsd gives
+/// them to clients). A number below [`SHARED_BASE`] is its backing inode's
+/// own, the same file in every mount: 0. Numbers from the counter name
+/// other files in each mount, so they carry `mount`, drawn anew for each
+/// mount: their handles from an earlier mount are stale (the kernel answers
+/// ESTALE) instead of naming whatever file has that number now. A number
+/// keeps its generation for the mount's life, as the kernel requires of a
+/// node it still holds (another one makes it take the node for a reused
+/// number, and fail its I/O).
+pub fn generation(n: u64, mount: u32) -> u64 {
+    if n < SHARED_BASE {
+        0
+    } else {
+        u64::from(mount)
+    }
+}
+
 /// A backing inode: its device and its number there (st_dev, st_ino).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackingIno {
@@ -1051,6 +1069,17 @@ mod tests {
         assert!(t.get(s).is_some(), "the kernel still holds the old s0");
         let n = &t.shared_numbers;
         assert_eq!(n.by_key.len(), n.by_number.len());
+    }
+
+    #[test]
+    fn only_counter_numbers_carry_the_mount_generation() {
+        let mut t = InodeTable::new(ino(2));
+        let own = t.lookup(ROOT, OsStr::new("own"), private(40));
+        let linked = t.lookup(ROOT, OsStr::new("linked"), shared(41));
+        assert_eq!((own, generation(own, 9)), (40, 0));
+        assert!(linked > SHARED_BASE);
+        assert_eq!(generation(linked, 9), 9);
+        assert_eq!(generation(ROOT, 9), 0, "the kernel's root has generation 0");
     }
 
     #[test]

@@ -246,6 +246,8 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     let overlay = Arc::new(overlay::Overlay::new(root, opts.read_only, !opts.atime)?);
     let fs = fuse::UnifsFs {
         overlay,
+        // Never 0, the generation of every node before 2026-12-05.
+        generation: (crate::sys::random_u64() as u32).max(1),
         want_passthrough: opts.passthrough,
     };
     let overlay = fs.overlay.clone();

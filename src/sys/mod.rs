@@ -22,6 +22,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// A random number, from the hasher keys the standard library draws from
+/// the kernel (another with each call).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// The directory `path` is in ("." for a bare name).
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
