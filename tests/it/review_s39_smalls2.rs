@@ -6,6 +6,7 @@
 use crate::tree::*;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Two guests sharing a few files in two directories, each with a
 /// private one in `etc/` (same size and mtime, other content).
@@ -116,5 +117,152 @@ fn s39_torn_cache_files_are_not_trusted_and_are_said_so_at_debug_level() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The keeper's and the sweep's word on a process SIGKILL cannot end
+/// because it waits in a FUSE request said to abort "its connection
+/// (`echo 1 > /sys/fs/fuse/connections/N/abort`)", N left to the operator,
+/// who would stat the hung mount to learn it (and hang). N, the minor of
+/// the mount's device, is now worked out from the process's mountinfo and
+/// the path given whole: it exists and its `waiting` counts the request.
+#[test]
+fn s39_a_process_stuck_on_a_fuse_mount_is_given_its_connections_abort_path() {
+    use crate::guest::harness::{can_run, cgroup_hierarchies, ok, stderr, TestRoot};
+    use crate::guest::review_s11_life::{gone, mount_daemon, Continue};
+    use crate::guest::review_s22_probe::hold_statfs;
+    use crate::guest::review_s22_stall::{
+        stop, tree, unifs, waiting_in_request, wchan, Held, Mounts,
+    };
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Command;
+    let test = "s39_a_process_stuck_on_a_fuse_mount_is_given_its_connections_abort_path";
+    if !can_run(test) {
+        return;
+    }
+    let t = TestRoot::new();
+    // Makes `unifs/` in every hierarchy.
+    ok(&t.sh(&["--root-mount", "bind"], "true"));
+    let (guest, mp) = (t.root(), t.dir.path().join("mp"));
+    fs::create_dir(&mp).unwrap();
+    let mut mounts = Mounts(Vec::new());
+    ok(&unifs(&["mount"], &[&guest, &mp]));
+    let daemon = mount_daemon(&mp);
+    mounts.0.push((mp.clone(), daemon));
+    // `stat -c %d MOUNTPOINT`'s minor, while the daemon answers.
+    let conn = libc::minor(fs::metadata(&mp).unwrap().dev());
+    let abort = format!("/sys/fs/fuse/connections/{conn}/abort");
+
+    // In the groups of a `unifs run` that is gone, as a killed run's
+    // guest process would be.
+    let mut user = Command::new("/bin/busybox");
+    user.args(["sh", "-c", "read x; stat -f \"$0\""]).arg(&mp);
+    // Declared so that a failure lets the daemon go on (`_cont`) before
+    // it waits for `user`, and `user` end before its groups go.
+    let mut groups = Groups(Vec::new());
+    let mut user = Held::spawn(user);
+    let _cont = Continue(daemon);
+    groups.hold(&cgroup_hierarchies(), user.pid());
+    let Some(strace) = hold_statfs(test, daemon, Duration::from_secs(60)) else {
+        return;
+    };
+    user.go();
+    let waiting = waiting_in_request(|| tree(user.pid()));
+    stop(daemon);
+    drop(strace);
+    kill(Pid::from_raw(waiting), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(wchan(waiting), "request_wait_answer");
+
+    // The next run sweeps the dead run's groups and warns of it, each
+    // time: first as fusectl is here (not mounted on some hosts: then it
+    // says to mount it), then with it mounted.
+    let conn_dir = Path::new(&abort).parent().unwrap();
+    let warning = || {
+        let o = t.sh(&["--root-mount", "bind"], "true");
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let line = err.lines().find(|l| {
+            l.contains(&format!("process {waiting} (")) && l.contains("survived SIGKILL")
+        });
+        let line = line.unwrap_or_else(|| panic!("no warning about {waiting}: {err}"));
+        assert!(
+            line.contains(&format!(
+                "`echo 1 > {abort}` for the FUSE mount at {}",
+                mp.display()
+            )),
+            "names the connection's abort file: {line}"
+        );
+        line.to_string()
+    };
+    let mount_it = "`mount -t fusectl fusectl /sys/fs/fuse/connections`";
+    let _fusectl = if conn_dir.is_dir() {
+        None
+    } else {
+        let line = warning();
+        assert!(line.contains(mount_it), "{line}");
+        Some(Fusectl::mount())
+    };
+    let line = warning();
+    assert!(!line.contains(mount_it), "{line}");
+    assert!(conn_dir.is_dir(), "{} is no connection", conn_dir.display());
+    let waits = fs::read_to_string(conn_dir.join("waiting")).unwrap();
+    assert!(waits.trim().parse::<u64>().unwrap() > 0, "waiting: {waits}");
+
+    kill(Pid::from_raw(daemon), Signal::SIGCONT).unwrap();
+    assert!(gone(waiting as i64), "let go, it ends");
+    drop(user);
+    ok(&unifs(&["umount"], &[&mp]));
+    assert!(gone(daemon as i64));
+    mounts.0.clear();
+}
+
+/// fusectl mounted at /sys/fs/fuse/connections by a test (it was not);
+/// unmounted on drop.
+struct Fusectl;
+
+impl Fusectl {
+    fn mount() -> Fusectl {
+        let o = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "fusectl", "/sys/fs/fuse/connections"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Fusectl
+    }
+}
+
+impl Drop for Fusectl {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2("/sys/fs/fuse/connections", nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The groups `unifs/run-DEAD-s39` of a `unifs run` (pid DEAD) that is
+/// gone, in every hierarchy that has `unifs/`, holding `pid`. Dropping
+/// removes them (once what was in them has ended).
+struct Groups(Vec<PathBuf>);
+
+impl Groups {
+    fn hold(&mut self, hierarchies: &[PathBuf], pid: i32) {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        for h in hierarchies.iter().filter(|h| h.join("unifs").is_dir()) {
+            let group = h.join(format!("unifs/run-{}-s39", gone.id()));
+            fs::create_dir(&group).unwrap();
+            self.0.push(group.clone());
+            fs::write(group.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+    }
+}
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for g in &self.0 {
+            let _ =
+                crate::review_s31_doubts::within_60s(|| !g.exists() || fs::remove_dir(g).is_ok());
+        }
+    }
 }
 

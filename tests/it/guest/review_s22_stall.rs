@@ -22,14 +22,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A process's wchan (what it sleeps in).
-fn wchan(pid: i32) -> String {
+pub(crate) fn wchan(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default()
 }
 
 /// Waits (up to 30 s) until one of `pids()` sleeps in a FUSE request, and
 /// returns it. Still so 300 ms later: the held one, not a lookup on its way
 /// (one the daemon has not read yet ends on SIGKILL).
-fn waiting_in_request(pids: impl Fn() -> Vec<i32>) -> i32 {
+pub(crate) fn waiting_in_request(pids: impl Fn() -> Vec<i32>) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     let waits = |p: i32| wchan(p) == "request_wait_answer";
     loop {
@@ -45,7 +45,7 @@ fn waiting_in_request(pids: impl Fn() -> Vec<i32>) -> i32 {
 }
 
 /// `pid` and every process below it.
-fn tree(pid: i32) -> Vec<i32> {
+pub(crate) fn tree(pid: i32) -> Vec<i32> {
     let mut all = vec![pid];
     let mut i = 0;
     while i < all.len() {
@@ -84,12 +84,12 @@ pub(crate) fn stop(daemon: i32) {
 }
 
 /// A child whose stdin is a pipe: one line written to it lets it go on.
-struct Held {
+pub(crate) struct Held {
     child: KillOnDrop,
 }
 
 impl Held {
-    fn spawn(mut cmd: Command) -> Held {
+    pub(crate) fn spawn(mut cmd: Command) -> Held {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -98,11 +98,11 @@ impl Held {
         }
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.0.as_ref().unwrap().id() as i32
     }
 
-    fn go(&mut self) {
+    pub(crate) fn go(&mut self) {
         let stdin = self.child.0.as_mut().unwrap().stdin.as_mut().unwrap();
         stdin.write_all(b"go\n").unwrap();
         stdin.flush().unwrap();
@@ -246,7 +246,7 @@ fn review_s22_restart_of_a_guest_whose_daemon_is_stopped_starts_it() {
 }
 
 /// Unmounts (lazily) and kills what a test mounted, SIGCONTs first.
-struct Mounts(Vec<(PathBuf, i32)>);
+pub(crate) struct Mounts(pub(crate) Vec<(PathBuf, i32)>);
 
 impl Drop for Mounts {
     fn drop(&mut self) {
@@ -259,7 +259,7 @@ impl Drop for Mounts {
 }
 
 /// `unifs OPTS…` with no store, bounded.
-fn unifs(args: &[&str], paths: &[&Path]) -> std::process::Output {
+pub(crate) fn unifs(args: &[&str], paths: &[&Path]) -> std::process::Output {
     let mut cmd = Command::new(unifs_bin());
     cmd.env("UNIFS_STORE", "/nonexistent/unifs-store");
     cmd.args(args).args(paths);
