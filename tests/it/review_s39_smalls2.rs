@@ -266,3 +266,51 @@ impl Drop for Groups {
     }
 }
 
+/// A write open with O_TRUNC (O_WRONLY, no read) of a shared file that
+/// another process holds open for reading splits the path off the
+/// reader's node before it empties the path's copy: the reader keeps the
+/// old file and its content, and the daemon says so once at info, with
+/// the path, as for a write open without O_TRUNC (review_s38_smalls).
+#[test]
+fn s39_an_o_trunc_open_under_an_open_reader_is_logged_with_its_path() {
+    use crate::fs::harness::{wait_until, World};
+    use std::io::Read;
+    if !crate::common::require_root("s39_an_o_trunc_open_under_an_open_reader_is_logged") {
+        return;
+    }
+    let w = World::new();
+    let (g, h) = (w.dir("g"), w.dir("h"));
+    for d in [&g, &h] {
+        fs::create_dir(d.join("sub")).unwrap();
+    }
+    let paths = [g.join("sub/held"), h.join("sub/held")];
+    w.shared(b"held\n", &paths);
+    let m = w.mount(&g, "m", &[]);
+    let mut reader = fs::File::open(m.path("sub/held")).unwrap();
+    let truncated = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("sub/held"))
+        .unwrap();
+    drop(truncated);
+    let said = "a write open gave this shared file a private copy while other processes held it";
+    let lines = || -> Vec<String> {
+        let log = fs::read_to_string(&m.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(said))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), || !lines().is_empty());
+    let mut old = String::new();
+    reader.read_to_string(&mut old).unwrap();
+    drop(reader);
+    assert_eq!(old, "held\n", "the reader keeps the old file");
+    assert_eq!(fs::metadata(m.path("sub/held")).unwrap().len(), 0);
+    assert_eq!(fs::read(h.join("sub/held")).unwrap(), b"held\n");
+    let lines = lines();
+    let log = fs::read_to_string(&m.log).unwrap_or_default();
+    assert_eq!(lines.len(), 1, "{lines:?}\n{log}");
+    assert!(lines[0].contains("INFO"), "{}", lines[0]);
+    assert!(lines[0].contains("/sub/held: "), "{}", lines[0]);
+}
