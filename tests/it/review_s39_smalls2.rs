@@ -50,17 +50,7 @@ fn s39_torn_cache_files_are_not_trusted_and_are_said_so_at_debug_level() {
     let dirs = again["dirs_from_cache"].as_u64().unwrap();
 
     let cache = store.join("cache");
-    let mut listings: Vec<PathBuf> = fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("listings-")
-        })
-        .collect();
+    let mut listings = files_named_from(&cache, "listings-");
     listings.sort();
     assert_eq!(listings.len(), 2, "{listings:?}");
     // One cut short (a partial write), one of its length but garbage.
@@ -129,10 +119,7 @@ fn s39_torn_cache_files_are_not_trusted_and_are_said_so_at_debug_level() {
 fn s39_a_process_stuck_on_a_fuse_mount_is_given_its_connections_abort_path() {
     use crate::guest::harness::{can_run, cgroup_hierarchies, ok, stderr, TestRoot};
     use crate::guest::review_s11_life::{gone, mount_daemon, Continue};
-    use crate::guest::review_s22_probe::hold_statfs;
-    use crate::guest::review_s22_stall::{
-        stop, tree, unifs, waiting_in_request, wchan, Held, Mounts,
-    };
+    use crate::guest::review_s22_stall::{sigkilled_in_request, unifs, Held, Mounts};
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     use std::os::unix::fs::MetadataExt;
@@ -164,16 +151,9 @@ fn s39_a_process_stuck_on_a_fuse_mount_is_given_its_connections_abort_path() {
     let mut user = Held::spawn(user);
     let _cont = Continue(daemon);
     groups.hold(&cgroup_hierarchies(), user.pid());
-    let Some(strace) = hold_statfs(test, daemon, Duration::from_secs(60)) else {
+    let Some(waiting) = sigkilled_in_request(test, daemon, &mut user) else {
         return;
     };
-    user.go();
-    let waiting = waiting_in_request(|| tree(user.pid()));
-    stop(daemon);
-    drop(strace);
-    kill(Pid::from_raw(waiting), Signal::SIGKILL).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(wchan(waiting), "request_wait_answer");
 
     // The next run sweeps the dead run's groups and warns of it, each
     // time: first as fusectl is here (not mounted on some hosts: then it

@@ -13,7 +13,7 @@ mod review_s12_guest;
 mod review_s20_guest;
 pub(crate) mod review_s21_keeper;
 mod review_s22_hangup;
-pub(crate) mod review_s22_probe;
+mod review_s22_probe;
 mod review_s22_sigpipe;
 pub(crate) mod review_s22_stall;
 mod run;

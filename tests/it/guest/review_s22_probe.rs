@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// strace attached to every thread of `daemon`, holding back each of its
 /// fstatfs calls for `hold` (ended on drop). None: no strace here.
-pub(crate) fn hold_statfs(test: &str, daemon: i32, hold: Duration) -> Option<KillOnDrop> {
+pub(super) fn hold_statfs(test: &str, daemon: i32, hold: Duration) -> Option<KillOnDrop> {
     if !crate::common::require_strace(test) {
         return None;
     }

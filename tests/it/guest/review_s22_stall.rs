@@ -22,14 +22,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A process's wchan (what it sleeps in).
-pub(crate) fn wchan(pid: i32) -> String {
+fn wchan(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default()
 }
 
 /// Waits (up to 30 s) until one of `pids()` sleeps in a FUSE request, and
 /// returns it. Still so 300 ms later: the held one, not a lookup on its way
 /// (one the daemon has not read yet ends on SIGKILL).
-pub(crate) fn waiting_in_request(pids: impl Fn() -> Vec<i32>) -> i32 {
+fn waiting_in_request(pids: impl Fn() -> Vec<i32>) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     let waits = |p: i32| wchan(p) == "request_wait_answer";
     loop {
@@ -45,7 +45,7 @@ pub(crate) fn waiting_in_request(pids: impl Fn() -> Vec<i32>) -> i32 {
 }
 
 /// `pid` and every process below it.
-pub(crate) fn tree(pid: i32) -> Vec<i32> {
+fn tree(pid: i32) -> Vec<i32> {
     let mut all = vec![pid];
     let mut i = 0;
     while i < all.len() {
@@ -102,7 +102,7 @@ impl Held {
         self.child.0.as_ref().unwrap().id() as i32
     }
 
-    pub(crate) fn go(&mut self) {
+    fn go(&mut self) {
         let stdin = self.child.0.as_mut().unwrap().stdin.as_mut().unwrap();
         stdin.write_all(b"go\n").unwrap();
         stdin.flush().unwrap();
@@ -258,6 +258,24 @@ impl Drop for Mounts {
     }
 }
 
+/// Lets `user` (held before its statfs of `daemon`'s mount) go on, and
+/// leaves the process of it that waits in that request, read by the
+/// daemon and stopped there, SIGKILLed: it cannot end until the daemon
+/// answers. `None` (skipped) without strace.
+pub(crate) fn sigkilled_in_request(test: &str, daemon: i32, user: &mut Held) -> Option<i32> {
+    let strace = hold_statfs(test, daemon, Duration::from_secs(60))?;
+    user.go();
+    let waiting = waiting_in_request(|| tree(user.pid()));
+    stop(daemon);
+    drop(strace);
+    kill(Pid::from_raw(waiting), Signal::SIGKILL).unwrap();
+    // Nothing marks a SIGKILL that cannot end a process: a moment to end
+    // in (a late end only makes this pass).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(wchan(waiting), "request_wait_answer");
+    Some(waiting)
+}
+
 /// `unifs OPTS…` with no store, bounded.
 pub(crate) fn unifs(args: &[&str], paths: &[&Path]) -> std::process::Output {
     let mut cmd = Command::new(unifs_bin());
@@ -314,18 +332,9 @@ fn review_s22_umount_names_a_stopped_daemon() {
     let mut user = Command::new("/bin/busybox");
     user.args(["sh", "-c", "read x; stat -f \"$0\""]).arg(&mp);
     let mut user = Held::spawn(user);
-    let Some(strace) = hold_statfs(test, daemon, Duration::from_secs(60)) else {
+    let Some(waiting) = sigkilled_in_request(test, daemon, &mut user) else {
         return;
     };
-    user.go();
-    let waiting = waiting_in_request(|| tree(user.pid()));
-    stop(daemon);
-    drop(strace);
-    kill(Pid::from_raw(waiting), Signal::SIGKILL).unwrap();
-    // Nothing marks a SIGKILL that cannot end a process: a moment to end
-    // in (a late end only makes this pass).
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(wchan(waiting), "request_wait_answer");
     let o = unifs(&["umount"], &[&mp]);
     assert!(!o.status.success());
     let err = stderr(&o);
