@@ -89,11 +89,25 @@ fn stamp(catalog: &Path) -> Option<String> {
 
 /// Whether the catalog file is the one a writer left after its check
 /// passed, untouched since.
+/// The record is renamed into place unsynced: a power cut may leave it
+/// empty, torn or old, which no stamp of the file equals.
 pub(super) fn unchanged_since_checked(catalog: &Path) -> bool {
     let Some(now) = stamp(catalog) else {
         return false;
     };
-    std::fs::read_to_string(checked_record(catalog)).is_ok_and(|r| r == now)
+    let record = checked_record(catalog);
+    let Ok(noted) = std::fs::read(&record) else {
+        return false;
+    };
+    let same = noted == now.as_bytes();
+    if !same {
+        tracing::debug!(
+            "{}: names the catalog file otherwise than it is now (another program wrote \
+             it since, or the record is torn): checking it",
+            crate::sys::shown(&record)
+        );
+    }
+    same
 }
 
 /// Notes the catalog file as it is now as checked (its writer closed it

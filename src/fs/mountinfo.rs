@@ -33,6 +33,18 @@ impl Mount {
     }
 }
 
+/// Where the kernel's fusectl shows the connection of a FUSE mount whose
+/// device is `dev` (`major:minor`): `/sys/fs/fuse/connections/N`, N the
+/// kernel's own number for the device, `major << 20 | minor` (the minor
+/// alone for the anonymous devices `fuse` mounts get; `fuseblk` has a
+/// block device's).
+pub fn fuse_connection_dir(dev: &str) -> Option<PathBuf> {
+    let (major, minor) = dev.split_once(':')?;
+    let (major, minor): (u64, u64) = (major.parse().ok()?, minor.parse().ok()?);
+    let n = (major << 20) | minor;
+    Some(PathBuf::from(format!("/sys/fs/fuse/connections/{n}")))
+}
+
 /// The mounts of this mount namespace, in the kernel's order (of mounts
 /// stacked on one point, the top one last). Inside [`with_one_read`], the
 /// table that scope read first.

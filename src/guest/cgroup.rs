@@ -1271,10 +1271,11 @@ pub(crate) fn unkillable(pid: i32) -> String {
             dir.display()
         )
     } else if wchan == "request_wait_answer" || wchan.starts_with("fuse_") {
-        "it waits for the answer of a FUSE filesystem's daemon: let that daemon go on (`kill \
-         -CONT` it), or end it, or abort its connection (`echo 1 > \
-         /sys/fs/fuse/connections/N/abort`)"
-            .to_string()
+        format!(
+            "it waits for the answer of a FUSE filesystem's daemon: let that daemon go on (`kill \
+             -CONT` it), or end it, or abort its connection ({})",
+            fuse_abort_hint(pid)
+        )
     } else {
         format!(
             "it waits in the kernel ({}; `cat /proc/{pid}/stack` tells on what): end what it \
@@ -1287,6 +1288,64 @@ pub(crate) fn unkillable(pid: i32) -> String {
          stay until it ends, and a later `unifs run` or `guest start` removes them",
         command_of(pid)
     )
+}
+
+/// How to abort the FUSE connection `pid` waits on: of the FUSE mounts in
+/// its mount namespace, those whose connection has requests waiting (all
+/// of them if none says so), each by its fusectl `abort` file and its
+/// mount point there. Read from /proc and /sys: nothing that could wait
+/// on the hung daemon itself.
+fn fuse_abort_hint(pid: i32) -> String {
+    use crate::fs::mountinfo;
+    let mounts = mountinfo::read_at(Path::new(&format!("/proc/{pid}/mountinfo")));
+    let mut fuse: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for m in mounts.unwrap_or_default() {
+        // (Not `fusectl`, the connections' own filesystem.)
+        let is_fuse = m.fstype == "fuse" || m.fstype == "fuseblk" || m.fstype.starts_with("fuse.");
+        let Some(dir) = is_fuse
+            .then(|| mountinfo::fuse_connection_dir(&m.dev))
+            .flatten()
+        else {
+            continue;
+        };
+        // Bind mounts of one filesystem share its connection.
+        if !fuse.iter().any(|(known, _)| *known == dir) {
+            fuse.push((dir, m.point));
+        }
+    }
+    let waiting = |dir: &Path| {
+        std::fs::read_to_string(dir.join("waiting"))
+            .ok()
+            .and_then(|w| w.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    };
+    if fuse.iter().any(|(dir, _)| waiting(dir)) {
+        fuse.retain(|(dir, _)| waiting(dir));
+    }
+    let shown: Vec<String> = fuse
+        .iter()
+        .map(|(dir, point)| {
+            format!(
+                "`echo 1 > {}/abort` for the FUSE mount at {} in its mount namespace",
+                dir.display(),
+                crate::sys::shown(point)
+            )
+        })
+        .collect();
+    // fusectl is not mounted everywhere (a container's /sys).
+    let mount_ctl = if !fuse.is_empty() && !fuse.iter().any(|(dir, _)| dir.is_dir()) {
+        "mount the connections' filesystem first, `mount -t fusectl fusectl \
+         /sys/fs/fuse/connections`, then "
+    } else {
+        ""
+    };
+    match shown.len() {
+        0 => "`echo 1 > /sys/fs/fuse/connections/N/abort`, N the minor number of the FUSE \
+              mount's device, `0:N` in /proc/PID/mountinfo"
+            .replace("PID", &pid.to_string()),
+        1 => format!("{mount_ctl}{}", shown[0]),
+        _ => format!("{mount_ctl}the one it waits on of: {}", shown.join("; ")),
+    }
 }
 
 /// What to say of `pid`, in the groups of a killed run (to `guest list`

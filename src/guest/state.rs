@@ -74,7 +74,8 @@ pub struct Reboots {
 /// More reboots than this within [`REBOOT_WINDOW`] are a loop (an init that
 /// reboots as soon as it boots): the guest is not started again. As
 /// systemd's default start limit (5 within 10 s), with a longer window for
-/// a guest whose boot takes a while.
+/// a guest whose boot takes a while. Fixed, not a config key (docs/guests.md
+/// says so): a loop of boots of 12 s or more is not caught.
 pub const REBOOT_BURST: usize = 5;
 pub const REBOOT_WINDOW: u64 = 60;
 

@@ -202,11 +202,20 @@ type Entry<'a> = (&'a [u8], DirKey, &'a [u8]);
 
 impl Listings {
     /// The listings in `path`; none if it is missing, torn or not ours.
+    /// Torn is what a power cut can leave: [`Self::save`] does not fsync.
     pub fn load(path: &Path) -> Listings {
         let Ok(data) = std::fs::read(path) else {
             return Listings::default();
         };
-        Listings::parse(data).unwrap_or_default()
+        let len = data.len();
+        Listings::parse(data).unwrap_or_else(|| {
+            tracing::debug!(
+                "{}: torn, of an older build or not a listings file ({len} bytes): not used; \
+                 this guest's directories are read",
+                sys::shown(path)
+            );
+            Listings::default()
+        })
     }
 
     fn parse(data: Vec<u8>) -> Option<Listings> {
@@ -253,7 +262,8 @@ impl Listings {
 
     /// Keeps `listings` as `name` in directory `cache`, replacing what was
     /// there: written to a temp name in `tmp` and renamed over (no fsync: a
-    /// cache, and a torn file fails its hash). Streamed: never the whole
+    /// cache, and a file a power cut left torn, empty or old fails its hash
+    /// or its directories' stats, and costs only reads). Streamed: never the whole
     /// file in memory. By fd: a store moved meanwhile keeps it.
     fn save<'a>(
         cache: BorrowedFd,

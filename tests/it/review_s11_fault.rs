@@ -195,16 +195,7 @@ fn an_empty_record_of_a_run_killed_at_its_start_is_no_problem() {
     let before = snapshot(&b);
     let out = unify_injected(&store, &[&a, &b], "write:signal=SIGKILL:when=2");
     assert_eq!(out.status.code(), None, "killed");
-    let records: Vec<_> = std::fs::read_dir(store.join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("dirtimes-")
-        })
-        .collect();
+    let records = files_named_from(&store.join("tmp"), "dirtimes-");
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(std::fs::metadata(&records[0]).unwrap().len(), 0);
     let s = unify_json(&store, &[&a, &b]);

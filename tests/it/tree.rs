@@ -359,3 +359,12 @@ impl Drop for Unflag {
         }
     }
 }
+
+/// The files in `dir` whose names start with `prefix`.
+pub fn files_named_from(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
+}

@@ -325,16 +325,7 @@ fn reruns_read_only_the_directories_that_changed() {
 
     // A kept listing never stands in for another directory: each guest
     // gets the other's file (valid, but of other inodes), then a torn one.
-    let cache: Vec<PathBuf> = fs::read_dir(store.join("cache"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("listings-")
-        })
-        .collect();
+    let cache = files_named_from(&store.join("cache"), "listings-");
     assert_eq!(cache.len(), 2, "{cache:?}");
     let (ca, cb) = (fs::read(&cache[0]).unwrap(), fs::read(&cache[1]).unwrap());
     fs::write(&cache[0], &cb).unwrap();

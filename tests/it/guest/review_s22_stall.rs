@@ -84,12 +84,12 @@ pub(crate) fn stop(daemon: i32) {
 }
 
 /// A child whose stdin is a pipe: one line written to it lets it go on.
-struct Held {
+pub(crate) struct Held {
     child: KillOnDrop,
 }
 
 impl Held {
-    fn spawn(mut cmd: Command) -> Held {
+    pub(crate) fn spawn(mut cmd: Command) -> Held {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -98,7 +98,7 @@ impl Held {
         }
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.0.as_ref().unwrap().id() as i32
     }
 
@@ -246,7 +246,7 @@ fn review_s22_restart_of_a_guest_whose_daemon_is_stopped_starts_it() {
 }
 
 /// Unmounts (lazily) and kills what a test mounted, SIGCONTs first.
-struct Mounts(Vec<(PathBuf, i32)>);
+pub(crate) struct Mounts(pub(crate) Vec<(PathBuf, i32)>);
 
 impl Drop for Mounts {
     fn drop(&mut self) {
@@ -258,8 +258,26 @@ impl Drop for Mounts {
     }
 }
 
+/// Lets `user` (held before its statfs of `daemon`'s mount) go on, and
+/// leaves the process of it that waits in that request, read by the
+/// daemon and stopped there, SIGKILLed: it cannot end until the daemon
+/// answers. `None` (skipped) without strace.
+pub(crate) fn sigkilled_in_request(test: &str, daemon: i32, user: &mut Held) -> Option<i32> {
+    let strace = hold_statfs(test, daemon, Duration::from_secs(60))?;
+    user.go();
+    let waiting = waiting_in_request(|| tree(user.pid()));
+    stop(daemon);
+    drop(strace);
+    kill(Pid::from_raw(waiting), Signal::SIGKILL).unwrap();
+    // Nothing marks a SIGKILL that cannot end a process: a moment to end
+    // in (a late end only makes this pass).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(wchan(waiting), "request_wait_answer");
+    Some(waiting)
+}
+
 /// `unifs OPTS…` with no store, bounded.
-fn unifs(args: &[&str], paths: &[&Path]) -> std::process::Output {
+pub(crate) fn unifs(args: &[&str], paths: &[&Path]) -> std::process::Output {
     let mut cmd = Command::new(unifs_bin());
     cmd.env("UNIFS_STORE", "/nonexistent/unifs-store");
     cmd.args(args).args(paths);
@@ -314,18 +332,9 @@ fn review_s22_umount_names_a_stopped_daemon() {
     let mut user = Command::new("/bin/busybox");
     user.args(["sh", "-c", "read x; stat -f \"$0\""]).arg(&mp);
     let mut user = Held::spawn(user);
-    let Some(strace) = hold_statfs(test, daemon, Duration::from_secs(60)) else {
+    let Some(waiting) = sigkilled_in_request(test, daemon, &mut user) else {
         return;
     };
-    user.go();
-    let waiting = waiting_in_request(|| tree(user.pid()));
-    stop(daemon);
-    drop(strace);
-    kill(Pid::from_raw(waiting), Signal::SIGKILL).unwrap();
-    // Nothing marks a SIGKILL that cannot end a process: a moment to end
-    // in (a late end only makes this pass).
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(wchan(waiting), "request_wait_answer");
     let o = unifs(&["umount"], &[&mp]);
     assert!(!o.status.success());
     let err = stderr(&o);
