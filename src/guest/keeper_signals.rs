@@ -1,12 +1,13 @@
 //! The signals a named guest's keeper is sent (`systemctl kill` of its
 //! unit reaches the keeper alone: the guest is in cgroups of its own),
 //! passed on to the guest's init as `unifs run` passes on its own: the
-//! keeper goes on keeping init, and records its end.
+//! keeper goes on keeping init, and records its end. Held from the
+//! keeper's first instruction ([`fork_holding`]).
 
 // How long a signal waits for init to take it (see `sys::takes_signal`),
 // and how often init is looked at meanwhile: as `unifs run` holds one.
 use super::launch::{HELD_SIGNAL_LIMIT as HELD_LIMIT, HELD_SIGNAL_POLL as HELD_POLL};
-use super::sys;
+use super::sys::{self, Forked};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -47,15 +48,32 @@ fn passed_on_set() -> libc::sigset_t {
 }
 
 /// Blocks (`how`: SIG_BLOCK) or unblocks (SIG_UNBLOCK) the passed-on
-/// signals in the calling thread.
-fn mask(how: libc::c_int) -> nix::Result<()> {
+/// signals in the calling thread; returns the mask before.
+fn mask(how: libc::c_int) -> nix::Result<libc::sigset_t> {
     let set = passed_on_set();
-    // SAFETY: a valid set, no old set asked for.
-    let rc = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: a valid set; the old one written through a valid pointer.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, old.as_mut_ptr()) };
     match rc {
-        0 => Ok(()),
+        // SAFETY: pthread_sigmask succeeded: it wrote the old set.
+        0 => Ok(unsafe { old.assume_init() }),
         e => Err(Errno::from_raw(e)),
     }
+}
+
+/// Forks the keeper (or the process that forks it) with the passed-on
+/// signals blocked from its first instruction on: one sent while it sets
+/// init up waits, pending, for the thread of [`pass_on`] (or ends with a
+/// keeper whose start failed, which `start` rolls back) instead of ending
+/// it there, its guest half made. The caller's mask is as it was after.
+pub fn fork_holding() -> nix::Result<Forked> {
+    let old = mask(libc::SIG_BLOCK)?;
+    let forked = sys::fork();
+    if !matches!(forked, Ok(Forked::Child)) {
+        // SAFETY: a set pthread_sigmask returned; no old set asked for.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    forked
 }
 
 /// Blocks the passed-on signals in the keeper again (after a failed exec,

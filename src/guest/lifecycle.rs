@@ -457,7 +457,11 @@ struct Starting<'a> {
 fn spawn_init(start: Starting) -> Result<State> {
     let (cfg, run) = (start.cfg, start.run);
     let (report_r, report_w) = launch::report_channel()?;
-    match sys::fork().map_err(|e| Error::fork("forking the guest's keeper", e))? {
+    // The signals the keeper passes on to init, held from its first
+    // instruction: a `systemctl stop` or `kill` right after the start
+    // waits for init instead of ending the keeper mid-way.
+    let forked = super::keeper_signals::fork_holding();
+    match forked.map_err(|e| Error::fork("forking the guest's keeper", e))? {
         Forked::Child => {
             let report = Some((report_w.as_raw_fd(), "E"));
             sys::in_child("the guest's keeper", report, move || {
@@ -556,8 +560,9 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     let _ = nix::unistd::chdir("/");
     let pid = Pid::from_raw(st.pid);
     // Before `start` returns: from then on a `systemctl kill` of the unit
-    // (the keeper alone) reaches init, and the keeper goes on. (Without,
-    // a signal ends the keeper as before: init runs on, unkept.)
+    // (the keeper alone) reaches init, and the keeper goes on; one held
+    // since the fork goes now. (Without, a signal ends the keeper as
+    // before: init runs on, unkept.)
     let passing = super::keeper_signals::pass_on(pid).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
     });

@@ -118,6 +118,7 @@ mod review_s38_privops;
 mod review_s38_quota;
 mod review_s38_sidechan;
 mod review_s38_smalls;
+mod review_s39_keeper3;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

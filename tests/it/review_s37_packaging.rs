@@ -412,10 +412,10 @@ fn verify(test: &str, unit: &Path, dir: &Path) -> bool {
 
 /// A cgroup v2 group standing in for a unit's (system.slice/X.service),
 /// removed on drop once empty.
-struct UnitGroup(PathBuf);
+pub(crate) struct UnitGroup(pub(crate) PathBuf);
 
 impl UnitGroup {
-    fn procs(&self) -> Vec<i32> {
+    pub(crate) fn procs(&self) -> Vec<i32> {
         std::fs::read_to_string(self.0.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
