@@ -563,7 +563,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // (the keeper alone) reaches init, and the keeper goes on; one held
     // since the fork goes now. (Without, a signal ends the keeper as
     // before: init runs on, unkept.)
-    let passing = super::keeper_signals::pass_on(pid).map_err(|e| {
+    let passing = super::keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
     });
     let _ = nix::unistd::write(&report, b"K");

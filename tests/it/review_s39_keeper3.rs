@@ -1,12 +1,16 @@
 //! Review s39 (keeper3): a named guest's keeper passes the signals it is
 //! sent on to init (session 38). Left then: a signal sent while the keeper
-//! set init up ended it there, the start half made.
+//! set init up ended it there, the start half made; one sent once init had
+//! ended went nowhere, and nothing said so.
 
-use crate::guest::harness::{can_run, cgroup2_mount, stderr, wait_bounded, KillOnDrop};
-use crate::guest::review_s11_life::Guest;
-use crate::review_s31_doubts::within_60s;
+use crate::guest::harness::{alive, can_run, cgroup2_mount, ok, stderr, wait_bounded, KillOnDrop};
+use crate::guest::review_s11_life::{Continue, Guest};
+use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s37_packaging::UnitGroup;
-use crate::review_s38_halt::{nothing_left, stopped_by_its_keeper};
+use crate::review_s38_halt::{
+    halting, init_and_keeper, nothing_left, stopped_by_its_keeper, HALT_ON_GO,
+};
+use crate::review_s38_keeperkill::signal;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -115,4 +119,55 @@ fn s39_a_sigterm_to_the_keeper_while_it_sets_init_up_waits_for_init() {
             group.procs()
         );
     }
+}
+
+/// Starts `g` with its keeper stopping itself (UNIFS_TEST_ENDED_STOP) once
+/// init has halted, before it stops the guest: the keeper's pid, and what
+/// continues it when dropped.
+fn halted_and_keeper_held(g: &Guest) -> (i64, u32, Continue) {
+    let _ = std::fs::remove_file(g.t.root().join("tmp/go"));
+    let (start, _) = g.start_with("UNIFS_TEST_ENDED_STOP", "1");
+    let o = wait_bounded(start, Duration::from_secs(60));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (init, keeper) = init_and_keeper(g);
+    let go_on = Continue(keeper as i32);
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/go"]));
+    assert!(
+        within_60s(|| stopped(keeper)),
+        "the keeper {keeper} never got to its stop"
+    );
+    (init, keeper, go_on)
+}
+
+/// Signals to a keeper that is stopping its guest (init ended) have no
+/// init to go to: ignored, and said so in the console log; the guest is
+/// stopped all the same. A SIGKILL then ends the keeper, and `guest stop`
+/// cleans up after it.
+#[test]
+fn s39_signals_to_a_keeper_stopping_its_guest_are_ignored_and_said() {
+    let test = "s39_signals_to_a_keeper_stopping_its_guest_are_ignored_and_said";
+    if !can_run(test) {
+        return;
+    }
+    let g = halting("s39teardown", HALT_ON_GO);
+    let (init, keeper, go_on) = halted_and_keeper_held(&g);
+    signal(keeper, libc::SIGTERM);
+    signal(keeper, libc::SIGHUP);
+    drop(go_on);
+    let st = stopped_by_its_keeper(&g);
+    assert_eq!(st["last_exit"]["shutdown"], "halt", "{st}");
+    nothing_left(&g);
+    assert!(within_60s(|| !alive(keeper.into())), "the keeper lives");
+    let logs = ok(&g.unifs(&["logs", &g.name]));
+    for sig in ["SIGTERM", "SIGHUP"] {
+        let said = format!("{sig} to its keeper ignored: its init (pid {init}) has ended");
+        assert!(logs.contains(&said), "{said}: {logs}");
+    }
+
+    let (_, keeper, go_on) = halted_and_keeper_held(&g);
+    signal(keeper, libc::SIGKILL);
+    drop(go_on);
+    assert!(within_60s(|| !alive(keeper.into())), "the keeper lives");
+    ok(&g.unifs(&["stop", &g.name]));
+    nothing_left(&g);
 }
