@@ -92,8 +92,9 @@ pub fn block_again() {
 /// has waited [`HELD_LIMIT`]. They are blocked, and taken by a thread of
 /// their own: the keeper's own work (its waits, its stop of the guest) is
 /// not interrupted, nor ended. Once init has ended they go nowhere (a
-/// pidfd: never to a process that got its pid since), said in `log`, guest
-/// `name`'s console log. On an error nothing changed. Returns the pidfd's number,
+/// pidfd: never to a process that got its pid since). What did not reach
+/// init, or reached it to no effect, is said in `log`, guest `name`'s
+/// console log. On an error nothing changed. Returns the pidfd's number,
 /// which the keeper must keep open.
 pub fn pass_on(init: Pid, name: &str, log: PathBuf) -> nix::Result<RawFd> {
     let pidfd = sys::pidfd_open(init)?;
@@ -116,9 +117,11 @@ pub fn pass_on(init: Pid, name: &str, log: PathBuf) -> nix::Result<RawFd> {
 
 /// What became of a signal the keeper held for init.
 enum Fate {
-    /// Init takes it (a handler, or blocked), or has not within
-    /// [`HELD_LIMIT`]: sent.
+    /// Init takes it (a handler, or blocked): sent.
     Taken,
+    /// Init neither caught nor blocked it after [`HELD_LIMIT`]: sent
+    /// all the same, the kernel drops it.
+    NotTaken,
     /// Init has ended (the keeper stops the guest, or starts it again):
     /// nothing to send it to.
     Ended,
@@ -138,6 +141,12 @@ impl Said {
         let (name, init, sig) = (&self.name, self.init, signal_name(sig));
         let what = match fate {
             Fate::Taken => return,
+            Fate::NotTaken => format!(
+                "{sig} to its keeper was passed on to its init (pid {init}), which {} s \
+                 after still neither caught nor blocked it: the kernel discards such a \
+                 signal to a PID namespace's init, so it had no effect",
+                HELD_LIMIT.as_secs()
+            ),
             Fate::Ended => format!(
                 "{sig} to its keeper ignored: its init (pid {init}) has ended, and the keeper \
                  is stopping the guest (or starting it again after its reboot)"
@@ -176,9 +185,8 @@ fn take_and_pass(init: Pid, pidfd: OwnedFd, said: Said) {
             if sys::takes_signal(init, sig) {
                 break Fate::Taken;
             }
-            // Sent all the same.
             if since.elapsed() >= HELD_LIMIT {
-                break Fate::Taken;
+                break Fate::NotTaken;
             }
             std::thread::sleep(HELD_POLL);
         };

@@ -1,7 +1,7 @@
 //! Review s39 (keeper3): a named guest's keeper passes the signals it is
 //! sent on to init (session 38). Left then: a signal sent while the keeper
 //! set init up ended it there, the start half made; one sent once init had
-//! ended went nowhere, and nothing said so.
+//! ended, or one init never takes, went nowhere, and nothing said so.
 
 use crate::guest::harness::{alive, can_run, cgroup2_mount, ok, stderr, wait_bounded, KillOnDrop};
 use crate::guest::review_s11_life::{Continue, Guest};
@@ -169,5 +169,40 @@ fn s39_signals_to_a_keeper_stopping_its_guest_are_ignored_and_said() {
     drop(go_on);
     assert!(within_60s(|| !alive(keeper.into())), "the keeper lives");
     ok(&g.unifs(&["stop", &g.name]));
+    nothing_left(&g);
+}
+
+/// A signal init neither catches nor blocks is dropped by the kernel (a
+/// PID namespace's init has no default action but for SIGKILL and
+/// SIGSTOP): the keeper, having waited for init to take it, says so in the
+/// console log, and the guest runs on.
+#[test]
+fn s39_a_signal_init_never_takes_is_said_in_the_log() {
+    let test = "s39_a_signal_init_never_takes_is_said_in_the_log";
+    if !can_run(test) {
+        return;
+    }
+    let init = "[\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.05; done\"]";
+    let g = Guest::new("s39nottaken", init);
+    ok(&g.unifs(&["start", &g.name]));
+    let (init, keeper) = init_and_keeper(&g);
+    signal(keeper, libc::SIGUSR2);
+    let said = format!(
+        "SIGUSR2 to its keeper was passed on to its init (pid {init}), which 10 s after still \
+         neither caught nor blocked it"
+    );
+    let mut logs = String::new();
+    within_60s(|| {
+        logs = ok(&g.unifs(&["logs", &g.name]));
+        logs.contains(&said)
+    });
+    assert!(logs.contains(&said), "{said}: {logs}");
+    assert_eq!(g.init_pid(), init, "init changed");
+    assert!(alive(init), "init ended on SIGUSR2");
+    assert!(alive(keeper.into()), "the keeper ended");
+
+    signal(keeper, libc::SIGTERM);
+    let st = stopped_by_its_keeper(&g);
+    assert_eq!(st["last_exit"]["code"], 0, "{st}");
     nothing_left(&g);
 }
