@@ -206,3 +206,26 @@ fn s39_a_signal_init_never_takes_is_said_in_the_log() {
     assert_eq!(st["last_exit"]["code"], 0, "{st}");
     nothing_left(&g);
 }
+
+/// The keeper writes its pid to RUN_DIR/NAME/keeper.pid before `start`
+/// returns (the `PIDFile=` of contrib/systemd/unifs-guest@.service, whose
+/// main process it is: the unit ends with it, as nspawn's when its guest
+/// halts) and removes it when it ends.
+#[test]
+fn s39_the_keeper_names_itself_in_keeper_pid_while_it_runs() {
+    let test = "s39_the_keeper_names_itself_in_keeper_pid_while_it_runs";
+    if !can_run(test) {
+        return;
+    }
+    let g = halting("s39pidfile", HALT_ON_GO);
+    let _ = std::fs::remove_file(g.t.root().join("tmp/go"));
+    ok(&g.unifs(&["start", &g.name]));
+    let (_, keeper) = init_and_keeper(&g);
+    let file = g.run(&g.name).join("keeper.pid");
+    let said = std::fs::read_to_string(&file).unwrap_or_default();
+    assert_eq!(said, format!("{keeper}\n"), "{}", file.display());
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/go"]));
+    stopped_by_its_keeper(&g);
+    assert!(within_60s(|| !alive(keeper.into())), "the keeper lives");
+    assert!(!file.exists(), "{} is left", file.display());
+}
