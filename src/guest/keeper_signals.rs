@@ -1,15 +1,19 @@
 //! The signals a named guest's keeper is sent (`systemctl kill` of its
 //! unit reaches the keeper alone: the guest is in cgroups of its own),
 //! passed on to the guest's init as `unifs run` passes on its own: the
-//! keeper goes on keeping init, and records its end.
+//! keeper goes on keeping init, and records its end. Held from the
+//! keeper's first instruction ([`fork_holding`]); what could not reach
+//! init is said in the console log.
 
 // How long a signal waits for init to take it (see `sys::takes_signal`),
 // and how often init is looked at meanwhile: as `unifs run` holds one.
 use super::launch::{HELD_SIGNAL_LIMIT as HELD_LIMIT, HELD_SIGNAL_POLL as HELD_POLL};
-use super::sys;
+use super::spec::signal_name;
+use super::sys::{self, Forked};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The signals passed on: those a user or a service manager sends to end,
@@ -47,15 +51,32 @@ fn passed_on_set() -> libc::sigset_t {
 }
 
 /// Blocks (`how`: SIG_BLOCK) or unblocks (SIG_UNBLOCK) the passed-on
-/// signals in the calling thread.
-fn mask(how: libc::c_int) -> nix::Result<()> {
+/// signals in the calling thread; returns the mask before.
+fn mask(how: libc::c_int) -> nix::Result<libc::sigset_t> {
     let set = passed_on_set();
-    // SAFETY: a valid set, no old set asked for.
-    let rc = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: a valid set; the old one written through a valid pointer.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, old.as_mut_ptr()) };
     match rc {
-        0 => Ok(()),
+        // SAFETY: pthread_sigmask succeeded: it wrote the old set.
+        0 => Ok(unsafe { old.assume_init() }),
         e => Err(Errno::from_raw(e)),
     }
+}
+
+/// Forks the keeper (or the process that forks it) with the passed-on
+/// signals blocked from its first instruction on: one sent while it sets
+/// init up waits, pending, for the thread of [`pass_on`] (or ends with a
+/// keeper whose start failed, which `start` rolls back) instead of ending
+/// it there, its guest half made. The caller's mask is as it was after.
+pub fn fork_holding() -> nix::Result<Forked> {
+    let old = mask(libc::SIG_BLOCK)?;
+    let forked = sys::fork();
+    if !matches!(forked, Ok(Forked::Child)) {
+        // SAFETY: a set pthread_sigmask returned; no old set asked for.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    forked
 }
 
 /// Blocks the passed-on signals in the keeper again (after a failed exec,
@@ -70,16 +91,23 @@ pub fn block_again() {
 /// a signal to a namespace's init that neither catches nor blocks it) or
 /// has waited [`HELD_LIMIT`]. They are blocked, and taken by a thread of
 /// their own: the keeper's own work (its waits, its stop of the guest) is
-/// not interrupted, nor ended. Once init is reaped they go nowhere (a pidfd:
-/// never to a process that got its pid since). On an error nothing changed.
-/// Returns the pidfd's number, which the keeper must keep open.
-pub fn pass_on(init: Pid) -> nix::Result<RawFd> {
+/// not interrupted, nor ended. Once init has ended they go nowhere (a
+/// pidfd: never to a process that got its pid since). What did not reach
+/// init, or reached it to no effect, is said in `log`, guest `name`'s
+/// console log. On an error nothing changed. Returns the pidfd's number,
+/// which the keeper must keep open.
+pub fn pass_on(init: Pid, name: &str, log: PathBuf) -> nix::Result<RawFd> {
     let pidfd = sys::pidfd_open(init)?;
     let fd = pidfd.as_raw_fd();
     mask(libc::SIG_BLOCK)?;
+    let said = Said {
+        name: name.to_string(),
+        init,
+        log,
+    };
     let spawned = std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || take_and_pass(init, pidfd));
+        .spawn(move || take_and_pass(init, pidfd, said));
     if spawned.is_err() {
         let _ = mask(libc::SIG_UNBLOCK);
         return Err(Errno::EAGAIN);
@@ -87,8 +115,60 @@ pub fn pass_on(init: Pid) -> nix::Result<RawFd> {
     Ok(fd)
 }
 
+/// What became of a signal the keeper held for init.
+enum Fate {
+    /// Init takes it (a handler, or blocked): sent.
+    Taken,
+    /// Init neither caught nor blocked it after [`HELD_LIMIT`]: sent
+    /// all the same, the kernel drops it.
+    NotTaken,
+    /// Init has ended (the keeper stops the guest, or starts it again):
+    /// nothing to send it to.
+    Ended,
+}
+
+/// Where [`take_and_pass`] says what did not reach init.
+struct Said {
+    name: String,
+    init: Pid,
+    log: PathBuf,
+}
+
+impl Said {
+    /// One line in the console log, as the keeper's other `[unifs: …]`.
+    fn say(&self, sig: i32, fate: Fate) {
+        use std::io::Write;
+        let (name, init, sig) = (&self.name, self.init, signal_name(sig));
+        let what = match fate {
+            Fate::Taken => return,
+            Fate::NotTaken => format!(
+                "{sig} to its keeper was passed on to its init (pid {init}), which {} s \
+                 after still neither caught nor blocked it: the kernel discards such a \
+                 signal to a PID namespace's init, so it had no effect",
+                HELD_LIMIT.as_secs()
+            ),
+            Fate::Ended => format!(
+                "{sig} to its keeper ignored: its init (pid {init}) has ended, and the keeper \
+                 is stopping the guest (or starting it again after its reboot)"
+            ),
+        };
+        let line = format!("[unifs: guest {name}: {what}]\n");
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log);
+        if let Ok(mut log) = log {
+            let _ = log.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Whether the process of `pidfd` has ended (its pidfd readable).
+fn has_ended(pidfd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
 /// The thread of [`pass_on`]: for ever, as the keeper ends by exit or exec.
-fn take_and_pass(init: Pid, pidfd: OwnedFd) {
+fn take_and_pass(init: Pid, pidfd: OwnedFd, said: Said) {
     let set = passed_on_set();
     loop {
         let mut sig = 0;
@@ -98,10 +178,26 @@ fn take_and_pass(init: Pid, pidfd: OwnedFd) {
             continue;
         }
         let since = Instant::now();
-        while !sys::takes_signal(init, sig) && since.elapsed() < HELD_LIMIT {
+        let fate = loop {
+            if has_ended(&pidfd) {
+                break Fate::Ended;
+            }
+            if sys::takes_signal(init, sig) {
+                break Fate::Taken;
+            }
+            if since.elapsed() >= HELD_LIMIT {
+                break Fate::NotTaken;
+            }
             std::thread::sleep(HELD_POLL);
-        }
-        // ESRCH: init has ended; the keeper records it.
-        let _ = sys::pidfd_kill(pidfd.as_fd(), sig);
+        };
+        let fate = match fate {
+            Fate::Ended => fate,
+            // ESRCH: init ended meanwhile; the keeper records it.
+            _ => match sys::pidfd_kill(pidfd.as_fd(), sig) {
+                Err(Errno::ESRCH) => Fate::Ended,
+                _ => fate,
+            },
+        };
+        said.say(sig, fate);
     }
 }

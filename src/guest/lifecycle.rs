@@ -457,7 +457,11 @@ struct Starting<'a> {
 fn spawn_init(start: Starting) -> Result<State> {
     let (cfg, run) = (start.cfg, start.run);
     let (report_r, report_w) = launch::report_channel()?;
-    match sys::fork().map_err(|e| Error::fork("forking the guest's keeper", e))? {
+    // The signals the keeper passes on to init, held from its first
+    // instruction: a `systemctl stop` or `kill` right after the start
+    // waits for init instead of ending the keeper mid-way.
+    let forked = super::keeper_signals::fork_holding();
+    match forked.map_err(|e| Error::fork("forking the guest's keeper", e))? {
         Forked::Child => {
             let report = Some((report_w.as_raw_fd(), "E"));
             sys::in_child("the guest's keeper", report, move || {
@@ -556,11 +560,16 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     let _ = nix::unistd::chdir("/");
     let pid = Pid::from_raw(st.pid);
     // Before `start` returns: from then on a `systemctl kill` of the unit
-    // (the keeper alone) reaches init, and the keeper goes on. (Without,
-    // a signal ends the keeper as before: init runs on, unkept.)
-    let passing = super::keeper_signals::pass_on(pid).map_err(|e| {
+    // (the keeper alone) reaches init, and the keeper goes on; one held
+    // since the fork goes now. (Without, a signal ends the keeper as
+    // before: init runs on, unkept.)
+    let passing = super::keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
     });
+    // A `Type=forking` unit's main process from here on: the unit ends
+    // with the keeper. (After a reboot this keeper's, written before the
+    // start its predecessor became returns: systemd reads it again then.)
+    write_keeper_pid(&run);
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
     let mut console =
@@ -593,12 +602,37 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                         let _ = run.write_exit(&exit);
                     }
                     stop_ended(&name, &run, exit);
+                    forget_keeper_pid(&run);
                     sys::exit_child(0)
                 }
             }
             Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => sys::exit_child(1),
+            Err(_) => {
+                forget_keeper_pid(&run);
+                sys::exit_child(1)
+            }
         }
+    }
+}
+
+/// Writes this keeper's pid to [`RunDir::keeper_pid_file`], whole or not
+/// at all (a service manager may read it at any time).
+fn write_keeper_pid(run: &RunDir) {
+    let path = run.keeper_pid_file();
+    let new = path.with_extension("pid.new");
+    let written = std::fs::write(&new, format!("{}\n", std::process::id()));
+    if written.and_then(|()| std::fs::rename(&new, &path)).is_err() {
+        let _ = std::fs::remove_file(&new);
+    }
+}
+
+/// Removes [`RunDir::keeper_pid_file`] if it still names this keeper.
+fn forget_keeper_pid(run: &RunDir) {
+    let path = run.keeper_pid_file();
+    let ours = std::fs::read_to_string(&path)
+        .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(&path);
     }
 }
 

@@ -353,6 +353,13 @@ impl RunDir {
         self.dir.join("console.log")
     }
 
+    /// The running keeper's pid, for a service manager (the `PIDFile=` of
+    /// contrib/systemd/unifs-guest@.service): written by each keeper before
+    /// its `start` returns, removed by it when it ends.
+    pub fn keeper_pid_file(&self) -> PathBuf {
+        self.dir.join("keeper.pid")
+    }
+
     /// The overlay daemon's log (its warnings: the open-file limit, …).
     pub fn mount_log(&self) -> PathBuf {
         self.dir.join("mount.log")

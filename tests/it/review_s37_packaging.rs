@@ -412,10 +412,10 @@ fn verify(test: &str, unit: &Path, dir: &Path) -> bool {
 
 /// A cgroup v2 group standing in for a unit's (system.slice/X.service),
 /// removed on drop once empty.
-struct UnitGroup(PathBuf);
+pub(crate) struct UnitGroup(pub(crate) PathBuf);
 
 impl UnitGroup {
-    fn procs(&self) -> Vec<i32> {
+    pub(crate) fn procs(&self) -> Vec<i32> {
         std::fs::read_to_string(self.0.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -460,8 +460,9 @@ fn s37_guest_unit_verifies_and_starts_and_stops_the_guest_from_its_group() {
     let test = "s37_guest_unit_verifies_and_starts_and_stops_the_guest_from_its_group";
     let unit = source("contrib/systemd/unifs-guest@.service");
     let lines = unit_lines(&unit);
-    assert_eq!(unit_value(&lines, "Type"), "oneshot");
-    assert_eq!(unit_value(&lines, "RemainAfterExit"), "yes");
+    assert_eq!(unit_value(&lines, "Type"), "forking");
+    let pid_file = unit_value(&lines, "PIDFile");
+    assert_eq!(pid_file, "/run/unifs/%i/keeper.pid");
     if !can_run(test) {
         return;
     }
@@ -503,6 +504,15 @@ fn s37_guest_unit_verifies_and_starts_and_stops_the_guest_from_its_group() {
         })
     };
     assert!(keeper_only(&group), "{:?}", group.procs());
+    // PIDFile= names it: the unit's main process.
+    let pid_file = pid_file
+        .replace("/run/unifs", &g.run_dir.display().to_string())
+        .replace("%i", &g.name);
+    let names_the_keeper = || {
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        group.procs() == [pid.trim().parse::<i32>().unwrap_or(-1)]
+    };
+    assert!(names_the_keeper(), "{pid_file}: {:?}", group.procs());
     let first = g.state()["pid"].as_i64().unwrap();
     // Its reboot: started again by a keeper in the same group.
     ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/reboot-now"]));
@@ -515,6 +525,7 @@ fn s37_guest_unit_verifies_and_starts_and_stops_the_guest_from_its_group() {
     }
     assert_eq!(st["reboots"], 1, "{st}");
     assert!(keeper_only(&group), "{:?}", group.procs());
+    assert!(names_the_keeper(), "{pid_file}: {:?}", group.procs());
 
     let o = group.run(&command("ExecStop"), &g);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -529,6 +540,7 @@ fn s37_guest_unit_verifies_and_starts_and_stops_the_guest_from_its_group() {
         !st["last_exit"].is_null(),
         "the keeper recorded its end: {st}"
     );
+    assert!(!Path::new(&pid_file).exists(), "{pid_file} is left");
 }
 
 /// contrib/systemd/mnt-web1.mount verifies and mounts for real as

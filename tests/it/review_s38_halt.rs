@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// An init that waits for /tmp/go, then halts the guest (`reboot(2)`, so
 /// `cap_add = ["sys_boot"]`).
-const HALT_ON_GO: &str =
+pub(crate) const HALT_ON_GO: &str =
     "[\"/bin/sh\", \"-c\", \"while [ ! -e /tmp/go ]; do sleep 0.05; done; halt -f\"]";
 
 /// A guest (overlay root) whose init is `init`, allowed to halt itself.

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Sends signal number `sig` (realtime ones too) to `pid`.
-fn signal(pid: u32, sig: i32) {
+pub(crate) fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) takes no pointers.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid}");
 }

@@ -3,9 +3,10 @@
 # booted with `systemd-nspawn -b`, unifs bind-mounted in as
 # /usr/local/bin/unifs (README's Install), the units installed and driven
 # with systemctl: start, status, stop, restart, a guest that halts itself,
-# one that reboots itself, a start that fails, `systemctl kill`, the mount
-# unit and the fstab line, both units enabled at boot, and the container's
-# poweroff with a guest running. Too slow for CI (a boot, debootstrap once);
+# one that reboots itself, a start that fails, `systemctl kill` (and -s
+# KILL), the mount unit and the fstab line, both units enabled at boot, and
+# the container's poweroff with a guest running. Too slow for CI (a boot,
+# debootstrap once);
 # its output is in docs/guests.md ("Under systemd").
 #
 # Usage: tests/manual/systemd-pid1.sh [DIR]   (default /var/tmp/unifs-systemd-pid1)
@@ -79,6 +80,8 @@ unit_procs() {
         while read -r pid; do IN cat "/proc/$pid/comm"; done | sort | tr '\n' ' '
 }
 only_keeper() { [[ $(unit_procs) == "unifs-keeper " ]]; }
+# The unit's main process is the keeper in its cgroup (PIDFile=).
+main_is_keeper() { local m; m=$(sc show -P MainPID "$unit"); [[ $m != 0 && $(IN cat "/proc/$m/comm" 2>/dev/null) == unifs-keeper ]]; }
 guest_mounted() { IN grep -q " /run/unifs/web1/root fuse" /proc/mounts; }
 fresh_pid() { running && [[ $(field pid) != "$1" ]]; }
 # guest_log: what the guest's init wrote into its own tree (kept after the
@@ -226,7 +229,8 @@ sc start "$unit"; rc=$?
 check "systemctl start: exit $rc, active" active "$unit" active
 check "  guest running" running
 check "  only its keeper in the unit's cgroup ($(unit_procs))" only_keeper
-check "  systemctl status says active (exited)" sh -c "nsenter -t $leader -a systemctl status $unit --no-pager | grep -q 'Active: active (exited)'"
+check "  systemctl status says active (running)" sh -c "nsenter -t $leader -a systemctl status $unit --no-pager | grep -q 'Active: active (running)'"
+check "  its main PID is the keeper ($(sc show -P MainPID "$unit"))" main_is_keeper
 check "  console: init up" until_ 10 sh -c "grep -q up '$ROOT/guests/web1/var/log/init.log'"
 
 sc stop "$unit"; rc=$?
@@ -247,7 +251,7 @@ halted() { stopped && [[ $(field last_exit shutdown) == halt ]]; }
 check "guest ended, halted" until_ 20 halted
 sleep 2
 check "  stays stopped" stopped
-check "  unit still active ($(sc is-active "$unit"); its cgroup: $(unit_procs))" active "$unit" active
+check "  unit inactive, not failed ($(sc is-active "$unit"); its cgroup: $(unit_procs))" until_ 20 active "$unit" inactive
 # Left as they are until the next stop or start (not this test's to judge).
 echo "info   after its halt: root $(guest_mounted && echo still mounted || echo unmounted), groups: $(IN sh -c 'ls -d /sys/fs/cgroup/*/unifs/web1 2>/dev/null | wc -l')"
 sc stop "$unit"; rc=$?
@@ -262,6 +266,7 @@ check "started again by its keeper" until_ 20 fresh_pid "$first"
 check "  reboots: 1" [ "$(field reboots)" = 1 ]
 check "  unit active" active "$unit" active
 check "  only the new keeper in the unit's cgroup ($(unit_procs))" until_ 5 only_keeper
+check "  its main PID the new keeper ($(sc show -P MainPID "$unit"))" main_is_keeper
 sc stop "$unit"; rc=$?
 check "  systemctl stop: exit $rc, inactive" active "$unit" inactive
 check "  stopped" stopped
@@ -285,8 +290,21 @@ sc kill "$unit"
 check "the keeper passed SIGTERM on: init (pid $gpid) ended on TERM" until_ 20 sh -c "[ \"\$(tail -n +$((lines + 1)) '$ROOT/guests/web1/var/log/init.log')\" = TERM ]"
 check "  the guest stopped, its end recorded (code $(field last_exit code))" until_ 20 eval 'stopped && [ "$(field last_exit code)" = 0 ]'
 check "  root unmounted, the unit's cgroup empty ($(unit_procs))" until_ 20 eval '! guest_mounted && [ -z "$(unit_procs)" ]'
+check "  the unit inactive with its keeper ($(sc is-active "$unit"))" until_ 20 active "$unit" inactive
 sc stop "$unit"; rc=$?
 check "  systemctl stop: exit $rc, inactive" eval 'active "$unit" inactive && stopped'
+
+echo "== systemctl kill -s KILL"
+sc start "$unit"
+# The keeper, the main process, cannot pass SIGKILL on: it ends and the
+# unit fails; systemd runs no ExecStop= after a main process that failed,
+# so the guest runs on, unkept, until `unifs guest stop`.
+sc kill -s KILL "$unit"
+check "the keeper killed: the unit failed ($(sc is-active "$unit"))" until_ 30 active "$unit" failed
+check "  the guest runs on" running
+IN unifs guest stop web1 >/dev/null; rc=$?
+check "  unifs guest stop: exit $rc, stopped" eval 'stopped && ! guest_mounted'
+sc reset-failed "$unit"
 
 echo "== mount unit and fstab line"
 mnt=mnt-web1.mount
