@@ -121,6 +121,7 @@ mod review_s38_smalls;
 mod review_s39_devices;
 mod review_s39_fsuid;
 mod review_s39_inherit;
+mod review_s39_nohup;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
