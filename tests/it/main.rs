@@ -122,6 +122,7 @@ mod review_s39_devices;
 mod review_s39_fsuid;
 mod review_s39_inherit;
 mod review_s39_keeper3;
+mod review_s39_nohup;
 mod review_s39_smalls2;
 mod review_s39_stack;
 mod review_s8_cli;

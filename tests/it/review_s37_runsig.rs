@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Whether `pid` has a handler for `sig` (SigCgt in its /proc status).
-fn catches(pid: u32, sig: i32) -> bool {
+pub(crate) fn catches(pid: u32, sig: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

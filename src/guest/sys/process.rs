@@ -476,9 +476,42 @@ impl HeldSignal {
     }
 }
 
+/// Whether `sig`'s action is SIG_IGN now (false if it cannot be read).
+fn is_ignored(sig: libc::c_int) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one, into a valid
+    // (zeroed, so initialised) buffer.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: zeroed above, and filled by the kernel on success.
+    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
+/// Those of SIGHUP, SIGINT and SIGQUIT this process was started with
+/// ignored, read once, before [`catch_signals`] first installs its handler:
+/// nohup's SIGHUP, or the SIGINT and SIGQUIT a non-interactive shell
+/// ignores for a command it starts with `&`. The caller meant them not to
+/// reach what it started, so they are left ignored and not passed on (as
+/// nohup, shells and most programs do). SIGTERM is always passed on: it is
+/// how a caller ends the run.
+fn ignored_at_start() -> &'static [nix::sys::signal::Signal] {
+    use nix::sys::signal::Signal;
+    static IGNORED: std::sync::OnceLock<Vec<Signal>> = std::sync::OnceLock::new();
+    IGNORED.get_or_init(|| {
+        let ignored: Vec<Signal> = [Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT]
+            .into_iter()
+            .filter(|sig| is_ignored(*sig as libc::c_int))
+            .collect();
+        if !ignored.is_empty() {
+            tracing::debug!("left ignored, as they were at start (not passed on): {ignored:?}");
+        }
+        ignored
+    })
+}
+
 /// Catches SIGTERM, SIGINT, SIGHUP and SIGQUIT from now on, to pass them to
-/// the guest once [`forward_signals_to`] names it; ignores SIGTSTP, SIGTTIN
-/// and SIGTTOU.
+/// the guest once [`forward_signals_to`] names it, but those this process
+/// was started with ignored ([`ignored_at_start`]), which stay ignored;
+/// ignores SIGTSTP, SIGTTIN and SIGTTOU.
 pub fn catch_signals() -> nix::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
@@ -486,12 +519,16 @@ pub fn catch_signals() -> nix::Result<()> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
+    let ignored = ignored_at_start();
     for sig in [
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
         Signal::SIGQUIT,
-    ] {
+    ]
+    .into_iter()
+    .filter(|sig| !ignored.contains(sig))
+    {
         // SAFETY: the handler only touches atomics and calls kill, all
         // async-signal-safe.
         unsafe { sigaction(sig, &action) }?;
