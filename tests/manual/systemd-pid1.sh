@@ -4,8 +4,10 @@
 # /usr/local/bin/unifs (README's Install), the units installed and driven
 # with systemctl: start, status, stop, restart, a guest that halts itself,
 # one that reboots itself, a start that fails, `systemctl kill` (and -s
-# KILL), the mount unit and the fstab line, both units enabled at boot, and
-# the container's poweroff with a guest running. Too slow for CI (a boot,
+# KILL, and a start after it), restarts and reboots in a row, an upgrade
+# from the old Type=oneshot unit with the guest running, the mount unit
+# and the fstab line, both units enabled at boot, and the container's
+# poweroff with a guest running. Too slow for CI (a boot,
 # debootstrap once);
 # its output is in docs/guests.md ("Under systemd").
 #
@@ -45,8 +47,9 @@ TEST=unifs-pid1-test
 failed=0
 nspawn='' leader='' boots=0
 
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL $*"; failed=1; }
+passed=0 fails=0
+ok() { echo "ok   $*"; passed=$((passed + 1)); }
+bad() { echo "FAIL $*"; failed=1; fails=$((fails + 1)); }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 until_() {
     local end=$((SECONDS + $1)); shift
@@ -302,9 +305,80 @@ sc start "$unit"
 sc kill -s KILL "$unit"
 check "the keeper killed: the unit failed ($(sc is-active "$unit"))" until_ 30 active "$unit" failed
 check "  the guest runs on" running
+# What is left: the guest (init, its root, its groups) and keeper.pid naming
+# the dead keeper; `systemctl start` runs `guest start`, which refuses.
+echo "info   after KILL: keeper.pid $(IN cat /run/unifs/web1/keeper.pid 2>/dev/null || echo gone), root $(guest_mounted && echo mounted || echo unmounted), unit's cgroup: $(unit_procs)"
+gpid=$(field pid)
+sc start "$unit" 2>/dev/null; rc=$?
+check "  systemctl start then: exit $rc, failed, the guest untouched" eval '[ "$rc" != 0 ] && active "$unit" failed && [ "$(field pid)" = "$gpid" ]'
+check "  journalctl -u says: already running" sh -c "nsenter -t $leader -a journalctl -u $unit --no-pager -o cat | grep -q 'guest web1 is already running'"
 IN unifs guest stop web1 >/dev/null; rc=$?
 check "  unifs guest stop: exit $rc, stopped" eval 'stopped && ! guest_mounted'
 sc reset-failed "$unit"
+sc start "$unit"; rc=$?
+check "  then systemctl start: exit $rc, active, main PID the keeper" eval 'active "$unit" active && main_is_keeper'
+sc stop "$unit"
+
+echo "== restart and reboot, twice in a row"
+sc start "$unit"
+# follows MAIN: the unit's main PID is a keeper, not MAIN (the last one).
+follows() { local m; m=$(sc show -P MainPID "$unit"); main_is_keeper && [[ $m != "$1" ]] && only_keeper; }
+for round in 1 2; do
+    first=$(field pid) main=$(sc show -P MainPID "$unit")
+    sc restart "$unit"; rc=$?
+    check "restart $round: exit $rc, a new init" fresh_pid "$first"
+    check "  main PID the new keeper ($main -> $(sc show -P MainPID "$unit")), alone in the cgroup" follows "$main"
+done
+for round in 1 2; do
+    first=$(field pid) main=$(sc show -P MainPID "$unit")
+    IN unifs guest exec web1 -- touch /tmp/reboot
+    check "reboot $round: started again" until_ 20 fresh_pid "$first"
+    check "  reboots since the restart: $(field reboots)" [ "$(field reboots)" = "$round" ]
+    check "  main PID the new keeper ($main -> $(sc show -P MainPID "$unit")), alone in the cgroup" until_ 10 follows "$main"
+    check "  unit active" active "$unit" active
+done
+sc stop "$unit"; rc=$?
+check "  systemctl stop: exit $rc, inactive, stopped" eval 'active "$unit" inactive && stopped && ! guest_mounted'
+
+echo "== upgrade: a guest started under the old oneshot unit"
+# The unit before 2026-12-05 (its [Service] as it was), and a keeper of
+# then, which wrote no keeper.pid.
+cp "$ROOT/etc/systemd/system/unifs-guest@.service" "$DIR/new.service"
+sed -e 's/^Type=forking/Type=oneshot\nRemainAfterExit=yes/' -e '/^PIDFile=/d' "$DIR/new.service" \
+    >"$ROOT/etc/systemd/system/unifs-guest@.service"
+sc daemon-reload
+sc start "$unit"; rc=$?
+check "old unit: start exit $rc, active (exited)" sh -c "nsenter -t $leader -a systemctl status $unit --no-pager | grep -q 'Active: active (exited)'"
+IN rm -f /run/unifs/web1/keeper.pid
+gpid=$(field pid)
+cp "$DIR/new.service" "$ROOT/etc/systemd/system/unifs-guest@.service"
+sc daemon-reload
+st=$(sc status "$unit" --no-pager 2>&1 | grep -E 'Active:|Main PID' | tr -s ' ' | tr '\n' '|')
+echo "info   new unit, after daemon-reload: $st MainPID $(sc show -P MainPID "$unit")"
+check "  new unit after daemon-reload: still active (exited), no main PID, the guest untouched" eval 'active "$unit" active && [ "$(sc show -P MainPID "$unit")" = 0 ] && [ "$(field pid)" = "$gpid" ]'
+# Until its next stop the unit keeps the old behaviour: systemd does not
+# follow that keeper, so a halt leaves it active (exited).
+IN unifs guest exec web1 -- touch /tmp/halt
+check "  the guest halts: stopped, the unit still active (exited), as before the upgrade" eval 'until_ 20 stopped && sleep 2 && active "$unit" active'
+sc stop "$unit"; rc=$?
+check "  systemctl stop: exit $rc, inactive" eval 'active "$unit" inactive && stopped && ! guest_mounted'
+sc start "$unit"; rc=$?
+check "  systemctl start: exit $rc, active (running), main PID the keeper" eval 'active "$unit" active && main_is_keeper'
+sc restart "$unit"; rc=$?
+check "  systemctl restart: exit $rc, main PID the keeper" eval 'active "$unit" active && main_is_keeper && only_keeper'
+# The same, restarted at once (what docs/guests.md tells an operator).
+sc stop "$unit"
+sed -e 's/^Type=forking/Type=oneshot\nRemainAfterExit=yes/' -e '/^PIDFile=/d' "$DIR/new.service" \
+    >"$ROOT/etc/systemd/system/unifs-guest@.service"
+sc daemon-reload
+sc start "$unit"
+IN rm -f /run/unifs/web1/keeper.pid
+cp "$DIR/new.service" "$ROOT/etc/systemd/system/unifs-guest@.service"
+sc daemon-reload
+sc restart "$unit"; rc=$?
+check "old unit, upgraded, restarted at once: exit $rc, main PID the keeper" eval 'active "$unit" active && main_is_keeper && only_keeper'
+sc stop "$unit"
+rm -f "$DIR/new.service"
 
 echo "== mount unit and fstab line"
 mnt=mnt-web1.mount
@@ -358,4 +432,5 @@ cleanup; trap - EXIT
 nspawn=''
 check "no cgroup of the test" eval '! ls -d /sys/fs/cgroup/*/'"$TEST"' 2>/dev/null | grep -q .'
 check "no process on the root" sh -c "! ps -eo args | grep -v grep | grep -q '$ROOT'"
+echo "== $passed ok, $fails FAIL"
 exit $failed
