@@ -84,7 +84,10 @@ pub enum Error {
     /// crash, edited by hand).
     #[error("unreadable runtime record {}: {reason}", path.display())]
     Record { path: PathBuf, reason: String },
-    #[error("guest {name} is already running (init pid {pid})")]
+    #[error(
+        "guest {name} is already running (init pid {pid}): `unifs guest stop {name}` \
+         first, or `unifs guest restart {name}`"
+    )]
     AlreadyRunning { name: String, pid: i32 },
     /// Processes of the guest that could not be ended.
     #[error("stopping guest {name} failed: {reason}")]

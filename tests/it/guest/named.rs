@@ -509,6 +509,12 @@ fn named_second_start_is_refused_and_stale_records_are_cleaned() {
     let o = g.unifs(&["start", &g.name]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("already running"), "{}", stderr(&o));
+    let hint = format!("`unifs guest stop {}` first", g.name);
+    assert!(
+        stderr(&o).contains(&hint),
+        "says what to do: {}",
+        stderr(&o)
+    );
 
     // Init dies behind our back, its keeper too: the guest shows as
     // stopped, not running.
