@@ -38,6 +38,23 @@ pub fn parse_devices(items: &[String]) -> Result<Vec<Device>> {
         if devices[..i].iter().any(|e| e.path == d.path) {
             return Err(invalid(&items[i], "given twice".into()));
         }
+        // One cgroup rule per number: a second, writable entry's allow
+        // would lift a `:ro` one's deny.
+        if let Some(e) = devices[..i]
+            .iter()
+            .find(|e| (e.major, e.minor) == (d.major, d.minor))
+        {
+            return Err(invalid(
+                &items[i],
+                format!(
+                    "{} is the same device (c {}:{}) as {}, given before: give it once",
+                    d.path.display(),
+                    d.major,
+                    d.minor,
+                    e.path.display()
+                ),
+            ));
+        }
     }
     Ok(devices)
 }
