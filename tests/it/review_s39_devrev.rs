@@ -50,3 +50,22 @@ fn s39_same_device_at_two_paths_is_refused() {
         "{err}"
     );
 }
+
+/// `/dev/fuse:ro` failed the start with "cannot serve guest root …
+/// through the overlay: Operation not permitted": the guest's overlay
+/// daemon is in its devices group, whose deny it met. Refused, saying why.
+#[test]
+fn s39_fuse_read_only_is_refused_clearly() {
+    let test = "s39_fuse_read_only_is_refused_clearly";
+    if !can_run(test) || !Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let t = TestRoot::new();
+    let o = t.sh(&["--device", "/dev/fuse:ro"], "echo started");
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("/dev/fuse") && err.contains("without :ro") && !err.contains("overlay:"),
+        "{err}"
+    );
+}
