@@ -38,6 +38,23 @@ pub fn parse_devices(items: &[String]) -> Result<Vec<Device>> {
         if devices[..i].iter().any(|e| e.path == d.path) {
             return Err(invalid(&items[i], "given twice".into()));
         }
+        // One cgroup rule per number: a second, writable entry's allow
+        // would lift a `:ro` one's deny.
+        if let Some(e) = devices[..i]
+            .iter()
+            .find(|e| (e.major, e.minor) == (d.major, d.minor))
+        {
+            return Err(invalid(
+                &items[i],
+                format!(
+                    "{} is the same device (c {}:{}) as {}, given before: give it once",
+                    d.path.display(),
+                    d.major,
+                    d.minor,
+                    e.path.display()
+                ),
+            ));
+        }
     }
     Ok(devices)
 }
@@ -125,6 +142,14 @@ impl std::str::FromStr for Device {
                 path.display()
             )));
         }
+        if read_only && (major, minor) == FUSE {
+            return Err(bad(format!(
+                "{} read-only serves nothing (a FUSE daemon writes its replies to it), \
+                 and its deny would reach the guest's own overlay daemon, which shares \
+                 the guest's devices cgroup: give it without :ro",
+                path.display()
+            )));
+        }
         let write_bits = if read_only { 0o222 } else { 0 };
         Ok(Device {
             path: Path::new("/dev").join(parts.iter().flatten().collect::<PathBuf>()),
@@ -137,6 +162,9 @@ impl std::str::FromStr for Device {
         })
     }
 }
+
+/// /dev/fuse's number (Documentation/admin-guide/devices.txt).
+const FUSE: (u64, u64) = (10, 229);
 
 /// The memory-class nodes that are the host's memory or I/O ports
 /// (Documentation/admin-guide/devices.txt): as a block device is its disk.
