@@ -1956,13 +1956,13 @@ impl Overlay {
     /// open of the file with the credentials of the registration, while
     /// the file stays open (one backing file per FUSE inode). A write open
     /// registers with its opener's ids; a read-only one allocates nothing
-    /// itself, and one by root registers with the file owner's, whose write
-    /// open is the likeliest to join it while it stays open (a root
-    /// `tail -f` or backup read of a user's file must not lend that user
-    /// root's reserve).
+    /// itself and registers with the file owner's, whoever opens it: the
+    /// owner's write open is the likeliest to join it while it stays open
+    /// (root's `tail -f` of a user's file must not lend that user root's
+    /// reserve, nor a user's `tail -f` of root's log take it from root).
     pub fn registration_ids(&self, file: &OpenInode, flags: i32, caller: Caller) -> (u32, u32) {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if write || caller.uid != 0 {
+        if write {
             return (caller.uid, caller.gid);
         }
         match fsys::fstat(file.fd.as_fd()) {

@@ -120,6 +120,7 @@ mod review_s38_sidechan;
 mod review_s38_smalls;
 mod review_s39_devices;
 mod review_s39_devrev;
+mod review_s39_fsidrev;
 mod review_s39_fsuid;
 mod review_s39_inherit;
 mod review_s39_keeper3;

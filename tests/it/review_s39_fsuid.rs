@@ -16,12 +16,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// The guest user of these tests.
-const USER: u32 = 1000;
+pub(crate) const USER: u32 = 1000;
 
 /// A 64 MiB ext4 with half its blocks reserved for uid 0 (the default
 /// owner); `None` (skipped, with the reason) without mkfs.ext4 or loop
 /// devices.
-fn reserved_ext4(test: &str) -> Option<Loopfs> {
+pub(crate) fn reserved_ext4(test: &str) -> Option<Loopfs> {
     if !require_root(test) {
         return None;
     }
@@ -44,7 +44,7 @@ fn reserved_ext4(test: &str) -> Option<Loopfs> {
 }
 
 /// A directory of `USER`'s at `path`.
-fn user_dir(path: &Path) {
+pub(crate) fn user_dir(path: &Path) {
     fs::create_dir_all(path).unwrap();
     std::os::unix::fs::chown(path, Some(USER), Some(USER)).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
@@ -84,7 +84,7 @@ fn dd(uid: u32, path: &Path, more: &[&str]) -> (bool, Output) {
 }
 
 /// Fills the disk as `uid` through `path`: the bytes written until ENOSPC.
-fn fill(uid: u32, path: &Path) -> u64 {
+pub(crate) fn fill(uid: u32, path: &Path) -> u64 {
     let (full, out) = dd(uid, path, &["conv=fsync"]);
     assert!(full, "{}: no ENOSPC: {}", path.display(), stderr(&out));
     fs::metadata(path).unwrap().len()
@@ -92,7 +92,7 @@ fn fill(uid: u32, path: &Path) -> u64 {
 
 /// 1 MiB of zeros to `path` as `uid`: `Ok` if written, `Err` with dd's
 /// complaint if the disk was full.
-fn write_mib(uid: u32, path: &Path, more: &[&str]) -> Result<(), String> {
+pub(crate) fn write_mib(uid: u32, path: &Path, more: &[&str]) -> Result<(), String> {
     let more = [&["count=16"], more].concat();
     match dd(uid, path, &more) {
         (true, out) => Err(stderr(&out)),
@@ -102,7 +102,7 @@ fn write_mib(uid: u32, path: &Path, more: &[&str]) -> Result<(), String> {
 
 /// Fills the disk on `fs` itself (not through a mount) as the guest user,
 /// up to root's reserve; the bytes written.
-fn fill_to_the_reserve(fs: &Loopfs) -> u64 {
+pub(crate) fn fill_to_the_reserve(fs: &Loopfs) -> u64 {
     user_dir(&fs.path("local"));
     fill(USER, &fs.path("local/fill"))
 }
