@@ -26,6 +26,17 @@ pub fn current() -> (u32, u32) {
     (setfsuid(QUERY), setfsgid(QUERY))
 }
 
+thread_local! {
+    /// The thread's own ids, read on its first [`with_fs_ids`] (never
+    /// inside one: calls do not nest): they are
+    /// what every call finds and leaves, so each request (a daemon thread's
+    /// writes and registrations, root's mostly, which switch nothing) does
+    /// not ask the kernel again. Holds while nothing else changes a
+    /// thread's ids: the daemon never setuids (a set*id would change every
+    /// thread's, through the C library).
+    static OWN: (u32, u32) = current();
+}
+
 /// The thread's ids and capabilities as they were before [`with_fs_ids`]
 /// changed them; put back on drop, on the same thread (hence not `Send`),
 /// even when `f` unwinds.
@@ -60,8 +71,10 @@ impl Drop for Restore {
 /// Invariant: when this returns, the thread's fsuid, fsgid and capability
 /// sets are what they were when it was called; other threads' are never
 /// touched (a thread `f` starts inherits the changed ids: start none).
+/// `f` must not call this again: the ids put back are the thread's own
+/// (`OWN`), not the outer call's.
 pub fn with_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
-    let (old_uid, old_gid) = current();
+    let (old_uid, old_gid) = OWN.with(|own| *own);
     if (old_uid, old_gid) == (uid, gid) {
         return f();
     }
