@@ -462,13 +462,16 @@ impl Filesystem for UnifsFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.overlay.link(ino.0, newparent.0, newname) {
+        match self
+            .overlay
+            .link(ino.0, newparent.0, newname, req.uid(), req.gid())
+        {
             Ok(e) => reply.entry(&TTL, &attr(&e), self.generation(e.node)),
             Err(e) => reply.error(err(e)),
         }

@@ -632,6 +632,20 @@ fn is_reg(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
+/// Runs `make`, a syscall that makes a new entry, a name or an xattr for a
+/// guest's request, with the caller's filesystem ids: ext4 grants root's
+/// reserved blocks, xfs and quotas charge the inode, and the kernel sets a
+/// new entry's owner and group (a set-group-ID directory's group, or the
+/// caller's), by them, as for the caller's own syscall. Only the ids
+/// change (`with_fs_ids` keeps the capabilities): the backing filesystem's
+/// permission checks pass as they did for root, which matters where the
+/// kernel let the caller in by a supplementary group (it checked them,
+/// `default_permissions`; FUSE does not pass them to us, so the backing
+/// filesystem could not). Guest root (uid and gid 0) switches nothing.
+fn as_caller<T>(uid: u32, gid: u32, make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    sys::fsids::with_fs_ids(uid, gid, make)
+}
+
 impl Overlay {
     /// An overlay over the backing directory open at `root`.
     pub fn new(root: OwnedFd, read_only: bool, no_atime: bool) -> Result<Overlay> {
@@ -2291,7 +2305,9 @@ impl Overlay {
         fsys::readlink_at(dir.as_fd(), &name)
     }
 
-    /// Gives a new entry to the calling user, as a local filesystem does; a
+    /// Gives a new entry to the calling user, as a local filesystem does,
+    /// where it was not made as that user already ([`as_caller`]: the
+    /// daemon could not switch its ids, not being root); a
     /// set-group-ID directory keeps its group, which the backing fs set.
     /// `mode`: a new file's mode, whose set-ID bits the chown took off and
     /// which go back on (the kernel already took set-group-ID off for a
@@ -2332,6 +2348,12 @@ impl Overlay {
     ) -> Result<()> {
         let parent = fsys::stat_at(dir, OsStr::new("."))?;
         let setgid_dir = parent.st_mode & libc::S_ISGID != 0;
+        let st = fsys::stat_at(dir, name)?;
+        if st.st_uid == uid && (setgid_dir || st.st_gid == gid) {
+            // Made as the caller: owner, group and set-ID bits are the
+            // kernel's, as for a local create (a chown would clear the bits).
+            return Ok(());
+        }
         fsys::chown_at(dir, name, uid, if setgid_dir { u32::MAX } else { gid })?;
         let Some(mode) = mode.map(|m| m & 0o7777) else {
             return Ok(());
@@ -2386,7 +2408,8 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
-        self.changing(|| fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64))?;
+        let made = || fsys::mknod_at(dir.as_fd(), name, mode, rdev as u64);
+        self.changing(|| as_caller(uid, gid, made))?;
         self.own_new(dir.as_fd(), name, uid, gid, Some(mode))?;
         self.lookup_in(&dir, parent, name)
     }
@@ -2403,7 +2426,7 @@ impl Overlay {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
-        self.changing(|| sys::mkdir_at(dir.as_fd(), name, mode))?;
+        self.changing(|| as_caller(uid, gid, || sys::mkdir_at(dir.as_fd(), name, mode)))?;
         self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
@@ -2418,7 +2441,8 @@ impl Overlay {
     ) -> Result<Entry> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
-        self.changing(|| fsys::symlink_at(target, dir.as_fd(), name))?;
+        let made = || fsys::symlink_at(target, dir.as_fd(), name);
+        self.changing(|| as_caller(uid, gid, made))?;
         self.own_new(dir.as_fd(), name, uid, gid, None)?;
         self.lookup_in(&dir, parent, name)
     }
@@ -2439,7 +2463,8 @@ impl Overlay {
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
         let mut flags = flags;
         let flags_new = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
-        match self.changing(|| sys::open_at(dir.as_fd(), name, flags_new, mode & 0o7777)) {
+        let made = || sys::open_at(dir.as_fd(), name, flags_new, mode & 0o7777);
+        match self.changing(|| as_caller(caller.uid, caller.gid, made)) {
             Ok(fd) => {
                 drop(fd);
                 self.own_new(dir.as_fd(), name, caller.uid, caller.gid, Some(mode))?;
@@ -2569,7 +2594,11 @@ impl Overlay {
             // make them two inodes, and the old name would stay.)
             sys::unlink_at(olddir.as_fd(), name)?;
         } else {
-            fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)?;
+            // The new name's directory block, if it needs one, the caller's;
+            // as is a whiteout.
+            as_caller(uid, gid, || {
+                fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)
+            })?;
         }
         drop(changing);
         let mut state = lock(&self.state);
@@ -2626,13 +2655,21 @@ impl Overlay {
     }
 
     /// A hardlink the guest makes joins the private copy: break first.
-    pub fn link(&self, node: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
+    pub fn link(
+        &self,
+        node: u64,
+        newparent: u64,
+        newname: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
         Self::check_name(newname)?;
         let (dir, name) = self.entry_of(node)?;
         Self::refuse_mounted(dir.as_fd(), &name)?;
         self.make_private(node, None, dir.as_fd(), &name, None)?;
         let newdir = self.open_dir_node(newparent)?;
-        self.changing(|| sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname))?;
+        let linked = || sys::link_at(dir.as_fd(), &name, newdir.as_fd(), newname);
+        self.changing(|| as_caller(uid, gid, linked))?;
         self.lookup_in(&newdir, newparent, newname)
     }
 
@@ -3113,7 +3150,9 @@ impl Overlay {
             // Unlinked but open, or split off its path: as in setattr.
             Err(e) => {
                 let fd = self.unnamed_private_fd(node, e)?;
-                sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags)?;
+                as_caller(caller.uid, caller.gid, || {
+                    sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags)
+                })?;
                 // As below for an access ACL.
                 let st = fsys::fstat(fd.as_fd())?;
                 if attr == OsStr::new("system.posix_acl_access")
@@ -3133,10 +3172,11 @@ impl Overlay {
         }
         // Through a held write fd, as in setattr.
         let fd = self.private_write_fd(node, dir.as_fd(), &name, None)?;
-        match &fd {
-            Some(fd) => sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags)?,
-            None => fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags)?,
-        }
+        // An xattr block, if it needs one, the caller's.
+        as_caller(caller.uid, caller.gid, || match &fd {
+            Some(fd) => sys::xattr::set_fd_flags(fd.as_fd(), attr, value, flags),
+            None => fsys::set_xattr_at(dir.as_fd(), &name, attr, value, flags),
+        })?;
         if attr != OsStr::new("system.posix_acl_access") {
             return Ok(());
         }

@@ -7,6 +7,8 @@
 use crate::common::{require_root, require_strace};
 use crate::fs::harness::{errno, mount_under_strace, names, Mount, World};
 use crate::review_s18_fs::{run, Loopfs};
+use crate::review_s39_fsidrev::sh_as;
+use crate::review_s39_fsuid::{user_dir, USER};
 use crate::tree::{file, stderr, unifs, unify_json};
 use std::fs;
 use std::io::Write;
@@ -194,11 +196,15 @@ fn s38_entries_made_through_the_mount_get_the_project_a_local_one_gets() {
     assert_eq!(project(&g.join("srv/dir/file")), (77, false));
 }
 
-/// A file or directory a guest user makes through the mount is made by the
+/// A file or directory a guest user makes through the mount was made by the
 /// daemon (root) and then given to the user: a chown that the user's quota
 /// refuses (EDQUOT: its inode limit; injected here into fchownat) failed
 /// the create and left the new entry behind, root's, in the guest's tree.
-/// It is removed now: the guest sees no entry, as it was told.
+/// It is removed now: the guest sees no entry, as it was told. (Since
+/// 2026-12-05 the daemon makes entries as the caller, so that the quota
+/// refuses the create itself; it still makes them as itself and gives them
+/// away where it cannot switch its ids, as here, where strace makes
+/// setfsuid and setfsgid do nothing.)
 #[test]
 fn s38_a_create_refused_by_the_users_quota_leaves_no_entry() {
     if !require_strace("s38_a_create_refused_by_the_users_quota_leaves_no_entry") {
@@ -206,16 +212,34 @@ fn s38_a_create_refused_by_the_users_quota_leaves_no_entry() {
     }
     let w = World::new();
     let g = w.dir("g");
-    let injects = ["--inject=fchownat:error=EDQUOT:when=1..2"];
+    user_dir(&g.join("www"));
+    let injects = [
+        "--inject=setfsuid:retval=0",
+        "--inject=setfsgid:retval=0",
+        "--inject=fchownat:error=EDQUOT:when=1..2",
+    ];
     let m = mount_under_strace(&w, &g, &injects, &["threads=1"]);
-    assert_eq!(errno(fs::File::create(m.path("file"))), libc::EDQUOT);
-    assert_eq!(errno(fs::create_dir(m.path("dir"))), libc::EDQUOT);
-    assert_eq!(names(&g), Vec::<String>::new(), "entries left");
+    let www = m.path("www").display().to_string();
+    for make in ["touch", "mkdir"] {
+        let out = sh_as(USER, &format!("{make} {www}/{make}"));
+        assert!(
+            stderr(&out).contains("Disk quota exceeded"),
+            "{make}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(names(&g.join("www")), Vec::<String>::new(), "entries left");
     // With room again.
-    fs::write(m.path("file"), b"x").unwrap();
-    fs::create_dir(m.path("dir")).unwrap();
+    for make in ["touch", "mkdir"] {
+        let out = sh_as(USER, &format!("{make} {www}/{make}"));
+        assert!(out.status.success(), "{make}: {}", stderr(&out));
+    }
     drop(m);
-    assert_eq!(names(&g), ["dir", "file"]);
+    assert_eq!(names(&g.join("www")), ["mkdir", "touch"]);
+    for name in ["mkdir", "touch"] {
+        let md = fs::metadata(g.join("www").join(name)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (USER, USER), "{name}");
+    }
 }
 
 /// A break's copy was given to its owner after its data was written: on

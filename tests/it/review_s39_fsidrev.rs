@@ -14,11 +14,11 @@ use std::process::{Command, Output};
 
 const USER: u32 = 1000;
 const OWNER: u32 = 2000;
-const GROUP: u32 = 3000;
+pub(crate) const GROUP: u32 = 3000;
 
 /// `sh -c script` as `uid` with primary group `uid` and supplementary
 /// group `GROUP`.
-fn sh_as(uid: u32, script: &str) -> Output {
+pub(crate) fn sh_as(uid: u32, script: &str) -> Output {
     Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={uid}"))
