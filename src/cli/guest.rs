@@ -749,7 +749,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             };
             anyhow::ensure!(
                 !changes.is_empty(),
-                "nothing to change: give --memory, --cpus, --pids or --io-weight"
+                "nothing to change: give --memory, --cpus, --pids or --io-weight (the rest of \
+                 its config, devices included, applies at its next start: guest restart {name})"
             );
             let now = lifecycle::update(&dirs(d), &name, &changes)?;
             outln!(

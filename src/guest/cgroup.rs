@@ -529,12 +529,17 @@ const DAEMON_LEAF: &str = "mount";
 /// unmounted before what is left in its leaf is killed.
 const DAEMON_EXIT: Duration = Duration::from_secs(5);
 
-/// `devices` (`--device`) in the guest's v1 `devices` group, if it has
-/// one: allowed (a host whose own group denies one refuses that), and a
-/// read-only one's writes denied. Without that group no device is refused,
-/// but a read-only one cannot be: guest root opens a node for writing
-/// whatever its mode, and unifs has no cgroup v2 device filter.
-fn allow_devices(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
+/// The guest's device policy in its v1 `devices` group, if it has one:
+/// every device denied, then its own /dev's and its `devices` (`--device`)
+/// allowed ([`super::devices`]). On the [`LEAF`], made here with nothing
+/// below it (the kernel refuses `a` in a group with children), so that
+/// every process of the guest has it, `guest exec`'s and the groups it
+/// makes too; not on the group, whose [`DAEMON_LEAF`] holds the overlay
+/// daemon, which opens /dev/fuse to serve the guest's root. Without that
+/// group no device is refused, and a read-only one cannot be: guest root
+/// opens a node for writing whatever its mode, and unifs has no cgroup v2
+/// device filter.
+fn device_policy(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
     let Some(group) = groups.iter().find(|g| g.join("devices.allow").exists()) else {
         return match devices.iter().find(|d| d.read_only) {
             Some(d) => Err(Error::Limit {
@@ -549,29 +554,64 @@ fn allow_devices(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
             None => Ok(()),
         };
     };
+    let leaf = group.join(LEAF);
+    match std::fs::create_dir(&leaf) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::io("creating cgroup", leaf, e))
+        }
+        _ => {}
+    }
+    let write = |file: &str, rule: &str| {
+        let at = leaf.join(file);
+        std::fs::write(&at, rule).map_err(|e| (at, e))
+    };
+    write("devices.deny", "a").map_err(|(at, e)| {
+        let why = match e.raw_os_error() {
+            Some(libc::EINVAL) => {
+                " (it has groups below it, left by an earlier run: remove them with rmdir)"
+            }
+            _ => "",
+        };
+        Error::Cgroup(format!(
+            "denying the guest every device but its own: writing \"a\" to {}: {e}{why}",
+            at.display()
+        ))
+    })?;
+    for rule in super::devices::own_rules() {
+        match write("devices.allow", &rule) {
+            Ok(()) => {}
+            // The host's own group denies it (unifs in a container): the
+            // guest does without, as its host.
+            Err((at, e)) if e.raw_os_error() == Some(libc::EPERM) => {
+                tracing::warn!(
+                    "{rule:?} in {}: {e} (a group above it denies it)",
+                    at.display()
+                )
+            }
+            Err((at, e)) => {
+                return Err(Error::Cgroup(format!(
+                    "allowing the guest its own devices: writing {rule:?} to {}: {e}",
+                    at.display()
+                )))
+            }
+        }
+    }
     for d in devices {
-        let number = format!("c {}:{}", d.major, d.minor);
-        let mut rules = vec![("devices.allow", format!("{number} rwm"))];
-        if d.read_only {
-            rules.push(("devices.deny", format!("{number} w")));
-        }
-        for (file, rule) in rules {
-            let at = group.join(file);
-            std::fs::write(&at, &rule).map_err(|e| {
-                let why = match e.raw_os_error() {
-                    Some(libc::EPERM) => " (a group above it denies that device)",
-                    _ => "",
-                };
-                Error::Limit {
-                    limit: "--device",
-                    reason: format!(
-                        "{} ({number}): writing {rule:?} to {}: {e}{why}",
-                        d.path.display(),
-                        at.display()
-                    ),
-                }
-            })?;
-        }
+        let rule = d.cgroup_rule();
+        write("devices.allow", &rule).map_err(|(at, e)| {
+            let why = match e.raw_os_error() {
+                Some(libc::EPERM) => " (a group above it denies that device)",
+                _ => "",
+            };
+            Error::Limit {
+                limit: "--device",
+                reason: format!(
+                    "{}: writing {rule:?} to {}: {e}{why}",
+                    d.path.display(),
+                    at.display()
+                ),
+            }
+        })?;
     }
     Ok(())
 }
@@ -583,7 +623,7 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Creates the groups, applies the limits and allows `devices`; on
+    /// Creates the groups, applies the limits and the device policy; on
     /// failure removes what it made and says which limit could not be
     /// applied.
     pub fn create(name: &str, limits: &Limits, devices: &[Device], track: bool) -> Result<Cgroup> {
@@ -594,7 +634,7 @@ impl Cgroup {
         let cg = Cgroup {
             groups: plan.groups.clone(),
         };
-        if let Err(e) = apply(&plan.steps).and_then(|()| allow_devices(&cg.groups, devices)) {
+        if let Err(e) = apply(&plan.steps).and_then(|()| device_policy(&cg.groups, devices)) {
             cg.remove();
             return Err(e);
         }
@@ -611,6 +651,12 @@ impl Cgroup {
 
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
+    }
+
+    /// True when the guest's devices are limited to its own (a v1
+    /// `devices` group, see [`device_policy`]).
+    pub fn limits_devices(&self) -> bool {
+        self.groups.iter().any(|g| g.join("devices.allow").exists())
     }
 
     /// True when one of the groups is in a cgroup v2 hierarchy: the guest's

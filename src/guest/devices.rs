@@ -2,7 +2,11 @@
 //! host's given to a guest at the same path. The host node is read here,
 //! when the option is parsed; rootfs makes a node of the same number, mode
 //! and owner in the guest's /dev, and [`super::cgroup`] allows it in the
-//! guest's v1 `devices` group (denying writes to a read-only one).
+//! guest's v1 `devices` group (without writes for a read-only one).
+//!
+//! That group denies every other device ([`own_rules`]): as Docker's, LXC's
+//! and nspawn's, a guest opens only the nodes of its own /dev, whatever it
+//! makes with `--cap-add mknod`.
 
 use super::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -144,9 +148,8 @@ impl std::str::FromStr for Device {
         }
         if read_only && (major, minor) == FUSE {
             return Err(bad(format!(
-                "{} read-only serves nothing (a FUSE daemon writes its replies to it), \
-                 and its deny would reach the guest's own overlay daemon, which shares \
-                 the guest's devices cgroup: give it without :ro",
+                "{} read-only serves nothing (a FUSE daemon writes its replies to it): \
+                 give it without :ro",
                 path.display()
             )));
         }
@@ -165,6 +168,40 @@ impl std::str::FromStr for Device {
 
 /// /dev/fuse's number (Documentation/admin-guide/devices.txt).
 const FUSE: (u64, u64) = (10, 229);
+
+/// /dev/ptmx, and the major of every pty of a devpts (/dev/pts/N, and the
+/// guest's /dev/console, a pty bound there): Documentation/admin-guide/devices.txt.
+const PTMX: (u64, u64) = (5, 2);
+const PTS_MAJOR: u64 = 136;
+
+/// What the guest's v1 devices group allows (its `devices.allow` lines)
+/// after denying all (`a`): `m` of any number, as Docker, so `--cap-add
+/// mknod` still makes nodes (opening one is what is checked); the nodes of
+/// its own /dev (rootfs's) and its ptys. Not /dev/console's own number
+/// (5:1, the host's console): the guest's is a pty. Its `--device`s are
+/// [`Device::cgroup_rule`].
+pub fn own_rules() -> Vec<String> {
+    let mut rules = vec!["c *:* m".to_string(), "b *:* m".to_string()];
+    let nodes = super::rootfs::DEVICES
+        .iter()
+        .map(|(_, major, minor)| (*major, *minor));
+    rules.extend(
+        nodes
+            .chain([PTMX])
+            .map(|(major, minor)| format!("c {major}:{minor} rwm")),
+    );
+    rules.push(format!("c {PTS_MAJOR}:* rwm"));
+    rules
+}
+
+impl Device {
+    /// Its `devices.allow` line: read and mknod only for a read-only one
+    /// (the group denies everything it does not allow).
+    pub fn cgroup_rule(&self) -> String {
+        let access = if self.read_only { "rm" } else { "rwm" };
+        format!("c {}:{} {access}", self.major, self.minor)
+    }
+}
 
 /// The memory-class nodes that are the host's memory or I/O ports
 /// (Documentation/admin-guide/devices.txt): as a block device is its disk.
@@ -197,6 +234,39 @@ mod tests {
         assert!(reason("/dev").contains("below /dev"));
         assert!(reason("/dev/no-such-device-s39").contains("modprobe"));
         assert!(reason("/dev/no-such-device-s39:ro").contains("does not exist"));
+    }
+
+    #[test]
+    fn the_group_allows_the_guests_own_nodes_and_ptys_only() {
+        let rules = own_rules();
+        for rule in [
+            "c 1:3 rwm",
+            "c 1:9 rwm",
+            "c 5:0 rwm",
+            "c 5:2 rwm",
+            "c 136:* rwm",
+        ] {
+            assert!(rules.iter().any(|r| r == rule), "{rule}: {rules:?}");
+        }
+        // mknod of any number; nothing else of a block device, or of the
+        // host's memory or console.
+        assert!(rules.iter().any(|r| r == "b *:* m"));
+        assert!(!rules.iter().any(|r| r.starts_with("b ") && r != "b *:* m"));
+        assert!(!rules
+            .iter()
+            .any(|r| r.starts_with("c 1:1 ") || r.starts_with("c 5:1 ")));
+        let mut tun = Device {
+            path: "/dev/net/tun".into(),
+            major: 10,
+            minor: 200,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+            read_only: false,
+        };
+        assert_eq!(tun.cgroup_rule(), "c 10:200 rwm");
+        tun.read_only = true;
+        assert_eq!(tun.cgroup_rule(), "c 10:200 rm");
     }
 
     #[test]

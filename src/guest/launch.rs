@@ -293,12 +293,28 @@ pub fn spawn(
     }
     spec.limits.check().map_err(|e| spec.in_its_config(e))?;
     net::check(spec)?;
+    warn_if_devices_open(spec, cgroup);
     let spawned = clone_guest(spec, stdio, cgroup, foreground);
     if spawned.is_err() {
         // The caller removes the groups, once the root is unmounted.
         cgroup.kill_all();
     }
     spawned.map(|(pid, keeper, pty)| Spawned { pid, keeper, pty })
+}
+
+/// Without a v1 devices group (a cgroup v2 host) nothing limits which
+/// devices a guest opens: its /dev holds only its own, its tree and binds
+/// are nodev, but a node it makes with `--cap-add mknod` opens. Said, not
+/// refused: that guest asked for the capability.
+fn warn_if_devices_open(spec: &GuestSpec, cgroup: &Cgroup) {
+    let mknod = super::caps::number("mknod").is_ok_and(|n| spec.caps & (1 << n) != 0);
+    if mknod && !cgroup.limits_devices() {
+        tracing::warn!(
+            "guest {}: with mknod it can make and open any device of the host (its disks \
+             too): this host has no cgroup v1 devices controller to limit it to its own",
+            spec.name
+        );
+    }
 }
 
 /// The guest's PID on the host, a foreground guest's [`Keeper`] and

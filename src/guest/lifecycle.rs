@@ -1705,7 +1705,27 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     run.write(&st)?;
     drop(held);
     warn_if_io_weight_inert(changes, &st.backing);
+    warn_if_devices_changed(dirs, name, &st.spec.devices);
     Ok(limits)
+}
+
+/// A config whose `devices` differ from the running guest's: they are
+/// its /dev's nodes and its devices cgroup's rules, made at start, so
+/// they change at the next one. Said, as `update` changes limits only.
+fn warn_if_devices_changed(dirs: &Dirs, name: &str, running: &[super::devices::Device]) {
+    let Ok(cfg) = GuestConfig::load(&dirs.config_dir, name) else {
+        return;
+    };
+    // Not the host node's mode or owner, read anew: which nodes, and how.
+    let key = |d: &super::devices::Device| (d.path.clone(), d.major, d.minor, d.read_only);
+    let now = super::devices::parse_devices(&cfg.devices).map(|ds| ds.iter().map(key).collect());
+    if now.ok() != Some(running.iter().map(key).collect::<Vec<_>>()) {
+        tracing::warn!(
+            "guest {name}: the devices of {} differ from the running guest's; they \
+             apply at its next start (guest restart {name})",
+            dirs.config_dir.join(format!("{name}.toml")).display()
+        );
+    }
 }
 
 /// An I/O weight is set whatever the disk, but acts only where its

@@ -12,8 +12,9 @@ use nix::sys::stat::{makedev, SFlag};
 use nix::unistd::{Gid, Uid};
 use std::path::{Path, PathBuf};
 
-/// Device nodes of the minimal /dev: name, major, minor (all mode 0666).
-const DEVICES: &[(&str, u64, u64)] = &[
+/// Device nodes of the minimal /dev: name, major, minor (all mode 0666);
+/// the guest's devices cgroup allows them ([`super::devices::own_rules`]).
+pub(super) const DEVICES: &[(&str, u64, u64)] = &[
     ("null", 1, 3),
     ("zero", 1, 5),
     ("full", 1, 7),

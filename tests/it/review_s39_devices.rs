@@ -36,7 +36,7 @@ fn host_tun() -> String {
 }
 
 /// True when a cgroup v1 devices hierarchy is mounted (`:ro` needs it).
-fn has_devices_cgroup() -> bool {
+pub(crate) fn has_devices_cgroup() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .unwrap()
         .lines()
