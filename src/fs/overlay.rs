@@ -1279,6 +1279,32 @@ impl Overlay {
         }
     }
 
+    /// Runs `remove`, which takes away `last`, the last name of a file (if
+    /// any), and forgets that file's break if it was noted: no rename of
+    /// it is left to make durable. dpkg breaks every shared file it
+    /// replaces (its backup hardlink) and removes the copy a moment later;
+    /// kept, those notes filled the set and cost a syncfs of the whole
+    /// backing filesystem every [`UNSYNCED_BREAKS_MAX`] files. The set
+    /// stays locked across a noted file's removal, so that no break of a
+    /// new file given its freed number is noted before it is forgotten.
+    fn removing_last(
+        &self,
+        last: Option<libc::stat>,
+        remove: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let Some(ino) = last.filter(is_reg).map(|st| BackingIno::of(&st)) else {
+            return remove();
+        };
+        let mut unsynced = lock(&self.unsynced_breaks);
+        if !unsynced.contains(&ino) {
+            drop(unsynced);
+            return remove();
+        }
+        remove()?;
+        unsynced.remove(&ino);
+        Ok(())
+    }
+
     /// Opens a regular file. A write access (or O_TRUNC) breaks the link
     /// first; the marker is re-read on the opened fd because unify may have
     /// made the file shared while the open waited for its lease.
@@ -2500,18 +2526,17 @@ impl Overlay {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         let dir = self.open_dir_node(parent)?;
         let _names = write_lock(&self.names);
-        let last = Self::last_link(dir.as_fd(), name);
-        self.changing(|| sys::unlink_at(dir.as_fd(), name))?;
-        lock(&self.state).table.remove_name(parent, name, last);
+        let target = fsys::stat_at(dir.as_fd(), name).ok();
+        let last = target.filter(Self::is_last_link);
+        self.removing_last(last, || self.changing(|| sys::unlink_at(dir.as_fd(), name)))?;
+        lock(&self.state)
+            .table
+            .remove_name(parent, name, last.is_some());
         Ok(())
     }
 
-    /// Whether `name` is the last link of its file (so that removing it
+    /// Whether `st` is the last link of its file (so that removing it
     /// frees the inode, and its number, once nothing holds it open).
-    fn last_link(dir: BorrowedFd, name: &OsStr) -> bool {
-        fsys::stat_at(dir, name).is_ok_and(|st| Self::is_last_link(&st))
-    }
-
     fn is_last_link(st: &libc::stat) -> bool {
         st.st_nlink <= 1 || st.st_mode & libc::S_IFMT == libc::S_IFDIR
     }
@@ -2596,8 +2621,11 @@ impl Overlay {
         } else {
             // The new name's directory block, if it needs one, the caller's;
             // as is a whiteout.
-            as_caller(uid, gid, || {
-                fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)
+            let replaced = target.filter(|_| replaced_last);
+            self.removing_last(replaced, || {
+                as_caller(uid, gid, || {
+                    fsys::rename2(olddir.as_fd(), name, newdir.as_fd(), newname, flags)
+                })
             })?;
         }
         drop(changing);
