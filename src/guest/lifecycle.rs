@@ -2207,6 +2207,14 @@ pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
 fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
+    // The last exit before the record: the keeper of an init that ended
+    // writes its stop into the exit only once it has removed the record,
+    // so an exit read first is never newer than the record read after (the
+    // other way, a record of the stop's start and an exit of its end showed
+    // a guest both stopped by its keeper and stale).
+    let exit = run.read_exit();
+    // The tests' window between the two reads.
+    crate::sys::test_stop("UNIFS_TEST_STATUS_STOP");
     let (st, bad) = read_lenient(&run, name)?;
     // Mounting its root and starting init before it records them; an old
     // record of a dead init is still there while it cleans it up.
@@ -2268,9 +2276,8 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         limits: live.map(|s| s.spec.limits.clone()),
         host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
         reboots: live.map(|s| s.reboots.count),
-        last_exit: (!running && unrecorded.is_none() && !starting)
-            .then(|| run.read_exit())
-            .flatten()
+        last_exit: exit
+            .filter(|_| !running && unrecorded.is_none() && !starting)
             // A late keeper of an earlier init says nothing of this one.
             .filter(|e| {
                 st.as_ref()

@@ -2,12 +2,11 @@
 //! the guest hardlinked itself (a node with several names), and the pids
 //! preflight of a guest's start.
 
-use crate::common::require_root;
+use crate::common::{require_root, wait_for_pause};
 use crate::fs::harness::{ino, Mount, World};
 use crate::review_s33_etxtbsy::write_in_thread;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::time::Duration;
 
 /// A break for a write open of shared `x` copies slowly (`pause`); `change`
 /// puts a hardlink pair the guest made (`a`, `b`) at `x` meanwhile, through
@@ -33,7 +32,8 @@ fn pair_put_over_a_breaking_name(change: impl FnOnce(&Mount)) {
     fs::metadata(&x).unwrap();
 
     let write = write_in_thread(&x, b"one");
-    std::thread::sleep(Duration::from_millis(250));
+    // Inside the break's pause, whatever the machine's load.
+    wait_for_pause(m.pid(), 700);
     change(&m);
     let r = write.join().unwrap();
     let errno = r.as_ref().err().and_then(|e| e.raw_os_error());

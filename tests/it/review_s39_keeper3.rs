@@ -124,7 +124,7 @@ fn s39_a_sigterm_to_the_keeper_while_it_sets_init_up_waits_for_init() {
 /// Starts `g` with its keeper stopping itself (UNIFS_TEST_ENDED_STOP) once
 /// init has halted, before it stops the guest: the keeper's pid, and what
 /// continues it when dropped.
-fn halted_and_keeper_held(g: &Guest) -> (i64, u32, Continue) {
+pub(crate) fn halted_and_keeper_held(g: &Guest) -> (i64, u32, Continue) {
     let _ = std::fs::remove_file(g.t.root().join("tmp/go"));
     let (start, _) = g.start_with("UNIFS_TEST_ENDED_STOP", "1");
     let o = wait_bounded(start, Duration::from_secs(60));
