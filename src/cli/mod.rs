@@ -97,6 +97,8 @@ pub fn main() -> ExitCode {
     crate::sys::default_sigpipe();
     crate::sys::default_sigchld();
     crate::sys::unblock_signals();
+    // (But for a keeper's start after its guest's reboot.)
+    crate::guest::held_across_exec();
     let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -127,6 +127,7 @@ mod review_s39_keeper3;
 mod review_s39_nohup;
 mod review_s39_smalls2;
 mod review_s39_stack;
+mod review_s40_keeper4;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
