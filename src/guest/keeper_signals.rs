@@ -230,8 +230,19 @@ pub fn held_across_exec() {
     }
 }
 
+/// Whether `sig`'s action is SIG_IGN: one the caller ignored on purpose
+/// (`nohup`'s SIGHUP) is pending all the same while blocked (Linux
+/// discards only an ignored signal that is not blocked), and means nothing.
+fn ignored(sig: i32) -> bool {
+    let mut act = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: no new action; the old one written through a valid pointer.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), act.as_mut_ptr()) };
+    // SAFETY: sigaction succeeded: it wrote the action.
+    rc == 0 && unsafe { act.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
 /// The passed-on signals pending for this process (held by
-/// [`hold_in_start`]).
+/// [`hold_in_start`]), but those it ignores.
 fn pending() -> Vec<i32> {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigpending writes the set through a valid pointer.
@@ -242,7 +253,10 @@ fn pending() -> Vec<i32> {
     let set = unsafe { set.assume_init() };
     // SAFETY: sigismember of an initialised set and a valid number.
     let member = |sig: &i32| unsafe { libc::sigismember(&set, *sig) } == 1;
-    passed_on().into_iter().filter(member).collect()
+    passed_on()
+        .into_iter()
+        .filter(|sig| member(sig) && !ignored(*sig))
+        .collect()
 }
 
 /// A cancelling signal ([`CANCELLING`]) held for the start, if one came;
@@ -251,7 +265,8 @@ pub fn cancelling() -> Option<i32> {
     pending().into_iter().find(|sig| CANCELLING.contains(sig))
 }
 
-/// Takes the passed-on signals held for the start: no longer pending.
+/// Takes the passed-on signals held for the start (no longer pending), but
+/// those it ignores.
 pub fn take_held() -> Vec<i32> {
     let set = passed_on_set();
     let zero = libc::timespec {
@@ -263,6 +278,7 @@ pub fn take_held() -> Vec<i32> {
     while let sig @ 1.. = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) } {
         taken.push(sig);
     }
+    taken.retain(|sig| !ignored(*sig));
     taken
 }
 

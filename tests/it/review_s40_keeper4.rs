@@ -13,6 +13,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Output;
 use std::time::Duration;
 
+/// An init that ends on SIGTERM.
+const ENDS_ON_TERM: &str =
+    "[\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.05; done\"]";
+
 /// Nothing of the guest is left, nor ever ran: no record, no root mounted
 /// (nor its mount point), no overlay daemon, no groups, no console log.
 fn nothing_made(g: &Guest, what: &str) {
@@ -102,8 +106,7 @@ fn s40_a_sigterm_to_guest_start_as_init_starts_stops_the_guest() {
     if !can_run(test) {
         return;
     }
-    let init = "[\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.05; done\"]";
-    let g = Guest::new("s40stopinit", init);
+    let g = Guest::new("s40stopinit", ENDS_ON_TERM);
     let (start, _) = g.start_with("UNIFS_TEST_KEEPER_STOP", "1");
     let pid = start.0.as_ref().unwrap().id();
     let record = g.run(&g.name).join("state.json");
@@ -137,8 +140,7 @@ fn s40_a_sigterm_at_any_point_of_a_start_leaves_no_half_made_guest() {
     if !can_run(test) {
         return;
     }
-    let init = "[\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.05; done\"]";
-    let g = Guest::new("s40points", init);
+    let g = Guest::new("s40points", ENDS_ON_TERM);
     let run = g.run(&g.name);
     for round in 0..12u64 {
         let what = format!("round {round}");
@@ -289,4 +291,42 @@ fn s40_the_unit_stops_a_guest_whose_keeper_was_killed() {
     assert!(!pid_file.exists(), "the dead keeper's keeper.pid is left");
     let said = ok(&g.unifs(&["stop", &g.name]));
     assert!(said.contains("nothing to stop"), "{said}");
+}
+
+/// `nohup unifs guest start`: a SIGHUP it ignores (held, it is pending all
+/// the same) neither cancels the start nor goes on to init.
+#[test]
+fn s40_a_sighup_a_nohup_start_ignores_does_not_cancel_it() {
+    let test = "s40_a_sighup_a_nohup_start_ignores_does_not_cancel_it";
+    if !can_run(test) {
+        return;
+    }
+    let init = "[\"/bin/sh\", \"-c\", \"trap 'touch /tmp/got-hup' HUP; \
+                while :; do sleep 0.05; done\"]";
+    let g = Guest::new("s40nohup", init);
+    let mut start = g.command();
+    start
+        .args(["start", &g.name])
+        .env("UNIFS_TEST_START_STOP", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: signal(2) is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut start, || {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let start = crate::guest::harness::KillOnDrop(Some(start.spawn().unwrap()));
+    let pid = start.0.as_ref().unwrap().id();
+    assert!(within_60s(|| stopped(pid)), "start never stopped");
+    signal(pid, libc::SIGHUP);
+    drop(Continue(pid as i32));
+    let o = wait_bounded(start, Duration::from_secs(60));
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert!(alive(g.init_pid()), "init gone");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!g.t.root().join("tmp/got-hup").exists(), "init got SIGHUP");
+    ok(&g.unifs(&["stop", &g.name]));
 }
