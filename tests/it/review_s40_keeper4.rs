@@ -142,16 +142,17 @@ fn s40_a_sigterm_at_any_point_of_a_start_leaves_no_half_made_guest() {
     }
     let g = Guest::new("s40points", ENDS_ON_TERM);
     let run = g.run(&g.name);
-    for round in 0..12u64 {
+    for round in 0..16u64 {
         let what = format!("round {round}");
         let (start, _) = g.start_with("UNIFS_TEST_NONE", "1");
         let pid = start.0.as_ref().unwrap().id();
-        std::thread::sleep(Duration::from_millis(25 * round));
+        std::thread::sleep(Duration::from_millis(10 * round));
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
         let o = wait_bounded(start, Duration::from_secs(60));
+        eprintln!("{what}: {:?}: {}", o.status, stderr(&o).trim());
         match o.status.signal() {
             Some(libc::SIGTERM) => {
                 assert!(
