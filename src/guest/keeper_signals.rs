@@ -220,14 +220,18 @@ pub fn hold_in_start() {
     let _ = mask(libc::SIG_BLOCK);
 }
 
-/// In `main`, while it has one thread: holds the passed-on signals again
-/// if the process is a keeper's start after a reboot, which exec'd with
-/// them held ([`HELD_ENV`]): one pending since stays so.
-pub fn held_across_exec() {
-    if std::env::var_os(HELD_ENV).is_some() {
-        std::env::remove_var(HELD_ENV);
-        hold_in_start();
+/// In `main`, while it has one thread, for `sys::unblock_signals`: if the
+/// process is a keeper's start after a reboot, which exec'd with the
+/// passed-on signals held ([`HELD_ENV`]), it unblocks all others but holds
+/// those, in one step (one pending since stays so), and returns true.
+pub fn held_across_exec() -> bool {
+    if std::env::var_os(HELD_ENV).is_none() {
+        return false;
     }
+    std::env::remove_var(HELD_ENV);
+    let set = passed_on_set();
+    // SAFETY: a valid set; no old one asked for.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) == 0 }
 }
 
 /// Whether `sig`'s action is SIG_IGN: one the caller ignored on purpose
