@@ -619,7 +619,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     return Err(e);
                 }
             };
-            match lifecycle::start_after_reboot(&dirs(d), &name, cfg, of)? {
+            match ended_if_interrupted(lifecycle::start_after_reboot(&dirs(d), &name, cfg, of))? {
                 Ok(st) => outln!(
                     "guest {name} started again after its reboot ({} so far), init pid {}",
                     st.reboots.count,
@@ -638,7 +638,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             after_reboot: None,
         } => {
             let cfg = checked_config("guest start", &d, &name)?;
-            let st = lifecycle::start(&dirs(d), &name, cfg)?;
+            let st = ended_if_interrupted(lifecycle::start(&dirs(d), &name, cfg))?;
             outln!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }
@@ -672,7 +672,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     print_stopped(&name, how);
                 }
             };
-            let st = lifecycle::restart(&dirs(d), &name, cfg, timeout, signal, said)?;
+            let st = lifecycle::restart(&dirs(d), &name, cfg, timeout, signal, said);
+            let st = ended_if_interrupted(st)?;
             outln!("guest {name} started, init pid {}", st.pid);
             Ok(ExitCode::SUCCESS)
         }
@@ -877,6 +878,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     output::path(root)
                 );
             }
+            if s.keeper_gone {
+                errln!(
+                    "warning: guest {name}'s keeper (its init's parent) is gone, killed: how its \
+                     init ends will not be recorded, nor will its own reboot start it again; \
+                     `unifs guest stop {name}` stops it, `unifs guest start {name}` then \
+                     starts it with a keeper"
+                );
+            }
             if json {
                 let s = StatusJson {
                     status: &s,
@@ -1004,6 +1013,7 @@ fn state_word(s: &lifecycle::Status) -> String {
         true if s.root_lost => "running (root lost)".into(),
         true if s.root_busy => "running (root busy)".into(),
         true if s.frozen => "running (frozen)".into(),
+        true if s.keeper_gone => "running (no keeper)".into(),
         true => "running".into(),
         false if s.starting => "starting".into(),
         false if why.is_empty() => "stopped".into(),
@@ -1056,6 +1066,17 @@ impl StopArgs {
             .context("--signal")?;
         Ok((timeout, signal))
     }
+}
+
+/// A start that a signal interrupted (and that undid what it did) says so,
+/// then ends by that signal, as it would have without holding it: a shell
+/// or systemd sees it ended by it.
+fn ended_if_interrupted<T>(r: Result<T, crate::guest::Error>) -> Result<T, crate::guest::Error> {
+    if let Err(e @ crate::guest::Error::Interrupted { signal, .. }) = &r {
+        errln!("unifs: {e}");
+        crate::guest::end_by(*signal);
+    }
+    r
 }
 
 fn print_stopped(name: &str, how: Stopped) {

@@ -96,7 +96,11 @@ pub fn main() -> ExitCode {
     }
     crate::sys::default_sigpipe();
     crate::sys::default_sigchld();
-    crate::sys::unblock_signals();
+    // (But for a keeper's start after its guest's reboot, which holds the
+    // signals its keeper held.)
+    if !crate::guest::held_across_exec() {
+        crate::sys::unblock_signals();
+    }
     let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {

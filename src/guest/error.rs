@@ -176,6 +176,15 @@ pub enum Error {
     /// waits for it), as it said it.
     #[error("{0}")]
     Keeper(String),
+    /// A signal that ends a command came while `guest start` worked
+    /// (`systemctl stop`, Ctrl-C): what it did is undone, and it ends by
+    /// it. `init`: the one it had started, stopped again.
+    #[error("{}", interrupted(.name, *.signal, *.init))]
+    Interrupted {
+        name: String,
+        signal: i32,
+        init: Option<i32>,
+    },
     #[error("guest {name} has no {what} ({}): {why}", path.display())]
     NoLog {
         name: String,
@@ -255,6 +264,21 @@ impl Error {
 }
 
 /// What a fork's EAGAIN means here: root is not held by RLIMIT_NPROC.
+fn interrupted(name: &str, signal: i32, init: Option<i32>) -> String {
+    let sig = super::spec::signal_name(signal);
+    match init {
+        None => format!(
+            "guest {name} not started: `unifs guest start` was interrupted by {sig} before it \
+             started init, and undid what it had done (nothing is mounted, no group or record \
+             is left)"
+        ),
+        Some(pid) => format!(
+            "guest {name} not started: `unifs guest start` was interrupted by {sig} as its init \
+             (pid {pid}) started, and stopped the guest again (nothing of it is left)"
+        ),
+    }
+}
+
 fn fork_hint(e: nix::Error) -> &'static str {
     match e {
         nix::Error::EAGAIN => {

@@ -201,3 +201,104 @@ fn take_and_pass(init: Pid, pidfd: OwnedFd, said: Said) {
         said.say(sig, fate);
     }
 }
+
+/// The signals that cancel a `guest start` at work: what ends a command
+/// (`systemctl stop`, Ctrl-C, a hang-up, Ctrl-\). The others of
+/// [`passed_on`] go on to the guest's init once it runs.
+const CANCELLING: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// Set by a keeper for its exec of the start after a reboot: the
+/// passed-on signals are held across it ([`held_across_exec`]).
+pub const HELD_ENV: &str = "UNIFS_SIGNALS_HELD";
+
+/// Holds the passed-on signals in a `guest start` from now on: one that
+/// comes while it mounts the root and sets init up waits, pending, for
+/// [`cancelling`] and [`take_held`] instead of ending it there, its guest
+/// half made. Call while the process has one thread (a thread made later
+/// inherits the mask).
+pub fn hold_in_start() {
+    let _ = mask(libc::SIG_BLOCK);
+}
+
+/// In `main`, while it has one thread, for `sys::unblock_signals`: if the
+/// process is a keeper's start after a reboot, which exec'd with the
+/// passed-on signals held ([`HELD_ENV`]), it unblocks all others but holds
+/// those, in one step (one pending since stays so), and returns true.
+pub fn held_across_exec() -> bool {
+    if std::env::var_os(HELD_ENV).is_none() {
+        return false;
+    }
+    std::env::remove_var(HELD_ENV);
+    let set = passed_on_set();
+    // SAFETY: a valid set; no old one asked for.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) == 0 }
+}
+
+/// Whether `sig`'s action is SIG_IGN: one the caller ignored on purpose
+/// (`nohup`'s SIGHUP) is pending all the same while blocked (Linux
+/// discards only an ignored signal that is not blocked), and means nothing.
+fn ignored(sig: i32) -> bool {
+    let mut act = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: no new action; the old one written through a valid pointer.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), act.as_mut_ptr()) };
+    // SAFETY: sigaction succeeded: it wrote the action.
+    rc == 0 && unsafe { act.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
+/// The passed-on signals pending for this process (held by
+/// [`hold_in_start`]), but those it ignores.
+fn pending() -> Vec<i32> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending writes the set through a valid pointer.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return Vec::new();
+    }
+    // SAFETY: sigpending succeeded: the set is initialised.
+    let set = unsafe { set.assume_init() };
+    // SAFETY: sigismember of an initialised set and a valid number.
+    let member = |sig: &i32| unsafe { libc::sigismember(&set, *sig) } == 1;
+    passed_on()
+        .into_iter()
+        .filter(|sig| member(sig) && !ignored(*sig))
+        .collect()
+}
+
+/// A cancelling signal ([`CANCELLING`]) held for the start, if one came;
+/// left pending.
+pub fn cancelling() -> Option<i32> {
+    pending().into_iter().find(|sig| CANCELLING.contains(sig))
+}
+
+/// Takes the passed-on signals held for the start (no longer pending), but
+/// those it ignores.
+pub fn take_held() -> Vec<i32> {
+    let set = passed_on_set();
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut taken = Vec::new();
+    // SAFETY: a valid set and timeout; no siginfo asked for.
+    while let sig @ 1.. = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) } {
+        taken.push(sig);
+    }
+    taken.retain(|sig| !ignored(*sig));
+    taken
+}
+
+/// Ends the process by `sig` (its default action), as it would have ended
+/// without [`hold_in_start`]: whoever ran it (a shell, systemd) sees so.
+pub fn end_by(sig: i32) -> ! {
+    // SAFETY: SIG_DFL installs no handler; raise and the mask change take
+    // no pointers but a valid set.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut one = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(one.as_mut_ptr());
+        libc::sigaddset(one.as_mut_ptr(), sig);
+        libc::raise(sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, one.as_ptr(), std::ptr::null_mut());
+    }
+    // A signal whose default is to go on (none of CANCELLING).
+    std::process::exit(128 + sig)
+}

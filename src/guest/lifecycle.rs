@@ -6,6 +6,7 @@
 
 use super::cgroup::Cgroup;
 use super::config::{check_name, GuestConfig, OnReboot, RootMount};
+use super::keeper_signals;
 use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
@@ -16,6 +17,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -170,6 +172,10 @@ fn start_as(
 ) -> Result<std::result::Result<State, String>> {
     require_root("starting a guest")?;
     rootfs::require_mounted_root()?;
+    // A `systemctl stop` or Ctrl-C from here on waits for a point where
+    // the start can be undone, rather than ending it with its guest half
+    // made ([`spawn_init`], [`settle_held`]).
+    keeper_signals::hold_in_start();
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock("start")?;
     // The tests' window for a `stop` in a start's first moments.
@@ -297,7 +303,8 @@ fn start_as(
         }),
     };
     match started {
-        Ok(state) => Ok(Ok(state)),
+        // Init runs, recorded: nothing to undo from here on.
+        Ok(state) => settle_held(&run, state).map(Ok),
         Err(e) => {
             // One that died while init was set up.
             let e = match gone() {
@@ -457,10 +464,18 @@ struct Starting<'a> {
 fn spawn_init(start: Starting) -> Result<State> {
     let (cfg, run) = (start.cfg, start.run);
     let (report_r, report_w) = launch::report_channel()?;
+    // The last moment before init: one to the start later stops the guest.
+    if let Some(signal) = keeper_signals::cancelling() {
+        return Err(Error::Interrupted {
+            name: start.spec.name.clone(),
+            signal,
+            init: None,
+        });
+    }
     // The signals the keeper passes on to init, held from its first
     // instruction: a `systemctl stop` or `kill` right after the start
     // waits for init instead of ending the keeper mid-way.
-    let forked = super::keeper_signals::fork_holding();
+    let forked = keeper_signals::fork_holding();
     match forked.map_err(|e| Error::fork("forking the guest's keeper", e))? {
         Forked::Child => {
             let report = Some((report_w.as_raw_fd(), "E"));
@@ -498,6 +513,32 @@ fn spawn_init(start: Starting) -> Result<State> {
             }
         }
     }
+}
+
+/// What became of the signals a `start` held while its keeper started init
+/// (`st`): a cancelling one (SIGTERM, SIGINT, …: a `systemctl stop`
+/// that came before the keeper could get its own, a Ctrl-C) stops the
+/// guest again, as `guest stop` does, under the start's lock; the others
+/// go to its keeper, which passes them on to init.
+fn settle_held(run: &RunDir, st: State) -> Result<State> {
+    if let Some(signal) = keeper_signals::cancelling() {
+        teardown(run, &st, st.spec.stop_signal, launch::HELD_SIGNAL_LIMIT)?;
+        return Err(Error::Interrupted {
+            name: st.name.clone(),
+            signal,
+            init: Some(st.pid),
+        });
+    }
+    let held = keeper_signals::take_held();
+    let keeper = std::fs::read_to_string(run.keeper_pid_file());
+    let keeper = keeper.ok().and_then(|k| k.trim().parse::<i32>().ok());
+    if let Some(keeper) = keeper.filter(|_| !held.is_empty()) {
+        for sig in held {
+            // SAFETY: kill(2) takes no pointers.
+            unsafe { libc::kill(keeper, sig) };
+        }
+    }
+    Ok(st)
 }
 
 /// The keeper ([`spawn_init`]): starts init and records it, lets go of all
@@ -563,13 +604,15 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // (the keeper alone) reaches init, and the keeper goes on; one held
     // since the fork goes now. (Without, a signal ends the keeper as
     // before: init runs on, unkept.)
-    let passing = super::keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
+    let passing = keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
     });
     // A `Type=forking` unit's main process from here on: the unit ends
     // with the keeper. (After a reboot this keeper's, written before the
     // start its predecessor became returns: systemd reads it again then.)
     write_keeper_pid(&run);
+    // The tests' window on a `start` waiting for its keeper, init running.
+    crate::sys::test_stop("UNIFS_TEST_KEEPER_STOP");
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
     let mut console =
@@ -595,7 +638,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     if again {
                         let e = start_again(&dirs, &name, &run, &exit);
                         // Else the guest is left stale, its root mounted.
-                        super::keeper_signals::block_again();
+                        keeper_signals::block_again();
                         exit.not_restarted = Some(format!(
                             "its keeper could not run its start after the reboot: {e}"
                         ));
@@ -632,6 +675,18 @@ fn forget_keeper_pid(run: &RunDir) {
     let ours = std::fs::read_to_string(&path)
         .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
     if ours {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Removes [`RunDir::keeper_pid_file`] if the keeper it names has ended
+/// without (killed): outside systemd, which removes a `PIDFile=` left,
+/// nobody else would. (One alive is left to remove it itself.)
+fn forget_dead_keeper(run: &RunDir) {
+    let path = run.keeper_pid_file();
+    let pid = std::fs::read_to_string(&path).ok();
+    let pid = pid.and_then(|p| p.trim().parse::<i32>().ok());
+    if pid.is_some_and(|pid| kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)) {
         let _ = std::fs::remove_file(&path);
     }
 }
@@ -692,7 +747,6 @@ fn stop_ended(name: &str, run: &RunDir, mut exit: state::Exit) {
 /// only if that exec failed (the unifs binary gone or not executable): why.
 fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> std::io::Error {
     use std::io::Write;
-    use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().append(true).open(run.console());
     if let Ok(mut log) = log.as_ref() {
         let _ = writeln!(
@@ -711,20 +765,39 @@ fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> std
     // Nothing of this keeper's (the log reader kept as its stdin) goes on
     // into the start, its overlay daemon or the next keeper.
     sys::close_fds();
-    let e = Command::new("/proc/self/exe")
-        .args(verbosity())
-        .arg("--store")
-        .arg(&dirs.store)
-        .args(["guest", "start", "--config-dir"])
-        .arg(&dirs.config_dir)
-        .arg("--run-dir")
-        .arg(&dirs.run_dir)
-        .arg("--after-reboot")
-        .arg(format!("{}:{}", exit.pid, exit.start_time))
-        .arg(name)
-        .exec();
+    let of = format!("{}:{}", exit.pid, exit.start_time);
+    let args = ["unifs".as_ref()]
+        .into_iter()
+        .chain(verbosity().map(OsStr::new));
+    let args = args.chain([OsStr::new("--store"), dirs.store.as_os_str()]);
+    let args = args.chain(["guest", "start", "--config-dir"].map(OsStr::new));
+    let args = args.chain([dirs.config_dir.as_os_str(), OsStr::new("--run-dir")]);
+    let args = args.chain([dirs.run_dir.as_os_str(), OsStr::new("--after-reboot")]);
+    let e = exec_holding(args.chain([OsStr::new(&of), OsStr::new(name)]));
     eprintln!("unifs: guest {name}: starting it again after its reboot: {e}; stopping it");
     e
+}
+
+/// Execs this unifs with `args` (the first its name), the signals the
+/// keeper passes on still held (blocked, as `Command::exec` would not
+/// leave them), and said so ([`keeper_signals::HELD_ENV`]): one sent
+/// meanwhile waits for the start it becomes. Returns only on failure.
+fn exec_holding<'a>(args: impl Iterator<Item = &'a OsStr>) -> std::io::Error {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |s: &[u8]| CString::new(s).map_err(|_| std::io::ErrorKind::InvalidInput);
+    let args: std::result::Result<Vec<_>, _> = args.map(|a| c(a.as_bytes())).collect();
+    let held = format!("{}=1", keeper_signals::HELD_ENV);
+    let env = std::env::vars_os().filter(|(k, _)| k != keeper_signals::HELD_ENV);
+    let env = env.map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()));
+    let env: std::result::Result<Vec<_>, _> = env.chain([c(held.as_bytes())]).collect();
+    match (args, env) {
+        (Ok(args), Ok(env)) => match nix::unistd::execve(c"/proc/self/exe", &args, &env) {
+            Ok(never) => match never {},
+            Err(e) => e.into(),
+        },
+        _ => std::io::ErrorKind::InvalidInput.into(),
+    }
 }
 
 /// The `-v`s that give the log level this process logs at (the first
@@ -1406,6 +1479,7 @@ fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<
     let _ = std::fs::remove_dir(run.root());
     run.drop_exit_of_other_init(st);
     let _ = std::fs::remove_file(run.state_file());
+    forget_dead_keeper(run);
     Ok(clean)
 }
 
@@ -2177,6 +2251,10 @@ pub struct Status {
     /// A `start` of it is at work (its lock held, its init not yet
     /// recorded): not running yet, nor stopped; nothing is to clean up.
     pub starting: bool,
+    /// Running, but its init is no longer its keeper's child: the keeper
+    /// was killed (SIGKILL, the OOM killer), so how init ends will not be
+    /// recorded, nor will its own reboot start it again.
+    pub keeper_gone: bool,
     #[serde(flatten, serialize_with = "crate::sys::json_root")]
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
@@ -2268,6 +2346,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         root_moved,
         frozen,
         starting,
+        keeper_gone: live.is_some_and(|s| !kept(s.pid)),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         // Processes as `ps` lists them; pids.current counts threads too.
@@ -2286,6 +2365,22 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         mount_log: Some(run.mount_log())
             .filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)),
     })
+}
+
+/// Whether `init` (running) is its keeper's child, as every init `start`
+/// ran is until its keeper is killed; true where that cannot be read.
+fn kept(init: i32) -> bool {
+    let parent = std::fs::read_to_string(format!("/proc/{init}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.get(stat.rfind(')')? + 2..)?.to_string();
+            after.split(' ').nth(1)?.parse::<i32>().ok()
+        });
+    let Some(parent) = parent else {
+        return true;
+    };
+    std::fs::read_to_string(format!("/proc/{parent}/comm"))
+        .map_or(true, |comm| comm.trim_end() == "unifs-keeper")
 }
 
 /// Every guest with a config or a runtime record, by name.

@@ -45,6 +45,7 @@ pub mod sys;
 pub mod user;
 
 pub use error::{Error, Result};
+pub use keeper_signals::{end_by, held_across_exec};
 pub use rootfs::require_mounted_root;
 pub use spec::{
     parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, Rlimit, SyscallFilter, Tmpfs,

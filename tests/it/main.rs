@@ -131,6 +131,7 @@ mod review_s40_createas;
 mod review_s40_devpolicy;
 mod review_s40_dpkg;
 mod review_s40_flake;
+mod review_s40_keeper4;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
