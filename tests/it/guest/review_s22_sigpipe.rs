@@ -75,7 +75,9 @@ fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// its keeper, and how init ended was never recorded (no exit.json;
 /// `status` said only "stopped"). Now the failed report costs nothing:
 /// the keeper stays init's parent and records its exit status. (strace
-/// holds init's pivot_root until `start` is gone.)
+/// holds init's pivot_root until `start` is gone.) `start` is killed here
+/// (SIGKILL): a SIGINT it now holds, and stops the guest once init runs
+/// (`review_s40_keeper4`), but nothing can hold a SIGKILL.
 #[test]
 fn review_s22_an_interrupted_start_keeps_the_guests_keeper() {
     let test = "review_s22_an_interrupted_start_keeps_the_guests_keeper";
@@ -126,17 +128,17 @@ fn review_s22_an_interrupted_start_keeps_the_guests_keeper() {
         .first()
         .expect("`guest start` under strace");
     // SAFETY: kill has no memory preconditions; strace has not reaped it.
-    assert_eq!(unsafe { libc::kill(start_pid, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(start_pid, libc::SIGKILL) }, 0);
     // (strace pads the pid to the width of the widest.)
     let killed = |l: &str| {
         l.split_once(' ').is_some_and(|(pid, rest)| {
-            pid == start_pid.to_string() && rest.trim() == "+++ killed by SIGINT +++"
+            pid == start_pid.to_string() && rest.trim() == "+++ killed by SIGKILL +++"
         })
     };
     assert!(
         poll(Duration::from_secs(10), || std::fs::read_to_string(&trace)
             .is_ok_and(|s| s.lines().any(killed))),
-        "`guest start` did not die of its SIGINT: {}",
+        "`guest start` did not die of its SIGKILL: {}",
         std::fs::read_to_string(&trace).unwrap_or_default()
     );
     // Init goes on; its keeper reports to nobody.
