@@ -2333,7 +2333,8 @@ impl Overlay {
 
     /// Gives a new entry to the calling user, as a local filesystem does,
     /// where it was not made as that user already ([`as_caller`]: the
-    /// daemon could not switch its ids, not being root); a
+    /// daemon could not switch its ids, root without CAP_SETUID or
+    /// CAP_SETGID, which `unifs mount` does not require); a
     /// set-group-ID directory keeps its group, which the backing fs set.
     /// `mode`: a new file's mode, whose set-ID bits the chown took off and
     /// which go back on (the kernel already took set-group-ID off for a

@@ -66,7 +66,8 @@ impl Drop for Restore {
 /// and they are put back at once, so that `f` is checked as before in every
 /// other way (CAP_SYS_ADMIN, which registering a passthrough file needs,
 /// is never taken). Where the thread may not switch (no CAP_SETUID or
-/// CAP_SETGID: a daemon that is not root), `f` runs with its own ids.
+/// CAP_SETGID: root with them dropped, which `unifs mount` accepts), `f`
+/// runs with its own ids (setfsuid(2) fails silently).
 ///
 /// Invariant: when this returns, the thread's fsuid, fsgid and capability
 /// sets are what they were when it was called; other threads' are never

@@ -128,6 +128,7 @@ mod review_s39_nohup;
 mod review_s39_smalls2;
 mod review_s39_stack;
 mod review_s40_createas;
+mod review_s40_createrev;
 mod review_s40_devpolicy;
 mod review_s40_dpkg;
 mod review_s40_flake;
