@@ -264,8 +264,12 @@ fn pending() -> Vec<i32> {
 }
 
 /// A cancelling signal ([`CANCELLING`]) held for the start, if one came;
-/// left pending.
+/// left pending (or taken by [`read_report`]).
 pub fn cancelling() -> Option<i32> {
+    let taken = TAKEN_CANCEL.load(std::sync::atomic::Ordering::Relaxed);
+    if taken != 0 {
+        return Some(taken);
+    }
     pending().into_iter().find(|sig| CANCELLING.contains(sig))
 }
 
@@ -301,4 +305,86 @@ pub fn end_by(sig: i32) -> ! {
     }
     // A signal whose default is to go on (none of CANCELLING).
     std::process::exit(128 + sig)
+}
+
+/// The cancelling signal [`read_report`] took from the pending ones (the
+/// first of two), 0 if none: [`cancelling`] counts it.
+static TAKEN_CANCEL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Takes one pending cancelling signal (not one the caller ignores).
+fn take_cancel() -> Option<i32> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset of valid numbers.
+    let set = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        for sig in CANCELLING {
+            libc::sigaddset(set.as_mut_ptr(), sig);
+        }
+        set.assume_init()
+    };
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: a valid set and timeout; no siginfo asked for.
+        match unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) } {
+            sig @ 1.. if ignored(sig) => continue,
+            sig @ 1.. => return Some(sig),
+            _ => return None,
+        }
+    }
+}
+
+/// Reads guest `name`'s start report from its keeper to the end, as init
+/// is set up (which can take long: a slow root). A cancelling signal
+/// meanwhile is held for [`cancelling`] (the start stops the guest once
+/// init runs), and said so; a second one ends the start at once, as it
+/// did before signals were held, leaving the guest as its keeper makes it
+/// (`guest stop` stops it): a Ctrl-C must not wait on a set-up that hangs.
+pub fn read_report(report: OwnedFd, name: &str) -> Vec<u8> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::Read;
+    let mut file = std::fs::File::from(report);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(Errno::EINTR) => {
+                if let Some(sig) = take_cancel() {
+                    said_cancel(name, sig);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        match file.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return out,
+        }
+    }
+}
+
+/// A cancelling signal `sig` taken while guest `name`'s init is set up:
+/// the first is held, the second ends the start.
+fn said_cancel(name: &str, sig: i32) {
+    use std::sync::atomic::Ordering;
+    let what = signal_name(sig);
+    if TAKEN_CANCEL.load(Ordering::Relaxed) == 0 {
+        TAKEN_CANCEL.store(sig, Ordering::Relaxed);
+        eprintln!(
+            "unifs: guest {name}: {what} while its init is set up: the start stops the guest \
+             once init runs; {what} again ends the start now, the guest left running \
+             (`unifs guest stop {name}` stops it)"
+        );
+        return;
+    }
+    eprintln!(
+        "unifs: guest {name}: {what} again: the start ends now, the guest left as its keeper \
+         makes it; `unifs guest stop {name}` stops it"
+    );
+    end_by(sig)
 }

@@ -18,7 +18,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 use std::ffi::OsStr;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -495,8 +494,7 @@ fn spawn_init(start: Starting) -> Result<State> {
         Forked::Parent(first) => {
             drop(report_w);
             let _ = launch::wait_exit(first);
-            let mut report = Vec::new();
-            let _ = std::fs::File::from(report_r).read_to_end(&mut report);
+            let report = keeper_signals::read_report(report_r, &start.spec.name);
             let said = |msg: &[u8]| String::from_utf8_lossy(msg).into_owned();
             match report.split_first() {
                 Some((b'K', _)) => run.read()?.ok_or_else(|| {

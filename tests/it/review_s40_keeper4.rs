@@ -331,3 +331,62 @@ fn s40_a_sighup_a_nohup_start_ignores_does_not_cancel_it() {
     assert!(!g.t.root().join("tmp/got-hup").exists(), "init got SIGHUP");
     ok(&g.unifs(&["stop", &g.name]));
 }
+
+/// A Ctrl-C to a `guest start` whose init's set-up hangs (here its keeper
+/// stopped before its report) is held and said, but a second one ends the
+/// start at once, as a Ctrl-C did before signals were held: a start must
+/// not be deaf to the keyboard for as long as a set-up takes. The guest
+/// is left running, kept, for `guest stop`.
+#[test]
+fn s40_a_second_ctrl_c_ends_a_start_whose_init_set_up_hangs() {
+    let test = "s40_a_second_ctrl_c_ends_a_start_whose_init_set_up_hangs";
+    if !can_run(test) {
+        return;
+    }
+    let g = Guest::new("s40twice", ENDS_ON_TERM);
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut start = g.command();
+    start
+        .args(["start", &g.name])
+        .env("UNIFS_TEST_KEEPER_STOP", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err.reopen().unwrap());
+    let mut start = crate::guest::harness::KillOnDrop(Some(start.spawn().unwrap()));
+    let pid = start.0.as_ref().unwrap().id();
+    let record = g.run(&g.name).join("state.json");
+    assert!(within_60s(|| record.exists()), "no record");
+    let (_, keeper) = init_and_keeper(&g);
+    assert!(within_60s(|| stopped(keeper)), "the keeper never stopped");
+    let go_on = Continue(keeper as i32);
+    let said = || std::fs::read_to_string(err.path()).unwrap_or_default();
+
+    signal(pid, libc::SIGINT);
+    let held = "SIGINT while its init is set up: the start stops the guest once init runs";
+    assert!(within_60s(|| said().contains(held)), "{}", said());
+    let c = start.0.as_mut().unwrap();
+    assert!(c.try_wait().unwrap().is_none(), "the first SIGINT ended it");
+
+    signal(pid, libc::SIGINT);
+    assert!(
+        within_60s(|| c.try_wait().unwrap().is_some()),
+        "a second SIGINT did not end the start: {}",
+        said()
+    );
+    let status = start.0.take().unwrap().wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGINT),
+        "{status:?}: {}",
+        said()
+    );
+    assert!(
+        said().contains("SIGINT again: the start ends now"),
+        "{}",
+        said()
+    );
+
+    drop(go_on);
+    ok(&g.unifs(&["stop", &g.name]));
+    nothing_left(&g);
+}
