@@ -129,6 +129,7 @@ mod review_s39_smalls2;
 mod review_s39_stack;
 mod review_s40_createas;
 mod review_s40_devpolicy;
+mod review_s40_devrev2;
 mod review_s40_dpkg;
 mod review_s8_cli;
 mod review_s8b_unify;

@@ -18,13 +18,13 @@ const NO_CONTROLLER: &str = "no cgroup v1 devices controller";
 
 /// A loop device over a temp image starting with `content`; detached
 /// when dropped, also when the test fails.
-struct Loop {
+pub(crate) struct Loop {
     _dir: tempfile::TempDir,
     dev: String,
 }
 
 impl Loop {
-    fn new(content: &[u8]) -> Option<Loop> {
+    pub(crate) fn new(content: &[u8]) -> Option<Loop> {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("img");
         let mut data = content.to_vec();
@@ -53,10 +53,10 @@ impl Drop for Loop {
 }
 
 /// A loop device's content the guest must not read.
-const SECRET: &str = "s40-devpolicy-secret";
+pub(crate) const SECRET: &str = "s40-devpolicy-secret";
 
 /// The guest script reading the disk and /dev/mem through nodes it makes.
-fn read_host_nodes(disk: &Loop) -> String {
+pub(crate) fn read_host_nodes(disk: &Loop) -> String {
     format!(
         "mknod /dev/s40disk b {} && echo made-disk; head -c 20 /dev/s40disk; echo; \
          mknod /dev/s40mem c 1 1 && echo made-mem; head -c 1 /dev/s40mem >/dev/null && echo read-mem; \
