@@ -531,14 +531,18 @@ const DAEMON_EXIT: Duration = Duration::from_secs(5);
 
 /// The guest's device policy in its v1 `devices` group, if it has one:
 /// every device denied, then its own /dev's and its `devices` (`--device`)
-/// allowed ([`super::devices`]). On the [`LEAF`], made here with nothing
-/// below it (the kernel refuses `a` in a group with children), so that
-/// every process of the guest has it, `guest exec`'s and the groups it
-/// makes too; not on the group, whose [`DAEMON_LEAF`] holds the overlay
-/// daemon, which opens /dev/fuse to serve the guest's root. Without that
-/// group no device is refused, and a read-only one cannot be: guest root
-/// opens a node for writing whatever its mode, and unifs has no cgroup v2
-/// device filter.
+/// allowed ([`super::devices`]). On the [`LEAF`], so that every process of
+/// the guest has it, `guest exec`'s and the groups it makes too; and on the
+/// group above it, with /dev/fuse besides, for its [`DAEMON_LEAF`] (which
+/// inherits it) holds the overlay daemon, which opens /dev/fuse to serve the
+/// guest's root. The group's is the bound: a guest given `sys_admin` that
+/// mounts the devices hierarchy (its root is the leaf) can allow itself
+/// again only what the group allows (the kernel checks the parent's), not
+/// every device. The kernel refuses `a` in a group with children, so the
+/// empty ones an earlier run left are removed first. Without that
+/// hierarchy no device is refused, and a read-only one cannot be: guest
+/// root opens a node for writing whatever its mode, and unifs has no cgroup
+/// v2 device filter.
 fn device_policy(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
     let Some(group) = groups.iter().find(|g| g.join("devices.allow").exists()) else {
         return match devices.iter().find(|d| d.read_only) {
@@ -554,6 +558,13 @@ fn device_policy(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
             None => Ok(()),
         };
     };
+    // Left by an earlier run: the empty ones go (a group with processes
+    // stays, and the deny below says so).
+    for below in subtree(group).into_iter().skip(1).rev() {
+        let _ = std::fs::remove_dir(below);
+    }
+    let fuse = super::devices::fuse_rule();
+    deny_all_but(group, devices, Some(&fuse))?;
     let leaf = group.join(LEAF);
     match std::fs::create_dir(&leaf) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -561,24 +572,51 @@ fn device_policy(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
         }
         _ => {}
     }
+    deny_all_but(&leaf, devices, None)
+}
+
+/// Writes into the v1 devices group `dir`: `a` denied, then the guest's
+/// own rules, `extra` and each of `devices`.
+fn deny_all_but(dir: &Path, devices: &[Device], extra: Option<&str>) -> Result<()> {
     let write = |file: &str, rule: &str| {
-        let at = leaf.join(file);
+        let at = dir.join(file);
         std::fs::write(&at, rule).map_err(|e| (at, e))
     };
-    write("devices.deny", "a").map_err(|(at, e)| {
-        let why = match e.raw_os_error() {
-            Some(libc::EINVAL) => {
-                " (it has groups below it, left by an earlier run: remove them with rmdir)"
+    // A group just removed below stays online a moment after its rmdir
+    // (the kernel takes it offline asynchronously): a bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let deny_all = || loop {
+        match write("devices.deny", "a") {
+            Err((_, e))
+                if e.raw_os_error() == Some(libc::EINVAL)
+                    && subtree(dir).len() == 1
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10))
             }
-            _ => "",
+            done => return done,
+        }
+    };
+    deny_all().map_err(|(at, e)| {
+        let why = match e.raw_os_error() {
+            Some(libc::EINVAL) => format!(
+                " (it has groups below it, left by an earlier run, with processes in them: \
+                 end those (cgroup.procs of each group below {}), then rmdir the groups)",
+                crate::sys::shown(dir)
+            ),
+            _ => String::new(),
         };
         Error::Cgroup(format!(
             "denying the guest every device but its own: writing \"a\" to {}: {e}{why}",
             at.display()
         ))
     })?;
-    for rule in super::devices::own_rules() {
-        match write("devices.allow", &rule) {
+    for rule in super::devices::own_rules()
+        .iter()
+        .map(String::as_str)
+        .chain(extra)
+    {
+        match write("devices.allow", rule) {
             Ok(()) => {}
             // The host's own group denies it (unifs in a container): the
             // guest does without, as its host.

@@ -194,6 +194,12 @@ pub fn own_rules() -> Vec<String> {
     rules
 }
 
+/// The `devices.allow` line of /dev/fuse, which the guest's overlay daemon
+/// opens: allowed in the guest's group above its own leaf, where the daemon is.
+pub fn fuse_rule() -> String {
+    format!("c {}:{} rwm", FUSE.0, FUSE.1)
+}
+
 impl Device {
     /// Its `devices.allow` line: read and mknod only for a read-only one
     /// (the group denies everything it does not allow).
@@ -267,6 +273,7 @@ mod tests {
         assert_eq!(tun.cgroup_rule(), "c 10:200 rwm");
         tun.read_only = true;
         assert_eq!(tun.cgroup_rule(), "c 10:200 rm");
+        assert_eq!(fuse_rule(), "c 10:229 rwm");
     }
 
     #[test]

@@ -304,17 +304,29 @@ pub fn spawn(
 
 /// Without a v1 devices group (a cgroup v2 host) nothing limits which
 /// devices a guest opens: its /dev holds only its own, its tree and binds
-/// are nodev, but a node it makes with `--cap-add mknod` opens. Said, not
+/// are nodev, but a node it makes with `--cap-add mknod` opens, as does
+/// every node of a devtmpfs it mounts with `sys_admin`. Said, not
 /// refused: that guest asked for the capability.
 fn warn_if_devices_open(spec: &GuestSpec, cgroup: &Cgroup) {
-    let mknod = super::caps::number("mknod").is_ok_and(|n| spec.caps & (1 << n) != 0);
-    if mknod && !cgroup.limits_devices() {
-        tracing::warn!(
-            "guest {}: with mknod it can make and open any device of the host (its disks \
-             too): this host has no cgroup v1 devices controller to limit it to its own",
-            spec.name
-        );
+    if let Some(warning) = devices_open(&spec.name, spec.caps, cgroup.limits_devices()) {
+        tracing::warn!("{warning}");
     }
+}
+
+/// The warning [`warn_if_devices_open`] gives a guest with capabilities
+/// `caps`, if any.
+fn devices_open(name: &str, caps: u64, limited: bool) -> Option<String> {
+    let has = |cap| super::caps::number(cap).is_ok_and(|n| caps & (1 << n) != 0);
+    let how = match (has("mknod"), has("sys_admin")) {
+        _ if limited => return None,
+        (true, _) => "with mknod it can make and open any device of the host",
+        (false, true) => "with sys_admin it can mount a devtmpfs and open any device of the host",
+        (false, false) => return None,
+    };
+    Some(format!(
+        "guest {name}: {how} (its disks too): this host has no cgroup v1 devices \
+         controller to limit it to its own"
+    ))
 }
 
 /// The guest's PID on the host, a foreground guest's [`Keeper`] and
@@ -704,5 +716,23 @@ pub(super) fn reap_and_forward(
                 Ok(_) => continue,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::devices_open;
+    use crate::guest::caps::number;
+
+    #[test]
+    fn a_host_without_the_devices_controller_is_said_for_mknod_and_sys_admin() {
+        let cap = |name| 1u64 << number(name).unwrap();
+        let mknod = devices_open("g", cap("mknod"), false).unwrap();
+        assert!(mknod.contains("with mknod") && mknod.contains("no cgroup v1 devices"));
+        // A devtmpfs it mounts holds every device of the host.
+        let admin = devices_open("g", cap("sys_admin"), false).unwrap();
+        assert!(admin.contains("devtmpfs"), "{admin}");
+        assert!(devices_open("g", cap("net_admin"), false).is_none());
+        assert!(devices_open("g", cap("mknod") | cap("sys_admin"), true).is_none());
     }
 }

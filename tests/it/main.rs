@@ -130,6 +130,7 @@ mod review_s39_stack;
 mod review_s40_createas;
 mod review_s40_createrev;
 mod review_s40_devpolicy;
+mod review_s40_devrev2;
 mod review_s40_dpkg;
 mod review_s40_flake;
 mod review_s40_keeper4;

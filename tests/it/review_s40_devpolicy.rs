@@ -2,7 +2,7 @@
 //! but its own /dev's (null, zero, full, random, urandom, tty, ptmx, its
 //! ptys) and its `--device`s, as Docker, LXC and nspawn: with `--cap-add
 //! mknod` it still makes nodes, but opening another one (the host's disk,
-//! /dev/mem) is refused. Its overlay daemon, outside that policy, still
+//! /dev/mem) is refused. Its overlay daemon, allowed /dev/fuse besides, still
 //! serves its root, at a restart too.
 
 use crate::guest::harness::{
@@ -18,13 +18,13 @@ const NO_CONTROLLER: &str = "no cgroup v1 devices controller";
 
 /// A loop device over a temp image starting with `content`; detached
 /// when dropped, also when the test fails.
-struct Loop {
+pub(crate) struct Loop {
     _dir: tempfile::TempDir,
     dev: String,
 }
 
 impl Loop {
-    fn new(content: &[u8]) -> Option<Loop> {
+    pub(crate) fn new(content: &[u8]) -> Option<Loop> {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("img");
         let mut data = content.to_vec();
@@ -53,10 +53,10 @@ impl Drop for Loop {
 }
 
 /// A loop device's content the guest must not read.
-const SECRET: &str = "s40-devpolicy-secret";
+pub(crate) const SECRET: &str = "s40-devpolicy-secret";
 
 /// The guest script reading the disk and /dev/mem through nodes it makes.
-fn read_host_nodes(disk: &Loop) -> String {
+pub(crate) fn read_host_nodes(disk: &Loop) -> String {
     format!(
         "mknod /dev/s40disk b {} && echo made-disk; head -c 20 /dev/s40disk; echo; \
          mknod /dev/s40mem c 1 1 && echo made-mem; head -c 1 /dev/s40mem >/dev/null && echo read-mem; \
@@ -146,7 +146,7 @@ fn s40_allowed_nodes_still_work() {
     assert!(seen.contains("pts-ok") && seen.contains("tty-ok"), "{seen}");
 }
 
-/// A named guest on the overlay: its daemon, outside the policy, serves
+/// A named guest on the overlay: its daemon, allowed /dev/fuse, serves
 /// its root; init's console (a pty) and `guest exec`'s processes have
 /// the policy; `guest restart` starts it again with both.
 #[test]
