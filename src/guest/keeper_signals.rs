@@ -229,6 +229,11 @@ pub fn held_across_exec() -> bool {
         return false;
     }
     std::env::remove_var(HELD_ENV);
+    // Only for that start (its hidden `--after-reboot`): set by hand on
+    // another command, it would leave them blocked in the guest's processes.
+    if !std::env::args_os().any(|a| a == "--after-reboot") {
+        return false;
+    }
     let set = passed_on_set();
     // SAFETY: a valid set; no old one asked for.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) == 0 }
