@@ -2373,12 +2373,16 @@ impl Overlay {
         gid: u32,
         mode: Option<u32>,
     ) -> Result<()> {
+        // Made as the caller: owner, group and set-ID bits are the kernel's,
+        // as for a local create (a chown would clear the bits). The common
+        // case needs no look at the directory.
+        let st = fsys::stat_at(dir, name)?;
+        if (st.st_uid, st.st_gid) == (uid, gid) {
+            return Ok(());
+        }
         let parent = fsys::stat_at(dir, OsStr::new("."))?;
         let setgid_dir = parent.st_mode & libc::S_ISGID != 0;
-        let st = fsys::stat_at(dir, name)?;
-        if st.st_uid == uid && (setgid_dir || st.st_gid == gid) {
-            // Made as the caller: owner, group and set-ID bits are the
-            // kernel's, as for a local create (a chown would clear the bits).
+        if st.st_uid == uid && setgid_dir {
             return Ok(());
         }
         fsys::chown_at(dir, name, uid, if setgid_dir { u32::MAX } else { gid })?;

@@ -263,7 +263,7 @@ impl Error {
     }
 }
 
-/// What a fork's EAGAIN means here: root is not held by RLIMIT_NPROC.
+/// The message of [`Error::Interrupted`].
 fn interrupted(name: &str, signal: i32, init: Option<i32>) -> String {
     let sig = super::spec::signal_name(signal);
     match init {
@@ -279,6 +279,7 @@ fn interrupted(name: &str, signal: i32, init: Option<i32>) -> String {
     }
 }
 
+/// What a fork's EAGAIN means here: root is not held by RLIMIT_NPROC.
 fn fork_hint(e: nix::Error) -> &'static str {
     match e {
         nix::Error::EAGAIN => {

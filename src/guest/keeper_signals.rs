@@ -38,12 +38,17 @@ fn passed_on() -> Vec<i32> {
 
 /// The set of [`passed_on`].
 fn passed_on_set() -> libc::sigset_t {
+    set_of(&passed_on())
+}
+
+/// The set of `sigs`.
+fn set_of(sigs: &[i32]) -> libc::sigset_t {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set; sigaddset of a valid number
     // to an initialised set.
     unsafe {
         libc::sigemptyset(set.as_mut_ptr());
-        for sig in passed_on() {
+        for &sig in sigs {
             libc::sigaddset(set.as_mut_ptr(), sig);
         }
         set.assume_init()
@@ -282,31 +287,36 @@ pub fn cancelling() -> Option<i32> {
 /// those it ignores.
 pub fn take_held() -> Vec<i32> {
     let set = passed_on_set();
+    std::iter::from_fn(|| take_one(&set)).collect()
+}
+
+/// Takes one pending signal of `set`, if any, not one this process
+/// ignores (those it takes and drops).
+fn take_one(set: &libc::sigset_t) -> Option<i32> {
     let zero = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    let mut taken = Vec::new();
-    // SAFETY: a valid set and timeout; no siginfo asked for.
-    while let sig @ 1.. = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) } {
-        taken.push(sig);
+    loop {
+        // SAFETY: a valid set and timeout; no siginfo asked for.
+        match unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &zero) } {
+            sig @ 1.. if ignored(sig) => continue,
+            sig @ 1.. => return Some(sig),
+            _ => return None,
+        }
     }
-    taken.retain(|sig| !ignored(*sig));
-    taken
 }
 
 /// Ends the process by `sig` (its default action), as it would have ended
 /// without [`hold_in_start`]: whoever ran it (a shell, systemd) sees so.
 pub fn end_by(sig: i32) -> ! {
+    let one = set_of(&[sig]);
     // SAFETY: SIG_DFL installs no handler; raise and the mask change take
     // no pointers but a valid set.
     unsafe {
         libc::signal(sig, libc::SIG_DFL);
-        let mut one = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(one.as_mut_ptr());
-        libc::sigaddset(one.as_mut_ptr(), sig);
         libc::raise(sig);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, one.as_ptr(), std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
     }
     // A signal whose default is to go on (none of CANCELLING).
     std::process::exit(128 + sig)
@@ -318,27 +328,7 @@ static TAKEN_CANCEL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32
 
 /// Takes one pending cancelling signal (not one the caller ignores).
 fn take_cancel() -> Option<i32> {
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set; sigaddset of valid numbers.
-    let set = unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        for sig in CANCELLING {
-            libc::sigaddset(set.as_mut_ptr(), sig);
-        }
-        set.assume_init()
-    };
-    let zero = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    loop {
-        // SAFETY: a valid set and timeout; no siginfo asked for.
-        match unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) } {
-            sig @ 1.. if ignored(sig) => continue,
-            sig @ 1.. => return Some(sig),
-            _ => return None,
-        }
-    }
+    take_one(&set_of(&CANCELLING))
 }
 
 /// Reads guest `name`'s start report from its keeper to the end, as init

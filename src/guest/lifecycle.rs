@@ -2368,12 +2368,9 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
 /// Whether `init` (running) is its keeper's child, as every init `start`
 /// ran is until its keeper is killed; true where that cannot be read.
 fn kept(init: i32) -> bool {
-    let parent = std::fs::read_to_string(format!("/proc/{init}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after = stat.get(stat.rfind(')')? + 2..)?.to_string();
-            after.split(' ').nth(1)?.parse::<i32>().ok()
-        });
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+    // ppid (4), after the state (3).
+    let parent = state::stat_fields(&stat).and_then(|f| f.get(1)?.parse::<i32>().ok());
     let Some(parent) = parent else {
         return true;
     };
