@@ -418,7 +418,7 @@ pub struct Overlay {
     /// guest had synced. Known by inode, not node: a split gives the path a
     /// new node. At most [`UNSYNCED_BREAKS_MAX`]: then a syncfs makes them
     /// all durable.
-    unsynced_breaks: Mutex<HashSet<BackingIno>>,
+    unsynced_breaks: Mutex<UnsyncedBreaks>,
     unsynced_breaks_max: usize,
     /// The pid that opened each file handle, where FUSE gave one (see
     /// [`Self::held_after_releases`]).
@@ -487,6 +487,29 @@ thread_local! {
 /// directory (see `Overlay::unsynced_breaks`).
 const UNSYNCED_BREAKS_MAX: usize = 10_000;
 
+/// Private copies whose break's rename may not be durable yet (see
+/// `Overlay::unsynced_breaks`).
+#[derive(Debug, Default)]
+struct UnsyncedBreaks {
+    /// Noted since the last syncfs began.
+    noted: HashSet<BackingIno>,
+    /// Noted before the syncfs under way: durable once it returns.
+    syncing: HashSet<BackingIno>,
+    /// A syncfs is under way (one at a time).
+    under_way: bool,
+}
+
+impl UnsyncedBreaks {
+    fn contains(&self, ino: &BackingIno) -> bool {
+        self.noted.contains(ino) || self.syncing.contains(ino)
+    }
+
+    fn remove(&mut self, ino: &BackingIno) {
+        self.noted.remove(ino);
+        self.syncing.remove(ino);
+    }
+}
+
 /// [`Overlay::moved`]'s errno; no operation of ours returns it otherwise.
 const MOVED: i32 = libc::ERESTART;
 
@@ -498,6 +521,14 @@ fn test_bound(var: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(default)
+}
+
+/// Sleeps for `UNIFS_TEST_SYNCFS_PAUSE_MS` (read once; unset: not at all)
+/// before the syncfs that makes many unsynced breaks durable: the tests'
+/// stand-in for a slow one.
+fn test_syncfs_pause() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    sys::test_pause(&PAUSE, "UNIFS_TEST_SYNCFS_PAUSE_MS");
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -680,7 +711,7 @@ impl Overlay {
             notifier: std::sync::OnceLock::new(),
             read_only,
             no_atime: read_only || no_atime,
-            unsynced_breaks: Mutex::new(HashSet::new()),
+            unsynced_breaks: Mutex::new(UnsyncedBreaks::default()),
             // A lower bound for tests (tests/it/fs/power.rs).
             unsynced_breaks_max: test_bound("UNIFS_TEST_UNSYNCED_BREAKS_MAX", UNSYNCED_BREAKS_MAX),
             openers: Mutex::new(HashMap::new()),
@@ -1266,16 +1297,30 @@ impl Overlay {
 
     /// Notes a break whose rename a guest's fsync must make durable. A guest
     /// that breaks many files and never syncs gets one syncfs instead, which
-    /// bounds the set; its lock is held meanwhile, so that an fsync of one
-    /// of those files cannot return before the syncfs did.
+    /// bounds the set. The notes it covers are kept (`syncing`) until it
+    /// returned, so that an fsync of one of those files meanwhile syncs its
+    /// directory itself rather than return early; the lock is not held
+    /// across it: a syncfs waits for all the filesystem's dirty data, and an
+    /// unlink or rename takes this lock with the name lock held, which every
+    /// name operation of the mount waits for. Notes made meanwhile wait for
+    /// the next syncfs, one at a time.
     fn note_unsynced_break(&self, copy_ino: BackingIno) {
         let mut unsynced = lock(&self.unsynced_breaks);
-        unsynced.insert(copy_ino);
-        if unsynced.len() >= self.unsynced_breaks_max {
-            match fsys::syncfs(self.root.as_fd()) {
-                Ok(()) => unsynced.clear(),
-                Err(e) => tracing::warn!("syncfs of the backing filesystem: {e}"),
-            }
+        unsynced.noted.insert(copy_ino);
+        if unsynced.noted.len() < self.unsynced_breaks_max || unsynced.under_way {
+            return;
+        }
+        unsynced.syncing = std::mem::take(&mut unsynced.noted);
+        unsynced.under_way = true;
+        drop(unsynced);
+        test_syncfs_pause();
+        let synced = fsys::syncfs(self.root.as_fd());
+        let mut unsynced = lock(&self.unsynced_breaks);
+        unsynced.under_way = false;
+        let batch = std::mem::take(&mut unsynced.syncing);
+        if let Err(e) = synced {
+            tracing::warn!("syncfs of the backing filesystem: {e}");
+            unsynced.noted.extend(batch);
         }
     }
 
