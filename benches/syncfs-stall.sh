@@ -31,7 +31,7 @@ PY
 "$UNIFS" --store "$base/s" unify --no-default-excludes "$base/a" "$base/b" >/dev/null
 UNIFS_TEST_UNSYNCED_BREAKS_MAX=$bound ${WRAP:-} "$UNIFS" --store "$base/s" mount -f "$base/a" "$base/m" 2>"$base/m.log" &
 pid=$!
-trap 'umount "$base/m" 2>/dev/null || true; wait $pid || true; rm -f "$base/host-dirty"' EXIT
+trap 'umount "$base/m" 2>/dev/null || true; wait || true; rm -f "$base/host-dirty"' EXIT
 for _ in $(seq 100); do mountpoint -q "$base/m" && break; sleep 0.1; done
 sync
 (sleep 3; dd if=/dev/zero of="$base/host-dirty" bs=1M count="$dirty" status=none) &

@@ -200,6 +200,29 @@ impl MountOptions {
     }
 }
 
+/// Says so, once, where the daemon cannot act with a guest user's
+/// filesystem ids (root without CAP_SETUID or CAP_SETGID): it then makes
+/// the user's entries as itself and gives them away afterwards, and its
+/// writes are root's, so ext4's blocks reserved for root are the user's too.
+fn warn_if_ids_stay() {
+    let (uid, gid) = crate::sys::fsids::switches();
+    let missing: Vec<&str> = [(uid, "CAP_SETUID"), (gid, "CAP_SETGID")]
+        .into_iter()
+        .filter_map(|(works, cap)| (!works).then_some(cap))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        "cannot take a guest user's filesystem ids (no {}): the user's new files, \
+         directories and writes are made as this daemon's user and then given to \
+         the user, so on ext4 they may take the blocks reserved for root (`tune2fs \
+         -m`); quotas still hold. To keep guest users out of that reserve, run the \
+         mount with CAP_SETUID and CAP_SETGID",
+        missing.join(" or ")
+    );
+}
+
 /// A mounted overlay, not yet serving.
 pub struct Mounted {
     session: fuser::Session<fuse::UnifsFs>,
@@ -230,6 +253,7 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     if let Err(e) = crate::sys::caps::set_effective(resource, false) {
         tracing::warn!("cannot give up CAP_SYS_RESOURCE: {e}; guests may exceed disk quotas");
     }
+    warn_if_ids_stay();
     // `unifs mount` has carried them already (and said so); `guest
     // start` and `run` have not.
     let mut opts = opts.clone();

@@ -66,8 +66,9 @@ impl Drop for Restore {
 /// and they are put back at once, so that `f` is checked as before in every
 /// other way (CAP_SYS_ADMIN, which registering a passthrough file needs,
 /// is never taken). Where the thread may not switch (no CAP_SETUID or
-/// CAP_SETGID: root with them dropped, which `unifs mount` accepts), `f`
-/// runs with its own ids (setfsuid(2) fails silently).
+/// CAP_SETGID: root with them dropped, which `unifs mount` accepts, and
+/// says so: [`switches`]), `f` runs with its own ids (setfsuid(2) fails
+/// silently).
 ///
 /// Invariant: when this returns, the thread's fsuid, fsgid and capability
 /// sets are what they were when it was called; other threads' are never
@@ -91,6 +92,15 @@ pub fn with_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
         let _ = super::caps::set(caps);
     }
     f()
+}
+
+/// Which of setfsuid and setfsgid take effect on the calling thread (root
+/// needs CAP_SETUID and CAP_SETGID): tried, since both fail without a
+/// word; the thread's ids are its own again when this returns.
+pub fn switches() -> (bool, bool) {
+    const NOBODY: u32 = 65534;
+    let (uid, gid) = with_fs_ids(NOBODY, NOBODY, current);
+    (uid == NOBODY, gid == NOBODY)
 }
 
 #[cfg(test)]
