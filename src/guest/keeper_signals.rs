@@ -127,8 +127,7 @@ enum Fate {
     /// Init neither caught nor blocked it after [`HELD_LIMIT`]: sent
     /// all the same, the kernel drops it.
     NotTaken,
-    /// Init has ended (the keeper stops the guest, or starts it again):
-    /// nothing to send it to.
+    /// Init has ended (the keeper stops the guest): nothing to send it to.
     Ended,
 }
 
@@ -154,7 +153,7 @@ impl Said {
             ),
             Fate::Ended => format!(
                 "{sig} to its keeper ignored: its init (pid {init}) has ended, and the keeper \
-                 is stopping the guest (or starting it again after its reboot)"
+                 stopped the guest"
             ),
         };
         let line = format!("[unifs: guest {name}: {what}]\n");
@@ -172,7 +171,9 @@ fn has_ended(pidfd: &OwnedFd) -> bool {
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
-/// The thread of [`pass_on`]: for ever, as the keeper ends by exit or exec.
+/// The thread of [`pass_on`]: until init has ended. A signal then is left
+/// pending, as are those after: the start after a reboot the keeper
+/// becomes takes them; else [`say_ignored`] says them.
 fn take_and_pass(init: Pid, pidfd: OwnedFd, said: Said) {
     let set = passed_on_set();
     loop {
@@ -203,14 +204,57 @@ fn take_and_pass(init: Pid, pidfd: OwnedFd, said: Said) {
                 _ => fate,
             },
         };
+        if let Fate::Ended = fate {
+            hand_on(&[sig]);
+            return;
+        }
         said.say(sig, fate);
     }
 }
 
+/// In a keeper whose init has ended and that stopped its guest (it is not
+/// started again), as it ends: the signals left pending for want of an
+/// init ([`take_and_pass`]) are said in `log`, the console log of guest
+/// `name` and its init `init`.
+pub fn say_ignored(name: &str, init: Pid, log: PathBuf) {
+    let set = passed_on_set();
+    let said = Said {
+        name: name.to_string(),
+        init,
+        log,
+    };
+    while let Some(sig) = take_one(&set) {
+        said.say(sig, Fate::Ended);
+    }
+}
+
 /// The signals that cancel a `guest start` at work: what ends a command
-/// (`systemctl stop`, Ctrl-C, a hang-up, Ctrl-\). The others of
-/// [`passed_on`] go on to the guest's init once it runs.
-const CANCELLING: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+/// (`systemctl stop`, Ctrl-C, Ctrl-\, and a hang-up of the start's
+/// controlling terminal). The others of [`passed_on`] go on to the
+/// guest's init once it runs: SIGHUP too for a start without a terminal
+/// (a unit's; a keeper's after a reboot), where it is no hang-up but a
+/// `systemctl kill -s HUP`, which asks a running init to reload.
+fn cancelling_set() -> &'static [i32] {
+    static SET: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let mut sigs = vec![libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
+        if has_terminal() {
+            sigs.push(libc::SIGHUP);
+        }
+        sigs
+    })
+}
+
+/// Whether this process has a controlling terminal (`tty_nr` in
+/// /proc/self/stat, the field after the session's).
+fn has_terminal() -> bool {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    after
+        .split_whitespace()
+        .nth(4)
+        .is_some_and(|tty| tty != "0")
+}
 
 /// Set by a keeper for its exec of the start after a reboot: the
 /// passed-on signals are held across it ([`held_across_exec`]).
@@ -273,21 +317,38 @@ fn pending() -> Vec<i32> {
         .collect()
 }
 
-/// A cancelling signal ([`CANCELLING`]) held for the start, if one came;
+/// A cancelling signal ([`cancelling_set`]) held for the start, if one came;
 /// left pending (or taken by [`read_report`]).
 pub fn cancelling() -> Option<i32> {
     let taken = TAKEN_CANCEL.load(std::sync::atomic::Ordering::Relaxed);
     if taken != 0 {
         return Some(taken);
     }
-    pending().into_iter().find(|sig| CANCELLING.contains(sig))
+    pending()
+        .into_iter()
+        .find(|sig| cancelling_set().contains(sig))
 }
 
 /// Takes the passed-on signals held for the start (no longer pending), but
-/// those it ignores.
+/// those it ignores and the cancelling ones.
 pub fn take_held() -> Vec<i32> {
-    let set = passed_on_set();
+    let others: Vec<i32> = passed_on()
+        .into_iter()
+        .filter(|sig| !cancelling_set().contains(sig))
+        .collect();
+    let set = set_of(&others);
     std::iter::from_fn(|| take_one(&set)).collect()
+}
+
+/// In a keeper, before [`pass_on`]: `held`, what its start held before it
+/// forked the keeper (pending signals are not inherited), pending again,
+/// for init. Sent to the whole process: the thread of [`pass_on`] takes
+/// only those.
+pub fn hand_on(held: &[i32]) {
+    for &sig in held {
+        // SAFETY: kill(2) takes no pointers; blocked here, it stays pending.
+        unsafe { libc::kill(libc::getpid(), sig) };
+    }
 }
 
 /// Takes one pending signal of `set`, if any, not one this process
@@ -318,7 +379,7 @@ pub fn end_by(sig: i32) -> ! {
         libc::raise(sig);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
     }
-    // A signal whose default is to go on (none of CANCELLING).
+    // A signal whose default is to go on (none of [`cancelling_set`]).
     std::process::exit(128 + sig)
 }
 
@@ -328,7 +389,7 @@ static TAKEN_CANCEL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32
 
 /// Takes one pending cancelling signal (not one the caller ignores).
 fn take_cancel() -> Option<i32> {
-    take_one(&set_of(&CANCELLING))
+    take_one(&set_of(cancelling_set()))
 }
 
 /// Reads guest `name`'s start report from its keeper to the end, as init
@@ -382,4 +443,31 @@ fn said_cancel(name: &str, sig: i32) {
          makes it; `unifs guest stop {name}` stops it"
     );
     end_by(sig)
+}
+
+/// For a start that stops guest `name` again on cancelling signal `first`
+/// (its init runs): says so, and gives what tells whether another came
+/// since, which kills the guest at once rather than after its stop
+/// signal's timeout (as a second Ctrl-C to systemd-nspawn ends its
+/// container harder): a Ctrl-C is never ignored.
+pub fn again(name: &str, first: i32) -> impl FnMut() -> bool {
+    use std::sync::atomic::Ordering;
+    if TAKEN_CANCEL.load(Ordering::Relaxed) == 0 {
+        let _ = take_cancel();
+    }
+    let what = signal_name(first);
+    eprintln!(
+        "unifs: guest {name}: {what}: stopping the guest again (its stop signal, then \
+         SIGKILL after {} s); {what} again kills it now",
+        HELD_LIMIT.as_secs()
+    );
+    let name = name.to_string();
+    move || match take_cancel() {
+        Some(sig) => {
+            let what = signal_name(sig);
+            eprintln!("unifs: guest {name}: {what} again: killing the guest now");
+            true
+        }
+        None => false,
+    }
 }

@@ -99,13 +99,32 @@ pub fn start_after_reboot(
 ) -> Result<std::result::Result<State, String>> {
     let started = start_as(dirs, name, cfg, Some(of));
     if let Err(e) = &started {
-        note_not_restarted(
-            &RunDir::new(&dirs.run_dir, name),
-            of,
-            &format!("its start failed: {e}"),
-        );
+        let run = RunDir::new(&dirs.run_dir, name);
+        let reason = format!("its start failed: {e}");
+        match e {
+            Error::Interrupted {
+                init: Some(new), ..
+            } => note_stopped_again(&run, *new, &reason),
+            _ => note_not_restarted(&run, of, &reason),
+        }
     }
     started
+}
+
+/// Adds why the guest is not running after its reboot to the end of `new`,
+/// the init its start after the reboot ran and stopped again (cancelled):
+/// the end recorded in `exit.json` once that init's keeper has reaped it
+/// (waited for up to 10 s).
+fn note_stopped_again(run: &RunDir, new: i32, reason: &str) {
+    let mut exit = None;
+    wait_until(Duration::from_secs(10), || {
+        exit = run.read_exit().filter(|e| e.pid == new);
+        exit.is_some()
+    });
+    if let Some(mut exit) = exit {
+        exit.not_restarted = Some(reason.to_string());
+        let _ = run.write_exit(&exit);
+    }
 }
 
 /// The config of a guest whose init `of` rebooted it could not be read or
@@ -299,6 +318,7 @@ fn start_as(
             run: &run,
             cgroup: &cgroup,
             reboots,
+            held: Vec::new(),
         }),
     };
     match started {
@@ -453,6 +473,8 @@ struct Starting<'a> {
     cgroup: &'a Cgroup,
     /// The guest's reboots it was started again after, if this start is one.
     reboots: state::Reboots,
+    /// The signals the start held for init until it forked the keeper.
+    held: Vec<i32>,
 }
 
 /// Starts init through a keeper: a process of its own session that stays
@@ -460,7 +482,7 @@ struct Starting<'a> {
 /// `start` returns at once, and after that nobody else could see init's
 /// exit status: the host's PID 1 would reap it. Forked twice, so the keeper
 /// is no zombie of a caller that lives on.
-fn spawn_init(start: Starting) -> Result<State> {
+fn spawn_init(mut start: Starting) -> Result<State> {
     let (cfg, run) = (start.cfg, start.run);
     let (report_r, report_w) = launch::report_channel()?;
     // The last moment before init: one to the start later stops the guest.
@@ -471,6 +493,9 @@ fn spawn_init(start: Starting) -> Result<State> {
             init: None,
         });
     }
+    // Those the start held go with the keeper; those after the fork are
+    // the keeper's own (`systemctl kill` reaches both): init gets each once.
+    start.held = keeper_signals::take_held();
     // The signals the keeper passes on to init, held from its first
     // instruction: a `systemctl stop` or `kill` right after the start
     // waits for init instead of ending the keeper mid-way.
@@ -516,25 +541,29 @@ fn spawn_init(start: Starting) -> Result<State> {
 /// What became of the signals a `start` held while its keeper started init
 /// (`st`): a cancelling one (SIGTERM, SIGINT, …: a `systemctl stop`
 /// that came before the keeper could get its own, a Ctrl-C) stops the
-/// guest again, as `guest stop` does, under the start's lock; the others
-/// go to its keeper, which passes them on to init.
+/// guest again, as `guest stop` does, under the start's lock (a second
+/// one kills it at once); the others came once the keeper was forked
+/// (those before went with it), which gets its own of a `systemctl kill`:
+/// not passed on twice, said.
 fn settle_held(run: &RunDir, st: State) -> Result<State> {
     if let Some(signal) = keeper_signals::cancelling() {
-        teardown(run, &st, st.spec.stop_signal, launch::HELD_SIGNAL_LIMIT)?;
+        let again = keeper_signals::again(&st.name, signal);
+        teardown_or_kill(run, &st, launch::HELD_SIGNAL_LIMIT, again)?;
         return Err(Error::Interrupted {
             name: st.name.clone(),
             signal,
             init: Some(st.pid),
         });
     }
-    let held = keeper_signals::take_held();
-    let keeper = std::fs::read_to_string(run.keeper_pid_file());
-    let keeper = keeper.ok().and_then(|k| k.trim().parse::<i32>().ok());
-    if let Some(keeper) = keeper.filter(|_| !held.is_empty()) {
-        for sig in held {
-            // SAFETY: kill(2) takes no pointers.
-            unsafe { libc::kill(keeper, sig) };
-        }
+    for sig in keeper_signals::take_held() {
+        eprintln!(
+            "unifs: guest {}: {} to `guest start` once its keeper ran is not passed on: \
+             the keeper passes on what it is sent (a `systemctl kill` reaches it too); send \
+             it there (its pid in {})",
+            st.name,
+            super::spec::signal_name(sig),
+            run.keeper_pid_file().display()
+        );
     }
     Ok(st)
 }
@@ -550,6 +579,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         run,
         cgroup,
         reboots,
+        held,
     } = start;
     // Not the starter's terminal's: its Ctrl-C and hang-up are not for us.
     let _ = nix::unistd::setsid();
@@ -602,6 +632,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // (the keeper alone) reaches init, and the keeper goes on; one held
     // since the fork goes now. (Without, a signal ends the keeper as
     // before: init runs on, unkept.)
+    keeper_signals::hand_on(&held);
     let passing = keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
     });
@@ -634,6 +665,11 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     let _ = run.write_exit(&exit);
                     drop(console);
                     if again {
+                        // The tests' window on a keeper whose init rebooted,
+                        // its thread for signals at work.
+                        static PAUSE: std::sync::OnceLock<Option<Duration>> =
+                            std::sync::OnceLock::new();
+                        crate::sys::test_pause(&PAUSE, "UNIFS_TEST_REBOOT_PAUSE_MS");
                         let e = start_again(&dirs, &name, &run, &exit);
                         // Else the guest is left stale, its root mounted.
                         keeper_signals::block_again();
@@ -643,6 +679,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                         let _ = run.write_exit(&exit);
                     }
                     stop_ended(&name, &run, exit);
+                    keeper_signals::say_ignored(&name, pid, run.console());
                     forget_keeper_pid(&run);
                     sys::exit_child(0)
                 }
@@ -1415,18 +1452,42 @@ fn spec_of(cfg: &GuestConfig, dirs: &Dirs, name: &str) -> Result<GuestSpec> {
 /// Ends the guest's processes, unmounts its root, removes its cgroups and
 /// runtime record. True if nothing had to be killed.
 fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<bool> {
+    teardown_hurried(run, st, signal, timeout, || false)
+}
+
+/// [`teardown`] by the guest's stop signal, which ends its wait for init
+/// (SIGKILL then) as soon as `hurry` says so.
+fn teardown_or_kill(
+    run: &RunDir,
+    st: &State,
+    timeout: Duration,
+    hurry: impl FnMut() -> bool,
+) -> Result<bool> {
+    teardown_hurried(run, st, st.spec.stop_signal, timeout, hurry)
+}
+
+fn teardown_hurried(
+    run: &RunDir,
+    st: &State,
+    signal: i32,
+    timeout: Duration,
+    mut hurry: impl FnMut() -> bool,
+) -> Result<bool> {
     let pid = Pid::from_raw(st.pid);
     let mut clean = true;
     if st.init_alive() {
         // Sent before init takes it (a `stop` right after `start`), the
         // kernel would drop it, and the stop wait out its timeout.
         let deadline = Instant::now() + timeout;
-        wait_until(timeout, || {
-            !st.init_alive() || sys::takes_signal(pid, signal)
-        });
+        let mut hurried = false;
+        let mut over = || {
+            hurried = hurried || hurry();
+            hurried || !st.init_alive()
+        };
+        wait_until(timeout, || over() || sys::takes_signal(pid, signal));
         let _ = sys::send_signal(pid, signal);
         let left = deadline.saturating_duration_since(Instant::now());
-        clean = wait_until(left, || !st.init_alive());
+        clean = wait_until(left, over) && !st.init_alive();
     }
     if st.init_alive() {
         // SIGKILL to a PID namespace's init kills the whole namespace.

@@ -246,13 +246,41 @@ pub fn send_signal(pid: Pid, sig: i32) -> nix::Result<()> {
 /// (SIGKILL and SIGSTOP from outside aside): systemd, in the moment after
 /// its exec before it blocks its signals, loses a SIGRTMIN+3 sent then.
 /// True for a process that is no namespace's init (the default action
-/// applies) and when /proc cannot say.
+/// applies) and when /proc cannot say. One blocked but not caught counts
+/// only if it is still so [`BLOCKED_AGAIN`] later: blocked for good, it is
+/// read by a signalfd or a sigwait thread (systemd); blocked for a moment
+/// (dash around its waits), it would be dropped as it is unblocked, before
+/// init sets the handler it may set a moment later.
 pub fn takes_signal(pid: Pid, sig: i32) -> bool {
+    match taking(pid, sig) {
+        Taking::Yes => true,
+        Taking::No => false,
+        Taking::Blocked => {
+            std::thread::sleep(BLOCKED_AGAIN);
+            taking(pid, sig) != Taking::No
+        }
+    }
+}
+
+/// How long after a look that found a signal blocked (not caught) it must
+/// be found blocked again to count as taken ([`takes_signal`]).
+pub const BLOCKED_AGAIN: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What one look at /proc says of `pid` and `sig` ([`takes_signal`]).
+#[derive(PartialEq)]
+enum Taking {
+    Yes,
+    No,
+    /// Blocked, not caught: taken if it stays so.
+    Blocked,
+}
+
+fn taking(pid: Pid, sig: i32) -> Taking {
     if sig == libc::SIGKILL || sig == libc::SIGSTOP || !(1..=64).contains(&sig) {
-        return true;
+        return Taking::Yes;
     }
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return true;
+        return Taking::Yes;
     };
     let field = |key: &str| {
         status
@@ -266,7 +294,13 @@ pub fn takes_signal(pid: Pid, sig: i32) -> bool {
             .and_then(|hex| u64::from_str_radix(hex, 16).ok())
             .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
     };
-    !ns_init || bit("SigCgt:") || bit("SigBlk:") || in_sigwait(pid)
+    if !ns_init || bit("SigCgt:") || in_sigwait(pid) {
+        Taking::Yes
+    } else if bit("SigBlk:") {
+        Taking::Blocked
+    } else {
+        Taking::No
+    }
 }
 
 /// sigwait(3) unblocks the signals it waits for while it waits, and /proc
