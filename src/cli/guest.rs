@@ -878,6 +878,13 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     output::path(root)
                 );
             }
+            if let Some(why) = s.outdated_device_policy {
+                errln!(
+                    "warning: guest {name} was started by an older unifs: {why}; `unifs guest \
+                     restart {name}` gives it this one's device policy (docs/guests.md, \
+                     \"The device policy\")"
+                );
+            }
             if s.keeper_gone {
                 errln!(
                     "warning: guest {name}'s keeper (its init's parent) is gone, killed: how its \

@@ -533,18 +533,20 @@ const DAEMON_EXIT: Duration = Duration::from_secs(5);
 /// every device denied, then its own /dev's and its `devices` (`--device`)
 /// allowed ([`super::devices`]). On the [`LEAF`], so that every process of
 /// the guest has it, `guest exec`'s and the groups it makes too; and on the
-/// group above it, with /dev/fuse besides, for its [`DAEMON_LEAF`] (which
-/// inherits it) holds the overlay daemon, which opens /dev/fuse to serve the
-/// guest's root. The group's is the bound: a guest given `sys_admin` that
-/// mounts the devices hierarchy (its root is the leaf) can allow itself
-/// again only what the group allows (the kernel checks the parent's), not
-/// every device. The kernel refuses `a` in a group with children, so the
-/// empty ones an earlier run left are removed first. Without that
-/// hierarchy no device is refused, and a read-only one cannot be: guest
-/// root opens a node for writing whatever its mode, and unifs has no cgroup
-/// v2 device filter.
-fn device_policy(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
-    let Some(group) = groups.iter().find(|g| g.join("devices.allow").exists()) else {
+/// group above it, the bound: a guest given `sys_admin` that mounts the
+/// devices hierarchy (its root is the leaf) can allow itself again only
+/// what the group allows (the kernel checks the parent's). Not /dev/fuse:
+/// the overlay daemon, which opens it, stays out of this hierarchy
+/// ([`Cgroup::open_daemon_procs`]), else the group would allow it and so
+/// the guest. The kernel refuses `a` in a group with children, so the
+/// empty ones an earlier run left are removed first (a daemon an older
+/// build left in its leaf here is moved out). Without that hierarchy no
+/// device is refused, and a read-only one cannot be: guest root opens a
+/// node for writing whatever its mode, and unifs has no cgroup v2 device
+/// filter. `name` is the group's: the guest's name, `@DIGEST` after it
+/// for a named guest of another run dir.
+fn device_policy(name: &str, groups: &[PathBuf], devices: &[Device]) -> Result<()> {
+    let Some(group) = groups.iter().find(|g| is_devices_group(g)) else {
         return match devices.iter().find(|d| d.read_only) {
             Some(d) => Err(Error::Limit {
                 limit: "--device",
@@ -558,13 +560,13 @@ fn device_policy(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
             None => Ok(()),
         };
     };
+    move_out_daemons(group);
     // Left by an earlier run: the empty ones go (a group with processes
     // stays, and the deny below says so).
     for below in subtree(group).into_iter().skip(1).rev() {
         let _ = std::fs::remove_dir(below);
     }
-    let fuse = super::devices::fuse_rule();
-    deny_all_but(group, devices, Some(&fuse))?;
+    let denied = deny_all_but(group, devices)?;
     let leaf = group.join(LEAF);
     match std::fs::create_dir(&leaf) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -572,12 +574,54 @@ fn device_policy(groups: &[PathBuf], devices: &[Device]) -> Result<()> {
         }
         _ => {}
     }
-    deny_all_but(&leaf, devices, None)
+    // The leaf is denied what its group is: said once, for the group.
+    deny_all_but(&leaf, devices)?;
+    if !denied.is_empty() {
+        let guest = name.split('@').next().unwrap_or(name);
+        let nodes: Vec<String> = denied
+            .iter()
+            .map(|r| super::devices::rule_node(r))
+            .collect();
+        tracing::warn!(
+            "guest {guest}: the devices group unifs runs in (a container's) denies {}, \
+             so the guest does without: allow them to the container to give them to the \
+             guest",
+            nodes.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether `dir` is a group of the v1 devices hierarchy.
+fn is_devices_group(dir: &Path) -> bool {
+    dir.join("devices.allow").exists()
+}
+
+/// Moves what is left in `group`'s [`DAEMON_LEAF`] of the devices
+/// hierarchy (an overlay daemon an older build put there, one that
+/// outlived its mount) up to the group's parent, `unifs/`, which has
+/// no policy: the policy cannot be set over a group with processes, and a
+/// daemon needs /dev/fuse. Its other groups' `mount` leaves still hold it
+/// (`guest stop` ends it there).
+fn move_out_daemons(group: &Path) {
+    let Some(parent) = group.parent() else {
+        return;
+    };
+    for pid in procs_in(subtree(&group.join(DAEMON_LEAF)).into_iter()) {
+        if let Err(e) = std::fs::write(parent.join("cgroup.procs"), pid.to_string()) {
+            tracing::warn!(
+                "moving process {pid} ({}) out of {}: {e}",
+                command_of(pid),
+                group.join(DAEMON_LEAF).display()
+            );
+        }
+    }
 }
 
 /// Writes into the v1 devices group `dir`: `a` denied, then the guest's
-/// own rules, `extra` and each of `devices`.
-fn deny_all_but(dir: &Path, devices: &[Device], extra: Option<&str>) -> Result<()> {
+/// own rules and each of `devices`. Returns the own rules a group above
+/// denies (unifs in a container): the guest does without, as its host.
+fn deny_all_but(dir: &Path, devices: &[Device]) -> Result<Vec<String>> {
     let write = |file: &str, rule: &str| {
         let at = dir.join(file);
         std::fs::write(&at, rule).map_err(|e| (at, e))
@@ -599,11 +643,25 @@ fn deny_all_but(dir: &Path, devices: &[Device], extra: Option<&str>) -> Result<(
     };
     deny_all().map_err(|(at, e)| {
         let why = match e.raw_os_error() {
-            Some(libc::EINVAL) => format!(
-                " (it has groups below it, left by an earlier run, with processes in them: \
-                 end those (cgroup.procs of each group below {}), then rmdir the groups)",
-                crate::sys::shown(dir)
-            ),
+            Some(libc::EINVAL) => {
+                let left: Vec<String> = subtree(dir)
+                    .into_iter()
+                    .skip(1)
+                    .flat_map(|g| {
+                        procs_in(std::iter::once(g.clone()))
+                            .into_iter()
+                            .map(move |p| {
+                                format!("{p} ({}) in {}", command_of(p), crate::sys::shown(&g))
+                            })
+                    })
+                    .collect();
+                format!(
+                    " (it has groups below it, left by an earlier run, with processes in \
+                     them: {}; end those (`kill PID`), then start it again: the start \
+                     removes the empty groups)",
+                    left.join(", ")
+                )
+            }
             _ => String::new(),
         };
         Error::Cgroup(format!(
@@ -611,21 +669,11 @@ fn deny_all_but(dir: &Path, devices: &[Device], extra: Option<&str>) -> Result<(
             at.display()
         ))
     })?;
-    for rule in super::devices::own_rules()
-        .iter()
-        .map(String::as_str)
-        .chain(extra)
-    {
-        match write("devices.allow", rule) {
+    let mut denied = Vec::new();
+    for rule in super::devices::own_rules() {
+        match write("devices.allow", &rule) {
             Ok(()) => {}
-            // The host's own group denies it (unifs in a container): the
-            // guest does without, as its host.
-            Err((at, e)) if e.raw_os_error() == Some(libc::EPERM) => {
-                tracing::warn!(
-                    "{rule:?} in {}: {e} (a group above it denies it)",
-                    at.display()
-                )
-            }
+            Err((_, e)) if e.raw_os_error() == Some(libc::EPERM) => denied.push(rule),
             Err((at, e)) => {
                 return Err(Error::Cgroup(format!(
                     "allowing the guest its own devices: writing {rule:?} to {}: {e}",
@@ -651,7 +699,7 @@ fn deny_all_but(dir: &Path, devices: &[Device], extra: Option<&str>) -> Result<(
             }
         })?;
     }
-    Ok(())
+    Ok(denied)
 }
 
 /// A guest's groups, once created.
@@ -672,7 +720,7 @@ impl Cgroup {
         let cg = Cgroup {
             groups: plan.groups.clone(),
         };
-        if let Err(e) = apply(&plan.steps).and_then(|()| device_policy(&cg.groups, devices)) {
+        if let Err(e) = apply(&plan.steps).and_then(|()| device_policy(name, &cg.groups, devices)) {
             cg.remove();
             return Err(e);
         }
@@ -694,7 +742,25 @@ impl Cgroup {
     /// True when the guest's devices are limited to its own (a v1
     /// `devices` group, see [`device_policy`]).
     pub fn limits_devices(&self) -> bool {
-        self.groups.iter().any(|g| g.join("devices.allow").exists())
+        self.groups.iter().any(|g| is_devices_group(g))
+    }
+
+    /// What is missing of the device policy a start sets now in the
+    /// running guest's devices group ([`device_policy`]), which a build
+    /// before it left: none at all (before 2026-12-05: any node the guest
+    /// makes opens), or /dev/fuse allowed (a guest with `sys_admin` can
+    /// allow it to itself). A start sets the policy; `update` does not.
+    pub fn outdated_device_policy(&self, devices: &[Device]) -> Option<&'static str> {
+        let group = self.groups.iter().find(|g| is_devices_group(g))?;
+        let listed = std::fs::read_to_string(group.join("devices.list")).ok()?;
+        let fuse_given = devices.iter().any(|d| (d.major, d.minor) == (10, 229));
+        if listed.lines().any(|l| l == "a *:* rwm") {
+            Some("it has no device policy: any device it makes a node of opens")
+        } else if !fuse_given && listed.lines().any(|l| l == "c 10:229 rwm") {
+            Some("its group allows /dev/fuse, which it can allow to itself given sys_admin")
+        } else {
+            None
+        }
     }
 
     /// True when one of the groups is in a cgroup v2 hierarchy: the guest's
@@ -741,16 +807,16 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Each group's `cgroup.procs`, open for writing, for [`Cgroup::join`]
-    /// by a process that will no longer see them (`guest exec`'s command):
-    /// the leaf's, or the group's own where it has no leaf (a guest started
-    /// by a build before e600671, whose processes are in the group itself).
     /// Each group's [`DAEMON_LEAF`]'s `cgroup.procs` (made if need be),
     /// open for writing: the overlay daemon joins them (see
-    /// [`crate::guest::sys::join_cgroups`]) before it serves.
+    /// [`crate::guest::sys::join_cgroups`]) before it serves. Not in the
+    /// devices hierarchy: there the daemon stays in its launcher's group,
+    /// as it opens /dev/fuse, which the guest's group must not allow (see
+    /// [`device_policy`]); that hierarchy has no limit to put it under.
     pub fn open_daemon_procs(&self) -> Result<Vec<std::fs::File>> {
         self.groups
             .iter()
+            .filter(|g| !is_devices_group(g))
             .map(|g| {
                 let leaf = g.join(DAEMON_LEAF);
                 match std::fs::create_dir(&leaf) {
@@ -768,6 +834,10 @@ impl Cgroup {
             .collect()
     }
 
+    /// Each group's `cgroup.procs`, open for writing, for [`Cgroup::join`]
+    /// by a process that will no longer see them (`guest exec`'s command):
+    /// the leaf's, or the group's own where it has no leaf (a guest started
+    /// by a build before e600671, whose processes are in the group itself).
     pub fn open_procs(&self) -> Result<Vec<std::fs::File>> {
         self.groups
             .iter()

@@ -194,10 +194,24 @@ pub fn own_rules() -> Vec<String> {
     rules
 }
 
-/// The `devices.allow` line of /dev/fuse, which the guest's overlay daemon
-/// opens: allowed in the guest's group above its own leaf, where the daemon is.
-pub fn fuse_rule() -> String {
-    format!("c {}:{} rwm", FUSE.0, FUSE.1)
+/// What one of [`own_rules`] gives the guest, for a warning where the
+/// host's own group denies it: the node's path, or what the rule is for.
+pub fn rule_node(rule: &str) -> String {
+    let number = rule.split(' ').nth(1).unwrap_or_default();
+    let own = super::rootfs::DEVICES
+        .iter()
+        .find(|(_, major, minor)| number == format!("{major}:{minor}"))
+        .map(|(name, _, _)| format!("/dev/{name}"));
+    let path = own.unwrap_or_else(|| {
+        let what = match number {
+            "*:*" => "making device nodes (mknod)",
+            n if n == format!("{}:{}", PTMX.0, PTMX.1) => "/dev/ptmx",
+            n if n == format!("{PTS_MAJOR}:*") => "its ptys (/dev/pts/N, /dev/console)",
+            _ => "a device",
+        };
+        what.to_string()
+    });
+    format!("{path} ({rule})")
 }
 
 impl Device {
@@ -273,7 +287,10 @@ mod tests {
         assert_eq!(tun.cgroup_rule(), "c 10:200 rwm");
         tun.read_only = true;
         assert_eq!(tun.cgroup_rule(), "c 10:200 rm");
-        assert_eq!(fuse_rule(), "c 10:229 rwm");
+        // Not /dev/fuse: the overlay daemon is outside the devices group.
+        assert!(!rules.iter().any(|r| r.starts_with("c 10:229")));
+        assert_eq!(rule_node("c 1:7 rwm"), "/dev/full (c 1:7 rwm)");
+        assert_eq!(rule_node("c 5:2 rwm"), "/dev/ptmx (c 5:2 rwm)");
     }
 
     #[test]

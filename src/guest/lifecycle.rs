@@ -1849,14 +1849,26 @@ fn warn_if_devices_changed(dirs: &Dirs, name: &str, running: &[super::devices::D
     let Ok(cfg) = GuestConfig::load(&dirs.config_dir, name) else {
         return;
     };
+    let config = dirs.config_dir.join(format!("{name}.toml"));
+    let now = match super::devices::parse_devices(&cfg.devices) {
+        Ok(now) => now,
+        // Not "differ": what is wrong, which the next start would refuse.
+        Err(e) => {
+            tracing::warn!(
+                "guest {name}: the devices of {}: {e}; its next start refuses them: \
+                 mend them there",
+                config.display()
+            );
+            return;
+        }
+    };
     // Not the host node's mode or owner, read anew: which nodes, and how.
     let key = |d: &super::devices::Device| (d.path.clone(), d.major, d.minor, d.read_only);
-    let now = super::devices::parse_devices(&cfg.devices).map(|ds| ds.iter().map(key).collect());
-    if now.ok() != Some(running.iter().map(key).collect::<Vec<_>>()) {
+    if !now.iter().map(key).eq(running.iter().map(key)) {
         tracing::warn!(
             "guest {name}: the devices of {} differ from the running guest's; they \
              apply at its next start (guest restart {name})",
-            dirs.config_dir.join(format!("{name}.toml")).display()
+            config.display()
         );
     }
 }
@@ -2335,6 +2347,9 @@ pub struct Status {
     /// anything: a warning of the daemon (the open-file limit, …).
     #[serde(flatten, serialize_with = "crate::sys::json_mount_log")]
     pub mount_log: Option<PathBuf>,
+    /// Running with the device policy of an older build (see
+    /// [`Cgroup::outdated_device_policy`]): what it lacks, until a restart.
+    pub outdated_device_policy: Option<&'static str>,
 }
 
 pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
@@ -2423,6 +2438,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
             }),
         mount_log: Some(run.mount_log())
             .filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)),
+        outdated_device_policy: live.and_then(|s| s.cgroup.outdated_device_policy(&s.spec.devices)),
     })
 }
 

@@ -2,7 +2,7 @@
 //! but its own /dev's (null, zero, full, random, urandom, tty, ptmx, its
 //! ptys) and its `--device`s, as Docker, LXC and nspawn: with `--cap-add
 //! mknod` it still makes nodes, but opening another one (the host's disk,
-//! /dev/mem) is refused. Its overlay daemon, allowed /dev/fuse besides, still
+//! /dev/mem) is refused. Its overlay daemon, outside the devices hierarchy, still
 //! serves its root, at a restart too.
 
 use crate::guest::harness::{
@@ -146,7 +146,7 @@ fn s40_allowed_nodes_still_work() {
     assert!(seen.contains("pts-ok") && seen.contains("tty-ok"), "{seen}");
 }
 
-/// A named guest on the overlay: its daemon, allowed /dev/fuse, serves
+/// A named guest on the overlay: its daemon, outside the devices group, serves
 /// its root; init's console (a pty) and `guest exec`'s processes have
 /// the policy; `guest restart` starts it again with both.
 #[test]

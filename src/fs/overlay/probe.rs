@@ -3,7 +3,7 @@
 //! before the shared file is copied for it (a break for a change that then
 //! fails costs a copy for nothing, and the file stays the guest's own).
 
-use super::{fsys, Result};
+use super::{fsys, is_reg, Result};
 use crate::fs::cow;
 use crate::sys;
 use std::ffi::OsStr;
@@ -50,12 +50,11 @@ pub fn refused_xattr(
     let Some(probe) = scratch(dir) else {
         return Ok(());
     };
-    let file = sys::open_at(
-        dir,
-        name,
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW,
-        0,
-    )?;
+    // Another file renamed there since the caller's look: its own change
+    // finds out what it is.
+    let Some(file) = open_regular(dir, name)? else {
+        return Ok(());
+    };
     for (a, v) in sys::xattr::list_fd(file.as_fd())? {
         if !cow::is_store_xattr(&a) && sys::xattr::set_fd(probe.as_fd(), &a, &v).is_err() {
             // The copy could not have them either: the break fails by itself.
@@ -70,4 +69,73 @@ pub fn refused_xattr(
         return tried;
     }
     refusal(tried)
+}
+
+/// The entry `name` in `dir` opened for reading if it is a regular file,
+/// else `None`: looked at first through `O_PATH`, which opens nothing, so a
+/// device node or FIFO a rename put there is never opened (a device's open
+/// is the driver's to act on: the daemon would do it for the guest).
+fn open_regular(dir: BorrowedFd, name: &OsStr) -> Result<Option<OwnedFd>> {
+    let probe = sys::open_at(dir, name, libc::O_PATH, 0)?;
+    if !is_reg(&fsys::fstat(probe.as_fd())?) {
+        return Ok(None);
+    }
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    Ok(Some(fsys::reopen(probe.as_fd(), flags)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// A character device of a major no driver has (one of those
+    /// devices.txt keeps for local use): its open fails with ENXIO, so an
+    /// open is seen. `None` where none is free or mknod is refused.
+    fn driverless_node(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        let listed = std::fs::read_to_string("/proc/devices").ok()?;
+        let taken = |major: u64| {
+            listed
+                .lines()
+                .take_while(|l| !l.starts_with("Block"))
+                .any(|l| l.split_whitespace().next() == Some(&major.to_string()))
+        };
+        let major = (60..=63).chain(120..=127).find(|m| !taken(*m))?;
+        let node = dir.join("dev");
+        nix::sys::stat::mknod(
+            &node,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(major, 0),
+        )
+        .ok()?;
+        std::fs::metadata(&node)
+            .is_ok_and(|m| m.file_type().is_char_device())
+            .then_some(node)
+    }
+
+    /// A device node and a FIFO where the shared file was (a rename
+    /// between the caller's look and the trial): neither is opened. Before,
+    /// the node was opened (its driver's ENXIO came back), a FIFO too.
+    #[test]
+    fn the_xattr_trial_opens_no_device_or_fifo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = sys::open_dir(tmp.path()).unwrap();
+        let attr = OsStr::new("user.s41");
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let name = OsStr::new("fifo");
+        assert!(open_regular(dir.as_fd(), name).unwrap().is_none());
+        assert!(refused_xattr(dir.as_fd(), name, attr, b"v", 0).is_ok());
+        std::fs::write(tmp.path().join("file"), b"x").unwrap();
+        assert!(open_regular(dir.as_fd(), OsStr::new("file"))
+            .unwrap()
+            .is_some());
+        let Some(_node) = driverless_node(tmp.path()) else {
+            eprintln!("skipped the device node: no free major, or mknod refused (not root)");
+            return;
+        };
+        let opened = refused_xattr(dir.as_fd(), OsStr::new("dev"), attr, b"v", 0);
+        assert!(opened.is_ok(), "the device node was opened: {opened:?}");
+    }
 }
