@@ -698,10 +698,18 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         let name = name.strip_prefix("SIG").unwrap_or(&name);
         // RTMIN+K and RTMAX-K name realtime signals only.
         let realtime = |base: i32, rest: &str| -> Option<i32> {
+            // Digits only after the sign: u16's parse takes a sign too.
+            let k = |k: &str| {
+                k.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| k.parse::<u16>())
+            };
             let n = match rest.split_at_checked(1) {
-                None => Some(base),
-                Some(("+", k)) => base.checked_add(k.parse::<u16>().ok()?.into()),
-                Some(("-", k)) => base.checked_sub(k.parse::<u16>().ok()?.into()),
+                _ if rest.is_empty() => Some(base),
+                Some(("+", d)) => base.checked_add(k(d)?.ok()?.into()),
+                Some(("-", d)) => base.checked_sub(k(d)?.ok()?.into()),
+                // Also a first character of more than one byte ("RTMINé"),
+                // which was taken for RTMIN.
                 _ => None,
             }?;
             (libc::SIGRTMIN()..=libc::SIGRTMAX())
@@ -927,6 +935,11 @@ mod tests {
             "RTMAX-40",
             "RTMAX+1",
             "RTMIN+2147483647",
+            // Found by fuzzing: a character of two bytes after RTMIN was
+            // taken for none, a second sign for none.
+            "RTMINé",
+            "SIGRTMAXλ",
+            "RTMIN++3",
         ] {
             let err = parse_signal(bad).unwrap_err().to_string();
             assert!(err.contains("signal"), "{bad}: {err}");
