@@ -25,13 +25,18 @@ fuzz_target!(|data: &[u8]| {
             let plain = text.trim().to_ascii_uppercase();
             let plain = plain.strip_prefix("SIG").unwrap_or(&plain);
             assert!(
-                plain.parse::<i32>().is_ok() || name.ends_with(plain) || plain.starts_with("RT"),
+                plain.parse::<i32>().is_ok()
+                    || name.ends_with(plain)
+                    || plain.starts_with("RT")
+                    || text.trim() == name,
                 "{text:?} read as {name}"
             );
             if let Some(rest) = plain.strip_prefix("RTMIN").or(plain.strip_prefix("RTMAX")) {
                 assert!(
                     rest.is_empty()
-                        || rest.get(1..).is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit())),
+                        || rest
+                            .get(1..)
+                            .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit())),
                     "{text:?} read as {name}"
                 );
             }

@@ -691,6 +691,9 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         reason: reason.into(),
     };
     let t = s.trim();
+    // Also as signal_name gives one without a name (32 and 33, the C
+    // library's own): "signal 33".
+    let t = t.strip_prefix("signal ").unwrap_or(t);
     let n = if let Ok(n) = t.parse::<i32>() {
         n
     } else {
@@ -917,6 +920,9 @@ mod tests {
             ("SIGRTMIN+3", libc::SIGRTMIN() + 3),
             ("RTMIN", libc::SIGRTMIN()),
             ("SIGRTMAX-1", libc::SIGRTMAX() - 1),
+            // Found by fuzzing: named "signal 33", which was not read.
+            ("33", 33),
+            ("signal 32", 32),
         ] {
             assert_eq!(parse_signal(text).unwrap(), n, "{text}");
             assert_eq!(parse_signal(&signal_name(n)).unwrap(), n, "{text}");
