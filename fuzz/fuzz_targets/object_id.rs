@@ -14,6 +14,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let hex = unifs::backup::manifest::from_hex(s);
     if let Some(bytes) = hex {
-        assert_eq!(unifs::backup::manifest::to_hex(&bytes), s.to_ascii_lowercase());
+        assert_eq!(
+            unifs::backup::manifest::to_hex(&bytes),
+            s.to_ascii_lowercase()
+        );
     }
 });
