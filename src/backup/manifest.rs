@@ -171,7 +171,8 @@ pub fn encode(bytes: &OsStr) -> (Option<String>, Option<String>) {
 pub use crate::store::id::to_hex;
 
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    // Digits only: from_str_radix takes a sign too ("+f" read as 0f).
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -184,10 +185,21 @@ pub fn time_string(t: Timestamp) -> String {
     format!("{}.{:09}", t.sec, t.nsec)
 }
 
+/// A time as [`time_string`] writes it (docs/backup.md): NANOSECONDS exactly
+/// 9 digits, or left out for a whole second. Anything else is refused, not
+/// guessed at: "1.5" is no 5 ns, and "0.1073741823" would be utimensat's
+/// UTIME_NOW.
 pub fn parse_time(s: &str) -> Option<Timestamp> {
-    let (sec, nsec) = s.split_once('.').unwrap_or((s, "0"));
+    let (text, nsec) = s.split_once('.').unwrap_or((s, "000000000"));
+    let sec: i64 = text.parse().ok()?;
+    // As written: no sign but `-`, no leading zero, no "-0" (0.5 s before
+    // 1970 is "-1.500000000").
+    let canonical = sec.to_string() == text;
+    if !canonical || nsec.len() != 9 || !nsec.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     Some(Timestamp {
-        sec: sec.parse().ok()?,
+        sec,
         nsec: nsec.parse().ok()?,
     })
 }
@@ -841,9 +853,12 @@ pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
 /// [`read_jsonl`] from any reader (standard input).
 pub fn read_jsonl_from(file: impl io::BufRead) -> io::Result<(Header, Vec<Entry>)> {
     let mut lines = file.lines();
+    // A line that is no text (not UTF-8) is named as a line of JSON is.
+    let at = |n: usize, e: io::Error| io::Error::new(e.kind(), format!("manifest line {n}: {e}"));
     let first = lines
         .next()
-        .ok_or_else(|| io::Error::other("empty manifest"))??;
+        .ok_or_else(|| io::Error::other("empty manifest"))?
+        .map_err(|e| at(1, e))?;
     let header: Header = serde_json::from_str(&first)
         .map_err(|e| io::Error::other(format!("not a unifs manifest (first line: {e})")))?;
     if !(1..=MANIFEST_VERSION).contains(&header.unifs_manifest) {
@@ -855,7 +870,7 @@ pub fn read_jsonl_from(file: impl io::BufRead) -> io::Result<(Header, Vec<Entry>
     }
     let mut entries = Vec::new();
     for (n, line) in lines.enumerate() {
-        let line = line?;
+        let line = line.map_err(|e| at(n + 2, e))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -963,5 +978,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Inputs fuzzing and reading found misread: a time not as
+    /// [`time_string`] writes it ("1.5" was 5 ns; "0.1073741823" utimensat's
+    /// UTIME_NOW), hex with a sign ("+f" was 0f), and a line that is not
+    /// UTF-8, whose error named no line.
+    #[test]
+    fn times_hex_and_lines_are_read_only_as_written() {
+        for bad in [
+            "1.5",
+            "0.1073741823",
+            "-0.500000000",
+            "01.000000000",
+            "+1.000000000",
+            "1.",
+            ".000000000",
+            "",
+            "1 ",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+        for t in [
+            (0, 0),
+            (-1, 500_000_000),
+            (i64::MAX, 999_999_999),
+            (i64::MIN, 1),
+        ] {
+            let t = Timestamp {
+                sec: t.0,
+                nsec: t.1,
+            };
+            assert_eq!(parse_time(&time_string(t)), Some(t));
+        }
+        assert_eq!(parse_time("7"), Some(Timestamp { sec: 7, nsec: 0 }));
+        for bad in ["+f", "-1", " 1", "0x"] {
+            assert_eq!(from_hex(bad), None, "{bad:?}");
+        }
+        assert_eq!(from_hex("00fF"), Some(vec![0, 0xff]));
+        let head = r#"{"unifs_manifest":1,"guest":"g","root":"/g","created":0}"#;
+        let text = [head.as_bytes(), b"\n{\"path\":\"\xff\"}\n"].concat();
+        let err = read_jsonl_from(&text[..]).unwrap_err().to_string();
+        assert!(err.contains("manifest line 2"), "{err}");
+        let err = read_jsonl_from(&b"\xff\n"[..]).unwrap_err().to_string();
+        assert!(err.contains("manifest line 1"), "{err}");
     }
 }

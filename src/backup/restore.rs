@@ -718,6 +718,10 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
             bad.push(format!("{shown}: unknown type {:?}", e.kind));
             continue;
         }
+        if let Some(why) = bad_field(e) {
+            bad.push(format!("{shown}: {why}"));
+            continue;
+        }
         if let Some(f) = &e.flags {
             if flags::from_letters(f).is_none() || !["file", "dir"].contains(&e.kind.as_str()) {
                 bad.push(format!("{shown}: inode flags {f:?} on a {}", e.kind));
@@ -773,6 +777,50 @@ fn check_paths(entries: &[Entry]) -> Vec<String> {
         }
     }
     bad
+}
+
+/// What of `e` no restore could follow, or only by guessing: a `*_hex`
+/// field that is not hex (its path read as empty), a NUL in a path, a
+/// target or an xattr name (no system call takes one), an xattr value not
+/// hex, a time not as `unifs manifest` writes it. Refused before anything
+/// is written, not halfway through the build.
+fn bad_field(e: &Entry) -> Option<String> {
+    let hex = [
+        ("path_hex", &e.path_hex),
+        ("target_hex", &e.target_hex),
+        ("link_hex", &e.link_hex),
+    ];
+    if let Some((field, _)) = hex
+        .iter()
+        .find(|(_, h)| h.as_deref().is_some_and(|h| from_hex(h).is_none()))
+    {
+        return Some(format!("{field} is not hex"));
+    }
+    let paths = [
+        ("path", Some(e.rel_path())),
+        ("target", e.target_path()),
+        ("link", e.link_path()),
+    ];
+    for (field, p) in paths {
+        if p.is_some_and(|p| p.as_os_str().as_bytes().contains(&0)) {
+            return Some(format!("its {field} holds a NUL byte"));
+        }
+    }
+    for (name, value) in &e.xattrs {
+        if name.is_empty() || name.contains('\0') || from_hex(value).is_none() {
+            return Some(format!(
+                "bad xattr {name:?} (a name without NUL, a hex value)"
+            ));
+        }
+    }
+    for (field, t) in [("mtime", &e.mtime), ("atime", &e.atime)] {
+        if parse_time(t).is_none() {
+            return Some(format!(
+                "bad {field} {t:?} (SECONDS.NANOSECONDS, NANOSECONDS 9 digits)"
+            ));
+        }
+    }
+    None
 }
 
 /// How many of the manifest's paths are too long for one call relative to

@@ -691,6 +691,9 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         reason: reason.into(),
     };
     let t = s.trim();
+    // Also as signal_name gives one without a name (32 and 33, the C
+    // library's own): "signal 33".
+    let t = t.strip_prefix("signal ").unwrap_or(t);
     let n = if let Ok(n) = t.parse::<i32>() {
         n
     } else {
@@ -698,10 +701,18 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         let name = name.strip_prefix("SIG").unwrap_or(&name);
         // RTMIN+K and RTMAX-K name realtime signals only.
         let realtime = |base: i32, rest: &str| -> Option<i32> {
+            // Digits only after the sign: u16's parse takes a sign too.
+            let k = |k: &str| {
+                k.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| k.parse::<u16>())
+            };
             let n = match rest.split_at_checked(1) {
-                None => Some(base),
-                Some(("+", k)) => base.checked_add(k.parse::<u16>().ok()?.into()),
-                Some(("-", k)) => base.checked_sub(k.parse::<u16>().ok()?.into()),
+                _ if rest.is_empty() => Some(base),
+                Some(("+", d)) => base.checked_add(k(d)?.ok()?.into()),
+                Some(("-", d)) => base.checked_sub(k(d)?.ok()?.into()),
+                // Also a first character of more than one byte ("RTMINé"),
+                // which was taken for RTMIN.
                 _ => None,
             }?;
             (libc::SIGRTMIN()..=libc::SIGRTMAX())
@@ -909,6 +920,9 @@ mod tests {
             ("SIGRTMIN+3", libc::SIGRTMIN() + 3),
             ("RTMIN", libc::SIGRTMIN()),
             ("SIGRTMAX-1", libc::SIGRTMAX() - 1),
+            // Found by fuzzing: named "signal 33", which was not read.
+            ("33", 33),
+            ("signal 32", 32),
         ] {
             assert_eq!(parse_signal(text).unwrap(), n, "{text}");
             assert_eq!(parse_signal(&signal_name(n)).unwrap(), n, "{text}");
@@ -927,6 +941,11 @@ mod tests {
             "RTMAX-40",
             "RTMAX+1",
             "RTMIN+2147483647",
+            // Found by fuzzing: a character of two bytes after RTMIN was
+            // taken for none, a second sign for none.
+            "RTMINé",
+            "SIGRTMAXλ",
+            "RTMIN++3",
         ] {
             let err = parse_signal(bad).unwrap_err().to_string();
             assert!(err.contains("signal"), "{bad}: {err}");

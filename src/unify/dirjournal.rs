@@ -342,10 +342,7 @@ fn read_left(dir: BorrowedFd, name: &OsStr) -> io::Result<KilledDirs> {
     let mut bytes = Vec::new();
     File::from(sys::open_at(dir, name, libc::O_RDONLY, 0)?).read_to_end(&mut bytes)?;
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "not a list of directories");
-    let word = |i: usize| -> Option<u64> {
-        let b = bytes.get(i * 8..i * 8 + 8)?;
-        Some(u64::from_ne_bytes(b.try_into().ok()?))
-    };
+    let word = |i: usize| word_at(&bytes, i);
     if word(0) != Some(LEFT_MAGIC) {
         return Err(bad());
     }
@@ -366,6 +363,14 @@ fn read_left(dir: BorrowedFd, name: &OsStr) -> io::Result<KilledDirs> {
     Ok(killed)
 }
 
+/// Word `i` of `bytes`, if it is there. Checked: a damaged file's offset
+/// near `usize::MAX` overflowed `i * 8`.
+fn word_at(bytes: &[u8], i: usize) -> Option<u64> {
+    let start = i.checked_mul(8)?;
+    let b = bytes.get(start..start.checked_add(8)?)?;
+    Some(u64::from_ne_bytes(b.try_into().ok()?))
+}
+
 fn read(dir: BorrowedFd, name: &OsStr) -> io::Result<(Vec<PathBuf>, Vec<Record>)> {
     let mut bytes = Vec::new();
     File::from(sys::open_at(dir, name, libc::O_RDONLY, 0)?).read_to_end(&mut bytes)?;
@@ -375,10 +380,7 @@ fn read(dir: BorrowedFd, name: &OsStr) -> io::Result<(Vec<PathBuf>, Vec<Record>)
             "not a record of directory mtimes",
         )
     };
-    let word = |i: usize| -> Option<u64> {
-        let b = bytes.get(i * 8..i * 8 + 8)?;
-        Some(u64::from_ne_bytes(b.try_into().ok()?))
-    };
+    let word = |i: usize| word_at(&bytes, i);
     // `len` bytes from word `at`.
     let text = |at: usize, len: usize| -> Option<&[u8]> {
         let start = at.checked_mul(8)?;
@@ -696,5 +698,47 @@ mod tests {
         assert!(problems[0].what.contains("cannot be read"), "{problems:?}");
         assert!(store_tmp.path().join("dirtimes-x").exists());
         assert!(!store_tmp.path().join("dirtimes-7").exists());
+    }
+
+    /// Damaged files (a fuzz-style loop, seeded: the same bytes each run),
+    /// read without a panic; and a start of records near `usize::MAX`,
+    /// which overflowed `i * 8` (a panic where overflow is checked: `cargo
+    /// test --lib`, fuzzing).
+    #[test]
+    fn damaged_files_read_without_a_panic() {
+        let store_tmp = tempfile::tempdir().unwrap();
+        let tmp = sys::open_dir(store_tmp.path()).unwrap();
+        let words = |ws: &[u64]| ws.iter().flat_map(|w| w.to_ne_bytes()).collect::<Vec<u8>>();
+        let name = OsStr::new("dirtimes-1");
+        let at = |bytes: &[u8]| {
+            std::fs::write(store_tmp.path().join(name), bytes).unwrap();
+            let _ = read(tmp.as_fd(), name);
+            let _ = read_left(tmp.as_fd(), name);
+        };
+        at(&words(&[FILE_MAGIC, !7, 0, 0]));
+        at(&words(&[LEFT_MAGIC, 1, 2, 3, u64::MAX]));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3_000 {
+            let magic = [FILE_MAGIC, LEFT_MAGIC][(next() % 2) as usize];
+            let mut ws = vec![magic];
+            for _ in 0..next() % 24 {
+                // Small numbers (lengths, counts, offsets that land) or any.
+                let w = next();
+                ws.push(match w % 4 {
+                    0 => w >> 58,
+                    1 => RECORD_MAGIC | (w >> 60) << 32,
+                    _ => w,
+                });
+            }
+            let mut bytes = words(&ws);
+            bytes.truncate(bytes.len() - (next() % 8) as usize);
+            at(&bytes);
+        }
     }
 }
