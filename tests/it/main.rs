@@ -134,6 +134,7 @@ mod review_s40_devrev2;
 mod review_s40_dpkg;
 mod review_s40_flake;
 mod review_s40_keeper4;
+mod review_s41_ioapi;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
