@@ -169,6 +169,42 @@ fn big_direct_story(dir: &Path) -> Vec<String> {
     )]
 }
 
+/// A shared mapping of an O_DIRECT open written at the start and in the
+/// last, partial page, synced: the kernel writes those pages back with
+/// the open's flags, and lengths no direct I/O would have (not refused).
+fn mapped_direct_story(dir: &Path) -> Vec<String> {
+    let path = dir.join("mapped");
+    let f = open_rw(&path, libc::O_DIRECT);
+    let len = 16388;
+    // SAFETY: a new shared mapping of the file's `len` bytes, written
+    // within them, synced and unmapped before `f` closes.
+    let synced = unsafe {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        let p = p.cast::<u8>();
+        std::ptr::copy_nonoverlapping(b"START".as_ptr(), p, 5);
+        std::ptr::copy_nonoverlapping(b"END".as_ptr(), p.add(len - 3), 3);
+        let r = libc::msync(p.cast(), len, libc::MS_SYNC);
+        libc::munmap(p.cast(), len);
+        r
+    };
+    drop(f);
+    let data = fs::read(&path).unwrap();
+    let ends = (&data[..5], &data[data.len() - 3..]);
+    vec![format!(
+        "mapped: msync {synced}, {} bytes, ends {ends:?}",
+        data.len()
+    )]
+}
+
 fn direct_stories(dir: &Path) -> Vec<String> {
     // The guest's own hardlink to a shared file.
     fs::hard_link(dir.join("linked"), dir.join("linked2")).unwrap();
@@ -180,6 +216,7 @@ fn direct_stories(dir: &Path) -> Vec<String> {
     v.extend(direct_story(dir, "truncated", libc::O_TRUNC, false));
     v.extend(direct_story(dir, "new", libc::O_CREAT, false));
     v.extend(big_direct_story(dir));
+    v.extend(mapped_direct_story(dir));
     let linked = fs::read(dir.join("linked")).unwrap();
     let w = linked.iter().filter(|c| **c == b'W').count();
     v.push(format!("linked: {} bytes, {w} written", linked.len()));
@@ -195,7 +232,7 @@ fn s41_misaligned_direct_io_fails_as_on_ext4() {
     if !crate::common::require_root("s41_misaligned_direct_io_fails_as_on_ext4") {
         return;
     }
-    let names = ["shared", "linked", "held", "truncated"];
+    let names = ["shared", "linked", "held", "truncated", "mapped"];
     for opts in [&[][..], &["nopassthrough"][..]] {
         let s = Scene::new(&names, opts);
         let want = direct_stories(&s.plain);
