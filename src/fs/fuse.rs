@@ -500,11 +500,11 @@ impl Filesystem for UnifsFs {
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.overlay.read(fh.0, offset, size) {
+        match self.overlay.read(fh.0, offset, size, flags.0) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(err(e)),
         }
@@ -517,12 +517,18 @@ impl Filesystem for UnifsFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        write_flags: WriteFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.overlay.write(fh.0, offset, data, caller(req)) {
+        // The kernel's writeback of cached pages is no direct I/O, whatever
+        // the flags of the file it names.
+        let flags = match write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            true => 0,
+            false => flags.0,
+        };
+        match self.overlay.write(fh.0, offset, data, flags, caller(req)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(e)),
         }

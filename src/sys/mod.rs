@@ -491,25 +491,36 @@ pub fn mount_id(fd: BorrowedFd) -> Option<u64> {
 /// file as on another mount (a walk leaving it out), a failure must not
 /// pass for that.
 pub fn mount_id_checked(fd: BorrowedFd) -> io::Result<Option<u64>> {
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH stats `fd`
-    // itself; `stx` is a valid, writable statx buffer.
-    check(unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    })?;
+    let stx = statx_fd(fd, libc::STATX_MNT_ID)?;
     Ok((stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id))
+}
+
+/// The alignments direct I/O (O_DIRECT) on `fd`'s file needs, of file
+/// offsets and lengths and of memory buffers (statx's `STATX_DIOALIGN`):
+/// `None` where the filesystem does not say or does no direct I/O on it.
+pub fn dio_align(fd: BorrowedFd) -> io::Result<Option<(u32, u32)>> {
+    let stx = statx_fd(fd, libc::STATX_DIOALIGN)?;
+    let said = stx.stx_mask & libc::STATX_DIOALIGN != 0;
+    let (offset, mem) = (stx.stx_dio_offset_align, stx.stx_dio_mem_align);
+    Ok((said && offset != 0).then_some((offset, mem)))
 }
 
 /// Which directory `fd` is: device, inode number and birth time (`None`
 /// where the filesystem does not say). An inode number a removed directory
 /// had can be given to a new one; with its birth time the pair cannot.
 pub fn dir_identity(fd: BorrowedFd) -> io::Result<(u64, u64, Option<Timestamp>)> {
+    let stx = statx_fd(fd, libc::STATX_INO | libc::STATX_BTIME)?;
+    let birth = (stx.stx_mask & libc::STATX_BTIME != 0).then_some(Timestamp {
+        sec: stx.stx_btime.tv_sec,
+        nsec: stx.stx_btime.tv_nsec,
+    });
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    Ok((dev, stx.stx_ino, birth))
+}
+
+/// `statx` of `fd` itself for the fields of `mask` (`stx_mask` says
+/// which the filesystem filled in).
+fn statx_fd(fd: BorrowedFd, mask: u32) -> io::Result<libc::statx> {
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH stats `fd`
     // itself; `stx` is a valid, writable statx buffer.
@@ -518,16 +529,11 @@ pub fn dir_identity(fd: BorrowedFd) -> io::Result<(u64, u64, Option<Timestamp>)>
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_INO | libc::STATX_BTIME,
+            mask,
             &mut stx,
         )
     })?;
-    let birth = (stx.stx_mask & libc::STATX_BTIME != 0).then_some(Timestamp {
-        sec: stx.stx_btime.tv_sec,
-        nsec: stx.stx_btime.tv_nsec,
-    });
-    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
-    Ok((dev, stx.stx_ino, birth))
+    Ok(stx)
 }
 
 /// `stat_at`, and whether the entry is the root of a mount (a file or
