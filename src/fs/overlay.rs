@@ -1306,7 +1306,8 @@ impl Overlay {
     /// across it: a syncfs waits for all the filesystem's dirty data, and an
     /// unlink or rename takes this lock with the name lock held, which every
     /// name operation of the mount waits for. Notes made meanwhile wait for
-    /// the next syncfs, one at a time.
+    /// the next syncfs, one at a time. Callers hold no lock of the mount
+    /// (the name lock least of all) for the same reason.
     fn note_unsynced_break(&self, copy_ino: BackingIno) {
         let mut unsynced = lock(&self.unsynced_breaks);
         unsynced.noted.insert(copy_ino);

@@ -150,4 +150,36 @@ mod tests {
         other.join().unwrap();
         assert_eq!(seen, before);
     }
+
+    /// Without CAP_SETGID only (out of the thread's effective set), the uid
+    /// takes and the gid does not, and the other way round; each time the
+    /// thread's ids and capabilities are as before after.
+    #[test]
+    fn switches_says_which_id_takes_and_leaves_the_thread_as_it_was() {
+        const CAP_SETGID: u32 = 6;
+        const CAP_SETUID: u32 = 7;
+        std::thread::spawn(|| {
+            let before = current();
+            if before.0 != 0 {
+                return;
+            }
+            let check = |want: (bool, bool)| {
+                let caps = crate::sys::caps::get().unwrap();
+                assert_eq!(switches(), want);
+                assert_eq!(current(), before);
+                let after = crate::sys::caps::get().unwrap();
+                for (i, c) in caps.iter().enumerate() {
+                    assert_eq!(after[i].effective, c.effective, "word {i}");
+                }
+            };
+            check((true, true));
+            crate::sys::caps::set_effective(CAP_SETGID, false).unwrap();
+            check((true, false));
+            crate::sys::caps::set_effective(CAP_SETGID, true).unwrap();
+            crate::sys::caps::set_effective(CAP_SETUID, false).unwrap();
+            check((false, true));
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 /// The test stand-in for a slow syncfs; the name operations must take far
 /// less (a loaded CI machine included).
-const SYNCFS_PAUSE_MS: u64 = 8_000;
-const BOUND: Duration = Duration::from_secs(4);
+pub(crate) const SYNCFS_PAUSE_MS: u64 = 8_000;
+pub(crate) const BOUND: Duration = Duration::from_secs(4);
 
-fn open_for_writing(path: &Path) -> File {
+pub(crate) fn open_for_writing(path: &Path) -> File {
     fs::OpenOptions::new().write(true).open(path).unwrap()
 }
 
@@ -84,36 +84,57 @@ fn s41_name_operations_do_not_wait_for_the_syncfs_of_unsynced_breaks() {
 /// nothing of it. Fails before: nothing said.
 #[test]
 fn s41_a_mount_that_cannot_take_a_users_ids_says_so() {
-    let test = "s41_a_mount_that_cannot_take_a_users_ids_says_so";
-    if !require_root(test) {
+    let Some((w, g)) = setpriv_world("s41_a_mount_that_cannot_take_a_users_ids_says_so") else {
         return;
-    }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip(test, "needs setpriv (Debian: util-linux)");
-        return;
-    }
-    let w = World::new();
-    let g = w.dir("g");
-    fs::write(g.join("f"), b"f\n").unwrap();
-    let said = |name: &str, wrapper: &[&str]| {
-        let mp = w.dir(name);
-        let log = mp.with_extension("log");
-        let m = Mount::start_under(wrapper, &w.store, &g, &mp, &[], File::create(&log).unwrap());
-        assert_eq!(fs::read(m.path("f")).unwrap(), b"f\n");
-        drop(m);
-        fs::read_to_string(&log).unwrap()
     };
-    let dropped = said("m1", &["setpriv", "--bounding-set", "-setuid,-setgid"]);
+    let dropped = log_of_a_mount_under(
+        &w,
+        &g,
+        "m1",
+        &["setpriv", "--bounding-set", "-setuid,-setgid"],
+    );
     let warning = |log: &str| {
         log.lines()
             .filter(|l| l.contains("CAP_SETUID") && l.contains("reserve"))
             .count()
     };
     assert_eq!(warning(&dropped), 1, "log:\n{dropped}");
-    let kept = said("m2", &[]);
+    let kept = log_of_a_mount_under(&w, &g, "m2", &[]);
     assert_eq!(warning(&kept), 0, "log:\n{kept}");
+}
+
+/// For a test that runs the daemon under setpriv: a world whose guest
+/// `g` holds `f` ("f\n"), if root and setpriv are there.
+pub(crate) fn setpriv_world(test: &str) -> Option<(World, std::path::PathBuf)> {
+    if !require_root(test) || !installed(test, "setpriv", "Debian: util-linux") {
+        return None;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::write(g.join("f"), b"f\n").unwrap();
+    Some((w, g))
+}
+
+/// Whether `program` runs (`--version`); else says the test is skipped
+/// and where to get it (`hint`).
+pub(crate) fn installed(test: &str, program: &str, hint: &str) -> bool {
+    let there = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !there {
+        skip(test, &format!("needs {program} ({hint})"));
+    }
+    there
+}
+
+/// The log of a mount of `g` (whose file `f` holds "f\n") at `w`'s
+/// `name`, its daemon run by `wrapper`, once it read `f` and ended.
+pub(crate) fn log_of_a_mount_under(w: &World, g: &Path, name: &str, wrapper: &[&str]) -> String {
+    let mp = w.dir(name);
+    let log = mp.with_extension("log");
+    let m = Mount::start_under(wrapper, &w.store, g, &mp, &[], File::create(&log).unwrap());
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"f\n");
+    drop(m);
+    fs::read_to_string(&log).unwrap()
 }

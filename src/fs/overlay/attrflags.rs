@@ -368,7 +368,9 @@ impl Overlay {
         if here.ok() == Some(new_ino) {
             Self::rebind_misled(&mut state, parent, name, copied, new_ino);
         }
-        drop(state);
+        // Not held for the note: it may run a syncfs, which every name
+        // operation of the mount would wait for (as in make_private).
+        drop((state, _names, _guard));
         self.note_unsynced_break(new_ino);
         Ok(())
     }
