@@ -136,6 +136,7 @@ mod review_s40_flake;
 mod review_s40_keeper4;
 mod review_s41_breaklock;
 mod review_s41_keeper5;
+mod review_s41_keeperrev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
