@@ -58,10 +58,14 @@ fn set_of(sigs: &[i32]) -> libc::sigset_t {
 /// Blocks (`how`: SIG_BLOCK) or unblocks (SIG_UNBLOCK) the passed-on
 /// signals in the calling thread; returns the mask before.
 fn mask(how: libc::c_int) -> nix::Result<libc::sigset_t> {
-    let set = passed_on_set();
+    mask_of(how, &passed_on_set())
+}
+
+/// [`mask`] of `set`.
+fn mask_of(how: libc::c_int, set: &libc::sigset_t) -> nix::Result<libc::sigset_t> {
     let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: a valid set; the old one written through a valid pointer.
-    let rc = unsafe { libc::pthread_sigmask(how, &set, old.as_mut_ptr()) };
+    let rc = unsafe { libc::pthread_sigmask(how, set, old.as_mut_ptr()) };
     match rc {
         // SAFETY: pthread_sigmask succeeded: it wrote the old set.
         0 => Ok(unsafe { old.assume_init() }),
@@ -238,11 +242,19 @@ fn cancelling_set() -> &'static [i32] {
     static SET: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
     SET.get_or_init(|| {
         let mut sigs = vec![libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
-        if has_terminal() {
+        if on_terminal() {
             sigs.push(libc::SIGHUP);
         }
         sigs
     })
+}
+
+/// Whether this process had a controlling terminal when first asked
+/// ([`hold_in_start`] asks first): a hang-up takes the terminal away
+/// (`tty_nr` 0) before its SIGHUP is looked at.
+fn on_terminal() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(has_terminal)
 }
 
 /// Whether this process has a controlling terminal (`tty_nr` in
@@ -266,7 +278,14 @@ pub const HELD_ENV: &str = "UNIFS_SIGNALS_HELD";
 /// half made. Call while the process has one thread (a thread made later
 /// inherits the mask).
 pub fn hold_in_start() {
-    let _ = mask(libc::SIG_BLOCK);
+    let mut held = passed_on();
+    // On a terminal SIGWINCH is its resize, nothing to the guest, whose
+    // console is not that terminal (systemd as init would start
+    // kbrequest.target): not held, it is ignored as by default.
+    if on_terminal() {
+        held.retain(|&sig| sig != libc::SIGWINCH);
+    }
+    let _ = mask_of(libc::SIG_BLOCK, &set_of(&held));
 }
 
 /// In `main`, while it has one thread, for `sys::unblock_signals`: if the

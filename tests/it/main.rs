@@ -140,6 +140,7 @@ mod review_s41_devleads;
 mod review_s41_fuzz;
 mod review_s41_ioapi;
 mod review_s41_breakrev;
+mod review_s41_keeperrev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

@@ -188,7 +188,8 @@ fn s39_a_signal_init_never_takes_is_said_in_the_log() {
     ok(&g.unifs(&["start", &g.name]));
     let (init, keeper) = init_and_keeper(&g);
     // Until sleep runs, init's set-up has the signal blocked, which counts
-    // as taken (then dropped at the unblock, unsaid): wait for it.
+    // as taken if it lasts (still blocked 50 ms later; then dropped at the
+    // unblock, unsaid): wait for sleep.
     let usr2 = 1u64 << (libc::SIGUSR2 - 1);
     let neither = || {
         let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap_or_default();

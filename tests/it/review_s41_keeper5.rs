@@ -4,9 +4,7 @@
 //! -s HUP` cancelled a start; a `systemctl kill` reached init twice; a
 //! start after a reboot left records that did not say what happened.
 
-use crate::guest::harness::{
-    alive, can_run, ok, spawn_on_a_terminal, stderr, wait_bounded, KillOnDrop,
-};
+use crate::guest::harness::{alive, can_run, ok, stderr, wait_bounded, KillOnDrop};
 use crate::guest::review_s11_life::{Continue, Guest};
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s38_halt::{init_and_keeper, nothing_left};
@@ -209,13 +207,7 @@ fn s41_sighup_cancels_a_start_only_on_a_terminal() {
     assert_eq!(got.lines().count(), 1, "init's SIGHUPs: {got:?}");
     ok(&g.unifs(&["stop", &g.name]));
 
-    let mut start = g.command();
-    start
-        .args(["start", &g.name])
-        .env("UNIFS_TEST_START_STOP", "1");
-    let (_terminal, start) = spawn_on_a_terminal(start);
-    let pid = start.0.as_ref().unwrap().id();
-    assert!(within_60s(|| stopped(pid)), "start never stopped");
+    let (_terminal, start, pid) = crate::review_s41_keeperrev::start_on_a_terminal(&g);
     signal(pid, libc::SIGHUP);
     drop(Continue(pid as i32));
     let o = wait_bounded(start, Duration::from_secs(60));
