@@ -120,9 +120,20 @@ pub fn break_link(
     dir_changes: &RwLock<()>,
 ) -> io::Result<(BackingIno, libc::stat)> {
     for _ in 0..8 {
-        let src = sys::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
-        let st = fsys::fstat(src.as_fd())?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG || !has_marker(src.as_fd())? {
+        // Looked at through O_PATH first, which opens nothing: a device
+        // node a guest's rename put at the name is never opened (the
+        // daemon is outside the guest's devices group: its open would
+        // reach the host's device).
+        let probe = sys::open_at(dir, name, libc::O_PATH, 0)?;
+        let st = fsys::fstat(probe.as_fd())?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok((BackingIno::of(&st), st));
+        }
+        let src = fsys::reopen(
+            probe.as_fd(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )?;
+        if !has_marker(src.as_fd())? {
             return Ok((BackingIno::of(&st), st));
         }
         let mut want = st;
@@ -475,6 +486,24 @@ fn with_temp_name<T>(mut make: impl FnMut(&OsStr) -> io::Result<T>) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device node renamed to a shared file's name before its break (a
+    /// guest's rename racing its own write): the break looks, it does not
+    /// open it. The daemon is outside the guest's devices group, so the
+    /// driver's open would act for the guest on the host's device. Before,
+    /// it was opened (the driver's ENXIO came back).
+    #[test]
+    fn a_break_opens_no_device_put_at_the_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = sys::open_dir(tmp.path()).unwrap();
+        let Some(_node) = fsys::driverless_node(tmp.path()) else {
+            eprintln!("skipped: no free major, or mknod refused (not root)");
+            return;
+        };
+        let broken = break_link(dir.as_fd(), OsStr::new("dev"), u64::MAX, &RwLock::new(()));
+        let (_, st) = broken.expect("the device node was opened");
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFCHR);
+    }
 
     #[test]
     fn only_marked_temp_files_of_other_processes_are_stale() {

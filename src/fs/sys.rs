@@ -461,3 +461,29 @@ pub fn mounts_changed(mountinfo: BorrowedFd) -> bool {
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n != 0 && (n < 0 || p.revents & (libc::POLLPRI | libc::POLLERR) != 0)
 }
+
+/// For tests: a character device of a major no driver has (one of those
+/// devices.txt keeps for local use): its open fails with ENXIO, so an
+/// open is seen. `None` where none is free or mknod is refused.
+#[cfg(test)]
+pub fn driverless_node(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let listed = std::fs::read_to_string("/proc/devices").ok()?;
+    let taken = |major: u64| {
+        listed
+            .lines()
+            .take_while(|l| !l.starts_with("Block"))
+            .any(|l| l.split_whitespace().next() == Some(&major.to_string()))
+    };
+    let major = (60..=63).chain(120..=127).find(|m| !taken(*m))?;
+    let node = dir.join("dev");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(major, 0),
+    )
+    .ok()?;
+    std::fs::metadata(&node)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()))
+        .then_some(node)
+}

@@ -87,32 +87,6 @@ fn open_regular(dir: BorrowedFd, name: &OsStr) -> Result<Option<OwnedFd>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileTypeExt;
-
-    /// A character device of a major no driver has (one of those
-    /// devices.txt keeps for local use): its open fails with ENXIO, so an
-    /// open is seen. `None` where none is free or mknod is refused.
-    fn driverless_node(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-        let listed = std::fs::read_to_string("/proc/devices").ok()?;
-        let taken = |major: u64| {
-            listed
-                .lines()
-                .take_while(|l| !l.starts_with("Block"))
-                .any(|l| l.split_whitespace().next() == Some(&major.to_string()))
-        };
-        let major = (60..=63).chain(120..=127).find(|m| !taken(*m))?;
-        let node = dir.join("dev");
-        nix::sys::stat::mknod(
-            &node,
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-            nix::sys::stat::makedev(major, 0),
-        )
-        .ok()?;
-        std::fs::metadata(&node)
-            .is_ok_and(|m| m.file_type().is_char_device())
-            .then_some(node)
-    }
 
     /// A device node and a FIFO where the shared file was (a rename
     /// between the caller's look and the trial): neither is opened. Before,
@@ -131,7 +105,7 @@ mod tests {
         assert!(open_regular(dir.as_fd(), OsStr::new("file"))
             .unwrap()
             .is_some());
-        let Some(_node) = driverless_node(tmp.path()) else {
+        let Some(_node) = fsys::driverless_node(tmp.path()) else {
             eprintln!("skipped the device node: no free major, or mknod refused (not root)");
             return;
         };
