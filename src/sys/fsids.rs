@@ -94,13 +94,20 @@ pub fn with_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Which of setfsuid and setfsgid take effect on the calling thread (root
-/// needs CAP_SETUID and CAP_SETGID): tried, since both fail without a
-/// word; the thread's ids are its own again when this returns.
+/// Which of setfsuid and setfsgid would take effect on the calling thread
+/// for another id than its own: root needs CAP_SETUID and CAP_SETGID in its
+/// effective set (both calls fail without a word). Read from the set, not
+/// tried: a change of fsuid resets the thread's parent-death signal and
+/// the process's dumpable flag (credentials(7)), and the mount daemon of
+/// `unifs run` ends by that signal when `unifs run` dies.
 pub fn switches() -> (bool, bool) {
-    const NOBODY: u32 = 65534;
-    let (uid, gid) = with_fs_ids(NOBODY, NOBODY, current);
-    (uid == NOBODY, gid == NOBODY)
+    const CAP_SETGID: u32 = 6;
+    const CAP_SETUID: u32 = 7;
+    let Ok(caps) = super::caps::get() else {
+        return (false, false);
+    };
+    let has = |cap: u32| caps[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0;
+    (has(CAP_SETUID), has(CAP_SETGID))
 }
 
 #[cfg(test)]
@@ -178,6 +185,25 @@ mod tests {
             crate::sys::caps::set_effective(CAP_SETGID, true).unwrap();
             crate::sys::caps::set_effective(CAP_SETUID, false).unwrap();
             check((false, true));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The check changes nothing of the thread: the mount daemon of
+    /// `unifs run` asks it after setting its parent-death signal, which
+    /// a change of fsuid would have cleared (it then outlived a killed
+    /// `unifs run` until its keeper killed it).
+    #[test]
+    fn switches_keeps_the_parent_death_signal() {
+        std::thread::spawn(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGUSR2).unwrap();
+            let _ = switches();
+            assert_eq!(
+                nix::sys::prctl::get_pdeathsig().unwrap(),
+                Some(nix::sys::signal::Signal::SIGUSR2)
+            );
+            nix::sys::prctl::set_pdeathsig(None).unwrap();
         })
         .join()
         .unwrap();
