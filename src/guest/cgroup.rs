@@ -611,7 +611,7 @@ fn move_out_daemons(group: &Path) {
         if let Err(e) = std::fs::write(parent.join("cgroup.procs"), pid.to_string()) {
             tracing::warn!(
                 "moving process {pid} ({}) out of {}: {e}",
-                command_of(pid),
+                command_shown(pid),
                 group.join(DAEMON_LEAF).display()
             );
         }
@@ -651,7 +651,7 @@ fn deny_all_but(dir: &Path, devices: &[Device]) -> Result<Vec<String>> {
                         procs_in(std::iter::once(g.clone()))
                             .into_iter()
                             .map(move |p| {
-                                format!("{p} ({}) in {}", command_of(p), crate::sys::shown(&g))
+                                format!("{p} ({}) in {}", command_shown(p), crate::sys::shown(&g))
                             })
                     })
                     .collect();
@@ -1440,7 +1440,7 @@ pub(crate) fn unkillable(pid: i32) -> String {
     format!(
         "process {pid} ({}), left by a killed `unifs run`, survived SIGKILL: {why}; its groups \
          stay until it ends, and a later `unifs run` or `guest start` removes them",
-        command_of(pid)
+        command_shown(pid)
     )
 }
 
@@ -1512,14 +1512,20 @@ pub(crate) fn left_by_killed_run(pid: i32) -> String {
     format!(
         "process {pid} ({}), left by a killed `unifs run`, is not killed yet: `kill -KILL {pid}` \
          ends it, or the next `unifs run` or `guest start`, which then removes its groups",
-        command_of(pid)
+        command_shown(pid)
     )
 }
 
 /// The command name of `pid` (its comm; empty once it is gone).
 pub(crate) fn command_of(pid: i32) -> String {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    comm.trim().to_string()
+    comm.strip_suffix('\n').unwrap_or(&comm).to_string()
+}
+
+/// [`command_of`] for a message: a guest's process names itself (a
+/// newline or an escape sequence in an error line), so it is shown escaped.
+fn command_shown(pid: i32) -> String {
+    crate::sys::shown_str(&command_of(pid))
 }
 
 /// Whether `pids`, in the groups of a run whose pid is gone, are the
@@ -1607,6 +1613,23 @@ fn apply(steps: &[Step]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process's name is the guest's to choose: a newline in it must not
+    /// start a line of its own in a message (`/proc/TID/comm` of a thread
+    /// named so stands in for a guest's process).
+    #[test]
+    fn a_command_name_in_a_message_is_one_line() {
+        std::thread::spawn(|| {
+            nix::sys::prctl::set_name(c"x\nunifs: ok").unwrap();
+            let tid = nix::unistd::gettid().as_raw();
+            assert_eq!(command_of(tid), "x\nunifs: ok");
+            let shown = command_shown(tid);
+            assert!(!shown.contains('\n'), "{shown:?}");
+            assert!(shown.starts_with('x'), "{shown:?}");
+        })
+        .join()
+        .unwrap();
+    }
 
     fn v1_host() -> Hierarchies {
         // These machines: v1 controllers plus an empty v2 hierarchy.
