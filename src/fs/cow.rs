@@ -120,19 +120,11 @@ pub fn break_link(
     dir_changes: &RwLock<()>,
 ) -> io::Result<(BackingIno, libc::stat)> {
     for _ in 0..8 {
-        // Looked at through O_PATH first, which opens nothing: a device
-        // node a guest's rename put at the name is never opened (the
-        // daemon is outside the guest's devices group: its open would
-        // reach the host's device).
-        let probe = sys::open_at(dir, name, libc::O_PATH, 0)?;
-        let st = fsys::fstat(probe.as_fd())?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        // A device node a guest's rename put at the name is never opened.
+        let (st, src) = fsys::open_if_regular(dir, name)?;
+        let Some(src) = src else {
             return Ok((BackingIno::of(&st), st));
-        }
-        let src = fsys::reopen(
-            probe.as_fd(),
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )?;
+        };
         if !has_marker(src.as_fd())? {
             return Ok((BackingIno::of(&st), st));
         }

@@ -110,10 +110,7 @@ fn s40_a_sigterm_to_guest_start_as_init_starts_stops_the_guest() {
     let g = Guest::new("s40stopinit", ENDS_ON_TERM);
     let (start, _) = g.start_with("UNIFS_TEST_KEEPER_STOP", "1");
     let pid = start.0.as_ref().unwrap().id();
-    let record = g.run(&g.name).join("state.json");
-    assert!(within_60s(|| record.exists()), "no record");
-    let (init, keeper) = init_and_keeper(&g);
-    assert!(within_60s(|| stopped(keeper)), "the keeper never stopped");
+    let (init, keeper) = keeper_held(&g);
     signal(pid, libc::SIGTERM);
     drop(Continue(keeper as i32));
     let o = wait_bounded(start, Duration::from_secs(60));
@@ -355,10 +352,7 @@ fn s40_a_second_ctrl_c_ends_a_start_whose_init_set_up_hangs() {
         .stderr(err.reopen().unwrap());
     let mut start = crate::guest::harness::KillOnDrop(Some(start.spawn().unwrap()));
     let pid = start.0.as_ref().unwrap().id();
-    let record = g.run(&g.name).join("state.json");
-    assert!(within_60s(|| record.exists()), "no record");
-    let (_, keeper) = init_and_keeper(&g);
-    assert!(within_60s(|| stopped(keeper)), "the keeper never stopped");
+    let (_, keeper) = keeper_held(&g);
     let go_on = Continue(keeper as i32);
     let said = || std::fs::read_to_string(err.path()).unwrap_or_default();
 
@@ -390,4 +384,14 @@ fn s40_a_second_ctrl_c_ends_a_start_whose_init_set_up_hangs() {
     drop(go_on);
     ok(&g.unifs(&["stop", &g.name]));
     nothing_left(&g);
+}
+
+/// The init and keeper of `g` as its start's keeper, init running, holds
+/// before its report (UNIFS_TEST_KEEPER_STOP).
+pub(crate) fn keeper_held(g: &Guest) -> (i64, u32) {
+    let record = g.run(&g.name).join("state.json");
+    assert!(within_60s(|| record.exists()), "no record");
+    let (init, keeper) = init_and_keeper(g);
+    assert!(within_60s(|| stopped(keeper)), "the keeper never stopped");
+    (init, keeper)
 }

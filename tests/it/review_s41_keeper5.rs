@@ -9,7 +9,7 @@ use crate::guest::review_s11_life::{Continue, Guest};
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s38_halt::{init_and_keeper, nothing_left};
 use crate::review_s38_keeperkill::signal;
-use crate::review_s40_keeper4::{nothing_made, rebooting, status};
+use crate::review_s40_keeper4::{keeper_held, nothing_made, rebooting, status};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -88,16 +88,6 @@ fn counting(test: &str, args: &str) -> Option<Guest> {
 fn caught(g: &Guest) -> u32 {
     let count = std::fs::read_to_string(g.t.root().join("tmp/usr1-count"));
     count.ok().and_then(|c| c.trim().parse().ok()).unwrap_or(0)
-}
-
-/// The init and keeper of `g` as its start's keeper, init running, holds
-/// before its report (UNIFS_TEST_KEEPER_STOP).
-fn keeper_held(g: &Guest) -> (i64, u32) {
-    let record = g.run(&g.name).join("state.json");
-    assert!(within_60s(|| record.exists()), "no record");
-    let (init, keeper) = init_and_keeper(g);
-    assert!(within_60s(|| stopped(keeper)), "the keeper never stopped");
-    (init, keeper)
 }
 
 /// A SIGUSR1 to the keeper of an init that blocks it for a moment now and

@@ -3,7 +3,7 @@
 //! before the shared file is copied for it (a break for a change that then
 //! fails costs a copy for nothing, and the file stays the guest's own).
 
-use super::{fsys, is_reg, Result};
+use super::{fsys, Result};
 use crate::fs::cow;
 use crate::sys;
 use std::ffi::OsStr;
@@ -52,7 +52,7 @@ pub fn refused_xattr(
     };
     // Another file renamed there since the caller's look: its own change
     // finds out what it is.
-    let Some(file) = open_regular(dir, name)? else {
+    let (_, Some(file)) = fsys::open_if_regular(dir, name)? else {
         return Ok(());
     };
     for (a, v) in sys::xattr::list_fd(file.as_fd())? {
@@ -71,19 +71,6 @@ pub fn refused_xattr(
     refusal(tried)
 }
 
-/// The entry `name` in `dir` opened for reading if it is a regular file,
-/// else `None`: looked at first through `O_PATH`, which opens nothing, so a
-/// device node or FIFO a rename put there is never opened (a device's open
-/// is the driver's to act on: the daemon would do it for the guest).
-fn open_regular(dir: BorrowedFd, name: &OsStr) -> Result<Option<OwnedFd>> {
-    let probe = sys::open_at(dir, name, libc::O_PATH, 0)?;
-    if !is_reg(&fsys::fstat(probe.as_fd())?) {
-        return Ok(None);
-    }
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    Ok(Some(fsys::reopen(probe.as_fd(), flags)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,11 +86,15 @@ mod tests {
         let fifo = tmp.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let name = OsStr::new("fifo");
-        assert!(open_regular(dir.as_fd(), name).unwrap().is_none());
+        assert!(fsys::open_if_regular(dir.as_fd(), name)
+            .unwrap()
+            .1
+            .is_none());
         assert!(refused_xattr(dir.as_fd(), name, attr, b"v", 0).is_ok());
         std::fs::write(tmp.path().join("file"), b"x").unwrap();
-        assert!(open_regular(dir.as_fd(), OsStr::new("file"))
+        assert!(fsys::open_if_regular(dir.as_fd(), OsStr::new("file"))
             .unwrap()
+            .1
             .is_some());
         let Some(_node) = fsys::driverless_node(tmp.path()) else {
             eprintln!("skipped the device node: no free major, or mknod refused (not root)");
