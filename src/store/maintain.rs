@@ -253,11 +253,13 @@ impl Store {
         replace: bool,
     ) -> std::io::Result<bool> {
         let root = sys::open_dir(guest_root)?;
-        let fd = sys::open_beneath(
-            root.as_fd(),
-            rel,
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK,
-        )?;
+        // Whatever the guest put at its path since: a device node or FIFO
+        // is never opened.
+        let flags = libc::O_RDONLY | libc::O_NOATIME;
+        let fd = match sys::open_regular_beneath(root.as_fd(), rel, flags) {
+            Err(e) if sys::is_not_regular(&e) => return Ok(false),
+            r => r?,
+        };
         let st = sys::fstat(fd.as_fd())?;
         if !st.is_file() || (st.dev, st.ino) != inode || read_marker(fd.as_fd())? != Some(*id) {
             return Ok(false);

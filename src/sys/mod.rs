@@ -6,11 +6,14 @@
 pub mod caps;
 pub mod fsids;
 mod locks;
+mod regular;
 mod shared_map;
 mod text;
 pub mod xattr;
 
 pub use locks::flock_holders;
+
+pub use regular::{is_not_regular, open_regular_at, open_regular_beneath, NotRegular};
 
 pub use shared_map::SharedMap;
 

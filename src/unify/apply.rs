@@ -735,19 +735,12 @@ impl<'a> Applier<'a> {
         // An fd kept from hashing is that inode, wherever it is now: the
         // name is checked below, after the lease.
         let fd = match opened.map_or_else(
-            || {
-                sys::open_at(
-                    parent,
-                    name,
-                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME,
-                    0,
-                )
-            },
+            || sys::open_regular_at(parent, name, libc::O_RDONLY | libc::O_NOATIME),
             Ok,
         ) {
             Ok(fd) => fd,
             Err(e) if super::hash::gone(&e) => return Err(Skip::Gone),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Skip::Changed),
+            Err(e) if sys::is_not_regular(&e) => return Err(Skip::Changed),
             Err(e) => return Err(fail(e)),
         };
         let leased = match lease.then(|| sys::take_read_lease(fd.as_fd())) {

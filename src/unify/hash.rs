@@ -191,7 +191,8 @@ impl std::fmt::Display for Changed {
 impl std::error::Error for Changed {}
 
 fn is_changed(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|e| e.is::<Changed>())
+    // The walk found a regular file there.
+    e.get_ref().is_some_and(|e| e.is::<Changed>()) || sys::is_not_regular(e)
 }
 
 /// True when `e` says the name (or a directory on its way) is gone.

@@ -234,17 +234,14 @@ pub struct Guest {
 
 impl Guest {
     /// Opens a file of the guest read-only for hashing, never through a
-    /// symlink, without touching its atime or blocking on a FIFO. (Only its
-    /// owner or root may ask for no atime: a dry run by another user reads
-    /// the file as any reader does.)
+    /// symlink, without touching its atime, and only if it is a regular
+    /// file ([`sys::NotRegular`] else): a running guest may have put a
+    /// device node or FIFO at the name since the walk. (Only its owner or
+    /// root may ask for no atime: a dry run by another user reads the file
+    /// as any reader does.)
     pub fn open_for_reading(&self, rel: &Path) -> std::io::Result<OwnedFd> {
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        match sys::open_beneath(self.fd.as_fd(), rel, flags | libc::O_NOATIME) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                sys::open_beneath(self.fd.as_fd(), rel, flags)
-            }
-            r => r,
-        }
+        let flags = libc::O_RDONLY | libc::O_NOATIME;
+        sys::open_regular_beneath(self.fd.as_fd(), rel, flags)
     }
 }
 

@@ -813,8 +813,8 @@ fn recover_object(
     name: &OsStr,
     stat: &Stat,
 ) -> Option<(ObjectId, u32)> {
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
-    let fd = sys::open_at(dir, name, flags, 0).ok()?;
+    let flags = libc::O_RDONLY | libc::O_NOATIME;
+    let fd = sys::open_regular_at(dir, name, flags).ok()?;
     let st = sys::fstat(fd.as_fd()).ok()?;
     if (st.dev, st.ino) != (stat.dev, stat.ino) {
         return None;
@@ -827,8 +827,8 @@ fn recover_object(
 /// The store marker of `name` in `dir`, if it is still the inode `stat`
 /// describes.
 fn marker_of(dir: BorrowedFd, name: &OsStr, stat: &Stat) -> Option<ObjectId> {
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
-    let fd = sys::open_at(dir, name, flags, 0).ok()?;
+    let flags = libc::O_RDONLY | libc::O_NOATIME;
+    let fd = sys::open_regular_at(dir, name, flags).ok()?;
     let st = sys::fstat(fd.as_fd()).ok()?;
     if (st.dev, st.ino) != (stat.dev, stat.ino) {
         return None;

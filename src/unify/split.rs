@@ -104,8 +104,8 @@ fn split_guest(guest: &Guest, recs: &[FileRec], dir_times: &DirTimes) -> io::Res
         return split_node(guest, recs, dir_times);
     }
     let (dir, name) = open_parent(guest, &recs[0].rel)?;
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME;
-    let shared = sys::open_at(dir.as_fd(), &name, flags, 0)?;
+    let flags = libc::O_RDONLY | libc::O_NOATIME;
+    let shared = sys::open_regular_at(dir.as_fd(), &name, flags)?;
     match sys::take_read_lease(shared.as_fd()) {
         Ok(()) => {}
         Err(e) if lease_busy(&e) => return Err(io::Error::other("it is open for writing")),

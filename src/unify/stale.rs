@@ -154,11 +154,11 @@ fn held_by_store(
         return Ok(is_split_temp(name) && !now.is_dir() && now.nlink > 1);
     }
     let guest = &a.guests[rec.guest as usize];
-    let fd = guest.open_for_reading(&rec.rel)?;
+    let fd = match guest.open_for_reading(&rec.rel) {
+        Err(e) if sys::is_not_regular(&e) => return Ok(false),
+        r => r?,
+    };
     let st = sys::fstat(fd.as_fd())?;
-    if !st.is_file() {
-        return Ok(false);
-    }
     // A clone split killed between its swap and the unlink left the inode
     // other guests link at its temp name: the guest's own name holds the
     // complete copy, and the inode lives on in the others. Kept, the name
