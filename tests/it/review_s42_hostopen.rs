@@ -51,24 +51,20 @@ fn guest_with_twins(dir: &Path) -> std::path::PathBuf {
     g
 }
 
-/// A guest's file swapped for a device node after unify's walk (held
-/// stopped there by UNIFS_TEST_HASH_STOP) is not opened by the hashing
-/// that follows: it is left alone as changed. Before: unify opened the
-/// node (O_RDONLY, by name beneath the root) and only then saw by fstat
-/// that it was no longer the file it walked.
-#[test]
-fn s42_unify_opens_no_device_node_swapped_in_after_its_walk() {
-    if !crate::common::require_root("s42_unify_opens_no_device_node_swapped_in_after_its_walk") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let g = guest_with_twins(dir.path());
-    let store = dir.path().join("store");
+/// `unify --json GUEST`, held stopped between its walk and its hashing
+/// (UNIFS_TEST_HASH_STOP) while `meanwhile` runs: its summary, and the
+/// opens of `watched` (made by `meanwhile`) after it.
+fn unify_held(
+    store: &Path,
+    guest: &Path,
+    watched: &Path,
+    meanwhile: impl FnOnce(),
+) -> (serde_json::Value, usize) {
     let mut cmd = Command::new(crate::common::unifs_bin());
     cmd.arg("--store")
-        .arg(&store)
+        .arg(store)
         .args(["unify", "--json"])
-        .arg(&g)
+        .arg(guest)
         .env("UNIFS_TEST_HASH_STOP", "1")
         .env_remove("UNIFS_TEST_LINK_MAX")
         .stdin(Stdio::null())
@@ -81,18 +77,32 @@ fn s42_unify_opens_no_device_node_swapped_in_after_its_walk() {
         assert!(Instant::now() < deadline, "unify never reached its hashing");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let b = g.join("usr/lib/b.so");
-    swap_for_node(&b);
-    let opens = Opens::of(&b);
+    meanwhile();
+    let opens = Opens::of(watched);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGCONT,
     )
     .unwrap();
     let out = wait_bounded(child, Duration::from_secs(60));
-    let s = unify_summary(&out);
+    (unify_summary(&out), opens.take())
+}
+
+/// A guest's file swapped for a device node after unify's walk is not
+/// opened by the hashing that follows: it is left alone as changed.
+/// Before: unify opened the node (O_RDONLY, by name beneath the root) and
+/// only then saw by fstat that it was no longer the file it walked.
+#[test]
+fn s42_unify_opens_no_device_node_swapped_in_after_its_walk() {
+    if !crate::common::require_root("s42_unify_opens_no_device_node_swapped_in_after_its_walk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest_with_twins(dir.path());
+    let b = g.join("usr/lib/b.so");
+    let (s, opens) = unify_held(&dir.path().join("store"), &g, &b, || swap_for_node(&b));
     assert_eq!(
-        opens.take(),
+        opens,
         0,
         "unify opened the device node a guest put at {}: {s}",
         b.display()
@@ -100,6 +110,43 @@ fn s42_unify_opens_no_device_node_swapped_in_after_its_walk() {
     assert_eq!(s["files_linked"], 0, "{s}");
     let problems = s["problems"].to_string();
     assert!(problems.contains("b.so"), "the node is reported: {s}");
+}
+
+/// The re-check right before a file is linked, of a file whose ids came
+/// from the hash cache (so hashing did not open it): a device node swapped
+/// in after the walk is not opened there either. Before: it was opened by
+/// name (O_RDONLY) and only then found not to be the file walked.
+#[test]
+fn s42_unify_recheck_opens_no_device_node_at_a_cached_file() {
+    if !crate::common::require_root("s42_unify_recheck_opens_no_device_node_at_a_cached_file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g");
+    let store = dir.path().join("store");
+    // Of one size, two contents: both hashed (and cached), neither linked.
+    let a = file_at(&g, "usr/lib/a.so", &bytes(1, 20_000), 0o644, 1_700_000_000);
+    file_at(&g, "usr/lib/b.so", &bytes(2, 20_000), 0o644, 1_700_000_000);
+    let s = unify_json(&store, &[&g]);
+    assert_eq!(
+        (s["files_hashed"].as_u64(), s["files_linked"].as_u64()),
+        (Some(2), Some(0)),
+        "{s}"
+    );
+    // A twin of a.so: the next run links a.so (from the cache) and it.
+    file_at(&g, "usr/lib/c.so", &bytes(1, 20_000), 0o644, 1_700_000_000);
+    let (s, opens) = unify_held(&store, &g, &a, || swap_for_node(&a));
+    assert!(
+        s["cache_hits"].as_u64() >= Some(1),
+        "a.so came from the cache: {s}"
+    );
+    assert_eq!(
+        opens,
+        0,
+        "unify opened the device node a guest put at {}: {s}",
+        a.display()
+    );
+    assert_eq!(s["files_linked"], 0, "{s}");
 }
 
 /// `store gc` gives a missing object file its name back from a guest path
