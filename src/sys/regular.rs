@@ -82,7 +82,7 @@ mod tests {
         let flags = libc::O_RDONLY | libc::O_NOATIME;
         assert!(open_regular_at(dir, "f".as_ref(), flags).is_ok());
         assert!(open_regular_beneath(dir, Path::new("sub/g"), flags).is_ok());
-        // A FIFO would wait here for a writer if it were opened.
+        // Opened (O_NONBLOCK: without a wait), the FIFO would be Ok here.
         for name in ["fifo", "link", "sub"] {
             let e = open_regular_at(dir, name.as_ref(), flags).unwrap_err();
             assert!(is_not_regular(&e), "{name}: {e}");

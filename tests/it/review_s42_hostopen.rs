@@ -8,7 +8,8 @@
 //!
 //! - unify opened the files its walk found by name, with no look at what
 //!   the name held by then (hashing, the marker reads, the re-check before
-//!   linking, a split): a node swapped in after the walk was opened.
+//!   linking, a split): a node swapped in after the walk was opened. Tested
+//!   here: the hashing, and the re-check of a file the hash cache knew.
 //! - `store gc`, giving a missing object its name back from a guest path
 //!   the catalog lists, opened whatever that path held.
 //!
