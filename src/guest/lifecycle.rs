@@ -251,6 +251,7 @@ fn start_as(
     check_paths(dirs, name, &cfg)?;
     let spec = spec_of(&cfg, dirs, name)?;
     cfg.warn_raised_limits();
+    cfg.warn_reboot_without_sys_boot(name, spec.caps);
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     let in_config = |e| spec.in_its_config(e);
     spec.limits.check().map_err(in_config)?;
