@@ -96,3 +96,53 @@ fn s42_a_systemd_guest_without_sys_boot_is_told_its_reboot_stops_it() {
     let said = start_with(&g, "");
     assert!(!said.contains("CAP_SYS_BOOT"), "{said}");
 }
+
+/// The operator's `guest update --memory 8M` of the nginx guest: the OOM
+/// killer took its init, then its overlay daemon (score 0, though
+/// docs/guests.md has it at -999), then journald; systemd-sysusers said
+/// `Transport endpoint is not connected`. unifs lowers the daemon's score
+/// only with CAP_SYS_RESOURCE, which this machine's root lacks, and said
+/// nothing of it. A start with a memory limit, without that capability,
+/// now says so; without a limit it has nothing to say.
+#[test]
+fn s42_a_start_that_cannot_shield_its_daemon_from_the_oom_killer_says_so() {
+    if !can_run("s42_a_start_that_cannot_shield_its_daemon_from_the_oom_killer_says_so") {
+        return;
+    }
+    let g = Guest::new("s42oom", "[\"/bin/sleep\", \"1000\"]", false);
+    let config = g.config();
+    let base = std::fs::read_to_string(&config).unwrap();
+    // Without CAP_SYS_RESOURCE, as root in a container or a unit's
+    // CapabilityBoundingSet= has it: `guest start` does not need it.
+    let start = || {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--bounding-set", "-sys_resource"]);
+        cmd.arg(crate::common::unifs_bin());
+        cmd.env("UNIFS_CONFIG_DIR", config.parent().unwrap());
+        cmd.env("UNIFS_RUN_DIR", &g.run_dir);
+        cmd.args(["guest", "start", &g.name]);
+        let o = crate::guest::harness::run_bounded(cmd, std::time::Duration::from_secs(30));
+        ok(&o);
+        let said = stderr(&o);
+        ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+        said
+    };
+
+    std::fs::write(
+        &config,
+        base.replace("pids = 64", "pids = 64\nmemory = \"256M\""),
+    )
+    .unwrap();
+    let said = start();
+    assert!(
+        said.contains("lacks CAP_SYS_RESOURCE") && said.contains("OOM"),
+        "a memory limit without CAP_SYS_RESOURCE is told: {said}"
+    );
+
+    std::fs::write(&config, &base).unwrap();
+    let said = start();
+    assert!(
+        !said.contains("CAP_SYS_RESOURCE"),
+        "no memory limit: {said}"
+    );
+}
