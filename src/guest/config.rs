@@ -259,6 +259,30 @@ impl GuestConfig {
         }
     }
 
+    /// Says, once per start, that a systemd init without CAP_SYS_BOOT ends
+    /// the guest on its own reboot: systemd in a container exits 0 when
+    /// reboot(2) is refused (its "Exiting container."), so `systemctl
+    /// reboot` would leave the guest stopped, `on_reboot` notwithstanding.
+    /// Not said where `on_reboot = "stop"` asks for no restart anyway.
+    pub fn warn_reboot_without_sys_boot(&self, name: &str, caps: u64) {
+        let keeps_sys_boot = super::caps::number("sys_boot").is_ok_and(|n| caps & (1 << n) != 0);
+        if keeps_sys_boot || self.on_reboot == OnReboot::Stop {
+            return;
+        }
+        let Some(init) = self.init.first() else {
+            return;
+        };
+        if super::spec::init_is_systemd(&self.root, init) {
+            tracing::warn!(
+                "guest {name}: its init is systemd and it keeps no CAP_SYS_BOOT: a `systemctl \
+                 reboot` in it stops the guest for good (systemd exits 0 when reboot(2) is \
+                 refused) instead of starting it again; give it cap_add = [\"sys_boot\"] (its \
+                 reboot(2) then ends only the guest, and the syscall filter refuses kexec), or \
+                 set on_reboot = \"stop\" if a reboot should leave it stopped"
+            );
+        }
+    }
+
     /// The spec of this guest's init, with its root mounted at `mounted_root`.
     pub fn spec(&self, name: &str, mounted_root: PathBuf) -> Result<GuestSpec> {
         let mut spec = GuestSpec::new(name, mounted_root, self.init.clone());

@@ -251,6 +251,8 @@ fn start_as(
     check_paths(dirs, name, &cfg)?;
     let spec = spec_of(&cfg, dirs, name)?;
     cfg.warn_raised_limits();
+    cfg.warn_reboot_without_sys_boot(name, spec.caps);
+    warn_daemon_unshielded(name, &spec.limits, cfg.root_mount);
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     let in_config = |e| spec.in_its_config(e);
     spec.limits.check().map_err(in_config)?;
@@ -1036,6 +1038,28 @@ fn mount_root(
             Ok(())
         }
     }
+}
+
+/// Says, once per start, that the overlay daemon cannot be shielded from
+/// the OOM killer ([`join_before_exec`]) where this process lacks
+/// CAP_SYS_RESOURCE (a container's root, a service's reduced set): with a
+/// memory limit its score stays the caller's, the guest's processes' equal,
+/// and a guest pushed past its limit lost its daemon second, after init
+/// (every access to its root then fails with ENOTCONN).
+fn warn_daemon_unshielded(name: &str, limits: &Limits, how: RootMount) {
+    let sys_resource = super::caps::number("sys_resource").map_or(0, |n| 1u64 << n);
+    if how != RootMount::Overlay
+        || limits.memory.is_none()
+        || super::caps::held() & sys_resource != 0
+    {
+        return;
+    }
+    tracing::warn!(
+        "guest {name}: this process lacks CAP_SYS_RESOURCE, so the guest's overlay daemon \
+         keeps its OOM score (not -999): past its memory limit the OOM killer may take the \
+         daemon as soon as the guest's own processes, and the guest then loses its root \
+         (every access fails with ENOTCONN); start it with CAP_SYS_RESOURCE to shield the daemon"
+    );
 }
 
 /// Makes `cmd` join the groups whose `cgroup.procs` are open in `procs`

@@ -652,15 +652,23 @@ pub fn least_pids(daemon: Option<(crate::fs::ready::Daemon, usize)>, reaper: boo
 ///   that action: Debian's shuts the services down;
 /// - else SIGTERM.
 pub fn default_stop_signal(root: &std::path::Path, init: &str) -> i32 {
-    use std::path::Path;
-    let name = crate::sys::resolve_in_root(root, Path::new(init))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_owned()));
-    match name.as_ref().and_then(|n| n.to_str()) {
+    match init_name(root, init).as_deref() {
         Some("systemd") => libc::SIGRTMIN() + 3,
         Some("init") if inittab_has_ctrlaltdel(root) => libc::SIGINT,
         _ => libc::SIGTERM,
     }
+}
+
+/// Whether `init`, looked up in the guest's tree at `root` (links followed
+/// inside it), is systemd, as [`default_stop_signal`] tells it.
+pub fn init_is_systemd(root: &std::path::Path, init: &str) -> bool {
+    init_name(root, init).as_deref() == Some("systemd")
+}
+
+/// The file name `init` resolves to inside `root`.
+fn init_name(root: &std::path::Path, init: &str) -> Option<String> {
+    let path = crate::sys::resolve_in_root(root, std::path::Path::new(init)).ok()?;
+    path.file_name()?.to_str().map(str::to_owned)
 }
 
 /// Whether the guest's /etc/inittab has an active `ctrlaltdel` line, read
