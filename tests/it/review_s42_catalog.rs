@@ -304,6 +304,17 @@ fn damage(store: &Path, kind: &str, scratch: &Path) {
             drop(conn);
         }
         "newer schema" => sql(store, "PRAGMA user_version = 99"),
+        "inode numbers swapped" => sql(
+            store,
+            "CREATE TEMP TABLE two AS SELECT rowid AS r, ino FROM object_files LIMIT 2;
+             UPDATE object_files SET ino = (SELECT ino FROM two WHERE r != object_files.rowid)
+                WHERE rowid IN (SELECT r FROM two);",
+        ),
+        "links to the wrong objects" => sql(
+            store,
+            "UPDATE guest_links SET object_id = (SELECT id FROM objects
+                WHERE id != guest_links.object_id ORDER BY id LIMIT 1);",
+        ),
         "content hash flipped in place" => {
             // Bit rot inside a row: no index holds the content hash, so
             // SQLite's checks pass; size and mtime kept (`touch -r`).
@@ -319,7 +330,8 @@ fn damage(store: &Path, kind: &str, scratch: &Path) {
     }
 }
 
-/// Every kind of damage against every command that reads the store. The
+/// Every kind of damage against every command that reads the store (13
+/// kinds). The
 /// table of what each did is printed (`--nocapture`). Before the fix: a
 /// content hash flipped inside its row (SQLite's checks pass; size and
 /// mtime kept) left `store verify` at "0 problem(s)", and the manifest
@@ -341,6 +353,8 @@ fn s42_every_command_on_a_damaged_catalog_keeps_the_guests_data() {
         "objects on disk not in the catalog",
         "another database's log",
         "newer schema",
+        "inode numbers swapped",
+        "links to the wrong objects",
         "content hash flipped in place",
     ];
     let mut table = Vec::new();
