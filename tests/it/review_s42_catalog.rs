@@ -481,3 +481,88 @@ fn s42_a_manifest_line_that_never_ends_is_refused_in_bounded_memory() {
     );
     assert!(!target.exists(), "restore wrote {target:?}");
 }
+
+/// The record of the last check, with its stamp made that of the catalog
+/// file as it is now (as bit rot, which keeps the ctime, leaves it) and the
+/// check's time, where the record has one, set to `checked_at`.
+fn forge_checked_record(store: &Path, checked_at: u64) {
+    let record = store.join("cache/catalog-checked");
+    let text = fs::read_to_string(&record).unwrap();
+    let now = fs::metadata(store.join("catalog.db")).unwrap();
+    let mut forged = format!(
+        "{} {} {} {}.{:09} {}.{:09}\n",
+        now.dev(),
+        now.ino(),
+        now.len(),
+        now.mtime(),
+        now.mtime_nsec(),
+        now.ctime(),
+        now.ctime_nsec()
+    );
+    if text.contains("checked ") {
+        forged.push_str(&format!("checked {checked_at}\n"));
+    }
+    fs::write(&record, forged).unwrap();
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A writer skips SQLite's check on the file the last unify left checked
+/// (same device, inode, size, mtime, ctime). A disk's bit rot keeps all
+/// five, and each writer's record then vouched for the damaged file again:
+/// writers never checked it again (only `store verify` found it). Before
+/// the fix (main's binary, by hand as below): an index's root page so
+/// overwritten (as for each of five other tables and indexes), two days
+/// after the last check, and `store gc` went on (exit 0) writing into it;
+/// unify refused it (it reads those pages). A check now vouches for a day:
+/// both refuse the catalog; and a writer that skipped the check keeps the
+/// record's time rather than renewing it (before: the record had none).
+#[test]
+fn s42_a_check_a_day_old_does_not_vouch_for_a_catalog_bit_rot_changed() {
+    if !require_root("s42_a_check_a_day_old_does_not_vouch_for_a_catalog") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (store, roots) = unified_guests(dir.path());
+    let before = [snapshot(&roots[0]), snapshot(&roots[1])];
+    // A skipped check is not renewed: the record keeps its time.
+    let hour_ago = unix_now() - 3600;
+    forge_checked_record(&store, hour_ago);
+    let out = run(&store, &[&"unify", &roots[0], &roots[1]]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = fs::read_to_string(store.join("cache/catalog-checked")).unwrap();
+    assert!(
+        record.ends_with(&format!("checked {hour_ago}\n")),
+        "a writer that skipped the check renewed its record: {record:?}"
+    );
+    // Bit rot over an index's root page; size, times and ctime as they were.
+    let catalog = store.join("catalog.db");
+    let was = fs::metadata(&catalog).unwrap();
+    let page = crate::review_s18_store::root_page(&store, "guest_links_by_object");
+    let mut db = fs::read(&catalog).unwrap();
+    let at = (page as usize - 1) * 4096;
+    db[at..at + 4096].fill(0x55);
+    fs::write(&catalog, &db).unwrap();
+    keep_times(&catalog, &was);
+    for args in [
+        vec![&"store" as &dyn AsRef<OsStr>, &"gc"],
+        vec![&"unify", &roots[0], &roots[1]],
+    ] {
+        forge_checked_record(&store, unix_now() - 2 * 24 * 3600);
+        let out = run(&store, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", said(&out));
+        assert!(
+            err.contains("damaged") && err.contains("catalog.db* DIR/"),
+            "{err}"
+        );
+        for (root, was) in roots.iter().zip(&before) {
+            assert_invisible(was, &snapshot(root), "refused");
+        }
+    }
+}
