@@ -834,15 +834,61 @@ pub fn content_hash(path: &Path) -> io::Result<(String, u64)> {
 pub fn write_jsonl(out: &mut dyn io::Write, header: &Header, entries: &[Entry]) -> io::Result<()> {
     json_line(out, header)?;
     for e in entries {
-        json_line(out, e)?;
+        json_line(out, e).map_err(|err| {
+            let path = e.path.as_deref().or(e.path_hex.as_deref()).unwrap_or("?");
+            io::Error::new(err.kind(), format!("{path}: {err}"))
+        })?;
     }
     Ok(())
 }
 
+/// The longest line a manifest may have, its newline included. A reader
+/// holds a line whole, so a damaged or hostile manifest with no newline
+/// for gigabytes would take all memory; the writer refuses an entry this
+/// long (xattr values of 64 KiB each, by the thousand), so every manifest
+/// it writes can be read back.
+pub const MAX_LINE: usize = 64 << 20;
+
 fn json_line(out: &mut dyn io::Write, value: &impl serde::Serialize) -> io::Result<()> {
     let text = crate::sys::json_safe(serde_json::to_string(value)?);
+    if text.len() >= MAX_LINE {
+        return Err(io::Error::other(format!(
+            "its manifest line would be {} bytes, more than the {} MiB a manifest line may \
+             have (its xattrs, mostly): remove some of them and run again",
+            text.len(),
+            MAX_LINE >> 20
+        )));
+    }
     out.write_all(text.as_bytes())?;
     out.write_all(b"\n")
+}
+
+/// The next line of `file` (without its newline), or `None` at the end:
+/// an error for one longer than [`MAX_LINE`], read no further than that,
+/// or not UTF-8.
+fn bounded_line(file: &mut impl io::BufRead, buf: &mut Vec<u8>) -> io::Result<Option<String>> {
+    use io::{BufRead, Read};
+    buf.clear();
+    let n = file.take(MAX_LINE as u64).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        // As `BufRead::lines`, which read them before: "\r\n" too.
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if n == MAX_LINE {
+        return Err(io::Error::other(format!(
+            "longer than the {} MiB a manifest line may have (damaged, or not a unifs \
+             manifest); take the manifest from another backup",
+            MAX_LINE >> 20
+        )));
+    }
+    String::from_utf8(std::mem::take(buf))
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.utf8_error()))
 }
 
 /// Reads a JSON-lines manifest.
@@ -851,9 +897,11 @@ pub fn read_jsonl(path: &Path) -> io::Result<(Header, Vec<Entry>)> {
 }
 
 /// [`read_jsonl`] from any reader (standard input).
-pub fn read_jsonl_from(file: impl io::BufRead) -> io::Result<(Header, Vec<Entry>)> {
-    let mut lines = file.lines();
-    // A line that is no text (not UTF-8) is named as a line of JSON is.
+pub fn read_jsonl_from(mut file: impl io::BufRead) -> io::Result<(Header, Vec<Entry>)> {
+    let mut buf = Vec::new();
+    let mut lines = std::iter::from_fn(|| bounded_line(&mut file, &mut buf).transpose());
+    // A line that is no text (not UTF-8), or too long, is named as a line
+    // of JSON is.
     let at = |n: usize, e: io::Error| io::Error::new(e.kind(), format!("manifest line {n}: {e}"));
     let first = lines
         .next()
@@ -978,6 +1026,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A line is read up to [`MAX_LINE`] bytes with its newline and no
+    /// further: one longer is refused by its number, not read whole (a
+    /// manifest with no newline for gigabytes took all memory). Lines
+    /// ending in "\r\n" read as `BufRead::lines` read them.
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_unread() {
+        let header = "{\"unifs_manifest\":1,\"guest\":\"g\",\"root\":\"/g\",\"created\":0}";
+        let mut at_limit = format!("{header}\r\n").into_bytes();
+        at_limit.extend(std::iter::repeat_n(b'x', MAX_LINE - 1));
+        at_limit.push(b'\n');
+        let err = read_jsonl_from(&at_limit[..]).unwrap_err().to_string();
+        assert!(err.starts_with("manifest line 2: expected value"), "{err}");
+        at_limit.pop();
+        at_limit.push(b'x');
+        let err = read_jsonl_from(io::BufReader::new(io::Read::chain(
+            &at_limit[..],
+            io::repeat(b'x'),
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("manifest line 2: longer than the 64 MiB"),
+            "{err}"
+        );
     }
 
     /// Inputs fuzzing and reading found misread: a time not as

@@ -87,33 +87,62 @@ fn stamp(catalog: &Path) -> Option<String> {
     ))
 }
 
-/// Whether the catalog file is the one a writer left after its check
-/// passed, untouched since.
-/// The record is renamed into place unsynced: a power cut may leave it
-/// empty, torn or old, which no stamp of the file equals.
-pub(super) fn unchanged_since_checked(catalog: &Path) -> bool {
-    let Some(now) = stamp(catalog) else {
-        return false;
-    };
-    let record = checked_record(catalog);
-    let Ok(noted) = std::fs::read(&record) else {
-        return false;
-    };
-    let same = noted == now.as_bytes();
-    if !same {
-        tracing::debug!(
-            "{}: names the catalog file otherwise than it is now (another program wrote \
-             it since, or the record is torn): checking it",
-            crate::sys::shown(&record)
-        );
-    }
-    same
+/// How long a check vouches for the file: a disk's bit rot changes the
+/// file without a write, its ctime too, so the stamp cannot tell it; a
+/// writer skipping the check would go on with it, and each writer's record
+/// would vouch for it again. Once a day the check reads every page anyway
+/// (seconds at most, on a thread beside unify's walk).
+const CHECK_VOUCHES_FOR: u64 = 24 * 3600;
+
+/// The time now, in unix seconds.
+pub(super) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
-/// Notes the catalog file as it is now as checked (its writer closed it
-/// after its check passed). Best effort: without the note, the next writer
-/// checks the file again.
-pub(super) fn record_checked(catalog: &Path) {
+/// When SQLite's check last read the catalog file, if it is the one a
+/// writer left after that check passed, untouched since, and the check was
+/// less than [`CHECK_VOUCHES_FOR`] ago.
+/// The record is renamed into place unsynced: a power cut may leave it
+/// empty, torn or old, which no stamp of the file equals. A record without
+/// the check's time (an unifs before 2026-12-05) vouches for nothing.
+pub(super) fn unchanged_since_checked(catalog: &Path) -> Option<u64> {
+    let now = stamp(catalog)?;
+    let record = checked_record(catalog);
+    let noted = std::fs::read(&record).ok()?;
+    let checked_at = noted
+        .strip_prefix(now.as_bytes())
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|rest| rest.strip_prefix("checked "))
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .and_then(|t| t.parse::<u64>().ok());
+    let Some(at) = checked_at else {
+        tracing::debug!(
+            "{}: names the catalog file otherwise than it is now (another program wrote \
+             it since, or the record is torn or of an older unifs): checking it",
+            crate::sys::shown(&record)
+        );
+        return None;
+    };
+    // (A clock set back: checked.)
+    let age = self::now().checked_sub(at);
+    if age.is_none_or(|age| age >= CHECK_VOUCHES_FOR) {
+        tracing::debug!(
+            "{}: the catalog file was last checked at {at}, a day or more ago: checking it \
+             (damage a disk made would not show in its stamp)",
+            crate::sys::shown(&record)
+        );
+        return None;
+    }
+    Some(at)
+}
+
+/// Notes the catalog file as it is now as checked at `checked_at` (its
+/// writer closed it after its check passed, or after it skipped the check
+/// on a record of that time: it must not vouch for longer). Best effort:
+/// without the note, the next writer checks the file again.
+pub(super) fn record_checked(catalog: &Path, checked_at: u64) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let record = checked_record(catalog);
@@ -121,6 +150,7 @@ pub(super) fn record_checked(catalog: &Path) {
         let _ = std::fs::remove_file(&record);
         return;
     };
+    let now = format!("{now}checked {checked_at}\n");
     let tmp = record.with_extension(format!("{}", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)

@@ -93,6 +93,9 @@ pub struct Catalog {
     /// An immutable reader's shared hold on the store's lock: no writer
     /// changes the file under it while it is open.
     lock: Option<crate::store::WriterLock>,
+    /// A writer's: when SQLite's check last read the file's every page
+    /// (unix seconds), now, or as the record of a check it skipped says.
+    checked_at: Option<u64>,
 }
 
 /// Creates the catalog file (empty: SQLite takes it for a new database)
@@ -150,11 +153,14 @@ impl Catalog {
         let version = migrate::check_not_newer(&conn, path)?;
         let mut cat = Catalog::setup(conn, path)?;
         let mut checking = Checking::passed();
+        // (A new catalog has nothing to check.)
+        cat.checked_at = Some(check::now());
         if version > 0 {
             // Before a migration writes to it.
             cat = cat.check_format()?;
-            if check::unchanged_since_checked(path) {
-                // As the last writer left it, checked.
+            if let Some(at) = check::unchanged_since_checked(path) {
+                // As the last writer left it, checked not long ago.
+                cat.checked_at = Some(at);
             } else if defer_check && version == migrate::LATEST {
                 checking = Checking::start(path)?;
             } else {
@@ -177,6 +183,7 @@ impl Catalog {
             conn,
             path,
             file,
+            checked_at,
             ..
         } = self;
         drop(empty);
@@ -184,7 +191,7 @@ impl Catalog {
         let migrated = file.is_some();
         drop(file);
         if conn.close().is_ok() && !migrated {
-            check::record_checked(&path);
+            check::record_checked(&path, checked_at.unwrap_or_else(check::now));
         }
     }
 
@@ -451,6 +458,7 @@ impl Catalog {
             file: Some(self.conn),
             tidy: self.tidy,
             lock: self.lock,
+            checked_at: self.checked_at,
         })
     }
 
@@ -488,6 +496,7 @@ impl Catalog {
             file: None,
             tidy: None,
             lock: None,
+            checked_at: None,
         }
     }
 

@@ -610,6 +610,18 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
              the guest links them)"
         );
     }
+    for b in &report.blake3_not_the_objects {
+        errln!(
+            "unifs: warning: the manifest gives the files of object {} the blake3 {}, but \
+             its content's is {} and the object file hashes to its id (its content is what \
+             the guest had): restored from it. The manifest took the blake3 from a damaged \
+             catalog: run `unifs store verify` on the store it was written from, and repair \
+             the catalog as it says before the next backup",
+            b.object,
+            b.manifest,
+            b.content
+        );
+    }
     let not_kept = &report.times_not_kept;
     for t in not_kept.iter().take(50) {
         errln!("unifs: warning: {}", super::output::clean(&t.to_string()));

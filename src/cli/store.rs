@@ -188,24 +188,16 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     catalog.check_integrity(true)?;
     check_catalog_is_this_stores(&store, &catalog)?;
     let ignore_mtime = catalog.ignore_mtime()?;
-    // Where ids leave mtime out, only the catalog knows what it was.
-    let made = match ignore_mtime {
-        true => catalog.objects()?,
-        false => Default::default(),
-    };
-    let mut report = store.verify(ignore_mtime, |id| made.get(id).map(|o| o.mtime))?;
+    // Each object file is held against its row: where ids leave mtime
+    // out, only the catalog knows what it was; and a row SQLite's checks
+    // pass may still say what the file is not.
+    let rows = catalog.objects()?;
+    let mut report = store.verify(ignore_mtime, |id| rows.get(id).map(recorded))?;
     // What changed in an object that no longer hashes to its id, from what
     // the catalog recorded when it was made (a file read once more: few).
     for p in &mut report.problems {
         let Some(id) = p.changed else { continue };
-        let recorded = catalog.object(&id)?.map(|r| Recorded {
-            perm: r.perm,
-            uid: r.uid,
-            gid: r.gid,
-            mtime: r.mtime,
-            size: r.size,
-            content_hash: r.content_hash,
-        });
+        let recorded = rows.get(&id).map(recorded);
         if let Ok(what) = describe_change(&p.path, &id, recorded.as_ref(), ignore_mtime) {
             p.what = what;
         }
@@ -314,6 +306,18 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// An object's row, as verify holds its file against it.
+fn recorded(r: &crate::catalog::ObjectRow) -> Recorded {
+    Recorded {
+        perm: r.perm,
+        uid: r.uid,
+        gid: r.gid,
+        mtime: r.mtime,
+        size: r.size,
+        content_hash: r.content_hash,
+    }
 }
 
 fn gc(g: &Global, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
