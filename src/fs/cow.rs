@@ -112,12 +112,16 @@ pub fn locked_dir(dir: BorrowedFd) -> Option<sys::DirLock> {
 /// just before its first change of `dir` (and its check that `name` is
 /// still the file it copied) until the directory's mtime is put back, so
 /// that no such change lands in between unseen (see [`DirMtime`]) nor is
-/// undone by the break's rename.
+/// undone by the break's rename. `placing`: called with the inode number
+/// of each complete, synced copy before anything puts it under a name
+/// (`dir_changes` not held), so that the mount can note the rename to come
+/// before it happens: a guest's fsync right after it must find the note.
 pub fn break_link(
     dir: BorrowedFd,
     name: &OsStr,
     keep: u64,
     dir_changes: &RwLock<()>,
+    placing: &mut dyn FnMut(BackingIno),
 ) -> io::Result<(BackingIno, libc::stat)> {
     for _ in 0..8 {
         // A device node a guest's rename put at the name is never opened.
@@ -130,7 +134,7 @@ pub fn break_link(
         }
         let mut want = st;
         want.st_size = want.st_size.min(keep.try_into().unwrap_or(i64::MAX));
-        match copy_and_replace(dir, name, &src, &st, &want, dir_changes) {
+        match copy_and_replace(dir, name, &src, &st, &want, dir_changes, placing) {
             Ok(ino) => return Ok((ino, st)),
             // The name changed under us (unify re-linked it): look again.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
@@ -148,9 +152,10 @@ fn copy_and_replace(
     st: &libc::stat,
     want: &libc::stat,
     dir_changes: &RwLock<()>,
+    placing: &mut dyn FnMut(BackingIno),
 ) -> io::Result<BackingIno> {
     let mut mtime = DirMtime::new(dir, dir_changes);
-    let result = copy_and_rename(dir, name, src, st, want, &mut mtime);
+    let result = copy_and_rename(dir, name, src, st, want, &mut mtime, placing);
     mtime.restore();
     result
 }
@@ -162,6 +167,7 @@ fn copy_and_rename(
     st: &libc::stat,
     want: &libc::stat,
     mtime: &mut DirMtime,
+    placing: &mut dyn FnMut(BackingIno),
 ) -> io::Result<BackingIno> {
     let mark = |fd: BorrowedFd| sys::xattr::set_fd(fd, OsStr::new(TEMP_XATTR), b"");
     let (tmp, mut tmp_name) = match open_tmpfile(dir) {
@@ -188,6 +194,8 @@ fn copy_and_rename(
     let result = (|| {
         fill_copy(src.as_fd(), tmp.as_fd(), dir, want, Atime::Mtime)?;
         test_pause();
+        let copy = BackingIno::of(&fsys::fstat(tmp.as_fd())?);
+        placing(copy);
         let n = match &tmp_name {
             Some(n) => n.clone(),
             None => {
@@ -212,6 +220,7 @@ fn copy_and_rename(
         sys::rename_at(dir, &n, dir, name)?;
         mtime.changed();
         tmp_name = None;
+        test_renamed_pause();
         // In place, it is the guest's file. Only now: a copy killed (or
         // power cut) before the rename must still carry the mark, so that
         // the next mount hides and removes it; it was taken off before the
@@ -222,7 +231,7 @@ fn copy_and_rename(
         if let Err(e) = sys::xattr::remove_fd(tmp.as_fd(), OsStr::new(TEMP_XATTR)) {
             tracing::debug!("taking the temp mark off a break's copy: {e}");
         }
-        Ok(BackingIno::of(&fsys::fstat(tmp.as_fd())?))
+        Ok(copy)
     })();
     if let Some(n) = tmp_name {
         // Marked again (the failure may have come after the mark went), so
@@ -350,6 +359,13 @@ fn test_pause() {
 fn test_rename_pause() {
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_RENAME_PAUSE_MS");
+}
+
+/// Sleeps for `UNIFS_TEST_BREAK_RENAMED_PAUSE_MS` (read once; unset: not
+/// at all) right after a break's rename put its copy under the name.
+fn test_renamed_pause() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_RENAMED_PAUSE_MS");
 }
 
 /// An unnamed temp file in `dir` (O_TMPFILE), or EOPNOTSUPP when
@@ -492,7 +508,14 @@ mod tests {
             eprintln!("skipped: no free major, or mknod refused (not root)");
             return;
         };
-        let broken = break_link(dir.as_fd(), OsStr::new("dev"), u64::MAX, &RwLock::new(()));
+        let dir_changes = RwLock::new(());
+        let broken = break_link(
+            dir.as_fd(),
+            OsStr::new("dev"),
+            u64::MAX,
+            &dir_changes,
+            &mut |_| {},
+        );
         let (_, st) = broken.expect("the device node was opened");
         assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFCHR);
     }

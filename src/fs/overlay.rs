@@ -50,6 +50,18 @@ pub struct OpenInode {
     /// The offset alignment its direct I/O needs (see
     /// [`Overlay::check_direct`]), asked for at the first O_DIRECT request.
     pub dio_align: std::sync::OnceLock<Option<u32>>,
+    /// The writeback errors the fsync of `fd` reported (see
+    /// [`Overlay::fsync`]); locked across that fsync.
+    wb_errors: Mutex<WritebackErrors>,
+}
+
+/// Writeback errors of a file the daemon learnt of.
+#[derive(Debug, Default)]
+struct WritebackErrors {
+    /// How many fsyncs of the file's fd failed.
+    count: u64,
+    /// The errno of the last one.
+    last: i32,
 }
 
 impl OpenInode {
@@ -73,6 +85,9 @@ struct Handle {
     /// The uid and gid of the open: the writer of the kernel's writeback
     /// of its mapped pages, which comes with none (see [`Overlay::writer_ids`]).
     opener_ids: (u32, u32),
+    /// Its file's [`WritebackErrors::count`] when it last learnt of them
+    /// (opened, or synced).
+    wb_errors_seen: u64,
 }
 
 /// What a setattr changes: mode, uid, gid, size, atime, mtime.
@@ -423,6 +438,8 @@ pub struct Overlay {
     /// all durable.
     unsynced_breaks: Mutex<UnsyncedBreaks>,
     unsynced_breaks_max: usize,
+    /// How long after a failed syncfs the first retry waits.
+    syncfs_retry: std::time::Duration,
     /// The pid that opened each file handle, where FUSE gave one (see
     /// [`Self::held_after_releases`]).
     openers: Mutex<HashMap<u64, u32>>,
@@ -490,26 +507,95 @@ thread_local! {
 /// directory (see `Overlay::unsynced_breaks`).
 const UNSYNCED_BREAKS_MAX: usize = 10_000;
 
+/// How long the first retry of a failed syncfs of many unsynced breaks
+/// waits; each further failure doubles it, up to [`SYNCFS_RETRY_MAX`].
+const SYNCFS_RETRY_FIRST_MS: usize = 10_000;
+const SYNCFS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Private copies whose break's rename may not be durable yet (see
 /// `Overlay::unsynced_breaks`).
 #[derive(Debug, Default)]
 struct UnsyncedBreaks {
+    /// Complete copies about to be renamed over their names: noted before
+    /// the rename, so that an fsync right after it finds the note, but no
+    /// syncfs takes them until it is done (one begun before the rename
+    /// would not make it durable).
+    placing: HashSet<BackingIno>,
     /// Noted since the last syncfs began.
     noted: HashSet<BackingIno>,
     /// Noted before the syncfs under way: durable once it returns.
     syncing: HashSet<BackingIno>,
     /// A syncfs is under way (one at a time).
     under_way: bool,
+    /// After a failed syncfs: when the next may run, and how long the one
+    /// after that waits if it fails too. A syncfs waits for all the dirty
+    /// data of the backing filesystem; one that keeps failing (a failing
+    /// disk) is not tried again at every break.
+    retry: Option<(std::time::Instant, std::time::Duration)>,
+    /// The error of the last syncfs, if it failed: said once, not at
+    /// every retry that fails the same way.
+    failing: Option<i32>,
 }
 
 impl UnsyncedBreaks {
     fn contains(&self, ino: &BackingIno) -> bool {
-        self.noted.contains(ino) || self.syncing.contains(ino)
+        self.placing.contains(ino) || self.noted.contains(ino) || self.syncing.contains(ino)
     }
 
     fn remove(&mut self, ino: &BackingIno) {
+        self.placing.remove(ino);
         self.noted.remove(ino);
         self.syncing.remove(ino);
+    }
+
+    /// Whether a syncfs of the notes is due now: `max` of them or more,
+    /// none under way, and not waiting to retry one that failed.
+    fn syncfs_due(&self, max: usize) -> bool {
+        let waiting = self
+            .retry
+            .is_some_and(|(at, _)| std::time::Instant::now() < at);
+        self.noted.len() >= max && !self.under_way && !waiting
+    }
+
+    /// Takes the outcome of a syncfs that covered `batch`: kept noted if it
+    /// failed, and the next try put off.
+    fn synced(
+        &mut self,
+        synced: io::Result<()>,
+        batch: HashSet<BackingIno>,
+        first_wait: std::time::Duration,
+    ) {
+        let e = match synced {
+            Ok(()) => {
+                self.retry = None;
+                if self.failing.take().is_some() {
+                    tracing::warn!(
+                        "syncfs of the backing filesystem works again: the renames of the \
+                         breaks noted before it are durable"
+                    );
+                }
+                return;
+            }
+            Err(e) => e,
+        };
+        self.noted.extend(batch);
+        let wait = self
+            .retry
+            .map_or(first_wait, |(_, wait)| (wait * 2).min(SYNCFS_RETRY_MAX));
+        self.retry = Some((std::time::Instant::now() + wait, wait));
+        let raw = e.raw_os_error().unwrap_or(0);
+        if self.failing.replace(raw) != Some(raw) {
+            tracing::warn!(
+                "syncfs of the backing filesystem: {e}; the renames of {} breaks nobody synced \
+                 may not be durable yet (a guest's fsync of one of those files still makes it \
+                 so). Tried again in {wait:?}, then less often while it keeps failing, said \
+                 again only if it fails otherwise or works again; see `dmesg` for the disk's \
+                 errors",
+                self.noted.len(),
+            );
+        } else {
+            tracing::debug!("syncfs of the backing filesystem failed again: {e}");
+        }
     }
 }
 
@@ -717,6 +803,10 @@ impl Overlay {
             unsynced_breaks: Mutex::new(UnsyncedBreaks::default()),
             // A lower bound for tests (tests/it/fs/power.rs).
             unsynced_breaks_max: test_bound("UNIFS_TEST_UNSYNCED_BREAKS_MAX", UNSYNCED_BREAKS_MAX),
+            syncfs_retry: std::time::Duration::from_millis(test_bound(
+                "UNIFS_TEST_SYNCFS_RETRY_MS",
+                SYNCFS_RETRY_FIRST_MS,
+            ) as u64),
             openers: Mutex::new(HashMap::new()),
             flushed: Mutex::new(HashSet::new()),
             releases: Mutex::new(0),
@@ -1149,7 +1239,7 @@ impl Overlay {
             None => u64::MAX,
         };
         self.check_dir_unlocked(node, dir, name)?;
-        let (new_ino, replaced) = cow::break_link(dir, name, keep, &self.dir_changes).inspect_err(|e| {
+        let (new_ino, replaced) = self.break_noted(dir, name, keep).inspect_err(|e| {
             static LOG: super::LogLimit = super::LogLimit::new(10);
             if LOG.allows() {
                 tracing::warn!(
@@ -1172,17 +1262,14 @@ impl Overlay {
                         ino: BackingIno::of(&replaced),
                         shared: Self::linked(&replaced),
                     };
-                    if Self::rebind_misled(&mut state, p, name, copied, new_ino) {
-                        drop((state, _late, _early, _guard));
-                        self.note_unsynced_break(new_ino);
-                    }
+                    Self::rebind_misled(&mut state, p, name, copied, new_ino);
                 }
                 return Err(Self::moved());
             }
         }
         state.table.rebind_private(node, new_ino);
         drop((state, _late, _early, _guard));
-        self.note_unsynced_break(new_ino);
+        self.sync_unsynced_breaks();
         Ok(())
     }
 
@@ -1197,20 +1284,20 @@ impl Overlay {
     /// kernel forgot it. A private node with several names is a file the
     /// guest hardlinked itself, never a store object (unify leaves such
     /// groups alone; a link breaks first): a break copies nothing of it.
-    /// True if it did. With no node there (the kernel forgot it after the
-    /// rename), the copy keeps the number the table keeps for `copied`,
-    /// the file it replaced, for the next lookup (invariant 5).
+    /// With no node there (the kernel forgot it after the rename), the
+    /// copy keeps the number the table keeps for `copied`, the file it
+    /// replaced, for the next lookup (invariant 5).
     fn rebind_misled(
         state: &mut State,
         parent: u64,
         name: &OsStr,
         copied: Found,
         new_ino: BackingIno,
-    ) -> bool {
+    ) {
         let other = state.table.child(parent, name);
         if other.is_none() && copied.ino != new_ino {
             state.table.copied_unseen(parent, name, copied, new_ino);
-            return true;
+            return;
         }
         let stale = other
             .and_then(|o| state.table.get(o))
@@ -1218,7 +1305,6 @@ impl Overlay {
         if let (Some(other), true) = (other, stale) {
             state.table.rebind_private(other, new_ino);
         }
-        stale
     }
 
     /// Binds `node` to the private file `st` its name names where the table
@@ -1298,20 +1384,54 @@ impl Overlay {
         change()
     }
 
-    /// Notes a break whose rename a guest's fsync must make durable. A guest
-    /// that breaks many files and never syncs gets one syncfs instead, which
-    /// bounds the set. The notes it covers are kept (`syncing`) until it
-    /// returned, so that an fsync of one of those files meanwhile syncs its
-    /// directory itself rather than return early; the lock is not held
-    /// across it: a syncfs waits for all the filesystem's dirty data, and an
-    /// unlink or rename takes this lock with the name lock held, which every
-    /// name operation of the mount waits for. Notes made meanwhile wait for
-    /// the next syncfs, one at a time. Callers hold no lock of the mount
-    /// (the name lock least of all) for the same reason.
-    fn note_unsynced_break(&self, copy_ino: BackingIno) {
+    /// Breaks `name` in `dir` (see [`cow::break_link`]), noting its copy
+    /// before the rename that puts it in place: a guest's fsync of the file
+    /// (through another open, which finds the copy at the name) right
+    /// after the rename must sync the directory. Noted after it, as before
+    /// 2026-12-05, an fsync in between found no note and returned with the
+    /// rename not durable: a power cut brought the old file back, without
+    /// the synced data. A copy the break did not put in place is forgotten.
+    /// The caller holds no `dir_changes` (an unlink holds the notes' lock
+    /// while it waits for that).
+    fn break_noted(
+        &self,
+        dir: BorrowedFd,
+        name: &OsStr,
+        keep: u64,
+    ) -> Result<(BackingIno, libc::stat)> {
+        let mut copies = Vec::new();
+        let broken = cow::break_link(dir, name, keep, &self.dir_changes, &mut |copy| {
+            lock(&self.unsynced_breaks).placing.insert(copy);
+            copies.push(copy);
+        });
+        let placed = broken.as_ref().ok().map(|(ino, _)| *ino);
+        if !copies.is_empty() {
+            let mut unsynced = lock(&self.unsynced_breaks);
+            for copy in copies {
+                // Not there any more: the guest synced it (after the
+                // rename) or removed it.
+                if unsynced.placing.remove(&copy) && Some(copy) == placed {
+                    unsynced.noted.insert(copy);
+                }
+            }
+        }
+        broken
+    }
+
+    /// Runs a syncfs of the backing filesystem once a guest has broken many
+    /// files and synced none ([`UNSYNCED_BREAKS_MAX`]), which bounds the
+    /// notes. The notes it covers are kept (`syncing`) until it returned,
+    /// so that an fsync of one of those files meanwhile syncs its directory
+    /// itself rather than return early; the lock is not held across it: a
+    /// syncfs waits for all the filesystem's dirty data, and an unlink or
+    /// rename takes this lock with the name lock held, which every name
+    /// operation of the mount waits for. Notes made meanwhile wait for the
+    /// next syncfs, one at a time; after a failed one, they are kept and
+    /// the next waits (see [`UnsyncedBreaks::retry`]). Callers hold no lock
+    /// of the mount (the name lock least of all) for the same reason.
+    fn sync_unsynced_breaks(&self) {
         let mut unsynced = lock(&self.unsynced_breaks);
-        unsynced.noted.insert(copy_ino);
-        if unsynced.noted.len() < self.unsynced_breaks_max || unsynced.under_way {
+        if !unsynced.syncfs_due(self.unsynced_breaks_max) {
             return;
         }
         unsynced.syncing = std::mem::take(&mut unsynced.noted);
@@ -1322,10 +1442,7 @@ impl Overlay {
         let mut unsynced = lock(&self.unsynced_breaks);
         unsynced.under_way = false;
         let batch = std::mem::take(&mut unsynced.syncing);
-        if let Err(e) = synced {
-            tracing::warn!("syncfs of the backing filesystem: {e}");
-            unsynced.noted.extend(batch);
-        }
+        unsynced.synced(synced, batch, self.syncfs_retry);
     }
 
     /// Runs `remove`, which takes away `last`, the last name of a file (if
@@ -1525,6 +1642,7 @@ impl Overlay {
             })
             .flatten();
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let wb_errors_seen = lock(&file.wb_errors).count;
         lock(&self.state).table.opened(node);
         lock(&self.handles).insert(
             fh,
@@ -1534,6 +1652,7 @@ impl Overlay {
                 exec: flags & FMODE_EXEC != 0,
                 no_atime,
                 opener_ids: (caller.uid, caller.gid),
+                wb_errors_seen,
             },
         );
         Ok(Opened { fh, file })
@@ -1840,6 +1959,7 @@ impl Overlay {
             backing: Mutex::new(None),
             daemon_io: std::sync::atomic::AtomicBool::new(false),
             dio_align: std::sync::OnceLock::new(),
+            wb_errors: Mutex::default(),
         })
     }
 
@@ -2118,8 +2238,36 @@ impl Overlay {
     /// the break's rename is what puts the synced data under the name.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
         let f = self.file(fh)?;
-        fsys::fsync(f.fd.as_fd(), datasync)?;
+        self.sync_file(fh, &f, datasync)?;
         self.sync_break(&f)
+    }
+
+    /// fsync of the backing file for handle `fh`, reporting a writeback
+    /// error (a failed write of the file's dirty pages to the disk) to
+    /// each handle open when it happened, once, as the kernel reports one
+    /// to each open file (errseq): all handles of a file share one fd of
+    /// ours, whose fsync reports it once, to whichever handle synced first.
+    /// Before 2026-12-05 a guest's other open file then synced with
+    /// success, its data lost, where ext4 fails both. A handle opened
+    /// after the error was reported, as on ext4, does not get it. The lock
+    /// is held across the fsync: the kernel sends one fsync of a FUSE
+    /// inode at a time anyway (its inode lock), and two at once would give
+    /// the error to one and success to the other before it is counted.
+    fn sync_file(&self, fh: u64, f: &OpenInode, datasync: bool) -> Result<()> {
+        let mut errors = lock(&f.wb_errors);
+        let synced = fsys::fsync(f.fd.as_fd(), datasync);
+        if let Err(e) = &synced {
+            errors.count += 1;
+            errors.last = e.raw_os_error().unwrap_or(libc::EIO);
+        }
+        let mut handles = lock(&self.handles);
+        let seen = handles
+            .get_mut(&fh)
+            .map(|h| std::mem::replace(&mut h.wb_errors_seen, errors.count));
+        match seen {
+            Some(seen) if seen < errors.count && synced.is_ok() => Err(errno(errors.last)),
+            _ => synced,
+        }
     }
 
     /// Makes the rename of the break that made `f` durable, if not yet.

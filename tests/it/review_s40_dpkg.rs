@@ -9,7 +9,7 @@
 //! dpkg itself where the host has it.
 
 use crate::common::{require_root, require_strace, skip};
-use crate::fs::harness::{names, Mount, World};
+use crate::fs::harness::{names, syncfs_calls, syncfs_traced, Mount, World};
 use crate::tree::{assert_verify_clean, bytes, file, ino, set_mtime, unifs, unify_json, MTIME};
 use std::fs;
 use std::io::Write;
@@ -225,24 +225,15 @@ fn s40_a_package_upgrade_leaves_no_unsynced_break_behind() {
     let w = World::new();
     let (a, b) = (w.dir("a"), w.dir("b"));
     let trace = w.tmp.path().join("syncfs.trace");
-    let trace_arg = trace.to_str().unwrap();
     let rels: Vec<String> = (0..6).map(|i| format!("usr/lib/lib{i}.so")).collect();
     for (i, rel) in rels.iter().enumerate() {
         fs::create_dir_all(a.join(rel).parent().unwrap()).unwrap();
         fs::create_dir_all(b.join(rel).parent().unwrap()).unwrap();
         w.shared(&bytes(i as u64, 50_000), &[a.join(rel), b.join(rel)]);
     }
-    let wrapper = [
-        "strace",
-        "-f",
-        "-qq",
-        "-e",
-        "trace=syncfs",
-        "-o",
-        trace_arg,
-        "env",
-        "UNIFS_TEST_UNSYNCED_BREAKS_MAX=3",
-    ];
+    let mut wrapper = syncfs_traced(&trace);
+    wrapper.extend(["env", "UNIFS_TEST_UNSYNCED_BREAKS_MAX=3"].map(str::to_owned));
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let mp = w.dir("m");
     let log = fs::File::create(mp.with_extension("log")).unwrap();
     let m = Mount::start_under(&wrapper, &w.store, &a, &mp, &[], log);
@@ -256,9 +247,8 @@ fn s40_a_package_upgrade_leaves_no_unsynced_break_behind() {
         assert_eq!(fs::read(m.path(rel)).unwrap(), b"new\n");
     }
     drop(m);
-    let calls = fs::read_to_string(&trace).unwrap();
-    let n = calls.lines().filter(|l| l.contains("syncfs(")).count();
-    assert_eq!(n, 0, "the daemon synced the backing filesystem:\n{calls}");
+    let n = syncfs_calls(&trace);
+    assert_eq!(n, 0, "the daemon synced the backing filesystem {n} times");
     assert_no_temp_names(&a);
 }
 

@@ -84,7 +84,7 @@ fn s41_locking_a_directory_does_not_hold_name_operations_through_the_syncfs() {
 /// Guests a and b share `etc/f0` and `etc/f1` (100 kB each) in a store on
 /// a journaled ext4 that commits only when something syncs; a is mounted
 /// with the daemon run by `wrapper`. Returns the old contents too.
-fn two_shared_on_ext4(ext4: &Ext4, wrapper: &[&str]) -> (Mount, Vec<Vec<u8>>) {
+pub(crate) fn two_shared_on_ext4(ext4: &Ext4, wrapper: &[&str]) -> (Mount, Vec<Vec<u8>>) {
     let (store, a, b) = (ext4.dir("store"), ext4.dir("a"), ext4.dir("b"));
     let old: Vec<Vec<u8>> = (0..2).map(|i| bytes(40 + i, 100_000)).collect();
     for g in [&a, &b] {
@@ -100,10 +100,10 @@ fn two_shared_on_ext4(ext4: &Ext4, wrapper: &[&str]) -> (Mount, Vec<Vec<u8>>) {
     (m, old)
 }
 
-const PATCH: &[u8] = b"synced by the guest\n";
+pub(crate) const PATCH: &[u8] = b"synced by the guest\n";
 
 /// After a power cut now, a's `etc/f1` holds [`PATCH`] over `old`.
-fn assert_f1_synced(ext4: &Ext4, old: &[u8]) {
+pub(crate) fn assert_f1_synced(ext4: &Ext4, old: &[u8]) {
     let cut = ext4.power_cut();
     let got = fs::read(cut.root().join("a/etc/f1")).unwrap();
     let mut want = old.to_vec();
@@ -134,19 +134,27 @@ fn s41_an_fsync_while_the_syncfs_runs_survives_a_power_cut() {
     let env: Vec<&str> = env.iter().map(String::as_str).collect();
     let (m, old) = two_shared_on_ext4(&ext4, &env);
     drop(open_for_writing(&m.path("etc/f0")));
+    synced_during_the_break_of_f1(&ext4, &m, &old[1], SYNCFS_PAUSE_MS);
+}
+
+/// Breaks `etc/f1` of `m` (on `ext4`; `old`: its content) in a thread of
+/// its own, which the daemon pauses (a test pause of `pause_ms`). Meanwhile
+/// a second open of the file writes [`PATCH`] and fdatasyncs, and the power
+/// is cut: f1 must hold the synced write.
+pub(crate) fn synced_during_the_break_of_f1(ext4: &Ext4, m: &Mount, old: &[u8], pause_ms: u64) {
     let breaking = {
         let p = m.path("etc/f1");
         std::thread::spawn(move || drop(open_for_writing(&p)))
     };
-    wait_for_pause(m.pid(), SYNCFS_PAUSE_MS);
+    wait_for_pause(m.pid(), pause_ms);
     let f1 = open_for_writing(&m.path("etc/f1"));
     f1.write_all_at(PATCH, 0).unwrap();
     f1.sync_data().unwrap();
     assert!(
         !breaking.is_finished(),
-        "the syncfs pause was over before the power cut: nothing shown"
+        "the daemon's pause was over before the power cut: nothing shown"
     );
-    assert_f1_synced(&ext4, &old[1]);
+    assert_f1_synced(ext4, old);
     breaking.join().unwrap();
 }
 
@@ -198,19 +206,8 @@ fn s41_breaks_during_a_syncfs_wait_for_the_next_one() {
         return;
     }
     let w = World::new();
-    let (a, b) = (w.dir("a"), w.dir("b"));
-    for i in 0..5 {
-        let content = format!("shared {i}\n");
-        w.shared(
-            content.as_bytes(),
-            &[a.join(format!("f{i}")), b.join(format!("f{i}"))],
-        );
-    }
-    let mp = w.dir("m");
-    let log = File::create(mp.with_extension("log")).unwrap();
-    let env = two_notes_slow_syncfs();
-    let env: Vec<&str> = env.iter().map(String::as_str).collect();
-    let m = Mount::start_under(&env, &w.store, &a, &mp, &[], log);
+    let m = shared_files_mounted(&w, 5, &two_notes_slow_syncfs());
+    let (a, b) = (w.tmp.path().join("a"), w.tmp.path().join("b"));
     let opening = |i: usize| {
         let p: PathBuf = m.path(&format!("f{i}"));
         std::thread::spawn(move || drop(open_for_writing(&p)))
@@ -242,6 +239,23 @@ fn s41_breaks_during_a_syncfs_wait_for_the_next_one() {
             crate::tree::ino(&b.join(&rel))
         );
     }
+}
+
+/// Guests a and b sharing `f0`…`f{n-1}`; a mounted with its daemon run
+/// by `wrapper`.
+pub(crate) fn shared_files_mounted(w: &World, n: usize, wrapper: &[String]) -> Mount {
+    let (a, b) = (w.dir("a"), w.dir("b"));
+    for i in 0..n {
+        let content = format!("shared {i}\n");
+        w.shared(
+            content.as_bytes(),
+            &[a.join(format!("f{i}")), b.join(format!("f{i}"))],
+        );
+    }
+    let mp = w.dir("m");
+    let log = File::create(mp.with_extension("log")).unwrap();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    Mount::start_under(&wrapper, &w.store, &a, &mp, &[], log)
 }
 
 /// A daemon without CAP_SETGID only (dropped from its bounding set) says

@@ -358,7 +358,7 @@ impl Overlay {
         if !is_reg(&st) || !cow::is_shared(dir, name, &st, false)? {
             return Ok(());
         }
-        let (new_ino, replaced) = cow::break_link(dir, name, u64::MAX, &self.dir_changes)?;
+        let (new_ino, replaced) = self.break_noted(dir, name, u64::MAX)?;
         let copied = Found {
             ino: BackingIno::of(&replaced),
             shared: Self::linked(&replaced),
@@ -368,10 +368,10 @@ impl Overlay {
         if here.ok() == Some(new_ino) {
             Self::rebind_misled(&mut state, parent, name, copied, new_ino);
         }
-        // Not held for the note: it may run a syncfs, which every name
+        // Not held for the syncfs of many notes, which every name
         // operation of the mount would wait for (as in make_private).
         drop((state, _names, _guard));
-        self.note_unsynced_break(new_ino);
+        self.sync_unsynced_breaks();
         Ok(())
     }
 }

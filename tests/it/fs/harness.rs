@@ -360,6 +360,22 @@ pub fn mount_under_strace(w: &World, g: &Path, injects: &[&str], opts: &[&str]) 
     Mount::start_under(&strace, &w.store, g, &mp, opts, log)
 }
 
+/// strace and its arguments that trace the syncfs calls of the daemon it
+/// runs into `trace` (see [`syncfs_calls`]); injections and a wrapper of
+/// the daemon's own (`env …`) may follow.
+pub fn syncfs_traced(trace: &Path) -> Vec<String> {
+    let args = ["strace", "-f", "-qq", "-e", "trace=syncfs", "-o"];
+    let mut wrapper: Vec<String> = args.map(str::to_owned).to_vec();
+    wrapper.push(trace.to_str().unwrap().to_owned());
+    wrapper
+}
+
+/// How many syncfs calls the trace of [`syncfs_traced`] holds.
+pub fn syncfs_calls(trace: &Path) -> usize {
+    let calls = fs::read_to_string(trace).unwrap();
+    calls.lines().filter(|l| l.contains("syncfs(")).count()
+}
+
 /// A small ext4 filesystem in an image file, loop-mounted for a test (the
 /// next file created in a directory gets the lowest free inode number of
 /// its block group, which is one just freed). Unmounted (and its loop
