@@ -7,7 +7,9 @@
 //! flag the filesystem keeps itself (`I` of an indexed directory, `e` of
 //! every ext4 file, E, V, N) failed with EOPNOTSUPP, where ext4 leaves such
 //! a flag as it is and makes the rest of the change: `chattr =s FILE` and
-//! `chattr =d DIR` failed on the mount only.
+//! `chattr =d DIR` failed on the mount only. And 4 instances of the
+//! `chdir` stressor (8,192 directories held open each) used up the
+//! daemon's fds, so their mkdirs failed with EMFILE.
 
 use crate::common::require_root;
 use crate::fs::harness::{errno, ino, Ext4, World};
@@ -102,4 +104,45 @@ fn s42_setflags_leaves_the_filesystems_own_flags_as_ext4_does() {
     }
     assert_eq!(ino(&g.join("conf2")), ino(&obj2));
     assert_eq!(ino(&h.join("conf2")), ino(&obj2));
+}
+
+/// stress-ng's `chdir` stressor, 4 instances, each holding 8,192
+/// directories open: its mkdirs failed with EMFILE on the mount only. Each
+/// directory (and file) a guest holds open is an fd of the daemon's, and
+/// once they took all of its limit, every request needing an fd for a
+/// moment failed too: mkdir, unlink, rename, symlink, a lookup. Now a
+/// guest's open fails (EMFILE, as a process at its own limit sees) while
+/// a few fds are still free, and those requests go on. The daemon gets
+/// 512 fds here, the test holds the directories (before: the open that
+/// failed left one fd free, so mkdir and symlink passed and the rename,
+/// which needs two, failed with EMFILE).
+#[test]
+fn s42_directories_held_open_up_to_the_daemons_limit_leave_mkdir_working() {
+    if !require_root("s42_directories_held_open_up_to_the_daemons_limit_leave_mkdir_working") {
+        return;
+    }
+    let w = World::new();
+    let g = w.dir("g");
+    fs::create_dir(g.join("d")).unwrap();
+    fs::write(g.join("old"), b"old\n").unwrap();
+    let mp = w.dir("m");
+    let log = fs::File::create(mp.with_extension("log")).unwrap();
+    let wrapper = ["prlimit", "--nofile=512:512", "--"];
+    let m = crate::fs::harness::Mount::start_under(&wrapper, &w.store, &g, &mp, &[], log);
+    let mut held = Vec::new();
+    let refused = loop {
+        match fs::File::open(m.path("d")) {
+            Ok(f) => held.push(f),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 1000, "the daemon's 512 fds did not run out");
+    };
+    assert_eq!(refused.raw_os_error(), Some(libc::EMFILE), "{refused}");
+    fs::create_dir(m.path("new")).expect("mkdir with the directories held");
+    std::os::unix::fs::symlink("new", m.path("link")).expect("symlink");
+    fs::rename(m.path("old"), m.path("renamed")).expect("rename");
+    fs::remove_file(m.path("renamed")).expect("unlink");
+    assert!(fs::symlink_metadata(m.path("new/..")).is_ok());
+    drop(held);
+    fs::write(m.path("new/file"), b"x").expect("an open once they are closed");
 }
