@@ -1950,6 +1950,7 @@ impl Overlay {
                 },
             }
         };
+        let fd = fsys::held(fd)?;
         // The reopened fd is the probe's inode: its stat stands.
         Ok(OpenInode {
             node,
@@ -2962,7 +2963,7 @@ impl Overlay {
         Self::refuse_mounted(dir.as_fd(), &name)?;
         let no_atime = self.no_atime || flags & libc::O_NOATIME != 0;
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-        let fd = self.open_reading(dir.as_fd(), &name, flags, no_atime)?;
+        let fd = fsys::held(self.open_reading(dir.as_fd(), &name, flags, no_atime)?)?;
         let st = fsys::fstat(fd.as_fd())?;
         let key = (st.st_dev, st.st_ino);
         let numbering = {

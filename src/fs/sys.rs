@@ -311,6 +311,33 @@ pub fn reopen(fd: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Fds left free for the work of requests (a directory's fd for a mkdir,
+/// a break's copy, a lookup) once guests hold open as many files and
+/// directories as the daemon can: each held one is an fd of the daemon's,
+/// and with none left a guest's mkdir, unlink or stat failed with EMFILE,
+/// which ext4 never answers to them. An open failing with it is what a
+/// process at its own limit sees.
+const ROOM_FOR_REQUESTS: u64 = 128;
+
+/// `fd`, to be held for a guest's open file or directory, or EMFILE if
+/// holding it leaves fewer than [`ROOM_FOR_REQUESTS`] fds free (a 64th of
+/// a limit below 8,192: none where the daemon has only a few). The kernel
+/// gives an open the lowest free number (open(2)), so every number below
+/// `fd` is in use.
+pub fn held(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is given.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    let room = ROOM_FOR_REQUESTS.min(limit.rlim_cur / 64);
+    if fd.as_raw_fd() as u64 + room >= limit.rlim_cur {
+        return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    }
+    Ok(fd)
+}
+
 /// The entry `name` of `dir` (never followed) and its stat, opened for
 /// reading only if it is a regular file: looked at first through
 /// `O_PATH`, which opens nothing, so a device node or FIFO a guest's

@@ -17,18 +17,29 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// `chattr` flags a guest may change: those unify leaves alone but E and V
-/// (encryption and fs-verity, which their own ioctls set), and D, T, P,
-/// which only directories use: s u c S i a d A m j t D T C x P. Not E, V,
-/// I, e, N, which the filesystem keeps itself (ext4 answers EOPNOTSUPP
-/// for such a change too), nor F (casefold): names in the backing
-/// directory would then match whatever their case, which the overlay's
-/// name table does not.
+/// (encryption and fs-verity, which their own ioctls set), D, T, P, which
+/// only directories use, and e (extents), which ext4 answers itself (it
+/// keeps it where the change does more; alone, EPERM, or EOPNOTSUPP once it
+/// made the rest, as the file's blocks are): s u c S i a d A m j t D T C x
+/// P e. Not E, V, I, N, which the filesystem keeps itself ([`KEPT_FLAGS`]),
+/// nor F (casefold): names in the backing directory would then match
+/// whatever their case, which the overlay's name table does not.
 pub const SETTABLE_FLAGS: u32 = (crate::store::INODE_FLAGS & !(FS_ENCRYPT_FL | FS_VERITY_FL))
     | FS_DIRSYNC_FL
     | FS_TOPDIR_FL
-    | FS_PROJINHERIT_FL;
+    | FS_PROJINHERIT_FL
+    | FS_EXTENT_FL;
+
+/// Flags FS_IOC_GETFLAGS shows that the filesystem keeps itself: E, I, V
+/// and N. ext4 leaves them as the file has them whatever a SETFLAGS asks,
+/// without an error, so `chattr =d DIR` on an indexed directory (`I`)
+/// works; the mount takes them alike.
+const KEPT_FLAGS: u32 = FS_ENCRYPT_FL | FS_INDEX_FL | FS_VERITY_FL | FS_INLINE_DATA_FL;
 
 const FS_ENCRYPT_FL: u32 = 0x800;
+const FS_INDEX_FL: u32 = 0x1000;
+const FS_EXTENT_FL: u32 = 0x8_0000;
+const FS_INLINE_DATA_FL: u32 = 0x1000_0000;
 const FS_VERITY_FL: u32 = 0x10_0000;
 const FS_DIRSYNC_FL: u32 = 0x1_0000;
 const FS_TOPDIR_FL: u32 = 0x2_0000;
@@ -78,6 +89,17 @@ impl AttrFlags {
         match self {
             AttrFlags::Flags(f) => vec![*f],
             AttrFlags::Fsx(raw) => raw.to_vec(),
+        }
+    }
+
+    /// What a SETFLAGS asking for `self` sets on a file with `old`: the
+    /// [`KEPT_FLAGS`] as the file has them.
+    fn as_kept(self, old: &AttrFlags) -> AttrFlags {
+        match (self, old) {
+            (AttrFlags::Flags(new), AttrFlags::Flags(old)) => {
+                AttrFlags::Flags((new & !KEPT_FLAGS) | (old & KEPT_FLAGS))
+            }
+            _ => self,
         }
     }
 
@@ -280,13 +302,16 @@ impl Overlay {
             // Unlinked but open, or split off its path: as in setattr.
             Err(e) => {
                 let fd = self.unnamed_private_fd(node, e)?;
-                new.refused(&new.read_like(fd.as_fd())?, caller)?;
+                let old = new.read_like(fd.as_fd())?;
+                let new = new.as_kept(&old);
+                new.refused(&old, caller)?;
                 return new.apply(fd.as_fd());
             }
         };
         Self::refuse_mounted(dir.as_fd(), &name)?;
         let (fd, reg) = open_for_flags(dir.as_fd(), &name)?;
         let old = new.read_like(fd.as_fd())?;
+        let new = new.as_kept(&old);
         new.refused(&old, caller)?;
         if new.same_as(&old) {
             return Ok(());
@@ -415,10 +440,13 @@ mod tests {
             0x8000,
             0x1_0000,
             0x2_0000,
+            0x8_0000,
             0x80_0000,
             0x200_0000,
             0x2000_0000,
         ];
         assert_eq!(SETTABLE_FLAGS, letters.iter().fold(0, |a, b| a | b));
+        // The filesystem's own are kept, not refused, but for casefold.
+        assert_eq!(KEPT_FLAGS & SETTABLE_FLAGS, 0);
     }
 }
