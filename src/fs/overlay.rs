@@ -51,8 +51,18 @@ pub struct OpenInode {
     /// [`Overlay::check_direct`]), asked for at the first O_DIRECT request.
     pub dio_align: std::sync::OnceLock<Option<u32>>,
     /// The writeback errors the fsync of `fd` reported (see
-    /// [`Overlay::fsync`]); locked across that fsync.
+    /// [`Overlay::fsync`]). Not held across that fsync: an open reads it,
+    /// and must not wait for another handle's fsync (see `syncing`).
     wb_errors: Mutex<WritebackErrors>,
+    /// Held across the fsync of `fd` and the count of its error, so that
+    /// two at once cannot give an error to one handle and success to the
+    /// other before it is counted.
+    syncing: Mutex<()>,
+    /// Its file may be a break's copy whose rename an earlier daemon of
+    /// this guest made and nothing made durable since: its note died with
+    /// that daemon (see [`Overlay::started`]). Cleared by the first sync
+    /// of its directory.
+    earlier_break: std::sync::atomic::AtomicBool,
 }
 
 /// Writeback errors of a file the daemon learnt of.
@@ -440,6 +450,10 @@ pub struct Overlay {
     unsynced_breaks_max: usize,
     /// How long after a failed syncfs the first retry waits.
     syncfs_retry: std::time::Duration,
+    /// When the daemon started (CLOCK_REALTIME, as ctimes: seconds and
+    /// nanoseconds): a guest's first fsync of a file changed before then
+    /// syncs its directory (see [`Self::changed_before_start`]).
+    started: (i64, i64),
     /// The pid that opened each file handle, where FUSE gave one (see
     /// [`Self::held_after_releases`]).
     openers: Mutex<HashMap<u64, u32>>,
@@ -597,6 +611,14 @@ impl UnsyncedBreaks {
             tracing::debug!("syncfs of the backing filesystem failed again: {e}");
         }
     }
+}
+
+/// The time now by CLOCK_REALTIME, the clock of files' ctimes.
+fn realtime_now() -> (i64, i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_secs() as i64, i64::from(now.subsec_nanos()))
 }
 
 /// [`Overlay::moved`]'s errno; no operation of ours returns it otherwise.
@@ -807,6 +829,7 @@ impl Overlay {
                 "UNIFS_TEST_SYNCFS_RETRY_MS",
                 SYNCFS_RETRY_FIRST_MS,
             ) as u64),
+            started: realtime_now(),
             openers: Mutex::new(HashMap::new()),
             flushed: Mutex::new(HashSet::new()),
             releases: Mutex::new(0),
@@ -1961,6 +1984,8 @@ impl Overlay {
             daemon_io: std::sync::atomic::AtomicBool::new(false),
             dio_align: std::sync::OnceLock::new(),
             wb_errors: Mutex::default(),
+            syncing: Mutex::new(()),
+            earlier_break: std::sync::atomic::AtomicBool::new(self.changed_before_start(&st)),
         })
     }
 
@@ -2254,9 +2279,14 @@ impl Overlay {
     /// is held across the fsync: the kernel sends one fsync of a FUSE
     /// inode at a time anyway (its inode lock), and two at once would give
     /// the error to one and success to the other before it is counted.
+    /// Not the lock an open reads the count under: held across the fsync
+    /// until 2026-12-05, it made an open of the file wait for another
+    /// handle's fsync (of 1 GiB of dirty data, or on a slow disk), and
+    /// four such opens held all the daemon's threads, the whole mount.
     fn sync_file(&self, fh: u64, f: &OpenInode, datasync: bool) -> Result<()> {
-        let mut errors = lock(&f.wb_errors);
+        let _syncing = lock(&f.syncing);
         let synced = fsys::fsync(f.fd.as_fd(), datasync);
+        let mut errors = lock(&f.wb_errors);
         if let Err(e) = &synced {
             errors.count += 1;
             errors.last = e.raw_os_error().unwrap_or(libc::EIO);
@@ -2273,7 +2303,8 @@ impl Overlay {
 
     /// Makes the rename of the break that made `f` durable, if not yet.
     fn sync_break(&self, f: &OpenInode) -> Result<()> {
-        if !lock(&self.unsynced_breaks).contains(&f.backing_ino) {
+        let earlier = f.earlier_break.load(Ordering::Relaxed);
+        if !earlier && !lock(&self.unsynced_breaks).contains(&f.backing_ino) {
             return Ok(());
         }
         match self.named_entry(f.node) {
@@ -2291,8 +2322,23 @@ impl Overlay {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {}
             Err(e) => return Err(e),
         }
+        f.earlier_break.store(false, Ordering::Relaxed);
         lock(&self.unsynced_breaks).remove(&f.backing_ino);
         Ok(())
+    }
+
+    /// Whether the file `st` was last changed before this daemon started
+    /// (a minute's leeway, for a clock set back): it may then be a break's
+    /// copy an earlier daemon of this guest renamed into place and was
+    /// killed (or stopped) before anything made that rename durable. Its
+    /// notes died with it, and a guest's fsync of the file through us
+    /// found none and returned with the rename not durable: a power cut
+    /// brought the old shared file back without the synced data. A
+    /// rename changes the ctime of the file it moves, and a guest's write
+    /// through us changes it too, so a file changed since is not one.
+    fn changed_before_start(&self, st: &libc::stat) -> bool {
+        let ctime = (st.st_ctime, st.st_ctime_nsec);
+        !self.read_only && is_reg(st) && ctime < (self.started.0 + 60, self.started.1)
     }
 
     pub fn fallocate(
