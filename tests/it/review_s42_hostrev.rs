@@ -118,8 +118,9 @@ fn s42_a_split_opens_no_device_node_swapped_in_after_the_walk() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    // A candidate (of one size class with another file), so that hashing
-    // sees it, leaves it alone, and the split of what is left comes after.
+    // A candidate (of one size class with another file): hashing leaves
+    // it alone (sparse; here changed: the swap below moves its ctime), and
+    // the split of what hashing left comes after the stop.
     let sparse = a.join("usr/lib/img");
     sparse_file(&sparse, 1 << 20);
     set_mtime(&sparse, MTIME);
