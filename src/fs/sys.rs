@@ -344,14 +344,7 @@ pub fn held(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// rename put there is never opened (a device's open is its driver's to
 /// act on, and the daemon is outside the guest's devices group).
 pub fn open_if_regular(dir: BorrowedFd, name: &OsStr) -> io::Result<(libc::stat, Option<OwnedFd>)> {
-    let probe = crate::sys::open_at(dir, name, libc::O_PATH, 0)?;
-    let st = fstat(std::os::fd::AsFd::as_fd(&probe))?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Ok((st, None));
-    }
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    let file = reopen(std::os::fd::AsFd::as_fd(&probe), flags)?;
-    Ok((st, Some(file)))
+    crate::sys::look_at(dir, name, libc::O_RDONLY)
 }
 
 /// The path `/proc/self/fd/<dir>/<name>`: the entry `name` of the directory

@@ -123,7 +123,11 @@ impl Store {
         ignore_mtime: bool,
     ) -> Result<Ingested> {
         let src_path = self.object_path(id, from);
-        let src = self.open_object(id, from, libc::O_RDONLY)?;
+        // Read without moving its atime: the full copy is the inode of
+        // every guest path linking it.
+        let src = self.at_object(id, from, false, |dir, name| {
+            sys::open_regular_beneath(dir, name.as_ref(), libc::O_RDONLY | libc::O_NOATIME)
+        })?;
         let st = sys::fstat(src.as_fd()).at(&src_path)?;
         let meta = ObjectMeta::of_fd(src.as_fd(), &st, ignore_mtime).at(&src_path)?;
         match self.ingest_by_copy(src.as_fd(), &meta, id, copy)? {

@@ -13,7 +13,7 @@ pub mod xattr;
 
 pub use locks::flock_holders;
 
-pub use regular::{is_not_regular, open_regular_at, open_regular_beneath, NotRegular};
+pub use regular::{is_not_regular, look_at, open_regular_at, open_regular_beneath, NotRegular};
 
 pub use shared_map::SharedMap;
 
@@ -471,10 +471,16 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 }
 
 pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
+    Ok(Stat::from_raw(&fstat_raw(fd)?))
+}
+
+/// [`fstat`] as the kernel gives it.
+pub fn fstat_raw(fd: BorrowedFd) -> io::Result<libc::stat> {
+    // SAFETY: a zeroed stat is a valid plain-data value for the kernel to fill.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid, writable stat buffer.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(Stat::from_raw(&st))
+    Ok(st)
 }
 
 /// `fstat` of a directory, and whether it is encrypted (fscrypt), from one

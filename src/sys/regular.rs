@@ -40,18 +40,43 @@ pub fn open_regular_beneath(dir: BorrowedFd, rel: &Path, flags: i32) -> io::Resu
 /// Opens the entry `name` of `dir` (never followed) for reading with
 /// `flags`, if it is a regular file; else [`NotRegular`].
 pub fn open_regular_at(dir: BorrowedFd, name: &std::ffi::OsStr, flags: i32) -> io::Result<OwnedFd> {
+    match look_at(dir, name, flags)? {
+        (_, Some(fd)) => Ok(fd),
+        (_, None) => Err(io::Error::other(NotRegular)),
+    }
+}
+
+/// The entry `name` of `dir` (never followed) as its `O_PATH` look found
+/// it: its stat, and, only if it is a regular file, that inode opened for
+/// reading with `flags` (`None`: nothing was opened).
+pub fn look_at(
+    dir: BorrowedFd,
+    name: &std::ffi::OsStr,
+    flags: i32,
+) -> io::Result<(libc::stat, Option<OwnedFd>)> {
     let probe = super::open_at(dir, name, libc::O_PATH, 0)?;
-    reopen_if_regular(probe.as_fd(), flags)
+    let st = super::fstat_raw(probe.as_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok((st, None));
+    }
+    Ok((st, Some(reopen_regular(probe.as_fd(), flags)?)))
 }
 
 /// The inode open at `probe` (`O_PATH`) opened for reading, if regular.
-/// `O_NONBLOCK` and `O_NOCTTY` are added all the same; `O_NOATIME`, which
-/// only the file's owner (or CAP_FOWNER) may ask, is dropped when refused.
 fn reopen_if_regular(probe: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
     if !super::fstat(probe)?.is_file() {
         return Err(io::Error::other(NotRegular));
     }
-    let flags = flags | libc::O_NONBLOCK | libc::O_NOCTTY;
+    reopen_regular(probe, flags)
+}
+
+/// The regular file open at `probe` (`O_PATH`) opened for reading.
+/// `O_NONBLOCK` and `O_NOCTTY` are added all the same; `O_NOATIME`, which
+/// only the file's owner (or CAP_FOWNER) may ask, is dropped when refused.
+fn reopen_regular(probe: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
+    // The look followed no symlink; an `O_NOFOLLOW` here would refuse the
+    // /proc/self/fd link the reopen goes through (ELOOP, for every file).
+    let flags = (flags & !libc::O_NOFOLLOW) | libc::O_NONBLOCK | libc::O_NOCTTY;
     match super::reopen(probe, flags) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => {
             super::reopen(probe, flags & !libc::O_NOATIME)
@@ -98,5 +123,17 @@ mod tests {
         // A symlink on the way, or at the end, is not followed.
         let e = open_regular_beneath(dir, Path::new("link"), flags).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+    }
+
+    /// Callers' flags had `O_NOFOLLOW` before the helper (the look does
+    /// that now): passed on to the reopen, it refused every file (ELOOP).
+    #[test]
+    fn s42_an_o_nofollow_asked_for_still_opens_a_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        let dir = std::fs::File::open(d.path()).unwrap();
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME;
+        open_regular_at(dir.as_fd(), "f".as_ref(), flags).unwrap();
+        open_regular_beneath(dir.as_fd(), Path::new("f"), flags).unwrap();
     }
 }

@@ -145,6 +145,7 @@ mod review_s42_breaknote;
 mod review_s42_breakrev2;
 mod review_s42_catalog;
 mod review_s42_hostopen;
+mod review_s42_hostrev;
 mod review_s42_operator;
 mod review_s42_stressng;
 mod review_s8_cli;

@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A character device node of /dev/null's numbers (1, 3) at `path`.
-fn null_node(path: &Path) {
+pub(crate) fn null_node(path: &Path) {
     nix::sys::stat::mknod(
         path,
         nix::sys::stat::SFlag::S_IFCHR,
@@ -37,7 +37,7 @@ fn null_node(path: &Path) {
 }
 
 /// Puts a /dev/null node in place of `path` (by rename, as a guest would).
-fn swap_for_node(path: &Path) {
+pub(crate) fn swap_for_node(path: &Path) {
     let new = path.with_extension("node");
     null_node(&new);
     std::fs::rename(&new, path).unwrap();
@@ -52,12 +52,12 @@ fn guest_with_twins(dir: &Path) -> std::path::PathBuf {
     g
 }
 
-/// `unify --json GUEST`, held stopped between its walk and its hashing
+/// `unify --json GUEST…`, held stopped between its walk and its hashing
 /// (UNIFS_TEST_HASH_STOP) while `meanwhile` runs: its summary, and the
 /// opens of `watched` (made by `meanwhile`) after it.
-fn unify_held(
+pub(crate) fn unify_held(
     store: &Path,
-    guest: &Path,
+    guests: &[&Path],
     watched: &Path,
     meanwhile: impl FnOnce(),
 ) -> (serde_json::Value, usize) {
@@ -65,7 +65,7 @@ fn unify_held(
     cmd.arg("--store")
         .arg(store)
         .args(["unify", "--json"])
-        .arg(guest)
+        .args(guests)
         .env("UNIFS_TEST_HASH_STOP", "1")
         .env_remove("UNIFS_TEST_LINK_MAX")
         .stdin(Stdio::null())
@@ -101,7 +101,7 @@ fn s42_unify_opens_no_device_node_swapped_in_after_its_walk() {
     let dir = tempfile::tempdir().unwrap();
     let g = guest_with_twins(dir.path());
     let b = g.join("usr/lib/b.so");
-    let (s, opens) = unify_held(&dir.path().join("store"), &g, &b, || swap_for_node(&b));
+    let (s, opens) = unify_held(&dir.path().join("store"), &[&g], &b, || swap_for_node(&b));
     assert_eq!(
         opens,
         0,
@@ -136,7 +136,7 @@ fn s42_unify_recheck_opens_no_device_node_at_a_cached_file() {
     );
     // A twin of a.so: the next run links a.so (from the cache) and it.
     file_at(&g, "usr/lib/c.so", &bytes(1, 20_000), 0o644, 1_700_000_000);
-    let (s, opens) = unify_held(&store, &g, &a, || swap_for_node(&a));
+    let (s, opens) = unify_held(&store, &[&g], &a, || swap_for_node(&a));
     assert!(
         s["cache_hits"].as_u64() >= Some(1),
         "a.so came from the cache: {s}"
