@@ -118,6 +118,11 @@ fn s42_a_syncfs_is_retried_after_its_wait_and_said_to_work_again() {
     // At least the wait: the syncfs failed before the break returned.
     std::thread::sleep(Duration::from_millis(retry_ms + 200));
     drop(open_for_writing(&m.path("f2")));
+    // The retry's syncfs and its log line may come after the open returns
+    // (the whole suite on 2 cores once read the log before the line).
+    wait_until(Duration::from_secs(30), || {
+        syncfs_calls(&trace) == 2 && !said(&m, "filesystem works again").is_empty()
+    });
     assert_eq!(syncfs_calls(&trace), 2, "no retry after the wait");
     let failed = said(&m, SYNCFS_FAILED);
     assert_eq!(failed.len(), 1, "{}", failed.join("\n"));
