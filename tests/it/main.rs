@@ -144,6 +144,7 @@ mod review_s41_keeperrev;
 mod review_s42_hostopen;
 mod review_s42_operator;
 mod review_s42_catalog;
+mod review_s42_catrev;
 mod review_s42_breaknote;
 mod review_s8_cli;
 mod review_s8b_unify;
