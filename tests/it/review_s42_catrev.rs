@@ -117,7 +117,7 @@ fn s42_an_object_is_trusted_over_the_manifests_blake3_only_if_it_hashes_to_its_i
     assert!(err.contains("the store's object is damaged"), "{err}");
     let restored = target.join("usr/lib/f0");
     assert!(
-        fs::read(&restored).map_or(true, |d| d != data),
+        !fs::read(&restored).is_ok_and(|d| d == data),
         "restore trusted a damaged object: {restored:?} holds its content"
     );
 }
