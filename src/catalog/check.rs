@@ -125,9 +125,17 @@ pub(super) fn unchanged_since_checked(catalog: &Path) -> Option<u64> {
         );
         return None;
     };
-    // (A clock set back: checked.)
-    let age = self::now().checked_sub(at);
-    if age.is_none_or(|age| age >= CHECK_VOUCHES_FOR) {
+    // A check in the future (the clock was set back since) has no age to
+    // tell: it vouches for nothing.
+    let Some(age) = self::now().checked_sub(at) else {
+        tracing::debug!(
+            "{}: the catalog file was last checked at {at}, in the future (the clock was set \
+             back since): checking it",
+            crate::sys::shown(&record)
+        );
+        return None;
+    };
+    if age >= CHECK_VOUCHES_FOR {
         tracing::debug!(
             "{}: the catalog file was last checked at {at}, a day or more ago: checking it \
              (damage a disk made would not show in its stamp)",

@@ -144,6 +144,7 @@ mod review_s41_keeperrev;
 mod review_s42_breaknote;
 mod review_s42_breakrev2;
 mod review_s42_catalog;
+mod review_s42_catrev;
 mod review_s42_hostopen;
 mod review_s42_hostrev;
 mod review_s42_operator;

@@ -49,10 +49,10 @@ fn is_empty_dir(p: &Path) -> bool {
 }
 
 /// Unmounts a tmpfs mounted for a test, even when the test fails.
-struct TmpfsMount(PathBuf);
+pub(crate) struct TmpfsMount(PathBuf);
 
 impl TmpfsMount {
-    fn at(p: &Path) -> TmpfsMount {
+    pub(crate) fn at(p: &Path) -> TmpfsMount {
         fs::create_dir_all(p).unwrap();
         nix::mount::mount(
             Some("tmpfs"),

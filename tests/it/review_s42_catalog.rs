@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 
 /// `unifs --store STORE ARGS…`, killed after 120 s: a hang shows as a
 /// signal, not as a test that never ends.
-fn run(store: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
+pub(crate) fn run(store: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
     let mut cmd = Command::new("timeout");
     cmd.args(["-s", "KILL", "120"]).arg(unifs_bin());
     cmd.arg("--store").arg(store);
@@ -38,7 +38,7 @@ fn stdout(out: &Output) -> String {
 /// Guests `a` and `b` in `dir`: shared files (a few of one size, mode and
 /// mtime, so that their rows sit side by side), a private file each and a
 /// hardlink pair each; unified into `dir/store`.
-fn unified_guests(dir: &Path) -> (PathBuf, [PathBuf; 2]) {
+pub(crate) fn unified_guests(dir: &Path) -> (PathBuf, [PathBuf; 2]) {
     let store = dir.join("store");
     let roots = ["a", "b"].map(|g| dir.join(g));
     for (n, root) in roots.iter().enumerate() {
@@ -79,7 +79,7 @@ fn linked_objects(store: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 /// What a command did, for the table the report gives.
-fn said(out: &Output) -> String {
+pub(crate) fn said(out: &Output) -> String {
     let code = match out.status.code() {
         Some(c) => c.to_string(),
         None => format!("{:?}", out.status),
@@ -222,7 +222,7 @@ fn offset_of(db: &[u8], text: &str) -> usize {
 }
 
 /// Gives `file` back the times `was` had (`touch -r`).
-fn keep_times(file: &Path, was: &fs::Metadata) {
+pub(crate) fn keep_times(file: &Path, was: &fs::Metadata) {
     let times = fs::FileTimes::new()
         .set_accessed(was.accessed().unwrap())
         .set_modified(was.modified().unwrap());
@@ -488,8 +488,31 @@ fn s42_a_manifest_line_that_never_ends_is_refused_in_bounded_memory() {
 fn forge_checked_record(store: &Path, checked_at: u64) {
     let record = store.join("cache/catalog-checked");
     let text = fs::read_to_string(&record).unwrap();
+    let mut forged = catalog_stamp(store);
+    if text.contains("checked ") {
+        forged.push_str(&format!("checked {checked_at}\n"));
+    }
+    fs::write(&record, forged).unwrap();
+}
+
+/// Bit rot over an index's root page (guest_links_by_object); the
+/// catalog's size and times as they were.
+pub(crate) fn rot_index_root(store: &Path) {
+    let catalog = store.join("catalog.db");
+    let was = fs::metadata(&catalog).unwrap();
+    let page = crate::review_s18_store::root_page(store, "guest_links_by_object");
+    let mut db = fs::read(&catalog).unwrap();
+    let at = (page as usize - 1) * 4096;
+    db[at..at + 4096].fill(0x55);
+    fs::write(&catalog, &db).unwrap();
+    keep_times(&catalog, &was);
+}
+
+/// The catalog file's stamp as `cache/catalog-checked` records it
+/// (device, inode, size, mtime, ctime), as the file is now.
+pub(crate) fn catalog_stamp(store: &Path) -> String {
     let now = fs::metadata(store.join("catalog.db")).unwrap();
-    let mut forged = format!(
+    format!(
         "{} {} {} {}.{:09} {}.{:09}\n",
         now.dev(),
         now.ino(),
@@ -498,14 +521,10 @@ fn forge_checked_record(store: &Path, checked_at: u64) {
         now.mtime_nsec(),
         now.ctime(),
         now.ctime_nsec()
-    );
-    if text.contains("checked ") {
-        forged.push_str(&format!("checked {checked_at}\n"));
-    }
-    fs::write(&record, forged).unwrap();
+    )
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -540,15 +559,7 @@ fn s42_a_check_a_day_old_does_not_vouch_for_a_catalog_bit_rot_changed() {
         record.ends_with(&format!("checked {hour_ago}\n")),
         "a writer that skipped the check renewed its record: {record:?}"
     );
-    // Bit rot over an index's root page; size, times and ctime as they were.
-    let catalog = store.join("catalog.db");
-    let was = fs::metadata(&catalog).unwrap();
-    let page = crate::review_s18_store::root_page(&store, "guest_links_by_object");
-    let mut db = fs::read(&catalog).unwrap();
-    let at = (page as usize - 1) * 4096;
-    db[at..at + 4096].fill(0x55);
-    fs::write(&catalog, &db).unwrap();
-    keep_times(&catalog, &was);
+    rot_index_root(&store);
     for args in [
         vec![&"store" as &dyn AsRef<OsStr>, &"gc"],
         vec![&"unify", &roots[0], &roots[1]],
