@@ -142,6 +142,7 @@ mod review_s41_ioapi;
 mod review_s41_keeper5;
 mod review_s41_keeperrev;
 mod review_s42_stressng;
+mod review_s42_stressrev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
