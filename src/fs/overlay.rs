@@ -63,6 +63,12 @@ pub struct OpenInode {
     /// that daemon (see [`Overlay::started`]). Cleared by the first sync
     /// of its directory.
     earlier_break: std::sync::atomic::AtomicBool,
+    /// The same file opened `O_NOATIME`, for the reads we serve of handles
+    /// opened with that flag (the backing fd lacks it): one per file, not
+    /// per handle, and held as [`fsys::held`] says, as the backing fd is:
+    /// one per handle, unchecked, let a guest opening one file again and
+    /// again take every fd of the daemon.
+    no_atime: std::sync::OnceLock<OwnedFd>,
 }
 
 /// Writeback errors of a file the daemon learnt of.
@@ -75,6 +81,24 @@ struct WritebackErrors {
 }
 
 impl OpenInode {
+    /// Opens [`Self::no_atime`] if not yet open: EMFILE if the daemon may
+    /// not hold another fd. Where the reopen fails otherwise, the reads we
+    /// serve go through the backing fd (and set the atime).
+    fn open_no_atime(&self) -> Result<()> {
+        if self.no_atime.get().is_some() {
+            return Ok(());
+        }
+        let flags = libc::O_RDONLY | libc::O_NOATIME | libc::O_CLOEXEC;
+        match fsys::reopen(self.fd.as_fd(), flags) {
+            // A second open that raced us drops its own.
+            Ok(fd) => {
+                let _ = self.no_atime.set(fsys::held(fd)?);
+            }
+            Err(e) => tracing::debug!("no O_NOATIME fd for reads of a file: {e}"),
+        }
+        Ok(())
+    }
+
     /// Whether the kernel ties the FUSE inode to this file: passthrough
     /// registered, or I/O served in the daemon under passthrough.
     pub fn has_backing(&self) -> bool {
@@ -89,9 +113,9 @@ struct Handle {
     file: Arc<OpenInode>,
     /// Opened to run the file (exec): it must not be truncated meanwhile.
     exec: bool,
-    /// Opened `O_NOATIME`: reads we serve go through this fd of the same
-    /// file, with the flag, which the shared backing fd lacks.
-    no_atime: Option<OwnedFd>,
+    /// Opened `O_NOATIME`: reads we serve go through the file's
+    /// [`OpenInode::no_atime`] fd, with the flag.
+    no_atime: bool,
     /// The uid and gid of the open: the writer of the kernel's writeback
     /// of its mapped pages, which comes with none (see [`Overlay::writer_ids`]).
     opener_ids: (u32, u32),
@@ -1658,12 +1682,10 @@ impl Overlay {
         }
         // (Passthrough opens its own backing file with the caller's
         // flags; this one serves reads that do not go through it.)
-        let no_atime = (flags & libc::O_NOATIME != 0 && !self.no_atime)
-            .then(|| {
-                let flags = libc::O_RDONLY | libc::O_NOATIME | libc::O_CLOEXEC;
-                fsys::reopen(file.fd.as_fd(), flags).ok()
-            })
-            .flatten();
+        let no_atime = flags & libc::O_NOATIME != 0 && !self.no_atime;
+        if no_atime {
+            file.open_no_atime()?;
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let wb_errors_seen = lock(&file.wb_errors).count;
         lock(&self.state).table.opened(node);
@@ -1986,6 +2008,7 @@ impl Overlay {
             wb_errors: Mutex::default(),
             syncing: Mutex::new(()),
             earlier_break: std::sync::atomic::AtomicBool::new(self.changed_before_start(&st)),
+            no_atime: std::sync::OnceLock::new(),
         })
     }
 
@@ -2141,7 +2164,8 @@ impl Overlay {
     fn read_fd(&self, fh: u64) -> Result<OwnedFd> {
         let handles = lock(&self.handles);
         let h = handles.get(&fh).ok_or_else(|| errno(libc::EBADF))?;
-        h.no_atime.as_ref().unwrap_or(&h.file.fd).try_clone()
+        let no_atime = h.no_atime.then(|| h.file.no_atime.get()).flatten();
+        no_atime.unwrap_or(&h.file.fd).try_clone()
     }
 
     /// Reads for handle `fh`; `flags` are the open file's now (O_DIRECT
@@ -2789,6 +2813,10 @@ impl Overlay {
     ) -> Result<(Entry, Opened)> {
         Self::check_name(name)?;
         let dir = self.open_dir_node(parent)?;
+        // The open's EMFILE (the daemon may hold no more fds) comes before
+        // the file is made, as open(2) takes its fd before it creates: else
+        // the create failed, its file made.
+        fsys::room_to_hold(dir.as_fd())?;
         let mode = Self::new_mode(dir.as_fd(), mode, umask);
         let mut flags = flags;
         let flags_new = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;

@@ -338,6 +338,13 @@ pub fn held(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// EMFILE if an fd the daemon opened now would not be [`held`]: for a
+/// check before a change that ends in an fd to hold (a create). `fd`: any
+/// fd, duplicated to the lowest free number and closed again.
+pub fn room_to_hold(fd: BorrowedFd) -> io::Result<()> {
+    held(fd.try_clone_to_owned()?).map(drop)
+}
+
 /// The entry `name` of `dir` (never followed) and its stat, opened for
 /// reading only if it is a regular file: looked at first through
 /// `O_PATH`, which opens nothing, so a device node or FIFO a guest's

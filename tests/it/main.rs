@@ -149,6 +149,7 @@ mod review_s42_hostopen;
 mod review_s42_hostrev;
 mod review_s42_operator;
 mod review_s42_stressng;
+mod review_s42_stressrev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

@@ -26,7 +26,7 @@ const FS_EXTENT_FL: u32 = 0x8_0000;
 
 /// FS_IOC_SETFLAGS with `value` (not read-modify-write, as `chattr =`
 /// and stress-ng do), and the flags it leaves.
-fn set_flags(path: &Path, value: u32) -> (io::Result<()>, u32) {
+pub(crate) fn set_flags(path: &Path, value: u32) -> (io::Result<()>, u32) {
     let f = fs::File::open(path).unwrap();
     let r = unifs::sys::set_inode_flags(f.as_fd(), value);
     (r, flags(path))

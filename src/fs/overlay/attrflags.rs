@@ -18,9 +18,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// `chattr` flags a guest may change: those unify leaves alone but E and V
 /// (encryption and fs-verity, which their own ioctls set), D, T, P, which
-/// only directories use, and e (extents), which ext4 answers itself (it
-/// keeps it where the change does more; alone, EPERM, or EOPNOTSUPP once it
-/// made the rest, as the file's blocks are): s u c S i a d A m j t D T C x
+/// only directories use, and e (extents), which ext4 answers itself (a
+/// file of at most 12 blocks in one extent loses it; any other, EOPNOTSUPP
+/// once the rest is made): s u c S i a d A m j t D T C x
 /// P e. Not E, V, I, N, which the filesystem keeps itself ([`KEPT_FLAGS`]),
 /// nor F (casefold): names in the backing directory would then match
 /// whatever their case, which the overlay's name table does not.
@@ -33,7 +33,8 @@ pub const SETTABLE_FLAGS: u32 = (crate::store::INODE_FLAGS & !(FS_ENCRYPT_FL | F
 /// Flags FS_IOC_GETFLAGS shows that the filesystem keeps itself: E, I, V
 /// and N. ext4 leaves them as the file has them whatever a SETFLAGS asks,
 /// without an error, so `chattr =d DIR` on an indexed directory (`I`)
-/// works; the mount takes them alike.
+/// works; the mount takes them alike. One the file lacks, asked for, goes
+/// to the filesystem: ext4 leaves it off, xfs refuses it (EOPNOTSUPP).
 const KEPT_FLAGS: u32 = FS_ENCRYPT_FL | FS_INDEX_FL | FS_VERITY_FL | FS_INLINE_DATA_FL;
 
 const FS_ENCRYPT_FL: u32 = 0x800;
@@ -92,14 +93,24 @@ impl AttrFlags {
         }
     }
 
-    /// What a SETFLAGS asking for `self` sets on a file with `old`: the
-    /// [`KEPT_FLAGS`] as the file has them.
+    /// What a SETFLAGS asking for `self` asks of a file with `old`: the
+    /// [`KEPT_FLAGS`] the file has, kept. (Those it lacks stay asked for:
+    /// the filesystem answers them, and xfs refuses them.)
     fn as_kept(self, old: &AttrFlags) -> AttrFlags {
         match (self, old) {
             (AttrFlags::Flags(new), AttrFlags::Flags(old)) => {
-                AttrFlags::Flags((new & !KEPT_FLAGS) | (old & KEPT_FLAGS))
+                AttrFlags::Flags(new | (old & KEPT_FLAGS))
             }
             _ => self,
+        }
+    }
+
+    /// Whether `self` asks of `old` only [`KEPT_FLAGS`] it lacks, which a
+    /// filesystem that takes them leaves off: a change of nothing.
+    fn adds_only_kept(&self, old: &AttrFlags) -> bool {
+        match (self, old) {
+            (AttrFlags::Flags(new), AttrFlags::Flags(old)) => (new ^ old) & !KEPT_FLAGS == 0,
+            _ => false,
         }
     }
 
@@ -123,7 +134,7 @@ impl AttrFlags {
         match (self, old) {
             (AttrFlags::Flags(new), AttrFlags::Flags(old)) => {
                 let changed = new ^ old;
-                if changed & !SETTABLE_FLAGS != 0 {
+                if changed & !(SETTABLE_FLAGS | KEPT_FLAGS) != 0 {
                     return Err(errno(libc::EOPNOTSUPP));
                 }
                 if changed & FS_JOURNAL_DATA_FL != 0 && !caller.may_journal_data() {
@@ -321,6 +332,11 @@ impl Overlay {
         }
         if reg && cow::has_marker(fd.as_fd())? {
             new.refused_by_filesystem(&old, dir.as_fd())?;
+            // The filesystem took them, and keeps them itself (ext4): the
+            // change changes nothing, and breaks no link.
+            if new.adds_only_kept(&old) {
+                return Ok(());
+            }
         }
         drop(fd);
         // A write fd, held through the change, keeps unify from making the
