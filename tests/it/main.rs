@@ -143,6 +143,7 @@ mod review_s41_keeper5;
 mod review_s41_keeperrev;
 mod review_s42_hostopen;
 mod review_s42_operator;
+mod review_s42_storecopy;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
