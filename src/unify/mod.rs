@@ -1363,11 +1363,14 @@ fn keep_killed(store: &Store, killed: &dirjournal::KilledDirs, why: &str) -> Opt
     ))
 }
 
+/// An inode: (device, inode number).
+type DevIno = (u64, u64);
+
 /// Every object file the catalog lists, looked up again.
 struct LookedUp {
     /// The catalog's (dev, ino) of a file now another inode, the file, and
     /// its (dev, ino) now.
-    moved: Vec<((u64, u64), catalog::ObjectInode, (u64, u64))>,
+    moved: Vec<(DevIno, catalog::ObjectInode, DevIno)>,
     /// The catalog's (dev, ino) of those gone.
     gone: Vec<(u64, u64)>,
 }
