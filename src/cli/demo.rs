@@ -65,6 +65,7 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
         ignore_mtime: None,
         link_max: None,
         progress: std::io::stderr().is_terminal(),
+        move_from_other_store: false,
     };
     let s = crate::unify::unify(&store, &opts)?;
     outln!(

@@ -68,6 +68,11 @@ pub struct UnifyArgs {
     /// Leave mtime out of object ids (only when the store is created).
     #[arg(long)]
     pub ignore_mtime: bool,
+    /// Link guest files that are another store's objects (a guest of that
+    /// store) to this store's objects of the same content, moving the
+    /// guests into this store; without it, unify refuses them.
+    #[arg(long)]
+    pub move_from_other_store: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -122,6 +127,7 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
         paranoid: a.paranoid,
         ignore_mtime: a.ignore_mtime.then_some(true),
         link_max: a.link_max,
+        move_from_other_store: a.move_from_other_store,
         progress: !a.json && !a.no_progress && std::io::stderr().is_terminal(),
     };
     let summary = unify::unify(&g.store, &opts).map_err(|e| past_file_size_limit(e.into()))?;

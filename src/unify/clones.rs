@@ -13,6 +13,7 @@
 
 use super::scan::{FileRec, Scan};
 use super::Problem;
+use crate::store::ObjectId;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -47,11 +48,14 @@ impl Scan {
     /// the run are reported when the walk `looked` into excluded trees too
     /// (only then are unseen links telling), else left. An inode that
     /// carries a store marker without being an object of this store
-    /// (`marked`: guests copied as root with `cp -a`, `rsync -aHX` or
+    /// (`marker`: guests copied as root with `cp -a`, `rsync -aHX` or
     /// `tar --xattrs`, which keep xattrs and links, or unified into another
     /// store) is none of these:
     /// the mount shows each of its paths as a file of its own, so each
-    /// joins the candidates, to link this store's object. The candidates
+    /// joins the candidates, to link this store's object; those with links
+    /// outside the run are noted in [`Scan::foreign`], or, where the
+    /// catalog had it as this object's file (`was_ours`), in
+    /// [`Scan::other_stores`]. The candidates
     /// of each inode shared across guests are noted in [`Scan::shared`].
     /// [`Scan::nodes`] (symlinks, FIFOs, device nodes) are sorted alike,
     /// but never become objects: shared across guests, they are split.
@@ -59,7 +63,8 @@ impl Scan {
         &mut self,
         looked: bool,
         guest_root: impl Fn(u32) -> PathBuf,
-        marked: impl Fn(&FileRec) -> bool,
+        marker: impl Fn(&FileRec) -> Option<ObjectId>,
+        was_ours: impl Fn((u64, u64), &ObjectId) -> bool,
     ) {
         // (dev, ino) -> (paths unify may link, paths it may not).
         let mut by_inode: HashMap<(u64, u64), (Vec<FileRec>, Vec<FileRec>)> = HashMap::new();
@@ -95,6 +100,7 @@ impl Scan {
         // Marked inodes with links the walk did not see: most likely
         // another store's objects (a guest unified into two stores).
         let mut elsewhere: Option<(u64, PathBuf)> = None;
+        let mut other_stores: Option<OtherStores> = None;
         for (mut ok, left) in inodes {
             let all: Vec<&FileRec> = ok.iter().chain(&left).collect();
             let key = (all[0].stat.dev, all[0].stat.ino);
@@ -112,11 +118,27 @@ impl Scan {
             // object of this store. Its paths that can never be objects
             // stay on it, still shown as files of their own.
             // (A node is never opened: a device's open may act.)
-            if all[0].stat.is_file() && marked(all[0]) {
+            // One the catalog had as this object's file, before it was
+            // looked up again (a copied store's catalog names its
+            // original's inodes): linking it moves its guests to this
+            // store, away from the original, which still links it.
+            let id = all[0].stat.is_file().then(|| marker(all[0])).flatten();
+            if let Some(id) = id {
                 if !all_found {
-                    let e =
-                        elsewhere.get_or_insert((0, guest_root(all[0].guest).join(&all[0].rel)));
-                    e.0 += 1;
+                    let path = || guest_root(all[0].guest).join(&all[0].rel);
+                    if was_ours(key, &id) {
+                        if let Some(first) = ok.first() {
+                            let o = other_stores.get_or_insert_with(|| OtherStores {
+                                count: 0,
+                                example: guest_root(first.guest).join(&first.rel),
+                                guests: Vec::new(),
+                            });
+                            o.count += ok.len() as u64;
+                            o.guests.extend(ok.iter().map(|r| r.guest));
+                        }
+                    } else {
+                        elsewhere.get_or_insert((0, path())).0 += 1;
+                    }
                 }
                 self.candidates.append(&mut ok);
                 continue;
@@ -172,7 +194,26 @@ impl Scan {
             ));
         }
         self.foreign = elsewhere;
+        self.other_stores = other_stores.map(|mut o| {
+            o.guests.sort_unstable();
+            o.guests.dedup();
+            o
+        });
     }
+}
+
+/// Marked inodes with links outside the run that the catalog had as the
+/// file of their object (see [`Scan::sort_hardlinks`]): the objects of the
+/// store this one was copied from, which the run would link to this
+/// store's, moving their guests away from it.
+#[derive(Debug)]
+pub struct OtherStores {
+    /// Their paths the run would link.
+    pub count: u64,
+    /// The first one.
+    pub example: PathBuf,
+    /// The guests of these paths.
+    pub guests: Vec<u32>,
 }
 
 impl Scan {

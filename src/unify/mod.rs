@@ -158,6 +158,17 @@ pub enum Error {
         /// perhaps filled) by another run before this one took its lock.
         made_meanwhile: bool,
     },
+    #[error("{}", other_stores_guests(store, *count, example, guests, copied_from.as_deref()))]
+    OtherStoresGuests {
+        store: PathBuf,
+        count: u64,
+        example: PathBuf,
+        /// The guest roots with such files.
+        guests: Vec<PathBuf>,
+        /// The `objects/` (DEV:INO) the catalog recorded, where it is not
+        /// this store's: the store it was copied from.
+        copied_from: Option<String>,
+    },
     #[error(
         "guest {} is named twice; name each guest root once",
         crate::sys::shown(path)
@@ -187,6 +198,49 @@ fn other_stores_objects_advice(store: &Path, made_meanwhile: bool) -> String {
             crate::sys::shown(store)
         )
     }
+}
+
+/// The message of [`Error::OtherStoresGuests`].
+fn other_stores_guests(
+    store: &Path,
+    count: u64,
+    example: &Path,
+    guests: &[PathBuf],
+    copied_from: Option<&str>,
+) -> String {
+    /// Guests named; more are counted.
+    const NAMED: usize = 5;
+    let store = sys::shown(store);
+    let mut names: Vec<String> = guests.iter().take(NAMED).map(|g| sys::shown(g)).collect();
+    if guests.len() > NAMED {
+        names.push(format!("and {} more", guests.len() - NAMED));
+    }
+    let catalog = match copied_from {
+        Some(dir) => format!(
+            " This store's catalog was last used with another objects/ directory (device:inode \
+             {dir}): this store is most likely a copy or a restore of that store, and its \
+             catalog names that store's guests."
+        ),
+        None => String::new(),
+    };
+    let mount = crate::store::mount_point_of(example);
+    format!(
+        "store {store}: {count} file(s) of the guests {} ({} first) are objects of another \
+         store: each is the inode this store's catalog lists for its object, which this \
+         store's objects/ now has as another file, and has links outside the guests of this \
+         run (`find {} -xdev -samefile {}` shows them: the other store's objects/…); the \
+         catalog was copied from that store. Unifying would link them to this store's \
+         objects, taking these guests away from their store.{catalog} Nothing was changed. \
+         Unify these guests with their own store (--store, or UNIFS_STORE). If they are not \
+         this store's guests (it is a copy, and its own are elsewhere), drop them from its \
+         catalog first (`unifs --store {store} store forget GUEST_DIR...`), then unify its own \
+         guests by their paths. To move them into this store on purpose, add \
+         --move-from-other-store (see docs/unify.md)",
+        names.join(", "),
+        sys::shown(example),
+        sys::shown(&mount),
+        sys::shown(example),
+    )
 }
 
 /// A file unify left alone or could not handle, and why.
@@ -222,6 +276,10 @@ pub struct Options {
     /// Treat an object as full at this many links (tests of EMLINK handling).
     pub link_max: Option<u64>,
     pub progress: bool,
+    /// Link guest files that are another store's objects to this store's
+    /// objects of the same id, rather than refuse
+    /// ([`Error::OtherStoresGuests`]).
+    pub move_from_other_store: bool,
 }
 
 /// A guest being unified: its catalog row and an fd on its root that every
@@ -432,6 +490,9 @@ pub fn unify(store_path: &Path, opts: &Options) -> Result<Summary> {
             return result;
         }
     }
+    if let Err(Error::OtherStoresGuests { copied_from, .. }) = &mut result {
+        *copied_from = seen_dir.filter(|d| *d != store.objects_identity());
+    }
     if let Err(Error::OtherStoresObjects { made_meanwhile, .. }) = &mut result {
         if made_here {
             // Still under the lock, which no other run can have held
@@ -534,15 +595,15 @@ impl UnifsMounts {
     }
 }
 
-/// True when the guest file `rec` (still the inode scanned) carries a
-/// store marker.
-fn carries_marker(guest: &Guest, rec: &scan::FileRec) -> bool {
-    let Ok(fd) = guest.open_for_reading(&rec.rel) else {
-        return false;
-    };
-    let same =
-        sys::fstat(fd.as_fd()).is_ok_and(|st| (st.dev, st.ino) == (rec.stat.dev, rec.stat.ino));
-    same && crate::store::read_marker(fd.as_fd()).is_ok_and(|m| m.is_some())
+/// The object id of the store marker the guest file `rec` (still the
+/// inode scanned) carries, if any.
+fn marker_of(guest: &Guest, rec: &scan::FileRec) -> Option<ObjectId> {
+    let fd = guest.open_for_reading(&rec.rel).ok()?;
+    let st = sys::fstat(fd.as_fd()).ok()?;
+    if (st.dev, st.ino) != (rec.stat.dev, rec.stat.ino) {
+        return None;
+    }
+    crate::store::read_marker(fd.as_fd()).ok().flatten()
 }
 
 /// Which directory a guest root is (device, inode, birth time in ns), as
@@ -694,20 +755,24 @@ fn run(
     // free (a snapshot put back): a file with one is taken for a link of
     // its object only if it carries the object's marker.
     let mut unverified = catalog::Map::default();
-    let mut serial = None;
-    if let Some(store) = writing {
-        let checked = check_object_inodes(store, catalog, &mut checking, &object_inodes)?;
-        if let Some(gone) = checked.gone {
-            object_inodes = catalog.object_inodes()?;
-            for key in gone {
-                if let Some(f) = object_inodes.remove(&key) {
-                    unverified.insert(key, f);
-                }
-            }
-        }
-        // Recorded at the end only where every object file was found.
-        serial = checked.serial.filter(|_| unverified.is_empty());
+    // Renumbered in memory for the walk, a dry run's too (trusting the
+    // catalog's numbers in a copied or restored store, it took guest files
+    // still linking the old inodes for linked, which the real run then
+    // linked to this store's objects); in the catalog at the run's first
+    // write, so that a run refused before it changes nothing there.
+    let looked = match store {
+        Some(store) => look_up_object_files(store, catalog, &mut checking, &object_inodes)?,
+        None => None,
+    };
+    if let Some(looked) = &looked {
+        looked.renumber(&mut object_inodes, &mut unverified);
     }
+    // The catalog's numbers of object files now other inodes.
+    let was_file: catalog::Map<(u64, u64), ObjectId> = looked
+        .iter()
+        .flat_map(|l| &l.moved)
+        .map(|&(old, f, _)| (old, f.id))
+        .collect();
     let mut summary = Summary {
         dry_run: opts.dry_run,
         problems: missing,
@@ -835,7 +900,8 @@ fn run(
     scan.sort_hardlinks(
         look_in_excluded,
         |g| guests[g as usize].root.clone(),
-        |rec| carries_marker(&guests[rec.guest as usize], rec),
+        |rec| marker_of(&guests[rec.guest as usize], rec),
+        |key, id| was_file.get(&key) == Some(id),
     );
     if let Some((count, example)) = scan.foreign.take() {
         if new_store {
@@ -861,8 +927,41 @@ fn run(
             ),
         ));
     }
+    // Before anything is changed: an accident far more often than a
+    // move (a copy of a store used while its original's guests run on).
+    if let Some(o) = scan.other_stores.take() {
+        if !opts.move_from_other_store {
+            return Err(Error::OtherStoresGuests {
+                store: store.map_or_else(PathBuf::new, |s| s.root().to_path_buf()),
+                count: o.count,
+                example: o.example,
+                guests: o
+                    .guests
+                    .iter()
+                    .map(|&g| guests[g as usize].root.clone())
+                    .collect(),
+                copied_from: None,
+            });
+        }
+        summary.notices.push(Problem::new(
+            o.example,
+            format!(
+                "{} file(s) (this one first) are objects of another store (the inodes this \
+                 store's catalog listed for their objects, with links outside the guests of \
+                 this run): --move-from-other-store links them to this store's objects, and \
+                 their guests no longer share that store's objects",
+                o.count
+            ),
+        ));
+    }
     // The run's first write.
     checking.wait()?;
+    let mut serial = None;
+    if let Some(store) = writing {
+        let new_serial = record_object_files(store, catalog, looked.as_ref())?;
+        // Recorded at the end only where every object file was found.
+        serial = new_serial.filter(|_| unverified.is_empty());
+    }
     let run_id = if opts.dry_run {
         None
     } else {
@@ -1264,31 +1363,57 @@ fn keep_killed(store: &Store, killed: &dirjournal::KilledDirs, why: &str) -> Opt
     ))
 }
 
-/// What [`check_object_inodes`] found.
-struct CheckedInodes {
-    /// `Some` when every object file was looked at (the catalog's rows of
-    /// moved ones are renumbered): the catalog's (dev, ino) of those gone.
-    gone: Option<Vec<(u64, u64)>>,
-    /// The store's new serial, for the catalog once the run is done.
-    serial: Option<String>,
+/// An inode: (device, inode number).
+type DevIno = (u64, u64);
+
+/// Every object file the catalog lists, looked up again.
+struct LookedUp {
+    /// The catalog's (dev, ino) of a file now another inode, the file, and
+    /// its (dev, ino) now.
+    moved: Vec<(DevIno, catalog::ObjectInode, DevIno)>,
+    /// The catalog's (dev, ino) of those gone.
+    gone: Vec<(u64, u64)>,
+}
+
+impl LookedUp {
+    /// `inodes` as the object files are now; the gone ones' rows move to
+    /// `unverified` (each number then stands for its object only in a file
+    /// carrying its marker), unless a moved file has that number now.
+    fn renumber(
+        &self,
+        inodes: &mut catalog::Map<(u64, u64), catalog::ObjectInode>,
+        unverified: &mut catalog::Map<(u64, u64), catalog::ObjectInode>,
+    ) {
+        for key in &self.gone {
+            if let Some(f) = inodes.remove(key) {
+                unverified.insert(*key, f);
+            }
+        }
+        for (old, _, _) in &self.moved {
+            inodes.remove(old);
+        }
+        for &(_, f, now) in &self.moved {
+            inodes.insert(now, f);
+            unverified.remove(&now);
+        }
+    }
 }
 
 /// Looks up every object file's inode again where the catalog may not be
 /// the one the store was last written with: its serial is not the
 /// store's (a snapshot put back, a killed run, an older unifs, a store
 /// restored from backup), `objects/` is another directory, or one of a
-/// few object files sampled moved. A moved one's row is renumbered. Then
-/// gives the store a new serial, before this run changes anything.
-fn check_object_inodes(
+/// few object files sampled moved. `None` where none of these holds.
+/// Reads only: a dry run's too.
+fn look_up_object_files(
     store: &Store,
     catalog: &Catalog,
     checking: &mut Checking,
     inodes: &crate::catalog::Map<(u64, u64), crate::catalog::ObjectInode>,
-) -> Result<CheckedInodes> {
+) -> Result<Option<LookedUp>> {
     /// Object files looked at when the catalog seems to be the store's
     /// last (each costs a directory and an inode read with a cold cache).
     const SAMPLE: usize = 4;
-    let now = store.objects_identity();
     let stat =
         |f: &crate::catalog::ObjectInode| -> Result<_> { Ok(store.stat_object(&f.id, f.copy)?) };
     let moved = |(dev, ino): (u64, u64), st: &Option<sys::Stat>| {
@@ -1300,42 +1425,53 @@ fn check_object_inodes(
         && checking
             .or_damaged(catalog.config(catalog::OBJECTS_DIR))?
             .as_deref()
-            == Some(now.as_str());
-    let mut check_all = !trusted;
+            == Some(store.objects_identity().as_str());
     if trusted {
+        let mut any_moved = false;
         for (&key, f) in inodes.iter().take(SAMPLE) {
             if moved(key, &stat(f)?) {
-                check_all = true;
+                any_moved = true;
                 break;
             }
         }
-    }
-    let mut gone = None;
-    if check_all {
-        checking.wait()?;
-        catalog.begin()?;
-        let mut missing = Vec::new();
-        for (&key, f) in inodes {
-            let st = stat(f)?;
-            match st {
-                Some(st) if (st.dev, st.ino) != key => {
-                    catalog.set_object_file(&f.id, f.copy, st.dev, st.ino)?;
-                    // A copy made without xattrs lost the markers the mount needs.
-                    store.restore_marker(&f.id, f.copy, false)?;
-                }
-                Some(_) => {}
-                // gc's to repair (it checks guest paths); not trusted here.
-                None => missing.push(key),
-            }
+        if !any_moved {
+            return Ok(None);
         }
-        catalog.set_config(catalog::OBJECTS_DIR, &now)?;
-        catalog.commit()?;
-        gone = Some(missing);
     }
-    Ok(CheckedInodes {
-        gone,
-        serial: store.set_new_serial(),
-    })
+    let mut looked = LookedUp {
+        moved: Vec::new(),
+        gone: Vec::new(),
+    };
+    for (&key, f) in inodes {
+        match stat(f)? {
+            Some(st) if (st.dev, st.ino) != key => looked.moved.push((key, *f, (st.dev, st.ino))),
+            Some(_) => {}
+            // gc's to repair (it checks guest paths); not trusted here.
+            None => looked.gone.push(key),
+        }
+    }
+    Ok(Some(looked))
+}
+
+/// Where [`look_up_object_files`] looked them all up, gives the catalog's
+/// rows of moved object files their inodes now. Then gives the store a
+/// new serial (returned), before this run changes anything else.
+fn record_object_files(
+    store: &Store,
+    catalog: &Catalog,
+    looked: Option<&LookedUp>,
+) -> Result<Option<String>> {
+    if let Some(looked) = looked {
+        catalog.begin()?;
+        for (_, f, (dev, ino)) in &looked.moved {
+            catalog.set_object_file(&f.id, f.copy, *dev, *ino)?;
+            // A copy made without xattrs lost the markers the mount needs.
+            store.restore_marker(&f.id, f.copy, false)?;
+        }
+        catalog.set_config(catalog::OBJECTS_DIR, &store.objects_identity())?;
+        catalog.commit()?;
+    }
+    Ok(store.set_new_serial())
 }
 
 /// The run's command as recorded: `unify [--all] ROOT...`, every guest

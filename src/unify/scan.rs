@@ -119,6 +119,9 @@ pub struct Scan {
     /// store's objects), set by [`Scan::sort_hardlinks`]: how many, and
     /// the first one's path.
     pub foreign: Option<(u64, PathBuf)>,
+    /// Those of them the catalog had as their object's file, set by
+    /// [`Scan::sort_hardlinks`].
+    pub other_stores: Option<super::clones::OtherStores>,
     /// Objects linked by excluded paths (their sizes count as scanned).
     pub excluded_linked: Vec<ObjectId>,
     /// Per guest: [`links_digest`] of its links, computed by the walk.
@@ -189,6 +192,7 @@ impl Scan {
             counts,
             problems,
             foreign,
+            other_stores,
             excluded_linked,
             digests,
             listings,
@@ -208,7 +212,7 @@ impl Scan {
         self.counts.add(&counts);
         self.problems.extend(problems);
         // Set only after the merge (by sort_hardlinks).
-        debug_assert!(foreign.is_none());
+        debug_assert!(foreign.is_none() && other_stores.is_none());
         self.excluded_linked.extend(excluded_linked);
         self.digests.extend(digests);
         self.listings.extend(listings);

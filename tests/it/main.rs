@@ -148,6 +148,7 @@ mod review_s42_catrev;
 mod review_s42_hostopen;
 mod review_s42_hostrev;
 mod review_s42_operator;
+mod review_s42_storecopy;
 mod review_s42_stressng;
 mod review_s42_stressrev;
 mod review_s8_cli;
