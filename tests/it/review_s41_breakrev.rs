@@ -244,6 +244,16 @@ fn s41_breaks_during_a_syncfs_wait_for_the_next_one() {
 /// Guests a and b sharing `f0`…`f{n-1}`; a mounted with its daemon run
 /// by `wrapper`.
 pub(crate) fn shared_files_mounted(w: &World, n: usize, wrapper: &[String]) -> Mount {
+    shared_files_mounted_with(w, n, wrapper, &[])
+}
+
+/// [`shared_files_mounted`] with mount options `opts`.
+pub(crate) fn shared_files_mounted_with(
+    w: &World,
+    n: usize,
+    wrapper: &[String],
+    opts: &[&str],
+) -> Mount {
     let (a, b) = (w.dir("a"), w.dir("b"));
     for i in 0..n {
         let content = format!("shared {i}\n");
@@ -255,7 +265,7 @@ pub(crate) fn shared_files_mounted(w: &World, n: usize, wrapper: &[String]) -> M
     let mp = w.dir("m");
     let log = File::create(mp.with_extension("log")).unwrap();
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    Mount::start_under(&wrapper, &w.store, &a, &mp, &[], log)
+    Mount::start_under(&wrapper, &w.store, &a, &mp, opts, log)
 }
 
 /// A daemon without CAP_SETGID only (dropped from its bounding set) says
