@@ -408,21 +408,7 @@ fn s42_bytes_flipped_in_the_catalog_cost_no_guest_data() {
         keep_times(&catalog, &was);
         // Bit rot leaves the ctime too: the record of the last check then
         // still names the file (forged here, as no write can keep a ctime).
-        let now = fs::metadata(&catalog).unwrap();
-        fs::write(
-            store.join("cache/catalog-checked"),
-            format!(
-                "{} {} {} {}.{:09} {}.{:09}\n",
-                now.dev(),
-                now.ino(),
-                now.len(),
-                now.mtime(),
-                now.mtime_nsec(),
-                now.ctime(),
-                now.ctime_nsec()
-            ),
-        )
-        .unwrap();
+        fs::write(store.join("cache/catalog-checked"), catalog_stamp(&store)).unwrap();
         let kind = format!("flips seed {seed}");
         let (rows, verified) = every_command(dir.path(), &store, &roots, &before, &objects, &kind);
         if !verified {

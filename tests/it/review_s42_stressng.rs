@@ -12,7 +12,7 @@
 //! daemon's fds, so their mkdirs failed with EMFILE.
 
 use crate::common::require_root;
-use crate::fs::harness::{errno, ino, Ext4, World};
+use crate::fs::harness::{errno, ino, Ext4, Mount, World};
 use crate::review_s36_attrflags::flags;
 use std::fs;
 use std::io;
@@ -125,19 +125,8 @@ fn s42_directories_held_open_up_to_the_daemons_limit_leave_mkdir_working() {
     let g = w.dir("g");
     fs::create_dir(g.join("d")).unwrap();
     fs::write(g.join("old"), b"old\n").unwrap();
-    let mp = w.dir("m");
-    let log = fs::File::create(mp.with_extension("log")).unwrap();
-    let wrapper = ["prlimit", "--nofile=512:512", "--"];
-    let m = crate::fs::harness::Mount::start_under(&wrapper, &w.store, &g, &mp, &[], log);
-    let mut held = Vec::new();
-    let refused = loop {
-        match fs::File::open(m.path("d")) {
-            Ok(f) => held.push(f),
-            Err(e) => break e,
-        }
-        assert!(held.len() < 1000, "the daemon's 512 fds did not run out");
-    };
-    assert_eq!(refused.raw_os_error(), Some(libc::EMFILE), "{refused}");
+    let m = mount_with_512_fds(&w, &g);
+    let held = hold_until_emfile(&m.path("d"));
     fs::create_dir(m.path("new")).expect("mkdir with the directories held");
     std::os::unix::fs::symlink("new", m.path("link")).expect("symlink");
     fs::rename(m.path("old"), m.path("renamed")).expect("rename");
@@ -145,4 +134,27 @@ fn s42_directories_held_open_up_to_the_daemons_limit_leave_mkdir_working() {
     assert!(fs::symlink_metadata(m.path("new/..")).is_ok());
     drop(held);
     fs::write(m.path("new/file"), b"x").expect("an open once they are closed");
+}
+
+/// A mount of `g` whose daemon may open 512 files.
+pub(crate) fn mount_with_512_fds(w: &World, g: &Path) -> Mount {
+    let mp = w.dir("m");
+    let log = fs::File::create(mp.with_extension("log")).unwrap();
+    let wrapper = ["prlimit", "--nofile=512:512", "--"];
+    Mount::start_under(&wrapper, &w.store, g, &mp, &[], log)
+}
+
+/// Opens the directory `dir` of a [`mount_with_512_fds`] again and again
+/// until the daemon refuses with EMFILE: the opens it held.
+pub(crate) fn hold_until_emfile(dir: &Path) -> Vec<fs::File> {
+    let mut held = Vec::new();
+    let refused = loop {
+        match fs::File::open(dir) {
+            Ok(f) => held.push(f),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 1000, "the daemon's 512 fds did not run out");
+    };
+    assert_eq!(refused.raw_os_error(), Some(libc::EMFILE), "{refused}");
+    held
 }

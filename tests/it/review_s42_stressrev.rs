@@ -12,10 +12,9 @@ use crate::common::require_root;
 use crate::fs::harness::{errno, ino, Mount, World};
 use crate::review_s18_fs::Loopfs;
 use crate::review_s36_attrflags::flags;
-use crate::review_s42_stressng::set_flags;
+use crate::review_s42_stressng::{hold_until_emfile, mount_with_512_fds, set_flags};
 use std::fs;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
 
 const FS_ENCRYPT_FL: u32 = 0x800;
 const FS_INDEX_FL: u32 = 0x1000;
@@ -25,14 +24,6 @@ const FS_INLINE_DATA_FL: u32 = 0x1000_0000;
 /// A [`World`] (store and guests) on `fs`.
 fn world_on(fs: &Loopfs) -> World {
     World::new_in(&fs.path(""))
-}
-
-/// A mount of `g` whose daemon may open 512 files.
-fn mount_with_512_fds(w: &World, g: &Path) -> Mount {
-    let mp = w.dir("m");
-    let log = fs::File::create(mp.with_extension("log")).unwrap();
-    let wrapper = ["prlimit", "--nofile=512:512", "--"];
-    Mount::start_under(&wrapper, &w.store, g, &mp, &[], log)
 }
 
 /// The requests that need an fd only for a moment, all working.
@@ -84,15 +75,7 @@ fn s42_a_create_refused_for_want_of_fds_makes_no_file() {
     let g = w.dir("g");
     fs::create_dir(g.join("d")).unwrap();
     let m = mount_with_512_fds(&w, &g);
-    let mut held = Vec::new();
-    let refused = loop {
-        match fs::File::open(m.path("d")) {
-            Ok(f) => held.push(f),
-            Err(e) => break e,
-        }
-        assert!(held.len() < 1000, "the daemon's 512 fds did not run out");
-    };
-    assert_eq!(refused.raw_os_error(), Some(libc::EMFILE), "{refused}");
+    let held = hold_until_emfile(&m.path("d"));
     let created = fs::File::create(m.path("new-file"));
     assert_eq!(
         created.as_ref().err().and_then(|e| e.raw_os_error()),
