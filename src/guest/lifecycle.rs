@@ -1502,7 +1502,7 @@ fn teardown_hurried(
     if st.init_alive() {
         // Sent before init takes it (a `stop` right after `start`), the
         // kernel would drop it, and the stop wait out its timeout.
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_in(timeout);
         let mut hurried = false;
         let mut over = || {
             hurried = hurried || hurry();
@@ -1767,7 +1767,7 @@ fn survived(
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = deadline_in(limit);
     loop {
         if done() {
             return true;
@@ -1777,6 +1777,15 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The time `limit` from now. A limit the clock cannot add (`stop
+/// --timeout 1e19`: `Instant + Duration` panics past 2^63 s) waits 136
+/// years, which is as long as anyone waits.
+fn deadline_in(limit: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(limit)
+        .unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()))
 }
 
 /// Refuses a guest started from another PID namespace ([`State::other_pid_ns`]):
