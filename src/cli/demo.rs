@@ -34,6 +34,9 @@ pub fn run(_g: &Global, a: DemoArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("the demo runs unify, which must run as root: try `sudo unifs demo`");
     }
+    // As `unify` does: under a limit on threads, an error naming it (a
+    // first use of the pool would panic).
+    crate::unify::start_workers()?;
     let n = a.guests as usize;
     prepare_dir(&a.dir)?;
     let guests_dir = a.dir.join("guests");

@@ -208,7 +208,7 @@ fn start_global_threads() -> anyhow::Result<()> {
         anyhow::anyhow!(
             "cannot start the worker threads (one a core, or RAYON_NUM_THREADS): {e}; {}: \
                  raise them (`ulimit -v unlimited`, `ulimit -u`)",
-            crate::sys::thread_limits_text()
+            crate::fs::ready::task_limits_text()
         )
     })
 }

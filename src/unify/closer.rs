@@ -24,20 +24,25 @@ impl Closer {
     pub fn new() -> Closer {
         let (tx, rx) = sync_channel::<OwnedFd>(QUEUE);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let threads = (0..THREADS)
-            .map(|_| {
+        // Those a limit on tasks (pids.max) lets start: `thread::spawn`
+        // would panic at the first it refuses.
+        let threads: Vec<_> = (0..THREADS)
+            .map_while(|_| {
                 let rx = rx.clone();
-                std::thread::spawn(move || loop {
+                let closing = move || loop {
                     let next = rx.lock().map(|r| r.recv());
                     match next {
                         Ok(Ok(fd)) => drop(fd),
                         _ => return,
                     }
-                })
+                };
+                std::thread::Builder::new().spawn(closing).ok()
             })
             .collect();
         Closer {
-            tx: Some(tx),
+            // None started: files are closed where they are let go of (a
+            // queue no thread empties would fill and block).
+            tx: (!threads.is_empty()).then_some(tx),
             threads,
         }
     }

@@ -1924,7 +1924,8 @@ fn build_workers() -> std::io::Result<rayon::ThreadPool> {
                  {}: raise them (`ulimit -v unlimited`, `ulimit -u`), or set UNIFS_THREADS \
                  to fewer threads",
                 WORKER_STACK >> 20,
-                crate::sys::thread_limits_text()
+                // With the pids cgroup's limit, the one a unit's TasksMax= sets.
+                crate::fs::ready::task_limits_text()
             ))
         })
 }
