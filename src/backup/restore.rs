@@ -664,21 +664,11 @@ impl TargetLock {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).at(parent)?;
         }
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = sys::open_dir(dir.unwrap_or(Path::new("."))).at(&path)?;
+        let name = path.file_name().unwrap_or_default();
         loop {
-            // Not through a symlink planted there: it would make the file
-            // elsewhere, and never be the one at `path`.
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&path)
-                .at(&path)?;
-            if !file.metadata().at(&path)?.is_file() {
-                let e = io::Error::other("not a regular file; remove it");
-                return Err(e).at(&path);
-            }
+            let file = File::from(Self::open(dir.as_fd(), name).at(&path)?);
             let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(f) => f,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -699,6 +689,31 @@ impl TargetLock {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).at(&path),
+            }
+        }
+    }
+}
+
+impl TargetLock {
+    /// The lock file `name` of `dir`, made if missing. A name that is
+    /// there is looked at first (`O_PATH`) and opened only if it is a
+    /// regular file (read-only is enough for `flock`): the target's
+    /// directory may be a guest's, whose root can put a device node there
+    /// (whose open acts, a watchdog arms) or a symlink (that would make the
+    /// file elsewhere).
+    fn open(dir: BorrowedFd, name: &OsStr) -> io::Result<std::os::fd::OwnedFd> {
+        loop {
+            match sys::look_at(dir, name, libc::O_RDONLY) {
+                Ok((_, Some(fd))) => return Ok(fd),
+                Ok(_) => return Err(io::Error::other(format!("{}; remove it", sys::NotRegular))),
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+                Err(_) => {}
+            }
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+            match sys::open_at(dir, name, flags, 0o600) {
+                // Made by another restore since the look: look again.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                r => return r,
             }
         }
     }

@@ -11,6 +11,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
+mod copied;
+
 #[derive(clap::Subcommand, Debug)]
 pub enum StoreCommand {
     /// Create the store (objects/, tmp/, lock, catalog.db) if it does not exist.
@@ -38,7 +40,8 @@ pub enum StoreCommand {
     /// the catalog lists but that are gone (restored from a guest that still
     /// links the inode, or else dropped from the catalog with their links),
     /// and those replaced by a copy (a backup put back over them: the name
-    /// goes back to the inode guests link).
+    /// goes back to the inode guests link). Refused in a copy of a store
+    /// whose catalog names the original's guests while they are there.
     Gc {
         /// Only list what would be removed.
         #[arg(short = 'n', long)]
@@ -453,6 +456,7 @@ fn gc_pass(
         Catalog::open(&store.catalog_path())?
     };
     check_catalog_is_this_stores(store, &catalog)?;
+    copied::refuse_other_stores_guests(store, &catalog)?;
     // Only a catalog that matched the store goes on matching it: gc does
     // not check the inode numbers of the objects it keeps, as unify does.
     let recorded = catalog.config(crate::catalog::STORE_SERIAL)?;

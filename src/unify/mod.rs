@@ -913,17 +913,27 @@ fn run(
                 made_meanwhile: false,
             });
         }
-        // Nothing is lost, but each store then counts the other's links
-        // in its stats, and a fix verify prints for one store's object
-        // acts on the other's guests.
+        // Nothing is lost: where this store has the object, the guest
+        // moves to it (the other store keeps its other guests); where not,
+        // both stores link the inode and count each other's links, and a
+        // fix verify prints for one store's object acts on the other's
+        // guests. Either way the operator is told how to undo it.
+        let store = store.map_or_else(PathBuf::new, |s| s.root().to_path_buf());
         summary.notices.push(Problem::new(
             example,
             format!(
                 "{count} file(s) (this one first) carry a store marker and have links \
                  outside the guests of this run: objects of another store (a guest unified \
-                 into two stores?), or of this one before its objects were restored; this \
-                 store takes each such inode as its object, shared with any other store, \
-                 whose guests then count in the stats of both (see docs/unify.md)"
+                 into two stores, or a wrong --store?), or of this one before its objects were \
+                 restored. Where store {} has the object, the file is linked to its object \
+                 file and no longer shares the other store's (its guest moves to this store); \
+                 where it has not, this store takes the inode as its object, shared with the \
+                 other store, whose guests then count in the stats of both. If these guests \
+                 belong to the other store, unify them with it again (`unifs --store \
+                 THAT_STORE unify GUEST_DIR...`, which links them back) and drop them here \
+                 (`unifs --store {} store forget GUEST_DIR...`); see docs/unify.md",
+                sys::shown(&store),
+                sys::shown(&store),
             ),
         ));
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Guests `a` and `b` of `lab`, each with the same two files, unified into
 /// `lab/store`.
-fn unified_pair(lab: &Path) -> PathBuf {
+pub(crate) fn unified_pair(lab: &Path) -> PathBuf {
     for g in ["a", "b"] {
         for (seed, rel, mode) in [(1, "usr/one", 0o644), (2, "usr/two", 0o755)] {
             file_at(&lab.join(g), rel, &bytes(seed, 5_000), mode, 1_600_000_000);

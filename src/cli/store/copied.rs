@@ -1,0 +1,123 @@
+//! `store gc` in a store copied or restored beside the store it came from
+//! (`cp -a`, `rsync -aH`, a backup's objects and catalog snapshot put in a
+//! new directory while the original lives on). Its catalog names the
+//! original's guests and, for each object, the original's inode: every
+//! object file there is "replaced" (or, restored in part, missing), and
+//! the guests still link the inodes listed. gc's repairs would then link
+//! the original's objects into this store (both stores' object files one
+//! inode: each counts the other's links, neither frees what the other
+//! holds), or take this store's files for the objects and so disarm
+//! unify's check for the original's guests ([`crate::unify::Error::OtherStoresGuests`]).
+
+use super::super::output::{count, path};
+use crate::catalog::Catalog;
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+
+/// Guest paths of the catalog linking the inode it lists for an object
+/// whose file is now another inode or gone, where that inode has links
+/// outside the catalog's guests: another store's objects.
+struct Found {
+    /// Such paths.
+    count: u64,
+    /// The first one, and the object file the catalog lists it under.
+    example: PathBuf,
+    object: PathBuf,
+    /// Their guest roots, in the catalog's order.
+    guests: Vec<PathBuf>,
+}
+
+/// Refuses (before gc writes anything) a catalog whose guests link another
+/// store's objects (see the module's comment). Only a catalog last used
+/// with another `objects/` (or that does not say) is looked at: in the
+/// store's own, a link outside its guests is a guest directory renamed
+/// (a damaged guest put aside before its restore), not another store. A
+/// store restored in the place of a lost one is not refused (its guests'
+/// inodes have no link outside them any more).
+pub(super) fn refuse_other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
+    let seen_dir = catalog.config(crate::catalog::OBJECTS_DIR)?;
+    if seen_dir.as_deref() == Some(store.objects_identity().as_str()) {
+        return Ok(());
+    }
+    let Some(found) = other_stores_guests(store, catalog)? else {
+        return Ok(());
+    };
+    anyhow::bail!(message(store.root(), &found, seen_dir.as_deref()))
+}
+
+fn other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<Option<Found>> {
+    let mut rows: Vec<_> = catalog.object_inodes()?.into_iter().collect();
+    rows.sort_by_key(|(_, f)| (f.id, f.copy));
+    let mut found: Option<Found> = None;
+    for (inode, f) in rows {
+        if let Some(st) = store.stat_object(&f.id, f.copy)? {
+            if (st.dev, st.ino) == inode {
+                continue;
+            }
+        }
+        let mut nlink = 0;
+        let mut linking = Vec::new();
+        for (root, rel) in catalog.links_to(&f.id)? {
+            let file = root.join(&rel);
+            if let Ok(st) = crate::sys::lstat(&file) {
+                if (st.dev, st.ino) == inode {
+                    nlink = st.nlink;
+                    linking.push((root, file));
+                }
+            }
+        }
+        if linking.is_empty() || nlink <= linking.len() as u64 {
+            continue;
+        }
+        let o = found.get_or_insert_with(|| Found {
+            count: 0,
+            example: linking[0].1.clone(),
+            object: store.object_path(&f.id, f.copy),
+            guests: Vec::new(),
+        });
+        o.count += linking.len() as u64;
+        for (root, _) in linking {
+            if !o.guests.contains(&root) {
+                o.guests.push(root);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn message(store: &Path, found: &Found, copied_from: Option<&str>) -> String {
+    /// Guests named; more are counted.
+    const NAMED: usize = 5;
+    let mut names: Vec<String> = found.guests.iter().take(NAMED).map(|g| path(g)).collect();
+    if found.guests.len() > NAMED {
+        names.push(format!("and {} more", found.guests.len() - NAMED));
+    }
+    let copy = match copied_from {
+        Some(dir) => format!(
+            " This store's catalog was last used with another objects/ directory (device:inode \
+             {dir}): this store is most likely a copy or a restore of that store."
+        ),
+        None => String::new(),
+    };
+    let mount = crate::store::mount_point_of(&found.example);
+    format!(
+        "store {store}: {} file(s) of the guests {} ({} first) link objects of another store: \
+         each is the inode this store's catalog lists for its object ({} for the first), which \
+         this store's objects/ now has as another file or not at all, and it has links outside \
+         this catalog's guests (`find {} -xdev -samefile {}` shows them: the objects/ of the \
+         store they belong to).{copy} gc would link those inodes into this store's objects/ (or \
+         take this store's files for them), tying that store's guests to this one. Nothing was \
+         changed. Run gc with the store they belong to (--store, or UNIFS_STORE). If they are \
+         not this store's guests (it is a copy, and its own are elsewhere), drop them from its \
+         catalog (`unifs --store {store} store forget GUEST_DIR...`) once its own guests are \
+         restored or unified (gc removes every object no guest links), then run gc again \
+         (see docs/backup.md)",
+        count(found.count),
+        names.join(", "),
+        path(&found.example),
+        path(&found.object),
+        path(&mount),
+        path(&found.example),
+        store = path(store),
+    )
+}
