@@ -53,6 +53,10 @@ pub struct RunOptions {
     /// With --net veth: the guest's default gateway, an address in its subnet.
     #[arg(long, value_name = "ADDR")]
     pub gateway: Option<String>,
+    /// With --net veth and an IPv4 --host-ip: the host forwards the guest's
+    /// packets (net.ipv4.conf.ve-NAME.forwarding=1), for NAT beyond the host.
+    #[arg(long)]
+    pub forward: bool,
     /// Bind a host path into the guest (repeatable).
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     pub binds: Vec<String>,
@@ -451,6 +455,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         host_ip: a.host_ip.clone(),
         bridge: a.bridge.clone(),
         gateway: a.gateway.clone(),
+        forward: a.forward,
     };
     spec.binds = parse_all(&a.binds)?;
     for b in &spec.binds {

@@ -33,9 +33,19 @@ pub fn check(spec: &GuestSpec) -> Result<()> {
 
 /// [`check`] of `net`, its settings named as `names` says.
 fn check_as(net: &NetSpec, names: Names) -> Result<()> {
-    let [veth, ip_o, host_o, bridge_o, gw_o] =
-        ["--net veth", "--ip", "--host-ip", "--bridge", "--gateway"].map(|o| names.of(o));
+    let [veth, ip_o, host_o, bridge_o, gw_o, fwd_o] = [
+        "--net veth",
+        "--ip",
+        "--host-ip",
+        "--bridge",
+        "--gateway",
+        "--forward",
+    ]
+    .map(|o| names.of(o));
     if net.mode != NetMode::Veth {
+        if net.forward {
+            return Err(Error::Net(format!("{fwd_o} needs {veth} and {host_o}")));
+        }
         if net.ip.is_some()
             || net.host_ip.is_some()
             || net.bridge.is_some()
@@ -77,6 +87,24 @@ fn check_as(net: &NetSpec, names: Names) -> Result<()> {
     }
     if net.host_ip.is_some() && net.bridge.is_some() {
         return Err(Error::Net(format!("give {host_o} or {bridge_o}, not both")));
+    }
+    if net.forward {
+        // On a bridge the host end is a port: the bridge forwards, and the
+        // host routes only through the bridge's own address.
+        if net.host_ip.is_none() {
+            return Err(Error::Net(format!(
+                "{fwd_o} needs {host_o} (a routed host end); on {bridge_o}, forwarding is \
+                 the bridge's: `sysctl net.ipv4.conf.BRIDGE.forwarding=1`"
+            )));
+        }
+        // IPv6 has no per-interface switch: ip6_forward asks
+        // net.ipv6.conf.all.forwarding alone.
+        if ip.addr.is_ipv6() {
+            return Err(Error::Net(format!(
+                "{fwd_o} is IPv4 only ({ip_o} {ip_s}): IPv6 forwards only with the host's \
+                 net.ipv6.conf.all.forwarding=1, which is the whole host's to set"
+            )));
+        }
     }
     if let Some(gw_s) = &net.gateway {
         let gw: IpAddr = gw_s.parse().map_err(|_| {
@@ -241,6 +269,9 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
             add_addr(host_ip, &host_if)?;
         }
         ip(&["link", "set", &host_if, "up"])?;
+        if net.forward {
+            forward_from(&host_if)?;
+        }
         in_netns(pid, || {
             add_addr(net.ip.as_deref().unwrap_or_default(), "eth0")?;
             ip(&["link", "set", "eth0", "up"])?;
@@ -255,6 +286,17 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
         let _ = ip(&["link", "del", &host_if]);
     }
     configured
+}
+
+/// Lets the host route on what comes in on `dev` (IPv4 decides by the
+/// incoming interface's `forwarding`): the guest's packets, and no other
+/// interface's, as the global `net.ipv4.ip_forward` would. Goes with the
+/// interface.
+fn forward_from(dev: &str) -> Result<()> {
+    let path = Path::new("/proc/sys/net/ipv4/conf")
+        .join(dev)
+        .join("forwarding");
+    std::fs::write(&path, "1").map_err(|e| Error::io("writing", path, e))
 }
 
 /// The host paths the network set-up goes on using once `unifs run` is in
@@ -558,6 +600,35 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("--"), "{e}");
+    }
+
+    #[test]
+    fn forward_needs_a_routed_ipv4_host_end() {
+        let mut s = veth(Some("10.0.3.2/24"));
+        s.net.forward = true;
+        assert!(err(&s).contains("--forward needs --host-ip"), "{}", err(&s));
+        s.net.bridge = Some("br0".into());
+        assert!(
+            err(&s).contains("forwarding is the bridge's"),
+            "{}",
+            err(&s)
+        );
+        s.net.bridge = None;
+        s.net.host_ip = Some("10.0.3.1/24".into());
+        assert!(check(&s).is_ok());
+        let mut v6 = veth(Some("fd00::2/64"));
+        v6.net.host_ip = Some("fd00::1/64".into());
+        v6.net.forward = true;
+        assert!(err(&v6).contains("IPv4 only"), "{}", err(&v6));
+        s.net.mode = NetMode::None;
+        s.net.host_ip = None;
+        assert!(err(&s).ends_with(": --forward needs --net veth and --host-ip"));
+        s.config = Some("/etc/unifs/guests/web1.toml".into());
+        assert!(
+            err(&s).contains("[net] forward needs [net] mode"),
+            "{}",
+            err(&s)
+        );
     }
 
     #[test]

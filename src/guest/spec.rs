@@ -100,6 +100,7 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("--host-ip", "[net] host_ip"),
     ("--bridge", "[net] bridge"),
     ("--gateway", "[net] gateway"),
+    ("--forward", "[net] forward"),
     ("--memory", "[limits] memory"),
     ("--cpus", "[limits] cpus"),
     ("--pids", "[limits] pids"),
@@ -357,6 +358,11 @@ pub struct NetSpec {
     pub bridge: Option<String>,
     /// veth: the guest's default gateway.
     pub gateway: Option<String>,
+    /// veth with an IPv4 `host_ip`: the host end forwards (routes on) what
+    /// the guest sends. Left out of a record when false, so a record of a
+    /// guest without it reads as before in an older unifs.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forward: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
