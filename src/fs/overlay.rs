@@ -2497,6 +2497,9 @@ impl Overlay {
         // shared; neither is a file that cannot be opened for writing
         // (immutable, running), and those the kernel refuses to change
         // by name alike.
+        if let Some(size) = size {
+            probe::refused_size(dir.as_fd(), &name, size)?;
+        }
         let truncate = size.map(|size| (parent, size));
         let held = self.private_write_fd(node, dir.as_fd(), &name, truncate)?;
         let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));

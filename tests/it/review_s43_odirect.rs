@@ -2,8 +2,9 @@
 //! O_DIRECT reads that end past the end of file, or cover a hole and
 //! data, failed with EINVAL where ext4 reads (it checks the alignment of
 //! the parts it reads from the disk only); `chattr -e` of a large shared
-//! file copied it before ext4 refused; and the daemon's fd reserve did not
-//! grow with its threads.
+//! file, and a truncate(2) of one past ext4's largest file, copied it
+//! before ext4 refused; ext4's old EOFBLOCKS bit was refused; and the
+//! daemon's fd reserve did not grow with its threads.
 
 use crate::common::require_root;
 use crate::fs::harness::{errno, Ext4, Mount, World};
@@ -379,5 +380,41 @@ fn s43_ext4s_old_eofblocks_flag_is_taken_as_on_ext4() {
     }
     assert_eq!(flags(&h.join("shared")), FS_EXTENT_FL);
     assert_eq!(flags(&object), FS_EXTENT_FL);
+    drop(m);
+}
+
+/// truncate(2) of a shared file past ext4's largest file (17 TiB, and
+/// 2^62) fails with EFBIG as on ext4, and the file stays shared: it was
+/// copied first, and stayed private. (An open for writing, as `truncate
+/// -s` makes, breaks the link by itself, as any write open does.)
+#[test]
+fn s43_truncate_of_a_shared_file_past_ext4s_largest_breaks_nothing() {
+    if !require_root("s43_truncate_of_a_shared_file_past_ext4s_largest_breaks_nothing") {
+        return;
+    }
+    let ext4 = Ext4::new(&[], &[]);
+    let w = World::new_in(&ext4.root());
+    let (g, h, plain) = (w.dir("g"), w.dir("h"), w.dir("plain"));
+    fs::write(plain.join("f"), b"x").unwrap();
+    w.shared(b"x", &[g.join("f"), h.join("f")]);
+    let shared = links(&g.join("f"));
+    let m = w.mount(&g, "m", &[]);
+    let truncate = |p: &Path, size: u64| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path.
+        let r = unsafe { libc::truncate(c.as_ptr(), size as libc::off_t) };
+        (r == 0)
+            .then_some(())
+            .ok_or_else(std::io::Error::last_os_error)
+    };
+    for size in [17u64 << 40, 1 << 62] {
+        let on_ext4 = errno(truncate(&plain.join("f"), size));
+        assert_eq!(on_ext4, libc::EFBIG, "ext4 took {size}");
+        assert_eq!(errno(truncate(&m.path("f"), size)), on_ext4, "{size}");
+        assert_eq!(links(&g.join("f")), shared, "{size}: the link was broken");
+    }
+    assert_eq!(errno(truncate(&m.path("f"), 4096)), 0);
+    assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 4096);
+    assert_eq!(links(&h.join("f")), (shared.0, 2), "the other guest's file");
     drop(m);
 }
