@@ -39,6 +39,9 @@ pub const SHALLOW: usize = 32;
 /// The most directories held.
 const DIRS: usize = 32;
 
+/// The most fds held: two per directory (its own and its twin's).
+pub const MOST_FDS: u64 = 2 * DIRS as u64;
+
 /// A held directory: its fd, its twin in the clone, and its inode.
 #[derive(Debug)]
 pub struct Held {

@@ -243,6 +243,8 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
     if let Err(e) = crate::sys::raise_fd_limit() {
         tracing::warn!("{e}");
     }
+    // Each thread's request needs a few fds of its own at once.
+    sys::keep_room_for(opts.threads);
     // The daemon writes the guest's files (breaks, and passthrough writes
     // run with the credentials of the thread that opened the backing
     // file): with CAP_SYS_RESOURCE, ext4 would let a guest past disk

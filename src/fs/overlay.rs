@@ -71,6 +71,31 @@ pub struct OpenInode {
     no_atime: std::sync::OnceLock<OwnedFd>,
 }
 
+/// Whether `at`, an end of an O_DIRECT read of the file open at `fd`
+/// (`st`: its stat), is off the `align` its direct I/O needs and inside a
+/// block of data, where ext4 refuses the read (EINVAL). ext4 reads a hole,
+/// an unwritten extent and anything past the end of file without a check,
+/// and checks each part it reads from the disk from and to where the read
+/// begins and ends in it: so a read that starts in a hole, or ends past
+/// the block the end of file is in, reads (short at the end), and only a
+/// misaligned end inside a block of data fails. That block is the
+/// filesystem's (`st_blksize`), past the end of file up to its own end.
+fn misaligned_in_data(fd: BorrowedFd, st: &libc::stat, at: u64, align: u64) -> Result<bool> {
+    if at % align == 0 {
+        return Ok(false);
+    }
+    let block = (st.st_blksize as u64).max(align);
+    let start = at - at % block;
+    if start >= st.st_size as u64 {
+        return Ok(false);
+    }
+    match fsys::lseek(fd, start as i64, libc::SEEK_DATA) {
+        Ok(data) => Ok((data as u64) < start + block),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writeback errors of a file the daemon learnt of.
 #[derive(Debug, Default)]
 struct WritebackErrors {
@@ -2216,14 +2241,15 @@ impl Overlay {
     /// An O_DIRECT read or write we serve is refused (EINVAL) where its
     /// offset or length is not aligned as the backing file's direct I/O
     /// needs, as ext4 refuses it: the kernel's FUSE direct I/O checks
-    /// none, and we do buffered I/O. ext4 reads nothing at or past the
-    /// end and reads holes without a check, so those pass. The caller's
-    /// buffer address never reaches us: a misaligned buffer passes
-    /// (docs/mount.md). The kernel cuts a large request where the
-    /// caller's buffer crosses a page, so its parts are aligned only as
-    /// the buffer is: the smaller of the two alignments is the one asked
-    /// for. One above a page is left alone: a fault in a mapping of an
-    /// O_DIRECT open reads a page with the open's flags.
+    /// none, and we do buffered I/O. A write is checked whole. A read only
+    /// where ext4 checks it, at the ends of the parts it reads from the
+    /// disk (see [`misaligned_in_data`]). The caller's buffer address
+    /// never reaches us: a misaligned buffer passes (docs/mount.md). The
+    /// kernel cuts a large request where the caller's buffer crosses a
+    /// page, so its parts are aligned only as the buffer is: the smaller
+    /// of the two alignments is the one asked for. One above a page is
+    /// left alone: a fault in a mapping of an O_DIRECT open reads a page
+    /// with the open's flags.
     fn check_direct(f: &OpenInode, offset: u64, len: u64, read: bool) -> Result<()> {
         let align = f.dio_align.get_or_init(|| {
             let (offset, mem) = sys::dio_align(f.fd.as_fd()).ok().flatten()?;
@@ -2236,13 +2262,12 @@ impl Overlay {
             return Ok(());
         }
         if read {
-            let size = fsys::fstat(f.fd.as_fd())?.st_size as u64;
-            let next_data = match fsys::lseek(f.fd.as_fd(), offset as i64, libc::SEEK_DATA) {
-                Ok(o) => o as u64,
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => u64::MAX,
-                Err(e) => return Err(e),
-            };
-            if offset >= size || next_data >= offset.saturating_add(len) {
+            let st = fsys::fstat(f.fd.as_fd())?;
+            let end = offset.saturating_add(len);
+            let fd = f.fd.as_fd();
+            if !misaligned_in_data(fd, &st, offset, align)?
+                && !misaligned_in_data(fd, &st, end, align)?
+            {
                 return Ok(());
             }
         }
@@ -2472,6 +2497,9 @@ impl Overlay {
         // shared; neither is a file that cannot be opened for writing
         // (immutable, running), and those the kernel refuses to change
         // by name alike.
+        if let Some(size) = size {
+            probe::refused_size(dir.as_fd(), &name, size)?;
+        }
         let truncate = size.map(|size| (parent, size));
         let held = self.private_write_fd(node, dir.as_fd(), &name, truncate)?;
         let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));

@@ -7,6 +7,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys::{check, cstr};
 
@@ -316,12 +317,37 @@ pub fn reopen(fd: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
 /// directories as the daemon can: each held one is an fd of the daemon's,
 /// and with none left a guest's mkdir, unlink or stat failed with EMFILE,
 /// which ext4 never answers to them. An open failing with it is what a
-/// process at its own limit sees.
-const ROOM_FOR_REQUESTS: u64 = 128;
+/// process at its own limit sees. Set by [`keep_room_for`].
+static ROOM_FOR_REQUESTS: AtomicU64 = AtomicU64::new(room_for(4));
+
+/// Fds one request may hold at once (a break about 6).
+const FDS_PER_REQUEST: u64 = 8;
+
+/// Fds beyond the threads' and the directory cache's: the log, the FUSE
+/// device, the claim's, the passthrough registrations in flight.
+const SPARE_FDS: u64 = 32;
+
+/// The fds the requests of `threads` FUSE threads may hold at once, the
+/// directory cache's included: 128 for the default 4 threads, 608 for 64.
+/// A fixed 128 did not follow `-o threads`: 16 breaking opens at once
+/// among 64 threads held 66 fds more, and the cache up to 64.
+const fn room_for(threads: usize) -> u64 {
+    super::dircache::MOST_FDS + FDS_PER_REQUEST * threads as u64 + SPARE_FDS
+}
+
+/// Keeps room for the requests of `threads` FUSE threads (before serving).
+pub fn keep_room_for(threads: usize) {
+    ROOM_FOR_REQUESTS.store(room_for(threads), Ordering::Relaxed);
+}
+
+/// The fds kept for requests under an open-file limit of `limit`: at most
+/// a quarter of it, so that a daemon with only a few fds still holds files.
+pub fn room_for_requests(limit: u64) -> u64 {
+    ROOM_FOR_REQUESTS.load(Ordering::Relaxed).min(limit / 4)
+}
 
 /// `fd`, to be held for a guest's open file or directory, or EMFILE if
-/// holding it leaves fewer than [`ROOM_FOR_REQUESTS`] fds free (a 64th of
-/// a limit below 8,192: none where the daemon has only a few). The kernel
+/// holding it leaves fewer than [`room_for_requests`] fds free. The kernel
 /// gives an open the lowest free number (open(2)), so every number below
 /// `fd` is in use.
 pub fn held(fd: OwnedFd) -> io::Result<OwnedFd> {
@@ -331,7 +357,7 @@ pub fn held(fd: OwnedFd) -> io::Result<OwnedFd> {
     };
     // SAFETY: getrlimit writes only the struct it is given.
     check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
-    let room = ROOM_FOR_REQUESTS.min(limit.rlim_cur / 64);
+    let room = room_for_requests(limit.rlim_cur);
     if fd.as_raw_fd() as u64 + room >= limit.rlim_cur {
         return Err(io::Error::from_raw_os_error(libc::EMFILE));
     }

@@ -23,12 +23,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// once the rest is made): s u c S i a d A m j t D T C x
 /// P e. Not E, V, I, N, which the filesystem keeps itself ([`KEPT_FLAGS`]),
 /// nor F (casefold): names in the backing directory would then match
-/// whatever their case, which the overlay's name table does not.
+/// whatever their case, which the overlay's name table does not. And
+/// ext4's old EOFBLOCKS bit, which ext4 stores as it is asked.
 pub const SETTABLE_FLAGS: u32 = (crate::store::INODE_FLAGS & !(FS_ENCRYPT_FL | FS_VERITY_FL))
     | FS_DIRSYNC_FL
     | FS_TOPDIR_FL
     | FS_PROJINHERIT_FL
-    | FS_EXTENT_FL;
+    | FS_EXTENT_FL
+    | EXT4_EOFBLOCKS_FL;
 
 /// Flags FS_IOC_GETFLAGS shows that the filesystem keeps itself: E, I, V
 /// and N. ext4 leaves them as the file has them whatever a SETFLAGS asks,
@@ -45,6 +47,13 @@ const FS_VERITY_FL: u32 = 0x10_0000;
 const FS_DIRSYNC_FL: u32 = 0x1_0000;
 const FS_TOPDIR_FL: u32 = 0x2_0000;
 const FS_PROJINHERIT_FL: u32 = 0x2000_0000;
+
+/// ext4's EOFBLOCKS_FL: set by Linux before 5.7 on a file with blocks
+/// allocated past its end, unused since (nothing sets or reads it), and
+/// still taken by SETFLAGS, which stores it (Linux 6.18). No `chattr`
+/// letter. unify neither keeps nor checks it, as for `e`: no kernel since
+/// reads it.
+const EXT4_EOFBLOCKS_FL: u32 = 0x40_0000;
 
 /// `chattr +j` (data journaling), which ext4 lets only CAP_SYS_RESOURCE
 /// change; it would check the daemon's.
@@ -234,6 +243,29 @@ impl AttrFlags {
         super::probe::refusal(tried)
     }
 
+    /// A change of nothing but clearing `e` (extents) of the file open at
+    /// `fd`, which has data in its 13th block or later, is refused as ext4
+    /// refuses it (EOPNOTSUPP): ext4 maps by blocks only a file whose data
+    /// lies in one extent within its first 12 blocks, and the private copy
+    /// a break makes has its data where the file has it. The empty file
+    /// [`Self::refused_by_filesystem`] tries takes it, so a large shared
+    /// file was copied for nothing and stayed private. A change with other
+    /// flags goes on: ext4 makes the rest before it refuses.
+    fn refused_for_blocks(&self, old: &AttrFlags, fd: BorrowedFd) -> Result<()> {
+        let (AttrFlags::Flags(new), AttrFlags::Flags(old)) = (self, old) else {
+            return Ok(());
+        };
+        if new ^ old != FS_EXTENT_FL || new & FS_EXTENT_FL != 0 {
+            return Ok(());
+        }
+        let block = fsys::fstat(fd)?.st_blksize.max(1) as i64;
+        match fsys::lseek(fd, 12 * block, libc::SEEK_DATA) {
+            Ok(_) => Err(errno(libc::EOPNOTSUPP)),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The same kind of value, as the file open at `fd` has it now.
     fn read_like(&self, fd: BorrowedFd) -> Result<AttrFlags> {
         Ok(match self {
@@ -332,6 +364,7 @@ impl Overlay {
         }
         if reg && cow::has_marker(fd.as_fd())? {
             new.refused_by_filesystem(&old, dir.as_fd())?;
+            new.refused_for_blocks(&old, fd.as_fd())?;
             // The filesystem took them, and keeps them itself (ext4): the
             // change changes nothing, and breaks no link.
             if new.adds_only_kept(&old) {
@@ -441,7 +474,7 @@ mod tests {
 
     /// `chattr`'s letters s u c S i a d A m j t D T C x P.
     #[test]
-    fn settable_flags_are_chattrs_letters_but_the_filesystems_own() {
+    fn settable_flags_are_chattrs_letters_but_the_filesystems_own_and_eofblocks() {
         let letters = [
             0x1,
             0x2,
@@ -461,7 +494,8 @@ mod tests {
             0x200_0000,
             0x2000_0000,
         ];
-        assert_eq!(SETTABLE_FLAGS, letters.iter().fold(0, |a, b| a | b));
+        let letters = letters.iter().fold(0, |a, b| a | b);
+        assert_eq!(SETTABLE_FLAGS, letters | EXT4_EOFBLOCKS_FL);
         // The filesystem's own are kept, not refused, but for casefold.
         assert_eq!(KEPT_FLAGS & SETTABLE_FLAGS, 0);
     }

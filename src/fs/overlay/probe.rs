@@ -71,6 +71,28 @@ pub fn refused_xattr(
     refusal(tried)
 }
 
+/// A size the backing filesystem refuses (EFBIG: past its largest file,
+/// 16 TiB on ext4 of 4 KiB blocks) for the shared file `name` in `dir`,
+/// tried on a scratch file (sparse: no block taken) before the break
+/// copies the whole file for a truncate that then fails, and leaves the
+/// file the guest's own. A private file, or a smaller size, answers by
+/// itself.
+pub fn refused_size(dir: BorrowedFd, name: &OsStr, size: u64) -> Result<()> {
+    let Ok(st) = fsys::stat_at(dir, name) else {
+        return Ok(());
+    };
+    if size <= st.st_size as u64 || !cow::is_shared(dir, name, &st, false)? {
+        return Ok(());
+    }
+    let Some(probe) = scratch(dir) else {
+        return Ok(());
+    };
+    match fsys::ftruncate(probe.as_fd(), size) {
+        Err(e) if e.raw_os_error() == Some(libc::EFBIG) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
