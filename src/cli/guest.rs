@@ -919,6 +919,12 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(m) = s.memory_bytes {
                     outln!("memory:  {}", human_bytes(m));
                 }
+                if let Some(n) = s.oom_kills {
+                    outln!(
+                        "oom:     {n} of its processes killed by the memory limit since it \
+                         started (the OOM killer of its memory group)"
+                    );
+                }
                 if let Some(p) = s.processes {
                     outln!("procs:   {p}");
                 }

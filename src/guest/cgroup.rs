@@ -1022,9 +1022,17 @@ impl Cgroup {
     /// guest's processes that wait on it.
     pub fn kill_all(&self) {
         for g in &self.groups {
-            // The group itself for a guest started without the leaf.
+            // The group itself for a guest started without the leaf, but
+            // never one holding the daemon's leaf: cgroup.kill takes the
+            // whole subtree, and a start whose clone of the guest failed
+            // (no leaf yet) killed its daemon so, its fork's EAGAIN then
+            // reported as "the overlay daemon exited".
             let leaf = g.join(LEAF);
-            let target = if leaf.is_dir() { leaf } else { g.clone() };
+            let target = match leaf.is_dir() {
+                true => leaf,
+                false if g.join(DAEMON_LEAF).is_dir() => continue,
+                false => g.clone(),
+            };
             let _ = std::fs::write(target.join("cgroup.kill"), "1");
         }
         kill_and_thaw(&self.pids(), self.groups.iter().cloned());
@@ -1094,6 +1102,49 @@ impl Cgroup {
         })
     }
 
+    /// How many of the guest's processes the OOM killer has killed so far
+    /// (the overlay daemon's not counted), and the file counting them: v1
+    /// `memory.oom_control`'s `oom_kill` line (Linux 4.13 on), which counts
+    /// a kill in the victim's own group only (the guest's leaf, not the
+    /// group whose limit was met), so summed over the group's subtree; v2
+    /// `memory.events`', which counts those below too. The groups are new
+    /// at each start: the count is of this run. None without a memory
+    /// group that counts them.
+    pub fn oom_kills(&self) -> Option<OomKills> {
+        let read = |dir: &Path, file: &str| -> Option<u64> {
+            let text = std::fs::read_to_string(dir.join(file)).ok()?;
+            let count = text.lines().find_map(|l| l.strip_prefix("oom_kill "))?;
+            count.trim().parse().ok()
+        };
+        self.groups.iter().find_map(|g| {
+            let daemon = g.join(DAEMON_LEAF);
+            if let Some(own) = read(g, "memory.oom_control") {
+                let below = subtree(g)
+                    .into_iter()
+                    .skip(1)
+                    .filter(|d| !d.starts_with(&daemon))
+                    .filter_map(|d| read(&d, "memory.oom_control"));
+                return Some(OomKills {
+                    file: "memory.oom_control",
+                    count: own + below.sum::<u64>(),
+                });
+            }
+            let all = read(g, "memory.events")?;
+            let daemons = read(&daemon, "memory.events").unwrap_or(0);
+            Some(OomKills {
+                file: "memory.events",
+                count: all.saturating_sub(daemons),
+            })
+        })
+    }
+
+    /// The memory limit, in bytes, from the first group that sets one
+    /// (v2 `max`, v1's huge "unlimited" taken as none).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.read_first(&["memory.max", "memory.limit_in_bytes"])
+            .filter(|&b| b < 1 << 60)
+    }
+
     /// Memory in use, in bytes, from the first group that reports it.
     pub fn memory_bytes(&self) -> Option<u64> {
         self.read_first(&["memory.current", "memory.usage_in_bytes"])
@@ -1105,6 +1156,14 @@ impl Cgroup {
             .flat_map(|g| files.iter().map(move |f| g.join(f)))
             .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
     }
+}
+
+/// A memory group's count of OOM kills ([`Cgroup::oom_kills`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OomKills {
+    /// `memory.oom_control` (v1) or `memory.events` (v2).
+    pub file: &'static str,
+    pub count: u64,
 }
 
 /// SIGKILLs `pids`, then thaws every v1 freezer group in and below `groups`

@@ -13,9 +13,17 @@ pub enum Error {
     },
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
-    /// A fork or clone failed; EAGAIN is a limit on processes, named.
-    #[error("{what}: {source}{}", fork_hint(*source))]
-    Fork { what: String, source: nix::Error },
+    /// A fork or clone failed; EAGAIN is a limit on processes, named as
+    /// they stood when it failed (`hint`).
+    #[error("{what}: {source}{hint}")]
+    Fork {
+        what: String,
+        source: nix::Error,
+        hint: String,
+    },
+    /// A fork or clone of the guest's keeper that failed, as it said it.
+    #[error("{0}")]
+    KeeperFork(String),
     /// A set-up step of the guest failed; the message comes from the child.
     #[error("setting up the guest failed: {0}")]
     Setup(String),
@@ -259,7 +267,14 @@ impl Error {
         Error::Fork {
             what: what.into(),
             source,
+            hint: fork_hint(source),
         }
+    }
+
+    /// Whether it is a fork or clone that failed (the start's, or its
+    /// keeper's): what a start says first, whatever else failed with it.
+    pub(crate) fn is_fork(&self) -> bool {
+        matches!(self, Error::Fork { .. } | Error::KeeperFork(_))
     }
 }
 
@@ -279,15 +294,19 @@ fn interrupted(name: &str, signal: i32, init: Option<i32>) -> String {
     }
 }
 
-/// What a fork's EAGAIN means here: root is not held by RLIMIT_NPROC.
-fn fork_hint(e: nix::Error) -> &'static str {
+/// What a fork's EAGAIN means here, the limits as they stand now (the
+/// pids groups of this process, with their pids.max and pids.current):
+/// root is not held by RLIMIT_NPROC, so it is a group's limit, or the
+/// host's.
+fn fork_hint(e: nix::Error) -> String {
     match e {
-        nix::Error::EAGAIN => {
-            "; a limit on processes was reached: that of the pids cgroup this unifs command \
-             runs in (a systemd unit's TasksMax=), or the host's kernel.pid_max or \
-             kernel.threads-max"
-        }
-        _ => "",
+        nix::Error::EAGAIN => format!(
+            "; a limit on processes was reached: {}, or the host's kernel.pid_max or \
+             kernel.threads-max; raise the one reached (a group's pids.max: that of the pids \
+             cgroup this unifs command runs in, its service's TasksMax=)",
+            crate::fs::ready::task_limits_text()
+        ),
+        _ => String::new(),
     }
 }
 

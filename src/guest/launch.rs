@@ -102,6 +102,7 @@ pub fn run(
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
     let foreground = Foreground { end: &end, reports };
+    let oom_before = cgroup.oom_kills();
     let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
     announce_host_if(spec);
     // Passed on by on_second_signal's watcher once init takes them.
@@ -118,6 +119,20 @@ pub fn run(
             },
         )
     });
+    // Its command's SIGKILL (137: by itself, or passed on by --init's
+    // reaper) the OOM killer's: said, or an operator looks for who sent it.
+    if let Ok(128..) = status {
+        let signal = matches!(status, Ok(c) if c == 128 + libc::SIGKILL).then_some("KILL");
+        let oom = super::state::OomKilled::of(
+            signal,
+            oom_before,
+            cgroup.oom_kills(),
+            cgroup.memory_limit(),
+        );
+        if let Some(oom) = oom {
+            tracing::warn!("the guest's command was {}", oom.describe());
+        }
+    }
     cgroup.kill_all();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
@@ -361,6 +376,8 @@ fn clone_guest(
     }
     let foreground = !matches!(stdio, Stdio::Detached { .. });
     let cgroup2 = cgroup.has_v2_group();
+    // The tests' window to lower a pids limit right before the clone.
+    crate::sys::test_stop("UNIFS_TEST_BEFORE_CLONE_STOP");
     match sys::clone_into(flags) {
         Err(Errno::EPERM) => Err(Error::Permission(
             "creating namespaces (CAP_SYS_ADMIN in the initial user namespace)",

@@ -304,9 +304,12 @@ fn start_as(
     crate::sys::test_stop("UNIFS_TEST_START_STOP");
     // Else init's set-up fails on a root that answers nothing (ENOTCONN),
     // said as a confusing "not a directory".
+    // Its leaf empty first: that needs no fork, which the limit a start
+    // failed under may refuse the probe (taken as an answer).
     let gone = || {
         cfg.root_mount == RootMount::Overlay
-            && state::root_health(&root, ROOT_ASK) == state::RootHealth::Lost
+            && (cgroup.daemon_pids().is_empty()
+                || state::root_health(&root, ROOT_ASK) == state::RootHealth::Lost)
     };
     let started = match gone() {
         true => Err(Error::OverlayGone {
@@ -327,15 +330,26 @@ fn start_as(
         // Init runs, recorded: nothing to undo from here on.
         Ok(state) => settle_held(&run, state).map(Ok),
         Err(e) => {
-            // One that died while init was set up.
-            let e = match gone() {
+            // One that died while init was set up: its end, not init's
+            // set-up failing on a root that answers nothing. But a fork
+            // that failed is said first, whichever came first: the limit
+            // reached is what to raise, the daemon's end its consequence.
+            // The tests' window on a start that failed, before it looks
+            // at its daemon.
+            crate::sys::test_stop("UNIFS_TEST_START_FAILED_STOP");
+            let died = gone();
+            let e = match died {
+                true if e.is_fork() => Error::KeeperFork(format!(
+                    "{e}; the overlay daemon for guest {name} has exited too ({})",
+                    super::error::log_end(&run.mount_log())
+                )),
                 true => Error::OverlayGone {
                     name: name.into(),
                     log: run.mount_log(),
                 },
                 false => e,
             };
-            undo(matches!(e, Error::OverlayGone { .. }));
+            undo(died);
             // The mount point is gone with the failed start: name the
             // directory the init must be put in.
             Err(match e {
@@ -512,7 +526,7 @@ fn spawn_init(mut start: Starting) -> Result<State> {
                     Ok(Forked::Parent(_)) => sys::exit_child(0),
                     Err(e) => {
                         let e = Error::fork("forking the guest's keeper (its second fork)", e);
-                        let _ = nix::unistd::write(&report_w, format!("E{e}").as_bytes());
+                        let _ = nix::unistd::write(&report_w, format!("F{e}").as_bytes());
                         sys::exit_child(1)
                     }
                 }
@@ -531,6 +545,7 @@ fn spawn_init(mut start: Starting) -> Result<State> {
                     command: said(command),
                     root: cfg.root.clone(),
                 }),
+                Some((b'F', msg)) => Err(Error::KeeperFork(said(msg))),
                 Some((_, msg)) => Err(Error::Keeper(said(msg))),
                 None => Err(Error::Keeper(
                     "the guest's keeper process ended before it started init".into(),
@@ -592,11 +607,14 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     let memory = spec.limits.memory;
     let name = spec.name.clone();
     crate::sys::test_panic("keeper");
+    // Init's end by SIGKILL is the OOM killer's if the count rose.
+    let oom_before = cgroup.oom_kills();
     let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
         Err(e) => {
             let said = match e {
                 Error::CommandNotFound { command, .. } => format!("N{command}"),
+                e if e.is_fork() => format!("F{e}"),
                 e => format!("E{e}"),
             };
             let _ = nix::unistd::write(&report, said.as_bytes());
@@ -659,6 +677,12 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         match status {
             Ok(status) => {
                 if let Some(mut exit) = state::Exit::from_wait(status, st.start_time) {
+                    exit.oom_killed = state::OomKilled::of(
+                        exit.signal.as_deref(),
+                        oom_before,
+                        cgroup.oom_kills(),
+                        cgroup.memory_limit(),
+                    );
                     let reboot = exit.shutdown == Some(state::Shutdown::Reboot);
                     let again = reboot && cfg.on_reboot == OnReboot::Restart;
                     if reboot && !again {
@@ -2362,6 +2386,10 @@ pub struct Status {
     #[serde(flatten, serialize_with = "crate::sys::json_root")]
     pub root: Option<PathBuf>,
     pub memory_bytes: Option<u64>,
+    /// Running: how many of its processes the OOM killer of its memory
+    /// group killed since it started (more than none), as systemd says "A
+    /// process of this unit has been killed by the OOM killer".
+    pub oom_kills: Option<u64>,
     /// Processes (not threads) in its cgroups, as `guest ps` lists them.
     pub processes: Option<u64>,
     pub uptime_secs: Option<u64>,
@@ -2456,6 +2484,10 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         keeper_gone: live.is_some_and(|s| !kept(s.pid)),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
+        oom_kills: cgroup
+            .and_then(|c| c.oom_kills())
+            .map(|k| k.count)
+            .filter(|&n| n > 0),
         // Processes as `ps` lists them; pids.current counts threads too.
         processes: cgroup.map(|c| c.pids().len() as u64),
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),

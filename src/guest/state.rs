@@ -250,6 +250,56 @@ pub struct Exit {
     /// `guest stop` to clean up.
     #[serde(default)]
     pub not_stopped: Option<String>,
+    /// The memory limit's OOM killer ended it (None in a file of an older
+    /// unifs).
+    #[serde(default)]
+    pub oom_killed: Option<OomKilled>,
+}
+
+/// A process killed by the OOM killer of its guest's memory group: it
+/// ended by SIGKILL while the group's count of OOM kills rose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomKilled {
+    /// The guest's memory limit, in bytes.
+    pub limit: Option<u64>,
+    /// The file that counts the group's kills (`memory.oom_control`,
+    /// `memory.events`), and its `oom_kill` count then.
+    pub file: String,
+    pub oom_kill: u64,
+}
+
+impl OomKilled {
+    /// Whether a process that ended by `signal` ("KILL", …) was the OOM
+    /// killer's: its group counted `before` kills when it started (None:
+    /// none), `now` once it ended. A SIGKILL from anyone else at the same
+    /// moment cannot be told apart: the kernel says no more.
+    pub fn of(
+        signal: Option<&str>,
+        before: Option<super::cgroup::OomKills>,
+        now: Option<super::cgroup::OomKills>,
+        limit: Option<u64>,
+    ) -> Option<OomKilled> {
+        let now = now?;
+        let rose = now.count > before.map_or(0, |b| b.count);
+        (signal == Some("KILL") && rose).then(|| OomKilled {
+            limit,
+            file: now.file.to_string(),
+            oom_kill: now.count,
+        })
+    }
+
+    /// "killed by the memory limit (16 MiB; memory.oom_control oom_kill 1)".
+    pub fn describe(&self) -> String {
+        let limit = match self.limit {
+            Some(b) if b % (1 << 20) == 0 => format!("{} MiB; ", b >> 20),
+            Some(b) => format!("{b} bytes; "),
+            None => String::new(),
+        };
+        format!(
+            "killed by the memory limit ({limit}{} oom_kill {})",
+            self.file, self.oom_kill
+        )
+    }
 }
 
 impl Exit {
@@ -277,16 +327,20 @@ impl Exit {
             not_restarted: None,
             stopped_by_keeper: false,
             not_stopped: None,
+            oom_killed: None,
         })
     }
 
     /// As systemd says it: "code=exited, status=3", "code=killed, signal=KILL";
     /// its own reboot or halt first: "rebooted (code=killed, signal=HUP)".
+    /// The OOM killer's first: "killed by the memory limit (16 MiB;
+    /// memory.oom_control oom_kill 1) (code=killed, signal=KILL)".
     pub fn describe(&self) -> String {
-        match self.shutdown {
-            Some(Shutdown::Reboot) => format!("rebooted ({})", self.code_and_signal()),
-            Some(Shutdown::Halt) => format!("halted ({})", self.code_and_signal()),
-            None => self.code_and_signal(),
+        match (self.shutdown, &self.oom_killed) {
+            (Some(Shutdown::Reboot), _) => format!("rebooted ({})", self.code_and_signal()),
+            (Some(Shutdown::Halt), _) => format!("halted ({})", self.code_and_signal()),
+            (None, Some(oom)) => format!("{} ({})", oom.describe(), self.code_and_signal()),
+            (None, None) => self.code_and_signal(),
         }
     }
 
@@ -303,6 +357,7 @@ impl Exit {
         match (self.shutdown, &self.signal) {
             (Some(Shutdown::Reboot), _) => "rebooted".into(),
             (Some(Shutdown::Halt), _) => "halted".into(),
+            (None, Some(_)) if self.oom_killed.is_some() => "killed by the memory limit".into(),
             (None, Some(sig)) => format!("killed by SIG{sig}"),
             (None, None) => format!("exited {}", self.code.unwrap_or_default()),
         }
@@ -770,5 +825,33 @@ mod reboot_tests {
             r#"{"pid":7,"start_time":1,"code":null,"signal":"HUP","core_dumped":false,"ended":2}"#;
         let old: Exit = serde_json::from_str(old).unwrap();
         assert_eq!(old.short(), "killed by SIGHUP");
+    }
+
+    #[test]
+    fn a_sigkill_is_the_oom_killers_only_where_the_groups_count_rose() {
+        use crate::guest::cgroup::OomKills;
+        let count = |n| {
+            Some(OomKills {
+                file: "memory.oom_control",
+                count: n,
+            })
+        };
+        let mib16 = Some(16 << 20);
+        assert_eq!(OomKilled::of(Some("KILL"), count(1), count(1), mib16), None);
+        assert_eq!(OomKilled::of(Some("TERM"), count(0), count(1), mib16), None);
+        assert_eq!(OomKilled::of(Some("KILL"), None, None, mib16), None);
+        let oom = OomKilled::of(Some("KILL"), None, count(2), mib16).unwrap();
+        assert_eq!(
+            oom.describe(),
+            "killed by the memory limit (16 MiB; memory.oom_control oom_kill 2)"
+        );
+        let pid = nix::unistd::Pid::from_raw(7);
+        let status = nix::sys::wait::WaitStatus::Signaled(pid, nix::sys::signal::SIGKILL, false);
+        let mut exit = Exit::from_wait(status, 1).unwrap();
+        exit.oom_killed = Some(oom);
+        assert_eq!(exit.short(), "killed by the memory limit");
+        assert!(exit
+            .describe()
+            .ends_with("oom_kill 2) (code=killed, signal=KILL)"));
     }
 }

@@ -8,8 +8,8 @@
 //! limit it met.
 
 use crate::fs::harness::{is_mounted, wait_until, UnmountAt, World};
-use crate::guest::harness::run_bounded;
-use std::process::Command;
+use crate::guest::harness::{wait_bounded, KillOnDrop};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// A v1 pids group of a test's own, removed (once what ran in it has
@@ -19,7 +19,17 @@ pub(crate) struct PidsGroup(pub(crate) std::path::PathBuf);
 impl PidsGroup {
     /// Runs `cmd` (bounded) in this group with a limit of `max` tasks, which
     /// it joins first, before it runs anything of unifs's.
-    pub(crate) fn run(&self, max: u32, mut cmd: Command) -> std::process::Output {
+    pub(crate) fn run(&self, max: u32, cmd: Command) -> std::process::Output {
+        let (child, procs) = self.spawn(max, cmd);
+        let o = wait_bounded(child, Duration::from_secs(60));
+        drop(procs);
+        o
+    }
+
+    /// Spawns `cmd` (stdout and stderr piped) in this group with a limit of
+    /// `max` tasks, which it joins first; the file returned is to be kept
+    /// open until it has started.
+    pub(crate) fn spawn(&self, max: u32, mut cmd: Command) -> (KillOnDrop, std::fs::File) {
         std::fs::write(self.0.join("pids.max"), max.to_string()).unwrap();
         let procs = std::fs::OpenOptions::new()
             .write(true)
@@ -36,9 +46,10 @@ impl PidsGroup {
                 }
             });
         }
-        let o = run_bounded(cmd, Duration::from_secs(60));
-        drop(procs);
-        o
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        (KillOnDrop(Some(cmd.spawn().unwrap())), procs)
     }
 }
 
