@@ -1074,8 +1074,11 @@ fn exit_code(code: i32) -> anyhow::Result<ExitCode> {
 impl StopArgs {
     /// `--timeout` and `--signal`, checked.
     fn parse(&self) -> anyhow::Result<(Duration, Option<i32>)> {
-        let timeout = Duration::try_from_secs_f64(self.timeout)
-            .map_err(|_| anyhow::anyhow!("--timeout {}: expected seconds, >= 0", self.timeout))?;
+        let timeout = Duration::try_from_secs_f64(self.timeout).map_err(|_| {
+            // Past the range too (`1e20`, `inf`): ">= 0" alone read
+            // as if the number were negative.
+            anyhow::anyhow!("--timeout {}: expected seconds, 0 to 1.8e19", self.timeout)
+        })?;
         let signal = self
             .signal
             .as_deref()

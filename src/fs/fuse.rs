@@ -396,6 +396,7 @@ impl Filesystem for UnifsFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let reply = test_panic_holding(reply);
         match self
             .overlay
             .mkdir(parent.0, name, mode, umask, req.uid(), req.gid())
@@ -914,4 +915,22 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
 fn release_test_pause() {
     static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_RELEASE_PAUSE_MS");
+}
+
+/// UNIFS_TEST_CHILD_PANIC=fuse-mkdir (read once): a test's way to make a
+/// FUSE thread panic in a handler (a mkdir's) holding its `reply`, as a bug
+/// of ours would; `fuse-mkdir-unanswered`: with the reply forgotten first,
+/// as a panic in fuser's own code before it makes the reply leaves a
+/// request (its `system_time_from_time` on some times of a SETATTR).
+fn test_panic_holding<T>(reply: T) -> T {
+    static SITE: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    let site = SITE.get_or_init(|| std::env::var_os("UNIFS_TEST_CHILD_PANIC"));
+    match site.as_deref().and_then(OsStr::to_str) {
+        Some("fuse-mkdir") => panic!("UNIFS_TEST_CHILD_PANIC=fuse-mkdir"),
+        Some("fuse-mkdir-unanswered") => {
+            std::mem::forget(reply);
+            panic!("UNIFS_TEST_CHILD_PANIC=fuse-mkdir-unanswered")
+        }
+        _ => reply,
+    }
 }

@@ -5,13 +5,15 @@
 //! - [`inode`]: node numbers and names, without an fd per node;
 //! - [`cow`]: recognising shared inodes and breaking links;
 //! - [`overlay`]: the operations on plain types;
-//! - [`fuse`]: the fuser adapter; [`sys`]: the extra syscalls.
+//! - [`fuse`]: the fuser adapter; [`sys`]: the extra syscalls;
+//! - [`on_panic`]: a panic ends the daemon.
 
 pub mod cow;
 pub mod dircache;
 pub mod fuse;
 pub mod inode;
 pub mod mountinfo;
+pub mod on_panic;
 pub mod overlay;
 pub mod ready;
 pub mod stalls;
@@ -288,11 +290,16 @@ pub fn mount(guest: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
 }
 
 impl Mounted {
-    /// Serves requests until the filesystem is unmounted.
+    /// Serves requests until the filesystem is unmounted. A panic in any
+    /// thread from now on ends the process ([`on_panic`]).
     pub fn serve(self) -> io::Result<()> {
         let Mounted {
-            session, claims, ..
+            session,
+            claims,
+            mountpoint,
+            ..
         } = self;
+        on_panic::end_daemon_on_panic(&mountpoint);
         // When serving ends, fuser drops the overlay (its root fd) before
         // it unmounts the mount point by path, even one the kernel already
         // unmounted (`unifs umount`): a new mount of this guest there that

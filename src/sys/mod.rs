@@ -90,7 +90,9 @@ pub fn test_stop(var: &str) {
 
 /// Panics when the environment variable UNIFS_TEST_CHILD_PANIC is `site`:
 /// a test's way to make a forked child of unifs fail in its own code (see
-/// `guest::sys::in_child`), which nothing else it can arrange does.
+/// `guest::sys::in_child`), which nothing else it can arrange does. The
+/// mount daemon's FUSE threads have sites of their own (`fuse-mkdir`, see
+/// `fs::fuse`).
 pub fn test_panic(site: &str) {
     if std::env::var_os("UNIFS_TEST_CHILD_PANIC").is_some_and(|v| v == site) {
         panic!("UNIFS_TEST_CHILD_PANIC={site}");

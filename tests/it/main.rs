@@ -156,6 +156,7 @@ mod review_s43_gccopy;
 mod review_s43_netnat;
 mod review_s43_odirect;
 mod review_s43_panicaudit;
+mod review_s43_panicrev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

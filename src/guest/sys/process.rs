@@ -87,7 +87,8 @@ pub const CHILD_FAILED: i32 = 125;
 /// "started" whose init never ran, an `exec` giving 101 as its command's
 /// status). Instead the child says why on stderr and on `report` (an fd and
 /// the prefix its parent reads a failure by), and exits [`CHILD_FAILED`].
-/// Threads the child starts itself (the overlay daemon's) panic as before.
+/// Threads the child starts itself panic as before, but the overlay
+/// daemon's once it serves: any panic ends it ([`crate::fs::on_panic`]).
 pub fn in_child(what: &str, report: Option<(i32, &str)>, body: impl FnOnce()) -> ! {
     // The report's file, to know it is still that one when written to:
     // the child may have closed the fd, and another file taken its number.
