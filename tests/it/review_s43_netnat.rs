@@ -20,12 +20,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Our subnets' third byte, from our pid (each test has its own second).
-fn n() -> u32 {
+pub(crate) fn n() -> u32 {
     std::process::id() % 200 + 20
 }
 
 /// True when the test may run: root, busybox, `ip` and `nft`.
-fn may_run(test: &str) -> bool {
+pub(crate) fn may_run(test: &str) -> bool {
     if !can_run(test) || !has_ip(test) {
         return false;
     }
@@ -47,7 +47,7 @@ fn run(cmd: &str, args: &[&str]) {
 
 /// Runs `f` in a thread that joined network namespace `ns` (`ip netns`'s):
 /// a socket it makes stays that namespace's wherever it is used.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
@@ -64,16 +64,16 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 /// a name server that answers every A question with `NET.2`. The world has
 /// no route to the guests' subnets, as the internet has none: only
 /// masqueraded packets get answers.
-struct Wan {
-    ns: String,
-    uplink: String,
+pub(crate) struct Wan {
+    pub(crate) ns: String,
+    pub(crate) uplink: String,
     net: String,
     stop: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
 }
 
 impl Wan {
-    fn new(tag: &str, net: &str) -> Wan {
+    pub(crate) fn new(tag: &str, net: &str) -> Wan {
         let (ns, uplink) = (format!("netnat-wan-{tag}"), format!("nnw{tag}"));
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &uplink]).output();
@@ -132,12 +132,12 @@ impl Wan {
     }
 
     /// The world's address (`NET.2`).
-    fn server(&self) -> String {
+    pub(crate) fn server(&self) -> String {
         format!("{}.2", self.net)
     }
 
     /// The host's address on the world (`NET.1`).
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("{}.1", self.net)
     }
 
@@ -191,7 +191,7 @@ fn dns_answer(q: &[u8], a: Ipv4Addr) -> Option<Vec<u8>> {
 }
 
 /// Deletes nftables table `ip NAME` when dropped (the docs' recipe made it).
-struct NftTable(String);
+pub(crate) struct NftTable(pub(crate) String);
 
 impl Drop for NftTable {
     fn drop(&mut self) {
@@ -205,6 +205,15 @@ impl Drop for NftTable {
 /// is its gateway), `forward = true` when `forward` (no key otherwise, as a
 /// config before `forward` was), serving `hello-from-NAME` on its port 80.
 fn veth_guest(name: &str, net: &str, forward: bool) -> Guest {
+    let g = veth_guest_unstarted(name, net, forward);
+    let out = g.unifs(&["start", name]);
+    assert!(out.status.success(), "guest start {name}: {}", stderr(&out));
+    g
+}
+
+/// [`veth_guest`], its config written but the guest not started (to put
+/// files in its tree first).
+pub(crate) fn veth_guest_unstarted(name: &str, net: &str, forward: bool) -> Guest {
     let init = format!(
         "[\"/bin/sh\", \"-c\", \"while :; do echo hello-from-{name} | nc -l -p 80; done\"]"
     );
@@ -220,8 +229,6 @@ fn veth_guest(name: &str, net: &str, forward: bool) -> Guest {
         "[net]\nmode = \"veth\"\nip = \"{net}.2/24\"\nhost_ip = \"{net}.1/24\"\ngateway = \"{net}.1\"\n{forward}"
     );
     std::fs::write(g.config(), format!("{toml}{net_toml}")).unwrap();
-    let out = g.unifs(&["start", name]);
-    assert!(out.status.success(), "guest start {name}: {}", stderr(&out));
     g
 }
 
@@ -229,7 +236,7 @@ fn veth_guest(name: &str, net: &str, forward: bool) -> Guest {
 /// `NAME=VALUE` lines given the test's `values` (each must be there, and
 /// every such line must get one: the docs' own values are the operator's
 /// host's, never this one's).
-fn recipe(which: &str, values: &[(&str, String)]) -> String {
+pub(crate) fn recipe(which: &str, values: &[(&str, String)]) -> String {
     let docs = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guests.md"),
     )
@@ -266,7 +273,7 @@ fn recipe(which: &str, values: &[(&str, String)]) -> String {
 
 /// Runs `script` with sh -e (bounded), `unifs` on PATH, in `g`'s config
 /// and run dirs.
-fn sh(script: &str, g: Option<&Guest>) -> Output {
+pub(crate) fn sh(script: &str, g: Option<&Guest>) -> Output {
     let mut cmd = Command::new("sh");
     cmd.args(["-ec", script]);
     let bin = unifs_bin();
@@ -283,14 +290,14 @@ fn sh(script: &str, g: Option<&Guest>) -> Output {
 }
 
 /// `guest exec NAME -- sh -c SCRIPT`'s standard output, whatever its exit.
-fn exec(g: &Guest, script: &str) -> String {
+pub(crate) fn exec(g: &Guest, script: &str) -> String {
     let out = g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
     format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out))
 }
 
 /// The host's recipe for guests `guests`, the world `wan`, port 8080 to
 /// `to`'s port 80, host ends matching `ve-PREFIX*`.
-fn host_recipe(wan: &Wan, table: &str, guests: &str, prefix: &str, to: &str) -> String {
+pub(crate) fn host_recipe(wan: &Wan, table: &str, guests: &str, prefix: &str, to: &str) -> String {
     recipe(
         "host",
         &[
@@ -326,7 +333,7 @@ fn behind_the_recipe(tag: char, wan_net: &str, octet: u8, forward: bool) -> (Gue
     (g, table, wan)
 }
 
-fn forwarding(dev: &str) -> String {
+pub(crate) fn forwarding(dev: &str) -> String {
     std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"))
         .unwrap_or_default()
         .trim()
