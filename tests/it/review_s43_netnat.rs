@@ -58,7 +58,7 @@ pub(crate) fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 
     .unwrap()
 }
 
-/// "The world": namespace `netnat-wan-N` on the host's veth `nnwN` (the
+/// "The world": namespace `netnat-wan-N-PID` on the host's veth `nnwN` (the
 /// host's uplink, `NET.1/24`; the world's end `NET.2/24`), with a TCP
 /// server on port 8000 that says whom it sees (`hello-from-wan PEER`) and
 /// a name server that answers every A question with `NET.2`. The world has
@@ -74,7 +74,9 @@ pub(crate) struct Wan {
 
 impl Wan {
     pub(crate) fn new(tag: &str, net: &str) -> Wan {
-        let (ns, uplink) = (format!("netnat-wan-{tag}"), format!("nnw{tag}"));
+        sweep_dead_runs();
+        let pid = std::process::id();
+        let (ns, uplink) = (format!("netnat-wan-{tag}-{pid}"), format!("nnw{tag}"));
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &uplink]).output();
         run("ip", &["netns", "add", &ns]);
@@ -190,8 +192,53 @@ fn dns_answer(q: &[u8], a: Ipv4Addr) -> Option<Vec<u8>> {
     Some(r)
 }
 
-/// Deletes nftables table `ip NAME` when dropped (the docs' recipe made it).
+/// Removes what a run of these tests that was killed (no Drop ran) left:
+/// namespaces `netnat-wan-TAG-PID` (their uplink pair goes with them) and
+/// tables `ip netnat_TAG_PID`/`netrev_TAG_PID` whose PID is gone. A live
+/// run's, and a reused pid's, are left alone.
+fn sweep_dead_runs() {
+    let dead = |name: &str| {
+        name.rsplit(['-', '_'])
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("netnat-wan-") && dead(&name) {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+    let tables = Command::new("nft").args(["list", "tables", "ip"]).output();
+    for line in tables.iter().flat_map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .into_owned()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    }) {
+        let name = line.trim_start_matches("table ip ").trim();
+        if (name.starts_with("netnat_") || name.starts_with("netrev_")) && dead(name) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", name])
+                .output();
+        }
+    }
+}
+
+/// nftables table `ip PREFIX_TAG_PID`, deleted when dropped (the docs'
+/// recipe made it); [`sweep_dead_runs`] deletes a killed run's.
 pub(crate) struct NftTable(pub(crate) String);
+
+impl NftTable {
+    pub(crate) fn new(prefix: &str, tag: &str) -> NftTable {
+        NftTable(format!("{prefix}_{tag}_{}", std::process::id()))
+    }
+}
 
 impl Drop for NftTable {
     fn drop(&mut self) {
@@ -318,7 +365,7 @@ pub(crate) fn host_recipe(wan: &Wan, table: &str, guests: &str, prefix: &str, to
 fn behind_the_recipe(tag: char, wan_net: &str, octet: u8, forward: bool) -> (Guest, NftTable, Wan) {
     let n = n();
     let wan = Wan::new(&format!("{n}{tag}"), wan_net);
-    let table = NftTable(format!("netnat_{n}{tag}"));
+    let table = NftTable::new("netnat", &format!("{n}{tag}"));
     let net = format!("10.{octet}.{n}");
     let g = veth_guest(&format!("nn{n}{tag}1"), &net, forward);
     let prefix = format!("nn{n}{tag}");
@@ -455,7 +502,7 @@ fn s43_the_recipe_keeps_forwarding_guests_apart() {
     }
     let n = n();
     let wan = Wan::new(&format!("{n}c"), &format!("100.64.{n}"));
-    let table = NftTable(format!("netnat_{n}c"));
+    let table = NftTable::new("netnat", &format!("{n}c"));
     let (net1, net2) = (format!("10.246.{n}"), format!("10.247.{n}"));
     let g1 = veth_guest(&format!("nn{n}c1"), &net1, true);
     let g2 = veth_guest(&format!("nn{n}c2"), &net2, true);

@@ -266,7 +266,7 @@ fn s43_the_docs_recipe_drops_forged_sources_whatever_rp_filter_says() {
     }
     let n = n();
     let wan = Wan::new(&format!("{n}t"), &format!("100.67.{n}"));
-    let table = NftTable(format!("netrev_{n}t"));
+    let table = NftTable::new("netrev", &format!("{n}t"));
     let net = format!("10.250.{n}");
     let g = veth_guest_unstarted(&format!("nn{n}t1"), &net, true);
     if !with_spoof(&g, test) {
