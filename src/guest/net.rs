@@ -267,10 +267,24 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
         }
         if let Some(host_ip) = &net.host_ip {
             add_addr(host_ip, &host_if)?;
+            // Strict reverse-path filtering ([`only_own_sources`]). Without
+            // forwarding what it guards is the host's own services: said,
+            // not refused (such hosts ran these guests before).
+            if let Err(e) = only_own_sources(&host_if) {
+                if net.forward {
+                    return Err(Error::Net(format!("{e}; or leave forward out there")));
+                }
+                tracing::warn!(
+                    "guest {}: {e}: the host takes its packets whatever source address they \
+                     claim",
+                    spec.name
+                );
+            }
         }
         ip(&["link", "set", &host_if, "up"])?;
         if net.forward {
-            forward_from(&host_if)?;
+            forward_from(&host_if)
+                .map_err(|e| Error::Net(format!("{e}; or leave forward out there")))?;
         }
         in_netns(pid, || {
             add_addr(net.ip.as_deref().unwrap_or_default(), "eth0")?;
@@ -288,15 +302,38 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     configured
 }
 
+/// Strict reverse-path filtering on a routed host end: the host takes
+/// (for itself, or to route on) only packets from sources it would route
+/// back through `dev`, the guest's own subnet. Guest root keeps
+/// CAP_NET_RAW, so it can write any source address; with `rp_filter` 0
+/// (the kernel's and Debian's default) the host took another guest's or
+/// any internet address as the sender's, and routed it where forwarding
+/// is on (`--forward`, or a host whose `ip_forward` is 1: Docker and
+/// libvirt set it, and a new interface then forwards). The kernel takes
+/// the higher of `all` and `dev`, so a host-wide 2 (loose) wins:
+/// docs/guests.md's nftables rule covers that.
+fn only_own_sources(dev: &str) -> std::result::Result<(), String> {
+    set_conf(dev, "rp_filter", "1")
+}
+
 /// Lets the host route on what comes in on `dev` (IPv4 decides by the
 /// incoming interface's `forwarding`): the guest's packets, and no other
 /// interface's, as the global `net.ipv4.ip_forward` would. Goes with the
 /// interface.
-fn forward_from(dev: &str) -> Result<()> {
-    let path = Path::new("/proc/sys/net/ipv4/conf")
-        .join(dev)
-        .join("forwarding");
-    std::fs::write(&path, "1").map_err(|e| Error::io("writing", path, e))
+fn forward_from(dev: &str) -> std::result::Result<(), String> {
+    set_conf(dev, "forwarding", "1")
+}
+
+/// Writes `value` to `net.ipv4.conf.DEV.KEY`; the error says what it needs.
+fn set_conf(dev: &str, key: &str, value: &str) -> std::result::Result<(), String> {
+    let path = Path::new("/proc/sys/net/ipv4/conf").join(dev).join(key);
+    std::fs::write(&path, value).map_err(|e| {
+        format!(
+            "writing {value} to {}: {e}; this needs a writable /proc/sys (a container's is \
+             often read-only)",
+            path.display()
+        )
+    })
 }
 
 /// The host paths the network set-up goes on using once `unifs run` is in

@@ -20,12 +20,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Our subnets' third byte, from our pid (each test has its own second).
-fn n() -> u32 {
+pub(crate) fn n() -> u32 {
     std::process::id() % 200 + 20
 }
 
 /// True when the test may run: root, busybox, `ip` and `nft`.
-fn may_run(test: &str) -> bool {
+pub(crate) fn may_run(test: &str) -> bool {
     if !can_run(test) || !has_ip(test) {
         return false;
     }
@@ -47,7 +47,7 @@ fn run(cmd: &str, args: &[&str]) {
 
 /// Runs `f` in a thread that joined network namespace `ns` (`ip netns`'s):
 /// a socket it makes stays that namespace's wherever it is used.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
@@ -58,23 +58,25 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
     .unwrap()
 }
 
-/// "The world": namespace `netnat-wan-N` on the host's veth `nnwN` (the
+/// "The world": namespace `netnat-wan-N-PID` on the host's veth `nnwN` (the
 /// host's uplink, `NET.1/24`; the world's end `NET.2/24`), with a TCP
 /// server on port 8000 that says whom it sees (`hello-from-wan PEER`) and
 /// a name server that answers every A question with `NET.2`. The world has
 /// no route to the guests' subnets, as the internet has none: only
 /// masqueraded packets get answers.
-struct Wan {
-    ns: String,
-    uplink: String,
+pub(crate) struct Wan {
+    pub(crate) ns: String,
+    pub(crate) uplink: String,
     net: String,
     stop: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
 }
 
 impl Wan {
-    fn new(tag: &str, net: &str) -> Wan {
-        let (ns, uplink) = (format!("netnat-wan-{tag}"), format!("nnw{tag}"));
+    pub(crate) fn new(tag: &str, net: &str) -> Wan {
+        sweep_dead_runs();
+        let pid = std::process::id();
+        let (ns, uplink) = (format!("netnat-wan-{tag}-{pid}"), format!("nnw{tag}"));
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &uplink]).output();
         run("ip", &["netns", "add", &ns]);
@@ -132,12 +134,12 @@ impl Wan {
     }
 
     /// The world's address (`NET.2`).
-    fn server(&self) -> String {
+    pub(crate) fn server(&self) -> String {
         format!("{}.2", self.net)
     }
 
     /// The host's address on the world (`NET.1`).
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("{}.1", self.net)
     }
 
@@ -190,8 +192,53 @@ fn dns_answer(q: &[u8], a: Ipv4Addr) -> Option<Vec<u8>> {
     Some(r)
 }
 
-/// Deletes nftables table `ip NAME` when dropped (the docs' recipe made it).
-struct NftTable(String);
+/// Removes what a run of these tests that was killed (no Drop ran) left:
+/// namespaces `netnat-wan-TAG-PID` (their uplink pair goes with them) and
+/// tables `ip netnat_TAG_PID`/`netrev_TAG_PID` whose PID is gone. A live
+/// run's, and a reused pid's, are left alone.
+fn sweep_dead_runs() {
+    let dead = |name: &str| {
+        name.rsplit(['-', '_'])
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("netnat-wan-") && dead(&name) {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+    let tables = Command::new("nft").args(["list", "tables", "ip"]).output();
+    for line in tables.iter().flat_map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .into_owned()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    }) {
+        let name = line.trim_start_matches("table ip ").trim();
+        if (name.starts_with("netnat_") || name.starts_with("netrev_")) && dead(name) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", name])
+                .output();
+        }
+    }
+}
+
+/// nftables table `ip PREFIX_TAG_PID`, deleted when dropped (the docs'
+/// recipe made it); [`sweep_dead_runs`] deletes a killed run's.
+pub(crate) struct NftTable(pub(crate) String);
+
+impl NftTable {
+    pub(crate) fn new(prefix: &str, tag: &str) -> NftTable {
+        NftTable(format!("{prefix}_{tag}_{}", std::process::id()))
+    }
+}
 
 impl Drop for NftTable {
     fn drop(&mut self) {
@@ -205,6 +252,15 @@ impl Drop for NftTable {
 /// is its gateway), `forward = true` when `forward` (no key otherwise, as a
 /// config before `forward` was), serving `hello-from-NAME` on its port 80.
 fn veth_guest(name: &str, net: &str, forward: bool) -> Guest {
+    let g = veth_guest_unstarted(name, net, forward);
+    let out = g.unifs(&["start", name]);
+    assert!(out.status.success(), "guest start {name}: {}", stderr(&out));
+    g
+}
+
+/// [`veth_guest`], its config written but the guest not started (to put
+/// files in its tree first).
+pub(crate) fn veth_guest_unstarted(name: &str, net: &str, forward: bool) -> Guest {
     let init = format!(
         "[\"/bin/sh\", \"-c\", \"while :; do echo hello-from-{name} | nc -l -p 80; done\"]"
     );
@@ -220,8 +276,6 @@ fn veth_guest(name: &str, net: &str, forward: bool) -> Guest {
         "[net]\nmode = \"veth\"\nip = \"{net}.2/24\"\nhost_ip = \"{net}.1/24\"\ngateway = \"{net}.1\"\n{forward}"
     );
     std::fs::write(g.config(), format!("{toml}{net_toml}")).unwrap();
-    let out = g.unifs(&["start", name]);
-    assert!(out.status.success(), "guest start {name}: {}", stderr(&out));
     g
 }
 
@@ -229,7 +283,7 @@ fn veth_guest(name: &str, net: &str, forward: bool) -> Guest {
 /// `NAME=VALUE` lines given the test's `values` (each must be there, and
 /// every such line must get one: the docs' own values are the operator's
 /// host's, never this one's).
-fn recipe(which: &str, values: &[(&str, String)]) -> String {
+pub(crate) fn recipe(which: &str, values: &[(&str, String)]) -> String {
     let docs = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guests.md"),
     )
@@ -266,7 +320,7 @@ fn recipe(which: &str, values: &[(&str, String)]) -> String {
 
 /// Runs `script` with sh -e (bounded), `unifs` on PATH, in `g`'s config
 /// and run dirs.
-fn sh(script: &str, g: Option<&Guest>) -> Output {
+pub(crate) fn sh(script: &str, g: Option<&Guest>) -> Output {
     let mut cmd = Command::new("sh");
     cmd.args(["-ec", script]);
     let bin = unifs_bin();
@@ -283,14 +337,14 @@ fn sh(script: &str, g: Option<&Guest>) -> Output {
 }
 
 /// `guest exec NAME -- sh -c SCRIPT`'s standard output, whatever its exit.
-fn exec(g: &Guest, script: &str) -> String {
+pub(crate) fn exec(g: &Guest, script: &str) -> String {
     let out = g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
     format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out))
 }
 
 /// The host's recipe for guests `guests`, the world `wan`, port 8080 to
 /// `to`'s port 80, host ends matching `ve-PREFIX*`.
-fn host_recipe(wan: &Wan, table: &str, guests: &str, prefix: &str, to: &str) -> String {
+pub(crate) fn host_recipe(wan: &Wan, table: &str, guests: &str, prefix: &str, to: &str) -> String {
     recipe(
         "host",
         &[
@@ -311,7 +365,7 @@ fn host_recipe(wan: &Wan, table: &str, guests: &str, prefix: &str, to: &str) -> 
 fn behind_the_recipe(tag: char, wan_net: &str, octet: u8, forward: bool) -> (Guest, NftTable, Wan) {
     let n = n();
     let wan = Wan::new(&format!("{n}{tag}"), wan_net);
-    let table = NftTable(format!("netnat_{n}{tag}"));
+    let table = NftTable::new("netnat", &format!("{n}{tag}"));
     let net = format!("10.{octet}.{n}");
     let g = veth_guest(&format!("nn{n}{tag}1"), &net, forward);
     let prefix = format!("nn{n}{tag}");
@@ -326,7 +380,7 @@ fn behind_the_recipe(tag: char, wan_net: &str, octet: u8, forward: bool) -> (Gue
     (g, table, wan)
 }
 
-fn forwarding(dev: &str) -> String {
+pub(crate) fn forwarding(dev: &str) -> String {
     std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"))
         .unwrap_or_default()
         .trim()
@@ -448,7 +502,7 @@ fn s43_the_recipe_keeps_forwarding_guests_apart() {
     }
     let n = n();
     let wan = Wan::new(&format!("{n}c"), &format!("100.64.{n}"));
-    let table = NftTable(format!("netnat_{n}c"));
+    let table = NftTable::new("netnat", &format!("{n}c"));
     let (net1, net2) = (format!("10.246.{n}"), format!("10.247.{n}"));
     let g1 = veth_guest(&format!("nn{n}c1"), &net1, true);
     let g2 = veth_guest(&format!("nn{n}c2"), &net2, true);
