@@ -84,7 +84,7 @@ fn other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<Optio
     let in_guests = links_in_guests(catalog, wanted.collect())?;
     let mut found: Option<Found> = None;
     for (inode, nlink, f, linking) in suspects {
-        if in_guests.get(&inode).map_or(0, |paths| paths.len() as u64) >= nlink {
+        if in_guests.get(&inode).copied().unwrap_or(0) >= nlink {
             continue;
         }
         let o = found.get_or_insert_with(|| Found {
@@ -103,22 +103,30 @@ fn other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<Optio
     Ok(found)
 }
 
-/// The paths in the catalog's guest directories that link each of
+/// How many names in the catalog's guest directories link each of
 /// `wanted` (inode, its link count), as unify counts a guest's links
 /// (`unseen_links`): a walk of each directory on its filesystem, names
 /// matched by the directory entry's inode number first, so only those
 /// are looked at. It stops once every inode has all its links found.
+/// Counts, not paths: in a copy beside its original every guest link is
+/// one (the walk then ends only with the guests).
 fn links_in_guests(
     catalog: &Catalog,
     wanted: HashMap<(u64, u64), u64>,
-) -> anyhow::Result<HashMap<(u64, u64), HashSet<PathBuf>>> {
+) -> anyhow::Result<HashMap<(u64, u64), u64>> {
     use walkdir::DirEntryExt;
     let inos: HashSet<u64> = wanted.keys().map(|&(_, ino)| ino).collect();
-    let mut found: HashMap<(u64, u64), HashSet<PathBuf>> = HashMap::new();
+    let mut found: HashMap<(u64, u64), u64> = HashMap::new();
     // Inodes with links still to find.
     let mut left = wanted.len();
-    for guest in catalog.guests()? {
-        let walk = walkdir::WalkDir::new(&guest.path)
+    let roots: Vec<PathBuf> = catalog.guests()?.into_iter().map(|g| g.path).collect();
+    for root in &roots {
+        // A guest inside another's directory is walked with it: its names
+        // count once.
+        if roots.iter().any(|r| r != root && root.starts_with(r)) {
+            continue;
+        }
+        let walk = walkdir::WalkDir::new(root)
             .follow_links(false)
             .same_file_system(true);
         // An entry that cannot be read counts as a link not found: the
@@ -133,8 +141,9 @@ fn links_in_guests(
             let Some(&nlink) = wanted.get(&(st.dev, st.ino)) else {
                 continue;
             };
-            let paths = found.entry((st.dev, st.ino)).or_default();
-            if paths.insert(e.into_path()) && paths.len() as u64 == nlink {
+            let n = found.entry((st.dev, st.ino)).or_default();
+            *n += 1;
+            if *n == nlink {
                 left -= 1;
                 if left == 0 {
                     return Ok(found);
