@@ -210,6 +210,7 @@ fn other_stores_guests(
 ) -> String {
     /// Guests named; more are counted.
     const NAMED: usize = 5;
+    let word = sys::shell_word(store);
     let store = sys::shown(store);
     let mut names: Vec<String> = guests.iter().take(NAMED).map(|g| sys::shown(g)).collect();
     if guests.len() > NAMED {
@@ -233,13 +234,14 @@ fn other_stores_guests(
          objects, taking these guests away from their store.{catalog} Nothing was changed. \
          Unify these guests with their own store (--store, or UNIFS_STORE). If they are not \
          this store's guests (it is a copy, and its own are elsewhere), drop them from its \
-         catalog first (`unifs --store {store} store forget GUEST_DIR...`), then unify its own \
+         catalog first (`unifs --store {word} store forget GUEST_DIR...`), then unify its own \
          guests by their paths. To move them into this store on purpose, add \
          --move-from-other-store (see docs/unify.md)",
         names.join(", "),
         sys::shown(example),
-        sys::shown(&mount),
-        sys::shown(example),
+        // Commands to paste: each path one shell word.
+        sys::shell_word(&mount),
+        sys::shell_word(example),
     )
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `cmd`, which must succeed.
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
 }
@@ -122,7 +122,7 @@ fn unifs_words(store: &Path, args: &[&str]) -> Output {
 }
 
 /// A command's stdout and stderr, for messages.
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{:?}\n{}{}",
         out.status,

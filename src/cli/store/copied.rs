@@ -12,11 +12,12 @@
 use super::super::output::{count, path};
 use crate::catalog::Catalog;
 use crate::store::Store;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Guest paths of the catalog linking the inode it lists for an object
 /// whose file is now another inode or gone, where that inode has links
-/// outside the catalog's guests: another store's objects.
+/// outside the catalog's guest directories: another store's objects.
 struct Found {
     /// Such paths.
     count: u64,
@@ -33,7 +34,8 @@ struct Found {
 /// store's own, a link outside its guests is a guest directory renamed
 /// (a damaged guest put aside before its restore), not another store. A
 /// store restored in the place of a lost one is not refused (its guests'
-/// inodes have no link outside them any more).
+/// inodes have no link outside their directories any more: a guest's own
+/// hardlink or renamed file is one of its links).
 pub(super) fn refuse_other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
     let seen_dir = catalog.config(crate::catalog::OBJECTS_DIR)?;
     if seen_dir.as_deref() == Some(store.objects_identity().as_str()) {
@@ -48,7 +50,9 @@ pub(super) fn refuse_other_stores_guests(store: &Store, catalog: &Catalog) -> an
 fn other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<Option<Found>> {
     let mut rows: Vec<_> = catalog.object_inodes()?.into_iter().collect();
     rows.sort_by_key(|(_, f)| (f.id, f.copy));
-    let mut found: Option<Found> = None;
+    // Inodes with more links than the catalog's guest paths to them: the
+    // count of links, and the catalog's paths (guest root, file) to them.
+    let mut suspects = Vec::new();
     for (inode, f) in rows {
         if let Some(st) = store.stat_object(&f.id, f.copy)? {
             if (st.dev, st.ino) == inode {
@@ -69,6 +73,20 @@ fn other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<Optio
         if linking.is_empty() || nlink <= linking.len() as u64 {
             continue;
         }
+        suspects.push((inode, nlink, f, linking));
+    }
+    if suspects.is_empty() {
+        return Ok(None);
+    }
+    // A guest's own names for the file (a hardlink it made, the file
+    // renamed: the catalog lists neither) are not another store's.
+    let wanted = suspects.iter().map(|(inode, nlink, ..)| (*inode, *nlink));
+    let in_guests = links_in_guests(catalog, wanted.collect())?;
+    let mut found: Option<Found> = None;
+    for (inode, nlink, f, linking) in suspects {
+        if in_guests.get(&inode).copied().unwrap_or(0) >= nlink {
+            continue;
+        }
         let o = found.get_or_insert_with(|| Found {
             count: 0,
             example: linking[0].1.clone(),
@@ -79,6 +97,57 @@ fn other_stores_guests(store: &Store, catalog: &Catalog) -> anyhow::Result<Optio
         for (root, _) in linking {
             if !o.guests.contains(&root) {
                 o.guests.push(root);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// How many names in the catalog's guest directories link each of
+/// `wanted` (inode, its link count), as unify counts a guest's links
+/// (`unseen_links`): a walk of each directory on its filesystem, names
+/// matched by the directory entry's inode number first, so only those
+/// are looked at. It stops once every inode has all its links found.
+/// Counts, not paths: in a copy beside its original every guest link is
+/// one (the walk then ends only with the guests).
+fn links_in_guests(
+    catalog: &Catalog,
+    wanted: HashMap<(u64, u64), u64>,
+) -> anyhow::Result<HashMap<(u64, u64), u64>> {
+    use walkdir::DirEntryExt;
+    let inos: HashSet<u64> = wanted.keys().map(|&(_, ino)| ino).collect();
+    let mut found: HashMap<(u64, u64), u64> = HashMap::new();
+    // Inodes with links still to find.
+    let mut left = wanted.len();
+    let roots: Vec<PathBuf> = catalog.guests()?.into_iter().map(|g| g.path).collect();
+    for root in &roots {
+        // A guest inside another's directory is walked with it: its names
+        // count once.
+        if roots.iter().any(|r| r != root && root.starts_with(r)) {
+            continue;
+        }
+        let walk = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .same_file_system(true);
+        // An entry that cannot be read counts as a link not found: the
+        // refusal stands, as it did before the walk.
+        for e in walk.into_iter().flatten() {
+            if !e.file_type().is_file() || !inos.contains(&e.ino()) {
+                continue;
+            }
+            let Ok(st) = crate::sys::lstat(e.path()) else {
+                continue;
+            };
+            let Some(&nlink) = wanted.get(&(st.dev, st.ino)) else {
+                continue;
+            };
+            let n = found.entry((st.dev, st.ino)).or_default();
+            *n += 1;
+            if *n == nlink {
+                left -= 1;
+                if left == 0 {
+                    return Ok(found);
+                }
             }
         }
     }
@@ -104,20 +173,25 @@ fn message(store: &Path, found: &Found, copied_from: Option<&str>) -> String {
         "store {store}: {} file(s) of the guests {} ({} first) link objects of another store: \
          each is the inode this store's catalog lists for its object ({} for the first), which \
          this store's objects/ now has as another file or not at all, and it has links outside \
-         this catalog's guests (`find {} -xdev -samefile {}` shows them: the objects/ of the \
+         this catalog's guest directories (`find {} -xdev -samefile {}` shows them: the objects/ of the \
          store they belong to).{copy} gc would link those inodes into this store's objects/ (or \
          take this store's files for them), tying that store's guests to this one. Nothing was \
          changed. Run gc with the store they belong to (--store, or UNIFS_STORE). If they are \
          not this store's guests (it is a copy, and its own are elsewhere), drop them from its \
-         catalog (`unifs --store {store} store forget GUEST_DIR...`) once its own guests are \
-         restored or unified (gc removes every object no guest links), then run gc again \
-         (see docs/backup.md)",
+         catalog (`unifs --store {word} store forget GUEST_DIR...`) once its own guests are \
+         restored or unified (gc removes every object no guest links), then run gc again. If \
+         the links `find` shows are in no objects/ (a guest directory moved, or copied with \
+         `cp -al`, beside a store restored in the place of a lost one), unify those directories \
+         with this store (`unifs --store {word} unify --all DIR...`; for a guest moved, `store \
+         forget` its old path first), then run gc again (see docs/backup.md)",
         count(found.count),
         names.join(", "),
         path(&found.example),
         path(&found.object),
-        path(&mount),
-        path(&found.example),
+        // Commands to paste: each path one shell word.
+        crate::sys::shell_word(&mount),
+        crate::sys::shell_word(&found.example),
         store = path(store),
+        word = crate::sys::shell_word(store),
     )
 }
