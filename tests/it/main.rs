@@ -154,6 +154,7 @@ mod review_s42_stressrev;
 mod review_s43_gccopy;
 mod review_s43_netnat;
 mod review_s43_odirect;
+mod review_s43_odirectrev;
 mod review_s43_panicaudit;
 mod review_s8_cli;
 mod review_s8b_unify;
