@@ -72,15 +72,25 @@ pub struct OpenInode {
 }
 
 /// Whether `at`, an end of an O_DIRECT read of the file open at `fd`
-/// (`st`: its stat), is off the `align` its direct I/O needs and inside a
-/// block of data, where ext4 refuses the read (EINVAL). ext4 reads a hole,
-/// an unwritten extent and anything past the end of file without a check,
-/// and checks each part it reads from the disk from and to where the read
-/// begins and ends in it: so a read that starts in a hole, or ends past
-/// the block the end of file is in, reads (short at the end), and only a
-/// misaligned end inside a block of data fails. That block is the
-/// filesystem's (`st_blksize`), past the end of file up to its own end.
-fn misaligned_in_data(fd: BorrowedFd, st: &libc::stat, at: u64, align: u64) -> Result<bool> {
+/// (`st`: its stat), is off the `align` its direct I/O needs and data
+/// lies from the block `at` is in up to `until`, where ext4 refuses the
+/// read (EINVAL). ext4 reads a hole, an unwritten extent and anything past
+/// the end of file without a check, and checks each part it reads from
+/// the disk: where it begins and ends in it, and where the caller's
+/// buffer is when it gets there. So a read that ends past the block the
+/// end of file is in, or lies in a hole, reads (short at the end); a
+/// misaligned end inside a block of data fails, and so does a misaligned
+/// start followed by data anywhere in the read (the buffer is misaligned
+/// by then, xfs alike). That block is the filesystem's (`st_blksize`),
+/// past the end of file up to its own end: `until` is the read's end for
+/// its start, the end of its block for its end.
+fn misaligned_in_data(
+    fd: BorrowedFd,
+    st: &libc::stat,
+    at: u64,
+    until: Option<u64>,
+    align: u64,
+) -> Result<bool> {
     if at % align == 0 {
         return Ok(false);
     }
@@ -90,7 +100,7 @@ fn misaligned_in_data(fd: BorrowedFd, st: &libc::stat, at: u64, align: u64) -> R
         return Ok(false);
     }
     match fsys::lseek(fd, start as i64, libc::SEEK_DATA) {
-        Ok(data) => Ok((data as u64) < start + block),
+        Ok(data) => Ok((data as u64) < until.unwrap_or(start + block)),
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(false),
         Err(e) => Err(e),
     }
@@ -2265,8 +2275,8 @@ impl Overlay {
             let st = fsys::fstat(f.fd.as_fd())?;
             let end = offset.saturating_add(len);
             let fd = f.fd.as_fd();
-            if !misaligned_in_data(fd, &st, offset, align)?
-                && !misaligned_in_data(fd, &st, end, align)?
+            if !misaligned_in_data(fd, &st, offset, Some(end), align)?
+                && !misaligned_in_data(fd, &st, end, None, align)?
             {
                 return Ok(());
             }

@@ -425,12 +425,22 @@ fn verify_one(
     // inode shows (and unify would pass on to every file it links to it).
     let flags = sys::inode_flags(file.as_fd())? & super::INODE_FLAGS;
     if flags != 0 {
+        // The EOFBLOCKS bit has no letter to take off: Linux before 5.7
+        // set it by itself, so a store made then may have many.
+        let how = if flags & super::EXT4_EOFBLOCKS_FL != 0 {
+            "; 0x400000 is ext4's old EOFBLOCKS bit (Linux before 5.7 set it on files with \
+             blocks past their end; nothing reads it since), which `chattr` has no letter \
+             for: `chattr =e` (`=` and the letters lsattr shows) clears it"
+        } else {
+            ""
+        };
         return Ok((
             st.size,
             Some((
                 format!(
                     "has inode flags (lsattr, {flags:#x}) that no object may have: \
-                     every guest path linking it shows them; `chattr` them off"
+                     every guest path linking it shows them, and unify links no file to it; \
+                     `chattr` them off{how}"
                 ),
                 false,
             )),

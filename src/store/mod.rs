@@ -39,7 +39,8 @@ pub const DIR_TIMES_PREFIX: &str = "dirtimes-";
 /// file must not have (`store verify` reports one): a hardlink shares
 /// them, and the object id does not cover them: `chattr`'s s u c S i a d A m j t C
 /// x, and E (encrypted: another guest could not read the object) and V
-/// (fs-verity); not the filesystem's own, like e for extents.
+/// (fs-verity); not the filesystem's own, like e for extents. And ext4's
+/// old EOFBLOCKS bit ([`EXT4_EOFBLOCKS_FL`]), which a guest may set.
 pub const INODE_FLAGS: u32 = 0x1
     | 0x2
     | 0x4
@@ -53,8 +54,15 @@ pub const INODE_FLAGS: u32 = 0x1
     | 0x4000
     | 0x8000
     | 0x10_0000
+    | 0x40_0000
     | 0x80_0000
     | 0x200_0000;
+
+/// ext4's EOFBLOCKS_FL: set by Linux before 5.7 on a file with blocks
+/// allocated past its end, read by no kernel since, yet stored as a
+/// SETFLAGS asks (Linux 6.18: a guest sets it through its mount). No
+/// `chattr` letter: `chattr =` with the letters a file has clears it.
+pub const EXT4_EOFBLOCKS_FL: u32 = 0x40_0000;
 
 /// xfs' inode flags that FS_IOC_GETFLAGS does not show (FS_IOC_FSGETXATTR's
 /// fsx_xflags), shared by a hardlink as well: realtime, the extent size

@@ -157,6 +157,7 @@ mod review_s43_gcrev;
 mod review_s43_netnat;
 mod review_s43_netrev;
 mod review_s43_odirect;
+mod review_s43_odirectrev;
 mod review_s43_panicaudit;
 mod review_s43_panicrev;
 mod review_s8_cli;

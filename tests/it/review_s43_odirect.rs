@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// Pages for O_DIRECT buffers: aligned as any disk needs.
 #[repr(C, align(4096))]
-struct Pages([u8; 32768]);
+pub(crate) struct Pages(pub(crate) [u8; 32768]);
 
 fn answer(r: isize) -> String {
     match r {
@@ -32,7 +32,7 @@ fn answer(r: isize) -> String {
 /// The file every case runs on: data in [0, 4096), a hole in
 /// [4096, 8192), data in [8192, 20000), 20,000 bytes in all (its last
 /// block, [16384, 20480), partly past the end).
-fn lay_out(path: &Path) {
+pub(crate) fn lay_out(path: &Path) {
     let f = File::create(path).unwrap();
     f.write_all_at(&[b'a'; 4096], 0).unwrap();
     f.write_all_at(&[b'b'; 20000 - 8192], 8192).unwrap();
@@ -75,7 +75,7 @@ fn read_cases(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn pread(fd: RawFd, buf: &mut [u8], off: i64) -> String {
+pub(crate) fn pread(fd: RawFd, buf: &mut [u8], off: i64) -> String {
     // SAFETY: `buf` is valid and writable for its length.
     answer(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) })
 }

@@ -23,14 +23,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// once the rest is made): s u c S i a d A m j t D T C x
 /// P e. Not E, V, I, N, which the filesystem keeps itself ([`KEPT_FLAGS`]),
 /// nor F (casefold): names in the backing directory would then match
-/// whatever their case, which the overlay's name table does not. And
-/// ext4's old EOFBLOCKS bit, which ext4 stores as it is asked.
+/// whatever their case, which the overlay's name table does not. With
+/// ext4's old EOFBLOCKS bit (among unify's), which ext4 stores as asked.
 pub const SETTABLE_FLAGS: u32 = (crate::store::INODE_FLAGS & !(FS_ENCRYPT_FL | FS_VERITY_FL))
     | FS_DIRSYNC_FL
     | FS_TOPDIR_FL
     | FS_PROJINHERIT_FL
-    | FS_EXTENT_FL
-    | EXT4_EOFBLOCKS_FL;
+    | FS_EXTENT_FL;
 
 /// Flags FS_IOC_GETFLAGS shows that the filesystem keeps itself: E, I, V
 /// and N. ext4 leaves them as the file has them whatever a SETFLAGS asks,
@@ -47,13 +46,6 @@ const FS_VERITY_FL: u32 = 0x10_0000;
 const FS_DIRSYNC_FL: u32 = 0x1_0000;
 const FS_TOPDIR_FL: u32 = 0x2_0000;
 const FS_PROJINHERIT_FL: u32 = 0x2000_0000;
-
-/// ext4's EOFBLOCKS_FL: set by Linux before 5.7 on a file with blocks
-/// allocated past its end, unused since (nothing sets or reads it), and
-/// still taken by SETFLAGS, which stores it (Linux 6.18). No `chattr`
-/// letter. unify neither keeps nor checks it, as for `e`: no kernel since
-/// reads it.
-const EXT4_EOFBLOCKS_FL: u32 = 0x40_0000;
 
 /// `chattr +j` (data journaling), which ext4 lets only CAP_SYS_RESOURCE
 /// change; it would check the daemon's.
@@ -495,7 +487,8 @@ mod tests {
             0x2000_0000,
         ];
         let letters = letters.iter().fold(0, |a, b| a | b);
-        assert_eq!(SETTABLE_FLAGS, letters | EXT4_EOFBLOCKS_FL);
+        let eofblocks = crate::store::EXT4_EOFBLOCKS_FL;
+        assert_eq!(SETTABLE_FLAGS, letters | eofblocks);
         // The filesystem's own are kept, not refused, but for casefold.
         assert_eq!(KEPT_FLAGS & SETTABLE_FLAGS, 0);
     }
