@@ -104,6 +104,8 @@ pub fn run(
     let foreground = Foreground { end: &end, reports };
     let oom_before = cgroup.oom_kills();
     let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
+    // After the clone: no thread of ours while it forks.
+    let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before);
     announce_host_if(spec);
     // Passed on by on_second_signal's watcher once init takes them.
     sys::hold_signals();
@@ -119,6 +121,7 @@ pub fn run(
             },
         )
     });
+    let oom_before = oom_watch.finish();
     // Its command's SIGKILL (137: by itself, or passed on by --init's
     // reaper) the OOM killer's: said, or an operator looks for who sent it.
     if let Ok(128..) = status {

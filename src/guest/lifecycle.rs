@@ -607,7 +607,8 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     let memory = spec.limits.memory;
     let name = spec.name.clone();
     crate::sys::test_panic("keeper");
-    // Init's end by SIGKILL is the OOM killer's if the count rose.
+    // Init's end by SIGKILL is the OOM killer's if the count rose shortly
+    // before (see OomWatch).
     let oom_before = cgroup.oom_kills();
     let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
@@ -669,6 +670,10 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     let mut keep_fds: Vec<i32> = passing.into_iter().collect();
     keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
     sys::close_fds_except(&keep_fds);
+    let mut oom_watch = Some(super::oom_watch::OomWatch::start(
+        cgroup.clone(),
+        oom_before,
+    ));
     loop {
         let status = match &mut console {
             Some(relay) => relay.wait(pid),
@@ -677,6 +682,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         match status {
             Ok(status) => {
                 if let Some(mut exit) = state::Exit::from_wait(status, st.start_time) {
+                    let oom_before = oom_watch.take().and_then(|w| w.finish());
                     exit.oom_killed = state::OomKilled::of(
                         exit.signal.as_deref(),
                         oom_before,

@@ -33,6 +33,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 pub mod net;
+mod oom_watch;
 pub mod overlay;
 pub mod ps;
 mod relay;

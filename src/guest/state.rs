@@ -257,7 +257,8 @@ pub struct Exit {
 }
 
 /// A process killed by the OOM killer of its guest's memory group: it
-/// ended by SIGKILL while the group's count of OOM kills rose.
+/// ended by SIGKILL while the group's count of OOM kills rose (shortly
+/// before its end: see [`super::oom_watch::OomWatch`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OomKilled {
     /// The guest's memory limit, in bytes.
@@ -270,8 +271,8 @@ pub struct OomKilled {
 
 impl OomKilled {
     /// Whether a process that ended by `signal` ("KILL", …) was the OOM
-    /// killer's: its group counted `before` kills when it started (None:
-    /// none), `now` once it ended. A SIGKILL from anyone else at the same
+    /// killer's: its group counted `before` kills a moment before it ended
+    /// (None: none), `now` once it ended. A SIGKILL from anyone else at the same
     /// moment cannot be told apart: the kernel says no more.
     pub fn of(
         signal: Option<&str>,

@@ -152,6 +152,7 @@ mod review_s42_storecopy;
 mod review_s42_stressng;
 mod review_s42_stressrev;
 mod review_s43_forkfail;
+mod review_s43_forkrev;
 mod review_s43_gccopy;
 mod review_s43_gcrev;
 mod review_s43_netnat;

@@ -189,7 +189,7 @@ fn s43_a_start_whose_daemon_died_before_its_clone_failed_names_the_clone() {
 /// is the process that grows (`head` and `tr` hold a pipe's worth), so it
 /// is the one the killer picks, not the overlay daemon (which joined the
 /// same group, and whose score stays 0 without CAP_SYS_RESOURCE).
-const ALLOC_64M: &str = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo kept ${#x}";
+pub(crate) const ALLOC_64M: &str = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo kept ${#x}";
 
 /// The kill as unifs says it now, with the limit and the kernel's count.
 const BY_THE_LIMIT: &str = "killed by the memory limit (16 MiB; memory.oom_control oom_kill ";
@@ -216,7 +216,7 @@ fn s43_a_run_whose_command_the_oom_killer_ended_says_so() {
 }
 
 /// A guest of `init` under `[limits] memory = "16M"`.
-fn guest_in_16m(test: &str, init: &str) -> Guest {
+pub(crate) fn guest_in_16m(test: &str, init: &str) -> Guest {
     let g = Guest::new(test, init);
     let toml = format!(
         "root = {:?}\ninit = {init}\n[limits]\npids = 64\nmemory = \"16M\"\n",
@@ -224,6 +224,20 @@ fn guest_in_16m(test: &str, init: &str) -> Guest {
     );
     std::fs::write(g.config_dir().join(format!("{}.toml", g.name)), toml).unwrap();
     g
+}
+
+/// `guest status` of `g` once its init has ended and the keeper recorded
+/// how (bounded: 60 s).
+pub(crate) fn status_once_ended(g: &Guest) -> String {
+    let mut status = String::new();
+    assert!(
+        within_60s(|| {
+            status = stdout(&g.unifs(&["status", &g.name]));
+            status.contains("state:   stopped") && status.contains("\nexit:    ")
+        }),
+        "{status}"
+    );
+    status
 }
 
 /// A guest whose init the OOM killer ended was recorded "code=killed,
@@ -239,14 +253,7 @@ fn s43_a_guest_whose_init_the_oom_killer_ended_says_the_memory_limit() {
     let init = format!("[\"/bin/sh\", \"-c\", {ALLOC_64M:?}]");
     let g = guest_in_16m("s43oominit", &init);
     ok(&g.unifs(&["start", &g.name]));
-    let mut status = String::new();
-    assert!(
-        within_60s(|| {
-            status = stdout(&g.unifs(&["status", &g.name]));
-            status.contains("state:   stopped") && status.contains("\nexit:    ")
-        }),
-        "{status}"
-    );
+    let status = status_once_ended(&g);
     let killed = format!("exit:    {BY_THE_LIMIT}1) (code=killed, signal=KILL)");
     assert!(status.contains(&killed), "{status}");
     let list = stdout(&g.unifs(&["list"]));
