@@ -54,11 +54,11 @@ fn fd_limit_reached() {
             .map_or(0, |(soft, _)| soft);
         let room = super::sys::room_for_requests(limit);
         tracing::warn!(
-            "guests hold open as many files and directories as the daemon may: its \
-             open-file limit ({limit}) less the {room} fds it keeps for requests (mkdir, \
-             rename, a break's copy; 8 per thread, `-o threads`); every guest open now gets \
-             EMFILE until some are closed (a higher hard limit, `ulimit -Hn`, before the \
-             mount, raises it)"
+            "the daemon is at its open-file limit ({limit}) less the {room} fds it keeps \
+             for requests (mkdir, rename, a break's copy; 8 per thread, `-o threads`): it \
+             holds a file for each file and directory guests have open, and every guest \
+             open now gets EMFILE until some are closed (a higher hard limit, `ulimit -Hn`, \
+             before the mount, raises it)"
         );
     }
 }

@@ -702,6 +702,11 @@ fn deny_all_but(dir: &Path, devices: &[Device]) -> Result<Vec<String>> {
     Ok(denied)
 }
 
+/// The lock [`Cgroup::create`] took on the groups it made, held by the
+/// creating process (and a keeper forked from it) until it ends; never
+/// dropped, as a drop would unlock it for the keeper too.
+static CREATOR_LOCK: std::sync::Mutex<Option<Flock<std::fs::File>>> = std::sync::Mutex::new(None);
+
 /// A guest's groups, once created.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Cgroup {
@@ -724,13 +729,28 @@ impl Cgroup {
             cg.remove();
             return Err(e);
         }
+        // Locked from now on, not only once the keeper runs: a sweep in
+        // another PID namespace sees no /proc/PID for this run and took
+        // its groups for a dead run's while the overlay was mounted (a
+        // start's "creating cgroup …/guest: ENOENT").
+        if let Some(lock) = cg.new_lock() {
+            *CREATOR_LOCK.lock().unwrap_or_else(|e| e.into_inner()) = Some(lock);
+        }
         Ok(cg)
     }
 
     /// A lock on the run's first group, for its keeper to hold while it
     /// lives: the sweep leaves the groups of a dead run to a keeper that
-    /// holds it ([`keeper_at_work`]). None without groups.
+    /// holds it ([`keeper_at_work`]). The one [`Cgroup::create`] took in
+    /// the process the keeper was forked from, if any (the same open file
+    /// description: a new one would conflict with it); else a new one.
+    /// None without groups.
     pub fn keeper_lock(&self) -> Option<Flock<std::fs::File>> {
+        let mut created = CREATOR_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        created.take().or_else(|| self.new_lock())
+    }
+
+    fn new_lock(&self) -> Option<Flock<std::fs::File>> {
         let dir = open_dir(self.groups.first()?)?;
         Flock::lock(dir, FlockArg::LockExclusiveNonblock).ok()
     }

@@ -6,7 +6,7 @@
 use super::cgroup::{Cgroup, OomKills};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,7 +24,9 @@ type Samples = Arc<Mutex<VecDeque<(Instant, Option<OomKills>)>>>;
 /// A thread reading [`Cgroup::oom_kills`] every [`EVERY`].
 pub struct OomWatch {
     samples: Samples,
-    stop: Arc<AtomicBool>,
+    /// Dropped to end the thread: it sleeps on the other end, so a
+    /// guest's keeper wakes only to read the count.
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -34,8 +36,8 @@ impl OomWatch {
     /// before.
     pub fn start(cgroup: Cgroup, first: Option<OomKills>) -> OomWatch {
         let samples: Samples = Arc::new(Mutex::new(VecDeque::from([(Instant::now(), first)])));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, halt) = (samples.clone(), stop.clone());
+        let (stop, halt) = mpsc::channel();
+        let s = samples.clone();
         // Its signals are the keeper's and `run`'s to take (they pass them
         // on to init): the thread is made with all of them blocked.
         let old = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK).ok();
@@ -48,7 +50,7 @@ impl OomWatch {
         }
         OomWatch {
             samples,
-            stop,
+            stop: Some(stop),
             thread,
         }
     }
@@ -58,7 +60,7 @@ impl OomWatch {
     /// start clones after this, which a thread holding a lock would
     /// deadlock.
     pub fn finish(mut self) -> Option<OomKills> {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -77,15 +79,10 @@ impl OomWatch {
 fn sample(
     cgroup: &Cgroup,
     samples: &Mutex<VecDeque<(Instant, Option<OomKills>)>>,
-    stop: &AtomicBool,
+    halt: &mpsc::Receiver<()>,
 ) {
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if last.elapsed() < EVERY {
-            continue;
-        }
-        last = Instant::now();
+    while let Err(RecvTimeoutError::Timeout) = halt.recv_timeout(EVERY) {
+        let last = Instant::now();
         let count = cgroup.oom_kills();
         let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
         s.push_back((last, count));

@@ -39,13 +39,14 @@ fn fuse_holder_below(pid: u32) -> i32 {
     }
 }
 
-/// Lowers `pid`'s open-file limit to a few above what it holds now: the
+/// Lowers `pid`'s open-file limit to a few above what it holds now and the
+/// quarter of the limit it keeps for requests (`room_for_requests`): the
 /// next guest files opened through it meet the limit.
 fn squeeze_fd_limit(pid: i32) {
     let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
-    let limit = (held + 4).to_string();
+    let limit = ((held + 4) * 4 / 3 + 2).to_string();
     let out = Command::new("prlimit")
         .arg(format!("--pid={pid}"))
         .arg(format!("--nofile={limit}:{limit}"))
