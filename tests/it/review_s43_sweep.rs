@@ -10,29 +10,13 @@
 use crate::common::unifs_bin;
 use crate::guest::harness::{can_run, wait_bounded, KillOnDrop, TestRoot};
 use crate::guest::review_s21_keeper::run_groups;
+use crate::guest::review_s22_stall::tree;
 use crate::review_s31_doubts::{stopped, within_60s};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// `pid` and its descendants.
-fn family(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let p = all[i];
-        let kids =
-            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        all.extend(
-            kids.split_whitespace()
-                .filter_map(|k| k.parse::<u32>().ok()),
-        );
-        i += 1;
-    }
-    all
-}
 
 /// Run A is held (UNIFS_TEST_BEFORE_CLONE_STOP) with its groups made and
 /// its overlay mounted, before its guest is cloned; run B, in a PID
@@ -59,7 +43,7 @@ fn s43_a_run_in_another_pid_namespace_leaves_a_starting_runs_groups_alone() {
     let mut held = None;
     assert!(
         within_60s(|| {
-            held = family(pid).into_iter().find(|&p| stopped(p));
+            held = tree(pid as i32).into_iter().find(|&p| stopped(p as u32));
             held.is_some()
         }),
         "run A was never held before its clone"
@@ -85,7 +69,7 @@ fn s43_a_run_in_another_pid_namespace_leaves_a_starting_runs_groups_alone() {
 
     let after = run_groups(pid);
     let gone: Vec<_> = before.iter().filter(|g| !after.contains(g)).collect();
-    kill(Pid::from_raw(held.unwrap() as i32), Signal::SIGCONT).unwrap();
+    kill(Pid::from_raw(held.unwrap()), Signal::SIGCONT).unwrap();
     let first = wait_bounded(first, Duration::from_secs(60));
     assert!(gone.is_empty(), "run B removed run A's groups {gone:?}");
     assert_eq!(first.status.code(), Some(0), "run A: {first:?}");

@@ -45,7 +45,7 @@ fn waiting_in_request(pids: impl Fn() -> Vec<i32>) -> i32 {
 }
 
 /// `pid` and every process below it.
-fn tree(pid: i32) -> Vec<i32> {
+pub(crate) fn tree(pid: i32) -> Vec<i32> {
     let mut all = vec![pid];
     let mut i = 0;
     while i < all.len() {
