@@ -123,20 +123,32 @@ fn write_cases(dir: &Path, make: &dyn Fn(&Path)) -> Vec<String> {
         .collect()
 }
 
-/// The O_DIRECT cases on a shared file, a private one and fresh private
-/// files of guest `g` through a mount with `opts`, and on their twins in
-/// a plain directory of the same ext4.
-fn direct_through_mount_and_on_ext4(opts: &[&str]) {
+/// [`lay_out`] as `shared` (shared with guest `h`) and `private` in guest
+/// `g`, mounted with `opts`, and as their twins in a plain directory, all
+/// on one fresh ext4; `also` runs in `g` and the plain directory. The
+/// mount, the plain directory, then what must outlive the mount.
+pub(crate) fn twins_on_ext4(
+    opts: &[&str],
+    also: impl Fn(&Path),
+) -> (Mount, std::path::PathBuf, World, Ext4) {
     let ext4 = Ext4::new(&[], &[]);
     let w = World::new_in(&ext4.root());
     let (g, h, plain) = (w.dir("g"), w.dir("h"), w.dir("plain"));
     for d in [&g, &plain] {
         lay_out(&d.join("shared"));
         lay_out(&d.join("private"));
-        fs::create_dir(d.join("w")).unwrap();
+        also(d);
     }
     w.share(&[g.join("shared"), h.join("shared")]);
     let m = w.mount(&g, "m", opts);
+    (m, plain, w, ext4)
+}
+
+/// The O_DIRECT cases on a shared file, a private one and fresh private
+/// files of guest `g` through a mount with `opts`, and on their twins in
+/// a plain directory of the same ext4.
+fn direct_through_mount_and_on_ext4(opts: &[&str]) {
+    let (m, plain, _w, _ext4) = twins_on_ext4(opts, |d| fs::create_dir(d.join("w")).unwrap());
     let run = |root: &Path| {
         let mut v = read_cases(&root.join("shared"));
         v.extend(read_cases(&root.join("private")));

@@ -6,10 +6,10 @@
 //! misaligned in a hole and running into data read where ext4 refuses it.
 
 use crate::common::require_root;
-use crate::fs::harness::{ino, Ext4, Mount, World};
+use crate::fs::harness::{ino, Mount};
 use crate::review_s36_attrflags::flags;
 use crate::review_s42_stressng::set_flags;
-use crate::review_s43_odirect::{lay_out, pread, Pages};
+use crate::review_s43_odirect::{pread, twins_on_ext4, Pages};
 use crate::tree::{init_store, set_mtime, unifs, unify_json};
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -125,15 +125,7 @@ fn hole_first_reads(path: &Path) -> Vec<String> {
 /// The reads of [`HOLE_FIRST`] through a mount with `opts` (a shared and
 /// a private file) and on their twins on the same ext4.
 fn hole_first_through_mount_and_on_ext4(opts: &[&str]) {
-    let ext4 = Ext4::new(&[], &[]);
-    let w = World::new_in(&ext4.root());
-    let (g, h, plain) = (w.dir("g"), w.dir("h"), w.dir("plain"));
-    for d in [&g, &plain] {
-        lay_out(&d.join("shared"));
-        lay_out(&d.join("private"));
-    }
-    w.share(&[g.join("shared"), h.join("shared")]);
-    let m = w.mount(&g, "m", opts);
+    let (m, plain, _w, _ext4) = twins_on_ext4(opts, |_| ());
     for name in ["shared", "private"] {
         let on_ext4 = hole_first_reads(&plain.join(name));
         assert_eq!(
