@@ -383,6 +383,9 @@ fn serve(mounted: ufs::Mounted, report: Option<std::fs::File>) -> anyhow::Result
             .name("unifs-ready".into())
             .spawn(move || say_ready(&mp, threads, &report, &abandoned))
             .map_err(|e| untold("readiness", e))?;
+    } else {
+        // No caller waits for a report (`-f`).
+        ufs::on_panic::mark_ready();
     }
     let served = mounted.serve();
     // Never said ready: the caller hears why.

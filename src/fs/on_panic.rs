@@ -15,10 +15,22 @@
 //! daemon, which invariant 2 already covers (a break is a temp file and a
 //! rename; one not yet synced is made durable by the next daemon).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// The daemon's exit status after a panic: Rust's own for one.
 pub const PANIC_EXIT: i32 = 101;
 
-/// From now on, a panic in any thread of this process says so in the log
+/// Set once the mount answers ([`mark_ready`]). Before, no guest waits on
+/// it, and a thread that fails to start (a low RLIMIT_AS) is told to the
+/// caller by the daemon's own report, which an exit here would cut short.
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// From now on a panic ends the daemon ([`end_daemon_on_panic`]).
+pub fn mark_ready() {
+    READY.store(true, Ordering::SeqCst);
+}
+
+/// Once [`mark_ready`], a panic in any thread of this process says so in the log
 /// (stderr: `--log`, or `unifs run`'s stderr), after the panic's own
 /// message, and ends the process without unwinding. `mountpoint` names the
 /// mount in that line.
@@ -29,6 +41,9 @@ pub fn end_daemon_on_panic(mountpoint: &std::path::Path) {
         // The message, where, and a backtrace if asked for (or, in the
         // overlay daemon of `unifs run`, its report of a failed child).
         before(info);
+        if !READY.load(Ordering::SeqCst) {
+            return;
+        }
         let thread = std::thread::current();
         tracing::error!(
             "the mount daemon of {} (pid {}) failed on an internal error in its thread {} (a bug \

@@ -199,8 +199,18 @@ pub const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Waits, up to [`READY_WAIT`], until this process's mount at `mp` answers
 /// a statfs and its `threads` FUSE threads all wait for requests (their
-/// buffers taken). Call it from a thread of the serving daemon.
+/// buffers taken). Call it from a thread of the serving daemon; once it
+/// answers, a panic ends the daemon ([`super::on_panic`]).
 pub fn wait_until_serving(mp: &Path, threads: usize) -> nix::Result<()> {
+    let serving = serving(mp, threads);
+    if serving.is_ok() {
+        super::on_panic::mark_ready();
+    }
+    serving
+}
+
+/// [`wait_until_serving`]'s wait.
+fn serving(mp: &Path, threads: usize) -> nix::Result<()> {
     let deadline = std::time::Instant::now() + READY_WAIT;
     let path = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())
         .map_err(|_| nix::errno::Errno::EINVAL)?;
