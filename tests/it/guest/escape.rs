@@ -23,7 +23,7 @@ pub(super) fn cc_into(t: &TestRoot, name: &str, src: &str) -> bool {
 
 /// [`cc_into`], or says `test` is skipped; under CI a missing compiler is a
 /// failure (.ci/run installs gcc and libc6-dev).
-pub(super) fn cc_or_skip(t: &TestRoot, test: &str, name: &str, src: &str) -> bool {
+pub(crate) fn cc_or_skip(t: &TestRoot, test: &str, name: &str, src: &str) -> bool {
     if cc_into(t, name, src) {
         return true;
     }

@@ -1,7 +1,7 @@
 //! Tests of the guest launcher: real namespaces, a busybox root built per
 //! test, every wait bounded.
 
-mod escape;
+pub(crate) mod escape;
 pub(crate) mod harness;
 mod limits;
 pub(crate) mod named;
