@@ -108,7 +108,9 @@ pub struct RunOptions {
     /// included (at least 7 with the overlay root, 8 with --init).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
-    /// Relative block I/O weight, 10..=1000 (needs the BFQ scheduler on v1).
+    /// Relative block I/O weight, 10..=1000; it acts only where the disk's I/O
+    /// scheduler is bfq (or, on cgroup v2, blk-iocost is on for it): a start
+    /// warns where it is not.
     #[arg(long, value_name = "W")]
     pub io_weight: Option<u32>,
     /// A resource limit, NAME=SOFT[:HARD] (nofile=1024:4096, core=0,

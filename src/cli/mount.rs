@@ -536,7 +536,11 @@ fn check_mountpoint(
     let mp = match ufs::resolve_without_stat(p) {
         Ok(mp) => mp,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mountpoint {} does not exist", output::path(p))
+            bail!(
+                "mountpoint {} does not exist: make it first (`mkdir -p {}`)",
+                output::path(p),
+                output::path(p)
+            )
         }
         Err(e) if ufs::daemon_gone_error(&e) => return Err(daemon_gone(p)),
         Err(e) => bail!("mountpoint {}: {e}", output::path(p)),
@@ -557,7 +561,11 @@ fn check_mountpoint(
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!("mountpoint {} is not a directory", output::path(p)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mountpoint {} does not exist", output::path(p))
+            bail!(
+                "mountpoint {} does not exist: make it first (`mkdir -p {}`)",
+                output::path(p),
+                output::path(p)
+            )
         }
         // A FUSE mount whose daemon is gone.
         Err(e) if ufs::daemon_gone_error(&e) => return Err(daemon_gone(p)),

@@ -1044,15 +1044,19 @@ fn runs(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
 
 fn snapshot(g: &Global, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     if dest.exists() {
-        anyhow::bail!("{} exists; snapshot writes a new file", path(dest));
+        anyhow::bail!(
+            "{} exists; snapshot writes a new file: remove it first, or name another",
+            path(dest)
+        );
     }
     // SQLite would only say "unable to open database file", under the
     // catalog's name.
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             anyhow::bail!(
-                "cannot write {}: directory {} does not exist",
+                "cannot write {}: directory {} does not exist: make it first (`mkdir -p {}`)",
                 path(dest),
+                path(dir),
                 path(dir)
             );
         }

@@ -122,6 +122,22 @@ pub enum Error {
          try again once that command is done", lock.display()
     )]
     Busy { name: String, lock: PathBuf },
+    /// RUN_DIR/NAME is a mount point, or lies in a unifs mount (a guest
+    /// tree mounted at /run/unifs/NAME by hand): the lock, the record and
+    /// the logs, and the 0700 the directory gets, would land in that tree.
+    #[error(
+        "the runtime directory of guest {name}, {}, {what}: `guest start`, `stop` and \
+         `update` keep the guest's lock, record and logs there and make it mode 0700, which \
+         would change what is mounted there; unmount it first (`unifs umount {}`, or umount(8)), \
+         and mount trees by hand elsewhere (/mnt/NAME), or give the guest another --run-dir",
+        dir.display(), mount.display()
+    )]
+    RunDirMounted {
+        name: String,
+        dir: PathBuf,
+        what: String,
+        mount: PathBuf,
+    },
     /// A `start` of it still at work after `stop` waited for it.
     #[error(
         "guest {name} is starting (a `unifs guest start` holds {}) and was not started within \

@@ -460,6 +460,7 @@ impl RunDir {
     /// `what` (`start`, `stop`, `update`) is written into the lock file,
     /// for [`RunDir::locked_for`].
     pub fn lock(&self, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        self.refuse_mounted()?;
         // Root's alone where we make it: the guest's root is mounted here
         // (suid, allow_other), with any set-uid program guest root made.
         use std::os::unix::fs::DirBuilderExt;
@@ -486,6 +487,50 @@ impl RunDir {
         let _ = lock.set_len(0);
         let _ = lock.write_all_at(what.as_bytes(), 0);
         Ok(lock)
+    }
+
+    /// Refuses a runtime directory that is a mount point, or lies in a
+    /// unifs mount: README's `unifs mount /vservers/web1 /run/unifs/web1`
+    /// put a guest tree at the default run dir of guest web1, and its
+    /// `guest start` then chmodded that tree's root 0700 and left its lock
+    /// and logs in it, through the mount.
+    fn refuse_mounted(&self) -> Result<()> {
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let refused = |what: String, mount: PathBuf| Error::RunDirMounted {
+            name: name.clone(),
+            dir: self.dir.clone(),
+            what,
+            mount,
+        };
+        match crate::fs::mount_at(&self.dir) {
+            Ok(Some(m)) => {
+                let what = match m.unifs_guest() {
+                    Some(g) => format!("is the unifs mount of guest directory {}", g.display()),
+                    None => format!("is a mount point (a {} mount)", m.fstype),
+                };
+                return Err(refused(what, self.dir.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Error::io("reading the mounts of", &self.dir, e)),
+        }
+        // A run dir inside a unifs mount (a tree mounted at /run/unifs).
+        let Some(existing) = self.dir.ancestors().find(|a| a.exists()) else {
+            return Ok(());
+        };
+        if let Some(backing) = crate::fs::unifs_view_backing(existing) {
+            let mount = crate::fs::holding_mount_point(existing).unwrap_or_default();
+            let what = format!(
+                "lies in the unifs mount at {}, a guest tree's view (it is {} there)",
+                mount.display(),
+                backing.display()
+            );
+            return Err(refused(what, mount));
+        }
+        Ok(())
     }
 
     /// What the other process that holds this guest's lock does (`start`,

@@ -234,8 +234,9 @@ fn a_snapshot_into_a_missing_directory_names_that_directory() {
     assert_eq!(
         stderr(&out),
         format!(
-            "unifs: cannot write {}: directory {} does not exist\n",
+            "unifs: cannot write {}: directory {} does not exist: make it first (`mkdir -p {}`)\n",
             dest.display(),
+            dest.parent().unwrap().display(),
             dest.parent().unwrap().display()
         )
     );
