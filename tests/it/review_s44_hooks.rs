@@ -303,7 +303,9 @@ fn s44_unify_of_a_build_without_the_feature_ignores_the_hooks() {
 /// The mount daemon of a build without the feature takes its lock on the
 /// guest (its claim) though `UNIFS_TEST_NO_CLAIM` is set: a second mount of
 /// the guest is refused naming that daemon, not as one "of an older unifs,
-/// which takes no lock". Before: the daemon took no lock.
+/// which takes no lock". Before: that daemon took no lock, and the second
+/// `unifs mount` (UNIFS_TEST_NO_CLAIM set for it too) was made: two daemons
+/// serving one guest.
 #[test]
 fn s44_mount_of_a_build_without_the_feature_claims_its_guest_whatever_the_hooks() {
     let test = "s44_mount_of_a_build_without_the_feature_claims_its_guest_whatever_the_hooks";
