@@ -8,13 +8,16 @@
 # WORKDIR: a new directory on the filesystem to measure (kept). FILES shared
 # files are broken one after another (3000) while another thread creates,
 # renames and unlinks files; the daemon syncs after every BOUND unsynced
-# breaks (1000; UNIFS_TEST_UNSYNCED_BREAKS_MAX, 10,000 in use). Env: UNIFS
-# (binary), HOST_DIRTY_MIB (written to WORKDIR by dd, unsynced, 3 s in: dirty
+# breaks (1000; UNIFS_TEST_UNSYNCED_BREAKS_MAX, 10,000 in use: a test hook,
+# so UNIFS must be built with them: cargo build --release --features
+# test-hooks). Env: UNIFS (binary), HOST_DIRTY_MIB (written to WORKDIR by dd, unsynced, 3 s in: dirty
 # data a syncfs must wait for; default 1500), WRAP (a wrapper for the daemon,
 # e.g. strace -f -qq --seccomp-bpf -T -e trace=syncfs -o FILE).
 set -euo pipefail
 UNIFS=$(realpath -m "${UNIFS:-$(dirname "$0")/../target/release/unifs}")
 base=$1 n=${2:-3000} bound=${3:-1000} dirty=${HOST_DIRTY_MIB:-1500}
+grep -q UNIFS_TEST_UNSYNCED_BREAKS_MAX "$UNIFS" ||
+  { echo "$UNIFS has no test hooks: cargo build --release --features test-hooks" >&2; exit 1; }
 mkdir -p "$base/a" "$base/b" "$base/m"
 python3 - "$base" "$n" <<'PY'
 import os, sys

@@ -66,7 +66,7 @@ impl Drop for Tidy {
         // SQLite opens the log at the first read.
         let _ = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
         // The tests' hold on the moment a writer could commit and close.
-        crate::sys::test_stop("UNIFS_TEST_TIDY_STOP");
+        crate::sys::test_stop!("UNIFS_TEST_TIDY_STOP");
         let _ = conn.close();
     }
 }

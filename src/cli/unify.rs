@@ -80,7 +80,12 @@ pub struct UnifyArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Treat an object as full at N links (for tests of link-limit handling).
-    #[arg(long, hide = true, env = "UNIFS_TEST_LINK_MAX", value_name = "N")]
+    /// A test hook (src/sys/test_hooks.rs): without the feature, no flag.
+    #[cfg_attr(
+        feature = "test-hooks",
+        arg(long, hide = true, env = "UNIFS_TEST_LINK_MAX", value_name = "N")
+    )]
+    #[cfg_attr(not(feature = "test-hooks"), arg(skip))]
     pub link_max: Option<u64>,
 }
 

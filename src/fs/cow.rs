@@ -349,31 +349,27 @@ fn copy_with_writeback(src: BorrowedFd, dst: BorrowedFd, len: u64) -> io::Result
 /// after a break's copy is made and before its first change of the
 /// directory: the tests' way to land a guest's change in the copy's time.
 fn test_pause() {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_BREAK_PAUSE_MS");
 }
 
 /// Sleeps for `UNIFS_TEST_BREAK_RENAME_PAUSE_MS` (read once; unset: not
 /// at all) between a break's check that the name is still the file it
 /// copied and its rename over that name.
 fn test_rename_pause() {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_RENAME_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_BREAK_RENAME_PAUSE_MS");
 }
 
 /// Sleeps for `UNIFS_TEST_BREAK_RENAMED_PAUSE_MS` (read once; unset: not
 /// at all) right after a break's rename put its copy under the name.
 fn test_renamed_pause() {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_BREAK_RENAMED_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_BREAK_RENAMED_PAUSE_MS");
 }
 
 /// An unnamed temp file in `dir` (O_TMPFILE), or EOPNOTSUPP when
 /// `UNIFS_TEST_BREAK_NO_TMPFILE` is set (read once): the tests' way to take
 /// the named temp file of a filesystem without O_TMPFILE.
 fn open_tmpfile(dir: BorrowedFd) -> io::Result<OwnedFd> {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *OFF.get_or_init(|| std::env::var_os("UNIFS_TEST_BREAK_NO_TMPFILE").is_some()) {
+    if crate::sys::test_hook!("UNIFS_TEST_BREAK_NO_TMPFILE").is_some() {
         return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
     fsys::open_tmpfile(dir, 0o600)

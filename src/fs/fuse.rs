@@ -913,8 +913,7 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
 /// come late, as it may on a busy machine (the kernel sends it after the
 /// close has returned).
 fn release_test_pause() {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_RELEASE_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_RELEASE_PAUSE_MS");
 }
 
 /// UNIFS_TEST_CHILD_PANIC=fuse-mkdir (read once): a test's way to make a
@@ -923,14 +922,7 @@ fn release_test_pause() {
 /// as a panic in fuser's own code before it makes the reply leaves a
 /// request (its `system_time_from_time` on some times of a SETATTR).
 fn test_panic_holding<T>(reply: T) -> T {
-    static SITE: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
-    let site = SITE.get_or_init(|| std::env::var_os("UNIFS_TEST_CHILD_PANIC"));
-    match site.as_deref().and_then(OsStr::to_str) {
-        Some("fuse-mkdir") => panic!("UNIFS_TEST_CHILD_PANIC=fuse-mkdir"),
-        Some("fuse-mkdir-unanswered") => {
-            std::mem::forget(reply);
-            panic!("UNIFS_TEST_CHILD_PANIC=fuse-mkdir-unanswered")
-        }
-        _ => reply,
-    }
+    crate::sys::test_panic!("fuse-mkdir");
+    crate::sys::test_panic!("fuse-mkdir-unanswered", std::mem::forget(reply));
+    reply
 }

@@ -683,22 +683,11 @@ fn realtime_now() -> (i64, i64) {
 /// [`Overlay::moved`]'s errno; no operation of ours returns it otherwise.
 const MOVED: i32 = libc::ERESTART;
 
-/// `default`, or the lower bound a test sets in the environment variable
-/// `var` (a positive number).
-fn test_bound(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(default)
-}
-
 /// Sleeps for `UNIFS_TEST_SYNCFS_PAUSE_MS` (read once; unset: not at all)
 /// before the syncfs that makes many unsynced breaks durable: the tests'
 /// stand-in for a slow one.
 fn test_syncfs_pause() {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    sys::test_pause(&PAUSE, "UNIFS_TEST_SYNCFS_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_SYNCFS_PAUSE_MS");
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -866,13 +855,13 @@ impl Overlay {
             marks: Mutex::new(HashMap::new()),
             numberings: Mutex::new(Numberings::default()),
             // A lower bound for tests (tests/it/fs/review_s22_readdir.rs).
-            closed_numbered_dirs: test_bound(
+            closed_numbered_dirs: sys::test_bound!(
                 "UNIFS_TEST_CLOSED_NUMBERED_DIRS",
-                CLOSED_NUMBERED_DIRS,
+                CLOSED_NUMBERED_DIRS
             ),
             numbered: Arc::new(AtomicUsize::new(0)),
             // Lowered for tests too (tests/it/fs/review_s22_readdir.rs).
-            numbered_max: test_bound("UNIFS_TEST_NUMBERED_MAX", NUMBERED_MAX),
+            numbered_max: sys::test_bound!("UNIFS_TEST_NUMBERED_MAX", NUMBERED_MAX),
             next_fh: AtomicU64::new(1),
             break_lock: Mutex::new(()),
             names: std::sync::RwLock::new(()),
@@ -883,10 +872,13 @@ impl Overlay {
             no_atime: read_only || no_atime,
             unsynced_breaks: Mutex::new(UnsyncedBreaks::default()),
             // A lower bound for tests (tests/it/fs/power.rs).
-            unsynced_breaks_max: test_bound("UNIFS_TEST_UNSYNCED_BREAKS_MAX", UNSYNCED_BREAKS_MAX),
-            syncfs_retry: std::time::Duration::from_millis(test_bound(
+            unsynced_breaks_max: sys::test_bound!(
+                "UNIFS_TEST_UNSYNCED_BREAKS_MAX",
+                UNSYNCED_BREAKS_MAX
+            ),
+            syncfs_retry: std::time::Duration::from_millis(sys::test_bound!(
                 "UNIFS_TEST_SYNCFS_RETRY_MS",
-                SYNCFS_RETRY_FIRST_MS,
+                SYNCFS_RETRY_FIRST_MS
             ) as u64),
             started: realtime_now(),
             openers: Mutex::new(HashMap::new()),
@@ -3657,6 +3649,5 @@ impl Overlay {
 /// in a lookup of a file with more than one link, between its stat and the
 /// read of its marker: the tests' way to land a break in between.
 fn lookup_test_pause() {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_LOOKUP_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_LOOKUP_PAUSE_MS");
 }

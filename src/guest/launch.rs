@@ -99,8 +99,7 @@ pub fn run(
     };
     // The guest's set-up asks the overlay too (its root's statfs, before
     // the exec): the second signal ends a guest stuck there as well.
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_SPAWN_PAUSE_MS");
     let foreground = Foreground { end: &end, reports };
     let oom_before = cgroup.oom_kills();
     let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
@@ -380,7 +379,7 @@ fn clone_guest(
     let foreground = !matches!(stdio, Stdio::Detached { .. });
     let cgroup2 = cgroup.has_v2_group();
     // The tests' window to lower a pids limit right before the clone.
-    crate::sys::test_stop("UNIFS_TEST_BEFORE_CLONE_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_BEFORE_CLONE_STOP");
     match sys::clone_into(flags) {
         Err(Errno::EPERM) => Err(Error::Permission(
             "creating namespaces (CAP_SYS_ADMIN in the initial user namespace)",
@@ -420,7 +419,7 @@ fn clone_guest(
                 }
             };
             // The tests' window to end the child before it is let go.
-            crate::sys::test_stop("UNIFS_TEST_CLONE_STOP");
+            crate::sys::test_stop!("UNIFS_TEST_CLONE_STOP");
             use nix::sys::socket::{send, MsgFlags};
             let go = send(ready_w.as_raw_fd(), b"1", MsgFlags::MSG_NOSIGNAL);
             drop(ready_w);
@@ -533,7 +532,7 @@ fn child(
     if !matches!(std::fs::File::from(ready).read(&mut go), Ok(1)) {
         sys::exit_child(1); // The parent gave up on us.
     }
-    crate::sys::test_panic("guest");
+    crate::sys::test_panic!("guest");
     let result = (|| -> Result<()> {
         // A session of its own, without a controlling terminal: the guest
         // may use the terminal it was given, but TIOCSTI (typing into the
@@ -684,7 +683,7 @@ pub(super) fn reap_and_forward(
                 // tcsetpgrp from the background raises no SIGTTOU.)
                 let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
-                crate::sys::test_panic("command");
+                crate::sys::test_panic!("command");
                 if let Err(e) = before_exec() {
                     fail(&report, b'E', &e.to_string())
                 }

@@ -197,7 +197,7 @@ fn start_as(
     let run = RunDir::new(&dirs.run_dir, name);
     let _lock = run.lock("start")?;
     // The tests' window for a `stop` in a start's first moments.
-    crate::sys::test_stop("UNIFS_TEST_START_LOCKED_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_START_LOCKED_STOP");
     let mut reboots = state::Reboots::default();
     if let Some(of) = rebooted {
         let Some(old) = rebooted_record(&run, name, of)? else {
@@ -299,9 +299,8 @@ fn start_as(
     }
     // UNIFS_TEST_START_PAUSE_MS, UNIFS_TEST_START_STOP: the tests' window
     // to end the daemon here, or to look at the guest while it starts.
-    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_START_PAUSE_MS");
-    crate::sys::test_stop("UNIFS_TEST_START_STOP");
+    crate::sys::test_pause!("UNIFS_TEST_START_PAUSE_MS");
+    crate::sys::test_stop!("UNIFS_TEST_START_STOP");
     // Else init's set-up fails on a root that answers nothing (ENOTCONN),
     // said as a confusing "not a directory".
     // Its leaf empty first: that needs no fork, which the limit a start
@@ -336,7 +335,7 @@ fn start_as(
             // reached is what to raise, the daemon's end its consequence.
             // The tests' window on a start that failed, before it looks
             // at its daemon.
-            crate::sys::test_stop("UNIFS_TEST_START_FAILED_STOP");
+            crate::sys::test_stop!("UNIFS_TEST_START_FAILED_STOP");
             let died = gone();
             let e = match died {
                 true if e.is_fork() => Error::KeeperFork(format!(
@@ -606,7 +605,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     crate::sys::ignore_sigpipe();
     let memory = spec.limits.memory;
     let name = spec.name.clone();
-    crate::sys::test_panic("keeper");
+    crate::sys::test_panic!("keeper");
     // Init's end by SIGKILL is the OOM killer's if the count rose shortly
     // before (see OomWatch).
     let oom_before = cgroup.oom_kills();
@@ -662,7 +661,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // start its predecessor became returns: systemd reads it again then.)
     write_keeper_pid(&run);
     // The tests' window on a `start` waiting for its keeper, init running.
-    crate::sys::test_stop("UNIFS_TEST_KEEPER_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_KEEPER_STOP");
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
     let mut console =
@@ -699,9 +698,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     if again {
                         // The tests' window on a keeper whose init rebooted,
                         // its thread for signals at work.
-                        static PAUSE: std::sync::OnceLock<Option<Duration>> =
-                            std::sync::OnceLock::new();
-                        crate::sys::test_pause(&PAUSE, "UNIFS_TEST_REBOOT_PAUSE_MS");
+                        crate::sys::test_pause!("UNIFS_TEST_REBOOT_PAUSE_MS");
                         let e = start_again(&dirs, &name, &run, &exit);
                         // Else the guest is left stale, its root mounted.
                         keeper_signals::block_again();
@@ -776,7 +773,7 @@ fn stop_ended(name: &str, run: &RunDir, mut exit: state::Exit) {
         return;
     };
     // The tests' window on a keeper about to stop its guest.
-    crate::sys::test_stop("UNIFS_TEST_ENDED_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_ENDED_STOP");
     let ours = |st: &State| (st.pid, st.start_time) == (exit.pid, exit.start_time);
     let st = match read_locked(run, name) {
         Ok((Some(st), _)) if ours(&st) && !st.init_alive() => st,
@@ -1136,7 +1133,7 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
     };
     // The tests' window to unmount the root here, as a daemon whose start
     // was cut short does.
-    crate::sys::test_stop("UNIFS_TEST_UNMOUNT_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_UNMOUNT_STOP");
     if how == RootMount::Overlay {
         if let Ok(exe) = std::env::current_exe() {
             let mut cmd = Command::new(exe);
@@ -2311,7 +2308,7 @@ fn exec_helper(
         let _ = nix::unistd::write(&report, format!("E{e}").as_bytes());
         sys::exit_child(127);
     }
-    crate::sys::test_panic("exec-helper");
+    crate::sys::test_panic!("exec-helper");
     launch::reap_and_forward(spec, report, move || Cgroup::join(procs))
 }
 
@@ -2433,7 +2430,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     // a guest both stopped by its keeper and stale).
     let exit = run.read_exit();
     // The tests' window between the two reads.
-    crate::sys::test_stop("UNIFS_TEST_STATUS_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_STATUS_STOP");
     let (st, bad) = read_lenient(&run, name)?;
     // Mounting its root and starting init before it records them; an old
     // record of a dead init is still there while it cleans it up.

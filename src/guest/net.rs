@@ -255,8 +255,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     check_host(spec)?;
     // UNIFS_TEST_VETH_PAUSE_MS: the tests' window between the check and
     // the address, for two starts at once.
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_VETH_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_VETH_PAUSE_MS");
     let pid_s = pid.as_raw().to_string();
     ip(&[
         "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,

@@ -239,7 +239,7 @@ fn daemon(
         let _ = nix::unistd::dup2_stderr(&fd);
     }
     pin_mmap_threshold();
-    crate::sys::test_panic("overlay-daemon");
+    crate::sys::test_panic!("overlay-daemon");
     // A guest's write past the caller's `ulimit -f` fails with EFBIG
     // rather than killing the daemon under the guest.
     crate::sys::ignore_sigxfsz();

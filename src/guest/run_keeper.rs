@@ -117,7 +117,7 @@ impl Keeper {
 /// The keeper ([`Keeper`]) of the run whose report is `report`; never
 /// returns.
 fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Path) -> ! {
-    crate::sys::test_panic("run-keeper");
+    crate::sys::test_panic!("run-keeper");
     // Held until it ends: the sweep of a later run or start leaves the
     // groups of this run, once dead, to this keeper while it lives.
     let held = cgroup.keeper_lock();
@@ -154,7 +154,7 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
     let report = Report::open(report);
     // The tests' window on a keeper at work (its report made, nothing
     // done yet): to look at it, or kill it there.
-    crate::sys::test_stop("UNIFS_TEST_KEEPER_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_KEEPER_STOP");
     // The guest's init is PID 1 of its namespace: its SIGKILL from here
     // ends every process there.
     if let Some(fd) = &guest {
@@ -180,7 +180,7 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
     for pid in left {
         tracing::warn!("{}", cgroup::unkillable(pid));
     }
-    crate::sys::test_panic("run-keeper-end");
+    crate::sys::test_panic!("run-keeper-end");
     if let Some(report) = report {
         report.close();
     }

@@ -8,8 +8,11 @@ pub mod fsids;
 mod locks;
 mod regular;
 mod shared_map;
+pub(crate) mod test_hooks;
 mod text;
 pub mod xattr;
+
+pub(crate) use test_hooks::{test_bound, test_hook, test_panic, test_pause, test_stop};
 
 pub use locks::flock_holders;
 
@@ -49,19 +52,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Sleeps for the milliseconds the environment variable `var` gives (read
-/// once into `cell`; unset: not at all): the tests' way to widen a race
-/// window at one point of the code.
-pub fn test_pause(cell: &std::sync::OnceLock<Option<std::time::Duration>>, var: &str) {
-    let pause = cell.get_or_init(|| {
-        let ms = std::env::var(var).ok()?;
-        ms.parse().ok().map(std::time::Duration::from_millis)
-    });
-    if let Some(pause) = pause {
-        std::thread::sleep(*pause);
-    }
-}
-
 /// What to add to an error whose errno (`raw`) says the filesystem refused
 /// a write (EROFS, EIO): ext4 gone read-only after an error keeps its
 /// mount `rw`, and a bare "Read-only file system" says neither why nor
@@ -77,27 +67,6 @@ pub fn refused_writes_hint(raw: Option<i32>) -> &'static str {
 pub const REFUSED_WRITES: &str = "; the filesystem holding it refuses writes (read-only, or \
      failing: see `dmesg`). If it failed (ext4 gone read-only after an error), repair it (stop \
      the guests and mounts on it, unmount it, fsck, mount it again) and run the command again";
-
-/// Stops this process (SIGSTOP) when the environment variable `var` is
-/// set: a test's way to hold it at one point of the code for as long as it
-/// needs (it sees the process stopped, acts, then sends SIGCONT), whatever
-/// the machine's load.
-pub fn test_stop(var: &str) {
-    if std::env::var_os(var).is_some() {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
-}
-
-/// Panics when the environment variable UNIFS_TEST_CHILD_PANIC is `site`:
-/// a test's way to make a forked child of unifs fail in its own code (see
-/// `guest::sys::in_child`), which nothing else it can arrange does. The
-/// mount daemon's FUSE threads have sites of their own (`fuse-mkdir`, see
-/// `fs::fuse`).
-pub fn test_panic(site: &str) {
-    if std::env::var_os("UNIFS_TEST_CHILD_PANIC").is_some_and(|v| v == site) {
-        panic!("UNIFS_TEST_CHILD_PANIC={site}");
-    }
-}
 
 /// The bytes of `p` in hex where they are not UTF-8 (its `*_hex` field in
 /// JSON output and manifests); `None` where the text says them exactly.

@@ -250,8 +250,7 @@ fn restore_one(guest: &Guest, key: Key, seen: &Seen) -> io::Result<Option<Listin
 /// all) after each change: the tests' way to land a guest's change between
 /// two of ours rather than during one.
 fn test_pause() {
-    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
-    crate::sys::test_pause(&PAUSE, "UNIFS_TEST_DIRTIMES_PAUSE_MS");
+    crate::sys::test_pause!("UNIFS_TEST_DIRTIMES_PAUSE_MS");
 }
 
 /// Directory `rel` beneath `root` (never through a symlink or into another

@@ -165,11 +165,9 @@ pub fn clock() -> Option<i128> {
     // UNIFS_TEST_COARSE_CTIME=MS lets tests take the coarse path on any
     // kernel and filesystem, with a window MS longer (a test cannot count
     // on starting a run within the window of its last change).
-    static TEST_WIDER: std::sync::OnceLock<Option<i128>> = std::sync::OnceLock::new();
-    let wider = *TEST_WIDER.get_or_init(|| {
-        let ms = std::env::var("UNIFS_TEST_COARSE_CTIME").ok()?;
-        Some(ms.parse::<i128>().ok()? * 1_000_000)
-    });
+    let wider = crate::sys::test_hook!("UNIFS_TEST_COARSE_CTIME")
+        .and_then(|ms| ms.to_str()?.parse::<i128>().ok())
+        .map(|ms| ms * 1_000_000);
     let coarse = || {
         FS_COARSE.load(std::sync::atomic::Ordering::Relaxed)
             || *COARSE.get_or_init(|| kernel_before(6, 13))

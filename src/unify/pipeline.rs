@@ -82,7 +82,7 @@ pub fn run(
 ) -> Result<Outcome> {
     // UNIFS_TEST_HASH_STOP: the tests' window between the walk and the
     // first open of a file it found (a guest swapping a file for a node).
-    crate::sys::test_stop("UNIFS_TEST_HASH_STOP");
+    crate::sys::test_stop!("UNIFS_TEST_HASH_STOP");
     let started = Instant::now();
     let hashed_until = AtomicU64::new(0);
     let stop = AtomicBool::new(false);

@@ -1,6 +1,13 @@
 //! One integration-test binary: real files in temp dirs, real FUSE mounts,
 //! real namespaces. Run as root (CI does).
 
+// The tests steer unifs through its test hooks (src/sys/test_hooks.rs),
+// which only a build with the feature has.
+#[cfg(not(feature = "test-hooks"))]
+compile_error!(
+    "the tests need unifs's test hooks: `cargo test --release --features test-hooks` (README.md)"
+);
+
 mod backup;
 mod common;
 mod failures;
@@ -164,6 +171,7 @@ mod review_s43_panicrev;
 mod review_s43_sweep;
 mod review_s44_docaudit;
 mod review_s44_escape;
+mod review_s44_hooks;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
