@@ -1,5 +1,5 @@
-//! What a named guest's keeper does when one of its threads panics (a bug):
-//! it stops the guest, and ends with [`FAILED_EXIT`].
+//! What a named guest's keeper, or `unifs run`, does when one of its
+//! threads panics (a bug): it stops the guest, and ends with [`FAILED_EXIT`].
 //!
 //! A thread that panics ends alone. The keeper's thread for signals
 //! ([`super::keeper_signals`]) ended so left every signal sent to the
@@ -46,17 +46,8 @@ pub fn stop_guest_on_thread_panic(
     log: PathBuf,
     stop_signal: i32,
 ) -> nix::Result<RawFd> {
-    let pidfd = sys::pidfd_open(init)?;
-    let fd = pidfd.as_raw_fd();
     let name = name.to_string();
-    sys::on_thread_panic(move |thread, why| {
-        // The first failure stops the guest; another one meanwhile adds nothing.
-        if FAILED
-            .set(format!("its thread {thread} failed: {why}"))
-            .is_err()
-        {
-            return;
-        }
+    stop_on_thread_panic(init, stop_signal, move |thread, why| {
         say(
             &log,
             &format!(
@@ -66,7 +57,46 @@ pub fn stop_guest_on_thread_panic(
                 super::spec::signal_name(stop_signal),
                 STOP_WAIT.as_secs()
             ),
-        );
+        )
+    })
+}
+
+/// `unifs run`'s [`stop_guest_on_thread_panic`]: its thread that passes
+/// signals on to the guest (and ends it on a second one) failing, the run
+/// would be deaf to Ctrl-C and `kill` until its command ended by itself.
+/// Said on stderr; the run then exits [`FAILED_EXIT`].
+pub fn stop_run_on_thread_panic(init: Pid, stop_signal: i32) -> nix::Result<RawFd> {
+    stop_on_thread_panic(init, stop_signal, move |thread, why| {
+        tracing::error!(
+            "`unifs run` failed on an internal error in its thread {thread} ({why}; a bug in \
+             unifs: please report it): signals sent to the run would no longer reach the \
+             guest, so it stops the guest now ({}, SIGKILL after {} s)",
+            super::spec::signal_name(stop_signal),
+            STOP_WAIT.as_secs()
+        )
+    })
+}
+
+/// From now on the first panic of a thread of this process but its main
+/// one is said by `say` (thread, message), and ends `init` (its stop
+/// signal `stop_signal`, SIGKILL after [`STOP_WAIT`]), through a pidfd whose
+/// number is returned.
+fn stop_on_thread_panic(
+    init: Pid,
+    stop_signal: i32,
+    say: impl Fn(&str, &str) + Send + Sync + 'static,
+) -> nix::Result<RawFd> {
+    let pidfd = sys::pidfd_open(init)?;
+    let fd = pidfd.as_raw_fd();
+    sys::on_thread_panic(move |thread, why| {
+        // The first failure stops the guest; another one meanwhile adds nothing.
+        if FAILED
+            .set(format!("its thread {thread} failed: {why}"))
+            .is_err()
+        {
+            return;
+        }
+        say(thread, why);
         let _ = sys::pidfd_kill(pidfd.as_fd(), stop_signal);
         if !ends_within(&pidfd, STOP_WAIT) {
             let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);

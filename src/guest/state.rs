@@ -281,7 +281,7 @@ pub struct Exit {
     pub oom_killed: Option<OomKilled>,
     /// Its keeper ended it because one of the keeper's own threads failed
     /// (a bug): what failed ("its thread signals failed: …").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub keeper_failed: Option<String>,
 }
 

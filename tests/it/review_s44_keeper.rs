@@ -189,3 +189,40 @@ fn s44_a_panic_in_the_keepers_signals_thread_stops_the_guest() {
         "{status:?}"
     );
 }
+
+/// `unifs run`'s thread that passes signals on to the guest panics on the
+/// first one (UNIFS_TEST_CHILD_PANIC=run-signals): the run says so,
+/// stops the guest (its stop signal) and exits 101. Before, that thread
+/// ended alone: the signal, and every later one, never reached the guest,
+/// which ran on, the run with it.
+#[test]
+fn s44_a_panic_in_the_runs_signals_thread_stops_the_guest() {
+    let test = "s44_a_panic_in_the_runs_signals_thread_stops_the_guest";
+    if !can_run(test) {
+        return;
+    }
+    let t = TestRoot::new();
+    let mut cmd = Command::new(crate::common::unifs_bin());
+    cmd.args(["run", "--root-mount", "bind", "--root"])
+        .arg(t.root())
+        .args(["--", "/bin/sh", "-c"])
+        .arg("touch /tmp/up; trap 'exit 0' TERM; while :; do sleep 1; done")
+        .env("UNIFS_TEST_CHILD_PANIC", "run-signals")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let pid = run.0.as_ref().unwrap().id();
+    assert!(
+        within_60s(|| t.root().join("tmp/up").exists()),
+        "the guest never ran"
+    );
+    signal(pid, libc::SIGINT);
+    let o = crate::guest::harness::wait_bounded(run, Duration::from_secs(60));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(101), "{err}");
+    assert!(
+        err.contains("`unifs run` failed on an internal error in its thread signals"),
+        "{err}"
+    );
+}
