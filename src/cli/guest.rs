@@ -947,6 +947,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     if let Some(why) = &e.not_restarted {
                         outln!("         not started again: {why}");
                     }
+                    if let Some(why) = &e.keeper_failed {
+                        outln!("         stopped by its keeper, which failed: {why}");
+                    }
                 }
                 if let Some(l) = &s.mount_log {
                     outln!(

@@ -1357,6 +1357,34 @@ fn keeper_at_work(groups: &[PathBuf]) -> bool {
     })
 }
 
+/// How long after their creation the groups of a run that looks dead may
+/// be those of a run still starting ([`maybe_starting`]).
+const START_GRACE: Duration = Duration::from_secs(60);
+
+/// Whether the groups `groups` of run `pid` (its pid as that run saw it),
+/// no keeper's lock on them and no process in them, may be those of a run
+/// still starting, made by a unifs older than session 43's, which locked
+/// them only once its keeper ran: made less than [`START_GRACE`] ago, and
+/// `pid` may name a live process where the run was (a namespace this one
+/// cannot see into, or one below it where a process has that pid). The
+/// run's pid alone says nothing: /proc/PID is of our PID namespace, and a
+/// run names its groups by the pid of its own.
+fn maybe_starting(pid: &str, groups: &[PathBuf]) -> bool {
+    let young = groups.iter().any(|g| {
+        std::fs::metadata(g)
+            .and_then(|m| m.modified())
+            .is_ok_and(|made| made.elapsed().map_or(true, |age| age < START_GRACE))
+    });
+    if !young {
+        return false;
+    }
+    if !super::state::sees_every_pid_ns() {
+        return true;
+    }
+    let pid = pid.parse::<i32>().unwrap_or(0);
+    super::state::pid_in_a_namespace_below(pid) != Some(false)
+}
+
 /// How long a sweep waits, once for all the dead runs' processes it kills,
 /// before it leaves those still there.
 const SWEEP_WAIT: Duration = Duration::from_secs(2);
@@ -1371,6 +1399,15 @@ const ENDING_WAIT: Duration = Duration::from_millis(200);
 /// kill of its whole cgroup), the keeper left the guest running: what is
 /// left there is killed first, if provably the dead run's (see
 /// [`orphaned`]).
+///
+/// "Gone" is the lock, which holds in every PID namespace: a run locks its
+/// groups from their creation ([`Cgroup::create`]) until it and its keeper
+/// end. Its pid missing from our /proc only picks the runs to look at (a
+/// run in another namespace names its groups by a pid of its own); an
+/// unlocked run's empty, young groups that an older unifs may still be
+/// starting are left ([`maybe_starting`]). A group that holds a process is
+/// never removed (rmdir fails, whoever looks) and its processes are
+/// killed only if [`orphaned`] proves them the dead run's.
 ///
 /// A run has a group in every hierarchy: its groups are taken together,
 /// killed once and waited for once (all runs at once, for [`SWEEP_WAIT`]),
@@ -1389,6 +1426,9 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
         // outlived its parent-death signal (stopped) holds the group.
         let mut left = dead.pids();
         left.extend(dead.daemon_pids());
+        if left.is_empty() && maybe_starting(&pid, &dead.groups) {
+            continue;
+        }
         if !left.is_empty() {
             if !orphaned(&left) {
                 continue;

@@ -110,6 +110,9 @@ pub fn run(
     sys::hold_signals();
     sys::forward_signals_to(spawned.pid)
         .map_err(|e| Error::sys("installing signal handlers", e))?;
+    // A thread of ours that fails (the one passing signals on) stops the
+    // guest: the run must not go on deaf to them.
+    let _ = super::keeper_panic::stop_run_on_thread_panic(spawned.pid, spec.stop_signal);
     let (pty, guest) = (spawned.pty.take(), spawned.pid);
     let status = watching(spawned.keeper.as_ref(), || {
         on_second_signal(
@@ -121,6 +124,10 @@ pub fn run(
         )
     });
     let oom_before = oom_watch.finish();
+    let status = match super::keeper_panic::failed() {
+        Some(_) => status.map(|_| super::keeper_panic::FAILED_EXIT),
+        None => status,
+    };
     // Its command's SIGKILL (137: by itself, or passed on by --init's
     // reaper) the OOM killer's: said, or an operator looks for who sent it.
     if let Ok(128..) = status {
@@ -151,7 +158,12 @@ fn watching<T: Send>(keeper: Option<&Keeper>, wait: impl FnOnce() -> T) -> T {
     };
     std::thread::scope(|s| {
         // No thread (a limit on processes): no watch, the run goes on.
-        let _ = std::thread::Builder::new().spawn_scoped(s, || keeper.watch(stop_r.as_fd()));
+        // A panic there is said (and stops the guest: keeper_panic), and
+        // ends that thread alone: the run goes on to clean up.
+        let _ = std::thread::Builder::new().spawn_scoped(s, || {
+            let watch = std::panic::AssertUnwindSafe(|| keeper.watch(stop_r.as_fd()));
+            let _ = std::panic::catch_unwind(watch);
+        });
         let out = wait();
         // Its hang-up ends the watch, which the scope joins.
         drop(stop_w);
@@ -178,17 +190,16 @@ pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() 
     // Before the watcher looks: a signal from then on wakes it.
     sys::prepare_signal_wake();
     std::thread::scope(|s| {
-        let watcher = std::thread::Builder::new().spawn_scoped(s, || {
-            let mut held = sys::HeldSignal::default();
-            while !waited.load(Ordering::SeqCst) {
-                let holding = held.pass_on(HELD_SIGNAL_LIMIT);
-                if sys::signals_caught() >= 2 {
-                    end();
-                    return;
-                }
-                // Woken by each signal and by the end of `wait`; polls
-                // only while init has yet to take a held signal.
-                sys::wait_signal_wake(holding.then_some(HELD_SIGNAL_POLL));
+        let watcher = std::thread::Builder::new().name("signals".into());
+        // A panic there is said (in `unifs run` it stops the guest:
+        // keeper_panic); caught, it ends the thread alone, and the caller
+        // goes on to clean up.
+        let waited = &waited;
+        let watcher = watcher.spawn_scoped(s, move || {
+            let watch = std::panic::AssertUnwindSafe(move || watch_signals(waited, end));
+            if std::panic::catch_unwind(watch).is_err() {
+                // Not deaf meanwhile: signals go out from the handler again.
+                sys::stop_holding(true);
             }
         });
         // No watcher (a limit on processes): held signals go out at once.
@@ -203,6 +214,27 @@ pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() 
         sys::wake_signal_waiter();
         out
     })
+}
+
+/// [`on_second_signal`]'s watcher, until `waited`: passes on a held
+/// signal once init takes it, and calls `end` on a second signal.
+fn watch_signals(waited: &AtomicBool, end: impl FnOnce()) {
+    let mut held = sys::HeldSignal::default();
+    while !waited.load(Ordering::SeqCst) {
+        // The tests' way to make this thread fail (keeper_panic says what
+        // follows), once a signal came.
+        if sys::signals_caught() >= 1 {
+            crate::sys::test_panic!("run-signals");
+        }
+        let holding = held.pass_on(HELD_SIGNAL_LIMIT);
+        if sys::signals_caught() >= 2 {
+            end();
+            return;
+        }
+        // Woken by each signal and by the end of `wait`; polls only while
+        // init has yet to take a held signal.
+        sys::wait_signal_wake(holding.then_some(HELD_SIGNAL_POLL));
+    }
 }
 
 /// The exit status of a child, as a shell reports it.

@@ -6,11 +6,11 @@
 
 use super::cgroup::Cgroup;
 use super::config::{check_name, GuestConfig, OnReboot, RootMount};
-use super::keeper_signals;
 use super::launch::{self, Stdio};
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
 use super::{console, rootfs, Error, GuestSpec, Limits, NetMode, Result};
+use super::{keeper_panic, keeper_signals};
 use nix::mount::{MntFlags, MsFlags};
 use nix::pty::PtyMaster;
 use nix::sched::CloneFlags;
@@ -604,6 +604,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // we go on keeping init. (Init's process resets it before its exec.)
     crate::sys::ignore_sigpipe();
     let memory = spec.limits.memory;
+    let stop_signal = spec.stop_signal;
     let name = spec.name.clone();
     crate::sys::test_panic!("keeper");
     // Init's end by SIGKILL is the OOM killer's if the count rose shortly
@@ -653,6 +654,9 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // since the fork goes now. (Without, a signal ends the keeper as
     // before: init runs on, unkept.)
     keeper_signals::hand_on(&held);
+    // A thread of ours that fails stops the guest (before the thread for
+    // signals starts: its failure too).
+    let on_panic = keeper_panic::stop_guest_on_thread_panic(pid, &name, run.console(), stop_signal);
     let passing = keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
     });
@@ -666,7 +670,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // The report (its EOF lets `start` return) and the lock among them.
     let mut console =
         console.and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log, memory));
-    let mut keep_fds: Vec<i32> = passing.into_iter().collect();
+    let mut keep_fds: Vec<i32> = passing.into_iter().chain(on_panic.ok()).collect();
     keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
     sys::close_fds_except(&keep_fds);
     let mut oom_watch = Some(super::oom_watch::OomWatch::start(
@@ -688,10 +692,15 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                         cgroup.oom_kills(),
                         cgroup.memory_limit(),
                     );
+                    exit.keeper_failed = keeper_panic::failed().map(String::from);
                     let reboot = exit.shutdown == Some(state::Shutdown::Reboot);
-                    let again = reboot && cfg.on_reboot == OnReboot::Restart;
+                    let restart = cfg.on_reboot == OnReboot::Restart;
+                    let again = reboot && restart && exit.keeper_failed.is_none();
                     if reboot && !again {
-                        exit.not_restarted = Some("its config says on_reboot = \"stop\"".into());
+                        exit.not_restarted = Some(match restart {
+                            true => "its keeper failed on an internal error".into(),
+                            false => "its config says on_reboot = \"stop\"".into(),
+                        });
                     }
                     let _ = run.write_exit(&exit);
                     drop(console);
@@ -710,7 +719,10 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     stop_ended(&name, &run, exit);
                     keeper_signals::say_ignored(&name, pid, run.console());
                     forget_keeper_pid(&run);
-                    sys::exit_child(0)
+                    match keeper_panic::failed() {
+                        Some(_) => sys::exit_child(keeper_panic::FAILED_EXIT),
+                        None => sys::exit_child(0),
+                    }
                 }
             }
             Err(nix::errno::Errno::EINTR) => {}

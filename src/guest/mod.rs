@@ -27,6 +27,7 @@ pub mod console;
 pub mod devices;
 mod error;
 pub mod host_mounts;
+mod keeper_panic;
 pub mod keeper_report;
 mod keeper_signals;
 pub mod launch;

@@ -165,26 +165,51 @@ pub fn pid_ns() -> Option<u64> {
 /// The inode of the initial PID namespace (the kernel's PROC_PID_INIT_INO).
 const INIT_PID_NS: u64 = 0xEFFF_FFFC;
 
+/// Whether this process sees every process of every PID namespace: root
+/// in the initial one.
+pub fn sees_every_pid_ns() -> bool {
+    pid_ns() == Some(INIT_PID_NS) && nix::unistd::geteuid().is_root()
+}
+
+/// The /proc/PID directories of /proc.
+fn proc_dirs() -> Option<impl Iterator<Item = std::fs::DirEntry>> {
+    let procs = std::fs::read_dir("/proc").ok()?;
+    Some(procs.flatten().filter(|e| {
+        let name = e.file_name();
+        let digits = name.as_encoded_bytes();
+        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+    }))
+}
+
+/// Whether some process of a PID namespace below ours has the pid `pid`
+/// there (the last of its NSpid), as `std::process::id()` gives it to
+/// itself. None where /proc cannot be read.
+pub fn pid_in_a_namespace_below(pid: i32) -> Option<bool> {
+    let wanted = pid.to_string();
+    Some(proc_dirs()?.any(|e| {
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|pids| {
+                let pids: Vec<&str> = pids.split_whitespace().collect();
+                pids.len() > 1 && pids.last() == Some(&wanted.as_str())
+            })
+    }))
+}
+
 /// Whether no process is in the PID namespace `ns`. Told only by root in
 /// the initial namespace, which sees every process of every namespace;
 /// anywhere else, and where a process's namespace cannot be read, false.
 fn pid_ns_empty(ns: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
-    if pid_ns() != Some(INIT_PID_NS) || !nix::unistd::geteuid().is_root() {
+    if !sees_every_pid_ns() {
         return false;
     }
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+    let Some(procs) = proc_dirs() else {
         return false;
     };
-    for entry in procs.flatten() {
-        if !entry
-            .file_name()
-            .as_encoded_bytes()
-            .iter()
-            .all(u8::is_ascii_digit)
-        {
-            continue;
-        }
+    for entry in procs {
         match std::fs::metadata(entry.path().join("ns/pid")) {
             Ok(m) if m.ino() == ns => return false,
             Ok(_) => {}
@@ -254,6 +279,10 @@ pub struct Exit {
     /// unifs).
     #[serde(default)]
     pub oom_killed: Option<OomKilled>,
+    /// Its keeper ended it because one of the keeper's own threads failed
+    /// (a bug): what failed ("its thread signals failed: …").
+    #[serde(default)]
+    pub keeper_failed: Option<String>,
 }
 
 /// A process killed by the OOM killer of its guest's memory group: it
@@ -329,6 +358,7 @@ impl Exit {
             stopped_by_keeper: false,
             not_stopped: None,
             oom_killed: None,
+            keeper_failed: None,
         })
     }
 

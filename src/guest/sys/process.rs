@@ -101,20 +101,41 @@ pub fn in_child(what: &str, report: Option<(i32, &str)>, body: impl FnOnce()) ->
         if nix::unistd::gettid() != nix::unistd::getpid() {
             return before(info);
         }
-        let payload = info.payload();
-        let why = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a panic");
-        let at = info
-            .location()
-            .map(|l| format!(" at {l}"))
-            .unwrap_or_default();
-        child_failed(&said, &format!("{why}{at}"), reported.as_ref())
+        child_failed(&said, &panic_text(info), reported.as_ref())
     }));
     body();
     child_failed(what, "it returned into its parent's code", report.as_ref())
+}
+
+/// A panic's message and where it happened: "MESSAGE at FILE:LINE:COL".
+fn panic_text(info: &std::panic::PanicHookInfo) -> String {
+    let payload = info.payload();
+    let why = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic");
+    let at = info
+        .location()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default();
+    format!("{why}{at}")
+}
+
+/// In a child of [`in_child`]: from now on a panic of any of its threads
+/// but the main one (whose panic ends the child) calls `then` with the
+/// thread's name and [`panic_text`], after the panic's own message. Such a
+/// thread ends alone: what it did for the child stops, unseen, unless
+/// `then` acts.
+pub fn on_thread_panic(then: impl Fn(&str, &str) + Send + Sync + 'static) {
+    let before = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        before(info);
+        if nix::unistd::gettid() != nix::unistd::getpid() {
+            let thread = std::thread::current();
+            then(thread.name().unwrap_or("without a name"), &panic_text(info));
+        }
+    }));
 }
 
 /// [`in_child`]'s end of a child that failed: says so, exits.

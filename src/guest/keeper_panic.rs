@@ -1,0 +1,131 @@
+//! What a named guest's keeper, or `unifs run`, does when one of its
+//! threads panics (a bug): it stops the guest, and ends with [`FAILED_EXIT`].
+//!
+//! A thread that panics ends alone. The keeper's thread for signals
+//! ([`super::keeper_signals`]) ended so left every signal sent to the
+//! keeper pending for good: a `systemctl stop` of the unit reached nobody
+//! and waited its whole timeout for the SIGKILL, while `guest status` said
+//! all was well. Its other thread (the OOM watch) would go on silently
+//! wrong. Serving on with a part gone is the state in doubt the mount
+//! daemon refuses too ([`crate::fs::on_panic`]); so the keeper does what a
+//! `guest stop` does first (init's stop signal, SIGKILL after
+//! [`STOP_WAIT`]), then its usual end: init's exit recorded, the guest torn
+//! down, not started again. A service manager sees the keeper, its main
+//! process, fail (status 101); the console log and `guest status` say why.
+
+use super::sys;
+use nix::unistd::Pid;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The keeper's exit status once one of its threads failed: Rust's own for
+/// a panic.
+pub const FAILED_EXIT: i32 = 101;
+
+/// How long init has to end on its stop signal before SIGKILL: as long as a
+/// signal passed on waits for it (`guest stop`'s default `--timeout`).
+const STOP_WAIT: Duration = super::launch::HELD_SIGNAL_LIMIT;
+
+/// What failed, once a thread did ("its thread signals failed: …").
+static FAILED: OnceLock<String> = OnceLock::new();
+
+/// Why this keeper stopped its guest on its own failure, if it did.
+pub fn failed() -> Option<&'static str> {
+    FAILED.get().map(String::as_str)
+}
+
+/// From now on a panic in any thread of this keeper but its main one stops
+/// guest `name` (its init `init`, its stop signal `stop_signal`) and says
+/// so in `log`, its console log. Returns the number of the pidfd it keeps
+/// for that, which the keeper must keep open.
+pub fn stop_guest_on_thread_panic(
+    init: Pid,
+    name: &str,
+    log: PathBuf,
+    stop_signal: i32,
+) -> nix::Result<RawFd> {
+    let name = name.to_string();
+    stop_on_thread_panic(init, stop_signal, move |thread, why| {
+        say(
+            &log,
+            &format!(
+                "[unifs: guest {name}: its keeper failed on an internal error in its thread \
+                 {thread} ({why}; a bug in unifs: please report it): signals sent to the keeper \
+                 would no longer reach init, so it stops the guest now ({}, SIGKILL after {} s)]",
+                super::spec::signal_name(stop_signal),
+                STOP_WAIT.as_secs()
+            ),
+        )
+    })
+}
+
+/// `unifs run`'s [`stop_guest_on_thread_panic`]: its thread that passes
+/// signals on to the guest (and ends it on a second one) failing, the run
+/// would be deaf to Ctrl-C and `kill` until its command ended by itself.
+/// Said on stderr; the run then exits [`FAILED_EXIT`].
+pub fn stop_run_on_thread_panic(init: Pid, stop_signal: i32) -> nix::Result<RawFd> {
+    stop_on_thread_panic(init, stop_signal, move |thread, why| {
+        tracing::error!(
+            "`unifs run` failed on an internal error in its thread {thread} ({why}; a bug in \
+             unifs: please report it): signals sent to the run would no longer reach the \
+             guest, so it stops the guest now ({}, SIGKILL after {} s)",
+            super::spec::signal_name(stop_signal),
+            STOP_WAIT.as_secs()
+        )
+    })
+}
+
+/// From now on the first panic of a thread of this process but its main
+/// one is said by `say` (thread, message), and ends `init` (its stop
+/// signal `stop_signal`, SIGKILL after [`STOP_WAIT`]), through a pidfd whose
+/// number is returned.
+fn stop_on_thread_panic(
+    init: Pid,
+    stop_signal: i32,
+    say: impl Fn(&str, &str) + Send + Sync + 'static,
+) -> nix::Result<RawFd> {
+    let pidfd = sys::pidfd_open(init)?;
+    let fd = pidfd.as_raw_fd();
+    sys::on_thread_panic(move |thread, why| {
+        // The first failure stops the guest; another one meanwhile adds nothing.
+        if FAILED
+            .set(format!("its thread {thread} failed: {why}"))
+            .is_err()
+        {
+            return;
+        }
+        say(thread, why);
+        let _ = sys::pidfd_kill(pidfd.as_fd(), stop_signal);
+        if !ends_within(&pidfd, STOP_WAIT) {
+            let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+        }
+    });
+    Ok(fd)
+}
+
+/// Whether the process of `pidfd` ends within `limit` (its pidfd readable).
+fn ends_within(pidfd: &OwnedFd, limit: Duration) -> bool {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) | Err(Errno::EINTR) if !left.is_zero() => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// One line appended to the console log.
+fn say(log: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = writeln!(log, "{line}");
+    }
+}
