@@ -29,6 +29,7 @@ mod error;
 pub mod host_mounts;
 pub mod keeper_report;
 mod keeper_signals;
+mod kernel_log;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;

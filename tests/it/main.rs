@@ -162,6 +162,7 @@ mod review_s43_odirectrev;
 mod review_s43_panicaudit;
 mod review_s43_panicrev;
 mod review_s43_sweep;
+mod review_s44_oomexec;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
