@@ -318,7 +318,9 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
-    /// Run a command inside the running guest; exits with its status.
+    /// Run a command inside the running guest; exits with its status
+    /// (128+N for signal N; a SIGKILL of the memory limit's OOM killer is
+    /// said on stderr).
     Exec {
         #[command(flatten)]
         dirs: GuestDirs,

@@ -102,9 +102,10 @@ pub fn run(
     crate::sys::test_pause!("UNIFS_TEST_SPAWN_PAUSE_MS");
     let foreground = Foreground { end: &end, reports };
     let oom_before = cgroup.oom_kills();
+    let kernel_log = super::kernel_log::KernelLog::open();
     let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
     // After the clone: no thread of ours while it forks.
-    let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before);
+    let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before, kernel_log);
     announce_host_if(spec);
     // Passed on by on_second_signal's watcher once init takes them.
     sys::hold_signals();
@@ -123,31 +124,38 @@ pub fn run(
             },
         )
     });
-    let oom_before = oom_watch.finish();
     let status = match super::keeper_panic::failed() {
         Some(_) => status.map(|_| super::keeper_panic::FAILED_EXIT),
         None => status,
     };
     // Its command's SIGKILL (137: by itself, or passed on by --init's
-    // reaper) the OOM killer's: said, or an operator looks for who sent it.
-    if let Ok(128..) = status {
-        let signal = matches!(status, Ok(c) if c == 128 + libc::SIGKILL).then_some("KILL");
-        let oom = super::state::OomKilled::of(
-            signal,
-            oom_before,
-            cgroup.oom_kills(),
-            cgroup.memory_limit(),
-        );
-        if let Some(oom) = oom {
-            tracing::warn!("the guest's command was {}", oom.describe());
-        }
-    }
+    // reaper, whose command's PID is not ours to know) the OOM killer's:
+    // said, or an operator looks for who sent it.
+    let command = (!spec.init).then_some(guest.as_raw());
+    say_if_oom_killed(oom_watch, command, &status, cgroup, "the guest's command");
     cgroup.kill_all();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
     }
     status.map(run_status)
+}
+
+/// Warns that `what` (`pid`, where known) was killed by the memory limit,
+/// if its `status` (a shell's) is SIGKILL's and `watch` says the OOM killer
+/// sent it (see [`super::oom_watch::OomWatch::verdict`]).
+pub(super) fn say_if_oom_killed(
+    watch: super::oom_watch::OomWatch,
+    pid: Option<i32>,
+    status: &Result<i32>,
+    cgroup: &Cgroup,
+    what: &str,
+) {
+    let killed = matches!(status, Ok(c) if *c == 128 + libc::SIGKILL);
+    let signal = killed.then_some("KILL");
+    if let Some(oom) = watch.verdict(pid, signal, cgroup.memory_limit()) {
+        tracing::warn!("{what} was {}", oom.describe());
+    }
 }
 
 /// Runs `wait` while a thread watches `keeper` (see [`Keeper::watch`]).
@@ -602,7 +610,7 @@ fn child(
         fail(&report, b'E', &e.to_string())
     }
     if spec.init {
-        reap_and_forward(spec, report, || Ok(()))
+        reap_and_forward(spec, report, None, || Ok(()))
     }
     exec_command(spec, &report)
 }
@@ -697,6 +705,7 @@ pub fn decode_report(command: &str, root: &Path, report: &[u8]) -> Error {
 pub(super) fn reap_and_forward(
     spec: &GuestSpec,
     report: OwnedFd,
+    pid_to: Option<OwnedFd>,
     before_exec: impl FnOnce() -> Result<()>,
 ) -> ! {
     // Signals the launcher ignores would never be pending here to pass on.
@@ -713,6 +722,7 @@ pub(super) fn reap_and_forward(
                 // Ctrl-C on it reaches the command once, not also us, who would
                 // pass it on a second time. (Signals are still blocked here, so
                 // tcsetpgrp from the background raises no SIGTTOU.)
+                drop(pid_to);
                 let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
                 crate::sys::test_panic!("command");
@@ -722,7 +732,14 @@ pub(super) fn reap_and_forward(
                 exec_command(spec, &report)
             },
         ),
-        Ok(Forked::Parent(pid)) => pid,
+        Ok(Forked::Parent(pid)) => {
+            // Its PID in ours, for whoever asked (`exec`'s caller, to find
+            // it in the kernel's log of OOM kills).
+            if let Some(to) = pid_to {
+                let _ = nix::unistd::write(&to, pid.as_raw().to_string().as_bytes());
+            }
+            pid
+        }
         Err(e) => fail(
             &report,
             b'E',

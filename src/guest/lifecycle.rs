@@ -7,10 +7,12 @@
 use super::cgroup::Cgroup;
 use super::config::{check_name, GuestConfig, OnReboot, RootMount};
 use super::launch::{self, Stdio};
+use super::oom_watch::OomWatch;
 use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
 use super::{console, rootfs, Error, GuestSpec, Limits, NetMode, Result};
 use super::{keeper_panic, keeper_signals};
+use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::pty::PtyMaster;
 use nix::sched::CloneFlags;
@@ -607,9 +609,10 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     let stop_signal = spec.stop_signal;
     let name = spec.name.clone();
     crate::sys::test_panic!("keeper");
-    // Init's end by SIGKILL is the OOM killer's if the count rose shortly
-    // before (see OomWatch).
+    // Init's end by SIGKILL is the OOM killer's if the kernel's log names
+    // it (see OomWatch). Opened before init starts: a kill at once is in it.
     let oom_before = cgroup.oom_kills();
+    let kernel_log = super::kernel_log::KernelLog::open();
     let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
         Err(e) => {
@@ -672,10 +675,12 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         console.and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log, memory));
     let mut keep_fds: Vec<i32> = passing.into_iter().chain(on_panic.ok()).collect();
     keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
+    keep_fds.extend(kernel_log.iter().map(|log| log.fd()));
     sys::close_fds_except(&keep_fds);
     let mut oom_watch = Some(super::oom_watch::OomWatch::start(
         cgroup.clone(),
         oom_before,
+        kernel_log,
     ));
     loop {
         let status = match &mut console {
@@ -685,13 +690,9 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         match status {
             Ok(status) => {
                 if let Some(mut exit) = state::Exit::from_wait(status, st.start_time) {
-                    let oom_before = oom_watch.take().and_then(|w| w.finish());
-                    exit.oom_killed = state::OomKilled::of(
-                        exit.signal.as_deref(),
-                        oom_before,
-                        cgroup.oom_kills(),
-                        cgroup.memory_limit(),
-                    );
+                    exit.oom_killed = oom_watch.take().and_then(|w| {
+                        w.verdict(Some(st.pid), exit.signal.as_deref(), cgroup.memory_limit())
+                    });
                     exit.keeper_failed = keeper_panic::failed().map(String::from);
                     let reboot = exit.shutdown == Some(state::Shutdown::Reboot);
                     let restart = cfg.on_reboot == OnReboot::Restart;
@@ -2185,6 +2186,12 @@ fn join_and_run(
     // The command's, through the helper: in the guest's /proc neither has
     // a /proc/self yet, and the helper drops CAP_SYS_RESOURCE.
     sys::reset_oom_score();
+    // The command's end by SIGKILL is the OOM killer's if the kernel's log
+    // names it (see OomWatch). Before the fork (a kill at once is counted
+    // and logged after these), and before setns hides the host's /proc,
+    // /dev and cgroups.
+    let oom_first = st.cgroup.oom_kills();
+    let kernel_log = super::kernel_log::KernelLog::open();
     // This process goes back to them once the helper is forked (see below).
     let own = own_namespaces(flags)?;
     // setns(2) with a pidfd joins all of them at once; joining the mount
@@ -2224,6 +2231,9 @@ fn join_and_run(
         false => Some(console::Piped::open()?),
     };
     let (report_r, report_w) = launch::report_channel()?;
+    // The helper says the command's PID, for the kernel's log (see below).
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| Error::sys("pipe2", e))?;
     // A helper outside the guest's PID namespace sets up and drops every
     // privilege; only then does it fork the command into the namespace
     // (which applies to children only), and relays signals and its status.
@@ -2232,13 +2242,15 @@ fn join_and_run(
             let report = Some((report_w.as_raw_fd(), "E"));
             sys::in_child("the `exec` helper", report, move || {
                 drop(report_r);
+                drop((pid_r, kernel_log));
                 // The host's namespaces are no business of the guest's side.
                 drop(own);
-                exec_helper(pidfd, &spec, pty.as_ref(), piped.as_ref(), procs, report_w)
+                let piped = piped.as_ref();
+                exec_helper(pidfd, &spec, pty.as_ref(), piped, procs, report_w, pid_w)
             })
         }
         Forked::Parent(child) => {
-            drop(report_w);
+            drop((report_w, pid_w));
             // Out of the guest's namespaces, which would live on while this
             // process does: one stopped (SIGSTOP, a debugger) kept the
             // guest's root (its mount namespace: a `stop`'s unmount did not
@@ -2250,6 +2262,9 @@ fn join_and_run(
                     tracing::warn!("setns back to this process's {flag:?} namespace: {e}");
                 }
             }
+            // After the fork (no thread of ours while it forks) and the
+            // setns (refused to a process with threads).
+            let watch = OomWatch::start(st.cgroup.clone(), oom_first, kernel_log);
             sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
             // Guest root can take the report socket from the trampoline
             // (pidfd_getfd on a process of its own uid) and hold it, or fill
@@ -2280,7 +2295,15 @@ fn join_and_run(
                     &st.backing,
                     &report,
                 )),
-                _ => Ok(status),
+                _ => {
+                    let what = match who.login_shell {
+                        true => format!("the shell in guest {name}"),
+                        false => format!("the command in guest {name}"),
+                    };
+                    let pid = command_pid(pid_r);
+                    launch::say_if_oom_killed(watch, pid, &Ok(status), &st.cgroup, &what);
+                    Ok(status)
+                }
             }
         }
     }
@@ -2296,6 +2319,7 @@ fn exec_helper(
     piped: Option<&console::Piped>,
     procs: Vec<std::fs::File>,
     report: OwnedFd,
+    pid_to: OwnedFd,
 ) -> ! {
     sys::set_not_dumpable();
     sys::set_guest_umask();
@@ -2321,7 +2345,15 @@ fn exec_helper(
         sys::exit_child(127);
     }
     crate::sys::test_panic!("exec-helper");
-    launch::reap_and_forward(spec, report, move || Cgroup::join(procs))
+    launch::reap_and_forward(spec, report, Some(pid_to), move || Cgroup::join(procs))
+}
+
+/// The command's PID as the `exec` helper wrote it to `pid_r` (None if it
+/// did not: it failed before its fork). Read once the helper has ended.
+fn command_pid(pid_r: OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 16];
+    let n = nix::unistd::read(&pid_r, &mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
 }
 
 /// This process's own namespaces of the kinds in `flags`, to go back to.

@@ -30,6 +30,7 @@ pub mod host_mounts;
 mod keeper_panic;
 pub mod keeper_report;
 mod keeper_signals;
+mod kernel_log;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;

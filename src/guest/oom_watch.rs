@@ -1,9 +1,12 @@
-//! Samples a guest's count of OOM kills while its process lives: its end
-//! by SIGKILL is the OOM killer's only if the count rose shortly before,
-//! not at any time since it started (one of its processes killed an hour
-//! ago, then init killed by hand).
+//! Samples a guest's count of OOM kills while its process lives, and reads
+//! the kernel's log of them ([`KernelLog`]): its end by SIGKILL is the OOM
+//! killer's if the log names it as the victim. Where the log cannot be read,
+//! if the count rose shortly before, not at any time since it started (one
+//! of its processes killed an hour ago, then init killed by hand).
 
 use super::cgroup::{Cgroup, OomKills};
+use super::kernel_log::KernelLog;
+use super::state::OomKilled;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -19,11 +22,22 @@ const EVERY: Duration = Duration::from_millis(500);
 /// (memory to give back, a request to the overlay daemon to fail).
 const WINDOW: Duration = Duration::from_secs(3);
 
+/// How long the log is waited on for a kill the count shows: the kernel
+/// logs it after the signal, so its victim may be reaped first.
+const LOG_LAG: Duration = Duration::from_secs(1);
+
 type Samples = Arc<Mutex<VecDeque<(Instant, Option<OomKills>)>>>;
 
-/// A thread reading [`Cgroup::oom_kills`] every [`EVERY`].
+type Log = Arc<Mutex<Option<KernelLog>>>;
+
+/// A thread reading [`Cgroup::oom_kills`] every [`EVERY`], and the kernel's
+/// log as far as it got (so its records are read before they can be
+/// overwritten).
 pub struct OomWatch {
+    cgroup: Cgroup,
+    first: Option<OomKills>,
     samples: Samples,
+    log: Log,
     /// Dropped to end the thread: it sleeps on the other end, so a
     /// guest's keeper wakes only to read the count.
     stop: Option<mpsc::Sender<()>>,
@@ -31,39 +45,73 @@ pub struct OomWatch {
 }
 
 impl OomWatch {
-    /// Watches `cgroup`, whose count was `first` when the process began.
-    /// Without a thread (a task limit) the count since then is used, as
-    /// before.
-    pub fn start(cgroup: Cgroup, first: Option<OomKills>) -> OomWatch {
+    /// Watches `cgroup`, whose count was `first` when the process began,
+    /// and `log`, opened then. Without a thread (a task limit) the log is
+    /// read at the end, or the count since the start is used, as before.
+    pub fn start(cgroup: Cgroup, first: Option<OomKills>, log: Option<KernelLog>) -> OomWatch {
         let samples: Samples = Arc::new(Mutex::new(VecDeque::from([(Instant::now(), first)])));
+        let log: Log = Arc::new(Mutex::new(log));
         let (stop, halt) = mpsc::channel();
-        let s = samples.clone();
+        let (c, s, l) = (cgroup.clone(), samples.clone(), log.clone());
         // Its signals are the keeper's and `run`'s to take (they pass them
         // on to init): the thread is made with all of them blocked.
         let old = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK).ok();
         let thread = std::thread::Builder::new()
             .name("oom-watch".into())
-            .spawn(move || sample(&cgroup, &s, &halt))
+            .spawn(move || sample(&c, &s, &l, &halt))
             .ok();
         if let Some(old) = old {
             let _ = old.thread_set_mask();
         }
         OomWatch {
+            cgroup,
+            first,
             samples,
+            log,
             stop: Some(stop),
             thread,
         }
     }
 
-    /// Once the process ended: the count as it was [`WINDOW`] before (or
-    /// when it began, if sooner). The thread is ended first: a reboot's
-    /// start clones after this, which a thread holding a lock would
-    /// deadlock.
-    pub fn finish(mut self) -> Option<OomKills> {
+    /// Once the process `pid` (None: not known here, as `run --init`'s
+    /// command) ended by `signal` ("KILL", …): whether the OOM killer of
+    /// the guest's memory limit ended it. By the log where it can tell:
+    /// it named `pid`, and the guest's count rose since the start. Else by
+    /// the count: it rose in the [`WINDOW`] before the end, which a SIGKILL
+    /// from anyone else then cannot be told from.
+    pub fn verdict(
+        mut self,
+        pid: Option<i32>,
+        signal: Option<&str>,
+        limit: Option<u64>,
+    ) -> Option<OomKilled> {
+        // The thread is ended first: a reboot's start clones after this,
+        // which a thread holding a lock would deadlock.
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        let now = self.cgroup.oom_kills();
+        let before = self.before_window();
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let named = match (pid, log.as_mut()) {
+            (Some(pid), Some(log)) if signal == Some("KILL") => {
+                let rose =
+                    |b: Option<OomKills>| now.is_some_and(|n| n.count > b.map_or(0, |b| b.count));
+                named(log, pid, rose(before))
+            }
+            _ => None,
+        };
+        match named {
+            Some(true) => OomKilled::of(signal, self.first, now, limit),
+            Some(false) => None,
+            None => OomKilled::of(signal, before, now, limit),
+        }
+    }
+
+    /// The count as it was [`WINDOW`] before now (or when the process
+    /// began, if sooner).
+    fn before_window(&self) -> Option<OomKills> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let before = Instant::now().checked_sub(WINDOW);
         let old = samples
@@ -74,20 +122,39 @@ impl OomWatch {
     }
 }
 
+/// Whether `log` names `pid` (None: it cannot tell). A kill the count
+/// shows (`rose`) that it does not name yet is waited for, up to
+/// [`LOG_LAG`]: it may be another process's.
+fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<bool> {
+    log.read_new();
+    let deadline = Instant::now() + LOG_LAG;
+    while rose && log.named(pid) == Some(false) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        log.read_new();
+    }
+    log.named(pid)
+}
+
 /// The thread's loop: a sample every [`EVERY`], those older than the
-/// newest one past [`WINDOW`] dropped.
+/// newest one past [`WINDOW`] dropped; the log read on.
 fn sample(
     cgroup: &Cgroup,
     samples: &Mutex<VecDeque<(Instant, Option<OomKills>)>>,
+    log: &Log,
     halt: &mpsc::Receiver<()>,
 ) {
     while let Err(RecvTimeoutError::Timeout) = halt.recv_timeout(EVERY) {
         let last = Instant::now();
         let count = cgroup.oom_kills();
-        let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
-        s.push_back((last, count));
-        while s.len() > 1 && s.get(1).is_some_and(|(at, _)| at.elapsed() >= WINDOW) {
-            s.pop_front();
+        {
+            let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
+            s.push_back((last, count));
+            while s.len() > 1 && s.get(1).is_some_and(|(at, _)| at.elapsed() >= WINDOW) {
+                s.pop_front();
+            }
+        }
+        if let Some(log) = log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            log.read_new();
         }
     }
 }

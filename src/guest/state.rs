@@ -285,9 +285,10 @@ pub struct Exit {
     pub keeper_failed: Option<String>,
 }
 
-/// A process killed by the OOM killer of its guest's memory group: it
-/// ended by SIGKILL while the group's count of OOM kills rose (shortly
-/// before its end: see [`super::oom_watch::OomWatch`]).
+/// A process killed by the OOM killer of its guest's memory group: the
+/// kernel's log names it, or (where the log cannot tell) it ended by
+/// SIGKILL while the group's count of OOM kills rose shortly before its
+/// end: see [`super::oom_watch::OomWatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OomKilled {
     /// The guest's memory limit, in bytes.
@@ -302,7 +303,8 @@ impl OomKilled {
     /// Whether a process that ended by `signal` ("KILL", …) was the OOM
     /// killer's: its group counted `before` kills a moment before it ended
     /// (None: none), `now` once it ended. A SIGKILL from anyone else at the same
-    /// moment cannot be told apart: the kernel says no more.
+    /// moment cannot be told apart by the count: see
+    /// [`super::oom_watch::OomWatch::verdict`], which asks the kernel's log.
     pub fn of(
         signal: Option<&str>,
         before: Option<super::cgroup::OomKills>,

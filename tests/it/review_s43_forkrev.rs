@@ -5,6 +5,7 @@
 //! its init by the operator, was called "killed by the memory limit".
 
 use crate::guest::harness::{can_run, ok, stderr, stdout, TestRoot};
+use crate::guest::review_s11_life::Guest;
 use crate::review_s43_forkfail::{guest_in_16m, status_once_ended, ALLOC_64M};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -35,8 +36,14 @@ fn s43_a_guest_killed_by_hand_after_an_earlier_oom_kill_is_not_said_oom_killed()
         "{status}"
     );
     std::thread::sleep(LATER);
+    kill_init_and_see_a_plain_sigkill(&g);
+}
+
+/// Kills the init of `g` with SIGKILL, and asserts its end is recorded as
+/// a plain SIGKILL, not the memory limit's.
+pub(crate) fn kill_init_and_see_a_plain_sigkill(g: &Guest) {
     kill(Pid::from_raw(g.init_pid() as i32), Signal::SIGKILL).unwrap();
-    let status = status_once_ended(&g);
+    let status = status_once_ended(g);
     assert!(
         status.contains("exit:    code=killed, signal=KILL"),
         "{status}"
