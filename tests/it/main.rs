@@ -172,6 +172,7 @@ mod review_s43_sweep;
 mod review_s44_docaudit;
 mod review_s44_escape;
 mod review_s44_hooks;
+mod review_s44_hooksrev;
 mod review_s44_keeper;
 mod review_s44_oomexec;
 mod review_s8_cli;
