@@ -34,10 +34,12 @@ pub enum Stdio {
     /// and given the user's own terminal or a host pty could hand it to a
     /// host user (`chown` through /proc/self/fd/0).
     Terminal,
-    /// stdin from /dev/null, stdout and stderr to a log; a new session; a
-    /// console (see [`console::open_console`]) whose master the caller
-    /// gets, to relay.
-    Detached { log: OwnedFd, null: OwnedFd },
+    /// stdin from /dev/null; a new session; a console (see
+    /// [`console::open_console`]), also stdout and stderr, whose master
+    /// the caller gets, to relay to the console log. No file of the host's
+    /// is the guest's: `null` (the host's /dev/null) only until the
+    /// guest's own are there.
+    Detached { null: OwnedFd },
 }
 
 /// A guest process that has exec'd its command.
@@ -539,10 +541,12 @@ fn child(
         // may use the terminal it was given, but TIOCSTI (typing into the
         // host's shell) needs it as controlling tty or CAP_SYS_ADMIN.
         nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
-        if let Stdio::Detached { log, null } = &stdio {
+        // Not the caller's stdio (a terminal, or the console log itself for
+        // a start after a reboot) meanwhile.
+        if let Stdio::Detached { null } = &stdio {
             nix::unistd::dup2_stdin(null).map_err(|e| Error::sys("redirecting stdin", e))?;
-            nix::unistd::dup2_stdout(log).map_err(|e| Error::sys("redirecting stdout", e))?;
-            nix::unistd::dup2_stderr(log).map_err(|e| Error::sys("redirecting stderr", e))?;
+            nix::unistd::dup2_stdout(null).map_err(|e| Error::sys("redirecting stdout", e))?;
+            nix::unistd::dup2_stderr(null).map_err(|e| Error::sys("redirecting stderr", e))?;
         }
         drop(stdio);
         sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;

@@ -162,6 +162,7 @@ mod review_s43_odirectrev;
 mod review_s43_panicaudit;
 mod review_s43_panicrev;
 mod review_s43_sweep;
+mod review_s44_console;
 mod review_s44_escape;
 mod review_s8_cli;
 mod review_s8b_unify;
