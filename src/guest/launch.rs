@@ -105,7 +105,19 @@ pub fn run(
     crate::sys::test_pause(&PAUSE, "UNIFS_TEST_SPAWN_PAUSE_MS");
     let foreground = Foreground { end: &end, reports };
     let oom_before = cgroup.oom_kills();
-    let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
+    // A file or device of the caller's as stdin, stdout or stderr: the
+    // guest gets a pipe we copy through (see `run_stdio`).
+    let mut swapped = super::run_stdio::swap()
+        .map_err(|e| Error::Setup(format!("giving the guest pipes for its stdio: {e}")))?;
+    let spawned = spawn(spec, stdio, cgroup, Some(foreground));
+    let copies = swapped.restore();
+    let mut spawned = match spawned {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            copies.finish();
+            return Err(e);
+        }
+    };
     // After the clone: no thread of ours while it forks.
     let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before);
     announce_host_if(spec);
@@ -139,6 +151,7 @@ pub fn run(
         }
     }
     cgroup.kill_all();
+    copies.finish();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();

@@ -7,7 +7,9 @@
 //! guest's own devpts, as nspawn does), which the keeper copies into the
 //! log, setting it aside as `console.log.1` at 8 MiB while the guest runs.
 
-use crate::guest::harness::{alive, can_run, ok, parent_of, stderr, within_30s};
+use crate::guest::harness::{
+    alive, can_run, ok, parent_of, stderr, wait_bounded, within_30s, KillOnDrop, TestRoot,
+};
 use crate::guest::named::Guest;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -144,4 +146,36 @@ fn s44_init_lives_on_when_its_keeper_is_killed() {
     let said = ok(&exec_sh(&g, script));
     assert_eq!(said, "alive\n");
     assert!(alive(init));
+}
+
+/// `unifs run` with a file as stdin and stdout: guest root chmods them
+/// through /proc/self/fd. Before, they were the caller's files and the
+/// output became `-rwsrwxrwx root` (a set-uid program for whoever reaches
+/// it, written by the guest); now they are pipes `run` copies through, and
+/// what the guest read and wrote is as it was.
+#[test]
+fn s44_run_gives_the_guest_pipes_for_the_callers_files() {
+    if !can_run("s44_run_gives_the_guest_pipes_for_the_callers_files") {
+        return;
+    }
+    let t = TestRoot::new();
+    let (input, output) = (t.dir.path().join("in"), t.dir.path().join("out"));
+    std::fs::write(&input, "from the host\n").unwrap();
+    let mut cmd = std::process::Command::new(crate::common::unifs_bin());
+    cmd.args(["run", "--root-mount", "bind", "--root"])
+        .arg(t.root());
+    cmd.args(["--", "/bin/sh", "-c"]);
+    cmd.arg("chmod 4777 /proc/self/fd/0 /proc/self/fd/1; echo out; cat; exit 3");
+    cmd.stdin(std::fs::File::open(&input).unwrap());
+    cmd.stdout(std::fs::File::create(&output).unwrap());
+    cmd.stderr(std::process::Stdio::piped());
+    let child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let o = wait_bounded(child, std::time::Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    for p in [&input, &output] {
+        let mode = std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode & 0o7022, 0, "{} has mode {mode:o}", p.display());
+    }
+    let wrote = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(wrote, "out\nfrom the host\n");
 }
