@@ -6,6 +6,8 @@
 //! set-uid root. Init's output now goes to its console (a pty of the
 //! guest's own devpts, as nspawn does), which the keeper copies into the
 //! log, setting it aside as `console.log.1` at 8 MiB while the guest runs.
+//! The same held for `unifs run`'s stdin, stdout and stderr that were a
+//! file or a device of its caller's: now pipes `run` copies through.
 
 use crate::guest::harness::{
     alive, can_run, ok, parent_of, stderr, wait_bounded, within_30s, KillOnDrop, TestRoot,
