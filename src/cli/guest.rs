@@ -288,7 +288,8 @@ pub enum GuestCommand {
     },
     /// Show what the guest's init wrote to its standard output and error,
     /// and what the guest wrote to its /dev/console (RUN_DIR/NAME/console.log;
-    /// the start before last's is console.log.1); control characters are
+    /// the one before is console.log.1, set aside at a start when over 4 MiB
+    /// or while the guest runs at 8 MiB); control characters are
     /// shown as ^X on a terminal
     Logs {
         #[command(flatten)]

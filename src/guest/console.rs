@@ -48,13 +48,7 @@ pub fn give_terminal(pty: &Pty, uid: u32, gid: u32, tty: Option<u32>) -> Result<
     let err = |e| Error::sys(format!("handing {} to uid {uid}", pty.slave), e);
     // The slave through its master, not its path: guest root may have
     // changed what the guest's /dev leads to, and we are host root.
-    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
-    // SAFETY: `pty.master` is an open pty master; TIOCGPTPEER returns a new
-    // fd, which only this OwnedFd owns.
-    let slave = match unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCGPTPEER, flags) } {
-        -1 => return Err(err(nix::errno::Errno::last())),
-        fd => unsafe { OwnedFd::from_raw_fd(fd) },
-    };
+    let slave = open_peer(&pty.master).map_err(err)?;
     nix::unistd::fchown(
         &slave,
         Some(nix::unistd::Uid::from_raw(uid)),
@@ -62,6 +56,20 @@ pub fn give_terminal(pty: &Pty, uid: u32, gid: u32, tty: Option<u32>) -> Result<
     )
     .map_err(err)?;
     nix::sys::stat::fchmod(&slave, nix::sys::stat::Mode::from_bits_truncate(mode)).map_err(err)
+}
+
+/// A new fd of `master`'s slave (read-write, close-on-exec), opened
+/// through the master, never by a path the guest could have changed; and
+/// `O_NOCTTY`: it makes no session's controlling terminal, so its hang-up
+/// (the master closed: the keeper gone) signals nobody.
+pub fn open_peer(master: &PtyMaster) -> nix::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: `master` is an open pty master; TIOCGPTPEER returns a new
+    // fd, which only this OwnedFd owns.
+    match unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) } {
+        -1 => Err(nix::errno::Errno::last()),
+        fd => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+    }
 }
 
 /// `unifs run` on a terminal, in the guest's child after its root is set
@@ -83,8 +91,12 @@ pub fn open_run_terminal(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
 /// set up and before the privilege drop: a pty of the guest's own devpts
 /// bound over an empty file in its `/dev`, as nspawn gives a container
 /// one. systemd and sysvinit write their boot and shutdown messages there.
-/// Owned by init's user, mode 600. The master goes to the guest's keeper
-/// over `channel`, which appends what comes to the console log.
+/// Owned by init's user, mode 600. It is init's standard output and error
+/// too, as nspawn makes it: no file of the host's is ever the guest's
+/// (guest root could fill, truncate or chmod one through /proc/PID/fd/1),
+/// and its output and the console's come in the order written. The master
+/// goes to the guest's keeper over `channel`, which appends what comes to
+/// the console log.
 pub fn open_console(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
     let pty = open_pty()?;
     give_terminal(&pty, uid, gid, None)?;
@@ -106,6 +118,9 @@ pub fn open_console(channel: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| err("binding the console's pty to", e))?;
+    let peer = open_peer(&pty.master).map_err(|e| err("opening", e))?;
+    nix::unistd::dup2_stdout(&peer).map_err(|e| err("pointing stdout at", e))?;
+    nix::unistd::dup2_stderr(&peer).map_err(|e| err("pointing stderr at", e))?;
     send_master(channel, &pty, "passing the guest's console to its keeper")
 }
 

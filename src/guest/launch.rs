@@ -34,10 +34,12 @@ pub enum Stdio {
     /// and given the user's own terminal or a host pty could hand it to a
     /// host user (`chown` through /proc/self/fd/0).
     Terminal,
-    /// stdin from /dev/null, stdout and stderr to a log; a new session; a
-    /// console (see [`console::open_console`]) whose master the caller
-    /// gets, to relay.
-    Detached { log: OwnedFd, null: OwnedFd },
+    /// stdin from /dev/null; a new session; a console (see
+    /// [`console::open_console`]), also stdout and stderr, whose master
+    /// the caller gets, to relay to the console log. No file of the host's
+    /// is the guest's: `null` (the host's /dev/null) only until the
+    /// guest's own are there.
+    Detached { null: OwnedFd },
 }
 
 /// A guest process that has exec'd its command.
@@ -103,7 +105,19 @@ pub fn run(
     let foreground = Foreground { end: &end, reports };
     let oom_before = cgroup.oom_kills();
     let kernel_log = super::kernel_log::KernelLog::open();
-    let mut spawned = spawn(spec, stdio, cgroup, Some(foreground))?;
+    // A file or device of the caller's as stdin, stdout or stderr: the
+    // guest gets a pipe we copy through (see `run_stdio`).
+    let mut swapped = super::run_stdio::swap()
+        .map_err(|e| Error::Setup(format!("giving the guest pipes for its stdio: {e}")))?;
+    let spawned = spawn(spec, stdio, cgroup, Some(foreground));
+    let copies = swapped.restore();
+    let mut spawned = match spawned {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            copies.finish();
+            return Err(e);
+        }
+    };
     // After the clone: no thread of ours while it forks.
     let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before, kernel_log);
     announce_host_if(spec);
@@ -134,6 +148,7 @@ pub fn run(
     let command = (!spec.init).then_some(guest.as_raw());
     say_if_oom_killed(oom_watch, command, &status, cgroup, "the guest's command");
     cgroup.kill_all();
+    copies.finish();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
@@ -578,10 +593,12 @@ fn child(
         // may use the terminal it was given, but TIOCSTI (typing into the
         // host's shell) needs it as controlling tty or CAP_SYS_ADMIN.
         nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
-        if let Stdio::Detached { log, null } = &stdio {
+        // Not the caller's stdio (a terminal, or the console log itself for
+        // a start after a reboot) meanwhile.
+        if let Stdio::Detached { null } = &stdio {
             nix::unistd::dup2_stdin(null).map_err(|e| Error::sys("redirecting stdin", e))?;
-            nix::unistd::dup2_stdout(log).map_err(|e| Error::sys("redirecting stdout", e))?;
-            nix::unistd::dup2_stderr(log).map_err(|e| Error::sys("redirecting stderr", e))?;
+            nix::unistd::dup2_stdout(null).map_err(|e| Error::sys("redirecting stdout", e))?;
+            nix::unistd::dup2_stderr(null).map_err(|e| Error::sys("redirecting stderr", e))?;
         }
         drop(stdio);
         sys::close_fds_on_exec().map_err(|e| Error::sys("close_range", e))?;

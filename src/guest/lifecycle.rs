@@ -605,7 +605,6 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // Nor is `start`'s end: a report to a `start` gone (Ctrl-C) fails, and
     // we go on keeping init. (Init's process resets it before its exec.)
     crate::sys::ignore_sigpipe();
-    let memory = spec.limits.memory;
     let stop_signal = spec.stop_signal;
     let name = spec.name.clone();
     crate::sys::test_panic!("keeper");
@@ -613,7 +612,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // it (see OomWatch). Opened before init starts: a kill at once is in it.
     let oom_before = cgroup.oom_kills();
     let kernel_log = super::kernel_log::KernelLog::open();
-    let (st, log_reader, console) = match start_init(cfg, spec, run, cgroup, reboots) {
+    let (st, console) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
         Err(e) => {
             let said = match e {
@@ -630,12 +629,6 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // ran it.) Init's end is written only after we reap it, below.
     let _ = std::fs::remove_file(run.exit_file());
     sys::stdio_to_null();
-    // Held open for init's life (as stdin: it outlives close_fds below): a
-    // file another process has open cannot take a write lease, which guest
-    // root, owner of its output as root, could else take and renew on
-    // every break, holding each `guest logs` for lease-break-time (45 s).
-    let _ = nix::unistd::dup2_stdin(&log_reader);
-    drop(log_reader);
     // As a daemon: its working directory would keep the filesystem `start`
     // ran in busy for the guest's life. A relative run dir is resolved first.
     let run = RunDir {
@@ -671,8 +664,8 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     crate::sys::test_stop!("UNIFS_TEST_KEEPER_STOP");
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
-    let mut console =
-        console.and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log, memory));
+    let mut console = console
+        .and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log, run.console()));
     let mut keep_fds: Vec<i32> = passing.into_iter().chain(on_panic.ok()).collect();
     keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
     keep_fds.extend(kernel_log.iter().map(|log| log.fd()));
@@ -839,8 +832,8 @@ fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> std
         let _ = nix::unistd::dup2_stderr(log);
     }
     drop((log, null));
-    // Nothing of this keeper's (the log reader kept as its stdin) goes on
-    // into the start, its overlay daemon or the next keeper.
+    // Nothing of this keeper's goes on into the start, its overlay daemon
+    // or the next keeper.
     sys::close_fds();
     let of = format!("{}:{}", exit.pid, exit.start_time);
     let args = ["unifs".as_ref()]
@@ -895,12 +888,13 @@ fn verbosity() -> Option<&'static str> {
 /// guest's memory limit once it stops.
 pub const CONSOLE_ROTATE_BYTES: u64 = 4 << 20;
 
-/// What [`start_init`] gives the keeper: init's state, the console log
-/// opened for reading (before init could take a lease on it), and the
-/// master of the guest's `/dev/console` with the log to relay it to.
-type Started = (State, std::fs::File, Option<(PtyMaster, std::fs::File)>);
+/// What [`start_init`] gives the keeper: init's state, and the master of
+/// the guest's `/dev/console` (init's output too) with the console log to
+/// relay it to.
+type Started = (State, Option<(PtyMaster, std::fs::File)>);
 
-/// Starts init, its output going to the console log.
+/// Starts init, its output (its console's) to be relayed to the console
+/// log, which only the keeper holds.
 fn start_init(
     cfg: &GuestConfig,
     spec: GuestSpec,
@@ -914,21 +908,12 @@ fn start_init(
     let rotate = std::fs::metadata(&console).is_ok_and(|m| m.len() > CONSOLE_ROTATE_BYTES);
     let fresh = console.with_extension("log.new");
     let opened = if rotate { &fresh } else { &console };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .truncate(false)
-        .open(opened)
-        .map_err(|e| Error::io("opening", opened, e))?;
-    let reader = std::fs::File::open(opened).map_err(|e| Error::io("opening", opened, e))?;
-    let relayed = log
-        .try_clone()
-        .map_err(|e| Error::io("opening", opened, e))?;
-    let state = launch_recorded(cfg, spec, run, cgroup, log, reboots);
+    let log = super::relay::open_log(opened).map_err(|e| Error::io("opening", opened, e))?;
+    let state = launch_recorded(cfg, spec, run, cgroup, reboots);
     match (&state, rotate) {
         (Ok(_), true) => {
             let old = console.with_extension("log.1");
-            // Init runs whatever becomes of the names: it holds its file.
+            // The keeper's relay holds the file, whatever becomes of the names.
             if let Err(e) =
                 std::fs::rename(&console, &old).and_then(|()| std::fs::rename(&fresh, &console))
             {
@@ -940,25 +925,21 @@ fn start_init(
         }
         (_, false) => {}
     }
-    state.map(|(st, console)| (st, reader, console.map(|master| (master, relayed))))
+    state.map(|(st, console)| (st, console.map(|master| (master, log))))
 }
 
-/// Starts init with its output going to `log`, and records it; returns
+/// Starts init, its output going to its console, and records it; returns
 /// its state and the master of its console.
 fn launch_recorded(
     cfg: &GuestConfig,
     spec: GuestSpec,
     run: &RunDir,
     cgroup: &Cgroup,
-    log: std::fs::File,
     reboots: state::Reboots,
 ) -> Result<(State, Option<PtyMaster>)> {
     let null =
         std::fs::File::open("/dev/null").map_err(|e| Error::io("opening", "/dev/null", e))?;
-    let stdio = Stdio::Detached {
-        log: log.into(),
-        null: null.into(),
-    };
+    let stdio = Stdio::Detached { null: null.into() };
     let spawned = launch::spawn(&spec, stdio, cgroup, None)?;
     let state = State {
         name: spec.name.clone(),

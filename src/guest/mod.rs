@@ -10,12 +10,13 @@
 //! - [`devices`]: `--device`, a host character device given to a guest.
 //! - [`launch`]: clone, handshake, wait.
 //! - [`run_keeper`]: what ends `unifs run`'s guest when the run is killed;
-//!   [`keeper_report`]: its report when it could not.
+//!   [`keeper_report`]: its report when it could not; `run_stdio`: its
+//!   stdio that is a host file or device, given to the guest as pipes.
 //! - [`overlay`]: `unifs run`'s root through the copy-on-write overlay;
 //!   [`host_mounts`]: what its mount namespace keeps of the host's.
 //! - [`ps`]: a running guest's processes, seen from the host.
 //! - [`logs`]: a named guest's console log; `relay`: its keeper's copy
-//!   of the guest's `/dev/console` into it.
+//!   of the guest's `/dev/console` (init's stdout and stderr) into it.
 //! - [`user`]: `--user NAME`, looked up in the guest's own /etc/passwd.
 //! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
 //!   runtime state under /run/unifs, start/stop/exec/status).
@@ -41,6 +42,7 @@ pub mod ps;
 mod relay;
 mod rootfs;
 pub mod run_keeper;
+mod run_stdio;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

@@ -1,7 +1,18 @@
 //! A named guest's console, relayed by its keeper: what the guest writes
 //! to its `/dev/console` (a pty of its own devpts, see
-//! [`super::console::open_console`]) is appended to its console log until
-//! init ends, up to the guest's memory limit.
+//! [`super::console::open_console`]), which is also init's standard output
+//! and error, is appended to its console log until init ends. The log is
+//! the host's and only the keeper holds it; past [`CONSOLE_MAX_BYTES`] it
+//! is set aside as `console.log.1` and a new one begun, as Docker's
+//! json-file driver's `max-size` with `max-file=2` does.
+//!
+//! The guest's writes wait while the keeper writes the log (the pty holds
+//! some 64 KiB, the rest waits in the writer): back-pressure, no memory of
+//! ours. Should the keeper end (killed), its master closes and the pty
+//! hangs up: the guest's writes to it fail with EIO, as on a terminal that
+//! hung up, and no signal comes (no session has it as its controlling
+//! terminal unless the guest made it so itself; a PID namespace's init
+//! does not take a SIGHUP it has no handler for).
 
 use super::sys;
 use nix::errno::Errno;
@@ -11,7 +22,25 @@ use nix::pty::PtyMaster;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Past this, a running guest's console log is set aside as
+/// `console.log.1` (replacing the one before) and a new one begun: what
+/// the host keeps of a guest's console is at most twice this. (A start
+/// sets a log over [`super::lifecycle::CONSOLE_ROTATE_BYTES`] aside too.)
+pub const CONSOLE_MAX_BYTES: u64 = 8 << 20;
+
+/// Opens the console log at `path` to append to, made root's alone (0600)
+/// if new.
+pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
 
 pub struct ConsoleRelay {
     master: PtyMaster,
@@ -20,31 +49,18 @@ pub struct ConsoleRelay {
     /// hung up at once, which would spin.
     peer: OwnedFd,
     log: std::fs::File,
+    /// Where `log` is: set aside from there when full.
+    path: PathBuf,
     /// The CRs that ended the last read: dropped if a LF follows.
     held_crs: usize,
-    /// What may still be appended, with a memory limit: the log's pages
-    /// (on the usual tmpfs /run) are charged to us, not to the guest,
-    /// whose own output to the log its limit bounds.
-    room: Option<u64>,
-    /// Whether output was left out for want of room (said once).
-    cut: bool,
 }
-
-/// The line that ends a console's output cut at the guest's memory limit.
-const CUT: &[u8] = b"\n[unifs: console output past the guest's memory limit left out]\n";
 
 impl ConsoleRelay {
     /// None if the master cannot be set up to relay: the guest's console
     /// writes then fail (EIO) once the master is closed, and nothing waits.
-    /// `limit`: the guest's memory limit, the most appended.
-    pub fn new(master: PtyMaster, log: std::fs::File, limit: Option<u64>) -> Option<ConsoleRelay> {
-        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
-        // SAFETY: `master` is an open pty master; TIOCGPTPEER returns a new
-        // fd, which only this OwnedFd owns.
-        let peer = match unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) } {
-            -1 => return None,
-            fd => unsafe { OwnedFd::from_raw_fd(fd) },
-        };
+    /// `log` is open at `path`.
+    pub fn new(master: PtyMaster, log: std::fs::File, path: PathBuf) -> Option<ConsoleRelay> {
+        let peer = super::console::open_peer(&master).ok()?;
         let fl = fcntl(&master, FcntlArg::F_GETFL).ok()?;
         let nonblocking = OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK;
         fcntl(&master, FcntlArg::F_SETFL(nonblocking)).ok()?;
@@ -52,9 +68,8 @@ impl ConsoleRelay {
             master,
             peer,
             log,
+            path,
             held_crs: 0,
-            room: limit,
-            cut: false,
         })
     }
 
@@ -114,19 +129,34 @@ impl ConsoleRelay {
         }
     }
 
-    /// Appends `out` to the log, as much as there is room for: past it,
-    /// one line says what was left out, and the rest is read and dropped
-    /// (the guest must not wait on us either).
+    /// Appends `out` to the log, set aside first if `out` would take it
+    /// past [`CONSOLE_MAX_BYTES`].
     fn append(&mut self, out: &[u8]) {
-        let Some(room) = self.room else {
-            let _ = self.log.write_all(out);
-            return;
+        // Its length now: the keeper's own lines are appended by name.
+        let len = self.log.metadata().map_or(0, |m| m.len());
+        if len > 0 && len + out.len() as u64 > CONSOLE_MAX_BYTES {
+            self.set_aside();
+        }
+        let _ = self.log.write_all(out);
+    }
+
+    /// Renames the log to `console.log.1` (replacing the one before) and
+    /// goes on in a new one. One that cannot be made (a full disk, a run
+    /// dir gone) leaves the log where it is, appended to on.
+    fn set_aside(&mut self) {
+        let old = self.path.with_extension("log.1");
+        // Only the log we hold: a later start's is not ours to move.
+        let ours = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            let (a, b) = (std::fs::metadata(p), self.log.metadata());
+            matches!((a, b), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
         };
-        let fits = usize::try_from(room).map_or(out.len(), |room| room.min(out.len()));
-        let _ = self.log.write_all(&out[..fits]);
-        self.room = Some(room - fits as u64);
-        if fits < out.len() && !std::mem::replace(&mut self.cut, true) {
-            let _ = self.log.write_all(CUT);
+        if !ours(&self.path) || std::fs::rename(&self.path, &old).is_err() {
+            return;
+        }
+        match open_log(&self.path) {
+            Ok(new) => self.log = new,
+            Err(e) => tracing::warn!("starting a new {}: {e}", self.path.display()),
         }
     }
 
@@ -157,7 +187,7 @@ mod tests {
     fn relay() -> ConsoleRelay {
         let pty = super::super::console::open_pty().unwrap();
         let log = tempfile::tempfile().unwrap();
-        ConsoleRelay::new(pty.master, log, None).unwrap()
+        ConsoleRelay::new(pty.master, log, PathBuf::from("/nonexistent/console.log")).unwrap()
     }
 
     #[test]
@@ -170,15 +200,21 @@ mod tests {
     }
 
     #[test]
-    fn output_past_the_room_is_left_out_and_said_once() {
+    fn a_full_log_is_set_aside_and_a_new_one_begun() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
         let pty = super::super::console::open_pty().unwrap();
-        let log = tempfile::tempfile().unwrap();
-        let mut r = ConsoleRelay::new(pty.master, log.try_clone().unwrap(), Some(5)).unwrap();
-        r.append(b"abc");
-        r.append(b"de");
-        r.append(b"fgh");
-        r.append(b"ij");
-        let logged = std::fs::read(format!("/proc/self/fd/{}", log.as_raw_fd())).unwrap();
-        assert_eq!(logged, [b"abcde", CUT].concat());
+        let mut r = ConsoleRelay::new(pty.master, open_log(&path).unwrap(), path.clone()).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..CONSOLE_MAX_BYTES >> 20 {
+            r.append(&chunk);
+        }
+        r.append(b"next\n");
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        assert_eq!(len(&path.with_extension("log.1")), CONSOLE_MAX_BYTES);
+        assert_eq!(std::fs::read(&path).unwrap(), b"next\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600);
     }
 }

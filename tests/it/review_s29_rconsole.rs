@@ -234,8 +234,10 @@ fn s29_console_output_rotates_across_a_restart() {
 /// charged to the guest's memory limit while it runs; what the guest
 /// writes to its console is appended by its keeper, in the host's group:
 /// a guest limited to 32 MiB put 200 MB into the host's /run through its
-/// console. The keeper now appends at most the memory limit, says what it
-/// left out, and still reads the rest (the writer does not block).
+/// console. The keeper appended at most the memory limit and said what it
+/// left out; since session 44 (init's output goes through the console too,
+/// review_s44_console) it sets the log aside at 8 MiB as the guest runs,
+/// still reading all (the writer does not block).
 #[test]
 fn s29_console_output_counts_against_the_guests_memory_limit() {
     if !can_run("s29_console_output_counts_against_the_guests_memory_limit") {
@@ -265,6 +267,10 @@ fn s29_console_output_counts_against_the_guests_memory_limit() {
     let (len, tail) = tail();
     ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));
     assert!(len < 64 << 20, "console.log reached {len} bytes");
-    assert!(tail.contains("memory limit left out]\n"), "{tail:?}");
+    let old = std::fs::metadata(log.with_extension("log.1")).map_or(0, |m| m.len());
+    assert!(
+        (1..=8 << 20).contains(&old),
+        "console.log.1 has {old} bytes"
+    );
     assert!(tail.contains("wrote 0\n"), "{tail:?}");
 }

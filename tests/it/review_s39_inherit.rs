@@ -84,7 +84,7 @@ fn host_file(t: &TestRoot) -> OwnedFd {
 /// What the probe's shell (`$$`, as exec'd) says of itself.
 const PROBE: &str = "grep -E '^(Umask|SigBlk|SigIgn):' /proc/$$/status; \
      echo oom: $(cat /proc/$$/oom_score_adj); echo personality: $(cat /proc/$$/personality); \
-     echo fds:; ls /proc/$$/fd; echo end-fds; \
+     echo fds:; ls -1 /proc/$$/fd; echo end-fds; \
      env | sed 's/^/env: /'";
 
 /// Fails unless `out` (the probe's output) shows nothing of the caller's.
