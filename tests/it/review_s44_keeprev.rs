@@ -10,10 +10,8 @@ use crate::guest::harness::{alive, can_run, ok, run_bounded};
 use crate::guest::review_s11_life::Guest;
 use crate::review_s31_doubts::within_60s;
 use crate::review_s38_halt::nothing_left;
+use crate::review_s44_keeper::ENDS_ON_TERM;
 use std::time::Duration;
-
-/// A named guest's init that ends on SIGTERM (its default stop signal).
-const ENDS_ON_TERM: &str = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]"#;
 
 /// The keeper's main thread panics once init runs
 /// (UNIFS_TEST_CHILD_PANIC=keeper-main): it stops init (its stop signal)
