@@ -36,10 +36,12 @@ pub fn failed() -> Option<&'static str> {
     FAILED.get().map(String::as_str)
 }
 
-/// From now on a panic in any thread of this keeper but its main one stops
-/// guest `name` (its init `init`, its stop signal `stop_signal`) and says
-/// so in `log`, its console log. Returns the number of the pidfd it keeps
-/// for that, which the keeper must keep open.
+/// From now on a panic in any thread of this keeper stops guest `name` (its
+/// init `init`, its stop signal `stop_signal`) and says so in `log`, its
+/// console log. Its main one's too: that one then ends the keeper (125, as
+/// [`sys::in_child`] ends a child that failed), and init would else run on
+/// unkept, its end neither recorded nor torn down. Returns the number of
+/// the pidfd it keeps for that, which the keeper must keep open.
 pub fn stop_guest_on_thread_panic(
     init: Pid,
     name: &str,
@@ -47,13 +49,17 @@ pub fn stop_guest_on_thread_panic(
     stop_signal: i32,
 ) -> nix::Result<RawFd> {
     let name = name.to_string();
-    stop_on_thread_panic(init, stop_signal, move |thread, why| {
+    stop_on_thread_panic(init, stop_signal, true, move |thread, why| {
+        let lost = match thread {
+            "main" => "the keeper ends, and init would run on unkept",
+            _ => "signals sent to the keeper would no longer reach init",
+        };
         say(
             &log,
             &format!(
                 "[unifs: guest {name}: its keeper failed on an internal error in its thread \
-                 {thread} ({why}; a bug in unifs: please report it): signals sent to the keeper \
-                 would no longer reach init, so it stops the guest now ({}, SIGKILL after {} s)]",
+                 {thread} ({why}; a bug in unifs: please report it): {lost}, so it stops the \
+                 guest now ({}, SIGKILL after {} s)]",
                 super::spec::signal_name(stop_signal),
                 STOP_WAIT.as_secs()
             ),
@@ -66,7 +72,9 @@ pub fn stop_guest_on_thread_panic(
 /// would be deaf to Ctrl-C and `kill` until its command ended by itself.
 /// Said on stderr; the run then exits [`FAILED_EXIT`].
 pub fn stop_run_on_thread_panic(init: Pid, stop_signal: i32) -> nix::Result<RawFd> {
-    stop_on_thread_panic(init, stop_signal, move |thread, why| {
+    // A panic of its main thread ends the run, and the guest with it (its
+    // parent-death signal).
+    stop_on_thread_panic(init, stop_signal, false, move |thread, why| {
         tracing::error!(
             "`unifs run` failed on an internal error in its thread {thread} ({why}; a bug in \
              unifs: please report it): signals sent to the run would no longer reach the \
@@ -78,17 +86,18 @@ pub fn stop_run_on_thread_panic(init: Pid, stop_signal: i32) -> nix::Result<RawF
 }
 
 /// From now on the first panic of a thread of this process but its main
-/// one is said by `say` (thread, message), and ends `init` (its stop
-/// signal `stop_signal`, SIGKILL after [`STOP_WAIT`]), through a pidfd whose
-/// number is returned.
+/// one (with `main_too`, of any) is said by `say` (thread, message), and
+/// ends `init` (its stop signal `stop_signal`, SIGKILL after
+/// [`STOP_WAIT`]), through a pidfd whose number is returned.
 fn stop_on_thread_panic(
     init: Pid,
     stop_signal: i32,
+    main_too: bool,
     say: impl Fn(&str, &str) + Send + Sync + 'static,
 ) -> nix::Result<RawFd> {
     let pidfd = sys::pidfd_open(init)?;
     let fd = pidfd.as_raw_fd();
-    sys::on_thread_panic(move |thread, why| {
+    sys::on_thread_panic(main_too, move |thread, why| {
         // The first failure stops the guest; another one meanwhile adds nothing.
         if FAILED
             .set(format!("its thread {thread} failed: {why}"))

@@ -651,7 +651,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // before: init runs on, unkept.)
     keeper_signals::hand_on(&held);
     // A thread of ours that fails stops the guest (before the thread for
-    // signals starts: its failure too).
+    // signals starts: its failure too), our main one as well.
     let on_panic = keeper_panic::stop_guest_on_thread_panic(pid, &name, run.console(), stop_signal);
     let passing = keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
@@ -675,6 +675,8 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         oom_before,
         kernel_log,
     ));
+    // The tests' way to make the keeper's own thread fail, init running.
+    crate::sys::test_panic!("keeper-main");
     loop {
         let status = match &mut console {
             Some(relay) => relay.wait(pid),

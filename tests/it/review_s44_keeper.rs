@@ -146,7 +146,8 @@ fn s44_a_run_leaves_the_starting_groups_of_an_older_run_in_a_namespace_below() {
 }
 
 /// A named guest's init that ends on SIGTERM (its default stop signal).
-const ENDS_ON_TERM: &str = r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]"#;
+pub(crate) const ENDS_ON_TERM: &str =
+    r#"["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]"#;
 
 /// The keeper's thread for signals panics on the first signal it takes
 /// (UNIFS_TEST_CHILD_PANIC=keeper-signals): the keeper stops the guest

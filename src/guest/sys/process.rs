@@ -123,18 +123,24 @@ fn panic_text(info: &std::panic::PanicHookInfo) -> String {
 }
 
 /// In a child of [`in_child`]: from now on a panic of any of its threads
-/// but the main one (whose panic ends the child) calls `then` with the
-/// thread's name and [`panic_text`], after the panic's own message. Such a
-/// thread ends alone: what it did for the child stops, unseen, unless
-/// `then` acts.
-pub fn on_thread_panic(then: impl Fn(&str, &str) + Send + Sync + 'static) {
+/// but the main one calls `then` with the thread's name and [`panic_text`],
+/// after the panic's own message. Such a thread ends alone: what it did for
+/// the child stops, unseen, unless `then` acts. With `main_too`, a panic
+/// of the main thread calls `then` too ("main"), before [`in_child`]'s hook
+/// ends the child (125): else what the child kept (a guest's init) ran on
+/// with nobody keeping it.
+pub fn on_thread_panic(main_too: bool, then: impl Fn(&str, &str) + Send + Sync + 'static) {
     let before = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        before(info);
-        if nix::unistd::gettid() != nix::unistd::getpid() {
-            let thread = std::thread::current();
-            then(thread.name().unwrap_or("without a name"), &panic_text(info));
+        if nix::unistd::gettid() == nix::unistd::getpid() {
+            if main_too {
+                then("main", &panic_text(info));
+            }
+            return before(info);
         }
+        before(info);
+        let thread = std::thread::current();
+        then(thread.name().unwrap_or("without a name"), &panic_text(info));
     }));
 }
 
