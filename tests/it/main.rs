@@ -174,6 +174,7 @@ mod review_s44_escape;
 mod review_s44_hooks;
 mod review_s44_keeper;
 mod review_s44_oomexec;
+mod review_s44_oomrev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
