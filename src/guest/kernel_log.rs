@@ -5,6 +5,13 @@
 //! initial PID namespace ("Memory cgroup out of memory: Killed process
 //! 4242 (sh) total-vm:…", mm/oom_kill.c), after it counted it and sent the
 //! signal. Read through /dev/kmsg, from where the log stood when opened.
+//!
+//! That PID is the thread the kernel took the memory from: a process whose
+//! main thread has ended (`pthread_exit`) is named by another thread's ID,
+//! not its own. The summary the kernel logs just before ("oom-kill:
+//! constraint=CONSTRAINT_MEMCG,…,task=NAME,pid=PID,uid=UID") names the
+//! process it chose, by its own PID; it is rate-limited (10 in 5 s, for the
+//! whole host), so it only adds to the other.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -13,6 +20,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 /// What a memory group's OOM kill is logged as, before the victim's PID.
 const KILLED: &str = "Memory cgroup out of memory: Killed process ";
+
+/// How the summary of a memory group's OOM kill begins (mm/oom_kill.c,
+/// dump_oom_summary); the chosen process's PID is near its end.
+const SUMMARY: &str = "oom-kill:constraint=CONSTRAINT_MEMCG,";
 
 /// The inode of the initial PID namespace (include/linux/proc_ns.h,
 /// PROC_PID_INIT_INO): the one whose PIDs the log names.
@@ -27,6 +38,8 @@ const REMEMBERED: usize = 4096;
 pub struct KernelLog {
     kmsg: File,
     victims: VecDeque<i32>,
+    /// The process the record just read, a summary, named.
+    chosen: Option<i32>,
     /// Records were overwritten before they were read (EPIPE) or the log
     /// failed: a victim may be missing.
     lost: bool,
@@ -51,6 +64,7 @@ impl KernelLog {
         Some(KernelLog {
             kmsg,
             victims: VecDeque::new(),
+            chosen: None,
             lost: false,
         })
     }
@@ -69,14 +83,18 @@ impl KernelLog {
         loop {
             match self.kmsg.read(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => {
-                    if let Some(pid) = victim(&buf[..n]) {
-                        if self.victims.len() == REMEMBERED {
-                            self.victims.pop_front();
+                // The summary's process counts only with the kill logged
+                // next: none follows where the kernel found it exiting.
+                Ok(n) => match (record(&buf[..n]), self.chosen.take()) {
+                    (Some(Record::Chosen(pid)), _) => self.chosen = Some(pid),
+                    (Some(Record::Killed(pid)), chosen) => {
+                        self.remember(pid);
+                        if let Some(chosen) = chosen.filter(|c| *c != pid) {
+                            self.remember(chosen);
                         }
-                        self.victims.push_back(pid);
                     }
-                }
+                    (None, _) => {}
+                },
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // Overwritten before read; the next read goes on from the
@@ -90,6 +108,13 @@ impl KernelLog {
         }
     }
 
+    fn remember(&mut self, pid: i32) {
+        if self.victims.len() == REMEMBERED {
+            self.victims.pop_front();
+        }
+        self.victims.push_back(pid);
+    }
+
     /// Whether a record read so far named `pid` as a memory group's OOM
     /// victim; None when records were lost (it cannot be told).
     pub fn named(&self, pid: i32) -> Option<bool> {
@@ -101,40 +126,73 @@ impl KernelLog {
     }
 }
 
-/// The PID one /dev/kmsg record names as a memory group's OOM victim:
+/// What one /dev/kmsg record says of a memory group's OOM kill.
+#[derive(Debug, PartialEq)]
+enum Record {
+    /// The summary: the process the OOM killer chose.
+    Chosen(i32),
+    /// The kill: the thread whose memory it takes (the process's own PID
+    /// unless its main thread has ended).
+    Killed(i32),
+}
+
 /// "PRI,SEQ,TS,FLAGS;MESSAGE\n" with the kernel's facility (0): one written
 /// to /dev/kmsg by a process gets LOG_USER at least, whatever it asks.
-fn victim(record: &[u8]) -> Option<i32> {
+fn record(record: &[u8]) -> Option<Record> {
     let record = std::str::from_utf8(record).ok()?;
     let (prefix, message) = record.split_once(';')?;
     let pri: u32 = prefix.split(',').next()?.parse().ok()?;
     if pri >> 3 != 0 {
         return None;
     }
-    let rest = message.strip_prefix(KILLED)?;
-    let (pid, _) = rest.split_once(' ')?;
-    pid.parse().ok()
+    let message = message.lines().next()?;
+    if let Some(rest) = message.strip_prefix(KILLED) {
+        let (pid, _) = rest.split_once(' ')?;
+        return pid.parse().ok().map(Record::Killed);
+    }
+    // The PID is the last field but one: the task's name before it may
+    // hold anything, ",pid=" too.
+    let rest = message.strip_prefix(SUMMARY)?;
+    let (_, pid) = rest.rsplit_once(",pid=")?;
+    let (pid, _uid) = pid.split_once(",uid=")?;
+    pid.parse().ok().map(Record::Chosen)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::victim;
+    use super::{record, Record};
 
     #[test]
     fn a_record_names_the_victim_only_as_the_kernels_memory_group_kill() {
         let kill = "3,25156,21919637510,-;Memory cgroup out of memory: Killed process 2381 \
                     (sh) total-vm:18400kB, anon-rss:14976kB, UID:0 pgtables:80kB \
                     oom_score_adj:0\n";
-        assert_eq!(victim(kill.as_bytes()), Some(2381));
+        assert_eq!(record(kill.as_bytes()), Some(Record::Killed(2381)));
         // Written by a process (LOG_USER, facility 1: 8 + 3).
         let forged = kill.replacen("3,", "11,", 1);
-        assert_eq!(victim(forged.as_bytes()), None);
+        assert_eq!(record(forged.as_bytes()), None);
         // The host out of memory: not a group's limit.
         let global = kill.replacen("Memory cgroup out of memory", "Out of memory", 1);
-        assert_eq!(victim(global.as_bytes()), None);
+        assert_eq!(record(global.as_bytes()), None);
         assert_eq!(
-            victim(b"6,1,2,-;oom_reaper: reaped process 2381 (sh)\n"),
+            record(b"6,1,2,-;oom_reaper: reaped process 2381 (sh)\n"),
             None
         );
+    }
+
+    #[test]
+    fn a_summary_names_the_chosen_process_whatever_its_name() {
+        let summary = "6,2397,26753065627,-;oom-kill:constraint=CONSTRAINT_MEMCG,\
+                       nodemask=(null),cpuset=guest,mems_allowed=0,oom_memcg=/unifs/g,\
+                       task_memcg=/unifs/g/guest,task=lead,pid=26731,uid=0\n";
+        assert_eq!(record(summary.as_bytes()), Some(Record::Chosen(26731)));
+        // A name (15 bytes at most) that looks like the fields after it.
+        let named = summary.replace("task=lead", "task=,pid=1,uid=0");
+        assert_eq!(record(named.as_bytes()), Some(Record::Chosen(26731)));
+        // The host out of memory: not a group's limit.
+        let global = summary.replace("CONSTRAINT_MEMCG", "CONSTRAINT_NONE");
+        assert_eq!(record(global.as_bytes()), None);
+        let forged = summary.replacen("6,", "14,", 1);
+        assert_eq!(record(forged.as_bytes()), None);
     }
 }

@@ -26,8 +26,17 @@ fn s44_an_exec_whose_command_the_oom_killer_ended_says_so() {
         return;
     }
     let g = guest_in_16m("s44oomexec", SLEEP);
+    exec_and_see_its_oom_kill_said(&g, &["/bin/sh", "-c", ALLOC_64M]);
+}
+
+/// Starts `g`, execs `command` there, which its memory limit's OOM killer
+/// ends: 137, and said so; stops `g`.
+pub(crate) fn exec_and_see_its_oom_kill_said(
+    g: &crate::guest::review_s11_life::Guest,
+    command: &[&str],
+) {
     ok(&g.unifs(&["start", &g.name]));
-    let o = g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", ALLOC_64M]);
+    let o = g.unifs(&[&["exec", &g.name, "--"], command].concat());
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(137), "{err}");
     let said = format!("the command in guest {} was {BY_THE_LIMIT}1)", g.name);
