@@ -642,6 +642,14 @@ fn child(
     if let Err(e) = result {
         fail(&report, b'E', &e.to_string())
     }
+    let detached;
+    let spec = match foreground {
+        true => spec,
+        false => {
+            detached = console::without_pager(spec);
+            &detached
+        }
+    };
     if spec.init {
         reap_and_forward(spec, report, None, || Ok(()))
     }

@@ -3,9 +3,12 @@
 //! stdout and stderr that is a file or a device, and copies through it.
 //! `> out.log 2>&1` gave stdout and stderr a pipe (and a copy) each, which
 //! mixed the order of their lines; a write to the file that failed (a full
-//! disk) was said nowhere, and the run exited 0.
+//! disk) was said nowhere, and the run exited 0. And a named guest's init,
+//! whose stdout is now its console (a terminal nobody types into), started
+//! a pager there from `systemctl`, `git log` or `man`, waiting for good.
 
-use crate::guest::harness::{can_run, stderr, wait_bounded, KillOnDrop, TestRoot};
+use crate::guest::harness::{can_run, ok, stderr, wait_bounded, within_30s, KillOnDrop, TestRoot};
+use crate::guest::named::Guest;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -92,4 +95,52 @@ fn s44_run_keeps_a_failed_commands_status_when_its_output_is_lost() {
         cmd.stdout(Stdio::piped()).stderr(full);
     });
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+}
+
+/// What a named guest's init printed of its environment, once its console
+/// log holds the line (30 s at most).
+fn init_says(g: &Guest) -> String {
+    let log = g.run_dir.join(&g.name).join("console.log");
+    let mut said = String::new();
+    within_30s(|| {
+        said = std::fs::read_to_string(&log).unwrap_or_default();
+        said.contains("pager=[")
+    });
+    said
+}
+
+/// A named guest's init: `PAGER=cat` in its environment, so `systemctl
+/// status`, `journalctl`, `git log` or `man` in an init script print
+/// instead of starting `less` on the console, which no one types into:
+/// (`systemctl --help` with the host's TERM on such a pty waits at
+/// `lines 1-23` for good). Before: no PAGER.
+#[test]
+fn s44_a_named_guests_init_pages_through_cat() {
+    if !can_run("s44_a_named_guests_init_pages_through_cat") {
+        return;
+    }
+    let init = "[\"/bin/sh\", \"-c\", \"echo pager=[$PAGER]; exec sleep 1000\"]";
+    let g = Guest::new("s44pager", init, true);
+    ok(&g.unifs(&["start", &g.name]));
+    let said = init_says(&g);
+    ok(&g.unifs(&["stop", &g.name]));
+    assert!(said.contains("pager=[cat]"), "{said}");
+}
+
+/// Guard: a pager the config names stays init's.
+#[test]
+fn s44_a_named_guests_own_pager_stays() {
+    if !can_run("s44_a_named_guests_own_pager_stays") {
+        return;
+    }
+    let init = "[\"/bin/sh\", \"-c\", \"echo pager=[$PAGER]; exec sleep 1000\"]";
+    let g = Guest::new("s44pagerown", init, true);
+    let toml = g.config();
+    let config = std::fs::read_to_string(&toml).unwrap();
+    let config = config.replacen("init_reaper", "env = [\"PAGER=more\"]\ninit_reaper", 1);
+    std::fs::write(&toml, config).unwrap();
+    ok(&g.unifs(&["start", &g.name]));
+    let said = init_says(&g);
+    ok(&g.unifs(&["stop", &g.name]));
+    assert!(said.contains("pager=[more]"), "{said}");
 }
