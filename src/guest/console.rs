@@ -5,7 +5,7 @@
 //! nothing typed by the guest reaches the host's shell.
 
 use super::sys;
-use super::{Error, Result};
+use super::{Error, GuestSpec, Result};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::PtyMaster;
@@ -197,6 +197,21 @@ pub fn terminals() -> Vec<i32> {
             nix::unistd::isatty(unsafe { BorrowedFd::borrow_raw(fd) }).unwrap_or(false)
         })
         .collect()
+}
+
+/// A named guest's `spec` for its init, whose stdout is its console: a
+/// terminal, so `systemctl`, `journalctl`, `git` or `man` start a pager
+/// there, which waits for a key nobody types (the keeper only reads the
+/// console) and holds up the script that ran it for good. `PAGER=cat`
+/// (which systemd, git and man take as "no pager"), unless the config's
+/// `env` names a pager. Not in `guest exec`'s environment: its terminal,
+/// if it has one, is a person's.
+pub fn without_pager(spec: &GuestSpec) -> GuestSpec {
+    let mut spec = spec.clone();
+    if !spec.env.iter().any(|e| e.starts_with("PAGER=")) {
+        spec.env.push("PAGER=cat".to_string());
+    }
+    spec
 }
 
 /// In `unifs run`'s child, after setsid: the slave becomes the controlling

@@ -114,7 +114,7 @@ pub fn run(
     let mut spawned = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
-            copies.finish();
+            let _ = copies.finish();
             return Err(e);
         }
     };
@@ -148,12 +148,28 @@ pub fn run(
     let command = (!spec.init).then_some(guest.as_raw());
     say_if_oom_killed(oom_watch, command, &status, cgroup, "the guest's command");
     cgroup.kill_all();
-    copies.finish();
+    let unwritten = copies.finish();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
     }
-    status.map(run_status)
+    status
+        .map(run_status)
+        .map(|code| output_lost(code, &unwritten))
+}
+
+/// The exit status of a run whose command ended with `code`, but part of
+/// whose output could not be written (`unwritten`, see
+/// [`super::run_stdio::Copies::finish`]): said, and 1 for a 0, as a
+/// command that gets the write error itself does (`echo hi > /dev/full`).
+fn output_lost(code: i32, unwritten: &[String]) -> i32 {
+    for what in unwritten {
+        tracing::error!("{what}");
+    }
+    match code {
+        0 if !unwritten.is_empty() => 1,
+        _ => code,
+    }
 }
 
 /// Warns that `what` (`pid`, where known) was killed by the memory limit,
@@ -626,6 +642,14 @@ fn child(
     if let Err(e) = result {
         fail(&report, b'E', &e.to_string())
     }
+    let detached;
+    let spec = match foreground {
+        true => spec,
+        false => {
+            detached = console::without_pager(spec);
+            &detached
+        }
+    };
     if spec.init {
         reap_and_forward(spec, report, None, || Ok(()))
     }

@@ -170,6 +170,7 @@ mod review_s43_panicaudit;
 mod review_s43_panicrev;
 mod review_s43_sweep;
 mod review_s44_console;
+mod review_s44_consolerev;
 mod review_s44_docaudit;
 mod review_s44_docrev;
 mod review_s44_escape;
