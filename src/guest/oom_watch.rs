@@ -124,13 +124,19 @@ impl OomWatch {
 
 /// Whether `log` names `pid` (None: it cannot tell). A kill the count
 /// shows (`rose`) that it does not name yet is waited for, up to
-/// [`LOG_LAG`]: it may be another process's.
+/// [`LOG_LAG`]: it may be another process's; if the log then names no
+/// victim at all, it cannot tell.
 fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<bool> {
     log.read_new();
     let deadline = Instant::now() + LOG_LAG;
     while rose && log.named(pid) == Some(false) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         log.read_new();
+    }
+    // A kill counted that no record named, nor any other: a kernel whose
+    // lines read otherwise (before 5.x: "Kill process"), so it cannot tell.
+    if rose && !log.named_any() {
+        return None;
     }
     log.named(pid)
 }
