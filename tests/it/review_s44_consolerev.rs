@@ -65,10 +65,7 @@ fn s44_run_says_when_its_output_could_not_be_written() {
         return;
     }
     let t = TestRoot::new();
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
+    let full = dev_full();
     let o = run_sh(&t, "echo hi", |cmd| {
         cmd.stdout(full).stderr(Stdio::piped());
     });
@@ -80,6 +77,14 @@ fn s44_run_says_when_its_output_could_not_be_written() {
     );
 }
 
+/// /dev/full, open for writing: every write fails with ENOSPC.
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
 /// The same for a command that failed by itself: its own status stays.
 #[test]
 fn s44_run_keeps_a_failed_commands_status_when_its_output_is_lost() {
@@ -87,10 +92,7 @@ fn s44_run_keeps_a_failed_commands_status_when_its_output_is_lost() {
         return;
     }
     let t = TestRoot::new();
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
+    let full = dev_full();
     let o = run_sh(&t, "echo hi >&2; exit 7", |cmd| {
         cmd.stdout(Stdio::piped()).stderr(full);
     });

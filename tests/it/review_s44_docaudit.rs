@@ -425,17 +425,7 @@ fn s44_a_snapshot_over_an_existing_file_says_what_to_do() {
     }
     let d = tempfile::tempdir().unwrap();
     let store = d.path().join("store");
-    let init = Command::new(unifs_bin())
-        .arg("--store")
-        .arg(&store)
-        .args(["store", "init"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    crate::tree::init_store(&store);
     let dest = d.path().join("catalog.db");
     std::fs::write(&dest, b"last night's").unwrap();
     let out = Command::new(unifs_bin())

@@ -72,6 +72,12 @@ fn s44_a_run_whose_commands_main_thread_had_ended_says_its_oom_kill() {
     let mut run = Command::new(crate::common::unifs_bin());
     run.arg("run").arg("--root").arg(t.root());
     run.args(["--memory", "16M", "--", "/bin/leaderless"]);
+    see_its_oom_kill_said(run);
+}
+
+/// Runs `run` (a `unifs run --memory 16M` whose command the OOM killer
+/// ends): 137, and said so.
+fn see_its_oom_kill_said(run: Command) {
     let o = crate::guest::harness::run_bounded(run, std::time::Duration::from_secs(60));
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(137), "{err}{}", stdout(&o));
@@ -108,11 +114,7 @@ fn s44_a_run_in_a_pid_namespace_of_its_own_still_says_its_oom_kill() {
         .arg(crate::common::unifs_bin());
     run.arg("run").arg("--root").arg(t.root());
     run.args(["--memory", "16M", "--", "/bin/sh", "-c", ALLOC_64M]);
-    let o = crate::guest::harness::run_bounded(run, std::time::Duration::from_secs(60));
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(137), "{err}{}", stdout(&o));
-    let said = format!("the guest's command was {BY_THE_LIMIT}1)");
-    assert!(err.contains(&said), "{err}");
+    see_its_oom_kill_said(run);
 }
 
 /// A kernel whose log reads otherwise (before 5.x: "Kill process PID"; the
