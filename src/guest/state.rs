@@ -552,7 +552,7 @@ impl RunDir {
             Ok(Some(m)) => {
                 let what = match m.unifs_guest() {
                     Some(g) => format!("is the unifs mount of guest directory {}", g.display()),
-                    None => format!("is a mount point (a {} mount)", m.fstype),
+                    None => format!("is a mount point (type {})", m.fstype),
                 };
                 return Err(refused(what, self.dir.clone()));
             }
