@@ -559,14 +559,11 @@ impl Walk<'_> {
             mode: m.mode() & 0o7777,
             uid: m.uid(),
             gid: m.gid(),
-            mtime: time_string(Timestamp {
-                sec: m.mtime(),
-                nsec: m.mtime_nsec() as u32,
-            }),
-            atime: time_string(Timestamp {
-                sec: m.atime(),
-                nsec: m.atime_nsec() as u32,
-            }),
+            // The instant, as restore can set it: nanoseconds past a
+            // second (a damaged ext4 inode) made "S.1073741823", which
+            // restore refused as a damaged manifest.
+            mtime: time_string(Timestamp::of_stat(m.mtime(), m.mtime_nsec())),
+            atime: time_string(Timestamp::of_stat(m.atime(), m.atime_nsec())),
             xattrs: node
                 .xattrs
                 .iter()

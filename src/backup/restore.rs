@@ -1175,10 +1175,8 @@ fn check_digest(e: &Entry, (got, len): (String, u64), path: &Path) -> io::Result
 /// the store would not).
 fn check_meta(e: &Entry, path: &Path) -> io::Result<()> {
     let m = fs::symlink_metadata(path)?;
-    let mtime = Timestamp {
-        sec: m.mtime(),
-        nsec: m.mtime_nsec() as u32,
-    };
+    // As the manifest writes it: the instant.
+    let mtime = Timestamp::of_stat(m.mtime(), m.mtime_nsec());
     let mismatch = m.mode() & 0o7777 != e.mode
         || m.uid() != e.uid
         || m.gid() != e.gid
@@ -1322,13 +1320,17 @@ fn apply_meta(e: &Entry, path: &Path, not_kept: &mut Vec<TimeNotKept>) -> io::Re
     // it keeps) without an error: read them back. Nothing reads the path
     // between the two calls, so atime is still the one set.
     let m = fs::symlink_metadata(path)?;
-    let got = |sec: i64, nsec: i64| Timestamp {
-        sec,
-        nsec: nsec as u32,
-    };
     let times = [
-        ("mtime", mtime, got(m.mtime(), m.mtime_nsec())),
-        ("atime", atime, got(m.atime(), m.atime_nsec())),
+        (
+            "mtime",
+            mtime,
+            Timestamp::of_stat(m.mtime(), m.mtime_nsec()),
+        ),
+        (
+            "atime",
+            atime,
+            Timestamp::of_stat(m.atime(), m.atime_nsec()),
+        ),
     ];
     for (which, wanted, got) in times {
         if wanted != got {

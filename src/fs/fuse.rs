@@ -72,12 +72,21 @@ fn system_fd_limit_reached(e: &io::Error) {
     }
 }
 
+/// A stat's time as the `SystemTime` fuser replies with, exact (fuser counts
+/// it back out as the kernel's seconds and forward nanoseconds); one whose
+/// nanoseconds pass a second (ext4 keeps 30 bits) as the instant it stands
+/// for. Never a panic: `-sec` overflowed for `i64::MIN` (a tmpfs or btrfs
+/// file's time), which a build with overflow checks panicked on.
 fn time(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
-    }
+    let t = crate::sys::Timestamp::of_stat(sec, nsec);
+    let whole = match t.sec >= 0 {
+        true => UNIX_EPOCH.checked_add(Duration::from_secs(t.sec.unsigned_abs())),
+        false => UNIX_EPOCH.checked_sub(Duration::from_secs(t.sec.unsigned_abs())),
+    };
+    // Linux's SystemTime holds every i64 second: the epoch is never taken.
+    whole
+        .and_then(|w| w.checked_add(Duration::from_nanos(t.nsec.into())))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 fn kind_of(mode: u32) -> FileType {
@@ -182,21 +191,20 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-/// The time a setattr asks for. fuser 0.18 hands a pre-1970 time (kernel
-/// seconds `s < 0`, nanoseconds `n`, meaning `s + n/1e9`) over as
-/// `UNIX_EPOCH - Duration::new(-s, n)`: it subtracts the nanoseconds it
-/// should add. So that time's distance before the epoch holds the kernel's
-/// two numbers as they came, and they are taken back from it unchanged.
+/// The time a setattr asks for, as the kernel's seconds and nanoseconds
+/// (counted forward from the second, before 1970 too, as fuser's patched
+/// conversion gives them: vendor/fuser/UNIFS-PATCH.md).
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos()),
-            Err(e) => {
-                let d = e.duration();
-                SetTime::At(-(d.as_secs() as i64), d.subsec_nanos())
-            }
-        },
+        TimeOrNow::SpecificTime(t) => {
+            let ns = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => d.as_nanos() as i128,
+                Err(e) => -(e.duration().as_nanos() as i128),
+            };
+            let t = crate::sys::Timestamp::of_nanos(ns);
+            SetTime::At(t.sec, t.nsec)
+        }
     })
 }
 

@@ -186,10 +186,9 @@ impl SetTime {
                 tv_sec: 0,
                 tv_nsec: libc::UTIME_NOW,
             },
-            SetTime::At(sec, nsec) => libc::timespec {
-                tv_sec: sec,
-                tv_nsec: nsec as i64,
-            },
+            // A stat's time, copied: its instant (nanoseconds past a
+            // second would be EINVAL, UTIME_OMIT or UTIME_NOW).
+            SetTime::At(sec, nsec) => crate::sys::Timestamp { sec, nsec }.timespec(),
         }
     }
 }

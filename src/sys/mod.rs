@@ -148,6 +148,48 @@ impl Timestamp {
     pub fn as_nanos(self) -> i128 {
         self.sec as i128 * 1_000_000_000 + self.nsec as i128
     }
+
+    /// The time `ns` nanoseconds from 1970 as the kernel writes one: whole
+    /// seconds rounded down, nanoseconds counted forward (0.5 s before 1970
+    /// is `(-1, 500_000_000)`). Past the ends of i64 seconds, the nearest end.
+    pub fn of_nanos(ns: i128) -> Timestamp {
+        const NANOS: i128 = 1_000_000_000;
+        match i64::try_from(ns.div_euclid(NANOS)) {
+            Ok(sec) => Timestamp {
+                sec,
+                nsec: ns.rem_euclid(NANOS) as u32,
+            },
+            Err(_) if ns < 0 => Timestamp {
+                sec: i64::MIN,
+                nsec: 0,
+            },
+            Err(_) => Timestamp {
+                sec: i64::MAX,
+                nsec: 999_999_999,
+            },
+        }
+    }
+
+    /// A stat's time (`st_mtime`, `st_mtime_nsec`) as the instant it
+    /// stands for, its nanoseconds below a second: a filesystem may give
+    /// more (ext4 decodes 30 bits of them from the inode, a FUSE server
+    /// sends 32), which no `utimensat` takes (EINVAL) and a manifest reader
+    /// would refuse. [`Stat`] keeps the raw pair: object ids hash that.
+    pub fn of_stat(sec: i64, nsec: i64) -> Timestamp {
+        Timestamp::of_nanos(i128::from(sec) * 1_000_000_000 + i128::from(nsec))
+    }
+
+    /// As a `timespec` for utimensat: the instant ([`Self::of_stat`]). A
+    /// stat's raw nanoseconds 1_073_741_822 and 1_073_741_823 are
+    /// UTIME_OMIT and UTIME_NOW there (a copy's time was left or set to
+    /// now), any other past 999_999_999 EINVAL (a link break failed).
+    pub fn timespec(self) -> libc::timespec {
+        let t = Timestamp::of_stat(self.sec, self.nsec.into());
+        libc::timespec {
+            tv_sec: t.sec,
+            tv_nsec: t.nsec.into(),
+        }
+    }
 }
 
 impl Stat {
@@ -1460,10 +1502,7 @@ pub fn set_mtime(fd: BorrowedFd, mtime: Timestamp) -> io::Result<()> {
 }
 
 fn timespecs(atime: Timestamp, mtime: Timestamp) -> [libc::timespec; 2] {
-    [atime, mtime].map(|t| libc::timespec {
-        tv_sec: t.sec,
-        tv_nsec: t.nsec as i64,
-    })
+    [atime, mtime].map(Timestamp::timespec)
 }
 
 /// Restores the default SIGPIPE action (Rust ignores it), so `unifs … | head`

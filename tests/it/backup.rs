@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 /// Whether an external tool is installed; outside CI a test skips without
 /// it, under CI it must be there (.ci/run installs it).
-fn have(tool: &str, test: &str) -> bool {
+pub(crate) fn have(tool: &str, test: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))

@@ -18,7 +18,7 @@ mod review_s10_live;
 mod review_s10_xattr;
 mod review_s11_fault;
 mod review_s17_mount;
-mod review_s18_fuse;
+pub(crate) mod review_s18_fuse;
 mod review_s18_mount;
 mod review_s19_mount;
 mod review_s20_fs;

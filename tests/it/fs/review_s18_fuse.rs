@@ -19,7 +19,7 @@ fn cstr(path: &Path) -> CString {
 }
 
 /// utimensat(2) of `path` to `(sec, nsec)` for both times.
-fn utimens(path: &Path, sec: i64, nsec: i64) {
+pub(crate) fn utimens(path: &Path, sec: i64, nsec: i64) {
     let t = libc::timespec {
         tv_sec: sec,
         tv_nsec: nsec,
@@ -30,7 +30,7 @@ fn utimens(path: &Path, sec: i64, nsec: i64) {
 }
 
 /// The stored (atime, mtime) of `path`, each as (sec, nsec).
-fn times_of(path: &Path) -> [(i64, i64); 2] {
+pub(crate) fn times_of(path: &Path) -> [(i64, i64); 2] {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: a valid C string and a stat buffer.
     assert_eq!(unsafe { libc::stat(cstr(path).as_ptr(), &mut st) }, 0);
