@@ -306,6 +306,25 @@ fn s45_a_manifest_gives_mtime_nanoseconds_past_a_second_as_the_instant() {
         let content = fs::read(target.join(name)).unwrap();
         assert_eq!(content, fs::read(g1.join(name)).unwrap(), "{name}");
     }
+    // Beside the store: the objects linked, checked against the manifest
+    // as the instant their raw time stands for.
+    let linked = root.join("r");
+    let o = unifs(
+        &store,
+        &[
+            &"restore",
+            &"--json",
+            &"--manifest",
+            &manifest,
+            &"--from",
+            &g1,
+            &linked,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["objects_linked"], 3, "{report}");
+    assert_eq!(times_of(&linked.join("p"))[1], instant(PAST_A_SECOND[0].1));
 }
 
 /// Unify puts back the mtime of a directory it linked a file in: one whose
