@@ -73,11 +73,16 @@ pub fn stop_guest_on_thread_panic(
              {thread} ({why}; a bug in unifs: please report it)"
         );
         if ended {
+            // Its main thread's failure ends the keeper at once (125).
+            let then = match thread {
+                "main" => "the keeper ends now, the guest not torn down (`unifs guest stop` does)",
+                _ => "and the keeper ends as it would have",
+            };
             return say(
                 &log,
                 &format!(
                     "{failed}, once its init (pid {init}) had ended: nothing was left to stop, \
-                     and the keeper ends as it would have]"
+                     {then}]"
                 ),
             );
         }
