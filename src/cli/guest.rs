@@ -950,8 +950,13 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                     if let Some(why) = &e.not_restarted {
                         outln!("         not started again: {why}");
                     }
-                    if let Some(why) = &e.keeper_failed {
-                        outln!("         stopped by its keeper, which failed: {why}");
+                    match &e.keeper_failed {
+                        Some(why) if e.keeper_failed_after_end => outln!(
+                            "         its keeper failed once init had ended (nothing to stop): \
+                             {why}"
+                        ),
+                        Some(why) => outln!("         stopped by its keeper, which failed: {why}"),
+                        None => {}
                     }
                 }
                 if let Some(l) = &s.mount_log {

@@ -30,6 +30,14 @@ pub fn mark_ready() {
     READY.store(true, Ordering::SeqCst);
 }
 
+/// Whether this process is a mount daemon that serves ([`mark_ready`]):
+/// a panic of any of its threads, its main one too, is then its own to
+/// say and end (101), not that of the child of unifs it was forked as
+/// (`unifs run`'s overlay daemon, see `guest::sys::in_child`).
+pub fn serving() -> bool {
+    READY.load(Ordering::SeqCst)
+}
+
 /// Once [`mark_ready`], a panic in any thread of this process says so in the log
 /// (stderr: `--log`, or `unifs run`'s stderr), after the panic's own
 /// message, and ends the process without unwinding. `mountpoint` names the
@@ -41,7 +49,7 @@ pub fn end_daemon_on_panic(mountpoint: &std::path::Path) {
         // The message, where, and a backtrace if asked for (or, in the
         // overlay daemon of `unifs run`, its report of a failed child).
         before(info);
-        if !READY.load(Ordering::SeqCst) {
+        if !serving() {
             return;
         }
         let thread = std::thread::current();

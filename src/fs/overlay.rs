@@ -556,10 +556,14 @@ impl Drop for ReleaseWaiter<'_> {
 
 /// Whether process (or thread) `pid` still runs: not gone, not a zombie.
 /// A task that exited closed its files before it became a zombie. Unknown
-/// (0: outside our pid namespace) counts as exited.
+/// (0: FUSE's pid of a process outside the daemon's PID namespace, as of a
+/// daemon started in a container, the host's processes) may run: its
+/// handles are held, not waited on for a release that may never come (100
+/// ms each, the one waiter's, while a real release waited for nobody) and
+/// then forgotten. Its close still says itself (a FLUSH).
 fn process_alive(pid: u32) -> bool {
     if pid == 0 {
-        return false;
+        return true;
     }
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
@@ -3650,4 +3654,19 @@ impl Overlay {
 /// read of its marker: the tests' way to land a break in between.
 fn lookup_test_pause() {
     crate::sys::test_pause!("UNIFS_TEST_LOOKUP_PAUSE_MS");
+}
+
+#[cfg(test)]
+mod tests {
+    /// An opener FUSE could not name (pid 0) may still run; one reaped is
+    /// gone.
+    #[test]
+    fn an_opener_of_unknown_pid_is_taken_as_running() {
+        assert!(super::process_alive(0));
+        assert!(super::process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!super::process_alive(pid));
+    }
 }

@@ -17,6 +17,7 @@ use super::sys;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -28,12 +29,29 @@ pub const FAILED_EXIT: i32 = 101;
 /// signal passed on waits for it (`guest stop`'s default `--timeout`).
 const STOP_WAIT: Duration = super::launch::HELD_SIGNAL_LIMIT;
 
-/// What failed, once a thread did ("its thread signals failed: …").
-static FAILED: OnceLock<String> = OnceLock::new();
+/// What failed, once a thread did ("its thread signals failed: …"), and
+/// whether init had ended then.
+static FAILED: OnceLock<(String, bool)> = OnceLock::new();
 
-/// Why this keeper stopped its guest on its own failure, if it did.
+/// Set by the main thread once it reaped init ([`init_ended`]).
+static INIT_ENDED: AtomicBool = AtomicBool::new(false);
+
+/// Why this keeper failed, if one of its threads did: it stopped its guest
+/// then, unless init had ended already ([`failed_after_end`]).
 pub fn failed() -> Option<&'static str> {
-    FAILED.get().map(String::as_str)
+    FAILED.get().map(|(what, _)| what.as_str())
+}
+
+/// Whether the failure of [`failed`] came once init had ended, so that
+/// there was nothing left to stop.
+pub fn failed_after_end() -> bool {
+    FAILED.get().is_some_and(|&(_, ended)| ended)
+}
+
+/// Said by the main thread once it has reaped init: a thread failing from
+/// now on has nothing to stop, and says so rather than "stops the guest".
+pub fn init_ended() {
+    INIT_ENDED.store(true, Ordering::SeqCst);
 }
 
 /// From now on a panic in any thread of this keeper stops guest `name` (its
@@ -49,7 +67,25 @@ pub fn stop_guest_on_thread_panic(
     stop_signal: i32,
 ) -> nix::Result<RawFd> {
     let name = name.to_string();
-    stop_on_thread_panic(init, stop_signal, true, move |thread, why| {
+    stop_on_thread_panic(init, stop_signal, true, move |thread, why, ended| {
+        let failed = format!(
+            "[unifs: guest {name}: its keeper failed on an internal error in its thread \
+             {thread} ({why}; a bug in unifs: please report it)"
+        );
+        if ended {
+            // Its main thread's failure ends the keeper at once (125).
+            let then = match thread {
+                "main" => "the keeper ends now, the guest not torn down (`unifs guest stop` does)",
+                _ => "and the keeper ends as it would have",
+            };
+            return say(
+                &log,
+                &format!(
+                    "{failed}, once its init (pid {init}) had ended: nothing was left to stop, \
+                     {then}]"
+                ),
+            );
+        }
         let lost = match thread {
             "main" => "the keeper ends, and init would run on unkept",
             _ => "signals sent to the keeper would no longer reach init",
@@ -57,9 +93,7 @@ pub fn stop_guest_on_thread_panic(
         say(
             &log,
             &format!(
-                "[unifs: guest {name}: its keeper failed on an internal error in its thread \
-                 {thread} ({why}; a bug in unifs: please report it): {lost}, so it stops the \
-                 guest now ({}, SIGKILL after {} s)]",
+                "{failed}: {lost}, so it stops the guest now ({}, SIGKILL after {} s)]",
                 super::spec::signal_name(stop_signal),
                 STOP_WAIT.as_secs()
             ),
@@ -74,7 +108,7 @@ pub fn stop_guest_on_thread_panic(
 pub fn stop_run_on_thread_panic(init: Pid, stop_signal: i32) -> nix::Result<RawFd> {
     // A panic of its main thread ends the run, and the guest with it (its
     // parent-death signal).
-    stop_on_thread_panic(init, stop_signal, false, move |thread, why| {
+    stop_on_thread_panic(init, stop_signal, false, move |thread, why, _| {
         tracing::error!(
             "`unifs run` failed on an internal error in its thread {thread} ({why}; a bug in \
              unifs: please report it): signals sent to the run would no longer reach the \
@@ -86,26 +120,31 @@ pub fn stop_run_on_thread_panic(init: Pid, stop_signal: i32) -> nix::Result<RawF
 }
 
 /// From now on the first panic of a thread of this process but its main
-/// one (with `main_too`, of any) is said by `say` (thread, message), and
-/// ends `init` (its stop signal `stop_signal`, SIGKILL after
+/// one (with `main_too`, of any) is said by `say` (thread, message, and
+/// whether init had ended already, see [`init_ended`]), and ends `init`
+/// unless it had (its stop signal `stop_signal`, SIGKILL after
 /// [`STOP_WAIT`]), through a pidfd whose number is returned.
 fn stop_on_thread_panic(
     init: Pid,
     stop_signal: i32,
     main_too: bool,
-    say: impl Fn(&str, &str) + Send + Sync + 'static,
+    say: impl Fn(&str, &str, bool) + Send + Sync + 'static,
 ) -> nix::Result<RawFd> {
     let pidfd = sys::pidfd_open(init)?;
     let fd = pidfd.as_raw_fd();
     sys::on_thread_panic(main_too, move |thread, why| {
         // The first failure stops the guest; another one meanwhile adds nothing.
+        let ended = INIT_ENDED.load(Ordering::SeqCst);
         if FAILED
-            .set(format!("its thread {thread} failed: {why}"))
+            .set((format!("its thread {thread} failed: {why}"), ended))
             .is_err()
         {
             return;
         }
-        say(thread, why);
+        say(thread, why, ended);
+        if ended {
+            return;
+        }
         let _ = sys::pidfd_kill(pidfd.as_fd(), stop_signal);
         if !ends_within(&pidfd, STOP_WAIT) {
             let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);

@@ -285,6 +285,10 @@ fn start_as(
         let _ = unmount_root(&root, cfg.root_mount);
         cgroup.end_daemon();
         cgroup.remove();
+        // Any record is this start's keeper's (the one before was torn
+        // down above): one that failed once it had written it, init killed
+        // just now. Left, it named a dead init (a stale record).
+        let _ = std::fs::remove_file(run.state_file());
         // Never remove_dir_all: a root still mounted would be the guest's files.
         let _ = std::fs::remove_dir(&root);
         let had_logs = [had_logs[0], had_logs[1] || keep_mount_log];
@@ -685,10 +689,12 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         match status {
             Ok(status) => {
                 if let Some(mut exit) = state::Exit::from_wait(status, st.start_time) {
+                    // Reaped: a thread failing from here on stops nothing.
+                    keeper_panic::init_ended();
                     exit.oom_killed = oom_watch.take().and_then(|w| {
                         w.verdict(Some(st.pid), exit.signal.as_deref(), cgroup.memory_limit())
                     });
-                    exit.keeper_failed = keeper_panic::failed().map(String::from);
+                    note_keeper_failed(&mut exit);
                     let reboot = exit.shutdown == Some(state::Shutdown::Reboot);
                     let restart = cfg.on_reboot == OnReboot::Restart;
                     let again = reboot && restart && exit.keeper_failed.is_none();
@@ -712,9 +718,19 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                         ));
                         let _ = run.write_exit(&exit);
                     }
-                    stop_ended(&name, &run, exit);
+                    // Its lock held to the end: a failure of ours until
+                    // then goes into the record, while it is this init's.
+                    let ended = stop_ended(&name, &run, exit);
                     keeper_signals::say_ignored(&name, pid, run.console());
                     forget_keeper_pid(&run);
+                    // The tests' window for a thread of ours to fail
+                    // before the keeper ends (review_s45_keepsmalls).
+                    crate::sys::test_pause!("UNIFS_TEST_KEEPER_END_PAUSE_MS");
+                    if let Some((mut exit, _lock)) = ended {
+                        if exit.keeper_failed.is_none() && note_keeper_failed(&mut exit) {
+                            let _ = run.write_exit(&exit);
+                        }
+                    }
                     match keeper_panic::failed() {
                         Some(_) => sys::exit_child(keeper_panic::FAILED_EXIT),
                         None => sys::exit_child(0),
@@ -728,6 +744,14 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
             }
         }
     }
+}
+
+/// Notes in `exit` a failure of one of this keeper's threads, if one
+/// failed ([`keeper_panic::failed`]); whether one did.
+fn note_keeper_failed(exit: &mut state::Exit) -> bool {
+    exit.keeper_failed = keeper_panic::failed().map(String::from);
+    exit.keeper_failed_after_end = keeper_panic::failed_after_end();
+    exit.keeper_failed.is_some()
 }
 
 /// Writes this keeper's pid to [`RunDir::keeper_pid_file`], whole or not
@@ -770,22 +794,27 @@ fn forget_dead_keeper(run: &RunDir) {
 /// systemd-nspawn, whose container is over when its init is: else its root
 /// stayed mounted, its daemon, groups and record left until the next stop
 /// or start, and its backing dir could not be unified. Its warnings and what
-/// it did go to the console log, where `guest logs` shows them.
-fn stop_ended(name: &str, run: &RunDir, mut exit: state::Exit) {
+/// it did go to the console log, where `guest logs` shows them. Returns the
+/// end it recorded, and the lock it holds, when the record was this init's.
+fn stop_ended(
+    name: &str,
+    run: &RunDir,
+    mut exit: state::Exit,
+) -> Option<(state::Exit, nix::fcntl::Flock<std::fs::File>)> {
     use std::io::Write;
     let log = std::fs::OpenOptions::new().append(true).open(run.console());
     if let Ok(log) = &log {
         let _ = nix::unistd::dup2_stderr(log);
     }
-    let Ok(_lock) = run.lock("stop") else {
-        return;
+    let Ok(lock) = run.lock("stop") else {
+        return None;
     };
     // The tests' window on a keeper about to stop its guest.
     crate::sys::test_stop!("UNIFS_TEST_ENDED_STOP");
     let ours = |st: &State| (st.pid, st.start_time) == (exit.pid, exit.start_time);
     let st = match read_locked(run, name) {
         Ok((Some(st), _)) if ours(&st) && !st.init_alive() => st,
-        _ => return,
+        _ => return None,
     };
     let said = match teardown(run, &st, libc::SIGKILL, Duration::ZERO) {
         Ok(_) => {
@@ -811,6 +840,7 @@ fn stop_ended(name: &str, run: &RunDir, mut exit: state::Exit) {
     if let Ok(mut log) = log.as_ref() {
         let _ = writeln!(log, "{said}");
     }
+    Some((exit, lock))
 }
 
 /// The keeper of a guest whose init `exit` rebooted it: becomes `unifs
@@ -912,6 +942,9 @@ fn start_init(
     let opened = if rotate { &fresh } else { &console };
     let log = super::relay::open_log(opened).map_err(|e| Error::io("opening", opened, e))?;
     let state = launch_recorded(cfg, spec, run, cgroup, reboots);
+    // The tests' way to make the keeper's main thread fail with init
+    // started and recorded, before `start` hears of it (review_s45_keepsmalls).
+    crate::sys::test_panic!("keeper-init");
     match (&state, rotate) {
         (Ok(_), true) => {
             let old = console.with_extension("log.1");

@@ -283,6 +283,10 @@ pub struct Exit {
     /// (a bug): what failed ("its thread signals failed: …").
     #[serde(default)]
     pub keeper_failed: Option<String>,
+    /// That failure came once init had ended by itself: it stopped
+    /// nothing (the keeper did its usual end, and exited 101).
+    #[serde(default)]
+    pub keeper_failed_after_end: bool,
 }
 
 /// A process killed by the OOM killer of its guest's memory group: the
@@ -361,6 +365,7 @@ impl Exit {
             not_stopped: None,
             oom_killed: None,
             keeper_failed: None,
+            keeper_failed_after_end: false,
         })
     }
 

@@ -88,7 +88,8 @@ pub const CHILD_FAILED: i32 = 125;
 /// status). Instead the child says why on stderr and on `report` (an fd and
 /// the prefix its parent reads a failure by), and exits [`CHILD_FAILED`].
 /// Threads the child starts itself panic as before, but the overlay
-/// daemon's once it serves: any panic ends it ([`crate::fs::on_panic`]).
+/// daemon's once it serves: any panic ends it ([`crate::fs::on_panic`]),
+/// its main thread's too (101, as `unifs mount`'s daemon: not 125).
 pub fn in_child(what: &str, report: Option<(i32, &str)>, body: impl FnOnce()) -> ! {
     // The report's file, to know it is still that one when written to:
     // the child may have closed the fd, and another file taken its number.
@@ -98,7 +99,9 @@ pub fn in_child(what: &str, report: Option<(i32, &str)>, body: impl FnOnce()) ->
     // for this one's own thread, which would end as that child.
     let before = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if nix::unistd::gettid() != nix::unistd::getpid() {
+        // A daemon that serves ends on a panic of its own
+        // ([`crate::fs::on_panic`]), whichever thread: its main one too.
+        if nix::unistd::gettid() != nix::unistd::getpid() || crate::fs::on_panic::serving() {
             return before(info);
         }
         child_failed(&said, &panic_text(info), reported.as_ref())

@@ -27,10 +27,7 @@ pub(crate) fn cc_or_skip(t: &TestRoot, test: &str, name: &str, src: &str) -> boo
     if cc_into(t, name, src) {
         return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs cc -static (gcc, libc6-dev), and CI must not skip it");
-    }
-    eprintln!("skipping {test}: needs cc -static");
+    crate::common::skip(test, "needs cc -static (gcc, libc6-dev)");
     false
 }
 

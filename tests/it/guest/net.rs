@@ -1,7 +1,6 @@
 //! `--net none|host|veth`.
 
 use super::harness::{can_run, ok, stderr, TestRoot};
-use std::process::Command;
 
 fn interfaces(t: &TestRoot, opts: &[&str]) -> Vec<String> {
     let out = ok(&t.sh(opts, "ls /sys/class/net"));
@@ -44,11 +43,7 @@ fn net_veth_gives_the_guest_its_own_address() {
     if !can_run("net_veth_gives_the_guest_its_own_address") {
         return;
     }
-    if Command::new("ip").arg("-V").output().is_err() {
-        if std::env::var_os("CI").is_some() {
-            panic!("net_veth_gives_the_guest_its_own_address: needs iproute2's `ip`");
-        }
-        eprintln!("skipping net_veth_gives_the_guest_its_own_address: needs iproute2's `ip`");
+    if !super::harness::has_ip("net_veth_gives_the_guest_its_own_address") {
         return;
     }
     let t = TestRoot::new();

@@ -440,9 +440,9 @@ fn s11_cleaning_up_a_stale_veth_guest_leaves_another_run_dirs_interface_alone() 
     if !can_run("s11_cleaning_up_a_stale_veth_guest_leaves_another_run_dirs_interface_alone") {
         return;
     }
-    if Command::new("ip").arg("-V").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "needs iproute2's `ip`");
-        eprintln!("skipping: needs iproute2's `ip`");
+    if !super::harness::has_ip(
+        "s11_cleaning_up_a_stale_veth_guest_leaves_another_run_dirs_interface_alone",
+    ) {
         return;
     }
     // Guests of one name in two run dirs share the host interface name

@@ -57,11 +57,7 @@ impl HostGroup {
         }
         let group = HostGroup::new(&cgroup2_mount()?, name);
         if !group.0.join("cgroup.kill").exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: no cgroup.kill (Linux < 5.14), and CI must not skip it"
-            );
-            eprintln!("skipping {test}: no cgroup.kill (Linux < 5.14)");
+            crate::common::skip(test, "no cgroup.kill (Linux < 5.14)");
             return None;
         }
         Some(group)
