@@ -5,7 +5,7 @@
 //! of its processes killed an hour ago, then init killed by hand).
 
 use super::cgroup::{Cgroup, OomKills};
-use super::kernel_log::KernelLog;
+use super::kernel_log::{KernelLog, Killer};
 use super::state::OomKilled;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use std::collections::VecDeque;
@@ -73,10 +73,11 @@ impl OomWatch {
         }
     }
 
-    /// Once the process `pid` (None: not known here, as `run --init`'s
-    /// command) ended by `signal` ("KILL", …): whether the OOM killer of
-    /// the guest's memory limit ended it. By the log where it can tell:
-    /// it named `pid`, and the guest's count rose since the start. Else by
+    /// Once the process `pid` (None: not known here) ended by `signal`
+    /// ("KILL", …): whether the OOM killer of the guest's memory limit, or
+    /// the host's, ended it. By the log where it can tell: it named `pid`
+    /// (and which killer), and the guest's count rose since the start (the
+    /// kernel counts the host's kills in the victim's group too). Else by
     /// the count: it rose in the [`WINDOW`] before the end, which a SIGKILL
     /// from anyone else then cannot be told from.
     pub fn verdict(
@@ -103,8 +104,11 @@ impl OomWatch {
             _ => None,
         };
         match named {
-            Some(true) => OomKilled::of(signal, self.first, now, limit),
-            Some(false) => None,
+            Some(Some(Killer::Limit)) => OomKilled::of(signal, self.first, now, limit),
+            Some(Some(Killer::Host)) => {
+                OomKilled::of(signal, self.first, now, limit).map(OomKilled::by_the_host)
+            }
+            Some(None) => None,
             None => OomKilled::of(signal, before, now, limit),
         }
     }
@@ -122,14 +126,14 @@ impl OomWatch {
     }
 }
 
-/// Whether `log` names `pid` (None: it cannot tell). A kill the count
-/// shows (`rose`) that it does not name yet is waited for, up to
-/// [`LOG_LAG`]: it may be another process's; if the log then names no
-/// victim at all, it cannot tell.
-fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<bool> {
+/// Which killer `log` names `pid` the victim of (None: it cannot tell).
+/// A kill the count shows (`rose`) that it does not name yet is waited
+/// for, up to [`LOG_LAG`]: it may be another process's; if the log then
+/// names no victim at all, it cannot tell.
+fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<Option<Killer>> {
     log.read_new();
     let deadline = Instant::now() + LOG_LAG;
-    while rose && log.named(pid) == Some(false) && Instant::now() < deadline {
+    while rose && log.named(pid) == Some(None) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         log.read_new();
     }

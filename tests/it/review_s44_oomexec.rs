@@ -116,11 +116,17 @@ fn s44_a_run_killed_by_hand_right_after_its_subshells_oom_kill_says_no_oom() {
     if !can_run("s44_a_run_killed_by_hand_right_after_its_subshells_oom_kill_says_no_oom") {
         return;
     }
+    kill_a_run_by_hand_right_after_its_subshells_oom_kill(&[]);
+}
+
+/// `unifs run` with `options` whose command's subshell the OOM killer
+/// ends; then its command is killed by hand: 137, and no OOM kill said.
+pub(crate) fn kill_a_run_by_hand_right_after_its_subshells_oom_kill(options: &[&str]) {
     let t = crate::guest::harness::TestRoot::new();
     let marker = t.root().join("tmp/sub");
     let script = format!("({ALLOC_64M}); echo $? > /tmp/sub; exec sleep 1000");
     let mut run = Command::new(crate::common::unifs_bin());
-    run.arg("run").arg("--root").arg(t.root());
+    run.arg("run").arg("--root").arg(t.root()).args(options);
     run.args(["--memory", "16M", "--", "/bin/sh", "-c", &script]);
     run.stdin(Stdio::null())
         .stdout(Stdio::piped())
