@@ -131,6 +131,28 @@ impl KernelLog {
         }
     }
 
+    /// Skips the records logged since the last read, unread (a read per
+    /// record of the whole host, in every keeper, `run` and `exec`, cost
+    /// each a share of a flood of the log: docs/benchmarks.md). For a
+    /// caller whose group's count has not risen since its last read: the
+    /// kernel counts a kill before it logs its victim, so none of them
+    /// names it (only a summary just before a kill counted a moment after
+    /// the count was read may go: a victim whose main thread had ended is
+    /// then not named, as when the summary is rate-limited).
+    /// `counted_since`, asked once the log's end is taken: whether the
+    /// count rose after the caller read it; that kill may have been logged
+    /// before the end, unread, and the log can no longer tell.
+    pub fn skip(&mut self, counted_since: impl FnOnce() -> bool) {
+        if self.kmsg.seek(SeekFrom::End(0)).is_err() {
+            return self.read_new();
+        }
+        // A summary read last is no longer followed by its kill.
+        self.chosen = None;
+        if counted_since() {
+            self.lost = true;
+        }
+    }
+
     /// [`record`]; none at all with the tests' UNIFS_TEST_KMSG_FOREIGN, as
     /// on a kernel whose lines read otherwise. With UNIFS_TEST_KMSG_HOST a
     /// memory group's kill is read as the host's (the host cannot be run

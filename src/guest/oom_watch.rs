@@ -53,12 +53,13 @@ impl OomWatch {
         let log: Log = Arc::new(Mutex::new(log));
         let (stop, halt) = mpsc::channel();
         let (c, s, l) = (cgroup.clone(), samples.clone(), log.clone());
+        let read_at = first.as_ref().map(|f| f.count);
         // Its signals are the keeper's and `run`'s to take (they pass them
         // on to init): the thread is made with all of them blocked.
         let old = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK).ok();
         let thread = std::thread::Builder::new()
             .name("oom-watch".into())
-            .spawn(move || sample(&c, &s, &l, &halt))
+            .spawn(move || sample(&c, &s, &l, read_at, &halt))
             .ok();
         if let Some(old) = old {
             let _ = old.thread_set_mask();
@@ -146,16 +147,20 @@ fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<Option<Killer>> {
 }
 
 /// The thread's loop: a sample every [`EVERY`], those older than the
-/// newest one past [`WINDOW`] dropped; the log read on.
+/// newest one past [`WINDOW`] dropped; the log read on where the count
+/// rose since it was last read (`read_at`, at first the count when the
+/// process began), else skipped (see [`KernelLog::skip`]).
 fn sample(
     cgroup: &Cgroup,
     samples: &Mutex<VecDeque<(Instant, Option<OomKills>)>>,
     log: &Log,
+    mut read_at: Option<u64>,
     halt: &mpsc::Receiver<()>,
 ) {
     while let Err(RecvTimeoutError::Timeout) = halt.recv_timeout(EVERY) {
         let last = Instant::now();
         let count = cgroup.oom_kills();
+        let now = count.as_ref().map(|c| c.count);
         {
             let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
             s.push_back((last, count));
@@ -164,7 +169,13 @@ fn sample(
             }
         }
         if let Some(log) = log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            log.read_new();
+            match now == read_at {
+                true => log.skip(|| cgroup.oom_kills().map(|c| c.count) != now),
+                false => {
+                    log.read_new();
+                    read_at = now;
+                }
+            }
         }
     }
 }
