@@ -51,6 +51,25 @@ pub struct Spawned {
     /// [`Stdio::Terminal`]'s pty master, to proxy, or
     /// [`Stdio::Detached`]'s console master, to relay.
     pub pty: Option<PtyMaster>,
+    /// `--init`'s: where its command said its PID on the host (see
+    /// [`super::command_pid`]).
+    pub command_pid: Option<OwnedFd>,
+}
+
+impl Spawned {
+    fn new(
+        pid: Pid,
+        keeper: Option<Keeper>,
+        pty: Option<PtyMaster>,
+        command_pid: Option<OwnedFd>,
+    ) -> Spawned {
+        Spawned {
+            pid,
+            keeper,
+            pty,
+            command_pid,
+        }
+    }
 }
 
 /// What `unifs run` gives [`spawn`]: its guest gets a [`Keeper`].
@@ -143,9 +162,12 @@ pub fn run(
         None => status,
     };
     // Its command's SIGKILL (137: by itself, or passed on by --init's
-    // reaper, whose command's PID is not ours to know) the OOM killer's:
-    // said, or an operator looks for who sent it.
-    let command = (!spec.init).then_some(guest.as_raw());
+    // reaper, whose command said its PID) the OOM killer's: said, or an
+    // operator looks for who sent it.
+    let command = match &spawned.command_pid {
+        Some(said) => super::command_pid::received(said),
+        None => Some(guest.as_raw()),
+    };
     say_if_oom_killed(oom_watch, command, &status, cgroup, "the guest's command");
     cgroup.kill_all();
     let unwritten = copies.finish();
@@ -387,7 +409,7 @@ pub fn spawn(
         // The caller removes the groups, once the root is unmounted.
         cgroup.kill_all();
     }
-    spawned.map(|(pid, keeper, pty)| Spawned { pid, keeper, pty })
+    spawned
 }
 
 /// Without a v1 devices group (a cgroup v2 host) nothing limits which
@@ -417,14 +439,13 @@ fn devices_open(name: &str, caps: u64, limited: bool) -> Option<String> {
     ))
 }
 
-/// The guest's PID on the host, a foreground guest's [`Keeper`] and
-/// pty master (a terminal's or a console's).
+/// The guest, as [`Spawned`] says it.
 fn clone_guest(
     spec: &GuestSpec,
     stdio: Stdio,
     cgroup: &Cgroup,
     run: Option<Foreground>,
-) -> Result<(Pid, Option<Keeper>, Option<PtyMaster>)> {
+) -> Result<Spawned> {
     // A socket, sent to without SIGPIPE: a child gone (killed) before its
     // go must not take us with it.
     let (ready_r, ready_w) = report_channel()?;
@@ -439,6 +460,12 @@ fn clone_guest(
             (Some(r), Some(w))
         }
         Stdio::Inherit => (None, None),
+    };
+    // Where --init's command says its PID on the host (its reaper, the
+    // guest's PID 1, only knows the guest's).
+    let (pid_r, pid_w) = match spec.init {
+        true => super::command_pid::channel().map(|(r, w)| (Some(r), Some(w)))?,
+        false => (None, None),
     };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -461,14 +488,17 @@ fn clone_guest(
             sys::in_child("the guest's set-up", report, move || {
                 drop(ready_w);
                 drop(report_r);
-                drop(pty_r);
-                child(spec, stdio, foreground, cgroup2, ready_r, report_w, pty_w)
+                drop((pty_r, pid_r));
+                let pid_to = pid_w;
+                child(
+                    spec, stdio, foreground, cgroup2, ready_r, report_w, pty_w, pid_to,
+                )
             })
         }
         Ok(Forked::Parent(pid)) => {
             drop(ready_r);
             drop(report_w);
-            drop(pty_w);
+            drop((pty_w, pid_w));
             let joined = cgroup
                 .add(pid.as_raw())
                 .and_then(|()| net::setup_host_side(spec, pid));
@@ -515,9 +545,9 @@ fn clone_guest(
                 }
             });
             let failed = match (report.is_empty(), &pty_r) {
-                (true, None) => return Ok((pid, keeper, None)),
+                (true, None) => return Ok(Spawned::new(pid, keeper, None, pid_r)),
                 (true, Some(r)) => match console::receive_pty(r) {
-                    Ok(pty) => return Ok((pid, keeper, Some(pty))),
+                    Ok(pty) => return Ok(Spawned::new(pid, keeper, Some(pty), pid_r)),
                     Err(e) => e,
                 },
                 (false, _) => decode_report(&spec.command[0], &spec.root, &report),
@@ -578,7 +608,8 @@ pub fn report_channel() -> Result<(OwnedFd, OwnedFd)> {
 /// Runs in the clone child; never returns.
 /// `cgroup2`: the guest has a cgroup v2 group of its own, to mount at
 /// /sys/fs/cgroup. `pty`: where to send the master of the terminal's or
-/// console's pty.
+/// console's pty. `command_pid`: where `--init`'s command says its PID.
+#[allow(clippy::too_many_arguments)]
 fn child(
     spec: &GuestSpec,
     stdio: Stdio,
@@ -587,6 +618,7 @@ fn child(
     ready: OwnedFd,
     report: OwnedFd,
     pty: Option<OwnedFd>,
+    command_pid: Option<OwnedFd>,
 ) -> ! {
     sys::set_not_dumpable();
     // Before the set-up makes mount points in the guest's tree, and while
@@ -651,7 +683,7 @@ fn child(
         }
     };
     if spec.init {
-        reap_and_forward(spec, report, None, || Ok(()))
+        reap_and_forward(spec, report, command_pid, || Ok(()))
     }
     exec_command(spec, &report)
 }
@@ -742,7 +774,8 @@ pub fn decode_report(command: &str, root: &Path, report: &[u8]) -> Error {
 /// it gets (but a terminal's stop signals), continues it when a terminal
 /// stops it, reaps orphans, and exits with the command's status. Also the
 /// relay of `guest exec`, outside the guest's PID namespace (and so with no
-/// orphans to reap). `before_exec` runs in the command's process.
+/// orphans to reap). `before_exec` runs in the command's process, which
+/// says its PID on `pid_to` (see [`super::command_pid`]).
 pub(super) fn reap_and_forward(
     spec: &GuestSpec,
     report: OwnedFd,
@@ -763,7 +796,9 @@ pub(super) fn reap_and_forward(
                 // Ctrl-C on it reaches the command once, not also us, who would
                 // pass it on a second time. (Signals are still blocked here, so
                 // tcsetpgrp from the background raises no SIGTTOU.)
-                drop(pid_to);
+                if let Some(to) = pid_to {
+                    super::command_pid::say_mine(&to);
+                }
                 let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
                 crate::sys::test_panic!("command");
@@ -774,11 +809,7 @@ pub(super) fn reap_and_forward(
             },
         ),
         Ok(Forked::Parent(pid)) => {
-            // Its PID in ours, for whoever asked (`exec`'s caller, to find
-            // it in the kernel's log of OOM kills).
-            if let Some(to) = pid_to {
-                let _ = nix::unistd::write(&to, pid.as_raw().to_string().as_bytes());
-            }
+            drop(pid_to);
             pid
         }
         Err(e) => fail(

@@ -12,7 +12,6 @@ use super::state::{self, RunDir, State};
 use super::sys::{self, Forked, Linux};
 use super::{console, rootfs, Error, GuestSpec, Limits, NetMode, Result};
 use super::{keeper_panic, keeper_signals};
-use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::pty::PtyMaster;
 use nix::sched::CloneFlags;
@@ -2247,9 +2246,8 @@ fn join_and_run(
         false => Some(console::Piped::open()?),
     };
     let (report_r, report_w) = launch::report_channel()?;
-    // The helper says the command's PID, for the kernel's log (see below).
-    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .map_err(|e| Error::sys("pipe2", e))?;
+    // The command says its PID, for the kernel's log (see below).
+    let (pid_r, pid_w) = super::command_pid::channel()?;
     // A helper outside the guest's PID namespace sets up and drops every
     // privilege; only then does it fork the command into the namespace
     // (which applies to children only), and relays signals and its status.
@@ -2316,7 +2314,7 @@ fn join_and_run(
                         true => format!("the shell in guest {name}"),
                         false => format!("the command in guest {name}"),
                     };
-                    let pid = command_pid(pid_r);
+                    let pid = super::command_pid::received(&pid_r);
                     launch::say_if_oom_killed(watch, pid, &Ok(status), &st.cgroup, &what);
                     Ok(status)
                 }
@@ -2362,14 +2360,6 @@ fn exec_helper(
     }
     crate::sys::test_panic!("exec-helper");
     launch::reap_and_forward(spec, report, Some(pid_to), move || Cgroup::join(procs))
-}
-
-/// The command's PID as the `exec` helper wrote it to `pid_r` (None if it
-/// did not: it failed before its fork). Read once the helper has ended.
-fn command_pid(pid_r: OwnedFd) -> Option<i32> {
-    let mut buf = [0u8; 16];
-    let n = nix::unistd::read(&pid_r, &mut buf).ok()?;
-    std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
 }
 
 /// This process's own namespaces of the kinds in `flags`, to go back to.

@@ -23,6 +23,7 @@
 
 pub mod caps;
 pub mod cgroup;
+mod command_pid;
 pub mod config;
 pub mod console;
 pub mod devices;

@@ -5,7 +5,7 @@
 //! of its processes killed an hour ago, then init killed by hand).
 
 use super::cgroup::{Cgroup, OomKills};
-use super::kernel_log::KernelLog;
+use super::kernel_log::{KernelLog, Killer};
 use super::state::OomKilled;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use std::collections::VecDeque;
@@ -53,12 +53,13 @@ impl OomWatch {
         let log: Log = Arc::new(Mutex::new(log));
         let (stop, halt) = mpsc::channel();
         let (c, s, l) = (cgroup.clone(), samples.clone(), log.clone());
+        let read_at = first.as_ref().map(|f| f.count);
         // Its signals are the keeper's and `run`'s to take (they pass them
         // on to init): the thread is made with all of them blocked.
         let old = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK).ok();
         let thread = std::thread::Builder::new()
             .name("oom-watch".into())
-            .spawn(move || sample(&c, &s, &l, &halt))
+            .spawn(move || sample(&c, &s, &l, read_at, &halt))
             .ok();
         if let Some(old) = old {
             let _ = old.thread_set_mask();
@@ -73,10 +74,11 @@ impl OomWatch {
         }
     }
 
-    /// Once the process `pid` (None: not known here, as `run --init`'s
-    /// command) ended by `signal` ("KILL", …): whether the OOM killer of
-    /// the guest's memory limit ended it. By the log where it can tell:
-    /// it named `pid`, and the guest's count rose since the start. Else by
+    /// Once the process `pid` (None: not known here) ended by `signal`
+    /// ("KILL", …): whether the OOM killer of the guest's memory limit, or
+    /// the host's, ended it. By the log where it can tell: it named `pid`
+    /// (and which killer), and the guest's count rose since the start (the
+    /// kernel counts the host's kills in the victim's group too). Else by
     /// the count: it rose in the [`WINDOW`] before the end, which a SIGKILL
     /// from anyone else then cannot be told from.
     pub fn verdict(
@@ -103,8 +105,11 @@ impl OomWatch {
             _ => None,
         };
         match named {
-            Some(true) => OomKilled::of(signal, self.first, now, limit),
-            Some(false) => None,
+            Some(Some(Killer::Limit)) => OomKilled::of(signal, self.first, now, limit),
+            Some(Some(Killer::Host)) => {
+                OomKilled::of(signal, self.first, now, limit).map(OomKilled::by_the_host)
+            }
+            Some(None) => None,
             None => OomKilled::of(signal, before, now, limit),
         }
     }
@@ -122,14 +127,14 @@ impl OomWatch {
     }
 }
 
-/// Whether `log` names `pid` (None: it cannot tell). A kill the count
-/// shows (`rose`) that it does not name yet is waited for, up to
-/// [`LOG_LAG`]: it may be another process's; if the log then names no
-/// victim at all, it cannot tell.
-fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<bool> {
+/// Which killer `log` names `pid` the victim of (None: it cannot tell).
+/// A kill the count shows (`rose`) that it does not name yet is waited
+/// for, up to [`LOG_LAG`]: it may be another process's; if the log then
+/// names no victim at all, it cannot tell.
+fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<Option<Killer>> {
     log.read_new();
     let deadline = Instant::now() + LOG_LAG;
-    while rose && log.named(pid) == Some(false) && Instant::now() < deadline {
+    while rose && log.named(pid) == Some(None) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         log.read_new();
     }
@@ -142,16 +147,20 @@ fn named(log: &mut KernelLog, pid: i32, rose: bool) -> Option<bool> {
 }
 
 /// The thread's loop: a sample every [`EVERY`], those older than the
-/// newest one past [`WINDOW`] dropped; the log read on.
+/// newest one past [`WINDOW`] dropped; the log read on where the count
+/// rose since it was last read (`read_at`, at first the count when the
+/// process began), else skipped (see [`KernelLog::skip`]).
 fn sample(
     cgroup: &Cgroup,
     samples: &Mutex<VecDeque<(Instant, Option<OomKills>)>>,
     log: &Log,
+    mut read_at: Option<u64>,
     halt: &mpsc::Receiver<()>,
 ) {
     while let Err(RecvTimeoutError::Timeout) = halt.recv_timeout(EVERY) {
         let last = Instant::now();
         let count = cgroup.oom_kills();
+        let now = count.as_ref().map(|c| c.count);
         {
             let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
             s.push_back((last, count));
@@ -160,7 +169,13 @@ fn sample(
             }
         }
         if let Some(log) = log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            log.read_new();
+            match now == read_at {
+                true => log.skip(|| cgroup.oom_kills().map(|c| c.count) != now),
+                false => {
+                    log.read_new();
+                    read_at = now;
+                }
+            }
         }
     }
 }

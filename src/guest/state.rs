@@ -301,6 +301,10 @@ pub struct OomKilled {
     /// `memory.events`), and its `oom_kill` count then.
     pub file: String,
     pub oom_kill: u64,
+    /// The host's OOM killer, the host out of memory, not the group's
+    /// limit (false in a file of an older unifs).
+    #[serde(default)]
+    pub host: bool,
 }
 
 impl OomKilled {
@@ -321,20 +325,40 @@ impl OomKilled {
             limit,
             file: now.file.to_string(),
             oom_kill: now.count,
+            host: false,
         })
     }
 
-    /// "killed by the memory limit (16 MiB; memory.oom_control oom_kill 1)".
+    /// The same, the host's OOM killer's (the kernel's log says so).
+    pub fn by_the_host(self) -> OomKilled {
+        OomKilled { host: true, ..self }
+    }
+
+    /// "killed by the memory limit (16 MiB; memory.oom_control oom_kill 1)",
+    /// or the host's.
     pub fn describe(&self) -> String {
+        if self.host {
+            return format!("{} (the host ran out of memory)", self.short());
+        }
         let limit = match self.limit {
             Some(b) if b % (1 << 20) == 0 => format!("{} MiB; ", b >> 20),
             Some(b) => format!("{b} bytes; "),
             None => String::new(),
         };
         format!(
-            "killed by the memory limit ({limit}{} oom_kill {})",
-            self.file, self.oom_kill
+            "{} ({limit}{} oom_kill {})",
+            self.short(),
+            self.file,
+            self.oom_kill
         )
+    }
+
+    /// "killed by the memory limit", or by the host's OOM killer.
+    pub fn short(&self) -> &'static str {
+        match self.host {
+            true => "killed by the host's OOM killer",
+            false => "killed by the memory limit",
+        }
     }
 }
 
@@ -392,12 +416,12 @@ impl Exit {
 
     /// Short, for `list`: "exited 3", "killed by SIGKILL", "rebooted".
     pub fn short(&self) -> String {
-        match (self.shutdown, &self.signal) {
-            (Some(Shutdown::Reboot), _) => "rebooted".into(),
-            (Some(Shutdown::Halt), _) => "halted".into(),
-            (None, Some(_)) if self.oom_killed.is_some() => "killed by the memory limit".into(),
-            (None, Some(sig)) => format!("killed by SIG{sig}"),
-            (None, None) => format!("exited {}", self.code.unwrap_or_default()),
+        match (self.shutdown, &self.signal, &self.oom_killed) {
+            (Some(Shutdown::Reboot), _, _) => "rebooted".into(),
+            (Some(Shutdown::Halt), _, _) => "halted".into(),
+            (None, Some(_), Some(oom)) => oom.short().into(),
+            (None, Some(sig), None) => format!("killed by SIG{sig}"),
+            (None, None, _) => format!("exited {}", self.code.unwrap_or_default()),
         }
     }
 }
@@ -946,5 +970,12 @@ mod reboot_tests {
         assert!(exit
             .describe()
             .ends_with("oom_kill 2) (code=killed, signal=KILL)"));
+        exit.oom_killed = exit.oom_killed.map(OomKilled::by_the_host);
+        assert_eq!(exit.short(), "killed by the host's OOM killer");
+        assert_eq!(
+            exit.describe(),
+            "killed by the host's OOM killer (the host ran out of memory) \
+             (code=killed, signal=KILL)"
+        );
     }
 }

@@ -116,18 +116,35 @@ fn s44_a_run_killed_by_hand_right_after_its_subshells_oom_kill_says_no_oom() {
     if !can_run("s44_a_run_killed_by_hand_right_after_its_subshells_oom_kill_says_no_oom") {
         return;
     }
+    kill_a_run_by_hand_right_after_its_subshells_oom_kill(&[], |_| {});
+}
+
+/// `unifs run` with `options` whose command's subshell the OOM killer
+/// ends, once `before_oom` (given the run's PID) has returned; then its
+/// command is killed by hand: 137, and no OOM kill said.
+pub(crate) fn kill_a_run_by_hand_right_after_its_subshells_oom_kill(
+    options: &[&str],
+    before_oom: impl FnOnce(u32),
+) {
     let t = crate::guest::harness::TestRoot::new();
-    let marker = t.root().join("tmp/sub");
-    let script = format!("({ALLOC_64M}); echo $? > /tmp/sub; exec sleep 1000");
+    let (go, marker) = (t.root().join("tmp/go"), t.root().join("tmp/sub"));
+    let script = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.1; done; ({ALLOC_64M}); echo $? > /tmp/sub; \
+         exec sleep 1000"
+    );
     let mut run = Command::new(crate::common::unifs_bin());
-    run.arg("run").arg("--root").arg(t.root());
+    run.arg("run").arg("--root").arg(t.root()).args(options);
     run.args(["--memory", "16M", "--", "/bin/sh", "-c", &script]);
     run.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let session = KillOnDrop(Some(run.spawn().unwrap()));
-    let init = wait_for_descendant(session.0.as_ref().unwrap().id(), "sleep");
+    let run_pid = session.0.as_ref().unwrap().id();
+    wait_for_descendant(run_pid, "sh");
+    before_oom(run_pid);
+    std::fs::write(&go, "").unwrap();
     assert!(within_30s(|| marker.exists()));
+    let init = wait_for_descendant(run_pid, "sleep");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "137\n");
     kill(Pid::from_raw(init as i32), Signal::SIGKILL).unwrap();
     let o = wait_bounded(session, Duration::from_secs(30));
