@@ -5,34 +5,14 @@
 //! left the caller's offset there (`(unifs run … read; cat) < file` lost
 //! data); and kcmp's fallback (a kernel or seccomp filter without kcmp)
 //! had no test, and `>> f 2>> f` (two opens, both appending) mixed the
-//! order of its lines.
+//! order of its lines. And a named guest's console flood pushed its boot's
+//! first lines out of both console logs (now kept in `console.log.boot`).
 
-use crate::guest::harness::{can_run, stderr, wait_bounded, KillOnDrop, TestRoot};
+use crate::guest::harness::{can_run, stderr, TestRoot};
+use crate::review_s44_consolerev::{dev_full, run_sh_with as run_sh};
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
-
-/// `unifs run [opts] -- sh -c script` in `t`, its stdio set by `stdio`
-/// (stdin /dev/null unless it says otherwise).
-fn run_sh(t: &TestRoot, opts: &[&str], script: &str, stdio: impl FnOnce(&mut Command)) -> Output {
-    let mut cmd = Command::new(crate::common::unifs_bin());
-    cmd.args(["run", "--root-mount", "bind", "--root"])
-        .arg(t.root())
-        .args(opts)
-        .args(["--", "/bin/sh", "-c", script]);
-    cmd.stdin(Stdio::null());
-    stdio(&mut cmd);
-    let child = KillOnDrop(Some(cmd.spawn().unwrap()));
-    wait_bounded(child, Duration::from_secs(60))
-}
-
-/// /dev/full, open for writing: every write fails with ENOSPC.
-fn dev_full() -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap()
-}
 
 /// `unifs run --init … yes > /dev/full`: the copy fails, closes its pipe,
 /// and `yes` (not PID 1 under `--init`, so SIGPIPE reaches it) ends by
@@ -158,21 +138,30 @@ fn run_to(
     })
 }
 
-/// A script of `n` lines alternating stdout and stderr, and the lines in
-/// the order it writes them.
-fn alternating(n: usize) -> (String, String) {
+/// Both ways: a script alternating 3000 lines of stdout and stderr, run
+/// with the two files `open` gives for the file at its path, leaves them
+/// there in the order it wrote them.
+fn lines_stay_in_order(open: impl Fn(&std::path::Path) -> (std::fs::File, std::fs::File)) {
+    let n = 3000;
     let script =
         format!("i=0; while [ $i -lt {n} ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); done");
-    let expected = (0..n).map(|i| format!("out-{i}\nerr-{i}\n")).collect();
-    (script, expected)
-}
-
-/// Where `wrote` first differs from `expected`, for the message.
-fn first_off(wrote: &str, expected: &str) -> Option<usize> {
-    wrote
-        .lines()
-        .zip(expected.lines())
-        .position(|(a, b)| a != b)
+    let expected: String = (0..n).map(|i| format!("out-{i}\nerr-{i}\n")).collect();
+    for no_kcmp in BOTH_WAYS {
+        let t = TestRoot::new();
+        let path = t.dir.path().join("out.log");
+        let (out, err) = open(&path);
+        let o = run_to(&t, no_kcmp, &script, out, err);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let wrote = std::fs::read_to_string(&path).unwrap();
+        let first_off = wrote
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b);
+        assert!(
+            wrote == expected,
+            "no_kcmp {no_kcmp}: first line out of order: {first_off:?}"
+        );
+    }
 }
 
 /// Guard of the fallback: `> out 2>&1` (one description) keeps the order
@@ -183,20 +172,10 @@ fn s45_one_file_for_stdout_and_stderr_shares_a_pipe_both_ways() {
     if !can_run("s45_one_file_for_stdout_and_stderr_shares_a_pipe_both_ways") {
         return;
     }
-    for no_kcmp in BOTH_WAYS {
-        let t = TestRoot::new();
-        let path = t.dir.path().join("out.log");
-        let file = std::fs::File::create(&path).unwrap();
-        let (script, expected) = alternating(3000);
-        let o = run_to(&t, no_kcmp, &script, file.try_clone().unwrap(), file);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let wrote = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            wrote == expected,
-            "no_kcmp {no_kcmp}: first line out of order: {:?}",
-            first_off(&wrote, &expected)
-        );
-    }
+    lines_stay_in_order(|path| {
+        let file = std::fs::File::create(path).unwrap();
+        (file.try_clone().unwrap(), file)
+    });
 }
 
 /// Guard: `2> err > out`, two files, each gets its own lines, both ways.
@@ -229,26 +208,16 @@ fn s45_two_appending_opens_of_one_file_share_a_pipe_both_ways() {
     if !can_run("s45_two_appending_opens_of_one_file_share_a_pipe_both_ways") {
         return;
     }
-    for no_kcmp in BOTH_WAYS {
-        let t = TestRoot::new();
-        let path = t.dir.path().join("f");
+    lines_stay_in_order(|path| {
         let append = || {
             std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
-                .open(&path)
+                .open(path)
                 .unwrap()
         };
-        let (script, expected) = alternating(3000);
-        let o = run_to(&t, no_kcmp, &script, append(), append());
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let wrote = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            wrote == expected,
-            "no_kcmp {no_kcmp}: first line out of order: {:?}",
-            first_off(&wrote, &expected)
-        );
-    }
+        (append(), append())
+    });
 }
 
 /// Guard of the fallback: `> f 2> f`, two opens of one file that do not
@@ -272,4 +241,54 @@ fn s45_two_opens_of_one_file_keep_their_offsets_both_ways() {
         let wrote = std::fs::read_to_string(&path).unwrap();
         assert_eq!(wrote.len(), 4, "no_kcmp {no_kcmp}: {wrote:?}");
     }
+}
+
+/// A named guest whose init writes its boot's first line, then floods its
+/// console past both logs' 16 MiB: the first line is pushed out of
+/// `console.log` and `console.log.1`, but `console.log.boot` keeps the
+/// boot's first 64 KiB (0600), as journald keeps a boot's first lines.
+/// Before: no such file, the line lost.
+#[test]
+fn s45_a_flood_leaves_the_boots_first_lines_in_console_log_boot() {
+    if !can_run("s45_a_flood_leaves_the_boots_first_lines_in_console_log_boot") {
+        return;
+    }
+    let init = "[\"/bin/sh\", \"-c\", \"echo boot-first-line; \
+                yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 18000000; \
+                echo flood-done; exec sleep 1000\"]";
+    let g = crate::guest::named::Guest::new("s45boot", init, true);
+    crate::guest::harness::ok(&g.unifs(&["start", &g.name]));
+    let dir = g.run_dir.join(&g.name);
+    let log = dir.join("console.log");
+    // The flood is paced by the keeper's copy: bounded, generously for a
+    // loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !std::fs::read(&log)
+        .unwrap_or_default()
+        .ends_with(b"flood-done\n")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not end in 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    crate::guest::harness::ok(&g.unifs(&["stop", &g.name]));
+    let has_first = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap_or_default();
+        bytes.windows(15).any(|w| w == b"boot-first-line")
+    };
+    // The premise: the flood pushed it out of both logs.
+    assert!(!has_first(&log) && !has_first(&dir.join("console.log.1")));
+    let boot = dir.join("console.log.boot");
+    let kept = std::fs::read(&boot).unwrap_or_default();
+    assert!(
+        kept.starts_with(b"boot-first-line\n"),
+        "{:?}",
+        &kept[..kept.len().min(40)]
+    );
+    assert_eq!(kept.len(), 64 << 10);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&boot).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o600);
 }
