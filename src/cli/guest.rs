@@ -289,7 +289,8 @@ pub enum GuestCommand {
     /// Show what the guest's init wrote to its standard output and error,
     /// and what the guest wrote to its /dev/console (RUN_DIR/NAME/console.log;
     /// the one before is console.log.1, set aside at a start when over 4 MiB
-    /// or while the guest runs at 8 MiB); control characters are
+    /// or while the guest runs at 8 MiB; the last boot's first 64 KiB are
+    /// kept in console.log.boot); control characters are
     /// shown as ^X on a terminal
     Logs {
         #[command(flatten)]

@@ -184,15 +184,22 @@ pub fn run(
 /// whose output could not be written (`unwritten`, see
 /// [`super::run_stdio::Copies::finish`]): said, and 1 for a 0, as a
 /// command that gets the write error itself does (`echo hi > /dev/full`).
+/// 1 too for a command that SIGPIPE ended: the copy closed its pipe on the
+/// error, and the command's next write got that in place of the error
+/// (`yes > /dev/full` exits 1, not 141). Its own other statuses stay.
 fn output_lost(code: i32, unwritten: &[String]) -> i32 {
     for what in unwritten {
         tracing::error!("{what}");
     }
     match code {
-        0 if !unwritten.is_empty() => 1,
+        _ if unwritten.is_empty() => code,
+        0 | SIGPIPE_EXIT => 1,
         _ => code,
     }
 }
+
+/// The exit status of a command that SIGPIPE ended, as a shell gives it.
+const SIGPIPE_EXIT: i32 = 128 + libc::SIGPIPE;
 
 /// Warns that `what` (`pid`, where known) was killed by the memory limit,
 /// if its `status` (a shell's) is SIGKILL's and `watch` says the OOM killer

@@ -4,7 +4,9 @@
 //! and error, is appended to its console log until init ends. The log is
 //! the host's and only the keeper holds it; past [`CONSOLE_MAX_BYTES`] it
 //! is set aside as `console.log.1` and a new one begun, as Docker's
-//! json-file driver's `max-size` with `max-file=2` does.
+//! json-file driver's `max-size` with `max-file=2` does. The first
+//! [`BOOT_KEEP_BYTES`] of each boot are kept in `console.log.boot` too,
+//! which a flood cannot push out.
 //!
 //! The guest's writes wait while the keeper writes the log (the pty holds
 //! some 64 KiB, the rest waits in the writer): back-pressure, no memory of
@@ -32,6 +34,12 @@ use std::path::{Path, PathBuf};
 /// sets a log over [`super::lifecycle::CONSOLE_ROTATE_BYTES`] aside too.)
 pub const CONSOLE_MAX_BYTES: u64 = 8 << 20;
 
+/// What `console.log.boot` keeps of the start of each boot's console: a
+/// boot's own lines (a Debian 12 guest's systemd or sysvinit boot writes
+/// some 5 to 10 KiB) that a flood later in the boot would push out of the
+/// two logs, as journald keeps a boot's first lines in its journal.
+pub const BOOT_KEEP_BYTES: u64 = 64 << 10;
+
 /// Opens the console log at `path` to append to, made root's alone (0600)
 /// if new.
 pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
@@ -40,6 +48,18 @@ pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         .append(true)
         .mode(0o600)
         .open(path)
+}
+
+/// `console.log.boot` beside the log at `log`, begun anew (0600): the
+/// boot's first lines, this boot's only.
+fn open_boot(log: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(log.with_extension("log.boot"))
 }
 
 pub struct ConsoleRelay {
@@ -53,6 +73,8 @@ pub struct ConsoleRelay {
     path: PathBuf,
     /// The CRs that ended the last read: dropped if a LF follows.
     held_crs: usize,
+    /// `console.log.boot`, and how much more of this boot it takes.
+    boot: Option<(std::fs::File, u64)>,
 }
 
 impl ConsoleRelay {
@@ -64,22 +86,29 @@ impl ConsoleRelay {
         let fl = fcntl(&master, FcntlArg::F_GETFL).ok()?;
         let nonblocking = OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK;
         fcntl(&master, FcntlArg::F_SETFL(nonblocking)).ok()?;
+        let boot = open_boot(&path)
+            .map_err(|e| tracing::warn!("opening {}.boot: {e}", path.display()))
+            .ok()
+            .map(|f| (f, BOOT_KEEP_BYTES));
         Some(ConsoleRelay {
             master,
             peer,
             log,
             path,
             held_crs: 0,
+            boot,
         })
     }
 
     /// The fds the relay holds, for a caller that closes all others.
-    pub fn fds(&self) -> [RawFd; 3] {
-        [
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![
             self.master.as_raw_fd(),
             self.peer.as_raw_fd(),
             self.log.as_raw_fd(),
-        ]
+        ];
+        fds.extend(self.boot.as_ref().map(|(f, _)| f.as_raw_fd()));
+        fds
     }
 
     /// Relays until `pid` (our child) ends or changes state; returns its
@@ -138,6 +167,14 @@ impl ConsoleRelay {
             self.set_aside();
         }
         let _ = self.log.write_all(out);
+        if let Some((boot, left)) = &mut self.boot {
+            let n = out.len().min(*left as usize);
+            *left -= n as u64;
+            // Once full (or failed), no more of it.
+            if boot.write_all(&out[..n]).is_err() || *left == 0 {
+                self.boot = None;
+            }
+        }
     }
 
     /// Renames the log to `console.log.1` (replacing the one before) and

@@ -9,7 +9,8 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// The fs type of an anonymous pipe (`PIPEFS_MAGIC`).
@@ -26,6 +27,10 @@ pub struct Swapped {
     /// (our fd 1 or 2, what it was): one open file with an fd of `fds`
     /// (`> out 2>&1`), given that fd's pipe.
     joined: Vec<(i32, OwnedFd)>,
+    /// Stdin that is a regular file: where it was, and a reader's end of
+    /// its pipe of ours, to count what the guest left in it (see
+    /// [`Copies::finish`]).
+    stdin_file: Option<(u64, OwnedFd)>,
 }
 
 /// Whether our fd `fd` may go to the guest as it is.
@@ -47,6 +52,7 @@ pub fn swap() -> std::io::Result<Swapped> {
     let mut swapped = Swapped {
         fds: Vec::new(),
         joined: Vec::new(),
+        stdin_file: None,
     };
     for fd in 0..=2 {
         // SAFETY: fds 0 to 2 stay open (or closed) for the life of the
@@ -80,6 +86,9 @@ pub fn swap() -> std::io::Result<Swapped> {
             _ => (w, r),
         };
         let was = ours.try_clone_to_owned()?;
+        if let (0, Some(at)) = (fd, file_offset(was.as_fd())) {
+            swapped.stdin_file = Some((at, guests.try_clone()?));
+        }
         if let Err(e) = dup2_raw(guests.as_fd(), fd) {
             swapped.restore();
             return Err(e);
@@ -89,13 +98,38 @@ pub fn swap() -> std::io::Result<Swapped> {
     Ok(swapped)
 }
 
-/// Whether `a` and `b` are one open file description (a `dup` of each
-/// other, as `2>&1` makes), not two opens of one file: kcmp(2), exact.
-/// Without it (a kernel built without `CONFIG_KCMP`, a seccomp filter):
-/// the same file at the same offset with the same flags, which two opens
-/// of one file are only by chance (`>>` twice: then their order is kept
-/// where it was not).
+/// Whether stdout and stderr, `a` and `b`, are to share one pipe and one
+/// copy: they are one open file description (a `dup` of each other, as
+/// `2>&1` makes), whose writes one copy keeps in order; or two opens of one
+/// file both appending (`>> f 2>> f`), whose writes land at its end in the
+/// order made, which two copies would mix. Two opens that are not both
+/// appending (`> f 2> f`) each write at their own offset: a copy each
+/// does the same.
 fn same_open_file(a: BorrowedFd, b: BorrowedFd) -> bool {
+    let (Ok(sa), Ok(sb)) = (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) else {
+        return false;
+    };
+    if (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino) {
+        return false;
+    }
+    let append = |fd| flags(fd).is_some_and(|f| f & libc::O_APPEND != 0);
+    if append(a) && append(b) {
+        return true;
+    }
+    match one_description(a, b) {
+        Some(one) => one,
+        None => one_description_by_flags(a, b, sa.st_mode),
+    }
+}
+
+/// kcmp(2): whether `a` and `b` are one open file description. None
+/// without it (a kernel built without `CONFIG_KCMP`, a seccomp filter such
+/// as Docker's default).
+fn one_description(a: BorrowedFd, b: BorrowedFd) -> Option<bool> {
+    // The tests' way to the fallback below (review_s45_consolefix).
+    if crate::sys::test_hook!("UNIFS_TEST_NO_KCMP").is_some() {
+        return None;
+    }
     let pid = std::process::id();
     // SAFETY: kcmp only compares; both fds are open for the call.
     let kcmp = unsafe {
@@ -108,17 +142,56 @@ fn same_open_file(a: BorrowedFd, b: BorrowedFd) -> bool {
             b.as_raw_fd(),
         )
     };
-    if kcmp >= 0 {
-        return kcmp == 0;
-    }
-    let (Ok(sa), Ok(sb)) = (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) else {
+    (kcmp >= 0).then_some(kcmp == 0)
+}
+
+/// Without kcmp, for `a` and `b` open on one file of mode `mode`: file
+/// status flags belong to the description, so one that `O_NONBLOCK` set on
+/// `a` shows on `b` is one description. Tried on a regular file only, where
+/// `O_NONBLOCK` changes nothing for whoever else writes it meanwhile; on a
+/// device, the same flags and offset, as two opens are only by chance.
+fn one_description_by_flags(a: BorrowedFd, b: BorrowedFd, mode: u32) -> bool {
+    let (Some(fa), Some(fb)) = (flags(a), flags(b)) else {
         return false;
     };
-    let flags = |fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).ok();
-    let offset = |fd| nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur).ok();
-    (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-        && flags(a) == flags(b)
-        && offset(a) == offset(b)
+    if fa != fb {
+        return false;
+    }
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return offset(a) == offset(b);
+    }
+    let set = |fd, f| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(oflag(f))).is_ok();
+    if !set(a, fa ^ libc::O_NONBLOCK) {
+        return false;
+    }
+    let one = flags(b) != Some(fb);
+    set(a, fa);
+    one
+}
+
+/// `fd`'s file status flags (`F_GETFL`).
+fn flags(fd: BorrowedFd) -> Option<i32> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).ok()
+}
+
+/// The `OFlag` of the flags `f`.
+fn oflag(f: i32) -> nix::fcntl::OFlag {
+    nix::fcntl::OFlag::from_bits_retain(f)
+}
+
+/// `fd`'s offset, if it is a regular file's (one [`Copies::finish`] can
+/// set back).
+fn file_offset(fd: BorrowedFd) -> Option<u64> {
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    u64::try_from(offset(fd)?).ok()
+}
+
+/// `fd`'s offset (`lseek`), if it has one.
+fn offset(fd: BorrowedFd) -> Option<i64> {
+    nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur).ok()
 }
 
 /// kcmp(2)'s type for "the same open file description".
@@ -137,6 +210,21 @@ fn dup2_raw(from: BorrowedFd, to: i32) -> std::io::Result<()> {
 pub struct Copies {
     /// (fd, its copy's end: the write to it that failed, if one did)
     outputs: Vec<(i32, mpsc::Receiver<std::io::Result<()>>)>,
+    /// Stdin's copy from a regular file.
+    input: Option<Input>,
+}
+
+/// Stdin's copy from a regular file, which [`Copies::finish`] sets back to
+/// where the guest stopped reading.
+struct Input {
+    /// Where the file was.
+    at: u64,
+    /// A reader's end of the pipe: what is left there the guest never read.
+    reader: OwnedFd,
+    /// Set: the copy ends after its write under way.
+    stop: Arc<AtomicBool>,
+    /// The copy's end: the file, and how much the pipe took.
+    done: mpsc::Receiver<(OwnedFd, u64)>,
 }
 
 impl Swapped {
@@ -146,36 +234,64 @@ impl Swapped {
         for (fd, was) in std::mem::take(&mut self.joined) {
             let _ = dup2_raw(was.as_fd(), fd);
         }
-        let mut outputs = Vec::new();
+        let mut copies = Copies {
+            outputs: Vec::new(),
+            input: None,
+        };
+        let mut stdin_file = self.stdin_file.take();
         for (fd, was, kept) in std::mem::take(&mut self.fds) {
             // The guest's end goes with it: its writers' end is theirs alone.
             let _ = dup2_raw(was.as_fd(), fd);
+            if fd == 0 {
+                let stop = Arc::new(AtomicBool::new(false));
+                let (done_tx, done_rx) = mpsc::channel();
+                let stopped = stop.clone();
+                let copied = std::thread::Builder::new()
+                    .name("stdio-0".into())
+                    .spawn(move || {
+                        no_sigpipe();
+                        let written = copy_in(&was, kept, &stopped);
+                        let _ = done_tx.send((was, written));
+                    });
+                // No thread (a limit on processes): the pipe closes with
+                // `kept`, and the guest reads an end of input.
+                if let (Ok(_), Some((at, reader))) = (copied, stdin_file.take()) {
+                    copies.input = Some(Input {
+                        at,
+                        reader,
+                        stop,
+                        done: done_rx,
+                    });
+                }
+                continue;
+            }
             let (done_tx, done_rx) = mpsc::channel();
             let copied = std::thread::Builder::new()
                 .name(format!("stdio-{fd}"))
                 .spawn(move || {
                     no_sigpipe();
-                    let copied = match fd {
-                        0 => copy(was, kept),
-                        _ => copy(kept, was),
-                    };
-                    let _ = done_tx.send(copied);
+                    let _ = done_tx.send(copy(kept, was));
                 });
-            // No thread (a limit on processes): the pipe closes with `kept`,
-            // and the guest reads an end of input or gets EPIPE.
-            if copied.is_ok() && fd != 0 {
-                outputs.push((fd, done_rx));
+            // No thread: the pipe closes with `kept`, and the guest gets
+            // EPIPE.
+            if copied.is_ok() {
+                copies.outputs.push((fd, done_rx));
             }
         }
-        Copies { outputs }
+        copies
     }
 }
 
 impl Copies {
     /// Once the guest has ended: waits until its output is copied to its
-    /// end, [`DRAIN`] at most. (The input's copy ends with us.) Says the
-    /// outputs that could not be written (a full disk): the guest wrote
-    /// to a pipe, which never told it.
+    /// end, [`DRAIN`] at most. Says the outputs that could not be written
+    /// (a full disk): the guest wrote to a pipe, which never told it.
+    ///
+    /// A regular file as stdin is left at the offset the guest read it to,
+    /// as a command reading it directly leaves it (`(unifs run … head -c
+    /// 10; cat) < file`: `cat` goes on from byte 10), not where the copy
+    /// had read ahead to (up to 128 KiB on). The copy of another input
+    /// (`< /dev/zero`) ends with us.
     pub fn finish(self) -> Vec<String> {
         let mut failed = Vec::new();
         for (fd, done) in self.outputs {
@@ -184,13 +300,75 @@ impl Copies {
                 failed.push(format!("writing the guest's {name} to its file: {e}"));
             }
         }
+        if let Some(input) = self.input {
+            input.set_back();
+        }
         failed
     }
 }
 
+impl Input {
+    /// Once the guest has ended: stops the copy, and sets the file's
+    /// offset to where it was plus what the guest read of the pipe (what
+    /// the copy wrote less what is left there). A copy that does not end
+    /// in [`DRAIN`] (its file's read hangs) leaves the offset as it is.
+    fn set_back(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // The guest is gone: ours is the pipe's only reader left. What we
+        // read out of it is what the guest left; reading it frees a write
+        // of the copy's that waited for room.
+        if set_nonblocking(self.reader.as_fd()).is_err() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + DRAIN;
+        let mut left = 0;
+        let (file, written) = loop {
+            left += read_out(self.reader.as_fd());
+            match self.done.recv_timeout(Duration::from_millis(10)) {
+                Ok(ended) => break ended,
+                Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
+                Err(_) => return,
+            }
+        };
+        left += read_out(self.reader.as_fd());
+        let read = written.saturating_sub(left);
+        let Ok(to) = i64::try_from(self.at + read) else {
+            return;
+        };
+        let _ = nix::unistd::lseek(&file, to, nix::unistd::Whence::SeekSet);
+    }
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {
+    let f = flags(fd).ok_or(nix::errno::Errno::EBADF)?;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(oflag(f | libc::O_NONBLOCK)),
+    )?;
+    Ok(())
+}
+
+/// Reads what the non-blocking `fd` holds now, to drop it; how much.
+fn read_out(fd: BorrowedFd) -> u64 {
+    let mut buf = [0u8; 16384];
+    let mut n = 0;
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return n,
+            Ok(k) => n += k as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            // EAGAIN: nothing more now.
+            Err(_) => return n,
+        }
+    }
+}
+
 /// Copies `from` to `to` until either ends; the error of a write to `to`.
-/// (After one, the guest's next write to the pipe gets EPIPE, as it would
-/// writing on with nothing taking its output.)
+/// After one, the pipe closes: the guest's next write to it gets EPIPE
+/// (SIGPIPE), as it would writing on with nothing taking its output, and
+/// ends rather than write on into nothing (`yes`); the run says the error
+/// and exits 1 (see `launch::output_lost`).
 fn copy(from: OwnedFd, to: OwnedFd) -> std::io::Result<()> {
     let (mut from, mut to) = (std::fs::File::from(from), std::fs::File::from(to));
     let mut buf = vec![0u8; 64 << 10];
@@ -202,6 +380,34 @@ fn copy(from: OwnedFd, to: OwnedFd) -> std::io::Result<()> {
             Err(_) => return Ok(()),
         }
     }
+}
+
+/// Copies the input `from` into the pipe `to` until either ends or
+/// `stop` is set; how many bytes the pipe took. The pipe closes at the end
+/// of `from`: the guest reads its end too.
+fn copy_in(from: &OwnedFd, to: OwnedFd, stop: &AtomicBool) -> u64 {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut written = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let n = match nix::unistd::read(from, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        };
+        let mut done = 0;
+        while done < n {
+            match nix::unistd::write(&to, &buf[done..n]) {
+                Ok(k) => {
+                    done += k;
+                    written += k as u64;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return written,
+            }
+        }
+    }
+    written
 }
 
 /// In a copy's thread: a write to a pipe whose reader is gone fails with

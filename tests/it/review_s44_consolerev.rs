@@ -15,9 +15,21 @@ use std::time::Duration;
 /// `unifs run` of `sh -c script` in `t`, its stdout and stderr set by
 /// `stdio` on the command.
 fn run_sh(t: &TestRoot, script: &str, stdio: impl FnOnce(&mut Command)) -> Output {
+    run_sh_with(t, &[], script, stdio)
+}
+
+/// [`run_sh`] with `unifs run`'s options `opts` (stdin /dev/null unless
+/// `stdio` sets it).
+pub(crate) fn run_sh_with(
+    t: &TestRoot,
+    opts: &[&str],
+    script: &str,
+    stdio: impl FnOnce(&mut Command),
+) -> Output {
     let mut cmd = Command::new(crate::common::unifs_bin());
     cmd.args(["run", "--root-mount", "bind", "--root"])
         .arg(t.root())
+        .args(opts)
         .args(["--", "/bin/sh", "-c", script]);
     cmd.stdin(Stdio::null());
     stdio(&mut cmd);
@@ -78,7 +90,7 @@ fn s44_run_says_when_its_output_could_not_be_written() {
 }
 
 /// /dev/full, open for writing: every write fails with ENOSPC.
-fn dev_full() -> std::fs::File {
+pub(crate) fn dev_full() -> std::fs::File {
     std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")
