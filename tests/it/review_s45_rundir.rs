@@ -208,11 +208,12 @@ fn s45_running_unrecorded_says_what_is_missing_and_what_to_do() {
 }
 
 /// RUN_DIR/NAME a FUSE mount whose daemon is stopped: before, `guest list`
-/// (for every guest), `status` and `stop` of that guest waited for good
+/// (for every guest), `status`, `stop` and `logs` of that guest waited for
+/// good
 /// (killed after 60 s here). Now `list` lists the others and says which
-/// guest's run dir does not answer and what to do; `status` and `stop` of
-/// it are refused at once, naming the mount; another's `status` is
-/// answered.
+/// guest's run dir does not answer and what to do; `status`, `stop`,
+/// `logs` and `start` of it are refused at once, naming the mount and its
+/// daemon; another guest's `status` and `start` are answered.
 #[test]
 fn s45_a_stalled_mount_at_a_guests_run_dir_hangs_no_command() {
     if !can_run("s45_a_stalled_mount_at_a_guests_run_dir_hangs_no_command") {
@@ -247,11 +248,16 @@ fn s45_a_stalled_mount_at_a_guests_run_dir_hangs_no_command() {
         err.contains("guest hung: its run dir") && err.contains("kill -CONT"),
         "{err}"
     );
-    for command in ["status", "stop"] {
+    for command in ["status", "stop", "logs", "start"] {
         h.refused(&guest(&[command, "hung"]), command);
     }
     let o = guest(&["status", "web"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // Another guest starts (a guard: its start looked at no other's run
+    // dir before either); its init ends at once, and its keeper stops it.
+    let o = guest(&["start", "web"]);
+    assert!(stdout(&o).contains("guest web started"), "{}", stderr(&o));
+    ok(&guest(&["stop", "--timeout", "0", "web"]));
 }
 
 /// `unifs run --run-dir DIR` with DIR in a guest tree's view (a unifs
