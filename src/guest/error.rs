@@ -141,7 +141,8 @@ pub enum Error {
     /// A mount was made over RUN_DIR/NAME or a directory above it while the
     /// guest ran (a tmpfs over /run): its record, lock and console.log, and
     /// its root's mount, are under it. Taken for a guest without a record,
-    /// `stop` killed it and `start` killed it and made RUN_DIR/NAME anew.
+    /// `stop` killed it and `start` killed it and made RUN_DIR/NAME anew;
+    /// `logs` said it was never started.
     #[error(
         "the runtime directory of guest {name}, {}, is covered by the {fstype} mount at {}, \
          made over it since the guest started: its record, lock and console.log are under \

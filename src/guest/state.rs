@@ -560,16 +560,7 @@ impl RunDir {
             Ok(None) => {}
             Err(e) => return Err(Error::io("reading the mounts of", &self.dir, e)),
         }
-        // A mount made over it, or over a directory above it, since the
-        // guest's root was mounted: its files, and its root, are under that.
-        if let Some(cover) = self.covered() {
-            return Err(Error::RunDirCovered {
-                name: name.clone(),
-                dir: self.dir.clone(),
-                fstype: cover.fstype,
-                cover: cover.point,
-            });
-        }
+        self.refuse_covered()?;
         // A run dir inside a unifs mount (a tree mounted at /run/unifs).
         if let Some((mount, backing)) = in_unifs_view(&self.dir) {
             let what = format!(
@@ -580,6 +571,22 @@ impl RunDir {
             return Err(refused(what, mount));
         }
         Ok(())
+    }
+
+    /// Refuses a run dir a mount was made over, or over a directory above
+    /// it, since the guest's root was mounted ([`RunDir::covered`]): its
+    /// files, and its root, are under that mount.
+    pub fn refuse_covered(&self) -> Result<()> {
+        let Some(cover) = self.covered() else {
+            return Ok(());
+        };
+        let name = self.dir.file_name().unwrap_or_default();
+        Err(Error::RunDirCovered {
+            name: name.to_string_lossy().into_owned(),
+            dir: self.dir.clone(),
+            fstype: cover.fstype,
+            cover: cover.point,
+        })
     }
 
     /// The mount this run dir is covered by: one made over RUN_DIR/NAME or

@@ -21,8 +21,9 @@ use std::time::Duration;
 /// A tmpfs mounted over RUN_DIR while a guest runs (/run mounted anew)
 /// hides the guest's record and its root's mount. Before, `status` called
 /// it `running (unrecorded)` (exit 0), `stop` killed it as processes a
-/// killed start left (then failed on its root), and `start` killed it and
-/// made RUN_DIR/NAME in the tmpfs. Now each says the run dir is covered,
+/// killed start left (then failed on its root), `start` killed it and made
+/// RUN_DIR/NAME in the tmpfs, and `logs` said it had never been started
+/// with this run dir. Now each says the run dir is covered,
 /// by what, and what to do; nothing is killed or made in the cover; and
 /// with the cover gone the guest is seen and stopped as ever.
 #[test]
@@ -51,10 +52,10 @@ fn s45_a_guest_whose_run_dir_is_covered_is_said_so_and_left_running() {
         "{st}"
     );
 
-    for command in ["stop", "start"] {
+    for command in ["stop", "start", "logs"] {
         let o = match command {
             "stop" => g.unifs(&["stop", "--timeout", "0", &g.name]),
-            _ => g.unifs(&["start", &g.name]),
+            _ => g.unifs(&[command, &g.name]),
         };
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{command}: {err}");
