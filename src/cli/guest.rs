@@ -423,6 +423,21 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let run_dir = std::path::absolute(&a.run_dir)
         .and_then(|d| stalls.refuse(&d).map(|()| d))
         .with_context(|| format!("--run-dir {}", output::path(&a.run_dir)))?;
+    // A killed run's keeper reports there, and the next run reads and
+    // removes what it finds: never in a guest tree's view, where that guest
+    // reads and changes it (a report of its own making shown as the
+    // keeper's).
+    if let Some((mount, backing)) = crate::guest::state::in_unifs_view(&run_dir) {
+        anyhow::bail!(
+            "--run-dir {}: it lies in the unifs mount at {}, a guest tree's view (it is {} \
+             there): a killed run's keeper leaves its report there, where that guest could read \
+             and change it; name a directory outside any guest tree (the default is {})",
+            output::path(&run_dir),
+            output::path(&mount),
+            output::path(&backing),
+            crate::guest::state::DEFAULT_RUN_DIR
+        );
+    }
     // Looked up (as the guest's /etc/passwd is read later anyway: beneath
     // the root, regular files only) before anything changes, such as the
     // keeper reports shown and removed: CAP_SETUID only for another user
@@ -584,17 +599,18 @@ fn overlay_root(
 }
 
 pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
-    let d = match &c {
-        GuestCommand::Start { dirs, .. }
-        | GuestCommand::Stop { dirs, .. }
-        | GuestCommand::Restart { dirs, .. }
-        | GuestCommand::Logs { dirs, .. }
-        | GuestCommand::Enter { dirs, .. }
-        | GuestCommand::Exec { dirs, .. }
-        | GuestCommand::Update { dirs, .. }
-        | GuestCommand::Ps { dirs, .. }
-        | GuestCommand::List { dirs, .. }
-        | GuestCommand::Status { dirs, .. } => dirs,
+    // The guest named, but for `list`.
+    let (d, name) = match &c {
+        GuestCommand::Start { dirs, name, .. }
+        | GuestCommand::Stop { dirs, name, .. }
+        | GuestCommand::Restart { dirs, name, .. }
+        | GuestCommand::Logs { dirs, name, .. }
+        | GuestCommand::Enter { dirs, name, .. }
+        | GuestCommand::Exec { dirs, name, .. }
+        | GuestCommand::Update { dirs, name, .. }
+        | GuestCommand::Ps { dirs, name, .. }
+        | GuestCommand::Status { dirs, name, .. } => (dirs, Some(name)),
+        GuestCommand::List { dirs, .. } => (dirs, None),
     };
     let stalls = crate::fs::StallCheck::new().context("reading /proc/self/mountinfo")?;
     for (dir, option, env) in [
@@ -610,6 +626,14 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
         stalls
             .refuse(dir)
             .with_context(|| format!("{option} {}", output::path(dir)))?;
+    }
+    if let Some(name) = name {
+        // Its own run dir too: a FUSE mount at RUN_DIR/NAME whose daemon
+        // does not answer, where each of them looks first.
+        let dir = d.run_dir.join(name);
+        stalls
+            .refuse(&dir)
+            .with_context(|| format!("the run dir of guest {name}, {}", output::path(&dir)))?;
     }
     let dirs = |d: GuestDirs| Dirs {
         config_dir: d.config_dir,
@@ -815,7 +839,12 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 let all = lifecycle::list(&dirs)?;
                 // A stopped guest whose config would fail its start is listed
                 // as any stopped guest: say so now, not at the next boot.
-                for s in all.iter().filter(|s| !s.running) {
+                // (Not one whose run dir does not answer: nothing of it is
+                // looked into.)
+                for s in all
+                    .iter()
+                    .filter(|s| !s.running && s.run_dir_stalled.is_none())
+                {
                     use crate::guest::Error;
                     let checked = GuestConfig::load(&dirs.config_dir, &s.name)
                         .and_then(|cfg| lifecycle::check_paths(&dirs, &s.name, &cfg));
@@ -830,6 +859,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             })?;
             let keeper_reports = keeper_report::pending(&dirs.run_dir);
             warn_of_keeper_reports(&keeper_reports);
+            for s in &all {
+                warn_of_run_dir(s);
+            }
             if json {
                 // Each as `status --json` has it, the run dir's reports too.
                 let all: Vec<StatusJson> = all
@@ -875,6 +907,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             let s = lifecycle::status(&dirs, &name)?;
             let keeper_reports = keeper_report::pending(&dirs.run_dir);
             warn_of_keeper_reports(&keeper_reports);
+            warn_of_run_dir(&s);
             if let Some(e) = s
                 .root_serving
                 .and_then(|r| lifecycle::root_refusal(&name, r, lifecycle::ROOT_ASK))
@@ -972,8 +1005,10 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             // 4, not 3: `start` would refuse it (it runs), `restart` helps.
             // Started from another PID namespace: 4 too, as LSB's
             // "status unknown" (it may run; nothing here can tell).
+            // Its run dir covered: its record cannot be read, and `stop`
+            // and `start` refuse it: unknown, as another namespace's.
             Ok(ExitCode::from(match s.running {
-                true if s.root_lost || s.other_pid_ns => 4,
+                true if s.root_lost || s.other_pid_ns || s.run_dir_covered.is_some() => 4,
                 true => 0,
                 false => 3,
             }))
@@ -1031,7 +1066,40 @@ fn warn_of_keeper_reports(reports: &[keeper_report::KeeperReport]) {
     }
 }
 
+/// `guest list` and `status` say why a guest's run dir tells nothing, or
+/// a running guest has no record, and what to do.
+fn warn_of_run_dir(s: &lifecycle::Status) {
+    let name = &s.name;
+    if let Some(why) = &s.run_dir_stalled {
+        errln!(
+            "warning: guest {name}: its run dir is not looked into: {why}; its state is \
+             unknown till then"
+        );
+    }
+    if let (Some(cover), Some(fstype)) = (&s.run_dir_covered, &s.run_dir_cover_type) {
+        errln!(
+            "warning: guest {name}: its run dir is covered by the {fstype} mount at {cover}, \
+             made over it since the guest started: its record, console.log and root's mount \
+             are under that mount, so its state cannot be read, and `stop`, `start` and \
+             `update` refuse it; unmount it (`umount {cover}`), and the guest is seen again as \
+             it is"
+        );
+    }
+    if let Some(why) = s.unrecorded_why.as_ref().filter(|_| s.unrecorded) {
+        errln!(
+            "warning: guest {name} runs without a runtime record: {why}; the processes in its \
+             cgroups ({} of them) are taken for the guest, but `exec`, `enter`, `ps` and \
+             `update` need the record: `unifs guest stop {name}` ends them and cleans up, \
+             then `unifs guest start {name}` starts it anew",
+            s.processes.unwrap_or_default()
+        );
+    }
+}
+
 fn state_word(s: &lifecycle::Status) -> String {
+    if s.run_dir_stalled.is_some() {
+        return "unknown (run dir does not answer)".into();
+    }
     let mut why = Vec::new();
     if s.stale {
         why.push("stale record".to_string());
@@ -1041,6 +1109,7 @@ fn state_word(s: &lifecycle::Status) -> String {
     }
     match s.running {
         true if s.other_pid_ns => "running (started in another PID namespace)".into(),
+        true if s.run_dir_covered.is_some() => "running (run dir covered)".into(),
         true if s.unrecorded => "running (unrecorded)".into(),
         true if s.root_lost => "running (root lost)".into(),
         true if s.root_busy => "running (root busy)".into(),
@@ -1048,6 +1117,7 @@ fn state_word(s: &lifecycle::Status) -> String {
         true if s.keeper_gone => "running (no keeper)".into(),
         true => "running".into(),
         false if s.starting => "starting".into(),
+        false if s.run_dir_covered.is_some() => "stopped (run dir covered)".into(),
         false if why.is_empty() => "stopped".into(),
         false => format!("stopped ({})", why.join(", ")),
     }

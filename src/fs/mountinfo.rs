@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 pub struct Mount {
     /// The mount's id (`mnt_id` in /proc/PID/fdinfo of a file in it).
     pub id: u64,
+    /// The id of the mount it is mounted on (itself for the namespace's
+    /// root).
+    pub parent: u64,
     /// The filesystem's device, `major:minor`.
     pub dev: String,
     /// The directory of its filesystem the mount shows.
@@ -109,6 +112,7 @@ pub fn parse(text: &[u8]) -> Vec<Mount> {
             let text = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
             Some(Mount {
                 id: text(f.first()?).parse().ok()?,
+                parent: text(f.get(1)?).parse().ok()?,
                 dev: text(f.get(2)?),
                 root: PathBuf::from(OsString::from_vec(unescape(f.get(3)?))),
                 point: PathBuf::from(OsString::from_vec(unescape(f.get(4)?))),

@@ -138,6 +138,24 @@ pub enum Error {
         what: String,
         mount: PathBuf,
     },
+    /// A mount was made over RUN_DIR/NAME or a directory above it while the
+    /// guest ran (a tmpfs over /run): its record, lock and console.log, and
+    /// its root's mount, are under it. Taken for a guest without a record,
+    /// `stop` killed it and `start` killed it and made RUN_DIR/NAME anew;
+    /// `logs` said it was never started.
+    #[error(
+        "the runtime directory of guest {name}, {}, is covered by the {fstype} mount at {}, \
+         made over it since the guest started: its record, lock and console.log are under \
+         that mount, and its root's mount too; nothing was done. Unmount it (`umount {}`): \
+         the guest is seen again as it is",
+        dir.display(), cover.display(), cover.display()
+    )]
+    RunDirCovered {
+        name: String,
+        dir: PathBuf,
+        fstype: String,
+        cover: PathBuf,
+    },
     /// A `start` of it still at work after `stop` waited for it.
     #[error(
         "guest {name} is starting (a `unifs guest start` holds {}) and was not started within \

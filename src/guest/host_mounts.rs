@@ -14,7 +14,7 @@
 
 use crate::fs::mountinfo::{self, Mount};
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// What the run uses of the host's tree besides what its caller names, with
@@ -142,10 +142,7 @@ fn detach(point: &Path, unused: &HashSet<u64>) -> bool {
 
 /// The id of the mount `fd` is open in (its fdinfo's `mnt_id`).
 fn mount_id(fd: &OwnedFd) -> Option<u64> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("mnt_id:"))
-        .and_then(|id| id.trim().parse().ok())
+    crate::sys::fd_mount_and_inode(fd.as_fd()).map(|(id, _)| id)
 }
 
 /// `path` absolute, through the symlinks of its longest part that exists (a

@@ -48,9 +48,15 @@ impl Report {
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            // A FIFO of that name (put there by whoever can write the run
+            // dir) is not waited on for a reader: ENXIO at once.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
             .ok()?;
+        // Nor is a device node of that name written to.
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return None;
+        }
         let file = Flock::lock(file, FlockArg::LockExclusive).ok()?;
         let _ = writeln!(&*file, "{HEADER}{}", std::process::id());
         let header_len = file.metadata().map_or(0, |m| m.len());
@@ -150,11 +156,18 @@ fn find(reports: &Path, lock: FlockArg) -> Vec<Found> {
 
 /// The report at `path` of the run `run`.
 fn read(path: &Path, run: &str, lock: FlockArg) -> Option<Found> {
+    // A keeper's own file only: a FIFO of that name (put there by whoever
+    // can write the run dir) made every `run`, `guest start`, `list` and
+    // `status` wait for a writer, for good. Opened without waiting, then
+    // looked at.
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .ok()?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return None;
+    }
     let run_pid = run.split('-').nth(1).and_then(|p| p.parse().ok());
     let mut report = KeeperReport {
         run: run.to_string(),

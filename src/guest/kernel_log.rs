@@ -56,6 +56,18 @@ pub enum Killer {
     Host,
 }
 
+/// Puts `line` in the kernel's log as a warning of `unifs-keeper[PID]`
+/// (dmesg; the host's journal, `journalctl -k`): for what a keeper cannot
+/// say where `guest status` and `logs` look. Nothing where /dev/kmsg cannot
+/// be written (a container's /dev).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let record = format!("<4>unifs-keeper[{}]: {line}\n", std::process::id());
+    if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = kmsg.write_all(record.as_bytes());
+    }
+}
+
 /// /dev/kmsg, open from where the log stood, and the victims its records
 /// named since.
 pub struct KernelLog {

@@ -615,6 +615,20 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // it (see OomWatch). Opened before init starts: a kill at once is in it.
     let oom_before = cgroup.oom_kills();
     let kernel_log = super::kernel_log::KernelLog::open();
+    // Held open from here on: what we write once init ends goes into this
+    // directory, whatever is mounted over its path meanwhile. Resolved
+    // first (a relative run dir): we leave for / below.
+    let own_dir = state::HeldRunDir::open(RunDir {
+        dir: std::fs::canonicalize(&run.dir).unwrap_or_else(|_| run.dir.clone()),
+    });
+    let own_dir = match own_dir {
+        Ok(dir) => dir,
+        Err(e) => {
+            let said = format!("Eopening the guest's run dir {}: {e}", run.dir.display());
+            let _ = nix::unistd::write(&report, said.as_bytes());
+            sys::exit_child(1)
+        }
+    };
     let (st, console) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
         Err(e) => {
@@ -633,10 +647,8 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     let _ = std::fs::remove_file(run.exit_file());
     sys::stdio_to_null();
     // As a daemon: its working directory would keep the filesystem `start`
-    // ran in busy for the guest's life. A relative run dir is resolved first.
-    let run = RunDir {
-        dir: std::fs::canonicalize(&run.dir).unwrap_or_else(|_| run.dir.clone()),
-    };
+    // ran in busy for the guest's life. A relative run dir was resolved.
+    let run = own_dir.run.clone();
     // So are the dirs a start after the guest's reboot is given.
     let dirs = Dirs {
         config_dir: std::path::absolute(&dirs.config_dir).unwrap_or(dirs.config_dir.clone()),
@@ -655,8 +667,11 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     keeper_signals::hand_on(&held);
     // A thread of ours that fails stops the guest (before the thread for
     // signals starts: its failure too), our main one as well.
-    let on_panic = keeper_panic::stop_guest_on_thread_panic(pid, &name, run.console(), stop_signal);
-    let passing = keeper_signals::pass_on(pid, &name, run.console()).map_err(|e| {
+    // Their lines go to the console log through the held directory.
+    let console_log = own_dir.console_path();
+    let on_panic =
+        keeper_panic::stop_guest_on_thread_panic(pid, &name, console_log.clone(), stop_signal);
+    let passing = keeper_signals::pass_on(pid, &name, console_log.clone()).map_err(|e| {
         tracing::warn!("guest {name}: signals to its keeper will not reach init: {e}")
     });
     // A `Type=forking` unit's main process from here on: the unit ends
@@ -667,9 +682,11 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     crate::sys::test_stop!("UNIFS_TEST_KEEPER_STOP");
     let _ = nix::unistd::write(&report, b"K");
     // The report (its EOF lets `start` return) and the lock among them.
-    let mut console = console
-        .and_then(|(master, log)| super::relay::ConsoleRelay::new(master, log, run.console()));
+    let mut console = console.and_then(|(master, log)| {
+        super::relay::ConsoleRelay::new(master, log, console_log.clone())
+    });
     let mut keep_fds: Vec<i32> = passing.into_iter().chain(on_panic.ok()).collect();
+    keep_fds.push(own_dir.raw_fd());
     keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
     keep_fds.extend(kernel_log.iter().map(|log| log.fd()));
     sys::close_fds_except(&keep_fds);
@@ -703,31 +720,31 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                             false => "its config says on_reboot = \"stop\"".into(),
                         });
                     }
-                    let _ = run.write_exit(&exit);
+                    let _ = own_dir.write_exit(&exit);
                     drop(console);
                     if again {
                         // The tests' window on a keeper whose init rebooted,
                         // its thread for signals at work.
                         crate::sys::test_pause!("UNIFS_TEST_REBOOT_PAUSE_MS");
-                        let e = start_again(&dirs, &name, &run, &exit);
+                        let e = start_again(&dirs, &name, &own_dir, &exit);
                         // Else the guest is left stale, its root mounted.
                         keeper_signals::block_again();
                         exit.not_restarted = Some(format!(
                             "its keeper could not run its start after the reboot: {e}"
                         ));
-                        let _ = run.write_exit(&exit);
+                        let _ = own_dir.write_exit(&exit);
                     }
                     // Its lock held to the end: a failure of ours until
                     // then goes into the record, while it is this init's.
-                    let ended = stop_ended(&name, &run, exit);
-                    keeper_signals::say_ignored(&name, pid, run.console());
+                    let ended = stop_ended(&name, &own_dir, exit);
+                    keeper_signals::say_ignored(&name, pid, console_log);
                     forget_keeper_pid(&run);
                     // The tests' window for a thread of ours to fail
                     // before the keeper ends (review_s45_keepsmalls).
                     crate::sys::test_pause!("UNIFS_TEST_KEEPER_END_PAUSE_MS");
                     if let Some((mut exit, _lock)) = ended {
                         if exit.keeper_failed.is_none() && note_keeper_failed(&mut exit) {
-                            let _ = run.write_exit(&exit);
+                            let _ = own_dir.write_exit(&exit);
                         }
                     }
                     match keeper_panic::failed() {
@@ -793,20 +810,47 @@ fn forget_dead_keeper(run: &RunDir) {
 /// systemd-nspawn, whose container is over when its init is: else its root
 /// stayed mounted, its daemon, groups and record left until the next stop
 /// or start, and its backing dir could not be unified. Its warnings and what
-/// it did go to the console log, where `guest logs` shows them. Returns the
-/// end it recorded, and the lock it holds, when the record was this init's.
+/// it did go to the console log, where `guest logs` shows them. A run dir
+/// whose path no longer leads to it (a tmpfs mounted over /run) is left as
+/// it is, the guest not stopped: its lock, record and root are under that
+/// mount. Said in its exit.json and console.log (through the directory
+/// held, [`state::HeldRunDir`]) and in the kernel's log, which the host's
+/// journal shows: the others are seen only once that mount is gone.
+/// Returns the end it recorded, and the lock it holds, when the record was
+/// this init's.
 fn stop_ended(
     name: &str,
-    run: &RunDir,
+    held: &state::HeldRunDir,
     mut exit: state::Exit,
 ) -> Option<(state::Exit, nix::fcntl::Flock<std::fs::File>)> {
     use std::io::Write;
-    let log = std::fs::OpenOptions::new().append(true).open(run.console());
+    let run = &held.run;
+    let log = held.open_console();
     if let Ok(log) = &log {
         let _ = nix::unistd::dup2_stderr(log);
     }
-    let Ok(lock) = run.lock("stop") else {
-        return None;
+    let lock = match held.lost() {
+        Some(why) => Err(why),
+        None => run.lock("stop").map_err(|e| e.to_string()),
+    };
+    let lock = match lock {
+        Ok(lock) => lock,
+        Err(why) => {
+            let said = format!(
+                "[unifs: guest {name}: its init (pid {}) ended ({}), but the guest was not \
+                 stopped: {why}; `unifs guest stop {name}` cleans up once its run dir is seen \
+                 again]",
+                exit.pid,
+                exit.describe()
+            );
+            exit.not_stopped = Some(why);
+            let _ = held.write_exit(&exit);
+            if let Ok(mut log) = log.as_ref() {
+                let _ = writeln!(log, "{said}");
+            }
+            super::kernel_log::say(&said);
+            return None;
+        }
     };
     // The tests' window on a keeper about to stop its guest.
     crate::sys::test_stop!("UNIFS_TEST_ENDED_STOP");
@@ -835,7 +879,7 @@ fn stop_ended(
             said
         }
     };
-    let _ = run.write_exit(&exit);
+    let _ = held.write_exit(&exit);
     if let Ok(mut log) = log.as_ref() {
         let _ = writeln!(log, "{said}");
     }
@@ -846,9 +890,14 @@ fn stop_ended(
 /// guest start --after-reboot` of the guest ([`start_after_reboot`]), its
 /// output appended to the console log, where `guest logs` shows it. Returns
 /// only if that exec failed (the unifs binary gone or not executable): why.
-fn start_again(dirs: &Dirs, name: &str, run: &RunDir, exit: &state::Exit) -> std::io::Error {
+fn start_again(
+    dirs: &Dirs,
+    name: &str,
+    held: &state::HeldRunDir,
+    exit: &state::Exit,
+) -> std::io::Error {
     use std::io::Write;
-    let log = std::fs::OpenOptions::new().append(true).open(run.console());
+    let log = held.open_console();
     if let Ok(mut log) = log.as_ref() {
         let _ = writeln!(
             log,
@@ -2398,7 +2447,7 @@ pub fn enter(dirs: &Dirs, name: &str, mut st: State, who: ExecAs) -> Result<i32>
 }
 
 /// One line of `list`, or `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     pub name: String,
     pub running: bool,
@@ -2412,6 +2461,21 @@ pub struct Status {
     /// Running without a runtime record (its `start` was killed before
     /// writing it): `stop` ends it, `exec` cannot enter it.
     pub unrecorded: bool,
+    /// Why a guest running `unrecorded` has no record: its file missing
+    /// or unreadable (for saying what to do).
+    #[serde(skip)]
+    pub unrecorded_why: Option<String>,
+    /// The mount point of a mount made over its run dir (over RUN_DIR/NAME
+    /// or a directory above it) since its root was mounted: its record,
+    /// lock and console.log are under it ([`RunDir::covered`]).
+    pub run_dir_covered: Option<String>,
+    /// That mount's type, for saying it.
+    #[serde(skip)]
+    pub run_dir_cover_type: Option<String>,
+    /// Why its run dir, RUN_DIR/NAME, was not looked into: it is (in) a
+    /// FUSE mount whose daemon does not answer (`list` only: the others
+    /// refuse such a guest). Nothing else is known of it then.
+    pub run_dir_stalled: Option<String>,
     /// Running, but its overlay root does not answer: its daemon died (or
     /// is stopped), and the guest's files are unreachable until a stop and
     /// start (or, stopped, until it goes on).
@@ -2492,6 +2556,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     let unrecorded = (st.is_none() && !starting)
         .then(|| Cgroup::tracked(&run.cgroup_name()))
         .filter(|c| !c.pids().is_empty());
+    let covered = run.covered();
     let config = dirs.config_dir.join(format!("{name}.toml"));
     if st.is_none() && !bad && unrecorded.is_none() && !starting && !config.exists() {
         return Err(Error::NoConfig {
@@ -2527,7 +2592,15 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
         // An unreadable record names no live init either.
         stale: (st.is_some() || (bad && unrecorded.is_none())) && !running,
         other_pid_ns,
-        unrecorded: unrecorded.is_some(),
+        // Not unrecorded: its record is there, under the mount.
+        unrecorded: unrecorded.is_some() && covered.is_none(),
+        unrecorded_why: unrecorded
+            .as_ref()
+            .filter(|_| covered.is_none())
+            .map(|_| no_record_why(&run)),
+        run_dir_covered: covered.as_ref().map(|m| crate::sys::shown(&m.point)),
+        run_dir_cover_type: covered.map(|m| m.fstype),
+        run_dir_stalled: None,
         root_lost,
         root_busy: matches!(root_serving, Some(R::Busy(_))),
         root_serving,
@@ -2573,9 +2646,37 @@ fn kept(init: i32) -> bool {
         .map_or(true, |comm| comm.trim_end() == "unifs-keeper")
 }
 
+/// Why a guest that runs has no record ([`Status::unrecorded`]): its
+/// file missing, unreadable or of an ended PID namespace.
+fn no_record_why(run: &RunDir) -> String {
+    let path = crate::sys::shown(&run.state_file());
+    match run.read() {
+        Err(Error::Record { reason, .. }) => format!("{path} is unreadable ({reason})"),
+        Err(e) => format!("{path} cannot be read ({e})"),
+        Ok(Some(st)) if st.pid_ns_ended() => {
+            format!("{path} is of a PID namespace that has ended")
+        }
+        _ => format!(
+            "{path} is missing (moved or removed, or its `guest start` or keeper was killed \
+             before it wrote it)"
+        ),
+    }
+}
+
 /// Every guest with a config or a runtime record, by name.
 pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     let mut names = std::collections::BTreeSet::new();
+    // A run dir (in) a FUSE mount whose daemon does not answer: any look
+    // into it waits for good, and `list` with it, for every guest.
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let stalls = crate::fs::StallCheck::new().map_err(|e| Error::io("reading", mountinfo, e))?;
+    let stalled = |name: &str| {
+        let dir = dirs.run_dir.join(name);
+        stalls
+            .refuse(&dir)
+            .err()
+            .filter(|e| e.kind() == std::io::ErrorKind::TimedOut)
+    };
     for (dir, want_toml) in [(&dirs.config_dir, true), (&dirs.run_dir, false)] {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -2604,7 +2705,8 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
                 }
                 name
             } else {
-                let known = e.path().join("state.json").exists()
+                let known = stalled(&file).is_some()
+                    || e.path().join("state.json").exists()
                     || (check_name(&file).is_ok() && unrecorded(&RunDir::new(dir, &file)));
                 known.then_some(file)
             };
@@ -2618,7 +2720,14 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     crate::fs::mountinfo::with_one_read(|| {
         names
             .iter()
-            .map(|n| status_of(dirs, n).map_err(|e| needs_root("listing guests", e)))
+            .map(|n| match stalled(n.as_str()) {
+                Some(why) => Ok(Status {
+                    name: n.clone(),
+                    run_dir_stalled: Some(why.to_string()),
+                    ..Status::default()
+                }),
+                None => status_of(dirs, n).map_err(|e| needs_root("listing guests", e)),
+            })
             .collect()
     })
 }

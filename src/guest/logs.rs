@@ -35,6 +35,8 @@ pub fn logs(
 ) -> Result<()> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
+    // Its logs are under the mount made over it, not what its path shows.
+    run.refuse_covered()?;
     let path = match mount {
         true => run.mount_log(),
         false => run.console(),

@@ -7,6 +7,7 @@ use super::cgroup::Cgroup;
 use super::config::RootMount;
 use super::{Error, GuestSpec, Result};
 use serde::{Deserialize, Serialize};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Where runtime state lives unless `--run-dir` says otherwise.
@@ -588,12 +589,9 @@ impl RunDir {
             Ok(None) => {}
             Err(e) => return Err(Error::io("reading the mounts of", &self.dir, e)),
         }
+        self.refuse_covered()?;
         // A run dir inside a unifs mount (a tree mounted at /run/unifs).
-        let Some(existing) = self.dir.ancestors().find(|a| a.exists()) else {
-            return Ok(());
-        };
-        if let Some(backing) = crate::fs::unifs_view_backing(existing) {
-            let mount = crate::fs::holding_mount_point(existing).unwrap_or_default();
+        if let Some((mount, backing)) = in_unifs_view(&self.dir) {
             let what = format!(
                 "lies in the unifs mount at {}, a guest tree's view (it is {} there)",
                 mount.display(),
@@ -602,6 +600,62 @@ impl RunDir {
             return Err(refused(what, mount));
         }
         Ok(())
+    }
+
+    /// Refuses a run dir a mount was made over, or over a directory above
+    /// it, since the guest's root was mounted ([`RunDir::covered`]): its
+    /// files, and its root, are under that mount.
+    pub fn refuse_covered(&self) -> Result<()> {
+        let Some(cover) = self.covered() else {
+            return Ok(());
+        };
+        let name = self.dir.file_name().unwrap_or_default();
+        Err(Error::RunDirCovered {
+            name: name.to_string_lossy().into_owned(),
+            dir: self.dir.clone(),
+            fstype: cover.fstype,
+            cover: cover.point,
+        })
+    }
+
+    /// The mount this run dir is covered by: one made over RUN_DIR/NAME or
+    /// a directory above it since the guest's root was mounted at its
+    /// `root` (a tmpfs mounted over /run). The root's mount is still listed
+    /// there, but the path no longer leads to the directory it is mounted
+    /// on, nor to the guest's record, lock and console.log beside it. None
+    /// when it is not covered, or no root is mounted. The guest's root is
+    /// not looked at (its daemon may not answer), nor is anything asked of
+    /// a filesystem: the mounts are told by /proc.
+    pub fn covered(&self) -> Option<crate::fs::mountinfo::Mount> {
+        let dir = self.resolved();
+        let mounts = crate::fs::mountinfo::read().ok()?;
+        let root = dir.join("root");
+        let on = mounts.iter().rfind(|m| m.point == root)?.parent;
+        // Where the path leads now: the run dir, or what is left of it.
+        let now = dir.ancestors().find_map(|a| {
+            let fd = open_path(a).ok()?;
+            crate::sys::fd_mount_and_inode(fd.as_fd())
+        });
+        let (reached, _) = now?;
+        if reached == on {
+            return None;
+        }
+        mounts.into_iter().find(|m| m.id == reached)
+    }
+
+    /// This run dir absolute and through its symlinks, as mountinfo names
+    /// mount points, as far as it exists (a run dir covered is not there).
+    fn resolved(&self) -> PathBuf {
+        let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        if let Ok(dir) = std::fs::canonicalize(&dir) {
+            return dir;
+        }
+        match (dir.parent(), dir.file_name()) {
+            (Some(up), Some(name)) => {
+                std::fs::canonicalize(up).map_or(dir.clone(), |u| u.join(name))
+            }
+            _ => dir,
+        }
     }
 
     /// What the other process that holds this guest's lock does (`start`,
@@ -660,16 +714,134 @@ impl RunDir {
     }
 }
 
+/// Where `dir` (which need not exist yet) lies in a unifs mount, a guest
+/// tree's view: that mount's point, and what `dir` is in the guest's
+/// directory. What is written there lands in the guest's tree, where the
+/// guest reads and changes it.
+pub fn in_unifs_view(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let existing = dir.ancestors().find(|a| a.exists())?;
+    let backing = crate::fs::unifs_view_backing(existing)?;
+    let mount = crate::fs::holding_mount_point(existing).unwrap_or_default();
+    Some((mount, backing))
+}
+
 /// Writes `bytes` to `tmp`, flushes it to disk and renames it over `path`:
 /// a reader, or the disk after a crash, has the old file or the whole new
 /// one. The error comes with the file it concerns.
 fn replace(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir =
+        std::fs::File::open(dir.unwrap_or(Path::new("."))).map_err(|e| (path.to_path_buf(), e))?;
+    let name = |p: &Path| {
+        p.file_name()
+            .map(std::ffi::OsStr::to_os_string)
+            .unwrap_or_default()
+    };
+    replace_at(dir.as_fd(), &name(tmp), &name(path), bytes).map_err(|(is_tmp, e)| match is_tmp {
+        true => (tmp.to_path_buf(), e),
+        false => (path.to_path_buf(), e),
+    })
+}
+
+/// [`replace`] of the file `name` in the directory open as `dir`, through
+/// `tmp` there; the error says whether it concerns `tmp` (true).
+fn replace_at(
+    dir: BorrowedFd,
+    tmp: &std::ffi::OsStr,
+    name: &std::ffi::OsStr,
+    bytes: &[u8],
+) -> Result<(), (bool, std::io::Error)> {
+    use nix::fcntl::OFlag;
     use std::io::Write;
-    let at_tmp = |e| (tmp.to_path_buf(), e);
-    let mut file = std::fs::File::create(tmp).map_err(at_tmp)?;
-    file.write_all(bytes).map_err(at_tmp)?;
-    file.sync_all().map_err(at_tmp)?;
-    std::fs::rename(tmp, path).map_err(|e| (path.to_path_buf(), e))
+    let at_tmp = |e: nix::errno::Errno| (true, std::io::Error::from(e));
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+    let fd = nix::fcntl::openat(dir, tmp, flags | OFlag::O_NOFOLLOW, mode).map_err(at_tmp)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes).map_err(|e| (true, e))?;
+    file.sync_all().map_err(|e| (true, e))?;
+    nix::fcntl::renameat(dir, tmp, dir, name).map_err(|e| (false, e.into()))
+}
+
+/// `path` opened to be looked at only (O_PATH): no call to its filesystem,
+/// so a FUSE mount at it whose daemon does not answer is no wait.
+fn open_path(path: &Path) -> nix::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())
+}
+
+/// A guest's run dir as its keeper holds it open from init's start on:
+/// what the keeper writes once init ends goes into this very directory,
+/// whatever was mounted over RUN_DIR/NAME or a directory above it
+/// meanwhile (a tmpfs over /run): never into that mount (another's files,
+/// or a run dir a start made there), and found where it belongs once that
+/// mount is gone.
+pub struct HeldRunDir {
+    pub run: RunDir,
+    fd: OwnedFd,
+}
+
+impl HeldRunDir {
+    pub fn open(run: RunDir) -> std::io::Result<HeldRunDir> {
+        let fd = crate::sys::open_dir(&run.dir)?;
+        Ok(HeldRunDir { run, fd })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The console log by a path through the held directory: for this
+    /// process only (its /proc/self/fd), while it holds it.
+    pub fn console_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/console.log", self.raw_fd()))
+    }
+
+    /// The console log, opened to append to.
+    pub fn open_console(&self) -> std::io::Result<std::fs::File> {
+        use nix::fcntl::OFlag;
+        let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            "console.log",
+            flags,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Why RUN_DIR/NAME no longer leads to this directory (a mount made
+    /// over it, [`RunDir::covered`]; moved or removed): None while it does,
+    /// or where /proc cannot tell.
+    pub fn lost(&self) -> Option<String> {
+        let held = crate::sys::fd_mount_and_inode(self.fd.as_fd())?;
+        let now = open_path(&self.run.dir).ok();
+        let now = now.and_then(|fd| crate::sys::fd_mount_and_inode(fd.as_fd()));
+        if now == Some(held) {
+            return None;
+        }
+        let dir = crate::sys::shown(&self.run.dir);
+        Some(match self.run.covered() {
+            Some(m) => format!(
+                "its run dir {dir} was covered by the {} mount at {} while it ran (its record and \
+                 console.log are under that mount)",
+                m.fstype,
+                crate::sys::shown(&m.point)
+            ),
+            None => format!(
+                "its run dir {dir} no longer leads to the guest's (moved or removed, or a mount \
+                 made over it)"
+            ),
+        })
+    }
+
+    /// [`RunDir::write_exit`], into the held directory.
+    pub fn write_exit(&self, exit: &Exit) -> std::io::Result<()> {
+        let tmp = format!(".exit.json.{}", std::process::id());
+        let json = serde_json::to_vec_pretty(exit).expect("exit serializes");
+        replace_at(self.fd.as_fd(), tmp.as_ref(), "exit.json".as_ref(), &json).map_err(|(_, e)| e)
+    }
 }
 
 /// The fields of /proc/PID/stat text from the state (3) on: the command

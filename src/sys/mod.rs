@@ -503,6 +503,20 @@ pub fn fstat_dir(fd: BorrowedFd) -> io::Result<(Stat, bool)> {
     Ok((st, attributes & libc::STATX_ATTR_ENCRYPTED as u64 != 0))
 }
 
+/// The mount `fd` is open in and its inode number, as
+/// /proc/self/fdinfo says them (`mnt_id`, `ino`): read without asking its
+/// filesystem, so a FUSE mount whose daemon does not answer is no wait.
+/// None where /proc does not say (`ino` is there since Linux 5.14).
+pub fn fd_mount_and_inode(fd: BorrowedFd) -> Option<(u64, Option<u64>)> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((field("mnt_id:")?, field("ino:")))
+}
+
 /// The id of the mount `fd` is on (`None` where the kernel does not say,
 /// or the statx fails): links cannot cross mounts, even of one filesystem.
 pub fn mount_id(fd: BorrowedFd) -> Option<u64> {
