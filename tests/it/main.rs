@@ -182,6 +182,7 @@ mod review_s44_oomexec;
 mod review_s44_oomrev;
 mod review_s45_keepsmalls;
 mod review_s45_oominit;
+mod review_s45_oomrev;
 mod review_s45_timeedge;
 mod review_s8_cli;
 mod review_s8b_unify;
