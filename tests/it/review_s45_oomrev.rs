@@ -7,13 +7,8 @@
 //! said every kill its count holds was the memory limit's, the host's
 //! included.
 
-use crate::guest::harness::{
-    can_run, ok, stderr, stdout, wait_bounded, wait_for_descendant, within_30s, KillOnDrop,
-};
+use crate::guest::harness::{can_run, ok, stderr, stdout};
 use crate::review_s43_forkfail::{guest_in_16m, ALLOC_64M};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// `unifs run` whose command's subshell the OOM killer ended, the
@@ -29,34 +24,14 @@ fn s45_a_kill_logged_just_after_the_watch_read_the_log_is_still_read() {
     if !can_run("s45_a_kill_logged_just_after_the_watch_read_the_log_is_still_read") {
         return;
     }
-    let t = crate::guest::harness::TestRoot::new();
-    let (go, marker) = (t.root().join("tmp/go"), t.root().join("tmp/sub"));
-    let script = format!(
-        "while [ ! -e /tmp/go ]; do sleep 0.1; done; ({ALLOC_64M}); echo $? > /tmp/sub; \
-         exec sleep 1000"
+    crate::review_s44_oomexec::kill_a_run_by_hand_after_its_subshells_oom_kill(
+        &[],
+        &[("UNIFS_TEST_KMSG_LATE", "1")],
+        |_| {},
+        // The watch's rounds past the rise (every half second): the read
+        // that found nothing, then the next one.
+        || std::thread::sleep(Duration::from_millis(1500)),
     );
-    let mut run = Command::new(crate::common::unifs_bin());
-    run.env("UNIFS_TEST_KMSG_LATE", "1");
-    run.arg("run").arg("--root").arg(t.root());
-    run.args(["--memory", "16M", "--", "/bin/sh", "-c", &script]);
-    run.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let session = KillOnDrop(Some(run.spawn().unwrap()));
-    let run_pid = session.0.as_ref().unwrap().id();
-    wait_for_descendant(run_pid, "sh");
-    std::fs::write(&go, "").unwrap();
-    assert!(within_30s(|| marker.exists()));
-    let command = wait_for_descendant(run_pid, "sleep");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "137\n");
-    // The watch's rounds past the rise (every half second): the read that
-    // found nothing, then the next one.
-    std::thread::sleep(Duration::from_millis(1500));
-    kill(Pid::from_raw(command as i32), Signal::SIGKILL).unwrap();
-    let o = wait_bounded(session, Duration::from_secs(30));
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(137), "{err}{}", stdout(&o));
-    assert!(!err.contains("memory limit"), "{err}");
 }
 
 /// A running guest one of whose processes the OOM killer ended: `status`
