@@ -960,8 +960,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(n) = s.oom_kills {
                     outln!(
-                        "oom:     {n} of its processes killed by the memory limit since it \
-                         started (the OOM killer of its memory group)"
+                        "oom:     {n} of its processes killed by the memory limit or the \
+                         host's OOM killer since it started (its memory group's count)"
                     );
                 }
                 if let Some(p) = s.processes {

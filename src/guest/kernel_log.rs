@@ -146,11 +146,13 @@ impl KernelLog {
     /// Skips the records logged since the last read, unread (a read per
     /// record of the whole host, in every keeper, `run` and `exec`, cost
     /// each a share of a flood of the log: docs/benchmarks.md). For a
-    /// caller whose group's count has not risen since its last read: the
-    /// kernel counts a kill before it logs its victim, so none of them
-    /// names it (only a summary just before a kill counted a moment after
-    /// the count was read may go: a victim whose main thread had ended is
-    /// then not named, as when the summary is rate-limited).
+    /// caller whose group's count has not risen since its last read, nor
+    /// at the read before (a record logged just after its kill was counted
+    /// has had a sample's time: `oom_watch::sample`): the kernel counts a
+    /// kill before it logs its victim, so none of them names it (only a
+    /// summary just before a kill counted a moment after the count was
+    /// read may go: a victim whose main thread had ended is then not
+    /// named, as when the summary is rate-limited).
     /// `counted_since`, asked once the log's end is taken: whether the
     /// count rose after the caller read it; that kill may have been logged
     /// before the end, unread, and the log can no longer tell.

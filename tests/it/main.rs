@@ -183,6 +183,7 @@ mod review_s44_oomrev;
 mod review_s45_consolefix;
 mod review_s45_keepsmalls;
 mod review_s45_oominit;
+mod review_s45_oomrev;
 mod review_s45_rundir;
 mod review_s45_smallsrev;
 mod review_s45_timeedge;

@@ -126,6 +126,17 @@ pub(crate) fn kill_a_run_by_hand_right_after_its_subshells_oom_kill(
     options: &[&str],
     before_oom: impl FnOnce(u32),
 ) {
+    kill_a_run_by_hand_after_its_subshells_oom_kill(options, &[], before_oom, || {});
+}
+
+/// [`kill_a_run_by_hand_right_after_its_subshells_oom_kill`], `unifs run`
+/// with `env` too, and `after_oom` run before the command's kill.
+pub(crate) fn kill_a_run_by_hand_after_its_subshells_oom_kill(
+    options: &[&str],
+    env: &[(&str, &str)],
+    before_oom: impl FnOnce(u32),
+    after_oom: impl FnOnce(),
+) {
     let t = crate::guest::harness::TestRoot::new();
     let (go, marker) = (t.root().join("tmp/go"), t.root().join("tmp/sub"));
     let script = format!(
@@ -135,6 +146,7 @@ pub(crate) fn kill_a_run_by_hand_right_after_its_subshells_oom_kill(
     let mut run = Command::new(crate::common::unifs_bin());
     run.arg("run").arg("--root").arg(t.root()).args(options);
     run.args(["--memory", "16M", "--", "/bin/sh", "-c", &script]);
+    run.envs(env.iter().copied());
     run.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -146,6 +158,7 @@ pub(crate) fn kill_a_run_by_hand_right_after_its_subshells_oom_kill(
     assert!(within_30s(|| marker.exists()));
     let init = wait_for_descendant(run_pid, "sleep");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "137\n");
+    after_oom();
     kill(Pid::from_raw(init as i32), Signal::SIGKILL).unwrap();
     let o = wait_bounded(session, Duration::from_secs(30));
     let err = stderr(&o);
