@@ -181,6 +181,7 @@ mod review_s44_keeprev;
 mod review_s44_oomexec;
 mod review_s44_oomrev;
 mod review_s45_timeedge;
+mod review_s45_timerev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
