@@ -613,7 +613,7 @@ impl Walk<'_> {
                         sec: m.mtime(),
                         nsec: m.mtime_nsec() as u32,
                     };
-                    if r.size == m.size() && r.mtime == mtime {
+                    if r.size == m.size() && r.mtime.instant() == mtime.instant() {
                         entry.blake3 = Some(r.content_hash.to_hex())
                     } else {
                         // Changed around the store? Read, to record what is there.

@@ -122,7 +122,10 @@ impl ObjectMeta {
             perm: st.perm(),
             uid: st.uid,
             gid: st.gid,
-            mtime: (!ignore_mtime).then_some(st.mtime),
+            // The instant: a copy of a file whose raw nanoseconds pass a
+            // second (a damaged ext4 inode) can have no other, and the id
+            // must be its copies' too (`store verify`, scripts/object-id.py).
+            mtime: (!ignore_mtime).then_some(st.mtime.instant()),
             xattrs,
             size: st.size,
         })

@@ -266,7 +266,7 @@ impl Store {
         if !st.is_file() || (st.dev, st.ino) != inode || read_marker(fd.as_fd())? != Some(*id) {
             return Ok(false);
         }
-        if ignore_mtime && made_mtime.is_some_and(|t| t != st.mtime) {
+        if ignore_mtime && made_mtime.is_some_and(|t| t.instant() != st.mtime.instant()) {
             return Ok(false);
         }
         let meta = ObjectMeta::of_fd(fd.as_fd(), &st, ignore_mtime)?;
@@ -415,7 +415,11 @@ fn verify_one(
     }
     // An id without mtime still matches after a `touch` around the store,
     // yet every guest linking the inode shows the new mtime.
-    if ignore_mtime && row.as_ref().is_some_and(|r| r.mtime != st.mtime) {
+    if ignore_mtime
+        && row
+            .as_ref()
+            .is_some_and(|r| r.mtime.instant() != st.mtime.instant())
+    {
         return Ok((st.size, Some(("mtime changed".into(), true))));
     }
     if let Some(what) = row.and_then(|r| row_damage(&r, &meta, &st, content, ignore_mtime)) {
@@ -491,7 +495,7 @@ fn row_damage(
         ));
     }
     // (Where ids leave mtime out, the row's is the record: checked above.)
-    if !ignore_mtime && r.mtime != st.mtime {
+    if !ignore_mtime && r.mtime.instant() != st.mtime.instant() {
         wrong.push(format!(
             "mtime {} (the file's: {})",
             touch_time(r.mtime),
@@ -599,7 +603,7 @@ pub fn describe_change(
         changed.push(format!("group {} → {}", r.gid, now.gid));
     }
     // Also where ids leave it out: the catalog has the mtime it was made with.
-    if st.mtime != r.mtime {
+    if st.mtime.instant() != r.mtime.instant() {
         changed.push(format!(
             "mtime {} → {}",
             touch_time(r.mtime),
@@ -648,7 +652,7 @@ pub fn describe_change(
     if now.perm != r.perm || !undo.is_empty() {
         undo.push(format!("chmod {:04o} {p}", r.perm));
     }
-    if st.mtime != r.mtime {
+    if st.mtime.instant() != r.mtime.instant() {
         undo.push(format!("touch -m -d {} {p}", touch_time(r.mtime)));
     }
     if content_changed {
@@ -769,6 +773,7 @@ impl Store {
 
 /// A time as `touch -d` takes it: `@SECONDS[.NANOSECONDS]`.
 fn touch_time(t: sys::Timestamp) -> String {
+    let t = t.instant();
     match t.nsec {
         0 => format!("@{}", t.sec),
         // Before 1970: the seconds are rounded down, the fraction added

@@ -174,9 +174,18 @@ impl Timestamp {
     /// stands for, its nanoseconds below a second: a filesystem may give
     /// more (ext4 decodes 30 bits of them from the inode, a FUSE server
     /// sends 32), which no `utimensat` takes (EINVAL) and a manifest reader
-    /// would refuse. [`Stat`] keeps the raw pair: object ids hash that.
+    /// would refuse. [`Stat`] keeps the raw pair (a cache key, compared
+    /// with itself); object ids hash the instant ([`Self::instant`]).
     pub fn of_stat(sec: i64, nsec: i64) -> Timestamp {
         Timestamp::of_nanos(i128::from(sec) * 1_000_000_000 + i128::from(nsec))
+    }
+
+    /// This stat time as the instant it stands for ([`Self::of_stat`]):
+    /// what an object id covers, as a copy of the file can have it (no
+    /// utimensat writes nanoseconds past a second) and as
+    /// scripts/object-id.py reads it (`divmod(st_mtime_ns, 10**9)`).
+    pub fn instant(self) -> Timestamp {
+        Timestamp::of_stat(self.sec, self.nsec.into())
     }
 
     /// As a `timespec` for utimensat: the instant ([`Self::of_stat`]). A
@@ -184,7 +193,7 @@ impl Timestamp {
     /// UTIME_OMIT and UTIME_NOW there (a copy's time was left or set to
     /// now), any other past 999_999_999 EINVAL (a link break failed).
     pub fn timespec(self) -> libc::timespec {
-        let t = Timestamp::of_stat(self.sec, self.nsec.into());
+        let t = self.instant();
         libc::timespec {
             tv_sec: t.sec,
             tv_nsec: t.nsec.into(),
@@ -1896,5 +1905,44 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, want);
+    }
+
+    /// Guard: a stat's time at the edges as the instant it stands for:
+    /// nanoseconds of exactly a second and more carry into the seconds
+    /// (before 1970 too), the ends of i64 seconds clamp, and UTIME_NOW's
+    /// and UTIME_OMIT's values as raw nanoseconds never reach utimensat.
+    #[test]
+    fn a_stat_time_past_a_second_is_the_instant_it_stands_for() {
+        let t = |sec, nsec| Timestamp { sec, nsec };
+        let s = Timestamp::of_stat;
+        assert_eq!(s(100, 1_000_000_000), t(101, 0));
+        assert_eq!(s(100, 999_999_999), t(100, 999_999_999));
+        assert_eq!(s(-5, 1_000_000_000), t(-4, 0));
+        assert_eq!(s(-1, 1_999_999_999), t(0, 999_999_999));
+        assert_eq!(s(-2, 500_000_000), t(-2, 500_000_000));
+        assert_eq!(s(i64::MIN, 0), t(i64::MIN, 0));
+        assert_eq!(s(i64::MIN, 1_073_741_823), t(i64::MIN + 1, 73_741_823));
+        assert_eq!(s(i64::MAX, 999_999_999), t(i64::MAX, 999_999_999));
+        // Past the last second: the latest time there is.
+        assert_eq!(s(i64::MAX, 1_000_000_000), t(i64::MAX, 999_999_999));
+        assert_eq!(s(i64::MAX - 1, 1_000_000_000), t(i64::MAX, 0));
+        assert_eq!(Timestamp::of_nanos(-1), t(-1, 999_999_999));
+        assert_eq!(Timestamp::of_nanos(i128::MIN), t(i64::MIN, 0));
+        assert_eq!(Timestamp::of_nanos(i128::MAX), t(i64::MAX, 999_999_999));
+        for (raw, ns) in [
+            (libc::UTIME_NOW, 73_741_823),
+            (libc::UTIME_OMIT, 73_741_822),
+            (1_000_000_000, 0),
+        ] {
+            let ts = t(-7, raw as u32).timespec();
+            assert_eq!((ts.tv_sec, ts.tv_nsec), (-6, ns), "raw {raw}");
+            assert_eq!(t(-7, raw as u32).instant(), t(-6, ns as u32));
+        }
+        // A time below a second is itself.
+        for x in [t(0, 0), t(-1, 999_999_999), t(i64::MIN, 0), t(7, 1)] {
+            assert_eq!(x.instant(), x);
+            let ts = x.timespec();
+            assert_eq!((ts.tv_sec, i64::from(x.nsec)), (x.sec, ts.tv_nsec));
+        }
     }
 }

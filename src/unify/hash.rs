@@ -31,7 +31,8 @@ impl MetaKey {
             perm: st.perm(),
             uid: st.uid,
             gid: st.gid,
-            mtime: (!ignore_mtime).then_some(st.mtime),
+            // As the id has it (ObjectMeta::of_fd).
+            mtime: (!ignore_mtime).then_some(st.mtime.instant()),
         }
     }
 
@@ -41,7 +42,7 @@ impl MetaKey {
             perm: o.perm,
             uid: o.uid,
             gid: o.gid,
-            mtime: (!ignore_mtime).then_some(o.mtime),
+            mtime: (!ignore_mtime).then_some(o.mtime.instant()),
         }
     }
 }

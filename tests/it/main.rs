@@ -187,6 +187,7 @@ mod review_s45_oomrev;
 mod review_s45_rundir;
 mod review_s45_smallsrev;
 mod review_s45_timeedge;
+mod review_s45_timerev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;

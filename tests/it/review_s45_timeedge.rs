@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A filesystem mounted at a temp dir's `fs`, unmounted when dropped.
-struct Mounted(tempfile::TempDir);
+pub(crate) struct Mounted(pub(crate) tempfile::TempDir);
 
 impl Mounted {
     fn tmpfs() -> Mounted {
@@ -49,7 +49,7 @@ impl Mounted {
     ///
     /// `dirs` `(path, raw mtime_extra)`: directories made first, their times
     /// set last.
-    fn ext4_crafted(dirs: &[(&str, u32)], files: &[(String, Vec<u8>, u32)]) -> Mounted {
+    pub(crate) fn ext4_crafted(dirs: &[(&str, u32)], files: &[(String, Vec<u8>, u32)]) -> Mounted {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let img = dir.path().join("img");
         fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
@@ -98,7 +98,7 @@ impl Mounted {
         m
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.0.path().join("fs")
     }
 }
@@ -183,7 +183,7 @@ fn s45_extreme_times_through_a_mount_are_the_backing_filesystems_own() {
 
 /// Raw mtime_extra words: nanoseconds 1e9 (EINVAL to utimensat), 2^30 - 1
 /// (UTIME_NOW's value) and 2^30 - 2 (UTIME_OMIT's).
-const PAST_A_SECOND: [(&str, u32); 3] = [
+pub(crate) const PAST_A_SECOND: [(&str, u32); 3] = [
     ("a", 1_000_000_000 << 2),
     ("b", 0x3fff_ffff << 2),
     ("c", 0x3fff_fffe << 2),
@@ -203,7 +203,7 @@ fn crafted() -> Mounted {
 }
 
 /// (sec, nsec) of the instant `raw_nsec` past 0x6000000 s stands for.
-fn instant(raw_nsec: u32) -> (i64, i64) {
+pub(crate) fn instant(raw_nsec: u32) -> (i64, i64) {
     let ns = i64::from(raw_nsec >> 2);
     (0x600_0000 + ns / 1_000_000_000, ns % 1_000_000_000)
 }
