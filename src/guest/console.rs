@@ -511,6 +511,14 @@ impl Piped {
     /// read from our stdin that the command's pipe cannot take.
     pub fn proxy(self, child: Pid) -> Result<i32> {
         let _epipe = PipeErrors::returned();
+        // A regular file as stdin: we read it ahead of the command (up to
+        // the pipe's 64 KiB and a read more), and set it back by what the
+        // command left unread once it ends, as `unifs run` does. A
+        // reader's end of its pipe kept, to count that.
+        let counted = match super::run_stdio::stdin_is_a_file() {
+            true => self.ends[0].as_ref().and_then(|(_, c)| c.try_clone().ok()),
+            false => None,
+        };
         let [stdin, stdout, stderr] = self.ends.map(|e| e.map(|(ours, _)| ours));
         let mut to_guest = stdin;
         let mut outs: Vec<(std::fs::File, i32)> = [(stdout, 1), (stderr, 2)]
@@ -570,6 +578,12 @@ impl Piped {
                 Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
                 _ => continue,
             };
+            // What it left unread (processes of the guest's may hold the
+            // pipe still: what they read of it later is read twice).
+            if let Some(reader) = &counted {
+                let unread = pending.len() as u64 + super::run_stdio::pipe_holds(reader.as_fd());
+                super::run_stdio::unread_stdin(unread);
+            }
             // What it wrote just before it ended; not what processes it
             // left behind write later.
             for (r, fd) in &mut outs {

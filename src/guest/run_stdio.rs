@@ -189,6 +189,36 @@ fn file_offset(fd: BorrowedFd) -> Option<u64> {
     u64::try_from(offset(fd)?).ok()
 }
 
+/// Whether our stdin is a regular file with an offset, one
+/// [`unread_stdin`] can set back (`guest exec`'s copy, see
+/// [`super::console::Piped::proxy`]).
+pub(super) fn stdin_is_a_file() -> bool {
+    // SAFETY: fd 0 stays open (or closed) for the life of the process;
+    // only borrowed here.
+    file_offset(unsafe { BorrowedFd::borrow_raw(0) }).is_some()
+}
+
+/// Sets our stdin, a regular file, `unread` bytes back: what a copy read
+/// of it that its command never took, left for the caller's next reader.
+pub(super) fn unread_stdin(unread: u64) {
+    let Ok(back) = i64::try_from(unread) else {
+        return;
+    };
+    // SAFETY: as in `stdin_is_a_file`.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let _ = nix::unistd::lseek(stdin, -back, nix::unistd::Whence::SeekCur);
+}
+
+/// How many bytes the pipe `fd` (either end) holds unread (`FIONREAD`).
+pub(super) fn pipe_holds(fd: BorrowedFd) -> u64 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int, `n`, which outlives the call.
+    match unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } {
+        0 => u64::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// `fd`'s offset (`lseek`), if it has one.
 fn offset(fd: BorrowedFd) -> Option<i64> {
     nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur).ok()

@@ -181,6 +181,7 @@ mod review_s44_keeprev;
 mod review_s44_oomexec;
 mod review_s44_oomrev;
 mod review_s45_consolefix;
+mod review_s45_consrev;
 mod review_s45_keepsmalls;
 mod review_s45_oominit;
 mod review_s45_oomrev;

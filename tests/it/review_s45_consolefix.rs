@@ -49,7 +49,7 @@ fn s45_a_sigpipe_of_the_commands_own_stays_141() {
 
 /// The numbered lines 1 to 50000 (some 290 KiB: more than the copy's
 /// read-ahead).
-fn numbered() -> Vec<u8> {
+pub(crate) fn numbered() -> Vec<u8> {
     (1..=50000)
         .map(|i| format!("{i}\n"))
         .collect::<String>()
