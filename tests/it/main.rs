@@ -184,6 +184,7 @@ mod review_s45_consolefix;
 mod review_s45_keepsmalls;
 mod review_s45_oominit;
 mod review_s45_rundir;
+mod review_s45_rundirrev;
 mod review_s45_timeedge;
 mod review_s8_cli;
 mod review_s8b_unify;
