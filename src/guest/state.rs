@@ -630,14 +630,26 @@ impl RunDir {
         let dir = self.resolved();
         let mounts = crate::fs::mountinfo::read().ok()?;
         let root = dir.join("root");
-        let on = mounts.iter().rfind(|m| m.point == root)?.parent;
+        // Each mount listed at RUN_DIR/NAME/root, by the mount it is on.
+        // Not only the last: under a shared mount, RUN_DIR bound onto
+        // itself before the start (as `ip netns` makes /run/netns a mount
+        // point) gets the root's mount on that bind and a copy of it, by
+        // propagation, on the mount beneath, listed after it and hidden.
+        let on: Vec<u64> = mounts
+            .iter()
+            .filter(|m| m.point == root)
+            .map(|m| m.parent)
+            .collect();
+        if on.is_empty() {
+            return None;
+        }
         // Where the path leads now: the run dir, or what is left of it.
         let now = dir.ancestors().find_map(|a| {
             let fd = open_path(a).ok()?;
             crate::sys::fd_mount_and_inode(fd.as_fd())
         });
         let (reached, _) = now?;
-        if reached == on {
+        if on.contains(&reached) {
             return None;
         }
         mounts.into_iter().find(|m| m.id == reached)

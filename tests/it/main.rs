@@ -186,6 +186,7 @@ mod review_s45_keepsmalls;
 mod review_s45_oominit;
 mod review_s45_oomrev;
 mod review_s45_rundir;
+mod review_s45_rundirrev;
 mod review_s45_smallsrev;
 mod review_s45_timeedge;
 mod review_s45_timerev;
