@@ -913,8 +913,9 @@ fn start_again(
     }
     drop((log, null));
     // Nothing of this keeper's goes on into the start, its overlay daemon
-    // or the next keeper.
-    sys::close_fds();
+    // or the next keeper. Its run dir stays open (close-on-exec): should
+    // the exec fail, the end is still recorded through it.
+    sys::close_fds_except(&[held.raw_fd()]);
     let of = format!("{}:{}", exit.pid, exit.start_time);
     let args = ["unifs".as_ref()]
         .into_iter()
