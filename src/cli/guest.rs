@@ -158,7 +158,8 @@ cgroup v2 group writable at /sys/fs/cgroup, a minimal /dev and a tmpfs /run; it
 keeps a reduced capability set, with no_new_privs and a syscall filter
 (--syscall-filter). The exit status is the command's (128+N for signal N);
 133 when the guest rebooted itself, 0 when it halted (reboot(2): --cap-add
-sys_boot), as systemd-nspawn.
+sys_boot), as systemd-nspawn; 101 when a thread of the run itself failed on
+an internal error (a bug: it stops the guest first, if it still ran).
 SIGTERM (as --stop-signal: SIGRTMIN+3 for systemd), SIGINT, SIGHUP and SIGQUIT
 are passed on to the guest once its PID 1 takes them (up to 10 s); a second
 one kills it outright (exit 137).
@@ -253,6 +254,14 @@ pub struct StopArgs {
 pub enum GuestCommand {
     /// Mount a guest's root and start its init in the background (started
     /// again by its keeper when it reboots itself: on_reboot in its config).
+    ///
+    /// Its keeper (unifs-keeper, init's parent; a service unit's main
+    /// process) exits 0 once it has recorded init's end and stopped the
+    /// guest, 101 when one of its threads failed on an internal error (it
+    /// stops the guest first, if init still ran), 125 when its main thread
+    /// did. Behind another
+    /// command that holds the guest's lock (a `stop` at work) it says so
+    /// and waits up to 70 s.
     Start {
         #[command(flatten)]
         dirs: GuestDirs,

@@ -166,6 +166,18 @@ pub enum Error {
         lock: PathBuf,
         secs: u64,
     },
+    /// Another command (or the keeper) still held the guest's lock after
+    /// a `start`, `stop`, `restart` or `update` waited that long for it.
+    #[error(
+        "guest {name} is still {} after {secs} s (it holds {}); nothing was done: {}",
+        holder.describe(), lock.display(), holder.what_to_do()
+    )]
+    LockHeld {
+        name: String,
+        lock: PathBuf,
+        holder: super::state::LockHolder,
+        secs: u64,
+    },
     /// Its init ended (a `stop`) while `exec` or `enter` was joining it:
     /// said so, not as the bare errno of the step it failed at.
     #[error(

@@ -11,7 +11,9 @@
 //! `guest stop` does first (init's stop signal, SIGKILL after
 //! [`STOP_WAIT`]), then its usual end: init's exit recorded, the guest torn
 //! down, not started again. A service manager sees the keeper, its main
-//! process, fail (status 101); the console log and `guest status` say why.
+//! process, fail (status 101; 125 for its main thread, which ends it at
+//! once: [`stop_guest_on_thread_panic`]); the console log and `guest
+//! status` say why.
 
 use super::sys;
 use nix::unistd::Pid;
@@ -36,6 +38,10 @@ static FAILED: OnceLock<(String, bool)> = OnceLock::new();
 /// Set by the main thread once it reaped init ([`init_ended`]).
 static INIT_ENDED: AtomicBool = AtomicBool::new(false);
 
+/// What the keeper's stop of its guest, once init ended, came to
+/// ([`stop_done`]): said by its main thread failing after it.
+static STOP_DONE: OnceLock<&'static str> = OnceLock::new();
+
 /// Why this keeper failed, if one of its threads did: it stopped its guest
 /// then, unless init had ended already ([`failed_after_end`]).
 pub fn failed() -> Option<&'static str> {
@@ -52,6 +58,13 @@ pub fn failed_after_end() -> bool {
 /// now on has nothing to stop, and says so rather than "stops the guest".
 pub fn init_ended() {
     INIT_ENDED.store(true, Ordering::SeqCst);
+}
+
+/// Said by the main thread once its stop of the guest whose init ended is
+/// over, how it went (`the guest already torn down`, …): its own failure
+/// from then on says that, not that the guest was left as it was.
+pub fn stop_done(how: &'static str) {
+    let _ = STOP_DONE.set(how);
 }
 
 /// From now on a panic in any thread of this keeper stops guest `name` (its
@@ -74,9 +87,12 @@ pub fn stop_guest_on_thread_panic(
         );
         if ended {
             // Its main thread's failure ends the keeper at once (125).
-            let then = match thread {
-                "main" => "the keeper ends now, the guest not torn down (`unifs guest stop` does)",
-                _ => "and the keeper ends as it would have",
+            let then = match (thread, STOP_DONE.get()) {
+                ("main", Some(how)) => format!("the keeper ends now, {how}"),
+                ("main", None) => {
+                    "the keeper ends now, the guest not torn down (`unifs guest stop` does)".into()
+                }
+                _ => "and the keeper ends as it would have".to_string(),
             };
             return say(
                 &log,
@@ -108,20 +124,30 @@ pub fn stop_guest_on_thread_panic(
 pub fn stop_run_on_thread_panic(init: Pid, stop_signal: i32) -> nix::Result<RawFd> {
     // A panic of its main thread ends the run, and the guest with it (its
     // parent-death signal).
-    stop_on_thread_panic(init, stop_signal, false, move |thread, why, _| {
-        tracing::error!(
+    stop_on_thread_panic(init, stop_signal, false, move |thread, why, ended| {
+        let failed = format!(
             "`unifs run` failed on an internal error in its thread {thread} ({why}; a bug in \
-             unifs: please report it): signals sent to the run would no longer reach the \
-             guest, so it stops the guest now ({}, SIGKILL after {} s)",
-            super::spec::signal_name(stop_signal),
-            STOP_WAIT.as_secs()
-        )
+             unifs: please report it)"
+        );
+        match ended {
+            true => tracing::error!(
+                "{failed}, once its guest (pid {init}) had ended: nothing was left to stop, and \
+                 the run ends as it would have"
+            ),
+            false => tracing::error!(
+                "{failed}: signals sent to the run would no longer reach the guest, so it stops \
+                 the guest now ({}, SIGKILL after {} s)",
+                super::spec::signal_name(stop_signal),
+                STOP_WAIT.as_secs()
+            ),
+        }
     })
 }
 
 /// From now on the first panic of a thread of this process but its main
 /// one (with `main_too`, of any) is said by `say` (thread, message, and
-/// whether init had ended already, see [`init_ended`]), and ends `init`
+/// whether init had ended already: [`init_ended`] said, or its pidfd
+/// readable, as it is from init's exit on, reaped or not), and ends `init`
 /// unless it had (its stop signal `stop_signal`, SIGKILL after
 /// [`STOP_WAIT`]), through a pidfd whose number is returned.
 fn stop_on_thread_panic(
@@ -134,7 +160,9 @@ fn stop_on_thread_panic(
     let fd = pidfd.as_raw_fd();
     sys::on_thread_panic(main_too, move |thread, why| {
         // The first failure stops the guest; another one meanwhile adds nothing.
-        let ended = INIT_ENDED.load(Ordering::SeqCst);
+        // Init's end is its pidfd's too: a failure between the reap and
+        // `init_ended` (or in `unifs run`, which says none) stopped nothing.
+        let ended = INIT_ENDED.load(Ordering::SeqCst) || ends_within(&pidfd, Duration::ZERO);
         if FAILED
             .set((format!("its thread {thread} failed: {why}"), ended))
             .is_err()

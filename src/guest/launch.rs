@@ -275,6 +275,9 @@ pub fn on_second_signal<T: Send>(end: impl FnOnce() + Send, wait: impl FnOnce() 
             sys::stop_holding(true);
         }
         let out = wait();
+        // The tests' window for a signal once the guest ended, before the
+        // watcher is told (review_s46_keepers3).
+        crate::sys::test_pause!("UNIFS_TEST_WAITED_PAUSE_MS");
         // What it was for has ended: a signal still held goes nowhere.
         sys::stop_holding(false);
         waited.store(true, Ordering::SeqCst);

@@ -133,7 +133,7 @@ fn note_stopped_again(run: &RunDir, new: i32, reason: &str) {
 /// started meanwhile.
 pub fn not_restarted(dirs: &Dirs, name: &str, of: Rebooted, reason: &str) -> Result<()> {
     let run = RunDir::new(&dirs.run_dir, name);
-    let _lock = run.lock("start")?;
+    let _lock = lock_guest(&run, name, "start")?;
     if let Some(old) = rebooted_record(&run, name, of)? {
         stop_not_restarted(&run, &old, of, reason);
     }
@@ -196,7 +196,7 @@ fn start_as(
     // made ([`spawn_init`], [`settle_held`]).
     keeper_signals::hold_in_start();
     let run = RunDir::new(&dirs.run_dir, name);
-    let _lock = run.lock("start")?;
+    let _lock = lock_guest(&run, name, "start")?;
     // The tests' window for a `stop` in a start's first moments.
     crate::sys::test_stop!("UNIFS_TEST_START_LOCKED_STOP");
     let mut reboots = state::Reboots::default();
@@ -705,6 +705,9 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
         match status {
             Ok(status) => {
                 if let Some(mut exit) = state::Exit::from_wait(status, st.start_time) {
+                    // The tests' window for a thread of ours to fail with
+                    // init reaped, before it is said (review_s46_keepers3).
+                    crate::sys::test_pause!("UNIFS_TEST_REAPED_PAUSE_MS");
                     // Reaped: a thread failing from here on stops nothing.
                     keeper_panic::init_ended();
                     exit.oom_killed = oom_watch.take().and_then(|w| {
@@ -737,6 +740,9 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     // Its lock held to the end: a failure of ours until
                     // then goes into the record, while it is this init's.
                     let ended = stop_ended(&name, &own_dir, exit);
+                    // The tests' way to make the keeper's own thread fail
+                    // once it stopped its guest (review_s46_keepers3).
+                    crate::sys::test_panic!("keeper-stopped");
                     keeper_signals::say_ignored(&name, pid, console_log);
                     forget_keeper_pid(&run);
                     // The tests' window for a thread of ours to fail
@@ -844,6 +850,7 @@ fn stop_ended(
                 exit.describe()
             );
             exit.not_stopped = Some(why);
+            keeper_panic::stop_done("the guest not stopped: its run dir was out of reach");
             let _ = held.write_exit(&exit);
             if let Ok(mut log) = log.as_ref() {
                 let _ = writeln!(log, "{said}");
@@ -857,10 +864,14 @@ fn stop_ended(
     let ours = |st: &State| (st.pid, st.start_time) == (exit.pid, exit.start_time);
     let st = match read_locked(run, name) {
         Ok((Some(st), _)) if ours(&st) && !st.init_alive() => st,
-        _ => return None,
+        _ => {
+            keeper_panic::stop_done("the guest stopped or started again by another command");
+            return None;
+        }
     };
     let said = match teardown(run, &st, libc::SIGKILL, Duration::ZERO) {
         Ok(_) => {
+            keeper_panic::stop_done("the guest already stopped (torn down)");
             exit.stopped_by_keeper = true;
             format!(
                 "[unifs: guest {name} stopped: its init (pid {}) ended by itself ({})]",
@@ -874,6 +885,10 @@ fn stop_ended(
                  not be cleaned up: {e}; `unifs guest stop {name}` tries again]",
                 exit.pid,
                 exit.describe()
+            );
+            keeper_panic::stop_done(
+                "the guest not stopped: what it left could not be cleaned up (`unifs guest stop` \
+                 tries again)",
             );
             exit.not_stopped = Some(e.to_string());
             said
@@ -1364,9 +1379,11 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     // A `start` at work has no record yet, nor maybe a root or processes:
     // it was said to be "not running", and then ran. Waited for, then
     // stopped.
-    if run.locked_for().is_some_and(|what| what == "start")
-        && !wait_until(START_WAIT, || !run.locked_by_another())
-    {
+    let starting = run.held_by().filter(|h| h.what == "start");
+    if let Some(holder) = &starting {
+        say_waiting(name, holder, START_WAIT);
+    }
+    if starting.is_some() && !wait_until(START_WAIT, || !run.locked_by_another()) {
         return Err(Error::Starting {
             name: name.into(),
             lock: run.dir.join("lock"),
@@ -1385,7 +1402,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         }
         return Err(Error::NotRunning { name: name.into() });
     }
-    let _lock = run.lock("stop")?;
+    let _lock = lock_guest(&run, name, "stop")?;
     // Re-read under the lock: a concurrent stop may have finished, or the
     // keeper of an init that ended by itself.
     let before = record.map(|old| (old.pid, old.start_time));
@@ -1913,6 +1930,35 @@ fn other_pid_ns(st: &State, command: &'static str) -> Error {
 /// the root within a minute or fails.
 const START_WAIT: Duration = Duration::from_secs(70);
 
+/// How long `start`, `stop`, `restart` and `update` wait for the guest's
+/// lock held by another command: a `start` mounts the root within a
+/// minute or fails; a `stop` of the default --timeout (10 s) ends within
+/// about 50 s (40 s more for a hung overlay daemon). One with a longer
+/// --timeout may hold it longer: the waiter fails then, saying so.
+/// (Below systemd's TimeoutStartSec=90 of contrib's unit, so that the
+/// start fails with its own message.)
+const LOCK_WAIT: Duration = Duration::from_secs(70);
+
+/// The guest's lock for command `what`, waited for at most [`LOCK_WAIT`]
+/// (UNIFS_TEST_LOCK_WAIT_MAX seconds: the tests' shorter bound), which is
+/// said on stderr at once: before, a `start` behind a slow `stop` waited
+/// for good and said nothing.
+fn lock_guest(run: &RunDir, name: &str, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let secs = crate::sys::test_bound!("UNIFS_TEST_LOCK_WAIT_MAX", LOCK_WAIT.as_secs() as usize);
+    let limit = Duration::from_secs(secs as u64);
+    run.lock_within(what, Some(limit), |holder| say_waiting(name, holder, limit))
+}
+
+/// Says on stderr that a command of guest `name` waits (up to `limit`) for
+/// `holder`, which holds the guest's lock.
+fn say_waiting(name: &str, holder: &state::LockHolder, limit: Duration) {
+    eprintln!(
+        "unifs: guest {name} is {}: waiting for it to finish (up to {} s)",
+        holder.describe(),
+        limit.as_secs()
+    );
+}
+
 /// The running guest's record for `command`, or why there is none.
 fn running(dirs: &Dirs, name: &str, command: &'static str) -> Result<State> {
     super::config::check_name(name)?;
@@ -1922,6 +1968,9 @@ fn running(dirs: &Dirs, name: &str, command: &'static str) -> Result<State> {
     // A `start` at work mounts the root and runs init before it records
     // them: waited for, not taken for one a killed start left.
     if found.0.is_none() && unrecorded(&run) && run.locked_by_another() {
+        if let Some(holder) = run.held_by() {
+            say_waiting(name, &holder, START_WAIT);
+        }
         if !wait_until(START_WAIT, || !run.locked_by_another()) {
             return Err(Error::Busy {
                 name: name.into(),
@@ -1951,7 +2000,7 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     // Against a concurrent stop, which removes the groups and the record.
-    let _lock = run.lock("update")?;
+    let _lock = lock_guest(&run, name, "update")?;
     let mut st = match read_locked(&run, name)? {
         (Some(st), _) if st.other_pid_ns() => return Err(other_pid_ns(&st, "update")),
         (Some(st), _) if st.init_alive() => st,

@@ -427,6 +427,55 @@ impl Exit {
     }
 }
 
+/// Who holds a guest's lock ([`RunDir::lock_within`]), as far as can be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// What it does: `start`, `stop` or `update` (its lock file's word; ""
+    /// from an older unifs).
+    pub what: String,
+    /// Its pid (/proc/locks); None where that cannot be told: a holder in
+    /// another PID namespace (not listed there), or one gone meanwhile.
+    pub pid: Option<i32>,
+    /// It is the guest's keeper (`unifs-keeper`), which stops the guest
+    /// whose init ended by itself.
+    pub keeper: bool,
+}
+
+impl LockHolder {
+    /// What the guest is going through, and by whom: "being stopped by
+    /// `unifs guest stop` (pid 1234)".
+    pub fn describe(&self) -> String {
+        let pid = match self.pid {
+            Some(pid) => format!("pid {pid}"),
+            None => "its pid not to be seen from this PID namespace".into(),
+        };
+        match self.what.as_str() {
+            "stop" if self.keeper => format!("being stopped by its keeper ({pid}): its init ended"),
+            "stop" => format!("being stopped by `unifs guest stop` ({pid})"),
+            "start" => format!("being started by `unifs guest start` ({pid})"),
+            "update" => format!("having its limits changed by `unifs guest update` ({pid})"),
+            _ => format!("locked by another `unifs guest` command ({pid})"),
+        }
+    }
+
+    /// What to do when it holds on: let it go on if it is stopped
+    /// (SIGSTOP, a debugger), else wait for it.
+    pub fn what_to_do(&self) -> String {
+        match self.pid {
+            Some(pid) if crate::fs::process_stopped(pid) == Some(true) => format!(
+                "it is stopped (SIGSTOP, or a debugger holds it): `kill -CONT {pid}` lets it go \
+                 on; then try again"
+            ),
+            Some(pid) => format!(
+                "try again once it has ended (`unifs guest status` shows the guest; a stop with \
+                 a long --timeout takes that long), or see what it waits on \
+                 (/proc/{pid}/stack)"
+            ),
+            None => "try again once it has ended".into(),
+        }
+    }
+}
+
 /// The runtime directory of one guest.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -524,8 +573,22 @@ impl RunDir {
     /// An exclusive lock on this guest's runtime directory (creating it), so
     /// two starts or stops of one guest cannot interleave. Released on drop.
     /// `what` (`start`, `stop`, `update`) is written into the lock file,
-    /// for [`RunDir::locked_for`].
+    /// for [`RunDir::locked_for`]. Waits for good for another holder: the
+    /// keeper's, which nobody waits on; a command's is [`RunDir::lock_within`].
     pub fn lock(&self, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        self.lock_within(what, None, |_| {})
+    }
+
+    /// [`RunDir::lock`], waiting at most `limit` (None: for good) while
+    /// another process holds it; `waiting` is told once who that is, when
+    /// it must wait. Past `limit`: [`Error::LockHeld`], nothing done.
+    pub fn lock_within(
+        &self,
+        what: &str,
+        limit: Option<std::time::Duration>,
+        waiting: impl FnOnce(&LockHolder),
+    ) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        use nix::fcntl::{Flock, FlockArg};
         self.refuse_mounted()?;
         // Root's alone where we make it: the guest's root is mounted here
         // (suid, allow_other), with any set-uid program guest root made.
@@ -540,19 +603,73 @@ impl RunDir {
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("restricting", &self.dir, e))?;
         let path = self.dir.join("lock");
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(|e| Error::io("opening", &path, e))?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys(format!("locking {}", path.display()), e))?;
+        let locking = |e| Error::sys(format!("locking {}", path.display()), e);
+        let deadline = limit.map(|l| std::time::Instant::now().checked_add(l));
+        let mut waiting = Some(waiting);
+        let lock = loop {
+            let file_back = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+                Err((_, e)) => return Err(locking(e)),
+            };
+            let holder = || self.lock_holder(&file_back);
+            if let Some(tell) = waiting.take() {
+                tell(&holder());
+            }
+            match deadline {
+                // Polled, not blocked on: a bound that a signal need not cut.
+                Some(Some(end)) if std::time::Instant::now() >= end => {
+                    return Err(Error::LockHeld {
+                        name: self.name(),
+                        lock: path,
+                        holder: holder(),
+                        secs: limit.unwrap_or_default().as_secs(),
+                    });
+                }
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                None => {
+                    break Flock::lock(file_back, FlockArg::LockExclusive)
+                        .map_err(|(_, e)| locking(e))?
+                }
+            }
+            file = file_back;
+        };
         // Only words for `status`: a file that cannot be written is no error.
         use std::os::unix::fs::FileExt;
         let _ = lock.set_len(0);
         let _ = lock.write_all_at(what.as_bytes(), 0);
         Ok(lock)
+    }
+
+    /// The guest's name: this run dir's.
+    fn name(&self) -> String {
+        let name = self.dir.file_name().unwrap_or_default();
+        name.to_string_lossy().into_owned()
+    }
+
+    /// Who holds the lock on `file` (this run dir's lock file), as far as
+    /// can be told: what its lock file says, and its pid from /proc/locks.
+    fn lock_holder(&self, file: &std::fs::File) -> LockHolder {
+        use std::os::unix::fs::MetadataExt;
+        let what = std::fs::read_to_string(self.dir.join("lock")).unwrap_or_default();
+        // None for a holder outside this PID namespace, which /proc/locks
+        // does not list (flock_holders).
+        let pid = file.metadata().ok().and_then(|md| {
+            let pids = crate::sys::flock_holders(md.dev(), md.ino())?;
+            pids.first().copied()
+        });
+        let comm = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok());
+        LockHolder {
+            what: what.trim().to_string(),
+            pid,
+            keeper: comm.is_some_and(|c| c.trim_end() == "unifs-keeper"),
+        }
     }
 
     /// Refuses a runtime directory that is a mount point, or lies in a
@@ -675,6 +792,12 @@ impl RunDir {
     pub fn locked_for(&self) -> Option<String> {
         self.locked_by_another()
             .then(|| std::fs::read_to_string(self.dir.join("lock")).unwrap_or_default())
+    }
+
+    /// Who holds this guest's lock, when another process does.
+    pub fn held_by(&self) -> Option<LockHolder> {
+        let file = std::fs::File::open(self.dir.join("lock")).ok()?;
+        self.locked_by_another().then(|| self.lock_holder(&file))
     }
 
     /// Whether another process holds this guest's lock ([`RunDir::lock`]):
@@ -1017,7 +1140,10 @@ pub enum RootServing {
     /// Its daemon is gone (ENOTCONN).
     Lost,
     /// It does not answer and its daemon (pid, if found) is stopped or not
-    /// to be found: nothing is answered until it goes on.
+    /// to be found: nothing is answered until it goes on. (Not found is
+    /// also a daemon outside this PID namespace, whose pid /proc/locks does
+    /// not show; `status` and `exec` never get here for one: a guest
+    /// started in another PID namespace is refused before.)
     Stopped(Option<i32>),
     /// It did not answer in time, but its daemon (pid) runs: busy (a long
     /// break of a large file, a guest flooding it with requests), or hung

@@ -4,7 +4,9 @@
 /// /proc/locks (lines like `1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0
 /// EOF`: the device as hex major:minor, the inode in decimal; a blocked
 /// waiter's line has `->` before FLOCK and is no holder). `None` where the
-/// file cannot be read.
+/// file cannot be read. A holder outside the PID namespace of the reader's
+/// /proc is not listed at all (fs/locks.c, locks_show: no pid to show), so
+/// the list is empty for a lock held only there.
 ///
 /// The kernel serves the file a page at a time and walks its lock list
 /// again from the same index for each page: a lock let go before that
