@@ -190,8 +190,9 @@ fn dns_answer(q: &[u8], a: Ipv4Addr) -> Option<Vec<u8>> {
 
 /// Removes what a run of these tests that was killed (no Drop ran) left:
 /// namespaces `netnat-wan-TAG-PID` (their uplink pair goes with them) and
-/// tables `ip netnat_TAG_PID`/`netrev_TAG_PID` whose PID is gone. A live
-/// run's, and a reused pid's, are left alone.
+/// tables `netnat_TAG_PID`/`netrev_TAG_PID` whose PID is gone (`inet`, the
+/// docs' family since session 46, and `ip`, the one before). A live run's,
+/// and a reused pid's, are left alone.
 fn sweep_dead_runs() {
     let dead = |name: &str| {
         name.rsplit(['-', '_'])
@@ -209,24 +210,28 @@ fn sweep_dead_runs() {
             let _ = Command::new("ip").args(["netns", "del", &name]).output();
         }
     }
-    let tables = Command::new("nft").args(["list", "tables", "ip"]).output();
-    for line in tables.iter().flat_map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .into_owned()
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    }) {
-        let name = line.trim_start_matches("table ip ").trim();
-        if (name.starts_with("netnat_") || name.starts_with("netrev_")) && dead(name) {
-            let _ = Command::new("nft")
-                .args(["delete", "table", "ip", name])
-                .output();
+    for family in ["inet", "ip"] {
+        let tables = Command::new("nft")
+            .args(["list", "tables", family])
+            .output();
+        for line in tables.iter().flat_map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .into_owned()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        }) {
+            let name = line.trim_start_matches(&format!("table {family} ")).trim();
+            if (name.starts_with("netnat_") || name.starts_with("netrev_")) && dead(name) {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", family, name])
+                    .output();
+            }
         }
     }
 }
 
-/// nftables table `ip PREFIX_TAG_PID`, deleted when dropped (the docs'
+/// nftables table `inet PREFIX_TAG_PID`, deleted when dropped (the docs'
 /// recipe made it); [`sweep_dead_runs`] deletes a killed run's.
 pub(crate) struct NftTable(pub(crate) String);
 
@@ -239,7 +244,7 @@ impl NftTable {
 impl Drop for NftTable {
     fn drop(&mut self) {
         let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.0])
+            .args(["delete", "table", "inet", &self.0])
             .output();
     }
 }
