@@ -1123,13 +1123,16 @@ impl Cgroup {
     }
 
     /// How many of the guest's processes the OOM killer has killed so far
-    /// (the overlay daemon's not counted), and the file counting them: v1
-    /// `memory.oom_control`'s `oom_kill` line (Linux 4.13 on), which counts
-    /// a kill in the victim's own group only (the guest's leaf, not the
-    /// group whose limit was met), so summed over the group's subtree; v2
-    /// `memory.events`', which counts those below too. The groups are new
-    /// at each start: the count is of this run. None without a memory
-    /// group that counts them.
+    /// (the overlay daemon's not counted), and the file counting them. A
+    /// kill is counted in the victim's own group (the guest's leaf, not the
+    /// group whose limit was met), so the count is summed over the group's
+    /// subtree: v1 `memory.oom_control`'s `oom_kill` line (Linux 4.13 on),
+    /// v2 `memory.events.local`'s (5.3 on). Not v2 `memory.events`, whose
+    /// counts hold the subtree's, but not on a hierarchy mounted with
+    /// `memory_localevents` (it counts the group's own processes there,
+    /// and the group has none: always 0); read only where `.local` is
+    /// missing. The groups are new at each start: the count is of this
+    /// run. None without a memory group that counts them.
     pub fn oom_kills(&self) -> Option<OomKills> {
         let read = |dir: &Path, file: &str| -> Option<u64> {
             let text = std::fs::read_to_string(dir.join(file)).ok()?;
@@ -1138,23 +1141,28 @@ impl Cgroup {
         };
         self.groups.iter().find_map(|g| {
             let daemon = g.join(DAEMON_LEAF);
-            if let Some(own) = read(g, "memory.oom_control") {
+            let summed = |file: &'static str| {
+                let own = read(g, file)?;
                 let below = subtree(g)
                     .into_iter()
                     .skip(1)
                     .filter(|d| !d.starts_with(&daemon))
-                    .filter_map(|d| read(&d, "memory.oom_control"));
-                return Some(OomKills {
-                    file: "memory.oom_control",
+                    .filter_map(|d| read(&d, file));
+                Some(OomKills {
+                    file,
                     count: own + below.sum::<u64>(),
-                });
-            }
-            let all = read(g, "memory.events")?;
-            let daemons = read(&daemon, "memory.events").unwrap_or(0);
-            Some(OomKills {
-                file: "memory.events",
-                count: all.saturating_sub(daemons),
-            })
+                })
+            };
+            summed("memory.oom_control")
+                .or_else(|| summed("memory.events.local"))
+                .or_else(|| {
+                    let all = read(g, "memory.events")?;
+                    let daemons = read(&daemon, "memory.events").unwrap_or(0);
+                    Some(OomKills {
+                        file: "memory.events",
+                        count: all.saturating_sub(daemons),
+                    })
+                })
         })
     }
 
@@ -1181,7 +1189,8 @@ impl Cgroup {
 /// A memory group's count of OOM kills ([`Cgroup::oom_kills`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OomKills {
-    /// `memory.oom_control` (v1) or `memory.events` (v2).
+    /// `memory.oom_control` (v1), `memory.events.local` (v2), or
+    /// `memory.events` (v2 before Linux 5.3).
     pub file: &'static str,
     pub count: u64,
 }
@@ -1748,6 +1757,37 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A v2 group laid out as the kernel lays one out (its docs,
+    /// Documentation/admin-guide/cgroup-v2.rst): `memory.events` holds the
+    /// subtree's counts, or, on a hierarchy mounted with
+    /// `memory_localevents`, the group's own; `memory.events.local` always
+    /// the group's own. This host's v2 hierarchy has no memory controller:
+    /// the files stand in for the kernel's. Under `memory_localevents` the
+    /// guest's kill was counted 0 (the group itself has no processes).
+    #[test]
+    fn a_v2_groups_oom_kills_are_its_subtrees_but_the_daemons() {
+        for local_events in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let g = dir.path().join("g");
+            let write = |d: &Path, own: u64, subtree: u64| {
+                std::fs::create_dir_all(d).unwrap();
+                let events = if local_events { own } else { subtree };
+                let line = |n| format!("low 0\nhigh 0\nmax 3\noom 2\noom_kill {n}\n");
+                std::fs::write(d.join("memory.events"), line(events)).unwrap();
+                std::fs::write(d.join("memory.events.local"), line(own)).unwrap();
+            };
+            // One kill in the guest's leaf, one below it, one in the daemon's.
+            write(&g, 0, 3);
+            write(&g.join(LEAF), 1, 2);
+            write(&g.join(LEAF).join("sub"), 1, 1);
+            write(&g.join(DAEMON_LEAF), 1, 1);
+            let cg = Cgroup { groups: vec![g] };
+            let kills = cg.oom_kills().unwrap();
+            assert_eq!(kills.count, 2, "memory_localevents {local_events}");
+            assert_eq!(kills.file, "memory.events.local");
+        }
     }
 
     fn v1_host() -> Hierarchies {

@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::time::Instant;
 
 /// What a memory group's OOM kill is logged as, before the victim's PID.
 const KILLED: &str = "Memory cgroup out of memory: Killed process ";
@@ -75,9 +76,10 @@ pub struct KernelLog {
     victims: VecDeque<(i32, Killer)>,
     /// The process the record just read, a summary, named.
     chosen: Option<(i32, Killer)>,
-    /// Records were overwritten before they were read (EPIPE) or the log
-    /// failed: a victim may be missing.
-    lost: bool,
+    /// When records were last overwritten before they were read (EPIPE),
+    /// skipped with a kill counted meanwhile, or the log failed: a victim
+    /// may be missing (a kill then or before).
+    lost: Option<Instant>,
 }
 
 impl KernelLog {
@@ -100,7 +102,7 @@ impl KernelLog {
             kmsg,
             victims: VecDeque::new(),
             chosen: None,
-            lost: false,
+            lost: None,
         })
     }
 
@@ -134,9 +136,9 @@ impl KernelLog {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // Overwritten before read; the next read goes on from the
                 // oldest record left.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => self.lost = true,
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => self.lose(),
                 Err(_) => {
-                    self.lost = true;
+                    self.lose();
                     return;
                 }
             }
@@ -163,7 +165,23 @@ impl KernelLog {
         // A summary read last is no longer followed by its kill.
         self.chosen = None;
         if counted_since() {
-            self.lost = true;
+            self.lose();
+        }
+    }
+
+    /// Notes that a victim may be missing: a kill up to now.
+    fn lose(&mut self) {
+        self.lost = Some(Instant::now());
+    }
+
+    /// Forgets records lost before `then` (None: none is forgotten): a
+    /// caller for whom a kill so long ago is no longer the cause of what it
+    /// asks about. A loss once (a count that rose just as the log was
+    /// skipped, a flood) left a keeper unable to tell any later kill for
+    /// its life.
+    pub fn forget_lost_before(&mut self, then: Option<Instant>) {
+        if self.lost.is_some_and(|lost| then.is_some_and(|t| lost < t)) {
+            self.lost = None;
         }
     }
 
@@ -203,7 +221,7 @@ impl KernelLog {
         let by = self.victims.iter().rev().find(|v| v.0 == pid);
         match by {
             Some(&(_, by)) => Some(Some(by)),
-            None if self.lost => None,
+            None if self.lost.is_some() => None,
             None => Some(None),
         }
     }

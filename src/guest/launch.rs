@@ -163,12 +163,14 @@ pub fn run(
     };
     // Its command's SIGKILL (137: by itself, or passed on by --init's
     // reaper, whose command said its PID) the OOM killer's: said, or an
-    // operator looks for who sent it.
-    let command = match &spawned.command_pid {
-        Some(said) => super::command_pid::received(said),
-        None => Some(guest.as_raw()),
-    };
-    say_if_oom_killed(oom_watch, command, &status, cgroup, "the guest's command");
+    // operator looks for who sent it. The reaper's own too: the OOM killer
+    // may pick it (the guest's PID 1, whose end ends the command).
+    let command = spawned
+        .command_pid
+        .as_ref()
+        .map(super::command_pid::received);
+    let pids: Vec<_> = [Some(guest.as_raw())].into_iter().chain(command).collect();
+    say_if_oom_killed(oom_watch, &pids, &status, cgroup, "the guest's command");
     cgroup.kill_all();
     let unwritten = copies.finish();
     net::teardown(spec);
@@ -201,19 +203,20 @@ fn output_lost(code: i32, unwritten: &[String]) -> i32 {
 /// The exit status of a command that SIGPIPE ended, as a shell gives it.
 const SIGPIPE_EXIT: i32 = 128 + libc::SIGPIPE;
 
-/// Warns that `what` (`pid`, where known) was killed by the memory limit,
-/// if its `status` (a shell's) is SIGKILL's and `watch` says the OOM killer
-/// sent it (see [`super::oom_watch::OomWatch::verdict`]).
+/// Warns that `what` (ended by the kill of one of `pids`, None where not
+/// known) was killed by the memory limit, if its `status` (a shell's) is
+/// SIGKILL's and `watch` says the OOM killer sent it (see
+/// [`super::oom_watch::OomWatch::verdict`]).
 pub(super) fn say_if_oom_killed(
     watch: super::oom_watch::OomWatch,
-    pid: Option<i32>,
+    pids: &[Option<i32>],
     status: &Result<i32>,
     cgroup: &Cgroup,
     what: &str,
 ) {
     let killed = matches!(status, Ok(c) if *c == 128 + libc::SIGKILL);
     let signal = killed.then_some("KILL");
-    if let Some(oom) = watch.verdict(pid, signal, cgroup.memory_limit()) {
+    if let Some(oom) = watch.verdict(pids, signal, cgroup.memory_limit()) {
         tracing::warn!("{what} was {}", oom.describe());
     }
 }

@@ -629,7 +629,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
             sys::exit_child(1)
         }
     };
-    let (st, console) = match start_init(cfg, spec, run, cgroup, reboots) {
+    let (st, console, command_pid) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
         Err(e) => {
             let said = match e {
@@ -689,6 +689,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     keep_fds.push(own_dir.raw_fd());
     keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
     keep_fds.extend(kernel_log.iter().map(|log| log.fd()));
+    keep_fds.extend(command_pid.iter().map(|said| said.as_raw_fd()));
     sys::close_fds_except(&keep_fds);
     let mut oom_watch = Some(super::oom_watch::OomWatch::start(
         cgroup.clone(),
@@ -711,7 +712,8 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     // Reaped: a thread failing from here on stops nothing.
                     keeper_panic::init_ended();
                     exit.oom_killed = oom_watch.take().and_then(|w| {
-                        w.verdict(Some(st.pid), exit.signal.as_deref(), cgroup.memory_limit())
+                        let (pids, signal) = init_killed(&st, &exit, command_pid.as_ref());
+                        w.verdict(&pids, signal, cgroup.memory_limit())
                     });
                     note_keeper_failed(&mut exit);
                     let reboot = exit.shutdown == Some(state::Shutdown::Reboot);
@@ -766,6 +768,28 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
             }
         }
     }
+}
+
+/// Which processes' SIGKILL ended init (`st`), which ended as `exit`, and
+/// the signal that ended it: its own, or, under unifs's reaper
+/// (`init_reaper`, which ends as its command did: 128 + its signal), the
+/// command's KILL too (its PID said on `said`, [`super::command_pid`]).
+/// The OOM killer may pick either: a reaper killed ends its command (the
+/// guest's PID namespace goes with its PID 1).
+fn init_killed<'a>(
+    st: &State,
+    exit: &'a state::Exit,
+    said: Option<&OwnedFd>,
+) -> (Vec<Option<i32>>, Option<&'a str>) {
+    let mut pids = vec![Some(st.pid)];
+    let mut signal = exit.signal.as_deref();
+    if st.spec.init {
+        pids.push(said.and_then(super::command_pid::received));
+        if exit.code == Some(128 + libc::SIGKILL) {
+            signal = Some("KILL");
+        }
+    }
+    (pids, signal)
 }
 
 /// Notes in `exit` a failure of one of this keeper's threads, if one
@@ -984,10 +1008,11 @@ fn verbosity() -> Option<&'static str> {
 /// guest's memory limit once it stops.
 pub const CONSOLE_ROTATE_BYTES: u64 = 4 << 20;
 
-/// What [`start_init`] gives the keeper: init's state, and the master of
-/// the guest's `/dev/console` (init's output too) with the console log to
-/// relay it to.
-type Started = (State, Option<(PtyMaster, std::fs::File)>);
+/// What [`start_init`] gives the keeper: init's state, the master of the
+/// guest's `/dev/console` (init's output too) with the console log to
+/// relay it to, and under unifs's reaper (`init_reaper`) where its command
+/// says its PID on the host ([`super::command_pid`]).
+type Started = (State, Option<(PtyMaster, std::fs::File)>, Option<OwnedFd>);
 
 /// Starts init, its output (its console's) to be relayed to the console
 /// log, which only the keeper holds.
@@ -1024,18 +1049,19 @@ fn start_init(
         }
         (_, false) => {}
     }
-    state.map(|(st, console)| (st, console.map(|master| (master, log))))
+    state.map(|(st, console, said)| (st, console.map(|master| (master, log)), said))
 }
 
 /// Starts init, its output going to its console, and records it; returns
-/// its state and the master of its console.
+/// its state, the master of its console, and where the command of unifs's
+/// reaper says its PID.
 fn launch_recorded(
     cfg: &GuestConfig,
     spec: GuestSpec,
     run: &RunDir,
     cgroup: &Cgroup,
     reboots: state::Reboots,
-) -> Result<(State, Option<PtyMaster>)> {
+) -> Result<(State, Option<PtyMaster>, Option<OwnedFd>)> {
     let null =
         std::fs::File::open("/dev/null").map_err(|e| Error::io("opening", "/dev/null", e))?;
     let stdio = Stdio::Detached { null: null.into() };
@@ -1064,7 +1090,7 @@ fn launch_recorded(
         cgroup.kill_all();
         return Err(e);
     }
-    Ok((state, spawned.pty))
+    Ok((state, spawned.pty, spawned.command_pid))
 }
 
 /// The resource limits init starts with: this process's (init inherits
@@ -2414,7 +2440,7 @@ fn join_and_run(
                         false => format!("the command in guest {name}"),
                     };
                     let pid = super::command_pid::received(&pid_r);
-                    launch::say_if_oom_killed(watch, pid, &Ok(status), &st.cgroup, &what);
+                    launch::say_if_oom_killed(watch, &[pid], &Ok(status), &st.cgroup, &what);
                     Ok(status)
                 }
             }

@@ -420,7 +420,8 @@ impl Exit {
         match (self.shutdown, &self.signal, &self.oom_killed) {
             (Some(Shutdown::Reboot), _, _) => "rebooted".into(),
             (Some(Shutdown::Halt), _, _) => "halted".into(),
-            (None, Some(_), Some(oom)) => oom.short().into(),
+            // Under unifs's reaper (init_reaper) its command's kill: 137.
+            (None, _, Some(oom)) => oom.short().into(),
             (None, Some(sig), None) => format!("killed by SIG{sig}"),
             (None, None, _) => format!("exited {}", self.code.unwrap_or_default()),
         }

@@ -159,7 +159,13 @@ pub(crate) fn kill_a_run_by_hand_after_its_subshells_oom_kill(
     let init = wait_for_descendant(run_pid, "sleep");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "137\n");
     after_oom();
-    kill(Pid::from_raw(init as i32), Signal::SIGKILL).unwrap();
+    kill_by_hand_and_see_no_oom_said(init, session);
+}
+
+/// SIGKILLs `command` (a `unifs run`'s, `session`) by hand: the run ends
+/// 137, no OOM kill said.
+pub(crate) fn kill_by_hand_and_see_no_oom_said(command: u32, session: KillOnDrop) {
+    kill(Pid::from_raw(command as i32), Signal::SIGKILL).unwrap();
     let o = wait_bounded(session, Duration::from_secs(30));
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(137), "{err}{}", stdout(&o));
