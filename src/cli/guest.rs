@@ -299,7 +299,7 @@ pub enum GuestCommand {
     /// and what the guest wrote to its /dev/console (RUN_DIR/NAME/console.log;
     /// the one before is console.log.1, set aside at a start when over 4 MiB
     /// or while the guest runs at 8 MiB; the last boot's first 64 KiB are
-    /// kept in console.log.boot); control characters are
+    /// kept in console.log.boot, which --boot shows); control characters are
     /// shown as ^X on a terminal
     Logs {
         #[command(flatten)]
@@ -309,6 +309,13 @@ pub enum GuestCommand {
         /// limit reached; set aside as mount.log.1 at a start when over 4 MiB).
         #[arg(long)]
         mount: bool,
+        /// Show the first 64 KiB of the guest's last boot instead
+        /// (RUN_DIR/NAME/console.log.boot, begun anew by each start and
+        /// reboot, which a flood cannot push out; it may end mid-line), as
+        /// `journalctl -b` shows a boot's lines. Not with -f: it takes
+        /// nothing past its 64 KiB; `logs -f NAME` follows the console.
+        #[arg(short, long, conflicts_with_all = ["mount", "follow"])]
+        boot: bool,
         /// Only the last N lines.
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<u64>,
@@ -726,6 +733,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             lines,
             follow,
             mount,
+            boot,
             name,
         } => {
             use std::io::{IsTerminal, Write};
@@ -746,7 +754,13 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             };
             let sink = std::io::stdout();
             let sink = sink.as_fd();
-            crate::guest::logs::logs(&dirs(d), &name, lines, follow, mount, &mut out, sink)?;
+            use crate::guest::logs::Log;
+            let which = match (mount, boot) {
+                (true, _) => Log::Mount,
+                (_, true) => Log::Boot,
+                _ => Log::Console,
+            };
+            crate::guest::logs::logs(&dirs(d), &name, lines, follow, which, &mut out, sink)?;
             // A log that reached no reader fails as any command's output does
             // (a full disk); a reader gone (`| head`, a terminal hung up) ends
             // it quietly.

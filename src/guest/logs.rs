@@ -1,7 +1,8 @@
 //! `guest logs NAME`: what a named guest's init wrote, its console
 //! (`RUN_DIR/NAME/console.log`), as `docker logs` shows a container's
 //! output: all of it or its last lines, and with `follow` what comes while
-//! the guest runs.
+//! the guest runs; or the first lines of its last boot
+//! (`console.log.boot`), or its overlay daemon's log (`mount.log`).
 
 use super::lifecycle::Dirs;
 use super::state::RunDir;
@@ -16,8 +17,19 @@ use std::time::Duration;
 /// How often a followed log is looked at for more.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Writes the console log of guest `name` (with `mount`, its overlay
-/// daemon's log, `RUN_DIR/NAME/mount.log`) to `out`: all of it, or its last
+/// Which of a guest's logs `logs` shows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Log {
+    /// `console.log`: its console, all boots' since it was last set aside.
+    Console,
+    /// `console.log.boot`: the first `relay::BOOT_KEEP_BYTES` of its last boot's
+    /// console, which a flood cannot push out (see `relay`).
+    Boot,
+    /// `mount.log`: its overlay daemon's.
+    Mount,
+}
+
+/// Writes the log `which` of guest `name` to `out`: all of it, or its last
 /// `lines` lines. With `follow`, then what is added while the guest runs,
 /// until it stops; a log that a new start sets aside (see `lifecycle`) is
 /// read to its end, then the new one from its start. A write error of `out`
@@ -29,7 +41,7 @@ pub fn logs(
     name: &str,
     lines: Option<u64>,
     follow: bool,
-    mount: bool,
+    which: Log,
     out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     sink: BorrowedFd<'_>,
 ) -> Result<()> {
@@ -37,9 +49,10 @@ pub fn logs(
     let run = RunDir::new(&dirs.run_dir, name);
     // Its logs are under the mount made over it, not what its path shows.
     run.refuse_covered()?;
-    let path = match mount {
-        true => run.mount_log(),
-        false => run.console(),
+    let path = match which {
+        Log::Console => run.console(),
+        Log::Boot => run.console_boot(),
+        Log::Mount => run.mount_log(),
     };
     let mut file = match File::open(&path) {
         Ok(f) => f,
@@ -53,14 +66,20 @@ pub fn logs(
             }
             // A guest an older unifs started may well run on the overlay:
             // the daemon's log came later.
-            let (what, why) = match mount {
-                true => (
+            let (what, why) = match which {
+                Log::Mount => (
                     "overlay daemon's log",
                     "it was never started on the overlay with this run dir, or only by a \
                      unifs built before 2026-12-02 (ea9ee4a), which keeps none (a restart \
                      with this one starts it)",
                 ),
-                false => ("console log", "it was never started with this run dir"),
+                Log::Boot => (
+                    "log of its last boot's first lines",
+                    "it was never started with this run dir, or only by a unifs built \
+                     before 2026-12-05 (58e6ffd), which keeps none (a restart with this one \
+                     begins it; `guest logs NAME` shows the console log)",
+                ),
+                Log::Console => ("console log", "it was never started with this run dir"),
             };
             return Err(Error::NoLog {
                 name: name.into(),

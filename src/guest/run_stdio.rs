@@ -9,8 +9,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// The fs type of an anonymous pipe (`PIPEFS_MAGIC`).
@@ -249,12 +248,25 @@ pub struct Copies {
 struct Input {
     /// Where the file was.
     at: u64,
+    /// The file (our stdin's open file), to set its offset.
+    file: OwnedFd,
     /// A reader's end of the pipe: what is left there the guest never read.
     reader: OwnedFd,
-    /// Set: the copy ends after its write under way.
-    stop: Arc<AtomicBool>,
-    /// The copy's end: the file, and how much the pipe took.
-    done: mpsc::Receiver<(OwnedFd, u64)>,
+    /// Shared with the copy.
+    feed: Arc<Mutex<Feed>>,
+}
+
+/// Where stdin's copy from a regular file is, under a lock shared with
+/// [`Input::set_back`].
+#[derive(Default)]
+struct Feed {
+    /// Set: the copy writes nothing more (what a read under way returns is
+    /// dropped) and ends.
+    stop: bool,
+    /// A write to the pipe is under way, which `written` does not count yet.
+    writing: bool,
+    /// What the pipe took.
+    written: u64,
 }
 
 impl Swapped {
@@ -273,24 +285,28 @@ impl Swapped {
             // The guest's end goes with it: its writers' end is theirs alone.
             let _ = dup2_raw(was.as_fd(), fd);
             if fd == 0 {
-                let stop = Arc::new(AtomicBool::new(false));
-                let (done_tx, done_rx) = mpsc::channel();
-                let stopped = stop.clone();
+                let feed = Arc::new(Mutex::new(Feed::default()));
+                let fed = feed.clone();
+                // Without a clone of the file to set back, read as `read`
+                // does, moving its offset.
+                let file = stdin_file
+                    .take()
+                    .and_then(|(at, reader)| Some((at, reader, was.try_clone().ok()?)));
+                let from = file.as_ref().map(|&(at, ..)| at);
                 let copied = std::thread::Builder::new()
                     .name("stdio-0".into())
                     .spawn(move || {
                         no_sigpipe();
-                        let written = copy_in(&was, kept, &stopped);
-                        let _ = done_tx.send((was, written));
+                        copy_in(&was, from, kept, &fed);
                     });
                 // No thread (a limit on processes): the pipe closes with
                 // `kept`, and the guest reads an end of input.
-                if let (Ok(_), Some((at, reader))) = (copied, stdin_file.take()) {
+                if let (Ok(_), Some((at, reader, file))) = (copied, file) {
                     copies.input = Some(Input {
                         at,
+                        file,
                         reader,
-                        stop,
-                        done: done_rx,
+                        feed,
                     });
                 }
                 continue;
@@ -320,8 +336,9 @@ impl Copies {
     /// A regular file as stdin is left at the offset the guest read it to,
     /// as a command reading it directly leaves it (`(unifs run … head -c
     /// 10; cat) < file`: `cat` goes on from byte 10), not where the copy
-    /// had read ahead to (up to 128 KiB on). The copy of another input
-    /// (`< /dev/zero`) ends with us.
+    /// had read ahead to (up to 128 KiB on); at once, even while the copy's
+    /// read hangs (a file on a hung FUSE or NFS mount). The copy of another
+    /// input (`< /dev/zero`) ends with us.
     pub fn finish(self) -> Vec<String> {
         let mut failed = Vec::new();
         for (fd, done) in self.outputs {
@@ -340,33 +357,48 @@ impl Copies {
 impl Input {
     /// Once the guest has ended: stops the copy, and sets the file's
     /// offset to where it was plus what the guest read of the pipe (what
-    /// the copy wrote less what is left there). A copy that does not end
-    /// in [`DRAIN`] (its file's read hangs) leaves the offset as it is.
+    /// the copy wrote less what is left there). The copy reads with
+    /// `pread`, which neither moves the offset nor holds its lock: a read
+    /// of its that hangs (the file's FUSE daemon stopped) is left behind,
+    /// its data dropped, and holds up neither this nor the `lseek` (a
+    /// `read` holds the offset's lock throughout). Only a write under way
+    /// is waited for, which our reads of the pipe let through; [`DRAIN`]
+    /// at most, then the offset is left as it is.
     fn set_back(self) {
-        self.stop.store(true, Ordering::Relaxed);
+        let writing = {
+            let mut feed = lock(&self.feed);
+            feed.stop = true;
+            feed.writing
+        };
         // The guest is gone: ours is the pipe's only reader left. What we
         // read out of it is what the guest left; reading it frees a write
         // of the copy's that waited for room.
         if set_nonblocking(self.reader.as_fd()).is_err() {
             return;
         }
-        let deadline = std::time::Instant::now() + DRAIN;
-        let mut left = 0;
-        let (file, written) = loop {
-            left += read_out(self.reader.as_fd());
-            match self.done.recv_timeout(Duration::from_millis(10)) {
-                Ok(ended) => break ended,
-                Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
-                Err(_) => return,
+        let mut left = read_out(self.reader.as_fd());
+        if writing {
+            let deadline = std::time::Instant::now() + DRAIN;
+            while lock(&self.feed).writing {
+                if std::time::Instant::now() >= deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                left += read_out(self.reader.as_fd());
             }
-        };
-        left += read_out(self.reader.as_fd());
-        let read = written.saturating_sub(left);
+            left += read_out(self.reader.as_fd());
+        }
+        let read = lock(&self.feed).written.saturating_sub(left);
         let Ok(to) = i64::try_from(self.at + read) else {
             return;
         };
-        let _ = nix::unistd::lseek(&file, to, nix::unistd::Whence::SeekSet);
+        let _ = nix::unistd::lseek(&self.file, to, nix::unistd::Whence::SeekSet);
     }
+}
+
+/// The feed's lock; one a copy that panicked poisoned still counts.
+fn lock(feed: &Mutex<Feed>) -> std::sync::MutexGuard<'_, Feed> {
+    feed.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sets `O_NONBLOCK` on `fd`.
@@ -412,32 +444,55 @@ fn copy(from: OwnedFd, to: OwnedFd) -> std::io::Result<()> {
     }
 }
 
-/// Copies the input `from` into the pipe `to` until either ends or
-/// `stop` is set; how many bytes the pipe took. The pipe closes at the end
-/// of `from`: the guest reads its end too.
-fn copy_in(from: &OwnedFd, to: OwnedFd, stop: &AtomicBool) -> u64 {
+/// Copies the input `from` into the pipe `to` until either ends or the
+/// feed is stopped, counting what the pipe took in `feed`. A regular file
+/// is read from offset `at` on with `pread` (see [`Input::set_back`]);
+/// another input (`at` None) with `read`. The pipe closes at the end of
+/// `from`: the guest reads its end too.
+fn copy_in(from: &OwnedFd, mut at: Option<u64>, to: OwnedFd, feed: &Mutex<Feed>) {
     let mut buf = vec![0u8; 64 << 10];
-    let mut written = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let n = match nix::unistd::read(from, &mut buf) {
-            Ok(0) => break,
+    loop {
+        if lock(feed).stop {
+            return;
+        }
+        let got = match at {
+            Some(off) => i64::try_from(off)
+                .map_err(|_| nix::errno::Errno::EOVERFLOW)
+                .and_then(|off| nix::sys::uio::pread(from, &mut buf, off)),
+            None => nix::unistd::read(from, &mut buf),
+        };
+        let n = match got {
+            Ok(0) => return,
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(_) => return,
         };
+        {
+            let mut f = lock(feed);
+            if f.stop {
+                return;
+            }
+            f.writing = true;
+        }
         let mut done = 0;
-        while done < n {
+        let mut failed = false;
+        while done < n && !failed {
             match nix::unistd::write(&to, &buf[done..n]) {
-                Ok(k) => {
-                    done += k;
-                    written += k as u64;
-                }
+                Ok(k) => done += k,
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return written,
+                Err(_) => failed = true,
             }
         }
+        {
+            let mut f = lock(feed);
+            f.written += done as u64;
+            f.writing = false;
+        }
+        if failed {
+            return;
+        }
+        at = at.map(|off| off + n as u64);
     }
-    written
 }
 
 /// In a copy's thread: a write to a pipe whose reader is gone fails with

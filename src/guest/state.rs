@@ -521,6 +521,11 @@ impl RunDir {
         self.dir.join("console.log")
     }
 
+    /// The first lines of the last boot's console (see `relay`).
+    pub fn console_boot(&self) -> PathBuf {
+        self.dir.join("console.log.boot")
+    }
+
     /// The running keeper's pid, for a service manager (the `PIDFile=` of
     /// contrib/systemd/unifs-guest@.service): written by each keeper before
     /// its `start` returns, removed by it when it ends.
