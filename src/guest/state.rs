@@ -427,6 +427,9 @@ impl Exit {
     }
 }
 
+/// The name of [`RunDir::keeper_pid_file`].
+const KEEPER_PID: &str = "keeper.pid";
+
 /// The runtime directory of one guest.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -475,7 +478,7 @@ impl RunDir {
     /// contrib/systemd/unifs-guest@.service): written by each keeper before
     /// its `start` returns, removed by it when it ends.
     pub fn keeper_pid_file(&self) -> PathBuf {
-        self.dir.join("keeper.pid")
+        self.dir.join(KEEPER_PID)
     }
 
     /// The overlay daemon's log (its warnings: the open-file limit, …).
@@ -830,7 +833,7 @@ impl HeldRunDir {
         let held = crate::sys::fd_mount_and_inode(self.fd.as_fd())?;
         let now = open_path(&self.run.dir).ok();
         let now = now.and_then(|fd| crate::sys::fd_mount_and_inode(fd.as_fd()));
-        if now == Some(held) {
+        if now.is_some_and(|now| same_dir(held, now)) {
             return None;
         }
         let dir = crate::sys::shown(&self.run.dir);
@@ -848,12 +851,88 @@ impl HeldRunDir {
         })
     }
 
+    /// Why RUN_DIR/NAME is not to be used by its path: [`HeldRunDir::lost`],
+    /// or the guest's root there covered ([`RunDir::covered`]: a run dir
+    /// bound onto itself without its mounts is the same directory, its
+    /// root hidden).
+    pub fn cut_off(&self) -> Option<String> {
+        let covered = || self.run.refuse_covered().err().map(|e| e.to_string());
+        self.lost().or_else(covered)
+    }
+
     /// [`RunDir::write_exit`], into the held directory.
     pub fn write_exit(&self, exit: &Exit) -> std::io::Result<()> {
         let tmp = format!(".exit.json.{}", std::process::id());
         let json = serde_json::to_vec_pretty(exit).expect("exit serializes");
         replace_at(self.fd.as_fd(), tmp.as_ref(), "exit.json".as_ref(), &json).map_err(|(_, e)| e)
     }
+
+    /// Removes the file `name` of the held directory, if there.
+    pub fn remove(&self, name: &str) {
+        let _ = nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    }
+
+    /// The text of the file `name` of the held directory (a regular file
+    /// only: a FIFO put there would never be read to its end).
+    pub fn read(&self, name: &str) -> Option<String> {
+        use nix::fcntl::OFlag;
+        use std::io::Read;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&self.fd, name, flags, nix::sys::stat::Mode::empty()).ok()?;
+        let mut file = std::fs::File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    /// Writes this keeper's pid to `keeper.pid` ([`RunDir::keeper_pid_file`])
+    /// of the held directory, whole or not at all (a service manager may
+    /// read it at any time).
+    pub fn write_keeper_pid(&self) {
+        let pid = format!("{}\n", std::process::id());
+        let tmp = format!(".keeper.pid.{}", std::process::id());
+        let _ = replace_at(
+            self.fd.as_fd(),
+            tmp.as_ref(),
+            KEEPER_PID.as_ref(),
+            pid.as_bytes(),
+        );
+    }
+
+    /// Removes `keeper.pid` of the held directory if it still names this
+    /// keeper.
+    pub fn forget_keeper_pid(&self) {
+        let ours = self
+            .read(KEEPER_PID)
+            .is_some_and(|pid| pid.trim() == std::process::id().to_string());
+        if ours {
+            self.remove(KEEPER_PID);
+        }
+    }
+}
+
+/// Whether two directories, each by its mount and inode
+/// ([`crate::sys::fd_mount_and_inode`]), are one: on one mount, or on two
+/// of one filesystem (one device) with one inode number. A run dir bound
+/// onto itself (`mount --bind X X`, as tools do to make a directory a
+/// mount point) is the same directory on a new mount: not lost. The
+/// devices come from /proc's mount table, not a stat, which a FUSE mount
+/// whose daemon does not answer would never return from.
+fn same_dir(a: (u64, Option<u64>), b: (u64, Option<u64>)) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.1.is_none() || a.1 != b.1 {
+        return false;
+    }
+    let Ok(mounts) = crate::fs::mountinfo::read() else {
+        return false;
+    };
+    let dev = |id| mounts.iter().find(|m| m.id == id).map(|m| m.dev.clone());
+    dev(a.0).is_some_and(|d| Some(d) == dev(b.0))
 }
 
 /// The fields of /proc/PID/stat text from the state (3) on: the command
@@ -982,6 +1061,19 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
     let Ok(exe) = std::env::current_exe() else {
         return RootHealth::Answers; // Cannot tell: say nothing.
     };
+    let deadline = std::time::Instant::now() + limit;
+    // One probe at a time per mount: one left unanswered by an earlier
+    // command (ours, another's) is waited for, not joined by another,
+    // so that calls made again and again (`guest list` in a loop) leave
+    // one process waiting on a hung daemon, not one each.
+    if let Some(pending) = pending_probe(root) {
+        while std::path::Path::new(&format!("/proc/{pending}")).exists() {
+            if std::time::Instant::now() >= deadline {
+                return RootHealth::NoAnswer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     let probe = Command::new(exe)
         .env(PROBE_ENV, root)
         .stdin(Stdio::null())
@@ -991,7 +1083,6 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
     let Ok(mut probe) = probe else {
         return RootHealth::Answers;
     };
-    let deadline = std::time::Instant::now() + limit;
     loop {
         match probe.try_wait() {
             Ok(Some(status)) if status.code() == Some(PROBE_LOST) => return RootHealth::Lost,
@@ -1006,6 +1097,33 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
             }
         }
     }
+}
+
+/// A [`root_health`] probe of `root` still at work (its daemon has not
+/// answered it), by pid: a process of this program whose environment
+/// names `root` as [`PROBE_ENV`]. Told by /proc alone.
+fn pending_probe(root: &Path) -> Option<i32> {
+    let comm = std::fs::read_to_string("/proc/self/comm").ok()?;
+    let wanted = [
+        PROBE_ENV.as_bytes(),
+        b"=",
+        root.as_os_str().as_encoded_bytes(),
+        b"\0",
+    ]
+    .concat();
+    proc_dirs()?.find_map(|e| {
+        let theirs = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        if theirs != comm {
+            return None;
+        }
+        let env = std::fs::read(e.path().join("environ")).ok()?;
+        let found = env
+            .split_inclusive(|&b| b == 0)
+            .any(|v| v == wanted.as_slice());
+        found
+            .then(|| e.file_name().to_str()?.parse().ok())
+            .flatten()
+    })
 }
 
 /// A guest's overlay root as `guest status` and `exec` see it: its

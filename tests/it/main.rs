@@ -190,6 +190,7 @@ mod review_s45_rundirrev;
 mod review_s45_smallsrev;
 mod review_s45_timeedge;
 mod review_s45_timerev;
+mod review_s46_rundir2;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
