@@ -1062,17 +1062,16 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
         return RootHealth::Answers; // Cannot tell: say nothing.
     };
     let deadline = std::time::Instant::now() + limit;
-    // One probe at a time per mount: one left unanswered by an earlier
-    // command (ours, another's) is waited for, not joined by another,
+    // One probe at a time per mount ([`claim_probe`]): one left
+    // unanswered by an earlier command (ours, another's) is waited for,
+    // not joined by another,
     // so that calls made again and again (`guest list` in a loop) leave
     // one process waiting on a hung daemon, not one each.
-    if let Some(pending) = pending_probe(root) {
-        while std::path::Path::new(&format!("/proc/{pending}")).exists() {
-            if std::time::Instant::now() >= deadline {
-                return RootHealth::NoAnswer;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+    while claim_probe(root).is_none() {
+        if std::time::Instant::now() >= deadline {
+            return RootHealth::NoAnswer;
         }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let probe = Command::new(exe)
         .env(PROBE_ENV, root)
@@ -1099,31 +1098,34 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
     }
 }
 
-/// A [`root_health`] probe of `root` still at work (its daemon has not
-/// answered it), by pid: a process of this program whose environment
-/// names `root` as [`PROBE_ENV`]. Told by /proc alone.
-fn pending_probe(root: &Path) -> Option<i32> {
-    let comm = std::fs::read_to_string("/proc/self/comm").ok()?;
-    let wanted = [
-        PROBE_ENV.as_bytes(),
-        b"=",
-        root.as_os_str().as_encoded_bytes(),
-        b"\0",
-    ]
-    .concat();
-    proc_dirs()?.find_map(|e| {
-        let theirs = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        if theirs != comm {
-            return None;
-        }
-        let env = std::fs::read(e.path().join("environ")).ok()?;
-        let found = env
-            .split_inclusive(|&b| b == 0)
-            .any(|v| v == wanted.as_slice());
-        found
-            .then(|| e.file_name().to_str()?.parse().ok())
-            .flatten()
-    })
+/// A claim on the probing of `root` ([`root_health`]): a unix socket of
+/// the abstract namespace named after it, bound by the probe for as long
+/// as it runs and let go of by the kernel when it ends, however it ends.
+/// Neither a file (nothing to clean up, no directory needed) nor a look at
+/// other processes' /proc/PID/environ, which waits for good on a process
+/// stuck with its memory map locked (one blocked on a FUSE mount). None
+/// when another holds it (a probe still waiting), or where none can be
+/// made.
+fn claim_probe(root: &Path) -> Option<std::io::Result<OwnedFd>> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let digest = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+    let name = format!("unifs-statfs-probe/{}", &digest[..32]);
+    let addr = UnixAddr::new_abstract(name.as_bytes()).ok()?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    );
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => return Some(Err(e.into())),
+    };
+    match bind(fd.as_raw_fd(), &addr) {
+        Ok(()) => Some(Ok(fd)),
+        Err(nix::errno::Errno::EADDRINUSE) => None,
+        Err(e) => Some(Err(e.into())),
+    }
 }
 
 /// A guest's overlay root as `guest status` and `exec` see it: its
@@ -1164,6 +1166,9 @@ const PROBE_LOST: i32 = 3;
 /// ([`crate::fs::daemon_gone_error`]: a probe that waited as the daemon
 /// died hears ECONNABORTED, not ENOTCONN), 1 otherwise.
 pub fn probe_statfs(path: &Path) -> i32 {
+    // Held till this process ends (a claim another took just now: two
+    // probes, as before claims).
+    let _claim = claim_probe(path);
     match nix::sys::statfs::statfs(path) {
         Ok(_) => 0,
         Err(e) if crate::fs::daemon_gone_error(&e.into()) => PROBE_LOST,

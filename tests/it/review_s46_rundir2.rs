@@ -256,6 +256,8 @@ impl BusyRunDir {
     }
 
     /// The probes (`root_health`'s processes) of the busy mount alive.
+    /// Only this build's processes are read (their exe): the environ of
+    /// another's, stuck with its memory map locked, would never be.
     fn probes(&self) -> Vec<i32> {
         let wanted = format!("UNIFS_STATFS_PROBE={}", self.mount.dir.display());
         let procs = std::fs::read_dir("/proc").unwrap();
@@ -263,6 +265,10 @@ impl BusyRunDir {
             .flatten()
             .filter_map(|e| {
                 let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+                if exe != crate::common::unifs_bin() {
+                    return None;
+                }
                 let env = std::fs::read(e.path().join("environ")).ok()?;
                 env.split(|&b| b == 0)
                     .any(|v| v == wanted.as_bytes())
