@@ -1028,8 +1028,8 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             // 4, not 3: `start` would refuse it (it runs), `restart` helps.
             // Started from another PID namespace: 4 too, as LSB's
             // "status unknown" (it may run; nothing here can tell).
-            // Its run dir covered: its record cannot be read, and `stop`
-            // and `start` refuse it: unknown, as another namespace's.
+            // Its run dir covered: `stop` and `start` refuse it, its root
+            // is not asked: unknown, as another namespace's.
             Ok(ExitCode::from(match s.running {
                 true if s.root_lost || s.other_pid_ns || s.run_dir_covered.is_some() => 4,
                 true => 0,
@@ -1103,9 +1103,9 @@ fn warn_of_run_dir(s: &lifecycle::Status) {
         errln!(
             "warning: guest {name}: its run dir is covered by the {fstype} mount at {cover}, \
              made over it since the guest started: its record, console.log and root's mount \
-             are under that mount, so its state cannot be read, and `stop`, `start` and \
-             `update` refuse it; unmount it (`umount {cover}`), and the guest is seen again as \
-             it is"
+             are under that mount (the record is read through the directory its keeper holds \
+             open, while it runs), and `stop`, `start` and `update` refuse it; unmount it \
+             (`umount {cover}`), and the guest is seen again as it is"
         );
     }
     if let Some(why) = s.unrecorded_why.as_ref().filter(|_| s.unrecorded) {

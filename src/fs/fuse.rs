@@ -711,6 +711,8 @@ impl Filesystem for UnifsFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // The tests' busy daemon: it answers, slowly (review_s46_rundir2).
+        crate::sys::test_pause!("UNIFS_TEST_STATFS_PAUSE_MS");
         match self.overlay.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 /// The mount table as read once, and the answer each FUSE mount asked
 /// gave (a mount is asked at most once, however many paths lie in it).
@@ -18,7 +19,16 @@ pub struct StallCheck {
     points: HashSet<PathBuf>,
     /// Mount point → why it is refused (None: it answers).
     asked: RefCell<HashMap<PathBuf, Option<String>>>,
+    /// How long more a unifs daemon that runs (busy, not stopped) is given.
+    busy_limit: Duration,
 }
+
+/// The 2 s any FUSE mount is given to answer statfs.
+const ANSWER_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long more a unifs daemon that runs is given, unless told otherwise
+/// ([`StallCheck::busy_limit`]).
+const BUSY_LIMIT: Duration = Duration::from_secs(30);
 
 /// Symlinks followed before a path is left to the caller (as the kernel's
 /// ELOOP limit).
@@ -36,7 +46,16 @@ impl StallCheck {
                 .collect(),
             points: mounts.into_iter().map(|m| m.point).collect(),
             asked: RefCell::default(),
+            busy_limit: BUSY_LIMIT,
         })
+    }
+
+    /// Gives a unifs daemon that runs but is slow to answer (busy) only
+    /// `limit` more, not 30 s: for `guest list`, where one guest's busy
+    /// mount must not hold up the listing of all.
+    pub fn busy_limit(mut self, limit: Duration) -> StallCheck {
+        self.busy_limit = limit;
+        self
     }
 
     /// Refuses `path` at once when a FUSE mount at or above it, as given
@@ -126,7 +145,7 @@ impl StallCheck {
             let refused = match known {
                 Some(refused) => refused,
                 None => {
-                    let refused = refusal(m, guest.as_deref());
+                    let refused = refusal(m, guest.as_deref(), self.busy_limit);
                     self.asked.borrow_mut().insert(m.clone(), refused.clone());
                     refused
                 }
@@ -140,10 +159,11 @@ impl StallCheck {
 }
 
 /// Why the FUSE mount at `m` (serving `guest`, a unifs mount) is refused,
-/// if its daemon does not answer statfs in 2 s.
-fn refusal(m: &Path, guest: Option<&Path>) -> Option<String> {
+/// if its daemon does not answer statfs in 2 s (`busy_limit` more for a
+/// unifs daemon that runs).
+fn refusal(m: &Path, guest: Option<&Path>, busy_limit: Duration) -> Option<String> {
     use crate::guest::state::{root_health, RootHealth};
-    let mut health = root_health(m, std::time::Duration::from_secs(2));
+    let mut health = root_health(m, ANSWER_LIMIT);
     // A guest served over itself, or inside the mount, is reached only
     // through the daemon that does not answer.
     let daemon = || {
@@ -154,12 +174,17 @@ fn refusal(m: &Path, guest: Option<&Path>) -> Option<String> {
     // A unifs daemon that runs is busy (a long break, a flood of
     // requests), not stopped: it is given longer.
     if health == RootHealth::NoAnswer && daemon().is_some_and(|(_, stopped)| !stopped) {
-        health = root_health(m, std::time::Duration::from_secs(30));
+        health = root_health(m, busy_limit);
     }
     if health != RootHealth::NoAnswer {
         return None;
     }
     let what = match daemon() {
+        Some((pid, false)) => format!(
+            "whose daemon (pid {pid}) runs but has not answered in {} s: it is busy (a long \
+             break of a large file, a flood of requests) or hung; try again later",
+            (ANSWER_LIMIT + busy_limit).as_secs()
+        ),
         Some((pid, true)) => format!(
             "whose daemon (pid {pid}) does not answer: it is stopped (SIGSTOP, or a \
              debugger holds it); `kill -CONT {pid}` lets it go on, or unmount it first"

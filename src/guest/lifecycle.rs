@@ -643,8 +643,10 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     };
     // A new init runs: the last one's end no longer describes the guest. (A
     // start that failed keeps it: that start's own error was said to whoever
-    // ran it.) Init's end is written only after we reap it, below.
-    let _ = std::fs::remove_file(run.exit_file());
+    // ran it.) Init's end is written only after we reap it, below. Here,
+    // as all the keeper writes or removes from now on, through the
+    // directory held: never into a mount made over its path.
+    own_dir.remove("exit.json");
     sys::stdio_to_null();
     // As a daemon: its working directory would keep the filesystem `start`
     // ran in busy for the guest's life. A relative run dir was resolved.
@@ -677,7 +679,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     // A `Type=forking` unit's main process from here on: the unit ends
     // with the keeper. (After a reboot this keeper's, written before the
     // start its predecessor became returns: systemd reads it again then.)
-    write_keeper_pid(&run);
+    own_dir.write_keeper_pid();
     // The tests' window on a `start` waiting for its keeper, init running.
     crate::sys::test_stop!("UNIFS_TEST_KEEPER_STOP");
     let _ = nix::unistd::write(&report, b"K");
@@ -727,10 +729,22 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     }
                     let _ = own_dir.write_exit(&exit);
                     drop(console);
+                    // The tests' window on a keeper whose init rebooted,
+                    // its thread for signals at work.
                     if again {
-                        // The tests' window on a keeper whose init rebooted,
-                        // its thread for signals at work.
                         crate::sys::test_pause!("UNIFS_TEST_REBOOT_PAUSE_MS");
+                    }
+                    // A run dir covered: a start by its path would be
+                    // refused, and could record that nowhere but in the
+                    // cover. Said here, and the guest left as stop_ended
+                    // leaves it then. (A cover made after this look is
+                    // the start's to refuse, unrecorded.)
+                    let lost = again.then(|| own_dir.cut_off()).flatten();
+                    if let Some(why) = &lost {
+                        exit.not_restarted = Some(format!("{why}: not started again"));
+                        let _ = own_dir.write_exit(&exit);
+                    }
+                    if again && lost.is_none() {
                         let e = start_again(&dirs, &name, &own_dir, &exit);
                         // Else the guest is left stale, its root mounted.
                         keeper_signals::block_again();
@@ -746,7 +760,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
                     // once it stopped its guest (review_s46_keepers3).
                     crate::sys::test_panic!("keeper-stopped");
                     keeper_signals::say_ignored(&name, pid, console_log);
-                    forget_keeper_pid(&run);
+                    own_dir.forget_keeper_pid();
                     // The tests' window for a thread of ours to fail
                     // before the keeper ends (review_s45_keepsmalls).
                     crate::sys::test_pause!("UNIFS_TEST_KEEPER_END_PAUSE_MS");
@@ -763,7 +777,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
             }
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => {
-                forget_keeper_pid(&run);
+                own_dir.forget_keeper_pid();
                 sys::exit_child(1)
             }
         }
@@ -798,27 +812,6 @@ fn note_keeper_failed(exit: &mut state::Exit) -> bool {
     exit.keeper_failed = keeper_panic::failed().map(String::from);
     exit.keeper_failed_after_end = keeper_panic::failed_after_end();
     exit.keeper_failed.is_some()
-}
-
-/// Writes this keeper's pid to [`RunDir::keeper_pid_file`], whole or not
-/// at all (a service manager may read it at any time).
-fn write_keeper_pid(run: &RunDir) {
-    let path = run.keeper_pid_file();
-    let new = path.with_extension("pid.new");
-    let written = std::fs::write(&new, format!("{}\n", std::process::id()));
-    if written.and_then(|()| std::fs::rename(&new, &path)).is_err() {
-        let _ = std::fs::remove_file(&new);
-    }
-}
-
-/// Removes [`RunDir::keeper_pid_file`] if it still names this keeper.
-fn forget_keeper_pid(run: &RunDir) {
-    let path = run.keeper_pid_file();
-    let ours = std::fs::read_to_string(&path)
-        .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
-    if ours {
-        let _ = std::fs::remove_file(&path);
-    }
 }
 
 /// Removes [`RunDir::keeper_pid_file`] if the keeper it names has ended
@@ -2622,6 +2615,13 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     // The tests' window between the two reads.
     crate::sys::test_stop!("UNIFS_TEST_STATUS_STOP");
     let (st, bad) = read_lenient(&run, name)?;
+    // Its run dir covered: its record is read through the directory its
+    // keeper holds, where there is one (init runs), as it is.
+    let covered = run.covered();
+    let st = match st {
+        None if covered.is_some() && !bad => record_kept(&dirs.run_dir, name),
+        st => st,
+    };
     // Mounting its root and starting init before it records them; an old
     // record of a dead init is still there while it cleans it up.
     let starting = !st.as_ref().is_some_and(State::maybe_running)
@@ -2632,7 +2632,6 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     let unrecorded = (st.is_none() && !starting)
         .then(|| Cgroup::tracked(&run.cgroup_name()))
         .filter(|c| !c.pids().is_empty());
-    let covered = run.covered();
     let config = dirs.config_dir.join(format!("{name}.toml"));
     if st.is_none() && !bad && unrecorded.is_none() && !starting && !config.exists() {
         return Err(Error::NoConfig {
@@ -2648,8 +2647,9 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     // The daemon is frozen with the guest (its leaf is below the same
     // group): it is not asked, which would wait for it.
     let frozen = cgroup.is_some_and(|c| c.frozen().is_some());
+    // (Its root's path leads into the cover.)
     let root_serving = live
-        .filter(|s| s.root_mount == RootMount::Overlay && !frozen)
+        .filter(|s| s.root_mount == RootMount::Overlay && !frozen && covered.is_none())
         .map(|s| state::root_serving(&run.root(), &s.backing, ROOT_ASK));
     use state::RootServing as R;
     let root_lost = matches!(root_serving, Some(R::Lost | R::Stopped(_)));
@@ -2709,6 +2709,16 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     })
 }
 
+/// The record of guest `name` in the run dir its keeper holds open
+/// ([`super::kept`]), where its path no longer leads to it.
+fn record_kept(run_dir: &Path, name: &str) -> Option<State> {
+    let kept = super::kept::kept_run_dir(run_dir, name)?;
+    let bytes = std::fs::read(kept.dir.join("state.json")).ok()?;
+    serde_json::from_slice::<State>(&bytes)
+        .ok()
+        .filter(|st| st.name == name)
+}
+
 /// Whether `init` (running) is its keeper's child, as every init `start`
 /// ran is until its keeper is killed; true where that cannot be read.
 fn kept(init: i32) -> bool {
@@ -2739,13 +2749,20 @@ fn no_record_why(run: &RunDir) -> String {
     }
 }
 
+/// How long more `list` gives the busy daemon of a FUSE mount at a run dir.
+const LIST_BUSY_LIMIT: Duration = Duration::from_secs(3);
+
 /// Every guest with a config or a runtime record, by name.
 pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     let mut names = std::collections::BTreeSet::new();
     // A run dir (in) a FUSE mount whose daemon does not answer: any look
-    // into it waits for good, and `list` with it, for every guest.
+    // into it waits for good, and `list` with it, for every guest. One
+    // whose daemon runs but is slow (busy) is given 3 s more, not 30: its
+    // guest is listed as not answering, the others without that wait.
     let mountinfo = Path::new("/proc/self/mountinfo");
-    let stalls = crate::fs::StallCheck::new().map_err(|e| Error::io("reading", mountinfo, e))?;
+    let stalls = crate::fs::StallCheck::new()
+        .map_err(|e| Error::io("reading", mountinfo, e))?
+        .busy_limit(LIST_BUSY_LIMIT);
     let stalled = |name: &str| {
         let dir = dirs.run_dir.join(name);
         stalls
@@ -2791,18 +2808,29 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
             }
         }
     }
+    // A guest whose run dir is covered (and config removed) is found by
+    // its keeper, which holds that dir; one that has just ended is not.
+    let kept: Vec<String> = super::kept::kept_run_dirs(&dirs.run_dir)
+        .into_iter()
+        .map(|k| k.name)
+        .filter(|n| !names.contains(n))
+        .collect();
+    names.extend(kept.iter().cloned());
     // One read of the mount table for all: each guest's own reads of it
     // (which grows with the guests running) made a list of N cost N x N.
     crate::fs::mountinfo::with_one_read(|| {
         names
             .iter()
-            .map(|n| match stalled(n.as_str()) {
-                Some(why) => Ok(Status {
+            .filter_map(|n| match stalled(n.as_str()) {
+                Some(why) => Some(Ok(Status {
                     name: n.clone(),
                     run_dir_stalled: Some(why.to_string()),
                     ..Status::default()
-                }),
-                None => status_of(dirs, n).map_err(|e| needs_root("listing guests", e)),
+                })),
+                None => match status_of(dirs, n) {
+                    Err(Error::NoConfig { .. }) if kept.contains(n) => None,
+                    st => Some(st.map_err(|e| needs_root("listing guests", e))),
+                },
             })
             .collect()
     })

@@ -19,7 +19,8 @@
 //!   of the guest's `/dev/console` (init's stdout and stderr) into it.
 //! - [`user`]: `--user NAME`, looked up in the guest's own /etc/passwd.
 //! - [`config`], [`state`], [`lifecycle`]: named guests (TOML config,
-//!   runtime state under /run/unifs, start/stop/exec/status).
+//!   runtime state under /run/unifs, start/stop/exec/status); `kept`:
+//!   the run dirs keepers hold open, read where a mount covers them.
 
 pub mod caps;
 pub mod cgroup;
@@ -32,6 +33,7 @@ pub mod host_mounts;
 mod keeper_panic;
 pub mod keeper_report;
 mod keeper_signals;
+mod kept;
 mod kernel_log;
 pub mod launch;
 pub mod lifecycle;

@@ -477,6 +477,9 @@ impl LockHolder {
     }
 }
 
+/// The name of [`RunDir::keeper_pid_file`].
+const KEEPER_PID: &str = "keeper.pid";
+
 /// The runtime directory of one guest.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -530,7 +533,7 @@ impl RunDir {
     /// contrib/systemd/unifs-guest@.service): written by each keeper before
     /// its `start` returns, removed by it when it ends.
     pub fn keeper_pid_file(&self) -> PathBuf {
-        self.dir.join("keeper.pid")
+        self.dir.join(KEEPER_PID)
     }
 
     /// The overlay daemon's log (its warnings: the open-file limit, …).
@@ -959,7 +962,7 @@ impl HeldRunDir {
         let held = crate::sys::fd_mount_and_inode(self.fd.as_fd())?;
         let now = open_path(&self.run.dir).ok();
         let now = now.and_then(|fd| crate::sys::fd_mount_and_inode(fd.as_fd()));
-        if now == Some(held) {
+        if now.is_some_and(|now| same_dir(held, now)) {
             return None;
         }
         let dir = crate::sys::shown(&self.run.dir);
@@ -977,12 +980,88 @@ impl HeldRunDir {
         })
     }
 
+    /// Why RUN_DIR/NAME is not to be used by its path: [`HeldRunDir::lost`],
+    /// or the guest's root there covered ([`RunDir::covered`]: a run dir
+    /// bound onto itself without its mounts is the same directory, its
+    /// root hidden).
+    pub fn cut_off(&self) -> Option<String> {
+        let covered = || self.run.refuse_covered().err().map(|e| e.to_string());
+        self.lost().or_else(covered)
+    }
+
     /// [`RunDir::write_exit`], into the held directory.
     pub fn write_exit(&self, exit: &Exit) -> std::io::Result<()> {
         let tmp = format!(".exit.json.{}", std::process::id());
         let json = serde_json::to_vec_pretty(exit).expect("exit serializes");
         replace_at(self.fd.as_fd(), tmp.as_ref(), "exit.json".as_ref(), &json).map_err(|(_, e)| e)
     }
+
+    /// Removes the file `name` of the held directory, if there.
+    pub fn remove(&self, name: &str) {
+        let _ = nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    }
+
+    /// The text of the file `name` of the held directory (a regular file
+    /// only: a FIFO put there would never be read to its end).
+    pub fn read(&self, name: &str) -> Option<String> {
+        use nix::fcntl::OFlag;
+        use std::io::Read;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&self.fd, name, flags, nix::sys::stat::Mode::empty()).ok()?;
+        let mut file = std::fs::File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    /// Writes this keeper's pid to `keeper.pid` ([`RunDir::keeper_pid_file`])
+    /// of the held directory, whole or not at all (a service manager may
+    /// read it at any time).
+    pub fn write_keeper_pid(&self) {
+        let pid = format!("{}\n", std::process::id());
+        let tmp = format!(".keeper.pid.{}", std::process::id());
+        let _ = replace_at(
+            self.fd.as_fd(),
+            tmp.as_ref(),
+            KEEPER_PID.as_ref(),
+            pid.as_bytes(),
+        );
+    }
+
+    /// Removes `keeper.pid` of the held directory if it still names this
+    /// keeper.
+    pub fn forget_keeper_pid(&self) {
+        let ours = self
+            .read(KEEPER_PID)
+            .is_some_and(|pid| pid.trim() == std::process::id().to_string());
+        if ours {
+            self.remove(KEEPER_PID);
+        }
+    }
+}
+
+/// Whether two directories, each by its mount and inode
+/// ([`crate::sys::fd_mount_and_inode`]), are one: on one mount, or on two
+/// of one filesystem (one device) with one inode number. A run dir bound
+/// onto itself (`mount --bind X X`, as tools do to make a directory a
+/// mount point) is the same directory on a new mount: not lost. The
+/// devices come from /proc's mount table, not a stat, which a FUSE mount
+/// whose daemon does not answer would never return from.
+fn same_dir(a: (u64, Option<u64>), b: (u64, Option<u64>)) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.1.is_none() || a.1 != b.1 {
+        return false;
+    }
+    let Ok(mounts) = crate::fs::mountinfo::read() else {
+        return false;
+    };
+    let dev = |id| mounts.iter().find(|m| m.id == id).map(|m| m.dev.clone());
+    dev(a.0).is_some_and(|d| Some(d) == dev(b.0))
 }
 
 /// The fields of /proc/PID/stat text from the state (3) on: the command
@@ -1111,6 +1190,18 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
     let Ok(exe) = std::env::current_exe() else {
         return RootHealth::Answers; // Cannot tell: say nothing.
     };
+    let deadline = std::time::Instant::now() + limit;
+    // One probe at a time per mount ([`claim_probe`]): one left
+    // unanswered by an earlier command (ours, another's) is waited for,
+    // not joined by another,
+    // so that calls made again and again (`guest list` in a loop) leave
+    // one process waiting on a hung daemon, not one each.
+    while claim_probe(root).is_none() {
+        if std::time::Instant::now() >= deadline {
+            return RootHealth::NoAnswer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let probe = Command::new(exe)
         .env(PROBE_ENV, root)
         .stdin(Stdio::null())
@@ -1120,7 +1211,6 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
     let Ok(mut probe) = probe else {
         return RootHealth::Answers;
     };
-    let deadline = std::time::Instant::now() + limit;
     loop {
         match probe.try_wait() {
             Ok(Some(status)) if status.code() == Some(PROBE_LOST) => return RootHealth::Lost,
@@ -1134,6 +1224,36 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
                 return RootHealth::NoAnswer;
             }
         }
+    }
+}
+
+/// A claim on the probing of `root` ([`root_health`]): a unix socket of
+/// the abstract namespace named after it, bound by the probe for as long
+/// as it runs and let go of by the kernel when it ends, however it ends.
+/// Neither a file (nothing to clean up, no directory needed) nor a look at
+/// other processes' /proc/PID/environ, which waits for good on a process
+/// stuck with its memory map locked (one blocked on a FUSE mount). None
+/// when another holds it (a probe still waiting), or where none can be
+/// made.
+fn claim_probe(root: &Path) -> Option<std::io::Result<OwnedFd>> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let digest = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+    let name = format!("unifs-statfs-probe/{}", &digest[..32]);
+    let addr = UnixAddr::new_abstract(name.as_bytes()).ok()?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    );
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => return Some(Err(e.into())),
+    };
+    match bind(fd.as_raw_fd(), &addr) {
+        Ok(()) => Some(Ok(fd)),
+        Err(nix::errno::Errno::EADDRINUSE) => None,
+        Err(e) => Some(Err(e.into())),
     }
 }
 
@@ -1178,6 +1298,9 @@ const PROBE_LOST: i32 = 3;
 /// ([`crate::fs::daemon_gone_error`]: a probe that waited as the daemon
 /// died hears ECONNABORTED, not ENOTCONN), 1 otherwise.
 pub fn probe_statfs(path: &Path) -> i32 {
+    // Held till this process ends (a claim another took just now: two
+    // probes, as before claims).
+    let _claim = claim_probe(path);
     match nix::sys::statfs::statfs(path) {
         Ok(_) => 0,
         Err(e) if crate::fs::daemon_gone_error(&e.into()) => PROBE_LOST,

@@ -14,10 +14,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
 /// A bind mount of `from` at `to`, detached on drop.
-struct Bind(PathBuf);
+pub(crate) struct Bind(PathBuf);
 
 impl Bind {
-    fn new(from: &Path, to: &Path, flags: MsFlags) -> Bind {
+    pub(crate) fn new(from: &Path, to: &Path, flags: MsFlags) -> Bind {
         std::fs::create_dir_all(to).unwrap();
         mount(
             Some(from),
