@@ -133,7 +133,7 @@ fn note_stopped_again(run: &RunDir, new: i32, reason: &str) {
 /// started meanwhile.
 pub fn not_restarted(dirs: &Dirs, name: &str, of: Rebooted, reason: &str) -> Result<()> {
     let run = RunDir::new(&dirs.run_dir, name);
-    let _lock = lock_guest(&run, name, "start")?;
+    let _lock = lock_guest(&run, name, "start", Some(of))?;
     if let Some(old) = rebooted_record(&run, name, of)? {
         stop_not_restarted(&run, &old, of, reason);
     }
@@ -196,7 +196,7 @@ fn start_as(
     // made ([`spawn_init`], [`settle_held`]).
     keeper_signals::hold_in_start();
     let run = RunDir::new(&dirs.run_dir, name);
-    let _lock = lock_guest(&run, name, "start")?;
+    let _lock = lock_guest(&run, name, "start", rebooted)?;
     // The tests' window for a `stop` in a start's first moments.
     crate::sys::test_stop!("UNIFS_TEST_START_LOCKED_STOP");
     let mut reboots = state::Reboots::default();
@@ -1400,7 +1400,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     // stopped.
     let starting = run.held_by().filter(|h| h.what == "start");
     if let Some(holder) = &starting {
-        say_waiting(name, holder, START_WAIT);
+        say_waiting(name, holder, Some(START_WAIT));
     }
     if starting.is_some() && !wait_until(START_WAIT, || !run.locked_by_another()) {
         return Err(Error::Starting {
@@ -1421,7 +1421,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         }
         return Err(Error::NotRunning { name: name.into() });
     }
-    let _lock = lock_guest(&run, name, "stop")?;
+    let _lock = lock_guest(&run, name, "stop", None)?;
     // Re-read under the lock: a concurrent stop may have finished, or the
     // keeper of an init that ended by itself.
     let before = record.map(|old| (old.pid, old.start_time));
@@ -1961,20 +1961,29 @@ const LOCK_WAIT: Duration = Duration::from_secs(70);
 /// The guest's lock for command `what`, waited for at most [`LOCK_WAIT`]
 /// (UNIFS_TEST_LOCK_WAIT_MAX seconds: the tests' shorter bound), which is
 /// said on stderr at once: before, a `start` behind a slow `stop` waited
-/// for good and said nothing.
-fn lock_guest(run: &RunDir, name: &str, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+/// for good and said nothing. The keeper's start after init's reboot
+/// `rebooted` (and its note that it is not started again) waits for good,
+/// as the keeper does: nobody waits on it, and giving up left the guest
+/// stopped, its record saying to try again, behind a `stop` with a long
+/// --timeout or an `update`, which end by themselves.
+fn lock_guest(
+    run: &RunDir,
+    name: &str,
+    what: &str,
+    rebooted: Option<Rebooted>,
+) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let secs = crate::sys::test_bound!("UNIFS_TEST_LOCK_WAIT_MAX", LOCK_WAIT.as_secs() as usize);
-    let limit = Duration::from_secs(secs as u64);
-    run.lock_within(what, Some(limit), |holder| say_waiting(name, holder, limit))
+    let limit = rebooted.is_none().then(|| Duration::from_secs(secs as u64));
+    run.lock_within(what, limit, |holder| say_waiting(name, holder, limit))
 }
 
-/// Says on stderr that a command of guest `name` waits (up to `limit`) for
-/// `holder`, which holds the guest's lock.
-fn say_waiting(name: &str, holder: &state::LockHolder, limit: Duration) {
+/// Says on stderr that a command of guest `name` waits (up to `limit`,
+/// None: for good) for `holder`, which holds the guest's lock.
+fn say_waiting(name: &str, holder: &state::LockHolder, limit: Option<Duration>) {
+    let bound = limit.map_or(String::new(), |l| format!(" (up to {} s)", l.as_secs()));
     eprintln!(
-        "unifs: guest {name} is {}: waiting for it to finish (up to {} s)",
-        holder.describe(),
-        limit.as_secs()
+        "unifs: guest {name} is {}: waiting for it to finish{bound}",
+        holder.describe()
     );
 }
 
@@ -1988,7 +1997,7 @@ fn running(dirs: &Dirs, name: &str, command: &'static str) -> Result<State> {
     // them: waited for, not taken for one a killed start left.
     if found.0.is_none() && unrecorded(&run) && run.locked_by_another() {
         if let Some(holder) = run.held_by() {
-            say_waiting(name, &holder, START_WAIT);
+            say_waiting(name, &holder, Some(START_WAIT));
         }
         if !wait_until(START_WAIT, || !run.locked_by_another()) {
             return Err(Error::Busy {
@@ -2019,7 +2028,7 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     // Against a concurrent stop, which removes the groups and the record.
-    let _lock = lock_guest(&run, name, "update")?;
+    let _lock = lock_guest(&run, name, "update", None)?;
     let mut st = match read_locked(&run, name)? {
         (Some(st), _) if st.other_pid_ns() => return Err(other_pid_ns(&st, "update")),
         (Some(st), _) if st.init_alive() => st,
