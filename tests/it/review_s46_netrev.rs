@@ -125,6 +125,7 @@ fn with_nrnet(test: &str, roots: &[&Path]) -> bool {
 /// until the receiver has the last. Without the rules, the tagged one
 /// arrives: shown first, else the test tells nothing.
 fn tagged_through_bridge_rules(test: &str, tag: char, net: &str, prefix: u8) {
+    sweep_dead_runs();
     let (pid, n) = (std::process::id(), n());
     let br = format!("nrb{n}{tag}");
     let _ = Command::new("ip").args(["link", "del", &br]).output();
@@ -269,6 +270,7 @@ fn s46_the_docs_nft_blocks_run_twice_leave_one_set_of_rules() {
     if !may_run(test) {
         return;
     }
+    sweep_dead_runs();
     let pid = std::process::id();
     let ns = Netns::new(format!("nrt-{pid}"));
     run(&[
@@ -321,5 +323,87 @@ fn s46_the_docs_nft_blocks_run_twice_leave_one_set_of_rules() {
     assert!(
         moved.contains("dport 8081") && !moved.contains("dport 8080"),
         "the host recipe run with another PORT: {moved}"
+    );
+}
+
+/// Removes what a killed run of these tests or review_s46_netv6's left (no
+/// Drop ran; a panic runs them): namespaces `n6h-PID`, `n6w-PID`,
+/// `nrt-PID` and `bridge` tables `n6_br_PIDTAG`, `nr_br_PIDTAG` whose PID
+/// is gone (the bridges, `n6b…`/`nrb…`, each test deletes as it starts).
+/// A live run's, and a reused pid's, are left alone.
+pub(crate) fn sweep_dead_runs() {
+    let dead = |pid: &str| {
+        let digits = pid.trim_end_matches(|c: char| !c.is_ascii_digit());
+        digits
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+    };
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = ["n6h-", "n6w-", "nrt-"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p));
+        if pid.is_some_and(dead) {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+    let Ok(tables) = Command::new("nft")
+        .args(["list", "tables", "bridge"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&tables.stdout).lines() {
+        let name = line.trim_start_matches("table bridge ").trim();
+        let pid = ["n6_br_", "nr_br_"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p));
+        if pid.is_some_and(dead) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "bridge", name])
+                .output();
+        }
+    }
+}
+
+/// Guard: a killed run's namespace and bridge table (a pid above
+/// `pid_max`'s limit, never alive) go at the next run's start, a live
+/// run's (ours) stay. Fails with the sweep's body left out: nothing
+/// removed them before (a panic's guards did, a kill's did not).
+#[test]
+fn s46_a_killed_runs_namespaces_and_bridge_tables_are_swept() {
+    let test = "s46_a_killed_runs_namespaces_and_bridge_tables_are_swept";
+    if !may_run(test) {
+        return;
+    }
+    let (gone, ours) = (4_999_999u32, std::process::id());
+    let ns_gone = Netns::new(format!("nrt-{gone}"));
+    let table = |pid: u32| format!("nr_br_{pid}z");
+    for pid in [gone, ours] {
+        run(&["nft", "add", "table", "bridge", &table(pid)]);
+    }
+    let _ours = BridgeTable(table(ours));
+    let _gone = BridgeTable(table(gone));
+    sweep_dead_runs();
+    let listed = Command::new("nft")
+        .args(["list", "tables", "bridge"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !Path::new(&format!("/run/netns/{}", ns_gone.0)).exists(),
+        "a dead run's namespace is left"
+    );
+    assert!(
+        !listed.contains(&table(gone)),
+        "a dead run's table is left: {listed}"
+    );
+    assert!(
+        listed.contains(&table(ours)),
+        "a live run's table went: {listed}"
     );
 }

@@ -280,6 +280,7 @@ struct V6Host {
 
 impl V6Host {
     fn new() -> V6Host {
+        crate::review_s46_netrev::sweep_dead_runs();
         let (pid, n) = (std::process::id(), n());
         let world = Netns::new(format!("n6w-{pid}"));
         let host = Netns::new(format!("n6h-{pid}"));
@@ -491,6 +492,7 @@ pub(crate) fn bridged_guest(name: &str, init: &str, ip: &str, bridge: &str) -> G
 /// bridge blocks run as they stand (for both guests' ports), none does,
 /// and the own still do.
 fn bridged_pair(test: &str, tag: char, net: &str, prefix: u8, elsewhere: &str) {
+    crate::review_s46_netrev::sweep_dead_runs();
     let (pid, n) = (std::process::id(), n());
     let br = format!("n6b{n}{tag}");
     let _ = Command::new("ip").args(["link", "del", &br]).output();
