@@ -193,6 +193,7 @@ mod review_s45_timerev;
 mod review_s46_console2;
 mod review_s46_keepers3;
 mod review_s46_keeprev;
+mod review_s46_netrev;
 mod review_s46_netv6;
 mod review_s46_oom2;
 mod review_s46_rundir2;

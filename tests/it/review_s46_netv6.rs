@@ -140,13 +140,13 @@ int main(int argc, char **argv) {
 "#;
 
 /// Our names' and subnets' number, from our pid.
-fn n() -> u32 {
+pub(crate) fn n() -> u32 {
     std::process::id() % 200 + 20
 }
 
 /// True when the test may run: root, busybox, `ip`, `nft`, IPv6 and
 /// `cc -static`.
-fn may_run(test: &str) -> bool {
+pub(crate) fn may_run(test: &str) -> bool {
     if !crate::review_s43_netnat::may_run(test) {
         return false;
     }
@@ -178,17 +178,17 @@ fn with_n6net(test: &str, roots: &[&Path]) -> bool {
     true
 }
 
-fn run(args: &[&str]) {
+pub(crate) fn run(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(out.status.success(), "{args:?}: {out:?}");
 }
 
 /// A network namespace (`ip netns`'s), deleted when dropped with what is
 /// in it (interfaces, their peers' ends, nftables tables, sysctls).
-struct Netns(String);
+pub(crate) struct Netns(pub(crate) String);
 
 impl Netns {
-    fn new(name: String) -> Netns {
+    pub(crate) fn new(name: String) -> Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run(&["ip", "netns", "add", &name]);
         run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
@@ -198,7 +198,7 @@ impl Netns {
     /// `ARGS…` run in the namespace, as a command: `nsenter --net`, not
     /// `ip netns exec`, whose fresh /sys hides the cgroup v1 mounts below
     /// it (where `unifs run` places its guest).
-    fn exec(&self, args: &[&str]) -> Command {
+    pub(crate) fn exec(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.0)).args(args);
         cmd
@@ -280,6 +280,7 @@ struct V6Host {
 
 impl V6Host {
     fn new() -> V6Host {
+        crate::review_s46_netrev::sweep_dead_runs();
         let (pid, n) = (std::process::id(), n());
         let world = Netns::new(format!("n6w-{pid}"));
         let host = Netns::new(format!("n6h-{pid}"));
@@ -450,7 +451,7 @@ fn s46_the_docs_recipe_drops_an_ipv6_guests_forged_sources() {
 }
 
 /// A link of the host (a bridge here), deleted when dropped.
-struct Link(String);
+pub(crate) struct Link(pub(crate) String);
 
 impl Drop for Link {
     fn drop(&mut self) {
@@ -459,7 +460,7 @@ impl Drop for Link {
 }
 
 /// nftables table `bridge NAME`, deleted when dropped.
-struct BridgeTable(String);
+pub(crate) struct BridgeTable(pub(crate) String);
 
 impl Drop for BridgeTable {
     fn drop(&mut self) {
@@ -471,7 +472,7 @@ impl Drop for BridgeTable {
 
 /// A named guest `name` with `init`, on a veth with address `ip` (with its
 /// prefix) whose host end joins bridge `bridge`; not started.
-fn bridged_guest(name: &str, init: &str, ip: &str, bridge: &str) -> Guest {
+pub(crate) fn bridged_guest(name: &str, init: &str, ip: &str, bridge: &str) -> Guest {
     let mut g = Guest::new(name, init, true);
     let made = g.config();
     let toml = std::fs::read_to_string(&made).unwrap();
@@ -491,6 +492,7 @@ fn bridged_guest(name: &str, init: &str, ip: &str, bridge: &str) -> Guest {
 /// bridge blocks run as they stand (for both guests' ports), none does,
 /// and the own still do.
 fn bridged_pair(test: &str, tag: char, net: &str, prefix: u8, elsewhere: &str) {
+    crate::review_s46_netrev::sweep_dead_runs();
     let (pid, n) = (std::process::id(), n());
     let br = format!("n6b{n}{tag}");
     let _ = Command::new("ip").args(["link", "del", &br]).output();
