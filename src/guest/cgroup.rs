@@ -1125,13 +1125,15 @@ impl Cgroup {
     /// How many of the guest's processes the OOM killer has killed so far
     /// (the overlay daemon's not counted), and the file counting them. A
     /// kill is counted in the victim's own group (the guest's leaf, not the
-    /// group whose limit was met), so the count is summed over the group's
-    /// subtree: v1 `memory.oom_control`'s `oom_kill` line (Linux 4.13 on),
-    /// v2 `memory.events.local`'s (5.3 on). Not v2 `memory.events`, whose
-    /// counts hold the subtree's, but not on a hierarchy mounted with
-    /// `memory_localevents` (it counts the group's own processes there,
-    /// and the group has none: always 0); read only where `.local` is
-    /// missing. The groups are new at each start: the count is of this
+    /// group whose limit was met). v1 `memory.oom_control`'s `oom_kill`
+    /// line (Linux 4.13 on) counts that group's alone: summed over the
+    /// subtree. v2 `memory.events` holds the subtree's since Linux 5.2 (a
+    /// group the guest removed, as systemd does a service's, still
+    /// counted): read where it says a kill. It holds the group's own
+    /// before 5.2 or on a hierarchy mounted with `memory_localevents`, and
+    /// the group has no process (always 0): then `memory.events.local`
+    /// (5.3 on), or `memory.events` where that is missing, summed over the
+    /// subtree. The groups are new at each start: the count is of this
     /// run. None without a memory group that counts them.
     pub fn oom_kills(&self) -> Option<OomKills> {
         let read = |dir: &Path, file: &str| -> Option<u64> {
@@ -1153,16 +1155,19 @@ impl Cgroup {
                     count: own + below.sum::<u64>(),
                 })
             };
-            summed("memory.oom_control")
-                .or_else(|| summed("memory.events.local"))
-                .or_else(|| {
-                    let all = read(g, "memory.events")?;
-                    let daemons = read(&daemon, "memory.events").unwrap_or(0);
-                    Some(OomKills {
-                        file: "memory.events",
-                        count: all.saturating_sub(daemons),
-                    })
-                })
+            if let Some(v1) = summed("memory.oom_control") {
+                return Some(v1);
+            }
+            let all = read(g, "memory.events")?;
+            if all > 0 {
+                let daemons = read(&daemon, "memory.events").unwrap_or(0);
+                return Some(OomKills {
+                    file: "memory.events",
+                    count: all.saturating_sub(daemons),
+                });
+            }
+            // None in the subtree, or the group's own count (none).
+            summed("memory.events.local").or_else(|| summed("memory.events"))
         })
     }
 
@@ -1189,8 +1194,9 @@ impl Cgroup {
 /// A memory group's count of OOM kills ([`Cgroup::oom_kills`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OomKills {
-    /// `memory.oom_control` (v1), `memory.events.local` (v2), or
-    /// `memory.events` (v2 before Linux 5.3).
+    /// `memory.oom_control` (v1), `memory.events` (v2), or, summed where
+    /// that holds the group's own count, `memory.events.local` (or
+    /// `memory.events` before Linux 5.3).
     pub file: &'static str,
     pub count: u64,
 }
@@ -1786,8 +1792,58 @@ mod tests {
             let cg = Cgroup { groups: vec![g] };
             let kills = cg.oom_kills().unwrap();
             assert_eq!(kills.count, 2, "memory_localevents {local_events}");
-            assert_eq!(kills.file, "memory.events.local");
+            let file = match local_events {
+                true => "memory.events.local",
+                false => "memory.events",
+            };
+            assert_eq!(kills.file, file);
         }
+    }
+
+    /// The same before Linux 5.2 (review_s46_oomrev2): `memory.events`
+    /// held the group's own counts (hierarchical since 9852ae3fe529,
+    /// 5.2), and `.local` came in 5.3. The top group's read 0 whatever
+    /// the guest's leaves counted.
+    #[test]
+    fn s46_a_v2_group_before_5_2_sums_its_local_memory_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("g");
+        let write = |d: &Path, own: u64| {
+            std::fs::create_dir_all(d).unwrap();
+            let line = format!("low 0\nhigh 0\nmax 3\noom 2\noom_kill {own}\n");
+            std::fs::write(d.join("memory.events"), line).unwrap();
+        };
+        write(&g, 0);
+        write(&g.join(LEAF), 1);
+        write(&g.join(LEAF).join("sub"), 1);
+        write(&g.join(DAEMON_LEAF), 1);
+        let kills = Cgroup { groups: vec![g] }.oom_kills().unwrap();
+        assert_eq!((kills.count, kills.file), (2, "memory.events"));
+    }
+
+    /// A v2 group whose guest removed the group its process was
+    /// OOM-killed in (systemd removes a service's once it ended;
+    /// review_s46_oomrev2): its `memory.events.local` went with it, the
+    /// top group's `memory.events` (hierarchical, the default) still
+    /// counts the kill. Summed `.local`s said one kill fewer: a count that
+    /// went down.
+    #[test]
+    fn s46_a_v2_groups_count_keeps_the_kills_of_a_group_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("g");
+        let write = |d: &Path, own: u64, subtree: u64| {
+            std::fs::create_dir_all(d).unwrap();
+            let line = |n| format!("low 0\nhigh 0\nmax 3\noom 2\noom_kill {n}\n");
+            std::fs::write(d.join("memory.events"), line(subtree)).unwrap();
+            std::fs::write(d.join("memory.events.local"), line(own)).unwrap();
+        };
+        // One kill in the guest's leaf, one in a group below it since
+        // removed, one in the daemon's.
+        write(&g, 0, 3);
+        write(&g.join(LEAF), 1, 1);
+        write(&g.join(DAEMON_LEAF), 1, 1);
+        let kills = Cgroup { groups: vec![g] }.oom_kills().unwrap();
+        assert_eq!((kills.count, kills.file), (2, "memory.events"));
     }
 
     fn v1_host() -> Hierarchies {

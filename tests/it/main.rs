@@ -196,6 +196,7 @@ mod review_s46_keeprev;
 mod review_s46_netrev;
 mod review_s46_netv6;
 mod review_s46_oom2;
+mod review_s46_oomrev2;
 mod review_s46_rundir2;
 mod review_s8_cli;
 mod review_s8b_unify;
