@@ -741,9 +741,11 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             let mut stdout = std::io::stdout().lock();
             let terminal = stdout.is_terminal();
             let mut failed = None;
+            // A character the last read cut, shown whole with the next.
+            let mut cut = Vec::new();
             let mut out = |data: &[u8]| -> std::io::Result<()> {
                 let written = match terminal {
-                    true => stdout.write_all(&caret_escaped(data)),
+                    true => stdout.write_all(&caret_escaped_on(&mut cut, data)),
                     false => stdout.write_all(data),
                 };
                 let written = written.and_then(|()| stdout.flush());
@@ -761,6 +763,12 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 _ => Log::Console,
             };
             crate::guest::logs::logs(&dirs(d), &name, lines, follow, which, &mut out, sink)?;
+            // The log's own end cut a character (console.log.boot's 64 KiB):
+            // shown as any byte that is no character is.
+            if !cut.is_empty() {
+                let _ = stdout.write_all(&caret_escaped(&cut));
+                let _ = stdout.flush();
+            }
             // A log that reached no reader fails as any command's output does
             // (a full disk); a reader gone (`| head`, a terminal hung up) ends
             // it quietly.
@@ -1248,9 +1256,45 @@ fn caret_escaped(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`caret_escaped`] for `data` read on from where `cut` was: a UTF-8
+/// character that a read's end cut (a log read 64 KiB at a time) is
+/// kept in `cut`, to be shown whole with the next read's first bytes,
+/// not as a `?` for each of its parts.
+fn caret_escaped_on(cut: &mut Vec<u8>, data: &[u8]) -> Vec<u8> {
+    cut.extend_from_slice(data);
+    let mut whole = std::mem::take(cut);
+    // A cut character's first byte is one of the last three.
+    let cut_at = (whole.len().saturating_sub(3)..whole.len())
+        .find(|&i| std::str::from_utf8(&whole[i..]).is_err_and(|e| starts_a_character(&e)));
+    if let Some(at) = cut_at {
+        *cut = whole.split_off(at);
+    }
+    caret_escaped(&whole)
+}
+
+/// Whether bytes that `from_utf8` failed on with `e` begin a character
+/// that only lacks its end.
+fn starts_a_character(e: &std::str::Utf8Error) -> bool {
+    e.valid_up_to() == 0 && e.error_len().is_none()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::caret_escaped;
+    use super::{caret_escaped, caret_escaped_on};
+
+    #[test]
+    fn a_character_cut_between_reads_is_shown_whole() {
+        let e = "é€😀".as_bytes();
+        let mut cut = Vec::new();
+        let mut shown = caret_escaped_on(&mut cut, &e[..1]);
+        shown.extend(caret_escaped_on(&mut cut, &e[1..4]));
+        shown.extend(caret_escaped_on(&mut cut, &e[4..8]));
+        shown.extend(caret_escaped_on(&mut cut, &e[8..]));
+        assert_eq!((shown.as_slice(), cut.as_slice()), (e, &b""[..]));
+        // No character: shown at once.
+        assert_eq!(caret_escaped_on(&mut cut, b"a\xff"), b"a?");
+        assert!(cut.is_empty());
+    }
 
     #[test]
     fn control_characters_are_shown_not_sent() {

@@ -26,10 +26,24 @@ pub struct Swapped {
     /// (our fd 1 or 2, what it was): one open file with an fd of `fds`
     /// (`> out 2>&1`), given that fd's pipe.
     joined: Vec<(i32, OwnedFd)>,
-    /// Stdin that is a regular file: where it was, and a reader's end of
-    /// its pipe of ours, to count what the guest left in it (see
-    /// [`Copies::finish`]).
-    stdin_file: Option<(u64, OwnedFd)>,
+    /// Stdin that is a regular file: where it was, a reader's end of its
+    /// pipe of ours, to count what the guest left in it (see
+    /// [`Copies::finish`]), and whether its open file is stdout's or
+    /// stderr's too (see [`StdinFile::advance`]).
+    stdin_file: Option<StdinFile>,
+}
+
+/// Stdin that is a regular file, copied with `pread` (see [`Input::set_back`]).
+struct StdinFile {
+    /// Where its offset was.
+    at: u64,
+    /// A reader's end of the guest's pipe.
+    reader: OwnedFd,
+    /// Its open file is stdout's or stderr's too (`<> f >&0`): the copy
+    /// moves the offset on past what it read, as a `read` would, so that
+    /// the command's output lands after its input, as the command's own
+    /// writes would, not over it (`unifs run … cat <> f >&0`).
+    advance: bool,
 }
 
 /// Whether our fd `fd` may go to the guest as it is.
@@ -86,7 +100,16 @@ pub fn swap() -> std::io::Result<Swapped> {
         };
         let was = ours.try_clone_to_owned()?;
         if let (0, Some(at)) = (fd, file_offset(was.as_fd())) {
-            swapped.stdin_file = Some((at, guests.try_clone()?));
+            // Fds 1 and 2 are still ours: 0 is swapped first.
+            let advance = (1..=2).any(|other| {
+                // SAFETY: as `ours` above.
+                one_open_description(was.as_fd(), unsafe { BorrowedFd::borrow_raw(other) })
+            });
+            swapped.stdin_file = Some(StdinFile {
+                at,
+                reader: guests.try_clone()?,
+                advance,
+            });
         }
         if let Err(e) = dup2_raw(guests.as_fd(), fd) {
             swapped.restore();
@@ -112,8 +135,16 @@ fn same_open_file(a: BorrowedFd, b: BorrowedFd) -> bool {
         return false;
     }
     let append = |fd| flags(fd).is_some_and(|f| f & libc::O_APPEND != 0);
-    if append(a) && append(b) {
-        return true;
+    (append(a) && append(b)) || one_open_description(a, b)
+}
+
+/// Whether `a` and `b` are one open file description (one offset).
+fn one_open_description(a: BorrowedFd, b: BorrowedFd) -> bool {
+    let (Ok(sa), Ok(sb)) = (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) else {
+        return false;
+    };
+    if (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino) {
+        return false;
     }
     match one_description(a, b) {
         Some(one) => one,
@@ -246,8 +277,6 @@ pub struct Copies {
 /// Stdin's copy from a regular file, which [`Copies::finish`] sets back to
 /// where the guest stopped reading.
 struct Input {
-    /// Where the file was.
-    at: u64,
     /// The file (our stdin's open file), to set its offset.
     file: OwnedFd,
     /// A reader's end of the pipe: what is left there the guest never read.
@@ -263,10 +292,14 @@ struct Feed {
     /// Set: the copy writes nothing more (what a read under way returns is
     /// dropped) and ends.
     stop: bool,
-    /// A write to the pipe is under way, which `written` does not count yet.
+    /// A write to the pipe is under way, which `written` does not count yet
+    /// (nor `advanced`).
     writing: bool,
     /// What the pipe took.
     written: u64,
+    /// How far the copy moved the file's offset on (see
+    /// [`StdinFile::advance`]).
+    advanced: u64,
 }
 
 impl Swapped {
@@ -291,8 +324,8 @@ impl Swapped {
                 // does, moving its offset.
                 let file = stdin_file
                     .take()
-                    .and_then(|(at, reader)| Some((at, reader, was.try_clone().ok()?)));
-                let from = file.as_ref().map(|&(at, ..)| at);
+                    .and_then(|s| Some((s, was.try_clone().ok()?)));
+                let from = file.as_ref().map(|(s, _)| (s.at, s.advance));
                 let copied = std::thread::Builder::new()
                     .name("stdio-0".into())
                     .spawn(move || {
@@ -301,11 +334,10 @@ impl Swapped {
                     });
                 // No thread (a limit on processes): the pipe closes with
                 // `kept`, and the guest reads an end of input.
-                if let (Ok(_), Some((at, reader, file))) = (copied, file) {
+                if let (Ok(_), Some((s, file))) = (copied, file) {
                     copies.input = Some(Input {
-                        at,
                         file,
-                        reader,
+                        reader: s.reader,
                         feed,
                     });
                 }
@@ -355,9 +387,15 @@ impl Copies {
 }
 
 impl Input {
-    /// Once the guest has ended: stops the copy, and sets the file's
-    /// offset to where it was plus what the guest read of the pipe (what
-    /// the copy wrote less what is left there). The copy reads with
+    /// Once the guest has ended: stops the copy, and moves the file's
+    /// offset on by what the guest read of the pipe (what the copy wrote
+    /// less what is left there; less what the copy moved it on already,
+    /// see [`StdinFile::advance`]): from where it was, if nothing else
+    /// moved it; past what the command wrote to it as well, if it was its
+    /// stdout too, as its own `read`s and `write`s would leave it. Moved
+    /// on, not set: the offset is shared with whoever gave the file, and
+    /// what else moved it meanwhile (the command's output written to it)
+    /// is not undone, for a next write to overwrite. The copy reads with
     /// `pread`, which neither moves the offset nor holds its lock: a read
     /// of its that hangs (the file's FUSE daemon stopped) is left behind,
     /// its data dropped, and holds up neither this nor the `lseek` (a
@@ -388,11 +426,15 @@ impl Input {
             }
             left += read_out(self.reader.as_fd());
         }
-        let read = lock(&self.feed).written.saturating_sub(left);
-        let Ok(to) = i64::try_from(self.at + read) else {
+        let (written, advanced) = {
+            let feed = lock(&self.feed);
+            (feed.written, feed.advanced)
+        };
+        let read = written.saturating_sub(left);
+        let (Ok(read), Ok(advanced)) = (i64::try_from(read), i64::try_from(advanced)) else {
             return;
         };
-        let _ = nix::unistd::lseek(&self.file, to, nix::unistd::Whence::SeekSet);
+        let _ = nix::unistd::lseek(&self.file, read - advanced, nix::unistd::Whence::SeekCur);
     }
 }
 
@@ -446,10 +488,15 @@ fn copy(from: OwnedFd, to: OwnedFd) -> std::io::Result<()> {
 
 /// Copies the input `from` into the pipe `to` until either ends or the
 /// feed is stopped, counting what the pipe took in `feed`. A regular file
-/// is read from offset `at` on with `pread` (see [`Input::set_back`]);
-/// another input (`at` None) with `read`. The pipe closes at the end of
-/// `from`: the guest reads its end too.
-fn copy_in(from: &OwnedFd, mut at: Option<u64>, to: OwnedFd, feed: &Mutex<Feed>) {
+/// is read from offset `at` on with `pread` (see [`Input::set_back`]),
+/// moving the file's offset on past each read once written if `advance`
+/// (see [`StdinFile::advance`]); another input (`pread` None) with `read`.
+/// The pipe closes at the end of `from`: the guest reads its end too.
+fn copy_in(from: &OwnedFd, pread: Option<(u64, bool)>, to: OwnedFd, feed: &Mutex<Feed>) {
+    let (mut at, advance) = match pread {
+        Some((at, advance)) => (Some(at), advance),
+        None => (None, false),
+    };
     let mut buf = vec![0u8; 64 << 10];
     loop {
         if lock(feed).stop {
@@ -483,9 +530,17 @@ fn copy_in(from: &OwnedFd, mut at: Option<u64>, to: OwnedFd, feed: &Mutex<Feed>)
                 Err(_) => failed = true,
             }
         }
+        // Under way still (`writing`): once the run sees the copy is not
+        // writing, the offset is the copy's no more.
+        let moved = advance
+            && !failed
+            && nix::unistd::lseek(from, done as i64, nix::unistd::Whence::SeekCur).is_ok();
         {
             let mut f = lock(feed);
             f.written += done as u64;
+            if moved {
+                f.advanced += done as u64;
+            }
             f.writing = false;
         }
         if failed {

@@ -191,6 +191,7 @@ mod review_s45_smallsrev;
 mod review_s45_timeedge;
 mod review_s45_timerev;
 mod review_s46_console2;
+mod review_s46_consrev2;
 mod review_s46_keepers3;
 mod review_s46_keeprev;
 mod review_s46_netrev;
