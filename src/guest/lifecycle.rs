@@ -2852,9 +2852,11 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     let unseen = super::kept::roots_mounted(&dirs.run_dir)
         .into_iter()
         .any(|n| !names.contains(&n));
-    let kept: Vec<String> = unseen
-        .then(|| super::kept::kept_run_dirs(&dirs.run_dir))
-        .unwrap_or_default()
+    let kept = match unseen {
+        true => super::kept::kept_run_dirs(&dirs.run_dir),
+        false => Vec::new(),
+    };
+    let kept: Vec<String> = kept
         .into_iter()
         .map(|k| k.name)
         .filter(|n| !names.contains(n))
