@@ -1238,7 +1238,10 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
             .and_then(|guest| Some((crate::fs::guest_daemon(&guest)?.0, guest))),
         RootMount::Bind => None,
     };
+    // Copies of the mount left hidden (below) go first: the daemon then
+    // ends by itself, as it does once its last mount is gone.
     let end_daemon = || {
+        unmount_hidden_copies(root);
         if let Some((pid, guest)) = &daemon {
             end_unmounted_daemon(root, guest, *pid);
         }
@@ -1288,6 +1291,40 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
                 _ => Ok(()),
             }
         }
+    }
+}
+
+/// Unmounts what the mount table still lists at `root` (RUN_DIR/NAME/root)
+/// once its path leads to none: copies of the root's mount hidden under a
+/// mount made over RUN_DIR since the start. `mount --rbind RUN_DIR RUN_DIR`
+/// copies the root's mount onto the new mount, over the original: an
+/// unmount by the path takes the copy, and the original was left mounted,
+/// out of sight, its daemon killed. Reached through the run dir the
+/// guest's keeper holds ([`super::kept`]: that of the mount beneath);
+/// without a keeper, said, for the operator.
+fn unmount_hidden_copies(root: &Path) {
+    let (Some(dir), Some(run_dir)) = (root.parent(), root.parent().and_then(Path::parent)) else {
+        return;
+    };
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    // Bounded: one unmount per copy, as many as there are mount layers.
+    for _ in 0..8 {
+        if !matches!(root_mounted(root), Ok(true)) {
+            return;
+        }
+        let Some(kept) = super::kept::kept_run_dir(run_dir, &name) else {
+            break;
+        };
+        if nix::mount::umount2(&kept.dir.join("root"), MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    if matches!(root_mounted(root), Ok(true)) {
+        tracing::warn!(
+            "a copy of the guest's root mount is left at {}, hidden under a mount made over \
+             the run dir since the start (`mount --rbind`?): unmount that mount, then {0}",
+            root.display()
+        );
     }
 }
 
@@ -2819,7 +2856,16 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     }
     // A guest whose run dir is covered (and config removed) is found by
     // its keeper, which holds that dir; one that has just ended is not.
-    let kept: Vec<String> = super::kept::kept_run_dirs(&dirs.run_dir)
+    // Looked for only when a root is mounted there for a guest not found
+    // so: all processes' fds are not read for nothing.
+    let unseen = super::kept::roots_mounted(&dirs.run_dir)
+        .into_iter()
+        .any(|n| !names.contains(&n));
+    let kept = match unseen {
+        true => super::kept::kept_run_dirs(&dirs.run_dir),
+        false => Vec::new(),
+    };
+    let kept: Vec<String> = kept
         .into_iter()
         .map(|k| k.name)
         .filter(|n| !names.contains(n))

@@ -18,13 +18,13 @@ use nix::unistd::Pid;
 /// A guest started with RUN_DIR a tmpfs of the test's own, and its init.
 /// Its fields drop in order: the guest (stopped), then the tmpfs; what the
 /// test mounts over the run dir, declared after it, is dropped before.
-struct InOwnTmpfs {
-    g: Guest,
-    init: i64,
+pub(crate) struct InOwnTmpfs {
+    pub(crate) g: Guest,
+    pub(crate) init: i64,
     _tmpfs: TmpfsMount,
 }
 
-fn started_in_own_tmpfs(test: &str, init: &str) -> InOwnTmpfs {
+pub(crate) fn started_in_own_tmpfs(test: &str, init: &str) -> InOwnTmpfs {
     let g = Guest::new(test, init, false);
     let tmpfs = TmpfsMount::at(&g.run_dir);
     ok(&g.unifs(&["start", &g.name]));
