@@ -1227,33 +1227,51 @@ pub fn root_health(root: &Path, limit: std::time::Duration) -> RootHealth {
     }
 }
 
-/// A claim on the probing of `root` ([`root_health`]): a unix socket of
-/// the abstract namespace named after it, bound by the probe for as long
-/// as it runs and let go of by the kernel when it ends, however it ends.
-/// Neither a file (nothing to clean up, no directory needed) nor a look at
-/// other processes' /proc/PID/environ, which waits for good on a process
-/// stuck with its memory map locked (one blocked on a FUSE mount). None
-/// when another holds it (a probe still waiting), or where none can be
-/// made.
+/// Where [`claim_probe`]'s claims are: a directory of root's alone (0700 in
+/// root's /run), so no other user, and no guest, can take or hold one. (An
+/// abstract unix socket's name, which the claim was first, any user and any
+/// guest sharing the host's network could bind first, making every look at
+/// that mount "does not answer": `guest exec` and `status` refused.)
+const PROBE_CLAIMS: &str = "/run/unifs-probes";
+
+/// A claim on the probing of `root` ([`root_health`]): an flock on a file
+/// of [`PROBE_CLAIMS`] named after it, taken by the probe for as long as it
+/// runs and let go of by the kernel when it ends, however it ends (a probe
+/// killed while its request waits keeps it till the daemon answers). Not a
+/// look at other processes' /proc/PID/environ, which waits for good on a
+/// process stuck with its memory map locked (one blocked on a FUSE mount).
+/// None when another holds it (a probe still waiting); an error where none
+/// can be had (not root, no /run): the probe goes on without one.
 fn claim_probe(root: &Path) -> Option<std::io::Result<OwnedFd>> {
-    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let claims = Path::new(PROBE_CLAIMS);
+    match std::fs::DirBuilder::new().mode(0o700).create(claims) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Some(Err(e)),
+        _ => {}
+    }
+    // /run is root's: checked once made, no one else can swap it since.
+    match std::fs::symlink_metadata(claims) {
+        Ok(m) if m.is_dir() && m.uid() == 0 && m.mode() & 0o077 == 0 => {}
+        Ok(_) => return Some(Err(std::io::Error::other("not root's alone"))),
+        Err(e) => return Some(Err(e)),
+    }
     let digest = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-    let name = format!("unifs-statfs-probe/{}", &digest[..32]);
-    let addr = UnixAddr::new_abstract(name.as_bytes()).ok()?;
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    );
-    let fd = match fd {
-        Ok(fd) => fd,
-        Err(e) => return Some(Err(e.into())),
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(claims.join(&digest[..32]));
+    let fd = match file {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => return Some(Err(e)),
     };
-    match bind(fd.as_raw_fd(), &addr) {
-        Ok(()) => Some(Ok(fd)),
-        Err(nix::errno::Errno::EADDRINUSE) => None,
-        Err(e) => Some(Err(e.into())),
+    match crate::fs::sys::try_flock(fd.as_fd(), true) {
+        Ok(true) => Some(Ok(fd)),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
     }
 }
 

@@ -332,3 +332,42 @@ fn s46_repeated_lists_leave_one_probe_on_a_mount_that_does_not_answer() {
         assert!(probes.len() <= 1, "after list {i}: probes {probes:?}");
     }
 }
+
+/// The claim on a mount's probe was an abstract unix socket's name, which
+/// any user, and any guest sharing the host's network, can bind first (the
+/// name was a digest of the mount's path): every look at that mount then
+/// waited for a "probe" that was not one and said "does not answer", so
+/// `guest list` gave a mount that answers at once as unknown (and `exec`,
+/// `status` refused its guest). The claim is now an flock on a file in a
+/// directory of root's alone.
+#[test]
+fn s46_a_squatter_on_the_old_probe_claim_name_changes_nothing() {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    if !can_run("s46_a_squatter_on_the_old_probe_claim_name_changes_nothing") {
+        return;
+    }
+    let b = BusyRunDir::new(0);
+    let digest = blake3::hash(b.mount.dir.as_os_str().as_encoded_bytes()).to_hex();
+    let name = format!("unifs-statfs-probe/{}", &digest[..32]);
+    let addr = UnixAddr::new_abstract(name.as_bytes()).unwrap();
+    let squat = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(squat.as_raw_fd(), &addr).unwrap();
+    let o = b.list();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        !out.contains("does not answer") && !err.contains("has not answered"),
+        "a squatter on the claim's name made the mount unanswering:\n{out}{err}"
+    );
+    let claims = std::fs::symlink_metadata("/run/unifs-probes").unwrap();
+    assert!(claims.is_dir(), "{claims:?}");
+    assert_eq!((claims.uid(), claims.mode() & 0o777), (0, 0o700));
+}
