@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The unifs binary built for these tests.
 pub fn unifs_bin() -> PathBuf {
@@ -14,6 +14,27 @@ pub fn unifs_bin() -> PathBuf {
 /// the process's stderr itself, not through `eprintln!`, which the test
 /// harness captures and shows only for a test that fails: a skipped test
 /// passes, and a run of the suite would not say it skipped anything.
+/// Compiles the C program `source` with `cc -static` and puts it at
+/// `bin/NAME` in each of `roots`; false (skipped) without `cc -static`.
+pub fn static_program(test: &str, source: &str, name: &str, roots: &[&Path]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, bin) = (dir.path().join(format!("{name}.c")), dir.path().join(name));
+    std::fs::write(&src, source).unwrap();
+    let cc = std::process::Command::new("cc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status();
+    if !cc.is_ok_and(|s| s.success()) {
+        skip(test, "needs cc -static (gcc, libc6-dev)");
+        return false;
+    }
+    for root in roots {
+        std::fs::copy(&bin, root.join("bin").join(name)).unwrap();
+    }
+    true
+}
+
 pub fn skip(test: &str, why: &str) {
     assert!(
         std::env::var_os("CI").is_none(),

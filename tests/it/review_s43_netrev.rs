@@ -12,13 +12,11 @@
 use crate::guest::harness::{ok, within_30s};
 use crate::guest::named::Guest;
 use crate::review_s43_netnat::{
-    exec, host_recipe, in_ns, may_run, n, sh, veth_guest_unstarted, NftTable, Wan,
+    exec, host_recipe, may_run, n, sh, veth_guest_unstarted, NftTable, Wan,
 };
-use std::net::{Ipv4Addr, UdpSocket};
+use crate::review_s46_netv6::Inbox;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// `spoof DST PORT SRC=LABEL…`: one UDP datagram `LABEL` to DST:PORT from
@@ -57,65 +55,7 @@ int main(int argc, char **argv) {
 /// Puts [`SPOOF`] at `/bin/spoof` in `g`'s tree; false (skipped) without
 /// `cc -static`.
 fn with_spoof(g: &Guest, test: &str) -> bool {
-    let src = g.t.dir.path().join("spoof.c");
-    std::fs::write(&src, SPOOF).unwrap();
-    let cc = Command::new("cc")
-        .args(["-O2", "-static", "-o"])
-        .arg(g.t.root().join("bin/spoof"))
-        .arg(&src)
-        .status();
-    if !cc.is_ok_and(|s| s.success()) {
-        crate::common::skip(test, "needs cc -static (gcc, libc6-dev)");
-        return false;
-    }
-    true
-}
-
-/// A UDP server at the world's `NET.2:9999` keeping each datagram's text
-/// and the source it arrived from.
-struct Receiver {
-    got: Arc<Mutex<Vec<(String, String)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn new(wan: &Wan) -> Receiver {
-        let at: Ipv4Addr = wan.server().parse().unwrap();
-        let udp = in_ns(&wan.ns, move || UdpSocket::bind((at, 9999)).unwrap());
-        udp.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g, s) = (Arc::clone(&got), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 256];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((len, peer)) = udp.recv_from(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-                    g.lock().unwrap().push((text, peer.ip().to_string()));
-                }
-            }
-        });
-        Receiver {
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn got(&self) -> Vec<(String, String)> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    crate::common::static_program(test, SPOOF, "spoof", &[&g.t.root()])
 }
 
 /// Sends `forged` (SRC=LABEL, each from a source not the guest's) and
@@ -125,7 +65,7 @@ impl Drop for Receiver {
 fn spoof_until_own_arrives(
     g: &Guest,
     wan: &Wan,
-    rx: &Receiver,
+    rx: &Inbox,
     own: &str,
     forged: &[String],
 ) -> Vec<(String, String)> {
@@ -182,7 +122,10 @@ fn s43_a_forwarding_guest_cannot_send_from_an_address_not_its_own() {
         return;
     }
     ok(&g.unifs(&["start", &g.name]));
-    let rx = Receiver::new(&wan);
+    let rx = Inbox::bind(
+        &wan.ns,
+        SocketAddr::from((wan.server().parse::<Ipv4Addr>().unwrap(), 9999)),
+    );
     let forged = [
         format!("10.249.{n}.2=another-guest"),
         format!("100.66.{n}.7=lan-host"),
@@ -282,7 +225,10 @@ fn s43_the_docs_recipe_drops_forged_sources_whatever_rp_filter_says() {
     );
     ok(&sh(&script, None));
     set_rp_filter(&format!("ve-{}", g.name), "0");
-    let rx = Receiver::new(&wan);
+    let rx = Inbox::bind(
+        &wan.ns,
+        SocketAddr::from((wan.server().parse::<Ipv4Addr>().unwrap(), 9999)),
+    );
     let forged = [
         format!("10.251.{n}.2=another-guest"),
         format!("100.67.{n}.7=lan-host"),

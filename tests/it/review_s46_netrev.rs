@@ -8,8 +8,8 @@
 //! named with `nr` and the pid, and removed by guards.
 
 use crate::guest::harness::{ok, within_30s};
-use crate::review_s43_netnat::{exec, recipe, sh};
-use crate::review_s46_netv6::{bridged_guest, may_run, n, run, BridgeTable, Link, Netns};
+use crate::review_s43_netnat::{exec, recipe};
+use crate::review_s46_netv6::{may_run, n, run, BridgeTable, BridgedPair, Netns};
 use std::path::Path;
 use std::process::Command;
 
@@ -94,27 +94,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// Puts [`NRNET`] at `/bin/nrnet` in each of `roots`; false (skipped)
-/// without `cc -static`.
-fn with_nrnet(test: &str, roots: &[&Path]) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    let (src, bin) = (dir.path().join("nrnet.c"), dir.path().join("nrnet"));
-    std::fs::write(&src, NRNET).unwrap();
-    let cc = Command::new("cc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status();
-    if !cc.is_ok_and(|s| s.success()) {
-        crate::common::skip(test, "needs cc -static (gcc, libc6-dev)");
-        return false;
-    }
-    for root in roots {
-        std::fs::copy(&bin, root.join("bin/nrnet")).unwrap();
-    }
-    true
-}
-
 /// Two guests with addresses `NET…2` (the sender) and `NET…3` (the
 /// receiver, sniffing its `eth0`) on bridge `nrb{N}{tag}` under
 /// docs/guests.md's bridge blocks, run as they stand for both ports. The
@@ -125,31 +104,18 @@ fn with_nrnet(test: &str, roots: &[&Path]) -> bool {
 /// until the receiver has the last. Without the rules, the tagged one
 /// arrives: shown first, else the test tells nothing.
 fn tagged_through_bridge_rules(test: &str, tag: char, net: &str, prefix: u8) {
-    sweep_dead_runs();
-    let (pid, n) = (std::process::id(), n());
-    let br = format!("nrb{n}{tag}");
-    let _ = Command::new("ip").args(["link", "del", &br]).output();
-    run(&["ip", "link", "add", &br, "type", "bridge"]);
-    let _bridge = Link(br.clone());
-    run(&["ip", "link", "set", &br, "up"]);
-    let (from, to) = (format!("{net}2"), format!("{net}3"));
-    let sender = bridged_guest(
-        &format!("nr{n}{tag}s"),
-        "[\"/bin/sleep\", \"1000\"]",
-        &format!("{from}/{prefix}"),
-        &br,
-    );
-    let receiver = bridged_guest(
-        &format!("nr{n}{tag}r"),
-        "[\"/bin/nrnet\", \"sniff\", \"eth0\", \"/got\"]",
-        &format!("{to}/{prefix}"),
-        &br,
-    );
-    if !with_nrnet(test, &[&sender.t.root(), &receiver.t.root()]) {
+    let init = "[\"/bin/nrnet\", \"sniff\", \"eth0\", \"/got\"]";
+    let Some(pair) = BridgedPair::start(test, "nr", tag, net, prefix, init, ("nrnet", NRNET))
+    else {
         return;
-    }
-    ok(&sender.unifs(&["start", &sender.name]));
-    ok(&receiver.unifs(&["start", &receiver.name]));
+    };
+    let BridgedPair {
+        ref sender,
+        ref receiver,
+        ref from,
+        ref to,
+        ..
+    } = pair;
     // The receiver's IPv4 address for the datagrams (an IPv6 guest has
     // none: any does, the frame being broadcast).
     let v4 = !net.contains(':');
@@ -160,12 +126,12 @@ fn tagged_through_bridge_rules(test: &str, tag: char, net: &str, prefix: u8) {
     };
     let send = |label: &str, src: &str, tags: u8| {
         let out = exec(
-            &sender,
+            sender,
             &format!("/bin/nrnet frame eth0 {src} {dst} {label} {tags}"),
         );
         assert!(out.contains("sent"), "the guest's packet socket: {out}");
     };
-    let got = || exec(&receiver, "cat /got 2>/dev/null");
+    let got = || exec(receiver, "cat /got 2>/dev/null");
     let mut seen = String::new();
     assert!(
         within_30s(|| {
@@ -176,20 +142,8 @@ fn tagged_through_bridge_rules(test: &str, tag: char, net: &str, prefix: u8) {
         "with no rules, the tagged frame arrives (else this test tells nothing): {seen:?}"
     );
 
-    let table = BridgeTable(format!("nr_br_{pid}{tag}"));
-    ok(&sh(&recipe("bridge", &[("TABLE", table.0.clone())]), None));
-    for (g, addr) in [(&sender, &from), (&receiver, &to)] {
-        let block = recipe(
-            "bridged-guest",
-            &[
-                ("TABLE", table.0.clone()),
-                ("VE", format!("ve-{}", g.name)),
-                ("ADDR", addr.clone()),
-            ],
-        );
-        ok(&sh(&block, None));
-    }
-    exec(&receiver, ": > /got");
+    let table = pair.docs_rules(&format!("nr_br_{}{tag}", std::process::id()));
+    exec(receiver, ": > /got");
     if v4 {
         // Frames from one port keep their order: once `own` (sent after)
         // is in, the tagged one is there if it passed.
@@ -215,7 +169,7 @@ fn tagged_through_bridge_rules(test: &str, tag: char, net: &str, prefix: u8) {
         !seen.contains("forged-inside-tags"),
         "a forged source inside VLAN tags crossed the bridge through the docs' rules: {seen:?}"
     );
-    drop((sender, receiver));
+    drop(pair);
     drop(table);
 }
 

@@ -14,7 +14,7 @@ use crate::common::unifs_bin;
 use crate::guest::harness::{ok, run_bounded, within_30s, TestRoot};
 use crate::guest::named::Guest;
 use crate::review_s43_netnat::{exec, in_ns, recipe, sh};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,27 +157,6 @@ pub(crate) fn may_run(test: &str) -> bool {
     true
 }
 
-/// Puts [`N6NET`] at `/bin/n6net` in each of `roots`; false (skipped)
-/// without `cc -static`.
-fn with_n6net(test: &str, roots: &[&Path]) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    let (src, bin) = (dir.path().join("n6net.c"), dir.path().join("n6net"));
-    std::fs::write(&src, N6NET).unwrap();
-    let cc = Command::new("cc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status();
-    if !cc.is_ok_and(|s| s.success()) {
-        crate::common::skip(test, "needs cc -static (gcc, libc6-dev)");
-        return false;
-    }
-    for root in roots {
-        std::fs::copy(&bin, root.join("bin/n6net")).unwrap();
-    }
-    true
-}
-
 pub(crate) fn run(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(out.status.success(), "{args:?}: {out:?}");
@@ -211,17 +190,17 @@ impl Drop for Netns {
     }
 }
 
-/// A UDP server on `[::]:9999` in namespace `ns`, keeping each datagram's
-/// text and source.
-struct Inbox {
+/// A UDP server at `at` in namespace `ns`, keeping each datagram's text
+/// and source.
+pub(crate) struct Inbox {
     got: Arc<Mutex<Vec<(String, String)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Inbox {
-    fn new(ns: &str) -> Inbox {
-        let udp = in_ns(ns, || UdpSocket::bind("[::]:9999").unwrap());
+    pub(crate) fn bind(ns: &str, at: SocketAddr) -> Inbox {
+        let udp = in_ns(ns, move || UdpSocket::bind(at).unwrap());
         udp.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -245,6 +224,11 @@ impl Inbox {
 
     fn take(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.got.lock().unwrap())
+    }
+
+    /// What came so far, kept.
+    pub(crate) fn got(&self) -> Vec<(String, String)> {
+        self.got.lock().unwrap().clone()
     }
 }
 
@@ -398,11 +382,12 @@ fn s46_the_docs_recipe_drops_an_ipv6_guests_forged_sources() {
         return;
     }
     let t = TestRoot::new();
-    if !with_n6net(test, &[&t.root()]) {
+    if !crate::common::static_program(test, N6NET, "n6net", &[&t.root()]) {
         return;
     }
     let v6 = V6Host::new();
-    let (host, world) = (Inbox::new(&v6.host.0), Inbox::new(&v6.world.0));
+    let any: SocketAddr = "[::]:9999".parse().unwrap();
+    let (host, world) = (Inbox::bind(&v6.host.0, any), Inbox::bind(&v6.world.0, any));
 
     let (at_host, at_world) = until_own_arrives(&v6, &t, &host, &world);
     let all = ["another-guest", "internet", "host-end", "world-host"];
@@ -492,39 +477,26 @@ pub(crate) fn bridged_guest(name: &str, init: &str, ip: &str, bridge: &str) -> G
 /// bridge blocks run as they stand (for both guests' ports), none does,
 /// and the own still do.
 fn bridged_pair(test: &str, tag: char, net: &str, prefix: u8, elsewhere: &str) {
-    crate::review_s46_netrev::sweep_dead_runs();
-    let (pid, n) = (std::process::id(), n());
-    let br = format!("n6b{n}{tag}");
-    let _ = Command::new("ip").args(["link", "del", &br]).output();
-    run(&["ip", "link", "add", &br, "type", "bridge"]);
-    let _bridge = Link(br.clone());
-    run(&["ip", "link", "set", &br, "up"]);
-    let (from, to) = (format!("{net}2"), format!("{net}3"));
-    let sender = bridged_guest(
-        &format!("n6{n}{tag}s"),
-        "[\"/bin/sleep\", \"1000\"]",
-        &format!("{from}/{prefix}"),
-        &br,
-    );
-    let receiver = bridged_guest(
-        &format!("n6{n}{tag}r"),
-        "[\"/bin/n6net\", \"recv\", \"9999\", \"/got\"]",
-        &format!("{to}/{prefix}"),
-        &br,
-    );
-    if !with_n6net(test, &[&sender.t.root(), &receiver.t.root()]) {
+    let init = "[\"/bin/n6net\", \"recv\", \"9999\", \"/got\"]";
+    let Some(pair) = BridgedPair::start(test, "n6", tag, net, prefix, init, ("n6net", N6NET))
+    else {
         return;
-    }
-    ok(&sender.unifs(&["start", &sender.name]));
-    ok(&receiver.unifs(&["start", &receiver.name]));
+    };
+    let BridgedPair {
+        ref sender,
+        ref receiver,
+        ref from,
+        ref to,
+        ..
+    } = pair;
     let cmd =
         format!("/bin/n6net send {to} 9999 {net}9=another-guest {elsewhere}=elsewhere {from}=own");
     let until_own_arrives = || {
         let mut got = String::new();
         let arrived = within_30s(|| {
-            let out = exec(&sender, &cmd);
+            let out = exec(sender, &cmd);
             assert!(out.contains("sent"), "the guest's raw socket: {out}");
-            got = exec(&receiver, "cat /got 2>/dev/null");
+            got = exec(receiver, "cat /got 2>/dev/null");
             got.lines().any(|l| l.starts_with("own "))
         });
         assert!(arrived, "the sender's own datagram arrives: {got}");
@@ -538,10 +510,10 @@ fn bridged_pair(test: &str, tag: char, net: &str, prefix: u8, elsewhere: &str) {
     // IPv4: an ARP request to the receiver claiming another guest's
     // address makes the receiver take the sender's MAC address for it.
     let arp_spoof = |claim: &str| {
-        let out = exec(&sender, &format!("/bin/n6net arp eth0 {net}{claim} {to}"));
+        let out = exec(sender, &format!("/bin/n6net arp eth0 {net}{claim} {to}"));
         assert!(out.contains("sent"), "the guest's packet socket: {out}");
     };
-    let neigh = |of: &str| exec(&receiver, &format!("ip neigh show {net}{of}"));
+    let neigh = |of: &str| exec(receiver, &format!("ip neigh show {net}{of}"));
     let ipv4 = !net.contains(':');
     if ipv4 {
         let mut seen = String::new();
@@ -555,20 +527,8 @@ fn bridged_pair(test: &str, tag: char, net: &str, prefix: u8, elsewhere: &str) {
         );
     }
 
-    let table = BridgeTable(format!("n6_br_{pid}{tag}"));
-    ok(&sh(&recipe("bridge", &[("TABLE", table.0.clone())]), None));
-    for (g, addr) in [(&sender, &from), (&receiver, &to)] {
-        let block = recipe(
-            "bridged-guest",
-            &[
-                ("TABLE", table.0.clone()),
-                ("VE", format!("ve-{}", g.name)),
-                ("ADDR", addr.clone()),
-            ],
-        );
-        ok(&sh(&block, None));
-    }
-    exec(&receiver, ": > /got");
+    let table = pair.docs_rules(&format!("n6_br_{}{tag}", std::process::id()));
+    exec(receiver, ": > /got");
     if ipv4 {
         // Another address than before (the receiver, without net_admin,
         // cannot flush its entry): sent before the datagrams below, it
@@ -591,10 +551,10 @@ fn bridged_pair(test: &str, tag: char, net: &str, prefix: u8, elsewhere: &str) {
     // An IPv4 source is seen as ::ffff:A by the dual-stack server.
     assert!(
         got.lines()
-            .any(|l| l.starts_with("own ") && l.ends_with(&from)),
+            .any(|l| l.starts_with("own ") && l.ends_with(from.as_str())),
         "{got}"
     );
-    drop((sender, receiver));
+    drop(pair);
     drop(table);
 }
 
@@ -624,4 +584,86 @@ fn s46_the_docs_bridge_rules_keep_forged_ipv6_sources_from_another_guest() {
     }
     let n = n();
     bridged_pair(test, 'b', &format!("fd46:{n}:b::"), 64, "2001:db8::9");
+}
+
+/// Two started guests on a bridge of their own, `{short}b{N}{tag}`:
+/// `sender` (`{short}{N}{tag}s`, sleeping) with address `from` (`NET…2`)
+/// and `receiver` (`{short}{N}{tag}r`, running `init`) with `to` (`NET…3`),
+/// `NET` ending in `.` or `::`; C program `program` (name, source) at
+/// `/bin/NAME` in both.
+pub(crate) struct BridgedPair {
+    pub(crate) sender: Guest,
+    pub(crate) receiver: Guest,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    // Last: dropped after the guests that use it.
+    _bridge: Link,
+}
+
+impl BridgedPair {
+    /// None (skipped) without `cc -static`.
+    pub(crate) fn start(
+        test: &str,
+        short: &str,
+        tag: char,
+        net: &str,
+        prefix: u8,
+        init: &str,
+        program: (&str, &str),
+    ) -> Option<BridgedPair> {
+        crate::review_s46_netrev::sweep_dead_runs();
+        let n = n();
+        let br = format!("{short}b{n}{tag}");
+        let _ = Command::new("ip").args(["link", "del", &br]).output();
+        run(&["ip", "link", "add", &br, "type", "bridge"]);
+        let bridge = Link(br.clone());
+        run(&["ip", "link", "set", &br, "up"]);
+        let (from, to) = (format!("{net}2"), format!("{net}3"));
+        let sleeping = "[\"/bin/sleep\", \"1000\"]";
+        let sender = bridged_guest(
+            &format!("{short}{n}{tag}s"),
+            sleeping,
+            &format!("{from}/{prefix}"),
+            &br,
+        );
+        let receiver = bridged_guest(
+            &format!("{short}{n}{tag}r"),
+            init,
+            &format!("{to}/{prefix}"),
+            &br,
+        );
+        let (name, source) = program;
+        let roots = [&*sender.t.root(), &*receiver.t.root()];
+        if !crate::common::static_program(test, source, name, &roots) {
+            return None;
+        }
+        ok(&sender.unifs(&["start", &sender.name]));
+        ok(&receiver.unifs(&["start", &receiver.name]));
+        Some(BridgedPair {
+            sender,
+            receiver,
+            from,
+            to,
+            _bridge: bridge,
+        })
+    }
+
+    /// docs/guests.md's `bridge` block and its `bridged-guest` block for
+    /// both guests' ports, run as they stand, in table `name`.
+    pub(crate) fn docs_rules(&self, name: &str) -> BridgeTable {
+        let table = BridgeTable(name.to_string());
+        ok(&sh(&recipe("bridge", &[("TABLE", table.0.clone())]), None));
+        for (g, addr) in [(&self.sender, &self.from), (&self.receiver, &self.to)] {
+            let block = recipe(
+                "bridged-guest",
+                &[
+                    ("TABLE", table.0.clone()),
+                    ("VE", format!("ve-{}", g.name)),
+                    ("ADDR", addr.clone()),
+                ],
+            );
+            ok(&sh(&block, None));
+        }
+        table
+    }
 }
