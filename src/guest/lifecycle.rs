@@ -2481,13 +2481,12 @@ fn join_and_run(
                         false => format!("the command in guest {name}"),
                     };
                     let said = super::command_pid::received(&pid_r, child.as_raw());
-                    let (pids, cgroup) = ([said.command], &st.cgroup);
                     launch::say_if_oom_killed(
                         watch,
-                        &pids,
+                        &[said.command],
                         &Ok(status),
                         said.exited,
-                        cgroup,
+                        &st.cgroup,
                         &what,
                     );
                     Ok(status)
