@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,6 @@ impl Hierarchies {
 /// whose mkdir and writes would go to the tmpfs instead).
 fn really_mounted(m: &crate::fs::mountinfo::Mount) -> bool {
     use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
-    use std::os::unix::fs::MetadataExt;
     let magic = match m.fstype.as_str() {
         "cgroup" => CGROUP_SUPER_MAGIC,
         "cgroup2" => CGROUP2_SUPER_MAGIC,
@@ -1136,10 +1135,19 @@ impl Cgroup {
     /// subtree. The groups are new at each start: the count is of this
     /// run. None without a memory group that counts them.
     pub fn oom_kills(&self) -> Option<OomKills> {
-        let read = |dir: &Path, file: &str| -> Option<u64> {
+        self.oom_counts().map(|c| c.total())
+    }
+
+    /// What [`Cgroup::oom_kills`] adds up: the file, and the count of each
+    /// group it reads, by the group's path and inode (a group removed and
+    /// made again is another), for [`OomCounts::total`] or a tally that
+    /// keeps the count of a group removed since ([`super::oom_watch`]).
+    pub fn oom_counts(&self) -> Option<OomCounts> {
+        let read = |dir: &Path, file: &str| -> Option<(GroupId, u64)> {
             let text = std::fs::read_to_string(dir.join(file)).ok()?;
             let count = text.lines().find_map(|l| l.strip_prefix("oom_kill "))?;
-            count.trim().parse().ok()
+            let ino = std::fs::metadata(dir).ok()?.ino();
+            Some(((dir.to_path_buf(), ino), count.trim().parse().ok()?))
         };
         self.groups.iter().find_map(|g| {
             let daemon = g.join(DAEMON_LEAF);
@@ -1150,20 +1158,20 @@ impl Cgroup {
                     .skip(1)
                     .filter(|d| !d.starts_with(&daemon))
                     .filter_map(|d| read(&d, file));
-                Some(OomKills {
+                Some(OomCounts {
                     file,
-                    count: own + below.sum::<u64>(),
+                    groups: std::iter::once(own).chain(below).collect(),
                 })
             };
             if let Some(v1) = summed("memory.oom_control") {
                 return Some(v1);
             }
-            let all = read(g, "memory.events")?;
+            let (top, all) = read(g, "memory.events")?;
             if all > 0 {
-                let daemons = read(&daemon, "memory.events").unwrap_or(0);
-                return Some(OomKills {
+                let daemons = read(&daemon, "memory.events").map_or(0, |d| d.1);
+                return Some(OomCounts {
                     file: "memory.events",
-                    count: all.saturating_sub(daemons),
+                    groups: vec![(top, all.saturating_sub(daemons))],
                 });
             }
             // None in the subtree, or the group's own count (none).
@@ -1188,6 +1196,26 @@ impl Cgroup {
             .iter()
             .flat_map(|g| files.iter().map(move |f| g.join(f)))
             .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+}
+
+/// A group of the guest's, as [`OomCounts`] knows it: its path and inode.
+pub type GroupId = (PathBuf, u64);
+
+/// The counts [`Cgroup::oom_kills`] adds up ([`Cgroup::oom_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomCounts {
+    pub file: &'static str,
+    pub groups: Vec<(GroupId, u64)>,
+}
+
+impl OomCounts {
+    /// The groups' counts, added up.
+    pub fn total(&self) -> OomKills {
+        OomKills {
+            file: self.file,
+            count: self.groups.iter().map(|g| g.1).sum(),
+        }
     }
 }
 

@@ -7,6 +7,12 @@
 //! the message and translates it into the receiver's PID namespace. No
 //! privilege is needed and none can be claimed: a process sending without
 //! CAP_SYS_ADMIN can only say its own PID (net/core/scm.c).
+//!
+//! The reaper says on the same socket when its command exited by itself:
+//! it exits with the command's status, 128 + the signal for a signal, so a
+//! command that exits 137 (a shell whose last command a SIGKILL ended)
+//! looks like one SIGKILLed, which the kernel's log cannot always tell
+//! (where it cannot be read, the count's window decides).
 
 use super::{Error, Result};
 use nix::sys::socket::{
@@ -36,23 +42,58 @@ pub fn say_mine(to: &OwnedFd) {
     );
 }
 
-/// The PID the command said, in our PID namespace; None when it said
-/// none (it failed before, or the kernel gave no credentials).
-pub fn received(from: &OwnedFd) -> Option<i32> {
-    let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!(UnixCredentials);
-    let msg = recvmsg::<()>(
-        from.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .ok()?;
-    let pid = msg.cmsgs().ok()?.find_map(|c| match c {
-        ControlMessageOwned::ScmCredentials(creds) => Some(creds.pid()),
-        _ => None,
-    });
-    // 0: the sender is not in our PID namespace's view.
-    pid.filter(|p| *p > 0)
+/// Called in the reaper once its command exited (not a signal's end):
+/// its own status is then the command's code, not a kill's.
+pub fn say_exited(to: &OwnedFd) {
+    let _ = send(
+        to.as_raw_fd(),
+        b"x",
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
+}
+
+/// What the command and its reaper said.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Said {
+    /// The command's PID, in our PID namespace; None when it said none
+    /// (it failed before, or the kernel gave no credentials).
+    pub command: Option<i32>,
+    /// The reaper said its command exited by itself.
+    pub exited: bool,
+}
+
+/// What was said on `from`: the command's PID, and whether the reaper,
+/// `reaper` in our PID namespace, said its command exited. Only the
+/// reaper's own word counts for that (a process of the guest that took
+/// the socket from it can only say its own PID); a few messages at most
+/// are read (such a process could send without end).
+pub fn received(from: &OwnedFd, reaper: i32) -> Said {
+    let mut said = Said::default();
+    for _ in 0..16 {
+        let mut byte = [0u8; 1];
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!(UnixCredentials);
+        let Ok(msg) = recvmsg::<()>(
+            from.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT,
+        ) else {
+            break;
+        };
+        let pid = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|c| match c {
+                ControlMessageOwned::ScmCredentials(creds) => Some(creds.pid()),
+                _ => None,
+            })
+        });
+        // 0: the sender is not in our PID namespace's view.
+        let pid = pid.filter(|p| *p > 0);
+        match (byte[0], pid) {
+            (b'p', Some(p)) if said.command.is_none() => said.command = Some(p),
+            (b'x', Some(p)) if p == reaper => said.exited = true,
+            _ => {}
+        }
+    }
+    said
 }

@@ -122,7 +122,7 @@ pub fn run(
     // the exec): the second signal ends a guest stuck there as well.
     crate::sys::test_pause!("UNIFS_TEST_SPAWN_PAUSE_MS");
     let foreground = Foreground { end: &end, reports };
-    let oom_before = cgroup.oom_kills();
+    let oom_before = cgroup.oom_counts();
     let kernel_log = super::kernel_log::KernelLog::open();
     // A file or device of the caller's as stdin, stdout or stderr: the
     // guest gets a pipe we copy through (see `run_stdio`).
@@ -165,12 +165,15 @@ pub fn run(
     // reaper, whose command said its PID) the OOM killer's: said, or an
     // operator looks for who sent it. The reaper's own too: the OOM killer
     // may pick it (the guest's PID 1, whose end ends the command).
-    let command = spawned
+    let said = spawned
         .command_pid
         .as_ref()
-        .map(super::command_pid::received);
+        .map(|from| super::command_pid::received(from, guest.as_raw()));
+    let command = said.map(|s| s.command);
     let pids: Vec<_> = [Some(guest.as_raw())].into_iter().chain(command).collect();
-    say_if_oom_killed(oom_watch, &pids, &status, cgroup, "the guest's command");
+    let status_137 = said.is_some_and(|s| s.exited);
+    let what = "the guest's command";
+    say_if_oom_killed(oom_watch, &pids, &status, status_137, cgroup, what);
     cgroup.kill_all();
     let unwritten = copies.finish();
     net::teardown(spec);
@@ -206,15 +209,17 @@ const SIGPIPE_EXIT: i32 = 128 + libc::SIGPIPE;
 /// Warns that `what` (ended by the kill of one of `pids`, None where not
 /// known) was killed by the memory limit, if its `status` (a shell's) is
 /// SIGKILL's and `watch` says the OOM killer sent it (see
-/// [`super::oom_watch::OomWatch::verdict`]).
+/// [`super::oom_watch::OomWatch::verdict`]). `exited`: unifs's reaper
+/// said its command exited by itself, a 137 its own code, no kill.
 pub(super) fn say_if_oom_killed(
     watch: super::oom_watch::OomWatch,
     pids: &[Option<i32>],
     status: &Result<i32>,
+    exited: bool,
     cgroup: &Cgroup,
     what: &str,
 ) {
-    let killed = matches!(status, Ok(c) if *c == 128 + libc::SIGKILL);
+    let killed = !exited && matches!(status, Ok(c) if *c == 128 + libc::SIGKILL);
     let signal = killed.then_some("KILL");
     if let Some(oom) = watch.verdict(pids, signal, cgroup.memory_limit()) {
         tracing::warn!("{what} was {}", oom.describe());
@@ -809,8 +814,8 @@ pub(super) fn reap_and_forward(
                 // Ctrl-C on it reaches the command once, not also us, who would
                 // pass it on a second time. (Signals are still blocked here, so
                 // tcsetpgrp from the background raises no SIGTTOU.)
-                if let Some(to) = pid_to {
-                    super::command_pid::say_mine(&to);
+                if let Some(to) = &pid_to {
+                    super::command_pid::say_mine(to);
                 }
                 let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp());
@@ -821,10 +826,7 @@ pub(super) fn reap_and_forward(
                 exec_command(spec, &report)
             },
         ),
-        Ok(Forked::Parent(pid)) => {
-            drop(pid_to);
-            pid
-        }
+        Ok(Forked::Parent(pid)) => pid,
         Err(e) => fail(
             &report,
             b'E',
@@ -832,7 +834,9 @@ pub(super) fn reap_and_forward(
         ),
     };
     drop(report);
-    sys::close_fds();
+    // Kept: said on once the command exits (see command_pid).
+    let kept: Vec<i32> = pid_to.iter().map(|to| to.as_raw_fd()).collect();
+    sys::close_fds_except(&kept);
     let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED;
     loop {
         // By number: realtime signals too (SIGRTMIN+3, a systemd-style stop
@@ -850,7 +854,12 @@ pub(super) fn reap_and_forward(
         }
         loop {
             match waitpid(Pid::from_raw(-1), Some(flags)) {
-                Ok(WaitStatus::Exited(p, code)) if p == command => sys::exit_child(code),
+                Ok(WaitStatus::Exited(p, code)) if p == command => {
+                    if let Some(to) = &pid_to {
+                        super::command_pid::say_exited(to);
+                    }
+                    sys::exit_child(code)
+                }
                 Ok(WaitStatus::Signaled(p, sig, _)) if p == command => {
                     sys::exit_child(128 + sig as i32)
                 }

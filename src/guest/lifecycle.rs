@@ -613,7 +613,7 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     crate::sys::test_panic!("keeper");
     // Init's end by SIGKILL is the OOM killer's if the kernel's log names
     // it (see OomWatch). Opened before init starts: a kill at once is in it.
-    let oom_before = cgroup.oom_kills();
+    let oom_before = cgroup.oom_counts();
     let kernel_log = super::kernel_log::KernelLog::open();
     // Held open from here on: what we write once init ends goes into this
     // directory, whatever is mounted over its path meanwhile. Resolved
@@ -787,9 +787,10 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
 /// Which processes' SIGKILL ended init (`st`), which ended as `exit`, and
 /// the signal that ended it: its own, or, under unifs's reaper
 /// (`init_reaper`, which ends as its command did: 128 + its signal), the
-/// command's KILL too (its PID said on `said`, [`super::command_pid`]).
-/// The OOM killer may pick either: a reaper killed ends its command (the
-/// guest's PID namespace goes with its PID 1).
+/// command's KILL too (its PID said on `said`, [`super::command_pid`]),
+/// unless the reaper said its command exited (137 its own code). The OOM
+/// killer may pick either: a reaper killed ends its command (the guest's
+/// PID namespace goes with its PID 1).
 fn init_killed<'a>(
     st: &State,
     exit: &'a state::Exit,
@@ -798,8 +799,9 @@ fn init_killed<'a>(
     let mut pids = vec![Some(st.pid)];
     let mut signal = exit.signal.as_deref();
     if st.spec.init {
-        pids.push(said.and_then(super::command_pid::received));
-        if exit.code == Some(128 + libc::SIGKILL) {
+        let said = said.map(|from| super::command_pid::received(from, st.pid));
+        pids.push(said.and_then(|s| s.command));
+        if exit.code == Some(128 + libc::SIGKILL) && !said.is_some_and(|s| s.exited) {
             signal = Some("KILL");
         }
     }
@@ -2369,7 +2371,7 @@ fn join_and_run(
     // names it (see OomWatch). Before the fork (a kill at once is counted
     // and logged after these), and before setns hides the host's /proc,
     // /dev and cgroups.
-    let oom_first = st.cgroup.oom_kills();
+    let oom_first = st.cgroup.oom_counts();
     let kernel_log = super::kernel_log::KernelLog::open();
     // This process goes back to them once the helper is forked (see below).
     let own = own_namespaces(flags)?;
@@ -2478,8 +2480,15 @@ fn join_and_run(
                         true => format!("the shell in guest {name}"),
                         false => format!("the command in guest {name}"),
                     };
-                    let pid = super::command_pid::received(&pid_r);
-                    launch::say_if_oom_killed(watch, &[pid], &Ok(status), &st.cgroup, &what);
+                    let said = super::command_pid::received(&pid_r, child.as_raw());
+                    launch::say_if_oom_killed(
+                        watch,
+                        &[said.command],
+                        &Ok(status),
+                        said.exited,
+                        &st.cgroup,
+                        &what,
+                    );
                     Ok(status)
                 }
             }

@@ -3,11 +3,19 @@
 //! killer's if the log names it as the victim. Where the log cannot be read,
 //! if the count rose shortly before, not at any time since it started (one
 //! of its processes killed an hour ago, then init killed by hand).
+//!
+//! A count summed over the guest's groups (v1, which counts a kill in the
+//! victim's own group) loses a group's kills with the group: one the guest
+//! made itself (a systemd service's, removed as it stops or restarts). So
+//! the watch keeps the count of each group it saw ([`Tally`]): a group
+//! gone keeps its last one (a kill counted and its group removed between
+//! two samples is still lost: the log tells it, where it names the PID).
 
-use super::cgroup::{Cgroup, OomKills};
+use super::cgroup::{Cgroup, GroupId, OomCounts, OomKills};
 use super::kernel_log::{KernelLog, Killer};
 use super::state::OomKilled;
 use nix::sys::signal::{SigSet, SigmaskHow};
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -41,14 +49,46 @@ pub struct OomWatch {
     /// Dropped to end the thread: it sleeps on the other end, so a
     /// guest's keeper wakes only to read the count.
     stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// The thread, which hands back its tally.
+    thread: Option<JoinHandle<Tally>>,
+    /// The tally of the first count, for a watch without a thread.
+    tally: Tally,
+}
+
+/// The guest's count of OOM kills, a group removed since it was read
+/// still counted (see the module's doc).
+#[derive(Default, Clone)]
+struct Tally {
+    /// Each group's count when last read.
+    seen: HashMap<GroupId, u64>,
+    /// What the groups gone since counted when last read.
+    gone: u64,
+}
+
+impl Tally {
+    /// The count now, `counts` read from the groups (None: unread, and
+    /// the tally as it was).
+    fn count(&mut self, counts: Option<OomCounts>) -> Option<OomKills> {
+        let counts = counts?;
+        let now: HashMap<GroupId, u64> = counts.groups.iter().cloned().collect();
+        let gone = self.seen.iter().filter(|(g, _)| !now.contains_key(*g));
+        self.gone += gone.map(|(_, c)| c).sum::<u64>();
+        self.seen = now;
+        let total = counts.total();
+        Some(OomKills {
+            count: total.count + self.gone,
+            ..total
+        })
+    }
 }
 
 impl OomWatch {
     /// Watches `cgroup`, whose count was `first` when the process began,
     /// and `log`, opened then. Without a thread (a task limit) the log is
     /// read at the end, or the count since the start is used, as before.
-    pub fn start(cgroup: Cgroup, first: Option<OomKills>, log: Option<KernelLog>) -> OomWatch {
+    pub fn start(cgroup: Cgroup, first: Option<OomCounts>, log: Option<KernelLog>) -> OomWatch {
+        let mut tally = Tally::default();
+        let first = tally.count(first);
         let samples: Samples = Arc::new(Mutex::new(VecDeque::from([(Instant::now(), first)])));
         let log: Log = Arc::new(Mutex::new(log));
         let (stop, halt) = mpsc::channel();
@@ -57,9 +97,10 @@ impl OomWatch {
         // Its signals are the keeper's and `run`'s to take (they pass them
         // on to init): the thread is made with all of them blocked.
         let old = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK).ok();
+        let t = tally.clone();
         let thread = std::thread::Builder::new()
             .name("oom-watch".into())
-            .spawn(move || sample(&c, &s, &l, read_at, &halt))
+            .spawn(move || sample(&c, &s, &l, t, read_at, &halt))
             .ok();
         if let Some(old) = old {
             let _ = old.thread_set_mask();
@@ -71,6 +112,7 @@ impl OomWatch {
             log,
             stop: Some(stop),
             thread,
+            tally,
         }
     }
 
@@ -94,10 +136,9 @@ impl OomWatch {
         // The thread is ended first: a reboot's start clones after this,
         // which a thread holding a lock would deadlock.
         drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let now = self.cgroup.oom_kills();
+        let joined = self.thread.take().and_then(|t| t.join().ok());
+        let mut tally = joined.unwrap_or_else(|| std::mem::take(&mut self.tally));
+        let now = tally.count(self.cgroup.oom_counts());
         let before = self.before_window();
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let named = match log.as_mut() {
@@ -177,14 +218,15 @@ fn sample(
     cgroup: &Cgroup,
     samples: &Mutex<VecDeque<(Instant, Option<OomKills>)>>,
     log: &Log,
+    mut tally: Tally,
     mut read_at: Option<u64>,
     halt: &mpsc::Receiver<()>,
-) {
+) -> Tally {
     // The count equalled `read_at` at the last read too.
     let mut settled = true;
     while let Err(RecvTimeoutError::Timeout) = halt.recv_timeout(EVERY) {
         let last = Instant::now();
-        let count = cgroup.oom_kills();
+        let count = tally.count(cgroup.oom_counts());
         let now = count.as_ref().map(|c| c.count);
         {
             let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,7 +240,7 @@ fn sample(
             match settled && !rose {
                 true => {
                     stop_once_before_skip();
-                    log.skip(|| cgroup.oom_kills().map(|c| c.count) != now)
+                    log.skip(|| tally.count(cgroup.oom_counts()).map(|c| c.count) != now)
                 }
                 // The tests' UNIFS_TEST_KMSG_LATE: the read right after a
                 // rise finds nothing, as when it comes before the record.
@@ -209,6 +251,7 @@ fn sample(
             read_at = now;
         }
     }
+    tally
 }
 
 /// The tests' window on a kill counted while the log is skipped
