@@ -57,6 +57,14 @@ pub struct RunOptions {
     /// packets (net.ipv4.conf.ve-NAME.forwarding=1), for NAT beyond the host.
     #[arg(long)]
     pub forward: bool,
+    /// With --net veth and --bridge: give eth0 a MAC address unifs derives
+    /// from the run's name and /etc/machine-id, and lock the host end's
+    /// bridge port to it (learning off, locked on, a static sticky fdb
+    /// entry; Linux 5.18+, no vlan_filtering): frames the guest sends from
+    /// any other MAC address are dropped, so it cannot take another
+    /// guest's frames from the bridge.
+    #[arg(long)]
+    pub lock_mac: bool,
     /// Bind a host path into the guest (repeatable).
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     pub binds: Vec<String>,
@@ -493,6 +501,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         bridge: a.bridge.clone(),
         gateway: a.gateway.clone(),
         forward: a.forward,
+        lock_mac: a.lock_mac,
     };
     spec.binds = parse_all(&a.binds)?;
     for b in &spec.binds {

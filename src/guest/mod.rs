@@ -41,6 +41,7 @@ pub mod logs;
 pub mod net;
 mod oom_watch;
 pub mod overlay;
+mod port_lock;
 pub mod ps;
 mod relay;
 mod rootfs;

@@ -33,15 +33,23 @@ pub fn check(spec: &GuestSpec) -> Result<()> {
 
 /// [`check`] of `net`, its settings named as `names` says.
 fn check_as(net: &NetSpec, names: Names) -> Result<()> {
-    let [veth, ip_o, host_o, bridge_o, gw_o, fwd_o] = [
+    let [veth, ip_o, host_o, bridge_o, gw_o, fwd_o, lock_o] = [
         "--net veth",
         "--ip",
         "--host-ip",
         "--bridge",
         "--gateway",
         "--forward",
+        "--lock-mac",
     ]
     .map(|o| names.of(o));
+    if net.lock_mac && (net.mode != NetMode::Veth || net.bridge.is_none()) {
+        // A routed host end has rp_filter and the docs' antispoof chain;
+        // a bridge port is what the lock is for.
+        return Err(Error::Net(format!(
+            "{lock_o} needs {veth} and {bridge_o}: it locks the host end's bridge port"
+        )));
+    }
     if net.mode != NetMode::Veth {
         if net.forward {
             return Err(Error::Net(format!("{fwd_o} needs {veth} and {host_o}")));
@@ -192,6 +200,9 @@ fn check_host(spec: &GuestSpec) -> Result<()> {
                  (`ip -br link show type bridge` lists them)"
             )));
         }
+        if spec.net.lock_mac {
+            super::port_lock::check_bridge(&dev, bridge, names)?;
+        }
     }
     if let Some(host_s) = &spec.net.host_ip {
         let host = Cidr::parse(host_o, host_s).map_err(|e| spec.in_its_config(e))?;
@@ -256,13 +267,28 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     // UNIFS_TEST_VETH_PAUSE_MS: the tests' window between the check and
     // the address, for two starts at once.
     crate::sys::test_pause!("UNIFS_TEST_VETH_PAUSE_MS");
+    let mac = if net.lock_mac {
+        Some(super::port_lock::guest_mac(&spec.name, spec.names())?)
+    } else {
+        None
+    };
     let pid_s = pid.as_raw().to_string();
-    ip(&[
-        "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
-    ])?;
+    let mut add = vec![
+        "link", "add", &host_if, "type", "veth", "peer", "name", "eth0",
+    ];
+    if let Some(mac) = &mac {
+        add.extend(["address", mac]);
+    }
+    add.extend(["netns", &pid_s]);
+    ip(&add)?;
     let configured = (|| {
         if let Some(bridge) = &net.bridge {
             ip(&["link", "set", &host_if, "master", bridge])?;
+            // While the port is down: no frame of the guest's crosses
+            // the bridge before the lock.
+            if let Some(mac) = &mac {
+                super::port_lock::lock(&host_if, mac, spec.names())?;
+            }
         }
         if let Some(host_ip) = &net.host_ip {
             add_addr(host_ip, &host_if)?;
@@ -500,55 +526,91 @@ fn in_netns(pid: Pid, f: impl FnOnce() -> Result<()>) -> Result<()> {
     result
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+pub(super) fn ip(args: &[&str]) -> Result<()> {
     ip_output(args).map(drop)
 }
 
-/// `ip` as PATH finds it, found once, with each directory in a FUSE mount
-/// that does not answer passed over: execvp's lookup there waits for good.
-/// Where none has it, "ip", for the error execvp gives.
-fn ip_program() -> &'static Path {
+/// iproute2's programs, as PATH finds them.
+#[derive(Clone, Copy)]
+pub(super) enum Tool {
+    /// `ip`: every veth network.
+    Ip,
+    /// `bridge`: a bridge port's fdb entry ([`super::port_lock`]).
+    Bridge,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Ip => "ip",
+            Tool::Bridge => "bridge",
+        }
+    }
+
+    /// What it is needed for, in the error of a host without it.
+    fn needed_for(self) -> &'static str {
+        match self {
+            Tool::Ip => "a veth network",
+            Tool::Bridge => "locking a bridge port to the guest's MAC address",
+        }
+    }
+
+    /// The program, found once, with each PATH directory in a FUSE mount
+    /// that does not answer passed over: execvp's lookup there waits for
+    /// good. Where none has it, its bare name, for the error execvp gives.
+    fn program(self) -> &'static Path {
+        static FOUND: [std::sync::OnceLock<PathBuf>; 2] =
+            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        FOUND[self as usize].get_or_init(|| on_path(self.name()))
+    }
+
+    /// `TOOL ARGS`' standard output.
+    pub(super) fn output(self, args: &[&str]) -> Result<String> {
+        let name = self.name();
+        let out = Command::new(self.program())
+            .args(args)
+            .output()
+            .map_err(|e| {
+                Error::Net(format!(
+                    "running `{name}` (iproute2, needed for {}): {e}",
+                    self.needed_for()
+                ))
+            })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Net(format!(
+                "`{name} {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}
+
+/// [`Tool::program`]'s look along PATH for `name`.
+fn on_path(name: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    static IP: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    IP.get_or_init(|| {
-        let stalls = crate::fs::StallCheck::new().ok();
-        let stalled = |d: &Path| {
-            stalls.as_ref().is_some_and(|s| {
-                s.refuse(d)
-                    .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
-            })
-        };
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .filter(|d| d.is_absolute() && !stalled(d))
-            .map(|d| d.join("ip"))
-            .find(|p| {
-                std::fs::metadata(p)
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-            .unwrap_or_else(|| "ip".into())
-    })
+    let stalls = crate::fs::StallCheck::new().ok();
+    let stalled = |d: &Path| {
+        stalls.as_ref().is_some_and(|s| {
+            s.refuse(d)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        })
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|d| d.is_absolute() && !stalled(d))
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| name.into())
 }
 
 /// `ip ARGS`' standard output.
 fn ip_output(args: &[&str]) -> Result<String> {
-    let out = Command::new(ip_program())
-        .args(args)
-        .output()
-        .map_err(|e| {
-            Error::Net(format!(
-                "running `ip` (iproute2, needed for a veth network): {e}"
-            ))
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Net(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    Tool::Ip.output(args)
 }
 
 #[cfg(test)]
@@ -665,6 +727,17 @@ mod tests {
             "{}",
             err(&s)
         );
+    }
+
+    #[test]
+    fn lock_mac_needs_a_bridged_veth() {
+        let mut s = veth(Some("10.0.3.2/24"));
+        s.net.lock_mac = true;
+        assert!(err(&s).contains("--lock-mac needs --net veth and --bridge"));
+        s.net.bridge = Some("br0".into());
+        assert!(check(&s).is_ok());
+        s.net.mode = NetMode::None;
+        assert!(err(&s).contains("--lock-mac needs"), "{}", err(&s));
     }
 
     #[test]

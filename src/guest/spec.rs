@@ -101,6 +101,7 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("--bridge", "[net] bridge"),
     ("--gateway", "[net] gateway"),
     ("--forward", "[net] forward"),
+    ("--lock-mac", "[net] lock_mac"),
     ("--memory", "[limits] memory"),
     ("--cpus", "[limits] cpus"),
     ("--pids", "[limits] pids"),
@@ -363,6 +364,12 @@ pub struct NetSpec {
     /// guest without it reads as before in an older unifs.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub forward: bool,
+    /// veth on a bridge: eth0 gets a MAC address of unifs's choosing and
+    /// the host end's port takes frames from it alone
+    /// ([`super::port_lock`]). Left out of a record when false, as
+    /// `forward`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lock_mac: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,170 @@
+//! A bridged veth guest locked to its own MAC address (`--lock-mac`,
+//! `[net] lock_mac`). Guest root keeps CAP_NET_RAW, so it can send frames
+//! from another guest's MAC address, and a learning bridge then sends that
+//! guest's frames to it until the other sends again. Here `eth0` gets an
+//! address derived from the guest's name and the host's machine-id (stable
+//! across starts, as systemd-nspawn's veth addresses are), and the host
+//! end's port learns nothing and takes frames only from a source the bridge
+//! has an entry for on that port (`locked`, Linux 5.18): one static entry,
+//! that address. The entry is sticky: a port that still learns (another
+//! guest's without the lock, the LAN uplink) sending from that address does
+//! not move it. Port flags and entry are the port's, so they go with the
+//! interface.
+
+use super::net::{ip, Tool};
+use super::spec::Names;
+use super::{Error, Result};
+use std::path::Path;
+
+/// Where the host's identity is read from (as nspawn reads it).
+const MACHINE_ID: &str = "/etc/machine-id";
+
+/// The MAC address `eth0` of guest `guest` gets, `aa:bb:…`; an error names
+/// the setting as `names` does.
+pub fn guest_mac(guest: &str, names: Names) -> Result<String> {
+    let lock_o = names.of("--lock-mac");
+    let id = std::fs::read_to_string(MACHINE_ID).unwrap_or_default();
+    let id = id.trim();
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Net(format!(
+            "{lock_o}: {MACHINE_ID} is missing, empty or not 32 hex digits: the guest's MAC \
+             address is derived from it and the guest's name, so that another host's guest \
+             of that name on the LAN gets another; `systemd-machine-id-setup` (or \
+             `dbus-uuidgen --ensure={MACHINE_ID}`) writes one"
+        )));
+    }
+    Ok(format_mac(mac_of(id, guest)))
+}
+
+/// A locally administered unicast address (the first byte's bit 1 set, bit
+/// 0 clear) from a digest of the machine-id and the guest's name: the same
+/// for each start of that guest on that host.
+fn mac_of(machine_id: &str, guest: &str) -> [u8; 6] {
+    let mut hasher = blake3::Hasher::new_derive_key("unifs 2026-12-06 guest eth0 MAC address");
+    hasher.update(machine_id.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(guest.as_bytes());
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&hasher.finalize().as_bytes()[..6]);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// Refuses bridge `bridge` (its /sys/class/net directory `dev`) where it
+/// filters VLANs: its fdb entries are then per VLAN, and a port's VLANs
+/// are the operator's to set once it has joined (`bridge vlan add`), after
+/// unifs's start, so an entry made at the start would not cover the VLAN
+/// the guest ends up on, cutting it off.
+pub fn check_bridge(dev: &Path, bridge: &str, names: Names) -> Result<()> {
+    if !filters_vlans(dev) {
+        return Ok(());
+    }
+    let [lock_o, bridge_o] = ["--lock-mac", "--bridge"].map(|o| names.of(o));
+    Err(Error::Net(format!(
+        "{lock_o} on {bridge_o} {bridge}: the bridge filters VLANs (vlan_filtering 1), whose \
+         forwarding entries are per VLAN, and the port's VLANs are set after the guest \
+         starts; leave {lock_o} out there and lock the port by hand with an entry per VLAN \
+         (docs/guests.md, \"Guests on a bridge\"), or use a bridge without vlan_filtering"
+    )))
+}
+
+/// Whether the bridge whose /sys/class/net directory is `dev` filters VLANs
+/// (no such file: a kernel without VLAN filtering).
+fn filters_vlans(dev: &Path) -> bool {
+    std::fs::read_to_string(dev.join("bridge/vlan_filtering")).is_ok_and(|v| v.trim() != "0")
+}
+
+/// Locks bridge port `host_if` to `mac`: no learning, frames only from
+/// sources with an entry on this port (checked: a kernel before 5.18 takes
+/// `locked` without a word and locks nothing), and a static sticky entry
+/// for `mac`.
+pub fn lock(host_if: &str, mac: &str, names: Names) -> Result<()> {
+    ip(&[
+        "link",
+        "set",
+        "dev",
+        host_if,
+        "type",
+        "bridge_slave",
+        "learning",
+        "off",
+        "locked",
+        "on",
+    ])?;
+    let shown = Tool::Ip.output(&["-d", "-j", "link", "show", "dev", host_if])?;
+    if !is_locked(&shown) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        return Err(Error::Net(format!(
+            "{}: the kernel (Linux {}) did not lock bridge port {host_if}: locked ports need \
+             Linux 5.18 or later; leave it out on this host",
+            names.of("--lock-mac"),
+            release.trim()
+        )));
+    }
+    Tool::Bridge
+        .output(&[
+            "fdb", "add", mac, "dev", host_if, "master", "static", "sticky",
+        ])
+        .map(drop)
+}
+
+/// Whether `ip -d -j link show`'s output says the port is locked (a kernel
+/// without locked ports leaves the key out).
+fn is_locked(shown: &str) -> bool {
+    let v: serde_json::Value = serde_json::from_str(shown).unwrap_or_default();
+    v[0]["linkinfo"]["info_slave_data"]["locked"] == serde_json::Value::Bool(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guests_mac_is_stable_local_unicast_and_its_own() {
+        let id = "3d1219c7c4c5404aaa1f6d2a48adfda4";
+        let web1 = mac_of(id, "web1");
+        assert_eq!(web1, mac_of(id, "web1"));
+        assert_eq!(web1[0] & 0x03, 0x02, "locally administered, unicast");
+        assert_ne!(web1, mac_of(id, "web2"));
+        assert_ne!(web1, mac_of("0d1219c7c4c5404aaa1f6d2a48adfda4", "web1"));
+        assert_eq!(format_mac([0x02, 0, 0xab, 1, 2, 0xff]), "02:00:ab:01:02:ff");
+    }
+
+    #[test]
+    fn a_vlan_filtering_bridge_is_refused() {
+        let dev = tempfile::tempdir().unwrap();
+        assert!(!filters_vlans(dev.path()), "a kernel without the file");
+        std::fs::create_dir(dev.path().join("bridge")).unwrap();
+        let file = dev.path().join("bridge/vlan_filtering");
+        std::fs::write(&file, "0\n").unwrap();
+        assert!(check_bridge(dev.path(), "br0", Names::Options).is_ok());
+        std::fs::write(&file, "1\n").unwrap();
+        let e = check_bridge(dev.path(), "br0", Names::Config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[net] lock_mac on [net] bridge br0: the bridge filters VLANs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_port_is_locked_only_where_ip_says_so() {
+        let with = |data: &str| {
+            format!(
+                r#"[{{"ifname":"ve-web1","linkinfo":{{"info_kind":"veth","info_slave_kind":"bridge","info_slave_data":{{{data}}}}}}}]"#
+            )
+        };
+        assert!(is_locked(&with(r#""learning":false,"locked":true"#)));
+        assert!(!is_locked(&with(r#""learning":false,"locked":false"#)));
+        assert!(
+            !is_locked(&with(r#""learning":false,"isolated":false"#)),
+            "a kernel before 5.18 has no such key"
+        );
+        assert!(!is_locked("not json"));
+    }
+}
