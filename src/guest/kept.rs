@@ -110,3 +110,30 @@ pub fn roots_mounted(run_dir: &Path) -> Vec<String> {
 pub fn kept_run_dir(run_dir: &Path, name: &str) -> Option<Kept> {
     kept_run_dirs(run_dir).into_iter().find(|k| k.name == name)
 }
+
+/// [`kept_run_dirs`] of `run_dir` looked for once, when first asked, for a
+/// look at many guests (`list`): each covered guest's own scan of every
+/// process made a list of N covered guests N scans of /proc.
+pub struct KeptOnce<'a> {
+    run_dir: &'a Path,
+    scanned: std::cell::OnceCell<Vec<Kept>>,
+}
+
+impl<'a> KeptOnce<'a> {
+    pub fn new(run_dir: &'a Path) -> KeptOnce<'a> {
+        KeptOnce {
+            run_dir,
+            scanned: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Every run dir of `run_dir` a keeper holds (scanned at the first call).
+    pub fn all(&self) -> &[Kept] {
+        self.scanned.get_or_init(|| kept_run_dirs(self.run_dir))
+    }
+
+    /// The run dir a keeper holds for guest `name`, if one does.
+    pub fn of(&self, name: &str) -> Option<&Kept> {
+        self.all().iter().find(|k| k.name == name)
+    }
+}

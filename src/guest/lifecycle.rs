@@ -2655,10 +2655,13 @@ pub struct Status {
 }
 
 pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
-    status_of(dirs, name).map_err(|e| needs_root("reading a guest's status", e))
+    let kept = super::kept::KeptOnce::new(&dirs.run_dir);
+    status_of(dirs, name, &kept).map_err(|e| needs_root("reading a guest's status", e))
 }
 
-fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
+/// [`status`], with the keepers' run dirs (`keepers`) scanned once for all
+/// the guests looked at.
+fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result<Status> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     // The last exit before the record: the keeper of an init that ended
@@ -2674,7 +2677,7 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
     // keeper holds, where there is one (init runs), as it is.
     let covered = run.covered();
     let st = match st {
-        None if covered.is_some() && !bad => record_kept(&dirs.run_dir, name),
+        None if covered.is_some() && !bad => record_kept(keepers, name),
         st => st,
     };
     // Mounting its root and starting init before it records them; an old
@@ -2766,8 +2769,8 @@ fn status_of(dirs: &Dirs, name: &str) -> Result<Status> {
 
 /// The record of guest `name` in the run dir its keeper holds open
 /// ([`super::kept`]), where its path no longer leads to it.
-fn record_kept(run_dir: &Path, name: &str) -> Option<State> {
-    let kept = super::kept::kept_run_dir(run_dir, name)?;
+fn record_kept(keepers: &super::kept::KeptOnce, name: &str) -> Option<State> {
+    let kept = keepers.of(name)?;
     let bytes = std::fs::read(kept.dir.join("state.json")).ok()?;
     serde_json::from_slice::<State>(&bytes)
         .ok()
@@ -2870,15 +2873,13 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     let unseen = super::kept::roots_mounted(&dirs.run_dir)
         .into_iter()
         .any(|n| !names.contains(&n));
-    let kept = match unseen {
-        true => super::kept::kept_run_dirs(&dirs.run_dir),
+    // Scanned once, here or at the first covered guest's status.
+    let keepers = super::kept::KeptOnce::new(&dirs.run_dir);
+    let kept: Vec<String> = match unseen {
+        true => keepers.all().iter().map(|k| k.name.clone()).collect(),
         false => Vec::new(),
     };
-    let kept: Vec<String> = kept
-        .into_iter()
-        .map(|k| k.name)
-        .filter(|n| !names.contains(n))
-        .collect();
+    let kept: Vec<String> = kept.into_iter().filter(|n| !names.contains(n)).collect();
     names.extend(kept.iter().cloned());
     // One read of the mount table for all: each guest's own reads of it
     // (which grows with the guests running) made a list of N cost N x N.
@@ -2891,7 +2892,7 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
                     run_dir_stalled: Some(why.to_string()),
                     ..Status::default()
                 })),
-                None => match status_of(dirs, n) {
+                None => match status_of(dirs, n, &keepers) {
                     Err(Error::NoConfig { .. }) if kept.contains(n) => None,
                     st => Some(st.map_err(|e| needs_root("listing guests", e))),
                 },

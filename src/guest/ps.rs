@@ -32,7 +32,9 @@ pub fn processes(pids: &[i32], init: i32, group: &str) -> Vec<Process> {
     let Ok(proc) = std::fs::File::open("/proc") else {
         return Vec::new();
     };
-    let read = |pid| read(&proc, pid, group);
+    // One worker for all the guest's cmdlines (see BoundedReads).
+    let args = std::cell::RefCell::new(crate::sys::BoundedReads::new(crate::sys::ARGS_LIMIT));
+    let read = |pid| read(&proc, pid, group, &mut args.borrow_mut());
     let mut read_all: Vec<(Process, Vec<i32>)> = pids.iter().filter_map(|&p| read(p)).collect();
     // Init's depth among the PID namespaces: a process in a namespace the
     // guest made below its own has more entries in NSpid.
@@ -51,7 +53,12 @@ pub fn processes(pids: &[i32], init: i32, group: &str) -> Vec<Process> {
 
 /// The process `pid` if it is in `group`, with its NSpid (its PID in each
 /// namespace from the host's down); `guest_pid` is left for the caller.
-fn read(proc: &std::fs::File, pid: i32, group: &str) -> Option<(Process, Vec<i32>)> {
+fn read(
+    proc: &std::fs::File,
+    pid: i32,
+    group: &str,
+    args: &mut crate::sys::BoundedReads,
+) -> Option<(Process, Vec<i32>)> {
     use std::os::fd::AsFd;
     // Reads through this fd fail once the process is gone, PID reused or not.
     let dir = crate::sys::open_beneath(
@@ -60,11 +67,13 @@ fn read(proc: &std::fs::File, pid: i32, group: &str) -> Option<(Process, Vec<i32
         libc::O_DIRECTORY | libc::O_RDONLY,
     )
     .ok()?;
+    let open = |name: &str| {
+        let fd = crate::sys::open_beneath(dir.as_fd(), std::path::Path::new(name), libc::O_RDONLY);
+        fd.ok().map(std::fs::File::from)
+    };
     let file = |name: &str| -> Option<Vec<u8>> {
-        let fd = crate::sys::open_beneath(dir.as_fd(), std::path::Path::new(name), libc::O_RDONLY)
-            .ok()?;
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).ok()?;
+        std::io::Read::read_to_end(&mut open(name)?, &mut bytes).ok()?;
         Some(bytes)
     };
     let cgroups = String::from_utf8(file("cgroup")?).ok()?;
@@ -97,15 +106,18 @@ fn read(proc: &std::fs::File, pid: i32, group: &str) -> Option<(Process, Vec<i32
         }
         _ => None,
     };
-    let cmdline = file("cmdline").unwrap_or_default();
-    let command = match cmdline.is_empty() {
-        true => format!("[{}]", field("Name").unwrap_or("?")),
-        false => cmdline
+    // Its memory, read under its memory-map lock: bounded.
+    let cmdline = open("cmdline").map(|f| args.read(f));
+    let name = field("Name").unwrap_or("?");
+    let command = match cmdline {
+        Some(None) => format!("{name} (arguments unread: its memory map is locked)"),
+        Some(Some(Ok(c))) if !c.is_empty() => c
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
             .map(String::from_utf8_lossy)
             .collect::<Vec<_>>()
             .join(" "),
+        _ => format!("[{name}]"),
     };
     let process = Process {
         pid,

@@ -190,7 +190,9 @@ fn take(store: &Path, mut file: File, op: libc::c_int, pid: bool) -> Result<File
 /// "pid N: `unifs … store gc --dry-run`": what a holder runs, so that the
 /// one who waits knows what for (a reader too holds the lock, shared).
 fn running(pid: &str) -> String {
-    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+    // Bounded: a holder whose memory-map lock is held (see
+    // crate::sys::BoundedReads) would keep this one waiting for good.
+    let Some(cmd) = pid.parse().ok().and_then(crate::sys::cmdline_bounded) else {
         return format!("pid {pid}");
     };
     let mut words: Vec<String> = cmd

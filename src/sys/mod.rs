@@ -6,6 +6,7 @@
 pub mod caps;
 pub mod fsids;
 mod locks;
+mod proc_args;
 mod regular;
 mod shared_map;
 pub(crate) mod test_hooks;
@@ -15,6 +16,8 @@ pub mod xattr;
 pub(crate) use test_hooks::{test_bound, test_hook, test_panic, test_pause, test_stop};
 
 pub use locks::flock_holders;
+
+pub use proc_args::{cmdline_bounded, BoundedReads, ARGS_LIMIT};
 
 pub use regular::{is_not_regular, look_at, open_regular_at, open_regular_beneath, NotRegular};
 
