@@ -511,16 +511,19 @@ impl Piped {
     /// read from our stdin that the command's pipe cannot take.
     pub fn proxy(self, child: Pid) -> Result<i32> {
         let _epipe = PipeErrors::returned();
-        // A regular file as stdin: we read it ahead of the command (up to
-        // the pipe's 64 KiB and a read more), and set it back by what the
-        // command left unread once it ends, as `unifs run` does. A
-        // reader's end of its pipe kept, to count that.
-        let counted = match super::run_stdio::stdin_is_a_file() {
-            true => self.ends[0].as_ref().and_then(|(_, c)| c.try_clone().ok()),
-            false => None,
-        };
-        let [stdin, stdout, stderr] = self.ends.map(|e| e.map(|(ours, _)| ours));
-        let mut to_guest = stdin;
+        // A regular file as stdin is copied by a thread of its own, with
+        // `pread` (a read of it that hangs, on a hung FUSE or NFS mount,
+        // must not hold up this loop and so `exec`'s end), and set back by
+        // what the command left unread once it ends, as `unifs run` does.
+        // A reader's end of its pipe kept, to count that.
+        let [stdin, stdout, stderr] = self.ends;
+        let file_copy = stdin.as_ref().and_then(|(ours, theirs)| {
+            let reader = theirs.try_clone().ok()?;
+            super::run_stdio::copy_stdin_file(ours.as_fd(), reader)
+        });
+        let [stdin, stdout, stderr] = [stdin, stdout, stderr].map(|e| e.map(|(ours, _)| ours));
+        // The copy holds the pipe now: a clone of ours would keep it open.
+        let mut to_guest = stdin.filter(|_| file_copy.is_none());
         let mut outs: Vec<(std::fs::File, i32)> = [(stdout, 1), (stderr, 2)]
             .into_iter()
             .filter_map(|(f, fd)| f.map(|f| (f, fd)))
@@ -578,11 +581,11 @@ impl Piped {
                 Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
                 _ => continue,
             };
-            // What it left unread (processes of the guest's may hold the
-            // pipe still: what they read of it later is read twice).
-            if let Some(reader) = &counted {
-                let unread = pending.len() as u64 + super::run_stdio::pipe_holds(reader.as_fd());
-                super::run_stdio::unread_stdin(unread);
+            // Left just past what it read; what it left in the pipe is
+            // taken out, so that a process of the guest's left holding the
+            // pipe does not read it too.
+            if let Some(copy) = file_copy {
+                copy.set_back();
             }
             // What it wrote just before it ended; not what processes it
             // left behind write later.

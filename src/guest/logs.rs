@@ -226,12 +226,29 @@ fn data_end_before(file: &File, before: u64) -> u64 {
 }
 
 /// Where the last `lines` lines of `file` start (a last line without its
-/// newline is one too).
+/// newline is one too). A file that shrinks while it is scanned
+/// (`console.log.boot`, which a reboot begins again in place) is scanned
+/// again from its new end, a few times, then shown from its start: never
+/// a failure for a log rewritten under us.
 fn tail_start(file: &File, lines: u64) -> io::Result<u64> {
+    for _ in 0..3 {
+        if let Some(start) = scan_tail(file, lines)? {
+            return Ok(start);
+        }
+    }
+    Ok(0)
+}
+
+/// [`tail_start`]'s scan of `file` as long as it is now; None if it
+/// turned out shorter.
+fn scan_tail(file: &File, lines: u64) -> io::Result<Option<u64>> {
     let len = file.metadata()?.len();
     if lines == 0 {
-        return Ok(len);
+        return Ok(Some(len));
     }
+    // The tests' way into the race: the length taken, the file not read.
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| crate::sys::test_stop!("UNIFS_TEST_LOGS_TAIL_STOP"));
     let mut buf = vec![0u8; 64 << 10];
     let (mut end, mut seen) = (len, 0u64);
     while end > 0 {
@@ -242,20 +259,23 @@ fn tail_start(file: &File, lines: u64) -> io::Result<u64> {
             continue;
         }
         let chunk = &mut buf[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
+        match file.read_exact_at(chunk, start) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            read => read?,
+        }
         for (i, &b) in chunk.iter().enumerate().rev() {
             let pos = start + i as u64;
             // The file's own last newline ends its last line.
             if b == b'\n' && pos + 1 != len {
                 seen += 1;
                 if seen == lines {
-                    return Ok(pos + 1);
+                    return Ok(Some(pos + 1));
                 }
             }
         }
         end = start;
     }
-    Ok(0)
+    Ok(Some(0))
 }
 
 #[cfg(test)]

@@ -219,24 +219,42 @@ fn file_offset(fd: BorrowedFd) -> Option<u64> {
     u64::try_from(offset(fd)?).ok()
 }
 
-/// Whether our stdin is a regular file with an offset, one
-/// [`unread_stdin`] can set back (`guest exec`'s copy, see
-/// [`super::console::Piped::proxy`]).
-pub(super) fn stdin_is_a_file() -> bool {
+/// `guest exec`'s stdin, when it is a regular file (see
+/// [`super::console::Piped::proxy`]): copied into the command's pipe (`to`,
+/// its writers' end; `reader`, a reader's end kept to count what is left
+/// there) by a thread, with `pread`, as `unifs run`'s is, so that a read
+/// of it that hangs (a file on a hung FUSE or NFS mount) holds up neither
+/// `exec`'s end nor its setting the offset back ([`Input::set_back`]).
+/// None when stdin is no regular file, or no thread can be had: `to` is
+/// then the caller's to copy into as before.
+pub(super) fn copy_stdin_file(to: BorrowedFd, reader: OwnedFd) -> Option<Input> {
     // SAFETY: fd 0 stays open (or closed) for the life of the process;
     // only borrowed here.
-    file_offset(unsafe { BorrowedFd::borrow_raw(0) }).is_some()
-}
-
-/// Sets our stdin, a regular file, `unread` bytes back: what a copy read
-/// of it that its command never took, left for the caller's next reader.
-pub(super) fn unread_stdin(unread: u64) {
-    let Ok(back) = i64::try_from(unread) else {
-        return;
-    };
-    // SAFETY: as in `stdin_is_a_file`.
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    let _ = nix::unistd::lseek(stdin, -back, nix::unistd::Whence::SeekCur);
+    let at = file_offset(stdin)?;
+    let (file, from, to) = (
+        stdin.try_clone_to_owned().ok()?,
+        stdin.try_clone_to_owned().ok()?,
+        to.try_clone_to_owned().ok()?,
+    );
+    // The copy's writes wait for room (`exec` made its end non-blocking
+    // for its own loop, which this copy replaces).
+    let fl = flags(to.as_fd())?;
+    nix::fcntl::fcntl(
+        &to,
+        nix::fcntl::FcntlArg::F_SETFL(oflag(fl & !libc::O_NONBLOCK)),
+    )
+    .ok()?;
+    let feed = Arc::new(Mutex::new(Feed::default()));
+    let fed = feed.clone();
+    std::thread::Builder::new()
+        .name("stdio-0".into())
+        .spawn(move || {
+            no_sigpipe();
+            copy_in(&from, Some((at, false)), to, &fed);
+        })
+        .ok()?;
+    Some(Input { file, reader, feed })
 }
 
 /// How many bytes the pipe `fd` (either end) holds unread (`FIONREAD`).
@@ -274,9 +292,10 @@ pub struct Copies {
     input: Option<Input>,
 }
 
-/// Stdin's copy from a regular file, which [`Copies::finish`] sets back to
-/// where the guest stopped reading.
-struct Input {
+/// Stdin's copy from a regular file, which [`Copies::finish`] (or
+/// `guest exec`, see [`copy_stdin_file`]) sets back to where the command
+/// stopped reading.
+pub(super) struct Input {
     /// The file (our stdin's open file), to set its offset.
     file: OwnedFd,
     /// A reader's end of the pipe: what is left there the guest never read.
@@ -402,18 +421,17 @@ impl Input {
     /// `read` holds the offset's lock throughout). Only a write under way
     /// is waited for, which our reads of the pipe let through; [`DRAIN`]
     /// at most, then the offset is left as it is.
-    fn set_back(self) {
+    pub(super) fn set_back(self) {
         let writing = {
             let mut feed = lock(&self.feed);
             feed.stop = true;
             feed.writing
         };
-        // The guest is gone: ours is the pipe's only reader left. What we
-        // read out of it is what the guest left; reading it frees a write
-        // of the copy's that waited for room.
-        if set_nonblocking(self.reader.as_fd()).is_err() {
-            return;
-        }
+        // What we read out of the pipe is what the command left: read by
+        // nobody else after (a process `guest exec`'s command left in the
+        // guest holding the pipe gets an end of input, not those bytes
+        // too); reading it frees a write of the copy's that waited for
+        // room.
         let mut left = read_out(self.reader.as_fd());
         if writing {
             let deadline = std::time::Instant::now() + DRAIN;
@@ -443,29 +461,48 @@ fn lock(feed: &Mutex<Feed>) -> std::sync::MutexGuard<'_, Feed> {
     feed.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Sets `O_NONBLOCK` on `fd`.
-fn set_nonblocking(fd: BorrowedFd) -> nix::Result<()> {
-    let f = flags(fd).ok_or(nix::errno::Errno::EBADF)?;
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFL(oflag(f | libc::O_NONBLOCK)),
-    )?;
-    Ok(())
-}
-
-/// Reads what the non-blocking `fd` holds now, to drop it; how much.
+/// Reads what the pipe `fd` holds now, to drop it, without waiting for
+/// more; how much. Its open file's flags are left alone: under `guest exec`
+/// a process the command left in the guest may hold it too (`O_NONBLOCK`
+/// would make its reads fail with `EAGAIN`). Each read is made
+/// non-blocking by `RWF_NOWAIT` (pipes take it since Linux 5.x), or else
+/// asks for no more than `FIONREAD` says is there.
 fn read_out(fd: BorrowedFd) -> u64 {
     let mut buf = [0u8; 16384];
     let mut n = 0;
+    let mut nowait = true;
     loop {
-        match nix::unistd::read(fd, &mut buf) {
+        let got = match nowait {
+            true => read_nowait(fd, &mut buf),
+            false => match pipe_holds(fd).min(buf.len() as u64) as usize {
+                0 => return n,
+                k => nix::unistd::read(fd, &mut buf[..k]),
+            },
+        };
+        match got {
             Ok(0) => return n,
             Ok(k) => n += k as u64,
             Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) if nowait => {
+                nowait = false
+            }
             // EAGAIN: nothing more now.
             Err(_) => return n,
         }
     }
+}
+
+/// One read of `fd` that fails with `EAGAIN` rather than wait
+/// (`preadv2(RWF_NOWAIT)` at its current position).
+fn read_nowait(fd: BorrowedFd, buf: &mut [u8]) -> nix::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec naming `buf`, which outlives the call; offset -1
+    // is the file's own position (a pipe has none to move).
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    nix::errno::Errno::result(n).map(|n| n as usize)
 }
 
 /// Copies `from` to `to` until either ends; the error of a write to `to`.

@@ -59,7 +59,7 @@ fn s46_guest_logs_boot_shows_the_boots_first_lines() {
 }
 
 /// SIGCONTs a stopped process when dropped, even when the test fails.
-struct Resume(i32);
+pub(crate) struct Resume(pub(crate) i32);
 
 impl Drop for Resume {
     fn drop(&mut self) {
