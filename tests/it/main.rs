@@ -200,6 +200,7 @@ mod review_s46_oom2;
 mod review_s46_oomrev2;
 mod review_s46_rundir2;
 mod review_s46_rundirrev2;
+mod review_s47_lock2;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
