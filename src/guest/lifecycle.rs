@@ -1464,7 +1464,11 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         return Err(Error::NotRunning { name: name.into() });
     }
     let word = state::LockWord::new("stop", Some(stop_holds(timeout)));
-    let left = end.saturating_duration_since(Instant::now());
+    // What is left once a start was waited for, in whole seconds as said.
+    let left = match starting {
+        Some(_) => Duration::from_secs(end.saturating_duration_since(Instant::now()).as_secs()),
+        None => patience,
+    };
     let _lock = run.lock_within(word, |_| Some(left), |h, l| say_waiting(name, h, l))?;
     // Re-read under the lock: a concurrent stop may have finished, or the
     // keeper of an init that ended by itself.
