@@ -20,11 +20,12 @@ fn spawned(mut cmd: Command) -> (KillOnDrop, u32) {
     (KillOnDrop(Some(child)), pid)
 }
 
-/// `guest start G` stopped (SIGSTOP, test hook `hook`) once it holds the
-/// guest's lock: it, and its pid.
-fn start_held(g: &Guest, hook: &str) -> (KillOnDrop, u32) {
+/// `guest start G` stopped (SIGSTOP, test hook `hook` set to `value`) once
+/// it holds the guest's lock: it, and its pid. (Its keeper inherits the
+/// hook: UNIFS_TEST_LOCKED_UNSAID_STOP names the command it stops.)
+fn start_held(g: &Guest, hook: &str, value: &str) -> (KillOnDrop, u32) {
     let mut start = g.command();
-    start.args(["start", &g.name]).env(hook, "1");
+    start.args(["start", &g.name]).env(hook, value);
     let (start, pid) = spawned(start);
     assert!(
         within_60s(|| stopped(pid)),
@@ -48,7 +49,7 @@ fn s47_a_stop_behind_a_start_gives_up_within_the_units_stop_timeout() {
         return;
     }
     let g = Guest::new("s47stopbound", SLEEP);
-    let (start, start_pid) = start_held(&g, "UNIFS_TEST_START_LOCKED_STOP");
+    let (start, start_pid) = start_held(&g, "UNIFS_TEST_START_LOCKED_STOP", "1");
     let go_on = Continue(start_pid as i32);
     let mut stop = g.command();
     stop.args(["stop", &g.name]);
@@ -172,7 +173,7 @@ fn s47_a_word_left_by_the_holder_before_is_not_said_of_the_next() {
     // An update leaves its word (the guest does not run).
     let o = g.unifs(&["update", "--memory", "100M", &g.name]);
     assert!(stderr(&o).contains("is not running"), "{o:?}");
-    let (start, start_pid) = start_held(&g, "UNIFS_TEST_LOCKED_UNSAID_STOP");
+    let (start, start_pid) = start_held(&g, "UNIFS_TEST_LOCKED_UNSAID_STOP", "start");
     let go_on = Continue(start_pid as i32);
     let mut update = g.command();
     update
