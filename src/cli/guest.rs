@@ -269,7 +269,8 @@ pub enum GuestCommand {
     /// stops the guest first, if init still ran), 125 when its main thread
     /// did. Behind another
     /// command that holds the guest's lock (a `stop` at work) it says so
-    /// and waits up to 70 s.
+    /// and waits up to 70 s, or as long as a `stop` said it may take (its
+    /// --timeout and 80 s).
     Start {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -285,7 +286,10 @@ pub enum GuestCommand {
     /// systemd, SIGINT for sysvinit, else SIGTERM), wait, kill what is left,
     /// unmount (killing the root's overlay daemon if processes wait on it
     /// in vain, or it outlives the unmount). A guest that is not running
-    /// is said so, exit status 0: nothing to stop.
+    /// is said so, exit status 0: nothing to stop. Behind another command
+    /// that holds the guest's lock (a `start` at work) it says so and waits
+    /// up to 30 s in all, so that with its --timeout (10 s) and at most
+    /// 45 s to end what is left it stays within a service manager's 90 s.
     Stop {
         #[command(flatten)]
         dirs: GuestDirs,
@@ -294,7 +298,8 @@ pub enum GuestCommand {
         /// The guest: CONFIG_DIR/NAME.toml.
         name: String,
     },
-    /// Stop the guest if it runs (as `stop`), then start it again
+    /// Stop the guest if it runs (as `stop`, waiting up to 30 s for another
+    /// command), then start it again (as `start`)
     Restart {
         #[command(flatten)]
         dirs: GuestDirs,

@@ -856,7 +856,9 @@ fn stop_ended(
     }
     let lock = match held.lost() {
         Some(why) => Err(why),
-        None => run.lock("stop").map_err(|e| e.to_string()),
+        None => run
+            .lock("stop", Some(stop_holds(Duration::ZERO)))
+            .map_err(|e| e.to_string()),
     };
     let lock = match lock {
         Ok(lock) => lock,
@@ -1434,18 +1436,21 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     require_root("stopping a guest")?;
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
+    // One bound for every wait on another command ([`STOP_LOCK_WAIT`]).
+    let patience = lock_wait(STOP_LOCK_WAIT);
+    let end = state::far_ahead(patience);
     // A `start` at work has no record yet, nor maybe a root or processes:
     // it was said to be "not running", and then ran. Waited for, then
     // stopped.
     let starting = run.held_by().filter(|h| h.what == "start");
     if let Some(holder) = &starting {
-        say_waiting(name, holder, Some(START_WAIT));
+        say_waiting(name, holder, Some(patience));
     }
-    if starting.is_some() && !wait_until(START_WAIT, || !run.locked_by_another()) {
+    if starting.is_some() && !wait_until(patience, || !run.locked_by_another()) {
         return Err(Error::Starting {
             name: name.into(),
             lock: run.dir.join("lock"),
-            secs: START_WAIT.as_secs(),
+            secs: patience.as_secs(),
         });
     }
     let (record, bad) = read_lenient(&run, name)?;
@@ -1460,7 +1465,13 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         }
         return Err(Error::NotRunning { name: name.into() });
     }
-    let _lock = lock_guest(&run, name, "stop", None)?;
+    let word = state::LockWord::new("stop", Some(stop_holds(timeout)));
+    // What is left once a start was waited for, in whole seconds as said.
+    let left = match starting {
+        Some(_) => Duration::from_secs(end.saturating_duration_since(Instant::now()).as_secs()),
+        None => patience,
+    };
+    let _lock = run.lock_within(word, |_| Some(left), |h, l| say_waiting(name, h, l))?;
     // Re-read under the lock: a concurrent stop may have finished, or the
     // keeper of an init that ended by itself.
     let before = record.map(|old| (old.pid, old.start_time));
@@ -1682,7 +1693,7 @@ fn teardown_hurried(
     if st.init_alive() {
         // Sent before init takes it (a `stop` right after `start`), the
         // kernel would drop it, and the stop wait out its timeout.
-        let deadline = deadline_in(timeout);
+        let deadline = state::far_ahead(timeout);
         let mut hurried = false;
         let mut over = || {
             hurried = hurried || hurry();
@@ -1947,7 +1958,7 @@ fn survived(
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = deadline_in(limit);
+    let deadline = state::far_ahead(limit);
     loop {
         if done() {
             return true;
@@ -1957,15 +1968,6 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The time `limit` from now. A limit the clock cannot add (`stop
-/// --timeout 1e19`: `Instant + Duration` panics past 2^63 s) waits 136
-/// years, which is as long as anyone waits.
-fn deadline_in(limit: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(limit)
-        .unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()))
 }
 
 /// Refuses a guest started from another PID namespace ([`State::other_pid_ns`]):
@@ -1988,32 +1990,64 @@ fn other_pid_ns(st: &State, command: &'static str) -> Error {
 /// the root within a minute or fails.
 const START_WAIT: Duration = Duration::from_secs(70);
 
-/// How long `start`, `stop`, `restart` and `update` wait for the guest's
+/// How long `start`, `restart`'s start and `update` wait for the guest's
 /// lock held by another command: a `start` mounts the root within a
-/// minute or fails; a `stop` of the default --timeout (10 s) ends within
-/// about 50 s (40 s more for a hung overlay daemon). One with a longer
-/// --timeout may hold it longer: the waiter fails then, saying so.
-/// (Below systemd's TimeoutStartSec=90 of contrib's unit, so that the
-/// start fails with its own message.)
+/// minute or fails. A holder that said it may take longer (a `stop` with a
+/// long --timeout, [`stop_holds`]) is waited for that long, unless it is
+/// stopped (SIGSTOP: it goes nowhere meanwhile). (Below systemd's
+/// TimeoutStartSec=90 of contrib's unit, so that a start behind a start
+/// fails with its own message.)
 const LOCK_WAIT: Duration = Duration::from_secs(70);
 
+/// How long a `stop` (and `restart`'s) waits for other commands, all
+/// told: for a `start` at work, then for the lock. So that the stop of
+/// contrib's unit, ExecStop=`guest stop NAME`, ends within its
+/// TimeoutStopSec=90 rather than being SIGKILLed half-way: these 30 s,
+/// then its --timeout (10 s), then at most 45 s of its own (5 s for the
+/// killed processes, 35 s for a hung overlay daemon, 5 s for a stopped
+/// `exec` helper). Before, 70 s for a start, 70 s more for the lock.
+const STOP_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// The longest a stop's teardown takes after its --timeout: the waits of
+/// [`STOP_LOCK_WAIT`]'s sum (45 s), and 30 s for an unmount that hangs
+/// (`run_bounded` in [`unmount_root`]), and some to spare.
+const TEARDOWN_MAX: Duration = Duration::from_secs(80);
+
+/// What a stop of `timeout` writes in the guest's lock file as the longest
+/// it may hold it ([`state::LockWord::holds`]), for a command behind it.
+fn stop_holds(timeout: Duration) -> Duration {
+    timeout.saturating_add(TEARDOWN_MAX)
+}
+
 /// The guest's lock for command `what`, waited for at most [`LOCK_WAIT`]
-/// (UNIFS_TEST_LOCK_WAIT_MAX seconds: the tests' shorter bound), which is
-/// said on stderr at once: before, a `start` behind a slow `stop` waited
-/// for good and said nothing. The keeper's start after init's reboot
-/// `rebooted` (and its note that it is not started again) waits for good,
-/// as the keeper does: nobody waits on it, and giving up left the guest
-/// stopped, its record saying to try again, behind a `stop` with a long
-/// --timeout or an `update`, which end by themselves.
+/// (UNIFS_TEST_LOCK_WAIT_MAX seconds: the tests' shorter bound), or as long
+/// as its holder said it may take, which is said on stderr at once: before,
+/// a `start` behind a slow `stop` waited for good and said nothing. The
+/// keeper's start after init's reboot `rebooted` (and its note that it is
+/// not started again) waits for good, as the keeper does: nobody waits on
+/// it, and giving up left the guest stopped, its record saying to try
+/// again, behind a `stop` with a long --timeout or an `update`, which end
+/// by themselves.
 fn lock_guest(
     run: &RunDir,
     name: &str,
     what: &str,
     rebooted: Option<Rebooted>,
 ) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let secs = crate::sys::test_bound!("UNIFS_TEST_LOCK_WAIT_MAX", LOCK_WAIT.as_secs() as usize);
-    let limit = rebooted.is_none().then(|| Duration::from_secs(secs as u64));
-    run.lock_within(what, limit, |holder| say_waiting(name, holder, limit))
+    let own = lock_wait(LOCK_WAIT);
+    let limit = |holder: &state::LockHolder| {
+        let stopped = || holder.pid.and_then(crate::fs::process_stopped) == Some(true);
+        let long = holder.holds.filter(|&h| h > own && !stopped());
+        rebooted.is_none().then(|| long.unwrap_or(own))
+    };
+    let word = state::LockWord::new(what, None);
+    run.lock_within(word, limit, |holder, l| say_waiting(name, holder, l))
+}
+
+/// `bound`, or the tests' shorter one (UNIFS_TEST_LOCK_WAIT_MAX seconds).
+fn lock_wait(bound: Duration) -> Duration {
+    let secs = crate::sys::test_bound!("UNIFS_TEST_LOCK_WAIT_MAX", bound.as_secs() as usize);
+    Duration::from_secs(secs as u64)
 }
 
 /// Says on stderr that a command of guest `name` waits (up to `limit`,

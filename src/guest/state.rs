@@ -199,6 +199,14 @@ pub fn pid_in_a_namespace_below(pid: i32) -> Option<bool> {
     }))
 }
 
+/// The pid process `pid` has in its own PID namespace (the last of its
+/// NSpid), as `std::process::id()` gives it to itself.
+fn pid_in_own_ns(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let pids = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    pids.split_whitespace().last()?.parse().ok()
+}
+
 /// Whether no process is in the PID namespace `ns`. Told only by root in
 /// the initial namespace, which sees every process of every namespace;
 /// anywhere else, and where a process's namespace cannot be read, false.
@@ -440,6 +448,9 @@ pub struct LockHolder {
     /// It is the guest's keeper (`unifs-keeper`), which stops the guest
     /// whose init ended by itself.
     pub keeper: bool,
+    /// How long it said it may hold the lock at most (a `stop`: its
+    /// --timeout and its waits after it); None: not said.
+    pub holds: Option<std::time::Duration>,
 }
 
 impl LockHolder {
@@ -475,6 +486,70 @@ impl LockHolder {
             None => "try again once it has ended".into(),
         }
     }
+}
+
+/// What a guest's lock file says of its holder: its command (`start`,
+/// `stop`, `update`), its pid in its own PID namespace, and the longest it
+/// may hold the lock. Written as lines `WORD`, `pid N`, `holds SECS`; an
+/// older unifs wrote the word alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockWord {
+    pub what: String,
+    pub pid: Option<i32>,
+    pub holds: Option<std::time::Duration>,
+}
+
+impl LockWord {
+    /// This process's word for command `what`, which holds the lock at most
+    /// `holds`.
+    pub fn new(what: &str, holds: Option<std::time::Duration>) -> LockWord {
+        LockWord {
+            what: what.into(),
+            pid: Some(std::process::id() as i32),
+            holds,
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> LockWord {
+        let text = String::from_utf8_lossy(bytes);
+        let mut lines = text.lines();
+        let mut word = LockWord {
+            what: lines.next().unwrap_or_default().trim().to_string(),
+            ..LockWord::default()
+        };
+        for line in lines {
+            match line.split_once(' ') {
+                Some(("pid", n)) => word.pid = n.trim().parse().ok(),
+                Some(("holds", n)) => {
+                    word.holds = n.trim().parse().ok().map(std::time::Duration::from_secs)
+                }
+                _ => {}
+            }
+        }
+        word
+    }
+}
+
+impl std::fmt::Display for LockWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        writeln!(f, "{}", self.what)?;
+        if let Some(pid) = self.pid {
+            writeln!(f, "pid {pid}")?;
+        }
+        if let Some(holds) = self.holds {
+            writeln!(f, "holds {}", holds.as_secs())?;
+        }
+        Ok(())
+    }
+}
+
+/// The time `limit` from now. A limit the clock cannot add (`stop
+/// --timeout 1e19`: `Instant + Duration` panics past 2^63 s) waits 136
+/// years, which is as long as anyone waits.
+pub fn far_ahead(limit: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(limit)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(u32::MAX.into()))
 }
 
 /// The name of [`RunDir::keeper_pid_file`].
@@ -584,18 +659,24 @@ impl RunDir {
     /// `what` (`start`, `stop`, `update`) is written into the lock file,
     /// for [`RunDir::locked_for`]. Waits for good for another holder: the
     /// keeper's, which nobody waits on; a command's is [`RunDir::lock_within`].
-    pub fn lock(&self, what: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
-        self.lock_within(what, None, |_| {})
-    }
-
-    /// [`RunDir::lock`], waiting at most `limit` (None: for good) while
-    /// another process holds it; `waiting` is told once who that is, when
-    /// it must wait. Past `limit`: [`Error::LockHeld`], nothing done.
-    pub fn lock_within(
+    /// `holds`: the longest this holder may keep it ([`LockHolder::holds`]).
+    pub fn lock(
         &self,
         what: &str,
-        limit: Option<std::time::Duration>,
-        waiting: impl FnOnce(&LockHolder),
+        holds: Option<std::time::Duration>,
+    ) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        self.lock_within(LockWord::new(what, holds), |_| None, |_, _| {})
+    }
+
+    /// [`RunDir::lock`], waiting at most what `limit` gives for the holder
+    /// found (None: for good) while another process holds it; `waiting` is
+    /// told once who that is and that bound, when it must wait. Past it:
+    /// [`Error::LockHeld`], nothing done.
+    pub fn lock_within(
+        &self,
+        word: LockWord,
+        limit: impl FnOnce(&LockHolder) -> Option<std::time::Duration>,
+        waiting: impl FnOnce(&LockHolder, Option<std::time::Duration>),
     ) -> Result<nix::fcntl::Flock<std::fs::File>> {
         use nix::fcntl::{Flock, FlockArg};
         self.refuse_mounted()?;
@@ -619,26 +700,41 @@ impl RunDir {
             .open(&path)
             .map_err(|e| Error::io("opening", &path, e))?;
         let locking = |e| Error::sys(format!("locking {}", path.display()), e);
-        let deadline = limit.map(|l| std::time::Instant::now().checked_add(l));
-        let mut waiting = Some(waiting);
+        let mut ask = Some((limit, waiting));
+        // Once told: the bound, and when it ends (None: waits for good).
+        let mut bound: Option<Option<(std::time::Duration, std::time::Instant)>> = None;
+        let mut looked_again = false;
         let lock = loop {
             let file_back = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => break lock,
                 Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
                 Err((_, e)) => return Err(locking(e)),
             };
-            let holder = || self.lock_holder(&file_back);
-            if let Some(tell) = waiting.take() {
-                tell(&holder());
+            if let Some((limit, waiting)) = ask.take() {
+                // The tests' window between the try and the look at who holds it.
+                crate::sys::test_stop!("UNIFS_TEST_LOCK_TRIED_STOP");
+                let holder = self.lock_holder(&file_back);
+                // Listed by none in /proc/locks: the holder may have let go
+                // since the try (else it is of another PID namespace), so
+                // it is tried once more before anything is said.
+                if holder.pid.is_none() && !looked_again {
+                    looked_again = true;
+                    ask = Some((limit, waiting));
+                    file = file_back;
+                    continue;
+                }
+                let l = limit(&holder);
+                waiting(&holder, l);
+                bound = Some(l.map(|l| (l, far_ahead(l))));
             }
-            match deadline {
+            match bound.flatten() {
                 // Polled, not blocked on: a bound that a signal need not cut.
-                Some(Some(end)) if std::time::Instant::now() >= end => {
+                Some((l, end)) if std::time::Instant::now() >= end => {
                     return Err(Error::LockHeld {
                         name: self.name(),
                         lock: path,
-                        holder: holder(),
-                        secs: limit.unwrap_or_default().as_secs(),
+                        holder: self.lock_holder(&file_back),
+                        secs: l.as_secs(),
                     });
                 }
                 Some(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
@@ -649,10 +745,16 @@ impl RunDir {
             }
             file = file_back;
         };
+        // The tests' window between the lock and its word, for the
+        // command it names (not the keeper's stop a start forks).
+        if crate::sys::test_hook!("UNIFS_TEST_LOCKED_UNSAID_STOP").is_some_and(|v| *v == *word.what)
+        {
+            crate::sys::test_hooks::stop();
+        }
         // Only words for `status`: a file that cannot be written is no error.
         use std::os::unix::fs::FileExt;
         let _ = lock.set_len(0);
-        let _ = lock.write_all_at(what.as_bytes(), 0);
+        let _ = lock.write_all_at(word.to_string().as_bytes(), 0);
         Ok(lock)
     }
 
@@ -666,19 +768,40 @@ impl RunDir {
     /// can be told: what its lock file says, and its pid from /proc/locks.
     fn lock_holder(&self, file: &std::fs::File) -> LockHolder {
         use std::os::unix::fs::MetadataExt;
-        let what = std::fs::read_to_string(self.dir.join("lock")).unwrap_or_default();
         // None for a holder outside this PID namespace, which /proc/locks
         // does not list (flock_holders).
         let pid = file.metadata().ok().and_then(|md| {
             let pids = crate::sys::flock_holders(md.dev(), md.ino())?;
             pids.first().copied()
         });
+        let word = self.holders_word(pid);
         let comm = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok());
         LockHolder {
-            what: what.trim().to_string(),
+            what: word.what,
             pid,
             keeper: comm.is_some_and(|c| c.trim_end() == "unifs-keeper"),
+            holds: word.holds,
         }
+    }
+
+    /// The lock file's word, if it is that of `pid`, the holder /proc/locks
+    /// lists: a holder writes its word just after it took the lock, so
+    /// until then the file still holds the word of the one before. Read
+    /// again for a moment; then none. A holder not seen (None), or of an
+    /// older unifs (no pid written), is taken at its word.
+    fn holders_word(&self, pid: Option<i32>) -> LockWord {
+        let read = || LockWord::parse(&std::fs::read(self.dir.join("lock")).unwrap_or_default());
+        let Some(own) = pid.and_then(pid_in_own_ns) else {
+            return read();
+        };
+        for _ in 0..10 {
+            let word = read();
+            if word.pid.is_none_or(|p| p == own) {
+                return word;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        LockWord::default()
     }
 
     /// Refuses a runtime directory that is a mount point, or lies in a
@@ -799,8 +922,9 @@ impl RunDir {
     /// What the other process that holds this guest's lock does (`start`,
     /// `stop`, `update`; "" from an older unifs); None when none holds it.
     pub fn locked_for(&self) -> Option<String> {
-        self.locked_by_another()
-            .then(|| std::fs::read_to_string(self.dir.join("lock")).unwrap_or_default())
+        self.locked_by_another().then(|| {
+            LockWord::parse(&std::fs::read(self.dir.join("lock")).unwrap_or_default()).what
+        })
     }
 
     /// Who holds this guest's lock, when another process does.
