@@ -1021,6 +1021,9 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(i) = &s.host_interface {
                     outln!("net:     veth, host end {i}");
                 }
+                if let Some(m) = &s.mac_address {
+                    outln!("mac:     {m} (eth0, its bridge port locked to it)");
+                }
                 if let Some(n) = s.reboots.filter(|&n| n > 0) {
                     outln!("reboots: {n} (its own, each followed by a start)");
                 }

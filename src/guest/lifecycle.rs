@@ -2673,6 +2673,9 @@ pub struct Status {
     /// Running with `--net veth`: its host end (`ve-NAME`), for the host's
     /// tools (`ip addr show dev …`, a firewall rule).
     pub host_interface: Option<String>,
+    /// Running with `lock_mac`: the MAC address of its `eth0` (the one its
+    /// port takes frames from), for a DHCP reservation or a switch's ACL.
+    pub mac_address: Option<String>,
     /// Running: how many times its keeper started it again after its own
     /// reboot, since an operator's `start`.
     pub reboots: Option<u32>,
@@ -2787,6 +2790,9 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
         host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
+        mac_address: live
+            .filter(|s| s.spec.net.lock_mac)
+            .and_then(|s| super::port_lock::guest_mac(&s.spec.name, s.spec.names()).ok()),
         reboots: live.map(|s| s.reboots.count),
         last_exit: exit
             .filter(|_| !running && unrecorded.is_none() && !starting)

@@ -81,7 +81,12 @@ fn filters_vlans(dev: &Path) -> bool {
 /// Locks bridge port `host_if` to `mac`: no learning, frames only from
 /// sources with an entry on this port (checked: a kernel before 5.18 takes
 /// `locked` without a word and locks nothing), and a static sticky entry
-/// for `mac`.
+/// for `mac`. `replace`, not `add`: while the guest is stopped (a restart,
+/// a reboot of its own) any learning port may send from its address, which
+/// the other guests saw, and the bridge learns it there; `add` then failed
+/// ("File exists") and the guest did not start. The address is this
+/// guest's (derived from its name, and one name has one `ve-` interface),
+/// so an entry for it elsewhere is a forger's or stale.
 pub fn lock(host_if: &str, mac: &str, names: Names) -> Result<()> {
     ip(&[
         "link",
@@ -107,7 +112,7 @@ pub fn lock(host_if: &str, mac: &str, names: Names) -> Result<()> {
     }
     Tool::Bridge
         .output(&[
-            "fdb", "add", mac, "dev", host_if, "master", "static", "sticky",
+            "fdb", "replace", mac, "dev", host_if, "master", "static", "sticky",
         ])
         .map(drop)
 }

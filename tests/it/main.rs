@@ -201,6 +201,7 @@ mod review_s46_oomrev2;
 mod review_s46_rundir2;
 mod review_s46_rundirrev2;
 mod review_s47_bridgelock;
+mod review_s47_bridgerev;
 mod review_s47_console3;
 mod review_s47_lock2;
 mod review_s47_oom3;

@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
 
 /// [`BLKNET`] built in `dir` (the host runs it too) and put at
 /// `/bin/blknet` in each of `roots`; None (skipped) without `cc -static`.
-fn with_blknet(test: &str, dir: &Path, roots: &[&Path]) -> Option<std::path::PathBuf> {
+pub(crate) fn with_blknet(test: &str, dir: &Path, roots: &[&Path]) -> Option<std::path::PathBuf> {
     let (src, bin) = (dir.join("blknet.c"), dir.join("blknet"));
     std::fs::write(&src, BLKNET).unwrap();
     let cc = Command::new("cc")
@@ -109,7 +109,12 @@ fn with_blknet(test: &str, dir: &Path, roots: &[&Path]) -> Option<std::path::Pat
 
 /// Bridge `blk{N}{tag}`, up, deleted when dropped.
 fn bridge(tag: char) -> Link {
-    let br = format!("blk{}{tag}", n());
+    up_bridge(format!("blk{}{tag}", n()))
+}
+
+/// Bridge `br` (one left from an earlier run removed), up, deleted when
+/// dropped.
+pub(crate) fn up_bridge(br: String) -> Link {
     let _ = Command::new("ip").args(["link", "del", &br]).output();
     run(&["ip", "link", "add", &br, "type", "bridge"]);
     let link = Link(br.clone());
@@ -119,7 +124,7 @@ fn bridge(tag: char) -> Link {
 
 /// Sets `[net] lock_mac` in `g`'s config (appended to its `[net]`, the
 /// config's last table).
-fn set_lock_mac(g: &Guest, on: bool) {
+pub(crate) fn set_lock_mac(g: &Guest, on: bool) {
     let toml = std::fs::read_to_string(g.config()).unwrap();
     let toml = toml.replace("lock_mac = true\n", "");
     let line = if on { "lock_mac = true\n" } else { "" };
@@ -127,7 +132,7 @@ fn set_lock_mac(g: &Guest, on: bool) {
 }
 
 /// `g`'s `eth0` MAC address.
-fn mac(g: &Guest) -> String {
+pub(crate) fn mac(g: &Guest) -> String {
     let out = exec(g, "cat /sys/class/net/eth0/address");
     let mac = out.trim().to_string();
     assert_eq!(mac.len(), 17, "{out}");
@@ -135,7 +140,7 @@ fn mac(g: &Guest) -> String {
 }
 
 /// `bridge fdb show br BR`'s lines.
-fn fdb(br: &str) -> String {
+pub(crate) fn fdb(br: &str) -> String {
     let out = Command::new("bridge")
         .args(["fdb", "show", "br", br])
         .output()
