@@ -106,10 +106,13 @@ fn read(
         }
         _ => None,
     };
-    // Its memory, read under its memory-map lock: bounded.
-    let cmdline = open("cmdline").map(|f| args.read(f));
+    // Its memory, read under its memory-map lock: bounded, and not tried
+    // after a late one (see BoundedReads).
     let name = field("Name").unwrap_or("?");
+    let skipped = args.gave_up();
+    let cmdline = open("cmdline").map(|f| args.read(f));
     let command = match cmdline {
+        Some(None) if skipped => format!("{name} (arguments unread: another's were late)"),
         Some(None) => format!("{name} (arguments unread: its memory map is locked)"),
         Some(Some(Ok(c))) if !c.is_empty() => c
             .split(|b| *b == 0)

@@ -1366,8 +1366,8 @@ const PROBE_CLAIMS: &str = "/run/unifs-probes";
 /// process stuck with its memory map locked (one blocked on a FUSE mount).
 /// None when another holds it (a probe still waiting); an error where none
 /// can be had (not root, no /run): the probe goes on without one.
-fn claim_probe(root: &Path) -> Option<std::io::Result<OwnedFd>> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+fn claim_probe(root: &Path) -> Option<std::io::Result<ProbeClaim>> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let claims = Path::new(PROBE_CLAIMS);
     match std::fs::DirBuilder::new().mode(0o700).create(claims) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Some(Err(e)),
@@ -1380,22 +1380,73 @@ fn claim_probe(root: &Path) -> Option<std::io::Result<OwnedFd>> {
         Err(e) => return Some(Err(e)),
     }
     let digest = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(claims.join(&digest[..32]));
-    let fd = match file {
-        Ok(f) => OwnedFd::from(f),
-        Err(e) => return Some(Err(e)),
-    };
-    match crate::fs::sys::try_flock(fd.as_fd(), true) {
-        Ok(true) => Some(Ok(fd)),
-        Ok(false) => None,
-        Err(e) => Some(Err(e)),
+    let path = claims.join(&digest[..32]);
+    loop {
+        match ProbeClaim::take(&path) {
+            Ok(Some(claim)) => return Some(Ok(claim)),
+            Ok(None) => return None,
+            // Removed by the holder that just ended: a file the next
+            // claimer would not see locked. Again, at the path's new file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
+/// A probe's claim held ([`claim_probe`]): its file is removed when it is
+/// let go of, while still locked, so that /run/unifs-probes does not keep
+/// a file for every root ever probed. (A probe killed keeps its file; the
+/// next claim of that root removes it.)
+struct ProbeClaim {
+    /// The flock, held till dropped (after the file's removal).
+    _lock: OwnedFd,
+    path: PathBuf,
+}
+
+impl ProbeClaim {
+    /// The flock on the file at `path`, made if need be: None when another
+    /// holds it; NotFound when the file locked is no longer the one at
+    /// `path` (its holder removed it on ending, maybe another made anew).
+    fn take(path: &Path) -> std::io::Result<Option<ProbeClaim>> {
+        ProbeClaim::lock(ProbeClaim::open(path)?, path)
+    }
+
+    /// The claim file at `path`, made if need be.
+    fn open(path: &Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    }
+
+    /// [`ProbeClaim::take`] of `file`, opened at `path`.
+    fn lock(file: std::fs::File, path: &Path) -> std::io::Result<Option<ProbeClaim>> {
+        use std::os::unix::fs::MetadataExt;
+        if !crate::fs::sys::try_flock(file.as_fd(), true)? {
+            return Ok(None);
+        }
+        let held = file.metadata()?;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if (m.dev(), m.ino()) == (held.dev(), held.ino()) => Ok(Some(ProbeClaim {
+                _lock: OwnedFd::from(file),
+                path: path.to_path_buf(),
+            })),
+            Ok(_) => Err(std::io::ErrorKind::NotFound.into()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for ProbeClaim {
+    fn drop(&mut self) {
+        // Still locked: a claimer that opened it meanwhile finds, once it
+        // has the lock, no file at the path, and takes the path's anew.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -1483,6 +1534,29 @@ mod tests {
     fn root_is_mounted() {
         assert!(is_mounted(Path::new("/")).unwrap());
         assert!(!is_mounted(Path::new("/no/such/mount")).unwrap());
+    }
+
+    /// A claimer that opened the claim file before its holder removed it
+    /// and let go gets the flock on a file no longer at the path: not a
+    /// claim (another may hold the path's new file), but NotFound, to try
+    /// again at the path.
+    #[test]
+    fn a_claim_file_removed_under_a_waiting_claimer_is_not_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("claim");
+        let first = ProbeClaim::take(&path).unwrap().unwrap();
+        let late = ProbeClaim::open(&path).unwrap();
+        drop(first);
+        assert!(!path.exists(), "the claim's file outlived it");
+        let second = ProbeClaim::take(&path).unwrap().unwrap();
+        let late = ProbeClaim::lock(late, &path).map(|c| c.is_some());
+        assert_eq!(
+            late.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::NotFound)
+        );
+        assert!(ProbeClaim::take(&path).unwrap().is_none());
+        drop(second);
+        assert!(!path.exists());
     }
 }
 

@@ -153,7 +153,9 @@ fn take(store: &Path, mut file: File, op: libc::c_int, pid: bool) -> Result<File
             // (a sharer that is gone, while another holds it still).
             let holder = match holders(&file) {
                 Some(pids) if !pids.is_empty() => {
-                    let each: Vec<String> = pids.iter().map(|p| running(p)).collect();
+                    // One bound for all: after a late read, pids alone.
+                    let mut args = crate::sys::BoundedReads::new(crate::sys::ARGS_LIMIT);
+                    let each: Vec<String> = pids.iter().map(|p| running(p, &mut args)).collect();
                     format!(" ({})", each.join("; "))
                 }
                 _ => {
@@ -189,10 +191,10 @@ fn take(store: &Path, mut file: File, op: libc::c_int, pid: bool) -> Result<File
 
 /// "pid N: `unifs … store gc --dry-run`": what a holder runs, so that the
 /// one who waits knows what for (a reader too holds the lock, shared).
-fn running(pid: &str) -> String {
+fn running(pid: &str, args: &mut crate::sys::BoundedReads) -> String {
     // Bounded: a holder whose memory-map lock is held (see
     // crate::sys::BoundedReads) would keep this one waiting for good.
-    let Some(cmd) = pid.parse().ok().and_then(crate::sys::cmdline_bounded) else {
+    let Some(cmd) = pid.parse().ok().and_then(|p| args.cmdline(p)) else {
         return format!("pid {pid}");
     };
     let mut words: Vec<String> = cmd

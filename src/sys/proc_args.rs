@@ -25,10 +25,13 @@ type Worker = (Sender<File>, Receiver<std::io::Result<Vec<u8>>>);
 /// Reads files in a worker thread, each waited for at most `limit`. A read
 /// not done by then is left to its worker, which ends when the read does
 /// (or with this process: the lock's wait yields to the SIGKILL an exit
-/// sends every thread); the next read gets a new worker.
+/// sends every thread). After one late read the later ones are not tried:
+/// a guest with thousands of stuck processes would otherwise take a limit
+/// each, and leave a thread and an fd each, for as long as they stay stuck.
 pub struct BoundedReads {
     limit: Duration,
     worker: Option<Worker>,
+    gave_up: bool,
 }
 
 impl BoundedReads {
@@ -36,11 +39,21 @@ impl BoundedReads {
         BoundedReads {
             limit,
             worker: None,
+            gave_up: false,
         }
     }
 
-    /// All of `file`, or why not; None when not within the limit.
+    /// Whether a read was late: the reads since were not tried.
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+
+    /// All of `file`, or why not; None when not within the limit, or not
+    /// tried after a late one ([`BoundedReads::gave_up`]).
     pub fn read(&mut self, file: File) -> Option<std::io::Result<Vec<u8>>> {
+        if self.gave_up {
+            return None;
+        }
         let (ask, told) = self.worker.get_or_insert_with(spawn_worker);
         let told = match ask.send(file) {
             Ok(()) => told.recv_timeout(self.limit),
@@ -51,6 +64,7 @@ impl BoundedReads {
             Err(_) => {
                 // Dropped: the worker ends once its read returns.
                 self.worker = None;
+                self.gave_up = true;
                 None
             }
         }
@@ -83,8 +97,16 @@ fn spawn_worker() -> Worker {
 /// The NUL-separated arguments of process `pid`, read within [`ARGS_LIMIT`]:
 /// None when they cannot be read or did not come in time.
 pub fn cmdline_bounded(pid: i32) -> Option<Vec<u8>> {
-    let file = File::open(format!("/proc/{pid}/cmdline")).ok()?;
-    BoundedReads::new(ARGS_LIMIT).read(file)?.ok()
+    BoundedReads::new(ARGS_LIMIT).cmdline(pid)
+}
+
+impl BoundedReads {
+    /// The NUL-separated arguments of process `pid`, as [`cmdline_bounded`]
+    /// reads them, with this one's worker and limit.
+    pub fn cmdline(&mut self, pid: i32) -> Option<Vec<u8>> {
+        let file = File::open(format!("/proc/{pid}/cmdline")).ok()?;
+        self.read(file)?.ok()
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn a_read_that_waits_past_the_limit_is_none_and_the_next_one_answers() {
+    fn a_read_that_waits_past_the_limit_is_none_and_the_next_is_not_tried() {
         // A FIFO with no writer: its read waits for good, as a cmdline
         // behind a held memory-map lock does.
         let dir = tempfile::tempdir().unwrap();
@@ -122,7 +144,11 @@ mod tests {
         .unwrap();
         let mut reads = BoundedReads::new(Duration::from_millis(200));
         assert!(reads.read(waits).is_none());
-        let next = reads.read(File::open("/proc/self/comm").unwrap());
+        assert!(reads.gave_up());
+        // Not tried: the next file may be as stuck.
+        assert!(reads.read(File::open("/proc/self/comm").unwrap()).is_none());
+        let mut fresh = BoundedReads::new(Duration::from_millis(200));
+        let next = fresh.read(File::open("/proc/self/comm").unwrap());
         assert!(next.unwrap().is_ok_and(|c| !c.is_empty()));
     }
 }

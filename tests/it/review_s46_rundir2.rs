@@ -215,13 +215,13 @@ fn s46_a_guest_whose_run_dir_is_covered_shows_its_pid_and_is_listed() {
 /// and, at `run/busy`, a unifs mount whose daemon answers statfs only
 /// after `pause_ms` (the test hook UNIFS_TEST_STATFS_PAUSE_MS): a daemon
 /// that runs, busy. Dropped: the mount (lazily) and its daemon.
-struct BusyRunDir {
-    mount: crate::fs::harness::Mount,
+pub(crate) struct BusyRunDir {
+    pub(crate) mount: crate::fs::harness::Mount,
     t: crate::guest::harness::TestRoot,
 }
 
 impl BusyRunDir {
-    fn new(pause_ms: u64) -> BusyRunDir {
+    pub(crate) fn new(pause_ms: u64) -> BusyRunDir {
         let t = crate::guest::harness::TestRoot::new();
         let dir = t.dir.path();
         for d in ["config", "run/busy", "tree", "store"] {
@@ -246,7 +246,7 @@ impl BusyRunDir {
     }
 
     /// `unifs guest list` there, killed after 60 s.
-    fn list(&self) -> std::process::Output {
+    pub(crate) fn list(&self) -> std::process::Output {
         let dir = self.t.dir.path();
         let mut cmd = std::process::Command::new(crate::common::unifs_bin());
         cmd.env("UNIFS_RUN_DIR", dir.join("run"))
@@ -258,7 +258,7 @@ impl BusyRunDir {
     /// The probes (`root_health`'s processes) of the busy mount alive.
     /// Only this build's processes are read (their exe): the environ of
     /// another's, stuck with its memory map locked, would never be.
-    fn probes(&self) -> Vec<i32> {
+    pub(crate) fn probes(&self) -> Vec<i32> {
         let wanted = format!("UNIFS_STATFS_PROBE={}", self.mount.dir.display());
         let procs = std::fs::read_dir("/proc").unwrap();
         procs

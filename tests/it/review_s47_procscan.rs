@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// while the FUSE request waits), the main thread then maps memory (which
 /// waits for the lock as a writer, and every later reader queues behind
 /// it). Before, it holds an exclusive flock on `lock` (a store).
-const STUCK: &str = r#"
+pub(crate) const STUCK: &str = r#"
 import ctypes, fcntl, mmap, os, sys, threading, time
 big, lock, ready, go = sys.argv[1:5]
 held = os.open(lock, os.O_RDONLY)
@@ -39,7 +39,26 @@ time.sleep(600)
 "#;
 
 /// Sends SIGCONT to the stopped daemon on drop, whatever the test did.
-struct Continue(i32);
+pub(crate) struct Continue(i32);
+
+impl Continue {
+    /// Stops daemon `pid` (SIGSTOP) until the guard is dropped.
+    pub(crate) fn stop(pid: i32) -> Continue {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        Continue(pid)
+    }
+}
+
+/// A MiB whose pages differ, for a file none of whose pages was read.
+pub(crate) fn big() -> Vec<u8> {
+    (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect()
+}
 
 impl Drop for Continue {
     fn drop(&mut self) {
@@ -51,7 +70,7 @@ impl Drop for Continue {
 }
 
 /// The state letter of thread `tid` of `pid` (its /proc stat).
-fn thread_state(pid: u32, tid: u32) -> Option<char> {
+pub(crate) fn thread_state(pid: u32, tid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
     stat.rsplit_once(") ")?.1.chars().next()
 }
@@ -81,10 +100,7 @@ fn s47_a_process_whose_memory_map_lock_waits_on_a_stalled_mount_hangs_no_look() 
     let w = World::new();
     let g = w.dir("s47-procscan-g");
     // Bytes of a file, none read through the mount before the peek.
-    let big: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
-    std::fs::write(g.join("big"), big).unwrap();
+    std::fs::write(g.join("big"), big()).unwrap();
     // Without passthrough: the page is asked of the daemon.
     let m = w.mount(&g, "s47-procscan-mp", &["nopassthrough"]);
     let (ready, go) = (w.tmp.path().join("ready"), w.tmp.path().join("go"));
@@ -102,12 +118,7 @@ fn s47_a_process_whose_memory_map_lock_waits_on_a_stalled_mount_hangs_no_look() 
     let _stuck = KillOnDrop(Some(stuck));
     assert!(wait_until(Duration::from_secs(30), || ready.exists()));
     let daemon = m.pid() as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
-    let _cont = Continue(daemon);
+    let _cont = Continue::stop(daemon);
     std::fs::write(&go, "").unwrap();
     // Its main thread asleep in the kernel (D): its mmap waits for the lock.
     assert!(

@@ -290,24 +290,34 @@ fn watchdog_after(pid: i32, limit: Duration) -> std::sync::mpsc::Sender<()> {
     tx
 }
 
-/// The pid of the `unifs mount` daemon serving `mp`, found in /proc. Only
-/// unifs processes' arguments are read (their comm, which takes no lock,
-/// tells them), and those within a bound: a cmdline read waits for the
-/// process's memory-map lock, which one stuck on a stalled FUSE mount may
-/// hold for good (see `unifs::sys::BoundedReads`).
+/// The pid of the `unifs mount` daemon serving `mp`, found in /proc
+/// ([`unifs_cmdlines`]).
 pub fn daemon_pid(mp: &Path) -> Option<i32> {
     let want = mp.as_os_str().as_encoded_bytes();
-    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = fs::read_to_string(e.path().join("comm")).ok()?;
-        if !comm.starts_with("unifs") {
-            return None;
-        }
-        let cmd = unifs::sys::cmdline_bounded(pid)?;
+    unifs_cmdlines().into_iter().find_map(|(pid, cmd)| {
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         let ours = args.contains(&b"mount".as_slice()) && args.last() == Some(&b"".as_slice());
         (ours && args.contains(&want) && pid as u32 != std::process::id()).then_some(pid)
     })
+}
+
+/// The unifs processes (their comm, which takes no lock, tells them) and
+/// their cmdlines, each read within a bound: a cmdline read waits for the
+/// process's memory-map lock, which one stuck on a stalled FUSE mount (as
+/// tests running beside make) may hold for good (see
+/// `unifs::sys::BoundedReads`). A look at every process's cmdline hung.
+pub fn unifs_cmdlines() -> Vec<(i32, Vec<u8>)> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let unifs = procs.flatten().filter_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = fs::read_to_string(e.path().join("comm")).ok()?;
+        comm.starts_with("unifs").then_some(pid)
+    });
+    unifs
+        .filter_map(|pid| Some((pid, unifs::sys::cmdline_bounded(pid)?)))
+        .collect()
 }
 
 impl Drop for Mount {

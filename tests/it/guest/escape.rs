@@ -36,14 +36,11 @@ pub(crate) fn cc_or_skip(t: &TestRoot, test: &str, name: &str, src: &str) -> boo
 fn threads_opening_a_fifo(root: &Path) -> Vec<String> {
     let want = root.as_os_str().as_encoded_bytes();
     let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
+    for (pid, cmd) in crate::fs::harness::unifs_cmdlines() {
         if !cmd.split(|b| *b == 0).any(|a| a == want) {
             continue;
         }
-        let Ok(tasks) = std::fs::read_dir(e.path().join("task")) else {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
         for t in tasks.flatten() {

@@ -294,11 +294,7 @@ pub(crate) fn mount_daemon(mountpoint: &Path) -> i32 {
 /// [`mount_daemon`], None when there is none.
 pub(crate) fn mount_daemon_if_any(mountpoint: &Path) -> Option<i32> {
     let want = mountpoint.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+    for (pid, cmdline) in crate::fs::harness::unifs_cmdlines() {
         let args: Vec<String> = cmdline
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())

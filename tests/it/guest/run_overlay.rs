@@ -39,15 +39,11 @@ fn run_cmd(store: &Path, root: &Path, opts: &[&str], command: &[&str]) -> Comman
 fn run_processes(root: &Path) -> Vec<i32> {
     let want = root.as_os_str().as_encoded_bytes();
     let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+    crate::fs::harness::unifs_cmdlines()
+        .into_iter()
+        .filter_map(|(pid, cmd)| {
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let zombie = stat[stat.rfind(')')? + 2..].starts_with('Z');
             let ours = args.contains(&b"run".as_slice()) && args.contains(&want);
             (ours && !zombie && pid != me).then_some(pid)
