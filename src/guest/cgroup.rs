@@ -1139,15 +1139,16 @@ impl Cgroup {
     }
 
     /// What [`Cgroup::oom_kills`] adds up: the file, and the count of each
-    /// group it reads, by the group's path and inode (a group removed and
-    /// made again is another), for [`OomCounts::total`] or a tally that
-    /// keeps the count of a group removed since ([`super::oom_watch`]).
+    /// group it reads, by the group's device and inode (a group removed and
+    /// made again is another; a group renamed, as v1 allows within its
+    /// parent, the same), for [`OomCounts::total`] or a tally that keeps
+    /// the count of a group removed since ([`super::oom_watch`]).
     pub fn oom_counts(&self) -> Option<OomCounts> {
         let read = |dir: &Path, file: &str| -> Option<(GroupId, u64)> {
             let text = std::fs::read_to_string(dir.join(file)).ok()?;
             let count = text.lines().find_map(|l| l.strip_prefix("oom_kill "))?;
-            let ino = std::fs::metadata(dir).ok()?.ino();
-            Some(((dir.to_path_buf(), ino), count.trim().parse().ok()?))
+            let meta = std::fs::metadata(dir).ok()?;
+            Some(((meta.dev(), meta.ino()), count.trim().parse().ok()?))
         };
         self.groups.iter().find_map(|g| {
             let daemon = g.join(DAEMON_LEAF);
@@ -1161,6 +1162,7 @@ impl Cgroup {
                 Some(OomCounts {
                     file,
                     groups: std::iter::once(own).chain(below).collect(),
+                    keeps_removed: false,
                 })
             };
             if let Some(v1) = summed("memory.oom_control") {
@@ -1172,6 +1174,7 @@ impl Cgroup {
                 return Some(OomCounts {
                     file: "memory.events",
                     groups: vec![(top, all.saturating_sub(daemons))],
+                    keeps_removed: true,
                 });
             }
             // None in the subtree, or the group's own count (none).
@@ -1199,14 +1202,20 @@ impl Cgroup {
     }
 }
 
-/// A group of the guest's, as [`OomCounts`] knows it: its path and inode.
-pub type GroupId = (PathBuf, u64);
+/// A group of the guest's, as [`OomCounts`] knows it: its device and
+/// inode. Not its path: a group renamed (v1's rename(2) of a group within
+/// its parent) is the same group, and by its path it was counted twice,
+/// once as gone and once as new.
+pub type GroupId = (u64, u64);
 
 /// The counts [`Cgroup::oom_kills`] adds up ([`Cgroup::oom_counts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OomCounts {
     pub file: &'static str,
     pub groups: Vec<(GroupId, u64)>,
+    /// The count is the subtree's as the kernel keeps it (v2's
+    /// `memory.events`), a removed group's kills still in it.
+    pub keeps_removed: bool,
 }
 
 impl OomCounts {

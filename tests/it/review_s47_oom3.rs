@@ -16,7 +16,17 @@ const BY_THE_LIMIT: &str = "killed by the memory limit (16 MiB; memory.oom_contr
 /// piped), once its command (`sh`) runs: the session, the command's PID
 /// and its parent's (exec's helper).
 fn exec_session(g: &Guest, script: &str) -> (KillOnDrop, u32, u32) {
+    exec_session_with(g, script, &[])
+}
+
+/// [`exec_session`] with `env` set for `unifs`.
+pub(crate) fn exec_session_with(
+    g: &Guest,
+    script: &str,
+    env: &[(&str, &str)],
+) -> (KillOnDrop, u32, u32) {
     let mut exec = g.command();
+    exec.envs(env.iter().copied());
     exec.args(["exec", &g.name, "--", "/bin/sh", "-c", script]);
     exec.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -40,7 +50,7 @@ fn memory_group(pid: u32) -> String {
 
 /// The guest's v1 memory leaf (`unifs/NAME@DIGEST/guest`), where its
 /// processes are.
-fn memory_leaf(g: &Guest) -> PathBuf {
+pub(crate) fn memory_leaf(g: &Guest) -> PathBuf {
     let groups = crate::guest::harness::groups(&g.name, g.run_dir());
     let top = groups
         .iter()
@@ -135,7 +145,7 @@ fn s47_an_exec_oom_killed_after_a_group_with_a_kill_was_removed_says_so() {
 }
 
 /// Removes a cgroup directory on drop, if still there.
-struct RmdirOnDrop(PathBuf);
+pub(crate) struct RmdirOnDrop(pub(crate) PathBuf);
 
 impl Drop for RmdirOnDrop {
     fn drop(&mut self) {
@@ -169,7 +179,7 @@ fn run_init_in_16m(script: &str, env: &[(&str, &str)]) -> std::process::Output {
     )
 }
 
-const FOREIGN: [(&str, &str); 1] = [("UNIFS_TEST_KMSG_FOREIGN", "1")];
+pub(crate) const FOREIGN: [(&str, &str); 1] = [("UNIFS_TEST_KMSG_FOREIGN", "1")];
 
 #[test]
 fn s47_a_run_init_whose_command_exits_137_itself_where_the_log_cannot_tell_says_no_oom() {
