@@ -202,6 +202,7 @@ mod review_s46_rundir2;
 mod review_s46_rundirrev2;
 mod review_s47_bridgelock;
 mod review_s47_console3;
+mod review_s47_consrev3;
 mod review_s47_oom3;
 mod review_s47_procscan;
 mod review_s8_cli;
