@@ -465,31 +465,69 @@ fn lock(feed: &Mutex<Feed>) -> std::sync::MutexGuard<'_, Feed> {
 /// more; how much. Its open file's flags are left alone: under `guest exec`
 /// a process the command left in the guest may hold it too (`O_NONBLOCK`
 /// would make its reads fail with `EAGAIN`). Each read is made
-/// non-blocking by `RWF_NOWAIT` (pipes take it since Linux 5.x), or else
-/// asks for no more than `FIONREAD` says is there.
+/// non-blocking by `RWF_NOWAIT`, which pipes take since Linux 6.4; before
+/// (`EOPNOTSUPP`), see [`read_out_own`].
 fn read_out(fd: BorrowedFd) -> u64 {
     let mut buf = [0u8; 16384];
     let mut n = 0;
-    let mut nowait = true;
     loop {
-        let got = match nowait {
-            true => read_nowait(fd, &mut buf),
-            false => match pipe_holds(fd).min(buf.len() as u64) as usize {
+        match read_nowait(fd, &mut buf) {
+            Ok(0) => return n,
+            Ok(k) => n += k as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => {
+                return n + read_out_own(fd)
+            }
+            // EAGAIN: nothing more now.
+            Err(_) => return n,
+        }
+    }
+}
+
+/// [`read_out`] where pipes do not take `RWF_NOWAIT`: through an open file
+/// of our own on the same pipe, opened non-blocking through `/proc` (its
+/// flags ours alone). Not by blocking reads no larger than `FIONREAD` says
+/// is there: a process left holding the pipe that reads it empty between
+/// the two would leave such a read waiting for a write, which a copy in a
+/// read that hangs (a file on a hung mount) never makes. Without `/proc`,
+/// only what `FIONREAD` says, at once, with that risk.
+fn read_out_own(fd: BorrowedFd) -> u64 {
+    use std::os::unix::fs::OpenOptionsExt;
+    let own = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let mut buf = [0u8; 16384];
+    let mut n = 0;
+    loop {
+        let got = match &own {
+            Ok(own) => {
+                drain_stop();
+                nix::unistd::read(own, &mut buf)
+            }
+            Err(_) => match pipe_holds(fd).min(buf.len() as u64) as usize {
                 0 => return n,
-                k => nix::unistd::read(fd, &mut buf[..k]),
+                k => {
+                    drain_stop();
+                    nix::unistd::read(fd, &mut buf[..k])
+                }
             },
         };
         match got {
             Ok(0) => return n,
             Ok(k) => n += k as u64,
             Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) if nowait => {
-                nowait = false
-            }
             // EAGAIN: nothing more now.
             Err(_) => return n,
         }
     }
+}
+
+/// The tests' way into the drain's race with a process left holding the
+/// pipe: stops (once) before the drain's first read without `RWF_NOWAIT`.
+fn drain_stop() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| crate::sys::test_stop!("UNIFS_TEST_STDIN_DRAIN_STOP"));
 }
 
 /// One read of `fd` that fails with `EAGAIN` rather than wait
@@ -499,6 +537,10 @@ fn read_nowait(fd: BorrowedFd, buf: &mut [u8]) -> nix::Result<usize> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
+    // The tests' way to the path of kernels before 6.4.
+    if crate::sys::test_hook!("UNIFS_TEST_STDIN_DRAIN_NO_NOWAIT").is_some() {
+        return Err(nix::errno::Errno::EOPNOTSUPP);
+    }
     // SAFETY: one iovec naming `buf`, which outlives the call; offset -1
     // is the file's own position (a pipe has none to move).
     let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };

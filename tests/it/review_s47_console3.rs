@@ -7,6 +7,7 @@
 //! ("failed to fill whole buffer") on a `console.log.boot` a reboot
 //! rewrote while it was read.
 
+use crate::fs::harness::{Mount, World};
 use crate::guest::harness::{can_run, ok, stderr, stdout, wait_bounded, within_30s, KillOnDrop};
 use crate::guest::named::Guest;
 use crate::review_s46_console2::Resume;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 /// The offset of our open file `f` (from fdinfo: an `lseek` would wait on
 /// a `read` that holds the offset's lock).
-fn pos(f: &std::fs::File) -> Option<u64> {
+pub(crate) fn pos(f: &std::fs::File) -> Option<u64> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()));
     info.ok()?
         .lines()
@@ -25,7 +26,7 @@ fn pos(f: &std::fs::File) -> Option<u64> {
 }
 
 /// Whether a thread of process `pid` waits to write into a full pipe.
-fn waits_on_a_full_pipe(pid: u32) -> bool {
+pub(crate) fn waits_on_a_full_pipe(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
@@ -33,6 +34,24 @@ fn waits_on_a_full_pipe(pid: u32) -> bool {
         let wchan = std::fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
         wchan.contains("pipe_write")
     })
+}
+
+/// An 8 MiB file on a FUSE mount of `w`'s whose reads each reach the
+/// daemon, which a test can stop to make them hang: the mount, the file
+/// opened, and its bytes.
+pub(crate) fn file_on_a_fuse_mount(w: &World) -> (Mount, std::fs::File, Vec<u8>) {
+    let dir = w.dir("g");
+    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("input"), &data).unwrap();
+    // Reads reach the daemon (no kernel passthrough).
+    let m = w.mount(&dir, "m", &["nopassthrough"]);
+    let input = std::fs::File::open(m.path("input")).unwrap();
+    // No read-ahead on this open file: each read of a copy's is a request
+    // of its own to the daemon.
+    // SAFETY: fadvise only advises on an open fd.
+    let advised = unsafe { libc::posix_fadvise(input.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    assert_eq!(advised, 0);
+    (m, input, data)
 }
 
 /// `unifs guest exec g -- … < file` with the file on a FUSE mount whose
@@ -46,23 +65,12 @@ fn waits_on_a_full_pipe(pid: u32) -> bool {
 /// (73728 or more) until the daemon went on.
 #[test]
 fn s47_exec_sees_its_commands_end_while_a_stdin_file_read_hangs() {
-    use crate::fs::harness::World;
     let test = "s47_exec_sees_its_commands_end_while_a_stdin_file_read_hangs";
     if !can_run(test) {
         return;
     }
     let w = World::new();
-    let dir = w.dir("g");
-    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
-    std::fs::write(dir.join("input"), &data).unwrap();
-    // Reads reach the daemon (no kernel passthrough).
-    let m = w.mount(&dir, "m", &["nopassthrough"]);
-    let input = std::fs::File::open(m.path("input")).unwrap();
-    // No read-ahead on this open file: each read of the copy's is a
-    // request of its own to the daemon.
-    // SAFETY: fadvise only advises on an open fd.
-    let advised = unsafe { libc::posix_fadvise(input.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
-    assert_eq!(advised, 0);
+    let (m, input, _) = file_on_a_fuse_mount(&w);
     let g = Guest::new("s47hang", "[\"/bin/sleep\", \"1000\"]", true);
     ok(&g.unifs(&["start", &g.name]));
     let go = g.t.root().join("tmp/s47go");
