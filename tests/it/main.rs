@@ -203,6 +203,7 @@ mod review_s46_rundirrev2;
 mod review_s47_bridgelock;
 mod review_s47_console3;
 mod review_s47_lock2;
+mod review_s47_lockrev;
 mod review_s47_oom3;
 mod review_s47_procscan;
 mod review_s8_cli;
