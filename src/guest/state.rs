@@ -670,13 +670,14 @@ impl RunDir {
 
     /// [`RunDir::lock`], waiting at most what `limit` gives for the holder
     /// found (None: for good) while another process holds it; `waiting` is
-    /// told once who that is and that bound, when it must wait. Past it:
+    /// told who that is and that bound, when it must wait, and again should
+    /// the holder say by the bound's end that it takes longer. Past it:
     /// [`Error::LockHeld`], nothing done.
     pub fn lock_within(
         &self,
         word: LockWord,
-        limit: impl FnOnce(&LockHolder) -> Option<std::time::Duration>,
-        waiting: impl FnOnce(&LockHolder, Option<std::time::Duration>),
+        mut limit: impl FnMut(&LockHolder) -> Option<std::time::Duration>,
+        mut waiting: impl FnMut(&LockHolder, Option<std::time::Duration>),
     ) -> Result<nix::fcntl::Flock<std::fs::File>> {
         use nix::fcntl::{Flock, FlockArg};
         self.refuse_mounted()?;
@@ -700,9 +701,10 @@ impl RunDir {
             .open(&path)
             .map_err(|e| Error::io("opening", &path, e))?;
         let locking = |e| Error::sys(format!("locking {}", path.display()), e);
-        let mut ask = Some((limit, waiting));
+        let mut told = false;
         // Once told: the bound, and when it ends (None: waits for good).
         let mut bound: Option<Option<(std::time::Duration, std::time::Instant)>> = None;
+        let mut since = std::time::Instant::now();
         let mut looked_again = false;
         let lock = loop {
             let file_back = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -710,7 +712,7 @@ impl RunDir {
                 Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
                 Err((_, e)) => return Err(locking(e)),
             };
-            if let Some((limit, waiting)) = ask.take() {
+            if !told {
                 // The tests' window between the try and the look at who holds it.
                 crate::sys::test_stop!("UNIFS_TEST_LOCK_TRIED_STOP");
                 let holder = self.lock_holder(&file_back);
@@ -719,10 +721,11 @@ impl RunDir {
                 // it is tried once more before anything is said.
                 if holder.pid.is_none() && !looked_again {
                     looked_again = true;
-                    ask = Some((limit, waiting));
                     file = file_back;
                     continue;
                 }
+                told = true;
+                since = std::time::Instant::now();
                 let l = limit(&holder);
                 waiting(&holder, l);
                 bound = Some(l.map(|l| (l, far_ahead(l))));
@@ -730,10 +733,22 @@ impl RunDir {
             match bound.flatten() {
                 // Polled, not blocked on: a bound that a signal need not cut.
                 Some((l, end)) if std::time::Instant::now() >= end => {
+                    let holder = self.lock_holder(&file_back);
+                    // A holder first seen before it wrote its word (how
+                    // long it may take: a `stop --timeout 300`) may have
+                    // written it since: waited for as long as it says.
+                    let longer = limit(&holder);
+                    if longer.is_none_or(|longer| longer > l) {
+                        waiting(&holder, longer);
+                        let from = |longer| since.checked_add(longer).unwrap_or(far_ahead(longer));
+                        bound = Some(longer.map(|longer| (longer, from(longer))));
+                        file = file_back;
+                        continue;
+                    }
                     return Err(Error::LockHeld {
                         name: self.name(),
                         lock: path,
-                        holder: self.lock_holder(&file_back),
+                        holder,
                         secs: l.as_secs(),
                     });
                 }
@@ -747,10 +762,7 @@ impl RunDir {
         };
         // The tests' window between the lock and its word, for the
         // command it names (not the keeper's stop a start forks).
-        if crate::sys::test_hook!("UNIFS_TEST_LOCKED_UNSAID_STOP").is_some_and(|v| *v == *word.what)
-        {
-            crate::sys::test_hooks::stop();
-        }
+        crate::sys::test_stop!("UNIFS_TEST_LOCKED_UNSAID_STOP", word.what.as_str());
         // Only words for `status`: a file that cannot be written is no error.
         use std::os::unix::fs::FileExt;
         let _ = lock.set_len(0);

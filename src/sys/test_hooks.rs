@@ -96,6 +96,12 @@ mod built {
                 $crate::sys::test_hooks::stop();
             }
         };
+        // Only where the variable's value is `$value`.
+        ($name:literal, $value:expr) => {
+            if $crate::sys::test_hook!($name).is_some_and(|v| *v == *$value) {
+                $crate::sys::test_hooks::stop();
+            }
+        };
     }
 
     macro_rules! test_pause {
@@ -133,7 +139,7 @@ mod built {
     }
 
     macro_rules! test_stop {
-        ($name:literal) => {{
+        ($name:literal $(, $value:expr)?) => {{
             const _: &str = $crate::sys::test_hooks::hook_name($name);
         }};
     }

@@ -205,6 +205,7 @@ mod review_s47_bridgerev;
 mod review_s47_console3;
 mod review_s47_consrev3;
 mod review_s47_lock2;
+mod review_s47_lockrev;
 mod review_s47_oom3;
 mod review_s47_oomrev3;
 mod review_s47_procrev;
