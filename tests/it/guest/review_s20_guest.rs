@@ -244,11 +244,12 @@ fn s21_a_second_stop_while_one_runs_reports_the_guest_stopped() {
     let lock = g.run(&g.name).join("lock");
     let (first, second) = std::thread::scope(|s| {
         let first = s.spawn(|| g.unifs(&["stop", "--timeout", "3", &g.name]));
-        // The first holds the guest's lock (it writes what for there; the
-        // start wrote "start"): a fixed pause was too short on a loaded
-        // machine, and the second stop then came first.
+        // The first holds the guest's lock (it writes what for there on
+        // the file's first line; the start wrote "start"): a fixed pause
+        // was too short on a loaded machine, and the second stop then
+        // came first.
         let stopping = super::harness::within_30s(|| {
-            std::fs::read_to_string(&lock).is_ok_and(|what| what == "stop")
+            std::fs::read_to_string(&lock).is_ok_and(|t| t.lines().next() == Some("stop"))
         });
         assert!(stopping, "the first stop never took the guest's lock");
         let second = g.unifs(&["stop", &g.name]);
