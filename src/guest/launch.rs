@@ -218,12 +218,14 @@ pub(super) fn say_if_oom_killed(
     exited: bool,
     cgroup: &Cgroup,
     what: &str,
-) {
+) -> bool {
     let killed = !exited && matches!(status, Ok(c) if *c == 128 + libc::SIGKILL);
     let signal = killed.then_some("KILL");
-    if let Some(oom) = watch.verdict(pids, signal, cgroup.memory_limit()) {
+    let oom = watch.verdict(pids, signal, cgroup.memory_limit());
+    if let Some(oom) = &oom {
         tracing::warn!("{what} was {}", oom.describe());
     }
+    oom.is_some()
 }
 
 /// Runs `wait` while a thread watches `keeper` (see [`Keeper::watch`]).

@@ -2515,7 +2515,7 @@ fn join_and_run(
                         false => format!("the command in guest {name}"),
                     };
                     let said = super::command_pid::received(&pid_r, child.as_raw());
-                    launch::say_if_oom_killed(
+                    let oom = launch::say_if_oom_killed(
                         watch,
                         &[said.command],
                         &Ok(status),
@@ -2523,6 +2523,19 @@ fn join_and_run(
                         &st.cgroup,
                         &what,
                     );
+                    // Else a bare 137: the kernel ends every process of a
+                    // PID namespace with its init (`guest stop`, or init's
+                    // own end), the command's helper outside it reports a
+                    // SIGKILL. Asked last: `ended` joins init's UTS
+                    // namespace when it has not ended.
+                    let killed = status == 128 + libc::SIGKILL && !said.exited;
+                    if killed && !oom && ended(pidfd) {
+                        tracing::warn!(
+                            "{what} was killed: the guest stopped while it ran (its init, pid \
+                             {}, ended, and every process of the guest with it)",
+                            st.pid
+                        );
+                    }
                     Ok(status)
                 }
             }

@@ -300,6 +300,61 @@ fn ended(g: &Guest) -> serde_json::Value {
     last
 }
 
+/// An init that exits 0 on SIGUSR1.
+const TRAP_USR1: &str =
+    "[\"/bin/sh\", \"-c\", \"trap 'exit 0' USR1; while :; do sleep 0.05; done\"]";
+
+/// Sends SIGUSR1 to `pid` once it catches it: until then a guest's PID 1
+/// ignores it (a loaded machine starts sh slowly).
+fn usr1_when_trapped(pid: i64) {
+    let caught = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGUSR1 - 1)) != 0)
+    };
+    assert!(within_30s(caught), "init never set its trap");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+}
+
+#[test]
+fn s48_exec_says_the_guest_stopped_under_its_command() {
+    if !can_run("s48_exec_says_the_guest_stopped_under_its_command") {
+        return;
+    }
+    // An init's end kills every process of its PID namespace: a `guest
+    // exec` then exited 137 and said nothing (CI of stop 48: an exec of
+    // `touch` that ended the init raced that end).
+    let g = Guest::new("execend", TRAP_USR1);
+    ok(&g.unifs(&["start", &g.name]));
+    let pid = g.record()["pid"].as_i64().unwrap();
+    let (session, _) = super::harness::exec_sleep_session(g.cmd(&[]), &g.name);
+    usr1_when_trapped(pid);
+    let o = super::harness::wait_bounded(session, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "the command in guest {} was killed: the guest stopped while it ran (its init, pid {pid}",
+            g.name
+        )),
+        "{}",
+        stderr(&o)
+    );
+    ended(&g);
+
+    // A command killed while the guest runs on says nothing of the kind.
+    g.configure("", TRAP_USR1);
+    ok(&g.unifs(&["start", &g.name]));
+    let o = g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", "kill -9 $$"]);
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("stopped while"), "{}", stderr(&o));
+    assert_eq!(g.status().0["running"], true);
+}
+
 #[test]
 fn s12_status_and_list_say_how_a_guests_init_ended() {
     if !can_run("s12_status_and_list_say_how_a_guests_init_ended") {
@@ -328,9 +383,11 @@ fn s12_status_and_list_say_how_a_guests_init_ended() {
     assert_eq!(all[0]["last_exit"]["code"], 3, "{all}");
 
     // A clean exit, after the stale record's clean-up too; not before the
-    // status below (a timed end could come first on a loaded machine).
-    let init = "[\"/bin/sh\", \"-c\", \"while [ ! -e /tmp/go ]; do sleep 0.05; done\"]";
-    g.configure("", init);
+    // status below (a timed end could come first on a loaded machine). Ended
+    // by a signal from the host: an `exec` of `touch /tmp/go` raced the end
+    // it caused (init's end kills every process of its PID namespace; the
+    // touch, not yet exited, ended 137).
+    g.configure("", TRAP_USR1);
     ok(&g.unifs(&["start", &g.name]));
     let st = g.status().0;
     assert_eq!(
@@ -338,7 +395,8 @@ fn s12_status_and_list_say_how_a_guests_init_ended() {
         serde_json::Value::Null,
         "a start clears it: {st}"
     );
-    ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/go"]));
+    let pid = g.record()["pid"].as_i64().unwrap();
+    usr1_when_trapped(pid);
     let st = ended(&g);
     assert_eq!(st["last_exit"]["code"], 0, "{st}");
     ok(&g.unifs(&["stop", &g.name]));
