@@ -620,6 +620,13 @@ fn exec_refuses_a_guest_whose_daemon_does_not_answer_or_that_is_frozen() {
         nix::sys::signal::Signal::SIGSTOP,
     )
     .unwrap();
+    // The stop reaches each thread when it next runs: on a loaded machine
+    // a thread not yet stopped answered exec's look, and the command then
+    // waited on the stopped daemon (1 run in 12, four at once).
+    assert!(
+        within_30s(|| super::harness::all_threads_stopped(daemon)),
+        "daemon {daemon} not stopped"
+    );
     let started = Instant::now();
     let o = g.unifs(&["exec", &g.name, "--", "/bin/true"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

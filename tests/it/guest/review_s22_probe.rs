@@ -5,7 +5,9 @@
 //! fstatfs calls (what the probe's statfs becomes) for a set time, while its
 //! other threads serve on. Every guest stops, and strace ends, on drop.
 
-use super::harness::{ok, run_bounded, stderr, stdout, within_30s, KillOnDrop};
+use super::harness::{
+    all_threads_stopped, ok, run_bounded, stderr, stdout, within_30s, KillOnDrop,
+};
 use super::review_s11_life::{entry, gone, mount_daemon, Continue, Guest, SLEEP};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -47,19 +49,6 @@ pub(super) fn hold_statfs(test: &str, daemon: i32, hold: Duration) -> Option<Kil
 }
 
 /// `guest status --json NAME`: its exit status and the guest's entry.
-/// Whether every thread of `pid` is in the stopped state (`T`).
-fn all_threads_stopped(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
-            .unwrap_or(false)
-    })
-}
-
 fn status_json(g: &Guest) -> (Option<i32>, serde_json::Value) {
     let o = g.unifs(&["status", "--json", &g.name]);
     let v = serde_json::from_slice(&o.stdout)
