@@ -257,16 +257,6 @@ pub(super) fn copy_stdin_file(to: BorrowedFd, reader: OwnedFd) -> Option<Input> 
     Some(Input { file, reader, feed })
 }
 
-/// How many bytes the pipe `fd` (either end) holds unread (`FIONREAD`).
-pub(super) fn pipe_holds(fd: BorrowedFd) -> u64 {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int, `n`, which outlives the call.
-    match unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } {
-        0 => u64::try_from(n).unwrap_or(0),
-        _ => 0,
-    }
-}
-
 /// `fd`'s offset (`lseek`), if it has one.
 fn offset(fd: BorrowedFd) -> Option<i64> {
     nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur).ok()
@@ -486,40 +476,73 @@ fn read_out(fd: BorrowedFd) -> u64 {
 
 /// [`read_out`] where pipes do not take `RWF_NOWAIT`: through an open file
 /// of our own on the same pipe, opened non-blocking through `/proc` (its
-/// flags ours alone). Not by blocking reads no larger than `FIONREAD` says
-/// is there: a process left holding the pipe that reads it empty between
-/// the two would leave such a read waiting for a write, which a copy in a
-/// read that hangs (a file on a hung mount) never makes. Without `/proc`,
-/// only what `FIONREAD` says, at once, with that risk.
+/// flags ours alone); without `/proc` (or where it will not reopen the
+/// pipe), see [`splice_out`]. Not by blocking reads no larger than
+/// `FIONREAD` says is there: a process left holding the pipe that reads it
+/// empty between the two would leave such a read waiting for a write,
+/// which a copy in a read that hangs (a file on a hung mount) never makes.
 fn read_out_own(fd: BorrowedFd) -> u64 {
     use std::os::unix::fs::OpenOptionsExt;
-    let own = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let own = match crate::sys::test_hook!("UNIFS_TEST_STDIN_DRAIN_NO_PROC") {
+        // The tests' way to a system without `/proc`.
+        Some(_) => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        None => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+    };
+    let Ok(own) = own else {
+        return splice_out(fd);
+    };
     let mut buf = [0u8; 16384];
     let mut n = 0;
     loop {
-        let got = match &own {
-            Ok(own) => {
-                drain_stop();
-                nix::unistd::read(own, &mut buf)
-            }
-            Err(_) => match pipe_holds(fd).min(buf.len() as u64) as usize {
-                0 => return n,
-                k => {
-                    drain_stop();
-                    nix::unistd::read(fd, &mut buf[..k])
-                }
-            },
-        };
-        match got {
+        drain_stop();
+        match nix::unistd::read(&own, &mut buf) {
             Ok(0) => return n,
             Ok(k) => n += k as u64,
             Err(nix::errno::Errno::EINTR) => {}
             // EAGAIN: nothing more now.
             Err(_) => return n,
         }
+    }
+}
+
+/// [`read_out_own`] without `/proc`: what the pipe `fd` holds is moved
+/// into a pipe of our own by `splice` with `SPLICE_F_NONBLOCK`, which
+/// fails with `EAGAIN` on an empty pipe whatever its open file's flags
+/// (every kernel since 2.6.17), and dropped from there; how much. No
+/// pipe of our own (the fd limit): nothing read.
+fn splice_out(fd: BorrowedFd) -> u64 {
+    let Ok((r, w)) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+    else {
+        return 0;
+    };
+    let mut buf = [0u8; 16384];
+    let mut n = 0;
+    loop {
+        drain_stop();
+        // SAFETY: splice between two pipes open for the call; no offsets.
+        let moved = unsafe {
+            libc::splice(
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                w.as_raw_fd(),
+                std::ptr::null_mut(),
+                64 << 10,
+                libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        match nix::errno::Errno::result(moved) {
+            Ok(0) => return n,
+            Ok(k) => n += k as u64,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // EAGAIN: nothing more now.
+            Err(_) => return n,
+        }
+        // Our pipe emptied for the next splice.
+        while nix::unistd::read(&r, &mut buf).is_ok_and(|k| k > 0) {}
     }
 }
 
@@ -568,8 +591,9 @@ fn copy(from: OwnedFd, to: OwnedFd) -> std::io::Result<()> {
 /// Copies the input `from` into the pipe `to` until either ends or the
 /// feed is stopped, counting what the pipe took in `feed`. A regular file
 /// is read from offset `at` on with `pread` (see [`Input::set_back`]),
-/// moving the file's offset on past each read once written if `advance`
-/// (see [`StdinFile::advance`]); another input (`pread` None) with `read`.
+/// moving the file's offset on past each read before it is written (back
+/// by what the pipe did not take) if `advance` (see
+/// [`StdinFile::advance`]); another input (`pread` None) with `read`.
 /// The pipe closes at the end of `from`: the guest reads its end too.
 fn copy_in(from: &OwnedFd, pread: Option<(u64, bool)>, to: OwnedFd, feed: &Mutex<Feed>) {
     let (mut at, advance) = match pread {
@@ -600,6 +624,12 @@ fn copy_in(from: &OwnedFd, pread: Option<(u64, bool)>, to: OwnedFd, feed: &Mutex
             }
             f.writing = true;
         }
+        // Moved on before the command can read the bytes: once it has, it
+        // may write its output through the open file at once (another
+        // copy's write), which must land after them, not over them.
+        // Under way still (`writing`): once the run sees the copy is not
+        // writing, the offset is the copy's no more.
+        let moved = advance && seek(from, n as i64);
         let mut done = 0;
         let mut failed = false;
         while done < n && !failed {
@@ -609,17 +639,17 @@ fn copy_in(from: &OwnedFd, pread: Option<(u64, bool)>, to: OwnedFd, feed: &Mutex
                 Err(_) => failed = true,
             }
         }
-        // Under way still (`writing`): once the run sees the copy is not
-        // writing, the offset is the copy's no more.
-        let moved = advance
-            && !failed
-            && nix::unistd::lseek(from, done as i64, nix::unistd::Whence::SeekCur).is_ok();
+        crate::sys::test_pause!("UNIFS_TEST_STDIN_COPY_WRITTEN_PAUSE");
+        // What the pipe did not take is not the command's: moved back.
+        let advanced = match moved {
+            false => 0,
+            true if done < n && seek(from, done as i64 - n as i64) => done,
+            true => n,
+        };
         {
             let mut f = lock(feed);
             f.written += done as u64;
-            if moved {
-                f.advanced += done as u64;
-            }
+            f.advanced += advanced as u64;
             f.writing = false;
         }
         if failed {
@@ -627,6 +657,11 @@ fn copy_in(from: &OwnedFd, pread: Option<(u64, bool)>, to: OwnedFd, feed: &Mutex
         }
         at = at.map(|off| off + n as u64);
     }
+}
+
+/// Moves `fd`'s offset on by `by` (back, if negative); whether it did.
+fn seek(fd: &OwnedFd, by: i64) -> bool {
+    nix::unistd::lseek(fd, by, nix::unistd::Whence::SeekCur).is_ok()
 }
 
 /// In a copy's thread: a write to a pipe whose reader is gone fails with

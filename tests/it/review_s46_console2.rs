@@ -116,7 +116,7 @@ fn s46_a_stdin_file_whose_read_hangs_is_set_back_at_the_runs_end() {
         "--",
         "/bin/sh",
         "-c",
-        "until [ -e /tmp/s46go ]; do sleep 0.05; done; \
+        "touch /tmp/s46ready; until [ -e /tmp/s46go ]; do sleep 0.05; done; \
          dd bs=1000 count=67 2>/dev/null | wc -c > /tmp/s46read",
     ]);
     cmd.stdin(input.try_clone().unwrap());
@@ -129,9 +129,10 @@ fn s46_a_stdin_file_whose_read_hangs_is_set_back_at_the_runs_end() {
         within_30s(|| stdin_copy_waits_on_the_pipe(pid)),
         "the copy never filled the pipe"
     );
-    // SAFETY: kill only sends a signal, to our own mount's daemon.
-    assert_eq!(unsafe { libc::kill(m.pid() as i32, libc::SIGSTOP) }, 0);
-    let _resume = Resume(m.pid() as i32);
+    // The guest's side has given up its copies of the file (its close
+    // waits for the daemon: see `wait_until_it_runs`).
+    crate::review_s47_console3::wait_until_it_runs(&t.root().join("tmp/s46ready"));
+    let _resume = crate::review_s47_console3::stop_daemon(m.pid());
     std::fs::write(&go, "").unwrap();
     let result = t.root().join("tmp/s46read");
     let read = || -> Option<u64> { std::fs::read_to_string(&result).ok()?.trim().parse().ok() };

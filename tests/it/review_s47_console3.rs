@@ -36,6 +36,43 @@ pub(crate) fn waits_on_a_full_pipe(pid: u32) -> bool {
     })
 }
 
+/// Stops (SIGSTOP) our mount's daemon `pid` and waits until each of its
+/// threads has stopped; SIGCONT once dropped. `kill` returns once the
+/// signal is queued: a thread not yet stopped (not yet run, under load)
+/// still answers, a read made after the `kill` too.
+pub(crate) fn stop_daemon(pid: u32) -> Resume {
+    // SAFETY: kill only sends a signal, to our own mount's daemon.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let resume = Resume(pid as i32);
+    let all_stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| stopped_at(&t.path().join("stat")))
+    };
+    assert!(within_30s(all_stopped), "the mount's daemon never stopped");
+    resume
+}
+
+/// Whether the process or thread whose `/proc` stat file is `stat` is
+/// stopped (SIGSTOP).
+pub(crate) fn stopped_at(stat: &std::path::Path) -> bool {
+    std::fs::read_to_string(stat).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T'))
+    })
+}
+
+/// Waits until the command `exec` ran has created `ready` (in the guest's
+/// root). Then `exec`'s helper has given it the pipe as stdin: until then
+/// the helper holds the file too, and its close of it waits for the
+/// daemon's answer to the FLUSH the kernel sends (a daemon stopped then
+/// held the command from ever starting, under load).
+pub(crate) fn wait_until_it_runs(ready: &std::path::Path) {
+    assert!(within_30s(|| ready.exists()), "the command never started");
+}
+
 /// An 8 MiB file on a FUSE mount of `w`'s whose reads each reach the
 /// daemon, which a test can stop to make them hang: the mount, the file
 /// opened, and its bytes.
@@ -75,7 +112,7 @@ fn s47_exec_sees_its_commands_end_while_a_stdin_file_read_hangs() {
     ok(&g.unifs(&["start", &g.name]));
     let go = g.t.root().join("tmp/s47go");
     let result = g.t.root().join("tmp/s47read");
-    let script = "until [ -e /tmp/s47go ]; do sleep 0.05; done; \
+    let script = "touch /tmp/s47ready; until [ -e /tmp/s47go ]; do sleep 0.05; done; \
                   dd bs=1000 count=67 2>/dev/null | wc -c > /tmp/s47read";
     let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
     cmd.stdin(input.try_clone().unwrap())
@@ -91,9 +128,8 @@ fn s47_exec_sees_its_commands_end_while_a_stdin_file_read_hangs() {
         "the copy never filled the pipe (offset {:?})",
         pos(&input)
     );
-    // SAFETY: kill only sends a signal, to our own mount's daemon.
-    assert_eq!(unsafe { libc::kill(m.pid() as i32, libc::SIGSTOP) }, 0);
-    let resume = Resume(m.pid() as i32);
+    wait_until_it_runs(&g.t.root().join("tmp/s47ready"));
+    let resume = stop_daemon(m.pid());
     std::fs::write(&go, "").unwrap();
     let read = || -> Option<u64> { std::fs::read_to_string(&result).ok()?.trim().parse().ok() };
     let set_back = within_30s(|| read().is_some_and(|r| pos(&input) == Some(r)));

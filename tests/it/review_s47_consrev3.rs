@@ -11,7 +11,9 @@ use crate::fs::harness::World;
 use crate::guest::harness::{can_run, ok, stderr, wait_bounded, within_30s, KillOnDrop};
 use crate::guest::named::Guest;
 use crate::review_s46_console2::Resume;
-use crate::review_s47_console3::{file_on_a_fuse_mount, pos, waits_on_a_full_pipe};
+use crate::review_s47_console3::{
+    file_on_a_fuse_mount, pos, stop_daemon, stopped_at, wait_until_it_runs, waits_on_a_full_pipe,
+};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,11 +22,7 @@ use std::time::Duration;
 
 /// Whether process `pid` is stopped (SIGSTOP).
 fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('T'))
-    })
+    stopped_at(std::path::Path::new(&format!("/proc/{pid}/stat")))
 }
 
 /// Whether every pipe process `pid` holds (other than its stdio) is
@@ -74,14 +72,20 @@ fn s47_exec_drain_without_rwf_nowait_never_waits_on_a_pipe_emptied_by_another() 
     if !can_run(test) {
         return;
     }
+    drain_while_another_empties_the_pipe("s47drain", &[]);
+}
+
+/// The test above, in guest `guest`, `exec` given the environment `env`
+/// besides (the hooks of another way to drain).
+pub(crate) fn drain_while_another_empties_the_pipe(guest: &str, env: &[(&str, &str)]) {
     let w = World::new();
     let (m, input, data) = file_on_a_fuse_mount(&w);
-    let g = Guest::new("s47drain", "[\"/bin/sleep\", \"1000\"]", true);
+    let g = Guest::new(guest, "[\"/bin/sleep\", \"1000\"]", true);
     ok(&g.unifs(&["start", &g.name]));
     let tmp = g.t.root().join("tmp");
     // The command keeps its stdin as fd 3 for a job it leaves, which reads
     // it once told to.
-    let script = "exec 3<&0; until [ -e /tmp/s47go ]; do sleep 0.05; done; \
+    let script = "exec 3<&0; touch /tmp/s47ready; until [ -e /tmp/s47go ]; do sleep 0.05; done; \
                   dd bs=1000 count=67 of=/tmp/s47first 2>/dev/null; \
                   ( until [ -e /tmp/s47go2 ]; do sleep 0.05; done; \
                     cat <&3 > /tmp/s47left.part; mv /tmp/s47left.part /tmp/s47left \
@@ -89,6 +93,7 @@ fn s47_exec_drain_without_rwf_nowait_never_waits_on_a_pipe_emptied_by_another() 
     let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
     cmd.env("UNIFS_TEST_STDIN_DRAIN_NO_NOWAIT", "1")
         .env("UNIFS_TEST_STDIN_DRAIN_STOP", "1")
+        .envs(env.iter().copied())
         .stdin(input.try_clone().unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -99,9 +104,8 @@ fn s47_exec_drain_without_rwf_nowait_never_waits_on_a_pipe_emptied_by_another() 
         within_30s(|| waits_on_a_full_pipe(pid)),
         "the copy never filled the pipe"
     );
-    // SAFETY: kill only sends a signal, to our own mount's daemon.
-    assert_eq!(unsafe { libc::kill(m.pid() as i32, libc::SIGSTOP) }, 0);
-    let daemon = Resume(m.pid() as i32);
+    wait_until_it_runs(&tmp.join("s47ready"));
+    let daemon = stop_daemon(m.pid());
     std::fs::write(tmp.join("s47go"), "").unwrap();
     assert!(
         within_30s(|| stopped(pid)),

@@ -1,0 +1,84 @@
+//! Session 48, `guest exec`'s and `unifs run`'s stdin that is a regular
+//! file (task "stdio4"): the drain of `exec`'s stdin pipe on a system
+//! whose pipes do not take `RWF_NOWAIT` (kernels before 6.4) and where
+//! `/proc/self/fd` does not reopen the pipe (no `/proc`) read with a
+//! blocking read sized by `FIONREAD`, which waited for good when a
+//! process the command left holding the pipe emptied it between the two;
+//! and `unifs run`'s stdin that is its stdout too (`<> f >&0`), whose
+//! offset the copy moved on past what it read only after the command could
+//! read it and write its output over it.
+
+use crate::common::unifs_bin;
+use crate::guest::harness::{can_run, stderr, wait_bounded, KillOnDrop, TestRoot};
+use crate::review_s47_consrev3::drain_while_another_empties_the_pipe;
+use std::io::Seek;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `unifs guest exec g -- … < file`, the file on a FUSE mount whose daemon
+/// is stopped once the copy has filled the pipe, the command leaving a
+/// process holding its stdin that reads the pipe empty while `exec` is
+/// stopped in its drain (UNIFS_TEST_STDIN_DRAIN_STOP), on a kernel whose
+/// pipes refuse `RWF_NOWAIT` (UNIFS_TEST_STDIN_DRAIN_NO_NOWAIT) and
+/// without `/proc` to reopen the pipe (UNIFS_TEST_STDIN_DRAIN_NO_PROC):
+/// `exec` sets the offset past what both read with the daemon still
+/// stopped, and each byte is read once. Before: the drain's read, sized by
+/// what `FIONREAD` said before the process left emptied the pipe, waited
+/// for a write the copy (in a read that hangs) never made: the offset
+/// stayed at 0 until the daemon went on.
+#[test]
+fn s48_exec_drain_without_proc_never_waits_on_a_pipe_emptied_by_another() {
+    let test = "s48_exec_drain_without_proc_never_waits_on_a_pipe_emptied_by_another";
+    if !can_run(test) {
+        return;
+    }
+    drain_while_another_empties_the_pipe("s48drain", &[("UNIFS_TEST_STDIN_DRAIN_NO_PROC", "1")]);
+}
+
+/// `unifs run … sh -c 'read l; echo "got $l"' <> f >&0`: stdin and stdout
+/// one open file, which the copy of stdin moves on past what it reads, so
+/// that the command's output lands after its input. The copy moved it on
+/// only once it had written to the pipe: a command that read and wrote
+/// before then (its output copied to the file at once) had its output
+/// written over its input, at offset 0. The copy is held 2 s after its
+/// write to the pipe (UNIFS_TEST_STDIN_COPY_WRITTEN_PAUSE) to make that
+/// order sure. Before: the file was "got line1\n2\nline3\n" (the input
+/// overwritten), 18 bytes; now its input and the output after it, and the
+/// offset just past what the command read and wrote (6 bytes read, the
+/// output's 10 written at 18: 28, less the 12 it left unread: 16).
+#[test]
+fn s48_run_output_through_its_stdin_file_never_lands_over_its_input() {
+    if !can_run("s48_run_output_through_its_stdin_file_never_lands_over_its_input") {
+        return;
+    }
+    let t = TestRoot::new();
+    let path = t.dir.path().join("f");
+    std::fs::write(&path, "line1\nline2\nline3\n").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut cmd = Command::new(unifs_bin());
+    cmd.arg("run").arg("--root").arg(t.root()).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "read l; echo \"got $l\"",
+    ]);
+    cmd.env("UNIFS_TEST_STDIN_COPY_WRITTEN_PAUSE", "2000")
+        .stdin(f.try_clone().unwrap())
+        .stdout(f.try_clone().unwrap())
+        .stderr(Stdio::piped());
+    let o = wait_bounded(
+        KillOnDrop(Some(cmd.spawn().unwrap())),
+        Duration::from_secs(60),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "line1\nline2\nline3\ngot line1\n"
+    );
+    let mut f = f;
+    assert_eq!(f.stream_position().unwrap(), 16);
+}
