@@ -87,10 +87,7 @@ fn read(
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .map(str::trim)
     };
-    let nspid: Vec<i32> = field("NSpid")?
-        .split_whitespace()
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
+    let nspid = super::state::nspid(&status)?;
     let uid = field("Uid").and_then(|v| v.split_whitespace().next()?.parse().ok());
     let rss_bytes = field("VmRSS")
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())

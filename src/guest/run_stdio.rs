@@ -455,8 +455,11 @@ fn lock(feed: &Mutex<Feed>) -> std::sync::MutexGuard<'_, Feed> {
 /// more; how much. Its open file's flags are left alone: under `guest exec`
 /// a process the command left in the guest may hold it too (`O_NONBLOCK`
 /// would make its reads fail with `EAGAIN`). Each read is made
-/// non-blocking by `RWF_NOWAIT`, which pipes take since Linux 6.4; before
-/// (`EOPNOTSUPP`), see [`read_out_own`].
+/// non-blocking by `RWF_NOWAIT`, which pipes made by pipe(2) (as `fd`
+/// always is) take since Linux 6.4 (named FIFOs still refuse it on 6.18);
+/// before (`EOPNOTSUPP`), see [`read_out_own`]. Both are kept: that one
+/// needs /proc, this one does not (a unifs run where /proc is not mounted
+/// would otherwise be left with `FIONREAD`'s race on every kernel).
 fn read_out(fd: BorrowedFd) -> u64 {
     let mut buf = [0u8; 16384];
     let mut n = 0;

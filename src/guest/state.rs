@@ -186,25 +186,17 @@ fn proc_dirs() -> Option<impl Iterator<Item = std::fs::DirEntry>> {
 /// there (the last of its NSpid), as `std::process::id()` gives it to
 /// itself. None where /proc cannot be read.
 pub fn pid_in_a_namespace_below(pid: i32) -> Option<bool> {
-    let wanted = pid.to_string();
     Some(proc_dirs()?.any(|e| {
-        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .is_some_and(|pids| {
-                let pids: Vec<&str> = pids.split_whitespace().collect();
-                pids.len() > 1 && pids.last() == Some(&wanted.as_str())
-            })
+        nspid_of(&e.path()).is_some_and(|pids| pids.len() > 1 && pids.last() == Some(&pid))
     }))
 }
 
 /// The pid process `pid` has in its own PID namespace (the last of its
 /// NSpid), as `std::process::id()` gives it to itself.
 fn pid_in_own_ns(pid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let pids = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    pids.split_whitespace().last()?.parse().ok()
+    nspid_of(Path::new(&format!("/proc/{pid}")))?
+        .last()
+        .copied()
 }
 
 /// Whether no process is in the PID namespace `ns`. Told only by root in
@@ -237,12 +229,20 @@ fn pid_ns_empty(ns: u64) -> bool {
 /// Whether /proc/PID (`proc`) is in the namespace of this /proc: its
 /// NSpid, its pid in each namespace from there down, has one.
 fn in_this_pid_ns(proc: &Path) -> bool {
-    std::fs::read_to_string(proc.join("status")).is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .is_some_and(|pids| pids.split_whitespace().count() == 1)
-    })
+    nspid_of(proc).is_some_and(|pids| pids.len() == 1)
+}
+
+/// The PIDs of a process, from the outermost PID namespace its /proc shows
+/// down to its own (the NSpid line of its /proc/PID/status text, `status`);
+/// None without that line, or with one that is not all PIDs.
+pub fn nspid(status: &str) -> Option<Vec<i32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
+/// [`nspid`] of the process of /proc/PID directory `proc`.
+fn nspid_of(proc: &Path) -> Option<Vec<i32>> {
+    nspid(&std::fs::read_to_string(proc.join("status")).ok()?)
 }
 
 /// This boot's id (/proc/sys/kernel/random/boot_id).

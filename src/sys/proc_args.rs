@@ -69,6 +69,13 @@ impl BoundedReads {
             }
         }
     }
+
+    /// The NUL-separated arguments of process `pid`, as [`cmdline_bounded`]
+    /// reads them, with this one's worker and limit.
+    pub fn cmdline(&mut self, pid: i32) -> Option<Vec<u8>> {
+        let file = File::open(format!("/proc/{pid}/cmdline")).ok()?;
+        self.read(file)?.ok()
+    }
 }
 
 fn spawn_worker() -> Worker {
@@ -98,15 +105,6 @@ fn spawn_worker() -> Worker {
 /// None when they cannot be read or did not come in time.
 pub fn cmdline_bounded(pid: i32) -> Option<Vec<u8>> {
     BoundedReads::new(ARGS_LIMIT).cmdline(pid)
-}
-
-impl BoundedReads {
-    /// The NUL-separated arguments of process `pid`, as [`cmdline_bounded`]
-    /// reads them, with this one's worker and limit.
-    pub fn cmdline(&mut self, pid: i32) -> Option<Vec<u8>> {
-        let file = File::open(format!("/proc/{pid}/cmdline")).ok()?;
-        self.read(file)?.ok()
-    }
 }
 
 #[cfg(test)]

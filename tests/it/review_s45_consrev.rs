@@ -11,6 +11,23 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
+/// `unifs guest exec` of `sh -c script` in `g` with stdin `file` (its
+/// open file, offset shared), its output piped; waited for 60 s at most.
+pub(crate) fn exec_sh_reading(
+    g: &Guest,
+    script: &str,
+    file: &std::fs::File,
+) -> std::process::Output {
+    let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
+    cmd.stdin(file.try_clone().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    wait_bounded(
+        KillOnDrop(Some(cmd.spawn().unwrap())),
+        Duration::from_secs(60),
+    )
+}
+
 /// `(unifs guest exec g -- sh -c 'read l; echo $l'; cat) < file`: `read`
 /// takes the first line off the pipe (byte by byte), and `cat` goes on
 /// from the second, as with `(sh -c 'read l; echo $l'; cat) < file` on the
@@ -25,14 +42,7 @@ fn s45_guest_exec_leaves_a_stdin_file_just_past_what_the_command_read() {
     let path = g.t.dir.path().join("input");
     std::fs::write(&path, numbered()).unwrap();
     let mut file = std::fs::File::open(&path).unwrap();
-    let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", "read l; echo $l"]);
-    cmd.stdin(file.try_clone().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let o = wait_bounded(
-        KillOnDrop(Some(cmd.spawn().unwrap())),
-        Duration::from_secs(60),
-    );
+    let o = exec_sh_reading(&g, "read l; echo $l", &file);
     assert_eq!(stdout(&o), "1\n", "{}", stderr(&o));
     let mut rest = Vec::new();
     file.read_to_end(&mut rest).unwrap();

@@ -13,12 +13,15 @@ use crate::review_s46_netv6::{may_run, n, run, BridgeTable, BridgedPair, Netns};
 use std::path::Path;
 use std::process::Command;
 
-/// `nrnet frame IF SRC DST LABEL TAGS`: one broadcast Ethernet frame from
-/// IF's MAC address holding an IPv4 UDP datagram `nrv:LABEL` from SRC to
-/// DST:9999, inside TAGS VLAN tags (0, or 2: 802.1ad then 802.1Q), as a
-/// guest with CAP_NET_RAW may send. `nrnet sniff IF FILE`: every frame IF
-/// takes in that holds `nrv:` appends what follows to FILE, a line each.
-const NRNET: &str = r#"
+/// The head of the tests' packet-socket programs (NRNET, blknet's): the
+/// includes; `bound(IF, &at, mac)`, a packet socket bound to IF (every
+/// protocol), IF's index in `at`, its MAC address in `mac`; and
+/// `sniff(argv, MARK)` of `PROG sniff IF FILE`: every frame IF takes in
+/// (or sends) that holds the 4 bytes MARK appends what follows them to
+/// FILE (up to a NUL), a line each.
+macro_rules! packet_socket_c {
+    () => {
+        r#"
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netpacket/packet.h>
@@ -42,6 +45,34 @@ static int bound(const char *name, struct sockaddr_ll *at, unsigned char *mac) {
     if (bind(s, (void *)at, sizeof *at) < 0) { perror("bind"); exit(2); }
     return s;
 }
+static int sniff(char **argv, const char *mark) {
+    struct sockaddr_ll at;
+    unsigned char mac[6], f[2048];
+    int s = bound(argv[2], &at, mac);
+    for (;;) {
+        ssize_t n = recv(s, f, sizeof f - 1, 0);
+        if (n < 4) continue;
+        for (ssize_t i = 0; i + 4 <= n; i++) {
+            if (memcmp(f + i, mark, 4)) continue;
+            FILE *out = fopen(argv[3], "a");
+            if (out) { fprintf(out, "%.*s\n", (int)(n - i - 4), (char *)f + i + 4); fclose(out); }
+            break;
+        }
+    }
+}
+"#
+    };
+}
+pub(crate) use packet_socket_c;
+
+/// `nrnet frame IF SRC DST LABEL TAGS`: one broadcast Ethernet frame from
+/// IF's MAC address holding an IPv4 UDP datagram `nrv:LABEL` from SRC to
+/// DST:9999, inside TAGS VLAN tags (0, or 2: 802.1ad then 802.1Q), as a
+/// guest with CAP_NET_RAW may send. `nrnet sniff IF FILE`: every frame IF
+/// takes in that holds `nrv:` appends what follows to FILE, a line each.
+const NRNET: &str = concat!(
+    packet_socket_c!(),
+    r#"
 static void put16(unsigned char *p, unsigned v) { p[0] = v >> 8; p[1] = v; }
 static int frame(char **argv) {
     struct sockaddr_ll at;
@@ -71,28 +102,14 @@ static int frame(char **argv) {
     puts("sent");
     return 0;
 }
-static int sniff(char **argv) {
-    struct sockaddr_ll at;
-    unsigned char mac[6], f[2048];
-    int s = bound(argv[2], &at, mac);
-    for (;;) {
-        ssize_t n = recv(s, f, sizeof f - 1, 0);
-        if (n < 4) continue;
-        for (ssize_t i = 0; i + 4 <= n; i++) {
-            if (memcmp(f + i, "nrv:", 4)) continue;
-            FILE *out = fopen(argv[3], "a");
-            if (out) { fprintf(out, "%.*s\n", (int)(n - i - 4), (char *)f + i + 4); fclose(out); }
-            break;
-        }
-    }
-}
 int main(int argc, char **argv) {
     if (argc == 7 && !strcmp(argv[1], "frame")) return frame(argv);
-    if (argc == 4 && !strcmp(argv[1], "sniff")) return sniff(argv);
+    if (argc == 4 && !strcmp(argv[1], "sniff")) return sniff(argv, "nrv:");
     fputs("usage: nrnet frame IF SRC DST LABEL TAGS | nrnet sniff IF FILE\n", stderr);
     return 1;
 }
-"#;
+"#
+);
 
 /// Two guests with addresses `NET…2` (the sender) and `NET…3` (the
 /// receiver, sniffing its `eth0`) on bridge `nrb{N}{tag}` under

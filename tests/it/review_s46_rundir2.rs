@@ -256,8 +256,8 @@ impl BusyRunDir {
     }
 
     /// The probes (`root_health`'s processes) of the busy mount alive.
-    /// Only this build's processes are read (their exe): the environ of
-    /// another's, stuck with its memory map locked, would never be.
+    /// Only this build's processes are read (their exe, which takes no
+    /// lock), each within a bound ([`environ_bounded`]).
     pub(crate) fn probes(&self) -> Vec<i32> {
         let wanted = format!("UNIFS_STATFS_PROBE={}", self.mount.dir.display());
         let procs = std::fs::read_dir("/proc").unwrap();
@@ -269,13 +269,26 @@ impl BusyRunDir {
                 if exe != crate::common::unifs_bin() {
                     return None;
                 }
-                let env = std::fs::read(e.path().join("environ")).ok()?;
+                let env = environ_bounded(pid)?;
                 env.split(|&b| b == 0)
                     .any(|v| v == wanted.as_bytes())
                     .then_some(pid)
             })
             .collect()
     }
+}
+
+/// The environment of process `pid`, read within the product's bound for
+/// such reads (`unifs::sys::BoundedReads`): an environ read, as a cmdline
+/// read, waits for the process's memory-map lock, which one stuck on a
+/// stalled FUSE mount may hold for good. None when it cannot be read or
+/// was late: a probe waits in statfs, which holds no such lock, so a late
+/// one is no waiting probe.
+pub(crate) fn environ_bounded(pid: i32) -> Option<Vec<u8>> {
+    let environ = std::fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+    unifs::sys::BoundedReads::new(unifs::sys::ARGS_LIMIT)
+        .read(environ)?
+        .ok()
 }
 
 /// RUN_DIR/NAME a unifs mount whose daemon runs but answers slowly (busy):

@@ -9,6 +9,7 @@ use crate::common::unifs_bin;
 use crate::guest::harness::{ok, run_bounded, stderr, within_30s, TestRoot};
 use crate::guest::named::Guest;
 use crate::review_s43_netnat::exec;
+use crate::review_s46_netrev::packet_socket_c;
 use crate::review_s46_netv6::{bridged_guest, may_run, n, run, Link};
 use std::path::Path;
 use std::process::Command;
@@ -19,29 +20,9 @@ use std::time::Duration;
 /// holding `blk:LABEL`, by a packet socket, as a guest with CAP_NET_RAW
 /// may send. `blknet sniff IF FILE`: each frame IF takes in or sends that
 /// holds `blk:` appends what follows to FILE, a line each.
-const BLKNET: &str = r#"
-#include <net/if.h>
-#include <netpacket/packet.h>
-#include <linux/if_ether.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <arpa/inet.h>
-static int bound(const char *name, struct sockaddr_ll *at, unsigned char *mac) {
-    int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-    if (s < 0) { perror("socket"); exit(2); }
-    struct ifreq ifr = {0};
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0) { perror("ioctl"); exit(2); }
-    memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
-    if (ioctl(s, SIOCGIFINDEX, &ifr) < 0) { perror("ioctl"); exit(2); }
-    *at = (struct sockaddr_ll){.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
-                               .sll_ifindex = ifr.ifr_ifindex, .sll_halen = 6};
-    if (bind(s, (void *)at, sizeof *at) < 0) { perror("bind"); exit(2); }
-    return s;
-}
+const BLKNET: &str = concat!(
+    packet_socket_c!(),
+    r#"
 static int mac_of(const char *s, unsigned char *mac) {
     unsigned v[6];
     if (sscanf(s, "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6) return -1;
@@ -63,29 +44,14 @@ static int frame(char **argv) {
     puts("sent");
     return 0;
 }
-static int sniff(char **argv) {
-    struct sockaddr_ll at;
-    unsigned char mac[6], f[2048];
-    int s = bound(argv[2], &at, mac);
-    for (;;) {
-        ssize_t n = recv(s, f, sizeof f - 1, 0);
-        if (n < 4) continue;
-        f[n] = 0;
-        for (ssize_t i = 0; i + 4 <= n; i++) {
-            if (memcmp(f + i, "blk:", 4)) continue;
-            FILE *out = fopen(argv[3], "a");
-            if (out) { fprintf(out, "%s\n", (char *)f + i + 4); fclose(out); }
-            break;
-        }
-    }
-}
 int main(int argc, char **argv) {
     if (argc == 6 && !strcmp(argv[1], "frame")) return frame(argv);
-    if (argc == 4 && !strcmp(argv[1], "sniff")) return sniff(argv);
+    if (argc == 4 && !strcmp(argv[1], "sniff")) return sniff(argv, "blk:");
     fputs("usage: blknet frame IF SRC DST LABEL | blknet sniff IF FILE\n", stderr);
     return 1;
 }
-"#;
+"#
+);
 
 /// [`BLKNET`] built in `dir` (the host runs it too) and put at
 /// `/bin/blknet` in each of `roots`; None (skipped) without `cc -static`.

@@ -10,6 +10,7 @@
 use crate::fs::harness::{Mount, World};
 use crate::guest::harness::{can_run, ok, stderr, stdout, wait_bounded, within_30s, KillOnDrop};
 use crate::guest::named::Guest;
+use crate::review_s45_consrev::exec_sh_reading;
 use crate::review_s46_console2::Resume;
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -172,14 +173,7 @@ fn s47_a_process_left_holding_exec_stdin_reads_nothing_twice() {
     let script = "exec 3<&0; dd bs=10 count=1 of=/tmp/s47first 2>/dev/null; \
                   ( sleep 1; cat <&3 > /tmp/s47left.part; mv /tmp/s47left.part /tmp/s47left ) \
                   >/dev/null 2>&1 &";
-    let mut cmd = g.cmd(&["exec", &g.name, "--", "/bin/sh", "-c", script]);
-    cmd.stdin(file.try_clone().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let o = wait_bounded(
-        KillOnDrop(Some(cmd.spawn().unwrap())),
-        Duration::from_secs(60),
-    );
+    let o = exec_sh_reading(&g, script, &file);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let left = g.t.root().join("tmp/s47left");
     assert!(within_30s(|| left.exists()), "the process left never ended");

@@ -102,10 +102,18 @@ fn s47_a_start_behind_a_long_stop_waits_as_long_as_the_stop_said() {
     let o = run_bounded(start, Duration::from_secs(60));
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
+    waited_for_the_stop(&g, &err, (stop, stop_pid), 86);
+}
+
+/// After a command that waited behind `guest stop` `stop` (it, its pid)
+/// and said so in `err` (its stderr), up to `secs` s: the stop ends well,
+/// and the guest runs a command; then it is stopped.
+pub(crate) fn waited_for_the_stop(g: &Guest, err: &str, stop: (KillOnDrop, u32), secs: u32) {
+    let (stop, stop_pid) = stop;
     assert!(
         err.contains(&format!(
             "is being stopped by `unifs guest stop` (pid {stop_pid}): waiting for it to finish \
-             (up to 86 s)"
+             (up to {secs} s)"
         )),
         "{err}"
     );

@@ -4,6 +4,7 @@
 use crate::guest::harness::{can_run, ok, wait_bounded, KillOnDrop};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
 use crate::review_s31_doubts::{stopped, within_60s};
+use crate::review_s47_lock2::waited_for_the_stop;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -61,16 +62,5 @@ fn s47_a_start_that_saw_a_stop_before_its_word_waits_as_long_as_it_then_says() {
     let o = wait_bounded(start, Duration::from_secs(120));
     let err = said();
     assert!(o.status.success(), "{o:?}: {err}");
-    assert!(
-        err.contains(&format!(
-            "is being stopped by `unifs guest stop` (pid {stop_pid}): waiting for it to finish \
-             (up to 100 s)"
-        )),
-        "{err}"
-    );
-    let o = wait_bounded(stop, Duration::from_secs(60));
-    assert!(o.status.success(), "{o:?}");
-    let o = g.unifs(&["exec", &g.name, "--", "/bin/echo", "runs"]);
-    assert_eq!(ok(&o), "runs\n");
-    ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
+    waited_for_the_stop(&g, &err, (stop, stop_pid), 100);
 }

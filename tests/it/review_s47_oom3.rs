@@ -101,6 +101,19 @@ fn s47_an_exec_whose_command_the_oom_killer_picked_over_its_child_says_so() {
     assert!(err.contains(&said), "{err}");
 }
 
+/// A first `exec` in `g` whose command, moved into the guest's group
+/// `service`, the OOM killer ends: that group's count is then 1.
+pub(crate) fn oom_killed_in(g: &Guest, service: &Path) {
+    let script = format!("while [ ! -e /tmp/go1 ]; do sleep 0.1; done; {ALLOC_64M}");
+    let (first, worker, _) = exec_session(g, &script);
+    std::fs::write(service.join("cgroup.procs"), worker.to_string()).unwrap();
+    ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/go1"]));
+    let o = wait_bounded(first, Duration::from_secs(60));
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    let kills = std::fs::read_to_string(service.join("memory.oom_control")).unwrap();
+    assert!(kills.contains("oom_kill 1"), "{kills}");
+}
+
 /// Item 2, cgroup v1, which counts a kill in the victim's own group: a
 /// guest's group of its own (as systemd makes a service's: here made and
 /// removed from the host, standing for the guest's manager) one of whose
@@ -121,14 +134,7 @@ fn s47_an_exec_oom_killed_after_a_group_with_a_kill_was_removed_says_so() {
     std::fs::create_dir(&service).unwrap();
     // Removed at the end whatever happens (stop removes it too).
     let _rm = RmdirOnDrop(service.clone());
-    let script = format!("while [ ! -e /tmp/go1 ]; do sleep 0.1; done; {ALLOC_64M}");
-    let (first, worker, _) = exec_session(&g, &script);
-    std::fs::write(service.join("cgroup.procs"), worker.to_string()).unwrap();
-    ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/go1"]));
-    let o = wait_bounded(first, Duration::from_secs(60));
-    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
-    let kills = std::fs::read_to_string(service.join("memory.oom_control")).unwrap();
-    assert!(kills.contains("oom_kill 1"), "{kills}");
+    oom_killed_in(&g, &service);
     // The next exec starts with the guest's count at 1.
     let script = format!("while [ ! -e /tmp/go2 ]; do sleep 0.1; done; {ALLOC_64M}");
     let (second, _, _) = exec_session(&g, &script);

@@ -3,8 +3,8 @@
 
 use crate::guest::harness::{can_run, ok, stderr, stdout, wait_bounded};
 use crate::guest::review_s11_life::SLEEP;
-use crate::review_s43_forkfail::{guest_in_16m, ALLOC_64M};
-use crate::review_s47_oom3::{exec_session_with, memory_leaf, RmdirOnDrop, FOREIGN};
+use crate::review_s43_forkfail::guest_in_16m;
+use crate::review_s47_oom3::{exec_session_with, memory_leaf, oom_killed_in, RmdirOnDrop, FOREIGN};
 use std::time::Duration;
 
 /// Item 2, cgroup v1, whose groups a guest may rename (rename(2) within
@@ -30,14 +30,7 @@ fn s47_a_group_with_a_kill_renamed_while_an_exec_runs_is_not_a_new_kill() {
     std::fs::create_dir(&service).unwrap();
     // Removed at the end whatever happens (stop removes them too).
     let _rm = (RmdirOnDrop(service.clone()), RmdirOnDrop(renamed.clone()));
-    let script = format!("while [ ! -e /tmp/go1 ]; do sleep 0.1; done; {ALLOC_64M}");
-    let (first, worker, _) = exec_session_with(&g, &script, &[]);
-    std::fs::write(service.join("cgroup.procs"), worker.to_string()).unwrap();
-    ok(&g.unifs(&["exec", &g.name, "--", "/bin/touch", "/tmp/go1"]));
-    let o = wait_bounded(first, Duration::from_secs(60));
-    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
-    let kills = std::fs::read_to_string(service.join("memory.oom_control")).unwrap();
-    assert!(kills.contains("oom_kill 1"), "{kills}");
+    oom_killed_in(&g, &service);
     // The next exec starts with the guest's count at 1; no kill after.
     let script = "while [ ! -e /tmp/never ]; do sleep 0.1; done";
     let (second, command, _) = exec_session_with(&g, script, &FOREIGN);

@@ -78,7 +78,7 @@ pub(crate) fn thread_state(pid: u32, tid: u32) -> Option<char> {
 /// `f` run in a thread of its own, its answer waited for 30 s at most (a
 /// thread still waiting then is left: the wait it is in yields to SIGKILL,
 /// so the test process still ends).
-fn within_30s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(crate) fn within_30s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -86,47 +86,73 @@ fn within_30s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Opti
     rx.recv_timeout(Duration::from_secs(30)).ok()
 }
 
+/// A process of [`STUCK`] on a file of a mount of `w` (dirs `NAME-g`,
+/// `NAME-mp`), holding an flock on `w`'s store: stuck (its main thread in
+/// D) once made. Dropped: the daemon goes on, the process is killed, the
+/// mount unmounted.
+pub(crate) struct Stuck {
+    _cont: Continue,
+    _proc: KillOnDrop,
+    pub(crate) mount: crate::fs::harness::Mount,
+    pub(crate) pid: u32,
+}
+
+impl Stuck {
+    /// None (skipped) without python3.
+    pub(crate) fn new(test: &str, w: &World, name: &str) -> Option<Stuck> {
+        let python = Command::new("python3")
+            .args(["-c", "import ctypes"])
+            .output();
+        if !python.is_ok_and(|o| o.status.success()) {
+            skip(test, "python3 is not installed");
+            return None;
+        }
+        let g = w.dir(&format!("{name}-g"));
+        // Bytes of a file, none read through the mount before the peek.
+        std::fs::write(g.join("big"), big()).unwrap();
+        // Without passthrough: the page is asked of the daemon.
+        let m = w.mount(&g, &format!("{name}-mp"), &["nopassthrough"]);
+        let (ready, go) = (w.tmp.path().join("ready"), w.tmp.path().join("go"));
+        let stuck = Command::new("python3")
+            .arg("-c")
+            .arg(STUCK)
+            .arg(m.path("big"))
+            .arg(&w.store)
+            .arg(&ready)
+            .arg(&go)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = stuck.id();
+        let stuck = KillOnDrop(Some(stuck));
+        assert!(wait_until(Duration::from_secs(30), || ready.exists()));
+        let cont = Continue::stop(m.pid() as i32);
+        std::fs::write(&go, "").unwrap();
+        // Its main thread asleep in the kernel (D): its mmap waits for the lock.
+        assert!(
+            wait_until(Duration::from_secs(30), || thread_state(pid, pid)
+                == Some('D')),
+            "the stuck process never got stuck: {:?}",
+            thread_state(pid, pid)
+        );
+        Some(Stuck {
+            _cont: cont,
+            _proc: stuck,
+            mount: m,
+            pid,
+        })
+    }
+}
+
 #[test]
 fn s47_a_process_whose_memory_map_lock_waits_on_a_stalled_mount_hangs_no_look() {
     let test = "s47_a_process_whose_memory_map_lock_waits_on_a_stalled_mount_hangs_no_look";
-    if Command::new("python3")
-        .arg("-c")
-        .arg("import ctypes")
-        .output()
-        .is_err()
-    {
-        return skip(test, "python3 is not installed");
-    }
     let w = World::new();
-    let g = w.dir("s47-procscan-g");
-    // Bytes of a file, none read through the mount before the peek.
-    std::fs::write(g.join("big"), big()).unwrap();
-    // Without passthrough: the page is asked of the daemon.
-    let m = w.mount(&g, "s47-procscan-mp", &["nopassthrough"]);
-    let (ready, go) = (w.tmp.path().join("ready"), w.tmp.path().join("go"));
-    let stuck = Command::new("python3")
-        .arg("-c")
-        .arg(STUCK)
-        .arg(m.path("big"))
-        .arg(&w.store)
-        .arg(&ready)
-        .arg(&go)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = stuck.id();
-    let _stuck = KillOnDrop(Some(stuck));
-    assert!(wait_until(Duration::from_secs(30), || ready.exists()));
+    let Some(stuck) = Stuck::new(test, &w, "s47-procscan") else {
+        return;
+    };
+    let (m, pid) = (&stuck.mount, stuck.pid);
     let daemon = m.pid() as i32;
-    let _cont = Continue::stop(daemon);
-    std::fs::write(&go, "").unwrap();
-    // Its main thread asleep in the kernel (D): its mmap waits for the lock.
-    assert!(
-        wait_until(Duration::from_secs(30), || thread_state(pid, pid)
-            == Some('D')),
-        "the stuck process never got stuck: {:?}",
-        thread_state(pid, pid)
-    );
 
     // The store's "busy" message names its holder: it ends.
     let store = w.store.clone();

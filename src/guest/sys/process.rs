@@ -319,7 +319,7 @@ fn taking(pid: Pid, sig: i32) -> Taking {
             .find_map(|l| l.strip_prefix(key))
             .map(str::trim)
     };
-    let ns_init = field("NSpid:").is_some_and(|ids| ids.split_whitespace().last() == Some("1"));
+    let ns_init = crate::guest::state::nspid(&status).is_some_and(|ids| ids.last() == Some(&1));
     let bit = |key: &str| {
         field(key)
             .and_then(|hex| u64::from_str_radix(hex, 16).ok())
