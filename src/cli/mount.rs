@@ -803,6 +803,8 @@ fn check_markers(s: &crate::store::Store) -> anyhow::Result<()> {
 }
 
 pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
+    // The tests' hung unmount (a `guest stop`'s, which it bounds).
+    crate::sys::test_pause!("UNIFS_TEST_UMOUNT_PAUSE");
     // Not stat'ed: a stat of a mount whose daemon is stopped waits for good.
     let mp = ufs::resolve_without_stat(&a.mountpoint)
         .with_context(|| format!("mountpoint {}", output::path(&a.mountpoint)))?;

@@ -991,7 +991,13 @@ impl Cgroup {
     /// Once the guest's root is unmounted: waits up to [`DAEMON_EXIT`] for
     /// its overlay daemon to end, then kills what is left in its leaf.
     pub fn end_daemon(&self) {
-        let deadline = Instant::now() + DAEMON_EXIT;
+        self.end_daemon_within(DAEMON_EXIT)
+    }
+
+    /// [`Cgroup::end_daemon`], waiting `limit` at most (a `stop` whose
+    /// time is nearly up).
+    pub fn end_daemon_within(&self, limit: Duration) {
+        let deadline = Instant::now() + DAEMON_EXIT.min(limit);
         while !self.daemon_pids().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }

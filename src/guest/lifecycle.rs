@@ -245,7 +245,7 @@ fn start_as(
         kill_unrecorded(name, &run)?;
         if root_mounted(&run.root())? {
             tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
-            unmount_root(&run.root(), cfg.root_mount)?;
+            unmount_root(&run.root(), cfg.root_mount, Deadline::NONE)?;
         }
     }
     // Checked before anything is mounted.
@@ -281,7 +281,7 @@ fn start_as(
     // (The mount log kept where an error names it.)
     let undo = |keep_mount_log: bool| {
         cgroup.kill_all();
-        let _ = unmount_root(&root, cfg.root_mount);
+        let _ = unmount_root(&root, cfg.root_mount, Deadline::NONE);
         cgroup.end_daemon();
         cgroup.remove();
         // Any record is this start's keeper's (the one before was torn
@@ -474,7 +474,7 @@ fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
     let cfg = GuestConfig::load(&dirs.config_dir, name).ok();
     kill_unrecorded(name, run)?;
     let how = cfg.as_ref().map_or(RootMount::Overlay, |c| c.root_mount);
-    unmount_root(&run.root(), how)?;
+    unmount_root(&run.root(), how, Deadline::NONE)?;
     // (Not the whole spec: that looks into the guest's tree for its init.)
     let limits = cfg.and_then(|c| c.limits().ok()).unwrap_or_default();
     let cgroup = Cgroup::planned(&run.cgroup_name(), &limits);
@@ -1230,7 +1230,8 @@ fn root_mounted(root: &Path) -> Result<bool> {
     state::is_mounted(root).map_err(|e| Error::io("reading the mounts for", root, e))
 }
 
-fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
+/// Unmounts the guest's root; its waits draw from `end`.
+fn unmount_root(root: &Path, how: RootMount, end: Deadline) -> Result<()> {
     if !root_mounted(root)? {
         return Ok(());
     }
@@ -1247,13 +1248,17 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
     let end_daemon = || {
         unmount_hidden_copies(root);
         if let Some((pid, guest)) = &daemon {
-            end_unmounted_daemon(root, guest, *pid);
+            end_unmounted_daemon(root, guest, *pid, end);
         }
     };
     // The tests' window to unmount the root here, as a daemon whose start
     // was cut short does.
     crate::sys::test_stop!("UNIFS_TEST_UNMOUNT_STOP");
-    if how == RootMount::Overlay {
+    // `unifs umount` (which waits for the daemon to let go of the backing
+    // dir) where the stop's time allows; else, or should it hang, the
+    // unmount below, which does not wait for the daemon.
+    let limit = end.within(UNMOUNT_WAIT);
+    if how == RootMount::Overlay && !limit.is_zero() {
         if let Ok(exe) = std::env::current_exe() {
             let mut cmd = Command::new(exe);
             // Its "busy …, or use --lazy" names an option `guest` has not:
@@ -1261,9 +1266,15 @@ fn unmount_root(root: &Path, how: RootMount) -> Result<()> {
             cmd.arg("umount")
                 .arg(root)
                 .stderr(std::process::Stdio::null());
-            if matches!(run_bounded(cmd, Duration::from_secs(30)), Ok(s) if s.success()) {
-                end_daemon();
-                return Ok(());
+            match run_bounded(cmd, limit) {
+                Ok(s) if s.success() => {
+                    end_daemon();
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("unmounting {}: {e}; unmounting it directly", root.display())
+                }
             }
         }
     }
@@ -1336,10 +1347,10 @@ fn unmount_hidden_copies(root: &Path) {
 /// holds it a moment after its mount at `root` was unmounted (as `unifs run`
 /// does its own): one that is stopped (SIGSTOP, a debugger) never ends by
 /// itself, and would keep the guest from starting again.
-fn end_unmounted_daemon(root: &Path, guest: &Path, pid: i32) {
+fn end_unmounted_daemon(root: &Path, guest: &Path, pid: i32, end: Deadline) {
     let holds = || crate::fs::guest_daemon(guest).filter(|&(p, _)| p == pid);
     // A stopped one is not waited for.
-    wait_until(Duration::from_secs(5), || {
+    wait_until(end.within(Duration::from_secs(5)), || {
         holds().is_none_or(|(_, stopped)| stopped)
     });
     let Some((_, stopped)) = holds() else {
@@ -1351,7 +1362,7 @@ fn end_unmounted_daemon(root: &Path, guest: &Path, pid: i32) {
         if stopped { " (it is stopped)" } else { "" }
     );
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    wait_until(Duration::from_secs(5), || holds().is_none());
+    wait_until(end.within(Duration::from_secs(5)), || holds().is_none());
 }
 
 /// Processes whose working directory, root or an open file lies below
@@ -1439,10 +1450,21 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     // One bound for every wait on another command ([`STOP_LOCK_WAIT`]).
     let patience = lock_wait(STOP_LOCK_WAIT);
     let end = state::far_ahead(patience);
+    // The end of the whole command, which each of its waits after the
+    // --timeout draws from ([`STOP_AFTER`]).
+    let all = Deadline::after(
+        patience
+            .saturating_add(timeout)
+            .saturating_add(stop_after()),
+    );
     // A `start` at work has no record yet, nor maybe a root or processes:
     // it was said to be "not running", and then ran. Waited for, then
-    // stopped.
-    let starting = run.held_by().filter(|h| h.what == "start");
+    // stopped. So is a holder that has not written its word yet: a start
+    // in the moment after it took the lock looks so (a stop or an update
+    // is waited for no longer than the lock would be).
+    let starting = run
+        .held_by()
+        .filter(|h| h.what == "start" || h.what.is_empty());
     if let Some(holder) = &starting {
         say_waiting(name, holder, Some(patience));
     }
@@ -1495,7 +1517,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     refuse_other_pid_ns(&st, "stop")?;
     let was_alive = st.init_alive();
     let signal = signal.unwrap_or(st.spec.stop_signal);
-    let clean = teardown(&run, &st, signal, timeout)?;
+    let clean = teardown_hurried(&run, &st, signal, timeout, || false, all)?;
     Ok(match (was_alive, clean) {
         (false, _) => Stopped::WasStale,
         (true, true) => Stopped::Clean,
@@ -1667,7 +1689,7 @@ fn spec_of(cfg: &GuestConfig, dirs: &Dirs, name: &str) -> Result<GuestSpec> {
 /// Ends the guest's processes, unmounts its root, removes its cgroups and
 /// runtime record. True if nothing had to be killed.
 fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<bool> {
-    teardown_hurried(run, st, signal, timeout, || false)
+    teardown_hurried(run, st, signal, timeout, || false, Deadline::NONE)
 }
 
 /// [`teardown`] by the guest's stop signal, which ends its wait for init
@@ -1678,7 +1700,7 @@ fn teardown_or_kill(
     timeout: Duration,
     hurry: impl FnMut() -> bool,
 ) -> Result<bool> {
-    teardown_hurried(run, st, st.spec.stop_signal, timeout, hurry)
+    teardown_hurried(run, st, st.spec.stop_signal, timeout, hurry, Deadline::NONE)
 }
 
 fn teardown_hurried(
@@ -1687,7 +1709,10 @@ fn teardown_hurried(
     signal: i32,
     timeout: Duration,
     mut hurry: impl FnMut() -> bool,
+    all: Deadline,
 ) -> Result<bool> {
+    // What follows the unmount (the cgroups' removal) keeps its few seconds.
+    let end = all.before(STOP_TAIL);
     let pid = Pid::from_raw(st.pid);
     let mut clean = true;
     if st.init_alive() {
@@ -1720,12 +1745,12 @@ fn teardown_hurried(
         }
         left
     };
-    let mut gone = wait_until(Duration::from_secs(5), ended);
+    let mut gone = wait_until(end.within(Duration::from_secs(5)), ended);
     if !gone && st.root_mount == RootMount::Overlay && waiting_on_fuse(&left()) {
-        gone = end_root_daemon(st, &left(), ended);
+        gone = end_root_daemon(st, &left(), ended, end);
     }
     if !gone {
-        gone = end_stopped_reapers(st, ended);
+        gone = end_stopped_reapers(st, ended, end);
     }
     if !gone {
         let left = left();
@@ -1741,8 +1766,8 @@ fn teardown_hurried(
         };
         return Err(survived(&st.name, left, daemon, &reapers));
     }
-    unmount_root(&run.root(), st.root_mount)?;
-    st.cgroup.end_daemon();
+    unmount_root(&run.root(), st.root_mount, end)?;
+    st.cgroup.end_daemon_within(end.within(Duration::MAX));
     st.cgroup.remove();
     // An index of another boot may be any interface now.
     if st.this_boot() {
@@ -1781,11 +1806,12 @@ fn waiting_on_fuse(pids: &[i32]) -> bool {
 /// guest's mount is torn down anyway, and a break the daemon was making is
 /// a temp file until its rename (the path keeps its old file). True when
 /// the guest's processes are gone then.
-fn end_root_daemon(st: &State, left: &[i32], ended: impl Fn() -> bool) -> bool {
+fn end_root_daemon(st: &State, left: &[i32], ended: impl Fn() -> bool, end: Deadline) -> bool {
     let Some((pid, stopped)) = crate::fs::guest_daemon(&st.backing) else {
         return false;
     };
-    let deadline = Instant::now() + BUSY_DAEMON_WAIT;
+    let limit = end.within(BUSY_DAEMON_WAIT);
+    let deadline = Instant::now() + limit;
     if !stopped {
         let mut last = daemon_work(pid);
         let mut worked = Instant::now();
@@ -1806,10 +1832,7 @@ fn end_root_daemon(st: &State, left: &[i32], ended: impl Fn() -> bool) -> bool {
             "runs but did nothing for {} s (hangs?)",
             DAEMON_IDLE.as_secs()
         ),
-        _ => format!(
-            "is busy and has not answered in {} s",
-            BUSY_DAEMON_WAIT.as_secs()
-        ),
+        _ => format!("is busy and has not answered in {} s", limit.as_secs()),
     };
     tracing::warn!(
         "guest {}: processes {left:?} wait for an answer of its overlay daemon (pid {pid}), \
@@ -1817,7 +1840,7 @@ fn end_root_daemon(st: &State, left: &[i32], ended: impl Fn() -> bool) -> bool {
         st.name
     );
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    wait_until(Duration::from_secs(5), ended)
+    wait_until(end.within(Duration::from_secs(5)), ended)
 }
 
 /// A process outside the guest whose child, a process of the guest, has
@@ -1869,7 +1892,7 @@ fn state_and_parent(pid: i32) -> Option<(char, i32)> {
 /// Kills the stopped [`Reaper`]s of `st`'s guest (SIGSTOPped, or held by
 /// a debugger: they never reap): `stop` ends every process of the guest,
 /// and these hold its init. True when the guest's processes are gone then.
-fn end_stopped_reapers(st: &State, ended: impl Fn() -> bool) -> bool {
+fn end_stopped_reapers(st: &State, ended: impl Fn() -> bool, end: Deadline) -> bool {
     let mut killed = false;
     for r in unreaping_parents(st.pid).iter().filter(|r| r.stopped) {
         // Its pid pinned, then checked to be the parent still.
@@ -1888,7 +1911,7 @@ fn end_stopped_reapers(st: &State, ended: impl Fn() -> bool) -> bool {
         );
         killed |= sys::pidfd_kill(fd.as_fd(), libc::SIGKILL).is_ok();
     }
-    killed && wait_until(Duration::from_secs(5), ended)
+    killed && wait_until(end.within(Duration::from_secs(5)), ended)
 }
 
 /// What `pid` has done so far: its I/O and CPU time counters added up (it
@@ -2003,20 +2026,82 @@ const LOCK_WAIT: Duration = Duration::from_secs(70);
 /// told: for a `start` at work, then for the lock. So that the stop of
 /// contrib's unit, ExecStop=`guest stop NAME`, ends within its
 /// TimeoutStopSec=90 rather than being SIGKILLed half-way: these 30 s,
-/// then its --timeout (10 s), then at most 45 s of its own (5 s for the
-/// killed processes, 35 s for a hung overlay daemon, 5 s for a stopped
-/// `exec` helper). Before, 70 s for a start, 70 s more for the lock.
+/// then its --timeout (10 s), then [`STOP_AFTER`] (45 s). Before, 70 s
+/// for a start, 70 s more for the lock.
 const STOP_LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// The longest a stop's teardown takes after its --timeout: the waits of
-/// [`STOP_LOCK_WAIT`]'s sum (45 s), and 30 s for an unmount that hangs
-/// (`run_bounded` in [`unmount_root`]), and some to spare.
-const TEARDOWN_MAX: Duration = Duration::from_secs(80);
+/// How long a `stop` takes after its --timeout at most, all told: each of
+/// its waits draws from one deadline, the end of the command (these 45 s
+/// after its --timeout, plus what was left of [`STOP_LOCK_WAIT`]). The
+/// waits in sequence, each with its own bound: 5 s for what SIGKILL ends,
+/// 30 s and 5 s for a hung or busy overlay daemon ([`BUSY_DAEMON_WAIT`]),
+/// 5 s for a stopped `exec` helper, 30 s for `unifs umount`
+/// ([`UNMOUNT_WAIT`]), 5 s and 5 s for the daemon's end after it, 5 s for
+/// the daemon's cgroup leaf: 90 s if each took its bound, and 115 s with
+/// the 30 s and 10 s before it, which systemd cut at TimeoutStopSec=90.
+/// Now the last [`STOP_TAIL`] are kept for the cgroups' removal; a wait
+/// that finds the time up does not wait (an unmount is then done
+/// directly, without waiting for the daemon). 30 + 10 + 45 = 85 s.
+const STOP_AFTER: Duration = Duration::from_secs(45);
+
+/// Of [`STOP_AFTER`], the end that no wait draws from: the kill of the
+/// daemon's leaf (2 s) and the cgroups' removal (2 s) after the unmount.
+const STOP_TAIL: Duration = Duration::from_secs(5);
+
+/// How long `unifs umount` of a guest's root may take (it waits for the
+/// daemon to let go) before it is killed and the root unmounted directly.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(30);
+
+// What contrib's unit's TimeoutStopSec=90 must leave room for, with the
+// default --timeout (10 s) and a few seconds for the work between waits.
+const _: () = assert!(STOP_LOCK_WAIT.as_secs() + 10 + STOP_AFTER.as_secs() <= 85);
+
+/// [`STOP_AFTER`], or the tests' shorter one (UNIFS_TEST_STOP_AFTER_MAX
+/// seconds).
+fn stop_after() -> Duration {
+    let secs = crate::sys::test_bound!("UNIFS_TEST_STOP_AFTER_MAX", STOP_AFTER.as_secs() as usize);
+    Duration::from_secs(secs as u64)
+}
+
+/// The longest a stop's teardown takes after its --timeout: the lock's
+/// wait it may not have needed ([`STOP_LOCK_WAIT`]), [`STOP_AFTER`], and
+/// some to spare (80 s).
+const TEARDOWN_MAX: Duration =
+    Duration::from_secs(STOP_LOCK_WAIT.as_secs() + STOP_AFTER.as_secs() + STOP_TAIL.as_secs());
 
 /// What a stop of `timeout` writes in the guest's lock file as the longest
 /// it may hold it ([`state::LockWord::holds`]), for a command behind it.
 fn stop_holds(timeout: Duration) -> Duration {
-    timeout.saturating_add(TEARDOWN_MAX)
+    // `--timeout 1e19` waits as long as anyone waits: said so, not as
+    // 10000000000000000080 s.
+    timeout.saturating_add(TEARDOWN_MAX).min(state::LONGEST)
+}
+
+/// The end of a command's time, which each of its waits draws from (None:
+/// each wait has its own bound only).
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    const NONE: Deadline = Deadline(None);
+
+    /// `limit` from now.
+    fn after(limit: Duration) -> Deadline {
+        Deadline(Some(state::far_ahead(limit)))
+    }
+
+    /// `bound`, or what is left of the time if less.
+    fn within(self, bound: Duration) -> Duration {
+        match self.0 {
+            Some(end) => bound.min(end.saturating_duration_since(Instant::now())),
+            None => bound,
+        }
+    }
+
+    /// This deadline with its last `reserve` kept for what follows.
+    fn before(self, reserve: Duration) -> Deadline {
+        Deadline(self.0.map(|end| end.checked_sub(reserve).unwrap_or(end)))
+    }
 }
 
 /// The guest's lock for command `what`, waited for at most [`LOCK_WAIT`]
@@ -2053,7 +2138,11 @@ fn lock_wait(bound: Duration) -> Duration {
 /// Says on stderr that a command of guest `name` waits (up to `limit`,
 /// None: for good) for `holder`, which holds the guest's lock.
 fn say_waiting(name: &str, holder: &state::LockHolder, limit: Option<Duration>) {
-    let bound = limit.map_or(String::new(), |l| format!(" (up to {} s)", l.as_secs()));
+    let bound = match limit {
+        None => String::new(),
+        Some(l) if l >= state::LONGEST => " (as long as it takes: it may hold it for good)".into(),
+        Some(l) => format!(" (up to {} s)", l.as_secs()),
+    };
     eprintln!(
         "unifs: guest {name} is {}: waiting for it to finish{bound}",
         holder.describe()

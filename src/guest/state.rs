@@ -548,9 +548,12 @@ impl std::fmt::Display for LockWord {
 /// years, which is as long as anyone waits.
 pub fn far_ahead(limit: std::time::Duration) -> std::time::Instant {
     let now = std::time::Instant::now();
-    now.checked_add(limit)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(u32::MAX.into()))
+    now.checked_add(limit).unwrap_or_else(|| now + LONGEST)
 }
+
+/// The longest wait that is told apart from waiting for good (136 years):
+/// [`far_ahead`]'s, and the most a `stop` writes it may hold the lock.
+pub const LONGEST: std::time::Duration = std::time::Duration::from_secs(u32::MAX as u64);
 
 /// The name of [`RunDir::keeper_pid_file`].
 const KEEPER_PID: &str = "keeper.pid";
