@@ -62,7 +62,9 @@ pub struct RunOptions {
     /// bridge port to it (learning off, locked on, a static sticky fdb
     /// entry; Linux 5.18+, no vlan_filtering): frames the guest sends from
     /// any other MAC address are dropped, so it cannot take another
-    /// guest's frames from the bridge.
+    /// guest's frames from the bridge, and so are VLAN-tagged ones and
+    /// ones to 01:80:c2:00:00:0X (STP), by an nftables netdev table
+    /// (needs nft).
     #[arg(long)]
     pub lock_mac: bool,
     /// Bind a host path into the guest (repeatable).

@@ -54,6 +54,9 @@ pub struct Spawned {
     /// `--init`'s: where its command said its PID on the host (see
     /// [`super::command_pid`]).
     pub command_pid: Option<OwnedFd>,
+    /// `lock_mac`'s: the MAC address its `eth0` got and its port is
+    /// locked to, for its record.
+    pub mac: Option<String>,
 }
 
 impl Spawned {
@@ -61,13 +64,14 @@ impl Spawned {
         pid: Pid,
         keeper: Option<Keeper>,
         pty: Option<PtyMaster>,
-        command_pid: Option<OwnedFd>,
+        (command_pid, mac): (Option<OwnedFd>, Option<String>),
     ) -> Spawned {
         Spawned {
             pid,
             keeper,
             pty,
             command_pid,
+            mac,
         }
     }
 }
@@ -519,9 +523,11 @@ fn clone_guest(
             drop(ready_r);
             drop(report_w);
             drop((pty_w, pid_w));
+            let mut mac = None;
             let joined = cgroup
                 .add(pid.as_raw())
-                .and_then(|()| net::setup_host_side(spec, pid));
+                .and_then(|()| net::setup_host_side(spec, pid))
+                .map(|m| mac = m);
             // Before the guest may exec: from then on its command could
             // undo its parent-death signal.
             let keeper = match (joined, &run) {
@@ -565,9 +571,9 @@ fn clone_guest(
                 }
             });
             let failed = match (report.is_empty(), &pty_r) {
-                (true, None) => return Ok(Spawned::new(pid, keeper, None, pid_r)),
+                (true, None) => return Ok(Spawned::new(pid, keeper, None, (pid_r, mac))),
                 (true, Some(r)) => match console::receive_pty(r) {
-                    Ok(pty) => return Ok(Spawned::new(pid, keeper, Some(pty), pid_r)),
+                    Ok(pty) => return Ok(Spawned::new(pid, keeper, Some(pty), (pid_r, mac))),
                     Err(e) => e,
                 },
                 (false, _) => decode_report(&spec.command[0], &spec.root, &report),

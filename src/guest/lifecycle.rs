@@ -1076,6 +1076,7 @@ fn launch_recorded(
         pid_ns: state::pid_ns(),
         start_rlimits: Some(start_rlimits(&spec)),
         reboots,
+        mac_address: spawned.mac.clone(),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -2892,9 +2893,10 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
         host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
-        mac_address: live
-            .filter(|s| s.spec.net.lock_mac)
-            .and_then(|s| super::port_lock::guest_mac(&s.spec.name, s.spec.names()).ok()),
+        mac_address: live.filter(|s| s.spec.net.lock_mac).and_then(|s| {
+            (s.mac_address.clone())
+                .or_else(|| super::port_lock::guest_mac(&s.spec.name, s.spec.names()).ok())
+        }),
         reboots: live.map(|s| s.reboots.count),
         last_exit: exit
             .filter(|_| !running && unrecorded.is_none() && !starting)

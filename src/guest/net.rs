@@ -15,10 +15,11 @@ use std::process::Command;
 
 /// The host's half of the network set-up, while the child waits.
 /// Its failures are the host's (no such bridge, no `ip`), said so for a
-/// guest's config ([`GuestSpec::on_its_host`]).
-pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<()> {
+/// guest's config ([`GuestSpec::on_its_host`]). Returns `lock_mac`'s
+/// address of `eth0`, for the guest's record.
+pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
     match spec.net.mode {
-        NetMode::Host | NetMode::None => Ok(()),
+        NetMode::Host | NetMode::None => Ok(None),
         NetMode::Veth => setup_veth(spec, pid).map_err(|e| spec.on_its_host(e)),
     }
 }
@@ -28,7 +29,13 @@ pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<()> {
 /// setting to fix (`unifs run`'s option, or the key of the config the spec
 /// was made from, and its file).
 pub fn check(spec: &GuestSpec) -> Result<()> {
-    check_as(&spec.net, spec.names()).map_err(|e| spec.in_its_config(e))
+    check_as(&spec.net, spec.names()).map_err(|e| spec.in_its_config(e))?;
+    // The host's part of the address (no machine-id: an image made for
+    // a first boot), before a root is mounted or a process made.
+    if spec.net.lock_mac {
+        super::port_lock::guest_mac(&spec.name, spec.names()).map_err(|e| spec.on_its_host(e))?;
+    }
+    Ok(())
 }
 
 /// [`check`] of `net`, its settings named as `names` says.
@@ -246,7 +253,7 @@ fn ifname_of(guest: &str) -> String {
     format!("ve-{}", &digest[..12])
 }
 
-fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
+fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
     let net = &spec.net;
     let host_if = host_ifname(spec);
     // Held until the host end has its address: another start's check of
@@ -323,8 +330,11 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<()> {
     })();
     if configured.is_err() {
         let _ = ip(&["link", "del", &host_if]);
+        if mac.is_some() {
+            super::port_lock::unfilter(&host_if);
+        }
     }
-    configured
+    configured.map(|()| mac)
 }
 
 /// Strict reverse-path filtering on a routed host end: the host takes
@@ -421,6 +431,9 @@ fn add_addr(a: &str, dev: &str) -> Result<()> {
 pub fn teardown(spec: &GuestSpec) {
     if spec.net.mode == NetMode::Veth {
         let _ = ip(&["link", "del", &host_ifname(spec)]);
+        if spec.net.lock_mac {
+            super::port_lock::unfilter(&host_ifname(spec));
+        }
     }
 }
 
@@ -450,8 +463,14 @@ pub fn host_ifname_shown(spec: &GuestSpec, ifindex: Option<u32>) -> Option<Strin
 /// name, which would lose its network. A record without the index (an older
 /// unifs) is cleaned up by name, as before.
 pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
-    match ifindex {
-        Some(i) if host_ifindex(spec) != Some(i) => {}
+    match (ifindex, host_ifindex(spec)) {
+        // Another's: its filter too ([`super::port_lock::unfilter`]).
+        (Some(i), Some(now)) if now != i => {}
+        // Gone with the guest's namespace: its filter is not.
+        (Some(_), None) if spec.net.lock_mac => {
+            super::port_lock::unfilter(&host_ifname(spec));
+        }
+        (Some(_), None) => {}
         _ => teardown(spec),
     }
 }
@@ -509,6 +528,8 @@ pub fn remove_host_if(guest: &str, index: u32) {
     let now = std::fs::read_to_string(Path::new("/sys/class/net").join(&name).join("ifindex"));
     if now.is_ok_and(|i| i.trim().parse() == Ok(index)) {
         let _ = ip(&["link", "del", &name]);
+        // Whether it was locked is not known here (no record).
+        super::port_lock::unfilter(&name);
     }
 }
 
@@ -537,6 +558,9 @@ pub(super) enum Tool {
     Ip,
     /// `bridge`: a bridge port's fdb entry ([`super::port_lock`]).
     Bridge,
+    /// `nft` (nftables): a locked port's ingress filter
+    /// ([`super::port_lock`]).
+    Nft,
 }
 
 impl Tool {
@@ -544,6 +568,7 @@ impl Tool {
         match self {
             Tool::Ip => "ip",
             Tool::Bridge => "bridge",
+            Tool::Nft => "nft",
         }
     }
 
@@ -552,6 +577,15 @@ impl Tool {
         match self {
             Tool::Ip => "a veth network",
             Tool::Bridge => "locking a bridge port to the guest's MAC address",
+            Tool::Nft => "dropping VLAN-tagged and bridge-control frames from a locked port",
+        }
+    }
+
+    /// The package that has it.
+    fn package(self) -> &'static str {
+        match self {
+            Tool::Ip | Tool::Bridge => "iproute2",
+            Tool::Nft => "nftables",
         }
     }
 
@@ -559,8 +593,11 @@ impl Tool {
     /// that does not answer passed over: execvp's lookup there waits for
     /// good. Where none has it, its bare name, for the error execvp gives.
     fn program(self) -> &'static Path {
-        static FOUND: [std::sync::OnceLock<PathBuf>; 2] =
-            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        static FOUND: [std::sync::OnceLock<PathBuf>; 3] = [
+            std::sync::OnceLock::new(),
+            std::sync::OnceLock::new(),
+            std::sync::OnceLock::new(),
+        ];
         FOUND[self as usize].get_or_init(|| on_path(self.name()))
     }
 
@@ -572,7 +609,8 @@ impl Tool {
             .output()
             .map_err(|e| {
                 Error::Net(format!(
-                    "running `{name}` (iproute2, needed for {}): {e}",
+                    "running `{name}` ({}, needed for {}): {e}",
+                    self.package(),
                     self.needed_for()
                 ))
             })?;

@@ -10,6 +10,17 @@
 //! guest's without the lock, the LAN uplink) sending from that address does
 //! not move it. Port flags and entry are the port's, so they go with the
 //! interface.
+//!
+//! A locked port checks the source of untagged and tagged frames alike, and
+//! a bridge without `vlan_filtering` forwards a tagged frame as it is: the
+//! guest could talk on a VLAN the bridge's other ports carry (a host's
+//! `eth1.42` on an uplink), or send bridge-control frames (STP BPDUs, which
+//! a bridge without STP floods to its uplink). So the port's ingress, before
+//! the bridge, drops 802.1Q/802.1ad/0x9100-tagged frames and frames to the
+//! IEEE 802.1 link-local group (01:80:c2:00:00:0X), by an nftables `netdev`
+//! table of the port's. Unlike the port's flags the table outlives the
+//! interface (Linux 6.16 keeps a chain whose device went, to hook it again
+//! to the next of that name): the guest's clean-up deletes it.
 
 use super::net::{ip, Tool};
 use super::spec::Names;
@@ -110,11 +121,35 @@ pub fn lock(host_if: &str, mac: &str, names: Names) -> Result<()> {
             release.trim()
         )));
     }
-    Tool::Bridge
-        .output(&[
-            "fdb", "replace", mac, "dev", host_if, "master", "static", "sticky",
-        ])
-        .map(drop)
+    Tool::Bridge.output(&[
+        "fdb", "replace", mac, "dev", host_if, "master", "static", "sticky",
+    ])?;
+    filter(host_if)
+}
+
+/// The nftables table (family `netdev`) of port `host_if`'s filter.
+fn table_of(host_if: &str) -> String {
+    format!("unifs-lock-{host_if}")
+}
+
+/// Drops, at `host_if`'s ingress, the frames a locked port must not pass
+/// on (see the module's comment). One transaction: a table of that name
+/// left by a guest whose clean-up never ran is replaced, not added to.
+fn filter(host_if: &str) -> Result<()> {
+    let table = table_of(host_if);
+    let rules = format!(
+        "add table netdev {table}; delete table netdev {table}; \
+         table netdev {table} {{ chain ingress {{ \
+         type filter hook ingress device \"{host_if}\" priority -500; policy accept; \
+         ether type {{ 0x8100, 0x88a8, 0x9100 }} drop; \
+         ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 drop; }}; }}"
+    );
+    Tool::Nft.output(&[&rules]).map(drop)
+}
+
+/// Deletes port `host_if`'s filter, if there is one.
+pub fn unfilter(host_if: &str) {
+    let _ = Tool::Nft.output(&["delete", "table", "netdev", &table_of(host_if)]);
 }
 
 /// Whether `ip -d -j link show`'s output says the port is locked (a kernel

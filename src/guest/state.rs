@@ -60,6 +60,12 @@ pub struct State {
     /// an operator's `start` (none in a record of an older unifs).
     #[serde(default)]
     pub reboots: Reboots,
+    /// `lock_mac`'s address of its `eth0`, as the start derived it: what
+    /// its port takes frames from, whatever /etc/machine-id says since
+    /// (None without the lock, and in a record of an older unifs: derived
+    /// again, then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
 }
 
 /// A guest's reboots that its keeper started it again after
