@@ -801,7 +801,7 @@ fn init_killed<'a>(
     if st.spec.init {
         let said = said.map(|from| super::command_pid::received(from, st.pid));
         pids.push(said.and_then(|s| s.command));
-        if exit.code == Some(128 + libc::SIGKILL) && !said.is_some_and(|s| s.exited.is_some()) {
+        if exit.code == Some(128 + libc::SIGKILL) && said.is_none_or(|s| s.exited.is_none()) {
             signal = Some("KILL");
         }
     }
