@@ -8,11 +8,15 @@
 //! privilege is needed and none can be claimed: a process sending without
 //! CAP_SYS_ADMIN can only say its own PID (net/core/scm.c).
 //!
-//! The reaper says on the same socket when its command exited by itself:
-//! it exits with the command's status, 128 + the signal for a signal, so a
-//! command that exits 137 (a shell whose last command a SIGKILL ended)
-//! looks like one SIGKILLed, which the kernel's log cannot always tell
-//! (where it cannot be read, the count's window decides).
+//! The reaper says on the same socket when its command exited by itself,
+//! and its code: it exits with the command's status, 128 + the signal for
+//! a signal, so a command that exits 137 (a shell whose last command a
+//! SIGKILL ended) looks like one SIGKILLed, which the kernel's log cannot
+//! always tell (where it cannot be read, the count's window decides). The
+//! code, because the reaper may itself be killed after it said so (the OOM
+//! killer may pick it: under `run --init` it is the guest's PID 1; a
+//! stop's SIGKILL): its waiter sees a kill, and knows from the word that
+//! the command had exited, and with what.
 
 use super::{Error, Result};
 use nix::sys::socket::{
@@ -42,12 +46,13 @@ pub fn say_mine(to: &OwnedFd) {
     );
 }
 
-/// Called in the reaper once its command exited (not a signal's end):
-/// its own status is then the command's code, not a kill's.
-pub fn say_exited(to: &OwnedFd) {
+/// Called in the reaper once its command exited with `code` (not a
+/// signal's end): its own status is then the command's code, not a kill's.
+pub fn say_exited(to: &OwnedFd, code: i32) {
+    // An exit code is a byte (the kernel keeps `code & 0xff`).
     let _ = send(
         to.as_raw_fd(),
-        b"x",
+        &[b'x', code as u8],
         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
     );
 }
@@ -58,8 +63,8 @@ pub struct Said {
     /// The command's PID, in our PID namespace; None when it said none
     /// (it failed before, or the kernel gave no credentials).
     pub command: Option<i32>,
-    /// The reaper said its command exited by itself.
-    pub exited: bool,
+    /// The reaper said its command exited by itself, with this code.
+    pub exited: Option<i32>,
 }
 
 /// What was said on `from`: the command's PID, and whether the reaper,
@@ -70,8 +75,8 @@ pub struct Said {
 pub fn received(from: &OwnedFd, reaper: i32) -> Said {
     let mut said = Said::default();
     for _ in 0..16 {
-        let mut byte = [0u8; 1];
-        let mut iov = [IoSliceMut::new(&mut byte)];
+        let mut bytes = [0u8; 2];
+        let mut iov = [IoSliceMut::new(&mut bytes)];
         let mut space = nix::cmsg_space!(UnixCredentials);
         let Ok(msg) = recvmsg::<()>(
             from.as_raw_fd(),
@@ -88,10 +93,10 @@ pub fn received(from: &OwnedFd, reaper: i32) -> Said {
             })
         });
         // 0: the sender is not in our PID namespace's view.
-        let pid = pid.filter(|p| *p > 0);
-        match (byte[0], pid) {
-            (b'p', Some(p)) if said.command.is_none() => said.command = Some(p),
-            (b'x', Some(p)) if p == reaper => said.exited = true,
+        let (pid, len) = (pid.filter(|p| *p > 0), msg.bytes);
+        match (bytes, len, pid) {
+            ([b'p', _], 1, Some(p)) if said.command.is_none() => said.command = Some(p),
+            ([b'x', code], 2, Some(p)) if p == reaper => said.exited = Some(i32::from(code)),
             _ => {}
         }
     }

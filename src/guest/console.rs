@@ -576,10 +576,11 @@ impl Piped {
             for i in closed.into_iter().rev() {
                 outs.remove(i);
             }
-            let code = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => code,
-                Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
-                _ => continue,
+            // Through shell_status: the signal that ended the helper is
+            // exec's to judge (launch::Ended).
+            let ended = waitpid(child, Some(WaitPidFlag::WNOHANG)).ok();
+            let Some(code) = ended.and_then(super::launch::shell_status) else {
+                continue;
             };
             // Left just past what it read; what it left in the pipe is
             // taken out, so that a process of the guest's left holding the

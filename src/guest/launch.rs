@@ -173,20 +173,33 @@ pub fn run(
         .command_pid
         .as_ref()
         .map(|from| super::command_pid::received(from, guest.as_raw()));
+    // Without a reaper, the guest's PID 1 alone (a None is one not known).
     let command = said.map(|s| s.command);
     let pids: Vec<_> = [Some(guest.as_raw())].into_iter().chain(command).collect();
-    let status_137 = said.is_some_and(|s| s.exited);
     let what = "the guest's command";
-    say_if_oom_killed(oom_watch, &pids, &status, status_137, cgroup, what);
+    let ended = status.as_ref().ok().map(|&code| Ended::now(code, said));
+    let status = match ended {
+        Some(ended) => {
+            let code = judge_end(oom_watch, &pids, &ended, cgroup, what).code;
+            // The command's own code, after which its reaper was killed,
+            // is no reboot's or halt's.
+            match ended.reaper_killed_after_exit() {
+                Some(_) => Ok(code),
+                None => Ok(run_status(code)),
+            }
+        }
+        None => {
+            let _ = oom_watch.verdict(&pids, None, cgroup.memory_limit());
+            status
+        }
+    };
     cgroup.kill_all();
     let unwritten = copies.finish();
     net::teardown(spec);
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
     }
-    status
-        .map(run_status)
-        .map(|code| output_lost(code, &unwritten))
+    status.map(|code| output_lost(code, &unwritten))
 }
 
 /// The exit status of a run whose command ended with `code`, but part of
@@ -210,26 +223,93 @@ fn output_lost(code: i32, unwritten: &[String]) -> i32 {
 /// The exit status of a command that SIGPIPE ended, as a shell gives it.
 const SIGPIPE_EXIT: i32 = 128 + libc::SIGPIPE;
 
+/// How the process a `run` or `exec` waited for ended: the guest's PID 1
+/// (the command itself, or unifs's reaper of it) or exec's helper (the
+/// command's reaper outside the guest's PID namespace).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ended {
+    /// Its status as a shell gives it (128 + N for signal N).
+    pub code: i32,
+    /// The signal that ended that process itself (None: it exited): its
+    /// wait status tells, where 128 + N alone does not.
+    pub killed_by: Option<Signal>,
+    /// What the command and its reaper said (None: no reaper, the command
+    /// is that process).
+    pub said: Option<super::command_pid::Said>,
+}
+
+impl Ended {
+    /// The end [`wait_exit`] (or the console's proxy) saw last, as `code`.
+    pub fn now(code: i32, said: Option<super::command_pid::Said>) -> Ended {
+        let killed_by = Signal::try_from(LAST_KILLED_BY.load(Ordering::SeqCst)).ok();
+        Ended {
+            code,
+            killed_by: killed_by.filter(|sig| code == 128 + *sig as i32),
+            said,
+        }
+    }
+
+    /// The command's end was a SIGKILL, or its reaper's was: the process
+    /// waited for was killed by it, or the reaper passed on its command's
+    /// (it exited 137 and said no exit of its command). A command's own
+    /// exit 137 is none: its wait status (no reaper) or its reaper's word
+    /// tells.
+    pub fn killed(&self) -> bool {
+        match (self.killed_by, self.said) {
+            (Some(sig), _) => sig == Signal::SIGKILL,
+            (None, Some(said)) => said.exited.is_none() && self.code == 128 + libc::SIGKILL,
+            (None, None) => false,
+        }
+    }
+
+    /// The reaper was killed (by this signal) after its command had exited
+    /// with the code: that code is the command's end.
+    pub fn reaper_killed_after_exit(&self) -> Option<(i32, Signal)> {
+        let code = self.said.and_then(|s| s.exited)?;
+        self.killed_by.map(|sig| (code, sig))
+    }
+}
+
+/// What [`judge_end`] made of an end.
+pub(super) struct Judged {
+    /// The status to exit with: the command's (its own code when it had
+    /// exited before its reaper was killed).
+    pub code: i32,
+    /// The OOM killer ended it (said).
+    pub oom: bool,
+}
+
 /// Warns that `what` (ended by the kill of one of `pids`, None where not
-/// known) was killed by the memory limit, if its `status` (a shell's) is
-/// SIGKILL's and `watch` says the OOM killer sent it (see
-/// [`super::oom_watch::OomWatch::verdict`]). `exited`: unifs's reaper
-/// said its command exited by itself, a 137 its own code, no kill.
-pub(super) fn say_if_oom_killed(
+/// known) was killed by the memory limit, if it `ended` by a SIGKILL and
+/// `watch` says the OOM killer sent it (see
+/// [`super::oom_watch::OomWatch::verdict`]). A reaper killed after its
+/// command exited: the command's code stands (the guest's processes ended
+/// with its reaper's end either way), and the reaper's kill is said, the
+/// OOM killer's or not.
+pub(super) fn judge_end(
     watch: super::oom_watch::OomWatch,
     pids: &[Option<i32>],
-    status: &Result<i32>,
-    exited: bool,
+    ended: &Ended,
     cgroup: &Cgroup,
     what: &str,
-) -> bool {
-    let killed = !exited && matches!(status, Ok(c) if *c == 128 + libc::SIGKILL);
-    let signal = killed.then_some("KILL");
+) -> Judged {
+    let signal = ended.killed().then_some("KILL");
     let oom = watch.verdict(pids, signal, cgroup.memory_limit());
-    if let Some(oom) = &oom {
-        tracing::warn!("{what} was {}", oom.describe());
-    }
-    oom.is_some()
+    let Some((code, sig)) = ended.reaper_killed_after_exit() else {
+        if let Some(oom) = &oom {
+            tracing::warn!("{what} was {}", oom.describe());
+        }
+        return Judged {
+            code: ended.code,
+            oom: oom.is_some(),
+        };
+    };
+    let how = match &oom {
+        Some(oom) => oom.describe(),
+        None => format!("killed by {}", sig.as_str()),
+    };
+    tracing::warn!("{what} exited {code}; its reaper was then {how}: exit {code}, the command's");
+    Judged { code, oom: false }
 }
 
 /// Runs `wait` while a thread watches `keeper` (see [`Keeper::watch`]).
@@ -864,8 +944,12 @@ pub(super) fn reap_and_forward(
             match waitpid(Pid::from_raw(-1), Some(flags)) {
                 Ok(WaitStatus::Exited(p, code)) if p == command => {
                     if let Some(to) = &pid_to {
-                        super::command_pid::say_exited(to);
+                        super::command_pid::say_exited(to, code);
                     }
+                    // The tests' window to kill the reaper once it said so
+                    // (review_s48_oom4). A pause: `run --init`'s reaper is
+                    // the guest's PID 1, which ignores its own SIGSTOP.
+                    crate::sys::test_pause!("UNIFS_TEST_REAPER_EXITED_PAUSE_MS");
                     sys::exit_child(code)
                 }
                 Ok(WaitStatus::Signaled(p, sig, _)) if p == command => {

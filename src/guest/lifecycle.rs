@@ -801,7 +801,7 @@ fn init_killed<'a>(
     if st.spec.init {
         let said = said.map(|from| super::command_pid::received(from, st.pid));
         pids.push(said.and_then(|s| s.command));
-        if exit.code == Some(128 + libc::SIGKILL) && !said.is_some_and(|s| s.exited) {
+        if exit.code == Some(128 + libc::SIGKILL) && said.is_none_or(|s| s.exited.is_none()) {
             signal = Some("KILL");
         }
     }
@@ -2605,28 +2605,25 @@ fn join_and_run(
                         false => format!("the command in guest {name}"),
                     };
                     let said = super::command_pid::received(&pid_r, child.as_raw());
-                    let oom = launch::say_if_oom_killed(
-                        watch,
-                        &[said.command],
-                        &Ok(status),
-                        said.exited,
-                        &st.cgroup,
-                        &what,
-                    );
+                    let end = launch::Ended::now(status, Some(said));
+                    // The helper too: outside the guest's groups, the
+                    // host's OOM killer alone may pick it.
+                    let pids = [said.command, Some(child.as_raw())];
+                    let judged = launch::judge_end(watch, &pids, &end, &st.cgroup, &what);
                     // Else a bare 137: the kernel ends every process of a
                     // PID namespace with its init (`guest stop`, or init's
                     // own end), the command's helper outside it reports a
                     // SIGKILL. Asked last: `ended` joins init's UTS
                     // namespace when it has not ended.
-                    let killed = status == 128 + libc::SIGKILL && !said.exited;
-                    if killed && !oom && ended(pidfd) {
+                    let killed = end.killed() && end.reaper_killed_after_exit().is_none();
+                    if killed && !judged.oom && ended(pidfd) {
                         tracing::warn!(
                             "{what} was killed: the guest stopped while it ran (its init, pid \
                              {}, ended, and every process of the guest with it)",
                             st.pid
                         );
                     }
-                    Ok(status)
+                    Ok(judged.code)
                 }
             }
         }
