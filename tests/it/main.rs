@@ -212,6 +212,7 @@ mod review_s47_procrev;
 mod review_s47_procscan;
 mod review_s48_mend;
 mod review_s48_stdio4;
+mod review_s48_stdiorev;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
