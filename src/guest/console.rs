@@ -582,12 +582,6 @@ impl Piped {
             let Some(code) = ended.and_then(super::launch::shell_status) else {
                 continue;
             };
-            // Left just past what it read; what it left in the pipe is
-            // taken out, so that a process of the guest's left holding the
-            // pipe does not read it too.
-            if let Some(copy) = file_copy {
-                copy.set_back();
-            }
             // What it wrote just before it ended; not what processes it
             // left behind write later.
             for (r, fd) in &mut outs {
@@ -599,6 +593,14 @@ impl Piped {
                         break;
                     }
                 }
+            }
+            // Left just past what it read (after its output, as `unifs
+            // run` does: a stdin that is stdout too, `<> f >&0`, would get
+            // it over what the command left unread); what it left in the
+            // pipe is taken out, so that a process of the guest's left
+            // holding the pipe does not read it too.
+            if let Some(copy) = file_copy {
+                copy.set_back();
             }
             return Ok(code);
         }

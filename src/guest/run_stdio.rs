@@ -245,13 +245,20 @@ pub(super) fn copy_stdin_file(to: BorrowedFd, reader: OwnedFd) -> Option<Input> 
         nix::fcntl::FcntlArg::F_SETFL(oflag(fl & !libc::O_NONBLOCK)),
     )
     .ok()?;
+    // `exec … <> f >&0`: our stdout is the command's output, written by
+    // `exec` through the same open file; moved on as under `unifs run`
+    // (see [`StdinFile::advance`]), else written over the input.
+    let advance = (1..=2).any(|other| {
+        // SAFETY: as `stdin` above.
+        one_open_description(stdin, unsafe { BorrowedFd::borrow_raw(other) })
+    });
     let feed = Arc::new(Mutex::new(Feed::default()));
     let fed = feed.clone();
     std::thread::Builder::new()
         .name("stdio-0".into())
         .spawn(move || {
             no_sigpipe();
-            copy_in(&from, Some((at, false)), to, &fed);
+            copy_in(&from, Some((at, advance)), to, &fed);
         })
         .ok()?;
     Some(Input { file, reader, feed })
@@ -422,7 +429,9 @@ impl Input {
         // guest holding the pipe gets an end of input, not those bytes
         // too); reading it frees a write of the copy's that waited for
         // room.
-        let mut left = read_out(self.reader.as_fd());
+        let sink =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).ok();
+        let mut left = read_out(self.reader.as_fd(), sink.as_ref());
         if writing {
             let deadline = std::time::Instant::now() + DRAIN;
             while lock(&self.feed).writing {
@@ -430,9 +439,9 @@ impl Input {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(10));
-                left += read_out(self.reader.as_fd());
+                left += read_out(self.reader.as_fd(), sink.as_ref());
             }
-            left += read_out(self.reader.as_fd());
+            left += read_out(self.reader.as_fd(), sink.as_ref());
         }
         let (written, advanced) = {
             let feed = lock(&self.feed);
@@ -452,74 +461,23 @@ fn lock(feed: &Mutex<Feed>) -> std::sync::MutexGuard<'_, Feed> {
 }
 
 /// Reads what the pipe `fd` holds now, to drop it, without waiting for
-/// more; how much. Its open file's flags are left alone: under `guest exec`
-/// a process the command left in the guest may hold it too (`O_NONBLOCK`
-/// would make its reads fail with `EAGAIN`). Each read is made
-/// non-blocking by `RWF_NOWAIT`, which pipes made by pipe(2) (as `fd`
-/// always is) take since Linux 6.4 (named FIFOs still refuse it on 6.18);
-/// before (`EOPNOTSUPP`), see [`read_out_own`]. Both are kept: that one
-/// needs /proc, this one does not (a unifs run where /proc is not mounted
-/// would otherwise be left with `FIONREAD`'s race on every kernel).
-fn read_out(fd: BorrowedFd) -> u64 {
-    let mut buf = [0u8; 16384];
-    let mut n = 0;
-    loop {
-        match read_nowait(fd, &mut buf) {
-            Ok(0) => return n,
-            Ok(k) => n += k as u64,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => {
-                return n + read_out_own(fd)
-            }
-            // EAGAIN: nothing more now.
-            Err(_) => return n,
-        }
-    }
-}
-
-/// [`read_out`] where pipes do not take `RWF_NOWAIT`: through an open file
-/// of our own on the same pipe, opened non-blocking through `/proc` (its
-/// flags ours alone); without `/proc` (or where it will not reopen the
-/// pipe), see [`splice_out`]. Not by blocking reads no larger than
-/// `FIONREAD` says is there: a process left holding the pipe that reads it
-/// empty between the two would leave such a read waiting for a write,
-/// which a copy in a read that hangs (a file on a hung mount) never makes.
-fn read_out_own(fd: BorrowedFd) -> u64 {
-    use std::os::unix::fs::OpenOptionsExt;
-    let own = match crate::sys::test_hook!("UNIFS_TEST_STDIN_DRAIN_NO_PROC") {
-        // The tests' way to a system without `/proc`.
-        Some(_) => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
-        None => std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-    };
-    let Ok(own) = own else {
-        return splice_out(fd);
-    };
-    let mut buf = [0u8; 16384];
-    let mut n = 0;
-    loop {
-        drain_stop();
-        match nix::unistd::read(&own, &mut buf) {
-            Ok(0) => return n,
-            Ok(k) => n += k as u64,
-            Err(nix::errno::Errno::EINTR) => {}
-            // EAGAIN: nothing more now.
-            Err(_) => return n,
-        }
-    }
-}
-
-/// [`read_out_own`] without `/proc`: what the pipe `fd` holds is moved
-/// into a pipe of our own by `splice` with `SPLICE_F_NONBLOCK`, which
-/// fails with `EAGAIN` on an empty pipe whatever its open file's flags
-/// (every kernel since 2.6.17), and dropped from there; how much. No
-/// pipe of our own (the fd limit): nothing read.
-fn splice_out(fd: BorrowedFd) -> u64 {
-    let Ok((r, w)) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-    else {
+/// more; how much. Moved by `splice` with `SPLICE_F_NONBLOCK` into `sink`
+/// (a pipe of our own, non-blocking) and dropped from there: a splice
+/// between two pipes fails with `EAGAIN` when the pipe is empty, also
+/// when a reader emptied it after a look found bytes (`ipipe_prep` then
+/// the retry of `splice_pipe_to_pipe`), whatever its open file's flags,
+/// on every kernel since pipe-to-pipe splice (2.6.31); it needs neither
+/// `/proc` (a reopen through `/proc/self/fd`) nor `RWF_NOWAIT` (which
+/// pipes take only since Linux 6.4), the drain's two ways before. `fd`'s
+/// flags are left alone: under `guest exec` a process the command left in
+/// the guest may hold it too (`O_NONBLOCK` would make its reads fail with
+/// `EAGAIN`). Not by
+/// blocking reads no larger than `FIONREAD` says is there: such a process
+/// reading the pipe empty between the two would leave the read waiting
+/// for a write, which a copy in a read that hangs (a file on a hung mount)
+/// never makes. No `sink` (the fd limit): nothing read.
+fn read_out(fd: BorrowedFd, sink: Option<&(OwnedFd, OwnedFd)>) -> u64 {
+    let Some((r, w)) = sink else {
         return 0;
     };
     let mut buf = [0u8; 16384];
@@ -545,32 +503,15 @@ fn splice_out(fd: BorrowedFd) -> u64 {
             Err(_) => return n,
         }
         // Our pipe emptied for the next splice.
-        while nix::unistd::read(&r, &mut buf).is_ok_and(|k| k > 0) {}
+        while nix::unistd::read(r, &mut buf).is_ok_and(|k| k > 0) {}
     }
 }
 
 /// The tests' way into the drain's race with a process left holding the
-/// pipe: stops (once) before the drain's first read without `RWF_NOWAIT`.
+/// pipe: stops (once) before the drain's first splice.
 fn drain_stop() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| crate::sys::test_stop!("UNIFS_TEST_STDIN_DRAIN_STOP"));
-}
-
-/// One read of `fd` that fails with `EAGAIN` rather than wait
-/// (`preadv2(RWF_NOWAIT)` at its current position).
-fn read_nowait(fd: BorrowedFd, buf: &mut [u8]) -> nix::Result<usize> {
-    let iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // The tests' way to the path of kernels before 6.4.
-    if crate::sys::test_hook!("UNIFS_TEST_STDIN_DRAIN_NO_NOWAIT").is_some() {
-        return Err(nix::errno::Errno::EOPNOTSUPP);
-    }
-    // SAFETY: one iovec naming `buf`, which outlives the call; offset -1
-    // is the file's own position (a pipe has none to move).
-    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
-    nix::errno::Errno::result(n).map(|n| n as usize)
 }
 
 /// Copies `from` to `to` until either ends; the error of a write to `to`.

@@ -1,39 +1,16 @@
 //! Session 48, `guest exec`'s and `unifs run`'s stdin that is a regular
-//! file (task "stdio4"): the drain of `exec`'s stdin pipe on a system
-//! whose pipes do not take `RWF_NOWAIT` (kernels before 6.4) and where
-//! `/proc/self/fd` does not reopen the pipe (no `/proc`) read with a
-//! blocking read sized by `FIONREAD`, which waited for good when a
-//! process the command left holding the pipe emptied it between the two;
-//! and `unifs run`'s stdin that is its stdout too (`<> f >&0`), whose
-//! offset the copy moved on past what it read only after the command could
-//! read it and write its output over it.
+//! file (task "stdio4"): `unifs run`'s stdin that is its stdout too
+//! (`<> f >&0`), whose offset the copy moved on past what it read only
+//! after the command could read it and write its output over it. (The
+//! drain without `/proc` this session also fixed is now the drain's only
+//! way, splice: `review_s47_consrev3` tests it; stdiorev dropped this
+//! module's copy of that test with its hook.)
 
 use crate::common::unifs_bin;
 use crate::guest::harness::{can_run, stderr, wait_bounded, KillOnDrop, TestRoot};
-use crate::review_s47_consrev3::drain_while_another_empties_the_pipe;
 use std::io::Seek;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// `unifs guest exec g -- … < file`, the file on a FUSE mount whose daemon
-/// is stopped once the copy has filled the pipe, the command leaving a
-/// process holding its stdin that reads the pipe empty while `exec` is
-/// stopped in its drain (UNIFS_TEST_STDIN_DRAIN_STOP), on a kernel whose
-/// pipes refuse `RWF_NOWAIT` (UNIFS_TEST_STDIN_DRAIN_NO_NOWAIT) and
-/// without `/proc` to reopen the pipe (UNIFS_TEST_STDIN_DRAIN_NO_PROC):
-/// `exec` sets the offset past what both read with the daemon still
-/// stopped, and each byte is read once. Before: the drain's read, sized by
-/// what `FIONREAD` said before the process left emptied the pipe, waited
-/// for a write the copy (in a read that hangs) never made: the offset
-/// stayed at 0 until the daemon went on.
-#[test]
-fn s48_exec_drain_without_proc_never_waits_on_a_pipe_emptied_by_another() {
-    let test = "s48_exec_drain_without_proc_never_waits_on_a_pipe_emptied_by_another";
-    if !can_run(test) {
-        return;
-    }
-    drain_while_another_empties_the_pipe("s48drain", &[("UNIFS_TEST_STDIN_DRAIN_NO_PROC", "1")]);
-}
 
 /// `unifs run … sh -c 'read l; echo "got $l"' <> f >&0`: stdin and stdout
 /// one open file, which the copy of stdin moves on past what it reads, so
