@@ -997,7 +997,8 @@ impl Cgroup {
     /// [`Cgroup::end_daemon`], waiting `limit` at most (a `stop` whose
     /// time is nearly up).
     pub fn end_daemon_within(&self, limit: Duration) {
-        let deadline = Instant::now() + DAEMON_EXIT.min(limit);
+        let limit = DAEMON_EXIT.min(limit);
+        let deadline = Instant::now() + limit;
         while !self.daemon_pids().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -1008,7 +1009,7 @@ impl Cgroup {
         tracing::warn!(
             "the overlay daemon (pids {left:?}) did not end within {} s of the unmount; \
              killing it",
-            DAEMON_EXIT.as_secs()
+            limit.as_secs_f32()
         );
         for g in &self.groups {
             let _ = std::fs::write(g.join(DAEMON_LEAF).join("cgroup.kill"), "1");

@@ -1351,7 +1351,7 @@ fn unmount_hidden_copies(root: &Path) {
 fn end_unmounted_daemon(root: &Path, guest: &Path, pid: i32, end: Deadline) {
     let holds = || crate::fs::guest_daemon(guest).filter(|&(p, _)| p == pid);
     // A stopped one is not waited for.
-    wait_until(end.within(Duration::from_secs(5)), || {
+    wait_until(end.settling(Duration::from_secs(5)), || {
         holds().is_none_or(|(_, stopped)| stopped)
     });
     let Some((_, stopped)) = holds() else {
@@ -1363,7 +1363,7 @@ fn end_unmounted_daemon(root: &Path, guest: &Path, pid: i32, end: Deadline) {
         if stopped { " (it is stopped)" } else { "" }
     );
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    wait_until(end.within(Duration::from_secs(5)), || holds().is_none());
+    wait_until(end.settling(Duration::from_secs(5)), || holds().is_none());
 }
 
 /// Processes whose working directory, root or an open file lies below
@@ -1710,10 +1710,8 @@ fn teardown_hurried(
     signal: i32,
     timeout: Duration,
     mut hurry: impl FnMut() -> bool,
-    all: Deadline,
+    end: Deadline,
 ) -> Result<bool> {
-    // What follows the unmount (the cgroups' removal) keeps its few seconds.
-    let end = all.before(STOP_TAIL);
     let pid = Pid::from_raw(st.pid);
     let mut clean = true;
     if st.init_alive() {
@@ -1746,7 +1744,7 @@ fn teardown_hurried(
         }
         left
     };
-    let mut gone = wait_until(end.within(Duration::from_secs(5)), ended);
+    let mut gone = wait_until(end.settling(Duration::from_secs(5)), ended);
     if !gone && st.root_mount == RootMount::Overlay && waiting_on_fuse(&left()) {
         gone = end_root_daemon(st, &left(), ended, end);
     }
@@ -1768,7 +1766,7 @@ fn teardown_hurried(
         return Err(survived(&st.name, left, daemon, &reapers));
     }
     unmount_root(&run.root(), st.root_mount, end)?;
-    st.cgroup.end_daemon_within(end.within(Duration::MAX));
+    st.cgroup.end_daemon_within(end.settling(Duration::MAX));
     st.cgroup.remove();
     // An index of another boot may be any interface now.
     if st.this_boot() {
@@ -1841,7 +1839,7 @@ fn end_root_daemon(st: &State, left: &[i32], ended: impl Fn() -> bool, end: Dead
         st.name
     );
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    wait_until(end.within(Duration::from_secs(5)), ended)
+    wait_until(end.settling(Duration::from_secs(5)), ended)
 }
 
 /// A process outside the guest whose child, a process of the guest, has
@@ -1912,7 +1910,7 @@ fn end_stopped_reapers(st: &State, ended: impl Fn() -> bool, end: Deadline) -> b
         );
         killed |= sys::pidfd_kill(fd.as_fd(), libc::SIGKILL).is_ok();
     }
-    killed && wait_until(end.within(Duration::from_secs(5)), ended)
+    killed && wait_until(end.settling(Duration::from_secs(5)), ended)
 }
 
 /// What `pid` has done so far: its I/O and CPU time counters added up (it
@@ -2040,13 +2038,18 @@ const STOP_LOCK_WAIT: Duration = Duration::from_secs(30);
 /// ([`UNMOUNT_WAIT`]), 5 s and 5 s for the daemon's end after it, 5 s for
 /// the daemon's cgroup leaf: 90 s if each took its bound, and 115 s with
 /// the 30 s and 10 s before it, which systemd cut at TimeoutStopSec=90.
-/// Now the last [`STOP_TAIL`] are kept for the cgroups' removal; a wait
-/// that finds the time up does not wait (an unmount is then done
-/// directly, without waiting for the daemon). 30 + 10 + 45 = 85 s.
+/// Now the last [`STOP_TAIL`] are kept for what must be done: a wait
+/// that may be cut short and finds the time up does not wait (an unmount
+/// is then done directly, without waiting for the daemon); one for what
+/// was made to end (killed processes, the daemon once its mount is gone)
+/// draws from the tail too, and waits [`SETTLE`] at least
+/// ([`Deadline::settling`]). 30 + 10 + 45 = 85 s.
 const STOP_AFTER: Duration = Duration::from_secs(45);
 
-/// Of [`STOP_AFTER`], the end that no wait draws from: the kill of the
-/// daemon's leaf (2 s) and the cgroups' removal (2 s) after the unmount.
+/// Of [`STOP_AFTER`], the end that no wait that may be cut short draws
+/// from: the waits for what was made to end ([`Deadline::settling`]), the
+/// kill of the daemon's leaf (2 s) and the cgroups' removal (2 s) after
+/// the unmount.
 const STOP_TAIL: Duration = Duration::from_secs(5);
 
 /// How long `unifs umount` of a guest's root may take (it waits for the
@@ -2091,19 +2094,37 @@ impl Deadline {
         Deadline(Some(state::far_ahead(limit)))
     }
 
-    /// `bound`, or what is left of the time if less.
+    /// `bound`, or what is left of the time if less, its last
+    /// [`STOP_TAIL`] not counted: for a wait that may be cut short (a busy
+    /// daemon's answer, `unifs umount`), the work after it going on anyway.
     fn within(self, bound: Duration) -> Duration {
         match self.0 {
-            Some(end) => bound.min(end.saturating_duration_since(Instant::now())),
+            Some(end) => {
+                let end = end.checked_sub(STOP_TAIL).unwrap_or(end);
+                bound.min(end.saturating_duration_since(Instant::now()))
+            }
             None => bound,
         }
     }
 
-    /// This deadline with its last `reserve` kept for what follows.
-    fn before(self, reserve: Duration) -> Deadline {
-        Deadline(self.0.map(|end| end.checked_sub(reserve).unwrap_or(end)))
+    /// `bound`, or what is left of the time, [`STOP_TAIL`] included, if
+    /// less, but [`SETTLE`] at least: for a wait on what was just made to
+    /// end (SIGKILLed processes, a daemon whose mount is gone), which ends
+    /// in milliseconds. Zero looked once, at once: the killed were taken
+    /// for survivors (the stop failed, the guest half torn down) and a
+    /// daemon in its own clean end was SIGKILLed.
+    fn settling(self, bound: Duration) -> Duration {
+        let left = match self.0 {
+            Some(end) => end.saturating_duration_since(Instant::now()),
+            None => bound,
+        };
+        bound.min(left.max(SETTLE))
     }
 }
+
+/// The least a `stop` waits for what it made end, however late
+/// ([`Deadline::settling`]).
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// The guest's lock for command `what`, waited for at most [`LOCK_WAIT`]
 /// (UNIFS_TEST_LOCK_WAIT_MAX seconds: the tests' shorter bound), or as long
