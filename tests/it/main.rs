@@ -210,6 +210,7 @@ mod review_s47_oom3;
 mod review_s47_oomrev3;
 mod review_s47_procrev;
 mod review_s47_procscan;
+mod review_s48_cgroupleft;
 mod review_s48_mend;
 mod review_s48_stdio4;
 mod review_s8_cli;
