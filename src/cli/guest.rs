@@ -1244,6 +1244,9 @@ fn print_stopped(name: &str, how: Stopped) {
         Stopped::Unrecorded => outln!(
             "guest {name} stopped (it ran without a runtime record, left by an interrupted start)"
         ),
+        Stopped::LeftGroups => outln!(
+            "guest {name} was not running; the empty cgroups an interrupted start left were removed"
+        ),
         Stopped::Meanwhile => {
             outln!("guest {name} stopped (by another `guest stop` that ran meanwhile)")
         }

@@ -1065,33 +1065,51 @@ impl Cgroup {
     }
 
     /// Removes the groups (those below them first: a group with children
-    /// cannot go), waiting up to two seconds for dying processes.
+    /// cannot go), waiting up to [`REMOVE_WAIT`] for dying processes to
+    /// leave them. Each round lists the groups again: a guest (its systemd)
+    /// may have made one below after a listing, and a group still holding
+    /// a process that SIGKILL has not ended (in D state, a frozen one)
+    /// stays, named in a warning with its processes.
     pub fn remove(&self) {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + REMOVE_WAIT;
         let mut read_only: Vec<PathBuf> = Vec::new();
-        for g in self
-            .groups
-            .iter()
-            .flat_map(|g| subtree(g).into_iter().rev())
-        {
-            loop {
-                match std::fs::remove_dir(&g) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+        let mut first_round = true;
+        loop {
+            let left: Vec<PathBuf> = self
+                .groups
+                .iter()
+                .flat_map(|g| subtree(g).into_iter().rev())
+                .filter(|g| g.exists())
+                .collect();
+            // UNIFS_TEST_CGROUP_REMOVE_LISTED_PAUSE_MS: the tests' window to
+            // make a group below once the groups were listed.
+            if std::mem::take(&mut first_round) {
+                crate::sys::test_pause!("UNIFS_TEST_CGROUP_REMOVE_LISTED_PAUSE_MS");
+            }
+            let mut busy = None;
+            for g in &left {
+                match std::fs::remove_dir(g) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     // Waiting does not help, and one line says it for all.
-                    Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
-                        read_only.push(g.clone());
-                        break;
+                    Err(e) if e.raw_os_error() == Some(libc::EROFS) => read_only.push(g.clone()),
+                    Err(e) => {
+                        busy.get_or_insert((g.clone(), e));
                     }
-                    Err(e) if Instant::now() > deadline => {
-                        // The guest names the groups it makes below its own.
-                        let g = crate::sys::shown(&g);
-                        tracing::warn!("could not remove cgroup {g}: {e}");
-                        break;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
+            // Every rmdir of the round done: all gone, as each group was
+            // removed after those below it.
+            if busy.is_none() || !read_only.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                if let Some((g, e)) = busy {
+                    tracing::warn!("{}", left_group(&g, &e));
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         if let Some(first) = read_only.first() {
             tracing::warn!(
@@ -1104,6 +1122,20 @@ impl Cgroup {
         }
     }
 
+    /// Removes the groups of this name left empty by a start that was
+    /// killed before it recorded them (or whose removal gave up on a
+    /// process that ended since), so that a start makes them anew, with
+    /// none of an old start's limits in them. Never a group that holds a
+    /// process: rmdir fails on one (EBUSY), and it stays. True when one
+    /// was removed.
+    pub fn remove_left(&self) -> bool {
+        let left = self
+            .groups
+            .iter()
+            .flat_map(|g| subtree(g).into_iter().rev());
+        let removed = left.filter(|g| std::fs::remove_dir(g).is_ok()).count();
+        removed > 0
+    }
     /// The first of the guest's groups, or of their leaves (where its
     /// processes are, and an exec goes), that is frozen (v1 `freezer.state` not
     /// THAWED, its parents' freezing included; v2 `cgroup.freeze` 1, or
@@ -1377,6 +1409,38 @@ fn io_weight_acts(path: &Path, v2: Option<&Path>) -> std::result::Result<(), Str
     Err(format!(
         "cannot find the disk under {shown} (too many layers)"
     ))
+}
+
+/// How long [`Cgroup::remove`] waits for the processes that keep a group
+/// (killed, not yet out of it) before it leaves the group.
+const REMOVE_WAIT: Duration = Duration::from_secs(5);
+
+/// What to say of `group`, which rmdir refused (`e`): the processes still
+/// in it and below it, and who removes it once they end.
+fn left_group(group: &Path, e: &std::io::Error) -> String {
+    let pids = procs_in(subtree(group).into_iter());
+    let held = match pids.is_empty() {
+        true => String::new(),
+        false => {
+            let shown: Vec<String> = pids
+                .iter()
+                .take(8)
+                .map(|&p| format!("{p} ({})", command_shown(p)))
+                .collect();
+            format!(
+                "; process(es) {}{} are still in it (`cat /proc/PID/stack` tells what one waits \
+                 on)",
+                shown.join(", "),
+                if pids.len() > 8 { ", …" } else { "" }
+            )
+        }
+    };
+    format!(
+        "could not remove cgroup {}: {e}{held}; it stays: once they end, the guest's next \
+         `guest start` or `guest stop` removes it (a `unifs run`'s, the next run), or `rmdir` it, \
+         the groups below it first",
+        crate::sys::shown(group)
+    )
 }
 
 /// `dir` and every group below it, parents before children.

@@ -247,6 +247,13 @@ fn start_as(
             tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
             unmount_root(&run.root(), cfg.root_mount, Deadline::NONE)?;
         }
+        // Made anew below: one left kept an old start's limits (a memory
+        // limit since taken out of the config).
+        let left = Cgroup::tracked(&run.cgroup_name());
+        left.end_daemon();
+        if left.remove_left() {
+            tracing::info!("guest {name}: removed the cgroups an unfinished start left");
+        }
     }
     // Checked before anything is mounted.
     check_paths(dirs, name, &cfg)?;
@@ -270,6 +277,9 @@ fn start_as(
     // A hierarchy or controller missing is the host's to change.
     let cgroup = Cgroup::create(&run.cgroup_name(), &spec.limits, &spec.devices, true)
         .map_err(|e| spec.on_its_host(e))?;
+    // The tests' window for a start killed between making its groups and
+    // recording them.
+    crate::sys::test_stop!("UNIFS_TEST_START_CGROUP_STOP");
     let root = run.root();
     if let Err(e) = std::fs::create_dir_all(&root) {
         cgroup.remove();
@@ -461,6 +471,13 @@ fn unrecorded(run: &RunDir) -> bool {
     // looked for rather than missed.
     !Cgroup::tracked(&run.cgroup_name()).pids().is_empty()
         || state::is_mounted(&run.root()).unwrap_or(true)
+}
+
+/// Whether a group of this guest's name is there (in any hierarchy): with
+/// no record and no process, one a killed start left.
+fn groups_left(run: &RunDir) -> bool {
+    let groups = Cgroup::tracked(&run.cgroup_name()).groups;
+    groups.iter().any(|g| g.exists())
 }
 
 /// `stop` of a guest a killed `start` left without a record: kills what is in
@@ -1433,6 +1450,9 @@ pub enum Stopped {
     /// A `start` killed before writing the record had left the guest
     /// running unrecorded; what was in its cgroups was killed.
     Unrecorded,
+    /// It did not run: a `start` killed before it recorded the guest had
+    /// left only its empty cgroups, now removed.
+    LeftGroups,
     /// It ran when asked, and another `stop` (or `restart`) that held the
     /// guest's lock meanwhile stopped it.
     Meanwhile,
@@ -1477,7 +1497,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         });
     }
     let (record, bad) = read_lenient(&run, name)?;
-    if record.is_none() && !bad && !unrecorded(&run) {
+    if record.is_none() && !bad && !unrecorded(&run) && !groups_left(&run) {
         // A name no config knows either is more likely a typo.
         let path = dirs.config_dir.join(format!("{name}.toml"));
         if !path.exists() {
@@ -1500,10 +1520,15 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     let before = record.map(|old| (old.pid, old.start_time));
     let (record, bad) = read_locked(&run, name)?;
     let Some(st) = record else {
-        return match stop_unrecorded(dirs, name, &run)? {
+        let stopped = stop_unrecorded(dirs, name, &run)?;
+        // Empty groups of a start killed before it recorded them, which
+        // nothing else removes.
+        let left = !stopped && Cgroup::tracked(&run.cgroup_name()).remove_left();
+        return match stopped {
             true => Ok(Stopped::Unrecorded),
             // Only the unreadable record was left of it.
             false if bad => Ok(Stopped::WasStale),
+            false if left => Ok(Stopped::LeftGroups),
             // What was asked for is done: not an error.
             false => match run
                 .read_exit()
