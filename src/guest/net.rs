@@ -463,17 +463,14 @@ pub fn host_ifname_shown(spec: &GuestSpec, ifindex: Option<u32>) -> Option<Strin
 /// name, which would lose its network. A record without the index (an older
 /// unifs) is cleaned up by name, as before.
 pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
-    if spec.net.mode != NetMode::Veth {
-        return;
-    }
-    // Held while the name is looked up and a table deleted: a start of
-    // another run dir's guest of that name makes both meanwhile otherwise.
-    let _lock = host_lock();
     match (ifindex, host_ifindex(spec)) {
         // Another's: its filter too ([`super::port_lock::unfilter`]).
         (Some(i), Some(now)) if now != i => {}
         // Gone with the guest's namespace: its filter is not.
-        (Some(_), None) => super::port_lock::unfilter(&host_ifname(spec)),
+        (Some(_), None) if spec.net.mode == NetMode::Veth => {
+            super::port_lock::unfilter(&host_ifname(spec));
+        }
+        (Some(_), None) => {}
         _ => teardown(spec),
     }
 }
