@@ -62,9 +62,11 @@ pub struct RunOptions {
     /// bridge port to it (learning off, locked on, a static sticky fdb
     /// entry; Linux 5.18+, no vlan_filtering): frames the guest sends from
     /// any other MAC address are dropped, so it cannot take another
-    /// guest's frames from the bridge, and so are VLAN-tagged ones and
-    /// ones to 01:80:c2:00:00:0X (STP), by an nftables netdev table
-    /// (needs nft).
+    /// guest's frames from the bridge, and so are VLAN-tagged ones,
+    /// link-control ones (pause, LACP, 802.1X, LLDP) and ones to
+    /// 01:80:c2:… (STP, MVRP), by an nftables netdev table
+    /// unifs-lock-ve-NAME (needs nft; `nft delete table netdev
+    /// unifs-lock-ve-NAME` removes one a killed run left).
     #[arg(long)]
     pub lock_mac: bool,
     /// Bind a host path into the guest (repeatable).

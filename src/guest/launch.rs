@@ -608,6 +608,9 @@ fn clone_guest(
                 .add(pid.as_raw())
                 .and_then(|()| net::setup_host_side(spec, pid))
                 .map(|m| mac = m);
+            // A failure from here on leaves no filter (an interface goes
+            // with the child's namespace; a table does not).
+            let made = super::port_lock::Made::filter_of(spec, mac.is_some());
             // Before the guest may exec: from then on its command could
             // undo its parent-death signal.
             let keeper = match (joined, &run) {
@@ -651,9 +654,15 @@ fn clone_guest(
                 }
             });
             let failed = match (report.is_empty(), &pty_r) {
-                (true, None) => return Ok(Spawned::new(pid, keeper, None, (pid_r, mac))),
+                (true, None) => {
+                    made.keep();
+                    return Ok(Spawned::new(pid, keeper, None, (pid_r, mac)));
+                }
                 (true, Some(r)) => match console::receive_pty(r) {
-                    Ok(pty) => return Ok(Spawned::new(pid, keeper, Some(pty), (pid_r, mac))),
+                    Ok(pty) => {
+                        made.keep();
+                        return Ok(Spawned::new(pid, keeper, Some(pty), (pid_r, mac)));
+                    }
                     Err(e) => e,
                 },
                 (false, _) => decode_report(&spec.command[0], &spec.root, &report),

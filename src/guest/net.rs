@@ -270,6 +270,9 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
             spec.name
         )));
     }
+    // No interface of that name: a table of its name is one a killed
+    // clean-up left, which would filter this guest, locked or not.
+    super::port_lock::unfilter(&host_if);
     check_host(spec)?;
     // UNIFS_TEST_VETH_PAUSE_MS: the tests' window between the check and
     // the address, for two starts at once.
@@ -330,9 +333,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
     })();
     if configured.is_err() {
         let _ = ip(&["link", "del", &host_if]);
-        if mac.is_some() {
-            super::port_lock::unfilter(&host_if);
-        }
+        super::port_lock::unfilter(&host_if);
     }
     configured.map(|()| mac)
 }
@@ -431,9 +432,8 @@ fn add_addr(a: &str, dev: &str) -> Result<()> {
 pub fn teardown(spec: &GuestSpec) {
     if spec.net.mode == NetMode::Veth {
         let _ = ip(&["link", "del", &host_ifname(spec)]);
-        if spec.net.lock_mac {
-            super::port_lock::unfilter(&host_ifname(spec));
-        }
+        // Whatever its lock_mac now: a config edited since the start.
+        super::port_lock::unfilter(&host_ifname(spec));
     }
 }
 
@@ -467,7 +467,7 @@ pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
         // Another's: its filter too ([`super::port_lock::unfilter`]).
         (Some(i), Some(now)) if now != i => {}
         // Gone with the guest's namespace: its filter is not.
-        (Some(_), None) if spec.net.lock_mac => {
+        (Some(_), None) if spec.net.mode == NetMode::Veth => {
             super::port_lock::unfilter(&host_ifname(spec));
         }
         (Some(_), None) => {}

@@ -16,9 +16,10 @@
 //! guest could talk on a VLAN the bridge's other ports carry (a host's
 //! `eth1.42` on an uplink), or send bridge-control frames (STP BPDUs, which
 //! a bridge without STP floods to its uplink). So the port's ingress, before
-//! the bridge, drops 802.1Q/802.1ad/0x9100-tagged frames and frames to the
-//! IEEE 802.1 link-local group (01:80:c2:00:00:0X), by an nftables `netdev`
-//! table of the port's. Unlike the port's flags the table outlives the
+//! the bridge, drops VLAN-tagged and link-control frames ([`DROPPED_TYPES`])
+//! and frames to IEEE 802.1's group addresses (01:80:c2:…: STP, LLDP,
+//! 802.1X, the all-bridges address, MVRP, which registers VLANs on a
+//! switch's trunk port, CFM), by an nftables `netdev` table of the port's. Unlike the port's flags the table outlives the
 //! interface (Linux 6.16 keeps a chain whose device went, to hook it again
 //! to the next of that name): the guest's clean-up deletes it.
 
@@ -132,6 +133,17 @@ fn table_of(host_if: &str) -> String {
     format!("unifs-lock-{host_if}")
 }
 
+/// The ethertypes a locked port drops: VLAN tags (802.1Q, 802.1ad, and the
+/// older Q-in-Q tags 0x9100, 0x9200, 0x9300 a switch may be set to take),
+/// and link control, which a switch takes from its port whatever the
+/// destination (a pause frame or an 802.1X EAPOL-Logoff to its own
+/// address): MAC control (pause), slow protocols (LACP), EAPOL, LLDP.
+/// 802.1Q with VLAN 0 (priority only) too: no Linux guest sends it
+/// untold, and one may hold a second tag.
+const DROPPED_TYPES: [&str; 9] = [
+    "0x8100", "0x88a8", "0x9100", "0x9200", "0x9300", "0x8808", "0x8809", "0x888e", "0x88cc",
+];
+
 /// Drops, at `host_if`'s ingress, the frames a locked port must not pass
 /// on (see the module's comment). One transaction: a table of that name
 /// left by a guest whose clean-up never ran is replaced, not added to.
@@ -141,15 +153,44 @@ fn filter(host_if: &str) -> Result<()> {
         "add table netdev {table}; delete table netdev {table}; \
          table netdev {table} {{ chain ingress {{ \
          type filter hook ingress device \"{host_if}\" priority -500; policy accept; \
-         ether type {{ 0x8100, 0x88a8, 0x9100 }} drop; \
-         ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 drop; }}; }}"
+         ether type {{ {} }} drop; \
+         ether daddr & ff:ff:ff:00:00:00 == 01:80:c2:00:00:00 drop; }}; }}",
+        DROPPED_TYPES.join(", ")
     );
     Tool::Nft.output(&[&rules]).map(drop)
 }
 
-/// Deletes port `host_if`'s filter, if there is one.
+/// Deletes port `host_if`'s filter, if there is one. Whatever the guest's
+/// `lock_mac`: the table is unifs's, named after an interface of unifs's,
+/// and one a killed clean-up left would filter the next guest of that name
+/// (locked or not). Not there, or no `nft`: nothing to do.
 pub fn unfilter(host_if: &str) {
     let _ = Tool::Nft.output(&["delete", "table", "netdev", &table_of(host_if)]);
+}
+
+/// A starting guest's filter, deleted when dropped unless [`Made::keep`]
+/// says the start succeeded: a start that fails after the set-up of its
+/// host side (its command not found, its keeper not started) leaves none.
+pub struct Made(Option<String>);
+
+impl Made {
+    /// The filter of `spec`'s port, if `made` (its set-up made one).
+    pub fn filter_of(spec: &super::GuestSpec, made: bool) -> Made {
+        Made(made.then(|| super::net::host_ifname(spec)))
+    }
+
+    /// The start succeeded: the guest's clean-up deletes it.
+    pub fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if let Some(host_if) = self.0.take() {
+            unfilter(&host_if);
+        }
+    }
 }
 
 /// Whether `ip -d -j link show`'s output says the port is locked (a kernel

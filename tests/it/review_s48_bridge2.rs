@@ -124,7 +124,7 @@ int main(int argc, char **argv) {
 
 /// [`B2NET`] built in `dir` and put at `/bin/b2net` in `root`; None
 /// (skipped) without `cc -static`.
-fn with_b2net(test: &str, dir: &Path, root: &Path) -> Option<PathBuf> {
+pub(crate) fn with_b2net(test: &str, dir: &Path, root: &Path) -> Option<PathBuf> {
     let (src, bin) = (dir.join("b2net.c"), dir.join("b2net"));
     std::fs::write(&src, B2NET).unwrap();
     let cc = Command::new("cc")
@@ -144,7 +144,7 @@ fn with_b2net(test: &str, dir: &Path, root: &Path) -> Option<PathBuf> {
 }
 
 /// A host process (the sniffer), killed when dropped.
-struct Killed(std::process::Child);
+pub(crate) struct Killed(pub(crate) std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -169,7 +169,7 @@ fn locked_guest(tag: char, last: u8, br: &str, init: &str) -> Guest {
 
 /// The netdev table unifs keeps for port `port`, as `nft` lists it (None:
 /// no such table).
-fn port_table(port: &str) -> Option<String> {
+pub(crate) fn port_table(port: &str) -> Option<String> {
     let out = Command::new("nft")
         .args(["list", "table", "netdev", &format!("unifs-lock-{port}")])
         .output()
@@ -180,7 +180,7 @@ fn port_table(port: &str) -> Option<String> {
 }
 
 /// Port `port`'s table, deleted when dropped (a failed test's).
-struct TableGuard(String);
+pub(crate) struct TableGuard(pub(crate) String);
 
 impl Drop for TableGuard {
     fn drop(&mut self) {
