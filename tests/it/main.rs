@@ -214,6 +214,7 @@ mod review_s48_bridge2;
 mod review_s48_lock3;
 mod review_s48_mend;
 mod review_s48_oom4;
+mod review_s48_oomrev4;
 mod review_s48_stdio4;
 mod review_s8_cli;
 mod review_s8b_unify;
