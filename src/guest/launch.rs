@@ -180,7 +180,7 @@ pub fn run(
     let ended = status.as_ref().ok().map(|&code| Ended::now(code, said));
     let status = match ended {
         Some(ended) => {
-            let code = judge_end(oom_watch, &pids, &ended, cgroup, what).code;
+            let code = judge_end(oom_watch, &pids, &ended, cgroup, what, true).code;
             // The command's own code, after which its reaper was killed,
             // is no reboot's or halt's.
             match ended.reaper_killed_after_exit() {
@@ -285,17 +285,25 @@ pub(super) struct Judged {
 /// [`super::oom_watch::OomWatch::verdict`]). A reaper killed after its
 /// command exited: the command's code stands (the guest's processes ended
 /// with its reaper's end either way), and the reaper's kill is said, the
-/// OOM killer's or not.
+/// OOM killer's or not. `reaper_in_groups`: the reaper is in the guest's
+/// groups (`run --init`'s, the guest's PID 1), so its OOM killer may pick
+/// it; exec's helper is not.
 pub(super) fn judge_end(
     watch: super::oom_watch::OomWatch,
     pids: &[Option<i32>],
     ended: &Ended,
     cgroup: &Cgroup,
     what: &str,
+    reaper_in_groups: bool,
 ) -> Judged {
-    let signal = ended.killed().then_some("KILL");
-    let oom = watch.verdict(pids, signal, cgroup.memory_limit());
-    let Some((code, sig)) = ended.reaper_killed_after_exit() else {
+    let after_exit = ended.reaper_killed_after_exit();
+    // A reaper outside the groups, killed after its command exited: the
+    // guest's count (which a host's OOM kill of it would not raise either)
+    // says nothing of it, and its window would take another process's
+    // kill for its.
+    let asked = ended.killed() && (after_exit.is_none() || reaper_in_groups);
+    let oom = watch.verdict(pids, asked.then_some("KILL"), cgroup.memory_limit());
+    let Some((code, sig)) = after_exit else {
         if let Some(oom) = &oom {
             tracing::warn!("{what} was {}", oom.describe());
         }

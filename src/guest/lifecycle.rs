@@ -2655,7 +2655,7 @@ fn join_and_run(
                     // The helper too: outside the guest's groups, the
                     // host's OOM killer alone may pick it.
                     let pids = [said.command, Some(child.as_raw())];
-                    let judged = launch::judge_end(watch, &pids, &end, &st.cgroup, &what);
+                    let judged = launch::judge_end(watch, &pids, &end, &st.cgroup, &what, false);
                     // Else a bare 137: the kernel ends every process of a
                     // PID namespace with its init (`guest stop`, or init's
                     // own end), the command's helper outside it reports a

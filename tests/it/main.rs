@@ -217,6 +217,7 @@ mod review_s48_lock3;
 mod review_s48_lockrev3;
 mod review_s48_mend;
 mod review_s48_oom4;
+mod review_s48_oomrev4;
 mod review_s48_stdio4;
 mod review_s48_stdiorev;
 mod review_s8_cli;

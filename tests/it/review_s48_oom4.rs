@@ -16,10 +16,10 @@ use std::time::Duration;
 /// The reaper waits here (up to a minute) once it said its command exited,
 /// for the test to kill it: a pause, as `run --init`'s reaper is the
 /// guest's PID 1, which its own SIGSTOP does not stop.
-const PAUSED: [(&str, &str); 1] = [("UNIFS_TEST_REAPER_EXITED_PAUSE_MS", "60000")];
+pub(crate) const PAUSED: [(&str, &str); 1] = [("UNIFS_TEST_REAPER_EXITED_PAUSE_MS", "60000")];
 
 /// A command that exits 3 on SIGUSR1 (the test's go).
-const EXITS_3_ON_USR1: &str = "trap 'exit 3' USR1; while :; do sleep 0.2; done";
+pub(crate) const EXITS_3_ON_USR1: &str = "trap 'exit 3' USR1; while :; do sleep 0.2; done";
 
 fn send(pid: u32, sig: Signal) {
     kill(Pid::from_raw(pid as i32), sig).unwrap();
@@ -27,7 +27,7 @@ fn send(pid: u32, sig: Signal) {
 
 /// Once `command` (a child of `reaper`) got its go: waits until it is
 /// reaped and `reaper` sleeps in the hook's pause after its word.
-fn wait_for_reaper_paused(reaper: u32, command: u32) {
+pub(crate) fn wait_for_reaper_paused(reaper: u32, command: u32) {
     send(command, Signal::SIGUSR1);
     let paused = || {
         let wchan = std::fs::read_to_string(format!("/proc/{reaper}/wchan")).unwrap_or_default();
