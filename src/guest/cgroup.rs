@@ -1071,7 +1071,13 @@ impl Cgroup {
     /// a process that SIGKILL has not ended (in D state, a frozen one)
     /// stays, named in a warning with its processes.
     pub fn remove(&self) {
-        let deadline = Instant::now() + REMOVE_WAIT;
+        self.remove_within(REMOVE_WAIT)
+    }
+
+    /// [`Cgroup::remove`], waiting `limit` at most: a `stop` draws it from
+    /// its one deadline, as its other waits do.
+    pub fn remove_within(&self, limit: Duration) {
+        let deadline = Instant::now() + REMOVE_WAIT.min(limit);
         let mut read_only: Vec<PathBuf> = Vec::new();
         let mut first_round = true;
         loop {

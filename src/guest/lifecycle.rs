@@ -1792,7 +1792,9 @@ fn teardown_hurried(
     }
     unmount_root(&run.root(), st.root_mount, end)?;
     st.cgroup.end_daemon_within(end.settling(Duration::MAX));
-    st.cgroup.remove();
+    // Its 5 s for processes leaving drawn from the deadline too: a guest
+    // that makes a group below each time one goes kept it busy past it.
+    st.cgroup.remove_within(end.settling(Duration::MAX));
     // An index of another boot may be any interface now.
     if st.this_boot() {
         super::net::teardown_recorded(&st.spec, st.host_ifindex);
@@ -2073,8 +2075,8 @@ const STOP_AFTER: Duration = Duration::from_secs(45);
 
 /// Of [`STOP_AFTER`], the end that no wait that may be cut short draws
 /// from: the waits for what was made to end ([`Deadline::settling`]), the
-/// kill of the daemon's leaf (2 s) and the cgroups' removal (2 s) after
-/// the unmount.
+/// kill of the daemon's leaf (2 s) and the cgroups' removal after the
+/// unmount (up to 5 s, drawn from the deadline: [`SETTLE`] at least).
 const STOP_TAIL: Duration = Duration::from_secs(5);
 
 /// How long `unifs umount` of a guest's root may take (it waits for the

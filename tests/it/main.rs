@@ -212,6 +212,7 @@ mod review_s47_procrev;
 mod review_s47_procscan;
 mod review_s48_bridge2;
 mod review_s48_bridgerev2;
+mod review_s48_cgrev;
 mod review_s48_cgroupleft;
 mod review_s48_lock3;
 mod review_s48_lockrev3;

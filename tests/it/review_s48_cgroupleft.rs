@@ -14,7 +14,7 @@ use std::time::Duration;
 /// A guest whose groups are removed (those below first) on drop, once it
 /// was stopped, whatever the test did: a group of a test must not outlive
 /// it. Looked up at the drop: the run dir's path names them once it exists.
-struct RmGroups(Guest);
+pub(crate) struct RmGroups(pub(crate) Guest);
 
 impl Drop for RmGroups {
     fn drop(&mut self) {
@@ -42,7 +42,7 @@ impl Drop for RmGroups {
 }
 
 /// The guest's groups that exist.
-fn existing(g: &Guest) -> Vec<PathBuf> {
+pub(crate) fn existing(g: &Guest) -> Vec<PathBuf> {
     groups(&g.name, &g.run_dir)
         .into_iter()
         .filter(|p| p.is_dir())
@@ -69,6 +69,38 @@ fn memory_group(g: &Guest) -> Option<PathBuf> {
     groups(&g.name, &g.run_dir)
         .into_iter()
         .find(|p| p.parent().and_then(Path::parent) == Some(Path::new("/sys/fs/cgroup/memory")))
+}
+
+/// `guest stop --timeout 0` of the running `g` spawned, its groups'
+/// listing held `pause_ms` (UNIFS_TEST_CGROUP_REMOVE_LISTED_PAUSE_MS),
+/// `env` set too; returned once the guest and its daemon are gone and its
+/// root unmounted (the stop is in the pause, or just before it), with the
+/// guest's first group.
+pub(crate) fn stop_at_listing(
+    g: &Guest,
+    pause_ms: &str,
+    env: &[(&str, &str)],
+) -> (KillOnDrop, PathBuf) {
+    let init = g.state()["pid"].as_i64().unwrap();
+    let group = existing(g).into_iter().next().expect("no group");
+    let mut stop = g.cmd(&["stop", "--timeout", "0", &g.name]);
+    stop.env("UNIFS_TEST_CGROUP_REMOVE_LISTED_PAUSE_MS", pause_ms)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let stop = KillOnDrop(Some(stop.spawn().unwrap()));
+    let procs = |leaf: &str| {
+        std::fs::read_to_string(group.join(leaf).join("cgroup.procs")).unwrap_or_default()
+    };
+    assert!(
+        within_60s(|| !Path::new(&format!("/proc/{init}")).exists()
+            && procs("guest").is_empty()
+            && procs("mount").is_empty()
+            && !crate::guest::harness::is_mounted(&g.run_dir.join(&g.name).join("root"))),
+        "the guest never ended"
+    );
+    (stop, group)
 }
 
 /// A start SIGKILLed once it made its groups, before anything recorded
@@ -141,26 +173,7 @@ fn s48_a_group_made_below_after_the_listing_is_removed_too() {
     let rm = RmGroups(Guest::new("cglbelow", "[\"/bin/sleep\", \"1000\"]", true));
     let g = &rm.0;
     ok(&g.unifs(&["start", &g.name]));
-    let init = g.state()["pid"].as_i64().unwrap();
-    let group = existing(g).into_iter().next().expect("no group");
-    let mut stop = g.cmd(&["stop", "--timeout", "0", &g.name]);
-    stop.env("UNIFS_TEST_CGROUP_REMOVE_LISTED_PAUSE_MS", "3000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let stop = KillOnDrop(Some(stop.spawn().unwrap()));
-    // In the pause once the guest and its daemon are gone and its root
-    // unmounted: the groups are listed then.
-    let procs = |leaf: &str| {
-        std::fs::read_to_string(group.join(leaf).join("cgroup.procs")).unwrap_or_default()
-    };
-    assert!(
-        within_60s(|| !Path::new(&format!("/proc/{init}")).exists()
-            && procs("guest").is_empty()
-            && procs("mount").is_empty()
-            && !crate::guest::harness::is_mounted(&g.run_dir.join(&g.name).join("root"))),
-        "the guest never ended"
-    );
+    let (stop, group) = stop_at_listing(g, "3000", &[]);
     std::thread::sleep(Duration::from_millis(300));
     std::fs::create_dir(group.join("guest").join("cglnew")).unwrap();
     let o = wait_bounded(stop, Duration::from_secs(60));
@@ -188,24 +201,7 @@ fn s48_a_group_a_process_held_is_named_then_removed_by_the_next_stop() {
     let rm = RmGroups(Guest::new("cglheld", "[\"/bin/sleep\", \"1000\"]", true));
     let g = &rm.0;
     ok(&g.unifs(&["start", &g.name]));
-    let init = g.state()["pid"].as_i64().unwrap();
-    let group = existing(g).into_iter().next().expect("no group");
-    let mut stop = g.cmd(&["stop", "--timeout", "0", &g.name]);
-    stop.env("UNIFS_TEST_CGROUP_REMOVE_LISTED_PAUSE_MS", "3000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let stop = KillOnDrop(Some(stop.spawn().unwrap()));
-    let procs = |leaf: &str| {
-        std::fs::read_to_string(group.join(leaf).join("cgroup.procs")).unwrap_or_default()
-    };
-    assert!(
-        within_60s(|| !Path::new(&format!("/proc/{init}")).exists()
-            && procs("guest").is_empty()
-            && procs("mount").is_empty()
-            && !crate::guest::harness::is_mounted(&g.run_dir.join(&g.name).join("root"))),
-        "the guest never ended"
-    );
+    let (stop, group) = stop_at_listing(g, "3000", &[]);
     let mut held = KillOnDrop(Some(Command::new("sleep").arg("1000").spawn().unwrap()));
     let pid = held.0.as_ref().unwrap().id();
     std::fs::write(group.join("guest").join("cgroup.procs"), pid.to_string()).unwrap();
