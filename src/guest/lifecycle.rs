@@ -248,9 +248,10 @@ fn start_as(
             unmount_root(&run.root(), cfg.root_mount, Deadline::NONE)?;
         }
         // Made anew below: one left kept an old start's limits (a memory
-        // limit since taken out of the config).
+        // limit since taken out of the config). Empty ones only: a process
+        // in the daemon's leaf need not be a daemon of ours (an operator's,
+        // one a killed start left), and `Cgroup::create` moves it up.
         let left = Cgroup::tracked(&run.cgroup_name());
-        left.end_daemon();
         if left.remove_left() {
             tracing::info!("guest {name}: removed the cgroups an unfinished start left");
         }
