@@ -747,7 +747,7 @@ fn child(
     // Before the set-up makes mount points in the guest's tree, and while
     // the host's /proc and every capability are there.
     sys::set_guest_umask();
-    sys::reset_oom_score();
+    sys::set_guest_oom_score(spec.limits.memory.is_some());
     sys::clear_unsafe_personality();
     if foreground {
         // Die with `unifs run` from here on (the ready socket covers the time

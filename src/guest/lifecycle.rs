@@ -1205,22 +1205,22 @@ fn mount_root(
 /// Says, once per start, that the overlay daemon cannot be shielded from
 /// the OOM killer ([`join_before_exec`]) where this process lacks
 /// CAP_SYS_RESOURCE (a container's root, a service's reduced set): with a
-/// memory limit its score stays the caller's, the guest's processes' equal,
-/// and a guest pushed past its limit lost its daemon second, after init
-/// (every access to its root then fails with ENOTCONN).
+/// memory limit the guest's processes then start above the daemon
+/// ([`sys::set_guest_oom_score`]), which host-wide puts them before the
+/// host's own. (Before 2026-12-06 they started equal to the daemon, and a
+/// guest pushed past its limit could lose its daemon first: every access
+/// to its root then failed with ENOTCONN.)
 fn warn_daemon_unshielded(name: &str, limits: &Limits, how: RootMount) {
-    let sys_resource = super::caps::number("sys_resource").map_or(0, |n| 1u64 << n);
-    if how != RootMount::Overlay
-        || limits.memory.is_none()
-        || super::caps::held() & sys_resource != 0
-    {
+    if how != RootMount::Overlay || limits.memory.is_none() || sys::holds_sys_resource() {
         return;
     }
     tracing::warn!(
         "guest {name}: this process lacks CAP_SYS_RESOURCE, so the guest's overlay daemon \
-         keeps its OOM score (not -999): past its memory limit the OOM killer may take the \
-         daemon as soon as the guest's own processes, and the guest then loses its root \
-         (every access fails with ENOTCONN); start it with CAP_SYS_RESOURCE to shield the daemon"
+         keeps its OOM score (0, not -999) and the guest's processes start at {} instead of 0, \
+         so that past its memory limit the OOM killer still takes them before the daemon; \
+         a host-wide OOM then takes them before the host's processes too; start it with \
+         CAP_SYS_RESOURCE to shield the daemon instead",
+        String::from_utf8_lossy(sys::UNSHIELDED_GUEST_SCORE)
     );
 }
 
@@ -2539,7 +2539,7 @@ fn join_and_run(
     }
     // The command's, through the helper: in the guest's /proc neither has
     // a /proc/self yet, and the helper drops CAP_SYS_RESOURCE.
-    sys::reset_oom_score();
+    sys::set_guest_oom_score(st.spec.limits.memory.is_some());
     // The command's end by SIGKILL is the OOM killer's if the kernel's log
     // names it (see OomWatch). Before the fork (a kill at once is counted
     // and logged after these), and before setns hides the host's /proc,

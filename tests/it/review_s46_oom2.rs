@@ -72,7 +72,10 @@ fn s46_a_run_init_whose_reaper_the_oom_killer_picked_says_so() {
     }
     let t = crate::guest::harness::TestRoot::new();
     let go = t.root().join("tmp/go");
-    let script = format!("while [ ! -e /tmp/go ]; do sleep 0.1; done; {ALLOC_64M}");
+    // The command at 0, below the reaper's 1000 whatever a memory-limited
+    // guest starts with (999 where the daemon could not be shielded).
+    let script =
+        format!("echo 0 > /proc/self/oom_score_adj; while [ ! -e /tmp/go ]; do sleep 0.1; done; {ALLOC_64M}");
     let (session, run_pid) = run_in_16m(&t, &["--init"], &[], &script);
     let command = wait_for_descendant(run_pid, "sh");
     let reaper = parent_of(command);
@@ -118,8 +121,14 @@ fn s46_a_watch_that_lost_a_kill_as_it_skipped_tells_the_later_ones() {
     }
     let t = crate::guest::harness::TestRoot::new();
     let tmp = t.root().join("tmp");
+    // The allocating subshell (and its `head` and `tr`) at 1000, above the
+    // guest's PID 1: the kernel may kill a second time as the first
+    // victim's pages go (seen in session 48's CI: `head`'s pipe write 8 ms
+    // later), and must then take one of them, not the shell that writes
+    // the line nor the overlay daemon.
     let script = "for n in 1 2; do \
-         while [ ! -e /tmp/go$n ]; do sleep 0.1; done; (ALLOC); echo $? > /tmp/sub$n; \
+         while [ ! -e /tmp/go$n ]; do sleep 0.1; done; \
+         (echo 1000 > /proc/self/oom_score_adj; ALLOC); echo $? > /tmp/sub$n; \
          done; exec sleep 1000"
         .replace("ALLOC", ALLOC_64M);
     let env = [("UNIFS_TEST_KMSG_SKIP_STOP", "1")];

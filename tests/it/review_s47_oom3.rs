@@ -73,7 +73,11 @@ fn s47_an_exec_whose_command_the_oom_killer_picked_over_its_child_says_so() {
     }
     let g = guest_in_16m("s47expick", SLEEP);
     ok(&g.unifs(&["start", &g.name]));
-    let script = format!("(while [ ! -e /tmp/go ]; do sleep 0.1; done; {ALLOC_64M}); echo sub $?");
+    // The child at 0, below its parent's 1000 (a memory-limited guest's
+    // processes start at 999 where the daemon could not be shielded).
+    let script = format!(
+        "(echo 0 > /proc/self/oom_score_adj; while [ ! -e /tmp/go ]; do sleep 0.1; done; {ALLOC_64M}); echo sub $?"
+    );
     let (session, command, helper) = exec_session(&g, &script);
     let leaf = memory_leaf(&g);
     let guest_group = Path::new("/").join(leaf.strip_prefix("/sys/fs/cgroup/memory").unwrap());

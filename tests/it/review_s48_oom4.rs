@@ -51,6 +51,10 @@ fn run_init_session(opts: &[&str], script: &str) -> (KillOnDrop, TestRoot, u32, 
     let session = KillOnDrop(Some(run.spawn().unwrap()));
     let command = wait_for_descendant(session.0.as_ref().unwrap().id(), "sh");
     let reaper = parent_of(command.into());
+    // Its trap set (seen failing 2 in 6 under load without: the USR1 came
+    // first and killed it, exit 138).
+    let trapped = || crate::review_s37_runsig::catches(command, libc::SIGUSR1);
+    assert!(within_30s(trapped), "the command never set its trap");
     (session, t, command, reaper)
 }
 
@@ -88,7 +92,8 @@ fn s48_a_run_init_whose_reaper_the_oom_killer_picks_after_its_command_exited_say
         return;
     }
     let script = format!(
-        "(while kill -0 $$ 2>/dev/null; do sleep 0.1; done; {ALLOC_64M}) & {EXITS_3_ON_USR1}"
+        "(echo 0 > /proc/self/oom_score_adj; while kill -0 $$ 2>/dev/null; do sleep 0.1; done; {ALLOC_64M}) & \
+         {EXITS_3_ON_USR1}"
     );
     let (session, _t, command, reaper) = run_init_session(&["--memory", "16M"], &script);
     std::fs::write(format!("/proc/{reaper}/oom_score_adj"), "1000").unwrap();

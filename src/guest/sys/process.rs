@@ -730,16 +730,37 @@ pub fn shield_from_oom() -> bool {
     set_oom_score_adj(b"-999")
 }
 
-/// Sets this process's OOM score adjustment to 0, for a guest's first
-/// process and `guest exec`: a guest must not inherit its caller's (a
-/// service's `OOMScoreAdjust=-1000` would keep the OOM killer off every
-/// guest process, which would take the host's instead), as Docker resets
-/// its daemon's for a container. With CAP_SYS_RESOURCE (before the
-/// privilege drop) 0 also becomes the least the guest may set itself
-/// (the kernel's `oom_score_adj_min`). False if that failed: a caller's
-/// score above its own least stays, which shields nothing.
-pub fn reset_oom_score() -> bool {
-    set_oom_score_adj(b"0")
+/// Sets this process's OOM score adjustment for a guest's first process
+/// and `guest exec`'s command: 0, not the caller's (a service's
+/// `OOMScoreAdjust=-1000` would keep the OOM killer off every guest
+/// process, which would take the host's instead), as Docker resets its
+/// daemon's for a container. With CAP_SYS_RESOURCE (before the privilege
+/// drop) 0 also becomes the least the guest may set itself (the kernel's
+/// `oom_score_adj_min`). Without it [`shield_from_oom`] fails for the
+/// overlay daemon too, which then stays at 0: for a guest with a memory
+/// limit (`memory_limited`) the guest's processes start at
+/// [`UNSHIELDED_GUEST_SCORE`] instead, so the OOM killer in that limit
+/// still takes them before the daemon. False if the write failed: a
+/// caller's score above its own least stays. Async-signal-safe.
+pub fn set_guest_oom_score(memory_limited: bool) -> bool {
+    match memory_limited && !holds_sys_resource() {
+        true => set_oom_score_adj(UNSHIELDED_GUEST_SCORE),
+        false => set_oom_score_adj(b"0"),
+    }
+}
+
+/// A guest's processes' OOM score where the daemon keeps 0: the shield's
+/// distance (-999 below them), kept from above. The kernel adds
+/// score/1000 of the limit to each process's pages, so a guest process
+/// outweighs a daemon holding all but a thousandth of the limit.
+pub const UNSHIELDED_GUEST_SCORE: &[u8] = b"999";
+
+/// Whether CAP_SYS_RESOURCE is in this thread's effective set (what
+/// lowering an OOM score below its least needs). Async-signal-safe.
+pub fn holds_sys_resource() -> bool {
+    let bit = crate::sys::caps::CAP_SYS_RESOURCE;
+    crate::sys::caps::get()
+        .is_ok_and(|sets| sets[(bit / 32) as usize].effective & (1 << (bit % 32)) != 0)
 }
 
 /// The umask a guest's set-up and its commands start with, whatever their
