@@ -65,8 +65,9 @@ pub struct RunOptions {
     /// guest's frames from the bridge, and so are VLAN-tagged ones,
     /// link-control ones (pause, LACP, 802.1X, LLDP) and ones to
     /// 01:80:c2:… (STP, MVRP), by an nftables netdev table
-    /// unifs-lock-ve-NAME (needs nft; `nft delete table netdev
-    /// unifs-lock-ve-NAME` removes one a killed run left).
+    /// unifs-lock-INDEX-ve-NAME (INDEX the host end's interface index;
+    /// needs nft). The run names the address as it starts, with its host
+    /// end (on a terminal, or with -v).
     #[arg(long)]
     pub lock_mac: bool,
     /// Bind a host path into the guest (repeatable).

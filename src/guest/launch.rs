@@ -55,8 +55,8 @@ pub struct Spawned {
     /// [`super::command_pid`]).
     pub command_pid: Option<OwnedFd>,
     /// `lock_mac`'s: the MAC address its `eth0` got and its port is
-    /// locked to, for its record.
-    pub mac: Option<String>,
+    /// locked to, for its record, and the port's filter.
+    pub locked: Option<super::port_lock::Locked>,
 }
 
 impl Spawned {
@@ -64,14 +64,14 @@ impl Spawned {
         pid: Pid,
         keeper: Option<Keeper>,
         pty: Option<PtyMaster>,
-        (command_pid, mac): (Option<OwnedFd>, Option<String>),
+        (command_pid, locked): (Option<OwnedFd>, Option<super::port_lock::Locked>),
     ) -> Spawned {
         Spawned {
             pid,
             keeper,
             pty,
             command_pid,
-            mac,
+            locked,
         }
     }
 }
@@ -143,7 +143,7 @@ pub fn run(
     };
     // After the clone: no thread of ours while it forks.
     let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before, kernel_log);
-    announce_host_if(spec);
+    announce_host_if(spec, spawned.locked.as_ref());
     // Passed on by on_second_signal's watcher once init takes them.
     sys::hold_signals();
     sys::forward_signals_to(spawned.pid)
@@ -468,14 +468,20 @@ fn run_status(code: i32) -> i32 {
 /// Names a `unifs run`'s host end (`ve-` and a digest of its generated
 /// name, which nothing else shows) on a terminal, as nspawn's banner names
 /// its container, or with --verbose; a script's stderr is left alone.
-fn announce_host_if(spec: &GuestSpec) {
+/// With `--lock-mac`, the address its port is locked to (derived from that
+/// name, new each run: a DHCP server or a switch's ACL is told it here).
+fn announce_host_if(spec: &GuestSpec, locked: Option<&super::port_lock::Locked>) {
     if spec.net.mode != NetMode::Veth {
         return;
     }
-    let line = format!(
-        "guest network: host end {} (eth0 in the guest)",
-        net::host_ifname(spec)
-    );
+    let host_if = net::host_ifname(spec);
+    let line = match locked {
+        Some(l) => format!(
+            "guest network: host end {host_if} (eth0 {}, the port locked to it)",
+            l.mac
+        ),
+        None => format!("guest network: host end {host_if} (eth0 in the guest)"),
+    };
     use std::io::{IsTerminal, Write};
     match std::io::stderr().is_terminal() {
         true => {
@@ -611,19 +617,20 @@ fn clone_guest(
             drop(ready_r);
             drop(report_w);
             drop((pty_w, pid_w));
-            let mut mac = None;
+            let mut locked = None;
             let joined = cgroup
                 .add(pid.as_raw())
                 .and_then(|()| net::setup_host_side(spec, pid))
-                .map(|m| mac = m);
+                .map(|l| locked = l);
             // A failure from here on leaves no filter (an interface goes
             // with the child's namespace; a table does not).
-            let made = super::port_lock::Made::filter_of(spec, mac.is_some());
+            let made = super::port_lock::Made::filter(locked.as_ref().map(|l| l.table.clone()));
             // Before the guest may exec: from then on its command could
             // undo its parent-death signal.
             let keeper = match (joined, &run) {
                 (Ok(()), Some(run)) => {
-                    Keeper::start(pid, cgroup, &spec.name, run.reports).map(Some)
+                    let filter = locked.as_ref().map(|l| l.table.as_str());
+                    Keeper::start(pid, cgroup, (&spec.name, filter), run.reports).map(Some)
                 }
                 (Ok(()), None) => Ok(None),
                 (Err(e), _) => Err(e),
@@ -664,12 +671,12 @@ fn clone_guest(
             let failed = match (report.is_empty(), &pty_r) {
                 (true, None) => {
                     made.keep();
-                    return Ok(Spawned::new(pid, keeper, None, (pid_r, mac)));
+                    return Ok(Spawned::new(pid, keeper, None, (pid_r, locked)));
                 }
                 (true, Some(r)) => match console::receive_pty(r) {
                     Ok(pty) => {
                         made.keep();
-                        return Ok(Spawned::new(pid, keeper, Some(pty), (pid_r, mac)));
+                        return Ok(Spawned::new(pid, keeper, Some(pty), (pid_r, locked)));
                     }
                     Err(e) => e,
                 },

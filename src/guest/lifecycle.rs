@@ -1094,7 +1094,7 @@ fn launch_recorded(
         pid_ns: state::pid_ns(),
         start_rlimits: Some(start_rlimits(&spec)),
         reboots,
-        mac_address: spawned.mac.clone(),
+        mac_address: spawned.locked.as_ref().map(|l| l.mac.clone()),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

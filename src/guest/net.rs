@@ -4,6 +4,7 @@
 //! end (`ve-NAME`) gets `host_ip` or joins `bridge`. The pair is made with
 //! iproute2's `ip` while the child waits; it vanishes with the namespace.
 
+use super::port_lock::Locked;
 use super::spec::Names;
 use super::{Error, GuestSpec, NetMode, NetSpec, Result};
 use nix::sched::CloneFlags;
@@ -16,8 +17,9 @@ use std::process::Command;
 /// The host's half of the network set-up, while the child waits.
 /// Its failures are the host's (no such bridge, no `ip`), said so for a
 /// guest's config ([`GuestSpec::on_its_host`]). Returns `lock_mac`'s
-/// address of `eth0`, for the guest's record.
-pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
+/// address of `eth0` and the port's filter, for the guest's record and
+/// clean-up.
+pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<Option<Locked>> {
     match spec.net.mode {
         NetMode::Host | NetMode::None => Ok(None),
         NetMode::Veth => setup_veth(spec, pid).map_err(|e| spec.on_its_host(e)),
@@ -253,7 +255,7 @@ fn ifname_of(guest: &str) -> String {
     format!("ve-{}", &digest[..12])
 }
 
-fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
+fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<Locked>> {
     let net = &spec.net;
     let host_if = host_ifname(spec);
     // Held until the host end has its address: another start's check of
@@ -272,7 +274,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
     }
     // No interface of that name: a table of its name is one a killed
     // clean-up left, which would filter this guest, locked or not.
-    super::port_lock::unfilter(&host_if);
+    super::port_lock::unfilter_port(&host_if);
     check_host(spec)?;
     // UNIFS_TEST_VETH_PAUSE_MS: the tests' window between the check and
     // the address, for two starts at once.
@@ -291,13 +293,18 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
     }
     add.extend(["netns", &pid_s]);
     ip(&add)?;
+    let mut locked = None;
     let configured = (|| {
         if let Some(bridge) = &net.bridge {
             ip(&["link", "set", &host_if, "master", bridge])?;
             // While the port is down: no frame of the guest's crosses
             // the bridge before the lock.
-            if let Some(mac) = &mac {
-                super::port_lock::lock(&host_if, mac, spec.names())?;
+            if let Some(mac) = mac {
+                let index = host_ifindex(spec).ok_or_else(|| {
+                    Error::Net(format!("host interface {host_if} went as it was made"))
+                })?;
+                let table = super::port_lock::lock(&host_if, index, &mac, spec.names())?;
+                locked = Some(Locked { mac, table });
             }
         }
         if let Some(host_ip) = &net.host_ip {
@@ -333,9 +340,10 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<String>> {
     })();
     if configured.is_err() {
         let _ = ip(&["link", "del", &host_if]);
-        super::port_lock::unfilter(&host_if);
+        // Made by this set-up, under the host's lock: no other guest's.
+        super::port_lock::unfilter_port(&host_if);
     }
-    configured.map(|()| mac)
+    configured.map(|()| locked)
 }
 
 /// Strict reverse-path filtering on a routed host end: the host takes
@@ -427,13 +435,16 @@ fn add_addr(a: &str, dev: &str) -> Result<()> {
     ip(&args)
 }
 
-/// Removes the host end of a veth guest. The kernel removes it with the
-/// guest's namespace too, but asynchronously; a quick restart would find it.
+/// Removes the host end of a veth guest and its port's filters by name
+/// (a `unifs run`'s, whose name is its own, or the guest of a record of an
+/// older unifs, which kept no index). The kernel removes the interface
+/// with the guest's namespace too, but asynchronously; a quick restart
+/// would find it.
 pub fn teardown(spec: &GuestSpec) {
     if spec.net.mode == NetMode::Veth {
         let _ = ip(&["link", "del", &host_ifname(spec)]);
         // Whatever its lock_mac now: a config edited since the start.
-        super::port_lock::unfilter(&host_ifname(spec));
+        super::port_lock::unfilter_port(&host_ifname(spec));
     }
 }
 
@@ -463,15 +474,23 @@ pub fn host_ifname_shown(spec: &GuestSpec, ifindex: Option<u32>) -> Option<Strin
 /// name, which would lose its network. A record without the index (an older
 /// unifs) is cleaned up by name, as before.
 pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
-    match (ifindex, host_ifindex(spec)) {
-        // Another's: its filter too ([`super::port_lock::unfilter`]).
-        (Some(i), Some(now)) if now != i => {}
-        // Gone with the guest's namespace: its filter is not.
-        (Some(_), None) if spec.net.mode == NetMode::Veth => {
-            super::port_lock::unfilter(&host_ifname(spec));
+    let now = host_ifindex(spec);
+    // UNIFS_TEST_NET_CLEANUP_STOP: the tests' window between the look at
+    // `ve-NAME` and the clean-up, for another run dir's start of the name.
+    crate::sys::test_stop!("UNIFS_TEST_NET_CLEANUP_STOP");
+    let host_if = host_ifname(spec);
+    match (ifindex, now) {
+        // Its filter is named after its interface, whatever the interface
+        // of that name now (another run dir's guest's, with its own), and
+        // outlives the interface: deleted whatever its lock_mac now.
+        (Some(i), now) if spec.net.mode == NetMode::Veth => {
+            if now == Some(i) {
+                let _ = ip(&["link", "del", &host_if]);
+            }
+            super::port_lock::unfilter(&super::port_lock::table_of(&host_if, i));
         }
-        (Some(_), None) => {}
-        _ => teardown(spec),
+        (Some(_), _) => {}
+        (None, _) => teardown(spec),
     }
 }
 
@@ -529,7 +548,7 @@ pub fn remove_host_if(guest: &str, index: u32) {
     if now.is_ok_and(|i| i.trim().parse() == Ok(index)) {
         let _ = ip(&["link", "del", &name]);
         // Whether it was locked is not known here (no record).
-        super::port_lock::unfilter(&name);
+        super::port_lock::unfilter(&super::port_lock::table_of(&name, index));
     }
 }
 

@@ -90,16 +90,17 @@ fn filters_vlans(dev: &Path) -> bool {
     std::fs::read_to_string(dev.join("bridge/vlan_filtering")).is_ok_and(|v| v.trim() != "0")
 }
 
-/// Locks bridge port `host_if` to `mac`: no learning, frames only from
-/// sources with an entry on this port (checked: a kernel before 5.18 takes
-/// `locked` without a word and locks nothing), and a static sticky entry
-/// for `mac`. `replace`, not `add`: while the guest is stopped (a restart,
-/// a reboot of its own) any learning port may send from its address, which
-/// the other guests saw, and the bridge learns it there; `add` then failed
-/// ("File exists") and the guest did not start. The address is this
-/// guest's (derived from its name, and one name has one `ve-` interface),
-/// so an entry for it elsewhere is a forger's or stale.
-pub fn lock(host_if: &str, mac: &str, names: Names) -> Result<()> {
+/// Locks bridge port `host_if` (interface `ifindex`) to `mac`: no
+/// learning, frames only from sources with an entry on this port (checked:
+/// a kernel before 5.18 takes `locked` without a word and locks nothing),
+/// and a static sticky entry for `mac`. `replace`, not `add`: while the
+/// guest is stopped (a restart, a reboot of its own) any learning port may
+/// send from its address, which the other guests saw, and the bridge
+/// learns it there; `add` then failed ("File exists") and the guest did
+/// not start. The address is this guest's (derived from its name, and one
+/// name has one `ve-` interface), so an entry for it elsewhere is a
+/// forger's or stale. Returns the name of the port's filter.
+pub fn lock(host_if: &str, ifindex: u32, mac: &str, names: Names) -> Result<String> {
     ip(&[
         "link",
         "set",
@@ -125,12 +126,32 @@ pub fn lock(host_if: &str, mac: &str, names: Names) -> Result<()> {
     Tool::Bridge.output(&[
         "fdb", "replace", mac, "dev", host_if, "master", "static", "sticky",
     ])?;
-    filter(host_if)
+    filter(host_if, ifindex)
 }
 
-/// The nftables table (family `netdev`) of port `host_if`'s filter.
-fn table_of(host_if: &str) -> String {
-    format!("unifs-lock-{host_if}")
+/// The nftables table (family `netdev`) of the filter of port `host_if`
+/// made for interface `ifindex`: `unifs-lock-INDEX-ve-NAME`. The index
+/// tells whose it is: one name is `ve-NAME` of a guest of that name in
+/// each run dir, one at a time, while an index is one interface's (not
+/// reused soon, as the record's `host_ifindex` trusts), so a clean-up
+/// deletes its own guest's table and never a table another run dir's
+/// guest of that name made since.
+pub fn table_of(host_if: &str, ifindex: u32) -> String {
+    format!("unifs-lock-{ifindex}-{host_if}")
+}
+
+/// Whether nftables table `table` is a filter of port `host_if`, for any
+/// interface of that name: [`table_of`]'s, or an older unifs's
+/// `unifs-lock-ve-NAME`. Told apart whatever the names: an index is
+/// digits, and no `ve-` name starts with one.
+fn is_table_of(table: &str, host_if: &str) -> bool {
+    let Some(rest) = table.strip_prefix("unifs-lock-") else {
+        return false;
+    };
+    let indexed = rest.split_once('-').is_some_and(|(index, port)| {
+        port == host_if && !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())
+    });
+    indexed || rest == host_if
 }
 
 /// The ethertypes a locked port drops: VLAN tags (802.1Q, 802.1ad, and the
@@ -145,10 +166,10 @@ const DROPPED_TYPES: [&str; 9] = [
 ];
 
 /// Drops, at `host_if`'s ingress, the frames a locked port must not pass
-/// on (see the module's comment). One transaction: a table of that name
-/// left by a guest whose clean-up never ran is replaced, not added to.
-fn filter(host_if: &str) -> Result<()> {
-    let table = table_of(host_if);
+/// on (see the module's comment); returns the table's name. One
+/// transaction: a table of that name is replaced, not added to.
+fn filter(host_if: &str, ifindex: u32) -> Result<String> {
+    let table = table_of(host_if, ifindex);
     let rules = format!(
         "add table netdev {table}; delete table netdev {table}; \
          table netdev {table} {{ chain ingress {{ \
@@ -157,15 +178,34 @@ fn filter(host_if: &str) -> Result<()> {
          ether daddr & ff:ff:ff:00:00:00 == 01:80:c2:00:00:00 drop; }}; }}",
         DROPPED_TYPES.join(", ")
     );
-    Tool::Nft.output(&[&rules]).map(drop)
+    Tool::Nft.output(&[&rules]).map(|_| table)
 }
 
-/// Deletes port `host_if`'s filter, if there is one. Whatever the guest's
-/// `lock_mac`: the table is unifs's, named after an interface of unifs's,
-/// and one a killed clean-up left would filter the next guest of that name
-/// (locked or not). Not there, or no `nft`: nothing to do.
-pub fn unfilter(host_if: &str) {
-    let _ = Tool::Nft.output(&["delete", "table", "netdev", &table_of(host_if)]);
+/// Deletes filter `table` ([`table_of`]), if it is there. Not there, or no
+/// `nft`: nothing to do.
+pub fn unfilter(table: &str) {
+    let _ = Tool::Nft.output(&["delete", "table", "netdev", table]);
+}
+
+/// Deletes every filter of port `host_if` ([`is_table_of`]), whatever
+/// interface of that name it was made for, and whatever the guest's
+/// `lock_mac`: the tables are unifs's, named after an interface of
+/// unifs's, and one a killed clean-up left would filter the next guest of
+/// that name (locked or not). Only where none of them can be a live
+/// guest's: a start's, before it makes `host_if` (no interface of that
+/// name, veth set-ups taking turns), and the clean-up of a record of an
+/// older unifs, which kept no index.
+pub fn unfilter_port(host_if: &str) {
+    let Ok(listed) = Tool::Nft.output(&["list", "tables", "netdev"]) else {
+        return;
+    };
+    let tables = listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table netdev "))
+        .filter(|t| is_table_of(t, host_if));
+    for table in tables {
+        unfilter(table);
+    }
 }
 
 /// A starting guest's filter, deleted when dropped unless [`Made::keep`]
@@ -174,9 +214,9 @@ pub fn unfilter(host_if: &str) {
 pub struct Made(Option<String>);
 
 impl Made {
-    /// The filter of `spec`'s port, if `made` (its set-up made one).
-    pub fn filter_of(spec: &super::GuestSpec, made: bool) -> Made {
-        Made(made.then(|| super::net::host_ifname(spec)))
+    /// Filter `table`, if its set-up made one.
+    pub fn filter(table: Option<String>) -> Made {
+        Made(table)
     }
 
     /// The start succeeded: the guest's clean-up deletes it.
@@ -187,10 +227,17 @@ impl Made {
 
 impl Drop for Made {
     fn drop(&mut self) {
-        if let Some(host_if) = self.0.take() {
-            unfilter(&host_if);
+        if let Some(table) = self.0.take() {
+            unfilter(&table);
         }
     }
+}
+
+/// The MAC address a locked port was locked to and its filter's table.
+#[derive(Clone, Debug)]
+pub struct Locked {
+    pub mac: String,
+    pub table: String,
 }
 
 /// Whether `ip -d -j link show`'s output says the port is locked (a kernel
@@ -213,6 +260,24 @@ mod tests {
         assert_ne!(web1, mac_of(id, "web2"));
         assert_ne!(web1, mac_of("0d1219c7c4c5404aaa1f6d2a48adfda4", "web1"));
         assert_eq!(format_mac([0x02, 0, 0xab, 1, 2, 0xff]), "02:00:ab:01:02:ff");
+    }
+
+    #[test]
+    fn a_ports_tables_are_told_from_other_ports() {
+        assert_eq!(table_of("ve-web1", 42), "unifs-lock-42-ve-web1");
+        assert!(is_table_of("unifs-lock-42-ve-web1", "ve-web1"));
+        assert!(
+            is_table_of("unifs-lock-ve-web1", "ve-web1"),
+            "an older unifs's"
+        );
+        assert!(!is_table_of("unifs-lock-42-ve-web10", "ve-web1"));
+        assert!(
+            !is_table_of("unifs-lock-ve-web1-5", "ve-web1"),
+            "guest web1-5's"
+        );
+        assert!(!is_table_of("unifs-lock-42-ve-web1", "ve-web1-5"));
+        assert!(!is_table_of("unifs-lock--ve-web1", "ve-web1"));
+        assert!(!is_table_of("other-42-ve-web1", "ve-web1"));
     }
 
     #[test]

@@ -45,8 +45,14 @@ const KEEPER_KILL: Duration = Duration::from_secs(5);
 impl Keeper {
     /// Forks the keeper of `guest`, our clone child not yet reaped (so its
     /// pid is still that process), of the run `run` whose groups are
-    /// `cgroup`; it reports in `reports` ([`report_path`]).
-    pub(super) fn start(guest: Pid, cgroup: &Cgroup, run: &str, reports: &Path) -> Result<Keeper> {
+    /// `cgroup` and whose locked port's filter is `filter`; it reports in
+    /// `reports` ([`report_path`]).
+    pub(super) fn start(
+        guest: Pid,
+        cgroup: &Cgroup,
+        (run, filter): (&str, Option<&str>),
+        reports: &Path,
+    ) -> Result<Keeper> {
         // A pidfd stays that process's whatever becomes of its pid. None on
         // a kernel without pidfds (before 5.3): the cgroups alone then.
         let pidfd = sys::pidfd_open(guest).ok();
@@ -57,7 +63,7 @@ impl Keeper {
         match sys::fork().map_err(|e| Error::fork("forking the keeper of `unifs run`", e))? {
             Forked::Child => sys::in_child("the keeper of `unifs run`", None, move || {
                 drop(tell);
-                keep_run(life, pidfd, cgroup, &report)
+                keep_run(life, pidfd, (cgroup, filter), &report)
             }),
             Forked::Parent(pid) => Ok(Keeper {
                 tell,
@@ -116,7 +122,12 @@ impl Keeper {
 
 /// The keeper ([`Keeper`]) of the run whose report is `report`; never
 /// returns.
-fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Path) -> ! {
+fn keep_run(
+    life: OwnedFd,
+    guest: Option<OwnedFd>,
+    (cgroup, filter): (&Cgroup, Option<&str>),
+    report: &Path,
+) -> ! {
     crate::sys::test_panic!("run-keeper");
     // Held until it ends: the sweep of a later run or start leaves the
     // groups of this run, once dead, to this keeper while it lives.
@@ -173,6 +184,11 @@ fn keep_run(life: OwnedFd, guest: Option<OwnedFd>, cgroup: &Cgroup, report: &Pat
     };
     // The run's overlay daemon died with it (parent-death signal).
     cgroup.end_daemon();
+    // Its port's filter outlives the interface, and no later start has
+    // the run's name to find it by.
+    if let Some(table) = filter {
+        super::port_lock::unfilter(table);
+    }
     if left.is_empty() {
         cgroup.remove();
     }

@@ -170,8 +170,10 @@ fn locked_guest(tag: char, last: u8, br: &str, init: &str) -> Guest {
 /// The netdev table unifs keeps for port `port`, as `nft` lists it (None:
 /// no such table).
 pub(crate) fn port_table(port: &str) -> Option<String> {
+    // Named after the interface it was made for (review_s49_netleft).
+    let table = crate::review_s49_netleft::port_tables(port).pop()?;
     let out = Command::new("nft")
-        .args(["list", "table", "netdev", &format!("unifs-lock-{port}")])
+        .args(["list", "table", "netdev", &table])
         .output()
         .unwrap();
     out.status
@@ -184,10 +186,7 @@ pub(crate) struct TableGuard(pub(crate) String);
 
 impl Drop for TableGuard {
     fn drop(&mut self) {
-        let table = format!("unifs-lock-{}", self.0);
-        let _ = Command::new("nft")
-            .args(["delete", "table", "netdev", &table])
-            .output();
+        drop(crate::review_s49_netleft::PortTables(self.0.clone()));
     }
 }
 
