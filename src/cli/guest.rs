@@ -254,7 +254,7 @@ fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
 #[derive(clap::Args, Debug)]
 pub struct StopArgs {
     /// Seconds to wait after the stop signal before SIGKILL.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = lifecycle::DEFAULT_STOP_TIMEOUT as f64)]
     timeout: f64,
     /// The signal init gets first [default: the stop_signal its config
     /// had at start, else SIGRTMIN+3 for systemd, SIGINT for sysvinit,

@@ -528,6 +528,10 @@ const DAEMON_LEAF: &str = "mount";
 /// unmounted before what is left in its leaf is killed.
 const DAEMON_EXIT: Duration = Duration::from_secs(5);
 
+/// How long [`Cgroup::end_daemon`] waits for the daemon's leaf once it
+/// killed what was left in it.
+const DAEMON_KILLED: Duration = Duration::from_secs(2);
+
 /// The guest's device policy in its v1 `devices` group, if it has one:
 /// every device denied, then its own /dev's and its `devices` (`--device`)
 /// allowed ([`super::devices`]). On the [`LEAF`], so that every process of
@@ -991,14 +995,15 @@ impl Cgroup {
     /// Once the guest's root is unmounted: waits up to [`DAEMON_EXIT`] for
     /// its overlay daemon to end, then kills what is left in its leaf.
     pub fn end_daemon(&self) {
-        self.end_daemon_within(DAEMON_EXIT)
+        self.end_daemon_within(|bound| bound)
     }
 
-    /// [`Cgroup::end_daemon`], waiting `limit` at most (a `stop` whose
-    /// time is nearly up).
-    pub fn end_daemon_within(&self, limit: Duration) {
-        let limit = DAEMON_EXIT.min(limit);
-        let deadline = Instant::now() + limit;
+    /// [`Cgroup::end_daemon`], each of its two waits (5 s for the daemon's
+    /// end, 2 s once its leaf is killed) bounded by what `limit` makes of
+    /// it: a `stop` draws them from its one deadline.
+    pub fn end_daemon_within(&self, limit: impl Fn(Duration) -> Duration) {
+        let first = limit(DAEMON_EXIT);
+        let deadline = Instant::now() + first;
         while !self.daemon_pids().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -1009,13 +1014,13 @@ impl Cgroup {
         tracing::warn!(
             "the overlay daemon (pids {left:?}) did not end within {} s of the unmount; \
              killing it",
-            limit.as_secs_f32()
+            first.as_secs_f32()
         );
         for g in &self.groups {
             let _ = std::fs::write(g.join(DAEMON_LEAF).join("cgroup.kill"), "1");
         }
         kill_and_thaw(&left, self.groups.iter().map(|g| g.join(DAEMON_LEAF)));
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + limit(DAEMON_KILLED);
         while !self.daemon_pids().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }

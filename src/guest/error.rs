@@ -156,15 +156,19 @@ pub enum Error {
         fstype: String,
         cover: PathBuf,
     },
-    /// A `start` of it still at work after `stop` waited for it.
+    /// A `start` of it still at work after `stop` waited for it: `by`
+    /// which (its pid), `then` what to do (try again once it runs; let it
+    /// go on if it is stopped).
     #[error(
-        "guest {name} is starting (a `unifs guest start` holds {}) and was not started within \
-         {secs} s; nothing was stopped: try again once it runs", lock.display()
+        "guest {name} is starting ({by} holds {}) and was not started within {secs} s; \
+         nothing was stopped: {then}", lock.display()
     )]
     Starting {
         name: String,
         lock: PathBuf,
         secs: u64,
+        by: String,
+        then: String,
     },
     /// Another command (or the keeper) still held the guest's lock after
     /// a `start`, `stop`, `restart` or `update` waited that long for it.

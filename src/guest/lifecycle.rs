@@ -242,7 +242,7 @@ fn start_as(
         }
         teardown(&run, &old, libc::SIGTERM, Duration::ZERO)?;
     } else {
-        kill_unrecorded(name, &run)?;
+        kill_unrecorded(name, &run, Deadline::NONE)?;
         if root_mounted(&run.root())? {
             tracing::warn!("guest {name}: unmounting a root left from an unfinished start");
             unmount_root(&run.root(), cfg.root_mount, Deadline::NONE)?;
@@ -440,8 +440,9 @@ fn read_locked(run: &RunDir, name: &str) -> Result<(Option<State>, bool)> {
 /// Kills processes of this guest that no runtime record names: a `start`
 /// (or its keeper) killed after its init was running but before the record
 /// was written leaves a live guest nobody knows of, which would run beside
-/// the new one (and hold its veth name).
-fn kill_unrecorded(name: &str, run: &RunDir) -> Result<()> {
+/// the new one (and hold its veth name). Its wait for them draws from
+/// `end`.
+fn kill_unrecorded(name: &str, run: &RunDir, end: Deadline) -> Result<()> {
     let cgroup = Cgroup::tracked(&run.cgroup_name());
     let left = cgroup.pids();
     if left.is_empty() {
@@ -455,7 +456,9 @@ fn kill_unrecorded(name: &str, run: &RunDir) -> Result<()> {
         left.len()
     );
     cgroup.kill_all();
-    if !wait_until(Duration::from_secs(5), || cgroup.pids().is_empty()) {
+    if !wait_until(end.settling(Duration::from_secs(5)), || {
+        cgroup.pids().is_empty()
+    }) {
         return Err(survived(name, cgroup.pids(), None, &[]));
     }
     // It goes with their namespace, but asynchronously: a start right after
@@ -482,22 +485,24 @@ fn groups_left(run: &RunDir) -> bool {
 }
 
 /// `stop` of a guest a killed `start` left without a record: kills what is in
-/// its cgroups, unmounts its root, removes its groups. False if there is
-/// nothing of it.
-fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir) -> Result<bool> {
+/// its cgroups, unmounts its root, removes its groups, each wait drawn from
+/// the stop's one deadline `end`, as a recorded guest's [`teardown`]'s
+/// (before 2026-12-06 its own bounds: 80 s after the --timeout). False if
+/// there is nothing of it.
+fn stop_unrecorded(dirs: &Dirs, name: &str, run: &RunDir, end: Deadline) -> Result<bool> {
     if !unrecorded(run) {
         return Ok(false);
     }
     // For the root's kind and the limits; the config may be gone.
     let cfg = GuestConfig::load(&dirs.config_dir, name).ok();
-    kill_unrecorded(name, run)?;
+    kill_unrecorded(name, run, end)?;
     let how = cfg.as_ref().map_or(RootMount::Overlay, |c| c.root_mount);
-    unmount_root(&run.root(), how, Deadline::NONE)?;
+    unmount_root(&run.root(), how, end)?;
     // (Not the whole spec: that looks into the guest's tree for its init.)
     let limits = cfg.and_then(|c| c.limits().ok()).unwrap_or_default();
     let cgroup = Cgroup::planned(&run.cgroup_name(), &limits);
-    cgroup.end_daemon();
-    cgroup.remove();
+    cgroup.end_daemon_within(|bound| end.settling(bound));
+    cgroup.remove_within(end.settling(Duration::MAX));
     let _ = std::fs::remove_dir(run.root());
     Ok(true)
 }
@@ -1491,11 +1496,10 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         say_waiting(name, holder, Some(patience));
     }
     if starting.is_some() && !wait_until(patience, || !run.locked_by_another()) {
-        return Err(Error::Starting {
-            name: name.into(),
-            lock: run.dir.join("lock"),
-            secs: patience.as_secs(),
-        });
+        // (One that let go just now is gone: the stop goes on.)
+        if let Some(holder) = run.held_by() {
+            return Err(not_started(&run, name, holder, patience));
+        }
     }
     let (record, bad) = read_lenient(&run, name)?;
     if record.is_none() && !bad && !unrecorded(&run) && !groups_left(&run) {
@@ -1521,7 +1525,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     let before = record.map(|old| (old.pid, old.start_time));
     let (record, bad) = read_locked(&run, name)?;
     let Some(st) = record else {
-        let stopped = stop_unrecorded(dirs, name, &run)?;
+        let stopped = stop_unrecorded(dirs, name, &run, all)?;
         // Empty groups of a start killed before it recorded them, which
         // nothing else removes.
         let left = !stopped && Cgroup::tracked(&run.cgroup_name()).remove_left();
@@ -1550,6 +1554,38 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         (true, true) => Stopped::Clean,
         (true, false) => Stopped::Killed,
     })
+}
+
+/// Why a `stop` that waited `waited` for the holder of the guest's lock
+/// as for a `start` at work does nothing: a start still at work (its pid,
+/// and, stopped, how to let it go on), or what the holder is when it never
+/// wrote its word (before 2026-12-06 said to be a start "not started
+/// within" the wait, to try "once it runs", which a stopped one never
+/// does).
+fn not_started(run: &RunDir, name: &str, holder: state::LockHolder, waited: Duration) -> Error {
+    let lock = run.dir.join("lock");
+    let secs = waited.as_secs();
+    match holder.what == "start" {
+        true => Error::Starting {
+            name: name.into(),
+            lock,
+            secs,
+            by: match holder.pid {
+                Some(pid) => format!("`unifs guest start`, pid {pid},"),
+                None => "a `unifs guest start`".into(),
+            },
+            then: match holder.is_stopped() {
+                true => holder.what_to_do(),
+                false => "try again once it runs".into(),
+            },
+        },
+        false => Error::LockHeld {
+            name: name.into(),
+            lock,
+            holder,
+            secs,
+        },
+    }
 }
 
 /// `guest restart NAME`: `stop` if it runs (or left anything to clean up),
@@ -1792,7 +1828,7 @@ fn teardown_hurried(
         return Err(survived(&st.name, left, daemon, &reapers));
     }
     unmount_root(&run.root(), st.root_mount, end)?;
-    st.cgroup.end_daemon_within(end.settling(Duration::MAX));
+    st.cgroup.end_daemon_within(|bound| end.settling(bound));
     // Its 5 s for processes leaving drawn from the deadline too: a guest
     // that makes a group below each time one goes kept it busy past it.
     st.cgroup.remove_within(end.settling(Duration::MAX));
@@ -2063,30 +2099,82 @@ const STOP_LOCK_WAIT: Duration = Duration::from_secs(30);
 /// waits in sequence, each with its own bound: 5 s for what SIGKILL ends,
 /// 30 s and 5 s for a hung or busy overlay daemon ([`BUSY_DAEMON_WAIT`]),
 /// 5 s for a stopped `exec` helper, 30 s for `unifs umount`
-/// ([`UNMOUNT_WAIT`]), 5 s and 5 s for the daemon's end after it, 5 s for
-/// the daemon's cgroup leaf: 90 s if each took its bound, and 115 s with
-/// the 30 s and 10 s before it, which systemd cut at TimeoutStopSec=90.
-/// Now the last [`STOP_TAIL`] are kept for what must be done: a wait
-/// that may be cut short and finds the time up does not wait (an unmount
-/// is then done directly, without waiting for the daemon); one for what
-/// was made to end (killed processes, the daemon once its mount is gone)
-/// draws from the tail too, and waits [`SETTLE`] at least
-/// ([`Deadline::settling`]). 30 + 10 + 45 = 85 s.
+/// ([`UNMOUNT_WAIT`]), 5 s and 5 s for the daemon's end after it, 5 s and
+/// 2 s for the daemon's cgroup leaf, 5 s for the groups: 97 s if each took
+/// its bound, which systemd cut at TimeoutStopSec=90. The last
+/// [`STOP_TAIL`] are kept for the [`SETTLE`] that each wait for what was
+/// made to end takes at least ([`Deadline::settling`]): every wait draws
+/// from the time before that tail, and one for what was made to end takes
+/// its second from the tail once that time is up. So the stop ends by its
+/// deadline: 30 + 10 + 45 = 85 s ([`UNIT_STOP_SECS`]).
 const STOP_AFTER: Duration = Duration::from_secs(45);
 
-/// Of [`STOP_AFTER`], the end that no wait that may be cut short draws
-/// from: the waits for what was made to end ([`Deadline::settling`]), the
-/// kill of the daemon's leaf (2 s) and the cgroups' removal after the
-/// unmount (up to 5 s, drawn from the deadline: [`SETTLE`] at least).
-const STOP_TAIL: Duration = Duration::from_secs(5);
+/// How many waits for what was made to end ([`Deadline::settling`]) a
+/// stop makes at most, one after another: for what SIGKILL ends, after
+/// the kill of a daemon processes wait on, after the kill of a stopped
+/// `exec` helper, two for the daemon's end after the unmount, two for its
+/// cgroup leaf, one for the groups' removal.
+const SETTLES: u64 = 8;
+
+/// Of [`STOP_AFTER`], the end that is kept for the [`SETTLE`] each of
+/// [`SETTLES`] waits takes at least, when the time before it is up.
+const STOP_TAIL: Duration = Duration::from_secs(SETTLES * SETTLE.as_secs());
+
+const _: () = assert!(STOP_TAIL.as_secs() < STOP_AFTER.as_secs());
 
 /// How long `unifs umount` of a guest's root may take (it waits for the
 /// daemon to let go) before it is killed and the root unmounted directly.
 const UNMOUNT_WAIT: Duration = Duration::from_secs(30);
 
-// What contrib's unit's TimeoutStopSec=90 must leave room for, with the
-// default --timeout (10 s) and a few seconds for the work between waits.
-const _: () = assert!(STOP_LOCK_WAIT.as_secs() + 10 + STOP_AFTER.as_secs() <= 85);
+/// contrib's unit's `TimeoutStopSec=` (contrib/systemd/unifs-guest@.service),
+/// read from it when unifs builds: a stop with the default --timeout must
+/// end within it, with a few seconds to spare for the work between waits
+/// ([`STOP_WORK`]), else systemd SIGKILLs it half-way (its guest's root
+/// left mounted).
+const UNIT_STOP_SECS: u64 = unit_secs(
+    include_str!("../../contrib/systemd/unifs-guest@.service"),
+    "TimeoutStopSec=",
+);
+
+/// What the unit's stop leaves for the work between a stop's waits
+/// (spawning `unifs umount`, reading /proc and the mount table).
+const STOP_WORK: u64 = 5;
+
+const _: () = assert!(
+    STOP_LOCK_WAIT.as_secs() + DEFAULT_STOP_TIMEOUT + STOP_AFTER.as_secs() + STOP_WORK
+        <= UNIT_STOP_SECS
+);
+
+/// `guest stop`'s and `restart`'s --timeout when none is given (seconds).
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
+/// The number of seconds after `key` (`TimeoutStopSec=`) at the start of a
+/// line of the unit file `unit`; the build fails if there is none.
+const fn unit_secs(unit: &str, key: &str) -> u64 {
+    let (unit, key) = (unit.as_bytes(), key.as_bytes());
+    let mut i = 0;
+    while i + key.len() <= unit.len() {
+        let at_line = i == 0 || unit[i - 1] == b'\n';
+        let mut k = 0;
+        while at_line && k < key.len() && unit[i + k] == key[k] {
+            k += 1;
+        }
+        if at_line && k == key.len() {
+            let (mut j, mut secs) = (i + k, 0);
+            while j < unit.len() && unit[j].is_ascii_digit() {
+                secs = secs * 10 + (unit[j] - b'0') as u64;
+                j += 1;
+            }
+            assert!(
+                j > i + k && (j == unit.len() || unit[j] == b'\n'),
+                "the unit's TimeoutStopSec= is not whole seconds"
+            );
+            return secs;
+        }
+        i += 1;
+    }
+    panic!("the unit has no TimeoutStopSec=")
+}
 
 /// [`STOP_AFTER`], or the tests' shorter one (UNIFS_TEST_STOP_AFTER_MAX
 /// seconds).
@@ -2099,7 +2187,7 @@ fn stop_after() -> Duration {
 /// wait it may not have needed ([`STOP_LOCK_WAIT`]), [`STOP_AFTER`], and
 /// some to spare (80 s).
 const TEARDOWN_MAX: Duration =
-    Duration::from_secs(STOP_LOCK_WAIT.as_secs() + STOP_AFTER.as_secs() + STOP_TAIL.as_secs());
+    Duration::from_secs(STOP_LOCK_WAIT.as_secs() + STOP_AFTER.as_secs() + STOP_WORK);
 
 /// What a stop of `timeout` writes in the guest's lock file as the longest
 /// it may hold it ([`state::LockWord::holds`]), for a command behind it.
@@ -2122,31 +2210,41 @@ impl Deadline {
         Deadline(Some(state::far_ahead(limit)))
     }
 
-    /// `bound`, or what is left of the time if less, its last
-    /// [`STOP_TAIL`] not counted: for a wait that may be cut short (a busy
-    /// daemon's answer, `unifs umount`), the work after it going on anyway.
-    fn within(self, bound: Duration) -> Duration {
-        match self.0 {
-            Some(end) => {
-                let end = end.checked_sub(STOP_TAIL).unwrap_or(end);
-                bound.min(end.saturating_duration_since(Instant::now()))
-            }
-            None => bound,
-        }
+    /// What is left of the time before its last [`STOP_TAIL`] (None: no
+    /// deadline).
+    fn before_tail(self) -> Option<Duration> {
+        let end = self.0?;
+        let end = end.checked_sub(STOP_TAIL).unwrap_or(end);
+        Some(end.saturating_duration_since(Instant::now()))
     }
 
-    /// `bound`, or what is left of the time, [`STOP_TAIL`] included, if
-    /// less, but [`SETTLE`] at least: for a wait on what was just made to
-    /// end (SIGKILLed processes, a daemon whose mount is gone), which ends
-    /// in milliseconds. Zero looked once, at once: the killed were taken
-    /// for survivors (the stop failed, the guest half torn down) and a
-    /// daemon in its own clean end was SIGKILLed.
+    /// `bound`, or what is left of the time before its last [`STOP_TAIL`]
+    /// if less: for a wait that may be cut short (a busy daemon's answer,
+    /// `unifs umount`), the work after it going on anyway.
+    fn within(self, bound: Duration) -> Duration {
+        self.before_tail().map_or(bound, |left| bound.min(left))
+    }
+
+    /// `bound`, or what is left of the time before its last [`STOP_TAIL`]
+    /// if less, but [`SETTLE`] at least: for a wait on what was just made
+    /// to end (SIGKILLed processes, a daemon whose mount is gone), which
+    /// ends in milliseconds. Zero looked once, at once: the killed were
+    /// taken for survivors (the stop failed, the guest half torn down) and
+    /// a daemon in its own clean end was SIGKILLed. The tail holds the
+    /// second of each of the [`SETTLES`] such waits a stop makes at most,
+    /// so the stop ends by its deadline: drawn from the whole time, the
+    /// waits after it was up went past it (92 s with the defaults).
     fn settling(self, bound: Duration) -> Duration {
-        let left = match self.0 {
-            Some(end) => end.saturating_duration_since(Instant::now()),
-            None => bound,
-        };
-        bound.min(left.max(SETTLE))
+        let limit = self
+            .before_tail()
+            .map_or(bound, |left| bound.min(left.max(SETTLE)));
+        // The tests' worst case (review_s49_stopleft): each such wait of a
+        // stop takes all it may, as if what it waits for ended only then.
+        if self.0.is_some() && crate::sys::test_hook!("UNIFS_TEST_SETTLE_FULL").is_some() {
+            std::thread::sleep(limit);
+            return Duration::ZERO;
+        }
+        limit
     }
 }
 
@@ -2171,8 +2269,7 @@ fn lock_guest(
 ) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let own = lock_wait(LOCK_WAIT);
     let limit = |holder: &state::LockHolder| {
-        let stopped = || holder.pid.and_then(crate::fs::process_stopped) == Some(true);
-        let long = holder.holds.filter(|&h| h > own && !stopped());
+        let long = holder.holds.filter(|&h| h > own && !holder.is_stopped());
         rebooted.is_none().then(|| long.unwrap_or(own))
     };
     let word = state::LockWord::new(what, None);
@@ -2193,8 +2290,15 @@ fn say_waiting(name: &str, holder: &state::LockHolder, limit: Option<Duration>) 
         Some(l) if l >= state::LONGEST => " (as long as it takes: it may hold it for good)".into(),
         Some(l) => format!(" (up to {} s)", l.as_secs()),
     };
+    // One stopped goes on only once let go: said at once, with how.
+    let stopped = match holder.pid.filter(|_| holder.is_stopped()) {
+        Some(pid) => format!(
+            "; it is stopped (SIGSTOP, or a debugger holds it): `kill -CONT {pid}` lets it go on"
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "unifs: guest {name} is {}: waiting for it to finish{bound}",
+        "unifs: guest {name} is {}: waiting for it to finish{bound}{stopped}",
         holder.describe()
     );
 }
@@ -2665,18 +2769,41 @@ fn join_and_run(
                     // SIGKILL. Asked last: `ended` joins init's UTS
                     // namespace when it has not ended.
                     let killed = end.killed() && end.reaper_killed_after_exit().is_none();
-                    if killed && !judged.oom && ended(pidfd) {
-                        tracing::warn!(
-                            "{what} was killed: the guest stopped while it ran (its init, pid \
-                             {}, ended, and every process of the guest with it)",
-                            st.pid
-                        );
+                    if let Some(why) = (killed && !judged.oom)
+                        .then(|| stopped_while_it_ran(dirs, name, &st, pidfd))
+                        .flatten()
+                    {
+                        tracing::warn!("{what} was killed: the guest stopped while it ran ({why})");
                     }
                     Ok(judged.code)
                 }
             }
         }
     }
+}
+
+/// Why a command that `exec` ran in guest `st` (its init `pidfd`) was
+/// SIGKILLed, when the guest's stop did it: its init ended, and every
+/// process of the guest with it; or a `stop` of it is at work (its lock
+/// held for one, as it is until init has ended). A stop
+/// kills what is in the guest's groups right after init: an init that
+/// does not end at once (in D state, waiting on a hung overlay daemon)
+/// outlives the command, and the exec, asking only whether init had
+/// ended, said nothing (a bare 137). Asked last: `ended` joins init's UTS
+/// namespace when it has not ended.
+fn stopped_while_it_ran(dirs: &Dirs, name: &str, st: &State, pidfd: &OwnedFd) -> Option<String> {
+    if ended(pidfd) {
+        return Some(format!(
+            "its init, pid {}, ended, and every process of the guest with it",
+            st.pid
+        ));
+    }
+    let run = RunDir::new(&dirs.run_dir, name);
+    let holder = run.held_by().filter(|h| h.what == "stop")?;
+    Some(format!(
+        "it is {}, which ends every process of the guest",
+        holder.describe()
+    ))
 }
 
 /// The helper [`join_and_run`] forks: it sets up and drops every privilege,

@@ -476,11 +476,17 @@ impl LockHolder {
         }
     }
 
+    /// Whether it is stopped (SIGSTOP, a debugger holds it): it goes
+    /// nowhere until it is let go on.
+    pub fn is_stopped(&self) -> bool {
+        self.pid.and_then(crate::fs::process_stopped) == Some(true)
+    }
+
     /// What to do when it holds on: let it go on if it is stopped
     /// (SIGSTOP, a debugger), else wait for it.
     pub fn what_to_do(&self) -> String {
         match self.pid {
-            Some(pid) if crate::fs::process_stopped(pid) == Some(true) => format!(
+            Some(pid) if self.is_stopped() => format!(
                 "it is stopped (SIGSTOP, or a debugger holds it): `kill -CONT {pid}` lets it go \
                  on; then try again"
             ),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// `cmd` spawned, its stdout piped and its stderr into `err`, killed on
 /// drop; and its pid.
-fn spawned(mut cmd: Command, err: &std::path::Path) -> (KillOnDrop, u32) {
+pub(crate) fn spawned(mut cmd: Command, err: &std::path::Path) -> (KillOnDrop, u32) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(err).unwrap());
@@ -20,7 +20,7 @@ fn spawned(mut cmd: Command, err: &std::path::Path) -> (KillOnDrop, u32) {
     (KillOnDrop(Some(child)), pid)
 }
 
-fn read(path: &std::path::Path) -> String {
+pub(crate) fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
@@ -30,9 +30,10 @@ fn read(path: &std::path::Path) -> String {
 /// SIGKILL ends and a hung daemon, then these 30 s: 115 s, past contrib's
 /// unit's TimeoutStopSec=90. Now every wait after the --timeout draws from
 /// one deadline for the whole command (here shrunk: 1 s for the lock,
-/// UNIFS_TEST_LOCK_WAIT_MAX, and 6 s after the --timeout,
-/// UNIFS_TEST_STOP_AFTER_MAX, of which the last 5 s are kept for the
-/// cgroups): the hung unmount is cut when the time is up, said, and the
+/// UNIFS_TEST_LOCK_WAIT_MAX, and 10 s after the --timeout,
+/// UNIFS_TEST_STOP_AFTER_MAX, of which the last 8 s are kept for the
+/// waits on what the stop made end: 5 s before 2026-12-06, with 6 s
+/// after): the hung unmount is cut when the time is up, said, and the
 /// root unmounted directly. Before, the stop was still in the unmount when
 /// the test's 25 s ended (its `unifs umount`, paused 40 s, past its 30 s).
 #[test]
@@ -47,7 +48,7 @@ fn s48_a_hung_unmount_draws_from_the_stops_one_deadline() {
     stop.args(["stop", "--timeout", "0", "--signal", "KILL", &g.name])
         .env("UNIFS_TEST_UMOUNT_PAUSE", "40000")
         .env("UNIFS_TEST_LOCK_WAIT_MAX", "1")
-        .env("UNIFS_TEST_STOP_AFTER_MAX", "6");
+        .env("UNIFS_TEST_STOP_AFTER_MAX", "10");
     let o = run_bounded(stop, Duration::from_secs(25));
     let err = stderr(&o);
     assert!(o.status.success(), "{o:?}");

@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 /// The processes of the overlay daemon's leaf (`mount`) of `g`'s groups.
-fn daemon_pids(g: &Guest) -> Vec<i64> {
+pub(crate) fn daemon_pids(g: &Guest) -> Vec<i64> {
     let mut pids: Vec<i64> = groups(&g.name, g.run_dir())
         .iter()
         .filter_map(|group| std::fs::read_to_string(group.join("mount/cgroup.procs")).ok())
@@ -22,7 +22,7 @@ fn daemon_pids(g: &Guest) -> Vec<i64> {
 
 /// What `g`'s stop left: its root mounted, its daemon running, its groups,
 /// its record; empty when nothing.
-fn left_of(g: &Guest, daemon: &[i64]) -> Vec<String> {
+pub(crate) fn left_of(g: &Guest, daemon: &[i64]) -> Vec<String> {
     let run = g.run_dir().join(&g.name);
     let mut left = Vec::new();
     if is_mounted(&run.join("root")) {
@@ -48,9 +48,9 @@ fn left_of(g: &Guest, daemon: &[i64]) -> Vec<String> {
 
 /// `g`'s overlay daemon (one there is), then `g` stopped at once
 /// (--timeout 0, SIGKILL) with a 1 s lock wait and `after` seconds after
-/// the timeout (of which 5 are the tail), `env` set too: the daemon and
+/// the timeout (of which 8 are the tail: 5 before 2026-12-06), `env` set too: the daemon and
 /// what the stop said.
-fn stop_late(g: &Guest, after: &str, env: &[(&str, &str)]) -> (Vec<i64>, Output) {
+pub(crate) fn stop_late(g: &Guest, after: &str, env: &[(&str, &str)]) -> (Vec<i64>, Output) {
     let daemon = daemon_pids(g);
     assert!(
         !daemon.is_empty(),
@@ -109,7 +109,7 @@ fn s48_a_stop_cut_off_in_its_unmount_leaves_nothing_mounted_or_running() {
     }
     let g = Guest::new("s48lr3umount", SLEEP);
     ok(&g.unifs(&["start", &g.name]));
-    let (daemon, o) = stop_late(&g, "6", &[("UNIFS_TEST_UMOUNT_PAUSE", "40000")]);
+    let (daemon, o) = stop_late(&g, "10", &[("UNIFS_TEST_UMOUNT_PAUSE", "40000")]);
     let err = stderr(&o);
     assert!(o.status.success(), "{o:?}");
     assert!(err.contains("unmounting it directly"), "{err}");
