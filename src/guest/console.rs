@@ -4,6 +4,7 @@
 //! guest never holds the host's terminal, so job control works inside and
 //! nothing typed by the guest reaches the host's shell.
 
+use super::launch::Exit;
 use super::sys;
 use super::{Error, GuestSpec, Result};
 use nix::fcntl::OFlag;
@@ -287,7 +288,7 @@ fn standing(terminal: BorrowedFd) -> Standing {
 
 /// Copies between the user's terminal and the guest's pty until `child`
 /// exits; returns its exit status.
-pub fn proxy(master: PtyMaster, child: Pid) -> Result<i32> {
+pub fn proxy(master: PtyMaster, child: Pid) -> Result<Exit> {
     let stdin = std::io::stdin();
     proxy_between(master, child, Some(stdin.as_fd()), &mut std::io::stdout())
 }
@@ -295,7 +296,7 @@ pub fn proxy(master: PtyMaster, child: Pid) -> Result<i32> {
 /// `unifs run`'s proxy (see [`attach_slave_to_terminals`]): input from
 /// stdin if it is a terminal (else the guest reads stdin itself), output
 /// to the first of stdout and stderr that is one.
-pub fn proxy_terminals(master: PtyMaster, child: Pid) -> Result<i32> {
+pub fn proxy_terminals(master: PtyMaster, child: Pid) -> Result<Exit> {
     let ttys = terminals();
     let stdin = std::io::stdin();
     let input = ttys.contains(&0).then(|| stdin.as_fd());
@@ -314,7 +315,7 @@ fn proxy_between<W: Write + AsFd>(
     child: Pid,
     input: Option<BorrowedFd>,
     out: &mut W,
-) -> Result<i32> {
+) -> Result<Exit> {
     let is_tty = |fd: BorrowedFd| nix::unistd::isatty(fd).unwrap_or(false);
     // A piped input's end is an end of input; a terminal's (in raw mode, no
     // ^D ends a read) is its hang-up, as is EIO on writing to one.
@@ -389,8 +390,9 @@ fn proxy_between<W: Write + AsFd>(
         // end of input there exits 0) ended by the hang-up.
         let status = |code: i32| if sys::hangup_caught() { 129 } else { code };
         if let Ok(ended) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            if let Some(code) = super::launch::shell_status(ended) {
-                return drain(master, out, status(code));
+            if let Some(exit) = super::launch::shell_status(ended) {
+                let code = status(exit.code);
+                return drain(master, out, Exit { code, ..exit });
             }
         }
     }
@@ -410,7 +412,7 @@ const HANG_UP_WAIT: Duration = Duration::from_secs(2);
 /// guest, which `run` ends anyway. Returns 129 (SIGHUP's) either way: the
 /// status a command has then (a shell that read the end of input before
 /// its SIGHUP came exits 0) says only how the hang-up reached it.
-fn hang_up(master: PtyMaster, child: Pid) -> Result<i32> {
+fn hang_up(master: PtyMaster, child: Pid) -> Result<Exit> {
     drop(master);
     let mut deadline = Instant::now() + HANG_UP_WAIT;
     let mut killed = false;
@@ -422,12 +424,12 @@ fn hang_up(master: PtyMaster, child: Pid) -> Result<i32> {
             Err(_) => Some(129),
         };
         if ended.is_some() {
-            return Ok(129);
+            return Ok(Exit::without_signal(129));
         }
         if Instant::now() >= deadline {
             if killed {
                 // Not reaped: it is left to init when we exit, soon after.
-                return Ok(129);
+                return Ok(Exit::without_signal(129));
             }
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
             killed = true;
@@ -438,7 +440,7 @@ fn hang_up(master: PtyMaster, child: Pid) -> Result<i32> {
 }
 
 /// Prints what the command wrote just before it ended.
-fn drain(mut master: PtyMaster, stdout: &mut impl Write, code: i32) -> Result<i32> {
+fn drain(mut master: PtyMaster, stdout: &mut impl Write, exit: Exit) -> Result<Exit> {
     let mut buf = [0u8; 8192];
     loop {
         let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
@@ -454,7 +456,7 @@ fn drain(mut master: PtyMaster, stdout: &mut impl Write, code: i32) -> Result<i3
         }
     }
     let _ = stdout.flush();
-    Ok(code)
+    Ok(exit)
 }
 
 /// `exec` without a terminal of the guest's own: each of stdin, stdout and
@@ -509,7 +511,7 @@ impl Piped {
     /// Copies between our stdio and the pipes until `child` exits (then
     /// what it wrote just before); returns its exit status. Nothing is
     /// read from our stdin that the command's pipe cannot take.
-    pub fn proxy(self, child: Pid) -> Result<i32> {
+    pub fn proxy(self, child: Pid) -> Result<Exit> {
         let _epipe = PipeErrors::returned();
         // A regular file as stdin is copied by a thread of its own, with
         // `pread` (a read of it that hangs, on a hung FUSE or NFS mount,
@@ -579,7 +581,7 @@ impl Piped {
             // Through shell_status: the signal that ended the helper is
             // exec's to judge (launch::Ended).
             let ended = waitpid(child, Some(WaitPidFlag::WNOHANG)).ok();
-            let Some(code) = ended.and_then(super::launch::shell_status) else {
+            let Some(exit) = ended.and_then(super::launch::shell_status) else {
                 continue;
             };
             // What it wrote just before it ended; not what processes it
@@ -602,7 +604,7 @@ impl Piped {
             if let Some(copy) = file_copy {
                 copy.set_back();
             }
-            return Ok(code);
+            return Ok(exit);
         }
     }
 }

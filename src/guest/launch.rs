@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where the guest's standard streams go.
 pub enum Stdio {
@@ -162,7 +162,7 @@ pub fn run(
         )
     });
     let status = match super::keeper_panic::failed() {
-        Some(_) => status.map(|_| super::keeper_panic::FAILED_EXIT),
+        Some(_) => status.map(|_| Exit::without_signal(super::keeper_panic::FAILED_EXIT)),
         None => status,
     };
     // Its command's SIGKILL (137: by itself, or passed on by --init's
@@ -177,7 +177,7 @@ pub fn run(
     let command = said.map(|s| s.command);
     let pids: Vec<_> = [Some(guest.as_raw())].into_iter().chain(command).collect();
     let what = "the guest's command";
-    let ended = status.as_ref().ok().map(|&code| Ended::now(code, said));
+    let ended = status.as_ref().ok().map(|&exit| Ended::of(exit, said));
     let status = match ended {
         Some(ended) => {
             let code = judge_end(oom_watch, &pids, &ended, cgroup, what, true).code;
@@ -185,12 +185,12 @@ pub fn run(
             // is no reboot's or halt's.
             match ended.reaper_killed_after_exit() {
                 Some(_) => Ok(code),
-                None => Ok(run_status(code)),
+                None => Ok(run_status(code, ended.killed_by)),
             }
         }
         None => {
             let _ = oom_watch.verdict(&pids, None, cgroup.memory_limit());
-            status
+            status.map(|exit| exit.code)
         }
     };
     cgroup.kill_all();
@@ -239,12 +239,13 @@ pub(super) struct Ended {
 }
 
 impl Ended {
-    /// The end [`wait_exit`] (or the console's proxy) saw last, as `code`.
-    pub fn now(code: i32, said: Option<super::command_pid::Said>) -> Ended {
-        let killed_by = Signal::try_from(LAST_KILLED_BY.load(Ordering::SeqCst)).ok();
+    /// The end `exit` that [`wait_exit`] (or the console's proxy) saw, and
+    /// what the command and its reaper `said`.
+    pub fn of(exit: Exit, said: Option<super::command_pid::Said>) -> Ended {
+        let code = exit.code;
         Ended {
             code,
-            killed_by: killed_by.filter(|sig| code == 128 + *sig as i32),
+            killed_by: exit.killed_by.filter(|sig| code == 128 + *sig as i32),
             said,
         }
     }
@@ -410,12 +411,34 @@ fn watch_signals(waited: &AtomicBool, end: impl FnOnce()) {
     }
 }
 
-/// The exit status of a child, as a shell reports it.
-pub fn wait_exit(pid: Pid) -> Result<i32> {
+/// A child's end as its wait status tells it: returned with the status
+/// from where the wait is, not kept aside for another function to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// As a shell gives it (128 + N for signal N).
+    pub code: i32,
+    /// The signal that ended it (None: it exited, or no wait status
+    /// tells): 128 + N alone does not tell a command's `exit 129`.
+    pub killed_by: Option<Signal>,
+}
+
+impl Exit {
+    /// A status that no wait status tells the signal of (a hang-up's 129,
+    /// a failed thread's exit).
+    pub fn without_signal(code: i32) -> Exit {
+        Exit {
+            code,
+            killed_by: None,
+        }
+    }
+}
+
+/// The end of a child, its status as a shell reports it.
+pub fn wait_exit(pid: Pid) -> Result<Exit> {
     loop {
         match waitpid(pid, None) {
             Ok(ended) => match shell_status(ended) {
-                Some(code) => return Ok(code),
+                Some(exit) => return Ok(exit),
                 None => continue,
             },
             Err(Errno::EINTR) => continue,
@@ -424,20 +447,17 @@ pub fn wait_exit(pid: Pid) -> Result<i32> {
     }
 }
 
-/// The signal that killed the child whose end [`shell_status`] saw last
-/// (0: it exited): 128 + N alone does not tell a command's `exit 129`.
-static LAST_KILLED_BY: AtomicI32 = AtomicI32::new(0);
-
-/// The status a shell gives a child that ended so (128 + N for signal
-/// N); None for no end (stopped, continued).
-pub(super) fn shell_status(status: WaitStatus) -> Option<i32> {
-    let (code, killed_by) = match status {
-        WaitStatus::Exited(_, code) => (code, 0),
-        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, sig as i32),
-        _ => return None,
-    };
-    LAST_KILLED_BY.store(killed_by, Ordering::SeqCst);
-    Some(code)
+/// The end of a child that ended so, with the status a shell gives it
+/// (128 + N for signal N); None for no end (stopped, continued).
+pub(super) fn shell_status(status: WaitStatus) -> Option<Exit> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(Exit::without_signal(code)),
+        WaitStatus::Signaled(_, sig, _) => Some(Exit {
+            code: 128 + sig as i32,
+            killed_by: Some(sig),
+        }),
+        _ => None,
+    }
 }
 
 /// `unifs run`'s exit status when its guest rebooted itself (reboot(2)
@@ -446,10 +466,10 @@ pub const EXIT_REBOOTED: i32 = 133;
 
 /// `unifs run`'s status `code` for its guest's PID 1, told apart from
 /// that init's own reboot (EXIT_REBOOTED) or halt (0), which the kernel
-/// reports as its death by SIGHUP or SIGINT ([`super::state::Shutdown`]).
-fn run_status(code: i32) -> i32 {
-    let killed_by = nix::sys::signal::Signal::try_from(LAST_KILLED_BY.load(Ordering::SeqCst));
-    match killed_by.ok().filter(|sig| code == 128 + *sig as i32) {
+/// reports as its death by SIGHUP or SIGINT ([`super::state::Shutdown`]):
+/// `killed_by`, the signal that ended it (None: it exited).
+fn run_status(code: i32, killed_by: Option<Signal>) -> i32 {
+    match killed_by.filter(|sig| code == 128 + *sig as i32) {
         Some(sig) => match super::state::Shutdown::of_signal(sig) {
             Some(super::state::Shutdown::Reboot) => {
                 tracing::info!("the guest rebooted itself (reboot(2)): exit {EXIT_REBOOTED}");

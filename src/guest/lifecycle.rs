@@ -2746,7 +2746,7 @@ fn join_and_run(
                 (None, None) => launch::wait_exit(child),
             })?;
             let report = launch::read_report_now(report_r);
-            match (status, report.is_empty()) {
+            match (status.code, report.is_empty()) {
                 (127 | sys::CHILD_FAILED, false) => Err(launch::decode_report(
                     &spec.command[0],
                     &st.backing,
@@ -2758,7 +2758,7 @@ fn join_and_run(
                         false => format!("the command in guest {name}"),
                     };
                     let said = super::command_pid::received(&pid_r, child.as_raw());
-                    let end = launch::Ended::now(status, Some(said));
+                    let end = launch::Ended::of(status, Some(said));
                     // The helper too: outside the guest's groups, the
                     // host's OOM killer alone may pick it.
                     let pids = [said.command, Some(child.as_raw())];

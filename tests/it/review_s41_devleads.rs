@@ -5,7 +5,9 @@
 //! a node the host's own group denies is said once, naming the guest; and
 //! `guest update` reports a config's device that does not parse.
 
-use crate::guest::harness::{can_run, ok, run_bounded, stderr, stdout, KillOnDrop, TestRoot};
+use crate::guest::harness::{
+    can_run, ok, remove_dirs, run_bounded, stderr, stdout, KillOnDrop, TestRoot,
+};
 use crate::guest::named::Guest;
 use crate::review_s40_devrev2::{can_test, devices_group};
 use std::path::{Path, PathBuf};
@@ -113,30 +115,8 @@ struct HostGroup(PathBuf);
 
 impl Drop for HostGroup {
     fn drop(&mut self) {
-        let mut all: Vec<PathBuf> = walkdir(&self.0);
-        all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for dir in all {
-            let _ = std::fs::remove_dir(dir);
-        }
+        remove_dirs(&self.0);
     }
-}
-
-/// `dir` and every directory below it.
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut all = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < all.len() {
-        if let Ok(entries) = std::fs::read_dir(&all[i]) {
-            all.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-        i += 1;
-    }
-    all
 }
 
 /// unifs in a container whose devices group denies opening /dev/full: the run goes

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// `cmd` spawned, stdout piped, stderr into `err`, killed on drop; its pid.
-fn spawned(mut cmd: Command, err: &std::path::Path) -> (KillOnDrop, u32) {
+pub(crate) fn spawned(mut cmd: Command, err: &std::path::Path) -> (KillOnDrop, u32) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(err).unwrap());

@@ -10,81 +10,18 @@
 
 use crate::guest::harness::{kill_init_keeperless, ok, stderr, within_30s};
 use crate::guest::named::Guest;
-use crate::review_s43_netnat::exec;
-use crate::review_s46_netv6::{bridged_guest, may_run, n, run, Link};
+use crate::review_s46_netv6::{may_run, n};
 use crate::review_s47_bridgelock::{set_lock_mac, up_bridge};
-use crate::review_s48_bridge2::{port_table, with_b2net, Killed, TableGuard};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use crate::review_s48_bridge2::{
+    host_end, locked_guest_of, none_crossed_before_the_last, port_table, send, sniffed,
+    until_sniffed, with_b2net, TableGuard, BCAST,
+};
+use std::path::Path;
 
 /// Guest `br2{N}{tag}` on bridge `br` at `10.59.{N}.{last}`, `lock_mac`
 /// on, with init `init`.
 fn locked_guest(tag: char, last: u8, br: &str, init: &str) -> Guest {
-    let n = n();
-    let g = bridged_guest(
-        &format!("br2{n}{tag}"),
-        init,
-        &format!("10.59.{n}.{last}/24"),
-        br,
-    );
-    set_lock_mac(&g, true);
-    g
-}
-
-/// A host veth pair `br2{N}{tag}x`/`…y` whose first end is on bridge `br`,
-/// the second sniffed by `b2net` into FILE (see review_s48_bridge2's
-/// `B2NET`): the pair and the sniffer, removed when dropped, and FILE.
-fn host_end(br: &str, tag: char, dir: &Path, b2net: &Path) -> (Link, Killed, PathBuf) {
-    let n = n();
-    let (on_br, far) = (format!("br2{n}{tag}x"), format!("br2{n}{tag}y"));
-    let _ = Command::new("ip").args(["link", "del", &on_br]).output();
-    run(&[
-        "ip", "link", "add", &on_br, "type", "veth", "peer", "name", &far,
-    ]);
-    let pair = Link(on_br.clone());
-    run(&["ip", "link", "set", &on_br, "master", br]);
-    for l in [&on_br, &far] {
-        run(&["ip", "link", "set", l, "up"]);
-    }
-    let got = dir.join("got");
-    let sniffer = Killed(
-        Command::new(b2net)
-            .args(["sniff", &far])
-            .arg(&got)
-            .spawn()
-            .unwrap(),
-    );
-    (pair, sniffer, got)
-}
-
-/// `g` sends from `eth0`'s address a frame to `dst` labelled `label`,
-/// `tpid` (hex, 0: none) with VLAN `vid` before its type 0x88b5.
-fn send(g: &Guest, tpid: &str, vid: u32, dst: &str, label: &str) {
-    let out = exec(
-        g,
-        &format!("/bin/b2net send eth0 {tpid} {vid} {dst} {label}"),
-    );
-    assert!(out.contains("sent"), "the guest's packet socket: {out}");
-}
-
-const BCAST: &str = "ff:ff:ff:ff:ff:ff";
-
-/// Sends untagged frames until the sniffer (FILE `got`) has one: it is
-/// bound, and the port passes what it should.
-fn until_sniffed(g: &Guest, got: &Path) {
-    let seen = || std::fs::read_to_string(got).unwrap_or_default();
-    let mut k = 0;
-    assert!(
-        within_30s(|| {
-            k += 1;
-            send(g, "0", 0, BCAST, &format!("first-{k}"));
-            std::thread::sleep(Duration::from_millis(200));
-            seen().contains(" - -")
-        }),
-        "the guest's untagged frames never reached the host's end: {}",
-        seen()
-    );
+    locked_guest_of(("br2", 59), tag, last, br, init)
 }
 
 /// A guest's record lost (init and keeper killed, the run dir's record
@@ -127,7 +64,7 @@ fn s48_a_left_table_goes_at_the_next_start_without_lock_mac() {
     );
 
     set_lock_mac(&g, false);
-    let (_pair, _sniffer, got) = host_end(&br.0, 'm', tmp.path(), &b2net);
+    let (_pair, _sniffer, got) = host_end(&br.0, &format!("br2{n}m"), tmp.path(), &b2net);
     ok(&g.unifs(&["start", &g.name]));
     assert_eq!(
         port_table(&port),
@@ -136,11 +73,10 @@ fn s48_a_left_table_goes_at_the_next_start_without_lock_mac() {
     );
     until_sniffed(&g, &got);
     send(&g, "8100", 42, BCAST, "tagged-q");
-    let seen = || std::fs::read_to_string(&got).unwrap_or_default();
     assert!(
-        within_30s(|| seen().contains("tagged-q 8100 42")),
+        within_30s(|| sniffed(&got).contains("tagged-q 8100 42")),
         "an unlocked guest's tagged frame was dropped: {}",
-        seen()
+        sniffed(&got)
     );
     ok(&g.unifs(&["stop", &g.name]));
     drop(g);
@@ -196,7 +132,7 @@ fn s48_a_locked_port_drops_other_tags_link_control_and_802_1_groups() {
     };
     let port = format!("ve-{}", g.name);
     let _table = TableGuard(port.clone());
-    let (_pair, _sniffer, got) = host_end(&br.0, 'p', tmp.path(), &b2net);
+    let (_pair, _sniffer, got) = host_end(&br.0, &format!("br2{n}p"), tmp.path(), &b2net);
     ok(&g.unifs(&["start", &g.name]));
     until_sniffed(&g, &got);
     send(&g, "9200", 42, BCAST, "tag9200");
@@ -207,20 +143,8 @@ fn s48_a_locked_port_drops_other_tags_link_control_and_802_1_groups() {
     // looks at type and destination only. (Not so IPv6's: the bridge's
     // multicast snooping drops an IPv6-typed frame that is no packet.)
     send(&g, "0806", 1, BCAST, "arp");
-    send(&g, "0", 0, BCAST, "last");
-    let seen = || std::fs::read_to_string(&got).unwrap_or_default();
-    assert!(
-        within_30s(|| seen().contains("last - -")),
-        "the last untagged frame: {}",
-        seen()
-    );
-    let lines = seen();
-    for label in ["tag9200", "eapol", "allbridges", "mvrp"] {
-        assert!(
-            !lines.lines().any(|l| l.starts_with(&format!("{label} "))),
-            "{label} crossed the locked port {port}: {lines}"
-        );
-    }
+    let dropped = ["tag9200", "eapol", "allbridges", "mvrp"];
+    let lines = none_crossed_before_the_last(&g, &got, &port, &dropped);
     assert!(
         lines.lines().any(|l| l.starts_with("arp ")),
         "ARP was dropped: {lines}"

@@ -4,7 +4,9 @@
 //! that listed a guest's groups once (a group made below after the
 //! listing, a process in a group past the 2 s bound).
 
-use crate::guest::harness::{can_run, groups, ok, stderr, stdout, wait_bounded, KillOnDrop};
+use crate::guest::harness::{
+    can_run, groups, ok, remove_dirs, stderr, stdout, wait_bounded, KillOnDrop,
+};
 use crate::guest::named::Guest;
 use crate::review_s31_doubts::{stopped, within_60s};
 use std::path::{Path, PathBuf};
@@ -21,22 +23,7 @@ impl Drop for RmGroups {
         let g = &self.0;
         let _ = g.unifs(&["stop", "--timeout", "0", &g.name]);
         for g in groups(&g.name, &g.run_dir) {
-            let mut all = vec![g.clone()];
-            let mut i = 0;
-            while i < all.len() {
-                if let Ok(entries) = std::fs::read_dir(&all[i]) {
-                    all.extend(
-                        entries
-                            .flatten()
-                            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                            .map(|e| e.path()),
-                    );
-                }
-                i += 1;
-            }
-            for d in all.iter().rev() {
-                let _ = std::fs::remove_dir(d);
-            }
+            remove_dirs(&g);
         }
     }
 }

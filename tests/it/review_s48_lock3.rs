@@ -6,22 +6,30 @@
 use crate::guest::harness::{can_run, ok, run_bounded, stderr, wait_bounded, KillOnDrop};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
 use crate::review_s31_doubts::{stopped, within_60s};
-use std::process::{Command, Stdio};
+use crate::review_s47_lockrev::spawned;
+use std::process::Output;
 use std::time::Duration;
-
-/// `cmd` spawned, its stdout piped and its stderr into `err`, killed on
-/// drop; and its pid.
-pub(crate) fn spawned(mut cmd: Command, err: &std::path::Path) -> (KillOnDrop, u32) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(err).unwrap());
-    let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    (KillOnDrop(Some(child)), pid)
-}
 
 pub(crate) fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `g` stopped at once (--timeout 0, SIGKILL) with a 1 s lock wait
+/// (UNIFS_TEST_LOCK_WAIT_MAX) and `after` seconds after the timeout
+/// (UNIFS_TEST_STOP_AFTER_MAX, of which the last 5 are kept for the
+/// cgroups), `env` set too: what it said, the stop cut at `bound`.
+pub(crate) fn stop_at_once(
+    g: &Guest,
+    after: &str,
+    env: &[(&str, &str)],
+    bound: Duration,
+) -> Output {
+    let mut stop = g.command();
+    stop.args(["stop", "--timeout", "0", "--signal", "KILL", &g.name])
+        .env("UNIFS_TEST_LOCK_WAIT_MAX", "1")
+        .env("UNIFS_TEST_STOP_AFTER_MAX", after)
+        .envs(env.iter().copied());
+    run_bounded(stop, bound)
 }
 
 /// A stop whose `unifs umount` of the root hangs (UNIFS_TEST_UMOUNT_PAUSE:
@@ -44,12 +52,8 @@ fn s48_a_hung_unmount_draws_from_the_stops_one_deadline() {
     }
     let g = Guest::new("s48hung", SLEEP);
     ok(&g.unifs(&["start", &g.name]));
-    let mut stop = g.command();
-    stop.args(["stop", "--timeout", "0", "--signal", "KILL", &g.name])
-        .env("UNIFS_TEST_UMOUNT_PAUSE", "40000")
-        .env("UNIFS_TEST_LOCK_WAIT_MAX", "1")
-        .env("UNIFS_TEST_STOP_AFTER_MAX", "10");
-    let o = run_bounded(stop, Duration::from_secs(25));
+    let paused = [("UNIFS_TEST_UMOUNT_PAUSE", "40000")];
+    let o = stop_at_once(&g, "10", &paused, Duration::from_secs(25));
     let err = stderr(&o);
     assert!(o.status.success(), "{o:?}");
     assert!(

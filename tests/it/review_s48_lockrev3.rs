@@ -2,9 +2,10 @@
 //! waits that follow a SIGKILL or an unmount, when the stop's time is up.
 
 use crate::guest::harness::{
-    alive, can_run, group_pids, groups, is_mounted, ok, run_bounded, stderr, within_30s,
+    alive, can_run, group_pids, groups, is_mounted, ok, stderr, within_30s,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
+use crate::review_s48_lock3::stop_at_once;
 use std::process::Output;
 use std::time::Duration;
 
@@ -56,12 +57,7 @@ pub(crate) fn stop_late(g: &Guest, after: &str, env: &[(&str, &str)]) -> (Vec<i6
         !daemon.is_empty(),
         "no overlay daemon in the guest's groups"
     );
-    let mut stop = g.command();
-    stop.args(["stop", "--timeout", "0", "--signal", "KILL", &g.name])
-        .env("UNIFS_TEST_LOCK_WAIT_MAX", "1")
-        .env("UNIFS_TEST_STOP_AFTER_MAX", after)
-        .envs(env.iter().copied());
-    (daemon, run_bounded(stop, Duration::from_secs(30)))
+    (daemon, stop_at_once(g, after, env, Duration::from_secs(30)))
 }
 
 /// An init of 40 children: its end (the kernel ends and reaps its PID

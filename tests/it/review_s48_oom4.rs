@@ -62,6 +62,41 @@ fn finish(session: KillOnDrop) -> Output {
     wait_bounded(session, Duration::from_secs(60))
 }
 
+/// `session` waited for: checks that it exited 3 (its command's code) and
+/// said `said` of its reaper's kill; what it said.
+fn exits_3_saying(session: KillOnDrop, said: &str) -> String {
+    let o = finish(session);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains(said), "{err}");
+    err
+}
+
+/// `guest exec`'s `helper` (the reaper of `command`, a
+/// [`EXITS_3_ON_USR1`] of `session`) SIGKILLed once the command got its go
+/// and the helper paused after its word, then `g` stopped: checks that
+/// exec exited 3 and said the command's 3 and the helper's SIGKILL; what
+/// exec said.
+pub(crate) fn exec_whose_helper_is_killed_after_exit_3(
+    g: &Guest,
+    session: KillOnDrop,
+    command: u32,
+    helper: u32,
+) -> String {
+    wait_for_reaper_paused(helper, command);
+    send(helper, Signal::SIGKILL);
+    let o = finish(session);
+    let err = stderr(&o);
+    let _ = g.unifs(&["stop", "--timeout", "0", &g.name]);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let said = format!(
+        "the command in guest {} exited 3; its reaper was then killed by SIGKILL",
+        g.name
+    );
+    assert!(err.contains(&said), "{err}");
+    err
+}
+
 /// Item 1: `run --init`'s reaper (the guest's PID 1) SIGKILLed after its
 /// command exited 3 and it said so: run exited 137 and said nothing (the
 /// word "exited" took the reaper's kill for its command's own code). Now
@@ -74,11 +109,8 @@ fn s48_a_run_init_whose_reaper_is_killed_after_its_command_exited_says_both() {
     let (session, _t, command, reaper) = run_init_session(&[], EXITS_3_ON_USR1);
     wait_for_reaper_paused(reaper, command);
     send(reaper, Signal::SIGKILL);
-    let o = finish(session);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
     let said = "the guest's command exited 3; its reaper was then killed by SIGKILL";
-    assert!(err.contains(said), "{err}");
+    exits_3_saying(session, said);
 }
 
 /// Item 1, the OOM killer's pick: the reaper (its `oom_score_adj` raised
@@ -98,11 +130,8 @@ fn s48_a_run_init_whose_reaper_the_oom_killer_picks_after_its_command_exited_say
     let (session, _t, command, reaper) = run_init_session(&["--memory", "16M"], &script);
     std::fs::write(format!("/proc/{reaper}/oom_score_adj"), "1000").unwrap();
     send(command, Signal::SIGUSR1);
-    let o = finish(session);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
     let said = "the guest's command exited 3; its reaper was then killed by the memory limit";
-    assert!(err.contains(said), "{err}");
+    exits_3_saying(session, said);
 }
 
 /// Item 1 through `guest exec`, whose helper reaps the command: the helper
@@ -116,17 +145,7 @@ fn s48_an_exec_whose_helper_is_killed_after_its_command_exited_says_both() {
     let g = Guest::new("s48exhk", SLEEP);
     ok(&g.unifs(&["start", &g.name]));
     let (session, command, helper) = exec_session_with(&g, EXITS_3_ON_USR1, &PAUSED);
-    wait_for_reaper_paused(helper, command);
-    send(helper, Signal::SIGKILL);
-    let o = finish(session);
-    let err = stderr(&o);
-    let _ = g.unifs(&["stop", "--timeout", "0", &g.name]);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    let said = format!(
-        "the command in guest {} exited 3; its reaper was then killed by SIGKILL",
-        g.name
-    );
-    assert!(err.contains(&said), "{err}");
+    exec_whose_helper_is_killed_after_exit_3(&g, session, command, helper);
 }
 
 /// Item 4: `unifs run` without --init, its command the guest's PID 1,

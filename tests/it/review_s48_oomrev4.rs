@@ -3,16 +3,13 @@
 //! "the guest stopped while it ran").
 
 use crate::guest::harness::{
-    can_run, ok, spawn_on_a_terminal, stderr, wait_bounded, wait_for_descendant, wait_for_output,
-    within_30s,
+    can_run, ok, spawn_on_a_terminal, wait_for_descendant, wait_for_output, within_30s,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use crate::review_s43_forkfail::{guest_in_16m, ALLOC_64M};
 use crate::review_s47_oom3::{exec_session_with, FOREIGN};
-use crate::review_s48_oom4::{wait_for_reaper_paused, EXITS_3_ON_USR1, PAUSED};
+use crate::review_s48_oom4::{exec_whose_helper_is_killed_after_exit_3, EXITS_3_ON_USR1, PAUSED};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -45,17 +42,7 @@ fn s48_an_exec_helper_killed_after_its_command_exited_is_no_kill_of_the_memory_l
     assert!(written, "{}: {text:?}", sub.display());
     assert_eq!(text, "137\n");
     wait_for_descendant(command, "sleep");
-    wait_for_reaper_paused(helper, command);
-    kill(Pid::from_raw(helper as i32), Signal::SIGKILL).unwrap();
-    let o = wait_bounded(session, Duration::from_secs(60));
-    let err = stderr(&o);
-    let _ = g.unifs(&["stop", "--timeout", "0", &g.name]);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    let said = format!(
-        "the command in guest {} exited 3; its reaper was then killed by SIGKILL",
-        g.name
-    );
-    assert!(err.contains(&said), "{err}");
+    let err = exec_whose_helper_is_killed_after_exit_3(&g, session, command, helper);
     assert!(!err.contains("memory limit"), "{err}");
 }
 

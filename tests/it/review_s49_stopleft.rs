@@ -7,7 +7,8 @@
 use crate::guest::harness::{can_run, ok, run_bounded, stderr, wait_bounded};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
 use crate::review_s31_doubts::{stopped, within_60s};
-use crate::review_s48_lock3::{read, spawned};
+use crate::review_s47_lockrev::spawned;
+use crate::review_s48_lock3::read;
 use crate::review_s48_lockrev3::{daemon_pids, left_of, stop_late};
 use std::time::{Duration, Instant};
 

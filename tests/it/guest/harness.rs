@@ -258,6 +258,29 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     hierarchies
 }
 
+/// Removes `dir` and every directory below it, those below first (a
+/// cgroup's groups go so; one still holding a process stays). Errors are
+/// passed over: a guard's clean-up.
+pub fn remove_dirs(dir: &Path) {
+    let mut all = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < all.len() {
+        if let Ok(entries) = std::fs::read_dir(&all[i]) {
+            all.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        i += 1;
+    }
+    // Each is listed after the one above it.
+    for d in all.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
 /// The processes in a guest's groups (and the `guest` groups below them),
 /// as a test's last resort.
 pub fn group_pids(name: &str, run_dir: &Path) -> Vec<i32> {
