@@ -221,6 +221,7 @@ mod review_s48_oom4;
 mod review_s48_oomrev4;
 mod review_s48_stdio4;
 mod review_s48_stdiorev;
+mod review_s49_ux;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
