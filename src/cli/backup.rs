@@ -131,6 +131,10 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
     // mistyped UNIFS_STORE would give a full, undeduplicated backup.
     if !objects.is_some_and(|m| m.is_dir()) {
         Store::check_objects_there(&g.store)?;
+        if Store::holds_other_files(&g.store) {
+            let path = std::path::absolute(&g.store).unwrap_or_else(|_| g.store.clone());
+            return Err(crate::store::Error::NotAStoreNorEmpty { path }.into());
+        }
         anyhow::bail!(
             "no store at {0} (--store or UNIFS_STORE): a manifest tells the guest's shared \
              files from its own by the store it was unified into; check the path (for a \

@@ -9,7 +9,7 @@ use crate::guest::overlay::OverlayRoot;
 use crate::guest::spec::{
     check_hostname, check_workdir, default_stop_signal, parse_all, parse_signal, HOST_NAME_MAX,
 };
-use crate::guest::{caps, parse_size, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
+use crate::guest::{caps, parse_memory, GuestSpec, Limits, NetMode, NetSpec, SyscallFilter};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -544,7 +544,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         caps::held(),
     )?;
     spec.limits = Limits {
-        memory: a.memory.as_deref().map(parse_size).transpose()?,
+        memory: a.memory.as_deref().map(parse_memory).transpose()?,
         cpus: a.cpus,
         pids: a.pids,
         io_weight: a.io_weight,
@@ -828,7 +828,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
             name,
         } => {
             let changes = Limits {
-                memory: memory.as_deref().map(parse_size).transpose()?,
+                memory: memory.as_deref().map(parse_memory).transpose()?,
                 cpus,
                 pids,
                 io_weight,

@@ -806,8 +806,17 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
     // The tests' hung unmount (a `guest stop`'s, which it bounds).
     crate::sys::test_pause!("UNIFS_TEST_UMOUNT_PAUSE");
     // Not stat'ed: a stat of a mount whose daemon is stopped waits for good.
-    let mp = ufs::resolve_without_stat(&a.mountpoint)
-        .with_context(|| format!("mountpoint {}", output::path(&a.mountpoint)))?;
+    let mp = match ufs::resolve_without_stat(&a.mountpoint) {
+        Ok(mp) => mp,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} does not exist, so nothing is mounted there; `findmnt -t fuse` lists the \
+             mounts",
+            output::path(&a.mountpoint)
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("mountpoint {}", output::path(&a.mountpoint)))
+        }
+    };
     let Some(mount) = ufs::mount_at(&mp).context("reading /proc/self/mountinfo")? else {
         bail!("{} is not mounted", output::path(&mp));
     };

@@ -1,6 +1,6 @@
 //! Named guests' configs: `CONFIG_DIR/NAME.toml` (default /etc/unifs/guests).
 
-use super::{caps, parse_size, Error, GuestSpec, Limits, NetSpec, Result, SyscallFilter};
+use super::{caps, parse_memory, Error, GuestSpec, Limits, NetSpec, Result, SyscallFilter};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -240,7 +240,12 @@ impl GuestConfig {
             c => c,
         };
         let limits = Limits {
-            memory: self.limits.memory.as_deref().map(parse_size).transpose()?,
+            memory: self
+                .limits
+                .memory
+                .as_deref()
+                .map(parse_memory)
+                .transpose()?,
             cpus,
             pids: self.limits.pids,
             io_weight: self.limits.io_weight,

@@ -57,5 +57,6 @@ pub use error::{Error, Result};
 pub use keeper_signals::{end_by, held_across_exec};
 pub use rootfs::require_mounted_root;
 pub use spec::{
-    parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, Rlimit, SyscallFilter, Tmpfs,
+    parse_memory, parse_size, Bind, GuestSpec, Limits, NetMode, NetSpec, Rlimit, SyscallFilter,
+    Tmpfs,
 };

@@ -773,6 +773,19 @@ pub fn signal_name(n: i32) -> String {
     }
 }
 
+/// A memory limit as [`parse_size`] reads it, its error naming
+/// `--memory` ([`in_config`] says `[limits] memory` for a config's).
+pub fn parse_memory(s: &str) -> Result<u64> {
+    parse_size(s).map_err(|e| match e {
+        Error::Invalid { value, reason, .. } => Error::Invalid {
+            what: "--memory",
+            value,
+            reason,
+        },
+        e => e,
+    })
+}
+
 /// Parses `512M`, `2G`, `100k` or plain bytes (binary units).
 pub fn parse_size(s: &str) -> Result<u64> {
     let bad = || Error::Invalid {

@@ -115,6 +115,12 @@ pub enum Error {
     )]
     NotAStore { path: PathBuf },
     #[error(
+        "{path} is not a unifs store (no objects/ directory) and holds other files, so none \
+         can be made there either: check --store (or UNIFS_STORE), which names the store's \
+         own directory"
+    )]
+    NotAStoreNorEmpty { path: PathBuf },
+    #[error(
         "store {path} is a symlink to {target}, which does not exist (the store moved, or its \
          filesystem is not mounted?); nothing was done. If the store moved, point the symlink \
          at it (`ln -sfn NEW_DIR {path}`) or name NEW_DIR with --store (or UNIFS_STORE); to \
@@ -493,6 +499,12 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `root` is a directory that is no store and that
+    /// [`Store::check_new`] refuses: `store init` is no advice there.
+    pub fn holds_other_files(root: &Path) -> bool {
+        matches!(Store::check_new(root), Err(Error::NotEmpty { .. }))
+    }
+
     /// Refuses a store whose catalog was lost: `catalog.db` missing or
     /// empty while `objects/` holds something. (A new store has an empty
     /// objects/ until its catalog exists.)
@@ -532,6 +544,9 @@ impl Store {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 Store::check_objects_there(&root)?;
+                if Store::holds_other_files(&root) {
+                    return Err(Error::NotAStoreNorEmpty { path: root });
+                }
                 return Err(Error::NotAStore { path: root });
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && !root.is_dir() => {
