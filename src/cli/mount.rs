@@ -809,8 +809,8 @@ pub fn umount(_g: &Global, a: UmountArgs) -> anyhow::Result<ExitCode> {
     let mp = match ufs::resolve_without_stat(&a.mountpoint) {
         Ok(mp) => mp,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "{} does not exist, so nothing is mounted there; `findmnt -t fuse` lists the \
-             mounts",
+            "{}: no such file or directory (or a symlink to none), so nothing is mounted \
+             there; `findmnt -t fuse` lists the mounts",
             output::path(&a.mountpoint)
         ),
         Err(e) => {

@@ -992,6 +992,19 @@ impl Cgroup {
         )
     }
 
+    /// Whether the guest's overlay daemon could not be shielded from the
+    /// OOM killer: a process in its leaf at an `oom_score_adj` above -999
+    /// (unifs lacked CAP_SYS_RESOURCE). False with no daemon (a bind root):
+    /// then the guest's processes have nothing to stand above.
+    pub fn daemon_unshielded(&self) -> bool {
+        self.daemon_pids().iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .is_some_and(|score| score > -999)
+        })
+    }
+
     /// Once the guest's root is unmounted: waits up to [`DAEMON_EXIT`] for
     /// its overlay daemon to end, then kills what is left in its leaf.
     pub fn end_daemon(&self) {

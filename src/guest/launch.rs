@@ -614,6 +614,9 @@ fn clone_guest(
     }
     let foreground = !matches!(stdio, Stdio::Detached { .. });
     let cgroup2 = cgroup.has_v2_group();
+    // Read before the clone: the daemon has tried its shield by now (it
+    // answers the mount), and the child cannot see its group.
+    let above_daemon = spec.limits.memory.is_some() && cgroup.daemon_unshielded();
     // The tests' window to lower a pids limit right before the clone.
     crate::sys::test_stop!("UNIFS_TEST_BEFORE_CLONE_STOP");
     match sys::clone_into(flags) {
@@ -628,9 +631,12 @@ fn clone_guest(
                 drop(report_r);
                 drop((pty_r, pid_r));
                 let pid_to = pid_w;
-                child(
-                    spec, stdio, foreground, cgroup2, ready_r, report_w, pty_w, pid_to,
-                )
+                let how = Child {
+                    foreground,
+                    cgroup2,
+                    above_daemon,
+                };
+                child(spec, stdio, how, ready_r, report_w, pty_w, pid_to)
             })
         }
         Ok(Forked::Parent(pid)) => {
@@ -755,16 +761,24 @@ pub fn report_channel() -> Result<(OwnedFd, OwnedFd)> {
     .map_err(|e| Error::sys("socketpair", e))
 }
 
-/// Runs in the clone child; never returns.
-/// `cgroup2`: the guest has a cgroup v2 group of its own, to mount at
-/// /sys/fs/cgroup. `pty`: where to send the master of the terminal's or
-/// console's pty. `command_pid`: where `--init`'s command says its PID.
-#[allow(clippy::too_many_arguments)]
+/// What [`child`] is to do beyond its spec: `foreground` (dies with `unifs
+/// run`), `cgroup2` (the guest has a cgroup v2 group of its own, to mount
+/// at /sys/fs/cgroup), `above_daemon` (its
+/// processes start above an overlay daemon the OOM killer could take
+/// first: [`sys::set_guest_oom_score`]).
+struct Child {
+    foreground: bool,
+    cgroup2: bool,
+    above_daemon: bool,
+}
+
+/// Runs in the clone child; never returns. `pty`: where to send the
+/// master of the terminal's or console's pty. `command_pid`: where
+/// `--init`'s command says its PID.
 fn child(
     spec: &GuestSpec,
     stdio: Stdio,
-    foreground: bool,
-    cgroup2: bool,
+    how: Child,
     ready: OwnedFd,
     report: OwnedFd,
     pty: Option<OwnedFd>,
@@ -774,7 +788,12 @@ fn child(
     // Before the set-up makes mount points in the guest's tree, and while
     // the host's /proc and every capability are there.
     sys::set_guest_umask();
-    sys::set_guest_oom_score(spec.limits.memory.is_some());
+    let Child {
+        foreground,
+        cgroup2,
+        above_daemon,
+    } = how;
+    sys::set_guest_oom_score(above_daemon);
     sys::clear_unsafe_personality();
     if foreground {
         // Die with `unifs run` from here on (the ready socket covers the time

@@ -1221,7 +1221,7 @@ fn warn_daemon_unshielded(name: &str, limits: &Limits, how: RootMount) {
     }
     tracing::warn!(
         "guest {name}: this process lacks CAP_SYS_RESOURCE, so the guest's overlay daemon \
-         keeps its OOM score (0, not -999) and the guest's processes start at {} instead of 0, \
+         gets an OOM score of 0, not -999, and the guest's processes start at {} instead of 0, \
          so that past its memory limit the OOM killer still takes them before the daemon; \
          a host-wide OOM then takes them before the host's processes too; start it with \
          CAP_SYS_RESOURCE to shield the daemon instead",
@@ -2106,7 +2106,7 @@ const STOP_LOCK_WAIT: Duration = Duration::from_secs(30);
 /// made to end takes at least ([`Deadline::settling`]): every wait draws
 /// from the time before that tail, and one for what was made to end takes
 /// its second from the tail once that time is up. So the stop ends by its
-/// deadline: 30 + 10 + 45 = 85 s ([`UNIT_STOP_SECS`]).
+/// deadline: 30 + 10 + 45 = 85 s, within [`UNIT_STOP_SECS`].
 const STOP_AFTER: Duration = Duration::from_secs(45);
 
 /// How many waits for what was made to end ([`Deadline::settling`]) a
@@ -2642,8 +2642,10 @@ fn join_and_run(
         flags |= CloneFlags::CLONE_NEWNET;
     }
     // The command's, through the helper: in the guest's /proc neither has
-    // a /proc/self yet, and the helper drops CAP_SYS_RESOURCE.
-    sys::set_guest_oom_score(st.spec.limits.memory.is_some());
+    // a /proc/self yet, and the helper drops CAP_SYS_RESOURCE. This
+    // process's own is put back once the helper is forked.
+    let own_score = sys::own_oom_score();
+    sys::set_guest_oom_score(st.spec.limits.memory.is_some() && st.cgroup.daemon_unshielded());
     // The command's end by SIGKILL is the OOM killer's if the kernel's log
     // names it (see OomWatch). Before the fork (a kill at once is counted
     // and logged after these), and before setns hides the host's /proc,
@@ -2718,6 +2720,11 @@ fn join_and_run(
                 if let Err(e) = nix::sched::setns(ns, *flag) {
                     tracing::warn!("setns back to this process's {flag:?} namespace: {e}");
                 }
+            }
+            // A caller's proxy on the host is no guest process: its score
+            // stays its own (999 would make it a host-wide OOM's first).
+            if let Some(score) = &own_score {
+                sys::put_oom_score_back(score);
             }
             // After the fork (no thread of ours while it forks) and the
             // setns (refused to a process with threads).

@@ -488,6 +488,11 @@ pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
                 let _ = ip(&["link", "del", &host_if]);
             }
             super::port_lock::unfilter(&super::port_lock::table_of(&host_if, i));
+            // A guest started by a unifs before 2026-12-06 named its table
+            // `unifs-lock-ve-NAME`: its own while no other `ve-NAME` is up.
+            if now.is_none_or(|n| n == i) {
+                super::port_lock::unfilter(&format!("unifs-lock-{host_if}"));
+            }
         }
         (Some(_), _) => {}
         (None, _) => teardown(spec),
@@ -547,9 +552,11 @@ pub fn remove_host_if(guest: &str, index: u32) {
     let now = std::fs::read_to_string(Path::new("/sys/class/net").join(&name).join("ifindex"));
     if now.is_ok_and(|i| i.trim().parse() == Ok(index)) {
         let _ = ip(&["link", "del", &name]);
-        // Whether it was locked is not known here (no record).
-        super::port_lock::unfilter(&super::port_lock::table_of(&name, index));
     }
+    // Whether it was locked is not known here (no record). Named after
+    // `index`, the table is its alone, and outlives the interface (gone
+    // with the guest's namespace, as a rule, by the time this runs).
+    super::port_lock::unfilter(&super::port_lock::table_of(&name, index));
 }
 
 /// Runs `f` (which spawns `ip`) inside the network namespace of `pid`, then

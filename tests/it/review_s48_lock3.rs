@@ -16,8 +16,8 @@ pub(crate) fn read(path: &std::path::Path) -> String {
 
 /// `g` stopped at once (--timeout 0, SIGKILL) with a 1 s lock wait
 /// (UNIFS_TEST_LOCK_WAIT_MAX) and `after` seconds after the timeout
-/// (UNIFS_TEST_STOP_AFTER_MAX, of which the last 5 are kept for the
-/// cgroups), `env` set too: what it said, the stop cut at `bound`.
+/// (UNIFS_TEST_STOP_AFTER_MAX, of which the last 8 are kept for the
+/// waits on what the stop made end), `env` set too: what it said, the stop cut at `bound`.
 pub(crate) fn stop_at_once(
     g: &Guest,
     after: &str,

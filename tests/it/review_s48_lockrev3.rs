@@ -65,8 +65,8 @@ pub(crate) fn stop_late(g: &Guest, after: &str, env: &[(&str, &str)]) -> (Vec<i6
 const FORTY: &str = "[\"/bin/sh\", \"-c\", \"for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40; do /bin/sleep 1000 & done; wait\"]";
 
 /// A stop whose time is up when it sends SIGKILL (here at once:
-/// UNIFS_TEST_STOP_AFTER_MAX=1 leaves less than the 5 s kept for the
-/// cgroups, and --timeout 0) waited zero for what the SIGKILL ends: it
+/// UNIFS_TEST_STOP_AFTER_MAX=1 leaves less than the tail kept for the
+/// waits on what the stop made end, and --timeout 0) waited zero for what the SIGKILL ends: it
 /// looked once, a few microseconds after the kill, found init (of 40
 /// children) still there and failed ("processes … survived SIGKILL"), the
 /// guest's record, root, daemon and groups left. A SIGKILLed process ends

@@ -73,8 +73,38 @@ fn s49_a_guests_processes_start_above_a_daemon_that_could_not_be_shielded() {
     let read_init = ["exec", &g.name, "--", "/bin/cat", "/proc/1/oom_score_adj"];
     let init = stdout(&g.unifs(&read_init));
     let exec = stdout(&g.unifs(&["exec", &g.name, "--", "/bin/sh", "-c", score]));
+    // exec's own process, on the host through its command's life, keeps
+    // its caller's score (it stayed at 999 for a whole `exec`/`enter`).
+    let (session, _command) = g.exec_sleep();
+    let proxy = session.0.as_ref().unwrap().id();
+    let proxy_score = std::fs::read_to_string(format!("/proc/{proxy}/oom_score_adj"));
+    drop(session);
     let _ = g.unifs(&["stop", "--timeout", "0", &g.name]);
     let number = expected.trim_start_matches("score: ");
     assert_eq!(init.trim(), number, "the guest's init");
     assert!(exec.contains(expected), "guest exec's command: {exec}");
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    assert_eq!(proxy_score.unwrap(), own, "guest exec's own process");
+}
+
+/// A bind root has no overlay daemon to stand above: its guest's processes
+/// start at 0 with a memory limit too.
+#[test]
+fn s49_a_bind_root_guest_starts_at_0_with_a_memory_limit() {
+    if !can_run("s49_a_bind_root_guest_starts_at_0_with_a_memory_limit") {
+        return;
+    }
+    let init = "[\"/bin/sleep\", \"1000\"]";
+    let g = crate::guest::review_s11_life::Guest::new("s49oomdbind", init);
+    let toml = format!(
+        "root = {:?}\nroot_mount = \"bind\"\ninit = {init}\n[limits]\npids = 64\n\
+         memory = \"64M\"\n",
+        g.t.root()
+    );
+    std::fs::write(g.config_dir().join(format!("{}.toml", g.name)), toml).unwrap();
+    crate::guest::harness::ok(&g.unifs(&["start", &g.name]));
+    let read_init = ["exec", &g.name, "--", "/bin/cat", "/proc/1/oom_score_adj"];
+    let init = stdout(&g.unifs(&read_init));
+    let _ = g.unifs(&["stop", "--timeout", "0", &g.name]);
+    assert_eq!(init.trim(), "0", "the guest's init");
 }

@@ -724,10 +724,17 @@ pub fn resume_in_foreground(pid: Pid) {
 }
 
 /// Sets this process's OOM score adjustment to -999, so the kernel's OOM
-/// killer takes it last (lowering it needs CAP_SYS_RESOURCE); false if
-/// that failed. Async-signal-safe (no allocation): fit for a pre_exec.
+/// killer takes it last (lowering it needs CAP_SYS_RESOURCE, or a caller
+/// whose least allows it); false if that failed, and the score is then
+/// lowered to 0 where the caller's is above (a unit's `OOMScoreAdjust=`
+/// 1000 must not leave the daemon first in line): 0 is the least unless a
+/// privileged caller raised it. Async-signal-safe: fit for a pre_exec.
 pub fn shield_from_oom() -> bool {
-    set_oom_score_adj(b"-999")
+    if set_oom_score_adj(b"-999") {
+        return true;
+    }
+    set_oom_score_adj(b"0");
+    false
 }
 
 /// Sets this process's OOM score adjustment for a guest's first process
@@ -736,14 +743,13 @@ pub fn shield_from_oom() -> bool {
 /// process, which would take the host's instead), as Docker resets its
 /// daemon's for a container. With CAP_SYS_RESOURCE (before the privilege
 /// drop) 0 also becomes the least the guest may set itself (the kernel's
-/// `oom_score_adj_min`). Without it [`shield_from_oom`] fails for the
-/// overlay daemon too, which then stays at 0: for a guest with a memory
-/// limit (`memory_limited`) the guest's processes start at
+/// `oom_score_adj_min`). `above_daemon` (the guest has a memory limit and
+/// its overlay daemon could not be shielded, [`shield_from_oom`]):
 /// [`UNSHIELDED_GUEST_SCORE`] instead, so the OOM killer in that limit
-/// still takes them before the daemon. False if the write failed: a
-/// caller's score above its own least stays. Async-signal-safe.
-pub fn set_guest_oom_score(memory_limited: bool) -> bool {
-    match memory_limited && !holds_sys_resource() {
+/// still takes the guest's processes before the daemon. False if the write
+/// failed: a caller's score above its own least stays. Async-signal-safe.
+pub fn set_guest_oom_score(above_daemon: bool) -> bool {
+    match above_daemon {
         true => set_oom_score_adj(UNSHIELDED_GUEST_SCORE),
         false => set_oom_score_adj(b"0"),
     }
@@ -756,11 +762,25 @@ pub fn set_guest_oom_score(memory_limited: bool) -> bool {
 pub const UNSHIELDED_GUEST_SCORE: &[u8] = b"999";
 
 /// Whether CAP_SYS_RESOURCE is in this thread's effective set (what
-/// lowering an OOM score below its least needs). Async-signal-safe.
+/// lowering an OOM score below its least needs).
 pub fn holds_sys_resource() -> bool {
     let bit = crate::sys::caps::CAP_SYS_RESOURCE;
     crate::sys::caps::get()
         .is_ok_and(|sets| sets[(bit / 32) as usize].effective & (1 << (bit % 32)) != 0)
+}
+
+/// This process's OOM score adjustment as /proc says it (None if
+/// unreadable): for `exec` to put its own back once its command has taken
+/// the guest's.
+pub fn own_oom_score() -> Option<Vec<u8>> {
+    std::fs::read("/proc/self/oom_score_adj")
+        .ok()
+        .map(|v| v.trim_ascii().to_vec())
+}
+
+/// Puts back a score [`own_oom_score`] read.
+pub fn put_oom_score_back(score: &[u8]) -> bool {
+    set_oom_score_adj(score)
 }
 
 /// The umask a guest's set-up and its commands start with, whatever their
