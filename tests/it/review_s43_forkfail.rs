@@ -184,12 +184,16 @@ fn s43_a_start_whose_daemon_died_before_its_clone_failed_names_the_clone() {
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
 }
 
-/// A shell command that holds 64 MiB (a shell variable of that size):
-/// past a 16 MiB limit, the memory group's OOM killer ends it. The shell
-/// is the process that grows (`head` and `tr` hold a pipe's worth), so it
-/// is the one the killer picks, not the overlay daemon (which joined the
-/// same group, and whose score stays 0 without CAP_SYS_RESOURCE).
-pub(crate) const ALLOC_64M: &str = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo kept ${#x}";
+/// A shell command that grows without end (a shell variable doubled, 64
+/// MiB within 26 rounds): past a 16 MiB limit, the memory group's OOM
+/// killer ends it. The shell is the one process that allocates, so it is
+/// the one the killer picks, and the only kill: until 2026-12-06 it read
+/// `head -c 64M /dev/zero | tr` into its variable, and `head`'s pipe write
+/// could hit the limit again before the shell's pages were uncharged (the
+/// kernel's log: `head invoked oom-killer` 8 ms after the shell's kill),
+/// which took a second process: the overlay daemon (session 48's CI), or,
+/// with the guest's processes above it, one of them (a count of 2).
+pub(crate) const ALLOC_64M: &str = "x=a; while :; do x=$x$x; done";
 
 /// The kill as unifs says it now, with the limit and the kernel's count.
 const BY_THE_LIMIT: &str = "killed by the memory limit (16 MiB; memory.oom_control oom_kill ";
