@@ -63,6 +63,30 @@ fn s35_status_names_the_host_end() {
     assert!(st["host_interface"].is_null(), "stopped: {st}");
 }
 
+/// The host end `unifs -v run` names on its stderr (piped), read as it
+/// comes, within `limit`; the lines before it are read and dropped.
+pub(crate) fn host_end_said(child: &mut KillOnDrop, limit: Duration) -> String {
+    let err = child.0.as_mut().unwrap().stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("no line naming the host end within {limit:?}: {seen:?}");
+        };
+        if let Some((_, rest)) = line.split_once("guest network: host end ") {
+            return rest.split_whitespace().next().unwrap().to_string();
+        }
+        seen.push(line);
+    }
+}
+
 /// `unifs -v run --net veth` names its host end (`ve-` and a digest of its
 /// generated name), the interface there while the guest runs. Before,
 /// nothing named it.
@@ -76,23 +100,7 @@ fn s35_run_names_its_host_end() {
     let ip = format!("10.223.{}.130/25", n());
     let mut cmd = spawn_run(&t, &["-v"], &["--ip", &ip], "sleep 20");
     let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
-    let err = child.0.as_mut().unwrap().stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let name = loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-            panic!("no line naming the host end within 30 s: {seen:?}");
-        };
-        if let Some((_, rest)) = line.split_once("guest network: host end ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-        seen.push(line);
-    };
+    let name = host_end_said(&mut child, Duration::from_secs(30));
     let digest = name.strip_prefix("ve-").unwrap_or("");
     assert!(
         digest.len() == 12 && digest.bytes().all(|b| b.is_ascii_hexdigit()),

@@ -14,6 +14,24 @@ pub(crate) fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// `guest start g` in the background, stopped (SIGSTOP) by
+/// UNIFS_TEST_LOCKED_UNSAID_STOP once it holds the guest's lock and before
+/// it writes its word there, its stderr into `dir`/start.err: the start,
+/// its pid, and its SIGCONT on drop.
+pub(crate) fn start_held_unsaid(g: &Guest, dir: &std::path::Path) -> (KillOnDrop, u32, Continue) {
+    let mut start = g.command();
+    start
+        .args(["start", &g.name])
+        .env("UNIFS_TEST_LOCKED_UNSAID_STOP", "start");
+    let (start, start_pid) = spawned(start, &dir.join("start.err"));
+    let go_on = Continue(start_pid as i32);
+    assert!(
+        within_60s(|| stopped(start_pid)),
+        "the start {start_pid} never held the lock"
+    );
+    (start, start_pid, go_on)
+}
+
 /// `g` stopped at once (--timeout 0, SIGKILL) with a 1 s lock wait
 /// (UNIFS_TEST_LOCK_WAIT_MAX) and `after` seconds after the timeout
 /// (UNIFS_TEST_STOP_AFTER_MAX, of which the last 8 are kept for the
@@ -86,16 +104,7 @@ fn s48_a_stop_behind_a_start_that_has_not_said_its_word_waits_for_it() {
     }
     let g = Guest::new("s48unsaid", SLEEP);
     let dir = tempfile::tempdir().unwrap();
-    let mut start = g.command();
-    start
-        .args(["start", &g.name])
-        .env("UNIFS_TEST_LOCKED_UNSAID_STOP", "start");
-    let (start, start_pid) = spawned(start, &dir.path().join("start.err"));
-    let go_on = Continue(start_pid as i32);
-    assert!(
-        within_60s(|| stopped(start_pid)),
-        "the start {start_pid} never held the lock"
-    );
+    let (start, start_pid, go_on) = start_held_unsaid(&g, dir.path());
     let mut stop = g.command();
     stop.args(["stop", "--timeout", "0", "--signal", "KILL", &g.name]);
     let stop_err = dir.path().join("stop.err");

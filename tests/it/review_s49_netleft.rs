@@ -61,6 +61,17 @@ impl Drop for PortTables {
 /// the run's name is new each run, and so is the address, which nothing
 /// else showed. Before: `unifs: guest network: host end ve-… (eth0 in the
 /// guest)` alone.
+/// `unifs -v run` of `t`'s root (its run dir in `t`) on a veth at `ip`
+/// on bridge `br`, its port locked (`--lock-mac`): the command to add
+/// the guest's command to.
+fn locked_run(t: &TestRoot, ip: &str, br: &str) -> Command {
+    let mut cmd = Command::new(unifs_bin());
+    cmd.args(["-v", "run", "--run-dir"]).arg(t.dir.path());
+    cmd.arg("--root").arg(t.root());
+    cmd.args(["--net", "veth", "--ip", ip, "--bridge", br, "--lock-mac"]);
+    cmd
+}
+
 #[test]
 fn s49_a_locked_run_names_its_mac_address() {
     let test = "s49_a_locked_run_names_its_mac_address";
@@ -71,17 +82,7 @@ fn s49_a_locked_run_names_its_mac_address() {
     let br = up_bridge(format!("s49{n}r"));
     let t = TestRoot::new();
     let ip = format!("10.64.{n}.2/24");
-    let mut cmd = Command::new(unifs_bin());
-    cmd.args(["-v", "run", "--root"]).arg(t.root());
-    cmd.args([
-        "--net",
-        "veth",
-        "--ip",
-        &ip,
-        "--bridge",
-        &br.0,
-        "--lock-mac",
-    ]);
+    let mut cmd = locked_run(&t, &ip, &br.0);
     cmd.args(["--", "/bin/sh", "-c", "cat /sys/class/net/eth0/address"]);
     cmd.stdin(Stdio::null());
     let o = run_bounded(cmd, Duration::from_secs(60));
@@ -195,39 +196,13 @@ fn s49_a_killed_locked_runs_keeper_deletes_its_table() {
     let br = up_bridge(format!("s49{n}k"));
     let t = TestRoot::new();
     let ip = format!("10.64.{n}.4/24");
-    let mut cmd = Command::new(unifs_bin());
-    cmd.args(["-v", "run", "--run-dir"]).arg(t.dir.path());
-    cmd.arg("--root").arg(t.root());
-    cmd.args([
-        "--net",
-        "veth",
-        "--ip",
-        &ip,
-        "--bridge",
-        &br.0,
-        "--lock-mac",
-    ]);
+    let mut cmd = locked_run(&t, &ip, &br.0);
     cmd.args(["--", "/bin/sleep", "1000"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
-    let err = child.0.as_mut().unwrap().stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let port = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("no host end named within 60 s");
-        if let Some((_, rest)) = line.split_once("guest network: host end ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let port = crate::review_s35_net2::host_end_said(&mut child, Duration::from_secs(60));
     let _tables = PortTables(port.clone());
     assert_eq!(port_tables(&port).len(), 1, "the run's table");
     let pid = child.0.as_ref().unwrap().id();

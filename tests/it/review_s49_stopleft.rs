@@ -6,9 +6,8 @@
 
 use crate::guest::harness::{can_run, ok, run_bounded, stderr, wait_bounded};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
-use crate::review_s31_doubts::{stopped, within_60s};
-use crate::review_s47_lockrev::spawned;
-use crate::review_s48_lock3::read;
+use crate::review_s31_doubts::within_60s;
+use crate::review_s48_lock3::{read, start_held_unsaid};
 use crate::review_s48_lockrev3::{daemon_pids, left_of, stop_late};
 use std::time::{Duration, Instant};
 
@@ -103,16 +102,7 @@ fn s49_a_stop_behind_a_stopped_holder_of_no_word_says_it_is_stopped() {
     }
     let g = Guest::new("s49held", SLEEP);
     let dir = tempfile::tempdir().unwrap();
-    let mut start = g.command();
-    start
-        .args(["start", &g.name])
-        .env("UNIFS_TEST_LOCKED_UNSAID_STOP", "start");
-    let (start, start_pid) = spawned(start, &dir.path().join("start.err"));
-    let go_on = Continue(start_pid as i32);
-    assert!(
-        within_60s(|| stopped(start_pid)),
-        "the start {start_pid} never held the lock"
-    );
+    let (start, start_pid, go_on) = start_held_unsaid(&g, dir.path());
     let mut stop = g.command();
     stop.args(["stop", "--timeout", "0", &g.name])
         .env("UNIFS_TEST_LOCK_WAIT_MAX", "1");
