@@ -142,7 +142,7 @@ pub fn run(
         }
     };
     // After the clone: no thread of ours while it forks.
-    let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before, kernel_log);
+    let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before, kernel_log, None);
     announce_host_if(spec, spawned.locked.as_ref());
     // Passed on by on_second_signal's watcher once init takes them.
     sys::hold_signals();

@@ -652,6 +652,10 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
             sys::exit_child(1)
         }
     };
+    // Before init runs: `status` counts what is in it from then on.
+    let tally_file = super::oom_watch::TallyFile::begin(&own_dir, reboots.count > 0)
+        .map_err(|e| tracing::warn!("guest {name}: its count of OOM kills is not kept: {e}"))
+        .ok();
     let (st, console, command_pid) = match start_init(cfg, spec, run, cgroup, reboots) {
         Ok(started) => started,
         Err(e) => {
@@ -714,12 +718,14 @@ fn keep(start: Starting, report: OwnedFd) -> ! {
     keep_fds.push(own_dir.raw_fd());
     keep_fds.extend(console.iter().flat_map(|relay| relay.fds()));
     keep_fds.extend(kernel_log.iter().map(|log| log.fd()));
+    keep_fds.extend(tally_file.iter().map(|file| file.fd()));
     keep_fds.extend(command_pid.iter().map(|said| said.as_raw_fd()));
     sys::close_fds_except(&keep_fds);
     let mut oom_watch = Some(super::oom_watch::OomWatch::start(
         cgroup.clone(),
         oom_before,
         kernel_log,
+        tally_file,
     ));
     // The tests' way to make the keeper's own thread fail, init running.
     crate::sys::test_panic!("keeper-main");
@@ -2728,7 +2734,7 @@ fn join_and_run(
             }
             // After the fork (no thread of ours while it forks) and the
             // setns (refused to a process with threads).
-            let watch = OomWatch::start(st.cgroup.clone(), oom_first, kernel_log);
+            let watch = OomWatch::start(st.cgroup.clone(), oom_first, kernel_log, None);
             sys::forward_signals_to(child).map_err(|e| Error::sys("signal handlers", e))?;
             // Guest root can take the report socket from the trampoline
             // (pidfd_getfd on a process of its own uid) and hold it, or fill
@@ -3064,10 +3070,12 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         keeper_gone: live.is_some_and(|s| !kept(s.pid)),
         root: st.as_ref().map(|s| s.backing.clone()),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
-        oom_kills: cgroup
-            .and_then(|c| c.oom_kills())
-            .map(|k| k.count)
-            .filter(|&n| n > 0),
+        // What its keeper kept too (a group removed since it read it).
+        oom_kills: match live {
+            Some(_) => cgroup.and_then(|c| super::oom_watch::kept_kills(&run, c)),
+            None => cgroup.and_then(|c| c.oom_kills()).map(|k| k.count),
+        }
+        .filter(|&n| n > 0),
         // Processes as `ps` lists them; pids.current counts threads too.
         processes: cgroup.map(|c| c.pids().len() as u64),
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),

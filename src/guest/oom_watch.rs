@@ -10,13 +10,16 @@
 //! the watch keeps the count of each group it saw ([`Tally`]): a group
 //! gone keeps its last one (a kill counted and its group removed between
 //! two samples is still lost: the log tells it, where it names the PID).
+//! A guest's keeper writes its tally to `RUN_DIR/NAME/oom.json`
+//! ([`TallyFile`]), which `status` counts with the groups as they are
+//! ([`kept_kills`]), and a start after the guest's reboot carries on.
 
 use super::cgroup::{Cgroup, GroupId, OomCounts, OomKills};
 use super::kernel_log::{KernelLog, Killer};
-use super::state::OomKilled;
+use super::state::{HeldRunDir, OomKilled, RunDir};
 use nix::sys::signal::{SigSet, SigmaskHow};
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,6 +41,8 @@ type Samples = Arc<Mutex<VecDeque<(Instant, Option<OomKills>)>>>;
 
 type Log = Arc<Mutex<Option<KernelLog>>>;
 
+type Keep = Arc<Mutex<Option<TallyFile>>>;
+
 /// A thread reading [`Cgroup::oom_kills`] every [`EVERY`], and the kernel's
 /// log as far as it got (so its records are read before they can be
 /// overwritten).
@@ -46,6 +51,8 @@ pub struct OomWatch {
     first: Option<OomKills>,
     samples: Samples,
     log: Log,
+    /// Where a keeper's tally is written, for `status`.
+    keep: Keep,
     /// Dropped to end the thread: it sleeps on the other end, so a
     /// guest's keeper wakes only to read the count.
     stop: Option<mpsc::Sender<()>>,
@@ -57,12 +64,11 @@ pub struct OomWatch {
 
 /// The guest's count of OOM kills, a group removed since it was read
 /// still counted (see the module's doc).
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq)]
 struct Tally {
-    /// Each group's count when last read.
-    seen: HashMap<GroupId, u64>,
-    /// What the groups gone since counted when last read.
-    gone: u64,
+    /// Each group read with a kill (gone since or not), and its count
+    /// when last read: a group's count only rises.
+    kills: BTreeMap<GroupId, u64>,
 }
 
 impl Tally {
@@ -70,22 +76,118 @@ impl Tally {
     /// the tally as it was).
     fn count(&mut self, counts: Option<OomCounts>) -> Option<OomKills> {
         let counts = counts?;
-        let now: HashMap<GroupId, u64> = counts.groups.iter().cloned().collect();
-        let gone = self.seen.iter().filter(|(g, _)| !now.contains_key(*g));
-        self.gone += gone.map(|(_, c)| c).sum::<u64>();
         // v2's count of the subtree holds them already: it is read where
         // it says a kill, the sum of each group's own before, so a kill
         // counted between the two reads of one sum was in a group that
         // seemed gone at the next sample, and counted twice.
         if counts.keeps_removed {
-            self.gone = 0;
+            self.kills.clear();
         }
-        self.seen = now;
-        let total = counts.total();
+        for &(group, count) in counts.groups.iter().filter(|g| g.1 > 0) {
+            let kept = self.kills.entry(group).or_default();
+            *kept = count.max(*kept);
+        }
         Some(OomKills {
-            count: total.count + self.gone,
-            ..total
+            file: counts.file,
+            count: self.kills.values().sum(),
         })
+    }
+}
+
+/// `RUN_DIR/NAME/oom.json`: a keeper's [`Tally`], and the kills of the
+/// guest's boots before its last reboot (their groups gone with them).
+#[derive(Default, Serialize, Deserialize)]
+struct Kept {
+    earlier: u64,
+    groups: Vec<KeptGroup>,
+}
+
+/// A group of [`Kept`]: its device and inode, and its `oom_kill` count.
+#[derive(Serialize, Deserialize)]
+struct KeptGroup {
+    dev: u64,
+    ino: u64,
+    oom_kill: u64,
+}
+
+const KEPT: &str = "oom.json";
+
+impl Kept {
+    fn parse(text: &str) -> Option<(u64, Tally)> {
+        let kept: Kept = serde_json::from_str(text).ok()?;
+        let kills = kept.groups.iter().map(|g| ((g.dev, g.ino), g.oom_kill));
+        Some((
+            kept.earlier,
+            Tally {
+                kills: kills.collect(),
+            },
+        ))
+    }
+}
+
+/// How many of a running guest's processes the OOM killer ended since
+/// an operator started it: its groups' counts as they are, with what its
+/// keeper wrote in `run` (a group removed since it read it, and the boots
+/// before a reboot), for `status`.
+pub fn kept_kills(run: &RunDir, cgroup: &Cgroup) -> Option<u64> {
+    let text = std::fs::read_to_string(run.dir.join(KEPT)).unwrap_or_default();
+    let (earlier, mut tally) = Kept::parse(&text).unwrap_or_default();
+    Some(earlier + tally.count(cgroup.oom_counts())?.count)
+}
+
+/// A keeper's `oom.json`, written through its run dir each time its
+/// [`Tally`] changes (rarely: a kill).
+pub struct TallyFile {
+    dir: HeldRunDir,
+    earlier: u64,
+    written: Tally,
+}
+
+impl TallyFile {
+    /// For the keeper of a new init, before it runs: an operator's start
+    /// begins at none (`after_reboot` false); a start after the guest's
+    /// reboot carries the count on, its groups being new.
+    pub fn begin(dir: &HeldRunDir, after_reboot: bool) -> std::io::Result<TallyFile> {
+        let dir = dir.try_clone()?;
+        let old = dir.read(KEPT).and_then(|t| Kept::parse(&t));
+        let earlier = match old {
+            Some((earlier, tally)) if after_reboot => earlier + tally.kills.values().sum::<u64>(),
+            _ => 0,
+        };
+        let file = TallyFile {
+            dir,
+            earlier,
+            written: Tally::default(),
+        };
+        match earlier {
+            0 => file.dir.remove(KEPT),
+            _ => file.write(&Tally::default())?,
+        }
+        Ok(file)
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.dir.raw_fd()
+    }
+
+    /// Writes `tally` if it changed since.
+    fn keep(&mut self, tally: &Tally) {
+        if *tally != self.written && self.write(tally).is_ok() {
+            self.written = tally.clone();
+        }
+    }
+
+    fn write(&self, tally: &Tally) -> std::io::Result<()> {
+        let groups = tally
+            .kills
+            .iter()
+            .map(|(&(dev, ino), &oom_kill)| KeptGroup { dev, ino, oom_kill });
+        let kept = Kept {
+            earlier: self.earlier,
+            groups: groups.collect(),
+        };
+        let json = serde_json::to_vec(&kept).expect("the tally serializes");
+        self.dir.write(KEPT, &json)
     }
 }
 
@@ -93,13 +195,21 @@ impl OomWatch {
     /// Watches `cgroup`, whose count was `first` when the process began,
     /// and `log`, opened then. Without a thread (a task limit) the log is
     /// read at the end, or the count since the start is used, as before.
-    pub fn start(cgroup: Cgroup, first: Option<OomCounts>, log: Option<KernelLog>) -> OomWatch {
+    /// A keeper's tally goes to `keep`.
+    pub fn start(
+        cgroup: Cgroup,
+        first: Option<OomCounts>,
+        log: Option<KernelLog>,
+        keep: Option<TallyFile>,
+    ) -> OomWatch {
         let mut tally = Tally::default();
         let first = tally.count(first);
         let samples: Samples = Arc::new(Mutex::new(VecDeque::from([(Instant::now(), first)])));
         let log: Log = Arc::new(Mutex::new(log));
+        let keep: Keep = Arc::new(Mutex::new(keep));
+        kept(&keep, &tally);
         let (stop, halt) = mpsc::channel();
-        let (c, s, l) = (cgroup.clone(), samples.clone(), log.clone());
+        let (c, s, l, k) = (cgroup.clone(), samples.clone(), log.clone(), keep.clone());
         let read_at = first.as_ref().map(|f| f.count);
         // Its signals are the keeper's and `run`'s to take (they pass them
         // on to init): the thread is made with all of them blocked.
@@ -107,7 +217,7 @@ impl OomWatch {
         let t = tally.clone();
         let thread = std::thread::Builder::new()
             .name("oom-watch".into())
-            .spawn(move || sample(&c, &s, &l, t, read_at, &halt))
+            .spawn(move || sample(&c, &s, &l, &k, t, read_at, &halt))
             .ok();
         if let Some(old) = old {
             let _ = old.thread_set_mask();
@@ -117,6 +227,7 @@ impl OomWatch {
             first,
             samples,
             log,
+            keep,
             stop: Some(stop),
             thread,
             tally,
@@ -146,6 +257,7 @@ impl OomWatch {
         let joined = self.thread.take().and_then(|t| t.join().ok());
         let mut tally = joined.unwrap_or_else(|| std::mem::take(&mut self.tally));
         let now = tally.count(self.cgroup.oom_counts());
+        kept(&self.keep, &tally);
         let before = self.before_window();
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let named = match log.as_mut() {
@@ -225,6 +337,7 @@ fn sample(
     cgroup: &Cgroup,
     samples: &Mutex<VecDeque<(Instant, Option<OomKills>)>>,
     log: &Log,
+    keep: &Keep,
     mut tally: Tally,
     mut read_at: Option<u64>,
     halt: &mpsc::Receiver<()>,
@@ -234,6 +347,7 @@ fn sample(
     while let Err(RecvTimeoutError::Timeout) = halt.recv_timeout(EVERY) {
         let last = Instant::now();
         let count = tally.count(cgroup.oom_counts());
+        kept(keep, &tally);
         let now = count.as_ref().map(|c| c.count);
         {
             let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,6 +373,13 @@ fn sample(
         }
     }
     tally
+}
+
+/// Writes `tally` to the keeper's file, if there is one.
+fn kept(keep: &Keep, tally: &Tally) {
+    if let Some(file) = keep.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        file.keep(tally);
+    }
 }
 
 /// The tests' window on a kill counted while the log is skipped

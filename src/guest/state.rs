@@ -1142,9 +1142,23 @@ impl HeldRunDir {
 
     /// [`RunDir::write_exit`], into the held directory.
     pub fn write_exit(&self, exit: &Exit) -> std::io::Result<()> {
-        let tmp = format!(".exit.json.{}", std::process::id());
         let json = serde_json::to_vec_pretty(exit).expect("exit serializes");
-        replace_at(self.fd.as_fd(), tmp.as_ref(), "exit.json".as_ref(), &json).map_err(|(_, e)| e)
+        self.write("exit.json", &json)
+    }
+
+    /// Writes the file `name` of the held directory whole (a temp file of
+    /// this process's, then rename), so a reader sees a whole one.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = format!(".{name}.{}", std::process::id());
+        replace_at(self.fd.as_fd(), tmp.as_ref(), name.as_ref(), bytes).map_err(|(_, e)| e)
+    }
+
+    /// The same directory, held by a descriptor of its own (close-on-exec).
+    pub fn try_clone(&self) -> std::io::Result<HeldRunDir> {
+        Ok(HeldRunDir {
+            run: self.run.clone(),
+            fd: self.fd.try_clone()?,
+        })
     }
 
     /// Removes the file `name` of the held directory, if there.
