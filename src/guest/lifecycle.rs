@@ -1525,7 +1525,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
         Some(_) => Duration::from_secs(end.saturating_duration_since(Instant::now()).as_secs()),
         None => patience,
     };
-    let _lock = run.lock_within(word, |_| Some(left), |h, l| say_waiting(name, h, l))?;
+    let lock = run.lock_within(word, |_| Some(left), |h, l| say_waiting(name, h, l))?;
     // Re-read under the lock: a concurrent stop may have finished, or the
     // keeper of an init that ended by itself.
     let before = record.map(|old| (old.pid, old.start_time));
@@ -1553,13 +1553,63 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     };
     refuse_other_pid_ns(&st, "stop")?;
     let was_alive = st.init_alive();
+    let keeper = init_keeper(&st);
     let signal = signal.unwrap_or(st.spec.stop_signal);
     let clean = teardown_hurried(&run, &st, signal, timeout, || false, all)?;
+    // The keeper takes the lock once init is gone, to stop the guest
+    // itself; it finds it stopped and ends. Waited for, so that a `start`
+    // right after (`restart`) does not find the lock held by it.
+    drop(lock);
+    if let Some(keeper) = keeper {
+        if !wait_ended(&keeper, all.within(KEEPER_END_WAIT)) {
+            tracing::debug!("guest {name}: its keeper had not ended when the stop did");
+        }
+    }
     Ok(match (was_alive, clean) {
         (false, _) => Stopped::WasStale,
         (true, true) => Stopped::Clean,
         (true, false) => Stopped::Killed,
     })
+}
+
+/// How long a `stop` waits for the guest's keeper to end once it let go
+/// of the lock, at most: the keeper only reads the record then.
+const KEEPER_END_WAIT: Duration = Duration::from_secs(5);
+
+/// The keeper of `st`'s init (its parent, `unifs-keeper`) while init
+/// lives, pinned by a pidfd (None: init gone, or no keeper its parent).
+fn init_keeper(st: &State) -> Option<OwnedFd> {
+    if !st.init_alive() {
+        return None;
+    }
+    let (_, parent) = state_and_parent(st.pid)?;
+    let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).ok()?;
+    if comm.trim_end() != "unifs-keeper" {
+        return None;
+    }
+    let pidfd = sys::pidfd_open(Pid::from_raw(parent)).ok()?;
+    // Still init's parent once pinned: not a pid used again meanwhile.
+    let still = st.init_alive() && state_and_parent(st.pid).map(|(_, p)| p) == Some(parent);
+    still.then_some(pidfd)
+}
+
+/// Waits up to `limit` for the process of `pidfd` to end (a pidfd turns
+/// readable then, reaped or not); whether it did.
+fn wait_ended(pidfd: &OwnedFd, limit: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = state::far_ahead(limit);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+            Ok(_) if left.is_zero() => return false,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Why a `stop` that waited `waited` for the holder of the guest's lock
