@@ -1011,7 +1011,7 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(n) = s.oom_kills {
                     outln!(
                         "oom:     {n} of its processes killed by the memory limit or the \
-                         host's OOM killer since it started (its memory group's count)"
+                         host's OOM killer since it was started (its own reboots included)"
                     );
                 }
                 if let Some(p) = s.processes {

@@ -182,7 +182,7 @@ fn stop_on_thread_panic(
 }
 
 /// Whether the process of `pidfd` ends within `limit` (its pidfd readable).
-fn ends_within(pidfd: &OwnedFd, limit: Duration) -> bool {
+pub(super) fn ends_within(pidfd: &OwnedFd, limit: Duration) -> bool {
     use nix::errno::Errno;
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let end = std::time::Instant::now() + limit;

@@ -18,6 +18,13 @@ pub struct Kept {
 /// The comm a keeper gives itself (`lifecycle::keep`).
 const KEEPER_COMM: &str = "unifs-keeper";
 
+/// Whether process `pid` is named as a keeper names itself (None: not
+/// read, the process gone).
+pub fn named_keeper(pid: i32) -> Option<bool> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end() == KEEPER_COMM)
+}
+
 /// Every RUN_DIR/NAME of `run_dir` a running keeper holds open. Read from
 /// /proc alone (readlink of the keepers' fds): nothing is asked of a
 /// filesystem, so a mount that does not answer is no wait. Empty where

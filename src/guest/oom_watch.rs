@@ -16,7 +16,7 @@
 
 use super::cgroup::{Cgroup, GroupId, OomCounts, OomKills};
 use super::kernel_log::{KernelLog, Killer};
-use super::state::{HeldRunDir, OomKilled, RunDir};
+use super::state::{HeldRunDir, OomKilled};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -92,13 +92,21 @@ impl Tally {
             count: self.kills.values().sum(),
         })
     }
+
+    /// Each group of `other` too, at the higher of the two counts (a
+    /// group's count only rises: a group in both is counted once).
+    fn merge(&mut self, other: &Tally) {
+        for (&group, &count) in &other.kills {
+            let kept = self.kills.entry(group).or_default();
+            *kept = count.max(*kept);
+        }
+    }
 }
 
-/// `RUN_DIR/NAME/oom.json`: a keeper's [`Tally`], and the kills of the
-/// guest's boots before its last reboot (their groups gone with them).
-#[derive(Default, Serialize, Deserialize)]
+/// `RUN_DIR/NAME/oom.json`: a keeper's [`Tally`], with the groups of the
+/// guest's boots before its last reboot.
+#[derive(Serialize, Deserialize)]
 struct Kept {
-    earlier: u64,
     groups: Vec<KeptGroup>,
 }
 
@@ -113,64 +121,67 @@ struct KeptGroup {
 const KEPT: &str = "oom.json";
 
 impl Kept {
-    fn parse(text: &str) -> Option<(u64, Tally)> {
+    fn parse(text: &str) -> Option<Tally> {
         let kept: Kept = serde_json::from_str(text).ok()?;
         let kills = kept.groups.iter().map(|g| ((g.dev, g.ino), g.oom_kill));
-        Some((
-            kept.earlier,
-            Tally {
-                kills: kills.collect(),
-            },
-        ))
+        Some(Tally {
+            kills: kills.collect(),
+        })
     }
 }
 
 /// How many of a running guest's processes the OOM killer ended since
 /// an operator started it: its groups' counts as they are, with what its
-/// keeper wrote in `run` (a group removed since it read it, and the boots
-/// before a reboot), for `status`.
-pub fn kept_kills(run: &RunDir, cgroup: &Cgroup) -> Option<u64> {
-    let text = std::fs::read_to_string(run.dir.join(KEPT)).unwrap_or_default();
-    let (earlier, mut tally) = Kept::parse(&text).unwrap_or_default();
-    Some(earlier + tally.count(cgroup.oom_counts())?.count)
+/// keeper wrote in its run dir `dir` (a group removed since it read it,
+/// and the boots before a reboot), for `status`.
+pub fn kept_kills(dir: Option<&std::path::Path>, cgroup: &Cgroup) -> Option<u64> {
+    let mut live = Tally::default();
+    live.count(cgroup.oom_counts())?;
+    let text = dir.and_then(|d| std::fs::read_to_string(d.join(KEPT)).ok());
+    let text = text.unwrap_or_default();
+    let mut all = Kept::parse(&text).unwrap_or_default();
+    // Merged, not added up: the live groups hold what the file holds of
+    // them (v2's top group holds its removed ones as well).
+    all.merge(&live);
+    Some(all.kills.values().sum())
 }
 
 /// A keeper's `oom.json`, written through its run dir each time its
 /// [`Tally`] changes (rarely: a kill).
 pub struct TallyFile {
     dir: HeldRunDir,
-    earlier: u64,
+    /// The groups of the boots before a reboot: kept as groups (not a
+    /// sum) so that one a failed teardown left, used again, counts once.
+    carried: Tally,
     written: Tally,
 }
 
 impl TallyFile {
     /// For the keeper of a new init, before it runs: an operator's start
-    /// begins at none (`after_reboot` false); a start after the guest's
-    /// reboot carries the count on, its groups being new.
+    /// (`after_reboot` false) begins at none, the last run's file removed
+    /// first (whatever fails after); a start after the guest's reboot
+    /// carries the groups on.
     pub fn begin(dir: &HeldRunDir, after_reboot: bool) -> std::io::Result<TallyFile> {
-        let dir = dir.try_clone()?;
-        let old = dir.read(KEPT).and_then(|t| Kept::parse(&t));
-        let earlier = match old {
-            Some((earlier, tally)) if after_reboot => earlier + tally.kills.values().sum::<u64>(),
-            _ => 0,
-        };
-        let file = TallyFile {
-            dir,
-            earlier,
-            written: Tally::default(),
-        };
-        match earlier {
-            0 => file.dir.remove(KEPT),
-            _ => file.write(&Tally::default())?,
+        if !after_reboot {
+            dir.remove(KEPT);
         }
-        Ok(file)
+        let dir = dir.try_clone()?;
+        let carried = match after_reboot {
+            true => dir.read(KEPT).and_then(|t| Kept::parse(&t)),
+            false => None,
+        };
+        Ok(TallyFile {
+            dir,
+            carried: carried.unwrap_or_default(),
+            written: Tally::default(),
+        })
     }
 
     pub fn fd(&self) -> std::os::fd::RawFd {
         self.dir.raw_fd()
     }
 
-    /// Writes `tally` if it changed since.
+    /// Writes `tally` (with the groups carried) if it changed since.
     fn keep(&mut self, tally: &Tally) {
         if *tally != self.written && self.write(tally).is_ok() {
             self.written = tally.clone();
@@ -178,12 +189,13 @@ impl TallyFile {
     }
 
     fn write(&self, tally: &Tally) -> std::io::Result<()> {
-        let groups = tally
-            .kills
-            .iter()
-            .map(|(&(dev, ino), &oom_kill)| KeptGroup { dev, ino, oom_kill });
+        let mut all = self.carried.clone();
+        all.merge(tally);
+        let groups =
+            all.kills
+                .iter()
+                .map(|(&(dev, ino), &oom_kill)| KeptGroup { dev, ino, oom_kill });
         let kept = Kept {
-            earlier: self.earlier,
             groups: groups.collect(),
         };
         let json = serde_json::to_vec(&kept).expect("the tally serializes");
@@ -393,6 +405,7 @@ fn stop_once_before_skip() {
 
 #[cfg(test)]
 mod tests {
+    use super::super::state::RunDir;
     use super::*;
 
     fn counts(groups: &[(u64, u64)], keeps_removed: bool) -> Option<OomCounts> {
@@ -422,5 +435,29 @@ mod tests {
         assert_eq!(v1.count(counts(&[(1, 0), (2, 1)], false)).unwrap().count, 1);
         assert_eq!(v1.count(counts(&[(1, 0)], false)).unwrap().count, 1);
         assert_eq!(v1.count(counts(&[(1, 0), (3, 0)], false)).unwrap().count, 1);
+    }
+
+    /// After a reboot the file carries the earlier boot's groups on, each
+    /// once: one the new boot uses again (its teardown failed) counts at
+    /// its higher count, not twice; an operator's start begins at none.
+    #[test]
+    fn s50_a_reboot_carries_groups_on_and_counts_one_used_again_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("g")).unwrap();
+        let dir = HeldRunDir::open(RunDir::new(tmp.path(), "g")).unwrap();
+        let read = || Kept::parse(&dir.read(KEPT).unwrap()).unwrap().kills;
+        let mut first = TallyFile::begin(&dir, false).unwrap();
+        let mut tally = Tally::default();
+        tally.count(counts(&[(1, 1), (2, 2)], false));
+        first.keep(&tally);
+        let mut second = TallyFile::begin(&dir, true).unwrap();
+        let mut tally = Tally::default();
+        tally.count(counts(&[(2, 3), (4, 1)], false));
+        second.keep(&tally);
+        let kills = read();
+        assert_eq!(kills.values().sum::<u64>(), 5, "{kills:?}");
+        assert_eq!(kills.get(&(1, 2)), Some(&3));
+        TallyFile::begin(&dir, false).unwrap();
+        assert!(dir.read(KEPT).is_none());
     }
 }

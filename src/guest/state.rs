@@ -802,11 +802,10 @@ impl RunDir {
             pids.first().copied()
         });
         let word = self.holders_word(pid);
-        let comm = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok());
         LockHolder {
             what: word.what,
             pid,
-            keeper: comm.is_some_and(|c| c.trim_end() == "unifs-keeper"),
+            keeper: pid.and_then(super::kept::named_keeper) == Some(true),
             holds: word.holds,
         }
     }
@@ -1150,7 +1149,12 @@ impl HeldRunDir {
     /// this process's, then rename), so a reader sees a whole one.
     pub fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let tmp = format!(".{name}.{}", std::process::id());
-        replace_at(self.fd.as_fd(), tmp.as_ref(), name.as_ref(), bytes).map_err(|(_, e)| e)
+        replace_at(self.fd.as_fd(), tmp.as_ref(), name.as_ref(), bytes).map_err(|(_, e)| {
+            // Not left behind: a keeper writes again at each change, and
+            // one after a reboot under another pid would never take it up.
+            self.remove(&tmp);
+            e
+        })
     }
 
     /// The same directory, held by a descriptor of its own (close-on-exec).

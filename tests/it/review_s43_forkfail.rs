@@ -221,9 +221,14 @@ fn s43_a_run_whose_command_the_oom_killer_ended_says_so() {
 
 /// A guest of `init` under `[limits] memory = "16M"`.
 pub(crate) fn guest_in_16m(test: &str, init: &str) -> Guest {
+    guest_in_16m_with(test, init, "")
+}
+
+/// [`guest_in_16m`], with `extra` config lines at the top level.
+pub(crate) fn guest_in_16m_with(test: &str, init: &str, extra: &str) -> Guest {
     let g = Guest::new(test, init);
     let toml = format!(
-        "root = {:?}\ninit = {init}\n[limits]\npids = 64\nmemory = \"16M\"\n",
+        "root = {:?}\ninit = {init}\n{extra}\n[limits]\npids = 64\nmemory = \"16M\"\n",
         g.t.root()
     );
     std::fs::write(g.config_dir().join(format!("{}.toml", g.name)), toml).unwrap();

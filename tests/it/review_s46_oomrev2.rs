@@ -28,7 +28,7 @@ fn reaper_guest_in_16m(test: &str, script: &str) -> Guest {
 }
 
 /// `guest status --json` of `g` (null where it says none).
-fn status_json(g: &Guest) -> serde_json::Value {
+pub(crate) fn status_json(g: &Guest) -> serde_json::Value {
     let json = stdout(&g.unifs(&["status", "--json", &g.name]));
     serde_json::from_str(&json).unwrap_or_default()
 }

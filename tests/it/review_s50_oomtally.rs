@@ -5,25 +5,10 @@
 
 use crate::guest::harness::{can_run, ok, stdout, within_30s};
 use crate::guest::review_s11_life::{Guest, SLEEP};
+use crate::review_s43_forkfail::guest_in_16m_with;
+use crate::review_s46_oomrev2::status_json as state;
 use crate::review_s47_oom3::{memory_leaf, oom_killed_in, RmdirOnDrop};
 use serde_json::Value;
-
-/// `g`'s `status --json`.
-fn state(g: &Guest) -> Value {
-    let o = g.unifs(&["status", "--json", &g.name]);
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
-}
-
-/// A guest of `init` under a 16 MiB limit, with `extra` config lines.
-fn guest_in_16m_with(test: &str, init: &str, extra: &str) -> Guest {
-    let g = Guest::new(test, init);
-    let toml = format!(
-        "root = {:?}\ninit = {init}\n{extra}\n[limits]\npids = 64\nmemory = \"16M\"\n",
-        g.t.root()
-    );
-    std::fs::write(g.config_dir().join(format!("{}.toml", g.name)), toml).unwrap();
-    g
-}
 
 /// In running `g`: a group of its own below its leaf (as its systemd
 /// makes a service's), one of whose processes the OOM killer ends; the
