@@ -1,6 +1,6 @@
 //! `unifs manifest` and `unifs restore`.
 
-use super::output::{bytes, count, path};
+use super::output::{bytes, count, counted, path};
 use super::print::{errln, outln};
 use super::Global;
 use crate::backup::{manifest, mtree, restore};
@@ -643,11 +643,11 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     if !not_kept.is_empty() {
         errln!(
-            "unifs: warning: the filesystem of {} did not keep {} time(s) of the manifest as \
+            "unifs: warning: the filesystem of {} did not keep {} of the manifest as \
              they are: the guest is restored with the times it kept instead. Restore onto a \
              filesystem that holds them (btrfs and tmpfs hold any) to keep them",
             path(&a.target),
-            count(not_kept.len() as u64)
+            counted(not_kept.len() as u64, "time", "times")
         );
     }
     if a.json {
@@ -656,26 +656,29 @@ pub fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         let verified = match not_kept.len() {
             0 => "every file verified".to_string(),
             n => format!(
-                "every file verified, but {} time(s) of the manifest not kept (see the warnings)",
-                count(n as u64)
+                "every file verified, but {} of the manifest not kept (see the warnings)",
+                counted(n as u64, "time", "times")
             ),
         };
         let extra = match report.extra_copies {
             0 => String::new(),
-            n => format!(" ({} new object copies for the link limit)", count(n)),
+            n => format!(
+                " ({} for the link limit)",
+                counted(n, "new object copy", "new object copies")
+            ),
         };
         outln!(
-            "restored guest {} into {}: {} entries; {} files linked from the store{extra}, {} \
-             copied from it ({}), {} private files copied ({}), {} hardlinks; {verified}",
+            "restored guest {} into {}: {}; {} linked from the store{extra}, {} copied from \
+             it ({}), {} copied ({}), {}; {verified}",
             super::output::guest_name(&header.guest, &header.root_path()),
             path(&a.target),
-            count(report.entries),
-            count(report.objects_linked),
+            counted(report.entries, "entry", "entries"),
+            counted(report.objects_linked, "file", "files"),
             count(report.objects_copied),
             bytes(report.object_bytes_copied),
-            count(report.private_copied),
+            counted(report.private_copied, "private file", "private files"),
             bytes(report.private_bytes_copied),
-            count(report.hardlinks)
+            counted(report.hardlinks, "hardlink", "hardlinks")
         );
     }
     if !not_kept.is_empty() {

@@ -1240,7 +1240,26 @@ fn ended_if_interrupted<T>(r: Result<T, crate::guest::Error>) -> Result<T, crate
 fn print_stopped(name: &str, how: Stopped) {
     match how {
         Stopped::Clean => outln!("guest {name} stopped"),
-        Stopped::Killed => outln!("guest {name} stopped (processes killed after the timeout)"),
+        Stopped::Killed(None) => {
+            outln!("guest {name} stopped (processes left after its init ended, killed)")
+        }
+        Stopped::Killed(Some(o)) => {
+            let signal = crate::guest::spec::signal_name(o.signal);
+            let why = match o.takes_signal {
+                false => format!(
+                    "its init does not catch {signal}, and a PID 1 ignores a signal it does not \
+                     catch: set stop_signal in its config to one it ends on (docs/guests.md), \
+                     or stop it with --signal"
+                ),
+                true => format!(
+                    "its init took {signal} but did not end within {} s: give it longer \
+                     (--timeout), or set stop_signal in its config to one it ends on \
+                     (docs/guests.md)",
+                    o.timeout.as_secs_f64()
+                ),
+            };
+            outln!("guest {name} stopped (killed after the timeout: {why})")
+        }
         Stopped::WasStale => {
             outln!("guest {name} was not running; its stale runtime record was removed")
         }

@@ -32,6 +32,21 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// `n` and the word for it: `1 file`, `2 files` (`one`, `many`: the
+/// words for one and for any other number, as English has them).
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), word(n, one, many))
+}
+
+/// The word for `n` things: `one` for 1, `many` for any other number.
+pub fn word<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
 /// Parses `4096`, `4k`, `10M`, `1G` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

@@ -1,6 +1,6 @@
 //! `unifs store init|verify|gc|forget|stats|ls|runs|snapshot`.
 
-use super::output::{bytes, clean, count, guest_name, name, path};
+use super::output::{bytes, clean, count, counted, guest_name, name, path, word};
 use super::print::{errln, outln};
 use super::Global;
 use crate::catalog::Catalog;
@@ -284,13 +284,14 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             outln!("BAD {}: {}", path(&p.path), clean(&p.what));
             if !p.guests.is_empty() {
                 outln!(
-                    "    linked by guest(s) {}: {} path(s)",
+                    "    linked by {} {}: {}",
+                    word(p.guests.len() as u64, "guest", "guests"),
                     p.guests
                         .iter()
                         .map(|g| name(g))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    paths.len()
+                    counted(paths.len() as u64, "path", "paths")
                 );
                 for p in paths.iter().take(10) {
                     outln!("      {}", path(p));
@@ -298,10 +299,10 @@ fn verify(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         outln!(
-            "verified {} object files ({}): {} problem(s)",
-            count(report.object_files),
+            "verified {} ({}): {}",
+            counted(report.object_files, "object file", "object files"),
             bytes(report.bytes),
-            report.problems.len()
+            counted(report.problems.len() as u64, "problem", "problems")
         );
     }
     Ok(if report.problems.is_empty() {
@@ -535,8 +536,12 @@ fn gc_pass(
             }
         }
         outln!(
-            "{verb} {} unused object file(s), {}",
-            count(removed.len() as u64),
+            "{verb} {}, {}",
+            counted(
+                removed.len() as u64,
+                "unused object file",
+                "unused object files"
+            ),
             bytes(freed)
         );
         for p in &replaced.given_back {
@@ -585,9 +590,9 @@ fn gc_pass(
         }
         if !missing.dropped.is_empty() {
             outln!(
-                "{drop} {} guest link(s) to missing objects: unify treats those files as \
-                 ordinary files again",
-                count(missing.links_dropped)
+                "{drop} {} to missing objects: unify treats those files as ordinary files \
+                 again",
+                counted(missing.links_dropped, "guest link", "guest links")
             );
         }
     }
@@ -828,10 +833,10 @@ fn forget(g: &Global, args: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
         // directory of its own).
         let _ = std::fs::remove_file(crate::unify::listings::cache_path(&store, row.id));
         outln!(
-            "forgot guest {} ({}): {} link(s)",
+            "forgot guest {} ({}): {}",
             guest_name(&row.name, &row.path),
             path(&row.path),
-            count(links)
+            counted(links, "link", "links")
         );
     }
     outln!("objects no guest links any more stay until `unifs store gc`");
@@ -940,24 +945,28 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
     }
     outln!("store {}", path(store.root()));
     outln!(
-        "  {} objects in {} files, {} stored, {} guest links, {} saved",
-        count(usage.objects),
-        count(usage.object_files),
+        "  {} in {}, {} stored, {}, {} saved",
+        counted(usage.objects, "object", "objects"),
+        counted(usage.object_files, "file", "files"),
         bytes(usage.bytes_stored),
-        count(usage.guest_links),
+        counted(usage.guest_links, "guest link", "guest links"),
         bytes(usage.bytes_saved)
     );
     if usage.unused_object_files > 0 {
         outln!(
-            "  {} object files no guest links (`unifs store gc` removes them)",
-            count(usage.unused_object_files)
+            "  {} no guest links (`unifs store gc` removes them)",
+            counted(usage.unused_object_files, "object file", "object files")
         );
     }
     if usage.unused_kept_object_files > 0 {
         outln!(
-            "  {} object files no guest links, kept by `unifs store gc`: a higher copy of the \
-             same object is linked (link-limit copies)",
-            count(usage.unused_kept_object_files)
+            "  {} no guest links, kept by `unifs store gc`: a higher copy of the same \
+             object is linked (link-limit copies)",
+            counted(
+                usage.unused_kept_object_files,
+                "object file",
+                "object files"
+            )
         );
     }
     // The figures above are counted now; these are the catalog's, which
@@ -971,9 +980,10 @@ fn stats(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
             None => "no run done".to_string(),
         };
         outln!(
-            "  guest {:<16} {:>10} files linked ({}) {} ({run})",
+            "  guest {:<16} {:>10} {} linked ({}) {} ({run})",
             guest_name(&row.name, &row.path),
             count(row.files_linked),
+            word(row.files_linked, "file", "files"),
             bytes(row.bytes_linked),
             path(&row.path)
         );

@@ -1,6 +1,6 @@
 //! `unifs unify` (vunify).
 
-use super::output::{self, bytes, count, guest_name, parse_size, print_problems};
+use super::output::{self, bytes, count, counted, guest_name, parse_size, print_problems};
 use super::print::{errln, out, outln};
 use super::Global;
 use crate::unify::{self, exclude::DEFAULT_EXCLUDES, Excludes};
@@ -163,20 +163,19 @@ pub fn run(g: &Global, a: UnifyArgs) -> anyhow::Result<ExitCode> {
         "above"
     };
     let own_text = format!(
-        "{} warning(s) about its own records in the store ({})",
-        count(own_count as u64),
+        "{} about its own records in the store ({})",
+        counted(own_count as u64, "warning", "warnings"),
         own.join(", ")
     );
+    let left_text = counted(
+        left as u64,
+        "file or guest as it was",
+        "files or guests as they were",
+    );
     let what = match (left, own_count) {
-        (_, 0) => format!(
-            ", but left {} file(s) or guest(s) as they were",
-            count(left as u64)
-        ),
+        (_, 0) => format!(", but left {left_text}"),
         (0, _) => format!(" and left no file or guest as it was, but gave {own_text}"),
-        _ => format!(
-            ", but left {} file(s) or guest(s) as they were, and gave {own_text}",
-            count(left as u64)
-        ),
+        _ => format!(", but left {left_text}, and gave {own_text}"),
     };
     errln!("unifs: unify finished{what} (listed {listed}); exit status {EXIT_PROBLEMS}");
     Ok(ExitCode::from(EXIT_PROBLEMS))
@@ -245,9 +244,9 @@ fn guest_list(names: &[String]) -> String {
 fn print_summary(s: &unify::Summary) {
     let would = if s.dry_run { "would be " } else { "" };
     outln!(
-        "{}unify: {} guest(s) ({}), {} files scanned ({})",
+        "{}unify: {} ({}), {} scanned ({})",
         if s.dry_run { "dry run: " } else { "" },
-        s.guests.len(),
+        counted(s.guests.len() as u64, "guest", "guests"),
         guest_list(
             &s.guests
                 .iter()
@@ -255,7 +254,7 @@ fn print_summary(s: &unify::Summary) {
                 .map(|(name, root)| guest_name(name, root))
                 .collect::<Vec<_>>()
         ),
-        count(s.files_scanned),
+        counted(s.files_scanned, "file", "files"),
         bytes(s.bytes_scanned)
     );
     outln!(
@@ -288,17 +287,31 @@ fn print_summary(s: &unify::Summary) {
             outln!("  left alone: {} {why}", count(n));
         }
     }
+    if s.files_apart_by_metadata > 0 {
+        let mtime = match s.files_apart_by_mtime {
+            0 => String::new(),
+            n => format!(
+                "; {} only in mtime (a store made with --ignore-mtime links those: docs/unify.md)",
+                count(n)
+            ),
+        };
+        outln!(
+            "  left apart: {} with another guest's path and size but not its mtime, mode or \
+             owner, which a hardlink would share{mtime}",
+            counted(s.files_apart_by_metadata, "file", "files")
+        );
+    }
     outln!(
-        "  hashed {} files ({}), {} from cache; {} already linked",
-        count(s.files_hashed),
+        "  hashed {} ({}), {} from cache; {} already linked",
+        counted(s.files_hashed, "file", "files"),
         bytes(s.bytes_hashed),
         count(s.cache_hits),
         count(s.files_already_linked)
     );
     outln!(
-        "  {} files {would}linked, {} new objects: {} {would}saved",
-        count(s.files_linked),
-        count(s.objects_added),
+        "  {} {would}linked, {}: {} {would}saved",
+        counted(s.files_linked, "file", "files"),
+        counted(s.objects_added, "new object", "new objects"),
         bytes(s.bytes_saved)
     );
     if s.bytes_copied > 0 {
@@ -309,43 +322,43 @@ fn print_summary(s: &unify::Summary) {
     }
     if s.skipped_changed + s.skipped_in_use + s.objects_copied + s.extra_copies > 0 {
         outln!(
-            "  skipped {} changed and {} in-use files; {} objects copied from files open for \
-             writing; {} extra copies for the link limit",
-            count(s.skipped_changed),
-            count(s.skipped_in_use),
-            count(s.objects_copied),
-            count(s.extra_copies)
+            "  skipped {} changed and {} in-use; {} copied from files open for writing; {} \
+             for the link limit",
+            counted(s.skipped_changed, "file", "files"),
+            counted(s.skipped_in_use, "file", "files"),
+            counted(s.objects_copied, "object", "objects"),
+            counted(s.extra_copies, "extra copy", "extra copies")
         );
     }
     if s.files_gone > 0 {
         outln!(
-            "  {} files went away while unify ran (deleted or moved by a running guest)",
-            count(s.files_gone)
+            "  {} went away while unify ran (deleted or moved by a running guest)",
+            counted(s.files_gone, "file", "files")
         );
     }
     if s.clone_paths_split > 0 {
         outln!(
-            "  {} paths hardlinked across guests (a `cp -al` clone) {}given copies of their own",
-            count(s.clone_paths_split),
+            "  {} hardlinked across guests (a `cp -al` clone) {}given copies of their own",
+            counted(s.clone_paths_split, "path", "paths"),
             would
         );
     }
     if s.stale_tmp_removed > 0 {
         outln!(
-            "  removed {} temp names left by an interrupted run",
-            count(s.stale_tmp_removed)
+            "  removed {} left by an interrupted run",
+            counted(s.stale_tmp_removed, "temp name", "temp names")
         );
     }
     if s.objects_recovered > 0 {
         outln!(
-            "  recorded {} object files an interrupted run added to the store",
-            count(s.objects_recovered)
+            "  recorded {} an interrupted run added to the store",
+            counted(s.objects_recovered, "object file", "object files")
         );
     }
     if s.dir_mtimes_recovered > 0 {
         outln!(
-            "  put back the mtimes of {} directories an interrupted run changed",
-            count(s.dir_mtimes_recovered)
+            "  put back the mtimes of {} an interrupted run changed",
+            counted(s.dir_mtimes_recovered, "directory", "directories")
         );
     }
     match s.run {

@@ -160,6 +160,54 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Where a key the config has in the wrong table belongs (`memory` at
+/// the top, for `[limits] memory`), said instead of TOML's bare "unknown
+/// field": a key below a `[table]` line is that table's, which is easily
+/// missed. None when no key is in another table's place.
+fn misplaced_key(text: &str) -> Option<String> {
+    let top: toml::Table = text.parse().ok()?;
+    let where_ = |t: &str| match t {
+        "" => "at the top".to_string(),
+        t => format!("under [{t}]"),
+    };
+    let has = |table: &str, key: &str, value: &toml::Value| match table {
+        "" => knows::<GuestConfig>(key, value),
+        "limits" => knows::<LimitsConfig>(key, value),
+        _ => knows::<NetSpec>(key, value),
+    };
+    let tables = ["", "limits", "net"];
+    for here in tables {
+        let keys = match here {
+            "" => Some(&top),
+            t => top.get(t).and_then(toml::Value::as_table),
+        };
+        for (key, value) in keys.into_iter().flatten().filter(|(k, v)| !has(here, k, v)) {
+            let Some(there) = tables.iter().find(|t| has(t, key, value)) else {
+                continue;
+            };
+            let write = match *there {
+                "" => "above the first [table] line".to_string(),
+                t => format!("below a [{t}] line"),
+            };
+            return Some(format!(
+                "key {key} belongs {}, not {}: write it {write}",
+                where_(there),
+                where_(here)
+            ));
+        }
+    }
+    None
+}
+
+/// Whether `T`, a table of the config, has a key `key` (of any value).
+fn knows<T: serde::de::DeserializeOwned>(key: &str, value: &toml::Value) -> bool {
+    let one = toml::Table::from_iter([(key.to_string(), value.clone())]);
+    match toml::Value::Table(one).try_into::<T>() {
+        Ok(_) => true,
+        Err(e) => !e.to_string().contains("unknown field"),
+    }
+}
+
 /// Why the host's `/` cannot be a guest root (said for `run --root` too).
 pub const HOST_ROOT: &str = "the host's own root: a guest cannot have it (pivot_root \
      refuses it, and the guest would share every host file); name a directory holding a \
@@ -181,7 +229,7 @@ impl GuestConfig {
         };
         let cfg: GuestConfig = toml::from_str(&text).map_err(|e| Error::Config {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: misplaced_key(&text).unwrap_or_else(|| e.to_string()),
         })?;
         if cfg.init.is_empty() {
             return Err(Error::Config {

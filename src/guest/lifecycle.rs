@@ -1455,8 +1455,9 @@ fn run_bounded(
 pub enum Stopped {
     /// Init ended on the stop signal within the timeout.
     Clean,
-    /// Init or other processes had to be killed.
-    Killed,
+    /// Init or other processes had to be killed: init, if it outlived
+    /// its stop signal (None: it ended, and other processes were left).
+    Killed(Option<Outlived>),
     /// Init had already died; the stale record was cleaned up.
     WasStale,
     /// A `start` killed before writing the record had left the guest
@@ -1471,6 +1472,17 @@ pub enum Stopped {
     /// Its init had ended by itself (how: [`state::Exit::describe`]), and
     /// its keeper stopped it meanwhile.
     Ended(String),
+}
+
+/// An init that outlived its stop signal (`signal`) and `timeout`, and
+/// whether it takes that signal at all: a PID namespace's init does not
+/// get one it neither catches nor blocks (said, so that the operator
+/// knows to set another stop signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlived {
+    pub signal: i32,
+    pub timeout: Duration,
+    pub takes_signal: bool,
 }
 
 /// `guest stop NAME`: `signal` (default: the guest's stop signal) to init,
@@ -1555,7 +1567,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     let was_alive = st.init_alive();
     let keeper = init_keeper(&st);
     let signal = signal.unwrap_or(st.spec.stop_signal);
-    let clean = teardown_hurried(&run, &st, signal, timeout, || false, all)?;
+    let ending = teardown_hurried(&run, &st, signal, timeout, || false, all)?;
     // The keeper takes the lock once init is gone, to stop the guest
     // itself; it finds it stopped and ends. Waited for, so that a `start`
     // right after (`restart`) does not find the lock held by it.
@@ -1569,10 +1581,10 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
             tracing::debug!("guest {name}: its keeper had not ended when the stop did");
         }
     }
-    Ok(match (was_alive, clean) {
+    Ok(match (was_alive, ending) {
         (false, _) => Stopped::WasStale,
-        (true, true) => Stopped::Clean,
-        (true, false) => Stopped::Killed,
+        (true, None) => Stopped::Clean,
+        (true, Some(outlived)) => Stopped::Killed(outlived),
     })
 }
 
@@ -1791,8 +1803,8 @@ fn spec_of(cfg: &GuestConfig, dirs: &Dirs, name: &str) -> Result<GuestSpec> {
 }
 
 /// Ends the guest's processes, unmounts its root, removes its cgroups and
-/// runtime record. True if nothing had to be killed.
-fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<bool> {
+/// runtime record. None if nothing had to be killed ([`teardown_hurried`]).
+fn teardown(run: &RunDir, st: &State, signal: i32, timeout: Duration) -> Result<Killed> {
     teardown_hurried(run, st, signal, timeout, || false, Deadline::NONE)
 }
 
@@ -1803,9 +1815,13 @@ fn teardown_or_kill(
     st: &State,
     timeout: Duration,
     hurry: impl FnMut() -> bool,
-) -> Result<bool> {
+) -> Result<Killed> {
     teardown_hurried(run, st, st.spec.stop_signal, timeout, hurry, Deadline::NONE)
 }
+
+/// What a teardown had to kill: None, nothing; `Some(None)`, processes
+/// left after init ended; `Some(Some(_))`, init, which outlived its signal.
+type Killed = Option<Option<Outlived>>;
 
 fn teardown_hurried(
     run: &RunDir,
@@ -1814,9 +1830,9 @@ fn teardown_hurried(
     timeout: Duration,
     mut hurry: impl FnMut() -> bool,
     end: Deadline,
-) -> Result<bool> {
+) -> Result<Killed> {
     let pid = Pid::from_raw(st.pid);
-    let mut clean = true;
+    let mut killed = None;
     if st.init_alive() {
         // Sent before init takes it (a `stop` right after `start`), the
         // kernel would drop it, and the stop wait out its timeout.
@@ -1829,14 +1845,22 @@ fn teardown_hurried(
         wait_until(timeout, || over() || sys::takes_signal(pid, signal));
         let _ = sys::send_signal(pid, signal);
         let left = deadline.saturating_duration_since(Instant::now());
-        clean = wait_until(left, over) && !st.init_alive();
+        if !wait_until(left, over) || st.init_alive() {
+            // Asked only where init outlived the wait (hurried or not).
+            let takes_signal = !st.init_alive() || sys::takes_signal(pid, signal);
+            killed = Some(Some(Outlived {
+                signal,
+                timeout,
+                takes_signal,
+            }));
+        }
     }
     if st.init_alive() {
         // SIGKILL to a PID namespace's init kills the whole namespace.
         let _ = kill(pid, Signal::SIGKILL);
     }
     if !st.cgroup.pids().is_empty() {
-        clean = false;
+        killed = killed.or(Some(None));
         st.cgroup.kill_all();
     }
     let ended = || !st.init_alive() && st.cgroup.pids().is_empty();
@@ -1883,7 +1907,7 @@ fn teardown_hurried(
     run.drop_exit_of_other_init(st);
     let _ = std::fs::remove_file(run.state_file());
     forget_dead_keeper(run);
-    Ok(clean)
+    Ok(killed)
 }
 
 /// How long `stop` waits for a busy overlay daemon that guest processes
@@ -3110,7 +3134,12 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         frozen,
         starting,
         keeper_gone: live.is_some_and(|s| !kept(s.pid)),
-        root: st.as_ref().map(|s| s.backing.clone()),
+        // Stopped: the configured root, which a start would take.
+        root: st.as_ref().map(|s| s.backing.clone()).or_else(|| {
+            GuestConfig::load(&dirs.config_dir, name)
+                .ok()
+                .map(|c| c.root)
+        }),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         // What its keeper kept too (a group removed since it read it).
         oom_kills: match live {

@@ -107,6 +107,7 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("--pids", "[limits] pids"),
     ("--io-weight", "[limits] io_weight"),
     ("--device", "devices"),
+    ("--tmpfs", "tmpfs"),
 ];
 
 /// `e`, of a check that `unifs run`'s options and a named guest's config
@@ -516,7 +517,17 @@ impl std::str::FromStr for Tmpfs {
 
     fn from_str(s: &str) -> Result<Tmpfs> {
         let (dst, size) = match s.split_once(':') {
-            Some((dst, size)) => (dst, Some(parse_size(size)?)),
+            Some((dst, size)) => {
+                let size = parse_size(size).map_err(|_| Error::Invalid {
+                    what: "--tmpfs",
+                    value: s.to_string(),
+                    reason: format!(
+                        "size {size:?} is no size: give bytes or a number (1.5 too) with k, M, G \
+                         or T, as DIR:64M"
+                    ),
+                })?;
+                (dst, Some(size))
+            }
             None => (s, None),
         };
         let on_proc_or_sys = ["/proc", "/sys"]
@@ -528,14 +539,14 @@ impl std::str::FromStr for Tmpfs {
             || on_proc_or_sys
         {
             return Err(Error::Invalid {
-                what: "tmpfs",
+                what: "--tmpfs",
                 value: s.to_string(),
                 reason: "expected DIR[:SIZE], DIR absolute, not / and not in /proc or /sys".into(),
             });
         }
         if size == Some(0) {
             return Err(Error::Invalid {
-                what: "tmpfs",
+                what: "--tmpfs",
                 value: s.to_string(),
                 reason: "a size of 0 means no limit to tmpfs; leave it out for that".into(),
             });

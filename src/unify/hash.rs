@@ -71,6 +71,39 @@ pub fn buckets(
         .collect()
 }
 
+/// How many candidates hashing leaves unread (no other file or object has
+/// their size, mode, owner and mtime) though a candidate of another guest
+/// has their path and size: most likely the same file, kept apart by its
+/// mtime, mode or owner. The second figure: those whose mode and owner
+/// match such a file (only the mtime differs). Counted, not hashed, to
+/// say why nothing was shared.
+pub fn apart_by_metadata(candidates: &[FileRec], buckets: &[Vec<usize>]) -> (u64, u64) {
+    let hashed: HashSet<usize> = buckets.iter().flatten().copied().collect();
+    let by_path = |i: usize| (&candidates[i].rel, candidates[i].stat.size);
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_unstable_by(|&a, &b| by_path(a).cmp(&by_path(b)));
+    let (mut apart, mut mtime_only) = (0, 0);
+    for run in order.chunk_by(|&a, &b| by_path(a) == by_path(b)) {
+        for &i in run.iter().filter(|i| !hashed.contains(i)) {
+            let c = &candidates[i];
+            let others: Vec<&FileRec> = run
+                .iter()
+                .map(|&j| &candidates[j])
+                .filter(|o| o.guest != c.guest)
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            apart += 1;
+            let owner = |s: &Stat| (s.perm(), s.uid, s.gid);
+            if others.iter().any(|o| owner(&o.stat) == owner(&c.stat)) {
+                mtime_only += 1;
+            }
+        }
+    }
+    (apart, mtime_only)
+}
+
 /// The id of one candidate.
 #[derive(Debug, Clone, Copy)]
 pub struct Hashed {
@@ -359,6 +392,23 @@ mod tests {
         // Largest files first.
         assert_eq!(b, vec![vec![3], vec![0, 2]]);
         assert!(buckets(&c, &HashSet::new(), false) == vec![vec![0, 2]]);
+    }
+
+    #[test]
+    fn files_of_one_path_and_size_in_two_guests_kept_apart_are_counted() {
+        // 0 (guest 0) and 1 (guest 1): one path and size, another owner; 2
+        // (guest 1), that path again but another mtime only; 3, alone.
+        let mut c = vec![rec(10, 0), rec(10, 1), rec(10, 0), rec(11, 0)];
+        c[1].guest = 1;
+        c[2].guest = 1;
+        c[2].stat.mtime = Timestamp { sec: 6, nsec: 0 };
+        c[3].rel = PathBuf::from("g");
+        let b = buckets(&c, &HashSet::new(), false);
+        assert_eq!(b, Vec::<Vec<usize>>::new());
+        // 0 matches 2 in all but mtime; 1 matches none of guest 0 in owner.
+        assert_eq!(apart_by_metadata(&c, &b), (3, 2));
+        // Hashed files are not counted: hashing knows what they are.
+        assert_eq!(apart_by_metadata(&c, &[vec![0, 3]]), (2, 1));
     }
 
     #[test]

@@ -332,6 +332,12 @@ pub struct Summary {
     /// Paths of inodes a clone (`cp -al`) shared across guests that got a
     /// copy of their own (inodes unify cannot make objects).
     pub clone_paths_split: u64,
+    /// Files left unread though another guest has a file of their path
+    /// and size: kept apart by mtime, mode or owner (see
+    /// [`hash::apart_by_metadata`]); and of those, the ones whose mode and
+    /// owner match it (only the mtime differs).
+    pub files_apart_by_metadata: u64,
+    pub files_apart_by_mtime: u64,
     pub files_already_linked: u64,
     pub files_hashed: u64,
     pub bytes_hashed: u64,
@@ -1030,6 +1036,9 @@ fn run(
         .chain(unrecorded.iter().map(|u| u.row.id))
         .collect();
     let buckets = hash::buckets(&scan.candidates, &object_keys, ignore_mtime);
+    let (apart, mtime_only) = hash::apart_by_metadata(&scan.candidates, &buckets);
+    summary.files_apart_by_metadata = apart;
+    summary.files_apart_by_mtime = mtime_only;
     let total: u64 = buckets
         .iter()
         .flatten()

@@ -526,8 +526,8 @@ fn restore_at_the_link_limit_starts_the_next_copy_as_unify_does() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains(
-            "5 files linked from the store (1 new object copies for the link limit), 0 copied \
-             from it (0 B), 1 private files copied (4 B)"
+            "5 files linked from the store (1 new object copy for the link limit), 0 copied \
+             from it (0 B), 1 private file copied (4 B)"
         ),
         "{text}"
     );
@@ -554,7 +554,7 @@ fn restore_at_the_link_limit_starts_the_next_copy_as_unify_does() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains(
-            "0 files linked from the store, 5 copied from it (14.6 KiB), 1 private files \
+            "0 files linked from the store, 5 copied from it (14.6 KiB), 1 private file \
              copied (4 B)"
         ),
         "{text}"

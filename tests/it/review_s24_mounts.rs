@@ -375,5 +375,5 @@ fn review_s24_verify_names_objects_a_second_copy_pass_changed_in_place() {
     assert!(text.contains(": xattrs;"), "{text}");
     assert!(text.contains(&liba.display().to_string()), "{text}");
     assert!(text.contains(&libb.display().to_string()), "{text}");
-    assert!(text.contains("2 problem(s)"), "{text}");
+    assert!(text.contains("2 problems"), "{text}");
 }

@@ -69,7 +69,7 @@ fn s36_store_verify_reads_no_holes() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains(" 0 problem(s)"),
+        out.status.success() && stdout.contains(" 0 problems"),
         "{out:?}"
     );
     let read: u64 = std::fs::read_to_string(&trace)

@@ -185,7 +185,7 @@ fn gc_in_a_copy_leaves_the_original_alone(how: Copied) {
     let out = unifs(&copy, &[&"store", &"gc"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("removed 2 unused object file(s)"),
+        String::from_utf8_lossy(&out.stdout).contains("removed 2 unused object files"),
         "{}",
         text(&out)
     );

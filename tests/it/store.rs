@@ -382,11 +382,11 @@ fn store_stats_counts_only_what_gc_removes() {
     let text = unifs(&store, &[&"store", &"stats"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("1 object files no guest links (`unifs store gc` removes them)"),
+        text.contains("1 object file no guest links (`unifs store gc` removes them)"),
         "{text}"
     );
     assert!(
-        text.contains("1 object files no guest links, kept by `unifs store gc`"),
+        text.contains("1 object file no guest links, kept by `unifs store gc`"),
         "{text}"
     );
     assert!(

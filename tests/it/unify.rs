@@ -2265,7 +2265,7 @@ fn the_text_summary_names_a_few_guests_and_counts_the_rest() {
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or_default();
     assert!(
-        first.starts_with("unify: 7 guest(s) (g0, g1, g2 and 4 more), "),
+        first.starts_with("unify: 7 guests (g0, g1, g2 and 4 more), "),
         "{text}"
     );
     args[1] = &"--json";
