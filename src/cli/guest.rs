@@ -1026,8 +1026,13 @@ pub fn guest(g: &Global, c: GuestCommand) -> anyhow::Result<ExitCode> {
                 if let Some(i) = &s.host_interface {
                     outln!("net:     veth, host end {i}");
                 }
-                if let Some(m) = &s.mac_address {
-                    outln!("mac:     {m} (eth0, its bridge port locked to it)");
+                match &s.mac_address {
+                    Some(m) if s.mac_address_derived => outln!(
+                        "mac:     {m} (derived) (eth0's, as this host's machine-id gives it now: \
+                         the older unifs that started it recorded none)"
+                    ),
+                    Some(m) => outln!("mac:     {m} (eth0, its bridge port locked to it)"),
+                    None => {}
                 }
                 if let Some(n) = s.reboots.filter(|&n| n > 0) {
                     outln!("reboots: {n} (its own, each followed by a start)");

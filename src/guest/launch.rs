@@ -54,9 +54,10 @@ pub struct Spawned {
     /// `--init`'s: where its command said its PID on the host (see
     /// [`super::command_pid`]).
     pub command_pid: Option<OwnedFd>,
-    /// `lock_mac`'s: the MAC address its `eth0` got and its port is
-    /// locked to, for its record, and the port's filter.
-    pub locked: Option<super::port_lock::Locked>,
+    /// A veth guest's host end as its set-up made it (its index, and
+    /// `lock_mac`'s MAC address of `eth0` and port filter), for its record
+    /// and clean-up.
+    pub host_end: Option<net::HostEnd>,
 }
 
 impl Spawned {
@@ -64,14 +65,14 @@ impl Spawned {
         pid: Pid,
         keeper: Option<Keeper>,
         pty: Option<PtyMaster>,
-        (command_pid, locked): (Option<OwnedFd>, Option<super::port_lock::Locked>),
+        (command_pid, host_end): (Option<OwnedFd>, Option<net::HostEnd>),
     ) -> Spawned {
         Spawned {
             pid,
             keeper,
             pty,
             command_pid,
-            locked,
+            host_end,
         }
     }
 }
@@ -143,7 +144,8 @@ pub fn run(
     };
     // After the clone: no thread of ours while it forks.
     let oom_watch = super::oom_watch::OomWatch::start(cgroup.clone(), oom_before, kernel_log, None);
-    announce_host_if(spec, spawned.locked.as_ref());
+    let host_end = spawned.host_end.clone();
+    announce_host_if(spec, host_end.as_ref().and_then(|h| h.locked.as_ref()));
     // Passed on by on_second_signal's watcher once init takes them.
     sys::hold_signals();
     sys::forward_signals_to(spawned.pid)
@@ -195,7 +197,9 @@ pub fn run(
     };
     cgroup.kill_all();
     let unwritten = copies.finish();
-    net::teardown(spec);
+    // By the index its set-up read: the name is the run's alone, but the
+    // interface is only ever deleted by what proves it ours.
+    net::teardown_recorded(spec, host_end.map(|h| h.ifindex));
     if let Some(keeper) = spawned.keeper {
         keeper.dismiss();
     }
@@ -643,19 +647,20 @@ fn clone_guest(
             drop(ready_r);
             drop(report_w);
             drop((pty_w, pid_w));
-            let mut locked = None;
+            let mut host_end = None;
             let joined = cgroup
                 .add(pid.as_raw())
                 .and_then(|()| net::setup_host_side(spec, pid))
-                .map(|l| locked = l);
+                .map(|h| host_end = h);
+            let locked = host_end.as_ref().and_then(|h| h.locked.as_ref());
             // A failure from here on leaves no filter (an interface goes
             // with the child's namespace; a table does not).
-            let made = super::port_lock::Made::filter(locked.as_ref().map(|l| l.table.clone()));
+            let made = super::port_lock::Made::filter(locked.map(|l| l.table.clone()));
             // Before the guest may exec: from then on its command could
             // undo its parent-death signal.
             let keeper = match (joined, &run) {
                 (Ok(()), Some(run)) => {
-                    let filter = locked.as_ref().map(|l| l.table.as_str());
+                    let filter = locked.map(|l| l.table.as_str());
                     Keeper::start(pid, cgroup, (&spec.name, filter), run.reports).map(Some)
                 }
                 (Ok(()), None) => Ok(None),
@@ -697,12 +702,12 @@ fn clone_guest(
             let failed = match (report.is_empty(), &pty_r) {
                 (true, None) => {
                     made.keep();
-                    return Ok(Spawned::new(pid, keeper, None, (pid_r, locked)));
+                    return Ok(Spawned::new(pid, keeper, None, (pid_r, host_end)));
                 }
                 (true, Some(r)) => match console::receive_pty(r) {
                     Ok(pty) => {
                         made.keep();
-                        return Ok(Spawned::new(pid, keeper, Some(pty), (pid_r, locked)));
+                        return Ok(Spawned::new(pid, keeper, Some(pty), (pid_r, host_end)));
                     }
                     Err(e) => e,
                 },

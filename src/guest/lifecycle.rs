@@ -1092,6 +1092,10 @@ fn launch_recorded(
         std::fs::File::open("/dev/null").map_err(|e| Error::io("opening", "/dev/null", e))?;
     let stdio = Stdio::Detached { null: null.into() };
     let spawned = launch::spawn(&spec, stdio, cgroup, None)?;
+    // UNIFS_TEST_RECORD_STOP: the tests' window to end init before it is
+    // recorded (its host end gone with its namespace): the record keeps
+    // what the set-up read (review_s50_netidx).
+    crate::sys::test_stop!("UNIFS_TEST_RECORD_STOP");
     let state = State {
         name: spec.name.clone(),
         pid: spawned.pid.as_raw(),
@@ -1099,13 +1103,17 @@ fn launch_recorded(
         root_mount: cfg.root_mount,
         backing: cfg.root.clone(),
         cgroup: cgroup.clone(),
-        host_ifindex: super::net::host_ifindex(&spec),
+        // As its set-up read it: init may be gone by now, and its
+        // interface with its namespace.
+        host_ifindex: spawned.host_end.as_ref().map(|h| h.ifindex),
         shell: Some(cfg.shell.clone()),
         boot_id: state::boot_id(),
         pid_ns: state::pid_ns(),
         start_rlimits: Some(start_rlimits(&spec)),
         reboots,
-        mac_address: spawned.locked.as_ref().map(|l| l.mac.clone()),
+        mac_address: (spawned.host_end.as_ref())
+            .and_then(|h| h.locked.as_ref())
+            .map(|l| l.mac.clone()),
         spec,
         started: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -1833,6 +1841,14 @@ fn teardown_hurried(
 ) -> Result<Killed> {
     let pid = Pid::from_raw(st.pid);
     let mut killed = None;
+    // A record without its host end's index (an older unifs's): proved
+    // while init lives, before the kill; the clean-up goes by no name.
+    let veth = st.spec.net.mode == super::NetMode::Veth;
+    let ifindex = st.host_ifindex.or_else(|| {
+        (veth && st.init_alive())
+            .then(|| super::net::host_ifindex_owned_by(&st.name, &[st.pid]))
+            .flatten()
+    });
     if st.init_alive() {
         // Sent before init takes it (a `stop` right after `start`), the
         // kernel would drop it, and the stop wait out its timeout.
@@ -1899,7 +1915,7 @@ fn teardown_hurried(
     st.cgroup.remove_within(end.settling(Duration::MAX));
     // An index of another boot may be any interface now.
     if st.this_boot() {
-        super::net::teardown_recorded(&st.spec, st.host_ifindex);
+        super::net::teardown_recorded(&st.spec, ifindex);
     }
     // Never remove_dir_all: if the unmount had failed, root/ would be the
     // guest's files.
@@ -3025,6 +3041,9 @@ pub struct Status {
     /// Running with `lock_mac`: the MAC address of its `eth0` (the one its
     /// port takes frames from), for a DHCP reservation or a switch's ACL.
     pub mac_address: Option<String>,
+    /// `mac_address` was derived again from the name and /etc/machine-id
+    /// as it is now, not recorded: the start, an older unifs's, kept none.
+    pub mac_address_derived: bool,
     /// Running: how many times its keeper started it again after its own
     /// reboot, since an operator's `start`.
     pub reboots: Option<u32>,
@@ -3111,6 +3130,7 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         Some(_) => keepers.of(name).map(|k| k.dir.clone()),
         None => Some(run.dir.clone()),
     };
+    let locked = live.filter(|s| s.spec.net.lock_mac);
     Ok(Status {
         name: name.into(),
         running: running || unrecorded.is_some(),
@@ -3152,10 +3172,11 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
         host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
-        mac_address: live.filter(|s| s.spec.net.lock_mac).and_then(|s| {
+        mac_address: locked.and_then(|s| {
             (s.mac_address.clone())
                 .or_else(|| super::port_lock::guest_mac(&s.spec.name, s.spec.names()).ok())
         }),
+        mac_address_derived: locked.is_some_and(|s| s.mac_address.is_none()),
         reboots: live.map(|s| s.reboots.count),
         last_exit: exit
             .filter(|_| !running && unrecorded.is_none() && !starting)

@@ -14,12 +14,23 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A veth guest's host end as its set-up made it: what its record and
+/// clean-up go by.
+#[derive(Clone, Debug)]
+pub struct HostEnd {
+    /// The interface index of `ve-NAME`, read as it was made: its
+    /// clean-up's proof that `ve-NAME` (or a port filter) is this guest's,
+    /// whatever becomes of the guest's namespace before it is recorded.
+    pub ifindex: u32,
+    /// `lock_mac`'s address of `eth0` and the port's filter.
+    pub locked: Option<Locked>,
+}
+
 /// The host's half of the network set-up, while the child waits.
 /// Its failures are the host's (no such bridge, no `ip`), said so for a
-/// guest's config ([`GuestSpec::on_its_host`]). Returns `lock_mac`'s
-/// address of `eth0` and the port's filter, for the guest's record and
-/// clean-up.
-pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<Option<Locked>> {
+/// guest's config ([`GuestSpec::on_its_host`]). Returns a veth guest's
+/// host end, for the guest's record and clean-up.
+pub fn setup_host_side(spec: &GuestSpec, pid: Pid) -> Result<Option<HostEnd>> {
     match spec.net.mode {
         NetMode::Host | NetMode::None => Ok(None),
         NetMode::Veth => setup_veth(spec, pid).map_err(|e| spec.on_its_host(e)),
@@ -255,7 +266,7 @@ fn ifname_of(guest: &str) -> String {
     format!("ve-{}", &digest[..12])
 }
 
-fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<Locked>> {
+fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<HostEnd>> {
     let net = &spec.net;
     let host_if = host_ifname(spec);
     // Held until the host end has its address: another start's check of
@@ -294,15 +305,19 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<Locked>> {
     add.extend(["netns", &pid_s]);
     ip(&add)?;
     let mut locked = None;
+    // Read now, under the host's lock: no other start can have made
+    // `ve-NAME` since. Read later (once the guest runs, for its record), it
+    // would be gone with a guest that died meanwhile, and its clean-up
+    // left to go by the name, which another run dir's guest may hold then.
+    let index = link_index(&host_if);
     let configured = (|| {
+        let index = index
+            .ok_or_else(|| Error::Net(format!("host interface {host_if} went as it was made")))?;
         if let Some(bridge) = &net.bridge {
             ip(&["link", "set", &host_if, "master", bridge])?;
             // While the port is down: no frame of the guest's crosses
             // the bridge before the lock.
             if let Some(mac) = mac {
-                let index = host_ifindex(spec).ok_or_else(|| {
-                    Error::Net(format!("host interface {host_if} went as it was made"))
-                })?;
                 let table = super::port_lock::lock(&host_if, index, &mac, spec.names())?;
                 locked = Some(Locked { mac, table });
             }
@@ -337,13 +352,14 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<Locked>> {
             }
             Ok(())
         })
+        .map(|()| index)
     })();
     if configured.is_err() {
         let _ = ip(&["link", "del", &host_if]);
         // Made by this set-up, under the host's lock: no other guest's.
         super::port_lock::unfilter_port(&host_if);
     }
-    configured.map(|()| locked)
+    configured.map(|ifindex| Some(HostEnd { ifindex, locked }))
 }
 
 /// Strict reverse-path filtering on a routed host end: the host takes
@@ -435,19 +451,6 @@ fn add_addr(a: &str, dev: &str) -> Result<()> {
     ip(&args)
 }
 
-/// Removes the host end of a veth guest and its port's filters by name
-/// (a `unifs run`'s, whose name is its own, or the guest of a record of an
-/// older unifs, which kept no index). The kernel removes the interface
-/// with the guest's namespace too, but asynchronously; a quick restart
-/// would find it.
-pub fn teardown(spec: &GuestSpec) {
-    if spec.net.mode == NetMode::Veth {
-        let _ = ip(&["link", "del", &host_ifname(spec)]);
-        // Whatever its lock_mac now: a config edited since the start.
-        super::port_lock::unfilter_port(&host_ifname(spec));
-    }
-}
-
 /// The interface index of a veth guest's host end, while it exists: kept in
 /// a named guest's record, so its clean-up removes its own interface only.
 pub fn host_ifindex(spec: &GuestSpec) -> Option<u32> {
@@ -460,6 +463,21 @@ pub fn host_ifindex(spec: &GuestSpec) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The index of interface `dev` in this network namespace, asked of `ip`
+/// (netlink): /sys/class/net is the namespace's of whoever mounted it, not
+/// always ours (a `unifs run` under `ip netns exec`).
+fn link_index(dev: &str) -> Option<u32> {
+    let shown = ip_output(&["-o", "link", "show", "dev", dev]).ok()?;
+    shown
+        .lines()
+        .next()?
+        .split_once(": ")?
+        .0
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The host end's name for `status`, while it is the guest's: the
 /// recorded interface `ifindex` (any, for a record of an older unifs).
 pub fn host_ifname_shown(spec: &GuestSpec, ifindex: Option<u32>) -> Option<String> {
@@ -467,35 +485,59 @@ pub fn host_ifname_shown(spec: &GuestSpec, ifindex: Option<u32>) -> Option<Strin
     ifindex.is_none_or(|i| i == now).then(|| host_ifname(spec))
 }
 
-/// [`teardown`] for a named guest's record: only if the host end is still
-/// the interface the guest got (`ifindex`; indexes are not reused soon).
-/// By the time a stale record is cleaned up, its guest's pair went with its
-/// namespace long ago, and `ve-NAME` may be another run dir's guest of that
-/// name, which would lose its network. A record without the index (an older
-/// unifs) is cleaned up by name, as before.
+/// Removes a veth guest's host end and its port's filter at the end of
+/// the guest (a named guest's record, a `unifs run`): by `ifindex`, the
+/// interface its set-up made (indexes are not reused soon). The kernel
+/// removes the interface with the guest's namespace too, but
+/// asynchronously, and a quick restart would find it. By the time a stale
+/// record is cleaned up, its guest's pair went with its namespace long ago,
+/// and `ve-NAME` may be another run dir's guest of that name, which would
+/// lose its network, and its port its filter. So nothing goes by the name
+/// alone: without the index (a record of a unifs before 2026-12-01, or of
+/// one whose guest died before it read it back) `ve-NAME` is left to go with
+/// its namespace, and a filter left to the next start of the name, which
+/// deletes every filter of a `ve-NAME` that is not there.
 pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
-    let now = host_ifindex(spec);
-    // UNIFS_TEST_NET_CLEANUP_STOP: the tests' window between the look at
-    // `ve-NAME` and the clean-up, for another run dir's start of the name.
+    if spec.net.mode != NetMode::Veth {
+        return;
+    }
+    let Some(index) = ifindex else {
+        return;
+    };
+    // UNIFS_TEST_NET_CLEANUP_STOP: the tests' window between the record's
+    // index and the look at `ve-NAME`, for another run dir's start of the
+    // name.
     crate::sys::test_stop!("UNIFS_TEST_NET_CLEANUP_STOP");
-    let host_if = host_ifname(spec);
-    match (ifindex, now) {
-        // Its filter is named after its interface, whatever the interface
-        // of that name now (another run dir's guest's, with its own), and
-        // outlives the interface: deleted whatever its lock_mac now.
-        (Some(i), now) if spec.net.mode == NetMode::Veth => {
-            if now == Some(i) {
-                let _ = ip(&["link", "del", &host_if]);
+    remove_own(&host_ifname(spec), index);
+}
+
+/// Removes `host_if` if it is still interface `index`, and the filter made
+/// for `index`, whatever its guest's `lock_mac` now (a config edited since
+/// the start): named after its interface, it is that guest's alone whatever
+/// the interface of that name now (another run dir's guest's, with its
+/// own), and it outlives the interface.
+fn remove_own(host_if: &str, index: u32) {
+    let index_of = || link_index(host_if);
+    // Looked at and deleted under the host's lock: `ip link del` goes by
+    // the name, and once interface `index` went with its namespace, a
+    // start (which makes `ve-NAME` under that lock) could make another
+    // guest's between the look and the delete. Not taken: left to go
+    // with the namespace.
+    let now = match host_lock() {
+        Ok(_lock) => {
+            let now = index_of();
+            if now == Some(index) {
+                let _ = ip(&["link", "del", host_if]);
             }
-            super::port_lock::unfilter(&super::port_lock::table_of(&host_if, i));
-            // A guest started by a unifs before 2026-12-06 named its table
-            // `unifs-lock-ve-NAME`: its own while no other `ve-NAME` is up.
-            if now.is_none_or(|n| n == i) {
-                super::port_lock::unfilter(&format!("unifs-lock-{host_if}"));
-            }
+            now
         }
-        (Some(_), _) => {}
-        (None, _) => teardown(spec),
+        Err(_) => index_of(),
+    };
+    super::port_lock::unfilter(&super::port_lock::table_of(host_if, index));
+    // A guest started by a unifs of 2026-12-06 before the index named its
+    // table `unifs-lock-ve-NAME`: its own while no other `ve-NAME` is up.
+    if now.is_none_or(|n| n == index) {
+        super::port_lock::unfilter(&format!("unifs-lock-{host_if}"));
     }
 }
 
@@ -546,17 +588,11 @@ fn veth_link(line: &str) -> Option<(u32, u32)> {
     Some((index.trim().parse().ok()?, peer.parse().ok()?))
 }
 
-/// Removes `ve-NAME` of guest `guest` if it is still interface `index`.
+/// Removes `ve-NAME` of guest `guest` if it is still interface `index`,
+/// and the filter made for it ([`remove_own`]): a guest without a record,
+/// whose index [`host_ifindex_owned_by`] proved.
 pub fn remove_host_if(guest: &str, index: u32) {
-    let name = ifname_of(guest);
-    let now = std::fs::read_to_string(Path::new("/sys/class/net").join(&name).join("ifindex"));
-    if now.is_ok_and(|i| i.trim().parse() == Ok(index)) {
-        let _ = ip(&["link", "del", &name]);
-    }
-    // Whether it was locked is not known here (no record). Named after
-    // `index`, the table is its alone, and outlives the interface (gone
-    // with the guest's namespace, as a rule, by the time this runs).
-    super::port_lock::unfilter(&super::port_lock::table_of(&name, index));
+    remove_own(&ifname_of(guest), index);
 }
 
 /// Runs `f` (which spawns `ip`) inside the network namespace of `pid`, then

@@ -193,8 +193,9 @@ pub fn unfilter(table: &str) {
 /// unifs's, and one a killed clean-up left would filter the next guest of
 /// that name (locked or not). Only where none of them can be a live
 /// guest's: a start's, before it makes `host_if` (no interface of that
-/// name, veth set-ups taking turns), and the clean-up of a record of an
-/// older unifs, which kept no index.
+/// name, veth set-ups taking turns), or undoing its own set-up, still
+/// under the host's lock. Never a clean-up's: another run dir's guest of
+/// that name may run.
 pub fn unfilter_port(host_if: &str) {
     let Ok(listed) = Tool::Nft.output(&["list", "tables", "netdev"]) else {
         return;

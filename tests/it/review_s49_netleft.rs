@@ -110,7 +110,7 @@ fn s49_a_locked_run_names_its_mac_address() {
 
 /// Guest `s49{N}{tag}`, locked on bridge `br` at `10.64.{N}.{last}`, with
 /// a run dir of its own.
-fn locked_guest(tag: char, last: u8, br: &str) -> Guest {
+pub(crate) fn locked_guest(tag: char, last: u8, br: &str) -> Guest {
     let n = n();
     let g = bridged_guest(
         &format!("s49{n}{tag}"),
