@@ -225,6 +225,7 @@ mod review_s49_netleft;
 mod review_s49_oomd;
 mod review_s49_stopleft;
 mod review_s49_ux;
+mod review_s50_oomscore;
 mod review_s8_cli;
 mod review_s8b_unify;
 mod review_s9_backup;
