@@ -561,6 +561,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         (crate::fs::ready::Daemon::Run, threads)
     });
     spec.limits.check_pids_room(daemon, spec.init)?;
+    crate::guest::lifecycle::warn_daemon_unshielded(None, &spec.limits, a.root_mount);
     if spec.limits.io_weight.is_some() {
         if let Some(why) = crate::guest::cgroup::io_weight_inert(&root) {
             tracing::warn!("--io-weight: {why}");

@@ -524,6 +524,10 @@ const LEAF: &str = "guest";
 /// kill of the guest look at [`LEAF`] alone.
 const DAEMON_LEAF: &str = "mount";
 
+/// How many times [`Cgroup::raise_oom_scores`] lists a guest's processes
+/// anew for those forked meanwhile.
+const RAISE_PASSES: usize = 20;
+
 /// How long the overlay daemon may take to end after its root was
 /// unmounted before what is left in its leaf is killed.
 const DAEMON_EXIT: Duration = Duration::from_secs(5);
@@ -1003,6 +1007,46 @@ impl Cgroup {
                 .and_then(|s| s.trim().parse::<i32>().ok())
                 .is_some_and(|score| score > -999)
         })
+    }
+
+    /// Raises each process of the guest ([`Cgroup::pids`], not its
+    /// daemon's) whose OOM score stands below `to` to `to`, never lowering
+    /// one (`guest update` adding a memory limit above a daemon that could
+    /// not be shielded). Returns how many it raised, and the pids it could
+    /// not raise with why. A pid is raised through its /proc directory,
+    /// opened before the groups are listed again and only if still listed
+    /// there: one that ended and was reused by a host process is left
+    /// alone. Passes until one finds no new process (a child forked before
+    /// its parent was raised copied the old score), at most
+    /// [`RAISE_PASSES`] (a guest forking without end).
+    pub fn raise_oom_scores(&self, to: i32) -> (usize, Vec<(i32, std::io::Error)>) {
+        let mut seen = std::collections::HashSet::new();
+        let (mut raised, mut failed) = (0, Vec::new());
+        for _ in 0..RAISE_PASSES {
+            let new: Vec<i32> = self
+                .pids()
+                .into_iter()
+                .filter(|p| seen.insert(*p))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            let opened: Vec<_> = new
+                .into_iter()
+                .filter_map(|pid| Some((pid, std::fs::File::open(format!("/proc/{pid}")).ok()?)))
+                .collect();
+            let listed = self.pids();
+            for (pid, dir) in opened.iter().filter(|(p, _)| listed.contains(p)) {
+                match crate::guest::sys::raise_oom_score(dir, to) {
+                    Ok(true) => raised += 1,
+                    Ok(false) => {}
+                    // Ended since it was listed.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT)) => {}
+                    Err(e) => failed.push((*pid, e)),
+                }
+            }
+        }
+        (raised, failed)
     }
 
     /// Once the guest's root is unmounted: waits up to [`DAEMON_EXIT`] for

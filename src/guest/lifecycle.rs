@@ -261,7 +261,7 @@ fn start_as(
     let spec = spec_of(&cfg, dirs, name)?;
     cfg.warn_raised_limits();
     cfg.warn_reboot_without_sys_boot(name, spec.caps);
-    warn_daemon_unshielded(name, &spec.limits, cfg.root_mount);
+    warn_daemon_unshielded(Some(name), &spec.limits, cfg.root_mount);
     warn_if_io_weight_inert(&spec.limits, &cfg.root);
     let in_config = |e| spec.in_its_config(e);
     spec.limits.check().map_err(in_config)?;
@@ -1221,26 +1221,59 @@ fn mount_root(
     }
 }
 
-/// Says, once per start, that the overlay daemon cannot be shielded from
-/// the OOM killer ([`join_before_exec`]) where this process lacks
-/// CAP_SYS_RESOURCE (a container's root, a service's reduced set): with a
-/// memory limit the guest's processes then start above the daemon
+/// Says, once per start (`name`, the guest's) or `unifs run` (None), that
+/// the overlay daemon cannot be shielded from the OOM killer
+/// ([`join_before_exec`]) where this process lacks CAP_SYS_RESOURCE (a
+/// container's root, a service's reduced set): with a memory limit the
+/// guest's processes then start above the daemon
 /// ([`sys::set_guest_oom_score`]), which host-wide puts them before the
 /// host's own. (Before 2026-12-06 they started equal to the daemon, and a
 /// guest pushed past its limit could lose its daemon first: every access
-/// to its root then failed with ENOTCONN.)
-fn warn_daemon_unshielded(name: &str, limits: &Limits, how: RootMount) {
+/// to its root then failed with ENOTCONN. `unifs run` said nothing.)
+pub fn warn_daemon_unshielded(name: Option<&str>, limits: &Limits, how: RootMount) {
     if how != RootMount::Overlay || limits.memory.is_none() || sys::holds_sys_resource() {
         return;
     }
+    let guest = name.map(|n| format!("guest {n}: ")).unwrap_or_default();
     tracing::warn!(
-        "guest {name}: this process lacks CAP_SYS_RESOURCE, so the guest's overlay daemon \
+        "{guest}this process lacks CAP_SYS_RESOURCE, so the guest's overlay daemon \
          gets an OOM score of 0, not -999, and the guest's processes start at {} instead of 0, \
          so that past its memory limit the OOM killer still takes them before the daemon; \
          a host-wide OOM then takes them before the host's processes too; start it with \
          CAP_SYS_RESOURCE to shield the daemon instead",
-        String::from_utf8_lossy(sys::UNSHIELDED_GUEST_SCORE)
+        sys::UNSHIELDED_GUEST_SCORE
     );
+}
+
+/// A memory limit `update` added to a guest started without one, whose
+/// overlay daemon could not be shielded (it stands above -999): the
+/// guest's processes, started at 0 level with it, are raised to the score
+/// a start with the limit gives them ([`sys::set_guest_oom_score`]), and
+/// that is said. (Before 2026-12-06 they stayed at 0 until the next start,
+/// and past the new limit the OOM killer could take the daemon first.)
+fn raise_above_unshielded_daemon(name: &str, cgroup: &Cgroup) {
+    if !cgroup.daemon_unshielded() {
+        return;
+    }
+    let to = sys::UNSHIELDED_GUEST_SCORE;
+    let (raised, failed) = cgroup.raise_oom_scores(to);
+    if raised > 0 {
+        tracing::warn!(
+            "guest {name}: its overlay daemon could not be shielded from the OOM killer \
+             (its OOM score is above -999: the unifs that started it lacked \
+             CAP_SYS_RESOURCE), so with a memory limit its processes now stand at {to}, as a \
+             start with that limit gives them ({raised} raised; none lowered), so that past \
+             the limit the OOM killer takes them before the daemon; a host-wide OOM then \
+             takes them before the host's processes too"
+        );
+    }
+    for (pid, e) in failed {
+        tracing::warn!(
+            "guest {name}: raising the OOM score of its process {pid} to {to} \
+             (/proc/{pid}/oom_score_adj): {e}; it stays level with the overlay daemon, \
+             which the OOM killer may take first past the memory limit: restart the guest"
+        );
+    }
 }
 
 /// Makes `cmd` join the groups whose `cgroup.procs` are open in `procs`
@@ -2436,6 +2469,7 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     // earlier unifs with other ranges.
     changes.check()?;
     let mut limits = st.spec.limits.clone();
+    let memory_added = limits.memory.is_none() && changes.memory.is_some();
     limits.memory = changes.memory.or(limits.memory);
     limits.cpus = changes.cpus.or(limits.cpus);
     limits.pids = changes.pids.or(limits.pids);
@@ -2449,6 +2483,9 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     st.spec.limits = limits.clone();
     run.write(&st)?;
     drop(held);
+    if memory_added {
+        raise_above_unshielded_daemon(name, &st.cgroup);
+    }
     warn_if_io_weight_inert(changes, &st.backing);
     warn_if_devices_changed(dirs, name, &st.spec.devices);
     Ok(limits)

@@ -4,7 +4,7 @@
 //! an OOM kill of one of its processes long before, then a `kill -9` of
 //! its init by the operator, was called "killed by the memory limit".
 
-use crate::guest::harness::{can_run, ok, stderr, stdout, TestRoot};
+use crate::guest::harness::{can_run, ok, stderr, stderr_but_unshielded_warning, stdout, TestRoot};
 use crate::guest::review_s11_life::Guest;
 use crate::review_s43_forkfail::{guest_in_16m, status_once_ended, ALLOC_64M};
 use nix::sys::signal::{kill, Signal};
@@ -65,7 +65,7 @@ fn s43_a_run_whose_command_is_killed_by_hand_after_an_earlier_oom_kill_says_no_o
         LATER.as_secs()
     );
     let o = t.sh(&["--memory", "16M", "--init"], &script);
-    let err = stderr(&o);
+    let err = stderr_but_unshielded_warning(&o);
     assert_eq!(o.status.code(), Some(137), "{err}");
     assert_eq!(stdout(&o), "sub 137\n", "{err}");
     assert!(!err.contains("memory limit"), "{err}");

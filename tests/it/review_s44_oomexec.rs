@@ -6,8 +6,8 @@
 //! rose): the kernel's log names the victim, and is asked now.
 
 use crate::guest::harness::{
-    can_run, exec_sleep_session, ok, run_with_input, stderr, stdout, wait_bounded,
-    wait_for_descendant, within_30s, KillOnDrop,
+    can_run, exec_sleep_session, ok, run_with_input, stderr, stderr_but_unshielded_warning, stdout,
+    wait_bounded, wait_for_descendant, within_30s, KillOnDrop,
 };
 use crate::guest::review_s11_life::SLEEP;
 use crate::review_s43_forkfail::{guest_in_16m, ALLOC_64M};
@@ -167,7 +167,7 @@ pub(crate) fn kill_a_run_by_hand_after_its_subshells_oom_kill(
 pub(crate) fn kill_by_hand_and_see_no_oom_said(command: u32, session: KillOnDrop) {
     kill(Pid::from_raw(command as i32), Signal::SIGKILL).unwrap();
     let o = wait_bounded(session, Duration::from_secs(30));
-    let err = stderr(&o);
+    let err = stderr_but_unshielded_warning(&o);
     assert_eq!(o.status.code(), Some(137), "{err}{}", stdout(&o));
     assert!(!err.contains("memory limit"), "{err}");
 }

@@ -8,7 +8,7 @@
 //! memory limit's (the count rose, the log named no group's victim) or as
 //! a plain SIGKILL: it is said as the host's now.
 
-use crate::guest::harness::{can_run, ok, stderr, stdout, TestRoot};
+use crate::guest::harness::{can_run, ok, stderr_but_unshielded_warning, stdout, TestRoot};
 use crate::review_s43_forkfail::{guest_in_16m, status_once_ended, ALLOC_64M};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -51,7 +51,7 @@ fn s45_a_run_whose_command_the_hosts_oom_killer_ended_says_the_host_ran_out() {
         run.arg("run").arg("--root").arg(t.root()).args(opts);
         run.args(["--memory", "16M", "--", "/bin/sh", "-c", ALLOC_64M]);
         let o = crate::guest::harness::run_bounded(run, std::time::Duration::from_secs(60));
-        let err = stderr(&o);
+        let err = stderr_but_unshielded_warning(&o);
         assert_eq!(o.status.code(), Some(137), "{opts:?}: {err}{}", stdout(&o));
         let said = format!("the guest's command was {BY_THE_HOST}");
         assert!(err.contains(&said), "{opts:?}: {err}");

@@ -4,7 +4,9 @@
 //! tests are unit tests of guest::cgroup: this host's v2 hierarchy has no
 //! memory controller.)
 
-use crate::guest::harness::{can_run, ok, stderr, stdout, wait_bounded, within_30s, KillOnDrop};
+use crate::guest::harness::{
+    can_run, ok, stderr_but_unshielded_warning, stdout, wait_bounded, within_30s, KillOnDrop,
+};
 use crate::guest::review_s11_life::Guest;
 use crate::review_s43_forkfail::{status_once_ended, ALLOC_64M};
 use std::process::{Command, Stdio};
@@ -189,7 +191,7 @@ fn s46_a_run_init_whose_command_exits_137_itself_says_no_oom_kill() {
         KillOnDrop(Some(run.spawn().unwrap())),
         Duration::from_secs(60),
     );
-    let (out, err) = (stdout(&o), stderr(&o));
+    let (out, err) = (stdout(&o), stderr_but_unshielded_warning(&o));
     assert_eq!(o.status.code(), Some(137), "{out}{err}");
     assert_eq!(out, "sub 137\n", "{err}");
     assert!(!err.contains("memory limit"), "{err}");

@@ -1,7 +1,8 @@
 //! Review (session 47) "oom3": OOM kills still unsaid or said wrongly.
 
 use crate::guest::harness::{
-    can_run, ok, stderr, stdout, wait_bounded, wait_for_descendant, within_30s, KillOnDrop,
+    can_run, ok, stderr, stderr_but_unshielded_warning, stdout, wait_bounded, wait_for_descendant,
+    within_30s, KillOnDrop,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use crate::review_s43_forkfail::{guest_in_16m, ALLOC_64M};
@@ -199,7 +200,7 @@ fn s47_a_run_init_whose_command_exits_137_itself_where_the_log_cannot_tell_says_
         return;
     }
     let o = run_init_in_16m(&EXITS_137.replace("ALLOC", ALLOC_64M), &FOREIGN);
-    let (out, err) = (stdout(&o), stderr(&o));
+    let (out, err) = (stdout(&o), stderr_but_unshielded_warning(&o));
     assert_eq!(o.status.code(), Some(137), "{out}{err}");
     assert_eq!(out, "sub 137\n", "{err}");
     assert!(!err.contains("memory limit"), "{err}");

@@ -2,8 +2,8 @@
 //! a PID 1's own exit 137.
 
 use crate::guest::harness::{
-    alive, can_run, ok, parent_of, stderr, stdout, wait_bounded, wait_for_descendant, within_30s,
-    KillOnDrop, TestRoot,
+    alive, can_run, ok, parent_of, stderr, stderr_but_unshielded_warning, stdout, wait_bounded,
+    wait_for_descendant, within_30s, KillOnDrop, TestRoot,
 };
 use crate::guest::review_s11_life::{Guest, SLEEP};
 use crate::review_s43_forkfail::ALLOC_64M;
@@ -170,7 +170,7 @@ fn s48_a_run_whose_pid_1_exits_137_itself_where_the_log_cannot_tell_says_no_oom(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let o = finish(KillOnDrop(Some(run.spawn().unwrap())));
-    let (out, err) = (stdout(&o), stderr(&o));
+    let (out, err) = (stdout(&o), stderr_but_unshielded_warning(&o));
     assert_eq!(o.status.code(), Some(137), "{out}{err}");
     assert_eq!(out, "sub 137\n", "{err}");
     assert!(!err.contains("memory limit"), "{err}");

@@ -6,11 +6,11 @@
 //! access `Transport endpoint is not connected`). The CI of session 48 saw
 //! it take the daemon second, 5 ms after the allocating shell.
 
-use crate::guest::harness::{can_run, stderr, stdout, TestRoot};
+use crate::guest::harness::{can_run, stderr_but_unshielded_warning, stdout, TestRoot};
 
 /// Whether this process has CAP_SYS_RESOURCE in effect (then the daemon is
 /// shielded at -999 and the guest's processes start at 0).
-fn holds_sys_resource() -> bool {
+pub(crate) fn holds_sys_resource() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find_map(|l| l.strip_prefix("CapEff:"));
     u64::from_str_radix(line.unwrap().trim(), 16).unwrap() & (1 << 24) != 0
@@ -31,7 +31,7 @@ fn s49_past_its_limit_a_guest_loses_its_process_not_its_overlay_daemon() {
          (x=$(head -c 8388608 /dev/zero | tr '\\0' a); echo kept ${#x}); \
          echo $? > /tmp/sub; echo sub: $(cat /tmp/sub)";
     let o = t.sh(&["--memory", "16M"], script);
-    let (out, err) = (stdout(&o), stderr(&o));
+    let (out, err) = (stdout(&o), stderr_but_unshielded_warning(&o));
     assert!(
         !err.contains("not connected") && !err.contains("overlay daemon"),
         "the guest lost its root: {err}"

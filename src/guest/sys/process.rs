@@ -723,17 +723,33 @@ pub fn resume_in_foreground(pid: Pid) {
     }
 }
 
-/// Sets this process's OOM score adjustment to -999, so the kernel's OOM
-/// killer takes it last (lowering it needs CAP_SYS_RESOURCE, or a caller
-/// whose least allows it); false if that failed, and the score is then
-/// lowered to 0 where the caller's is above (a unit's `OOMScoreAdjust=`
-/// 1000 must not leave the daemon first in line): 0 is the least unless a
-/// privileged caller raised it. Async-signal-safe: fit for a pre_exec.
+/// Sets this process's OOM score adjustment as low as the kernel lets it,
+/// -999 at the least, so the OOM killer takes it last; true if it got
+/// -999. That needs CAP_SYS_RESOURCE, or a least (the kernel's
+/// `oom_score_adj_min`, inherited, and set only by a writer holding
+/// CAP_SYS_RESOURCE) that low. Else the score goes to that least, found by
+/// halving (a refused write changes nothing), never above the caller's: 0
+/// for a caller at 1000 (a unit's `OOMScoreAdjust=1000` must not leave the
+/// daemon first in line); -500 under a unit's `OOMScoreAdjust=-500`
+/// without the capability, whose guest inherits that least and may lower
+/// itself to it (before 2026-12-06 this daemon went to 0, and the guest
+/// could go below it). Async-signal-safe: fit for a pre_exec.
 pub fn shield_from_oom() -> bool {
-    if set_oom_score_adj(b"-999") {
+    let mut text = [0u8; 8];
+    if set_oom_score_adj(score_text(-999, &mut text)) {
         return true;
     }
-    set_oom_score_adj(b"0");
+    let Some(mut allowed) = read_own_oom_score() else {
+        return false;
+    };
+    let mut refused = -999;
+    while allowed - refused > 1 {
+        let mid = refused + (allowed - refused) / 2;
+        match set_oom_score_adj(score_text(mid, &mut text)) {
+            true => allowed = mid,
+            false => refused = mid,
+        }
+    }
     false
 }
 
@@ -749,8 +765,9 @@ pub fn shield_from_oom() -> bool {
 /// still takes the guest's processes before the daemon. False if the write
 /// failed: a caller's score above its own least stays. Async-signal-safe.
 pub fn set_guest_oom_score(above_daemon: bool) -> bool {
+    let mut text = [0u8; 8];
     match above_daemon {
-        true => set_oom_score_adj(UNSHIELDED_GUEST_SCORE),
+        true => set_oom_score_adj(score_text(UNSHIELDED_GUEST_SCORE, &mut text)),
         false => set_oom_score_adj(b"0"),
     }
 }
@@ -759,7 +776,7 @@ pub fn set_guest_oom_score(above_daemon: bool) -> bool {
 /// distance (-999 below them), kept from above. The kernel adds
 /// score/1000 of the limit to each process's pages, so a guest process
 /// outweighs a daemon holding all but a thousandth of the limit.
-pub const UNSHIELDED_GUEST_SCORE: &[u8] = b"999";
+pub const UNSHIELDED_GUEST_SCORE: i32 = 999;
 
 /// Whether CAP_SYS_RESOURCE is in this thread's effective set (what
 /// lowering an OOM score below its least needs).
@@ -813,6 +830,83 @@ pub fn clear_unsafe_personality() {
     }
 }
 
+/// Raises the OOM score adjustment of the process whose /proc directory
+/// `proc_dir` is (it names that process alone, not a later one given its
+/// pid) to `to`, where it stands below; Ok(false) where it stood at `to`
+/// or above, its own choice, kept. Raising needs no capability. The
+/// kernel has no compare-and-set here: a process that raises its own
+/// between the read and the write ends at `to`.
+pub fn raise_oom_score(proc_dir: &std::fs::File, to: i32) -> std::io::Result<bool> {
+    use nix::fcntl::{openat, OFlag};
+    let open = |flags| -> std::io::Result<std::fs::File> {
+        let fd = openat(
+            proc_dir,
+            "oom_score_adj",
+            flags | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    };
+    let now = std::io::read_to_string(open(OFlag::O_RDONLY)?)?;
+    let now: i32 = now.trim().parse().map_err(std::io::Error::other)?;
+    if now >= to {
+        return Ok(false);
+    }
+    let mut text = [0u8; 8];
+    std::io::Write::write_all(&mut open(OFlag::O_WRONLY)?, score_text(to, &mut text))?;
+    Ok(true)
+}
+
+/// `score` (an OOM score adjustment, -1000..=1000) in decimal, in `buf`.
+/// Async-signal-safe (no allocation).
+fn score_text(score: i32, buf: &mut [u8; 8]) -> &[u8] {
+    let mut n = score.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 1 {
+            break;
+        }
+    }
+    if score < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+/// This process's OOM score adjustment, read with no allocation
+/// (async-signal-safe); None if unreadable.
+fn read_own_oom_score() -> Option<i32> {
+    let mut buf = [0u8; 16];
+    // SAFETY: open of a NUL-terminated literal, a read into a buffer of
+    // its length, and the close of the fd opened here.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let text = buf.get(..usize::try_from(n).ok()?)?.trim_ascii();
+    let (sign, digits) = match text.split_first()? {
+        (b'-', rest) => (-1, rest),
+        _ => (1, text),
+    };
+    if digits.is_empty() || digits.len() > 4 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits.iter().fold(0, |v, d| v * 10 + i32::from(d - b'0'));
+    Some(sign * value)
+}
+
 /// Writes `value` to this process's `/proc/self/oom_score_adj`.
 /// Async-signal-safe (no allocation).
 fn set_oom_score_adj(value: &[u8]) -> bool {
@@ -844,4 +938,21 @@ pub fn join_cgroups<'a>(procs: impl IntoIterator<Item = BorrowedFd<'a>>) -> std:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_oom_score_is_written_in_decimal() {
+        let mut buf = [0u8; 8];
+        for (score, text) in [
+            (-999, "-999"),
+            (-5, "-5"),
+            (0, "0"),
+            (999, "999"),
+            (1000, "1000"),
+        ] {
+            assert_eq!(super::score_text(score, &mut buf), text.as_bytes());
+        }
+    }
 }
