@@ -413,17 +413,21 @@ fn gc_on_full_disk(
         _ => first.to_string(),
     };
     errln!(
-        "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} unused \
-         object file(s) first, to make room for the catalog's update",
+        "unifs: the filesystem of store {} is full (SQLite: {why}): removed the {} first, to \
+         make room for the catalog's update",
         path(store.root()),
-        count(removed)
+        counted(removed, "unused object file", "unused object files")
     );
     gc_pass(g, store, false, json, &freed, serial).with_context(|| {
         format!(
-            "the {} unused object file(s) were removed, but the catalog could not be updated: \
-             it lists them until the next `unifs store gc` (store verify reports them as \
-             missing meanwhile); free some space on the filesystem of {} and run it again",
-            count(freed.len() as u64),
+            "removed {}, but the catalog could not be updated: it lists them until the next \
+             `unifs store gc` (store verify reports them as missing meanwhile); free some space \
+             on the filesystem of {} and run it again",
+            counted(
+                freed.len() as u64,
+                "unused object file",
+                "unused object files"
+            ),
             path(store.root())
         )
     })
@@ -598,9 +602,10 @@ fn gc_pass(
     }
     if !missing.left.is_empty() {
         errln!(
-            "unifs: {} object file(s) listed in the catalog are missing and were left as they \
-             are: repairing them needs root (to read the store's trusted.* markers)",
-            missing.left.len()
+            "unifs: {} listed in the catalog {} missing, left as found: repairing needs root \
+             (to read the store's trusted.* markers)",
+            counted(missing.left.len() as u64, "object file", "object files"),
+            word(missing.left.len() as u64, "is", "are")
         );
         return Ok(ExitCode::FAILURE);
     }

@@ -291,13 +291,14 @@ fn print_summary(s: &unify::Summary) {
         let mtime = match s.files_apart_by_mtime {
             0 => String::new(),
             n => format!(
-                "; {} only in mtime (a store made with --ignore-mtime links those: docs/unify.md)",
+                "; {} only in mtime (a store made with --ignore-mtime links those whose content \
+                 matches: docs/unify.md)",
                 count(n)
             ),
         };
         outln!(
             "  left apart: {} with another guest's path and size but not its mtime, mode or \
-             owner, which a hardlink would share{mtime}",
+             owner (one inode has one of each){mtime}",
             counted(s.files_apart_by_metadata, "file", "files")
         );
     }
@@ -322,10 +323,10 @@ fn print_summary(s: &unify::Summary) {
     }
     if s.skipped_changed + s.skipped_in_use + s.objects_copied + s.extra_copies > 0 {
         outln!(
-            "  skipped {} changed and {} in-use; {} copied from files open for writing; {} \
+            "  skipped {} that changed and {} in use; {} copied from files open for writing; {} \
              for the link limit",
             counted(s.skipped_changed, "file", "files"),
-            counted(s.skipped_in_use, "file", "files"),
+            count(s.skipped_in_use),
             counted(s.objects_copied, "object", "objects"),
             counted(s.extra_copies, "extra copy", "extra copies")
         );

@@ -215,22 +215,7 @@ pub const HOST_ROOT: &str = "the host's own root: a guest cannot have it (pivot_
 
 impl GuestConfig {
     pub fn load(config_dir: &Path, name: &str) -> Result<GuestConfig> {
-        check_name(name)?;
-        let path = config_dir.join(format!("{name}.toml"));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NoConfig {
-                    name: name.into(),
-                    path,
-                })
-            }
-            Err(e) => return Err(Error::io("reading guest config", path, e)),
-        };
-        let cfg: GuestConfig = toml::from_str(&text).map_err(|e| Error::Config {
-            path: path.clone(),
-            reason: misplaced_key(&text).unwrap_or_else(|| e.to_string()),
-        })?;
+        let (path, cfg) = Self::parse(config_dir, name)?;
         if cfg.init.is_empty() {
             return Err(Error::Config {
                 path,
@@ -255,6 +240,35 @@ impl GuestConfig {
             });
         }
         Ok(cfg)
+    }
+
+    /// The `root` guest `name`'s config names, as written (absolute), its
+    /// directory not looked at: a stopped guest's in `status`, which a
+    /// root in a mount that does not answer must not hold up.
+    pub fn configured_root(config_dir: &Path, name: &str) -> Option<PathBuf> {
+        let (_, cfg) = Self::parse(config_dir, name).ok()?;
+        cfg.root.is_absolute().then_some(cfg.root)
+    }
+
+    /// The config file of guest `name` read and parsed, and its path.
+    fn parse(config_dir: &Path, name: &str) -> Result<(PathBuf, GuestConfig)> {
+        check_name(name)?;
+        let path = config_dir.join(format!("{name}.toml"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoConfig {
+                    name: name.into(),
+                    path,
+                })
+            }
+            Err(e) => return Err(Error::io("reading guest config", path, e)),
+        };
+        let cfg: GuestConfig = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.clone(),
+            reason: misplaced_key(&text).unwrap_or_else(|| e.to_string()),
+        })?;
+        Ok((path, cfg))
     }
 
     /// Looks `user` up in the guest's /etc/passwd (the config file

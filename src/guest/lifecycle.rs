@@ -3191,11 +3191,12 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         frozen,
         starting,
         keeper_gone: live.is_some_and(|s| !kept(s.pid)),
-        // Stopped: the configured root, which a start would take.
+        // Stopped: the configured root, which a start would take (as
+        // written: a root in a mount that does not answer holds nothing up).
         root: st.as_ref().map(|s| s.backing.clone()).or_else(|| {
-            GuestConfig::load(&dirs.config_dir, name)
-                .ok()
-                .map(|c| c.root)
+            (!running && unrecorded.is_none() && !starting)
+                .then(|| GuestConfig::configured_root(&dirs.config_dir, name))
+                .flatten()
         }),
         memory_bytes: cgroup.and_then(|c| c.memory_bytes()),
         // What its keeper kept too (a group removed since it read it).

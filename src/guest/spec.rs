@@ -518,13 +518,15 @@ impl std::str::FromStr for Tmpfs {
     fn from_str(s: &str) -> Result<Tmpfs> {
         let (dst, size) = match s.split_once(':') {
             Some((dst, size)) => {
-                let size = parse_size(size).map_err(|_| Error::Invalid {
+                let size = parse_size(size).map_err(|e| Error::Invalid {
                     what: "--tmpfs",
                     value: s.to_string(),
-                    reason: format!(
-                        "size {size:?} is no size: give bytes or a number (1.5 too) with k, M, G \
-                         or T, as DIR:64M"
-                    ),
+                    reason: match e {
+                        Error::Invalid { reason, .. } => {
+                            format!("size {size:?}: {reason}, as DIR:64M")
+                        }
+                        e => e.to_string(),
+                    },
                 })?;
                 (dst, Some(size))
             }

@@ -78,27 +78,39 @@ pub fn buckets(
 /// match such a file (only the mtime differs). Counted, not hashed, to
 /// say why nothing was shared.
 pub fn apart_by_metadata(candidates: &[FileRec], buckets: &[Vec<usize>]) -> (u64, u64) {
-    let hashed: HashSet<usize> = buckets.iter().flatten().copied().collect();
-    let by_path = |i: usize| (&candidates[i].rel, candidates[i].stat.size);
+    let mut unread = vec![true; candidates.len()];
+    for &i in buckets.iter().flatten() {
+        unread[i] = false;
+    }
+    let guest = |i: usize| candidates[i].guest;
+    // One guest, or all read: none (a re-run of one guest pays nothing).
+    let one_guest = (0..candidates.len()).all(|i| guest(i) == guest(0));
+    if one_guest || !unread.contains(&true) {
+        return (0, 0);
+    }
+    let path = |i: usize| {
+        let c = &candidates[i];
+        (c.rel.as_os_str().as_encoded_bytes(), c.stat.size)
+    };
+    let owner = |i: usize| {
+        let s = &candidates[i].stat;
+        (s.perm(), s.uid, s.gid)
+    };
+    // Each path's files side by side, those of one mode and owner within.
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_unstable_by(|&a, &b| by_path(a).cmp(&by_path(b)));
+    order.sort_unstable_by(|&a, &b| (path(a), owner(a)).cmp(&(path(b), owner(b))));
+    let two_guests = |run: &[usize]| run.iter().any(|&i| guest(i) != guest(run[0]));
+    let unread_in = |run: &[usize]| run.iter().filter(|&&i| unread[i]).count() as u64;
     let (mut apart, mut mtime_only) = (0, 0);
-    for run in order.chunk_by(|&a, &b| by_path(a) == by_path(b)) {
-        for &i in run.iter().filter(|i| !hashed.contains(i)) {
-            let c = &candidates[i];
-            let others: Vec<&FileRec> = run
-                .iter()
-                .map(|&j| &candidates[j])
-                .filter(|o| o.guest != c.guest)
-                .collect();
-            if others.is_empty() {
-                continue;
-            }
-            apart += 1;
-            let owner = |s: &Stat| (s.perm(), s.uid, s.gid);
-            if others.iter().any(|o| owner(&o.stat) == owner(&c.stat)) {
-                mtime_only += 1;
-            }
+    for run in order.chunk_by(|&a, &b| path(a) == path(b)) {
+        // Every file of a path two guests hold has one of another guest.
+        if two_guests(run) {
+            apart += unread_in(run);
+            let same_owner = run.chunk_by(|&a, &b| owner(a) == owner(b));
+            mtime_only += same_owner
+                .filter(|s| two_guests(s))
+                .map(unread_in)
+                .sum::<u64>();
         }
     }
     (apart, mtime_only)

@@ -107,8 +107,8 @@ fn s50_unify_says_how_many_files_metadata_kept_apart() {
     assert!(
         said.contains(
             "left apart: 4 files with another guest's path and size but not its mtime, mode or \
-             owner, which a hardlink would share; 2 only in mtime (a store made with \
-             --ignore-mtime links those: docs/unify.md)"
+             owner (one inode has one of each); 2 only in mtime (a store made with \
+             --ignore-mtime links those whose content matches: docs/unify.md)"
         ),
         "{said}"
     );
@@ -193,8 +193,8 @@ fn s50_a_bad_tmpfs_size_is_named_by_its_option_or_key() {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
             err.contains(&format!(
-                "invalid {name} \"/tmp:16Q\": size \"16Q\" is no size: give bytes or a number \
-                 (1.5 too) with k, M, G or T, as DIR:64M"
+                "invalid {name} \"/tmp:16Q\": size \"16Q\": expected a number (1.5 too) with \
+                 an optional k, M, G or T suffix, as DIR:64M"
             )),
             "not named {name}: {err}"
         );
