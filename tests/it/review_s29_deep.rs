@@ -132,10 +132,16 @@ fn the_daemon_holds_few_fds_after_walking_thousands_of_directories() {
         .unwrap();
     assert!(found.status.success(), "{found:?}");
     assert_eq!(found.stdout.len(), 1 + 1500 + 40 + 3000);
-    let after = fd_count(m.pid());
+    // The kernel sends find's RELEASEDIRs on their own: under load the
+    // daemon takes them after find ended (the CI at 0b819bb saw 78).
+    let mut after = 0;
+    let settled = crate::fs::harness::wait_until(std::time::Duration::from_secs(30), || {
+        after = fd_count(m.pid());
+        after <= before + 64
+    });
     assert!(
-        after <= before + 64,
-        "the daemon held {before} fds before the walk, {after} after"
+        settled,
+        "the daemon held {before} fds before the walk, {after} 30 s after"
     );
 }
 

@@ -112,7 +112,16 @@ impl Disk {
             Kind::Xfs => "xfs",
         };
         let sb = Path::new("/sys/fs").join(fs_name).join(name);
-        run(Command::new("umount").arg(self.root()));
+        // Busy a while: a process another test forks (not yet exec'd)
+        // holds what fds this test's process had open then (the CI at
+        // 0b819bb, "target is busy", 1 of 1,247).
+        let mut said = String::new();
+        let unmounted = wait_until(Duration::from_secs(60), || {
+            let o = Command::new("umount").arg(self.root()).output().unwrap();
+            said = String::from_utf8_lossy(&o.stderr).into_owned();
+            o.status.success()
+        });
+        assert!(unmounted, "umount {}: {said}", self.root().display());
         assert!(
             wait_until(Duration::from_secs(120), || !sb.exists()),
             "{} still lives 120 s after its unmount",
