@@ -1120,9 +1120,11 @@ fn launch_recorded(
             .map_or(0, |d| d.as_secs()),
     };
     if let Err(e) = run.write(&state) {
-        // `start` unmounts the root and removes the groups.
+        // `start` unmounts the root and removes the groups; the host end
+        // and a locked port's table are this guest's, unrecorded.
         let _ = kill(spawned.pid, Signal::SIGKILL);
         cgroup.kill_all();
+        super::net::teardown_recorded(&state.spec, state.host_ifindex);
         return Err(e);
     }
     Ok((state, spawned.pty, spawned.command_pid))
@@ -3168,6 +3170,10 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         None => Some(run.dir.clone()),
     };
     let locked = live.filter(|s| s.spec.net.lock_mac);
+    let mac_address = locked.and_then(|s| {
+        (s.mac_address.clone())
+            .or_else(|| super::port_lock::guest_mac(&s.spec.name, s.spec.names()).ok())
+    });
     Ok(Status {
         name: name.into(),
         running: running || unrecorded.is_some(),
@@ -3210,11 +3216,10 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
         host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
-        mac_address: locked.and_then(|s| {
-            (s.mac_address.clone())
-                .or_else(|| super::port_lock::guest_mac(&s.spec.name, s.spec.names()).ok())
-        }),
-        mac_address_derived: locked.is_some_and(|s| s.mac_address.is_none()),
+        mac_address: mac_address.clone(),
+        // Not without an address (no /etc/machine-id to derive it from).
+        mac_address_derived: locked.is_some_and(|s| s.mac_address.is_none())
+            && mac_address.is_some(),
         reboots: live.map(|s| s.reboots.count),
         last_exit: exit
             .filter(|_| !running && unrecorded.is_none() && !starting)

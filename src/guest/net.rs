@@ -275,7 +275,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<HostEnd>> {
     // `ip` would say only "File exists". Never removed here: it may be
     // another guest's (one name in two run dirs, or `--net veth` guests
     // whose long names share a digest prefix).
-    if Path::new("/sys/class/net").join(&host_if).exists() {
+    if link_index(&host_if)?.is_some() {
         return Err(Error::Net(format!(
             "host interface {host_if} (for guest {}) exists already: a guest of that name \
              runs with a veth network (perhaps from another run dir), or it was left behind \
@@ -311,7 +311,7 @@ fn setup_veth(spec: &GuestSpec, pid: Pid) -> Result<Option<HostEnd>> {
     // left to go by the name, which another run dir's guest may hold then.
     let index = link_index(&host_if);
     let configured = (|| {
-        let index = index
+        let index = index?
             .ok_or_else(|| Error::Net(format!("host interface {host_if} went as it was made")))?;
         if let Some(bridge) = &net.bridge {
             ip(&["link", "set", &host_if, "master", bridge])?;
@@ -424,18 +424,46 @@ pub const HOST_LOCK: &str = "/run/lock/unifs-veth.lock";
 
 /// An exclusive flock on [`HOST_LOCK`], waited for; released on drop.
 fn host_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    nix::fcntl::Flock::lock(host_lock_file()?, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::sys(format!("locking {HOST_LOCK}"), e))
+}
+
+/// How long a clean-up waits for [`HOST_LOCK`]: a start holds it for as
+/// long as its `ip` and `nft` take (or a stopped `unifs run` in its set-up,
+/// forever), and a `stop` has its own deadline to keep.
+const CLEANUP_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// [`host_lock`] for a clean-up: waited for `wait` at most; `None` if it
+/// is not free by then.
+fn host_lock_within(wait: std::time::Duration) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let end = std::time::Instant::now() + wait;
+    let mut file = host_lock_file()?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                if std::time::Instant::now() >= end {
+                    return Ok(None);
+                }
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err((_, e)) => return Err(Error::sys(format!("locking {HOST_LOCK}"), e)),
+        }
+    }
+}
+
+fn host_lock_file() -> Result<std::fs::File> {
     let path = Path::new(HOST_LOCK);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
     }
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| Error::io("opening", path, e))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::sys(format!("locking {HOST_LOCK}"), e))
+        .map_err(|e| Error::io("opening", path, e))
 }
 
 /// Adds address `a` (ADDR/PREFIX) to `dev`. An IPv6 one skips duplicate
@@ -457,25 +485,21 @@ pub fn host_ifindex(spec: &GuestSpec) -> Option<u32> {
     if spec.net.mode != NetMode::Veth {
         return None;
     }
-    let path = Path::new("/sys/class/net")
-        .join(host_ifname(spec))
-        .join("ifindex");
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    link_index(&host_ifname(spec)).ok().flatten()
 }
 
-/// The index of interface `dev` in this network namespace, asked of `ip`
-/// (netlink): /sys/class/net is the namespace's of whoever mounted it, not
-/// always ours (a `unifs run` under `ip netns exec`).
-fn link_index(dev: &str) -> Option<u32> {
-    let shown = ip_output(&["-o", "link", "show", "dev", dev]).ok()?;
-    shown
-        .lines()
-        .next()?
-        .split_once(": ")?
-        .0
-        .trim()
-        .parse()
-        .ok()
+/// The index of interface `dev` in this network namespace (`None`: there
+/// is none), asked of `ip` (netlink): /sys/class/net is the namespace's of
+/// whoever mounted it, not always ours (a `unifs run` under `ip netns
+/// exec`). Every link is listed: `ip link show dev` fails alike for a
+/// missing one and for a failure of its own.
+fn link_index(dev: &str) -> Result<Option<u32>> {
+    let shown = ip_output(&["-o", "link", "show"])?;
+    Ok(shown.lines().find_map(|l| {
+        let (index, rest) = l.split_once(": ")?;
+        let name = rest.split([':', '@']).next()?;
+        (name == dev).then(|| index.trim().parse().ok()).flatten()
+    }))
 }
 
 /// The host end's name for `status`, while it is the guest's: the
@@ -517,21 +541,33 @@ pub fn teardown_recorded(spec: &GuestSpec, ifindex: Option<u32>) {
 /// the interface of that name now (another run dir's guest's, with its
 /// own), and it outlives the interface.
 fn remove_own(host_if: &str, index: u32) {
-    let index_of = || link_index(host_if);
+    let index_of = || link_index(host_if).ok().flatten();
     // Looked at and deleted under the host's lock: `ip link del` goes by
     // the name, and once interface `index` went with its namespace, a
     // start (which makes `ve-NAME` under that lock) could make another
-    // guest's between the look and the delete. Not taken: left to go
-    // with the namespace.
-    let now = match host_lock() {
-        Ok(_lock) => {
+    // guest's between the look and the delete. Waited for a while only
+    // (a start may hang in its set-up); not taken: left to go with the
+    // namespace.
+    let now = match host_lock_within(test_bound_wait()) {
+        Ok(Some(_lock)) => {
             let now = index_of();
+            // UNIFS_TEST_NET_CLEANUP_LOCKED_STOP: the tests' window between
+            // the look and the delete, under the lock, for another run
+            // dir's start of the name (review_s50_netfix).
+            crate::sys::test_stop!("UNIFS_TEST_NET_CLEANUP_LOCKED_STOP");
             if now == Some(index) {
                 let _ = ip(&["link", "del", host_if]);
             }
             now
         }
-        Err(_) => index_of(),
+        not_taken => {
+            let why = not_taken.map_or_else(|e| e.to_string(), |_| "held by a start".into());
+            tracing::warn!(
+                "{HOST_LOCK} not taken ({why}): {host_if} is left to go with its guest's \
+                 network namespace"
+            );
+            index_of()
+        }
     };
     super::port_lock::unfilter(&super::port_lock::table_of(host_if, index));
     // A guest started by a unifs of 2026-12-06 before the index named its
@@ -539,6 +575,15 @@ fn remove_own(host_if: &str, index: u32) {
     if now.is_none_or(|n| n == index) {
         super::port_lock::unfilter(&format!("unifs-lock-{host_if}"));
     }
+}
+
+/// [`CLEANUP_LOCK_WAIT`], or UNIFS_TEST_CLEANUP_LOCK_MS's milliseconds:
+/// the tests' bound, short, while they hold the lock.
+fn test_bound_wait() -> std::time::Duration {
+    let default = CLEANUP_LOCK_WAIT.as_millis() as usize;
+    std::time::Duration::from_millis(
+        crate::sys::test_bound!("UNIFS_TEST_CLEANUP_LOCK_MS", default) as u64,
+    )
 }
 
 /// The index of `ve-NAME` if its peer lies in the network namespace of one

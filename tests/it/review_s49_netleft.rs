@@ -128,7 +128,8 @@ pub(crate) fn locked_guest(tag: char, last: u8, br: &str) -> Guest {
 /// clean-up looked: no `ve-NAME`, so the table of that name was its own
 /// left one; B then made its interface and table; A deleted B's (held
 /// here: A's `stop`, told to by UNIFS_TEST_NET_CLEANUP_STOP, stops itself
-/// between its look and its clean-up while B starts). B ran on with an
+/// before its look at `ve-NAME` while B starts: the look and the clean-up
+/// are under the host's veth lock since session 50). B ran on with an
 /// unfiltered port: its tagged and bridge-control frames passed. Now a
 /// table is named after the interface it was made for (its index), and a
 /// clean-up deletes only its own guest's.

@@ -289,3 +289,144 @@ fn s50_a_host_end_gone_between_the_look_and_the_delete_spares_the_next() {
     assert!(o.status.success(), "A's stop: {}", stderr(&o));
     spared(&b, &port, &b_index, &b_tables);
 }
+
+/// Whether a process of `g`'s run dir waits for a flock (`/proc/locks`
+/// lists a waiter as "N: -> FLOCK … PID …"): a start at the host's veth
+/// lock.
+fn waits_for_a_flock(g: &Guest) -> bool {
+    let run_dir = format!("UNIFS_RUN_DIR={}", g.run_dir.display());
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let pid = match f.as_slice() {
+            [_, "->", "FLOCK", _, _, pid, ..] => pid,
+            _ => return false,
+        };
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        env.split(|&b| b == 0).any(|v| v == run_dir.as_bytes())
+    })
+}
+
+/// What the host's veth lock guarantees a stale record's clean-up: its
+/// look at `ve-NAME` and its `ip link del` (by the name) are one step for
+/// a start, which makes `ve-NAME` under that lock. Held here: A's `stop`
+/// stops at UNIFS_TEST_NET_CLEANUP_LOCKED_STOP, under the lock, after its
+/// look found its own interface (its namespace held by `ip netns attach`)
+/// and before the delete; the namespace goes; B (another run dir, the same
+/// name) starts meanwhile. B's start waits for the lock, its `ve-NAME`
+/// not made, until A's delete is done. Without the lock, B made its
+/// `ve-NAME` there and A deleted it.
+#[test]
+fn s50_a_start_waits_for_a_cleanup_between_its_look_and_its_delete() {
+    let test = "s50_a_start_waits_for_a_cleanup_between_its_look_and_its_delete";
+    if !may_run(test) {
+        return;
+    }
+    let n = n();
+    let br = up_bridge(format!("s50{n}k"));
+    let (a, b) = (locked_guest('k', 6, &br.0), locked_guest('k', 7, &br.0));
+    let port = format!("ve-{}", a.name);
+    let _tables = PortTables(port.clone());
+
+    ok(&a.unifs(&["start", &a.name]));
+    let pid = a.state()["pid"].as_i64().unwrap();
+    let held = crate::review_s46_netv6::Netns(format!("s50{n}lheld"));
+    crate::review_s46_netv6::run(&["ip", "netns", "attach", &held.0, &pid.to_string()]);
+    crate::guest::harness::kill_init_keeperless(pid);
+    assert!(within_60s(|| !alive(pid)), "A's init lives");
+    ifindex(&port).expect("A's host end, its namespace held");
+
+    let mut stop = a.cmd(&["stop", &a.name]);
+    stop.env("UNIFS_TEST_NET_CLEANUP_LOCKED_STOP", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let stop = KillOnDrop(Some(stop.spawn().unwrap()));
+    let stop_pid = stop.0.as_ref().unwrap().id();
+    let go_on = Continue(stop_pid as i32);
+    assert!(
+        within_60s(|| stopped(stop_pid)),
+        "A's stop never reached its look under the lock"
+    );
+    drop(held);
+    assert!(
+        within_60s(|| ifindex(&port).is_none()),
+        "{port} outlived its namespace"
+    );
+    let mut start = b.cmd(&["start", &b.name]);
+    start
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut start = KillOnDrop(Some(start.spawn().unwrap()));
+    let start_done = |s: &mut KillOnDrop| s.0.as_mut().unwrap().try_wait().unwrap().is_some();
+    assert!(
+        within_60s(|| start_done(&mut start) || waits_for_a_flock(&b)),
+        "B's start neither ended nor waited for the lock"
+    );
+    let made = ifindex(&port);
+    drop(go_on);
+    let o = wait_bounded(stop, Duration::from_secs(60));
+    assert!(o.status.success(), "A's stop: {}", stderr(&o));
+    let o = wait_bounded(start, Duration::from_secs(60));
+    assert!(o.status.success(), "B's start: {}", stderr(&o));
+    let b_index = ifindex(&port).expect("B's host end");
+    assert_eq!(
+        made, None,
+        "B made {port} while A was between its look and its delete"
+    );
+    let b_tables = port_tables(&port);
+    assert!(!b_tables.is_empty(), "B's port unlocked");
+    spared(&b, &port, &b_index, &b_tables);
+}
+
+/// A `stop`'s network clean-up waits for the host's veth lock a bounded
+/// time (here UNIFS_TEST_CLEANUP_LOCK_MS's 200 ms), then leaves `ve-NAME`
+/// to go with its namespace and says so. Before, it waited for as long as
+/// any start held the lock (a hung `ip`, a stopped `unifs run`): past its
+/// own deadline. Held here by `flock`, for as long as the stop takes.
+#[test]
+fn s50_a_stops_cleanup_waits_for_the_veth_lock_a_bounded_time() {
+    let test = "s50_a_stops_cleanup_waits_for_the_veth_lock_a_bounded_time";
+    if !may_run(test) {
+        return;
+    }
+    let n = n();
+    let br = up_bridge(format!("s50{n}w"));
+    let a = locked_guest('w', 8, &br.0);
+    let port = format!("ve-{}", a.name);
+    let _tables = PortTables(port.clone());
+    ok(&a.unifs(&["start", &a.name]));
+
+    let mut flock = std::process::Command::new("flock");
+    flock
+        .args(["-x", "/run/lock/unifs-veth.lock", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let flock = KillOnDrop(Some(flock.spawn().unwrap()));
+    let flock_pid = flock.0.as_ref().unwrap().id();
+    assert!(
+        within_60s(|| std::fs::read_to_string("/proc/locks")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| !l.contains("->")
+                && l.split_whitespace().nth(4) == Some(flock_pid.to_string().as_str()))),
+        "flock never took the lock"
+    );
+    let mut stop = a.cmd(&["stop", &a.name]);
+    stop.env("UNIFS_TEST_CLEANUP_LOCK_MS", "200")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut stop = KillOnDrop(Some(stop.spawn().unwrap()));
+    let ended = within_60s(|| stop.0.as_mut().unwrap().try_wait().unwrap().is_some());
+    drop(flock);
+    assert!(ended, "A's stop waited for the veth lock");
+    let o = wait_bounded(stop, Duration::from_secs(60));
+    assert!(o.status.success(), "A's stop: {}", stderr(&o));
+    assert!(
+        within_60s(|| ifindex(&port).is_none()),
+        "{port} outlived its namespace"
+    );
+}
