@@ -528,6 +528,42 @@ const DAEMON_LEAF: &str = "mount";
 /// anew for those forked meanwhile.
 const RAISE_PASSES: usize = 20;
 
+/// [`Cgroup::raise_oom_scores`]'s passes over the pids `list` gives:
+/// `write` is called on the /proc directory of each new one still listed
+/// after it was opened (a pid that ended and was reused is left alone).
+fn rescore(
+    list: impl Fn(&Cgroup) -> Vec<i32>,
+    cgroup: &Cgroup,
+    write: impl Fn(&std::fs::File) -> std::io::Result<bool>,
+) -> (usize, Vec<(i32, std::io::Error)>) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut done, mut failed) = (0, Vec::new());
+    for _ in 0..RAISE_PASSES {
+        let new: Vec<i32> = list(cgroup)
+            .into_iter()
+            .filter(|p| seen.insert(*p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        let opened: Vec<_> = new
+            .into_iter()
+            .filter_map(|pid| Some((pid, std::fs::File::open(format!("/proc/{pid}")).ok()?)))
+            .collect();
+        let listed = list(cgroup);
+        for (pid, dir) in opened.iter().filter(|(p, _)| listed.contains(p)) {
+            match write(dir) {
+                Ok(true) => done += 1,
+                Ok(false) => {}
+                // Ended since it was listed.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT)) => {}
+                Err(e) => failed.push((*pid, e)),
+            }
+        }
+    }
+    (done, failed)
+}
+
 /// How long the overlay daemon may take to end after its root was
 /// unmounted before what is left in its leaf is killed.
 const DAEMON_EXIT: Duration = Duration::from_secs(5);
@@ -1020,33 +1056,19 @@ impl Cgroup {
     /// its parent was raised copied the old score), at most
     /// [`RAISE_PASSES`] (a guest forking without end).
     pub fn raise_oom_scores(&self, to: i32) -> (usize, Vec<(i32, std::io::Error)>) {
-        let mut seen = std::collections::HashSet::new();
-        let (mut raised, mut failed) = (0, Vec::new());
-        for _ in 0..RAISE_PASSES {
-            let new: Vec<i32> = self
-                .pids()
-                .into_iter()
-                .filter(|p| seen.insert(*p))
-                .collect();
-            if new.is_empty() {
-                break;
-            }
-            let opened: Vec<_> = new
-                .into_iter()
-                .filter_map(|pid| Some((pid, std::fs::File::open(format!("/proc/{pid}")).ok()?)))
-                .collect();
-            let listed = self.pids();
-            for (pid, dir) in opened.iter().filter(|(p, _)| listed.contains(p)) {
-                match crate::guest::sys::raise_oom_score(dir, to) {
-                    Ok(true) => raised += 1,
-                    Ok(false) => {}
-                    // Ended since it was listed.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT)) => {}
-                    Err(e) => failed.push((*pid, e)),
-                }
-            }
-        }
-        (raised, failed)
+        rescore(Self::pids, self, |dir| {
+            crate::guest::sys::raise_oom_score(dir, to)
+        })
+    }
+
+    /// Sets each process of the guest's overlay daemon to -999 (`guest
+    /// update` adding a memory limit, run with the CAP_SYS_RESOURCE the
+    /// unifs that started the daemon lacked), as [`Cgroup::raise_oom_scores`]
+    /// goes: how many it set, and the pids it could not with why.
+    pub fn shield_daemon(&self) -> (usize, Vec<(i32, std::io::Error)>) {
+        rescore(Self::daemon_pids, self, |dir| {
+            crate::guest::sys::set_oom_score(dir, -999).map(|()| true)
+        })
     }
 
     /// Once the guest's root is unmounted: waits up to [`DAEMON_EXIT`] for

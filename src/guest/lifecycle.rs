@@ -1224,10 +1224,12 @@ fn mount_root(
 }
 
 /// Says, once per start (`name`, the guest's) or `unifs run` (None), that
-/// the overlay daemon cannot be shielded from the OOM killer
+/// the overlay daemon may not be shielded from the OOM killer
 /// ([`join_before_exec`]) where this process lacks CAP_SYS_RESOURCE (a
-/// container's root, a service's reduced set): with a memory limit the
-/// guest's processes then start above the daemon
+/// container's root, a service's reduced set): said before the daemon
+/// starts, so in words true whatever least its caller hands on (-1000
+/// lets it reach -999; -500 or 0 do not). With a memory limit the guest's
+/// processes then start above the daemon
 /// ([`sys::set_guest_oom_score`]), which host-wide puts them before the
 /// host's own. (Before 2026-12-06 they started equal to the daemon, and a
 /// guest pushed past its limit could lose its daemon first: every access
@@ -1238,24 +1240,48 @@ pub fn warn_daemon_unshielded(name: Option<&str>, limits: &Limits, how: RootMoun
     }
     let guest = name.map(|n| format!("guest {n}: ")).unwrap_or_default();
     tracing::warn!(
-        "{guest}this process lacks CAP_SYS_RESOURCE, so the guest's overlay daemon \
-         gets an OOM score of 0, not -999, and the guest's processes start at {} instead of 0, \
-         so that past its memory limit the OOM killer still takes them before the daemon; \
-         a host-wide OOM then takes them before the host's processes too; start it with \
+        "{guest}this process lacks CAP_SYS_RESOURCE, so the guest's overlay daemon may \
+         not get the OOM score -999 that shields it, only the least its caller lets it (0 \
+         for most callers); where that is above -999 the guest's processes start at {} \
+         instead of 0 (level with the daemon where that least is above {}), so that past \
+         its memory limit the OOM killer still takes them before the daemon; a host-wide \
+         OOM then takes them before the host's processes too; start it with \
          CAP_SYS_RESOURCE to shield the daemon instead",
+        sys::UNSHIELDED_GUEST_SCORE,
         sys::UNSHIELDED_GUEST_SCORE
     );
 }
 
-/// A memory limit `update` added to a guest started without one, whose
+/// A memory limit `update` adds to a guest started without one, whose
 /// overlay daemon could not be shielded (it stands above -999): the
 /// guest's processes, started at 0 level with it, are raised to the score
 /// a start with the limit gives them ([`sys::set_guest_oom_score`]), and
-/// that is said. (Before 2026-12-06 they stayed at 0 until the next start,
-/// and past the new limit the OOM killer could take the daemon first.)
-fn raise_above_unshielded_daemon(name: &str, cgroup: &Cgroup) {
+/// that is said; returns how many. (Before 2026-12-06 they stayed at 0
+/// until the next start, and past the new limit the OOM killer could take
+/// the daemon first.) Where this process holds CAP_SYS_RESOURCE the daemon
+/// is shielded instead: a write of 999 by a holder also makes 999 the
+/// least that process may ever set itself (the kernel's
+/// `oom_score_adj_min`), which would pin the guest there for life.
+fn raise_above_unshielded_daemon(name: &str, cgroup: &Cgroup) -> usize {
     if !cgroup.daemon_unshielded() {
-        return;
+        return 0;
+    }
+    if sys::holds_sys_resource() {
+        let (shielded, failed) = cgroup.shield_daemon();
+        tracing::warn!(
+            "guest {name}: its overlay daemon stood above -999 (the unifs that started it \
+             lacked CAP_SYS_RESOURCE); this one holds it, so with a memory limit the daemon \
+             now stands at -999 ({shielded} of its processes lowered) and the guest's \
+             processes keep their scores"
+        );
+        for (pid, e) in failed {
+            tracing::warn!(
+                "guest {name}: lowering the OOM score of its overlay daemon's process {pid} \
+                 to -999 (/proc/{pid}/oom_score_adj): {e}; the OOM killer may take it before \
+                 the guest's past the memory limit: restart the guest"
+            );
+        }
+        return 0;
     }
     let to = sys::UNSHIELDED_GUEST_SCORE;
     let (raised, failed) = cgroup.raise_oom_scores(to);
@@ -1276,6 +1302,7 @@ fn raise_above_unshielded_daemon(name: &str, cgroup: &Cgroup) {
              which the OOM killer may take first past the memory limit: restart the guest"
         );
     }
+    raised
 }
 
 /// Makes `cmd` join the groups whose `cgroup.procs` are open in `procs`
@@ -2480,14 +2507,29 @@ pub fn update(dirs: &Dirs, name: &str, changes: &Limits) -> Result<Limits> {
     // memory limit, which it cuts short) would leave some limits changed
     // and the record saying the old ones: held until all are made (or
     // undone) and recorded.
+    // Raised before the limit is written: on v2 a memory.max below the
+    // guest's usage OOM-kills at once, which with the guest level with its
+    // daemon could take the daemon. Harmless if the write then fails.
+    let raised = match memory_added {
+        true => raise_above_unshielded_daemon(name, &st.cgroup),
+        false => 0,
+    };
     let held = super::sys::SignalsHeld::new();
-    st.cgroup.update(&group_name(&st, &run), changes)?;
+    if let Err(e) = st.cgroup.update(&group_name(&st, &run), changes) {
+        if raised > 0 {
+            tracing::warn!(
+                "guest {name}: the new limits were not set, but its {raised} processes \
+                 raised for the memory limit stay at {}, above its overlay daemon, until \
+                 it is restarted: harmless in the guest, but a host-wide OOM takes them \
+                 before the host's processes",
+                sys::UNSHIELDED_GUEST_SCORE
+            );
+        }
+        return Err(e);
+    }
     st.spec.limits = limits.clone();
     run.write(&st)?;
     drop(held);
-    if memory_added {
-        raise_above_unshielded_daemon(name, &st.cgroup);
-    }
     warn_if_io_weight_inert(changes, &st.backing);
     warn_if_devices_changed(dirs, name, &st.spec.devices);
     Ok(limits)

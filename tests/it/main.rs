@@ -226,6 +226,7 @@ mod review_s49_oomd;
 mod review_s49_stopleft;
 mod review_s49_ux;
 mod review_s50_netidx;
+mod review_s50_oomfix;
 mod review_s50_oomscore;
 mod review_s50_oomtally;
 mod review_s50_realroot;

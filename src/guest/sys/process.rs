@@ -729,11 +729,14 @@ pub fn resume_in_foreground(pid: Pid) {
 /// `oom_score_adj_min`, inherited, and set only by a writer holding
 /// CAP_SYS_RESOURCE) that low. Else the score goes to that least, found by
 /// halving (a refused write changes nothing), never above the caller's: 0
-/// for a caller at 1000 (a unit's `OOMScoreAdjust=1000` must not leave the
-/// daemon first in line); -500 under a unit's `OOMScoreAdjust=-500`
-/// without the capability, whose guest inherits that least and may lower
-/// itself to it (before 2026-12-06 this daemon went to 0, and the guest
-/// could go below it). Async-signal-safe: fit for a pre_exec.
+/// for most callers, and for one that raised itself to 1000 without the
+/// capability; -500 under a unit's `OOMScoreAdjust=-500` without it, whose
+/// guest inherits that least and may lower itself to it (before 2026-12-06
+/// this daemon went to 0, and the guest could go below it). A unit's
+/// `OOMScoreAdjust=1000` is written by systemd, which holds the capability,
+/// so its least is 1000 too: the daemon stays at 1000, and its guest,
+/// refused 999, stands level with it there. Async-signal-safe: fit for a
+/// pre_exec.
 pub fn shield_from_oom() -> bool {
     let mut text = [0u8; 8];
     if set_oom_score_adj(score_text(-999, &mut text)) {
@@ -743,6 +746,8 @@ pub fn shield_from_oom() -> bool {
         return false;
     };
     let mut refused = -999;
+    // Each refused write is a capable(CAP_SYS_RESOURCE) denial, which
+    // SELinux and AppArmor hosts log: about 10 lines per daemon start.
     while allowed - refused > 1 {
         let mid = refused + (allowed - refused) / 2;
         match set_oom_score_adj(score_text(mid, &mut text)) {
@@ -837,24 +842,40 @@ pub fn clear_unsafe_personality() {
 /// kernel has no compare-and-set here: a process that raises its own
 /// between the read and the write ends at `to`.
 pub fn raise_oom_score(proc_dir: &std::fs::File, to: i32) -> std::io::Result<bool> {
-    use nix::fcntl::{openat, OFlag};
-    let open = |flags| -> std::io::Result<std::fs::File> {
-        let fd = openat(
-            proc_dir,
-            "oom_score_adj",
-            flags | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        Ok(std::fs::File::from(fd))
-    };
-    let now = std::io::read_to_string(open(OFlag::O_RDONLY)?)?;
+    let now = std::io::read_to_string(open_oom_score(proc_dir, false)?)?;
     let now: i32 = now.trim().parse().map_err(std::io::Error::other)?;
     if now >= to {
         return Ok(false);
     }
-    let mut text = [0u8; 8];
-    std::io::Write::write_all(&mut open(OFlag::O_WRONLY)?, score_text(to, &mut text))?;
+    set_oom_score(proc_dir, to)?;
     Ok(true)
+}
+
+/// Sets the OOM score adjustment of the process whose /proc directory
+/// `proc_dir` is to `score` (lowering it needs CAP_SYS_RESOURCE, which
+/// also makes `score` that process's least).
+pub fn set_oom_score(proc_dir: &std::fs::File, score: i32) -> std::io::Result<()> {
+    let mut text = [0u8; 8];
+    std::io::Write::write_all(
+        &mut open_oom_score(proc_dir, true)?,
+        score_text(score, &mut text),
+    )
+}
+
+/// `oom_score_adj` in `proc_dir`, for reading or writing.
+fn open_oom_score(proc_dir: &std::fs::File, write: bool) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{openat, OFlag};
+    let flags = match write {
+        true => OFlag::O_WRONLY,
+        false => OFlag::O_RDONLY,
+    };
+    let fd = openat(
+        proc_dir,
+        "oom_score_adj",
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// `score` (an OOM score adjustment, -1000..=1000) in decimal, in `buf`.
