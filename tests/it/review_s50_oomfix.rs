@@ -4,8 +4,7 @@
 
 use crate::guest::harness::{can_run, ok, stderr, within_30s};
 use crate::guest::review_s11_life::Guest;
-use crate::review_s49_oomd::holds_sys_resource;
-use crate::review_s50_oomscore::scores;
+use crate::review_s50_oomscore::{raised, score_of, scores};
 
 /// The raise comes before the limit is written: on v2 a `memory.max`
 /// below the guest's usage OOM-kills at once, which with the guest level
@@ -45,13 +44,9 @@ fn s50_an_update_raises_the_guest_before_it_writes_the_memory_limit() {
         eprintln!("the 1M limit was taken, not refused: {said}");
         return;
     }
-    let raised = match holds_sys_resource() {
-        true => "0",
-        false => "999",
-    };
-    let init = after.iter().find(|(p, _)| i64::from(*p) == init_pid);
+    let raised = raised();
     assert_eq!(
-        init.map(|(_, s)| s.as_str()),
+        score_of(&after, init_pid),
         Some(raised),
         "init after a refused update: {after:?}; {said}"
     );

@@ -9,6 +9,22 @@ use crate::review_s49_oomd::holds_sys_resource;
 
 /// The OOM score of each of the guest's processes (its `guest` leaves,
 /// not its daemon's), by host pid.
+/// The score a memory limit `update` adds leaves the guest's processes
+/// at: 999, above its unshielded daemon; 0 where this unifs may shield
+/// the daemon instead (CAP_SYS_RESOURCE).
+pub fn raised() -> &'static str {
+    match holds_sys_resource() {
+        true => "0",
+        false => "999",
+    }
+}
+
+/// The score of process `pid` among [`scores`].
+pub fn score_of(scores: &[(i32, String)], pid: i64) -> Option<&str> {
+    let found = scores.iter().find(|(p, _)| i64::from(*p) == pid);
+    found.map(|(_, s)| s.as_str())
+}
+
 pub fn scores(g: &Guest) -> Vec<(i32, String)> {
     let mut pids = group_pids(&g.name, g.run_dir());
     pids.sort_unstable();
@@ -50,19 +66,14 @@ fn s50_a_memory_limit_update_adds_raises_the_guests_processes_above_its_daemon()
     let after = scores(&g);
     drop(session);
     let _ = g.unifs(&["stop", "--timeout", "0", &g.name]);
-    let raised = match holds_sys_resource() {
-        true => "0",
-        false => "999",
-    };
-    let init = after.iter().find(|(p, _)| i64::from(*p) == init_pid);
+    let raised = raised();
     assert_eq!(
-        init.map(|(_, s)| s.as_str()),
+        score_of(&after, init_pid),
         Some(raised),
         "init: before {before:?}, after {after:?}; {said}"
     );
-    let exec = after.iter().find(|(p, _)| *p == command as i32);
     assert_eq!(
-        exec.map(|(_, s)| s.as_str()),
+        score_of(&after, i64::from(command as i32)),
         Some(raised),
         "the exec's command: {after:?}; {said}"
     );
