@@ -2001,14 +2001,22 @@ fn named_logs_show_the_console_follow_it_and_restart_appends_to_it() {
     assert_eq!(ok(&g.unifs(&["logs", "-n", "0", &g.name])), "");
 
     // Followed: what comes while it runs, until it stops.
+    // Its output to a file, so the guest is let on only once the follower has
+    // printed its last line: a follower slow to start would see "tick" as last.
+    let followed = g.t.dir.path().join("followed");
     let mut cmd = g.cmd(&["logs", "-f", "-n", "1", &g.name]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdout(std::fs::File::create(&followed).unwrap());
+    cmd.stderr(Stdio::piped());
     let follower = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let printed = |s: &str| std::fs::read_to_string(&followed).is_ok_and(|l| l.contains(s));
+    assert!(super::harness::within_30s(|| printed("three")));
     std::fs::write(g.mounted_root().join("go"), "").unwrap();
     assert!(super::harness::within_30s(|| wrote("tock")));
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
     let out = super::harness::wait_bounded(follower, Duration::from_secs(10));
-    assert_eq!(ok(&out), "three\ntick\ntock\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = std::fs::read_to_string(&followed).unwrap();
+    assert_eq!(got, "three\ntick\ntock\n");
 
     // Restart: a stopped guest is started; a running one stopped first.
     std::fs::remove_file(g.t.root().join("go")).unwrap();
