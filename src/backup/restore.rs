@@ -7,6 +7,7 @@
 
 use super::flags;
 use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
+use crate::cli::output::{counted, word};
 use crate::store::object::Ingested;
 use crate::store::{ObjectId, Store};
 use crate::sys::{self, Timestamp};
@@ -55,7 +56,10 @@ pub enum Error {
         sys::shown(.target), sys::shown(.lock)
     )]
     Busy { target: PathBuf, lock: PathBuf },
-    #[error("the manifest is damaged ({} problem(s)); nothing was written:\n{}", .0.len(), list(.0))]
+    #[error(
+        "the manifest is damaged ({}); nothing was written:\n{}",
+        counted(.0.len() as u64, "problem", "problems"), list(.0)
+    )]
     Damaged(Vec<String>),
     #[error("{} of what the manifest needs is missing; nothing was written:\n{}", .0.len(), list(.0))]
     Missing(Vec<String>),
@@ -72,16 +76,16 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(
-        "{count} path(s) of the manifest are too long to restore, such as {}: a path in \
-         the guest must be under {} bytes (`unifs manifest` leaves longer ones out); \
-         nothing was written",
+        "{} of the manifest {} too long to restore, such as {}: a path in the guest must be \
+         under {} bytes (`unifs manifest` leaves longer ones out); nothing was written",
+        counted(*.count as u64, "path", "paths"), word(*.count as u64, "is", "are"),
         list(std::slice::from_ref(.first)).trim(), MAX_PATH
     )]
     TooLong { count: usize, first: String },
     #[error(
-        "{} path(s) could not be restored (not written, or not as the manifest says); the \
-         partial tree is left in {} (the next restore starts it over):\n{}",
-        .bad.len(), sys::shown(.staging), list(.bad)
+        "{} could not be restored (not written, or not as the manifest says); the partial \
+         tree is left in {} (the next restore starts it over):\n{}",
+        counted(.bad.len() as u64, "path", "paths"), sys::shown(.staging), list(.bad)
     )]
     Unverified { staging: PathBuf, bad: Vec<String> },
 }
@@ -925,10 +929,11 @@ fn preflight(
         missing.insert(
             0,
             format!(
-                "--from {} is not a directory: the {private_missing} private file(s) the \
-                 manifest needs are looked for there; name the directory the guest's private \
-                 files were extracted to",
-                crate::sys::shown(private)
+                "--from {} is not a directory: the {} the manifest needs {} looked for \
+                 there; name the directory the guest's private files were extracted to",
+                crate::sys::shown(private),
+                counted(private_missing as u64, "private file", "private files"),
+                word(private_missing as u64, "is", "are"),
             ),
         );
     }

@@ -1,6 +1,6 @@
 //! `unifs manifest` and `unifs restore`.
 
-use super::output::{bytes, count, counted, path};
+use super::output::{bytes, count, counted, path, word};
 use super::print::{errln, outln};
 use super::Global;
 use crate::backup::{manifest, mtree, restore};
@@ -311,14 +311,17 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
             described.too_deep.len() - SHOWN
         );
     }
-    for (dir, count) in described.too_long.iter().take(SHOWN) {
+    for (dir, &n) in described.too_long.iter().take(SHOWN) {
+        let them = word(n, "it", "them");
         errln!(
-            "unifs: warning: {}: {count} name(s) in it make guest paths of {} bytes or more, \
-             which restore cannot rebuild: left out of this manifest, with everything below \
-             them, so a backup made from it does not have them (unify leaves them alone too); \
-             shorten the names or the nesting",
+            "unifs: warning: {}: {} in it {} guest paths of {} bytes or more, which restore \
+             cannot rebuild: left out of this manifest, with everything below {them}, so a \
+             backup made from it does not have {them} (unify leaves {them} alone too); shorten \
+             the names or the nesting",
             path(&root.join(dir)),
-            crate::backup::restore::MAX_PATH
+            counted(n, "name", "names"),
+            word(n, "makes", "make"),
+            crate::backup::restore::MAX_PATH,
         );
     }
     if described.too_long.len() > SHOWN {
@@ -458,12 +461,15 @@ fn refuse_unsafe_lines(entries: &[manifest::Entry]) -> anyhow::Result<()> {
         return Ok(());
     };
     anyhow::bail!(
-        "{} private path(s) of the guest have a newline or a backslash in their names, or \
-         start with `-`, such as {}: a newline-separated list would name other paths to tar -T, \
+        "{} of the guest {} a newline or a backslash in {} name, or {} with `-`, such as {}: \
+         a newline-separated list would name other paths to tar -T, \
          or options (up to files outside the guest); nothing was written. Use the \
          NUL-separated list: `--format private-paths -0` (with `tar --null -T`), or \
          `--private-list FILE`",
-        bad.len(),
+        counted(bad.len() as u64, "private path", "private paths"),
+        word(bad.len() as u64, "has", "have"),
+        word(bad.len() as u64, "its", "their"),
+        word(bad.len() as u64, "starts", "start"),
         path(first)
     )
 }

@@ -1203,11 +1203,11 @@ impl Cgroup {
         }
         if let Some(first) = read_only.first() {
             tracing::warn!(
-                "could not remove {} cgroup(s), {} among them: the hierarchy is mounted \
-                 read-only (make it writable with mount -o remount,bind,rw on its mount point, then \
-                 rmdir them)",
-                read_only.len(),
-                crate::sys::shown(first)
+                "could not remove {} ({}): the hierarchy is mounted read-only (make it writable \
+                 with mount -o remount,bind,rw on its mount point, then rmdir {})",
+                crate::cli::output::counted(read_only.len() as u64, "cgroup", "cgroups"),
+                crate::sys::shown(first),
+                crate::cli::output::word(read_only.len() as u64, "it", "them"),
             );
         }
     }

@@ -20,6 +20,7 @@ mod stale;
 pub use exclude::Excludes;
 
 use crate::catalog::{self, Catalog, Checking, GuestRow, RunTotals};
+use crate::cli::output::{counted, word};
 use crate::store::{self, IoContext, ObjectId, Store};
 use crate::sys;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,10 +133,11 @@ pub enum Error {
         why: String,
     },
     #[error(
-        "{guests} guest(s) need about {needed} open files (one per guest root, plus about \
+        "{} {} about {needed} open files (one per guest root, plus about \
          {beside} for the store and the work), but the open-file limit is {limit} \
          (RLIMIT_NOFILE); nothing was done: raise it (`ulimit -n {needed}` in the shell that runs \
-         unify, systemd LimitNOFILE=), or unify fewer guests per run"
+         unify, systemd LimitNOFILE=), or unify fewer guests per run",
+        counted(*.guests as u64, "guest", "guests"), word(*.guests as u64, "needs", "need")
     )]
     TooManyGuests {
         guests: usize,
@@ -144,10 +146,11 @@ pub enum Error {
         limit: usize,
     },
     #[error(
-        "store {store} did not exist, yet {count} file(s) of these guests ({example} first) \
-         are objects of another store (they carry its marker, trusted.unifs.object, and have \
+        "store {store} did not exist, yet {} of these guests ({example} first) {} \
+         of another store (they carry its marker, trusted.unifs.object, and have \
          links outside these guests): most likely that store moved or its filesystem is not \
          mounted. {}",
+        counted(*.count, "file", "files"), word(*.count, "is an object", "are objects"),
         other_stores_objects_advice(store, *made_meanwhile)
     )]
     OtherStoresObjects {
@@ -226,9 +229,8 @@ fn other_stores_guests(
     };
     let mount = crate::store::mount_point_of(example);
     format!(
-        "store {store}: {count} file(s) of the guests {} ({} first) are objects of another \
-         store: each is the inode this store's catalog lists for its object, which this \
-         store's objects/ now has as another file, and has links outside the guests of this \
+        "store {store}: {} of the guests {} ({} first) {} of another store: each is the \
+         inode this store's catalog lists for its object, which this store's objects/ now has as another file, and has links outside the guests of this \
          run (`find {} -xdev -samefile {}` shows them: the other store's objects/…); the \
          catalog was copied from that store. Unifying would link them to this store's \
          objects, taking these guests away from their store.{catalog} Nothing was changed. \
@@ -237,8 +239,10 @@ fn other_stores_guests(
          catalog first (`unifs --store {word} store forget GUEST_DIR...`), then unify its own \
          guests by their paths. To move them into this store on purpose, add \
          --move-from-other-store (see docs/unify.md)",
+        counted(count, "file", "files"),
         names.join(", "),
         sys::shown(example),
+        crate::cli::output::word(count, "is an object", "are objects"),
         // Commands to paste: each path one shell word.
         sys::shell_word(&mount),
         sys::shell_word(example),
@@ -930,8 +934,8 @@ fn run(
         summary.notices.push(Problem::new(
             example,
             format!(
-                "{count} file(s) (this one first) carry a store marker and have links \
-                 outside the guests of this run: objects of another store (a guest unified \
+                "{} (this one first) {} a store marker and {} links outside the guests \
+                 of this run: objects of another store (a guest unified \
                  into two stores, or a wrong --store?), or of this one before its objects were \
                  restored. Where store {} has the object, the file is linked to its object \
                  file and no longer shares the other store's (its guest moves to this store); \
@@ -940,6 +944,9 @@ fn run(
                  belong to the other store, unify them with it again (`unifs --store \
                  THAT_STORE unify GUEST_DIR...`, which links them back) and drop them here \
                  (`unifs --store {} store forget GUEST_DIR...`); see docs/unify.md",
+                counted(count, "file", "files"),
+                word(count, "carries", "carry"),
+                word(count, "has", "have"),
                 sys::shown(&store),
                 sys::shown(&store),
             ),
@@ -964,11 +971,12 @@ fn run(
         summary.notices.push(Problem::new(
             o.example,
             format!(
-                "{} file(s) (this one first) are objects of another store (the inodes this \
-                 store's catalog listed for their objects, with links outside the guests of \
-                 this run): --move-from-other-store links them to this store's objects, and \
-                 their guests no longer share that store's objects",
-                o.count
+                "{} (this one first) {} of another store (the inodes this store's \
+                 catalog listed for their objects, with links outside the guests of this run): \
+                 --move-from-other-store links them to this store's objects, and their guests no \
+                 longer share that store's objects",
+                counted(o.count, "file", "files"),
+                word(o.count, "is an object", "are objects"),
             ),
         ));
     }

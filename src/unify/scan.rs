@@ -12,6 +12,7 @@ use super::split::is_split_temp;
 use super::{Guest, Problem};
 use crate::backup::restore::MAX_PATH;
 use crate::catalog::{links_digest, Map, ObjectInode, ObjectRow};
+use crate::cli::output::{counted, word};
 use crate::store::{read_marker, ObjectId, Store};
 use crate::sys;
 use crate::sys::Stat;
@@ -474,9 +475,13 @@ impl Walker<'_> {
         })?;
         if too_long > 0 {
             let why = format!(
-                "{too_long} name(s) in it make guest paths of {MAX_PATH} bytes or more: left \
-                 as they are (not linked, nothing below them walked), as restore could not \
-                 rebuild them"
+                "{} in it {} guest paths of {MAX_PATH} bytes or more: left as {} (not \
+                 linked, nothing below {} walked), as restore could not rebuild {}",
+                counted(too_long, "name", "names"),
+                word(too_long, "makes", "make"),
+                word(too_long, "it is", "they are"),
+                word(too_long, "it", "them"),
+                word(too_long, "it", "them")
             );
             scan.problems
                 .push(Problem::new(self.guest.root.join(rel), why));

@@ -219,7 +219,7 @@ fn review_s21_manifest_leaves_out_paths_restore_cannot_rebuild() {
     // Level 16 is 4015 bytes, its file 4017: kept; level 17 is not.
     let last = joined(&names[..16]);
     let want = format!(
-        "{}: 1 name(s) in it make guest paths of 4096 bytes or more",
+        "{}: 1 name in it makes guest paths of 4096 bytes or more",
         g.join(&last).display()
     );
     assert!(err.contains(&want), "{want} in {err}");
@@ -287,7 +287,7 @@ fn review_s21_unify_leaves_paths_of_4096_bytes_or_more_alone() {
             && p["what"]
                 .as_str()
                 .unwrap()
-                .starts_with("2 name(s) in it make guest paths of 4096 bytes or more")
+                .starts_with("2 names in it make guest paths of 4096 bytes or more")
     });
     assert!(named, "{s}");
     let longest: i64 = rusqlite::Connection::open(store.join("catalog.db"))

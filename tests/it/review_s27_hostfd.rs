@@ -66,7 +66,7 @@ fn review_s27_unify_refuses_below_its_fd_need_and_links_all_at_it() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("2 guest(s) need about")
+        err.contains("2 guests need about")
             && err.contains("the open-file limit is 100")
             && err.contains("ulimit -n")
             && err.contains("fewer guests per run")

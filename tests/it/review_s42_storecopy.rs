@@ -124,7 +124,7 @@ fn s42_unify_with_a_copied_store_refuses_the_originals_guests() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "dry run {dry}: {err}");
         for want in [
-            "4 file(s) of the guests",
+            "4 files of the guests",
             "are objects of another store",
             "Nothing was changed",
             "-samefile",

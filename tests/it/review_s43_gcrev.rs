@@ -47,7 +47,7 @@ fn lose_and_restore_in_place(store: &Path, backup: &Path) {
 /// their own for shared files (`a` a hardlink of usr/one, `b` usr/two
 /// renamed: neither name is in the catalog): gc gives each object its name
 /// back from the guests, as for guests without such names. Before, gc
-/// refused it, exit 1, "2 file(s) of the guests … link objects of another
+/// refused it, exit 1, "2 files of the guests … link objects of another
 /// store", nothing repaired, each object's space taken twice.
 #[test]
 fn s43_gc_in_a_store_restored_in_place_takes_its_guests_own_names() {

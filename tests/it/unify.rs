@@ -2213,7 +2213,7 @@ fn more_guests_than_the_open_file_limit_allows_are_refused_saying_so() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
-            err.contains("300 guest(s) need about")
+            err.contains("300 guests need about")
                 && err.contains("the open-file limit is 256")
                 && err.contains("ulimit -n")
                 && err.contains("fewer guests per run")

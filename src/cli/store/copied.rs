@@ -9,7 +9,7 @@
 //! holds), or take this store's files for the objects and so disarm
 //! unify's check for the original's guests ([`crate::unify::Error::OtherStoresGuests`]).
 
-use super::super::output::{count, path};
+use super::super::output::{counted, path};
 use crate::catalog::Catalog;
 use crate::store::Store;
 use std::collections::{HashMap, HashSet};
@@ -170,7 +170,7 @@ fn message(store: &Path, found: &Found, copied_from: Option<&str>) -> String {
     };
     let mount = crate::store::mount_point_of(&found.example);
     format!(
-        "store {store}: {} file(s) of the guests {} ({} first) link objects of another store: \
+        "store {store}: {} of the guests {} ({} first) {} objects of another store: \
          each is the inode this store's catalog lists for its object ({} for the first), which \
          this store's objects/ now has as another file or not at all, and it has links outside \
          this catalog's guest directories (`find {} -xdev -samefile {}` shows them: the objects/ of the \
@@ -184,9 +184,10 @@ fn message(store: &Path, found: &Found, copied_from: Option<&str>) -> String {
          `cp -al`, beside a store restored in the place of a lost one), unify those directories \
          with this store (`unifs --store {word} unify --all DIR...`; for a guest moved, `store \
          forget` its old path first), then run gc again (see docs/backup.md)",
-        count(found.count),
+        counted(found.count, "file", "files"),
         names.join(", "),
         path(&found.example),
+        super::super::output::word(found.count, "links", "link"),
         path(&found.object),
         // Commands to paste: each path one shell word.
         crate::sys::shell_word(&mount),
