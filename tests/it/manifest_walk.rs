@@ -94,8 +94,8 @@ fn a_guest_swapping_a_directory_for_a_symlink_never_gets_host_files_described() 
             runs += 1;
             let args: [&dyn AsRef<OsStr>; 6] =
                 [&"manifest", &g, &"-o", &m, &"--private-list", &list];
-            let Some(o) = unifs_bounded(&store, &args, Duration::from_secs(20)) else {
-                failed.push("a manifest did not end within 20 s".to_string());
+            let Some(o) = unifs_bounded(&store, &args, Duration::from_secs(30)) else {
+                failed.push("a manifest did not end within 30 s".to_string());
                 break;
             };
             if !o.status.success() {
@@ -169,9 +169,9 @@ fn a_guest_swapping_a_file_for_a_fifo_does_not_hang_the_manifest() {
         while runs < 30 && Instant::now() < deadline {
             runs += 1;
             let args: [&dyn AsRef<OsStr>; 4] = [&"manifest", &g, &"-o", &m];
-            match unifs_bounded(&store, &args, Duration::from_secs(10)) {
+            match unifs_bounded(&store, &args, Duration::from_secs(30)) {
                 None => {
-                    failed.push(format!("run {runs} did not end within 10 s"));
+                    failed.push(format!("run {runs} did not end within 30 s"));
                     break;
                 }
                 Some(o) if !o.status.success() => {

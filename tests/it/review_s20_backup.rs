@@ -517,7 +517,7 @@ fn a_mount_of_a_directory_replaced_while_it_waited_fails() {
     // Until the mount holds the target open (and waits for its flock).
     let real = fs::canonicalize(&target).unwrap();
     let fds = PathBuf::from(format!("/proc/{}/fd", child.0.id()));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !fs::read_dir(&fds)
         .map(|d| {
             d.flatten()
@@ -537,7 +537,7 @@ fn a_mount_of_a_directory_replaced_while_it_waited_fails() {
     }
     fs::rename(&rebuilt, &target).unwrap();
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while child.0.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,

@@ -71,7 +71,7 @@ fn unifs(w: &World, args: &[&OsStr]) -> (std::process::ExitStatus, String) {
             .spawn()
             .unwrap(),
     ));
-    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let status = wait_exit(&mut child, Duration::from_secs(30));
     (status, std::fs::read_to_string(&err).unwrap_or_default())
 }
 
@@ -123,7 +123,7 @@ fn review_s22_an_interrupted_mount_leaves_no_mount_without_daemon() {
     let daemon = daemon.unwrap();
     // SAFETY: kill has no memory preconditions.
     assert_eq!(unsafe { libc::kill(-pid, libc::SIGINT) }, 0);
-    let status = wait_exit(&mut parent, Duration::from_secs(10));
+    let status = wait_exit(&mut parent, Duration::from_secs(30));
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status}");
     // The daemon may go on now (within its 2 s wait for the lock).
     drop(lock);
@@ -189,7 +189,7 @@ fn review_s22_mount_f_outlives_the_reader_of_its_log() {
     let pid = c.id() as i32;
     // SAFETY: kill has no memory preconditions; the child is not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = wait_exit(&mut daemon, Duration::from_secs(10));
+    let status = wait_exit(&mut daemon, Duration::from_secs(30));
     assert_eq!(
         status.code(),
         Some(0),

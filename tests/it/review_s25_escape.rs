@@ -223,7 +223,7 @@ fn review_s25_text_outputs_escape_paths_and_names() {
         .arg(r#"eval "set -- $1"; printf '%s\0' "$@""#)
         .arg("bash")
         .arg(&command);
-    let words = run_bounded(words, Duration::from_secs(10));
+    let words = run_bounded(words, Duration::from_secs(30));
     let mut words: Vec<&[u8]> = words.stdout.split(|b| *b == 0).collect();
     words.pop();
     assert_eq!(words[0], b"unify", "{command}");
@@ -373,7 +373,7 @@ fn review_s25_the_temp_name_warning_command_names_the_file() {
             .arg(r#"eval "f=$1"; test -f "$f""#)
             .arg("bash")
             .arg(word);
-        let out = run_bounded(c, Duration::from_secs(10));
+        let out = run_bounded(c, Duration::from_secs(30));
         assert!(out.status.success(), "f={word} names no file: {err}");
     }
 }

@@ -100,7 +100,7 @@ fn review_s25_ctrl_z_under_init_does_not_stop_the_command() {
     wait_for_descendant(run.0.as_ref().unwrap().id(), "sleep");
     type_in(&master, "\x1a");
     wait_for_output(&master, "done-42");
-    let out = wait_on_terminal(&master, run, Duration::from_secs(15));
+    let out = wait_on_terminal(&master, run, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
@@ -121,7 +121,7 @@ fn review_s25_ctrl_z_under_exec_tty_does_not_stop_the_command() {
     wait_for_descendant(exec.0.as_ref().unwrap().id(), "sleep");
     type_in(&master, "\x1a");
     wait_for_output(&master, "done-42");
-    let out = wait_on_terminal(&master, exec, Duration::from_secs(15));
+    let out = wait_on_terminal(&master, exec, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
@@ -148,7 +148,7 @@ fn review_s25_one_sigterm_ends_the_run_after_ctrl_z() {
     std::thread::sleep(Duration::from_millis(500));
     let pid = nix::unistd::Pid::from_raw(run.0.as_ref().unwrap().id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = wait_on_terminal(&master, run, Duration::from_secs(10));
+    let out = wait_on_terminal(&master, run, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(143), "{out:?}");
 }
 
@@ -181,7 +181,7 @@ fn review_s25_a_shell_under_init_still_stops_its_jobs() {
     type_in(&master, "echo fg-$((6*7))\n");
     wait_for_output(&master, "fg-42");
     type_in(&master, "exit 7\n");
-    let out = wait_on_terminal(&master, run, Duration::from_secs(15));
+    let out = wait_on_terminal(&master, run, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(7), "{out:?}");
 }
 

@@ -61,9 +61,9 @@ impl Term {
         }
     }
 
-    /// Reads the terminal until `want` shows (up to 20 s).
+    /// Reads the terminal until `want` shows (up to 30 s).
     fn wait_for(&mut self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !self.text().contains(want) {
             assert!(
                 Instant::now() < deadline,
@@ -78,10 +78,10 @@ impl Term {
         }
     }
 
-    /// Waits (up to 20 s) for the process to end; its exit code and all it
+    /// Waits (up to 30 s) for the process to end; its exit code and all it
     /// wrote.
     fn finish(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let c = self.child.0.as_mut().unwrap();
             if let Some(status) = c.try_wait().unwrap() {

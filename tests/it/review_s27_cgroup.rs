@@ -273,7 +273,7 @@ fn s27_a_runs_overlay_daemon_is_in_its_mount_leaf() {
     let guest = procs(&mine[0].join("guest"))[0];
     daemon_in_mount_leaf(&mine, guest);
     let child = run.0.as_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the run did not end");
         std::thread::sleep(Duration::from_millis(20));

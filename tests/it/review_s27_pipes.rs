@@ -106,7 +106,7 @@ fn review_s27_two_mounts_at_once_make_one_mount_and_both_succeed() {
         for (m, err) in both.iter_mut().zip(&errs) {
             let c = m.0.as_mut().unwrap();
             let mut status = None;
-            wait_until(Duration::from_secs(20), || {
+            wait_until(Duration::from_secs(30), || {
                 status = c.try_wait().unwrap();
                 status.is_some()
             });

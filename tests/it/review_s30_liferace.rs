@@ -2,23 +2,13 @@
 //! `exec`/`enter` racing a `stop`, and commands racing a `start`.
 
 use crate::common::proc_stat;
-use crate::guest::harness::{exec_sleep_session, is_mounted, ok, stderr, stdout, wait_bounded};
+use crate::guest::harness::{
+    exec_sleep_session, is_mounted, ok, stderr, stdout, wait_bounded, within_30s,
+};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::time::{Duration, Instant};
-
-/// Waits (up to 10 s) until `done`.
-fn within_10s(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
+use std::time::Duration;
 
 /// Whether `pid` is exiting (PF_EXITING in its flags, proc(5)'s field 9).
 fn exiting(pid: u32) -> bool {
@@ -48,7 +38,7 @@ fn s30_exec_overtaken_by_a_stop_says_the_guest_stopped() {
     let _go_on = Continue(helper);
     kill(Pid::from_raw(helper), Signal::SIGSTOP).unwrap();
     kill(Pid::from_raw(init as i32), Signal::SIGKILL).unwrap();
-    assert!(within_10s(|| exiting(init)), "init {init} is not exiting");
+    assert!(within_30s(|| exiting(init)), "init {init} is not exiting");
     for args in [
         vec!["exec", &g.name, "--", "/bin/true"],
         vec!["enter", &g.name],
@@ -82,7 +72,7 @@ fn s30_exec_during_a_start_waits_for_it() {
     let g = Guest::new("xstart", SLEEP);
     let (start, root) = g.start_with("UNIFS_TEST_START_PAUSE_MS", "2000");
     assert!(
-        within_10s(|| is_mounted(&root)),
+        within_30s(|| is_mounted(&root)),
         "the start mounted no root"
     );
     let o = g.unifs(&["exec", &g.name, "--", "/bin/echo", "in the guest"]);

@@ -62,7 +62,7 @@ fn s31_stop_ends_a_guest_whose_exec_helper_is_stopped() {
         assert!(!group.exists(), "{} left", group.display());
     }
     // The session ends with its command, killed by the stop.
-    let o = wait_bounded(session, Duration::from_secs(10));
+    let o = wait_bounded(session, Duration::from_secs(30));
     assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
 }
 

@@ -99,13 +99,13 @@ fn s35_an_ext4_image_unmounted_on_the_host_during_a_run_really_ends() {
     assert!(umount.status.success(), "{umount:?}");
     // Its superblock ends, and with it the loop device (autoclear): free
     // for `losetup -d`, and a mount of the image again is a new one.
-    let ended = wait_until(Duration::from_secs(10), || !sysfs.exists());
+    let ended = wait_until(Duration::from_secs(30), || !sysfs.exists());
     assert!(
         ended,
         "{} lives on: the run holds the filesystem",
         sysfs.display()
     );
-    let freed = wait_until(Duration::from_secs(10), || !bound.exists());
+    let freed = wait_until(Duration::from_secs(30), || !bound.exists());
     assert!(
         freed,
         "{device} stays bound to the image after its filesystem ended"

@@ -170,13 +170,22 @@ fn s38_a_stop_that_waited_for_the_keeper_says_the_guest_ended_by_itself() {
 
     // A `stop` meanwhile waits for the lock, then finds the guest stopped:
     // by its own halt, not by "another `guest stop`".
+    // Held (UNIFS_TEST_LOCK_TRIED_STOP) once it found the lock taken: a
+    // stop slow to start came after the halt (a fixed second, before).
     let mut stop = g.command();
     stop.args(["stop", &g.name])
+        .env("UNIFS_TEST_LOCK_TRIED_STOP", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let stop = KillOnDrop(Some(stop.spawn().unwrap()));
-    std::thread::sleep(Duration::from_secs(1));
+    let stop_pid = stop.0.as_ref().unwrap().id();
+    let stop_on = Continue(stop_pid as i32);
+    assert!(
+        within_60s(|| stopped(stop_pid)),
+        "the stop never tried the lock"
+    );
+    drop(stop_on);
     drop(go_on);
     let o = wait_bounded(stop, Duration::from_secs(60));
     assert!(o.status.success(), "{}", stderr(&o));

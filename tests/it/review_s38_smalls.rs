@@ -198,7 +198,7 @@ fn s38_a_break_under_an_open_reader_is_logged_with_its_path() {
             .map(str::to_string)
             .collect()
     };
-    wait_until(Duration::from_secs(10), || !lines().is_empty());
+    wait_until(Duration::from_secs(30), || !lines().is_empty());
     drop(reader);
     let lines = lines();
     let log = std::fs::read_to_string(&m.log).unwrap_or_default();

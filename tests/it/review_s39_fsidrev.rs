@@ -131,10 +131,14 @@ fn group_member_writes(test: &str, opts: &[&str]) {
         // root reading, the group member writing.
         let p = base.join("plain");
         let held = Command::new("sh")
-            .args(["-c", &format!("exec 3< {}; sleep 3", p.display())])
+            .args(["-c", &format!("exec 3< {}; exec sleep 1000", p.display())])
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Open before the write (a fixed pause may end first under load).
+        let fd3 = format!("/proc/{}/fd/3", held.id());
+        let open = crate::fs::harness::wait_until(std::time::Duration::from_secs(30), || {
+            fs::read_link(&fd3).is_ok_and(|t| t.ends_with("shared/plain"))
+        });
         let r = sh_as(
             USER,
             &format!("echo held >> {}; cat {}", p.display(), p.display()),
@@ -142,6 +146,7 @@ fn group_member_writes(test: &str, opts: &[&str]) {
         let mut held = held;
         let _ = held.kill();
         let _ = held.wait();
+        assert!(open, "{opts:?}: root never opened {}", p.display());
         ok(
             &r,
             &format!("{opts:?}: write while root reads {}", p.display()),
@@ -197,7 +202,7 @@ fn s39_roots_write_to_a_file_a_user_is_reading_keeps_the_reserve() {
         .spawn()
         .unwrap();
     let fd3 = format!("/proc/{}/fd/3", reader.id());
-    let opened = crate::fs::harness::wait_until(std::time::Duration::from_secs(10), || {
+    let opened = crate::fs::harness::wait_until(std::time::Duration::from_secs(30), || {
         fs::read_link(&fd3).is_ok_and(|t| t.ends_with("log"))
     });
     let wrote = write_mib(0, &m.path("log"), &["conv=notrunc", "oflag=append"]);

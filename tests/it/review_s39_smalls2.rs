@@ -281,7 +281,7 @@ fn s39_an_o_trunc_open_under_an_open_reader_is_logged_with_its_path() {
             .map(str::to_string)
             .collect()
     };
-    wait_until(Duration::from_secs(10), || !lines().is_empty());
+    wait_until(Duration::from_secs(30), || !lines().is_empty());
     let mut old = String::new();
     reader.read_to_string(&mut old).unwrap();
     drop(reader);

@@ -242,7 +242,7 @@ impl Mount {
             log,
             watchdog: Some(watchdog),
         };
-        let ok = wait_until(Duration::from_secs(10), || {
+        let ok = wait_until(Duration::from_secs(30), || {
             is_mounted(&mp) || m.child.as_mut().unwrap().try_wait().unwrap().is_some()
         });
         assert!(

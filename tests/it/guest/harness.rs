@@ -461,9 +461,9 @@ pub fn spawn_on_a_terminal(mut cmd: Command) -> (OwnedFd, KillOnDrop) {
     (pty.master, child)
 }
 
-/// Reads the terminal until `want` shows (up to 20 s); returns what came.
+/// Reads the terminal until `want` shows (up to 30 s); returns what came.
 pub fn wait_for_output(master: &OwnedFd, want: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains(want) {
         let left = deadline.saturating_duration_since(Instant::now());

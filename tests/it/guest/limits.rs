@@ -71,7 +71,7 @@ fn limits_group_is_removed_after_run() {
     cmd.stdout(std::process::Stdio::piped());
     let child = super::harness::KillOnDrop(Some(cmd.spawn().unwrap()));
     let pid = child.0.as_ref().unwrap().id();
-    let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(20));
+    let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(30));
     let o = stdout(&out);
     // Inside its cgroup namespace the guest's group is its root.
     assert!(o.lines().any(|l| l.ends_with(":pids:/")), "{o}");

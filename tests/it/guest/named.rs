@@ -491,7 +491,7 @@ fn named_stop_leaves_exec_sessions_to_end_on_their_own() {
     let out = ok(&g.unifs(&["stop", &g.name]));
     assert_eq!(out.trim(), format!("guest {} stopped", g.name));
     for s in sessions {
-        let o = super::harness::wait_bounded(s, Duration::from_secs(10));
+        let o = super::harness::wait_bounded(s, Duration::from_secs(30));
         // Ended by itself: its command was killed with the guest (137).
         assert_eq!(o.status.signal(), None, "{}", stderr(&o));
         assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
@@ -580,7 +580,7 @@ fn named_errors_leave_nothing_behind() {
         use std::os::unix::process::CommandExt;
         let mut cmd = g.cmd(args);
         cmd.uid(65534).gid(65534);
-        let o = run_bounded(cmd, Duration::from_secs(20));
+        let o = run_bounded(cmd, Duration::from_secs(30));
         assert!(
             stderr(&o).contains("needs root"),
             "{args:?}: {}",
@@ -674,8 +674,8 @@ fn named_concurrent_starts_start_one_guest() {
     };
     let (a, b) = (spawn(), spawn());
     let outs = [
-        super::harness::wait_bounded(a, Duration::from_secs(20)),
-        super::harness::wait_bounded(b, Duration::from_secs(20)),
+        super::harness::wait_bounded(a, Duration::from_secs(30)),
+        super::harness::wait_bounded(b, Duration::from_secs(30)),
     ];
     let started = outs.iter().filter(|o| o.status.success()).count();
     assert_eq!(
@@ -756,7 +756,7 @@ fn named_enter_on_a_terminal_gets_a_pty_of_the_guests_own() {
     read_until("=tty=", &mut seen);
     // The guest's own devpts, not the host's pty (its 0 is /dev/console).
     assert!(seen.contains("T=/dev/pts/1=tty="), "{seen}");
-    let out = super::harness::wait_bounded(child, Duration::from_secs(10));
+    let out = super::harness::wait_bounded(child, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(4));
 }
 
@@ -1110,7 +1110,7 @@ fn named_veth_guest_whose_host_interface_is_taken_says_so() {
     let ip = |args: &[&str]| {
         let mut cmd = Command::new("ip");
         cmd.args(args);
-        run_bounded(cmd, Duration::from_secs(10))
+        run_bounded(cmd, Duration::from_secs(30))
     };
     let exists = || Path::new("/sys/class/net").join(&ifname).exists();
     assert!(!exists(), "{ifname} is in use on this host");
@@ -1207,7 +1207,7 @@ fn named_exec_report_pipe_is_not_reachable_from_the_guest() {
     for i in 0..300 {
         let out = run_bounded(
             g.cmd(&["exec", &g.name, "--", "/bin/true"]),
-            Duration::from_secs(20),
+            Duration::from_secs(30),
         );
         assert!(
             out.status.success() && out.stderr.is_empty(),
@@ -1298,7 +1298,7 @@ fn named_exec_ends_with_its_command_when_the_guest_holds_the_report_socket() {
     for i in 0..60 {
         let out = run_bounded(
             g.cmd(&["exec", &g.name, "--", "/bin/echo", "hi"]),
-            Duration::from_secs(20),
+            Duration::from_secs(30),
         );
         assert!(
             out.status.success() && stdout(&out) == "hi\n" && out.stderr.is_empty(),
@@ -1345,7 +1345,7 @@ fn named_exec_tty_wants_a_terminal_and_a_second_signal_ends_exec() {
     cmd.stdin(slave()).stdout(slave()).stderr(slave());
     let out = super::harness::wait_bounded(
         KillOnDrop(Some(cmd.spawn().unwrap())),
-        Duration::from_secs(20),
+        Duration::from_secs(30),
     );
     assert!(out.status.success(), "{out:?}");
     let mut seen = vec![0u8; 4096];
@@ -1384,7 +1384,7 @@ fn named_exec_tty_wants_a_terminal_and_a_second_signal_ends_exec() {
     let child = exec.0.as_mut().unwrap();
     assert!(matches!(child.try_wait(), Ok(None)), "ended on one signal");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = super::harness::wait_bounded(exec, Duration::from_secs(10));
+    let out = super::harness::wait_bounded(exec, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(137), "{out:?}");
 }
 
@@ -1407,7 +1407,7 @@ fn named_exec_without_tty_does_not_leave_the_hosts_terminal_to_the_guest() {
     cmd.stdin(slave()).stdout(slave()).stderr(slave());
     let exec = super::harness::wait_bounded(
         KillOnDrop(Some(cmd.spawn().unwrap())),
-        Duration::from_secs(20),
+        Duration::from_secs(30),
     );
     assert!(exec.status.success(), "{exec:?}");
     // What the user then types to the host's shell.
@@ -1504,7 +1504,7 @@ fn named_exec_output_file_cannot_be_changed_by_the_guest() {
     cmd.stdin(Stdio::null()).stdout(file).stderr(Stdio::piped());
     let exec = super::harness::wait_bounded(
         KillOnDrop(Some(cmd.spawn().unwrap())),
-        Duration::from_secs(20),
+        Duration::from_secs(30),
     );
     assert!(exec.status.success(), "{exec:?}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "report\n");
@@ -2013,7 +2013,7 @@ fn named_logs_show_the_console_follow_it_and_restart_appends_to_it() {
     std::fs::write(g.mounted_root().join("go"), "").unwrap();
     assert!(super::harness::within_30s(|| wrote("tock")));
     ok(&g.unifs(&["stop", "--timeout", "0", &g.name]));
-    let out = super::harness::wait_bounded(follower, Duration::from_secs(10));
+    let out = super::harness::wait_bounded(follower, Duration::from_secs(30));
     assert!(out.status.success(), "{}", stderr(&out));
     let got = std::fs::read_to_string(&followed).unwrap();
     assert_eq!(got, "three\ntick\ntock\n");

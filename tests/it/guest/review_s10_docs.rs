@@ -127,7 +127,7 @@ fn a_started_guests_root_is_out_of_reach_of_host_users() {
         .arg(&su)
         .uid(65534)
         .gid(65534);
-    let o = run_bounded(cmd, Duration::from_secs(10));
+    let o = run_bounded(cmd, Duration::from_secs(30));
     assert!(
         !o.status.success(),
         "a host user reaches {}: {}",

@@ -180,7 +180,7 @@ fn enter(g: &Guest, script: &str) -> Output {
         .unwrap()
         .write_all(script.as_bytes())
         .unwrap();
-    super::harness::wait_bounded(child, Duration::from_secs(20))
+    super::harness::wait_bounded(child, Duration::from_secs(30))
 }
 
 #[test]

@@ -377,7 +377,7 @@ fn s21_exec_keeps_the_commands_status_when_it_leaves_input_unread() {
                 }
             }
         });
-        let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(20));
+        let out = super::harness::wait_bounded(child, std::time::Duration::from_secs(30));
         assert_eq!(
             out.status.code(),
             Some(want),

@@ -284,10 +284,10 @@ fn review_s21_runs_in_pid_namespaces_of_their_own_keep_to_their_own_groups() {
     // machine's start of the second.
     let first = run(&a, "sleep 6; echo A finished");
     super::harness::wait_for_descendant(first.0.as_ref().unwrap().id(), "sleep");
-    let second = super::harness::wait_bounded(run(&b, "echo B finished"), Duration::from_secs(20));
+    let second = super::harness::wait_bounded(run(&b, "echo B finished"), Duration::from_secs(30));
     assert_eq!(second.status.code(), Some(0), "{second:?}");
     assert_eq!(String::from_utf8_lossy(&second.stdout), "B finished\n");
-    let first = super::harness::wait_bounded(first, Duration::from_secs(20));
+    let first = super::harness::wait_bounded(first, Duration::from_secs(30));
     assert_eq!(first.status.code(), Some(0), "{first:?}");
     assert_eq!(String::from_utf8_lossy(&first.stdout), "A finished\n");
 }

@@ -78,7 +78,7 @@ fn run_hostname_longer_than_the_kernel_takes() {
         let mut cmd = Command::new(unifs_bin());
         cmd.arg("run").arg("--root").arg(&long).args(opts);
         cmd.args(["--", "/bin/hostname"]);
-        run_bounded(cmd, Duration::from_secs(20))
+        run_bounded(cmd, Duration::from_secs(30))
     };
     assert_eq!(ok(&run(&[])).trim(), "h".repeat(64));
     let too_long = "z".repeat(65);
@@ -281,7 +281,7 @@ fn run_missing_command_is_a_clear_error() {
         .arg("--root")
         .arg(t.root())
         .args(["--", "/bin/no-such-tool"]);
-    let out = run_bounded(cmd, Duration::from_secs(20));
+    let out = run_bounded(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -293,7 +293,7 @@ fn run_missing_command_is_a_clear_error() {
         .arg("--root")
         .arg(t.dir.path().join("nowhere"))
         .args(["--", "/bin/sh"]);
-    let out = run_bounded(cmd, Duration::from_secs(20));
+    let out = run_bounded(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
 }
@@ -323,7 +323,7 @@ fn run_command_that_cannot_be_executed_is_a_clear_error() {
             let mut cmd = Command::new(unifs_bin());
             cmd.arg("run").arg("--root").arg(t.root()).args(opts);
             cmd.args(["--", program]);
-            let out = run_bounded(cmd, Duration::from_secs(20));
+            let out = run_bounded(cmd, Duration::from_secs(30));
             let err = stderr(&out);
             assert_eq!(out.status.code(), Some(1), "{program} {opts:?}: {err}");
             assert!(
@@ -406,7 +406,7 @@ fn run_passes_sigterm_on_as_the_stop_signal() {
     super::harness::wait_for_descendant(pid, "sleep");
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let out = super::harness::wait_bounded(child, Duration::from_secs(10));
+    let out = super::harness::wait_bounded(child, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "stopped\n");
 }
@@ -522,7 +522,7 @@ fn run_inherited_fds_do_not_reach_the_guest() {
         );
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", &script]);
-        let out = ok(&run_bounded(cmd, Duration::from_secs(20)));
+        let out = ok(&run_bounded(cmd, Duration::from_secs(30)));
         assert!(
             !out.split_whitespace().any(|f| f == "7"),
             "fd 7 leaked ({init:?}): {out}"
@@ -543,7 +543,7 @@ fn run_needs_root_and_says_so() {
         .arg(t.root())
         .args(["--", "/bin/true"]);
     cmd.uid(65534).gid(65534);
-    let out = run_bounded(cmd, Duration::from_secs(20));
+    let out = run_bounded(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
 }
@@ -571,7 +571,7 @@ fn run_proc_self_exe_is_not_the_hosts_unifs() {
             .arg("--root")
             .arg(t.root())
             .args(["--", "/tmp/echo"]);
-        let out = run_bounded(cmd, Duration::from_secs(20));
+        let out = run_bounded(cmd, Duration::from_secs(30));
         assert!(
             !stderr(&out).contains("unifs"),
             "the host's unifs ran in the guest: {}",
@@ -1002,7 +1002,7 @@ fn run_boots_systemd_and_stops_it_on_sigterm() {
     super::harness::wait_for_descendant(pid, "systemd-journal");
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let out = super::harness::wait_bounded(child, Duration::from_secs(20));
+    let out = super::harness::wait_bounded(child, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     for h in [
         "/sys/fs/cgroup/unified",

@@ -177,7 +177,7 @@ fn run_overlay_is_gone_after_a_failure_a_signal_or_a_kill() {
     // A command the root lacks: the error, then nothing left.
     let out = run_bounded(
         run_cmd(&u.store, &r1, &[], &["/bin/no-such-tool"]),
-        Duration::from_secs(20),
+        Duration::from_secs(30),
     );
     assert!(!out.status.success());
     assert!(
@@ -206,7 +206,7 @@ fn run_overlay_is_gone_after_a_failure_a_signal_or_a_kill() {
         assert!(!host_sees_mount_at(&r1), "the overlay is the run's own");
         // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(pid as i32, signal) };
-        let out = wait_bounded(KillOnDrop(launcher.0.take()), Duration::from_secs(10));
+        let out = wait_bounded(KillOnDrop(launcher.0.take()), Duration::from_secs(30));
         if signal == libc::SIGTERM {
             assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
         }
@@ -322,7 +322,7 @@ fn run_reports_an_overlay_daemon_that_died() {
     let daemons = found;
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(daemons[0], libc::SIGKILL) };
-    let out = wait_bounded(KillOnDrop(launcher.0.take()), Duration::from_secs(20));
+    let out = wait_bounded(KillOnDrop(launcher.0.take()), Duration::from_secs(30));
     assert!(
         stderr(&out).contains("ended while the guest ran (killed by SIGKILL)"),
         "{}",
