@@ -3142,12 +3142,18 @@ pub struct Status {
 
 pub fn status(dirs: &Dirs, name: &str) -> Result<Status> {
     let kept = super::kept::KeptOnce::new(&dirs.run_dir);
-    status_of(dirs, name, &kept).map_err(|e| needs_root("reading a guest's status", e))
+    let links = super::net::HostLinks::default();
+    status_of(dirs, name, &kept, &links).map_err(|e| needs_root("reading a guest's status", e))
 }
 
-/// [`status`], with the keepers' run dirs (`keepers`) scanned once for all
-/// the guests looked at.
-fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result<Status> {
+/// [`status`], with the keepers' run dirs (`keepers`) scanned and the
+/// host's links (`links`) listed once for all the guests looked at.
+fn status_of(
+    dirs: &Dirs,
+    name: &str,
+    keepers: &super::kept::KeptOnce,
+    links: &super::net::HostLinks,
+) -> Result<Status> {
     super::config::check_name(name)?;
     let run = RunDir::new(&dirs.run_dir, name);
     // The last exit before the record: the keeper of an init that ended
@@ -3257,7 +3263,8 @@ fn status_of(dirs: &Dirs, name: &str, keepers: &super::kept::KeptOnce) -> Result
         processes: cgroup.map(|c| c.pids().len() as u64),
         uptime_secs: live.map(|s| state::running_secs(s.start_time)),
         limits: live.map(|s| s.spec.limits.clone()),
-        host_interface: live.and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex)),
+        host_interface: live
+            .and_then(|s| super::net::host_ifname_shown(&s.spec, s.host_ifindex, links)),
         mac_address: mac_address.clone(),
         // Not without an address (no /etc/machine-id to derive it from).
         mac_address_derived: locked.is_some_and(|s| s.mac_address.is_none())
@@ -3383,6 +3390,8 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
         .any(|n| !names.contains(&n));
     // Scanned once, here or at the first covered guest's status.
     let keepers = super::kept::KeptOnce::new(&dirs.run_dir);
+    // Listed once, at the first veth guest's status.
+    let links = super::net::HostLinks::default();
     let kept: Vec<String> = match unseen {
         true => keepers.all().iter().map(|k| k.name.clone()).collect(),
         false => Vec::new(),
@@ -3400,7 +3409,7 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
                     run_dir_stalled: Some(why.to_string()),
                     ..Status::default()
                 })),
-                None => match status_of(dirs, n, &keepers) {
+                None => match status_of(dirs, n, &keepers, &links) {
                     Err(Error::NoConfig { .. }) if kept.contains(n) => None,
                     st => Some(st.map_err(|e| needs_root("listing guests", e))),
                 },

@@ -479,33 +479,52 @@ fn add_addr(a: &str, dev: &str) -> Result<()> {
     ip(&args)
 }
 
-/// The interface index of a veth guest's host end, while it exists: kept in
-/// a named guest's record, so its clean-up removes its own interface only.
-pub fn host_ifindex(spec: &GuestSpec) -> Option<u32> {
+/// The interface index of a veth guest's host end, while it exists, as
+/// `links` lists them.
+fn host_ifindex(spec: &GuestSpec, links: &HostLinks) -> Option<u32> {
     if spec.net.mode != NetMode::Veth {
         return None;
     }
-    link_index(&host_ifname(spec)).ok().flatten()
+    links.index(&host_ifname(spec))
 }
 
 /// The index of interface `dev` in this network namespace (`None`: there
 /// is none), asked of `ip` (netlink): /sys/class/net is the namespace's of
-/// whoever mounted it, not always ours (a `unifs run` under `ip netns
-/// exec`). Every link is listed: `ip link show dev` fails alike for a
-/// missing one and for a failure of its own.
+/// whoever mounted it, not always ours (a `unifs` under `nsenter --net`).
+/// Every link is listed: `ip link show dev` fails alike for a missing one
+/// and for a failure of its own.
 fn link_index(dev: &str) -> Result<Option<u32>> {
-    let shown = ip_output(&["-o", "link", "show"])?;
-    Ok(shown.lines().find_map(|l| {
-        let (index, rest) = l.split_once(": ")?;
-        let name = rest.split([':', '@']).next()?;
-        (name == dev).then(|| index.trim().parse().ok()).flatten()
-    }))
+    Ok(index_in(&ip_output(LIST_LINKS)?, dev))
+}
+
+/// The index of `dev` in `ip -o link show`'s `listing`.
+fn index_in(listing: &str, dev: &str) -> Option<u32> {
+    links_in(listing).find(|l| l.name == dev).map(|l| l.index)
+}
+
+/// This network namespace's links, listed by `ip` once, at the first look:
+/// `guest list` shows every veth guest's host end from one listing (one
+/// `ip` run per guest made a list of N guests run N of them). A listing
+/// that failed (no `ip`) shows no host end.
+#[derive(Default)]
+pub struct HostLinks(std::cell::OnceCell<Option<String>>);
+
+impl HostLinks {
+    fn index(&self, dev: &str) -> Option<u32> {
+        let listing = self.0.get_or_init(|| ip_output(LIST_LINKS).ok());
+        index_in(listing.as_deref()?, dev)
+    }
 }
 
 /// The host end's name for `status`, while it is the guest's: the
-/// recorded interface `ifindex` (any, for a record of an older unifs).
-pub fn host_ifname_shown(spec: &GuestSpec, ifindex: Option<u32>) -> Option<String> {
-    let now = host_ifindex(spec)?;
+/// recorded interface `ifindex` (any, for a record of an older unifs),
+/// looked for in `links`.
+pub fn host_ifname_shown(
+    spec: &GuestSpec,
+    ifindex: Option<u32>,
+    links: &HostLinks,
+) -> Option<String> {
+    let now = host_ifindex(spec, links)?;
     ifindex.is_none_or(|i| i == now).then(|| host_ifname(spec))
 }
 
@@ -591,17 +610,13 @@ fn test_bound_wait() -> std::time::Duration {
 /// killed): only then is it provably theirs. Neither the config (edited
 /// since, or gone) nor the name can tell: a guest of that name from another
 /// run dir may hold it. Checked both ways: the host end's peer index is an
-/// interface there whose peer index is the host end.
+/// interface there whose peer index is the host end. Both asked of `ip`,
+/// as [`link_index`] is.
 pub fn host_ifindex_owned_by(guest: &str, pids: &[i32]) -> Option<u32> {
-    let dir = Path::new("/sys/class/net").join(ifname_of(guest));
-    let read = |f: &str| -> Option<u32> {
-        std::fs::read_to_string(dir.join(f))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    let (index, peer) = (read("ifindex")?, read("iflink")?);
+    let host_if = ifname_of(guest);
+    let ours_listed = ip_output(LIST_LINKS).ok()?;
+    let host_end = links_in(&ours_listed).find(|l| l.name == host_if)?;
+    let (index, peer) = (host_end.index, host_end.peer?);
     let netns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok();
     let ours = netns("self")?;
     let mut seen = std::collections::HashSet::new();
@@ -613,24 +628,48 @@ pub fn host_ifindex_owned_by(guest: &str, pids: &[i32]) -> Option<u32> {
         if ns.ino() == ours.ino() || !seen.insert(ns.ino()) {
             continue;
         }
-        let mut links = String::new();
+        let mut theirs = String::new();
         let listed = in_netns(Pid::from_raw(pid), || {
-            links = ip_output(&["-o", "link", "show"])?;
+            theirs = ip_output(LIST_LINKS)?;
             Ok(())
         });
-        if listed.is_ok() && links.lines().any(|l| veth_link(l) == Some((peer, index))) {
+        if listed.is_ok() && links_in(&theirs).any(|l| l.index == peer && l.peer == Some(index)) {
             return Some(index);
         }
     }
     None
 }
 
-/// A line of `ip -o link show`, "IDX: NAME@ifPEER: …": (IDX, PEER).
-fn veth_link(line: &str) -> Option<(u32, u32)> {
-    let (index, rest) = line.split_once(": ")?;
-    let name = rest.split(':').next()?;
-    let (_, peer) = name.rsplit_once("@if")?;
-    Some((index.trim().parse().ok()?, peer.parse().ok()?))
+/// `ip`'s arguments for every link of the namespace, a line each.
+const LIST_LINKS: &[&str] = &["-o", "link", "show"];
+
+/// A link as a line of `ip -o link show` gives it.
+#[derive(Debug, PartialEq)]
+struct Link<'a> {
+    index: u32,
+    name: &'a str,
+    /// The index of its peer in another network namespace (a veth's other
+    /// end there): "IDX: NAME@ifPEER: …". A peer in ours is shown by its
+    /// name ("ve-a@ve-b"), and none is "IDX: NAME: …".
+    peer: Option<u32>,
+}
+
+/// The links of `ip -o link show`'s `listing`.
+fn links_in(listing: &str) -> impl Iterator<Item = Link<'_>> {
+    listing.lines().filter_map(|line| {
+        let (index, rest) = line.split_once(": ")?;
+        // An interface's name holds no ':'.
+        let field = rest.split(':').next()?;
+        let (name, peer) = match field.split_once('@') {
+            Some((name, peer)) => (name, peer.strip_prefix("if").and_then(|p| p.parse().ok())),
+            None => (field, None),
+        };
+        Some(Link {
+            index: index.trim().parse().ok()?,
+            name,
+            peer,
+        })
+    })
 }
 
 /// Removes `ve-NAME` of guest `guest` if it is still interface `index`,
@@ -912,10 +951,25 @@ mod tests {
     }
 
     #[test]
-    fn veth_links_are_read_from_ip_output() {
-        let line = "7: eth0@if12: <BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue";
-        assert_eq!(veth_link(line), Some((7, 12)));
-        assert_eq!(veth_link("1: lo: <LOOPBACK,UP> mtu 65536"), None);
+    fn links_are_read_from_ip_output() {
+        let listing = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue\\    link/loopback 00:00:00:00:00:00\n\
+                       7: eth0@if12: <BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue\\    link/ether\n\
+                       9: ve-a@ve-b: <BROADCAST,MULTICAST> mtu 1500\n\
+                       10: ve-b@ve-a: <BROADCAST,MULTICAST> mtu 1500\n";
+        let links: Vec<Link> = links_in(listing).collect();
+        let link = |index, name, peer| Link { index, name, peer };
+        assert_eq!(
+            links,
+            [
+                link(1, "lo", None),
+                link(7, "eth0", Some(12)),
+                link(9, "ve-a", None),
+                link(10, "ve-b", None)
+            ]
+        );
+        assert_eq!(index_in(listing, "eth0"), Some(7));
+        assert_eq!(index_in(listing, "ve-b"), Some(10));
+        assert_eq!(index_in(listing, "eth"), None, "a name's start is no name");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::guest::harness::{
 use crate::guest::named::Guest;
 use crate::guest::review_s11_life::Continue;
 use crate::review_s31_doubts::{stopped, within_60s};
-use crate::review_s46_netv6::{bridged_guest, may_run, n};
+use crate::review_s46_netv6::{bridged_guest, may_run, n, Link};
 use crate::review_s47_bridgelock::{set_lock_mac, up_bridge};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -122,6 +122,31 @@ pub(crate) fn locked_guest(tag: char, last: u8, br: &str) -> Guest {
     g
 }
 
+/// One guest name in two run dirs: A and B, `s49{N}{tag}`, locked on one
+/// bridge (`tw{N}{tag}`) at `10.64.{N}.2` and `.3`.
+pub(crate) struct Twins {
+    pub(crate) a: Guest,
+    pub(crate) b: Guest,
+    /// Their host end's name, `ve-NAME`.
+    pub(crate) port: String,
+    /// Their port's tables, deleted, and the bridge, removed, when dropped.
+    pub(crate) _guards: (PortTables, Link),
+}
+
+pub(crate) fn twins(tag: char) -> Twins {
+    let br = up_bridge(format!("tw{}{tag}", n()));
+    let (a, b) = (locked_guest(tag, 2, &br.0), locked_guest(tag, 3, &br.0));
+    assert_eq!(a.name, b.name);
+    assert_ne!(a.run_dir, b.run_dir);
+    let port = format!("ve-{}", a.name);
+    Twins {
+        a,
+        b,
+        _guards: (PortTables(port.clone()), br),
+        port,
+    }
+}
+
 /// One guest name in two run dirs: A's record is stale (its init and
 /// keeper killed, `ve-NAME` gone with its namespace, its table left), and
 /// A's `stop` cleans it up while B, from the other run dir, starts. A's
@@ -139,13 +164,12 @@ fn s49_a_stale_cleanup_leaves_another_run_dirs_fresh_table() {
     if !may_run(test) {
         return;
     }
-    let n = n();
-    let br = up_bridge(format!("s49{n}a"));
-    let (a, b) = (locked_guest('s', 2, &br.0), locked_guest('s', 3, &br.0));
-    assert_eq!(a.name, b.name);
-    assert_ne!(a.run_dir, b.run_dir);
-    let port = format!("ve-{}", a.name);
-    let _tables = PortTables(port.clone());
+    let Twins {
+        a,
+        b,
+        port,
+        _guards,
+    } = twins('s');
     let dev = Path::new("/sys/class/net").join(&port);
 
     ok(&a.unifs(&["start", &a.name]));

@@ -10,7 +10,7 @@ use crate::guest::review_s11_life::Continue;
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s46_netv6::{may_run, n};
 use crate::review_s47_bridgelock::up_bridge;
-use crate::review_s49_netleft::{locked_guest, port_tables, PortTables};
+use crate::review_s49_netleft::{locked_guest, port_tables, twins, PortTables, Twins};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -76,13 +76,12 @@ fn s50_a_guest_dead_before_its_record_keeps_its_index_and_spares_another_run_dir
     if !may_run(test) {
         return;
     }
-    let n = n();
-    let br = up_bridge(format!("s50{n}i"));
-    let (a, b) = (locked_guest('i', 2, &br.0), locked_guest('i', 3, &br.0));
-    assert_eq!(a.name, b.name);
-    assert_ne!(a.run_dir, b.run_dir);
-    let port = format!("ve-{}", a.name);
-    let _tables = PortTables(port.clone());
+    let Twins {
+        a,
+        b,
+        port,
+        _guards,
+    } = twins('i');
 
     let mut start = a.cmd(&["start", &a.name]);
     start
@@ -152,12 +151,12 @@ fn s50_an_old_records_stale_cleanup_spares_another_run_dirs_port() {
     if !may_run(test) {
         return;
     }
-    let n = n();
-    let br = up_bridge(format!("s50{n}o"));
-    let (a, b) = (locked_guest('o', 2, &br.0), locked_guest('o', 3, &br.0));
-    assert_eq!(a.name, b.name);
-    let port = format!("ve-{}", a.name);
-    let _tables = PortTables(port.clone());
+    let Twins {
+        a,
+        b,
+        port,
+        _guards,
+    } = twins('o');
 
     ok(&a.unifs(&["start", &a.name]));
     let pid = a.state()["pid"].as_i64().unwrap();
@@ -249,11 +248,13 @@ fn s50_a_host_end_gone_between_the_look_and_the_delete_spares_the_next() {
     if !may_run(test) {
         return;
     }
+    let Twins {
+        a,
+        b,
+        port,
+        _guards,
+    } = twins('h');
     let n = n();
-    let br = up_bridge(format!("s50{n}h"));
-    let (a, b) = (locked_guest('h', 2, &br.0), locked_guest('h', 3, &br.0));
-    let port = format!("ve-{}", a.name);
-    let _tables = PortTables(port.clone());
 
     ok(&a.unifs(&["start", &a.name]));
     let pid = a.state()["pid"].as_i64().unwrap();
@@ -322,11 +323,13 @@ fn s50_a_start_waits_for_a_cleanup_between_its_look_and_its_delete() {
     if !may_run(test) {
         return;
     }
+    let Twins {
+        a,
+        b,
+        port,
+        _guards,
+    } = twins('k');
     let n = n();
-    let br = up_bridge(format!("s50{n}k"));
-    let (a, b) = (locked_guest('k', 6, &br.0), locked_guest('k', 7, &br.0));
-    let port = format!("ve-{}", a.name);
-    let _tables = PortTables(port.clone());
 
     ok(&a.unifs(&["start", &a.name]));
     let pid = a.state()["pid"].as_i64().unwrap();
