@@ -97,6 +97,20 @@ pub fn with_one_read<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// [`with_one_read`] with `mounts` for its table: for a thread that shares
+/// the look of the thread that read it (`guest list`'s threads), so that
+/// the look reads the table once whatever the threads.
+pub fn with_table<T>(mounts: Vec<Mount>, f: impl FnOnce() -> T) -> T {
+    with_one_read(|| {
+        ONE_READ.with(|one| {
+            if let Some(table @ None) = &mut *one.borrow_mut() {
+                *table = Some(mounts);
+            }
+        });
+        f()
+    })
+}
+
 /// The mounts a mountinfo file (`/proc/PID/mountinfo`) lists.
 pub fn read_at(file: &Path) -> io::Result<Vec<Mount>> {
     Ok(parse(&std::fs::read(file)?))

@@ -123,14 +123,15 @@ pub fn kept_run_dir(run_dir: &Path, name: &str) -> Option<Kept> {
 /// process made a list of N covered guests N scans of /proc.
 pub struct KeptOnce<'a> {
     run_dir: &'a Path,
-    scanned: std::cell::OnceCell<Vec<Kept>>,
+    // Shared by `list`'s threads (at_once).
+    scanned: std::sync::OnceLock<Vec<Kept>>,
 }
 
 impl<'a> KeptOnce<'a> {
     pub fn new(run_dir: &'a Path) -> KeptOnce<'a> {
         KeptOnce {
             run_dir,
-            scanned: std::cell::OnceCell::new(),
+            scanned: std::sync::OnceLock::new(),
         }
     }
 

@@ -22,6 +22,7 @@
 //!   runtime state under /run/unifs, start/stop/exec/status); `kept`:
 //!   the run dirs keepers hold open, read where a mount covers them.
 
+mod at_once;
 pub mod caps;
 pub mod cgroup;
 mod command_pid;

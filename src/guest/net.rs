@@ -507,7 +507,7 @@ fn index_in(listing: &str, dev: &str) -> Option<u32> {
 /// `ip` run per guest made a list of N guests run N of them). A listing
 /// that failed (no `ip`) shows no host end.
 #[derive(Default)]
-pub struct HostLinks(std::cell::OnceCell<Option<String>>);
+pub struct HostLinks(std::sync::OnceLock<Option<String>>);
 
 impl HostLinks {
     fn index(&self, dev: &str) -> Option<u32> {

@@ -14,7 +14,7 @@ mod review_s20_guest;
 pub(crate) mod review_s21_keeper;
 mod review_s22_hangup;
 mod review_s22_probe;
-mod review_s22_sigpipe;
+pub(crate) mod review_s22_sigpipe;
 pub(crate) mod review_s22_stall;
 mod run;
 mod run_options;

@@ -37,7 +37,7 @@ impl Drop for Guest {
 }
 
 /// The children of `parent`, from /proc.
-fn children(parent: u32) -> Vec<i32> {
+pub(crate) fn children(parent: u32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
