@@ -40,6 +40,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 pub mod net;
+mod oom_notice;
 mod oom_watch;
 pub mod overlay;
 mod port_lock;

@@ -13,20 +13,37 @@
 //! A guest's keeper writes its tally to `RUN_DIR/NAME/oom.json`
 //! ([`TallyFile`]), which `status` counts with the groups as they are
 //! ([`kept_kills`]), and a start after the guest's reboot carries on.
+//! On v1 the kernel's notice of an OOM in the guest's memory group
+//! ([`OomNotice`]) has the groups read at once, and again until the count
+//! rose, so a kill whose group goes right after is mostly read in time.
 
 use super::cgroup::{Cgroup, GroupId, OomCounts, OomKills};
 use super::kernel_log::{KernelLog, Killer};
+use super::oom_notice::OomNotice;
 use super::state::{HeldRunDir, OomKilled};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::os::fd::AsFd;
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the count is read.
 const EVERY: Duration = Duration::from_millis(500);
+
+/// How long the count is read again and again after an OOM notice, until
+/// it rose: the kernel notices before it picks and kills (and may kill
+/// none, a victim already dying), and the guest may remove the victim's
+/// group as soon as it died.
+const BURST: Duration = Duration::from_millis(200);
+
+/// Between those reads: short, for the victim's exit and its group's
+/// removal may take no more than a few milliseconds.
+const BURST_EVERY: Duration = Duration::from_millis(1);
 
 /// How long before the end a rise is still taken for the end's cause: the
 /// kernel counts a kill before its victim dies, which may take a while
@@ -53,9 +70,9 @@ pub struct OomWatch {
     log: Log,
     /// Where a keeper's tally is written, for `status`.
     keep: Keep,
-    /// Dropped to end the thread: it sleeps on the other end, so a
-    /// guest's keeper wakes only to read the count.
-    stop: Option<mpsc::Sender<()>>,
+    /// Dropped to end the thread: it sleeps on the other end (and on an
+    /// OOM notice), so a guest's keeper wakes only to read the count.
+    stop: Option<Halt>,
     /// The thread, which hands back its tally.
     thread: Option<JoinHandle<Tally>>,
     /// The tally of the first count, for a watch without a thread.
@@ -91,6 +108,11 @@ impl Tally {
             file: counts.file,
             count: self.kills.values().sum(),
         })
+    }
+
+    /// The count as last read.
+    fn total(&self) -> u64 {
+        self.kills.values().sum()
     }
 
     /// Each group of `other` too, at the higher of the two counts (a
@@ -220,7 +242,8 @@ impl OomWatch {
         let log: Log = Arc::new(Mutex::new(log));
         let keep: Keep = Arc::new(Mutex::new(keep));
         kept(&keep, &tally);
-        let (stop, halt) = mpsc::channel();
+        let (stop, halt) = Halt::new();
+        let notice = notice(&cgroup);
         let (c, s, l, k) = (cgroup.clone(), samples.clone(), log.clone(), keep.clone());
         let read_at = first.as_ref().map(|f| f.count);
         // Its signals are the keeper's and `run`'s to take (they pass them
@@ -229,7 +252,7 @@ impl OomWatch {
         let t = tally.clone();
         let thread = std::thread::Builder::new()
             .name("oom-watch".into())
-            .spawn(move || sample(&c, &s, &l, &k, t, read_at, &halt))
+            .spawn(move || sample(&c, &s, &l, &k, t, read_at, &halt, notice.as_ref()))
             .ok();
         if let Some(old) = old {
             let _ = old.thread_set_mask();
@@ -344,7 +367,10 @@ fn named_of(log: &KernelLog, pids: &[Option<i32>]) -> Option<Option<Killer>> {
 /// read right after the count rose may come before the record, which the
 /// next sample's skip would then pass over unread (and the log would say
 /// "not the OOM killer" of its victim); the read once more gives it a
-/// sample's time to be logged.
+/// sample's time to be logged. An OOM `notice` has the count read at once
+/// and for a [`BURST`] after, into the tally alone: the samples and the
+/// log are the ticks' (the read once more needs its time).
+#[allow(clippy::too_many_arguments)]
 fn sample(
     cgroup: &Cgroup,
     samples: &Mutex<VecDeque<(Instant, Option<OomKills>)>>,
@@ -352,12 +378,36 @@ fn sample(
     keep: &Keep,
     mut tally: Tally,
     mut read_at: Option<u64>,
-    halt: &mpsc::Receiver<()>,
+    halt: &Halted,
+    notice: Option<&OomNotice>,
 ) -> Tally {
     // The count equalled `read_at` at the last read too.
     let mut settled = true;
-    while let Err(RecvTimeoutError::Timeout) = halt.recv_timeout(EVERY) {
+    let mut tick = Instant::now() + EVERY;
+    // After a notice: until when, and the count it came at.
+    let mut burst: Option<(Instant, u64)> = None;
+    loop {
+        let wait = match burst {
+            Some(_) => BURST_EVERY,
+            None => tick.saturating_duration_since(Instant::now()),
+        };
+        match halt.woken(notice, wait) {
+            Woken::Stop => break,
+            Woken::Oom => burst = Some((Instant::now() + BURST, tally.total())),
+            Woken::Time => {}
+        }
+        if let Some((until, at)) = burst {
+            let now = tally.count(cgroup.oom_counts()).map_or(at, |c| c.count);
+            kept(keep, &tally);
+            if now != at || Instant::now() >= until {
+                burst = None;
+            }
+        }
+        if Instant::now() < tick {
+            continue;
+        }
         let last = Instant::now();
+        tick = last + EVERY;
         let count = tally.count(cgroup.oom_counts());
         kept(keep, &tally);
         let now = count.as_ref().map(|c| c.count);
@@ -385,6 +435,92 @@ fn sample(
         }
     }
     tally
+}
+
+/// The notice of an OOM in `cgroup`'s v1 memory group, if it has one;
+/// where it cannot be registered, the count is read at the ticks alone,
+/// said once.
+fn notice(cgroup: &Cgroup) -> Option<OomNotice> {
+    match cgroup.groups.iter().find_map(|g| OomNotice::register(g))? {
+        Ok(notice) => Some(notice),
+        Err(e) => {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                tracing::warn!(
+                    "the kernel's notice of an OOM could not be registered ({e}): the count of OOM kills is read every {EVERY:?}, and misses a kill in a group the guest removes sooner"
+                )
+            });
+            None
+        }
+    }
+}
+
+/// Ends the thread when dropped: its channel closed, then its poll woken
+/// (without the eventfd, it sees the channel closed at its next tick).
+struct Halt {
+    stop: Option<mpsc::Sender<()>>,
+    wake: Option<Arc<EventFd>>,
+}
+
+/// The thread's end of a [`Halt`].
+struct Halted {
+    halt: mpsc::Receiver<()>,
+    wake: Option<Arc<EventFd>>,
+}
+
+enum Woken {
+    Stop,
+    Oom,
+    Time,
+}
+
+impl Halt {
+    fn new() -> (Halt, Halted) {
+        let (stop, halt) = mpsc::channel();
+        // Close-on-exec: a process started meanwhile does not hold it.
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        let wake = EventFd::from_flags(flags).ok().map(Arc::new);
+        let stop = Some(stop);
+        (
+            Halt {
+                stop,
+                wake: wake.clone(),
+            },
+            Halted { halt, wake },
+        )
+    }
+}
+
+impl Drop for Halt {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(wake) = &self.wake {
+            let _ = wake.write(1);
+        }
+    }
+}
+
+impl Halted {
+    /// Waits up to `wait` for the [`Halt`] to drop or for a `notice`.
+    fn woken(&self, notice: Option<&OomNotice>, wait: Duration) -> Woken {
+        let wake = self.wake.as_deref().map(|w| w.as_fd());
+        let fds = wake.into_iter().chain(notice.map(|n| n.fd()));
+        let mut fds: Vec<PollFd> = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN)).collect();
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        if fds.is_empty() || nix::poll::poll(&mut fds, timeout).is_err() {
+            return match self.halt.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => Woken::Time,
+                _ => Woken::Stop,
+            };
+        }
+        if let Err(TryRecvError::Disconnected) | Ok(()) = self.halt.try_recv() {
+            return Woken::Stop;
+        }
+        match notice.is_some_and(|n| n.take()) {
+            true => Woken::Oom,
+            false => Woken::Time,
+        }
+    }
 }
 
 /// Writes `tally` to the keeper's file, if there is one.
