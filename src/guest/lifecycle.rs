@@ -883,6 +883,9 @@ fn stop_ended(
     if let Ok(log) = &log {
         let _ = nix::unistd::dup2_stderr(log);
     }
+    // The tests' window on a keeper whose init ended, before it takes the
+    // guest's lock (review_s51_leftover: a `stop` gets there first).
+    crate::sys::test_stop!("UNIFS_TEST_ENDED_UNLOCKED_STOP");
     let lock = match held.lost() {
         Some(why) => Err(why),
         None => run
@@ -911,6 +914,9 @@ fn stop_ended(
     };
     // The tests' window on a keeper about to stop its guest.
     crate::sys::test_stop!("UNIFS_TEST_ENDED_STOP");
+    // And its hold of the lock made long (review_s51_leftover: a `start`
+    // meanwhile).
+    crate::sys::test_pause!("UNIFS_TEST_ENDED_PAUSE_MS");
     let ours = |st: &State| (st.pid, st.start_time) == (exit.pid, exit.start_time);
     let st = match read_locked(run, name) {
         Ok((Some(st), _)) if ours(&st) && !st.init_alive() => st,
@@ -1579,7 +1585,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     // is waited for no longer than the lock would be).
     let starting = run
         .held_by()
-        .filter(|h| h.what == "start" || h.what.is_empty());
+        .filter(|h| !h.keeper && (h.what == "start" || h.what.is_empty()));
     if let Some(holder) = &starting {
         say_waiting(name, holder, Some(patience));
     }
@@ -1635,19 +1641,17 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     };
     refuse_other_pid_ns(&st, "stop")?;
     let was_alive = st.init_alive();
-    let keeper = init_keeper(&st);
+    // Init's keeper; or, init ended by itself, the keeper still to take the
+    // lock (to stop the guest, which it will find stopped).
+    let keeper = init_keeper(&st).or_else(|| ending_keeper(&run));
     let signal = signal.unwrap_or(st.spec.stop_signal);
     let ending = teardown_hurried(&run, &st, signal, timeout, || false, all)?;
     // The keeper takes the lock once init is gone, to stop the guest
     // itself; it finds it stopped and ends. Waited for, so that a `start`
     // right after (`restart`) does not find the lock held by it.
     drop(lock);
-    // The tests' longer wait (review_s50_realroot): a stop that does not
-    // wait is then told from one that does whatever the load.
-    let most = crate::sys::test_bound!("UNIFS_TEST_KEEPER_END_WAIT_MAX", KEEPER_END_WAIT_SECS);
     if let Some(keeper) = keeper {
-        let most = Duration::from_secs(most as u64);
-        if !super::keeper_panic::ends_within(&keeper, all.within(most)) {
+        if !super::keeper_panic::ends_within(&keeper, all.within(keeper_end_wait())) {
             tracing::debug!("guest {name}: its keeper had not ended when the stop did");
         }
     }
@@ -1660,8 +1664,18 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
 
 /// How long a `stop` waits for the guest's keeper to end once it let go
 /// of the lock, at most: the keeper finds the guest stopped then, and at
-/// most writes how its init ended.
+/// most writes how its init ended. So long does any command wait, unsaid,
+/// for a keeper that holds the lock to stop its guest ([`RunDir::lock_within`]).
 const KEEPER_END_WAIT_SECS: usize = 5;
+
+/// [`KEEPER_END_WAIT_SECS`], or the tests' longer bound
+/// (UNIFS_TEST_KEEPER_END_WAIT_MAX, review_s50_realroot and
+/// review_s51_leftover: a wait that ends is then told from none whatever
+/// the load).
+pub(super) fn keeper_end_wait() -> Duration {
+    let most = crate::sys::test_bound!("UNIFS_TEST_KEEPER_END_WAIT_MAX", KEEPER_END_WAIT_SECS);
+    Duration::from_secs(most as u64)
+}
 
 /// The keeper of `st`'s init (its parent, `unifs-keeper`) while init
 /// lives, pinned by a pidfd (None: init gone, or no keeper its parent).
@@ -1677,6 +1691,17 @@ fn init_keeper(st: &State) -> Option<OwnedFd> {
     // Still init's parent once pinned: not a pid used again meanwhile.
     let still = st.init_alive() && state_and_parent(st.pid).map(|(_, p)| p) == Some(parent);
     still.then_some(pidfd)
+}
+
+/// The keeper `keeper.pid` names ([`RunDir::keeper_pid_file`]), pinned
+/// by a pidfd, if it runs: that of an init that ended, which removes the
+/// file only once it has taken the guest's lock (after this stop).
+fn ending_keeper(run: &RunDir) -> Option<OwnedFd> {
+    let pid = std::fs::read_to_string(run.keeper_pid_file()).ok()?;
+    let pid: i32 = pid.trim().parse().ok()?;
+    let pidfd = sys::pidfd_open(Pid::from_raw(pid)).ok()?;
+    // A keeper still once pinned: not a pid used again since.
+    (super::kept::named_keeper(pid) == Some(true)).then_some(pidfd)
 }
 
 /// Why a `stop` that waited `waited` for the holder of the guest's lock

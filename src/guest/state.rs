@@ -687,7 +687,9 @@ impl RunDir {
     /// found (None: for good) while another process holds it; `waiting` is
     /// told who that is and that bound, when it must wait, and again should
     /// the holder say by the bound's end that it takes longer. Past it:
-    /// [`Error::LockHeld`], nothing done.
+    /// [`Error::LockHeld`], nothing done. A guest's keeper found holding it
+    /// (stopping its guest, its init ended) is first waited for unsaid, as
+    /// long as a `stop` waits for it to end.
     pub fn lock_within(
         &self,
         word: LockWord,
@@ -721,12 +723,19 @@ impl RunDir {
         let mut bound: Option<Option<(std::time::Duration, std::time::Instant)>> = None;
         let mut since = std::time::Instant::now();
         let mut looked_again = false;
+        // Till when a keeper found holding it is waited for unsaid.
+        let mut keeper_until: Option<std::time::Instant> = None;
         let lock = loop {
             let file_back = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => break lock,
                 Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
                 Err((_, e)) => return Err(locking(e)),
             };
+            if keeper_until.is_some_and(|until| std::time::Instant::now() < until) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                file = file_back;
+                continue;
+            }
             if !told {
                 // The tests' window between the try and the look at who holds it.
                 crate::sys::test_stop!("UNIFS_TEST_LOCK_TRIED_STOP");
@@ -736,6 +745,17 @@ impl RunDir {
                 // it is tried once more before anything is said.
                 if holder.pid.is_none() && !looked_again {
                     looked_again = true;
+                    file = file_back;
+                    continue;
+                }
+                // The keeper of an init that ended by itself, stopping its
+                // guest: a moment's teardown, waited for as a `stop` waits
+                // for it to end, without a word of a command nobody ran
+                // (`locked by another …` before its word is in the file).
+                // Once; one stopped is said at once, with how to go on.
+                if holder.keeper && keeper_until.is_none() && !holder.is_stopped() {
+                    let wait = super::lifecycle::keeper_end_wait();
+                    keeper_until = Some(far_ahead(wait));
                     file = file_back;
                     continue;
                 }

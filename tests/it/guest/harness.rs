@@ -36,6 +36,19 @@ pub struct TestRoot {
     pub dir: tempfile::TempDir,
 }
 
+/// A removal that fails leaves the dir in /tmp: said (past the tests'
+/// capture of stderr) with the test's name, so that CI's log tells whose
+/// (review_s51_leftover: a tmpfs still mounted in it, EBUSY).
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(self.dir.path()) {
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let said = format!("{test}: {} not removed: {e}\n", self.dir.path().display());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), said.as_bytes());
+        }
+    }
+}
+
 impl TestRoot {
     pub fn new() -> TestRoot {
         TestRoot::new_in(&std::env::temp_dir())
