@@ -17,3 +17,4 @@ pub mod guest;
 pub mod store;
 pub mod sys;
 pub mod unify;
+pub mod words;

@@ -7,10 +7,10 @@
 
 use super::flags;
 use super::manifest::{self, from_hex, parse_time, Entry, ROOT};
-use crate::cli::output::{counted, word};
 use crate::store::object::Ingested;
 use crate::store::{ObjectId, Store};
 use crate::sys::{self, Timestamp};
+use crate::words::{counted, word};
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};

@@ -316,7 +316,7 @@ pub fn manifest(g: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
         errln!(
             "unifs: warning: {}: {} in it {} guest paths of {} bytes or more, which restore \
              cannot rebuild: left out of this manifest, with everything below {them}, so a \
-             backup made from it does not have {them} (unify leaves {them} alone too); shorten \
+             backup made from this manifest does not have {them} (unify leaves {them} alone too); shorten \
              the names or the nesting",
             path(&root.join(dir)),
             counted(n, "name", "names"),
@@ -461,14 +461,14 @@ fn refuse_unsafe_lines(entries: &[manifest::Entry]) -> anyhow::Result<()> {
         return Ok(());
     };
     anyhow::bail!(
-        "{} of the guest {} a newline or a backslash in {} name, or {} with `-`, such as {}: \
+        "{} of the guest {} a newline or a backslash in {}, or {} with `-`, such as {}: \
          a newline-separated list would name other paths to tar -T, \
          or options (up to files outside the guest); nothing was written. Use the \
          NUL-separated list: `--format private-paths -0` (with `tar --null -T`), or \
          `--private-list FILE`",
         counted(bad.len() as u64, "private path", "private paths"),
         word(bad.len() as u64, "has", "have"),
-        word(bad.len() as u64, "its", "their"),
+        word(bad.len() as u64, "its name", "their names"),
         word(bad.len() as u64, "starts", "start"),
         path(first)
     )

@@ -7,7 +7,7 @@ mod demo;
 mod guest;
 mod man;
 mod mount;
-pub(crate) mod output;
+mod output;
 mod print;
 mod privilege;
 mod store;

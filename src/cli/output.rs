@@ -19,33 +19,7 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// `1234567` → `1,234,567`.
-pub fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `n` and the word for it: `1 file`, `2 files` (`one`, `many`: the
-/// words for one and for any other number, as English has them).
-pub fn counted(n: u64, one: &str, many: &str) -> String {
-    format!("{} {}", count(n), word(n, one, many))
-}
-
-/// The word for `n` things: `one` for 1, `many` for any other number.
-pub fn word<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 {
-        one
-    } else {
-        many
-    }
-}
+pub use crate::words::{count, counted, word};
 
 /// Parses `4096`, `4k`, `10M`, `1G` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {

@@ -1203,11 +1203,12 @@ impl Cgroup {
         }
         if let Some(first) = read_only.first() {
             tracing::warn!(
-                "could not remove {} ({}): the hierarchy is mounted read-only (make it writable \
+                "could not remove {} ({}{}): the hierarchy is mounted read-only (make it writable \
                  with mount -o remount,bind,rw on its mount point, then rmdir {})",
-                crate::cli::output::counted(read_only.len() as u64, "cgroup", "cgroups"),
+                crate::words::counted(read_only.len() as u64, "cgroup", "cgroups"),
                 crate::sys::shown(first),
-                crate::cli::output::word(read_only.len() as u64, "it", "them"),
+                crate::words::word(read_only.len() as u64, "", " first"),
+                crate::words::word(read_only.len() as u64, "it", "them"),
             );
         }
     }
@@ -1518,10 +1519,12 @@ fn left_group(group: &Path, e: &std::io::Error) -> String {
                 .map(|&p| format!("{p} ({})", command_shown(p)))
                 .collect();
             format!(
-                "; process(es) {}{} are still in it (`cat /proc/PID/stack` tells what one waits \
-                 on)",
+                "; {} {}{} {} still in it (`cat /proc/PID/stack` tells what {} waits on)",
+                crate::words::word(pids.len() as u64, "process", "processes"),
                 shown.join(", "),
-                if pids.len() > 8 { ", …" } else { "" }
+                if pids.len() > 8 { ", …" } else { "" },
+                crate::words::word(pids.len() as u64, "is", "are"),
+                crate::words::word(pids.len() as u64, "it", "one"),
             )
         }
     };
@@ -1650,9 +1653,9 @@ fn sweep_dead_runs(groups: &[PathBuf]) {
             if !fresh.is_empty() {
                 let name = dead.groups[0].file_name().unwrap_or_default();
                 tracing::warn!(
-                    "killing {} process(es) (pids {fresh:?}) left in the groups unifs/{} by a \
-                     `unifs run` (pid {pid}) that was killed",
-                    fresh.len(),
+                    "killing {} (pids {fresh:?}) left in the groups unifs/{} by a `unifs run` \
+                     (pid {pid}) that was killed",
+                    crate::words::counted(fresh.len() as u64, "process", "processes"),
                     name.to_string_lossy()
                 );
             }

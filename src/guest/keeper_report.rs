@@ -293,7 +293,10 @@ pub fn describe(r: &KeeperReport) -> Vec<String> {
     }
     let now = match r.left.len() {
         0 => "nothing is left in its groups now".to_string(),
-        n => format!("{n} process(es) left in its groups now (above)"),
+        n => format!(
+            "{} left in its groups now (above)",
+            crate::words::counted(n as u64, "process", "processes")
+        ),
     };
     lines.push(format!(
         "{keeper}: {now}; the next `unifs run` or `guest start` with this run dir shows its \

@@ -452,8 +452,8 @@ fn kill_unrecorded(name: &str, run: &RunDir, end: Deadline) -> Result<()> {
     // lives: `ve-NAME` may be a guest's of that name from another run dir.
     let own_if = super::net::host_ifindex_owned_by(name, &left);
     tracing::warn!(
-        "guest {name}: killing {} process(es) left from an unfinished start (pids {left:?})",
-        left.len()
+        "guest {name}: killing {} left from an unfinished start (pids {left:?})",
+        crate::words::counted(left.len() as u64, "process", "processes")
     );
     cgroup.kill_all();
     if !wait_until(end.settling(Duration::from_secs(5)), || {

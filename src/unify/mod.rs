@@ -20,9 +20,9 @@ mod stale;
 pub use exclude::Excludes;
 
 use crate::catalog::{self, Catalog, Checking, GuestRow, RunTotals};
-use crate::cli::output::{counted, word};
 use crate::store::{self, IoContext, ObjectId, Store};
 use crate::sys;
+use crate::words::{counted, word};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -147,10 +147,11 @@ pub enum Error {
     },
     #[error(
         "store {store} did not exist, yet {} of these guests ({example} first) {} \
-         of another store (they carry its marker, trusted.unifs.object, and have \
-         links outside these guests): most likely that store moved or its filesystem is not \
+         of another store ({} its marker, trusted.unifs.object, and {} links outside these \
+         guests): most likely that store moved or its filesystem is not \
          mounted. {}",
         counted(*.count, "file", "files"), word(*.count, "is an object", "are objects"),
+        word(*.count, "it carries", "they carry"), word(*.count, "has", "have"),
         other_stores_objects_advice(store, *made_meanwhile)
     )]
     OtherStoresObjects {
@@ -242,7 +243,7 @@ fn other_stores_guests(
         counted(count, "file", "files"),
         names.join(", "),
         sys::shown(example),
-        crate::cli::output::word(count, "is an object", "are objects"),
+        crate::words::word(count, "is an object", "are objects"),
         // Commands to paste: each path one shell word.
         sys::shell_word(&mount),
         sys::shell_word(example),
@@ -935,7 +936,7 @@ fn run(
             example,
             format!(
                 "{} (this one first) {} a store marker and {} links outside the guests \
-                 of this run: objects of another store (a guest unified \
+                 of this run: {} of another store (a guest unified \
                  into two stores, or a wrong --store?), or of this one before its objects were \
                  restored. Where store {} has the object, the file is linked to its object \
                  file and no longer shares the other store's (its guest moves to this store); \
@@ -947,6 +948,7 @@ fn run(
                 counted(count, "file", "files"),
                 word(count, "carries", "carry"),
                 word(count, "has", "have"),
+                word(count, "an object", "objects"),
                 sys::shown(&store),
                 sys::shown(&store),
             ),
@@ -971,12 +973,18 @@ fn run(
         summary.notices.push(Problem::new(
             o.example,
             format!(
-                "{} (this one first) {} of another store (the inodes this store's \
-                 catalog listed for their objects, with links outside the guests of this run): \
-                 --move-from-other-store links them to this store's objects, and their guests no \
-                 longer share that store's objects",
+                "{} (this one first) {} of another store (inodes this store's catalog \
+                 listed for objects of its own, with links outside the guests of this run): \
+                 --move-from-other-store links {} to this store's objects, and {} that \
+                 store's objects",
                 counted(o.count, "file", "files"),
                 word(o.count, "is an object", "are objects"),
+                word(o.count, "it", "them"),
+                word(
+                    o.count,
+                    "its guest no longer shares",
+                    "their guests no longer share"
+                ),
             ),
         ));
     }

@@ -90,7 +90,7 @@ fn a_guest_swapping_a_directory_for_a_symlink_never_gets_host_files_described() 
         let swapper = s.spawn(|| swap_until(&g, "hx", "hx.l", &stop));
         let _stop = StopOnDrop(&stop);
         let deadline = Instant::now() + Duration::from_secs(8);
-        while runs < 30 && Instant::now() < deadline {
+        while runs < 30 && (runs < 3 || Instant::now() < deadline) {
             runs += 1;
             let args: [&dyn AsRef<OsStr>; 6] =
                 [&"manifest", &g, &"-o", &m, &"--private-list", &list];
@@ -166,7 +166,7 @@ fn a_guest_swapping_a_file_for_a_fifo_does_not_hang_the_manifest() {
         let swapper = s.spawn(|| swap_until(&g.join("d"), "x", "y", &stop));
         let _stop = StopOnDrop(&stop);
         let deadline = Instant::now() + Duration::from_secs(8);
-        while runs < 30 && Instant::now() < deadline {
+        while runs < 30 && (runs < 3 || Instant::now() < deadline) {
             runs += 1;
             let args: [&dyn AsRef<OsStr>; 4] = [&"manifest", &g, &"-o", &m];
             match unifs_bounded(&store, &args, Duration::from_secs(30)) {

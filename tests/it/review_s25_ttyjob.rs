@@ -242,7 +242,7 @@ fn review_s25_a_background_run_survives_typing_at_the_shell() {
     type_in(&master, "echo shell-again-$((6*7))\n");
     wait_for_output(&master, "shell-again-42");
     type_in(&master, "exit\n");
-    let _ = wait_on_terminal(&master, shell, Duration::from_secs(10));
+    let _ = wait_on_terminal(&master, shell, Duration::from_secs(30));
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         seen.contains("job-status-0-"),

@@ -99,7 +99,7 @@ fn s35_a_keeper_killed_at_work_is_told_by_the_next_run() {
 /// The sweep of every `unifs run` and `guest start` took on the groups of
 /// a run whose pid was gone while that run's keeper was still at its work
 /// there: between the run's death and the keeper's SIGKILL it killed the
-/// guest itself (`killing 1 process(es) …`, and a 2 s wait), and during
+/// guest itself (`killing 1 process …`, and a 2 s wait), and during
 /// the keeper's 5 s with a process SIGKILL does not end (a test's frozen
 /// guest) every run and start beside it warned of that process. A keeper
 /// now holds a lock on its run's group while it lives, and the sweep

@@ -45,7 +45,7 @@ fn s48_a_stop_whose_time_is_up_does_not_wait_5_s_more_for_a_held_group() {
     }
     let err = stderr(&o);
     // The process did keep a group (else the test saw nothing).
-    if !err.contains(&format!("process(es) {pid} (sleep) are still in it")) {
+    if !err.contains(&format!("process {pid} (sleep) is still in it")) {
         eprintln!("{test}: the held process came after the removal ({err}); nothing seen");
         return;
     }

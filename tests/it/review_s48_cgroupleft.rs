@@ -195,7 +195,7 @@ fn s48_a_group_a_process_held_is_named_then_removed_by_the_next_stop() {
     let o = wait_bounded(stop, Duration::from_secs(60));
     let err = stderr(&o);
     assert!(
-        err.contains(&format!("process(es) {pid} (sleep) are still in it")),
+        err.contains(&format!("process {pid} (sleep) is still in it")),
         "the warning names no process: {err}"
     );
     assert!(!existing(g).is_empty(), "the held group went");

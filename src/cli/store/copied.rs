@@ -170,7 +170,7 @@ fn message(store: &Path, found: &Found, copied_from: Option<&str>) -> String {
     };
     let mount = crate::store::mount_point_of(&found.example);
     format!(
-        "store {store}: {} of the guests {} ({} first) {} objects of another store: \
+        "store {store}: {} of the guests {} ({} first) {} of another store: \
          each is the inode this store's catalog lists for its object ({} for the first), which \
          this store's objects/ now has as another file or not at all, and it has links outside \
          this catalog's guest directories (`find {} -xdev -samefile {}` shows them: the objects/ of the \
@@ -187,7 +187,7 @@ fn message(store: &Path, found: &Found, copied_from: Option<&str>) -> String {
         counted(found.count, "file", "files"),
         names.join(", "),
         path(&found.example),
-        super::super::output::word(found.count, "links", "link"),
+        super::super::output::word(found.count, "links an object", "link objects"),
         path(&found.object),
         // Commands to paste: each path one shell word.
         crate::sys::shell_word(&mount),
