@@ -1,5 +1,5 @@
 //! Looks at many guests at once, where each look may wait on something of
-//! its guest's own (an overlay daemon that does not answer, `ip`).
+//! its guest's own (an overlay daemon that does not answer).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -76,7 +76,7 @@ mod tests {
         let all = each(&items, 4, |_| {
             begun.fetch_add(1, Ordering::SeqCst);
             while begun.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
-                std::thread::yield_now();
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             begun.load(Ordering::SeqCst)
         });

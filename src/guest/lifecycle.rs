@@ -3432,7 +3432,10 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     // for 8 of 40 guests), and a host whose daemons all stall at once (a
     // hung disk) a second per guest. The one mount table and `links` are
     // shared by all the looks.
-    let looks = super::at_once::each(&names, LIST_LOOKS, |(n, stalled)| match stalled {
+    // UNIFS_TEST_LIST_LOOKS: one at a time, in name order, for a test
+    // that acts between two guests' looks (review_s51_netfix).
+    let threads = crate::sys::test_bound!("UNIFS_TEST_LIST_LOOKS", LIST_LOOKS);
+    let looks = super::at_once::each(&names, threads, |(n, stalled)| match stalled {
         Some(why) => Some(Ok(Status {
             name: n.to_string(),
             run_dir_stalled: Some(why.to_string()),

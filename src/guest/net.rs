@@ -207,21 +207,25 @@ fn check_host(spec: &GuestSpec) -> Result<()> {
     let [host_o, bridge_o] = ["--host-ip", "--bridge"].map(|o| names.of(o));
     let refused = Error::Net;
     if let Some(bridge) = &spec.net.bridge {
-        let dev = Path::new("/sys/class/net").join(bridge);
-        if !dev.exists() {
+        // Asked of `ip`, as a host end is ([`link_index`]): /sys/class/net
+        // is the namespace's of whoever mounted it (under `nsenter --net`,
+        // the host's).
+        if link_index(bridge)?.is_none() {
             return Err(refused(format!(
                 "{bridge_o} {bridge}: no such interface on the host; make it first \
                  (`ip link add {bridge} type bridge`)"
             )));
         }
-        if !dev.join("bridge").is_dir() {
+        // Its line, with its bridge settings; none: of another type.
+        let details = ip_output(&["-d", "-o", "link", "show", "dev", bridge, "type", "bridge"])?;
+        if index_in(&details, bridge).is_none() {
             return Err(refused(format!(
                 "{bridge_o} {bridge}: that interface is not a bridge; name one \
                  (`ip -br link show type bridge` lists them)"
             )));
         }
         if spec.net.lock_mac {
-            super::port_lock::check_bridge(&dev, bridge, names)?;
+            super::port_lock::check_bridge(&details, bridge, names)?;
         }
     }
     if let Some(host_s) = &spec.net.host_ip {
@@ -479,15 +483,6 @@ fn add_addr(a: &str, dev: &str) -> Result<()> {
     ip(&args)
 }
 
-/// The interface index of a veth guest's host end, while it exists, as
-/// `links` lists them.
-fn host_ifindex(spec: &GuestSpec, links: &HostLinks) -> Option<u32> {
-    if spec.net.mode != NetMode::Veth {
-        return None;
-    }
-    links.index(&host_ifname(spec))
-}
-
 /// The index of interface `dev` in this network namespace (`None`: there
 /// is none), asked of `ip` (netlink): /sys/class/net is the namespace's of
 /// whoever mounted it, not always ours (a `unifs` under `nsenter --net`).
@@ -510,9 +505,26 @@ fn index_in(listing: &str, dev: &str) -> Option<u32> {
 pub struct HostLinks(std::sync::OnceLock<Option<String>>);
 
 impl HostLinks {
-    fn index(&self, dev: &str) -> Option<u32> {
-        let listing = self.0.get_or_init(|| ip_output(LIST_LINKS).ok());
-        index_in(listing.as_deref()?, dev)
+    /// Whether `dev` is interface `wanted` (any, for `None`). The listing
+    /// may be seconds older than the record `wanted` was read from (a
+    /// `list` of many guests, a stalled root each): a guest started or
+    /// restarted since has a `dev` it lacks, or another index. On such a
+    /// miss `dev` alone is looked for again, unless this look listed.
+    fn has(&self, dev: &str, wanted: Option<u32>) -> bool {
+        let mut listed_now = false;
+        let listing = self.0.get_or_init(|| {
+            listed_now = true;
+            // UNIFS_TEST_HOST_LINKS_STOP: the tests' window between the
+            // listing and a later guest's record (review_s51_netfix).
+            let listing = ip_output(LIST_LINKS).ok();
+            crate::sys::test_stop!("UNIFS_TEST_HOST_LINKS_STOP");
+            listing
+        });
+        let fits = |now: Option<u32>| now.is_some_and(|now| wanted.is_none_or(|w| w == now));
+        let Some(listing) = listing else {
+            return false;
+        };
+        fits(index_in(listing, dev)) || (!listed_now && fits(link_index(dev).ok().flatten()))
     }
 }
 
@@ -524,8 +536,8 @@ pub fn host_ifname_shown(
     ifindex: Option<u32>,
     links: &HostLinks,
 ) -> Option<String> {
-    let now = host_ifindex(spec, links)?;
-    ifindex.is_none_or(|i| i == now).then(|| host_ifname(spec))
+    let dev = host_ifname(spec);
+    (spec.net.mode == NetMode::Veth && links.has(&dev, ifindex)).then_some(dev)
 }
 
 /// Removes a veth guest's host end and its port's filter at the end of
@@ -680,7 +692,8 @@ pub fn remove_host_if(guest: &str, index: u32) {
 }
 
 /// Runs `f` (which spawns `ip`) inside the network namespace of `pid`, then
-/// returns to ours. Only the calling thread moves; callers are single-threaded.
+/// returns to ours. Only the calling thread moves (setns acts on the thread),
+/// whatever other threads do: they stay in ours.
 fn in_netns(pid: Pid, f: impl FnOnce() -> Result<()>) -> Result<()> {
     let open = |p: String| std::fs::File::open(&p).map_err(|e| Error::io("opening", p, e));
     let ours = open("/proc/self/ns/net".into())?;

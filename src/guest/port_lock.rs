@@ -26,7 +26,6 @@
 use super::net::{ip, Tool};
 use super::spec::Names;
 use super::{Error, Result};
-use std::path::Path;
 
 /// Where the host's identity is read from (as nspawn reads it).
 const MACHINE_ID: &str = "/etc/machine-id";
@@ -71,8 +70,8 @@ fn format_mac(mac: [u8; 6]) -> String {
 /// are the operator's to set once it has joined (`bridge vlan add`), after
 /// unifs's start, so an entry made at the start would not cover the VLAN
 /// the guest ends up on, cutting it off.
-pub fn check_bridge(dev: &Path, bridge: &str, names: Names) -> Result<()> {
-    if !filters_vlans(dev) {
+pub fn check_bridge(details: &str, bridge: &str, names: Names) -> Result<()> {
+    if !filters_vlans(details) {
         return Ok(());
     }
     let [lock_o, bridge_o] = ["--lock-mac", "--bridge"].map(|o| names.of(o));
@@ -84,10 +83,12 @@ pub fn check_bridge(dev: &Path, bridge: &str, names: Names) -> Result<()> {
     )))
 }
 
-/// Whether the bridge whose /sys/class/net directory is `dev` filters VLANs
-/// (no such file: a kernel without VLAN filtering).
-fn filters_vlans(dev: &Path) -> bool {
-    std::fs::read_to_string(dev.join("bridge/vlan_filtering")).is_ok_and(|v| v.trim() != "0")
+/// Whether the bridge whose `ip -d -o link show` line is `details` filters
+/// VLANs ("… vlan_filtering 1 …"; none said: a kernel without VLAN
+/// filtering).
+fn filters_vlans(details: &str) -> bool {
+    let mut words = details.split_whitespace();
+    words.any(|w| w == "vlan_filtering") && words.next().is_some_and(|v| v != "0")
 }
 
 /// Locks bridge port `host_if` (interface `ifindex`) to `mac`: no
@@ -283,14 +284,16 @@ mod tests {
 
     #[test]
     fn a_vlan_filtering_bridge_is_refused() {
-        let dev = tempfile::tempdir().unwrap();
-        assert!(!filters_vlans(dev.path()), "a kernel without the file");
-        std::fs::create_dir(dev.path().join("bridge")).unwrap();
-        let file = dev.path().join("bridge/vlan_filtering");
-        std::fs::write(&file, "0\n").unwrap();
-        assert!(check_bridge(dev.path(), "br0", Names::Options).is_ok());
-        std::fs::write(&file, "1\n").unwrap();
-        let e = check_bridge(dev.path(), "br0", Names::Config)
+        let line = |setting: &str| {
+            format!(
+                "7: br0: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN \\    \
+                 link/ether 46:2d:46:81:4d:a3 brd ff:ff:ff:ff:ff:ff promiscuity 0 \\    \
+                 bridge forward_delay 1500 {setting}stp_state 0 priority 32768"
+            )
+        };
+        assert!(!filters_vlans(&line("")), "a kernel without the setting");
+        assert!(check_bridge(&line("vlan_filtering 0 "), "br0", Names::Options).is_ok());
+        let e = check_bridge(&line("vlan_filtering 1 "), "br0", Names::Config)
             .unwrap_err()
             .to_string();
         assert!(

@@ -123,13 +123,16 @@ pub(crate) fn locked_guest(tag: char, last: u8, br: &str) -> Guest {
 }
 
 /// One guest name in two run dirs: A and B, `s49{N}{tag}`, locked on one
-/// bridge (`tw{N}{tag}`) at `10.64.{N}.2` and `.3`.
+/// bridge (`tw{N}{tag}`) at `10.64.{N}.2` and `.3`. Borrowed from, not
+/// taken apart (`let Twins { a, .. } = &pair`): dropped whole, its fields
+/// go in their order, the guests (stopped) before the guards.
 pub(crate) struct Twins {
     pub(crate) a: Guest,
     pub(crate) b: Guest,
     /// Their host end's name, `ve-NAME`.
     pub(crate) port: String,
-    /// Their port's tables, deleted, and the bridge, removed, when dropped.
+    /// Their port's tables, deleted, and the bridge, removed, when dropped:
+    /// last, after the guests.
     pub(crate) _guards: (PortTables, Link),
 }
 
@@ -164,19 +167,15 @@ fn s49_a_stale_cleanup_leaves_another_run_dirs_fresh_table() {
     if !may_run(test) {
         return;
     }
-    let Twins {
-        a,
-        b,
-        port,
-        _guards,
-    } = twins('s');
-    let dev = Path::new("/sys/class/net").join(&port);
+    let pair = twins('s');
+    let Twins { a, b, port, .. } = &pair;
+    let dev = Path::new("/sys/class/net").join(port);
 
     ok(&a.unifs(&["start", &a.name]));
     let pid = a.state()["pid"].as_i64().unwrap();
     kill_init_keeperless(pid);
     assert!(within_30s(|| !dev.exists()), "{port} outlived the guest");
-    assert_eq!(port_tables(&port).len(), 1, "A's table is left");
+    assert_eq!(port_tables(port).len(), 1, "A's table is left");
 
     let mut stop = a.cmd(&["stop", &a.name]);
     stop.env("UNIFS_TEST_NET_CLEANUP_STOP", "1")
@@ -191,20 +190,20 @@ fn s49_a_stale_cleanup_leaves_another_run_dirs_fresh_table() {
         "A's stop never reached its network clean-up"
     );
     ok(&b.unifs(&["start", &b.name]));
-    let b_tables = port_tables(&port);
+    let b_tables = port_tables(port);
     assert_eq!(b_tables.len(), 1, "B's own: {b_tables:?}");
     drop(go_on);
     let o = wait_bounded(stop, Duration::from_secs(60));
     assert!(o.status.success(), "A's stop: {}", stderr(&o));
     assert_eq!(
-        port_tables(&port),
+        port_tables(port),
         b_tables,
         "A's clean-up of its stale record deleted B's table"
     );
     assert_eq!(b.state()["running"], true, "{}", stdout(&o));
 
     ok(&b.unifs(&["stop", &b.name]));
-    assert_eq!(port_tables(&port), Vec::<String>::new(), "B stopped");
+    assert_eq!(port_tables(port), Vec::<String>::new(), "B stopped");
 }
 
 /// A `unifs run --lock-mac` killed (SIGKILL): its keeper ends the guest

@@ -76,12 +76,8 @@ fn s50_a_guest_dead_before_its_record_keeps_its_index_and_spares_another_run_dir
     if !may_run(test) {
         return;
     }
-    let Twins {
-        a,
-        b,
-        port,
-        _guards,
-    } = twins('i');
+    let pair = twins('i');
+    let Twins { a, b, port, .. } = &pair;
 
     let mut start = a.cmd(&["start", &a.name]);
     start
@@ -94,7 +90,7 @@ fn s50_a_guest_dead_before_its_record_keeps_its_index_and_spares_another_run_dir
     let mut keeper = 0;
     assert!(
         within_60s(|| {
-            keeper = stopped_keeper(&a).unwrap_or(0);
+            keeper = stopped_keeper(a).unwrap_or(0);
             keeper != 0
         }),
         "A's keeper never reached its record"
@@ -106,14 +102,14 @@ fn s50_a_guest_dead_before_its_record_keeps_its_index_and_spares_another_run_dir
         .filter_map(|k| k.parse().ok())
         .collect();
     assert_eq!(init.len(), 1, "the keeper's children: {kids}");
-    let made = ifindex(&port).expect("A's host end");
+    let made = ifindex(port).expect("A's host end");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(init[0]),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
     assert!(
-        within_60s(|| ifindex(&port).is_none()),
+        within_60s(|| ifindex(port).is_none()),
         "{port} outlived A's init"
     );
     drop(go_on);
@@ -125,18 +121,18 @@ fn s50_a_guest_dead_before_its_record_keeps_its_index_and_spares_another_run_dir
         "A's keeper never reached its network clean-up: {}",
         stderr(&said)
     );
-    let recorded = record(&a)["host_ifindex"].to_string();
+    let recorded = record(a)["host_ifindex"].to_string();
 
     ok(&b.unifs(&["start", &b.name]));
-    let b_index = ifindex(&port).expect("B's host end");
-    let b_tables = port_tables(&port);
+    let b_index = ifindex(port).expect("B's host end");
+    let b_tables = port_tables(port);
     assert_eq!(b_tables.len(), 1, "B's own: {b_tables:?}");
     drop(go_on);
     assert!(
-        within_60s(|| !record_path(&a).exists() && !alive(keeper.into())),
+        within_60s(|| !record_path(a).exists() && !alive(keeper.into())),
         "A's keeper never ended"
     );
-    spared(&b, &port, &b_index, &b_tables);
+    spared(b, port, &b_index, &b_tables);
     assert_eq!(recorded, made, "A's record's host_ifindex");
 }
 
@@ -151,32 +147,28 @@ fn s50_an_old_records_stale_cleanup_spares_another_run_dirs_port() {
     if !may_run(test) {
         return;
     }
-    let Twins {
-        a,
-        b,
-        port,
-        _guards,
-    } = twins('o');
+    let pair = twins('o');
+    let Twins { a, b, port, .. } = &pair;
 
     ok(&a.unifs(&["start", &a.name]));
     let pid = a.state()["pid"].as_i64().unwrap();
     crate::guest::harness::kill_init_keeperless(pid);
-    assert!(within_60s(|| ifindex(&port).is_none()), "{port} outlived A");
+    assert!(within_60s(|| ifindex(port).is_none()), "{port} outlived A");
     // As the older unifs wrote it: no index, no MAC address.
-    let mut rec = record(&a);
+    let mut rec = record(a);
     let fields = rec.as_object_mut().unwrap();
     assert!(fields.remove("host_ifindex").is_some(), "{rec}");
     fields.remove("mac_address");
-    std::fs::write(record_path(&a), serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
+    std::fs::write(record_path(a), serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
 
     ok(&b.unifs(&["start", &b.name]));
-    let b_index = ifindex(&port).expect("B's host end");
-    let b_tables = port_tables(&port);
+    let b_index = ifindex(port).expect("B's host end");
+    let b_tables = port_tables(port);
     assert_eq!(b_tables.len(), 1, "B's own: {b_tables:?}");
     let o = a.unifs(&["stop", &a.name]);
     assert!(o.status.success(), "A's stop: {}", stderr(&o));
-    assert!(!record_path(&a).exists(), "A's stale record is left");
-    spared(&b, &port, &b_index, &b_tables);
+    assert!(!record_path(a).exists(), "A's stale record is left");
+    spared(b, port, &b_index, &b_tables);
 }
 
 /// A running guest's record of an older unifs holds no MAC address:
@@ -248,12 +240,8 @@ fn s50_a_host_end_gone_between_the_look_and_the_delete_spares_the_next() {
     if !may_run(test) {
         return;
     }
-    let Twins {
-        a,
-        b,
-        port,
-        _guards,
-    } = twins('h');
+    let pair = twins('h');
+    let Twins { a, b, port, .. } = &pair;
     let n = n();
 
     ok(&a.unifs(&["start", &a.name]));
@@ -262,7 +250,7 @@ fn s50_a_host_end_gone_between_the_look_and_the_delete_spares_the_next() {
     crate::review_s46_netv6::run(&["ip", "netns", "attach", &held.0, &pid.to_string()]);
     crate::guest::harness::kill_init_keeperless(pid);
     assert!(within_60s(|| !alive(pid)), "A's init lives");
-    let a_index = ifindex(&port).expect("A's host end, its namespace held");
+    let a_index = ifindex(port).expect("A's host end, its namespace held");
 
     let mut stop = a.cmd(&["stop", &a.name]);
     stop.env("UNIFS_TEST_NET_CLEANUP_STOP", "1")
@@ -278,17 +266,17 @@ fn s50_a_host_end_gone_between_the_look_and_the_delete_spares_the_next() {
     );
     drop(held);
     assert!(
-        within_60s(|| ifindex(&port).is_none()),
+        within_60s(|| ifindex(port).is_none()),
         "{port} outlived its namespace"
     );
     ok(&b.unifs(&["start", &b.name]));
-    let b_index = ifindex(&port).expect("B's host end");
+    let b_index = ifindex(port).expect("B's host end");
     assert_ne!(a_index, b_index);
-    let b_tables = port_tables(&port);
+    let b_tables = port_tables(port);
     drop(go_on);
     let o = wait_bounded(stop, Duration::from_secs(60));
     assert!(o.status.success(), "A's stop: {}", stderr(&o));
-    spared(&b, &port, &b_index, &b_tables);
+    spared(b, port, &b_index, &b_tables);
 }
 
 /// Whether a process of `g`'s run dir waits for a flock (`/proc/locks`
@@ -323,12 +311,8 @@ fn s50_a_start_waits_for_a_cleanup_between_its_look_and_its_delete() {
     if !may_run(test) {
         return;
     }
-    let Twins {
-        a,
-        b,
-        port,
-        _guards,
-    } = twins('k');
+    let pair = twins('k');
+    let Twins { a, b, port, .. } = &pair;
     let n = n();
 
     ok(&a.unifs(&["start", &a.name]));
@@ -337,10 +321,13 @@ fn s50_a_start_waits_for_a_cleanup_between_its_look_and_its_delete() {
     crate::review_s46_netv6::run(&["ip", "netns", "attach", &held.0, &pid.to_string()]);
     crate::guest::harness::kill_init_keeperless(pid);
     assert!(within_60s(|| !alive(pid)), "A's init lives");
-    ifindex(&port).expect("A's host end, its namespace held");
+    ifindex(port).expect("A's host end, its namespace held");
 
     let mut stop = a.cmd(&["stop", &a.name]);
+    // Its look needs the host's veth lock, which other tests hold for
+    // seconds on purpose: not taken within its 3 s, no look.
     stop.env("UNIFS_TEST_NET_CLEANUP_LOCKED_STOP", "1")
+        .env("UNIFS_TEST_CLEANUP_LOCK_MS", "60000")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -353,7 +340,7 @@ fn s50_a_start_waits_for_a_cleanup_between_its_look_and_its_delete() {
     );
     drop(held);
     assert!(
-        within_60s(|| ifindex(&port).is_none()),
+        within_60s(|| ifindex(port).is_none()),
         "{port} outlived its namespace"
     );
     let mut start = b.cmd(&["start", &b.name]);
@@ -364,23 +351,23 @@ fn s50_a_start_waits_for_a_cleanup_between_its_look_and_its_delete() {
     let mut start = KillOnDrop(Some(start.spawn().unwrap()));
     let start_done = |s: &mut KillOnDrop| s.0.as_mut().unwrap().try_wait().unwrap().is_some();
     assert!(
-        within_60s(|| start_done(&mut start) || waits_for_a_flock(&b)),
+        within_60s(|| start_done(&mut start) || waits_for_a_flock(b)),
         "B's start neither ended nor waited for the lock"
     );
-    let made = ifindex(&port);
+    let made = ifindex(port);
     drop(go_on);
     let o = wait_bounded(stop, Duration::from_secs(60));
     assert!(o.status.success(), "A's stop: {}", stderr(&o));
     let o = wait_bounded(start, Duration::from_secs(60));
     assert!(o.status.success(), "B's start: {}", stderr(&o));
-    let b_index = ifindex(&port).expect("B's host end");
+    let b_index = ifindex(port).expect("B's host end");
     assert_eq!(
         made, None,
         "B made {port} while A was between its look and its delete"
     );
-    let b_tables = port_tables(&port);
+    let b_tables = port_tables(port);
     assert!(!b_tables.is_empty(), "B's port unlocked");
-    spared(&b, &port, &b_index, &b_tables);
+    spared(b, port, &b_index, &b_tables);
 }
 
 /// A `stop`'s network clean-up waits for the host's veth lock a bounded

@@ -76,7 +76,12 @@ fn stop_deletes_its_own_host_end(test: &str, tag: char, edit: impl FnOnce(&Guest
     run(&["ip", "netns", "attach", &held.0, &pid.to_string()]);
     edit(&g);
 
-    let o = in_ns(&ns, &g, &["stop", &name]);
+    // Its clean-up waits for the host's veth lock, which other tests hold
+    // for seconds on purpose: not taken within its 3 s, it leaves ve-NAME
+    // to its namespace, held here.
+    let mut stop = g.cmd(&["stop", &name]);
+    stop.env("UNIFS_TEST_CLEANUP_LOCK_MS", "60000");
+    let o = run_bounded(under_nsenter(&ns, &stop), Duration::from_secs(120));
     assert!(o.status.success(), "stop: {}", stderr(&o));
     assert!(
         !has_link(&ns, &port),
@@ -112,9 +117,9 @@ fn s51_a_stop_under_nsenter_deletes_an_unrecorded_guests_host_end() {
 
 /// A guest of another config than `g`'s, run from `g`'s config and run
 /// dirs, stopped (and its root unmounted) when dropped.
-struct Sibling<'a> {
+pub(crate) struct Sibling<'a> {
     of: &'a Guest,
-    name: String,
+    pub(crate) name: String,
     _own: Guest,
 }
 
@@ -129,7 +134,7 @@ impl Drop for Sibling<'_> {
 }
 
 /// `other`'s config moved to `g`'s config dir: `other` runs beside `g`.
-fn beside<'a>(g: &'a Guest, other: Guest) -> Sibling<'a> {
+pub(crate) fn beside<'a>(g: &'a Guest, other: Guest) -> Sibling<'a> {
     let to = g.config().with_file_name(format!("{}.toml", other.name));
     std::fs::rename(other.config(), &to).unwrap();
     Sibling {
