@@ -4,9 +4,11 @@
 //! `memory.oom_control`. It comes before the kill: [`super::oom_watch`]
 //! reads the counts at once, and again until one rose, so that a kill in
 //! a group the guest removes right after is read before the group goes.
-//! Deprecated in Linux 6.x (a line in the kernel's log, once a boot),
-//! but v1's only trigger: `memory.failcnt` rises on any charge that
-//! reclaims, and the `oom_kill` counts cannot be polled.
+//! Deprecated in Linux 6.x (the kernel logs "oom_control is deprecated
+//! and will be removed" once a boot), but v1's only trigger: the
+//! `oom_kill` counts cannot be polled, and `memory.failcnt` stays 0 in a
+//! guest's group (its memsw limit, the same, is charged first and fails;
+//! see docs/guests.md).
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};

@@ -9,13 +9,14 @@
 //! made itself (a systemd service's, removed as it stops or restarts). So
 //! the watch keeps the count of each group it saw ([`Tally`]): a group
 //! gone keeps its last one (a kill counted and its group removed between
-//! two samples is still lost: the log tells it, where it names the PID).
+//! two samples would be lost: on v1 the notice below has it read first).
 //! A guest's keeper writes its tally to `RUN_DIR/NAME/oom.json`
 //! ([`TallyFile`]), which `status` counts with the groups as they are
 //! ([`kept_kills`]), and a start after the guest's reboot carries on.
 //! On v1 the kernel's notice of an OOM in the guest's memory group
 //! ([`OomNotice`]) has the groups read at once, and again until the count
-//! rose, so a kill whose group goes right after is mostly read in time.
+//! rose ([`Burst`]), so a kill whose group goes right after is mostly read
+//! in time.
 
 use super::cgroup::{Cgroup, GroupId, OomCounts, OomKills};
 use super::kernel_log::{KernelLog, Killer};
@@ -38,7 +39,8 @@ const EVERY: Duration = Duration::from_millis(500);
 /// How long the count is read again and again after an OOM notice, until
 /// it rose: the kernel notices before it picks and kills (and may kill
 /// none, a victim already dying), and the guest may remove the victim's
-/// group as soon as it died.
+/// group as soon as it died. Notices meanwhile do not extend it: in an
+/// OOM storm it ends all the same.
 const BURST: Duration = Duration::from_millis(200);
 
 /// Between those reads: short, for the victim's exit and its group's
@@ -243,7 +245,11 @@ impl OomWatch {
         let keep: Keep = Arc::new(Mutex::new(keep));
         kept(&keep, &tally);
         let (stop, halt) = Halt::new();
-        let notice = notice(&cgroup);
+        // Without the eventfd that wakes it, the thread would poll the
+        // notice alone and see its end at the next tick (a verdict waiting
+        // up to half a second for it): no notice then, the channel waited on.
+        let keeper = keep.lock().is_ok_and(|k| k.is_some());
+        let notice = halt.wake.as_ref().and_then(|_| notice(&cgroup, keeper));
         let (c, s, l, k) = (cgroup.clone(), samples.clone(), log.clone(), keep.clone());
         let read_at = first.as_ref().map(|f| f.count);
         // Its signals are the keeper's and `run`'s to take (they pass them
@@ -368,8 +374,8 @@ fn named_of(log: &KernelLog, pids: &[Option<i32>]) -> Option<Option<Killer>> {
 /// next sample's skip would then pass over unread (and the log would say
 /// "not the OOM killer" of its victim); the read once more gives it a
 /// sample's time to be logged. An OOM `notice` has the count read at once
-/// and for a [`BURST`] after, into the tally alone: the samples and the
-/// log are the ticks' (the read once more needs its time).
+/// and for a [`BURST`] after ([`Burst`]), into the tally alone: the
+/// samples and the log are the ticks' (the read once more needs its time).
 #[allow(clippy::too_many_arguments)]
 fn sample(
     cgroup: &Cgroup,
@@ -384,28 +390,35 @@ fn sample(
     // The count equalled `read_at` at the last read too.
     let mut settled = true;
     let mut tick = Instant::now() + EVERY;
-    // After a notice: until when, and the count it came at.
-    let mut burst: Option<(Instant, u64)> = None;
+    let mut burst = Burst::default();
     loop {
-        let wait = match burst {
-            Some(_) => BURST_EVERY,
-            None => tick.saturating_duration_since(Instant::now()),
+        let wait = match burst.running() {
+            true => BURST_EVERY,
+            false => tick.saturating_duration_since(Instant::now()),
         };
-        match halt.woken(notice, wait) {
+        match halt.woken(notice.filter(|_| burst.listens()), wait) {
             Woken::Stop => break,
-            Woken::Oom => burst = Some((Instant::now() + BURST, tally.total())),
+            Woken::Oom => burst.noticed(Instant::now(), tally.total()),
             Woken::Time => {}
         }
-        if let Some((until, at)) = burst {
-            let now = tally.count(cgroup.oom_counts()).map_or(at, |c| c.count);
+        if burst.running() {
+            let now = tally.count(cgroup.oom_counts()).map(|c| c.count);
             kept(keep, &tally);
-            if now != at || Instant::now() >= until {
-                burst = None;
+            if burst.read(Instant::now(), now) {
+                // Those that came during it were of its OOM (or, after
+                // one without a kill, ignored until the tick).
+                let _ = notice.is_some_and(|n| n.take());
             }
         }
         if Instant::now() < tick {
             continue;
         }
+        // Notices ignored since a burst without a kill: dropped before
+        // this read, which counts a kill of theirs already made.
+        if !burst.listens() {
+            let _ = notice.is_some_and(|n| n.take());
+        }
+        burst.ticked();
         let last = Instant::now();
         tick = last + EVERY;
         let count = tally.count(cgroup.oom_counts());
@@ -437,22 +450,92 @@ fn sample(
     tally
 }
 
+/// The reads after an OOM notice, every [`BURST_EVERY`] for at most
+/// [`BURST`] or until the count rose: one at a time (the notices during
+/// it neither extend it nor wake the thread); one that ends without a rise
+/// (OOMs that kill none, their victims already dying) has the notices
+/// ignored until the next tick, so that a storm of them costs a burst a
+/// tick at most.
+#[derive(Default)]
+struct Burst {
+    /// Until when, and the count it began at.
+    until: Option<(Instant, u64)>,
+    /// Notices ignored until the next tick.
+    deaf: bool,
+}
+
+impl Burst {
+    fn running(&self) -> bool {
+        self.until.is_some()
+    }
+
+    /// Whether a notice is waited for (none in a burst, or deaf).
+    fn listens(&self) -> bool {
+        !self.running() && !self.deaf
+    }
+
+    /// A notice at `now`, the count then `count`: a burst begins, unless
+    /// one runs.
+    fn noticed(&mut self, now: Instant, count: u64) {
+        self.until.get_or_insert((now + BURST, count));
+    }
+
+    /// The count read at `now` (None: unread, the guest's groups gone):
+    /// whether that ended the burst.
+    fn read(&mut self, now: Instant, count: Option<u64>) -> bool {
+        let Some((until, at)) = self.until else {
+            return false;
+        };
+        let rose = count.is_some_and(|c| c != at);
+        if count.is_some() && !rose && now < until {
+            return false;
+        }
+        self.until = None;
+        self.deaf = !rose;
+        true
+    }
+
+    fn ticked(&mut self) {
+        self.deaf = false;
+    }
+}
+
 /// The notice of an OOM in `cgroup`'s v1 memory group, if it has one;
 /// where it cannot be registered, the count is read at the ticks alone,
-/// said once.
-fn notice(cgroup: &Cgroup) -> Option<OomNotice> {
-    match cgroup.groups.iter().find_map(|g| OomNotice::register(g))? {
-        Ok(notice) => Some(notice),
-        Err(e) => {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                tracing::warn!(
-                    "the kernel's notice of an OOM could not be registered ({e}): the count of OOM kills is read every {EVERY:?}, and misses a kill in a group the guest removes sooner"
-                )
-            });
-            None
-        }
+/// said once (a warning in a keeper, `keeper`; `run`'s and `exec`'s is
+/// debug) — and not at all where the group went meanwhile.
+fn notice(cgroup: &Cgroup, keeper: bool) -> Option<OomNotice> {
+    let (group, registered) = cgroup
+        .groups
+        .iter()
+        .find_map(|g| Some((g, OomNotice::register(g)?)))?;
+    let e = match registered {
+        Ok(notice) => return Some(notice),
+        Err(e) => e,
+    };
+    // EINVAL or ENOENT (the error names the file: its kind is kept).
+    use std::io::ErrorKind::{InvalidInput, NotFound};
+    let gone = matches!(e.kind(), InvalidInput | NotFound);
+    if gone && !group.exists() {
+        return None;
     }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let said = format!(
+            "the kernel's notice of an OOM could not be registered ({e}): the count of OOM kills is read every {EVERY:?}, and misses a kill in a group the guest removes sooner"
+        );
+        match keeper {
+            true => tracing::warn!("{said}"),
+            false => tracing::debug!("{said}"),
+        }
+    });
+    None
+}
+
+/// `wait` as poll's timeout, rounded up to the millisecond: rounded
+/// down, a wait under 1 ms would poll with 0 and spin until the tick.
+fn poll_timeout(wait: Duration) -> PollTimeout {
+    PollTimeout::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(PollTimeout::MAX)
 }
 
 /// Ends the thread when dropped: its channel closed, then its poll woken
@@ -506,7 +589,7 @@ impl Halted {
         let wake = self.wake.as_deref().map(|w| w.as_fd());
         let fds = wake.into_iter().chain(notice.map(|n| n.fd()));
         let mut fds: Vec<PollFd> = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN)).collect();
-        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        let timeout = poll_timeout(wait);
         if fds.is_empty() || nix::poll::poll(&mut fds, timeout).is_err() {
             return match self.halt.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => Woken::Time,
@@ -571,6 +654,42 @@ mod tests {
         assert_eq!(v1.count(counts(&[(1, 0), (2, 1)], false)).unwrap().count, 1);
         assert_eq!(v1.count(counts(&[(1, 0)], false)).unwrap().count, 1);
         assert_eq!(v1.count(counts(&[(1, 0), (3, 0)], false)).unwrap().count, 1);
+    }
+
+    /// A poll's timeout is never rounded down to 0: a wait under 1 ms
+    /// polled with 0 and spun until the tick.
+    #[test]
+    fn s51_a_wait_under_a_millisecond_polls_for_one() {
+        let ms = |wait| i32::from(poll_timeout(wait));
+        assert_eq!(ms(Duration::from_micros(1)), 1);
+        assert_eq!(ms(Duration::from_micros(999)), 1);
+        assert_eq!(ms(Duration::from_micros(1001)), 2);
+        assert_eq!(ms(Duration::ZERO), 0);
+        assert_eq!(ms(Duration::from_millis(500)), 500);
+    }
+
+    /// A notice during a burst does not extend it; one that ends without
+    /// a rise has notices ignored until the tick; a rise, or the groups
+    /// gone, ends it at once.
+    #[test]
+    fn s51_a_burst_is_not_extended_and_one_without_a_kill_goes_deaf() {
+        let t0 = Instant::now();
+        let mut b = Burst::default();
+        assert!(b.listens());
+        b.noticed(t0, 4);
+        assert!(b.running() && !b.listens());
+        b.noticed(t0 + BURST / 2, 4);
+        assert!(!b.read(t0 + BURST / 2, Some(4)));
+        assert!(b.read(t0 + BURST, Some(4)), "a second notice extended it");
+        assert!(!b.running() && !b.listens());
+        b.ticked();
+        assert!(b.listens());
+        b.noticed(t0, 4);
+        assert!(b.read(t0, Some(5)));
+        assert!(b.listens(), "a burst that saw its kill goes deaf");
+        b.noticed(t0, 5);
+        assert!(b.read(t0, None), "the groups gone do not end it");
+        assert!(!b.running());
     }
 
     /// After a reboot the file carries the earlier boot's groups on, each
