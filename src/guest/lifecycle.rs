@@ -1643,7 +1643,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Duration, signal: Option<i32>) -> 
     let was_alive = st.init_alive();
     // Init's keeper; or, init ended by itself, the keeper still to take the
     // lock (to stop the guest, which it will find stopped).
-    let keeper = init_keeper(&st).or_else(|| ending_keeper(&run));
+    let keeper = init_keeper(&st).or_else(|| ending_keeper(&run, &st));
     let signal = signal.unwrap_or(st.spec.stop_signal);
     let ending = teardown_hurried(&run, &st, signal, timeout, || false, all)?;
     // The keeper takes the lock once init is gone, to stop the guest
@@ -1694,14 +1694,23 @@ fn init_keeper(st: &State) -> Option<OwnedFd> {
 }
 
 /// The keeper `keeper.pid` names ([`RunDir::keeper_pid_file`]), pinned
-/// by a pidfd, if it runs: that of an init that ended, which removes the
-/// file only once it has taken the guest's lock (after this stop).
-fn ending_keeper(run: &RunDir) -> Option<OwnedFd> {
+/// by a pidfd, if it runs: that of `st`'s init that ended, which removes
+/// the file only once it has taken the guest's lock (after this stop).
+fn ending_keeper(run: &RunDir, st: &State) -> Option<OwnedFd> {
+    // A file of a boot before: its pid is nobody's of this one.
+    if !st.this_boot() {
+        return None;
+    }
     let pid = std::fs::read_to_string(run.keeper_pid_file()).ok()?;
     let pid: i32 = pid.trim().parse().ok()?;
     let pidfd = sys::pidfd_open(Pid::from_raw(pid)).ok()?;
-    // A keeper still once pinned: not a pid used again since.
-    (super::kept::named_keeper(pid) == Some(true)).then_some(pidfd)
+    // Once pinned: a keeper, and one started no later than the guest's
+    // init (it forks init; start times in ticks, /proc's rounding leaves
+    // one unknown), not a pid used again since by another guest's keeper
+    // or anything else (a file left by a killed keeper).
+    let keeper = super::kept::named_keeper(pid) == Some(true);
+    let before_init = state::start_time(pid).is_some_and(|t| t <= st.start_time + 1);
+    (keeper && before_init).then_some(pidfd)
 }
 
 /// Why a `stop` that waited `waited` for the holder of the guest's lock

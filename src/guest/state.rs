@@ -721,24 +721,38 @@ impl RunDir {
         let mut told = false;
         // Once told: the bound, and when it ends (None: waits for good).
         let mut bound: Option<Option<(std::time::Duration, std::time::Instant)>> = None;
-        let mut since = std::time::Instant::now();
+        // When it was first found held: the bound counts from then, the
+        // unsaid wait for a keeper (below) within it.
+        let mut since: Option<std::time::Instant> = None;
         let mut looked_again = false;
-        // Till when a keeper found holding it is waited for unsaid.
-        let mut keeper_until: Option<std::time::Instant> = None;
+        // A keeper found holding it, waited for unsaid: its pid, and till when.
+        let mut keeper: Option<(i32, std::time::Instant)> = None;
         let lock = loop {
             let file_back = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => break lock,
                 Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
                 Err((_, e)) => return Err(locking(e)),
             };
-            if keeper_until.is_some_and(|until| std::time::Instant::now() < until) {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                file = file_back;
-                continue;
+            let first = since.is_none();
+            let since = *since.get_or_insert_with(std::time::Instant::now);
+            // Till its time is out, or it is gone or stopped: then whoever
+            // holds the lock is looked at again (a command it let go to, one
+            // SIGSTOPped, is said at once).
+            if let Some((pid, until)) = keeper {
+                let runs = crate::fs::process_stopped(pid) == Some(false);
+                if runs && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    file = file_back;
+                    continue;
+                }
             }
             if !told {
-                // The tests' window between the try and the look at who holds it.
-                crate::sys::test_stop!("UNIFS_TEST_LOCK_TRIED_STOP");
+                // The tests' window between the try and the look at who
+                // holds it: at the first look only (a second stop would
+                // have nobody to let it go on).
+                if first {
+                    crate::sys::test_stop!("UNIFS_TEST_LOCK_TRIED_STOP");
+                }
                 let holder = self.lock_holder(&file_back);
                 // Listed by none in /proc/locks: the holder may have let go
                 // since the try (else it is of another PID namespace), so
@@ -753,17 +767,19 @@ impl RunDir {
                 // for it to end, without a word of a command nobody ran
                 // (`locked by another …` before its word is in the file).
                 // Once; one stopped is said at once, with how to go on.
-                if holder.keeper && keeper_until.is_none() && !holder.is_stopped() {
-                    let wait = super::lifecycle::keeper_end_wait();
-                    keeper_until = Some(far_ahead(wait));
-                    file = file_back;
-                    continue;
+                // Its time counts toward the bound.
+                if let (true, None, Some(pid)) = (holder.keeper, keeper, holder.pid) {
+                    if !holder.is_stopped() {
+                        let wait = super::lifecycle::keeper_end_wait();
+                        keeper = Some((pid, far_ahead(wait)));
+                        file = file_back;
+                        continue;
+                    }
                 }
                 told = true;
-                since = std::time::Instant::now();
                 let l = limit(&holder);
                 waiting(&holder, l);
-                bound = Some(l.map(|l| (l, far_ahead(l))));
+                bound = Some(l.map(|l| (l, since.checked_add(l).unwrap_or(far_ahead(l)))));
             }
             match bound.flatten() {
                 // Polled, not blocked on: a bound that a signal need not cut.

@@ -232,6 +232,7 @@ mod review_s50_oomtally;
 mod review_s50_realroot;
 mod review_s50_ux2;
 mod review_s51_leftover;
+mod review_s51_lockfix;
 mod review_s51_netfix;
 mod review_s51_netlist;
 mod review_s51_oomevent;

@@ -2,7 +2,7 @@
 //! guest's keeper, its init ended by itself, left in the way of the next
 //! command.
 
-use crate::guest::harness::{can_run, ok, stderr, wait_bounded};
+use crate::guest::harness::{can_run, ok, stderr, wait_bounded, within_30s};
 use crate::guest::review_s11_life::{Continue, Guest};
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s38_halt::init_and_keeper;
@@ -39,13 +39,13 @@ fn s51_a_guest_with_its_run_dir_in_a_tmpfs_of_its_own_leaves_no_temp_dir() {
 const SLEEP_NAMED: &str = "[\"/bin/sleep\", \"1000\"]";
 
 /// An init that ends by itself (exit 0) once /tmp/go is there.
-const EXIT_ON_GO: &str =
+pub(crate) const EXIT_ON_GO: &str =
     "[\"/bin/sh\", \"-c\", \"while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 0\"]";
 
 /// The guest `g` of [`EXIT_ON_GO`] started with the test hook `var` set
 /// to `value` (its keeper has it too), and its init told to end: its
 /// keeper's pid.
-fn ended_by_itself(g: &Guest, var: &str, value: &str) -> u32 {
+pub(crate) fn ended_by_itself(g: &Guest, var: &str, value: &str) -> u32 {
     let (start, _) = g.start_with(var, value);
     let o = wait_bounded(start, Duration::from_secs(60));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -112,14 +112,16 @@ fn s51_a_stop_after_init_ended_by_itself_returns_once_its_keeper_has_ended() {
 }
 
 /// A `start` right after a guest's init ended by itself, its keeper
-/// holding the guest's lock to stop it (for 5 s here, once it has the
+/// holding the guest's lock to stop it (for 20 s here, once it has the
 /// lock: UNIFS_TEST_ENDED_PAUSE_MS). Before, the start said at once
 /// `unifs: guest NAME is being stopped by its keeper (pid N): its init
 /// ended: waiting for it to finish` (`is locked by another `unifs guest`
 /// command` before the keeper's word was in the lock file), of what is
 /// over in a moment. Now a command waits for a keeper that holds the lock
 /// without a word (up to 60 s here: UNIFS_TEST_KEEPER_END_WAIT_MAX; 5 s
-/// as shipped), and starts the guest.
+/// as shipped), and starts the guest. The start is held where it found
+/// the lock taken (UNIFS_TEST_LOCK_TRIED_STOP), and let go on while the
+/// keeper still holds it: a start slow to get there would find it free.
 #[test]
 fn s51_a_start_right_after_init_ended_by_itself_waits_for_its_keeper_unsaid() {
     let test = "s51_a_start_right_after_init_ended_by_itself_waits_for_its_keeper_unsaid";
@@ -127,7 +129,7 @@ fn s51_a_start_right_after_init_ended_by_itself_waits_for_its_keeper_unsaid() {
         return;
     }
     let g = Guest::new("s51endstart", EXIT_ON_GO);
-    let keeper = ended_by_itself(&g, "UNIFS_TEST_ENDED_PAUSE_MS", "5000");
+    let keeper = ended_by_itself(&g, "UNIFS_TEST_ENDED_PAUSE_MS", "20000");
     let lock = g.run(&g.name).join("lock");
     let held = format!("pid {keeper}\n");
     assert!(
@@ -137,10 +139,26 @@ fn s51_a_start_right_after_init_ended_by_itself_waits_for_its_keeper_unsaid() {
     );
 
     let mut start = g.command();
-    start.args(["start", &g.name]);
-    start.env("UNIFS_TEST_KEEPER_END_WAIT_MAX", "60");
-    let o = crate::guest::harness::run_bounded(start, Duration::from_secs(90));
-    ok(&o);
-    assert!(!stderr(&o).contains("waiting"), "{}", stderr(&o));
+    start
+        .args(["start", &g.name])
+        .env("UNIFS_TEST_KEEPER_END_WAIT_MAX", "60")
+        .env("UNIFS_TEST_LOCK_TRIED_STOP", "1");
+    let err = g.t.dir.path().join("start.err");
+    let (start, pid) = spawned(start, &err);
+    let go_on = Continue(pid as i32);
+    assert!(
+        within_30s(|| stopped(pid)),
+        "the start never found the lock held by the keeper {keeper}: {}",
+        read(&err)
+    );
+    // Else the start would find the lock free, which proves nothing.
+    assert!(
+        read(&lock).contains(&held),
+        "the keeper {keeper} let go of the lock before the start was let go on"
+    );
+    drop(go_on);
+    let o = wait_bounded(start, Duration::from_secs(90));
+    assert!(o.status.success(), "{}", read(&err));
+    assert!(!read(&err).contains("waiting"), "{}", read(&err));
     ok(&g.unifs(&["stop", "--timeout", "0", "--signal", "KILL", &g.name]));
 }
