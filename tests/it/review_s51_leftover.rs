@@ -2,7 +2,7 @@
 //! guest's keeper, its init ended by itself, left in the way of the next
 //! command.
 
-use crate::guest::harness::{can_run, ok, stderr, wait_bounded, within_30s};
+use crate::guest::harness::{can_run, ok, stderr, wait_bounded, within_30s, KillOnDrop};
 use crate::guest::review_s11_life::{Continue, Guest};
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s38_halt::init_and_keeper;
@@ -129,7 +129,25 @@ fn s51_a_start_right_after_init_ended_by_itself_waits_for_its_keeper_unsaid() {
         return;
     }
     let g = Guest::new("s51endstart", EXIT_ON_GO);
-    let keeper = ended_by_itself(&g, "UNIFS_TEST_ENDED_PAUSE_MS", "20000");
+    let held = start_held_behind_its_keeper(&g, "60");
+    // Else the start would find the lock free, which proves nothing.
+    assert!(
+        read(&held.lock).contains(&format!("pid {}\n", held.keeper)),
+        "the keeper {} let go of the lock before the start was let go on",
+        held.keeper
+    );
+    let (o, err) = held.go_on();
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("waiting"), "{err}");
+    ok(&g.unifs(&["stop", "--timeout", "0", "--signal", "KILL", &g.name]));
+}
+
+/// A `start` of `g`, whose keeper holds its lock (a guest that ended by
+/// itself, its keeper paused 20 s there), held where it found the lock
+/// taken (UNIFS_TEST_LOCK_TRIED_STOP); `wait_max`: its silent wait for
+/// the keeper, in seconds (UNIFS_TEST_KEEPER_END_WAIT_MAX).
+pub(crate) fn start_held_behind_its_keeper(g: &Guest, wait_max: &str) -> HeldStart {
+    let keeper = ended_by_itself(g, "UNIFS_TEST_ENDED_PAUSE_MS", "20000");
     let lock = g.run(&g.name).join("lock");
     let held = format!("pid {keeper}\n");
     assert!(
@@ -137,11 +155,10 @@ fn s51_a_start_right_after_init_ended_by_itself_waits_for_its_keeper_unsaid() {
         "the keeper {keeper} never took the guest's lock: {}",
         read(&lock)
     );
-
     let mut start = g.command();
     start
         .args(["start", &g.name])
-        .env("UNIFS_TEST_KEEPER_END_WAIT_MAX", "60")
+        .env("UNIFS_TEST_KEEPER_END_WAIT_MAX", wait_max)
         .env("UNIFS_TEST_LOCK_TRIED_STOP", "1");
     let err = g.t.dir.path().join("start.err");
     let (start, pid) = spawned(start, &err);
@@ -151,14 +168,29 @@ fn s51_a_start_right_after_init_ended_by_itself_waits_for_its_keeper_unsaid() {
         "the start never found the lock held by the keeper {keeper}: {}",
         read(&err)
     );
-    // Else the start would find the lock free, which proves nothing.
-    assert!(
-        read(&lock).contains(&held),
-        "the keeper {keeper} let go of the lock before the start was let go on"
-    );
-    drop(go_on);
-    let o = wait_bounded(start, Duration::from_secs(90));
-    assert!(o.status.success(), "{}", read(&err));
-    assert!(!read(&err).contains("waiting"), "{}", read(&err));
-    ok(&g.unifs(&["stop", "--timeout", "0", "--signal", "KILL", &g.name]));
+    HeldStart {
+        start,
+        go_on,
+        err,
+        lock,
+        keeper,
+    }
+}
+
+/// A start [`start_held_behind_its_keeper`] holds.
+pub(crate) struct HeldStart {
+    start: KillOnDrop,
+    go_on: Continue,
+    err: std::path::PathBuf,
+    pub(crate) lock: std::path::PathBuf,
+    pub(crate) keeper: u32,
+}
+
+impl HeldStart {
+    /// Lets the start go on; its end (within 90 s) and its stderr.
+    pub(crate) fn go_on(self) -> (std::process::Output, String) {
+        drop(self.go_on);
+        let o = wait_bounded(self.start, Duration::from_secs(90));
+        (o, read(&self.err))
+    }
 }
