@@ -36,6 +36,18 @@ fn s49_past_its_limit_a_guest_loses_its_process_not_its_overlay_daemon() {
         !err.contains("not connected") && !err.contains("overlay daemon"),
         "the guest lost its root: {err}"
     );
+    // The group stays within ~1.6 MiB of its limit after the kill (the
+    // tmpfs stays), so on a loaded machine the kernel may take the top
+    // shell next (stop 51's CI: `oom_kill 2`). That is the guest losing a
+    // second process, still not its daemon; busybox's "Killed" line shows
+    // the top shell outlived the subshell and reaped it.
+    if o.status.code() == Some(137) {
+        assert!(
+            err.lines().any(|l| l == "Killed") && err.contains("killed by the memory limit"),
+            "the top shell went, not the allocating subshell first: {out}{err}"
+        );
+        return;
+    }
     assert!(
         out.contains("sub: 137"),
         "the shell was not killed: {out}{err}"
