@@ -6,6 +6,9 @@ use crate::guest::harness::{
     exec_sleep_session, is_mounted, ok, stderr, stdout, wait_bounded, within_30s,
 };
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
+use crate::review_s31_doubts::stopped;
+use crate::review_s47_lockrev::spawned;
+use crate::review_s48_lock3::read;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::Duration;
@@ -62,25 +65,42 @@ fn s30_exec_overtaken_by_a_stop_says_the_guest_stopped() {
 /// runs a command in it as soon as it can) said `guest G runs without a
 /// runtime record (its start was interrupted); \`unifs guest stop G\` ends
 /// it`: no start was interrupted, and that advice would stop a guest
-/// coming up. It waits for the start now. The window is held open by the
-/// start's test pause after its mount.
+/// coming up. It waits for the start now. The start is held after its
+/// mount (UNIFS_TEST_START_STOP) until the `exec` says it waits for it
+/// (before, a 2 s pause held it: an `exec` slow to start came after).
 #[test]
 fn s30_exec_during_a_start_waits_for_it() {
     if !crate::guest::harness::can_run("s30_exec_during_a_start_waits_for_it") {
         return;
     }
     let g = Guest::new("xstart", SLEEP);
-    let (start, root) = g.start_with("UNIFS_TEST_START_PAUSE_MS", "2000");
+    let (start, root) = g.start_with("UNIFS_TEST_START_STOP", "1");
+    let start_pid = start.0.as_ref().unwrap().id();
+    let go_on = Continue(start_pid as i32);
     assert!(
-        within_30s(|| is_mounted(&root)),
-        "the start mounted no root"
+        within_30s(|| stopped(start_pid)),
+        "the start never got past its mount"
     );
-    let o = g.unifs(&["exec", &g.name, "--", "/bin/echo", "in the guest"]);
+    assert!(is_mounted(&root), "the start mounted no root");
+    let err = g.t.dir.path().join("exec.err");
+    let mut exec = g.command();
+    exec.args(["exec", &g.name, "--", "/bin/echo", "in the guest"]);
+    let (exec, _) = spawned(exec, &err);
+    let waits = format!(
+        "is being started by `unifs guest start` (pid {start_pid}): waiting for it to finish"
+    );
+    assert!(
+        within_30s(|| read(&err).contains(&waits)),
+        "the exec never said it waits for the start: {}",
+        read(&err)
+    );
+    drop(go_on);
+    let o = wait_bounded(exec, Duration::from_secs(60));
     assert!(
         o.status.success() && stdout(&o) == "in the guest\n",
         "exec during the start: {:?} {}",
         o.status,
-        stderr(&o)
+        read(&err)
     );
     ok(&wait_bounded(start, Duration::from_secs(30)));
     ok(&g.unifs(&["stop", "--timeout", "1", &g.name]));

@@ -6,13 +6,14 @@
 //! run dir's keeper reports, as `status --json` does.
 
 use crate::guest::harness::{
-    alive, can_run, groups, is_mounted, ok, parent_of, stderr, stdout, wait_bounded, KillOnDrop,
+    alive, can_run, groups, is_mounted, ok, parent_of, stderr, stdout, wait_bounded,
 };
 use crate::guest::review_s11_life::{mount_daemon, mount_daemon_if_any, Continue, Guest, SLEEP};
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s34_keeper::SleepingRun;
+use crate::review_s47_lockrev::spawned;
+use crate::review_s48_lock3::read;
 use serde_json::Value;
-use std::process::Stdio;
 use std::time::Duration;
 
 /// An init that waits for /tmp/go, then halts the guest (`reboot(2)`, so
@@ -169,26 +170,34 @@ fn s38_a_stop_that_waited_for_the_keeper_says_the_guest_ended_by_itself() {
     );
 
     // A `stop` meanwhile waits for the lock, then finds the guest stopped:
-    // by its own halt, not by "another `guest stop`".
-    // Held (UNIFS_TEST_LOCK_TRIED_STOP) once it found the lock taken: a
-    // stop slow to start came after the halt (a fixed second, before).
+    // by its own halt, not by "another `guest stop`". Held
+    // (UNIFS_TEST_LOCK_TRIED_STOP) once it found the lock taken, then let
+    // go on while the keeper is still held there: it meets the keeper
+    // holding the lock, stopped, and says so. Only then is the keeper let
+    // go on (before, both were let go on at once, and the stop might find
+    // the lock held or already free: the path was the machine's choice).
+    let err = g.t.dir.path().join("stop.err");
     let mut stop = g.command();
     stop.args(["stop", &g.name])
-        .env("UNIFS_TEST_LOCK_TRIED_STOP", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let stop = KillOnDrop(Some(stop.spawn().unwrap()));
-    let stop_pid = stop.0.as_ref().unwrap().id();
+        .env("UNIFS_TEST_LOCK_TRIED_STOP", "1");
+    let (stop, stop_pid) = spawned(stop, &err);
     let stop_on = Continue(stop_pid as i32);
     assert!(
         within_60s(|| stopped(stop_pid)),
-        "the stop never tried the lock"
+        "the stop never tried the lock: {}",
+        read(&err)
     );
     drop(stop_on);
+    let met = format!("is being stopped by its keeper (pid {keeper}): its init ended: waiting");
+    let go_on_said = format!("`kill -CONT {keeper}` lets it go on");
+    assert!(
+        within_60s(|| read(&err).contains(&met) && read(&err).contains(&go_on_said)),
+        "the stop never met the keeper {keeper} holding the lock: {}",
+        read(&err)
+    );
     drop(go_on);
     let o = wait_bounded(stop, Duration::from_secs(60));
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", read(&err));
     let said = "its init ended by itself";
     assert!(stdout(&o).contains(said), "{}", stdout(&o));
     assert!(

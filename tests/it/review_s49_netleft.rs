@@ -150,6 +150,25 @@ pub(crate) fn twins(tag: char) -> Twins {
     }
 }
 
+/// One guest `s49{N}{tag}`, locked on a bridge of its own (`lone{N}{tag}`)
+/// at `10.64.{N}.{last}`, started. Dropped whole, as [`Twins`]: the guest
+/// (stopped) before the guards.
+pub(crate) struct Lone {
+    pub(crate) g: Guest,
+    /// Its host end's name, `ve-NAME`.
+    pub(crate) port: String,
+    pub(crate) _guards: (PortTables, Link),
+}
+
+pub(crate) fn started_alone(tag: char, last: u8) -> Lone {
+    let br = up_bridge(format!("lone{}{tag}", n()));
+    let g = locked_guest(tag, last, &br.0);
+    let port = format!("ve-{}", g.name);
+    let _guards = (PortTables(port.clone()), br);
+    ok(&g.unifs(&["start", &g.name]));
+    Lone { g, port, _guards }
+}
+
 /// One guest name in two run dirs: A's record is stale (its init and
 /// keeper killed, `ve-NAME` gone with its namespace, its table left), and
 /// A's `stop` cleans it up while B, from the other run dir, starts. A's

@@ -9,8 +9,7 @@ use crate::guest::named::Guest;
 use crate::guest::review_s11_life::Continue;
 use crate::review_s31_doubts::{stopped, within_60s};
 use crate::review_s46_netv6::{may_run, n};
-use crate::review_s47_bridgelock::up_bridge;
-use crate::review_s49_netleft::{locked_guest, port_tables, twins, PortTables, Twins};
+use crate::review_s49_netleft::{port_tables, started_alone, twins, Lone, Twins};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -182,28 +181,24 @@ fn s50_status_marks_a_mac_it_derived() {
     if !may_run(test) {
         return;
     }
-    let n = n();
-    let br = up_bridge(format!("s50{n}m"));
-    let g = locked_guest('m', 4, &br.0);
-    let port = format!("ve-{}", g.name);
-    let _tables = PortTables(port);
-    ok(&g.unifs(&["start", &g.name]));
+    let lone = started_alone('m', 4);
+    let g = &lone.g;
     let mac_line = |g: &Guest| {
         let out = ok(&g.unifs(&["status", &g.name])).to_string();
         let line = out.lines().find(|l| l.starts_with("mac:"));
         line.unwrap_or_else(|| panic!("no mac: {out}")).to_string()
     };
-    let recorded = record(&g)["mac_address"].as_str().unwrap().to_string();
-    let line = mac_line(&g);
+    let recorded = record(g)["mac_address"].as_str().unwrap().to_string();
+    let line = mac_line(g);
     assert!(
         line.contains(&recorded) && !line.contains("derived"),
         "{line}"
     );
 
-    let mut rec = record(&g);
+    let mut rec = record(g);
     rec.as_object_mut().unwrap().remove("mac_address");
-    std::fs::write(record_path(&g), serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
-    let line = mac_line(&g);
+    std::fs::write(record_path(g), serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
+    let line = mac_line(g);
     assert!(
         line.contains(&format!("{recorded} (derived)")),
         "a derived address shown as recorded: {line}"
@@ -381,12 +376,8 @@ fn s50_a_stops_cleanup_waits_for_the_veth_lock_a_bounded_time() {
     if !may_run(test) {
         return;
     }
-    let n = n();
-    let br = up_bridge(format!("s50{n}w"));
-    let a = locked_guest('w', 8, &br.0);
-    let port = format!("ve-{}", a.name);
-    let _tables = PortTables(port.clone());
-    ok(&a.unifs(&["start", &a.name]));
+    let lone = started_alone('w', 8);
+    let Lone { g: a, port, .. } = &lone;
 
     let mut flock = std::process::Command::new("flock");
     flock
@@ -416,7 +407,7 @@ fn s50_a_stops_cleanup_waits_for_the_veth_lock_a_bounded_time() {
     let o = wait_bounded(stop, Duration::from_secs(60));
     assert!(o.status.success(), "A's stop: {}", stderr(&o));
     assert!(
-        within_60s(|| ifindex(&port).is_none()),
+        within_60s(|| ifindex(port).is_none()),
         "{port} outlived its namespace"
     );
 }

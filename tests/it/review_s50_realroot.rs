@@ -4,12 +4,11 @@
 //! apt-get, useradd, chpasswd, ldconfig and update-alternatives in them.
 //! What broke, reduced to synthetic guests (no debootstrap, no network).
 
-use crate::guest::harness::{can_run, ok, stderr, wait_bounded};
+use crate::guest::harness::{can_run, stderr, wait_bounded};
 use crate::guest::review_s11_life::{Continue, Guest, SLEEP};
-use crate::review_s31_doubts::{stopped, within_60s};
+use crate::review_s31_doubts::stopped;
 use crate::review_s38_halt::init_and_keeper;
-use crate::review_s47_lockrev::spawned;
-use crate::review_s48_lock3::read;
+use crate::review_s51_leftover::stop_held_behind_its_keeper;
 use std::time::Duration;
 
 /// `guest stop` kills init and tears the guest down, then lets go of its
@@ -36,35 +35,7 @@ fn s50_a_stop_returns_once_the_guests_keeper_has_ended() {
     let (_, keeper) = init_and_keeper(&g);
     let go_on = Continue(keeper as i32);
 
-    let err = g.t.dir.path().join("stop.err");
-    let mut stop = g.command();
-    stop.args(["stop", "--timeout", "0", "--signal", "KILL", &g.name]);
-    // Its wait for the keeper made long: ended within the 2 s looked at
-    // below, it did not wait.
-    stop.env("UNIFS_TEST_KEEPER_END_WAIT_MAX", "60");
-    let (mut stop, _) = spawned(stop, &err);
-    assert!(
-        within_60s(|| stopped(keeper)),
-        "the keeper {keeper} never took the guest's lock: {}",
-        read(&err)
-    );
-    let child = stop.0.as_mut().unwrap();
-    let ended_first = (0..20).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        child.try_wait().unwrap()
-    });
-    drop(go_on);
-    let o = wait_bounded(stop, Duration::from_secs(30));
-    assert!(o.status.success(), "{}", read(&err));
-    assert!(
-        ended_first.is_none(),
-        "the stop ended ({ended_first:?}: {}) while the guest's keeper {keeper} still held \
-         its lock: a start right after it waits behind that",
-        read(&err)
-    );
-
-    let o = g.unifs(&["start", &g.name]);
-    ok(&o);
-    assert!(!stderr(&o).contains("waiting"), "{}", stderr(&o));
-    ok(&g.unifs(&["stop", "--timeout", "0", "--signal", "KILL", &g.name]));
+    let took_the_lock = || stopped(keeper);
+    let reached = ("let the keeper take the guest's lock", &took_the_lock as _);
+    stop_held_behind_its_keeper(&g, &["--signal", "KILL"], (keeper, go_on), reached);
 }

@@ -79,36 +79,14 @@ fn s51_a_stop_after_init_ended_by_itself_returns_once_its_keeper_has_ended() {
         "the keeper {keeper} never reached the guest's lock"
     );
 
-    let err = g.t.dir.path().join("stop.err");
-    let mut stop = g.command();
-    stop.args(["stop", "--timeout", "0", &g.name]);
-    stop.env("UNIFS_TEST_KEEPER_END_WAIT_MAX", "60");
-    let (mut stop, _) = spawned(stop, &err);
     let record = g.run(&g.name).join("state.json");
-    assert!(
-        within_60s(|| !record.exists()),
-        "the stop never tore the guest down: {}",
-        read(&err)
+    let torn_down = || !record.exists();
+    stop_held_behind_its_keeper(
+        &g,
+        &[],
+        (keeper, go_on),
+        ("tore the guest down", &torn_down),
     );
-    let child = stop.0.as_mut().unwrap();
-    let ended_first = (0..20).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        child.try_wait().unwrap()
-    });
-    drop(go_on);
-    let o = wait_bounded(stop, Duration::from_secs(30));
-    assert!(o.status.success(), "{}", read(&err));
-    assert!(
-        ended_first.is_none(),
-        "the stop ended ({ended_first:?}: {}) before the guest's keeper {keeper} had taken \
-         its lock: a start right after it waits behind that",
-        read(&err)
-    );
-
-    let o = g.unifs(&["start", &g.name]);
-    ok(&o);
-    assert!(!stderr(&o).contains("waiting"), "{}", stderr(&o));
-    ok(&g.unifs(&["stop", "--timeout", "0", "--signal", "KILL", &g.name]));
 }
 
 /// A `start` right after a guest's init ended by itself, its keeper
@@ -193,4 +171,52 @@ impl HeldStart {
         let o = wait_bounded(self.start, Duration::from_secs(90));
         (o, read(&self.err))
     }
+}
+
+/// A `stop --timeout 0 EXTRA… g` while `g`'s keeper (`keeper.0`, let go
+/// on when `keeper.1` drops) is held at the guest's lock, with a long
+/// silent wait for it (60 s: UNIFS_TEST_KEEPER_END_WAIT_MAX). Once the
+/// stop got as far as `reached` tells (`reached.0`: what it did), it must
+/// not end while the keeper is held (looked at for 2 s); the keeper is let
+/// go on, and the stop ends. A `start` right after then finds the lock
+/// free: no word of waiting. The guest is stopped again at the end.
+pub(crate) fn stop_held_behind_its_keeper(
+    g: &Guest,
+    extra: &[&str],
+    keeper: (u32, Continue),
+    reached: (&str, &dyn Fn() -> bool),
+) {
+    let (keeper, go_on) = keeper;
+    let err = g.t.dir.path().join("stop.err");
+    let mut stop = g.command();
+    stop.args(["stop", "--timeout", "0"])
+        .args(extra)
+        .arg(&g.name);
+    stop.env("UNIFS_TEST_KEEPER_END_WAIT_MAX", "60");
+    let (mut stop, _) = spawned(stop, &err);
+    assert!(
+        within_60s(reached.1),
+        "the stop never {}: {}",
+        reached.0,
+        read(&err)
+    );
+    let child = stop.0.as_mut().unwrap();
+    let ended_first = (0..20).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        child.try_wait().unwrap()
+    });
+    drop(go_on);
+    let o = wait_bounded(stop, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", read(&err));
+    assert!(
+        ended_first.is_none(),
+        "the stop ended ({ended_first:?}: {}) while the guest's keeper {keeper} was held at \
+         its lock: a start right after it waits behind that",
+        read(&err)
+    );
+
+    let o = g.unifs(&["start", &g.name]);
+    ok(&o);
+    assert!(!stderr(&o).contains("waiting"), "{}", stderr(&o));
+    ok(&g.unifs(&["stop", "--timeout", "0", "--signal", "KILL", &g.name]));
 }

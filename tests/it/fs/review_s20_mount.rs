@@ -92,7 +92,7 @@ fn review_s20_mount_over_a_stopped_daemons_mount_is_refused_in_time() {
     let over_itself = Mount::start(&w.store, &g3, &g3, &[]);
     let _stopped = Stopped::stop(m.pid());
     let _stopped_too = Stopped::stop(over_itself.pid());
-    let limit = Duration::from_secs(10);
+    let limit = Duration::from_secs(30);
 
     for g in [&g1, &g2] {
         let out = unifs_within(limit, &w.store, &[&"mount", g, &m.dir]).unwrap_or_else(|| {
@@ -307,7 +307,7 @@ fn review_s21_a_path_inside_a_stopped_daemons_mount_is_refused_in_time() {
     );
     for args in cases {
         let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-        let out = unifs_within(Duration::from_secs(15), &w.store, &args)
+        let out = unifs_within(Duration::from_secs(30), &w.store, &args)
             .unwrap_or_else(|| panic!("unifs {shown:?} hangs"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "unifs {shown:?}: {err}");

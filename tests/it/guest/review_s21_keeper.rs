@@ -280,13 +280,25 @@ fn review_s21_runs_in_pid_namespaces_of_their_own_keep_to_their_own_groups() {
             .process_group(0);
         KillOnDrop(Some(cmd.spawn().unwrap()))
     };
-    // The second runs while the first's sleep does: 6 s, beyond a loaded
-    // machine's start of the second.
-    let first = run(&a, "sleep 6; echo A finished");
-    super::harness::wait_for_descendant(first.0.as_ref().unwrap().id(), "sleep");
+    // The second runs while the first does: the first waits for a file
+    // the test makes only once the second has ended (before, a 6 s sleep
+    // that a slow start of the second could outlast, and no look whether
+    // they overlapped).
+    let go = a.root().join("tmp/go");
+    let first = run(
+        &a,
+        "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo A finished",
+    );
+    // Its guest's init, the shell that waits.
+    let shell = super::harness::wait_for_descendant(first.0.as_ref().unwrap().id(), "sh");
     let second = super::harness::wait_bounded(run(&b, "echo B finished"), Duration::from_secs(30));
     assert_eq!(second.status.code(), Some(0), "{second:?}");
     assert_eq!(String::from_utf8_lossy(&second.stdout), "B finished\n");
+    assert!(
+        alive(shell.into()) && !go.exists(),
+        "the first run's guest (its shell, pid {shell}) did not run on while the second ended"
+    );
+    std::fs::write(&go, "").unwrap();
     let first = super::harness::wait_bounded(first, Duration::from_secs(30));
     assert_eq!(first.status.code(), Some(0), "{first:?}");
     assert_eq!(String::from_utf8_lossy(&first.stdout), "A finished\n");
