@@ -377,7 +377,11 @@ impl std::io::Write for CleanLog {
     /// tracing writes each event, a line, with one `write_all`: here at
     /// once, so the line's end is the buffer's.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        std::io::stderr().write_all(&crate::sys::log_line(buf, self.colour))?;
+        let line = crate::sys::log_line(buf, self.colour);
+        // (A look of `guest list`'s, written in the list's order.)
+        if !crate::sys::held_log::keep(&line) {
+            std::io::stderr().write_all(&line)?;
+        }
         Ok(buf.len())
     }
 

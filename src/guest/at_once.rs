@@ -1,12 +1,18 @@
 //! Looks at many guests at once, where each look may wait on something of
 //! its guest's own (an overlay daemon that does not answer).
 
+use crate::sys::held_log;
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// `look` of every item of `items`, in their order, by up to `threads`
 /// threads at once (this one among them). The mount table is read once for
 /// all their looks ([`crate::fs::mountinfo::with_one_read`]). A thread that
-/// cannot be started (a pids limit) leaves its share to the others.
+/// cannot be started (a pids limit) leaves its share to the others. What a
+/// look logs goes out in the items' order too, each item's once every
+/// earlier one's has.
 pub fn each<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
@@ -14,6 +20,7 @@ pub fn each<T: Sync, R: Send>(
 ) -> Vec<R> {
     use crate::fs::mountinfo;
     let next = AtomicUsize::new(0);
+    let logs = Mutex::new(InOrder::default());
     // The next item not taken yet, until none is left: (index, answer).
     let work = || {
         let mut done = Vec::new();
@@ -22,7 +29,11 @@ pub fn each<T: Sync, R: Send>(
             let Some(item) = items.get(i) else {
                 return done;
             };
-            done.push((i, look(item)));
+            let (answer, lines) = held_log::held(|| look(item));
+            logs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .done(i, lines);
+            done.push((i, answer));
         }
     };
     let others = threads.min(items.len()).saturating_sub(1);
@@ -48,6 +59,27 @@ pub fn each<T: Sync, R: Send>(
     });
     answers.sort_unstable_by_key(|(i, _)| *i);
     answers.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The looks' log lines, written in their items' order.
+#[derive(Default)]
+struct InOrder {
+    /// The first item whose lines are not written yet.
+    next: usize,
+    /// Lines of later items, done before it.
+    waiting: BTreeMap<usize, Vec<u8>>,
+}
+
+impl InOrder {
+    fn done(&mut self, i: usize, lines: Vec<u8>) {
+        self.waiting.insert(i, lines);
+        while let Some(lines) = self.waiting.remove(&self.next) {
+            // As the log's writer would have (a failed write is not the
+            // look's failure).
+            let _ = std::io::stderr().write_all(&lines);
+            self.next += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3444,16 +3444,31 @@ pub fn list(dirs: &Dirs) -> Result<Vec<Status>> {
     // UNIFS_TEST_LIST_LOOKS: one at a time, in name order, for a test
     // that acts between two guests' looks (review_s51_netfix).
     let threads = crate::sys::test_bound!("UNIFS_TEST_LIST_LOOKS", LIST_LOOKS);
-    let looks = super::at_once::each(&names, threads, |(n, stalled)| match stalled {
-        Some(why) => Some(Ok(Status {
-            name: n.to_string(),
-            run_dir_stalled: Some(why.to_string()),
-            ..Status::default()
-        })),
-        None => match status_of(dirs, n, &keepers, &links) {
-            Err(Error::NoConfig { .. }) if kept.contains(*n) => None,
-            st => Some(st.map_err(|e| needs_root("listing guests", e))),
-        },
+    // UNIFS_TEST_LIST_LAST=NAME: that guest's look begins once all the
+    // others' have ended (up to 30 s), so that its warning is made last
+    // (review_s52_docs: the warnings still come out in the list's order).
+    let last = crate::sys::test_hook!("UNIFS_TEST_LIST_LAST");
+    let looked = std::sync::atomic::AtomicUsize::new(0);
+    let looks = super::at_once::each(&names, threads, |(n, stalled)| {
+        if last.is_some_and(|l| l == n.as_str()) {
+            use std::sync::atomic::Ordering::SeqCst;
+            wait_until(Duration::from_secs(30), || {
+                looked.load(SeqCst) + 1 >= names.len()
+            });
+        }
+        let look = match stalled {
+            Some(why) => Some(Ok(Status {
+                name: n.to_string(),
+                run_dir_stalled: Some(why.to_string()),
+                ..Status::default()
+            })),
+            None => match status_of(dirs, n, &keepers, &links) {
+                Err(Error::NoConfig { .. }) if kept.contains(*n) => None,
+                st => Some(st.map_err(|e| needs_root("listing guests", e))),
+            },
+        };
+        looked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        look
     });
     looks.into_iter().flatten().collect()
 }

@@ -5,6 +5,7 @@
 
 pub mod caps;
 pub mod fsids;
+pub mod held_log;
 mod locks;
 mod proc_args;
 mod regular;
