@@ -142,7 +142,10 @@ impl MountOptions {
                         .filter(|n| (1..=64).contains(n))
                         .ok_or_else(|| format!("bad value in -o {o}: 1 to 64 threads"))?;
                 } else {
-                    return Err(format!("unknown mount option {o:?}"));
+                    return Err(format!(
+                        "unknown mount option {o:?}; `unifs mount --help` lists the options \
+                         (docs/mount.md, \"Options\")"
+                    ));
                 }
             }
         }

@@ -228,7 +228,7 @@ fn mount_errors_are_one_clear_line_and_mount_nothing() {
     assert_refused(
         &unifs(&w.store, &[&"mount", &"-o", &"bogus", &g, &mp]),
         &mp,
-        "unknown mount option",
+        "unknown mount option \"bogus\"; `unifs mount --help` lists the options",
     );
     // A store on another filesystem cannot hold this guest's objects.
     if let Ok(shm) = tempfile::Builder::new()
