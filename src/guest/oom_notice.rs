@@ -14,6 +14,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
+/// The v1 memory group's file the notice is registered on.
+pub const OOM_CONTROL: &str = "memory.oom_control";
+
 /// A registered notice; dropping it (its eventfd closed) ends the
 /// registration.
 pub struct OomNotice {
@@ -29,7 +32,7 @@ impl OomNotice {
     /// the control file may close after the write. Both are close-on-exec:
     /// a process the keeper starts does not hold the registration on.
     pub fn register(group: &Path) -> Option<std::io::Result<OomNotice>> {
-        let control = group.join("memory.oom_control");
+        let control = group.join(OOM_CONTROL);
         let control = match std::fs::File::open(&control) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => return Some(Err(named(e, &control))),
@@ -42,6 +45,13 @@ impl OomNotice {
         };
         let line = format!("{} {}", event.as_raw_fd(), control.as_raw_fd());
         let file = group.join("cgroup.event_control");
+        // The tests' UNIFS_TEST_OOM_NOTICE_REFUSED (review_s52_oomlog): the
+        // write refused, as a kernel that does not take it (no real way
+        // to make this one refuse it as root).
+        if crate::sys::test_hook!("UNIFS_TEST_OOM_NOTICE_REFUSED").is_some() {
+            let refused = std::io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+            return Some(Err(named(refused, &file)));
+        }
         Some(match std::fs::write(&file, line) {
             Ok(()) => Ok(OomNotice { event }),
             Err(e) => Err(named(e, &file)),
