@@ -87,6 +87,7 @@ pub fn main() -> ExitCode {
     // trees and the store, which another process of the same uid could
     // reach through /proc/PID/fd or ptrace.
     crate::sys::set_not_dumpable();
+    crate::sys::one_arena_under_address_limit();
     if let Some(path) = std::env::var_os(crate::guest::state::PROBE_ENV) {
         // It may sleep in the request for good: holding no fd of its caller
         // (a shell's `3>lock`, a pipe) past the caller's end.

@@ -1630,6 +1630,28 @@ pub fn name_file_size_limit(e: io::Error) -> io::Error {
     }
 }
 
+/// Under a finite RLIMIT_AS (`ulimit -v`), keeps every thread's small
+/// allocations in malloc's main arena. glibc gives each new thread an arena
+/// of its own, reserving 64 MiB of address space for it: four threads cost
+/// `unifs run` 256 MiB of a limit that only counts, and which of them got
+/// their reservation before the limit ran out varied with the load, so a run
+/// was refused (the FUSE threads' check) or aborted on a 64 KiB allocation.
+/// Without a limit the arenas stay (less locking between FUSE threads).
+pub fn one_arena_under_address_limit() {
+    let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+        .is_ok_and(|(soft, _)| soft != libc::RLIM_INFINITY);
+    #[cfg(target_env = "gnu")]
+    if limited {
+        // SAFETY: mallopt only tunes the allocator; called at the start of
+        // main, before this process starts a thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = limited;
+}
+
 /// Runs `f` while `len` bytes of address space are mapped (if RLIMIT_AS
 /// allows it; else None): mapped outside malloc, whose dynamic mmap
 /// threshold a large block freed would raise for good.
