@@ -3,7 +3,6 @@
 
 use crate::sys::held_log;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -74,10 +73,18 @@ impl InOrder {
     fn done(&mut self, i: usize, lines: Vec<u8>) {
         self.waiting.insert(i, lines);
         while let Some(lines) = self.waiting.remove(&self.next) {
-            // As the log's writer would have (a failed write is not the
-            // look's failure).
-            let _ = std::io::stderr().write_all(&lines);
+            held_log::write_lines(&lines);
             self.next += 1;
+        }
+    }
+}
+
+impl Drop for InOrder {
+    /// Lines still waiting for an earlier look that never ended (its
+    /// thread panicked): out in order all the same.
+    fn drop(&mut self) {
+        for lines in std::mem::take(&mut self.waiting).into_values() {
+            held_log::write_lines(&lines);
         }
     }
 }

@@ -15,12 +15,14 @@ thread_local! {
 pub fn held<R>(f: impl FnOnce() -> R) -> (R, Vec<u8>) {
     // Nested: the inner hold's lines are its caller's, not the outer's.
     let outer = HELD.with(|h| h.borrow_mut().replace(Vec::new()));
-    // Put back even when `f` panics: the thread's later lines are not held.
+    // Put back even when `f` panics: the thread's later lines are not
+    // held, and the lines held so far (often why it panicked) go out.
     struct Restore(Option<Option<Vec<u8>>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             if let Some(outer) = self.0.take() {
-                HELD.with(|h| *h.borrow_mut() = outer);
+                let held = HELD.with(|h| std::mem::replace(&mut *h.borrow_mut(), outer));
+                write_lines(&held.unwrap_or_default());
             }
         }
     }
@@ -34,13 +36,26 @@ pub fn held<R>(f: impl FnOnce() -> R) -> (R, Vec<u8>) {
 /// Keeps `line` when this thread is in [`held`]; false: it is for the log
 /// now.
 pub fn keep(line: &[u8]) -> bool {
-    HELD.with(|h| match h.try_borrow_mut().as_deref_mut() {
+    // try_with: a line logged while the thread's locals are torn down
+    // goes out, not a panic in the log's writer.
+    HELD.try_with(|h| match h.try_borrow_mut().as_deref_mut() {
         Ok(Some(held)) => {
             held.extend_from_slice(line);
             true
         }
         _ => false,
     })
+    .unwrap_or(false)
+}
+
+/// Writes held `lines` to stderr a line at a time, as the log's writer
+/// would have: each line one write, whole in a pipe another process
+/// writes too (a failed write is no failure of the caller's).
+pub fn write_lines(lines: &[u8]) {
+    use std::io::Write;
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let _ = std::io::stderr().write_all(line);
+    }
 }
 
 #[cfg(test)]
@@ -68,8 +83,15 @@ mod tests {
 
     #[test]
     fn a_panic_ends_the_hold() {
-        let r = std::panic::catch_unwind(|| held(|| panic!("look")));
+        let r = std::panic::catch_unwind(|| {
+            held(|| {
+                assert!(keep(b"why\n"));
+                panic!("look")
+            })
+        });
         assert!(r.is_err());
+        // The held line went out (to stderr), not into a later hold.
+        assert_eq!(held(|| ()).1, b"");
         assert!(!keep(b"after\n"));
     }
 }

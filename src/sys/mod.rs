@@ -1636,10 +1636,12 @@ pub fn name_file_size_limit(e: io::Error) -> io::Error {
 /// `unifs run` 256 MiB of a limit that only counts, and which of them got
 /// their reservation before the limit ran out varied with the load, so a run
 /// was refused (the FUSE threads' check) or aborted on a 64 KiB allocation.
-/// Without a limit the arenas stay (less locking between FUSE threads).
+/// Without a limit, or with one of 4 GiB and more (where a few 64 MiB
+/// reservations rarely decide), the arenas stay: less locking between
+/// FUSE threads.
 pub fn one_arena_under_address_limit() {
     let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
-        .is_ok_and(|(soft, _)| soft != libc::RLIM_INFINITY);
+        .is_ok_and(|(soft, _)| soft < 4 << 30);
     #[cfg(target_env = "gnu")]
     if limited {
         // SAFETY: mallopt only tunes the allocator; called at the start of

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// A descendant of `pid` (within 30 s) that holds /dev/fuse open: the
 /// overlay daemon `unifs run` forked.
-fn fuse_holder_below(pid: u32) -> i32 {
+pub(crate) fn fuse_holder_below(pid: u32) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut todo = vec![pid];

@@ -90,38 +90,6 @@ pub(crate) fn stop_at_listing(
     (stop, group)
 }
 
-/// Whether a thread of `pid` sleeps in a `nanosleep` asked for `secs`
-/// whole seconds: a test pause, where the command's own sleeps are of
-/// milliseconds. The request is read from its memory (root), at the
-/// address the syscall was given (/proc/PID/task/T/syscall).
-pub(crate) fn sleeps_for(pid: u32, secs: i64) -> bool {
-    use std::os::unix::fs::FileExt;
-    // (clock_nanosleep's request is its third argument, nanosleep's its first.)
-    #[cfg(target_arch = "x86_64")]
-    let calls = [("230", 3), ("35", 1)];
-    #[cfg(target_arch = "aarch64")]
-    let calls = [("115", 3), ("101", 1)];
-    let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
-        return false;
-    };
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().any(|t| {
-        let call = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
-        let fields: Vec<&str> = call.split_whitespace().collect();
-        let Some(&(_, arg)) = calls.iter().find(|c| fields.first() == Some(&c.0)) else {
-            return false;
-        };
-        let at = fields
-            .get(arg)
-            .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
-        let mut asked = [0u8; 8];
-        at.is_some_and(|at| mem.read_exact_at(&mut asked, at).is_ok())
-            && i64::from_ne_bytes(asked) == secs
-    })
-}
-
 /// A start SIGKILLed once it made its groups, before anything recorded
 /// them (no record, no process, no mount): before, nothing removed them.
 /// `guest stop` said the guest was not running and left them, and the
@@ -196,12 +164,12 @@ fn s48_a_group_made_below_after_the_listing_is_removed_too() {
     // Made once the stop has listed the groups: it sleeps in its pause
     // (before, 300 ms were taken to get it there), and still does after.
     let pid = stop.0.as_ref().unwrap().id();
-    let in_pause = || sleeps_for(pid, 3);
-    assert!(within_60s(in_pause), "the stop never listed the groups");
+    crate::common::wait_for_pause(pid, 3000);
     std::fs::create_dir(group.join("guest").join("cglnew")).unwrap();
     assert!(
-        in_pause(),
-        "the stop's pause ended before the group was made"
+        crate::common::sleeping_for(pid, 3000),
+        "the stop's pause ended before the group was made (missed under load, or the \
+         stop went on at once)"
     );
     let o = wait_bounded(stop, Duration::from_secs(60));
     assert!(o.status.success(), "{}", stderr(&o));

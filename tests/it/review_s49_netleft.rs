@@ -165,8 +165,10 @@ pub(crate) fn started_alone(tag: char, last: u8) -> Lone {
     let g = locked_guest(tag, last, &br.0);
     let port = format!("ve-{}", g.name);
     let _guards = (PortTables(port.clone()), br);
-    ok(&g.unifs(&["start", &g.name]));
-    Lone { g, port, _guards }
+    // Made first: a start that fails drops the guest before the guards.
+    let lone = Lone { g, port, _guards };
+    ok(&lone.g.unifs(&["start", &lone.g.name]));
+    lone
 }
 
 /// One guest name in two run dirs: A's record is stale (its init and
