@@ -32,7 +32,7 @@ pub struct RunOptions {
     /// How the root is served: overlay (the copy-on-write unifs mount, so a
     /// write to a file shared through the store gives the guest a private
     /// copy) or bind (the directory itself; only for a root that shares no
-    /// file with a store).
+    /// file with a store: a root the store records as a guest is refused).
     #[arg(long, value_enum, value_name = "HOW", default_value_t = RootMount::Overlay)]
     pub root_mount: RootMount,
     /// Host name inside the guest [default: the root's directory name].
@@ -448,6 +448,9 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         output::path(&a.root),
         crate::guest::config::HOST_ROOT
     );
+    if a.root_mount == RootMount::Bind {
+        crate::guest::check_bind_root(&g.store, &root, "--root-mount bind")?;
+    }
     anyhow::ensure!(
         !a.run_dir.as_os_str().is_empty(),
         "the --run-dir path is empty (UNIFS_RUN_DIR set to an empty string, or --run-dir \"\"): \

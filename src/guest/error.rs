@@ -218,6 +218,32 @@ pub enum Error {
         file: PathBuf,
         thaw: &'static str,
     },
+    /// A bind root that is (in) a guest the store unified ([`crate::guest::check_bind_root`]).
+    #[error(
+        "guest root {} {relation} the guest {} unified into the store {}: with {how} the \
+         guest's own files are its root, and a write there changes a file for every guest \
+         linking it, and its store object; nothing was started. Use the default overlay \
+         (--root-mount overlay, root_mount = \"overlay\"), or, if the guest is to leave the \
+         store, forget it first (`unifs --store {} store forget {}`)",
+        root.display(), guest.display(), store.display(), store.display(), guest.display()
+    )]
+    BindUnified {
+        root: PathBuf,
+        relation: &'static str,
+        guest: PathBuf,
+        store: PathBuf,
+        how: &'static str,
+    },
+    #[error(
+        "guest root {} lies inside the unifs store {}: with {how} a write there changes the \
+         store's own files; nothing was started. Name a guest's own directory",
+        root.display(), store.display()
+    )]
+    BindInStore {
+        root: PathBuf,
+        store: PathBuf,
+        how: &'static str,
+    },
     #[error("mounting the root of guest {name} failed: {reason}")]
     RootMount { name: String, reason: String },
     #[error(

@@ -1791,6 +1791,9 @@ pub fn check_paths(dirs: &Dirs, name: &str, cfg: &GuestConfig) -> Result<()> {
     if !cfg.root.is_dir() {
         return Err(Error::no_root(&cfg.root, Some(&config)));
     }
+    if cfg.root_mount == RootMount::Bind {
+        super::check_bind_root(&dirs.store, &cfg.root, "root_mount = \"bind\" (its config)")?;
+    }
     for b in spec_of(cfg, dirs, name)?.binds {
         stalls
             .refuse(&b.src)

@@ -23,6 +23,7 @@
 //!   the run dirs keepers hold open, read where a mount covers them.
 
 mod at_once;
+mod bind_guard;
 pub mod caps;
 pub mod cgroup;
 mod command_pid;
@@ -55,6 +56,7 @@ pub mod state;
 pub mod sys;
 pub mod user;
 
+pub use bind_guard::check as check_bind_root;
 pub use error::{Error, Result};
 pub use keeper_signals::{end_by, held_across_exec};
 pub use rootfs::require_mounted_root;

@@ -238,6 +238,7 @@ mod review_s51_netlist;
 mod review_s51_oomevent;
 mod review_s51_scale;
 mod review_s52_arena;
+mod review_s52_bindguard;
 mod review_s52_docs;
 mod review_s52_oomlog;
 mod review_s8_cli;
