@@ -10,22 +10,42 @@ use std::path::{Path, PathBuf};
 
 /// Refuses `root` served as a bind root (`how` names the setting) when the
 /// store at `store` records a guest that it is, lies inside or holds, or
-/// when it lies inside a store.
+/// when it lies inside a store or holds the one at `store`.
 pub fn check(store: &Path, root: &Path, how: &'static str) -> Result<()> {
     let root = crate::unify::resolved(root);
     if let Some(store) = crate::store::Store::enclosing_store(&root) {
-        return Err(Error::BindInStore { root, store, how });
+        let relation = "lies inside";
+        return Err(Error::BindInStore {
+            root,
+            relation,
+            store,
+            how,
+        });
     }
-    let Some((guest, relation)) = recorded_guest(store, &root) else {
-        return Ok(());
-    };
-    Err(Error::BindUnified {
-        root,
-        relation,
-        guest,
-        store: std::path::absolute(store).unwrap_or_else(|_| store.to_path_buf()),
-        how,
-    })
+    if let Some((guest, relation)) = recorded_guest(store, &root) {
+        return Err(Error::BindUnified {
+            root,
+            relation,
+            guest,
+            store: std::path::absolute(store).unwrap_or_else(|_| store.to_path_buf()),
+            how,
+        });
+    }
+    // A root above the store (`/var/lib` for /var/lib/unifs) would give the
+    // guest the objects themselves.
+    if crate::store::Store::exists(store) {
+        let store = crate::unify::resolved(store);
+        if store.starts_with(&root) {
+            let relation = "holds";
+            return Err(Error::BindInStore {
+                root,
+                relation,
+                store,
+                how,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The guest recorded in the store's catalog that `root` (canonical) is,
@@ -40,7 +60,10 @@ fn recorded_guest(store: &Path, root: &Path) -> Option<(PathBuf, &'static str)> 
         .ok()?;
     let guests = catalog.guests().ok()?;
     guests.into_iter().find_map(|g| {
-        let path = crate::unify::resolved(&g.path);
+        // As recorded (absolute, its parents' symlinks resolved when it was
+        // unified): no look at it, whose stalled mount would hang the
+        // check, and so every bind run, start and list.
+        let path = g.path;
         let relation = if path == root {
             "is"
         } else if root.starts_with(&path) {

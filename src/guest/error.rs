@@ -223,9 +223,10 @@ pub enum Error {
         "guest root {} {relation} the guest {} unified into the store {}: with {how} the \
          guest's own files are its root, and a write there changes a file for every guest \
          linking it, and its store object; nothing was started. Use the default overlay \
-         (--root-mount overlay, root_mount = \"overlay\"), or, if the guest is to leave the \
-         store, forget it first (`unifs --store {} store forget {}`)",
-        root.display(), guest.display(), store.display(), store.display(), guest.display()
+         (--root-mount overlay, root_mount = \"overlay\"); forgetting the guest does not \
+         help (`store forget` leaves its files linked to the objects): a root of its own is \
+         a copy of the guest made through its overlay",
+        root.display(), guest.display(), store.display()
     )]
     BindUnified {
         root: PathBuf,
@@ -235,12 +236,13 @@ pub enum Error {
         how: &'static str,
     },
     #[error(
-        "guest root {} lies inside the unifs store {}: with {how} a write there changes the \
+        "guest root {} {relation} the unifs store {}: with {how} a write there changes the \
          store's own files; nothing was started. Name a guest's own directory",
         root.display(), store.display()
     )]
     BindInStore {
         root: PathBuf,
+        relation: &'static str,
         store: PathBuf,
         how: &'static str,
     },

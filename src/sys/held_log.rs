@@ -90,7 +90,8 @@ mod tests {
             })
         });
         assert!(r.is_err());
-        // The held line went out (to stderr), not into a later hold.
+        // Not carried into a later hold (it went to stderr, which this
+        // test does not capture).
         assert_eq!(held(|| ()).1, b"");
         assert!(!keep(b"after\n"));
     }

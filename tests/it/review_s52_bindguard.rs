@@ -88,7 +88,7 @@ fn assert_refused(o: &Output, root: &Path, store: &Path, relation: &str) {
         unified.as_str(),
         "nothing was started",
         "--root-mount overlay",
-        "store forget",
+        "forgetting the guest does not help",
     ] {
         assert!(err.contains(want), "{want}: {err}");
     }
@@ -199,7 +199,10 @@ fn s52_bind_start_of_a_unified_guest_is_refused() {
     u.assert_untouched();
     // `guest list` says a start would fail.
     let list = stderr(&g.unifs(&["list"]));
-    assert!(list.contains("store forget"), "{list}");
+    assert!(
+        list.contains("forgetting the guest does not help"),
+        "{list}"
+    );
 }
 
 #[test]
@@ -208,7 +211,7 @@ fn s52_bind_run_of_a_root_no_store_records_still_runs() {
         return;
     }
     let u = Unified::new();
-    // Beside the unified guests, on their store's filesystem: not one of them.
+    // A root of its own, on the store's filesystem: not one of its guests.
     let plain = TestRoot::new();
     let o = bind_run(
         &u.store,
@@ -225,7 +228,33 @@ fn s52_bind_run_of_a_root_no_store_records_still_runs() {
     let none = plain.dir.path().join("no-store");
     let o = bind_run(&none, &plain.root(), "true");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(!stderr(&o).contains("store"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("unified into the store"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!none.exists());
     u.assert_untouched();
+}
+
+/// A root that holds the store (no guest recorded below it): the guest
+/// would get the objects themselves (`/var/lib` for /var/lib/unifs).
+#[test]
+fn s52_bind_run_of_a_root_holding_the_store_is_refused() {
+    if !can_run("s52_bind_run_of_a_root_holding_the_store_is_refused") {
+        return;
+    }
+    let t = TestRoot::new();
+    let root = t.root();
+    let store = root.join("srv/store");
+    let mut init = Command::new(unifs_bin());
+    init.arg("--store").arg(&store).args(["store", "init"]);
+    let o = run_bounded(init, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = bind_run(&store, &root, "touch /srv/store/objects/x");
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    let want = format!("guest root {} holds the unifs store ", root.display());
+    assert!(err.contains(&want), "{err}");
+    assert!(!store.join("objects/x").exists(), "{err}");
 }
